@@ -1,0 +1,93 @@
+"""berryMQ: a programmer-friendly, in-memory message library.
+
+Send messages named by identifiers (``"job:done"``); receivers chosen by patterns with
+wildcards (``"*:done"``) get them, pushed to functions and methods or stored in queues.
+The same messages cross processes over JSON-RPC and, through plugins, a broker.
+"""
+
+from __future__ import annotations
+
+from berrymq.api import (
+    auto_twitter,
+    close_connection,
+    connect_oneway,
+    connect_via_queue,
+    following_function,
+    get,
+    get_nowait,
+    init_connection,
+    interconnect,
+    join,
+    regist_function,
+    regist_method,
+    send_message,
+    set_multiplicity,
+    talk,
+    twitter,
+    twitter_exception,
+    unfollow,
+)
+from berrymq.bus import Bus, Subscription
+from berrymq.default import get_bus, set_bus, use_bus
+from berrymq.errors import (
+    BerryMQError,
+    ConnectionClosed,
+    Empty,
+    InvalidIdentifier,
+    MessageTooLarge,
+    PluginNotAvailable,
+    QueueClosed,
+    QueueFull,
+    RemoteError,
+    SettingsError,
+    TransportError,
+)
+from berrymq.identifier import Identifier
+from berrymq.message import Message
+from berrymq.receivers.followers import Follower, following
+from berrymq.receivers.queues import Queue
+
+__version__ = "0.4.0"
+
+__all__ = [
+    "BerryMQError",
+    "Bus",
+    "ConnectionClosed",
+    "Empty",
+    "Follower",
+    "Identifier",
+    "InvalidIdentifier",
+    "Message",
+    "MessageTooLarge",
+    "PluginNotAvailable",
+    "Queue",
+    "QueueClosed",
+    "QueueFull",
+    "RemoteError",
+    "SettingsError",
+    "Subscription",
+    "TransportError",
+    "__version__",
+    "auto_twitter",
+    "close_connection",
+    "connect_oneway",
+    "connect_via_queue",
+    "following",
+    "following_function",
+    "get",
+    "get_bus",
+    "get_nowait",
+    "init_connection",
+    "interconnect",
+    "join",
+    "regist_function",
+    "regist_method",
+    "send_message",
+    "set_bus",
+    "set_multiplicity",
+    "talk",
+    "twitter",
+    "twitter_exception",
+    "unfollow",
+    "use_bus",
+]

@@ -1,0 +1,277 @@
+"""The module-level API: the seed's names, each a thin layer over the default bus."""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from berrymq.bus import Guard, Receiver, Subscription
+from berrymq.default import holder
+from berrymq.errors import ConnectionClosed
+from berrymq.identifier import Identifier, parse
+from berrymq.message import Message
+from berrymq.transports.base import Address, Connection, normalize_address
+
+__all__ = [
+    "auto_twitter",
+    "close_connection",
+    "connect_oneway",
+    "connect_via_queue",
+    "following_function",
+    "get",
+    "get_nowait",
+    "init_connection",
+    "interconnect",
+    "join",
+    "regist_function",
+    "regist_method",
+    "send_message",
+    "set_multiplicity",
+    "talk",
+    "twitter",
+    "twitter_exception",
+    "unfollow",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F")
+
+
+# -- sending -------------------------------------------------------------------------------
+
+
+def twitter(identifier: str | Identifier, /, *args: Any, **kwargs: Any) -> None:
+    """Send a message: every receiver whose pattern matches ``identifier`` gets it.
+
+    Without a worker pool (:func:`set_multiplicity`) the receivers have run, in
+    registration order and in this thread, when ``twitter`` returns.
+    """
+    holder.bus.twitter(identifier, *args, **kwargs)
+
+
+def talk(identifier: str | Identifier, callback_identifier: str | Identifier, /,
+         *args: Any, **kwargs: Any) -> None:
+    """Send like :func:`twitter`, then send each receiver's non-None return value to
+    ``callback_identifier`` as ``args[0]``."""
+    holder.bus.talk(identifier, callback_identifier, *args, **kwargs)
+
+
+def set_multiplicity(n: int) -> None:
+    """Run receivers on a pool of ``n`` threads (``twitter`` returns at once); 0 runs them
+    in the sender's thread again. A negative ``n`` raises :class:`ValueError`."""
+    holder.bus.set_multiplicity(n)
+
+
+def join(timeout: float | None = None) -> bool:
+    """Wait until the worker pool has delivered what was sent so far (see
+    :meth:`Bus.join <berrymq.Bus.join>`)."""
+    return holder.bus.join(timeout)
+
+
+# -- receivers -----------------------------------------------------------------------------
+
+
+def following_function(pattern: str, guard_condition: Guard | None = None, *,
+                       weak: bool = True) -> Callable[[F], F]:
+    """Decorator: the function receives every message matching ``pattern``.
+
+    Returns the function unchanged. Works on functions, ``@staticmethod`` and
+    ``@classmethod`` (write ``@following_function`` above them). ``guard_condition(message)``
+    returning false skips the function for that message. The function is held by weak
+    reference unless ``weak=False`` (use that for lambdas and closures).
+    """
+    ident = parse(pattern)
+
+    def decorate(function: F) -> F:
+        bus = holder.bus
+        functions = bus.plugins.receiver("functions")
+        return functions.decorate(bus, ident, function, guard_condition, weak=weak)  # type: ignore[no-any-return]
+
+    return decorate
+
+
+def regist_function(pattern: str, function: Receiver, guard_condition: Guard | None = None,
+                    *, weak: bool = True) -> Subscription:
+    """Register ``function`` for ``pattern`` at run time; ``cancel()`` the handle to undo."""
+    bus = holder.bus
+    return bus.plugins.receiver("functions").follow(  # type: ignore[no-any-return]
+        bus, pattern, function, guard_condition, weak=weak
+    )
+
+
+def regist_method(pattern: str, method: Receiver, guard_condition: Guard | None = None,
+                  *, weak: bool = True) -> Subscription:
+    """Register a bound method for ``pattern``; held through its object, weakly by default."""
+    if getattr(method, "__self__", None) is None:
+        raise TypeError(f"regist_method needs a bound method, got {method!r}")
+    return regist_function(pattern, method, guard_condition, weak=weak)
+
+
+def unfollow(target: object) -> int:
+    """Stop a function, a bound method, an object (all its methods) or a class (all its
+    instances and class methods) from following anything; returns how many
+    subscriptions were cancelled."""
+    return holder.bus.unfollow(target)
+
+
+# -- decorators that send --------------------------------------------------------------------
+
+
+def auto_twitter(identifier: str, entry: bool = False, exit: bool = False
+                 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Wrap a function to send ``name:entry`` before and ``name:exit`` after each call.
+
+    Both flags false (or both true) send both; ``entry=True`` only entry; ``exit=True``
+    only exit. An identifier whose action is already ``entry`` or ``exit`` sends just
+    that one. Both messages carry the call's arguments; the exit message is sent even
+    when the function raises. Return values and exceptions pass through unchanged.
+    """
+    ident = parse(identifier)
+    prefix = ident.name if ident.namespace is None else f"{ident.name}@{ident.namespace}"
+    if ident.action in ("entry", "exit"):
+        send_entry, send_exit = ident.action == "entry", ident.action == "exit"
+    elif entry == exit:
+        send_entry = send_exit = True
+    else:
+        send_entry, send_exit = entry, exit
+    entry_id = parse(f"{prefix}:entry")
+    exit_id = parse(f"{prefix}:exit")
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if send_entry:
+                holder.bus.twitter(entry_id, *args, **kwargs)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                if send_exit:
+                    holder.bus.twitter(exit_id, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def twitter_exception(identifier: str, reraise: bool = False
+                      ) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
+    """Wrap a function to send a message when it raises.
+
+    The message's keyword arguments are JSON-serialisable: ``exception_type`` (the class
+    name), ``exception_message`` (``str(exc)``), ``traceback`` (formatted) and
+    ``function`` (its qualified name). The exception is re-raised when ``reraise`` is
+    true; otherwise the call returns None.
+    """
+    ident = parse(identifier)
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R | None]:
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
+            try:
+                return function(*args, **kwargs)
+            except Exception as exc:
+                holder.bus.twitter(
+                    ident,
+                    exception_type=type(exc).__name__,
+                    exception_message=str(exc),
+                    traceback="".join(traceback.format_exception(exc)),
+                    function=function.__qualname__,
+                )
+                if reraise:
+                    raise
+                return None
+
+        return wrapper
+
+    return decorate
+
+
+# -- between processes -----------------------------------------------------------------------
+
+DEFAULT_TTL = 1000
+
+
+def init_connection(addr: Address = ("localhost", 0)) -> Address:
+    """Serve the default bus at ``addr`` so that other processes can connect.
+
+    ``addr`` is a ``(host, port)`` tuple (JSON-RPC over HTTP) or a URL whose scheme picks
+    the transport plugin (``http://``, ``tcp://``, ``local://``). Port 0 picks a free port.
+    Returns the bound address, in the form it was given.
+    """
+    scheme, url = normalize_address(addr)
+    bound = holder.bus.transport(scheme).listen(url)
+    if isinstance(addr, tuple):
+        host, _, port = bound.split("://", 1)[1].rpartition(":")
+        return host.strip("[]"), int(port.rstrip("/"))
+    return bound
+
+
+def _connect(addr: Address, style: str, ttl: float, pattern: str | None = None) -> Connection:
+    if not isinstance(ttl, (int, float)) or ttl <= 0:
+        raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+    scheme, url = normalize_address(addr)
+    bus = holder.bus
+    transport = bus.transport(scheme)
+    if style == "interconnect":
+        connection = transport.interconnect(url, ttl)
+    elif style == "oneway":
+        connection = transport.connect_oneway(url, ttl)
+    else:
+        assert pattern is not None
+        connection = transport.connect_via_queue(url, parse(pattern), ttl)
+    bus.track_connection(connection)
+    return connection
+
+
+def interconnect(addr: Address, ttl: float = DEFAULT_TTL) -> Connection:
+    """Style 01: forward every non-local message both ways with the node at ``addr``."""
+    return _connect(addr, "interconnect", ttl)
+
+
+def connect_oneway(addr: Address, ttl: float = DEFAULT_TTL) -> Connection:
+    """Style 02: send to the node at ``addr`` with :func:`send_message`."""
+    return _connect(addr, "oneway", ttl)
+
+
+def connect_via_queue(addr: Address, pattern: str, ttl: float = DEFAULT_TTL) -> Connection:
+    """Style 03: the node at ``addr`` keeps a queue of ``pattern`` for this process, pulled
+    with :func:`get` and :func:`get_nowait`."""
+    return _connect(addr, "queue", ttl, pattern)
+
+
+def _client_connection(need_queue: bool = False) -> Connection:
+    for connection in reversed(holder.bus.connections()):
+        if not need_queue or connection.style == "queue":
+            return connection
+    if need_queue:
+        raise ConnectionClosed("no queue connection is open; call connect_via_queue(addr, pattern)")
+    raise ConnectionClosed("no connection is open; call connect_oneway(addr) first")
+
+
+def send_message(identifier: str, /, *args: Any, **kwargs: Any) -> None:
+    """Send one message to the node of the most recent connection."""
+    ident = parse(identifier)
+    _client_connection().send(Message(ident, args, kwargs))
+
+
+def get(block: bool = True, timeout: float | None = None) -> Message:
+    """Pull the next message from the server-side queue of :func:`connect_via_queue`."""
+    return _client_connection(need_queue=True).get(block, timeout)
+
+
+def get_nowait() -> Message:
+    """Pull without waiting; raises :class:`berrymq.Empty` when the queue is empty."""
+    return _client_connection(need_queue=True).get_nowait()
+
+
+def close_connection(addr: Address | None = None) -> None:
+    """Close the connections to ``addr``, or every connection when ``addr`` is None."""
+    bus = holder.bus
+    wanted = None if addr is None else normalize_address(addr)[1]
+    for connection in bus.connections():
+        if wanted is None or connection.address == wanted:
+            connection.close()
+            bus.untrack_connection(connection)

@@ -1,0 +1,103 @@
+"""Every exception berryMQ raises, in one place.
+
+The tree::
+
+    BerryMQError
+    ├── InvalidIdentifier (also ValueError)    a bad identifier text
+    ├── SettingsError                          a malformed or unknown setting; names file and line
+    ├── PluginNotAvailable                     a scheme or receiver kind whose plugin is missing
+    │                                          or disabled; names the plugin
+    ├── QueueFull (also queue.Full)            a bounded queue refused a message
+    ├── QueueClosed (also queue.Empty)         a closed queue has nothing more to give
+    └── TransportError                         something went wrong between processes
+        ├── ConnectionClosed                   the peer or the connection is gone
+        ├── MessageTooLarge                    over the size limit; nothing was sent
+        └── RemoteError                        the peer answered with a JSON-RPC error
+
+``berrymq.Empty`` is the standard library's :class:`queue.Empty`.
+"""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+__all__ = [
+    "BerryMQError",
+    "ConnectionClosed",
+    "Empty",
+    "InvalidIdentifier",
+    "MessageTooLarge",
+    "PluginNotAvailable",
+    "QueueClosed",
+    "QueueFull",
+    "RemoteError",
+    "SettingsError",
+    "TransportError",
+]
+
+Empty = queue.Empty
+
+
+class BerryMQError(Exception):
+    """The base of every berryMQ exception."""
+
+
+class InvalidIdentifier(BerryMQError, ValueError):
+    """An identifier text that berryMQ cannot accept; the message names the text and why."""
+
+    def __init__(self, text: object, reason: str) -> None:
+        self.text = text
+        self.reason = reason
+        super().__init__(f"invalid identifier {text!r}: {reason}")
+
+
+class SettingsError(BerryMQError):
+    """A settings file that is malformed or names something unknown."""
+
+    def __init__(self, problem: str, path: object = None, line: int | None = None) -> None:
+        self.problem = problem
+        self.path = path
+        self.line = line
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(f"{where}{problem}")
+
+
+class PluginNotAvailable(BerryMQError):
+    """A feature was asked for whose plugin is not installed or not active."""
+
+    def __init__(self, what: str, plugin: str, reason: str) -> None:
+        self.plugin = plugin
+        super().__init__(f"{what}: {reason}")
+
+
+class QueueFull(BerryMQError, queue.Full):
+    """A bounded queue was full and refused a message (it was not stored)."""
+
+
+class QueueClosed(BerryMQError, queue.Empty):
+    """The queue was closed and every stored message has been taken."""
+
+
+class TransportError(BerryMQError):
+    """A failure while carrying messages between processes."""
+
+
+class ConnectionClosed(TransportError):
+    """The connection or the peer is gone; what was being sent was not delivered."""
+
+
+class MessageTooLarge(TransportError):
+    """A message over the size limit; it was not sent."""
+
+
+class RemoteError(TransportError):
+    """The peer answered a request with a JSON-RPC error object."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        self.code = code
+        self.message = message
+        self.data = data
+        super().__init__(f"remote error {code}: {message}")

@@ -1,0 +1,119 @@
+"""The hooks through which plugins extend berryMQ, and the markers to implement them.
+
+A plugin is a module (or object) registered under the entry point group ``berrymq``; it
+implements any of these hooks with :data:`hookimpl`::
+
+    from berrymq.hookspecs import hookimpl
+
+    @hookimpl
+    def berrymq_register_transports(registry):
+        registry.add("tcp", TcpTransport, plugin="jsonrpc-tcp")
+
+Registry hooks are called once, when plugins are loaded. Bus hooks are called for every
+bus that starts or closes. :func:`berrymq_message_sent` is the only per-message hook, and
+the bus calls it only when some active plugin implements it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+    from berrymq.message import Message
+    from berrymq.registries import (
+        ReceiverRegistry,
+        SettingsSchema,
+        StatusReport,
+        TransportRegistry,
+    )
+
+__all__ = [
+    "PROJECT_NAME",
+    "berrymq_bus_closing",
+    "berrymq_bus_started",
+    "berrymq_declare_settings",
+    "berrymq_message_sent",
+    "berrymq_register_receivers",
+    "berrymq_register_transports",
+    "berrymq_report_status",
+    "hookimpl",
+    "hookspec",
+]
+
+PROJECT_NAME = "berrymq"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def berrymq_declare_settings(schema: SettingsSchema) -> None:
+    """Called once when plugins are loaded, before the settings file is checked; declare
+    the keys of the plugin's table in the settings file, so that unknown keys and wrong
+    types are reported with the file and line.
+
+    :param schema: call ``schema.add(plugin_name, key=type, ...)``.
+    """
+
+
+@hookspec
+def berrymq_register_transports(registry: TransportRegistry) -> None:
+    """Called once when plugins are loaded; add transport factories by URL scheme.
+
+    :param registry: call ``registry.add(scheme, factory, plugin=name)`` for each scheme;
+        ``factory(bus, settings)`` returns a :class:`berrymq.transports.base.Transport`.
+    """
+
+
+@hookspec
+def berrymq_register_receivers(registry: ReceiverRegistry) -> None:
+    """Called once when plugins are loaded; add receiver kinds by name.
+
+    The public API finds its receiver kinds here (``functions``, ``followers``,
+    ``queues``), so that a disabled kind is reported by name.
+
+    :param registry: call ``registry.add(kind, implementation, plugin=name)``.
+    """
+
+
+@hookspec
+def berrymq_bus_started(bus: Bus) -> None:
+    """Called when a bus is first used, after the settings are applied to it; a plugin
+    subscribes its own receivers or connects its transport here.
+
+    :param bus: the bus; ``bus.plugins.settings_for(name)`` gives the plugin's settings.
+    """
+
+
+@hookspec
+def berrymq_bus_closing(bus: Bus) -> None:
+    """Called when a started bus is closed, before its subscriptions are dropped; a plugin
+    releases what it acquired in :func:`berrymq_bus_started`.
+
+    :param bus: the bus being closed.
+    """
+
+
+@hookspec
+def berrymq_message_sent(bus: Bus, message: Message) -> None:
+    """Called after each message was delivered locally and handed to transports, but only
+    when some active plugin implements this hook (checked once when the bus starts).
+
+    Implementations run on the sender's path: keep them quick and never raise.
+
+    :param bus: the bus the message was sent on.
+    :param message: the message, as the receivers got it.
+    """
+
+
+@hookspec
+def berrymq_report_status(bus: Bus, report: StatusReport) -> None:
+    """Called by ``berrymq plugins`` and :func:`berrymq.status`; add a line about the
+    plugin's state (connected, buffering, ...).
+
+    :param bus: the bus whose state is reported.
+    :param report: call ``report.add(plugin_name, text)``.
+    """

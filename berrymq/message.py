@@ -1,0 +1,111 @@
+"""Message: what a receiver gets, immutable and cheap to create."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from berrymq.identifier import Identifier
+
+__all__ = ["Message"]
+
+T = TypeVar("T")
+
+_tuple_new = tuple.__new__
+
+
+class Message(tuple):  # type: ignore[type-arg]
+    """One sent message, as receivers and queues see it.
+
+    ``id`` is ``"name:action"``; ``args`` is a tuple and ``kwargs`` a dict; each keyword
+    argument is also an attribute (``message.user`` for ``user=...``). A message is a
+    tuple underneath, so creating one on every send costs little and its fields cannot be
+    reassigned.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        identifier: Identifier | str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        hops: int = 0,
+        uid: str | None = None,
+    ) -> Message:
+        if not isinstance(identifier, Identifier):
+            identifier = Identifier(identifier)
+        return _tuple_new(
+            cls, (identifier, tuple(args), {} if kwargs is None else kwargs, hops, uid)
+        )
+
+    @property
+    def identifier(self) -> Identifier:
+        """The parsed :class:`~berrymq.Identifier` the message was sent with."""
+        ident: Identifier = self[0]
+        return ident
+
+    @property
+    def id(self) -> str:
+        """``"name:action"``, as sent (without the namespace)."""
+        return self[0].id  # type: ignore[no-any-return]
+
+    @property
+    def name(self) -> str:
+        return self[0].name  # type: ignore[no-any-return]
+
+    @property
+    def action(self) -> str:
+        return self[0].action  # type: ignore[no-any-return]
+
+    @property
+    def namespace(self) -> str | None:
+        """The namespace, or None for the default one."""
+        return self[0].namespace  # type: ignore[no-any-return]
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return self[1]  # type: ignore[no-any-return]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return self[2]  # type: ignore[no-any-return]
+
+    @property
+    def hops(self) -> int:
+        """How many receivers or nodes handed this message on before it reached here."""
+        return self[3]  # type: ignore[no-any-return]
+
+    @property
+    def uid(self) -> str | None:
+        """A unique id, given when the message first leaves its process; else None."""
+        return self[4]  # type: ignore[no-any-return]
+
+    def apply(self, func: Callable[..., T]) -> T:
+        """Call ``func(**message.kwargs)`` and return its result."""
+        return func(**self[2])
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[2][key]
+        except KeyError:
+            raise AttributeError(
+                f"message {self[0]} has no attribute or keyword argument {key!r}"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"Message({str(self[0])!r}, args={self[1]!r}, kwargs={self[2]!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Message, tuple(self))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Message):
+            return self[:3] == other[:3]
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    __hash__ = None  # type: ignore[assignment]  # kwargs is a dict

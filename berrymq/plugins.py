@@ -1,0 +1,297 @@
+"""The plugin host: entry points, activation by settings, and one typed facade for hooks.
+
+Every hook call of berryMQ goes through :class:`PluginHost`, so they can all be found
+here. Plugins come from the entry point group ``berrymq``; the core distribution declares
+its own (``local``, ``functions``, ``followers``, ``queues``) there too, so an outside
+plugin is loaded exactly like a built-in one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from berrymq import hookspecs
+from berrymq.errors import BerryMQError, PluginNotAvailable
+from berrymq.registries import ReceiverRegistry, SettingsSchema, StatusReport, TransportRegistry
+from berrymq.settings import Settings, check_table, load_settings
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+    from berrymq.transports.base import Transport
+
+__all__ = [
+    "BLOCK_ENV_VAR",
+    "BUILTIN_PLUGINS",
+    "CORE_RECEIVERS",
+    "ENTRY_POINT_GROUP",
+    "KNOWN_SCHEMES",
+    "PluginHost",
+    "PluginInfo",
+    "get_plugin_host",
+    "reset_plugin_host",
+]
+
+ENTRY_POINT_GROUP = "berrymq"
+
+#: Built-in plugins: entry point name -> module, as the core distribution declares them.
+BUILTIN_PLUGINS: dict[str, str] = {
+    "local": "berrymq.transports.local",
+    "functions": "berrymq.receivers.functions",
+    "followers": "berrymq.receivers.followers",
+    "queues": "berrymq.receivers.queues",
+}
+
+#: The receiver plugins that make up the local API that ``import berrymq`` promises. An
+#: allow-list (``plugins = [...]``) need not name them; only ``disable`` turns them off.
+CORE_RECEIVERS = frozenset({"functions", "followers", "queues"})
+
+#: Where to get the plugin for a well-known URL scheme: (entry point, distribution).
+KNOWN_SCHEMES: dict[str, tuple[str, str]] = {
+    "local": ("local", "berrymq"),
+    "http": ("jsonrpc-http", "berrymq-jsonrpc-http"),
+    "tcp": ("jsonrpc-tcp", "berrymq-jsonrpc-tcp"),
+    "nats": ("nats", "berrymq-nats"),
+}
+
+#: Comma-separated plugin names that are never loaded, whatever the settings say.
+BLOCK_ENV_VAR = "BERRYMQ_BLOCK_PLUGINS"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One installed plugin, as ``berrymq plugins`` lists it."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    active: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    name: str
+    distribution: str
+    version: str
+    module: str
+    load: Callable[[], Any]
+
+
+def _installed_candidates() -> list[_Candidate]:
+    found: dict[str, _Candidate] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in found:
+            continue  # the same distribution seen twice on sys.path
+        dist = ep.dist
+        found[ep.name] = _Candidate(
+            ep.name,
+            dist.metadata["Name"] if dist is not None else "?",
+            dist.version if dist is not None else "?",
+            ep.value,
+            ep.load,
+        )
+    # Running from a source tree that was never installed: the core's own plugins still
+    # have to be there, or not even twitter would work.
+    for name, module in BUILTIN_PLUGINS.items():
+        if name not in found:
+            found[name] = _Candidate(
+                name, "berrymq", _core_version(), module,
+                lambda module=module: importlib.import_module(module),
+            )
+    return sorted(found.values(), key=lambda c: c.name)
+
+
+def _core_version() -> str:
+    from berrymq import __version__
+
+    return __version__
+
+
+class PluginHost:
+    """Loads the active plugins once and is the only caller of their hooks.
+
+    :param settings: the settings to apply; by default the settings file is searched for.
+    :param entry_points: load plugins from the ``berrymq`` entry point group; when false
+        only the built-in plugins and ``extra_plugins`` are available.
+    :param extra_plugins: ``(name, plugin)`` pairs registered as if installed (for tests
+        and for programs that embed a plugin).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        entry_points: bool = True,
+        extra_plugins: Iterable[tuple[str, object]] = (),
+    ) -> None:
+        self.settings = settings if settings is not None else load_settings()
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.transports = TransportRegistry()
+        self.receivers = ReceiverRegistry()
+        self.schema = SettingsSchema()
+        self._infos: list[PluginInfo] = []
+        candidates = _installed_candidates()
+        if not entry_points:
+            candidates = [c for c in candidates if c.name in BUILTIN_PLUGINS]
+        for name, plugin in extra_plugins:
+            candidates.append(_Candidate(name, "(registered in code)", "", repr(plugin), lambda p=plugin: p))
+        self._load(candidates)
+
+    # -- loading -------------------------------------------------------------------------
+
+    def _load(self, candidates: list[_Candidate]) -> None:
+        settings = self.settings
+        installed = {c.name for c in candidates}
+        blocked = {n.strip() for n in os.environ.get(BLOCK_ENV_VAR, "").split(",") if n.strip()}
+        for key, names in (("plugins", settings.plugins or ()), ("disable", settings.disable)):
+            for name in names:
+                if name not in installed:
+                    raise settings.error(
+                        f"{key} names unknown plugin {name!r}; installed plugins: "
+                        f"{', '.join(sorted(installed))}",
+                        key,
+                    )
+        for name in settings.tables:
+            if name not in installed:
+                raise settings.error(
+                    f"settings table for unknown plugin {name!r}; installed plugins: "
+                    f"{', '.join(sorted(installed))}",
+                    None,
+                    name,
+                )
+        active_names: list[str] = []
+        for candidate in candidates:
+            active, reason = self._activation(candidate.name, blocked)
+            if active:
+                try:
+                    plugin = candidate.load()
+                except Exception as exc:
+                    raise BerryMQError(
+                        f"plugin {candidate.name!r} ({candidate.distribution} "
+                        f"{candidate.version}) failed to load from {candidate.module}: {exc}"
+                    ) from exc
+                self.pm.register(plugin, name=candidate.name)
+                active_names.append(candidate.name)
+            self._infos.append(
+                PluginInfo(candidate.name, candidate.distribution, candidate.version,
+                           candidate.module, active, reason)
+            )
+        hook = self.pm.hook
+        hook.berrymq_declare_settings(schema=self.schema)
+        for name in active_names:
+            if name in settings.tables:
+                check_table(settings, name, self.schema.tables.get(name, {}))
+        hook.berrymq_register_transports(registry=self.transports)
+        hook.berrymq_register_receivers(registry=self.receivers)
+
+    def _activation(self, name: str, blocked: set[str]) -> tuple[bool, str]:
+        settings = self.settings
+        where = f" in {settings.path}" if settings.path else ""
+        if name in blocked:
+            return False, f"blocked by {BLOCK_ENV_VAR}"
+        if name in settings.disable:
+            return False, f"disabled{where}"
+        if settings.plugins is not None and name not in settings.plugins:
+            if name in CORE_RECEIVERS:
+                return True, "core receiver (active unless disabled)"
+            return False, f"not in the plugins list{where}"
+        if settings.plugins is not None:
+            return True, f"listed{where}"
+        return True, "installed" if settings.path is None else f"not disabled{where}"
+
+    # -- the facade: every hook call and registry look-up ---------------------------------
+
+    @property
+    def core_settings(self) -> dict[str, Any]:
+        """The ``[berrymq]`` settings other than ``plugins`` and ``disable``."""
+        return dict(self.settings.core)
+
+    def settings_for(self, plugin: str) -> dict[str, Any]:
+        """The plugin's table from the settings file (empty when there is none)."""
+        return dict(self.settings.table(plugin))
+
+    def infos(self) -> list[PluginInfo]:
+        """Every installed plugin, active or not, sorted by name."""
+        return list(self._infos)
+
+    def is_active(self, name: str) -> bool:
+        return self.pm.get_plugin(name) is not None
+
+    def _unavailable(self, what: str, plugin: str, distribution: str) -> PluginNotAvailable:
+        info = next((i for i in self._infos if i.name == plugin), None)
+        if info is None:
+            hint = f"install the plugin {plugin!r} (pip install {distribution})"
+        else:
+            hint = f"plugin {plugin!r} is installed but not active ({info.reason}); enable it"
+            if self.settings.path is not None:
+                hint += f" in {self.settings.path}"
+        return PluginNotAvailable(what, plugin, hint)
+
+    def create_transport(self, scheme: str, bus: Bus) -> Transport:
+        """Make the transport for ``scheme`` on ``bus``, or say which plugin is missing."""
+        factory = self.transports.factory(scheme)
+        if factory is None:
+            plugin, distribution = KNOWN_SCHEMES.get(
+                scheme, (f"<a plugin for {scheme}://>", f"a berryMQ plugin for {scheme}://")
+            )
+            raise self._unavailable(f"no transport for {scheme}:// addresses", plugin, distribution)
+        plugin = self.transports.plugin_for(scheme) or scheme
+        return factory(bus, self.settings_for(plugin))
+
+    def receiver(self, kind: str) -> Any:
+        """The receiver kind ``kind``, or an error naming the plugin to enable."""
+        implementation = self.receivers.get(kind)
+        if implementation is None:
+            raise self._unavailable(f"receiver kind {kind!r} is not available", kind, "berrymq")
+        return implementation
+
+    def bus_started(self, bus: Bus) -> None:
+        self.pm.hook.berrymq_bus_started(bus=bus)
+
+    def bus_closing(self, bus: Bus) -> None:
+        self.pm.hook.berrymq_bus_closing(bus=bus)
+
+    def message_taps(self, bus: Bus) -> list[Callable[..., Any]]:
+        """The per-message hook caller, only when some active plugin implements it."""
+        caller = self.pm.hook.berrymq_message_sent
+        return [caller] if caller.get_hookimpls() else []
+
+    def status(self, bus: Bus) -> StatusReport:
+        report = StatusReport()
+        for scheme, transport in list(bus._transports.items()):
+            report.add(self.transports.plugin_for(scheme) or scheme, f"{scheme}: {transport.status()}")
+        self.pm.hook.berrymq_report_status(bus=bus, report=report)
+        return report
+
+
+_host: PluginHost | None = None
+_host_lock = threading.Lock()
+
+
+def get_plugin_host() -> PluginHost:
+    """The process's plugin host, loaded from the settings file on first use."""
+    global _host
+    if _host is None:
+        with _host_lock:
+            if _host is None:
+                _host = PluginHost()
+    return _host
+
+
+def reset_plugin_host(host: PluginHost | None = None) -> PluginHost | None:
+    """Replace the process's plugin host (None: load again on next use); returns the old."""
+    global _host
+    with _host_lock:
+        old, _host = _host, host
+    return old
+

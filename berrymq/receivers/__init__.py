@@ -1,0 +1,1 @@
+"""The built-in receiver plugins: functions, Follower classes and queues."""

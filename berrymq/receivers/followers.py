@@ -1,0 +1,117 @@
+"""The ``followers`` receiver plugin: methods of classes declared with ``metaclass=Follower``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from berrymq.bus import Bus, Guard, Subscription
+from berrymq.hookspecs import hookimpl
+from berrymq.identifier import Identifier, parse
+from berrymq.registries import ReceiverRegistry
+
+__all__ = ["Follower", "FollowerReceivers", "following"]
+
+F = TypeVar("F")
+Mark = tuple[Identifier, Guard | None]
+_MARKS = "__berrymq_following__"
+
+
+def following(pattern: str, guard_condition: Guard | None = None) -> Callable[[F], F]:
+    """Mark a method of a :class:`Follower` class as a receiver of ``pattern``.
+
+    Instance methods are registered for each instance when it is created, class methods
+    and static methods once for the class. The method is returned unchanged.
+    """
+    ident = parse(pattern)
+    if guard_condition is not None and not callable(guard_condition):
+        raise TypeError(f"guard_condition for {ident} must be callable")
+
+    def mark(method: F) -> F:
+        target = method.__func__ if isinstance(method, (classmethod, staticmethod)) else method
+        if not callable(target):
+            raise TypeError(f"@following({pattern!r}) needs a method, got {method!r}")
+        marks: list[Mark] = target.__dict__.setdefault(_MARKS, [])
+        marks.append((ident, guard_condition))
+        return method
+
+    return mark
+
+
+def _marks(value: object) -> list[Mark]:
+    target = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
+    return getattr(target, "__dict__", {}).get(_MARKS, [])  # type: ignore[no-any-return]
+
+
+class FollowerReceivers:
+    """Registers the marked methods of Follower classes and their instances."""
+
+    def register_class(self, bus: Bus, cls: type) -> list[Subscription]:
+        """Register the class's own marked class methods and static methods."""
+        subscriptions = []
+        for attr, value in vars(cls).items():
+            if isinstance(value, (classmethod, staticmethod)):
+                receiver = getattr(cls, attr)
+                for pattern, guard in _marks(value):
+                    subscriptions.append(bus.subscribe(pattern, receiver, guard, kind="follower"))
+        return subscriptions
+
+    def register_instance(self, bus: Bus, obj: object) -> list[Subscription]:
+        """Register the marked instance methods of ``obj``, held through ``obj`` weakly."""
+        subscriptions = []
+        for attr, marks in type(obj).__berrymq_instance_marks__:  # type: ignore[attr-defined]
+            method = getattr(obj, attr)
+            for pattern, guard in marks:
+                subscriptions.append(bus.subscribe(pattern, method, guard, kind="follower"))
+        return subscriptions
+
+
+class Follower(type):
+    """Metaclass whose instances' ``@following`` methods receive messages.
+
+    ::
+
+        class Logger(metaclass=Follower):
+            @following("*:log")
+            def receive_log(self, message): ...
+
+    Every instance registers its bound methods on the default bus when created, by weak
+    reference: a collected instance stops receiving. ``berrymq.unfollow(obj)`` stops it
+    earlier.
+    """
+
+    __berrymq_instance_marks__: tuple[tuple[str, list[Mark]], ...]
+
+    def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> None:
+        super().__init__(name, bases, namespace)
+        table: dict[str, list[Mark]] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                if isinstance(value, (classmethod, staticmethod)) or not callable(value):
+                    table.pop(attr, None)
+                    continue
+                marks = _marks(value)
+                if marks:
+                    table[attr] = marks
+                else:
+                    table.pop(attr, None)  # overridden without @following: not a receiver
+        cls.__berrymq_instance_marks__ = tuple(table.items())
+        if any(_marks(v) for v in namespace.values() if isinstance(v, (classmethod, staticmethod))):
+            from berrymq.default import get_bus
+
+            bus = get_bus()
+            bus.plugins.receiver("followers").register_class(bus, cls)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        obj = super().__call__(*args, **kwargs)
+        if cls.__berrymq_instance_marks__:
+            from berrymq.default import get_bus
+
+            bus = get_bus()
+            bus.plugins.receiver("followers").register_instance(bus, obj)
+        return obj
+
+
+@hookimpl
+def berrymq_register_receivers(registry: ReceiverRegistry) -> None:
+    registry.add("followers", FollowerReceivers(), plugin="followers")

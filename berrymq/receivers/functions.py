@@ -1,0 +1,61 @@
+"""The ``functions`` receiver plugin: plain functions, static methods and class methods."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from berrymq.bus import Bus, Guard, Receiver, Subscription
+from berrymq.hookspecs import hookimpl
+from berrymq.identifier import Identifier
+from berrymq.registries import ReceiverRegistry
+
+__all__ = ["FunctionReceivers"]
+
+F = TypeVar("F")
+
+
+class _FollowOnceBound:
+    """Stands in for a classmethod in a class body until the class exists, then registers
+    the bound class method and puts the classmethod back in its place."""
+
+    def __init__(self, method: classmethod[Any, Any, Any], follow: Any) -> None:
+        self.method = method
+        self.follow = follow
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        setattr(owner, name, self.method)
+        self.follow(self.method.__get__(None, owner))
+
+
+class FunctionReceivers:
+    """Turns functions into subscriptions."""
+
+    def follow(
+        self, bus: Bus, pattern: Identifier | str, function: Receiver, guard: Guard | None = None,
+        *, weak: bool = True,
+    ) -> Subscription:
+        """Subscribe ``function``; bound methods are held through their object."""
+        return bus.subscribe(pattern, function, guard, weak=weak, kind="function")
+
+    def decorate(
+        self, bus: Bus, pattern: Identifier, target: F, guard: Guard | None, *, weak: bool = True
+    ) -> F:
+        """Register ``target`` and return it; a classmethod is registered once its class
+        is created (put :func:`~berrymq.following_function` above ``@classmethod``)."""
+        if isinstance(target, staticmethod):
+            self.follow(bus, pattern, target.__func__, guard, weak=weak)
+            return target
+        if isinstance(target, classmethod):
+            def follow(bound: Receiver) -> None:
+                self.follow(bus, pattern, bound, guard, weak=weak)
+
+            return _FollowOnceBound(target, follow)  # type: ignore[return-value]
+        if not callable(target):
+            raise TypeError(f"following_function({pattern}) needs a callable, got {target!r}")
+        self.follow(bus, pattern, target, guard, weak=weak)  # type: ignore[arg-type]
+        return target
+
+
+@hookimpl
+def berrymq_register_receivers(registry: ReceiverRegistry) -> None:
+    registry.add("functions", FunctionReceivers(), plugin="functions")

@@ -1,0 +1,245 @@
+"""The ``queues`` receiver plugin: :class:`Queue`, the pull API."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Literal
+
+from berrymq.bus import Bus, Subscription
+from berrymq.errors import Empty, QueueClosed, QueueFull
+from berrymq.hookspecs import hookimpl
+from berrymq.identifier import Identifier, parse
+from berrymq.message import Message
+from berrymq.registries import ReceiverRegistry
+
+__all__ = ["DEFAULT_PUT_TIMEOUT", "FullPolicy", "Queue"]
+
+FullPolicy = Literal["block", "refuse"]
+
+#: How long a sender waits for room in a full bounded queue before it is refused.
+DEFAULT_PUT_TIMEOUT = 1.0
+
+_CLOSED = object()  # put behind the last message when a store closes; wakes every getter
+
+
+class _Store:
+    """Where messages wait: one per standalone queue, one per pattern for shared queues.
+
+    An unbounded store is a bare ``SimpleQueue``; a bounded one adds a semaphore that
+    counts free places, so the sender waits (or is refused) while ``get`` never does
+    more than take from the ``SimpleQueue``.
+    """
+
+    def __init__(self, pattern: Identifier, maxsize: int, on_full: FullPolicy, put_timeout: float) -> None:
+        self.pattern = pattern
+        self.maxsize = maxsize
+        self.on_full = on_full
+        self.put_timeout = put_timeout
+        self.items: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.places = threading.BoundedSemaphore(maxsize) if maxsize > 0 else None
+        self.closed = False
+        self.subscription: Subscription | None = None
+        self.users = 0
+        self.lock = threading.Lock()
+
+    def put(self, message: Message) -> None:
+        """The receiver: store ``message`` or raise :class:`QueueFull` naming the queue."""
+        if self.closed:
+            return  # closing a queue is unsubscribing: later messages are not for it
+        places = self.places
+        if places is not None:
+            if self.on_full == "block":
+                ok = places.acquire(timeout=self.put_timeout)
+            else:
+                ok = places.acquire(blocking=False)
+            if not ok:
+                waited = f" after waiting {self.put_timeout:g}s" if self.on_full == "block" else ""
+                raise QueueFull(
+                    f"queue {self.pattern} is full ({self.maxsize} messages); "
+                    f"message {message[0]} was refused{waited}"
+                )
+        self.items.put(message)
+
+    def get(self, block: bool, timeout: float | None) -> Message:
+        try:
+            item = self.items.get(block, timeout)
+        except queue.Empty:
+            if self.closed:
+                raise QueueClosed(f"queue {self.pattern} is closed and empty") from None
+            raise
+        if item is _CLOSED:
+            self.items.put(_CLOSED)  # for the next getter
+            raise QueueClosed(f"queue {self.pattern} is closed and empty")
+        if self.places is not None:
+            self.places.release()
+        return item  # type: ignore[return-value]
+
+    def qsize(self) -> int:
+        return max(0, self.items.qsize() - (1 if self.closed else 0))
+
+    def close(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self.subscription is not None:
+                self.subscription.cancel()
+            self.items.put(_CLOSED)
+
+
+# Shared stores by bus and pattern; a store lives while some Queue object uses it.
+_shared: weakref.WeakKeyDictionary[Bus, weakref.WeakValueDictionary[Identifier, _Store]] = (
+    weakref.WeakKeyDictionary()
+)
+_shared_lock = threading.Lock()
+
+
+class Queue:
+    """Stores every message matching ``pattern`` sent after it was created, to pull later.
+
+    :param pattern: the identifier pattern, e.g. ``"task:*"``.
+    :param shared: queues created with the same pattern (on one bus) share one store and
+        each message is taken by exactly one ``get`` (competing consumers); otherwise each
+        queue gets its own copy of every message.
+    :param maxsize: 0 for unbounded; otherwise at most this many messages wait.
+    :param on_full: what a full bounded queue does to a sender: ``"block"`` waits up to
+        ``put_timeout`` seconds for room, then refuses; ``"refuse"`` refuses at once. A
+        refused message is not stored and the sender's ``twitter`` raises
+        :class:`berrymq.QueueFull` naming the queue; nothing is dropped silently.
+    :param bus: the bus to follow; the default bus when omitted.
+    """
+
+    def __init__(
+        self,
+        pattern: str,
+        shared: bool = False,
+        maxsize: int = 0,
+        *,
+        on_full: FullPolicy = "block",
+        put_timeout: float = DEFAULT_PUT_TIMEOUT,
+        bus: Bus | None = None,
+    ) -> None:
+        ident = parse(pattern)
+        if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 0:
+            raise ValueError(f"maxsize must be an int, 0 or more, got {maxsize!r}")
+        if on_full not in ("block", "refuse"):
+            raise ValueError(f"on_full must be 'block' or 'refuse', got {on_full!r}")
+        if put_timeout < 0:
+            raise ValueError(f"put_timeout must be 0 or more, got {put_timeout!r}")
+        if bus is None:
+            from berrymq.default import get_bus
+
+            bus = get_bus()
+        bus.plugins.receiver("queues")  # says which plugin to enable if it is off
+        self.pattern = ident
+        self.shared = shared
+        self.bus = bus
+        self._closed = False
+        if shared:
+            self._store = self._shared_store(bus, ident, maxsize, on_full, put_timeout)
+        else:
+            self._store = store = _Store(ident, maxsize, on_full, put_timeout)
+            store.users = 1
+            store.subscription = bus.subscribe(ident, store.put, kind="queue")
+
+    @staticmethod
+    def _shared_store(
+        bus: Bus, ident: Identifier, maxsize: int, on_full: FullPolicy, put_timeout: float
+    ) -> _Store:
+        with _shared_lock:
+            stores = _shared.setdefault(bus, weakref.WeakValueDictionary())
+            store = stores.get(ident)
+            if store is not None and not store.closed:
+                if store.maxsize != maxsize:
+                    raise ValueError(
+                        f"shared queue {ident} exists with maxsize={store.maxsize}; "
+                        f"cannot share it with maxsize={maxsize}"
+                    )
+                store.users += 1
+                return store
+            store = _Store(ident, maxsize, on_full, put_timeout)
+            store.users = 1
+            store.subscription = bus.subscribe(ident, store.put, kind="queue")
+            stores[ident] = store
+            return store
+
+    @property
+    def maxsize(self) -> int:
+        return self._store.maxsize
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Message:
+        """The next message, waiting at most ``timeout`` seconds (forever if None).
+
+        Raises :class:`berrymq.Empty` when nothing came in time (at once when ``block`` is
+        false), :class:`berrymq.QueueClosed` (an ``Empty``) once closed and drained.
+        """
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        return self._store.get(block, timeout)
+
+    def get_nowait(self) -> Message:
+        """The next message, or :class:`berrymq.Empty` at once; same as ``get(False)``."""
+        return self._store.get(False, None)
+
+    def qsize(self) -> int:
+        """How many messages wait (approximate when other threads use the queue)."""
+        return self._store.qsize()
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        return 0 < self._store.maxsize <= self.qsize()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop receiving; messages already stored can still be taken. Idempotent.
+
+        A shared store stops receiving when the last queue using it closes.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        store = self._store
+        with _shared_lock:
+            store.users -= 1
+            last = store.users <= 0
+        if last:
+            store.close()
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Message]:
+        """Yield messages as they come, until the queue is closed and drained."""
+        while True:
+            try:
+                yield self._store.get(True, None)
+            except QueueClosed:
+                return
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        kind = "shared " if self.shared else ""
+        return f"<berrymq.Queue {kind}{self.pattern} size={self.qsize()} {state}>"
+
+
+class QueueReceivers:
+    """The ``queues`` receiver kind: makes :class:`Queue` objects."""
+
+    Queue = Queue
+
+
+@hookimpl
+def berrymq_register_receivers(registry: ReceiverRegistry) -> None:
+    registry.add("queues", QueueReceivers(), plugin="queues")
+

@@ -1,0 +1,107 @@
+"""The typed registries that registry hooks fill, one per kind of extension."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+    from berrymq.transports.base import Transport
+
+__all__ = [
+    "ReceiverRegistry",
+    "SettingsSchema",
+    "StatusReport",
+    "TransportFactory",
+    "TransportRegistry",
+]
+
+TransportFactory = Callable[["Bus", Mapping[str, Any]], "Transport"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    plugin: str
+    value: Any
+
+
+class _NamedRegistry:
+    """Names claimed by plugins; claiming a name twice is an error naming both plugins."""
+
+    what = "name"
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+
+    def _add(self, name: str, value: Any, plugin: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"plugin {plugin!r} registered an empty or non-str {self.what}")
+        existing = self._entries.get(name)
+        if existing is not None and existing.plugin != plugin:
+            raise ValueError(
+                f"{self.what} {name!r} is claimed by both plugin {existing.plugin!r} and "
+                f"plugin {plugin!r}; disable one of them in the settings file"
+            )
+        self._entries[name] = _Entry(plugin, value)
+
+    def plugin_for(self, name: str) -> str | None:
+        """The plugin that registered ``name``, or None."""
+        entry = self._entries.get(name)
+        return entry.plugin if entry else None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+
+class TransportRegistry(_NamedRegistry):
+    """URL schemes and the transport factories of the plugins that claim them."""
+
+    what = "URL scheme"
+
+    def add(self, scheme: str, factory: TransportFactory, *, plugin: str) -> None:
+        """Let ``factory(bus, settings)`` make this plugin's transport for ``scheme``."""
+        self._add(scheme.lower(), factory, plugin)
+
+    def factory(self, scheme: str) -> TransportFactory | None:
+        entry = self._entries.get(scheme)
+        return entry.value if entry else None  # type: ignore[no-any-return]
+
+
+class ReceiverRegistry(_NamedRegistry):
+    """Receiver kinds (``functions``, ``followers``, ``queues``, ...) by name."""
+
+    what = "receiver kind"
+
+    def add(self, kind: str, implementation: Any, *, plugin: str) -> None:
+        """Make ``implementation`` the receiver kind ``kind``."""
+        self._add(kind, implementation, plugin)
+
+    def get(self, kind: str) -> Any:
+        entry = self._entries.get(kind)
+        return entry.value if entry else None
+
+
+@dataclass
+class SettingsSchema:
+    """The keys each plugin accepts in its table of the settings file, with their types."""
+
+    tables: dict[str, dict[str, type | tuple[type, ...]]] = field(default_factory=dict)
+
+    def add(self, plugin: str, **keys: type | tuple[type, ...]) -> None:
+        """Declare ``key=type`` pairs for ``[berrymq.<plugin>]``."""
+        self.tables.setdefault(plugin, {}).update(keys)
+
+
+@dataclass
+class StatusReport:
+    """Lines of state, one or more per plugin, for ``berrymq plugins``."""
+
+    lines: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, plugin: str, text: str) -> None:
+        self.lines.setdefault(plugin, []).append(text)

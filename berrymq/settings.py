@@ -1,0 +1,218 @@
+"""Finding, parsing and checking the settings file.
+
+The first found of: the file named by ``BERRYMQ_CONFIG``; ``berrymq.toml`` in the working
+directory (table ``[berrymq]``); ``pyproject.toml`` in the working directory, if it has a
+``[tool.berrymq]`` table. Without one, every installed plugin is active.
+
+Every problem is a :class:`~berrymq.errors.SettingsError` naming the file and, where it
+can be found, the line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from berrymq.errors import SettingsError
+
+__all__ = ["CORE_KEYS", "ENV_VAR", "Settings", "find_settings", "load_settings"]
+
+ENV_VAR = "BERRYMQ_CONFIG"
+
+#: The keys of the ``[berrymq]`` table itself; every other key must be a plugin's table.
+CORE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "plugins": list,
+    "disable": list,
+    "raise_errors": bool,
+    "hop_limit": int,
+    "multiplicity": int,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parsed settings; an empty one (no file) activates every installed plugin."""
+
+    path: Path | None = None
+    table_name: str = "berrymq"
+    plugins: tuple[str, ...] | None = None
+    disable: tuple[str, ...] = ()
+    core: Mapping[str, Any] = field(default_factory=dict)
+    tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    text: str = ""
+
+    def line_of(self, key: str | None, table: str | None = None) -> int | None:
+        """The line where ``key`` (of a plugin's ``table``, or of the main table) is set."""
+        wanted = self.table_name if table is None else f"{self.table_name}.{table}"
+        current = None
+        for number, raw in enumerate(self.text.splitlines(), start=1):
+            line = raw.strip()
+            if line.startswith("[") and not line.startswith("[["):
+                current = line.strip("[]").strip().replace('"', "")
+                if key is None and current == wanted:
+                    return number
+                continue
+            if key is not None and current == wanted:
+                name = line.split("=", 1)[0].strip().strip('"')
+                if "=" in line and name == key:
+                    return number
+        return None
+
+    def error(self, problem: str, key: str | None = None, table: str | None = None) -> SettingsError:
+        """A :class:`SettingsError` for this file, with the line of ``key`` if found."""
+        return SettingsError(problem, self.path, self.line_of(key, table) if self.path else None)
+
+    def table(self, plugin: str) -> Mapping[str, Any]:
+        """The settings table of ``plugin`` (empty when the file has none)."""
+        return self.tables.get(plugin, {})
+
+
+def find_settings(cwd: Path | None = None) -> Path | None:
+    """The settings file that applies in ``cwd`` (default: the working directory)."""
+    named = os.environ.get(ENV_VAR)
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise SettingsError(f"{ENV_VAR} names {named!r}, which is not a file")
+        return path
+    base = cwd or Path.cwd()
+    candidate = base / "berrymq.toml"
+    if candidate.is_file():
+        return candidate
+    pyproject = base / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            # A broken pyproject.toml is only ours to report if it has our table.
+            if "[tool.berrymq" in pyproject.read_text(encoding="utf-8", errors="replace"):
+                return pyproject
+            return None
+        if "berrymq" in data.get("tool", {}):
+            return pyproject
+    return None
+
+
+def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
+    """Parse and check the settings file at ``path``, or the one :func:`find_settings`
+    finds when ``search`` is true; an empty :class:`Settings` when there is none."""
+    if path is None and search:
+        path = find_settings()
+    if path is None:
+        return Settings()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"cannot read the settings file: {exc.strerror}", path) from exc
+    except UnicodeDecodeError as exc:
+        raise SettingsError("the settings file is not UTF-8", path) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"not valid TOML: {exc}", path, _toml_line(exc)) from exc
+    is_pyproject = path.name == "pyproject.toml"
+    table_name = "tool.berrymq" if is_pyproject else "berrymq"
+    blank = Settings(path=path, table_name=table_name, text=text)
+    if is_pyproject:
+        table = data.get("tool", {}).get("berrymq", {})
+    else:
+        unknown = sorted(set(data) - {"berrymq"})
+        if unknown:
+            raise SettingsError(
+                f"unknown top-level key {unknown[0]!r}; settings go in the [berrymq] table",
+                path,
+                _top_level_line(text, unknown[0]),
+            )
+        table = data.get("berrymq", {})
+    if not isinstance(table, dict):
+        raise blank.error(f"[{table_name}] must be a table")
+    core: dict[str, Any] = {}
+    tables: dict[str, dict[str, Any]] = {}
+    for key, value in table.items():
+        if key in CORE_KEYS:
+            expected = CORE_KEYS[key]
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise blank.error(
+                    f"{key} must be {_type_name(expected)}, got {type(value).__name__}", key
+                )
+            core[key] = value
+        elif isinstance(value, dict):
+            tables[key] = value
+        else:
+            raise blank.error(
+                f"unknown key {key!r} in [{table_name}]; known keys: "
+                f"{', '.join(sorted(CORE_KEYS))}, or a [{table_name}.<plugin>] table",
+                key,
+            )
+    for key in ("plugins", "disable"):
+        names = core.get(key, [])
+        if not all(isinstance(name, str) and name for name in names):
+            raise blank.error(f"{key} must be a list of plugin names (strings)", key)
+    if "plugins" in core and "disable" in core:
+        raise blank.error("give either plugins (an allow-list) or disable, not both", "disable")
+    if core.get("hop_limit", 1) < 1:
+        raise blank.error("hop_limit must be at least 1", "hop_limit")
+    if core.get("multiplicity", 0) < 0:
+        raise blank.error("multiplicity must be 0 or more", "multiplicity")
+    plugins = core.pop("plugins", None)
+    return Settings(
+        path=path,
+        table_name=table_name,
+        plugins=tuple(plugins) if plugins is not None else None,
+        disable=tuple(core.pop("disable", ())),
+        core=core,
+        tables=tables,
+        text=text,
+    )
+
+
+def check_table(settings: Settings, plugin: str, schema: Mapping[str, type | tuple[type, ...]]) -> None:
+    """Raise a :class:`SettingsError` for an unknown key or a wrong type in a plugin's table."""
+    for key, value in settings.table(plugin).items():
+        expected = schema.get(key)
+        if expected is None:
+            known = ", ".join(sorted(schema)) or "none"
+            raise settings.error(
+                f"unknown key {key!r} for plugin {plugin!r} (known keys: {known})", key, plugin
+            )
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise settings.error(
+                f"{plugin}.{key} must be {_type_name(expected)}, got {type(value).__name__}",
+                key,
+                plugin,
+            )
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a table"}
+    if isinstance(expected, tuple):
+        return " or ".join(names.get(t, t.__name__) for t in expected)
+    return names.get(expected, expected.__name__)
+
+
+def _toml_line(exc: tomllib.TOMLDecodeError) -> int | None:
+    # Python 3.11's message ends with "(at line L, column C)"; 3.14 also sets .lineno.
+    lineno = getattr(exc, "lineno", None)
+    if isinstance(lineno, int):
+        return lineno
+    text = str(exc)
+    marker = "(at line "
+    start = text.rfind(marker)
+    if start < 0:
+        return None
+    digits = text[start + len(marker):].split(",", 1)[0]
+    return int(digits) if digits.isdigit() else None
+
+
+def _top_level_line(text: str, key: str) -> int | None:
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith(f"[{key}") or line.split("=", 1)[0].strip() == key:
+            return number
+    return None

@@ -1,0 +1,1 @@
+"""The transport contract and the built-in ``local`` transport."""

@@ -1,0 +1,127 @@
+"""The contract between the bus and a transport plugin.
+
+A transport plugin claims a URL scheme (``registry.add("tcp", factory, plugin=...)`` in
+its :func:`~berrymq.hookspecs.berrymq_register_transports`). The bus creates one
+:class:`Transport` per scheme on first use. A transport:
+
+- serves the bus at an address (:meth:`Transport.listen`), so that other nodes connect;
+- opens :class:`Connection` objects to other nodes in the three styles of the SPEC;
+- hands outgoing messages on through a :class:`Forwarder` that it adds to the bus with
+  :meth:`Bus.add_forwarder <berrymq.Bus.add_forwarder>`, and gives incoming ones to
+  :meth:`Bus.receive <berrymq.Bus.receive>`, which drops messages that went round a cycle.
+
+Lower-level errors are translated into :mod:`berrymq.errors` at this boundary.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from berrymq.identifier import Identifier
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+    from berrymq.message import Message
+
+__all__ = ["Address", "Connection", "Forwarder", "Transport", "normalize_address"]
+
+Address = str | tuple[str, int]
+
+
+class Forwarder(Protocol):
+    """Something the bus hands every non-local message to (one per linked peer)."""
+
+    def forward(self, message: Message, reply_to: Identifier | None) -> None:
+        """Send ``message`` on; ``reply_to`` is set for :func:`berrymq.talk` messages."""
+
+
+def normalize_address(address: Address) -> tuple[str, str]:
+    """Return ``(scheme, url)`` for a ``(host, port)`` tuple (HTTP) or a URL.
+
+    >>> normalize_address(("localhost", 8000))
+    ('http', 'http://localhost:8000')
+    """
+    if isinstance(address, tuple):
+        if len(address) != 2 or not isinstance(address[0], str) or not isinstance(address[1], int):
+            raise ValueError(f"an address tuple is (host: str, port: int), got {address!r}")
+        host, port = address
+        return "http", f"http://{host}:{port}"
+    if not isinstance(address, str):
+        raise TypeError(f"an address is a (host, port) tuple or a URL, got {address!r}")
+    parts = urlsplit(address)
+    if not parts.scheme or "://" not in address:
+        raise ValueError(
+            f"address {address!r} has no scheme; write e.g. 'tcp://127.0.0.1:7000' or "
+            "'http://127.0.0.1:8000'"
+        )
+    return parts.scheme.lower(), address
+
+
+class Connection(ABC):
+    """A connection from this bus to another node, in one of the three styles."""
+
+    #: the peer's address, as a URL
+    address: str
+    #: ``"interconnect"``, ``"oneway"`` or ``"queue"``
+    style: str
+
+    @abstractmethod
+    def send(self, message: Message) -> None:
+        """Send one message to the peer (``send_message`` of the protocol)."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Message:
+        """Pull the next message from the peer's queue for this client (style 03)."""
+        raise TypeError(f"a {self.style} connection has no queue to get from; use connect_via_queue")
+
+    def get_nowait(self) -> Message:
+        """Pull without waiting; raises :class:`berrymq.Empty` when nothing is stored."""
+        return self.get(block=False)
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection and free its resources on both sides (idempotent)."""
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Transport(ABC):
+    """One bus's endpoint for one URL scheme: a server and the connections it opened.
+
+    :param bus: the bus whose messages this transport carries.
+    :param settings: this plugin's table of the settings file.
+    """
+
+    def __init__(self, bus: Bus, settings: Mapping[str, Any]) -> None:
+        self.bus = bus
+        self.settings = settings
+
+    @abstractmethod
+    def listen(self, address: str) -> str:
+        """Start serving ``address`` (port 0 picks a free one); return the bound URL."""
+
+    @abstractmethod
+    def interconnect(self, address: str, ttl: float) -> Connection:
+        """Style 01: forward every non-local message both ways with the node at ``address``."""
+
+    @abstractmethod
+    def connect_oneway(self, address: str, ttl: float) -> Connection:
+        """Style 02: a connection that only sends to the node at ``address``."""
+
+    @abstractmethod
+    def connect_via_queue(self, address: str, pattern: Identifier, ttl: float) -> Connection:
+        """Style 03: the node at ``address`` keeps a queue of ``pattern`` for this client."""
+
+    def status(self) -> str:
+        """A one-line description of this transport's state, for ``berrymq plugins``."""
+        return "ready"
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop serving and close every connection this transport opened (idempotent)."""
