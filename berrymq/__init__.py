@@ -8,6 +8,7 @@ The same messages cross processes over JSON-RPC and, through plugins, a broker.
 from __future__ import annotations
 
 from berrymq.api import (
+    ask,
     auto_twitter,
     close_connection,
     connect_oneway,
@@ -39,6 +40,7 @@ from berrymq.errors import (
     QueueClosed,
     QueueFull,
     RemoteError,
+    ReplyError,
     SettingsError,
     TransportError,
 )
@@ -64,10 +66,12 @@ __all__ = [
     "QueueClosed",
     "QueueFull",
     "RemoteError",
+    "ReplyError",
     "SettingsError",
     "Subscription",
     "TransportError",
     "__version__",
+    "ask",
     "auto_twitter",
     "close_connection",
     "connect_oneway",

@@ -15,6 +15,7 @@ from berrymq.message import Message
 from berrymq.transports.base import Address, Connection, normalize_address
 
 __all__ = [
+    "ask",
     "auto_twitter",
     "close_connection",
     "connect_oneway",
@@ -57,6 +58,13 @@ def talk(identifier: str | Identifier, callback_identifier: str | Identifier, /,
     """Send like :func:`twitter`, then send each receiver's non-None return value to
     ``callback_identifier`` as ``args[0]``."""
     holder.bus.talk(identifier, callback_identifier, *args, **kwargs)
+
+
+def ask(identifier: str | Identifier, /, *args: Any, timeout: float = 5.0,
+        **kwargs: Any) -> list[Any]:
+    """Send a request and return every matching receiver's reply, locally and from
+    connected nodes (see :meth:`Bus.ask <berrymq.Bus.ask>` for the order and errors)."""
+    return holder.bus.ask(identifier, *args, timeout=timeout, **kwargs)
 
 
 def set_multiplicity(n: int) -> None:

@@ -18,12 +18,13 @@ import logging
 import queue
 import secrets
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from types import MethodType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from berrymq.errors import QueueFull
+from berrymq.errors import QueueFull, ReplyError
 from berrymq.identifier import WILDCARD, Identifier, _cache as _identifier_cache, parse
 from berrymq.message import Message
 
@@ -545,6 +546,75 @@ class Bus:
         if errors:
             self._raise_errors(message[0], errors)
 
+    def ask_local(self, message: Message) -> list[Any]:
+        """Run this bus's receivers of ``message`` in this thread and return their
+        return values in registration order; a receiver that raised gives a
+        :class:`berrymq.ReplyError` in its place."""
+        replies: list[Any] = []
+        hops = message[3]
+        previous = _context.hops
+        _context.hops = hops + 1
+        try:
+            for ref, guard, sub in self._route_for(message[0]):
+                receiver = ref()
+                if receiver is None:
+                    continue
+                try:
+                    if guard is not None and not guard(message):
+                        continue
+                    replies.append(receiver(message))
+                except Exception as exc:  # noqa: BLE001 - becomes an error entry
+                    replies.append(ReplyError(
+                        type(exc).__name__, str(exc), _describe(receiver), self.node_id
+                    ))
+        finally:
+            _context.hops = previous
+        return replies
+
+    def ask(self, identifier: str | Identifier, /, *args: Any, timeout: float = 5.0,
+            **kwargs: Any) -> list[Any]:
+        """Send a request and return the replies of every matching receiver.
+
+        Local receivers answer first, in registration order, then each connected peer
+        (in the order the connections were made), each peer's receivers in their order.
+        A receiver that raised, or a peer that did not answer within ``timeout`` seconds,
+        gives a :class:`berrymq.ReplyError` entry. With no receiver the list is empty.
+        """
+        ident = parse(identifier)
+        if timeout is None or timeout <= 0:
+            raise ValueError(f"ask needs a positive timeout, got {timeout!r}")
+        message: Message = _tuple_new(Message, (ident, args, kwargs, _context.hops, None))
+        requesters = [f for f in self._forwarders if hasattr(f, "request")]
+        if ident.is_local or not requesters:
+            return self.ask_local(message)
+        message = self.stamp(message)
+        results: list[list[Any] | None] = [None] * len(requesters)
+
+        def call(index: int, requester: Any) -> None:
+            try:
+                results[index] = list(requester.request(message, timeout))
+            except Exception as exc:  # noqa: BLE001 - reported as an entry
+                results[index] = [ReplyError(type(exc).__name__, str(exc), repr(requester))]
+
+        threads = [
+            threading.Thread(target=call, args=(i, r), name="berrymq-ask", daemon=True)
+            for i, r in enumerate(requesters)
+        ]
+        for thread in threads:
+            thread.start()
+        replies = self.ask_local(message)
+        deadline = time.monotonic() + timeout
+        for index, thread in enumerate(threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            got = results[index]
+            if got is None:
+                replies.append(ReplyError(
+                    "TimeoutError", f"no answer within {timeout:g}s", repr(requesters[index])
+                ))
+            else:
+                replies.extend(got)
+        return replies
+
     def _run_entry(self, entry: RouteEntry, message: Message, reply_to: Identifier | None) -> None:
         ref, guard, _ = entry
         receiver = ref()
@@ -723,6 +793,12 @@ class Bus:
 
     def __repr__(self) -> str:
         return f"<Bus {self.name} subscriptions={len(self._subscriptions)}>"
+
+
+def _describe(receiver: object) -> str:
+    name = getattr(receiver, "__qualname__", None) or type(receiver).__qualname__
+    module = getattr(receiver, "__module__", None)
+    return f"{module}.{name}" if module else str(name)
 
 
 def _by_seq(subscription: Subscription) -> int:

@@ -8,6 +8,8 @@ The tree::
     ├── PluginNotAvailable                     a scheme or receiver kind whose plugin is missing
     │                                          or disabled; names the plugin
     ├── QueueFull (also queue.Full)            a bounded queue refused a message
+    ├── ReplyError                             one receiver's failure in ask()'s replies
+    │                                          (returned in the list, not raised)
     ├── QueueClosed (also queue.Empty)         a closed queue has nothing more to give
     └── TransportError                         something went wrong between processes
         ├── ConnectionClosed                   the peer or the connection is gone
@@ -32,6 +34,7 @@ __all__ = [
     "QueueClosed",
     "QueueFull",
     "RemoteError",
+    "ReplyError",
     "SettingsError",
     "TransportError",
 ]
@@ -79,6 +82,39 @@ class QueueFull(BerryMQError, queue.Full):
 
 class QueueClosed(BerryMQError, queue.Empty):
     """The queue was closed and every stored message has been taken."""
+
+
+class ReplyError(BerryMQError):
+    """Stands in the list :func:`berrymq.ask` returns for a receiver that raised (or a
+    node that did not answer in time); it is returned, not raised.
+
+    ``exception_type`` and ``message`` describe the failure; ``receiver`` names the
+    receiver (or the node) and ``node`` the node id it ran on.
+    """
+
+    def __init__(self, exception_type: str, message: str, receiver: str = "", node: str = "") -> None:
+        self.exception_type = exception_type
+        self.message = message
+        self.receiver = receiver
+        self.node = node
+        super().__init__(f"{receiver or 'receiver'} raised {exception_type}: {message}")
+
+    def to_json(self) -> dict[str, str]:
+        """The JSON form used on the wire."""
+        return {"type": self.exception_type, "message": self.message,
+                "receiver": self.receiver, "node": self.node}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReplyError:
+        return cls(str(data.get("type", "Error")), str(data.get("message", "")),
+                   str(data.get("receiver", "")), str(data.get("node", "")))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ReplyError):
+            return self.to_json() == other.to_json()
+        return NotImplemented
+
+    __hash__ = BerryMQError.__hash__
 
 
 class TransportError(BerryMQError):

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq.message import Message
 
-__all__ = ["Address", "Connection", "Forwarder", "Transport", "normalize_address"]
+__all__ = ["Address", "Connection", "Forwarder", "Requester", "Transport", "normalize_address"]
 
 Address = str | tuple[str, int]
 
@@ -36,6 +36,20 @@ class Forwarder(Protocol):
 
     def forward(self, message: Message, reply_to: Identifier | None) -> None:
         """Send ``message`` on; ``reply_to`` is set for :func:`berrymq.talk` messages."""
+
+
+class Requester(Protocol):
+    """A forwarder that can also carry :func:`berrymq.ask` requests to its peer.
+
+    The bus calls ``request`` on every forwarder that has it, each in its own thread.
+    """
+
+    def request(self, message: Message, timeout: float) -> list[Any]:
+        """Deliver ``message`` to the peer's receivers and return their replies, as the
+        peer's :meth:`Bus.ask_local <berrymq.Bus.ask_local>` returned them (a receiver
+        that raised is a :class:`berrymq.ReplyError`). Raise
+        :class:`berrymq.TransportError` (or ``TimeoutError``) when the peer cannot answer
+        within ``timeout`` seconds."""
 
 
 def normalize_address(address: Address) -> tuple[str, str]:
