@@ -1,0 +1,216 @@
+"""The berryMQ wire protocol: JSON-RPC 2.0 over HTTP or over a TCP stream.
+
+This module is the single source of truth for the protocol's names and numbers; the
+transport plugins, the command line and the documentation (``docs/protocol.md``) take
+them from here. It imports nothing from the JSON-RPC libraries.
+
+Framing
+=======
+
+- **HTTP** (:data:`HTTP_PATH`): every request is ``POST /`` with
+  ``Content-Type: application/json`` and a ``Content-Length``; the body is one JSON-RPC
+  request or a batch (a JSON array). The answer is ``200`` with a JSON body, or ``204``
+  with no body when nothing is to be answered (notifications only). Connections are kept
+  alive (HTTP/1.1). A body over the size limit is answered ``413`` with a JSON-RPC error
+  :data:`TOO_LARGE` and the connection is closed.
+- **TCP** (:data:`LINE_TERMINATOR`): each request and each response is one line of UTF-8
+  JSON ending in ``\\n`` (JSON escapes newlines inside strings, so a text never spans two
+  lines). Responses to one connection's requests may come in any order; match them by
+  ``id``. A line over the size limit is answered with :data:`TOO_LARGE` (``id`` null)
+  and the server then closes the connection. Over TCP the server may also *send*
+  requests on the same connection (an interconnected peer forwards messages with
+  ``send_message``/``send_messages`` and asks with ``ask``), so a client that used
+  ``interconnect`` reads lines that are either responses (they have ``result`` or
+  ``error``) or requests (they have ``method``) and answers the latter.
+
+JSON rules: texts are UTF-8; ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON and a
+request holding them is a parse error (-32700); berryMQ never writes them.
+
+Messages on the wire
+====================
+
+A message is ``[identifier, args, kwargs]``: the identifier as text
+(``name[@namespace]:action``), ``args`` a JSON array and ``kwargs`` a JSON object. Names
+starting with ``_`` are local and never cross processes (refused with -32602).
+In ``send_messages`` an element may have a fourth member, an object of the optional
+extras below (``uid``, ``hops``, ``reply_to``).
+
+Safety
+======
+
+Servers listen on loopback unless told otherwise. A server bound to any other address
+requires a shared secret: every request then carries it as the parameter
+:data:`PARAM_SECRET` (compared in constant time), or is answered :data:`UNAUTHORISED`.
+Tokens are :data:`TOKEN_BYTES` random bytes from :mod:`secrets`, URL-safe base64 text.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APPLICATION_ERRORS",
+    "BAD_TOKEN",
+    "DEFAULT_MAX_GET_WAIT",
+    "DEFAULT_MAX_SIZE",
+    "DEFAULT_QUEUE_SIZE",
+    "DEFAULT_READ_TIMEOUT",
+    "EMPTY",
+    "HTTP_PATH",
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "LINE_TERMINATOR",
+    "METHODS",
+    "METHOD_ASK",
+    "METHOD_CLOSE_CONNECTION",
+    "METHOD_CONNECT_ONEWAY",
+    "METHOD_CONNECT_VIA_QUEUE",
+    "METHOD_GET",
+    "METHOD_GET_NOWAIT",
+    "METHOD_INTERCONNECT",
+    "METHOD_NETWORK",
+    "METHOD_NOT_FOUND",
+    "METHOD_SEND_MESSAGE",
+    "METHOD_SEND_MESSAGES",
+    "NOT_AVAILABLE",
+    "NO_QUEUE",
+    "PARAM_SECRET",
+    "PARSE_ERROR",
+    "QUEUE_FULL",
+    "RESULT_OK",
+    "SECRET_ENV_VAR",
+    "TOKEN_BYTES",
+    "TOO_LARGE",
+    "UNAUTHORISED",
+    "UNKNOWN_TOKEN",
+]
+
+# -- framing ---------------------------------------------------------------------------
+
+#: The HTTP path every request is POSTed to.
+HTTP_PATH = "/"
+#: What ends every request and response line over TCP.
+LINE_TERMINATOR = b"\n"
+#: Default size limit of one request (an HTTP body or a TCP line), in bytes: 1 MiB.
+DEFAULT_MAX_SIZE = 1024 * 1024
+#: Seconds a server waits for the rest of a started request before it closes the
+#: connection (a stalled client cannot hold a worker); idle keep-alive connections
+#: without an open session are closed after the same time.
+DEFAULT_READ_TIMEOUT = 30.0
+#: The longest a blocking ``get`` waits on the server, in seconds, whatever ``timeout``
+#: asked for (``null`` = wait forever is capped too); the answer is then :data:`EMPTY`
+#: and a client that wants to wait longer simply asks again. Keeps a worker from being
+#: held forever.
+DEFAULT_MAX_GET_WAIT = 30.0
+#: Default bound of the server-side queue of a ``connect_via_queue`` client. When it is
+#: full a message for it is *refused*, never dropped silently: a local sender's
+#: ``twitter`` raises :class:`berrymq.QueueFull`, a remote sender gets :data:`QUEUE_FULL`.
+DEFAULT_QUEUE_SIZE = 10_000
+#: Random bytes in a token (256 bits, well over the 128 required).
+TOKEN_BYTES = 32
+#: The request parameter that carries the shared secret, in every request, when the
+#: server requires one.
+PARAM_SECRET = "secret"
+#: Environment variable holding the shared secret (else the plugin setting ``secret``).
+SECRET_ENV_VAR = "BERRYMQ_SECRET"
+#: The result of methods that have nothing else to return.
+RESULT_OK = "ok"
+
+# -- methods ----------------------------------------------------------------------------
+# Parameters may be given by name (an object) or by position (an array, in the order
+# listed). "?" marks an optional parameter.
+
+#: ``connect_oneway(ttl?)`` -> token. Opens a session that only sends.
+METHOD_CONNECT_ONEWAY = "connect_oneway"
+#: ``interconnect(addr, token, ttl?)`` -> token. Style 01. ``addr`` is the caller's own
+#: server URL (HTTP: the server forwards to it, with ``token`` in every request) or null
+#: over TCP (the server forwards on the same connection, with ``token``). The returned
+#: token is the one the caller uses to send to the server.
+METHOD_INTERCONNECT = "interconnect"
+#: ``connect_via_queue(identifier, ttl?)`` -> token. Style 03: the server keeps a
+#: bounded queue of messages matching the pattern ``identifier`` for this token.
+METHOD_CONNECT_VIA_QUEUE = "connect_via_queue"
+#: ``send_message(token, identifier, args?, kwargs?, uid?, hops?, reply_to?)`` -> "ok".
+#: May be a notification. Optional extras: ``uid`` (string, unique per message; a node
+#: delivers a uid once, which cuts cycles of interconnected nodes), ``hops`` (int, how
+#: often the message was handed on; past the hop limit it is dropped), ``reply_to`` (an
+#: identifier: each receiver's non-None return value is sent there, as by ``talk``).
+METHOD_SEND_MESSAGE = "send_message"
+#: ``send_messages(token, messages)`` -> "ok". ``messages`` is an array of
+#: ``[identifier, args, kwargs]`` or ``[identifier, args, kwargs, extras]``; all are
+#: delivered in order. If some were refused (a full queue), the answer is
+#: :data:`QUEUE_FULL` with ``data.refused`` listing their indexes; the others were
+#: delivered.
+METHOD_SEND_MESSAGES = "send_messages"
+#: ``get(token, block?, timeout?)`` -> ``[identifier, args, kwargs]``; :data:`EMPTY` when
+#: nothing came within ``min(timeout, max_get_wait)`` seconds (``block`` false: at once).
+METHOD_GET = "get"
+#: ``get_nowait(token)`` -> ``[identifier, args, kwargs]`` or :data:`EMPTY`.
+METHOD_GET_NOWAIT = "get_nowait"
+#: ``close_connection(token)`` -> "ok". Frees the session and its queue.
+METHOD_CLOSE_CONNECTION = "close_connection"
+#: ``ask(identifier, args?, kwargs?, timeout?, token?, uid?, hops?)`` -> array of replies,
+#: one per matching receiver on the server, in registration order: ``{"value": v}`` or
+#: ``{"error": {"type", "message", "receiver", "node"}}`` for a receiver that raised or
+#: returned something that is not JSON.
+METHOD_ASK = "ask"
+#: ``network(token?)`` -> an object describing the node's receivers and connections
+#: (what ``berrymq graph URL`` draws); :data:`NOT_AVAILABLE` if the node cannot.
+METHOD_NETWORK = "network"
+
+#: Every method, in the order of the documentation.
+METHODS = (
+    METHOD_CONNECT_ONEWAY,
+    METHOD_INTERCONNECT,
+    METHOD_CONNECT_VIA_QUEUE,
+    METHOD_SEND_MESSAGE,
+    METHOD_SEND_MESSAGES,
+    METHOD_GET,
+    METHOD_GET_NOWAIT,
+    METHOD_CLOSE_CONNECTION,
+    METHOD_ASK,
+    METHOD_NETWORK,
+)
+
+# -- error codes --------------------------------------------------------------------------
+# Error objects carry fixed messages; ``data``, when present, is berryMQ's own text or
+# object (never an exception's text from inside the server).
+
+#: Standard: the text is not JSON (or holds NaN/Infinity). ``id`` is null.
+PARSE_ERROR = -32700
+#: Standard: not a valid request object (also ``[]``, and each bad member of a batch).
+INVALID_REQUEST = -32600
+#: Standard: no such method.
+METHOD_NOT_FOUND = -32601
+#: Standard: a parameter is missing, of the wrong type or invalid; ``data`` names it.
+INVALID_PARAMS = -32602
+#: Standard: the server failed (detail in the server's log only).
+INTERNAL_ERROR = -32603
+
+#: The token is unknown, closed or expired (idle longer than its ttl).
+UNKNOWN_TOKEN = -32001
+#: The queue is empty (``get_nowait``, or ``get`` whose wait ended).
+EMPTY = -32002
+#: The request is over the size limit (``data.limit`` is the limit in bytes).
+TOO_LARGE = -32003
+#: The server requires a shared secret and the request lacks it or has a wrong one.
+UNAUTHORISED = -32004
+#: A bounded queue was full and refused the message (it was not stored).
+QUEUE_FULL = -32005
+#: The token's session has no queue (it was not opened with ``connect_via_queue``).
+NO_QUEUE = -32006
+#: The node cannot do this (e.g. ``network`` without the module that describes it).
+NOT_AVAILABLE = -32007
+#: The token is not a token (not a string of the right shape).
+BAD_TOKEN = -32008
+
+#: Application error codes and their fixed messages.
+APPLICATION_ERRORS: dict[int, str] = {
+    UNKNOWN_TOKEN: "Unknown or expired token",
+    EMPTY: "Queue is empty",
+    TOO_LARGE: "Message too large",
+    UNAUTHORISED: "Unauthorised",
+    QUEUE_FULL: "Queue is full",
+    NO_QUEUE: "Connection has no queue",
+    NOT_AVAILABLE: "Not available",
+    BAD_TOKEN: "Malformed token",
+}
