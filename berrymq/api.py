@@ -44,13 +44,11 @@ F = TypeVar("F")
 # -- sending -------------------------------------------------------------------------------
 
 
-def twitter(identifier: str | Identifier, /, *args: Any, **kwargs: Any) -> None:
-    """Send a message: every receiver whose pattern matches ``identifier`` gets it.
-
-    Without a worker pool (:func:`set_multiplicity`) the receivers have run, in
-    registration order and in this thread, when ``twitter`` returns.
-    """
-    holder.bus.twitter(identifier, *args, **kwargs)
+#: Send a message: every receiver whose pattern matches ``identifier`` gets it. Without a
+#: worker pool (:func:`set_multiplicity`) the receivers have run, in registration order
+#: and in this thread, when ``twitter`` returns. (A bound method of the default-bus
+#: holder, so that sending costs no extra call; see :func:`berrymq.bus.send`.)
+twitter = holder.twitter
 
 
 def talk(identifier: str | Identifier, callback_identifier: str | Identifier, /,

@@ -2,8 +2,10 @@
 
 Invariants that keep sending fast (see ARCHITECTURE.md, "The way of a message"):
 
-- ``_routes`` maps an :class:`Identifier` to the tuple of route entries that match it. It
-  is read without a lock. Writers (subscribe, cancel, a receiver's death) replace it with
+- ``_routes`` maps an identifier, both as the text a sender passed and as the parsed
+  :class:`Identifier`, to ``(identifier, route entries that match it)``; keyed by the
+  text, a send costs one dictionary look-up with a cached str hash. It is read without a
+  lock. Writers (subscribe, cancel, a receiver's death) replace it with
   an empty dict, and a miss rebuilds one entry under ``_lock``.
 - A route entry is ``(ref, guard, subscription)``; ``ref()`` returns the receiver or None
   once a weakly held receiver is gone, so the loop needs no branch for strong ones.
@@ -22,10 +24,10 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from types import MethodType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from berrymq.errors import QueueFull, ReplyError
-from berrymq.identifier import WILDCARD, Identifier, _cache as _identifier_cache, parse
+from berrymq.identifier import WILDCARD, Identifier, parse
 from berrymq.message import Message
 
 if TYPE_CHECKING:
@@ -40,12 +42,22 @@ Receiver = Callable[[Message], Any]
 Guard = Callable[[Message], Any]
 RouteEntry = tuple[Callable[[], Receiver | None], Guard | None, "Subscription"]
 
+
+class BusOwner(Protocol):
+    """Has a ``bus``: a :class:`Bus` itself, or the holder of the default bus."""
+
+    @property
+    def bus(self) -> Bus: ...
+
 _tuple_new = tuple.__new__
 
 # Per thread: how many hops the message being delivered in this thread has taken. A
 # receiver that sends a message passes its hop count plus one on, so loops end.
 class _Context(threading.local):
-    hops = 0
+    def __init__(self) -> None:
+        # One list per thread, so the hot path reads the thread-local once and then
+        # only indexes a list: box[0] is the hop count of the message being delivered.
+        self.box = [0]
 
 
 _context = _Context()
@@ -217,6 +229,9 @@ class Bus:
         name: str | None = None,
     ) -> None:
         self.name = name or f"bus-{secrets.token_hex(4)}"
+        #: This bus itself, so that :func:`send` reads ``owner.bus`` alike for a bus and
+        #: for the default-bus holder.
+        self.bus = self
         self.node_id = secrets.token_hex(8)
         self._plugins = plugins
         self._explicit = {
@@ -234,10 +249,12 @@ class Bus:
         self._subscriptions: dict[int, Subscription] = {}
         # namespace -> name (or "*") -> subscriptions, in registration order
         self._index: dict[str | None, dict[str, list[Subscription]]] = {}
-        self._routes: dict[Identifier, tuple[RouteEntry, ...]] = {}
+        self._routes: dict[object, tuple[Identifier, tuple[RouteEntry, ...]]] = {}
         self._dead: list[Subscription] = []
         self._forwarders: tuple[Forwarder, ...] = ()
         self._taps: tuple[Callable[..., Any], ...] = ()
+        # True while there are forwarders or taps: one test on the hot path for both.
+        self._outbound = False
         self._pool: _WorkerPool | None = None
         self._seen: dict[str, None] = {}
         self._seen_lock = threading.Lock()
@@ -278,6 +295,7 @@ class Bus:
             taps = host.message_taps(self)
             if taps:
                 self._taps = tuple(taps)
+                self._outbound = True
             host.bus_started(self)
 
     def close(self) -> None:
@@ -421,12 +439,13 @@ class Bus:
         return tuple(entry[2] for entry in self._route_for(ident))
 
     def _route_for(self, ident: Identifier) -> tuple[RouteEntry, ...]:
-        route = self._routes.get(ident)
-        if route is None:
-            route = self._route_miss(ident)
-        return route
+        cached = self._routes.get(ident)
+        if cached is None:
+            cached = self._route_miss(ident)
+        return cached[1]
 
-    def _route_miss(self, ident: Identifier) -> tuple[RouteEntry, ...]:
+    def _route_miss(self, key: object) -> tuple[Identifier, tuple[RouteEntry, ...]]:
+        ident = parse(key)  # type: ignore[arg-type]
         if not self._started:
             self.start()
         with self._lock:
@@ -444,30 +463,17 @@ class Bus:
                     if sub_action == action or sub_action == WILDCARD or action == WILDCARD:
                         matched.append(sub)
                 matched.sort(key=_by_seq)
-            route = tuple((s.ref, s.guard, s) for s in matched)
+            cached = (ident, tuple((s.ref, s.guard, s) for s in matched))
             routes = self._routes
             if len(routes) >= _ROUTE_CACHE_LIMIT:
                 routes = self._routes = {}
-            routes[ident] = route
-            return route
+            routes[ident] = routes[key] = cached
+            return cached
 
     # -- sending -------------------------------------------------------------------------
 
-    def twitter(self, identifier: str | Identifier, /, *args: Any, **kwargs: Any) -> None:
-        """Send a message to every receiver whose pattern matches ``identifier``.
-
-        Without a worker pool every matching receiver has run, in registration order, when
-        this returns. Messages whose name does not start with ``_`` also go to connected
-        nodes.
-        """
-        ident = _identifier_cache.get(identifier)  # type: ignore[call-overload]
-        if ident is None:
-            ident = parse(identifier)
-        hops = _context.hops
-        if hops >= self.hop_limit:
-            self._drop_looping(ident, hops)
-            return
-        self.publish(_tuple_new(Message, (ident, args, kwargs, hops, None)))
+    # twitter = send, set below the class: one body for Bus.twitter and berrymq.twitter.
+    twitter: Callable[..., None]
 
     def publish(self, message: Message, origin: Forwarder | None = None) -> None:
         """Deliver an already-built message locally, then hand it to connected nodes.
@@ -476,14 +482,14 @@ class Bus:
             back to.
         """
         ident: Identifier = message[0]
-        route = self._routes.get(ident)
-        if route is None:
-            route = self._route_miss(ident)
+        route = self._route_for(ident)
         if route:
             pool = self._pool
             if pool is None:
                 hops = message[3]
-                _context.hops = hops + 1
+                box = _context.box
+                outer = box[0]
+                box[0] = hops + 1
                 errors = None
                 try:
                     for ref, guard, sub in route:
@@ -496,16 +502,19 @@ class Bus:
                         except Exception as exc:  # noqa: BLE001 - isolated by design
                             errors = self._receiver_failed(errors, sub, message, exc)
                 finally:
-                    _context.hops = hops
+                    box[0] = outer
                 if errors:
                     self._raise_errors(ident, errors)
             else:
                 pool.submit(route, message, None)
-        if self._forwarders and not ident.is_local:
+        if self._outbound:
+            self._send_out(message, origin)
+
+    def _send_out(self, message: Message, origin: Forwarder | None) -> None:
+        if self._forwarders and not message[0].is_local:
             self._forward(message, origin)
-        if self._taps:
-            for tap in self._taps:
-                tap(bus=self, message=message)
+        for tap in self._taps:
+            tap(bus=self, message=message)
 
     def talk(
         self,
@@ -519,7 +528,7 @@ class Bus:
         sent to ``callback_identifier`` as ``args[0]``."""
         ident = parse(identifier)
         reply_to = parse(callback_identifier)
-        hops = _context.hops
+        hops = _context.box[0]
         if hops >= self.hop_limit:
             self._drop_looping(ident, hops)
             return
@@ -551,9 +560,9 @@ class Bus:
         return values in registration order; a receiver that raised gives a
         :class:`berrymq.ReplyError` in its place."""
         replies: list[Any] = []
-        hops = message[3]
-        previous = _context.hops
-        _context.hops = hops + 1
+        box = _context.box
+        previous = box[0]
+        box[0] = message[3] + 1
         try:
             for ref, guard, sub in self._route_for(message[0]):
                 receiver = ref()
@@ -568,7 +577,7 @@ class Bus:
                         type(exc).__name__, str(exc), _describe(receiver), self.node_id
                     ))
         finally:
-            _context.hops = previous
+            box[0] = previous
         return replies
 
     def ask(self, identifier: str | Identifier, /, *args: Any, timeout: float = 5.0,
@@ -583,7 +592,7 @@ class Bus:
         ident = parse(identifier)
         if timeout is None or timeout <= 0:
             raise ValueError(f"ask needs a positive timeout, got {timeout!r}")
-        message: Message = _tuple_new(Message, (ident, args, kwargs, _context.hops, None))
+        message: Message = _tuple_new(Message, (ident, args, kwargs, _context.box[0], None))
         requesters = [f for f in self._forwarders if hasattr(f, "request")]
         if ident.is_local or not requesters:
             return self.ask_local(message)
@@ -620,9 +629,9 @@ class Bus:
         receiver = ref()
         if receiver is None:
             return
-        hops = message[3]
-        previous = _context.hops
-        _context.hops = hops + 1
+        box = _context.box
+        previous = box[0]
+        box[0] = message[3] + 1
         try:
             if guard is not None and not guard(message):
                 return
@@ -630,7 +639,7 @@ class Bus:
             if reply_to is not None and result is not None:
                 self.twitter(reply_to, result)
         finally:
-            _context.hops = previous
+            box[0] = previous
 
     def _run_task(self, task: _Task) -> None:
         try:
@@ -676,11 +685,13 @@ class Bus:
         with self._lock:
             if forwarder not in self._forwarders:
                 self._forwarders = (*self._forwarders, forwarder)
+            self._outbound = True
 
     def remove_forwarder(self, forwarder: Forwarder) -> None:
         """Stop handing messages to ``forwarder`` (idempotent)."""
         with self._lock:
             self._forwarders = tuple(f for f in self._forwarders if f is not forwarder)
+            self._outbound = bool(self._forwarders or self._taps)
 
     def stamp(self, message: Message) -> Message:
         """Return ``message`` with a unique id, given once when it first leaves the bus."""
@@ -793,6 +804,54 @@ class Bus:
 
     def __repr__(self) -> str:
         return f"<Bus {self.name} subscriptions={len(self._subscriptions)}>"
+
+
+def send(owner: BusOwner, identifier: str | Identifier, /, *args: Any, **kwargs: Any) -> None:
+    """Send a message to every receiver whose pattern matches ``identifier``.
+
+    Without a worker pool every matching receiver has run, in registration order, when
+    this returns. Messages whose name does not start with ``_`` also go to connected nodes.
+    """
+    # The hot path, written once for two callers: as Bus.twitter ``owner`` is the bus
+    # (whose ``.bus`` is itself); as berrymq.twitter it is the default-bus holder, read
+    # on each call so that use_bus() takes effect. publish() is inlined here.
+    bus = owner.bus
+    cached = bus._routes.get(identifier)
+    if cached is None:
+        cached = bus._route_miss(identifier)
+    ident, route = cached
+    box = _context.box
+    hops = box[0]
+    if hops and hops >= bus.hop_limit:  # hops is 0 unless sent from inside a receiver
+        bus._drop_looping(ident, hops)
+        return
+    message = _tuple_new(Message, (ident, args, kwargs, hops, None))
+    if route:
+        pool = bus._pool
+        if pool is None:
+            box[0] = hops + 1
+            errors = None
+            try:
+                for ref, guard, sub in route:
+                    receiver = ref()
+                    if receiver is None:
+                        continue
+                    try:
+                        if guard is None or guard(message):
+                            receiver(message)
+                    except Exception as exc:  # noqa: BLE001 - isolated by design
+                        errors = bus._receiver_failed(errors, sub, message, exc)
+            finally:
+                box[0] = hops
+            if errors:
+                bus._raise_errors(ident, errors)
+        else:
+            pool.submit(route, message, None)
+    if bus._outbound:
+        bus._send_out(message, None)
+
+
+Bus.twitter = send  # type: ignore[method-assign,assignment]
 
 
 def _describe(receiver: object) -> str:

@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from berrymq.bus import Bus
+from berrymq.bus import Bus, send
 
 __all__ = ["get_bus", "set_bus", "use_bus"]
 
 
 class _Holder:
+    """Holds the default bus; ``holder.twitter`` is :func:`berrymq.twitter`."""
+
     __slots__ = ("bus",)
+    twitter = send
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
