@@ -51,12 +51,16 @@ if TYPE_CHECKING:
     from berrymq.receivers.queues import _Store
 
 __all__ = [
+    "AsyncRunner",
     "PendingReply",
+    "QueueIterator",
     "ask_async",
     "ask_async_on",
     "async_runner",
     "is_async_receiver",
+    "queue_get_async",
     "settle_replies",
+    "wake",
 ]
 
 logger = logging.getLogger("berrymq")
@@ -243,7 +247,9 @@ def _start(function: Callable[[Message], Any], message: Message, hops: int,
 def _task_done(pending: PendingReply, message: Message, task: asyncio.Task[Any]) -> None:
     _running.discard(task)
     if task.cancelled():
-        pending.set_exception(asyncio.CancelledError(f"async receiver {pending.receiver} was cancelled"))
+        pending.set_exception(
+            concurrent.futures.CancelledError(f"async receiver {pending.receiver} was cancelled")
+        )
         if not pending.claimed:
             logger.warning("async receiver %s was cancelled while handling message %s",
                            pending.receiver, message[0])
@@ -341,11 +347,9 @@ def settle_replies(replies: list[Any], timeout: float | None, node: str = "") ->
             settled[index] = ReplyError(
                 "TimeoutError", f"no reply within {timeout:g}s", reply.receiver, node
             )
-        except concurrent.futures.CancelledError:
-            settled[index] = ReplyError("CancelledError", "the reply was cancelled",
+        except concurrent.futures.CancelledError as exc:
+            settled[index] = ReplyError("CancelledError", str(exc) or "the reply was cancelled",
                                         reply.receiver, node)
-        except asyncio.CancelledError as exc:
-            settled[index] = ReplyError("CancelledError", str(exc), reply.receiver, node)
         except Exception as exc:  # noqa: BLE001 - becomes an error entry
             settled[index] = ReplyError(type(exc).__name__, str(exc), reply.receiver, node)
     return settled

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from types import MethodType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from berrymq.aio import PendingReply, async_runner, settle_replies
 from berrymq.errors import QueueFull, ReplyError
 from berrymq.identifier import WILDCARD, Identifier, parse
 from berrymq.message import Message
@@ -350,12 +351,15 @@ class Bus:
             raise TypeError(f"receiver for {ident} must be callable, got {receiver!r}")
         if guard is not None and not callable(guard):
             raise TypeError(f"guard_condition for {ident} must be callable, got {guard!r}")
+        runner = async_runner(receiver, ident)  # async def: bound to the running loop
         self.start()
         with self._lock:
             seq = next(self._seq)
             subscription = Subscription(self, ident, _strong_ref(receiver), guard, seq, weak, kind)
             if weak:
                 subscription.ref = self._weak_ref(receiver, subscription)
+            if runner is not None:
+                subscription.ref = runner.bind(subscription)
             self._subscriptions[seq] = subscription
             by_name = self._index.setdefault(ident.namespace, {})
             by_name.setdefault(ident.name, []).append(subscription)
@@ -555,11 +559,13 @@ class Bus:
         if errors:
             self._raise_errors(message[0], errors)
 
-    def ask_local(self, message: Message) -> list[Any]:
+    def ask_local(self, message: Message, timeout: float | None = 5.0) -> list[Any]:
         """Run this bus's receivers of ``message`` in this thread and return their
         return values in registration order; a receiver that raised gives a
-        :class:`berrymq.ReplyError` in its place."""
+        :class:`berrymq.ReplyError` in its place. ``async def`` receivers run on their
+        loops and are waited for, up to ``timeout`` seconds in all."""
         replies: list[Any] = []
+        pending = False
         box = _context.box
         previous = box[0]
         box[0] = message[3] + 1
@@ -571,14 +577,17 @@ class Bus:
                 try:
                     if guard is not None and not guard(message):
                         continue
-                    replies.append(receiver(message))
+                    reply = receiver(message)
+                    if type(reply) is PendingReply:
+                        reply.claimed = pending = True
+                    replies.append(reply)
                 except Exception as exc:  # noqa: BLE001 - becomes an error entry
                     replies.append(ReplyError(
                         type(exc).__name__, str(exc), _describe(receiver), self.node_id
                     ))
         finally:
             box[0] = previous
-        return replies
+        return settle_replies(replies, timeout, self.node_id) if pending else replies
 
     def ask(self, identifier: str | Identifier, /, *args: Any, timeout: float = 5.0,
             **kwargs: Any) -> list[Any]:
@@ -595,7 +604,7 @@ class Bus:
         message: Message = _tuple_new(Message, (ident, args, kwargs, _context.box[0], None))
         requesters = [f for f in self._forwarders if hasattr(f, "request")]
         if ident.is_local or not requesters:
-            return self.ask_local(message)
+            return self.ask_local(message, timeout)
         message = self.stamp(message)
         results: list[list[Any] | None] = [None] * len(requesters)
 
@@ -611,7 +620,7 @@ class Bus:
         ]
         for thread in threads:
             thread.start()
-        replies = self.ask_local(message)
+        replies = self.ask_local(message, timeout)
         deadline = time.monotonic() + timeout
         for index, thread in enumerate(threads):
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -637,7 +646,10 @@ class Bus:
                 return
             result = receiver(message)
             if reply_to is not None and result is not None:
-                self.twitter(reply_to, result)
+                if type(result) is PendingReply:  # an async receiver: reply when it is done
+                    result.send_reply(self, reply_to, message[3] + 1)
+                else:
+                    self.twitter(reply_to, result)
         finally:
             box[0] = previous
 
