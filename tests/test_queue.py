@@ -1,0 +1,221 @@
+"""SPEC 4: the pull API."""
+
+from __future__ import annotations
+
+import gc
+import queue as stdlib_queue
+import threading
+import time
+
+import pytest
+
+import berrymq
+from berrymq import Bus, Empty, Queue, QueueClosed, QueueFull, twitter
+
+
+def test_stores_matching_messages_in_order(berrymq_bus: Bus) -> None:
+    q = Queue("task:*")
+    twitter("task:a", 1)
+    twitter("other:a", 2)
+    twitter("task:b", 3)
+    assert q.qsize() == 2 and not q.empty()
+    assert [q.get().args, q.get_nowait().args] == [(1,), (3,)]
+    assert q.empty()
+
+
+def test_only_messages_sent_after_creation(berrymq_bus: Bus) -> None:
+    twitter("early:x")
+    q = Queue("early:*")
+    assert q.empty()
+
+
+def test_empty_is_the_standard_library_empty(berrymq_bus: Bus) -> None:
+    q = Queue("nothing:*")
+    assert Empty is stdlib_queue.Empty
+    with pytest.raises(Empty):
+        q.get_nowait()
+    with pytest.raises(Empty):
+        q.get(block=False)
+    started = time.monotonic()
+    with pytest.raises(Empty):
+        q.get(timeout=0.05)
+    assert time.monotonic() - started >= 0.04
+    with pytest.raises(ValueError):
+        q.get(timeout=-1)
+
+
+def test_get_blocks_until_a_message_arrives(berrymq_bus: Bus) -> None:
+    q = Queue("wait:*")
+    waiting = threading.Event()
+    result: list[object] = []
+
+    def consumer() -> None:
+        waiting.set()
+        result.append(q.get(timeout=10).args)
+
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    assert waiting.wait(5)
+    twitter("wait:now", "hello")
+    thread.join(10)
+    assert result == [("hello",)]
+
+
+def test_standalone_queues_each_get_a_copy(berrymq_bus: Bus) -> None:
+    first, second = Queue("copy:*"), Queue("copy:*")
+    twitter("copy:x")
+    assert first.qsize() == second.qsize() == 1
+
+
+def test_shared_queues_compete(berrymq_bus: Bus) -> None:
+    first, second = Queue("work:*", shared=True), Queue("work:*", shared=True)
+    for n in range(10):
+        twitter("work:item", n)
+    taken = [first.get_nowait().args[0] for _ in range(4)]
+    taken += [second.get_nowait().args[0] for _ in range(6)]
+    assert sorted(taken) == list(range(10))
+    with pytest.raises(Empty):
+        first.get_nowait()
+    with pytest.raises(ValueError, match="maxsize"):
+        Queue("work:*", shared=True, maxsize=3)
+
+
+def test_shared_queues_each_message_taken_exactly_once_by_threads(berrymq_bus: Bus) -> None:
+    consumers = [Queue("jobs:*", shared=True) for _ in range(4)]
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def consume(q: Queue) -> None:
+        for message in q:
+            with lock:
+                taken.append(message.args[0])
+
+    threads = [threading.Thread(target=consume, args=(q,)) for q in consumers]
+    for thread in threads:
+        thread.start()
+    for n in range(2000):
+        twitter("jobs:n", n)
+    for q in consumers:
+        q.close()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(taken) == list(range(2000))
+
+
+def test_shared_store_outlives_one_closed_queue(berrymq_bus: Bus) -> None:
+    first, second = Queue("s:*", shared=True), Queue("s:*", shared=True)
+    first.close()
+    twitter("s:x")
+    assert second.get_nowait().id == "s:x"
+
+
+def test_bounded_queue_refuses_loudly(berrymq_bus: Bus) -> None:
+    q = Queue("b:*", maxsize=2, on_full="refuse")
+    twitter("b:1")
+    twitter("b:2")
+    assert q.full()
+    with pytest.raises(QueueFull, match=r"queue b:\* is full \(2 messages\); message b:3 was refused"):
+        twitter("b:3")
+    assert [q.get_nowait().id, q.get_nowait().id] == ["b:1", "b:2"]
+    twitter("b:4")
+    assert q.get_nowait().id == "b:4"
+
+
+def test_bounded_queue_blocks_sender_then_refuses(berrymq_bus: Bus) -> None:
+    q = Queue("blk:*", maxsize=1, put_timeout=0.05)
+    twitter("blk:1")
+    started = time.monotonic()
+    with pytest.raises(QueueFull, match="after waiting 0.05s"):
+        twitter("blk:2")
+    assert time.monotonic() - started >= 0.04
+    assert q.qsize() == 1
+
+
+def test_bounded_queue_block_policy_waits_for_a_consumer(berrymq_bus: Bus) -> None:
+    q = Queue("room:*", maxsize=1, put_timeout=10)
+    twitter("room:1")
+    sender_done = threading.Event()
+
+    def sender() -> None:
+        twitter("room:2")
+        sender_done.set()
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    assert not sender_done.wait(0.05)  # blocked: the queue is full
+    assert q.get(timeout=5).id == "room:1"
+    assert sender_done.wait(10)
+    assert q.get(timeout=5).id == "room:2"
+    thread.join()
+
+
+def test_queue_full_does_not_stop_other_receivers(berrymq_bus: Bus) -> None:
+    q = Queue("f:*", maxsize=1, on_full="refuse")
+    got: list[str] = []
+    berrymq.regist_function("f:*", lambda m: got.append(m.id), weak=False)
+    twitter("f:1")
+    with pytest.raises(QueueFull):
+        twitter("f:2")
+    assert got == ["f:1", "f:2"]
+    assert q.qsize() == 1
+
+
+def test_close_with_and_iteration(berrymq_bus: Bus) -> None:
+    with Queue("c:*") as q:
+        twitter("c:1")
+        twitter("c:2")
+    twitter("c:3")  # after close: not stored
+    assert [m.id for m in q] == ["c:1", "c:2"]
+    with pytest.raises(QueueClosed):
+        q.get()
+    with pytest.raises(Empty):  # QueueClosed is an Empty
+        q.get_nowait()
+    assert q.closed and q.empty()
+
+
+def test_close_wakes_a_blocked_getter(berrymq_bus: Bus) -> None:
+    q = Queue("wake:*")
+    errors: list[BaseException] = []
+    waiting = threading.Event()
+
+    def getter() -> None:
+        waiting.set()
+        try:
+            q.get()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=getter)
+    thread.start()
+    assert waiting.wait(5)
+    q.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert [type(e) for e in errors] == [QueueClosed]
+
+
+def test_garbage_collected_queue_stops_receiving(berrymq_bus: Bus) -> None:
+    q = Queue("gc:*")
+    assert len(berrymq_bus.subscriptions()) == 1
+    del q
+    gc.collect()
+    twitter("gc:x")
+    assert berrymq_bus.subscriptions() == []
+
+
+def test_bad_arguments(berrymq_bus: Bus) -> None:
+    with pytest.raises(ValueError, match="maxsize"):
+        Queue("x:*", maxsize=-1)
+    with pytest.raises(ValueError, match="on_full"):
+        Queue("x:*", maxsize=1, on_full="drop")  # type: ignore[arg-type]
+    assert "x:*" in repr(Queue("x:*"))
+
+
+def test_queue_on_an_explicit_bus() -> None:
+    bus = Bus()
+    q = Queue("own:*", bus=bus)
+    bus.twitter("own:x")
+    berrymq.twitter("own:y")  # the default bus: not this queue's
+    assert [m.id for m in (q.get_nowait(),)] == ["own:x"]
+    assert q.empty()
+    bus.close()
