@@ -28,6 +28,7 @@ from berrymq.api import (
     twitter_exception,
     unfollow,
 )
+from berrymq.aio import ask_async
 from berrymq.bus import Bus, Subscription
 from berrymq.default import get_bus, set_bus, use_bus
 from berrymq.errors import (
@@ -72,6 +73,7 @@ __all__ = [
     "TransportError",
     "__version__",
     "ask",
+    "ask_async",
     "auto_twitter",
     "close_connection",
     "connect_oneway",

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import logging
@@ -84,8 +85,8 @@ def is_async_receiver(receiver: object) -> bool:
     """Whether calling ``receiver(message)`` makes a coroutine to be awaited."""
     if inspect.iscoroutinefunction(receiver):
         return True
-    call = getattr(type(receiver), "__call__", None)  # an object with ``async def __call__``
-    return call is not None and inspect.iscoroutinefunction(call)
+    # an object with ``async def __call__``
+    return inspect.iscoroutinefunction(vars(type(receiver)).get("__call__"))
 
 
 def _name_of(receiver: object) -> str:
@@ -123,7 +124,7 @@ class PendingReply(concurrent.futures.Future[Any]):
             box[0] = hops
             try:
                 bus.twitter(reply_to, result)
-            except Exception as exc:  # noqa: BLE001 - runs on the loop: nobody to raise to
+            except Exception as exc:  # runs on the loop: nobody to raise to
                 logger.error("sending the reply of %s to %s failed", self.receiver, reply_to,
                              exc_info=exc)
             finally:
@@ -178,7 +179,7 @@ class _AsyncReceiver:
     registered with ``weak=False``), so it never keeps the function alive.
     """
 
-    __slots__ = ("_ref", "loop", "name", "_subscription", "__weakref__")
+    __slots__ = ("__weakref__", "_ref", "_subscription", "loop", "name")
 
     def __init__(self, ref: Callable[[], Any], loop: asyncio.AbstractEventLoop, name: str,
                  subscription: Subscription) -> None:
@@ -258,7 +259,8 @@ def _task_done(pending: PendingReply, message: Message, task: asyncio.Task[Any])
     _finish(pending, message, task.result() if exc is None else None, exc)
 
 
-def _finish(pending: PendingReply, message: Message, result: Any, exc: BaseException | None) -> None:
+def _finish(pending: PendingReply, message: Message, result: Any,
+            exc: BaseException | None) -> None:
     if exc is None:
         pending.set_result(result)
         return
@@ -272,7 +274,7 @@ class _AsyncRef:
     """Stands in for a subscription's reference: returns the :class:`_AsyncReceiver`
     while the function lives, None once it is gone (then the bus skips it)."""
 
-    __slots__ = ("_ref", "_receiver")
+    __slots__ = ("_receiver", "_ref")
 
     def __init__(self, ref: Callable[[], Any], receiver: _AsyncReceiver) -> None:
         self._ref = ref
@@ -422,10 +424,9 @@ def wake(store: _Store) -> None:
     Called by the store after a put (only when someone waits) and when it closes.
     """
     for loop, waiter in store.waiters:
-        try:
+        # A closed loop raises RuntimeError: its waiting coroutine is gone with it.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_release, waiter)
-        except RuntimeError:
-            pass  # that loop is closed, and its waiting coroutine with it
 
 
 async def queue_get_async(store: _Store, timeout: float | None) -> Message:

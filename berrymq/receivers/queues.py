@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import weakref
 from collections.abc import Iterator
 from typing import Literal
 
+from berrymq import aio
 from berrymq.bus import Bus, Subscription
 from berrymq.errors import Empty, QueueClosed, QueueFull
 from berrymq.hookspecs import hookimpl
@@ -44,6 +46,9 @@ class _Store:
         self.subscription: Subscription | None = None
         self.users = 0
         self.lock = threading.Lock()
+        # Coroutines waiting in Queue.get_async: (loop, future) pairs, replaced whole
+        # under ``lock`` and read without it by put().
+        self.waiters: tuple[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]], ...] = ()
 
     def put(self, message: Message) -> None:
         """The receiver: store ``message`` or raise :class:`QueueFull` naming the queue."""
@@ -62,6 +67,8 @@ class _Store:
                     f"message {message[0]} was refused{waited}"
                 )
         self.items.put(message)
+        if self.waiters:
+            aio.wake(self)
 
     def get(self, block: bool, timeout: float | None) -> Message:
         try:
@@ -88,6 +95,7 @@ class _Store:
             if self.subscription is not None:
                 self.subscription.cancel()
             self.items.put(_CLOSED)
+        aio.wake(self)
 
 
 # Shared stores by bus and pattern; a store lives while some Queue object uses it.
@@ -226,6 +234,20 @@ class Queue:
                 yield self._store.get(True, None)
             except QueueClosed:
                 return
+
+    async def get_async(self, timeout: float | None = None) -> Message:
+        """``await queue.get_async()``: the next message, waiting on the event loop (no
+        thread is blocked) at most ``timeout`` seconds (forever if None).
+
+        Raises :class:`berrymq.Empty` when nothing came in time and
+        :class:`berrymq.QueueClosed` once closed and drained, like :meth:`get`.
+        """
+        return await aio.queue_get_async(self._store, timeout)
+
+    def __aiter__(self) -> aio.QueueIterator:
+        """``async for message in queue``: messages as they come, until the queue is
+        closed and drained."""
+        return aio.QueueIterator(self._store)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

@@ -1,0 +1,627 @@
+"""asyncio: async receivers on their own loops, awaitable queues, ask_async.
+
+Real event loops, real threads: senders in other threads, several loops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+
+import berrymq
+from berrymq import Bus, Follower, Message, following
+from berrymq.aio import PendingReply
+
+WAIT = 10.0  # generous deadline for cross-thread hand-overs on a loaded machine
+
+
+class LoopThread:
+    """An event loop running forever in its own thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(WAIT)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(WAIT)
+        self.loop.close()
+
+
+@pytest.fixture
+def loops() -> Iterator[Callable[[str], LoopThread]]:
+    made: list[LoopThread] = []
+
+    def make(name: str) -> LoopThread:
+        lt = LoopThread(name)
+        made.append(lt)
+        return lt
+
+    yield make
+    for lt in made:
+        lt.close()
+
+
+def send_from_thread(target: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target(*args, **kwargs)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run, name="sender")
+    t.start()
+    t.join(WAIT)
+    assert not t.is_alive()
+    if errors:
+        raise errors[0]
+
+
+# -- async receivers -------------------------------------------------------------------------
+
+
+def test_async_function_runs_on_its_loop_whichever_thread_sends(berrymq_bus: Bus) -> None:
+    seen: list[tuple[str, str, Any]] = []
+
+    async def main() -> None:
+        done = asyncio.Event()
+        loop_thread = threading.current_thread().name
+
+        @berrymq.following_function("job:*")
+        async def on_job(message: Message) -> None:
+            await asyncio.sleep(0)  # a real coroutine: it suspends
+            seen.append((message.id, threading.current_thread().name, message.args))
+            if len(seen) == 3:
+                done.set()
+
+        await asyncio.to_thread(send_from_thread, berrymq.twitter, "job:a", 1)
+        await asyncio.to_thread(berrymq.twitter, "job:b", 2)
+        berrymq.twitter("job:c", 3)
+        async with asyncio.timeout(WAIT):
+            await done.wait()
+        assert [s[0] for s in seen] == ["job:a", "job:b", "job:c"]
+        assert {s[1] for s in seen} == {loop_thread}
+        assert [s[2] for s in seen] == [(1,), (2,), (3,)]
+
+    asyncio.run(main())
+
+
+def test_sending_from_the_loop_thread_does_not_wait_for_the_coroutine(berrymq_bus: Bus) -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+        finished = asyncio.Event()
+
+        async def slow(message: Message) -> None:
+            await release.wait()
+            finished.set()
+
+        berrymq.regist_function("slow:go", slow)
+        started = time.monotonic()
+        berrymq.twitter("slow:go")  # returns although the receiver waits for `release`
+        assert time.monotonic() - started < 1.0
+        assert not finished.is_set()
+        release.set()
+        async with asyncio.timeout(WAIT):
+            await finished.wait()
+
+    asyncio.run(main())
+
+
+def test_messages_reach_an_async_receiver_in_sending_order(berrymq_bus: Bus) -> None:
+    async def main() -> None:
+        got: list[int] = []
+        done = asyncio.Event()
+
+        async def rx(message: Message) -> None:
+            got.append(message.args[0])
+            if len(got) == 200:
+                done.set()
+
+        berrymq.regist_function("seq:n", rx)
+
+        def send_many() -> None:
+            for i in range(100):
+                berrymq.twitter("seq:n", i)
+
+        await asyncio.to_thread(send_many)
+        for i in range(100, 200):
+            berrymq.twitter("seq:n", i)
+        async with asyncio.timeout(WAIT):
+            await done.wait()
+        assert got == list(range(200))
+
+    asyncio.run(main())
+
+
+def test_follower_async_methods(berrymq_bus: Bus) -> None:
+    async def main() -> None:
+        done = asyncio.Event()
+
+        class Worker(metaclass=Follower):
+            def __init__(self) -> None:
+                self.got: list[str] = []
+                self.threads: set[str] = set()
+
+            @following("work:*")
+            async def on_work(self, message: Message) -> None:
+                self.got.append(message.id)
+                self.threads.add(threading.current_thread().name)
+                if len(self.got) == 2:
+                    done.set()
+
+        worker = Worker()
+        await asyncio.to_thread(berrymq.twitter, "work:one")
+        berrymq.twitter("work:two")
+        async with asyncio.timeout(WAIT):
+            await done.wait()
+        assert worker.got == ["work:one", "work:two"]
+        assert worker.threads == {threading.current_thread().name}
+        assert berrymq.unfollow(worker) == 1
+
+    asyncio.run(main())
+
+
+def test_receivers_on_several_loops_each_run_on_their_own(berrymq_bus: Bus, loops: Any) -> None:
+    a, b = loops("loop-a"), loops("loop-b")
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+    done = {"a": threading.Event(), "b": threading.Event()}
+
+    def make(key: str) -> Callable[[Message], Coroutine[Any, Any, None]]:
+        async def rx(message: Message) -> None:
+            seen[key].append(threading.current_thread().name)
+            if len(seen[key]) == 4:
+                done[key].set()
+        return rx
+
+    rx_a, rx_b = make("a"), make("b")
+
+    async def register(rx: Callable[[Message], Any]) -> None:
+        berrymq.regist_function("multi:*", rx)
+
+    a.run(register(rx_a))
+    b.run(register(rx_b))
+    # Two sender threads at once, and the main thread.
+    threads = [threading.Thread(target=berrymq.twitter, args=("multi:x",)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    berrymq.twitter("multi:y")
+    for t in threads:
+        t.join(WAIT)
+    assert done["a"].wait(WAIT) and done["b"].wait(WAIT)
+    assert seen["a"] == ["loop-a"] * 4
+    assert seen["b"] == ["loop-b"] * 4
+
+
+def test_async_receiver_is_held_weakly(berrymq_bus: Bus, loops: Any) -> None:
+    lt = loops("weak-loop")
+    calls: list[str] = []
+    ran = threading.Event()
+
+    async def make_and_register() -> weakref.ref[Any]:
+        async def rx(message: Message) -> None:
+            calls.append(message.id)
+            ran.set()
+
+        berrymq.regist_function("weak:*", rx)
+        holder.append(rx)
+        return weakref.ref(rx)
+
+    holder: list[Any] = []
+    ref = lt.run(make_and_register())
+    # Alive while the user keeps it: the wrapper did not die at once.
+    gc.collect()
+    berrymq.twitter("weak:one")
+    assert ran.wait(WAIT)
+    assert calls == ["weak:one"]
+    assert len(berrymq_bus.route("weak:x")) == 1
+    # The wrapper does not keep it alive: dropping the user's reference ends it.
+    holder.clear()
+    gc.collect()
+    assert ref() is None
+    berrymq.twitter("weak:two")
+    assert berrymq_bus.route("weak:x") == ()
+    assert lt.run(asyncio.sleep(0, "flushed")) == "flushed"
+    assert calls == ["weak:one"]
+
+
+def test_async_closure_with_weak_false_stays(berrymq_bus: Bus, loops: Any) -> None:
+    lt = loops("strong-loop")
+    got: concurrent.futures.Future[str] = concurrent.futures.Future()
+
+    async def register() -> None:
+        async def rx(message: Message) -> None:
+            got.set_result(message.id)
+
+        berrymq.regist_function("strong:*", rx, weak=False)
+
+    lt.run(register())
+    gc.collect()
+    berrymq.twitter("strong:x")
+    assert got.result(WAIT) == "strong:x"
+
+
+def test_registering_outside_a_running_loop_is_a_clear_error(berrymq_bus: Bus) -> None:
+    async def rx(message: Message) -> None:
+        pass
+
+    with pytest.raises(RuntimeError, match=r"must be registered from a running asyncio event loop"):
+        berrymq.regist_function("x:y", rx)
+    assert berrymq_bus.subscriptions() == []
+
+
+def test_error_in_async_receiver_is_logged(berrymq_bus: Bus) -> None:
+    class Flag(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.event = threading.Event()
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+            self.event.set()
+
+    flag = Flag()
+    logger = logging.getLogger("berrymq")
+    logger.addHandler(flag)
+    try:
+        async def main() -> None:
+            async def broken(message: Message) -> None:
+                raise KeyError("boom")
+
+            berrymq.regist_function("err:*", broken)
+            await asyncio.to_thread(berrymq.twitter, "err:x")  # does not raise in the sender
+            async with asyncio.timeout(WAIT):
+                while not flag.event.is_set():
+                    await asyncio.sleep(0.01)
+
+        asyncio.run(main())
+    finally:
+        logger.removeHandler(flag)
+    record = flag.records[0]
+    assert record.levelno == logging.ERROR
+    assert "broken" in record.getMessage() and "err:x" in record.getMessage()
+    assert record.exc_info is not None and isinstance(record.exc_info[1], KeyError)
+
+
+def test_receiver_of_a_closed_loop_is_reported_and_unsubscribed(berrymq_bus: Bus) -> None:
+    async def rx(message: Message) -> None:
+        pass
+
+    async def register() -> None:
+        berrymq.regist_function("gone:*", rx)
+
+    asyncio.run(register())  # the loop is closed when run() returns
+    with pytest.raises(ExceptionGroup) as info:
+        berrymq.twitter("gone:x")
+    assert "event loop of async receiver" in str(info.value.exceptions[0])
+    assert "gone:x" in str(info.value.exceptions[0])
+    assert berrymq_bus.subscriptions() == []
+
+
+def test_hop_limit_cuts_a_loop_through_an_async_receiver(plugins_bus: Bus) -> None:
+    dropped = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "hop limit" in record.getMessage():
+                dropped.set()
+
+    handler = Watch()
+    logging.getLogger("berrymq").addHandler(handler)
+    calls: list[int] = []
+    try:
+        async def main() -> None:
+            async def echo(message: Message) -> None:
+                calls.append(message.hops)
+                await asyncio.sleep(0)  # other steps may run in between
+                plugins_bus.twitter("echo:again")
+
+            plugins_bus.subscribe("echo:*", echo)
+            await asyncio.to_thread(plugins_bus.twitter, "echo:start")
+            async with asyncio.timeout(WAIT):
+                while not dropped.is_set():
+                    await asyncio.sleep(0.01)
+
+        asyncio.run(main())
+    finally:
+        logging.getLogger("berrymq").removeHandler(handler)
+    assert calls == list(range(plugins_bus.hop_limit))
+
+
+@pytest.fixture
+def plugins_bus(berrymq_plugin_host: Any) -> Iterator[Bus]:
+    bus = Bus(plugins=berrymq_plugin_host, hop_limit=6, name="hops")
+    yield bus
+    bus.close()
+
+
+def test_talk_sends_the_async_receivers_result_when_done(berrymq_bus: Bus) -> None:
+    async def main() -> None:
+        async def double(message: Message) -> int:
+            await asyncio.sleep(0)
+            return int(message.args[0]) * 2
+
+        berrymq.regist_function("calc:double", double)
+        answers = berrymq.Queue("calc:answer")
+        await asyncio.to_thread(berrymq.talk, "calc:double", "calc:answer", 21)
+        berrymq.talk("calc:double", "calc:answer", 5)
+        first = await answers.get_async(timeout=WAIT)
+        second = await answers.get_async(timeout=WAIT)
+        assert {first.args[0], second.args[0]} == {42, 10}
+
+    asyncio.run(main())
+
+
+# -- awaitable queues -------------------------------------------------------------------------
+
+
+def test_get_async_waits_without_blocking_the_loop(berrymq_bus: Bus) -> None:
+    async def main() -> None:
+        queue = berrymq.Queue("task:*")
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                if ticks == 20:
+                    # The loop is alive while get_async waits: now send, from a thread.
+                    threading.Thread(target=berrymq.twitter, args=("task:run", 7)).start()
+                await asyncio.sleep(0.001)
+
+        tick_task = asyncio.create_task(ticker())
+        message = await queue.get_async(timeout=WAIT)
+        stop.set()
+        await tick_task
+        assert message.id == "task:run" and message.args == (7,)
+        assert ticks >= 20
+        assert queue._store.waiters == ()
+
+    asyncio.run(main())
+
+
+def test_get_async_returns_a_stored_message_at_once(berrymq_bus: Bus) -> None:
+    queue = berrymq.Queue("a:*")
+    berrymq.twitter("a:b", 1)
+    assert asyncio.run(queue.get_async(timeout=0)).args == (1,)
+
+
+def test_get_async_timeout(berrymq_bus: Bus) -> None:
+    queue = berrymq.Queue("nothing:*")
+
+    async def main() -> float:
+        started = time.monotonic()
+        with pytest.raises(berrymq.Empty):
+            await queue.get_async(timeout=0.05)
+        with pytest.raises(berrymq.Empty):
+            await queue.get_async(timeout=0)
+        with pytest.raises(ValueError, match="non-negative"):
+            await queue.get_async(timeout=-1)
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(main())
+    assert 0.05 <= elapsed < WAIT
+    assert queue._store.waiters == ()
+
+
+def test_cancelled_get_async_loses_nothing(berrymq_bus: Bus) -> None:
+    queue = berrymq.Queue("c:*")
+
+    async def main() -> None:
+        task = asyncio.create_task(queue.get_async())
+        await asyncio.sleep(0)
+        assert len(queue._store.waiters) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert queue._store.waiters == ()
+        berrymq.twitter("c:d")
+        assert (await queue.get_async(timeout=0)).id == "c:d"
+
+    asyncio.run(main())
+
+
+def test_async_for_until_closed(berrymq_bus: Bus) -> None:
+    queue = berrymq.Queue("stream:*")
+
+    def produce() -> None:
+        for i in range(50):
+            berrymq.twitter("stream:item", i)
+        queue.close()
+
+    async def main() -> list[int]:
+        threading.Thread(target=produce).start()
+        got = []
+        async with asyncio.timeout(WAIT):
+            async for message in queue:
+                got.append(message.args[0])
+        return got
+
+    assert asyncio.run(main()) == list(range(50))
+    with pytest.raises(berrymq.QueueClosed):
+        asyncio.run(queue.get_async())
+
+
+def test_closing_wakes_a_waiting_get_async(berrymq_bus: Bus) -> None:
+    queue = berrymq.Queue("w:*")
+
+    async def main() -> None:
+        task = asyncio.create_task(queue.get_async())
+        await asyncio.sleep(0)
+        await asyncio.to_thread(queue.close)
+        with pytest.raises(berrymq.QueueClosed):
+            async with asyncio.timeout(WAIT):
+                await task
+
+    asyncio.run(main())
+
+
+def test_shared_queue_async_consumers_on_two_loops_take_each_message_once(
+    berrymq_bus: Bus, loops: Any
+) -> None:
+    a, b = loops("consumer-a"), loops("consumer-b")
+    q1 = berrymq.Queue("shared:*", shared=True)
+    q2 = berrymq.Queue("shared:*", shared=True)
+    total = 300
+
+    async def consume(queue: berrymq.Queue, out: list[int]) -> None:
+        while True:
+            try:
+                message = await queue.get_async(timeout=0.5)
+            except berrymq.Empty:
+                return
+            out.append(message.args[0])
+
+    got_a: list[int] = []
+    got_b: list[int] = []
+    fa = asyncio.run_coroutine_threadsafe(consume(q1, got_a), a.loop)
+    fb = asyncio.run_coroutine_threadsafe(consume(q2, got_b), b.loop)
+    for i in range(total):
+        berrymq.twitter("shared:n", i)
+    fa.result(WAIT)
+    fb.result(WAIT)
+    assert sorted(got_a + got_b) == list(range(total))
+    assert got_a == sorted(got_a) and got_b == sorted(got_b)
+
+
+# -- ask and ask_async -------------------------------------------------------------------------
+
+
+def test_ask_async_collects_sync_and_async_replies_in_order(berrymq_bus: Bus) -> None:
+    async def main() -> None:
+        def plain(message: Message) -> str:
+            return "plain"
+
+        async def coro(message: Message) -> str:
+            await asyncio.sleep(0)
+            return f"async {message.args[0]}"
+
+        async def broken(message: Message) -> None:
+            raise ValueError("no")
+
+        berrymq.regist_function("q:*", plain)
+        berrymq.regist_function("q:*", coro)
+        berrymq.regist_function("q:*", broken)
+        replies = await berrymq.ask_async("q:what", 1, timeout=WAIT)
+        assert replies[:2] == ["plain", "async 1"]
+        assert isinstance(replies[2], berrymq.ReplyError)
+        assert replies[2].exception_type == "ValueError" and replies[2].message == "no"
+        assert "broken" in replies[2].receiver
+        assert await berrymq.ask_async("nobody:home") == []
+
+    asyncio.run(main())
+
+
+def test_ask_async_does_not_block_the_loop(berrymq_bus: Bus) -> None:
+    async def main() -> None:
+        gate = threading.Event()
+
+        def waits_for_the_loop(message: Message) -> str:
+            # Only a coroutine on the loop sets the gate: this would deadlock if the ask
+            # ran on the loop's thread.
+            assert gate.wait(WAIT)
+            return "through"
+
+        berrymq.regist_function("gate:*", waits_for_the_loop)
+
+        async def open_gate() -> None:
+            await asyncio.sleep(0.01)
+            gate.set()
+
+        opener = asyncio.create_task(open_gate())
+        assert await berrymq.ask_async("gate:x", timeout=WAIT) == ["through"]
+        await opener
+
+    asyncio.run(main())
+
+
+def test_ask_async_waits_for_receivers_on_other_loops(berrymq_bus: Bus, loops: Any) -> None:
+    other = loops("other-loop")
+
+    async def register() -> None:
+        async def rx(message: Message) -> str:
+            return threading.current_thread().name
+
+        berrymq.regist_function("where:*", rx, weak=False)
+
+    other.run(register())
+
+    async def main() -> list[Any]:
+        return await berrymq.ask_async("where:x")
+
+    assert asyncio.run(main()) == ["other-loop"]
+
+
+def test_blocking_ask_from_another_thread_gets_async_replies_and_timeouts(
+    berrymq_bus: Bus, loops: Any
+) -> None:
+    lt = loops("replier")
+    never = asyncio.Event()
+
+    async def register() -> None:
+        async def quick(message: Message) -> int:
+            return 1
+
+        async def stuck(message: Message) -> int:
+            await never.wait()
+            return 2
+
+        berrymq.regist_function("r:*", quick, weak=False)
+        berrymq.regist_function("r:*", stuck, weak=False)
+
+    lt.run(register())
+    started = time.monotonic()
+    replies = berrymq.ask("r:x", timeout=0.2)
+    assert time.monotonic() - started < WAIT
+    assert replies[0] == 1
+    assert isinstance(replies[1], berrymq.ReplyError)
+    assert replies[1].exception_type == "TimeoutError"
+
+
+def test_blocking_ask_on_the_receivers_own_loop_gives_an_error_entry(berrymq_bus: Bus) -> None:
+    async def main() -> list[Any]:
+        async def rx(message: Message) -> int:
+            return 1
+
+        berrymq.regist_function("own:*", rx)
+        return berrymq.ask("own:x", timeout=1)
+
+    [reply] = asyncio.run(main())
+    assert isinstance(reply, berrymq.ReplyError)
+    assert "ask_async" in reply.message
+
+
+def test_ask_async_validates_its_arguments(berrymq_bus: Bus) -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError, match="positive timeout"):
+            await berrymq.ask_async("a:b", timeout=0)
+        with pytest.raises(berrymq.InvalidIdentifier):
+            await berrymq.ask_async("a:")
+
+    asyncio.run(main())
+
+
+def test_pending_reply_is_a_future() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        reply = PendingReply("r", loop)
+        reply.set_result(3)
+        assert reply.result(0) == 3
+    finally:
+        loop.close()
