@@ -132,12 +132,11 @@ def test_lines_from_worker_threads_never_interleave(tmp_path: Path) -> None:
     out = tmp_path / "m.jsonl"
     host = _host(Settings(tables={"jsonl": {"path": str(out)}}))
     with berrymq.Bus(raise_errors=True, plugins=host, multiplicity=4) as bus:
-        senders = [
-            threading.Thread(
-                target=lambda t=t: [bus.twitter("load:test", t, n, pad="x" * 500) for n in range(100)]
-            )
-            for t in range(4)
-        ]
+        def send(t: int) -> None:
+            for n in range(100):
+                bus.twitter("load:test", t, n, pad="x" * 500)
+
+        senders = [threading.Thread(target=send, args=(t,)) for t in range(4)]
         for sender in senders:
             sender.start()
         for sender in senders:
@@ -219,7 +218,8 @@ def test_installed_plugin_is_discovered_activated_by_settings_and_receiving(
         encoding="utf-8",
     )
     listing = _ok(_run([berrymq_cmd, "plugins"], work, env))
-    assert re.search(r"^jsonl\s+berrymq-jsonl\s+0\.1\.0\s+no\s+disabled in ", listing, re.M), listing
+    disabled = r"^jsonl\s+berrymq-jsonl\s+0\.1\.0\s+no\s+disabled in "
+    assert re.search(disabled, listing, re.M), listing
     assert _ok(_run([python, "-c", SEND], work, env)).strip() == "sent"
     assert not (work / "messages.jsonl").exists()
 
