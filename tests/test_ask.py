@@ -1,0 +1,141 @@
+"""ask(): request/reply between the sender and the local receivers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import berrymq
+from berrymq import Bus, Follower, Message, ReplyError, following
+
+
+def test_no_receiver_gives_an_empty_list_at_once(berrymq_bus: Bus) -> None:
+    started = time.monotonic()
+    assert berrymq.ask("nobody:here", timeout=30) == []
+    assert time.monotonic() - started < 1.0
+
+
+def test_replies_in_registration_order_including_none(berrymq_bus: Bus) -> None:
+    berrymq.regist_function("calc:*", lambda m: m.args[0] + 1, weak=False)
+    berrymq.regist_function("*:add", lambda m: None, weak=False)
+    berrymq.regist_function("calc:add", lambda m: m.kwargs["k"], weak=False)
+    berrymq.regist_function("other:add", lambda m: "not me", weak=False)
+    assert berrymq.ask("calc:add", 1, k="kw") == [2, None, "kw"]
+
+
+def test_a_raising_receiver_gives_an_error_entry(berrymq_bus: Bus) -> None:
+    def broken(message: Message) -> Any:
+        raise ZeroDivisionError("divided")
+
+    berrymq.regist_function("x:*", lambda m: "before", weak=False)
+    berrymq.regist_function("x:*", broken)
+    berrymq.regist_function("x:*", lambda m: "after", weak=False)
+    before, error, after = berrymq.ask("x:y")
+    assert (before, after) == ("before", "after")
+    assert isinstance(error, ReplyError)
+    assert error.exception_type == "ZeroDivisionError"
+    assert error.message == "divided"
+    assert "broken" in error.receiver
+    assert error.node == berrymq_bus.node_id
+    assert error.to_json()["type"] == "ZeroDivisionError"
+    assert ReplyError.from_json(error.to_json()) == error
+
+
+def test_guard_conditions_skip_receivers(berrymq_bus: Bus) -> None:
+    berrymq.regist_function("g:*", lambda m: "small", lambda m: m.args[0] < 10, weak=False)
+    berrymq.regist_function("g:*", lambda m: "big", lambda m: m.args[0] >= 10, weak=False)
+    assert berrymq.ask("g:n", 3) == ["small"]
+    assert berrymq.ask("g:n", 30) == ["big"]
+
+
+def test_a_raising_guard_gives_an_error_entry(berrymq_bus: Bus) -> None:
+    def guard(message: Message) -> bool:
+        raise RuntimeError("guard broke")
+
+    berrymq.regist_function("gg:*", lambda m: 1, guard, weak=False)
+    [reply] = berrymq.ask("gg:x")
+    assert isinstance(reply, ReplyError) and reply.message == "guard broke"
+
+
+def test_follower_methods_reply(berrymq_bus: Bus) -> None:
+    class Echo(metaclass=Follower):
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+
+        @following("echo:*")
+        def answer(self, message: Message) -> str:
+            return f"{self.tag}:{message.args[0]}"
+
+    a, b = Echo("a"), Echo("b")
+    assert berrymq.ask("echo:say", "hi") == ["a:hi", "b:hi"]
+    del a
+    import gc
+
+    gc.collect()
+    assert berrymq.ask("echo:say", "ho") == ["b:ho"]
+    assert b.tag == "b"
+
+
+@pytest.mark.parametrize("timeout", [0, -1, None, -0.5])
+def test_timeout_must_be_positive(berrymq_bus: Bus, timeout: Any) -> None:
+    with pytest.raises(ValueError, match="positive timeout"):
+        berrymq.ask("a:b", timeout=timeout)
+
+
+def test_bad_identifier_is_refused(berrymq_bus: Bus) -> None:
+    with pytest.raises(berrymq.InvalidIdentifier, match="a:"):
+        berrymq.ask("a:")
+
+
+def test_ask_runs_receivers_in_the_callers_thread_even_with_a_pool(berrymq_bus: Bus) -> None:
+    berrymq.set_multiplicity(2)
+    berrymq.regist_function("t:*", lambda m: threading.current_thread().name, weak=False)
+    assert berrymq.ask("t:x") == [threading.current_thread().name]
+
+
+def test_receiver_may_ask_from_inside_a_receiver(berrymq_bus: Bus) -> None:
+    berrymq.regist_function("inner:*", lambda m: "inner", weak=False)
+    berrymq.regist_function("outer:*", lambda m: berrymq.ask("inner:x"), weak=False)
+    assert berrymq.ask("outer:x") == [["inner"]]
+
+
+def test_async_receivers_reply_through_ask_async(berrymq_bus: Bus) -> None:
+    async def main() -> list[Any]:
+        async def slow_double(message: Message) -> int:
+            await asyncio.sleep(0.01)
+            return int(message.args[0]) * 2
+
+        async def fails(message: Message) -> int:
+            raise LookupError("missing")
+
+        berrymq.regist_function("d:*", slow_double)
+        berrymq.regist_function("d:*", lambda m: "sync", weak=False)
+        berrymq.regist_function("d:*", fails)
+        return await berrymq.ask_async("d:x", 4, timeout=10)
+
+    doubled, sync, error = asyncio.run(main())
+    assert doubled == 8 and sync == "sync"
+    assert isinstance(error, ReplyError) and error.exception_type == "LookupError"
+
+
+def test_async_receiver_timeout_in_ask_async(berrymq_bus: Bus) -> None:
+    async def main() -> tuple[list[Any], float]:
+        forever = asyncio.Event()
+
+        async def never(message: Message) -> int:
+            await forever.wait()
+            return 1
+
+        berrymq.regist_function("n:*", never)
+        started = time.monotonic()
+        replies = await berrymq.ask_async("n:x", timeout=0.1)
+        forever.set()
+        return replies, time.monotonic() - started
+
+    [reply], elapsed = asyncio.run(main())
+    assert isinstance(reply, ReplyError) and reply.exception_type == "TimeoutError"
+    assert 0.1 <= elapsed < 10
