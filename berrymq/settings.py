@@ -114,7 +114,10 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"not valid TOML: {exc}", path, _toml_line(exc)) from exc
+        line = _toml_line(exc)
+        if line is None and "end of document" in str(exc):
+            line = max(1, len(text.splitlines()))
+        raise SettingsError(f"not valid TOML: {exc}", path, line) from exc
     is_pyproject = path.name == "pyproject.toml"
     table_name = "tool.berrymq" if is_pyproject else "berrymq"
     blank = Settings(path=path, table_name=table_name, text=text)

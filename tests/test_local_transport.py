@@ -1,0 +1,104 @@
+"""The built-in local transport: buses in one process linked like nodes (SPEC 7 styles)."""
+
+from __future__ import annotations
+
+import pytest
+
+import berrymq
+from berrymq import Bus, ConnectionClosed, Empty, Message, Queue
+from berrymq.plugins import PluginHost
+from berrymq.settings import Settings
+
+
+@pytest.fixture
+def nodes() -> list[Bus]:
+    host = PluginHost(Settings())
+    buses = [Bus(plugins=host, raise_errors=True, name=f"n{i}") for i in range(3)]
+    yield buses
+    for bus in buses:
+        bus.close()
+
+
+def serve(bus: Bus) -> str:
+    return bus.transport("local").listen("local://")
+
+
+def test_interconnect_forwards_both_ways_but_not_local_names(nodes: list[Bus]) -> None:
+    a, b, _ = nodes
+    address = serve(b)
+    link = a.transport("local").interconnect(address, ttl=10)
+    got_a, got_b = Queue("*", bus=a), Queue("*", bus=b)
+    a.twitter("job:done", 1, user="ada")
+    b.twitter("job:back")
+    a.twitter("_private:x")
+    assert [m.id for m in _drain(got_b)] == ["job:done", "job:back"]  # not _private:x
+    assert [m.id for m in _drain(got_a)] == ["job:done", "job:back", "_private:x"]
+    link.close()
+    a.twitter("job:after")
+    assert _drain(got_b) == []
+
+
+def test_cycle_delivers_once_per_node(nodes: list[Bus]) -> None:
+    a, b, c = nodes
+    addresses = [serve(bus) for bus in nodes]
+    a.transport("local").interconnect(addresses[1], ttl=10)
+    b.transport("local").interconnect(addresses[2], ttl=10)
+    c.transport("local").interconnect(addresses[0], ttl=10)
+    queues = [Queue("ring:*", bus=bus) for bus in nodes]
+    b.twitter("ring:go", "x")
+    assert [len(_drain(q)) for q in queues] == [1, 1, 1]
+
+
+def test_oneway_and_queue_styles_through_the_module_api(nodes: list[Bus]) -> None:
+    server, client, _ = nodes
+    address = serve(server)
+    inbox = Queue("log:*", bus=server)
+    with berrymq.use_bus(client):
+        with pytest.raises(ConnectionClosed, match="connect_oneway"):
+            berrymq.send_message("log:x")
+        berrymq.connect_oneway(address)
+        berrymq.send_message("log:line", "hello")
+        assert inbox.get_nowait().args == ("hello",)
+        berrymq.connect_via_queue(address, "task:*")
+        server.twitter("task:run", 5)
+        assert berrymq.get(timeout=5).args == (5,)
+        with pytest.raises(Empty):
+            berrymq.get_nowait()
+        berrymq.close_connection(address)
+        assert client.connections() == []
+        with pytest.raises(ConnectionClosed, match="connect_via_queue"):
+            berrymq.get_nowait()
+
+
+def test_talk_and_ask_across_linked_buses(nodes: list[Bus]) -> None:
+    a, b, _ = nodes
+    a.transport("local").interconnect(serve(b), ttl=10)
+    b.subscribe("calc:*", lambda m: m.args[0] * 2, weak=False)
+    replies = Queue("calc_result:*", bus=a)
+    a.talk("calc:double", "calc_result:x", 21)
+    assert [m.args for m in _drain(replies)] == [(42,)]
+
+
+def test_unknown_address_and_ttl_validation(nodes: list[Bus]) -> None:
+    with pytest.raises(ConnectionClosed, match="no bus serves local://nobody"):
+        nodes[0].transport("local").connect_oneway("local://nobody", ttl=10)
+    with berrymq.use_bus(nodes[0]):
+        with pytest.raises(ValueError, match="ttl"):
+            berrymq.connect_oneway("local://x", ttl=0)
+        with pytest.raises(ValueError, match="no scheme"):
+            berrymq.connect_oneway("localhost:80")
+
+
+def test_name_taken(nodes: list[Bus]) -> None:
+    nodes[0].transport("local").listen("local://taken")
+    with pytest.raises(OSError, match="already served"):
+        nodes[1].transport("local").listen("local://taken")
+
+
+def _drain(q: Queue) -> list[Message]:
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except Empty:
+            return out
