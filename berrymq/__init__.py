@@ -7,6 +7,7 @@ The same messages cross processes over JSON-RPC and, through plugins, a broker.
 
 from __future__ import annotations
 
+from berrymq.aio import ask_async
 from berrymq.api import (
     ask,
     auto_twitter,
@@ -28,7 +29,6 @@ from berrymq.api import (
     twitter_exception,
     unfollow,
 )
-from berrymq.aio import ask_async
 from berrymq.bus import Bus, Subscription
 from berrymq.default import get_bus, set_bus, use_bus
 from berrymq.errors import (

@@ -15,6 +15,7 @@ Invariants that keep sending fast (see ARCHITECTURE.md, "The way of a message"):
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
@@ -75,7 +76,7 @@ class Subscription:
     :meth:`Bus.subscribe`. Also a context manager that cancels on exit.
     """
 
-    __slots__ = ("bus", "pattern", "ref", "guard", "seq", "weak", "kind", "active", "__weakref__")
+    __slots__ = ("__weakref__", "active", "bus", "guard", "kind", "pattern", "ref", "seq", "weak")
 
     def __init__(
         self,
@@ -137,7 +138,7 @@ class _WorkerPool:
 
     def __init__(self, bus: Bus, size: int) -> None:
         self._bus = bus
-        self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[_Task | threading.Barrier | None] = queue.SimpleQueue()
         self.size = size
         self.closed = False
         self._threads = [
@@ -161,13 +162,11 @@ class _WorkerPool:
             task = get()
             if task is None:
                 return
-            if type(task) is threading.Barrier:
-                try:
-                    task.wait()
-                except threading.BrokenBarrierError:
-                    pass
+            if isinstance(task, _Task):
+                run(task)
                 continue
-            run(task)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                task.wait()  # a barrier put by join()
 
     def _drain(self) -> None:
         while True:
@@ -175,7 +174,7 @@ class _WorkerPool:
                 task = self._tasks.get_nowait()
             except queue.Empty:
                 return
-            if task is not None and type(task) is _Task:
+            if isinstance(task, _Task):
                 self._bus._run_task(task)
 
     def join(self, timeout: float | None) -> bool:
@@ -185,7 +184,7 @@ class _WorkerPool:
         while True:
             barrier = threading.Barrier(self.size + 1)
             for _ in range(self.size):
-                self._tasks.put(barrier)  # type: ignore[arg-type]
+                self._tasks.put(barrier)
             try:
                 barrier.wait(timeout)
             except threading.BrokenBarrierError:
@@ -570,7 +569,7 @@ class Bus:
         previous = box[0]
         box[0] = message[3] + 1
         try:
-            for ref, guard, sub in self._route_for(message[0]):
+            for ref, guard, _ in self._route_for(message[0]):
                 receiver = ref()
                 if receiver is None:
                     continue
@@ -713,7 +712,9 @@ class Bus:
         self._mark_seen(uid)
         return _tuple_new(Message, (*message[:4], uid))
 
-    def _forward(self, message: Message, origin: Forwarder | None, reply_to: Identifier | None = None) -> None:
+    def _forward(
+        self, message: Message, origin: Forwarder | None, reply_to: Identifier | None = None
+    ) -> None:
         message = self.stamp(message)
         for forwarder in self._forwarders:
             if forwarder is not origin:
@@ -863,7 +864,7 @@ def send(owner: BusOwner, identifier: str | Identifier, /, *args: Any, **kwargs:
         bus._send_out(message, None)
 
 
-Bus.twitter = send  # type: ignore[method-assign,assignment]
+Bus.twitter = send
 
 
 def _describe(receiver: object) -> str:

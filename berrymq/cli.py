@@ -23,7 +23,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     rows += [(i.name, i.distribution, i.version, "yes" if i.active else "no", i.reason) for i in infos]
     widths = [max(len(row[col]) for row in rows) for col in range(4)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
     if host.settings.path is not None:
         print(f"\nsettings: {host.settings.path}")
     else:

@@ -37,7 +37,7 @@ class Identifier:
     canonical text (``str(identifier)``).
     """
 
-    __slots__ = ("name", "action", "namespace", "is_local", "id", "_text", "_hash")
+    __slots__ = ("_hash", "_text", "action", "id", "is_local", "name", "namespace")
 
     name: str
     action: str

@@ -8,8 +8,10 @@ plugin is loaded exactly like a built-in one.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -104,8 +106,7 @@ def _installed_candidates() -> list[_Candidate]:
     for name, module in BUILTIN_PLUGINS.items():
         if name not in found:
             found[name] = _Candidate(
-                name, "berrymq", _core_version(), module,
-                lambda module=module: importlib.import_module(module),
+                name, "berrymq", _core_version(), module, functools.partial(importlib.import_module, module)
             )
     return sorted(found.values(), key=lambda c: c.name)
 
@@ -144,7 +145,9 @@ class PluginHost:
         if not entry_points:
             candidates = [c for c in candidates if c.name in BUILTIN_PLUGINS]
         for name, plugin in extra_plugins:
-            candidates.append(_Candidate(name, "(registered in code)", "", repr(plugin), lambda p=plugin: p))
+            candidates.append(
+                _Candidate(name, "(registered in code)", "", repr(plugin), itertools.repeat(plugin).__next__)
+            )
         self._load(candidates)
 
     # -- loading -------------------------------------------------------------------------

@@ -69,7 +69,7 @@ class TransportRegistry(_NamedRegistry):
 
     def factory(self, scheme: str) -> TransportFactory | None:
         entry = self._entries.get(scheme)
-        return entry.value if entry else None  # type: ignore[no-any-return]
+        return entry.value if entry else None
 
 
 class ReceiverRegistry(_NamedRegistry):

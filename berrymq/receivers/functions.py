@@ -52,7 +52,7 @@ class FunctionReceivers:
             return _FollowOnceBound(target, follow)  # type: ignore[return-value]
         if not callable(target):
             raise TypeError(f"following_function({pattern}) needs a callable, got {target!r}")
-        self.follow(bus, pattern, target, guard, weak=weak)  # type: ignore[arg-type]
+        self.follow(bus, pattern, target, guard, weak=weak)
         return target
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from berrymq import aio
 from berrymq.bus import Bus, Subscription
-from berrymq.errors import Empty, QueueClosed, QueueFull
+from berrymq.errors import QueueClosed, QueueFull
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message
