@@ -7,6 +7,8 @@ The same messages cross processes over JSON-RPC and, through plugins, a broker.
 
 from __future__ import annotations
 
+from berrymq.adapters.files import FileObserver
+from berrymq.adapters.timer import IntervalTimer
 from berrymq.aio import ask_async
 from berrymq.api import (
     ask,
@@ -47,6 +49,7 @@ from berrymq.errors import (
 )
 from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.network import show_network
 from berrymq.receivers.followers import Follower, following
 from berrymq.receivers.queues import Queue
 
@@ -57,8 +60,10 @@ __all__ = [
     "Bus",
     "ConnectionClosed",
     "Empty",
+    "FileObserver",
     "Follower",
     "Identifier",
+    "IntervalTimer",
     "InvalidIdentifier",
     "Message",
     "MessageTooLarge",
@@ -91,6 +96,7 @@ __all__ = [
     "send_message",
     "set_bus",
     "set_multiplicity",
+    "show_network",
     "talk",
     "twitter",
     "twitter_exception",

@@ -1,0 +1,144 @@
+"""Adapters: plugins that turn the world outside the bus into messages (from berryMQ 0.3).
+
+- :class:`~berrymq.adapters.timer.IntervalTimer` (plugin ``timer``) sends ``name:tick``
+  every ``interval`` seconds;
+- :class:`~berrymq.adapters.files.FileObserver` (plugin ``fileobserver``) sends
+  ``name:created``, ``name:modified`` and ``name:removed`` for files matching a glob.
+
+Each adapter is a plugin of the core distribution (entry points ``timer`` and
+``fileobserver`` in the group ``berrymq``) and registers its receiver kind under the same
+name, so that a settings file can turn it off; constructing a disabled adapter raises
+:class:`berrymq.PluginNotAvailable` naming the plugin. An adapter runs one daemon thread,
+is stopped with :meth:`Adapter.stop` (or by leaving a ``with`` block), and is stopped when
+its bus closes. Running adapters appear as senders in :func:`berrymq.show_network`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from berrymq.identifier import Identifier, parse
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["Adapter", "running_adapters", "stop_adapters"]
+
+logger = logging.getLogger("berrymq")
+
+# Running adapters per bus (by id of the bus); an adapter leaves when it stops.
+_running: dict[int, list[Adapter]] = {}
+_running_lock = threading.Lock()
+
+
+def running_adapters(bus: Bus) -> list[Adapter]:
+    """The adapters sending on ``bus`` now, in the order they were started."""
+    with _running_lock:
+        return list(_running.get(id(bus), ()))
+
+
+def stop_adapters(bus: Bus, kind: str | None = None) -> None:
+    """Stop the adapters (of one ``kind``, or all) sending on ``bus``."""
+    for adapter in running_adapters(bus):
+        if kind is None or adapter.kind == kind:
+            adapter.stop()
+
+
+class Adapter:
+    """The base of adapters: a thread that calls :meth:`poll` every ``interval`` seconds.
+
+    :param interval: seconds between polls; a positive number.
+    :param bus: the bus to send on; the default bus when omitted.
+    """
+
+    #: the plugin and receiver kind name, also shown in the network picture
+    kind = "adapter"
+
+    def __init__(self, interval: float, *, bus: Bus | None = None) -> None:
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
+            raise ValueError(f"{type(self).__name__} interval must be a positive number of "
+                             f"seconds, got {interval!r}")
+        if bus is None:
+            from berrymq.default import get_bus
+
+            bus = get_bus()
+        bus.plugins.receiver(self.kind)  # raises PluginNotAvailable naming the plugin if off
+        self.bus = bus
+        self.interval = float(interval)
+        # Set to stop the thread, or to make it poll at once (FileObserver with watchdog).
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"berrymq-{self.kind}", daemon=True
+        )
+
+    def _start(self) -> None:
+        """Start the thread; subclasses call it at the end of ``__init__``."""
+        with _running_lock:
+            _running.setdefault(id(self.bus), []).append(self)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._next_wait())
+            if self._stopped:
+                return
+            self._wake.clear()
+            try:
+                self.poll()
+            except Exception as exc:  # one failed poll must not end the adapter
+                logger.error("%r failed; it keeps running", self, exc_info=exc)
+
+    def _next_wait(self) -> float:
+        return self.interval
+
+    def poll(self) -> None:
+        """One round of work: look at the world and send what changed."""
+        raise NotImplementedError
+
+    def sends(self) -> list[Identifier]:
+        """The identifiers this adapter sends."""
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop sending; waits (up to ``timeout`` seconds) for the thread to end, unless
+        called from a receiver running in that very thread. Idempotent."""
+        self._stopped = True
+        self._wake.set()
+        with _running_lock:
+            adapters = _running.get(id(self.bus))
+            if adapters is not None and self in adapters:
+                adapters.remove(self)
+                if not adapters:
+                    del _running[id(self.bus)]
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Adapter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def describe(self) -> dict[str, Any]:
+        """This adapter as a sender in :func:`berrymq.network.describe`."""
+        return {"kind": self.kind, "name": repr(self), "sends": [str(i) for i in self.sends()]}
+
+
+def identifier_for(id_name: str, action: str, what: str) -> Identifier:
+    """``id_name:action``, checked: ``id_name`` is a plain name (optionally ``@namespace``)."""
+    if not isinstance(id_name, str):
+        raise TypeError(f"{what} id_name must be a str, got {id_name!r}")
+    if ":" in id_name:
+        raise ValueError(f"{what} id_name {id_name!r} must be a name without ':action'; "
+                         f"it sends {id_name.split(':', 1)[0]}:{action}")
+    ident = parse(f"{id_name}:{action}")
+    if ident.name == "*":
+        raise ValueError(f"{what} id_name must not be the wildcard '*'")
+    return ident

@@ -1,0 +1,182 @@
+"""The ``fileobserver`` adapter plugin: :class:`FileObserver` sends a message when a file
+matching a glob pattern is created, modified or removed."""
+
+from __future__ import annotations
+
+import glob as globbing
+import logging
+import os
+import stat
+import threading
+from typing import TYPE_CHECKING, Any
+
+from berrymq.adapters import Adapter, identifier_for, stop_adapters
+from berrymq.hookspecs import hookimpl
+from berrymq.identifier import Identifier
+from berrymq.registries import ReceiverRegistry
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["FileObserver"]
+
+KIND = "fileobserver"
+logger = logging.getLogger("berrymq")
+
+# What identifies one version of a file: modification time, size and inode. A change of
+# any of them is a modification (a file replaced by rename gets a new inode).
+Signature = tuple[int, int, int]
+
+
+def _snapshot(pattern: str) -> dict[str, Signature]:
+    found: dict[str, Signature] = {}
+    for path in globbing.glob(pattern, recursive=True):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # removed between the listing and the stat: it is not there
+        if stat.S_ISREG(st.st_mode):
+            found[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+    return found
+
+
+def _static_root(pattern: str) -> str:
+    """The directory part of ``pattern`` before its first wildcard: what watchdog watches."""
+    parts = []
+    for part in os.path.normpath(pattern).split(os.sep):
+        if globbing.has_magic(part):
+            break
+        parts.append(part)
+    else:
+        parts = parts[:-1]  # no wildcard at all: watch the file's directory
+    root = os.sep.join(parts) if parts else "."
+    return root or os.sep
+
+
+class FileObserver(Adapter):
+    """Watches the files matching ``glob`` and sends ``id_name:created``,
+    ``id_name:modified`` and ``id_name:removed`` with the file's path as ``args[0]``.
+
+    ::
+
+        with FileObserver("logs/*.log", "logfile", interval=1):
+            ...   # receivers of "logfile:*" hear about every change
+
+    The files present when the observer is created are its starting point (no
+    ``created`` for them). Every ``interval`` seconds it lists the files (``glob``,
+    ``**`` recursive) and compares modification time, size and inode with the previous
+    round, so the outcome is deterministic: a file created and changed within one
+    interval gives one ``created``; a file created and removed within one interval gives
+    nothing. Only regular files are reported. Within one round messages go out sorted by
+    path: created first, then modified, then removed.
+
+    :param glob: the pattern of paths to watch, e.g. ``"/var/log/*.log"`` or ``"src/**/*.py"``.
+    :param id_name: the name to send as.
+    :param interval: seconds between rounds (default 5).
+    :param watchdog: also watch the directory with the ``watchdog`` package, which makes
+        the observer look at once when something changes there instead of at the next
+        round (the polling still decides what changed, so the messages are the same).
+        Needs ``pip install watchdog`` and an existing directory before the first wildcard.
+    :param bus: the bus to send on; the default bus when omitted.
+    :raises berrymq.PluginNotAvailable: when the ``fileobserver`` plugin is disabled.
+    """
+
+    kind = KIND
+
+    def __init__(self, glob: str, id_name: str, interval: float = 5, *,
+                 watchdog: bool = False, bus: Bus | None = None) -> None:
+        if not isinstance(glob, str) or not glob:
+            raise ValueError(f"FileObserver glob must be a non-empty str, got {glob!r}")
+        self.created = identifier_for(id_name, "created", "FileObserver")
+        self.modified = identifier_for(id_name, "modified", "FileObserver")
+        self.removed = identifier_for(id_name, "removed", "FileObserver")
+        super().__init__(interval, bus=bus)
+        self.glob = glob
+        self._lock = threading.Lock()
+        self._files = _snapshot(glob)
+        self._observer: Any = None
+        if watchdog:
+            self._observer = self._watch()
+        self._start()
+
+    def _watch(self) -> Any:
+        try:
+            from watchdog.events import FileSystemEvent, FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:
+            raise ImportError("FileObserver(watchdog=True) needs the watchdog package: "
+                              "pip install watchdog") from None
+        root = _static_root(self.glob)
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"FileObserver(watchdog=True) watches {root!r}, the "
+                                    f"directory of {self.glob!r}, which does not exist")
+        wake = self._wake
+
+        class Wake(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                wake.set()
+
+        observer = Observer()
+        observer.daemon = True
+        observer.schedule(Wake(), root, recursive="**" in self.glob or globbing.has_magic(
+            os.path.dirname(self.glob)))
+        observer.start()
+        return observer
+
+    def check(self) -> list[tuple[str, str]]:
+        """Look now (besides the thread's rounds) and send what changed; returns the
+        ``(action, path)`` pairs sent."""
+        with self._lock:
+            if self._stopped:
+                return []
+            before, after = self._files, _snapshot(self.glob)
+            self._files = after
+            events = [("created", p) for p in sorted(after.keys() - before.keys())]
+            events += [("modified", p) for p in sorted(after.keys() & before.keys())
+                       if after[p] != before[p]]
+            events += [("removed", p) for p in sorted(before.keys() - after.keys())]
+            identifiers = {"created": self.created, "modified": self.modified,
+                           "removed": self.removed}
+            errors: list[Exception] = []
+            for action, path in events:
+                try:
+                    self.bus.twitter(identifiers[action], path)
+                except Exception as exc:  # noqa: BLE001 - the other events still go out
+                    errors.append(exc)
+        if errors:
+            raise ExceptionGroup(f"receivers of {self.created.name} failed", errors)
+        return events
+
+    def poll(self) -> None:
+        self.check()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        observer, self._observer = self._observer, None
+        super().stop(timeout)
+        if observer is not None:
+            observer.stop()
+            observer.join(timeout)
+
+    def sends(self) -> list[Identifier]:
+        return [self.created, self.modified, self.removed]
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return (f"FileObserver({self.glob!r}, {self.created.name!r}, {self.interval:g}) "
+                f"{state}")
+
+
+class FileObserverAdapters:
+    """The ``fileobserver`` receiver kind: makes :class:`FileObserver` objects."""
+
+    FileObserver = FileObserver
+
+
+@hookimpl
+def berrymq_register_receivers(registry: ReceiverRegistry) -> None:
+    registry.add(KIND, FileObserverAdapters(), plugin=KIND)
+
+
+@hookimpl
+def berrymq_bus_closing(bus: Bus) -> None:
+    stop_adapters(bus, KIND)

@@ -1,0 +1,82 @@
+"""The ``timer`` adapter plugin: :class:`IntervalTimer` sends ``name:tick`` periodically."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from berrymq.adapters import Adapter, identifier_for, stop_adapters
+from berrymq.hookspecs import hookimpl
+from berrymq.identifier import Identifier
+from berrymq.registries import ReceiverRegistry
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["IntervalTimer"]
+
+KIND = "timer"
+
+
+class IntervalTimer(Adapter):
+    """Sends ``id_name:tick`` every ``interval`` seconds, from its own thread, until
+    :meth:`stop`.
+
+    ::
+
+        with IntervalTimer("heartbeat", 1.0):
+            ...   # receivers of "heartbeat:tick" get a message every second
+
+    Ticks keep to the schedule of the start time (no drift); when receivers are so slow
+    that ticks were missed, one tick is sent at once and the missed ones are skipped.
+    Each message carries ``count`` (1, 2, ...) and ``time`` (``time.time()``) as keyword
+    arguments. A receiver's error is logged and the timer keeps going.
+
+    :param id_name: the name to send as, e.g. ``"heartbeat"`` or ``"heartbeat@ops"``.
+    :param interval: seconds between ticks, a positive number.
+    :param bus: the bus to send on; the default bus when omitted.
+    :raises berrymq.PluginNotAvailable: when the ``timer`` plugin is disabled.
+    """
+
+    kind = KIND
+
+    def __init__(self, id_name: str, interval: float, *, bus: Bus | None = None) -> None:
+        self.identifier = identifier_for(id_name, "tick", "IntervalTimer")
+        super().__init__(interval, bus=bus)
+        self.count = 0
+        self._next = time.monotonic() + self.interval
+        self._start()
+
+    def _next_wait(self) -> float:
+        return max(0.0, self._next - time.monotonic())
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        self._next += self.interval
+        if self._next < now:  # fell behind: skip the missed ticks
+            self._next = now + self.interval
+        self.count += 1
+        self.bus.twitter(self.identifier, count=self.count, time=time.time())
+
+    def sends(self) -> list[Identifier]:
+        return [self.identifier]
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"IntervalTimer({self.identifier.name!r}, {self.interval:g}) {state}"
+
+
+class TimerAdapters:
+    """The ``timer`` receiver kind: makes :class:`IntervalTimer` objects."""
+
+    IntervalTimer = IntervalTimer
+
+
+@hookimpl
+def berrymq_register_receivers(registry: ReceiverRegistry) -> None:
+    registry.add(KIND, TimerAdapters(), plugin=KIND)
+
+
+@hookimpl
+def berrymq_bus_closing(bus: Bus) -> None:
+    stop_adapters(bus, KIND)

@@ -1,0 +1,445 @@
+"""The picture of who talks to whom: receivers, the patterns they follow, and beyond.
+
+:func:`describe` turns a bus into a JSON-serialisable dict; :func:`render` (``to_dot``,
+``to_mermaid``) draws such a dict. Because the picture is drawn from the dict alone, a
+running node's description fetched over JSON-RPC (method ``network``, see
+:func:`fetch`) renders exactly like a local one: that is what ``berrymq graph URL`` does.
+
+The description (``"version": 1``)::
+
+    {
+      "version": 1,
+      "node": "3f2a...",            # the bus's node id
+      "bus": "default",             # the bus's name
+      "receivers": [                # one per receiving object, in registration order
+        {"id": "r0", "kind": "function", "name": "app.on_log", "async": false,
+         "object": null,            # "Logger#1" for the methods of one instance
+         "follows": [{"pattern": "*:log", "guard": null}]},
+        {"id": "r1", "kind": "queue", "name": "Queue(task:*)", "async": false,
+         "object": null, "follows": [{"pattern": "task:*", "guard": null}],
+         "queue": {"size": 0, "maxsize": 0, "shared": false}}
+      ],
+      "senders": [                  # running adapters (timers, file observers)
+        {"id": "s0", "kind": "timer", "name": "IntervalTimer('beat', 1) running",
+         "sends": ["beat:tick"]}
+      ],
+      "connections": [{"id": "c0", "address": "tcp://127.0.0.1:7000", "style": "interconnect"}],
+      "forwarders": 1,              # how many links carry this bus's messages out
+      "transports": [{"scheme": "tcp", "status": "listening on tcp://127.0.0.1:7001"}]
+    }
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import os
+import socket
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+from berrymq.errors import RemoteError, TransportError
+from berrymq.identifier import Identifier, parse
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["Format", "describe", "fetch", "render", "show_network", "to_dot", "to_mermaid"]
+
+Format = Literal["dot", "mermaid"]
+FORMATS: tuple[str, ...] = ("dot", "mermaid")
+
+
+def _qualname(obj: object) -> str:
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    module = getattr(obj, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else str(name)
+
+
+def _unwrap(receiver: object) -> object:
+    # An async receiver's stand-in (berrymq.aio) holds the function the user registered.
+    from berrymq.aio import _AsyncReceiver
+
+    if isinstance(receiver, _AsyncReceiver):
+        inner = receiver.__wrapped__
+        if inner is not None:
+            return inner
+    return receiver
+
+
+def describe(bus: Bus | None = None) -> dict[str, Any]:
+    """Describe ``bus`` (the default bus when None) as a JSON-serialisable dict: its
+    receivers with the patterns they follow, its queues, the running adapters that send
+    on it and its connections. See the module docstring for the shape."""
+    if bus is None:
+        from berrymq.default import get_bus
+
+        bus = get_bus()
+    from berrymq.aio import is_async_receiver
+    from berrymq.receivers.queues import _shared, _Store
+
+    shared_stores: set[int] = set()
+    stores = _shared.get(bus)
+    if stores is not None:
+        shared_stores = {id(s) for s in list(stores.values())}
+
+    receivers: list[dict[str, Any]] = []
+    by_key: dict[object, dict[str, Any]] = {}
+    instance_numbers: dict[int, str] = {}
+    class_counts: dict[str, int] = {}
+    for subscription in bus.subscriptions():
+        live = subscription.ref()
+        if live is None:
+            continue
+        receiver = _unwrap(live)
+        owner = getattr(receiver, "__self__", None)
+        func = getattr(receiver, "__func__", None)
+        key: object
+        entry: dict[str, Any]
+        if isinstance(owner, _Store):
+            key = ("store", id(owner))
+        elif owner is not None and func is not None:
+            key = ("method", id(owner), id(func))
+        else:
+            key = ("object", id(receiver))
+        entry_or_none = by_key.get(key)
+        if entry_or_none is None:
+            obj_label = None
+            if isinstance(owner, _Store):
+                shared = id(owner) in shared_stores
+                name = f"Queue({owner.pattern}{', shared' if shared else ''})"
+                extra: dict[str, Any] = {"queue": {"size": owner.qsize(),
+                                                   "maxsize": owner.maxsize,
+                                                   "shared": shared}}
+            else:
+                extra = {}
+                name = _qualname(receiver if func is None else func)
+                if owner is not None and not isinstance(owner, type):
+                    cls = type(owner).__name__
+                    label = instance_numbers.get(id(owner))
+                    if label is None:
+                        class_counts[cls] = class_counts.get(cls, 0) + 1
+                        label = instance_numbers[id(owner)] = f"{cls}#{class_counts[cls]}"
+                    obj_label = label
+            entry = {
+                "id": f"r{len(receivers)}",
+                "kind": subscription.kind,
+                "name": name,
+                "async": live is not receiver or is_async_receiver(receiver),
+                "object": obj_label,
+                "follows": [],
+                **extra,
+            }
+            by_key[key] = entry
+            receivers.append(entry)
+        else:
+            entry = entry_or_none
+        guard = subscription.guard
+        entry["follows"].append({
+            "pattern": str(subscription.pattern),
+            "guard": None if guard is None else _qualname(guard),
+        })
+
+    from berrymq.adapters import running_adapters
+
+    senders = [{"id": f"s{i}", **adapter.describe()}
+               for i, adapter in enumerate(running_adapters(bus))]
+    connections = [
+        {"id": f"c{i}", "address": str(getattr(c, "address", "?")),
+         "style": str(getattr(c, "style", "?"))}
+        for i, c in enumerate(bus.connections())
+    ]
+    transports = []
+    for scheme, transport in sorted(dict(bus._transports).items()):
+        try:
+            status = transport.status()
+        except Exception as exc:  # noqa: BLE001 - a picture must not fail on one transport
+            status = f"status failed: {exc}"
+        transports.append({"scheme": scheme, "status": str(status)})
+    return {
+        "version": 1,
+        "node": bus.node_id,
+        "bus": bus.name,
+        "receivers": receivers,
+        "senders": senders,
+        "connections": connections,
+        "forwarders": len(bus._forwarders),
+        "transports": transports,
+    }
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _patterns(description: Mapping[str, Any]) -> list[str]:
+    """Every followed pattern, once, in first-seen order."""
+    seen: dict[str, None] = {}
+    for receiver in description.get("receivers", ()):
+        for follow in receiver.get("follows", ()):
+            seen.setdefault(str(follow["pattern"]), None)
+    return list(seen)
+
+
+def _reached(sent: str, patterns: list[str]) -> list[str]:
+    """The patterns a message sent as ``sent`` matches."""
+    try:
+        ident = parse(sent)
+    except ValueError:
+        return []
+    out = []
+    for pattern in patterns:
+        try:
+            if ident.matches(Identifier(pattern)):
+                out.append(pattern)
+        except ValueError:
+            continue
+    return out
+
+
+def _receiver_lines(receiver: Mapping[str, Any]) -> list[str]:
+    lines = [str(receiver.get("name", "?"))]
+    kind = str(receiver.get("kind", "receiver"))
+    if receiver.get("async"):
+        kind = f"async {kind}"
+    if receiver.get("object"):
+        kind = f"{kind} of {receiver['object']}"
+    lines.insert(0, kind)
+    queue = receiver.get("queue")
+    if isinstance(queue, Mapping):
+        size = f"{queue.get('size', 0)} waiting"
+        if queue.get("maxsize"):
+            size += f" (max {queue['maxsize']})"
+        lines.append(size)
+    return lines
+
+
+def _dot_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def to_dot(description: Mapping[str, Any]) -> str:
+    """Draw a description as a Graphviz DOT digraph (``dot -Tpng`` renders it).
+
+    Senders (adapters) point at the patterns their messages match; each pattern points
+    at the receivers following it (an edge label names a guard condition); the node's
+    connections hang off a node for the bus itself.
+    """
+    patterns = _patterns(description)
+    pattern_ids = {p: f"p{i}" for i, p in enumerate(patterns)}
+    bus_name = str(description.get("bus", "bus"))
+    node = str(description.get("node", ""))
+    out = [
+        "digraph berrymq {",
+        "  rankdir=LR;",
+        f"  label={_dot_quote(f'berryMQ bus {bus_name} (node {node[:8]})')};",
+        "  labelloc=t; fontname=Helvetica;",
+        '  node [fontname=Helvetica, fontsize=11];',
+        '  edge [fontname=Helvetica, fontsize=9, color="#555555"];',
+    ]
+    for sender in description.get("senders", ()):
+        sid = str(sender["id"])
+        label = f"{sender.get('kind', 'sender')}\n{sender.get('name', '')}"
+        out.append(f'  {sid} [label={_dot_quote(label)}, shape=cds, style=filled, '
+                   'fillcolor="#e3f4df"];')
+    for pattern in patterns:
+        out.append(f'  {pattern_ids[pattern]} [label={_dot_quote(pattern)}, shape=ellipse, '
+                   'style=filled, fillcolor="#fff3c4"];')
+    for receiver in description.get("receivers", ()):
+        rid = str(receiver["id"])
+        label = "\n".join(_receiver_lines(receiver))
+        if receiver.get("kind") == "queue":
+            style = 'shape=cylinder, style=filled, fillcolor="#f6dfe9"'
+        else:
+            style = 'shape=box, style="rounded,filled", fillcolor="#dcebfb"'
+        out.append(f"  {rid} [label={_dot_quote(label)}, {style}];")
+    for sender in description.get("senders", ()):
+        for sent in sender.get("sends", ()):
+            reached = _reached(str(sent), patterns)
+            if not reached:
+                out.append(f'  {sender["id"]} -> {_dot_quote(str(sent))} '
+                           f'[label={_dot_quote(str(sent))}, style=dashed];')
+                out.append(f'  {_dot_quote(str(sent))} [shape=plaintext, '
+                           'label="(no receiver)"];')
+            for pattern in reached:
+                out.append(f'  {sender["id"]} -> {pattern_ids[pattern]} '
+                           f'[label={_dot_quote(str(sent))}];')
+    for receiver in description.get("receivers", ()):
+        for follow in receiver.get("follows", ()):
+            attrs = ""
+            if follow.get("guard"):
+                attrs = f" [label={_dot_quote('if ' + str(follow['guard']))}, style=dashed]"
+            out.append(f"  {pattern_ids[str(follow['pattern'])]} -> {receiver['id']}{attrs};")
+    connections = list(description.get("connections", ()))
+    forwarders = int(description.get("forwarders", 0) or 0)
+    transports = list(description.get("transports", ()))
+    if connections or forwarders or transports:
+        lines = [f"bus {bus_name}"]
+        lines += [f"{t['scheme']}: {t['status']}" for t in transports]
+        if forwarders:
+            lines.append(f"forwarding to {forwarders} peer(s)")
+        out.append(f'  bus [label={_dot_quote(chr(10).join(lines))}, shape=hexagon, '
+                   'style=filled, fillcolor="#eeeeee"];')
+        for connection in connections:
+            cid = str(connection["id"])
+            style = str(connection.get("style", ""))
+            out.append(f'  {cid} [label={_dot_quote(str(connection["address"]))}, '
+                       'shape=box3d];')
+            direction = {"interconnect": "both", "oneway": "forward", "queue": "back"}.get(
+                style, "forward")
+            out.append(f"  bus -> {cid} [label={_dot_quote(style)}, dir={direction}];")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _mm(text: str) -> str:
+    # Mermaid labels in double quotes: escape quotes and keep line breaks as <br/>.
+    return '"' + text.replace('"', "#quot;").replace("\n", "<br/>") + '"'
+
+
+def to_mermaid(description: Mapping[str, Any]) -> str:
+    """Draw a description as a Mermaid flowchart (the same graph as :func:`to_dot`)."""
+    patterns = _patterns(description)
+    pattern_ids = {p: f"p{i}" for i, p in enumerate(patterns)}
+    bus_name = str(description.get("bus", "bus"))
+    out = ["flowchart LR"]
+    for sender in description.get("senders", ()):
+        label = f"{sender.get('kind', 'sender')}\n{sender.get('name', '')}"
+        out.append(f"  {sender['id']}>{_mm(label)}]")
+    for pattern in patterns:
+        out.append(f"  {pattern_ids[pattern]}([{_mm(pattern)}])")
+    for receiver in description.get("receivers", ()):
+        label = "\n".join(_receiver_lines(receiver))
+        if receiver.get("kind") == "queue":
+            out.append(f"  {receiver['id']}[({_mm(label)})]")
+        else:
+            out.append(f"  {receiver['id']}({_mm(label)})")
+    unreached = itertools.count()
+    for sender in description.get("senders", ()):
+        for sent in sender.get("sends", ()):
+            reached = _reached(str(sent), patterns)
+            if not reached:
+                out.append(f"  {sender['id']} -.->|{_mm(str(sent))}| "
+                           f"u{next(unreached)}[{_mm('(no receiver)')}]")
+            for pattern in reached:
+                out.append(f"  {sender['id']} -->|{_mm(str(sent))}| {pattern_ids[pattern]}")
+    for receiver in description.get("receivers", ()):
+        for follow in receiver.get("follows", ()):
+            source = pattern_ids[str(follow["pattern"])]
+            if follow.get("guard"):
+                out.append(f"  {source} -.->|{_mm('if ' + str(follow['guard']))}| "
+                           f"{receiver['id']}")
+            else:
+                out.append(f"  {source} --> {receiver['id']}")
+    connections = list(description.get("connections", ()))
+    forwarders = int(description.get("forwarders", 0) or 0)
+    transports = list(description.get("transports", ()))
+    if connections or forwarders or transports:
+        lines = [f"bus {bus_name}"]
+        lines += [f"{t['scheme']}: {t['status']}" for t in transports]
+        if forwarders:
+            lines.append(f"forwarding to {forwarders} peer(s)")
+        out.append(f"  bus{{{{{_mm(chr(10).join(lines))}}}}}")
+        for connection in connections:
+            cid = str(connection["id"])
+            style = str(connection.get("style", ""))
+            arrow = {"interconnect": "<-->", "queue": "<--"}.get(style, "-->")
+            out.append(f"  {cid}[/{_mm(str(connection['address']))}/]")
+            out.append(f"  bus {arrow}|{_mm(style)}| {cid}")
+    return "\n".join(out) + "\n"
+
+
+def render(description: Mapping[str, Any], format: str = "dot") -> str:
+    """Draw a description in ``format`` (``"dot"`` or ``"mermaid"``)."""
+    if format == "dot":
+        return to_dot(description)
+    if format == "mermaid":
+        return to_mermaid(description)
+    raise ValueError(f"unknown network picture format {format!r}; use one of {', '.join(FORMATS)}")
+
+
+def show_network(bus: Bus | None = None, format: str = "dot") -> str:
+    """The current receivers and the identifiers they follow, as Graphviz DOT (or a
+    Mermaid flowchart with ``format="mermaid"``), as in berryMQ 0.3.
+
+    ``bus`` is the default bus when None. Render DOT with ``dot -Tpng -o net.png``.
+    """
+    if format not in FORMATS:
+        raise ValueError(
+            f"unknown network picture format {format!r}; use one of {', '.join(FORMATS)}"
+        )
+    return render(describe(bus), format)
+
+
+# -- asking a running node ---------------------------------------------------------------------
+
+_request_ids = itertools.count(1)
+
+
+def fetch(url: str, timeout: float = 10.0, secret: str | None = None) -> dict[str, Any]:
+    """Ask the node at ``url`` (``http://host:port`` or ``tcp://host:port``) for its
+    description with the JSON-RPC method ``network``.
+
+    One plain JSON-RPC 2.0 request, written with the standard library only (``http.client``
+    for HTTP, a socket and one line of JSON for TCP), so this works against any node that
+    speaks the protocol. ``secret`` (default: the ``BERRYMQ_SECRET`` environment variable)
+    is sent when the node requires one.
+
+    :raises berrymq.TransportError: the node cannot be reached or answered nonsense.
+    :raises berrymq.RemoteError: the node answered with a JSON-RPC error.
+    """
+    if secret is None:
+        secret = os.environ.get("BERRYMQ_SECRET") or None
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "tcp") or not parts.hostname or parts.port is None:
+        raise ValueError(
+            f"berrymq graph needs a node address such as 'tcp://127.0.0.1:7000' or "
+            f"'http://127.0.0.1:8000', got {url!r}"
+        )
+    request_id = next(_request_ids)
+    params: dict[str, Any] = {}
+    if secret:
+        params["secret"] = secret
+    body = json.dumps({"jsonrpc": "2.0", "method": "network", "params": params,
+                       "id": request_id}).encode()
+    try:
+        if scheme == "http":
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+            try:
+                conn.request("POST", parts.path or "/", body,
+                             {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                data = response.read()
+            finally:
+                conn.close()
+        else:
+            with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+                sock.sendall(body + b"\n")
+                chunks = []
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    if chunk.endswith(b"\n"):
+                        break
+                data = b"".join(chunks)
+    except (OSError, http.client.HTTPException) as exc:
+        raise TransportError(f"cannot ask {url} for its network: {exc}") from exc
+    try:
+        reply = json.loads(data)
+    except ValueError as exc:
+        raise TransportError(f"{url} answered something that is not JSON: {data[:200]!r}") from exc
+    if not isinstance(reply, dict) or reply.get("id") != request_id:
+        raise TransportError(f"{url} answered something that is not a JSON-RPC reply: "
+                             f"{str(reply)[:200]}")
+    if "error" in reply:
+        error = reply["error"] if isinstance(reply["error"], dict) else {}
+        raise RemoteError(int(error.get("code", 0)), str(error.get("message", "")),
+                          error.get("data"))
+    result = reply.get("result")
+    if not isinstance(result, dict):
+        raise TransportError(f"{url} answered the network request with {result!r}")
+    return result
