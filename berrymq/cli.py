@@ -42,6 +42,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_graph(args: argparse.Namespace) -> int:
+    from berrymq import network
+
+    if args.url is None:
+        description = network.describe()
+    else:
+        try:
+            description = network.fetch(args.url, timeout=args.timeout)
+        except ValueError as exc:
+            print(f"berrymq: error: {exc}", file=sys.stderr)
+            return 2
+    sys.stdout.write(network.render(description, args.format))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="berrymq", description="berryMQ: a programmer-friendly message library."
@@ -51,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_plugins)
     p = commands.add_parser("demo", help="show the main features in one short run")
     p.set_defaults(run=_cmd_demo)
+    p = commands.add_parser(
+        "graph", help="print who follows what (Graphviz DOT or Mermaid), here or at a node URL"
+    )
+    p.add_argument("url", nargs="?", metavar="URL",
+                   help="a running node (tcp://HOST:PORT or http://HOST:PORT) to ask over "
+                        "JSON-RPC; without it, this process's own (empty) bus")
+    p.add_argument("--format", choices=("dot", "mermaid"), default="dot",
+                   help="dot (render with 'dot -Tpng') or mermaid (default: dot)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the node")
+    p.set_defaults(run=_cmd_graph)
     return parser
 
 
