@@ -1,0 +1,515 @@
+"""The server side of the protocol, for any transport: sessions, queues and the methods.
+
+A :class:`Service` belongs to one transport of one bus. Each ``connect_*`` or
+``interconnect`` request opens a :class:`Session` named by a token; the session keeps
+what the connection needs (a bounded queue for style 03, an outgoing link for style 01)
+and is closed by ``close_connection``, by its peer going away, or when it was idle longer
+than its ttl (a sweeper thread frees it). The transport feeds request texts to
+:meth:`Service.handle` with a *context* (the TCP connection the request came on, or None
+over HTTP) and writes back what it returns.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import logging
+import math
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from berrymq.errors import InvalidIdentifier, QueueFull, ReplyError
+from berrymq.identifier import Identifier
+from berrymq.message import Message
+from berrymq.remote import protocol as p
+from berrymq.remote.jsonrpc import Dispatcher, JsonRpcError, app_error, dumps, invalid_params
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus, Subscription
+    from berrymq.remote.client import Link
+
+__all__ = ["LinkFactory", "Service", "Session", "SessionQueue", "message_from_wire"]
+
+logger = logging.getLogger("berrymq.remote")
+
+_tuple_new = tuple.__new__
+
+#: ``factory(addr, token, context)``: the outgoing link of an ``interconnect`` session,
+#: which forwards to the caller (at ``addr``, or back over ``context``) with ``token``.
+LinkFactory = Callable[[str | None, str, Any], "Link"]
+
+_CLOSED = object()
+
+
+class SessionQueue:
+    """The bounded queue the server keeps for a ``connect_via_queue`` client.
+
+    It follows ``pattern`` on the bus, but never takes local (``_``) messages, which must
+    not leave the process. Policy when full: the message is *refused*, not dropped: the
+    sending ``twitter`` raises :class:`berrymq.QueueFull` (a remote sender gets
+    :data:`~berrymq.remote.protocol.QUEUE_FULL`). A message that cannot be written as
+    JSON is refused the same way, with a ``TypeError`` naming it.
+    """
+
+    def __init__(self, bus: Bus, pattern: Identifier, maxsize: int) -> None:
+        self.pattern = pattern
+        self.maxsize = maxsize
+        self._items: queue.Queue[object] = queue.Queue(maxsize + 1 if maxsize > 0 else 0)
+        self.closed = False
+        self.subscription: Subscription = bus.subscribe(
+            pattern, self.put, weak=False, kind="queue"
+        )
+
+    def put(self, message: Message) -> None:
+        """The receiver: store the message as ``[identifier, args, kwargs]``."""
+        ident: Identifier = message[0]
+        if ident.is_local or self.closed:
+            return
+        entry = [str(ident), list(message[1]), message[2]]
+        try:
+            dumps(entry)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"message {ident} cannot go to a remote queue: it is not JSON ({exc})"
+            ) from None
+        if 0 < self.maxsize <= self._items.qsize():
+            raise QueueFull(
+                f"the remote client's queue {self.pattern} is full ({self.maxsize} "
+                f"messages); message {ident} was refused"
+            )
+        self._items.put_nowait(entry)
+
+    def get(self, timeout: float | None) -> list[Any]:
+        """The next entry; ``queue.Empty`` when none came in ``timeout`` (0: at once)."""
+        if timeout == 0:
+            item = self._items.get_nowait()
+        else:
+            item = self._items.get(True, timeout)
+        if item is _CLOSED:
+            self._items.put_nowait(_CLOSED)
+            raise app_error(p.UNKNOWN_TOKEN)
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.subscription.cancel()
+        while True:  # free the memory now, and wake every waiting get
+            try:
+                self._items.get_nowait()
+            except queue.Empty:
+                break
+        self._items.put_nowait(_CLOSED)
+
+
+class Session:
+    """What the server keeps for one token."""
+
+    __slots__ = ("closed", "context", "deadline", "link", "on_close", "queue", "style",
+                 "token", "ttl")
+
+    def __init__(self, token: str, style: str, ttl: float, context: Any = None) -> None:
+        self.token = token
+        self.style = style
+        self.ttl = ttl
+        self.deadline = time.monotonic() + ttl
+        self.context = context
+        self.queue: SessionQueue | None = None
+        self.link: Link | None = None
+        self.closed = False
+        self.on_close: list[Callable[[str], None]] = []
+
+    def touch(self) -> None:
+        """Mark the session used now (it expires ``ttl`` seconds after the last use)."""
+        self.deadline = time.monotonic() + self.ttl
+
+    def __repr__(self) -> str:
+        return f"<Session {self.style} {self.token[:6]}...>"
+
+
+def _allowed(method: str, params: dict[str, Any], names: frozenset[str]) -> None:
+    unknown = params.keys() - names
+    if unknown:
+        raise invalid_params(f"{method} has no parameter {sorted(unknown)[0]!r}")
+
+
+def _number(params: dict[str, Any], name: str, default: float | None, *, positive: bool = False,
+            allow_none: bool = False) -> float | None:
+    value = params.get(name, default)
+    if value is None and allow_none:
+        return None
+    if type(value) not in (int, float) or not math.isfinite(value) or value < 0 or (
+            positive and value == 0):
+        need = "a positive number" if positive else "a number, 0 or more"
+        raise invalid_params(f"{name!r} must be {need}")
+    return float(value)
+
+
+def _string(params: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = params.get(name)
+    if value is None and not required:
+        return None
+    if type(value) is not str:
+        raise invalid_params(f"{name!r} must be a string")
+    return value
+
+
+def _identifier(text: Any, what: str) -> Identifier:
+    if type(text) is not str:
+        raise invalid_params(f"{what} must be an identifier string")
+    try:
+        ident = Identifier(text)
+    except InvalidIdentifier as exc:
+        raise invalid_params(f"{what}: {exc}") from None
+    if ident.is_local:
+        raise invalid_params(f"{what}: {text!r} is local (starts with '_'); local messages "
+                             "never leave their process")
+    return ident
+
+
+def message_from_wire(
+    ident_text: Any, args: Any, kwargs: Any, extras: Any, what: str
+) -> tuple[Message, Identifier | None]:
+    """Check one message of a request and build it; Invalid params naming ``what``."""
+    ident = _identifier(ident_text, f"{what} identifier")
+    if type(args) is not list:
+        raise invalid_params(f"{what} args must be an array")
+    if type(kwargs) is not dict:
+        raise invalid_params(f"{what} kwargs must be an object")
+    uid = None
+    hops = 0
+    reply_to = None
+    if extras:
+        if type(extras) is not dict:
+            raise invalid_params(f"{what} extras must be an object")
+        uid = extras.get("uid")
+        if uid is not None and type(uid) is not str:
+            raise invalid_params(f"{what} uid must be a string")
+        hops = extras.get("hops", 0)
+        if type(hops) is not int or hops < 0:
+            raise invalid_params(f"{what} hops must be an integer, 0 or more")
+        if extras.get("reply_to") is not None:
+            reply_to = _identifier(extras["reply_to"], f"{what} reply_to")
+    return _tuple_new(Message, (ident, tuple(args), kwargs, hops, uid)), reply_to
+
+
+_SEND_MESSAGE = frozenset({"token", "identifier", "args", "kwargs", "uid", "hops", "reply_to"})
+_ASK = frozenset({"identifier", "args", "kwargs", "timeout", "token", "uid", "hops"})
+
+
+class Service:
+    """The protocol's methods on one bus, and the sessions they open.
+
+    :param bus: the bus that incoming messages are delivered to.
+    :param secret: when set, every request must carry it as ``secret``.
+    :param queue_size: the bound of each style-03 queue.
+    :param max_get_wait: the cap, in seconds, of a blocking ``get``.
+    :param link_factory: makes the outgoing link of an ``interconnect`` session.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        secret: str | None = None,
+        queue_size: int = p.DEFAULT_QUEUE_SIZE,
+        max_get_wait: float = p.DEFAULT_MAX_GET_WAIT,
+        link_factory: LinkFactory | None = None,
+        name: str = "remote",
+    ) -> None:
+        self.bus = bus
+        self._secret = secret.encode() if secret else None
+        self.queue_size = queue_size
+        self.max_get_wait = max_get_wait
+        self.link_factory = link_factory
+        self.name = name
+        self.sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        self._closed = False
+        self._count = itertools.count()
+        methods: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
+            p.METHOD_CONNECT_ONEWAY: self._connect_oneway,
+            p.METHOD_INTERCONNECT: self._interconnect,
+            p.METHOD_CONNECT_VIA_QUEUE: self._connect_via_queue,
+            p.METHOD_SEND_MESSAGE: self._send_message,
+            p.METHOD_SEND_MESSAGES: self._send_messages,
+            p.METHOD_GET: self._get,
+            p.METHOD_GET_NOWAIT: self._get_nowait,
+            p.METHOD_CLOSE_CONNECTION: self._close_connection,
+            p.METHOD_ASK: self._ask,
+            p.METHOD_NETWORK: self._network,
+        }
+        positional = {
+            p.METHOD_CONNECT_ONEWAY: ("ttl",),
+            p.METHOD_INTERCONNECT: ("addr", "token", "ttl"),
+            p.METHOD_CONNECT_VIA_QUEUE: ("identifier", "ttl"),
+            p.METHOD_SEND_MESSAGE: ("token", "identifier", "args", "kwargs"),
+            p.METHOD_SEND_MESSAGES: ("token", "messages"),
+            p.METHOD_GET: ("token", "block", "timeout"),
+            p.METHOD_GET_NOWAIT: ("token",),
+            p.METHOD_CLOSE_CONNECTION: ("token",),
+            p.METHOD_ASK: ("identifier", "args", "kwargs", "timeout"),
+            p.METHOD_NETWORK: ("token",),
+        }
+        self.dispatcher = Dispatcher(
+            {name: self._authorised(method) for name, method in methods.items()}, positional
+        )
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def handle(self, data: bytes | str, context: Any = None) -> bytes | None:
+        """Answer a request text; None when nothing is to be answered."""
+        return self.dispatcher.handle(data, context)
+
+    def handle_parsed(self, request: Any, context: Any = None) -> bytes | None:
+        return self.dispatcher.handle_parsed(request, context)
+
+    def _authorised(self, method: Callable[[Any, dict[str, Any]], Any]
+                    ) -> Callable[[Any, dict[str, Any]], Any]:
+        def checked(context: Any, params: dict[str, Any]) -> Any:
+            given = params.pop(p.PARAM_SECRET, None)
+            secret = self._secret
+            if secret is not None and (
+                type(given) is not str or not hmac.compare_digest(given.encode(), secret)
+            ):
+                raise app_error(p.UNAUTHORISED)
+            return method(context, params)
+
+        return checked
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def open_session(self, style: str, ttl: float, context: Any = None) -> Session:
+        """Open a session and give it a fresh token."""
+        if self._closed:
+            raise ConnectionError("the service is closed")
+        session = Session(secrets.token_urlsafe(p.TOKEN_BYTES), style, ttl, context)
+        with self._lock:
+            self.sessions[session.token] = session
+            if self._sweeper is None:
+                self._sweeper = threading.Thread(
+                    target=self._sweep, name=f"berrymq-{self.name}-ttl", daemon=True
+                )
+                self._sweeper.start()
+        self._wake.set()  # the sweeper re-reads the shortest ttl
+        return session
+
+    def session(self, token: Any) -> Session:
+        """The open session of ``token`` (touched), or the documented error."""
+        if type(token) is not str:
+            raise app_error(p.BAD_TOKEN, "'token' must be a string")
+        session = self.sessions.get(token)
+        if session is None:
+            raise app_error(p.UNKNOWN_TOKEN)
+        session.touch()
+        return session
+
+    def close_session(self, token: str, reason: str = "closed") -> bool:
+        """Close a session and free its resources; False when there was none."""
+        with self._lock:
+            session = self.sessions.pop(token, None)
+        if session is None:
+            return False
+        session.closed = True
+        if session.queue is not None:
+            session.queue.close()
+        link = session.link
+        if link is not None:
+            self.bus.remove_forwarder(link)
+            link.close()
+        for callback in session.on_close:
+            try:
+                callback(reason)
+            except Exception:  # noqa: BLE001 - a callback must not stop the others
+                logger.exception("closing session %r", session)
+        logger.debug("%s session %s %s", self.name, session, reason)
+        return True
+
+    def close_sessions_of(self, context: Any, reason: str) -> None:
+        """Close every session opened through ``context`` (a TCP connection that ended)."""
+        with self._lock:
+            tokens = [t for t, s in self.sessions.items() if s.context is context]
+        for token in tokens:
+            self.close_session(token, reason)
+
+    def _sweep(self) -> None:
+        while not self._closed:
+            with self._lock:
+                ttls = [s.ttl for s in self.sessions.values()]
+            interval = min(1.0, max(0.02, min(ttls) / 4)) if ttls else 1.0
+            self._wake.wait(interval)
+            self._wake.clear()
+            now = time.monotonic()
+            with self._lock:
+                expired = [t for t, s in self.sessions.items() if s.deadline < now]
+            for token in expired:
+                logger.info("%s: a connection was idle longer than its ttl; closed", self.name)
+                self.close_session(token, "expired")
+
+    def close(self) -> None:
+        """Close every session and stop the sweeper (idempotent)."""
+        self._closed = True
+        self._wake.set()
+        for token in list(self.sessions):
+            self.close_session(token, "server closed")
+
+    # -- the methods ----------------------------------------------------------------------
+
+    def _ttl(self, params: dict[str, Any]) -> float:
+        ttl = _number(params, "ttl", 1000.0, positive=True)
+        assert ttl is not None
+        return ttl
+
+    def _connect_oneway(self, context: Any, params: dict[str, Any]) -> str:
+        _allowed(p.METHOD_CONNECT_ONEWAY, params, frozenset({"ttl"}))
+        return self.open_session("oneway", self._ttl(params), context).token
+
+    def _interconnect(self, context: Any, params: dict[str, Any]) -> str:
+        _allowed(p.METHOD_INTERCONNECT, params, frozenset({"addr", "token", "ttl"}))
+        addr = _string(params, "addr", required=False)
+        peer_token = _string(params, "token")
+        assert peer_token is not None
+        ttl = self._ttl(params)
+        if self.link_factory is None:
+            raise app_error(p.NOT_AVAILABLE, "this node cannot forward to its peers")
+        link = self.link_factory(addr, peer_token, context)
+        session = self.open_session("interconnect", ttl, context)
+        session.link = link
+        link.session = session
+        self.bus.add_forwarder(link)
+        return session.token
+
+    def _connect_via_queue(self, context: Any, params: dict[str, Any]) -> str:
+        _allowed(p.METHOD_CONNECT_VIA_QUEUE, params, frozenset({"identifier", "ttl"}))
+        pattern = _identifier(params.get("identifier"), "'identifier'")
+        ttl = self._ttl(params)
+        session = self.open_session("queue", ttl, context)
+        session.queue = SessionQueue(self.bus, pattern, self.queue_size)
+        return session.token
+
+    def _deliver(self, session: Session, message: Message, reply_to: Identifier | None) -> bool:
+        """Give one message to the bus; False when a full queue refused it."""
+        try:
+            self.bus.receive(message, session.link, reply_to)
+        except QueueFull:
+            return False
+        except ExceptionGroup as group:
+            refused, others = group.split(QueueFull)
+            if others is not None:
+                logger.error("receivers failed on message %s from a remote node",
+                             message[0], exc_info=others)
+            return refused is None
+        except Exception:  # noqa: BLE001 - the sender cannot act on a receiver's failure
+            logger.exception("delivering message %s from a remote node failed", message[0])
+        return True
+
+    def _send_message(self, context: Any, params: dict[str, Any]) -> str:
+        _allowed(p.METHOD_SEND_MESSAGE, params, _SEND_MESSAGE)
+        session = self.session(params.get("token"))
+        message, reply_to = message_from_wire(
+            params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
+            params, "the message's",
+        )
+        if not self._deliver(session, message, reply_to):
+            raise app_error(p.QUEUE_FULL, {"refused": [0]})
+        return p.RESULT_OK
+
+    def _send_messages(self, context: Any, params: dict[str, Any]) -> str:
+        _allowed(p.METHOD_SEND_MESSAGES, params, frozenset({"token", "messages"}))
+        session = self.session(params.get("token"))
+        items = params.get("messages")
+        if type(items) is not list:
+            raise invalid_params("'messages' must be an array")
+        built = []
+        for index, item in enumerate(items):
+            if type(item) is not list or not 3 <= len(item) <= 4:
+                raise invalid_params(
+                    f"messages[{index}] must be [identifier, args, kwargs] or "
+                    "[identifier, args, kwargs, extras]"
+                )
+            built.append(message_from_wire(
+                item[0], item[1], item[2], item[3] if len(item) == 4 else None,
+                f"messages[{index}]",
+            ))
+        deliver = self._deliver
+        refused = [i for i, (message, reply_to) in enumerate(built)
+                   if not deliver(session, message, reply_to)]
+        if refused:
+            raise app_error(p.QUEUE_FULL, {"refused": refused})
+        return p.RESULT_OK
+
+    def _queue_of(self, params: dict[str, Any]) -> SessionQueue:
+        session = self.session(params.get("token"))
+        if session.queue is None:
+            raise app_error(p.NO_QUEUE)
+        return session.queue
+
+    def _get(self, context: Any, params: dict[str, Any]) -> list[Any]:
+        _allowed(p.METHOD_GET, params, frozenset({"token", "block", "timeout"}))
+        store = self._queue_of(params)
+        block = params.get("block", True)
+        if type(block) is not bool:
+            raise invalid_params("'block' must be true or false")
+        timeout = _number(params, "timeout", None, allow_none=True)
+        wait = 0.0 if not block else min(self.max_get_wait, self.max_get_wait if timeout is None
+                                         else timeout)
+        try:
+            return store.get(wait)
+        except queue.Empty:
+            raise app_error(p.EMPTY) from None
+
+    def _get_nowait(self, context: Any, params: dict[str, Any]) -> list[Any]:
+        _allowed(p.METHOD_GET_NOWAIT, params, frozenset({"token"}))
+        try:
+            return self._queue_of(params).get(0)
+        except queue.Empty:
+            raise app_error(p.EMPTY) from None
+
+    def _close_connection(self, context: Any, params: dict[str, Any]) -> str:
+        _allowed(p.METHOD_CLOSE_CONNECTION, params, frozenset({"token"}))
+        token = self.session(params.get("token")).token
+        self.close_session(token, "closed by the peer")
+        return p.RESULT_OK
+
+    def _ask(self, context: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
+        _allowed(p.METHOD_ASK, params, _ASK)
+        if params.get("token") is not None:
+            self.session(params["token"])
+        _number(params, "timeout", None, allow_none=True)
+        message, _ = message_from_wire(
+            params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
+            {k: params[k] for k in ("uid", "hops") if k in params}, "the request's",
+        )
+        replies: list[dict[str, Any]] = []
+        for reply in self.bus.ask_local(message):
+            if isinstance(reply, ReplyError):
+                replies.append({"error": reply.to_json()})
+                continue
+            try:
+                dumps(reply)
+            except (TypeError, ValueError):
+                error = ReplyError("TypeError", f"the reply {type(reply).__name__} is not JSON",
+                                   "", self.bus.node_id)
+                replies.append({"error": error.to_json()})
+            else:
+                replies.append({"value": reply})
+        return replies
+
+    def _network(self, context: Any, params: dict[str, Any]) -> Any:
+        _allowed(p.METHOD_NETWORK, params, frozenset({"token"}))
+        if params.get("token") is not None:
+            self.session(params["token"])
+        try:
+            from berrymq import network  # type: ignore[attr-defined,unused-ignore]
+        except ModuleNotFoundError as exc:
+            if exc.name != "berrymq.network":
+                raise
+            raise app_error(p.NOT_AVAILABLE, "this node cannot describe its network") from None
+        return network.describe(self.bus)

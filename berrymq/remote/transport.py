@@ -1,0 +1,441 @@
+""":class:`RemoteTransport`: the three connection styles over any JSON-RPC channel.
+
+The ``jsonrpc-http`` and ``jsonrpc-tcp`` plugins subclass it and supply only sockets: a
+server (:meth:`RemoteTransport._serve`), a client channel
+(:meth:`RemoteTransport._open_channel`) and, for TCP, the way back over a connection
+that a peer opened (:meth:`RemoteTransport._back_channel`). Everything else (sessions,
+tokens, coalescing, cycles, talk and ask, expiry, errors) lives here once.
+
+Settings (each plugin's table in the settings file, see :func:`declare_settings`):
+
+``host``
+    the default host of :func:`berrymq.init_connection` when none is given (127.0.0.1).
+``secret``
+    the shared secret; required to serve a non-loopback address; sent in every request.
+    Also read from the environment variable ``BERRYMQ_SECRET``.
+``max_size``
+    the largest request accepted and sent, in bytes (default 1 MiB).
+``timeout``
+    seconds a client waits to connect and for a reply (default 10).
+``read_timeout``
+    seconds a server waits for the rest of a started request (default 30).
+``queue_size``
+    the bound of each style-03 queue kept for a client (default 10 000).
+``max_get_wait``
+    the cap of a blocking ``get`` on the server, in seconds (default 30).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from abc import abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+from berrymq.errors import ConnectionClosed, TransportError
+from berrymq.identifier import Identifier
+from berrymq.message import Message
+from berrymq.registries import SettingsSchema
+from berrymq.remote import protocol as p
+from berrymq.remote.client import Channel, Link, encode_message
+from berrymq.remote.jsonrpc import invalid_params
+from berrymq.remote.service import Service, Session
+from berrymq.transports.base import Connection, Transport
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "RemoteConnection",
+    "RemoteTransport",
+    "declare_settings",
+    "is_loopback",
+    "split_url",
+]
+
+logger = logging.getLogger("berrymq.remote")
+
+DEFAULT_TIMEOUT = 10.0
+_CLOSE_TIMEOUT = 2.0
+
+_SETTINGS: dict[str, type | tuple[type, ...]] = {
+    "host": str,
+    "secret": str,
+    "max_size": int,
+    "timeout": (int, float),
+    "read_timeout": (int, float),
+    "queue_size": int,
+    "max_get_wait": (int, float),
+}
+
+
+def declare_settings(schema: SettingsSchema, plugin: str) -> None:
+    """Declare the settings table every JSON-RPC transport plugin accepts."""
+    schema.add(plugin, **_SETTINGS)
+
+
+def split_url(url: str, scheme: str) -> tuple[str, int]:
+    """``(host, port)`` of ``scheme://host:port``; ValueError naming what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != scheme:
+        raise ValueError(f"{url!r} is not a {scheme}:// address")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: a {scheme}:// address is {scheme}://host:port, nothing after")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+    if not parts.hostname or port is None:
+        raise ValueError(f"{url!r} needs a host and a port, e.g. {scheme}://127.0.0.1:7000")
+    return parts.hostname, port
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(
+        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
+    )
+
+
+def _setting(settings: Mapping[str, Any], name: str, default: float, plugin: str) -> float:
+    value = settings.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"setting {name} of plugin {plugin} must be a positive number, "
+                         f"got {value!r}")
+    return value
+
+
+class RemoteConnection(Connection):
+    """A connection to another node over a JSON-RPC channel, in one of the three styles.
+
+    Messages given to :meth:`send` are queued and go out in batches from a background
+    thread; :meth:`flush` waits until the peer has them. A failure closes the connection
+    and the next call raises :class:`berrymq.ConnectionClosed` saying why.
+    """
+
+    def __init__(self, transport: RemoteTransport, channel: Channel, address: str,
+                 style: str, token: str) -> None:
+        self.transport = transport
+        self.channel = channel
+        self.address = address
+        self.style = style
+        self.token = token
+        self.closed = False
+        self.reason = ""
+        self.local_session: Session | None = None
+        self.forwarding = False
+        self._lock = threading.Lock()
+        self.link = Link(channel, token, name=f"{transport.scheme}:{style}",
+                         on_dead=self._dead)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Queue one message for the peer (``send_messages``); raises at once if the
+        connection is closed, if JSON cannot hold the message or if it is too large."""
+        if self.closed:
+            raise ConnectionClosed(f"connection to {self.address} is closed{self.reason}")
+        self.link.outbox.put(encode_message(message, extras=False))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every message sent so far was acknowledged by the peer; False on
+        timeout. Raises :class:`berrymq.ConnectionClosed` if they could not be sent."""
+        return self.link.outbox.flush(timeout)
+
+    def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:
+        """Call a protocol method on the peer directly (raises berryMQ errors)."""
+        if self.closed:
+            raise ConnectionClosed(f"connection to {self.address} is closed{self.reason}")
+        try:
+            return self.channel.call(method, params, timeout)
+        except ConnectionClosed as exc:
+            self._dead(exc)
+            raise
+
+    # -- style 03 -------------------------------------------------------------------------------
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Message:
+        """The next message of the server-side queue (style 03); :class:`berrymq.Empty`
+        when none comes in time. A wait longer than the server's cap is made of several
+        requests."""
+        if self.style != "queue":
+            return super().get(block, timeout)
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        if not block:
+            return self.get_nowait()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait = self.transport.max_get_wait if left is None else min(
+                left, self.transport.max_get_wait)
+            try:
+                entry = self.call(p.METHOD_GET, {"token": self.token, "block": True,
+                                                 "timeout": wait},
+                                  timeout=wait + self.transport.timeout)
+            except queue.Empty:
+                if deadline is None or time.monotonic() < deadline:
+                    continue
+                raise
+            return self._message(entry)
+
+    def get_nowait(self) -> Message:
+        if self.style != "queue":
+            return super().get_nowait()
+        return self._message(self.call(p.METHOD_GET_NOWAIT, {"token": self.token}))
+
+    def _message(self, entry: Any) -> Message:
+        if type(entry) is not list or len(entry) != 3 or type(entry[0]) is not str or type(
+                entry[1]) is not list or type(entry[2]) is not dict:
+            raise TransportError(f"{self.address} answered get with a malformed message")
+        return Message(Identifier(entry[0]), tuple(entry[1]), entry[2])
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def _dead(self, exc: BaseException) -> None:
+        if not self.closed:
+            self.reason = f" ({exc})"
+            threading.Thread(target=self._teardown, args=(False,), daemon=True,
+                             name="berrymq-close").start()
+
+    def _local_session_closed(self, reason: str) -> None:
+        if not self.closed:
+            self.reason = f" ({reason})"
+            threading.Thread(target=self._teardown, args=(reason == "expired",), daemon=True,
+                             name="berrymq-close").start()
+
+    def close(self) -> None:
+        """Send what is queued, tell the peer, free everything (idempotent)."""
+        self._teardown(True)
+
+    def _teardown(self, polite: bool) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        bus = self.transport.bus
+        if self.forwarding:
+            bus.remove_forwarder(self.link)
+        self.link.close(_CLOSE_TIMEOUT if polite else 0.0)
+        if polite and not self.channel.closed and self.link.outbox.failure is None:
+            try:
+                self.channel.call(p.METHOD_CLOSE_CONNECTION, {"token": self.token},
+                                  timeout=_CLOSE_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - the peer may already be gone
+                logger.debug("close_connection to %s: %s", self.address, exc)
+        if self.local_session is not None:
+            self.transport.service.close_session(self.local_session.token, "closed")
+        self.channel.close()
+        bus.untrack_connection(self)
+        self.transport._forget(self)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<RemoteConnection {self.style} {self.address} {state}>"
+
+
+class RemoteTransport(Transport):
+    """A JSON-RPC transport: serves the bus and connects it to others.
+
+    Subclasses set :attr:`scheme` and :attr:`plugin` and implement the socket parts.
+    """
+
+    scheme: ClassVar[str]
+    plugin: ClassVar[str]
+
+    def __init__(self, bus: Bus, settings: Mapping[str, Any]) -> None:
+        super().__init__(bus, settings)
+        plugin = self.plugin
+        self.default_host: str = settings.get("host", "127.0.0.1")
+        self.max_size = int(_setting(settings, "max_size", p.DEFAULT_MAX_SIZE, plugin))
+        self.timeout = float(_setting(settings, "timeout", DEFAULT_TIMEOUT, plugin))
+        self.read_timeout = float(_setting(settings, "read_timeout", p.DEFAULT_READ_TIMEOUT,
+                                           plugin))
+        self.max_get_wait = float(_setting(settings, "max_get_wait", p.DEFAULT_MAX_GET_WAIT,
+                                           plugin))
+        queue_size = int(_setting(settings, "queue_size", p.DEFAULT_QUEUE_SIZE, plugin))
+        self.secret: str | None = settings.get("secret") or os.environ.get(p.SECRET_ENV_VAR) or None
+        self.service = Service(bus, secret=self.secret, queue_size=queue_size,
+                               max_get_wait=self.max_get_wait, link_factory=self._peer_link,
+                               name=plugin)
+        self.urls: list[str] = []
+        self._servers: list[Any] = []
+        self._connections: list[RemoteConnection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- what a plugin supplies -----------------------------------------------------------
+
+    @abstractmethod
+    def _serve(self, host: str, port: int) -> tuple[Any, int]:
+        """Start a server on ``host:port`` feeding :attr:`service`; return a handle for
+        :meth:`_stop` and the bound port."""
+
+    @abstractmethod
+    def _stop(self, server: Any) -> None:
+        """Stop a server started by :meth:`_serve` and close its connections."""
+
+    @abstractmethod
+    def _open_channel(self, url: str) -> Channel:
+        """A client channel to the node at ``url`` (requests it sends back, over TCP, go
+        to :attr:`service`)."""
+
+    def _back_channel(self, context: Any) -> Channel | None:
+        """The channel back to the peer that sent a request over ``context``, if the
+        transport has one (TCP: the same connection); None otherwise."""
+        return None
+
+    # -- serving --------------------------------------------------------------------------
+
+    def listen(self, address: str) -> str:
+        host, port = split_url(address, self.scheme)
+        if not is_loopback(host) and not self.secret:
+            raise TransportError(
+                f"refusing to serve {address}: it is not a loopback address, and a server "
+                f"others can reach needs a shared secret: set 'secret' in the "
+                f"[berrymq.{self.plugin}] table of the settings file or the environment "
+                f"variable {p.SECRET_ENV_VAR}"
+            )
+        if self._closed:
+            raise ConnectionClosed(f"the {self.scheme} transport is closed")
+        server, bound = self._serve(host, port)
+        with self._lock:
+            self._servers.append(server)
+        shown = f"[{host}]" if ":" in host else host
+        url = f"{self.scheme}://{shown}:{bound}"
+        self.urls.append(url)
+        return url
+
+    def _peer_link(self, addr: str | None, token: str, context: Any) -> Link:
+        # The outgoing link of an interconnect session opened by a peer.
+        if addr is None:
+            channel = self._back_channel(context)
+            if channel is None:
+                raise invalid_params(f"'addr' is required over {self.scheme}: the URL of the "
+                                     "caller's own server, which this node forwards to")
+            owns = False
+        else:
+            try:
+                split_url(addr, self.scheme)
+            except ValueError:
+                raise invalid_params(f"'addr' must be a {self.scheme}://host:port URL") from None
+            channel = self._open_channel(addr)
+            owns = True
+        link: Link
+
+        def dead(exc: BaseException) -> None:
+            session = link.session
+            if session is not None:
+                threading.Thread(target=self.service.close_session,
+                                 args=(session.token, "peer unreachable"), daemon=True).start()
+
+        link = Link(channel, token, name=f"{self.scheme}:peer", on_dead=dead, owns_channel=owns)
+        return link
+
+    # -- connecting -----------------------------------------------------------------------
+
+    def _track(self, connection: RemoteConnection) -> RemoteConnection:
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    def _forget(self, connection: RemoteConnection) -> None:
+        with self._lock:
+            if connection in self._connections:
+                self._connections.remove(connection)
+
+    def _channel(self, address: str) -> Channel:
+        split_url(address, self.scheme)
+        if self._closed:
+            raise ConnectionClosed(f"the {self.scheme} transport is closed")
+        return self._open_channel(address)
+
+    def _open(self, address: str, style: str, method: str, params: dict[str, Any]
+              ) -> RemoteConnection:
+        channel = self._channel(address)
+        try:
+            token = channel.call(method, params)
+        except BaseException:
+            channel.close()
+            raise
+        if type(token) is not str:
+            channel.close()
+            raise TransportError(f"{address} answered {method} with {token!r}, not a token")
+        return self._track(RemoteConnection(self, channel, address, style, token))
+
+    def connect_oneway(self, address: str, ttl: float) -> Connection:
+        return self._open(address, "oneway", p.METHOD_CONNECT_ONEWAY, {"ttl": ttl})
+
+    def connect_via_queue(self, address: str, pattern: Identifier, ttl: float) -> Connection:
+        if pattern.is_local:
+            raise ValueError(f"pattern {pattern} is local (starts with '_'); local messages "
+                             "never leave their process, so no remote queue can get them")
+        return self._open(address, "queue", p.METHOD_CONNECT_VIA_QUEUE,
+                          {"identifier": str(pattern), "ttl": ttl})
+
+    def _own_address(self) -> str | None:
+        """What ``interconnect`` sends as ``addr`` (None: the peer answers over the same
+        connection). HTTP overrides this: the peer calls back this node's server."""
+        return None
+
+    def interconnect(self, address: str, ttl: float) -> Connection:
+        own = self._own_address()
+        channel = self._channel(address)
+        session = self.service.open_session("interconnect", ttl, channel)
+        try:
+            token = channel.call(p.METHOD_INTERCONNECT,
+                                 {"addr": own, "token": session.token, "ttl": ttl})
+            if type(token) is not str:
+                raise TransportError(f"{address} answered interconnect with {token!r}")
+        except BaseException:
+            self.service.close_session(session.token, "interconnect failed")
+            channel.close()
+            raise
+        connection = RemoteConnection(self, channel, address, "interconnect", token)
+        connection.local_session = session
+        session.link = connection.link
+        connection.link.session = session
+        session.on_close.append(connection._local_session_closed)
+        connection.forwarding = True
+        self.bus.add_forwarder(connection.link)
+        return self._track(connection)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def status(self) -> str:
+        parts = [f"serving {', '.join(self.urls)}" if self.urls else "not serving"]
+        parts.append(f"{len(self._connections)} connection(s) out")
+        parts.append(f"{len(self.service.sessions)} session(s) in")
+        return "; ".join(parts)
+
+    def close(self) -> None:
+        """Close every connection, every session and every server (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for connection in list(self._connections):
+            connection.close()
+        self.service.close()
+        with self._lock:
+            servers, self._servers = self._servers, []
+        for server in servers:
+            self._stop(server)
+        self.urls.clear()
