@@ -23,8 +23,10 @@ from types import ModuleType
 import pytest
 
 import berrymq
-from berrymq.errors import SettingsError
+from berrymq.errors import PluginNotAvailable, SettingsError
+from berrymq.hookspecs import hookimpl
 from berrymq.plugins import PluginHost
+from berrymq.registries import ReceiverRegistry
 from berrymq.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,6 +148,47 @@ def test_lines_from_worker_threads_never_interleave(tmp_path: Path) -> None:
     assert sorted(tuple(r["args"]) for r in records) == [  # type: ignore[arg-type]
         (t, n) for t in range(4) for n in range(100)
     ]
+
+
+class _LinesKind:
+    """A receiver kind of a user's plugin: what the public API would look up by name."""
+
+    def follow(self, bus: berrymq.Bus, pattern: str, out: list[str]) -> berrymq.Subscription:
+        return bus.subscribe(pattern, lambda m: out.append(m.id), weak=False, kind="lines")
+
+
+class _LinesPlugin:
+    def __init__(self, kind: str = "lines") -> None:
+        self.kind = kind
+
+    @hookimpl
+    def berrymq_register_receivers(self, registry: ReceiverRegistry) -> None:
+        registry.add(self.kind, _LinesKind(), plugin="lines")
+
+
+def test_a_plugin_adds_a_receiver_kind_through_berrymq_register_receivers() -> None:
+    host = PluginHost(Settings(), entry_points=False, extra_plugins=[("lines", _LinesPlugin())])
+    kind = host.receiver("lines")
+    assert isinstance(kind, _LinesKind) and host.receivers.plugin_for("lines") == "lines"
+    out: list[str] = []
+    with berrymq.Bus(raise_errors=True, plugins=host) as bus:
+        kind.follow(bus, "a:*", out)
+        bus.twitter("a:b")
+    assert out == ["a:b"]
+
+
+def test_a_disabled_receiver_kind_is_reported_by_name() -> None:
+    host = PluginHost(Settings(disable=("lines",)), entry_points=False,
+                      extra_plugins=[("lines", _LinesPlugin())])
+    with pytest.raises(PluginNotAvailable, match=r"'lines' is installed but not active"):
+        host.receiver("lines")
+
+
+def test_two_plugins_claiming_one_receiver_kind_is_an_error_naming_both() -> None:
+    with pytest.raises(ValueError, match=r"'functions' is claimed by both plugin") as info:
+        PluginHost(Settings(), entry_points=False,
+                   extra_plugins=[("lines", _LinesPlugin("functions"))])
+    assert "plugin 'lines'" in str(info.value) and "plugin 'functions'" in str(info.value)
 
 
 # -- installed into a virtual environment --------------------------------------------------
