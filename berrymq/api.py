@@ -18,6 +18,7 @@ __all__ = [
     "ask",
     "auto_twitter",
     "close_connection",
+    "connect_broker",
     "connect_oneway",
     "connect_via_queue",
     "following_function",
@@ -281,3 +282,27 @@ def close_connection(addr: Address | None = None) -> None:
         if wanted is None or connection.address == wanted:
             connection.close()
             bus.untrack_connection(connection)
+
+
+def connect_broker(url: str | list[str], /, **options: Any) -> Connection:
+    """Join the default bus to a broker (``nats://host:port``; a list or a comma-separated
+    string names the servers of a cluster), so that every process joined to it shares
+    one bus: non-local messages are published to the broker and matching messages from
+    other processes reach local receivers and queues. ``options`` are the plugin's
+    settings (for NATS: ``token``, ``user``, ``password``, ``credentials``,
+    ``subject_prefix``, ``connect_timeout``, ``buffer_limit``, ...).
+
+    Returns the connection; ``close()`` it (or :func:`close_connection`) to leave.
+    Raises :class:`berrymq.PluginNotAvailable` naming the plugin to install when the
+    scheme's plugin (``berrymq-nats`` for ``nats://``) is missing or disabled.
+    """
+    first = url[0] if isinstance(url, list) and url else url
+    scheme, _ = normalize_address(first if isinstance(first, str) else str(first))
+    transport = holder.bus.transport("nats" if scheme in ("tls", "ws", "wss") else scheme)
+    connect = getattr(transport, "connect_broker", None)
+    if connect is None:
+        raise TypeError(
+            f"{scheme}:// is not a broker; use interconnect({first!r}) to link two nodes"
+        )
+    connection: Connection = connect(url, **options)
+    return connection

@@ -253,6 +253,8 @@ class Bus:
         self._dead: list[Subscription] = []
         self._forwarders: tuple[Forwarder, ...] = ()
         self._taps: tuple[Callable[..., Any], ...] = ()
+        # Called with (subscription, added) under the lock whenever one comes or goes.
+        self._listeners: tuple[Callable[[Subscription, bool], None], ...] = ()
         # True while there are forwarders or taps: one test on the hot path for both.
         self._outbound = False
         self._pool: _WorkerPool | None = None
@@ -363,6 +365,8 @@ class Bus:
             by_name = self._index.setdefault(ident.namespace, {})
             by_name.setdefault(ident.name, []).append(subscription)
             self._routes = {}
+            for listener in self._listeners:
+                listener(subscription, True)
         return subscription
 
     def _weak_ref(self, receiver: Receiver, subscription: Subscription) -> Callable[[], Receiver | None]:
@@ -400,6 +404,8 @@ class Bus:
             subscription.active = False
             return
         subscription.active = False
+        for listener in self._listeners:
+            listener(subscription, False)
         ident = subscription.pattern
         by_name = self._index.get(ident.namespace)
         if by_name is None:
@@ -704,6 +710,29 @@ class Bus:
             self._forwarders = tuple(f for f in self._forwarders if f is not forwarder)
             self._outbound = bool(self._forwarders or self._taps)
 
+    def add_subscription_listener(self, listener: Callable[[Subscription, bool], None]) -> None:
+        """Call ``listener(subscription, added)`` whenever a subscription is made
+        (``added`` true) or removed, so that a bridge to a broker can follow them.
+
+        It is called under the bus's lock in the thread that made the change: it must be
+        quick and must not wait for other threads.
+        """
+        with self._lock:
+            if listener not in self._listeners:
+                self._listeners = (*self._listeners, listener)
+
+    def remove_subscription_listener(self, listener: Callable[[Subscription, bool], None]) -> None:
+        """Stop calling ``listener`` (idempotent)."""
+        with self._lock:
+            self._listeners = tuple(f for f in self._listeners if f != listener)
+
+    def set_guard(self, subscription: Subscription, guard: Guard | None) -> None:
+        """Replace the guard of ``subscription`` (a transport uses it to keep messages
+        from the broker out of shared queues, which take them through a queue group)."""
+        with self._lock:
+            subscription.guard = guard
+            self._routes = {}
+
     def stamp(self, message: Message) -> Message:
         """Return ``message`` with a unique id, given once when it first leaves the bus."""
         if message[4] is not None:
@@ -716,12 +745,17 @@ class Bus:
         self, message: Message, origin: Forwarder | None, reply_to: Identifier | None = None
     ) -> None:
         message = self.stamp(message)
+        refused: QueueFull | None = None
         for forwarder in self._forwarders:
             if forwarder is not origin:
                 try:
                     forwarder.forward(message, reply_to)
+                except QueueFull as exc:  # a full outgoing buffer refused it: tell the sender
+                    refused = exc
                 except Exception as exc:  # noqa: BLE001 - one dead peer must not stop the rest
                     logger.error("could not forward %s through %r: %s", message[0], forwarder, exc)
+        if refused is not None:
+            raise refused
 
     def _mark_seen(self, uid: str) -> bool:
         """Remember ``uid``; False when it was already seen (a message back from a cycle)."""

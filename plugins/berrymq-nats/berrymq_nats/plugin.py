@@ -1,0 +1,80 @@
+"""The ``nats`` plugin's hooks: settings, the ``nats://`` transport, activation, status."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from berrymq.hookspecs import hookimpl
+
+from berrymq_nats.transport import NatsTransport, transport_of
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+    from berrymq.registries import SettingsSchema, StatusReport, TransportRegistry
+
+__all__ = [
+    "PLUGIN",
+    "berrymq_bus_closing",
+    "berrymq_bus_started",
+    "berrymq_declare_settings",
+    "berrymq_register_transports",
+    "berrymq_report_status",
+]
+
+PLUGIN = "nats"
+logger = logging.getLogger("berrymq.nats")
+
+_number = (int, float)
+
+
+@hookimpl
+def berrymq_declare_settings(schema: SettingsSchema) -> None:
+    schema.add(
+        PLUGIN,
+        servers=list,
+        token=str,
+        user=str,
+        password=str,
+        credentials=str,
+        subject_prefix=str,
+        connect_timeout=_number,
+        reconnect_wait=_number,
+        max_reconnect_attempts=int,
+        buffer_limit=int,
+        ask_gather=_number,
+        name=str,
+    )
+
+
+@hookimpl
+def berrymq_register_transports(registry: TransportRegistry) -> None:
+    registry.add("nats", NatsTransport, plugin=PLUGIN)
+
+
+@hookimpl
+def berrymq_bus_started(bus: Bus) -> None:
+    """With ``servers`` in ``[berrymq.nats]``, join the bus to NATS in the background.
+
+    It does not wait for the connection (the bus's lock is held here); messages sent
+    before it is made wait in the buffer.
+    """
+    if not bus.plugins.settings_for(PLUGIN).get("servers"):
+        return
+    transport = bus.transport("nats")
+    assert isinstance(transport, NatsTransport)
+    transport.connect_broker(wait=False)
+
+
+@hookimpl
+def berrymq_bus_closing(bus: Bus) -> None:
+    transport = transport_of(bus)
+    if transport is not None:
+        transport.close()
+
+
+@hookimpl
+def berrymq_report_status(bus: Bus, report: StatusReport) -> None:
+    if transport_of(bus) is None:  # otherwise the transport's own line says it all
+        report.add(PLUGIN, "nats: not connected (set servers in [berrymq.nats] or call "
+                           "berrymq.connect_broker)")

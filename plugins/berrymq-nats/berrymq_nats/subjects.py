@@ -1,0 +1,158 @@
+"""Identifiers to NATS subjects, and patterns to the subjects that receive them.
+
+A message sent as ``name@namespace:action`` is published on::
+
+    <prefix>.<namespace>.<name>.<action>
+
+- ``<prefix>`` is the ``subject_prefix`` setting (``berrymq`` by default), so that several
+  independent buses can share one NATS account.
+- ``<namespace>`` is ``~`` for the default namespace, else the escaped namespace.
+- Every name, action and namespace is escaped: ASCII letters, digits, ``_`` and ``-``
+  stay; every other character (``.``, ``*``, ``>``, ``%``, ``~``, ``$``, non-ASCII ...)
+  becomes ``%XX`` for each byte of its UTF-8 encoding. Identifiers never contain
+  whitespace or control characters (the parser refuses them).
+- A wildcard name or action (``*``) is published as the literal token ``%2A``, which
+  no escaped name can produce otherwise, as ``*`` is never part of a name.
+
+NATS wildcards only work for subscribers, while berryMQ's work on both sides. So a
+receiver of a pattern subscribes to the subjects of the messages it must get, including
+messages sent with a wildcard (the ``%2A`` token)::
+
+    pattern     subscribes to (P = <prefix>.<namespace>)
+    job:stop    P.job.stop  P.%2A.stop  P.job.%2A  P.%2A.%2A
+    job:*       P.job.*     P.%2A.*
+    *:stop      P.*.stop    P.*.%2A
+    *:*         P.*.*
+
+Subjects covered by another subscription of the same process are dropped (``job:*``
+covers ``job:stop``). A message matching two remaining subscriptions (``job:*`` and
+``*:stop`` both see ``job:stop``) reaches the process twice and is delivered once: the bus
+drops a message whose unique id it has already seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from berrymq.identifier import WILDCARD, Identifier
+
+__all__ = [
+    "DEFAULT_NAMESPACE_TOKEN",
+    "DEFAULT_PREFIX",
+    "WILDCARD_TOKEN",
+    "SubjectMap",
+    "escape_token",
+    "minimize",
+    "unescape_token",
+]
+
+DEFAULT_PREFIX = "berrymq"
+DEFAULT_NAMESPACE_TOKEN = "~"
+WILDCARD_TOKEN = "%2A"
+
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_SUBJECT_CACHE_LIMIT = 16384
+
+
+def escape_token(text: str) -> str:
+    """Escape one name, action or namespace into a NATS subject token.
+
+    >>> escape_token("job.v2")
+    'job%2Ev2'
+    >>> escape_token("*")
+    '%2A'
+    """
+    if all(ch in _SAFE for ch in text):
+        return text
+    out: list[str] = []
+    for ch in text:
+        if ch in _SAFE:
+            out.append(ch)
+        else:
+            out.extend(f"%{byte:02X}" for byte in ch.encode("utf-8"))
+    return "".join(out)
+
+
+def unescape_token(token: str) -> str:
+    """The inverse of :func:`escape_token` (for tools that read subjects)."""
+    if "%" not in token:
+        return token
+    data = bytearray()
+    index = 0
+    while index < len(token):
+        ch = token[index]
+        if ch == "%":
+            data.append(int(token[index + 1:index + 3], 16))
+            index += 3
+        else:
+            data.extend(ch.encode("utf-8"))
+            index += 1
+    return data.decode("utf-8")
+
+
+def check_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it is usable as the first tokens of a subject, else raise."""
+    if not isinstance(prefix, str) or not prefix:
+        raise ValueError(f"subject_prefix must be a non-empty string, got {prefix!r}")
+    for token in prefix.split("."):
+        if not token or any(ch in "*> \t\r\n" for ch in token) or not token.isprintable():
+            raise ValueError(
+                f"subject_prefix {prefix!r} is not a valid NATS subject prefix: use tokens "
+                "separated by single dots, without '*', '>' or whitespace"
+            )
+    return prefix
+
+
+def _covers(wide: tuple[str, ...], narrow: tuple[str, ...]) -> bool:
+    return wide != narrow and all(w == "*" or w == n for w, n in zip(wide, narrow, strict=True))
+
+
+def minimize(subjects: Iterable[str]) -> set[str]:
+    """Drop every subject that another one of ``subjects`` covers with a ``*`` token."""
+    split = {s: tuple(s.split(".")) for s in set(subjects)}
+    return {
+        s for s, tokens in split.items()
+        if not any(len(o) == len(tokens) and _covers(o, tokens) for o in split.values())
+    }
+
+
+class SubjectMap:
+    """Maps identifiers to subjects under one prefix; publish subjects are cached."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        self.prefix = check_prefix(prefix)
+        self._cache: dict[Identifier, str] = {}
+
+    def _base(self, ident: Identifier) -> str:
+        ns = ident.namespace
+        token = DEFAULT_NAMESPACE_TOKEN if ns is None else escape_token(ns)
+        return f"{self.prefix}.{token}"
+
+    def subject(self, ident: Identifier) -> str:
+        """The subject a message sent as ``ident`` is published on."""
+        subject = self._cache.get(ident)
+        if subject is None:
+            subject = f"{self._base(ident)}.{escape_token(ident.name)}.{escape_token(ident.action)}"
+            if len(self._cache) >= _SUBJECT_CACHE_LIMIT:
+                self._cache = {}
+            self._cache[ident] = subject
+        return subject
+
+    def interest(self, pattern: Identifier) -> tuple[str, ...]:
+        """The subjects a receiver of ``pattern`` subscribes to (see the module docs)."""
+        base = self._base(pattern)
+        name = None if pattern.name == WILDCARD else escape_token(pattern.name)
+        action = None if pattern.action == WILDCARD else escape_token(pattern.action)
+        w = WILDCARD_TOKEN
+        if name is not None and action is not None:
+            return (f"{base}.{name}.{action}", f"{base}.{w}.{action}",
+                    f"{base}.{name}.{w}", f"{base}.{w}.{w}")
+        if name is not None:
+            return (f"{base}.{name}.*", f"{base}.{w}.*")
+        if action is not None:
+            return (f"{base}.*.{action}", f"{base}.*.{w}")
+        return (f"{base}.*.*",)
+
+    def group(self, pattern: Identifier) -> str:
+        """The NATS queue group of the shared queues of ``pattern``."""
+        return self.subject(pattern)

@@ -1,0 +1,117 @@
+"""The ``nats`` transport: one :class:`NatsBridge` per bus, made from settings or code."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from berrymq.errors import ConnectionClosed, TransportError
+from berrymq.identifier import Identifier
+from berrymq.transports.base import Connection, Transport
+
+from berrymq_nats.bridge import BrokerOptions, NatsBridge
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["NatsTransport", "transport_of"]
+
+_transports: weakref.WeakKeyDictionary[Bus, NatsTransport] = weakref.WeakKeyDictionary()
+
+
+def transport_of(bus: Bus) -> NatsTransport | None:
+    """The bus's NATS transport, if it was made."""
+    return _transports.get(bus)
+
+
+class NatsTransport(Transport):
+    """Links a bus to NATS. ``listen``, ``interconnect`` and :meth:`connect_broker` all
+    join the bus to the NATS servers at the address (the broker is the "node" that every
+    process connects to); ``connect_oneway`` only publishes.
+
+    :param settings: the ``[berrymq.nats]`` table; its keys are the defaults of
+        :meth:`connect_broker`.
+    """
+
+    def __init__(self, bus: Bus, settings: Mapping[str, Any]) -> None:
+        super().__init__(bus, settings)
+        self.bridge: NatsBridge | None = None
+        self._lock = threading.Lock()
+        _transports[bus] = self
+
+    def connect_broker(
+        self,
+        servers: str | list[str] | tuple[str, ...] | None = None,
+        *,
+        wait: bool = True,
+        subscribe: bool = True,
+        **options: Any,
+    ) -> NatsBridge:
+        """Join this bus to NATS and return the bridge (one per bus).
+
+        :param servers: NATS URLs (a list, or one string, comma-separated for several);
+            the ``servers`` setting when omitted.
+        :param wait: wait up to ``connect_timeout`` for the first connection and raise
+            :class:`berrymq.ConnectionClosed` if it fails; otherwise connect in the
+            background (messages wait in the buffer meanwhile).
+        :param subscribe: false for a bridge that only publishes.
+        :param options: the keys of :class:`BrokerOptions`, over the settings file's.
+        """
+        merged = {k: v for k, v in self.settings.items() if k != "servers"}
+        merged.update(options)
+        if servers is None:
+            servers = self.settings.get("servers")
+            if not servers:
+                raise ValueError(
+                    "no NATS servers given: pass a URL or set servers in [berrymq.nats]"
+                )
+        opts = BrokerOptions.build(servers, merged)
+        with self._lock:
+            bridge = self.bridge
+            if bridge is not None and not bridge.closed:
+                if bridge.options.servers == opts.servers:
+                    return bridge
+                raise TransportError(
+                    f"bus {self.bus.name} is already bridged to NATS at {bridge.address}; "
+                    "close that bridge first"
+                )
+            bridge = self.bridge = NatsBridge(self.bus, opts, subscribe=subscribe)
+        self.bus.track_connection(bridge)
+        if wait and not bridge.wait_connected(opts.connect_timeout + 0.5):
+            state = bridge.state
+            bridge.close()
+            raise ConnectionClosed(f"cannot connect to NATS at {bridge.address}: {state}")
+        return bridge
+
+    def listen(self, address: str) -> str:
+        """``init_connection("nats://...")``: join the bus to NATS; returns ``address``."""
+        self.connect_broker(address)
+        return address
+
+    def interconnect(self, address: str, ttl: float) -> Connection:
+        """``interconnect("nats://...")``: join the bus to NATS (``ttl`` is not used: the
+        broker connection lives until closed)."""
+        return self.connect_broker(address)
+
+    def connect_oneway(self, address: str, ttl: float) -> Connection:
+        """``connect_oneway("nats://...")``: publish to NATS, subscribe to nothing."""
+        return self.connect_broker(address, subscribe=False)
+
+    def connect_via_queue(self, address: str, pattern: Identifier, ttl: float) -> Connection:
+        raise TypeError(
+            "connect_via_queue does not apply to NATS: join the broker with "
+            "berrymq.connect_broker(url) and pull from Queue(pattern, shared=True)"
+        )
+
+    def status(self) -> str:
+        bridge = self.bridge
+        if bridge is None or bridge.closed:
+            return "not connected (set servers in [berrymq.nats] or call berrymq.connect_broker)"
+        return bridge.status()
+
+    def close(self) -> None:
+        bridge = self.bridge
+        if bridge is not None:
+            bridge.close()

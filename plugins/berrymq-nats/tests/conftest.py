@@ -1,0 +1,201 @@
+"""Start real ``nats-server`` processes on free loopback ports for the tests.
+
+Never the server on the standard port 4222: each test gets its own. A server (or a
+cluster node) is started with ``-a 127.0.0.1 -p <free port>`` and is ready when it
+accepts a TCP connection and greets with ``INFO``; waiting is bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+NATS_SERVER = shutil.which("nats-server")
+START_DEADLINE = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def require_nats_server() -> str:
+    """The program's path; skips the test without it, unless BERRYMQ_REQUIRE_BROKERS=1."""
+    import pytest
+
+    if NATS_SERVER is None:
+        reason = "nats-server is not installed (Debian package nats-server)"
+        if os.environ.get("BERRYMQ_REQUIRE_BROKERS") == "1":
+            pytest.fail(f"{reason}, and BERRYMQ_REQUIRE_BROKERS=1 requires it")
+        pytest.skip(reason)
+    return NATS_SERVER
+
+
+class NatsServer:
+    """One ``nats-server`` process; ``stop()`` and ``start()`` again keep the same ports.
+
+    :param cluster_port: join a cluster, listening for routes on this port.
+    :param routes: the cluster ports of the other nodes.
+    """
+
+    def __init__(self, workdir: Path, *, port: int | None = None, cluster_port: int | None = None,
+                 routes: tuple[int, ...] = (), name: str = "n1") -> None:
+        self.program = require_nats_server()
+        self.port = port or free_port()
+        self.cluster_port = cluster_port
+        self.routes = routes
+        self.name = name
+        self.log = workdir / f"nats-{name}-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        args = [self.program, "-a", "127.0.0.1", "-p", str(self.port), "-n", self.name]
+        if self.cluster_port is not None:
+            args += ["--cluster_name", "berrymq-test",
+                     "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
+            if self.routes:
+                args += ["--routes", ",".join(f"nats://127.0.0.1:{p}" for p in self.routes)]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_DEADLINE
+        while True:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"nats-server exited with {self.process.returncode}: {self.log.read_text()}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
+                    if sock.recv(4).startswith(b"INFO"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server on port {self.port} not ready in time")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)
+        self.process = None
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+import sys  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from berrymq.bus import Bus  # noqa: E402
+from berrymq.plugins import PluginHost  # noqa: E402
+
+WORKER = Path(__file__).with_name("worker.py")
+
+
+@pytest.fixture
+def nats_factory(tmp_path: Path) -> Iterator[Callable[..., NatsServer]]:
+    """Make (not start) NatsServer objects; every one is stopped after the test."""
+    made: list[NatsServer] = []
+
+    def make(**kwargs: object) -> NatsServer:
+        server = NatsServer(tmp_path, **kwargs)  # type: ignore[arg-type]
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture
+def nats_server(nats_factory: Callable[..., NatsServer]) -> NatsServer:
+    """A started nats-server on a free loopback port."""
+    return nats_factory().start()
+
+
+@pytest.fixture
+def make_bus(berrymq_plugin_host: PluginHost) -> Iterator[Callable[..., Bus]]:
+    """Make isolated buses (raising receivers' errors); all are closed after the test."""
+    buses: list[Bus] = []
+
+    def make(name: str = "bus") -> Bus:
+        bus = Bus(raise_errors=True, plugins=berrymq_plugin_host, name=name)
+        buses.append(bus)
+        return bus
+
+    yield make
+    for bus in buses:
+        bus.close()
+
+
+class Worker:
+    """A berryMQ process (tests/worker.py) driven by lines on stdin, answering on stdout."""
+
+    def __init__(self, url: str, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(WORKER), url, *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "BERRYMQ_CONFIG": ""},
+        )
+
+    def call(self, *command: object, timeout: float = 30.0) -> str:
+        """Send one command line; return the worker's answer line (or raise its error)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(" ".join(str(c) for c in command) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait(timeout)
+            assert self.process.stderr is not None
+            raise RuntimeError(f"worker died: {self.process.stderr.read()}")
+        if line.startswith("error "):
+            raise RuntimeError(line[6:].strip())
+        return line.strip()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.call("exit")
+            except (RuntimeError, BrokenPipeError, OSError):
+                pass
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., Worker]]:
+    """Start berryMQ worker processes; all end after the test."""
+    started: list[Worker] = []
+
+    def start(url: str, *args: str) -> Worker:
+        worker = Worker(url, *args)
+        started.append(worker)
+        assert worker.call("ping") == "pong"
+        return worker
+
+    yield start
+    for worker in started:
+        worker.close()

@@ -1,0 +1,115 @@
+"""A berryMQ process for the NATS tests: joins NATS, then obeys one command per stdin line.
+
+Run as ``python worker.py NATS_URL[,URL...] [reconnect_wait]``. Each command gets one
+answer line on stdout (``error ...`` when it failed). Commands:
+
+    ping                       -> pong
+    follow PATTERN             record every message the pattern gets
+    reply PATTERN VALUE        a receiver that returns VALUE (JSON) to ask
+    queue PATTERN shared|own   make a Queue
+    take PATTERN SECONDS       every message of the queue until SECONDS of silence
+    wait N SECONDS             wait until N messages were recorded
+    received                   the recorded messages as JSON [[id, args, kwargs], ...]
+    send ID ARGS_JSON          twitter(ID, *args)
+    many ID N                  twitter(ID, i) for i in range(N)
+    ask ID SECONDS             ask(ID, timeout=SECONDS) as JSON
+    flush                      wait until NATS has every subscription and message
+    status                     the bridge's status line
+    exit
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+import berrymq
+from berrymq.plugins import PluginHost
+from berrymq.settings import Settings
+
+
+def main() -> None:
+    url = sys.argv[1]
+    reconnect_wait = float(sys.argv[2]) if len(sys.argv) > 2 else 0.1
+    bus = berrymq.Bus(plugins=PluginHost(Settings()), name="worker")
+    berrymq.set_bus(bus)
+    bridge: Any = berrymq.connect_broker(url.split(","), reconnect_wait=reconnect_wait,
+                                         connect_timeout=5)
+    got: list[list[Any]] = []
+    cond = threading.Condition()
+    queues: dict[str, berrymq.Queue] = {}
+    keep: list[Any] = []
+
+    def record(message: berrymq.Message) -> None:
+        with cond:
+            got.append([str(message.identifier), list(message.args), message.kwargs])
+            cond.notify_all()
+
+    for line in sys.stdin:
+        words = line.split(" ", 2)
+        command = words[0].strip()
+        try:
+            if command == "ping":
+                answer = "pong"
+            elif command == "follow":
+                keep.append(berrymq.regist_function(words[1].strip(), record, weak=False))
+                answer = "ok"
+            elif command == "reply":
+                value = json.loads(words[2])
+                keep.append(berrymq.regist_function(words[1], lambda m, v=value: v, weak=False))
+                answer = "ok"
+            elif command == "queue":
+                queues[words[1]] = berrymq.Queue(words[1], shared=words[2].strip() == "shared")
+                answer = "ok"
+            elif command == "take":
+                queue = queues[words[1]]
+                taken = []
+                while True:
+                    try:
+                        message = queue.get(timeout=float(words[2]))
+                    except berrymq.Empty:
+                        break
+                    taken.append([str(message.identifier), list(message.args)])
+                answer = json.dumps(taken)
+            elif command == "wait":
+                wanted, seconds = int(words[1]), float(words[2])
+                deadline = time.monotonic() + seconds
+                with cond:
+                    while len(got) < wanted and time.monotonic() < deadline:
+                        cond.wait(deadline - time.monotonic())
+                    answer = str(len(got))
+            elif command == "received":
+                with cond:
+                    answer = json.dumps(got)
+            elif command == "send":
+                berrymq.twitter(words[1], *json.loads(words[2]))
+                answer = "ok"
+            elif command == "many":
+                for i in range(int(words[2])):
+                    berrymq.twitter(words[1], i)
+                answer = "ok"
+            elif command == "ask":
+                replies = berrymq.ask(words[1], timeout=float(words[2]))
+                answer = json.dumps([r if not isinstance(r, berrymq.ReplyError) else
+                                     {"error": r.to_json()} for r in replies])
+            elif command == "flush":
+                bridge.flush(10.0)
+                answer = "ok"
+            elif command == "status":
+                answer = bridge.status()
+            elif command == "exit":
+                bus.close()
+                print("bye", flush=True)
+                return
+            else:
+                answer = f"error unknown command {command!r}"
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            answer = f"error {type(exc).__name__}: {exc}"
+        print(answer.replace("\n", " "), flush=True)
+
+
+if __name__ == "__main__":
+    main()
