@@ -65,6 +65,7 @@ class Adapter:
 
             bus = get_bus()
         bus.plugins.receiver(self.kind)  # raises PluginNotAvailable naming the plugin if off
+        bus.start()  # so that closing the bus stops the adapter (berrymq_bus_closing)
         self.bus = bus
         self.interval = float(interval)
         # Set to stop the thread, or to make it poll at once (FileObserver with watchdog).
