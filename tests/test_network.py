@@ -1,0 +1,410 @@
+"""The network picture: describe(), the DOT and Mermaid renderers, show_network, fetch and
+``berrymq graph``."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import http.server
+import json
+import shutil
+import socketserver
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import berrymq
+from berrymq import Bus, Follower, Message, following, network
+from berrymq.cli import main
+
+WAIT = 10.0
+
+
+def on_log(message: Message) -> None:
+    pass
+
+
+def is_urgent(message: Message) -> bool:
+    return bool(message.kwargs.get("urgent"))
+
+
+def on_job(message: Message) -> None:
+    pass
+
+
+class Logger(metaclass=Follower):
+    @following("*:log")
+    def write(self, message: Message) -> None:
+        pass
+
+
+@pytest.fixture
+def populated(berrymq_bus: Bus) -> Iterator[dict[str, Any]]:
+    berrymq.regist_function("*:log", on_log)
+    berrymq.regist_function("job:*", on_job, is_urgent)
+    berrymq.regist_function("job@ops:done", on_job)
+    loggers = [Logger(), Logger()]
+    queue = berrymq.Queue("task:*")
+    shared = berrymq.Queue("work:*", shared=True, maxsize=5)
+    berrymq.twitter("task:one")
+    berrymq.twitter("task:two")
+    timer = berrymq.IntervalTimer("beat", 3600)
+    try:
+        yield {"loggers": loggers, "queues": (queue, shared), "timer": timer}
+    finally:
+        timer.stop()
+
+
+def test_describe_lists_receivers_patterns_queues_and_senders(populated: dict[str, Any]) -> None:
+    description = network.describe()
+    assert json.loads(json.dumps(description)) == description  # JSON-serialisable
+    assert description["version"] == 1
+    assert description["bus"] == "test"
+    assert description["node"] == berrymq.get_bus().node_id
+    receivers = description["receivers"]
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for receiver in receivers:
+        by_name.setdefault(receiver["name"], []).append(receiver)
+    [log] = by_name[f"{__name__}.on_log"]
+    assert log["kind"] == "function" and log["follows"] == [{"pattern": "*:log", "guard": None}]
+    # One receiver that follows two patterns is one entry with two follows.
+    [job] = by_name[f"{__name__}.on_job"]
+    assert job["follows"] == [
+        {"pattern": "job:*", "guard": f"{__name__}.is_urgent"},
+        {"pattern": "job@ops:done", "guard": None},
+    ]
+    writers = by_name[f"{__name__}.Logger.write"]
+    assert [w["object"] for w in writers] == ["Logger#1", "Logger#2"]
+    assert {w["kind"] for w in writers} == {"follower"}
+    [queue] = by_name["Queue(task:*)"]
+    assert queue["kind"] == "queue"
+    assert queue["queue"] == {"size": 2, "maxsize": 0, "shared": False}
+    [shared] = by_name["Queue(work:*, shared)"]
+    assert shared["queue"] == {"size": 0, "maxsize": 5, "shared": True}
+    assert [r["id"] for r in receivers] == [f"r{i}" for i in range(len(receivers))]
+    [sender] = description["senders"]
+    assert sender["kind"] == "timer" and sender["sends"] == ["beat:tick"]
+    assert description["connections"] == [] and description["forwarders"] == 0
+
+
+def test_collected_receivers_disappear_from_the_picture(berrymq_bus: Bus) -> None:
+    def temporary(message: Message) -> None:
+        pass
+
+    berrymq.regist_function("tmp:*", temporary)
+    assert "tmp:*" in berrymq.show_network()
+    del temporary
+    gc.collect()
+    assert network.describe()["receivers"] == []
+    assert "tmp:*" not in berrymq.show_network()
+
+
+def test_async_receivers_are_marked(berrymq_bus: Bus) -> None:
+    async def main() -> dict[str, Any]:
+        async def handler(message: Message) -> None:
+            pass
+
+        berrymq.regist_function("a:*", handler)
+        return network.describe()
+
+    [receiver] = asyncio.run(main())["receivers"]
+    assert receiver["async"] is True
+    assert receiver["name"].endswith("handler")
+
+
+def test_connections_and_transports_are_described(berrymq_bus: Bus, berrymq_plugin_host: Any) -> None:
+    address = berrymq.init_connection("local://picture-test-node")
+    other = Bus(plugins=berrymq_plugin_host, name="client")
+    try:
+        connection = other.transport("local").interconnect(address, 10)
+        other.track_connection(connection)
+        client = network.describe(other)
+        assert client["connections"] == [
+            {"id": "c0", "address": address, "style": "interconnect"}
+        ]
+        assert client["forwarders"] == 1
+        server = network.describe(berrymq_bus)
+        assert server["forwarders"] == 1
+        assert [t["scheme"] for t in server["transports"]] == ["local"]
+        dot = network.to_dot(client)
+        assert "bus -> c0" in dot and "dir=both" in dot
+        assert "bus <-->|" in network.to_mermaid(client)
+    finally:
+        other.close()
+
+
+def test_dot_output(populated: dict[str, Any]) -> None:
+    dot = berrymq.show_network()
+    assert dot == berrymq.show_network(format="dot")
+    assert dot.startswith("digraph berrymq {") and dot.rstrip().endswith("}")
+    description = network.describe()
+    ids = {r["name"]: r["id"] for r in description["receivers"]}
+    assert '"*:log"' in dot and '"task:*"' in dot and '"job@ops:done"' in dot
+    assert f'-> {ids[f"{__name__}.on_job"]} [label="if {__name__}.is_urgent", style=dashed]' in dot
+    assert "shape=cylinder" in dot  # queues
+    assert '[label="beat:tick", style=dashed]' in dot  # a sender with no receiver
+
+
+def test_sender_edges_go_to_matching_patterns(berrymq_bus: Bus) -> None:
+    berrymq.regist_function("*:tick", on_log)
+    berrymq.regist_function("beat", on_log)  # "beat" means beat:*
+    with berrymq.IntervalTimer("beat", 3600):
+        description = network.describe()
+    dot = network.to_dot(description)
+    assert 's0 -> p0 [label="beat:tick"];' in dot
+    assert 's0 -> p1 [label="beat:tick"];' in dot
+    mermaid = network.to_mermaid(description)
+    assert 's0 -->|"beat:tick"| p0' in mermaid and 's0 -->|"beat:tick"| p1' in mermaid
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz dot is not installed")
+def test_graphviz_accepts_the_dot(populated: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "net.svg"
+    subprocess.run(["dot", "-Tsvg", "-o", str(out)], input=berrymq.show_network(),
+                   text=True, check=True, timeout=60)
+    svg = out.read_text()
+    assert "task:*" in svg and "Logger.write" in svg
+
+
+def test_labels_are_escaped() -> None:
+    description = {
+        "bus": 'we"ird\\bus', "node": "n",
+        "receivers": [{"id": "r0", "kind": "function", "name": 'say "hi"\\now',
+                       "follows": [{"pattern": "a:b", "guard": None}]}],
+        "senders": [], "connections": [], "forwarders": 0, "transports": [],
+    }
+    dot = network.to_dot(description)
+    assert r'say \"hi\"\\now' in dot and r'we\"ird\\bus' in dot
+    mermaid = network.to_mermaid(description)
+    assert "say #quot;hi#quot;" in mermaid
+
+
+def test_mermaid_output(populated: dict[str, Any]) -> None:
+    text = berrymq.show_network(format="mermaid")
+    lines = text.splitlines()
+    assert lines[0] == "flowchart LR"
+    assert any(line.strip().startswith("p") and '(["task:*"])' in line for line in lines)
+    assert any("[(" in line and "Queue(task:*)" in line for line in lines)
+    assert any("-.->|" in line and "is_urgent" in line for line in lines)
+
+
+def test_a_description_renders_the_same_after_a_json_round_trip(populated: dict[str, Any]) -> None:
+    description = network.describe()
+    again = json.loads(json.dumps(description))
+    for fmt in ("dot", "mermaid"):
+        assert network.render(again, fmt) == network.render(description, fmt)
+
+
+def test_unknown_format_is_refused(berrymq_bus: Bus) -> None:
+    with pytest.raises(ValueError, match="unknown network picture format 'svg'"):
+        berrymq.show_network(format="svg")
+    with pytest.raises(ValueError, match="dot, mermaid"):
+        network.render({}, "png")
+
+
+def test_show_network_of_an_explicit_bus(berrymq_plugin_host: Any) -> None:
+    bus = Bus(plugins=berrymq_plugin_host, name="explicit")
+    try:
+        bus.subscribe("only:here", on_log)
+        dot = berrymq.show_network(bus)
+        assert "explicit" in dot and '"only:here"' in dot
+    finally:
+        bus.close()
+
+
+# -- asking a node over JSON-RPC ----------------------------------------------------------------
+
+
+class _Node:
+    """A minimal JSON-RPC node on loopback that answers ``network`` with describe(bus)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.requests: list[dict[str, Any]] = []
+
+    def answer(self, body: bytes) -> bytes:
+        request = json.loads(body)
+        self.requests.append(request)
+        if request.get("method") != "network":
+            reply = {"jsonrpc": "2.0", "id": request.get("id"),
+                     "error": {"code": -32601, "message": "Method not found"}}
+        else:
+            reply = {"jsonrpc": "2.0", "id": request["id"], "result": network.describe(self.bus)}
+        return json.dumps(reply).encode()
+
+
+@pytest.fixture
+def http_node(populated: dict[str, Any], berrymq_bus: Bus) -> Iterator[tuple[str, _Node]]:
+    node = _Node(berrymq_bus)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            assert self.headers["Content-Type"] == "application/json"
+            data = node.answer(body)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", node
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(WAIT)
+
+
+@pytest.fixture
+def tcp_node(populated: dict[str, Any], berrymq_bus: Bus) -> Iterator[tuple[str, _Node]]:
+    node = _Node(berrymq_bus)
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            line = self.rfile.readline()
+            self.wfile.write(node.answer(line) + b"\n")
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.server_address[1]}", node
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(WAIT)
+
+
+@pytest.mark.parametrize("node_fixture", ["http_node", "tcp_node"])
+def test_fetch_asks_a_node_for_its_description(
+    request: pytest.FixtureRequest, node_fixture: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BERRYMQ_SECRET", raising=False)
+    url, node = request.getfixturevalue(node_fixture)
+    description = network.fetch(url, timeout=WAIT)
+    assert description == json.loads(json.dumps(network.describe(node.bus)))
+    assert node.requests[0]["method"] == "network" and node.requests[0]["params"] == {}
+    network.fetch(url, timeout=WAIT, secret="s3cret")
+    assert node.requests[1]["params"] == {"secret": "s3cret"}
+
+
+def test_cli_graph_of_a_node(tcp_node: tuple[str, _Node], capsys: pytest.CaptureFixture[str]) -> None:
+    url, node = tcp_node
+    assert main(["graph", url, "--format", "mermaid"]) == 0
+    out = capsys.readouterr().out
+    assert out == network.to_mermaid(json.loads(json.dumps(network.describe(node.bus))))
+    assert main(["graph", url]) == 0
+    assert capsys.readouterr().out.startswith("digraph berrymq {")
+
+
+def test_cli_graph_of_this_process(populated: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph"]) == 0
+    assert capsys.readouterr().out == berrymq.show_network()
+
+
+def test_fetch_errors_are_clear(http_node: tuple[str, _Node]) -> None:
+    with pytest.raises(ValueError, match="node address"):
+        network.fetch("ftp://127.0.0.1:1")
+    with pytest.raises(ValueError, match="node address"):
+        network.fetch("tcp://127.0.0.1")
+    # A port nobody listens on: bind one, close it, then connect.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(berrymq.TransportError, match="cannot ask"):
+        network.fetch(f"tcp://127.0.0.1:{port}", timeout=WAIT)
+
+
+def test_cli_graph_reports_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", "nonsense"]) == 2
+    assert "node address" in capsys.readouterr().err
+
+
+def test_fetch_reports_a_json_rpc_error() -> None:
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            request = json.loads(self.rfile.readline())
+            reply = {"jsonrpc": "2.0", "id": request["id"],
+                     "error": {"code": -32007, "message": "Not available"}}
+            self.wfile.write(json.dumps(reply).encode() + b"\n")
+
+    server = socketserver.TCPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(berrymq.RemoteError) as info:
+            network.fetch(f"tcp://127.0.0.1:{server.server_address[1]}", timeout=WAIT)
+        assert info.value.code == -32007
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(WAIT)
+
+
+NODE_SCRIPT = textwrap.dedent("""
+    import sys
+    import berrymq
+
+    @berrymq.following_function("*:log")
+    def receive_log(message):
+        pass
+
+    queue = berrymq.Queue("task:*")
+    print(berrymq.init_connection(sys.argv[1]), flush=True)
+    sys.stdin.readline()
+""")
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_berrymq_graph_draws_a_running_node(scheme: str, tmp_path: Path) -> None:
+    """End to end: a real node in another process with the JSON-RPC transport plugins."""
+    script = tmp_path / "node.py"
+    script.write_text(NODE_SCRIPT)
+    node = subprocess.Popen(
+        [sys.executable, str(script), f"{scheme}://127.0.0.1:0"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert node.stdout is not None
+        url = node.stdout.readline().strip()
+        if not url:
+            _, err = node.communicate(timeout=WAIT)
+            if "PluginNotAvailable" in err or "no transport" in err:
+                pytest.skip(f"the {scheme} transport plugin is not installed: {err[-200:]}")
+            pytest.fail(f"the node did not start: {err}")
+        done = subprocess.run(
+            [sys.executable, "-m", "berrymq", "graph", url, "--format", "mermaid"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "receive_log" in done.stdout and "Queue(task:*)" in done.stdout
+        assert '(["*:log"])' in done.stdout
+    finally:
+        if node.poll() is None:
+            assert node.stdin is not None
+            node.stdin.write("\n")
+            node.stdin.flush()
+            try:
+                node.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait(WAIT)
+        for stream in (node.stdin, node.stdout, node.stderr):
+            if stream is not None:
+                stream.close()
