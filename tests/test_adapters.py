@@ -51,7 +51,7 @@ def test_timer_ticks_on_schedule_until_stopped(berrymq_bus: Bus) -> None:
     finally:
         timer.stop()
     assert [m.id for m in got] == ["beat:tick"] * 4
-    assert [m.kwargs["count"] for m in got] == [1, 2, 3, 4]
+    assert [m.kwargs["tick"] for m in got] == [1, 2, 3, 4]
     assert all(isinstance(m.kwargs["time"], float) for m in got)
     # Ticks keep to the schedule: the 4th is at least 4 intervals after the start.
     assert elapsed >= 4 * interval * 0.95
@@ -101,8 +101,8 @@ def test_a_failing_receiver_does_not_stop_the_timer(berrymq_bus: Bus) -> None:
     ok = berrymq.Queue("flaky:*")
 
     def flaky(message: Message) -> None:
-        calls.append(message.kwargs["count"])
-        if message.kwargs["count"] == 1:
+        calls.append(message.kwargs["tick"])
+        if message.kwargs["tick"] == 1:
             raise RuntimeError("first tick fails")
 
     berrymq.regist_function("flaky:tick", flaky)
@@ -110,7 +110,7 @@ def test_a_failing_receiver_does_not_stop_the_timer(berrymq_bus: Bus) -> None:
     logger.disabled = True  # the error is logged; keep the test output quiet
     try:
         with IntervalTimer("flaky", 0.02):
-            counts = [ok.get(timeout=WAIT).kwargs["count"] for _ in range(3)]
+            counts = [ok.get(timeout=WAIT).kwargs["tick"] for _ in range(3)]
     finally:
         logger.disabled = False
     assert counts == [1, 2, 3]

@@ -29,8 +29,8 @@ class IntervalTimer(Adapter):
 
     Ticks keep to the schedule of the start time (no drift); when receivers are so slow
     that ticks were missed, one tick is sent at once and the missed ones are skipped.
-    Each message carries ``count`` (1, 2, ...) and ``time`` (``time.time()``) as keyword
-    arguments. A receiver's error is logged and the timer keeps going.
+    Each message carries ``tick`` (1, 2, ...) and ``time`` (``time.time()``) as keyword
+    arguments (``message.tick``, ``message.time``). A receiver's error is logged and the timer keeps going.
 
     :param id_name: the name to send as, e.g. ``"heartbeat"`` or ``"heartbeat@ops"``.
     :param interval: seconds between ticks, a positive number.
@@ -56,7 +56,7 @@ class IntervalTimer(Adapter):
         if self._next < now:  # fell behind: skip the missed ticks
             self._next = now + self.interval
         self.count += 1
-        self.bus.twitter(self.identifier, count=self.count, time=time.time())
+        self.bus.twitter(self.identifier, tick=self.count, time=time.time())
 
     def sends(self) -> list[Identifier]:
         return [self.identifier]
