@@ -1,7 +1,8 @@
 """Local dispatch cost of berryMQ against its peers, measured in one process run.
 
-Run it as a script (it is not a test)::
+Run it as a script (it is not a test), with the peers installed::
 
+    pip install blinker pyee psygnal pypubsub
     python bench/local_dispatch.py            # the full run, well under a minute
     python bench/local_dispatch.py --quick    # a rough run in a few seconds
 
