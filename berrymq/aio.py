@@ -75,10 +75,9 @@ _running: set[asyncio.Task[Any]] = set()
 
 def _hop_box() -> list[int]:
     """This thread's hop counter of the bus (``box[0]``)."""
-    from berrymq.bus import _context
+    from berrymq.bus import hop_box
 
-    box: list[int] = _context.box
-    return box
+    return hop_box()
 
 
 def is_async_receiver(receiver: object) -> bool:

@@ -16,6 +16,7 @@ Invariants that keep sending fast (see ARCHITECTURE.md, "The way of a message"):
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import itertools
 import logging
 import queue
@@ -43,6 +44,8 @@ logger = logging.getLogger("berrymq")
 Receiver = Callable[[Message], Any]
 Guard = Callable[[Message], Any]
 RouteEntry = tuple[Callable[[], Receiver | None], Guard | None, "Subscription"]
+# (identifier, its route, whether send() may deliver directly: see _route_miss)
+CachedRoute = tuple[Identifier, tuple[RouteEntry, ...], bool]
 
 
 class BusOwner(Protocol):
@@ -53,16 +56,23 @@ class BusOwner(Protocol):
 
 _tuple_new = tuple.__new__
 
-# Per thread: how many hops the message being delivered in this thread has taken. A
-# receiver that sends a message passes its hop count plus one on, so loops end.
-class _Context(threading.local):
-    def __init__(self) -> None:
-        # One list per thread, so the hot path reads the thread-local once and then
-        # only indexes a list: box[0] is the hop count of the message being delivered.
-        self.box = [0]
+# How many hops the message being delivered in this thread has taken, so that a
+# receiver that sends passes its hop count plus one on and loops end. A context variable
+# holding a one-element list: the hot path does one fast ContextVar.get and then only
+# indexes the list. Every thread starts with an empty context and so gets its own box;
+# asyncio tasks copied from one context share a box, which is safe because a
+# synchronous delivery restores it before any task can run again.
+_hops: contextvars.ContextVar[list[int]] = contextvars.ContextVar("berrymq_hops")
+_get_hop_box = _hops.get
 
 
-_context = _Context()
+def hop_box() -> list[int]:
+    """This thread's hop box: ``box[0]`` is the hop count of the message being delivered."""
+    box = _hops.get(None)
+    if box is None:
+        box = [0]
+        _hops.set(box)
+    return box
 
 DEFAULT_HOP_LIMIT = 32
 _ROUTE_CACHE_LIMIT = 16384
@@ -249,7 +259,7 @@ class Bus:
         self._subscriptions: dict[int, Subscription] = {}
         # namespace -> name (or "*") -> subscriptions, in registration order
         self._index: dict[str | None, dict[str, list[Subscription]]] = {}
-        self._routes: dict[object, tuple[Identifier, tuple[RouteEntry, ...]]] = {}
+        self._routes: dict[object, CachedRoute] = {}
         self._dead: list[Subscription] = []
         self._forwarders: tuple[Forwarder, ...] = ()
         self._taps: tuple[Callable[..., Any], ...] = ()
@@ -298,6 +308,7 @@ class Bus:
             if taps:
                 self._taps = tuple(taps)
                 self._outbound = True
+                self._routes = {}
             host.bus_started(self)
 
     def close(self) -> None:
@@ -453,7 +464,7 @@ class Bus:
             cached = self._route_miss(ident)
         return cached[1]
 
-    def _route_miss(self, key: object) -> tuple[Identifier, tuple[RouteEntry, ...]]:
+    def _route_miss(self, key: object) -> CachedRoute:
         ident = parse(key)  # type: ignore[arg-type]
         if not self._started:
             self.start()
@@ -472,7 +483,9 @@ class Bus:
                     if sub_action == action or sub_action == WILDCARD or action == WILDCARD:
                         matched.append(sub)
                 matched.sort(key=_by_seq)
-            cached = (ident, tuple((s.ref, s.guard, s) for s in matched))
+            # "direct": no pool, no forwarders, no taps; send() then needs no other test.
+            direct = self._pool is None and not self._outbound
+            cached = (ident, tuple((s.ref, s.guard, s) for s in matched), direct)
             routes = self._routes
             if len(routes) >= _ROUTE_CACHE_LIMIT:
                 routes = self._routes = {}
@@ -496,7 +509,7 @@ class Bus:
             pool = self._pool
             if pool is None:
                 hops = message[3]
-                box = _context.box
+                box = hop_box()
                 outer = box[0]
                 box[0] = hops + 1
                 errors = None
@@ -537,7 +550,7 @@ class Bus:
         sent to ``callback_identifier`` as ``args[0]``."""
         ident = parse(identifier)
         reply_to = parse(callback_identifier)
-        hops = _context.box[0]
+        hops = hop_box()[0]
         if hops >= self.hop_limit:
             self._drop_looping(ident, hops)
             return
@@ -571,7 +584,7 @@ class Bus:
         loops and are waited for, up to ``timeout`` seconds in all."""
         replies: list[Any] = []
         pending = False
-        box = _context.box
+        box = hop_box()
         previous = box[0]
         box[0] = message[3] + 1
         try:
@@ -606,7 +619,7 @@ class Bus:
         ident = parse(identifier)
         if timeout is None or timeout <= 0:
             raise ValueError(f"ask needs a positive timeout, got {timeout!r}")
-        message: Message = _tuple_new(Message, (ident, args, kwargs, _context.box[0], None))
+        message: Message = _tuple_new(Message, (ident, args, kwargs, hop_box()[0], None))
         requesters = [f for f in self._forwarders if hasattr(f, "request")]
         if ident.is_local or not requesters:
             return self.ask_local(message, timeout)
@@ -643,7 +656,7 @@ class Bus:
         receiver = ref()
         if receiver is None:
             return
-        box = _context.box
+        box = hop_box()
         previous = box[0]
         box[0] = message[3] + 1
         try:
@@ -703,12 +716,14 @@ class Bus:
             if forwarder not in self._forwarders:
                 self._forwarders = (*self._forwarders, forwarder)
             self._outbound = True
+            self._routes = {}
 
     def remove_forwarder(self, forwarder: Forwarder) -> None:
         """Stop handing messages to ``forwarder`` (idempotent)."""
         with self._lock:
             self._forwarders = tuple(f for f in self._forwarders if f is not forwarder)
             self._outbound = bool(self._forwarders or self._taps)
+            self._routes = {}
 
     def add_subscription_listener(self, listener: Callable[[Subscription, bool], None]) -> None:
         """Call ``listener(subscription, added)`` whenever a subscription is made
@@ -833,6 +848,7 @@ class Bus:
         with self._lock:
             old = self._pool
             self._pool = _WorkerPool(self, n) if n else None
+            self._routes = {}
         if old is not None:
             old.shutdown()
 
@@ -861,41 +877,40 @@ def send(owner: BusOwner, identifier: str | Identifier, /, *args: Any, **kwargs:
     """
     # The hot path, written once for two callers: as Bus.twitter ``owner`` is the bus
     # (whose ``.bus`` is itself); as berrymq.twitter it is the default-bus holder, read
-    # on each call so that use_bus() takes effect. publish() is inlined here.
+    # on each call so that use_bus() takes effect. publish() is inlined here for the
+    # common case.
     bus = owner.bus
-    cached = bus._routes.get(identifier)
-    if cached is None:
-        cached = bus._route_miss(identifier)
-    ident, route = cached
-    box = _context.box
+    try:
+        ident, route, direct = bus._routes[identifier]  # a subscript is cheaper than .get
+    except (KeyError, TypeError):  # TypeError: unhashable, which parsing then names
+        ident, route, direct = bus._route_miss(identifier)
+    box = _get_hop_box(None)
+    if box is None:
+        box = hop_box()
     hops = box[0]
     if hops and hops >= bus.hop_limit:  # hops is 0 unless sent from inside a receiver
         bus._drop_looping(ident, hops)
         return
     message = _tuple_new(Message, (ident, args, kwargs, hops, None))
-    if route:
-        pool = bus._pool
-        if pool is None:
-            box[0] = hops + 1
-            errors = None
+    if not direct:
+        bus.publish(message)  # a worker pool, forwarders or taps
+        return
+    box[0] = hops + 1
+    errors = None
+    try:
+        for ref, guard, sub in route:
+            receiver = ref()
+            if receiver is None:
+                continue
             try:
-                for ref, guard, sub in route:
-                    receiver = ref()
-                    if receiver is None:
-                        continue
-                    try:
-                        if guard is None or guard(message):
-                            receiver(message)
-                    except Exception as exc:  # noqa: BLE001 - isolated by design
-                        errors = bus._receiver_failed(errors, sub, message, exc)
-            finally:
-                box[0] = hops
-            if errors:
-                bus._raise_errors(ident, errors)
-        else:
-            pool.submit(route, message, None)
-    if bus._outbound:
-        bus._send_out(message, None)
+                if guard is None or guard(message):
+                    receiver(message)
+            except Exception as exc:  # noqa: BLE001 - isolated by design
+                errors = bus._receiver_failed(errors, sub, message, exc)
+    finally:
+        box[0] = hops
+    if errors:
+        bus._raise_errors(ident, errors)
 
 
 Bus.twitter = send

@@ -104,6 +104,8 @@ def test_bad_identifier_raised_at_the_call(berrymq_bus: object) -> None:
 
     with pytest.raises(InvalidIdentifier, match="'te\\*:run'"):
         berrymq.twitter("te*:run")
+    with pytest.raises(InvalidIdentifier, match="expected a str, got list"):
+        berrymq.twitter(["a:b"])  # type: ignore[arg-type]
     with pytest.raises(InvalidIdentifier):
         berrymq.following_function("a:b:c")
     with pytest.raises(InvalidIdentifier):
