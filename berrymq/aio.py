@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import inspect
 import logging
@@ -208,11 +209,15 @@ class _AsyncReceiver:
         loop = self.loop
         pending = PendingReply(self.name, loop)
         hops = _hop_box()[0]
+        # A fresh context: the task must not share the sender's hop box (a list in a
+        # context variable), which another thread may be using at the same time.
+        context = contextvars.Context()
         try:
             if _get_running_loop() is loop:
-                loop.call_soon(_start, function, message, hops, pending)
+                loop.call_soon(_start, function, message, hops, pending, context=context)
             else:
-                loop.call_soon_threadsafe(_start, function, message, hops, pending)
+                loop.call_soon_threadsafe(_start, function, message, hops, pending,
+                                          context=context)
         except RuntimeError:  # the loop is closed: nothing will ever run this receiver
             subscription = self._subscription()
             if subscription is not None:

@@ -625,3 +625,43 @@ def test_pending_reply_is_a_future() -> None:
         assert reply.result(0) == 3
     finally:
         loop.close()
+
+
+def test_async_receivers_do_not_disturb_the_senders_hop_count(berrymq_bus: Bus) -> None:
+    """A coroutine step that overlaps a delivery in the sender's thread must not leave
+    its hop count behind in that thread (they must not share one hop box)."""
+    from berrymq.bus import hop_box
+
+    stepping = threading.Event()
+    delivered = threading.Event()
+    finished = threading.Event()
+
+    async def rx(message: Message) -> None:
+        stepping.set()
+        assert delivered.wait(WAIT)  # the sender's delivery ends during this step
+        await asyncio.sleep(0)
+        finished.set()
+
+    def gate(message: Message) -> None:
+        assert stepping.wait(WAIT)  # the coroutine's step begins during this delivery
+
+    result: list[int] = []
+
+    def send() -> None:
+        berrymq.twitter("hop:x")
+        delivered.set()
+        assert finished.wait(WAIT)
+        result.append(hop_box()[0])
+
+    async def main() -> None:
+        berrymq.regist_function("hop:*", rx)
+        berrymq.regist_function("hop:*", gate)
+        sender = threading.Thread(target=send)  # a plain thread: a context of its own
+        sender.start()
+        async with asyncio.timeout(WAIT):
+            while not finished.is_set():
+                await asyncio.sleep(0.01)
+        await asyncio.to_thread(sender.join, WAIT)
+
+    asyncio.run(main())
+    assert result == [0]
