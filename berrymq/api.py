@@ -206,7 +206,10 @@ def init_connection(addr: Address = ("localhost", 0)) -> Address:
 
     ``addr`` is a ``(host, port)`` tuple (JSON-RPC over HTTP) or a URL whose scheme picks
     the transport plugin (``http://``, ``tcp://``, ``local://``). Port 0 picks a free port.
-    Returns the bound address, in the form it was given.
+    Returns the bound address, in the form it was given: a tuple for a tuple, a URL for a
+    URL. Servers listen on loopback unless told otherwise; another address needs the
+    plugin's ``secret`` setting. A scheme whose plugin is missing or disabled raises
+    :class:`berrymq.PluginNotAvailable` naming the plugin.
     """
     scheme, url = normalize_address(addr)
     bound = holder.bus.transport(scheme).listen(url)
@@ -250,7 +253,14 @@ def connect_via_queue(addr: Address, pattern: str, ttl: float = DEFAULT_TTL) -> 
 
 
 def _client_connection(need_queue: bool = False) -> Connection:
-    for connection in reversed(holder.bus.connections()):
+    # Read the bus's list without copying it (this is on the path of every
+    # send_message); a list read is atomic, and a connection closed meanwhile says so.
+    connections = holder.bus._connections
+    for index in range(len(connections) - 1, -1, -1):
+        try:
+            connection = connections[index]
+        except IndexError:
+            continue
         if not need_queue or connection.style == "queue":
             return connection
     if need_queue:
@@ -259,8 +269,19 @@ def _client_connection(need_queue: bool = False) -> Connection:
 
 
 def send_message(identifier: str, /, *args: Any, **kwargs: Any) -> None:
-    """Send one message to the node of the most recent connection."""
+    """Send one message to the node of the most recent connection (any style).
+
+    The message is queued and sent from a background thread, coalesced with others sent
+    in quick succession; closing the connection sends what is queued first. Raises
+    :class:`berrymq.ConnectionClosed` when the connection is closed or its peer is gone,
+    ``TypeError``/``ValueError`` when JSON cannot hold the arguments (or the name is
+    local: ``_`` names never leave the process) and :class:`berrymq.MessageTooLarge` over
+    the size limit.
+    """
     ident = parse(identifier)
+    if ident.is_local:
+        raise ValueError(f"{identifier!r} is a local identifier (its name starts with '_'); "
+                         "local messages never leave the process")
     _client_connection().send(Message(ident, args, kwargs))
 
 

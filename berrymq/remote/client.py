@@ -274,7 +274,7 @@ class Outbox:
             self.lost += len(batch)
             try:
                 self._on_failure(exc, len(batch))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 logger.exception("%s: reporting a failure failed", self.name)
             with self._room:
                 self._room.notify_all()

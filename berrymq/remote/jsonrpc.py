@@ -34,14 +34,20 @@ import json
 import logging
 import math
 import queue
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jsonrpcclient
-from jsonrpcserver import dispatch_to_response
-from jsonrpcserver.exceptions import JsonRpcError
-from jsonrpcserver.response import to_serializable_one
-from jsonrpcserver.result import Success
+
+with warnings.catch_warnings():
+    # jsonrpcserver 5.0.9 reads its schema with importlib.resources.read_text, deprecated
+    # since Python 3.11; not our code, and harmless.
+    warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
+    from jsonrpcserver import dispatch_to_response
+    from jsonrpcserver.exceptions import JsonRpcError
+    from jsonrpcserver.response import to_serializable_one
+    from jsonrpcserver.result import Success
 
 from berrymq.errors import (
     ConnectionClosed,
@@ -247,7 +253,7 @@ class Dispatcher:
         )
         if response is None:
             return None  # a notification
-        answer = to_serializable_one(response)
+        answer: dict[str, Any] = to_serializable_one(response)  # type: ignore[arg-type,assignment]
         error = answer.get("error")
         if error is not None and error.get("code") in _SANITISED_CODES:
             error.pop("data", None)

@@ -26,7 +26,7 @@ from berrymq.errors import InvalidIdentifier, QueueFull, ReplyError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.remote import protocol as p
-from berrymq.remote.jsonrpc import Dispatcher, JsonRpcError, app_error, dumps, invalid_params
+from berrymq.remote.jsonrpc import Dispatcher, app_error, dumps, invalid_params
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus, Subscription
@@ -85,10 +85,7 @@ class SessionQueue:
 
     def get(self, timeout: float | None) -> list[Any]:
         """The next entry; ``queue.Empty`` when none came in ``timeout`` (0: at once)."""
-        if timeout == 0:
-            item = self._items.get_nowait()
-        else:
-            item = self._items.get(True, timeout)
+        item = self._items.get_nowait() if timeout == 0 else self._items.get(True, timeout)
         if item is _CLOSED:
             self._items.put_nowait(_CLOSED)
             raise app_error(p.UNKNOWN_TOKEN)
@@ -140,7 +137,7 @@ def _allowed(method: str, params: dict[str, Any], names: frozenset[str]) -> None
 
 def _number(params: dict[str, Any], name: str, default: float | None, *, positive: bool = False,
             allow_none: bool = False) -> float | None:
-    value = params.get(name, default)
+    value: Any = params.get(name, default)
     if value is None and allow_none:
         return None
     if type(value) not in (int, float) or not math.isfinite(value) or value < 0 or (
@@ -327,7 +324,7 @@ class Service:
         for callback in session.on_close:
             try:
                 callback(reason)
-            except Exception:  # noqa: BLE001 - a callback must not stop the others
+            except Exception:
                 logger.exception("closing session %r", session)
         logger.debug("%s session %s %s", self.name, session, reason)
         return True
@@ -406,7 +403,7 @@ class Service:
                 logger.error("receivers failed on message %s from a remote node",
                              message[0], exc_info=others)
             return refused is None
-        except Exception:  # noqa: BLE001 - the sender cannot act on a receiver's failure
+        except Exception:
             logger.exception("delivering message %s from a remote node failed", message[0])
         return True
 

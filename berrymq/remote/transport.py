@@ -27,6 +27,7 @@ Settings (each plugin's table in the settings file, see :func:`declare_settings`
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import logging
 import os
@@ -34,6 +35,7 @@ import queue
 import socket
 import threading
 import time
+import weakref
 from abc import abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -234,7 +236,7 @@ class RemoteConnection(Connection):
         bus = self.transport.bus
         if self.forwarding:
             bus.remove_forwarder(self.link)
-        self.link.close(_CLOSE_TIMEOUT if polite else 0.0)
+        self.link.close(self.transport.timeout if polite else 0.0)
         if polite and not self.channel.closed and self.link.outbox.failure is None:
             try:
                 self.channel.call(p.METHOD_CLOSE_CONNECTION, {"token": self.token},
@@ -250,6 +252,23 @@ class RemoteConnection(Connection):
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<RemoteConnection {self.style} {self.address} {state}>"
+
+
+_live: weakref.WeakSet[RemoteTransport] = weakref.WeakSet()
+
+
+def _flush_at_exit() -> None:
+    # Messages queued by send_message/twitter just before the program ends are still
+    # sent: wait (bounded by each transport's timeout) for every open connection.
+    for transport in list(_live):
+        for connection in list(transport._connections):
+            try:
+                connection.flush(transport.timeout)
+            except Exception as exc:  # noqa: BLE001 - already logged by the outbox
+                logger.debug("flush at exit: %s", exc)
+
+
+atexit.register(_flush_at_exit)
 
 
 class RemoteTransport(Transport):
@@ -281,6 +300,7 @@ class RemoteTransport(Transport):
         self._connections: list[RemoteConnection] = []
         self._lock = threading.Lock()
         self._closed = False
+        _live.add(self)
 
     # -- what a plugin supplies -----------------------------------------------------------
 
@@ -417,6 +437,21 @@ class RemoteTransport(Transport):
         connection.forwarding = True
         self.bus.add_forwarder(connection.link)
         return self._track(connection)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every message queued for a peer (on connections this node opened and
+        on interconnections peers opened to it) was acknowledged; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        links = [c.link for c in list(self._connections) if not c.closed]
+        links += [s.link for s in list(self.service.sessions.values()) if s.link is not None]
+        done = True
+        for link in links:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                done = link.outbox.flush(left) and done
+            except ConnectionClosed:
+                pass  # that link failed and was reported; the others still count
+        return done
 
     # -- state ----------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "berryMQ"
 
     def setup(self) -> None:
-        self.timeout = self.server.read_timeout  # every read and write of this socket
+        self.timeout = self.server.read_timeout  # type: ignore[misc]  # every read and write
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.server.sockets_lock:
@@ -142,9 +142,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, "berryMQ answers POST only",
                      extra="Allow: POST\r\n")
 
-    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _not_post  # noqa: N815
+    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _not_post
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
 
 
@@ -196,7 +196,8 @@ class HttpChannel(Channel):
                 conn.timeout = timeout
                 if conn.sock is None:
                     conn.connect()
-                    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    sock: socket.socket = conn.sock  # type: ignore[assignment]
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn.sock.settimeout(timeout)
                 conn.request("POST", p.HTTP_PATH, body,
                              {"Content-Type": "application/json"})

@@ -120,7 +120,7 @@ class LineChannel(Channel):
         """Read on a thread of its own (the connecting end)."""
         threading.Thread(target=self.run, daemon=True, name="berrymq-tcp-reader").start()
 
-    def run(self) -> None:
+    def run(self) -> None:  # noqa: PLR0911 - each return ends the connection
         """Read lines until the connection ends, then close the sessions opened on it."""
         sock = self.sock
         limit = self.read_limit
@@ -234,7 +234,7 @@ class LineChannel(Channel):
                 return
             try:
                 self._answer(request)
-            except Exception:  # noqa: BLE001 - the connection must go on
+            except Exception:
                 logger.exception("answering a request from %s failed", self.url)
 
     # -- closing ------------------------------------------------------------------------

@@ -1,0 +1,150 @@
+"""Fixtures for the inter-process tests: nodes in subprocesses, isolated buses."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from berrymq.bus import Bus
+from berrymq.plugins import PluginHost
+from berrymq.settings import Settings
+
+NODE_SCRIPT = Path(__file__).with_name("node_script.py")
+TIMEOUT = 20.0
+
+
+class Node:
+    """A berryMQ node in a subprocess (tests/remote/node_script.py), driven by commands."""
+
+    def __init__(self, cwd: Path, env: dict[str, str] | None = None) -> None:
+        full_env = {**os.environ, **(env or {})}
+        full_env.pop("BERRYMQ_CONFIG", None)
+        self.process = subprocess.Popen(
+            [sys.executable, str(NODE_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, cwd=cwd, env=full_env,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        assert self._answer(TIMEOUT) == "ready"
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr.append(line)
+
+    def _answer(self, timeout: float) -> Any:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"node gave no answer in {timeout}s; stderr:\n"
+                                 + "".join(self.stderr)) from None
+        if line is None:
+            raise AssertionError("node exited; stderr:\n" + "".join(self.stderr))
+        answer = json.loads(line)
+        if "error" in answer:
+            raise NodeError(answer["error"])
+        return answer["ok"]
+
+    def __call__(self, op: str, timeout: float = TIMEOUT, **params: Any) -> Any:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"op": op, **params}) + "\n")
+        self.process.stdin.flush()
+        return self._answer(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(TIMEOUT)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self("exit", timeout=10)
+            except (AssertionError, OSError, NodeError):
+                pass
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+class NodeError(Exception):
+    """The node answered a command with an error."""
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    """Start nodes in subprocesses; every one is stopped after the test."""
+    nodes: list[Node] = []
+
+    def start(env: dict[str, str] | None = None) -> Node:
+        node = Node(tmp_path, env)
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
+def make_bus(**tables: dict[str, Any]) -> Bus:
+    """A bus with every installed plugin and these plugin settings tables."""
+    host = PluginHost(Settings(tables={k.replace("_", "-"): v for k, v in tables.items()}))
+    return Bus(raise_errors=True, plugins=host, name="remote-test")
+
+
+@pytest.fixture
+def bus_factory() -> Iterator[Callable[..., Bus]]:
+    """Make isolated buses (with plugin settings tables); all closed after the test."""
+    buses: list[Bus] = []
+
+    def make(**tables: dict[str, Any]) -> Bus:
+        bus = make_bus(**tables)
+        buses.append(bus)
+        return bus
+
+    yield make
+    for bus in buses:
+        bus.close()
+
+
+def _wait_for(condition: Callable[[], Any], timeout: float = TIMEOUT,
+              what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., Any]:
+    """``wait_for(condition, timeout, what)``: poll until true, fail at the deadline."""
+    return _wait_for

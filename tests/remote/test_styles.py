@@ -1,0 +1,263 @@
+"""The three connection styles, talk, ask and cycles between real processes, over TCP
+and HTTP. The test process is one node (its default bus is the test's ``berrymq_bus``);
+the others run tests/remote/node_script.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import berrymq
+from berrymq.bus import Bus
+
+SCHEMES = ["tcp", "http"]
+LOCAL = "tcp://127.0.0.1:0"
+
+
+def serve(scheme: str) -> str:
+    addr = berrymq.init_connection(f"{scheme}://127.0.0.1:0")
+    assert isinstance(addr, str)
+    return addr
+
+
+def flush(bus: Bus) -> None:
+    for transport in list(bus._transports.values()):
+        transport.flush(10)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_init_connection_returns_the_bound_address_in_the_form_given(
+        berrymq_bus: Bus, scheme: str) -> None:
+    url = berrymq.init_connection(f"{scheme}://127.0.0.1:0")
+    assert isinstance(url, str) and url.startswith(f"{scheme}://127.0.0.1:")
+    assert int(url.rsplit(":", 1)[1]) > 0
+    if scheme == "http":
+        host, port = berrymq.init_connection(("localhost", 0))  # type: ignore[misc]
+        assert host == "localhost" and isinstance(port, int) and port > 0
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_style01_interconnect_forwards_both_ways_and_keeps_local_names(
+        berrymq_bus: Bus, spawn: Callable[..., Any], scheme: str) -> None:
+    if scheme == "http":
+        serve(scheme)  # over HTTP the peer calls this node's server back
+    node = spawn()
+    peer = node("serve", addr=f"{scheme}://127.0.0.1:0")
+    node("echo", pattern="ping:*", reply="pong:back")
+    node("echo", pattern="ping:*", reply="_private:back")
+    node("collect", pattern="hello:*")
+    pongs = berrymq.Queue("pong:*")
+    private = berrymq.Queue("_private:*")
+    connection = berrymq.interconnect(peer)
+    assert connection.style == "interconnect"
+    berrymq.twitter("ping:go", 1, "two", three=[3])
+    message = pongs.get(timeout=10)
+    assert (message.id, message.args, message.kwargs) == ("pong:back", (1, "two"), {"three": [3]})
+    berrymq.twitter("_local:x", 1)  # never leaves
+    berrymq.twitter("hello:there", "from test")
+    flush(berrymq_bus)
+    assert node("drain", pattern="hello:*", wait=10, until="hello:there") == [
+        ["hello:there", ["from test"], {}]]
+    node("twitter", id="hello:back")
+    node("flush")
+    assert private.empty()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_style01_between_two_subprocesses(spawn: Callable[..., Any], scheme: str) -> None:
+    a, b = spawn(), spawn()
+    a_addr = a("serve", addr=f"{scheme}://127.0.0.1:0")
+    b_addr = b("serve", addr=f"{scheme}://127.0.0.1:0")
+    assert a_addr != b_addr
+    a("collect", pattern="*:*")
+    b("collect", pattern="*:*")
+    a("interconnect", addr=b_addr)
+    a("twitter", id="from:a", args=[1])
+    b("twitter", id="from:b", args=[2])
+    a("twitter", id="_hidden:a")
+    a("twitter", id="end:a")
+    got = b("drain", pattern="*:*", wait=10, until="end:a")
+    # b's own message was stored before end:a was sent; a's arrive in order, without
+    # the local one
+    assert ["from:b", [2], {}] in got
+    assert [m for m in got if m[0] != "from:b"] == [["from:a", [1], {}], ["end:a", [], {}]]
+    b("twitter", id="end:b")
+    got = a("drain", pattern="*:*", wait=10, until="end:b")
+    assert [m[0] for m in got if m[0] != "from:b"] == ["from:a", "_hidden:a", "end:a", "end:b"]
+    assert ["from:b", [2], {}] in got
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_style02_oneway_send_message(berrymq_bus: Bus, spawn: Callable[..., Any],
+                                     scheme: str) -> None:
+    addr = serve(scheme)
+    received = berrymq.Queue("log:*")
+    node = spawn()
+    node("oneway", addr=addr)
+    for i in range(0, 200, 50):
+        node("send", id="log:line", args=[i], kwargs={"n": i})
+    node("close")
+    got = [received.get(timeout=10) for _ in range(4)]
+    assert [(m.id, m.args, m.kwargs) for m in got] == [
+        ("log:line", (i,), {"n": i}) for i in range(0, 200, 50)]
+    # and the other way round: the test process sends to a node
+    node2 = spawn()
+    addr2 = node2("serve", addr=f"{scheme}://127.0.0.1:0")
+    node2("collect", pattern="log:*")
+    berrymq.connect_oneway(addr2)
+    for i in range(1000):
+        berrymq.send_message("log:many", i)
+    with pytest.raises(ValueError, match="local"):
+        berrymq.send_message("_log:many", 1)
+    berrymq.close_connection(addr2)  # sends what is queued first
+    got2 = node2("drain", pattern="log:*")
+    assert [m[1][0] for m in got2] == list(range(1000))
+    with pytest.raises(berrymq.ConnectionClosed):
+        berrymq.send_message("log:many", 1)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_style03_connect_via_queue(berrymq_bus: Bus, spawn: Callable[..., Any],
+                                   scheme: str) -> None:
+    node = spawn()
+    addr = node("serve", addr=f"{scheme}://127.0.0.1:0")
+    connection = berrymq.connect_via_queue(addr, "*:*")
+    assert connection.style == "queue"
+    with pytest.raises(berrymq.Empty):
+        berrymq.get_nowait()
+    with pytest.raises(berrymq.Empty):
+        berrymq.get(timeout=0.2)
+    node("twitter", id="_secret:x", args=[0])  # local: never reaches the client
+    node("twitter", id="job:one", args=[1], kwargs={"k": "v"})
+    node("twitter", id="job:two", args=[2])
+    first = berrymq.get(timeout=10)
+    assert (first.id, first.args, first.kwargs) == ("job:one", (1,), {"k": "v"})
+    assert berrymq.get_nowait().args == (2,)
+    # a client of style 03 can also send to the node
+    node("collect", pattern="up:*")
+    berrymq.send_message("up:stream", "hi")
+    connection.flush(10)  # type: ignore[attr-defined]
+    assert node("drain", pattern="up:*") == [["up:stream", ["hi"], {}]]
+    # the client's queue follows *:* on the node, so it sees that message too
+    assert berrymq.get(timeout=10).id == "up:stream"
+    node("twitter", id="job:three", args=[3])
+    assert berrymq.get().args == (3,)  # a blocking get without timeout
+    berrymq.close_connection(addr)
+    with pytest.raises(berrymq.ConnectionClosed):
+        berrymq.get_nowait()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_cycle_of_three_delivers_once_per_node(spawn: Callable[..., Any], scheme: str) -> None:
+    nodes = [spawn(), spawn(), spawn()]
+    addrs = [n("serve", addr=f"{scheme}://127.0.0.1:0") for n in nodes]
+    for node in nodes:
+        node("collect", pattern="c:*")
+    for i, node in enumerate(nodes):  # a -> b, b -> c, c -> a
+        node("interconnect", addr=addrs[(i + 1) % 3])
+    nodes[0]("twitter", id="c:one", args=[1])
+    nodes[1]("twitter", id="c:two", args=[2])
+    for _ in range(3):  # every hop of the cycle has been acknowledged
+        for node in nodes:
+            assert node("flush") is True
+    for node in nodes:
+        got = node("drain", pattern="c:*")
+        assert sorted(m[0] for m in got) == ["c:one", "c:two"], got
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_talk_across_processes(berrymq_bus: Bus, spawn: Callable[..., Any], scheme: str) -> None:
+    if scheme == "http":
+        serve(scheme)
+    node = spawn()
+    addr = node("serve", addr=f"{scheme}://127.0.0.1:0")
+    node("answer", pattern="calc:*")
+    callbacks = berrymq.Queue("calc_done:*")
+    berrymq.interconnect(addr)
+    berrymq.talk("calc:double", "calc_done:result", 21)
+    message = callbacks.get(timeout=10)
+    assert (message.id, message.args) == ("calc_done:result", (42,))
+    # and a node talks to the receivers of the test process
+    berrymq.regist_function("square:*", lambda m: m.args[0] ** 2, weak=False)
+    node("collect", pattern="squared:*")
+    node("talk", id="square:it", cb="squared:done", args=[7])
+    node("flush")
+    flush(berrymq_bus)
+    assert node("drain", pattern="squared:*", wait=10) == [["squared:done", [49], {}]]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_ask_across_processes(berrymq_bus: Bus, spawn: Callable[..., Any], scheme: str) -> None:
+    if scheme == "http":
+        serve(scheme)
+    node = spawn()
+    addr = node("serve", addr=f"{scheme}://127.0.0.1:0")
+    node("answer", pattern="calc:*")
+    berrymq.regist_function("calc:*", lambda m: "local", weak=False)
+    berrymq.interconnect(addr)
+    assert berrymq.ask("calc:double", 21, timeout=10) == ["local", 42]
+    replies = berrymq.ask("calc:double", "boom", timeout=10)
+    assert replies[0] == "local"
+    assert isinstance(replies[1], berrymq.ReplyError)
+    assert replies[1].exception_type == "RuntimeError" and "boom" in replies[1].message
+    assert berrymq.ask("nobody:listens", timeout=10) == []
+    # the node asks the test process
+    assert node("ask", id="calc:double", args=[5], wait=10) == [10, "local"]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_dead_peer_is_reported_and_does_not_hang_the_sender(
+        berrymq_bus: Bus, spawn: Callable[..., Any], scheme: str,
+        wait_for: Callable[..., Any]) -> None:
+    if scheme == "http":
+        serve(scheme)
+    doomed, survivor = spawn(), spawn()
+    doomed_addr = doomed("serve", addr=f"{scheme}://127.0.0.1:0")
+    survivor_addr = survivor("serve", addr=f"{scheme}://127.0.0.1:0")
+    survivor("collect", pattern="x:*")
+    dead_connection = berrymq.interconnect(doomed_addr)
+    berrymq.interconnect(survivor_addr)
+    doomed.kill()
+
+    def noticed() -> bool:
+        berrymq.twitter("x:probe")  # forwarding never blocks for long
+        return bool(dead_connection.closed)  # type: ignore[attr-defined]
+
+    wait_for(noticed, 30, "the dead peer to be noticed")
+    assert dead_connection not in berrymq_bus.connections()
+    berrymq.twitter("x:last")
+    flush(berrymq_bus)
+    got = survivor("drain", pattern="x:*")
+    assert got[-1] == ["x:last", [], {}]
+    connection = berrymq.connect_oneway(survivor_addr)
+    berrymq.send_message("x:after")
+    connection.flush(10)  # type: ignore[attr-defined]
+    with pytest.raises(berrymq.ConnectionClosed):
+        dead_connection.send(berrymq.Message("x:y"))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_peer_killed_mid_stream_while_the_server_serves_others(
+        berrymq_bus: Bus, spawn: Callable[..., Any], scheme: str,
+        wait_for: Callable[..., Any]) -> None:
+    addr = serve(scheme)
+    streamed = berrymq.Queue("stream:*")
+    calm = berrymq.Queue("calm:*")
+    killer = spawn()
+    killer("oneway", addr=addr)
+    killer("stream", id="stream:n")
+    first = [streamed.get(timeout=10) for _ in range(100)]
+    assert [m.args[0] for m in first] == list(range(100))
+    killer.kill()
+    other = spawn()
+    other("oneway", addr=addr)
+    for i in range(3):
+        other("send", id="calm:n", args=[i])
+    other("close")
+    assert [calm.get(timeout=10).args[0] for _ in range(3)] == [0, 1, 2]
+    transport = berrymq_bus.transport(scheme)
+    if scheme == "tcp":  # the killed peer's session went with its connection
+        wait_for(lambda: not transport.service.sessions,  # type: ignore[attr-defined]
+                 10, "the killed peer's session to close")
