@@ -665,3 +665,27 @@ def test_async_receivers_do_not_disturb_the_senders_hop_count(berrymq_bus: Bus) 
 
     asyncio.run(main())
     assert result == [0]
+
+
+# -- the examples ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["asyncio_receivers.py", "asyncio_queue.py"])
+def test_example_prints_what_it_says(name: str, tmp_path: Any) -> None:
+    import ast
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / name
+    docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    tail = docstring.partition("Expected output")[2].splitlines()[1:]
+    expected = [line[4:] for line in tail if line.startswith("    ")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BERRYMQ_")}
+    env["PYTHONWARNINGS"] = "error"
+    done = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.splitlines() == expected

@@ -408,3 +408,41 @@ def test_berrymq_graph_draws_a_running_node(scheme: str, tmp_path: Path) -> None
         for stream in (node.stdin, node.stdout, node.stderr):
             if stream is not None:
                 stream.close()
+
+
+# -- the examples ------------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _run_example(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BERRYMQ_")}
+    env["PYTHONWARNINGS"] = "error"
+    done = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    return done
+
+
+def test_example_network_picture(tmp_path: Path) -> None:
+    dot = _run_example("network_picture.py", cwd=tmp_path).stdout
+    assert dot.startswith("digraph berrymq {")
+    for text in ('"job:*"', "Dashboard.refresh", "Queue(job:*, shared)", "heartbeat:tick",
+                 "local://peer", "dir=both", "if __main__.only_urgent"):
+        assert text in dot
+    mermaid = _run_example("network_picture.py", "mermaid", cwd=tmp_path).stdout
+    assert mermaid.startswith("flowchart LR\n")
+    if shutil.which("dot"):
+        subprocess.run(["dot", "-Tsvg", "-o", str(tmp_path / "x.svg")], input=dot, text=True,
+                       check=True, timeout=60)
+
+
+def test_example_network_remote(tmp_path: Path) -> None:
+    out = _run_example("network_remote.py", cwd=tmp_path).stdout.splitlines()
+    assert out[0].startswith("serving at tcp://127.0.0.1:")
+    assert out[1] == "flowchart LR"
+    assert '  p0(["order:*"])' in out
+    assert '  r0("function<br/>__main__.on_order")' in out
