@@ -111,8 +111,9 @@ def berrymq_message_sent(bus: Bus, message: Message) -> None:
 
 @hookspec
 def berrymq_report_status(bus: Bus, report: StatusReport) -> None:
-    """Called by ``berrymq plugins`` and :func:`berrymq.status`; add a line about the
-    plugin's state (connected, buffering, ...).
+    """Called by ``berrymq plugins`` (through :meth:`PluginHost.status
+    <berrymq.plugins.PluginHost.status>`); add a line about the plugin's state
+    (connected, buffering, ...).
 
     :param bus: the bus whose state is reported.
     :param report: call ``report.add(plugin_name, text)``.

@@ -130,7 +130,9 @@ def _parse(text: object) -> Identifier:
     setter(ident, "is_local", name.startswith("_"))
     setter(ident, "id", f"{name}:{action}")
     setter(ident, "_text", canonical)
-    setter(ident, "_hash", hash(canonical))
+    # Not hash(canonical): the route cache keys both the text and the Identifier, and an
+    # equal hash would make every look-up by text run Identifier.__eq__ first.
+    setter(ident, "_hash", hash((Identifier, canonical)))
     if len(_cache) >= _CACHE_LIMIT:
         _cache.clear()
     _cache[text] = ident
