@@ -303,11 +303,19 @@ class AsyncRunner:
         return _AsyncRef(ref, _AsyncReceiver(ref, self.loop, self.name, subscription))
 
 
-def async_runner(receiver: object, pattern: Identifier) -> AsyncRunner | None:
+def async_runner(receiver: object, pattern: Identifier, guard: object = None
+                 ) -> AsyncRunner | None:
     """None for a plain receiver; for an async one, the running loop it will run on.
 
     :raises RuntimeError: for an async receiver registered where no loop is running.
+    :raises TypeError: for an ``async def`` guard condition, which cannot be awaited on
+        the sender's path.
     """
+    if guard is not None and is_async_receiver(guard):
+        raise TypeError(
+            f"guard_condition {_name_of(guard)} for {pattern} is an async function; guard "
+            "conditions run in the sender's thread and must be plain functions"
+        )
     if not is_async_receiver(receiver):
         return None
     name = _name_of(receiver)

@@ -363,7 +363,7 @@ class Bus:
             raise TypeError(f"receiver for {ident} must be callable, got {receiver!r}")
         if guard is not None and not callable(guard):
             raise TypeError(f"guard_condition for {ident} must be callable, got {guard!r}")
-        runner = async_runner(receiver, ident)  # async def: bound to the running loop
+        runner = async_runner(receiver, ident, guard)  # async def: bound to the running loop
         self.start()
         with self._lock:
             seq = next(self._seq)
