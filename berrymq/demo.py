@@ -58,7 +58,47 @@ def run_demo() -> None:
 
         talk("test:process", "test:log_result", "report.txt")
 
-        _section("local names never leave the process; loops are cut")
-        print("Identifier('_cache:clear').is_local =", berrymq.Identifier("_cache:clear").is_local)
-        del logger, receive_log, do_process, receive_result
+        _section("ask: request/reply returns every receiver's answer")
+
+        @following_function("price:quote")
+        def quote(message: Message) -> float:
+            return 9.5 * float(message.args[0])
+
+        print("ask('price:quote', 2) ->", berrymq.ask("price:quote", 2, timeout=1.0))
+
+        _section("between processes: JSON-RPC over TCP")
+        _between_processes()
+        del logger, receive_log, do_process, receive_result, quote
         print("\ndone: see examples/ for more, `berrymq plugins` for installed plugins")
+
+
+_CHILD = """
+import sys, berrymq
+berrymq.interconnect(sys.argv[1])
+berrymq.twitter("child:hello", "from process", sys.argv[2])
+berrymq.twitter("_secret:x")  # a local name: never leaves the child
+berrymq.twitter("child:bye")
+berrymq.close_connection()
+"""
+
+
+def _between_processes() -> None:
+    import os
+    import subprocess
+    import sys
+
+    try:
+        address = berrymq.init_connection("tcp://127.0.0.1:0")
+    except berrymq.PluginNotAvailable as exc:
+        print(f"skipped: {exc}")
+        return
+    inbox = Queue("*:*")
+    print("serving", address, "; a child process interconnects and sends")
+    subprocess.run(
+        [sys.executable, "-c", _CHILD, str(address), str(os.getpid())], check=True, timeout=60
+    )
+    got = [inbox.get(timeout=30)]
+    while got[-1].id != "child:bye":
+        got.append(inbox.get(timeout=30))
+    print(f"got {got[0].id} {got[0].args} from the child, then {got[-1].id};")
+    print("its _secret:x never left it:", all(m.name != "_secret" for m in got))

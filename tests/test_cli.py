@@ -50,6 +50,9 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert "receive_log: do_something:log" in result.stdout
     assert "receive_result: processed report.txt" in result.stdout
     assert "queued: 3 first: (0,) then: (1,)" in result.stdout
+    assert "ask('price:quote', 2) -> [19.0]" in result.stdout
+    assert "got child:hello ('from process'" in result.stdout
+    assert "its _secret:x never left it: True" in result.stdout
 
 
 def test_no_command_shows_usage(tmp_path: Path) -> None:
