@@ -163,6 +163,37 @@ class BrokerOptions:
         return cls(servers=urls, **values)
 
 
+class _Direct:
+    """Stands in for a ``nats-py`` subscription's pending queue: hands each message to
+    the bridge at once, in the client's reading task.
+
+    ``nats-py`` normally gives every subscription its own queue and task, so messages on
+    different subjects could be delivered out of the order they were published in. With
+    this, every subscription of the bridge delivers in wire order, and without a task
+    switch per message. The handler must not raise.
+    """
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Callable[[Msg], None]) -> None:
+        self.handler = handler
+
+    def put_nowait(self, msg: Msg) -> None:
+        self.handler(msg)
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        return None
+
+
 class _AskWaiter:
     """Collects the answers to one ``ask`` sent through NATS (filled by the loop thread).
 
@@ -353,7 +384,7 @@ class NatsBridge(Connection):
                 continue
             self._nc = nc
             self._inbox = nc.new_inbox()
-            await nc.subscribe(f"{self._inbox}.*", cb=self._on_answer)
+            await self._subscribe(f"{self._inbox}.*", "", self._on_answer)
             await self._sync_subscriptions()
             self._resume()
             self.state = "connected"
@@ -393,8 +424,10 @@ class NatsBridge(Connection):
         if type(exc).__name__ == "SlowConsumerError":
             logger.error("NATS dropped messages for a slow consumer on bus %s: %s",
                          self.bus.name, exc)
-        else:
+        elif self._connected:
             logger.warning("NATS bridge of bus %s: %s", self.bus.name, self.last_error)
+        else:  # each failed reconnection attempt: the state line shows the last one
+            logger.debug("NATS bridge of bus %s: %s", self.bus.name, self.last_error)
 
     @property
     def server(self) -> str:
@@ -680,12 +713,30 @@ class NatsBridge(Connection):
             for key in [k for k in self._queued if k not in queued]:
                 await self._queued.pop(key).unsubscribe()
             for subject in sorted(plain - self._plain.keys()):
-                self._plain[subject] = await nc.subscribe(subject, cb=self._on_message)
+                self._plain[subject] = await self._subscribe(subject, "", self._on_message)
             for key in sorted(queued.keys() - self._queued.keys()):
                 subject, group = key
-                self._queued[key] = await nc.subscribe(
-                    subject, queue=group, cb=self._make_queued_cb(group)
+                self._queued[key] = await self._subscribe(
+                    subject, group, self._make_queued_cb(group)
                 )
+
+    async def _subscribe(self, subject: str, group: str, handler: Callable[[Msg], None]
+                         ) -> NatsSubscription:
+        nc = self._nc
+        assert nc is not None
+        # No pending limits: _Direct holds nothing (a slow receiver slows the reading).
+        sub = await nc.subscribe(subject, queue=group, pending_bytes_limit=0)
+        if isinstance(getattr(sub, "_pending_queue", None), asyncio.Queue):
+            sub._pending_queue = _Direct(handler)  # type: ignore[assignment]
+            return sub
+        # A nats-py whose internals differ: its own per-subscription task (same results,
+        # but messages on different subjects may be reordered).
+        await sub.unsubscribe()
+
+        async def callback(msg: Msg) -> None:
+            handler(msg)
+
+        return await nc.subscribe(subject, queue=group, cb=callback)
 
     # -- in -------------------------------------------------------------------------------
 
@@ -700,7 +751,7 @@ class NatsBridge(Connection):
             kwargs = _FromBroker(kwargs)
         return _tuple_new(Message, (ident, tuple(data[1]), kwargs, data[3], data[4])), data
 
-    async def _on_message(self, msg: Msg) -> None:
+    def _on_message(self, msg: Msg) -> None:
         try:
             message, data = self._decode(msg)
         except Exception as exc:  # noqa: BLE001 - a foreign or broken message
@@ -715,8 +766,8 @@ class NatsBridge(Connection):
         except Exception as exc:  # noqa: BLE001 - no sender here to raise to
             logger.error("receivers of %s (from NATS) failed: %r", message[0], exc)
 
-    def _make_queued_cb(self, group: str) -> Callable[[Msg], Any]:
-        async def on_queued(msg: Msg) -> None:
+    def _make_queued_cb(self, group: str) -> Callable[[Msg], None]:
+        def on_queued(msg: Msg) -> None:
             if msg.reply:
                 return  # asks are answered through the plain subscriptions
             try:
@@ -802,7 +853,7 @@ class NatsBridge(Connection):
         except TransportError as exc:
             logger.error("could not answer ask %s through NATS: %s", message[0], exc)
 
-    async def _on_answer(self, msg: Msg) -> None:
+    def _on_answer(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[-1]
         waiter = self._asks.get(token)
         if waiter is None:

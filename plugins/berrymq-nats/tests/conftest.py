@@ -8,6 +8,7 @@ accepts a TCP connection and greets with ``INFO``; waiting is bounded by a deadl
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -18,11 +19,34 @@ NATS_SERVER = shutil.which("nats-server")
 START_DEADLINE = 15.0
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free loopback port outside the ephemeral range.
+
+    A client that keeps reconnecting to a port where nothing listens can be given that
+    very port as its own source port (a TCP self-connection), which would then stop the
+    server from restarting on it; ports below the ephemeral range are never handed out
+    to clients.
+    """
+    low, high = _ephemeral_range()
+    candidates = list(range(20000, low)) if low > 21000 else list(range(high + 1, 65535))
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.choice(candidates)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found outside the ephemeral range")
 
 
 def require_nats_server() -> str:
@@ -99,12 +123,16 @@ class NatsServer:
 # -- fixtures ---------------------------------------------------------------------------------
 
 import sys  # noqa: E402
+import threading  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
 from berrymq.bus import Bus  # noqa: E402
+from berrymq.default import use_bus  # noqa: E402
 from berrymq.plugins import PluginHost  # noqa: E402
+from berrymq.settings import Settings  # noqa: E402
+from berrymq_nats import plugin as nats_plugin  # noqa: E402
 
 WORKER = Path(__file__).with_name("worker.py")
 
@@ -130,19 +158,44 @@ def nats_server(nats_factory: Callable[..., NatsServer]) -> NatsServer:
     return nats_factory().start()
 
 
+_host: PluginHost | None = None
+
+
+def isolated_host() -> PluginHost:
+    """The core's plugins and this one only, without a settings file: the tests do not
+    depend on other installed plugins or on a berrymq.toml in the working directory."""
+    return PluginHost(Settings(), entry_points=False, extra_plugins=[("nats", nats_plugin)])
+
+
 @pytest.fixture
-def make_bus(berrymq_plugin_host: PluginHost) -> Iterator[Callable[..., Bus]]:
+def nats_host() -> PluginHost:
+    global _host
+    if _host is None:
+        _host = isolated_host()
+    return _host
+
+
+@pytest.fixture
+def make_bus(nats_host: PluginHost) -> Iterator[Callable[..., Bus]]:
     """Make isolated buses (raising receivers' errors); all are closed after the test."""
     buses: list[Bus] = []
 
     def make(name: str = "bus") -> Bus:
-        bus = Bus(raise_errors=True, plugins=berrymq_plugin_host, name=name)
+        bus = Bus(raise_errors=True, plugins=nats_host, name=name)
         buses.append(bus)
         return bus
 
     yield make
     for bus in buses:
         bus.close()
+
+
+@pytest.fixture
+def default_bus(make_bus: Callable[..., Bus]) -> Iterator[Bus]:
+    """An isolated bus that is the default bus (the module-level API) for the test."""
+    bus = make_bus("default")
+    with use_bus(bus):
+        yield bus
 
 
 class Worker:
@@ -199,3 +252,120 @@ def workers() -> Iterator[Callable[..., Worker]]:
     yield start
     for worker in started:
         worker.close()
+
+
+class Proxy:
+    """A TCP relay on a loopback port to a server: ``cut()`` drops every connection and
+    refuses new ones, ``restore()`` accepts again on the same port. It lets a test take
+    one client's link down while the server and the other clients stay up."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(16)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                thread = threading.Thread(target=self._pipe, args=(src, dst), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            try:  # wakes the thread blocked in accept(); close() alone would not
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self) -> None:
+        self.cut()
+        for thread in self._threads:
+            thread.join(5)
+
+
+@pytest.fixture
+def proxy_factory() -> Iterator[Callable[[int], Proxy]]:
+    made: list[Proxy] = []
+
+    def make(target_port: int) -> Proxy:
+        proxy = Proxy(target_port)
+        proxy.restore()
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        proxy.close()
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
+    """Poll ``condition`` until true, at most ``timeout`` seconds, else fail naming it."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what or condition}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def poll() -> Callable[..., None]:
+    """``poll(condition, timeout, what)``: wait for a condition with a deadline."""
+    return wait_until

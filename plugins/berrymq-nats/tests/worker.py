@@ -29,12 +29,14 @@ from typing import Any
 import berrymq
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
+from berrymq_nats import plugin as nats_plugin
 
 
 def main() -> None:
     url = sys.argv[1]
     reconnect_wait = float(sys.argv[2]) if len(sys.argv) > 2 else 0.1
-    bus = berrymq.Bus(plugins=PluginHost(Settings()), name="worker")
+    host = PluginHost(Settings(), entry_points=False, extra_plugins=[("nats", nats_plugin)])
+    bus = berrymq.Bus(plugins=host, name="worker")
     berrymq.set_bus(bus)
     bridge: Any = berrymq.connect_broker(url.split(","), reconnect_wait=reconnect_wait,
                                          connect_timeout=5)
