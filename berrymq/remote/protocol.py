@@ -200,7 +200,8 @@ QUEUE_FULL = -32005
 NO_QUEUE = -32006
 #: The node cannot do this (e.g. ``network`` without the module that describes it).
 NOT_AVAILABLE = -32007
-#: The token is not a token (not a string of the right shape).
+#: The token cannot be a token (a string of the wrong length or characters); a missing
+#: or non-string token is Invalid params.
 BAD_TOKEN = -32008
 
 #: Application error codes and their fixed messages.

@@ -195,6 +195,7 @@ def message_from_wire(
     return _tuple_new(Message, (ident, tuple(args), kwargs, hops, uid)), reply_to
 
 
+_TOKEN_LENGTH = len(secrets.token_urlsafe(p.TOKEN_BYTES))
 _SEND_MESSAGE = frozenset({"token", "identifier", "args", "kwargs", "uid", "hops", "reply_to"})
 _ASK = frozenset({"identifier", "args", "kwargs", "timeout", "token", "uid", "hops"})
 
@@ -299,11 +300,18 @@ class Service:
         return session
 
     def session(self, token: Any) -> Session:
-        """The open session of ``token`` (touched), or the documented error."""
+        """The open session of ``token`` (touched), or the documented error: Invalid
+        params when it is missing or not a string, :data:`~berrymq.remote.protocol.BAD_TOKEN`
+        when it cannot be a token, :data:`~berrymq.remote.protocol.UNKNOWN_TOKEN` when no
+        open session has it (never opened, closed or expired)."""
         if type(token) is not str:
-            raise app_error(p.BAD_TOKEN, "'token' must be a string")
+            raise invalid_params("'token' is required: the string that connect_oneway, "
+                                 "interconnect or connect_via_queue returned")
         session = self.sessions.get(token)
         if session is None:
+            if len(token) != _TOKEN_LENGTH or not token.isascii() or not token.replace(
+                    "-", "").replace("_", "").isalnum():
+                raise app_error(p.BAD_TOKEN)
             raise app_error(p.UNKNOWN_TOKEN)
         session.touch()
         return session

@@ -1,0 +1,507 @@
+"""Raw JSON-RPC 2.0 against real berryMQ servers, with clients written here from the
+protocol alone: ``http.client`` for HTTP, a bare socket for TCP. Every case of issue 3
+points 3 and 4 on the wire, the application error codes and the safety limits."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import berrymq
+from berrymq.bus import Bus
+from berrymq.remote import protocol as p
+
+SCHEMES = ["tcp", "http"]
+
+
+def notifications_only(data: bytes) -> bool:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return False
+    members = obj if isinstance(obj, list) and obj else [obj]
+    return all(isinstance(m, dict) and "method" in m and "id" not in m for m in members)
+
+
+class Raw:
+    """A minimal client: send a text, get the parsed answer or None (no answer)."""
+
+    def __init__(self, scheme: str, port: int) -> None:
+        self.scheme = scheme
+        self.port = port
+        if scheme == "tcp":
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            self.reader = self.sock.makefile("rb")
+        else:
+            self.http = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self.status = 0
+
+    def send(self, text: str | bytes) -> Any:
+        data = text.encode() if isinstance(text, str) else text
+        if self.scheme == "tcp":
+            self.sock.sendall(data + b"\n")
+            if not notifications_only(data):
+                return json.loads(self.reader.readline())
+            # a probe after it: if the next line answers the probe, the text got no answer
+            self.sock.sendall(b'{"jsonrpc":"2.0","method":"nope","id":"probe"}\n')
+            first = json.loads(self.reader.readline())
+            if isinstance(first, dict) and first.get("id") == "probe":
+                return None
+            probe = json.loads(self.reader.readline())
+            assert probe["id"] == "probe"
+            return first
+        self.http.request("POST", "/", data, {"Content-Type": "application/json"})
+        response = self.http.getresponse()
+        body = response.read()
+        self.status = response.status
+        if response.status == 204:
+            assert body == b""
+            return None
+        assert response.getheader("Content-Type") == "application/json"
+        return json.loads(body)
+
+    def call(self, method: str, params: Any = None, id: Any = 1) -> Any:
+        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": id}
+        if params is not None:
+            request["params"] = params
+        return self.send(json.dumps(request))
+
+    def result(self, method: str, params: Any = None) -> Any:
+        reply = self.call(method, params)
+        assert "error" not in reply, reply
+        return reply["result"]
+
+    def error(self, method: str, params: Any = None) -> dict[str, Any]:
+        reply = self.call(method, params)
+        assert "result" not in reply, reply
+        return reply["error"]  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self.scheme == "tcp":
+            self.reader.close()
+            self.sock.close()
+        else:
+            self.http.close()
+
+
+@pytest.fixture
+def server(bus_factory: Callable[..., Bus]) -> Iterator[Callable[..., tuple[Bus, int]]]:
+    """Start a berryMQ server (``server(scheme, **settings)``) -> (bus, port)."""
+
+    def start(scheme: str, **settings: Any) -> tuple[Bus, int]:
+        bus = bus_factory(**{f"jsonrpc-{scheme}": settings})
+        url = bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+        return bus, int(url.rsplit(":", 1)[1])
+
+    yield start
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[[str, int], Raw]]:
+    clients: list[Raw] = []
+
+    def connect(scheme: str, port: int) -> Raw:
+        client = Raw(scheme, port)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+Setup = tuple[Bus, Raw]
+
+
+@pytest.fixture(params=SCHEMES)
+def node(request: pytest.FixtureRequest, server: Callable[..., tuple[Bus, int]],
+         raw: Callable[[str, int], Raw]) -> Setup:
+    bus, port = server(request.param)
+    return bus, raw(request.param, port)
+
+
+INVALID = {"code": -32600, "message": "Invalid Request"}
+
+
+# -- issue 3 point 3 and 4 on the wire ---------------------------------------------------------
+
+
+def test_parse_error(node: Setup) -> None:
+    _, rpc = node
+    assert rpc.send('{"jsonrpc": "2.0", "method"') == {
+        "jsonrpc": "2.0", "error": {"code": -32700, "message": "Parse error"}, "id": None}
+    assert rpc.send(b'{"jsonrpc":"2.0","method":"x\xff","id":1}')["error"]["code"] == -32700
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_numbers_are_refused(node: Setup, number: str) -> None:
+    _, rpc = node
+    text = '{"jsonrpc":"2.0","method":"connect_oneway","params":{"ttl":%s},"id":1}' % number
+    assert rpc.send(text)["error"]["code"] == -32700
+
+
+@pytest.mark.parametrize("request_", [
+    {"jsonrpc": "2.0", "id": 1}, {"jsonrpc": "1.0", "method": "connect_oneway", "id": 1},
+    {"jsonrpc": "2.0", "method": 5, "id": 1}, {"jsonrpc": "2.0", "method": "get", "params": 3},
+    {"jsonrpc": "2.0", "method": "get", "id": True}, 42, "text",
+])
+def test_invalid_requests(node: Setup, request_: Any) -> None:
+    _, rpc = node
+    assert rpc.send(json.dumps(request_)) == {"jsonrpc": "2.0", "error": INVALID, "id": None}
+
+
+def test_empty_batch_is_one_invalid_request(node: Setup) -> None:
+    _, rpc = node
+    assert rpc.send("[]") == {"jsonrpc": "2.0", "error": INVALID, "id": None}
+
+
+def test_batch_of_three_non_requests_gives_three_errors(node: Setup) -> None:
+    _, rpc = node
+    assert rpc.send("[1,2,3]") == [{"jsonrpc": "2.0", "error": INVALID, "id": None}] * 3
+
+
+def test_mixed_batch_runs_its_valid_members_and_never_answers_notifications(node: Setup) -> None:
+    bus, rpc = node
+    received = berrymq.Queue("log:*", bus=bus)
+    token = rpc.result("connect_oneway", {"ttl": 60})
+    batch = [
+        {"jsonrpc": "2.0", "method": "send_message", "params": [token, "log:a", [1], {}]},
+        7,
+        {"jsonrpc": "2.0", "method": "send_message",
+         "params": {"token": token, "identifier": "log:b", "args": [2], "kwargs": {}}, "id": "b"},
+        {"jsonrpc": "2.0", "method": "no_such_method", "id": 9},
+    ]
+    assert rpc.send(json.dumps(batch)) == [
+        {"jsonrpc": "2.0", "error": INVALID, "id": None},
+        {"jsonrpc": "2.0", "result": "ok", "id": "b"},
+        {"jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found",
+                                     "data": "no_such_method"}, "id": 9},
+    ]
+    assert [received.get(timeout=5).args for _ in range(2)] == [(1,), (2,)]
+
+
+def test_notifications_and_batches_of_notifications_get_no_answer(node: Setup) -> None:
+    bus, rpc = node
+    received = berrymq.Queue("log:*", bus=bus)
+    token = rpc.result("connect_oneway")
+    note = {"jsonrpc": "2.0", "method": "send_message",
+            "params": {"token": token, "identifier": "log:n", "args": [0], "kwargs": {}}}
+    assert rpc.send(json.dumps(note)) is None
+    batch = [dict(note, params=dict(note["params"], args=[i])) for i in (1, 2)]
+    assert rpc.send(json.dumps(batch)) is None
+    # even a failing notification is not answered
+    assert rpc.send(json.dumps({"jsonrpc": "2.0", "method": "get_nowait",
+                                "params": {"token": token}})) is None
+    assert [received.get(timeout=5).args[0] for _ in range(3)] == [0, 1, 2]
+
+
+def test_method_not_found_and_invalid_params(node: Setup) -> None:
+    _, rpc = node
+    assert rpc.error("connect_all") == {"code": -32601, "message": "Method not found",
+                                        "data": "connect_all"}
+    token = rpc.result("connect_oneway")
+    for params, fragment in [
+        ({"identifier": "a:b", "args": [], "kwargs": {}}, "'token' is required"),
+        ({"token": token, "identifier": "a:b", "args": {}, "kwargs": {}}, "args"),
+        ({"token": token, "identifier": "a:b", "args": [], "kwargs": []}, "kwargs"),
+        ({"token": token, "identifier": "te*:x", "args": []}, "partial wildcard"),
+        ({"token": token, "identifier": "_x:y"}, "local"),
+        ({"token": token, "identifier": 5}, "identifier"),
+        ({"token": token, "identifier": "a:b", "colour": "red"}, "colour"),
+        ([token, "a:b", [], {}, "extra"], "at most 4"),
+    ]:
+        error = rpc.error("send_message", params)
+        assert error["code"] == -32602 and error["message"] == "Invalid params"
+        assert fragment in error["data"], (fragment, error)
+    assert rpc.error("connect_oneway", {"ttl": -1})["code"] == -32602
+    assert rpc.error("connect_oneway", {"ttl": "long"})["code"] == -32602
+    assert rpc.error("get", {"token": token, "block": "yes"})["code"] in (-32602, p.NO_QUEUE)
+
+
+def test_error_data_never_holds_exception_text(node: Setup) -> None:
+    _, rpc = node
+    for method, params in [("send_message", {"token": 1}), ("get", [None, None, None]),
+                           ("interconnect", {"addr": "http://[bad", "token": "t"})]:
+        error = rpc.error(method, params)
+        assert "Traceback" not in json.dumps(error) and "Error:" not in json.dumps(error)
+
+
+def test_response_ids_are_echoed(node: Setup) -> None:
+    _, rpc = node
+    assert rpc.call("connect_oneway", None, id="a-string")["id"] == "a-string"
+    assert rpc.call("connect_oneway", None, id=None)["id"] is None
+    assert rpc.call("connect_oneway", None, id=7.5)["id"] == 7.5
+
+
+# -- the methods and application errors ---------------------------------------------------------
+
+
+def test_tokens_are_unguessable_and_errors_documented(node: Setup) -> None:
+    _, rpc = node
+    tokens = {rpc.result("connect_oneway") for _ in range(5)}
+    assert len(tokens) == 5 and all(len(t) >= 22 for t in tokens)  # >= 128 bits in base64
+    forged = "A" * len(next(iter(tokens)))
+    assert rpc.error("send_message", {"token": forged, "identifier": "a:b"}) == {
+        "code": p.UNKNOWN_TOKEN, "message": "Unknown or expired token"}
+    assert rpc.error("get_nowait", {"token": "not a token!"}) == {
+        "code": p.BAD_TOKEN, "message": "Malformed token"}
+
+
+def test_queue_methods(node: Setup) -> None:
+    bus, rpc = node
+    token = rpc.result("connect_via_queue", {"identifier": "job:*", "ttl": 60})
+    assert rpc.error("get_nowait", {"token": token}) == {"code": p.EMPTY,
+                                                          "message": "Queue is empty"}
+    start = time.monotonic()
+    assert rpc.error("get", {"token": token, "block": True, "timeout": 0.2})["code"] == p.EMPTY
+    assert time.monotonic() - start >= 0.15
+    bus.twitter("job:run", 1, "a", flag=True)
+    bus.twitter("other:run")
+    bus.twitter("job@ops:run")  # another namespace
+    assert rpc.result("get", {"token": token, "block": True, "timeout": 5}) == [
+        "job:run", [1, "a"], {"flag": True}]
+    bus.twitter("job:again")
+    assert rpc.result("get_nowait", [token]) == ["job:again", [], {}]
+    oneway = rpc.result("connect_oneway")
+    assert rpc.error("get_nowait", {"token": oneway}) == {
+        "code": p.NO_QUEUE, "message": "Connection has no queue"}
+    assert rpc.result("close_connection", {"token": token}) == "ok"
+    assert rpc.error("get_nowait", {"token": token})["code"] == p.UNKNOWN_TOKEN
+    assert not bus.route("job:run")  # the queue no longer follows anything
+
+
+def test_send_messages_in_one_request(node: Setup) -> None:
+    bus, rpc = node
+    received = berrymq.Queue("m:*", bus=bus)
+    token = rpc.result("connect_oneway")
+    messages = [["m:one", [1], {}], ["m:two", [], {"k": 2}], ["m:three", [3], {}, {"hops": 1}]]
+    assert rpc.result("send_messages", {"token": token, "messages": messages}) == "ok"
+    got = [received.get(timeout=5) for _ in range(3)]
+    assert [(m.id, m.args, m.kwargs) for m in got] == [
+        ("m:one", (1,), {}), ("m:two", (), {"k": 2}), ("m:three", (3,), {})]
+    assert got[2].hops == 2  # one hop given, one more for the crossing
+    bad = rpc.error("send_messages", {"token": token, "messages": [["m:ok", [], {}], ["m:x"]]})
+    assert bad["code"] == -32602 and "messages[1]" in bad["data"]
+    assert received.empty()  # nothing of a refused request was delivered
+
+
+def test_send_message_dedups_by_uid(node: Setup) -> None:
+    bus, rpc = node
+    received = berrymq.Queue("d:*", bus=bus)
+    token = rpc.result("connect_oneway")
+    params = {"token": token, "identifier": "d:x", "args": [], "kwargs": {}, "uid": "peer-1"}
+    assert rpc.result("send_message", params) == "ok"
+    assert rpc.result("send_message", params) == "ok"
+    assert received.get(timeout=5).id == "d:x"
+    assert received.empty()
+
+
+def test_reply_to_sends_return_values_back(node: Setup) -> None:
+    bus, rpc = node
+    bus.subscribe("calc:*", lambda m: m.args[0] + 1, weak=False)
+    answers = berrymq.Queue("calc_done:*", bus=bus)
+    token = rpc.result("connect_oneway")
+    rpc.result("send_message", {"token": token, "identifier": "calc:inc", "args": [1],
+                                "reply_to": "calc_done:x"})
+    assert answers.get(timeout=5).args == (2,)
+
+
+def test_ask_method(node: Setup) -> None:
+    bus, rpc = node
+    bus.subscribe("q:*", lambda m: {"double": m.args[0] * 2}, weak=False)
+    bus.subscribe("q:*", lambda m: 1 / 0, weak=False)
+    bus.subscribe("q:*", lambda m: object(), weak=False)
+    result = rpc.result("ask", {"identifier": "q:x", "args": [4], "kwargs": {}})
+    assert result[0] == {"value": {"double": 8}}
+    assert result[1]["error"]["type"] == "ZeroDivisionError"
+    assert result[2]["error"]["type"] == "TypeError"
+    assert rpc.result("ask", ["nobody:here"]) == []
+
+
+def test_network_method(node: Setup) -> None:
+    bus, rpc = node
+    bus.subscribe("seen:*", lambda m: None, weak=False)
+    picture = rpc.result("network", {})
+    assert isinstance(picture, dict) and "seen:*" in json.dumps(picture)
+
+
+def test_queue_full_is_refused_not_dropped(scheme_server: tuple[Bus, Raw]) -> None:
+    bus, rpc = scheme_server
+    token = rpc.result("connect_via_queue", {"identifier": "f:*"})
+    sender = rpc.result("connect_oneway")
+    bus.twitter("f:1")
+    bus.twitter("f:2")
+    with pytest.raises(berrymq.QueueFull):
+        bus.twitter("f:3")
+    error = rpc.error("send_messages", {"token": sender, "messages": [["f:4", [], {}]]})
+    assert error == {"code": p.QUEUE_FULL, "message": "Queue is full", "data": {"refused": [0]}}
+    assert rpc.result("get_nowait", [token])[0] == "f:1"
+    assert rpc.result("get_nowait", [token])[0] == "f:2"
+    assert rpc.error("get_nowait", [token])["code"] == p.EMPTY
+
+
+@pytest.fixture(params=SCHEMES)
+def scheme_server(request: pytest.FixtureRequest, server: Callable[..., tuple[Bus, int]],
+                  raw: Callable[[str, int], Raw]) -> tuple[Bus, Raw]:
+    bus, port = server(request.param, queue_size=2)
+    return bus, raw(request.param, port)
+
+
+# -- safety ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_ttl_expiry_frees_the_queue(scheme: str, server: Callable[..., tuple[Bus, int]],
+                                    raw: Callable[[str, int], Raw],
+                                    wait_for: Callable[..., Any]) -> None:
+    bus, port = server(scheme)
+    rpc = raw(scheme, port)
+    kept = rpc.result("connect_oneway", {"ttl": 60})
+    token = rpc.result("connect_via_queue", {"identifier": "t:*", "ttl": 0.3})
+    assert bus.route("t:x")
+    service = bus.transport(scheme).service  # type: ignore[attr-defined]
+    wait_for(lambda: token not in service.sessions, 10, "the idle session to expire")
+    assert not bus.route("t:x")
+    assert rpc.error("get_nowait", {"token": token})["code"] == p.UNKNOWN_TOKEN
+    assert kept in service.sessions
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_use_keeps_a_session_alive(scheme: str, server: Callable[..., tuple[Bus, int]],
+                                   raw: Callable[[str, int], Raw]) -> None:
+    bus, port = server(scheme)
+    rpc = raw(scheme, port)
+    token = rpc.result("connect_oneway", {"ttl": 0.5})
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # used every 0.1 s, well within the ttl
+        assert rpc.result("send_message", {"token": token, "identifier": "k:a"}) == "ok"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_secret_is_required_when_set(scheme: str, server: Callable[..., tuple[Bus, int]],
+                                     raw: Callable[[str, int], Raw]) -> None:
+    _, port = server(scheme, secret="s3cret")
+    rpc = raw(scheme, port)
+    unauthorised = {"code": p.UNAUTHORISED, "message": "Unauthorised"}
+    assert rpc.error("connect_oneway") == unauthorised
+    assert rpc.error("connect_oneway", {"secret": "wrong"}) == unauthorised
+    assert rpc.error("connect_oneway", {"secret": 5}) == unauthorised
+    assert rpc.error("connect_oneway", [60]) == unauthorised  # by position: no secret
+    assert isinstance(rpc.result("connect_oneway", {"secret": "s3cret"}), str)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_non_loopback_bind_needs_a_secret(scheme: str, bus_factory: Callable[..., Bus],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(p.SECRET_ENV_VAR, raising=False)
+    bus = bus_factory()
+    with pytest.raises(berrymq.TransportError, match="secret"):
+        bus.transport(scheme).listen(f"{scheme}://0.0.0.0:0")
+    secured = bus_factory(**{f"jsonrpc-{scheme}": {"secret": "shared"}})
+    url = secured.transport(scheme).listen(f"{scheme}://0.0.0.0:0")
+    port = int(url.rsplit(":", 1)[1])
+    rpc = Raw(scheme, port)
+    try:
+        assert rpc.error("connect_oneway")["code"] == p.UNAUTHORISED
+        assert rpc.result("connect_oneway", {"secret": "shared"})
+    finally:
+        rpc.close()
+    # and a client with the same secret talks to it through the API
+    client = bus_factory(**{f"jsonrpc-{scheme}": {"secret": "shared"}})
+    connection = client.transport(scheme).connect_oneway(f"{scheme}://127.0.0.1:{port}", 60)
+    received = berrymq.Queue("sec:*", bus=secured)
+    connection.send(berrymq.Message("sec:ret"))
+    assert received.get(timeout=5).id == "sec:ret"
+
+
+def test_secret_from_the_environment(bus_factory: Callable[..., Bus],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(p.SECRET_ENV_VAR, "from-env")
+    bus = bus_factory()
+    url = bus.transport("tcp").listen("tcp://0.0.0.0:0")
+    rpc = Raw("tcp", int(url.rsplit(":", 1)[1]))
+    try:
+        assert rpc.error("connect_oneway")["code"] == p.UNAUTHORISED
+        assert rpc.result("connect_oneway", {"secret": "from-env"})
+    finally:
+        rpc.close()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_oversized_request_is_refused_with_the_documented_code(
+        scheme: str, server: Callable[..., tuple[Bus, int]]) -> None:
+    _, port = server(scheme, max_size=2048)
+    big = json.dumps({"jsonrpc": "2.0", "method": "connect_oneway", "id": 1,
+                      "params": {"ttl": 1, "pad": "x" * 5000}})
+    if scheme == "tcp":
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with sock:
+            sock.sendall(big.encode() + b"\n")
+            reader = sock.makefile("rb")
+            reply = json.loads(reader.readline())
+            assert reader.readline() == b""  # and the connection is closed
+            reader.close()
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/", big.encode(), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 413
+        reply = json.loads(response.read())
+        conn.close()
+    assert reply == {"jsonrpc": "2.0", "id": None, "error": {
+        "code": p.TOO_LARGE, "message": "Message too large", "data": {"limit": 2048}}}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_client_refuses_too_large_or_non_json_messages_at_the_call(
+        scheme: str, server: Callable[..., tuple[Bus, int]],
+        bus_factory: Callable[..., Bus]) -> None:
+    _, port = server(scheme)
+    client = bus_factory(**{f"jsonrpc-{scheme}": {"max_size": 4096}})
+    connection = client.transport(scheme).connect_oneway(f"{scheme}://127.0.0.1:{port}", 60)
+    with pytest.raises(berrymq.MessageTooLarge):
+        connection.send(berrymq.Message("big:x", ("x" * 10_000,)))
+    with pytest.raises(TypeError, match="big:y"):
+        connection.send(berrymq.Message("big:y", (object(),)))
+    with pytest.raises(ValueError, match="big:z"):
+        connection.send(berrymq.Message("big:z", (float("nan"),)))
+    connection.send(berrymq.Message("big:ok", ("fine",)))
+    assert connection.flush(10)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_stalled_client_does_not_block_others_and_is_cut_off(
+        scheme: str, server: Callable[..., tuple[Bus, int]],
+        raw: Callable[[str, int], Raw]) -> None:
+    _, port = server(scheme, read_timeout=0.5)
+    stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with stalled:
+        if scheme == "tcp":
+            stalled.sendall(b'{"jsonrpc": "2.0", "method": "connect_')
+        else:
+            stalled.sendall(b"POST / HTTP/1.1\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: 100\r\n\r\n{\"jsonrpc\"")
+        # meanwhile another client is served at once, again and again
+        other = raw(scheme, port)
+        start = time.monotonic()
+        for _ in range(20):
+            assert isinstance(other.result("connect_oneway"), str)
+        assert time.monotonic() - start < 5
+        # and the stalled one is closed by the server after its read timeout
+        stalled.settimeout(10)
+        start = time.monotonic()
+        rest = b""
+        while True:
+            chunk = stalled.recv(4096)
+            if not chunk:
+                break
+            rest += chunk
+        assert time.monotonic() - start < 9
+        assert rest == b""  # nothing was answered to half a request
