@@ -929,8 +929,8 @@ def _by_seq(subscription: Subscription) -> int:
 def _belongs_to(receiver: object, target: object) -> bool:
     if receiver is None:
         return False
-    if receiver is target:
-        return True
+    if receiver is target or (isinstance(target, MethodType) and receiver == target):
+        return True  # bound methods are made anew on each access: compare them by ==
     owner = getattr(receiver, "__self__", None)
     if owner is not None and (owner is target or (isinstance(target, type) and isinstance(owner, target))):
         return True

@@ -258,6 +258,9 @@ def test_unfollow_function_object_and_class(berrymq_bus: Bus) -> None:
     twitter("u:3")
     assert got == []
     assert two
+    three = Obj()
+    assert berrymq.unfollow(three.on) == 1  # a bound method, made anew by the attribute access
+    assert berrymq.unfollow(three.on) == 0
 
 
 def test_raising_receiver_is_isolated_and_logged(caplog: pytest.LogCaptureFixture) -> None:
