@@ -175,6 +175,7 @@ class Outbox:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self.failure: BaseException | None = None
         self.sent = 0
+        self.batches = 0
         self.lost = 0
         self._room = threading.Condition()
         self._stopped = False
@@ -269,6 +270,7 @@ class Outbox:
         try:
             self._sink(batch)
             self.sent += len(batch)
+            self.batches += 1
         except Exception as exc:  # noqa: BLE001 - reported through on_failure
             self.failure = exc
             self.lost += len(batch)

@@ -28,6 +28,7 @@ Settings (each plugin's table in the settings file, see :func:`declare_settings`
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ipaddress
 import logging
 import os
@@ -447,10 +448,8 @@ class RemoteTransport(Transport):
         done = True
         for link in links:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
+            with contextlib.suppress(ConnectionClosed):  # failed and reported already
                 done = link.outbox.flush(left) and done
-            except ConnectionClosed:
-                pass  # that link failed and was reported; the others still count
         return done
 
     # -- state ----------------------------------------------------------------------------

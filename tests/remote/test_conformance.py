@@ -142,7 +142,7 @@ def test_parse_error(node: Setup) -> None:
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_numbers_are_refused(node: Setup, number: str) -> None:
     _, rpc = node
-    text = '{"jsonrpc":"2.0","method":"connect_oneway","params":{"ttl":%s},"id":1}' % number
+    text = '{"jsonrpc":"2.0","method":"connect_oneway","params":{"ttl":' + number + '},"id":1}'
     assert rpc.send(text)["error"]["code"] == -32700
 
 
@@ -375,7 +375,7 @@ def test_ttl_expiry_frees_the_queue(scheme: str, server: Callable[..., tuple[Bus
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_use_keeps_a_session_alive(scheme: str, server: Callable[..., tuple[Bus, int]],
                                    raw: Callable[[str, int], Raw]) -> None:
-    bus, port = server(scheme)
+    _, port = server(scheme)
     rpc = raw(scheme, port)
     token = rpc.result("connect_oneway", {"ttl": 0.5})
     deadline = time.monotonic() + 1.5

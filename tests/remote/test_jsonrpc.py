@@ -207,7 +207,7 @@ def test_by_position_params_are_checked_with_our_own_text() -> None:
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
 def test_non_finite_numbers_are_a_parse_error(number: str) -> None:
-    text = '{"jsonrpc":"2.0","method":"echo","params":[%s],"id":1}' % number
+    text = '{"jsonrpc":"2.0","method":"echo","params":[' + number + '],"id":1}'
     assert answer(methods(), text)["error"]["code"] == -32700
     with pytest.raises(ParseError):
         loads(text)
