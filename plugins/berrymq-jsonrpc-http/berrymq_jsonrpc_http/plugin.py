@@ -13,11 +13,11 @@ import contextlib
 import http.client
 import logging
 import socket
+import socketserver
 import threading
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from berrymq.bus import Bus
@@ -36,7 +36,7 @@ PLUGIN = "jsonrpc-http"
 logger = logging.getLogger("berrymq.remote.http")
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
@@ -59,13 +59,23 @@ class _Server(ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+_MAX_LINE = 8192
+_MAX_HEADERS = 100
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    """A lean HTTP/1.1 server for one method on one path.
+
+    ``http.server.BaseHTTPRequestHandler`` parses headers with the ``email`` package,
+    which costs more than the whole JSON-RPC dispatch; this reads the request line and
+    headers itself, with bounded lengths, and writes each answer in one ``send``.
+    """
+
     server: _Server
-    server_version = "berryMQ"
+    wbufsize = 0
 
     def setup(self) -> None:
-        self.timeout = self.server.read_timeout  # type: ignore[misc]  # every read and write
+        self.timeout = self.server.read_timeout  # type: ignore[misc]  # all reads and writes
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.server.sockets_lock:
@@ -77,54 +87,92 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             super().finish()
 
-    def _answer(self, status: HTTPStatus, body: bytes = b"", *, close: bool = False,
-                content_type: str = "application/json", extra: str = "") -> None:
-        head = f"HTTP/1.1 {status.value} {status.phrase}\r\nServer: berryMQ\r\n"
-        if body or status != HTTPStatus.NO_CONTENT:
-            head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-        if close:
-            head += "Connection: close\r\n"
-            self.close_connection = True
-        self.wfile.write((head + extra + "\r\n").encode("latin-1") + body)
-
-    def _refuse(self, status: HTTPStatus, text: str, extra: str = "") -> None:
-        self._answer(status, text.encode() + b"\n", close=True,
-                     content_type="text/plain; charset=utf-8", extra=extra)
-
-    def do_POST(self) -> None:
-        if self.path.split("?", 1)[0] != p.HTTP_PATH:
-            self._refuse(HTTPStatus.NOT_FOUND, f"berryMQ answers JSON-RPC at POST {p.HTTP_PATH}")
-            return
-        ctype = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-        if ctype != "application/json":
-            self._refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                         "send JSON-RPC with Content-Type: application/json")
-            return
-        if self.headers.get("Transfer-Encoding"):
-            self._refuse(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length, not chunks")
-            return
+    def handle(self) -> None:
         try:
-            length = int(self.headers.get("Content-Length", ""))
+            while self._one():
+                pass
+        except OSError:  # a timeout (stalled or idle client) or a reset: close
+            pass
+
+    def _answer(self, status: HTTPStatus, body: bytes = b"", *, keep: bool = True,
+                content_type: str = "application/json", extra: str = "") -> bool:
+        head = f"HTTP/1.1 {status.value} {status.phrase}\r\nServer: berryMQ\r\n"
+        if status != HTTPStatus.NO_CONTENT:
+            head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        if not keep:
+            head += "Connection: close\r\n"
+        self.wfile.write((head + extra + "\r\n").encode("latin-1") + body)
+        return keep
+
+    def _refuse(self, status: HTTPStatus, text: str, extra: str = "") -> bool:
+        return self._answer(status, text.encode() + b"\n", keep=False,
+                            content_type="text/plain; charset=utf-8", extra=extra)
+
+    def _one(self) -> bool:  # noqa: PLR0911 - one return per refusal
+        """Serve one request; whether the connection stays open."""
+        readline = self.rfile.readline
+        line = readline(_MAX_LINE + 1)
+        while line in (b"\r\n", b"\n"):  # tolerated before a request line (RFC 9112)
+            line = readline(_MAX_LINE + 1)
+        if not line:
+            return False
+        if len(line) > _MAX_LINE:
+            return self._refuse(HTTPStatus.REQUEST_URI_TOO_LONG, "request line too long")
+        parts = line.decode("latin-1").split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            return self._refuse(HTTPStatus.BAD_REQUEST, "not an HTTP/1.x request line")
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        while True:
+            raw = readline(_MAX_LINE + 1)
+            if not raw:
+                return False
+            if raw in (b"\r\n", b"\n"):
+                break
+            if len(raw) > _MAX_LINE or len(headers) >= _MAX_HEADERS:
+                return self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                    "too many or too long headers")
+            name, colon, value = raw.decode("latin-1").partition(":")
+            if not colon:
+                return self._refuse(HTTPStatus.BAD_REQUEST, "malformed header line")
+            headers[name.strip().lower()] = value.strip()
+        connection = headers.get("connection", "").lower()
+        keep = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+        if method != "POST":
+            return self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, "berryMQ answers POST only",
+                                extra="Allow: POST\r\n")
+        if target.split("?", 1)[0] != p.HTTP_PATH:
+            return self._refuse(HTTPStatus.NOT_FOUND,
+                                f"berryMQ answers JSON-RPC at POST {p.HTTP_PATH}")
+        ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if ctype != "application/json":
+            return self._refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                                "send JSON-RPC with Content-Type: application/json")
+        if "transfer-encoding" in headers:
+            return self._refuse(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length, not chunks")
+        try:
+            length = int(headers.get("content-length", ""))
             if length < 0:
                 raise ValueError
         except ValueError:
-            self._refuse(HTTPStatus.LENGTH_REQUIRED, "a valid Content-Length is required")
-            return
+            return self._refuse(HTTPStatus.LENGTH_REQUIRED, "a valid Content-Length is required")
         if length > self.server.max_size:
             error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE],
                                  None, {"limit": self.server.max_size})
-            self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, dumps(error).encode(), close=True)
-            self._discard(length)
-            return
+            self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, dumps(error).encode(),
+                         keep=False)
+            if "100-continue" not in headers.get("expect", "").lower():
+                self._discard(length)
+            return False
+        if "100-continue" in headers.get("expect", "").lower():
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = self.rfile.read(length)
         if len(body) < length:
-            self.close_connection = True  # the client went away mid-body
-            return
+            return False  # the client went away mid-body
         reply = self.server.service.handle(body, None)
         if reply is None:
-            self._answer(HTTPStatus.NO_CONTENT)
-        else:
-            self._answer(HTTPStatus.OK, reply)
+            return self._answer(HTTPStatus.NO_CONTENT, keep=keep)
+        return self._answer(HTTPStatus.OK, reply, keep=keep)
 
     def _discard(self, length: int) -> None:
         # Read (a bounded part of) the body we refused, so that closing the socket does
@@ -138,14 +186,73 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 left -= len(chunk)
 
-    def _not_post(self) -> None:
-        self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, "berryMQ answers POST only",
-                     extra="Allow: POST\r\n")
 
-    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _not_post
+class _Stale(Exception):
+    """A reused keep-alive connection turned out closed before any answer came."""
 
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection to the peer, with a lean request/response cycle
+    (``http.client`` parses headers with the ``email`` package, slower than the rest of
+    a call)."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.sock.makefile("rb")
+        self.head = (f"POST {p.HTTP_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: ").encode()
+        self.since = time.monotonic()
+
+    def roundtrip(self, body: bytes, timeout: float, reused: bool
+                  ) -> tuple[int, str, bytes, bool]:
+        """Send one POST; return (status, content type, body, keep-alive)."""
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.sendall(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
+            status_line = self.rfile.readline(_MAX_LINE + 1)
+        except (BrokenPipeError, ConnectionResetError):
+            if reused:
+                raise _Stale() from None
+            raise
+        if not status_line:
+            if reused:
+                raise _Stale()
+            raise ConnectionResetError("the server closed the connection without an answer")
+        parts = status_line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise http.client.BadStatusLine(status_line.decode("latin-1"))
+        status = int(parts[1])
+        headers: dict[str, str] = {}
+        while True:
+            raw = self.rfile.readline(_MAX_LINE + 1)
+            if raw in (b"\r\n", b"\n"):
+                break
+            if not raw or len(raw) > _MAX_LINE or len(headers) >= _MAX_HEADERS:
+                raise http.client.HTTPException("malformed answer headers")
+            name, _, value = raw.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if status < 200:  # we never send "Expect: 100-continue"
+            raise http.client.HTTPException(f"unexpected interim answer {status}")
+        keep = "close" not in headers.get("connection", "").lower()
+        if "content-length" in headers:
+            data = self.rfile.read(int(headers["content-length"]))
+        elif status in (204, 304):
+            data = b""
+        else:
+            data = self.rfile.read()
+            keep = False
+        return status, headers.get("content-type", ""), data, keep
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.rfile.close()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
 
 
 class HttpChannel(Channel):
@@ -160,30 +267,29 @@ class HttpChannel(Channel):
         super().__init__(url, secret=secret, max_size=max_size, timeout=timeout)
         self.host, self.port = split_url(url, "http")
         self.idle = idle
-        self._pool: list[tuple[http.client.HTTPConnection, float]] = []
+        self._pool: list[_Connection] = []
         self._lock = threading.Lock()
-        self._busy: set[http.client.HTTPConnection] = set()
+        self._busy: set[_Connection] = set()
 
-    def _take(self) -> tuple[http.client.HTTPConnection, bool]:
+    def _take(self) -> tuple[_Connection | None, bool]:
         now = time.monotonic()
         with self._lock:
             if self.closed:
                 raise ConnectionClosed(f"the channel to {self.url} is closed")
             while self._pool:
-                conn, since = self._pool.pop()
-                if now - since < self.idle:
+                conn = self._pool.pop()
+                if now - conn.since < self.idle:
                     self._busy.add(conn)
                     return conn, True
                 conn.close()
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            self._busy.add(conn)
-            return conn, False
+        return None, False
 
-    def _give_back(self, conn: http.client.HTTPConnection, keep: bool) -> None:
+    def _give_back(self, conn: _Connection, keep: bool) -> None:
         with self._lock:
             self._busy.discard(conn)
             if keep and not self.closed:
-                self._pool.append((conn, time.monotonic()))
+                conn.since = time.monotonic()
+                self._pool.append(conn)
                 return
         conn.close()
 
@@ -193,33 +299,26 @@ class HttpChannel(Channel):
             conn, reused = self._take()
             keep = False
             try:
-                conn.timeout = timeout
-                if conn.sock is None:
-                    conn.connect()
-                    sock: socket.socket = conn.sock  # type: ignore[assignment]
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                conn.sock.settimeout(timeout)
-                conn.request("POST", p.HTTP_PATH, body,
-                             {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                data = response.read()
-                keep = not response.will_close
-            except (http.client.RemoteDisconnected, BrokenPipeError,
-                    ConnectionResetError) as exc:
-                if reused and attempt == 0:
+                if conn is None:
+                    conn = _Connection(self.host, self.port, timeout)
+                    with self._lock:
+                        self._busy.add(conn)
+                status, ctype, data, keep = conn.roundtrip(body, timeout, reused)
+            except _Stale:
+                if attempt == 0:
                     continue  # the server had closed this idle connection
-                raise ConnectionClosed(f"{self.url} closed the connection: {exc}") from None
+                raise ConnectionClosed(f"{self.url} closed the connection") from None
             except TimeoutError:
                 raise TransportError(f"{self.url} did not answer within {timeout:g}s") from None
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:
                 if self.closed:
                     raise ConnectionClosed(f"the channel to {self.url} is closed") from None
                 raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None
             finally:
-                self._give_back(conn, keep)
-            ctype = response.getheader("Content-Type", "")
+                if conn is not None:
+                    self._give_back(conn, keep)
             if not ctype.startswith("application/json"):
-                raise TransportError(f"{self.url} answered HTTP {response.status} without JSON: "
+                raise TransportError(f"{self.url} answered HTTP {status} without JSON: "
                                      f"{data[:200]!r}")
             try:
                 return loads(data)
@@ -232,13 +331,10 @@ class HttpChannel(Channel):
             self.closed = True
             pool, self._pool = self._pool, []
             busy = list(self._busy)
-        for conn, _ in pool:
+        for conn in pool:
             conn.close()
         for conn in busy:  # wake a caller waiting for an answer
-            sock = conn.sock
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            conn.shutdown()
 
 
 class HttpTransport(RemoteTransport):
