@@ -27,9 +27,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import contextlib
 import itertools
 import json
+import json.scanner
 import logging
+import math
 import threading
 import time
 import weakref
@@ -49,7 +52,6 @@ from berrymq.errors import ConnectionClosed, QueueFull, ReplyError, TransportErr
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message
 from berrymq.transports.base import Connection
-
 from berrymq_nats.subjects import DEFAULT_PREFIX, SubjectMap, check_prefix, minimize
 
 if TYPE_CHECKING:
@@ -60,8 +62,34 @@ __all__ = ["BrokerBufferFull", "BrokerOptions", "NatsBridge", "from_broker"]
 logger = logging.getLogger("berrymq.nats")
 
 _tuple_new = tuple.__new__
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_loads = json.loads
+
+
+def _not_json(value: object) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# One C encoder and one C scanner, made once: json.dumps/json.loads would make an encoder
+# per call, and check for trailing text with a regular expression.
+_encoder = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, True
+) if json.encoder.c_make_encoder is not None else None  # type: ignore[attr-defined]
+_scanner = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON text (non-ASCII kept as is)."""
+    if _encoder is None:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_not_json)
+    return "".join(_encoder(value, 0))
+
+
+def _loads(data: bytes) -> Any:
+    """The JSON value at the start of ``data`` (UTF-8)."""
+    try:
+        value, _ = _scanner(data.decode(), 0)
+    except StopIteration:
+        raise ValueError(f"not JSON: {data[:60]!r}") from None
+    return value
 
 #: How many request ids a responder remembers to answer each request once.
 _SEEN_REQUESTS = 10_000
@@ -152,7 +180,8 @@ class BrokerOptions:
             elif key in ("connect_timeout", "reconnect_wait", "ask_gather"):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                     raise ValueError(f"NATS option {key} must be a positive number, got {value!r}")
-                value = float(value)
+                values[key] = float(value)
+                continue
             elif key in ("buffer_limit", "max_reconnect_attempts"):
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise TypeError(f"NATS option {key} must be an integer, got {value!r}")
@@ -470,7 +499,7 @@ class NatsBridge(Connection):
         await self._sync_subscriptions()
         await self._pump()
         assert self._nc is not None
-        await self._nc.flush(timeout=max(0.1, deadline - time.monotonic()))
+        await self._nc.flush(timeout=max(1, math.ceil(deadline - time.monotonic())))
 
     def close(self) -> None:
         """Send what waits (while connected), unsubscribe and disconnect (idempotent)."""
@@ -523,10 +552,8 @@ class NatsBridge(Connection):
         self.state = "closed"
         for task in self._tasks:
             if task is not asyncio.current_task():
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await task
-                except asyncio.CancelledError:
-                    pass
 
     # -- out ------------------------------------------------------------------------------
 
@@ -542,8 +569,8 @@ class NatsBridge(Connection):
             if extra is not None:
                 fields_.append(extra)
         try:
-            return _dumps(fields_).encode()  # type: ignore[no-any-return]
-        except (TypeError, ValueError) as exc:
+            return _dumps(fields_).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
             raise TypeError(
                 f"message {ident} cannot be sent through NATS: its arguments must be "
                 f"JSON-serialisable ({exc})"
@@ -630,10 +657,8 @@ class NatsBridge(Connection):
         self._marks = {}
         if not self._sync_scheduled and not self.closed:
             self._sync_scheduled = True
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
                 self._loop.call_soon_threadsafe(self._schedule_sync)
-            except RuntimeError:
-                pass
 
     def _schedule_sync(self) -> None:
         self._sync_scheduled = False

@@ -6,7 +6,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from berrymq.hookspecs import hookimpl
-
 from berrymq_nats.transport import NatsTransport, transport_of
 
 if TYPE_CHECKING:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.identifier import Identifier
 from berrymq.transports.base import Connection, Transport
-
 from berrymq_nats.bridge import BrokerOptions, NatsBridge
 
 if TYPE_CHECKING:

@@ -127,12 +127,12 @@ import threading  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 
 import pytest  # noqa: E402
+from berrymq_nats import plugin as nats_plugin  # noqa: E402
 
 from berrymq.bus import Bus  # noqa: E402
 from berrymq.default import use_bus  # noqa: E402
 from berrymq.plugins import PluginHost  # noqa: E402
 from berrymq.settings import Settings  # noqa: E402
-from berrymq_nats import plugin as nats_plugin  # noqa: E402
 
 WORKER = Path(__file__).with_name("worker.py")
 
@@ -173,6 +173,15 @@ def nats_host() -> PluginHost:
     if _host is None:
         _host = isolated_host()
     return _host
+
+
+@pytest.fixture
+def nats_cluster(nats_factory: Callable[..., NatsServer]) -> tuple[NatsServer, NatsServer]:
+    """Two nats-server nodes routed to each other on loopback (started)."""
+    c1, c2 = free_port(), free_port()
+    n1 = nats_factory(cluster_port=c1, routes=(c2,), name="n1")
+    n2 = nats_factory(cluster_port=c2, routes=(c1,), name="n2")
+    return n1.start(), n2.start()
 
 
 @pytest.fixture

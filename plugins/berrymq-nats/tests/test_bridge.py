@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from berrymq_nats import NatsBridge, NatsTransport
+from berrymq_nats import plugin as nats_plugin
 
 import berrymq
 from berrymq import Bus, Message, PluginNotAvailable, Queue, ReplyError, SettingsError
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings, load_settings
-from berrymq_nats import NatsBridge, NatsTransport
-from berrymq_nats import plugin as nats_plugin
 
 pytestmark = pytest.mark.broker
 
@@ -72,7 +72,7 @@ def pair(nats_server: Any, make_bus: MakeBus) -> tuple[Bus, NatsBridge, Bus, Nat
 
 
 def test_messages_cross_with_args_and_kwargs(pair: tuple[Bus, NatsBridge, Bus, NatsBridge]) -> None:
-    a, ba, b, bb = pair
+    a, _ba, b, bb = pair
     got = Recorder()
     b.subscribe("job:done", got, weak=False)
     settle(bb)
@@ -188,7 +188,7 @@ def test_subscriptions_follow_registrations(pair: tuple[Bus, NatsBridge, Bus, Na
 def test_weakly_held_receiver_that_dies_unsubscribes(
     pair: tuple[Bus, NatsBridge, Bus, NatsBridge],
 ) -> None:
-    a, ba, b, bb = pair
+    _a, _ba, b, bb = pair
 
     class Holder:
         def on(self, message: Message) -> None:
@@ -243,7 +243,7 @@ def test_ask_through_nats(nats_server: Any, make_bus: MakeBus,
 
 
 def test_ask_times_out_on_a_slow_receiver(pair: tuple[Bus, NatsBridge, Bus, NatsBridge]) -> None:
-    a, ba, b, bb = pair
+    a, _ba, b, bb = pair
     release = threading.Event()
     b.subscribe("slow:op", lambda m: release.wait(20), weak=False)
     settle(bb)
@@ -400,7 +400,7 @@ def test_missing_plugin_names_the_distribution(monkeypatch: pytest.MonkeyPatch) 
 def test_unserialisable_arguments_are_reported(
     pair: tuple[Bus, NatsBridge, Bus, NatsBridge], caplog: pytest.LogCaptureFixture
 ) -> None:
-    a, ba, b, bb = pair
+    a, _ba, _b, _bb = pair
     with caplog.at_level(logging.ERROR, logger="berrymq"):
         a.twitter("job:go", object())
     assert "must be JSON-serialisable" in caplog.text

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from berrymq_nats import BrokerBufferFull, NatsBridge, NatsTransport
 
 from berrymq import Bus, Message, QueueFull, TransportError
-from berrymq_nats import BrokerBufferFull, NatsBridge, NatsTransport
 
 pytestmark = pytest.mark.broker
 

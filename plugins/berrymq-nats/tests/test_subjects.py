@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from berrymq_nats.subjects import SubjectMap, check_prefix, escape_token, minimize, unescape_token
 from hypothesis import given
 from hypothesis import strategies as st
 
 from berrymq import Identifier
-from berrymq_nats.subjects import SubjectMap, check_prefix, escape_token, minimize, unescape_token
 
 
 def nats_matches(subscription: str, subject: str) -> bool:

@@ -26,10 +26,11 @@ import threading
 import time
 from typing import Any
 
+from berrymq_nats import plugin as nats_plugin
+
 import berrymq
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
-from berrymq_nats import plugin as nats_plugin
 
 
 def main() -> None:
@@ -108,7 +109,7 @@ def main() -> None:
                 return
             else:
                 answer = f"error unknown command {command!r}"
-        except Exception as exc:  # noqa: BLE001 - reported to the test
+        except Exception as exc:
             answer = f"error {type(exc).__name__}: {exc}"
         print(answer.replace("\n", " "), flush=True)
 

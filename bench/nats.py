@@ -1,0 +1,235 @@
+"""Messages per second between two processes through one NATS server: berryMQ's NATS
+bridge beside raw nats-py doing the same, in one run; prints the ratio.
+
+    python bench/nats.py [--url nats://127.0.0.1:4222] [-n 50000] [--rounds 3]
+
+Without ``--url`` it uses the server on 127.0.0.1:4222 if one answers, else starts a
+``nats-server`` on a free port. Each round starts a receiver process (ready once its
+subscription reached the server), then a sender process that sends ``n`` messages as
+fast as it can. The rate is ``n`` divided by the time from the sender's first send to
+the receiver's ``n``-th message (both read the machine's monotonic clock). Modes
+alternate round by round so that drift on a shared machine hits both alike; the best
+round of each is reported.
+
+- raw: nats-py publishes ``n`` payloads of the same size as berryMQ's (JSON encoded
+  before the clock starts) with ``await nc.publish`` in a loop; the receiver's callback
+  counts them without decoding: raw nats-py's best case, while berryMQ encodes and
+  decodes every message inside the measurement.
+- berrymq: ``bus.twitter("bench:msg", i)`` in a loop through the bridge; a receiver
+  function registered for ``bench:*`` on the other process counts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+SUBJECT = "bench.raw"
+
+
+# -- the two sides, run as subprocesses --------------------------------------------------------
+
+
+def raw_receiver(url: str, n: int) -> None:
+    import nats
+
+    async def main() -> None:
+        nc = await nats.connect(url)
+        done = asyncio.Event()
+        count = 0
+
+        async def on_msg(msg: object) -> None:
+            nonlocal count
+            count += 1
+            if count == n:
+                print(f"end {time.monotonic()!r}", flush=True)
+                done.set()
+
+        await nc.subscribe(SUBJECT, cb=on_msg)
+        await nc.flush()
+        print("ready", flush=True)
+        await asyncio.wait_for(done.wait(), 300)
+        await nc.close()
+
+    asyncio.run(main())
+
+
+def raw_sender(url: str, n: int) -> None:
+    import nats
+
+    async def main() -> None:
+        nc = await nats.connect(url)
+        payloads = [json.dumps(["bench:msg", [i], {}, 0, f"0123456789abcdef-{i}"]).encode()
+                    for i in range(n)]
+        start = time.monotonic()
+        for payload in payloads:
+            await nc.publish(SUBJECT, payload)
+        await nc.flush(60)
+        print(f"start {start!r}", flush=True)
+        await nc.close()
+
+    asyncio.run(main())
+
+
+def _bus(url: str) -> tuple[object, object]:
+    from berrymq_nats import plugin
+
+    from berrymq import Bus
+    from berrymq.plugins import PluginHost
+    from berrymq.settings import Settings
+
+    host = PluginHost(Settings(), entry_points=False, extra_plugins=[("nats", plugin)])
+    bus = Bus(plugins=host, name="bench")
+    bridge = bus.transport("nats").connect_broker(url)  # type: ignore[attr-defined]
+    return bus, bridge
+
+
+def berrymq_receiver(url: str, n: int) -> None:
+    bus, bridge = _bus(url)
+    done = threading.Event()
+    count = 0
+
+    def on_msg(message: object) -> None:
+        nonlocal count
+        count += 1
+        if count == n:
+            print(f"end {time.monotonic()!r}", flush=True)
+            done.set()
+
+    bus.subscribe("bench:*", on_msg, weak=False)  # type: ignore[attr-defined]
+    bridge.flush()  # type: ignore[attr-defined]
+    print("ready", flush=True)
+    done.wait(300)
+    bus.close()  # type: ignore[attr-defined]
+
+
+def berrymq_sender(url: str, n: int) -> None:
+    bus, bridge = _bus(url)
+    twitter = bus.twitter  # type: ignore[attr-defined]
+    start = time.monotonic()
+    for i in range(n):
+        twitter("bench:msg", i)
+    bridge.flush(60)  # type: ignore[attr-defined]
+    print(f"start {start!r}", flush=True)
+    bus.close()  # type: ignore[attr-defined]
+
+
+ROLES = {
+    "raw-receiver": raw_receiver,
+    "raw-sender": raw_sender,
+    "berrymq-receiver": berrymq_receiver,
+    "berrymq-sender": berrymq_sender,
+}
+
+
+# -- the driver ----------------------------------------------------------------------------------
+
+
+def _spawn(role: str, url: str, n: int) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, __file__, "--role", role, "--url", url, "-n", str(n)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _line(process: subprocess.Popen[str], word: str) -> str:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith(word):
+        raise RuntimeError(f"expected {word!r} from a benchmark process, got {line!r}")
+    return line.split(" ", 1)[-1].strip()
+
+
+def one_round(mode: str, url: str, n: int) -> float:
+    receiver = _spawn(f"{mode}-receiver", url, n)
+    try:
+        _line(receiver, "ready")
+        sender = _spawn(f"{mode}-sender", url, n)
+        start = float(_line(sender, "start"))
+        end = float(_line(receiver, "end"))
+        sender.wait(60)
+        receiver.wait(60)
+    finally:
+        for process in (receiver,):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return n / (end - start)
+
+
+def _reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222), 1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _start_server() -> tuple[subprocess.Popen[bytes], str]:
+    program = shutil.which("nats-server")
+    if program is None:
+        raise SystemExit("no NATS server on 127.0.0.1:4222 and no nats-server program to start")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([program, "-a", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"nats://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while not _reachable(url):
+        if time.monotonic() > deadline:
+            server.kill()
+            raise SystemExit("nats-server did not start")
+        time.sleep(0.05)
+    return server, url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=None)
+    parser.add_argument("-n", type=int, default=50_000, help="messages per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role:
+        ROLES[args.role](args.url, args.n)
+        return
+    server = None
+    url = args.url
+    if url is None:
+        url = "nats://127.0.0.1:4222"
+        if not _reachable(url):
+            server, url = _start_server()
+    try:
+        rates: dict[str, list[float]] = {"raw": [], "berrymq": []}
+        for _ in range(args.rounds):
+            for mode in ("raw", "berrymq"):
+                rates[mode].append(one_round(mode, url, args.n))
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+    raw, berry = max(rates["raw"]), max(rates["berrymq"])
+    print(f"NATS at {url}, {args.n} messages per round, best of {args.rounds} rounds, "
+          "two processes (sender -> receiver)")
+    print(f"{'raw nats-py':<22}{raw:>12,.0f} msg/s   rounds: "
+          + ", ".join(f"{r:,.0f}" for r in rates["raw"]))
+    print(f"{'berryMQ + berrymq-nats':<22}{berry:>12,.0f} msg/s   rounds: "
+          + ", ".join(f"{r:,.0f}" for r in rates["berrymq"]))
+    print(f"ratio berryMQ / raw nats-py: {berry / raw:.2f}x (target >= 0.60x)")
+
+
+if __name__ == "__main__":
+    # This file is called nats.py: keep its folder off the path so that "import nats"
+    # finds nats-py, not this script.
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    main()
