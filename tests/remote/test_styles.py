@@ -185,7 +185,8 @@ def test_talk_across_processes(berrymq_bus: Bus, spawn: Callable[..., Any], sche
     node("talk", id="square:it", cb="squared:done", args=[7])
     node("flush")
     flush(berrymq_bus)
-    assert node("drain", pattern="squared:*", wait=10, until="squared:done") == [["squared:done", [49], {}]]
+    assert node("drain", pattern="squared:*", wait=10, until="squared:done") == [
+        ["squared:done", [49], {}]]
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

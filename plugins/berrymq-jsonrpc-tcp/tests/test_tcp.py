@@ -1,0 +1,120 @@
+"""What is particular to TCP: lines, pipelining, both directions on one connection,
+idle connections. (The protocol itself is tested over both transports in tests/remote.)"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import berrymq
+from berrymq.bus import Bus
+from berrymq.plugins import PluginHost
+from berrymq.settings import Settings
+
+
+@pytest.fixture
+def buses() -> Iterator[list[Bus]]:
+    made: list[Bus] = []
+    yield made
+    for bus in made:
+        bus.close()
+
+
+def serve(buses: list[Bus], **settings: Any) -> tuple[Bus, int]:
+    host = PluginHost(Settings(tables={"jsonrpc-tcp": settings} if settings else {}))
+    bus = Bus(raise_errors=True, plugins=host, name="tcp-test")
+    buses.append(bus)
+    url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
+    return bus, int(url.rsplit(":", 1)[1])
+
+
+class Lines:
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.reader = self.sock.makefile("rb")
+
+    def send(self, *objects: Any, end: bytes = b"\n") -> None:
+        self.sock.sendall(b"".join(json.dumps(o).encode() + end for o in objects))
+
+    def read(self) -> Any:
+        line = self.reader.readline()
+        assert line.endswith(b"\n"), line
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def request(method: str, params: Any, id: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": method, "params": params, "id": id}
+
+
+def test_pipelined_requests_and_crlf(buses: list[Bus]) -> None:
+    _, port = serve(buses)
+    lines = Lines(port)
+    try:
+        lines.send(*(request("connect_oneway", {}, i) for i in range(5)), end=b"\r\n")
+        answers = [lines.read() for _ in range(5)]
+        assert sorted(a["id"] for a in answers) == list(range(5))
+        assert all(isinstance(a["result"], str) for a in answers)
+    finally:
+        lines.close()
+
+
+def test_one_connection_carries_both_directions(buses: list[Bus]) -> None:
+    bus, port = serve(buses)
+    back = berrymq.Queue("up:*", bus=bus)
+    lines = Lines(port)
+    try:
+        mine = "m" * 43  # the token the server must use when it calls us
+        lines.send(request("interconnect", {"addr": None, "token": mine, "ttl": 60}, 1))
+        theirs = lines.read()["result"]
+        bus.twitter("down:hello", 1, k="v")
+        call = lines.read()  # the server forwards on the same connection
+        assert call["method"] == "send_messages"
+        assert call["params"]["token"] == mine
+        assert [m[:3] for m in call["params"]["messages"]] == [["down:hello", [1], {"k": "v"}]]
+        lines.send({"jsonrpc": "2.0", "result": "ok", "id": call["id"]})
+        lines.send(request("send_message", {"token": theirs, "identifier": "up:there"}, 2))
+        assert lines.read() == {"jsonrpc": "2.0", "result": "ok", "id": 2}
+        assert back.get(timeout=10).id == "up:there"
+    finally:
+        lines.close()
+    # the connection's end closes the session and its link
+    transport = bus.transport("tcp")
+    deadline = time.monotonic() + 10
+    while transport.service.sessions:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_idle_connection_without_session_is_closed(buses: list[Bus]) -> None:
+    _, port = serve(buses, read_timeout=0.3)
+    idle = Lines(port)
+    busy = Lines(port)
+    try:
+        busy.send(request("connect_oneway", {"ttl": 60}, 1))
+        assert "result" in busy.read()
+        assert idle.reader.readline() == b""  # closed by the server
+        start = time.monotonic()
+        busy.sock.settimeout(0.6)
+        with pytest.raises(TimeoutError):  # the one with a session stays open
+            busy.sock.recv(1)
+        assert time.monotonic() - start >= 0.5
+    finally:
+        idle.close()
+        busy.close()
+
+
+def test_missing_plugin_is_named(buses: list[Bus]) -> None:
+    bus = Bus(plugins=PluginHost(Settings(), entry_points=False))
+    buses.append(bus)
+    with pytest.raises(berrymq.PluginNotAvailable,
+                       match=r"jsonrpc-tcp.*pip install berrymq-jsonrpc-tcp"):
+        bus.transport("tcp")
