@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from berrymq.cli_remote import add_commands as add_remote_commands
 from berrymq.errors import BerryMQError
 
 __all__ = ["main"]
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dot (render with 'dot -Tpng') or mermaid (default: dot)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the node")
     p.set_defaults(run=_cmd_graph)
+    add_remote_commands(commands)  # serve, send, listen
     return parser
 
 

@@ -1,0 +1,291 @@
+"""The node commands of ``berrymq``: ``serve``, ``send`` and ``listen`` (SPEC section 9).
+
+- ``berrymq serve [--tcp ADDR] [--http ADDR]`` serves this process's bus over JSON-RPC
+  and prints each bound URL on a line of its own (``serving tcp://127.0.0.1:7000``), then
+  runs until Ctrl-C, SIGINT or SIGTERM, closes every server and connection, and exits 0.
+- ``berrymq send URL ID [ARGS...] [--kw KEY=VALUE ...]`` sends one message to the node at
+  ``URL`` (style 02), waits until the node acknowledged it, and exits 0.
+- ``berrymq listen URL PATTERN`` asks the node at ``URL`` for a queue of ``PATTERN``
+  (style 03) and prints every message that reaches it, one line each, until Ctrl-C.
+
+Failures (an unreachable node, a bad identifier or address, a missing plugin) print one
+line ``berrymq: error: ...`` on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from types import FrameType
+from typing import Any
+
+from berrymq.errors import BerryMQError
+
+__all__ = ["DEFAULT_HTTP", "DEFAULT_TCP", "add_commands", "parse_value"]
+
+#: Where ``berrymq serve`` listens when given no address at all.
+DEFAULT_TCP = "127.0.0.1:7000"
+DEFAULT_HTTP = "127.0.0.1:8000"
+
+
+class CommandError(BerryMQError):
+    """A command-line mistake: printed as one line, exit status 2."""
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_strict = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: its JSON value when ``text`` is JSON, else the text itself.
+
+    ``42`` is a number, ``true`` a boolean, ``'"42"'`` the string ``42``, ``[1,2]`` an
+    array, ``hello`` the string ``hello``. ``NaN``/``Infinity`` are not JSON and stay
+    strings (berryMQ never sends them).
+    """
+    try:
+        return _strict.decode(text)
+    except ValueError:
+        return text
+
+
+def _keyword(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"--kw takes KEY=VALUE with KEY a Python identifier, got {text!r}")
+    return key, parse_value(value)
+
+
+def server_url(scheme: str, addr: str) -> str:
+    """``scheme://host:port`` from ``HOST:PORT``, ``:PORT``, ``PORT`` or a full URL."""
+    if "://" in addr:
+        given = addr.split("://", 1)[0].lower()
+        if given != scheme:
+            raise CommandError(f"--{scheme} takes a {scheme}:// address, got {addr!r}")
+        return addr
+    host, sep, port = addr.rpartition(":")
+    if not sep:
+        host, port = "", addr
+    if not port.isdigit() or int(port) > 65535:
+        raise CommandError(f"--{scheme} {addr!r}: expected HOST:PORT, :PORT or PORT "
+                           f"(e.g. {DEFAULT_TCP})")
+    host = host or "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGTERM (SIGINT raises KeyboardInterrupt)."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+@contextmanager
+def _signals_stop() -> Iterator[None]:
+    """Within the block, SIGINT (Ctrl-C) and SIGTERM stop the command: SIGINT raises
+    KeyboardInterrupt even when the shell started us with SIGINT ignored (``cmd &``)."""
+    previous_term = signal.signal(signal.SIGTERM, _raise_stop)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+@contextmanager
+def _quiet_remote_logs() -> Iterator[None]:
+    """The outbox logs a failed send on ``berrymq.remote``; the command reports it itself
+    as its one error line, so such records are not printed twice."""
+    logger = logging.getLogger("berrymq.remote")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _connection_error(exc: BaseException) -> CommandError:
+    return CommandError(str(exc) or type(exc).__name__)
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from berrymq.api import init_connection, regist_function
+    from berrymq.default import get_bus
+
+    tcp: list[str] = args.tcp or []
+    http: list[str] = args.http or []
+    if not tcp and not http:
+        tcp, http = [DEFAULT_TCP], [DEFAULT_HTTP]
+    urls = [server_url("tcp", a) for a in tcp] + [server_url("http", a) for a in http]
+    stop = threading.Event()
+    bus = get_bus()
+    try:
+        with _signals_stop():
+            try:
+                for url in urls:
+                    try:
+                        bound = init_connection(url)
+                    except (ValueError, OSError) as exc:
+                        raise CommandError(f"cannot serve {url}: {exc}") from None
+                    print(f"serving {bound}", flush=True)
+                for pattern in args.print or []:
+                    regist_function(pattern, _print_message, weak=False)
+                print("press Ctrl-C to stop", file=sys.stderr, flush=True)
+                stop.wait()
+            except (KeyboardInterrupt, _Stop):
+                pass
+    finally:
+        bus.close()
+    print("stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+# -- send --------------------------------------------------------------------------------------
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from berrymq.api import connect_oneway
+    from berrymq.identifier import parse
+    from berrymq.message import Message
+
+    ident = parse(args.identifier)
+    if ident.is_local:
+        raise CommandError(f"{args.identifier!r} is local (its name starts with '_'); local "
+                           "messages never leave their process")
+    message = Message(ident, tuple(parse_value(a) for a in args.args), dict(args.kw or []))
+    with _quiet_remote_logs():
+        try:
+            connection = connect_oneway(args.url, ttl=max(args.timeout, 1.0))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            try:
+                connection.send(message)
+            except (TypeError, ValueError) as exc:
+                raise CommandError(str(exc)) from None
+            flush = getattr(connection, "flush", None)
+            if flush is not None and not flush(args.timeout):
+                raise CommandError(f"{args.url} did not acknowledge the message within "
+                                   f"{args.timeout:g}s")
+        finally:
+            connection.close()
+    return 0
+
+
+# -- listen ------------------------------------------------------------------------------------
+
+
+def format_message(message: Any, as_json: bool = False) -> str:
+    """One line for a message: ``ID ARGS [KWARGS]`` (args and kwargs as JSON), or a JSON
+    object ``{"identifier", "args", "kwargs"}`` with ``as_json``."""
+    ident = str(message.identifier)
+    if as_json:
+        return json.dumps({"identifier": ident, "args": list(message.args),
+                           "kwargs": message.kwargs}, ensure_ascii=False)
+    line = f"{ident} {json.dumps(list(message.args), ensure_ascii=False)}"
+    if message.kwargs:
+        line += " " + json.dumps(message.kwargs, ensure_ascii=False)
+    return line
+
+
+def _print_message(message: Any) -> None:
+    print(format_message(message), flush=True)
+
+
+def _cmd_listen(args: argparse.Namespace) -> int:
+    from berrymq.api import connect_via_queue
+
+    with _signals_stop(), _quiet_remote_logs():
+        try:
+            try:
+                connection = connect_via_queue(args.url, args.pattern)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+        except (KeyboardInterrupt, _Stop):
+            return 0
+        print(f"listening to {args.pattern} at {args.url}", file=sys.stderr, flush=True)
+        try:
+            while True:
+                message = connection.get(block=True, timeout=None)
+                sys.stdout.write(format_message(message, args.json) + "\n")
+                sys.stdout.flush()
+        except (KeyboardInterrupt, _Stop):
+            pass
+        except BrokenPipeError:
+            # the reader went away (e.g. `| head -1`): stop quietly, and let the flush
+            # at exit write to /dev/null instead of failing again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        finally:
+            with suppress(KeyboardInterrupt, _Stop):
+                connection.close()
+    return 0
+
+
+# -- the parsers -------------------------------------------------------------------------------
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``serve``, ``send`` and ``listen`` to the ``berrymq`` sub-command parsers."""
+    p = commands.add_parser(
+        "serve", help="run a node that others connect to (Ctrl-C stops it)",
+        description="Serve this process's bus over JSON-RPC so that other processes "
+                    "(berrymq send/listen, interconnect, any JSON-RPC client) connect. "
+                    f"Without options: --tcp {DEFAULT_TCP} --http {DEFAULT_HTTP}. "
+                    "A non-loopback address needs a shared secret (BERRYMQ_SECRET).",
+    )
+    p.add_argument("--tcp", action="append", metavar="ADDR",
+                   help="serve JSON-RPC over TCP at HOST:PORT, :PORT or PORT (port 0: a free "
+                        "one); repeatable")
+    p.add_argument("--http", action="append", metavar="ADDR",
+                   help="serve JSON-RPC over HTTP at HOST:PORT, :PORT or PORT; repeatable")
+    p.add_argument("--print", action="append", metavar="PATTERN",
+                   help="also print the messages matching PATTERN that reach this node")
+    p.set_defaults(run=_cmd_serve)
+
+    p = commands.add_parser(
+        "send", help="send one message to a node",
+        description="Send one message to the node at URL and wait until it has it. "
+                    "Each ARG is parsed as JSON when it is valid JSON (42, true, [1,2], "
+                    "'\"text\"'), else taken as a string.",
+    )
+    p.add_argument("url", metavar="URL", help="the node, e.g. tcp://127.0.0.1:7000")
+    p.add_argument("identifier", metavar="ID", help="the message identifier, e.g. job:done")
+    p.add_argument("args", nargs="*", metavar="ARG", help="positional arguments")
+    p.add_argument("--kw", action="append", type=_keyword, metavar="KEY=VALUE",
+                   help="a keyword argument (VALUE parsed like ARG); repeatable")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for the node (default 10)")
+    p.set_defaults(run=_cmd_send)
+
+    p = commands.add_parser(
+        "listen", help="print the messages a node sees that match a pattern",
+        description="Print every message matching PATTERN that reaches the node at URL, "
+                    "one line each (ID ARGS [KWARGS], as JSON), until Ctrl-C.",
+    )
+    p.add_argument("url", metavar="URL", help="the node, e.g. tcp://127.0.0.1:7000")
+    p.add_argument("pattern", metavar="PATTERN", help="an identifier pattern, e.g. 'job:*'")
+    p.add_argument("--json", action="store_true",
+                   help='print each message as a JSON object {"identifier", "args", "kwargs"}')
+    p.set_defaults(run=_cmd_listen)

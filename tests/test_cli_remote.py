@@ -1,0 +1,319 @@
+"""SPEC 9 / issue 3 point 6: ``berrymq serve``, ``send`` and ``listen`` as real processes.
+
+A node runs in one subprocess (``serve``), a listener in another (``listen``), and each
+message comes from a third (``send``); output is read line by line with deadlines.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from berrymq.cli_remote import format_message, parse_value, server_url
+from berrymq.message import Message
+
+DEADLINE = 30.0
+
+
+class Proc:
+    """A ``python -m berrymq`` subprocess whose stdout and stderr lines are queued."""
+
+    def __init__(self, *args: str, cwd: Path) -> None:
+        self.args = args
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "berrymq", *args], cwd=cwd, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={k: v for k, v in os.environ.items() if k != "BERRYMQ_CONFIG"},
+        )
+        self.out: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.err: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.err_lines: list[str] = []
+        self.pumps = [
+            threading.Thread(target=self._pump, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.process.stdout, self.out), (self.process.stderr, self.err))
+        ]
+        for pump in self.pumps:
+            pump.start()
+
+    @staticmethod
+    def _pump(stream: object, lines: queue.SimpleQueue[str | None]) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    def line(self, stream: str = "out", timeout: float = DEADLINE) -> str:
+        lines = self.out if stream == "out" else self.err
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"berrymq {' '.join(self.args)}: no {stream} line within "
+                                 f"{timeout}s") from None
+        if line is None:
+            lines.put(None)
+            rest = "".join(self.err_lines)
+            raise AssertionError(f"berrymq {' '.join(self.args)}: {stream} ended "
+                                 f"(exit {self.process.wait()}) {rest}")
+        if stream == "err":
+            self.err_lines.append(line)
+        return line
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=DEADLINE)
+
+    def rest_of(self, stream: str) -> list[str]:
+        """Every remaining line of a stream (the process must have ended)."""
+        lines = self.out if stream == "out" else self.err
+        result = []
+        while True:
+            line = lines.get(timeout=DEADLINE)
+            if line is None:
+                lines.put(None)
+                return result
+            result.append(line)
+
+    def close(self) -> None:
+        """Kill the process if it still runs, and close its pipes."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for pump in self.pumps:
+            pump.join(DEADLINE)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "berrymq", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.close()
+
+
+@pytest.fixture
+def node(tmp_path: Path, procs: list[Proc]) -> tuple[Proc, str, str]:
+    """A ``berrymq serve`` on free ports: (process, tcp URL, http URL)."""
+    proc = Proc("serve", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0", cwd=tmp_path)
+    procs.append(proc)
+    tcp = proc.line().removeprefix("serving ")
+    http = proc.line().removeprefix("serving ")
+    assert tcp.startswith("tcp://127.0.0.1:") and http.startswith("http://127.0.0.1:")
+    return proc, tcp, http
+
+
+def listen(tmp_path: Path, procs: list[Proc], url: str, pattern: str, *more: str) -> Proc:
+    proc = Proc("listen", url, pattern, *more, cwd=tmp_path)
+    procs.append(proc)
+    # printed once the node holds the queue: everything sent from now on is seen
+    assert proc.line("err") == f"listening to {pattern} at {url}"
+    return proc
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("berrymq: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+# -- the three commands together --------------------------------------------------------------
+
+
+def test_serve_listen_send_over_tcp_and_http(tmp_path: Path, procs: list[Proc],
+                                             node: tuple[Proc, str, str]) -> None:
+    server, tcp, http = node
+    listener = listen(tmp_path, procs, tcp, "job:*")
+
+    result = run("send", tcp, "job:done", "42", "hello", "[1,2]", '"7"', "--kw", "user=bob",
+                 "--kw", "n=3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert listener.line() == 'job:done [42, "hello", [1, 2], "7"] {"user": "bob", "n": 3}'
+
+    result = run("send", http, "job:start", cwd=tmp_path)  # over HTTP to the same node
+    assert result.returncode == 0, result.stderr
+    assert listener.line() == "job:start []"
+
+    assert run("send", tcp, "other:thing", "x", cwd=tmp_path).returncode == 0
+    assert run("send", tcp, "*:stop", cwd=tmp_path).returncode == 0  # a wildcard name matches
+    assert listener.line() == "*:stop []"  # other:thing did not match job:*
+
+    assert listener.stop(signal.SIGINT) == 0
+    assert listener.rest_of("out") == []
+    assert server.stop(signal.SIGINT) == 0
+    assert server.rest_of("err")[-1] == "stopped"
+
+
+def test_listen_json_and_namespaces(tmp_path: Path, procs: list[Proc],
+                                    node: tuple[Proc, str, str]) -> None:
+    _, tcp, http = node
+    listener = listen(tmp_path, procs, http, "job@ops:*", "--json")
+    assert run("send", tcp, "job:run", "ignored", cwd=tmp_path).returncode == 0  # default ns
+    assert run("send", tcp, "job@ops:run", "né", "--kw", "x=null", cwd=tmp_path).returncode == 0
+    assert listener.line() == '{"identifier": "job@ops:run", "args": ["né"], "kwargs": {"x": null}}'
+    assert listener.stop(signal.SIGTERM) == 0
+
+
+def test_two_listeners_each_get_every_message(tmp_path: Path, procs: list[Proc],
+                                              node: tuple[Proc, str, str]) -> None:
+    _, tcp, _ = node
+    first = listen(tmp_path, procs, tcp, "tick")
+    second = listen(tmp_path, procs, tcp, "*:*")
+    for i in range(3):
+        assert run("send", tcp, "tick:now", str(i), cwd=tmp_path).returncode == 0
+    assert [first.line() for _ in range(3)] == [f"tick:now [{i}]" for i in range(3)]
+    assert [second.line() for _ in range(3)] == [f"tick:now [{i}]" for i in range(3)]
+
+
+def test_serve_prints_messages_it_sees(tmp_path: Path, procs: list[Proc]) -> None:
+    server = Proc("serve", "--tcp", "0", "--print", "log:*", cwd=tmp_path)
+    procs.append(server)
+    url = server.line().removeprefix("serving ")
+    assert run("send", url, "log:info", "started", cwd=tmp_path).returncode == 0
+    assert server.line() == 'log:info ["started"]'
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_listen_ends_with_an_error_when_the_node_goes_away(
+        tmp_path: Path, procs: list[Proc], node: tuple[Proc, str, str]) -> None:
+    server, tcp, _ = node
+    listener = listen(tmp_path, procs, tcp, "job:*")
+    assert server.stop(signal.SIGTERM) == 0
+    assert listener.process.wait(timeout=DEADLINE) == 2
+    assert listener.line("err").startswith("berrymq: error: ")
+
+
+# -- errors: one clear line, a non-zero exit ------------------------------------------------------
+
+
+def test_send_to_an_unreachable_node(tmp_path: Path) -> None:
+    port = closed_port()
+    line = one_error_line(run("send", f"tcp://127.0.0.1:{port}", "job:x", cwd=tmp_path))
+    assert f"cannot reach tcp://127.0.0.1:{port}" in line
+    line = one_error_line(run("send", f"http://127.0.0.1:{port}", "job:x", cwd=tmp_path))
+    assert f"127.0.0.1:{port}" in line
+
+
+def test_listen_to_an_unreachable_node(tmp_path: Path) -> None:
+    port = closed_port()
+    line = one_error_line(run("listen", f"tcp://127.0.0.1:{port}", "job:*", cwd=tmp_path))
+    assert f"cannot reach tcp://127.0.0.1:{port}" in line
+
+
+@pytest.mark.parametrize(("identifier", "expected"), [
+    ("jo b", "invalid identifier 'jo b'"),
+    ("te*:x", "invalid identifier 'te*:x'"),
+    ("_secret:x", "'_secret:x' is local"),
+])
+def test_send_bad_identifier(tmp_path: Path, node: tuple[Proc, str, str], identifier: str,
+                             expected: str) -> None:
+    _, tcp, _ = node
+    assert expected in one_error_line(run("send", tcp, identifier, cwd=tmp_path))
+
+
+def test_listen_bad_or_local_pattern(tmp_path: Path, node: tuple[Proc, str, str]) -> None:
+    _, tcp, _ = node
+    assert "invalid identifier 'a:b:c'" in one_error_line(
+        run("listen", tcp, "a:b:c", cwd=tmp_path))
+    assert "local" in one_error_line(run("listen", tcp, "_x:*", cwd=tmp_path))
+
+
+def test_address_without_scheme(tmp_path: Path) -> None:
+    line = one_error_line(run("send", "127.0.0.1:7000", "job:x", cwd=tmp_path))
+    assert "has no scheme" in line
+
+
+def test_missing_plugin_is_named(tmp_path: Path) -> None:
+    (tmp_path / "berrymq.toml").write_text('[berrymq]\ndisable = ["jsonrpc-tcp"]\n')
+    line = one_error_line(run("send", "tcp://127.0.0.1:7000", "job:x", cwd=tmp_path))
+    assert "jsonrpc-tcp" in line
+    line = one_error_line(run("serve", "--tcp", "0", cwd=tmp_path))
+    assert "jsonrpc-tcp" in line
+
+
+def test_serve_on_a_busy_port(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = one_error_line(run("serve", "--tcp", f"127.0.0.1:{port}", cwd=tmp_path))
+    assert f"cannot serve tcp://127.0.0.1:{port}" in line
+
+
+def test_serve_refuses_a_public_address_without_secret(tmp_path: Path) -> None:
+    line = one_error_line(run("serve", "--tcp", "0.0.0.0:0", cwd=tmp_path))
+    assert "secret" in line
+
+
+def test_bad_command_line_arguments(tmp_path: Path) -> None:
+    result = run("send", "tcp://127.0.0.1:7000", "job:x", "--kw", "novalue", cwd=tmp_path)
+    assert result.returncode == 2 and "KEY=VALUE" in result.stderr
+    result = run("serve", "--tcp", "notaport", cwd=tmp_path)
+    assert "expected HOST:PORT" in one_error_line(result)
+    result = run("serve", "--http", "tcp://127.0.0.1:0", cwd=tmp_path)
+    assert "--http takes a http:// address" in one_error_line(result)
+
+
+def test_serve_stops_on_sigterm_while_clients_are_connected(
+        tmp_path: Path, procs: list[Proc], node: tuple[Proc, str, str]) -> None:
+    server, _, http = node
+    listen(tmp_path, procs, http, "job:*")
+    started = time.monotonic()
+    assert server.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 15
+    assert server.rest_of("err")[-1] == "stopped"
+
+
+# -- the pieces, in process ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("42", 42), ("-1.5", -1.5), ("true", True), ("null", None), ('"42"', "42"),
+    ("[1, 2]", [1, 2]), ('{"a": 1}', {"a": 1}), ("hello", "hello"), ("", ""),
+    ("NaN", "NaN"), ("Infinity", "Infinity"), ("1 2", "1 2"),
+])
+def test_parse_value(text: str, value: object) -> None:
+    assert parse_value(text) == value
+
+
+@pytest.mark.parametrize(("scheme", "addr", "url"), [
+    ("tcp", "127.0.0.1:7000", "tcp://127.0.0.1:7000"),
+    ("tcp", ":7000", "tcp://127.0.0.1:7000"),
+    ("http", "8000", "http://127.0.0.1:8000"),
+    ("http", "::1:8000", "http://[::1]:8000"),
+    ("tcp", "tcp://localhost:1", "tcp://localhost:1"),
+])
+def test_server_url(scheme: str, addr: str, url: str) -> None:
+    assert server_url(scheme, addr) == url
+
+
+def test_format_message() -> None:
+    assert format_message(Message("a:b", (1, "x"), {})) == 'a:b [1, "x"]'
+    assert format_message(Message("a@ns:b", (), {"k": [1]})) == 'a@ns:b [] {"k": [1]}'
+    assert format_message(Message("a:b", (1,), {}), as_json=True) == (
+        '{"identifier": "a:b", "args": [1], "kwargs": {}}')
