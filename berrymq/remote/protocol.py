@@ -8,11 +8,15 @@ Framing
 =======
 
 - **HTTP** (:data:`HTTP_PATH`): every request is ``POST /`` with
-  ``Content-Type: application/json`` and a ``Content-Length``; the body is one JSON-RPC
-  request or a batch (a JSON array). The answer is ``200`` with a JSON body, or ``204``
-  with no body when nothing is to be answered (notifications only). Connections are kept
-  alive (HTTP/1.1). A body over the size limit is answered ``413`` with a JSON-RPC error
-  :data:`TOO_LARGE` and the connection is closed.
+  ``Content-Type: application/json`` (a ``charset`` parameter is allowed) and a
+  ``Content-Length``; the body is one JSON-RPC request or a batch (a JSON array). The
+  answer is ``200`` with a JSON body (also for JSON-RPC errors), or ``204`` with no body
+  when nothing is to be answered (notifications only). Connections are kept alive
+  (HTTP/1.1; HTTP/1.0 with ``Connection: keep-alive``); ``Expect: 100-continue`` is
+  honoured. A body over the size limit is answered ``413`` with the JSON-RPC error
+  :data:`TOO_LARGE` and the connection is closed. HTTP-level mistakes are answered in
+  plain text and close the connection: ``405`` (not POST), ``404`` (another path),
+  ``415`` (another content type), ``411`` (no ``Content-Length``, or chunked), ``400``.
 - **TCP** (:data:`LINE_TERMINATOR`): each request and each response is one line of UTF-8
   JSON ending in ``\\n`` (JSON escapes newlines inside strings, so a text never spans two
   lines). Responses to one connection's requests may come in any order; match them by
@@ -34,6 +38,16 @@ A message is ``[identifier, args, kwargs]``: the identifier as text
 starting with ``_`` are local and never cross processes (refused with -32602).
 In ``send_messages`` an element may have a fourth member, an object of the optional
 extras below (``uid``, ``hops``, ``reply_to``).
+
+Connections and sessions
+========================
+
+``connect_oneway``, ``interconnect`` and ``connect_via_queue`` open a *session* on the
+server and return its token; later requests name the session with ``token``. A session
+that is not used for ``ttl`` seconds (default 1000) is closed and its queue freed; any
+request naming it keeps it alive. Over TCP, sessions opened on a connection also close
+when the connection does. A blocking ``get`` waits at most :data:`DEFAULT_MAX_GET_WAIT`
+seconds on the server (then :data:`EMPTY`; ask again to wait longer).
 
 Safety
 ======

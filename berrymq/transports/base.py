@@ -94,9 +94,15 @@ class Connection(ABC):
         """Pull without waiting; raises :class:`berrymq.Empty` when nothing is stored."""
         return self.get(block=False)
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every message sent so far was handed to the peer; False if
+        ``timeout`` passed first. Transports that send at once have nothing to wait for."""
+        return True
+
     @abstractmethod
     def close(self) -> None:
-        """Close the connection and free its resources on both sides (idempotent)."""
+        """Close the connection and free its resources on both sides (idempotent).
+        Messages already sent are handed over first (bounded by the transport's timeout)."""
 
     def __enter__(self) -> Connection:
         return self
@@ -135,6 +141,11 @@ class Transport(ABC):
     def status(self) -> str:
         """A one-line description of this transport's state, for ``berrymq plugins``."""
         return "ready"
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything this transport queued for peers was handed over (on
+        every connection and link); False if ``timeout`` passed first."""
+        return True
 
     @abstractmethod
     def close(self) -> None:

@@ -505,3 +505,19 @@ def test_stalled_client_does_not_block_others_and_is_cut_off(
             rest += chunk
         assert time.monotonic() - start < 9
         assert rest == b""  # nothing was answered to half a request
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_closing_the_bus_stops_its_servers(scheme: str,
+                                           bus_factory: Callable[..., Bus]) -> None:
+    bus = bus_factory()
+    url = bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+    port = int(url.rsplit(":", 1)[1])
+    rpc = Raw(scheme, port)  # an open keep-alive connection is cut as well
+    assert rpc.result("connect_oneway")
+    bus.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    with pytest.raises((OSError, ValueError, http.client.HTTPException)):
+        rpc.call("connect_oneway")
+    rpc.close()
