@@ -154,7 +154,9 @@ class RemoteConnection(Connection):
     def send(self, message: Message) -> None:
         """Queue one message for the peer (``send_messages``); raises at once if the
         connection is closed, if JSON cannot hold the message or if it is too large."""
-        if self.closed:
+        if self.closed or self.channel.closed:
+            if not self.closed:
+                self._dead(ConnectionClosed("the peer closed the connection"))
             raise ConnectionClosed(f"connection to {self.address} is closed{self.reason}")
         self.link.outbox.put(encode_message(message, extras=False))
 

@@ -262,3 +262,32 @@ def test_peer_killed_mid_stream_while_the_server_serves_others(
     if scheme == "tcp":  # the killed peer's session went with its connection
         wait_for(lambda: not transport.service.sessions,  # type: ignore[attr-defined]
                  10, "the killed peer's session to close")
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_messages_queued_at_exit_are_still_delivered(berrymq_bus: Bus, scheme: str,
+                                                     tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    addr = serve(scheme)
+    received = berrymq.Queue("bye:*")
+    script = (
+        "import berrymq, sys\n"
+        "berrymq.connect_oneway(sys.argv[1])\n"
+        "for i in range(2000):\n"
+        "    berrymq.send_message('bye:n', i)\n"
+    )  # no close_connection: the program just ends
+    subprocess.run([sys.executable, "-c", script, addr], check=True, timeout=60, cwd=tmp_path)
+    assert [received.get(timeout=10).args[0] for _ in range(2000)] == list(range(2000))
+
+
+def test_tcp_peer_gone_is_known_at_the_next_send(berrymq_bus: Bus, spawn: Callable[..., Any],
+                                                 wait_for: Callable[..., Any]) -> None:
+    node = spawn()
+    addr = node("serve", addr="tcp://127.0.0.1:0")
+    connection = berrymq.connect_oneway(addr)
+    node.kill()
+    wait_for(lambda: connection.channel.closed, 10, "the end of the connection")  # type: ignore[attr-defined]
+    with pytest.raises(berrymq.ConnectionClosed):
+        berrymq.send_message("x:y")
