@@ -74,6 +74,20 @@ def berrymq_bus_closing(bus: Bus) -> None:
 
 @hookimpl
 def berrymq_report_status(bus: Bus, report: StatusReport) -> None:
-    if transport_of(bus) is None:  # otherwise the transport's own line says it all
-        report.add(PLUGIN, "nats: not connected (set servers in [berrymq.nats] or call "
+    """With ``servers`` configured, make sure the bus has joined (``berrymq plugins`` is
+    often the first use of a bus) and give the connection a moment, so the line shows
+    the real state; the transport's own line then says it all."""
+    settings = bus.plugins.settings_for(PLUGIN)
+    existed = transport_of(bus) is not None  # then the core reports it already
+    if not existed and settings.get("servers"):
+        bus.start()
+    transport = transport_of(bus)
+    if transport is None:
+        report.add(PLUGIN, "not connected (set servers in [berrymq.nats] or call "
                            "berrymq.connect_broker)")
+        return
+    bridge = transport.bridge
+    if bridge is not None and not bridge.closed:
+        bridge.wait_connected(bridge.options.connect_timeout)
+    if not existed:
+        report.add(PLUGIN, transport.status())

@@ -331,6 +331,21 @@ def test_settings_activate_the_bridge(nats_server: Any, tmp_path: Path) -> None:
         other.close()
 
 
+def test_status_of_a_configured_bus_shows_the_connection(nats_server: Any, tmp_path: Path) -> None:
+    """What ``berrymq plugins`` prints: it is often the first use of the bus."""
+    config = tmp_path / "berrymq.toml"
+    config.write_text(f'[berrymq.nats]\nservers = ["{nats_server.url}"]\n', encoding="utf-8")
+    host = PluginHost(load_settings(config), entry_points=False,
+                      extra_plugins=[("nats", nats_plugin)])
+    bus = Bus(plugins=host, name="fresh")
+    try:
+        (line,) = host.status(bus).lines["nats"]
+        assert line.startswith(f"connected; server {nats_server.url}")
+        assert "buffered 0/10000 while disconnected" in line
+    finally:
+        bus.close()
+
+
 def test_settings_errors_name_file_and_key(tmp_path: Path) -> None:
     config = tmp_path / "berrymq.toml"
     config.write_text('[berrymq.nats]\nservers = ["nats://127.0.0.1:1"]\nbufer = 3\n',

@@ -144,6 +144,20 @@ def test_request_reply_across_processes(
     assert not any(isinstance(r, ReplyError) for r in replies)
 
 
+def test_a_process_that_ends_without_closing_sends_everything(
+    nats_server: Any, make_bus: MakeBus, workers: Callable[..., Any],
+) -> None:
+    here = make_bus("here")
+    got = Recorder()
+    here.subscribe("last:*", got, weak=False)
+    bridge_of(here, nats_server.url).flush()
+    sender = workers(nats_server.url)
+    sender.call("many", "last:words", 5000)  # returns once sent to the bridge, not to NATS
+    assert sender.call("leave") == "bye"
+    assert sender.process.wait(30) == 0
+    assert [m.args[0] for m in got.wait(5000)] == list(range(5000))
+
+
 def test_processes_survive_a_server_restart(
     nats_server: Any, workers: Callable[..., Any], poll: Callable[..., None],
 ) -> None:

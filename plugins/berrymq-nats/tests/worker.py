@@ -14,6 +14,7 @@ answer line on stdout (``error ...`` when it failed). Commands:
     many ID N                  twitter(ID, i) for i in range(N)
     ask ID SECONDS             ask(ID, timeout=SECONDS) as JSON
     flush                      wait until NATS has every subscription and message
+    leave                      end the program without closing anything
     status                     the bridge's status line
     exit
 """
@@ -103,6 +104,9 @@ def main() -> None:
                 answer = "ok"
             elif command == "status":
                 answer = bridge.status()
+            elif command == "leave":  # end without closing: the atexit hook sends the rest
+                print("bye", flush=True)
+                return
             elif command == "exit":
                 bus.close()
                 print("bye", flush=True)
