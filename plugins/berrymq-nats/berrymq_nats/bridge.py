@@ -478,17 +478,22 @@ class NatsBridge(Connection):
             parts.append(f"last error: {self.last_error}")
         return "; ".join(parts)
 
-    def flush(self, timeout: float = 5.0) -> None:
+    def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message sent and every subscription made before this call has
-        reached the NATS server (a PING/PONG round trip). Raises :class:`TimeoutError`."""
+        reached the NATS server (a PING/PONG round trip); False if ``timeout`` seconds
+        (default 30) passed first, for instance while NATS is unreachable."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("flush() cannot be called from the NATS bridge's own thread")
+        if self.closed:
+            return not self._held and not self._out
+        timeout = 30.0 if timeout is None else timeout
         future = asyncio.run_coroutine_threadsafe(self._flush(timeout), self._loop)
         try:
             future.result(timeout + 1.0)
-        except FutureTimeout:
+        except (FutureTimeout, TimeoutError):
             future.cancel()
-            raise TimeoutError(f"NATS did not confirm within {timeout:g}s ({self.state})") from None
+            return False
+        return True
 
     async def _flush(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

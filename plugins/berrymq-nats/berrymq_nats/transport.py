@@ -110,6 +110,11 @@ class NatsTransport(Transport):
             return "not connected (set servers in [berrymq.nats] or call berrymq.connect_broker)"
         return bridge.status()
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """See :meth:`NatsBridge.flush`; True when there is no bridge."""
+        bridge = self.bridge
+        return True if bridge is None or bridge.closed else bridge.flush(timeout)
+
     def close(self) -> None:
         bridge = self.bridge
         if bridge is not None:

@@ -62,9 +62,7 @@ def bridge_of(bus: Bus, url: str, **options: Any) -> NatsBridge:
 def settle(*bridges: NatsBridge) -> None:
     """Every subscription and message so far has reached the server (PING/PONG)."""
     for bridge in bridges:
-        bridge.flush(10.0)
-
-
+        assert bridge.flush(10.0)
 @pytest.fixture
 def pair(nats_server: Any, make_bus: MakeBus) -> tuple[Bus, NatsBridge, Bus, NatsBridge]:
     a, b = make_bus("a"), make_bus("b")
@@ -319,7 +317,7 @@ def test_settings_activate_the_bridge(nats_server: Any, tmp_path: Path) -> None:
         assert isinstance(transport, NatsTransport) and transport.bridge is not None
         assert transport.bridge.options.buffer_limit == 5
         assert transport.bridge.wait_connected(10)
-        transport.bridge.flush()
+        assert transport.bridge.flush()
         assert "app.test.~.hello.*" in transport.bridge._plain
         bus.twitter("hello:world")
         assert [m.id for m in got.wait(1)] == ["hello:world"]

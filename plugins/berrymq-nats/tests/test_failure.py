@@ -51,7 +51,7 @@ def test_buffer_while_disconnected_then_refuse_then_deliver(
     bb = bridge_of(b, nats_server.url)
     got = Recorder()
     b.subscribe("job:*", got, weak=False)
-    bb.flush()
+    assert bb.flush()
     a.twitter("job:go", "before")
     assert got.wait(1) == ["before"]
 
@@ -71,7 +71,7 @@ def test_buffer_while_disconnected_then_refuse_then_deliver(
 
     proxy.restore()
     poll(lambda: ba.state == "connected", what="the bridge to reconnect")
-    ba.flush()
+    assert ba.flush()
     assert got.wait(6) == ["before", 0, 1, 2, 3, 4]  # in order, none of the refused ones
     assert ba.reconnects == 1 and "buffered 0/5" in ba.status()
     a.twitter("job:go", "after")
@@ -86,7 +86,7 @@ def test_server_restart_reconnects_and_resubscribes(
     bb = bridge_of(b, nats_server.url, reconnect_wait=0.05)
     got = Recorder()
     b.subscribe("job:*", got, weak=False)
-    bb.flush()
+    assert bb.flush()
     a.twitter("job:go", 1)
     assert got.wait(1) == [1]
 
@@ -95,13 +95,13 @@ def test_server_restart_reconnects_and_resubscribes(
     assert "reconnecting" in bb.status()
     nats_server.start()
     poll(lambda: ba.state == bb.state == "connected", what="both bridges to reconnect")
-    bb.flush()  # b's subscriptions are back on the new server
+    assert bb.flush()  # b's subscriptions are back on the new server
     a.twitter("job:go", 2)
     assert got.wait(2) == [1, 2]
     # New subscriptions after the restart work too.
     later = Recorder()
     b.subscribe("late:*", later, weak=False)
-    bb.flush()
+    assert bb.flush()
     a.twitter("late:go", 3)
     assert later.wait(1) == [3]
 

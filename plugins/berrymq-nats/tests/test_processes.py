@@ -60,7 +60,7 @@ def test_several_processes_share_a_bus(
     bridge = bridge_of(here, nats_server.url)
     mine = Recorder()
     here.subscribe("job:stop", mine, weak=False)
-    bridge.flush()
+    assert bridge.flush()
     for worker in (by_name, by_action, sender):
         worker.call("flush")
     sender.call("send", "job:stop", json.dumps(["exact"]))
@@ -102,7 +102,7 @@ def test_shared_queues_across_processes(
     for i in range(n):
         here.twitter("task:run", i)
     w3.call("many", "task:run", 30)  # w3 sends too: its own shared queue takes those
-    bridge.flush()
+    assert bridge.flush()
     w3.call("flush")
     # The server has every message; a PING/PONG with each worker then means the worker
     # has read (and stored) every message the server sent it before.
@@ -129,7 +129,7 @@ def test_request_reply_across_processes(
     w1.call("flush")
     w2.call("flush")
     here = make_bus("here")
-    bridge_of(here, nats_server.url).flush()
+    assert bridge_of(here, nats_server.url).flush()
     here.subscribe("calc:add", lambda m: "local", weak=False)
     replies = here.ask("calc:add", timeout=10)
     assert replies[0] == "local"
@@ -150,7 +150,7 @@ def test_a_process_that_ends_without_closing_sends_everything(
     here = make_bus("here")
     got = Recorder()
     here.subscribe("last:*", got, weak=False)
-    bridge_of(here, nats_server.url).flush()
+    assert bridge_of(here, nats_server.url).flush()
     sender = workers(nats_server.url)
     sender.call("many", "last:words", 5000)  # returns once sent to the bridge, not to NATS
     assert sender.call("leave") == "bye"

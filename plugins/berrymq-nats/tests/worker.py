@@ -100,8 +100,7 @@ def main() -> None:
                 answer = json.dumps([r if not isinstance(r, berrymq.ReplyError) else
                                      {"error": r.to_json()} for r in replies])
             elif command == "flush":
-                bridge.flush(10.0)
-                answer = "ok"
+                answer = "ok" if bridge.flush(10.0) else "error flush timed out"
             elif command == "status":
                 answer = bridge.status()
             elif command == "leave":  # end without closing: the atexit hook sends the rest
