@@ -118,8 +118,13 @@ def berrymq_sender(url: str, n: int) -> None:
     start = time.monotonic()
     for i in range(n):
         twitter("bench:msg", i)
+    sent = time.monotonic()
     bridge.flush(60)  # type: ignore[attr-defined]
+    flushed = time.monotonic()
     print(f"start {start!r}", flush=True)
+    import os
+    if os.environ.get("BENCH_DEBUG"):
+        print(f"twitter loop {sent - start:.3f}s, flushed at {flushed - start:.3f}s", file=sys.stderr)
     bus.close()  # type: ignore[attr-defined]
 
 
@@ -196,7 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=None)
     parser.add_argument("-n", type=int, default=50_000, help="messages per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role:

@@ -770,29 +770,29 @@ class NatsBridge(Connection):
 
     # -- in -------------------------------------------------------------------------------
 
-    def _decode(self, msg: Msg) -> tuple[Message, list[Any]]:
-        data = _loads(msg.data)
-        ident = parse(data[0])
-        kwargs = data[2]
-        marked = self._marks.get(ident)
-        if marked is None:
-            marked = self._matches_shared(ident)
-        if marked:
-            kwargs = _FromBroker(kwargs)
-        return _tuple_new(Message, (ident, tuple(data[1]), kwargs, data[3], data[4])), data
-
     def _on_message(self, msg: Msg) -> None:
+        # The hot path of every incoming message (the client's reading task).
         try:
-            message, data = self._decode(msg)
+            data = _loads(msg.data)
+            ident = parse(data[0])
+            kwargs = data[2]
+            marked = self._marks.get(ident)
+            if marked is None:
+                marked = self._matches_shared(ident)
+            if marked:
+                kwargs = _FromBroker(kwargs)
+            message = _tuple_new(Message, (ident, tuple(data[1]), kwargs, data[3], data[4]))
         except Exception as exc:  # noqa: BLE001 - a foreign or broken message
             logger.error("NATS bridge: cannot decode a message on %s: %r", msg.subject, exc)
             return
         if msg.reply:
             self._on_request(message, data, msg.reply)
             return
-        reply_to = parse(data[5]) if len(data) > 5 and data[5] else None
         try:
-            self.bus.receive(message, self, reply_to)
+            if len(data) > 5 and data[5]:
+                self.bus.receive(message, self, parse(data[5]))
+            else:
+                self.bus.receive(message, self)
         except Exception as exc:  # noqa: BLE001 - no sender here to raise to
             logger.error("receivers of %s (from NATS) failed: %r", message[0], exc)
 
