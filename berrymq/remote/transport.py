@@ -9,7 +9,8 @@ tokens, coalescing, cycles, talk and ask, expiry, errors) lives here once.
 Settings (each plugin's table in the settings file, see :func:`declare_settings`):
 
 ``host``
-    the default host of :func:`berrymq.init_connection` when none is given (127.0.0.1).
+    the host a server binds when the caller names none (``berrymq serve`` reads it as
+    ``transport.default_host``; default 127.0.0.1).
 ``secret``
     the shared secret; required to serve a non-loopback address; sent in every request.
     Also read from the environment variable ``BERRYMQ_SECRET``.
