@@ -505,6 +505,7 @@ class Bus:
         """
         ident: Identifier = message[0]
         route = self._route_for(ident)
+        errors: list[Exception] | None = None
         if route:
             pool = self._pool
             if pool is None:
@@ -512,7 +513,6 @@ class Bus:
                 box = hop_box()
                 outer = box[0]
                 box[0] = hops + 1
-                errors = None
                 try:
                     for ref, guard, sub in route:
                         receiver = ref()
@@ -525,12 +525,17 @@ class Bus:
                             errors = self._receiver_failed(errors, sub, message, exc)
                 finally:
                     box[0] = outer
-                if errors:
-                    self._raise_errors(ident, errors)
             else:
                 pool.submit(route, message, None)
         if self._outbound:
-            self._send_out(message, origin)
+            # A local receiver's failure (a full queue, say) must not keep the message
+            # from the other nodes: hand it on first, then report.
+            try:
+                self._send_out(message, origin)
+            except QueueFull as exc:
+                errors = [*(errors or ()), exc]
+        if errors:
+            self._raise_errors(ident, errors)
 
     def _send_out(self, message: Message, origin: Forwarder | None) -> None:
         if self._forwarders and not message[0].is_local:
@@ -555,9 +560,11 @@ class Bus:
             self._drop_looping(ident, hops)
             return
         message: Message = _tuple_new(Message, (ident, args, kwargs, hops, None))
-        self.deliver_with_reply(message, reply_to)
-        if self._forwarders and not ident.is_local:
-            self._forward(message, None, reply_to)
+        try:
+            self.deliver_with_reply(message, reply_to)
+        finally:  # local failures are reported after the message went to other nodes
+            if self._forwarders and not ident.is_local:
+                self._forward(message, None, reply_to)
 
     def deliver_with_reply(self, message: Message, reply_to: Identifier) -> None:
         """Deliver ``message`` locally and send each non-None result to ``reply_to``."""
@@ -802,9 +809,11 @@ class Bus:
         if reply_to is None:
             self.publish(message, origin)
         else:
-            self.deliver_with_reply(message, reply_to)
-            if self._forwarders and not message[0].is_local:
-                self._forward(message, origin, reply_to)
+            try:
+                self.deliver_with_reply(message, reply_to)
+            finally:
+                if self._forwarders and not message[0].is_local:
+                    self._forward(message, origin, reply_to)
         return True
 
     def transport(self, scheme: str) -> Transport:

@@ -102,3 +102,17 @@ def _drain(q: Queue) -> list[Message]:
             out.append(q.get_nowait())
         except Empty:
             return out
+
+
+def test_full_local_queue_does_not_keep_a_message_from_other_nodes(nodes: list[Bus]) -> None:
+    from berrymq import QueueFull
+
+    a, b, _ = nodes
+    a.transport("local").interconnect(serve(b), ttl=10)
+    full = Queue("q:*", bus=a, maxsize=1, on_full="refuse")
+    remote = Queue("q:*", bus=b)
+    a.twitter("q:1")
+    with pytest.raises(QueueFull):
+        a.twitter("q:2")
+    assert [m.args for m in _drain(remote)] == [(), ()]
+    assert full.qsize() == 1
