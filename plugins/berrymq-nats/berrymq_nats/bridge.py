@@ -518,7 +518,8 @@ class NatsBridge(Connection):
         for sub in self._guarded:
             bus.set_guard(sub, None)
         self._guarded = []
-        bus.untrack_connection(self)
+        while self in bus.connections():  # tracked once per way it was opened
+            bus.untrack_connection(self)
         if threading.current_thread() is self._thread:
             self._loop.create_task(self._shutdown())
             return

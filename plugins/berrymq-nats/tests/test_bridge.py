@@ -379,6 +379,17 @@ def test_connect_broker_from_the_api(nats_server: Any, default_bus: Bus, make_bu
     peer.close()
 
 
+def test_connection_styles_map_to_the_bridge(nats_server: Any, default_bus: Bus) -> None:
+    bridge = berrymq.interconnect(nats_server.url)
+    assert isinstance(bridge, NatsBridge) and bridge.style == "broker"
+    assert berrymq.init_connection(nats_server.url) == nats_server.url
+    assert berrymq.connect_broker(nats_server.url) is bridge
+    with pytest.raises(TypeError, match=r"Queue\(pattern, shared=True\)"):
+        berrymq.connect_via_queue(nats_server.url, "x:*")
+    berrymq.close_connection()
+    assert bridge.closed and default_bus.connections() == []
+
+
 def test_bad_options_are_named(default_bus: Bus) -> None:
     with pytest.raises(TypeError, match="unknown NATS option 'bufer_limit'"):
         berrymq.connect_broker("nats://127.0.0.1:1", bufer_limit=3)
