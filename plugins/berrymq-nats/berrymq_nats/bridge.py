@@ -520,8 +520,10 @@ class NatsBridge(Connection):
         self._guarded = []
         while self in bus.connections():  # tracked once per way it was opened
             bus.untrack_connection(self)
-        if threading.current_thread() is self._thread:
-            self._loop.create_task(self._shutdown())
+        if threading.current_thread() is self._thread:  # a receiver closes it: no waiting
+            task = self._loop.create_task(self._shutdown())
+            task.add_done_callback(lambda _: self._loop.stop())
+            self._executor.shutdown(wait=False, cancel_futures=True)
             return
         future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
         try:

@@ -411,14 +411,23 @@ def test_unreachable_server_is_a_clear_error(default_bus: Bus) -> None:
 
 
 def test_missing_plugin_names_the_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = Bus(plugins=PluginHost(Settings(), entry_points=False), name="missing")
     monkeypatch.setenv("BERRYMQ_BLOCK_PLUGINS", "nats")
     host = PluginHost(Settings(), entry_points=False, extra_plugins=[("nats", nats_plugin)])
-    bus = Bus(plugins=host, name="blocked")
+    blocked = Bus(plugins=host, name="blocked")
     try:
-        with berrymq.use_bus(bus), pytest.raises(PluginNotAvailable, match="berrymq-nats|nats"):
+        with berrymq.use_bus(missing), pytest.raises(
+            PluginNotAvailable, match=r"no transport for nats:// .*pip install berrymq-nats"
+        ) as info:
+            berrymq.connect_broker("nats://127.0.0.1:4222")
+        assert info.value.plugin == "nats"
+        with berrymq.use_bus(blocked), pytest.raises(
+            PluginNotAvailable, match="installed but not active .blocked by BERRYMQ_BLOCK_PLUGINS"
+        ):
             berrymq.connect_broker("nats://127.0.0.1:4222")
     finally:
-        bus.close()
+        missing.close()
+        blocked.close()
 
 
 def test_unserialisable_arguments_are_reported(
