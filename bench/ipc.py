@@ -10,7 +10,9 @@ this same file with ``--role``) and measures two things between them:
 
 - **one-way**: the child sends small messages as fast as it can for a time budget, then an
   end marker carrying the count; the parent receives them all (a missing one is an error)
-  and divides the count by the time from its "go" to the end marker;
+  and divides the count by the time from its "go" to the end marker. Three rounds, taken
+  in turn for every system (so that load from elsewhere weighs on all alike); the table
+  shows the median and each round;
 - **round trip**: the parent sends a message, the child answers with another, one at a
   time; the table shows the median and 99th percentile in microseconds.
 
@@ -43,16 +45,20 @@ import os
 import queue
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 HERE = os.path.abspath(__file__)
+# Run as a script, Python puts bench/ first on sys.path, where bench/nats.py would shadow
+# the nats package that the berrymq-nats plugin imports when plugins load.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(HERE)]
 ENDPOINT_TIMEOUT = 20.0  # seconds a handshake or a whole measurement may take at most
 
 
@@ -163,6 +169,7 @@ class Budget:
     max_messages: int = 400_000
     round_trips: int = 2_000
     warmup: int = 200
+    repeat: int = 3
 
 
 def sender_loop(budget: Budget, send_one: Callable[[int], None]) -> int:
@@ -181,7 +188,8 @@ def sender_loop(budget: Budget, send_one: Callable[[int], None]) -> int:
 @dataclass
 class Result:
     name: str
-    one_way: float | None = None  # messages per second
+    one_way: float | None = None  # messages per second (the median of the rounds)
+    rates: list[float] = field(default_factory=list)  # each round's
     p50: float | None = None  # microseconds
     p99: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -735,48 +743,64 @@ def attempt(result: Result, what: str, function: Callable[[], Any]) -> Any:
 
 
 def measure(budget: Budget, only: set[str] | None) -> tuple[list[Result], float | None]:
-    results: list[Result] = []
+    """Measure every wanted system. The one-way runs are interleaved (round 1 of every
+    system, then round 2, ...) and each system's median is kept, so that load from
+    elsewhere on the machine weighs on all of them alike."""
 
     def wanted(key: str) -> bool:
         return only is None or key in only
 
-    def add(key: str, name: str, one_way: Callable[[], float] | None,
-            latency: Callable[[], tuple[float, float]] | None) -> None:
-        if not wanted(key):
-            return
-        result = Result(name)
-        print(f"  measuring {name} ...", file=sys.stderr, flush=True)
-        if one_way is not None:
-            result.one_way = attempt(result, "one-way", one_way)
-        if latency is not None:
-            rtt = attempt(result, "round trip", latency)
-            if rtt is not None:
-                result.p50, result.p99 = rtt
-        results.append(result)
-
-    add("tcp", "berryMQ TCP", lambda: berrymq_one_way(budget, "tcp"),
-        lambda: berrymq_latency(budget, "tcp"))
-    add("http", "berryMQ HTTP", lambda: berrymq_one_way(budget, "http"),
-        lambda: berrymq_latency(budget, "http"))
-    add("zmq", "pyzmq PUB/SUB", lambda: zmq_one_way(budget), lambda: zmq_latency(budget))
-    if wanted("redis"):
-        try:
-            with redis_server() as port:
-                add("redis", "redis-py pub/sub", lambda: redis_one_way(budget, port, False),
-                    lambda: redis_latency(budget, port))
-                add("redis", "redis-py pub/sub, pipelined x100",
-                    lambda: redis_one_way(budget, port, True), None)
-        except FileNotFoundError as exc:
-            results.append(Result("redis-py pub/sub", notes=[str(exc)]))
-    add("raw", "raw NDJSON socket (floor)", lambda: raw_one_way(budget),
-        lambda: raw_latency(budget))
-    http_calls = None
-    if wanted("http"):
-        holder = Result("berryMQ HTTP calls")
-        http_calls = attempt(holder, "calls/s", lambda: http_calls_per_second(budget))
-        for note in holder.notes:
-            print(note, file=sys.stderr)
-    return results, http_calls
+    with ExitStack() as stack:
+        systems: list[tuple[Result, Callable[[], float] | None,
+                            Callable[[], tuple[float, float]] | None]] = []
+        if wanted("tcp"):
+            systems.append((Result("berryMQ TCP"), lambda: berrymq_one_way(budget, "tcp"),
+                            lambda: berrymq_latency(budget, "tcp")))
+        if wanted("http"):
+            systems.append((Result("berryMQ HTTP"), lambda: berrymq_one_way(budget, "http"),
+                            lambda: berrymq_latency(budget, "http")))
+        if wanted("zmq"):
+            systems.append((Result("pyzmq PUB/SUB"), lambda: zmq_one_way(budget),
+                            lambda: zmq_latency(budget)))
+        if wanted("redis"):
+            try:
+                port = stack.enter_context(redis_server())
+            except FileNotFoundError as exc:
+                systems.append((Result("redis-py pub/sub", notes=[str(exc)]), None, None))
+            else:
+                systems.append((Result("redis-py pub/sub"),
+                                lambda: redis_one_way(budget, port, False),
+                                lambda: redis_latency(budget, port)))
+                systems.append((Result("redis-py pub/sub, pipelined x100"),
+                                lambda: redis_one_way(budget, port, True), None))
+        if wanted("raw"):
+            systems.append((Result("raw NDJSON socket (floor)"), lambda: raw_one_way(budget),
+                            lambda: raw_latency(budget)))
+        http_calls: list[float] = []
+        calls_note = Result("berryMQ HTTP calls")
+        for round_number in range(1, budget.repeat + 1):
+            print(f"  one-way, round {round_number} of {budget.repeat} ...", file=sys.stderr,
+                  flush=True)
+            for result, one_way, _ in systems:
+                if one_way is not None:
+                    rate = attempt(result, "one-way", one_way)
+                    if rate is not None:
+                        result.rates.append(rate)
+            if wanted("http"):
+                calls = attempt(calls_note, "calls/s", lambda: http_calls_per_second(budget))
+                if calls is not None:
+                    http_calls.append(calls)
+        print("  round trips ...", file=sys.stderr, flush=True)
+        for result, _, latency in systems:
+            if result.rates:
+                result.one_way = statistics.median(result.rates)
+            if latency is not None:
+                rtt = attempt(result, "round trip", latency)
+                if rtt is not None:
+                    result.p50, result.p99 = rtt
+        for note in calls_note.notes:
+            print(f"note: {note}", file=sys.stderr)
+    return [r for r, _, _ in systems], statistics.median(http_calls) if http_calls else None
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -788,14 +812,16 @@ def report(results: list[Result], http_calls: float | None) -> None:
     redis_rate = by_name.get("redis-py pub/sub", Result("")).one_way
     floor_rate = by_name.get("raw NDJSON socket (floor)", Result("")).one_way
     header = (f"{'system':34} {'one-way msg/s':>14} {'x redis':>8} {'x floor':>8} "
-              f"{'rtt p50 us':>11} {'rtt p99 us':>11}")
+              f"{'rtt p50 us':>11} {'rtt p99 us':>11}  {'rounds, k msg/s':<16}")
     print(header)
     print("-" * len(header))
     for r in results:
         vs_redis = r.one_way / redis_rate if r.one_way and redis_rate else None
         vs_floor = r.one_way / floor_rate if r.one_way and floor_rate else None
+        rounds = "/".join(f"{rate / 1000:.0f}" for rate in r.rates)
         print(f"{r.name:34} {fmt(r.one_way, ',.0f'):>14} {fmt(vs_redis, '.2f'):>8} "
-              f"{fmt(vs_floor, '.2f'):>8} {fmt(r.p50, ',.0f'):>11} {fmt(r.p99, ',.0f'):>11}")
+              f"{fmt(vs_floor, '.2f'):>8} {fmt(r.p50, ',.0f'):>11} {fmt(r.p99, ',.0f'):>11}  "
+              f"{rounds}")
     print()
     print(f"berryMQ HTTP: {fmt(http_calls, ',.0f')} send_message calls/s answered on one "
           "keep-alive connection (one request at a time)")
@@ -826,11 +852,12 @@ def main(argv: list[str] | None = None) -> int:
     if options.role:
         run_role(options.role, options.rest)
         return 0
-    budget = Budget(seconds=0.3, max_messages=50_000, round_trips=300, warmup=50) \
-        if options.quick else Budget()
+    budget = Budget(seconds=0.3, max_messages=50_000, round_trips=300, warmup=50, repeat=1) \
+        if options.quick else Budget(seconds=1.5)
     started = time.perf_counter()
     print(f"bench/ipc.py: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-          f"{budget.seconds:g} s per one-way run, {budget.round_trips} round trips",
+          f"{budget.repeat} one-way rounds of {budget.seconds:g} s per system (median kept), "
+          f"{budget.round_trips} round trips",
           file=sys.stderr)
     results, http_calls = measure(budget, set(options.only) if options.only else None)
     report(results, http_calls)
