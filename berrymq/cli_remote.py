@@ -185,8 +185,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
                 connection.send(message)
             except (TypeError, ValueError) as exc:
                 raise CommandError(str(exc)) from None
-            flush = getattr(connection, "flush", None)
-            if flush is not None and not flush(args.timeout):
+            if not connection.flush(args.timeout):
                 raise CommandError(f"{args.url} did not acknowledge the message within "
                                    f"{args.timeout:g}s")
         finally:

@@ -279,6 +279,27 @@ def test_bad_command_line_arguments(tmp_path: Path) -> None:
     assert "--http takes a http:// address" in one_error_line(result)
 
 
+def test_a_node_with_a_secret(tmp_path: Path, procs: list[Proc]) -> None:
+    env = dict(os.environ, BERRYMQ_SECRET="correct horse")
+    server = subprocess.Popen([sys.executable, "-m", "berrymq", "serve", "--tcp", "0"],
+                              cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip().removeprefix("serving ")
+        line = one_error_line(run("send", url, "job:x", cwd=tmp_path))  # no secret here
+        assert "-32004" in line and "Unauthorised" in line
+        result = subprocess.run([sys.executable, "-m", "berrymq", "send", url, "job:x"],
+                                cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=DEADLINE) == 0
+        assert server.stdout is not None
+        server.stdout.close()
+
+
 def test_serve_stops_on_sigterm_while_clients_are_connected(
         tmp_path: Path, procs: list[Proc], node: tuple[Proc, str, str]) -> None:
     server, _, http = node
