@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import Any
@@ -97,15 +97,35 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 @contextmanager
-def _signals_stop() -> Iterator[None]:
+def _signals_stop() -> Iterator[Callable[[], None]]:
     """Within the block, SIGINT (Ctrl-C) and SIGTERM stop the command: SIGINT raises
-    KeyboardInterrupt even when the shell started us with SIGINT ignored (``cmd &``)."""
+    KeyboardInterrupt (even when the shell started us with SIGINT ignored, ``cmd &``) and
+    SIGTERM raises :class:`_Stop`, in the main thread.
+
+    The kernel gives a process-directed signal to any thread that does not block it, and
+    Python runs its handler only in the main thread: if a server thread took the signal,
+    a main thread waiting on a lock would not wake up. So the signals are blocked while
+    the command starts its threads (which inherit the mask), and the main thread unblocks
+    them for itself when it calls the function the block yields (before it waits)."""
     previous_term = signal.signal(signal.SIGTERM, _raise_stop)
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    masked = hasattr(signal, "pthread_sigmask")
+    if masked:
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+    def unblock() -> None:
+        if masked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
     try:
-        yield
+        yield unblock
     finally:
+        if masked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous_int)
 
@@ -139,11 +159,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not tcp and not http:
         tcp, http = [DEFAULT_TCP], [DEFAULT_HTTP]
     urls = [server_url("tcp", a) for a in tcp] + [server_url("http", a) for a in http]
-    stop = threading.Event()
-    bus = get_bus()
+    stop = threading.Event()  # never set: the main thread waits for a signal
+    bus = None
     try:
-        with _signals_stop():
+        with _signals_stop() as wait_for_signals:
             try:
+                bus = get_bus()
                 for url in urls:
                     try:
                         bound = init_connection(url)
@@ -153,11 +174,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 for pattern in args.print or []:
                     regist_function(pattern, _print_message, weak=False)
                 print("press Ctrl-C to stop", file=sys.stderr, flush=True)
+                wait_for_signals()
                 stop.wait()
             except (KeyboardInterrupt, _Stop):
                 pass
     finally:
-        bus.close()
+        if bus is not None:
+            bus.close()
     print("stopped", file=sys.stderr, flush=True)
     return 0
 
@@ -216,12 +239,13 @@ def _print_message(message: Any) -> None:
 def _cmd_listen(args: argparse.Namespace) -> int:
     from berrymq.api import connect_via_queue
 
-    with _signals_stop(), _quiet_remote_logs():
+    with _signals_stop() as wait_for_signals, _quiet_remote_logs():
         try:
             try:
                 connection = connect_via_queue(args.url, args.pattern)
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
+            wait_for_signals()
         except (KeyboardInterrupt, _Stop):
             return 0
         print(f"listening to {args.pattern} at {args.url}", file=sys.stderr, flush=True)

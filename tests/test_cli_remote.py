@@ -204,8 +204,10 @@ def test_listen_ends_with_an_error_when_the_node_goes_away(
     server, tcp, _ = node
     listener = listen(tmp_path, procs, tcp, "job:*")
     assert server.stop(signal.SIGTERM) == 0
-    assert listener.process.wait(timeout=DEADLINE) == 2
-    assert listener.line("err").startswith("berrymq: error: ")
+    code = listener.process.wait(timeout=DEADLINE)
+    rest = listener.rest_of("err")
+    assert code == 2, rest
+    assert len(rest) == 1 and rest[0].startswith("berrymq: error: "), rest
 
 
 # -- errors: one clear line, a non-zero exit ------------------------------------------------------
