@@ -601,3 +601,15 @@ def test_connect_broker_in_process_and_errors(nats_server: NatsServer,
         berrymq.connect_broker(f"nats://127.0.0.1:{free_port()}", connect_timeout=0.5)
     with pytest.raises((TypeError, berrymq.SettingsError), match="no_such_option"):
         berrymq.connect_broker(nats_server.url, no_such_option=1)
+
+
+@pytest.mark.xfail(strict=True, reason="SPEC 8: a bad [berrymq.nats] servers URL escapes "
+                   "as a raw ValueError traceback instead of an error naming the file")
+def test_bad_server_url_in_settings_is_a_clear_error(tmp_path: Path) -> None:
+    settings = tmp_path / "berrymq.toml"
+    settings.write_text('[berrymq.nats]\nservers = ["http://127.0.0.1:1"]\n')
+    env = dict(os.environ, BERRYMQ_CONFIG=str(settings))
+    out = subprocess.run(["berrymq", "plugins"], capture_output=True, text=True,
+                         timeout=30, env=env, cwd=tmp_path)
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.returncode != 0 and "berrymq.toml" in out.stderr, out.stderr
