@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+import berrymq
+from berrymq import Bus, Message
+
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(NODE is None, reason="node (Node.js) is not on PATH")
 
@@ -118,6 +121,28 @@ def test_selftest_every_method(tmp_path: Path, node: tuple[Lines, str, str], sch
     seen = [server.line() for _ in range(6)]
     assert seen == ['node:hello ["from node", 1] {"lang": "js"}', "node:note [2]",
                     "node:batch [3]", "node:batch [4]", "node:in_batch [5]", "node:in_batch [6]"]
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_interconnect_with_an_in_process_node(tmp_path: Path, berrymq_bus: Bus,
+                                              scheme: str) -> None:
+    """The Python side twitters and asks; the Node.js client receives and answers (over
+    HTTP the Node.js client runs its own server, which the node calls back)."""
+    from_node: queue.SimpleQueue[Message] = queue.SimpleQueue()
+    berrymq.regist_function("node:joined", from_node.put, weak=False)
+    url = str(berrymq.init_connection(f"{scheme}://127.0.0.1:0"))
+    assert NODE is not None
+    client = Lines([NODE, str(CLIENT), "interconnect", url, "--count", "1"], tmp_path)
+    try:
+        assert client.line() == "interconnected"
+        joined = from_node.get(timeout=DEADLINE)
+        assert (joined.id, joined.args) == ("node:joined", ("interconnect",))
+        assert berrymq.ask("node:question", 1, timeout=DEADLINE) == ["node saw node:question"]
+        berrymq.twitter("news:local", {"n": [1, 2]}, flag=True)
+        assert client.line() == 'news:local [{"n":[1,2]}] {"flag":true}'
+        assert client.process.wait(timeout=DEADLINE) == 0
+    finally:
+        client.close()
 
 
 def test_interconnect_over_tcp_carries_both_directions(tmp_path: Path,

@@ -3,7 +3,8 @@
  * A dependency-free berryMQ client for Node.js (16 or newer), written from
  * docs/protocol.md alone: JSON-RPC 2.0 over TCP (one JSON text per line) or over HTTP
  * (POST / with Content-Type: application/json). Only Node's built-in modules are used
- * (net, http, crypto).
+ * (net, http, crypto). Style 01 (interconnect) works over both: over TCP on the same
+ * connection, over HTTP through a small server of our own that the node calls back.
  *
  *   const { connect } = require('./berrymq');
  *   const client = await connect('tcp://127.0.0.1:7000');
@@ -11,7 +12,7 @@
  *   await client.sendMessage(token, 'job:done', ['report.txt'], { user: 'bob' });
  *   const queueToken = await client.connectViaQueue('job:*');
  *   const message = await client.get(queueToken, { timeout: 5 }); // null when empty
- *   await client.interconnect((message) => console.log(message)); // TCP only
+ *   await client.interconnect((message) => console.log(message)); // style 01
  *   client.close();
  *
  * A message is { identifier, args, kwargs } (identifier text, an array, an object).
@@ -86,6 +87,10 @@ class Client {
     this.secret = options.secret || null;
     this.timeout = options.timeout || 10000; // milliseconds to wait for a reply
     this.nextId = 1;
+    this.ownToken = null; // the token the node uses to forward to us (interconnect)
+    this.onMessage = null;
+    this.onAsk = null;
+    this.seen = new Set();
   }
 
   params(params) {
@@ -113,6 +118,48 @@ class Client {
       return request;
     });
     return this.request(body);
+  }
+
+  /** Answer one request the node sent us (interconnect): send_message(s) and ask. */
+  async answer(request) {
+    const id = request && typeof request === 'object' ? request.id : null;
+    const notification = request && typeof request === 'object' && !('id' in request);
+    const error = (code, message, data) => (notification ? null :
+      { jsonrpc: '2.0', error: data === undefined ? { code, message } : { code, message, data }, id: id === undefined ? null : id });
+    const ok = (result) => (notification ? null : { jsonrpc: '2.0', result, id });
+    if (!request || typeof request !== 'object' || request.jsonrpc !== '2.0' ||
+        typeof request.method !== 'string') {
+      return { jsonrpc: '2.0', error: { code: codes.INVALID_REQUEST, message: 'Invalid Request' }, id: null };
+    }
+    const params = request.params || {};
+    if (request.method === 'send_messages' || request.method === 'send_message') {
+      if (params.token !== this.ownToken) return error(codes.UNKNOWN_TOKEN, 'Unknown or expired token');
+      const entries = request.method === 'send_messages' ? params.messages :
+        [[params.identifier, params.args || [], params.kwargs || {},
+          { uid: params.uid, hops: params.hops, reply_to: params.reply_to }]];
+      if (!Array.isArray(entries)) return error(codes.INVALID_PARAMS, 'Invalid params', "'messages' must be an array");
+      for (const entry of entries) {
+        const message = messageFromWire(entry);
+        if (this.firstTime(message.extras.uid) && this.onMessage) this.onMessage(message);
+      }
+      return ok('ok');
+    }
+    if (request.method === 'ask') {
+      const message = { identifier: params.identifier, args: params.args || [], kwargs: params.kwargs || {} };
+      const replies = this.onAsk ? await this.onAsk(message) : [];
+      return ok(replies.map((value) => ({ value })));
+    }
+    return error(codes.METHOD_NOT_FOUND, 'Method not found');
+  }
+
+  /** Whether a forwarded message's uid is new (a message that went round a cycle of
+   * interconnected nodes comes back with the same uid: deliver it once). */
+  firstTime(uid) {
+    if (uid === undefined || uid === null) return true;
+    if (this.seen.has(uid)) return false;
+    this.seen.add(uid);
+    if (this.seen.size > 100000) this.seen.delete(this.seen.values().next().value);
+    return true;
   }
 
   connectOneway(ttl = 1000) { return this.call('connect_oneway', { ttl }); }
@@ -172,9 +219,6 @@ class TcpClient extends Client {
     this.buffer = '';
     this.socket = null;
     this.closed = false;
-    this.ownToken = null; // the token the node uses to forward to us (interconnect)
-    this.onMessage = null;
-    this.onAsk = null;
   }
 
   open() {
@@ -236,37 +280,6 @@ class TcpClient extends Client {
       // e.g. Too large: the node closes the connection after it
       this.lastError = new BerryMQError(reply.error.message, reply.error.code, reply.error.data);
     }
-  }
-
-  /** Answer one request the node sent us (interconnect): send_message(s) and ask. */
-  async answer(request) {
-    const id = request && typeof request === 'object' ? request.id : null;
-    const notification = request && typeof request === 'object' && !('id' in request);
-    const error = (code, message, data) => (notification ? null :
-      { jsonrpc: '2.0', error: data === undefined ? { code, message } : { code, message, data }, id: id === undefined ? null : id });
-    const ok = (result) => (notification ? null : { jsonrpc: '2.0', result, id });
-    if (!request || typeof request !== 'object' || request.jsonrpc !== '2.0' ||
-        typeof request.method !== 'string') {
-      return { jsonrpc: '2.0', error: { code: codes.INVALID_REQUEST, message: 'Invalid Request' }, id: null };
-    }
-    const params = request.params || {};
-    if (request.method === 'send_messages' || request.method === 'send_message') {
-      if (params.token !== this.ownToken) return error(codes.UNKNOWN_TOKEN, 'Unknown or expired token');
-      const entries = request.method === 'send_messages' ? params.messages :
-        [[params.identifier, params.args || [], params.kwargs || {},
-          { uid: params.uid, hops: params.hops, reply_to: params.reply_to }]];
-      if (!Array.isArray(entries)) return error(codes.INVALID_PARAMS, 'Invalid params', "'messages' must be an array");
-      for (const entry of entries) {
-        if (this.onMessage) this.onMessage(messageFromWire(entry));
-      }
-      return ok('ok');
-    }
-    if (request.method === 'ask') {
-      const message = { identifier: params.identifier, args: params.args || [], kwargs: params.kwargs || {} };
-      const replies = this.onAsk ? await this.onAsk(message) : [];
-      return ok(replies.map((value) => ({ value })));
-    }
-    return error(codes.METHOD_NOT_FOUND, 'Method not found');
   }
 
   write(obj) {
@@ -363,12 +376,48 @@ class HttpClient extends Client {
 
   request(body) { return this.post(body); }
 
-  interconnect() {
-    return Promise.reject(new BerryMQError(
-      'interconnect over HTTP needs a server of our own (the node calls it back); use tcp://'));
+  /** Style 01 over HTTP: the node calls back an HTTP server of ours, started here on
+   * `listen` (default 127.0.0.1, a free port), with send_messages requests. */
+  interconnect(onMessage, ttl = 1000, onAsk = null, listen = { host: '127.0.0.1', port: 0 }) {
+    this.ownToken = crypto.randomBytes(32).toString('base64url');
+    this.onMessage = onMessage;
+    this.onAsk = onAsk;
+    this.server = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (chunk) => chunks.push(chunk));
+      req.on('end', async () => {
+        let answer;
+        try {
+          const request = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          answer = Array.isArray(request) ?
+            (await Promise.all(request.map((r) => this.answer(r)))).filter((a) => a !== null) :
+            await this.answer(request);
+          if (Array.isArray(answer) && answer.length === 0) answer = null;
+        } catch (error) {
+          answer = { jsonrpc: '2.0', error: { code: codes.PARSE_ERROR, message: 'Parse error' }, id: null };
+        }
+        if (answer === null) {
+          res.writeHead(204).end();
+        } else {
+          const body = Buffer.from(JSON.stringify(answer));
+          res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': body.length }).end(body);
+        }
+      });
+    });
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(listen.port, listen.host, () => {
+        const { address, port } = this.server.address();
+        const host = address.includes(':') ? `[${address}]` : address;
+        resolve(this.call('interconnect', { addr: `http://${host}:${port}`, token: this.ownToken, ttl }));
+      });
+    });
   }
 
-  close() { this.agent.destroy(); }
+  close() {
+    this.agent.destroy();
+    if (this.server) this.server.close();
+  }
 }
 
 /** Connect to the node at `url` (tcp://host:port or http://host:port). */

@@ -5,8 +5,8 @@
  *
  *   node cli.js send URL ID [ARGS...]         send one message (ARGS parsed as JSON when valid)
  *   node cli.js listen URL PATTERN [--count N]  print messages matching PATTERN (style 03)
- *   node cli.js interconnect URL [--count N]  TCP: print every message the node forwards
- *                                             (style 01), after a line "interconnected"
+ *   node cli.js interconnect URL [--count N]  print every message the node forwards (style 01),
+ *                                             after a line "interconnected"; answers asks
  *   node cli.js selftest URL                  exercise every method, print what happens
  *
  * Start a node first:  berrymq serve --tcp 127.0.0.1:7000 --http 127.0.0.1:8000
