@@ -75,7 +75,7 @@ class Proc:
     def rest_of(self, stream: str) -> list[str]:
         """Every remaining line of a stream (the process must have ended)."""
         lines = self.out if stream == "out" else self.err
-        result = []
+        result: list[str] = []
         while True:
             line = lines.get(timeout=DEADLINE)
             if line is None:
