@@ -20,7 +20,10 @@ import berrymq
 from berrymq import Bus, Message
 
 NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node (Node.js) is not on PATH")
+# CI sets BERRYMQ_REQUIRE_BROKERS=1 (it installs node): there a missing node fails.
+pytestmark = pytest.mark.skipif(
+    NODE is None and os.environ.get("BERRYMQ_REQUIRE_BROKERS") != "1",
+    reason="node (Node.js) is not on PATH; set BERRYMQ_REQUIRE_BROKERS=1 to fail instead")
 
 CLIENT = Path(__file__).resolve().parent.parent / "examples" / "clients" / "node" / "cli.js"
 DEADLINE = 30.0
