@@ -29,9 +29,10 @@ encoded as JSON with the standard library and decoded on the other side. The pee
   of what any Python implementation of the protocol can reach;
 - ``berryMQ TCP`` / ``berryMQ HTTP``: style 02 (``connect_oneway`` + ``send_message``) for
   one-way, style 01 (``interconnect``; a receiver of ``bench:ping`` twitters
-  ``bench:pong`` back) for the round trip; and for HTTP the number of ``send_message``
-  calls per second answered on one keep-alive connection (``http.client``, one request at
-  a time).
+  ``bench:pong`` back) for the round trip; the row "one request -> ok" times a single
+  ``send_message`` request answered over TCP (a raw-socket client: the node's share of a
+  round trip); and for HTTP the number of ``send_message`` calls per second answered on
+  one keep-alive connection (``http.client``, one request at a time).
 
 Absolute numbers drift on a shared machine; compare the ratios printed beside them.
 """
@@ -673,6 +674,41 @@ def http_calls_per_second(budget: Budget) -> float:
             return calls / seconds
 
 
+def tcp_call_latency(budget: Budget) -> tuple[float, float]:
+    """One ``send_message`` request answered ``"ok"`` over TCP, timed in a child that
+    speaks the protocol on a raw socket: the node's share of a round trip."""
+    import berrymq
+
+    with berrymq_node("tcp") as (_bus, url):
+        berrymq.regist_function("bench:tick", lambda message: None, weak=False)
+        with child("tcp-calls", url, *budget_args(budget)) as c:
+            c.say("go")
+            return float(c.expect("p50")), float(c.expect("p99"))
+
+
+def role_tcp_calls(url: str, budget: Budget) -> None:
+    host, _, port = url.split("://", 1)[1].rpartition(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with sock, sock.makefile("rwb") as f:
+        f.write(b'{"jsonrpc":"2.0","method":"connect_oneway","params":{"ttl":60},"id":0}\n')
+        f.flush()
+        token = json.loads(f.readline())["result"]
+        wait_go()
+
+        def round_trip(i: int) -> None:
+            f.write(json.dumps({"jsonrpc": "2.0", "method": "send_message", "params": {
+                "token": token, "identifier": "bench:tick", "args": [i], "kwargs": {}},
+                "id": i}).encode() + b"\n")
+            f.flush()
+            reply = json.loads(f.readline())
+            assert reply["result"] == "ok", reply
+
+        p50, p99 = time_round_trips(budget, round_trip)
+    print("p50", p50, flush=True)
+    print("p99", p99, flush=True)
+
+
 def role_http_calls(url: str, budget: Budget) -> None:
     host, _, port = url.split("://", 1)[1].rstrip("/").rpartition(":")
     conn = http.client.HTTPConnection(host, int(port))
@@ -729,6 +765,8 @@ def run_role(role: str, args: list[str]) -> None:
         role_berrymq_echo(args[0], budget_from(args[1:]))
     elif role == "http-calls":
         role_http_calls(args[0], budget_from(args[1:]))
+    elif role == "tcp-calls":
+        role_tcp_calls(args[0], budget_from(args[1:]))
     else:
         raise SystemExit(f"unknown role {role!r}")
 
@@ -756,6 +794,8 @@ def measure(budget: Budget, only: set[str] | None) -> tuple[list[Result], float 
         if wanted("tcp"):
             systems.append((Result("berryMQ TCP"), lambda: berrymq_one_way(budget, "tcp"),
                             lambda: berrymq_latency(budget, "tcp")))
+            systems.append((Result("berryMQ TCP, one request -> ok"), None,
+                            lambda: tcp_call_latency(budget)))
         if wanted("http"):
             systems.append((Result("berryMQ HTTP"), lambda: berrymq_one_way(budget, "http"),
                             lambda: berrymq_latency(budget, "http")))
