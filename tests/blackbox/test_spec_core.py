@@ -977,6 +977,39 @@ def test_closing_one_shared_queue_keeps_the_others(berrymq_bus: Bus) -> None:
     assert b.get(timeout=WAIT).id == "s:x"
 
 
+def test_close_wakes_a_blocked_getter(berrymq_bus: Bus) -> None:
+    q = Queue("b:*")
+    waiting = threading.Event()
+    outcome: list[Any] = []
+
+    def getter() -> None:
+        waiting.set()
+        try:
+            outcome.append(q.get())
+        except Empty as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=getter)
+    thread.start()
+    assert waiting.wait(WAIT)
+    q.close()
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], Empty)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a closed shared Queue still takes messages from "
+                   "the shared store (get_nowait works, iteration never ends) (SPEC 4 close)")
+def test_closed_shared_queue_takes_nothing_more(berrymq_bus: Bus) -> None:
+    a = Queue("s:*", shared=True)
+    b = Queue("s:*", shared=True)
+    a.close()
+    twitter("s:1")
+    with pytest.raises(Empty):
+        a.get_nowait()
+    assert b.get_nowait().id == "s:1"
+
+
 def test_queue_maxsize_must_be_valid(berrymq_bus: Bus) -> None:
     with pytest.raises((ValueError, TypeError)):
         Queue("a:b", maxsize=-1)
@@ -1082,6 +1115,61 @@ def test_set_multiplicity_change_loses_nothing(berrymq_bus: Bus) -> None:
         twitter("m:n", n)
     berrymq.set_multiplicity(0)  # everything handed to the old pool is delivered
     assert sorted(got) == list(range(200))
+
+
+def test_set_multiplicity_while_sending_loses_nothing(berrymq_bus: Bus) -> None:
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def receiver(message: Message) -> None:
+        with lock:
+            got.append(message.args[0])
+
+    regist_function("mx:*", receiver, weak=False)
+    total = 2000
+    started = threading.Event()
+    failures: list[BaseException] = []
+
+    def sender() -> None:
+        started.set()
+        try:
+            for n in range(total):
+                twitter("mx:n", n)
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    assert started.wait(WAIT)
+    for size in (2, 0, 1, 3, 0, 2, 0):
+        berrymq.set_multiplicity(size)
+    thread.join(WAIT * 2)
+    assert not thread.is_alive()
+    assert berrymq.join(WAIT)
+    assert failures == []
+    assert sorted(got) == list(range(total))
+
+
+def test_async_receiver_and_awaitable_queue(berrymq_bus: Bus) -> None:
+    import asyncio
+
+    async def main() -> list[Any]:
+        got: list[Any] = []
+        done = asyncio.Event()
+
+        @following_function("aio:*")
+        async def receiver(message: Message) -> None:
+            await asyncio.sleep(0)
+            got.append(message.args[0])
+            done.set()
+
+        q = Queue("aio:*")
+        twitter("aio:x", 7)
+        message = await q.get_async(timeout=WAIT)
+        await asyncio.wait_for(done.wait(), WAIT)
+        return [got, message.args]
+
+    assert asyncio.run(main()) == [[7], (7,)]
 
 
 @pytest.mark.parametrize("workers", [0, 2])
