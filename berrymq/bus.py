@@ -15,6 +15,7 @@ Invariants that keep sending fast (see ARCHITECTURE.md, "The way of a message"):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import itertools
@@ -584,12 +585,17 @@ class Bus:
         if errors:
             self._raise_errors(message[0], errors)
 
-    def ask_local(self, message: Message, timeout: float | None = 5.0) -> list[Any]:
+    def ask_local(self, message: Message, timeout: float | None = 5.0, *,
+                  into: list[Any] | None = None, running: list[str] | None = None) -> list[Any]:
         """Run this bus's receivers of ``message`` in this thread and return their
         return values in registration order; a receiver that raised gives a
         :class:`berrymq.ReplyError` in its place. ``async def`` receivers run on their
-        loops and are waited for, up to ``timeout`` seconds in all."""
-        replies: list[Any] = []
+        loops and are waited for, up to ``timeout`` seconds in all.
+
+        :param into: append the replies to this list as they come (and return it).
+        :param running: a one-element list set to the name of the receiver running now.
+        """
+        replies: list[Any] = [] if into is None else into
         pending = False
         box = hop_box()
         previous = box[0]
@@ -599,6 +605,8 @@ class Bus:
                 receiver = ref()
                 if receiver is None:
                     continue
+                if running is not None:
+                    running[:] = [_describe(receiver)]
                 try:
                     if guard is not None and not guard(message):
                         continue
@@ -612,7 +620,11 @@ class Bus:
                     ))
         finally:
             box[0] = previous
-        return settle_replies(replies, timeout, self.node_id) if pending else replies
+        if running is not None:
+            running.clear()  # every receiver was called; only async replies may be awaited
+        if pending:
+            replies[:] = settle_replies(replies, timeout, self.node_id)
+        return replies
 
     def ask(self, identifier: str | Identifier, /, *args: Any, timeout: float = 5.0,
             **kwargs: Any) -> list[Any]:
@@ -620,42 +632,50 @@ class Bus:
 
         Local receivers answer first, in registration order, then each connected peer
         (in the order the connections were made), each peer's receivers in their order.
-        A receiver that raised, or a peer that did not answer within ``timeout`` seconds,
-        gives a :class:`berrymq.ReplyError` entry. With no receiver the list is empty.
+        A receiver that raised gives a :class:`berrymq.ReplyError` entry in its place.
+        With no receiver the list is empty, at once.
+
+        ``timeout`` (seconds) bounds the whole call: local receivers run in a helper
+        thread and each peer is asked in its own, so ``ask`` returns by the deadline even
+        when a receiver is slow; whatever did not answer in time (the local receiver
+        still running, a silent peer) gives one ``ReplyError`` whose ``exception_type``
+        is ``"TimeoutError"``, and a late receiver's reply is dropped. Called from a
+        thread that runs an event loop, the local receivers run in that thread instead
+        (see :func:`berrymq.ask_async`). One-way connections carry no requests.
         """
         ident = parse(identifier)
         if timeout is None or timeout <= 0:
             raise ValueError(f"ask needs a positive timeout, got {timeout!r}")
-        message: Message = _tuple_new(Message, (ident, args, kwargs, hop_box()[0], None))
-        requesters = [f for f in self._forwarders if hasattr(f, "request")]
-        if ident.is_local or not requesters:
-            return self.ask_local(message, timeout)
-        message = self.stamp(message)
-        results: list[list[Any] | None] = [None] * len(requesters)
-
-        def call(index: int, requester: Any) -> None:
-            try:
-                results[index] = list(requester.request(message, timeout))
-            except Exception as exc:  # noqa: BLE001 - reported as an entry
-                results[index] = [ReplyError(type(exc).__name__, str(exc), repr(requester))]
-
-        threads = [
-            threading.Thread(target=call, args=(i, r), name="berrymq-ask", daemon=True)
-            for i, r in enumerate(requesters)
-        ]
-        for thread in threads:
-            thread.start()
-        replies = self.ask_local(message, timeout)
         deadline = time.monotonic() + timeout
-        for index, thread in enumerate(threads):
-            thread.join(max(0.0, deadline - time.monotonic()))
-            got = results[index]
-            if got is None:
-                replies.append(ReplyError(
-                    "TimeoutError", f"no answer within {timeout:g}s", repr(requesters[index])
-                ))
+        message: Message = _tuple_new(Message, (ident, args, kwargs, hop_box()[0], None))
+        requesters = [] if ident.is_local else [
+            f for f in self._forwarders if hasattr(f, "request")
+        ]
+        if requesters:
+            message = self.stamp(message)
+        parts: list[_AskPart] = []
+        if self._route_for(ident):
+            if _in_event_loop():
+                parts.append(_AskPart.done_with(self.ask_local(message, timeout)))
             else:
-                replies.extend(got)
+                parts.append(_AskPart.start(
+                    f"local receivers of {ident}",
+                    lambda part: self.ask_local(message, timeout, into=part.replies,
+                                                running=part.running),
+                ))
+        def asking(requester: Any) -> Callable[[_AskPart], None]:
+            def work(part: _AskPart) -> None:
+                # A little grace, so that the deadline here always fires first and a
+                # silent peer reads the same whichever side noticed (a TimeoutError).
+                part.replies.extend(requester.request(message, timeout + 0.25))
+
+            return work
+
+        for requester in requesters:
+            parts.append(_AskPart.start(repr(requester), asking(requester)))
+        replies: list[Any] = []
+        for part in parts:
+            replies.extend(part.result(deadline, timeout, self.node_id))
         return replies
 
     def _run_entry(self, entry: RouteEntry, message: Message, reply_to: Identifier | None) -> None:
@@ -923,6 +943,63 @@ def send(owner: BusOwner, identifier: str | Identifier, /, *args: Any, **kwargs:
 
 
 Bus.twitter = send
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _AskPart:
+    """One source of replies to an ask (the local receivers, or one peer), answered in a
+    helper thread so that the asker can stop waiting at the deadline."""
+
+    def __init__(self, who: str) -> None:
+        self.who = who
+        self.replies: list[Any] = []
+        self.running: list[str] = []
+        self.error: Exception | None = None
+        self.thread: threading.Thread | None = None
+
+    @classmethod
+    def done_with(cls, replies: list[Any]) -> _AskPart:
+        part = cls("")
+        part.replies = replies
+        return part
+
+    @classmethod
+    def start(cls, who: str, work: Callable[[_AskPart], Any]) -> _AskPart:
+        part = cls(who)
+
+        def run() -> None:
+            try:
+                work(part)
+            except Exception as exc:  # noqa: BLE001 - reported as an entry
+                part.error = exc
+
+        part.thread = threading.Thread(target=run, name="berrymq-ask", daemon=True)
+        part.thread.start()
+        return part
+
+    def result(self, deadline: float, timeout: float, node: str) -> list[Any]:
+        """The replies, once the part finished or the deadline passed."""
+        if self.thread is not None:
+            self.thread.join(max(0.0, deadline - time.monotonic()))
+            if self.thread.is_alive():
+                # What answered so far (async replies that are not in yet become timeout
+                # entries), and one entry for the receiver still running, if any.
+                answered = settle_replies(list(self.replies), 0, node)
+                if not self.running and self.replies:
+                    return answered
+                who = self.running[0] if self.running else self.who
+                return [*answered, ReplyError("TimeoutError", f"no answer within {timeout:g}s", who, node)]
+        if self.error is not None:
+            exc = self.error
+            return [*self.replies, ReplyError(type(exc).__name__, str(exc), self.who, node)]
+        return self.replies
 
 
 def _describe(receiver: object) -> str:

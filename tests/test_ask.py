@@ -91,10 +91,32 @@ def test_bad_identifier_is_refused(berrymq_bus: Bus) -> None:
         berrymq.ask("a:")
 
 
-def test_ask_runs_receivers_in_the_callers_thread_even_with_a_pool(berrymq_bus: Bus) -> None:
+def test_ask_runs_local_receivers_in_its_helper_thread_not_the_pool(berrymq_bus: Bus) -> None:
     berrymq.set_multiplicity(2)
     berrymq.regist_function("t:*", lambda m: threading.current_thread().name, weak=False)
-    assert berrymq.ask("t:x") == [threading.current_thread().name]
+    assert berrymq.ask("t:x") == ["berrymq-ask"]
+
+
+def test_ask_timeout_bounds_a_slow_local_receiver(berrymq_bus: Bus) -> None:
+    release = threading.Event()
+
+    def slow(message: Message) -> str:
+        release.wait(10)
+        return "late"
+
+    berrymq.regist_function("slow:*", lambda m: "quick", weak=False)
+    berrymq.regist_function("slow:*", slow)
+    started = time.monotonic()
+    try:
+        replies = berrymq.ask("slow:x", timeout=0.2)
+    finally:
+        release.set()
+    assert time.monotonic() - started < 5
+    assert replies[0] == "quick"
+    assert isinstance(replies[1], berrymq.ReplyError)
+    assert replies[1].exception_type == "TimeoutError"
+    assert replies[1].receiver.endswith("slow")
+    assert len(replies) == 2
 
 
 def test_receiver_may_ask_from_inside_a_receiver(berrymq_bus: Bus) -> None:

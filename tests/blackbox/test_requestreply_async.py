@@ -211,8 +211,6 @@ def test_ask_local_no_receiver_and_bad_timeout(berrymq_bus: berrymq.Bus) -> None
         berrymq.ask("te*:x")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 4.2: ask's timeout is not applied to "
-                   "local synchronous receivers (they run in the caller's thread)")
 def test_ask_timeout_honoured_for_a_slow_local_receiver(berrymq_bus: berrymq.Bus) -> None:
     release = threading.Event()
 
