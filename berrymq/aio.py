@@ -441,7 +441,9 @@ def wake(store: _Store) -> None:
             loop.call_soon_threadsafe(_release, waiter)
 
 
-async def queue_get_async(store: _Store, timeout: float | None) -> Message:
+async def queue_get_async(
+    store: _Store, timeout: float | None, closed: Callable[[], bool] | None = None
+) -> Message:
     """:meth:`berrymq.Queue.get_async`: wait on the loop, never in a thread.
 
     The coroutine registers a future with the store and re-checks the store afterwards,
@@ -453,6 +455,8 @@ async def queue_get_async(store: _Store, timeout: float | None) -> Message:
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     while True:
+        if closed is not None and closed():  # this queue object was closed (shared store)
+            raise QueueClosed(f"this queue of {store.pattern} was closed")
         try:
             return store.get(False, None)
         except QueueClosed:
@@ -482,16 +486,17 @@ class QueueIterator:
     """``async for message in queue``: messages as they come, until the queue is closed
     and drained."""
 
-    __slots__ = ("_store",)
+    __slots__ = ("_closed", "_store")
 
-    def __init__(self, store: _Store) -> None:
+    def __init__(self, store: _Store, closed: Callable[[], bool] | None = None) -> None:
         self._store = store
+        self._closed = closed
 
     def __aiter__(self) -> QueueIterator:
         return self
 
     async def __anext__(self) -> Message:
         try:
-            return await queue_get_async(self._store, None)
+            return await queue_get_async(self._store, None, self._closed)
         except QueueClosed:
             raise StopAsyncIteration from None

@@ -95,7 +95,10 @@ def test_shared_queues_each_message_taken_exactly_once_by_threads(berrymq_bus: B
         thread.start()
     for n in range(2000):
         twitter("jobs:n", n)
-    for q in consumers:
+    deadline = time.monotonic() + 30
+    while len(taken) < 2000 and time.monotonic() < deadline:
+        threading.Event().wait(0.01)  # polled condition with a deadline
+    for q in consumers:  # closing a shared queue stops its consumer, at once
         q.close()
     for thread in threads:
         thread.join(10)
@@ -106,7 +109,32 @@ def test_shared_store_outlives_one_closed_queue(berrymq_bus: Bus) -> None:
     first, second = Queue("s:*", shared=True), Queue("s:*", shared=True)
     first.close()
     twitter("s:x")
+    with pytest.raises(QueueClosed):
+        first.get_nowait()  # a closed queue takes nothing more: the message is second's
     assert second.get_nowait().id == "s:x"
+    assert list(first) == []
+
+
+def test_closing_a_shared_queue_wakes_its_blocked_getter(berrymq_bus: Bus) -> None:
+    first, second = Queue("w:*", shared=True), Queue("w:*", shared=True)
+    outcome: list[BaseException] = []
+    waiting = threading.Event()
+
+    def getter() -> None:
+        waiting.set()
+        try:
+            first.get(timeout=30)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=getter)
+    thread.start()
+    assert waiting.wait(5)
+    first.close()
+    thread.join(10)
+    assert [type(e) for e in outcome] == [QueueClosed]
+    twitter("w:after")
+    assert second.get_nowait().id == "w:after"
 
 
 def test_bounded_queue_refuses_loudly(berrymq_bus: Bus) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Literal
 
 from berrymq import aio
 from berrymq.bus import Bus, Subscription
-from berrymq.errors import QueueClosed, QueueFull
+from berrymq.errors import Empty, QueueClosed, QueueFull
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message
@@ -23,6 +24,9 @@ FullPolicy = Literal["block", "refuse"]
 
 #: How long a sender waits for room in a full bounded queue before it is refused.
 DEFAULT_PUT_TIMEOUT = 1.0
+
+#: How often a blocked get on a shared queue looks whether its queue object was closed.
+_CLOSE_CHECK = 0.05
 
 _CLOSED = object()  # put behind the last message when a store closes; wakes every getter
 
@@ -182,14 +186,38 @@ class Queue:
         """The next message, waiting at most ``timeout`` seconds (forever if None).
 
         Raises :class:`berrymq.Empty` when nothing came in time (at once when ``block`` is
-        false), :class:`berrymq.QueueClosed` (an ``Empty``) once closed and drained.
+        false), :class:`berrymq.QueueClosed` (an ``Empty``) once closed and drained. A
+        closed shared queue raises ``QueueClosed`` at once: what is stored belongs to
+        the other queues sharing the store.
         """
         if timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
-        return self._store.get(block, timeout)
+        if not self.shared:
+            return self._store.get(block, timeout)
+        # A shared store outlives this queue object: closing it must stop this object
+        # alone from taking messages, so a blocked get wakes now and then to look.
+        self._check_open()
+        if not block:
+            return self._store.get(False, None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = _CLOSE_CHECK if deadline is None else min(_CLOSE_CHECK, deadline - time.monotonic())
+            try:
+                return self._store.get(True, max(0.0, wait))
+            except QueueClosed:
+                raise
+            except Empty:
+                self._check_open()
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+    def _check_open(self) -> None:
+        if self._closed and self.shared:
+            raise QueueClosed(f"this shared queue of {self.pattern} was closed")
 
     def get_nowait(self) -> Message:
         """The next message, or :class:`berrymq.Empty` at once; same as ``get(False)``."""
+        self._check_open()
         return self._store.get(False, None)
 
     def qsize(self) -> int:
@@ -220,6 +248,8 @@ class Queue:
             last = store.users <= 0
         if last:
             store.close()
+        elif self.shared:
+            aio.wake(store)  # coroutines of this queue waiting in get_async look again
 
     def __enter__(self) -> Queue:
         return self
@@ -231,7 +261,7 @@ class Queue:
         """Yield messages as they come, until the queue is closed and drained."""
         while True:
             try:
-                yield self._store.get(True, None)
+                yield self.get()
             except QueueClosed:
                 return
 
@@ -242,12 +272,15 @@ class Queue:
         Raises :class:`berrymq.Empty` when nothing came in time and
         :class:`berrymq.QueueClosed` once closed and drained, like :meth:`get`.
         """
-        return await aio.queue_get_async(self._store, timeout)
+        return await aio.queue_get_async(self._store, timeout, self._is_closed)
 
     def __aiter__(self) -> aio.QueueIterator:
         """``async for message in queue``: messages as they come, until the queue is
         closed and drained."""
-        return aio.QueueIterator(self._store)
+        return aio.QueueIterator(self._store, self._is_closed)
+
+    def _is_closed(self) -> bool:
+        return self._closed and self.shared
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

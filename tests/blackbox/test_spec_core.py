@@ -998,8 +998,6 @@ def test_close_wakes_a_blocked_getter(berrymq_bus: Bus) -> None:
     assert len(outcome) == 1 and isinstance(outcome[0], Empty)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a closed shared Queue still takes messages from "
-                   "the shared store (get_nowait works, iteration never ends) (SPEC 4 close)")
 def test_closed_shared_queue_takes_nothing_more(berrymq_bus: Bus) -> None:
     a = Queue("s:*", shared=True)
     b = Queue("s:*", shared=True)
