@@ -679,9 +679,9 @@ class Bus:
         return replies
 
     def _run_entry(self, entry: RouteEntry, message: Message, reply_to: Identifier | None) -> None:
-        ref, guard, _ = entry
+        ref, guard, subscription = entry
         receiver = ref()
-        if receiver is None:
+        if receiver is None or not subscription.active:  # cancelled while the task waited
             return
         box = hop_box()
         previous = box[0]

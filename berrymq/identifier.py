@@ -47,13 +47,15 @@ class Identifier:
     _text: str
     _hash: int
 
-    def __new__(cls, text: str) -> Identifier:
+    def __new__(cls, text: str | Identifier) -> Identifier:
+        if type(text) is Identifier:
+            return text
         cached = _cache.get(text) if type(text) is str else None
         if cached is not None:
             return cached
         return _parse(text)
 
-    def __init__(self, text: str) -> None:  # parsing happens in __new__
+    def __init__(self, text: str | Identifier) -> None:  # parsing happens in __new__
         pass
 
     @property

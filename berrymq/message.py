@@ -81,6 +81,17 @@ class Message(tuple):  # type: ignore[type-arg]
         """A unique id, given when the message first leaves its process; else None."""
         return self[4]  # type: ignore[no-any-return]
 
+    # A tuple's own public methods would hide keyword arguments of the same names.
+    @property
+    def count(self) -> Any:
+        """The ``count`` keyword argument (a message is no sequence to count in)."""
+        return self.__getattr__("count")
+
+    @property
+    def index(self) -> Any:
+        """The ``index`` keyword argument."""
+        return self.__getattr__("index")
+
     def apply(self, func: Callable[..., T]) -> T:
         """Call ``func(**message.kwargs)`` and return its result."""
         return func(**self[2])

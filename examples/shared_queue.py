@@ -19,13 +19,16 @@ audit = berrymq.Queue("job:*")                       # standalone: a copy of eve
 queues = [berrymq.Queue("job:*", shared=True) for _ in range(2)]
 done: dict[str, list[int]] = {"worker-0": [], "worker-1": []}
 first_jobs_taken = threading.Barrier(2)
+all_done = threading.Event()
 
 
 def work(name, queue):
-    for message in queue:                            # until the queue is closed and drained
+    for message in queue:                            # until this queue is closed
         done[name].append(message.args[0])
         if len(done[name]) == 1:
             first_jobs_taken.wait(10)                # each worker takes at least one job
+        if len(done["worker-0"]) + len(done["worker-1"]) >= 100:
+            all_done.set()
 
 
 workers = [
@@ -35,8 +38,9 @@ for worker in workers:
     worker.start()
 for n in range(100):
     berrymq.twitter("job:run", n)
+all_done.wait(10)
 for queue in queues:
-    queue.close()                                    # the workers finish what is stored
+    queue.close()                                    # ends each worker's loop
 for worker in workers:
     worker.join()
 

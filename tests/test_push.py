@@ -427,3 +427,27 @@ def test_receiver_errors_on_non_callables(berrymq_bus: Bus) -> None:
         regist_function("a:b", NoWeakRef())
     regist_function("a:b", NoWeakRef(), weak=False)
     twitter("a:b")
+
+
+def test_following_function_on_methods_in_a_class_body_is_a_clear_error(berrymq_bus: Bus) -> None:
+    with pytest.raises(TypeError, match="above @classmethod"):
+        class Wrong:
+            @classmethod
+            @following_function("w:*")
+            def on(cls, message: Message) -> None:
+                pass
+
+    with pytest.raises(TypeError, match="Follower class with @following"):
+        class AlsoWrong:
+            @following_function("w:*")
+            def on(self, message: Message) -> None:
+                pass
+
+    def make() -> Any:  # a nested function whose first parameter is called self is fine
+        @following_function("w:*", weak=False)
+        def receiver(self: Message, extra: int = 0) -> None:
+            pass
+
+        return receiver
+
+    assert make()

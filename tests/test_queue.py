@@ -247,3 +247,15 @@ def test_queue_on_an_explicit_bus() -> None:
     assert [m.id for m in (q.get_nowait(),)] == ["own:x"]
     assert q.empty()
     bus.close()
+
+
+def test_when_every_shared_queue_closed_what_is_left_can_be_drained(berrymq_bus: Bus) -> None:
+    first, second = Queue("left:*", shared=True), Queue("left:*", shared=True)
+    for n in range(3):
+        twitter("left:x", n)
+    first.close()
+    with pytest.raises(QueueClosed):
+        first.get_nowait()  # second is still open: the messages are its
+    second.close()  # the last one: the store closes, nothing is stranded
+    assert [m.args[0] for m in first] == [0, 1, 2]
+    assert list(second) == []

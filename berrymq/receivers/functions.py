@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import FunctionType
 from typing import Any, TypeVar
 
 from berrymq.bus import Bus, Guard, Receiver, Subscription
@@ -25,6 +26,29 @@ class _FollowOnceBound:
     def __set_name__(self, owner: type, name: str) -> None:
         setattr(owner, name, self.method)
         self.follow(self.method.__get__(None, owner))
+
+
+def _refuse_unbound_method(pattern: Identifier, target: object) -> None:
+    """A function in a class body whose first parameter is ``cls`` or ``self`` would be
+    called with the message alone: say so now, not at every delivery."""
+    if not isinstance(target, FunctionType):
+        return
+    code = target.__code__
+    owner, _, _ = target.__qualname__.rpartition(".")
+    if not owner or owner.endswith("<locals>") or code.co_argcount < 2:
+        return
+    first = code.co_varnames[0]
+    if first == "cls":
+        raise TypeError(
+            f"following_function({str(pattern)!r}) on {target.__qualname__}, whose first "
+            "parameter is 'cls': write @following_function above @classmethod, not below"
+        )
+    if first == "self":
+        raise TypeError(
+            f"following_function({str(pattern)!r}) on the method {target.__qualname__}: "
+            "for methods of instances use a Follower class with @following, or "
+            "regist_method(pattern, instance.method)"
+        )
 
 
 class FunctionReceivers:
@@ -52,6 +76,7 @@ class FunctionReceivers:
             return _FollowOnceBound(target, follow)  # type: ignore[return-value]
         if not callable(target):
             raise TypeError(f"following_function({pattern}) needs a callable, got {target!r}")
+        _refuse_unbound_method(pattern, target)
         self.follow(bus, pattern, target, guard, weak=weak)
         return target
 

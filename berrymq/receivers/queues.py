@@ -187,8 +187,9 @@ class Queue:
 
         Raises :class:`berrymq.Empty` when nothing came in time (at once when ``block`` is
         false), :class:`berrymq.QueueClosed` (an ``Empty``) once closed and drained. A
-        closed shared queue raises ``QueueClosed`` at once: what is stored belongs to
-        the other queues sharing the store.
+        closed shared queue raises ``QueueClosed`` at once while other open queues share
+        its store (what is stored is theirs); when the last one closes, the closed queues
+        can drain what is left.
         """
         if timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
@@ -212,7 +213,9 @@ class Queue:
                     raise
 
     def _check_open(self) -> None:
-        if self._closed and self.shared:
+        # While other open queues share the store, what it holds is theirs; once the last
+        # one closed too, every closed queue may drain what is left (nothing is stranded).
+        if self._is_closed():
             raise QueueClosed(f"this shared queue of {self.pattern} was closed")
 
     def get_nowait(self) -> Message:
@@ -280,7 +283,7 @@ class Queue:
         return aio.QueueIterator(self._store, self._is_closed)
 
     def _is_closed(self) -> bool:
-        return self._closed and self.shared
+        return self._closed and self.shared and not self._store.closed
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
