@@ -181,7 +181,10 @@ class PluginHost:
                 except Exception as exc:
                     raise BerryMQError(
                         f"plugin {candidate.name!r} ({candidate.distribution} "
-                        f"{candidate.version}) failed to load from {candidate.module}: {exc}"
+                        f"{candidate.version}) failed to load from {candidate.module}: {exc}; "
+                        f"uninstall it, disable it in the settings file "
+                        f"(disable = [{candidate.name!r}]) or set "
+                        f"{BLOCK_ENV_VAR}={candidate.name}"
                     ) from exc
                 self.pm.register(plugin, name=candidate.name)
                 active_names.append(candidate.name)

@@ -451,3 +451,15 @@ def test_following_function_on_methods_in_a_class_body_is_a_clear_error(berrymq_
         return receiver
 
     assert make()
+
+
+def test_follower_with_slots_needs_weakref(berrymq_bus: Bus) -> None:
+    class Slotted(metaclass=Follower):
+        __slots__ = ()
+
+        @following("s:*")
+        def on(self, message: Message) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="add '__weakref__' to its __slots__"):
+        Slotted()

@@ -59,6 +59,11 @@ class FollowerReceivers:
     def register_instance(self, bus: Bus, obj: object) -> list[Subscription]:
         """Register the marked instance methods of ``obj``, held through ``obj`` weakly."""
         subscriptions = []
+        if not hasattr(type(obj), "__weakref__"):
+            raise TypeError(
+                f"{type(obj).__qualname__} instances are held by weak reference as "
+                "Followers: add '__weakref__' to its __slots__"
+            )
         for attr, marks in type(obj).__berrymq_instance_marks__:  # type: ignore[attr-defined]
             method = getattr(obj, attr)
             for pattern, guard in marks:
