@@ -30,9 +30,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import berrymq
+# Run as a script, Python puts bench/ first on sys.path, where bench/nats.py would shadow
+# the nats package that the berrymq-nats plugin imports when plugins load.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import berrymq  # noqa: E402
 
 OTHER = 10_000  # non-matching subscriptions / topics / handlers in the "crowded" cases
 

@@ -603,8 +603,6 @@ def test_connect_broker_in_process_and_errors(nats_server: NatsServer,
         berrymq.connect_broker(nats_server.url, no_such_option=1)
 
 
-@pytest.mark.xfail(strict=True, reason="SPEC 8: a bad [berrymq.nats] servers URL escapes "
-                   "as a raw ValueError traceback instead of an error naming the file")
 def test_bad_server_url_in_settings_is_a_clear_error(tmp_path: Path) -> None:
     settings = tmp_path / "berrymq.toml"
     settings.write_text('[berrymq.nats]\nservers = ["http://127.0.0.1:1"]\n')

@@ -62,7 +62,13 @@ def berrymq_bus_started(bus: Bus) -> None:
         return
     transport = bus.transport("nats")
     assert isinstance(transport, NatsTransport)
-    transport.connect_broker(wait=False)
+    try:
+        transport.connect_broker(wait=False)
+    except (ValueError, TypeError) as exc:  # a bad value in [berrymq.nats]: name the file
+        settings = bus.plugins.settings
+        key = next((k for k in settings.table(PLUGIN) if repr(k) in str(exc) or k in str(exc)),
+                   "servers")
+        raise settings.error(f"[{settings.table_name}.{PLUGIN}] {exc}", key, PLUGIN) from exc
 
 
 @hookimpl
