@@ -40,7 +40,7 @@ import time
 import weakref
 from abc import abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 from berrymq.errors import ConnectionClosed, TransportError
@@ -125,6 +125,42 @@ def _setting(settings: Mapping[str, Any], name: str, default: float, plugin: str
         raise ValueError(f"setting {name} of plugin {plugin} must be a positive number, "
                          f"got {value!r}")
     return value
+
+
+class ThreadedServer(Protocol):
+    """A ``socketserver`` server that can also close the connections it accepted."""
+
+    server_address: Any
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None: ...
+    def shutdown(self) -> None: ...
+    def server_close(self) -> None: ...
+    def close_all(self) -> None: ...
+
+
+def bind_family(host: str) -> tuple[socket.AddressFamily, str]:
+    """The address family and the host to bind for ``host`` (``localhost`` is 127.0.0.1)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return family, "127.0.0.1" if host == "localhost" else host
+
+
+def run_server(server: ThreadedServer, name: str) -> tuple[Any, int]:
+    """Serve ``server`` in a daemon thread; return the handle for :func:`stop_server`
+    and the bound port."""
+    port = int(server.server_address[1])
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                              name=f"{name}-{port}", daemon=True)
+    thread.start()
+    return (server, thread), port
+
+
+def stop_server(handle: Any) -> None:
+    """Stop a server started by :func:`run_server` and close its connections."""
+    server, thread = handle
+    server.shutdown()
+    server.server_close()
+    server.close_all()
+    thread.join(5)
 
 
 class RemoteConnection(Connection):
@@ -311,11 +347,11 @@ class RemoteTransport(Transport):
     @abstractmethod
     def _serve(self, host: str, port: int) -> tuple[Any, int]:
         """Start a server on ``host:port`` feeding :attr:`service`; return a handle for
-        :meth:`_stop` and the bound port."""
+        :meth:`_stop` and the bound port (:func:`run_server` does the common part)."""
 
-    @abstractmethod
     def _stop(self, server: Any) -> None:
         """Stop a server started by :meth:`_serve` and close its connections."""
+        stop_server(server)
 
     @abstractmethod
     def _open_channel(self, url: str) -> Channel:

@@ -28,7 +28,13 @@ from berrymq.remote import protocol as p
 from berrymq.remote.client import Channel
 from berrymq.remote.jsonrpc import ParseError, dumps, error_object, loads
 from berrymq.remote.service import Service
-from berrymq.remote.transport import RemoteTransport, declare_settings, split_url
+from berrymq.remote.transport import (
+    RemoteTransport,
+    bind_family,
+    declare_settings,
+    run_server,
+    split_url,
+)
 
 __all__ = ["PLUGIN", "HttpChannel", "HttpTransport"]
 
@@ -347,21 +353,10 @@ class HttpTransport(RemoteTransport):
         super().__init__(bus, settings)
 
     def _serve(self, host: str, port: int) -> tuple[Any, int]:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        bind_host = "127.0.0.1" if host == "localhost" else host
+        family, bind_host = bind_family(host)
         server = _Server((bind_host, port), self.service, self.max_size, self.read_timeout,
                          family)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                  name=f"berrymq-http-{server.server_address[1]}", daemon=True)
-        thread.start()
-        return (server, thread), int(server.server_address[1])
-
-    def _stop(self, handle: Any) -> None:
-        server, thread = handle
-        server.shutdown()
-        server.server_close()
-        server.close_all()
-        thread.join(5)
+        return run_server(server, "berrymq-http")
 
     def _open_channel(self, url: str) -> Channel:
         # keep-alive connections are reused while idle for less than half the server's

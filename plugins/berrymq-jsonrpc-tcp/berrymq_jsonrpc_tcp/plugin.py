@@ -31,7 +31,13 @@ from berrymq.remote import protocol as p
 from berrymq.remote.client import Channel
 from berrymq.remote.jsonrpc import ParseError, dumps, error_object, loads
 from berrymq.remote.service import Service
-from berrymq.remote.transport import RemoteTransport, declare_settings, split_url
+from berrymq.remote.transport import (
+    RemoteTransport,
+    bind_family,
+    declare_settings,
+    run_server,
+    split_url,
+)
 
 __all__ = ["PLUGIN", "LineChannel", "TcpTransport"]
 
@@ -319,20 +325,9 @@ class TcpTransport(RemoteTransport):
         super().__init__(bus, settings)
 
     def _serve(self, host: str, port: int) -> tuple[Any, int]:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        bind_host = "127.0.0.1" if host == "localhost" else host
+        family, bind_host = bind_family(host)
         server = _Server((bind_host, port), self, family)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                  name=f"berrymq-tcp-{server.server_address[1]}", daemon=True)
-        thread.start()
-        return (server, thread), int(server.server_address[1])
-
-    def _stop(self, handle: Any) -> None:
-        server, thread = handle
-        server.shutdown()
-        server.server_close()
-        server.close_all()
-        thread.join(5)
+        return run_server(server, "berrymq-tcp")
 
     def _open_channel(self, url: str) -> Channel:
         host, port = split_url(url, "tcp")
