@@ -1086,3 +1086,35 @@ def test_cli_serve_second_signal_still_clean() -> None:
     rc, err = served.stop(signal_it=False)
     assert rc == 0 and "Traceback" not in err, (rc, err)
 
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_interconnected_peer_sigkilled_mid_stream(workers: Any, scheme: str) -> None:
+    a, b, c = workers(3)
+    addr = a.call("serve", addr=_url(scheme))
+    if scheme == "http":
+        b.call("serve", addr=_url(scheme))
+    a.call("follow", pattern="kill:*")
+    b.call("interconnect", addr=addr)
+    b.call("follow", pattern="kill:*")
+    c.call("queue", addr=addr, pattern="kill:*")
+    b.call("twitter", id="kill:x", args=[0])
+    assert b.proc.stdin is not None  # then a stream b is still sending when it is killed
+    b.proc.stdin.write("".join(json.dumps({"op": "twitter", "id": "kill:x", "args": [i]}) + "\n"
+                               for i in range(1, 2000)))
+    b.proc.stdin.flush()
+    a.wait_for("kill:x")
+    os.kill(b.proc.pid, signal.SIGKILL)
+    b.proc.wait(timeout=10)
+    # a keeps working: its own twitter returns, others still get messages
+    t0 = time.monotonic()
+    for i in range(5):
+        a.call("twitter", id="kill:after", args=[i])
+    assert time.monotonic() - t0 < 5
+    got = [c.call("get", timeout=10)[0] for _ in range(3)]
+    assert got[0] == "kill:x"
+    deadline = time.monotonic() + 15
+    while "kill:after" not in got:
+        assert time.monotonic() < deadline
+        got.append(c.call("get", timeout=10)[0])
+    c.call("close")
