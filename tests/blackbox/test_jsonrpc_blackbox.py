@@ -1121,3 +1121,66 @@ def test_interconnected_peer_sigkilled_mid_stream(workers: Any, scheme: str) -> 
         assert time.monotonic() < deadline
         got.append(c.call("get", timeout=10)[0])
     c.call("close")
+
+
+def test_raw_tcp_interconnect_both_ways_on_one_connection(node: Served) -> None:
+    """Style 01 by hand over one TCP line connection, as docs/protocol.md describes it."""
+    mine = "c" * 43
+    conn = Line(node.addr("tcp"))
+    q = Line(node.addr("tcp"))
+    sender = Line(node.addr("tcp"))
+    try:
+        queue_tok = q.call(rq("connect_via_queue", {"identifier": "ic:*", "ttl": 60}, 1))["result"]
+        conn.send(rq("interconnect", {"addr": None, "token": mine, "ttl": 60}, "ic"))
+        server_tok = None
+        while server_tok is None:  # a response, maybe after requests of the node
+            msg = conn.recv()
+            assert "method" not in msg, msg
+            server_tok = msg["result"]
+        # client -> node, on the interconnection: the node's other sessions get it
+        assert conn.call(rq("send_message", {"token": server_tok, "identifier": "ic:up",
+                                             "args": [1]}, "s"))["result"] == "ok"
+        assert q.call(rq("get", {"token": queue_tok, "timeout": 5}, 2))["result"] == \
+            ["ic:up", [1], {}]
+        # node -> client, on the same connection: a send_messages request carrying our token
+        other = sender.call(rq("connect_oneway", None, 1))["result"]
+        assert sender.call(rq("send_message", {"token": other, "identifier": "ic:down",
+                                               "args": ["hi"]}, 2))["result"] == "ok"
+        request = conn.recv()
+        assert request["method"] == "send_messages" and "id" in request, request
+        params = request["params"]
+        assert params["token"] == mine
+        ident, args, kwargs, *extras = params["messages"][0]
+        assert (ident, args, kwargs) == ("ic:down", ["hi"], {})
+        if extras:
+            assert isinstance(extras[0].get("uid"), str)
+        assert [m[0] for m in params["messages"]] == ["ic:down"]  # ic:up is not sent back
+        conn.send({"jsonrpc": "2.0", "result": "ok", "id": request["id"]})
+        assert conn.call(rq("close_connection", {"token": server_tok}, "z"))["result"] == "ok"
+    finally:
+        for c in (conn, q, sender):
+            c.close()
+
+
+def test_queue_full_is_refused_not_dropped(tmp_path: Path) -> None:
+    cfg = tmp_path / "berrymq.toml"
+    cfg.write_text('[berrymq]\n\n[berrymq.jsonrpc-tcp]\nqueue_size = 2\n\n'
+                   '[berrymq.jsonrpc-http]\nqueue_size = 2\n')
+    served = Served(env=_env(BERRYMQ_CONFIG=str(cfg)))
+    try:
+        for scheme in ("tcp", "http"):
+            b = Both(served, scheme)
+            q = b.call(rq("connect_via_queue", {"identifier": "full:*", "ttl": 60}, 1))["result"]
+            tok = b.token()
+            msgs = [[f"full:{i}", [i], {}] for i in range(4)]
+            err = assert_error(b.call(rq("send_messages", {"token": tok, "messages": msgs}, 2)),
+                               -32005, 2)
+            assert err["data"]["refused"] == [2, 3]
+            assert b.call(rq("get_nowait", {"token": q}, 3))["result"][0] == "full:0"
+            assert b.call(rq("get_nowait", {"token": q}, 4))["result"][0] == "full:1"
+            assert_error(b.call(rq("get_nowait", {"token": q}, 5)), -32002)
+            b.call(rq("close_connection", {"token": q}, 6))
+            b.close()
+    finally:
+        rc, err_text = served.stop()
+    assert rc == 0, err_text
