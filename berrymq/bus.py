@@ -601,9 +601,13 @@ class Bus:
         previous = box[0]
         box[0] = message[3] + 1
         try:
-            for ref, guard, _ in self._route_for(message[0]):
+            for ref, guard, subscription in self._route_for(message[0]):
                 receiver = ref()
                 if receiver is None:
+                    continue
+                if subscription.kind == "queue":  # a queue stores the request, it does not answer
+                    if guard is None or guard(message):
+                        receiver(message)
                     continue
                 if running is not None:
                     running[:] = [_describe(receiver)]

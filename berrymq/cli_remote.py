@@ -174,10 +174,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 for pattern in args.print or []:
                     regist_function(pattern, _print_message, weak=False)
                 print("press Ctrl-C to stop", file=sys.stderr, flush=True)
-                wait_for_signals()
-                stop.wait()
+                if hasattr(signal, "sigwait") and hasattr(signal, "pthread_sigmask"):
+                    # Take the signal synchronously (it is still blocked): no handler
+                    # runs inside a lock, so nothing can break the shutdown.
+                    signal.sigwait(_STOP_SIGNALS)
+                else:
+                    wait_for_signals()
+                    stop.wait()
             except (KeyboardInterrupt, _Stop):
                 pass
+            finally:
+                # One stop is enough: a second Ctrl-C or SIGTERM during the shutdown is
+                # ignored (and discarded when the mask is lifted), so it stays clean.
+                for signum in _STOP_SIGNALS:
+                    signal.signal(signum, signal.SIG_IGN)
+                if bus is not None:
+                    bus.close()
+                    bus = None
     finally:
         if bus is not None:
             bus.close()

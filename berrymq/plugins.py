@@ -247,9 +247,14 @@ class PluginHost:
         """Make the transport for ``scheme`` on ``bus``, or say which plugin is missing."""
         factory = self.transports.factory(scheme)
         if factory is None:
-            plugin, distribution = KNOWN_SCHEMES.get(
-                scheme, (f"<a plugin for {scheme}://>", f"a berryMQ plugin for {scheme}://")
-            )
+            if scheme not in KNOWN_SCHEMES:
+                known = sorted({*KNOWN_SCHEMES, *self.transports.names()})
+                raise PluginNotAvailable(
+                    f"no transport for {scheme}:// addresses", scheme,
+                    f"no installed plugin claims the scheme {scheme!r} (berryMQ's plugins "
+                    f"handle {', '.join(s + '://' for s in known)})",
+                )
+            plugin, distribution = KNOWN_SCHEMES[scheme]
             raise self._unavailable(f"no transport for {scheme}:// addresses", plugin, distribution)
         plugin = self.transports.plugin_for(scheme) or scheme
         return factory(bus, self.settings_for(plugin))

@@ -161,3 +161,10 @@ def test_async_receiver_timeout_in_ask_async(berrymq_bus: Bus) -> None:
     [reply], elapsed = asyncio.run(main())
     assert isinstance(reply, ReplyError) and reply.exception_type == "TimeoutError"
     assert 0.1 <= elapsed < 10
+
+
+def test_a_queue_stores_an_ask_request_but_does_not_answer(berrymq_bus: Bus) -> None:
+    queue = berrymq.Queue("z:*")
+    berrymq.regist_function("z:*", lambda m: "answer", weak=False)
+    assert berrymq.ask("z:1") == ["answer"]
+    assert queue.get_nowait().id == "z:1"

@@ -57,8 +57,10 @@ def test_missing_transport_plugin_says_what_to_install() -> None:
     with pytest.raises(PluginNotAvailable, match=r"install the plugin 'jsonrpc-tcp' \(pip install berrymq-jsonrpc-tcp\)"):
         with berrymq.use_bus(bus):
             berrymq.init_connection("tcp://127.0.0.1:0")
-    with pytest.raises(PluginNotAvailable, match="no transport for gopher://"):
+    with pytest.raises(PluginNotAvailable, match="no transport for gopher://") as info:
         bus.transport("gopher")
+    assert "no installed plugin claims the scheme 'gopher'" in str(info.value)
+    assert "tcp://" in str(info.value)
     bus.close()
 
 

@@ -580,8 +580,6 @@ def test_sigkilled_client_mid_stream(node: Served, tmp_path: Path) -> None:
         assert TOKEN_RE.match(fresh_token(node, scheme))
 
 
-@pytest.mark.xfail(strict=True, reason="accept backlog of 5 (socketserver default): quick "
-                   "connects overflow it and wait 1 s for SYN retransmits")
 def test_quick_connect_disconnect(node: Served) -> None:
     deadline = time.monotonic() + 5.0
     for i in range(200):
@@ -599,8 +597,6 @@ def test_quick_connect_disconnect_still_served(node: Served) -> None:
         assert TOKEN_RE.match(fresh_token(node, scheme))
 
 
-@pytest.mark.xfail(strict=True, reason="TCP: a request whose method is an array/object "
-                   "crashes the connection's reader (TypeError unhashable) instead of -32600")
 def test_tcp_unhashable_method_is_invalid_request() -> None:
     served = Served()  # a node of its own: the bug prints a traceback on the node's stderr
     conn = Line(served.addr("tcp"))
@@ -620,8 +616,6 @@ def test_http_unhashable_method_is_invalid_request(node: Served) -> None:
         assert_error(http_call(node.addr("http"), raw), -32600, None)
 
 
-@pytest.mark.xfail(strict=True, reason="TCP answers the JSON text `null` with -32700 "
-                   "(its internal None sentinel) where HTTP rightly answers -32600")
 def test_tcp_null_is_invalid_request(node: Served) -> None:
     conn = Line(node.addr("tcp"))
     try:
@@ -1080,8 +1074,6 @@ def test_cli_serve_ctrl_c_and_sigterm_exit_0() -> None:
         assert "Traceback" not in err
 
 
-@pytest.mark.xfail(strict=True, reason="a second stop signal during shutdown (Ctrl-C twice, "
-                   "or SIGTERM then SIGINT) exits 130, often with a RuntimeError traceback")
 def test_cli_serve_second_signal_still_clean() -> None:
     served = Served()
     served.proc.send_signal(signal.SIGTERM)

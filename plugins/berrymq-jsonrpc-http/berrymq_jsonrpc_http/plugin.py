@@ -46,6 +46,7 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's 5 made quick connects wait for a resend
 
     def __init__(self, address: tuple[str, int], service: Service, max_size: int,
                  read_timeout: float, family: socket.AddressFamily) -> None:

@@ -193,14 +193,15 @@ class LineChannel(Channel):
         try:
             obj = loads(line)
         except ParseError:
-            self._requests.put(None)  # answered in order with a parse error
+            self._requests.put(_PARSE_ERROR)  # answered in order with a parse error
             return
         if _is_response(obj):
             self._response(obj)
         elif type(obj) is list and obj and all(_is_response(member) for member in obj):
             for member in obj:
                 self._response(member)
-        elif type(obj) is dict and obj.get("method") in _SLOW and self._slow.acquire(False):
+        elif (type(obj) is dict and type(obj.get("method")) is str
+              and obj["method"] in _SLOW and self._slow.acquire(False)):
             threading.Thread(target=self._answer_slow, args=(obj,), daemon=True,
                              name="berrymq-tcp-slow").start()
         else:
@@ -218,7 +219,7 @@ class LineChannel(Channel):
         slot.event.set()
 
     def _answer(self, request: Any) -> None:
-        if request is None:
+        if request is _PARSE_ERROR:  # not None: the JSON text null is an Invalid Request
             reply: bytes | None = self.service.dispatcher.parse_error()
         else:
             reply = self.service.handle_parsed(request, self)
@@ -269,12 +270,14 @@ class LineChannel(Channel):
 
 
 _STOP = object()
+_PARSE_ERROR = object()
 
 
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's 5 made quick connects wait for a resend
 
     def __init__(self, address: tuple[str, int], transport: TcpTransport,
                  family: socket.AddressFamily) -> None:
