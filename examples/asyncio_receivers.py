@@ -1,7 +1,7 @@
 """asyncio: ``async def`` receivers run on the event loop they were registered from,
 whichever thread sends; ``ask_async`` awaits their replies without blocking the loop.
 
-Expected output (the thread name of the worker may differ):
+Expected output:
     on_order: order:placed 42 (in MainThread)
     on_order: order:placed 43 (in MainThread)
     replies: ['price of 42 is 4.20', 'sync quote']

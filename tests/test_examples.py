@@ -1,7 +1,7 @@
 """Every example under ``examples/`` runs, as a user would run it, and prints what its
 docstring says under "Expected output:" (``...`` stands for a part that varies, such as
-a time). Examples of the network, asyncio and adapter plugins and the other-language
-clients have tests of their own and are not run here.
+a time). Examples that need servers, brokers or other languages (between processes, NATS,
+the network picture of a remote node) have tests of their own and are not run here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Owned and tested elsewhere: they need servers, brokers or other languages.
-OTHERS = ("ipc_", "nats_", "asyncio_", "network_", "adapters_")
+OTHERS = ("ipc_", "nats_", "network_")
 MARKER = "Expected output:"
 
 
