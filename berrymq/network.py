@@ -215,6 +215,20 @@ def _receiver_lines(receiver: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _bus_lines(description: Mapping[str, Any], bus_name: str) -> list[str]:
+    """The text of the bus's own node (its transports and peers); empty when it has no
+    connections, forwarders or transports to show."""
+    forwarders = int(description.get("forwarders", 0) or 0)
+    transports = list(description.get("transports", ()))
+    if not (description.get("connections") or forwarders or transports):
+        return []
+    lines = [f"bus {bus_name}"]
+    lines += [f"{t['scheme']}: {t['status']}" for t in transports]
+    if forwarders:
+        lines.append(f"forwarding to {forwarders} peer(s)")
+    return lines
+
+
 def _dot_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
@@ -272,13 +286,8 @@ def to_dot(description: Mapping[str, Any]) -> str:
                 attrs = f" [label={_dot_quote('if ' + str(follow['guard']))}, style=dashed]"
             out.append(f"  {pattern_ids[str(follow['pattern'])]} -> {receiver['id']}{attrs};")
     connections = list(description.get("connections", ()))
-    forwarders = int(description.get("forwarders", 0) or 0)
-    transports = list(description.get("transports", ()))
-    if connections or forwarders or transports:
-        lines = [f"bus {bus_name}"]
-        lines += [f"{t['scheme']}: {t['status']}" for t in transports]
-        if forwarders:
-            lines.append(f"forwarding to {forwarders} peer(s)")
+    lines = _bus_lines(description, bus_name)
+    if lines:
         out.append(f'  bus [label={_dot_quote(chr(10).join(lines))}, shape=hexagon, '
                    'style=filled, fillcolor="#eeeeee"];')
         for connection in connections:
@@ -333,13 +342,8 @@ def to_mermaid(description: Mapping[str, Any]) -> str:
             else:
                 out.append(f"  {source} --> {receiver['id']}")
     connections = list(description.get("connections", ()))
-    forwarders = int(description.get("forwarders", 0) or 0)
-    transports = list(description.get("transports", ()))
-    if connections or forwarders or transports:
-        lines = [f"bus {bus_name}"]
-        lines += [f"{t['scheme']}: {t['status']}" for t in transports]
-        if forwarders:
-            lines.append(f"forwarding to {forwarders} peer(s)")
+    lines = _bus_lines(description, bus_name)
+    if lines:
         out.append(f"  bus{{{{{_mm(chr(10).join(lines))}}}}}")
         for connection in connections:
             cid = str(connection["id"])
