@@ -665,3 +665,36 @@ def test_async_receivers_do_not_disturb_the_senders_hop_count(berrymq_bus: Bus) 
 
     asyncio.run(main())
     assert result == [0]
+
+
+def test_an_async_guard_condition_is_refused(berrymq_bus: Bus) -> None:
+    async def guard(message: Message) -> bool:
+        return True
+
+    with pytest.raises(TypeError, match="guard_condition .*guard for g:x is an async function"):
+        berrymq.regist_function("g:x", lambda m: None, guard, weak=False)
+    assert berrymq_bus.subscriptions() == []
+
+
+def test_async_receivers_with_a_worker_pool(berrymq_bus: Bus) -> None:
+    berrymq.set_multiplicity(2)
+
+    async def main() -> None:
+        got: list[tuple[int, str]] = []
+        done = asyncio.Event()
+
+        async def rx(message: Message) -> None:
+            got.append((message.args[0], threading.current_thread().name))
+            if len(got) == 20:
+                done.set()
+
+        berrymq.regist_function("pool:*", rx)
+        for i in range(10):
+            berrymq.twitter("pool:x", i)
+        await asyncio.to_thread(lambda: [berrymq.twitter("pool:x", i) for i in range(10, 20)])
+        async with asyncio.timeout(WAIT):
+            await done.wait()
+        assert sorted(n for n, _ in got) == list(range(20))
+        assert {name for _, name in got} == {threading.current_thread().name}
+
+    asyncio.run(main())
