@@ -1,0 +1,252 @@
+"""The process's one I/O loop, and the one hand-off from it to receivers.
+
+Every network transport (TCP, HTTP, the NATS bridge) runs its sockets on one asyncio event
+loop in one background thread, :data:`io_loop`, so a node's thread count does not grow with
+its connections. Synchronous callers (``twitter``, ``send_message``, ``get``, ``ask``) stay
+synchronous: they hand a coroutine to the loop with :meth:`IOLoop.run` and wait for it with
+a deadline.
+
+What arrives from the network never runs receivers on the I/O thread (a slow receiver would
+stall every connection): the loop hands it to a :class:`DeliveryLane`, one thread that runs
+the work in arrival order. The lane is bounded in count and bytes; a coroutine that puts
+into a full lane waits, so a connection that sends faster than receivers take is simply not
+read until the lane drains (backpressure instead of unbounded buffering).
+
+Both start on first use and stop at interpreter exit; :meth:`IOLoop.stop` stops them earlier
+(tests use it to show that nothing is left running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["DeliveryLane", "IOLoop", "io_loop"]
+
+logger = logging.getLogger("berrymq.io")
+
+T = TypeVar("T")
+
+#: The lane's default bounds: messages waiting for receivers, and their encoded bytes.
+DEFAULT_LANE_ITEMS = 10_000
+DEFAULT_LANE_BYTES = 64 * 1024 * 1024
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _block_stop_signals() -> None:
+    """Leave SIGINT/SIGTERM to the main thread: Python runs handlers only there, and a
+    signal taken by this thread would leave a main thread that waits on a lock asleep."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+class DeliveryLane:
+    """One thread that runs work handed over from the I/O loop, in the order it came.
+
+    :param loop: the :class:`IOLoop` whose coroutines call :meth:`put`.
+    :param max_items: how many pieces of work may wait (at least one always may).
+    :param max_bytes: how many bytes (as the caller counts them) may wait.
+    """
+
+    def __init__(self, loop: IOLoop, max_items: int = DEFAULT_LANE_ITEMS,
+                 max_bytes: int = DEFAULT_LANE_BYTES) -> None:
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._io = loop
+        self._items: collections.deque[tuple[Callable[[], object], int]] = collections.deque()
+        self._bytes = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._waiters: list[asyncio.Future[None]] = []  # on the I/O loop, waiting for room
+        self._stopping = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="berrymq-delivery", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> tuple[int, int]:
+        """``(count, bytes)`` of the work waiting now."""
+        return len(self._items), self._bytes
+
+    def _has_room(self, size: int) -> bool:
+        if not self._items:
+            return True
+        return len(self._items) < self.max_items and self._bytes + size <= self.max_bytes
+
+    async def put(self, work: Callable[[], object], size: int = 0) -> None:
+        """Queue ``work`` (a call without arguments); wait while the lane is full.
+
+        Call from a coroutine on the I/O loop. ``size`` is what the work holds in memory,
+        usually the length of the message as it came over the wire.
+        """
+        while True:
+            with self._cond:
+                if self._stopping:
+                    raise RuntimeError("the delivery lane is stopped")
+                if self._has_room(size):
+                    self._items.append((work, size))
+                    self._bytes += size
+                    self._cond.notify()
+                    return
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+            await waiter
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until everything put so far has run; False if ``timeout`` passed first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._items and not self._busy, timeout)
+
+    def _wake_waiters(self) -> None:
+        """On the I/O loop: let every coroutine waiting for room try again."""
+        with self._cond:
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _run(self) -> None:
+        _block_stop_signals()
+        while True:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+                while not self._items and not self._stopping:
+                    self._cond.wait()
+                if not self._items:
+                    return
+                work, size = self._items.popleft()
+                self._bytes -= size
+                self._busy = True
+                wake = bool(self._waiters)
+            if wake:
+                self._io.call_soon(self._wake_waiters)
+            try:
+                work()
+            except BaseException:
+                logger.exception("delivering a message from the network failed")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Run what is queued, then end the thread (bounded by ``timeout``)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+
+class IOLoop:
+    """An asyncio event loop in a daemon thread, started on first use."""
+
+    def __init__(self, name: str = "berrymq-io") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lane: DeliveryLane | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop (started now if it was not)."""
+        loop = self._loop
+        return loop if loop is not None else self._start()
+
+    @property
+    def lane(self) -> DeliveryLane:
+        """The delivery thread that runs receivers of network messages."""
+        lane = self._lane
+        if lane is None:
+            with self._lock:
+                if self._lane is None:
+                    self._lane = DeliveryLane(self)
+                lane = self._lane
+        return lane
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    def in_loop(self) -> bool:
+        """True in the I/O thread itself."""
+        return self._thread is not None and threading.current_thread() is self._thread
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is not None:
+                return self._loop
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            thread = threading.Thread(target=self._run, args=(loop, ready), name=self._name, daemon=True)
+            thread.start()
+            ready.wait()
+            self._loop, self._thread = loop, thread
+            return loop
+
+    @staticmethod
+    def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        _block_stop_signals()
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        try:
+            loop.run_forever()
+            tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coroutine`` on the loop and wait for its result from a plain thread.
+
+        :raises TimeoutError: when ``timeout`` seconds pass first (the coroutine is cancelled).
+        :raises RuntimeError: when called from the I/O thread, where waiting would deadlock.
+        """
+        if self.in_loop():
+            coroutine.close()
+            raise RuntimeError("a blocking berryMQ call was made on the I/O thread; it would deadlock")
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"no result within {timeout} s") from None
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coroutine`` on the loop without waiting for it."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop soon (from any thread; ignored once stopped)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._start()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is exiting
+            loop.call_soon_threadsafe(callback, *args)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel every task, stop the loop and the delivery thread, and join both."""
+        with self._lock:
+            loop, thread, lane = self._loop, self._thread, self._lane
+            self._loop = self._thread = self._lane = None
+        if loop is not None and thread is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(loop.stop)
+            if threading.current_thread() is not thread:
+                thread.join(timeout)
+        if lane is not None:
+            lane.stop(timeout)
+
+
+#: The process's one I/O loop, shared by every network transport.
+io_loop = IOLoop()
+atexit.register(io_loop.stop)

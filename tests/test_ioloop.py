@@ -1,0 +1,140 @@
+"""The process's I/O loop and its delivery lane (berrymq.transports.ioloop)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from berrymq.transports.ioloop import DeliveryLane, IOLoop
+
+
+@pytest.fixture
+def io() -> IOLoop:
+    loop = IOLoop(name="test-io")
+    yield loop
+    loop.stop()
+
+
+def test_run_returns_the_coroutines_result_from_the_io_thread(io: IOLoop) -> None:
+    async def where() -> str:
+        return threading.current_thread().name
+
+    assert io.run(where(), timeout=5) == "test-io"
+    assert not io.in_loop()
+
+
+def test_run_times_out_and_cancels(io: IOLoop) -> None:
+    cancelled = threading.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(TimeoutError, match="no result within 0.05 s"):
+        io.run(forever(), timeout=0.05)
+    assert cancelled.wait(5)
+
+
+def test_a_blocking_call_on_the_io_thread_is_refused(io: IOLoop) -> None:
+    async def nested() -> str:
+        async def inner() -> None:
+            return None
+
+        try:
+            io.run(inner(), timeout=1)
+        except RuntimeError as exc:
+            return str(exc)
+        return "not refused"
+
+    assert "would deadlock" in io.run(nested(), timeout=5)
+
+
+def test_stop_joins_the_threads_and_a_later_use_starts_again(io: IOLoop) -> None:
+    async def name() -> str:
+        return threading.current_thread().name
+
+    io.run(name(), timeout=5)
+    lane_thread = io.lane._thread
+    io.stop()
+    assert not io.running
+    assert not lane_thread.is_alive()
+    assert not any(t.name == "test-io" for t in threading.enumerate())
+    assert io.run(name(), timeout=5) == "test-io"
+
+
+def test_lane_runs_work_in_order_off_the_io_thread(io: IOLoop) -> None:
+    seen: list[tuple[int, str]] = []
+
+    async def feed() -> None:
+        for i in range(100):
+            await io.lane.put(lambda i=i: seen.append((i, threading.current_thread().name)), 10)
+
+    io.run(feed(), timeout=5)
+    assert io.lane.wait_idle(5)
+    assert [i for i, _ in seen] == list(range(100))
+    assert {name for _, name in seen} == {"berrymq-delivery"}
+
+
+def test_a_full_lane_makes_the_producer_wait_until_work_drains(io: IOLoop) -> None:
+    lane = DeliveryLane(io, max_items=3, max_bytes=1000)
+    release = threading.Event()
+    done: list[int] = []
+    state: dict[str, object] = {}
+
+    async def feed() -> None:
+        await lane.put(release.wait)  # occupies the thread
+        for i in range(3):
+            await lane.put(lambda i=i: done.append(i), 1)
+        state["queued"] = lane.pending
+        put_more = asyncio.ensure_future(lane.put(lambda: done.append(3), 1))
+        await asyncio.sleep(0)
+        state["blocked"] = not put_more.done()
+        release.set()
+        await asyncio.wait_for(put_more, 5)
+
+    io.run(feed(), timeout=10)
+    assert state["queued"] == (3, 3)
+    assert state["blocked"] is True
+    assert lane.wait_idle(5)
+    assert done == [0, 1, 2, 3]
+    lane.stop()
+
+
+def test_the_byte_bound_holds_but_one_oversized_item_still_passes(io: IOLoop) -> None:
+    lane = DeliveryLane(io, max_items=100, max_bytes=10)
+    release = threading.Event()
+    state: dict[str, object] = {}
+
+    async def feed() -> None:
+        await lane.put(release.wait)
+        await lane.put(lambda: None, 50)  # alone in the queue: accepted
+        second = asyncio.ensure_future(lane.put(lambda: None, 1))
+        await asyncio.sleep(0)
+        state["second waits"] = not second.done()
+        release.set()
+        await asyncio.wait_for(second, 5)
+
+    io.run(feed(), timeout=10)
+    assert state["second waits"] is True
+    assert lane.wait_idle(5)
+    lane.stop()
+
+
+def test_a_failing_piece_of_work_is_logged_and_the_lane_goes_on(io: IOLoop, caplog: pytest.LogCaptureFixture) -> None:
+    done = threading.Event()
+
+    def fail() -> None:
+        raise ValueError("boom")
+
+    async def feed() -> None:
+        await io.lane.put(fail)
+        await io.lane.put(done.set)
+
+    io.run(feed(), timeout=5)
+    assert done.wait(5)
+    assert "delivering a message from the network failed" in caplog.text
