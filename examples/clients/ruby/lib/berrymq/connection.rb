@@ -77,7 +77,7 @@ module BerryMQ
     # The next message of the node's queue (style 03). Waits up to +timeout+ seconds (nil:
     # until one comes) when +block+; raises BerryMQ::Empty when none came.
     def get(block: true, timeout: nil)
-      raise ArgumentError, "get needs a connect_via_queue connection; this one is #{@style}" unless @style == :queue
+      need_queue("get")
       return get_nowait unless block
 
       deadline = timeout && (now + timeout)
@@ -94,6 +94,7 @@ module BerryMQ
 
     # The next message of the node's queue, or BerryMQ::Empty at once.
     def get_nowait
+      need_queue("get_nowait")
       from_wire(call("get_nowait", { "token" => @token }))
     rescue RemoteError => e
       raise unless e.code == JSONRPC::CODES[:empty]
@@ -177,6 +178,12 @@ module BerryMQ
     def call(method, params, timeout = @timeout)
       params["secret"] = @secret if @secret
       @channel.call(method, params, timeout)
+    end
+
+    def need_queue(what)
+      return if @style == :queue
+
+      raise ArgumentError, "#{what} needs a connect_via_queue connection; this one is #{@style}"
     end
 
     def from_wire(entry)

@@ -53,10 +53,9 @@ module BerryMQ
 
       # [[pattern, guard, method name], ...] of this class and its ancestors.
       def berrymq_followings
-        inherited = ancestors.drop(1).flat_map do |a|
+        ancestors.flat_map do |a|
           a.instance_variable_defined?(:@berrymq_declared) ? a.instance_variable_get(:@berrymq_declared) : []
         end
-        berrymq_declared + inherited
       end
 
       def berrymq_declared

@@ -1,0 +1,112 @@
+# frozen_string_literal: true
+
+# The three styles and ask against a real berryMQ node, over TCP and over HTTP.
+#
+# tests/test_ruby_client.py starts a Python node and sets BERRYMQ_TCP_URL and
+# BERRYMQ_HTTP_URL. The node has receivers: "double:*" returns twice args[0] (and raises
+# on "boom"), "ruby:ping" twitters "ruby:pong" with the same arguments, and it collects
+# every "ruby:*" message so that the Python side can check what arrived.
+require_relative "test_helper"
+
+class TestRemote < Minitest::Test
+  include FreshBus
+
+  URLS = { "tcp" => ENV.fetch("BERRYMQ_TCP_URL", nil), "http" => ENV.fetch("BERRYMQ_HTTP_URL", nil) }.freeze
+  WAIT = 20
+
+  # A Follower that hands what it receives to a queue the test reads.
+  class Pong
+    include BerryMQ::Follower
+
+    def initialize(inbox)
+      @inbox = inbox
+    end
+
+    following("ruby:pong")
+    def receive_pong(message)
+      @inbox.put(message)
+    end
+  end
+
+  def url(scheme)
+    URLS[scheme] || skip("BERRYMQ_#{scheme.upcase}_URL is not set (tests/test_ruby_client.py starts a node and sets it)")
+  end
+
+  %w[tcp http].each do |scheme|
+    define_method("test_oneway_and_queue_#{scheme}") do
+      node = url(scheme)
+      queue = BerryMQ.connect_via_queue(node, "rb_job:*", ttl: 60)
+      oneway = BerryMQ.connect_oneway(node, ttl: 60)
+      oneway.send_message("rb_job:done", "report.txt", pages: 3)
+      BerryMQ.send_message("rb_job:more", "ü", { "n" => [1, 2.5, nil, true] }) # the latest connection
+      BerryMQ.send_message("ruby:oneway", scheme, 1, user: "bob") # the node collects it
+      BerryMQ.send_message("other:x") # does not match the queue
+      got = queue.get(timeout: WAIT)
+      assert_equal ["rb_job:done", ["report.txt"], { pages: 3 }], [got.id, got.args, got.kwargs]
+      got = BerryMQ.get(timeout: WAIT) # the latest queue connection
+      assert_equal ["rb_job:more", ["ü", { "n" => [1, 2.5, nil, true] }], {}], [got.id, got.args, got.kwargs]
+      assert_raises(BerryMQ::Empty) { BerryMQ.get_nowait }
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      assert_raises(BerryMQ::Empty) { queue.get(timeout: 0.3) }
+      assert_operator Process.clock_gettime(Process::CLOCK_MONOTONIC) - started, :>=, 0.3
+      queue.send_message("rb_job:self", 7) # a queue session sends too
+      assert_equal [7], queue.get(timeout: WAIT).args
+      BerryMQ.close_connection(node)
+      assert_empty BerryMQ.connections
+      assert_raises(BerryMQ::ConnectionClosed) { queue.get_nowait }
+    end
+
+    define_method("test_interconnect_both_ways_#{scheme}") do
+      node = url(scheme)
+      inbox = BerryMQ::Queue.new("_inbox") # Pong puts here what it receives
+      pong = Pong.new(inbox)
+      BerryMQ.interconnect(node, ttl: 60)
+      BerryMQ.twitter("ruby:ping", scheme, n: 7) # forwarded; the node's receiver answers ruby:pong
+      BerryMQ.twitter("_local:ping", scheme) # local: never leaves this process
+      BerryMQ.twitter("ruby:interconnect", scheme)
+      assert BerryMQ.flush(WAIT), "the node did not acknowledge in time"
+      got = inbox.get(timeout: WAIT)
+      assert_equal ["ruby:pong", [scheme], { n: 7 }], [got.id, got.args, got.kwargs]
+      refute_nil pong
+      # messages that reach the node from elsewhere come here too
+      other = BerryMQ::Connection.new(node, :oneway, ttl: 60)
+      arrived = BerryMQ::Queue.new("news:*")
+      other.send_message("news:flash", "hi", flag: true)
+      got = arrived.get(timeout: WAIT)
+      assert_equal ["news:flash", ["hi"], { flag: true }], [got.id, got.args, got.kwargs]
+      other.close
+      # send_message on the interconnection itself
+      BerryMQ.send_message("ruby:ping", "direct")
+      assert_equal ["direct"], inbox.get(timeout: WAIT).args
+      BerryMQ.close_connection
+      assert_raises(BerryMQ::ConnectionClosed) { BerryMQ.send_message("ruby:ping", "closed") }
+    end
+
+    define_method("test_ask_#{scheme}") do
+      node = url(scheme)
+      BerryMQ.following_function("double:it") { |m| "ruby's own: #{m.args.first}" }
+      connection = BerryMQ.connect_oneway(node, ttl: 60)
+      assert_equal ["ruby's own: 21", 42], BerryMQ.ask("double:it", 21, timeout: WAIT)
+      replies = connection.ask("double:it", "boom", timeout: WAIT)
+      assert_equal 1, replies.size
+      assert_instance_of BerryMQ::ReplyError, replies.first
+      assert_equal "RuntimeError", replies.first.exception_type
+      assert_includes replies.first.reason, "boom on purpose"
+      assert_equal [], connection.ask("nobody:listens", timeout: WAIT)
+    end
+
+    define_method("test_errors_name_the_problem_#{scheme}") do
+      node = url(scheme)
+      connection = BerryMQ.connect_oneway(node, ttl: 60)
+      error = assert_raises(ArgumentError) { connection.send_message("_private:x") }
+      assert_includes error.message, "local"
+      assert_raises(BerryMQ::InvalidIdentifier) { connection.send_message("te*:x") }
+      error = assert_raises(ArgumentError) { connection.get_nowait }
+      assert_includes error.message, "connect_via_queue"
+      error = assert_raises(BerryMQ::RemoteError) { BerryMQ.connect_via_queue(node, "_local:*") }
+      assert_equal BerryMQ::JSONRPC::CODES[:invalid_params], error.code
+      error = assert_raises(ArgumentError) { BerryMQ.connect_oneway(node, ttl: 0) }
+      assert_includes error.message, "ttl"
+    end
+  end
+end
