@@ -42,15 +42,17 @@ DEADLINE = 60.0
 def ruby(*args: str, env: dict[str, str] | None = None,
          timeout: float = 180) -> subprocess.CompletedProcess[str]:
     assert RUBY is not None, "ruby is not on PATH (BERRYMQ_REQUIRE_BROKERS=1 requires it)"
-    return subprocess.run([RUBY, "-Ilib", *args], cwd=GEM, text=True, capture_output=True,
+    return subprocess.run([RUBY, "-w", "-Ilib", *args], cwd=GEM, text=True, capture_output=True,
                           timeout=timeout, encoding="utf-8", env={**os.environ, **(env or {})})
 
 
 def passed(result: subprocess.CompletedProcess[str], runs: int) -> None:
-    """Assert a minitest run passed, ran ``runs`` tests and skipped none."""
+    """Assert a minitest run passed, ran ``runs`` tests, skipped none, and that Ruby
+    (run with -w) gave no warning about the library or its tests."""
     summary = result.stdout + result.stderr
     assert result.returncode == 0, summary
     assert f"{runs} runs" in summary and " 0 failures, 0 errors, 0 skips" in summary, summary
+    assert "warning:" not in result.stderr, result.stderr
 
 
 class Lines:
@@ -140,8 +142,33 @@ def serve(tmp_path: Path) -> Iterator[tuple[Lines, str, str]]:
 
 def test_identifier_and_local_bus_suites() -> None:
     """The port of tests/test_identifier.py and the local bus tests, in Ruby."""
-    for suite, runs in (("test/test_identifier.rb", 6), ("test/test_bus.rb", 20)):
+    for suite, runs in (("test/test_identifier.rb", 6), ("test/test_bus.rb", 20),
+                        ("test/test_sample.rb", 1)):
         passed(ruby(suite), runs)
+
+
+def test_the_gem_builds_installs_and_loads(tmp_path: Path) -> None:
+    """As the README says: gem build, gem install, then require "berrymq" (no -Ilib)."""
+    gem = shutil.which("gem")
+    assert gem is not None, "ruby is installed without its gem command"
+    built = subprocess.run([gem, "build", "berrymq.gemspec", "--output", str(tmp_path / "b.gem")],
+                           cwd=GEM, text=True, capture_output=True, timeout=DEADLINE)
+    assert built.returncode == 0, built.stderr
+    home = tmp_path / "gems"
+    env = {**os.environ, "GEM_HOME": str(home), "GEM_PATH": str(home)}
+    installed = subprocess.run([gem, "install", "--local", "--no-document", str(tmp_path / "b.gem")],
+                               cwd=tmp_path, env=env, text=True, capture_output=True,
+                               timeout=DEADLINE)
+    assert installed.returncode == 0, installed.stderr
+    assert RUBY is not None
+    loaded = subprocess.run(
+        [RUBY, "-e", 'require "berrymq"; puts $LOADED_FEATURES.grep(/berrymq\\.rb/); '
+                     'puts BerryMQ::Identifier.new("job").to_s'],
+        cwd=tmp_path, env=env, text=True, capture_output=True, timeout=DEADLINE)
+    assert loaded.returncode == 0, loaded.stderr
+    feature, canonical = loaded.stdout.splitlines()
+    assert feature.startswith(str(home)), feature
+    assert canonical == "job:*"
 
 
 def test_remote_suite_against_a_python_node(script_node: ScriptNode) -> None:
@@ -172,7 +199,7 @@ def test_a_python_node_asks_and_twitters_to_a_ruby_peer(berrymq_bus: Bus, scheme
     berrymq.regist_function("ruby:joined", joined.put, weak=False)
     url = str(berrymq.init_connection(f"{scheme}://127.0.0.1:0"))
     assert RUBY is not None
-    peer = Lines([RUBY, "-Ilib", "examples/interconnect.rb", url, "2"], GEM)
+    peer = Lines([RUBY, "-w", "-Ilib", "examples/interconnect.rb", url, "2"], GEM)
     try:
         assert peer.line() == f"interconnected with {url}"
         message = joined.get(timeout=DEADLINE)
@@ -195,7 +222,7 @@ def test_readme_scripts_against_berrymq_serve(tmp_path: Path, serve: tuple[Lines
     server, tcp, http = serve
     url = tcp if scheme == "tcp" else http
     assert RUBY is not None
-    listener = Lines([RUBY, "-Ilib", "examples/queue.rb", url, "job:*", "2"], GEM)
+    listener = Lines([RUBY, "-w", "-Ilib", "examples/queue.rb", url, "job:*", "2"], GEM)
     try:
         assert listener.line() == f"waiting for job:* at {url}"
         sender = ruby("examples/oneway.rb", url, timeout=DEADLINE)

@@ -1,6 +1,5 @@
 # frozen_string_literal: true
 
-require "logger"
 require "securerandom"
 
 module BerryMQ
@@ -11,6 +10,19 @@ module BerryMQ
   # Receivers run in the sender's thread, in registration order, before twitter returns.
   # The list of receivers is copied on write, so sending takes no lock.
   class Bus
+    # The default logger: "berrymq: LEVEL: text" lines on $stderr. (Not the standard
+    # library's Logger, so that a program may name its own class Logger, as the original
+    # berryMQ's sample does.)
+    class StderrLog
+      def warn(text)
+        $stderr.puts("berrymq: warning: #{text}")
+      end
+
+      def error(text)
+        $stderr.puts("berrymq: error: #{text}")
+      end
+    end
+
     HOP_LIMIT = 32
     SEEN_LIMIT = 100_000
 
@@ -31,8 +43,10 @@ module BerryMQ
       @counter = 0
     end
 
+    # Where receivers' errors, dropped loops and lost connections are reported: any object
+    # with #warn and #error taking a String (a ::Logger works); by default $stderr lines.
     def logger
-      @logger ||= Logger.new($stderr, progname: "berrymq")
+      @logger ||= StderrLog.new
     end
 
     # -- receivers ------------------------------------------------------------------------

@@ -46,7 +46,7 @@ module BerryMQ
       @closed = false
       channel_class = scheme == "tcp" ? TcpChannel : HttpChannel
       @channel = channel_class.new(@url, host, port, handler: method(:answer), timeout: timeout,
-                                                     on_close: method(:lost))
+                                                     on_close: method(:connection_lost))
       open_session(ttl)
     rescue StandardError
       @channel&.close
@@ -195,7 +195,7 @@ module BerryMQ
     end
 
     # The connection broke under us: forget it (what was pending already failed).
-    def lost(error)
+    def connection_lost(error)
       return if @closed
 
       @closed = true

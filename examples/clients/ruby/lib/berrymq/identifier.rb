@@ -14,7 +14,7 @@ module BerryMQ
     WILDCARD = "*"
     CACHE_LIMIT = 8192
     # Whitespace, control, format and unassigned characters (Python's "not printable").
-    UNPRINTABLE = /[\s\p{C}\p{Z}]/.freeze
+    UNPRINTABLE = /[\p{C}\p{Z}]/.freeze
 
     @cache = {}
     @cache_lock = Mutex.new
