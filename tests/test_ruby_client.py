@@ -141,9 +141,10 @@ def serve(tmp_path: Path) -> Iterator[tuple[Lines, str, str]]:
 
 
 def test_identifier_and_local_bus_suites() -> None:
-    """The port of tests/test_identifier.py and the local bus tests, in Ruby."""
+    """The port of tests/test_identifier.py, the local bus, the original sample and the
+    outbox, in Ruby."""
     for suite, runs in (("test/test_identifier.rb", 6), ("test/test_bus.rb", 20),
-                        ("test/test_sample.rb", 1)):
+                        ("test/test_sample.rb", 1), ("test/test_outbox.rb", 4)):
         passed(ruby(suite), runs)
 
 
@@ -236,3 +237,43 @@ def test_readme_scripts_against_berrymq_serve(tmp_path: Path, serve: tuple[Lines
     # the node's own receivers (--print) saw both, as the Python side prints them
     assert server.line() == 'job:done ["report.txt"] {"pages": 3}'
     assert server.line() == 'job:log ["finished"]'
+
+
+WAIT_FOR_DEATH = """
+require "berrymq"
+$stdout.sync = true
+BerryMQ.connect_via_queue(ARGV[0], "x:*")
+puts "connected"
+begin
+  BerryMQ.get(timeout: 60)
+rescue BerryMQ::ConnectionClosed => e
+  puts "ConnectionClosed: #{e.message}"
+end
+begin
+  BerryMQ.get_nowait
+rescue BerryMQ::ConnectionClosed => e
+  puts "then: #{e.message}"
+end
+"""
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_node_that_dies_is_reported(tmp_path: Path, serve: tuple[Lines, str, str],
+                                      scheme: str) -> None:
+    """A node killed while Ruby waits in a blocking get: the get raises
+    ConnectionClosed at once (not after its timeout), and later calls say so too."""
+    server, tcp, http = serve
+    url = tcp if scheme == "tcp" else http
+    assert RUBY is not None
+    client = Lines([RUBY, "-w", "-Ilib", "-e", WAIT_FOR_DEATH, url], GEM)
+    try:
+        assert client.line() == "connected"
+        server.process.kill()
+        server.process.wait(timeout=DEADLINE)
+        first = client.line()
+        assert first.startswith("ConnectionClosed: "), first
+        assert url in first
+        assert client.line().startswith("then: ")
+        assert client.process.wait(timeout=DEADLINE) == 0
+    finally:
+        client.close()

@@ -107,6 +107,13 @@ class TestRemote < Minitest::Test
       assert_equal BerryMQ::JSONRPC::CODES[:invalid_params], error.code
       error = assert_raises(ArgumentError) { BerryMQ.connect_oneway(node, ttl: 0) }
       assert_includes error.message, "ttl"
+      error = assert_raises(BerryMQ::MessageTooLarge) { connection.send_message("big:x", "x" * 1_100_000) }
+      assert_includes error.message, "it was not sent"
+      assert_raises(ArgumentError) { connection.send_message("nan:x", Float::NAN) }
+      assert_nil connection.send_message("after:big") # the connection is still usable
+      connection.close
+      error = assert_raises(BerryMQ::ConnectionClosed) { connection.send_message("closed:x") }
+      assert_includes error.message, "closed"
     end
   end
 end

@@ -176,6 +176,10 @@ module BerryMQ
     end
 
     def call(method, params, timeout = @timeout)
+      if @closed && method != "close_connection"
+        raise ConnectionClosed, "the connection to #{@url} (#{@style}) is closed"
+      end
+
       params["secret"] = @secret if @secret
       @channel.call(method, params, timeout)
     end

@@ -41,6 +41,10 @@ module BerryMQ
   # The connection or the node is gone; what was being sent was not delivered.
   class ConnectionClosed < TransportError; end
 
+  # A request over the node's size limit (1 MiB by default); it was not sent and the
+  # connection stays usable.
+  class MessageTooLarge < TransportError; end
+
   # An error object the node answered: #code is the JSON-RPC code (see
   # BerryMQ::JSONRPC::CODES), #data berryMQ's explanation when the node gave one.
   class RemoteError < TransportError

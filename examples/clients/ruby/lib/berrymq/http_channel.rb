@@ -63,15 +63,16 @@ module BerryMQ
     def post(value, timeout)
       raise ConnectionClosed, "the connection to #{@url} is closed" if @closed
 
+      text = JSONRPC.request_text(value)
       http = checkout(timeout)
       begin
-        response = http.post("/", JSONRPC.dump(value), "Content-Type" => "application/json")
+        response = http.post("/", text, "Content-Type" => "application/json")
       rescue Net::ReadTimeout
         http.finish if http.started?
         raise TransportError, "#{@url} did not answer within #{timeout} s"
-      rescue IOError, SystemCallError, SocketError, Net::OpenTimeout, EOFError => e
+      rescue IOError, SystemCallError, SocketError, EOFError => e
         http.finish if http.started?
-        raise ConnectionClosed, "cannot reach #{@url}: #{e.message}"
+        raise ConnectionClosed, "the connection to #{@url} failed: #{e.message}"
       end
       checkin(http)
       parse(response)
@@ -100,6 +101,11 @@ module BerryMQ
       end
       http.read_timeout = timeout + 5
       http.write_timeout = @timeout
+      begin
+        http.start unless http.started?
+      rescue IOError, SystemCallError, SocketError, Net::OpenTimeout => e
+        raise ConnectionClosed, "cannot reach #{@url}: #{e.message}"
+      end
       http
     end
 

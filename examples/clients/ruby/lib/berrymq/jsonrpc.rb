@@ -18,6 +18,9 @@ module BerryMQ
       -32_001 => "Unknown or expired token", -32_005 => "Queue is full"
     }.freeze
 
+    # The largest request a node accepts by default (its max_size setting), in bytes.
+    MAX_SIZE = 1_048_576
+
     module_function
 
     # Compact JSON text; NaN and Infinity are refused (they are not JSON).
@@ -25,6 +28,16 @@ module BerryMQ
       JSON.generate(value)
     rescue JSON::GeneratorError => e
       raise ArgumentError, "cannot be sent as JSON: #{e.message}"
+    end
+
+    # The text of a request, refused with MessageTooLarge over +max_size+ bytes.
+    def request_text(value, max_size = MAX_SIZE)
+      text = dump(value)
+      if text.bytesize > max_size
+        raise MessageTooLarge, "a #{value['method']} request of #{text.bytesize} bytes is over the " \
+                               "limit of #{max_size} bytes; it was not sent"
+      end
+      text
     end
 
     # The result of +reply+ (a parsed response), or the node's error raised as RemoteError.

@@ -9,14 +9,19 @@ module BerryMQ
   class Outbox
     LIMIT = 10_000
     BLOCK_TIMEOUT = 10.0
-    MAX_BATCH = 1000
+    # Room left in a request for what surrounds the messages (method, token, secret, id).
+    ENVELOPE = 512
 
     attr_reader :sent, :lost, :failure
 
     # +sink+ sends one array of wire messages and returns once the node acknowledged it.
-    def initialize(name, limit: LIMIT, &sink)
+    # One batch holds at most +max_bytes+ of message JSON.
+    def initialize(name, limit: LIMIT, block_timeout: BLOCK_TIMEOUT,
+                   max_bytes: JSONRPC::MAX_SIZE - ENVELOPE, &sink)
       @name = name
       @limit = limit
+      @block_timeout = block_timeout
+      @max_bytes = max_bytes
       @sink = sink
       @items = []
       @lock = Mutex.new
@@ -30,20 +35,28 @@ module BerryMQ
       @thread = Thread.new { run }
     end
 
+    # Queues one message (its wire form) for the node. Raises ArgumentError when JSON cannot
+    # hold it, MessageTooLarge over the size limit, TransportError when the queue stayed
+    # full for block_timeout seconds, ConnectionClosed when sending failed before.
     def put(wire)
+      size = JSONRPC.dump(wire).bytesize
+      if size > @max_bytes
+        raise MessageTooLarge, "#{@name}: a message of #{size} bytes of JSON is over the size limit " \
+                               "of #{@max_bytes} bytes; it was not sent"
+      end
       @lock.synchronize do
         check_open
-        deadline = now + BLOCK_TIMEOUT
+        deadline = now + @block_timeout
         while @queued >= @limit
           left = deadline - now
           if left <= 0
             raise TransportError, "#{@name}: #{@limit} messages wait to be sent and the node took " \
-                                  "none in #{BLOCK_TIMEOUT} s; this message was not sent"
+                                  "none in #{@block_timeout} s; this message was not sent"
           end
           @room.wait(@lock, left)
           check_open
         end
-        @items << wire
+        @items << [wire, size]
         @queued += 1
         @more.signal
       end
@@ -92,8 +105,8 @@ module BerryMQ
       end
     end
 
-    # The next messages (up to MAX_BATCH, stopping at a flush marker) and the markers
-    # before them; nil once stopped and empty.
+    # The next messages (up to max_bytes of them, stopping at a flush marker) and the
+    # markers before them; nil once stopped and empty.
     def take
       @lock.synchronize do
         @more.wait(@lock) while @items.empty? && !@stopped
@@ -101,15 +114,17 @@ module BerryMQ
 
         batch = []
         markers = []
+        bytes = 0
         while (item = @items.first)
           if item.is_a?(Waiter)
             break unless batch.empty?
 
             markers << @items.shift
           else
-            break if batch.size >= MAX_BATCH
+            break if !batch.empty? && bytes + item[1] + 1 > @max_bytes
 
-            batch << @items.shift
+            batch << @items.shift[0]
+            bytes += item[1] + 1
             @queued -= 1
           end
         end

@@ -51,14 +51,14 @@ module BerryMQ
     # the connection is gone.
     def call(method, params, timeout = @timeout)
       waiter = Waiter.new
-      id = @lock.synchronize do
+      id = @lock.synchronize { @next_id += 1 }
+      text = JSONRPC.request_text({ "jsonrpc" => "2.0", "method" => method, "params" => params, "id" => id })
+      @lock.synchronize do
         raise ConnectionClosed, "the connection to #{@url} is closed#{@failure && " (#{@failure})"}" if @closed
 
-        @next_id += 1
-        @pending[@next_id] = waiter
-        @next_id
+        @pending[id] = waiter
       end
-      write({ "jsonrpc" => "2.0", "method" => method, "params" => params, "id" => id })
+      write_text(text)
       reply = waiter.wait(timeout, :timeout)
       if reply == :timeout
         @lock.synchronize { @pending.delete(id) }
@@ -71,7 +71,7 @@ module BerryMQ
 
     # Sends a notification (no id, no answer).
     def notify(method, params)
-      write({ "jsonrpc" => "2.0", "method" => method, "params" => params })
+      write_text(JSONRPC.request_text({ "jsonrpc" => "2.0", "method" => method, "params" => params }))
     end
 
     def close
@@ -87,8 +87,11 @@ module BerryMQ
     private
 
     def write(value)
-      text = "#{JSONRPC.dump(value)}\n"
-      @write_lock.synchronize { @socket.write(text) }
+      write_text(JSONRPC.dump(value))
+    end
+
+    def write_text(text)
+      @write_lock.synchronize { @socket.write("#{text}\n") }
     rescue IOError, SystemCallError => e
       fail_all(ConnectionClosed.new("the connection to #{@url} failed: #{e.message}"))
       raise ConnectionClosed, "the connection to #{@url} failed: #{e.message}"
