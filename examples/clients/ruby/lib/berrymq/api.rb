@@ -5,6 +5,14 @@ module BerryMQ
   @bus = nil
   @bus_lock = Mutex.new
 
+  # At exit (also after Ctrl-C), send what is queued for interconnected nodes and close
+  # every session, so that nodes free them at once rather than after their ttl.
+  at_exit do
+    @bus&.close
+  rescue StandardError => e
+    warn "berrymq: closing the connections at exit failed: #{e.message}"
+  end
+
   class << self
     # The process's bus (made on first use).
     def bus
