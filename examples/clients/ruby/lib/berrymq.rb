@@ -12,6 +12,21 @@
 #   BerryMQ.connect_oneway("tcp://127.0.0.1:7000")
 #   BerryMQ.send_message("job:done", "report.txt", pages: 3)
 module BerryMQ
+  # Seconds on the monotonic clock (deadlines are measured on it).
+  def self.monotonic
+    Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  end
+
+  # Waits on +cond+ (with +lock+ held) until the block is true; false when +deadline+
+  # (monotonic seconds; nil: none) came first.
+  def self.wait_for(cond, lock, deadline)
+    until yield
+      return false if deadline && deadline <= monotonic
+
+      deadline ? cond.wait(lock, deadline - monotonic) : cond.wait(lock)
+    end
+    true
+  end
 end
 
 require "json"

@@ -7,6 +7,7 @@
 # on "boom"), "ruby:ping" twitters "ruby:pong" with the same arguments, and it collects
 # every "ruby:*" message so that the Python side can check what arrived.
 require_relative "test_helper"
+require "net/http"
 
 class TestRemote < Minitest::Test
   include FreshBus
@@ -115,5 +116,58 @@ class TestRemote < Minitest::Test
       error = assert_raises(BerryMQ::ConnectionClosed) { connection.send_message("closed:x") }
       assert_includes error.message, "closed"
     end
+  end
+
+  # The calls a node makes to an interconnected client, made here by hand to the small
+  # HTTP server that interconnect over HTTP starts: send_messages and send_message (with
+  # extras, known or not), ask, batches, notifications, JSON-RPC 1.0, and refusals.
+  def test_the_callback_server_answers_what_a_node_may_send
+    node = url("http")
+    connection = BerryMQ.interconnect(node, ttl: 60)
+    callback = URI(connection.instance_variable_get(:@channel).callback_url)
+    token = connection.instance_variable_get(:@own_token)
+    got = BerryMQ::Queue.new("cb:*")
+    BerryMQ.following_function("cb:question") { |m| m.args.first * 3 }
+    http = Net::HTTP.start(callback.host, callback.port)
+    post = lambda do |value|
+      response = http.post("/", JSON.generate(value), "Content-Type" => "application/json")
+      [response.code, response.body.to_s.empty? ? nil : JSON.parse(response.body)]
+    end
+    messages = [["cb:one", [1], {}], ["cb:two", [2], { "k" => "v" }, { "uid" => "u-1", "hops" => 1, "new" => 1 }]]
+    assert_equal ["200", { "jsonrpc" => "2.0", "result" => "ok", "id" => 1 }],
+                 post.call({ "jsonrpc" => "2.0", "method" => "send_messages",
+                             "params" => { "token" => token, "messages" => messages }, "id" => 1 })
+    assert_equal [["cb:one", [1], {}], ["cb:two", [2], { k: "v" }]], 2.times.map { m = got.get_nowait; [m.id, m.args, m.kwargs] }
+    # the same uid again (a cycle) is delivered once; send_message with extras works too
+    post.call({ "jsonrpc" => "2.0", "method" => "send_messages", "params" => { "token" => token, "messages" => [messages[1]] }, "id" => 2 })
+    assert_equal ["200", { "jsonrpc" => "2.0", "result" => "ok", "id" => 3 }],
+                 post.call({ "jsonrpc" => "2.0", "method" => "send_message",
+                             "params" => { "token" => token, "identifier" => "cb:three", "args" => [3], "kwargs" => {},
+                                           "uid" => "u-3", "hops" => 2, "someday" => true }, "id" => 3 })
+    assert_equal "cb:three", got.get_nowait.id
+    assert_raises(BerryMQ::Empty) { got.get_nowait }
+    # positional params, a notification (204), a batch
+    assert_equal ["204", nil], post.call({ "jsonrpc" => "2.0", "method" => "send_message", "params" => [token, "cb:four", [4], {}] })
+    assert_equal [4], got.get_nowait.args
+    code, batch = post.call([{ "jsonrpc" => "2.0", "method" => "ask", "params" => { "identifier" => "cb:question", "args" => [5] }, "id" => 4 },
+                             { "jsonrpc" => "2.0", "method" => "nope", "id" => 5 }])
+    assert_equal "200", code
+    assert_equal [{ "jsonrpc" => "2.0", "result" => [{ "value" => 15 }], "id" => 4 },
+                  { "jsonrpc" => "2.0", "error" => { "code" => -32_601, "message" => "Method not found", "data" => "nope" }, "id" => 5 }], batch
+    # JSON-RPC 1.0 (no "jsonrpc"): answered in 1.0 form
+    assert_equal ["200", { "result" => [{ "value" => 6 }], "error" => nil, "id" => 6 }],
+                 post.call({ "method" => "ask", "params" => ["cb:question", [2]], "id" => 6 })
+    # refusals name the problem
+    _, wrong = post.call({ "jsonrpc" => "2.0", "method" => "send_messages", "params" => { "token" => "x" * 43, "messages" => [] }, "id" => 7 })
+    assert_equal(-32_001, wrong["error"]["code"])
+    _, local = post.call({ "jsonrpc" => "2.0", "method" => "send_messages", "params" => { "token" => token, "messages" => [["_x:y", [], {}]] }, "id" => 8 })
+    assert_equal [-32_602, "messages[0]: _x:y is local; local messages never leave their process"], [local["error"]["code"], local["error"]["data"]]
+    _, bad = post.call({ "jsonrpc" => "2.0", "method" => "send_messages", "params" => { "token" => token, "messages" => [["a:b", {}, {}]] }, "id" => 9 })
+    assert_equal "messages[0]: args must be an array", bad["error"]["data"]
+    response = http.post("/", "{not json", "Content-Type" => "application/json")
+    assert_equal(-32_700, JSON.parse(response.body)["error"]["code"])
+    assert_raises(BerryMQ::Empty) { got.get_nowait } # nothing refused was delivered
+  ensure
+    http&.finish
   end
 end

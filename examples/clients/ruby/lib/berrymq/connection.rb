@@ -80,14 +80,14 @@ module BerryMQ
       need_queue("get")
       return get_nowait unless block
 
-      deadline = timeout && (now + timeout)
+      deadline = timeout && (BerryMQ.monotonic + timeout)
       loop do
-        wait = deadline ? [[deadline - now, 0].max, GET_SLICE].min : GET_SLICE
+        wait = deadline ? [[deadline - BerryMQ.monotonic, 0].max, GET_SLICE].min : GET_SLICE
         begin
           return from_wire(call("get", { "token" => @token, "block" => true, "timeout" => wait }, wait + @timeout))
         rescue RemoteError => e
           raise unless e.code == JSONRPC::CODES[:empty]
-          raise Empty, "nothing came to the queue of #{@pattern} at #{@url} within #{timeout} s" if deadline && now >= deadline
+          raise Empty, "nothing came to the queue of #{@pattern} at #{@url} within #{timeout} s" if deadline && BerryMQ.monotonic >= deadline
         end
       end
     end
@@ -301,10 +301,6 @@ module BerryMQ
 
     def invalid(why)
       raise RemoteError.new(JSONRPC::CODES[:invalid_params], "Invalid params", why)
-    end
-
-    def now
-      Process.clock_gettime(Process::CLOCK_MONOTONIC)
     end
   end
 end

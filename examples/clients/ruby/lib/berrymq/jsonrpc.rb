@@ -103,20 +103,8 @@ module BerryMQ
 
     # The value, or +on_timeout+ when none came within +timeout+ seconds (nil: no limit).
     def wait(timeout = nil, on_timeout = nil)
-      deadline = timeout && (Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout)
-      @lock.synchronize do
-        until @done
-          if deadline
-            left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
-            return on_timeout if left <= 0
-
-            @cond.wait(@lock, left)
-          else
-            @cond.wait(@lock)
-          end
-        end
-        @value
-      end
+      deadline = timeout && (BerryMQ.monotonic + timeout)
+      @lock.synchronize { BerryMQ.wait_for(@cond, @lock, deadline) { @done } ? @value : on_timeout }
     end
   end
 end

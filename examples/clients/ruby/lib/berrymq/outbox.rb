@@ -46,16 +46,12 @@ module BerryMQ
       end
       @lock.synchronize do
         check_open
-        deadline = now + @block_timeout
-        while @queued >= @limit
-          left = deadline - now
-          if left <= 0
-            raise TransportError, "#{@name}: #{@limit} messages wait to be sent and the node took " \
-                                  "none in #{@block_timeout} s; this message was not sent"
-          end
-          @room.wait(@lock, left)
-          check_open
+        deadline = BerryMQ.monotonic + @block_timeout
+        unless BerryMQ.wait_for(@room, @lock, deadline) { @queued < @limit || @failure || @stopped }
+          raise TransportError, "#{@name}: #{@limit} messages wait to be sent and the node took " \
+                                "none in #{@block_timeout} s; this message was not sent"
         end
+        check_open
         @items << [wire, size]
         @queued += 1
         @more.signal
@@ -147,10 +143,6 @@ module BerryMQ
         @room.broadcast
       end
       BerryMQ.bus.logger.error("#{@name}: could not forward #{batch.size} message(s): #{e.message}")
-    end
-
-    def now
-      Process.clock_gettime(Process::CLOCK_MONOTONIC)
     end
   end
 end

@@ -42,19 +42,14 @@ module BerryMQ
     # The next message. Waits (at most +timeout+ seconds, or forever when nil) when
     # +block+ is true; raises BerryMQ::Empty when nothing came.
     def get(block: true, timeout: nil)
-      deadline = timeout && (now + timeout)
+      deadline = timeout && (BerryMQ.monotonic + timeout)
       @lock.synchronize do
-        while @items.empty?
+        if @items.empty?
           raise Empty, "the queue of #{@pattern} is empty" if !block || @closed
-
-          if deadline
-            left = deadline - now
-            raise Empty, "nothing came to the queue of #{@pattern} within #{timeout} s" if left <= 0
-
-            @ready.wait(@lock, left)
-          else
-            @ready.wait(@lock)
+          unless BerryMQ.wait_for(@ready, @lock, deadline) { !@items.empty? || @closed }
+            raise Empty, "nothing came to the queue of #{@pattern} within #{timeout} s"
           end
+          raise Empty, "the queue of #{@pattern} was closed" if @items.empty?
         end
         @items.shift
       end
@@ -90,12 +85,6 @@ module BerryMQ
         @ready.broadcast
       end
       nil
-    end
-
-    private
-
-    def now
-      Process.clock_gettime(Process::CLOCK_MONOTONIC)
     end
   end
 end
