@@ -166,7 +166,7 @@ module BerryMQ
         @token = call("connect_via_queue", { "identifier" => @pattern.to_s, "ttl" => ttl })
       when :interconnect
         @own_token = SecureRandom.urlsafe_base64(32, false)
-        @outbox = Outbox.new("forwarding to #{@url}") do |batch|
+        @outbox = Outbox.new("forwarding to #{@url}", on_failure: method(:connection_lost)) do |batch|
           call("send_messages", { "token" => @token, "messages" => batch })
         end
         @token = call("interconnect", { "addr" => @channel.callback_url, "token" => @own_token, "ttl" => ttl })
@@ -198,7 +198,8 @@ module BerryMQ
       Message.new(entry[0], entry[1], entry[2])
     end
 
-    # The connection broke under us: forget it (what was pending already failed).
+    # The connection broke under us (the TCP connection closed, or forwarding failed):
+    # forget it, so that twitter no longer forwards to it; what was pending already failed.
     def connection_lost(error)
       return if @closed
 

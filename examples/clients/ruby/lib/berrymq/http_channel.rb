@@ -13,13 +13,14 @@ module BerryMQ
   class HttpChannel
     attr_reader :url
 
+    # +on_close+ is accepted for the same interface as TcpChannel: HTTP keeps no lasting
+    # connection whose loss could be noticed between calls.
     def initialize(url, host, port, handler:, timeout:, on_close: nil)
       @url = url
       @host = host
       @port = port
       @handler = handler
       @timeout = timeout
-      @on_close = on_close
       @idle = []
       @lock = Mutex.new
       @next_id = 0
@@ -43,11 +44,6 @@ module BerryMQ
       raise TransportError, "#{@url} answered #{method} with no content" if reply.nil?
 
       JSONRPC.result_of(reply, @url)
-    end
-
-    def notify(method, params)
-      post({ "jsonrpc" => "2.0", "method" => method, "params" => params }, @timeout)
-      nil
     end
 
     def close

@@ -15,10 +15,12 @@ module BerryMQ
     attr_reader :sent, :lost, :failure
 
     # +sink+ sends one array of wire messages and returns once the node acknowledged it.
-    # One batch holds at most +max_bytes+ of message JSON.
+    # One batch holds at most +max_bytes+ of message JSON. +on_failure+ is called once,
+    # from the outbox's thread, with the exception that stopped it.
     def initialize(name, limit: LIMIT, block_timeout: BLOCK_TIMEOUT,
-                   max_bytes: JSONRPC::MAX_SIZE - ENVELOPE, &sink)
+                   max_bytes: JSONRPC::MAX_SIZE - ENVELOPE, on_failure: nil, &sink)
       @name = name
+      @on_failure = on_failure
       @limit = limit
       @block_timeout = block_timeout
       @max_bytes = max_bytes
@@ -143,6 +145,7 @@ module BerryMQ
         @room.broadcast
       end
       BerryMQ.bus.logger.error("#{@name}: could not forward #{batch.size} message(s): #{e.message}")
+      @on_failure&.call(e)
     end
   end
 end

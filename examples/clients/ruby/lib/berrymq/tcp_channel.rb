@@ -31,6 +31,7 @@ module BerryMQ
       @pending = {}
       @next_id = 0
       @closed = false
+      @closing = false
       @failure = nil
       @inbox = Thread::Queue.new
       @worker = Thread.new { work }
@@ -67,11 +68,6 @@ module BerryMQ
       raise reply if reply.is_a?(Exception)
 
       JSONRPC.result_of(reply, @url)
-    end
-
-    # Sends a notification (no id, no answer).
-    def notify(method, params)
-      write_text(JSONRPC.request_text({ "jsonrpc" => "2.0", "method" => method, "params" => params }))
     end
 
     def close
