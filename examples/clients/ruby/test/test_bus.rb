@@ -230,6 +230,64 @@ class TestBus < Minitest::Test
   end
 end
 
+# Stands in for an interconnection (the bus's side of forwarding is what is tested).
+class RecordingLink
+  attr_reader :got
+
+  def initialize
+    @got = []
+  end
+
+  def interconnected?
+    true
+  end
+
+  def forward(message)
+    @got << message
+  end
+
+  def close; end
+end
+
+class TestForwarding < Minitest::Test
+  include FreshBus
+
+  def test_messages_are_forwarded_once_per_uid_and_never_back_to_their_origin
+    bus = BerryMQ.bus
+    a = RecordingLink.new
+    b = RecordingLink.new
+    bus.track(a)
+    bus.track(b)
+    got = []
+    BerryMQ.following_function("*") { |m| got << [m.id, m.args] }
+    BerryMQ.twitter("x:y", 1)
+    BerryMQ.twitter("_local:y", 2) # local: delivered here only
+    assert_equal [["x:y", [1]], ["_local:y", [2]]], got
+    assert_equal 1, a.got.size
+    own = a.got.first
+    assert_equal [own.uid], b.got.map(&:uid)
+    assert_match(/\A#{bus.node_id}-\d+\z/, own.uid)
+    bus.receive(own, b) # our own message came back round a cycle: dropped
+    from_a = BerryMQ::Message.new("p:q", [3], {}, uid: "peer-1", hops: 1)
+    bus.receive(from_a, a)
+    bus.receive(from_a, b) # the same uid by another way: delivered once
+    assert_equal [["x:y", [1]], ["_local:y", [2]], ["p:q", [3]]], got
+    assert_equal 1, a.got.size # not sent back to where it came from
+    assert_equal [["peer-1", 1]], b.got.drop(1).map { |m| [m.uid, m.hops] }
+  end
+
+  def test_a_message_at_the_hop_limit_is_dropped_with_a_warning
+    log = LinesLog.new
+    BerryMQ.logger = log
+    got = []
+    BerryMQ.following_function("*") { |m| got << m }
+    BerryMQ.bus.receive(BerryMQ::Message.new("far:away", [], {}, uid: "peer-9", hops: BerryMQ::Bus::HOP_LIMIT), nil)
+    assert_empty got
+    assert_equal 1, log.lines.size
+    assert_includes log.lines.first, "far:away dropped"
+  end
+end
+
 class TestQueue < Minitest::Test
   include FreshBus
 
