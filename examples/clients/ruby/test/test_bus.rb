@@ -355,6 +355,13 @@ class TestWithoutNode < Minitest::Test
     assert_includes error.message, "connect_via_queue"
   end
 
+  def test_addresses
+    normalize = BerryMQ::Connection.method(:normalize)
+    assert_equal ["http", "127.0.0.1", 8000, "http://127.0.0.1:8000"], normalize.call(["127.0.0.1", 8000])
+    assert_equal ["tcp", "::1", 7000, "tcp://[::1]:7000"], normalize.call("tcp://[::1]:7000/")
+    assert_raises(ArgumentError) { normalize.call("tcp://host") }
+  end
+
   def test_bad_addresses_and_unreachable_nodes
     error = assert_raises(ArgumentError) { BerryMQ.connect_oneway("ftp://x:1") }
     assert_includes error.message, "tcp://host:port"
