@@ -1,0 +1,198 @@
+# frozen_string_literal: true
+
+require "securerandom"
+
+module BerryMQ
+  # The in-process message bus: receivers, dispatch, and the connections to nodes that
+  # messages are forwarded to. BerryMQ.bus is the process's bus; the module functions
+  # (BerryMQ.twitter, ...) use it.
+  #
+  # Receivers run in the sender's thread, in registration order, before twitter returns.
+  # The list of receivers is copied on write, so sending takes no lock.
+  class Bus
+    # The default logger: "berrymq: LEVEL: text" lines on $stderr. (Not the standard
+    # library's Logger, so that a program may name its own class Logger, as the original
+    # berryMQ's sample does.)
+    class StderrLog
+      def warn(text)
+        $stderr.puts("berrymq: warning: #{text}")
+      end
+
+      def error(text)
+        $stderr.puts("berrymq: error: #{text}")
+      end
+    end
+
+    HOP_LIMIT = 32
+    SEEN_LIMIT = 100_000
+
+    attr_reader :node_id
+    # When true, receivers' exceptions are raised from twitter (as ReceiverErrors) after
+    # every receiver ran; when false (the default) they are logged.
+    attr_accessor :raise_errors
+    attr_writer :logger
+
+    def initialize(raise_errors: false, logger: nil)
+      @raise_errors = raise_errors
+      @logger = logger
+      @node_id = SecureRandom.hex(8)
+      @lock = Mutex.new
+      @subscriptions = [].freeze
+      @connections = [].freeze
+      @seen = {}
+      @counter = 0
+    end
+
+    # Where receivers' errors, dropped loops and lost connections are reported: any object
+    # with #warn and #error taking a String (a ::Logger works); by default $stderr lines.
+    def logger
+      @logger ||= StderrLog.new
+    end
+
+    # -- receivers ------------------------------------------------------------------------
+
+    def subscribe(subscription)
+      @lock.synchronize { @subscriptions = (@subscriptions + [subscription]).freeze }
+      subscription
+    end
+
+    def unsubscribe(subscription)
+      @lock.synchronize { @subscriptions = (@subscriptions - [subscription]).freeze }
+    end
+
+    # Stops every receiver of +object+ (a Follower instance or class, a block, a Queue);
+    # returns how many there were.
+    def unfollow(object)
+      return (unsubscribe(object) && 1) || 0 if object.is_a?(Subscription)
+
+      @lock.synchronize do
+        gone, kept = @subscriptions.partition { |s| s.for?(object) }
+        @subscriptions = kept.freeze
+        gone.size
+      end
+    end
+
+    def subscriptions
+      @subscriptions.select(&:alive?)
+    end
+
+    # -- sending --------------------------------------------------------------------------
+
+    # Sends a message: every matching receiver here is called, then (unless the name is
+    # local) it is forwarded to every interconnected node.
+    def twitter(identifier, *args, **kwargs)
+      publish(Message.new(identifier, args, kwargs), nil)
+    end
+
+    # Delivers +message+ here and forwards it to interconnections other than +origin+.
+    def publish(message, origin)
+      depth = Thread.current[:berrymq_depth] || 0
+      if depth + message.hops >= HOP_LIMIT
+        logger.warn("message #{message.identifier} dropped: it went round #{HOP_LIMIT} " \
+                    "times (a receiver sending what it receives?)")
+        return
+      end
+      errors = deliver(message, depth)
+      forward(message, origin) unless message.identifier.local?
+      raise_if(errors)
+      nil
+    end
+
+    # A message that came from a node: delivered once per uid, then passed on to other
+    # interconnections with one hop more.
+    def receive(message, origin)
+      return if message.uid && !first_time?(message.uid)
+
+      publish(message, origin)
+    end
+
+    # The return values of this process's receivers of +message+ (in registration order);
+    # a receiver that raised gives a ReplyError in its place.
+    def ask_local(message)
+      replies = []
+      @subscriptions.each do |sub|
+        next unless sub.answers? && sub.pattern.matches(message.identifier)
+
+        begin
+          called, value = sub.call(message)
+          replies << value if called
+        rescue StandardError => e
+          replies << ReplyError.new(e.class.name, e.message, sub.describe, @node_id)
+        end
+      end
+      replies
+    end
+
+    # -- connections ----------------------------------------------------------------------
+
+    def connections
+      @connections
+    end
+
+    def track(connection)
+      @lock.synchronize { @connections = (@connections + [connection]).freeze }
+    end
+
+    def untrack(connection)
+      @lock.synchronize { @connections = (@connections - [connection]).freeze }
+    end
+
+    # Closes every connection and forgets every receiver.
+    def close
+      @connections.reverse_each(&:close)
+      @lock.synchronize { @subscriptions = [].freeze }
+    end
+
+    private
+
+    def deliver(message, depth)
+      errors = nil
+      Thread.current[:berrymq_depth] = depth + 1
+      @subscriptions.each do |sub|
+        next unless sub.pattern.matches(message.identifier)
+
+        begin
+          sub.call(message)
+        rescue StandardError => e
+          (errors ||= []) << e
+        end
+      end
+      errors
+    ensure
+      Thread.current[:berrymq_depth] = depth
+    end
+
+    def forward(message, origin)
+      links = @connections.select { |c| c.interconnected? && !c.equal?(origin) }
+      return if links.empty?
+
+      unless message.uid
+        uid = "#{@node_id}-#{@lock.synchronize { @counter += 1 }}"
+        first_time?(uid)
+        message = Message.new(message.identifier, message.args, message.kwargs, uid: uid)
+      end
+      links.each { |link| link.forward(message) }
+    end
+
+    def first_time?(uid)
+      @lock.synchronize do
+        return false if @seen.key?(uid)
+
+        @seen.shift if @seen.size >= SEEN_LIMIT
+        @seen[uid] = true
+      end
+    end
+
+    def raise_if(errors)
+      return unless errors
+
+      full = errors.find { |e| e.is_a?(QueueFull) }
+      raise full if full && errors.size == 1
+      raise ReceiverErrors, errors if @raise_errors || full
+
+      errors.each do |e|
+        logger.error("a receiver raised #{e.class}: #{e.message}\n#{e.backtrace&.first(5)&.join("\n")}")
+      end
+    end
+  end
+end

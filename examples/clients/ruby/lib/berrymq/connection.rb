@@ -1,0 +1,307 @@
+# frozen_string_literal: true
+
+require "securerandom"
+
+module BerryMQ
+  # One session with a berryMQ node, in one of the three styles (docs/protocol.md):
+  #
+  # - :interconnect (style 01): every non-local message twittered here is forwarded to the
+  #   node, and the node forwards its messages here (over TCP on the same connection; over
+  #   HTTP to a small server of ours that the node calls back);
+  # - :oneway (style 02): this process sends with #send_message;
+  # - :queue (style 03): the node keeps a queue of a pattern, pulled with #get/#get_nowait.
+  #
+  # Every style can #send_message and #ask. Made by BerryMQ.interconnect,
+  # BerryMQ.connect_oneway and BerryMQ.connect_via_queue.
+  class Connection
+    DEFAULT_TTL = 1000
+    DEFAULT_TIMEOUT = 10.0
+    ADDRESS = %r{\A(tcp|http)://(\[[^\]]+\]|[^:/\[\]]+):(\d+)/?\z}.freeze
+    # The node caps one blocking get at 30 s (max_get_wait); ask at most this per call.
+    GET_SLICE = 25.0
+
+    attr_reader :url, :style, :token, :pattern, :bus
+
+    # "tcp://host:port", "http://host:port", or [host, port] (HTTP, as in berryMQ 0.2).
+    def self.normalize(addr)
+      addr = "http://#{addr[0]}:#{addr[1]}" if addr.is_a?(Array) && addr.size == 2
+      match = ADDRESS.match(addr.to_s)
+      unless match
+        raise ArgumentError, "not a berryMQ address: #{addr.inspect} (write tcp://host:port or http://host:port)"
+      end
+
+      [match[1], match[2].delete("[]"), Integer(match[3]), "#{match[1]}://#{match[2]}:#{match[3]}"]
+    end
+
+    def initialize(addr, style, ttl: DEFAULT_TTL, pattern: nil, timeout: DEFAULT_TIMEOUT,
+                   secret: ENV.fetch("BERRYMQ_SECRET", nil), bus: BerryMQ.bus)
+      raise ArgumentError, "ttl must be a positive number of seconds, got #{ttl.inspect}" unless ttl.is_a?(Numeric) && ttl.positive?
+
+      scheme, host, port, @url = Connection.normalize(addr)
+      @style = style
+      @bus = bus
+      @secret = secret
+      @timeout = timeout
+      @pattern = pattern && Identifier.new(pattern)
+      @closed = false
+      channel_class = scheme == "tcp" ? TcpChannel : HttpChannel
+      @channel = channel_class.new(@url, host, port, handler: method(:answer), timeout: timeout,
+                                                     on_close: method(:connection_lost))
+      open_session(ttl)
+    rescue StandardError
+      @channel&.close
+      raise
+    end
+
+    def interconnected?
+      @style == :interconnect && !@closed
+    end
+
+    def closed?
+      @closed
+    end
+
+    # Sends one message to the node and returns once the node's receivers have it.
+    # Raises ArgumentError for a local name (it never leaves the process) or arguments
+    # JSON cannot hold, RemoteError when the node refuses it (e.g. QUEUE_FULL).
+    def send_message(identifier, *args, **kwargs)
+      ident = Identifier.new(identifier)
+      if ident.local?
+        raise ArgumentError, "#{identifier.inspect} is a local identifier (its name starts with '_'); " \
+                             "local messages never leave the process"
+      end
+      call("send_message", { "token" => @token, "identifier" => ident.to_s, "args" => args, "kwargs" => kwargs })
+      nil
+    end
+
+    # The next message of the node's queue (style 03). Waits up to +timeout+ seconds (nil:
+    # until one comes) when +block+; raises BerryMQ::Empty when none came.
+    def get(block: true, timeout: nil)
+      need_queue("get")
+      return get_nowait unless block
+
+      deadline = timeout && (BerryMQ.monotonic + timeout)
+      loop do
+        wait = deadline ? [[deadline - BerryMQ.monotonic, 0].max, GET_SLICE].min : GET_SLICE
+        begin
+          return from_wire(call("get", { "token" => @token, "block" => true, "timeout" => wait }, wait + @timeout))
+        rescue RemoteError => e
+          raise unless e.code == JSONRPC::CODES[:empty]
+          raise Empty, "nothing came to the queue of #{@pattern} at #{@url} within #{timeout} s" if deadline && BerryMQ.monotonic >= deadline
+        end
+      end
+    end
+
+    # The next message of the node's queue, or BerryMQ::Empty at once.
+    def get_nowait
+      need_queue("get_nowait")
+      from_wire(call("get_nowait", { "token" => @token }))
+    rescue RemoteError => e
+      raise unless e.code == JSONRPC::CODES[:empty]
+
+      raise Empty, "the queue of #{@pattern} at #{@url} is empty"
+    end
+
+    # The replies of the node's receivers of +identifier+: values, and ReplyError entries
+    # for receivers that raised.
+    def ask(identifier, *args, timeout: 5.0, **kwargs)
+      flush(timeout)
+      result = call("ask", { "identifier" => Identifier.new(identifier).to_s, "args" => args, "kwargs" => kwargs,
+                             "timeout" => timeout, "token" => @token }, timeout + 1)
+      unless result.is_a?(Array)
+        raise TransportError, "#{@url} answered ask with #{result.class}, not an array"
+      end
+
+      result.map do |entry|
+        next entry["value"] if entry.is_a?(Hash) && entry.key?("value")
+        next ReplyError.from_h(entry["error"]) if entry.is_a?(Hash) && entry["error"].is_a?(Hash)
+
+        raise TransportError, "#{@url} answered ask with a malformed entry"
+      end
+    end
+
+    # Queues +message+ for the node (the bus calls this for interconnections).
+    def forward(message)
+      @outbox.put(message.to_wire)
+    end
+
+    # Waits until every message forwarded so far was acknowledged by the node; false on
+    # timeout. Only interconnections forward; for the other styles it is true at once.
+    def flush(timeout = nil)
+      @outbox ? @outbox.flush(timeout) : true
+    end
+
+    # How many forwarded messages were lost because the node went away.
+    def lost
+      @outbox ? @outbox.lost : 0
+    end
+
+    # Closes the session (what is queued for the node is sent first) and the connection.
+    def close
+      return if @closed
+
+      @outbox&.close
+      @closed = true
+      begin
+        call("close_connection", { "token" => @token }) if @token && !@channel.closed?
+      rescue TransportError
+        nil # already gone: closing is what we wanted
+      end
+      @channel.close
+      @bus.untrack(self)
+      nil
+    end
+
+    def inspect
+      "#<BerryMQ::Connection #{@style} #{@url}#{@closed ? ' closed' : ''}>"
+    end
+
+    private
+
+    def open_session(ttl)
+      case @style
+      when :oneway
+        @token = call("connect_oneway", { "ttl" => ttl })
+      when :queue
+        @token = call("connect_via_queue", { "identifier" => @pattern.to_s, "ttl" => ttl })
+      when :interconnect
+        @own_token = SecureRandom.urlsafe_base64(32, false)
+        @outbox = Outbox.new("forwarding to #{@url}", on_failure: method(:connection_lost)) do |batch|
+          call("send_messages", { "token" => @token, "messages" => batch })
+        end
+        @token = call("interconnect", { "addr" => @channel.callback_url, "token" => @own_token, "ttl" => ttl })
+      else
+        raise ArgumentError, "unknown style #{@style.inspect}"
+      end
+    end
+
+    def call(method, params, timeout = @timeout)
+      if @closed && method != "close_connection"
+        raise ConnectionClosed, "the connection to #{@url} (#{@style}) is closed"
+      end
+
+      params["secret"] = @secret if @secret
+      @channel.call(method, params, timeout)
+    end
+
+    def need_queue(what)
+      return if @style == :queue
+
+      raise ArgumentError, "#{what} needs a connect_via_queue connection; this one is #{@style}"
+    end
+
+    def from_wire(entry)
+      unless entry.is_a?(Array) && entry.size >= 3
+        raise TransportError, "#{@url} answered a message that is not [identifier, args, kwargs]"
+      end
+
+      Message.new(entry[0], entry[1], entry[2])
+    end
+
+    # The connection broke under us (the TCP connection closed, or forwarding failed):
+    # forget it, so that twitter no longer forwards to it; what was pending already failed.
+    def connection_lost(error)
+      return if @closed
+
+      @closed = true
+      @bus.logger.error("the connection to #{@url} (#{@style}) is lost: #{error.message}")
+      @bus.untrack(self)
+    end
+
+    # -- the node's requests to us (interconnect) ------------------------------------------
+
+    # Answers one request the node sent: send_messages, send_message or ask.
+    def answer(request)
+      return JSONRPC.error_response(JSONRPC::CODES[:invalid_request], nil) unless request.is_a?(Hash)
+
+      v1 = !request.key?("jsonrpc")
+      id = request["id"]
+      notification = v1 ? id.nil? : !request.key?("id")
+      result = dispatch(request)
+      notification ? nil : JSONRPC.result_response(result, id, v1: v1)
+    rescue RemoteError => e
+      notification ? nil : JSONRPC.error_response(e.code, id, e.data, v1: v1)
+    rescue StandardError => e
+      @bus.logger.error("answering #{request['method'].inspect} from #{@url} failed: #{e.class}: #{e.message}")
+      notification ? nil : JSONRPC.error_response(JSONRPC::CODES[:internal_error], id, nil, v1: v1)
+    end
+
+    PARAMS = {
+      "send_messages" => %w[token messages],
+      "send_message" => %w[token identifier args kwargs],
+      "ask" => %w[identifier args kwargs timeout token]
+    }.freeze
+
+    def dispatch(request)
+      method = request["method"]
+      params = request["params"] || {}
+      unless method.is_a?(String) && (params.is_a?(Hash) || params.is_a?(Array))
+        raise RemoteError.new(JSONRPC::CODES[:invalid_request], "Invalid Request")
+      end
+      raise RemoteError.new(JSONRPC::CODES[:method_not_found], "Method not found", method) unless PARAMS.key?(method)
+
+      params = PARAMS[method].zip(params).to_h if params.is_a?(Array)
+      case method
+      when "send_messages" then take_messages(params)
+      when "send_message" then take_messages(params, [[params["identifier"], params["args"] || [],
+                                                        params["kwargs"] || {}, params]])
+      else answer_ask(params)
+      end
+    end
+
+    def take_messages(params, entries = params["messages"])
+      unless params["token"].is_a?(String) && @own_token && params["token"] == @own_token
+        raise RemoteError.new(JSONRPC::CODES[:unknown_token], "Unknown or expired token")
+      end
+      invalid("'messages' must be an array") unless entries.is_a?(Array)
+
+      messages = entries.each_with_index.map { |entry, index| message_of(entry, "messages[#{index}]") }
+      refused = []
+      messages.each_with_index do |message, index|
+        @bus.receive(message, self)
+      rescue QueueFull
+        refused << index
+      rescue ReceiverErrors => e
+        refused << index if e.errors.any? { |x| x.is_a?(QueueFull) }
+      end
+      raise RemoteError.new(JSONRPC::CODES[:queue_full], "Queue is full", { "refused" => refused }) unless refused.empty?
+
+      "ok"
+    end
+
+    def message_of(entry, where)
+      invalid("#{where} must be [identifier, args, kwargs(, extras)]") unless entry.is_a?(Array) && entry.size >= 3
+      identifier, args, kwargs, extras = entry
+      extras = {} unless extras.is_a?(Hash)
+      invalid("#{where}: args must be an array") unless args.is_a?(Array)
+      invalid("#{where}: kwargs must be an object") unless kwargs.is_a?(Hash)
+      ident = begin
+        Identifier.new(identifier)
+      rescue InvalidIdentifier => e
+        invalid("#{where}: #{e.message}")
+      end
+      invalid("#{where}: #{ident} is local; local messages never leave their process") if ident.local?
+      uid = extras["uid"].is_a?(String) ? extras["uid"] : nil
+      hops = extras["hops"].is_a?(Integer) && extras["hops"] >= 0 ? extras["hops"] : 0
+      Message.new(ident, args, kwargs, uid: uid, hops: hops + 1)
+    end
+
+    def answer_ask(params)
+      message = message_of([params["identifier"], params["args"] || [], params["kwargs"] || {}, params], "the request")
+      @bus.ask_local(message).map do |reply|
+        next { "error" => reply.to_h } if reply.is_a?(ReplyError)
+
+        begin
+          JSONRPC.dump(reply)
+          { "value" => reply }
+        rescue ArgumentError, JSON::GeneratorError, TypeError
+          { "error" => ReplyError.new("TypeError", "the reply #{reply.class} is not JSON", "", @bus.node_id).to_h }
+        end
+      end
+    end
+
+    def invalid(why)
+      raise RemoteError.new(JSONRPC::CODES[:invalid_params], "Invalid params", why)
+    end
+  end
+end

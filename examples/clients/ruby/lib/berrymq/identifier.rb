@@ -1,0 +1,134 @@
+# frozen_string_literal: true
+
+module BerryMQ
+  # A parsed identifier `name[@namespace][:action]`: the same rules as the Python core
+  # (berrymq/identifier.py, SPEC section 1).
+  #
+  #   BerryMQ::Identifier.new("job@ops:go")  # name "job", action "go", namespace "ops"
+  #   BerryMQ::Identifier.new("test")        # action "*": a missing action means every one
+  #
+  # Matching is symmetric: names equal or either is "*", actions equal or either is "*",
+  # and namespaces equal. A name starting with "_" is local: it never leaves the process.
+  # Identifiers are immutable, parsed once and cached, and compare by their canonical text.
+  class Identifier
+    WILDCARD = "*"
+    CACHE_LIMIT = 8192
+    # Whitespace, control, format and unassigned characters (Python's "not printable").
+    UNPRINTABLE = /[\p{C}\p{Z}]/.freeze
+
+    @cache = {}
+    @cache_lock = Mutex.new
+
+    class << self
+      # The Identifier for +text+ (an Identifier is returned as it is). Raises
+      # InvalidIdentifier naming the text when it is not a valid identifier.
+      def new(text)
+        return text if text.is_a?(Identifier)
+
+        cached = text.is_a?(String) ? @cache[text] : nil
+        return cached if cached
+
+        ident = super(text)
+        @cache_lock.synchronize do
+          @cache.clear if @cache.size >= CACHE_LIMIT
+          @cache[text.frozen? ? text : text.dup.freeze] = ident
+        end
+        ident
+      end
+      alias parse new
+    end
+
+    attr_reader :name, :action, :namespace, :id
+
+    def initialize(text)
+      unless text.is_a?(String)
+        raise InvalidIdentifier.new(text, "expected a String, got #{text.class}")
+      end
+      raise InvalidIdentifier.new(text, "it is empty") if text.empty?
+      unless text.valid_encoding?
+        raise InvalidIdentifier.new(text, "it is not valid #{text.encoding}")
+      end
+      if UNPRINTABLE.match?(text)
+        raise InvalidIdentifier.new(text, "it contains whitespace or control characters")
+      end
+
+      head, colon, action = text.partition(":")
+      if colon.empty?
+        action = WILDCARD
+      else
+        raise InvalidIdentifier.new(text, "it has more than one ':'") if action.include?(":")
+
+        check_part(text, action, "action")
+      end
+      name, at, namespace = head.partition("@")
+      check_part(text, name, "name")
+      if action.include?("@")
+        raise InvalidIdentifier.new(text, "'@namespace' belongs after the name, before ':'")
+      end
+
+      ns = nil
+      unless at.empty?
+        raise InvalidIdentifier.new(text, "the namespace after '@' is empty") if namespace.empty?
+        if namespace.include?("@") || namespace.include?(WILDCARD)
+          raise InvalidIdentifier.new(text, "the namespace #{namespace.inspect} is not a plain name")
+        end
+
+        ns = namespace.freeze
+      end
+      @name = name.freeze
+      @action = action.freeze
+      @namespace = ns
+      @id = "#{name}:#{action}".freeze
+      @text = (ns ? "#{name}@#{ns}:#{action}" : @id).freeze
+      @local = name.start_with?("_")
+      freeze
+    end
+
+    # Whether messages with this identifier stay in the process (the name starts with "_").
+    def local?
+      @local
+    end
+    alias is_local local?
+
+    # Whether the name or the action is "*".
+    def wildcard?
+      @name == WILDCARD || @action == WILDCARD
+    end
+
+    # Whether a message named by one of the two would reach a receiver of the other.
+    def matches(other)
+      other = Identifier.new(other)
+      @namespace == other.namespace &&
+        (@name == other.name || @name == WILDCARD || other.name == WILDCARD) &&
+        (@action == other.action || @action == WILDCARD || other.action == WILDCARD)
+    end
+    alias matches? matches
+
+    # The canonical text: "name:action" or "name@namespace:action".
+    def to_s
+      @text
+    end
+
+    def inspect
+      "#<BerryMQ::Identifier #{@text}>"
+    end
+
+    def ==(other)
+      other.is_a?(Identifier) && other.to_s == @text
+    end
+    alias eql? ==
+
+    def hash
+      [Identifier, @text].hash
+    end
+
+    private
+
+    def check_part(text, part, what)
+      raise InvalidIdentifier.new(text, "the #{what} is empty") if part.empty?
+      return unless part.include?(WILDCARD) && part != WILDCARD
+
+      raise InvalidIdentifier.new(text, "the #{what} #{part.inspect} has a partial wildcard; use '*' alone")
+    end
+  end
+end

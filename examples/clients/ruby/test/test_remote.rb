@@ -1,0 +1,173 @@
+# frozen_string_literal: true
+
+# The three styles and ask against a real berryMQ node, over TCP and over HTTP.
+#
+# tests/test_ruby_client.py starts a Python node and sets BERRYMQ_TCP_URL and
+# BERRYMQ_HTTP_URL. The node has receivers: "double:*" returns twice args[0] (and raises
+# on "boom"), "ruby:ping" twitters "ruby:pong" with the same arguments, and it collects
+# every "ruby:*" message so that the Python side can check what arrived.
+require_relative "test_helper"
+require "net/http"
+
+class TestRemote < Minitest::Test
+  include FreshBus
+
+  URLS = { "tcp" => ENV.fetch("BERRYMQ_TCP_URL", nil), "http" => ENV.fetch("BERRYMQ_HTTP_URL", nil) }.freeze
+  WAIT = 20
+
+  # A Follower that hands what it receives to a queue the test reads.
+  class Pong
+    include BerryMQ::Follower
+
+    def initialize(inbox)
+      @inbox = inbox
+    end
+
+    following("ruby:pong")
+    def receive_pong(message)
+      @inbox.put(message)
+    end
+  end
+
+  def url(scheme)
+    URLS[scheme] || skip("BERRYMQ_#{scheme.upcase}_URL is not set (tests/test_ruby_client.py starts a node and sets it)")
+  end
+
+  %w[tcp http].each do |scheme|
+    define_method("test_oneway_and_queue_#{scheme}") do
+      node = url(scheme)
+      queue = BerryMQ.connect_via_queue(node, "rb_job:*", ttl: 60)
+      oneway = BerryMQ.connect_oneway(node, ttl: 60)
+      oneway.send_message("rb_job:done", "report.txt", pages: 3)
+      BerryMQ.send_message("rb_job:more", "ü", { "n" => [1, 2.5, nil, true] }) # the latest connection
+      BerryMQ.send_message("ruby:oneway", scheme, 1, user: "bob") # the node collects it
+      BerryMQ.send_message("other:x") # does not match the queue
+      got = queue.get(timeout: WAIT)
+      assert_equal ["rb_job:done", ["report.txt"], { pages: 3 }], [got.id, got.args, got.kwargs]
+      got = BerryMQ.get(timeout: WAIT) # the latest queue connection
+      assert_equal ["rb_job:more", ["ü", { "n" => [1, 2.5, nil, true] }], {}], [got.id, got.args, got.kwargs]
+      assert_raises(BerryMQ::Empty) { BerryMQ.get_nowait }
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      assert_raises(BerryMQ::Empty) { queue.get(timeout: 0.3) }
+      assert_operator Process.clock_gettime(Process::CLOCK_MONOTONIC) - started, :>=, 0.3
+      queue.send_message("rb_job:self", 7) # a queue session sends too
+      assert_equal [7], queue.get(timeout: WAIT).args
+      BerryMQ.close_connection(node)
+      assert_empty BerryMQ.connections
+      assert_raises(BerryMQ::ConnectionClosed) { queue.get_nowait }
+    end
+
+    define_method("test_interconnect_both_ways_#{scheme}") do
+      node = url(scheme)
+      inbox = BerryMQ::Queue.new("_inbox") # Pong puts here what it receives
+      pong = Pong.new(inbox)
+      BerryMQ.interconnect(node, ttl: 60)
+      BerryMQ.twitter("ruby:ping", scheme, n: 7) # forwarded; the node's receiver answers ruby:pong
+      BerryMQ.twitter("_local:ping", scheme) # local: never leaves this process
+      BerryMQ.twitter("ruby:interconnect", scheme)
+      assert BerryMQ.flush(WAIT), "the node did not acknowledge in time"
+      got = inbox.get(timeout: WAIT)
+      assert_equal ["ruby:pong", [scheme], { n: 7 }], [got.id, got.args, got.kwargs]
+      refute_nil pong
+      # messages that reach the node from elsewhere come here too
+      other = BerryMQ::Connection.new(node, :oneway, ttl: 60)
+      arrived = BerryMQ::Queue.new("news:*")
+      other.send_message("news:flash", "hi", flag: true)
+      got = arrived.get(timeout: WAIT)
+      assert_equal ["news:flash", ["hi"], { flag: true }], [got.id, got.args, got.kwargs]
+      other.close
+      # send_message on the interconnection itself
+      BerryMQ.send_message("ruby:ping", "direct")
+      assert_equal ["direct"], inbox.get(timeout: WAIT).args
+      BerryMQ.close_connection
+      assert_raises(BerryMQ::ConnectionClosed) { BerryMQ.send_message("ruby:ping", "closed") }
+    end
+
+    define_method("test_ask_#{scheme}") do
+      node = url(scheme)
+      BerryMQ.following_function("double:it") { |m| "ruby's own: #{m.args.first}" }
+      connection = BerryMQ.connect_oneway(node, ttl: 60)
+      assert_equal ["ruby's own: 21", 42], BerryMQ.ask("double:it", 21, timeout: WAIT)
+      replies = connection.ask("double:it", "boom", timeout: WAIT)
+      assert_equal 1, replies.size
+      assert_instance_of BerryMQ::ReplyError, replies.first
+      assert_equal "RuntimeError", replies.first.exception_type
+      assert_includes replies.first.reason, "boom on purpose"
+      assert_equal [], connection.ask("nobody:listens", timeout: WAIT)
+    end
+
+    define_method("test_errors_name_the_problem_#{scheme}") do
+      node = url(scheme)
+      connection = BerryMQ.connect_oneway(node, ttl: 60)
+      error = assert_raises(ArgumentError) { connection.send_message("_private:x") }
+      assert_includes error.message, "local"
+      assert_raises(BerryMQ::InvalidIdentifier) { connection.send_message("te*:x") }
+      error = assert_raises(ArgumentError) { connection.get_nowait }
+      assert_includes error.message, "connect_via_queue"
+      error = assert_raises(BerryMQ::RemoteError) { BerryMQ.connect_via_queue(node, "_local:*") }
+      assert_equal BerryMQ::JSONRPC::CODES[:invalid_params], error.code
+      error = assert_raises(ArgumentError) { BerryMQ.connect_oneway(node, ttl: 0) }
+      assert_includes error.message, "ttl"
+      error = assert_raises(BerryMQ::MessageTooLarge) { connection.send_message("big:x", "x" * 1_100_000) }
+      assert_includes error.message, "it was not sent"
+      assert_raises(ArgumentError) { connection.send_message("nan:x", Float::NAN) }
+      assert_nil connection.send_message("after:big") # the connection is still usable
+      connection.close
+      error = assert_raises(BerryMQ::ConnectionClosed) { connection.send_message("closed:x") }
+      assert_includes error.message, "closed"
+    end
+  end
+
+  # The calls a node makes to an interconnected client, made here by hand to the small
+  # HTTP server that interconnect over HTTP starts: send_messages and send_message (with
+  # extras, known or not), ask, batches, notifications, JSON-RPC 1.0, and refusals.
+  def test_the_callback_server_answers_what_a_node_may_send
+    node = url("http")
+    connection = BerryMQ.interconnect(node, ttl: 60)
+    callback = URI(connection.instance_variable_get(:@channel).callback_url)
+    token = connection.instance_variable_get(:@own_token)
+    got = BerryMQ::Queue.new("cb:*")
+    BerryMQ.following_function("cb:question") { |m| m.args.first * 3 }
+    http = Net::HTTP.start(callback.host, callback.port)
+    post = lambda do |value|
+      response = http.post("/", JSON.generate(value), "Content-Type" => "application/json")
+      [response.code, response.body.to_s.empty? ? nil : JSON.parse(response.body)]
+    end
+    messages = [["cb:one", [1], {}], ["cb:two", [2], { "k" => "v" }, { "uid" => "u-1", "hops" => 1, "new" => 1 }]]
+    assert_equal ["200", { "jsonrpc" => "2.0", "result" => "ok", "id" => 1 }],
+                 post.call({ "jsonrpc" => "2.0", "method" => "send_messages",
+                             "params" => { "token" => token, "messages" => messages }, "id" => 1 })
+    assert_equal [["cb:one", [1], {}], ["cb:two", [2], { k: "v" }]], 2.times.map { m = got.get_nowait; [m.id, m.args, m.kwargs] }
+    # the same uid again (a cycle) is delivered once; send_message with extras works too
+    post.call({ "jsonrpc" => "2.0", "method" => "send_messages", "params" => { "token" => token, "messages" => [messages[1]] }, "id" => 2 })
+    assert_equal ["200", { "jsonrpc" => "2.0", "result" => "ok", "id" => 3 }],
+                 post.call({ "jsonrpc" => "2.0", "method" => "send_message",
+                             "params" => { "token" => token, "identifier" => "cb:three", "args" => [3], "kwargs" => {},
+                                           "uid" => "u-3", "hops" => 2, "someday" => true }, "id" => 3 })
+    assert_equal "cb:three", got.get_nowait.id
+    assert_raises(BerryMQ::Empty) { got.get_nowait }
+    # positional params, a notification (204), a batch
+    assert_equal ["204", nil], post.call({ "jsonrpc" => "2.0", "method" => "send_message", "params" => [token, "cb:four", [4], {}] })
+    assert_equal [4], got.get_nowait.args
+    code, batch = post.call([{ "jsonrpc" => "2.0", "method" => "ask", "params" => { "identifier" => "cb:question", "args" => [5] }, "id" => 4 },
+                             { "jsonrpc" => "2.0", "method" => "nope", "id" => 5 }])
+    assert_equal "200", code
+    assert_equal [{ "jsonrpc" => "2.0", "result" => [{ "value" => 15 }], "id" => 4 },
+                  { "jsonrpc" => "2.0", "error" => { "code" => -32_601, "message" => "Method not found", "data" => "nope" }, "id" => 5 }], batch
+    # JSON-RPC 1.0 (no "jsonrpc"): answered in 1.0 form
+    assert_equal ["200", { "result" => [{ "value" => 6 }], "error" => nil, "id" => 6 }],
+                 post.call({ "method" => "ask", "params" => ["cb:question", [2]], "id" => 6 })
+    # refusals name the problem
+    _, wrong = post.call({ "jsonrpc" => "2.0", "method" => "send_messages", "params" => { "token" => "x" * 43, "messages" => [] }, "id" => 7 })
+    assert_equal(-32_001, wrong["error"]["code"])
+    _, local = post.call({ "jsonrpc" => "2.0", "method" => "send_messages", "params" => { "token" => token, "messages" => [["_x:y", [], {}]] }, "id" => 8 })
+    assert_equal [-32_602, "messages[0]: _x:y is local; local messages never leave their process"], [local["error"]["code"], local["error"]["data"]]
+    _, bad = post.call({ "jsonrpc" => "2.0", "method" => "send_messages", "params" => { "token" => token, "messages" => [["a:b", {}, {}]] }, "id" => 9 })
+    assert_equal "messages[0]: args must be an array", bad["error"]["data"]
+    response = http.post("/", "{not json", "Content-Type" => "application/json")
+    assert_equal(-32_700, JSON.parse(response.body)["error"]["code"])
+    assert_raises(BerryMQ::Empty) { got.get_nowait } # nothing refused was delivered
+  ensure
+    http&.finish
+  end
+end
