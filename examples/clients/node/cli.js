@@ -1,18 +1,37 @@
 #!/usr/bin/env node
 'use strict';
 /**
- * A small command line over berrymq.js, the same verbs as the Python `berrymq` command:
- *
- *   node cli.js send URL ID [ARGS...]         send one message (ARGS parsed as JSON when valid)
- *   node cli.js listen URL PATTERN [--count N]  print messages matching PATTERN (style 03)
- *   node cli.js interconnect URL [--count N]  print every message the node forwards (style 01),
- *                                             after a line "interconnected"; answers asks
- *   node cli.js selftest URL                  exercise every method, print what happens
- *
- * Start a node first:  berrymq serve --tcp 127.0.0.1:7000 --http 127.0.0.1:8000
+ * berrymq-js: a command line over berrymq.js, with the verbs of the Python `berrymq`
+ * command (run `berrymq-js --help`). Exit status: 0 done, 1 the run failed (the node is
+ * unreachable, refused a request, or closed the connection), 2 the command line is wrong
+ * (unknown verb, missing argument, bad option, not a tcp:// or http:// URL). Errors are
+ * one line on stderr, `berrymq-js: error: ...`.
  */
 
-const { connect, codes, BerryMQError } = require('./berrymq');
+const berrymq = require('./berrymq');
+const { parseUrl } = require('./lib/protocol');
+const { version } = require('./package.json');
+
+const USAGE = `usage: berrymq-js VERB URL ...   (URL: tcp://HOST:PORT or http://HOST:PORT)
+
+  send URL ID [ARGS...] [--kw KEY=VALUE]...    send one message (style 02); exits once the
+                                               node acknowledged it
+  listen URL PATTERN [--count N] [--json]      print the messages matching PATTERN (style 03),
+                                               one line each, until N were printed or Ctrl-C
+  interconnect URL [--count N]                 print every message the node forwards
+                                               (style 01) after a line "interconnected";
+                                               answers the node's asks; sends node:joined
+  ask URL ID [ARGS...] [--kw KEY=VALUE]... [--timeout S]
+                                               print the replies of the node's receivers
+                                               as one JSON array
+  selftest URL                                 call every method once, print what happens
+
+ARGS and VALUEs are taken as JSON when they are valid JSON (3, true, [1,2], '"3"'), else
+as strings. A node with a shared secret needs BERRYMQ_SECRET set.
+Exit status: 0 done, 1 the run failed (unreachable node, refused request), 2 usage error.`;
+
+/** A mistake on the command line: exit status 2. */
+class UsageError extends Error {}
 
 function parseValue(text) {
   try {
@@ -22,122 +41,189 @@ function parseValue(text) {
   }
 }
 
+/** Split argv into positional words and options (`--name value`, repeatable, or flags). */
+function parseArgs(argv, { values = [], flags = [] }) {
+  const words = [];
+  const options = {};
+  for (let i = 0; i < argv.length; i += 1) {
+    const arg = argv[i];
+    if (values.includes(arg)) {
+      if (i + 1 >= argv.length) throw new UsageError(`${arg} needs a value`);
+      (options[arg] = options[arg] || []).push(argv[i += 1]);
+    } else if (flags.includes(arg)) {
+      options[arg] = true;
+    } else if (arg.startsWith('--') && arg.length > 2) {
+      throw new UsageError(`unknown option ${arg}`);
+    } else {
+      words.push(arg);
+    }
+  }
+  return { words, options };
+}
+
+function number(options, name, fallback, { integer = false } = {}) {
+  const text = (options[name] || []).at(-1);
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (text.trim() === '' || !Number.isFinite(value) || value < 0 || (integer && !Number.isInteger(value))) {
+    throw new UsageError(`${name} takes a ${integer ? 'whole ' : ''}number >= 0, not ${JSON.stringify(text)}`);
+  }
+  return value;
+}
+
+function kwargsOf(options) {
+  const kwargs = {};
+  for (const pair of options['--kw'] || []) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--kw takes KEY=VALUE, not ${JSON.stringify(pair)}`);
+    kwargs[pair.slice(0, eq)] = parseValue(pair.slice(eq + 1));
+  }
+  return kwargs;
+}
+
+function checkUrl(url) {
+  try {
+    parseUrl(url);
+  } catch (error) {
+    throw new UsageError(error.message);
+  }
+  return url;
+}
+
 function format(message) {
-  let line = `${message.identifier} ${JSON.stringify(message.args)}`;
+  let line = `${message.id} ${JSON.stringify(message.args)}`;
   if (Object.keys(message.kwargs).length) line += ` ${JSON.stringify(message.kwargs)}`;
   return line;
 }
 
-function option(args, name, fallback) {
-  const index = args.indexOf(name);
-  if (index < 0) return fallback;
-  const value = Number(args[index + 1]);
-  args.splice(index, 2);
-  return value;
+const say = (text) => process.stdout.write(`${text}\n`);
+
+/** Resolves on SIGINT or SIGTERM (Ctrl-C stops listen and interconnect cleanly). */
+function stopSignal() {
+  return new Promise((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
 }
 
-async function send(url, identifier, args) {
-  const client = await connect(url);
+async function send(url, identifier, args, kwargs) {
+  const connection = await berrymq.connectOneway(url, { ttl: 60 });
   try {
-    const token = await client.connectOneway(60);
-    await client.sendMessage(token, identifier, args.map(parseValue), {});
-    await client.closeConnection(token);
+    await connection.sendMessage(identifier, args, kwargs);
   } finally {
-    client.close();
+    await connection.close();
   }
 }
 
-async function listen(url, pattern, count) {
-  const client = await connect(url);
-  const token = await client.connectViaQueue(pattern, 60);
-  console.error(`listening to ${pattern} at ${url}`);
-  for (let seen = 0; count === null || seen < count;) {
-    const message = await client.get(token, { timeout: 30 });
-    if (message === null) continue; // the node caps a wait; ask again
-    process.stdout.write(format(message) + '\n');
-    seen += 1;
+async function ask(url, identifier, args, kwargs, timeout) {
+  const connection = await berrymq.connectOneway(url, { ttl: 60 });
+  try {
+    const replies = await connection.ask(identifier, args, kwargs, { timeout });
+    say(JSON.stringify(replies.map((r) => (r instanceof berrymq.ReplyError ?
+      { error: { type: r.type, message: r.message, receiver: r.receiver } } : r))));
+  } finally {
+    await connection.close();
   }
-  await client.closeConnection(token);
-  client.close();
+}
+
+async function listen(url, pattern, count, json) {
+  const queue = await berrymq.connectViaQueue(url, pattern, { ttl: 60 });
+  console.error(`listening to ${pattern} at ${url}`);
+  let stopped = false;
+  const stop = stopSignal().then(() => { stopped = true; });
+  try {
+    for (let seen = 0; count === null || seen < count; seen += 1) {
+      const message = await Promise.race([queue.get(), stop.then(() => null)]);
+      if (message === null) break;
+      say(json ? JSON.stringify({ id: message.id, args: message.args, kwargs: message.kwargs }) : format(message));
+    }
+  } finally {
+    if (!stopped || !queue.closed) await queue.close().catch(() => {});
+  }
 }
 
 async function interconnect(url, count) {
-  const client = await connect(url);
   let seen = 0;
   let done;
   const finished = new Promise((resolve) => { done = resolve; });
-  const token = await client.interconnect((message) => {
-    process.stdout.write(format(message) + '\n');
+  const link = await berrymq.interconnect(url, (message) => {
+    say(format(message));
     seen += 1;
     if (count !== null && seen >= count) done();
-  }, 60, (message) => [`node saw ${message.identifier}`]);
-  process.stdout.write('interconnected\n');
-  // our own messages travel on the same connection, with the token the node gave us
-  await client.sendMessage(token, 'node:joined', ['interconnect'], {});
-  await finished;
-  await client.closeConnection(token);
-  client.close();
+  }, { ttl: 60, onAsk: (message) => `node saw ${message.id}` });
+  say('interconnected');
+  try {
+    await link.sendMessage('node:joined', ['interconnect']);
+    const reason = await Promise.race([finished, stopSignal(), link.ended]);
+    if (reason instanceof Error) throw reason;
+  } finally {
+    await link.close().catch(() => {});
+  }
 }
 
 async function selftest(url) {
-  const client = await connect(url);
-  const say = (text) => process.stdout.write(text + '\n');
+  const channel = await berrymq.connect(url);
   const expectError = async (what, promise, code) => {
-    try {
-      await promise;
-    } catch (error) {
-      if (error.code !== code) throw new BerryMQError(`${what}: expected error ${code}, got ${error.message}`);
-      say(`error ${what}: ${error.code} ${error.message.split(' (')[0]}`);
-      return;
+    const error = await promise.then(() => null, (e) => e);
+    if (error === null || error.code !== code) {
+      throw new berrymq.BerryMQError(`${what}: expected error ${code}, got ${error ? error.message : 'a result'}`);
     }
-    throw new BerryMQError(`${what}: expected error ${code}, got a result`);
+    say(`error ${what}: ${error.code} ${error.message.split(' (')[0]}`);
   };
-
-  const queueToken = await client.connectViaQueue('node:*', 60);
-  const token = await client.connectOneway(60);
-  say(`tokens: ${queueToken.length} and ${token.length} characters`);
-  say(`send_message: ${await client.sendMessage(token, 'node:hello', ['from node', 1], { lang: 'js' })}`);
-  await client.postMessage(token, 'node:note', [2]);
-  say(`send_messages: ${await client.sendMessages(token, [['node:batch', [3], {}], ['node:batch', [4], {}]])}`);
-  for (let i = 0; i < 4; i += 1) {
-    const message = await client.get(queueToken, { timeout: 5 });
-    say(`got ${message === null ? 'nothing' : format(message)}`);
-  }
-  say(`get_nowait: ${await client.getNowait(queueToken)}`);
-
-  const replies = await client.batch([
-    { method: 'send_message', params: { token, identifier: 'node:in_batch', args: [5] } },
-    { method: 'send_message', params: { token, identifier: 'node:in_batch', args: [6] }, notify: true },
-    { method: 'get_nowait', params: { token: queueToken } },
+  const queue = await berrymq.connectViaQueue(url, 'node:*', { ttl: 60 });
+  const oneway = await berrymq.connectOneway(url, { ttl: 60 });
+  say(`tokens: ${queue.token.length} and ${oneway.token.length} characters`);
+  say(`send_message: ${await oneway.sendMessage('node:hello', ['from node', 1], { lang: 'js' })}`);
+  await oneway.postMessage('node:note', [2]);
+  say(`send_messages: ${await oneway.sendMessages([['node:batch', [3], {}], ['node:batch', [4], {}]])}`);
+  for (let i = 0; i < 4; i += 1) say(`got ${format(await queue.get({ timeout: 5 }))}`);
+  await expectError('get_nowait', queue.getNowait(), berrymq.codes.EMPTY);
+  const replies = await channel.batch([
+    { method: 'send_message', params: { token: oneway.token, identifier: 'node:in_batch', args: [5] } },
+    { method: 'send_message', params: { token: oneway.token, identifier: 'node:in_batch', args: [6] }, notify: true },
+    { method: 'get_nowait', params: { token: queue.token } },
   ]);
   say(`batch: ${replies.length} replies: ${replies.map((r) => JSON.stringify(r.result)).join(' ')}`);
-
-  await expectError('unknown method', client.call('no_such_method', {}), codes.METHOD_NOT_FOUND);
-  await expectError('local name', client.sendMessage(token, '_secret:x'), codes.INVALID_PARAMS);
-  await expectError('malformed token', client.getNowait('not-a-token'), codes.BAD_TOKEN);
-  await expectError('no queue', client.getNowait(token), codes.NO_QUEUE);
-  say(`close_connection: ${await client.closeConnection(queueToken)}`);
-  await expectError('closed token', client.getNowait(queueToken), codes.UNKNOWN_TOKEN);
-  await client.closeConnection(token);
-  client.close();
+  await expectError('unknown method', channel.call('no_such_method', {}), berrymq.codes.METHOD_NOT_FOUND);
+  await expectError('local name', oneway.sendMessage('_secret:x'), berrymq.codes.INVALID_PARAMS);
+  await expectError('malformed token', channel.call('get_nowait', { token: 'not-a-token' }), berrymq.codes.BAD_TOKEN);
+  await expectError('no queue', oneway.getNowait(), berrymq.codes.NO_QUEUE);
+  await queue.close();
+  say('close_connection: ok');
+  await expectError('closed token', channel.call('get_nowait', { token: queue.token }), berrymq.codes.UNKNOWN_TOKEN);
+  await oneway.close();
+  await channel.close();
   say('selftest passed');
 }
 
 async function main(argv) {
-  const args = argv.slice();
-  const count = option(args, '--count', null);
-  const [verb, url, ...rest] = args;
-  if (verb === 'send' && url && rest.length >= 1) return send(url, rest[0], rest.slice(1));
-  if (verb === 'listen' && url && rest.length === 1) return listen(url, rest[0], count);
-  if (verb === 'interconnect' && url) return interconnect(url, count);
-  if (verb === 'selftest' && url) return selftest(url);
-  console.error('usage: node cli.js send URL ID [ARGS...] | listen URL PATTERN [--count N] | ' +
-                'interconnect URL [--count N] | selftest URL');
-  process.exitCode = 2;
-  return undefined;
+  if (argv.includes('--help') || argv.includes('-h')) return say(USAGE);
+  if (argv[0] === '--version') return say(`berrymq-js ${version}`);
+  const { words, options } = parseArgs(argv, { values: ['--count', '--kw', '--timeout'], flags: ['--json'] });
+  const [verb, url, ...rest] = words;
+  const count = number(options, '--count', null, { integer: true });
+  const allowed = { send: ['--kw'], ask: ['--kw', '--timeout'], listen: ['--count', '--json'], interconnect: ['--count'], selftest: [] };
+  if (!(verb in allowed)) throw new UsageError(verb === undefined ? 'a VERB is required' : `unknown verb ${JSON.stringify(verb)}`);
+  const wrong = Object.keys(options).find((name) => !allowed[verb].includes(name));
+  if (wrong) throw new UsageError(`${verb} does not take ${wrong}`);
+  if (url === undefined) throw new UsageError(`${verb} needs a URL`);
+  checkUrl(url);
+  const arity = { send: [1, Infinity], ask: [1, Infinity], listen: [1, 1], interconnect: [0, 0], selftest: [0, 0] }[verb];
+  if (rest.length < arity[0] || rest.length > arity[1]) {
+    throw new UsageError(rest.length < arity[0] ? `${verb} needs ${verb === 'listen' ? 'a PATTERN' : 'an ID'}` :
+      `${verb} takes no more arguments (got ${JSON.stringify(rest.slice(arity[1]))})`);
+  }
+  if (verb === 'send') return send(url, rest[0], rest.slice(1).map(parseValue), kwargsOf(options));
+  if (verb === 'ask') return ask(url, rest[0], rest.slice(1).map(parseValue), kwargsOf(options), number(options, '--timeout', 5));
+  if (verb === 'listen') return listen(url, rest[0], count, options['--json'] === true);
+  if (verb === 'interconnect') return interconnect(url, count);
+  return selftest(url);
 }
 
-main(process.argv.slice(2)).catch((error) => {
-  console.error(`berrymq.js: error: ${error.message}`);
-  process.exitCode = 1;
+main(process.argv.slice(2)).then(() => {
+  process.exitCode = 0;
+}, (error) => {
+  const usage = error instanceof UsageError;
+  console.error(`berrymq-js: error: ${error.message}${usage ? ' (see berrymq-js --help)' : ''}`);
+  process.exitCode = usage ? 2 : 1;
 });

@@ -1,0 +1,58 @@
+'use strict';
+/**
+ * A Channel is one connection to a node that speaks the protocol method by method:
+ * `call` (a request, resolving with its result), `notify` (no answer), `batch`. The
+ * transports (tcp.js, http.js) add the framing: `request(body, ms, waits)` (`waits`: the
+ * node may hold the answer on purpose), `post(body)`,
+ * `serve(answerer)` (how the node reaches us after interconnect) and `close()`.
+ */
+
+const { resultOf } = require('./protocol');
+
+/** Milliseconds a request may wait for its answer, beyond any wait it asks the node for. */
+const DEFAULT_TIMEOUT = 10000;
+
+class Channel {
+  /**
+   * @param {string} url  tcp://host:port or http://host:port
+   * @param {{secret?: string|null, timeout?: number}} options  `secret`: the node's shared
+   *   secret (default: the BERRYMQ_SECRET environment variable); `timeout`: milliseconds
+   */
+  constructor(url, { secret = process.env.BERRYMQ_SECRET || null, timeout = DEFAULT_TIMEOUT } = {}) {
+    this.url = url;
+    this.secret = secret;
+    this.timeout = timeout;
+    this.nextId = 1;
+  }
+
+  params(params) {
+    if (this.secret === null) return params;
+    return Array.isArray(params) ? params : { ...params, secret: this.secret };
+  }
+
+  /** Call a method; resolves with its result, rejects with a BerryMQError. `wait` is
+   * how many seconds the node may take on purpose (a blocking get, an ask). */
+  call(method, params = {}, { wait = 0 } = {}) {
+    const id = this.nextId++;
+    const body = { jsonrpc: '2.0', method, params: this.params(params), id };
+    return this.request(body, this.timeout + wait * 1000, wait > 0).then(resultOf);
+  }
+
+  /** Send a notification: no id, so the node answers nothing (not even an error). */
+  notify(method, params = {}) {
+    return this.post({ jsonrpc: '2.0', method, params: this.params(params) });
+  }
+
+  /** Send a batch, an array of {method, params, notify?}; resolves with the node's replies
+   * to the members that are not notifications (match them by `id`). */
+  batch(calls) {
+    const body = calls.map((c) => {
+      const request = { jsonrpc: '2.0', method: c.method, params: this.params(c.params || {}) };
+      if (!c.notify) request.id = this.nextId++;
+      return request;
+    });
+    return this.request(body, this.timeout);
+  }
+}
+
+module.exports = { Channel, DEFAULT_TIMEOUT };

@@ -1,0 +1,230 @@
+'use strict';
+/**
+ * What both transports share: the protocol's error codes and the library's errors,
+ * addresses, reading replies, and answering the requests a node sends to an
+ * interconnected client (docs/protocol.md, "Style 01"). No I/O here.
+ *
+ * Errors, one tree:
+ *
+ *   BerryMQError              every failure; `code` is the JSON-RPC code the node answered,
+ *   │                         or null when the node never answered
+ *   ├── Empty                 the queue had nothing within the wait (-32002)
+ *   └── ConnectionClosed      cannot reach the node, it closed the connection, or it did
+ *                             not answer in time (code null)
+ *   ReplyError                one receiver's failure in ask()'s replies (returned, not thrown)
+ */
+
+/** Error codes of the protocol (docs/protocol.md, "Error codes"). */
+const codes = Object.freeze({
+  PARSE_ERROR: -32700,
+  INVALID_REQUEST: -32600,
+  METHOD_NOT_FOUND: -32601,
+  INVALID_PARAMS: -32602,
+  INTERNAL_ERROR: -32603,
+  UNKNOWN_TOKEN: -32001,
+  EMPTY: -32002,
+  TOO_LARGE: -32003,
+  UNAUTHORISED: -32004,
+  QUEUE_FULL: -32005,
+  NO_QUEUE: -32006,
+  NOT_AVAILABLE: -32007,
+  BAD_TOKEN: -32008,
+});
+
+/** A failure: an error object the node answered (`code`, `data`), or a transport one. */
+class BerryMQError extends Error {
+  constructor(message, code = null, data = undefined) {
+    const detail = typeof data === 'string' ? `: ${data}` : '';
+    super(code === null ? message : `${message} (${code})${detail}`);
+    this.name = 'BerryMQError';
+    this.code = code;
+    this.data = data;
+  }
+}
+
+/** Nothing came from the queue within the wait (`get`), or it is empty (`getNowait`). */
+class Empty extends BerryMQError {
+  constructor(message = 'Queue is empty') {
+    super(message, codes.EMPTY);
+    this.name = 'Empty';
+  }
+}
+
+/** The node cannot be reached, closed the connection, or did not answer in time. */
+class ConnectionClosed extends BerryMQError {
+  constructor(message) {
+    super(message);
+    this.name = 'ConnectionClosed';
+  }
+}
+
+/** Stands in ask()'s replies for a receiver that failed: `type`, `message`, `receiver`,
+ * `node` as the node reported them. Returned in the list, never thrown. */
+class ReplyError extends Error {
+  constructor({ type = 'Error', message = '', receiver = '', node = '' } = {}) {
+    super(`${receiver || 'a receiver'} raised ${type}: ${message}`);
+    this.name = 'ReplyError';
+    this.type = type;
+    this.receiver = receiver;
+    this.node = node;
+  }
+}
+
+/** The error a node's error object stands for. */
+function errorFromWire(error) {
+  const { code, message, data } = error || {};
+  if (code === codes.EMPTY) return new Empty();
+  return new BerryMQError(typeof message === 'string' ? message : 'error', code ?? null, data);
+}
+
+/** Split `tcp://host:port` or `http://host:port` (a TypeError for anything else: it is
+ * the caller's mistake, not the node's). */
+function parseUrl(url) {
+  const match = typeof url === 'string' &&
+    /^(tcp|http):\/\/(\[[^\]]+\]|[^:/[\]]+):(\d{1,5})\/?$/.exec(url);
+  if (!match || Number(match[3]) > 65535) {
+    throw new TypeError(`not a berryMQ address: ${JSON.stringify(url)} ` +
+                        '(write tcp://host:port or http://host:port)');
+  }
+  return { scheme: match[1], host: match[2].replace(/^\[|\]$/g, ''), port: Number(match[3]) };
+}
+
+/** Whether a JSON value is a response (to one of our requests) rather than a request. */
+function isResponse(obj) {
+  return obj !== null && typeof obj === 'object' && !Array.isArray(obj) &&
+    !('method' in obj) && ('result' in obj || 'error' in obj);
+}
+
+/** The result of a reply, or throw the error it holds. Accepts 2.0 and 1.0 replies (a 1.0
+ * reply has both members, one of them null). */
+function resultOf(reply) {
+  if (!isResponse(reply)) {
+    throw new BerryMQError(`malformed JSON-RPC reply: ${JSON.stringify(reply)}`);
+  }
+  if (reply.error !== undefined && reply.error !== null) throw errorFromWire(reply.error);
+  return reply.result;
+}
+
+/** A message as the library hands it out: `{ id, args, kwargs, extras }`. */
+function message(identifier, args, kwargs, extras) {
+  if (typeof identifier !== 'string' || !Array.isArray(args) ||
+      kwargs === null || typeof kwargs !== 'object' || Array.isArray(kwargs)) {
+    throw new TypeError('a message is [identifier, args (array), kwargs (object)]');
+  }
+  return { id: identifier, args, kwargs, extras: extras && typeof extras === 'object' ? extras : {} };
+}
+
+function messageFromWire(entry) {
+  if (!Array.isArray(entry)) throw new TypeError('a message is [identifier, args, kwargs]');
+  return message(entry[0], entry[1], entry[2], entry[3]);
+}
+
+/** Name the params of a request given by position, in the order of the protocol's tables. */
+const POSITIONS = {
+  send_message: ['token', 'identifier', 'args', 'kwargs'],
+  send_messages: ['token', 'messages'],
+  ask: ['identifier', 'args', 'kwargs', 'timeout', 'token'],
+};
+
+function named(method, params) {
+  if (!Array.isArray(params)) return params && typeof params === 'object' ? params : {};
+  const names = POSITIONS[method] || [];
+  return Object.fromEntries(names.map((name, i) => [name, params[i]]).filter(([, v]) => v !== undefined));
+}
+
+/**
+ * Answers the requests a node sends to an interconnected client: `send_messages`,
+ * `send_message` and `ask` (JSON-RPC 2.0, or 1.0 when the request has no `jsonrpc`),
+ * checking the token the client proposed. Unknown extras are ignored. A message that
+ * comes back round a cycle of nodes (same `uid`) is delivered once.
+ */
+class Answerer {
+  constructor(token, onMessage, onAsk, onError) {
+    this.token = token;
+    this.onMessage = onMessage;
+    this.onAsk = onAsk;
+    this.onError = onError;
+    this.seen = new Set();
+  }
+
+  /** The reply to one request (null for a notification). */
+  async answer(request) {
+    const valid = request !== null && typeof request === 'object' && !Array.isArray(request) &&
+      typeof request.method === 'string' && (request.jsonrpc === undefined || request.jsonrpc === '2.0');
+    const v1 = valid && request.jsonrpc === undefined;
+    const id = valid && request.id !== undefined ? request.id : null;
+    const reply = (body) => (v1 ? { result: null, error: null, ...body, id } : { jsonrpc: '2.0', ...body, id });
+    if (!valid) return { jsonrpc: '2.0', error: { code: codes.INVALID_REQUEST, message: 'Invalid Request' }, id: null };
+    const notification = !v1 && !('id' in request);
+    let body;
+    try {
+      body = { result: await this.run(request.method, named(request.method, request.params)) };
+    } catch (error) {
+      const code = error instanceof BerryMQError && error.code !== null ? error.code : codes.INVALID_PARAMS;
+      body = { error: { code, message: error.message } };
+      if (error instanceof BerryMQError && error.code === codes.METHOD_NOT_FOUND) {
+        body.error = { code, message: 'Method not found', data: request.method };
+      }
+    }
+    return notification ? null : reply(body);
+  }
+
+  async run(method, params) {
+    if (method !== 'send_messages' && method !== 'send_message' && method !== 'ask') {
+      throw new BerryMQError('Method not found', codes.METHOD_NOT_FOUND);
+    }
+    if (params.token !== this.token && !(method === 'ask' && params.token === undefined)) {
+      throw new BerryMQError('Unknown or expired token', codes.UNKNOWN_TOKEN);
+    }
+    if (method === 'ask') return this.ask(params);
+    const { token, identifier, args = [], kwargs = {}, messages, ...extras } = params;
+    const entries = method === 'send_messages' ? messages : [[identifier, args, kwargs, extras]];
+    if (!Array.isArray(entries)) throw new TypeError("'messages' must be an array");
+    const batch = entries.map(messageFromWire); // all checked before any is delivered
+    for (const each of batch) {
+      if (!this.firstTime(each.extras.uid)) continue;
+      try {
+        this.onMessage(each);
+      } catch (error) {
+        this.onError(error, each);
+      }
+    }
+    return 'ok';
+  }
+
+  async ask(params) {
+    const question = message(params.identifier, params.args || [], params.kwargs || {},
+      { uid: params.uid, hops: params.hops });
+    if (!this.onAsk) return [];
+    try {
+      const value = await this.onAsk(question);
+      return value === undefined ? [] : [{ value }];
+    } catch (error) {
+      return [{ error: { type: error.name || 'Error', message: String(error.message), receiver: 'onAsk', node: 'node.js' } }];
+    }
+  }
+
+  /** Whether a forwarded message's uid is new (bounded memory of the latest uids). */
+  firstTime(uid) {
+    if (uid === undefined || uid === null) return true;
+    if (this.seen.has(uid)) return false;
+    this.seen.add(uid);
+    if (this.seen.size > 100000) this.seen.delete(this.seen.values().next().value);
+    return true;
+  }
+
+  /** Answer a parsed body (a request or a batch); null when nothing is to be answered. */
+  async answerBody(body) {
+    if (!Array.isArray(body)) return this.answer(body);
+    if (body.length === 0) return { jsonrpc: '2.0', error: { code: codes.INVALID_REQUEST, message: 'Invalid Request' }, id: null };
+    const answers = (await Promise.all(body.map((r) => this.answer(r)))).filter((a) => a !== null);
+    return answers.length ? answers : null;
+  }
+}
+
+const PARSE_ERROR_REPLY = Object.freeze({ jsonrpc: '2.0', error: { code: codes.PARSE_ERROR, message: 'Parse error' }, id: null });
+
+module.exports = {
+  codes, BerryMQError, Empty, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
+  isResponse, resultOf, messageFromWire, Answerer, PARSE_ERROR_REPLY,
+};

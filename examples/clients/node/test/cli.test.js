@@ -1,0 +1,153 @@
+'use strict';
+/** The berrymq-js command against a real Python node, and its exit codes: 0 done, 1 the
+ * run failed, 2 the command line is wrong. */
+
+const assert = require('assert/strict');
+const { after, before, describe, it } = require('node:test');
+const berrymq = require('..');
+const { DEADLINE, freePort, runCli, startCli, startNode } = require('./helpers');
+
+let node;
+before(async () => { node = await startNode(); });
+after(async () => { await berrymq.closeConnection(); await node.stop(); });
+
+for (const scheme of ['tcp', 'http']) {
+  const url = () => node[scheme];
+
+  describe(`berrymq-js over ${scheme}`, { timeout: 4 * DEADLINE }, () => {
+    it('selftest calls every method', async () => {
+      const result = await runCli(['selftest', url()]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.deepEqual(result.stdout.trimEnd().split('\n'), [
+        'tokens: 43 and 43 characters',
+        'send_message: ok',
+        'send_messages: ok',
+        'got node:hello ["from node",1] {"lang":"js"}',
+        'got node:note [2]', // sent as a notification
+        'got node:batch [3]',
+        'got node:batch [4]',
+        'error get_nowait: -32002 Queue is empty',
+        'batch: 2 replies: "ok" ["node:in_batch",[5],{}]', // the notification got no reply
+        'error unknown method: -32601 Method not found',
+        'error local name: -32602 Invalid params',
+        'error malformed token: -32008 Malformed token',
+        'error no queue: -32006 Connection has no queue',
+        'close_connection: ok',
+        'error closed token: -32001 Unknown or expired token',
+        'selftest passed',
+      ]);
+      // the Python node's receivers got what the Node.js client sent
+      const seen = [];
+      for (let i = 0; i < 6; i += 1) seen.push(await node.stdout.next());
+      assert.deepEqual(seen, ['node:hello ["from node", 1] {"lang": "js"}', 'node:note [2]',
+        'node:batch [3]', 'node:batch [4]', 'node:in_batch [5]', 'node:in_batch [6]']);
+    });
+
+    it('send and listen', async () => {
+      const listener = startCli(['listen', url(), 'job:*', '--count', '2']);
+      try {
+        assert.equal(await listener.stderr.next(), `listening to job:* at ${url()}`);
+        let result = await runCli(['send', url(), 'job:one', '1', '--kw', 'who=bob']);
+        assert.equal(result.code, 0, result.stderr);
+        result = await runCli(['send', url(), 'job:two', '[1,2]', 'text']);
+        assert.equal(result.code, 0, result.stderr);
+        assert.equal(await listener.stdout.next(), 'job:one [1] {"who":"bob"}');
+        assert.equal(await listener.stdout.next(), 'job:two [[1,2],"text"]');
+        assert.equal(await listener.exited, 0);
+      } finally {
+        listener.child.kill();
+      }
+    });
+
+    it('listen --json, stopped by SIGTERM with exit status 0', async () => {
+      const listener = startCli(['listen', url(), 'job:*', '--json']);
+      try {
+        await listener.stderr.next();
+        await runCli(['send', url(), 'job:three', '3']);
+        assert.deepEqual(JSON.parse(await listener.stdout.next()), { id: 'job:three', args: [3], kwargs: {} });
+        listener.child.kill('SIGTERM');
+        assert.equal(await listener.exited, 0);
+      } finally {
+        listener.child.kill();
+      }
+    });
+
+    it('interconnect prints what the node forwards and answers its asks', async () => {
+      const client = startCli(['interconnect', url(), '--count', '3']);
+      try {
+        assert.equal(await client.stdout.next(), 'interconnected');
+        assert.equal(await node.stdout.next(), 'node:joined ["interconnect"]');
+        await runCli(['send', url(), 'news:flash', 'hi']);
+        assert.equal(await node.stdout.next(), 'news:flash ["hi"]');
+        assert.equal(await client.stdout.next(), 'news:flash ["hi"]');
+        // the Python node asks its peers, the CLI among them, and tells everyone the replies
+        await runCli(['send', url(), 'relay:ask', 'js:question']);
+        assert.equal(await client.stdout.next(), 'relay:ask ["js:question"]');
+        assert.equal(await client.stdout.next(), 'relay:answer [["node saw js:question"]]');
+        assert.equal(await client.exited, 0);
+      } finally {
+        client.child.kill();
+      }
+    });
+
+    it('ask prints the replies as JSON', async () => {
+      let result = await runCli(['ask', url(), 'price:quote', '2', '--timeout', '5']);
+      assert.deepEqual([result.code, result.stdout], [0, '[19]\n'], result.stderr);
+      result = await runCli(['ask', url(), 'fail:now']);
+      assert.equal(result.code, 0, result.stderr);
+      const [reply] = JSON.parse(result.stdout);
+      assert.deepEqual([reply.error.type, reply.error.message.includes('refused on purpose')], ['ValueError', true]);
+    });
+
+    it('a request the node refuses: exit status 1, the node\'s reason on stderr', async () => {
+      const result = await runCli(['send', url(), '_local:x']);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /^berrymq-js: error: Invalid params \(-32602\): .*'_local:x' is local/);
+    });
+  });
+}
+
+describe('berrymq-js exit codes', { timeout: 4 * DEADLINE }, () => {
+  it('an unreachable node: exit status 1', async () => {
+    const port = await freePort();
+    for (const scheme of ['tcp', 'http']) {
+      const result = await runCli(['send', `${scheme}://127.0.0.1:${port}`, 'job:x']);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, new RegExp(`^berrymq-js: error: cannot reach ${scheme}://127\\.0\\.0\\.1:${port}: .*ECONNREFUSED`));
+    }
+  });
+
+  it('a wrong command line: exit status 2 and no connection', async () => {
+    const port = await freePort(); // nothing listens: a usage error must be found first
+    const url = `tcp://127.0.0.1:${port}`;
+    const cases = [
+      [[], 'a VERB is required'],
+      [['publish', url, 'a:b'], 'unknown verb "publish"'],
+      [['send'], 'send needs a URL'],
+      [['send', url], 'send needs an ID'],
+      [['listen', url], 'listen needs a PATTERN'],
+      [['listen', url, 'a', 'b'], 'listen takes no more arguments'],
+      [['send', 'ftp://127.0.0.1:1', 'a:b'], 'not a berryMQ address'],
+      [['send', '127.0.0.1:7000', 'a:b'], 'not a berryMQ address'],
+      [['listen', url, 'a:*', '--count', 'many'], '--count takes a whole number'],
+      [['listen', url, 'a:*', '--count'], '--count needs a value'],
+      [['send', url, 'a:b', '--kw', 'novalue'], '--kw takes KEY=VALUE'],
+      [['send', url, 'a:b', '--count', '1'], 'send does not take --count'],
+      [['send', url, 'a:b', '--verbose'], 'unknown option --verbose'],
+    ];
+    for (const [args, text] of cases) {
+      const result = await runCli(args);
+      assert.equal(result.code, 2, `${args.join(' ')}: ${result.stderr}`);
+      assert.ok(result.stderr.startsWith(`berrymq-js: error: ${text}`), `${args.join(' ')}: ${result.stderr}`);
+    }
+  });
+
+  it('--help and --version: exit status 0', async () => {
+    const help = await runCli(['--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /^usage: berrymq-js VERB URL/);
+    assert.match(help.stdout, /Exit status: 0 done, 1 the run failed \(unreachable node, refused request\), 2 usage error/);
+    const version = await runCli(['--version']);
+    assert.deepEqual([version.code, version.stdout], [0, `berrymq-js ${require('../package.json').version}\n`]);
+  });
+});

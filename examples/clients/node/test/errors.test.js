@@ -1,0 +1,126 @@
+'use strict';
+/** Failures, each a defined error that names the problem: an unreachable node, a bad
+ * address, bad or stale tokens, a wrong shared secret, a node that goes away. */
+
+const assert = require('assert/strict');
+const { after, before, describe, it } = require('node:test');
+const berrymq = require('..');
+const { DEADLINE, freePort, startNode } = require('./helpers');
+
+const { codes } = berrymq;
+
+describe('errors', { timeout: 6 * DEADLINE }, () => {
+  let node;
+  before(async () => { node = await startNode(); });
+  after(async () => { await berrymq.closeConnection(); await node.stop(); });
+
+  it('an unreachable node: ConnectionClosed naming the URL', async () => {
+    const port = await freePort();
+    for (const scheme of ['tcp', 'http']) {
+      const url = `${scheme}://127.0.0.1:${port}`;
+      await assert.rejects(berrymq.connectOneway(url), (error) => error instanceof berrymq.ConnectionClosed &&
+        error.code === null && error.message.startsWith(`cannot reach ${url}: `) && /ECONNREFUSED/.test(error.message));
+      await assert.rejects(berrymq.interconnect(url, () => {}), berrymq.ConnectionClosed);
+    }
+    assert.equal(berrymq.connections.length, 0);
+  });
+
+  it('an address that is not tcp:// or http://: TypeError before any connection', async () => {
+    for (const url of ['ftp://127.0.0.1:7000', '127.0.0.1:7000', 'tcp://127.0.0.1', 'tcp://h:99999', 42]) {
+      await assert.rejects(berrymq.connectOneway(url), (error) => error instanceof TypeError &&
+        /^not a berryMQ address: .*write tcp:\/\/host:port or http:\/\/host:port/.test(error.message));
+    }
+  });
+
+  it('arguments of the wrong type: TypeError, nothing sent', async () => {
+    const oneway = await berrymq.connectOneway(node.tcp, { ttl: 60 });
+    await assert.rejects(oneway.sendMessage('a:b', 'not an array'), /args must be an array/);
+    await assert.rejects(oneway.sendMessage('a:b', [], [1]), /kwargs must be an object/);
+    await assert.rejects(oneway.sendMessage(7), /an identifier is a string/);
+    assert.throws(() => berrymq.interconnect(node.tcp, 'not a function'), /needs onMessage/);
+    await oneway.close();
+  });
+
+  for (const scheme of ['tcp', 'http']) {
+    it(`bad and stale tokens over ${scheme}: the node's error codes`, async () => {
+      const url = node[scheme];
+      const queue = await berrymq.connectViaQueue(url, 'job:*', { ttl: 60 });
+      const oneway = await berrymq.connectOneway(url, { ttl: 60 });
+      const channel = await berrymq.connect(url);
+      try {
+        await assert.rejects(channel.call('get_nowait', { token: 'not-a-token' }),
+          { name: 'BerryMQError', code: codes.BAD_TOKEN, message: 'Malformed token (-32008)' });
+        await assert.rejects(channel.call('send_message', { token: 'A'.repeat(43), identifier: 'job:x' }),
+          { code: codes.UNKNOWN_TOKEN, message: 'Unknown or expired token (-32001)' });
+        await assert.rejects(oneway.getNowait(), { code: codes.NO_QUEUE });
+        await assert.rejects(oneway.sendMessage('te*:x'), (error) => error.code === codes.INVALID_PARAMS &&
+          /partial wildcard/.test(error.message));
+        await assert.rejects(berrymq.connectViaQueue(url, '_local:*'), { code: codes.INVALID_PARAMS });
+        // a token closed by someone else (here: the raw channel) is refused afterwards
+        assert.equal(await channel.call('close_connection', { token: queue.token }), 'ok');
+        await assert.rejects(queue.getNowait(), { code: codes.UNKNOWN_TOKEN });
+        await assert.rejects(queue.sendMessage('job:x'), { code: codes.UNKNOWN_TOKEN });
+      } finally {
+        await channel.close();
+        await oneway.close();
+        await queue.close().catch(() => {}); // its session is gone already
+      }
+    });
+  }
+});
+
+describe('a node with a shared secret', { timeout: 4 * DEADLINE }, () => {
+  let node;
+  before(async () => { node = await startNode({ env: { BERRYMQ_SECRET: 'correct horse' } }); });
+  after(async () => { await node.stop(); });
+
+  for (const scheme of ['tcp', 'http']) {
+    it(`over ${scheme}: no or a wrong secret is Unauthorised, the right one works`, async () => {
+      const url = node[scheme];
+      for (const secret of [null, 'wrong']) {
+        await assert.rejects(berrymq.connectOneway(url, { secret }),
+          { code: codes.UNAUTHORISED, message: 'Unauthorised (-32004)' });
+      }
+      const oneway = await berrymq.connectOneway(url, { ttl: 60, secret: 'correct horse' });
+      assert.equal(await oneway.sendMessage('node:secret', [1]), 'ok');
+      assert.equal(await node.stdout.next(), 'node:secret [1]');
+      await oneway.close();
+    });
+  }
+});
+
+describe('a node that goes away', { timeout: 4 * DEADLINE }, () => {
+  it('over TCP: a waiting get and the connection end with ConnectionClosed', async () => {
+    const node = await startNode();
+    try {
+      const queue = await berrymq.connectViaQueue(node.tcp, 'job:*', { ttl: 60 });
+      const link = await berrymq.interconnect(node.tcp, () => {}, { ttl: 60 });
+      const waiting = queue.get().then(() => null, (error) => error); // no timeout
+      await node.stop();
+      // a stopping node closes its sessions (-32001) or just the connection
+      const error = await waiting;
+      assert.ok(error instanceof berrymq.ConnectionClosed || error.code === codes.UNKNOWN_TOKEN, String(error));
+      assert.ok((await link.ended) instanceof berrymq.ConnectionClosed);
+      assert.equal(queue.closed, true);
+      await assert.rejects(link.sendMessage('job:x'), berrymq.ConnectionClosed);
+      assert.deepEqual(berrymq.connections, []);
+    } finally {
+      await node.stop();
+    }
+  });
+
+  it('over HTTP: the next request fails with ConnectionClosed and ends the connection', async () => {
+    const node = await startNode();
+    try {
+      const oneway = await berrymq.connectOneway(node.http, { ttl: 60 });
+      await node.stop();
+      await assert.rejects(oneway.sendMessage('job:x'), (error) => error instanceof berrymq.ConnectionClosed &&
+        error.message.startsWith(`cannot reach ${node.http}`));
+      assert.ok((await oneway.ended) instanceof berrymq.ConnectionClosed);
+      assert.equal(oneway.closed, true);
+      await oneway.close(); // closing an ended connection does nothing
+    } finally {
+      await node.stop();
+    }
+  });
+});

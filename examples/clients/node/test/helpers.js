@@ -1,0 +1,153 @@
+'use strict';
+/**
+ * What the tests share: a real Python berryMQ node (`berrymq serve` in the interpreter
+ * named by BERRYMQ_PYTHON, default python3), lines read from a child process with a
+ * deadline, and the CLI run as a child process. Nothing here is mocked.
+ */
+
+const { spawn } = require('child_process');
+const path = require('path');
+const readline = require('readline');
+
+const PYTHON = process.env.BERRYMQ_PYTHON || 'python3';
+const CLI = path.join(__dirname, '..', 'cli.js');
+/** Milliseconds any single expected event may take on a loaded machine. */
+const DEADLINE = 20000;
+
+/**
+ * The Python node: `berrymq serve` with three receivers of its own, so that asks have
+ * something to answer: `price:quote` (9.5 * args[0]), `fail:now` (raises ValueError) and
+ * `relay:ask` (asks its peers `args[0]` with `args[1:]` and twitters the replies as
+ * `relay:answer`, so a test can make the Python node ask an interconnected client).
+ */
+const PRELUDE = `
+import sys, threading
+import berrymq
+from berrymq.cli import main
+
+@berrymq.following_function("price:quote")
+def quote(message):
+    return 9.5 * message.args[0]
+
+@berrymq.following_function("fail:now")
+def fail(message):
+    raise ValueError("refused on purpose")
+
+@berrymq.following_function("relay:ask")
+def relay(message):
+    def run():
+        replies = berrymq.ask(message.args[0], *message.args[1:], timeout=10)
+        berrymq.twitter("relay:answer", [r if not isinstance(r, berrymq.ReplyError)
+                                         else "error: " + str(r) for r in replies])
+    threading.Thread(target=run, daemon=True).start()
+
+sys.exit(main(sys.argv[1:]))
+`;
+
+/** Values pushed by callbacks, awaited one at a time with a deadline; `end()` makes
+ * every later wait fail at once (the source is gone). */
+class Inbox {
+  constructor(what = 'inbox') {
+    this.what = what;
+    this.values = [];
+    this.waiters = [];
+    this.ended = false;
+  }
+
+  put(value) {
+    const waiter = this.waiters.shift();
+    if (waiter) waiter.resolve(value); else this.values.push(value);
+  }
+
+  end() {
+    this.ended = true;
+    for (const waiter of this.waiters.splice(0)) waiter.reject(new Error(`${this.what}: ended before the value expected`));
+  }
+
+  /** The next value; rejects when none comes within `ms`, or the source ended. */
+  next(ms = DEADLINE) {
+    if (this.values.length) return Promise.resolve(this.values.shift());
+    if (this.ended) return Promise.reject(new Error(`${this.what}: ended before the value expected`));
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve: (value) => { clearTimeout(timer); resolve(value); },
+        reject: (error) => { clearTimeout(timer); reject(error); },
+      };
+      const timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        reject(new Error(`${this.what}: nothing within ${ms} ms`));
+      }, ms);
+      this.waiters.push(waiter);
+    });
+  }
+}
+
+/** The lines of a stream, as an Inbox. */
+function lines(stream, what) {
+  const inbox = new Inbox(what);
+  readline.createInterface({ input: stream, crlfDelay: Infinity })
+    .on('line', (line) => inbox.put(line))
+    .on('close', () => inbox.end());
+  return inbox;
+}
+
+/** A child process with its stdout and stderr as Lines, and a promise of its exit code. */
+function start(argv, { env = {}, what = argv.join(' ') } = {}) {
+  const child = spawn(argv[0], argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise((resolve, reject) => {
+    child.once('error', (error) => reject(new Error(`${what}: cannot start: ${error.message}`)));
+    child.once('exit', (code, signal) => resolve(code === null ? signal : code));
+  });
+  exited.catch(() => {});
+  return { child, stdout: lines(child.stdout, what), stderr: lines(child.stderr, `${what} (stderr)`), exited };
+}
+
+/** Start a Python node serving TCP and HTTP on free ports and printing the `node:*`
+ * and `news:*` messages it sees. Resolves with { tcp, http, stdout, stop }. */
+async function startNode({ env = {} } = {}) {
+  const node = start([PYTHON, '-c', PRELUDE, 'serve', '--tcp', '127.0.0.1:0', '--http', '127.0.0.1:0',
+    '--print', 'node:*', '--print', 'news:*'], { env, what: `python node (${PYTHON})` });
+  const stop = async () => {
+    if (node.child.exitCode === null && node.child.signalCode === null) node.child.kill('SIGTERM');
+    await node.exited;
+  };
+  try {
+    const [tcp, http] = [await node.stdout.next(), await node.stdout.next()].map((l) => l.replace(/^serving /, ''));
+    return { tcp, http, stdout: node.stdout, child: node.child, stop };
+  } catch (error) {
+    await stop();
+    const stderr = node.stderr.values.join('\n');
+    throw new Error(`${error.message}; is berryMQ installed for ${PYTHON}? (set BERRYMQ_PYTHON)\n${stderr}`);
+  }
+}
+
+/** Run the CLI to its end; resolves with { code, stdout, stderr } (text). */
+function runCli(args, { env = {}, ms = DEADLINE } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`cli ${args.join(' ')}: still running after ${ms} ms`)); }, ms);
+    child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+  });
+}
+
+/** Start the CLI and read its lines (for listen and interconnect). */
+function startCli(args, options = {}) {
+  return start([process.execPath, CLI, ...args], { what: `cli ${args.join(' ')}`, ...options });
+}
+
+/** A port nobody listens on (bound and released at once). */
+function freePort() {
+  return new Promise((resolve) => {
+    const server = require('net').createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+module.exports = { PYTHON, CLI, DEADLINE, startNode, runCli, startCli, Inbox, freePort };
