@@ -147,6 +147,21 @@ class Connection {
     return messageFromWire(await this.call('get_nowait', { token: this.token }));
   }
 
+  /** `for await (const message of queue)`: every message of the queue, until the
+   * connection is closed (by us: the loop ends; by the node or the network: it throws). */
+  async* [Symbol.asyncIterator]() {
+    while (!this.closed) {
+      let message;
+      try {
+        message = await this.get();
+      } catch (error) {
+        if (this.closed && this.reason === null) return;
+        throw error;
+      }
+      yield message;
+    }
+  }
+
   /** Ask the node's receivers of `identifier`; resolves with their replies in order:
    * each the value a receiver returned, or a ReplyError for one that failed. */
   async ask(identifier, args = [], kwargs = {}, { timeout = 5 } = {}) {

@@ -224,6 +224,8 @@ main(process.argv.slice(2)).then(() => {
   process.exitCode = 0;
 }, (error) => {
   const usage = error instanceof UsageError;
-  console.error(`berrymq-js: error: ${error.message}${usage ? ' (see berrymq-js --help)' : ''}`);
+  const hint = usage ? ' (see berrymq-js --help)' :
+    error.code === berrymq.codes.UNAUTHORISED ? ": set BERRYMQ_SECRET to the node's shared secret" : '';
+  console.error(`berrymq-js: error: ${error.message}${hint}`);
   process.exitCode = usage ? 2 : 1;
 });

@@ -5,7 +5,7 @@
 const assert = require('assert/strict');
 const { after, before, describe, it } = require('node:test');
 const berrymq = require('..');
-const { DEADLINE, freePort, startNode } = require('./helpers');
+const { DEADLINE, freePort, runCli, startNode } = require('./helpers');
 
 const { codes } = berrymq;
 
@@ -87,6 +87,17 @@ describe('a node with a shared secret', { timeout: 4 * DEADLINE }, () => {
       await oneway.close();
     });
   }
+
+  it('berrymq-js: a missing or wrong BERRYMQ_SECRET is exit status 1, the right one 0', async () => {
+    for (const secret of ['', 'wrong']) {
+      const result = await runCli(['send', node.tcp, 'node:cli'], { env: { BERRYMQ_SECRET: secret } });
+      assert.equal(result.code, 1, result.stderr);
+      assert.equal(result.stderr, "berrymq-js: error: Unauthorised (-32004): set BERRYMQ_SECRET to the node's shared secret\n");
+    }
+    const result = await runCli(['send', node.http, 'node:cli'], { env: { BERRYMQ_SECRET: 'correct horse' } });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(await node.stdout.next(), 'node:cli []');
+  });
 });
 
 describe('a node that goes away', { timeout: 4 * DEADLINE }, () => {

@@ -53,6 +53,20 @@ for (const scheme of ['tcp', 'http']) {
       await berrymq.closeConnection(queue);
     });
 
+    it('style 03: for await over the queue, ended by closing it while a get waits', async () => {
+      const queue = await berrymq.connectViaQueue(url(), 'loop:*', { ttl: 60 });
+      const sender = await berrymq.connectOneway(url(), { ttl: 60 });
+      const inbox = new Inbox('messages of the loop');
+      const loop = (async () => { for await (const message of queue) inbox.put(message.id); })();
+      await sender.sendMessage('loop:one');
+      await sender.sendMessage('loop:two');
+      assert.equal(await inbox.next(), 'loop:one');
+      assert.equal(await inbox.next(), 'loop:two');
+      await queue.close(); // the loop is waiting in a get: it ends without an error
+      await loop;
+      await sender.close();
+    });
+
     it('style 03 through the module-level functions, as in Python', async () => {
       await berrymq.connectViaQueue(url(), 'task:*', { ttl: 60 });
       await berrymq.connectOneway(url(), { ttl: 60 }); // the most recent: sendMessage uses it
