@@ -23,6 +23,7 @@ class HttpChannel extends Channel {
     this.agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     this.waitAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     this.server = null;
+    this.answerer = null;
     this.closed = false;
   }
 
@@ -64,6 +65,7 @@ class HttpChannel extends Channel {
   /** Interconnect over HTTP: start our server on `listen` (default 127.0.0.1, a free port)
    * and resolve with its URL, which the node calls back with send_messages and ask. */
   serve(answerer, listen = { host: '127.0.0.1', port: 0 }) {
+    this.answerer = answerer;
     this.server = http.createServer((req, res) => {
       const reply = (status, obj) => {
         const out = Buffer.from(obj === null ? '' : JSON.stringify(obj));

@@ -132,6 +132,14 @@ function named(method, params) {
   return Object.fromEntries(names.map((name, i) => [name, params[i]]).filter(([, v]) => v !== undefined));
 }
 
+/** An error object to answer a node with, as it stands. */
+class Refusal extends Error {
+  constructor(object) {
+    super(object.message);
+    this.object = object;
+  }
+}
+
 /**
  * Answers the requests a node sends to an interconnected client: `send_messages`,
  * `send_message` and `ask` (JSON-RPC 2.0, or 1.0 when the request has no `jsonrpc`),
@@ -155,26 +163,24 @@ class Answerer {
     const id = valid && request.id !== undefined ? request.id : null;
     const reply = (body) => (v1 ? { result: null, error: null, ...body, id } : { jsonrpc: '2.0', ...body, id });
     if (!valid) return { jsonrpc: '2.0', error: { code: codes.INVALID_REQUEST, message: 'Invalid Request' }, id: null };
-    const notification = !v1 && !('id' in request);
+    // a 1.0 notification has a null id; a 2.0 one has none
+    const notification = v1 ? request.id === null || request.id === undefined : !('id' in request);
     let body;
     try {
       body = { result: await this.run(request.method, named(request.method, request.params)) };
     } catch (error) {
-      const code = error instanceof BerryMQError && error.code !== null ? error.code : codes.INVALID_PARAMS;
-      body = { error: { code, message: error.message } };
-      if (error instanceof BerryMQError && error.code === codes.METHOD_NOT_FOUND) {
-        body.error = { code, message: 'Method not found', data: request.method };
-      }
+      body = { error: error instanceof Refusal ? error.object :
+        { code: codes.INVALID_PARAMS, message: 'Invalid params', data: error.message } };
     }
     return notification ? null : reply(body);
   }
 
   async run(method, params) {
     if (method !== 'send_messages' && method !== 'send_message' && method !== 'ask') {
-      throw new BerryMQError('Method not found', codes.METHOD_NOT_FOUND);
+      throw new Refusal({ code: codes.METHOD_NOT_FOUND, message: 'Method not found', data: method });
     }
     if (params.token !== this.token && !(method === 'ask' && params.token === undefined)) {
-      throw new BerryMQError('Unknown or expired token', codes.UNKNOWN_TOKEN);
+      throw new Refusal({ code: codes.UNKNOWN_TOKEN, message: 'Unknown or expired token' });
     }
     if (method === 'ask') return this.ask(params);
     const { token, identifier, args = [], kwargs = {}, messages, ...extras } = params;

@@ -1,0 +1,128 @@
+'use strict';
+/** How an interconnected client answers the requests a node sends it: tolerant of what a
+ * node may send (send_message or send_messages, JSON-RPC 2.0 or 1.0, params by name or by
+ * position, extras it does not know), strict about the token. First the answering itself,
+ * then over a real socket: the HTTP server interconnect starts, called by a real node and
+ * by a hand-written request. */
+
+const assert = require('assert/strict');
+const http = require('http');
+const { describe, it } = require('node:test');
+const berrymq = require('..');
+const { Answerer } = require('../lib/protocol');
+const { DEADLINE, Inbox, startNode } = require('./helpers');
+
+const TOKEN = 'client-token';
+
+function answerer({ onAsk = null } = {}) {
+  const got = [];
+  const errors = [];
+  const onMessage = (message) => {
+    if (message.id === 'boom:now') throw new Error('receiver failed');
+    got.push([message.id, message.args, message.kwargs]);
+  };
+  return { got, errors, answerer: new Answerer(TOKEN, onMessage, onAsk, (error, m) => errors.push([error.message, m.id])) };
+}
+
+describe('answering a node', () => {
+  it('send_messages, with extras known and unknown', async () => {
+    const { got, answerer: a } = answerer();
+    const reply = await a.answer({ jsonrpc: '2.0', method: 'send_messages', id: 1, params: {
+      token: TOKEN, secret: 'sent by a node with a secret',
+      messages: [['a:b', [1], {}, { uid: 'n-1', hops: 1, future: true }], ['a:c', [], { k: 'v' }]] } });
+    assert.deepEqual(reply, { jsonrpc: '2.0', result: 'ok', id: 1 });
+    assert.deepEqual(got, [['a:b', [1], {}], ['a:c', [], { k: 'v' }]]);
+  });
+
+  it('send_message one at a time, by name or by position', async () => {
+    const { got, answerer: a } = answerer();
+    assert.deepEqual(await a.answer({ jsonrpc: '2.0', method: 'send_message', id: 2, params: {
+      token: TOKEN, identifier: 'a:b', args: [1], kwargs: { x: 1 }, uid: 'n-2', hops: 3, reply_to: 'r:s', other: 1 } }),
+    { jsonrpc: '2.0', result: 'ok', id: 2 });
+    assert.deepEqual(await a.answer({ jsonrpc: '2.0', method: 'send_message', id: 3, params: [TOKEN, 'a:c', [2], {}] }),
+      { jsonrpc: '2.0', result: 'ok', id: 3 });
+    assert.equal(await a.answer({ jsonrpc: '2.0', method: 'send_message', params: { token: TOKEN, identifier: 'a:d' } }), null);
+    assert.deepEqual(got, [['a:b', [1], { x: 1 }], ['a:c', [2], {}], ['a:d', [], {}]]);
+  });
+
+  it('a JSON-RPC 1.0 request (no "jsonrpc") is answered in 1.0 form', async () => {
+    const { got, answerer: a } = answerer();
+    assert.deepEqual(await a.answer({ method: 'send_message', params: [TOKEN, 'old:style', [1], {}], id: 7 }),
+      { result: 'ok', error: null, id: 7 });
+    assert.deepEqual(await a.answer({ method: 'send_message', params: ['wrong', 'old:style', [], {}], id: 8 }),
+      { result: null, error: { code: -32001, message: 'Unknown or expired token' }, id: 8 });
+    assert.equal(await a.answer({ method: 'send_message', params: [TOKEN, 'old:note', [], {}], id: null }), null);
+    assert.deepEqual(got, [['old:style', [1], {}], ['old:note', [], {}]]);
+  });
+
+  it('refuses a wrong token, an unknown method, a malformed message, a non-request', async () => {
+    const { got, answerer: a } = answerer();
+    assert.deepEqual(await a.answer({ jsonrpc: '2.0', method: 'send_messages', id: 1, params: { token: 'x', messages: [['a:b', [], {}]] } }),
+      { jsonrpc: '2.0', error: { code: -32001, message: 'Unknown or expired token' }, id: 1 });
+    assert.deepEqual(await a.answer({ jsonrpc: '2.0', method: 'get', id: 2, params: { token: TOKEN } }),
+      { jsonrpc: '2.0', error: { code: -32601, message: 'Method not found', data: 'get' }, id: 2 });
+    const bad = await a.answer({ jsonrpc: '2.0', method: 'send_messages', id: 3,
+      params: { token: TOKEN, messages: [['a:b', [], {}], ['a:c', 'not an array', {}]] } });
+    assert.equal(bad.error.code, -32602);
+    assert.deepEqual(got, [], 'a malformed element refuses the whole request');
+    assert.deepEqual(await a.answer(7), { jsonrpc: '2.0', error: { code: -32600, message: 'Invalid Request' }, id: null });
+    assert.deepEqual(await a.answerBody([]), { jsonrpc: '2.0', error: { code: -32600, message: 'Invalid Request' }, id: null });
+  });
+
+  it('delivers a uid once, and a receiver that throws is reported, not fatal', async () => {
+    const { got, errors, answerer: a } = answerer();
+    const request = (id) => ({ jsonrpc: '2.0', method: 'send_messages', id,
+      params: { token: TOKEN, messages: [['a:b', [], {}, { uid: 'n-9' }], ['boom:now', [], {}]] } });
+    assert.equal((await a.answer(request(1))).result, 'ok');
+    assert.equal((await a.answer(request(2))).result, 'ok');
+    assert.deepEqual(got, [['a:b', [], {}]]);
+    assert.deepEqual(errors, [['receiver failed', 'boom:now'], ['receiver failed', 'boom:now']]);
+  });
+
+  it('ask: a value, no receiver, a failure', async () => {
+    const { answerer: a } = answerer({ onAsk: async (m) => {
+      if (m.id === 'fail:now') throw new RangeError('no');
+      return m.id === 'q:a' ? m.args[0] * 2 : undefined;
+    } });
+    const ask = async (identifier, token) => (await a.answer({ jsonrpc: '2.0', method: 'ask', id: 1,
+      params: { identifier, args: [21], kwargs: {}, timeout: 5, ...(token ? { token } : {}) } }));
+    assert.deepEqual((await ask('q:a', TOKEN)).result, [{ value: 42 }]);
+    assert.deepEqual((await ask('q:a')).result, [{ value: 42 }]); // the token is optional
+    assert.deepEqual((await ask('q:other', TOKEN)).result, []);
+    assert.deepEqual((await ask('fail:now', TOKEN)).result,
+      [{ error: { type: 'RangeError', message: 'no', receiver: 'onAsk', node: 'node.js' } }]);
+    assert.equal((await ask('q:a', 'wrong')).error.code, -32001);
+  });
+});
+
+describe('the HTTP server of interconnect', { timeout: 3 * DEADLINE }, () => {
+  it('is called back by the node and answers a hand-written 1.0 request too', async () => {
+    const node = await startNode();
+    try {
+      const inbox = new Inbox('messages to the client');
+      const link = await berrymq.interconnect(node.http, (m) => inbox.put(m), { ttl: 60 });
+      const sender = await berrymq.connectOneway(node.tcp, { ttl: 60 });
+      await sender.sendMessage('news:one', [1]);
+      assert.equal((await inbox.next()).id, 'news:one');
+      // a peer of berryMQ 0.3's age: JSON-RPC 1.0, positional params, another path and type
+      const { port } = link.channel.server.address();
+      const token = link.channel.answerer.token; // the token we gave the node
+      const body = JSON.stringify({ method: 'send_message', params: [token, 'old:peer', ['hi'], {}], id: 'x' });
+      const reply = await new Promise((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/JSON',
+          headers: { 'Content-Type': 'application/json-rpc', 'Content-Length': Buffer.byteLength(body) } }, (res) => {
+          let text = '';
+          res.on('data', (d) => { text += d; }).on('end', () => resolve([res.statusCode, JSON.parse(text)]));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+      assert.deepEqual(reply, [200, { result: 'ok', error: null, id: 'x' }]);
+      assert.deepEqual(await inbox.next(), { id: 'old:peer', args: ['hi'], kwargs: {}, extras: {} });
+      await sender.close();
+      await link.close();
+    } finally {
+      await node.stop();
+    }
+  });
+});
