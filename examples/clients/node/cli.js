@@ -111,7 +111,7 @@ async function send(url, identifier, args, kwargs) {
   try {
     await connection.sendMessage(identifier, args, kwargs);
   } finally {
-    await connection.close();
+    await connection.close().catch(() => {}); // the session expires on the node anyway
   }
 }
 
@@ -122,15 +122,14 @@ async function ask(url, identifier, args, kwargs, timeout) {
     say(JSON.stringify(replies.map((r) => (r instanceof berrymq.ReplyError ?
       { error: { type: r.type, message: r.message, receiver: r.receiver } } : r))));
   } finally {
-    await connection.close();
+    await connection.close().catch(() => {});
   }
 }
 
 async function listen(url, pattern, count, json) {
   const queue = await berrymq.connectViaQueue(url, pattern, { ttl: 60 });
   console.error(`listening to ${pattern} at ${url}`);
-  let stopped = false;
-  const stop = stopSignal().then(() => { stopped = true; });
+  const stop = stopSignal();
   try {
     for (let seen = 0; count === null || seen < count; seen += 1) {
       const message = await Promise.race([queue.get(), stop.then(() => null)]);
@@ -138,7 +137,7 @@ async function listen(url, pattern, count, json) {
       say(json ? JSON.stringify({ id: message.id, args: message.args, kwargs: message.kwargs }) : format(message));
     }
   } finally {
-    if (!stopped || !queue.closed) await queue.close().catch(() => {});
+    await queue.close().catch(() => {});
   }
 }
 

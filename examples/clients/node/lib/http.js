@@ -9,10 +9,9 @@
 
 const http = require('http');
 const { Channel } = require('./channel');
-const { BerryMQError, ConnectionClosed, parseUrl, PARSE_ERROR_REPLY } = require('./protocol');
-
-/** The largest body the callback server reads (the node's own limit is 1 MiB). */
-const MAX_BODY = 8 * 1024 * 1024;
+const {
+  BerryMQError, ConnectionClosed, MAX_INCOMING, parseUrl, PARSE_ERROR_REPLY,
+} = require('./protocol');
 
 class HttpChannel extends Channel {
   constructor(url, options = {}) {
@@ -80,8 +79,8 @@ class HttpChannel extends Channel {
       let size = 0;
       req.on('data', (chunk) => {
         size += chunk.length;
-        if (size > MAX_BODY) {
-          reply(413, { jsonrpc: '2.0', error: { code: -32003, message: 'Message too large', data: { limit: MAX_BODY } }, id: null });
+        if (size > MAX_INCOMING) {
+          reply(413, { jsonrpc: '2.0', error: { code: -32003, message: 'Message too large', data: { limit: MAX_INCOMING } }, id: null });
           req.destroy();
         } else {
           chunks.push(chunk);

@@ -228,9 +228,13 @@ class Answerer {
   }
 }
 
+/** The largest text read from a node (a TCP line, an HTTP body); the node's own limit
+ * is 1 MiB, so more is a broken peer: the connection is closed. */
+const MAX_INCOMING = 8 * 1024 * 1024;
+
 const PARSE_ERROR_REPLY = Object.freeze({ jsonrpc: '2.0', error: { code: codes.PARSE_ERROR, message: 'Parse error' }, id: null });
 
 module.exports = {
   codes, BerryMQError, Empty, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
-  isResponse, resultOf, messageFromWire, Answerer, PARSE_ERROR_REPLY,
+  isResponse, resultOf, messageFromWire, Answerer, MAX_INCOMING, PARSE_ERROR_REPLY,
 };

@@ -8,7 +8,7 @@
 const net = require('net');
 const { Channel } = require('./channel');
 const {
-  codes, ConnectionClosed, errorFromWire, isResponse, parseUrl, PARSE_ERROR_REPLY,
+  codes, ConnectionClosed, errorFromWire, isResponse, MAX_INCOMING, parseUrl, PARSE_ERROR_REPLY,
 } = require('./protocol');
 
 class TcpChannel extends Channel {
@@ -55,6 +55,11 @@ class TcpChannel extends Channel {
       const line = this.buffer.slice(0, newline);
       this.buffer = this.buffer.slice(newline + 1);
       if (line.trim()) this.line(line);
+    }
+    if (this.buffer.length > MAX_INCOMING) {
+      this.reason = new ConnectionClosed(`${this.url} sent a line over ${MAX_INCOMING} characters; connection closed`);
+      this.buffer = '';
+      this.socket.destroy();
     }
   }
 

@@ -69,6 +69,23 @@ describe('errors', { timeout: 6 * DEADLINE }, () => {
   }
 });
 
+describe('a peer that is not a berryMQ node', { timeout: 2 * DEADLINE }, () => {
+  it('over TCP: an endless line closes the connection instead of filling memory', async () => {
+    const server = require('net').createServer((socket) => {
+      socket.on('error', () => {}); // the client cuts it short: that is the point
+      socket.once('data', () => socket.write('x'.repeat(9 * 1024 * 1024))); // never a newline
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `tcp://127.0.0.1:${server.address().port}`;
+    try {
+      await assert.rejects(berrymq.connectOneway(url), (error) => error instanceof berrymq.ConnectionClosed &&
+        error.message === `${url} sent a line over 8388608 characters; connection closed`);
+    } finally {
+      server.close();
+    }
+  });
+});
+
 describe('a node with a shared secret', { timeout: 4 * DEADLINE }, () => {
   let node;
   before(async () => { node = await startNode({ env: { BERRYMQ_SECRET: 'correct horse' } }); });
