@@ -150,4 +150,4 @@ function freePort() {
   });
 }
 
-module.exports = { PYTHON, CLI, DEADLINE, startNode, runCli, startCli, Inbox, freePort };
+module.exports = { PYTHON, CLI, DEADLINE, start, startNode, runCli, startCli, Inbox, freePort };
