@@ -150,6 +150,7 @@ async function interconnect(url, count) {
     seen += 1;
     if (count !== null && seen >= count) done();
   }, { ttl: 60, onAsk: (message) => `node saw ${message.id}` });
+  if (count === 0) done();
   say('interconnected');
   try {
     await link.sendMessage('node:joined', ['interconnect']);

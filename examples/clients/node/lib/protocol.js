@@ -132,6 +132,9 @@ function named(method, params) {
   return Object.fromEntries(names.map((name, i) => [name, params[i]]).filter(([, v]) => v !== undefined));
 }
 
+/** The extras of a forwarded message (docs/protocol.md, "Messages on the wire"). */
+const EXTRAS = ['uid', 'hops', 'reply_to'];
+
 /** An error object to answer a node with, as it stands. */
 class Refusal extends Error {
   constructor(object) {
@@ -183,7 +186,9 @@ class Answerer {
       throw new Refusal({ code: codes.UNKNOWN_TOKEN, message: 'Unknown or expired token' });
     }
     if (method === 'ask') return this.ask(params);
-    const { token, identifier, args = [], kwargs = {}, messages, ...extras } = params;
+    const { identifier, args = [], kwargs = {}, messages } = params;
+    // the extras berryMQ knows; other params (a secret, what a newer node adds) are not ours
+    const extras = Object.fromEntries(EXTRAS.filter((k) => params[k] !== undefined).map((k) => [k, params[k]]));
     const entries = method === 'send_messages' ? messages : [[identifier, args, kwargs, extras]];
     if (!Array.isArray(entries)) throw new TypeError("'messages' must be an array");
     const batch = entries.map(messageFromWire); // all checked before any is delivered

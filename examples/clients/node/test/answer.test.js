@@ -16,12 +16,14 @@ const TOKEN = 'client-token';
 
 function answerer({ onAsk = null } = {}) {
   const got = [];
+  const extras = [];
   const errors = [];
   const onMessage = (message) => {
     if (message.id === 'boom:now') throw new Error('receiver failed');
     got.push([message.id, message.args, message.kwargs]);
+    extras.push(message.extras);
   };
-  return { got, errors, answerer: new Answerer(TOKEN, onMessage, onAsk, (error, m) => errors.push([error.message, m.id])) };
+  return { got, extras, errors, answerer: new Answerer(TOKEN, onMessage, onAsk, (error, m) => errors.push([error.message, m.id])) };
 }
 
 describe('answering a node', () => {
@@ -35,14 +37,16 @@ describe('answering a node', () => {
   });
 
   it('send_message one at a time, by name or by position', async () => {
-    const { got, answerer: a } = answerer();
+    const { got, extras, answerer: a } = answerer();
     assert.deepEqual(await a.answer({ jsonrpc: '2.0', method: 'send_message', id: 2, params: {
-      token: TOKEN, identifier: 'a:b', args: [1], kwargs: { x: 1 }, uid: 'n-2', hops: 3, reply_to: 'r:s', other: 1 } }),
+      token: TOKEN, identifier: 'a:b', args: [1], kwargs: { x: 1 }, uid: 'n-2', hops: 3, reply_to: 'r:s', other: 1,
+      secret: 'not an extra' } }),
     { jsonrpc: '2.0', result: 'ok', id: 2 });
     assert.deepEqual(await a.answer({ jsonrpc: '2.0', method: 'send_message', id: 3, params: [TOKEN, 'a:c', [2], {}] }),
       { jsonrpc: '2.0', result: 'ok', id: 3 });
     assert.equal(await a.answer({ jsonrpc: '2.0', method: 'send_message', params: { token: TOKEN, identifier: 'a:d' } }), null);
     assert.deepEqual(got, [['a:b', [1], { x: 1 }], ['a:c', [2], {}], ['a:d', [], {}]]);
+    assert.deepEqual(extras, [{ uid: 'n-2', hops: 3, reply_to: 'r:s' }, {}, {}]);
   });
 
   it('a JSON-RPC 1.0 request (no "jsonrpc") is answered in 1.0 form', async () => {
