@@ -22,6 +22,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
+    from berrymq.cli import Commands
     from berrymq.message import Message
     from berrymq.registries import (
         ReceiverRegistry,
@@ -36,6 +37,7 @@ __all__ = [
     "berrymq_bus_started",
     "berrymq_declare_settings",
     "berrymq_message_sent",
+    "berrymq_register_commands",
     "berrymq_register_receivers",
     "berrymq_register_transports",
     "berrymq_report_status",
@@ -65,6 +67,21 @@ def berrymq_register_transports(registry: TransportRegistry) -> None:
 
     :param registry: call ``registry.add(scheme, factory, plugin=name)`` for each scheme;
         ``factory(bus, settings)`` returns a :class:`berrymq.transports.base.Transport`.
+    """
+
+
+@hookspec
+def berrymq_register_commands(commands: Commands) -> None:
+    """Called once when the ``berrymq`` command builds its parser, after the core's own
+    commands (``plugins``, ``demo``, ``graph``) were added; add commands, or options to
+    the commands that exist (as datasette's ``register_commands``).
+
+    The JSON-RPC distribution adds ``serve``, ``send``, ``listen`` and the ``URL`` of
+    ``graph`` here, and each transport plugin its own option of ``serve``.
+
+    :param commands: call ``commands.add(name, run, help=...)`` for a new command (it
+        returns the argparse parser to add arguments to; ``run(args)`` returns the exit
+        status), or ``commands.get(name)`` for the parser of an existing one.
     """
 
 

@@ -3,7 +3,8 @@
 :func:`describe` turns a bus into a JSON-serialisable dict; :func:`render` (``to_dot``,
 ``to_mermaid``) draws such a dict. Because the picture is drawn from the dict alone, a
 running node's description fetched over JSON-RPC (method ``network``, see
-:func:`fetch`) renders exactly like a local one: that is what ``berrymq graph URL`` does.
+``berrymq_jsonrpc.graph.fetch``) renders exactly like a local one: that is what ``berrymq
+graph URL`` does.
 
 The description (``"version": 1``)::
 
@@ -31,22 +32,16 @@ The description (``"version": 1``)::
 
 from __future__ import annotations
 
-import http.client
 import itertools
-import json
-import os
-import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
-from berrymq.errors import RemoteError, TransportError
 from berrymq.identifier import Identifier, parse
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["Format", "describe", "fetch", "render", "show_network", "to_dot", "to_mermaid"]
+__all__ = ["Format", "describe", "render", "show_network", "to_dot", "to_mermaid"]
 
 Format = Literal["dot", "mermaid"]
 FORMATS: tuple[str, ...] = ("dot", "mermaid")
@@ -374,76 +369,3 @@ def show_network(bus: Bus | None = None, format: str = "dot") -> str:
             f"unknown network picture format {format!r}; use one of {', '.join(FORMATS)}"
         )
     return render(describe(bus), format)
-
-
-# -- asking a running node ---------------------------------------------------------------------
-
-_request_ids = itertools.count(1)
-
-
-def fetch(url: str, timeout: float = 10.0, secret: str | None = None) -> dict[str, Any]:
-    """Ask the node at ``url`` (``http://host:port`` or ``tcp://host:port``) for its
-    description with the JSON-RPC method ``network``.
-
-    One plain JSON-RPC 2.0 request, written with the standard library only (``http.client``
-    for HTTP, a socket and one line of JSON for TCP), so this works against any node that
-    speaks the protocol. ``secret`` (default: the ``BERRYMQ_SECRET`` environment variable)
-    is sent when the node requires one.
-
-    :raises berrymq.TransportError: the node cannot be reached or answered nonsense.
-    :raises berrymq.RemoteError: the node answered with a JSON-RPC error.
-    """
-    if secret is None:
-        secret = os.environ.get("BERRYMQ_SECRET") or None
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "tcp") or not parts.hostname or parts.port is None:
-        raise ValueError(
-            f"berrymq graph needs a node address such as 'tcp://127.0.0.1:7000' or "
-            f"'http://127.0.0.1:8000', got {url!r}"
-        )
-    request_id = next(_request_ids)
-    params: dict[str, Any] = {}
-    if secret:
-        params["secret"] = secret
-    body = json.dumps({"jsonrpc": "2.0", "method": "network", "params": params,
-                       "id": request_id}).encode()
-    try:
-        if scheme == "http":
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-            try:
-                conn.request("POST", parts.path or "/", body,
-                             {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                data = response.read()
-            finally:
-                conn.close()
-        else:
-            with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
-                sock.sendall(body + b"\n")
-                chunks = []
-                while True:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    if chunk.endswith(b"\n"):
-                        break
-                data = b"".join(chunks)
-    except (OSError, http.client.HTTPException) as exc:
-        raise TransportError(f"cannot ask {url} for its network: {exc}") from exc
-    try:
-        reply = json.loads(data)
-    except ValueError as exc:
-        raise TransportError(f"{url} answered something that is not JSON: {data[:200]!r}") from exc
-    if not isinstance(reply, dict) or reply.get("id") != request_id:
-        raise TransportError(f"{url} answered something that is not a JSON-RPC reply: "
-                             f"{str(reply)[:200]}")
-    if "error" in reply:
-        error = reply["error"] if isinstance(reply["error"], dict) else {}
-        raise RemoteError(int(error.get("code", 0)), str(error.get("message", "")),
-                          error.get("data"))
-    result = reply.get("result")
-    if not isinstance(result, dict):
-        raise TransportError(f"{url} answered the network request with {result!r}")
-    return result

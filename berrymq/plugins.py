@@ -27,6 +27,7 @@ from berrymq.settings import Settings, check_table, load_settings
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
+    from berrymq.cli import Commands
     from berrymq.transports.base import Transport
 
 __all__ = [
@@ -265,6 +266,10 @@ class PluginHost:
         if implementation is None:
             raise self._unavailable(f"receiver kind {kind!r} is not available", kind, "berrymq")
         return implementation
+
+    def register_commands(self, commands: Commands) -> None:
+        """Let the active plugins add ``berrymq`` commands (or options of existing ones)."""
+        self.pm.hook.berrymq_register_commands(commands=commands)
 
     def bus_started(self, bus: Bus) -> None:
         self.pm.hook.berrymq_bus_started(bus=bus)

@@ -15,6 +15,8 @@ Expected output (the port and node id differ):
 
 from __future__ import annotations
 
+from berrymq_jsonrpc.graph import fetch
+
 import berrymq
 from berrymq import Message, network
 
@@ -27,7 +29,7 @@ def on_order(message: Message) -> None:
 if __name__ == "__main__":
     address = berrymq.init_connection("tcp://127.0.0.1:0")
     print("serving at", address)
-    description = network.fetch(str(address))  # one JSON-RPC request: method "network"
+    description = fetch(str(address))  # one JSON-RPC request: method "network"
     print(network.render(description, "mermaid"), end="")
     berrymq.close_connection()
     berrymq.get_bus().close()

@@ -1,12 +1,20 @@
-"""SPEC 9: the berrymq command (plugins, demo)."""
+"""SPEC 9: the berrymq command (plugins, demo) and commands added by plugins."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import berrymq
+from berrymq.cli import Commands, build_parser, main
+from berrymq.hookspecs import hookimpl
+from berrymq.plugins import PluginHost, reset_plugin_host
+from berrymq.settings import Settings
 
 
 def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -58,3 +66,45 @@ def test_demo_runs(tmp_path: Path) -> None:
 def test_no_command_shows_usage(tmp_path: Path) -> None:
     result = run(cwd=tmp_path)
     assert result.returncode == 2 and "usage: berrymq" in result.stderr
+
+
+class _HelloPlugin:
+    """A plugin registered in code that adds a command and an option to another."""
+
+    @hookimpl
+    def berrymq_register_commands(self, commands: Commands) -> None:
+        p = commands.add("hello", self.run, help="say hello")
+        p.add_argument("name")
+        graph = commands.get("graph")
+        assert graph is not None
+        graph.add_argument("--shout", action="store_true")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        print(f"hello {args.name}")
+        return 7
+
+
+def test_a_plugin_adds_a_command_through_berrymq_register_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    old = reset_plugin_host(PluginHost(Settings(), extra_plugins=[("hello", _HelloPlugin())]))
+    try:
+        parser = build_parser()
+        assert main(["hello", "world"]) == 7
+        assert capsys.readouterr().out == "hello world\n"
+        assert parser.parse_args(["graph", "--shout"]).shout is True
+        # the JSON-RPC distribution, through the transport plugins, adds the node commands
+        args = parser.parse_args(["serve", "--tcp", ":0", "--http", "0"])
+        assert args.serve_tcp == [":0"] and args.serve_http == ["0"]
+        assert parser.parse_args(["graph", "tcp://127.0.0.1:1"]).url == "tcp://127.0.0.1:1"
+    finally:
+        reset_plugin_host(old)
+
+
+def test_without_the_transport_plugins_there_is_no_serve(tmp_path: Path) -> None:
+    env = {**os.environ, "BERRYMQ_BLOCK_PLUGINS": "jsonrpc-tcp,jsonrpc-http"}
+    result = run("serve", cwd=tmp_path, env=env)
+    assert result.returncode == 2 and "invalid choice: 'serve'" in result.stderr
+    result = run("graph", "--format", "mermaid", cwd=tmp_path, env=env)
+    assert result.returncode == 0 and result.stdout.startswith("flowchart LR")

@@ -4,7 +4,7 @@ node must answer exactly what the page shows. Tokens and message uids differ per
 43-character token in a reply binds the page's token to the real one, which later requests
 then use; a ``uid`` matches any string.
 
-Also checked: the error table against ``berrymq.remote.protocol``, every method has its
+Also checked: the error table against ``berrymq_jsonrpc.protocol``, every method has its
 section, the size limit and the HTTP form of style 01 behave as the page says.
 """
 
@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from berrymq_jsonrpc import protocol
 
 from berrymq.api import init_connection, regist_function
 from berrymq.bus import Bus
 from berrymq.default import use_bus
 from berrymq.plugins import PluginHost
-from berrymq.remote import protocol
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")

@@ -3,7 +3,7 @@
 Installed, it claims the URL scheme ``http`` (and ``(host, port)`` tuples) for
 :func:`berrymq.init_connection`, :func:`berrymq.interconnect`,
 :func:`berrymq.connect_oneway` and :func:`berrymq.connect_via_queue`. The protocol is
-:mod:`berrymq.remote.protocol`; this package only adds the HTTP server and client.
+:mod:`berrymq_jsonrpc.protocol`; this package only adds the HTTP server and client.
 """
 
 from __future__ import annotations

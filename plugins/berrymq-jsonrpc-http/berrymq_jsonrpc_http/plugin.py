@@ -20,21 +20,24 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from berrymq.bus import Bus
-from berrymq.errors import ConnectionClosed, TransportError
-from berrymq.hookspecs import hookimpl
-from berrymq.registries import SettingsSchema, TransportRegistry
-from berrymq.remote import protocol as p
-from berrymq.remote.client import Channel
-from berrymq.remote.jsonrpc import ParseError, dumps, error_object, loads
-from berrymq.remote.service import Service
-from berrymq.remote.transport import (
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.cli import add_serve_option
+from berrymq_jsonrpc.client import Channel
+from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
+from berrymq_jsonrpc.service import Service
+from berrymq_jsonrpc.transport import (
     RemoteTransport,
     bind_family,
     declare_settings,
     run_server,
     split_url,
 )
+
+from berrymq.bus import Bus
+from berrymq.cli import Commands
+from berrymq.errors import ConnectionClosed, TransportError
+from berrymq.hookspecs import hookimpl
+from berrymq.registries import SettingsSchema, TransportRegistry
 
 __all__ = ["PLUGIN", "HttpChannel", "HttpTransport"]
 
@@ -382,3 +385,8 @@ def berrymq_declare_settings(schema: SettingsSchema) -> None:
 @hookimpl
 def berrymq_register_transports(registry: TransportRegistry) -> None:
     registry.add("http", HttpTransport, plugin=PLUGIN)
+
+
+@hookimpl
+def berrymq_register_commands(commands: Commands) -> None:
+    add_serve_option(commands, "http", 8000)

@@ -47,11 +47,11 @@ from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.registries import SettingsSchema
-from berrymq.remote import protocol as p
-from berrymq.remote.client import Channel, Link, encode_message
-from berrymq.remote.jsonrpc import invalid_params
-from berrymq.remote.service import Service, Session
 from berrymq.transports.base import Connection, Transport
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.client import Channel, Link, encode_message
+from berrymq_jsonrpc.jsonrpc import invalid_params
+from berrymq_jsonrpc.service import Service, Session
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -440,6 +440,17 @@ class RemoteTransport(Transport):
             channel.close()
             raise TransportError(f"{address} answered {method} with {token!r}, not a token")
         return self._track(RemoteConnection(self, channel, address, style, token))
+
+    def call_once(self, address: str, method: str, params: Mapping[str, Any], *,
+                  timeout: float, secret: str | None) -> Any:
+        """One request to the node at ``address`` on a channel of its own (``berrymq
+        graph URL`` asks ``network`` so); ``secret`` replaces this node's own."""
+        channel = self._channel(address)
+        channel.secret = secret
+        try:
+            return channel.call(method, params, timeout)
+        finally:
+            channel.close()
 
     def connect_oneway(self, address: str, ttl: float) -> Connection:
         return self._open(address, "oneway", p.METHOD_CONNECT_ONEWAY, {"ttl": ttl})

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from berrymq_jsonrpc import protocol as p
 
 import berrymq
 from berrymq.bus import Bus
-from berrymq.remote import protocol as p
 
 SCHEMES = ["tcp", "http"]
 

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq.errors import ConnectionClosed, MessageTooLarge, ReplyError, TransportError
 from berrymq.identifier import Identifier
-from berrymq.remote import protocol as p
-from berrymq.remote.jsonrpc import dumps, encode_request, parse_reply
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.jsonrpc import dumps, encode_request, parse_reply
 
 if TYPE_CHECKING:
     from berrymq.message import Message
-    from berrymq.remote.service import Session
+    from berrymq_jsonrpc.service import Session
 
 __all__ = [
     "Channel",
@@ -114,7 +114,7 @@ class Channel(ABC):
 
     def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:
         """Call ``method`` on the peer and return its result, or raise its error as a
-        berryMQ exception (:func:`berrymq.remote.jsonrpc.error_for`)."""
+        berryMQ exception (:func:`berrymq_jsonrpc.jsonrpc.error_for`)."""
         params = dict(params)
         if self.secret is not None:
             params[p.PARAM_SECRET] = self.secret

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from berrymq_jsonrpc.cli import format_message, parse_value, server_url
 
-from berrymq.cli_remote import format_message, parse_value, server_url
 from berrymq.message import Message
 
 DEADLINE = 30.0

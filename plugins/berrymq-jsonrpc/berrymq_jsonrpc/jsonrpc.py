@@ -57,7 +57,7 @@ from berrymq.errors import (
     RemoteError,
     TransportError,
 )
-from berrymq.remote import protocol as p
+from berrymq_jsonrpc import protocol as p
 
 __all__ = [
     "Dispatcher",
@@ -166,7 +166,7 @@ def error_object(code: int, message: str, request_id: Any = None, data: Any = No
 
 def app_error(code: int, data: Any = None) -> JsonRpcError:
     """The exception a method raises to answer one of berryMQ's application errors, with
-    the fixed message of :data:`~berrymq.remote.protocol.APPLICATION_ERRORS`."""
+    the fixed message of :data:`~berrymq_jsonrpc.protocol.APPLICATION_ERRORS`."""
     if data is None:
         return JsonRpcError(code, p.APPLICATION_ERRORS[code])
     return JsonRpcError(code, p.APPLICATION_ERRORS[code], data)

@@ -26,13 +26,11 @@ from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import Any
 
+from berrymq.cli import Commands
 from berrymq.errors import BerryMQError
 
-__all__ = ["DEFAULT_HTTP", "DEFAULT_TCP", "add_commands", "parse_value"]
-
-#: Where ``berrymq serve`` listens when given no address at all.
-DEFAULT_TCP = "127.0.0.1:7000"
-DEFAULT_HTTP = "127.0.0.1:8000"
+__all__ = ["add_serve_option", "format_message", "parse_value", "register_commands",
+           "server_url"]
 
 
 class CommandError(BerryMQError):
@@ -70,8 +68,9 @@ def _keyword(text: str) -> tuple[str, Any]:
     return key, parse_value(value)
 
 
-def server_url(scheme: str, addr: str) -> str:
-    """``scheme://host:port`` from ``HOST:PORT``, ``:PORT``, ``PORT`` or a full URL."""
+def server_url(scheme: str, addr: str, default_host: str = "127.0.0.1") -> str:
+    """``scheme://host:port`` from ``HOST:PORT``, ``:PORT``, ``PORT`` or a full URL; a
+    missing host is ``default_host``."""
     if "://" in addr:
         given = addr.split("://", 1)[0].lower()
         if given != scheme:
@@ -82,8 +81,8 @@ def server_url(scheme: str, addr: str) -> str:
         host, port = "", addr
     if not port.isdigit() or int(port) > 65535:
         raise CommandError(f"--{scheme} {addr!r}: expected HOST:PORT, :PORT or PORT "
-                           f"(e.g. {DEFAULT_TCP})")
-    host = host or "127.0.0.1"
+                           "(e.g. 127.0.0.1:7000)")
+    host = host or default_host
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}"
@@ -150,21 +149,28 @@ def _connection_error(exc: BaseException) -> CommandError:
 # -- serve -------------------------------------------------------------------------------------
 
 
+def _default_host(bus: Any, scheme: str) -> str:
+    """The host ``serve`` binds for an address without one: the transport plugin's
+    ``host`` setting (127.0.0.1 by default)."""
+    return str(getattr(bus.transport(scheme), "default_host", "127.0.0.1"))
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from berrymq.api import init_connection, regist_function
     from berrymq.default import get_bus
 
-    tcp: list[str] = args.tcp or []
-    http: list[str] = args.http or []
-    if not tcp and not http:
-        tcp, http = [DEFAULT_TCP], [DEFAULT_HTTP]
-    urls = [server_url("tcp", a) for a in tcp] + [server_url("http", a) for a in http]
+    schemes: list[tuple[str, int]] = args.serve_schemes
+    given = {scheme: getattr(args, f"serve_{scheme}") or [] for scheme, _ in schemes}
+    if not any(given.values()):
+        given = {scheme: [f":{port}"] for scheme, port in schemes}
     stop = threading.Event()  # never set: the main thread waits for a signal
     bus = None
     try:
         with _signals_stop() as wait_for_signals:
             try:
                 bus = get_bus()
+                urls = [server_url(scheme, addr, _default_host(bus, scheme))
+                        for scheme, addrs in given.items() for addr in addrs]
                 for url in urls:
                     try:
                         bound = init_connection(url)
@@ -279,29 +285,45 @@ def _cmd_listen(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- graph URL -------------------------------------------------------------------------------
+
+
+def _cmd_graph(args: argparse.Namespace) -> int:
+    from berrymq import network
+    from berrymq_jsonrpc.graph import fetch
+
+    if args.url is None:
+        description = network.describe()
+    else:
+        try:
+            description = fetch(args.url, timeout=args.timeout)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    sys.stdout.write(network.render(description, args.format))
+    return 0
+
+
 # -- the parsers -------------------------------------------------------------------------------
 
 
-def add_commands(commands: Any) -> None:
-    """Add ``serve``, ``send`` and ``listen`` to the ``berrymq`` sub-command parsers."""
-    p = commands.add_parser(
-        "serve", help="run a node that others connect to (Ctrl-C stops it)",
+def register_commands(commands: Commands) -> None:
+    """Add ``serve``, ``send``, ``listen`` and the ``URL`` of ``graph`` (once: every
+    transport plugin calls this from its ``berrymq_register_commands``)."""
+    if commands.get("serve") is not None:
+        return
+    p = commands.add(
+        "serve", _cmd_serve, help="run a node that others connect to (Ctrl-C stops it)",
         description="Serve this process's bus over JSON-RPC so that other processes "
                     "(berrymq send/listen, interconnect, any JSON-RPC client) connect. "
-                    f"Without options: --tcp {DEFAULT_TCP} --http {DEFAULT_HTTP}. "
-                    "A non-loopback address needs a shared secret (BERRYMQ_SECRET).",
+                    "Without an address option: every installed transport on its default "
+                    "address. A non-loopback address needs a shared secret (BERRYMQ_SECRET).",
     )
-    p.add_argument("--tcp", action="append", metavar="ADDR",
-                   help="serve JSON-RPC over TCP at HOST:PORT, :PORT or PORT (port 0: a free "
-                        "one); repeatable")
-    p.add_argument("--http", action="append", metavar="ADDR",
-                   help="serve JSON-RPC over HTTP at HOST:PORT, :PORT or PORT; repeatable")
     p.add_argument("--print", action="append", metavar="PATTERN",
                    help="also print the messages matching PATTERN that reach this node")
-    p.set_defaults(run=_cmd_serve)
+    p.set_defaults(serve_schemes=[])
 
-    p = commands.add_parser(
-        "send", help="send one message to a node",
+    p = commands.add(
+        "send", _cmd_send, help="send one message to a node",
         description="Send one message to the node at URL and wait until it has it. "
                     "Each ARG is parsed as JSON when it is valid JSON (42, true, [1,2], "
                     "'\"text\"'), else taken as a string.",
@@ -313,10 +335,9 @@ def add_commands(commands: Any) -> None:
                    help="a keyword argument (VALUE parsed like ARG); repeatable")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for the node (default 10)")
-    p.set_defaults(run=_cmd_send)
 
-    p = commands.add_parser(
-        "listen", help="print the messages a node sees that match a pattern",
+    p = commands.add(
+        "listen", _cmd_listen, help="print the messages a node sees that match a pattern",
         description="Print every message matching PATTERN that reaches the node at URL, "
                     "one line each (ID ARGS [KWARGS], as JSON), until Ctrl-C.",
     )
@@ -324,4 +345,26 @@ def add_commands(commands: Any) -> None:
     p.add_argument("pattern", metavar="PATTERN", help="an identifier pattern, e.g. 'job:*'")
     p.add_argument("--json", action="store_true",
                    help='print each message as a JSON object {"identifier", "args", "kwargs"}')
-    p.set_defaults(run=_cmd_listen)
+
+    graph = commands.get("graph")
+    if graph is not None:
+        graph.add_argument("url", nargs="?", metavar="URL",
+                           help="a running node (tcp://HOST:PORT or http://HOST:PORT) to ask "
+                                "over JSON-RPC; without it, this process's own (empty) bus")
+        graph.add_argument("--timeout", type=float, default=10.0,
+                           help="seconds to wait for the node")
+        graph.set_defaults(run=_cmd_graph)
+
+
+def add_serve_option(commands: Commands, scheme: str, default_port: int) -> None:
+    """Add ``--SCHEME ADDR`` to ``serve`` (a transport plugin calls this from its
+    ``berrymq_register_commands``); without any address option ``serve`` serves every
+    such scheme on ``default_port`` of the host the plugin's ``host`` setting names."""
+    register_commands(commands)
+    serve = commands.get("serve")
+    assert serve is not None
+    serve.add_argument(f"--{scheme}", action="append", metavar="ADDR", dest=f"serve_{scheme}",
+                       help=f"serve JSON-RPC over {scheme.upper()} at HOST:PORT, :PORT or PORT "
+                            f"(port 0: a free one; default :{default_port}); repeatable")
+    schemes: list[tuple[str, int]] = serve.get_default("serve_schemes")
+    schemes.append((scheme, default_port))

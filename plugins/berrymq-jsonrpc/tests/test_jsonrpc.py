@@ -1,5 +1,5 @@
 """The JSON-RPC layer: each known defect of jsonrpcserver 5.0.9 / jsonrpcclient 4.0.3
-(issue 3, point 4) and how berrymq.remote.jsonrpc neutralises it."""
+(issue 3, point 4) and how berrymq_jsonrpc.jsonrpc neutralises it."""
 
 from __future__ import annotations
 
@@ -11,12 +11,8 @@ from typing import Any
 
 import jsonrpcclient
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import berrymq
-from berrymq.remote import protocol as p
-from berrymq.remote.jsonrpc import (
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.jsonrpc import (
     Dispatcher,
     ParseError,
     dumps,
@@ -25,10 +21,14 @@ from berrymq.remote.jsonrpc import (
     parse_reply,
     validate_request,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parents[2]
+import berrymq
 
-# imported after berrymq.remote.jsonrpc, which silences the library's DeprecationWarning
+ROOT = Path(__file__).resolve().parents[3]
+
+# imported after berrymq_jsonrpc.jsonrpc, which silences the library's DeprecationWarning
 import jsonrpcserver  # noqa: E402
 from jsonrpcserver.main import default_validator  # noqa: E402
 
@@ -242,13 +242,13 @@ def test_unserialisable_result_is_an_internal_error_for_that_request_only() -> N
 
 def test_only_the_jsonrpc_module_imports_the_libraries_and_nobody_uses_serve() -> None:
     sources = list((ROOT / "berrymq").rglob("*.py")) + list((ROOT / "plugins").glob(
-        "berrymq-jsonrpc-*/berrymq_jsonrpc_*/*.py"))
+        "berrymq-jsonrpc*/berrymq_jsonrpc*/*.py"))
     users = sorted(str(path.relative_to(ROOT)) for path in sources
                    if "import jsonrpcserver" in path.read_text()
                    or "from jsonrpcserver" in path.read_text()
                    or "jsonrpcclient" in path.read_text().replace("``jsonrpcclient``", ""))
-    assert users == ["berrymq/remote/jsonrpc.py"]
-    assert "serve" not in (ROOT / "berrymq/remote/jsonrpc.py").read_text().split(
+    assert users == ["plugins/berrymq-jsonrpc/berrymq_jsonrpc/jsonrpc.py"]
+    assert "serve" not in (ROOT / "plugins/berrymq-jsonrpc/berrymq_jsonrpc/jsonrpc.py").read_text().split(
         '"""', 2)[2].replace("server", "").replace("serial", "")
 
 

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 from berrymq.errors import InvalidIdentifier, QueueFull, ReplyError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
-from berrymq.remote import protocol as p
-from berrymq.remote.jsonrpc import Dispatcher, app_error, dumps, invalid_params
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.jsonrpc import Dispatcher, app_error, dumps, invalid_params
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus, Subscription
-    from berrymq.remote.client import Link
+    from berrymq_jsonrpc.client import Link
 
 __all__ = ["LinkFactory", "Service", "Session", "SessionQueue", "message_from_wire"]
 
@@ -51,7 +51,7 @@ class SessionQueue:
     It follows ``pattern`` on the bus, but never takes local (``_``) messages, which must
     not leave the process. Policy when full: the message is *refused*, not dropped: the
     sending ``twitter`` raises :class:`berrymq.QueueFull` (a remote sender gets
-    :data:`~berrymq.remote.protocol.QUEUE_FULL`). A message that cannot be written as
+    :data:`~berrymq_jsonrpc.protocol.QUEUE_FULL`). A message that cannot be written as
     JSON is refused the same way, with a ``TypeError`` naming it.
     """
 
@@ -301,8 +301,8 @@ class Service:
 
     def session(self, token: Any) -> Session:
         """The open session of ``token`` (touched), or the documented error: Invalid
-        params when it is missing or not a string, :data:`~berrymq.remote.protocol.BAD_TOKEN`
-        when it cannot be a token, :data:`~berrymq.remote.protocol.UNKNOWN_TOKEN` when no
+        params when it is missing or not a string, :data:`~berrymq_jsonrpc.protocol.BAD_TOKEN`
+        when it cannot be a token, :data:`~berrymq_jsonrpc.protocol.UNKNOWN_TOKEN` when no
         open session has it (never opened, closed or expired)."""
         if type(token) is not str:
             raise invalid_params("'token' is required: the string that connect_oneway, "

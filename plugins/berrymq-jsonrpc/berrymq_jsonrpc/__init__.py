@@ -1,0 +1,13 @@
+"""The transport-neutral JSON-RPC layer that the ``jsonrpc-http`` and ``jsonrpc-tcp``
+plugins share.
+
+- :mod:`berrymq_jsonrpc.protocol`: method names, error codes, limits and framing rules;
+- :mod:`berrymq_jsonrpc.jsonrpc`: encoding, decoding and dispatch (the only module that
+  imports ``jsonrpcserver`` and ``jsonrpcclient``, whose known defects it neutralises);
+- :mod:`berrymq_jsonrpc.service`: the server side: sessions (tokens), queues, TTL expiry;
+- :mod:`berrymq_jsonrpc.client`: channels, the coalescing outbox and outgoing links;
+- :mod:`berrymq_jsonrpc.transport`: :class:`RemoteTransport`, the
+  :class:`~berrymq.transports.base.Transport` both plugins subclass with their sockets.
+"""
+
+from __future__ import annotations

@@ -1,0 +1,55 @@
+"""``berrymq graph URL``: a running node's picture, asked for with the method ``network``.
+
+The request goes through the transport's own client, as every other request does; the
+answer renders like a local description (:func:`berrymq.network.render`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+from berrymq.default import get_bus
+from berrymq.errors import RemoteError, TransportError
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.transport import RemoteTransport
+
+__all__ = ["fetch"]
+
+
+def fetch(url: str, timeout: float = 10.0, secret: str | None = None) -> dict[str, Any]:
+    """Ask the node at ``url`` (``http://host:port`` or ``tcp://host:port``) for its
+    description with the JSON-RPC method ``network``.
+
+    ``secret`` (default: the ``BERRYMQ_SECRET`` environment variable) is sent when given.
+
+    :raises ValueError: ``url`` is not a node address.
+    :raises berrymq.TransportError: the node cannot be reached or answered nonsense.
+    :raises berrymq.RemoteError: the node answered with a JSON-RPC error.
+    """
+    if secret is None:
+        secret = os.environ.get(p.SECRET_ENV_VAR) or None
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if scheme not in ("http", "tcp") or not parts.hostname or port is None:
+        raise ValueError(
+            f"berrymq graph needs a node address such as 'tcp://127.0.0.1:7000' or "
+            f"'http://127.0.0.1:8000', got {url!r}"
+        )
+    transport = get_bus().transport(scheme)
+    if not isinstance(transport, RemoteTransport):
+        raise ValueError(f"the {scheme}:// transport does not speak JSON-RPC")
+    try:
+        result = transport.call_once(url, p.METHOD_NETWORK, {}, timeout=timeout, secret=secret)
+    except RemoteError:
+        raise
+    except (TransportError, OSError) as exc:
+        raise TransportError(f"cannot ask {url} for its network: {exc}") from exc
+    if not isinstance(result, dict):
+        raise TransportError(f"{url} answered the network request with {result!r}")
+    return result

@@ -1,0 +1,248 @@
+"""``berrymq graph URL`` and :func:`berrymq_jsonrpc.graph.fetch`: a node's picture asked
+for over JSON-RPC (method ``network``), from minimal nodes and from a real one."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socketserver
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from berrymq_jsonrpc.graph import fetch
+
+import berrymq
+from berrymq import Bus, Follower, Message, following, network
+from berrymq.cli import main
+
+WAIT = 10.0
+
+
+def on_log(message: Message) -> None:
+    pass
+
+
+def is_urgent(message: Message) -> bool:
+    return bool(message.kwargs.get("urgent"))
+
+
+def on_job(message: Message) -> None:
+    pass
+
+
+class Logger(metaclass=Follower):
+    @following("*:log")
+    def write(self, message: Message) -> None:
+        pass
+
+
+@pytest.fixture
+def populated(berrymq_bus: Bus) -> Iterator[dict[str, Any]]:
+    berrymq.regist_function("*:log", on_log)
+    berrymq.regist_function("job:*", on_job, is_urgent)
+    berrymq.regist_function("job@ops:done", on_job)
+    loggers = [Logger(), Logger()]
+    queue = berrymq.Queue("task:*")
+    shared = berrymq.Queue("work:*", shared=True, maxsize=5)
+    berrymq.twitter("task:one")
+    berrymq.twitter("task:two")
+    timer = berrymq.IntervalTimer("beat", 3600)
+    try:
+        yield {"loggers": loggers, "queues": (queue, shared), "timer": timer}
+    finally:
+        timer.stop()
+
+
+# -- asking a node over JSON-RPC ----------------------------------------------------------------
+
+
+class _Node:
+    """A minimal JSON-RPC node on loopback that answers ``network`` with describe(bus)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.requests: list[dict[str, Any]] = []
+
+    def answer(self, body: bytes) -> bytes:
+        request = json.loads(body)
+        self.requests.append(request)
+        if request.get("method") != "network":
+            reply = {"jsonrpc": "2.0", "id": request.get("id"),
+                     "error": {"code": -32601, "message": "Method not found"}}
+        else:
+            reply = {"jsonrpc": "2.0", "id": request["id"], "result": network.describe(self.bus)}
+        return json.dumps(reply).encode()
+
+
+@pytest.fixture
+def http_node(populated: dict[str, Any], berrymq_bus: Bus) -> Iterator[tuple[str, _Node]]:
+    node = _Node(berrymq_bus)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            assert self.headers["Content-Type"] == "application/json"
+            data = node.answer(body)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", node
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(WAIT)
+
+
+@pytest.fixture
+def tcp_node(populated: dict[str, Any], berrymq_bus: Bus) -> Iterator[tuple[str, _Node]]:
+    node = _Node(berrymq_bus)
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            line = self.rfile.readline()
+            self.wfile.write(node.answer(line) + b"\n")
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.server_address[1]}", node
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(WAIT)
+
+
+@pytest.mark.parametrize("node_fixture", ["http_node", "tcp_node"])
+def test_fetch_asks_a_node_for_its_description(
+    request: pytest.FixtureRequest, node_fixture: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BERRYMQ_SECRET", raising=False)
+    url, node = request.getfixturevalue(node_fixture)
+    description = fetch(url, timeout=WAIT)
+    assert description == json.loads(json.dumps(network.describe(node.bus)))
+    assert node.requests[0]["method"] == "network" and node.requests[0].get("params", {}) == {}
+    fetch(url, timeout=WAIT, secret="s3cret")
+    assert node.requests[1]["params"] == {"secret": "s3cret"}
+
+
+def test_cli_graph_of_a_node(tcp_node: tuple[str, _Node], capsys: pytest.CaptureFixture[str]) -> None:
+    url, node = tcp_node
+    assert main(["graph", url, "--format", "mermaid"]) == 0
+    out = capsys.readouterr().out
+    assert out == network.to_mermaid(json.loads(json.dumps(network.describe(node.bus))))
+    assert main(["graph", url]) == 0
+    assert capsys.readouterr().out.startswith("digraph berrymq {")
+
+
+def test_fetch_errors_are_clear(http_node: tuple[str, _Node]) -> None:
+    with pytest.raises(ValueError, match="node address"):
+        fetch("ftp://127.0.0.1:1")
+    with pytest.raises(ValueError, match="node address"):
+        fetch("tcp://127.0.0.1")
+    # A port nobody listens on: bind one, close it, then connect.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(berrymq.TransportError, match="cannot ask"):
+        fetch(f"tcp://127.0.0.1:{port}", timeout=WAIT)
+
+
+def test_cli_graph_reports_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", "nonsense"]) == 2
+    assert "node address" in capsys.readouterr().err
+
+
+def test_fetch_reports_a_json_rpc_error() -> None:
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            request = json.loads(self.rfile.readline())
+            reply = {"jsonrpc": "2.0", "id": request["id"],
+                     "error": {"code": -32007, "message": "Not available"}}
+            self.wfile.write(json.dumps(reply).encode() + b"\n")
+
+    server = socketserver.TCPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(berrymq.RemoteError) as info:
+            fetch(f"tcp://127.0.0.1:{server.server_address[1]}", timeout=WAIT)
+        assert info.value.code == -32007
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(WAIT)
+
+
+NODE_SCRIPT = textwrap.dedent("""
+    import sys
+    import berrymq
+
+    @berrymq.following_function("*:log")
+    def receive_log(message):
+        pass
+
+    queue = berrymq.Queue("task:*")
+    print(berrymq.init_connection(sys.argv[1]), flush=True)
+    sys.stdin.readline()
+""")
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_berrymq_graph_draws_a_running_node(scheme: str, tmp_path: Path) -> None:
+    """End to end: a real node in another process with the JSON-RPC transport plugins."""
+    script = tmp_path / "node.py"
+    script.write_text(NODE_SCRIPT)
+    node = subprocess.Popen(
+        [sys.executable, str(script), f"{scheme}://127.0.0.1:0"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert node.stdout is not None
+        url = node.stdout.readline().strip()
+        if not url:
+            _, err = node.communicate(timeout=WAIT)
+            if "PluginNotAvailable" in err or "no transport" in err:
+                pytest.skip(f"the {scheme} transport plugin is not installed: {err[-200:]}")
+            pytest.fail(f"the node did not start: {err}")
+        done = subprocess.run(
+            [sys.executable, "-m", "berrymq", "graph", url, "--format", "mermaid"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "receive_log" in done.stdout and "Queue(task:*)" in done.stdout
+        assert '(["*:log"])' in done.stdout
+    finally:
+        if node.poll() is None:
+            assert node.stdin is not None
+            node.stdin.write("\n")
+            node.stdin.flush()
+            try:
+                node.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait(WAIT)
+        for stream in (node.stdin, node.stdout, node.stderr):
+            if stream is not None:
+                stream.close()
+
+
