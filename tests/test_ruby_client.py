@@ -1,7 +1,7 @@
 """Issue 11 point 1: the Ruby library (examples/clients/ruby) against Python nodes.
 
 The minitest suites run under ``ruby``: the pure-Ruby ones (identifiers, the local bus)
-alone, the remote one against a Python node in a subprocess (tests/remote/node_script.py,
+alone, the remote one against a Python node in a subprocess (plugins/berrymq-jsonrpc/tests/node_script.py,
 serving TCP and HTTP, with receivers that answer, echo and collect), whose collected
 messages are then checked from the Python side. An in-process node asks a Ruby peer and
 twitters to it, and the README's three-style scripts run against ``berrymq serve``.
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.skipif(
 
 ROOT = Path(__file__).resolve().parent.parent
 GEM = ROOT / "examples" / "clients" / "ruby"
-NODE_SCRIPT = ROOT / "tests" / "remote" / "node_script.py"
+NODE_SCRIPT = ROOT / "plugins" / "berrymq-jsonrpc" / "tests" / "node_script.py"
 DEADLINE = 60.0
 
 
@@ -110,7 +110,7 @@ class Lines:
 
 
 class ScriptNode(Lines):
-    """A Python node in a subprocess (tests/remote/node_script.py), driven by commands."""
+    """A Python node in a subprocess (plugins/berrymq-jsonrpc/tests/node_script.py), driven by commands."""
 
     def __init__(self, cwd: Path) -> None:
         super().__init__([sys.executable, str(NODE_SCRIPT)], cwd, stdin=True)

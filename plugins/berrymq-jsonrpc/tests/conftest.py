@@ -25,7 +25,7 @@ TIMEOUT = 20.0
 
 
 class Node:
-    """A berryMQ node in a subprocess (tests/remote/node_script.py), driven by commands."""
+    """A berryMQ node in a subprocess (plugins/berrymq-jsonrpc/tests/node_script.py), driven by commands."""
 
     def __init__(self, cwd: Path, env: dict[str, str] | None = None) -> None:
         full_env = {**os.environ, **(env or {})}
