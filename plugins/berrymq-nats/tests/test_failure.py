@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from berrymq_nats import BrokerBufferFull, NatsBridge, NatsTransport
+from berrymq_nats.losses import NOT_SENT_AT_CLOSE
 
 from berrymq import Bus, Message, QueueFull, TransportError
 
@@ -54,6 +55,7 @@ def test_buffer_while_disconnected_then_refuse_then_deliver(
     assert bb.flush()
     a.twitter("job:go", "before")
     assert got.wait(1) == ["before"]
+    assert ba.flush()  # the server confirmed it: nothing is in flight when the link goes
 
     proxy.cut()  # a's link is down; the server and b stay up
     poll(lambda: ba.state == "reconnecting", what="the bridge to notice the lost link")
@@ -74,6 +76,7 @@ def test_buffer_while_disconnected_then_refuse_then_deliver(
     assert ba.flush()
     assert got.wait(6) == ["before", 0, 1, 2, 3, 4]  # in order, none of the refused ones
     assert ba.reconnects == 1 and "buffered 0/5" in ba.status()
+    assert ba.losses.total == 0 and "lost" not in ba.status()
     a.twitter("job:go", "after")
     assert got.wait(7)[-1] == "after"
 
@@ -117,5 +120,7 @@ def test_closing_while_unreachable_reports_what_was_not_sent(
     a.twitter("job:go", 1)
     a.twitter("job:go", 2)
     ba.close()
-    assert "2 message(s) were not sent" in caplog.text
+    assert "lost 2 message(s): 2 not sent: the bridge closed while NATS was unreachable" in caplog.text
+    assert ba.losses.counts == {NOT_SENT_AT_CLOSE: 2}
     assert ba.state == "closed"
+    assert ba.flush() is False  # something accepted since the last flush was lost

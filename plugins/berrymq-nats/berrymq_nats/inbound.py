@@ -1,0 +1,175 @@
+"""The way in: from ``nats-py``'s reading task to the receivers, through the delivery lane.
+
+Receivers never run on the I/O thread (a slow one would stall every connection, and an
+``ask`` from it could never be answered). ``nats-py`` normally gives every subscription a
+queue and a task of its own, which could reorder messages on different subjects and
+drops messages ("slow consumer") when a queue is full. Instead:
+
+- every subscription of the bridge gets a :class:`Direct` sink in place of its queue: the
+  client's reading task hands it each message as it parses it, in wire order;
+- the messages for receivers are gathered per chunk the client read (at most what one
+  socket read holds), and the chunk goes to :data:`io_loop.lane
+  <berrymq.transports.ioloop.IOLoop.lane>` as one piece of work, counted in bytes. When
+  the lane is full the reading task waits for room: the connection is simply not read
+  until receivers catch up (backpressure; nothing is dropped here);
+- answers to this process's own asks, presence and probes are handled on the I/O thread
+  at once (they only fill in a waiter or the view of peers), and a request is
+  acknowledged there at once; its receivers run on the lane.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from berrymq.identifier import parse
+from berrymq.message import Message
+from berrymq.transports.ioloop import io_loop
+from berrymq_nats.codec import FromBroker, loads
+from berrymq_nats.losses import LANE_STOPPED, QUEUE_FULL
+
+if TYPE_CHECKING:
+    from berrymq_nats.bridge import NatsBridge
+
+__all__ = ["Direct", "Inbound"]
+
+_tuple_new = tuple.__new__
+
+
+class Direct:
+    """Stands in for a ``nats-py`` subscription's pending queue: hands each message to
+    ``handler`` at once, in the client's reading task. The handler must not raise."""
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Callable[[Msg], None]) -> None:
+        self.handler = handler
+
+    def put_nowait(self, msg: Msg) -> None:
+        self.handler(msg)
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        return None
+
+
+class Inbound:
+    """Gathers one bridge's incoming messages per read and delivers them on the lane."""
+
+    def __init__(self, bridge: NatsBridge) -> None:
+        self.bridge = bridge
+        self._batch: list[tuple[Callable[[Msg], None], Msg]] = []
+        self._bytes = 0
+
+    def gather(self, handler: Callable[[Msg], None], acknowledge: bool = False
+               ) -> Callable[[Msg], None]:
+        """A sink for :class:`Direct` that runs ``handler(msg)`` on the lane, later; with
+        ``acknowledge``, a request is acknowledged at once."""
+        batch = self._batch
+        ack = self.bridge.asking.acknowledge
+
+        def add(msg: Msg) -> None:
+            if acknowledge and msg.reply:
+                ack(msg.reply)
+            batch.append((handler, msg))
+            self._bytes += len(msg.data)
+
+        return add
+
+    def attach(self, nc: Client) -> bool:
+        """Make the client's reading task hand each chunk's messages to the lane, waiting
+        while the lane is full. False when this ``nats-py`` has no parser to wrap."""
+        parser = getattr(nc, "_ps", None)
+        parse: Callable[[bytes], Awaitable[Any]] | None = getattr(parser, "parse", None)
+        if parse is None or getattr(parse, "berrymq", False):
+            return parse is not None
+        lane = io_loop.lane
+        batch = self._batch
+
+        async def parse_then_deliver(data: bytes = b"") -> None:
+            try:
+                await parse(data)
+            finally:
+                if batch:
+                    work = functools.partial(self._deliver, batch[:])
+                    batch.clear()
+                    size, self._bytes = self._bytes, 0
+                    try:
+                        await lane.put(work, size)
+                    except RuntimeError as exc:  # the lane stopped: the process is exiting
+                        self.bridge.losses.add(LANE_STOPPED, len(work.args[0]), str(exc))
+
+        parse_then_deliver.berrymq = True  # type: ignore[attr-defined]
+        parser._ps_parse = parse  # type: ignore[union-attr]
+        parser.parse = parse_then_deliver  # type: ignore[union-attr]
+        return True
+
+    @staticmethod
+    def _deliver(batch: list[tuple[Callable[[Msg], None], Msg]]) -> None:
+        for handler, msg in batch:
+            handler(msg)
+
+    # -- on the lane ----------------------------------------------------------------------
+
+    def on_message(self, msg: Msg) -> None:
+        """A message (or request) from a plain subscription."""
+        bridge = self.bridge
+        try:
+            data = loads(msg.data)
+            ident = parse(data[0])
+            kwargs = data[2]
+            if bridge.shared.marked(ident):
+                kwargs = FromBroker(kwargs)
+            message = _tuple_new(Message, (ident, tuple(data[1]), kwargs, data[3], data[4]))
+        except Exception as exc:  # noqa: BLE001 - a foreign or broken message
+            bridge.undecodable(msg.subject, exc)
+            return
+        if msg.reply:
+            bridge.asking.answer(message, data, msg.reply)
+            return
+        try:
+            if len(data) > 5 and data[5]:
+                bridge.bus.receive(message, bridge, parse(data[5]))
+            else:
+                bridge.bus.receive(message, bridge)
+        except Exception as exc:  # noqa: BLE001 - no sender here to raise to
+            bridge.receivers_failed(message, exc)
+
+    def for_group(self, group: str) -> Callable[[Msg], None]:
+        """The handler of a queue-group subscription (for the shared queues of a pattern)."""
+        bridge = self.bridge
+
+        def on_queued(msg: Msg) -> None:
+            if msg.reply:
+                return  # asks are answered through the plain subscriptions
+            try:
+                data = loads(msg.data)
+                ident = parse(data[0])
+            except Exception as exc:  # noqa: BLE001 - a foreign or broken message
+                bridge.undecodable(msg.subject, exc)
+                return
+            if len(data) > 6 and data[6] and group in data[6]:
+                return  # a shared queue of the sending process took it already
+            receiver = bridge.shared.receiver_of(group)
+            if receiver is None:
+                bridge.losses.add(QUEUE_FULL, 1, f"{ident} for group {group}: the queue closed")
+                return
+            message = _tuple_new(Message, (ident, tuple(data[1]), data[2], data[3] + 1, data[4]))
+            try:
+                receiver(message)  # type: ignore[operator]
+            except Exception as exc:  # noqa: BLE001 - QueueFull and the like
+                bridge.losses.add(QUEUE_FULL, 1, f"{ident} for group {group}: {exc}")
+
+        return on_queued
