@@ -364,7 +364,7 @@ class NatsBridge(Connection):
         published = self.outbox.published
         await confirm_written(nc, max(1, math.ceil(deadline - time.monotonic())))
         if self.outbox.nc is nc:
-            self.outbox.confirmed = max(self.outbox.confirmed, published)
+            self.outbox.confirmed_up_to(published)
         delivered = threading.Event()
         if on_lane:  # the lane waits for this very call: what came before it has run
             delivered.set()

@@ -45,6 +45,13 @@ __all__ = ["Item", "Outbox", "confirm_written"]
 #: ``(subject, payload, reply subject or "")``
 Item = tuple[str, bytes, str]
 
+
+class _Control(tuple):  # type: ignore[type-arg]
+    """An item of the bridge's own (presence, acknowledgement, reply): not one of the
+    application's messages, so it is not counted as lost and not held while disconnected."""
+
+    __slots__ = ()
+
 #: Seconds a PING may take before the confirmation is given up (the connection is dead).
 _CONFIRM_TIMEOUT = 10
 
@@ -89,6 +96,7 @@ class Outbox:
         # Counted on the I/O thread, per connection: published, and confirmed by a PONG.
         self.published = 0
         self.confirmed = 0
+        self._control: list[int] = []  # the numbers of the published items that were _Control
         self._confirming: asyncio.Task[None] | None = None
 
     @property
@@ -121,7 +129,7 @@ class Outbox:
         never waits, so that the I/O thread can send it; dropped while disconnected (the
         asker's deadline reports a missing reply)."""
         if self.connected:
-            self._out.append(item)
+            self._out.append(_Control(item))
             if not self._wake_pending:
                 self._wake_pending = True
                 io_loop.call_soon(self._wake.set)
@@ -185,8 +193,10 @@ class Outbox:
                 break
             item = out.popleft()
             try:
-                await nc.publish(*item)
+                await nc.publish(item[0], item[1], item[2])
                 self.published += 1
+                if type(item) is _Control:
+                    self._control.append(self.published)
             except OutboundBufferLimitError:
                 out.appendleft(item)
                 self.hold_out()
@@ -206,12 +216,18 @@ class Outbox:
                 target = self.published
                 await confirm_written(nc, _CONFIRM_TIMEOUT)
                 if self.nc is nc and self._confirming is asyncio.current_task():
-                    self.confirmed = max(self.confirmed, target)
+                    self.confirmed_up_to(target)
         except Exception:  # noqa: BLE001 - the connection dropped: connection_lost counts
             pass
         finally:
             if self._confirming is asyncio.current_task():
                 self._confirming = None
+
+    def confirmed_up_to(self, published: int) -> None:
+        """The server has read the first ``published`` messages of this connection."""
+        if published > self.confirmed:
+            self.confirmed = published
+            self._control = [n for n in self._control if n > published]
 
     def connection_lost(self) -> int:
         """The connection dropped: count what was in flight, hold what waits. Returns the
@@ -222,8 +238,10 @@ class Outbox:
         for command in getattr(nc, "_pending", ()) or ():
             if command.startswith((b"PUB ", b"HPUB ")):
                 unwritten += 1
-        lost = max(0, self.published - self.confirmed - unwritten)
-        self.published, self.confirmed = unwritten, 0
+        written = self.published - unwritten  # the newest ones are the unwritten ones
+        control = sum(1 for n in self._control if self.confirmed < n <= written)
+        lost = max(0, written - self.confirmed - control)
+        self.published, self.confirmed, self._control = unwritten, 0, []
         if self._confirming is not None:
             self._confirming.cancel()
             self._confirming = None
@@ -238,8 +256,9 @@ class Outbox:
             self.connected = False
             while self._out:
                 item = self._out.popleft()
-                self._held.append(item)
-                self._held_bytes += len(item[1])
+                if type(item) is not _Control:
+                    self._held.append(item)
+                    self._held_bytes += len(item[1])
         self._room.set()
 
     def resume(self, nc: Client) -> None:
