@@ -37,6 +37,7 @@ from berrymq.errors import ConnectionClosed, ReplyError
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message
 from berrymq_nats.codec import decode_reply, dumps, encode_message, encode_reply, loads
+from berrymq_nats.inbound import progress
 
 if TYPE_CHECKING:
     from berrymq_nats.bridge import NatsBridge
@@ -211,11 +212,13 @@ class Asking:
                 bridge.outbox.put_control((self.node_prefix + node, b'{"k":"probe","n":""}',
                                            f"{inbox}.{node}"))
 
+        progress.ask_started()
         try:
             payload = encode_message(message, None, bridge.shared.taken(ident), timeout)
             bridge.outbox.put((bridge.subjects.subject(ident), payload, inbox), ident)
             return waiter.wait(timeout, probe)
         finally:
+            progress.ask_ended()
             self._asks.pop(token, None)
 
     def on_answer(self, msg: Msg) -> None:
@@ -251,8 +254,8 @@ class Asking:
         self.bridge.outbox.put_control((reply, dumps({"k": "a", "n": self.node}).encode(), ""))
 
     def answer(self, message: Message, data: list[Any], reply: str) -> None:
-        """Delivery thread: run the receivers and publish their replies (once per request:
-        a process may get a request through two of its subscriptions)."""
+        """The answering thread: run the receivers and publish their replies (once per
+        request: a process may get a request through two of its subscriptions)."""
         uid = message[4]
         seen = self._seen
         if uid is not None:

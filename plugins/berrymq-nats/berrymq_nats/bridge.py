@@ -151,6 +151,7 @@ class NatsBridge(Connection):
                 await nc.close()
                 return
             self._nc = nc
+            _close_before_reconnecting(nc)
             if not self.inbound.attach(nc):
                 self._failed("failed: this version of nats-py is not supported (no parser)")
                 await nc.close()
@@ -253,7 +254,7 @@ class NatsBridge(Connection):
                 await self._plain.pop(subject).unsubscribe()
             for key in [k for k in self._queued if k not in queued]:
                 await self._queued.pop(key).unsubscribe()
-            on_message = self.inbound.gather(self.inbound.on_message, acknowledge=True)
+            on_message = self.inbound.gather(self.inbound.on_message, requests=True)
             for subject in sorted(plain - self._plain.keys()):
                 self._plain[subject] = await self._subscribe(subject, "", on_message)
             for key in sorted(queued.keys() - self._queued.keys()):
@@ -332,22 +333,25 @@ class NatsBridge(Connection):
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message sent and every subscription made before this call has
-        reached the NATS server (a PING/PONG round trip), and the messages that arrived
-        before it have been handed to the receivers. False if ``timeout`` seconds (default
-        30) passed first (NATS unreachable, say), or if a message accepted since the last
-        flush was lost (see :attr:`losses`)."""
+        reached the NATS server (a PING/PONG round trip), and the messages this bridge
+        received before the PONG have been handed to the receivers (unless called by one
+        of them). False if ``timeout`` seconds (default 30) passed first (NATS unreachable,
+        say), or if a message accepted since the last flush was lost (see :attr:`losses`)."""
         if io_loop.in_loop():
             raise RuntimeError("flush() cannot be called from the I/O thread")
         ok = True
         if not self.closed:
             timeout = 30.0 if timeout is None else timeout
             deadline = time.monotonic() + timeout
-            on_lane = getattr(io_loop.lane, "_thread", None) is threading.current_thread()
             try:
-                delivered = io_loop.run(self._flush(deadline, on_lane), timeout + 1.0)
-                ok = delivered.wait(max(0.0, deadline - time.monotonic()))
+                received = io_loop.run(self._flush(deadline), timeout + 1.0)
             except Exception:  # noqa: BLE001 - not connected in time, or the connection dropped
                 ok = False
+            else:
+                on_lane = getattr(io_loop.lane, "_thread", None) is threading.current_thread()
+                if not on_lane:  # a receiver waiting for its own batch would wait forever
+                    ok = self.inbound.wait_delivered(
+                        received, max(0.0, deadline - time.monotonic()))
         else:
             ok = not self.outbox.waiting
         total = self.losses.total
@@ -355,7 +359,8 @@ class NatsBridge(Connection):
         self._lost_mark = total
         return ok
 
-    async def _flush(self, deadline: float, on_lane: bool) -> threading.Event:
+    async def _flush(self, deadline: float) -> int:
+        """Returns how many messages this bridge had received when the PONG came."""
         await asyncio.wait_for(self._up.wait(), max(0.0, deadline - time.monotonic()))
         await self._sync_subscriptions()
         await self.outbox.pump()
@@ -365,12 +370,7 @@ class NatsBridge(Connection):
         await confirm_written(nc, max(1, math.ceil(deadline - time.monotonic())))
         if self.outbox.nc is nc:
             self.outbox.confirmed_up_to(published)
-        delivered = threading.Event()
-        if on_lane:  # the lane waits for this very call: what came before it has run
-            delivered.set()
-        else:
-            await io_loop.lane.put(delivered.set)
-        return delivered
+        return self.inbound.gathered
 
     # -- closing ----------------------------------------------------------------------------
 
@@ -422,6 +422,26 @@ class NatsBridge(Connection):
 
     def __repr__(self) -> str:
         return f"<NatsBridge {self.address} bus={self.bus.name} {self.state}>"
+
+
+def _close_before_reconnecting(nc: Client) -> None:
+    """Work around a nats-py defect: when a reconnection attempt fails after the TCP
+    connection was made (the server closes it before its greeting, as a relay whose
+    server is down does), the client opens the next one without closing that one, whose
+    stream writer is then collected unclosed (a ``ResourceWarning``)."""
+    transport = getattr(nc, "_transport", None)
+    connect = getattr(transport, "connect", None)
+    if connect is None or getattr(connect, "berrymq", False):
+        return
+
+    async def close_then_connect(*args: Any, **kwargs: Any) -> None:
+        writer = getattr(transport, "_io_writer", None)
+        if writer is not None:
+            writer.close()
+        await connect(*args, **kwargs)
+
+    close_then_connect.berrymq = True  # type: ignore[attr-defined]
+    transport.connect = close_then_connect  # type: ignore[union-attr]
 
 
 # Bridges still open at interpreter exit are closed, so that messages sent just before

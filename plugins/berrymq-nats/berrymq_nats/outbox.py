@@ -58,15 +58,20 @@ _CONFIRM_TIMEOUT = 10
 
 async def confirm_written(nc: Client, timeout: int) -> None:
     """Return once the server has read everything written to ``nc`` so far (a PING/PONG
-    behind it); ``nats.errors`` on a timeout or a dropped connection.
+    behind it); raise on a timeout or when the connection is not up.
 
     ``nc.flush()`` alone writes its PING ahead of commands still in the client's buffer,
-    so they are written out first.
+    so they are written out first; and while the client reconnects it returns at once,
+    without a PONG, which confirms nothing.
     """
+    if not nc.is_connected:
+        raise ConnectionClosed("NATS is not connected")
     flush_pending = getattr(nc, "_flush_pending", None)
     if flush_pending is not None:
         await flush_pending(force_flush=True)
     await nc.flush(timeout)
+    if not nc.is_connected:
+        raise ConnectionClosed("the connection to NATS dropped before the server confirmed")
 
 
 class Outbox:
@@ -157,6 +162,8 @@ class Outbox:
                 return
             if self.closed:
                 raise ConnectionClosed(f"the NATS bridge to {self.describe()} is closed")
+            # A message this thread put just before the drop was noticed comes first.
+            self._move_out()
             size = len(item[1])
             count, held_bytes = len(self._held), self._held_bytes
             if count >= self.limit or (count and held_bytes + size > self.byte_limit):
@@ -254,12 +261,16 @@ class Outbox:
         """Move what waits for the loop into the disconnect buffer (loop thread)."""
         with self._held_lock:
             self.connected = False
-            while self._out:
-                item = self._out.popleft()
-                if type(item) is not _Control:
-                    self._held.append(item)
-                    self._held_bytes += len(item[1])
+            self._move_out()
         self._room.set()
+
+    def _move_out(self) -> None:
+        # Under _held_lock: what waits for the loop joins the disconnect buffer, in order.
+        while self._out:
+            item = self._out.popleft()
+            if type(item) is not _Control:
+                self._held.append(item)
+                self._held_bytes += len(item[1])
 
     def resume(self, nc: Client) -> None:
         """(Re)connected with subscriptions confirmed: publish the held messages first."""

@@ -80,32 +80,57 @@ def require_nats_server() -> str:
     return program
 
 
+class PortTaken(RuntimeError):
+    """Another program took a port between the choice and the server's start."""
+
+
 class NatsServer:
     """One ``nats-server`` process on loopback; ``stop()`` (SIGKILL) and ``start()`` again
     keep the same ports.
 
     :param cluster_port: join a cluster, listening for routes on this port.
     :param routes: the cluster ports of the other nodes.
+    :param monitor: serve the monitoring endpoint too (see :meth:`monitor_json`).
     """
 
     def __init__(self, workdir: Path, *, port: int | None = None, cluster_port: int | None = None,
-                 routes: tuple[int, ...] = (), name: str = "n1") -> None:
+                 routes: tuple[int, ...] = (), name: str = "n1", monitor: bool = False) -> None:
         self.program = require_nats_server()
+        self._fixed = port is not None or cluster_port is not None
         self.port = port or free_port()
-        self.monitor = free_port()
+        self.monitor = free_port() if monitor else None
         self.cluster_port = cluster_port
         self.routes = routes
         self.name = name
-        self.log = workdir / f"nats-{name}-{self.port}.log"
+        self.workdir = workdir
+        self.started = False
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"nats-{self.name}-{self.port}.log"
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> NatsServer:
-        args = [self.program, "-a", "127.0.0.1", "-p", str(self.port), "-n", self.name,
-                "-m", str(self.monitor)]
+        """Start the server; the first time, ports another program took meanwhile are
+        replaced by others (a restart keeps them: clients reconnect to them)."""
+        for attempt in range(3):
+            try:
+                return self._start()
+            except PortTaken:
+                if self._fixed or self.started or attempt == 2:
+                    raise
+                self.port = free_port()
+                self.monitor = self.monitor and free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self) -> NatsServer:
+        args = [self.program, "-a", "127.0.0.1", "-p", str(self.port), "-n", self.name]
+        if self.monitor:
+            args += ["-m", str(self.monitor)]
         if self.cluster_port is not None:
             args += ["--cluster_name", "berrymq-test",
                      "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
@@ -114,6 +139,7 @@ class NatsServer:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         self.wait_ready()
+        self.started = True
         return self
 
     def wait_ready(self) -> None:
@@ -122,6 +148,9 @@ class NatsServer:
         while True:
             assert self.process is not None
             if self.process.poll() is not None:
+                if "address already in use" in self.log.read_text():
+                    self.log.unlink()
+                    raise PortTaken(self.port)
                 raise RuntimeError(
                     f"nats-server exited with {self.process.returncode}: {self.log.read_text()}"
                 )
@@ -145,6 +174,7 @@ class NatsServer:
 
     def monitor_json(self, path: str) -> dict[str, Any]:
         """A page of the server's monitoring endpoint (``/connz?subs=1``, ``/routez``)."""
+        assert self.monitor, "start the server with monitor=True"
         with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor}{path}", timeout=2) as r:
             return dict(json.loads(r.read()))
 

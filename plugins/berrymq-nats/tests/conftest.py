@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from berrymq_nats import NatsBridge
 from berrymq_nats import plugin as nats_plugin
-from berrymq_nats.testing import NatsServer, free_port, wait_until
+from berrymq_nats.testing import NatsServer, bridge_of, free_port, wait_until
 
 from berrymq.bus import Bus
 from berrymq.default import use_bus
@@ -89,6 +90,13 @@ def make_bus(nats_host: PluginHost) -> Iterator[Callable[..., Bus]]:
     yield make
     for bus in buses:
         bus.close()
+
+
+@pytest.fixture
+def pair(nats_server: NatsServer, make_bus: Callable[..., Bus]) -> tuple[Bus, NatsBridge, Bus, NatsBridge]:
+    """Two buses, each joined to the test's server by its own bridge."""
+    a, b = make_bus("a"), make_bus("b")
+    return a, bridge_of(a, nats_server.url), b, bridge_of(b, nats_server.url)
 
 
 @pytest.fixture

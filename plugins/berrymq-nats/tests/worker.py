@@ -16,6 +16,7 @@ answer line on stdout (``error ...`` when it failed). Commands:
     flush                      wait until NATS has every subscription and message
     leave                      end the program without closing anything
     status                     the bridge's status line
+    peers                      the node ids the bridge knows, as JSON
     exit
 """
 
@@ -103,6 +104,8 @@ def main() -> None:
                 answer = "ok" if bridge.flush(10.0) else "error flush timed out"
             elif command == "status":
                 answer = bridge.status()
+            elif command == "peers":
+                answer = json.dumps(sorted(bridge.asking.peers))
             elif command == "leave":  # end without closing: the atexit hook sends the rest
                 print("bye", flush=True)
                 return
