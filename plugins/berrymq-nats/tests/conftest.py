@@ -47,8 +47,8 @@ def nats_factory(tmp_path: Path) -> Iterator[Callable[..., NatsServer]]:
 
 @pytest.fixture
 def nats_server(nats_factory: Callable[..., NatsServer]) -> NatsServer:
-    """A started nats-server on a free loopback port."""
-    return nats_factory().start()
+    """A started nats-server on a free loopback port, with its monitoring endpoint."""
+    return nats_factory(monitor=True).start()
 
 
 _host: PluginHost | None = None
@@ -110,11 +110,11 @@ def default_bus(make_bus: Callable[..., Bus]) -> Iterator[Bus]:
 class Worker:
     """A berryMQ process (tests/worker.py) driven by lines on stdin, answering on stdout."""
 
-    def __init__(self, url: str, *args: str) -> None:
+    def __init__(self, url: str, *args: str, config: Path | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, str(WORKER), url, *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "BERRYMQ_CONFIG": ""},
+            env={**os.environ, "BERRYMQ_CONFIG": str(config or "")},
         )
 
     def call(self, *command: object, timeout: float = 30.0) -> str:
@@ -152,8 +152,9 @@ def workers() -> Iterator[Callable[..., Worker]]:
     """Start berryMQ worker processes; all end after the test."""
     started: list[Worker] = []
 
-    def start(url: str, *args: str) -> Worker:
-        worker = Worker(url, *args)
+    def start(url: str, *args: str, config: Path | None = None) -> Worker:
+        """``url`` "settings": join NATS as the settings file ``config`` says."""
+        worker = Worker(url, *args, config=config)
         started.append(worker)
         assert worker.call("ping") == "pong"
         return worker

@@ -55,10 +55,12 @@ def test_ask_times_out_on_a_slow_receiver(pair: Pair) -> None:
     release = threading.Event()
     b.subscribe("slow:op", lambda m: release.wait(20), weak=False)
     settle(bb)
+    started = time.monotonic()
     try:
         (reply,) = a.ask("slow:op", timeout=0.5)
     finally:
         release.set()
+    assert time.monotonic() - started < 2.0
     assert isinstance(reply, ReplyError) and reply.exception_type == "TimeoutError"
 
 

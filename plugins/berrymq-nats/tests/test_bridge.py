@@ -4,7 +4,10 @@ its own, closed cleanly without stopping the loop."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -165,3 +168,29 @@ def test_closing_a_bus_stops_its_bridge_not_the_loop(nats_server: Any, make_bus:
     bridge_of(c, nats_server.url)
     c.twitter("job:go", "after")
     assert got.wait(1)[0].args == ("after",)
+
+
+def run_plugins_command(config: Path) -> subprocess.CompletedProcess[str]:
+    """``berrymq plugins`` in a process of its own, with ``config`` as its settings file."""
+    env = dict(os.environ, BERRYMQ_CONFIG=str(config))
+    return subprocess.run([sys.executable, "-m", "berrymq", "plugins"], capture_output=True,
+                          text=True, timeout=60, env=env, cwd=config.parent)
+
+
+def test_the_plugins_command_shows_the_state_and_names_bad_settings(
+    nats_server: Any, tmp_path: Path,
+) -> None:
+    config = tmp_path / "berrymq.toml"
+    config.write_text(f'[berrymq.nats]\nservers = ["{nats_server.url}"]\n', encoding="utf-8")
+    out = run_plugins_command(config)
+    assert out.returncode == 0, out.stderr
+    assert f"status: nats: connected; server {nats_server.url}" in out.stdout, out.stdout
+    config.write_text(f'[berrymq.nats]\nservers = ["{nats_server.url}"]\nbogus = 1\n',
+                      encoding="utf-8")
+    bad = run_plugins_command(config)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "bogus" in bad.stderr and "berrymq.toml" in bad.stderr, bad.stderr
+    config.write_text('[berrymq.nats]\nservers = ["http://127.0.0.1:1"]\n', encoding="utf-8")
+    url = run_plugins_command(config)
+    assert url.returncode != 0 and "Traceback" not in url.stderr
+    assert "berrymq.toml" in url.stderr and "is not a URL like" in url.stderr, url.stderr

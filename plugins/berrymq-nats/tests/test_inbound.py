@@ -112,7 +112,7 @@ def test_namespaces_stay_apart(pair: Pair) -> None:
     assert default.ids == ["job:go"]
 
 
-def test_subscriptions_follow_registrations(pair: Pair) -> None:
+def test_subscriptions_follow_registrations(pair: Pair, nats_server: Any) -> None:
     a, ba, b, bb = pair
     assert bb._nc is not None
     settle(bb)
@@ -121,6 +121,10 @@ def test_subscriptions_follow_registrations(pair: Pair) -> None:
     handle = b.subscribe("job:*", got, weak=False)
     settle(bb)
     assert set(bb._plain) == {"berrymq.~.job.*", "berrymq.~.%2A.*"}
+    # What the server itself says: nothing that carries unrelated traffic, no '>'.
+    on_server = [s for conn in nats_server.subjects_of() for s in conn]
+    assert {"berrymq.~.job.*", "berrymq.~.%2A.*"} <= set(on_server)
+    assert not [s for s in on_server if s.endswith(">") or ".other." in s], on_server
     before = bb._nc.stats["in_msgs"]
     a.twitter("other:go", 1)      # no interest anywhere: the server drops it
     a.twitter("job:go", 2)
@@ -165,6 +169,20 @@ def test_talk_replies_come_back(pair: Pair) -> None:
     (answer,) = answers.wait(1)
     assert answer.args == (42,)
 
+
+
+def test_escaped_identifiers_cross(pair: Pair) -> None:
+    a, _ba, b, bb = pair
+    everything = Recorder()
+    b.subscribe("*", everything, weak=False)
+    b.subscribe("*@a.b:*", everything, weak=False)
+    settle(bb)
+    for ident in ("v1.2:a>b", "café:ünï", "v1.2@a.b:x>y", "_local:no"):
+        a.twitter(ident, ident)
+    everything.wait(3)
+    settle(bb)
+    assert everything.args == ["v1.2:a>b", "café:ünï", "v1.2@a.b:x>y"]
+    assert [m.identifier.namespace for m in everything.messages] == [None, None, "a.b"]
 
 
 def test_receivers_run_on_the_delivery_lane(pair: Pair) -> None:
