@@ -54,6 +54,9 @@ class _Control(tuple):  # type: ignore[type-arg]
 
 #: Seconds a PING may take before the confirmation is given up (the connection is dead).
 _CONFIRM_TIMEOUT = 10
+#: At most this many messages are published and not yet confirmed by the server: what a
+#: crash of the server can take without a trace on the wire is bounded by it.
+UNCONFIRMED_LIMIT = 2000
 
 
 async def confirm_written(nc: Client, timeout: int) -> None:
@@ -103,6 +106,7 @@ class Outbox:
         self.confirmed = 0
         self._control: list[int] = []  # the numbers of the published items that were _Control
         self._confirming: asyncio.Task[None] | None = None
+        self._confirmed = asyncio.Event()  # set when confirmations advance or the link drops
 
     @property
     def held(self) -> tuple[int, int]:
@@ -198,6 +202,9 @@ class Outbox:
             if not self.connected:
                 self.hold_out()
                 break
+            if self.published - self.confirmed >= UNCONFIRMED_LIMIT:
+                await self._wait_for_confirmation(nc)
+                continue
             item = out.popleft()
             try:
                 await nc.publish(item[0], item[1], item[2])
@@ -216,6 +223,12 @@ class Outbox:
         if self.published != published and self._confirming is None:
             self._confirming = asyncio.get_running_loop().create_task(self._confirm(nc))
 
+    async def _wait_for_confirmation(self, nc: Client) -> None:
+        if self._confirming is None:
+            self._confirming = asyncio.get_running_loop().create_task(self._confirm(nc))
+        self._confirmed.clear()
+        await self._confirmed.wait()
+
     async def _confirm(self, nc: Client) -> None:
         """PING behind what was written until the server has confirmed all of it."""
         try:
@@ -229,12 +242,14 @@ class Outbox:
         finally:
             if self._confirming is asyncio.current_task():
                 self._confirming = None
+            self._confirmed.set()  # a pump waiting for it looks again
 
     def confirmed_up_to(self, published: int) -> None:
         """The server has read the first ``published`` messages of this connection."""
         if published > self.confirmed:
             self.confirmed = published
             self._control = [n for n in self._control if n > published]
+            self._confirmed.set()
 
     def connection_lost(self) -> int:
         """The connection dropped: count what was in flight, hold what waits. Returns the
@@ -249,6 +264,7 @@ class Outbox:
         control = sum(1 for n in self._control if self.confirmed < n <= written)
         lost = max(0, written - self.confirmed - control)
         self.published, self.confirmed, self._control = unwritten, 0, []
+        self._confirmed.set()
         if self._confirming is not None:
             self._confirming.cancel()
             self._confirming = None
