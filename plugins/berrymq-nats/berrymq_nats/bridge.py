@@ -33,17 +33,17 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
-from berrymq.errors import TransportError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.transports.base import Connection
 from berrymq.transports.ioloop import io_loop
 from berrymq_nats.asking import Asking
+from berrymq_nats.client import client_options, close_before_reconnecting, confirm_written, subscribe_direct
 from berrymq_nats.codec import encode_message
-from berrymq_nats.inbound import Direct, Inbound
+from berrymq_nats.inbound import Inbound
 from berrymq_nats.losses import UNDECODABLE, Losses
 from berrymq_nats.options import BrokerOptions
-from berrymq_nats.outbox import Outbox, confirm_written
+from berrymq_nats.outbox import Outbox
 from berrymq_nats.shared import SharedQueues
 from berrymq_nats.subjects import SubjectMap, minimize
 
@@ -109,36 +109,16 @@ class NatsBridge(Connection):
         """Wait until the first connection is made; False if ``timeout`` passed first."""
         return self._ready.wait(timeout)
 
-    def _client_options(self) -> dict[str, Any]:
-        opts = self.options
-        kwargs: dict[str, Any] = {
-            "servers": list(opts.servers),
-            "no_echo": True,
-            "allow_reconnect": True,
-            "connect_timeout": opts.connect_timeout,
-            "reconnect_time_wait": opts.reconnect_wait,
-            "max_reconnect_attempts": opts.max_reconnect_attempts,
-            "skip_subject_validation": True,
-            "disconnected_cb": self._on_disconnected,
-            "reconnected_cb": self._on_reconnected,
-            "closed_cb": self._on_closed,
-            "error_cb": self._on_error,
-            "name": opts.name or f"berrymq {self.bus.name} {self.bus.node_id}",
-        }
-        for key in ("token", "user", "password"):
-            if getattr(opts, key) is not None:
-                kwargs[key] = getattr(opts, key)
-        if opts.credentials is not None:
-            kwargs["user_credentials"] = opts.credentials
-        return kwargs
-
     async def _connect(self) -> None:
         opts = self.options
         attempts = 0
         while not self.closed:
             attempts += 1
             try:
-                nc = await nats.connect(**self._client_options())
+                nc = await nats.connect(**client_options(
+                    opts, f"berrymq {self.bus.name} {self.bus.node_id}",
+                    disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
+                    closed_cb=self._on_closed, error_cb=self._on_error))
             except Exception as exc:  # noqa: BLE001 - reported in the state, then retried
                 self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 self.state = f"connecting (attempt {attempts} failed: {self.last_error})"
@@ -151,7 +131,7 @@ class NatsBridge(Connection):
                 await nc.close()
                 return
             self._nc = nc
-            _close_before_reconnecting(nc)
+            close_before_reconnecting(nc)
             if not self.inbound.attach(nc):
                 self._failed("failed: this version of nats-py is not supported (no parser)")
                 await nc.close()
@@ -270,15 +250,8 @@ class NatsBridge(Connection):
 
     async def _subscribe(self, subject: str, group: str, sink: Callable[[Msg], None]
                          ) -> NatsSubscription:
-        nc = self._nc
-        assert nc is not None
-        # No pending limits: Direct holds nothing (the lane bounds what waits).
-        sub = await nc.subscribe(subject, queue=group, pending_bytes_limit=0)
-        if not isinstance(getattr(sub, "_pending_queue", None), asyncio.Queue):
-            await sub.unsubscribe()
-            raise TransportError("this version of nats-py is not supported (no pending queue)")
-        sub._pending_queue = Direct(sink)  # type: ignore[assignment]
-        return sub
+        assert self._nc is not None
+        return await subscribe_direct(self._nc, subject, group, sink)
 
     # -- out --------------------------------------------------------------------------------
 
@@ -394,6 +367,21 @@ class NatsBridge(Connection):
             io_loop.run(self._shutdown(), self.options.connect_timeout + 5.0)
         except Exception as exc:  # noqa: BLE001 - closing goes on regardless
             logger.error("NATS bridge of bus %s did not shut down cleanly: %r", bus.name, exc)
+            io_loop.submit(self._abandon())
+
+    async def _abandon(self) -> None:
+        """The shutdown did not finish in time: count what was not confirmed or not sent,
+        and let the client go."""
+        if self.state == "closed":
+            return
+        self.outbox.connection_lost()
+        self.outbox.close(connected=False)
+        self.state = "closed"
+        self.losses.close()
+        nc = self._nc
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), self.options.connect_timeout)
 
     async def _shutdown(self) -> None:
         current = asyncio.current_task()
@@ -422,26 +410,6 @@ class NatsBridge(Connection):
 
     def __repr__(self) -> str:
         return f"<NatsBridge {self.address} bus={self.bus.name} {self.state}>"
-
-
-def _close_before_reconnecting(nc: Client) -> None:
-    """Work around a nats-py defect: when a reconnection attempt fails after the TCP
-    connection was made (the server closes it before its greeting, as a relay whose
-    server is down does), the client opens the next one without closing that one, whose
-    stream writer is then collected unclosed (a ``ResourceWarning``)."""
-    transport = getattr(nc, "_transport", None)
-    connect = getattr(transport, "connect", None)
-    if connect is None or getattr(connect, "berrymq", False):
-        return
-
-    async def close_then_connect(*args: Any, **kwargs: Any) -> None:
-        writer = getattr(transport, "_io_writer", None)
-        if writer is not None:
-            writer.close()
-        await connect(*args, **kwargs)
-
-    close_then_connect.berrymq = True  # type: ignore[attr-defined]
-    transport.connect = close_then_connect  # type: ignore[union-attr]
 
 
 # Bridges still open at interpreter exit are closed, so that messages sent just before

@@ -22,7 +22,7 @@ from __future__ import annotations
 import atexit
 import functools
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
@@ -31,40 +31,16 @@ from nats.aio.msg import Msg
 from berrymq.identifier import parse
 from berrymq.message import Message
 from berrymq.transports.ioloop import DeliveryLane, io_loop
+from berrymq_nats.client import after_each_read
 from berrymq_nats.codec import FromBroker, loads
 from berrymq_nats.losses import LANE_STOPPED, QUEUE_FULL
 
 if TYPE_CHECKING:
     from berrymq_nats.bridge import NatsBridge
 
-__all__ = ["Direct", "Inbound", "Progress", "answer_lane", "progress"]
+__all__ = ["Inbound", "Progress", "answer_lane", "progress"]
 
 _tuple_new = tuple.__new__
-
-
-class Direct:
-    """Stands in for a ``nats-py`` subscription's pending queue: hands each message to
-    ``handler`` at once, in the client's reading task. The handler must not raise."""
-
-    __slots__ = ("handler",)
-
-    def __init__(self, handler: Callable[[Msg], None]) -> None:
-        self.handler = handler
-
-    def put_nowait(self, msg: Msg) -> None:
-        self.handler(msg)
-
-    def qsize(self) -> int:
-        return 0
-
-    def empty(self) -> bool:
-        return True
-
-    def task_done(self) -> None:
-        pass
-
-    async def join(self) -> None:
-        return None
 
 
 class Progress:
@@ -143,20 +119,7 @@ class Inbound:
     def attach(self, nc: Client) -> bool:
         """Make the client's reading task hand each chunk's messages to the lane, waiting
         while the lane is full. False when this ``nats-py`` has no parser to wrap."""
-        parser = getattr(nc, "_ps", None)
-        parse: Callable[[bytes], Awaitable[Any]] | None = getattr(parser, "parse", None)
-        if parse is None or getattr(parse, "berrymq", False):
-            return parse is not None
-
-        async def parse_then_deliver(data: bytes = b"") -> None:
-            try:
-                await parse(data)
-            finally:
-                await self._hand_over()
-
-        parse_then_deliver.berrymq = True  # type: ignore[attr-defined]
-        parser.parse = parse_then_deliver  # type: ignore[union-attr]
-        return True
+        return after_each_read(nc, self._hand_over)
 
     async def _hand_over(self) -> None:
         """After each read: the messages to the lane, the requests to the answering thread

@@ -34,13 +34,14 @@ from nats.errors import OutboundBufferLimitError
 from berrymq.errors import ConnectionClosed
 from berrymq.identifier import Identifier
 from berrymq.transports.ioloop import io_loop
+from berrymq_nats.client import confirm_written
 from berrymq_nats.losses import IN_FLIGHT, NOT_SENT_AT_CLOSE, UNPUBLISHABLE, Losses
 from berrymq_nats.options import BrokerBufferFull, BrokerOptions
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Item", "Outbox", "confirm_written"]
+__all__ = ["Item", "Outbox"]
 
 #: ``(subject, payload, reply subject or "")``
 Item = tuple[str, bytes, str]
@@ -57,24 +58,6 @@ _CONFIRM_TIMEOUT = 10
 #: At most this many messages are published and not yet confirmed by the server: what a
 #: crash of the server can take without a trace on the wire is bounded by it.
 UNCONFIRMED_LIMIT = 2000
-
-
-async def confirm_written(nc: Client, timeout: int) -> None:
-    """Return once the server has read everything written to ``nc`` so far (a PING/PONG
-    behind it); raise on a timeout or when the connection is not up.
-
-    ``nc.flush()`` alone writes its PING ahead of commands still in the client's buffer,
-    so they are written out first; and while the client reconnects it returns at once,
-    without a PONG, which confirms nothing.
-    """
-    if not nc.is_connected:
-        raise ConnectionClosed("NATS is not connected")
-    flush_pending = getattr(nc, "_flush_pending", None)
-    if flush_pending is not None:
-        await flush_pending(force_flush=True)
-    await nc.flush(timeout)
-    if not nc.is_connected:
-        raise ConnectionClosed("the connection to NATS dropped before the server confirmed")
 
 
 class Outbox:
