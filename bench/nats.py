@@ -1,7 +1,7 @@
 """Messages per second between two processes through one NATS server: berryMQ's NATS
 bridge beside raw nats-py doing the same, in one run; prints the ratio.
 
-    python bench/nats.py [--url nats://127.0.0.1:4222] [-n 50000] [--rounds 3]
+    python bench/nats.py [--url nats://127.0.0.1:4222] [-n 50000] [--rounds 5] [--asks 500]
 
 Without ``--url`` it uses the server on 127.0.0.1:4222 if one answers, else starts a
 ``nats-server`` on a free port. Each round starts a receiver process (ready once its
@@ -17,6 +17,10 @@ round of each is reported.
   decodes every message inside the measurement.
 - berrymq: ``bus.twitter("bench:msg", i)`` in a loop through the bridge; a receiver
   function registered for ``bench:*`` on the other process counts them.
+
+Then the round trip of ``ask``: a responder process with one receiver, and an asking
+process that asks ``--asks`` times, one at a time (raw: ``nc.request`` answered by a
+callback that publishes a reply of the same shape). p50 and p99 are printed for both.
 """
 
 from __future__ import annotations
@@ -128,7 +132,69 @@ def berrymq_sender(url: str, n: int) -> None:
     bus.close()  # type: ignore[attr-defined]
 
 
+def raw_responder(url: str, n: int) -> None:
+    import nats
+
+    async def main() -> None:
+        nc = await nats.connect(url)
+
+        async def on_msg(msg: object) -> None:
+            await nc.publish(msg.reply, b'{"k":"r","r":[{"v":1}]}')  # type: ignore[attr-defined]
+
+        await nc.subscribe("bench.ask", cb=on_msg)
+        await nc.flush()
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await nc.close()
+
+    asyncio.run(main())
+
+
+def raw_asker(url: str, n: int) -> None:
+    import nats
+
+    async def main() -> None:
+        nc = await nats.connect(url)
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await nc.request("bench.ask", b"[]", timeout=5)
+            times.append(time.perf_counter() - start)
+        print("times " + json.dumps(times), flush=True)
+        await nc.close()
+
+    asyncio.run(main())
+
+
+def berrymq_responder(url: str, n: int) -> None:
+    bus, bridge = _bus(url)
+    bus.subscribe("bench:ask", lambda message: 1, weak=False)  # type: ignore[attr-defined]
+    bridge.flush()  # type: ignore[attr-defined]
+    print("ready", flush=True)
+    sys.stdin.read()
+    bus.close()  # type: ignore[attr-defined]
+
+
+def berrymq_asker(url: str, n: int) -> None:
+    bus, bridge = _bus(url)
+    ask = bus.ask  # type: ignore[attr-defined]
+    bridge.flush()  # type: ignore[attr-defined]
+    assert ask("bench:ask", timeout=5) == [1]  # the responder is known: no warm-up effects
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        replies = ask("bench:ask", timeout=5)
+        times.append(time.perf_counter() - start)
+        assert replies == [1], replies
+    print("times " + json.dumps(times), flush=True)
+    bus.close()  # type: ignore[attr-defined]
+
+
 ROLES = {
+    "raw-responder": raw_responder,
+    "raw-asker": raw_asker,
+    "berrymq-responder": berrymq_responder,
+    "berrymq-asker": berrymq_asker,
     "raw-receiver": raw_receiver,
     "raw-sender": raw_sender,
     "berrymq-receiver": berrymq_receiver,
@@ -141,7 +207,7 @@ ROLES = {
 
 def _spawn(role: str, url: str, n: int) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, __file__, "--role", role, "--url", url, "-n", str(n)],
-                            stdout=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
 def _line(process: subprocess.Popen[str], word: str) -> str:
@@ -167,6 +233,26 @@ def one_round(mode: str, url: str, n: int) -> float:
                 process.kill()
                 process.wait()
     return n / (end - start)
+
+
+def ask_round(mode: str, url: str, n: int) -> list[float]:
+    """Round-trip times of ``n`` asks, one at a time, from one process to another."""
+    responder = _spawn(f"{mode}-responder", url, n)
+    try:
+        _line(responder, "ready")
+        asker = _spawn(f"{mode}-asker", url, n)
+        times: list[float] = json.loads(_line(asker, "times"))
+        asker.wait(60)
+    finally:
+        assert responder.stdin is not None
+        responder.stdin.close()
+        responder.wait(60)
+    return times
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _reachable(url: str) -> bool:
@@ -202,6 +288,7 @@ def main() -> None:
     parser.add_argument("--url", default=None)
     parser.add_argument("-n", type=int, default=50_000, help="messages per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--asks", type=int, default=500, help="asks per round (0: none)")
     parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role:
@@ -215,9 +302,14 @@ def main() -> None:
             server, url = _start_server()
     try:
         rates: dict[str, list[float]] = {"raw": [], "berrymq": []}
+        asks: dict[str, list[float]] = {"raw": [], "berrymq": []}
         for _ in range(args.rounds):
             for mode in ("raw", "berrymq"):
                 rates[mode].append(one_round(mode, url, args.n))
+        if args.asks:
+            for _ in range(2):
+                for mode in ("raw", "berrymq"):
+                    asks[mode] += ask_round(mode, url, args.asks)
     finally:
         if server is not None:
             server.kill()
@@ -230,6 +322,13 @@ def main() -> None:
     print(f"{'berryMQ + berrymq-nats':<22}{berry:>12,.0f} msg/s   rounds: "
           + ", ".join(f"{r:,.0f}" for r in rates["berrymq"]))
     print(f"ratio berryMQ / raw nats-py: {berry / raw:.2f}x (target >= 0.60x)")
+    if args.asks:
+        print(f"ask round trip between two processes, {len(asks['raw'])} asks one at a time:")
+        for mode, label in (("raw", "raw nats-py request"), ("berrymq", "berryMQ ask")):
+            p50, p99 = _percentile(asks[mode], 0.5), _percentile(asks[mode], 0.99)
+            print(f"{label:<22} p50 {p50 * 1e6:>9,.0f} us   p99 {p99 * 1e6:>9,.0f} us")
+        ratio = _percentile(asks["berrymq"], 0.5) / _percentile(asks["raw"], 0.5)
+        print(f"ratio berryMQ / raw nats-py at p50: {ratio:.1f}x")
 
 
 if __name__ == "__main__":

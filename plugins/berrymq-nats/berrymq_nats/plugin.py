@@ -41,6 +41,8 @@ def berrymq_declare_settings(schema: SettingsSchema) -> None:
         reconnect_wait=_number,
         max_reconnect_attempts=int,
         buffer_limit=int,
+        buffer_bytes=int,
+        send_timeout=_number,
         ask_gather=_number,
         name=str,
     )

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.identifier import Identifier
 from berrymq.transports.base import Connection, Transport
-from berrymq_nats.bridge import BrokerOptions, NatsBridge
+from berrymq_nats.bridge import NatsBridge
+from berrymq_nats.options import BrokerOptions
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus

@@ -1,140 +1,33 @@
-"""Start real ``nats-server`` processes on free loopback ports for the tests.
-
-Never the server on the standard port 4222: each test gets its own. A server (or a
-cluster node) is started with ``-a 127.0.0.1 -p <free port>`` and is ready when it
-accepts a TCP connection and greets with ``INFO``; waiting is bounded by a deadline.
+"""Fixtures of the NATS plugin's tests: real ``nats-server`` processes on free loopback
+ports (never the server on the standard port 4222), isolated buses, berryMQ worker
+processes, and a TCP relay that can cut one client's link. The helpers themselves are in
+:mod:`berrymq_nats.testing`.
 """
 
 from __future__ import annotations
 
 import os
-import random
-import shutil
 import socket
 import subprocess
-import time
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-NATS_SERVER = shutil.which("nats-server")
-START_DEADLINE = 15.0
+import pytest
+from berrymq_nats import NatsBridge
+from berrymq_nats import plugin as nats_plugin
+from berrymq_nats.testing import NatsServer, bridge_of, free_port, wait_until
 
+from berrymq.bus import Bus
+from berrymq.default import use_bus
+from berrymq.plugins import PluginHost
+from berrymq.settings import Settings
 
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def free_port() -> int:
-    """A free loopback port outside the ephemeral range.
-
-    A client that keeps reconnecting to a port where nothing listens can be given that
-    very port as its own source port (a TCP self-connection), which would then stop the
-    server from restarting on it; ports below the ephemeral range are never handed out
-    to clients.
-    """
-    low, high = _ephemeral_range()
-    candidates = list(range(20000, low)) if low > 21000 else list(range(high + 1, 65535))
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.choice(candidates)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found outside the ephemeral range")
-
-
-def require_nats_server() -> str:
-    """The program's path; skips the test without it, unless BERRYMQ_REQUIRE_BROKERS=1."""
-    import pytest
-
-    if NATS_SERVER is None:
-        reason = "nats-server is not installed (Debian package nats-server)"
-        if os.environ.get("BERRYMQ_REQUIRE_BROKERS") == "1":
-            pytest.fail(f"{reason}, and BERRYMQ_REQUIRE_BROKERS=1 requires it")
-        pytest.skip(reason)
-    return NATS_SERVER
-
-
-class NatsServer:
-    """One ``nats-server`` process; ``stop()`` and ``start()`` again keep the same ports.
-
-    :param cluster_port: join a cluster, listening for routes on this port.
-    :param routes: the cluster ports of the other nodes.
-    """
-
-    def __init__(self, workdir: Path, *, port: int | None = None, cluster_port: int | None = None,
-                 routes: tuple[int, ...] = (), name: str = "n1") -> None:
-        self.program = require_nats_server()
-        self.port = port or free_port()
-        self.cluster_port = cluster_port
-        self.routes = routes
-        self.name = name
-        self.log = workdir / f"nats-{name}-{self.port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> NatsServer:
-        args = [self.program, "-a", "127.0.0.1", "-p", str(self.port), "-n", self.name]
-        if self.cluster_port is not None:
-            args += ["--cluster_name", "berrymq-test",
-                     "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
-            if self.routes:
-                args += ["--routes", ",".join(f"nats://127.0.0.1:{p}" for p in self.routes)]
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        self.wait_ready()
-        return self
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_DEADLINE
-        while True:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"nats-server exited with {self.process.returncode}: {self.log.read_text()}"
-                )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
-                    if sock.recv(4).startswith(b"INFO"):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nats-server on port {self.port} not ready in time")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(10)
-        self.process = None
+WORKER = Path(__file__).with_name("worker.py")
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-
-import sys  # noqa: E402
-import threading  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-
-import pytest  # noqa: E402
-from berrymq_nats import plugin as nats_plugin  # noqa: E402
-
-from berrymq.bus import Bus  # noqa: E402
-from berrymq.default import use_bus  # noqa: E402
-from berrymq.plugins import PluginHost  # noqa: E402
-from berrymq.settings import Settings  # noqa: E402
-
-WORKER = Path(__file__).with_name("worker.py")
 
 
 @pytest.fixture
@@ -154,8 +47,8 @@ def nats_factory(tmp_path: Path) -> Iterator[Callable[..., NatsServer]]:
 
 @pytest.fixture
 def nats_server(nats_factory: Callable[..., NatsServer]) -> NatsServer:
-    """A started nats-server on a free loopback port."""
-    return nats_factory().start()
+    """A started nats-server on a free loopback port, with its monitoring endpoint."""
+    return nats_factory(monitor=True).start()
 
 
 _host: PluginHost | None = None
@@ -200,6 +93,13 @@ def make_bus(nats_host: PluginHost) -> Iterator[Callable[..., Bus]]:
 
 
 @pytest.fixture
+def pair(nats_server: NatsServer, make_bus: Callable[..., Bus]) -> tuple[Bus, NatsBridge, Bus, NatsBridge]:
+    """Two buses, each joined to the test's server by its own bridge."""
+    a, b = make_bus("a"), make_bus("b")
+    return a, bridge_of(a, nats_server.url), b, bridge_of(b, nats_server.url)
+
+
+@pytest.fixture
 def default_bus(make_bus: Callable[..., Bus]) -> Iterator[Bus]:
     """An isolated bus that is the default bus (the module-level API) for the test."""
     bus = make_bus("default")
@@ -210,11 +110,11 @@ def default_bus(make_bus: Callable[..., Bus]) -> Iterator[Bus]:
 class Worker:
     """A berryMQ process (tests/worker.py) driven by lines on stdin, answering on stdout."""
 
-    def __init__(self, url: str, *args: str) -> None:
+    def __init__(self, url: str, *args: str, config: Path | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, str(WORKER), url, *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "BERRYMQ_CONFIG": ""},
+            env={**os.environ, "BERRYMQ_CONFIG": str(config or "")},
         )
 
     def call(self, *command: object, timeout: float = 30.0) -> str:
@@ -252,8 +152,9 @@ def workers() -> Iterator[Callable[..., Worker]]:
     """Start berryMQ worker processes; all end after the test."""
     started: list[Worker] = []
 
-    def start(url: str, *args: str) -> Worker:
-        worker = Worker(url, *args)
+    def start(url: str, *args: str, config: Path | None = None) -> Worker:
+        """``url`` "settings": join NATS as the settings file ``config`` says."""
+        worker = Worker(url, *args, config=config)
         started.append(worker)
         assert worker.call("ping") == "pong"
         return worker
@@ -363,15 +264,6 @@ def proxy_factory() -> Iterator[Callable[[int], Proxy]]:
     yield make
     for proxy in made:
         proxy.close()
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
-    """Poll ``condition`` until true, at most ``timeout`` seconds, else fail naming it."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what or condition}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

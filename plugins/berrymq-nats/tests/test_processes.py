@@ -4,43 +4,19 @@ cluster) that the tests start on free loopback ports."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from berrymq_nats import NatsBridge, NatsTransport
+from berrymq_nats.testing import Recorder, bridge_of
 
-from berrymq import Bus, Message, ReplyError
+import berrymq
+from berrymq import Bus, ReplyError
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 MakeBus = Callable[..., Bus]
-
-
-def bridge_of(bus: Bus, url: str, **options: Any) -> NatsBridge:
-    transport = bus.transport("nats")
-    assert isinstance(transport, NatsTransport)
-    return transport.connect_broker(url, **options)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, message: Message) -> None:
-        with self.cond:
-            self.messages.append(message)
-            self.cond.notify_all()
-
-    def wait(self, count: int, timeout: float = 20.0) -> list[Message]:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while len(self.messages) < count and time.monotonic() < deadline:
-                self.cond.wait(deadline - time.monotonic())
-            return list(self.messages)
 
 
 def received(worker: Any) -> list[list[Any]]:
@@ -48,10 +24,13 @@ def received(worker: Any) -> list[list[Any]]:
 
 
 def test_several_processes_share_a_bus(
-    nats_server: Any, make_bus: MakeBus, workers: Callable[..., Any],
+    nats_server: Any, make_bus: MakeBus, workers: Callable[..., Any], tmp_path: Path,
 ) -> None:
+    settings = tmp_path / "berrymq.toml"
+    settings.write_text(f'[berrymq.nats]\nservers = ["{nats_server.url}"]\n', encoding="utf-8")
     by_name = workers(nats_server.url)
-    by_action = workers(nats_server.url)
+    by_action = workers("settings", config=settings)  # joined by its settings file alone
+    assert by_action.call("status").startswith("connected")
     sender = workers(nats_server.url)
     by_name.call("follow", "job:*")
     by_action.call("follow", "*:stop")
@@ -60,6 +39,7 @@ def test_several_processes_share_a_bus(
     bridge = bridge_of(here, nats_server.url)
     mine = Recorder()
     here.subscribe("job:stop", mine, weak=False)
+    queue = berrymq.Queue("job:*", bus=here)  # a local queue stores what other processes send
     assert bridge.flush()
     for worker in (by_name, by_action, sender):
         worker.call("flush")
@@ -80,6 +60,9 @@ def test_several_processes_share_a_bus(
         assert [x for x in got if x in from_sender] == from_sender
     assert sorted(r[1][0] for r in received(sender)) == sorted(
         ["exact", "wild action", "wild name", "nobody remote", "from the test"])
+    stored = [queue.get(timeout=10).args[0] for _ in range(4)]
+    assert sorted(stored) == sorted(["from the test", *from_sender])
+    assert [x for x in stored if x in from_sender] == from_sender
     # Nothing more arrives: a settle round trip later, the counts are unchanged.
     for worker in (by_name, by_action, sender):
         worker.call("flush")

@@ -1,6 +1,8 @@
 """A berryMQ process for the NATS tests: joins NATS, then obeys one command per stdin line.
 
-Run as ``python worker.py NATS_URL[,URL...] [reconnect_wait]``. Each command gets one
+Run as ``python worker.py NATS_URL[,URL...] [reconnect_wait]``, or ``python worker.py
+settings`` to join NATS as the settings file named by ``BERRYMQ_CONFIG`` says (the bus is
+the default bus, started as an application's would be). Each command gets one
 answer line on stdout (``error ...`` when it failed). Commands:
 
     ping                       -> pong
@@ -16,6 +18,7 @@ answer line on stdout (``error ...`` when it failed). Commands:
     flush                      wait until NATS has every subscription and message
     leave                      end the program without closing anything
     status                     the bridge's status line
+    peers                      the node ids the bridge knows, as JSON
     exit
 """
 
@@ -28,20 +31,30 @@ import time
 from typing import Any
 
 from berrymq_nats import plugin as nats_plugin
+from berrymq_nats import transport_of
 
 import berrymq
 from berrymq.plugins import PluginHost
-from berrymq.settings import Settings
+from berrymq.settings import Settings, load_settings
 
 
 def main() -> None:
     url = sys.argv[1]
     reconnect_wait = float(sys.argv[2]) if len(sys.argv) > 2 else 0.1
-    host = PluginHost(Settings(), entry_points=False, extra_plugins=[("nats", nats_plugin)])
+    settings = load_settings() if url == "settings" else Settings()
+    host = PluginHost(settings, entry_points=False, extra_plugins=[("nats", nats_plugin)])
     bus = berrymq.Bus(plugins=host, name="worker")
     berrymq.set_bus(bus)
-    bridge: Any = berrymq.connect_broker(url.split(","), reconnect_wait=reconnect_wait,
-                                         connect_timeout=5)
+    bridge: Any
+    if url == "settings":
+        bus.start()  # the plugin joins NATS as the settings say
+        transport = transport_of(bus)
+        assert transport is not None and transport.bridge is not None
+        bridge = transport.bridge
+        bridge.wait_connected(5)
+    else:
+        bridge = berrymq.connect_broker(url.split(","), reconnect_wait=reconnect_wait,
+                                        connect_timeout=5)
     got: list[list[Any]] = []
     cond = threading.Condition()
     queues: dict[str, berrymq.Queue] = {}
@@ -103,6 +116,8 @@ def main() -> None:
                 answer = "ok" if bridge.flush(10.0) else "error flush timed out"
             elif command == "status":
                 answer = bridge.status()
+            elif command == "peers":
+                answer = json.dumps(sorted(bridge.asking.peers))
             elif command == "leave":  # end without closing: the atexit hook sends the rest
                 print("bye", flush=True)
                 return

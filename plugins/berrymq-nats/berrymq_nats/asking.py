@@ -1,0 +1,276 @@
+"""``ask`` through NATS: who is expected to answer, and waiting for exactly them.
+
+NATS delivers a request to every subscriber of its subject but does not say how many
+there are. So that an ``ask`` can return as soon as the replies it can expect have come
+(no fixed wait for latecomers), the bridges keep a view of each other, the **peers**:
+
+- Every bridge subscribes to ``<prefix>.~~.presence`` and to its own
+  ``<prefix>.~~.node.<node id>`` (``~~`` is a token no escaped namespace produces). On
+  each (re)connection it publishes ``hello`` with the patterns it answers requests for
+  (those of its plain subscriptions); every other bridge answers with ``here`` and its
+  own patterns on the newcomer's node subject. A bridge whose patterns change publishes
+  ``here`` again; one that closes publishes ``bye``.
+- An asker expects a reply from each peer whose patterns match the identifier. Each
+  responding process acknowledges at once (from the I/O thread), then sends the list of
+  its receivers' replies. The ask is done when every expected and every acknowledging
+  process has replied.
+- A peer expected but silent once the others have answered is **probed**: a request on
+  its node subject. A live peer answers the probe after the acknowledgement it would
+  have sent (one connection keeps its order), so an answer without an acknowledgement
+  means the peer does not listen any more; NATS's "no responders" means it is gone
+  (killed without a ``bye``), and it leaves the view.
+- Only when a process the view did not know acknowledges (it joined a moment ago) does
+  the asker wait ``ask_gather`` seconds for more such processes, as a bridge without a
+  view would have to.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from nats.aio.msg import Msg
+
+from berrymq.errors import ConnectionClosed, ReplyError
+from berrymq.identifier import Identifier, parse
+from berrymq.message import Message
+from berrymq_nats.codec import decode_reply, dumps, encode_message, encode_reply, loads
+from berrymq_nats.inbound import progress
+
+if TYPE_CHECKING:
+    from berrymq_nats.bridge import NatsBridge
+
+__all__ = ["AskWaiter", "Asking"]
+
+#: How many request ids a responder remembers to answer each request once.
+_SEEN_REQUESTS = 10_000
+#: How many peers the view holds; beyond, the oldest is forgotten (then it is unknown).
+_MAX_PEERS = 10_000
+
+_tuple_new = tuple.__new__
+
+
+class AskWaiter:
+    """Collects the answers to one ``ask`` (filled by the I/O thread, read by the asker)."""
+
+    def __init__(self, expected: set[str], gather: float) -> None:
+        self.cond = threading.Condition()
+        self.expected = expected
+        self.gather = gather
+        self.acked: dict[str, None] = {}
+        self.replies: dict[str, list[Any]] = {}
+        self.gone: set[str] = set()
+        self.first_unknown: float | None = None
+        self.no_responders = False
+        self.probed = False
+
+    def _heard(self, node: str) -> None:
+        self.acked.setdefault(node, None)
+        if node not in self.expected and self.first_unknown is None:
+            self.first_unknown = time.monotonic()
+        self.cond.notify_all()
+
+    def ack(self, node: str) -> None:
+        with self.cond:
+            self._heard(node)
+
+    def reply(self, node: str, replies: list[Any]) -> None:
+        with self.cond:
+            self.replies[node] = replies
+            self._heard(node)
+
+    def not_listening(self, node: str) -> None:
+        """A probed peer answered without having acknowledged, or is gone."""
+        with self.cond:
+            if node not in self.acked:
+                self.gone.add(node)
+                self.cond.notify_all()
+
+    def none(self) -> None:
+        with self.cond:
+            self.no_responders = True
+            self.cond.notify_all()
+
+    def _missing(self) -> set[str]:
+        return self.expected - self.replies.keys() - self.gone
+
+    def _state(self, now: float) -> float | bool | set[str]:
+        """True when done; a time to wake at; or the peers to probe now."""
+        if not self.acked:
+            return self.no_responders
+        if any(node not in self.replies for node in self.acked):
+            return False
+        missing = self._missing()
+        if missing:
+            return missing if not self.probed else False
+        if self.first_unknown is not None and now < self.first_unknown + self.gather:
+            return self.first_unknown + self.gather
+        return True
+
+    def wait(self, timeout: float, probe: Any) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                now = time.monotonic()
+                state = self._state(now)
+                if state is True or now >= deadline:
+                    break
+                if isinstance(state, set):
+                    self.probed = True
+                    self.cond.release()
+                    try:
+                        probe(state)
+                    finally:
+                        self.cond.acquire()
+                    continue
+                wake = deadline if state is False else min(deadline, float(state))
+                self.cond.wait(wake - now)
+            return self._result(timeout)
+
+    def _result(self, timeout: float) -> list[Any]:
+        silent = [n for n in self._missing() if n not in self.acked]
+        if not self.acked and silent:
+            raise TimeoutError(f"no process answered through NATS within {timeout:g}s")
+        result: list[Any] = []
+        for node in [*self.acked, *silent]:
+            got = self.replies.get(node)
+            if got is None:
+                result.append(ReplyError("TimeoutError", f"no reply within {timeout:g}s",
+                                         "nats", node))
+            else:
+                result.extend(got)
+        return result
+
+
+class Asking:
+    """One bridge's side of ``ask``: the asker, the responder and the view of peers."""
+
+    def __init__(self, bridge: NatsBridge) -> None:
+        self.bridge = bridge
+        self.node = bridge.bus.node_id
+        control = f"{bridge.subjects.prefix}.~~"
+        self.presence_subject = f"{control}.presence"
+        self.node_prefix = f"{control}.node."
+        self.peers: dict[str, tuple[Identifier, ...]] = {}
+        self.patterns: tuple[str, ...] = ()
+        self._asks: dict[str, AskWaiter] = {}
+        self._ids = itertools.count()
+        self._seen: dict[str, None] = {}
+
+    # -- the view of peers (I/O thread) ---------------------------------------------------
+
+    def announce(self, kind: str, patterns: tuple[str, ...] | None = None, to: str = "") -> None:
+        """Publish this bridge's patterns (``hello``, ``here`` or ``bye``)."""
+        if patterns is not None:
+            self.patterns = patterns
+        payload = dumps({"k": kind, "n": self.node, "p": list(self.patterns)}).encode()
+        self.bridge.outbox.put_control((to or self.presence_subject, payload, ""))
+
+    def on_control(self, msg: Msg) -> None:
+        """A message on the presence subject or this bridge's node subject."""
+        try:
+            data = loads(msg.data)
+            kind, node = data["k"], str(data["n"])
+            if msg.reply:  # a probe: say that this process is here
+                self.bridge.outbox.put_control(
+                    (msg.reply, dumps({"k": "alive", "n": self.node}).encode(), ""))
+                return
+            if node == self.node:
+                return
+            if kind == "bye":
+                self.peers.pop(node, None)
+                return
+            if len(self.peers) >= _MAX_PEERS and node not in self.peers:
+                del self.peers[next(iter(self.peers))]
+            self.peers[node] = tuple(parse(p) for p in data["p"])
+            if kind == "hello":
+                self.announce("here", to=self.node_prefix + node)
+        except Exception as exc:  # noqa: BLE001 - a foreign or broken control message
+            self.bridge.undecodable(msg.subject, exc)
+
+    def expected(self, ident: Identifier) -> set[str]:
+        return {node for node, patterns in list(self.peers.items())
+                if any(p.matches(ident) for p in patterns)}
+
+    # -- the asker ------------------------------------------------------------------------
+
+    def request(self, message: Message, timeout: float) -> list[Any]:
+        """Publish ``message`` as a NATS request and gather every process's replies."""
+        bridge = self.bridge
+        if not bridge.outbox.connected:
+            raise ConnectionClosed(f"NATS at {bridge.address} is not connected ({bridge.state})")
+        token = str(next(self._ids))
+        ident = message[0]
+        waiter = AskWaiter(self.expected(ident), bridge.options.ask_gather)
+        self._asks[token] = waiter
+        inbox = f"{bridge.inbox}.{token}"
+
+        def probe(nodes: set[str]) -> None:
+            for node in nodes:
+                bridge.outbox.put_control((self.node_prefix + node, b'{"k":"probe","n":""}',
+                                           f"{inbox}.{node}"))
+
+        progress.ask_started()
+        try:
+            payload = encode_message(message, None, bridge.shared.taken(ident), timeout)
+            bridge.outbox.put((bridge.subjects.subject(ident), payload, inbox), ident)
+            return waiter.wait(timeout, probe)
+        finally:
+            progress.ask_ended()
+            self._asks.pop(token, None)
+
+    def on_answer(self, msg: Msg) -> None:
+        """I/O thread: an acknowledgement, replies, a probe's answer, or "no responders"."""
+        token, _, probed = msg.subject[len(self.bridge.inbox) + 1:].partition(".")
+        waiter = self._asks.get(token)
+        if waiter is None:
+            return
+        headers = msg.headers
+        if headers and headers.get("Status") == "503":
+            if probed:
+                self.peers.pop(probed, None)
+                waiter.not_listening(probed)
+            else:
+                waiter.none()
+            return
+        try:
+            data = loads(msg.data)
+            kind, node = data["k"], str(data["n"])
+            if kind == "a":
+                waiter.ack(node)
+            elif kind == "alive":
+                waiter.not_listening(node)
+            else:
+                waiter.reply(node, [decode_reply(item) for item in data["r"]])
+        except Exception as exc:  # noqa: BLE001 - a foreign or broken answer
+            self.bridge.undecodable(msg.subject, exc)
+
+    # -- the responder --------------------------------------------------------------------
+
+    def acknowledge(self, reply: str) -> None:
+        """I/O thread: a request came in; say at once that this process answers it."""
+        self.bridge.outbox.put_control((reply, dumps({"k": "a", "n": self.node}).encode(), ""))
+
+    def answer(self, message: Message, data: list[Any], reply: str) -> None:
+        """The answering thread: run the receivers and publish their replies (once per
+        request: a process may get a request through two of its subscriptions)."""
+        uid = message[4]
+        seen = self._seen
+        if uid is not None:
+            if uid in seen:
+                return
+            seen[uid] = None
+            if len(seen) > _SEEN_REQUESTS:
+                del seen[next(iter(seen))]
+        timeout = data[7] if len(data) > 7 and isinstance(data[7], (int, float)) else 5.0
+        asked = _tuple_new(Message, (message[0], message[1], message[2], message[3] + 1, uid))
+        bus = self.bridge.bus
+        try:
+            replies = bus.ask_local(asked, float(timeout))
+        except Exception as exc:  # noqa: BLE001 - reported to the asker
+            replies = [ReplyError(type(exc).__name__, str(exc), "bus", self.node)]
+        payload = dumps({"k": "r", "n": self.node,
+                         "r": [encode_reply(value, self.node) for value in replies]}).encode()
+        self.bridge.outbox.put_control((reply, payload, ""))

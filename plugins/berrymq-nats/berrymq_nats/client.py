@@ -1,0 +1,150 @@
+"""What the bridge needs from ``nats-py`` beyond its public API, in one place.
+
+- :func:`client_options`: how a bridge's options become the client's.
+- :class:`Direct` and :func:`subscribe_direct`: a subscription whose messages are handed
+  over as the client's reading task parses them, in wire order, instead of through a
+  queue and a task per subscription (which could reorder subjects and drop messages).
+- :func:`after_each_read`: a step the client's reading task takes after each chunk it
+  parsed (the bridge hands the chunk's messages to the delivery lane there, and the
+  reading waits while the lane is full).
+- :func:`confirm_written`: a PING/PONG that really comes after what was written.
+- :func:`close_before_reconnecting`: a fix for a stream writer the client leaves open.
+
+``nats-py`` is pinned below 3 for these; each checks the internals it touches and the
+bridge refuses to run with a client that lacks them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+
+from berrymq.errors import ConnectionClosed, TransportError
+
+if TYPE_CHECKING:
+    from berrymq_nats.options import BrokerOptions
+
+__all__ = ["Direct", "after_each_read", "client_options", "close_before_reconnecting", "confirm_written",
+           "subscribe_direct"]
+
+
+def client_options(options: BrokerOptions, name: str, **callbacks: Any) -> dict[str, Any]:
+    """The keyword arguments of ``nats.connect`` for a bridge with ``options``;
+    ``callbacks`` are the client's ``disconnected_cb``, ``reconnected_cb`` and so on."""
+    kwargs: dict[str, Any] = {
+        "servers": list(options.servers),
+        "no_echo": True,
+        "allow_reconnect": True,
+        "connect_timeout": options.connect_timeout,
+        "reconnect_time_wait": options.reconnect_wait,
+        "max_reconnect_attempts": options.max_reconnect_attempts,
+        "skip_subject_validation": True,
+        "name": options.name or name,
+        **callbacks,
+    }
+    for key in ("token", "user", "password"):
+        if getattr(options, key) is not None:
+            kwargs[key] = getattr(options, key)
+    if options.credentials is not None:
+        kwargs["user_credentials"] = options.credentials
+    return kwargs
+
+
+class Direct:
+    """Stands in for a ``nats-py`` subscription's pending queue: hands each message to
+    ``handler`` at once, in the client's reading task. The handler must not raise."""
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Callable[[Msg], None]) -> None:
+        self.handler = handler
+
+    def put_nowait(self, msg: Msg) -> None:
+        self.handler(msg)
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        return None
+
+
+
+def after_each_read(nc: Client, step: Callable[[], Awaitable[None]]) -> bool:
+    """Make the client's reading task await ``step()`` after parsing each chunk it read.
+    False when this ``nats-py`` has no parser to wrap."""
+    parser = getattr(nc, "_ps", None)
+    parse: Callable[[bytes], Awaitable[Any]] | None = getattr(parser, "parse", None)
+    if parse is None or getattr(parse, "berrymq", False):
+        return parse is not None
+
+    async def parse_then_step(data: bytes = b"") -> None:
+        try:
+            await parse(data)
+        finally:
+            await step()
+
+    parse_then_step.berrymq = True  # type: ignore[attr-defined]
+    parser.parse = parse_then_step  # type: ignore[union-attr]
+    return True
+
+
+async def subscribe_direct(nc: Client, subject: str, group: str, sink: Callable[[Msg], None]
+                           ) -> NatsSubscription:
+    """Subscribe with a :class:`Direct` sink in place of the subscription's queue."""
+    # No pending limits: Direct holds nothing (the delivery lane bounds what waits).
+    sub = await nc.subscribe(subject, queue=group, pending_bytes_limit=0)
+    if not isinstance(getattr(sub, "_pending_queue", None), asyncio.Queue):
+        await sub.unsubscribe()
+        raise TransportError("this version of nats-py is not supported (no pending queue)")
+    sub._pending_queue = Direct(sink)  # type: ignore[assignment]
+    return sub
+
+
+async def confirm_written(nc: Client, timeout: int) -> None:
+    """Return once the server has read everything written to ``nc`` so far (a PING/PONG
+    behind it); raise on a timeout or when the connection is not up.
+
+    ``nc.flush()`` alone writes its PING ahead of commands still in the client's buffer,
+    so they are written out first; and while the client reconnects it returns at once,
+    without a PONG, which confirms nothing.
+    """
+    if not nc.is_connected:
+        raise ConnectionClosed("NATS is not connected")
+    flush_pending = getattr(nc, "_flush_pending", None)
+    if flush_pending is not None:
+        await flush_pending(force_flush=True)
+    await nc.flush(timeout)
+    if not nc.is_connected:
+        raise ConnectionClosed("the connection to NATS dropped before the server confirmed")
+
+
+def close_before_reconnecting(nc: Client) -> None:
+    """Work around a nats-py defect: when a reconnection attempt fails after the TCP
+    connection was made (the server closes it before its greeting, as a relay whose
+    server is down does), the client opens the next one without closing that one, whose
+    stream writer is then collected unclosed (a ``ResourceWarning``)."""
+    transport = getattr(nc, "_transport", None)
+    connect = getattr(transport, "connect", None)
+    if connect is None or getattr(connect, "berrymq", False):
+        return
+
+    async def close_then_connect(*args: Any, **kwargs: Any) -> None:
+        writer = getattr(transport, "_io_writer", None)
+        if writer is not None:
+            writer.close()
+        await connect(*args, **kwargs)
+
+    close_then_connect.berrymq = True  # type: ignore[attr-defined]
+    transport.connect = close_then_connect  # type: ignore[union-attr]

@@ -1,0 +1,225 @@
+"""The way in: from ``nats-py``'s reading task to the receivers, through the delivery lane.
+
+Receivers never run on the I/O thread (a slow one would stall every connection, and an
+``ask`` from it could never be answered). ``nats-py`` normally gives every subscription a
+queue and a task of its own, which could reorder messages on different subjects and
+drops messages ("slow consumer") when a queue is full. Instead:
+
+- every subscription of the bridge gets a :class:`Direct` sink in place of its queue: the
+  client's reading task hands it each message as it parses it, in wire order;
+- the messages for receivers are gathered per chunk the client read (at most what one
+  socket read holds), and the chunk goes to :data:`io_loop.lane
+  <berrymq.transports.ioloop.IOLoop.lane>` as one piece of work, counted in bytes. When
+  the lane is full the reading task waits for room: the connection is simply not read
+  until receivers catch up (backpressure; nothing is dropped here);
+- answers to this process's own asks, presence and probes are handled on the I/O thread
+  at once (they only fill in a waiter or the view of peers), and a request is
+  acknowledged there at once; its receivers run on the lane.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from berrymq.identifier import parse
+from berrymq.message import Message
+from berrymq.transports.ioloop import DeliveryLane, io_loop
+from berrymq_nats.client import after_each_read
+from berrymq_nats.codec import FromBroker, loads
+from berrymq_nats.losses import LANE_STOPPED, QUEUE_FULL
+
+if TYPE_CHECKING:
+    from berrymq_nats.bridge import NatsBridge
+
+__all__ = ["Inbound", "Progress", "answer_lane", "progress"]
+
+_tuple_new = tuple.__new__
+
+
+class Progress:
+    """Process-wide: wakes whoever waits for deliveries (a flush, a request waiting for
+    the messages before it), and counts the asks this process is waiting for."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self.asks_waiting = 0
+
+    def ask_started(self) -> None:
+        with self.cond:
+            self.asks_waiting += 1
+            self.cond.notify_all()
+
+    def ask_ended(self) -> None:
+        with self.cond:
+            self.asks_waiting -= 1
+
+
+progress = Progress()
+_answers: DeliveryLane | None = None
+_answers_lock = threading.Lock()
+
+
+def answer_lane() -> DeliveryLane:
+    """The thread that answers requests from other processes (started on first use)."""
+    global _answers
+    with _answers_lock:
+        if _answers is None:
+            _answers = DeliveryLane(io_loop)
+            _answers._thread.name = "berrymq-nats-answers"
+        return _answers
+
+
+@atexit.register
+def _stop_answers() -> None:
+    if _answers is not None:
+        _answers.stop(1.0)
+
+
+class Inbound:
+    """Gathers one bridge's incoming messages per read and delivers them on the lane."""
+
+    def __init__(self, bridge: NatsBridge) -> None:
+        self.bridge = bridge
+        self._batch: list[tuple[Callable[[Msg], None], Msg]] = []
+        self._requests: list[tuple[Msg, int]] = []
+        self._bytes = 0
+        #: messages gathered for the lane (I/O thread) and delivered by it (lane thread)
+        self.gathered = 0
+        self.delivered = 0
+        #: requests received (I/O thread)
+        self.requests = 0
+
+    def gather(self, handler: Callable[[Msg], None], requests: bool = False
+               ) -> Callable[[Msg], None]:
+        """A sink for :class:`Direct` that runs ``handler(msg)`` on the lane, later; with
+        ``requests``, a request is acknowledged at once and answered on its own thread."""
+        batch = self._batch
+        ack = self.bridge.asking.acknowledge
+
+        def add(msg: Msg) -> None:
+            if msg.reply:
+                if requests:
+                    ack(msg.reply)
+                    self._requests.append((msg, self.gathered))
+                    self.requests += 1
+                return
+            batch.append((handler, msg))
+            self._bytes += len(msg.data)
+            self.gathered += 1
+
+        return add
+
+    def attach(self, nc: Client) -> bool:
+        """Make the client's reading task hand each chunk's messages to the lane, waiting
+        while the lane is full. False when this ``nats-py`` has no parser to wrap."""
+        return after_each_read(nc, self._hand_over)
+
+    async def _hand_over(self) -> None:
+        """After each read: the messages to the lane, the requests to the answering thread
+        (each waits while its lane is full)."""
+        batch, requests = self._batch, self._requests
+        try:
+            if batch:
+                work = functools.partial(self._deliver, batch[:])
+                batch.clear()
+                size, self._bytes = self._bytes, 0
+                await io_loop.lane.put(work, size)
+            if requests:
+                lane = answer_lane()
+                taken = requests[:]
+                requests.clear()
+                for msg, before in taken:
+                    await lane.put(functools.partial(self.on_request, msg, before), len(msg.data))
+        except RuntimeError as exc:  # a lane stopped: the process is exiting
+            self.bridge.losses.add(LANE_STOPPED, 1, str(exc))
+
+    def _deliver(self, batch: list[tuple[Callable[[Msg], None], Msg]]) -> None:
+        try:
+            for handler, msg in batch:
+                handler(msg)
+        finally:
+            with progress.cond:
+                self.delivered += len(batch)
+                progress.cond.notify_all()
+
+    def wait_delivered(self, count: int, timeout: float) -> bool:
+        """Wait until the first ``count`` messages gathered have been delivered."""
+        with progress.cond:
+            return progress.cond.wait_for(lambda: self.delivered >= count, timeout)
+
+    # -- on the lanes ---------------------------------------------------------------------
+
+    def _decode(self, msg: Msg) -> tuple[Message, list[Any]] | None:
+        try:
+            data = loads(msg.data)
+            ident = parse(data[0])
+            kwargs = data[2]
+            if self.bridge.shared.marked(ident):
+                kwargs = FromBroker(kwargs)
+            return _tuple_new(Message, (ident, tuple(data[1]), kwargs, data[3], data[4])), data
+        except Exception as exc:  # noqa: BLE001 - a foreign or broken message
+            self.bridge.undecodable(msg.subject, exc)
+            return None
+
+    def on_message(self, msg: Msg) -> None:
+        """A message from a plain subscription (the delivery lane)."""
+        decoded = self._decode(msg)
+        if decoded is None:
+            return
+        message, data = decoded
+        bridge = self.bridge
+        try:
+            if len(data) > 5 and data[5]:
+                bridge.bus.receive(message, bridge, parse(data[5]))
+            else:
+                bridge.bus.receive(message, bridge)
+        except Exception as exc:  # noqa: BLE001 - no sender here to raise to
+            bridge.receivers_failed(message, exc)
+
+    def on_request(self, msg: Msg, before: int) -> None:
+        """A request (the answering thread): answered once the ``before`` messages that
+        came before it were delivered, unless this process is itself waiting for an
+        answer (which may be what holds them up), or the asker has given up by then."""
+        decoded = self._decode(msg)
+        if decoded is None:
+            return
+        message, data = decoded
+        timeout = data[7] if len(data) > 7 and isinstance(data[7], (int, float)) else 5.0
+        with progress.cond:
+            progress.cond.wait_for(lambda: self.delivered >= before or progress.asks_waiting > 0,
+                                   float(timeout))
+        self.bridge.asking.answer(message, data, msg.reply)
+
+    def for_group(self, group: str) -> Callable[[Msg], None]:
+        """The handler of a queue-group subscription (for the shared queues of a pattern)."""
+        bridge = self.bridge
+
+        def on_queued(msg: Msg) -> None:
+            if msg.reply:
+                return  # asks are answered through the plain subscriptions
+            try:
+                data = loads(msg.data)
+                ident = parse(data[0])
+            except Exception as exc:  # noqa: BLE001 - a foreign or broken message
+                bridge.undecodable(msg.subject, exc)
+                return
+            if len(data) > 6 and data[6] and group in data[6]:
+                return  # a shared queue of the sending process took it already
+            receiver = bridge.shared.receiver_of(group)
+            if receiver is None:
+                bridge.losses.add(QUEUE_FULL, 1, f"{ident} for group {group}: the queue closed")
+                return
+            message = _tuple_new(Message, (ident, tuple(data[1]), data[2], data[3] + 1, data[4]))
+            try:
+                receiver(message)  # type: ignore[operator]
+            except Exception as exc:  # noqa: BLE001 - QueueFull and the like
+                bridge.losses.add(QUEUE_FULL, 1, f"{ident} for group {group}: {exc}")
+
+        return on_queued

@@ -1,0 +1,91 @@
+"""Messages the bridge accepted and could not deliver, counted with their reasons.
+
+Nothing is dropped without a word: a message that can still be refused is refused by the
+call that sent it (:class:`~berrymq_nats.options.BrokerBufferFull`); what cannot be (it
+was in flight when the server died, a shared queue was full when it came in from NATS)
+is counted here, readable as :attr:`Losses.counts` and in the bridge's status line, and
+reported by one log line per burst: the first loss is logged at once, later ones are
+summed and logged at most every ``interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from berrymq.transports.ioloop import io_loop
+
+__all__ = ["IN_FLIGHT", "LANE_STOPPED", "NOT_SENT_AT_CLOSE", "QUEUE_FULL", "UNDECODABLE",
+           "UNPUBLISHABLE", "Losses"]
+
+#: Published on a connection that died before the server confirmed it (PING/PONG):
+#: possibly lost. Not sent again, as the server may have routed it already.
+IN_FLIGHT = "in flight when the connection dropped"
+#: Waiting in the disconnect buffer when the bridge was closed.
+NOT_SENT_AT_CLOSE = "not sent: the bridge closed while NATS was unreachable"
+#: Came in from NATS for a shared queue that refused it (full or closed).
+QUEUE_FULL = "refused by a local shared queue"
+#: Came in from NATS while the process was exiting (the delivery lane had stopped).
+LANE_STOPPED = "not delivered: the delivery lane had stopped"
+#: Came in from NATS but was not a berryMQ message.
+UNDECODABLE = "undecodable message from NATS"
+#: The client refused to publish it (too large for the server, say).
+UNPUBLISHABLE = "refused by the NATS client"
+
+
+class Losses:
+    """Per-reason counts of lost messages, and the rate-limited log line that reports them."""
+
+    def __init__(self, logger: logging.Logger, who: str, interval: float = 5.0) -> None:
+        self.counts: dict[str, int] = {}
+        self.total = 0
+        self._logger = logger
+        self._who = who
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._unreported: dict[str, int] = {}
+        self._last_log = -interval
+        self._scheduled = False
+
+    def add(self, reason: str, count: int = 1, detail: str = "") -> None:
+        """Count ``count`` messages lost for ``reason`` and report them (rate-limited)."""
+        if count <= 0:
+            return
+        with self._lock:
+            self.counts[reason] = self.counts.get(reason, 0) + count
+            self.total += count
+            self._unreported[reason] = self._unreported.get(reason, 0) + count
+            wait = self._last_log + self._interval - time.monotonic()
+            if wait > 0:
+                if not self._scheduled:  # report the burst when the interval is over
+                    self._scheduled = True
+                    io_loop.call_soon(self._report_later, wait)
+                return
+        self._report(detail)
+
+    def _report_later(self, wait: float) -> None:
+        io_loop.loop.call_later(wait, self._report)
+
+    def _report(self, detail: str = "") -> None:
+        with self._lock:
+            unreported, self._unreported = self._unreported, {}
+            self._scheduled = False
+            self._last_log = time.monotonic()
+        if unreported:
+            text = ", ".join(f"{n} {reason}" for reason, n in unreported.items())
+            self._logger.error("%s lost %d message(s): %s%s (%d lost in all)", self._who,
+                               sum(unreported.values()), text,
+                               f"; {detail}" if detail else "", self.total)
+
+    def close(self) -> None:
+        """Report what is still unreported now (the bridge is closing)."""
+        self._report()
+
+    def summary(self) -> str:
+        """``"lost 3 (2 in flight ..., 1 refused ...)"``, or '' when nothing was lost."""
+        with self._lock:
+            if not self.total:
+                return ""
+            return f"lost {self.total} (" + ", ".join(
+                f"{n} {reason}" for reason, n in self.counts.items()) + ")"

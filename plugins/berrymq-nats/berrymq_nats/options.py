@@ -1,0 +1,104 @@
+"""The bridge's options (the keys of ``[berrymq.nats]``) and the error a full buffer raises."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from berrymq.errors import QueueFull, TransportError
+from berrymq_nats.subjects import DEFAULT_PREFIX, check_prefix
+
+__all__ = ["BrokerBufferFull", "BrokerOptions"]
+
+_STRINGS = frozenset({"token", "user", "password", "credentials", "name", "subject_prefix"})
+_SECONDS = frozenset({"connect_timeout", "reconnect_wait", "ask_gather", "send_timeout"})
+_INTEGERS = frozenset({"buffer_limit", "buffer_bytes", "max_reconnect_attempts"})
+
+
+class BrokerBufferFull(TransportError, QueueFull):
+    """The bridge cannot take this message now: NATS is unreachable and the disconnect
+    buffer is full (``buffer_limit`` messages or ``buffer_bytes`` bytes), or the I/O
+    thread did not take messages for ``send_timeout`` seconds. The message was refused
+    (not sent, not stored). Also a :class:`berrymq.QueueFull`, so the bus raises it from
+    the sending call instead of only logging it."""
+
+
+@dataclass(frozen=True)
+class BrokerOptions:
+    """How to reach NATS and how the bridge behaves; the keys of ``[berrymq.nats]``.
+
+    :param servers: NATS URLs (``nats://host:port``); several for a cluster.
+    :param token: an authentication token.
+    :param user: a user name (with ``password``).
+    :param password: the user's password.
+    :param credentials: the path of a NATS ``.creds`` file (JWT and NKey).
+    :param subject_prefix: the first token(s) of every subject (see ``subjects``).
+    :param connect_timeout: seconds to wait for a connection to one server.
+    :param reconnect_wait: seconds between reconnection attempts to one server.
+    :param max_reconnect_attempts: attempts per server before giving up; -1 never gives up.
+    :param buffer_limit: how many messages may wait while NATS is unreachable (and, while
+        it is reachable, for the I/O thread to publish them).
+    :param buffer_bytes: how many bytes of encoded messages may wait while NATS is
+        unreachable.
+    :param send_timeout: seconds a sending call waits for room when the I/O thread is
+        behind, before it raises :class:`BrokerBufferFull`.
+    :param ask_gather: seconds to wait, after a process that was not known to listen
+        acknowledged an ``ask``, for more such processes (see ``docs/scaling.md``).
+    :param name: the client name shown by the NATS server's monitoring.
+    """
+
+    servers: tuple[str, ...]
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+    credentials: str | None = None
+    subject_prefix: str = DEFAULT_PREFIX
+    connect_timeout: float = 2.0
+    reconnect_wait: float = 0.5
+    max_reconnect_attempts: int = -1
+    buffer_limit: int = 10_000
+    buffer_bytes: int = 64 * 1024 * 1024
+    send_timeout: float = 5.0
+    ask_gather: float = 0.1
+    name: str | None = None
+
+    @classmethod
+    def build(cls, servers: str | list[str] | tuple[str, ...], options: Mapping[str, Any]) -> BrokerOptions:
+        """Check and convert ``servers`` and ``options``; errors name the bad option."""
+        known = {f.name for f in fields(cls)} - {"servers"}
+        for key in options:
+            if key not in known:
+                raise TypeError(
+                    f"unknown NATS option {key!r}; known options: {', '.join(sorted(known))}"
+                )
+        if isinstance(servers, str):
+            servers = [s.strip() for s in servers.split(",") if s.strip()]
+        urls = tuple(servers)
+        if not urls:
+            raise ValueError("give at least one NATS server URL, e.g. 'nats://127.0.0.1:4222'")
+        for url in urls:
+            if not isinstance(url, str) or "://" not in url or url.split("://", 1)[0] not in (
+                "nats", "tls", "ws", "wss"
+            ):
+                raise ValueError(f"NATS server {url!r} is not a URL like 'nats://host:4222'")
+        values = {key: _check(key, value) for key, value in options.items()}
+        check_prefix(values.get("subject_prefix", DEFAULT_PREFIX))
+        return cls(servers=urls, **values)
+
+
+def _check(key: str, value: Any) -> Any:
+    if key in _STRINGS:
+        if not isinstance(value, str):
+            raise TypeError(f"NATS option {key} must be a string, got {value!r}")
+        return value
+    if key in _SECONDS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"NATS option {key} must be a positive number, got {value!r}")
+        return float(value)
+    if key in _INTEGERS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"NATS option {key} must be an integer, got {value!r}")
+        if key != "max_reconnect_attempts" and value < 0:
+            raise ValueError(f"NATS option {key} must be 0 or more, got {value}")
+    return value

@@ -1,0 +1,303 @@
+"""The way out: from a sending thread to NATS, and what happens when the server goes away.
+
+- **Connected**: :meth:`Outbox.put` (the sender's thread) appends the encoded message to a
+  deque and, only when the I/O loop is not already woken, wakes it once; the loop's
+  publisher drains the deque into ``nats-py``'s write buffer, which writes in batches. One
+  thread hop per message and no lock. At most ``buffer_limit`` messages wait for the loop;
+  beyond, the sender waits up to ``send_timeout`` seconds for room, then gets
+  :class:`~berrymq_nats.options.BrokerBufferFull`.
+- **Confirmed**: after publishing, the loop sends a PING behind what it wrote; the PONG
+  means the server has read all of it. What was published and not confirmed when the
+  connection drops is counted as possibly lost (:data:`~berrymq_nats.losses.IN_FLIGHT`)
+  and not sent again (the server may have routed it). What ``nats-py`` still held unwritten
+  is not lost: it goes out after the reconnect, behind the re-subscriptions.
+- **Disconnected**: sent messages wait in the disconnect buffer, at most ``buffer_limit``
+  messages and ``buffer_bytes`` bytes; past either the sending call raises
+  ``BrokerBufferFull``. Messages that were waiting for the loop when the drop was noticed
+  join the buffer even past its bounds (they were accepted; at most ``buffer_limit`` more).
+- **Reconnected**: ``nats-py`` subscribes again and confirms it with a PING/PONG before it
+  tells the bridge; only then is the buffer published, before anything newer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from nats.aio.client import Client
+from nats.errors import OutboundBufferLimitError
+
+from berrymq.errors import ConnectionClosed
+from berrymq.identifier import Identifier
+from berrymq.transports.ioloop import io_loop
+from berrymq_nats.client import confirm_written
+from berrymq_nats.losses import IN_FLIGHT, NOT_SENT_AT_CLOSE, UNPUBLISHABLE, Losses
+from berrymq_nats.options import BrokerBufferFull, BrokerOptions
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Item", "Outbox"]
+
+#: ``(subject, payload, reply subject or "")``
+Item = tuple[str, bytes, str]
+
+
+class _Control(tuple):  # type: ignore[type-arg]
+    """An item of the bridge's own (presence, acknowledgement, reply): not one of the
+    application's messages, so it is not counted as lost and not held while disconnected."""
+
+    __slots__ = ()
+
+#: Seconds a PING may take before the confirmation is given up (the connection is dead).
+_CONFIRM_TIMEOUT = 10
+#: At most this many messages are published and not yet confirmed by the server: what a
+#: crash of the server can take without a trace on the wire is bounded by it.
+UNCONFIRMED_LIMIT = 2000
+
+
+class Outbox:
+    """The bridge's outgoing messages: waiting for the loop, held while disconnected, and
+    counted while the server has not confirmed them.
+
+    :param describe: a function that says where NATS is and in which state, for errors.
+    """
+
+    def __init__(self, options: BrokerOptions, losses: Losses, describe: Callable[[], str]) -> None:
+        self.limit = options.buffer_limit
+        self.byte_limit = options.buffer_bytes
+        self.send_timeout = options.send_timeout
+        self.losses = losses
+        self.describe = describe
+        self.nc: Client | None = None
+        self.connected = False
+        self.closed = False
+        self._out: collections.deque[Item] = collections.deque()
+        self._wake_pending = False
+        self._wake = asyncio.Event()
+        self._room = threading.Event()
+        self._room_wanted = False
+        self._held: collections.deque[Item] = collections.deque()
+        self._held_bytes = 0
+        self._held_lock = threading.Lock()
+        # Counted on the I/O thread, per connection: published, and confirmed by a PONG.
+        self.published = 0
+        self.confirmed = 0
+        self._control: list[int] = []  # the numbers of the published items that were _Control
+        self._confirming: asyncio.Task[None] | None = None
+        self._confirmed = asyncio.Event()  # set when confirmations advance or the link drops
+
+    @property
+    def held(self) -> tuple[int, int]:
+        """``(messages, bytes)`` in the disconnect buffer."""
+        return len(self._held), self._held_bytes
+
+    @property
+    def waiting(self) -> int:
+        """Messages accepted and not yet handed to ``nats-py`` (held or waiting for the loop)."""
+        return len(self._held) + len(self._out)
+
+    # -- sending threads ------------------------------------------------------------------
+
+    def put(self, item: Item, ident: Identifier | str) -> None:
+        """Accept one message to publish (any thread; the hot path of every message)."""
+        if self.connected:
+            out = self._out
+            if len(out) >= self.limit:
+                self._wait_for_room(ident)
+            out.append(item)
+            if not self._wake_pending:
+                self._wake_pending = True
+                io_loop.call_soon(self._wake.set)
+            return
+        self._hold(item, ident)
+
+    def put_control(self, item: Item) -> None:
+        """Publish a message of the bridge's own (acknowledgements, replies, presence):
+        never waits, so that the I/O thread can send it; dropped while disconnected (the
+        asker's deadline reports a missing reply)."""
+        if self.connected:
+            self._out.append(_Control(item))
+            if not self._wake_pending:
+                self._wake_pending = True
+                io_loop.call_soon(self._wake.set)
+
+    def _wait_for_room(self, ident: Identifier | str) -> None:
+        deadline = time.monotonic() + self.send_timeout
+        while len(self._out) >= self.limit and self.connected:
+            left = deadline - time.monotonic()
+            if io_loop.in_loop() or left <= 0:
+                raise BrokerBufferFull(
+                    f"the NATS bridge to {self.describe()} has had {self.limit} messages "
+                    f"waiting for the I/O thread for {self.send_timeout:g}s "
+                    f"(buffer_limit = {self.limit}); message {ident} was refused"
+                )
+            self._room.clear()
+            self._room_wanted = True
+            if len(self._out) >= self.limit:
+                self._room.wait(left)
+
+    def _hold(self, item: Item, ident: Identifier | str) -> None:
+        with self._held_lock:
+            if self.connected:  # reconnected meanwhile
+                self._out.append(item)
+                io_loop.call_soon(self._wake.set)
+                return
+            if self.closed:
+                raise ConnectionClosed(f"the NATS bridge to {self.describe()} is closed")
+            # A message this thread put just before the drop was noticed comes first.
+            self._move_out()
+            size = len(item[1])
+            count, held_bytes = len(self._held), self._held_bytes
+            if count >= self.limit or (count and held_bytes + size > self.byte_limit):
+                bound = (f"buffer_limit = {self.limit}" if count >= self.limit
+                         else f"buffer_bytes = {self.byte_limit}")
+                raise BrokerBufferFull(
+                    f"NATS at {self.describe()} is unreachable and {count} messages "
+                    f"({held_bytes} bytes) already wait ({bound}); message {ident} was refused"
+                )
+            self._held.append(item)
+            self._held_bytes += size
+
+    # -- the I/O loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The publisher task: publish whatever the sending threads put, when woken."""
+        wake = self._wake
+        while True:
+            await wake.wait()
+            wake.clear()
+            self._wake_pending = False
+            await self.pump()
+
+    async def pump(self) -> None:
+        """Hand everything waiting to ``nats-py`` (or to the disconnect buffer)."""
+        out = self._out
+        nc = self.nc
+        if nc is None:
+            return
+        published = self.published
+        while out:
+            if not self.connected:
+                self.hold_out()
+                break
+            if self.published - self.confirmed >= UNCONFIRMED_LIMIT:
+                await self._wait_for_confirmation(nc)
+                continue
+            item = out.popleft()
+            try:
+                await nc.publish(item[0], item[1], item[2])
+                self.published += 1
+                if type(item) is _Control:
+                    self._control.append(self.published)
+            except OutboundBufferLimitError:
+                out.appendleft(item)
+                self.hold_out()
+                break
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the rest
+                self.losses.add(UNPUBLISHABLE, 1, f"on {item[0]}: {exc!r}")
+        if self._room_wanted:
+            self._room_wanted = False
+            self._room.set()
+        if self.published != published and self._confirming is None:
+            self._confirming = asyncio.get_running_loop().create_task(self._confirm(nc))
+
+    async def _wait_for_confirmation(self, nc: Client) -> None:
+        if self._confirming is None:
+            self._confirming = asyncio.get_running_loop().create_task(self._confirm(nc))
+        self._confirmed.clear()
+        await self._confirmed.wait()
+
+    async def _confirm(self, nc: Client) -> None:
+        """PING behind what was written until the server has confirmed all of it."""
+        try:
+            while self.published > self.confirmed and self.nc is nc and nc.is_connected:
+                target = self.published
+                await confirm_written(nc, _CONFIRM_TIMEOUT)
+                if self.nc is nc and self._confirming is asyncio.current_task():
+                    self.confirmed_up_to(target)
+        except Exception:  # noqa: BLE001 - the connection dropped: connection_lost counts
+            pass
+        finally:
+            if self._confirming is asyncio.current_task():
+                self._confirming = None
+            self._confirmed.set()  # a pump waiting for it looks again
+
+    def confirmed_up_to(self, published: int) -> None:
+        """The server has read the first ``published`` messages of this connection."""
+        if published > self.confirmed:
+            self.confirmed = published
+            self._control = [n for n in self._control if n > published]
+            self._confirmed.set()
+
+    def connection_lost(self) -> int:
+        """The connection dropped: count what was in flight, hold what waits. Returns the
+        number of messages counted as possibly lost."""
+        self.connected = False
+        nc = self.nc
+        unwritten = 0  # still in nats-py's buffer: written after the reconnect, not lost
+        for command in getattr(nc, "_pending", ()) or ():
+            if command.startswith((b"PUB ", b"HPUB ")):
+                unwritten += 1
+        written = self.published - unwritten  # the newest ones are the unwritten ones
+        control = sum(1 for n in self._control if self.confirmed < n <= written)
+        lost = max(0, written - self.confirmed - control)
+        self.published, self.confirmed, self._control = unwritten, 0, []
+        self._confirmed.set()
+        if self._confirming is not None:
+            self._confirming.cancel()
+            self._confirming = None
+        self.hold_out()
+        self.losses.add(IN_FLIGHT, lost,
+                        "published to a NATS server that went away before it confirmed them")
+        return lost
+
+    def hold_out(self) -> None:
+        """Move what waits for the loop into the disconnect buffer (loop thread)."""
+        with self._held_lock:
+            self.connected = False
+            self._move_out()
+        self._room.set()
+
+    def _move_out(self) -> None:
+        # Under _held_lock: what waits for the loop joins the disconnect buffer, in order.
+        while self._out:
+            item = self._out.popleft()
+            if type(item) is not _Control:
+                self._held.append(item)
+                self._held_bytes += len(item[1])
+
+    def resume(self, nc: Client) -> None:
+        """(Re)connected with subscriptions confirmed: publish the held messages first."""
+        with self._held_lock:
+            self.nc = nc
+            held, self._held = self._held, collections.deque()
+            self._held_bytes = 0
+            if held:
+                self._out.extendleft(reversed(held))
+            self.connected = True
+        self._wake.set()
+        if self.published > self.confirmed and self._confirming is None:
+            self._confirming = asyncio.get_running_loop().create_task(self._confirm(nc))
+
+    def close(self, connected: bool) -> int:
+        """Stop accepting; count what could not be sent (``connected`` false: NATS was
+        unreachable). Returns that count."""
+        with self._held_lock:
+            self.closed = True
+            self.connected = False
+            lost = len(self._held) + len(self._out)
+            self._held.clear()
+            self._out.clear()
+            self._held_bytes = 0
+        self._room.set()
+        if self._confirming is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self._confirming.cancel()
+        if lost:
+            self.losses.add(NOT_SENT_AT_CLOSE, lost)
+        return lost

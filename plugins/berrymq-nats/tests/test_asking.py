@@ -1,0 +1,183 @@
+"""ask through NATS (berrymq_nats.asking): replies from every process that listens,
+errors as entries, a deadline; and no waiting beyond the replies that can be expected:
+the bridges know which peers listen to what, probe a silent one, and only wait
+``ask_gather`` for a process they did not know of."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from berrymq_nats import NatsBridge
+from berrymq_nats.testing import bridge_of, settle
+
+from berrymq import Bus, Message, ReplyError
+
+pytestmark = pytest.mark.broker
+
+MakeBus = Callable[..., Bus]
+Poll = Callable[..., None]
+Pair = tuple[Bus, NatsBridge, Bus, NatsBridge]
+
+
+def test_ask_through_nats(nats_server: Any, make_bus: MakeBus,
+                          pair: Pair) -> None:
+    a, ba, b, bb = pair
+    c = make_bus("c")
+    bc = bridge_of(c, nats_server.url)
+    a.subscribe("calc:*", lambda m: "local", weak=False)
+    b.subscribe("calc:*", lambda m: m.args[0] * 2, weak=False)
+    c.subscribe("calc:double", lambda m: m.args[0] * 3, weak=False)
+
+    def broken(message: Message) -> None:
+        raise KeyError("nope")
+
+    c.subscribe("calc:double", broken, weak=False)
+    settle(ba, bb, bc)
+    replies = a.ask("calc:double", 7, timeout=10)
+    assert replies[0] == "local"
+    remote = replies[1:]
+    assert sorted(r for r in remote if not isinstance(r, ReplyError)) == [14, 21]
+    (error,) = [r for r in remote if isinstance(r, ReplyError)]
+    assert error.exception_type == "KeyError" and error.node == c.node_id
+    # Nobody listens: NATS says "no responders", the answer is immediate.
+    started = time.monotonic()
+    assert a.ask("calc:half", 1, timeout=10) == ["local", 2]
+    assert a.ask("nobody:here", timeout=10) == []
+    assert time.monotonic() - started < 5
+
+
+def test_ask_times_out_on_a_slow_receiver(pair: Pair) -> None:
+    a, _ba, b, bb = pair
+    release = threading.Event()
+    b.subscribe("slow:op", lambda m: release.wait(20), weak=False)
+    settle(bb)
+    started = time.monotonic()
+    try:
+        (reply,) = a.ask("slow:op", timeout=0.5)
+    finally:
+        release.set()
+    assert time.monotonic() - started < 2.0
+    assert isinstance(reply, ReplyError) and reply.exception_type == "TimeoutError"
+
+
+
+def knows(bridge: NatsBridge, bus: Bus, pattern: str) -> Callable[[], bool]:
+    """Whether ``bridge`` knows that ``bus`` answers ``pattern``."""
+    return lambda: any(str(p) == pattern for p in bridge.asking.peers.get(bus.node_id, ()))
+
+
+def test_ask_returns_once_the_expected_replies_are_in(
+    nats_server: Any, make_bus: MakeBus, poll: Poll,
+) -> None:
+    a, b, c = make_bus("a"), make_bus("b"), make_bus("c")
+    ba = bridge_of(a, nats_server.url, ask_gather=30.0)  # a fixed wait would show
+    bb, bc = bridge_of(b, nats_server.url), bridge_of(c, nats_server.url)
+    b.subscribe("calc:*", lambda m: "b", weak=False)
+    c.subscribe("calc:add", lambda m: "c", weak=False)
+    settle(bb, bc)
+    poll(knows(ba, b, "calc:*"), what="a to learn b's patterns")
+    poll(knows(ba, c, "calc:add"), what="a to learn c's patterns")
+    assert ba.asking.expected(b.subscriptions()[0].pattern) >= {b.node_id}
+    for _ in range(20):
+        started = time.monotonic()
+        assert sorted(a.ask("calc:add", timeout=30)) == ["b", "c"]
+        assert time.monotonic() - started < 5
+    assert a.ask("calc:sub", timeout=30) == ["b"]
+    assert "2 peers" in ba.status()
+
+
+def test_a_process_not_in_the_view_is_waited_for(
+    nats_server: Any, make_bus: MakeBus, poll: Poll,
+) -> None:
+    a, b = make_bus("a"), make_bus("b")
+    ba = bridge_of(a, nats_server.url, ask_gather=0.5)
+    bb = bridge_of(b, nats_server.url)
+    b.subscribe("calc:*", lambda m: "b", weak=False)
+    settle(bb)
+    poll(knows(ba, b, "calc:*"), what="a to learn b's patterns")
+    ba.asking.peers.clear()  # as if b had joined a moment ago
+    started = time.monotonic()
+    assert a.ask("calc:add", timeout=10) == ["b"]
+    assert time.monotonic() - started >= 0.5  # it acknowledged unannounced: a gathers
+
+
+def test_a_killed_peer_is_probed_not_waited_for(
+    nats_server: Any, make_bus: MakeBus, workers: Callable[..., Any], poll: Poll,
+) -> None:
+    a, c = make_bus("a"), make_bus("c")
+    ba, bc = bridge_of(a, nats_server.url), bridge_of(c, nats_server.url)
+    c.subscribe("calc:*", lambda m: "c", weak=False)
+    settle(bc)
+    before = set(ba.asking.peers)
+    worker = workers(nats_server.url)
+    worker.call("reply", "calc:*", '"worker"')
+    worker.call("flush")
+    poll(lambda: any(ba.asking.peers.get(n) for n in set(ba.asking.peers) - before),
+         what="a to learn the worker's patterns")
+    (dead,) = [n for n in set(ba.asking.peers) - before if ba.asking.peers[n]]
+    assert sorted(a.ask("calc:add", timeout=10)) == ["c", "worker"]
+    worker.process.kill()  # no goodbye
+    worker.process.wait(10)
+    started = time.monotonic()
+    assert a.ask("calc:add", timeout=10) == ["c"]
+    assert time.monotonic() - started < 5  # NATS said the worker is gone: no deadline wait
+    assert dead not in ba.asking.peers
+
+
+def test_a_closed_peer_leaves_the_view(nats_server: Any, make_bus: MakeBus, poll: Poll) -> None:
+    a, b = make_bus("a"), make_bus("b")
+    ba, bb = bridge_of(a, nats_server.url), bridge_of(b, nats_server.url)
+    b.subscribe("calc:*", lambda m: "b", weak=False)
+    settle(bb)
+    poll(knows(ba, b, "calc:*"), what="a to learn b's patterns")
+    bb.close()
+    poll(lambda: b.node_id not in ba.asking.peers, what="b's goodbye")
+    assert a.ask("calc:add", timeout=10) == []
+
+
+def test_ask_from_a_oneway_bridge(nats_server: Any, make_bus: MakeBus, poll: Poll) -> None:
+    a, b = make_bus("a"), make_bus("b")
+    transport = a.transport("nats")
+    oneway = transport.connect_oneway(nats_server.url, 60)  # type: ignore[attr-defined]
+    bb = bridge_of(b, nats_server.url)
+    b.subscribe("calc:*", lambda m: m.args[0] + 1, weak=False)
+    settle(bb)
+    poll(knows(oneway, b, "calc:*"), what="the one-way bridge to learn b's patterns")
+    assert a.ask("calc:inc", 41, timeout=10) == [42]
+    assert oneway._plain == {}  # it subscribes to no messages
+
+
+def test_requests_are_answered_after_the_messages_sent_before_them(
+    nats_server: Any, make_bus: MakeBus, workers: Callable[..., Any], poll: Poll,
+) -> None:
+    b = make_bus("b")
+    bb = bridge_of(b, nats_server.url)
+    state: dict[str, Any] = {}
+    entered, release = threading.Event(), threading.Event()
+
+    def store(message: Message) -> None:
+        entered.set()
+        release.wait(20)
+        state["value"] = message.args[0]
+
+    b.subscribe("job:set", store, weak=False)
+    b.subscribe("job:get", lambda m: state.get("value"), weak=False)
+    settle(bb)
+    asker = workers(nats_server.url)
+    asker.call("flush")
+    poll(lambda: b.node_id in asker.call("peers"), what="the asker to learn b's patterns")
+    asker.call("send", "job:set", "[5]")
+    answer: list[str] = []
+    thread = threading.Thread(target=lambda: answer.append(asker.call("ask", "job:get", 10)))
+    thread.start()
+    try:
+        assert entered.wait(10)
+        poll(lambda: bb.inbound.requests == 1, what="the request to reach b")
+    finally:
+        release.set()  # only now can job:get be answered
+        thread.join(20)
+    assert answer == ["[5]"]

@@ -1,0 +1,52 @@
+"""Options and settings of the bridge (berrymq_nats.options): errors name the option,
+the settings file and its line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from berrymq_nats import BrokerOptions
+from berrymq_nats import plugin as nats_plugin
+
+import berrymq
+from berrymq import Bus, SettingsError
+from berrymq.plugins import PluginHost
+from berrymq.settings import load_settings
+
+
+def test_settings_errors_name_file_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "berrymq.toml"
+    config.write_text('[berrymq.nats]\nservers = ["nats://127.0.0.1:1"]\nbufer = 3\n',
+                      encoding="utf-8")
+    with pytest.raises(SettingsError, match=r"berrymq.toml:3: unknown key 'bufer'"):
+        PluginHost(load_settings(config), entry_points=False,
+                   extra_plugins=[("nats", nats_plugin)])
+    config.write_text('[berrymq.nats]\nbuffer_limit = "many"\n', encoding="utf-8")
+    with pytest.raises(SettingsError, match="buffer_limit must be an integer"):
+        PluginHost(load_settings(config), entry_points=False,
+                   extra_plugins=[("nats", nats_plugin)])
+
+
+def test_bad_options_are_named(default_bus: Bus) -> None:
+    with pytest.raises(TypeError, match="unknown NATS option 'bufer_limit'"):
+        berrymq.connect_broker("nats://127.0.0.1:1", bufer_limit=3)
+    with pytest.raises(ValueError, match="not a URL"):
+        berrymq.connect_broker("nats://127.0.0.1:1,localhost:2")
+    with pytest.raises(ValueError, match="connect_timeout must be a positive number"):
+        berrymq.connect_broker("nats://127.0.0.1:1", connect_timeout=0)
+    with pytest.raises(ValueError, match="subject_prefix"):
+        berrymq.connect_broker("nats://127.0.0.1:1", subject_prefix="a.*")
+
+
+
+def test_defaults_and_bounds() -> None:
+    options = BrokerOptions.build("nats://127.0.0.1:1", {})
+    assert (options.buffer_limit, options.buffer_bytes, options.send_timeout) == (
+        10_000, 64 * 1024 * 1024, 5.0)
+    with pytest.raises(ValueError, match="buffer_bytes must be 0 or more"):
+        BrokerOptions.build("nats://127.0.0.1:1", {"buffer_bytes": -1})
+    with pytest.raises(TypeError, match="buffer_bytes must be an integer"):
+        BrokerOptions.build("nats://127.0.0.1:1", {"buffer_bytes": 1.5})
+    with pytest.raises(ValueError, match="send_timeout must be a positive number"):
+        BrokerOptions.build("nats://127.0.0.1:1", {"send_timeout": 0})

@@ -1,0 +1,61 @@
+"""Shared queues across buses (berrymq_nats.shared): competing consumers through NATS
+queue groups, each message taken once, the sender's own shared queue competing too."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from berrymq_nats.testing import Recorder, bridge_of, settle
+
+import berrymq
+from berrymq import Bus, Queue
+
+pytestmark = pytest.mark.broker
+
+MakeBus = Callable[..., Bus]
+
+
+def test_shared_queues_compete_across_buses(nats_server: Any, make_bus: MakeBus) -> None:
+    sender, w1, w2 = make_bus("sender"), make_bus("w1"), make_bus("w2")
+    bs, b1, b2 = (bridge_of(x, nats_server.url) for x in (sender, w1, w2))
+    q1 = Queue("task:*", shared=True, bus=w1)
+    q2 = Queue("task:*", shared=True, bus=w2)
+    watch1 = Recorder()  # a plain receiver still gets every message
+    w1.subscribe("task:*", watch1, weak=False)
+    settle(b1, b2)
+    n = 200
+    for i in range(n):
+        sender.twitter("task:run", i)
+    watch1.wait(n)
+    settle(bs, b1, b2)
+    taken = drain(q1) + drain(q2)
+    assert sorted(taken) == list(range(n))
+    assert len(watch1.messages) == n
+    assert drain(q1) == drain(q2) == []
+
+
+def drain(queue: Queue, quiet: float = 0.3) -> list[Any]:
+    out = []
+    while True:
+        try:
+            out.append(queue.get(timeout=quiet).args[0])
+        except berrymq.Empty:
+            return out
+
+
+def test_shared_queue_of_the_sender_competes_too(nats_server: Any, make_bus: MakeBus) -> None:
+    w1, w2 = make_bus("w1"), make_bus("w2")
+    b1, b2 = bridge_of(w1, nats_server.url), bridge_of(w2, nats_server.url)
+    q1 = Queue("task:*", shared=True, bus=w1)
+    q2 = Queue("task:*", shared=True, bus=w2)
+    standalone = Queue("task:*", bus=w2)
+    settle(b1, b2)
+    w1.twitter("task:run", "from w1")   # w1's own shared queue takes it, w2's does not
+    w2.twitter("task:run", "from w2")
+    assert sorted([standalone.get(timeout=10).args[0], standalone.get(timeout=10).args[0]]) == [
+        "from w1", "from w2"]
+    settle(b1, b2)
+    assert drain(q1) == ["from w1"]
+    assert drain(q2) == ["from w2"]
