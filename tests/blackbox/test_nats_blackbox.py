@@ -582,13 +582,13 @@ def test_plugins_command_shows_nats_state(nats_server: NatsServer, tmp_path: Pat
     settings = tmp_path / "berrymq.toml"
     settings.write_text(f'[berrymq.nats]\nservers = ["{nats_server.url}"]\n')
     env = dict(os.environ, BERRYMQ_CONFIG=str(settings))
-    out = subprocess.run(["berrymq", "plugins"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], capture_output=True, text=True,
                          timeout=30, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "nats" in out.stdout and "status: nats:" in out.stdout, out.stdout
     # A bad setting is an error naming the file and the key.
     settings.write_text(f'[berrymq.nats]\nservers = ["{nats_server.url}"]\nbogus = 1\n')
-    bad = subprocess.run(["berrymq", "plugins"], capture_output=True, text=True,
+    bad = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], capture_output=True, text=True,
                          timeout=30, env=env, cwd=tmp_path)
     assert bad.returncode != 0
     assert "bogus" in bad.stderr and "berrymq.toml" in bad.stderr, bad.stderr
@@ -626,7 +626,7 @@ def test_bad_server_url_in_settings_is_a_clear_error(tmp_path: Path) -> None:
     settings = tmp_path / "berrymq.toml"
     settings.write_text('[berrymq.nats]\nservers = ["http://127.0.0.1:1"]\n')
     env = dict(os.environ, BERRYMQ_CONFIG=str(settings))
-    out = subprocess.run(["berrymq", "plugins"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], capture_output=True, text=True,
                          timeout=30, env=env, cwd=tmp_path)
     assert "Traceback" not in out.stderr, out.stderr
     assert out.returncode != 0 and "berrymq.toml" in out.stderr, out.stderr
