@@ -243,8 +243,10 @@ def test_installed_plugin_is_discovered_activated_by_settings_and_receiving(
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     source = tmp_path / "berrymq-jsonl"  # a copy: building must not litter the checkout
     shutil.copytree(PLUGIN_DIR, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    _ok(_run([python, "-m", "pip", "install", "-q", "--no-deps", "-e", ROOT], tmp_path, env))
-    _ok(_run([python, "-m", "pip", "install", "-q", "--no-deps", source], tmp_path, env))
+    # Offline: no index, no isolated build (setuptools comes from the interpreter under test).
+    pip = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-build-isolation"]
+    _ok(_run([*pip, "-e", ROOT], tmp_path, env))
+    _ok(_run([*pip, source], tmp_path, env))
     berrymq_cmd = venv / "bin" / "berrymq"
     work = tmp_path / "work"
     work.mkdir()
