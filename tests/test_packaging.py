@@ -82,3 +82,25 @@ def test_sdist_and_wheel_pass_twine_check_and_ship_no_tests(dist: Path, tmp_path
         info = pkg_info.read().decode()
     assert not [n for n in names if "/tests/" in n], "the sdist ships tests"
     assert "License-Expression: MIT" in info and "License-File: LICENSE" in info
+
+
+def _readme_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    return block.splitlines()
+
+
+def test_the_readme_opens_with_two_commands_and_ci_runs_the_second_word_for_word() -> None:
+    install, test = _readme_commands()
+    assert install.startswith('pip install ".[watchdog]" ./plugins/') and install.endswith(
+        "&& berrymq demo")
+    assert test.startswith("python3 -m venv .venv && ")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert f"\n{test} || status=$?\n" in ci
+    assert ".venv/" in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+
+
+def test_the_readme_installs_every_transport_plugin() -> None:
+    install = _readme_commands()[0]
+    for plugin in PLUGINS:
+        assert f"./plugins/{plugin.name}" in install.split(), plugin
