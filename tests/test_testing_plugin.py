@@ -111,3 +111,22 @@ def test_carry_receivers_keeps_patterns_guards_and_references() -> None:
         assert [s.weak for s in target.subscriptions()] == [True, False]
         source.twitter("job:c", 1)  # the source keeps its own
         assert got[-1] == "job:c"
+
+
+def test_the_example_of_docs_testing_md_passes(tmp_path: Path) -> None:
+    """docs/testing.md's application and its tests, run as the page says."""
+    import re
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "testing.md").read_text("utf-8")
+    app, tests, bare = re.findall(r"```python\n(.*?)```", page, re.S)
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "__init__.py").write_text("")
+    (tmp_path / "shop" / "orders.py").write_text(app)
+    (tmp_path / "test_orders.py").write_text(f"{tests}\n\n{bare}")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error",
+         "--strict-markers", "test_orders.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout, result.stdout
