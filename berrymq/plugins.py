@@ -237,7 +237,10 @@ class PluginHost:
     def _unavailable(self, what: str, plugin: str, distribution: str) -> PluginNotAvailable:
         info = next((i for i in self._infos if i.name == plugin), None)
         if info is None:
-            hint = f"install the plugin {plugin!r} (pip install {distribution})"
+            source = "." if distribution == "berrymq" else f"./plugins/{distribution}"
+            if distribution.startswith("berrymq-jsonrpc-"):  # needs the protocol library beside it
+                source = f"./plugins/berrymq-jsonrpc {source}"
+            hint = f"install the plugin {plugin!r} (in a berryMQ checkout: pip install {source})"
         else:
             hint = f"plugin {plugin!r} is installed but not active ({info.reason}); enable it"
             if self.settings.path is not None:

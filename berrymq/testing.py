@@ -2,8 +2,13 @@
 
 - ``berrymq_bus``: a fresh :class:`~berrymq.Bus` that is the default bus for the test,
   raising receivers' errors from ``twitter`` (``raise_errors=True``), closed afterwards.
-  Plugins are loaded as if no settings file existed, so the test is not affected by a
-  ``berrymq.toml`` in the working directory.
+  The receivers the application registered on the process's default bus before the test,
+  typically module-level ``@following_function`` functions and ``Follower`` objects
+  created at import, follow on the test bus too, so the test sees the program as it runs;
+  queues and receivers registered during the test end with it. Mark a test
+  ``@pytest.mark.berrymq_isolated`` for a bus without them. Plugins are loaded as if no
+  settings file existed, so the test is not affected by a ``berrymq.toml`` in the
+  working directory.
 - ``berrymq_plugin_host``: that plugin host, to create more isolated buses.
 """
 
@@ -13,14 +18,43 @@ from collections.abc import Iterator
 
 import pytest
 
+from berrymq.aio import is_async_receiver
 from berrymq.bus import Bus
-from berrymq.default import use_bus
+from berrymq.default import get_bus, use_bus
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
-__all__ = ["berrymq_bus", "berrymq_plugin_host"]
+__all__ = ["berrymq_bus", "berrymq_plugin_host", "carry_receivers"]
+
+#: The receiver kinds ``berrymq_bus`` carries over (queues are not: each would get a second
+#: copy of every message, and a test's queue is made inside the test).
+CARRIED_KINDS = frozenset({"function", "follower"})
 
 _host: PluginHost | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "berrymq_isolated: berrymq_bus starts without the default bus's receivers"
+    )
+
+
+def carry_receivers(source: Bus, target: Bus) -> int:
+    """Register on ``target`` the function and method receivers of ``source``, with their
+    patterns, guard conditions and weak or strong references, in registration order.
+    Returns how many. Async receivers are left out: they belong to the loop that
+    registered them."""
+    count = 0
+    for subscription in source.subscriptions():
+        receiver = subscription.receiver
+        if subscription.kind not in CARRIED_KINDS or receiver is None:
+            continue
+        if is_async_receiver(receiver):
+            continue
+        target.subscribe(subscription.pattern, receiver, subscription.guard,
+                         weak=subscription.weak, kind=subscription.kind)
+        count += 1
+    return count
 
 
 @pytest.fixture
@@ -33,9 +67,12 @@ def berrymq_plugin_host() -> PluginHost:
 
 
 @pytest.fixture
-def berrymq_bus(berrymq_plugin_host: PluginHost) -> Iterator[Bus]:
-    """An isolated bus, made the default bus for the duration of the test."""
+def berrymq_bus(request: pytest.FixtureRequest, berrymq_plugin_host: PluginHost) -> Iterator[Bus]:
+    """A bus of the test's own, made the default bus for the duration of the test, with
+    the receivers the default bus had (unless the test is marked ``berrymq_isolated``)."""
     bus = Bus(raise_errors=True, plugins=berrymq_plugin_host, name="test")
+    if request.node.get_closest_marker("berrymq_isolated") is None:
+        carry_receivers(get_bus(), bus)
     with use_bus(bus):
         yield bus
     bus.close()

@@ -7,12 +7,15 @@ from pathlib import Path
 
 # Document the berryMQ of this checkout, installed or not.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Extensions of this documentation (the generated CLI reference).
+sys.path.insert(0, str(Path(__file__).resolve().parent / "_ext"))
 
 import berrymq  # noqa: E402
 
 project = "berryMQ"
-author = "the berryMQ developers"
-copyright = "berryMQ developers"  # noqa: A001 - the name Sphinx reads
+author = "the berryMQ contributors"
+# The name Sphinx reads:
+copyright = "2009 SHIBUKAWA Yoshiki (the original berryMQ), 2026 the berryMQ contributors"  # noqa: A001
 release = berrymq.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -20,11 +23,12 @@ extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
     "sphinx.ext.intersphinx",
+    "berrymq_cli",
 ]
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "README.md"]
+exclude_patterns = ["_build", "_ext", "README.md"]
 
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3

@@ -8,7 +8,8 @@ directions. Neither side cares where a message comes from. Names starting with `
 local: the peer's ``_peer:log`` never leaves it (messages on a connection keep their
 order, so had it crossed, it would have arrived before ``peer:log``).
 
-Needs the ``jsonrpc-tcp`` plugin (``pip install -e plugins/berrymq-jsonrpc-tcp``).
+Needs the ``jsonrpc-tcp`` plugin; in a checkout of berryMQ:
+``pip install ./plugins/berrymq-jsonrpc ./plugins/berrymq-jsonrpc-tcp``.
 
 Expected output:
     main: serving, starting the peer

@@ -7,7 +7,8 @@ one), as in berryMQ 0.2, and starts a *client* (the same file with the arguments
 messages with ``send_message``. ``close_connection()`` sends whatever is still queued
 before it returns, so nothing is lost when the client exits right after.
 
-Needs the ``jsonrpc-http`` plugin (``pip install -e plugins/berrymq-jsonrpc-http``).
+Needs the ``jsonrpc-http`` plugin; in a checkout of berryMQ:
+``pip install ./plugins/berrymq-jsonrpc ./plugins/berrymq-jsonrpc-http``.
 
 Expected output:
     server: listening over HTTP, starting a client

@@ -8,7 +8,8 @@ message for it (and nothing else), and the client pulls them with ``berrymq.get(
 ``berrymq.get_nowait()``, which raises ``berrymq.Empty`` when nothing is stored. The
 client may also send with ``send_message``: here it reports how many tasks it ran.
 
-Needs the ``jsonrpc-tcp`` plugin (``pip install -e plugins/berrymq-jsonrpc-tcp``).
+Needs the ``jsonrpc-tcp`` plugin; in a checkout of berryMQ:
+``pip install ./plugins/berrymq-jsonrpc ./plugins/berrymq-jsonrpc-tcp``.
 
 Expected output:
     server: serving, starting a client

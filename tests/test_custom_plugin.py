@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -207,6 +208,18 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
+def _see_the_packages_of_this_interpreter(python: Path) -> None:
+    """Make what the interpreter under test has (pluggy, pip, ...) visible in the new venv,
+    offline and whether or not this interpreter runs in a venv of its own, like
+    ``--system-site-packages`` does for a base interpreter. ``site.addsitedir`` also runs
+    the ``.pth`` files there (editable installs). The new venv's own packages come first."""
+    site_packages = _ok(_run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             python.parent, dict(os.environ))).strip()
+    dirs = sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
+    lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in dirs)
+    (Path(site_packages) / "_under_test.pth").write_text(lines, encoding="utf-8")
+
+
 SEND = """
 import berrymq
 berrymq.twitter("job:done", 1, user="ada")
@@ -222,18 +235,18 @@ def test_installed_plugin_is_discovered_activated_by_settings_and_receiving(
     tmp_path: Path,
 ) -> None:
     venv = tmp_path / "venv"
-    # System site packages make the venv quick to build (pluggy is already there); the
-    # core and the plugin are installed into the venv itself with pip.
-    _ok(_run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv],
-             tmp_path, dict(os.environ)))
+    _ok(_run([sys.executable, "-m", "venv", "--without-pip", venv], tmp_path, dict(os.environ)))
     python = venv / "bin" / "python"
+    _see_the_packages_of_this_interpreter(python)
     env = {k: v for k, v in os.environ.items()
            if k not in ("BERRYMQ_CONFIG", "BERRYMQ_BLOCK_PLUGINS", "PYTHONPATH", "PYTHONHOME")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     source = tmp_path / "berrymq-jsonl"  # a copy: building must not litter the checkout
     shutil.copytree(PLUGIN_DIR, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    _ok(_run([python, "-m", "pip", "install", "-q", "--no-deps", "-e", ROOT], tmp_path, env))
-    _ok(_run([python, "-m", "pip", "install", "-q", "--no-deps", source], tmp_path, env))
+    # Offline: no index, no isolated build (setuptools comes from the interpreter under test).
+    pip = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-build-isolation"]
+    _ok(_run([*pip, "-e", ROOT], tmp_path, env))
+    _ok(_run([*pip, source], tmp_path, env))
     berrymq_cmd = venv / "bin" / "berrymq"
     work = tmp_path / "work"
     work.mkdir()

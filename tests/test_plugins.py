@@ -54,7 +54,7 @@ def test_disabled_transport_is_named_in_the_error(tmp_path: Path) -> None:
 
 def test_missing_transport_plugin_says_what_to_install() -> None:
     bus = Bus(plugins=PluginHost(Settings(), entry_points=False))
-    with pytest.raises(PluginNotAvailable, match=r"install the plugin 'jsonrpc-tcp' \(pip install berrymq-jsonrpc-tcp\)"):
+    with pytest.raises(PluginNotAvailable, match=r"install the plugin .jsonrpc-tcp. \(in a berryMQ checkout: pip install \./plugins/berrymq-jsonrpc \./plugins/berrymq-jsonrpc-tcp\)"):
         with berrymq.use_bus(bus):
             berrymq.init_connection("tcp://127.0.0.1:0")
     with pytest.raises(PluginNotAvailable, match="no transport for gopher://") as info:

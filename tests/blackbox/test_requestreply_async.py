@@ -422,7 +422,8 @@ def test_blocking_ask_from_another_thread_waits_for_async_receiver(
 # --------------------------------------------------------------------------- graph
 
 
-def test_show_network_dot_renders(berrymq_bus: berrymq.Bus, tmp_path: Path) -> None:
+def test_show_network_dot_renders(berrymq_bus: berrymq.Bus, tmp_path: Path,
+                                  graphviz_dot: str) -> None:
     @berrymq.following_function("*:log")
     def on_log(message: Message) -> None:
         pass
@@ -447,10 +448,8 @@ def test_show_network_dot_renders(berrymq_bus: berrymq.Bus, tmp_path: Path) -> N
     assert mermaid.lstrip().startswith(("flowchart", "graph"))
     with pytest.raises(ValueError):
         berrymq.show_network(format="svg-nope")
-    if shutil.which("dot") is None:
-        pytest.skip("graphviz dot not installed")
     png = tmp_path / "net.png"
-    done = subprocess.run(["dot", "-Tpng", "-o", str(png)], input=dot_text, text=True,
+    done = subprocess.run([graphviz_dot, "-Tpng", "-o", str(png)], input=dot_text, text=True,
                           capture_output=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "", done.stderr
@@ -483,12 +482,12 @@ def test_berrymq_graph_of_a_running_node(scheme: str, tmp_path: Path) -> None:
     script.write_text(SERVE_NODE)
     child = Child(script, scheme, cwd=tmp_path)
     try:
-        dot_run = subprocess.run(["berrymq", "graph", child.url], capture_output=True,
+        dot_run = subprocess.run([sys.executable, "-m", "berrymq", "graph", child.url], capture_output=True,
                                  text=True, timeout=30, cwd=tmp_path, env=_env())
         assert dot_run.returncode == 0, dot_run.stderr
         assert "order:*" in dot_run.stdout and "audit:*" in dot_run.stdout
         assert "on_order" in dot_run.stdout
-        mermaid = subprocess.run(["berrymq", "graph", child.url, "--format", "mermaid"],
+        mermaid = subprocess.run([sys.executable, "-m", "berrymq", "graph", child.url, "--format", "mermaid"],
                                  capture_output=True, text=True, timeout=30, cwd=tmp_path,
                                  env=_env())
         assert mermaid.returncode == 0, mermaid.stderr
@@ -504,7 +503,7 @@ def test_berrymq_graph_of_a_running_node(scheme: str, tmp_path: Path) -> None:
 
 def test_berrymq_graph_serve_command_and_dead_node(tmp_path: Path) -> None:
     """`berrymq serve` on free ports, drawn by `berrymq graph`; a dead URL is exit 2."""
-    serve = subprocess.Popen(["berrymq", "serve", "--tcp", "127.0.0.1:0", "--http",
+    serve = subprocess.Popen([sys.executable, "-m", "berrymq", "serve", "--tcp", "127.0.0.1:0", "--http",
                               "127.0.0.1:0"], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=_env())
     try:
@@ -519,14 +518,14 @@ def test_berrymq_graph_serve_command_and_dead_node(tmp_path: Path) -> None:
                      if w.startswith(("tcp://", "http://"))]
         assert len(urls) >= 2, f"serve printed no URLs: {urls}"
         for url in urls:
-            out = subprocess.run(["berrymq", "graph", url, "--format", "mermaid"],
+            out = subprocess.run([sys.executable, "-m", "berrymq", "graph", url, "--format", "mermaid"],
                                  capture_output=True, text=True, timeout=30, env=_env())
             assert out.returncode == 0, out.stderr
     finally:
         serve.terminate()
         serve.wait(timeout=10)
         serve.stdout.close()  # type: ignore[union-attr]
-    dead = subprocess.run(["berrymq", "graph", urls[0], "--timeout", "2"],
+    dead = subprocess.run([sys.executable, "-m", "berrymq", "graph", urls[0], "--timeout", "2"],
                           capture_output=True, text=True, timeout=30, env=_env())
     assert dead.returncode == 2
     assert dead.stderr.strip() and "Traceback" not in dead.stderr

@@ -1380,7 +1380,7 @@ def test_plugins_allow_list_and_disable(tmp_path: Path) -> None:
 
 
 def test_plugins_command(tmp_path: Path) -> None:
-    done = subprocess.run(["berrymq", "plugins"], cwd=tmp_path, env=_env(), capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], cwd=tmp_path, env=_env(), capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     by_name = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}

@@ -144,5 +144,5 @@ def test_disabled_plugin_is_named(buses: list[Bus]) -> None:
     assert "enable" in str(info.value)
     missing = Bus(plugins=PluginHost(Settings(), entry_points=False))
     buses.append(missing)
-    with pytest.raises(berrymq.PluginNotAvailable, match="pip install berrymq-jsonrpc-http"):
+    with pytest.raises(berrymq.PluginNotAvailable, match=r"pip install \./plugins/berrymq-jsonrpc \./plugins/berrymq-jsonrpc-http"):
         missing.transport("http")

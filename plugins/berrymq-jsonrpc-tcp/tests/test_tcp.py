@@ -116,5 +116,5 @@ def test_missing_plugin_is_named(buses: list[Bus]) -> None:
     bus = Bus(plugins=PluginHost(Settings(), entry_points=False))
     buses.append(bus)
     with pytest.raises(berrymq.PluginNotAvailable,
-                       match=r"jsonrpc-tcp.*pip install berrymq-jsonrpc-tcp"):
+                       match=r"jsonrpc-tcp.*pip install \./plugins/berrymq-jsonrpc \./plugins/berrymq-jsonrpc-tcp"):
         bus.transport("tcp")

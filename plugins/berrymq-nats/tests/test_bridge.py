@@ -126,7 +126,7 @@ def test_missing_plugin_names_the_distribution(monkeypatch: pytest.MonkeyPatch) 
     blocked = Bus(plugins=host, name="blocked")
     try:
         with berrymq.use_bus(missing), pytest.raises(
-            PluginNotAvailable, match=r"no transport for nats:// .*pip install berrymq-nats"
+            PluginNotAvailable, match=r"no transport for nats:// .*pip install \./plugins/berrymq-nats"
         ) as info:
             berrymq.connect_broker("nats://127.0.0.1:4222")
         assert info.value.plugin == "nats"
