@@ -157,11 +157,11 @@ class _Handler(socketserver.StreamRequestHandler):
         if not serves_path(target):
             return self._refuse(HTTPStatus.NOT_FOUND, "berryMQ answers JSON-RPC at POST "
                                 + ", ".join(HTTP_PATHS))
-        if not accepts_media_type(headers.get("content-type")):
+        if not accepts_media_type(headers.get("content-type"), headers.get("origin")):
             return self._refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                                 "send JSON-RPC with Content-Type: application/json "
                                 "(or " + ", ".join(sorted(MEDIA_TYPES - {"application/json"}))
-                                + ", or none)")
+                                + ", or none from a client that is not a web page)")
         if "transfer-encoding" in headers:
             return self._refuse(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length, not chunks")
         try:

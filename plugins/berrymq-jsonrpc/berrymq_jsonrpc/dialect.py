@@ -65,8 +65,9 @@ logger = logging.getLogger("berrymq.remote")
 #: original's client default) and ``/jsonrpc`` (a common library default).
 HTTP_PATHS = ("/", "/JSON", "/jsonrpc")
 #: Request media types the HTTP server accepts (a request with no Content-Type at all is
-#: accepted too: tinyrpc's HTTP client sends none). ``text/xml`` is what berryMQ 0.3's
-#: client sends.
+#: accepted too, unless it comes from a web page: tinyrpc's HTTP client sends none).
+#: ``text/xml`` is what berryMQ 0.3's client sends. None of them is one a web page can send
+#: without the browser asking the server first (CORS).
 MEDIA_TYPES = frozenset({
     "application/json", "application/json-rpc", "application/jsonrequest", "text/xml",
 })
@@ -82,11 +83,17 @@ _NO_SECRET = ("JSON-RPC 1.0 requests carry no secret and this node requires one 
               "a non-loopback address): speak JSON-RPC 2.0 with the 'secret' parameter")
 
 
-def accepts_media_type(header: str | None) -> bool:
+def accepts_media_type(header: str | None, origin: str | None = None) -> bool:
     """Whether the HTTP server takes a request with this ``Content-Type`` header (None or
-    empty: no header); parameters such as ``charset`` are ignored."""
+    empty: no header); parameters such as ``charset`` are ignored.
+
+    A request without a Content-Type is refused when it has an ``Origin`` header: a web
+    page can send one to a loopback node without the browser asking first (a CORS
+    "simple request", e.g. ``fetch`` with a ``Blob`` body), which no other accepted type
+    allows; the JSON-RPC clients that send no Content-Type send no Origin either.
+    """
     if not header:
-        return True
+        return not origin
     return header.split(";", 1)[0].strip().lower() in MEDIA_TYPES
 
 

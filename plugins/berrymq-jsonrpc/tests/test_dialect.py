@@ -397,6 +397,20 @@ def test_accepts_media_type(header: str | None, accepted: bool) -> None:
     assert dialect.accepts_media_type(header) is accepted
 
 
+def test_a_web_page_cannot_post_without_a_content_type(bus_factory: Callable[..., Bus]) -> None:
+    # fetch(url, {method: "POST", body: new Blob([...])}) sends no Content-Type and no
+    # preflight; browsers add Origin, JSON-RPC clients do not
+    _, port = serve(bus_factory, "http")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        conn.request("POST", "/", b'{"method": "connect_oneway", "params": [], "id": 1}',
+                     {"Origin": "http://evil.example"})
+        response = conn.getresponse()
+        assert response.status == 415 and b"not a web page" in response.read()
+    finally:
+        conn.close()
+
+
 def test_callback_address() -> None:
     assert dialect.callback_address(["localhost", 8000]) == ("localhost", 8000, "/JSON")
     assert dialect.callback_address("http://[::1]:8000/rpc") == ("::1", 8000, "/rpc")
