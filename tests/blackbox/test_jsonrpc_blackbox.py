@@ -352,20 +352,29 @@ def test_parse_errors(both: Both, raw: bytes) -> None:
 
 INVALID = [
     b'{"jsonrpc":"1.0","method":"connect_oneway","id":1}',
-    b'{"method":"connect_oneway","id":1}',
     b'{"jsonrpc":"2.0","method":5,"id":1}',
     b'{"jsonrpc":"2.0","method":"connect_oneway","params":5,"id":1}',
     b'{"jsonrpc":"2.0","method":"connect_oneway","params":"ttl","id":1}',
     b'{"jsonrpc":"2.0","method":"connect_oneway","id":true}',
     b'{"jsonrpc":"2.0","method":"connect_oneway","id":{}}',
     b'{"jsonrpc":"2.0","method":"connect_oneway","id":1,"extra":1}',
-    b"[]", b"{}", b'"x"', b"5",
+    b"[]", b'"x"', b"5",
 ]
 
 
 @pytest.mark.parametrize("raw", INVALID, ids=range(len(INVALID)))
 def test_invalid_requests(both: Both, raw: bytes) -> None:
     assert_error(both.call(raw), -32600, None)
+
+
+def test_an_object_without_jsonrpc_is_json_rpc_1_0(both: Both) -> None:
+    # issue 11: answered in 1.0 form (result and error, one null; no "jsonrpc")
+    reply = both.call(b'{"method":"connect_oneway","id":1}')
+    assert set(reply) == {"result", "error", "id"} and reply["error"] is None, reply
+    assert isinstance(reply["result"], str) and reply["id"] == 1
+    reply = both.call(b"{}")
+    assert reply == {"result": None, "id": None,
+                     "error": {"code": -32600, "message": "Invalid Request"}}, reply
 
 
 def test_unknown_method_and_bad_params(both: Both) -> None:
@@ -471,7 +480,9 @@ def test_http_framing(node: Served) -> None:
     for method, path, ctype, code in [("GET", "/", None, 405), ("PUT", "/", "application/json",
                                        405), ("POST", "/rpc", "application/json", 404),
                                       ("POST", "/", "text/plain", 415),
-                                      ("POST", "/", None, 415)]:
+                                      # issue 11: no Content-Type is accepted (tinyrpc)
+                                      ("POST", "/", None, 200),
+                                      ("POST", "/", "application/x-www-form-urlencoded", 415)]:
         status, headers, rest = http_raw(addr, body, method=method, path=path, ctype=ctype)
         assert status == code, (method, path, ctype, status, rest)
         assert b"Traceback" not in rest

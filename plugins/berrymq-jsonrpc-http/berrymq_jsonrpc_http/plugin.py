@@ -1,7 +1,8 @@
 """The ``jsonrpc-http`` plugin: berryMQ's JSON-RPC protocol over HTTP/1.1.
 
 Server: a thread per connection (so one stalled client holds only its own thread), every
-socket read bounded by ``read_timeout``, keep-alive, ``POST /`` only. Client: a small pool
+socket read bounded by ``read_timeout``, keep-alive, ``POST`` to the paths of
+:data:`berrymq_jsonrpc.dialect.HTTP_PATHS` only. Client: a small pool
 of keep-alive ``http.client`` connections per peer. Over HTTP a peer cannot answer on the
 connection it was called on, so style 01 needs both nodes to serve: ``interconnect``
 sends this node's server URL and the peer calls it back.
@@ -23,6 +24,7 @@ from typing import Any
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.cli import add_serve_option
 from berrymq_jsonrpc.client import Channel
+from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type, serves_path
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
 from berrymq_jsonrpc.service import Service
 from berrymq_jsonrpc.transport import (
@@ -151,13 +153,15 @@ class _Handler(socketserver.StreamRequestHandler):
         if method != "POST":
             return self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, "berryMQ answers POST only",
                                 extra="Allow: POST\r\n")
-        if target.split("?", 1)[0] != p.HTTP_PATH:
-            return self._refuse(HTTPStatus.NOT_FOUND,
-                                f"berryMQ answers JSON-RPC at POST {p.HTTP_PATH}")
-        ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if ctype != "application/json":
+        # paths and media types of JSON-RPC 1.0 clients too (issue 11): dialect.py
+        if not serves_path(target):
+            return self._refuse(HTTPStatus.NOT_FOUND, "berryMQ answers JSON-RPC at POST "
+                                + ", ".join(HTTP_PATHS))
+        if not accepts_media_type(headers.get("content-type"), headers.get("origin")):
             return self._refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                                "send JSON-RPC with Content-Type: application/json")
+                                "send JSON-RPC with Content-Type: application/json "
+                                "(or " + ", ".join(sorted(MEDIA_TYPES - {"application/json"}))
+                                + ", or none from a client that is not a web page)")
         if "transfer-encoding" in headers:
             return self._refuse(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length, not chunks")
         try:

@@ -9,9 +9,11 @@ Framing
 
 - **HTTP** (:data:`HTTP_PATH`): every request is ``POST /`` with
   ``Content-Type: application/json`` (a ``charset`` parameter is allowed) and a
-  ``Content-Length``; the body is one JSON-RPC request or a batch (a JSON array). The
-  answer is ``200`` with a JSON body (also for JSON-RPC errors), or ``204`` with no body
-  when nothing is to be answered (notifications only). Connections are kept alive
+  ``Content-Length`` (the other paths and media types of older JSON-RPC clients that are
+  also accepted, and JSON-RPC 1.0, are in :mod:`berrymq_jsonrpc.dialect`); the body is
+  one JSON-RPC request or a batch (a JSON array). The answer is ``200`` with a JSON body
+  (also for JSON-RPC errors), or ``204`` with no body when nothing is to be answered
+  (notifications only). Connections are kept alive
   (HTTP/1.1; HTTP/1.0 with ``Connection: keep-alive``); ``Expect: 100-continue`` is
   honoured. A body over the size limit is answered ``413`` with the JSON-RPC error
   :data:`TOO_LARGE` and the connection is closed. HTTP-level mistakes are answered in

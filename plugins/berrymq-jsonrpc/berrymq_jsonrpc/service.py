@@ -26,11 +26,13 @@ from berrymq.errors import InvalidIdentifier, QueueFull, ReplyError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.jsonrpc import Dispatcher, app_error, dumps, invalid_params
+from berrymq_jsonrpc.dialect import answer_v1
+from berrymq_jsonrpc.jsonrpc import Dispatcher, ParseError, app_error, dumps, invalid_params, loads
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus, Subscription
     from berrymq_jsonrpc.client import Link
+    from berrymq_jsonrpc.dialect import V1Link
 
 __all__ = ["LinkFactory", "Service", "Session", "SessionQueue", "message_from_wire"]
 
@@ -117,7 +119,7 @@ class Session:
         self.deadline = time.monotonic() + ttl
         self.context = context
         self.queue: SessionQueue | None = None
-        self.link: Link | None = None
+        self.link: Link | V1Link | None = None
         self.closed = False
         self.on_close: list[Callable[[str], None]] = []
 
@@ -264,10 +266,24 @@ class Service:
 
     def handle(self, data: bytes | str, context: Any = None) -> bytes | None:
         """Answer a request text; None when nothing is to be answered."""
-        return self.dispatcher.handle(data, context)
+        try:
+            request = loads(data)
+        except ParseError:
+            return self.dispatcher.parse_error()
+        return self.handle_parsed(request, context)
 
     def handle_parsed(self, request: Any, context: Any = None) -> bytes | None:
+        """Answer a parsed request or batch; None when nothing is to be answered."""
+        if type(request) is dict and "jsonrpc" not in request:
+            # JSON-RPC 1.0 (no "jsonrpc" member) and the original berryMQ's dialect
+            # (issue 11): dialect.py normalises, dispatches and answers in 1.0 form.
+            return answer_v1(self, request, context)
         return self.dispatcher.handle_parsed(request, context)
+
+    @property
+    def requires_secret(self) -> bool:
+        """Whether every request must carry the shared secret (JSON-RPC 1.0 cannot)."""
+        return self._secret is not None
 
     def _authorised(self, method: Callable[[Any, dict[str, Any]], Any]
                     ) -> Callable[[Any, dict[str, Any]], Any]:
@@ -284,12 +300,17 @@ class Service:
 
     # -- sessions ---------------------------------------------------------------------------
 
-    def open_session(self, style: str, ttl: float, context: Any = None) -> Session:
-        """Open a session and give it a fresh token."""
+    def open_session(self, style: str, ttl: float, context: Any = None,
+                     token: str | None = None) -> Session:
+        """Open a session and give it a fresh token, or ``token``: the one a JSON-RPC 1.0
+        peer proposed for ``interconnect`` (Invalid params when it names an open session).
+        """
         if self._closed:
             raise ConnectionError("the service is closed")
-        session = Session(secrets.token_urlsafe(p.TOKEN_BYTES), style, ttl, context)
+        session = Session(token or secrets.token_urlsafe(p.TOKEN_BYTES), style, ttl, context)
         with self._lock:
+            if token is not None and token in self.sessions:
+                raise invalid_params("'token' already names an open session; propose another")
             self.sessions[session.token] = session
             if self._sweeper is None:
                 self._sweeper = threading.Thread(

@@ -493,13 +493,14 @@ class RemoteTransport(Transport):
         """Wait until every message queued for a peer (on connections this node opened and
         on interconnections peers opened to it) was acknowledged; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        links = [c.link for c in list(self._connections) if not c.closed]
-        links += [s.link for s in list(self.service.sessions.values()) if s.link is not None]
+        boxes = [c.link.outbox for c in list(self._connections) if not c.closed]
+        boxes += [s.link.outbox for s in list(self.service.sessions.values())
+                  if s.link is not None]  # a Link, or a dialect.V1Link (JSON-RPC 1.0 peer)
         done = True
-        for link in links:
+        for box in boxes:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             with contextlib.suppress(ConnectionClosed):  # failed and reported already
-                done = link.outbox.flush(left) and done
+                done = box.flush(left) and done
         return done
 
     # -- state ----------------------------------------------------------------------------

@@ -1,0 +1,363 @@
+"""JSON-RPC 1.0 and the original berryMQ 0.3's dialect, on the server side (issue 11).
+
+The original berryMQ (0.2, 0.3) and many JSON-RPC libraries of its age speak JSON-RPC
+1.0: requests without the ``"jsonrpc"`` member, parameters by position, answers holding
+both ``result`` and ``error`` (one of them null), POSTed to ``/JSON`` with whatever content
+type their HTTP code sends (0.3 sends ``text/xml``: its client is built on
+``xmlrpc.client.Transport``). This module lets a node serve them, and only them, without
+touching the 2.0 hot path:
+
+- :func:`answer_v1` answers one 1.0 request: it normalises the request to 2.0 (adds
+  ``"jsonrpc": "2.0"``, reads the original's positional parameters), runs it through the
+  service's dispatcher and renders the answer in 1.0 form (:func:`render_v1`).
+  :meth:`Service.handle_parsed <berrymq_jsonrpc.service.Service.handle_parsed>` calls it
+  for every object without a ``jsonrpc`` member.
+- :func:`accepts_media_type` and :func:`serves_path` are what the HTTP server accepts.
+- ``interconnect`` from a 1.0 peer is answered here (:func:`interconnect_v1`), as the
+  original did: the token the peer proposes names its session in both directions, and the
+  node calls the peer back in 1.0 form (:class:`V1Link` over :class:`V1HttpClient`) with
+  ``send_message``, one message per request, the only forwarding method the original knew.
+
+A 1.0 request carries no shared secret (its parameters are positional), so a node that
+requires one (it serves a non-loopback address) answers every 1.0 request with
+:data:`~berrymq_jsonrpc.protocol.UNAUTHORISED` and a text saying why.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import logging
+import math
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from berrymq.errors import ConnectionClosed, TransportError
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.client import Outbox, encode_message
+from berrymq_jsonrpc.jsonrpc import Dispatcher, ParseError, dumps, invalid_params, loads
+
+if TYPE_CHECKING:
+    from berrymq.identifier import Identifier
+    from berrymq.message import Message
+    from berrymq_jsonrpc.service import Service, Session
+
+__all__ = [
+    "CALLBACK_TIMEOUT",
+    "HTTP_PATHS",
+    "MEDIA_TYPES",
+    "V1HttpClient",
+    "V1Link",
+    "accepts_media_type",
+    "answer_v1",
+    "callback_address",
+    "interconnect_v1",
+    "render_v1",
+    "serves_path",
+    "to_v2",
+]
+
+logger = logging.getLogger("berrymq.remote")
+
+#: The paths a node answers JSON-RPC POSTs at: ``/`` (the protocol's own), ``/JSON`` (the
+#: original's client default) and ``/jsonrpc`` (a common library default).
+HTTP_PATHS = ("/", "/JSON", "/jsonrpc")
+#: Request media types the HTTP server accepts (a request with no Content-Type at all is
+#: accepted too, unless it comes from a web page: tinyrpc's HTTP client sends none).
+#: ``text/xml`` is what berryMQ 0.3's client sends. None of them is one a web page can send
+#: without the browser asking the server first (CORS).
+MEDIA_TYPES = frozenset({
+    "application/json", "application/json-rpc", "application/jsonrequest", "text/xml",
+})
+#: Seconds the node waits for a 1.0 peer to answer a call-back (and to connect).
+CALLBACK_TIMEOUT = 10.0
+#: The path a 1.0 peer that gave its address as ``[host, port]`` is called back at: the
+#: original's client posts there, and the original's server serves it (and ``/``).
+V1_CALLBACK_PATH = "/JSON"
+
+_POSITIONAL_INTERCONNECT = ("addr", "token", "ttl")
+_MIN_TOKEN, _MAX_TOKEN = 16, 128
+_NO_SECRET = ("JSON-RPC 1.0 requests carry no secret and this node requires one (it serves "
+              "a non-loopback address): speak JSON-RPC 2.0 with the 'secret' parameter")
+
+
+def accepts_media_type(header: str | None, origin: str | None = None) -> bool:
+    """Whether the HTTP server takes a request with this ``Content-Type`` header (None or
+    empty: no header); parameters such as ``charset`` are ignored.
+
+    A request without a Content-Type is refused when it has an ``Origin`` header: a web
+    page can send one to a loopback node without the browser asking first (a CORS
+    "simple request", e.g. ``fetch`` with a ``Blob`` body), which no other accepted type
+    allows; the JSON-RPC clients that send no Content-Type send no Origin either.
+    """
+    if not header:
+        return not origin
+    return header.split(";", 1)[0].strip().lower() in MEDIA_TYPES
+
+
+def serves_path(target: str) -> bool:
+    """Whether the HTTP server answers JSON-RPC POSTed to ``target`` (a query is ignored)."""
+    return target.split("?", 1)[0] in HTTP_PATHS
+
+
+def to_v2(request: dict[str, Any]) -> dict[str, Any]:
+    """The 2.0 form of a 1.0 request (a new object; the id is kept as it is, null too).
+
+    Absent ``params`` are ``[]``; trailing nulls in positional params are omitted
+    parameters (the original sent ``None`` for a default ``ttl`` or ``timeout``); and the
+    original's ``close_connection(token, addr)`` drops the unused ``addr``.
+    """
+    v2 = dict(request)
+    v2["jsonrpc"] = "2.0"
+    params = v2.get("params", [])
+    if type(params) is list:
+        params = list(params)
+        while params and params[-1] is None:
+            params.pop()
+        if v2.get("method") == p.METHOD_CLOSE_CONNECTION and len(params) == 2:
+            params.pop()
+    v2["params"] = params
+    return v2
+
+
+def render_v1(answer: dict[str, Any]) -> dict[str, Any]:
+    """The 1.0 form of a 2.0 response object: ``result`` and ``error``, one of them null."""
+    return {"result": answer.get("result"), "error": answer.get("error"), "id": answer.get("id")}
+
+
+def _error_v1(code: int, message: str, request_id: Any, data: Any = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return dumps({"result": None, "error": error, "id": request_id}).encode()
+
+
+def answer_v1(service: Service, request: dict[str, Any], context: Any) -> bytes | None:
+    """Answer one JSON-RPC 1.0 request (an object without a ``jsonrpc`` member; in a
+    batch, a 2.0 feature, such a member is an Invalid Request) in 1.0 form; None when it
+    has no ``id`` member. A request with ``"id": null`` is answered, with ``"id": null``:
+    the original's client sends every call so and waits for the answer."""
+    request_id = request.get("id")
+    if service.requires_secret:
+        return _error_v1(p.UNAUTHORISED, p.APPLICATION_ERRORS[p.UNAUTHORISED], request_id,
+                         _NO_SECRET)
+    v2 = to_v2(request)
+    if v2.get("method") == p.METHOD_INTERCONNECT:
+        # the original's interconnect, answered here; the dispatcher wraps it all the same
+        dispatcher = Dispatcher(
+            {p.METHOD_INTERCONNECT: lambda ctx, params: interconnect_v1(service, params, ctx)},
+            {p.METHOD_INTERCONNECT: _POSITIONAL_INTERCONNECT},
+        )
+    else:
+        dispatcher = service.dispatcher
+    reply = dispatcher.handle_parsed(v2, context)
+    if reply is None:
+        return None
+    return dumps(render_v1(loads(reply))).encode()
+
+
+
+
+# -- interconnect from a 1.0 peer ------------------------------------------------------------
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def callback_address(addr: Any) -> tuple[str, int, str]:
+    """``(host, port, path)`` of the address a 1.0 peer gave ``interconnect``: the
+    original's ``[host, port]`` (called back at ``/JSON``) or an ``http://`` URL (at its
+    path, ``/`` when none). Only loopback hosts are called back (the node serves 1.0 only
+    on loopback): Invalid params otherwise."""
+    if type(addr) is list and len(addr) == 2 and type(addr[0]) is str and type(addr[1]) is int:
+        host, port, path = addr[0], addr[1], V1_CALLBACK_PATH
+    elif type(addr) is str:
+        parts = urlsplit(addr)
+        try:
+            port_or_none = parts.port
+        except ValueError:
+            port_or_none = None
+        if parts.scheme != "http" or not parts.hostname or port_or_none is None:
+            raise invalid_params("'addr' must be [host, port] or an http://host:port URL")
+        host, port, path = parts.hostname, port_or_none, parts.path or "/"
+    else:
+        raise invalid_params("'addr' must be [host, port] or an http://host:port URL: the "
+                             "peer's own JSON-RPC server, which this node calls back")
+    if not 0 < port < 65536:
+        raise invalid_params(f"'addr' has an invalid port {port}")
+    if not _loopback(host):
+        raise invalid_params(f"'addr' {host!r} is not a loopback address; this node calls "
+                             "back JSON-RPC 1.0 peers on this machine only")
+    return host, port, path
+
+
+def _proposed_token(token: Any) -> str:
+    if (type(token) is not str or not _MIN_TOKEN <= len(token) <= _MAX_TOKEN
+            or not token.isascii() or not token.isprintable() or " " in token):
+        raise invalid_params(
+            f"'token' must be the peer's own token: {_MIN_TOKEN} to {_MAX_TOKEN} printable "
+            "ASCII characters without spaces"
+        )
+    return token
+
+
+def interconnect_v1(service: Service, params: dict[str, Any], context: Any) -> str:
+    """``interconnect(addr, token, ttl)`` from a 1.0 peer, as the original did it.
+
+    The proposed ``token`` names the session both ways: the peer sends with it, and the
+    node calls the peer back with it. The session only sends and forwards (no queue: a
+    queue session always gets a token the node issues); a token that names an open
+    session is refused. Returns the token.
+    """
+    unknown = params.keys() - set(_POSITIONAL_INTERCONNECT)
+    if unknown:
+        raise invalid_params(f"interconnect has no parameter {sorted(unknown)[0]!r}")
+    host, port, path = callback_address(params.get("addr"))
+    token = _proposed_token(params.get("token"))
+    ttl = params.get("ttl", 1000.0)
+    if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl <= 0:
+        raise invalid_params("'ttl' must be a positive number")
+    session = service.open_session("interconnect", float(ttl), context, token=token)
+    client = V1HttpClient(host, port, path, CALLBACK_TIMEOUT)
+
+    def dead(exc: BaseException) -> None:
+        threading.Thread(target=service.close_session, args=(token, "peer unreachable"),
+                         daemon=True, name="berrymq-close").start()
+
+    link = V1Link(client, token, name=f"jsonrpc-1.0:{client.url}", on_dead=dead)
+    link.session = session
+    session.link = link
+    service.bus.add_forwarder(link)
+    return token
+
+
+class V1HttpClient:
+    """Calls one JSON-RPC 1.0 peer over HTTP: 1.0 requests (no ``jsonrpc`` member,
+    positional params) POSTed to one path, 1.0 answers read back.
+
+    Used from one thread at a time (a :class:`V1Link`'s outbox). Kept apart from the
+    node's own HTTP client so it can move onto the rebuilt one unchanged.
+    """
+
+    def __init__(self, host: str, port: int, path: str, timeout: float) -> None:
+        self.host, self.port, self.path, self.timeout = host, port, path, timeout
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{port}{path}"
+        self._conn: http.client.HTTPConnection | None = None
+        self._id = 0
+
+    def call(self, method: str, params_json: str) -> Any:
+        """Call ``method`` with ``params_json`` (a JSON array, already encoded); return the
+        result, or raise :class:`berrymq.ConnectionClosed` (peer unreachable) or
+        :class:`berrymq.TransportError` (an error answer, or not a 1.0 answer)."""
+        self._id += 1
+        body = (f'{{"method":{dumps(method)},"params":{params_json},"id":{self._id}}}').encode()
+        data = self._post(body)
+        try:
+            reply = loads(data)
+        except ParseError as exc:
+            raise TransportError(f"{self.url} answered {method} with malformed JSON: "
+                                 f"{exc}") from None
+        if type(reply) is not dict or "result" not in reply or reply.get("id") != self._id:
+            raise TransportError(f"{self.url} answered {method} with no JSON-RPC 1.0 answer "
+                                 f"to it: {data[:200]!r}")
+        if reply.get("error") is not None:
+            raise TransportError(f"{self.url} answered {method} with the error "
+                                 f"{reply['error']!r}")
+        return reply["result"]
+
+    def _post(self, body: bytes) -> bytes:
+        headers = {"Content-Type": "application/json"}
+        for attempt in (0, 1):
+            reused = self._conn is not None
+            conn = self._conn or http.client.HTTPConnection(self.host, self.port,
+                                                            timeout=self.timeout)
+            self._conn = None
+            try:
+                conn.request("POST", self.path, body, headers)
+                response = conn.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError
+                    ) as exc:
+                conn.close()
+                if reused and attempt == 0:
+                    continue  # the peer had closed the kept-alive connection
+                raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None
+            if response.will_close:
+                conn.close()
+            else:
+                self._conn = conn
+            if response.status != 200:
+                raise TransportError(f"{self.url} answered HTTP {response.status}")
+            return data
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+class V1Link:
+    """The forwarder of an interconnection a JSON-RPC 1.0 peer opened: sends this bus's
+    messages to the peer with ``send_message(token, identifier, args, kwargs)``, one
+    message per request (the original knows no ``send_messages``), with the peer's token.
+
+    It is not a :class:`~berrymq.transports.base.Requester` (a 1.0 peer knows no ``ask``),
+    and a ``talk`` callback identifier is not carried (the original's ``send_message`` has
+    no room for it). An answer other than ``"ok"`` (0.3 answers ``"invalid token"`` or
+    ``"timeout"``) is a failure: the messages are reported lost and the session closed.
+    """
+
+    def __init__(self, client: V1HttpClient, token: str, name: str,
+                 on_dead: Callable[[BaseException], None]) -> None:
+        self.client = client
+        self.token = token
+        self.name = name
+        self.session: Session | None = None
+        self._prefix = "[" + dumps(token) + ","
+        self._on_dead = on_dead
+        self.outbox = Outbox(self._send_batch, max_bytes=p.DEFAULT_MAX_SIZE - 512,
+                             on_failure=self._failed, name=name)
+        self.closed = False
+
+    def forward(self, message: Message, reply_to: Identifier | None) -> None:
+        """Queue ``message`` for the peer (``reply_to`` cannot be carried in 1.0)."""
+        self.outbox.put(encode_message(message, extras=False))
+
+    def _send_batch(self, texts: list[str]) -> None:
+        for text in texts:  # text is [identifier, args, kwargs]: put the token in front
+            result = self.client.call(p.METHOD_SEND_MESSAGE, self._prefix + text[1:])
+            if result != p.RESULT_OK:
+                raise TransportError(f"{self.client.url} answered send_message with "
+                                     f"{result!r}")
+        session = self.session
+        if session is not None:
+            session.touch()
+
+    def _failed(self, exc: BaseException, lost: int) -> None:
+        logger.error("%s: could not forward %d message(s) to %s: %s; the link is closed",
+                     self.name, lost, self.client.url, exc)
+        self._on_dead(exc)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued, then stop (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.outbox.close(timeout)
+        self.client.close()
+
+    def __repr__(self) -> str:
+        return f"<V1Link {self.name}>"

@@ -1,0 +1,416 @@
+"""JSON-RPC 1.0 and the original berryMQ 0.3's dialect against real nodes (issue 11, point 3).
+
+The peer here is written from the original's protocol with the standard library only, as
+berryMQ 0.3 was: a 1.0 client (no ``jsonrpc`` member, positional params, ``"id": null``,
+POSTed to ``/JSON`` as ``text/xml``) and a tiny 1.0 HTTP server that the node calls back.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import queue
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from berrymq_jsonrpc import dialect
+from berrymq_jsonrpc import protocol as p
+
+from berrymq.bus import Bus
+from berrymq.message import Message
+
+TIMEOUT = 10.0
+
+
+class V1Fault(Exception):
+    """A 1.0 answer whose ``error`` is not null."""
+
+    def __init__(self, error: Any) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def v1_post(port: int, body: bytes, *, path: str = "/JSON",
+            content_type: str | None = "text/xml") -> tuple[int, bytes]:
+    """POST raw bytes as the original's client did (its content type by default)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        headers = {"Content-Type": content_type} if content_type else {}
+        conn.request("POST", path, body, headers)
+        if content_type is None:  # http.client adds none for bytes bodies: check it
+            assert "content-type" not in {k.lower() for k in headers}
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+class V1Client:
+    """The original's ServerProxy, in short: every call is ``{"id": null, "method",
+    "params": [...]}`` and the answer must hold both ``result`` and ``error``."""
+
+    def __init__(self, scheme: str, port: int) -> None:
+        self.scheme, self.port = scheme, port
+        if scheme == "tcp":  # one connection: over TCP its sessions end with it
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+            self.reader = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        if self.scheme == "tcp":
+            self.reader.close()
+            self.sock.close()
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        def call(*params: Any) -> Any:
+            body = json.dumps({"id": None, "method": method, "params": list(params)}).encode()
+            if self.scheme == "http":
+                status, data = v1_post(self.port, body)
+                assert status == 200, (status, data)
+            else:
+                self.sock.sendall(body + b"\n")
+                data = self.reader.readline()
+            answer = json.loads(data)
+            assert set(answer) == {"result", "error", "id"}, answer  # 1.0, no "jsonrpc"
+            assert answer["id"] is None
+            if answer["error"] is not None:
+                assert answer["result"] is None
+                raise V1Fault(answer["error"])
+            return answer["result"]
+
+        return call
+
+
+class V1Peer:
+    """A 1.0 peer's own server, as the original's ``init_connection`` ran it: it accepts
+    ``send_message`` for the tokens it knows and records every request it got."""
+
+    def __init__(self, answer: str = "ok") -> None:
+        self.tokens: set[str] = set()
+        self.requests: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self.answer = answer
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                peer.requests.put((self.path, request))
+                method, params = request["method"], request["params"]
+                if method == "send_message" and params[0] in peer.tokens:
+                    result: Any = peer.answer
+                else:
+                    result = "invalid token"
+                body = json.dumps({"result": result, "error": None,
+                                   "id": request["id"]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def next(self) -> tuple[str, dict[str, Any]]:
+        return self.requests.get(timeout=TIMEOUT)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(TIMEOUT)
+
+
+@pytest.fixture
+def peers() -> Iterator[Callable[..., V1Peer]]:
+    made: list[V1Peer] = []
+
+    def make(answer: str = "ok") -> V1Peer:
+        made.append(V1Peer(answer))
+        return made[-1]
+
+    yield make
+    for peer in made:
+        peer.close()
+
+
+MakeV1 = Callable[[str, int], V1Client]
+
+
+@pytest.fixture
+def v1() -> Iterator[MakeV1]:
+    made: list[V1Client] = []
+
+    def make(scheme: str, port: int) -> V1Client:
+        made.append(V1Client(scheme, port))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def serve(bus_factory: Callable[..., Bus], scheme: str, **settings: Any) -> tuple[Bus, int]:
+    bus = bus_factory(**{f"jsonrpc-{scheme}": settings})
+    url = bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+    return bus, int(url.rsplit(":", 1)[1])
+
+
+def inbox(bus: Bus, pattern: str) -> queue.Queue[Message]:
+    got: queue.Queue[Message] = queue.Queue()
+    bus.subscribe(pattern, got.put, weak=False)
+    return got
+
+
+# -- the three styles, from a 1.0 peer --------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["http", "tcp"])
+def test_style02_oneway(v1: MakeV1, bus_factory: Callable[..., Bus],
+                        scheme: str) -> None:
+    bus, port = serve(bus_factory, scheme)
+    got = inbox(bus, "style02c:*")
+    client = v1(scheme, port)
+    token = client.connect_oneway(1000)
+    assert client.send_message(token, "style02c:test02", [1, 2, 3], {"a": 1, "b": 2}) == "ok"
+    message = got.get(timeout=TIMEOUT)
+    assert (message.id, message.args, message.kwargs) == (
+        "style02c:test02", (1, 2, 3), {"a": 1, "b": 2})
+    assert client.close_connection(token) == "ok"
+    with pytest.raises(V1Fault) as fault:
+        client.send_message(token, "style02c:late", [], {})
+    assert fault.value.error["code"] == p.UNKNOWN_TOKEN
+
+
+@pytest.mark.parametrize("scheme", ["http", "tcp"])
+def test_style03_queue(v1: MakeV1, bus_factory: Callable[..., Bus],
+                       scheme: str) -> None:
+    bus, port = serve(bus_factory, scheme)
+    got = inbox(bus, "style03c:*")
+    client = v1(scheme, port)
+    token = client.connect_via_queue("style03s:*", 1000)
+    assert client.send_message(token, "style03c:test01", [3, 2, 1], {"a": 1}) == "ok"
+    assert got.get(timeout=TIMEOUT).args == (3, 2, 1)
+    bus.twitter("style03s:test02", 7, k="v")
+    assert client.get(token, True, 10000) == ["style03s:test02", [7], {"k": "v"}]
+    bus.twitter("style03s:test03")
+    assert client.get_nowait(token) == ["style03s:test03", [], {}]
+    with pytest.raises(V1Fault) as fault:
+        client.get_nowait(token)
+    assert fault.value.error["code"] == p.EMPTY
+    assert client.close_connection(token, None) == "ok"  # the original's (token, addr)
+
+
+@pytest.mark.parametrize("scheme", ["http", "tcp"])
+def test_style01_interconnect_both_ways(v1: MakeV1, bus_factory: Callable[..., Bus],
+                                        scheme: str,
+                                        peers: Callable[..., V1Peer]) -> None:
+    bus, port = serve(bus_factory, scheme)
+    got = inbox(bus, "style01c:*")
+    peer = peers()
+    token = str(uuid.uuid1())  # the client proposes the token, as the original did
+    peer.tokens.add(token)
+    client = v1(scheme, port)
+    assert client.interconnect(["127.0.0.1", peer.port], token, 1000) == token
+    # peer -> node, with the proposed token
+    assert client.send_message(token, "style01c:test01", [], {}) == "ok"
+    assert got.get(timeout=TIMEOUT).id == "style01c:test01"
+    # node -> peer: send_message in 1.0 form, one message per request, the peer's token,
+    # at /JSON; the peer's own message did not come back to it
+    for n in range(3):
+        bus.twitter("style01s:test02", n, x=n)
+    for n in range(3):
+        path, request = peer.next()
+        assert path == "/JSON"
+        assert "jsonrpc" not in request and request["id"] is not None
+        assert request["method"] == "send_message"
+        assert request["params"] == [token, "style01s:test02", [n], {"x": n}]
+    assert bus.transport(scheme).flush(TIMEOUT)
+    assert peer.requests.empty()
+    # a second interconnect with a token in use is refused
+    with pytest.raises(V1Fault) as fault:
+        client.interconnect(["127.0.0.1", peer.port], token, 1000)
+    assert fault.value.error["code"] == p.INVALID_PARAMS
+    assert "already names an open session" in fault.value.error["data"]
+    # closing stops the forwarding
+    assert client.close_connection(token) == "ok"
+    assert token not in bus.transport(scheme).service.sessions
+
+
+def test_interconnect_at_a_url_is_called_back_at_its_path(v1: MakeV1,
+        bus_factory: Callable[..., Bus], peers: Callable[..., V1Peer]) -> None:
+    bus, port = serve(bus_factory, "http")
+    peer = peers()
+    token = str(uuid.uuid4())
+    peer.tokens.add(token)
+    client = v1("http", port)
+    assert client.interconnect(f"http://localhost:{peer.port}", token, None) == token
+    bus.twitter("node:hello")
+    path, request = peer.next()
+    assert path == "/" and request["params"][:2] == [token, "node:hello"]
+
+
+def test_a_peer_that_refuses_the_token_closes_the_session(v1: MakeV1,
+        bus_factory: Callable[..., Bus], peers: Callable[..., V1Peer],
+        wait_for: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> None:
+    bus, port = serve(bus_factory, "http")
+    peer = peers(answer="timeout")  # what 0.3 answers for an expired connection
+    token = str(uuid.uuid4())
+    peer.tokens.add(token)
+    v1("http", port).interconnect(["127.0.0.1", peer.port], token, 1000)
+    service = bus.transport("http").service
+    bus.twitter("node:hello")
+    wait_for(lambda: token not in service.sessions, TIMEOUT, "the session to close")
+    assert "answered send_message with 'timeout'" in caplog.text
+    assert "could not forward 1 message(s)" in caplog.text
+
+
+@pytest.mark.parametrize(("addr", "token", "problem"), [
+    (["example.com", 80], "a" * 36, "not a loopback address"),
+    (["127.0.0.1", 0], "a" * 36, "invalid port"),
+    ("tcp://127.0.0.1:9", "a" * 36, "http://host:port"),
+    (None, "a" * 36, "[host, port]"),
+    (["127.0.0.1", 9], "short", "printable ASCII"),
+    (["127.0.0.1", 9], "has a space in it somewhere", "printable ASCII"),
+])
+def test_interconnect_refusals(v1: MakeV1, bus_factory: Callable[..., Bus],
+                               addr: Any, token: str,
+                               problem: str) -> None:
+    _, port = serve(bus_factory, "http")
+    with pytest.raises(V1Fault) as fault:
+        v1("http", port).interconnect(addr, token, 1000)
+    assert fault.value.error["code"] == p.INVALID_PARAMS
+    assert problem in fault.value.error["data"]
+
+
+# -- raw requests, as curl would send them --------------------------------------------------
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json", "application/json; charset=utf-8", "application/json-rpc",
+    "application/jsonrequest", "text/xml", None,
+])
+@pytest.mark.parametrize("path", ["/JSON", "/", "/jsonrpc"])
+def test_raw_v1_requests(bus_factory: Callable[..., Bus], content_type: str | None,
+                         path: str) -> None:
+    _, port = serve(bus_factory, "http")
+    body = b'{"method": "connect_oneway", "params": [60], "id": 3}'
+    status, data = v1_post(port, body, path=path, content_type=content_type)
+    assert status == 200
+    answer = json.loads(data)
+    assert set(answer) == {"result", "error", "id"}
+    assert answer["error"] is None and answer["id"] == 3 and isinstance(answer["result"], str)
+
+
+def test_v2_without_content_type_like_tinyrpc(bus_factory: Callable[..., Bus]) -> None:
+    _, port = serve(bus_factory, "http")
+    body = b'{"jsonrpc": "2.0", "method": "connect_oneway", "id": 1}'
+    status, data = v1_post(port, body, path="/", content_type=None)
+    assert status == 200 and json.loads(data)["jsonrpc"] == "2.0"
+
+
+@pytest.mark.parametrize(("path", "content_type", "status"), [
+    ("/elsewhere", "application/json", 404), ("/JSON", "text/plain", 415),
+])
+def test_other_paths_and_media_types_are_refused(bus_factory: Callable[..., Bus], path: str,
+                                                 content_type: str, status: int) -> None:
+    _, port = serve(bus_factory, "http")
+    got, data = v1_post(port, b'{"method": "connect_oneway", "params": [], "id": 1}',
+                        path=path, content_type=content_type)
+    assert got == status
+    assert (b"/JSON" in data) if status == 404 else (b"application/json-rpc" in data)
+
+
+@pytest.mark.parametrize(("request_", "code", "answer_id"), [
+    ({"method": "no_such_method", "params": [], "id": 7}, p.METHOD_NOT_FOUND, 7),
+    ({"method": "send_message", "params": [5, "a:b", [], {}], "id": 7}, p.INVALID_PARAMS, 7),
+    ({"method": "get_nowait", "params": ["t", "u"], "id": 7}, p.INVALID_PARAMS, 7),
+    ({"method": "send_message", "params": ["x" * 43, "a:b", [], {}], "id": "s"},
+     p.UNKNOWN_TOKEN, "s"),
+    ({"method": 5, "params": [], "id": 7}, p.INVALID_REQUEST, None),
+    ({"method": "connect_oneway", "params": [], "id": 7, "extra": 1}, p.INVALID_REQUEST, None),
+])
+@pytest.mark.parametrize("scheme", ["http", "tcp"])
+def test_v1_errors(bus_factory: Callable[..., Bus], scheme: str, request_: dict[str, Any],
+                   code: int, answer_id: Any) -> None:
+    _, port = serve(bus_factory, scheme)
+    body = json.dumps(request_).encode()
+    if scheme == "http":
+        status, data = v1_post(port, body)
+        assert status == 200
+    else:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            sock.sendall(body + b"\n")
+            with sock.makefile("rb") as reader:
+                data = reader.readline()
+    answer = json.loads(data)
+    assert set(answer) == {"result", "error", "id"}, answer
+    assert answer["result"] is None and answer["id"] == answer_id
+    assert answer["error"]["code"] == code
+
+
+def test_a_node_that_needs_a_secret_refuses_v1(v1: MakeV1, bus_factory: Callable[..., Bus]) -> None:
+    _, port = serve(bus_factory, "http", secret="s3cret")
+    with pytest.raises(V1Fault) as fault:
+        v1("http", port).connect_oneway(1000)
+    assert fault.value.error["code"] == p.UNAUTHORISED
+    assert "JSON-RPC 1.0 requests carry no secret" in fault.value.error["data"]
+    body = b'{"jsonrpc":"2.0","method":"connect_oneway","params":{"secret":"s3cret"},"id":1}'
+    status, data = v1_post(port, body, content_type="application/json")
+    assert status == 200 and isinstance(json.loads(data)["result"], str)
+
+
+def test_a_v1_member_of_a_batch_is_an_invalid_request(bus_factory: Callable[..., Bus]) -> None:
+    _, port = serve(bus_factory, "http")
+    body = b'[{"method": "connect_oneway", "params": [], "id": 1}]'
+    _, data = v1_post(port, body)
+    assert json.loads(data) == [{"jsonrpc": "2.0", "id": None, "error": {
+        "code": p.INVALID_REQUEST, "message": "Invalid Request"}}]
+
+
+# -- the pure parts -----------------------------------------------------------------------------
+
+
+def test_to_v2_reads_the_originals_positional_params() -> None:
+    assert dialect.to_v2({"method": "connect_oneway", "params": [None], "id": None}) == {
+        "jsonrpc": "2.0", "method": "connect_oneway", "params": [], "id": None}
+    assert dialect.to_v2({"method": "close_connection", "params": ["t", ["h", 1]]})[
+        "params"] == ["t"]
+    assert dialect.to_v2({"method": "get", "params": ["t", True, None], "id": 1})[
+        "params"] == ["t", True]
+    assert "id" not in dialect.to_v2({"method": "x"})
+
+
+@pytest.mark.parametrize(("header", "accepted"), [
+    (None, True), ("", True), ("Application/JSON-RPC", True), ("text/xml; charset=utf-8", True),
+    ("text/plain", False), ("application/xml", False),
+])
+def test_accepts_media_type(header: str | None, accepted: bool) -> None:
+    assert dialect.accepts_media_type(header) is accepted
+
+
+def test_a_web_page_cannot_post_without_a_content_type(bus_factory: Callable[..., Bus]) -> None:
+    # fetch(url, {method: "POST", body: new Blob([...])}) sends no Content-Type and no
+    # preflight; browsers add Origin, JSON-RPC clients do not
+    _, port = serve(bus_factory, "http")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        conn.request("POST", "/", b'{"method": "connect_oneway", "params": [], "id": 1}',
+                     {"Origin": "http://evil.example"})
+        response = conn.getresponse()
+        assert response.status == 415 and b"not a web page" in response.read()
+    finally:
+        conn.close()
+
+
+def test_callback_address() -> None:
+    assert dialect.callback_address(["localhost", 8000]) == ("localhost", 8000, "/JSON")
+    assert dialect.callback_address("http://[::1]:8000/rpc") == ("::1", 8000, "/rpc")
