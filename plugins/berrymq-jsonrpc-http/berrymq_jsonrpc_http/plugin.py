@@ -24,6 +24,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.cli import add_serve_option
 from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
+from berrymq_jsonrpc.monitor import Monitor
 from berrymq_jsonrpc.service import Service
 from berrymq_jsonrpc.transport import (
     RemoteTransport,
@@ -50,6 +51,7 @@ class _Server(socketserver.ThreadingTCPServer):
     block_on_close = False
     allow_reuse_address = True
     request_queue_size = 128  # socketserver's 5 made quick connects wait for a resend
+    monitor: Monitor | None = None  # status: answers GET /status, /metrics, / (set by _serve)
 
     def __init__(self, address: tuple[str, int], service: Service, max_size: int,
                  read_timeout: float, family: socket.AddressFamily) -> None:
@@ -148,9 +150,17 @@ class _Handler(socketserver.StreamRequestHandler):
             headers[name.strip().lower()] = value.strip()
         connection = headers.get("connection", "").lower()
         keep = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+        monitor = self.server.monitor  # status: GET routes answered by berrymq_jsonrpc.monitor
+        answer = None if monitor is None else monitor.respond(method, target, headers)
+        if answer is not None:
+            status, head, body = answer
+            extra = "".join(f"{k}: {v}\r\n" for k, v in head.items() if k != "Content-Type")
+            return self._answer(HTTPStatus(status), body, keep=keep,
+                                content_type=head["Content-Type"], extra=extra)
         if method != "POST":
-            return self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, "berryMQ answers POST only",
-                                extra="Allow: POST\r\n")
+            return self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, "berryMQ answers POST (and GET "
+                                "of /, /status, /metrics, /network)",
+                                extra="Allow: GET, POST\r\n")
         if target.split("?", 1)[0] != p.HTTP_PATH:
             return self._refuse(HTTPStatus.NOT_FOUND,
                                 f"berryMQ answers JSON-RPC at POST {p.HTTP_PATH}")
@@ -360,6 +370,8 @@ class HttpTransport(RemoteTransport):
         family, bind_host = bind_family(host)
         server = _Server((bind_host, port), self.service, self.max_size, self.read_timeout,
                          family)
+        server.monitor = Monitor(self.bus, host=host, secret=self.secret,  # status
+                                 names=self.names)
         return run_server(server, "berrymq-http")
 
     def _open_channel(self, url: str) -> Channel:
