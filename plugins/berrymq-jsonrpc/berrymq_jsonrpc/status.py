@@ -165,12 +165,14 @@ class _Writer:
 
     def family(self, name: str, kind: str, text: str,
                samples: list[tuple[dict[str, object], float]]) -> None:
+        # the text format 0.0.4 names a counter with its _total in HELP and TYPE too
+        if kind == "counter":
+            name += "_total"
         self.lines.append(f"# HELP {name} {text}")
         self.lines.append(f"# TYPE {name} {kind}")
-        suffix = "_total" if kind == "counter" else ""
         for labels, value in samples:
             number = int(value) if float(value).is_integer() else value
-            self.lines.append(f"{name}{suffix}{_labels(labels)} {number}")
+            self.lines.append(f"{name}{_labels(labels)} {number}")
 
 
 def metrics_text(snapshot: dict[str, Any]) -> str:
