@@ -409,8 +409,10 @@ class Service:
         self.stats.message_in(message[0], session)  # stats
         try:
             if not self.bus.receive(message, session.link, reply_to):  # stats: why not
-                self.stats.lost("hop limit" if message[3] + 1 >= self.bus.hop_limit
-                                else "duplicate (seen before)")
+                if message[3] + 1 >= self.bus.hop_limit:
+                    self.stats.lost("hop limit")
+                else:
+                    self.stats.duplicate()
         except QueueFull:
             self.stats.lost("refused: queue full")  # stats
             return False

@@ -30,8 +30,8 @@ RECENT = 50
 SAMPLES = 120
 
 # the slots of a cell
-_IN, _OUT, _BYTES_IN, _BYTES_OUT = range(4)
-_SLOTS = 4
+_IN, _OUT, _BYTES_IN, _BYTES_OUT, _DUPLICATES = range(5)
+_SLOTS = 5
 
 
 class _Owner:
@@ -95,6 +95,11 @@ class NodeStats:
         self._cell()[_OUT] += 1
         self.recent.append((time.time(), "out", identifier, peer))
 
+    def duplicate(self) -> None:
+        """A message came back that the node had seen (round a cycle of nodes): dropped by
+        design, it was delivered already; not a loss."""
+        self._cell()[_DUPLICATES] += 1
+
     def exchanged(self, received: int, sent: int) -> None:
         """``received`` bytes came in and ``sent`` bytes went out on the wire."""
         cell = self._cell()
@@ -112,14 +117,16 @@ class NodeStats:
     # -- reading ----------------------------------------------------------------------------
 
     def totals(self) -> dict[str, int]:
-        """``messages_in``, ``messages_out``, ``bytes_in``, ``bytes_out`` so far."""
+        """``messages_in``, ``messages_out``, ``bytes_in``, ``bytes_out``, ``duplicates``
+        so far."""
         with self._lock:
             sums = list(self._retired)
             for cell in self._cells:
                 for slot in range(_SLOTS):
                     sums[slot] += cell[slot]
         return {"messages_in": sums[_IN], "messages_out": sums[_OUT],
-                "bytes_in": sums[_BYTES_IN], "bytes_out": sums[_BYTES_OUT]}
+                "bytes_in": sums[_BYTES_IN], "bytes_out": sums[_BYTES_OUT],
+                "duplicates": sums[_DUPLICATES]}
 
     def losses(self, extra: Iterable[tuple[str, int]] = ()) -> dict[str, int]:
         """Lost messages by reason (plus ``extra`` pairs counted elsewhere, e.g. by the

@@ -132,7 +132,8 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
             "uptime_s": round(stats.uptime(), 3), "listening": listening,
         },
         "messages": {"in": totals["messages_in"], "out": totals["messages_out"],
-                     "in_per_s": rates["messages_in"], "out_per_s": rates["messages_out"]},
+                     "in_per_s": rates["messages_in"], "out_per_s": rates["messages_out"],
+                     "duplicates": totals["duplicates"]},
         "bytes": {"in": totals["bytes_in"], "out": totals["bytes_out"],
                   "in_per_s": rates["bytes_in"], "out_per_s": rates["bytes_out"]},
         "lost": {"total": sum(losses.values()), "reasons": losses},
@@ -188,6 +189,9 @@ def metrics_text(snapshot: dict[str, Any]) -> str:
     w.family("berrymq_messages_sent", "counter",
              "Messages handed to connections for other processes, or taken by remote queue "
              "clients.", [({}, snapshot["messages"]["out"])])
+    w.family("berrymq_messages_duplicate", "counter",
+             "Messages that came back round a cycle of nodes, dropped (delivered already).",
+             [({}, snapshot["messages"].get("duplicates", 0))])
     w.family("berrymq_bytes_received", "counter", "Request bytes read by the node's servers.",
              [({}, snapshot["bytes"]["in"])])
     w.family("berrymq_bytes_sent", "counter", "Answer bytes written by the node's servers.",

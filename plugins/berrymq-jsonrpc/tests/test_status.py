@@ -18,7 +18,7 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.monitor import access, answer_names, host_allowed, presented_secret
 from berrymq_jsonrpc.stats import RECENT, NodeStats
-from berrymq_jsonrpc.status import metrics_text
+from berrymq_jsonrpc.status import metrics_text, status_snapshot
 from prometheus_client.parser import text_string_to_metric_families
 
 from berrymq.errors import BerryMQError, QueueFull
@@ -73,7 +73,7 @@ def test_counters_are_per_thread_and_survive_their_threads() -> None:
         thread.join()
     gc.collect()
     assert stats.totals() == {"messages_in": 20_000, "messages_out": 0,
-                              "bytes_in": 60_000, "bytes_out": 100_000}
+                              "bytes_in": 60_000, "bytes_out": 100_000, "duplicates": 0}
     assert len(stats._cells) == 0, "the cells of ended threads are folded, not kept"
 
 
@@ -215,6 +215,18 @@ def test_status_and_metrics_of_a_working_node(
     assert values[("berrymq_queue_depth", (("kind", "session"), ("queue", "remote job:*")))] == 2
     assert values[("berrymq_sessions", (("scheme", "http"), ("style", "queue")))] == 1
     assert values[("berrymq_plugin_active", (("plugin", "jsonrpc-http"), ("version", "0.4.0")))] == 1
+
+
+def test_duplicates_and_the_hop_limit_are_told_apart(bus_factory: Callable[..., Any]) -> None:
+    node = bus_factory()
+    url = node.transport("http").listen("http://127.0.0.1:0")
+    client = bus_factory().transport("http").connect_oneway(url, 60)
+    client.call(p.METHOD_SEND_MESSAGES, {"token": client.token, "messages": [
+        ["job:x", [], {}, {"uid": "u-1"}], ["job:x", [], {}, {"uid": "u-1"}],
+        ["job:y", [], {}, {"hops": node.hop_limit}]]})
+    status = status_snapshot(node)
+    assert (status["messages"]["in"], status["messages"]["duplicates"]) == (3, 1)
+    assert status["lost"] == {"total": 1, "reasons": {"hop limit": 1}}
 
 
 def test_metrics_escape_label_values() -> None:

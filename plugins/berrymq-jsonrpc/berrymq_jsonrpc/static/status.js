@@ -206,6 +206,7 @@
   function pause(on) {
     paused = on;
     $("pause").textContent = paused ? "resume" : "pause";
+    $("state").textContent = paused ? "paused" : "live";
     schedule();
   }
   $("pause").addEventListener("click", () => pause(!paused));
