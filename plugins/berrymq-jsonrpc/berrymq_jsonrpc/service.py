@@ -406,7 +406,6 @@ class Service:
 
     def _deliver(self, session: Session, message: Message, reply_to: Identifier | None) -> bool:
         """Give one message to the bus; False when a full queue refused it."""
-        self.stats.message_in(message[0], session)  # stats
         try:
             if not self.bus.receive(message, session.link, reply_to):  # stats: why not
                 if message[3] + 1 >= self.bus.hop_limit:
@@ -435,6 +434,7 @@ class Service:
             params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
             params, "the message's",
         )
+        self.stats.message_in(message[0], session)  # stats
         if not self._deliver(session, message, reply_to):
             raise app_error(p.QUEUE_FULL, {"refused": [0]})
         return p.RESULT_OK
@@ -456,6 +456,7 @@ class Service:
                 item[0], item[1], item[2], item[3] if len(item) == 4 else None,
                 f"messages[{index}]",
             ))
+        self.stats.messages_in([message[0] for message, _ in built], session)  # stats
         deliver = self._deliver
         refused = [i for i, (message, reply_to) in enumerate(built)
                    if not deliver(session, message, reply_to)]

@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+_now = time.time
+
 __all__ = ["RECENT", "NodeStats", "peer_label", "session_peer", "stats_for"]
 
 #: How many of the last messages a node keeps for its status (a bounded ring).
@@ -65,7 +67,7 @@ class NodeStats:
 
     def _cell(self) -> list[int]:
         try:
-            return self._local.owner.cell  # type: ignore[no-any-return]
+            return self._local.cell  # type: ignore[no-any-return]
         except AttributeError:
             return self._new_cell()
 
@@ -75,7 +77,8 @@ class NodeStats:
         with self._lock:
             self._cells.append(cell)
         weakref.finalize(owner, self._retire, cell)
-        self._local.owner = owner
+        self._local.owner = owner  # collected when the thread ends: retires the cell
+        self._local.cell = cell
         return cell
 
     def _retire(self, cell: list[int]) -> None:
@@ -87,13 +90,28 @@ class NodeStats:
 
     def message_in(self, identifier: object, peer: object) -> None:
         """A message came in from ``peer`` (a session, or any object with a ``str``)."""
-        self._cell()[_IN] += 1
-        self.recent.append((time.time(), "in", identifier, peer))
+        try:
+            self._local.cell[_IN] += 1
+        except AttributeError:
+            self._new_cell()[_IN] += 1
+        self.recent.append((_now(), "in", identifier, peer))
+
+    def messages_in(self, identifiers: list[object], peer: object) -> None:
+        """A batch of messages came in from ``peer`` in one request (one clock reading)."""
+        try:
+            self._local.cell[_IN] += len(identifiers)
+        except AttributeError:
+            self._new_cell()[_IN] += len(identifiers)
+        when = _now()
+        self.recent.extend([(when, "in", ident, peer) for ident in identifiers[-RECENT:]])
 
     def message_out(self, identifier: object, peer: object) -> None:
         """A message left (or was handed to a connection) for ``peer``."""
-        self._cell()[_OUT] += 1
-        self.recent.append((time.time(), "out", identifier, peer))
+        try:
+            self._local.cell[_OUT] += 1
+        except AttributeError:
+            self._new_cell()[_OUT] += 1
+        self.recent.append((_now(), "out", identifier, peer))
 
     def duplicate(self) -> None:
         """A message came back that the node had seen (round a cycle of nodes): dropped by

@@ -42,7 +42,7 @@ def _queue_bytes(items: list[Any]) -> int:
     return total
 
 
-def _session_queue(session: Any, now: float) -> dict[str, Any] | None:
+def _session_queue(session: Any) -> dict[str, Any] | None:
     store = session.queue
     if store is None:
         return None
@@ -119,7 +119,7 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
                 "idle_s": round(max(0.0, now - (session.deadline - session.ttl)), 3),
                 "ttl_s": session.ttl,
             })
-            queue = _session_queue(session, now)
+            queue = _session_queue(session)
             if queue is not None:
                 queues.append(queue)
     queues += list(_local_queues(bus))
