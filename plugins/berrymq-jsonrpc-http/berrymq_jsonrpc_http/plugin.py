@@ -1,7 +1,9 @@
 """The ``jsonrpc-http`` plugin: berryMQ's JSON-RPC protocol over HTTP/1.1.
 
 Server: a thread per connection (so one stalled client holds only its own thread), every
-socket read bounded by ``read_timeout``, keep-alive, ``POST /`` only. Client: a small pool
+socket read bounded by ``read_timeout``, keep-alive, ``POST /`` for JSON-RPC, and GET of
+the node's status routes (``/``, ``/status``, ``/metrics``, ``/network``), answered by
+:class:`berrymq_jsonrpc.monitor.Monitor`. Client: a small pool
 of keep-alive ``http.client`` connections per peer. Over HTTP a peer cannot answer on the
 connection it was called on, so style 01 needs both nodes to serve: ``interconnect``
 sends this node's server URL and the peer calls it back.

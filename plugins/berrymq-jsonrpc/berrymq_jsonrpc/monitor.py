@@ -230,11 +230,15 @@ def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
 
 class MonitorServer:
     """A minimal HTTP/1.1 responder for :class:`Monitor` on the process's I/O loop: one
-    request per connection, the whole head within a deadline and a size limit, at most
-    :data:`_MAX_CLIENTS` connections at once; the answer is computed off the loop."""
+    request per connection, the whole head within ``head_deadline`` seconds and 16 KiB, at
+    most ``max_clients`` connections at once (more are answered 503); the answer is computed
+    off the loop."""
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Monitor, *, head_deadline: float = _HEAD_DEADLINE,
+                 max_clients: int = _MAX_CLIENTS) -> None:
         self.monitor = monitor
+        self.head_deadline = head_deadline
+        self.max_clients = max_clients
         self._server: asyncio.base_events.Server | None = None
         self._clients = 0
         self.url = ""
@@ -252,11 +256,11 @@ class MonitorServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients += 1
         try:
-            if self._clients > _MAX_CLIENTS:
+            if self._clients > self.max_clients:
                 writer.write(_head(_text(503, "")) + b"too many connections\n")
                 return
             try:
-                async with asyncio.timeout(_HEAD_DEADLINE):  # the whole head, not per read
+                async with asyncio.timeout(self.head_deadline):  # the whole head, not per read
                     head = await reader.readuntil(b"\r\n\r\n")
             except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                     ConnectionError):
