@@ -477,7 +477,8 @@ def test_http_framing(node: Served) -> None:
     status, headers, rest = http_raw(addr, body)
     assert status == 200 and headers["content-type"].startswith("application/json")
     assert TOKEN_RE.match(json.loads(rest)["result"])
-    for method, path, ctype, code in [("GET", "/", None, 405), ("PUT", "/", "application/json",
+    for method, path, ctype, code in [("GET", "/", None, 200),  # the status page (SPEC 9)
+                                      ("DELETE", "/", None, 405), ("PUT", "/", "application/json",
                                        405), ("POST", "/rpc", "application/json", 404),
                                       ("POST", "/", "text/plain", 415),
                                       # issue 11: no Content-Type is accepted (tinyrpc)

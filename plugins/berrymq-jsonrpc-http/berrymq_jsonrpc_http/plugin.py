@@ -2,7 +2,9 @@
 
 Server: a thread per connection (so one stalled client holds only its own thread), every
 socket read bounded by ``read_timeout``, keep-alive, ``POST`` to the paths of
-:data:`berrymq_jsonrpc.dialect.HTTP_PATHS` only. Client: a small pool
+:data:`berrymq_jsonrpc.dialect.HTTP_PATHS` for JSON-RPC, and GET of the node's status
+routes (``/``, ``/status``, ``/metrics``, ``/network``), answered by
+:class:`berrymq_jsonrpc.monitor.Monitor`. Client: a small pool
 of keep-alive ``http.client`` connections per peer. Over HTTP a peer cannot answer on the
 connection it was called on, so style 01 needs both nodes to serve: ``interconnect``
 sends this node's server URL and the peer calls it back.
@@ -26,6 +28,7 @@ from berrymq_jsonrpc.cli import add_serve_option
 from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type, serves_path
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
+from berrymq_jsonrpc.monitor import Monitor
 from berrymq_jsonrpc.service import Service
 from berrymq_jsonrpc.transport import (
     RemoteTransport,
@@ -52,6 +55,7 @@ class _Server(socketserver.ThreadingTCPServer):
     block_on_close = False
     allow_reuse_address = True
     request_queue_size = 128  # socketserver's 5 made quick connects wait for a resend
+    monitor: Monitor | None = None  # status: answers GET /status, /metrics, / (set by _serve)
 
     def __init__(self, address: tuple[str, int], service: Service, max_size: int,
                  read_timeout: float, family: socket.AddressFamily) -> None:
@@ -150,9 +154,17 @@ class _Handler(socketserver.StreamRequestHandler):
             headers[name.strip().lower()] = value.strip()
         connection = headers.get("connection", "").lower()
         keep = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+        monitor = self.server.monitor  # status: GET routes answered by berrymq_jsonrpc.monitor
+        answer = None if monitor is None else monitor.respond(method, target, headers)
+        if answer is not None:
+            status, head, body = answer
+            extra = "".join(f"{k}: {v}\r\n" for k, v in head.items() if k != "Content-Type")
+            return self._answer(HTTPStatus(status), body, keep=keep,
+                                content_type=head["Content-Type"], extra=extra)
         if method != "POST":
-            return self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, "berryMQ answers POST only",
-                                extra="Allow: POST\r\n")
+            return self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, "berryMQ answers POST (and GET "
+                                "of /, /status, /metrics, /network)",
+                                extra="Allow: GET, POST\r\n")
         # paths and media types of JSON-RPC 1.0 clients too (issue 11): dialect.py
         if not serves_path(target):
             return self._refuse(HTTPStatus.NOT_FOUND, "berryMQ answers JSON-RPC at POST "
@@ -364,6 +376,8 @@ class HttpTransport(RemoteTransport):
         family, bind_host = bind_family(host)
         server = _Server((bind_host, port), self.service, self.max_size, self.read_timeout,
                          family)
+        server.monitor = Monitor(self.bus, host=host, secret=self.secret,  # status
+                                 names=self.names)
         return run_server(server, "berrymq-http")
 
     def _open_channel(self, url: str) -> Channel:

@@ -58,7 +58,8 @@ def post(body: bytes, headers: str = "Content-Type: application/json\r\n",
 
 
 @pytest.mark.parametrize(("request_", "status"), [
-    (post(CALL, method="GET"), b"405"),
+    (post(CALL, method="PUT"), b"405"),
+    (post(CALL, method="GET"), b"421"),  # GET / is the status page: Host x is not the node
     (post(CALL, path="/rpc"), b"404"),
     (post(CALL, headers="Content-Type: text/plain\r\n"), b"415"),
     (b"POST / HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -97,6 +97,8 @@ class LineChannel(Channel):
 
     def write(self, data: bytes) -> None:
         """Write whole lines; a failure closes the channel and raises ConnectionClosed."""
+        if self.server_side:  # stats: bytes the node's servers wrote
+            self.service.stats.exchanged(0, len(data))
         try:
             with self._wlock:
                 self.sock.sendall(data)
@@ -193,6 +195,8 @@ class LineChannel(Channel):
             self.write(dumps(error).encode() + _NL)
 
     def _on_line(self, line: bytes) -> None:
+        if self.server_side:  # stats: bytes the node's servers read
+            self.service.stats.exchanged(len(line), 0)
         try:
             obj = loads(line)
         except ParseError:

@@ -7,7 +7,11 @@ plugins share.
 - :mod:`berrymq_jsonrpc.service`: the server side: sessions (tokens), queues, TTL expiry;
 - :mod:`berrymq_jsonrpc.client`: channels, the coalescing outbox and outgoing links;
 - :mod:`berrymq_jsonrpc.transport`: :class:`RemoteTransport`, the
-  :class:`~berrymq.transports.base.Transport` both plugins subclass with their sockets.
+  :class:`~berrymq.transports.base.Transport` both plugins subclass with their sockets;
+- :mod:`berrymq_jsonrpc.stats`: a node's counters; :mod:`berrymq_jsonrpc.status`: them as
+  ``/status`` and ``/metrics``; :mod:`berrymq_jsonrpc.monitor`: the status routes, the
+  access rule and ``serve --monitor``'s server; :mod:`berrymq_jsonrpc.status_cli`:
+  ``berrymq status`` (docs/status.md).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from typing import Any
 
 from berrymq.cli import Commands
 from berrymq.errors import BerryMQError
+from berrymq_jsonrpc.status_cli import register_status_commands, start_monitor
 
 __all__ = ["add_serve_option", "format_message", "parse_value", "register_commands",
            "server_url"]
@@ -177,6 +178,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                     except (ValueError, OSError) as exc:
                         raise CommandError(f"cannot serve {url}: {exc}") from None
                     print(f"serving {bound}", flush=True)
+                start_monitor(bus, args)  # status: serve --monitor HOST:PORT
                 for pattern in args.print or []:
                     regist_function(pattern, _print_message, weak=False)
                 print("press Ctrl-C to stop", file=sys.stderr, flush=True)
@@ -345,6 +347,8 @@ def register_commands(commands: Commands) -> None:
     p.add_argument("pattern", metavar="PATTERN", help="an identifier pattern, e.g. 'job:*'")
     p.add_argument("--json", action="store_true",
                    help='print each message as a JSON object {"identifier", "args", "kwargs"}')
+
+    register_status_commands(commands)  # status: `status URL`, `serve --monitor`
 
     graph = commands.get("graph")
     if graph is not None:

@@ -31,6 +31,7 @@ from berrymq_jsonrpc.jsonrpc import dumps, encode_request, parse_reply
 if TYPE_CHECKING:
     from berrymq.message import Message
     from berrymq_jsonrpc.service import Session
+    from berrymq_jsonrpc.stats import NodeStats
 
 __all__ = [
     "Channel",
@@ -316,6 +317,7 @@ class Link:
         self.outbox = Outbox(self._send_batch, max_bytes=channel.max_size - _ENVELOPE,
                              on_failure=self._failed, name=name)
         self.closed = False
+        self.stats: NodeStats | None = None  # stats: set by the transport that owns the link
 
     def _send_batch(self, texts: list[str]) -> None:
         self.channel.send_messages(self.token, texts)
@@ -333,6 +335,8 @@ class Link:
     def forward(self, message: Message, reply_to: Identifier | None) -> None:
         """Queue ``message`` for the peer (with ``reply_to`` for :func:`berrymq.talk`)."""
         self.outbox.put(encode_message(message, reply_to))
+        if self.stats is not None:  # stats
+            self.stats.message_out(message[0], self.channel.url)
 
     def request(self, message: Message, timeout: float) -> list[Any]:
         """Ask the peer's receivers (the ``ask`` method) and return their replies."""
@@ -354,6 +358,8 @@ class Link:
             return
         self.closed = True
         self.outbox.close(timeout)
+        if self.stats is not None:  # stats: what the outbox could not send
+            self.stats.lost("not sent: connection failed or closed", self.outbox.lost)
         if self.owns_channel:
             self.channel.close()
 

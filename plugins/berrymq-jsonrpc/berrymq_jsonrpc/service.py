@@ -28,6 +28,7 @@ from berrymq.message import Message
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.dialect import answer_v1
 from berrymq_jsonrpc.jsonrpc import Dispatcher, ParseError, app_error, dumps, invalid_params, loads
+from berrymq_jsonrpc.stats import stats_for
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus, Subscription
@@ -109,14 +110,15 @@ class SessionQueue:
 class Session:
     """What the server keeps for one token."""
 
-    __slots__ = ("closed", "context", "deadline", "link", "on_close", "queue", "style",
-                 "token", "ttl")
+    __slots__ = ("closed", "context", "deadline", "link", "on_close", "opened", "queue",
+                 "style", "token", "ttl")
 
     def __init__(self, token: str, style: str, ttl: float, context: Any = None) -> None:
         self.token = token
         self.style = style
         self.ttl = ttl
         self.deadline = time.monotonic() + ttl
+        self.opened = time.monotonic()  # stats: the session's age in /status
         self.context = context
         self.queue: SessionQueue | None = None
         self.link: Link | V1Link | None = None
@@ -234,6 +236,7 @@ class Service:
         self._sweeper: threading.Thread | None = None
         self._closed = False
         self._count = itertools.count()
+        self.stats = stats_for(bus)  # stats: the node's counters (berrymq_jsonrpc.stats)
         methods: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
             p.METHOD_CONNECT_ONEWAY: self._connect_oneway,
             p.METHOD_INTERCONNECT: self._interconnect,
@@ -267,10 +270,11 @@ class Service:
     def handle(self, data: bytes | str, context: Any = None) -> bytes | None:
         """Answer a request text; None when nothing is to be answered."""
         try:
-            request = loads(data)
+            reply = self.handle_parsed(loads(data), context)
         except ParseError:
-            return self.dispatcher.parse_error()
-        return self.handle_parsed(request, context)
+            reply = self.dispatcher.parse_error()
+        self.stats.exchanged(len(data), 0 if reply is None else len(reply))  # stats
+        return reply
 
     def handle_parsed(self, request: Any, context: Any = None) -> bytes | None:
         """Answer a parsed request or batch; None when nothing is to be answered."""
@@ -423,11 +427,18 @@ class Service:
     def _deliver(self, session: Session, message: Message, reply_to: Identifier | None) -> bool:
         """Give one message to the bus; False when a full queue refused it."""
         try:
-            self.bus.receive(message, session.link, reply_to)
+            if not self.bus.receive(message, session.link, reply_to):  # stats: why not
+                if message[3] + 1 >= self.bus.hop_limit:
+                    self.stats.lost("hop limit")
+                else:
+                    self.stats.duplicate()
         except QueueFull:
+            self.stats.lost("refused: queue full")  # stats
             return False
         except ExceptionGroup as group:
             refused, others = group.split(QueueFull)
+            if refused is not None:
+                self.stats.lost("refused: queue full")  # stats
             if others is not None:
                 logger.error("receivers failed on message %s from a remote node",
                              message[0], exc_info=others)
@@ -443,6 +454,7 @@ class Service:
             params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
             params, "the message's",
         )
+        self.stats.message_in(message[0], session)  # stats
         if not self._deliver(session, message, reply_to):
             raise app_error(p.QUEUE_FULL, {"refused": [0]})
         return p.RESULT_OK
@@ -464,6 +476,7 @@ class Service:
                 item[0], item[1], item[2], item[3] if len(item) == 4 else None,
                 f"messages[{index}]",
             ))
+        self.stats.messages_in([message[0] for message, _ in built], session)  # stats
         deliver = self._deliver
         refused = [i for i, (message, reply_to) in enumerate(built)
                    if not deliver(session, message, reply_to)]
@@ -487,16 +500,21 @@ class Service:
         wait = 0.0 if not block else min(self.max_get_wait, self.max_get_wait if timeout is None
                                          else timeout)
         try:
-            return store.get(wait)
+            entry = store.get(wait)
         except queue.Empty:
             raise app_error(p.EMPTY) from None
+        self.stats.message_out(entry[0], store)  # stats
+        return entry
 
     def _get_nowait(self, context: Any, params: dict[str, Any]) -> list[Any]:
         _allowed(p.METHOD_GET_NOWAIT, params, frozenset({"token"}))
+        store = self._queue_of(params)
         try:
-            return self._queue_of(params).get(0)
+            entry = store.get(0)
         except queue.Empty:
             raise app_error(p.EMPTY) from None
+        self.stats.message_out(entry[0], store)  # stats
+        return entry
 
     def _close_connection(self, context: Any, params: dict[str, Any]) -> str:
         _allowed(p.METHOD_CLOSE_CONNECTION, params, frozenset({"token"}))

@@ -24,6 +24,9 @@ Settings (each plugin's table in the settings file, see :func:`declare_settings`
     the bound of each style-03 queue kept for a client (default 10 000).
 ``max_get_wait``
     the cap of a blocking ``get`` on the server, in seconds (default 30).
+``names``
+    more host names the node answers to in the HTTP ``Host`` header of its status pages,
+    besides the address it is bound to, ``localhost``, ``127.0.0.1`` and ``[::1]``.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ _SETTINGS: dict[str, type | tuple[type, ...]] = {
     "read_timeout": (int, float),
     "queue_size": int,
     "max_get_wait": (int, float),
+    "names": list,
 }
 
 
@@ -185,6 +189,8 @@ class RemoteConnection(Connection):
         self._lock = threading.Lock()
         self.link = Link(channel, token, name=f"{transport.scheme}:{style}",
                          on_dead=self._dead)
+        self.link.stats = transport.service.stats  # stats
+        self.opened = time.monotonic()  # stats: the connection's age in /status
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -196,6 +202,7 @@ class RemoteConnection(Connection):
                 self._dead(ConnectionClosed("the peer closed the connection"))
             raise ConnectionClosed(f"connection to {self.address} is closed{self.reason}")
         self.link.outbox.put(encode_message(message, extras=False))
+        self.link.stats.message_out(message[0], self.address)  # type: ignore[union-attr]  # stats
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message sent so far was acknowledged by the peer; False on
@@ -335,6 +342,7 @@ class RemoteTransport(Transport):
         self.service = Service(bus, secret=self.secret, queue_size=queue_size,
                                max_get_wait=self.max_get_wait, link_factory=self._peer_link,
                                name=plugin)
+        self.names: list[str] = [str(n) for n in settings.get("names", [])]  # status: Host names
         self.urls: list[str] = []
         self._servers: list[Any] = []
         self._connections: list[RemoteConnection] = []
@@ -408,6 +416,7 @@ class RemoteTransport(Transport):
                                  args=(session.token, "peer unreachable"), daemon=True).start()
 
         link = Link(channel, token, name=f"{self.scheme}:peer", on_dead=dead, owns_channel=owns)
+        link.stats = self.service.stats  # stats
         return link
 
     # -- connecting -----------------------------------------------------------------------

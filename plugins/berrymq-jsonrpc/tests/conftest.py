@@ -148,3 +148,70 @@ def _wait_for(condition: Callable[[], Any], timeout: float = TIMEOUT,
 def wait_for() -> Callable[..., Any]:
     """``wait_for(condition, timeout, what)``: poll until true, fail at the deadline."""
     return _wait_for
+
+
+class ServeNode:
+    """``python -m berrymq serve ARGS`` in a subprocess; :attr:`urls` maps what it printed
+    (``http``, ``tcp``, ``monitor``) to the URL it serves."""
+
+    def __init__(self, cwd: Path, args: list[str], env: dict[str, str] | None = None) -> None:
+        full_env = {k: v for k, v in os.environ.items()
+                    if k not in ("BERRYMQ_CONFIG", "BERRYMQ_SECRET")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "berrymq", "serve", *args], cwd=cwd, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**full_env, **(env or {})},
+        )
+        self.urls: dict[str, str] = {}
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:
+            assert self.process.stdout is not None
+            for line in self.process.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        wanted = {a.lstrip("-") for a in args if a in ("--http", "--tcp", "--monitor")}
+        while not wanted <= self.urls.keys():
+            try:
+                line = lines.get(timeout=TIMEOUT)
+            except queue.Empty:
+                raise AssertionError(f"serve printed no address in {TIMEOUT}s") from None
+            if line is None:
+                raise AssertionError("serve exited: " + (self.process.stderr.read()
+                                                         if self.process.stderr else ""))
+            word, _, url = line.strip().partition(" ")
+            if word == "serving":
+                self.urls[url.split("://")[0]] = url
+            elif word == "monitor":
+                self.urls["monitor"] = url
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(TIMEOUT)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def serve_node(tmp_path: Path) -> Iterator[Callable[..., ServeNode]]:
+    """``serve_node(*args, env=None, settings="")``: a ``berrymq serve`` subprocess in
+    ``tmp_path`` (``settings``: the text of its berrymq.toml); stopped after the test."""
+    nodes: list[ServeNode] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, settings: str = "") -> ServeNode:
+        if settings:
+            (tmp_path / "berrymq.toml").write_text(settings)
+        node = ServeNode(tmp_path, list(args), env)
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()

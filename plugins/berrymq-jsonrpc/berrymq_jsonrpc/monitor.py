@@ -1,0 +1,294 @@
+"""Serving a node's status: the routes, the access rule, and a small HTTP server for it.
+
+:class:`Monitor` answers ``GET /status`` (JSON), ``GET /metrics`` (Prometheus text),
+``GET /network`` (the picture of :func:`berrymq.network.describe`, JSON) and ``GET /`` (the
+live page) for one bus. It is called by the ``jsonrpc-http`` server for GET requests on the
+node's HTTP port, and by :class:`MonitorServer`, the responder of ``berrymq serve --monitor
+HOST:PORT`` on the process's I/O loop.
+
+**The access rule** (the same as for the JSON-RPC method ``network``, see :func:`access`):
+a node without a secret answers anyone who reaches a loopback address; a node with a
+secret (required to serve any other address) answers only requests that present it, as
+``Authorization: Bearer <secret>`` or, for a browser, ``?secret=<secret>`` in the URL.
+Before that, the ``Host`` header must name the node (:func:`host_allowed`): the address it
+is bound to, ``localhost``, ``127.0.0.1``, ``[::1]`` or a name from the ``names`` setting;
+anything else is answered 421, which defeats DNS rebinding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Iterable
+from http import HTTPStatus
+from importlib import resources
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
+
+from berrymq.transports.ioloop import io_loop
+from berrymq_jsonrpc.status import metrics_text, status_snapshot
+from berrymq_jsonrpc.transport import is_loopback
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["LOOPBACK_NAMES", "Monitor", "MonitorServer", "access", "answer_names",
+           "host_allowed", "presented_secret"]
+
+logger = logging.getLogger("berrymq.monitor")
+
+#: The names every node answers to, whatever it is bound to.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+#: An answer: HTTP status, headers, body.
+Answer = tuple[int, dict[str, str], bytes]
+
+_PATHS = frozenset({"/", "/status", "/metrics", "/network"})
+_HEAD_LIMIT = 16384
+_MAX_HEADERS = 100
+_HEAD_DEADLINE = 10.0
+_MAX_CLIENTS = 64
+
+
+# -- the access rule ---------------------------------------------------------------------------
+
+
+def answer_names(bound_host: str, names: Iterable[str] = ()) -> frozenset[str]:
+    """The host names a node bound to ``bound_host`` answers to (lower case, IPv6 without
+    brackets): the bound address, the loopback names and the configured ``names``."""
+    extra = {n.strip().strip("[]").lower() for n in names if n.strip()}
+    return frozenset({*LOOPBACK_NAMES, bound_host.strip("[]").lower(), *extra})
+
+
+def host_allowed(host_header: str | None, names: frozenset[str]) -> bool:
+    """Whether a ``Host`` header (``name``, ``name:port``, ``[v6]:port``) names the node."""
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0 or (host[end + 1:] and not host[end + 1:].startswith(":")):
+            return False
+        name = host[1:end]
+    elif host.count(":") == 1:
+        name = host.partition(":")[0]
+    else:
+        name = host
+    return name in names
+
+
+def presented_secret(headers: dict[str, str], query: str) -> str | None:
+    """The secret a request presents: ``Authorization: Bearer <secret>``, else the
+    ``secret`` query parameter; None when it presents none."""
+    auth = headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    values = parse_qs(query).get("secret")
+    return values[0] if values else None
+
+
+def access(listener_loopback: bool, secret: str | None, presented: str | None) -> int | None:
+    """The rule for everything that describes a node: None when allowed, else the HTTP
+    status to refuse with (401 nothing presented, 403 wrong or not possible).
+
+    Without a secret, only a loopback listener answers (a node refuses to serve another
+    address without one). With a secret, it must be presented, on loopback too, as the
+    node's JSON-RPC methods (``network`` among them) require it on every address.
+    """
+    if secret is None:
+        return None if listener_loopback else 403
+    if presented is None:
+        return 401
+    if hmac.compare_digest(presented.encode("utf-8", "surrogatepass"),
+                           secret.encode("utf-8", "surrogatepass")):
+        return None
+    return 403
+
+
+# -- the routes --------------------------------------------------------------------------------
+
+
+def _inline_page() -> tuple[bytes, str]:
+    """The live page with its stylesheet and script inlined (so one request, behind the
+    access rule, brings everything), and the CSP hash of the script."""
+    folder = resources.files("berrymq_jsonrpc") / "static"
+    page = (folder / "index.html").read_text("utf-8")
+    style = (folder / "status.css").read_text("utf-8")
+    script = (folder / "status.js").read_text("utf-8")
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    page = page.replace("/*STYLE*/", style).replace("/*SCRIPT*/", script)
+    return page.encode("utf-8"), f"'sha256-{digest}'"
+
+
+_page: tuple[bytes, str] | None = None
+
+
+def _text(status: int, text: str, extra: dict[str, str] | None = None) -> Answer:
+    return status, {"Content-Type": "text/plain; charset=utf-8", **(extra or {})}, (
+        text + "\n").encode()
+
+
+class Monitor:
+    """The status routes of one bus, behind the access rule.
+
+    :param bus: the node.
+    :param host: the address the listener is bound to (decides loopback, names the node).
+    :param secret: the node's shared secret, or None.
+    :param names: more host names the node answers to (the ``names`` setting).
+    """
+
+    def __init__(self, bus: Bus, *, host: str, secret: str | None,
+                 names: Iterable[str] = ()) -> None:
+        self.bus = bus
+        self.loopback = is_loopback(host.strip("[]"))
+        self.secret = secret
+        self.names = answer_names(host, names)
+
+    def respond(self, method: str, target: str, headers: dict[str, str]) -> Answer | None:
+        """Answer a GET of a status route; None for any other request (the caller's own).
+
+        ``headers`` have lower-case names.
+        """
+        path, _, query = target.partition("?")
+        if method != "GET" or path not in _PATHS:
+            return None
+        refusal = self._refusal(headers, query)
+        return refusal if refusal is not None else self._route(path)
+
+    def _refusal(self, headers: dict[str, str], query: str) -> Answer | None:
+        """The answer that refuses the request under the access rule; None to go on."""
+        if not host_allowed(headers.get("host"), self.names):
+            return _text(421, "this node does not answer to that Host name")
+        refused = access(self.loopback, self.secret, presented_secret(headers, query))
+        if refused == 401:
+            return _text(401, "this node's status needs its secret: Authorization: Bearer "
+                              "<secret>, or ?secret=<secret>",
+                         {"WWW-Authenticate": 'Bearer realm="berryMQ"'})
+        if refused is not None:
+            return _text(403, "wrong secret, or this address cannot show the node's status")
+        return None
+
+    def _route(self, path: str) -> Answer:
+        plain = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+        if path == "/status":
+            body = json.dumps(status_snapshot(self.bus), ensure_ascii=False).encode()
+            return 200, {"Content-Type": "application/json", **plain}, body
+        if path == "/metrics":
+            text = metrics_text(status_snapshot(self.bus))
+            return 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+                         **plain}, text.encode()
+        if path == "/network":
+            from berrymq import network
+
+            body = json.dumps(network.describe(self.bus), ensure_ascii=False).encode()
+            return 200, {"Content-Type": "application/json", **plain}, body
+        global _page
+        if _page is None:
+            _page = _inline_page()
+        page, script_hash = _page
+        csp = (f"default-src 'none'; script-src {script_hash}; style-src 'unsafe-inline'; "
+               "connect-src 'self'; img-src 'self' data:; base-uri 'none'; "
+               "frame-ancestors 'none'")
+        return 200, {"Content-Type": "text/html; charset=utf-8",
+                     "Content-Security-Policy": csp, "Referrer-Policy": "no-referrer",
+                     **plain}, page
+
+
+# -- serve --monitor -------------------------------------------------------------------------
+
+
+def _head(answer: Answer) -> bytes:
+    status, headers, body = answer
+    phrase = HTTPStatus(status).phrase
+    lines = [f"HTTP/1.1 {status} {phrase}", "Server: berryMQ", "Connection: close",
+             f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
+    """``(method, target, headers)`` of an HTTP/1.x request head; None when malformed."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or len(headers) >= _MAX_HEADERS:
+            return None
+        headers[name.strip().lower()] = value.strip()
+    return parts[0], parts[1], headers
+
+
+class MonitorServer:
+    """A minimal HTTP/1.1 responder for :class:`Monitor` on the process's I/O loop: one
+    request per connection, the whole head within ``head_deadline`` seconds and 16 KiB, at
+    most ``max_clients`` connections at once (more are answered 503); the answer is computed
+    off the loop."""
+
+    def __init__(self, monitor: Monitor, *, head_deadline: float = _HEAD_DEADLINE,
+                 max_clients: int = _MAX_CLIENTS) -> None:
+        self.monitor = monitor
+        self.head_deadline = head_deadline
+        self.max_clients = max_clients
+        self._server: asyncio.base_events.Server | None = None
+        self._clients = 0
+        self.url = ""
+
+    def start(self, host: str, port: int) -> str:
+        """Listen on ``host:port`` (port 0: a free one); returns ``http://host:port``."""
+        bind = host.strip("[]")
+        self._server = io_loop.run(
+            asyncio.start_server(self._client, bind, port, limit=_HEAD_LIMIT), timeout=10)
+        bound = self._server.sockets[0].getsockname()[1]
+        shown = f"[{bind}]" if ":" in bind else bind
+        self.url = f"http://{shown}:{bound}"
+        return self.url
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients += 1
+        try:
+            if self._clients > self.max_clients:
+                writer.write(_head(_text(503, "")) + b"too many connections\n")
+                return
+            try:
+                async with asyncio.timeout(self.head_deadline):  # the whole head, not per read
+                    head = await reader.readuntil(b"\r\n\r\n")
+            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                    ConnectionError):
+                return
+            request = parse_head(head[:-4])
+            answer: Answer | None
+            if request is None:
+                answer = _text(400, "not an HTTP/1.x request")
+            else:
+                method, target, headers = request
+                loop = asyncio.get_running_loop()
+                answer = await loop.run_in_executor(None, self.monitor.respond, method, target,
+                                                    headers)
+                if answer is None:
+                    answer = _text(404 if method == "GET" else 405,
+                                   "this address serves GET /, /status, /metrics, /network")
+            writer.write(_head(answer) + answer[2])
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        except Exception:
+            logger.exception("the status server failed on a request")
+        finally:
+            self._clients -= 1
+            writer.close()
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None and io_loop.running:
+            server.close()
+            with contextlib.suppress(Exception):
+                io_loop.run(server.wait_closed(), timeout=5)

@@ -1,0 +1,227 @@
+"""What a node tells about itself: ``/status`` (JSON) and ``/metrics`` (Prometheus text).
+
+:func:`status_snapshot` reads a bus, its JSON-RPC transports and its counters
+(:mod:`berrymq_jsonrpc.stats`) into one JSON-ready dict, in the spirit of NATS's ``/varz``
+and ``/connz``; :func:`metrics_text` writes the same numbers in the Prometheus text
+exposition format. ``docs/status.md`` explains every field and metric. Nothing here is on
+a message's path: it runs when someone asks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from berrymq_jsonrpc.jsonrpc import dumps
+from berrymq_jsonrpc.stats import NodeStats, session_peer, stats_for
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["VERSION", "metrics_text", "status_snapshot"]
+
+#: The version of the ``/status`` document (a field is only added, never changed, within it).
+VERSION = 1
+
+_NOT_SENT = "not sent: connection failed or closed"
+
+
+def _transports(bus: Bus) -> list[tuple[str, Any]]:
+    # the bus's transports by scheme, as berrymq.network.describe reads them
+    return sorted(dict(bus._transports).items())
+
+
+def _queue_bytes(items: list[Any]) -> int:
+    """The bytes a session queue holds: its entries as JSON (what the client will get)."""
+    total = 0
+    for entry in items:
+        if type(entry) is list:
+            total += len(dumps(entry))
+    return total
+
+
+def _session_queue(session: Any) -> dict[str, Any] | None:
+    store = session.queue
+    if store is None:
+        return None
+    inner = store._items
+    with inner.mutex:
+        items = list(inner.queue)
+    items = [e for e in items if type(e) is list]  # not the closing marker
+    return {"name": f"remote {store.pattern}", "kind": "session", "pattern": str(store.pattern),
+            "depth": len(items), "bytes": _queue_bytes(items), "maxsize": store.maxsize,
+            "shared": False, "session": session.token[:8]}
+
+
+def _local_queues(bus: Bus) -> Iterator[dict[str, Any]]:
+    from berrymq import network
+
+    for receiver in network.describe(bus)["receivers"]:
+        queue = receiver.get("queue")
+        if receiver.get("kind") != "queue" or not isinstance(queue, dict):
+            continue
+        pattern = receiver["follows"][0]["pattern"] if receiver["follows"] else "?"
+        yield {"name": receiver["name"], "kind": "local", "pattern": pattern,
+               "depth": queue.get("size", 0), "bytes": None, "maxsize": queue.get("maxsize", 0),
+               "shared": bool(queue.get("shared")), "session": None}
+
+
+def _plugins(bus: Bus) -> list[dict[str, Any]]:
+    host = bus.plugins
+    try:
+        lines = host.status(bus).lines
+    except Exception as exc:  # noqa: BLE001 - a status must not fail on one plugin
+        lines = {"?": [f"status failed: {exc}"]}
+    return [{"name": info.name, "distribution": info.distribution, "version": info.version,
+             "active": info.active, "reason": info.reason, "status": lines.get(info.name, [])}
+            for info in host.infos()]
+
+
+def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
+    """Everything ``/status`` shows about ``bus`` (see ``docs/status.md``), JSON-ready."""
+    from berrymq import __version__
+
+    stats = stats if stats is not None else stats_for(bus)
+    now = time.monotonic()
+    totals = stats.totals()
+    samples = stats.sample(totals)
+    rates = stats.rates(samples)
+    listening: list[str] = []
+    connections: list[dict[str, Any]] = []
+    sessions: list[dict[str, Any]] = []
+    queues: list[dict[str, Any]] = []
+    pending_losses: list[tuple[str, int]] = []
+    for scheme, transport in _transports(bus):
+        listening += list(getattr(transport, "urls", ()))
+        for connection in list(getattr(transport, "_connections", ())):
+            outbox = connection.link.outbox
+            if not connection.link.closed:
+                pending_losses.append((_NOT_SENT, outbox.lost))
+            connections.append({
+                "scheme": scheme, "address": connection.address, "style": connection.style,
+                "direction": "out", "age_s": round(now - getattr(connection, "opened", now), 3),
+                "pending": outbox._queue.qsize(), "sent": outbox.sent, "lost": outbox.lost,
+                "state": "closed" if connection.closed else "open",
+            })
+        service = getattr(transport, "service", None)
+        if service is None:
+            continue
+        for session in list(service.sessions.values()):
+            link = session.link
+            if link is not None and not link.closed and link.stats is not None:
+                pending_losses.append((_NOT_SENT, link.outbox.lost))
+            sessions.append({
+                "id": session.token[:8], "scheme": scheme, "style": session.style,
+                "peer": session_peer(session),
+                "age_s": round(now - getattr(session, "opened", now), 3),
+                "idle_s": round(max(0.0, now - (session.deadline - session.ttl)), 3),
+                "ttl_s": session.ttl,
+            })
+            queue = _session_queue(session)
+            if queue is not None:
+                queues.append(queue)
+    queues += list(_local_queues(bus))
+    losses = stats.losses(pending_losses)
+    return {
+        "version": VERSION,
+        "server": {
+            "node": bus.node_id, "bus": bus.name, "berrymq": __version__, "pid": os.getpid(),
+            "started": round(stats.started, 3), "now": round(time.time(), 3),
+            "uptime_s": round(stats.uptime(), 3), "listening": listening,
+        },
+        "messages": {"in": totals["messages_in"], "out": totals["messages_out"],
+                     "in_per_s": rates["messages_in"], "out_per_s": rates["messages_out"],
+                     "duplicates": totals["duplicates"]},
+        "bytes": {"in": totals["bytes_in"], "out": totals["bytes_out"],
+                  "in_per_s": rates["bytes_in"], "out_per_s": rates["bytes_out"]},
+        "lost": {"total": sum(losses.values()), "reasons": losses},
+        "connections": connections,
+        "sessions": sessions,
+        "queues": queues,
+        "plugins": _plugins(bus),
+        "recent": stats.recent_messages(),
+        "history": [list(sample) for sample in samples],
+    }
+
+
+# -- Prometheus --------------------------------------------------------------------------------
+
+
+def _label(value: object) -> str:
+    """A label value escaped as the text format wants: backslash, quote, newline."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(pairs: dict[str, object]) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{key}="{_label(value)}"' for key, value in pairs.items()) + "}"
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, text: str,
+               samples: list[tuple[dict[str, object], float]]) -> None:
+        # the text format 0.0.4 names a counter with its _total in HELP and TYPE too
+        if kind == "counter":
+            name += "_total"
+        self.lines.append(f"# HELP {name} {text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            number = int(value) if float(value).is_integer() else value
+            self.lines.append(f"{name}{_labels(labels)} {number}")
+
+
+def metrics_text(snapshot: dict[str, Any]) -> str:
+    """``snapshot`` (from :func:`status_snapshot`) in the Prometheus text format 0.0.4."""
+    w = _Writer()
+    server = snapshot["server"]
+    w.family("berrymq_info", "gauge", "Always 1; the labels name the node.",
+             [({"node": server["node"], "bus": server["bus"], "version": server["berrymq"]}, 1)])
+    w.family("berrymq_uptime_seconds", "gauge", "Seconds since the node's counters started.",
+             [({}, server["uptime_s"])])
+    w.family("berrymq_messages_received", "counter",
+             "Messages that came in from other processes.", [({}, snapshot["messages"]["in"])])
+    w.family("berrymq_messages_sent", "counter",
+             "Messages handed to connections for other processes, or taken by remote queue "
+             "clients.", [({}, snapshot["messages"]["out"])])
+    w.family("berrymq_messages_duplicate", "counter",
+             "Messages that came back round a cycle of nodes, dropped (delivered already).",
+             [({}, snapshot["messages"].get("duplicates", 0))])
+    w.family("berrymq_bytes_received", "counter", "Request bytes read by the node's servers.",
+             [({}, snapshot["bytes"]["in"])])
+    w.family("berrymq_bytes_sent", "counter", "Answer bytes written by the node's servers.",
+             [({}, snapshot["bytes"]["out"])])
+    w.family("berrymq_messages_lost", "counter",
+             "Messages not delivered (refused, dropped or not sent), by reason.",
+             [({"reason": reason}, count)
+              for reason, count in sorted(snapshot["lost"]["reasons"].items())])
+    by_style: dict[tuple[str, str], int] = {}
+    for session in snapshot["sessions"]:
+        key = (session["scheme"], session["style"])
+        by_style[key] = by_style.get(key, 0) + 1
+    w.family("berrymq_sessions", "gauge", "Open sessions (tokens) that peers hold, by style.",
+             [({"scheme": scheme, "style": style}, n)
+              for (scheme, style), n in sorted(by_style.items())])
+    by_style = {}
+    for connection in snapshot["connections"]:
+        key = (connection["scheme"], connection["style"])
+        by_style[key] = by_style.get(key, 0) + 1
+    w.family("berrymq_connections", "gauge", "Connections this node opened to others, by style.",
+             [({"scheme": scheme, "style": style}, n)
+              for (scheme, style), n in sorted(by_style.items())])
+    queues = snapshot["queues"]
+    w.family("berrymq_queue_depth", "gauge", "Messages waiting in a queue.",
+             [({"queue": q["name"], "kind": q["kind"]}, q["depth"]) for q in queues])
+    w.family("berrymq_queue_bytes", "gauge",
+             "Bytes waiting in a remote client's queue, as JSON.",
+             [({"queue": q["name"], "kind": q["kind"]}, q["bytes"]) for q in queues
+              if q["bytes"] is not None])
+    w.family("berrymq_plugin_active", "gauge", "1 when the plugin is active, else 0.",
+             [({"plugin": p["name"], "version": p["version"]}, 1 if p["active"] else 0)
+              for p in snapshot["plugins"]])
+    return "\n".join(w.lines) + "\n"

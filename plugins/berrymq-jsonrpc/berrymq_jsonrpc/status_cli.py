@@ -1,0 +1,221 @@
+"""``berrymq status URL`` and ``berrymq serve --monitor HOST:PORT``.
+
+- ``berrymq status URL [--json] [--secret S]`` reads ``URL/status`` (the node's HTTP port,
+  or its ``--monitor`` address) and prints it as a few readable tables, or the JSON as the
+  node sent it with ``--json``. Exit status: 0 shown; 1 the node could not be reached or
+  refused (a wrong secret, a Host it does not answer to); 2 a usage error.
+- ``serve --monitor HOST:PORT`` also serves ``/``, ``/status``, ``/metrics`` and
+  ``/network`` on an address of their own (loopback unless a host is given; another
+  address needs the node's secret, as the JSON-RPC servers do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import urlsplit
+
+from berrymq.cli import Commands
+from berrymq.errors import BerryMQError
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.monitor import Monitor, MonitorServer
+from berrymq_jsonrpc.transport import is_loopback
+
+__all__ = ["fetch_status", "format_status", "register_status_commands", "start_monitor"]
+
+
+class _Usage(BerryMQError):
+    """A command-line mistake (exit 2)."""
+
+
+class Unreachable(BerryMQError):
+    """The node could not be reached, or refused to answer (exit 1)."""
+
+
+# -- status URL --------------------------------------------------------------------------------
+
+
+def status_url(url: str) -> str:
+    """``http://host:port/status`` from ``http://host:port[/]``, ``host:port`` or ``:port``."""
+    if "://" not in url:
+        url = "http://" + (f"127.0.0.1{url}" if url.startswith(":") else url)
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http":
+        raise _Usage(f"{url!r}: status is served over HTTP; give the node's http:// address "
+                     "(its --http port or its --monitor address)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise _Usage(f"{url!r} has an invalid port") from None
+    if not parts.hostname or port is None:
+        raise _Usage(f"{url!r} needs a host and a port, e.g. http://127.0.0.1:8000")
+    base = f"http://{parts.netloc}{parts.path.rstrip('/')}"
+    return base if base.endswith("/status") else base + "/status"
+
+
+def fetch_status(url: str, *, secret: str | None = None, timeout: float = 10.0) -> Any:
+    """The JSON of a node's ``/status``; :class:`Unreachable` saying why not."""
+    target = status_url(url)
+    headers = {"Accept": "application/json"}
+    if secret:
+        headers["Authorization"] = f"Bearer {secret}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+    request = urllib.request.Request(target, headers=headers)
+    try:
+        with opener.open(request, timeout=timeout) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as exc:
+        text = exc.read(500).decode("utf-8", "replace").strip()
+        hint = ""
+        if exc.code in (401, 403):
+            hint = f" (give the node's secret with --secret or {p.SECRET_ENV_VAR})"
+        raise Unreachable(f"{target} answered HTTP {exc.code}: {text}{hint}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise Unreachable(f"cannot reach {target}: {reason}") from None
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise Unreachable(f"{target} did not answer with JSON: {body[:100]!r}") from None
+
+
+def _human(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("", "k", "M", "G"):
+        if abs(n) < 1000:
+            return f"{n:g}{unit}" if unit == "" else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.1f}T"
+
+
+def _age(seconds: float) -> str:
+    s = int(max(0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]],
+           empty: str) -> list[str]:
+    lines = [f"{title}:"]
+    if not rows:
+        return [*lines, f"  ({empty})"]
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        lines.append("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths,
+                                                                        strict=True)).rstrip())
+    return lines
+
+
+def format_status(status: dict[str, Any], recent: int = 10) -> str:
+    """A node's ``/status`` as text for a terminal."""
+    s, m, b, lost = status["server"], status["messages"], status["bytes"], status["lost"]
+    out = [
+        f"node {s['node']} (bus {s['bus']}, berryMQ {s['berrymq']}, pid {s['pid']}), "
+        f"up {_age(s['uptime_s'])}",
+        f"listening: {', '.join(s['listening']) or '-'}",
+        f"messages:  in {m['in']} ({_human(m['in_per_s'])}/s)  out {m['out']} "
+        f"({_human(m['out_per_s'])}/s)",
+        f"bytes:     in {_human(b['in'])}B ({_human(b['in_per_s'])}B/s)  out "
+        f"{_human(b['out'])}B ({_human(b['out_per_s'])}B/s)",
+        "lost:      " + (f"{lost['total']} (" + ", ".join(
+            f"{r}: {n}" for r, n in sorted(lost["reasons"].items())) + ")"
+            if lost["total"] else "0"),
+        "",
+    ]
+    out += _table("sessions", ("ID", "STYLE", "PEER", "AGE", "IDLE", "TTL"), [
+        (x["id"], x["style"], x["peer"] or "-", _age(x["age_s"]), _age(x["idle_s"]),
+         _age(x["ttl_s"])) for x in status["sessions"]], "no peer is connected")
+    out += _table("connections", ("ADDRESS", "STYLE", "AGE", "PENDING", "SENT", "LOST"), [
+        (x["address"], x["style"], _age(x["age_s"]), str(x["pending"]), str(x["sent"]),
+         str(x["lost"])) for x in status["connections"]], "none opened by this node")
+    out += _table("queues", ("QUEUE", "KIND", "DEPTH", "BYTES", "MAX"), [
+        (x["name"], x["kind"], str(x["depth"]), _human(x["bytes"]), str(x["maxsize"] or "-"))
+        for x in status["queues"]], "none")
+    out += _table(f"recent messages (last {recent})", ("TIME", "DIR", "IDENTIFIER", "PEER"), [
+        (time.strftime("%H:%M:%S", time.localtime(x["time"])), x["direction"],
+         x["identifier"], x["peer"] or "-") for x in status["recent"][-recent:]], "none yet")
+    out += _table("plugins", ("NAME", "VERSION", "ACTIVE", "STATE"), [
+        (x["name"], x["version"], "yes" if x["active"] else "no",
+         "; ".join(x["status"]) or x["reason"]) for x in status["plugins"]], "none")
+    return "\n".join(out) + "\n"
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    secret = args.secret or os.environ.get(p.SECRET_ENV_VAR) or None
+    try:
+        status = fetch_status(args.url, secret=secret, timeout=args.timeout)
+    except Unreachable as exc:
+        print(f"berrymq: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        sys.stdout.write(json.dumps(status, ensure_ascii=False, indent=2) + "\n")
+    else:
+        sys.stdout.write(format_status(status))
+    return 0
+
+
+# -- serve --monitor ---------------------------------------------------------------------------
+
+
+def _monitor_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    if not port.isdigit() or int(port) > 65535:
+        raise _Usage(f"--monitor {text!r}: expected HOST:PORT, :PORT or PORT "
+                     "(e.g. 127.0.0.1:8222)")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def start_monitor(bus: Any, args: argparse.Namespace) -> MonitorServer | None:
+    """Start the ``--monitor`` server of ``serve`` (after its transports: the secret and
+    the ``names`` setting are theirs) and print its URL; None without ``--monitor``."""
+    if not getattr(args, "monitor", None):
+        return None
+    host, port = _monitor_address(args.monitor)
+    transports = [t for _, t in sorted(dict(bus._transports).items()) if hasattr(t, "service")]
+    secret = next((t.secret for t in transports if t.secret), None) or os.environ.get(
+        p.SECRET_ENV_VAR) or None
+    if not is_loopback(host) and not secret:
+        raise _Usage(f"refusing to serve the status at {host}:{port}: it is not a loopback "
+                     f"address, and the status of a node others can reach needs its secret "
+                     f"({p.SECRET_ENV_VAR})")
+    names = [n for t in transports for n in getattr(t, "names", ())]
+    server = MonitorServer(Monitor(bus, host=host, secret=secret, names=names))
+    try:
+        url = server.start(host, port)
+    except OSError as exc:
+        raise _Usage(f"cannot serve the status at {host}:{port}: {exc}") from None
+    print(f"monitor {url}", flush=True)
+    return server
+
+
+def register_status_commands(commands: Commands) -> None:
+    """Add ``status`` and the ``--monitor`` option of ``serve`` (called once, from
+    :func:`berrymq_jsonrpc.cli.register_commands`)."""
+    parser = commands.add(
+        "status", _cmd_status, help="show a running node's state (its /status)",
+        description="Read the /status of the node at URL (its HTTP port, or its --monitor "
+                    "address) and print it. Exit status: 0 shown, 1 unreachable or refused, "
+                    "2 usage error.",
+    )
+    parser.add_argument("url", metavar="URL", help="the node, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--json", action="store_true", help="print the JSON as the node sent it")
+    parser.add_argument("--secret", help=f"the node's secret (default: ${p.SECRET_ENV_VAR})")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds to wait for the node (default 10)")
+    serve = commands.get("serve")
+    if serve is not None:
+        serve.add_argument("--monitor", metavar="HOST:PORT",
+                           help="also serve /, /status, /metrics on this address (host "
+                                "default 127.0.0.1; another than loopback needs the secret)")

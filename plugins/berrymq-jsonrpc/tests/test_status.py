@@ -1,0 +1,318 @@
+"""Issue 12 point 2 and issue 10 (the access rule): a node's ``/status``, ``/metrics`` and
+``berrymq status``, against a real ``berrymq serve`` subprocess on loopback sockets."""
+
+from __future__ import annotations
+
+import gc
+import json
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.monitor import (
+    Monitor,
+    MonitorServer,
+    access,
+    answer_names,
+    host_allowed,
+    presented_secret,
+)
+from berrymq_jsonrpc.stats import RECENT, NodeStats
+from berrymq_jsonrpc.status import metrics_text, status_snapshot
+from prometheus_client.parser import text_string_to_metric_families
+
+from berrymq.errors import BerryMQError, QueueFull
+from berrymq.identifier import Identifier
+from berrymq.message import Message
+
+TIMEOUT = 20.0
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=TIMEOUT) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def raw_get(url: str, host: str | None) -> bytes:
+    """A GET with exactly this Host header (None: none at all), over a plain socket."""
+    address, port = url.removeprefix("http://").rsplit(":", 1)
+    head = "GET /status HTTP/1.1\r\n" + (f"Host: {host}\r\n" if host is not None else "")
+    with socket.create_connection((address, int(port)), timeout=TIMEOUT) as sock:
+        sock.sendall((head + "Connection: close\r\n\r\n").encode())
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def status_of(url: str, **headers: str) -> dict[str, Any]:
+    code, body = get(url + "/status", headers)
+    assert code == 200, body
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+# -- the counters ------------------------------------------------------------------------------
+
+
+def test_counters_are_per_thread_and_survive_their_threads() -> None:
+    stats = NodeStats()
+
+    def count() -> None:
+        for i in range(1000):
+            stats.message_in(i, None)
+            stats.exchanged(3, 5)
+
+    threads = [threading.Thread(target=count) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    gc.collect()
+    assert stats.totals() == {"messages_in": 20_000, "messages_out": 0,
+                              "bytes_in": 60_000, "bytes_out": 100_000, "duplicates": 0}
+    assert len(stats._cells) == 0, "the cells of ended threads are folded, not kept"
+
+
+def test_recent_messages_are_a_bounded_ring() -> None:
+    stats = NodeStats()
+    for i in range(RECENT + 70):
+        stats.message_out(f"job:n{i}", "tcp://peer")
+    recent = stats.recent_messages()
+    assert len(recent) == RECENT
+    assert recent[-1]["identifier"] == f"job:n{RECENT + 69}"
+    assert recent[0]["identifier"] == "job:n70"
+    assert recent[-1]["direction"] == "out" and recent[-1]["peer"] == "tcp://peer"
+
+
+# -- the access rule ---------------------------------------------------------------------------
+
+
+def test_the_access_rule() -> None:
+    assert access(True, None, None) is None  # loopback, no secret: open
+    assert access(False, None, None) == 403  # elsewhere without a secret: never
+    assert access(True, "s3", None) == 401  # a node with a secret asks for it everywhere
+    assert access(False, "s3", None) == 401
+    assert access(False, "s3", "nope") == 403
+    assert access(False, "s3", "s3") is None
+    assert access(True, "s3", "s3") is None
+    assert access(False, "s3", "\udcff") == 403  # a lone surrogate is a wrong secret
+
+
+def test_host_names_and_presented_secrets() -> None:
+    names = answer_names("10.1.2.3", ["node.example"])
+    for host in ("localhost", "localhost:80", "127.0.0.1:8000", "[::1]:8000", "[::1]",
+                 "10.1.2.3:7000", "NODE.example:1"):
+        assert host_allowed(host, names), host
+    for host in (None, "", "evil.example", "evil.example:8000", "10.1.2.30", "[::2]:80",
+                 "[::1]x", "localhost.evil.example"):
+        assert not host_allowed(host, names), host
+    assert presented_secret({"authorization": "Bearer abc"}, "") == "abc"
+    assert presented_secret({}, "x=1&secret=def") == "def"
+    assert presented_secret({"authorization": "Basic abc"}, "") is None
+
+
+def test_status_needs_the_host_to_name_the_node(serve_node: Callable[..., Any]) -> None:
+    node = serve_node("--http", "127.0.0.1:0", "--monitor", "127.0.0.1:0")
+    for url in (node.urls["http"], node.urls["monitor"]):
+        port = url.rsplit(":", 1)[1]
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+            assert raw_get(url, host).startswith(b"HTTP/1.1 200 "), host
+        for host in ("evil.example", f"evil.example:{port}", None):
+            assert raw_get(url, host).startswith(b"HTTP/1.1 421 "), host
+
+
+def test_a_node_with_a_secret_shows_its_status_only_with_it(
+        serve_node: Callable[..., Any], bus_factory: Callable[..., Any]) -> None:
+    node = serve_node("--http", "127.0.0.1:0", "--monitor", "127.0.0.1:0",
+                      env={p.SECRET_ENV_VAR: "s3cret"})
+    for url in (node.urls["http"], node.urls["monitor"]):
+        assert get(url + "/status")[0] == 401
+        assert get(url + "/metrics", {"Authorization": "Bearer wrong"})[0] == 403
+        assert get(url + "/status", {"Authorization": "Bearer s3cret"})[0] == 200
+        assert get(url + "/?secret=s3cret")[0] == 200
+    # the same rule for the JSON-RPC method that describes a node
+    client = bus_factory(jsonrpc_http={"secret": "wrong"}).transport("http")
+    with pytest.raises(BerryMQError, match="Unauthorised"):
+        client.call_once(node.urls["http"], p.METHOD_NETWORK, {}, timeout=TIMEOUT, secret=None)
+    described = client.call_once(node.urls["http"], p.METHOD_NETWORK, {}, timeout=TIMEOUT,
+                                 secret="s3cret")
+    assert described["version"] == 1
+
+
+def test_monitor_off_loopback_needs_a_secret(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "berrymq", "serve", "--http", "127.0.0.1:0",
+                           "--monitor", "0.0.0.0:0"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=TIMEOUT, env=_env())
+    assert done.returncode == 2
+    assert "not a loopback address" in done.stderr
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k not in ("BERRYMQ_CONFIG", "BERRYMQ_SECRET")}
+
+
+def closed_unanswered(sock: socket.socket) -> bool:
+    """The server closed the connection without a byte of answer (a close with unread
+    data in its buffer is a reset)."""
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_the_monitor_server_bounds_what_it_reads(bus_factory: Callable[..., Any]) -> None:
+    server = MonitorServer(Monitor(bus_factory(), host="127.0.0.1", secret=None),
+                           head_deadline=0.5)
+    url = server.start("127.0.0.1", 0)
+    address, port = url.removeprefix("http://").rsplit(":", 1)
+    try:
+        assert raw_get(url, f"127.0.0.1:{port}").startswith(b"HTTP/1.1 200 ")
+        with socket.create_connection((address, int(port)), timeout=TIMEOUT) as sock:
+            sock.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and no more
+            assert closed_unanswered(sock), "a head that never ends is cut at the deadline"
+        with socket.create_connection((address, int(port)), timeout=TIMEOUT) as sock:
+            sock.sendall(b"GET /status HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n")
+            assert closed_unanswered(sock), "a head over 16 KiB is not read to its end"
+        with socket.create_connection((address, int(port)), timeout=TIMEOUT) as sock:
+            sock.sendall(b"POST /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 405 ")
+    finally:
+        server.close()
+
+
+# -- /status and /metrics of a node at work ----------------------------------------------------
+
+
+def test_status_and_metrics_of_a_working_node(
+        serve_node: Callable[..., Any], bus_factory: Callable[..., Any]) -> None:
+    node = serve_node("--http", "127.0.0.1:0", "--monitor", "127.0.0.1:0",
+                      settings="[berrymq.jsonrpc-http]\nqueue_size = 3\n")
+    url = node.urls["http"]
+    transport = bus_factory().transport("http")
+    queue = transport.connect_via_queue(url, Identifier("job:*"), 60)
+    oneway = transport.connect_oneway(url, 60)
+    for i in range(3):
+        oneway.send(Message(Identifier("job:done"), (i, "x"), {"who": "test"}))
+    assert oneway.flush(TIMEOUT)
+    with pytest.raises(QueueFull):  # the fourth does not fit the queue of 3: refused
+        oneway.call(p.METHOD_SEND_MESSAGE, {"token": oneway.token, "identifier": "job:late"})
+    assert queue.get(timeout=TIMEOUT).args == (0, "x")
+
+    status = status_of(node.urls["monitor"])
+    same = ("lost", "queues", "recent", "plugins")
+    assert {k: status[k] for k in same} == {k: status_of(url)[k] for k in same}
+    assert status["version"] == 1
+    assert status["server"]["listening"] == [url]
+    assert status["server"]["uptime_s"] > 0
+    assert status["messages"]["in"] == 4  # three sent, one refused: all came in
+    assert status["messages"]["out"] == 1  # taken by the queue client
+    assert status["bytes"]["in"] > 0 and status["bytes"]["out"] > 0
+    assert status["lost"] == {"total": 1, "reasons": {"refused: queue full": 1}}
+    assert sorted(s["style"] for s in status["sessions"]) == ["oneway", "queue"]
+    assert all(s["age_s"] >= s["idle_s"] >= 0 and s["ttl_s"] == 60 for s in status["sessions"])
+    (remote,) = [q for q in status["queues"] if q["kind"] == "session"]
+    expected = sum(len(json.dumps(["job:done", [i, "x"], {"who": "test"}],
+                                  separators=(",", ":"))) for i in (1, 2))
+    assert (remote["pattern"], remote["depth"], remote["bytes"], remote["maxsize"]) == (
+        "job:*", 2, expected, 3)
+    recent = status["recent"]
+    assert [(m["direction"], m["identifier"]) for m in recent] == [
+        ("in", "job:done")] * 3 + [("in", "job:late"), ("out", "job:done")]
+    assert all(m["peer"].startswith(("oneway", "queue")) for m in recent)
+    plugins = {x["name"]: x for x in status["plugins"]}
+    assert plugins["jsonrpc-http"]["active"] is True
+    assert any("serving" in line for line in plugins["jsonrpc-http"]["status"])
+
+    code, body = get(node.urls["monitor"] + "/metrics")
+    assert code == 200
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for f in families.values() for s in f.samples}
+    for name in ("messages_received", "messages_sent", "bytes_received", "bytes_sent",
+                 "messages_lost"):
+        assert families[f"berrymq_{name}"].type == "counter"
+    assert "unknown" not in {f.type for f in families.values()}
+    assert values[("berrymq_messages_received_total", ())] == 4
+    assert values[("berrymq_messages_sent_total", ())] == 1
+    assert values[("berrymq_messages_lost_total", (("reason", "refused: queue full"),))] == 1
+    assert values[("berrymq_queue_depth", (("kind", "session"), ("queue", "remote job:*")))] == 2
+    assert values[("berrymq_sessions", (("scheme", "http"), ("style", "queue")))] == 1
+    assert values[("berrymq_plugin_active", (("plugin", "jsonrpc-http"), ("version", "0.4.0")))] == 1
+
+
+def test_duplicates_and_the_hop_limit_are_told_apart(bus_factory: Callable[..., Any]) -> None:
+    node = bus_factory()
+    url = node.transport("http").listen("http://127.0.0.1:0")
+    client = bus_factory().transport("http").connect_oneway(url, 60)
+    client.call(p.METHOD_SEND_MESSAGES, {"token": client.token, "messages": [
+        ["job:x", [], {}, {"uid": "u-1"}], ["job:x", [], {}, {"uid": "u-1"}],
+        ["job:y", [], {}, {"hops": node.hop_limit}]]})
+    status = status_snapshot(node)
+    assert (status["messages"]["in"], status["messages"]["duplicates"]) == (3, 1)
+    assert status["lost"] == {"total": 1, "reasons": {"hop limit": 1}}
+
+
+def test_metrics_escape_label_values() -> None:
+    stats = NodeStats()
+    snapshot = {
+        "server": {"node": "n", "bus": 'b"us\\1\nx', "berrymq": "0", "uptime_s": 1.5},
+        "messages": {"in": 1, "out": 2}, "bytes": {"in": 3, "out": 4},
+        "lost": {"total": 5, "reasons": {'odd "reason"\\ with\nnewline': 5}},
+        "sessions": [], "connections": [],
+        "queues": [{"name": 'Queue(a:"b")', "kind": "local", "depth": 7, "bytes": None}],
+        "plugins": [], "history": [], "recent": stats.recent_messages(),
+    }
+    families = {f.name: f for f in text_string_to_metric_families(metrics_text(snapshot))}
+    (info,) = families["berrymq_info"].samples
+    assert info.labels["bus"] == 'b"us\\1\nx'
+    (lost,) = families["berrymq_messages_lost"].samples
+    assert lost.labels["reason"] == 'odd "reason"\\ with\nnewline' and lost.value == 5
+    (depth,) = families["berrymq_queue_depth"].samples
+    assert depth.labels["queue"] == 'Queue(a:"b")' and depth.value == 7
+    assert families["berrymq_queue_bytes"].samples == []
+
+
+# -- berrymq status URL ------------------------------------------------------------------------
+
+
+def run_status(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "berrymq", "status", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+
+
+def test_status_command(serve_node: Callable[..., Any], bus_factory: Callable[..., Any],
+                        tmp_path: Path) -> None:
+    node = serve_node("--http", "127.0.0.1:0", "--monitor", "127.0.0.1:0")
+    sender = bus_factory().transport("http").connect_oneway(node.urls["http"], 60)
+    sender.send(Message(Identifier("order:placed"), (42,), {}))
+    assert sender.flush(TIMEOUT)
+
+    shown = run_status(node.urls["monitor"], cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "messages:  in 1 " in shown.stdout
+    assert "order:placed" in shown.stdout and "sessions:" in shown.stdout
+    raw = run_status(node.urls["http"], "--json", cwd=tmp_path)
+    assert raw.returncode == 0
+    assert json.loads(raw.stdout)["recent"][-1]["identifier"] == "order:placed"
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    gone = run_status(f"http://127.0.0.1:{port}", cwd=tmp_path)
+    assert gone.returncode == 1 and "cannot reach" in gone.stderr
+    wrong = run_status(node.urls["tcp"] if "tcp" in node.urls else "tcp://127.0.0.1:1",
+                       cwd=tmp_path)
+    assert wrong.returncode == 2 and "over HTTP" in wrong.stderr

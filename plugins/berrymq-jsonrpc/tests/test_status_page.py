@@ -1,0 +1,114 @@
+"""Issue 12 point 2: the live page ``/`` of a node, in a real headless Chromium.
+
+The system's Chromium (``/usr/bin/chromium``) is driven by Playwright (never its own
+browser download). Skipped where either is missing, except under
+``BERRYMQ_REQUIRE_BROKERS=1`` (CI), where that is a failure. Set
+``BERRYMQ_STATUS_SCREENSHOT=path.png`` to keep a picture of the page (docs/status.png).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from berrymq.identifier import Identifier
+from berrymq.message import Message
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+REQUIRED = os.environ.get("BERRYMQ_REQUIRE_BROKERS") == "1"
+TIMEOUT = 20.0
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+try:
+    from playwright.sync_api import Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the environment
+    sync_playwright = None  # type: ignore[assignment]
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    missing = ("chromium is not installed (/usr/bin/chromium)" if CHROMIUM is None else
+               "the playwright package is not installed" if sync_playwright is None else None)
+    if missing is not None:
+        if REQUIRED:
+            pytest.fail(f"{missing}, and BERRYMQ_REQUIRE_BROKERS=1 requires it")
+        pytest.skip(f"{missing}; set BERRYMQ_REQUIRE_BROKERS=1 to fail instead")
+    assert CHROMIUM is not None
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 1000})
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+def read_status(url: str) -> dict[str, Any]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url + "/status", timeout=TIMEOUT) as answer:
+        return json.loads(answer.read())  # type: ignore[no-any-return]
+
+
+COUNTERS = ("messages-in", "messages-out", "bytes-in", "bytes-out", "lost", "sessions",
+            "connections")
+
+
+def test_the_live_page_shows_the_node(page: Page, serve_node: Callable[..., Any],
+                                      bus_factory: Callable[..., Any]) -> None:
+    node = serve_node("--http", "127.0.0.1:0", "--print", "page:*")
+    url = node.urls["http"]
+    transport = bus_factory().transport("http")
+    queue = transport.connect_via_queue(url, Identifier("page:*"), 300)
+    sender = transport.connect_oneway(url, 300)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(url) else outside.append(r.url))
+
+    # Everything is read through locators: the page's Content-Security-Policy forbids
+    # eval, so Playwright's page.evaluate cannot run there (and need not).
+    page.goto(url + "/", timeout=TIMEOUT * 1000)
+    counters = page.locator("#counters")
+    wait = TIMEOUT * 1000
+    expect(counters).not_to_have_attribute("data-updates", "0", timeout=wait)
+    sent = 0
+    for burst in (3, 8, 5):  # a few bursts, each seen by the page, so the charts have a shape
+        for i in range(burst):
+            sender.send(Message(Identifier("page:hello"), (sent + i,), {"from": "the test"}))
+        sent += burst
+        assert sender.flush(TIMEOUT)
+        expect(counters).to_have_attribute("data-messages-in", str(sent), timeout=wait)
+    assert queue.get(timeout=TIMEOUT).args == (0,)
+    expect(page.locator("#recent tbody")).to_contain_text("page:hello", timeout=wait)
+    expect(page.locator("#network text").first).to_be_attached(timeout=wait)
+
+    # Quiescent now (no request is on its way to the node): once two more polls came back,
+    # the page shows the final counters; pause it and compare them with /status.
+    seen = int(counters.get_attribute("data-updates") or 0)
+    expect(counters).to_have_attribute("data-updates", str(seen + 2), timeout=wait)
+    page.locator("#pause").click()
+    expect(page.locator("#pause")).to_have_text("resume")
+    status = read_status(url)
+    shown = {k: counters.get_attribute(f"data-{k}") for k in COUNTERS}
+    assert shown == {k: str(v) for k, v in {
+        "messages-in": status["messages"]["in"], "messages-out": status["messages"]["out"],
+        "bytes-in": status["bytes"]["in"], "bytes-out": status["bytes"]["out"],
+        "lost": status["lost"]["total"], "sessions": len(status["sessions"]),
+        "connections": len(status["connections"]),
+    }.items()}
+    assert status["messages"] == status["messages"] | {"in": sent, "out": 1}
+    assert page.locator("#messages-in").inner_text() == str(sent)
+    assert "remote page:*" in page.locator("#queues").inner_text()
+    assert "page:*" in page.locator("#network").text_content()  # type: ignore[operator]
+    assert errors == [] and outside == []
+    shot = os.environ.get("BERRYMQ_STATUS_SCREENSHOT")
+    if shot:
+        page.screenshot(path=shot, full_page=True)
