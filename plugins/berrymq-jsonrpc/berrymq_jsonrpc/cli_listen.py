@@ -155,9 +155,11 @@ class _Listen:
             except (TransportError, OSError) as exc:
                 if stopping.is_set():
                     break
-                if not went_away(exc) or args.no_reconnect:
-                    raise ConnectionClosed(f"the node at {self.url} went away ({exc})"
-                                           ) from None
+                why = went_away(exc)
+                if why is None:
+                    raise node_failure(self.url, exc, probe=False) from None
+                if args.no_reconnect:
+                    raise ConnectionClosed(f"the node at {self.url} went away ({why})") from None
                 if not self._reconnect(stopping):
                     break
                 continue

@@ -25,7 +25,9 @@ from berrymq_jsonrpc.cli_support import connect, keyword, parse_value, quiet_rem
 
 __all__ = ["message_from_json", "message_from_words", "run_send"]
 
-_HOST_PORT = re.compile(r"^[\w.\-\[\]]+:\d+$")
+#: A first word such as 127.0.0.1:7000, localhost:7000 or [::1]:7000 is taken for an
+#: address without its scheme, not for an identifier (after a URL, it is an identifier).
+_HOST_PORT = re.compile(r"^(localhost|[\w\-]*\.[\w.\-]*|\[[0-9a-fA-F:.]+\]):\d+$")
 
 
 def _identifier(text: str) -> Any:
@@ -80,11 +82,8 @@ def _split(args: argparse.Namespace) -> tuple[str, list[str]]:
     words = [w for w in (args.url, args.identifier) if w is not None] + list(args.args)
     given = words.pop(0) if words and "://" in words[0] else None
     if given is None and words and _HOST_PORT.match(words[0]):
-        try:
-            parse(words[0])
-        except ValueError:
-            raise UsageError(f"{words[0]!r} has no scheme: write tcp://{words[0]} or "
-                             f"http://{words[0]}") from None
+        raise UsageError(f"{words[0]!r} has no scheme: write tcp://{words[0]} or "
+                         f"http://{words[0]}")
     if not words:
         raise UsageError("send needs an ID (and its ARGs), or - to read messages from stdin",
                          show_usage=True)

@@ -135,7 +135,7 @@ def scheme_hint(url: str, timeout: float = 1.0) -> str:
     actual = "http" if head.startswith(b"HTTP/") else "tcp" if head.startswith(b"{") else ""
     if not actual or actual == scheme:
         return ""
-    return (f"; that port speaks {actual.upper()}, not {scheme.upper()}: did you mean "
+    return (f": that port speaks {actual.upper()}, not {scheme.upper()}: did you mean "
             f"{actual}://{parts.netloc}?")
 
 
@@ -145,13 +145,15 @@ def node_failure(url: str, exc: BaseException, *, probe: bool = True) -> Excepti
     match the port; ``probe=False`` skips that look, e.g. when no time is left)."""
     if isinstance(exc, (ValueError, TypeError)):
         return UsageError(str(exc))
-    text = str(exc) or type(exc).__name__
+    text = " ".join((str(exc) or type(exc).__name__).split())  # one line, whatever came back
     if isinstance(exc, RemoteError):
         if exc.code == p.UNAUTHORISED:
             text += f": set {p.SECRET_ENV_VAR} to the node's shared secret"
         return TransportError(text)
     hint = scheme_hint(url) if probe else ""
-    return ConnectionClosed(text + hint)
+    if hint:
+        return ConnectionClosed(f"cannot reach {url}{hint}")
+    return ConnectionClosed(text)
 
 
 def connect(url: str, timeout: float, opener: Callable[[str], Any]) -> Any:
@@ -174,12 +176,21 @@ def connect(url: str, timeout: float, opener: Callable[[str], Any]) -> Any:
         raise node_failure(url, exc, probe=left > 0.1) from None
 
 
-def went_away(exc: BaseException) -> bool:
-    """Whether a failure of a running connection means the node went away (it closed the
-    connection, stopped, or restarted and no longer knows the session)."""
+_UNKNOWN_TOKEN_TEXT = "the peer no longer knows this connection"
+_FORGOTTEN = "it stopped or restarted, and no longer knows this listener"
+
+
+def went_away(exc: BaseException) -> str | None:
+    """Why a failure of a running connection means the node went away, or None when it
+    does not (the node stopped and closed the connection, or restarted and no longer
+    knows the session: its "unknown or expired token" says so)."""
     if isinstance(exc, RemoteError):
-        return exc.code == p.UNKNOWN_TOKEN
-    return isinstance(exc, (TransportError, OSError))
+        return _FORGOTTEN if exc.code == p.UNKNOWN_TOKEN else None
+    if _UNKNOWN_TOKEN_TEXT in str(exc):  # UNKNOWN_TOKEN, as jsonrpc.error_for raises it
+        return _FORGOTTEN
+    if isinstance(exc, (TransportError, OSError)):
+        return str(exc) or type(exc).__name__
+    return None
 
 
 # -- stopping ---------------------------------------------------------------------------------
