@@ -10,7 +10,8 @@ Exit status, the same for every command (and for the Node.js client's ``berrymq-
 0 done; 1 the run failed (an unreachable node, a refused request, a node that went
 away); 2 a usage error (a bad option, identifier, pattern or URL on the command line, a
 wrong settings file, a missing plugin): nothing was done. ``berrymq`` alone prints the
-help and exits 0.
+help and exits 0. A command interrupted by Ctrl-C exits 130, except ``serve`` and
+``listen``, for which SIGINT or SIGTERM is the normal end (exit 0).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ EPILOG = f"""\
 exit status: 0 done; 1 the run failed (unreachable node, refused request, node went
 away); 2 usage error (bad option, identifier, pattern or URL, wrong settings file,
 missing plugin): nothing was done. serve and listen stopped by Ctrl-C (SIGINT) or
-SIGTERM exit 0. berrymq alone prints this help and exits 0.
+SIGTERM exit 0; another command interrupted by Ctrl-C exits 130. berrymq alone prints
+this help and exits 0.
 
 environment: {URL_ENV_VAR} the node when a command's URL is left out (e.g.
 tcp://127.0.0.1:7000); BERRYMQ_SECRET a node's shared secret; BERRYMQ_CONFIG the

@@ -253,7 +253,7 @@ def register_commands(commands: Commands) -> None:
     p.add_argument("args", nargs="*", metavar="ARG", help="positional arguments (optional)")
     p.add_argument("--kw", action="append", type=keyword, metavar="KEY=VALUE",
                    help="a keyword argument (VALUE parsed like ARG); repeatable")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                    help="seconds to wait for the node: to connect, and for it to "
                         "acknowledge the messages (default 10)")
     add_json_option(p, 'one JSON object {"url", "sent", "not_sent"} once the node has the '
