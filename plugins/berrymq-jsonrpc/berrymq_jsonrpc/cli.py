@@ -156,9 +156,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 for url in urls:
                     try:
                         bound.append(init_connection(url))
-                    except ValueError as exc:
+                    except (ValueError, TransportError) as exc:
+                        # a malformed address, or one that needs a secret: fix the command
                         raise UsageError(f"cannot serve {url}: {exc}") from None
-                    except OSError as exc:
+                    except OSError as exc:  # e.g. the port is in use: the run failed
                         raise TransportError(f"cannot serve {url}: {exc}") from None
                     if not args.json:
                         print(f"serving {bound[-1]}", flush=True)
