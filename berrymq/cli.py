@@ -53,10 +53,25 @@ missing plugin): nothing was done. serve and listen stopped by Ctrl-C (SIGINT) o
 SIGTERM exit 0; another command interrupted by Ctrl-C exits 130. berrymq alone prints
 this help and exits 0.
 
-environment: {URL_ENV_VAR} the node when a command's URL is left out (e.g.
+environment: {URL_ENV_VAR} is the node when a command's URL is left out (e.g.
 tcp://127.0.0.1:7000); BERRYMQ_SECRET a node's shared secret; BERRYMQ_CONFIG the
 settings file.
 """
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Fills each paragraph of a description or epilog to the terminal's width, but keeps
+    an indented paragraph (examples) line for line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.strip("\n").split("\n\n"):
+            lines = paragraph.splitlines()
+            if any(line.startswith(" ") for line in lines[1:]):
+                paragraphs.append("\n".join(indent + line for line in lines))
+            else:
+                paragraphs.append(super()._fill_text(paragraph, width, indent))
+        return "\n\n".join(paragraphs)
 
 
 class UsageError(BerryMQError):
@@ -149,7 +164,7 @@ class Commands:
             raise ValueError(f"the berrymq command {name!r} exists already")
         parser: argparse.ArgumentParser = self._subparsers.add_parser(
             name, help=help, description=description or help, usage=usage, epilog=EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter)
+            formatter_class=HelpFormatter)
         parser.set_defaults(run=run, command_parser=parser)
         self._parsers[name] = parser
         return parser
@@ -226,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="berrymq", description="berryMQ: a programmer-friendly message library.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG, formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action=_VersionAction,
                         help="print the versions of berryMQ and of its installed plugins")

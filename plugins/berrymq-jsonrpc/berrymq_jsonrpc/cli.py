@@ -226,7 +226,13 @@ def register_commands(commands: Commands) -> None:
                     "Without an address option: every installed transport on its default "
                     "address. A non-loopback address needs a shared secret (BERRYMQ_SECRET). "
                     "Prints 'serving URL' for each address once it is bound, then runs until "
-                    "Ctrl-C or SIGTERM (exit status 0).",
+                    "Ctrl-C or SIGTERM (exit status 0).\n\n"
+                    "examples:\n"
+                    "  berrymq serve                     # tcp://127.0.0.1:7000, "
+                    "http://127.0.0.1:8000\n"
+                    "  berrymq serve --tcp 0 --json      # a free port: "
+                    '{"serving": ["tcp://..."], "pid": N}\n'
+                    "  berrymq serve --print 'job:*'     # and print what matches job:*",
     )
     p.add_argument("--print", action="append", metavar="PATTERN", type=pattern_argument,
                    help="also print the messages matching PATTERN that reach this node "
@@ -243,7 +249,12 @@ def register_commands(commands: Commands) -> None:
                     "'\"text\"'), else taken as a string. A stdin line is an ID and its ARGs "
                     "(and --kw KEY=VALUE) as on the command line, quoted as in a shell; with "
                     "--json a JSON array [\"ID\", [ARGS], {KWARGS}]. A stdin line that is "
-                    "not a message is reported, skipped, and makes the exit status 1.",
+                    "not a message is reported, skipped, and makes the exit status 1.\n\n"
+                    "examples:\n"
+                    "  berrymq send tcp://127.0.0.1:7000 job:done report.txt 3 --kw user=bob\n"
+                    "  export BERRYMQ_URL=http://127.0.0.1:8000; berrymq send job:start\n"
+                    "  printf 'job:a 1\\njob:b \"two words\"\\n' | berrymq send -\n"
+                    "  echo '[\"job:c\", [1], {\"k\": true}]' | berrymq send --json -",
         usage="berrymq send [-h] [--kw KEY=VALUE] [--timeout SECONDS] [--json] "
               "[URL] ID [ARG ...]\n       berrymq send [-h] [--timeout SECONDS] [--json] "
               "[URL] -",
@@ -267,7 +278,12 @@ def register_commands(commands: Commands) -> None:
                     "(exit status 0), --count messages, or --timeout. When the node goes "
                     "away, listen says so on stderr and reconnects; messages sent until it "
                     "is back are not queued for it. With a nats:// URL (plugin "
-                    "berrymq-nats) this process joins the broker and prints what matches.",
+                    "berrymq-nats) this process joins the broker and prints what matches.\n\n"
+                    "examples:\n"
+                    "  berrymq listen tcp://127.0.0.1:7000 'job:*'\n"
+                    "  berrymq listen 'job:*' --count 1 --timeout 5   # one message within 5 s\n"
+                    "  berrymq listen 'job:*' --json --timestamps\n"
+                    "  berrymq listen nats://127.0.0.1:4222 'job:*'",
     )
     p.add_argument("url", nargs="?", metavar="URL", help=_URL_HELP)
     p.add_argument("pattern", metavar="PATTERN", type=pattern_argument,
