@@ -5,22 +5,141 @@ commands, or options to existing ones, through the hook
 :func:`~berrymq.hookspecs.berrymq_register_commands` (the JSON-RPC distribution adds
 ``serve``, ``send``, ``listen`` and ``graph URL``; each transport plugin adds its option
 to ``serve``).
+
+Exit status, the same for every command (and for the Node.js client's ``berrymq-js``):
+0 done; 1 the run failed (an unreachable node, a refused request, a node that went
+away); 2 a usage error (a bad option, identifier, pattern or URL on the command line, a
+wrong settings file, a missing plugin): nothing was done. ``berrymq`` alone prints the
+help and exits 0. A command interrupted by Ctrl-C exits 130, except ``serve`` and
+``listen``, for which SIGINT or SIGTERM is the normal end (exit 0).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
+import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from berrymq.errors import BerryMQError
+import berrymq
+from berrymq.errors import BerryMQError, PluginNotAvailable, SettingsError
 from berrymq.plugins import KNOWN_SCHEMES, get_plugin_host
 
-__all__ = ["Command", "Commands", "build_parser", "main"]
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "URL_ENV_VAR", "Command", "Commands",
+           "UsageError", "add_json_option", "build_parser", "exit_status", "main", "node_url",
+           "print_json", "show_graph"]
 
 #: What runs a command: gets the parsed arguments, returns the exit status.
 Command = Callable[[argparse.Namespace], int]
+
+EXIT_OK = 0
+#: The run failed: an unreachable node, a refused request, a node that went away.
+EXIT_FAILURE = 1
+#: The command line (or the settings file) is wrong; nothing was done.
+EXIT_USAGE = 2
+
+#: The node ``send``, ``listen``, ``graph`` and ``status`` talk to when no URL is given
+#: (as ``NATS_URL`` for ``nats``).
+URL_ENV_VAR = "BERRYMQ_URL"
+
+EPILOG = f"""\
+exit status: 0 done; 1 the run failed (unreachable node, refused request, node went
+away); 2 usage error (bad option, identifier, pattern or URL, wrong settings file,
+missing plugin): nothing was done. serve and listen stopped by Ctrl-C (SIGINT) or
+SIGTERM exit 0; another command interrupted by Ctrl-C exits 130. berrymq alone prints
+this help and exits 0.
+
+environment: {URL_ENV_VAR} is the node when a command's URL is left out (e.g.
+tcp://127.0.0.1:7000); BERRYMQ_SECRET a node's shared secret; BERRYMQ_CONFIG the
+settings file.
+"""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Fills each paragraph of a description or epilog to the terminal's width, but keeps
+    an indented paragraph (examples) line for line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.strip("\n").split("\n\n"):
+            lines = paragraph.splitlines()
+            if any(line.startswith(" ") for line in lines[1:]):
+                paragraphs.append("\n".join(indent + line for line in lines))
+            else:
+                paragraphs.append(super()._fill_text(paragraph, width, indent))
+        return "\n\n".join(paragraphs)
+
+
+class UsageError(BerryMQError):
+    """A mistake on the command line: printed as one line, exit status 2.
+
+    :param show_usage: print the command's usage before the line (for missing arguments).
+    """
+
+    def __init__(self, message: str, *, show_usage: bool = False) -> None:
+        super().__init__(message)
+        self.show_usage = show_usage
+
+
+def node_url(given: str | None) -> str:
+    """The node a command talks to: ``given``, else the environment variable
+    ``BERRYMQ_URL``; a :class:`UsageError` when neither is set."""
+    url = given or os.environ.get(URL_ENV_VAR, "").strip()
+    if not url:
+        raise UsageError(f"no node given: pass its URL (e.g. tcp://127.0.0.1:7000) or set "
+                         f"{URL_ENV_VAR}")
+    return url
+
+
+def exit_status(exc: BaseException) -> int:
+    """The exit status for an exception that ended a command: 2 for usage errors (a bad
+    argument, settings file or missing plugin), 1 for everything else."""
+    if isinstance(exc, (UsageError, SettingsError, PluginNotAvailable)):
+        return EXIT_USAGE
+    return EXIT_FAILURE
+
+
+def _versions() -> str:
+    """``berrymq X`` and the version of every distribution an installed plugin comes from."""
+    versions: dict[str, str] = {}
+    with contextlib.suppress(BerryMQError):  # a wrong settings file: the rest still says
+        versions.update((i.distribution, i.version) for i in get_plugin_host().infos())
+    for dist in importlib.metadata.distributions():  # libraries of plugins too (berrymq-jsonrpc)
+        name = dist.metadata["Name"] or ""
+        if name.lower().startswith("berrymq-"):
+            versions.setdefault(name, dist.version)
+    versions.pop("berrymq", None)
+    lines = [f"berrymq {berrymq.__version__} (Python {sys.version.split()[0]})"]
+    lines += [f"{name} {version}" for name, version in sorted(versions.items())]
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the versions, worked out only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: Any = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(_versions())
+        parser.exit(EXIT_OK)
+
+
+def print_json(value: Any) -> None:
+    """One JSON text on one line of stdout (what ``--json`` prints)."""
+    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def add_json_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--json`` to a command: ``what`` says what it prints as JSON."""
+    parser.add_argument("--json", action="store_true", help=f"print {what}")
 
 
 class Commands:
@@ -35,16 +154,18 @@ class Commands:
         self._parsers: dict[str, argparse.ArgumentParser] = {}
 
     def add(self, name: str, run: Command, *, help: str, description: str | None = None,
-            ) -> argparse.ArgumentParser:
+            usage: str | None = None) -> argparse.ArgumentParser:
         """Add the command ``name`` run by ``run``; returns its parser to add arguments to.
+        ``usage`` replaces the generated usage line (for arguments argparse cannot show).
 
         :raises ValueError: when another plugin already added ``name``.
         """
         if name in self._parsers:
             raise ValueError(f"the berrymq command {name!r} exists already")
         parser: argparse.ArgumentParser = self._subparsers.add_parser(
-            name, help=help, description=description or help)
-        parser.set_defaults(run=run)
+            name, help=help, description=description or help, usage=usage, epilog=EPILOG,
+            formatter_class=HelpFormatter)
+        parser.set_defaults(run=run, command_parser=parser)
         self._parsers[name] = parser
         return parser
 
@@ -63,6 +184,16 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     bus = get_bus()
     host = bus.plugins
     infos = host.infos()
+    report = host.status(bus)
+    if args.json:
+        print_json({
+            "plugins": [{"name": i.name, "distribution": i.distribution, "version": i.version,
+                         "module": i.module, "active": i.active, "reason": i.reason}
+                        for i in infos],
+            "settings": None if host.settings.path is None else str(host.settings.path),
+            "status": report.lines,
+        })
+        return 0
     rows = [("NAME", "DISTRIBUTION", "VERSION", "ACTIVE", "WHY")]
     rows += [(i.name, i.distribution, i.version, "yes" if i.active else "no", i.reason) for i in infos]
     widths = [max(len(row[col]) for row in rows) for col in range(4)]
@@ -72,7 +203,6 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         print(f"\nsettings: {host.settings.path}")
     else:
         print("\nsettings: none found (every installed plugin is active)")
-    report = host.status(bus)
     for plugin, lines in report.lines.items():
         for line in lines:
             print(f"status: {plugin}: {line}")
@@ -89,8 +219,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_graph(args: argparse.Namespace) -> int:
     from berrymq import network
 
-    sys.stdout.write(network.render(network.describe(), args.format))
+    show_graph(network.describe(), args)
     return 0
+
+
+def show_graph(description: dict[str, Any], args: argparse.Namespace) -> None:
+    """Print a network description as ``graph`` does: JSON with ``--json``, else drawn
+    in ``--format``."""
+    from berrymq import network
+
+    if args.json:
+        print_json(description)
+    else:
+        sys.stdout.write(network.render(description, args.format))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,16 +240,22 @@ def build_parser() -> argparse.ArgumentParser:
     :raises berrymq.BerryMQError: the settings file is wrong (the plugins load first).
     """
     parser = argparse.ArgumentParser(
-        prog="berrymq", description="berryMQ: a programmer-friendly message library."
+        prog="berrymq", description="berryMQ: a programmer-friendly message library.",
+        epilog=EPILOG, formatter_class=HelpFormatter,
     )
-    commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    commands.add("plugins", _cmd_plugins,
-                 help="list installed plugins and whether each is active")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the versions of berryMQ and of its installed plugins")
+    commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    p = commands.add("plugins", _cmd_plugins,
+                     help="list installed plugins and whether each is active")
+    add_json_option(p, 'one JSON object {"plugins": [...], "settings", "status"}')
     commands.add("demo", _cmd_demo, help="show the main features in one short run")
     p = commands.add("graph", _cmd_graph,
                      help="print who follows what (Graphviz DOT or Mermaid)")
     p.add_argument("--format", choices=("dot", "mermaid"), default="dot",
                    help="dot (render with 'dot -Tpng') or mermaid (default: dot)")
+    add_json_option(p, "the description itself (receivers, queues, connections) as one "
+                       "JSON object instead of a picture")
     get_plugin_host().register_commands(commands)
     return parser
 
@@ -122,24 +269,30 @@ def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> i
             print(f"berrymq: error: {arg.partition('=')[0]} comes from the plugin {plugin!r}, "
                   f"which is not active: install it (pip install {distribution}) or enable "
                   "it (berrymq plugins says why it is off)", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     parser.error(f"unrecognized arguments: {' '.join(unknown)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``berrymq`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     try:
         parser = build_parser()
     except BerryMQError as exc:
         print(f"berrymq: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         return _unknown_arguments(parser, unknown)
-    run: Command = args.run
+    run: Command | None = getattr(args, "run", None)
+    if run is None:  # berrymq alone: the help, not a usage error
+        parser.print_help()
+        return EXIT_OK
     try:
         return run(args)
     except BerryMQError as exc:
+        if isinstance(exc, UsageError) and exc.show_usage:
+            args.command_parser.print_usage(sys.stderr)
         print(f"berrymq: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     except KeyboardInterrupt:
         return 130

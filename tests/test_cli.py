@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -63,9 +65,43 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert "its _secret:x never left it: True" in result.stdout
 
 
-def test_no_command_shows_usage(tmp_path: Path) -> None:
+def test_no_command_prints_the_help(tmp_path: Path) -> None:
     result = run(cwd=tmp_path)
-    assert result.returncode == 2 and "usage: berrymq" in result.stderr
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("usage: berrymq")
+    assert "exit status: 0 done; 1 the run failed" in result.stdout  # the epilog documents it
+    for command in ("plugins", "demo", "graph", "serve", "send", "listen"):
+        assert f"    {command} " in result.stdout
+
+
+def test_version_names_the_core_and_the_plugin_distributions(tmp_path: Path) -> None:
+    result = run("--version", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"berrymq {berrymq.__version__} (Python ")
+    for distribution in ("berrymq-jsonrpc", "berrymq-jsonrpc-tcp", "berrymq-jsonrpc-http"):
+        assert f"{distribution} {metadata.version(distribution)}" in lines
+
+
+def test_plugins_json(tmp_path: Path) -> None:
+    result = run("plugins", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    queues = next(p for p in report["plugins"] if p["name"] == "queues")
+    assert queues == {"name": "queues", "distribution": "berrymq", "version": berrymq.__version__,
+                      "module": queues["module"], "active": True, "reason": queues["reason"]}
+    assert report["settings"] is None and isinstance(report["status"], dict)
+
+
+def test_graph_json_and_the_exit_status_of_a_usage_error(tmp_path: Path) -> None:
+    result = run("graph", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    description = json.loads(result.stdout)
+    assert description["receivers"] == [] and "node" in description
+    result = run("graph", "--format", "svg", cwd=tmp_path)
+    assert result.returncode == 2 and "invalid choice: 'svg'" in result.stderr
 
 
 class _HelloPlugin:

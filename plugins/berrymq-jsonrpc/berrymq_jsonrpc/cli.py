@@ -1,72 +1,53 @@
-"""The node commands of ``berrymq``: ``serve``, ``send`` and ``listen`` (SPEC section 9).
+"""The node commands of ``berrymq`` (SPEC section 9): ``serve`` here, ``send``
+(:mod:`berrymq_jsonrpc.cli_send`), ``listen`` (:mod:`berrymq_jsonrpc.cli_listen`) and the
+``URL`` of ``graph``.
 
-- ``berrymq serve [--tcp ADDR] [--http ADDR]`` serves this process's bus over JSON-RPC
-  and prints each bound URL on a line of its own (``serving tcp://127.0.0.1:7000``), then
-  runs until Ctrl-C, SIGINT or SIGTERM, closes every server and connection, and exits 0.
-- ``berrymq send URL ID [ARGS...] [--kw KEY=VALUE ...]`` sends one message to the node at
-  ``URL`` (style 02), waits until the node acknowledged it, and exits 0.
-- ``berrymq listen URL PATTERN`` asks the node at ``URL`` for a queue of ``PATTERN``
-  (style 03) and prints every message that reaches it, one line each, until Ctrl-C.
+- ``berrymq serve [--tcp ADDR] [--http ADDR] [--print PATTERN]`` serves this process's bus
+  over JSON-RPC and prints each bound URL on a line of its own (``serving
+  tcp://127.0.0.1:7000``; with ``--json`` one object ``{"serving": [...], "pid": N}``),
+  then runs until Ctrl-C, SIGINT or SIGTERM, closes every server and connection, and
+  exits 0.
+- ``berrymq send [URL] ID [ARGS...]`` sends one message, ``send [URL] -`` one per line of
+  stdin; ``berrymq listen [URL] PATTERN`` prints what matches; ``berrymq graph [URL]``
+  draws a node's network. A left-out URL is the ``BERRYMQ_URL`` environment variable.
 
-Failures (an unreachable node, a bad identifier or address, a missing plugin) print one
-line ``berrymq: error: ...`` on stderr and exit 2.
+Failures print one line ``berrymq: error: ...`` on stderr; the exit status is 1 when the
+run failed (an unreachable node, a refused request) and 2 for a usage error (a bad
+option, identifier, pattern or address; a missing plugin): see :mod:`berrymq.cli`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from berrymq.cli import Commands
-from berrymq.errors import BerryMQError
+from berrymq.cli import Commands, UsageError, add_json_option, print_json, show_graph
+from berrymq.errors import QueueClosed, TransportError
+from berrymq_jsonrpc.cli_listen import run_listen
+from berrymq_jsonrpc.cli_send import run_send
+from berrymq_jsonrpc.cli_support import (
+    connect,
+    format_message,
+    keyword,
+    pattern_argument,
+    timestamp,
+)
 from berrymq_jsonrpc.status_cli import register_status_commands, start_monitor
 
-__all__ = ["add_serve_option", "format_message", "parse_value", "register_commands",
-           "server_url"]
+__all__ = ["add_serve_option", "register_commands", "server_url"]
+
+#: How many messages ``serve --print`` lets wait for the printer before senders wait.
+PRINT_QUEUE_SIZE = 10_000
 
 
-class CommandError(BerryMQError):
-    """A command-line mistake: printed as one line, exit status 2."""
-
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_strict = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def parse_value(text: str) -> Any:
-    """A command-line value: its JSON value when ``text`` is JSON, else the text itself.
-
-    ``42`` is a number, ``true`` a boolean, ``'"42"'`` the string ``42``, ``[1,2]`` an
-    array, ``hello`` the string ``hello``. ``NaN``/``Infinity`` are not JSON and stay
-    strings (berryMQ never sends them).
-    """
-    try:
-        return _strict.decode(text)
-    except ValueError:
-        return text
-
-
-def _keyword(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(
-            f"--kw takes KEY=VALUE with KEY a Python identifier, got {text!r}")
-    return key, parse_value(value)
+# -- serve -------------------------------------------------------------------------------------
 
 
 def server_url(scheme: str, addr: str, default_host: str = "127.0.0.1") -> str:
@@ -75,14 +56,14 @@ def server_url(scheme: str, addr: str, default_host: str = "127.0.0.1") -> str:
     if "://" in addr:
         given = addr.split("://", 1)[0].lower()
         if given != scheme:
-            raise CommandError(f"--{scheme} takes a {scheme}:// address, got {addr!r}")
+            raise UsageError(f"--{scheme} takes a {scheme}:// address, got {addr!r}")
         return addr
     host, sep, port = addr.rpartition(":")
     if not sep:
         host, port = "", addr
     if not port.isdigit() or int(port) > 65535:
-        raise CommandError(f"--{scheme} {addr!r}: expected HOST:PORT, :PORT or PORT "
-                           "(e.g. 127.0.0.1:7000)")
+        raise UsageError(f"--{scheme} {addr!r}: expected HOST:PORT, :PORT or PORT "
+                         "(e.g. 127.0.0.1:7000)")
     host = host or default_host
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
@@ -130,24 +111,24 @@ def _signals_stop() -> Iterator[Callable[[], None]]:
         signal.signal(signal.SIGINT, previous_int)
 
 
-@contextmanager
-def _quiet_remote_logs() -> Iterator[None]:
-    """The outbox logs a failed send on ``berrymq.remote``; the command reports it itself
-    as its one error line, so such records are not printed twice."""
-    logger = logging.getLogger("berrymq.remote")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+def _start_printer(pattern: str, as_json: bool) -> None:
+    """``serve --print PATTERN``: a queue of PATTERN and a thread that prints it. A queue
+    stores a request and does not answer it, so ``ask`` to an identifier only the printer
+    follows still gets no reply (``[]``), as if nothing followed it."""
+    from berrymq.receivers.queues import Queue
 
+    printed = Queue(pattern, maxsize=PRINT_QUEUE_SIZE)
 
-def _connection_error(exc: BaseException) -> CommandError:
-    return CommandError(str(exc) or type(exc).__name__)
+    def run() -> None:
+        while True:
+            try:
+                message = printed.get(block=True, timeout=None)
+            except QueueClosed:
+                return
+            line = format_message(message, as_json, timestamp() if as_json else None)
+            print(line, flush=True)
 
-
-# -- serve -------------------------------------------------------------------------------------
+    threading.Thread(target=run, name=f"berrymq-print-{pattern}", daemon=True).start()
 
 
 def _default_host(bus: Any, scheme: str) -> str:
@@ -157,7 +138,7 @@ def _default_host(bus: Any, scheme: str) -> str:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from berrymq.api import init_connection, regist_function
+    from berrymq.api import init_connection
     from berrymq.default import get_bus
 
     schemes: list[tuple[str, int]] = args.serve_schemes
@@ -172,15 +153,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 bus = get_bus()
                 urls = [server_url(scheme, addr, _default_host(bus, scheme))
                         for scheme, addrs in given.items() for addr in addrs]
+                bound = []
                 for url in urls:
                     try:
-                        bound = init_connection(url)
-                    except (ValueError, OSError) as exc:
-                        raise CommandError(f"cannot serve {url}: {exc}") from None
-                    print(f"serving {bound}", flush=True)
+                        bound.append(init_connection(url))
+                    except (ValueError, TransportError) as exc:
+                        # a malformed address, or one that needs a secret: fix the command
+                        raise UsageError(f"cannot serve {url}: {exc}") from None
+                    except OSError as exc:  # e.g. the port is in use: the run failed
+                        raise TransportError(f"cannot serve {url}: {exc}") from None
+                    if not args.json:
+                        print(f"serving {bound[-1]}", flush=True)
+                if args.json:
+                    print_json({"serving": bound, "pid": os.getpid()})
                 start_monitor(bus, args)  # status: serve --monitor HOST:PORT
                 for pattern in args.print or []:
-                    regist_function(pattern, _print_message, weak=False)
+                    _start_printer(pattern, args.json)
                 print("press Ctrl-C to stop", file=sys.stderr, flush=True)
                 if hasattr(signal, "sigwait") and hasattr(signal, "pthread_sigmask"):
                     # Take the signal synchronously (it is still blocked): no handler
@@ -206,87 +194,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- send --------------------------------------------------------------------------------------
-
-
-def _cmd_send(args: argparse.Namespace) -> int:
-    from berrymq.api import connect_oneway
-    from berrymq.identifier import parse
-    from berrymq.message import Message
-
-    ident = parse(args.identifier)
-    if ident.is_local:
-        raise CommandError(f"{args.identifier!r} is local (its name starts with '_'); local "
-                           "messages never leave their process")
-    message = Message(ident, tuple(parse_value(a) for a in args.args), dict(args.kw or []))
-    with _quiet_remote_logs():
-        try:
-            connection = connect_oneway(args.url, ttl=max(args.timeout, 1.0))
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        try:
-            try:
-                connection.send(message)
-            except (TypeError, ValueError) as exc:
-                raise CommandError(str(exc)) from None
-            if not connection.flush(args.timeout):
-                raise CommandError(f"{args.url} did not acknowledge the message within "
-                                   f"{args.timeout:g}s")
-        finally:
-            connection.close()
-    return 0
-
-
-# -- listen ------------------------------------------------------------------------------------
-
-
-def format_message(message: Any, as_json: bool = False) -> str:
-    """One line for a message: ``ID ARGS [KWARGS]`` (args and kwargs as JSON), or a JSON
-    object ``{"identifier", "args", "kwargs"}`` with ``as_json``."""
-    ident = str(message.identifier)
-    if as_json:
-        return json.dumps({"identifier": ident, "args": list(message.args),
-                           "kwargs": message.kwargs}, ensure_ascii=False)
-    line = f"{ident} {json.dumps(list(message.args), ensure_ascii=False)}"
-    if message.kwargs:
-        line += " " + json.dumps(message.kwargs, ensure_ascii=False)
-    return line
-
-
-def _print_message(message: Any) -> None:
-    print(format_message(message), flush=True)
-
-
-def _cmd_listen(args: argparse.Namespace) -> int:
-    from berrymq.api import connect_via_queue
-
-    with _signals_stop() as wait_for_signals, _quiet_remote_logs():
-        try:
-            try:
-                connection = connect_via_queue(args.url, args.pattern)
-            except ValueError as exc:
-                raise CommandError(str(exc)) from None
-            wait_for_signals()
-        except (KeyboardInterrupt, _Stop):
-            return 0
-        print(f"listening to {args.pattern} at {args.url}", file=sys.stderr, flush=True)
-        try:
-            while True:
-                message = connection.get(block=True, timeout=None)
-                sys.stdout.write(format_message(message, args.json) + "\n")
-                sys.stdout.flush()
-        except (KeyboardInterrupt, _Stop):
-            pass
-        except BrokenPipeError:
-            # the reader went away (e.g. `| head -1`): stop quietly, and let the flush
-            # at exit write to /dev/null instead of failing again
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        finally:
-            with suppress(KeyboardInterrupt, _Stop):
-                connection.close()
-    return 0
-
-
 # -- graph URL -------------------------------------------------------------------------------
 
 
@@ -294,18 +201,19 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     from berrymq import network
     from berrymq_jsonrpc.graph import fetch
 
-    if args.url is None:
+    url = args.url or os.environ.get("BERRYMQ_URL") or None
+    if url is None:
         description = network.describe()
     else:
-        try:
-            description = fetch(args.url, timeout=args.timeout)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-    sys.stdout.write(network.render(description, args.format))
+        description = connect(url, args.timeout, lambda u: fetch(u, timeout=args.timeout))
+    show_graph(description, args)
     return 0
 
 
 # -- the parsers -------------------------------------------------------------------------------
+
+_URL_HELP = ("the node, e.g. tcp://127.0.0.1:7000 or http://127.0.0.1:8000 (default: the "
+             "environment variable BERRYMQ_URL)")
 
 
 def register_commands(commands: Commands) -> None:
@@ -318,35 +226,84 @@ def register_commands(commands: Commands) -> None:
         description="Serve this process's bus over JSON-RPC so that other processes "
                     "(berrymq send/listen, interconnect, any JSON-RPC client) connect. "
                     "Without an address option: every installed transport on its default "
-                    "address. A non-loopback address needs a shared secret (BERRYMQ_SECRET).",
+                    "address. A non-loopback address needs a shared secret (BERRYMQ_SECRET). "
+                    "Prints 'serving URL' for each address once it is bound, then runs until "
+                    "Ctrl-C or SIGTERM (exit status 0).\n\n"
+                    "examples:\n"
+                    "  berrymq serve                     # tcp://127.0.0.1:7000, "
+                    "http://127.0.0.1:8000\n"
+                    "  berrymq serve --tcp 0 --json      # a free port: "
+                    '{"serving": ["tcp://..."], "pid": N}\n'
+                    "  berrymq serve --print 'job:*'     # and print what matches job:*",
     )
-    p.add_argument("--print", action="append", metavar="PATTERN",
-                   help="also print the messages matching PATTERN that reach this node")
+    p.add_argument("--print", action="append", metavar="PATTERN", type=pattern_argument,
+                   help="also print the messages matching PATTERN that reach this node "
+                        "(as listen does; it does not answer ask); repeatable")
+    add_json_option(p, 'the bound addresses as one JSON object {"serving": [URL...], '
+                       '"pid": N}, and the --print messages as listen --json does')
     p.set_defaults(serve_schemes=[])
 
     p = commands.add(
-        "send", _cmd_send, help="send one message to a node",
-        description="Send one message to the node at URL and wait until it has it. "
+        "send", run_send, help="send messages to a node",
+        description="Send one message to the node at URL, or with - one message per line "
+                    "of stdin over one connection, and wait until the node has them all. "
                     "Each ARG is parsed as JSON when it is valid JSON (42, true, [1,2], "
-                    "'\"text\"'), else taken as a string.",
+                    "'\"text\"'), else taken as a string. A stdin line is an ID and its ARGs "
+                    "(and --kw KEY=VALUE) as on the command line, quoted as in a shell; with "
+                    "--json a JSON array [\"ID\", [ARGS], {KWARGS}]. A stdin line that is "
+                    "not a message is reported, skipped, and makes the exit status 1.\n\n"
+                    "examples:\n"
+                    "  berrymq send tcp://127.0.0.1:7000 job:done report.txt 3 --kw user=bob\n"
+                    "  export BERRYMQ_URL=http://127.0.0.1:8000; berrymq send job:start\n"
+                    "  printf 'job:a 1\\njob:b \"two words\"\\n' | berrymq send -\n"
+                    "  echo '[\"job:c\", [1], {\"k\": true}]' | berrymq send --json -",
+        usage="berrymq send [-h] [--kw KEY=VALUE] [--timeout SECONDS] [--json] "
+              "[URL] ID [ARG ...]\n       berrymq send [-h] [--timeout SECONDS] [--json] "
+              "[URL] -",
     )
-    p.add_argument("url", metavar="URL", help="the node, e.g. tcp://127.0.0.1:7000")
-    p.add_argument("identifier", metavar="ID", help="the message identifier, e.g. job:done")
-    p.add_argument("args", nargs="*", metavar="ARG", help="positional arguments")
-    p.add_argument("--kw", action="append", type=_keyword, metavar="KEY=VALUE",
+    p.add_argument("url", nargs="?", metavar="URL", help=_URL_HELP)
+    p.add_argument("identifier", nargs="?", metavar="ID",
+                   help="the message identifier, e.g. job:done; - reads messages from stdin")
+    p.add_argument("args", nargs="*", metavar="ARG", help="positional arguments (optional)")
+    p.add_argument("--kw", action="append", type=keyword, metavar="KEY=VALUE",
                    help="a keyword argument (VALUE parsed like ARG); repeatable")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds to wait for the node (default 10)")
+    p.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                   help="seconds to wait for the node: to connect, and for it to "
+                        "acknowledge the messages (default 10)")
+    add_json_option(p, 'one JSON object {"url", "sent", "not_sent"} once the node has the '
+                       'messages; stdin lines are JSON arrays')
 
     p = commands.add(
-        "listen", _cmd_listen, help="print the messages a node sees that match a pattern",
+        "listen", run_listen, help="print the messages a node sees that match a pattern",
         description="Print every message matching PATTERN that reaches the node at URL, "
-                    "one line each (ID ARGS [KWARGS], as JSON), until Ctrl-C.",
+                    "one line each (ID ARGS [KWARGS], as JSON), until Ctrl-C or SIGTERM "
+                    "(exit status 0), --count messages, or --timeout. When the node goes "
+                    "away, listen says so on stderr and reconnects; messages sent until it "
+                    "is back are not queued for it. With a nats:// URL (plugin "
+                    "berrymq-nats) this process joins the broker and prints what matches.\n\n"
+                    "examples:\n"
+                    "  berrymq listen tcp://127.0.0.1:7000 'job:*'\n"
+                    "  berrymq listen 'job:*' --count 1 --timeout 5   # one message within 5 s\n"
+                    "  berrymq listen 'job:*' --json --timestamps\n"
+                    "  berrymq listen nats://127.0.0.1:4222 'job:*'",
     )
-    p.add_argument("url", metavar="URL", help="the node, e.g. tcp://127.0.0.1:7000")
-    p.add_argument("pattern", metavar="PATTERN", help="an identifier pattern, e.g. 'job:*'")
-    p.add_argument("--json", action="store_true",
-                   help='print each message as a JSON object {"identifier", "args", "kwargs"}')
+    p.add_argument("url", nargs="?", metavar="URL", help=_URL_HELP)
+    p.add_argument("pattern", metavar="PATTERN", type=pattern_argument,
+                   help="an identifier pattern, e.g. 'job:*'")
+    p.add_argument("--count", type=_positive_int, metavar="N",
+                   help="stop after N messages (exit status 1 if --timeout ends it first)")
+    p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                   help="stop after SECONDS (exit status 0, or 1 when --count messages did "
+                        "not come)")
+    p.add_argument("--timestamps", action="store_true",
+                   help="start each line with the time it arrived (ISO 8601, UTC)")
+    p.add_argument("--no-reconnect", action="store_true",
+                   help="when the node goes away, stop with exit status 1 instead of "
+                        "reconnecting")
+    p.add_argument("--connect-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                   help="seconds each attempt to reach the node may take (default 10)")
+    add_json_option(p, 'each message as a JSON object {"identifier", "args", "kwargs", '
+                       '"time"}')
 
     register_status_commands(commands)  # status: `status URL`, `serve --monitor`
 
@@ -354,10 +311,31 @@ def register_commands(commands: Commands) -> None:
     if graph is not None:
         graph.add_argument("url", nargs="?", metavar="URL",
                            help="a running node (tcp://HOST:PORT or http://HOST:PORT) to ask "
-                                "over JSON-RPC; without it, this process's own (empty) bus")
-        graph.add_argument("--timeout", type=float, default=10.0,
-                           help="seconds to wait for the node")
+                                "over JSON-RPC (default: BERRYMQ_URL; without either, this "
+                                "process's own, empty, bus)")
+        graph.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                           help="seconds to wait for the node (default 10)")
         graph.set_defaults(run=_cmd_graph)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
 
 
 def add_serve_option(commands: Commands, scheme: str, default_port: int) -> None:

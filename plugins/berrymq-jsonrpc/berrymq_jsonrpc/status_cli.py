@@ -21,17 +21,13 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
-from berrymq.cli import Commands
+from berrymq.cli import Commands, UsageError, node_url
 from berrymq.errors import BerryMQError
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.monitor import Monitor, MonitorServer
 from berrymq_jsonrpc.transport import is_loopback
 
 __all__ = ["fetch_status", "format_status", "register_status_commands", "start_monitor"]
-
-
-class _Usage(BerryMQError):
-    """A command-line mistake (exit 2)."""
 
 
 class Unreachable(BerryMQError):
@@ -47,14 +43,14 @@ def status_url(url: str) -> str:
         url = "http://" + (f"127.0.0.1{url}" if url.startswith(":") else url)
     parts = urlsplit(url)
     if parts.scheme.lower() != "http":
-        raise _Usage(f"{url!r}: status is served over HTTP; give the node's http:// address "
+        raise UsageError(f"{url!r}: status is served over HTTP; give the node's http:// address "
                      "(its --http port or its --monitor address)")
     try:
         port = parts.port
     except ValueError:
-        raise _Usage(f"{url!r} has an invalid port") from None
+        raise UsageError(f"{url!r} has an invalid port") from None
     if not parts.hostname or port is None:
-        raise _Usage(f"{url!r} needs a host and a port, e.g. http://127.0.0.1:8000")
+        raise UsageError(f"{url!r} needs a host and a port, e.g. http://127.0.0.1:8000")
     base = f"http://{parts.netloc}{parts.path.rstrip('/')}"
     return base if base.endswith("/status") else base + "/status"
 
@@ -153,7 +149,7 @@ def format_status(status: dict[str, Any], recent: int = 10) -> str:
 def _cmd_status(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get(p.SECRET_ENV_VAR) or None
     try:
-        status = fetch_status(args.url, secret=secret, timeout=args.timeout)
+        status = fetch_status(node_url(args.url), secret=secret, timeout=args.timeout)
     except Unreachable as exc:
         print(f"berrymq: error: {exc}", file=sys.stderr)
         return 1
@@ -172,7 +168,7 @@ def _monitor_address(text: str) -> tuple[str, int]:
     if not sep:
         host, port = "", text
     if not port.isdigit() or int(port) > 65535:
-        raise _Usage(f"--monitor {text!r}: expected HOST:PORT, :PORT or PORT "
+        raise UsageError(f"--monitor {text!r}: expected HOST:PORT, :PORT or PORT "
                      "(e.g. 127.0.0.1:8222)")
     return host.strip("[]") or "127.0.0.1", int(port)
 
@@ -187,7 +183,7 @@ def start_monitor(bus: Any, args: argparse.Namespace) -> MonitorServer | None:
     secret = next((t.secret for t in transports if t.secret), None) or os.environ.get(
         p.SECRET_ENV_VAR) or None
     if not is_loopback(host) and not secret:
-        raise _Usage(f"refusing to serve the status at {host}:{port}: it is not a loopback "
+        raise UsageError(f"refusing to serve the status at {host}:{port}: it is not a loopback "
                      f"address, and the status of a node others can reach needs its secret "
                      f"({p.SECRET_ENV_VAR})")
     names = [n for t in transports for n in getattr(t, "names", ())]
@@ -195,7 +191,7 @@ def start_monitor(bus: Any, args: argparse.Namespace) -> MonitorServer | None:
     try:
         url = server.start(host, port)
     except OSError as exc:
-        raise _Usage(f"cannot serve the status at {host}:{port}: {exc}") from None
+        raise UsageError(f"cannot serve the status at {host}:{port}: {exc}") from None
     print(f"monitor {url}", flush=True)
     return server
 
@@ -209,7 +205,8 @@ def register_status_commands(commands: Commands) -> None:
                     "address) and print it. Exit status: 0 shown, 1 unreachable or refused, "
                     "2 usage error.",
     )
-    parser.add_argument("url", metavar="URL", help="the node, e.g. http://127.0.0.1:8000")
+    parser.add_argument("url", nargs="?", metavar="URL",
+                        help="the node, e.g. http://127.0.0.1:8000 (default: $BERRYMQ_URL)")
     parser.add_argument("--json", action="store_true", help="print the JSON as the node sent it")
     parser.add_argument("--secret", help=f"the node's secret (default: ${p.SECRET_ENV_VAR})")
     parser.add_argument("--timeout", type=float, default=10.0,

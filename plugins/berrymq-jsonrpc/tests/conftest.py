@@ -20,6 +20,10 @@ from berrymq.bus import Bus
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
+sys.path.insert(0, str(Path(__file__).parent))  # berrymq_cli_procs, shared by the CLI tests
+
+from berrymq_cli_procs import Proc
+
 NODE_SCRIPT = Path(__file__).with_name("node_script.py")
 TIMEOUT = 20.0
 
@@ -215,3 +219,22 @@ def serve_node(tmp_path: Path) -> Iterator[Callable[..., ServeNode]]:
     yield start
     for node in nodes:
         node.stop()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.close()
+
+
+@pytest.fixture
+def node(tmp_path: Path, procs: list[Proc]) -> tuple[Proc, str, str]:
+    """A ``berrymq serve`` on free ports: (process, tcp URL, http URL)."""
+    proc = Proc("serve", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0", cwd=tmp_path)
+    procs.append(proc)
+    tcp = proc.line().removeprefix("serving ")
+    http = proc.line().removeprefix("serving ")
+    assert tcp.startswith("tcp://127.0.0.1:") and http.startswith("http://127.0.0.1:")
+    return proc, tcp, http

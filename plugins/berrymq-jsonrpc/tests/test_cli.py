@@ -6,141 +6,22 @@ message comes from a third (``send``); output is read line by line with deadline
 
 from __future__ import annotations
 
+import json
 import os
-import queue
+import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from berrymq_jsonrpc.cli import format_message, parse_value, server_url
+from berrymq_cli_procs import DEADLINE, Proc, closed_port, listen, one_error_line, run
+from berrymq_jsonrpc.cli import server_url
+from berrymq_jsonrpc.cli_support import format_message, parse_value
 
 from berrymq.message import Message
-
-DEADLINE = 30.0
-
-
-class Proc:
-    """A ``python -m berrymq`` subprocess whose stdout and stderr lines are queued."""
-
-    def __init__(self, *args: str, cwd: Path) -> None:
-        self.args = args
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "berrymq", *args], cwd=cwd, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={k: v for k, v in os.environ.items() if k != "BERRYMQ_CONFIG"},
-        )
-        self.out: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self.err: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self.err_lines: list[str] = []
-        self.pumps = [
-            threading.Thread(target=self._pump, args=(stream, lines), daemon=True)
-            for stream, lines in ((self.process.stdout, self.out), (self.process.stderr, self.err))
-        ]
-        for pump in self.pumps:
-            pump.start()
-
-    @staticmethod
-    def _pump(stream: object, lines: queue.SimpleQueue[str | None]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    def line(self, stream: str = "out", timeout: float = DEADLINE) -> str:
-        lines = self.out if stream == "out" else self.err
-        try:
-            line = lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"berrymq {' '.join(self.args)}: no {stream} line within "
-                                 f"{timeout}s") from None
-        if line is None:
-            lines.put(None)
-            rest = "".join(self.err_lines)
-            raise AssertionError(f"berrymq {' '.join(self.args)}: {stream} ended "
-                                 f"(exit {self.process.wait()}) {rest}")
-        if stream == "err":
-            self.err_lines.append(line)
-        return line
-
-    def stop(self, sig: int = signal.SIGINT) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout=DEADLINE)
-
-    def rest_of(self, stream: str) -> list[str]:
-        """Every remaining line of a stream (the process must have ended)."""
-        lines = self.out if stream == "out" else self.err
-        result: list[str] = []
-        while True:
-            line = lines.get(timeout=DEADLINE)
-            if line is None:
-                lines.put(None)
-                return result
-            result.append(line)
-
-    def close(self) -> None:
-        """Kill the process if it still runs, and close its pipes."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        for pump in self.pumps:
-            pump.join(DEADLINE)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "berrymq", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.close()
-
-
-@pytest.fixture
-def node(tmp_path: Path, procs: list[Proc]) -> tuple[Proc, str, str]:
-    """A ``berrymq serve`` on free ports: (process, tcp URL, http URL)."""
-    proc = Proc("serve", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0", cwd=tmp_path)
-    procs.append(proc)
-    tcp = proc.line().removeprefix("serving ")
-    http = proc.line().removeprefix("serving ")
-    assert tcp.startswith("tcp://127.0.0.1:") and http.startswith("http://127.0.0.1:")
-    return proc, tcp, http
-
-
-def listen(tmp_path: Path, procs: list[Proc], url: str, pattern: str, *more: str) -> Proc:
-    proc = Proc("listen", url, pattern, *more, cwd=tmp_path)
-    procs.append(proc)
-    # printed once the node holds the queue: everything sent from now on is seen
-    assert proc.line("err") == f"listening to {pattern} at {url}"
-    return proc
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("berrymq: error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
-
 
 # -- the three commands together --------------------------------------------------------------
 
@@ -175,7 +56,9 @@ def test_listen_json_and_namespaces(tmp_path: Path, procs: list[Proc],
     listener = listen(tmp_path, procs, http, "job@ops:*", "--json")
     assert run("send", tcp, "job:run", "ignored", cwd=tmp_path).returncode == 0  # default ns
     assert run("send", tcp, "job@ops:run", "né", "--kw", "x=null", cwd=tmp_path).returncode == 0
-    assert listener.line() == '{"identifier": "job@ops:run", "args": ["né"], "kwargs": {"x": null}}'
+    record = json.loads(listener.line())
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record.pop("time"))
+    assert record == {"identifier": "job@ops:run", "args": ["né"], "kwargs": {"x": None}}
     assert listener.stop(signal.SIGTERM) == 0
 
 
@@ -199,15 +82,19 @@ def test_serve_prints_messages_it_sees(tmp_path: Path, procs: list[Proc]) -> Non
     assert server.stop(signal.SIGTERM) == 0
 
 
-def test_listen_ends_with_an_error_when_the_node_goes_away(
-        tmp_path: Path, procs: list[Proc], node: tuple[Proc, str, str]) -> None:
-    server, tcp, _ = node
-    listener = listen(tmp_path, procs, tcp, "job:*")
+@pytest.mark.parametrize("which", ["tcp", "http"])
+def test_listen_no_reconnect_ends_saying_the_node_went_away(
+        tmp_path: Path, procs: list[Proc], node: tuple[Proc, str, str], which: str) -> None:
+    server, tcp, http = node
+    url = tcp if which == "tcp" else http
+    listener = listen(tmp_path, procs, url, "job:*", "--no-reconnect")
     assert server.stop(signal.SIGTERM) == 0
     code = listener.process.wait(timeout=DEADLINE)
     rest = listener.rest_of("err")
-    assert code == 2, rest
-    assert len(rest) == 1 and rest[0].startswith("berrymq: error: "), rest
+    assert code == 1, rest
+    assert len(rest) == 1, rest
+    assert rest[0].startswith(f"berrymq: error: the node at {url} went away"), rest
+    assert "Unknown or expired token" not in rest[0]
 
 
 # -- errors: one clear line, a non-zero exit ------------------------------------------------------
@@ -215,15 +102,15 @@ def test_listen_ends_with_an_error_when_the_node_goes_away(
 
 def test_send_to_an_unreachable_node(tmp_path: Path) -> None:
     port = closed_port()
-    line = one_error_line(run("send", f"tcp://127.0.0.1:{port}", "job:x", cwd=tmp_path))
+    line = one_error_line(run("send", f"tcp://127.0.0.1:{port}", "job:x", cwd=tmp_path), 1)
     assert f"cannot reach tcp://127.0.0.1:{port}" in line
-    line = one_error_line(run("send", f"http://127.0.0.1:{port}", "job:x", cwd=tmp_path))
+    line = one_error_line(run("send", f"http://127.0.0.1:{port}", "job:x", cwd=tmp_path), 1)
     assert f"127.0.0.1:{port}" in line
 
 
 def test_listen_to_an_unreachable_node(tmp_path: Path) -> None:
     port = closed_port()
-    line = one_error_line(run("listen", f"tcp://127.0.0.1:{port}", "job:*", cwd=tmp_path))
+    line = one_error_line(run("listen", f"tcp://127.0.0.1:{port}", "job:*", cwd=tmp_path), 1)
     assert f"cannot reach tcp://127.0.0.1:{port}" in line
 
 
@@ -238,11 +125,12 @@ def test_send_bad_identifier(tmp_path: Path, node: tuple[Proc, str, str], identi
     assert expected in one_error_line(run("send", tcp, identifier, cwd=tmp_path))
 
 
-def test_listen_bad_or_local_pattern(tmp_path: Path, node: tuple[Proc, str, str]) -> None:
-    _, tcp, _ = node
-    assert "invalid identifier 'a:b:c'" in one_error_line(
-        run("listen", tcp, "a:b:c", cwd=tmp_path))
-    assert "local" in one_error_line(run("listen", tcp, "_x:*", cwd=tmp_path))
+def test_listen_bad_or_local_pattern(tmp_path: Path) -> None:
+    # checked on the command line: a usage error, before any connection (none runs here)
+    for pattern, expected in (("a:b:c", "invalid identifier 'a:b:c'"), ("_x:*", "is local")):
+        result = run("listen", "tcp://127.0.0.1:1", pattern, cwd=tmp_path)
+        assert result.returncode == 2 and expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_address_without_scheme(tmp_path: Path) -> None:
@@ -263,7 +151,7 @@ def test_serve_on_a_busy_port(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        line = one_error_line(run("serve", "--tcp", f"127.0.0.1:{port}", cwd=tmp_path))
+        line = one_error_line(run("serve", "--tcp", f"127.0.0.1:{port}", cwd=tmp_path), 1)
     assert f"cannot serve tcp://127.0.0.1:{port}" in line
 
 
@@ -289,8 +177,8 @@ def test_a_node_with_a_secret(tmp_path: Path, procs: list[Proc]) -> None:
     try:
         assert server.stdout is not None
         url = server.stdout.readline().strip().removeprefix("serving ")
-        line = one_error_line(run("send", url, "job:x", cwd=tmp_path))  # no secret here
-        assert "-32004" in line and "Unauthorised" in line
+        line = one_error_line(run("send", url, "job:x", cwd=tmp_path), 1)  # no secret here
+        assert "-32004" in line and "Unauthorised" in line and "BERRYMQ_SECRET" in line
         result = subprocess.run([sys.executable, "-m", "berrymq", "send", url, "job:x"],
                                 cwd=tmp_path, env=env, capture_output=True, text=True,
                                 timeout=60)

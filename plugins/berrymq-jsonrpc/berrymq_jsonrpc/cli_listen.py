@@ -1,0 +1,219 @@
+"""``berrymq listen [URL] PATTERN``: print the messages matching PATTERN that a node sees,
+like ``nats sub`` or ``mosquitto_sub``.
+
+From a node (``tcp://``, ``http://``) the messages come from a queue the node keeps for
+this listener (style 03). When the node goes away the listener says so on stderr, opens a
+new queue as soon as the node is back, and says how long the gap was: messages sent in
+the gap were not queued for it (``--no-reconnect`` ends with exit status 1 instead). From
+a NATS broker (``nats://``, with the ``berrymq-nats`` plugin) this process joins the
+broker and the messages come through a local queue; the NATS client reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sys
+import threading
+import time
+from contextlib import suppress
+from typing import Any
+
+from berrymq.cli import node_url
+from berrymq.errors import BerryMQError, ConnectionClosed, TransportError
+from berrymq_jsonrpc.cli_support import (
+    connect,
+    format_message,
+    node_failure,
+    quiet_remote_logs,
+    run_until_stopped,
+    timestamp,
+    went_away,
+)
+
+__all__ = ["run_listen"]
+
+#: The longest pause between two attempts to reach a node that went away.
+MAX_RETRY_DELAY = 2.0
+#: How many messages the local queue of a broker listener holds before NATS waits.
+BROKER_QUEUE_SIZE = 10_000
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class _NodeQueue:
+    """A queue on a node (style 03); :meth:`open` opens a new one after the node went away."""
+
+    def __init__(self, url: str, pattern: str, timeout: float) -> None:
+        self.url = url
+        self.pattern = pattern
+        self.timeout = timeout
+        self.connection: Any = None
+        self._closed = False
+
+    def open(self) -> None:
+        from berrymq.api import connect_via_queue
+
+        self.drop()
+        connection = connect(self.url, self.timeout,
+                             lambda url: connect_via_queue(url, self.pattern))
+        self.connection = connection
+        if self._closed:  # stopped meanwhile
+            self.drop()
+
+    def get(self, timeout: float | None) -> Any:
+        return self.connection.get(block=True, timeout=timeout)
+
+    def drop(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            with suppress(BerryMQError):  # the node is gone already
+                connection.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self.drop()
+
+
+class _BrokerQueue:
+    """A local queue of PATTERN on this process's bus, joined to a NATS broker."""
+
+    def __init__(self, url: str, pattern: str, timeout: float) -> None:
+        self.url = url
+        self.pattern = pattern
+        self.timeout = timeout
+        self.queue: Any = None
+        self.connection: Any = None
+
+    def open(self) -> None:
+        from berrymq.api import connect_broker
+        from berrymq.receivers.queues import Queue
+
+        self.queue = Queue(self.pattern, maxsize=BROKER_QUEUE_SIZE)  # before: nothing missed
+        try:
+            self.connection = connect_broker(self.url, connect_timeout=self.timeout)
+        except (ValueError, TypeError, TransportError, OSError) as exc:
+            raise node_failure(self.url, exc, probe=False) from None
+
+    def get(self, timeout: float | None) -> Any:
+        return self.queue.get(block=True, timeout=timeout)
+
+    def close(self) -> None:
+        if self.queue is not None:
+            self.queue.close()
+        if self.connection is not None:
+            self.connection.close()
+
+
+def _source(url: str, pattern: str, timeout: float) -> _NodeQueue | _BrokerQueue:
+    from berrymq.default import get_bus
+
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    try:
+        broker = bool(scheme) and hasattr(get_bus().transport(scheme), "connect_broker")
+    except BerryMQError:
+        broker = False  # connecting names the missing plugin
+    return _BrokerQueue(url, pattern, timeout) if broker else _NodeQueue(url, pattern, timeout)
+
+
+class _Listen:
+    """One run of ``listen``: the loop (on its own thread) and what stops it."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.url = node_url(args.url)
+        self.source: _NodeQueue | _BrokerQueue | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        self.printed = 0
+
+    def left(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def run(self, stopping: threading.Event) -> int:
+        args = self.args
+        # made here, so that the bus's threads block the signals as this one does
+        source = _source(self.url, args.pattern, args.connect_timeout)
+        with self._lock:
+            if self._closed:
+                return 0
+            self.source = source
+        source.open()
+        _say(f"listening to {args.pattern} at {self.url}")
+        while args.count is None or self.printed < args.count:
+            left = self.left()
+            if stopping.is_set() or left == 0.0:
+                break
+            try:
+                message = source.get(left)
+            except queue.Empty:
+                continue  # the deadline passed, or the queue closed because we stop
+            except (TransportError, OSError) as exc:
+                if stopping.is_set():
+                    break
+                why = went_away(exc)
+                if why is None:
+                    raise node_failure(self.url, exc, probe=False) from None
+                if args.no_reconnect:
+                    raise ConnectionClosed(f"the node at {self.url} went away ({why})") from None
+                if not self._reconnect(stopping):
+                    break
+                continue
+            received = timestamp() if args.timestamps or args.json else None
+            self._write(format_message(message, args.json, received))
+            self.printed += 1
+        if args.count is not None and self.printed < args.count and not stopping.is_set():
+            raise TransportError(f"{self.printed} of {args.count} messages came within "
+                                 f"{args.timeout:g}s")
+        return 0
+
+    def close(self) -> None:
+        """Close the source (the loop waiting on it ends); called from the main thread."""
+        with self._lock:
+            self._closed = True
+            source = self.source
+        if source is not None:
+            source.close()
+
+    def _reconnect(self, stopping: threading.Event) -> bool:
+        """Open a new queue once the node is back; False if stopped or out of time first."""
+        assert self.source is not None
+        _say("node went away; reconnecting")
+        started = time.monotonic()
+        delay = 0.05
+        while not stopping.is_set():
+            try:
+                self.source.open()
+            except BerryMQError:
+                left = self.left()
+                if left == 0.0 or stopping.wait(delay if left is None else min(delay, left)):
+                    return False
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+                continue
+            _say(f"reconnected after {time.monotonic() - started:.1f} s; messages sent "
+                 "meanwhile were not queued for this listener")
+            return True
+        return False
+
+    def _write(self, line: str) -> None:
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # the reader went away (e.g. `| head -1`): stop quietly, and let the flush
+            # at exit write to /dev/null instead of failing again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            self.args.count = self.printed
+
+
+def run_listen(args: argparse.Namespace) -> int:
+    """``berrymq listen``: 0 when stopped (a signal, ``--count`` reached, ``--timeout``
+    without ``--count``), 1 when the node cannot be reached or went away for good."""
+    listen = _Listen(args)
+    with quiet_remote_logs():
+        status, _signal = run_until_stopped(listen.run, listen.close)
+    return 0 if status is None else status

@@ -1,0 +1,149 @@
+"""``berrymq send [URL] ID [ARG...]`` and ``berrymq send [URL] -``: send messages to a node.
+
+One message from the command line, or with ``-`` one message per line of stdin (the
+identifier and its arguments as on the command line, or with ``--json`` a JSON array
+``[id, args, kwargs]``), all over one connection; the command ends once the node has
+acknowledged every message. A line that is not a message is reported with its number and
+skipped, and the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from berrymq.cli import UsageError, node_url, print_json
+from berrymq.errors import ConnectionClosed, TransportError
+from berrymq.identifier import parse
+from berrymq.message import Message
+from berrymq_jsonrpc.cli_support import connect, keyword, parse_value, quiet_remote_logs
+
+__all__ = ["message_from_json", "message_from_words", "run_send"]
+
+#: A first word such as 127.0.0.1:7000, localhost:7000 or [::1]:7000 is taken for an
+#: address without its scheme, not for an identifier (after a URL, it is an identifier).
+_HOST_PORT = re.compile(r"^(localhost|[\w\-]*\.[\w.\-]*|\[[0-9a-fA-F:.]+\]):\d+$")
+
+
+def _identifier(text: str) -> Any:
+    ident = parse(text)
+    if ident.is_local:
+        raise ValueError(f"{text!r} is local (its name starts with '_'); local messages "
+                         "never leave their process")
+    return ident
+
+
+def message_from_words(words: list[str]) -> Message:
+    """A message from ``ID [ARG...] [--kw KEY=VALUE...]`` (as on the command line).
+
+    :raises ValueError: a bad identifier, a local one, or a bad ``--kw``.
+    """
+    if not words:
+        raise ValueError("no identifier")
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    rest = iter(words[1:])
+    for word in rest:
+        if word == "--kw" or word.startswith("--kw="):
+            text = word[5:] if word.startswith("--kw=") else next(rest, "")
+            try:
+                key, value = keyword(text)
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(str(exc)) from None
+            kwargs[key] = value
+        else:
+            args.append(parse_value(word))
+    return Message(_identifier(words[0]), tuple(args), kwargs)
+
+
+def message_from_json(text: str) -> Message:
+    """A message from a JSON array ``[id, args, kwargs]`` (args and kwargs optional).
+
+    :raises ValueError: not such an array, or a bad identifier.
+    """
+    value = json.loads(text)
+    if not (isinstance(value, list) and 1 <= len(value) <= 3 and isinstance(value[0], str)
+            and (len(value) < 2 or isinstance(value[1], list))
+            and (len(value) < 3 or isinstance(value[2], dict))):
+        raise ValueError('expected a JSON array ["id", [args...], {kwargs...}]')
+    args = value[1] if len(value) > 1 else []
+    kwargs = value[2] if len(value) > 2 else {}
+    return Message(_identifier(value[0]), tuple(args), kwargs)
+
+
+def _split(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The node's URL and the words after it: a first word without ``://`` is the ID and
+    the node comes from ``BERRYMQ_URL``."""
+    words = [w for w in (args.url, args.identifier) if w is not None] + list(args.args)
+    given = words.pop(0) if words and "://" in words[0] else None
+    if given is None and words and _HOST_PORT.match(words[0]):
+        raise UsageError(f"{words[0]!r} has no scheme: write tcp://{words[0]} or "
+                         f"http://{words[0]}")
+    if not words:
+        raise UsageError("send needs an ID (and its ARGs), or - to read messages from stdin",
+                         show_usage=True)
+    return node_url(given), words
+
+
+def _stdin_messages(as_json: bool, errors: list[str]) -> Iterable[Message]:
+    for number, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            yield message_from_json(line) if as_json else message_from_words(shlex.split(line))
+        except ValueError as exc:
+            errors.append(f"stdin line {number}: {exc}")
+            print(f"berrymq: error: {errors[-1]}; not sent", file=sys.stderr, flush=True)
+
+
+def run_send(args: argparse.Namespace) -> int:
+    """``berrymq send``: 0 once the node acknowledged every message."""
+    from berrymq.api import DEFAULT_TTL, connect_oneway
+
+    url, words = _split(args)
+    from_stdin = words == ["-"]
+    if from_stdin and args.kw:
+        raise UsageError("--kw goes on each line of stdin, not beside -")
+    if not from_stdin:
+        try:
+            one = message_from_words(words)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        messages: Iterable[Message] = [
+            Message(one.identifier, one.args, {**one.kwargs, **dict(args.kw or [])})]
+    errors: list[str] = []
+    if from_stdin:
+        messages = _stdin_messages(args.json, errors)
+    ttl = DEFAULT_TTL if from_stdin else max(args.timeout, 1.0)
+    sent = 0
+    with quiet_remote_logs():
+        connection = connect(url, args.timeout, lambda u: connect_oneway(u, ttl=ttl))
+        try:
+            for message in messages:
+                try:
+                    connection.send(message)
+                except (TypeError, ValueError) as exc:
+                    if not from_stdin:
+                        raise UsageError(str(exc)) from None
+                    errors.append(str(exc))
+                    print(f"berrymq: error: {exc}; not sent", file=sys.stderr, flush=True)
+                    continue
+                except ConnectionClosed as exc:
+                    raise ConnectionClosed(f"the node at {url} went away after {sent} "
+                                           f"message(s): {exc}") from None
+                sent += 1
+            if not connection.flush(args.timeout):
+                raise TransportError(f"{url} did not acknowledge the message(s) within "
+                                     f"{args.timeout:g}s")
+        finally:
+            connection.close()
+    if args.json:
+        print_json({"url": url, "sent": sent, "not_sent": len(errors)})
+    if errors:
+        raise TransportError(f"{len(errors)} line(s) of stdin were not sent")
+    return 0

@@ -1,0 +1,257 @@
+"""What the node commands (``serve``, ``send``, ``listen``, ``graph URL``) share: values
+and messages as text, connecting with a deadline, failures as one line with the right
+exit status, and stopping on SIGINT/SIGTERM without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from berrymq.cli import UsageError
+from berrymq.errors import ConnectionClosed, RemoteError, TransportError
+from berrymq.identifier import parse
+from berrymq_jsonrpc import protocol as p
+
+__all__ = ["connect", "format_message", "keyword", "node_failure", "parse_value",
+           "pattern_argument", "quiet_remote_logs", "run_until_stopped", "scheme_hint",
+           "went_away"]
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_strict = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: its JSON value when ``text`` is JSON, else the text itself.
+
+    ``42`` is a number, ``true`` a boolean, ``'"42"'`` the string ``42``, ``[1,2]`` an
+    array, ``hello`` the string ``hello``. ``NaN``/``Infinity`` are not JSON and stay
+    strings (berryMQ never sends them).
+    """
+    try:
+        return _strict.decode(text)
+    except ValueError:
+        return text
+
+
+def keyword(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--kw``: VALUE parsed like an argument (:func:`parse_value`)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"--kw takes KEY=VALUE with KEY a Python identifier, got {text!r}")
+    return key, parse_value(value)
+
+
+def pattern_argument(text: str) -> str:
+    """An identifier pattern given on the command line, checked before anything runs
+    (a bad one is a usage error, exit status 2)."""
+    try:
+        ident = parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if ident.is_local:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is local (its name starts with '_'); local messages never leave "
+            "their process")
+    return text
+
+
+def timestamp(when: float | None = None) -> str:
+    """``when`` (default: now) as ISO 8601 UTC with milliseconds, e.g.
+    ``2026-12-01T15:50:02.123Z``."""
+    moment = datetime.fromtimestamp(time.time() if when is None else when, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def format_message(message: Any, as_json: bool = False, received: str | None = None) -> str:
+    """One line for a message: ``[TIME ]ID ARGS [KWARGS]`` (args and kwargs as JSON), or
+    with ``as_json`` a JSON object ``{"identifier", "args", "kwargs"[, "time"]}``;
+    ``received`` is the time it arrived (:func:`timestamp`), shown when given."""
+    ident = str(message.identifier)
+    if as_json:
+        record: dict[str, Any] = {"identifier": ident, "args": list(message.args),
+                                  "kwargs": message.kwargs}
+        if received is not None:
+            record["time"] = received
+        return json.dumps(record, ensure_ascii=False)
+    line = f"{ident} {json.dumps(list(message.args), ensure_ascii=False)}"
+    if message.kwargs:
+        line += " " + json.dumps(message.kwargs, ensure_ascii=False)
+    return line if received is None else f"{received} {line}"
+
+
+@contextmanager
+def quiet_remote_logs() -> Iterator[None]:
+    """The outbox logs a failed send on ``berrymq.remote``; the command reports it itself
+    as its one error line, so such records are not printed twice."""
+    logger = logging.getLogger("berrymq.remote")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+# -- connecting ------------------------------------------------------------------------------
+
+
+def scheme_hint(url: str, timeout: float = 1.0) -> str:
+    """When the port of ``url`` speaks the other protocol (HTTP behind ``tcp://``, the
+    line protocol behind ``http://``), a sentence naming the URL that fits; else ``""``.
+
+    It sends ``GET / HTTP/1.0``: an HTTP server answers ``HTTP/...``, a berryMQ TCP node a
+    JSON-RPC parse error (``{...``)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return ""
+    if not host or port is None:
+        return ""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: berrymq\r\n\r\n")
+            head = sock.recv(64)
+    except OSError:
+        return ""
+    actual = "http" if head.startswith(b"HTTP/") else "tcp" if head.startswith(b"{") else ""
+    if not actual or actual == scheme:
+        return ""
+    return (f": that port speaks {actual.upper()}, not {scheme.upper()}: did you mean "
+            f"{actual}://{parts.netloc}?")
+
+
+def node_failure(url: str, exc: BaseException, *, probe: bool = True) -> Exception:
+    """The error a command reports when the node at ``url`` failed it: a usage error for
+    a URL that cannot work, else a runtime failure (with a hint when the scheme does not
+    match the port; ``probe=False`` skips that look, e.g. when no time is left)."""
+    if isinstance(exc, (ValueError, TypeError)):
+        return UsageError(str(exc))
+    text = " ".join((str(exc) or type(exc).__name__).split())  # one line, whatever came back
+    if isinstance(exc, RemoteError):
+        if exc.code == p.UNAUTHORISED:
+            text += f": set {p.SECRET_ENV_VAR} to the node's shared secret"
+        return TransportError(text)
+    hint = scheme_hint(url) if probe else ""
+    if hint:
+        return ConnectionClosed(f"cannot reach {url}{hint}")
+    return ConnectionClosed(text)
+
+
+def connect(url: str, timeout: float, opener: Callable[[str], Any]) -> Any:
+    """``opener(url)`` (e.g. ``connect_oneway``), with every wait of the transport (the
+    TCP connect, the first request) bounded by ``timeout`` seconds. Failures are raised
+    as :func:`node_failure` says."""
+    from berrymq.default import get_bus
+
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    started = time.monotonic()
+    try:
+        if scheme:
+            transport = get_bus().transport(scheme)
+            if isinstance(getattr(transport, "timeout", None), float):
+                # the connect wait and each request honour the command's --timeout
+                transport.timeout = min(transport.timeout, timeout)  # type: ignore[attr-defined]
+        return opener(url)
+    except (ValueError, TypeError, TransportError, OSError) as exc:
+        left = timeout - (time.monotonic() - started)
+        raise node_failure(url, exc, probe=left > 0.1) from None
+
+
+_UNKNOWN_TOKEN_TEXT = "the peer no longer knows this connection"
+_FORGOTTEN = "it stopped or restarted, and no longer knows this listener"
+
+
+def went_away(exc: BaseException) -> str | None:
+    """Why a failure of a running connection means the node went away, or None when it
+    does not (the node stopped and closed the connection, or restarted and no longer
+    knows the session: its "unknown or expired token" says so)."""
+    if isinstance(exc, RemoteError):
+        return _FORGOTTEN if exc.code == p.UNKNOWN_TOKEN else None
+    if _UNKNOWN_TOKEN_TEXT in str(exc):  # UNKNOWN_TOKEN, as jsonrpc.error_for raises it
+        return _FORGOTTEN
+    if isinstance(exc, (TransportError, OSError)):
+        return str(exc) or type(exc).__name__
+    return None
+
+
+# -- stopping ---------------------------------------------------------------------------------
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def run_until_stopped(body: Callable[[threading.Event], int],
+                      cleanup: Callable[[], None]) -> tuple[int | None, int | None]:
+    """Run ``body(stopping)`` on a thread of its own until it returns or SIGINT/SIGTERM
+    comes, then ``cleanup()`` (which closes what the body may still wait on); returns
+    ``(its exit status or None, the signal or None)``.
+
+    A signal only sets ``stopping`` (so no exception ever lands in the middle of a
+    connect or a print: no traceback). The kernel gives a process-directed signal to any
+    thread that does not block it, and Python handles it in the main thread only; so the
+    body's thread, and every thread it starts, block the two signals, and the main thread
+    alone takes them and wakes up. A failure of the body is raised here.
+    """
+    stopping = threading.Event()
+    done = threading.Event()
+    result: list[int] = []
+    failure: list[BaseException] = []
+    caught: list[int] = []
+
+    def run() -> None:
+        try:
+            result.append(body(stopping))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    def on_signal(signum: int, frame: object) -> None:
+        caught.append(signum)
+        stopping.set()
+        done.set()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in _STOP_SIGNALS}
+    masked = hasattr(signal, "pthread_sigmask")
+    try:
+        if masked:
+            old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            thread = threading.Thread(target=run, name="berrymq-command", daemon=True)
+            thread.start()
+        finally:
+            if masked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        done.wait()
+    finally:
+        stopping.set()
+        try:
+            cleanup()  # a second signal meanwhile only sets the events again
+        finally:
+            thread.join(1.0)  # it ends once what it waited on is closed
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if caught:
+        return None, caught[0]
+    if failure:
+        raise failure[0]
+    return result[0], None

@@ -1,0 +1,283 @@
+"""Issue 12 point 1: the command line beside ``nats``, ``mosquitto_sub`` and ``redis-cli``.
+
+Real processes and sockets: ``berrymq serve`` nodes, ``listen`` and ``send`` subprocesses,
+plus sockets the tests open themselves (a node that accepts and never answers, a proxy
+that counts connections, raw JSON-RPC).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from berrymq_cli_procs import DEADLINE, Proc, closed_port, listen, one_error_line, run
+
+TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+
+
+@pytest.fixture
+def silent_port() -> Iterator[socket.socket]:
+    """A port that accepts connections (the kernel completes them) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield sock
+
+
+class CountingProxy:
+    """Forwards TCP connections to ``target`` and counts them."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.accepted = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def serve_on(tmp_path: Path, procs: list[Proc], *addresses: str) -> Proc:
+    proc = Proc("serve", *addresses, cwd=tmp_path)
+    procs.append(proc)
+    for _ in range(len(addresses) // 2):
+        assert proc.line().startswith("serving ")
+    return proc
+
+
+# -- the command itself ------------------------------------------------------------------------
+
+
+def test_send_without_arguments_shows_the_usage(tmp_path: Path) -> None:
+    result = run("send", cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    _usage, error = result.stderr.strip().splitlines()[-2:]
+    assert "[URL] ID [ARG ...]" in result.stderr and "[URL] -" in result.stderr
+    assert error == ("berrymq: error: send needs an ID (and its ARGs), or - to read messages "
+                     "from stdin")
+    assert "required" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_default_node_comes_from_berrymq_url(tmp_path: Path, procs: list[Proc],
+                                                 node: tuple[Proc, str, str]) -> None:
+    _, tcp, http = node
+    env = {"BERRYMQ_URL": http}
+    listener = Proc("listen", "job:*", cwd=tmp_path, env=env)
+    procs.append(listener)
+    assert listener.line("err") == f"listening to job:* at {http}"
+    assert run("send", "job:env", "1", cwd=tmp_path, env={"BERRYMQ_URL": tcp}).returncode == 0
+    assert listener.line() == "job:env [1]"
+    graph = run("graph", "--json", cwd=tmp_path, env=env)
+    assert graph.returncode == 0, graph.stderr
+    assert any("job:*" in json.dumps(r) for r in json.loads(graph.stdout)["receivers"])
+    # neither a URL nor the variable: a usage error that names both
+    line = one_error_line(run("send", "job:x", cwd=tmp_path))
+    assert "pass its URL" in line and "BERRYMQ_URL" in line
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_send_timeout_bounds_the_wait_for_a_node_that_never_answers(
+        tmp_path: Path, silent_port: socket.socket, scheme: str) -> None:
+    url = f"{scheme}://127.0.0.1:{silent_port.getsockname()[1]}"
+    started = time.monotonic()
+    result = run("send", "--timeout", "1", url, "job:x", cwd=tmp_path)
+    took = time.monotonic() - started
+    line = one_error_line(result, 1)
+    assert "1s" in line, line
+    assert took < 5.0, f"send --timeout 1 took {took:.1f}s"  # the interpreter starts too
+
+
+def test_send_reads_messages_from_stdin_over_one_connection(
+        tmp_path: Path, procs: list[Proc], node: tuple[Proc, str, str]) -> None:
+    _, tcp, _ = node
+    listener = listen(tmp_path, procs, tcp, "job:*")
+    proxy = CountingProxy(("127.0.0.1", int(tcp.rsplit(":", 1)[1])))
+    lines = "job:a 1 two\n\njob:b '[1, 2]' --kw user=bob \"hello world\"\n" + "".join(
+        f"job:n {i}\n" for i in range(50))
+    try:
+        result = run("send", f"tcp://127.0.0.1:{proxy.port}", "-", cwd=tmp_path, input=lines)
+    finally:
+        proxy.close()
+    assert result.returncode == 0, result.stderr
+    assert proxy.accepted == 1  # 52 messages, one connection
+    assert listener.line() == 'job:a [1, "two"]'
+    assert listener.line() == 'job:b [[1, 2], "hello world"] {"user": "bob"}'
+    assert [listener.line() for _ in range(50)] == [f"job:n [{i}]" for i in range(50)]
+
+
+def test_send_stdin_json_lines_and_a_bad_line(tmp_path: Path, procs: list[Proc],
+                                              node: tuple[Proc, str, str]) -> None:
+    _, _, http = node
+    listener = listen(tmp_path, procs, http, "job:*")
+    lines = ('["job:a", [1, "x"], {"k": null}]\n'
+             '["job:b"]\n'
+             '{"not": "an array"}\n'
+             '["bad id", []]\n'
+             '["job:c", [true]]\n')
+    result = run("send", http, "-", "--json", cwd=tmp_path, input=lines)
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout) == {"url": http, "sent": 3, "not_sent": 2}
+    errors = result.stderr.strip().splitlines()
+    assert errors[0].startswith("berrymq: error: stdin line 3: expected a JSON array")
+    assert errors[1].startswith("berrymq: error: stdin line 4: invalid identifier 'bad id'")
+    assert errors[2] == "berrymq: error: 2 line(s) of stdin were not sent"
+    assert [listener.line() for _ in range(3)] == [
+        'job:a [1, "x"] {"k": null}', "job:b []", "job:c [true]"]
+
+
+@pytest.mark.parametrize(("served", "asked"), [("tcp", "http"), ("http", "tcp")])
+def test_a_scheme_that_does_not_match_the_port_is_named(
+        tmp_path: Path, node: tuple[Proc, str, str], served: str, asked: str) -> None:
+    _, tcp, http = node
+    url = tcp if served == "tcp" else http
+    wrong = url.replace(f"{served}://", f"{asked}://")
+    line = one_error_line(run("send", wrong, "job:x", cwd=tmp_path), 1)
+    assert f"that port speaks {served.upper()}, not {asked.upper()}" in line
+    assert f"did you mean {url}?" in line
+    line = one_error_line(run("listen", wrong, "job:*", "--no-reconnect", cwd=tmp_path), 1)
+    assert f"did you mean {url}?" in line
+
+
+# -- listen ------------------------------------------------------------------------------------
+
+
+def test_listen_count_timeout_and_timestamps(tmp_path: Path, procs: list[Proc],
+                                             node: tuple[Proc, str, str]) -> None:
+    _, tcp, _ = node
+    listener = listen(tmp_path, procs, tcp, "job:*", "--count", "2", "--timestamps")
+    for i in range(3):
+        assert run("send", tcp, "job:t", str(i), cwd=tmp_path).returncode == 0
+    assert listener.process.wait(timeout=DEADLINE) == 0
+    out = listener.rest_of("out")
+    assert len(out) == 2, out
+    for i, line in enumerate(out):
+        assert re.fullmatch(f"{TIME} job:t \\[{i}\\]", line), line
+
+    # --timeout alone: a clean end; with --count not reached: a failure that says so
+    started = time.monotonic()
+    result = run("listen", tcp, "none:*", "--timeout", "0.5", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == "", result.stderr
+    result = run("listen", tcp, "none:*", "--timeout", "0.5", "--count", "1", cwd=tmp_path)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1] == (
+        "berrymq: error: 0 of 1 messages came within 0.5s")
+    assert time.monotonic() - started < 10
+    assert run("listen", tcp, "x", "--count", "0", cwd=tmp_path).returncode == 2
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_listen_reconnects_and_reports_the_gap(tmp_path: Path, procs: list[Proc],
+                                               scheme: str) -> None:
+    port = closed_port()
+    option = f"--{scheme}"
+    address = f"127.0.0.1:{port}"
+    url = f"{scheme}://{address}"
+    server = serve_on(tmp_path, procs, option, address)
+    listener = listen(tmp_path, procs, url, "job:*", "--json")
+    assert run("send", url, "job:before", cwd=tmp_path).returncode == 0
+    assert json.loads(listener.line())["identifier"] == "job:before"
+
+    assert server.stop(signal.SIGTERM) == 0
+    assert listener.line("err") == "node went away; reconnecting"
+    serve_on(tmp_path, procs, option, address)
+    line = listener.line("err")
+    assert re.fullmatch(r"reconnected after \d+\.\d s; messages sent meanwhile were not "
+                        r"queued for this listener", line), line
+    assert run("send", url, "job:after", "1", cwd=tmp_path).returncode == 0
+    record = json.loads(listener.line())
+    assert re.fullmatch(TIME, record.pop("time"))
+    assert record == {"identifier": "job:after", "args": [1], "kwargs": {}}
+    assert listener.stop(signal.SIGINT) == 0
+    assert "Traceback" not in "\n".join(listener.rest_of("err"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_listen_connects_ends_it_cleanly(
+        tmp_path: Path, procs: list[Proc], silent_port: socket.socket, sig: int) -> None:
+    url = f"tcp://127.0.0.1:{silent_port.getsockname()[1]}"
+    listener = Proc("listen", url, "job:*", cwd=tmp_path)
+    procs.append(listener)
+    silent_port.settimeout(DEADLINE)
+    connection, _ = silent_port.accept()  # listen is connecting now, waiting for an answer
+    with connection:
+        assert connection.recv(1)  # its connect_via_queue request is on its way
+        started = time.monotonic()
+        assert listener.stop(sig) == 0
+    assert time.monotonic() - started < 5
+    assert listener.rest_of("err") == []
+    assert listener.rest_of("out") == []
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+def test_serve_rejects_a_bad_print_pattern_before_serving(tmp_path: Path) -> None:
+    result = run("serve", "--tcp", "0", "--print", "te*", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == "" and "serving" not in result.stderr
+    assert "invalid identifier 'te*'" in result.stderr
+
+
+def _rpc(sock: socket.socket, reader: object, method: str, **params: object) -> object:
+    sock.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                             "params": params}).encode() + b"\n")
+    reply = json.loads(reader.readline())  # type: ignore[attr-defined]
+    assert "error" not in reply, reply
+    return reply["result"]
+
+
+def test_serve_print_json_and_ask_gets_no_reply_from_the_printer(
+        tmp_path: Path, procs: list[Proc]) -> None:
+    server = Proc("serve", "--tcp", "127.0.0.1:0", "--print", "job:*", "--json", cwd=tmp_path)
+    procs.append(server)
+    startup = json.loads(server.line())
+    assert startup["pid"] == server.process.pid
+    [url] = startup["serving"]
+    host, port = url.removeprefix("tcp://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=DEADLINE) as sock, \
+            sock.makefile("r", encoding="utf-8") as reader:
+        token = _rpc(sock, reader, "connect_oneway", ttl=60)
+        # the printer prints what it sees and does not answer: no one else follows job:q
+        assert _rpc(sock, reader, "ask", token=token, identifier="job:q", args=[1], kwargs={},
+                    timeout=1.0) == []
+    record = json.loads(server.line())
+    assert re.fullmatch(TIME, record.pop("time"))
+    assert record == {"identifier": "job:q", "args": [1], "kwargs": {}}
+    result = run("send", url, "job:plain", "--json", cwd=tmp_path)
+    assert result.returncode == 0 and json.loads(result.stdout) == {
+        "url": url, "sent": 1, "not_sent": 0}
+    assert json.loads(server.line())["identifier"] == "job:plain"
+    assert server.stop(signal.SIGTERM) == 0

@@ -1,0 +1,58 @@
+"""``berrymq listen nats://...`` and ``send nats://...`` through the bridge (issue 12):
+a real nats-server, the commands as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DEADLINE = 30.0
+
+
+def berrymq(*args: str, cwd: Path, **popen: Any) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("BERRYMQ_CONFIG", "BERRYMQ_URL")}
+    return subprocess.Popen([sys.executable, "-m", "berrymq", *args], cwd=cwd, env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def test_listen_and_send_through_a_nats_broker(tmp_path: Path, nats_server: Any) -> None:
+    url = nats_server.url
+    listener = berrymq("listen", url, "job:*", "--count", "2", "--json", cwd=tmp_path)
+    try:
+        assert listener.stderr is not None
+        # printed once this process joined the broker with its queue
+        assert listener.stderr.readline().strip() == f"listening to job:* at {url}"
+        for args in (("job:one", "1"), ("other:x",), ("job:two", "--kw", "k=v")):
+            sender = berrymq("send", url, *args, cwd=tmp_path)
+            out, err = sender.communicate(timeout=DEADLINE)
+            assert sender.returncode == 0, err
+        out, err = listener.communicate(timeout=DEADLINE)
+        assert listener.returncode == 0, err
+        lines = out.splitlines()
+        assert [line.split(', "time"')[0] for line in lines] == [
+            '{"identifier": "job:one", "args": [1], "kwargs": {}',
+            '{"identifier": "job:two", "args": [], "kwargs": {"k": "v"}',
+        ]
+        assert "Traceback" not in err
+    finally:
+        if listener.poll() is None:
+            listener.send_signal(signal.SIGKILL)
+        listener.communicate(timeout=DEADLINE)
+
+
+def test_listen_to_a_broker_that_is_not_there(tmp_path: Path,
+                                              nats_factory: Callable[..., Any]) -> None:
+    url = nats_factory().url  # made, not started: nothing listens on its port
+    started = time.monotonic()
+    listener = berrymq("listen", url, "job:*", "--connect-timeout", "1", cwd=tmp_path)
+    out, err = listener.communicate(timeout=DEADLINE)
+    assert time.monotonic() - started < 8  # the wait is bounded by --connect-timeout
+    assert listener.returncode == 1 and out == ""
+    assert err.startswith(f"berrymq: error: cannot connect to NATS at {url}"), err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
