@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import berrymq
@@ -83,10 +86,6 @@ berrymq.close_connection()
 
 
 def _between_processes() -> None:
-    import os
-    import subprocess
-    import sys
-
     try:
         address = berrymq.init_connection("tcp://127.0.0.1:0")
     except berrymq.PluginNotAvailable as exc:

@@ -1,0 +1,31 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import CHILD_NODE, Child
+
+import berrymq
+
+
+@pytest.fixture(params=["tcp", "http"])
+def node(request: pytest.FixtureRequest, tmp_path: Path,
+         berrymq_bus: berrymq.Bus) -> Iterator[tuple[str, Child]]:
+    """A child node over the parametrised transport, interconnected with this bus."""
+    scheme = request.param
+    script = tmp_path / "child_node.py"
+    script.write_text(CHILD_NODE)
+    child = Child(script, scheme, cwd=tmp_path)
+    try:
+        if scheme == "http":  # over HTTP each side calls the other's server
+            berrymq.init_connection("http://127.0.0.1:0")
+        berrymq.interconnect(child.url, ttl=60)
+        yield scheme, child
+    finally:
+        berrymq.close_connection()
+        child.stop()
+
+
