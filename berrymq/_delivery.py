@@ -46,14 +46,15 @@ class Answer(Protocol):
 
 
 def deliver(bus: Bus, route: Iterable[RouteEntry], message: Message,
-            answer: Answer | None = None) -> list[Exception] | None:
+            answer: Answer | None = None, box: list[int] | None = None) -> list[Exception] | None:
     """Run the receivers of ``route`` on ``message`` in this thread, in order.
 
     Returns the exceptions to raise to the sender (see :func:`failed`), or None.
+
+    :param box: this thread's hop box, when the caller has it at hand.
     """
-    box = get_box(None)
     if box is None:
-        box = hop_box()
+        box = get_box(None) or hop_box()
     outer = box[0]
     box[0] = message[3] + 1
     errors = None

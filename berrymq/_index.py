@@ -10,7 +10,7 @@ message"):
   A bucket is a dict ``seq -> Subscription`` (insertion order is registration order), so
   a cancel removes in O(1).
 - ``routes`` maps the key a sender used (text or :class:`Identifier`) to
-  ``(identifier, route entries, direct)``. It is read without a lock; writers hold
+  ``(identifier, route entries, how)``. It is read without a lock; writers hold
   ``lock`` and remove only the routes that the changed pattern matches, found through
   reverse indexes by name, by action and by namespace. When full, the oldest route goes.
 - A route entry is ``(ref, guard, subscription)``; ``ref()`` returns the receiver or None
@@ -36,13 +36,18 @@ from berrymq.subscription import Guard, Receiver, ReceiverKind, Subscription, st
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["ROUTE_CACHE_LIMIT", "CachedRoute", "Index", "RouteEntry", "belongs_to"]
+__all__ = ["DIRECT", "DISPATCH", "FORWARD", "ROUTE_CACHE_LIMIT", "CachedRoute", "Index", "RouteEntry",
+           "belongs_to"]
 
 RouteEntry = tuple[Callable[[], Receiver | None], Guard | None, "Subscription"]
-# (identifier, its route, whether send() may deliver directly: no pool, no peers, no taps)
-CachedRoute = tuple[Identifier, tuple[RouteEntry, ...], bool]
+# (identifier, its route, how send() delivers it: DIRECT, FORWARD or DISPATCH)
+CachedRoute = tuple[Identifier, tuple[RouteEntry, ...], int]
 Key = tuple[str | None, str, str]
 K = TypeVar("K")
+
+#: How send() delivers: itself (no pool, no peers, no taps); itself, then to the
+#: forwarders (peers but no pool or taps); or through Bus._dispatch (a pool or taps).
+DIRECT, FORWARD, DISPATCH = 0, 1, 2
 
 #: Routes kept at most (each the key one sender used); the oldest goes first when full.
 ROUTE_CACHE_LIMIT = 65_536
@@ -110,8 +115,8 @@ class Index:
         self._cached_actions: dict[tuple[str | None, str], set[Identifier]] = {}
         self._cached_namespaces: dict[str | None, set[Identifier]] = {}
         self._cached_wild: set[Identifier] = set()
-        #: whether send() may run receivers itself: no pool, no forwarders, no taps
-        self.direct = True
+        #: how send() delivers (DIRECT, FORWARD or DISPATCH), stored in every route
+        self.how = DIRECT
         #: called with (subscription, added) under the lock whenever one comes or goes
         self.listeners: tuple[Callable[[Subscription, bool], None], ...] = ()
 
@@ -168,11 +173,11 @@ class Index:
             subscription.guard = guard
             self._invalidate(subscription.pattern)
 
-    def set_direct(self, direct: bool) -> None:
-        """Whether senders may deliver themselves (the bus's pool, forwarders or taps
-        changed): every cached route says it, so the cache starts again."""
+    def set_how(self, how: int) -> None:
+        """How senders deliver (the bus's pool, forwarders or taps changed): every cached
+        route says it, so the cache starts again."""
         with self.lock:
-            self.direct = direct
+            self.how = how
             self._clear_routes()
 
     def clear(self) -> None:
@@ -288,7 +293,7 @@ class Index:
                 self.routes[key] = cached
                 return cached
             matched = self._match(ident)
-            cached = (ident, tuple((s.ref, s.guard, s) for s in matched), self.direct)
+            cached = (ident, tuple((s.ref, s.guard, s) for s in matched), self.how)
             routes = self.routes
             while len(routes) >= self.limit:
                 self._forget(routes[next(iter(routes))][0])
@@ -319,10 +324,11 @@ class Index:
         return found
 
     def lookup(self, ident: Identifier) -> tuple[RouteEntry, ...]:
-        """The route entries of ``ident`` (cached)."""
-        cached = self.routes.get(ident)
+        """The route entries of ``ident`` (cached under its canonical text, whose hash
+        is cached by str: no Python-level ``__hash__`` on the way)."""
+        cached = self.routes.get(ident._text)
         if cached is None:
-            cached = self.miss(ident)
+            cached = self.miss(ident._text)
         return cached[1]
 
     def snapshot(self) -> list[Subscription]:

@@ -43,8 +43,8 @@ class PendingReply:
     exception.
     """
 
-    __slots__ = ("_callbacks", "_event", "_exception", "_result", "_state", "claimed",
-                 "loop", "message", "receiver")
+    __slots__ = ("_callbacks", "_exception", "_result", "_state", "claimed", "loop", "message",
+                 "receiver")
 
     def __init__(self, receiver: str, loop: asyncio.AbstractEventLoop,
                  message: Message | None = None) -> None:
@@ -55,19 +55,16 @@ class PendingReply:
         # also logged. A talk or twitter never claims, so its errors are logged.
         self.claimed = False
         self._state = _PENDING
-        self._result: Any = None
-        self._exception: BaseException | None = None
-        self._event: threading.Event | None = None
         self._callbacks: list[Callable[[PendingReply], object]] | None = None
+        # _result and _exception are set when it settles
 
     def _settle(self, state: int, result: Any, exc: BaseException | None) -> None:
         with _settle_lock:
             if self._state != _PENDING:
                 return
-            self._state, self._result, self._exception = state, result, exc
-            event, callbacks, self._callbacks = self._event, self._callbacks, None
-        if event is not None:
-            event.set()
+            self._result, self._exception = result, exc
+            self._state = state
+            callbacks, self._callbacks = self._callbacks, None
         for callback in callbacks or ():
             callback(self)
 
@@ -93,18 +90,13 @@ class PendingReply:
                 return
         callback(self)
 
-    def _wait(self, timeout: float | None) -> None:
-        with _settle_lock:
-            if self._state != _PENDING:
-                return
-            if self._event is None:
-                self._event = threading.Event()
-            event = self._event
-        if not event.wait(timeout):
-            raise TimeoutError(f"async receiver {self.receiver} did not finish in time")
-
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._wait(timeout)
+        """The coroutine's exception (None if it returned), waiting up to ``timeout``."""
+        if self._state == _PENDING:
+            settled = threading.Event()
+            self.add_done_callback(lambda _: settled.set())
+            if not settled.wait(timeout):
+                raise TimeoutError(f"async receiver {self.receiver} did not finish in time")
         if self._state == _CANCELLED:
             raise concurrent.futures.CancelledError(f"async receiver {self.receiver} was cancelled")
         return self._exception

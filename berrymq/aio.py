@@ -97,11 +97,12 @@ class AsyncReceiver:
     registered with ``weak=False``), so it never keeps the function alive.
     """
 
-    __slots__ = ("__weakref__", "_ref", "_subscription", "loop", "name")
+    __slots__ = ("__weakref__", "_contexts", "_ref", "_subscription", "loop", "name")
 
     def __init__(self, ref: Callable[[], Any], loop: asyncio.AbstractEventLoop, name: str,
                  subscription: Subscription) -> None:
         self._ref = ref
+        self._contexts: dict[int, contextvars.Context] = {}
         self.loop = loop
         self.name = name
         self._subscription = weakref.ref(subscription)
@@ -126,13 +127,17 @@ class AsyncReceiver:
             return None
         loop = self.loop
         pending = PendingReply(self.name, loop, message)
-        # A fresh context with a hop box of its own holding this delivery's count: every
-        # step of the coroutine runs with it, and the task never shares the sender's box
-        # (which another thread may be using at the same time).
-        context = contextvars.Context()
+        # The task runs in a context of its own whose hop box holds this delivery's count,
+        # so every step of the coroutine runs with it; a copy of one made per count, as
+        # the tasks of one receiver all run on its loop's thread and may share a box (a
+        # delivery restores the count before a step ends).
         box = get_box(None)
-        if box is not None and box[0]:
-            context.run(_set_hops, box[0])
+        hops = 0 if box is None else box[0]
+        template = self._contexts.get(hops)
+        if template is None:
+            template = self._contexts[hops] = contextvars.Context()
+            template.run(_set_hops, hops)
+        context = template.copy()
         if _get_running_loop() is loop:
             _start(loop, function, message, pending, context)
             return pending

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from berrymq._delivery import TalkAnswer, deliver, drop_looping, raise_errors
 from berrymq._hops import get_box, hop_box
-from berrymq._index import CachedRoute, Index
+from berrymq._index import DIRECT, DISPATCH, FORWARD, CachedRoute, Index
 from berrymq._pool import WorkerPool
 from berrymq.aio import async_runner
 from berrymq.ask import ask as _ask
@@ -340,9 +340,14 @@ class Bus(NodeSide):
 
     def _update_direct(self) -> None:
         node = self._node
-        direct = self._pool is None and not self.taps and not (node is not None and node.forwarders)
-        if direct != self._index.direct:
-            self._index.set_direct(direct)
+        if self._pool is not None or self.taps:
+            how = DISPATCH
+        elif node is not None and node.forwarders:
+            how = FORWARD
+        else:
+            how = DIRECT
+        if how != self._index.how:
+            self._index.set_how(how)
 
     def set_multiplicity(self, n: int) -> None:
         """Run receivers on ``n`` worker threads; 0 runs them in the sender's thread.
@@ -388,25 +393,38 @@ def send(owner: BusOwner, identifier: str | Identifier, /, *args: Any, **kwargs:
     # on each call so that use_bus() takes effect.
     bus = owner.bus
     try:
-        ident, route, direct = bus._routes[identifier]  # a subscript is cheaper than .get
+        ident, route, how = bus._routes[identifier]  # a subscript is cheaper than .get
     except (KeyError, TypeError):  # TypeError: unhashable, which parsing then names
-        ident, route, direct = bus._index.miss(identifier)
-    box = get_box(None)
-    hops = 0 if box is None else box[0]
+        ident, route, how = bus._index.miss(identifier)
+    box = get_box(None) or hop_box()
+    hops = box[0]
     if hops and hops >= bus.hop_limit:  # hops is 0 unless sent from inside a receiver
         drop_looping(bus, ident, hops)
         return
-    if not direct:  # a worker pool, forwarders or taps
+    if not how or (how == FORWARD and ident.is_local):  # DIRECT: the common case
+        if route:
+            errors = deliver(bus, route, _tuple_new(Message, (ident, args, kwargs, hops, None)),
+                             None, box)
+            if errors:
+                raise_errors(ident, errors)
+        return
+    if how == DISPATCH:  # a worker pool or taps
         node = bus._node
-        # A message that will leave gets its uid now, not in a copy made to forward it.
         uid = node.new_uid() if node is not None and node.forwarders and not ident.is_local else None
         bus._dispatch(_tuple_new(Message, (ident, args, kwargs, hops, uid)), route, None)
         return
-    message = _tuple_new(Message, (ident, args, kwargs, hops, None))
-    if route:
-        errors = deliver(bus, route, message)
-        if errors:
-            raise_errors(ident, errors)
+    # FORWARD: receivers here, then the peers. The message that leaves gets its uid now,
+    # not in a copy made to forward it.
+    node = bus._node
+    assert node is not None
+    message = _tuple_new(Message, (ident, args, kwargs, hops, node.new_uid()))
+    errors = deliver(bus, route, message) if route else None
+    try:
+        node.forward(message, None)
+    except QueueFull as exc:  # a full outgoing buffer: reported after the local failures
+        errors = [*(errors or ()), exc]
+    if errors:
+        raise_errors(ident, errors)
 
 
 Bus.twitter = send

@@ -115,7 +115,7 @@ class Node:
             # of two look-ups (the common case of a peer that follows other things).
             forwarders = self.forwarders
             if not forwarders or (forwarders[0] is origin and len(forwarders) == 1):
-                cached = self._routes.get(ident)
+                cached = self._routes.get(ident._text)
                 if cached is not None and not cached[1] and not self.bus.taps:
                     return True
         uid = message[4]

@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from berrymq import Bus, Message
+from berrymq._index import DIRECT, FORWARD
 from berrymq.identifier import parse
 from berrymq.node import SEEN_LIMIT
 
@@ -32,7 +33,7 @@ def test_a_bus_without_peers_has_no_node(bus: Bus) -> None:
     bus.twitter("a:x")
     bus.talk("a:x", "b:y")
     assert bus._node is None and bus.connections() == [] and bus.transports() == {}
-    assert bus._index.direct
+    assert bus._index.how == DIRECT
 
 
 def test_uids_carry_the_node_prefix_and_never_repeat_across_threads(bus: Bus) -> None:
@@ -55,14 +56,14 @@ def test_uids_carry_the_node_prefix_and_never_repeat_across_threads(bus: Bus) ->
 def test_forwarded_messages_are_stamped_and_local_names_stay(bus: Bus) -> None:
     link = Link()
     bus.add_forwarder(link)
-    assert not bus._index.direct
+    assert bus._index.how == FORWARD
     bus.twitter("a:x", 1)
     bus.twitter("_secret:x")
     [(message, reply_to)] = link.sent
     assert message.id == "a:x" and message.args == (1,) and reply_to is None
     assert message.uid is not None and message.uid.startswith(bus.node_id)
     bus.remove_forwarder(link)
-    assert bus._index.direct
+    assert bus._index.how == DIRECT
 
 
 def test_receive_drops_a_message_back_from_a_cycle_and_a_duplicate(bus: Bus) -> None:

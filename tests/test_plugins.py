@@ -10,6 +10,7 @@ import pytest
 
 import berrymq
 from berrymq import BerryMQError, Bus, Message, PluginNotAvailable
+from berrymq._index import DIRECT
 from berrymq.hookspecs import hookimpl
 from berrymq.plugins import BUILTIN_PLUGINS, PluginHost, _Candidate
 from berrymq.settings import Settings, load_settings
@@ -181,7 +182,7 @@ def test_message_sent_hook_only_called_when_implemented() -> None:
 
     plain = Bus(plugins=PluginHost(Settings()))
     plain.twitter("x:y")
-    assert plain.taps == () and plain._index.direct
+    assert plain.taps == () and plain._index.how == DIRECT
     tapped = Bus(plugins=PluginHost(Settings(), extra_plugins=[("tap", Tap())]))
     tapped.twitter("x:y")
     tapped.twitter("_local:y")
