@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from berrymq._hops import get_box, hop_box
-from berrymq._index import RouteEntry
+from berrymq._index import DISPATCH, FORWARD, RouteEntry
 from berrymq._pending import PendingReply
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
@@ -26,9 +26,12 @@ from berrymq.subscription import Subscription
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["Answer", "TalkAnswer", "deliver", "drop_looping", "failed", "raise_errors"]
+__all__ = ["Answer", "BusOwner", "TalkAnswer", "deliver", "drop_looping", "failed", "raise_errors",
+           "send"]
 
 logger = logging.getLogger("berrymq")
+
+_tuple_new = tuple.__new__
 
 
 class Answer(Protocol):
@@ -132,3 +135,55 @@ class TalkAnswer:
 
     def raised(self, subscription: Subscription, receiver: object, exc: Exception) -> bool:
         return False
+
+
+class BusOwner(Protocol):
+    """Has a ``bus``: a :class:`Bus` itself, or the holder of the default bus."""
+
+    @property
+    def bus(self) -> Bus: ...
+
+
+def send(owner: BusOwner, identifier: str | Identifier, /, *args: Any, **kwargs: Any) -> None:
+    """Send a message to every receiver whose pattern matches ``identifier``.
+
+    Without a worker pool every matching receiver has run, in registration order, when
+    this returns. Messages whose name does not start with ``_`` also go to connected nodes.
+    """
+    # The hot path, written once for two callers: as Bus.twitter ``owner`` is the bus
+    # (whose ``.bus`` is itself); as berrymq.twitter it is the default-bus holder, read
+    # on each call so that use_bus() takes effect.
+    bus = owner.bus
+    try:
+        ident, route, how = bus._routes[identifier]  # a subscript is cheaper than .get
+    except (KeyError, TypeError):  # TypeError: unhashable, which parsing then names
+        ident, route, how = bus._index.miss(identifier)
+    box = get_box(None) or hop_box()
+    hops = box[0]
+    if hops and hops >= bus.hop_limit:  # hops is 0 unless sent from inside a receiver
+        drop_looping(bus, ident, hops)
+        return
+    if not how or (how == FORWARD and ident.is_local):  # DIRECT: the common case
+        if route:
+            errors = deliver(bus, route, _tuple_new(Message, (ident, args, kwargs, hops, None)),
+                             None, box)
+            if errors:
+                raise_errors(ident, errors)
+        return
+    if how == DISPATCH:  # a worker pool or taps
+        node = bus._node
+        uid = node.new_uid() if node is not None and node.forwarders and not ident.is_local else None
+        bus._dispatch(_tuple_new(Message, (ident, args, kwargs, hops, uid)), route, None)
+        return
+    # FORWARD: receivers here, then the peers. The message that leaves gets its uid now,
+    # not in a copy made to forward it.
+    node = bus._node
+    assert node is not None
+    message = _tuple_new(Message, (ident, args, kwargs, hops, node.new_uid()))
+    errors = deliver(bus, route, message) if route else None
+    try:
+        node.forward(message, None)
+    except QueueFull as exc:  # a full outgoing buffer: reported after the local failures
+        errors = [*(errors or ()), exc]
+    if errors:
+        raise_errors(ident, errors)

@@ -26,9 +26,10 @@ from __future__ import annotations
 import itertools
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from types import MethodType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from berrymq.identifier import WILDCARD, Identifier, parse
 from berrymq.subscription import Guard, Receiver, ReceiverKind, Subscription, strong_ref
@@ -43,7 +44,6 @@ RouteEntry = tuple[Callable[[], Receiver | None], Guard | None, "Subscription"]
 # (identifier, its route, how send() delivers it: DIRECT, FORWARD or DISPATCH)
 CachedRoute = tuple[Identifier, tuple[RouteEntry, ...], int]
 Key = tuple[str | None, str, str]
-K = TypeVar("K")
 
 #: How send() delivers: itself (no pool, no peers, no taps); itself, then to the
 #: forwarders (peers but no pool or taps); or through Bus._dispatch (a pool or taps).
@@ -107,14 +107,17 @@ class Index:
         self._buckets: dict[Key, dict[int, Subscription]] = {}
         self._owners: dict[int, dict[int, Subscription]] = {}
         self._dead: list[Subscription] = []
-        #: sender's key -> cached route; read without the lock (see the module docstring)
-        self.routes: dict[object, CachedRoute] = {}
+        #: sender's key -> cached route; read without the lock (see the module docstring).
+        #: An OrderedDict (looked up as fast as a dict) evicts its oldest entry in O(1),
+        #: where a dict's first entry is found behind the tombstones of the deleted ones.
+        self.routes: OrderedDict[object, CachedRoute] = OrderedDict()
         self.limit = ROUTE_CACHE_LIMIT
-        self._route_keys: dict[Identifier, list[object]] = {}
-        self._cached_names: dict[tuple[str | None, str], set[Identifier]] = {}
-        self._cached_actions: dict[tuple[str | None, str], set[Identifier]] = {}
-        self._cached_namespaces: dict[str | None, set[Identifier]] = {}
-        self._cached_wild: set[Identifier] = set()
+        # canonical text of each cached identifier -> the keys its route is cached under
+        self._route_keys: dict[str, list[object]] = {}
+        self._cached_names: dict[tuple[str | None, str], set[str]] = {}
+        self._cached_actions: dict[tuple[str | None, str], set[str]] = {}
+        self._cached_namespaces: dict[str | None, set[str]] = {}
+        self._cached_wild: dict[str, Identifier] = {}
         #: how send() delivers (DIRECT, FORWARD or DISPATCH), stored in every route
         self.how = DIRECT
         #: called with (subscription, added) under the lock whenever one comes or goes
@@ -244,34 +247,53 @@ class Index:
 
     # -- the route cache ---------------------------------------------------------------
 
+    # The reverse indexes hold canonical texts: a str caches its hash, where an
+    # Identifier's __hash__ is a Python call (this is the way of every route miss).
+
     def _invalidate(self, pattern: Identifier) -> None:
         """Forget the cached routes that a subscription of ``pattern`` is part of."""
         namespace, name, action = _key(pattern)
-        doomed: list[Identifier] = []
+        doomed: list[str] = []
         if name == WILDCARD and action == WILDCARD:
             doomed.extend(self._cached_namespaces.get(namespace, ()))
         elif name == WILDCARD:
             doomed.extend(self._cached_actions.get((namespace, action), ()))
         elif action == WILDCARD:
             doomed.extend(self._cached_names.get((namespace, name), ()))
-        elif pattern in self._route_keys:
-            doomed.append(pattern)
-        doomed.extend(ident for ident in self._cached_wild if ident.matches(pattern))
-        for ident in doomed:
-            self._forget(ident)
+        elif pattern._text in self._route_keys:
+            doomed.append(pattern._text)
+        doomed.extend(text for text, ident in self._cached_wild.items() if ident.matches(pattern))
+        routes = self.routes
+        for text in doomed:
+            keys = self._route_keys.get(text)
+            if keys is not None:
+                self._forget(routes[keys[0]][0])
 
     def _forget(self, ident: Identifier) -> None:
-        keys = self._route_keys.pop(ident, None)
+        text = ident._text
+        keys = self._route_keys.pop(text, None)
         if keys is None:
             return
+        routes = self.routes
         for key in keys:
-            self.routes.pop(key, None)
-        if ident.is_wildcard:
-            self._cached_wild.discard(ident)
+            routes.pop(key, None)
+        name, action = ident.name, ident.action
+        if name == WILDCARD or action == WILDCARD:
+            self._cached_wild.pop(text, None)
             return
-        _discard(self._cached_names, (ident.namespace, ident.name), ident)
-        _discard(self._cached_actions, (ident.namespace, ident.action), ident)
-        _discard(self._cached_namespaces, ident.namespace, ident)
+        namespace = ident.namespace
+        for table, part in ((self._cached_names, (namespace, name)),
+                            (self._cached_actions, (namespace, action))):
+            texts = table.get(part)
+            if texts is not None:
+                texts.discard(text)
+                if not texts:
+                    del table[part]
+        texts = self._cached_namespaces.get(namespace)
+        if texts is not None:
+            texts.discard(text)
+            if not texts:
+                del self._cached_namespaces[namespace]
 
     def _clear_routes(self) -> None:
         self.routes.clear()  # in place: the bus's send() holds this very dict
@@ -284,28 +306,31 @@ class Index:
     def miss(self, key: object) -> CachedRoute:
         """Build (and cache under ``key``) the route of an identifier not in the cache."""
         ident = parse(key)  # type: ignore[arg-type]  # raises InvalidIdentifier for bad keys
+        text = ident._text
         with self.lock:
-            self._purge_dead()
-            keys = self._route_keys.get(ident)
+            if self._dead:
+                self._purge_dead()
+            routes = self.routes
+            keys = self._route_keys.get(text)
             if keys is not None:  # cached under another key (text, or the Identifier)
-                cached = self.routes[keys[0]]
+                cached = routes[keys[0]]
                 keys.append(key)
-                self.routes[key] = cached
+                routes[key] = cached
                 return cached
             matched = self._match(ident)
-            cached = (ident, tuple((s.ref, s.guard, s) for s in matched), self.how)
-            routes = self.routes
+            cached = (ident, tuple([(s.ref, s.guard, s) for s in matched]), self.how)
             while len(routes) >= self.limit:
-                self._forget(routes[next(iter(routes))][0])
+                self._forget(routes.popitem(last=False)[1][0])
             routes[key] = cached
-            self._route_keys[ident] = [key]
-            if ident.is_wildcard:
-                self._cached_wild.add(ident)
+            self._route_keys[text] = [key]
+            name, action = ident.name, ident.action
+            if name == WILDCARD or action == WILDCARD:
+                self._cached_wild[text] = ident
             else:
                 namespace = ident.namespace
-                self._cached_names.setdefault((namespace, ident.name), set()).add(ident)
-                self._cached_actions.setdefault((namespace, ident.action), set()).add(ident)
-                self._cached_namespaces.setdefault(namespace, set()).add(ident)
+                self._cached_names.setdefault((namespace, name), set()).add(text)
+                self._cached_actions.setdefault((namespace, action), set()).add(text)
+                self._cached_namespaces.setdefault(namespace, set()).add(text)
             return cached
 
     def _match(self, ident: Identifier) -> list[Subscription]:
@@ -341,10 +366,3 @@ class Index:
 def _by_seq(subscription: Subscription) -> int:
     return subscription.seq
 
-
-def _discard(table: dict[K, set[Identifier]], key: K, ident: Identifier) -> None:
-    idents = table.get(key)
-    if idents is not None:
-        idents.discard(ident)
-        if not idents:
-            del table[key]

@@ -19,10 +19,10 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from berrymq._delivery import TalkAnswer, deliver, drop_looping, raise_errors
-from berrymq._hops import get_box, hop_box
+from berrymq._delivery import BusOwner, TalkAnswer, deliver, drop_looping, raise_errors, send
+from berrymq._hops import hop_box
 from berrymq._index import DIRECT, DISPATCH, FORWARD, CachedRoute, Index
 from berrymq._pool import WorkerPool
 from berrymq.aio import async_runner
@@ -46,13 +46,6 @@ logger = logging.getLogger("berrymq")
 DEFAULT_HOP_LIMIT = 32
 T = TypeVar("T")
 _tuple_new = tuple.__new__
-
-
-class BusOwner(Protocol):
-    """Has a ``bus``: a :class:`Bus` itself, or the holder of the default bus."""
-
-    @property
-    def bus(self) -> Bus: ...
 
 
 class Bus(NodeSide):
@@ -380,51 +373,6 @@ class Bus(NodeSide):
 
     def __repr__(self) -> str:
         return f"<Bus {self.name} subscriptions={len(self._index.subscriptions)}>"
-
-
-def send(owner: BusOwner, identifier: str | Identifier, /, *args: Any, **kwargs: Any) -> None:
-    """Send a message to every receiver whose pattern matches ``identifier``.
-
-    Without a worker pool every matching receiver has run, in registration order, when
-    this returns. Messages whose name does not start with ``_`` also go to connected nodes.
-    """
-    # The hot path, written once for two callers: as Bus.twitter ``owner`` is the bus
-    # (whose ``.bus`` is itself); as berrymq.twitter it is the default-bus holder, read
-    # on each call so that use_bus() takes effect.
-    bus = owner.bus
-    try:
-        ident, route, how = bus._routes[identifier]  # a subscript is cheaper than .get
-    except (KeyError, TypeError):  # TypeError: unhashable, which parsing then names
-        ident, route, how = bus._index.miss(identifier)
-    box = get_box(None) or hop_box()
-    hops = box[0]
-    if hops and hops >= bus.hop_limit:  # hops is 0 unless sent from inside a receiver
-        drop_looping(bus, ident, hops)
-        return
-    if not how or (how == FORWARD and ident.is_local):  # DIRECT: the common case
-        if route:
-            errors = deliver(bus, route, _tuple_new(Message, (ident, args, kwargs, hops, None)),
-                             None, box)
-            if errors:
-                raise_errors(ident, errors)
-        return
-    if how == DISPATCH:  # a worker pool or taps
-        node = bus._node
-        uid = node.new_uid() if node is not None and node.forwarders and not ident.is_local else None
-        bus._dispatch(_tuple_new(Message, (ident, args, kwargs, hops, uid)), route, None)
-        return
-    # FORWARD: receivers here, then the peers. The message that leaves gets its uid now,
-    # not in a copy made to forward it.
-    node = bus._node
-    assert node is not None
-    message = _tuple_new(Message, (ident, args, kwargs, hops, node.new_uid()))
-    errors = deliver(bus, route, message) if route else None
-    try:
-        node.forward(message, None)
-    except QueueFull as exc:  # a full outgoing buffer: reported after the local failures
-        errors = [*(errors or ()), exc]
-    if errors:
-        raise_errors(ident, errors)
 
 
 Bus.twitter = send
