@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "DEPRECATED_HOOKS",
     "PROJECT_NAME",
     "berrymq_bus_closing",
     "berrymq_bus_started",
@@ -132,14 +131,6 @@ def berrymq_observe_message(bus: Bus, message: Message) -> None:
 
 
 # -- former names, still called for plugins not yet renamed (to be removed) ----------------
-
-#: old hook name -> the hook that replaces it
-DEPRECATED_HOOKS = {
-    "berrymq_bus_started": "berrymq_start_bus",
-    "berrymq_bus_closing": "berrymq_close_bus",
-    "berrymq_message_sent": "berrymq_observe_message",
-}
-
 
 @hookspec
 def berrymq_bus_started(bus: Bus) -> None:
