@@ -48,6 +48,7 @@ from berrymq._pending import PendingReply, running_tasks
 from berrymq.errors import Empty, QueueClosed
 from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.subscription import strong_ref
 
 if TYPE_CHECKING:
     from berrymq.receivers.queues import QueueStore
@@ -198,7 +199,10 @@ class AsyncRunner:
     def bind(self, subscription: Subscription) -> Callable[[], Any]:
         """The reference to store in ``subscription`` in place of its own."""
         ref = subscription.ref
-        return _AsyncRef(ref, AsyncReceiver(ref, self.loop, self.name, subscription))
+        receiver = AsyncReceiver(ref, self.loop, self.name, subscription)
+        if not subscription.weak:  # held strongly: a C-level reference, like a plain one
+            return strong_ref(receiver)
+        return _AsyncRef(ref, receiver)
 
 
 def async_runner(receiver: object, pattern: Identifier, guard: object = None
