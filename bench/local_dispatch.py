@@ -422,12 +422,23 @@ def async_cost(number: int, use_pyee: bool) -> float:
 
 
 def best_of_rounds(measures: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
-    """Run each measure once per round, interleaved, and keep the best of each."""
+    """Run each measure once per round, interleaved, and keep the best of each (with the
+    garbage collector off, as in :func:`measure`)."""
     best: dict[str, float] = {}
-    for _ in range(rounds):
-        for key, measure_once in measures.items():
-            value = measure_once()
-            best[key] = min(best.get(key, value), value)
+    gc_was_enabled = gc.isenabled()
+    try:
+        for _ in range(rounds):
+            for key, measure_once in measures.items():
+                gc.collect()
+                gc.disable()
+                value = measure_once()
+                gc.enable()
+                best[key] = min(best.get(key, value), value)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        else:
+            gc.disable()
     return best
 
 
@@ -496,7 +507,7 @@ def run(number: int, repeat: int) -> int:
         "cancel_distinct": lambda: cancel_cost(cancels, same_pattern=False),
         "async_berrymq": lambda: async_cost(async_number, use_pyee=False),
         "async_pyee": lambda: async_cost(async_number, use_pyee=True),
-    }, rounds=max(3, repeat // 2))
+    }, rounds=max(3, repeat))
     for key, label in [
         ("cancel_same", f"berrymq cancel, {cancels:,} receivers of one pattern"),
         ("cancel_distinct", f"berrymq cancel, {cancels:,} receivers of distinct patterns"),
