@@ -7,11 +7,10 @@ The same messages cross processes over JSON-RPC and, through plugins, a broker.
 
 from __future__ import annotations
 
-from berrymq.adapters.files import FileObserver
-from berrymq.adapters.timer import IntervalTimer
-from berrymq.aio import ask_async
+from berrymq._version import __version__
 from berrymq.api import (
     ask,
+    ask_async,
     auto_twitter,
     close_connection,
     connect_broker,
@@ -53,8 +52,8 @@ from berrymq.message import Message
 from berrymq.network import show_network
 from berrymq.receivers.followers import Follower, following
 from berrymq.receivers.queues import Queue
-
-__version__ = "0.4.0"
+from berrymq.sources.files import FileObserver
+from berrymq.sources.timer import IntervalTimer
 
 __all__ = [
     "BerryMQError",

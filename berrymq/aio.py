@@ -11,74 +11,64 @@ receivers from inside the loop, e.g. at the start of ``main()``, or create ``Fol
 instances there.)
 
 Delivery stays a plain call on the sender's path: the subscription's reference, instead
-of returning the function, returns an :class:`_AsyncReceiver` that hands
-``function(message)`` to the loop with ``loop.call_soon_threadsafe`` (``loop.call_soon``
-when the sender already is that loop's thread), so sending never blocks and never waits
-for the coroutine. Messages reach one receiver in the order they were sent. The
-subscription keeps holding the *function* weakly (the bus's own weak reference is wrapped,
-not replaced), so garbage collection ends an async receiver exactly like a plain one.
+of returning the function, returns an :class:`AsyncReceiver` that makes the task of
+``function(message)`` on the loop: at once when the sender already is that loop's thread
+(as ``asyncio.ensure_future`` would), else through ``loop.call_soon_threadsafe``; so
+sending never blocks and never waits for the coroutine. Messages reach one receiver in
+the order they were sent. The subscription keeps holding the *function* weakly (the
+bus's own weak reference is wrapped, not replaced), so garbage collection ends an async
+receiver exactly like a plain one.
 
-The call returns a :class:`PendingReply` (a :class:`concurrent.futures.Future`): ``talk``
+The call returns a :class:`PendingReply` (a small thread-safe future): ``talk``
 sends its result to the callback identifier once the coroutine has finished, ``ask``
 waits for it (up to the ask's timeout) and :func:`ask_async` awaits it. An exception in
 an async receiver whose reply nobody asked for is logged on the ``berrymq`` logger (it
 cannot be raised from ``twitter``, which has long returned); in ``ask`` it becomes a
 :class:`berrymq.ReplyError` entry.
 
-Hop counting (which cuts endless receiver loops) carries over into the coroutine: every
-step of it runs with the hop count of the message that started it.
+Hop counting (which cuts endless receiver loops) carries over into the coroutine: the
+task runs in a fresh context whose hop box holds the count of the message that started
+it, so every step of it runs with that count.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import contextvars
-import functools
 import inspect
 import logging
-import threading
-import time
+import types
 import weakref
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from berrymq.errors import Empty, QueueClosed, ReplyError
-from berrymq.identifier import Identifier, parse
+from berrymq._hops import get_box, hop_box
+from berrymq._pending import PendingReply, running_tasks
+from berrymq.errors import Empty, QueueClosed
+from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.subscription import strong_ref
 
 if TYPE_CHECKING:
-    from berrymq.bus import Bus, Subscription
-    from berrymq.receivers.queues import _Store
+    from berrymq.receivers.queues import QueueStore
+    from berrymq.subscription import Subscription
 
 __all__ = [
+    "AsyncReceiver",
     "AsyncRunner",
-    "PendingReply",
     "QueueIterator",
-    "ask_async",
-    "ask_async_on",
     "async_runner",
+    "describe_receiver",
     "is_async_receiver",
     "queue_get_async",
-    "settle_replies",
-    "wake",
+        "wake",
 ]
 
 logger = logging.getLogger("berrymq")
 
 _get_running_loop = asyncio.events._get_running_loop
 
-# Tasks of async receivers that are running: the event loop only keeps weak references
-# to its tasks, so without this a running receiver could be garbage-collected.
-_running: set[asyncio.Task[Any]] = set()
-
-
-def _hop_box() -> list[int]:
-    """This thread's hop counter of the bus (``box[0]``)."""
-    from berrymq.bus import hop_box
-
-    return hop_box()
 
 
 def is_async_receiver(receiver: object) -> bool:
@@ -89,89 +79,18 @@ def is_async_receiver(receiver: object) -> bool:
     return inspect.iscoroutinefunction(vars(type(receiver)).get("__call__"))
 
 
-def _name_of(receiver: object) -> str:
+def describe_receiver(receiver: object) -> str:
+    """``module.qualname`` of a receiver, as error entries and logs name it."""
     name = getattr(receiver, "__qualname__", None) or type(receiver).__qualname__
     module = getattr(receiver, "__module__", None)
     return f"{module}.{name}" if module else str(name)
 
 
-class PendingReply(concurrent.futures.Future[Any]):
-    """The return value of an async receiver while its coroutine runs on its loop.
-
-    The bus's ``ask`` and ``talk`` recognise it and take the coroutine's result once it
-    is there; it resolves to the coroutine's return value or exception.
-    """
-
-    def __init__(self, receiver: str, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__()
-        self.receiver = receiver
-        self.loop = loop
-        # Set by whoever takes the result (ask): the error is then reported there and not
-        # also logged. A talk or twitter never claims, so its errors are logged.
-        self.claimed = False
-
-    def send_reply(self, bus: Bus, reply_to: Identifier, hops: int) -> None:
-        """For ``talk``: send the result (if not None) to ``reply_to`` when it is there."""
-
-        def done(future: concurrent.futures.Future[Any]) -> None:
-            if future.cancelled() or future.exception() is not None:
-                return  # already logged by the task's completion
-            result = future.result()
-            if result is None:
-                return
-            box = _hop_box()
-            outer = box[0]
-            box[0] = hops
-            try:
-                bus.twitter(reply_to, result)
-            except Exception as exc:  # runs on the loop: nobody to raise to
-                logger.error("sending the reply of %s to %s failed", self.receiver, reply_to,
-                             exc_info=exc)
-            finally:
-                box[0] = outer
-
-        self.add_done_callback(done)
+def _set_hops(hops: int) -> None:
+    hop_box()[0] = hops
 
 
-class _HopCoroutine(Coroutine[Any, Any, Any]):
-    """Drives a receiver's coroutine, setting the thread's hop count around each step, so
-    a message sent from inside an async receiver counts one hop more than the message it
-    is handling, however many other tasks run in between."""
-
-    __slots__ = ("_coro", "_hops")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], hops: int) -> None:
-        self._coro = coro
-        self._hops = hops
-
-    def send(self, value: Any) -> Any:
-        box = _hop_box()
-        outer = box[0]
-        box[0] = self._hops
-        try:
-            return self._coro.send(value)
-        finally:
-            box[0] = outer
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        box = _hop_box()
-        outer = box[0]
-        box[0] = self._hops
-        try:
-            if val is None and tb is None:
-                return self._coro.throw(typ)
-            return self._coro.throw(typ, val, tb)  # pragma: no cover - legacy signature
-        finally:
-            box[0] = outer
-
-    def close(self) -> None:
-        self._coro.close()
-
-    def __await__(self) -> Generator[Any, None, Any]:  # pragma: no cover - Task uses send
-        return (yield from self._coro.__await__())
-
-
-class _AsyncReceiver:
+class AsyncReceiver:
     """What the bus calls for an async receiver: schedules ``function(message)`` on the
     receiver's loop and returns a :class:`PendingReply` at once.
 
@@ -179,11 +98,12 @@ class _AsyncReceiver:
     registered with ``weak=False``), so it never keeps the function alive.
     """
 
-    __slots__ = ("__weakref__", "_ref", "_subscription", "loop", "name")
+    __slots__ = ("__weakref__", "_contexts", "_ref", "_subscription", "loop", "name")
 
     def __init__(self, ref: Callable[[], Any], loop: asyncio.AbstractEventLoop, name: str,
                  subscription: Subscription) -> None:
         self._ref = ref
+        self._contexts: dict[int, contextvars.Context] = {}
         self.loop = loop
         self.name = name
         self._subscription = weakref.ref(subscription)
@@ -207,17 +127,23 @@ class _AsyncReceiver:
         if function is None:
             return None
         loop = self.loop
-        pending = PendingReply(self.name, loop)
-        hops = _hop_box()[0]
-        # A fresh context: the task must not share the sender's hop box (a list in a
-        # context variable), which another thread may be using at the same time.
-        context = contextvars.Context()
+        pending = PendingReply(self.name, loop, message)
+        # The task runs in a context of its own whose hop box holds this delivery's count,
+        # so every step of the coroutine runs with it; a copy of one made per count, as
+        # the tasks of one receiver all run on its loop's thread and may share a box (a
+        # delivery restores the count before a step ends).
+        box = get_box(None)
+        hops = 0 if box is None else box[0]
+        template = self._contexts.get(hops)
+        if template is None:
+            template = self._contexts[hops] = contextvars.Context()
+            template.run(_set_hops, hops)
+        context = template.copy()
+        if _get_running_loop() is loop:
+            _start(loop, function, message, pending, context)
+            return pending
         try:
-            if _get_running_loop() is loop:
-                loop.call_soon(_start, function, message, hops, pending, context=context)
-            else:
-                loop.call_soon_threadsafe(_start, function, message, hops, pending,
-                                          context=context)
+            loop.call_soon_threadsafe(_start, loop, function, message, pending, context)
         except RuntimeError:  # the loop is closed: nothing will ever run this receiver
             subscription = self._subscription()
             if subscription is not None:
@@ -232,59 +158,32 @@ class _AsyncReceiver:
         return f"<async receiver {self.name} on {self.loop!r}>"
 
 
-def _start(function: Callable[[Message], Any], message: Message, hops: int,
-           pending: PendingReply) -> None:
-    """On the receiver's loop: create the coroutine and its task."""
-    if not pending.set_running_or_notify_cancel():
-        return
+def _start(loop: asyncio.AbstractEventLoop, function: Callable[[Message], Any], message: Message,
+           pending: PendingReply, context: contextvars.Context) -> None:
+    """On the receiver's loop: create the coroutine and its task (in ``context``)."""
     try:
         coro = function(message)
-        if not inspect.iscoroutine(coro):
+        if type(coro) is not types.CoroutineType and not inspect.iscoroutine(coro):
             raise TypeError(f"async receiver {pending.receiver} returned {coro!r}, not a coroutine")
-        task = asyncio.get_running_loop().create_task(_HopCoroutine(coro, hops))
+        task = loop.create_task(coro, context=context)
     except Exception as exc:  # noqa: BLE001 - reported like a failure of the coroutine
-        _finish(pending, message, None, exc)
+        pending.fail(exc)
         return
-    _running.add(task)
-    task.add_done_callback(functools.partial(_task_done, pending, message))
-
-
-def _task_done(pending: PendingReply, message: Message, task: asyncio.Task[Any]) -> None:
-    _running.discard(task)
-    if task.cancelled():
-        pending.set_exception(
-            concurrent.futures.CancelledError(f"async receiver {pending.receiver} was cancelled")
-        )
-        if not pending.claimed:
-            logger.warning("async receiver %s was cancelled while handling message %s",
-                           pending.receiver, message[0])
-        return
-    exc = task.exception()
-    _finish(pending, message, task.result() if exc is None else None, exc)
-
-
-def _finish(pending: PendingReply, message: Message, result: Any,
-            exc: BaseException | None) -> None:
-    if exc is None:
-        pending.set_result(result)
-        return
-    if not pending.claimed:
-        logger.error("async receiver %s failed on message %s", pending.receiver, message[0],
-                     exc_info=exc)
-    pending.set_exception(exc)
+    running_tasks.add(task)
+    task.add_done_callback(pending.task_done)
 
 
 class _AsyncRef:
-    """Stands in for a subscription's reference: returns the :class:`_AsyncReceiver`
+    """Stands in for a subscription's reference: returns the :class:`AsyncReceiver`
     while the function lives, None once it is gone (then the bus skips it)."""
 
     __slots__ = ("_receiver", "_ref")
 
-    def __init__(self, ref: Callable[[], Any], receiver: _AsyncReceiver) -> None:
+    def __init__(self, ref: Callable[[], Any], receiver: AsyncReceiver) -> None:
         self._ref = ref
         self._receiver = receiver
 
-    def __call__(self) -> _AsyncReceiver | None:
+    def __call__(self) -> AsyncReceiver | None:
         return self._receiver if self._ref() is not None else None
 
 
@@ -300,7 +199,10 @@ class AsyncRunner:
     def bind(self, subscription: Subscription) -> Callable[[], Any]:
         """The reference to store in ``subscription`` in place of its own."""
         ref = subscription.ref
-        return _AsyncRef(ref, _AsyncReceiver(ref, self.loop, self.name, subscription))
+        receiver = AsyncReceiver(ref, self.loop, self.name, subscription)
+        if not subscription.weak:  # held strongly: a C-level reference, like a plain one
+            return strong_ref(receiver)
+        return _AsyncRef(ref, receiver)
 
 
 def async_runner(receiver: object, pattern: Identifier, guard: object = None
@@ -313,12 +215,12 @@ def async_runner(receiver: object, pattern: Identifier, guard: object = None
     """
     if guard is not None and is_async_receiver(guard):
         raise TypeError(
-            f"guard_condition {_name_of(guard)} for {pattern} is an async function; guard "
+            f"guard_condition {describe_receiver(guard)} for {pattern} is an async function; guard "
             "conditions run in the sender's thread and must be plain functions"
         )
     if not is_async_receiver(receiver):
         return None
-    name = _name_of(receiver)
+    name = describe_receiver(receiver)
     loop = _get_running_loop()
     if loop is None:
         raise RuntimeError(
@@ -329,99 +231,6 @@ def async_runner(receiver: object, pattern: Identifier, guard: object = None
     return AsyncRunner(loop, name)
 
 
-# -- ask ---------------------------------------------------------------------------------------
-
-
-def settle_replies(replies: list[Any], timeout: float | None, node: str = "") -> list[Any]:
-    """Replace each :class:`PendingReply` in ``replies`` by its result (blocking).
-
-    Waits at most ``timeout`` seconds in all; a reply that is not there by then, or whose
-    coroutine raised, becomes a :class:`berrymq.ReplyError`. A coroutine that would have
-    to run on the very loop this thread is running cannot be waited for without a
-    deadlock: it becomes an error entry that says to use :func:`ask_async`.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    running = _get_running_loop()
-    settled = list(replies)
-    for index, reply in enumerate(replies):
-        if type(reply) is not PendingReply:
-            continue
-        reply.claimed = True
-        if running is reply.loop:
-            settled[index] = ReplyError(
-                "RuntimeError",
-                "an async receiver cannot answer a blocking ask() sent from its own event "
-                "loop; use 'await berrymq.ask_async(...)'", reply.receiver, node,
-            )
-            continue
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            settled[index] = reply.result(remaining)
-        except TimeoutError:
-            settled[index] = ReplyError(
-                "TimeoutError", f"no reply within {timeout:g}s", reply.receiver, node
-            )
-        except concurrent.futures.CancelledError as exc:
-            settled[index] = ReplyError("CancelledError", str(exc) or "the reply was cancelled",
-                                        reply.receiver, node)
-        except Exception as exc:  # noqa: BLE001 - becomes an error entry
-            settled[index] = ReplyError(type(exc).__name__, str(exc), reply.receiver, node)
-    return settled
-
-
-_ask_executor: concurrent.futures.ThreadPoolExecutor | None = None
-_ask_executor_lock = threading.Lock()
-
-
-def _executor() -> concurrent.futures.ThreadPoolExecutor:
-    # Threads reused across calls; generous in size because a waiting ask holds one
-    # thread while the loop runs the async receivers it waits for.
-    global _ask_executor
-    if _ask_executor is None:
-        with _ask_executor_lock:
-            if _ask_executor is None:
-                _ask_executor = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=64, thread_name_prefix="berrymq-ask"
-                )
-    return _ask_executor
-
-
-async def ask_async_on(bus: Bus, identifier: str | Identifier, /, *args: Any,
-                       timeout: float = 5.0, **kwargs: Any) -> list[Any]:
-    """:meth:`Bus.ask <berrymq.Bus.ask>` on ``bus`` without blocking the event loop."""
-    parse(identifier)  # bad input fails here, in the caller's task
-    if timeout is None or timeout <= 0:
-        raise ValueError(f"ask needs a positive timeout, got {timeout!r}")
-    hops = _hop_box()[0]
-
-    def run() -> list[Any]:
-        box = _hop_box()
-        outer = box[0]
-        box[0] = hops
-        try:
-            return bus.ask(identifier, *args, timeout=timeout, **kwargs)
-        finally:
-            box[0] = outer
-
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor(), run)
-
-
-async def ask_async(identifier: str | Identifier, /, *args: Any, timeout: float = 5.0,
-                    **kwargs: Any) -> list[Any]:
-    """Like :func:`berrymq.ask`, awaited: the replies of every matching receiver.
-
-    The request runs in a worker thread, so neither the receivers nor the wait for
-    connected nodes block the event loop. Plain receivers therefore run in that worker
-    thread; ``async def`` receivers run on their own loops (this one included) and their
-    return values are awaited, up to ``timeout`` seconds. The order and the error entries
-    are those of :func:`berrymq.ask`.
-    """
-    from berrymq.default import holder
-
-    return await ask_async_on(holder.bus, identifier, *args, timeout=timeout, **kwargs)
-
-
 # -- awaitable queues --------------------------------------------------------------------------
 
 
@@ -430,7 +239,7 @@ def _release(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def wake(store: _Store) -> None:
+def wake(store: QueueStore) -> None:
     """Wake the coroutines waiting in :meth:`Queue.get_async` on ``store``.
 
     Called by the store after a put (only when someone waits) and when it closes.
@@ -442,7 +251,7 @@ def wake(store: _Store) -> None:
 
 
 async def queue_get_async(
-    store: _Store, timeout: float | None, closed: Callable[[], bool] | None = None
+    store: QueueStore, timeout: float | None, closed: Callable[[], bool] | None = None
 ) -> Message:
     """:meth:`berrymq.Queue.get_async`: wait on the loop, never in a thread.
 
@@ -488,7 +297,7 @@ class QueueIterator:
 
     __slots__ = ("_closed", "_store")
 
-    def __init__(self, store: _Store, closed: Callable[[], bool] | None = None) -> None:
+    def __init__(self, store: QueueStore, closed: Callable[[], bool] | None = None) -> None:
         self._store = store
         self._closed = closed
 

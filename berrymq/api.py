@@ -7,15 +7,18 @@ import traceback
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
+from berrymq.ask import ask_async_on
 from berrymq.bus import Guard, Receiver, Subscription
 from berrymq.default import holder
 from berrymq.errors import ConnectionClosed
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message
+from berrymq.receivers.functions import FUNCTIONS
 from berrymq.transports.base import Address, Connection, normalize_address
 
 __all__ = [
     "ask",
+    "ask_async",
     "auto_twitter",
     "close_connection",
     "connect_broker",
@@ -66,6 +69,19 @@ def ask(identifier: str | Identifier, /, *args: Any, timeout: float = 5.0,
     return holder.bus.ask(identifier, *args, timeout=timeout, **kwargs)
 
 
+async def ask_async(identifier: str | Identifier, /, *args: Any, timeout: float = 5.0,
+                    **kwargs: Any) -> list[Any]:
+    """Like :func:`ask`, awaited: the replies of every matching receiver.
+
+    The request runs in a worker thread, so neither the receivers nor the wait for
+    connected nodes block the event loop. Plain receivers therefore run in that worker
+    thread; ``async def`` receivers run on their own loops (this one included) and their
+    return values are awaited, up to ``timeout`` seconds. The order and the error entries
+    are those of :func:`ask`.
+    """
+    return await ask_async_on(holder.bus, identifier, *args, timeout=timeout, **kwargs)
+
+
 def set_multiplicity(n: int) -> None:
     """Run receivers on a pool of ``n`` threads (``twitter`` returns at once); 0 runs them
     in the sender's thread again. A negative ``n`` raises :class:`ValueError`."""
@@ -94,8 +110,8 @@ def following_function(pattern: str, guard_condition: Guard | None = None, *,
 
     def decorate(function: F) -> F:
         bus = holder.bus
-        functions = bus.plugins.receiver("functions")
-        return functions.decorate(bus, ident, function, guard_condition, weak=weak)  # type: ignore[no-any-return]
+        bus.plugins.receiver("functions")  # says which plugin to enable if it is off
+        return FUNCTIONS.decorate(bus, ident, function, guard_condition, weak=weak)
 
     return decorate
 
@@ -104,9 +120,8 @@ def regist_function(pattern: str, function: Receiver, guard_condition: Guard | N
                     *, weak: bool = True) -> Subscription:
     """Register ``function`` for ``pattern`` at run time; ``cancel()`` the handle to undo."""
     bus = holder.bus
-    return bus.plugins.receiver("functions").follow(  # type: ignore[no-any-return]
-        bus, pattern, function, guard_condition, weak=weak
-    )
+    bus.plugins.receiver("functions")  # says which plugin to enable if it is off
+    return FUNCTIONS.follow(bus, pattern, function, guard_condition, weak=weak)
 
 
 def regist_method(pattern: str, method: Receiver, guard_condition: Guard | None = None,
@@ -255,7 +270,7 @@ def connect_via_queue(addr: Address, pattern: str, ttl: float = DEFAULT_TTL) -> 
 def _client_connection(need_queue: bool = False) -> Connection:
     # Read the bus's list without copying it (this is on the path of every
     # send_message); a list read is atomic, and a connection closed meanwhile says so.
-    connections = holder.bus._connections
+    connections = holder.bus.node.connections
     for index in range(len(connections) - 1, -1, -1):
         try:
             connection = connections[index]

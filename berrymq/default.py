@@ -1,47 +1,111 @@
-"""The process's default bus, which the module-level API of :mod:`berrymq` works on."""
+"""The process's default bus, which the module-level API of :mod:`berrymq` works on.
+
+The default bus is made when it is first needed, not when ``berrymq`` is imported
+(importing reads no settings file and loads no plugin), and it starts (its plugins join)
+on the first use of the module-level API (``twitter``, ``following_function``,
+``Queue``, ...). :func:`get_bus` returns it without starting it, so that ``berrymq
+plugins`` reports on plugins without starting them; call its ``start()`` to start it
+sooner.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from berrymq.bus import Bus, send
 
-__all__ = ["get_bus", "set_bus", "use_bus"]
+__all__ = ["get_bus", "holder", "set_bus", "use_bus"]
+
+_lock = threading.Lock()
+_waiting: list[Bus] = []  # the default bus while it is not started yet (at most one)
 
 
 class _Holder:
-    """Holds the default bus; ``holder.twitter`` is :func:`berrymq.twitter`."""
+    """Holds the default bus; ``holder.twitter`` is :func:`berrymq.twitter`.
+
+    ``bus`` is a slot read on every module-level call (one attribute look-up, no lock);
+    while it is empty, reading it starts the default bus and fills the slot.
+    """
 
     __slots__ = ("bus",)
+    bus: Bus
     twitter = send
 
-    def __init__(self, bus: Bus) -> None:
-        self.bus = bus
+    def __getattr__(self, name: str) -> Bus:
+        # Only called while the slot is empty: the first use of the default bus.
+        if name != "bus":
+            raise AttributeError(name)
+        with _lock:
+            bus = _filled()
+            if bus is not None:
+                return bus
+            bus = _unstarted()
+            _waiting.clear()
+            self.bus = bus
+        bus.start()  # outside the lock: plugins' hooks may use the default bus
+        return bus
 
 
-# Read on every module-level call; one attribute look-up, no lock.
-holder = _Holder(Bus(name="default"))
+# Read on every module-level call.
+holder = _Holder()
+
+
+def _filled() -> Bus | None:
+    try:
+        return object.__getattribute__(holder, "bus")  # type: ignore[no-any-return]
+    except AttributeError:
+        return None
+
+
+def _unstarted() -> Bus:
+    # Caller holds _lock.
+    if not _waiting:
+        _waiting.append(Bus(name="default", start=False))
+    return _waiting[0]
 
 
 def get_bus() -> Bus:
-    """The bus that ``twitter``, ``following_function``, ``Queue``... use by default."""
-    return holder.bus
+    """The bus that ``twitter``, ``following_function``, ``Queue``... use by default
+    (made if need be; started by the first use of the module-level API)."""
+    with _lock:
+        bus = _filled()
+        return bus if bus is not None else _unstarted()
 
 
 def set_bus(bus: Bus) -> Bus:
     """Make ``bus`` the default bus; returns the previous one (which stays open)."""
     if not isinstance(bus, Bus):
         raise TypeError(f"expected a berrymq.Bus, got {bus!r}")
-    old, holder.bus = holder.bus, bus
+    old = get_bus()
+    _swap(bus)
+    return old
+
+
+def _swap(bus: Bus | None) -> Bus | None:
+    """Make ``bus`` the default bus (None: none yet); returns the previous one, or None
+    when none was made yet. A bus that is not started waits for the API's first use."""
+    with _lock:
+        old = _filled()
+        if old is None and _waiting:
+            old = _waiting[0]
+        _waiting.clear()
+        if old is not None and _filled() is not None:
+            del holder.bus
+        if bus is not None:
+            if bus._started:
+                holder.bus = bus
+            else:
+                _waiting.append(bus)
     return old
 
 
 @contextmanager
 def use_bus(bus: Bus) -> Iterator[Bus]:
     """Make ``bus`` the default bus inside a ``with`` block (tests use this)."""
-    old = set_bus(bus)
+    old = _swap(bus)
     try:
         yield bus
     finally:
-        set_bus(old)
+        _swap(old)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import os
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -84,10 +87,6 @@ berrymq.close_connection()
 
 
 def between_processes() -> None:
-    import os
-    import subprocess
-    import sys
-
     address = berrymq.init_connection("tcp://127.0.0.1:0")
     inbox = Queue("*:*")
     print("serving", address, "; a child process interconnects and sends")

@@ -9,9 +9,12 @@ implements any of these hooks with :data:`hookimpl`::
     def berrymq_register_transports(registry):
         registry.add("tcp", TcpTransport, plugin="jsonrpc-tcp")
 
-Registry hooks are called once, when plugins are loaded. Bus hooks are called for every
-bus that starts or closes. :func:`berrymq_message_sent` is the only per-message hook, and
-the bus calls it only when some active plugin implements it.
+Every hook name is ``berrymq_`` and a verb. Registry hooks are called once, when plugins
+are loaded. Bus hooks are called for every bus that starts or closes, in the thread that
+starts or closes it and never under the bus's lock. :func:`berrymq_observe_message` is
+the only per-message hook, and the bus calls it only when some active plugin implements
+it. A plugin implementing a hook that is not declared here (a misspelled name) is an
+error naming the plugin and the hook, when plugins are loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from berrymq.registries import (
         ReceiverRegistry,
         SettingsSchema,
+        SourceRegistry,
         StatusReport,
         TransportRegistry,
     )
@@ -35,12 +39,16 @@ __all__ = [
     "PROJECT_NAME",
     "berrymq_bus_closing",
     "berrymq_bus_started",
+    "berrymq_close_bus",
     "berrymq_declare_settings",
     "berrymq_message_sent",
     "berrymq_register_commands",
+    "berrymq_observe_message",
     "berrymq_register_receivers",
+    "berrymq_register_sources",
     "berrymq_register_transports",
     "berrymq_report_status",
+    "berrymq_start_bus",
     "hookimpl",
     "hookspec",
 ]
@@ -97,25 +105,38 @@ def berrymq_register_receivers(registry: ReceiverRegistry) -> None:
 
 
 @hookspec
-def berrymq_bus_started(bus: Bus) -> None:
-    """Called when a bus is first used, after the settings are applied to it; a plugin
-    subscribes its own receivers or connects its transport here.
+def berrymq_register_sources(registry: SourceRegistry) -> None:
+    """Called once when plugins are loaded; add sources by name: classes whose objects
+    send on a bus by themselves (``timer``, ``fileobserver``), so that a disabled one is
+    reported by name when a program makes one.
+
+    :param registry: call ``registry.add(name, source_class, plugin=name)``.
+    """
+
+
+@hookspec
+def berrymq_start_bus(bus: Bus) -> None:
+    """Called when a bus starts (when it is created, or by :meth:`Bus.start
+    <berrymq.Bus.start>`), after the settings are applied to it; a plugin subscribes its
+    own receivers or connects its transport here, keeping what it made in the bus's
+    state (``bus.state(key)``, see :mod:`berrymq.state`).
 
     :param bus: the bus; ``bus.plugins.settings_for(name)`` gives the plugin's settings.
     """
 
 
 @hookspec
-def berrymq_bus_closing(bus: Bus) -> None:
-    """Called when a started bus is closed, before its subscriptions are dropped; a plugin
-    releases what it acquired in :func:`berrymq_bus_started`.
+def berrymq_close_bus(bus: Bus) -> None:
+    """Called when a started bus is closed, after its connections and transports closed
+    and before its state and subscriptions are dropped; a plugin releases what it
+    acquired in :func:`berrymq_start_bus`.
 
     :param bus: the bus being closed.
     """
 
 
 @hookspec
-def berrymq_message_sent(bus: Bus, message: Message) -> None:
+def berrymq_observe_message(bus: Bus, message: Message) -> None:
     """Called after each message was delivered locally and handed to transports, but only
     when some active plugin implements this hook (checked once when the bus starts).
 
@@ -124,6 +145,23 @@ def berrymq_message_sent(bus: Bus, message: Message) -> None:
     :param bus: the bus the message was sent on.
     :param message: the message, as the receivers got it.
     """
+
+
+# -- former names, still called for plugins not yet renamed (to be removed) ----------------
+
+@hookspec
+def berrymq_bus_started(bus: Bus) -> None:
+    """Called right after :func:`berrymq_start_bus`, whose former name it is."""
+
+
+@hookspec
+def berrymq_bus_closing(bus: Bus) -> None:
+    """Called right after :func:`berrymq_close_bus`, whose former name it is."""
+
+
+@hookspec
+def berrymq_message_sent(bus: Bus, message: Message) -> None:
+    """Called right after :func:`berrymq_observe_message`, whose former name it is."""
 
 
 @hookspec

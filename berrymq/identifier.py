@@ -103,7 +103,8 @@ def _parse(text: object) -> Identifier:
         raise InvalidIdentifier(text, f"expected a str, got {type(text).__name__}")
     if not text:
         raise InvalidIdentifier(text, "it is empty")
-    if not text.isprintable() or any(ch.isspace() for ch in text):
+    words = text.split(None, 1)  # no whitespace: the text itself, alone
+    if not text.isprintable() or len(words) != 1 or words[0] != text:
         raise InvalidIdentifier(text, "it contains whitespace or control characters")
     head, colon, action = text.partition(":")
     if colon:

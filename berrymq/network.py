@@ -36,7 +36,11 @@ import itertools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from berrymq.aio import AsyncReceiver, is_async_receiver
+from berrymq.default import get_bus
 from berrymq.identifier import Identifier, parse
+from berrymq.receivers.queues import QueueStore
+from berrymq.sources import running_adapters
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -55,9 +59,7 @@ def _qualname(obj: object) -> str:
 
 def _unwrap(receiver: object) -> object:
     # An async receiver's stand-in (berrymq.aio) holds the function the user registered.
-    from berrymq.aio import _AsyncReceiver
-
-    if isinstance(receiver, _AsyncReceiver):
+    if isinstance(receiver, AsyncReceiver):
         inner = receiver.__wrapped__
         if inner is not None:
             return inner
@@ -69,17 +71,7 @@ def describe(bus: Bus | None = None) -> dict[str, Any]:
     receivers with the patterns they follow, its queues, the running adapters that send
     on it and its connections. See the module docstring for the shape."""
     if bus is None:
-        from berrymq.default import get_bus
-
         bus = get_bus()
-    from berrymq.aio import is_async_receiver
-    from berrymq.receivers.queues import _shared, _Store
-
-    shared_stores: set[int] = set()
-    stores = _shared.get(bus)
-    if stores is not None:
-        shared_stores = {id(s) for s in list(stores.values())}
-
     receivers: list[dict[str, Any]] = []
     by_key: dict[object, dict[str, Any]] = {}
     instance_numbers: dict[int, str] = {}
@@ -93,7 +85,7 @@ def describe(bus: Bus | None = None) -> dict[str, Any]:
         func = getattr(receiver, "__func__", None)
         key: object
         entry: dict[str, Any]
-        if isinstance(owner, _Store):
+        if isinstance(owner, QueueStore):
             key = ("store", id(owner))
         elif owner is not None and func is not None:
             key = ("method", id(owner), id(func))
@@ -102,8 +94,8 @@ def describe(bus: Bus | None = None) -> dict[str, Any]:
         entry_or_none = by_key.get(key)
         if entry_or_none is None:
             obj_label = None
-            if isinstance(owner, _Store):
-                shared = id(owner) in shared_stores
+            if isinstance(owner, QueueStore):
+                shared = subscription.shared
                 name = f"Queue({owner.pattern}{', shared' if shared else ''})"
                 extra: dict[str, Any] = {"queue": {"size": owner.qsize(),
                                                    "maxsize": owner.maxsize,
@@ -137,8 +129,6 @@ def describe(bus: Bus | None = None) -> dict[str, Any]:
             "guard": None if guard is None else _qualname(guard),
         })
 
-    from berrymq.adapters import running_adapters
-
     senders = [{"id": f"s{i}", **adapter.describe()}
                for i, adapter in enumerate(running_adapters(bus))]
     connections = [
@@ -147,7 +137,7 @@ def describe(bus: Bus | None = None) -> dict[str, Any]:
         for i, c in enumerate(bus.connections())
     ]
     transports = []
-    for scheme, transport in sorted(dict(bus._transports).items()):
+    for scheme, transport in sorted(bus.transports().items()):
         try:
             status = transport.status()
         except Exception as exc:  # noqa: BLE001 - a picture must not fail on one transport
@@ -160,7 +150,7 @@ def describe(bus: Bus | None = None) -> dict[str, Any]:
         "receivers": receivers,
         "senders": senders,
         "connections": connections,
-        "forwarders": len(bus._forwarders),
+        "forwarders": len(bus.node.forwarders),
         "transports": transports,
     }
 

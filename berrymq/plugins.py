@@ -1,9 +1,9 @@
 """The plugin host: entry points, activation by settings, and one typed facade for hooks.
 
 Every hook call of berryMQ goes through :class:`PluginHost`, so they can all be found
-here. Plugins come from the entry point group ``berrymq``; the core distribution declares
-its own (``local``, ``functions``, ``followers``, ``queues``) there too, so an outside
-plugin is loaded exactly like a built-in one.
+here. Plugins come from the entry point group ``berrymq``; the core's own plugins are
+listed once, in :data:`BUILTIN_PLUGINS`, and loaded from there with or without entry
+points, through the same hooks as an outside plugin.
 """
 
 from __future__ import annotations
@@ -21,8 +21,16 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from berrymq import hookspecs
+from berrymq._version import __version__
 from berrymq.errors import BerryMQError, PluginNotAvailable
-from berrymq.registries import ReceiverRegistry, SettingsSchema, StatusReport, TransportRegistry
+from berrymq.registries import (
+    ReceiverKind,
+    ReceiverRegistry,
+    SettingsSchema,
+    SourceRegistry,
+    StatusReport,
+    TransportRegistry,
+)
 from berrymq.settings import Settings, check_table, load_settings
 
 if TYPE_CHECKING:
@@ -44,12 +52,15 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "berrymq"
 
-#: Built-in plugins: entry point name -> module, as the core distribution declares them.
+#: The core's own plugins: name -> module. The one list of them, loaded with and without
+#: entry points (the core distribution declares no entry points of its own).
 BUILTIN_PLUGINS: dict[str, str] = {
     "local": "berrymq.transports.local",
     "functions": "berrymq.receivers.functions",
     "followers": "berrymq.receivers.followers",
     "queues": "berrymq.receivers.queues",
+    "timer": "berrymq.sources.timer",
+    "fileobserver": "berrymq.sources.files",
 }
 
 #: The receiver plugins that make up the local API that ``import berrymq`` promises. An
@@ -89,33 +100,27 @@ class _Candidate:
     load: Callable[[], Any]
 
 
-def _installed_candidates() -> list[_Candidate]:
-    found: dict[str, _Candidate] = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in found:
-            continue  # the same distribution seen twice on sys.path
-        dist = ep.dist
-        found[ep.name] = _Candidate(
-            ep.name,
-            dist.metadata["Name"] if dist is not None else "?",
-            dist.version if dist is not None else "?",
-            ep.value,
-            ep.load,
-        )
-    # Running from a source tree that was never installed: the core's own plugins still
-    # have to be there, or not even twitter would work.
-    for name, module in BUILTIN_PLUGINS.items():
-        if name not in found:
-            found[name] = _Candidate(
-                name, "berrymq", _core_version(), module, functools.partial(importlib.import_module, module)
+def _builtin(name: str, module: str) -> _Candidate:
+    return _Candidate(name, "berrymq", __version__, module,
+                      functools.partial(importlib.import_module, module))
+
+
+def _candidates(entry_points: bool) -> list[_Candidate]:
+    """The built-in plugins, then (with ``entry_points``) the installed ones, by name."""
+    found = {name: _builtin(name, module) for name, module in BUILTIN_PLUGINS.items()}
+    if entry_points:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in found:
+                continue  # the same distribution seen twice on sys.path, or an old core
+            dist = ep.dist
+            found[ep.name] = _Candidate(
+                ep.name,
+                dist.metadata["Name"] if dist is not None else "?",
+                dist.version if dist is not None else "?",
+                ep.value,
+                ep.load,
             )
     return sorted(found.values(), key=lambda c: c.name)
-
-
-def _core_version() -> str:
-    from berrymq import __version__
-
-    return __version__
 
 
 class PluginHost:
@@ -140,11 +145,10 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.transports = TransportRegistry()
         self.receivers = ReceiverRegistry()
+        self.sources = SourceRegistry()
         self.schema = SettingsSchema()
         self._infos: list[PluginInfo] = []
-        candidates = _installed_candidates()
-        if not entry_points:
-            candidates = [c for c in candidates if c.name in BUILTIN_PLUGINS]
+        candidates = _candidates(entry_points)
         for name, plugin in extra_plugins:
             candidates.append(
                 _Candidate(name, "(registered in code)", "", repr(plugin), itertools.repeat(plugin).__next__)
@@ -193,6 +197,7 @@ class PluginHost:
                 PluginInfo(candidate.name, candidate.distribution, candidate.version,
                            candidate.module, active, reason)
             )
+        self._check_hooks()
         hook = self.pm.hook
         hook.berrymq_declare_settings(schema=self.schema)
         for name in active_names:
@@ -200,6 +205,19 @@ class PluginHost:
                 check_table(settings, name, self.schema.tables.get(name, {}))
         hook.berrymq_register_transports(registry=self.transports)
         hook.berrymq_register_receivers(registry=self.receivers)
+        hook.berrymq_register_sources(registry=self.sources)
+
+    def _check_hooks(self) -> None:
+        """A hook implementation with no such hook (a misspelled name) is an error."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            plugin = exc.plugin
+            name = self.pm.get_name(plugin) if plugin is not None else "?"
+            raise BerryMQError(
+                f"plugin {name!r}: {exc}; berryMQ's hooks are "
+                f"{', '.join(sorted(h for h in dir(hookspecs) if h.startswith('berrymq_')))}"
+            ) from exc
 
     def _activation(self, name: str, blocked: set[str]) -> tuple[bool, str]:
         settings = self.settings
@@ -263,33 +281,49 @@ class PluginHost:
         plugin = self.transports.plugin_for(scheme) or scheme
         return factory(bus, self.settings_for(plugin))
 
-    def receiver(self, kind: str) -> Any:
-        """The receiver kind ``kind``, or an error naming the plugin to enable."""
-        implementation = self.receivers.get(kind)
-        if implementation is None:
-            raise self._unavailable(f"receiver kind {kind!r} is not available", kind, "berrymq")
-        return implementation
+    def receiver(self, name: str) -> ReceiverKind:
+        """The receiver kind ``name``, or an error naming the plugin to enable."""
+        kind = self.receivers.get(name)
+        if kind is None:
+            raise self._unavailable(f"receiver kind {name!r} is not available", name, "berrymq")
+        return kind
 
     def register_commands(self, commands: Commands) -> None:
         """Let the active plugins add ``berrymq`` commands (or options of existing ones)."""
         self.pm.hook.berrymq_register_commands(commands=commands)
 
-    def bus_started(self, bus: Bus) -> None:
-        self.pm.hook.berrymq_bus_started(bus=bus)
+    def source(self, name: str) -> type:
+        """The source class ``name``, or an error naming the plugin to enable."""
+        source = self.sources.get(name)
+        if source is None:
+            raise self._unavailable(f"source {name!r} is not available", name, "berrymq")
+        return source
 
-    def bus_closing(self, bus: Bus) -> None:
-        self.pm.hook.berrymq_bus_closing(bus=bus)
+    def start_bus(self, bus: Bus) -> None:
+        hook = self.pm.hook
+        hook.berrymq_start_bus(bus=bus)
+        hook.berrymq_bus_started(bus=bus)
 
-    def message_taps(self, bus: Bus) -> list[Callable[..., Any]]:
-        """The per-message hook caller, only when some active plugin implements it."""
-        caller = self.pm.hook.berrymq_message_sent
-        return [caller] if caller.get_hookimpls() else []
+    def close_bus(self, bus: Bus) -> None:
+        hook = self.pm.hook
+        hook.berrymq_close_bus(bus=bus)
+        hook.berrymq_bus_closing(bus=bus)
+
+    def message_taps(self) -> list[Callable[..., Any]]:
+        """The per-message hook callers, only those some active plugin implements."""
+        hook = self.pm.hook
+        callers = (hook.berrymq_observe_message, hook.berrymq_message_sent)
+        return [caller for caller in callers if caller.get_hookimpls()]
 
     def status(self, bus: Bus) -> StatusReport:
+        """The plugins' lines (:func:`~berrymq.hookspecs.berrymq_report_status`), then one
+        line per transport of ``bus`` whose plugin reported nothing itself."""
         report = StatusReport()
-        for scheme, transport in list(bus._transports.items()):
-            report.add(self.transports.plugin_for(scheme) or scheme, f"{scheme}: {transport.status()}")
         self.pm.hook.berrymq_report_status(bus=bus, report=report)
+        for scheme, transport in bus.transports().items():
+            plugin = self.transports.plugin_for(scheme) or scheme
+            if plugin not in report.lines:
+                report.add(plugin, f"{scheme}: {transport.status()}")
         return report
 
 

@@ -6,13 +6,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from berrymq.subscription import Kind, ReceiverKind
+
 if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq.transports.base import Transport
 
 __all__ = [
+    "Kind",
+    "ReceiverKind",
     "ReceiverRegistry",
     "SettingsSchema",
+    "SourceRegistry",
     "StatusReport",
     "TransportFactory",
     "TransportRegistry",
@@ -73,16 +78,36 @@ class TransportRegistry(_NamedRegistry):
 
 
 class ReceiverRegistry(_NamedRegistry):
-    """Receiver kinds (``functions``, ``followers``, ``queues``, ...) by name."""
+    """Receiver kinds (``functions``, ``followers``, ``queues``, ...) by name.
+
+    A kind is a :class:`ReceiverKind`: it subscribes its receivers with
+    ``bus.subscribe(..., kind=self)``, so that each subscription carries what the kind
+    can do. The public API asks the registry whether a kind is active before using it.
+    """
 
     what = "receiver kind"
 
-    def add(self, kind: str, implementation: Any, *, plugin: str) -> None:
-        """Make ``implementation`` the receiver kind ``kind``."""
-        self._add(kind, implementation, plugin)
+    def add(self, name: str, kind: ReceiverKind, *, plugin: str) -> None:
+        """Make ``kind`` the receiver kind called ``name``."""
+        self._add(name, kind, plugin)
 
-    def get(self, kind: str) -> Any:
-        entry = self._entries.get(kind)
+    def get(self, name: str) -> ReceiverKind | None:
+        entry = self._entries.get(name)
+        return entry.value if entry else None
+
+
+class SourceRegistry(_NamedRegistry):
+    """Sources by name: things that send on a bus by themselves (the ``timer`` and
+    ``fileobserver`` adapters), each registered with the class that makes them."""
+
+    what = "source"
+
+    def add(self, name: str, source: type, *, plugin: str) -> None:
+        """Make ``source`` (a class) the source called ``name``."""
+        self._add(name, source, plugin)
+
+    def get(self, name: str) -> type | None:
+        entry = self._entries.get(name)
         return entry.value if entry else None
 
 

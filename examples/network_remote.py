@@ -1,9 +1,10 @@
 """The network picture of a running node, over JSON-RPC: what ``berrymq graph URL`` does.
 
 This process serves its bus at tcp://127.0.0.1:<free port> (needs the ``jsonrpc-tcp``
-plugin; in a checkout of berryMQ: ``pip install ./plugins/berrymq-jsonrpc ./plugins/berrymq-jsonrpc-tcp``), then asks
-that address for its description with the JSON-RPC method ``network`` and prints it as
-Mermaid. From a shell, ``berrymq graph tcp://127.0.0.1:PORT --format mermaid`` prints the same.
+plugin; in a checkout of berryMQ:
+``pip install ./plugins/berrymq-jsonrpc ./plugins/berrymq-jsonrpc-tcp``), then asks that
+address for its description with the JSON-RPC method ``network`` and prints it as Mermaid.
+From a shell, ``berrymq graph tcp://127.0.0.1:PORT --format mermaid`` prints the same.
 
 Expected output (the port and node id differ):
     serving at tcp://127.0.0.1:PORT

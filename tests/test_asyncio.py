@@ -9,6 +9,7 @@ import asyncio
 import concurrent.futures
 import gc
 import logging
+import queue
 import threading
 import time
 import weakref
@@ -16,12 +17,12 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
+from helpers import WAIT, Child
 
 import berrymq
-from berrymq import Bus, Follower, Message, following
-from berrymq.aio import PendingReply
-
-WAIT = 10.0  # generous deadline for cross-thread hand-overs on a loaded machine
+from berrymq import Bus, Follower, Message, ReplyError, following
+from berrymq._hops import hop_box
+from berrymq._pending import PendingReply
 
 
 class LoopThread:
@@ -630,8 +631,6 @@ def test_pending_reply_is_a_future() -> None:
 def test_async_receivers_do_not_disturb_the_senders_hop_count(berrymq_bus: Bus) -> None:
     """A coroutine step that overlaps a delivery in the sender's thread must not leave
     its hop count behind in that thread (they must not share one hop box)."""
-    from berrymq.bus import hop_box
-
     stepping = threading.Event()
     delivered = threading.Event()
     finished = threading.Event()
@@ -698,3 +697,179 @@ def test_async_receivers_with_a_worker_pool(berrymq_bus: Bus) -> None:
         assert {name for _, name in got} == {threading.current_thread().name}
 
     asyncio.run(main())
+
+
+# -- issue 4, black-box: asyncio -----------------------------------------------------------
+
+async def _heartbeat(stop: asyncio.Event, gaps: list[float]) -> None:
+    last = time.monotonic()
+    while not stop.is_set():
+        await asyncio.sleep(0.01)
+        now = time.monotonic()
+        gaps.append(now - last)
+        last = now
+
+
+def test_async_receivers_run_on_registering_loop_from_any_thread(
+        berrymq_bus: berrymq.Bus) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+        seen: asyncio.Queue[tuple[str, Any, int, bool]] = asyncio.Queue()
+
+        @berrymq.following_function("aio:*")
+        async def on_aio(message: Message) -> None:
+            await asyncio.sleep(0)
+            seen.put_nowait((message.id, message.args, threading.get_ident(),
+                             asyncio.get_running_loop() is loop))
+
+        class Watcher(metaclass=berrymq.Follower):
+            @berrymq.following("aio:method")
+            async def on_method(self, message: Message) -> None:
+                seen.put_nowait(("method", message.args, threading.get_ident(),
+                                 asyncio.get_running_loop() is loop))
+
+        watcher = Watcher()
+        stop = asyncio.Event()
+        gaps: list[float] = []
+        beat = asyncio.create_task(_heartbeat(stop, gaps))
+
+        berrymq.twitter("aio:same", 1)  # from the loop's thread: returns at once
+        threads = [threading.Thread(target=berrymq.twitter, args=("aio:other", i))
+                   for i in range(3)]
+        for t in threads:
+            t.start()
+        threading.Thread(target=berrymq.twitter, args=("aio:method", 9)).start()
+        got = [await asyncio.wait_for(seen.get(), 10) for _ in range(6)]
+        for t in threads:
+            t.join()
+        stop.set()
+        await beat
+        for _ident, _args, thread, on_loop in got:
+            assert thread == loop_thread and on_loop
+        assert sorted(g[0] for g in got) == sorted(
+            ["aio:same", "aio:other", "aio:other", "aio:other", "aio:method", "method"])
+        del watcher
+
+    asyncio.run(main())
+
+
+def test_async_receiver_registered_without_loop_is_a_clear_error(
+        berrymq_bus: berrymq.Bus) -> None:
+    async def receiver(message: Message) -> None:
+        pass
+
+    with pytest.raises(RuntimeError, match="loop"):
+        berrymq.regist_function("x:y", receiver)
+
+
+def test_get_async_async_for_and_loop_stays_responsive(berrymq_bus: berrymq.Bus) -> None:
+    async def main() -> None:
+        q = berrymq.Queue("task:*")
+        stop = asyncio.Event()
+        gaps: list[float] = []
+        beat = asyncio.create_task(_heartbeat(stop, gaps))
+        # Nothing arrives: get_async with a timeout raises Empty, without blocking.
+        with pytest.raises(berrymq.Empty):
+            await q.get_async(timeout=0.2)
+
+        def producer() -> None:
+            for i in range(5):
+                berrymq.twitter("task:n", i)
+                time.sleep(0.02)
+            q.close()
+
+        thread = threading.Thread(target=producer)
+        thread.start()
+        first = await q.get_async(timeout=10)
+        rest = [m.args[0] async for m in q]
+        thread.join()
+        stop.set()
+        await beat
+        assert [first.args[0], *rest] == [0, 1, 2, 3, 4]
+        # The heartbeat kept ticking while we waited: no gap near the 0.2 s wait.
+        assert len(gaps) >= 10
+        assert max(gaps) < 0.15, f"event loop blocked for {max(gaps):.3f}s"
+        with pytest.raises(berrymq.QueueClosed):
+            await q.get_async(timeout=1)
+
+    asyncio.run(main())
+
+
+def test_get_async_shared_queue_each_message_once(berrymq_bus: berrymq.Bus) -> None:
+    async def main() -> None:
+        a = berrymq.Queue("work:*", shared=True)
+        b = berrymq.Queue("work:*", shared=True)
+
+        async def consume(q: berrymq.Queue, out: list[int]) -> None:
+            while True:
+                try:
+                    out.append((await q.get_async(timeout=0.5)).args[0])
+                except berrymq.Empty:
+                    return
+
+        out_a: list[int] = []
+        out_b: list[int] = []
+        tasks = [asyncio.create_task(consume(a, out_a)), asyncio.create_task(consume(b, out_b))]
+        await asyncio.sleep(0)
+        sender = threading.Thread(target=lambda: [berrymq.twitter("work:x", i)
+                                                  for i in range(200)])
+        sender.start()
+        await asyncio.gather(*tasks)
+        sender.join()
+        assert sorted(out_a + out_b) == list(range(200))
+
+    asyncio.run(main())
+
+
+def test_ask_async_does_not_block_loop_and_honours_timeout(
+        node: tuple[str, Child]) -> None:
+    async def main() -> None:
+        @berrymq.following_function("calc:add")
+        async def local_async(message: Message) -> str:
+            await asyncio.sleep(0.05)
+            return "async-local"
+
+        stop = asyncio.Event()
+        gaps: list[float] = []
+        beat = asyncio.create_task(_heartbeat(stop, gaps))
+        replies = await berrymq.ask_async("calc:add", 4, 5, timeout=10)
+        assert replies == ["async-local", 9, "second"]
+        start = time.monotonic()
+        slow = await berrymq.ask_async("calc:slow", 2.0, timeout=0.5)
+        assert time.monotonic() - start < 1.5
+        assert len(slow) == 1 and isinstance(slow[0], ReplyError)
+        assert slow[0].exception_type in ("TimeoutError", "TransportError")  # see above
+        stop.set()
+        await beat
+        assert max(gaps) < 0.15, f"event loop blocked for {max(gaps):.3f}s"
+        del local_async
+
+    asyncio.run(main())
+
+
+def test_blocking_ask_from_another_thread_waits_for_async_receiver(
+        berrymq_bus: berrymq.Bus) -> None:
+    results: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
+
+    async def main() -> None:
+        async def answer(message: Message) -> int:
+            await asyncio.sleep(0.01)
+            return message.args[0] * 2
+
+        async def broken(message: Message) -> int:
+            raise OSError("async broke")
+
+        berrymq.regist_function("dbl:x", answer)
+        berrymq.regist_function("dbl:x", broken)
+        thread = threading.Thread(target=lambda: results.put(berrymq.ask("dbl:x", 21,
+                                                                         timeout=5)))
+        thread.start()
+        while thread.is_alive():
+            await asyncio.sleep(0.01)
+        del answer, broken
+
+    asyncio.run(main())
+    replies = results.get(timeout=1)
+    assert replies[0] == 42
+    assert isinstance(replies[1], ReplyError) and replies[1].exception_type == "OSError"

@@ -12,6 +12,7 @@ import pytest
 
 import berrymq
 from berrymq import hookspecs
+from berrymq.settings import CORE_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -82,8 +83,6 @@ def test_every_page_is_in_the_toctree() -> None:
 
 
 def test_the_docs_mention_the_settings_keys_of_the_core() -> None:
-    from berrymq.settings import CORE_KEYS
-
     text = (DOCS / "settings.md").read_text(encoding="utf-8")
     for key in CORE_KEYS:
         assert f"`{key}`" in text, f"docs/settings.md does not describe [berrymq] {key}"

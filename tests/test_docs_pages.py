@@ -62,14 +62,14 @@ def test_the_cli_reference_has_every_command_and_option() -> None:
 def test_a_command_added_later_appears_with_its_subcommands() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    added = sub.add_parser("status", help="what a node is doing")
+    added = sub.add_parser("inspect", help="what a node is doing")
     added.add_argument("url", metavar="URL", help="the node")
     nested = added.add_subparsers(dest="what").add_parser("queues", help="its queues")
     nested.add_argument("--top", type=int, default=5, help="how many")
     commands = {c.path: c for c in _cli_extension().walk(parser)}
-    assert commands["berrymq status"].help == "what a node is doing"
-    assert [a.names for a in commands["berrymq status"].arguments] == ["URL"]
-    top = commands["berrymq status queues"].arguments
+    assert commands["berrymq inspect"].help == "what a node is doing"
+    assert [a.names for a in commands["berrymq inspect"].arguments] == ["URL"]
+    top = commands["berrymq inspect queues"].arguments
     assert [(a.names, a.help) for a in top] == [("--top TOP", "how many; default: 5")]
 
 

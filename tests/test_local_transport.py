@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import berrymq
-from berrymq import Bus, ConnectionClosed, Empty, Message, Queue
+from berrymq import Bus, ConnectionClosed, Empty, Message, Queue, QueueFull
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
@@ -105,8 +105,6 @@ def _drain(q: Queue) -> list[Message]:
 
 
 def test_full_local_queue_does_not_keep_a_message_from_other_nodes(nodes: list[Bus]) -> None:
-    from berrymq import QueueFull
-
     a, b, _ = nodes
     a.transport("local").interconnect(serve(b), ttl=10)
     full = Queue("q:*", bus=a, maxsize=1, on_full="refuse")

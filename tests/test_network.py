@@ -6,20 +6,22 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import shutil
 import subprocess
 import sys
+import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Child, child_env
 
 import berrymq
 from berrymq import Bus, Follower, Message, following, network
 from berrymq.cli import main
-
-WAIT = 10.0
 
 
 def on_log(message: Message) -> None:
@@ -228,8 +230,6 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _run_example(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("BERRYMQ_")}
     env["PYTHONWARNINGS"] = "error"
     done = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=env,
@@ -258,3 +258,115 @@ def test_example_network_remote(tmp_path: Path) -> None:
     assert out[1] == "flowchart LR"
     assert '  p0(["order:*"])' in out
     assert '  r0("function<br/>__main__.on_order")' in out
+
+
+# -- issue 4, black-box: the network picture -----------------------------------------------
+
+def test_show_network_dot_renders(berrymq_bus: berrymq.Bus, tmp_path: Path) -> None:
+    @berrymq.following_function("*:log")
+    def on_log(message: Message) -> None:
+        pass
+
+    @berrymq.following_function("job:run", guard_condition=lambda m: True)
+    def on_job(message: Message) -> None:
+        pass
+
+    class Dashboard(metaclass=berrymq.Follower):
+        @berrymq.following("job:*")
+        def update(self, message: Message) -> None:
+            pass
+
+    board = Dashboard()
+    q = berrymq.Queue("task:*", shared=True)
+    berrymq.twitter("task:one")
+    dot_text = berrymq.show_network()
+    assert dot_text.lstrip().startswith(("digraph", "strict digraph"))
+    for text in ("*:log", "job:run", "job:*", "task:*", "on_log", "update"):
+        assert text in dot_text, text
+    mermaid = berrymq.show_network(format="mermaid")
+    assert mermaid.lstrip().startswith(("flowchart", "graph"))
+    with pytest.raises(ValueError):
+        berrymq.show_network(format="svg-nope")
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz dot not installed")
+    png = tmp_path / "net.png"
+    done = subprocess.run(["dot", "-Tpng", "-o", str(png)], input=dot_text, text=True,
+                          capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("BERRYMQ_KEEP_GRAPH"):
+        shutil.copy(png, os.environ["BERRYMQ_KEEP_GRAPH"])
+    del board, q, on_log, on_job
+
+
+SERVE_NODE = textwrap.dedent(
+    """
+    import sys
+    import berrymq
+
+    @berrymq.following_function("order:*")
+    def on_order(message):
+        pass
+
+    queue = berrymq.Queue("audit:*")
+    url = berrymq.init_connection(sys.argv[1] + "://127.0.0.1:0")
+    print("READY", url, flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_berrymq_graph_of_a_running_node(scheme: str, tmp_path: Path) -> None:
+    script = tmp_path / "serve_node.py"
+    script.write_text(SERVE_NODE)
+    child = Child(script, scheme, cwd=tmp_path)
+    try:
+        dot_run = subprocess.run([sys.executable, "-m", "berrymq", "graph", child.url], capture_output=True,
+                                 text=True, timeout=30, cwd=tmp_path, env=child_env())
+        assert dot_run.returncode == 0, dot_run.stderr
+        assert "order:*" in dot_run.stdout and "audit:*" in dot_run.stdout
+        assert "on_order" in dot_run.stdout
+        mermaid = subprocess.run([sys.executable, "-m", "berrymq", "graph", child.url, "--format", "mermaid"],
+                                 capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                                 env=child_env())
+        assert mermaid.returncode == 0, mermaid.stderr
+        assert mermaid.stdout.lstrip().startswith(("flowchart", "graph"))
+        assert "order:*" in mermaid.stdout
+        if shutil.which("dot"):
+            rendered = subprocess.run(["dot", "-Tsvg"], input=dot_run.stdout, text=True,
+                                      capture_output=True, timeout=30)
+            assert rendered.returncode == 0 and "<svg" in rendered.stdout, rendered.stderr
+    finally:
+        child.stop()
+
+
+def test_berrymq_graph_serve_command_and_dead_node(tmp_path: Path) -> None:
+    """`berrymq serve` on free ports, drawn by `berrymq graph`; a dead URL is exit 2."""
+    serve = subprocess.Popen([sys.executable, "-m", "berrymq", "serve", "--tcp", "127.0.0.1:0", "--http",
+                              "127.0.0.1:0"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=child_env())
+    try:
+        assert serve.stdout is not None
+        urls: list[str] = []
+        deadline = time.monotonic() + 20
+        while len(urls) < 2 and time.monotonic() < deadline:
+            line = serve.stdout.readline()
+            if not line:
+                break
+            urls += [w.rstrip(".,;") for w in line.split()
+                     if w.startswith(("tcp://", "http://"))]
+        assert len(urls) >= 2, f"serve printed no URLs: {urls}"
+        for url in urls:
+            out = subprocess.run([sys.executable, "-m", "berrymq", "graph", url, "--format", "mermaid"],
+                                 capture_output=True, text=True, timeout=30, env=child_env())
+            assert out.returncode == 0, out.stderr
+    finally:
+        serve.terminate()
+        serve.wait(timeout=10)
+        serve.stdout.close()  # type: ignore[union-attr]
+    dead = subprocess.run([sys.executable, "-m", "berrymq", "graph", urls[0], "--timeout", "2"],
+                          capture_output=True, text=True, timeout=30, env=child_env())
+    assert dead.returncode == 1  # the node went away: a failed run, not a usage error
+    assert dead.stderr.strip() and "Traceback" not in dead.stderr

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import berrymq
-from berrymq import Bus, Message, PluginNotAvailable
+from berrymq import BerryMQError, Bus, Message, PluginNotAvailable
+from berrymq._index import DIRECT
 from berrymq.hookspecs import hookimpl
-from berrymq.plugins import BUILTIN_PLUGINS, PluginHost
+from berrymq.plugins import BUILTIN_PLUGINS, PluginHost, _Candidate
 from berrymq.settings import Settings, load_settings
 
 
@@ -20,16 +22,65 @@ def host_with(tmp_path: Path, text: str, **kwargs: Any) -> PluginHost:
     return PluginHost(load_settings(path), **kwargs)
 
 
-def test_builtins_come_from_the_core_distributions_entry_points() -> None:
-    import importlib.metadata
-
-    names = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="berrymq")}
+@pytest.mark.parametrize("entry_points", [True, False])
+def test_builtins_are_declared_once_and_loaded_with_or_without_entry_points(entry_points: bool) -> None:
+    declared = {ep.name for ep in importlib.metadata.entry_points(group="berrymq")
+                if ep.dist is not None and ep.dist.metadata["Name"] == "berrymq"}
+    assert not declared & set(BUILTIN_PLUGINS), "built-ins are listed in plugins.py only"
+    assert set(BUILTIN_PLUGINS) == {"local", "functions", "followers", "queues", "timer",
+                                    "fileobserver"}
+    infos = {i.name: i for i in PluginHost(Settings(), entry_points=entry_points).infos()}
     for name, module in BUILTIN_PLUGINS.items():
-        assert names[name] == module
-    infos = {i.name: i for i in PluginHost(Settings()).infos()}
-    assert infos["functions"].distribution == "berrymq"
-    assert infos["functions"].version == berrymq.__version__
-    assert all(infos[name].active for name in BUILTIN_PLUGINS)
+        assert infos[name].distribution == "berrymq" and infos[name].module == module
+        assert infos[name].version == berrymq.__version__
+        assert infos[name].active
+    with Bus(plugins=PluginHost(Settings(), entry_points=entry_points)) as bus:
+        with berrymq.IntervalTimer("beat", 60, bus=bus) as timer:  # the timer is there too
+            assert timer.running
+
+
+def test_a_misspelled_hook_is_an_error_naming_plugin_and_hook() -> None:
+    class Typo:
+        @hookimpl
+        def berrymq_register_transport(self, registry: Any) -> None:
+            pass
+
+    with pytest.raises(BerryMQError, match=r"plugin 'typo'.*berrymq_register_transport") as info:
+        PluginHost(Settings(), entry_points=False, extra_plugins=[("typo", Typo())])
+    assert "berrymq_register_transports" in str(info.value)  # the hooks that exist
+
+
+def test_a_bus_starts_when_created_or_by_start_never_on_a_send() -> None:
+    recorder = Recorder()
+    host = PluginHost(Settings(), extra_plugins=[("recorder", recorder)])
+    with Bus(plugins=host):
+        assert recorder.calls == ["started"]
+    lazy = Bus(plugins=host, start=False)
+    lazy.twitter("rec:one")
+    assert recorder.calls == ["started", "closing"] and recorder.messages == []
+    lazy.start()
+    lazy.start()
+    lazy.twitter("rec:two")
+    assert recorder.calls == ["started", "closing", "started"]
+    assert recorder.messages == ["rec:two"]
+    lazy.close()
+
+
+def test_bus_hooks_run_outside_the_bus_lock() -> None:
+    held: list[bool] = []
+
+    class Probe:
+        @hookimpl
+        def berrymq_start_bus(self, bus: Bus) -> None:
+            held.append(bus._lock.locked() or bus._index.lock.locked())
+            bus.subscribe("probe:*", print, weak=False)  # a hook may use the bus
+
+        @hookimpl
+        def berrymq_close_bus(self, bus: Bus) -> None:
+            held.append(bus._lock.locked() or bus._index.lock.locked())
+
+    Bus(plugins=PluginHost(Settings(), extra_plugins=[("probe", Probe())])).close()
+    assert held == [False, False]
 
 
 def test_allow_list_keeps_core_receivers(tmp_path: Path) -> None:
@@ -90,7 +141,7 @@ class Recorder:
         self.messages: list[str] = []
 
     @hookimpl
-    def berrymq_bus_started(self, bus: Bus) -> None:
+    def berrymq_start_bus(self, bus: Bus) -> None:
         self.calls.append("started")
         bus.subscribe("rec:*", self.on_message, kind="recorder")
 
@@ -98,7 +149,7 @@ class Recorder:
         self.messages.append(message.id)
 
     @hookimpl
-    def berrymq_bus_closing(self, bus: Bus) -> None:
+    def berrymq_close_bus(self, bus: Bus) -> None:
         self.calls.append("closing")
 
     @hookimpl
@@ -109,8 +160,9 @@ class Recorder:
 def test_bus_hooks_called_once_and_receive() -> None:
     recorder = Recorder()
     host = PluginHost(Settings(), extra_plugins=[("recorder", recorder)])
-    bus = Bus(plugins=host)
-    bus.twitter("rec:one")  # the first send starts the bus
+    bus = Bus(plugins=host)  # creating the bus starts it
+    assert recorder.calls == ["started"]
+    bus.twitter("rec:one")
     bus.twitter("rec:two")
     assert recorder.calls == ["started"]
     assert recorder.messages == ["rec:one", "rec:two"]
@@ -125,12 +177,12 @@ def test_message_sent_hook_only_called_when_implemented() -> None:
 
     class Tap:
         @hookimpl
-        def berrymq_message_sent(self, bus: Bus, message: Message) -> None:
+        def berrymq_observe_message(self, bus: Bus, message: Message) -> None:
             seen.append(message.id)
 
     plain = Bus(plugins=PluginHost(Settings()))
     plain.twitter("x:y")
-    assert plain._taps == () and plain._outbound is False
+    assert plain.taps == () and plain._index.how == DIRECT
     tapped = Bus(plugins=PluginHost(Settings(), extra_plugins=[("tap", Tap())]))
     tapped.twitter("x:y")
     tapped.twitter("_local:y")
@@ -140,9 +192,6 @@ def test_message_sent_hook_only_called_when_implemented() -> None:
 
 
 def test_plugin_that_fails_to_load_is_named() -> None:
-    from berrymq.errors import BerryMQError
-    from berrymq.plugins import _Candidate
-
     host = PluginHost.__new__(PluginHost)
 
     def broken() -> object:
@@ -161,3 +210,24 @@ def test_two_plugins_claiming_one_scheme() -> None:
 
     with pytest.raises(ValueError, match="claimed by both plugin"):
         PluginHost(Settings(), extra_plugins=[("impostor", Claims())])
+
+
+def test_former_hook_names_are_still_called() -> None:
+    calls: list[str] = []
+
+    class Old:
+        @hookimpl
+        def berrymq_bus_started(self, bus: Bus) -> None:
+            calls.append("started")
+
+        @hookimpl
+        def berrymq_message_sent(self, bus: Bus, message: Message) -> None:
+            calls.append(message.id)
+
+        @hookimpl
+        def berrymq_bus_closing(self, bus: Bus) -> None:
+            calls.append("closing")
+
+    with Bus(plugins=PluginHost(Settings(), extra_plugins=[("old", Old())])) as bus:
+        bus.twitter("x:y")
+    assert calls == ["started", "x:y", "closing"]

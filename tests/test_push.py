@@ -5,9 +5,11 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import threading
 from typing import Any
 
 import pytest
+from helpers import WAIT, capture
 
 import berrymq
 from berrymq import (
@@ -22,12 +24,11 @@ from berrymq import (
     talk,
     twitter,
     twitter_exception,
+    unfollow,
 )
 
 
 def test_function_receiver_gets_matching_messages_in_the_senders_thread(berrymq_bus: Bus) -> None:
-    import threading
-
     got: list[tuple[str, Any, str]] = []
 
     @following_function("*:log")
@@ -463,3 +464,448 @@ def test_follower_with_slots_needs_weakref(berrymq_bus: Bus) -> None:
 
     with pytest.raises(TypeError, match="add '__weakref__' to its __slots__"):
         Slotted()
+
+
+# -- SPEC 3, black-box: the push API -------------------------------------------------------
+
+def test_twitter_calls_every_match_in_registration_order_in_sender_thread(berrymq_bus: Bus) -> None:
+    calls: list[tuple[str, int]] = []
+    patterns = ["*:x", "a:*", "a:x", "*", "b:x", "a", "*:*", "a:y"]
+    for index, pattern in enumerate(patterns):
+        regist_function(pattern, lambda m, i=index: calls.append((patterns[i], threading.get_ident())),
+                        weak=False)
+    twitter("a:x")
+    me = threading.get_ident()
+    assert calls == [(p, me) for p in ["*:x", "a:*", "a:x", "*", "a", "*:*"]]
+
+
+def test_following_function_returns_the_function_unchanged(berrymq_bus: Bus) -> None:
+    def receiver(message: Message) -> str:
+        return "same"
+
+    decorated = following_function("a:b")(receiver)
+    assert decorated is receiver
+
+
+def test_guard_condition_black_box(berrymq_bus: Bus) -> None:
+    got: list[Any] = []
+
+    @following_function("n:*", guard_condition=lambda m: m.args[0] % 2 == 0)
+    def evens(message: Message) -> None:
+        got.append(message.args[0])
+
+    seen: list[Message] = []
+    regist_function("n:*", lambda m: got.append(("rt", m.args[0])), lambda m: m.args[0] > 2, weak=False)
+    regist_function("n:*", seen.append, guard_condition=seen.append, weak=False)
+    for n in range(5):
+        twitter("n:v", n)
+    assert got == [0, 2, ("rt", 3), 4, ("rt", 4)]
+    assert len(seen) == 5  # the guard was called with the message, and returned None: skip
+
+
+def test_following_function_on_static_and_class_methods(berrymq_bus: Bus) -> None:
+    got: list[Any] = []
+
+    class Handlers:
+        @following_function("static:above")
+        @staticmethod
+        def s_above(message: Message) -> None:
+            got.append(("s_above", message.id))
+
+        @staticmethod
+        @following_function("static:under")
+        def s_under(message: Message) -> None:
+            got.append(("s_under", message.id))
+
+        @following_function("class:above")
+        @classmethod
+        def c_above(cls, message: Message) -> None:
+            got.append(("c_above", cls, message.id))
+
+    for ident in ("static:above", "static:under", "class:above"):
+        twitter(ident)
+    assert got == [("s_above", "static:above"), ("s_under", "static:under"),
+                   ("c_above", Handlers, "class:above")]
+    # still ordinary methods
+    Handlers.s_above(Message("x:y"))
+    Handlers.c_above(Message("x:y"))
+    assert got[-1] == ("c_above", Handlers, "x:y")
+
+
+def test_following_function_under_classmethod_is_a_clear_error(berrymq_bus: Bus) -> None:
+    # @classmethod above @following_function cannot be bound to its class; the error says
+    # which order works, at class definition rather than at every delivery.
+    with pytest.raises(TypeError, match="write @following_function above @classmethod"):
+        class Handlers:
+            @classmethod
+            @following_function("class:under")
+            def c_under(cls, message: Message) -> None:
+                pass
+
+
+def test_follower_instances_classmethods_staticmethods(berrymq_bus: Bus) -> None:
+    got: list[Any] = []
+
+    class Logger(metaclass=Follower):
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+
+        @following("*:log")
+        def receive_log(self, message: Message) -> None:
+            got.append((self.tag, message.id))
+
+        @following("*:big", guard_condition=lambda m: m.args[0] > 10)
+        def big(self, message: Message) -> None:
+            got.append((self.tag, "big", message.args[0]))
+
+        @following("cls:above")
+        @classmethod
+        def on_class_above(cls, message: Message) -> None:
+            got.append(("class-above", cls))
+
+        @classmethod
+        @following("cls:under")
+        def on_class_under(cls, message: Message) -> None:
+            got.append(("class-under", cls))
+
+        @following("static:x")
+        @staticmethod
+        def on_static(message: Message) -> None:
+            got.append(("static", message.id))
+
+    twitter("x:log")
+    assert got == []  # no instance yet
+    twitter("cls:above")
+    twitter("cls:under")
+    twitter("static:x")
+    assert got == [("class-above", Logger), ("class-under", Logger), ("static", "static:x")]
+    got.clear()
+
+    first, second = Logger("1"), Logger("2")
+    twitter("job:log")
+    assert got == [("1", "job:log"), ("2", "job:log")]
+    got.clear()
+    twitter("n:big", 5)
+    twitter("n:big", 50)
+    assert got == [("1", "big", 50), ("2", "big", 50)]
+    got.clear()
+    twitter("cls:above")  # registered once, for the class, whatever the number of instances
+    twitter("static:x")
+    assert got == [("class-above", Logger), ("static", "static:x")]
+    assert first.receive_log.__name__ == "receive_log"  # methods stay ordinary
+    del first, second
+
+
+def test_follower_subclass_inherits_receivers(berrymq_bus: Bus) -> None:
+    got: list[Any] = []
+
+    class Base(metaclass=Follower):
+        @following("a:x")
+        def on_a(self, message: Message) -> None:
+            got.append(("base", type(self).__name__))
+
+    class Child(Base):
+        @following("b:x")
+        def on_b(self, message: Message) -> None:
+            got.append(("child", "b"))
+
+    child = Child()
+    twitter("a:x")
+    twitter("b:x")
+    assert got == [("base", "Child"), ("child", "b")]
+    del child
+
+
+def test_regist_function_and_regist_method_at_run_time(berrymq_bus: Bus) -> None:
+    got: list[Any] = []
+    pattern = "runtime:" + "chosen"
+
+    def receiver(message: Message) -> None:
+        got.append(("f", message.id))
+
+    class Obj:
+        def method(self, message: Message) -> None:
+            got.append(("m", message.id))
+
+    obj = Obj()
+    handle_f = regist_function(pattern, receiver)
+    handle_m = regist_method(pattern, obj.method)
+    twitter("runtime:chosen")
+    assert got == [("f", "runtime:chosen"), ("m", "runtime:chosen")]
+    handle_f.cancel()
+    handle_m.cancel()
+    twitter("runtime:chosen")
+    assert len(got) == 2
+    with pytest.raises(TypeError):
+        regist_method("a:b", receiver)  # not a bound method
+
+
+def test_weak_references_by_default(berrymq_bus: Bus) -> None:
+    got: list[str] = []
+
+    def make() -> Any:
+        def closure(message: Message) -> None:
+            got.append("closure")
+        return closure
+
+    regist_function("w:x", make())  # weak: nothing else keeps the closure alive
+
+    class Obj:
+        def method(self, message: Message) -> None:
+            got.append("method")
+
+    obj = Obj()
+    regist_method("w:x", obj.method)
+
+    class F(metaclass=Follower):
+        @following("w:x")
+        def on(self, message: Message) -> None:
+            got.append("follower")
+
+    follower = F()
+    gc.collect()
+    twitter("w:x")
+    assert got == ["method", "follower"]
+    got.clear()
+    del obj, follower
+    gc.collect()
+    twitter("w:x")
+    assert got == []
+
+
+def test_weak_false_holds_strongly(berrymq_bus: Bus) -> None:
+    got: list[str] = []
+    regist_function("s:x", lambda m: got.append("lambda"), weak=False)
+
+    class Obj:
+        def method(self, message: Message) -> None:
+            got.append("method")
+
+    regist_method("s:x", Obj().method, weak=False)
+
+    def make() -> Any:
+        @following_function("s:x", weak=False)
+        def inner(message: Message) -> None:
+            got.append("inner")
+        return None
+
+    make()
+    gc.collect()
+    twitter("s:x")
+    assert got == ["lambda", "method", "inner"]
+
+
+def test_cancel_handles(berrymq_bus: Bus) -> None:
+    got: list[str] = []
+
+    def receiver(message: Message) -> None:
+        got.append(message.id)
+
+    handle = regist_function("c:*", receiver)
+    twitter("c:1")
+    handle.cancel()
+    handle.cancel()  # idempotent
+    twitter("c:2")
+    assert got == ["c:1"]
+    with regist_function("c:*", receiver):
+        twitter("c:3")
+    twitter("c:4")
+    assert got == ["c:1", "c:3"]
+
+
+def test_unfollow_function_object_class(berrymq_bus: Bus) -> None:
+    got: list[str] = []
+
+    @following_function("u:*")
+    def fn(message: Message) -> None:
+        got.append("fn")
+
+    regist_function("u:x", fn)
+
+    class F(metaclass=Follower):
+        @following("u:*")
+        def a(self, message: Message) -> None:
+            got.append("a")
+
+        @following("u:x")
+        def b(self, message: Message) -> None:
+            got.append("b")
+
+    one, two, three = F(), F(), F()
+    assert unfollow(fn) == 2
+    assert unfollow(one) == 2
+    twitter("u:x")
+    assert got == ["a", "b", "a", "b"]
+    got.clear()
+    assert unfollow(two.a) == 1
+    twitter("u:x")
+    assert got == ["b", "a", "b"]
+    got.clear()
+    assert unfollow(F) == 3
+    twitter("u:x")
+    assert got == []
+    assert unfollow(fn) == 0
+    del one, two, three
+
+
+def _raising_receivers(got: list[str]) -> None:
+    def first(message: Message) -> None:
+        got.append("first")
+        raise RuntimeError("first failed")
+
+    def second(message: Message) -> None:
+        got.append("second")
+
+    def third(message: Message) -> None:
+        got.append("third")
+        raise KeyError("third failed")
+
+    for fn in (first, second, third):
+        regist_function("boom:*", fn, weak=False)
+
+
+def test_raising_receiver_isolated_and_logged(berrymq_plugin_host: Any,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    bus = Bus(plugins=berrymq_plugin_host)  # the default policy: log
+    got: list[str] = []
+    with berrymq.use_bus(bus), caplog.at_level(logging.ERROR, logger="berrymq"):
+        _raising_receivers(got)
+        twitter("boom:x")  # does not raise
+    bus.close()
+    assert got == ["first", "second", "third"]
+    records = [r for r in caplog.records if r.name == "berrymq" and r.levelno >= logging.ERROR]
+    assert len(records) == 2
+    assert {type(r.exc_info[1]) for r in records if r.exc_info} == {RuntimeError, KeyError}
+    assert all("boom:x" in r.getMessage() for r in records)
+
+
+def test_raise_errors_bus_raises_exception_group_after_all_ran(berrymq_plugin_host: Any) -> None:
+    bus = Bus(raise_errors=True, plugins=berrymq_plugin_host)
+    got: list[str] = []
+    with berrymq.use_bus(bus):
+        _raising_receivers(got)
+        with pytest.raises(ExceptionGroup) as info:
+            twitter("boom:x")
+    bus.close()
+    assert got == ["first", "second", "third"]
+    assert [type(e) for e in info.value.exceptions] == [RuntimeError, KeyError]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_hop_limit_cuts_endless_loops(berrymq_plugin_host: Any, caplog: pytest.LogCaptureFixture,
+                                      workers: int) -> None:
+    bus = Bus(hop_limit=5, multiplicity=workers, plugins=berrymq_plugin_host)
+    count = [0]
+
+    def ping(message: Message) -> None:
+        count[0] += 1
+        twitter("loop:pong")
+
+    def pong(message: Message) -> None:
+        count[0] += 1
+        twitter("loop:ping")
+
+    with berrymq.use_bus(bus), caplog.at_level(logging.WARNING, logger="berrymq"):
+        regist_function("loop:ping", ping, weak=False)
+        regist_function("loop:pong", pong, weak=False)
+        twitter("loop:ping")  # returns: the loop is cut
+        assert berrymq.join(WAIT)
+        assert 1 <= count[0] <= 6
+        warnings = [r for r in caplog.records if r.name == "berrymq" and r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "loop:" in warnings[0].getMessage()
+        # a fresh send from outside any receiver starts again at zero hops
+        count[0] = 0
+        twitter("loop:ping")
+        assert berrymq.join(WAIT)
+        assert 1 <= count[0] <= 6
+    bus.close()
+
+
+def test_default_hop_limit_allows_reasonable_chains(berrymq_bus: Bus) -> None:
+    got: list[int] = []
+
+    @following_function("chain:*")
+    def step(message: Message) -> None:
+        got.append(message.args[0])
+        if message.args[0] < 10:
+            twitter("chain:next", message.args[0] + 1)
+
+    twitter("chain:start", 0)
+    assert got == list(range(11))
+
+
+AUTO_TWITTER_TABLE = [
+    # identifier, entry, exit, expected sends
+    ("job", False, False, ["job:entry", "job:exit"]),
+    ("job", True, True, ["job:entry", "job:exit"]),
+    ("job", True, False, ["job:entry"]),
+    ("job", False, True, ["job:exit"]),
+    ("job:run", False, False, ["job:entry", "job:exit"]),
+    ("job:entry", False, False, ["job:entry"]),
+    ("job:exit", False, False, ["job:exit"]),
+    ("job:entry", False, True, ["job:entry"]),
+    ("job:exit", True, False, ["job:exit"]),
+    ("job@ops", False, False, ["job@ops:entry", "job@ops:exit"]),
+]
+
+
+@pytest.mark.parametrize(("ident", "entry", "exit_", "expected"), AUTO_TWITTER_TABLE)
+def test_auto_twitter_table_black_box(berrymq_bus: Bus, ident: str, entry: bool, exit_: bool,
+                            expected: list[str]) -> None:
+    sent: list[str] = []
+    order: list[str] = []
+    for ns in ("", "@ops"):
+        regist_function(f"*{ns}", lambda m: (sent.append(str(m.identifier) if m.namespace else m.id),
+                                             order.append("msg")), weak=False)
+
+    @auto_twitter(ident, entry=entry, exit=exit_)
+    def work(a: int, b: int = 0) -> int:
+        order.append("call")
+        return a + b
+
+    assert work(1, b=2) == 3
+    assert sent == expected
+    if expected == ["job:entry", "job:exit"]:
+        assert order == ["msg", "call", "msg"]
+
+
+def test_auto_twitter_passes_exceptions_through(berrymq_bus: Bus) -> None:
+    got = capture("op:*")
+
+    @auto_twitter("op")
+    def fails() -> None:
+        raise KeyError("k")
+
+    with pytest.raises(KeyError, match="k"):
+        fails()
+    assert got[0].id == "op:entry"
+    assert fails.__name__ == "fails"
+
+
+def test_twitter_exception_black_box(berrymq_bus: Bus) -> None:
+    got = capture("err:*")
+
+    @twitter_exception("err:raised")
+    def fails(x: int) -> int:
+        raise ValueError(f"bad value {x}")
+
+    @twitter_exception("err:raised")
+    def works(x: int) -> int:
+        return x * 2
+
+    assert works(4) == 8
+    assert got == []
+    assert fails(3) is None
+    (message,) = got
+    assert message.id == "err:raised"
+    details = json.loads(json.dumps({"args": message.args, "kwargs": message.kwargs}))
+    text = json.dumps(details)
+    assert "ValueError" in text and "bad value 3" in text and "Traceback" in text
+
+    @twitter_exception("err:raised", reraise=True)
+    def fails_loudly() -> None:
+        raise ValueError("again")
+
+    with pytest.raises(ValueError, match="again"):
+        fails_loudly()
+    assert len(got) == 2

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+from helpers import installed
 
-from berrymq import SettingsError
+import berrymq
+from berrymq import (
+    Bus,
+    SettingsError,
+)
+from berrymq.hookspecs import hookimpl
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings, find_settings, load_settings
 
@@ -95,8 +107,6 @@ def test_table_for_unknown_plugin(in_tmp: Path) -> None:
 
 
 def test_unknown_key_in_plugin_table_is_checked_against_declared_keys(in_tmp: Path) -> None:
-    from berrymq.hookspecs import hookimpl
-
     class Declares:
         @hookimpl
         def berrymq_declare_settings(self, schema: object) -> None:
@@ -121,8 +131,6 @@ def test_pyproject_errors_name_the_tool_table(in_tmp: Path) -> None:
 
 
 def test_core_settings_reach_the_bus(in_tmp: Path) -> None:
-    from berrymq import Bus
-
     path = in_tmp / "berrymq.toml"
     path.write_text("[berrymq]\nraise_errors = true\nhop_limit = 4\nmultiplicity = 2\n")
     bus = Bus(plugins=PluginHost(load_settings(path)))
@@ -141,3 +149,198 @@ def test_settings_line_of() -> None:
     assert settings.line_of("b", "p") == 4
     assert settings.line_of(None, "p") == 3
     assert settings.line_of("zzz") is None
+
+
+# -- SPEC 8 and 9, black-box: settings, plugins, the command (in subprocesses) -------------
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BERRYMQ_")}
+    env["PYTHONWARNINGS"] = "error"
+    env.update(extra)
+    return env
+
+
+def _python(cwd: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=_env(**env),
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+# Prints, as JSON, what the settings did to the default bus: observed through behaviour.
+PROBE = """
+    import json, threading, logging
+    import berrymq
+    from berrymq import regist_function, twitter
+    out = {}
+    def boom(message):
+        raise RuntimeError("boom")
+    regist_function("probe:boom", boom, weak=False)
+    try:
+        twitter("probe:boom")
+        out["raises"] = False
+    except ExceptionGroup:
+        out["raises"] = True
+    count = [0]
+    def loop(message):
+        count[0] += 1
+        twitter("probe:loop")
+    regist_function("probe:loop", loop, weak=False)
+    logging.disable(logging.CRITICAL)
+    twitter("probe:loop")
+    out["hops"] = count[0]
+    where = []
+    done = threading.Event()
+    regist_function("probe:thread", lambda m: (where.append(threading.get_ident()), done.set()),
+                    weak=False)
+    twitter("probe:thread")
+    done.wait(10)
+    out["pool"] = where != [threading.get_ident()]
+    print(json.dumps(out))
+"""
+
+
+def _probe(cwd: Path, **env: str) -> dict[str, Any]:
+    done = _python(cwd, PROBE, **env)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_no_settings_file_defaults(tmp_path: Path) -> None:
+    result = _probe(tmp_path)
+    assert result["raises"] is False
+    assert result["pool"] is False
+    assert 2 <= result["hops"] <= 1000
+
+
+def test_settings_berrymq_toml(tmp_path: Path) -> None:
+    (tmp_path / "berrymq.toml").write_text("[berrymq]\nraise_errors = true\nhop_limit = 4\n")
+    result = _probe(tmp_path)
+    assert result["raises"] is True
+    assert result["pool"] is False
+    assert 1 <= result["hops"] <= 5
+    (tmp_path / "berrymq.toml").write_text("[berrymq]\nmultiplicity = 2\n")
+    result = _probe(tmp_path)
+    assert result["pool"] is True
+
+
+def test_settings_discovery_order(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "x"\nversion = "1"\n')
+    assert _probe(tmp_path)["raises"] is False  # no [tool.berrymq]: not a settings file
+    pyproject.write_text('[project]\nname = "x"\nversion = "1"\n\n[tool.berrymq]\nraise_errors = true\n')
+    assert _probe(tmp_path)["raises"] is True
+    (tmp_path / "berrymq.toml").write_text("[berrymq]\nraise_errors = false\n")
+    assert _probe(tmp_path)["raises"] is False  # berrymq.toml comes before pyproject.toml
+    elsewhere = tmp_path / "conf" / "mine.toml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("[berrymq]\nraise_errors = true\n")
+    assert _probe(tmp_path, BERRYMQ_CONFIG=str(elsewhere))["raises"] is True  # env var first
+
+
+def test_settings_file_errors_name_file_and_line(tmp_path: Path) -> None:
+    cases = [
+        ('[berrymq]\nplugins = ["local"]\nhop_limit = = 3\n', 3, "TOML"),
+        ('[berrymq]\nraise_errors = true\n\nbogus = 1\n', 4, "bogus"),
+        ('[berrymq]\n\nplugins = ["local", "no-such-plugin"]\n', 3, "no-such-plugin"),
+        ('[berrymq]\ndisable = ["no-such-plugin"]\n', 2, "no-such-plugin"),
+        ('[berrymq]\nraise_errors = "yes"\n', 2, "raise_errors"),
+        ('[berrymq]\n\n[berrymq.no-such-plugin]\nx = 1\n', 3, "no-such-plugin"),
+        ('[berrymq]\n\n[berrymq.local]\nbogus_key = 1\n', 4, "bogus_key"),
+    ]
+    for text, line, word in cases:
+        path = tmp_path / "berrymq.toml"
+        path.write_text(text)
+        done = _python(tmp_path, 'import berrymq\nberrymq.twitter("a:b")\n')
+        assert done.returncode != 0, text
+        last = done.stderr.strip().splitlines()[-1]
+        assert "SettingsError" in last, done.stderr
+        assert f"{path}:{line}" in last, (text, last)
+        assert word in last, (text, last)
+
+
+def test_settings_error_in_pyproject_and_config_env(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.berrymq]\nraise_errors = true\nbad_key = 2\n')
+    done = _python(tmp_path, 'import berrymq\nberrymq.twitter("a:b")\n')
+    assert "SettingsError" in done.stderr and f"{tmp_path / 'pyproject.toml'}:3" in done.stderr
+    assert "bad_key" in done.stderr
+    done = _python(tmp_path, 'import berrymq\nberrymq.twitter("a:b")\n',
+                   BERRYMQ_CONFIG=str(tmp_path / "missing.toml"))
+    assert done.returncode != 0 and "missing.toml" in done.stderr
+
+
+def test_plugins_allow_list_and_disable(tmp_path: Path) -> None:
+    code = """
+        import berrymq
+        from berrymq import PluginNotAvailable
+        results = []
+        try:
+            q = berrymq.Queue("a:*")
+            berrymq.twitter("a:x")
+            results.append("queue ok" if q.get_nowait().id == "a:x" else "queue wrong")
+        except PluginNotAvailable as exc:
+            results.append(f"queue unavailable: {exc}")
+        try:
+            berrymq.init_connection("tcp://127.0.0.1:0")
+            results.append("tcp ok")
+        except PluginNotAvailable as exc:
+            results.append(f"tcp unavailable: {exc}")
+        berrymq.get_bus().close()
+        print("|".join(results))
+    """
+    settings = tmp_path / "berrymq.toml"
+    settings.write_text('[berrymq]\nplugins = ["local"]\n')
+    done = _python(tmp_path, code)
+    assert done.returncode == 0, done.stderr
+    queue_result, tcp_result = done.stdout.strip().split("|")
+    assert queue_result == "queue ok"  # the core receivers make up the local API
+    assert tcp_result.startswith("tcp unavailable") and "jsonrpc-tcp" in tcp_result
+
+    settings.write_text('[berrymq]\ndisable = ["queues"]\n')
+    done = _python(tmp_path, code)
+    assert done.returncode == 0, done.stderr
+    queue_result, tcp_result = done.stdout.strip().split("|")
+    assert queue_result.startswith("queue unavailable") and "queues" in queue_result
+    if installed("berrymq-jsonrpc-tcp"):
+        assert tcp_result == "tcp ok"
+
+
+def test_plugins_command(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], cwd=tmp_path, env=_env(), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    by_name = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
+    for name in ("local", "functions", "followers", "queues"):
+        row = by_name[name]
+        assert row[1] == "berrymq" and row[2] == berrymq.__version__ and row[3] == "yes", row
+
+    (tmp_path / "berrymq.toml").write_text('[berrymq]\ndisable = ["local"]\n')
+    done = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    by_name = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
+    assert by_name["local"][3] == "no"
+    assert by_name["queues"][3] == "yes"
+    assert str(tmp_path / "berrymq.toml") in done.stdout
+
+    (tmp_path / "berrymq.toml").write_text('[berrymq]\nplugins = [\n')
+    done = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    assert str(tmp_path / "berrymq.toml") in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(not installed("berrymq-jsonrpc-tcp"), reason="berrymq-jsonrpc-tcp not installed")
+def test_per_plugin_table(tmp_path: Path) -> None:
+    (tmp_path / "berrymq.toml").write_text('[berrymq]\n\n[berrymq.jsonrpc-tcp]\nhost = "127.0.0.1"\n')
+    done = _python(tmp_path, """
+        import berrymq
+        address = berrymq.init_connection("tcp://127.0.0.1:0")
+        print(address)
+        berrymq.get_bus().close()
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("tcp://127.0.0.1:")
+    (tmp_path / "berrymq.toml").write_text('[berrymq]\n\n[berrymq.jsonrpc-tcp]\nhots = "127.0.0.1"\n')
+    done = _python(tmp_path, 'import berrymq\nberrymq.twitter("a:b")\n')
+    assert done.returncode != 0
+    assert f"{tmp_path / 'berrymq.toml'}:4" in done.stderr and "hots" in done.stderr

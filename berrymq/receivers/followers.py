@@ -6,11 +6,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from berrymq.bus import Bus, Guard, Subscription
+from berrymq.default import holder
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier, parse
 from berrymq.registries import ReceiverRegistry
 
-__all__ = ["Follower", "FollowerReceivers", "following"]
+__all__ = ["FOLLOWERS", "Follower", "FollowerReceivers", "following"]
 
 F = TypeVar("F")
 Mark = tuple[Identifier, Guard | None]
@@ -44,7 +45,11 @@ def _marks(value: object) -> list[Mark]:
 
 
 class FollowerReceivers:
-    """Registers the marked methods of Follower classes and their instances."""
+    """The ``followers`` receiver kind: registers the marked methods of Follower classes
+    and their instances (a :class:`~berrymq.registries.ReceiverKind`)."""
+
+    name = "follower"
+    answers = True
 
     def register_class(self, bus: Bus, cls: type) -> list[Subscription]:
         """Register the class's own marked class methods and static methods."""
@@ -53,7 +58,7 @@ class FollowerReceivers:
             if isinstance(value, (classmethod, staticmethod)):
                 receiver = getattr(cls, attr)
                 for pattern, guard in _marks(value):
-                    subscriptions.append(bus.subscribe(pattern, receiver, guard, kind="follower"))
+                    subscriptions.append(bus.subscribe(pattern, receiver, guard, kind=self))
         return subscriptions
 
     def register_instance(self, bus: Bus, obj: object) -> list[Subscription]:
@@ -67,7 +72,7 @@ class FollowerReceivers:
         for attr, marks in type(obj).__berrymq_instance_marks__:  # type: ignore[attr-defined]
             method = getattr(obj, attr)
             for pattern, guard in marks:
-                subscriptions.append(bus.subscribe(pattern, method, guard, kind="follower"))
+                subscriptions.append(bus.subscribe(pattern, method, guard, kind=self))
         return subscriptions
 
 
@@ -102,21 +107,23 @@ class Follower(type):
                     table.pop(attr, None)  # overridden without @following: not a receiver
         cls.__berrymq_instance_marks__ = tuple(table.items())
         if any(_marks(v) for v in namespace.values() if isinstance(v, (classmethod, staticmethod))):
-            from berrymq.default import get_bus
-
-            bus = get_bus()
-            bus.plugins.receiver("followers").register_class(bus, cls)
+            bus = holder.bus
+            bus.plugins.receiver("followers")  # says which plugin to enable if it is off
+            FOLLOWERS.register_class(bus, cls)
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         obj = super().__call__(*args, **kwargs)
         if cls.__berrymq_instance_marks__:
-            from berrymq.default import get_bus
-
-            bus = get_bus()
-            bus.plugins.receiver("followers").register_instance(bus, obj)
+            bus = holder.bus
+            bus.plugins.receiver("followers")  # says which plugin to enable if it is off
+            FOLLOWERS.register_instance(bus, obj)
         return obj
+
+
+#: The one ``followers`` receiver kind.
+FOLLOWERS = FollowerReceivers()
 
 
 @hookimpl
 def berrymq_register_receivers(registry: ReceiverRegistry) -> None:
-    registry.add("followers", FollowerReceivers(), plugin="followers")
+    registry.add("followers", FOLLOWERS, plugin="followers")

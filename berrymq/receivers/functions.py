@@ -10,7 +10,7 @@ from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier
 from berrymq.registries import ReceiverRegistry
 
-__all__ = ["FunctionReceivers"]
+__all__ = ["FUNCTIONS", "FunctionReceivers"]
 
 F = TypeVar("F")
 
@@ -52,14 +52,18 @@ def _refuse_unbound_method(pattern: Identifier, target: object) -> None:
 
 
 class FunctionReceivers:
-    """Turns functions into subscriptions."""
+    """The ``functions`` receiver kind: turns functions into subscriptions that answer
+    requests (a :class:`~berrymq.registries.ReceiverKind`)."""
+
+    name = "function"
+    answers = True
 
     def follow(
         self, bus: Bus, pattern: Identifier | str, function: Receiver, guard: Guard | None = None,
         *, weak: bool = True,
     ) -> Subscription:
         """Subscribe ``function``; bound methods are held through their object."""
-        return bus.subscribe(pattern, function, guard, weak=weak, kind="function")
+        return bus.subscribe(pattern, function, guard, weak=weak, kind=self)
 
     def decorate(
         self, bus: Bus, pattern: Identifier, target: F, guard: Guard | None, *, weak: bool = True
@@ -81,6 +85,10 @@ class FunctionReceivers:
         return target
 
 
+#: The one ``functions`` receiver kind.
+FUNCTIONS = FunctionReceivers()
+
+
 @hookimpl
 def berrymq_register_receivers(registry: ReceiverRegistry) -> None:
-    registry.add("functions", FunctionReceivers(), plugin="functions")
+    registry.add("functions", FUNCTIONS, plugin="functions")

@@ -12,13 +12,16 @@ from typing import Literal
 
 from berrymq import aio
 from berrymq.bus import Bus, Subscription
+from berrymq.default import holder
 from berrymq.errors import Empty, QueueClosed, QueueFull
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message
 from berrymq.registries import ReceiverRegistry
+from berrymq.state import StateKey
 
-__all__ = ["DEFAULT_PUT_TIMEOUT", "FullPolicy", "Queue"]
+__all__ = ["DEFAULT_PUT_TIMEOUT", "QUEUES", "SHARED_STORES", "FullPolicy", "Queue", "QueueReceivers",
+           "QueueStore"]
 
 FullPolicy = Literal["block", "refuse"]
 
@@ -31,7 +34,7 @@ _CLOSE_CHECK = 0.05
 _CLOSED = object()  # put behind the last message when a store closes; wakes every getter
 
 
-class _Store:
+class QueueStore:
     """Where messages wait: one per standalone queue, one per pattern for shared queues.
 
     An unbounded store is a bare ``SimpleQueue``; a bounded one adds a semaphore that
@@ -102,11 +105,41 @@ class _Store:
         aio.wake(self)
 
 
-# Shared stores by bus and pattern; a store lives while some Queue object uses it.
-_shared: weakref.WeakKeyDictionary[Bus, weakref.WeakValueDictionary[Identifier, _Store]] = (
-    weakref.WeakKeyDictionary()
+class QueueReceivers:
+    """The ``queues`` receiver kind (a :class:`~berrymq.registries.ReceiverKind`): its
+    subscriptions store what they get, and so do not answer requests."""
+
+    name = "queue"
+    answers = False
+    Queue: type[Queue]
+
+
+#: The one ``queues`` receiver kind.
+QUEUES = QueueReceivers()
+
+
+def _stores(bus: Bus) -> weakref.WeakValueDictionary[Identifier, QueueStore]:
+    return weakref.WeakValueDictionary()
+
+
+#: A bus's shared stores by pattern; a store lives while some Queue object uses it.
+SHARED_STORES: StateKey[weakref.WeakValueDictionary[Identifier, QueueStore]] = StateKey(
+    "shared queue stores", _stores
 )
+
+# Taken while a shared store is looked up or made, and while its users are counted.
 _shared_lock = threading.Lock()
+
+
+class _SharedView:
+    """``queues._shared.get(bus)``: the former place of the shared stores, still read by
+    the NATS bridge (to be replaced by ``subscription.shared``)."""
+
+    def get(self, bus: Bus) -> weakref.WeakValueDictionary[Identifier, QueueStore] | None:
+        return bus.extensions.peek(SHARED_STORES)
+
+
+_shared = _SharedView()
 
 
 class Queue:
@@ -142,9 +175,7 @@ class Queue:
         if put_timeout < 0:
             raise ValueError(f"put_timeout must be 0 or more, got {put_timeout!r}")
         if bus is None:
-            from berrymq.default import get_bus
-
-            bus = get_bus()
+            bus = holder.bus
         bus.plugins.receiver("queues")  # says which plugin to enable if it is off
         self.pattern = ident
         self.shared = shared
@@ -153,16 +184,16 @@ class Queue:
         if shared:
             self._store = self._shared_store(bus, ident, maxsize, on_full, put_timeout)
         else:
-            self._store = store = _Store(ident, maxsize, on_full, put_timeout)
+            self._store = store = QueueStore(ident, maxsize, on_full, put_timeout)
             store.users = 1
-            store.subscription = bus.subscribe(ident, store.put, kind="queue")
+            store.subscription = bus.subscribe(ident, store.put, kind=QUEUES)
 
     @staticmethod
     def _shared_store(
         bus: Bus, ident: Identifier, maxsize: int, on_full: FullPolicy, put_timeout: float
-    ) -> _Store:
+    ) -> QueueStore:
         with _shared_lock:
-            stores = _shared.setdefault(bus, weakref.WeakValueDictionary())
+            stores = bus.state(SHARED_STORES)
             store = stores.get(ident)
             if store is not None and not store.closed:
                 if store.maxsize != maxsize:
@@ -172,9 +203,9 @@ class Queue:
                     )
                 store.users += 1
                 return store
-            store = _Store(ident, maxsize, on_full, put_timeout)
+            store = QueueStore(ident, maxsize, on_full, put_timeout)
             store.users = 1
-            store.subscription = bus.subscribe(ident, store.put, kind="queue")
+            store.subscription = bus.subscribe(ident, store.put, kind=QUEUES, shared=True)
             stores[ident] = store
             return store
 
@@ -291,13 +322,10 @@ class Queue:
         return f"<berrymq.Queue {kind}{self.pattern} size={self.qsize()} {state}>"
 
 
-class QueueReceivers:
-    """The ``queues`` receiver kind: makes :class:`Queue` objects."""
-
-    Queue = Queue
+QueueReceivers.Queue = Queue
 
 
 @hookimpl
 def berrymq_register_receivers(registry: ReceiverRegistry) -> None:
-    registry.add("queues", QueueReceivers(), plugin="queues")
+    registry.add("queues", QUEUES, plugin="queues")
 

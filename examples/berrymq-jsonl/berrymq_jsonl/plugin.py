@@ -14,11 +14,18 @@ configured. Each message becomes one line::
 
 Values JSON cannot represent are written as their ``repr()``: the line is always written.
 
-It uses three hooks: :func:`~berrymq.hookspecs.berrymq_declare_settings` to declare its
-keys (so a typo in the settings file is an error naming the line),
-:func:`~berrymq.hookspecs.berrymq_bus_started` to open the file and subscribe, and
-:func:`~berrymq.hookspecs.berrymq_bus_closing` to unsubscribe and close the file; plus
-:func:`~berrymq.hookspecs.berrymq_report_status` for ``berrymq plugins``.
+How it is made, the parts a receiver plugin has:
+
+- a receiver kind, :data:`KIND` (the :class:`~berrymq.registries.ReceiverKind` protocol:
+  a ``name`` and whether its receivers ``answer`` requests; a writer does not), registered
+  with :func:`~berrymq.hookspecs.berrymq_register_receivers` and passed to
+  ``bus.subscribe(..., kind=KIND)``;
+- its per-bus state, the writer, kept in the bus's extension slot under :data:`WRITER`
+  (``bus.state(WRITER)``): made when the bus starts, closed when the bus closes;
+- :func:`~berrymq.hookspecs.berrymq_declare_settings` to declare its keys (so a typo in
+  the settings file is an error naming the line), :func:`~berrymq.hookspecs.berrymq_start_bus`
+  to open the file and subscribe, and :func:`~berrymq.hookspecs.berrymq_report_status`
+  for ``berrymq plugins``.
 """
 
 from __future__ import annotations
@@ -26,22 +33,22 @@ from __future__ import annotations
 import json
 import os
 import time
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from berrymq import Bus, Message, Subscription
 from berrymq.hookspecs import hookimpl
-from berrymq.registries import SettingsSchema, StatusReport
+from berrymq.registries import Kind, ReceiverRegistry, SettingsSchema, StatusReport
+from berrymq.state import StateKey
 
-__all__ = ["NAME", "JsonLinesWriter", "writer_for"]
+__all__ = ["KIND", "NAME", "WRITER", "JsonLinesWriter", "writer_for"]
 
 #: The entry point name, which is also the name of the plugin's settings table.
 NAME = "jsonl"
 
-# One writer per bus that this plugin joined; a bus that is garbage-collected drops out.
-_writers: weakref.WeakKeyDictionary[Bus, JsonLinesWriter] = weakref.WeakKeyDictionary()
+#: The receiver kind: its receivers write messages down and answer no request.
+KIND = Kind(NAME, answers=False)
 
 
 class JsonLinesWriter:
@@ -88,9 +95,34 @@ class JsonLinesWriter:
         return f"{', '.join(self.patterns)} -> {self.path} ({self.count} written, {state})"
 
 
+def _make_writer(bus: Bus) -> JsonLinesWriter | None:
+    """The writer for ``bus``, following its pattern(s), or None without a path."""
+    host = bus.plugins
+    settings = host.settings_for(NAME)
+    if "path" not in settings:
+        return None
+    path = Path(settings["path"]).expanduser()
+    if not path.is_absolute() and host.settings.path is not None:
+        path = Path(host.settings.path).resolve().parent / path
+    writer = JsonLinesWriter(path, _patterns(settings))
+    for pattern in writer.patterns:
+        # weak=False: nothing else holds the writer; closing the bus closes it.
+        writer.subscriptions.append(bus.subscribe(pattern, writer, weak=False, kind=KIND))
+    return writer
+
+
+def _close_writer(writer: JsonLinesWriter | None) -> None:
+    if writer is not None:
+        writer.close()
+
+
+#: This plugin's state on a bus: its writer (None while idle), closed with the bus.
+WRITER: StateKey[JsonLinesWriter | None] = StateKey("jsonl writer", _make_writer, _close_writer)
+
+
 def writer_for(bus: Bus) -> JsonLinesWriter | None:
     """The writer this plugin attached to ``bus``, or None when it is idle there."""
-    return _writers.get(bus)
+    return bus.extensions.peek(WRITER)
 
 
 def _patterns(settings: Mapping[str, Any]) -> list[str]:
@@ -108,34 +140,21 @@ def berrymq_declare_settings(schema: SettingsSchema) -> None:
 
 
 @hookimpl
-def berrymq_bus_started(bus: Bus) -> None:
-    """Open the file and follow the pattern(s) on this bus, if a path is set."""
-    host = bus.plugins
-    settings = host.settings_for(NAME)
-    if "path" not in settings:
-        return
-    path = Path(settings["path"]).expanduser()
-    if not path.is_absolute() and host.settings.path is not None:
-        path = Path(host.settings.path).resolve().parent / path
-    writer = JsonLinesWriter(path, _patterns(settings))
-    for pattern in writer.patterns:
-        # weak=False: nothing else holds the writer; the plugin cancels it on close.
-        writer.subscriptions.append(bus.subscribe(pattern, writer, weak=False, kind=NAME))
-    _writers[bus] = writer
+def berrymq_register_receivers(registry: ReceiverRegistry) -> None:
+    """Register the receiver kind, so that ``disable = ["jsonl"]`` is reported by name."""
+    registry.add(NAME, KIND, plugin=NAME)
 
 
 @hookimpl
-def berrymq_bus_closing(bus: Bus) -> None:
-    """Stop writing for this bus and close its file."""
-    writer = _writers.pop(bus, None)
-    if writer is not None:
-        writer.close()
+def berrymq_start_bus(bus: Bus) -> None:
+    """Open the file and follow the pattern(s) on this bus, if a path is set."""
+    bus.state(WRITER)
 
 
 @hookimpl
 def berrymq_report_status(bus: Bus, report: StatusReport) -> None:
     """One line for ``berrymq plugins``: where messages go, or why the plugin is idle."""
-    writer = _writers.get(bus)
+    writer = writer_for(bus)
     if writer is not None:
         report.add(NAME, writer.describe())
         return

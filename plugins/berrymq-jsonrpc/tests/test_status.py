@@ -255,6 +255,9 @@ def test_status_and_metrics_of_a_working_node(
 
 def test_duplicates_and_the_hop_limit_are_told_apart(bus_factory: Callable[..., Any]) -> None:
     node = bus_factory()
+    seen: list[object] = []
+    # A receiver for job:x: a message nobody here wants is taken without a uid check.
+    node.subscribe("job:*", seen.append, weak=False)
     url = node.transport("http").listen("http://127.0.0.1:0")
     client = bus_factory().transport("http").connect_oneway(url, 60)
     client.call(p.METHOD_SEND_MESSAGES, {"token": client.token, "messages": [
@@ -263,6 +266,7 @@ def test_duplicates_and_the_hop_limit_are_told_apart(bus_factory: Callable[..., 
     status = status_snapshot(node)
     assert (status["messages"]["in"], status["messages"]["duplicates"]) == (3, 1)
     assert status["lost"] == {"total": 1, "reasons": {"hop limit": 1}}
+    assert [m.id for m in seen] == ["job:x"]  # type: ignore[attr-defined]
 
 
 def test_metrics_escape_label_values() -> None:

@@ -71,7 +71,7 @@ def test_status_of_a_configured_bus_shows_the_connection(nats_server: Any, tmp_p
     bus = Bus(plugins=host, name="fresh")
     try:
         (line,) = host.status(bus).lines["nats"]
-        assert line.startswith(f"connected; server {nats_server.url}")
+        assert line.startswith(f"nats: connected; server {nats_server.url}")
         assert "buffered 0/10000 while disconnected" in line
     finally:
         bus.close()

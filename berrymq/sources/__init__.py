@@ -1,42 +1,60 @@
-"""Adapters: plugins that turn the world outside the bus into messages (from berryMQ 0.3).
+"""Sources: adapters that turn the world outside the bus into messages (from berryMQ 0.3).
 
-- :class:`~berrymq.adapters.timer.IntervalTimer` (plugin ``timer``) sends ``name:tick``
+- :class:`~berrymq.sources.timer.IntervalTimer` (plugin ``timer``) sends ``name:tick``
   every ``interval`` seconds;
-- :class:`~berrymq.adapters.files.FileObserver` (plugin ``fileobserver``) sends
+- :class:`~berrymq.sources.files.FileObserver` (plugin ``fileobserver``) sends
   ``name:created``, ``name:modified`` and ``name:removed`` for files matching a glob.
 
-Each adapter is a plugin of the core distribution (entry points ``timer`` and
-``fileobserver`` in the group ``berrymq``) and registers its receiver kind under the same
-name, so that a settings file can turn it off; constructing a disabled adapter raises
+Each adapter is a built-in plugin of the core (``timer``, ``fileobserver``) that registers
+its class as a source under the same name (:func:`~berrymq.hookspecs.berrymq_register_sources`),
+so that a settings file can turn it off; constructing a disabled adapter raises
 :class:`berrymq.PluginNotAvailable` naming the plugin. An adapter runs one daemon thread,
 is stopped with :meth:`Adapter.stop` (or by leaving a ``with`` block), and is stopped when
-its bus closes. Running adapters appear as senders in :func:`berrymq.show_network`.
+its bus closes (the running adapters are the bus's state, :data:`RUNNING`). Running
+adapters appear as senders in :func:`berrymq.show_network`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from berrymq.bus import Bus
+from berrymq.default import holder
 from berrymq.identifier import Identifier, parse
+from berrymq.state import StateKey
 
-if TYPE_CHECKING:
-    from berrymq.bus import Bus
-
-__all__ = ["Adapter", "running_adapters", "stop_adapters"]
+__all__ = ["RUNNING", "Adapter", "running_adapters", "stop_adapters"]
 
 logger = logging.getLogger("berrymq")
 
-# Running adapters per bus (by id of the bus); an adapter leaves when it stops.
-_running: dict[int, list[Adapter]] = {}
-_running_lock = threading.Lock()
+
+class _Running:
+    """The adapters sending on one bus, in the order they were started."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.lock = threading.Lock()
+        self.adapters: list[Adapter] = []
+
+    def stop_all(self) -> None:
+        with self.lock:
+            adapters = list(self.adapters)
+        for adapter in adapters:
+            adapter.stop()
+
+
+#: A bus's running adapters; stopped when the bus closes.
+RUNNING: StateKey[_Running] = StateKey("running adapters", _Running, _Running.stop_all)
 
 
 def running_adapters(bus: Bus) -> list[Adapter]:
     """The adapters sending on ``bus`` now, in the order they were started."""
-    with _running_lock:
-        return list(_running.get(id(bus), ()))
+    running = bus.extensions.peek(RUNNING)
+    if running is None:
+        return []
+    with running.lock:
+        return list(running.adapters)
 
 
 def stop_adapters(bus: Bus, kind: str | None = None) -> None:
@@ -53,7 +71,7 @@ class Adapter:
     :param bus: the bus to send on; the default bus when omitted.
     """
 
-    #: the plugin and receiver kind name, also shown in the network picture
+    #: the plugin and source name, also shown in the network picture
     kind = "adapter"
 
     def __init__(self, interval: float, *, bus: Bus | None = None) -> None:
@@ -61,11 +79,8 @@ class Adapter:
             raise ValueError(f"{type(self).__name__} interval must be a positive number of "
                              f"seconds, got {interval!r}")
         if bus is None:
-            from berrymq.default import get_bus
-
-            bus = get_bus()
-        bus.plugins.receiver(self.kind)  # raises PluginNotAvailable naming the plugin if off
-        bus.start()  # so that closing the bus stops the adapter (berrymq_bus_closing)
+            bus = holder.bus
+        bus.plugins.source(self.kind)  # raises PluginNotAvailable naming the plugin if off
         self.bus = bus
         self.interval = float(interval)
         # Set to stop the thread, or to make it poll at once (FileObserver with watchdog).
@@ -77,8 +92,9 @@ class Adapter:
 
     def _start(self) -> None:
         """Start the thread; subclasses call it at the end of ``__init__``."""
-        with _running_lock:
-            _running.setdefault(id(self.bus), []).append(self)
+        running = self.bus.state(RUNNING)
+        with running.lock:
+            running.adapters.append(self)
         self._thread.start()
 
     def _run(self) -> None:
@@ -112,12 +128,11 @@ class Adapter:
         called from a receiver running in that very thread. Idempotent."""
         self._stopped = True
         self._wake.set()
-        with _running_lock:
-            adapters = _running.get(id(self.bus))
-            if adapters is not None and self in adapters:
-                adapters.remove(self)
-                if not adapters:
-                    del _running[id(self.bus)]
+        running = self.bus.extensions.peek(RUNNING)
+        if running is not None:
+            with running.lock:
+                if self in running.adapters:
+                    running.adapters.remove(self)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 

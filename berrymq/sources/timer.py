@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from berrymq.adapters import Adapter, identifier_for, stop_adapters
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier
-from berrymq.registries import ReceiverRegistry
+from berrymq.registries import SourceRegistry
+from berrymq.sources import Adapter, identifier_for
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -66,17 +66,6 @@ class IntervalTimer(Adapter):
         return f"IntervalTimer({self.identifier.name!r}, {self.interval:g}) {state}"
 
 
-class TimerAdapters:
-    """The ``timer`` receiver kind: makes :class:`IntervalTimer` objects."""
-
-    IntervalTimer = IntervalTimer
-
-
 @hookimpl
-def berrymq_register_receivers(registry: ReceiverRegistry) -> None:
-    registry.add(KIND, TimerAdapters(), plugin=KIND)
-
-
-@hookimpl
-def berrymq_bus_closing(bus: Bus) -> None:
-    stop_adapters(bus, KIND)
+def berrymq_register_sources(registry: SourceRegistry) -> None:
+    registry.add(KIND, IntervalTimer, plugin=KIND)

@@ -4,16 +4,17 @@ matching a glob pattern is created, modified or removed."""
 from __future__ import annotations
 
 import glob as globbing
+import importlib
 import logging
 import os
 import stat
 import threading
 from typing import TYPE_CHECKING, Any
 
-from berrymq.adapters import Adapter, identifier_for, stop_adapters
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier
-from berrymq.registries import ReceiverRegistry
+from berrymq.registries import SourceRegistry
+from berrymq.sources import Adapter, identifier_for
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -51,6 +52,17 @@ def _static_root(pattern: str) -> str:
         parts = parts[:-1]  # no wildcard at all: watch the file's directory
     root = os.sep.join(parts) if parts else "."
     return root or os.sep
+
+
+class _Wake:
+    """A watchdog event handler (watchdog calls ``dispatch``) that makes the adapter's
+    thread look at once."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        self.wake = wake
+
+    def dispatch(self, event: object) -> None:
+        self.wake.set()
 
 
 def _drop_stop_race(record: logging.LogRecord) -> bool:
@@ -113,9 +125,9 @@ class FileObserver(Adapter):
         self._start()
 
     def _watch(self) -> Any:
+        # watchdog is optional and costly to import: loaded only when asked for.
         try:
-            from watchdog.events import FileSystemEvent, FileSystemEventHandler
-            from watchdog.observers import Observer
+            observers = importlib.import_module("watchdog.observers")
         except ImportError:
             raise ImportError("FileObserver(watchdog=True) needs the watchdog package: "
                               "pip install watchdog") from None
@@ -123,16 +135,10 @@ class FileObserver(Adapter):
         if not os.path.isdir(root):
             raise FileNotFoundError(f"FileObserver(watchdog=True) watches {root!r}, the "
                                     f"directory of {self.glob!r}, which does not exist")
-        wake = self._wake
-
-        class Wake(FileSystemEventHandler):
-            def on_any_event(self, event: FileSystemEvent) -> None:
-                wake.set()
-
         _quiet_watchdog_stop_race()
-        observer = Observer()
+        observer = observers.Observer()
         observer.daemon = True
-        observer.schedule(Wake(), root, recursive="**" in self.glob or globbing.has_magic(
+        observer.schedule(_Wake(self._wake), root, recursive="**" in self.glob or globbing.has_magic(
             os.path.dirname(self.glob)))
         observer.start()
         return observer
@@ -180,17 +186,6 @@ class FileObserver(Adapter):
                 f"{state}")
 
 
-class FileObserverAdapters:
-    """The ``fileobserver`` receiver kind: makes :class:`FileObserver` objects."""
-
-    FileObserver = FileObserver
-
-
 @hookimpl
-def berrymq_register_receivers(registry: ReceiverRegistry) -> None:
-    registry.add(KIND, FileObserverAdapters(), plugin=KIND)
-
-
-@hookimpl
-def berrymq_bus_closing(bus: Bus) -> None:
-    stop_adapters(bus, KIND)
+def berrymq_register_sources(registry: SourceRegistry) -> None:
+    registry.add(KIND, FileObserver, plugin=KIND)

@@ -11,17 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import WAIT, drain
 
 import berrymq
 from berrymq import Bus, FileObserver, IntervalTimer, Message
-from berrymq.adapters import running_adapters
+from berrymq.hookspecs import hookimpl
+from berrymq.identifier import Identifier, parse
 from berrymq.plugins import PluginHost
+from berrymq.registries import SourceRegistry
 from berrymq.settings import Settings
+from berrymq.sources import Adapter, running_adapters
 
-WAIT = 10.0
 
-
-def drain(queue: berrymq.Queue) -> list[Message]:
+def take_all(queue: berrymq.Queue) -> list[Message]:
     out = []
     while True:
         try:
@@ -56,7 +58,7 @@ def test_timer_ticks_on_schedule_until_stopped(berrymq_bus: Bus) -> None:
     # Ticks keep to the schedule: the 4th is at least 4 intervals after the start.
     assert elapsed >= 4 * interval * 0.95
     assert not timer.running and not timer._thread.is_alive()
-    drain(ticks)
+    take_all(ticks)
     count = timer.count
     # Stopped means stopped: the thread has ended, nothing more arrives.
     with pytest.raises(berrymq.Empty):
@@ -220,7 +222,7 @@ def test_check_is_deterministic_and_ordered(berrymq_bus: Bus, tmp_path: Path) ->
         ]
         assert observer.check() == expected
         assert observer.check() == []
-    assert [(m.action, m.args[0]) for m in drain(events)] == expected
+    assert [(m.action, m.args[0]) for m in take_all(events)] == expected
     assert observer.check() == []  # stopped: nothing more
 
 
@@ -275,3 +277,98 @@ def test_file_observer_refuses_bad_arguments(berrymq_bus: Bus, tmp_path: Path) -
 def no_leftover_adapters(berrymq_bus: Bus) -> Iterator[None]:
     yield
     assert running_adapters(berrymq_bus) == []
+
+
+# -- issue 4, black-box: adapters ----------------------------------------------------------
+
+def test_interval_timer_ticks_and_stops(berrymq_bus: berrymq.Bus) -> None:
+    q = berrymq.Queue("beat:tick")
+    start = time.monotonic()
+    timer = berrymq.IntervalTimer("beat", 0.05)
+    try:
+        ticks = drain(q, 4)
+    finally:
+        timer.stop()
+    elapsed = time.monotonic() - start
+    assert [m.tick for m in ticks] == [1, 2, 3, 4]
+    assert elapsed >= 0.19  # tick n is due n * interval after creation
+    # After stop(), no more ticks: stop() returns once the thread is done.
+    size = q.qsize()
+    with pytest.raises(berrymq.Empty):
+        q.get(timeout=0.2)
+    assert size == 0
+    with pytest.raises((ValueError, berrymq.InvalidIdentifier)):
+        berrymq.IntervalTimer("beat", 0)
+    with pytest.raises((ValueError, berrymq.InvalidIdentifier)):
+        berrymq.IntervalTimer("a:b", 1)
+
+
+def test_file_observer_real_files(berrymq_bus: berrymq.Bus, tmp_path: Path) -> None:
+    existing = tmp_path / "old.log"
+    existing.write_text("x")
+    q = berrymq.Queue("logs:*")
+    observer = berrymq.FileObserver(str(tmp_path / "*.log"), "logs", interval=0.05)
+    try:
+        path = tmp_path / "a.log"
+        tmp = tmp_path / "a.tmp"
+        tmp.write_text("one")
+        tmp.rename(path)
+        created = q.get(timeout=10)
+        assert (created.id, created.args[0]) == ("logs:created", str(path))
+        path.write_text("two, longer")
+        modified = q.get(timeout=10)
+        assert (modified.id, modified.args[0]) == ("logs:modified", str(path))
+        path.unlink()
+        removed = q.get(timeout=10)
+        assert (removed.id, removed.args[0]) == ("logs:removed", str(path))
+        (tmp_path / "ignored.txt").write_text("not matched")
+        assert observer.check() == []
+    finally:
+        observer.stop()
+    path.write_text("after stop")
+    with pytest.raises(berrymq.Empty):
+        q.get(timeout=0.2)
+
+
+# -- sources of a user's plugin --------------------------------------------------------------
+
+
+class Countdown(Adapter):
+    """A user's source: sends ``countdown:tick`` until stopped."""
+
+    kind = "countdown"
+
+    def __init__(self, interval: float, *, bus: Bus | None = None) -> None:
+        super().__init__(interval, bus=bus)
+        self._start()
+
+    def poll(self) -> None:
+        self.bus.twitter("countdown:tick")
+
+    def sends(self) -> list[Identifier]:
+        return [parse("countdown:tick")]
+
+
+class CountdownPlugin:
+    @hookimpl
+    def berrymq_register_sources(self, registry: SourceRegistry) -> None:
+        registry.add("countdown", Countdown, plugin="countdown")
+
+
+def test_a_plugin_registers_a_source_through_berrymq_register_sources() -> None:
+    host = PluginHost(Settings(), entry_points=False, extra_plugins=[("countdown", CountdownPlugin())])
+    assert host.source("countdown") is Countdown and host.sources.plugin_for("countdown") == "countdown"
+    with Bus(plugins=host) as bus:
+        ticks = berrymq.Queue("countdown:*", bus=bus)
+        with Countdown(0.01, bus=bus) as countdown:
+            assert ticks.get(timeout=WAIT).id == "countdown:tick"
+            assert running_adapters(bus) == [countdown]
+        assert running_adapters(bus) == []
+
+
+def test_a_disabled_source_is_reported_by_name() -> None:
+    host = PluginHost(Settings(disable=("countdown",)), entry_points=False,
+                      extra_plugins=[("countdown", CountdownPlugin())])
+    with Bus(plugins=host) as bus, pytest.raises(berrymq.PluginNotAvailable,
+                                                  match="source 'countdown'.*not active"):
+        Countdown(1, bus=bus)

@@ -1,0 +1,189 @@
+"""Delivery: :func:`deliver`, the one loop that runs receivers, and the error policy.
+
+Every way a message reaches receivers goes through :func:`deliver`: ``twitter`` (in the
+sender's thread), ``publish`` (a message from another node), ``talk`` and ``ask`` (with an
+:class:`Answer` that takes the receivers' return values) and the worker pool (one route
+entry per task). It sets the thread's hop count to the message's plus one around the
+receivers (the only place that does, apart from async receivers' coroutines), so a
+receiver that sends hands the count on, and it applies the bus's error policy: a receiver's
+exception is logged, or collected and raised after every receiver ran.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+from berrymq._hops import get_box, hop_box
+from berrymq._index import DISPATCH, FORWARD, RouteEntry
+from berrymq._pending import PendingReply
+from berrymq.errors import QueueFull
+from berrymq.identifier import Identifier
+from berrymq.message import Message
+from berrymq.subscription import Subscription
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["Answer", "BusOwner", "TalkAnswer", "deliver", "drop_looping", "failed", "raise_errors",
+           "send"]
+
+logger = logging.getLogger("berrymq")
+
+_tuple_new = tuple.__new__
+
+
+class Answer(Protocol):
+    """What ``talk`` and ``ask`` do with each receiver's return value."""
+
+    def calling(self, subscription: Subscription, receiver: object) -> None:
+        """Called before the guard and the receiver run."""
+
+    def returned(self, subscription: Subscription, result: object) -> None:
+        """Called with what the receiver returned (inside the hop count of the message)."""
+
+    def raised(self, subscription: Subscription, receiver: object, exc: Exception) -> bool:
+        """Called with a receiver's exception; True when it was taken as an answer (an
+        error entry of ``ask``), False to apply the bus's error policy."""
+
+
+def deliver(bus: Bus, route: Iterable[RouteEntry], message: Message,
+            answer: Answer | None = None, box: list[int] | None = None) -> list[Exception] | None:
+    """Run the receivers of ``route`` on ``message`` in this thread, in order.
+
+    Returns the exceptions to raise to the sender (see :func:`failed`), or None.
+
+    :param box: this thread's hop box, when the caller has it at hand.
+    """
+    if box is None:
+        box = get_box(None) or hop_box()
+    outer = box[0]
+    box[0] = message[3] + 1
+    errors = None
+    try:
+        for ref, guard, subscription in route:
+            receiver = ref()
+            if receiver is None:
+                continue
+            if answer is not None:
+                answer.calling(subscription, receiver)
+            try:
+                if guard is None or guard(message):
+                    result = receiver(message)
+                    if answer is not None:
+                        answer.returned(subscription, result)
+            except Exception as exc:  # noqa: BLE001 - isolated by design
+                if answer is None or not answer.raised(subscription, receiver, exc):
+                    errors = failed(bus, errors, subscription, message, exc)
+    finally:
+        box[0] = outer
+    return errors
+
+
+def failed(bus: Bus, errors: list[Exception] | None, subscription: Subscription,
+           message: Message, exc: Exception) -> list[Exception] | None:
+    """The error policy: keep ``exc`` to raise (``raise_errors``, or a full queue's
+    refusal, which the sender must hear of), or log it."""
+    if bus.raise_errors or isinstance(exc, QueueFull):
+        if errors is None:
+            errors = []
+        errors.append(exc)
+        return errors
+    logger.error(
+        "receiver %r of %s failed on message %s", subscription.ref(), subscription.pattern,
+        message[0], exc_info=exc,
+    )
+    return errors
+
+
+def raise_errors(ident: Identifier, errors: list[Exception]) -> NoReturn:
+    """Raise what :func:`deliver` collected: a lone refusal as itself, else a group."""
+    if len(errors) == 1 and isinstance(errors[0], QueueFull):
+        raise errors[0]
+    raise ExceptionGroup(f"{len(errors)} receiver(s) of {ident} failed", errors)
+
+
+def drop_looping(bus: Bus, ident: Identifier, hops: int) -> None:
+    logger.warning(
+        "dropped message %s: it was handed on %d times (hop limit %d); "
+        "is there a receiver loop?", ident, hops, bus.hop_limit,
+    )
+
+
+class TalkAnswer:
+    """``talk``: send each non-None return value to ``reply_to`` (an async receiver's
+    when its coroutine is done)."""
+
+    __slots__ = ("bus", "hops", "reply_to")
+
+    def __init__(self, bus: Bus, reply_to: Identifier, hops: int) -> None:
+        self.bus = bus
+        self.reply_to = reply_to
+        self.hops = hops  # of the reply: the message's plus one
+
+    def calling(self, subscription: Subscription, receiver: object) -> None:
+        pass
+
+    def returned(self, subscription: Subscription, result: object) -> None:
+        if result is None:
+            return
+        if type(result) is PendingReply:
+            result.send_reply(self.bus, self.reply_to, self.hops)
+        else:
+            self.bus.twitter(self.reply_to, result)
+
+    def raised(self, subscription: Subscription, receiver: object, exc: Exception) -> bool:
+        return False
+
+
+class BusOwner(Protocol):
+    """Has a ``bus``: a :class:`Bus` itself, or the holder of the default bus."""
+
+    @property
+    def bus(self) -> Bus: ...
+
+
+def send(owner: BusOwner, identifier: str | Identifier, /, *args: Any, **kwargs: Any) -> None:
+    """Send a message to every receiver whose pattern matches ``identifier``.
+
+    Without a worker pool every matching receiver has run, in registration order, when
+    this returns. Messages whose name does not start with ``_`` also go to connected nodes.
+    """
+    # The hot path, written once for two callers: as Bus.twitter ``owner`` is the bus
+    # (whose ``.bus`` is itself); as berrymq.twitter it is the default-bus holder, read
+    # on each call so that use_bus() takes effect.
+    bus = owner.bus
+    try:
+        ident, route, how = bus._routes[identifier]  # a subscript is cheaper than .get
+    except (KeyError, TypeError):  # TypeError: unhashable, which parsing then names
+        ident, route, how = bus._index.miss(identifier)
+    box = get_box(None) or hop_box()
+    hops = box[0]
+    if hops and hops >= bus.hop_limit:  # hops is 0 unless sent from inside a receiver
+        drop_looping(bus, ident, hops)
+        return
+    if not how or (how == FORWARD and ident.is_local):  # DIRECT: the common case
+        if route:
+            errors = deliver(bus, route, _tuple_new(Message, (ident, args, kwargs, hops, None)),
+                             None, box)
+            if errors:
+                raise_errors(ident, errors)
+        return
+    if how == DISPATCH:  # a worker pool or taps
+        node = bus._node
+        uid = node.new_uid() if node is not None and node.forwarders and not ident.is_local else None
+        bus._dispatch(_tuple_new(Message, (ident, args, kwargs, hops, uid)), route, None)
+        return
+    # FORWARD: receivers here, then the peers. The message that leaves gets its uid now,
+    # not in a copy made to forward it.
+    node = bus._node
+    assert node is not None
+    message = _tuple_new(Message, (ident, args, kwargs, hops, node.new_uid()))
+    errors = deliver(bus, route, message) if route else None
+    try:
+        node.forward(message, None)
+    except QueueFull as exc:  # a full outgoing buffer: reported after the local failures
+        errors = [*(errors or ()), exc]
+    if errors:
+        raise_errors(ident, errors)

@@ -1,0 +1,368 @@
+"""Subscriptions and the route cache: which receivers a message named X reaches.
+
+Invariants that keep sending fast and its costs flat (ARCHITECTURE.md, "The way of a
+message"):
+
+- A subscription is filed in one bucket by the shape of its pattern, keyed by
+  ``(namespace, name, action)`` where name and action may be ``*``. A route miss for a
+  concrete identifier ``n:a`` looks at four buckets (``n:a``, ``n:*``, ``*:a``, ``*:*``),
+  so it costs what matching its own receivers costs, whatever else is registered.
+  A bucket is a dict ``seq -> Subscription`` (insertion order is registration order), so
+  a cancel removes in O(1).
+- ``routes`` maps the key a sender used (text or :class:`Identifier`) to
+  ``(identifier, route entries, how)``. It is read without a lock; writers hold
+  ``lock`` and remove only the routes that the changed pattern matches, found through
+  reverse indexes by name, by action and by namespace. When full, the oldest route goes.
+- A route entry is ``(ref, guard, subscription)``; ``ref()`` returns the receiver or None
+  once a weakly held receiver is gone, so delivery needs no branch for strong ones.
+- ``unfollow`` finds subscriptions through an index by the ids of the receiver, its
+  object, its function and its object's class, so it costs what it removes.
+- ``lock`` is not re-entrant: a garbage-collector callback that finds it taken (maybe by
+  its own thread, mid-write) only notes the death; the next writer purges it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from types import MethodType
+from typing import TYPE_CHECKING, Any
+
+from berrymq.identifier import WILDCARD, Identifier, parse
+from berrymq.subscription import Guard, Receiver, ReceiverKind, Subscription, strong_ref
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["DIRECT", "DISPATCH", "FORWARD", "ROUTE_CACHE_LIMIT", "CachedRoute", "Index", "RouteEntry",
+           "belongs_to"]
+
+RouteEntry = tuple[Callable[[], Receiver | None], Guard | None, "Subscription"]
+# (identifier, its route, how send() delivers it: DIRECT, FORWARD or DISPATCH)
+CachedRoute = tuple[Identifier, tuple[RouteEntry, ...], int]
+Key = tuple[str | None, str, str]
+
+#: How send() delivers: itself (no pool, no peers, no taps); itself, then to the
+#: forwarders (peers but no pool or taps); or through Bus._dispatch (a pool or taps).
+DIRECT, FORWARD, DISPATCH = 0, 1, 2
+
+#: Routes kept at most (each the key one sender used); the oldest goes first when full.
+ROUTE_CACHE_LIMIT = 65_536
+
+
+def _key(ident: Identifier) -> Key:
+    return (ident.namespace, ident.name, ident.action)
+
+
+def _owner_keys(receiver: object) -> tuple[int, ...]:
+    """Ids under which ``unfollow`` finds a receiver: itself, its object, its function and
+    its object's class."""
+    keys = [id(receiver)]
+    owner = getattr(receiver, "__self__", None)
+    if owner is not None:
+        keys.append(id(owner))
+        if not isinstance(owner, type):
+            keys.append(id(type(owner)))
+    func = getattr(receiver, "__func__", None)
+    if func is not None:
+        keys.append(id(func))
+    return tuple(dict.fromkeys(keys))
+
+
+def _subclasses(cls: type) -> Iterator[type]:
+    yield cls
+    subclass: type
+    for subclass in type.__subclasses__(cls):
+        yield from _subclasses(subclass)
+
+
+def belongs_to(receiver: object, target: object) -> bool:
+    """Whether ``unfollow(target)`` covers ``receiver``."""
+    if receiver is None:
+        return False
+    if receiver is target or (isinstance(target, MethodType) and receiver == target):
+        return True  # bound methods are made anew on each access: compare them by ==
+    owner = getattr(receiver, "__self__", None)
+    if owner is not None and (owner is target or (isinstance(target, type) and isinstance(owner, target))):
+        return True
+    func = getattr(receiver, "__func__", None)
+    return func is not None and func is target
+
+
+class Index:
+    """The subscriptions of one bus, filed by pattern shape, and its route cache.
+
+    :param owner: the bus, which subscriptions name as their ``bus``.
+    """
+
+    def __init__(self, owner: Bus) -> None:
+        self.owner = owner
+        self.lock = threading.Lock()
+        self._seq = itertools.count()
+        #: every active subscription by seq, in registration order
+        self.subscriptions: dict[int, Subscription] = {}
+        self._buckets: dict[Key, dict[int, Subscription]] = {}
+        self._owners: dict[int, dict[int, Subscription]] = {}
+        self._dead: list[Subscription] = []
+        #: sender's key -> cached route; read without the lock (see the module docstring).
+        #: An OrderedDict (looked up as fast as a dict) evicts its oldest entry in O(1),
+        #: where a dict's first entry is found behind the tombstones of the deleted ones.
+        self.routes: OrderedDict[object, CachedRoute] = OrderedDict()
+        self.limit = ROUTE_CACHE_LIMIT
+        # canonical text of each cached identifier -> the keys its route is cached under
+        self._route_keys: dict[str, list[object]] = {}
+        self._cached_names: dict[tuple[str | None, str], set[str]] = {}
+        self._cached_actions: dict[tuple[str | None, str], set[str]] = {}
+        self._cached_namespaces: dict[str | None, set[str]] = {}
+        self._cached_wild: dict[str, Identifier] = {}
+        #: how send() delivers (DIRECT, FORWARD or DISPATCH), stored in every route
+        self.how = DIRECT
+        #: called with (subscription, added) under the lock whenever one comes or goes
+        self.listeners: tuple[Callable[[Subscription, bool], None], ...] = ()
+
+    # -- writing (under the lock) ----------------------------------------------------------
+
+    def add(self, pattern: Identifier, receiver: Receiver, guard: Guard | None, *, weak: bool,
+            kind: ReceiverKind, shared: bool = False,
+            bind: Callable[[Subscription], Callable[[], Any]] | None = None) -> Subscription:
+        """File a new subscription; ``bind`` replaces its reference (async receivers)."""
+        with self.lock:
+            self._purge_dead()
+            subscription = Subscription(self, pattern, strong_ref(receiver), guard,
+                                        next(self._seq), weak, kind, shared)
+            if weak:
+                subscription.ref = self._weak_ref(receiver, subscription)
+            if bind is not None:
+                subscription.ref = bind(subscription)
+            seq = subscription.seq
+            self.subscriptions[seq] = subscription
+            self._buckets.setdefault(_key(pattern), {})[seq] = subscription
+            subscription.keys = _owner_keys(receiver)
+            for key in subscription.keys:
+                self._owners.setdefault(key, {})[seq] = subscription
+            self._invalidate(pattern)
+            for listener in self.listeners:
+                listener(subscription, True)
+        return subscription
+
+    def remove(self, subscription: Subscription) -> None:
+        """Cancel one subscription (idempotent)."""
+        with self.lock:
+            self._remove(subscription)
+            self._purge_dead()
+
+    def remove_matching(self, target: object) -> int:
+        """``unfollow``: cancel every subscription of ``target``; returns how many."""
+        ids = [id(target)]
+        if isinstance(target, MethodType):
+            ids.append(id(target.__self__))
+        elif isinstance(target, type):
+            ids.extend(id(cls) for cls in _subclasses(target))
+        with self.lock:
+            self._purge_dead()
+            found: dict[int, Subscription] = {}
+            for key in ids:
+                found.update(self._owners.get(key, {}))
+            doomed = [found[seq] for seq in sorted(found) if belongs_to(found[seq].ref(), target)]
+            for subscription in doomed:
+                self._remove(subscription)
+        return len(doomed)
+
+    def set_guard(self, subscription: Subscription, guard: Guard | None) -> None:
+        with self.lock:
+            subscription.guard = guard
+            self._invalidate(subscription.pattern)
+
+    def set_how(self, how: int) -> None:
+        """How senders deliver (the bus's pool, forwarders or taps changed): every cached
+        route says it, so the cache starts again."""
+        with self.lock:
+            self.how = how
+            self._clear_routes()
+
+    def clear(self) -> None:
+        """Drop everything (the bus closed)."""
+        with self.lock:
+            for subscription in self.subscriptions.values():
+                subscription.active = False
+            self.subscriptions.clear()
+            self._buckets.clear()
+            self._owners.clear()
+            self._dead.clear()
+            self._clear_routes()
+
+    def _remove(self, subscription: Subscription) -> None:
+        seq = subscription.seq
+        subscription.active = False
+        if self.subscriptions.pop(seq, None) is None:
+            return
+        for listener in self.listeners:
+            listener(subscription, False)
+        key = _key(subscription.pattern)
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.pop(seq, None)
+            if not bucket:
+                del self._buckets[key]
+        for owner_key in subscription.keys:
+            owned = self._owners.get(owner_key)
+            if owned is not None:
+                owned.pop(seq, None)
+                if not owned:
+                    del self._owners[owner_key]
+        self._invalidate(subscription.pattern)
+
+    def _purge_dead(self) -> None:
+        dead = self._dead
+        while dead:
+            self._remove(dead.pop())
+
+    def _weak_ref(self, receiver: Receiver, subscription: Subscription) -> Callable[[], Receiver | None]:
+        this = weakref.ref(self)
+        subscription_ref = weakref.ref(subscription)
+
+        def gone(_: object) -> None:
+            # Called by the garbage collector, maybe while this very thread is writing.
+            sub, index = subscription_ref(), this()
+            if sub is None or index is None:
+                return
+            index._dead.append(sub)
+            if index.lock.acquire(blocking=False):
+                try:
+                    index._purge_dead()
+                finally:
+                    index.lock.release()
+
+        if isinstance(receiver, MethodType):
+            return weakref.WeakMethod(receiver, gone)
+        try:
+            return weakref.ref(receiver, gone)
+        except TypeError:
+            raise TypeError(
+                f"{receiver!r} cannot be held by weak reference; register it with weak=False"
+            ) from None
+
+    # -- the route cache ---------------------------------------------------------------
+
+    # The reverse indexes hold canonical texts: a str caches its hash, where an
+    # Identifier's __hash__ is a Python call (this is the way of every route miss).
+
+    def _invalidate(self, pattern: Identifier) -> None:
+        """Forget the cached routes that a subscription of ``pattern`` is part of."""
+        namespace, name, action = _key(pattern)
+        doomed: list[str] = []
+        if name == WILDCARD and action == WILDCARD:
+            doomed.extend(self._cached_namespaces.get(namespace, ()))
+        elif name == WILDCARD:
+            doomed.extend(self._cached_actions.get((namespace, action), ()))
+        elif action == WILDCARD:
+            doomed.extend(self._cached_names.get((namespace, name), ()))
+        elif pattern._text in self._route_keys:
+            doomed.append(pattern._text)
+        doomed.extend(text for text, ident in self._cached_wild.items() if ident.matches(pattern))
+        routes = self.routes
+        for text in doomed:
+            keys = self._route_keys.get(text)
+            if keys is not None:
+                self._forget(routes[keys[0]][0])
+
+    def _forget(self, ident: Identifier) -> None:
+        text = ident._text
+        keys = self._route_keys.pop(text, None)
+        if keys is None:
+            return
+        routes = self.routes
+        for key in keys:
+            routes.pop(key, None)
+        name, action = ident.name, ident.action
+        if name == WILDCARD or action == WILDCARD:
+            self._cached_wild.pop(text, None)
+            return
+        namespace = ident.namespace
+        for table, part in ((self._cached_names, (namespace, name)),
+                            (self._cached_actions, (namespace, action))):
+            texts = table.get(part)
+            if texts is not None:
+                texts.discard(text)
+                if not texts:
+                    del table[part]
+        texts = self._cached_namespaces.get(namespace)
+        if texts is not None:
+            texts.discard(text)
+            if not texts:
+                del self._cached_namespaces[namespace]
+
+    def _clear_routes(self) -> None:
+        self.routes.clear()  # in place: the bus's send() holds this very dict
+        self._route_keys.clear()
+        self._cached_names.clear()
+        self._cached_actions.clear()
+        self._cached_namespaces.clear()
+        self._cached_wild.clear()
+
+    def miss(self, key: object) -> CachedRoute:
+        """Build (and cache under ``key``) the route of an identifier not in the cache."""
+        ident = parse(key)  # type: ignore[arg-type]  # raises InvalidIdentifier for bad keys
+        text = ident._text
+        with self.lock:
+            if self._dead:
+                self._purge_dead()
+            routes = self.routes
+            keys = self._route_keys.get(text)
+            if keys is not None:  # cached under another key (text, or the Identifier)
+                cached = routes[keys[0]]
+                keys.append(key)
+                routes[key] = cached
+                return cached
+            matched = self._match(ident)
+            cached = (ident, tuple([(s.ref, s.guard, s) for s in matched]), self.how)
+            while len(routes) >= self.limit:
+                self._forget(routes.popitem(last=False)[1][0])
+            routes[key] = cached
+            self._route_keys[text] = [key]
+            name, action = ident.name, ident.action
+            if name == WILDCARD or action == WILDCARD:
+                self._cached_wild[text] = ident
+            else:
+                namespace = ident.namespace
+                self._cached_names.setdefault((namespace, name), set()).add(text)
+                self._cached_actions.setdefault((namespace, action), set()).add(text)
+                self._cached_namespaces.setdefault(namespace, set()).add(text)
+            return cached
+
+    def _match(self, ident: Identifier) -> list[Subscription]:
+        namespace, name, action = _key(ident)
+        if ident.is_wildcard:
+            # Sending to a wildcard (rare): every subscription of the namespace may match.
+            return [s for s in self.subscriptions.values() if s.pattern.matches(ident)]
+        buckets = self._buckets
+        found: list[Subscription] = []
+        for key in ((namespace, name, action), (namespace, name, WILDCARD),
+                    (namespace, WILDCARD, action), (namespace, WILDCARD, WILDCARD)):
+            bucket = buckets.get(key)
+            if bucket:
+                found.extend(bucket.values())
+        found.sort(key=_by_seq)
+        return found
+
+    def lookup(self, ident: Identifier) -> tuple[RouteEntry, ...]:
+        """The route entries of ``ident`` (cached under its canonical text, whose hash
+        is cached by str: no Python-level ``__hash__`` on the way)."""
+        cached = self.routes.get(ident._text)
+        if cached is None:
+            cached = self.miss(ident._text)
+        return cached[1]
+
+    def snapshot(self) -> list[Subscription]:
+        """The active subscriptions, in registration order."""
+        with self.lock:
+            self._purge_dead()
+            return list(self.subscriptions.values())
+
+
+def _by_seq(subscription: Subscription) -> int:
+    return subscription.seq
+

@@ -1,0 +1,3 @@
+"""The version of the core distribution (read by setup.cfg and the plugin host)."""
+
+__version__ = "0.4.0"

@@ -1,0 +1,250 @@
+"""Request and reply: :meth:`Bus.ask <berrymq.Bus.ask>`, its local part and its awaitable form.
+
+``ask`` gathers the replies of the local receivers (through :func:`deliver
+<berrymq._delivery.deliver>` with a :class:`_Collect` answer) and of every connected
+peer that can carry requests, each part in a helper thread so that the asker stops
+waiting at the deadline whatever a receiver or a peer does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from berrymq._delivery import deliver, raise_errors
+from berrymq._hops import hop_box
+from berrymq._pending import PendingReply
+from berrymq.aio import describe_receiver
+from berrymq.errors import ReplyError
+from berrymq.identifier import Identifier, parse
+from berrymq.message import Message
+from berrymq.state import StateKey
+from berrymq.subscription import Subscription
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["ASK_EXECUTOR", "ask", "ask_async_on", "ask_local", "settle_replies"]
+
+_tuple_new = tuple.__new__
+_get_running_loop = asyncio.events._get_running_loop
+
+
+def settle_replies(replies: list[Any], timeout: float | None, node: str = "") -> list[Any]:
+    """Replace each :class:`PendingReply` in ``replies`` by its result (blocking).
+
+    Waits at most ``timeout`` seconds in all; a reply that is not there by then, or whose
+    coroutine raised, becomes a :class:`berrymq.ReplyError`. A coroutine that would have
+    to run on the very loop this thread is running cannot be waited for without a
+    deadlock: it becomes an error entry that says to use :func:`ask_async`.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    running = _get_running_loop()
+    settled = list(replies)
+    for index, reply in enumerate(replies):
+        if type(reply) is not PendingReply:
+            continue
+        reply.claimed = True
+        if running is reply.loop:
+            settled[index] = ReplyError(
+                "RuntimeError",
+                "an async receiver cannot answer a blocking ask() sent from its own event "
+                "loop; use 'await berrymq.ask_async(...)'", reply.receiver, node,
+            )
+            continue
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            settled[index] = reply.result(remaining)
+        except TimeoutError:
+            settled[index] = ReplyError(
+                "TimeoutError", f"no reply within {timeout:g}s", reply.receiver, node
+            )
+        except concurrent.futures.CancelledError as exc:
+            settled[index] = ReplyError("CancelledError", str(exc) or "the reply was cancelled",
+                                        reply.receiver, node)
+        except Exception as exc:  # noqa: BLE001 - becomes an error entry
+            settled[index] = ReplyError(type(exc).__name__, str(exc), reply.receiver, node)
+    return settled
+
+
+class _Collect:
+    """The answer of ``ask``: every answering receiver's return value, in order; an
+    exception becomes a :class:`ReplyError` entry. Queues store the request instead."""
+
+    __slots__ = ("node", "pending", "replies", "running")
+
+    def __init__(self, node: str, replies: list[Any], running: list[str] | None) -> None:
+        self.node = node
+        self.replies = replies
+        self.running = running
+        self.pending = False
+
+    def calling(self, subscription: Subscription, receiver: object) -> None:
+        if self.running is not None and subscription.answers:
+            self.running[:] = [describe_receiver(receiver)]
+
+    def returned(self, subscription: Subscription, result: object) -> None:
+        if not subscription.answers:
+            return
+        if type(result) is PendingReply:
+            result.claimed = self.pending = True
+        self.replies.append(result)
+
+    def raised(self, subscription: Subscription, receiver: object, exc: Exception) -> bool:
+        if not subscription.answers:
+            return False  # a full queue refuses the request: the asker hears of it
+        self.replies.append(ReplyError(type(exc).__name__, str(exc),
+                                       describe_receiver(receiver), self.node))
+        return True
+
+
+def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
+              into: list[Any] | None = None, running: list[str] | None = None) -> list[Any]:
+    """See :meth:`Bus.ask_local <berrymq.Bus.ask_local>`."""
+    collect = _Collect(bus.node_id, [] if into is None else into, running)
+    errors = deliver(bus, bus._index.lookup(message[0]), message, collect)
+    if running is not None:
+        running.clear()  # every receiver was called; only async replies may be awaited
+    if errors:
+        raise_errors(message[0], errors)
+    if collect.pending:
+        collect.replies[:] = settle_replies(collect.replies, timeout, bus.node_id)
+    return collect.replies
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _AskPart:
+    """One source of replies to an ask (the local receivers, or one peer), answered in a
+    helper thread so that the asker can stop waiting at the deadline."""
+
+    def __init__(self, who: str) -> None:
+        self.who = who
+        self.replies: list[Any] = []
+        self.running: list[str] = []
+        self.error: Exception | None = None
+        self.thread: threading.Thread | None = None
+
+    @classmethod
+    def done_with(cls, replies: list[Any]) -> _AskPart:
+        part = cls("")
+        part.replies = replies
+        return part
+
+    @classmethod
+    def start(cls, who: str, work: Callable[[_AskPart], Any]) -> _AskPart:
+        part = cls(who)
+
+        def run() -> None:
+            try:
+                work(part)
+            except Exception as exc:  # noqa: BLE001 - reported as an entry
+                part.error = exc
+
+        part.thread = threading.Thread(target=run, name="berrymq-ask", daemon=True)
+        part.thread.start()
+        return part
+
+    def result(self, deadline: float, timeout: float, node: str) -> list[Any]:
+        """The replies, once the part finished or the deadline passed."""
+        if self.thread is not None:
+            self.thread.join(max(0.0, deadline - time.monotonic()))
+            if self.thread.is_alive():
+                # What answered so far (async replies that are not in yet become timeout
+                # entries), and one entry for the receiver still running, if any.
+                answered = settle_replies(list(self.replies), 0, node)
+                if not self.running and self.replies:
+                    return answered
+                who = self.running[0] if self.running else self.who
+                return [*answered, ReplyError("TimeoutError", f"no answer within {timeout:g}s", who, node)]
+        if self.error is not None:
+            exc = self.error
+            return [*self.replies, ReplyError(type(exc).__name__, str(exc), self.who, node)]
+        return self.replies
+
+
+def _asking(requester: Any, message: Message, timeout: float) -> Callable[[_AskPart], None]:
+    def work(part: _AskPart) -> None:
+        # A little grace, so that the deadline here always fires first and a silent
+        # peer reads the same whichever side noticed (a TimeoutError).
+        part.replies.extend(requester.request(message, timeout + 0.25))
+
+    return work
+
+
+def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: dict[str, Any],
+        timeout: float) -> list[Any]:
+    """See :meth:`Bus.ask <berrymq.Bus.ask>`."""
+    ident = parse(identifier)
+    if timeout is None or timeout <= 0:
+        raise ValueError(f"ask needs a positive timeout, got {timeout!r}")
+    deadline = time.monotonic() + timeout
+    message: Message = _tuple_new(Message, (ident, args, kwargs, hop_box()[0], None))
+    requesters = [] if ident.is_local else bus.requesters()
+    if requesters:
+        message = bus.stamp(message)
+    parts: list[_AskPart] = []
+    if bus._index.lookup(ident):
+        if _in_event_loop():
+            parts.append(_AskPart.done_with(ask_local(bus, message, timeout)))
+        else:
+            parts.append(_AskPart.start(
+                f"local receivers of {ident}",
+                lambda part: ask_local(bus, message, timeout, into=part.replies,
+                                       running=part.running),
+            ))
+    for requester in requesters:
+        parts.append(_AskPart.start(repr(requester), _asking(requester, message, timeout)))
+    replies: list[Any] = []
+    for part in parts:
+        replies.extend(part.result(deadline, timeout, bus.node_id))
+    return replies
+
+
+def _executor(bus: Bus) -> concurrent.futures.ThreadPoolExecutor:
+    # Threads reused across calls; generous in size because a waiting ask holds one
+    # thread while the loop runs the async receivers it waits for.
+    return concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="berrymq-ask")
+
+
+def _shutdown(executor: concurrent.futures.ThreadPoolExecutor) -> None:
+    executor.shutdown(wait=False)
+
+
+#: The threads that run :func:`ask_async_on` requests of one bus.
+ASK_EXECUTOR: StateKey[concurrent.futures.ThreadPoolExecutor] = StateKey(
+    "ask executor", _executor, _shutdown
+)
+
+
+async def ask_async_on(bus: Bus, identifier: str | Identifier, /, *args: Any,
+                       timeout: float = 5.0, **kwargs: Any) -> list[Any]:
+    """:meth:`Bus.ask <berrymq.Bus.ask>` on ``bus`` without blocking the event loop: the
+    request runs in a thread of the bus's ask executor (kept in its state, shut down with
+    the bus); the caller's hop count goes with it."""
+    parse(identifier)  # bad input fails here, in the caller's task
+    if timeout is None or timeout <= 0:
+        raise ValueError(f"ask needs a positive timeout, got {timeout!r}")
+    hops = hop_box()[0]
+
+    def run() -> list[Any]:
+        box = hop_box()
+        outer = box[0]
+        box[0] = hops
+        try:
+            return bus.ask(identifier, *args, timeout=timeout, **kwargs)
+        finally:
+            box[0] = outer
+
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(bus.state(ASK_EXECUTOR), run)

@@ -1,0 +1,275 @@
+"""What a bus gains once a transport is used: links to peers, de-duplication, connections.
+
+A bus makes its :class:`Node` on first need (a forwarder, a transport, a connection, a
+stamped message); a bus with no peers has none and pays nothing for it.
+
+Cycle detection: a message leaving this node gets a ``uid``, this node's random prefix
+plus a counter (``next`` on an :class:`itertools.count` is atomic: no lock). A message
+coming in is checked on receipt only: one whose ``uid`` has this node's prefix went round
+a cycle back home; one seen before came by two ways. The seen uids are kept in two
+generations of dicts, filled with ``setdefault`` (atomic for str keys) and dropped one
+generation at a time, so the check takes no lock and the memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from berrymq._delivery import drop_looping
+from berrymq.errors import QueueFull
+from berrymq.identifier import Identifier
+from berrymq.message import Message
+
+if TYPE_CHECKING:
+    from berrymq._index import CachedRoute
+    from berrymq.bus import Bus
+    from berrymq.plugins import PluginHost
+    from berrymq.transports.base import Connection, Forwarder, Transport
+
+__all__ = ["SEEN_LIMIT", "Node", "NodeSide"]
+
+logger = logging.getLogger("berrymq")
+
+#: uids remembered per generation (two generations are kept).
+SEEN_LIMIT = 50_000
+
+_tuple_new = tuple.__new__
+
+
+class Node:
+    """The network side of one bus."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._routes = bus._routes
+        self.prefix = f"{bus.node_id}-"
+        #: this node's next uid, made in C: the prefix and a counter (atomic, no lock)
+        self.new_uid: Callable[[], str] = map(self.prefix.__add__, map(str, itertools.count())).__next__
+        self.lock = threading.Lock()
+        #: the links this bus's non-local messages go out through
+        self.forwarders: tuple[Forwarder, ...] = ()
+        #: this bus's transports by URL scheme, made by their plugins on first use
+        self.transports: dict[str, Transport] = {}
+        #: open connections made from this bus
+        self.connections: list[Connection] = []
+        self._seen: dict[str, object] = {}
+        self._seen_before: dict[str, object] = {}
+
+    # -- going out ---------------------------------------------------------------------
+
+    def stamp(self, message: Message) -> Message:
+        """``message`` with this node's next uid, unless it already has one."""
+        if message[4] is not None:
+            return message
+        return _tuple_new(Message, (message[0], message[1], message[2], message[3], self.new_uid()))
+
+    def forward(self, message: Message, origin: Forwarder | None,
+                reply_to: Identifier | None = None) -> None:
+        """Hand ``message`` to every forwarder but the one it came in through.
+
+        A full outgoing buffer's :class:`QueueFull` is raised after every other forwarder
+        had the message; any other failure of one peer is logged and does not stop the rest.
+        """
+        if message[4] is None:
+            message = self.stamp(message)
+        refused: QueueFull | None = None
+        for forwarder in self.forwarders:
+            if forwarder is not origin:
+                try:
+                    forwarder.forward(message, reply_to)
+                except QueueFull as exc:
+                    refused = exc
+                except Exception as exc:  # noqa: BLE001 - one dead peer must not stop the rest
+                    logger.error("could not forward %s through %r: %s", message[0], forwarder, exc)
+        if refused is not None:
+            raise refused
+
+    def requesters(self) -> list[Any]:
+        """The forwarders that can also carry ``ask`` requests."""
+        return [f for f in self.forwarders if hasattr(f, "request")]
+
+    # -- coming in ---------------------------------------------------------------------
+
+    def first_sight(self, uid: str) -> bool:
+        """False for a uid of this node's own (back from a cycle) or one seen before."""
+        if uid.startswith(self.prefix) or uid in self._seen_before:
+            return False
+        token = object()
+        seen = self._seen
+        if seen.setdefault(uid, token) is not token:
+            return False
+        if len(seen) >= SEEN_LIMIT:
+            self._seen_before, self._seen = seen, {}
+        return True
+
+    def receive(self, message: Message, origin: Forwarder | None = None,
+                reply_to: Identifier | None = None) -> bool:
+        """See :meth:`Bus.receive <berrymq.Bus.receive>`."""
+        ident = message[0]
+        if reply_to is None:
+            # Nobody here wants it and there is nowhere to pass it on: done, at the cost
+            # of two look-ups (the common case of a peer that follows other things).
+            forwarders = self.forwarders
+            if not forwarders or (forwarders[0] is origin and len(forwarders) == 1):
+                cached = self._routes.get(ident._text)
+                if cached is not None and not cached[1] and not self.bus.taps:
+                    return True
+        uid = message[4]
+        if uid is not None and not self.first_sight(uid):
+            return False
+        bus = self.bus
+        hops = message[3] + 1
+        if hops >= bus.hop_limit:
+            drop_looping(bus, ident, hops)
+            return False
+        message = _tuple_new(Message, (ident, message[1], message[2], hops, uid))
+        if reply_to is None:
+            bus.publish(message, origin)
+            return True
+        try:
+            bus.deliver_with_reply(message, reply_to)
+        finally:
+            if self.forwarders and not ident.is_local:
+                self.forward(message, origin, reply_to)
+        return True
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def add_forwarder(self, forwarder: Forwarder) -> None:
+        with self.lock:
+            if forwarder not in self.forwarders:
+                self.forwarders = (*self.forwarders, forwarder)
+
+    def remove_forwarder(self, forwarder: Forwarder) -> None:
+        with self.lock:
+            self.forwarders = tuple(f for f in self.forwarders if f is not forwarder)
+
+    def track(self, connection: Connection) -> None:
+        with self.lock:
+            self.connections.append(connection)
+
+    def untrack(self, connection: Connection) -> None:
+        with self.lock:
+            if connection in self.connections:
+                self.connections.remove(connection)
+
+    def close(self) -> None:
+        """Close every connection, then every transport."""
+        for connection in list(self.connections):
+            connection.close()
+        self.connections.clear()
+        for transport in list(self.transports.values()):
+            transport.close()
+        self.transports.clear()
+
+
+class NodeSide:
+    """The methods a :class:`~berrymq.Bus` has for transports and peers; each hands over
+    to the bus's :class:`Node`, made on first use."""
+
+    if TYPE_CHECKING:
+        bus: Bus
+        _node: Node | None
+        _lock: threading.Lock
+        _routes: dict[object, CachedRoute]
+        taps: tuple[Any, ...]
+        hop_limit: int
+
+        @property
+        def plugins(self) -> PluginHost: ...
+
+        def _update_direct(self) -> None: ...
+
+    @property
+    def node(self) -> Node:
+        """The network side of this bus, made on first use."""
+        node = self._node
+        if node is None:
+            with self._lock:
+                if self._node is None:
+                    self._node = Node(self.bus)
+                    # Transports call bus.receive for every message coming in: from now
+                    # on that is the node's own method, one call less.
+                    self.receive = self._node.receive  # type: ignore[method-assign]
+                node = self._node
+        return node
+
+    def add_forwarder(self, forwarder: Forwarder) -> None:
+        """Hand every non-local message sent on this bus to ``forwarder.forward``."""
+        self.node.add_forwarder(forwarder)
+        self._update_direct()
+
+    def remove_forwarder(self, forwarder: Forwarder) -> None:
+        """Stop handing messages to ``forwarder`` (idempotent)."""
+        if self._node is not None:
+            self._node.remove_forwarder(forwarder)
+            self._update_direct()
+
+    def requesters(self) -> list[Any]:
+        """The forwarders that can carry ``ask`` requests to peers."""
+        return [] if self._node is None else self._node.requesters()
+
+    def stamp(self, message: Message) -> Message:
+        """Return ``message`` with a unique id, given once when it first leaves the bus."""
+        return self.node.stamp(message)
+
+    def receive(self, message: Message, origin: Forwarder | None = None,
+                reply_to: Identifier | None = None) -> bool:
+        """Take in a message from another node: deliver it here and pass it on.
+
+        A message whose ``uid`` was seen before is dropped (it went round a cycle); returns
+        whether the message was taken. ``hops`` counts one more for the crossing.
+        """
+        node = self._node
+        if node is None:
+            node = self.node
+        return node.receive(message, origin, reply_to)
+
+    def transport(self, scheme: str) -> Transport:
+        """This bus's transport for a URL scheme, created by its plugin on first use."""
+        node = self.node
+        transport = node.transports.get(scheme)
+        if transport is None:
+            with node.lock:
+                transport = node.transports.get(scheme)
+            if transport is None:
+                made = self.plugins.create_transport(scheme, self.bus)
+                with node.lock:
+                    transport = node.transports.setdefault(scheme, made)
+                if transport is not made:
+                    made.close()  # another thread made one first
+        return transport
+
+    def track_connection(self, connection: Connection) -> None:
+        """Keep ``connection`` so that :meth:`close` closes it."""
+        self.node.track(connection)
+
+    def untrack_connection(self, connection: Connection) -> None:
+        if self._node is not None:
+            self._node.untrack(connection)
+
+    def connections(self) -> list[Connection]:
+        """The open connections made from this bus (a snapshot)."""
+        node = self._node
+        if node is None:
+            return []
+        with node.lock:
+            return list(node.connections)
+
+    def transports(self) -> dict[str, Transport]:
+        """This bus's transports by URL scheme (a snapshot)."""
+        node = self._node
+        if node is None:
+            return {}
+        with node.lock:
+            return dict(node.transports)
+
+    @property
+    def _transports(self) -> dict[str, Transport]:
+        # Read by tests/remote; to move to bus.transports() (or bus.node.transports).
+        return {} if self._node is None else self._node.transports
+

@@ -1,0 +1,83 @@
+"""Per-bus state: the typed extension slot every bus carries (``bus.state(key)``).
+
+The core and plugins keep what belongs to one bus here instead of in module globals keyed
+by the bus: the value is made on first use by the key's factory, lives as long as the bus,
+and is closed (the key's ``close``) when the bus closes, after the plugins' close hooks::
+
+    from berrymq.state import StateKey
+
+    WRITERS: StateKey[list[Writer]] = StateKey("jsonl writers", lambda bus: [])
+
+    def berrymq_start_bus(bus):
+        bus.state(WRITERS).append(Writer(...))
+
+Keys compare by identity: two plugins never see each other's state by accident.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["BusState", "StateKey"]
+
+T = TypeVar("T")
+
+
+class StateKey(Generic[T]):
+    """Names one piece of per-bus state and says how to make and close it.
+
+    :param name: shown in errors and reprs.
+    :param factory: ``factory(bus)`` makes the value the first time it is asked for.
+    :param close: called with the value when the bus closes (if it was made).
+    """
+
+    __slots__ = ("close", "factory", "name")
+
+    def __init__(self, name: str, factory: Callable[[Bus], T],
+                 close: Callable[[T], object] | None = None) -> None:
+        self.name = name
+        self.factory = factory
+        self.close = close
+
+    def __repr__(self) -> str:
+        return f"<StateKey {self.name}>"
+
+
+class BusState:
+    """The values of one bus, by key; made under a lock, read without one."""
+
+    __slots__ = ("_bus", "_lock", "_values")
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._values: dict[StateKey[Any], Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: StateKey[T]) -> T:
+        """The value for ``key``, made by its factory on first use."""
+        try:
+            value: T = self._values[key]
+        except KeyError:
+            with self._lock:
+                if key not in self._values:
+                    self._values[key] = key.factory(self._bus)
+                value = self._values[key]
+        return value
+
+    def peek(self, key: StateKey[T]) -> T | None:
+        """The value for ``key`` if it was made, else None (never makes it)."""
+        return self._values.get(key)
+
+    def close(self) -> None:
+        """Close every value whose key says how, newest first, and forget them all."""
+        with self._lock:
+            items = list(self._values.items())
+            self._values.clear()
+        for key, value in reversed(items):
+            if key.close is not None:
+                key.close(value)

@@ -1,0 +1,107 @@
+"""Subscriptions: one receiver following one pattern, and the kinds of receivers.
+
+A :class:`Subscription` carries, as data, what its receiver kind can do (``answers``
+requests; is one of a ``shared`` group of competing consumers), so delivery never compares
+kind names. It is filed and removed by :class:`berrymq._index.Index`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from berrymq.identifier import Identifier
+from berrymq.message import Message
+
+if TYPE_CHECKING:
+    from berrymq._index import Index
+    from berrymq.bus import Bus
+
+__all__ = ["FUNCTION", "Guard", "Kind", "Receiver", "ReceiverKind", "Subscription", "strong_ref"]
+
+Receiver = Callable[[Message], Any]
+Guard = Callable[[Message], Any]
+
+
+class ReceiverKind(Protocol):
+    """What a receiver plugin makes subscriptions as (functions, Follower methods, queues,
+    a user's own kind): the data a :class:`Subscription` carries about what it can do.
+
+    :attr name: the kind's name, shown by :func:`berrymq.show_network` (``"function"``).
+    :attr answers: whether its receivers' return values are replies to ``ask`` and
+        ``talk``; a queue stores a request instead of answering it.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def answers(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A plain :class:`ReceiverKind`."""
+
+    name: str
+    answers: bool = True
+
+
+#: The kind of receivers subscribed with :meth:`Bus.subscribe <berrymq.Bus.subscribe>`.
+FUNCTION = Kind("function")
+
+
+class Subscription:
+    """One receiver following one pattern on one bus; ``cancel()`` undoes it.
+
+    Returned by :func:`berrymq.regist_function`, :func:`berrymq.regist_method` and
+    :meth:`Bus.subscribe <berrymq.Bus.subscribe>`. Also a context manager that cancels on
+    exit. ``kind`` names the receiver kind; ``answers`` (replies to requests) and
+    ``shared`` (one of a group of competing consumers) say what it can do.
+    """
+
+    __slots__ = ("__weakref__", "_index", "active", "answers", "bus", "guard", "keys", "kind",
+                 "pattern", "ref", "seq", "shared", "weak")
+
+    def __init__(self, index: Index, pattern: Identifier, ref: Callable[[], Receiver | None],
+                 guard: Guard | None, seq: int, weak: bool, kind: ReceiverKind,
+                 shared: bool = False) -> None:
+        self._index = index
+        self.bus: Bus = index.owner
+        self.pattern = pattern
+        self.ref = ref
+        self.guard = guard
+        self.seq = seq
+        self.weak = weak
+        self.kind = kind.name
+        self.answers = kind.answers
+        self.shared = shared
+        self.active = True
+        self.keys: tuple[int, ...] = ()
+
+    @property
+    def receiver(self) -> Receiver | None:
+        """The receiver, or None once it was garbage-collected."""
+        return self.ref()
+
+    def cancel(self) -> None:
+        """Stop this receiver from getting messages for this pattern (idempotent)."""
+        self._index.remove(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "cancelled"
+        return f"<Subscription {self.pattern} -> {self.ref()!r} ({state})>"
+
+
+def strong_ref(receiver: Receiver) -> Callable[[], Receiver]:
+    """A C-level callable returning ``receiver``: delivery calls ``ref()`` alike for
+    strong and weak receivers."""
+    return itertools.repeat(receiver).__next__

@@ -1,0 +1,127 @@
+"""Helpers shared by the test modules (imported as ``helpers``: tests/ is on the path)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from berrymq import Message, Queue, regist_function
+
+__all__ = ["CHILD_NODE", "WAIT", "Child", "capture", "child_env", "drain", "installed"]
+
+WAIT = 10.0  # generous deadline for anything that should happen "soon"
+
+
+def installed(dist: str) -> bool:
+    """Whether the distribution ``dist`` is installed."""
+    try:
+        importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def capture(pattern: str) -> list[Message]:
+    """The messages of ``pattern`` on the default bus, as they come (a strong receiver)."""
+    got: list[Message] = []
+    regist_function(pattern, got.append, weak=False)
+    return got
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment without a settings file of its own."""
+    env = dict(os.environ)
+    env.pop("BERRYMQ_CONFIG", None)
+    return env
+
+
+def drain(q: Queue, n: int, timeout: float = WAIT) -> list[Message]:
+    """The next ``n`` messages of ``q``, within ``timeout`` seconds in all."""
+    deadline = time.monotonic() + timeout
+    got = []
+    while len(got) < n:
+        got.append(q.get(timeout=max(0.01, deadline - time.monotonic())))
+    return got
+
+
+#: A child node: serves its bus over the scheme given as argv[1] and prints its URL.
+CHILD_NODE = textwrap.dedent(
+    """
+    import sys, time
+    import berrymq
+
+    scheme = sys.argv[1]
+
+    @berrymq.following_function("calc:add")
+    def add(message):
+        return message.args[0] + message.args[1]
+
+    def second(message):
+        return "second"
+
+    berrymq.regist_function("calc:add", second)
+
+    @berrymq.following_function("calc:fail")
+    def fail(message):
+        raise ValueError("boom from child")
+
+    @berrymq.following_function("calc:slow")
+    def slow(message):
+        time.sleep(float(message.args[0]))
+        return "late"
+
+    @berrymq.following_function("job:run")
+    def job(message):
+        return "done " + str(message.args[0])
+
+    @berrymq.following_function("job:quiet")
+    def quiet(message):
+        return None
+
+    url = berrymq.init_connection(scheme + "://127.0.0.1:0")
+    print("READY", url, flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+
+class Child:
+    """A child node process serving its bus; stopped by closing its stdin."""
+
+    def __init__(self, script: Path, *args: str, cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, cwd=cwd, env=child_env(),
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY "):
+            self.stop()
+            raise AssertionError(f"child did not start: {line!r} {self.stderr}")
+        self.url = line.split()[1]
+        self.stderr = ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        assert self.proc.stderr is not None
+        self.stderr = self.proc.stderr.read()
+        self.proc.stdout.close()  # type: ignore[union-attr]
+        self.proc.stderr.close()
+

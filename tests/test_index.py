@@ -1,0 +1,152 @@
+"""berrymq._index: subscriptions filed by pattern shape, and the route cache."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from berrymq import Bus, Follower, Message, following
+from berrymq._index import ROUTE_CACHE_LIMIT
+
+
+def nothing(message: Message) -> None:
+    pass
+
+
+def other(message: Message) -> None:
+    pass
+
+
+@pytest.fixture
+def bus(berrymq_bus: Bus) -> Bus:
+    return berrymq_bus
+
+
+def cached(bus: Bus, key: object) -> object:
+    return bus._routes.get(key)
+
+
+@pytest.mark.parametrize("pattern", ["job:done", "job:*", "*:done", "*:*", "job"])
+def test_every_pattern_shape_is_found_on_a_route_miss(bus: Bus, pattern: str) -> None:
+    bus.subscribe("elsewhere:done", other)
+    subscription = bus.subscribe(pattern, nothing)
+    assert bus.route("job:done") == (subscription,)
+    assert bus.route("job@ns:done") == ()  # another namespace
+
+
+def test_routes_keep_registration_order_across_shapes(bus: Bus) -> None:
+    subs = [bus.subscribe(p, nothing) for p in ("*:*", "job:done", "*:done", "job:*")]
+    assert bus.route("job:done") == tuple(subs)
+    assert bus.route("job:*") == tuple(subs)  # a wildcard sender reaches every shape
+    assert bus.route("*:done") == tuple(subs)
+
+
+def test_a_subscription_invalidates_only_the_routes_it_is_part_of(bus: Bus) -> None:
+    bus.subscribe("a:x", nothing)
+    for name in ("a:x", "a:y", "b:x", "b:y"):
+        bus.twitter(name)
+    kept = {name: cached(bus, name) for name in ("b:x", "b:y")}
+    bus.subscribe("a:*", other)  # touches a:x and a:y only
+    assert cached(bus, "a:x") is None and cached(bus, "a:y") is None
+    assert all(cached(bus, name) is route for name, route in kept.items())
+    bus.subscribe("*:y", other)  # touches b:y (a:y is gone already)
+    assert cached(bus, "b:y") is None and cached(bus, "b:x") is kept["b:x"]
+    bus.subscribe("*:*", other)  # touches everything
+    assert cached(bus, "b:x") is None
+    assert [s.receiver for s in bus.route("a:y")] == [other, other, other]
+
+
+def test_a_cancel_invalidates_only_the_routes_it_is_part_of(bus: Bus) -> None:
+    subscription = bus.subscribe("a:x", nothing)
+    bus.subscribe("b:x", nothing)
+    bus.twitter("a:x")
+    bus.twitter("b:x")
+    kept = cached(bus, "b:x")
+    subscription.cancel()
+    assert cached(bus, "a:x") is None and cached(bus, "b:x") is kept
+    assert bus.route("a:x") == ()
+
+
+def test_a_wildcard_sender_route_is_invalidated_by_any_matching_change(bus: Bus) -> None:
+    bus.twitter("*:x")
+    assert cached(bus, "*:x") is not None
+    bus.subscribe("job:x", nothing)
+    assert cached(bus, "*:x") is None
+    assert len(bus.route("*:x")) == 1
+
+
+def test_the_route_cache_evicts_the_oldest_route_instead_of_clearing(bus: Bus) -> None:
+    assert ROUTE_CACHE_LIMIT >= 40_000  # 20,000 identifiers cycle without a miss
+    bus.subscribe("*:run", nothing)
+    bus._index.limit = 3
+    for name in ("a:run", "b:run", "c:run"):
+        bus.twitter(name)
+    bus.twitter("d:run")  # full: a:run goes, the others stay
+    assert cached(bus, "a:run") is None
+    assert all(cached(bus, n) is not None for n in ("b:run", "c:run", "d:run"))
+    assert len(bus._routes) == 3
+
+
+def test_an_identifier_sent_as_text_and_as_identifier_shares_one_route(bus: Bus) -> None:
+    bus.subscribe("a:x", nothing)
+    bus.twitter("a:x")
+    assert bus.route("a:x")  # looks up by the parsed Identifier: the same route
+    index = bus._index
+    assert len(index._route_keys) == 1
+    bus.subscribe("a:*", other)
+    assert not bus._routes  # both keys went together
+
+
+def test_a_collected_receiver_leaves_index_and_routes(bus: Bus) -> None:
+    def gone(message: Message) -> None:
+        pass
+
+    bus.subscribe("a:x", gone)
+    bus.twitter("a:x")
+    del gone
+    gc.collect()
+    assert bus.route("a:x") == ()
+    assert bus.subscriptions() == []
+    assert not bus._index._buckets and not bus._index._owners
+
+
+def test_cancelling_many_receivers_of_one_pattern_keeps_the_rest(bus: Bus) -> None:
+    receivers = [lambda m, i=i: None for i in range(2000)]
+    subs = [bus.subscribe("same:x", r, weak=False) for r in receivers]
+    for sub in subs[::2]:
+        sub.cancel()
+    assert bus.route("same:x") == tuple(subs[1::2])
+    for sub in subs[1::2]:
+        sub.cancel()
+    assert bus.route("same:x") == () and not bus._index._buckets
+
+
+class Worker(metaclass=Follower):
+    @following("w:*")
+    def on_w(self, message: Message) -> None:
+        pass
+
+
+class SubWorker(Worker):
+    pass
+
+
+def test_unfollow_finds_what_it_removes_through_the_owner_index(bus: Bus) -> None:
+    a, b, c = Worker(), Worker(), SubWorker()
+    bus.subscribe("f:x", nothing)
+    assert bus.unfollow(a.on_w) == 1  # a bound method, made anew: compared by ==
+    assert bus.unfollow(b) == 1  # every method of one object
+    assert bus.unfollow(Worker) == 1  # instances of subclasses too
+    assert bus.unfollow(c) == 0
+    assert bus.unfollow(nothing) == 1
+    assert bus.subscriptions() == []
+
+
+def test_a_guard_change_invalidates_the_routes_of_its_pattern(bus: Bus) -> None:
+    got: list[str] = []
+    subscription = bus.subscribe("g:x", lambda m: got.append(m.id), weak=False)
+    bus.twitter("g:x")
+    bus.set_guard(subscription, lambda m: False)
+    bus.twitter("g:x")
+    assert got == ["g:x"]

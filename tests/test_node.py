@@ -1,0 +1,124 @@
+"""berrymq.node: what a bus gains once it has peers (uids, de-duplication on receipt)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from berrymq import Bus, Message
+from berrymq._index import DIRECT, FORWARD
+from berrymq.identifier import parse
+from berrymq.node import SEEN_LIMIT
+
+
+@pytest.fixture
+def bus(berrymq_bus: Bus) -> Bus:
+    return berrymq_bus
+
+
+class Link:
+    """A forwarder that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Message, object]] = []
+
+    def forward(self, message: Message, reply_to: object) -> None:
+        self.sent.append((message, reply_to))
+
+
+def test_a_bus_without_peers_has_no_node(bus: Bus) -> None:
+    bus.subscribe("a:*", print, weak=False)
+    bus.twitter("a:x")
+    bus.talk("a:x", "b:y")
+    assert bus._node is None and bus.connections() == [] and bus.transports() == {}
+    assert bus._index.how == DIRECT
+
+
+def test_uids_carry_the_node_prefix_and_never_repeat_across_threads(bus: Bus) -> None:
+    uids: list[str] = []
+
+    def stamp() -> None:
+        uids.extend(bus.stamp(Message("a:x")).uid or "" for _ in range(2000))
+
+    threads = [threading.Thread(target=stamp) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(uids)) == 16_000
+    assert all(uid.startswith(bus.node_id + "-") for uid in uids)
+    stamped = bus.stamp(Message("a:x"))
+    assert bus.stamp(stamped) is stamped  # given once
+
+
+def test_forwarded_messages_are_stamped_and_local_names_stay(bus: Bus) -> None:
+    link = Link()
+    bus.add_forwarder(link)
+    assert bus._index.how == FORWARD
+    bus.twitter("a:x", 1)
+    bus.twitter("_secret:x")
+    [(message, reply_to)] = link.sent
+    assert message.id == "a:x" and message.args == (1,) and reply_to is None
+    assert message.uid is not None and message.uid.startswith(bus.node_id)
+    bus.remove_forwarder(link)
+    assert bus._index.how == DIRECT
+
+
+def test_receive_drops_a_message_back_from_a_cycle_and_a_duplicate(bus: Bus) -> None:
+    got: list[Message] = []
+    bus.subscribe("a:*", got.append, weak=False)
+    own = bus.stamp(Message("a:x"))
+    assert bus.receive(own) is False  # went round a cycle back home
+    theirs = Message("a:x", (1,), {}, 2, "peer-node-7")
+    assert bus.receive(theirs) is True
+    assert bus.receive(theirs) is False  # came by a second way
+    [message] = got
+    assert message.hops == 3 and message.uid == "peer-node-7"
+
+
+def test_the_seen_uids_are_bounded(bus: Bus) -> None:
+    bus.subscribe("a:*", print, weak=False)
+    node = bus.node
+    for n in range(SEEN_LIMIT * 2 + 10):
+        assert node.first_sight(f"peer-{n}")
+    assert len(node._seen) + len(node._seen_before) <= SEEN_LIMIT * 2
+    assert not node.first_sight(f"peer-{SEEN_LIMIT * 2 + 9}")
+
+
+def test_receive_passes_a_message_on_to_the_other_peers_only(bus: Bus) -> None:
+    there, back = Link(), Link()
+    bus.add_forwarder(there)
+    bus.add_forwarder(back)
+    bus.receive(Message("a:x", (), {}, 0, "p-1"), back)
+    assert len(there.sent) == 1 and back.sent == []
+
+
+def test_receive_with_nothing_to_do_takes_the_message_quietly(bus: Bus) -> None:
+    back = Link()
+    bus.add_forwarder(back)
+    bus.twitter("a:x")  # the route is cached (empty)
+    back.sent.clear()
+    assert bus.receive(Message("a:x", (), {}, 0, "p-1"), back) is True
+    assert back.sent == []
+
+
+def test_receive_over_the_hop_limit_drops_with_a_warning(bus: Bus,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    bus.subscribe("a:*", print, weak=False)
+    with caplog.at_level(logging.WARNING, logger="berrymq"):
+        assert bus.receive(Message("a:x", (), {}, bus.hop_limit - 1, "p-1")) is False
+    assert "hop limit" in caplog.text
+
+
+def test_receive_with_reply_to_answers_and_passes_on(bus: Bus) -> None:
+    link = Link()
+    bus.add_forwarder(link)
+    replies: list[Message] = []
+    bus.subscribe("q:*", lambda m: m.args[0] * 2, weak=False)
+    bus.subscribe("r:*", replies.append, weak=False)
+    bus.receive(Message("q:x", (21,), {}, 0, "p-9"), None, parse("r:back"))
+    assert [m.args for m in replies] == [(42,)]
+    # the reply went out as it was sent, then the request for the other peers' receivers
+    assert [(m.id, str(r)) for m, r in link.sent] == [("r:back", "None"), ("q:x", "r:back")]

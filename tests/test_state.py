@@ -1,0 +1,59 @@
+"""berrymq.state: the typed extension slot of a bus."""
+
+from __future__ import annotations
+
+import threading
+
+from berrymq import Bus, Queue
+from berrymq.plugins import PluginHost
+from berrymq.receivers.queues import SHARED_STORES
+from berrymq.sources import RUNNING, running_adapters
+from berrymq.sources.timer import IntervalTimer
+from berrymq.state import StateKey
+
+
+def test_a_value_is_made_once_per_bus_and_closed_with_it(berrymq_plugin_host: PluginHost) -> None:
+    made: list[Bus] = []
+    closed: list[str] = []
+
+    def make(bus: Bus) -> list[str]:
+        made.append(bus)
+        return [bus.name]
+
+    key: StateKey[list[str]] = StateKey("names", make, lambda v: closed.append(v[0]))
+    first = Bus(plugins=berrymq_plugin_host, name="first")
+    second = Bus(plugins=berrymq_plugin_host, name="second")
+    assert first.extensions.peek(key) is None  # peek never makes it
+    assert first.state(key) is first.state(key) == ["first"]
+    assert second.state(key) == ["second"]
+    assert made == [first, second]
+    first.close()
+    assert closed == ["first"] and first.extensions.peek(key) is None
+    second.close()
+    assert closed == ["first", "second"]
+
+
+def test_racing_threads_get_one_value(berrymq_plugin_host: PluginHost) -> None:
+    key: StateKey[object] = StateKey("one", lambda bus: object())
+    seen: list[object] = []
+    with Bus(plugins=berrymq_plugin_host) as bus:
+        threads = [threading.Thread(target=lambda: seen.append(bus.state(key))) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len({id(v) for v in seen}) == 1
+
+
+def test_the_core_keeps_its_per_bus_state_in_the_slot(berrymq_plugin_host: PluginHost) -> None:
+    with Bus(plugins=berrymq_plugin_host) as bus:
+        one, two = Queue("s:*", shared=True, bus=bus), Queue("s:*", shared=True, bus=bus)
+        assert list(bus.state(SHARED_STORES).values()) == [one._store]
+        assert one._store is two._store and one._store.subscription is not None
+        assert one._store.subscription.shared and not one._store.subscription.answers
+        timer = IntervalTimer("beat", 60, bus=bus)
+        assert running_adapters(bus) == [timer] == bus.state(RUNNING).adapters
+    assert not timer.running  # stopped with its bus, by the slot
+    other = Bus(plugins=berrymq_plugin_host)
+    assert other.extensions.peek(SHARED_STORES) is None and running_adapters(other) == []
+    other.close()
