@@ -11,6 +11,9 @@ over HTTP) and writes back what it returns.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import hmac
 import itertools
 import logging
@@ -25,14 +28,22 @@ from typing import TYPE_CHECKING, Any
 from berrymq.errors import InvalidIdentifier, QueueFull, ReplyError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.jsonrpc import Dispatcher, app_error, dumps, invalid_params
+from berrymq_jsonrpc.jsonrpc import (
+    Dispatcher,
+    app_error,
+    dumps,
+    invalid_params,
+    validate_request,
+)
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus, Subscription
     from berrymq_jsonrpc.client import Link
 
-__all__ = ["LinkFactory", "Service", "Session", "SessionQueue", "message_from_wire"]
+__all__ = ["SLOW_METHODS", "WAITS", "LinkFactory", "Service", "Session", "SessionQueue",
+           "in_waits", "may_wait", "message_from_wire"]
 
 logger = logging.getLogger("berrymq.remote")
 
@@ -43,6 +54,36 @@ _tuple_new = tuple.__new__
 LinkFactory = Callable[[str | None, str, Any], "Link"]
 
 _CLOSED = object()
+
+#: Methods that may wait (a blocking ``get``, receivers answering ``ask``): the transports
+#: answer them on a :data:`WAITS` thread, never on the I/O loop or the delivery lane.
+SLOW_METHODS = frozenset({"get", "ask"})
+#: The few threads that run requests which may wait, and the closing of sessions (which
+#: may flush a link). Started on demand, shared by every transport of the process.
+WAITS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="berrymq-wait")
+
+
+def may_wait(request: Any) -> bool:
+    """Whether ``request`` (parsed) is a valid call that may wait (``ask``, a blocking
+    ``get``): those are answered on a :data:`WAITS` thread, everything else in order."""
+    if type(request) is not dict:
+        return False
+    method = request.get("method")
+    if type(method) is not str or method not in SLOW_METHODS:
+        return False
+    try:
+        validate_request(request)
+    except ValueError:
+        return False
+    params = request.get("params")
+    return not (method == "get" and type(params) is dict and params.get("block") is False)
+
+
+def in_waits(function: Callable[..., object], *args: Any) -> None:
+    """Run ``function(*args)`` on a :data:`WAITS` thread without waiting for it (nothing
+    runs once the interpreter is shutting down: the process is ending anyway)."""
+    with contextlib.suppress(RuntimeError):
+        WAITS.submit(function, *args)
 
 
 class SessionQueue:
@@ -228,8 +269,7 @@ class Service:
         self.name = name
         self.sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._sweeper: threading.Thread | None = None
+        self._sweeper: concurrent.futures.Future[None] | None = None
         self._closed = False
         self._count = itertools.count()
         methods: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
@@ -292,11 +332,7 @@ class Service:
         with self._lock:
             self.sessions[session.token] = session
             if self._sweeper is None:
-                self._sweeper = threading.Thread(
-                    target=self._sweep, name=f"berrymq-{self.name}-ttl", daemon=True
-                )
-                self._sweeper.start()
-        self._wake.set()  # the sweeper re-reads the shortest ttl
+                self._sweeper = io_loop.submit(self._sweep())
         return session
 
     def session(self, token: Any) -> Session:
@@ -338,30 +374,43 @@ class Service:
         return True
 
     def close_sessions_of(self, context: Any, reason: str) -> None:
-        """Close every session opened through ``context`` (a TCP connection that ended)."""
+        """A connection (``context``) ended: close the sessions that cannot live without
+        it (an interconnection whose link answers over it), and let the others be used
+        from any other connection of the transport until their ttl expires."""
         with self._lock:
-            tokens = [t for t, s in self.sessions.items() if s.context is context]
+            tokens = []
+            for token, session in self.sessions.items():
+                if session.context is context:
+                    link = session.link
+                    if link is not None and link.channel is context:
+                        tokens.append(token)
+                    else:
+                        session.context = None
         for token in tokens:
             self.close_session(token, reason)
 
-    def _sweep(self) -> None:
+    async def _sweep(self) -> None:
+        """On the I/O loop: close the sessions idle longer than their ttl (the closing
+        itself, which may flush a link, runs on a :data:`WAITS` thread)."""
+        loop = asyncio.get_running_loop()
         while not self._closed:
-            with self._lock:
-                ttls = [s.ttl for s in self.sessions.values()]
-            interval = min(1.0, max(0.02, min(ttls) / 4)) if ttls else 1.0
-            self._wake.wait(interval)
-            self._wake.clear()
+            ttls = [s.ttl for s in list(self.sessions.values())]
+            await asyncio.sleep(min(1.0, max(0.02, min(ttls) / 4)) if ttls else 1.0)
             now = time.monotonic()
-            with self._lock:
-                expired = [t for t, s in self.sessions.items() if s.deadline < now]
+            expired = [t for t, s in list(self.sessions.items()) if s.deadline < now]
             for token in expired:
                 logger.info("%s: a connection was idle longer than its ttl; closed", self.name)
-                self.close_session(token, "expired")
+                try:
+                    await loop.run_in_executor(WAITS, self.close_session, token, "expired")
+                except RuntimeError:  # the interpreter is shutting down
+                    return
 
     def close(self) -> None:
         """Close every session and stop the sweeper (idempotent)."""
         self._closed = True
-        self._wake.set()
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
         for token in list(self.sessions):
             self.close_session(token, "server closed")
 
