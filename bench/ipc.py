@@ -47,7 +47,7 @@ HERE = os.path.abspath(__file__)
 # Run as a script, Python puts bench/ first on sys.path, where bench/nats.py would shadow
 # the nats package that the berrymq-nats plugin imports when plugins load.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(HERE)]
-TIMEOUT = 60.0
+TIMEOUT = 120.0
 
 
 def request_line(token: str, i: int, with_id: bool = True) -> bytes:
@@ -64,10 +64,14 @@ def pct(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+CHILDREN: list[Child] = []
+
+
 class Child:
     """A process running this file with ``--role``: says ``ready ...``, waits for lines."""
 
     def __init__(self, role: str, *args: str) -> None:
+        CHILDREN.append(self)
         self.process = subprocess.Popen(
             [sys.executable, HERE, "--role", role, *args], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -205,7 +209,7 @@ def role_send(url: str, seconds: str) -> None:
     try:
         while time.monotonic() < deadline:
             for _ in range(100):
-                send(message("bench:tick", sent))
+                send(message("bench:tick", (sent,)))
                 sent += 1
         ok = connection.flush(TIMEOUT)
         status = "ok" if ok else "flush-timeout"
@@ -367,10 +371,21 @@ def main() -> None:
     if args.role:
         roles = {"echo": role_echo, "count": role_count, "rawsend": role_rawsend,
                  "node": role_node, "send": role_send}
-        roles[args.role](*args.args)
+        with suppress(BrokenPipeError, KeyboardInterrupt):  # the parent gave up: end quietly
+            roles[args.role](*args.args)
         return
-    n = 500 if args.quick else 3000
-    seconds = 0.5 if args.quick else 1.5
+    try:
+        measure(args.quick)
+    finally:
+        for child in CHILDREN:
+            if child.process.poll() is None:
+                child.process.kill()
+                child.process.wait()
+
+
+def measure(quick: bool) -> None:
+    n = 500 if quick else 3000
+    seconds = 0.5 if quick else 1.5
     begun = time.monotonic()
     print(f"bench/ipc.py: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"{n} round trips, {seconds:g} s per throughput round", flush=True)
@@ -433,7 +448,7 @@ def main() -> None:
     for sock in idle:
         sock.close()
 
-    encoded_once(10, 200 if args.quick else 2000)
+    encoded_once(10, 200 if quick else 2000)
 
     node.close()
     echo.process.kill()

@@ -7,7 +7,8 @@ client and server in one process: h11 260-310 us at p50, aiohttp 357-370 us) and
 owning the read loop lets the server bound a whole request, not each read.
 
 Server: ``POST /`` only; every request is parsed on the loop and answered on the delivery
-lane (``ask`` and a blocking ``get`` on a :data:`~berrymq_jsonrpc.service.WAITS` thread).
+lane (``ask`` on a :data:`~berrymq_jsonrpc.service.WAITS` thread; a blocking ``get`` awaits its
+queue on the loop).
 Client: a small pool of keep-alive connections per peer. Over HTTP a peer cannot answer on
 the connection it was called on, so style 01 needs both nodes to serve: ``interconnect``
 sends this node's server URL and the peer calls it back.
@@ -29,7 +30,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.cli import add_serve_option
 from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
-from berrymq_jsonrpc.service import WAITS, Service, may_wait
+from berrymq_jsonrpc.service import Service, may_wait
 from berrymq_jsonrpc.transport import RemoteTransport, bind_family, declare_settings, split_url
 
 from berrymq.bus import Bus
@@ -244,7 +245,7 @@ class _Server:
             return service.dispatcher.parse_error()
         loop = asyncio.get_running_loop()
         if slow:
-            return await loop.run_in_executor(WAITS, service.handle_parsed, request, None)
+            return await service.answer_waiting(request)
         done: asyncio.Future[bytes | None] = loop.create_future()
         await io_loop.lane.put(functools.partial(_answer_on_lane, service, request, done),
                                len(body))

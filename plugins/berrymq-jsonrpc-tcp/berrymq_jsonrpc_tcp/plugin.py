@@ -7,8 +7,8 @@ is how one connection carries both directions of an interconnection.
 Everything runs on the process's I/O loop (asyncio streams), no thread per connection:
 the loop reads, splits lines and hands replies to their waiting callers; the requests of
 one read go to the delivery lane as one piece of work, answered in order there (``ask``
-and a blocking ``get`` run on a thread of :data:`~berrymq_jsonrpc.service.WAITS`, at most
-16 at a time per connection). While the lane is full the connection is not read, which
+on a thread of :data:`~berrymq_jsonrpc.service.WAITS`, a blocking ``get`` awaits its queue
+on the loop; at most 16 such waits per connection). While the lane is full the connection is not read, which
 slows that sender and bounds what it can make the node hold.
 
 Server limits: a line over ``max_size`` is answered with ``TOO_LARGE`` and the
@@ -30,7 +30,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.cli import add_serve_option
 from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
-from berrymq_jsonrpc.service import WAITS, Service, in_waits, may_wait
+from berrymq_jsonrpc.service import Service, may_wait
 from berrymq_jsonrpc.transport import RemoteTransport, bind_family, declare_settings, split_url
 
 from berrymq.bus import Bus
@@ -242,7 +242,7 @@ class LineChannel(Channel):
 
     async def _answer_slow(self, request: Any) -> None:
         try:
-            reply = await asyncio.get_running_loop().run_in_executor(WAITS, self._answer, request)
+            reply = await self.service.answer_waiting(request, self)
         finally:
             self._slow.release()
         if reply is not None:
@@ -270,7 +270,7 @@ class LineChannel(Channel):
         if reading is not None and reading is not asyncio.current_task():
             reading.cancel()
         # closing sessions may flush their links: not on the loop
-        in_waits(self.service.close_sessions_of, self, "connection closed")
+        self.service.close_sessions_of(self, "connection closed")
 
 
 _PARSE_ERROR = object()

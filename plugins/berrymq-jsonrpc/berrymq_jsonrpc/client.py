@@ -26,11 +26,12 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from berrymq.errors import ConnectionClosed, MessageTooLarge, ReplyError, TransportError
 from berrymq.identifier import Identifier
+from berrymq.transports import base
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import dumps, encode_request, parse_reply
@@ -381,8 +382,9 @@ class Outbox:
             logger.error("%s: closed with %d messages not sent", self.name, self.lost)
 
 
-class Link:
-    """The forwarder of an interconnection: sends this bus's messages to one peer.
+class Link(base.Link):
+    """A JSON-RPC link to one peer (the forwarder of an interconnection, and what every
+    style sends and asks through): messages go in ``send_messages`` batches.
 
     :param channel: the channel to the peer.
     :param token: the token the peer gave (or, over TCP back-channels, the one the peer
@@ -395,6 +397,7 @@ class Link:
                  on_dead: Callable[[BaseException], None] | None = None, *,
                  owns_channel: bool = False) -> None:
         self.channel = channel
+        self.address = channel.url
         self.token = token
         self.name = name
         self.owns_channel = owns_channel
@@ -421,6 +424,17 @@ class Link:
     def forward(self, message: Message, reply_to: Identifier | None) -> None:
         """Queue ``message`` for the peer (with ``reply_to`` for :func:`berrymq.talk`)."""
         self.outbox.put(encode_message(message, reply_to))
+
+    def send_batch(self, messages: Sequence[Message], reply_to: Identifier | None = None) -> None:
+        """Queue ``messages`` for the peer, in order."""
+        put = self.outbox.put
+        for message in messages:
+            put(encode_message(message, reply_to))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the peer acknowledged everything queued so far (see
+        :meth:`Outbox.flush`)."""
+        return self.outbox.flush(timeout)
 
     def request(self, message: Message, timeout: float) -> list[Any]:
         """Ask the peer's receivers (the ``ask`` method) and return their replies."""

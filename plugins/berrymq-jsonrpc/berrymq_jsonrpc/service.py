@@ -32,8 +32,10 @@ from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import (
     Dispatcher,
+    JsonRpcError,
     app_error,
     dumps,
+    error_object,
     invalid_params,
     validate_request,
 )
@@ -100,6 +102,8 @@ class SessionQueue:
         self.pattern = pattern
         self.maxsize = maxsize
         self._items: queue.Queue[object] = queue.Queue(maxsize + 1 if maxsize > 0 else 0)
+        #: futures on the I/O loop of requests waiting for an entry (:meth:`wait`)
+        self._waiters: list[asyncio.Future[None]] = []
         self.closed = False
         self.subscription: Subscription = bus.subscribe(
             pattern, self.put, weak=False, kind="queue"
@@ -123,6 +127,24 @@ class SessionQueue:
                 f"messages); message {ident} was refused"
             )
         self._items.put_nowait(entry)
+        if self._waiters:
+            io_loop.call_soon(self._wake)
+
+    def _wake(self) -> None:
+        """On the I/O loop: let every waiting request look again."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """On the I/O loop: return when an entry may have come, or after ``timeout``."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        if self._items.qsize():  # one came before the waiter was seen
+            self._wake()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter, timeout)
 
     def get(self, timeout: float | None) -> list[Any]:
         """The next entry; ``queue.Empty`` when none came in ``timeout`` (0: at once)."""
@@ -143,6 +165,7 @@ class SessionQueue:
             except queue.Empty:
                 break
         self._items.put_nowait(_CLOSED)
+        io_loop.call_soon(self._wake)
 
 
 class Session:
@@ -237,6 +260,7 @@ def message_from_wire(
 
 
 _TOKEN_LENGTH = len(secrets.token_urlsafe(p.TOKEN_BYTES))
+_GET = frozenset({"token", "block", "timeout", p.PARAM_SECRET})
 _SEND_MESSAGE = frozenset({"token", "identifier", "args", "kwargs", "uid", "hops", "reply_to"})
 _ASK = frozenset({"identifier", "args", "kwargs", "timeout", "token", "uid", "hops"})
 
@@ -375,8 +399,9 @@ class Service:
 
     def close_sessions_of(self, context: Any, reason: str) -> None:
         """A connection (``context``) ended: close the sessions that cannot live without
-        it (an interconnection whose link answers over it), and let the others be used
-        from any other connection of the transport until their ttl expires."""
+        it (an interconnection whose link answers over it; on a :data:`WAITS` thread, as
+        closing may flush), and let the others be used from any other connection of the
+        transport until their ttl expires. Quick: may be called on the I/O loop."""
         with self._lock:
             tokens = []
             for token, session in self.sessions.items():
@@ -387,7 +412,7 @@ class Service:
                     else:
                         session.context = None
         for token in tokens:
-            self.close_session(token, reason)
+            in_waits(self.close_session, token, reason)
 
     async def _sweep(self) -> None:
         """On the I/O loop: close the sessions idle longer than their ttl (the closing
@@ -518,6 +543,56 @@ class Service:
             return store.get(wait)
         except queue.Empty:
             raise app_error(p.EMPTY) from None
+
+    async def answer_waiting(self, request: dict[str, Any], context: Any = None) -> bytes | None:
+        """On the I/O loop: answer a request that may wait (:func:`may_wait`). A blocking
+        ``get`` awaits its queue on the loop; ``ask`` (receivers may take their time) and
+        whatever :meth:`get_waiting` leaves run on a :data:`WAITS` thread."""
+        if request.get("method") == p.METHOD_GET:
+            reply = await self.get_waiting(request)
+            if reply is not None:
+                return reply
+        return await asyncio.get_running_loop().run_in_executor(
+            WAITS, self.handle_parsed, request, context)
+
+    async def get_waiting(self, request: dict[str, Any]) -> bytes | None:
+        """Answer a blocking ``get`` on the I/O loop, without a thread: it awaits its
+        session's queue. None when the request is not a plain one (by-position params, a
+        notification, anything the checks of :meth:`_get` would refuse): the caller then
+        answers it like any other."""
+        params = request.get("params", {})
+        request_id = request.get("id")
+        if type(params) is not dict or "id" not in request or not params.keys() <= _GET:
+            return None
+        secret = self._secret
+        given = params.get(p.PARAM_SECRET)
+        if secret is not None and (type(given) is not str
+                                   or not hmac.compare_digest(given.encode(), secret)):
+            return None
+        session = self.sessions.get(params.get("token"))  # type: ignore[arg-type]
+        timeout = params.get("timeout")
+        if (session is None or session.queue is None or params.get("block", True) is not True
+                or (timeout is not None and (type(timeout) not in (int, float)
+                                             or not 0 <= timeout < math.inf))):
+            return None
+        session.touch()
+        store = session.queue
+        wait = self.max_get_wait if timeout is None else min(self.max_get_wait, timeout)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                entry = store.get(0)
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return dumps(error_object(p.EMPTY, p.APPLICATION_ERRORS[p.EMPTY],
+                                              request_id)).encode()
+                await store.wait(left)
+                continue
+            except JsonRpcError:  # the session closed meanwhile
+                return dumps(error_object(p.UNKNOWN_TOKEN, p.APPLICATION_ERRORS[
+                    p.UNKNOWN_TOKEN], request_id)).encode()
+            return dumps({"jsonrpc": "2.0", "result": entry, "id": request_id}).encode()
 
     def _get_nowait(self, context: Any, params: dict[str, Any]) -> list[Any]:
         _allowed(p.METHOD_GET_NOWAIT, params, frozenset({"token"}))

@@ -47,7 +47,7 @@ from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.registries import SettingsSchema
-from berrymq.transports.base import Connection, Transport
+from berrymq.transports.base import Connection, Transport, asker
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import Channel, Link, encode_message
 from berrymq_jsonrpc.jsonrpc import invalid_params
@@ -133,24 +133,6 @@ def bind_family(host: str) -> tuple[socket.AddressFamily, str]:
     return family, "127.0.0.1" if host == "localhost" else host
 
 
-class _Asker:
-    """What a one-way or queue connection adds to the bus: it carries :func:`berrymq.ask`
-    requests to the peer and forwards no other message (the style sends only what
-    ``send_message`` sends)."""
-
-    def __init__(self, link: Link) -> None:
-        self.link = link
-
-    def forward(self, message: Message, reply_to: Identifier | None) -> None:
-        """Nothing: a one-way connection does not forward the bus's messages."""
-
-    def request(self, message: Message, timeout: float) -> list[Any]:
-        return self.link.request(message, timeout)
-
-    def __repr__(self) -> str:
-        return f"<ask over {self.link!r}>"
-
-
 class RemoteConnection(Connection):
     """A connection to another node over a JSON-RPC channel, in one of the three styles.
 
@@ -173,7 +155,7 @@ class RemoteConnection(Connection):
         self._lock = threading.Lock()
         self.link = Link(channel, token, name=f"{transport.scheme}:{style}",
                          on_dead=self._dead)
-        self.asker = _Asker(self.link)
+        self.asker = asker(self.link)
 
     # -- sending ----------------------------------------------------------------------------
 

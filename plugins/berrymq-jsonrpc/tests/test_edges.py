@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -122,3 +123,48 @@ def test_ask_over_every_connection_style(
     assert client.ask("price:quote", 2, timeout=WAIT) == [19.0]
     connection.close()
     assert client.ask("price:quote", 2, timeout=WAIT) == []
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_blocking_gets_need_no_thread(scheme: str, server: Callable[[str], tuple[Bus, int]],
+                                      bus_factory: Callable[..., Bus]) -> None:
+    """Every thread that may run waiting requests (ask) is busy; blocking gets still wait
+    and are answered, because they wait on the I/O loop, not on a thread."""
+    from berrymq_jsonrpc.service import WAITS
+
+    bus, port = server(scheme)
+    tcp_port = port if scheme == "tcp" else int(
+        bus.transport("tcp").listen("tcp://127.0.0.1:0").rsplit(":", 1)[1])
+    release = threading.Event()
+    bus.subscribe("hold:on", lambda message: release.wait(WAIT), weak=False)
+    holders = []
+    try:
+        for i in range(WAITS._max_workers):
+            sock = socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT)
+            sock.sendall(request("ask", {"identifier": "hold:on", "timeout": WAIT}, id=i) + b"\n")
+            holders.append(sock)
+        tokens = [one_call(scheme, port, "connect_via_queue", {"identifier": f"w{i}:*"})
+                  for i in range(5)]
+        waiting = []
+        for token in tokens:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+            body = request("get", {"token": token, "timeout": WAIT})
+            if scheme == "tcp":
+                sock.sendall(body + b"\n")
+            else:
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            waiting.append(sock)
+        for i in range(5):
+            bus.twitter(f"w{i}:news", i)
+        for i, sock in enumerate(waiting):
+            data = b""
+            while not data.endswith(b"}") and not data.endswith(b"}\n"):
+                data += sock.recv(65536)
+            reply = json.loads(data.rpartition(b"\r\n\r\n")[2] if scheme == "http" else data)
+            assert reply["result"] == [f"w{i}:news", [i], {}]
+            sock.close()
+    finally:
+        release.set()
+        for sock in holders:
+            sock.close()
