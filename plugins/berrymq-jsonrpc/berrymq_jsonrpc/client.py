@@ -244,6 +244,7 @@ class Outbox:
         self._room = threading.Condition(threading.Lock())
         self._stopped = False
         self._idle = False
+        self._sending = False  # a batch is written and not yet acknowledged
         self._wake = asyncio.Event()
         self._task = io_loop.submit(self._run())
 
@@ -286,6 +287,8 @@ class Outbox:
         """Wait until everything queued so far was sent and acknowledged; False on
         timeout. Raises the failure that stopped the outbox, if any."""
         if self.failure is None and not self._task.done():
+            if not self._items and not self._sending:
+                return True  # nothing queued, nothing on its way: no round trip to the loop
             if io_loop.in_loop():
                 return not self._items
             marker = _Marker()
@@ -316,12 +319,14 @@ class Outbox:
         try:
             while True:
                 if not items:
+                    self._sending = False
                     self._idle = True
                     if not items:
                         self._wake.clear()
                         await self._wake.wait()
                         continue
                     self._idle = False
+                self._sending = True  # before the pop: flush never sees neither
                 item = popleft()
                 if type(item) is _Marker:
                     item.event.set()
