@@ -4,11 +4,21 @@ A transport plugin claims a URL scheme (``registry.add("tcp", factory, plugin=..
 its :func:`~berrymq.hookspecs.berrymq_register_transports`). The bus creates one
 :class:`Transport` per scheme on first use. A transport:
 
-- serves the bus at an address (:meth:`Transport.listen`), so that other nodes connect;
+- serves the bus at an address (:meth:`Transport.listen`; a :class:`Listener`), so that
+  other nodes connect;
 - opens :class:`Connection` objects to other nodes in the three styles of the SPEC;
-- hands outgoing messages on through a :class:`Forwarder` that it adds to the bus with
-  :meth:`Bus.add_forwarder <berrymq.Bus.add_forwarder>`, and gives incoming ones to
-  :meth:`Bus.receive <berrymq.Bus.receive>`, which drops messages that went round a cycle.
+- carries messages to a peer over a :class:`Link` (send a batch, carry a request, close).
+  A link is also what the bus forwards to: :meth:`Link.forward` hands one message on as a
+  batch of one, :meth:`Link.request` carries :func:`berrymq.ask`. A transport adds the
+  link of an interconnection with :meth:`Bus.add_forwarder <berrymq.Bus.add_forwarder>`,
+  and gives incoming messages to :meth:`Bus.receive <berrymq.Bus.receive>`, which drops
+  messages that went round a cycle;
+- for ``ask`` over a one-way or queue connection, adds :func:`asker` of its link: it
+  carries requests and forwards nothing else.
+
+:func:`memory_link_pair` gives two :class:`Link` objects joining two buses in memory (the
+``local`` transport is built on it), so the core and plugins can test what runs over a
+link without sockets, as httpx's ``MockTransport`` does.
 
 Lower-level errors are translated into :mod:`berrymq.errors` at this boundary.
 """
@@ -16,17 +26,29 @@ Lower-level errors are translated into :mod:`berrymq.errors` at this boundary.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from berrymq.errors import ConnectionClosed
 from berrymq.identifier import Identifier
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq.message import Message
 
-__all__ = ["Address", "Connection", "Forwarder", "Requester", "Transport", "normalize_address"]
+__all__ = [
+    "Address",
+    "Connection",
+    "Forwarder",
+    "Link",
+    "Listener",
+    "Requester",
+    "Transport",
+    "asker",
+    "memory_link_pair",
+    "normalize_address",
+]
 
 Address = str | tuple[str, int]
 
@@ -50,6 +72,120 @@ class Requester(Protocol):
         that raised is a :class:`berrymq.ReplyError`). Raise
         :class:`berrymq.TransportError` (or ``TimeoutError``) when the peer cannot answer
         within ``timeout`` seconds."""
+
+
+class Link(ABC):
+    """A way to one peer node: the one thing every transport provides.
+
+    A link sends batches of messages to the peer's bus (in order), carries requests to the
+    peer's receivers and closes. Being a :class:`Forwarder` and a :class:`Requester`, it
+    can be added to a bus as it is.
+    """
+
+    #: the peer's address, as a URL
+    address: str
+
+    @abstractmethod
+    def send_batch(self, messages: Sequence[Message], reply_to: Identifier | None = None) -> None:
+        """Hand ``messages`` to the peer's bus, in order (``reply_to`` as for
+        :func:`berrymq.talk`). May queue them; raises :class:`berrymq.ConnectionClosed`
+        once the link is closed or dead, and :class:`berrymq.QueueFull` or
+        :class:`berrymq.MessageTooLarge` for what it refuses."""
+
+    @abstractmethod
+    def request(self, message: Message, timeout: float) -> list[Any]:
+        """Deliver ``message`` to the peer's receivers and return their replies (see
+        :class:`Requester`)."""
+
+    def forward(self, message: Message, reply_to: Identifier | None) -> None:
+        """The bus's forwarder call: one message as a batch of one."""
+        self.send_batch((message,), reply_to)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything sent so far was handed to the peer; False on timeout."""
+        return True
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop sending (idempotent); what was sent before is still handed over."""
+
+
+class Listener(ABC):
+    """A server of a transport: other nodes connect to :attr:`address`."""
+
+    #: the bound address, as a URL (port 0 replaced by the real one)
+    address: str
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop serving and close the connections it accepted (idempotent)."""
+
+
+class _Asker:
+    """The forwarder of a one-way or queue connection: carries requests, nothing else."""
+
+    def __init__(self, link: Requester) -> None:
+        self.link = link
+
+    def forward(self, message: Message, reply_to: Identifier | None) -> None:
+        """Nothing: such a connection sends only what ``send`` sends."""
+
+    def request(self, message: Message, timeout: float) -> list[Any]:
+        return self.link.request(message, timeout)
+
+    def __repr__(self) -> str:
+        return f"<ask over {self.link!r}>"
+
+
+def asker(link: Requester) -> Forwarder:
+    """What a transport adds to the bus (:meth:`Bus.add_forwarder
+    <berrymq.Bus.add_forwarder>`) so that :func:`berrymq.ask` reaches the peer of a
+    one-way or queue connection: it carries requests over ``link`` and forwards no other
+    message. Remove it when the connection closes."""
+    return _Asker(link)
+
+
+class _MemoryLink(Link):
+    """One direction of :func:`memory_link_pair`."""
+
+    def __init__(self, peer: Bus, address: str) -> None:
+        self.peer = peer
+        self.address = address
+        self.back: _MemoryLink | None = None
+        self.closed = False
+
+    def send_batch(self, messages: Sequence[Message], reply_to: Identifier | None = None) -> None:
+        if self.closed:
+            raise ConnectionClosed(f"the link to {self.address} is closed")
+        receive = self.peer.receive
+        for message in messages:
+            receive(message, self.back, reply_to)
+
+    def request(self, message: Message, timeout: float) -> list[Any]:
+        if self.closed:
+            raise ConnectionClosed(f"the link to {self.address} is closed")
+        return self.peer.ask_local(message, timeout)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __repr__(self) -> str:
+        return f"<memory link to {self.address}>"
+
+
+def memory_link_pair(a: Bus, b: Bus, address_a: str = "memory://a",
+                     address_b: str = "memory://b") -> tuple[Link, Link]:
+    """Two links joining buses ``a`` and ``b`` in memory: the first carries ``a``'s
+    messages to ``b`` (its address is ``address_b``), the second ``b``'s to ``a``. A
+    message delivered through one is never forwarded back through the other.
+
+    Add them with ``a.add_forwarder(first)`` and ``b.add_forwarder(second)`` for an
+    interconnection, or use one alone as a one-way link.
+    """
+    there = _MemoryLink(b, address_b)
+    back = _MemoryLink(a, address_a)
+    there.back, back.back = back, there
+    return there, back
 
 
 def normalize_address(address: Address) -> tuple[str, str]:

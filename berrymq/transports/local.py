@@ -1,8 +1,9 @@
 """The built-in ``local`` transport: ``local://NAME`` links buses inside one process.
 
-It follows the same contract as the network transports, without sockets: useful to
-split a program into buses that talk as separate nodes would, and to test code written
-for ``interconnect`` without a network. ``ttl`` is accepted for the same signatures; an
+It follows the same contract as the network transports, without sockets, on the
+in-memory links of :func:`~berrymq.transports.base.memory_link_pair`: useful to split a
+program into buses that talk as separate nodes would, and to test code written for
+``interconnect`` without a network. ``ttl`` is accepted for the same signatures; an
 in-process link has no idle resources to expire, so it is kept until closed.
 """
 
@@ -19,7 +20,7 @@ from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.registries import TransportRegistry
-from berrymq.transports.base import Connection, Transport
+from berrymq.transports.base import Connection, Forwarder, Transport, asker, memory_link_pair
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -35,18 +36,13 @@ def _name_of(address: str) -> str:
     return address.split("://", 1)[1].strip("/")
 
 
-class _Link:
-    """One direction of an interconnection: hands this bus's messages to the peer."""
-
-    def __init__(self, peer: Bus) -> None:
-        self.peer = peer
-        self.back: _Link | None = None
-
-    def forward(self, message: Message, reply_to: Identifier | None) -> None:
-        self.peer.receive(message, self.back, reply_to)
-
-
 class LocalConnection(Connection):
+    """A connection to a bus of this process, over a :func:`memory_link_pair`.
+
+    Every style carries :func:`berrymq.ask` to the peer (an interconnection through its
+    link, the others through an :func:`~berrymq.transports.base.asker`).
+    """
+
     def __init__(self, transport: LocalTransport, peer: LocalTransport, address: str, style: str,
                  queue: Queue | None = None) -> None:
         self.transport = transport
@@ -55,12 +51,20 @@ class LocalConnection(Connection):
         self.style = style
         self.queue = queue
         self.closed = False
-        self.links: tuple[_Link, _Link] | None = None
+        here, there = memory_link_pair(transport.bus, peer.bus, f"local://{transport.name}",
+                                       address)
+        self.link, self.back = here, there
+        self.forwarders: tuple[Forwarder, ...] = (here,) if style == "interconnect" else (
+            asker(here),)
+        for forwarder in self.forwarders:
+            transport.bus.add_forwarder(forwarder)
+        if style == "interconnect":
+            peer.bus.add_forwarder(there)
 
     def send(self, message: Message) -> None:
         if self.closed:
             raise ConnectionClosed(f"connection to {self.address} is closed")
-        self.peer.bus.receive(self.transport.bus.stamp(message))
+        self.link.send_batch((self.transport.bus.stamp(message),))
 
     def get(self, block: bool = True, timeout: float | None = None) -> Message:
         if self.queue is None:
@@ -73,10 +77,11 @@ class LocalConnection(Connection):
         if self.closed:
             return
         self.closed = True
-        if self.links is not None:
-            here, there = self.links
-            self.transport.bus.remove_forwarder(here)
-            self.peer.bus.remove_forwarder(there)
+        for forwarder in self.forwarders:
+            self.transport.bus.remove_forwarder(forwarder)
+        self.peer.bus.remove_forwarder(self.back)
+        self.link.close()
+        self.back.close()
         if self.queue is not None:
             self.queue.close()
         self.transport.bus.untrack_connection(self)
@@ -107,15 +112,13 @@ class LocalTransport(Transport):
             raise ConnectionClosed(f"no bus serves {address} in this process")
         return peer
 
+    @property
+    def name(self) -> str:
+        """The first name this bus is served under (``unnamed`` when it serves none)."""
+        return self.names[0] if self.names else "unnamed"
+
     def interconnect(self, address: str, ttl: float) -> Connection:
-        peer = self._peer(address)
-        here, there = _Link(peer.bus), _Link(self.bus)
-        here.back, there.back = there, here
-        connection = LocalConnection(self, peer, address, "interconnect")
-        connection.links = (here, there)
-        self.bus.add_forwarder(here)
-        peer.bus.add_forwarder(there)
-        return connection
+        return LocalConnection(self, self._peer(address), address, "interconnect")
 
     def connect_oneway(self, address: str, ttl: float) -> Connection:
         return LocalConnection(self, self._peer(address), address, "oneway")

@@ -1,30 +1,38 @@
 """The client side of the protocol, for any transport: channels, the outbox and links.
 
+Everything here runs its I/O on the process's one I/O loop
+(:data:`berrymq.transports.ioloop.io_loop`); no thread is started per connection.
+
 - A :class:`Channel` carries requests to one peer and brings back the replies; each
-  transport plugin subclasses it with its sockets (:meth:`Channel.exchange`).
-- An :class:`Outbox` coalesces messages sent in quick succession: a background thread
-  sends at once when it is idle, and while a batch is on its way (written and not yet
+  transport plugin subclasses it with its sockets (the coroutine :meth:`Channel.exchange`).
+  Synchronous callers use :meth:`Channel.call`, which waits with a deadline.
+- An :class:`Outbox` coalesces messages sent in quick succession: a task on the loop sends
+  at once when it is idle, and while a batch is on its way (written and not yet
   acknowledged) it gathers what comes in into the next ``send_messages`` request. So a
   lone message has the latency of one round trip, and a stream of them goes out in a few
-  large requests. Each message is encoded to JSON by the sender, so a message that JSON
-  cannot hold, or that is over the size limit, is refused at the call that sent it.
+  requests. Each message is encoded by the sender, so a message that JSON cannot hold, or
+  that is over the size limit, is refused at the call that sent it.
 - A :class:`Link` is the forwarder of style 01: the bus hands it every non-local message
   (and :func:`berrymq.ask` requests), it sends them to the peer with the peer's token.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import itertools
 import logging
-import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from berrymq.errors import ConnectionClosed, MessageTooLarge, ReplyError, TransportError
 from berrymq.identifier import Identifier
+from berrymq.transports import base
+from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import dumps, encode_request, parse_reply
 
@@ -45,6 +53,19 @@ logger = logging.getLogger("berrymq.remote")
 
 #: Room left in a request for everything around the messages (method, token, secret, id).
 _ENVELOPE = 512
+#: The most message text in one ``send_messages`` request: small enough that a hundred
+#: senders' batches queued at one node are acknowledged well within a client's timeout
+#: (at 256 KiB, 100 senders on a loaded 2-CPU machine waited past 10 s for their acks).
+BATCH_BYTES = 64 * 1024
+#: Extra seconds a synchronous caller waits beyond the request's own timeout, so that the
+#: channel's deadline (with its clear error) always fires first.
+_GRACE = 1.0
+
+
+#: The last message encoded with its extras: the bus hands one message to each linked
+#: peer in turn, so a message going to N peers is encoded once, not N times. One tuple,
+#: replaced whole (reading it needs no lock); it is keyed by the message's identity.
+_last: tuple[object, object, str] = (None, None, "")
 
 
 def encode_message(message: Message, reply_to: Identifier | None = None, *,
@@ -53,6 +74,18 @@ def encode_message(message: Message, reply_to: Identifier | None = None, *,
 
     Raises ``TypeError``/``ValueError`` naming the message when JSON cannot hold it.
     """
+    global _last
+    if extras:
+        last_message, last_reply_to, text = _last
+        if last_message is message and last_reply_to is reply_to:
+            return text
+        text = _encode(message, reply_to, extras)
+        _last = (message, reply_to, text)
+        return text
+    return _encode(message, reply_to, extras)
+
+
+def _encode(message: Message, reply_to: Identifier | None, extras: bool) -> str:
     ident: Identifier = message[0]
     try:
         if extras and (message[4] is not None or message[3] or reply_to is not None):
@@ -85,7 +118,7 @@ def decode_replies(result: Any, peer: str) -> list[Any]:
 
 
 class Channel(ABC):
-    """Requests to one peer and their replies.
+    """Requests to one peer and their replies, on the I/O loop.
 
     :param url: the peer's address.
     :param secret: sent as ``secret`` in every request when set.
@@ -102,20 +135,30 @@ class Channel(ABC):
         self._ids = itertools.count(1)
 
     @abstractmethod
-    def exchange(self, text: str, request_id: int, timeout: float) -> Any:
-        """Send one request text and return its reply, parsed from JSON.
+    async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
+        """Send one request text and return its reply, parsed from JSON (on the loop).
 
         Raises :class:`berrymq.ConnectionClosed` when the peer is gone and
-        :class:`berrymq.TransportError` (or ``TimeoutError``) for other failures.
+        :class:`berrymq.TransportError` for other failures, including no answer within
+        ``timeout`` seconds.
         """
 
     @abstractmethod
-    def close(self) -> None:
-        """Close the sockets (idempotent); pending requests fail with ConnectionClosed."""
+    async def aclose(self) -> None:
+        """Close the sockets (idempotent, on the loop); pending requests fail with
+        :class:`berrymq.ConnectionClosed`."""
 
-    def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:
-        """Call ``method`` on the peer and return its result, or raise its error as a
-        berryMQ exception (:func:`berrymq_jsonrpc.jsonrpc.error_for`)."""
+    def close(self) -> None:
+        """Close the channel from any thread (idempotent)."""
+        if io_loop.in_loop():
+            io_loop.loop.create_task(self.aclose())
+            return
+        try:
+            io_loop.run(self.aclose(), self.timeout)
+        except (TimeoutError, RuntimeError):
+            logger.debug("closing the channel to %s took too long", self.url)
+
+    def _request(self, method: str, params: Mapping[str, Any]) -> tuple[str, int]:
         params = dict(params)
         if self.secret is not None:
             params[p.PARAM_SECRET] = self.secret
@@ -126,11 +169,26 @@ class Channel(ABC):
                 f"a {method} request of {len(text)} bytes is over the limit of "
                 f"{self.max_size} bytes; it was not sent"
             )
-        reply = self.exchange(text, request_id, self.timeout if timeout is None else timeout)
+        return text, request_id
+
+    async def acall(self, method: str, params: Mapping[str, Any],
+                    timeout: float | None = None) -> Any:
+        """Call ``method`` on the peer (on the loop) and return its result, or raise its
+        error as a berryMQ exception (:func:`berrymq_jsonrpc.jsonrpc.error_for`)."""
+        text, request_id = self._request(method, params)
+        reply = await self.exchange(text, request_id, self.timeout if timeout is None else timeout)
         return parse_reply(reply, request_id)
 
-    def send_messages(self, token: str, texts: list[str], timeout: float | None = None) -> None:
-        """Send already encoded messages in one ``send_messages`` request."""
+    def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:
+        """:meth:`acall` for a synchronous caller: waits at most about ``timeout``."""
+        wait = self.timeout if timeout is None else timeout
+        try:
+            return io_loop.run(self.acall(method, params, wait), wait + _GRACE)
+        except TimeoutError:
+            raise TransportError(f"{self.url} did not answer within {wait:g}s") from None
+
+    async def send_messages(self, token: str, texts: list[str], timeout: float | None = None) -> None:
+        """Send already encoded messages in one ``send_messages`` request (on the loop)."""
         params: dict[str, Any] = {"token": token, "messages": []}
         if self.secret is not None:
             params[p.PARAM_SECRET] = self.secret
@@ -138,28 +196,34 @@ class Channel(ABC):
         envelope = encode_request(p.METHOD_SEND_MESSAGES, params, request_id)
         # "messages":[] is the first occurrence: only the token (URL-safe text) precedes it
         text = envelope.replace('"messages":[]', '"messages":[' + ",".join(texts) + "]", 1)
-        reply = self.exchange(text, request_id, self.timeout if timeout is None else timeout)
+        reply = await self.exchange(text, request_id, self.timeout if timeout is None else timeout)
         parse_reply(reply, request_id)
 
 
-_STOP = object()
+class _Marker:
+    """A flush marker in the outbox: set once everything before it was handed over."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
 
 
 class Outbox:
-    """Sends encoded messages from a background thread, coalescing them into batches.
+    """Sends encoded messages from a task on the I/O loop, coalescing them into batches.
 
-    :param sink: ``sink(texts)`` sends one batch and returns when the peer acknowledged
-        it, or raises.
+    :param sink: ``await sink(texts)`` sends one batch and returns when the peer
+        acknowledged it, or raises.
     :param max_bytes: the most message text in one batch.
-    :param on_failure: called once, in the outbox's thread, with the first exception
-        and how many messages it lost; later messages are counted and logged as lost.
+    :param on_failure: called once, on the loop, with the first exception and how many
+        messages it lost; it must not block. Later messages are counted as lost.
     :param limit: how many messages may wait; a sender beyond it waits up to
         ``block_timeout`` seconds for room, then gets :class:`berrymq.TransportError`.
     """
 
     def __init__(
         self,
-        sink: Callable[[list[str]], None],
+        sink: Callable[[list[str]], Awaitable[None]],
         *,
         max_bytes: int,
         on_failure: Callable[[BaseException, int], None],
@@ -173,16 +237,22 @@ class Outbox:
         self.name = name
         self.limit = limit
         self.block_timeout = block_timeout
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._items: collections.deque[str | _Marker] = collections.deque()
         self.failure: BaseException | None = None
         self.sent = 0
         self.batches = 0
         self.lost = 0
-        self._room = threading.Condition()
+        self._room = threading.Condition(threading.Lock())
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name=f"berrymq-outbox-{name}",
-                                         daemon=True)
-        self._thread.start()
+        self._idle = False
+        self._sending = False  # a batch is written and not yet acknowledged
+        self._wake = asyncio.Event()
+        self._task = io_loop.submit(self._run())
+
+    def _kick(self) -> None:
+        if self._idle:
+            self._idle = False
+            io_loop.call_soon(self._wake.set)
 
     def put(self, text: str) -> None:
         """Queue one encoded message (the sender's path: no lock unless over the limit)."""
@@ -194,87 +264,108 @@ class Outbox:
                 f"a message of {len(text)} bytes of JSON is over the size limit of "
                 f"{self.max_bytes} bytes; it was not sent"
             )
-        q = self._queue
-        if q.qsize() >= self.limit:
+        if len(self._items) >= self.limit:
             self._wait_for_room()
-        q.put(text)
+        self._items.append(text)
+        self._kick()
 
     def _wait_for_room(self) -> None:
+        if io_loop.in_loop():
+            raise TransportError(f"{self.name}: {self.limit} messages wait to be sent; "
+                                 "this message was not sent")
         deadline = time.monotonic() + self.block_timeout
         with self._room:
-            while self._queue.qsize() >= self.limit and self.failure is None:
+            while len(self._items) >= self.limit and self.failure is None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TransportError(
                         f"{self.name}: {self.limit} messages wait to be sent and the peer "
                         f"took none in {self.block_timeout:g}s; this message was not sent"
                     )
-                self._room.wait(min(left, 0.05))
+                self._room.wait(left)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far was sent and acknowledged; False on
         timeout. Raises the failure that stopped the outbox, if any."""
-        if not self._thread.is_alive():
-            done = True
+        if self.failure is None and not self._task.done():
+            if not self._items and not self._sending:
+                return True  # nothing queued, nothing on its way: no round trip to the loop
+            if io_loop.in_loop():
+                return not self._items
+            marker = _Marker()
+            self._items.append(marker)
+            self._kick()
+            done = marker.event.wait(timeout)
         else:
-            marker = threading.Event()
-            self._queue.put(marker)
-            done = marker.wait(timeout)
+            done = True
         if self.failure is not None:
             raise ConnectionClosed(f"{self.name}: {self.failure}") from self.failure
         return done
 
     def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued (waiting at most ``timeout``), then stop the thread."""
+        """Send what is queued (waiting at most ``timeout``; not at all on the loop),
+        then stop the task."""
         if self._stopped:
             return
+        if timeout > 0 and not io_loop.in_loop():
+            with contextlib.suppress(ConnectionClosed):
+                self.flush(timeout)
         self._stopped = True
-        self._queue.put(_STOP)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        self._task.cancel()
+        self._drop_rest()
 
-    def _run(self) -> None:
-        get = self._queue.get
-        get_nowait = self._queue.get_nowait
-        carry: object = None
-        while True:
-            item = carry if carry is not None else get()
-            carry = None
-            if item is _STOP:
-                self._drop_rest()
-                return
-            if type(item) is not str:
-                item.set()  # type: ignore[attr-defined]  # a flush marker
-                continue
-            batch = [item]
-            size = len(item)
-            budget = self.max_bytes
+    async def _run(self) -> None:
+        items = self._items
+        popleft = items.popleft
+        try:
             while True:
-                try:
-                    more = get_nowait()
-                except queue.Empty:
-                    break
-                if type(more) is not str or size + len(more) + 1 > budget:
-                    carry = more
-                    break
-                batch.append(more)
-                size += len(more) + 1
-            self._send(batch)
-            if self.limit and self._queue.qsize() < self.limit:
-                with self._room:
-                    self._room.notify_all()
+                if not items:
+                    self._sending = False
+                    self._idle = True
+                    if not items:
+                        self._wake.clear()
+                        await self._wake.wait()
+                        continue
+                    self._idle = False
+                self._sending = True  # before the pop: flush never sees neither
+                item = popleft()
+                if type(item) is _Marker:
+                    item.event.set()
+                    continue
+                assert type(item) is str
+                batch = [item]
+                size = len(item)
+                budget = self.max_bytes
+                while items and type(items[0]) is str and size + len(items[0]) + 1 <= budget:
+                    text = popleft()
+                    assert type(text) is str
+                    batch.append(text)
+                    size += len(text) + 1
+                self._notify_room()
+                await self._send(batch)
+        finally:
+            self._drop_rest()
 
-    def _send(self, batch: list[str]) -> None:
+    def _notify_room(self) -> None:
+        if len(self._items) < self.limit:
+            with self._room:
+                self._room.notify_all()
+
+    async def _send(self, batch: list[str]) -> None:
         if self.failure is not None:
             self.lost += len(batch)
             return
         try:
-            self._sink(batch)
+            await self._sink(batch)
             self.sent += len(batch)
             self.batches += 1
+        except asyncio.CancelledError:
+            self.lost += len(batch)
+            raise
         except Exception as exc:  # noqa: BLE001 - reported through on_failure
             self.failure = exc
             self.lost += len(batch)
+            self._drop_rest()
             try:
                 self._on_failure(exc, len(batch))
             except Exception:
@@ -283,44 +374,50 @@ class Outbox:
                 self._room.notify_all()
 
     def _drop_rest(self) -> None:
-        while True:
+        items = self._items
+        while items:
             try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
+                item = items.popleft()
+            except IndexError:
                 break
             if type(item) is str:
                 self.lost += 1
-            elif item is not _STOP:
-                item.set()  # type: ignore[attr-defined]
-        if self.lost and self.failure is None:
+            else:
+                assert type(item) is _Marker
+                item.event.set()
+        if self.lost and self.failure is None and self._stopped:
             logger.error("%s: closed with %d messages not sent", self.name, self.lost)
 
 
-class Link:
-    """The forwarder of an interconnection: sends this bus's messages to one peer.
+class Link(base.Link):
+    """A JSON-RPC link to one peer (the forwarder of an interconnection, and what every
+    style sends and asks through): messages go in ``send_messages`` batches.
 
     :param channel: the channel to the peer.
     :param token: the token the peer gave (or, over TCP back-channels, the one the peer
         asked to be called with).
-    :param on_dead: called once when sending failed; the owner closes the connection.
+    :param on_dead: called once (on the loop) when sending failed; the owner closes the
+        connection. It must not block.
     """
 
     def __init__(self, channel: Channel, token: str, name: str,
                  on_dead: Callable[[BaseException], None] | None = None, *,
                  owns_channel: bool = False) -> None:
         self.channel = channel
+        self.address = channel.url
         self.token = token
         self.name = name
         self.owns_channel = owns_channel
         self.session: Session | None = None  # the local session this link belongs to
         self._on_dead = on_dead
-        self.outbox = Outbox(self._send_batch, max_bytes=channel.max_size - _ENVELOPE,
+        self.outbox = Outbox(self._send_batch,
+                             max_bytes=min(BATCH_BYTES, channel.max_size - _ENVELOPE),
                              on_failure=self._failed, name=name)
         self.closed = False
         self.stats: NodeStats | None = None  # stats: set by the transport that owns the link
 
-    def _send_batch(self, texts: list[str]) -> None:
-        self.channel.send_messages(self.token, texts)
+    async def _send_batch(self, texts: list[str]) -> None:
+        await self.channel.send_messages(self.token, texts)
         session = self.session
         if session is not None:
             session.touch()  # traffic either way keeps the interconnection alive
@@ -338,6 +435,17 @@ class Link:
         if self.stats is not None:  # stats
             self.stats.message_out(message[0], self.channel.url)
 
+    def send_batch(self, messages: Sequence[Message], reply_to: Identifier | None = None) -> None:
+        """Queue ``messages`` for the peer, in order."""
+        put = self.outbox.put
+        for message in messages:
+            put(encode_message(message, reply_to))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the peer acknowledged everything queued so far (see
+        :meth:`Outbox.flush`)."""
+        return self.outbox.flush(timeout)
+
     def request(self, message: Message, timeout: float) -> list[Any]:
         """Ask the peer's receivers (the ``ask`` method) and return their replies."""
         self.outbox.flush(timeout)  # messages sent before the question arrive before it
@@ -353,7 +461,8 @@ class Link:
         return decode_replies(result, self.channel.url)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued, then stop (idempotent); the channel is the owner's."""
+        """Send what is queued, then stop (idempotent); the channel is the owner's unless
+        ``owns_channel``."""
         if self.closed:
             return
         self.closed = True

@@ -25,6 +25,7 @@ requires one (it serves a non-loopback address) answers every 1.0 request with
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import ipaddress
 import logging
@@ -336,7 +337,12 @@ class V1Link:
         """Queue ``message`` for the peer (``reply_to`` cannot be carried in 1.0)."""
         self.outbox.put(encode_message(message, extras=False))
 
-    def _send_batch(self, texts: list[str]) -> None:
+    async def _send_batch(self, texts: list[str]) -> None:
+        # The 1.0 client is a plain blocking one (a 1.0 peer is rare and one at a time):
+        # it runs off the I/O loop.
+        await asyncio.to_thread(self._send_each, texts)
+
+    def _send_each(self, texts: list[str]) -> None:
         for text in texts:  # text is [identifier, args, kwargs]: put the token in front
             result = self.client.call(p.METHOD_SEND_MESSAGE, self._prefix + text[1:])
             if result != p.RESULT_OK:

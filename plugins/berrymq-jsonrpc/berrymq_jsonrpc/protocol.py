@@ -47,8 +47,11 @@ Connections and sessions
 ``connect_oneway``, ``interconnect`` and ``connect_via_queue`` open a *session* on the
 server and return its token; later requests name the session with ``token``. A session
 that is not used for ``ttl`` seconds (default 1000) is closed and its queue freed; any
-request naming it keeps it alive. Over TCP, sessions opened on a connection also close
-when the connection does. A blocking ``get`` waits at most :data:`DEFAULT_MAX_GET_WAIT`
+request naming it keeps it alive. A token is valid from any connection of its transport
+(clients that open a connection per call can use every style); only an interconnection
+over TCP, which the node answers over the connection it was opened on, closes with that
+connection. A TCP request followed by a half-close is answered before the close.
+A blocking ``get`` waits at most :data:`DEFAULT_MAX_GET_WAIT`
 seconds on the server (then :data:`EMPTY`; ask again to wait longer).
 
 Safety

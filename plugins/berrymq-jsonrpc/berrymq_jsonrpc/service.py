@@ -11,6 +11,9 @@ over HTTP) and writes back what it returns.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import hmac
 import itertools
 import logging
@@ -25,9 +28,20 @@ from typing import TYPE_CHECKING, Any
 from berrymq.errors import InvalidIdentifier, QueueFull, ReplyError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.dialect import answer_v1
-from berrymq_jsonrpc.jsonrpc import Dispatcher, ParseError, app_error, dumps, invalid_params, loads
+from berrymq_jsonrpc.jsonrpc import (
+    Dispatcher,
+    JsonRpcError,
+    ParseError,
+    app_error,
+    dumps,
+    error_object,
+    invalid_params,
+    loads,
+    validate_request,
+)
 from berrymq_jsonrpc.stats import stats_for
 
 if TYPE_CHECKING:
@@ -35,7 +49,8 @@ if TYPE_CHECKING:
     from berrymq_jsonrpc.client import Link
     from berrymq_jsonrpc.dialect import V1Link
 
-__all__ = ["LinkFactory", "Service", "Session", "SessionQueue", "message_from_wire"]
+__all__ = ["SLOW_METHODS", "WAITS", "LinkFactory", "Service", "Session", "SessionQueue",
+           "in_waits", "may_wait", "message_from_wire"]
 
 logger = logging.getLogger("berrymq.remote")
 
@@ -46,6 +61,36 @@ _tuple_new = tuple.__new__
 LinkFactory = Callable[[str | None, str, Any], "Link"]
 
 _CLOSED = object()
+
+#: Methods that may wait (a blocking ``get``, receivers answering ``ask``): the transports
+#: answer them on a :data:`WAITS` thread, never on the I/O loop or the delivery lane.
+SLOW_METHODS = frozenset({"get", "ask"})
+#: The few threads that run requests which may wait, and the closing of sessions (which
+#: may flush a link). Started on demand, shared by every transport of the process.
+WAITS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="berrymq-wait")
+
+
+def may_wait(request: Any) -> bool:
+    """Whether ``request`` (parsed) is a valid call that may wait (``ask``, a blocking
+    ``get``): those are answered on a :data:`WAITS` thread, everything else in order."""
+    if type(request) is not dict:
+        return False
+    method = request.get("method")
+    if type(method) is not str or method not in SLOW_METHODS:
+        return False
+    try:
+        validate_request(request)
+    except ValueError:
+        return False
+    params = request.get("params")
+    return not (method == "get" and type(params) is dict and params.get("block") is False)
+
+
+def in_waits(function: Callable[..., object], *args: Any) -> None:
+    """Run ``function(*args)`` on a :data:`WAITS` thread without waiting for it (nothing
+    runs once the interpreter is shutting down: the process is ending anyway)."""
+    with contextlib.suppress(RuntimeError):
+        WAITS.submit(function, *args)
 
 
 class SessionQueue:
@@ -62,6 +107,8 @@ class SessionQueue:
         self.pattern = pattern
         self.maxsize = maxsize
         self._items: queue.Queue[object] = queue.Queue(maxsize + 1 if maxsize > 0 else 0)
+        #: futures on the I/O loop of requests waiting for an entry (:meth:`wait`)
+        self._waiters: list[asyncio.Future[None]] = []
         self.closed = False
         self.subscription: Subscription = bus.subscribe(
             pattern, self.put, weak=False, kind="queue"
@@ -85,6 +132,24 @@ class SessionQueue:
                 f"messages); message {ident} was refused"
             )
         self._items.put_nowait(entry)
+        if self._waiters:
+            io_loop.call_soon(self._wake)
+
+    def _wake(self) -> None:
+        """On the I/O loop: let every waiting request look again."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """On the I/O loop: return when an entry may have come, or after ``timeout``."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        if self._items.qsize():  # one came before the waiter was seen
+            self._wake()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter, timeout)
 
     def get(self, timeout: float | None) -> list[Any]:
         """The next entry; ``queue.Empty`` when none came in ``timeout`` (0: at once)."""
@@ -105,6 +170,7 @@ class SessionQueue:
             except queue.Empty:
                 break
         self._items.put_nowait(_CLOSED)
+        io_loop.call_soon(self._wake)
 
 
 class Session:
@@ -200,6 +266,7 @@ def message_from_wire(
 
 
 _TOKEN_LENGTH = len(secrets.token_urlsafe(p.TOKEN_BYTES))
+_GET = frozenset({"token", "block", "timeout", p.PARAM_SECRET})
 _SEND_MESSAGE = frozenset({"token", "identifier", "args", "kwargs", "uid", "hops", "reply_to"})
 _ASK = frozenset({"identifier", "args", "kwargs", "timeout", "token", "uid", "hops"})
 
@@ -232,8 +299,7 @@ class Service:
         self.name = name
         self.sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._sweeper: threading.Thread | None = None
+        self._sweeper: concurrent.futures.Future[None] | None = None
         self._closed = False
         self._count = itertools.count()
         self.stats = stats_for(bus)  # stats: the node's counters (berrymq_jsonrpc.stats)
@@ -317,11 +383,7 @@ class Service:
                 raise invalid_params("'token' already names an open session; propose another")
             self.sessions[session.token] = session
             if self._sweeper is None:
-                self._sweeper = threading.Thread(
-                    target=self._sweep, name=f"berrymq-{self.name}-ttl", daemon=True
-                )
-                self._sweeper.start()
-        self._wake.set()  # the sweeper re-reads the shortest ttl
+                self._sweeper = io_loop.submit(self._sweep())
         return session
 
     def session(self, token: Any) -> Session:
@@ -363,30 +425,44 @@ class Service:
         return True
 
     def close_sessions_of(self, context: Any, reason: str) -> None:
-        """Close every session opened through ``context`` (a TCP connection that ended)."""
+        """A connection (``context``) ended: close the sessions that cannot live without
+        it (an interconnection whose link answers over it; on a :data:`WAITS` thread, as
+        closing may flush), and let the others be used from any other connection of the
+        transport until their ttl expires. Quick: may be called on the I/O loop."""
         with self._lock:
-            tokens = [t for t, s in self.sessions.items() if s.context is context]
+            tokens = []
+            for token, session in self.sessions.items():
+                if session.context is context:
+                    link = session.link
+                    if link is not None and getattr(link, "channel", None) is context:
+                        tokens.append(token)
+                    else:
+                        session.context = None
         for token in tokens:
-            self.close_session(token, reason)
+            in_waits(self.close_session, token, reason)
 
-    def _sweep(self) -> None:
+    async def _sweep(self) -> None:
+        """On the I/O loop: close the sessions idle longer than their ttl (the closing
+        itself, which may flush a link, runs on a :data:`WAITS` thread)."""
+        loop = asyncio.get_running_loop()
         while not self._closed:
-            with self._lock:
-                ttls = [s.ttl for s in self.sessions.values()]
-            interval = min(1.0, max(0.02, min(ttls) / 4)) if ttls else 1.0
-            self._wake.wait(interval)
-            self._wake.clear()
+            ttls = [s.ttl for s in list(self.sessions.values())]
+            await asyncio.sleep(min(1.0, max(0.02, min(ttls) / 4)) if ttls else 1.0)
             now = time.monotonic()
-            with self._lock:
-                expired = [t for t, s in self.sessions.items() if s.deadline < now]
+            expired = [t for t, s in list(self.sessions.items()) if s.deadline < now]
             for token in expired:
                 logger.info("%s: a connection was idle longer than its ttl; closed", self.name)
-                self.close_session(token, "expired")
+                try:
+                    await loop.run_in_executor(WAITS, self.close_session, token, "expired")
+                except RuntimeError:  # the interpreter is shutting down
+                    return
 
     def close(self) -> None:
         """Close every session and stop the sweeper (idempotent)."""
         self._closed = True
-        self._wake.set()
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
         for token in list(self.sessions):
             self.close_session(token, "server closed")
 
@@ -505,6 +581,57 @@ class Service:
             raise app_error(p.EMPTY) from None
         self.stats.message_out(entry[0], store)  # stats
         return entry
+
+    async def answer_waiting(self, request: dict[str, Any], context: Any = None) -> bytes | None:
+        """On the I/O loop: answer a request that may wait (:func:`may_wait`). A blocking
+        ``get`` awaits its queue on the loop; ``ask`` (receivers may take their time) and
+        whatever :meth:`get_waiting` leaves run on a :data:`WAITS` thread."""
+        if request.get("method") == p.METHOD_GET:
+            reply = await self.get_waiting(request)
+            if reply is not None:
+                return reply
+        return await asyncio.get_running_loop().run_in_executor(
+            WAITS, self.handle_parsed, request, context)
+
+    async def get_waiting(self, request: dict[str, Any]) -> bytes | None:
+        """Answer a blocking ``get`` on the I/O loop, without a thread: it awaits its
+        session's queue. None when the request is not a plain one (by-position params, a
+        notification, anything the checks of :meth:`_get` would refuse): the caller then
+        answers it like any other."""
+        params = request.get("params", {})
+        request_id = request.get("id")
+        if type(params) is not dict or "id" not in request or not params.keys() <= _GET:
+            return None
+        secret = self._secret
+        given = params.get(p.PARAM_SECRET)
+        if secret is not None and (type(given) is not str
+                                   or not hmac.compare_digest(given.encode(), secret)):
+            return None
+        session = self.sessions.get(params.get("token"))  # type: ignore[arg-type]
+        timeout = params.get("timeout")
+        if (session is None or session.queue is None or params.get("block", True) is not True
+                or (timeout is not None and (type(timeout) not in (int, float)
+                                             or not 0 <= timeout < math.inf))):
+            return None
+        session.touch()
+        store = session.queue
+        wait = self.max_get_wait if timeout is None else min(self.max_get_wait, timeout)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                entry = store.get(0)
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return dumps(error_object(p.EMPTY, p.APPLICATION_ERRORS[p.EMPTY],
+                                              request_id)).encode()
+                await store.wait(left)
+                continue
+            except JsonRpcError:  # the session closed meanwhile
+                return dumps(error_object(p.UNKNOWN_TOKEN, p.APPLICATION_ERRORS[
+                    p.UNKNOWN_TOKEN], request_id)).encode()
+            self.stats.message_out(entry[0], store)  # stats
+            return dumps({"jsonrpc": "2.0", "result": entry, "id": request_id}).encode()
 
     def _get_nowait(self, context: Any, params: dict[str, Any]) -> list[Any]:
         _allowed(p.METHOD_GET_NOWAIT, params, frozenset({"token"}))

@@ -43,18 +43,18 @@ import time
 import weakref
 from abc import abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.registries import SettingsSchema
-from berrymq.transports.base import Connection, Transport
+from berrymq.transports.base import Connection, Transport, asker
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import Channel, Link, encode_message
 from berrymq_jsonrpc.jsonrpc import invalid_params
-from berrymq_jsonrpc.service import Service, Session
+from berrymq_jsonrpc.service import Service, Session, in_waits
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -131,40 +131,10 @@ def _setting(settings: Mapping[str, Any], name: str, default: float, plugin: str
     return value
 
 
-class ThreadedServer(Protocol):
-    """A ``socketserver`` server that can also close the connections it accepted."""
-
-    server_address: Any
-
-    def serve_forever(self, poll_interval: float = 0.5) -> None: ...
-    def shutdown(self) -> None: ...
-    def server_close(self) -> None: ...
-    def close_all(self) -> None: ...
-
-
 def bind_family(host: str) -> tuple[socket.AddressFamily, str]:
     """The address family and the host to bind for ``host`` (``localhost`` is 127.0.0.1)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return family, "127.0.0.1" if host == "localhost" else host
-
-
-def run_server(server: ThreadedServer, name: str) -> tuple[Any, int]:
-    """Serve ``server`` in a daemon thread; return the handle for :func:`stop_server`
-    and the bound port."""
-    port = int(server.server_address[1])
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                              name=f"{name}-{port}", daemon=True)
-    thread.start()
-    return (server, thread), port
-
-
-def stop_server(handle: Any) -> None:
-    """Stop a server started by :func:`run_server` and close its connections."""
-    server, thread = handle
-    server.shutdown()
-    server.server_close()
-    server.close_all()
-    thread.join(5)
 
 
 class RemoteConnection(Connection):
@@ -191,6 +161,7 @@ class RemoteConnection(Connection):
                          on_dead=self._dead)
         self.link.stats = transport.service.stats  # stats
         self.opened = time.monotonic()  # stats: the connection's age in /status
+        self.asker = asker(self.link)
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -262,14 +233,12 @@ class RemoteConnection(Connection):
     def _dead(self, exc: BaseException) -> None:
         if not self.closed:
             self.reason = f" ({exc})"
-            threading.Thread(target=self._teardown, args=(False,), daemon=True,
-                             name="berrymq-close").start()
+            in_waits(self._teardown, False)
 
     def _local_session_closed(self, reason: str) -> None:
         if not self.closed:
             self.reason = f" ({reason})"
-            threading.Thread(target=self._teardown, args=(reason == "expired",), daemon=True,
-                             name="berrymq-close").start()
+            in_waits(self._teardown, reason == "expired")
 
     def close(self) -> None:
         """Send what is queued, tell the peer, free everything (idempotent)."""
@@ -279,8 +248,11 @@ class RemoteConnection(Connection):
         with self._lock:
             if self.closed:
                 return
+            # out of the bus's list before it reads closed: who sees closed sees it gone
+            self.transport.bus.untrack_connection(self)
             self.closed = True
         bus = self.transport.bus
+        bus.remove_forwarder(self.asker)
         if self.forwarding:
             bus.remove_forwarder(self.link)
         self.link.close(self.transport.timeout if polite else 0.0)
@@ -354,12 +326,12 @@ class RemoteTransport(Transport):
 
     @abstractmethod
     def _serve(self, host: str, port: int) -> tuple[Any, int]:
-        """Start a server on ``host:port`` feeding :attr:`service`; return a handle for
-        :meth:`_stop` and the bound port (:func:`run_server` does the common part)."""
+        """Start a server on ``host:port`` (on the I/O loop) feeding :attr:`service`;
+        return a handle for :meth:`_stop` and the bound port."""
 
+    @abstractmethod
     def _stop(self, server: Any) -> None:
         """Stop a server started by :meth:`_serve` and close its connections."""
-        stop_server(server)
 
     @abstractmethod
     def _open_channel(self, url: str) -> Channel:
@@ -412,8 +384,7 @@ class RemoteTransport(Transport):
         def dead(exc: BaseException) -> None:
             session = link.session
             if session is not None:
-                threading.Thread(target=self.service.close_session,
-                                 args=(session.token, "peer unreachable"), daemon=True).start()
+                in_waits(self.service.close_session, session.token, "peer unreachable")
 
         link = Link(channel, token, name=f"{self.scheme}:peer", on_dead=dead, owns_channel=owns)
         link.stats = self.service.stats  # stats
@@ -448,7 +419,11 @@ class RemoteTransport(Transport):
         if type(token) is not str:
             channel.close()
             raise TransportError(f"{address} answered {method} with {token!r}, not a token")
-        return self._track(RemoteConnection(self, channel, address, style, token))
+        connection = RemoteConnection(self, channel, address, style, token)
+        # ask reaches the peer over this style too: the bus asks every forwarder that can
+        # carry a request; this one forwards nothing else
+        self.bus.add_forwarder(connection.asker)
+        return self._track(connection)
 
     def call_once(self, address: str, method: str, params: Mapping[str, Any], *,
                   timeout: float, secret: str | None) -> Any:

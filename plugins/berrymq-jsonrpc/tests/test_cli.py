@@ -228,3 +228,20 @@ def test_format_message() -> None:
     assert format_message(Message("a@ns:b", (), {"k": [1]})) == 'a@ns:b [] {"k": [1]}'
     assert format_message(Message("a:b", (1,), {}), as_json=True) == (
         '{"identifier": "a:b", "args": [1], "kwargs": {}}')
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_serve_binds_the_host_setting_of_the_plugin(scheme: str, tmp_path: Path,
+                                                    procs: list[Proc]) -> None:
+    (tmp_path / "berrymq.toml").write_text(f'[berrymq.jsonrpc-{scheme}]\nhost = "127.0.0.2"\n')
+    proc = Proc("serve", f"--{scheme}", ":0", cwd=tmp_path)
+    procs.append(proc)
+    url = proc.line().removeprefix("serving ")
+    assert url.startswith(f"{scheme}://127.0.0.2:"), url
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.2", port), timeout=DEADLINE):
+        pass  # listening there
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=DEADLINE):
+        pass  # and not on another loopback address
+    assert run("send", url, "host:ok", cwd=tmp_path).returncode == 0
+    assert proc.stop() == 0

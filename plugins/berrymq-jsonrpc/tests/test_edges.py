@@ -1,0 +1,170 @@
+"""Protocol edges that clients not written here hit (issue 9 point 5), on real servers:
+a TCP request followed by a half-close, a session token used from other connections
+(clients that open a connection per call), ``ask`` over every connection style."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import berrymq
+from berrymq.bus import Bus
+
+SCHEMES = ["tcp", "http"]
+WAIT = 10.0
+
+
+@pytest.fixture
+def server(bus_factory: Callable[..., Bus]) -> Iterator[Callable[[str], tuple[Bus, int]]]:
+    def start(scheme: str) -> tuple[Bus, int]:
+        bus = bus_factory()
+        url = bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+        return bus, int(url.rsplit(":", 1)[1])
+
+    yield start
+
+
+def request(method: str, params: dict[str, Any], id: int | None = 1) -> bytes:
+    obj: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
+    if id is not None:
+        obj["id"] = id
+    return json.dumps(obj).encode()
+
+
+def half_closed(port: int, data: bytes) -> list[dict[str, Any]]:
+    """Send ``data`` over a fresh TCP connection, half-close it (``shutdown(SHUT_WR)``, as
+    ``printf ... | socat`` does) and read every answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return [json.loads(line) for line in b"".join(chunks).splitlines()]
+
+
+def one_call(scheme: str, port: int, method: str, params: dict[str, Any]) -> Any:
+    """One request on a connection of its own, closed after the answer (as jayson's TCP
+    client and curl do)."""
+    body = request(method, params)
+    if scheme == "tcp":
+        [reply] = half_closed(port, body + b"\n")
+    else:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        reply = json.loads(data.partition(b"\r\n\r\n")[2])
+    assert "error" not in reply, reply
+    return reply["result"]
+
+
+def test_a_half_closed_tcp_request_is_answered_before_the_close(
+        server: Callable[[str], tuple[Bus, int]]) -> None:
+    bus, port = server("tcp")
+    received = berrymq.Queue("half:*", bus=bus)
+    for round_ in range(40):
+        [reply] = half_closed(port, request("connect_oneway", {}, id=round_) + b"\n")
+        assert reply["id"] == round_ and isinstance(reply["result"], str)
+    # several requests, the last one without its newline: all answered, in order
+    token = one_call("tcp", port, "connect_oneway", {})
+    lines = [request("send_message", {"token": token, "identifier": "half:x", "args": [i]},
+                     id=i) for i in range(5)]
+    replies = half_closed(port, b"\n".join(lines))
+    assert [r["id"] for r in replies] == list(range(5))
+    assert [received.get(timeout=WAIT).args[0] for _ in range(5)] == list(range(5))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_token_works_from_any_connection_of_its_transport(
+        scheme: str, server: Callable[[str], tuple[Bus, int]]) -> None:
+    bus, port = server(scheme)
+    received = berrymq.Queue("percall:*", bus=bus)
+    # style 02 with a connection per call
+    token = one_call(scheme, port, "connect_oneway", {"ttl": 60})
+    assert one_call(scheme, port, "send_message",
+                    {"token": token, "identifier": "percall:one", "args": [1]}) == "ok"
+    assert received.get(timeout=WAIT).args == (1,)
+    # style 03 with a connection per call
+    queue_token = one_call(scheme, port, "connect_via_queue", {"identifier": "news:*"})
+    bus.twitter("news:today", "sunny")
+    assert one_call(scheme, port, "get", {"token": queue_token, "timeout": WAIT}) == [
+        "news:today", ["sunny"], {}]
+    assert one_call(scheme, port, "close_connection", {"token": queue_token}) == "ok"
+    assert one_call(scheme, port, "close_connection", {"token": token}) == "ok"
+    assert not bus.transport(scheme).service.sessions  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("style", ["oneway", "queue", "interconnect"])
+def test_ask_over_every_connection_style(
+        scheme: str, style: str, server: Callable[[str], tuple[Bus, int]],
+        bus_factory: Callable[..., Bus]) -> None:
+    node, port = server(scheme)
+    node.subscribe("price:quote", lambda message: 9.5 * message.args[0], weak=False)
+    client = bus_factory()
+    transport = client.transport(scheme)
+    address = f"{scheme}://127.0.0.1:{port}"
+    if style == "oneway":
+        connection = transport.connect_oneway(address, 60)
+    elif style == "queue":
+        connection = transport.connect_via_queue(address, berrymq.Identifier("q:*"), 60)
+    else:
+        if scheme == "http":
+            transport.listen("http://127.0.0.1:0")
+        connection = transport.interconnect(address, 60)
+    assert client.ask("price:quote", 2, timeout=WAIT) == [19.0]
+    connection.close()
+    assert client.ask("price:quote", 2, timeout=WAIT) == []
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_blocking_gets_need_no_thread(scheme: str, server: Callable[[str], tuple[Bus, int]],
+                                      bus_factory: Callable[..., Bus]) -> None:
+    """Every thread that may run waiting requests (ask) is busy; blocking gets still wait
+    and are answered, because they wait on the I/O loop, not on a thread."""
+    from berrymq_jsonrpc.service import WAITS
+
+    bus, port = server(scheme)
+    tcp_port = port if scheme == "tcp" else int(
+        bus.transport("tcp").listen("tcp://127.0.0.1:0").rsplit(":", 1)[1])
+    release = threading.Event()
+    bus.subscribe("hold:on", lambda message: release.wait(WAIT), weak=False)
+    holders = []
+    try:
+        for i in range(WAITS._max_workers):
+            sock = socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT)
+            sock.sendall(request("ask", {"identifier": "hold:on", "timeout": WAIT}, id=i) + b"\n")
+            holders.append(sock)
+        tokens = [one_call(scheme, port, "connect_via_queue", {"identifier": f"w{i}:*"})
+                  for i in range(5)]
+        waiting = []
+        for token in tokens:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+            body = request("get", {"token": token, "timeout": WAIT})
+            if scheme == "tcp":
+                sock.sendall(body + b"\n")
+            else:
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            waiting.append(sock)
+        for i in range(5):
+            bus.twitter(f"w{i}:news", i)
+        for i, sock in enumerate(waiting):
+            data = b""
+            while not data.endswith(b"}") and not data.endswith(b"}\n"):
+                data += sock.recv(65536)
+            reply = json.loads(data.rpartition(b"\r\n\r\n")[2] if scheme == "http" else data)
+            assert reply["result"] == [f"w{i}:news", [i], {}]
+            sock.close()
+    finally:
+        release.set()
+        for sock in holders:
+            sock.close()
