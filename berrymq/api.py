@@ -300,6 +300,20 @@ def send_message(identifier: str, /, *args: Any, **kwargs: Any) -> None:
     _client_connection().send(Message(ident, args, kwargs))
 
 
+def flush(timeout: float | None = None) -> bool:
+    """Wait until every message sent so far to other nodes (``send_message``, and what
+    ``twitter`` forwarded to interconnected peers or a broker) has been handed to their
+    receivers and queues; see :meth:`Bus.flush <berrymq.Bus.flush>`.
+
+    Sending is fire-and-forget: ``send_message`` returns at once and the message goes out
+    in a batch soon after. A program that sends and then checks what the other side did
+    (as berryMQ 0.3's own two-process test does) calls ``flush`` in between. Returns False
+    when ``timeout`` seconds passed first or when something sent since the last flush was
+    lost; True otherwise.
+    """
+    return holder.bus.flush(timeout)
+
+
 def get(block: bool = True, timeout: float | None = None) -> Message:
     """Pull the next message from the server-side queue of :func:`connect_via_queue`."""
     return _client_connection(need_queue=True).get(block, timeout)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,7 +29,7 @@ from berrymq._pool import WorkerPool
 from berrymq.aio import async_runner
 from berrymq.ask import ask as _ask
 from berrymq.ask import ask_local as _ask_local
-from berrymq.errors import QueueFull
+from berrymq.errors import ConnectionClosed, QueueFull
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message
 from berrymq.node import Node, NodeSide
@@ -370,6 +371,29 @@ class Bus(NodeSide):
         """
         pool = self._pool
         return True if pool is None else pool.join(timeout)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every message this bus sent to other nodes so far has been handed to
+        their receivers and queues (each transport's :meth:`~berrymq.transports.base.
+        Transport.flush`), then until the worker pool ran what it was given.
+
+        Sending is fire-and-forget by default; call this where a program must know that
+        the other side has what was sent (send, flush, then check). Returns False when
+        ``timeout`` seconds passed first, or when a message accepted since the last flush
+        was lost (the loss is also counted and logged by the transport).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        done = True
+        for transport in list(self.transports().values()):
+            try:
+                done = transport.flush(left()) and done
+            except ConnectionClosed:  # a connection failed and lost messages
+                done = False
+        return self.join(left()) and done
 
     def __repr__(self) -> str:
         return f"<Bus {self.name} subscriptions={len(self._index.subscriptions)}>"

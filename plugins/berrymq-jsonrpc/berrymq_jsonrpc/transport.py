@@ -32,7 +32,6 @@ Settings (each plugin's table in the settings file, see :func:`declare_settings`
 from __future__ import annotations
 
 import atexit
-import contextlib
 import ipaddress
 import logging
 import os
@@ -483,8 +482,10 @@ class RemoteTransport(Transport):
         done = True
         for box in boxes:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            with contextlib.suppress(ConnectionClosed):  # failed and reported already
+            try:
                 done = box.flush(left) and done
+            except ConnectionClosed:  # the link failed: its losses were counted and logged
+                done = False
         return done
 
     # -- state ----------------------------------------------------------------------------
