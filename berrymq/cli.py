@@ -26,6 +26,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import berrymq
+from berrymq import network
+from berrymq.default import get_bus
+from berrymq.demo import run_demo
 from berrymq.errors import BerryMQError, PluginNotAvailable, SettingsError
 from berrymq.plugins import KNOWN_SCHEMES, get_plugin_host
 
@@ -179,8 +182,6 @@ class Commands:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    from berrymq.default import get_bus
-
     bus = get_bus()
     host = bus.plugins
     infos = host.infos()
@@ -210,15 +211,11 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from berrymq.demo import run_demo
-
     run_demo()
     return 0
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
-    from berrymq import network
-
     show_graph(network.describe(), args)
     return 0
 
@@ -226,8 +223,6 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 def show_graph(description: dict[str, Any], args: argparse.Namespace) -> None:
     """Print a network description as ``graph`` does: JSON with ``--json``, else drawn
     in ``--format``."""
-    from berrymq import network
-
     if args.json:
         print_json(description)
     else:

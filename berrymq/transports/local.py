@@ -19,12 +19,12 @@ from berrymq.errors import ConnectionClosed
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.receivers.queues import Queue
 from berrymq.registries import TransportRegistry
 from berrymq.transports.base import Connection, Forwarder, Transport, asker, memory_link_pair
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
-    from berrymq.receivers.queues import Queue
 
 __all__ = ["LocalTransport"]
 
@@ -124,8 +124,6 @@ class LocalTransport(Transport):
         return LocalConnection(self, self._peer(address), address, "oneway")
 
     def connect_via_queue(self, address: str, pattern: Identifier, ttl: float) -> Connection:
-        from berrymq.receivers.queues import Queue
-
         peer = self._peer(address)
         return LocalConnection(self, peer, address, "queue", Queue(str(pattern), bus=peer.bus))
 
