@@ -180,7 +180,7 @@ def send(owner: BusOwner, identifier: str | Identifier, /, *args: Any, **kwargs:
     node = bus._node
     assert node is not None
     message = _tuple_new(Message, (ident, args, kwargs, hops, node.new_uid()))
-    errors = deliver(bus, route, message) if route else None
+    errors = deliver(bus, route, message, None, box) if route else None
     try:
         node.forward(message, None)
     except QueueFull as exc:  # a full outgoing buffer: reported after the local failures

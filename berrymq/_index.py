@@ -122,6 +122,12 @@ class Index:
         self.how = DIRECT
         #: called with (subscription, added) under the lock whenever one comes or goes
         self.listeners: tuple[Callable[[Subscription, bool], None], ...] = ()
+        #: called with a new subscription's pattern (None: "anything may have changed")
+        #: after the lock is released: peers whose links decide what to skip by what this
+        #: bus follows (see :meth:`refresh`)
+        self.watchers: tuple[Callable[[Identifier | None], None], ...] = ()
+        #: counts :meth:`refresh` calls: a route built while one ran forwards everything
+        self.version = 0
 
     # -- writing (under the lock) ----------------------------------------------------------
 
@@ -146,7 +152,24 @@ class Index:
             self._invalidate(pattern)
             for listener in self.listeners:
                 listener(subscription, True)
+        for watcher in self.watchers:
+            watcher(pattern)
         return subscription
+
+    def follows(self, ident: Identifier) -> bool:
+        """Whether any subscription here matches ``ident`` (a peer's link asks)."""
+        with self.lock:
+            return bool(self._match(ident))
+
+    def refresh(self, pattern: Identifier | None) -> None:
+        """What a peer follows changed (a new subscription of ``pattern``; None: its
+        forwarders or taps): forget the routes that may now have to reach it."""
+        with self.lock:
+            self.version += 1
+            if pattern is None:
+                self._clear_routes()
+            else:
+                self._invalidate(pattern)
 
     def remove(self, subscription: Subscription) -> None:
         """Cancel one subscription (idempotent)."""
@@ -307,6 +330,11 @@ class Index:
         """Build (and cache under ``key``) the route of an identifier not in the cache."""
         ident = parse(key)  # type: ignore[arg-type]  # raises InvalidIdentifier for bad keys
         text = ident._text
+        # Asked before taking the lock: a peer's link takes the peer's index lock.
+        version = self.version
+        node = self.owner._node
+        forwarding = (ident.is_local or node is None or self.how != FORWARD
+                      or node.wants(ident))
         with self.lock:
             if self._dead:
                 self._purge_dead()
@@ -318,7 +346,10 @@ class Index:
                 routes[key] = cached
                 return cached
             matched = self._match(ident)
-            cached = (ident, tuple([(s.ref, s.guard, s) for s in matched]), self.how)
+            how = self.how
+            if how == FORWARD and not forwarding and version == self.version:
+                how = DIRECT  # no peer wants it: sent as if there were none
+            cached = (ident, tuple([(s.ref, s.guard, s) for s in matched]), how)
             while len(routes) >= self.limit:
                 self._forget(routes.popitem(last=False)[1][0])
             routes[key] = cached

@@ -340,8 +340,10 @@ class Bus(NodeSide):
             how = FORWARD
         else:
             how = DIRECT
-        if how != self._index.how:
-            self._index.set_how(how)
+        # Always: a route of FORWARD may have been built as DIRECT for the old forwarders.
+        self._index.set_how(how)
+        for watcher in self._index.watchers:  # peers' links: this bus's forwarders or taps
+            watcher(None)
 
     def set_multiplicity(self, n: int) -> None:
         """Run receivers on ``n`` worker threads; 0 runs them in the sender's thread.

@@ -88,6 +88,20 @@ class Node:
         if refused is not None:
             raise refused
 
+    def wants(self, ident: Identifier) -> bool:
+        """Whether any forwarder may carry a message of ``ident`` somewhere it matters.
+
+        A forwarder with a ``follows(ident)`` method (an in-process link, which sees its
+        peer) can say no; any other is taken to want everything. A route built with no
+        forwarder wanting its identifier sends as if the bus had no peers, until the
+        forwarders change or a peer's watcher refreshes it.
+        """
+        for forwarder in self.forwarders:
+            follows = getattr(forwarder, "follows", None)
+            if follows is None or follows(ident):
+                return True
+        return False
+
     def requesters(self) -> list[Any]:
         """The forwarders that can also carry ``ask`` requests."""
         return [f for f in self.forwarders if hasattr(f, "request")]

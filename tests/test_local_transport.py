@@ -6,6 +6,7 @@ import pytest
 
 import berrymq
 from berrymq import Bus, ConnectionClosed, Empty, Message, Queue, QueueFull
+from berrymq._index import DIRECT
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
@@ -114,3 +115,40 @@ def test_full_local_queue_does_not_keep_a_message_from_other_nodes(nodes: list[B
         a.twitter("q:2")
     assert [m.args for m in _drain(remote)] == [(), ()]
     assert full.qsize() == 1
+
+
+def test_a_peer_that_follows_nothing_matching_is_skipped_until_it_does(nodes: list[Bus]) -> None:
+    a, b, _ = nodes
+    a.transport("local").interconnect(serve(b), ttl=10)
+    seen: list[Message] = []
+    b.subscribe("other:*", seen.append, weak=False)
+    a.twitter("job:x", 1)
+    assert a._routes["job:x"][2] == DIRECT  # sent as if a had no peer
+    with b.subscribe("*:x", seen.append, weak=False):  # b's new subscription refreshes a
+        a.twitter("job:x", 2)
+    a.twitter("job:x", 3)
+    b.twitter("other:y")  # b's own sends still reach a's receivers and b's
+    assert [m.args for m in seen] == [(2,), ()]
+
+
+def test_a_peer_that_passes_messages_on_is_not_skipped(nodes: list[Bus]) -> None:
+    a, b, c = nodes
+    address_b, address_c = serve(b), serve(c)
+    a.transport("local").interconnect(address_b, ttl=10)
+    inbox = Queue("job:*", bus=c)
+    a.twitter("job:x", 1)  # b follows nothing and links nowhere else: skipped
+    link = b.transport("local").interconnect(address_c, ttl=10)  # b's new link refreshes a
+    a.twitter("job:x", 2)
+    assert [m.args for m in _drain(inbox)] == [(2,)]
+    link.close()
+    a.twitter("job:x", 3)
+    assert _drain(inbox) == []
+
+
+def test_a_closed_link_stops_watching_its_peer(nodes: list[Bus]) -> None:
+    a, b, _ = nodes
+    link = a.transport("local").interconnect(serve(b), ttl=10)
+    a.twitter("job:x")
+    assert b._index.watchers != ()
+    link.close()
+    assert b._index.watchers == ()

@@ -153,6 +153,7 @@ class _MemoryLink(Link):
         self.address = address
         self.back: _MemoryLink | None = None
         self.closed = False
+        self.watching = False  # whether the peer's changes refresh the sender's routes
 
     def send_batch(self, messages: Sequence[Message], reply_to: Identifier | None = None) -> None:
         if self.closed:
@@ -161,6 +162,33 @@ class _MemoryLink(Link):
         for message in messages:
             receive(message, self.back, reply_to)
 
+    def follows(self, ident: Identifier) -> bool:
+        """Whether the peer may do anything with a message of ``ident``: it has taps,
+        forwarders other than the way back, or a subscription matching it.
+
+        The sending bus asks when it builds a route (see :meth:`Node.wants
+        <berrymq.node.Node.wants>`) and sends as if it had no peer when nothing wants it;
+        from the first question on, the peer's new subscriptions, forwarders and taps
+        refresh the sending bus's routes.
+        """
+        if self.closed or self.back is None:
+            return True  # forwarding reports the closed link
+        peer = self.peer
+        index = peer._index
+        if not self.watching:
+            with index.lock:
+                if not self.watching:
+                    self.watching = True
+                    index.watchers = (*index.watchers, self._peer_changed)
+        node = peer._node
+        if peer.taps or (node is not None and any(f is not self.back for f in node.forwarders)):
+            return True
+        return index.follows(ident)
+
+    def _peer_changed(self, pattern: Identifier | None) -> None:
+        if self.back is not None:
+            self.back.peer._index.refresh(pattern)  # the sending bus's routes
+
     def request(self, message: Message, timeout: float) -> list[Any]:
         if self.closed:
             raise ConnectionClosed(f"the link to {self.address} is closed")
@@ -168,6 +196,9 @@ class _MemoryLink(Link):
 
     def close(self) -> None:
         self.closed = True
+        index = self.peer._index
+        with index.lock:
+            index.watchers = tuple(w for w in index.watchers if w != self._peer_changed)
 
     def __repr__(self) -> str:
         return f"<memory link to {self.address}>"
