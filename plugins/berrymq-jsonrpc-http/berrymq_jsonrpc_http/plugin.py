@@ -34,6 +34,7 @@ from berrymq_jsonrpc.cli import add_serve_option
 from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type, serves_path
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
+from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.monitor import Monitor
 from berrymq_jsonrpc.service import Service, may_wait
 from berrymq_jsonrpc.transport import RemoteTransport, bind_family, declare_settings, split_url
@@ -91,20 +92,28 @@ class _ServerConnection:
         self.reader = reader
         self.writer = writer
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+        #: when the first byte of the request being read came (None between requests)
+        self.began: float | None = None
 
     async def _event(self, timeout: float) -> Any:
-        """The next h11 event, reading as needed; None when the client went away or
-        stalled for ``timeout`` seconds."""
+        """The next h11 event, reading as needed; None when the client went away, or
+        when ``timeout`` seconds passed without a byte of a request, or since the first
+        byte of the request being read (:attr:`began`: the deadline is for the whole
+        request, head and body, not per read, which a slow drip would defeat)."""
         conn = self.conn
+        clock = asyncio.get_running_loop().time
         head = b""
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
+            wait = timeout if self.began is None else self.began + timeout - clock()
             try:
-                data = await asyncio.wait_for(self.reader.read(_RECV), timeout)
+                data = await asyncio.wait_for(self.reader.read(_RECV), max(0.0, wait))
             except (TimeoutError, OSError):
                 return None
+            if self.began is None:
+                self.began = clock()
             if conn.their_state is h11.IDLE and not conn.trailing_data[0] and data:
                 # a request head is read whole first, to be lenient where h11 is strict
                 head += data
@@ -160,6 +169,7 @@ class _ServerConnection:
                 if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
                     return
                 self.conn.start_next_cycle()
+                self.began = None
         except (OSError, h11.LocalProtocolError):
             return  # the client reset the connection, or cannot be answered any more
         finally:
@@ -244,8 +254,10 @@ class _ServerConnection:
 class _Server:
     """A listening socket on the loop and the connections it accepted."""
 
-    def __init__(self, service: Service, max_size: int, read_timeout: float) -> None:
+    def __init__(self, service: Service, max_size: int, read_timeout: float,
+                 admission: Admission) -> None:
         self.service = service
+        self.admission = admission
         self.max_size = max_size
         self.read_timeout = read_timeout
         self.connections: set[asyncio.StreamWriter] = set()
@@ -259,6 +271,15 @@ class _Server:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host = writer.get_extra_info("peername")[0]
+        refusal = self.admission.admit(host)  # max_connections(_per_client)
+        if refusal is not None:
+            body = dumps(refusal).encode()
+            await Admission.turn_away(reader, writer, (
+                "HTTP/1.1 503 Service Unavailable\r\nServer: berryMQ\r\n"
+                "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+            return
         self.connections.add(writer)
         try:
             await _ServerConnection(self, reader, writer).run()
@@ -266,6 +287,7 @@ class _Server:
             pass  # the loop is stopping (asyncio 3.11 would print a cancelled handler)
         finally:
             self.connections.discard(writer)
+            self.admission.release(host)
 
     async def dispatch(self, body: bytes) -> bytes | None:
         """The answer to one body: on the delivery lane, or a WAITS thread if it may wait."""
@@ -453,7 +475,7 @@ class HttpTransport(RemoteTransport):
         super().__init__(bus, settings)
 
     def _serve(self, host: str, port: int) -> tuple[Any, int]:
-        server = _Server(self.service, self.max_size, self.read_timeout)
+        server = _Server(self.service, self.max_size, self.read_timeout, self.admission)
         server.monitor = Monitor(self.bus, host=host, secret=self.secret, names=self.names)
         return server, io_loop.run(server.start(host, port), self.timeout)
 
