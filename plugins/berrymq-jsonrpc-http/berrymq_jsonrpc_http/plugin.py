@@ -35,7 +35,7 @@ from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type, serves_path
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
 from berrymq_jsonrpc.limits import Admission
-from berrymq_jsonrpc.monitor import Monitor
+from berrymq_jsonrpc.monitor import Monitor, host_allowed
 from berrymq_jsonrpc.service import Service, may_wait
 from berrymq_jsonrpc.transport import RemoteTransport, bind_family, declare_settings, split_url
 
@@ -54,6 +54,8 @@ logger = logging.getLogger("berrymq.remote.http")
 #: The longest request line plus headers accepted (h11 answers 431 beyond it).
 _MAX_HEAD = 16 * 1024
 _RECV = 1 << 16
+#: The most of a refused (oversized) body read before the connection is closed.
+_DISCARD = 1 << 18
 _SERVER = (b"Server", b"berryMQ")
 
 
@@ -196,6 +198,13 @@ class _ServerConnection:
         if request.method != b"POST":
             return self._refuse(405, "berryMQ answers POST (and GET of /, /status, /metrics, "
                                 "/network)", [(b"Allow", b"GET, POST")])
+        host = headers.get(b"host")
+        if host and monitor is not None and not host_allowed(host.decode("latin-1"),
+                                                             monitor.names):
+            # DNS rebinding: a web page's request names the attacker's host (a client
+            # that sends no Host at all is no browser, and is served)
+            return self._refuse(421, "this node does not answer to that Host name (its "
+                                "bound address, localhost, 127.0.0.1, [::1], setting names)")
         # paths and media types of JSON-RPC 1.0 clients too (issue 11): dialect.py
         if not serves_path(target):
             return self._refuse(404, "berryMQ answers JSON-RPC at POST " + ", ".join(HTTP_PATHS))
@@ -240,12 +249,16 @@ class _ServerConnection:
         return True
 
     async def _discard(self, length: int) -> None:
-        # Read (a bounded part of) the body we refused, so that closing the socket does
-        # not reset the connection before the client has read the answer.
-        left = min(length, 64 * self.server.max_size)
+        # Read a small part of the body we refused (at most _DISCARD bytes, for at most
+        # a second in all), so that closing the socket does not reset the connection
+        # before the client has read the answer; the rest is never read.
+        loop = asyncio.get_running_loop()
+        left = min(length, _DISCARD)
+        deadline = loop.time() + 1.0
         with contextlib.suppress(TimeoutError, OSError):
             while left > 0:
-                chunk = await asyncio.wait_for(self.reader.read(min(left, _RECV)), 1.0)
+                chunk = await asyncio.wait_for(self.reader.read(min(left, _RECV)),
+                                               max(0.0, deadline - loop.time()))
                 if not chunk:
                     break
                 left -= len(chunk)
@@ -401,7 +414,8 @@ class HttpChannel(Channel):
                  idle: float) -> None:
         super().__init__(url, secret=secret, max_size=max_size, timeout=timeout)
         self.host, self.port = split_url(url, "http")
-        self.host_header = f"{self.host}:{self.port}".encode()
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        self.host_header = f"{shown}:{self.port}".encode()
         self.idle = idle
         self._pool: list[_ClientConnection] = []
         self._busy: set[_ClientConnection] = set()

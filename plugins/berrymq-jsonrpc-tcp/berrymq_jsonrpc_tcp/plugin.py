@@ -31,7 +31,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.cli import add_serve_option
 from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
-from berrymq_jsonrpc.limits import Admission
+from berrymq_jsonrpc.limits import Admission, BurstLog
 from berrymq_jsonrpc.service import Service, may_wait
 from berrymq_jsonrpc.transport import RemoteTransport, bind_family, declare_settings, split_url
 
@@ -52,6 +52,8 @@ logger = logging.getLogger("berrymq.remote.tcp")
 _MAX_SLOW = 16
 _RECV = 1 << 18
 _NL = b"\n"
+#: Errors without id from peers: one log line per burst, however many lines a client sends.
+_odd_replies = BurstLog(logger)
 #: Pause a writer of requests while this much is buffered for the peer.
 _HIGH_WATER = 1 << 20
 
@@ -224,7 +226,8 @@ class LineChannel(Channel):
         if future is None:
             if key is None and "error" in reply:
                 self._null_error = reply["error"]
-                logger.warning("%s answered an error without id: %s", self.url, reply["error"])
+                _odd_replies.warning("%s answered an error without id: %.200s", self.url,
+                                     reply["error"])
             return
         if not future.done():
             future.set_result(reply)

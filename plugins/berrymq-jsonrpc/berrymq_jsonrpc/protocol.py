@@ -18,7 +18,8 @@ Framing
   honoured. A body over the size limit is answered ``413`` with the JSON-RPC error
   :data:`TOO_LARGE` and the connection is closed. HTTP-level mistakes are answered in
   plain text and close the connection: ``405`` (not POST), ``404`` (another path),
-  ``415`` (another content type), ``411`` (no ``Content-Length``, or chunked), ``400``.
+  ``415`` (another content type), ``411`` (no ``Content-Length``, or chunked), ``400``,
+  ``421`` (a ``Host`` header that does not name the node).
 - **TCP** (:data:`LINE_TERMINATOR`): each request and each response is one line of UTF-8
   JSON ending in ``\\n`` (JSON escapes newlines inside strings, so a text never spans two
   lines). Responses to one connection's requests may come in any order; match them by

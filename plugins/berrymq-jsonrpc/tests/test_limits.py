@@ -273,3 +273,55 @@ def test_a_slow_drip_is_closed_after_read_timeout(
     closed_after = drip(sock, dripped, 0.1, limit=8.0)
     assert closed_after is not None, "a 1-second read_timeout let a drip go on for 8 s"
     assert 0.9 <= closed_after < 5.0
+
+
+# -- 4. smaller points ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_param_named_context_is_plain_invalid_params(bus_factory: Factory, scheme: str) -> None:
+    _, port = serve(bus_factory, scheme)
+    sock = connect(port)
+    error = call(scheme, sock, request("connect_oneway", {"context": 1}))["error"]
+    assert error == {"code": p.INVALID_PARAMS, "message": "Invalid params",
+                     "data": "connect_oneway has no parameter 'context'"}
+
+
+def test_host_header_of_posts_must_name_the_node(bus_factory: Factory) -> None:
+    _, port = serve(bus_factory, "http", names=["berry.example"])
+    ping = request("get_nowait", {"token": "x" * 43})
+    for host in ("127.0.0.1", f"127.0.0.1:{port}", f"localhost:{port}", "[::1]",
+                 f"berry.example:{port}"):
+        status, body = http_post(connect(port), ping, host)
+        assert status == 200 and json.loads(body)["error"]["code"] == p.UNKNOWN_TOKEN, host
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.2"):
+        status, body = http_post(connect(port), ping, host)
+        assert status == 421 and b"Host" in body and b"names" in body, host
+
+
+def test_errors_without_id_are_logged_once_per_burst(
+        bus_factory: Factory, caplog: pytest.LogCaptureFixture) -> None:
+    _, port = serve(bus_factory, "tcp")
+    sock = connect(port)
+    line = json.dumps({"jsonrpc": "2.0", "error": {"code": 1, "message": "x"}, "id": None})
+    with caplog.at_level(logging.WARNING, logger="berrymq.remote.tcp"):
+        sock.sendall((line + "\n").encode() * 5000)
+        # answered in order after them: all 5000 were read
+        assert tcp_call(sock, request("get_nowait", {"token": "x" * 43}))["id"] == 1
+    lines = [r for r in caplog.records if "without id" in r.getMessage()]
+    assert 1 <= len(lines) <= 2, len(lines)
+
+
+def test_a_refused_oversized_body_is_not_read_to_the_end(bus_factory: Factory) -> None:
+    _, port = serve(bus_factory, "http")  # max_size 1 MiB
+    sock = connect(port)
+    size = 64 * 1024 * 1024
+    sock.sendall(_HEAD + f"Content-Length: {size}\r\n\r\n".encode())
+    sent = 0
+    chunk = b" " * 65536
+    try:
+        while sent < size:
+            sent += sock.send(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert sent < 16 * 1024 * 1024, f"the node read {sent} bytes of a refused body"
