@@ -489,7 +489,7 @@ def test_http_framing(node: Served) -> None:
         assert b"Traceback" not in rest
     # no Content-Length -> 411
     with socket.create_connection(addr, timeout=10) as s:
-        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n" + body)
+        s.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\r\n" + body)
         assert s.recv(100).startswith(b"HTTP/1.1 411")
     # keep-alive with http.client: many requests on one connection
     conn = http.client.HTTPConnection(*addr, timeout=10)

@@ -34,7 +34,8 @@ from berrymq_jsonrpc.cli import add_serve_option
 from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type, serves_path
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
-from berrymq_jsonrpc.monitor import Monitor
+from berrymq_jsonrpc.limits import Admission
+from berrymq_jsonrpc.monitor import Monitor, host_allowed
 from berrymq_jsonrpc.service import Service, may_wait
 from berrymq_jsonrpc.transport import RemoteTransport, bind_family, declare_settings, split_url
 
@@ -53,6 +54,8 @@ logger = logging.getLogger("berrymq.remote.http")
 #: The longest request line plus headers accepted (h11 answers 431 beyond it).
 _MAX_HEAD = 16 * 1024
 _RECV = 1 << 16
+#: The most of a refused (oversized) body read before the connection is closed.
+_DISCARD = 1 << 18
 _SERVER = (b"Server", b"berryMQ")
 
 
@@ -91,20 +94,28 @@ class _ServerConnection:
         self.reader = reader
         self.writer = writer
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+        #: when the first byte of the request being read came (None between requests)
+        self.began: float | None = None
 
     async def _event(self, timeout: float) -> Any:
-        """The next h11 event, reading as needed; None when the client went away or
-        stalled for ``timeout`` seconds."""
+        """The next h11 event, reading as needed; None when the client went away, or
+        when ``timeout`` seconds passed without a byte of a request, or since the first
+        byte of the request being read (:attr:`began`: the deadline is for the whole
+        request, head and body, not per read, which a slow drip would defeat)."""
         conn = self.conn
+        clock = asyncio.get_running_loop().time
         head = b""
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
+            wait = timeout if self.began is None else self.began + timeout - clock()
             try:
-                data = await asyncio.wait_for(self.reader.read(_RECV), timeout)
+                data = await asyncio.wait_for(self.reader.read(_RECV), max(0.0, wait))
             except (TimeoutError, OSError):
                 return None
+            if self.began is None:
+                self.began = clock()
             if conn.their_state is h11.IDLE and not conn.trailing_data[0] and data:
                 # a request head is read whole first, to be lenient where h11 is strict
                 head += data
@@ -160,6 +171,7 @@ class _ServerConnection:
                 if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
                     return
                 self.conn.start_next_cycle()
+                self.began = None
         except (OSError, h11.LocalProtocolError):
             return  # the client reset the connection, or cannot be answered any more
         finally:
@@ -186,6 +198,13 @@ class _ServerConnection:
         if request.method != b"POST":
             return self._refuse(405, "berryMQ answers POST (and GET of /, /status, /metrics, "
                                 "/network)", [(b"Allow", b"GET, POST")])
+        host = headers.get(b"host")
+        if host and monitor is not None and not host_allowed(host.decode("latin-1"),
+                                                             monitor.names):
+            # DNS rebinding: a web page's request names the attacker's host (a client
+            # that sends no Host at all is no browser, and is served)
+            return self._refuse(421, "this node does not answer to that Host name (its "
+                                "bound address, localhost, 127.0.0.1, [::1], setting names)")
         # paths and media types of JSON-RPC 1.0 clients too (issue 11): dialect.py
         if not serves_path(target):
             return self._refuse(404, "berryMQ answers JSON-RPC at POST " + ", ".join(HTTP_PATHS))
@@ -230,12 +249,16 @@ class _ServerConnection:
         return True
 
     async def _discard(self, length: int) -> None:
-        # Read (a bounded part of) the body we refused, so that closing the socket does
-        # not reset the connection before the client has read the answer.
-        left = min(length, 64 * self.server.max_size)
+        # Read a small part of the body we refused (at most _DISCARD bytes, for at most
+        # a second in all), so that closing the socket does not reset the connection
+        # before the client has read the answer; the rest is never read.
+        loop = asyncio.get_running_loop()
+        left = min(length, _DISCARD)
+        deadline = loop.time() + 1.0
         with contextlib.suppress(TimeoutError, OSError):
             while left > 0:
-                chunk = await asyncio.wait_for(self.reader.read(min(left, _RECV)), 1.0)
+                chunk = await asyncio.wait_for(self.reader.read(min(left, _RECV)),
+                                               max(0.0, deadline - loop.time()))
                 if not chunk:
                     break
                 left -= len(chunk)
@@ -244,8 +267,10 @@ class _ServerConnection:
 class _Server:
     """A listening socket on the loop and the connections it accepted."""
 
-    def __init__(self, service: Service, max_size: int, read_timeout: float) -> None:
+    def __init__(self, service: Service, max_size: int, read_timeout: float,
+                 admission: Admission) -> None:
         self.service = service
+        self.admission = admission
         self.max_size = max_size
         self.read_timeout = read_timeout
         self.connections: set[asyncio.StreamWriter] = set()
@@ -259,6 +284,15 @@ class _Server:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host = writer.get_extra_info("peername")[0]
+        refusal = self.admission.admit(host)  # max_connections(_per_client)
+        if refusal is not None:
+            body = dumps(refusal).encode()
+            await Admission.turn_away(reader, writer, (
+                "HTTP/1.1 503 Service Unavailable\r\nServer: berryMQ\r\n"
+                "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+            return
         self.connections.add(writer)
         try:
             await _ServerConnection(self, reader, writer).run()
@@ -266,6 +300,7 @@ class _Server:
             pass  # the loop is stopping (asyncio 3.11 would print a cancelled handler)
         finally:
             self.connections.discard(writer)
+            self.admission.release(host)
 
     async def dispatch(self, body: bytes) -> bytes | None:
         """The answer to one body: on the delivery lane, or a WAITS thread if it may wait."""
@@ -379,7 +414,8 @@ class HttpChannel(Channel):
                  idle: float) -> None:
         super().__init__(url, secret=secret, max_size=max_size, timeout=timeout)
         self.host, self.port = split_url(url, "http")
-        self.host_header = f"{self.host}:{self.port}".encode()
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        self.host_header = f"{shown}:{self.port}".encode()
         self.idle = idle
         self._pool: list[_ClientConnection] = []
         self._busy: set[_ClientConnection] = set()
@@ -453,7 +489,7 @@ class HttpTransport(RemoteTransport):
         super().__init__(bus, settings)
 
     def _serve(self, host: str, port: int) -> tuple[Any, int]:
-        server = _Server(self.service, self.max_size, self.read_timeout)
+        server = _Server(self.service, self.max_size, self.read_timeout, self.admission)
         server.monitor = Monitor(self.bus, host=host, secret=self.secret, names=self.names)
         return server, io_loop.run(server.start(host, port), self.timeout)
 

@@ -52,14 +52,16 @@ CALL = b'{"jsonrpc":"2.0","method":"connect_oneway","id":1}'
 
 
 def post(body: bytes, headers: str = "Content-Type: application/json\r\n",
-         version: str = "HTTP/1.1", method: str = "POST", path: str = "/") -> bytes:
-    return (f"{method} {path} {version}\r\nHost: x\r\n{headers}"
+         version: str = "HTTP/1.1", method: str = "POST", path: str = "/",
+         host: str = "127.0.0.1") -> bytes:
+    return (f"{method} {path} {version}\r\nHost: {host}\r\n{headers}"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 @pytest.mark.parametrize(("request_", "status"), [
     (post(CALL, method="PUT"), b"405"),
-    (post(CALL, method="GET"), b"421"),  # GET / is the status page: Host x is not the node
+    (post(CALL, method="GET", host="x"), b"421"),  # GET / is the status page: Host x is not the node
+    (post(CALL, host="x"), b"421"),  # nor for JSON-RPC (DNS rebinding)
     (post(CALL, path="/rpc"), b"404"),
     (post(CALL, headers="Content-Type: text/plain\r\n"), b"415"),
     (b"POST / HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"

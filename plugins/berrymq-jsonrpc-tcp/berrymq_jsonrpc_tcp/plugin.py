@@ -12,8 +12,9 @@ on the loop; at most 16 such waits per connection). While the lane is full the c
 slows that sender and bounds what it can make the node hold.
 
 Server limits: a line over ``max_size`` is answered with ``TOO_LARGE`` and the
-connection is closed; a connection that stalls in the middle of a line for
-``read_timeout`` seconds, or stays idle that long without an open session, is closed.
+connection is closed; a line not complete ``read_timeout`` seconds after its first byte
+(a stall, or a slow drip: the deadline is for the whole line, not per read), or a
+connection idle that long without an open session, is closed.
 A client that half-closes after its requests gets every answer before the close.
 """
 
@@ -30,6 +31,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.cli import add_serve_option
 from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
+from berrymq_jsonrpc.limits import Admission, BurstLog
 from berrymq_jsonrpc.service import Service, may_wait
 from berrymq_jsonrpc.transport import RemoteTransport, bind_family, declare_settings, split_url
 
@@ -50,6 +52,8 @@ logger = logging.getLogger("berrymq.remote.tcp")
 _MAX_SLOW = 16
 _RECV = 1 << 18
 _NL = b"\n"
+#: Errors without id from peers: one log line per burst, however many lines a client sends.
+_odd_replies = BurstLog(logger)
 #: Pause a writer of requests while this much is buffered for the peer.
 _HIGH_WATER = 1 << 20
 
@@ -128,13 +132,18 @@ class LineChannel(Channel):
         """Read and dispatch; True at a clean end of input, False when cut off."""
         reader = self.reader
         limit = self.read_limit
+        clock = asyncio.get_running_loop().time
         rest = b""
+        began = 0.0  # when the line in `rest` began: it must end within read_timeout
         while not self.closed:
+            wait = self.read_timeout
+            if wait is not None and rest:
+                wait = max(0.0, began + wait - clock())
             try:
-                if self.read_timeout is None:
+                if wait is None:
                     data = await reader.read(_RECV)
                 else:
-                    data = await asyncio.wait_for(reader.read(_RECV), self.read_timeout)
+                    data = await asyncio.wait_for(reader.read(_RECV), wait)
             except TimeoutError:
                 if rest:
                     logger.info("%s stalled in the middle of a request; closed", self.url)
@@ -146,6 +155,8 @@ class LineChannel(Channel):
             if not data:  # the end of input also ends its last line
                 return not rest.strip() or await self._lines([rest], len(rest))
             if _NL not in data:
+                if not rest:
+                    began = clock()
                 rest += data
                 if len(rest) > limit:
                     self._too_large()
@@ -153,6 +164,7 @@ class LineChannel(Channel):
                 continue
             lines = (rest + data).split(_NL)
             rest = lines.pop()
+            began = clock()
             if not await self._lines(lines, len(data)):
                 return False
             if len(rest) > limit:
@@ -214,7 +226,8 @@ class LineChannel(Channel):
         if future is None:
             if key is None and "error" in reply:
                 self._null_error = reply["error"]
-                logger.warning("%s answered an error without id: %s", self.url, reply["error"])
+                _odd_replies.warning("%s answered an error without id: %.200s", self.url,
+                                     reply["error"])
             return
         if not future.done():
             future.set_result(reply)
@@ -299,6 +312,10 @@ class _Server:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         transport = self.transport
         host, port = writer.get_extra_info("peername")[:2]
+        refusal = transport.admission.admit(host)  # max_connections(_per_client)
+        if refusal is not None:
+            await Admission.turn_away(reader, writer, dumps(refusal).encode() + _NL)
+            return
         channel = LineChannel(
             reader, writer, f"tcp://{host}:{port}", service=transport.service,
             secret=transport.secret, max_size=transport.max_size, timeout=transport.timeout,
@@ -311,6 +328,7 @@ class _Server:
             pass  # the loop is stopping (asyncio 3.11 would print a cancelled handler)
         finally:
             self.channels.discard(channel)
+            transport.admission.release(host)
 
     async def stop(self) -> None:
         if self.server is not None:

@@ -222,6 +222,7 @@ def interconnect_v1(service: Service, params: dict[str, Any], context: Any) -> s
     if unknown:
         raise invalid_params(f"interconnect has no parameter {sorted(unknown)[0]!r}")
     host, port, path = callback_address(params.get("addr"))
+    service.callbacks.check(host)  # callback_hosts
     token = _proposed_token(params.get("token"))
     ttl = params.get("ttl", 1000.0)
     if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl <= 0:

@@ -201,10 +201,11 @@ class Dispatcher:
 
     @staticmethod
     def _wrap(name: str, method: Method, order: tuple[str, ...]) -> Callable[..., Any]:
-        # The signature (context, *args, **kwargs) binds whatever params come, so
-        # jsonrpcserver never answers with the text of a TypeError; our methods check
-        # their params themselves with fixed messages.
-        def call(context: Any, *args: Any, **kwargs: Any) -> Any:
+        # The signature (context, /, *args, **kwargs) binds whatever params come (a
+        # param named "context" too: context is positional-only), so jsonrpcserver never
+        # answers with the text of a TypeError; our methods check their params themselves
+        # with fixed messages.
+        def call(context: Any, /, *args: Any, **kwargs: Any) -> Any:
             if args:
                 if len(args) > len(order):
                     raise invalid_params(f"{name} takes at most {len(order)} parameters by position")

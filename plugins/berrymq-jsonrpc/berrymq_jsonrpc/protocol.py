@@ -18,7 +18,8 @@ Framing
   honoured. A body over the size limit is answered ``413`` with the JSON-RPC error
   :data:`TOO_LARGE` and the connection is closed. HTTP-level mistakes are answered in
   plain text and close the connection: ``405`` (not POST), ``404`` (another path),
-  ``415`` (another content type), ``411`` (no ``Content-Length``, or chunked), ``400``.
+  ``415`` (another content type), ``411`` (no ``Content-Length``, or chunked), ``400``,
+  ``421`` (a ``Host`` header that does not name the node).
 - **TCP** (:data:`LINE_TERMINATOR`): each request and each response is one line of UTF-8
   JSON ending in ``\\n`` (JSON escapes newlines inside strings, so a text never spans two
   lines). Responses to one connection's requests may come in any order; match them by
@@ -76,7 +77,11 @@ __all__ = [
     "HTTP_PATH",
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_CONNECTIONS_PER_CLIENT",
+    "DEFAULT_MAX_SESSIONS",
     "INVALID_REQUEST",
+    "LIMIT_REACHED",
     "LINE_TERMINATOR",
     "METHODS",
     "METHOD_ASK",
@@ -90,6 +95,7 @@ __all__ = [
     "METHOD_NOT_FOUND",
     "METHOD_SEND_MESSAGE",
     "METHOD_SEND_MESSAGES",
+    "NOT_ALLOWED",
     "NOT_AVAILABLE",
     "NO_QUEUE",
     "PARAM_SECRET",
@@ -124,6 +130,14 @@ DEFAULT_MAX_GET_WAIT = 30.0
 #: full a message for it is *refused*, never dropped silently: a local sender's
 #: ``twitter`` raises :class:`berrymq.QueueFull`, a remote sender gets :data:`QUEUE_FULL`.
 DEFAULT_QUEUE_SIZE = 10_000
+#: The most connections a node's server of one transport keeps open at once; one more is
+#: answered :data:`LIMIT_REACHED` (HTTP: ``503``) and closed.
+DEFAULT_MAX_CONNECTIONS = 10_000
+#: The most connections one client address keeps open at once (same refusal).
+DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 6_000
+#: The most sessions (tokens) open at once on one transport of a node; one more
+#: ``connect_*``/``interconnect`` is answered :data:`LIMIT_REACHED`.
+DEFAULT_MAX_SESSIONS = 10_000
 #: Random bytes in a token (256 bits, well over the 128 required).
 TOKEN_BYTES = 32
 #: The request parameter that carries the shared secret, in every request, when the
@@ -222,6 +236,12 @@ NOT_AVAILABLE = -32007
 #: The token cannot be a token (a string of the wrong length or characters); a missing
 #: or non-string token is Invalid params.
 BAD_TOKEN = -32008
+#: A cap of the node was reached (``data.setting`` names the setting, ``data.limit`` its
+#: value): too many sessions, or (the connection is then closed) too many connections.
+LIMIT_REACHED = -32009
+#: The node's settings do not allow this (``interconnect`` to a callback address outside
+#: ``callback_hosts``); ``data`` names the setting.
+NOT_ALLOWED = -32010
 
 #: Application error codes and their fixed messages.
 APPLICATION_ERRORS: dict[int, str] = {
@@ -233,4 +253,6 @@ APPLICATION_ERRORS: dict[int, str] = {
     NO_QUEUE: "Connection has no queue",
     NOT_AVAILABLE: "Not available",
     BAD_TOKEN: "Malformed token",
+    LIMIT_REACHED: "Limit reached",
+    NOT_ALLOWED: "Not allowed",
 }

@@ -42,6 +42,7 @@ from berrymq_jsonrpc.jsonrpc import (
     loads,
     validate_request,
 )
+from berrymq_jsonrpc.limits import CallbackRule
 from berrymq_jsonrpc.stats import stats_for
 
 if TYPE_CHECKING:
@@ -199,6 +200,13 @@ class Session:
         return f"<Session {self.style} {self.token[:6]}...>"
 
 
+def _presents(given: Any, secret: bytes) -> bool:
+    """Whether ``given`` (a request's ``secret``) is the shared secret; a string that is
+    not valid Unicode (a lone surrogate) is simply a wrong one."""
+    return type(given) is str and hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), secret)
+
+
 def _allowed(method: str, params: dict[str, Any], names: frozenset[str]) -> None:
     unknown = params.keys() - names
     if unknown:
@@ -290,6 +298,8 @@ class Service:
         max_get_wait: float = p.DEFAULT_MAX_GET_WAIT,
         link_factory: LinkFactory | None = None,
         name: str = "remote",
+        max_sessions: int = p.DEFAULT_MAX_SESSIONS,
+        callbacks: CallbackRule | None = None,
     ) -> None:
         self.bus = bus
         self._secret = secret.encode() if secret else None
@@ -297,6 +307,9 @@ class Service:
         self.max_get_wait = max_get_wait
         self.link_factory = link_factory
         self.name = name
+        self.max_sessions = max_sessions
+        #: the addresses ``interconnect`` may make this node call back (``callback_hosts``)
+        self.callbacks = callbacks or CallbackRule(None)
         self.sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._sweeper: concurrent.futures.Future[None] | None = None
@@ -360,9 +373,7 @@ class Service:
         def checked(context: Any, params: dict[str, Any]) -> Any:
             given = params.pop(p.PARAM_SECRET, None)
             secret = self._secret
-            if secret is not None and (
-                type(given) is not str or not hmac.compare_digest(given.encode(), secret)
-            ):
+            if secret is not None and not _presents(given, secret):
                 raise app_error(p.UNAUTHORISED)
             return method(context, params)
 
@@ -381,6 +392,11 @@ class Service:
         with self._lock:
             if token is not None and token in self.sessions:
                 raise invalid_params("'token' already names an open session; propose another")
+            if len(self.sessions) >= self.max_sessions:
+                raise app_error(p.LIMIT_REACHED, {
+                    "setting": "max_sessions", "limit": self.max_sessions,
+                    "detail": f"the node has {self.max_sessions} sessions open, the cap "
+                              "(setting max_sessions); close one or wait for one to expire"})
             self.sessions[session.token] = session
             if self._sweeper is None:
                 self._sweeper = io_loop.submit(self._sweep())
@@ -604,8 +620,7 @@ class Service:
             return None
         secret = self._secret
         given = params.get(p.PARAM_SECRET)
-        if secret is not None and (type(given) is not str
-                                   or not hmac.compare_digest(given.encode(), secret)):
+        if secret is not None and not _presents(given, secret):
             return None
         session = self.sessions.get(params.get("token"))  # type: ignore[arg-type]
         timeout = params.get("timeout")

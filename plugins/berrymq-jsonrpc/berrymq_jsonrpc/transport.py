@@ -25,8 +25,17 @@ Settings (each plugin's table in the settings file, see :func:`declare_settings`
 ``max_get_wait``
     the cap of a blocking ``get`` on the server, in seconds (default 30).
 ``names``
-    more host names the node answers to in the HTTP ``Host`` header of its status pages,
-    besides the address it is bound to, ``localhost``, ``127.0.0.1`` and ``[::1]``.
+    more host names the node answers to in the HTTP ``Host`` header (status pages and
+    JSON-RPC POSTs), besides the address it is bound to, ``localhost``, ``127.0.0.1`` and
+    ``[::1]``.
+``max_connections``, ``max_connections_per_client``
+    the most connections the node's servers keep open at once, in all and from one client
+    address (default 10 000 and 6 000); one more is answered once and closed.
+``max_sessions``
+    the most sessions (tokens) open at once (default 10 000).
+``callback_hosts``
+    the hosts and CIDR blocks ``interconnect`` may make the node call back (default:
+    loopback addresses only).
 """
 
 from __future__ import annotations
@@ -52,7 +61,8 @@ from berrymq.registries import SettingsSchema
 from berrymq.transports.base import Connection, Transport, asker
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import Channel, Link, encode_message
-from berrymq_jsonrpc.jsonrpc import invalid_params
+from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
+from berrymq_jsonrpc.limits import Admission, CallbackRule
 from berrymq_jsonrpc.service import Service, Session, in_waits
 
 if TYPE_CHECKING:
@@ -81,6 +91,10 @@ _SETTINGS: dict[str, type | tuple[type, ...]] = {
     "queue_size": int,
     "max_get_wait": (int, float),
     "names": list,
+    "max_connections": int,
+    "max_connections_per_client": int,
+    "max_sessions": int,
+    "callback_hosts": list,
 }
 
 
@@ -312,7 +326,15 @@ class RemoteTransport(Transport):
         self.secret: str | None = settings.get("secret") or os.environ.get(p.SECRET_ENV_VAR) or None
         self.service = Service(bus, secret=self.secret, queue_size=queue_size,
                                max_get_wait=self.max_get_wait, link_factory=self._peer_link,
-                               name=plugin)
+                               name=plugin, max_sessions=int(_setting(
+                                   settings, "max_sessions", p.DEFAULT_MAX_SESSIONS, plugin)),
+                               callbacks=CallbackRule(settings.get("callback_hosts")))
+        #: the connections the servers accepted, and the caps on them (the I/O loop's)
+        self.admission = Admission(
+            int(_setting(settings, "max_connections", p.DEFAULT_MAX_CONNECTIONS, plugin)),
+            int(_setting(settings, "max_connections_per_client",
+                         p.DEFAULT_MAX_CONNECTIONS_PER_CLIENT, plugin)),
+            logger)
         self.names: list[str] = [str(n) for n in settings.get("names", [])]  # status: Host names
         self.urls: list[str] = []
         self._servers: list[Any] = []
@@ -364,7 +386,9 @@ class RemoteTransport(Transport):
         return url
 
     def _peer_link(self, addr: str | None, token: str, context: Any) -> Link:
-        # The outgoing link of an interconnect session opened by a peer.
+        # The outgoing link of an interconnect session opened by a peer. A callback goes
+        # only to a host callback_hosts allows; it carries this node's secret, which the
+        # peer proved it knows (the service refuses any request without it).
         if addr is None:
             channel = self._back_channel(context)
             if channel is None:
@@ -373,10 +397,14 @@ class RemoteTransport(Transport):
             owns = False
         else:
             try:
-                split_url(addr, self.scheme)
+                host, _ = split_url(addr, self.scheme)
             except ValueError:
                 raise invalid_params(f"'addr' must be a {self.scheme}://host:port URL") from None
-            channel = self._open_channel(addr)
+            self.service.callbacks.check(host)
+            try:
+                channel = self._open_channel(addr)
+            except (ConnectionClosed, TransportError) as exc:
+                raise app_error(p.NOT_AVAILABLE, f"cannot call back {addr}: {exc}") from None
             owns = True
         link: Link
 

@@ -65,6 +65,7 @@ class CountingProxy:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+            source.close()  # the other direction's thread closes `sink` (its source)
 
     def close(self) -> None:
         self.server.close()

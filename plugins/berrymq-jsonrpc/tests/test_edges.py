@@ -56,7 +56,7 @@ def one_call(scheme: str, port: int, method: str, params: dict[str, Any]) -> Any
         [reply] = half_closed(port, body + b"\n")
     else:
         with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
             data = b""
             while chunk := sock.recv(65536):
@@ -152,7 +152,7 @@ def test_blocking_gets_need_no_thread(scheme: str, server: Callable[[str], tuple
             if scheme == "tcp":
                 sock.sendall(body + b"\n")
             else:
-                sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                              b"Content-Length: %d\r\n\r\n" % len(body) + body)
             waiting.append(sock)
         for i in range(5):

@@ -1,0 +1,173 @@
+"""The node's caps and rules against clients that ask too much (docs/protocol.md, "Limits").
+
+- :class:`Admission`: counts the connections a transport's servers accepted, per node and
+  per client address, and names the cap a new one is over (``max_connections``,
+  ``max_connections_per_client``). The servers answer such a connection once (a JSON-RPC
+  error line over TCP, a ``503`` over HTTP) and close it.
+- :class:`CallbackRule`: the addresses a node calls back for ``interconnect``
+  (``callback_hosts``: loopback only by default, else a list of hosts and CIDR blocks).
+- :class:`BurstLog`: one log line per burst of alike events, with their count, so that a
+  client sending thousands of odd lines cannot fill the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.jsonrpc import app_error, error_object
+
+__all__ = ["Admission", "BurstLog", "CallbackRule"]
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class BurstLog:
+    """Log the first event of a burst at once, then at most one line per ``interval``
+    seconds carrying how many came meanwhile (checked when the next event comes)."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 5.0) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._last = -interval
+        self._unlogged = 0
+
+    def warning(self, text: str, *args: Any) -> bool:
+        """Count one event; log it (with the count of those not logged) when the interval
+        since the last line is over. Whether a line was written."""
+        now = time.monotonic()
+        with self._lock:
+            self._unlogged += 1
+            if now - self._last < self._interval:
+                return False
+            count, self._unlogged, self._last = self._unlogged, 0, now
+        if count > 1:
+            self._logger.warning(text + " (%d such events since the last line)", *args, count)
+        else:
+            self._logger.warning(text, *args)
+        return True
+
+
+class Admission:
+    """The connections accepted by one transport's servers (touched on the I/O loop only).
+
+    :param max_connections: the most open at once on the node.
+    :param per_client: the most open at once from one client address.
+    """
+
+    def __init__(self, max_connections: int, per_client: int, log: logging.Logger) -> None:
+        self.max_connections = max_connections
+        self.per_client = per_client
+        self.open = 0
+        self.by_client: dict[str, int] = {}
+        self.refused = 0
+        self._log = BurstLog(log)
+
+    def admit(self, client: str) -> dict[str, Any] | None:
+        """Count a new connection from ``client``; or, when it is over a cap, the JSON-RPC
+        error object to answer it with (not counted: the caller closes it at once)."""
+        held = self.by_client.get(client, 0)
+        if self.open >= self.max_connections:
+            setting, limit, what = "max_connections", self.max_connections, "the node"
+        elif held >= self.per_client:
+            setting, limit, what = "max_connections_per_client", self.per_client, client
+        else:
+            self.open += 1
+            self.by_client[client] = held + 1
+            return None
+        self.refused += 1
+        text = f"{what} has {limit} connections open, the cap (setting {setting})"
+        self._log.warning("refused a connection from %s: %s", client, text)
+        return error_object(p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED], None,
+                            {"setting": setting, "limit": limit, "detail": text})
+
+    def release(self, client: str) -> None:
+        """A connection counted by :meth:`admit` ended."""
+        self.open -= 1
+        held = self.by_client.get(client, 0) - 1
+        if held > 0:
+            self.by_client[client] = held
+        else:
+            self.by_client.pop(client, None)
+
+    @staticmethod
+    async def turn_away(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        answer: bytes) -> None:
+        """Write ``answer`` to a refused connection and close it: the write side first,
+        then a short, bounded read of what the client sent, so that the close does not
+        reset the connection before the client has read the answer."""
+        with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+            writer.write(answer)
+            if writer.can_write_eof():
+                writer.write_eof()
+            await asyncio.wait_for(writer.drain(), _TURN_AWAY)
+            await asyncio.wait_for(reader.read(_TURN_AWAY_READ), _TURN_AWAY)
+        with contextlib.suppress(OSError, RuntimeError):
+            writer.close()
+
+
+#: How long, and how much, a refused connection is read before it is closed.
+_TURN_AWAY = 1.0
+_TURN_AWAY_READ = 1 << 16
+
+
+def _networks(hosts: Iterable[str]) -> tuple[list[_Network], set[str]]:
+    networks: list[_Network] = []
+    names: set[str] = set()
+    for entry in hosts:
+        text = str(entry).strip().strip("[]")
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            names.add(text.lower())
+    return networks, names
+
+
+class CallbackRule:
+    """Which addresses ``interconnect`` may make the node call back.
+
+    :param hosts: the ``callback_hosts`` setting: None for loopback only; else host names
+        and addresses or CIDR blocks (``10.0.0.0/8``). A name is allowed when it is listed,
+        or when every address it resolves to is in a listed block.
+    """
+
+    def __init__(self, hosts: Iterable[str] | None) -> None:
+        self.loopback_only = hosts is None
+        self.networks, self.names = _networks(
+            ["127.0.0.0/8", "::1/128", "localhost"] if hosts is None else hosts)
+
+    def _address_allowed(self, text: str) -> bool:
+        address = ipaddress.ip_address(text.split("%", maxsplit=1)[0])
+        return any(address in network for network in self.networks)
+
+    def allowed(self, host: str) -> bool:
+        """Whether the node may connect to ``host``."""
+        bare = host.strip("[]")
+        if bare.lower() in self.names:
+            return True
+        try:
+            return self._address_allowed(bare)
+        except ValueError:
+            pass
+        try:
+            infos = socket.getaddrinfo(bare, None)
+        except OSError:
+            return False
+        return bool(infos) and all(self._address_allowed(str(i[4][0])) for i in infos)
+
+    def check(self, host: str) -> None:
+        """Raise the JSON-RPC error :data:`~berrymq_jsonrpc.protocol.NOT_ALLOWED` naming
+        the setting when the node may not call ``host`` back."""
+        if not self.allowed(host):
+            rule = "loopback addresses only" if self.loopback_only else "the hosts it lists"
+            raise app_error(p.NOT_ALLOWED, f"this node calls back {rule} (setting "
+                                           f"callback_hosts); {host!r} is not among them")

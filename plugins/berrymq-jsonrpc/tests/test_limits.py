@@ -1,0 +1,334 @@
+"""The node's caps and rules, on real sockets: connections per node and per client,
+sessions, callback addresses of ``interconnect``, a deadline for a whole request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from berrymq_jsonrpc import protocol as p
+
+from berrymq.bus import Bus
+
+Factory = Callable[..., Bus]
+
+
+def serve(bus_factory: Factory, scheme: str, **settings: Any) -> tuple[Bus, int]:
+    bus = bus_factory(**{f"jsonrpc_{scheme}": settings})
+    url = bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+    return bus, int(url.rsplit(":", 1)[1])
+
+
+_open: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sockets() -> Iterator[None]:
+    yield
+    while _open:
+        _open.pop().close()
+
+
+def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    _open.append(sock)
+    sock.settimeout(10)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def request(method: str, params: Any, id: Any = 1) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": method, "params": params, "id": id}
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything until the server closes the connection (10 s at most)."""
+    chunks = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def tcp_call(sock: socket.socket, obj: Any) -> Any:
+    sock.sendall(json.dumps(obj).encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        assert chunk, "closed without an answer"
+        data += chunk
+    return json.loads(data)
+
+
+def http_post(sock: socket.socket, obj: Any, host: str = "127.0.0.1") -> tuple[int, bytes]:
+    body = json.dumps(obj).encode()
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Type: "
+                 b"application/json\r\nContent-Length: " + str(len(body)).encode()
+                 + b"\r\n\r\n" + body)
+    return http_answer(sock)
+
+
+def http_answer(sock: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "closed without an answer"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        rest += chunk
+    return int(head.split(b" ")[1]), rest[:length]
+
+
+def call(scheme: str, sock: socket.socket, obj: Any) -> Any:
+    if scheme == "tcp":
+        return tcp_call(sock, obj)
+    status, body = http_post(sock, obj)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def refused(scheme: str, sock: socket.socket) -> dict[str, Any]:
+    """The one answer a connection over a cap gets, before the server closes it."""
+    data = read_all(sock)
+    if scheme == "http":
+        head, _, data = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 "), head
+    error = json.loads(data)
+    assert error["id"] is None
+    return error["error"]  # type: ignore[no-any-return]
+
+
+# -- 1. caps ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_connections_over_the_caps_are_answered_and_closed(
+        bus_factory: Factory, wait_for: Callable[..., Any], scheme: str) -> None:
+    bus, port = serve(bus_factory, scheme, max_connections=3, max_connections_per_client=2)
+    ping = request("get_nowait", {"token": "x" * 43})
+    held = [connect(port), connect(port)]
+    for sock in held:  # admitted: answered
+        assert call(scheme, sock, ping)["error"]["code"] == p.UNKNOWN_TOKEN
+    third = connect(port)  # a third from the same client address
+    error = refused(scheme, third)
+    assert error["code"] == p.LIMIT_REACHED and error["message"] == "Limit reached"
+    assert error["data"]["setting"] == "max_connections_per_client"
+    assert error["data"]["limit"] == 2
+    assert "max_connections_per_client" in error["data"]["detail"]
+    held.append(connect(port, "127.0.0.2"))  # another client: within max_connections
+    assert call(scheme, held[-1], ping)["error"]["code"] == p.UNKNOWN_TOKEN
+    error = refused(scheme, connect(port, "127.0.0.3"))
+    assert error["data"] == {"setting": "max_connections", "limit": 3,
+                             "detail": error["data"]["detail"]}
+    # a closed connection frees its place
+    held.pop(0).close()
+    admission = bus.transport(scheme).admission  # type: ignore[attr-defined]
+    wait_for(lambda: admission.open == 2, what="the closed connection released")
+    again = connect(port)
+    assert call(scheme, again, ping)["error"]["code"] == p.UNKNOWN_TOKEN
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_sessions_over_the_cap_are_refused(bus_factory: Factory, scheme: str) -> None:
+    _, port = serve(bus_factory, scheme, max_sessions=2)
+    sock = connect(port)
+    tokens = [call(scheme, sock, request("connect_oneway", {"ttl": 60}, i))["result"]
+              for i in range(2)]
+    answer = call(scheme, sock, request("connect_via_queue", {"identifier": "a:*"}, 3))
+    error = answer["error"]
+    assert error["code"] == p.LIMIT_REACHED and error["message"] == "Limit reached"
+    assert error["data"]["setting"] == "max_sessions" and error["data"]["limit"] == 2
+    closed = call(scheme, sock, request("close_connection", {"token": tokens[0]}, 4))
+    assert closed["result"] == "ok"
+    assert type(call(scheme, sock, request("connect_oneway", {}, 5))["result"]) is str
+
+
+# -- 2. interconnect calls back only where allowed --------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def interconnect(scheme: str, sock: socket.socket, addr: str, **extra: Any) -> dict[str, Any]:
+    params = {"addr": addr, "token": "t" * 43, "ttl": 60, **extra}
+    return call(scheme, sock, request("interconnect", params))  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_interconnect_calls_back_only_allowed_hosts(bus_factory: Factory, scheme: str) -> None:
+    bus, port = serve(bus_factory, scheme)
+    sock = connect(port)
+    started = time.monotonic()
+    error = interconnect(scheme, sock, f"{scheme}://192.0.2.1:9")["error"]  # TEST-NET-1
+    assert time.monotonic() - started < 5  # refused, not tried
+    assert error["code"] == p.NOT_ALLOWED and error["message"] == "Not allowed"
+    assert "callback_hosts" in error["data"] and "loopback" in error["data"]
+    assert not bus.transport(scheme).service.sessions  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_callback_hosts_setting_replaces_loopback(bus_factory: Factory, scheme: str) -> None:
+    _, port = serve(bus_factory, scheme, callback_hosts=["127.0.0.2/32", "example.invalid"])
+    sock = connect(port)
+    error = interconnect(scheme, sock, f"{scheme}://127.0.0.1:9")["error"]
+    assert error["code"] == p.NOT_ALLOWED and "callback_hosts" in error["data"]
+    listener = socket.create_server(("127.0.0.2", 0))
+    _open.append(listener)
+    listener.settimeout(10)
+    answer = interconnect(scheme, sock, f"{scheme}://127.0.0.2:{listener.getsockname()[1]}")
+    assert type(answer["result"]) is str  # allowed: a session that forwards to 127.0.0.2
+
+
+def test_unreachable_tcp_callback_is_a_clean_error(
+        bus_factory: Factory, caplog: pytest.LogCaptureFixture) -> None:
+    _, port = serve(bus_factory, "tcp")
+    sock = connect(port)
+    with caplog.at_level(logging.WARNING):
+        error = interconnect("tcp", sock, f"tcp://127.0.0.1:{free_port()}")["error"]
+    assert error["code"] == p.NOT_AVAILABLE
+    assert "cannot call back" in error["data"] and "cannot reach" in error["data"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def test_no_callback_without_the_secret(bus_factory: Factory) -> None:
+    # a node with a secret calls back only a peer that sent it: the interconnect of one
+    # that did not is refused before any address is looked at
+    bus, port = serve(bus_factory, "http", secret="s3cret")
+    listener = socket.create_server(("127.0.0.1", 0))
+    _open.append(listener)
+    sock = connect(port)
+    addr = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    for wrong in ({}, {"secret": "guess"}, {"secret": "\ud800"}):
+        error = interconnect("http", sock, addr, **wrong)["error"]
+        assert error["code"] == p.UNAUTHORISED, error
+    assert not bus.transport("http").service.sessions  # type: ignore[attr-defined]
+
+
+# -- 3. a deadline for a whole request -------------------------------------------------------
+
+
+def drip(sock: socket.socket, data: bytes, every: float, limit: float) -> float | None:
+    """Send ``data`` one byte every ``every`` seconds; the seconds until the server closed
+    the connection, or None if it was still open after ``limit`` seconds."""
+    started = time.monotonic()
+    sock.setblocking(False)
+    for byte in data:
+        try:
+            sock.send(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - started
+        ready, _, _ = select.select([sock], [], [], every)  # the pace, and the close
+        if ready:
+            try:
+                while sock.recv(65536):
+                    pass
+            except BlockingIOError:
+                pass  # an answer came (HTTP 408, say) but not the close yet
+            except ConnectionResetError:
+                return time.monotonic() - started
+            else:
+                return time.monotonic() - started
+        if time.monotonic() - started > limit:
+            return None
+    raise AssertionError("the drip ended before the limit")
+
+
+_HEAD = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(("scheme", "prefix", "dripped"), [
+    ("tcp", b"", b'{"jsonrpc":"2.0","method":"connect_oneway","params":{},"id":1' + b" " * 200),
+    ("http", b"", _HEAD + b"X-Pad: " + b"a" * 200),
+    ("http", _HEAD + b"Content-Length: 300\r\n\r\n", b" " * 300),
+], ids=["tcp-line", "http-head", "http-body"])
+def test_a_slow_drip_is_closed_after_read_timeout(
+        bus_factory: Factory, scheme: str, prefix: bytes, dripped: bytes) -> None:
+    _, port = serve(bus_factory, scheme, read_timeout=1.0)
+    sock = connect(port)
+    if prefix:
+        sock.sendall(prefix)
+    # a byte every 0.1 s never waits read_timeout for one read: only a deadline for the
+    # whole request closes it
+    closed_after = drip(sock, dripped, 0.1, limit=8.0)
+    assert closed_after is not None, "a 1-second read_timeout let a drip go on for 8 s"
+    assert 0.9 <= closed_after < 5.0
+
+
+# -- 4. smaller points ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_param_named_context_is_plain_invalid_params(bus_factory: Factory, scheme: str) -> None:
+    _, port = serve(bus_factory, scheme)
+    sock = connect(port)
+    error = call(scheme, sock, request("connect_oneway", {"context": 1}))["error"]
+    assert error == {"code": p.INVALID_PARAMS, "message": "Invalid params",
+                     "data": "connect_oneway has no parameter 'context'"}
+
+
+def test_host_header_of_posts_must_name_the_node(bus_factory: Factory) -> None:
+    _, port = serve(bus_factory, "http", names=["berry.example"])
+    ping = request("get_nowait", {"token": "x" * 43})
+    for host in ("127.0.0.1", f"127.0.0.1:{port}", f"localhost:{port}", "[::1]",
+                 f"berry.example:{port}"):
+        status, body = http_post(connect(port), ping, host)
+        assert status == 200 and json.loads(body)["error"]["code"] == p.UNKNOWN_TOKEN, host
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.2"):
+        status, body = http_post(connect(port), ping, host)
+        assert status == 421 and b"Host" in body and b"names" in body, host
+
+
+def test_errors_without_id_are_logged_once_per_burst(
+        bus_factory: Factory, caplog: pytest.LogCaptureFixture) -> None:
+    _, port = serve(bus_factory, "tcp")
+    sock = connect(port)
+    line = json.dumps({"jsonrpc": "2.0", "error": {"code": 1, "message": "x"}, "id": None})
+    with caplog.at_level(logging.WARNING, logger="berrymq.remote.tcp"):
+        sock.sendall((line + "\n").encode() * 5000)
+        # answered in order after them: all 5000 were read
+        assert tcp_call(sock, request("get_nowait", {"token": "x" * 43}))["id"] == 1
+    lines = [r for r in caplog.records if "without id" in r.getMessage()]
+    assert 1 <= len(lines) <= 2, len(lines)
+
+
+def test_a_refused_oversized_body_is_not_read_to_the_end(bus_factory: Factory) -> None:
+    _, port = serve(bus_factory, "http")  # max_size 1 MiB
+    sock = connect(port)
+    size = 64 * 1024 * 1024
+    sock.sendall(_HEAD + f"Content-Length: {size}\r\n\r\n".encode())
+    sent = 0
+    chunk = b" " * 65536
+    try:
+        while sent < size:
+            sent += sock.send(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert sent < 16 * 1024 * 1024, f"the node read {sent} bytes of a refused body"
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_5000_connections_from_one_client_with_the_defaults(bus_factory: Factory,
+                                                            scheme: str) -> None:
+    bus, port = serve(bus_factory, scheme)
+    ping = request("get_nowait", {"token": "x" * 43})
+    socks = [connect(port) for _ in range(5000)]
+    for sock in socks:  # every one admitted and answered, while all are open
+        assert call(scheme, sock, ping)["error"]["code"] == p.UNKNOWN_TOKEN
+    admission = bus.transport(scheme).admission  # type: ignore[attr-defined]
+    assert admission.open == 5000 and admission.refused == 0
