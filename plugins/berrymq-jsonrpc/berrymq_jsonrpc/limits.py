@@ -69,7 +69,8 @@ class Admission:
         self.per_client = per_client
         self.open = 0
         self.by_client: dict[str, int] = {}
-        self.refused = 0
+        #: the connections refused, by the setting whose cap they were over (``/status``)
+        self.refused: dict[str, int] = {}
         self._log = BurstLog(log)
 
     def admit(self, client: str) -> dict[str, Any] | None:
@@ -84,7 +85,7 @@ class Admission:
             self.open += 1
             self.by_client[client] = held + 1
             return None
-        self.refused += 1
+        self.refused[setting] = self.refused.get(setting, 0) + 1
         text = f"{what} has {limit} connections open, the cap (setting {setting})"
         self._log.warning("refused a connection from %s: %s", client, text)
         return error_object(p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED], None,

@@ -311,6 +311,8 @@ class Service:
         #: the addresses ``interconnect`` may make this node call back (``callback_hosts``)
         self.callbacks = callbacks or CallbackRule(None)
         self.sessions: dict[str, Session] = {}
+        #: the sessions refused, by the setting whose cap they were over (``/status``)
+        self.refused: dict[str, int] = {}
         self._lock = threading.Lock()
         self._sweeper: concurrent.futures.Future[None] | None = None
         self._closed = False
@@ -393,6 +395,7 @@ class Service:
             if token is not None and token in self.sessions:
                 raise invalid_params("'token' already names an open session; propose another")
             if len(self.sessions) >= self.max_sessions:
+                self.refused["max_sessions"] = self.refused.get("max_sessions", 0) + 1
                 raise app_error(p.LIMIT_REACHED, {
                     "setting": "max_sessions", "limit": self.max_sessions,
                     "detail": f"the node has {self.max_sessions} sessions open, the cap "

@@ -42,6 +42,11 @@ def _queue_bytes(items: list[Any]) -> int:
     return total
 
 
+def _add(into: dict[str, int], counts: dict[str, int]) -> None:
+    for reason, count in list(counts.items()):
+        into[reason] = into.get(reason, 0) + count
+
+
 def _session_queue(session: Any) -> dict[str, Any] | None:
     store = session.queue
     if store is None:
@@ -93,8 +98,11 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
     sessions: list[dict[str, Any]] = []
     queues: list[dict[str, Any]] = []
     pending_losses: list[tuple[str, int]] = []
+    refused: dict[str, int] = {}
     for scheme, transport in _transports(bus):
         listening += list(getattr(transport, "urls", ()))
+        admission = getattr(transport, "admission", None)
+        _add(refused, getattr(admission, "refused", {}))
         for connection in list(getattr(transport, "_connections", ())):
             outbox = connection.link.outbox
             if not connection.link.closed:
@@ -108,6 +116,7 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
         service = getattr(transport, "service", None)
         if service is None:
             continue
+        _add(refused, getattr(service, "refused", {}))
         for session in list(service.sessions.values()):
             link = session.link
             if link is not None and not link.closed and link.stats is not None:
@@ -137,6 +146,7 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
         "bytes": {"in": totals["bytes_in"], "out": totals["bytes_out"],
                   "in_per_s": rates["bytes_in"], "out_per_s": rates["bytes_out"]},
         "lost": {"total": sum(losses.values()), "reasons": losses},
+        "refused": {"total": sum(refused.values()), "reasons": dict(sorted(refused.items()))},
         "connections": connections,
         "sessions": sessions,
         "queues": queues,
@@ -200,6 +210,10 @@ def metrics_text(snapshot: dict[str, Any]) -> str:
              "Messages not delivered (refused, dropped or not sent), by reason.",
              [({"reason": reason}, count)
               for reason, count in sorted(snapshot["lost"]["reasons"].items())])
+    w.family("berrymq_refused", "counter",
+             "Connections and sessions refused for being over a cap, by the cap's setting.",
+             [({"reason": reason}, count)
+              for reason, count in sorted(snapshot.get("refused", {}).get("reasons", {}).items())])
     by_style: dict[tuple[str, str], int] = {}
     for session in snapshot["sessions"]:
         key = (session["scheme"], session["style"])

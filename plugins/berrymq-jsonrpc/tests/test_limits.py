@@ -156,6 +156,29 @@ def test_sessions_over_the_cap_are_refused(bus_factory: Factory, scheme: str) ->
     assert type(call(scheme, sock, request("connect_oneway", {}, 5))["result"]) is str
 
 
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_refusals_are_counted_in_status_and_metrics(bus_factory: Factory, scheme: str) -> None:
+    from berrymq_jsonrpc.status import metrics_text, status_snapshot
+    from prometheus_client.parser import text_string_to_metric_families
+
+    bus, port = serve(bus_factory, scheme, max_sessions=1, max_connections_per_client=1)
+    sock = connect(port)
+    assert type(call(scheme, sock, request("connect_oneway", {"ttl": 60}))["result"]) is str
+    for i in range(2):  # two sessions over max_sessions
+        answer = call(scheme, sock, request("connect_oneway", {"ttl": 60}, 2 + i))
+        assert answer["error"]["data"]["setting"] == "max_sessions"
+    error = refused(scheme, connect(port))  # a second connection from the same client
+    assert error["data"]["setting"] == "max_connections_per_client"
+    snapshot = status_snapshot(bus)
+    assert snapshot["refused"] == {"total": 3, "reasons": {
+        "max_connections_per_client": 1, "max_sessions": 2}}
+    samples = {tuple(s.labels.items()): s.value
+               for f in text_string_to_metric_families(metrics_text(snapshot))
+               if f.name == "berrymq_refused" for s in f.samples}
+    assert samples == {(("reason", "max_connections_per_client"),): 1,
+                       (("reason", "max_sessions"),): 2}
+
+
 # -- 2. interconnect calls back only where allowed --------------------------------------------
 
 
@@ -331,4 +354,4 @@ def test_5000_connections_from_one_client_with_the_defaults(bus_factory: Factory
     for sock in socks:  # every one admitted and answered, while all are open
         assert call(scheme, sock, ping)["error"]["code"] == p.UNKNOWN_TOKEN
     admission = bus.transport(scheme).admission  # type: ignore[attr-defined]
-    assert admission.open == 5000 and admission.refused == 0
+    assert admission.open == 5000 and admission.refused == {}
