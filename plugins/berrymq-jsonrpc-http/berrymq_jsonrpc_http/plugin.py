@@ -472,6 +472,23 @@ class HttpChannel(Channel):
         except ParseError as exc:
             raise TransportError(f"{self.url} answered with malformed JSON: {exc}") from None
 
+    async def alive(self) -> bool:
+        """Whether the peer's server still accepts a connection: refused or unreachable
+        means gone; a slow answer is not taken as death (the ttl or a send decides)."""
+        if self.closed:
+            return False
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
+                                               self.timeout)
+        except TimeoutError:
+            return True
+        except OSError:
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
     async def aclose(self) -> None:
         self.closed = True
         pool, self._pool = self._pool, []

@@ -143,6 +143,12 @@ class Channel(ABC):
         ``timeout`` seconds.
         """
 
+    async def alive(self) -> bool:
+        """Whether the peer may still be there (on the loop): False only when it is known
+        gone. A connection-oriented channel notices a closed connection by itself, so this
+        says True; a channel without a standing connection (HTTP) looks."""
+        return not self.closed
+
     @abstractmethod
     async def aclose(self) -> None:
         """Close the sockets (idempotent, on the loop); pending requests fail with
@@ -428,6 +434,17 @@ class Link(base.Link):
         callback = self._on_dead
         if callback is not None:
             callback(exc)
+
+    async def probe(self) -> None:
+        """Liveness (on the loop, from the service's sweeper): when the peer is known gone,
+        close the link as a failed send would, without waiting for the next message."""
+        if self.closed or await self.channel.alive() or self.closed:
+            return
+        logger.warning("%s: %s is gone (liveness check); the link is closed", self.name,
+                       self.channel.url)
+        callback = self._on_dead
+        if callback is not None:
+            callback(ConnectionClosed(f"{self.channel.url} is gone (liveness check)"))
 
     def forward(self, message: Message, reply_to: Identifier | None) -> None:
         """Queue ``message`` for the peer (with ``reply_to`` for :func:`berrymq.talk`)."""

@@ -51,9 +51,13 @@ if TYPE_CHECKING:
     from berrymq_jsonrpc.dialect import V1Link
 
 __all__ = ["SLOW_METHODS", "WAITS", "LinkFactory", "Service", "Session", "SessionQueue",
-           "in_waits", "may_wait", "message_from_wire"]
+           "DEFAULT_LIVENESS_INTERVAL", "in_waits", "may_wait", "message_from_wire"]
 
 logger = logging.getLogger("berrymq.remote")
+
+#: How often, in seconds, the links of interconnect sessions are checked for a peer gone
+#: (setting ``liveness_interval``).
+DEFAULT_LIVENESS_INTERVAL = 5.0
 
 _tuple_new = tuple.__new__
 
@@ -300,6 +304,7 @@ class Service:
         name: str = "remote",
         max_sessions: int = p.DEFAULT_MAX_SESSIONS,
         callbacks: CallbackRule | None = None,
+        liveness_interval: float = DEFAULT_LIVENESS_INTERVAL,
     ) -> None:
         self.bus = bus
         self._secret = secret.encode() if secret else None
@@ -308,6 +313,8 @@ class Service:
         self.link_factory = link_factory
         self.name = name
         self.max_sessions = max_sessions
+        #: how often the links of interconnect sessions are checked for a peer gone
+        self.liveness_interval = liveness_interval
         #: the addresses ``interconnect`` may make this node call back (``callback_hosts``)
         self.callbacks = callbacks or CallbackRule(None)
         self.sessions: dict[str, Session] = {}
@@ -464,10 +471,15 @@ class Service:
         """On the I/O loop: close the sessions idle longer than their ttl (the closing
         itself, which may flush a link, runs on a :data:`WAITS` thread)."""
         loop = asyncio.get_running_loop()
+        next_probe = time.monotonic() + self.liveness_interval
         while not self._closed:
             ttls = [s.ttl for s in list(self.sessions.values())]
-            await asyncio.sleep(min(1.0, max(0.02, min(ttls) / 4)) if ttls else 1.0)
+            pause = min(1.0, max(0.02, min(ttls) / 4)) if ttls else 1.0
+            await asyncio.sleep(min(pause, max(0.02, next_probe - time.monotonic())))
             now = time.monotonic()
+            if now >= next_probe:
+                next_probe = now + self.liveness_interval
+                await self._probe_links()
             expired = [t for t, s in list(self.sessions.items()) if s.deadline < now]
             for token in expired:
                 logger.info("%s: a connection was idle longer than its ttl; closed", self.name)
@@ -475,6 +487,16 @@ class Service:
                     await loop.run_in_executor(WAITS, self.close_session, token, "expired")
                 except RuntimeError:  # the interpreter is shutting down
                     return
+
+    async def _probe_links(self) -> None:
+        """Liveness: let each session's link look whether its peer is gone (an HTTP peer
+        has no standing connection whose end would tell); a link that finds it so closes
+        its session, as a failed send would. Bounded by the channels' own timeouts."""
+        probes = [probe() for s in list(self.sessions.values())
+                  if (probe := getattr(s.link, "probe", None)) is not None]
+        for result in await asyncio.gather(*probes, return_exceptions=True):
+            if isinstance(result, Exception):
+                logger.warning("%s: a liveness check failed: %s", self.name, result)
 
     def close(self) -> None:
         """Close every session and stop the sweeper (idempotent)."""

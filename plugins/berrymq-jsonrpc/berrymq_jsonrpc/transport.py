@@ -36,6 +36,10 @@ Settings (each plugin's table in the settings file, see :func:`declare_settings`
 ``callback_hosts``
     the hosts and CIDR blocks ``interconnect`` may make the node call back (default:
     loopback addresses only).
+``liveness_interval``
+    how often, in seconds, the node checks that the peers of its interconnections are
+    still there (default 5): an HTTP peer that is gone has its session closed then, not
+    only at the next message or at its ttl.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import Channel, Link, encode_message
 from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
 from berrymq_jsonrpc.limits import Admission, CallbackRule
-from berrymq_jsonrpc.service import Service, Session, in_waits
+from berrymq_jsonrpc.service import DEFAULT_LIVENESS_INTERVAL, Service, Session, in_waits
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -95,6 +99,7 @@ _SETTINGS: dict[str, type | tuple[type, ...]] = {
     "max_connections_per_client": int,
     "max_sessions": int,
     "callback_hosts": list,
+    "liveness_interval": (int, float),
 }
 
 
@@ -328,7 +333,10 @@ class RemoteTransport(Transport):
                                max_get_wait=self.max_get_wait, link_factory=self._peer_link,
                                name=plugin, max_sessions=int(_setting(
                                    settings, "max_sessions", p.DEFAULT_MAX_SESSIONS, plugin)),
-                               callbacks=CallbackRule(settings.get("callback_hosts")))
+                               callbacks=CallbackRule(settings.get("callback_hosts")),
+                               liveness_interval=float(_setting(
+                                   settings, "liveness_interval", DEFAULT_LIVENESS_INTERVAL,
+                                   plugin)))
         #: the connections the servers accepted, and the caps on them (the I/O loop's)
         self.admission = Admission(
             int(_setting(settings, "max_connections", p.DEFAULT_MAX_CONNECTIONS, plugin)),

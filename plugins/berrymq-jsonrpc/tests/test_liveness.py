@@ -1,0 +1,58 @@
+"""Issue 10: a dead HTTP peer's interconnection is freed by liveness, not only at the
+next forward or at its ttl. Two real nodes over HTTP, the peer in a subprocess, SIGKILLed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from berrymq.bus import Bus
+
+Factory = Callable[..., Bus]
+
+
+def interconnected(bus_factory: Factory, spawn: Callable[..., Any], who_calls: str
+                   ) -> tuple[Bus, Any]:
+    """A node (this process, probing every 0.1 s) interconnected over HTTP with a peer."""
+    bus = bus_factory(jsonrpc_http={"liveness_interval": 0.1})
+    transport = bus.transport("http")
+    url = transport.listen("http://127.0.0.1:0")
+    peer = spawn()
+    peer_url = peer("serve", addr="http://127.0.0.1:0")
+    if who_calls == "peer":  # the node's session calls the peer back (_peer_link)
+        peer("interconnect", addr=url, ttl=3600)
+    else:
+        transport.interconnect(peer_url, 3600)
+    service = transport.service  # type: ignore[attr-defined]
+    assert [s.style for s in service.sessions.values()] == ["interconnect"]
+    return bus, peer
+
+
+@pytest.mark.parametrize("who_calls", ["peer", "node"])
+def test_a_killed_peer_is_noticed_without_traffic(
+        bus_factory: Factory, spawn: Callable[..., Any], wait_for: Callable[..., Any],
+        who_calls: str) -> None:
+    bus, peer = interconnected(bus_factory, spawn, who_calls)
+    service = bus.transport("http").service  # type: ignore[attr-defined]
+    peer.kill()
+    # no message is sent, the ttl is an hour: only the liveness probe can notice
+    wait_for(lambda: not service.sessions, timeout=10, what="the dead peer's session closed")
+    node = bus._node
+    assert node is None or not node.forwarders  # the link is no longer forwarded to
+
+
+@pytest.mark.parametrize("who_calls", ["peer", "node"])
+def test_messages_to_a_killed_peer_are_counted_lost(
+        bus_factory: Factory, spawn: Callable[..., Any], wait_for: Callable[..., Any],
+        who_calls: str) -> None:
+    from berrymq_jsonrpc.status import status_snapshot
+
+    bus, peer = interconnected(bus_factory, spawn, who_calls)
+    service = bus.transport("http").service  # type: ignore[attr-defined]
+    peer.kill()
+    bus.twitter("job:done", 1)
+    wait_for(lambda: not service.sessions, timeout=10, what="the dead peer's session closed")
+    lost = status_snapshot(bus)["lost"]
+    assert lost["reasons"].get("not sent: connection failed or closed", 0) >= 1, lost
