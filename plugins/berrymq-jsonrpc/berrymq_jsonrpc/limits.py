@@ -6,6 +6,8 @@
   error line over TCP, a ``503`` over HTTP) and close it.
 - :class:`CallbackRule`: the addresses a node calls back for ``interconnect``
   (``callback_hosts``: loopback only by default, else a list of hosts and CIDR blocks).
+- :class:`QueuedBytes`: the bytes held in a node's ``connect_via_queue`` queues, against
+  the cap ``max_queued_bytes`` (:func:`queued_bytes_for`: one per bus, every transport's).
 - :class:`BurstLog`: one log line per burst of alike events, with their count, so that a
   client sending thousands of odd lines cannot fill the log.
 """
@@ -19,13 +21,14 @@ import logging
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import app_error, error_object
 
-__all__ = ["Admission", "BurstLog", "CallbackRule"]
+__all__ = ["Admission", "BurstLog", "CallbackRule", "QueuedBytes", "queued_bytes_for"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -55,6 +58,42 @@ class BurstLog:
         else:
             self._logger.warning(text, *args)
         return True
+
+
+class QueuedBytes:
+    """The bytes held in the server-side session queues of one node, all transports
+    together, so that many sessions cannot each fill a bounded queue with large messages."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.total = 0
+
+    def take(self, size: int, limit: int) -> bool:
+        """Count ``size`` more bytes; False (nothing counted) when the total would go over
+        ``limit``."""
+        with self._lock:
+            if self.total + size > limit:
+                return False
+            self.total += size
+            return True
+
+    def give(self, size: int) -> None:
+        """Bytes counted by :meth:`take` left their queue."""
+        with self._lock:
+            self.total -= size
+
+
+_queued: weakref.WeakKeyDictionary[object, QueuedBytes] = weakref.WeakKeyDictionary()
+_queued_lock = threading.Lock()
+
+
+def queued_bytes_for(bus: object) -> QueuedBytes:
+    """The :class:`QueuedBytes` of ``bus`` (made on first use)."""
+    with _queued_lock:
+        budget = _queued.get(bus)
+        if budget is None:
+            budget = _queued[bus] = QueuedBytes()
+        return budget
 
 
 class Admission:

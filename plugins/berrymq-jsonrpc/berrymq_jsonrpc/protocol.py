@@ -79,6 +79,7 @@ __all__ = [
     "INVALID_PARAMS",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONNECTIONS_PER_CLIENT",
+    "DEFAULT_MAX_QUEUED_BYTES",
     "DEFAULT_MAX_SESSIONS",
     "INVALID_REQUEST",
     "LIMIT_REACHED",
@@ -138,6 +139,10 @@ DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 6_000
 #: The most sessions (tokens) open at once on one transport of a node; one more
 #: ``connect_*``/``interconnect`` is answered :data:`LIMIT_REACHED`.
 DEFAULT_MAX_SESSIONS = 10_000
+#: The most bytes (messages as JSON) held at once in all the ``connect_via_queue``
+#: queues of a node (setting ``max_queued_bytes``); a message over it is refused like one
+#: for a full queue (:data:`QUEUE_FULL`).
+DEFAULT_MAX_QUEUED_BYTES = 256 * 1024 * 1024
 #: Random bytes in a token (256 bits, well over the 128 required).
 TOKEN_BYTES = 32
 #: The request parameter that carries the shared secret, in every request, when the

@@ -12,6 +12,7 @@ over HTTP) and writes back what it returns.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import hmac
@@ -42,7 +43,7 @@ from berrymq_jsonrpc.jsonrpc import (
     loads,
     validate_request,
 )
-from berrymq_jsonrpc.limits import CallbackRule
+from berrymq_jsonrpc.limits import CallbackRule, queued_bytes_for
 from berrymq_jsonrpc.stats import stats_for
 
 if TYPE_CHECKING:
@@ -108,10 +109,17 @@ class SessionQueue:
     JSON is refused the same way, with a ``TypeError`` naming it.
     """
 
-    def __init__(self, bus: Bus, pattern: Identifier, maxsize: int) -> None:
+    def __init__(self, bus: Bus, pattern: Identifier, maxsize: int,
+                 max_bytes: int = p.DEFAULT_MAX_QUEUED_BYTES) -> None:
         self.pattern = pattern
         self.maxsize = maxsize
+        #: the cap on the bytes of every session queue of the node (``max_queued_bytes``)
+        self.max_bytes = max_bytes
+        self._budget = queued_bytes_for(bus)
         self._items: queue.Queue[object] = queue.Queue(maxsize + 1 if maxsize > 0 else 0)
+        #: the sizes of the entries, in order; with _items under _lock
+        self._sizes: collections.deque[int] = collections.deque()
+        self._lock = threading.Lock()
         #: futures on the I/O loop of requests waiting for an entry (:meth:`wait`)
         self._waiters: list[asyncio.Future[None]] = []
         self.closed = False
@@ -126,7 +134,7 @@ class SessionQueue:
             return
         entry = [str(ident), list(message[1]), message[2]]
         try:
-            dumps(entry)
+            size = len(dumps(entry))
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"message {ident} cannot go to a remote queue: it is not JSON ({exc})"
@@ -136,7 +144,18 @@ class SessionQueue:
                 f"the remote client's queue {self.pattern} is full ({self.maxsize} "
                 f"messages); message {ident} was refused"
             )
-        self._items.put_nowait(entry)
+        if not self._budget.take(size, self.max_bytes):
+            raise QueueFull(
+                f"the node's remote client queues hold {self._budget.total} bytes; message "
+                f"{ident} ({size} bytes) would go over the cap of {self.max_bytes} (setting "
+                "max_queued_bytes) and was refused"
+            )
+        with self._lock:
+            if self.closed:
+                self._budget.give(size)
+                return
+            self._sizes.append(size)
+            self._items.put_nowait(entry)
         if self._waiters:
             io_loop.call_soon(self._wake)
 
@@ -162,12 +181,18 @@ class SessionQueue:
         if item is _CLOSED:
             self._items.put_nowait(_CLOSED)
             raise app_error(p.UNKNOWN_TOKEN)
+        with self._lock:
+            if self._sizes:  # else close() gave them all back
+                self._budget.give(self._sizes.popleft())
         return item  # type: ignore[return-value]
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._budget.give(sum(self._sizes))
+            self._sizes.clear()
         self.subscription.cancel()
         while True:  # free the memory now, and wake every waiting get
             try:
@@ -305,6 +330,7 @@ class Service:
         max_sessions: int = p.DEFAULT_MAX_SESSIONS,
         callbacks: CallbackRule | None = None,
         liveness_interval: float = DEFAULT_LIVENESS_INTERVAL,
+        max_queued_bytes: int = p.DEFAULT_MAX_QUEUED_BYTES,
     ) -> None:
         self.bus = bus
         self._secret = secret.encode() if secret else None
@@ -315,6 +341,8 @@ class Service:
         self.max_sessions = max_sessions
         #: how often the links of interconnect sessions are checked for a peer gone
         self.liveness_interval = liveness_interval
+        #: the cap on the bytes held in all the node's session queues
+        self.max_queued_bytes = max_queued_bytes
         #: the addresses ``interconnect`` may make this node call back (``callback_hosts``)
         self.callbacks = callbacks or CallbackRule(None)
         self.sessions: dict[str, Session] = {}
@@ -538,7 +566,8 @@ class Service:
         pattern = _identifier(params.get("identifier"), "'identifier'")
         ttl = self._ttl(params)
         session = self.open_session("queue", ttl, context)
-        session.queue = SessionQueue(self.bus, pattern, self.queue_size)
+        session.queue = SessionQueue(self.bus, pattern, self.queue_size,
+                                     self.max_queued_bytes)
         return session.token
 
     def _deliver(self, session: Session, message: Message, reply_to: Identifier | None) -> bool:

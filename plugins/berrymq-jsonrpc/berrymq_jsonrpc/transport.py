@@ -33,6 +33,9 @@ Settings (each plugin's table in the settings file, see :func:`declare_settings`
     address (default 10 000 and 6 000); one more is answered once and closed.
 ``max_sessions``
     the most sessions (tokens) open at once (default 10 000).
+``max_queued_bytes``
+    the most bytes (messages as JSON) held at once in all the node's ``connect_via_queue``
+    queues (default 256 MiB); a message over it is refused like one for a full queue.
 ``callback_hosts``
     the hosts and CIDR blocks ``interconnect`` may make the node call back (default:
     loopback addresses only).
@@ -100,6 +103,7 @@ _SETTINGS: dict[str, type | tuple[type, ...]] = {
     "max_sessions": int,
     "callback_hosts": list,
     "liveness_interval": (int, float),
+    "max_queued_bytes": int,
 }
 
 
@@ -336,6 +340,9 @@ class RemoteTransport(Transport):
                                callbacks=CallbackRule(settings.get("callback_hosts")),
                                liveness_interval=float(_setting(
                                    settings, "liveness_interval", DEFAULT_LIVENESS_INTERVAL,
+                                   plugin)),
+                               max_queued_bytes=int(_setting(
+                                   settings, "max_queued_bytes", p.DEFAULT_MAX_QUEUED_BYTES,
                                    plugin)))
         #: the connections the servers accepted, and the caps on them (the I/O loop's)
         self.admission = Admission(

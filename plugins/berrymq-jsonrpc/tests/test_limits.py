@@ -179,6 +179,43 @@ def test_refusals_are_counted_in_status_and_metrics(bus_factory: Factory, scheme
                        (("reason", "max_sessions"),): 2}
 
 
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_bytes_in_all_session_queues_are_capped(bus_factory: Factory, scheme: str) -> None:
+    from berrymq_jsonrpc.limits import queued_bytes_for
+
+    from berrymq.errors import QueueFull
+
+    bus, port = serve(bus_factory, scheme, max_queued_bytes=1000)
+    sock = connect(port)
+    ids = iter(range(100))
+
+    def rpc(method: str, **params: Any) -> Any:
+        return call(scheme, sock, request(method, params, next(ids)))
+
+    jobs = rpc("connect_via_queue", identifier="job:*", ttl=60)["result"]
+    other = rpc("connect_via_queue", identifier="other:*", ttl=60)["result"]
+    sender = rpc("connect_oneway", ttl=60)["result"]
+    payload = "x" * 300  # an entry of 317 bytes as JSON: three fit in 1000, not four
+    for _ in range(3):
+        assert rpc("send_message", token=sender, identifier="job:a", args=[payload])[
+            "result"] == "ok"
+    assert queued_bytes_for(bus).total == 3 * 317
+    # the other session's queue is empty, but the node's cap is reached: refused
+    answer = rpc("send_message", token=sender, identifier="other:a", args=[payload])
+    assert answer["error"]["code"] == p.QUEUE_FULL
+    with pytest.raises(QueueFull, match="max_queued_bytes"):  # a sender on the node's bus
+        bus.twitter("other:b", payload)
+    assert rpc("get_nowait", token=other)["error"]["code"] == p.EMPTY
+    # a message taken frees its bytes
+    assert rpc("get_nowait", token=jobs)["result"] == ["job:a", [payload], {}]
+    assert rpc("send_message", token=sender, identifier="other:a", args=[payload])[
+        "result"] == "ok"
+    assert rpc("get_nowait", token=other)["result"] == ["other:a", [payload], {}]
+    # a closed session frees what its queue held
+    assert rpc("close_connection", token=jobs)["result"] == "ok"
+    assert queued_bytes_for(bus).total == 0
+
+
 # -- 2. interconnect calls back only where allowed --------------------------------------------
 
 
