@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import queue
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 from berrymq import Message, Queue, regist_function
 
-__all__ = ["CHILD_NODE", "WAIT", "Child", "capture", "child_env", "drain", "installed"]
+__all__ = ["CHILD_NODE", "WAIT", "Child", "Lines", "capture", "child_env", "drain", "installed"]
 
 WAIT = 10.0  # generous deadline for anything that should happen "soon"
 
@@ -125,3 +128,55 @@ class Child:
         self.proc.stdout.close()  # type: ignore[union-attr]
         self.proc.stderr.close()
 
+
+
+class Lines:
+    """A subprocess (another language's client, say) whose stdout lines are queued as they
+    come, so a test can wait for each with a deadline.
+
+    :param deadline: the most seconds :meth:`line` waits, and :meth:`close` waits to end it.
+    :param stdin: give it a pipe to write to (else it reads nothing).
+    """
+
+    def __init__(self, argv: list[str], cwd: Path, *, deadline: float,
+                 stdin: bool = False) -> None:
+        self.argv = argv
+        self.deadline = deadline
+        self.process = subprocess.Popen(
+            argv, cwd=cwd, text=True, encoding="utf-8", stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
+        self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def line(self) -> str:
+        """The next line; fails the test when none comes in time or the process ended."""
+        try:
+            line = self.lines.get(timeout=self.deadline)
+        except queue.Empty:
+            raise AssertionError(f"{self.argv}: no line within {self.deadline}s") from None
+        if line is None:
+            self.lines.put(None)
+            stderr = self.process.stderr.read() if self.process.stderr else ""
+            raise AssertionError(f"{self.argv} ended (exit {self.process.wait()}): {stderr}")
+        return line
+
+    def close(self) -> None:
+        """SIGTERM (SIGKILL if it does not end in time), then close the pipes."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=self.deadline)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.pump.join(self.deadline)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()

@@ -12,13 +12,12 @@ import os
 import queue
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
+from helpers import Lines
 
 import berrymq
 from berrymq import Bus, Message
@@ -65,48 +64,6 @@ def test_node_package_suite(tmp_path: Path) -> None:
         assert summary.get("skipped", "0") == "0", f"skipped under BERRYMQ_REQUIRE_BROKERS=1: {summary}"
 
 
-class Lines:
-    """A subprocess whose stdout lines are queued as they come."""
-
-    def __init__(self, argv: list[str], cwd: Path) -> None:
-        self.argv = argv
-        self.process = subprocess.Popen(argv, cwd=cwd, text=True, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, encoding="utf-8")
-        self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self.pump = threading.Thread(target=self._pump, daemon=True)
-        self.pump.start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def line(self) -> str:
-        try:
-            line = self.lines.get(timeout=DEADLINE)
-        except queue.Empty:
-            raise AssertionError(f"{self.argv}: no line within {DEADLINE}s") from None
-        if line is None:
-            self.lines.put(None)
-            stderr = self.process.stderr.read() if self.process.stderr else ""
-            raise AssertionError(f"{self.argv} ended (exit {self.process.wait()}): {stderr}")
-        return line
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.pump.join(DEADLINE)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-
-
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_interconnect_with_an_in_process_node(tmp_path: Path, berrymq_bus: Bus,
                                               scheme: str) -> None:
@@ -115,7 +72,7 @@ def test_interconnect_with_an_in_process_node(tmp_path: Path, berrymq_bus: Bus,
     from_node: queue.SimpleQueue[Message] = queue.SimpleQueue()
     berrymq.regist_function("node:joined", from_node.put, weak=False)
     url = str(berrymq.init_connection(f"{scheme}://127.0.0.1:0"))
-    client = Lines([node(), str(CLI), "interconnect", url, "--count", "1"], tmp_path)
+    client = Lines([node(), str(CLI), "interconnect", url, "--count", "1"], tmp_path, deadline=DEADLINE)
     try:
         assert client.line() == "interconnected"
         joined = from_node.get(timeout=DEADLINE)

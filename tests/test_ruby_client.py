@@ -13,15 +13,14 @@ import json
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Lines
 
 import berrymq
 from berrymq import Bus, Message
@@ -66,54 +65,11 @@ def passed(result: subprocess.CompletedProcess[str], runs: int) -> None:
     assert "warning:" not in result.stderr, result.stderr
 
 
-class Lines:
-    """A subprocess whose stdout lines are queued as they come."""
-
-    def __init__(self, argv: list[str], cwd: Path, stdin: bool = False) -> None:
-        self.argv = argv
-        self.process = subprocess.Popen(
-            argv, cwd=cwd, text=True, encoding="utf-8", stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
-        self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self.pump = threading.Thread(target=self._pump, daemon=True)
-        self.pump.start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def line(self) -> str:
-        try:
-            line = self.lines.get(timeout=DEADLINE)
-        except queue.Empty:
-            raise AssertionError(f"{self.argv}: no line within {DEADLINE}s") from None
-        if line is None:
-            self.lines.put(None)
-            stderr = self.process.stderr.read() if self.process.stderr else ""
-            raise AssertionError(f"{self.argv} ended (exit {self.process.wait()}): {stderr}")
-        return line
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.pump.join(DEADLINE)
-        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-
-
 class ScriptNode(Lines):
     """A Python node in a subprocess (plugins/berrymq-jsonrpc/tests/node_script.py), driven by commands."""
 
     def __init__(self, cwd: Path) -> None:
-        super().__init__([sys.executable, str(NODE_SCRIPT)], cwd, stdin=True)
+        super().__init__([sys.executable, str(NODE_SCRIPT)], cwd, deadline=DEADLINE, stdin=True)
         assert self._answer() == "ready"
 
     def _answer(self) -> Any:
@@ -142,7 +98,7 @@ def serve(tmp_path: Path) -> Iterator[tuple[Lines, str, str]]:
     """``berrymq serve`` printing every ``job:*`` and ``ruby:*`` message it sees."""
     argv = [sys.executable, "-m", "berrymq", "serve", "--tcp", "127.0.0.1:0",
             "--http", "127.0.0.1:0", "--print", "job:*", "--print", "ruby:*"]
-    server = Lines(argv, tmp_path)
+    server = Lines(argv, tmp_path, deadline=DEADLINE)
     try:
         tcp = server.line().removeprefix("serving ")
         http = server.line().removeprefix("serving ")
@@ -211,7 +167,7 @@ def test_a_python_node_asks_and_twitters_to_a_ruby_peer(berrymq_bus: Bus, scheme
     berrymq.regist_function("ruby:joined", joined.put, weak=False)
     url = str(berrymq.init_connection(f"{scheme}://127.0.0.1:0"))
     assert RUBY is not None
-    peer = Lines([RUBY, "-w", "-Ilib", "examples/interconnect.rb", url, "2"], GEM)
+    peer = Lines([RUBY, "-w", "-Ilib", "examples/interconnect.rb", url, "2"], GEM, deadline=DEADLINE)
     try:
         assert peer.line() == f"interconnected with {url}"
         message = joined.get(timeout=DEADLINE)
@@ -234,7 +190,7 @@ def test_readme_scripts_against_berrymq_serve(tmp_path: Path, serve: tuple[Lines
     server, tcp, http = serve
     url = tcp if scheme == "tcp" else http
     assert RUBY is not None
-    listener = Lines([RUBY, "-w", "-Ilib", "examples/queue.rb", url, "job:*", "2"], GEM)
+    listener = Lines([RUBY, "-w", "-Ilib", "examples/queue.rb", url, "job:*", "2"], GEM, deadline=DEADLINE)
     try:
         assert listener.line() == f"waiting for job:* at {url}"
         sender = ruby("examples/oneway.rb", url, timeout=DEADLINE)
@@ -276,7 +232,7 @@ def test_a_node_that_dies_is_reported(tmp_path: Path, serve: tuple[Lines, str, s
     server, tcp, http = serve
     url = tcp if scheme == "tcp" else http
     assert RUBY is not None
-    client = Lines([RUBY, "-w", "-Ilib", "-e", WAIT_FOR_DEATH, url], GEM)
+    client = Lines([RUBY, "-w", "-Ilib", "-e", WAIT_FOR_DEATH, url], GEM, deadline=DEADLINE)
     try:
         assert client.line() == "connected"
         server.process.kill()
