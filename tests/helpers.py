@@ -11,11 +11,16 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from berrymq import Message, Queue, regist_function
+import berrymq
+from berrymq import Follower, Message, Queue, following, regist_function
 
-__all__ = ["CHILD_NODE", "WAIT", "Child", "Lines", "capture", "child_env", "drain", "installed"]
+__all__ = ["CHILD_NODE", "WAIT", "Child", "Lines", "Logger", "capture", "child_env", "drain", "installed",
+           "is_urgent", "on_job", "on_log", "populate"]
 
 WAIT = 10.0  # generous deadline for anything that should happen "soon"
 
@@ -180,3 +185,43 @@ class Lines:
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
+
+
+# -- a bus with one of everything, for the network picture (describe, graph, network) ----------
+
+
+def on_log(message: Message) -> None:
+    pass
+
+
+def is_urgent(message: Message) -> bool:
+    return bool(message.kwargs.get("urgent"))
+
+
+def on_job(message: Message) -> None:
+    pass
+
+
+class Logger(metaclass=Follower):
+    @following("*:log")
+    def write(self, message: Message) -> None:
+        pass
+
+
+@contextmanager
+def populate() -> Iterator[dict[str, Any]]:
+    """Fill the default bus with functions (one guarded, one in a namespace), two Logger
+    followers, a standalone and a shared queue (holding two messages) and a timer."""
+    berrymq.regist_function("*:log", on_log)
+    berrymq.regist_function("job:*", on_job, is_urgent)
+    berrymq.regist_function("job@ops:done", on_job)
+    loggers = [Logger(), Logger()]
+    queue = berrymq.Queue("task:*")
+    shared = berrymq.Queue("work:*", shared=True, maxsize=5)
+    berrymq.twitter("task:one")
+    berrymq.twitter("task:two")
+    timer = berrymq.IntervalTimer("beat", 3600)
+    try:
+        yield {"loggers": loggers, "queues": (queue, shared), "timer": timer}
+    finally:
+        timer.stop()

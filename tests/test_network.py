@@ -17,46 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Child, child_env
+from helpers import Child, child_env, on_log, populate
 
 import berrymq
-from berrymq import Bus, Follower, Message, following, network
+from berrymq import Bus, Message, network
 from berrymq.cli import main
 
-
-def on_log(message: Message) -> None:
-    pass
-
-
-def is_urgent(message: Message) -> bool:
-    return bool(message.kwargs.get("urgent"))
-
-
-def on_job(message: Message) -> None:
-    pass
-
-
-class Logger(metaclass=Follower):
-    @following("*:log")
-    def write(self, message: Message) -> None:
-        pass
+SUBJECTS = on_log.__module__  # the module of the receivers populate() registers
 
 
 @pytest.fixture
 def populated(berrymq_bus: Bus) -> Iterator[dict[str, Any]]:
-    berrymq.regist_function("*:log", on_log)
-    berrymq.regist_function("job:*", on_job, is_urgent)
-    berrymq.regist_function("job@ops:done", on_job)
-    loggers = [Logger(), Logger()]
-    queue = berrymq.Queue("task:*")
-    shared = berrymq.Queue("work:*", shared=True, maxsize=5)
-    berrymq.twitter("task:one")
-    berrymq.twitter("task:two")
-    timer = berrymq.IntervalTimer("beat", 3600)
-    try:
-        yield {"loggers": loggers, "queues": (queue, shared), "timer": timer}
-    finally:
-        timer.stop()
+    with populate() as things:
+        yield things
 
 
 def test_describe_lists_receivers_patterns_queues_and_senders(populated: dict[str, Any]) -> None:
@@ -69,15 +42,15 @@ def test_describe_lists_receivers_patterns_queues_and_senders(populated: dict[st
     by_name: dict[str, list[dict[str, Any]]] = {}
     for receiver in receivers:
         by_name.setdefault(receiver["name"], []).append(receiver)
-    [log] = by_name[f"{__name__}.on_log"]
+    [log] = by_name[f"{SUBJECTS}.on_log"]
     assert log["kind"] == "function" and log["follows"] == [{"pattern": "*:log", "guard": None}]
     # One receiver that follows two patterns is one entry with two follows.
-    [job] = by_name[f"{__name__}.on_job"]
+    [job] = by_name[f"{SUBJECTS}.on_job"]
     assert job["follows"] == [
-        {"pattern": "job:*", "guard": f"{__name__}.is_urgent"},
+        {"pattern": "job:*", "guard": f"{SUBJECTS}.is_urgent"},
         {"pattern": "job@ops:done", "guard": None},
     ]
-    writers = by_name[f"{__name__}.Logger.write"]
+    writers = by_name[f"{SUBJECTS}.Logger.write"]
     assert [w["object"] for w in writers] == ["Logger#1", "Logger#2"]
     assert {w["kind"] for w in writers} == {"follower"}
     [queue] = by_name["Queue(task:*)"]
@@ -144,7 +117,7 @@ def test_dot_output(populated: dict[str, Any]) -> None:
     description = network.describe()
     ids = {r["name"]: r["id"] for r in description["receivers"]}
     assert '"*:log"' in dot and '"task:*"' in dot and '"job@ops:done"' in dot
-    assert f'-> {ids[f"{__name__}.on_job"]} [label="if {__name__}.is_urgent", style=dashed]' in dot
+    assert f'-> {ids[f"{SUBJECTS}.on_job"]} [label="if {SUBJECTS}.is_urgent", style=dashed]' in dot
     assert "shape=cylinder" in dot  # queues
     assert '[label="beat:tick", style=dashed]' in dot  # a sender with no receiver
 

@@ -16,47 +16,19 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc.graph import fetch
+from helpers import populate
 
 import berrymq
-from berrymq import Bus, Follower, Message, following, network
+from berrymq import Bus, network
 from berrymq.cli import main
 
 WAIT = 10.0
 
 
-def on_log(message: Message) -> None:
-    pass
-
-
-def is_urgent(message: Message) -> bool:
-    return bool(message.kwargs.get("urgent"))
-
-
-def on_job(message: Message) -> None:
-    pass
-
-
-class Logger(metaclass=Follower):
-    @following("*:log")
-    def write(self, message: Message) -> None:
-        pass
-
-
 @pytest.fixture
 def populated(berrymq_bus: Bus) -> Iterator[dict[str, Any]]:
-    berrymq.regist_function("*:log", on_log)
-    berrymq.regist_function("job:*", on_job, is_urgent)
-    berrymq.regist_function("job@ops:done", on_job)
-    loggers = [Logger(), Logger()]
-    queue = berrymq.Queue("task:*")
-    shared = berrymq.Queue("work:*", shared=True, maxsize=5)
-    berrymq.twitter("task:one")
-    berrymq.twitter("task:two")
-    timer = berrymq.IntervalTimer("beat", 3600)
-    try:
-        yield {"loggers": loggers, "queues": (queue, shared), "timer": timer}
-    finally:
-        timer.stop()
+    with populate() as things:
+        yield things
 
 
 # -- asking a node over JSON-RPC ----------------------------------------------------------------
