@@ -281,9 +281,3 @@ class NodeSide:
             return {}
         with node.lock:
             return dict(node.transports)
-
-    @property
-    def _transports(self) -> dict[str, Transport]:
-        # Read by tests/remote; to move to bus.transports() (or bus.node.transports).
-        return {} if self._node is None else self._node.transports
-

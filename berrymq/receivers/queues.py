@@ -131,17 +131,6 @@ SHARED_STORES: StateKey[weakref.WeakValueDictionary[Identifier, QueueStore]] = S
 _shared_lock = threading.Lock()
 
 
-class _SharedView:
-    """``queues._shared.get(bus)``: the former place of the shared stores, still read by
-    the NATS bridge (to be replaced by ``subscription.shared``)."""
-
-    def get(self, bus: Bus) -> weakref.WeakValueDictionary[Identifier, QueueStore] | None:
-        return bus.extensions.peek(SHARED_STORES)
-
-
-_shared = _SharedView()
-
-
 class Queue:
     """Stores every message matching ``pattern`` sent after it was created, to pull later.
 

@@ -30,7 +30,7 @@ _NOT_SENT = "not sent: connection failed or closed"
 
 def _transports(bus: Bus) -> list[tuple[str, Any]]:
     # the bus's transports by scheme, as berrymq.network.describe reads them
-    return sorted(dict(bus._transports).items())
+    return sorted(bus.transports().items())
 
 
 def _queue_bytes(items: list[Any]) -> int:

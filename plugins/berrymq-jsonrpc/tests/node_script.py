@@ -95,7 +95,7 @@ def run(command: dict[str, Any]) -> Any:
         return None
     if op == "flush":
         ok = True
-        for transport in list(bus._transports.values()):
+        for transport in list(bus.transports().values()):
             flush = getattr(transport, "flush", None)
             if flush is not None:
                 ok = flush(command.get("wait", 10)) and ok

@@ -23,7 +23,7 @@ def serve(scheme: str) -> str:
 
 
 def flush(bus: Bus) -> None:
-    for transport in list(bus._transports.values()):
+    for transport in list(bus.transports().values()):
         transport.flush(10)  # type: ignore[attr-defined]
 
 

@@ -48,8 +48,6 @@ class SharedQueues:
 
     def refresh(self) -> None:
         """Find the bus's shared queues and guard them (any thread, outside the bus lock)."""
-        from berrymq.receivers import queues
-
         with self._lock:
             if not self.dirty:
                 return
@@ -59,13 +57,7 @@ class SharedQueues:
             for sub in bus.subscriptions():
                 if sub.kind != "queue" or sub.pattern.is_local:
                     continue
-                owner = getattr(sub.ref(), "__self__", None)
-                # The queues plugin registers a shared store after subscribing it, under
-                # its lock: taking the lock waits for a Queue being made in another thread.
-                with queues._shared_lock:
-                    stores = queues._shared.get(bus)
-                    shared = stores is not None and stores.get(sub.pattern) is owner
-                if shared and owner is not None:
+                if sub.shared and sub.ref() is not None:  # one of a shared group, alive
                     found.append((sub, self.subjects.group(sub.pattern), sub.pattern))
                     if sub.guard is None and not self.closed:
                         bus.set_guard(sub, shared_queue_guard)
