@@ -44,7 +44,7 @@ def status_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme.lower() != "http":
         raise UsageError(f"{url!r}: status is served over HTTP; give the node's http:// address "
-                     "(its --http port or its --monitor address)")
+                         "(its --http port or its --monitor address)")
     try:
         port = parts.port
     except ValueError:
@@ -169,7 +169,7 @@ def _monitor_address(text: str) -> tuple[str, int]:
         host, port = "", text
     if not port.isdigit() or int(port) > 65535:
         raise UsageError(f"--monitor {text!r}: expected HOST:PORT, :PORT or PORT "
-                     "(e.g. 127.0.0.1:8222)")
+                         "(e.g. 127.0.0.1:8222)")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
@@ -179,13 +179,13 @@ def start_monitor(bus: Any, args: argparse.Namespace) -> MonitorServer | None:
     if not getattr(args, "monitor", None):
         return None
     host, port = _monitor_address(args.monitor)
-    transports = [t for _, t in sorted(dict(bus._transports).items()) if hasattr(t, "service")]
+    transports = [t for _, t in sorted(bus.transports().items()) if hasattr(t, "service")]
     secret = next((t.secret for t in transports if t.secret), None) or os.environ.get(
         p.SECRET_ENV_VAR) or None
     if not is_loopback(host) and not secret:
         raise UsageError(f"refusing to serve the status at {host}:{port}: it is not a loopback "
-                     f"address, and the status of a node others can reach needs its secret "
-                     f"({p.SECRET_ENV_VAR})")
+                         f"address, and the status of a node others can reach needs its secret "
+                         f"({p.SECRET_ENV_VAR})")
     names = [n for t in transports for n in getattr(t, "names", ())]
     server = MonitorServer(Monitor(bus, host=host, secret=secret, names=names))
     try:
