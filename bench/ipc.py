@@ -461,7 +461,7 @@ def http_round_trips_reply(port: int) -> bytes:
     """One ``connect_oneway`` over HTTP: the answer's body."""
     body = b'{"jsonrpc":"2.0","method":"connect_oneway","params":{"ttl":600},"id":1}'
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         data = b""
         while chunk := sock.recv(65536):
