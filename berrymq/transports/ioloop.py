@@ -80,24 +80,42 @@ class DeliveryLane:
             return True
         return len(self._items) < self.max_items and self._bytes + size <= self.max_bytes
 
+    def offer(self, work: Callable[[], object], size: int = 0) -> bool:
+        """Queue ``work`` if there is room now; False if the lane is full (nothing queued).
+
+        Call on the I/O loop; a caller told False waits for :meth:`room` and offers again.
+        ``size`` is what the work holds in memory, usually the length of the message as it
+        came over the wire.
+        """
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the delivery lane is stopped")
+            if not self._has_room(size):
+                return False
+            self._items.append((work, size))
+            self._bytes += size
+            if len(self._items) == 1:
+                self._cond.notify_all()  # only an empty lane has a thread waiting for work
+            return True
+
+    def room(self, size: int = 0) -> asyncio.Future[None]:
+        """A future on the running loop, done once work of ``size`` may fit (at once if
+        it fits now, else when some work has left the lane)."""
+        waiter = asyncio.get_running_loop().create_future()
+        with self._cond:
+            if self._has_room(size):
+                waiter.set_result(None)
+            else:
+                self._waiters.append(waiter)
+        return waiter
+
     async def put(self, work: Callable[[], object], size: int = 0) -> None:
         """Queue ``work`` (a call without arguments); wait while the lane is full.
 
-        Call from a coroutine on the I/O loop. ``size`` is what the work holds in memory,
-        usually the length of the message as it came over the wire.
+        Call from a coroutine on the I/O loop (see :meth:`offer`).
         """
-        while True:
-            with self._cond:
-                if self._stopping:
-                    raise RuntimeError("the delivery lane is stopped")
-                if self._has_room(size):
-                    self._items.append((work, size))
-                    self._bytes += size
-                    self._cond.notify()
-                    return
-                waiter = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
-            await waiter
+        while not self.offer(work, size):
+            await self.room(size)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until everything put so far has run; False if ``timeout`` passed first."""

@@ -1,0 +1,438 @@
+"""One TCP connection, either end, as an asyncio protocol on the process's I/O loop.
+
+Every request and every response is one line of UTF-8 JSON. Both ends of a connection are
+alike (:class:`LineChannel`): each sends requests and answers the other's, which is how one
+connection carries both directions of an interconnection.
+
+The loop calls :meth:`LineChannel.data_received` with what the socket gave; the channel
+splits lines, hands replies to their waiting callers at once and queues requests:
+
+- the requests of one read go to the delivery lane as one piece of work, answered in order
+  there, and the answers come back to the loop to be written;
+- a request that may wait (``ask``, a blocking ``get``) runs on a task of its own, so that
+  it never holds up the requests behind it; at most :data:`MAX_WAITING` per connection;
+- while the lane is full, or that many requests wait, the connection is not read (asyncio's
+  ``pause_reading``): a sender faster than the receivers slows down, and what it can make
+  the node hold stays bounded.
+
+Server limits: a line over ``max_size`` is answered with ``TOO_LARGE`` and the connection is
+closed; a line not complete ``read_timeout`` seconds after its first byte (a stall, or a
+slow drip: the deadline is for the whole line, not per read), or a connection idle that
+long without an open session, is closed. A peer that half-closes after its requests gets
+every answer before the close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+from typing import Any
+
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.client import Channel
+from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
+from berrymq_jsonrpc.limits import Admission, BurstLog
+from berrymq_jsonrpc.service import Service, may_wait
+
+from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
+from berrymq.transports.ioloop import io_loop
+
+__all__ = ["MAX_WAITING", "LineChannel"]
+
+logger = logging.getLogger("berrymq.remote.tcp")
+
+#: At most this many waiting requests (``ask``, blocking ``get``) per connection; the
+#: connection is not read while that many wait.
+MAX_WAITING = 16
+_NL = b"\n"
+#: Errors without id from peers: one log line per burst, however many lines a client sends.
+_odd_replies = BurstLog(logger)
+#: A writer of requests waits while this much is buffered for the peer.
+_HIGH_WATER = 1 << 20
+#: A refused connection: how long, and how much, it is read before it is closed, so that
+#: the close does not reset the connection before the client has read the refusal.
+_TURN_AWAY_SECONDS = 1.0
+_TURN_AWAY_BYTES = 1 << 16
+_PARSE_ERROR = object()
+
+
+def _is_response(obj: Any) -> bool:
+    return type(obj) is dict and "method" not in obj and ("result" in obj or "error" in obj)
+
+
+class LineChannel(asyncio.Protocol, Channel):
+    """One TCP connection, either end: sends requests, answers the peer's requests.
+
+    :param service: answers the requests the peer sends on this connection.
+    :param read_timeout: the accepting end's limit for a stalled line and for an idle
+        connection without a session; None on the connecting end.
+    :param read_limit: the longest line accepted, in bytes.
+    :param admission: the accepting end's caps on connections, asked when one is made.
+    :param channels: the accepting end's set of open connections, kept up to date.
+    """
+
+    def __init__(self, url: str, *, service: Service, secret: str | None, max_size: int,
+                 timeout: float, read_limit: int, read_timeout: float | None,
+                 admission: Admission | None = None,
+                 channels: set[LineChannel] | None = None) -> None:
+        Channel.__init__(self, url, secret=secret, max_size=max_size, timeout=timeout)
+        self.service = service
+        self.read_limit = read_limit
+        self.read_timeout = read_timeout
+        self.transport: asyncio.Transport | None = None
+        self._admission = admission
+        self._channels = channels
+        self._client: str | None = None  # the admitted peer host, released at the end
+        self._refused = 0  # > 0: a turned-away connection, counting what it still sends
+        self._pending: dict[Any, asyncio.Future[Any]] = {}
+        self._rest = b""  # the start of a line not yet ended
+        self._began = 0.0  # when the line in _rest began: it must end within read_timeout
+        self._last = 0.0  # when something was last read (the idle limit)
+        self._held: collections.deque[tuple[Any, int]] = collections.deque()
+        self._full: tuple[Any, int] | None = None  # work the full lane has not taken yet
+        self._waiting = 0  # requests running that may wait
+        self._unanswered = 0  # requests taken whose answers are not written yet
+        self._eof = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writable: asyncio.Future[None] | None = None  # while over the high-water mark
+        self._watch: asyncio.TimerHandle | None = None
+        self._null_error: dict[str, Any] | None = None
+
+    @property
+    def serving(self) -> bool:
+        """Whether this is the accepting end (the node's own counters and limits apply)."""
+        return self.read_timeout is not None
+
+    # -- the protocol's callbacks ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        if not self.serving:
+            return
+        host, port = transport.get_extra_info("peername")[:2]
+        self.url = f"tcp://{host}:{port}"
+        if self._admission is not None:
+            refusal = self._admission.admit(host)  # max_connections(_per_client)
+            if refusal is not None:
+                self._turn_away(dumps(refusal).encode() + _NL)
+                return
+            self._client = host
+        if self._channels is not None:
+            self._channels.add(self)
+        loop = asyncio.get_running_loop()
+        self._last = loop.time()
+        self._arm(self._last + (self.read_timeout or 0.0))
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            self._refused += len(data)
+            if self._refused > _TURN_AWAY_BYTES:
+                self._close_transport()
+            return
+        if self.closed:
+            return
+        if self.serving:
+            self.service.stats.exchanged(len(data), 0)
+            self._last = asyncio.get_running_loop().time()
+        if _NL not in data:
+            if not self._rest:
+                self._began = self._last
+            self._rest += data
+            if len(self._rest) > self.read_limit:
+                self._too_large()
+            return
+        lines = (self._rest + data if self._rest else data).split(_NL)
+        self._rest = lines.pop()
+        self._began = self._last
+        if self._take(lines) and len(self._rest) > self.read_limit:
+            self._too_large()
+
+    def eof_received(self) -> bool:
+        if self._refused or self.closed:
+            return False
+        rest, self._rest = self._rest, b""
+        if rest.strip() and not self._take([rest]):  # the end of input ends its last line
+            return False
+        self._eof = True
+        self._finish_if_answered()
+        return True  # keep the write side open for the answers
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _take(self, lines: list[bytes]) -> bool:
+        """Hand the replies to their callers and queue the requests; False if closed."""
+        limit = self.read_limit
+        held = self._held
+        for line in lines:
+            if len(line) > limit:
+                self._too_large()
+                return False
+            if not line.strip():
+                continue
+            try:
+                obj = loads(line)
+            except ParseError:
+                held.append((_PARSE_ERROR, len(line)))  # answered in order with a parse error
+                continue
+            if _is_response(obj):
+                self._response(obj)
+            elif type(obj) is list and obj and all(_is_response(member) for member in obj):
+                for member in obj:
+                    self._response(member)
+            else:
+                held.append((obj, len(line)))
+        self._dispatch()
+        return not self.closed
+
+    def _dispatch(self) -> None:
+        """Start what is held, in order, as far as the lane and the waiting slots allow;
+        read on only when all of it is taken."""
+        if self._full is not None or self.closed:
+            return
+        held = self._held
+        batch: list[Any] = []
+        size = 0
+        while held:
+            request, length = held[0]
+            if request is not _PARSE_ERROR and may_wait(request):
+                if self._waiting >= MAX_WAITING:
+                    break
+                held.popleft()
+                self._start_waiting(request)
+            else:
+                held.popleft()
+                batch.append(request)
+                size += length
+        if batch:
+            self._unanswered += 1
+            work = functools.partial(self._answer_all, batch)
+            if not io_loop.lane.offer(work, size):
+                self._full = (work, size)
+                io_loop.lane.room(size).add_done_callback(self._lane_has_room)
+        transport = self.transport
+        if transport is None:
+            return
+        if held or self._full is not None:
+            transport.pause_reading()
+        elif not self._eof:
+            transport.resume_reading()
+
+    def _lane_has_room(self, _: asyncio.Future[None]) -> None:
+        full, self._full = self._full, None
+        if full is None or self.closed:
+            return
+        work, size = full
+        if not io_loop.lane.offer(work, size):
+            self._full = full
+            io_loop.lane.room(size).add_done_callback(self._lane_has_room)
+            return
+        self._dispatch()
+
+    def _start_waiting(self, request: Any) -> None:
+        self._waiting += 1
+        self._unanswered += 1
+        task = asyncio.get_running_loop().create_task(self._answer_waiting(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _in_use(self) -> bool:
+        return bool(self._pending) or bool(self._unanswered) or any(
+            s.context is self for s in list(self.service.sessions.values())
+        )
+
+    def _too_large(self) -> None:
+        logger.warning("%s sent a line over %d bytes; closed", self.url, self.read_limit)
+        error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
+                             {"limit": self.read_limit})
+        self._write(dumps(error).encode() + _NL)
+        self._close_transport()
+
+    def _response(self, reply: dict[str, Any]) -> None:
+        key = reply.get("id")
+        future = self._pending.pop(key, None) if type(key) in (int, str) else None
+        if future is None:
+            if key is None and "error" in reply:
+                self._null_error = reply["error"]
+                _odd_replies.warning("%s answered an error without id: %.200s", self.url,
+                                     reply["error"])
+            return
+        if not future.done():
+            future.set_result(reply)
+
+    # -- the deadline of a line and the idle limit (the accepting end) ----------------------
+
+    def _arm(self, when: float) -> None:
+        self._watch = asyncio.get_running_loop().call_at(when, self._check)
+
+    def _check(self) -> None:
+        self._watch = None
+        if self.closed or self.read_timeout is None:
+            return
+        limit = self.read_timeout
+        now = asyncio.get_running_loop().time()
+        if self._held or self._full is not None:  # the node is not reading: no deadline
+            self._arm(now + limit)
+            return
+        if self._rest:
+            if now - self._began >= limit:
+                logger.info("%s stalled in the middle of a request; closed", self.url)
+                self._close_transport()
+                return
+            self._arm(self._began + limit)
+            return
+        if now - self._last >= limit:
+            if not self._in_use():
+                logger.debug("%s idle without a session; closed", self.url)
+                self._close_transport()
+                return
+            self._arm(now + limit)
+            return
+        self._arm(self._last + limit)
+
+    # -- answering ------------------------------------------------------------------------
+
+    def _answer(self, request: Any) -> bytes | None:
+        if request is _PARSE_ERROR:  # not None: the JSON text null is an Invalid Request
+            return self.service.dispatcher.parse_error()
+        return self.service.handle_parsed(request, self)
+
+    def _answer_all(self, requests: list[Any]) -> None:
+        """On the delivery lane: answer the requests of one read, write the answers."""
+        replies = []
+        try:
+            for request in requests:
+                reply = self._answer(request)
+                if reply is not None:
+                    replies.append(reply)
+        except Exception:
+            logger.exception("answering a request from %s failed", self.url)
+        data = _NL.join(replies) + _NL if replies else b""
+        if data and self.serving:
+            self.service.stats.exchanged(0, len(data))
+        io_loop.call_soon(self._answered, data)
+
+    async def _answer_waiting(self, request: Any) -> None:
+        reply: bytes | None = None
+        try:
+            reply = await self.service.answer_waiting(request, self)
+        except Exception:
+            logger.exception("answering a waiting request from %s failed", self.url)
+        finally:
+            self._waiting -= 1
+            self._answered(reply + _NL if reply is not None else b"")
+            if self._held:
+                self._dispatch()
+
+    def _answered(self, data: bytes) -> None:
+        """On the loop: write one answer (or none, for notifications)."""
+        self._unanswered -= 1
+        if data:
+            self._write(data)
+        self._finish_if_answered()
+
+    def _finish_if_answered(self) -> None:
+        if self._eof and not self._unanswered and not self._held and self._full is None:
+            self._close_transport()
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self.closed and not transport.is_closing():
+            transport.write(data)
+
+    async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
+        if self.closed or self.transport is None:
+            raise ConnectionClosed(f"the connection to {self.url} is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            async with asyncio.timeout(timeout):
+                self.transport.write(text.encode() + _NL)
+                if self._writable is not None:
+                    await asyncio.shield(self._writable)
+                return await future
+        except TimeoutError:
+            raise TransportError(f"{self.url} did not answer within {timeout:g}s") from None
+        except (OSError, RuntimeError) as exc:
+            await self.aclose()
+            raise ConnectionClosed(f"{self.url}: {exc}") from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    # -- closing --------------------------------------------------------------------------
+
+    def _turn_away(self, answer: bytes) -> None:
+        """Write ``answer`` to a refused connection, end the write side, read a little of
+        what the client sent (bounded in bytes and time), then close."""
+        transport = self.transport
+        assert transport is not None
+        self._refused = 1
+        transport.write(answer)
+        if transport.can_write_eof():
+            transport.write_eof()
+        asyncio.get_running_loop().call_later(_TURN_AWAY_SECONDS, self._close_transport)
+
+    def _close_transport(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()  # what is buffered is written first; then connection_lost
+
+    async def aclose(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            if self._writable is not None:  # the peer does not read: don't wait for it
+                transport.abort()
+            else:
+                transport.close()
+        self._ended()
+
+    def _ended(self) -> None:
+        """The connection is gone: fail what waits on it, free what it held (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._refused:
+            return
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        if self._channels is not None:
+            self._channels.discard(self)
+        if self._client is not None and self._admission is not None:
+            self._admission.release(self._client)
+            self._client = None
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_exception(ConnectionClosed(f"the connection to {self.url} closed"))
+            writable.exception()  # retrieved: nobody may be waiting on it
+        for task in list(self._tasks):
+            task.cancel()
+        self._held.clear()
+        null_error = self._null_error
+        for key in list(self._pending):
+            future = self._pending.pop(key, None)
+            if future is None or future.done():
+                continue
+            if null_error is not None and null_error.get("code") == p.TOO_LARGE:
+                future.set_exception(MessageTooLarge(
+                    f"{self.url} refused a request over its size limit ({null_error.get('data')})"))
+            else:
+                future.set_exception(ConnectionClosed(f"the connection to {self.url} closed"))
+        self.service.close_sessions_of(self, "connection closed")
