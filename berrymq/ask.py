@@ -28,7 +28,7 @@ from berrymq.subscription import Subscription
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["ASK_EXECUTOR", "ask", "ask_async_on", "ask_local", "settle_replies"]
+__all__ = ["ASK_EXECUTOR", "ASK_PARTS", "ask", "ask_async_on", "ask_local", "settle_replies"]
 
 _tuple_new = tuple.__new__
 _get_running_loop = asyncio.events._get_running_loop
@@ -126,14 +126,16 @@ def _in_event_loop() -> bool:
 
 class _AskPart:
     """One source of replies to an ask (the local receivers, or one peer), answered in a
-    helper thread so that the asker can stop waiting at the deadline."""
+    helper thread so that the asker can stop waiting at the deadline. The threads are the
+    bus's (:data:`ASK_PARTS`), reused from call to call: starting a thread per part cost
+    more than the rest of an ask over the network."""
 
     def __init__(self, who: str) -> None:
         self.who = who
         self.replies: list[Any] = []
         self.running: list[str] = []
         self.error: Exception | None = None
-        self.thread: threading.Thread | None = None
+        self.future: concurrent.futures.Future[None] | None = None
 
     @classmethod
     def done_with(cls, replies: list[Any]) -> _AskPart:
@@ -142,24 +144,26 @@ class _AskPart:
         return part
 
     @classmethod
-    def start(cls, who: str, work: Callable[[_AskPart], Any]) -> _AskPart:
+    def start(cls, bus: Bus, who: str, work: Callable[[_AskPart], Any]) -> _AskPart:
         part = cls(who)
 
         def run() -> None:
+            threading.current_thread().name = _PART_THREAD
             try:
                 work(part)
             except Exception as exc:  # noqa: BLE001 - reported as an entry
                 part.error = exc
 
-        part.thread = threading.Thread(target=run, name="berrymq-ask", daemon=True)
-        part.thread.start()
+        part.future = bus.state(ASK_PARTS).submit(run)
         return part
 
     def result(self, deadline: float, timeout: float, node: str) -> list[Any]:
         """The replies, once the part finished or the deadline passed."""
-        if self.thread is not None:
-            self.thread.join(max(0.0, deadline - time.monotonic()))
-            if self.thread.is_alive():
+        future = self.future
+        if future is not None:
+            concurrent.futures.wait([future], max(0.0, deadline - time.monotonic()))
+            if not future.done():
+                future.cancel()  # not started yet (every helper thread busy): never will
                 # What answered so far (async replies that are not in yet become timeout
                 # entries), and one entry for the receiver still running, if any.
                 answered = settle_replies(list(self.replies), 0, node)
@@ -199,12 +203,12 @@ def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: d
             parts.append(_AskPart.done_with(ask_local(bus, message, timeout)))
         else:
             parts.append(_AskPart.start(
-                f"local receivers of {ident}",
+                bus, f"local receivers of {ident}",
                 lambda part: ask_local(bus, message, timeout, into=part.replies,
                                        running=part.running),
             ))
     for requester in requesters:
-        parts.append(_AskPart.start(repr(requester), _asking(requester, message, timeout)))
+        parts.append(_AskPart.start(bus, repr(requester), _asking(requester, message, timeout)))
     replies: list[Any] = []
     for part in parts:
         replies.extend(part.result(deadline, timeout, bus.node_id))
@@ -217,13 +221,26 @@ def _executor(bus: Bus) -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="berrymq-ask")
 
 
+def _part_executor(bus: Bus) -> concurrent.futures.ThreadPoolExecutor:
+    # Its own pool, not ASK_EXECUTOR's: an ask_async holds a thread of that one while
+    # its parts run in these. Bounded: a part that finds every thread busy until its
+    # deadline is answered as a timeout.
+    return concurrent.futures.ThreadPoolExecutor(max_workers=128, thread_name_prefix=_PART_THREAD)
+
+
 def _shutdown(executor: concurrent.futures.ThreadPoolExecutor) -> None:
     executor.shutdown(wait=False)
 
 
+_PART_THREAD = "berrymq-ask"
+
 #: The threads that run :func:`ask_async_on` requests of one bus.
 ASK_EXECUTOR: StateKey[concurrent.futures.ThreadPoolExecutor] = StateKey(
     "ask executor", _executor, _shutdown
+)
+#: The helper threads of the parts of an ``ask`` (local receivers, each peer), per bus.
+ASK_PARTS: StateKey[concurrent.futures.ThreadPoolExecutor] = StateKey(
+    "ask parts", _part_executor, _shutdown
 )
 
 
