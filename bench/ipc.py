@@ -24,6 +24,10 @@ The targets, each printed with ``met`` or ``NOT MET``:
    request round trip's p99 at most 2x its p99 without them;
 6. a message going to N peers is encoded once (counted, N = 10).
 
+Beside the floors, two bounds (not targets) show what the 2x of target 1 asks: a stdlib
+asyncio server that decodes each line and answers it on the loop, and one that, as berryMQ
+must (receivers never run on the I/O thread), answers from another thread.
+
 Absolute numbers drift on a shared machine; the ratios are measured in the same run.
 """
 
@@ -123,6 +127,50 @@ def role_echo() -> None:
             conn.sendall(line)
         reader.close()
         conn.close()
+
+
+def role_asyncio(mode: str) -> None:
+    """What any asyncio server pays: each line decoded and answered with a JSON-RPC result,
+    on the loop (``loop``) or, as berryMQ must, by another thread that hands the answer
+    back to the loop (``thread``). Standard library only; not a target, a bound."""
+    import asyncio
+
+    work: queue.SimpleQueue[tuple[asyncio.Transport, Any]] = queue.SimpleQueue()
+
+    def answer(request: Any) -> bytes:
+        return json.dumps({"jsonrpc": "2.0", "result": "ok", "id": request["id"]}).encode() + b"\n"
+
+    def worker(loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            transport, request = work.get()
+            loop.call_soon_threadsafe(transport.write, answer(request))
+
+    class Lines(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            self.transport = transport
+            self.rest = b""
+
+        def data_received(self, data: bytes) -> None:
+            lines = (self.rest + data).split(b"\n")
+            self.rest = lines.pop()
+            for line in lines:
+                request = json.loads(line)
+                if mode == "loop":
+                    self.transport.write(answer(request))
+                else:
+                    work.put((self.transport, request))
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=worker, args=(loop,), daemon=True).start()
+        # ends when the parent closes stdin
+        threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+        server = await loop.create_server(Lines, "127.0.0.1", 0)
+        print("ready", server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
 
 
 def role_count() -> None:
@@ -369,7 +417,7 @@ def main() -> None:
     parser.add_argument("args", nargs="*")
     args = parser.parse_args()
     if args.role:
-        roles = {"echo": role_echo, "count": role_count, "rawsend": role_rawsend,
+        roles = {"echo": role_echo, "asyncio": role_asyncio, "count": role_count, "rawsend": role_rawsend,
                  "node": role_node, "send": role_send}
         with suppress(BrokenPipeError, KeyboardInterrupt):  # the parent gave up: end quietly
             roles[args.role](*args.args)
@@ -409,6 +457,13 @@ def measure(quick: bool) -> None:
     print(f"  node request (TCP):   p50 {t50 * us:6.0f} us  p99 {t99 * us:6.0f} us", flush=True)
     target("TCP request round trip p50 <= 2x echo", t50 <= 2 * e50, f"{t50 / e50:.2f}x")
     target("TCP request round trip p99 <= 3x echo", t99 <= 3 * e99, f"{t99 / e99:.2f}x")
+    for mode, what in (("loop", "on the loop"), ("thread", "via a thread")):
+        bound = Child("asyncio", mode)
+        b_t = round_trips(int(bound.expect("ready")), lines)
+        bound.close()
+        b50 = pct(b_t, 0.5)
+        print(f"  (bound) asyncio server answering {what}: p50 {b50 * us:6.0f} us "
+              f"({b50 / e50:.2f}x echo; the node is {t50 / b50:.2f}x this)", flush=True)
 
     import berrymq
 
