@@ -111,7 +111,8 @@ class _ServerConnection:
                 return event
             wait = timeout if self.began is None else self.began + timeout - clock()
             try:
-                data = await asyncio.wait_for(self.reader.read(_RECV), max(0.0, wait))
+                async with asyncio.timeout(max(0.0, wait)):  # no task per read, as wait_for
+                    data = await self.reader.read(_RECV)
             except (TimeoutError, OSError):
                 return None
             if self.began is None:
