@@ -255,6 +255,11 @@ class Outbox:
         self._wake = asyncio.Event()
         self._task = io_loop.submit(self._run())
 
+    @property
+    def pending(self) -> int:
+        """How many messages wait to be sent (the node's status shows it)."""
+        return sum(1 for item in list(self._items) if type(item) is str)
+
     def _kick(self) -> None:
         if self._idle:
             self._idle = False

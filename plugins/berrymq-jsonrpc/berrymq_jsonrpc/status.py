@@ -110,7 +110,7 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
             connections.append({
                 "scheme": scheme, "address": connection.address, "style": connection.style,
                 "direction": "out", "age_s": round(now - getattr(connection, "opened", now), 3),
-                "pending": outbox._queue.qsize(), "sent": outbox.sent, "lost": outbox.lost,
+                "pending": outbox.pending, "sent": outbox.sent, "lost": outbox.lost,
                 "state": "closed" if connection.closed else "open",
             })
         service = getattr(transport, "service", None)

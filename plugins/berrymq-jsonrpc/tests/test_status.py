@@ -253,6 +253,20 @@ def test_status_and_metrics_of_a_working_node(
     assert values[("berrymq_plugin_active", (("plugin", "jsonrpc-http"), ("version", "0.4.0")))] == 1
 
 
+def test_a_client_status_shows_its_outgoing_connections(bus_factory: Callable[..., Any]) -> None:
+    node = bus_factory()
+    url = node.transport("tcp").listen("tcp://127.0.0.1:0")
+    client = bus_factory()
+    oneway = client.transport("tcp").connect_oneway(url, 60)
+    oneway.send(Message(Identifier("job:done"), (1,), {}))
+    assert oneway.flush(TIMEOUT)
+    (connection,) = status_snapshot(client)["connections"]
+    assert {k: connection[k] for k in ("scheme", "address", "style", "direction", "pending",
+                                       "sent", "lost", "state")} == {
+        "scheme": "tcp", "address": url, "style": "oneway", "direction": "out", "pending": 0,
+        "sent": 1, "lost": 0, "state": "open"}
+
+
 def test_duplicates_and_the_hop_limit_are_told_apart(bus_factory: Callable[..., Any]) -> None:
     node = bus_factory()
     seen: list[object] = []
