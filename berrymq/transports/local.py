@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 from berrymq.errors import ConnectionClosed
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier
-from berrymq.message import Message
 from berrymq.receivers.queues import Queue
 from berrymq.registries import TransportRegistry
-from berrymq.transports.base import Connection, Forwarder, Transport, asker, memory_link_pair
+from berrymq.transports.base import Connection, Transport, memory_link_pair
+from berrymq.transports.styles import LinkConnection
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -34,57 +34,6 @@ _nodes_lock = threading.Lock()
 
 def _name_of(address: str) -> str:
     return address.split("://", 1)[1].strip("/")
-
-
-class LocalConnection(Connection):
-    """A connection to a bus of this process, over a :func:`memory_link_pair`.
-
-    Every style carries :func:`berrymq.ask` to the peer (an interconnection through its
-    link, the others through an :func:`~berrymq.transports.base.asker`).
-    """
-
-    def __init__(self, transport: LocalTransport, peer: LocalTransport, address: str, style: str,
-                 queue: Queue | None = None) -> None:
-        self.transport = transport
-        self.peer = peer
-        self.address = address
-        self.style = style
-        self.queue = queue
-        self.closed = False
-        here, there = memory_link_pair(transport.bus, peer.bus, f"local://{transport.name}",
-                                       address)
-        self.link, self.back = here, there
-        self.forwarders: tuple[Forwarder, ...] = (here,) if style == "interconnect" else (
-            asker(here),)
-        for forwarder in self.forwarders:
-            transport.bus.add_forwarder(forwarder)
-        if style == "interconnect":
-            peer.bus.add_forwarder(there)
-
-    def send(self, message: Message) -> None:
-        if self.closed:
-            raise ConnectionClosed(f"connection to {self.address} is closed")
-        self.link.send_batch((self.transport.bus.stamp(message),))
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Message:
-        if self.queue is None:
-            return super().get(block, timeout)
-        if self.closed:
-            raise ConnectionClosed(f"connection to {self.address} is closed")
-        return self.queue.get(block, timeout)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for forwarder in self.forwarders:
-            self.transport.bus.remove_forwarder(forwarder)
-        self.peer.bus.remove_forwarder(self.back)
-        self.link.close()
-        self.back.close()
-        if self.queue is not None:
-            self.queue.close()
-        self.transport.bus.untrack_connection(self)
 
 
 class LocalTransport(Transport):
@@ -117,15 +66,31 @@ class LocalTransport(Transport):
         """The first name this bus is served under (``unnamed`` when it serves none)."""
         return self.names[0] if self.names else "unnamed"
 
+    def _connect(self, address: str, style: str, pattern: Identifier | None = None
+                 ) -> LinkConnection:
+        """A connection over a :func:`memory_link_pair`; an interconnection also adds the
+        way back to the peer's bus, a queue connection a :class:`Queue` on the peer."""
+        peer = self._peer(address)
+        here, back = memory_link_pair(self.bus, peer.bus, f"local://{self.name}", address)
+        inbox = None if pattern is None else Queue(str(pattern), bus=peer.bus)
+        if style == "interconnect":
+            peer.bus.add_forwarder(back)
+
+        def on_close(polite: bool) -> None:
+            peer.bus.remove_forwarder(back)
+            back.close()
+
+        return LinkConnection(self.bus, here, style, address=address, inbox=inbox,
+                              on_close=on_close)
+
     def interconnect(self, address: str, ttl: float) -> Connection:
-        return LocalConnection(self, self._peer(address), address, "interconnect")
+        return self._connect(address, "interconnect")
 
     def connect_oneway(self, address: str, ttl: float) -> Connection:
-        return LocalConnection(self, self._peer(address), address, "oneway")
+        return self._connect(address, "oneway")
 
     def connect_via_queue(self, address: str, pattern: Identifier, ttl: float) -> Connection:
-        peer = self._peer(address)
-        return LocalConnection(self, peer, address, "queue", Queue(str(pattern), bus=peer.bus))
+        return self._connect(address, "queue", pattern)
 
     def status(self) -> str:
         return "serving " + ", ".join(f"local://{n}" for n in self.names) if self.names else "idle"

@@ -460,8 +460,11 @@ class Link(base.Link):
     def send_batch(self, messages: Sequence[Message], reply_to: Identifier | None = None) -> None:
         """Queue ``messages`` for the peer, in order."""
         put = self.outbox.put
+        stats = self.stats
         for message in messages:
             put(encode_message(message, reply_to))
+            if stats is not None:  # stats
+                stats.message_out(message[0], self.address)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until the peer acknowledged everything queued so far (see

@@ -51,7 +51,6 @@ import atexit
 import ipaddress
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -63,21 +62,20 @@ from urllib.parse import urlsplit
 
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.identifier import Identifier
-from berrymq.message import Message
 from berrymq.registries import SettingsSchema
-from berrymq.transports.base import Connection, Transport, asker
+from berrymq.transports.base import Connection, Transport
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.client import Channel, Link, encode_message
+from berrymq_jsonrpc.client import Channel, Link
+from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
 from berrymq_jsonrpc.limits import Admission, CallbackRule
-from berrymq_jsonrpc.service import DEFAULT_LIVENESS_INTERVAL, Service, Session, in_waits
+from berrymq_jsonrpc.service import DEFAULT_LIVENESS_INTERVAL, Service, in_waits
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
 __all__ = [
     "DEFAULT_TIMEOUT",
-    "RemoteConnection",
     "RemoteTransport",
     "declare_settings",
     "is_loopback",
@@ -87,7 +85,6 @@ __all__ = [
 logger = logging.getLogger("berrymq.remote")
 
 DEFAULT_TIMEOUT = 10.0
-_CLOSE_TIMEOUT = 2.0
 
 _SETTINGS: dict[str, type | tuple[type, ...]] = {
     "host": str,
@@ -157,142 +154,6 @@ def bind_family(host: str) -> tuple[socket.AddressFamily, str]:
     """The address family and the host to bind for ``host`` (``localhost`` is 127.0.0.1)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return family, "127.0.0.1" if host == "localhost" else host
-
-
-class RemoteConnection(Connection):
-    """A connection to another node over a JSON-RPC channel, in one of the three styles.
-
-    Messages given to :meth:`send` are queued and go out in batches from a background
-    thread; :meth:`flush` waits until the peer has them. A failure closes the connection
-    and the next call raises :class:`berrymq.ConnectionClosed` saying why.
-    """
-
-    def __init__(self, transport: RemoteTransport, channel: Channel, address: str,
-                 style: str, token: str) -> None:
-        self.transport = transport
-        self.channel = channel
-        self.address = address
-        self.style = style
-        self.token = token
-        self.closed = False
-        self.reason = ""
-        self.local_session: Session | None = None
-        self.forwarding = False
-        self._lock = threading.Lock()
-        self.link = Link(channel, token, name=f"{transport.scheme}:{style}",
-                         on_dead=self._dead)
-        self.link.stats = transport.service.stats  # stats
-        self.opened = time.monotonic()  # stats: the connection's age in /status
-        self.asker = asker(self.link)
-
-    # -- sending ----------------------------------------------------------------------------
-
-    def send(self, message: Message) -> None:
-        """Queue one message for the peer (``send_messages``); raises at once if the
-        connection is closed, if JSON cannot hold the message or if it is too large."""
-        if self.closed or self.channel.closed:
-            if not self.closed:
-                self._dead(ConnectionClosed("the peer closed the connection"))
-            raise ConnectionClosed(f"connection to {self.address} is closed{self.reason}")
-        self.link.outbox.put(encode_message(message, extras=False))
-        self.link.stats.message_out(message[0], self.address)  # type: ignore[union-attr]  # stats
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every message sent so far was acknowledged by the peer; False on
-        timeout. Raises :class:`berrymq.ConnectionClosed` if they could not be sent."""
-        return self.link.outbox.flush(timeout)
-
-    def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:
-        """Call a protocol method on the peer directly (raises berryMQ errors)."""
-        if self.closed:
-            raise ConnectionClosed(f"connection to {self.address} is closed{self.reason}")
-        try:
-            return self.channel.call(method, params, timeout)
-        except ConnectionClosed as exc:
-            self._dead(exc)
-            raise
-
-    # -- style 03 -------------------------------------------------------------------------------
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Message:
-        """The next message of the server-side queue (style 03); :class:`berrymq.Empty`
-        when none comes in time. A wait longer than the server's cap is made of several
-        requests."""
-        if self.style != "queue":
-            return super().get(block, timeout)
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
-        if not block:
-            return self.get_nowait()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            wait = self.transport.max_get_wait if left is None else min(
-                left, self.transport.max_get_wait)
-            try:
-                entry = self.call(p.METHOD_GET, {"token": self.token, "block": True,
-                                                 "timeout": wait},
-                                  timeout=wait + self.transport.timeout)
-            except queue.Empty:
-                if deadline is None or time.monotonic() < deadline:
-                    continue
-                raise
-            return self._message(entry)
-
-    def get_nowait(self) -> Message:
-        if self.style != "queue":
-            return super().get_nowait()
-        return self._message(self.call(p.METHOD_GET_NOWAIT, {"token": self.token}))
-
-    def _message(self, entry: Any) -> Message:
-        if type(entry) is not list or len(entry) != 3 or type(entry[0]) is not str or type(
-                entry[1]) is not list or type(entry[2]) is not dict:
-            raise TransportError(f"{self.address} answered get with a malformed message")
-        return Message(Identifier(entry[0]), tuple(entry[1]), entry[2])
-
-    # -- closing ----------------------------------------------------------------------------
-
-    def _dead(self, exc: BaseException) -> None:
-        if not self.closed:
-            self.reason = f" ({exc})"
-            in_waits(self._teardown, False)
-
-    def _local_session_closed(self, reason: str) -> None:
-        if not self.closed:
-            self.reason = f" ({reason})"
-            in_waits(self._teardown, reason == "expired")
-
-    def close(self) -> None:
-        """Send what is queued, tell the peer, free everything (idempotent)."""
-        self._teardown(True)
-
-    def _teardown(self, polite: bool) -> None:
-        with self._lock:
-            if self.closed:
-                return
-            # out of the bus's list before it reads closed: who sees closed sees it gone
-            self.transport.bus.untrack_connection(self)
-            self.closed = True
-        bus = self.transport.bus
-        bus.remove_forwarder(self.asker)
-        if self.forwarding:
-            bus.remove_forwarder(self.link)
-        self.link.close(self.transport.timeout if polite else 0.0)
-        if polite and not self.channel.closed and self.link.outbox.failure is None:
-            try:
-                self.channel.call(p.METHOD_CLOSE_CONNECTION, {"token": self.token},
-                                  timeout=_CLOSE_TIMEOUT)
-            except Exception as exc:  # noqa: BLE001 - the peer may already be gone
-                logger.debug("close_connection to %s: %s", self.address, exc)
-        if self.local_session is not None:
-            self.transport.service.close_session(self.local_session.token, "closed")
-        self.channel.close()
-        bus.untrack_connection(self)
-        self.transport._forget(self)
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        return f"<RemoteConnection {self.style} {self.address} {state}>"
 
 
 _live: weakref.WeakSet[RemoteTransport] = weakref.WeakSet()
@@ -439,7 +300,8 @@ class RemoteTransport(Transport):
             self._connections.append(connection)
         return connection
 
-    def _forget(self, connection: RemoteConnection) -> None:
+    def forget(self, connection: RemoteConnection) -> None:
+        """Drop a closed connection from the ones :meth:`close` closes."""
         with self._lock:
             if connection in self._connections:
                 self._connections.remove(connection)
@@ -461,11 +323,8 @@ class RemoteTransport(Transport):
         if type(token) is not str:
             channel.close()
             raise TransportError(f"{address} answered {method} with {token!r}, not a token")
-        connection = RemoteConnection(self, channel, address, style, token)
-        # ask reaches the peer over this style too: the bus asks every forwarder that can
-        # carry a request; this one forwards nothing else
-        self.bus.add_forwarder(connection.asker)
-        return self._track(connection)
+        # ask reaches the peer over this style too (the connection adds an asker)
+        return self._track(RemoteConnection(self, channel, address, style, token))
 
     def call_once(self, address: str, method: str, params: Mapping[str, Any], *,
                   timeout: float, secret: str | None) -> Any:
@@ -510,9 +369,7 @@ class RemoteTransport(Transport):
         connection.local_session = session
         session.link = connection.link
         connection.link.session = session
-        session.on_close.append(connection._local_session_closed)
-        connection.forwarding = True
-        self.bus.add_forwarder(connection.link)
+        session.on_close.append(connection.local_session_closed)
         return self._track(connection)
 
     def flush(self, timeout: float | None = None) -> bool:

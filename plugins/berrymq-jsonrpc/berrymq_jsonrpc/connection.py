@@ -1,0 +1,153 @@
+""":class:`RemoteConnection`: a connection in one of the SPEC's styles to another node over
+a JSON-RPC channel.
+
+The styles themselves are the core's (:class:`berrymq.transports.styles.LinkConnection`,
+the same for every transport); this module adds what JSON-RPC needs around them: the
+session token the peer gave, the server's queue pulled with ``get`` requests
+(:class:`ServerQueue`), telling the peer at close (``close_connection``), and closing by
+itself when the peer is found gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from berrymq.errors import ConnectionClosed, TransportError
+from berrymq.identifier import Identifier
+from berrymq.message import Message
+from berrymq.transports.styles import LinkConnection
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.client import Channel, Link
+from berrymq_jsonrpc.service import Session, in_waits
+
+if TYPE_CHECKING:
+    from berrymq_jsonrpc.transport import RemoteTransport
+
+__all__ = ["RemoteConnection", "ServerQueue"]
+
+logger = logging.getLogger("berrymq.remote")
+
+#: How long closing waits for the peer to confirm ``close_connection``.
+_CLOSE_TIMEOUT = 2.0
+
+
+class ServerQueue:
+    """The queue a server keeps for this client (style 03), pulled with ``get`` and
+    ``get_nowait`` requests. A wait longer than the server's cap (``max_get_wait``) is
+    made of several requests."""
+
+    def __init__(self, connection: RemoteConnection) -> None:
+        self.connection = connection
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Message:
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        if not block:
+            return self.get_nowait()
+        connection = self.connection
+        transport = connection.transport
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait = transport.max_get_wait if left is None else min(left, transport.max_get_wait)
+            try:
+                entry = connection.call(p.METHOD_GET, {"token": connection.token, "block": True,
+                                                       "timeout": wait},
+                                        timeout=wait + transport.timeout)
+            except queue.Empty:
+                if deadline is None or time.monotonic() < deadline:
+                    continue
+                raise
+            return self._message(entry)
+
+    def get_nowait(self) -> Message:
+        connection = self.connection
+        return self._message(connection.call(p.METHOD_GET_NOWAIT, {"token": connection.token}))
+
+    def _message(self, entry: Any) -> Message:
+        if type(entry) is not list or len(entry) != 3 or type(entry[0]) is not str or type(
+                entry[1]) is not list or type(entry[2]) is not dict:
+            raise TransportError(f"{self.connection.address} answered get with a malformed message")
+        return Message(Identifier(entry[0]), tuple(entry[1]), entry[2])
+
+    def close(self) -> None:
+        """Nothing here: the server frees the queue at ``close_connection`` or its ttl."""
+
+
+class RemoteConnection(LinkConnection):
+    """A connection to another node over a JSON-RPC channel, in one of the three styles.
+
+    Messages given to :meth:`send` are queued and go out in ``send_messages`` batches from
+    the I/O loop; :meth:`flush` waits until the peer has them. A failure closes the
+    connection and the next call raises :class:`berrymq.ConnectionClosed` saying why.
+
+    :param token: the token the peer gave for this connection's session there.
+    """
+
+    def __init__(self, transport: RemoteTransport, channel: Channel, address: str,
+                 style: str, token: str) -> None:
+        self.transport = transport
+        self.channel = channel
+        self.token = token
+        #: the session on this node that the peer sends to (an interconnection's way back)
+        self.local_session: Session | None = None
+        self.opened = time.monotonic()  # stats: the connection's age in /status
+        link = Link(channel, token, name=f"{transport.scheme}:{style}", on_dead=self._dead)
+        link.stats = transport.service.stats  # stats
+        self.link: Link = link
+        super().__init__(transport.bus, link, style, address=address,
+                         inbox=ServerQueue(self) if style == "queue" else None,
+                         on_close=self._closing)
+
+    def send(self, message: Message) -> None:
+        """Queue one message for the peer (``send_messages``); raises at once if the
+        connection is closed, if JSON cannot hold the message or if it is too large."""
+        if self.channel.closed and not self.closed:
+            self._dead(ConnectionClosed("the peer closed the connection"))
+            raise self._closed_error()
+        super().send(message)
+
+    def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:
+        """Call a protocol method on the peer directly (raises berryMQ errors)."""
+        if self.closed:
+            raise self._closed_error()
+        try:
+            return self.channel.call(method, params, timeout)
+        except ConnectionClosed as exc:
+            self._dead(exc)
+            raise
+
+    def _dead(self, exc: BaseException) -> None:
+        """The link or the channel failed (possibly on the I/O loop): close without
+        waiting for the peer, on a helper thread."""
+        if not self.closed:
+            self.reason = f" ({exc})"
+            in_waits(self.lost, str(exc))
+
+    def local_session_closed(self, reason: str) -> None:
+        """The peer's way back expired or was closed: so is this connection."""
+        if self.closed:
+            return
+        if reason == "expired":
+            self.reason = f" ({reason})"
+            in_waits(self.close)
+        else:
+            in_waits(self.lost, reason)
+
+    def _closing(self, polite: bool) -> None:
+        transport = self.transport
+        self.link.close(transport.timeout if polite else 0.0)
+        if polite and not self.channel.closed and self.link.outbox.failure is None:
+            try:
+                self.channel.call(p.METHOD_CLOSE_CONNECTION, {"token": self.token},
+                                  timeout=_CLOSE_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - the peer may already be gone
+                logger.debug("close_connection to %s: %s", self.address, exc)
+        if self.local_session is not None:
+            transport.service.close_session(self.local_session.token, "closed")
+        self.channel.close()
+        transport.forget(self)
