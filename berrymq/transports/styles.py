@@ -84,7 +84,9 @@ class LinkConnection(Connection):
         and what the link refuses: :class:`berrymq.QueueFull`, :class:`berrymq.MessageTooLarge`)."""
         if self.closed:
             raise self._closed_error()
-        self.link.send_batch((self.bus.stamp(message),))
+        # As given, without a uid: the peer gives it one if it passes it on (stamping
+        # here cost a third of a one-way sender's throughput). A batch of one.
+        self.link.forward(message, None)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Message:
         if self.inbox is None:
