@@ -1,0 +1,101 @@
+"""Two settings of the JSON-RPC transports that shape waiting, each shown to take effect
+on real sockets (issue 8: a test per declared setting; the others are in test_limits,
+test_liveness, test_status, test_conformance and the transport plugins' tests):
+
+- ``timeout``: how long a client waits for a reply;
+- ``max_get_wait``: the server's cap on one blocking ``get``, which the client's longer
+  waits are made of.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from berrymq_jsonrpc import protocol as p
+
+from berrymq.bus import Bus
+from berrymq.errors import TransportError
+from berrymq.identifier import Identifier
+
+Factory = Callable[..., Bus]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A TCP listener that accepts connections, reads what comes and never answers."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_timeout_bounds_the_wait_for_a_reply(bus_factory: Factory, silent_server: str,
+                                             scheme: str) -> None:
+    transport = bus_factory(**{f"jsonrpc_{scheme}": {"timeout": 0.5}}).transport(scheme)
+    started = time.monotonic()
+    with pytest.raises(TransportError, match=r"did not answer within 0\.5s"):
+        transport.connect_oneway(f"{scheme}://{silent_server}", 60)
+    assert 0.4 <= time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_max_get_wait_caps_a_blocking_get_on_the_server(bus_factory: Factory,
+                                                        scheme: str) -> None:
+    node = bus_factory(**{f"jsonrpc_{scheme}": {"max_get_wait": 0.3}})
+    url = node.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+    client = bus_factory().transport(scheme)
+    connection = client.connect_via_queue(url, Identifier("job:*"), 60)
+    started = time.monotonic()
+    # one request asking to wait 30 s is answered Empty once the node's cap has passed
+    with pytest.raises(queue.Empty):
+        connection.call(p.METHOD_GET, {"token": connection.token, "block": True, "timeout": 30})
+    assert 0.25 <= time.monotonic() - started < 5
+    # a longer wait of the client is made of several capped requests, and still ends
+    started = time.monotonic()
+    with pytest.raises(queue.Empty):
+        connection.get(timeout=1.0)
+    assert 0.9 <= time.monotonic() - started < 6
+    # and a message that comes during such a wait is delivered
+    threading.Timer(0.5, node.twitter, ("job:late",)).start()
+    assert connection.get(timeout=10).id == "job:late"
+
+
+def test_max_get_wait_is_what_a_raw_client_sees(bus_factory: Factory) -> None:
+    node = bus_factory(jsonrpc_tcp={"max_get_wait": 0.2})
+    port = int(node.transport("tcp").listen("tcp://127.0.0.1:0").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        sock.sendall(b'{"jsonrpc":"2.0","method":"connect_via_queue",'
+                     b'"params":{"identifier":"job:*"},"id":1}\n')
+        token = json.loads(reader.readline())["result"]
+        started = time.monotonic()
+        sock.sendall(json.dumps({"jsonrpc": "2.0", "method": "get", "id": 2, "params": {
+            "token": token, "block": True, "timeout": 60}}).encode() + b"\n")
+        reply = json.loads(reader.readline())
+        reader.close()
+    assert reply["error"]["code"] == p.EMPTY
+    assert 0.15 <= time.monotonic() - started < 5
