@@ -223,7 +223,7 @@ class _ServerConnection:
         length = int(headers[b"content-length"])  # h11 checked it is a number
         if length > server.max_size:
             error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
-                                 {"limit": server.max_size})
+                                 {"limit": server.max_size, "setting": "max_size"})
             self._send(413, dumps(error).encode(), close=True)
             if not self.conn.they_are_waiting_for_100_continue:
                 await self._discard(length)

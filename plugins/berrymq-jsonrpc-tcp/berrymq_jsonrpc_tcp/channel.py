@@ -263,7 +263,7 @@ class LineChannel(asyncio.Protocol, Channel):
     def _too_large(self) -> None:
         logger.warning("%s sent a line over %d bytes; closed", self.url, self.read_limit)
         error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
-                             {"limit": self.read_limit})
+                             {"limit": self.read_limit, "setting": "max_size"})
         self._write(dumps(error).encode() + _NL)
         self._close_transport()
 

@@ -84,6 +84,9 @@ class RemoteConnection(LinkConnection):
     Messages given to :meth:`send` are queued and go out in ``send_messages`` batches from
     the I/O loop; :meth:`flush` waits until the peer has them. A failure closes the
     connection and the next call raises :class:`berrymq.ConnectionClosed` saying why.
+    Messages the peer refuses (a full queue there) do not close it: they are counted
+    (:attr:`losses`) and the next :meth:`flush` raises :class:`berrymq.QueueFull` saying
+    how many.
 
     :param token: the token the peer gave for this connection's session there.
     """
@@ -96,8 +99,7 @@ class RemoteConnection(LinkConnection):
         #: the session on this node that the peer sends to (an interconnection's way back)
         self.local_session: Session | None = None
         self.opened = time.monotonic()  # stats: the connection's age in /status
-        link = Link(channel, token, name=f"{transport.scheme}:{style}", on_dead=self._dead)
-        link.stats = transport.service.stats  # stats
+        link = transport._link(channel, token, f"{transport.scheme}:{style}", self._dead)
         self.link: Link = link
         super().__init__(transport.bus, link, style, address=address,
                          inbox=ServerQueue(self) if style == "queue" else None,
@@ -105,11 +107,26 @@ class RemoteConnection(LinkConnection):
 
     def send(self, message: Message) -> None:
         """Queue one message for the peer (``send_messages``); raises at once if the
-        connection is closed, if JSON cannot hold the message or if it is too large."""
+        connection is closed, if JSON cannot hold the message or if it is too large, and
+        :class:`berrymq.QueueFull` when the outbox stayed full for ``outbox_wait``."""
         if self.channel.closed and not self.closed:
             self._dead(ConnectionClosed("the peer closed the connection"))
             raise self._closed_error()
         super().send(message)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every message sent so far was acknowledged by the peer; False on
+        timeout. Raises :class:`berrymq.ConnectionClosed` if they could not be sent, and
+        :class:`berrymq.QueueFull` if the peer refused some since the last flush (the
+        connection stays open)."""
+        return self.link.flush(timeout)
+
+    @property
+    def losses(self) -> dict[str, int]:
+        """The messages sent on this connection that were not delivered, by reason:
+        ``refused: queue full`` (the peer refused them), ``not sent: connection failed or
+        closed`` (they were waiting when it failed or closed)."""
+        return self.link.outbox.losses
 
     def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:
         """Call a protocol method on the peer directly (raises berryMQ errors)."""

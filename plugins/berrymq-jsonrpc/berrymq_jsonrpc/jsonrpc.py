@@ -64,6 +64,7 @@ __all__ = [
     "JsonRpcError",
     "Method",
     "ParseError",
+    "PeerQueueFull",
     "app_error",
     "dumps",
     "encode_notification",
@@ -328,6 +329,34 @@ def parse_reply(reply: Any, request_id: Any = None) -> Any:
     raise error_for(response.code, response.message, response.data)
 
 
+class PeerQueueFull(QueueFull):
+    """A peer answered :data:`~berrymq_jsonrpc.protocol.QUEUE_FULL`: some messages of the
+    request were refused (not stored) and the others delivered.
+
+    ``data`` is the error's data object; :attr:`refused` the indexes it lists.
+    """
+
+    def __init__(self, text: str, data: Any = None) -> None:
+        super().__init__(text)
+        self.data = data
+
+    @property
+    def refused(self) -> list[int] | None:
+        """The indexes of the refused messages in the request, when the peer said."""
+        data = self.data
+        indexes = data.get("refused") if type(data) is dict else None
+        if type(indexes) is list and all(type(i) is int for i in indexes):
+            return indexes
+        return None
+
+
+def _setting_of(data: Any) -> str:
+    """`` (setting NAME = LIMIT on the peer)`` when an error's data names its setting."""
+    if type(data) is dict and type(data.get("setting")) is str:
+        return f" (setting {data['setting']} = {data.get('limit')} on the peer)"
+    return ""
+
+
 def error_for(code: int, message: str, data: Any = None) -> Exception:
     """berryMQ's exception for a JSON-RPC error object:
 
@@ -337,11 +366,14 @@ def error_for(code: int, message: str, data: Any = None) -> Exception:
     ``UNKNOWN_TOKEN``       :class:`berrymq.ConnectionClosed`
     ``EMPTY``               :class:`berrymq.Empty`
     ``TOO_LARGE``           :class:`berrymq.MessageTooLarge`
-    ``QUEUE_FULL``          :class:`berrymq.QueueFull`
+    ``QUEUE_FULL``          :class:`PeerQueueFull` (a :class:`berrymq.QueueFull`)
     anything else           :class:`berrymq.RemoteError` (``code``, ``message``, ``data``)
     ======================  ===========================================
+
+    The exception's text carries ``data`` when it is a text, and the setting it names
+    when it is an object with ``setting`` and ``limit``.
     """
-    detail = f" ({data})" if isinstance(data, str) else ""
+    detail = f" ({data})" if isinstance(data, str) else _setting_of(data)
     if code == p.UNKNOWN_TOKEN:
         return ConnectionClosed(f"the peer no longer knows this connection: {message}{detail}")
     if code == p.EMPTY:
@@ -349,5 +381,8 @@ def error_for(code: int, message: str, data: Any = None) -> Exception:
     if code == p.TOO_LARGE:
         return MessageTooLarge(f"the peer refused a request over its size limit: {message}{detail}")
     if code == p.QUEUE_FULL:
-        return QueueFull(f"the peer's queue refused the message: {message}{detail}")
-    return RemoteError(code, message, data)
+        return PeerQueueFull(f"the peer's queue refused the message: {message}{detail}", data)
+    error = RemoteError(code, message, data)
+    if detail:
+        error.args = (f"{error.args[0]}{detail}",)
+    return error

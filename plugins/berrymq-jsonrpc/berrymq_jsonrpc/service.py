@@ -51,8 +51,9 @@ if TYPE_CHECKING:
     from berrymq_jsonrpc.client import Link
     from berrymq_jsonrpc.dialect import V1Link
 
-__all__ = ["SLOW_METHODS", "WAITS", "LinkFactory", "Service", "Session", "SessionQueue",
-           "DEFAULT_LIVENESS_INTERVAL", "in_waits", "may_wait", "message_from_wire"]
+__all__ = ["SLOW_METHODS", "WAITS", "LinkFactory", "Refusal", "Service", "Session",
+           "SessionQueue", "DEFAULT_LIVENESS_INTERVAL", "in_waits", "may_wait",
+           "message_from_wire", "refusal_data"]
 
 logger = logging.getLogger("berrymq.remote")
 
@@ -99,6 +100,33 @@ def in_waits(function: Callable[..., object], *args: Any) -> None:
         WAITS.submit(function, *args)
 
 
+class Refusal(QueueFull):
+    """A session queue refused a message because of one of the node's settings: which one
+    (``setting``) and its value (``limit``), for the ``data`` of the error answered."""
+
+    def __init__(self, text: str, setting: str, limit: int) -> None:
+        super().__init__(text)
+        self.setting = setting
+        self.limit = limit
+
+
+def refusal_data(indexes: list[int], first: BaseException | None) -> dict[str, Any]:
+    """The ``data`` of a :data:`~berrymq_jsonrpc.protocol.QUEUE_FULL` answer: the refused
+    indexes, and the setting (with its value) that refused the first of them when a
+    setting did (not when a receiver of the node's own refused it)."""
+    data: dict[str, Any] = {"refused": indexes}
+    if isinstance(first, Refusal):
+        data["setting"] = first.setting
+        data["limit"] = first.limit
+    return data
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
 class SessionQueue:
     """The bounded queue the server keeps for a ``connect_via_queue`` client.
 
@@ -140,16 +168,15 @@ class SessionQueue:
                 f"message {ident} cannot go to a remote queue: it is not JSON ({exc})"
             ) from None
         if 0 < self.maxsize <= self._items.qsize():
-            raise QueueFull(
+            raise Refusal(
                 f"the remote client's queue {self.pattern} is full ({self.maxsize} "
-                f"messages); message {ident} was refused"
-            )
+                f"messages, setting queue_size); message {ident} was refused",
+                "queue_size", self.maxsize)
         if not self._budget.take(size, self.max_bytes):
-            raise QueueFull(
+            raise Refusal(
                 f"the node's remote client queues hold {self._budget.total} bytes; message "
                 f"{ident} ({size} bytes) would go over the cap of {self.max_bytes} (setting "
-                "max_queued_bytes) and was refused"
-            )
+                "max_queued_bytes) and was refused", "max_queued_bytes", self.max_bytes)
         with self._lock:
             if self.closed:
                 self._budget.give(size)
@@ -570,28 +597,31 @@ class Service:
                                      self.max_queued_bytes)
         return session.token
 
-    def _deliver(self, session: Session, message: Message, reply_to: Identifier | None) -> bool:
-        """Give one message to the bus; False when a full queue refused it."""
+    def _deliver(self, session: Session, message: Message,
+                 reply_to: Identifier | None) -> QueueFull | None:
+        """Give one message to the bus; the refusal when a full queue refused it."""
         try:
             if not self.bus.receive(message, session.link, reply_to):  # stats: why not
                 if message[3] + 1 >= self.bus.hop_limit:
                     self.stats.lost("hop limit")
                 else:
                     self.stats.duplicate()
-        except QueueFull:
+        except QueueFull as exc:
             self.stats.lost("refused: queue full")  # stats
-            return False
+            return exc
         except ExceptionGroup as group:
             refused, others = group.split(QueueFull)
-            if refused is not None:
-                self.stats.lost("refused: queue full")  # stats
             if others is not None:
                 logger.error("receivers failed on message %s from a remote node",
                              message[0], exc_info=others)
-            return refused is None
+            if refused is not None:
+                self.stats.lost("refused: queue full")  # stats
+                first = _first_leaf(refused)
+                assert isinstance(first, QueueFull)
+                return first
         except Exception:
             logger.exception("delivering message %s from a remote node failed", message[0])
-        return True
+        return None
 
     def _send_message(self, context: Any, params: dict[str, Any]) -> str:
         _allowed(p.METHOD_SEND_MESSAGE, params, _SEND_MESSAGE)
@@ -601,8 +631,9 @@ class Service:
             params, "the message's",
         )
         self.stats.message_in(message[0], session)  # stats
-        if not self._deliver(session, message, reply_to):
-            raise app_error(p.QUEUE_FULL, {"refused": [0]})
+        refusal = self._deliver(session, message, reply_to)
+        if refusal is not None:
+            raise app_error(p.QUEUE_FULL, refusal_data([0], refusal))
         return p.RESULT_OK
 
     def _send_messages(self, context: Any, params: dict[str, Any]) -> str:
@@ -624,10 +655,15 @@ class Service:
             ))
         self.stats.messages_in([message[0] for message, _ in built], session)  # stats
         deliver = self._deliver
-        refused = [i for i, (message, reply_to) in enumerate(built)
-                   if not deliver(session, message, reply_to)]
+        refused: list[int] = []
+        first: QueueFull | None = None
+        for index, (message, reply_to) in enumerate(built):
+            refusal = deliver(session, message, reply_to)
+            if refusal is not None:
+                refused.append(index)
+                first = first or refusal
         if refused:
-            raise app_error(p.QUEUE_FULL, {"refused": refused})
+            raise app_error(p.QUEUE_FULL, refusal_data(refused, first))
         return p.RESULT_OK
 
     def _queue_of(self, params: dict[str, Any]) -> SessionQueue:

@@ -39,6 +39,11 @@ Settings (each plugin's table in the settings file, see :func:`declare_settings`
 ``callback_hosts``
     the hosts and CIDR blocks ``interconnect`` may make the node call back (default:
     loopback addresses only).
+``outbox_size``, ``outbox_bytes``, ``outbox_wait``
+    the bounds of each connection's outbox, the messages waiting to be sent to one peer:
+    in messages (default 100 000) and in bytes of message text (default 64 MiB); a sender
+    past either waits up to ``outbox_wait`` seconds (default 10) for room, then gets
+    :class:`berrymq.QueueFull` naming the setting. Nothing waiting is dropped to make room.
 ``liveness_interval``
     how often, in seconds, the node checks that the peers of its interconnections are
     still there (default 5): an HTTP peer that is gone has its session closed then, not
@@ -56,16 +61,17 @@ import threading
 import time
 import weakref
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from berrymq.errors import ConnectionClosed, TransportError
+from berrymq.errors import ConnectionClosed, QueueFull, TransportError
 from berrymq.identifier import Identifier
 from berrymq.registries import SettingsSchema
 from berrymq.transports.base import Connection, Transport
+from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.client import Channel, Link
+from berrymq_jsonrpc.client import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE, Channel, Link
 from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
 from berrymq_jsonrpc.limits import Admission, CallbackRule
@@ -101,6 +107,9 @@ _SETTINGS: dict[str, type | tuple[type, ...]] = {
     "callback_hosts": list,
     "liveness_interval": (int, float),
     "max_queued_bytes": int,
+    "outbox_size": int,
+    "outbox_bytes": int,
+    "outbox_wait": (int, float),
 }
 
 
@@ -193,6 +202,11 @@ class RemoteTransport(Transport):
         self.max_get_wait = float(_setting(settings, "max_get_wait", p.DEFAULT_MAX_GET_WAIT,
                                            plugin))
         queue_size = int(_setting(settings, "queue_size", p.DEFAULT_QUEUE_SIZE, plugin))
+        #: the bounds of every connection's outbox (:class:`~berrymq_jsonrpc.client.Outbox`)
+        self.outbox_size = int(_setting(settings, "outbox_size", DEFAULT_OUTBOX_SIZE, plugin))
+        self.outbox_bytes = int(_setting(settings, "outbox_bytes", DEFAULT_OUTBOX_BYTES,
+                                         plugin))
+        self.outbox_wait = float(_setting(settings, "outbox_wait", DEFAULT_TIMEOUT, plugin))
         self.secret: str | None = settings.get("secret") or os.environ.get(p.SECRET_ENV_VAR) or None
         self.service = Service(bus, secret=self.secret, queue_size=queue_size,
                                max_get_wait=self.max_get_wait, link_factory=self._peer_link,
@@ -277,10 +291,7 @@ class RemoteTransport(Transport):
             except ValueError:
                 raise invalid_params(f"'addr' must be a {self.scheme}://host:port URL") from None
             self.service.callbacks.check(host)
-            try:
-                channel = self._open_channel(addr)
-            except (ConnectionClosed, TransportError) as exc:
-                raise app_error(p.NOT_AVAILABLE, f"cannot call back {addr}: {exc}") from None
+            channel = self._callback_channel(addr)
             owns = True
         link: Link
 
@@ -289,7 +300,35 @@ class RemoteTransport(Transport):
             if session is not None:
                 in_waits(self.service.close_session, session.token, "peer unreachable")
 
-        link = Link(channel, token, name=f"{self.scheme}:peer", on_dead=dead, owns_channel=owns)
+        link = self._link(channel, token, f"{self.scheme}:peer", dead, owns_channel=owns)
+        return link
+
+    def _callback_channel(self, addr: str) -> Channel:
+        """A channel to ``addr``, the caller's own server, checked to accept a connection
+        (an HTTP channel connects only when used: it is tried once here), so that an
+        ``interconnect`` naming an address where nothing listens fails at once, with
+        :data:`~berrymq_jsonrpc.protocol.NOT_AVAILABLE` naming it, and leaves no session."""
+        try:
+            channel = self._open_channel(addr)
+        except (ConnectionClosed, TransportError) as exc:
+            raise app_error(p.NOT_AVAILABLE, f"cannot call back {addr}: {exc}") from None
+        try:
+            reachable = io_loop.run(channel.alive(), self.timeout + 1.0)
+        except (TimeoutError, OSError) as exc:
+            reachable, why = False, f"{type(exc).__name__} {exc}".strip()
+        else:
+            why = "nothing accepts a connection there"
+        if not reachable:
+            channel.close()
+            raise app_error(p.NOT_AVAILABLE, f"cannot call back {addr}: {why}")
+        return channel
+
+    def _link(self, channel: Channel, token: str, name: str,
+              on_dead: Callable[[BaseException], None], *, owns_channel: bool = False) -> Link:
+        """A link on ``channel`` with this transport's outbox bounds and the node's stats."""
+        link = Link(channel, token, name=name, on_dead=on_dead, owns_channel=owns_channel,
+                    outbox_size=self.outbox_size, outbox_bytes=self.outbox_bytes,
+                    outbox_wait=self.outbox_wait)
         link.stats = self.service.stats  # stats
         return link
 
@@ -384,7 +423,7 @@ class RemoteTransport(Transport):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 done = box.flush(left) and done
-            except ConnectionClosed:  # the link failed: its losses were counted and logged
+            except (ConnectionClosed, QueueFull):  # lost or refused: counted and logged
                 done = False
         return done
 
