@@ -521,7 +521,7 @@ def test_too_large_tcp_closes_only_that_connection(node: Served) -> None:
     assert_error(conn.call(_sized(LIMIT)), -32601, 1)  # exactly the limit is accepted
     conn.send_raw(_sized(LIMIT + 1) + b"\n")
     err = assert_error(conn.recv(), -32003, None)
-    assert err["data"] == {"limit": LIMIT}
+    assert err["data"] == {"limit": LIMIT, "setting": "max_size"}
     assert conn.read_line() is None  # then closed
     conn.close()
     # an endless line without a newline is cut at the limit too
@@ -541,7 +541,7 @@ def test_too_large_http_413(node: Served) -> None:
     status, _, rest = http_raw(addr, _sized(LIMIT + 1))
     assert status == 413
     err = assert_error(json.loads(rest), -32003, None)
-    assert err["data"] == {"limit": LIMIT}
+    assert err["data"] == {"limit": LIMIT, "setting": "max_size"}
     with socket.create_connection(addr, timeout=10) as s:  # a lying Content-Length
         s.sendall(b"POST / HTTP/1.1\r\nContent-Type: application/json\r\n"
                   b"Content-Length: 99999999999999\r\n\r\n")
@@ -1179,7 +1179,7 @@ def test_queue_full_is_refused_not_dropped(tmp_path: Path) -> None:
             msgs = [[f"full:{i}", [i], {}] for i in range(4)]
             err = assert_error(b.call(rq("send_messages", {"token": tok, "messages": msgs}, 2)),
                                -32005, 2)
-            assert err["data"]["refused"] == [2, 3]
+            assert err["data"] == {"refused": [2, 3], "setting": "queue_size", "limit": 2}
             assert b.call(rq("get_nowait", {"token": q}, 3))["result"][0] == "full:0"
             assert b.call(rq("get_nowait", {"token": q}, 4))["result"][0] == "full:1"
             assert_error(b.call(rq("get_nowait", {"token": q}, 5)), -32002)

@@ -111,6 +111,7 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
                 "scheme": scheme, "address": connection.address, "style": connection.style,
                 "direction": "out", "age_s": round(now - getattr(connection, "opened", now), 3),
                 "pending": outbox.pending, "sent": outbox.sent, "lost": outbox.lost,
+                "refused": outbox.refused,
                 "state": "closed" if connection.closed else "open",
             })
         service = getattr(transport, "service", None)

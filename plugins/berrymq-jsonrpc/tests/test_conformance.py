@@ -340,7 +340,8 @@ def test_queue_full_is_refused_not_dropped(scheme_server: tuple[Bus, Raw]) -> No
     with pytest.raises(berrymq.QueueFull):
         bus.twitter("f:3")
     error = rpc.error("send_messages", {"token": sender, "messages": [["f:4", [], {}]]})
-    assert error == {"code": p.QUEUE_FULL, "message": "Queue is full", "data": {"refused": [0]}}
+    assert error == {"code": p.QUEUE_FULL, "message": "Queue is full", "data": {
+        "refused": [0], "setting": "queue_size", "limit": 2}}
     assert rpc.result("get_nowait", [token])[0] == "f:1"
     assert rpc.result("get_nowait", [token])[0] == "f:2"
     assert rpc.error("get_nowait", [token])["code"] == p.EMPTY
@@ -456,7 +457,8 @@ def test_oversized_request_is_refused_with_the_documented_code(
         reply = json.loads(response.read())
         conn.close()
     assert reply == {"jsonrpc": "2.0", "id": None, "error": {
-        "code": p.TOO_LARGE, "message": "Message too large", "data": {"limit": 2048}}}
+        "code": p.TOO_LARGE, "message": "Message too large", "data": {
+            "limit": 2048, "setting": "max_size"}}}
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
