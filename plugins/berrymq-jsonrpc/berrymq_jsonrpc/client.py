@@ -500,10 +500,6 @@ class Outbox:
             logger.error("%s: closed with %d messages not sent", self.name, self.lost)
 
 
-#: Refusals by peers are logged once per burst, with a count, whatever the connection.
-_refusals = BurstLog(logger)
-
-
 class Link(base.Link):
     """A JSON-RPC link to one peer (the forwarder of an interconnection, and what every
     style sends and asks through): messages go in ``send_messages`` batches.
@@ -540,6 +536,8 @@ class Link(base.Link):
                              on_refused=self._refused)
         self.closed = False
         self.stats: NodeStats | None = None  # stats: set by the transport that owns the link
+        #: the peer's refusals are logged once per burst, with a count
+        self._refusals = BurstLog(logger)
 
     async def _send_batch(self, texts: list[str]) -> None:
         await self.channel.send_messages(self.token, texts)
@@ -550,7 +548,7 @@ class Link(base.Link):
     def _refused(self, exc: QueueFull, count: int) -> None:
         if self.stats is not None:  # stats
             self.stats.lost(REFUSED, count)
-        _refusals.warning("%s: %s refused %d message(s) (%s); %d refused on this "
+        self._refusals.warning("%s: %s refused %d message(s) (%s); %d refused on this "
                           "connection so far, which stays open", self.name, self.channel.url,
                           count, exc, self.outbox.refused)
 

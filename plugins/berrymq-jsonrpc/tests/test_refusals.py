@@ -1,0 +1,334 @@
+"""Refusals on real sockets (issue 10): a full outbox, a full queue of the peer, an
+oversized request, a callback address where nothing listens. Each refusal names its
+setting, and nothing a call accepted is lost without a count and a reason."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.transport import RemoteConnection, RemoteTransport
+
+import berrymq
+from berrymq.bus import Bus
+from berrymq.identifier import Identifier
+from berrymq.message import Message
+
+Factory = Callable[..., Bus]
+WAIT = 10.0
+TOKEN = "t" * 43
+
+
+def serve(bus_factory: Factory, scheme: str, **settings: Any) -> tuple[Bus, str]:
+    bus = bus_factory(**{f"jsonrpc_{scheme}": settings})
+    return bus, bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+
+
+def wait_until(condition: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- a peer that answers the opening request, then reads nothing --------------------------
+
+
+class DeafPeer:
+    """A raw TCP server that answers ``connect_oneway`` with a token and then never reads
+    again (nor answers): what a stalled or overwhelmed node looks like to a sender."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(WAIT)
+        self.url = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.conn: socket.socket | None = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:  # closed (or timed out) before any client came
+            return
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # takes little in
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        request = json.loads(data)
+        conn.sendall(json.dumps({"jsonrpc": "2.0", "result": TOKEN,
+                                 "id": request["id"]}).encode() + b"\n")
+        self.conn = conn
+        self.ready.set()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
+        self.thread.join(WAIT)
+
+
+@pytest.fixture
+def deaf_peer() -> Iterator[DeafPeer]:
+    peer = DeafPeer()
+    yield peer
+    peer.close()
+
+
+def test_a_full_outbox_blocks_then_raises_queue_full_naming_outbox_bytes(
+        bus_factory: Factory, deaf_peer: DeafPeer) -> None:
+    limit = 2 * 1024 * 1024
+    client = bus_factory(jsonrpc_tcp={"outbox_bytes": limit, "outbox_wait": 0.3,
+                                      "timeout": 30})
+    connection = client.transport("tcp").connect_oneway(deaf_peer.url, 60)
+    assert isinstance(connection, RemoteConnection)
+    assert deaf_peer.ready.wait(WAIT)
+    outbox = connection.link.outbox
+    payload = "x" * (256 * 1024)  # each message is 256 KiB of JSON and a little more
+    accepted = refused = 0
+    most = 0
+    errors: list[berrymq.QueueFull] = []
+    for i in range(40):  # 10 MiB offered: every byte of it would be held without a bound
+        started = time.monotonic()
+        try:
+            connection.send(Message(Identifier("big:x"), (i, payload), {}))
+        except berrymq.QueueFull as exc:
+            assert time.monotonic() - started >= 0.25  # the sender waited for room first
+            errors.append(exc)
+            refused += 1
+        else:
+            accepted += 1
+        most = max(most, outbox.queued_bytes)
+        if refused == 3:
+            break
+    # memory is bounded: what waits stays under the setting, and the rest was refused
+    assert most <= limit
+    assert accepted <= limit // len(payload) + 2  # the bound, and one batch on its way
+    assert "setting outbox_bytes" in str(errors[0]) and str(limit) in str(errors[0])
+    assert not connection.closed  # a full outbox refuses, it does not break the connection
+    # the peer goes away: everything accepted is reported, nothing vanishes
+    deaf_peer.close()
+    wait_until(lambda: connection.closed, "the connection to notice the peer is gone")
+    assert outbox.sent == 0
+    assert connection.losses == {"not sent: connection failed or closed": accepted}
+    stats = client.transport("tcp").service.stats  # type: ignore[attr-defined]
+    assert stats.losses()["not sent: connection failed or closed"] == accepted
+
+
+def test_a_full_outbox_in_messages_names_outbox_size(
+        bus_factory: Factory, deaf_peer: DeafPeer) -> None:
+    client = bus_factory(jsonrpc_tcp={"outbox_size": 5, "outbox_wait": 0.2, "timeout": 30})
+    connection = client.transport("tcp").connect_oneway(deaf_peer.url, 60)
+    assert isinstance(connection, RemoteConnection)
+    assert deaf_peer.ready.wait(WAIT)
+    outbox = connection.link.outbox
+    # the first goes out alone (and is never answered); 5 more wait; the 7th is refused
+    connection.send(Message(Identifier("small:x"), (0,), {}))
+    wait_until(lambda: outbox.pending == 0, "the first message to be on its way")
+    for i in range(1, 6):
+        connection.send(Message(Identifier("small:x"), (i,), {}))
+    with pytest.raises(berrymq.QueueFull, match=r"5 messages wait .*setting outbox_size"):
+        connection.send(Message(Identifier("small:x"), (6,), {}))
+    assert outbox.pending == 5
+
+
+# -- a peer whose queue is full: refused messages are reported, the connection stays ---------
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_refusals_by_a_full_queue_leave_the_connection_and_outbox_open(
+        bus_factory: Factory, scheme: str) -> None:
+    node, url = serve(bus_factory, scheme, queue_size=5)
+    others = berrymq.Queue("other:*", bus=node)
+    client = bus_factory()
+    transport = client.transport(scheme)
+    store = transport.connect_via_queue(url, Identifier("job:*"), 60)
+    connection = transport.connect_oneway(url, 60)
+    assert isinstance(connection, RemoteConnection)
+    for i in range(50):
+        connection.send(Message(Identifier("job:x"), (i,), {}))
+    with pytest.raises(berrymq.QueueFull, match=r"refused 45 message\(s\).*setting queue_size"):
+        connection.flush(WAIT)
+    # the connection and its outbox go on: later messages are delivered
+    assert not connection.closed
+    for i in range(20):
+        connection.send(Message(Identifier("other:x"), (i,), {}))
+    assert connection.flush(WAIT) is True
+    assert [others.get(timeout=WAIT).args[0] for _ in range(20)] == list(range(20))
+    # the five the queue took are there, in order; the 45 refused are counted with reason
+    assert [store.get(timeout=WAIT).args[0] for _ in range(5)] == list(range(5))
+    assert connection.losses == {"refused: queue full": 45}
+    assert connection.link.outbox.sent == 5 + 20
+    client_stats = transport.service.stats  # type: ignore[attr-defined]
+    assert client_stats.losses() == {"refused: queue full": 45}
+    # room again in the queue: the same connection delivers there again
+    connection.send(Message(Identifier("job:x"), ("again",), {}))
+    assert connection.flush(WAIT) is True
+    assert store.get(timeout=WAIT).args == ("again",)
+    # and the bus's flush says the refusals with False, not an exception, once
+    for i in range(10):
+        connection.send(Message(Identifier("job:x"), (i,), {}))
+    assert client.flush(WAIT) is False
+    assert client.flush(WAIT) is True
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_refusals_on_an_interconnection_are_counted_and_it_stays_open(
+        bus_factory: Factory, scheme: str, caplog: pytest.LogCaptureFixture) -> None:
+    node, url = serve(bus_factory, scheme, queue_size=3)
+    client = bus_factory()
+    transport = client.transport(scheme)
+    if scheme == "http":
+        transport.listen("http://127.0.0.1:0")  # the node calls this one back
+    store = transport.connect_via_queue(url, Identifier("job:*"), 60)
+    connection = transport.interconnect(url, 60)
+    assert isinstance(connection, RemoteConnection)
+    with caplog.at_level(logging.WARNING, logger="berrymq.remote"):
+        for i in range(10):
+            client.twitter("job:x", i)
+        assert client.flush(WAIT) is False  # seven were refused
+    assert [store.get(timeout=WAIT).args[0] for _ in range(3)] == [0, 1, 2]
+    assert connection.losses == {"refused: queue full": 7}
+    assert [r for r in caplog.records if "on this connection so far, which stays open"
+            in r.getMessage()]  # logged (once per burst)
+    got = berrymq.Queue("later:*", bus=node)
+    client.twitter("later:x", "still open")
+    assert client.flush(WAIT) is True
+    assert got.get(timeout=WAIT).args == ("still open",)
+
+
+# -- every refusal that comes from a setting names it -----------------------------------------
+
+
+def rpc_tcp(sock: socket.socket, obj: Any) -> Any:
+    sock.sendall(json.dumps(obj).encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        assert chunk, "closed without an answer"
+        data += chunk
+    return json.loads(data)
+
+
+def request(method: str, params: Any, id: Any = 1) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": method, "params": params, "id": id}
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_too_large_names_the_setting(bus_factory: Factory, scheme: str) -> None:
+    _, url = serve(bus_factory, scheme, max_size=2048)
+    port = int(url.rsplit(":", 1)[1])
+    body = json.dumps(request("connect_oneway", {"ttl": 1, "pad": "x" * 4000})).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        if scheme == "tcp":
+            sock.sendall(body + b"\n")
+        else:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/"
+                         b"json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    error = json.loads(data.rpartition(b"\r\n\r\n")[2] if scheme == "http" else data)["error"]
+    assert error["code"] == p.TOO_LARGE == -32003
+    assert error["data"] == {"limit": 2048, "setting": "max_size"}
+
+
+def test_queue_full_names_queue_size_or_max_queued_bytes(bus_factory: Factory) -> None:
+    _, url = serve(bus_factory, "tcp", queue_size=2, max_queued_bytes=10_000)
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        rpc_tcp(sock, request("connect_via_queue", {"identifier": "few:*"}, 1))
+        rpc_tcp(sock, request("connect_via_queue", {"identifier": "big:*"}, 2))
+        sender = rpc_tcp(sock, request("connect_oneway", {}, 3))["result"]
+        few = [[f"few:{i}", [i], {}] for i in range(4)]
+        error = rpc_tcp(sock, request("send_messages", {"token": sender, "messages": few}, 4))
+        assert error["error"]["code"] == p.QUEUE_FULL
+        assert error["error"]["data"] == {"refused": [2, 3], "setting": "queue_size", "limit": 2}
+        big = [["big:x", ["x" * 6000], {}], ["big:y", ["y" * 6000], {}]]
+        error = rpc_tcp(sock, request("send_messages", {"token": sender, "messages": big}, 5))
+        assert error["error"]["data"] == {"refused": [1], "setting": "max_queued_bytes",
+                                          "limit": 10_000}
+        one = {"token": sender, "identifier": "few:z"}
+        error = rpc_tcp(sock, request("send_message", one, 6))
+        assert error["error"]["data"] == {"refused": [0], "setting": "queue_size", "limit": 2}
+
+
+# -- interconnect: a callback address where nothing listens -----------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_an_unreachable_callback_fails_the_interconnect_at_once(
+        bus_factory: Factory, scheme: str, caplog: pytest.LogCaptureFixture) -> None:
+    node, url = serve(bus_factory, scheme)
+    port = int(url.rsplit(":", 1)[1])
+    dead = f"{scheme}://127.0.0.1:{free_port()}"  # nothing listens there
+    params = {"addr": dead, "token": TOKEN, "ttl": 60}
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING), socket.create_connection(
+            ("127.0.0.1", port), timeout=WAIT) as sock:
+        if scheme == "tcp":
+            answer = rpc_tcp(sock, request("interconnect", params))
+        else:
+            body = json.dumps(request("interconnect", params)).encode()
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/"
+                         b"json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            data = b""
+            while not data.endswith(b"}"):
+                data += sock.recv(65536)
+            answer = json.loads(data.rpartition(b"\r\n\r\n")[2])
+    assert time.monotonic() - started < 5
+    error = answer["error"]
+    assert error["code"] == p.NOT_AVAILABLE == -32007 and error["message"] == "Not available"
+    assert dead in error["data"] and "cannot call back" in error["data"]
+    assert not node.transport(scheme).service.sessions  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def test_interconnect_raises_when_the_node_cannot_call_back(
+        bus_factory: Factory, serve_node: Callable[..., Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    node = serve_node("--http", "127.0.0.1:0")
+    client = bus_factory()
+    transport = client.transport("http")
+    assert isinstance(transport, RemoteTransport)
+    transport.listen("http://127.0.0.1:0")
+    # this client announces a callback address where nothing listens (as one behind a
+    # firewall would): the node (another process) tries it and refuses the interconnect
+    dead = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setattr(transport, "_own_address", lambda: dead)
+    with pytest.raises(berrymq.RemoteError, match="cannot call back " + dead) as info:
+        transport.interconnect(node.urls["http"], 60)
+    assert info.value.code == p.NOT_AVAILABLE
+    assert not transport.service.sessions  # the client's own session is gone too
+    assert not client.connections()
+    # the node left no session behind and logged no traceback
+    status = json.loads(_get(node.urls["http"] + "/status"))
+    assert status["sessions"] == []
+    node.process.terminate()
+    node.process.wait(WAIT)
+    assert node.process.stderr is not None
+    assert "Traceback" not in node.process.stderr.read()
+
+
+def _get(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=WAIT) as response:
+        return response.read()  # type: ignore[no-any-return]
