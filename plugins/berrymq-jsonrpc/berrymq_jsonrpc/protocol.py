@@ -228,15 +228,19 @@ INTERNAL_ERROR = -32603
 UNKNOWN_TOKEN = -32001
 #: The queue is empty (``get_nowait``, or ``get`` whose wait ended).
 EMPTY = -32002
-#: The request is over the size limit (``data.limit`` is the limit in bytes).
+#: The request is over the size limit (``data.limit`` is the limit in bytes,
+#: ``data.setting`` the setting: ``max_size``).
 TOO_LARGE = -32003
 #: The server requires a shared secret and the request lacks it or has a wrong one.
 UNAUTHORISED = -32004
-#: A bounded queue was full and refused the message (it was not stored).
+#: A bounded queue was full and refused the message (it was not stored): ``data.refused``
+#: lists the refused indexes; ``data.setting`` and ``data.limit`` name the setting that
+#: refused the first of them (``queue_size``, ``max_queued_bytes``) when one did.
 QUEUE_FULL = -32005
 #: The token's session has no queue (it was not opened with ``connect_via_queue``).
 NO_QUEUE = -32006
-#: The node cannot do this (e.g. ``network`` without the module that describes it).
+#: The node cannot do this (``network`` without the module that describes it, or an
+#: ``interconnect`` whose callback address cannot be reached: ``data`` names it).
 NOT_AVAILABLE = -32007
 #: The token cannot be a token (a string of the wrong length or characters); a missing
 #: or non-string token is Invalid params.

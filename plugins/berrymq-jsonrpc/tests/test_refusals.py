@@ -332,3 +332,18 @@ def _get(url: str) -> bytes:
 
     with urllib.request.urlopen(url, timeout=WAIT) as response:
         return response.read()  # type: ignore[no-any-return]
+
+
+def test_every_setting_of_the_transports_is_documented() -> None:
+    from pathlib import Path
+
+    from berrymq_jsonrpc.transport import _SETTINGS
+
+    docs = Path(__file__).resolve().parents[3] / "docs"
+    settings = (docs / "settings.md").read_text(encoding="utf-8")
+    for key in _SETTINGS:
+        assert f"| `{key}` |" in settings, f"docs/settings.md does not describe {key}"
+    protocol = (docs / "protocol.md").read_text(encoding="utf-8")
+    for key in ("outbox_size", "outbox_bytes", "outbox_wait", "max_size", "queue_size",
+                "max_queued_bytes"):
+        assert f"`{key}`" in protocol, f"docs/protocol.md's Limits do not name {key}"
