@@ -369,11 +369,11 @@ class Outbox:
         if self.failure is not None or self._stopped:
             raise self._closed_error()
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float | None = None, *, report: bool = True) -> bool:
         """Wait until everything queued so far was sent and acknowledged; False on
-        timeout. Raises the failure that stopped the outbox, if any, and
+        timeout. Raises the failure that stopped the outbox, if any, and (``report``)
         :class:`berrymq.QueueFull` when the peer refused messages since the last flush
-        (the outbox goes on)."""
+        that reported (the outbox goes on)."""
         if self.failure is None and not self._task.done():
             if not self._items and not self._sending:
                 done = True  # nothing queued, nothing on its way: no round trip to the loop
@@ -389,7 +389,7 @@ class Outbox:
         if self.failure is not None:
             raise ConnectionClosed(f"{self.name}: {self.failure}") from self.failure
         refused = self.refused - self._refused_flushed
-        if refused:
+        if refused and report:
             self._refused_flushed += refused
             raise QueueFull(f"{self.name}: the peer refused {refused} message(s) sent since "
                             f"the last flush ({self.refusal}); the others were delivered")
@@ -592,7 +592,9 @@ class Link(base.Link):
 
     def request(self, message: Message, timeout: float) -> list[Any]:
         """Ask the peer's receivers (the ``ask`` method) and return their replies."""
-        self.outbox.flush(timeout)  # messages sent before the question arrive before it
+        # messages sent before the question arrive before it (refusals among them are for
+        # the sender's next flush to report, not for this question)
+        self.outbox.flush(timeout, report=False)
         params: dict[str, Any] = {
             "identifier": str(message[0]), "args": list(message[1]), "kwargs": message[2],
             "timeout": timeout, "token": self.token,

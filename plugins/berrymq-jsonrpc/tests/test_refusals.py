@@ -162,8 +162,12 @@ def test_refusals_by_a_full_queue_leave_the_connection_and_outbox_open(
     store = transport.connect_via_queue(url, Identifier("job:*"), 60)
     connection = transport.connect_oneway(url, 60)
     assert isinstance(connection, RemoteConnection)
+    node.subscribe("price:quote", lambda message: 2 * message.args[0], weak=False)
     for i in range(50):
         connection.send(Message(Identifier("job:x"), (i,), {}))
+    # a question behind them waits for them, and is answered: the refusals are not its own
+    replies = client.ask("price:quote", 21, timeout=WAIT)
+    assert replies and all(reply == 42 for reply in replies)  # (one per connection)
     with pytest.raises(berrymq.QueueFull, match=r"refused 45 message\(s\).*setting queue_size"):
         connection.flush(WAIT)
     # the connection and its outbox go on: later messages are delivered
