@@ -351,8 +351,13 @@ class PeerQueueFull(QueueFull):
 
 
 def _setting_of(data: Any) -> str:
-    """`` (setting NAME = LIMIT on the peer)`` when an error's data names its setting."""
-    if type(data) is dict and type(data.get("setting")) is str:
+    """What an error's data object says, for the exception's text: its ``detail``, or
+    `` (setting NAME = LIMIT on the peer)`` when it names its setting."""
+    if type(data) is not dict:
+        return ""
+    if type(data.get("detail")) is str:
+        return f" ({data['detail']})"
+    if type(data.get("setting")) is str:
         return f" (setting {data['setting']} = {data.get('limit')} on the peer)"
     return ""
 

@@ -206,8 +206,11 @@ class CallbackRule:
 
     def check(self, host: str) -> None:
         """Raise the JSON-RPC error :data:`~berrymq_jsonrpc.protocol.NOT_ALLOWED` naming
-        the setting when the node may not call ``host`` back."""
+        the setting (``data.setting``, as every refusal by a setting) when the node may not
+        call ``host`` back."""
         if not self.allowed(host):
             rule = "loopback addresses only" if self.loopback_only else "the hosts it lists"
-            raise app_error(p.NOT_ALLOWED, f"this node calls back {rule} (setting "
-                                           f"callback_hosts); {host!r} is not among them")
+            raise app_error(p.NOT_ALLOWED, {
+                "setting": "callback_hosts",
+                "detail": f"this node calls back {rule} (setting callback_hosts); {host!r} "
+                          "is not among them"})

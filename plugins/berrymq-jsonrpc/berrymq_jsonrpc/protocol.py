@@ -249,7 +249,7 @@ BAD_TOKEN = -32008
 #: value): too many sessions, or (the connection is then closed) too many connections.
 LIMIT_REACHED = -32009
 #: The node's settings do not allow this (``interconnect`` to a callback address outside
-#: ``callback_hosts``); ``data`` names the setting.
+#: ``callback_hosts``); ``data.setting`` names the setting, ``data.detail`` says why.
 NOT_ALLOWED = -32010
 
 #: Application error codes and their fixed messages.

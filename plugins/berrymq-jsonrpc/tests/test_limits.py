@@ -238,7 +238,7 @@ def test_interconnect_calls_back_only_allowed_hosts(bus_factory: Factory, scheme
     error = interconnect(scheme, sock, f"{scheme}://192.0.2.1:9")["error"]  # TEST-NET-1
     assert time.monotonic() - started < 5  # refused, not tried
     assert error["code"] == p.NOT_ALLOWED and error["message"] == "Not allowed"
-    assert "callback_hosts" in error["data"] and "loopback" in error["data"]
+    assert error["data"]["setting"] == "callback_hosts" and "loopback" in error["data"]["detail"]
     assert not bus.transport(scheme).service.sessions  # type: ignore[attr-defined]
 
 
@@ -247,7 +247,7 @@ def test_callback_hosts_setting_replaces_loopback(bus_factory: Factory, scheme: 
     _, port = serve(bus_factory, scheme, callback_hosts=["127.0.0.2/32", "example.invalid"])
     sock = connect(port)
     error = interconnect(scheme, sock, f"{scheme}://127.0.0.1:9")["error"]
-    assert error["code"] == p.NOT_ALLOWED and "callback_hosts" in error["data"]
+    assert error["code"] == p.NOT_ALLOWED and error["data"]["setting"] == "callback_hosts"
     listener = socket.create_server(("127.0.0.2", 0))
     _open.append(listener)
     listener.settimeout(10)
