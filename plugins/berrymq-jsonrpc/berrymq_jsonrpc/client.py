@@ -258,7 +258,7 @@ class Outbox:
     :param limit: how many messages may wait (setting ``outbox_size``).
     :param byte_limit: how many bytes of message text may wait (setting ``outbox_bytes``);
         a message alone in the outbox is taken whatever its size.
-    :param block_timeout: how long a sender waits for room (setting ``timeout``).
+    :param block_timeout: how long a sender waits for room (setting ``outbox_wait``).
     :param batch_bytes: the most message text in one batch (a larger message goes alone).
     :param on_refused: called on the loop with the peer's refusal and how many messages
         of the batch it refused; it must not block.
@@ -353,7 +353,8 @@ class Outbox:
         else:
             bound = (f"{self.queued_bytes} bytes wait to be sent and {size} more would go "
                      f"over {self.byte_limit} (setting outbox_bytes)")
-        took = f"the peer took none in {waited:g}s" if waited else "a sender on the I/O loop cannot wait"
+        took = (f"no room came within {waited:g}s (setting outbox_wait)" if waited
+                else "a sender on the I/O loop cannot wait for room")
         return QueueFull(f"{self.name}: {bound}; {took}; this message was not sent")
 
     def _wait_for_room(self, size: int) -> None:
