@@ -10,7 +10,7 @@ Server: ``POST`` to the paths of :data:`berrymq_jsonrpc.dialect.HTTP_PATHS` for 
 (the media types of :func:`berrymq_jsonrpc.dialect.accepts_media_type`), and ``GET`` of the
 node's status routes (``/``, ``/status``, ``/metrics``, ``/network``), answered by
 :class:`berrymq_jsonrpc.monitor.Monitor`. Every request is parsed on the loop and answered
-on the delivery lane (``ask`` on a :data:`~berrymq_jsonrpc.service.WAITS` thread; a blocking
+on the delivery lane (``ask`` on a :data:`~berrymq_jsonrpc.sessions.WAITS` thread; a blocking
 ``get`` awaits its queue on the loop).
 Client: a small pool of keep-alive connections per peer. Over HTTP a peer cannot answer on
 the connection it was called on, so style 01 needs both nodes to serve: ``interconnect``

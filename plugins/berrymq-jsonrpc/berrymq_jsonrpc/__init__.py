@@ -4,10 +4,14 @@ plugins share.
 - :mod:`berrymq_jsonrpc.protocol`: method names, error codes, limits and framing rules;
 - :mod:`berrymq_jsonrpc.jsonrpc`: encoding, decoding and dispatch (the only module that
   imports ``jsonrpcserver`` and ``jsonrpcclient``, whose known defects it neutralises);
-- :mod:`berrymq_jsonrpc.service`: the server side: sessions (tokens), queues, TTL expiry;
+- :mod:`berrymq_jsonrpc.service`: the server side: the methods, sessions opened and
+  expired; :mod:`berrymq_jsonrpc.sessions`: what a session keeps (its bounded queue) and
+  the threads for what may wait; :mod:`berrymq_jsonrpc.params`: params checked, messages
+  read from the wire;
 - :mod:`berrymq_jsonrpc.client`: channels, the coalescing outbox and outgoing links;
 - :mod:`berrymq_jsonrpc.transport`: :class:`RemoteTransport`, the
   :class:`~berrymq.transports.base.Transport` both plugins subclass with their sockets;
+  :mod:`berrymq_jsonrpc.connection`: its connections, in the core's three styles;
 - :mod:`berrymq_jsonrpc.stats`: a node's counters; :mod:`berrymq_jsonrpc.status`: them as
   ``/status`` and ``/metrics``; :mod:`berrymq_jsonrpc.monitor`: the status routes, the
   access rule and ``serve --monitor``'s server; :mod:`berrymq_jsonrpc.status_cli`:

@@ -45,7 +45,7 @@ from berrymq_jsonrpc.limits import BurstLog
 
 if TYPE_CHECKING:
     from berrymq.message import Message
-    from berrymq_jsonrpc.service import Session
+    from berrymq_jsonrpc.sessions import Session
     from berrymq_jsonrpc.stats import NodeStats
 
 __all__ = [

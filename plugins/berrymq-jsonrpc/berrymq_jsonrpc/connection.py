@@ -22,7 +22,7 @@ from berrymq.message import Message
 from berrymq.transports.styles import LinkConnection
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import Channel, Link
-from berrymq_jsonrpc.service import Session, in_waits
+from berrymq_jsonrpc.sessions import Session, in_waits
 
 if TYPE_CHECKING:
     from berrymq_jsonrpc.transport import RemoteTransport

@@ -43,7 +43,8 @@ from berrymq_jsonrpc.jsonrpc import Dispatcher, ParseError, dumps, invalid_param
 if TYPE_CHECKING:
     from berrymq.identifier import Identifier
     from berrymq.message import Message
-    from berrymq_jsonrpc.service import Service, Session
+    from berrymq_jsonrpc.service import Service
+    from berrymq_jsonrpc.sessions import Session
 
 __all__ = [
     "CALLBACK_TIMEOUT",

@@ -1,7 +1,7 @@
-"""The server side of the protocol, for any transport: sessions, queues and the methods.
+"""The server side of the protocol, for any transport: the methods and the sessions they open.
 
 A :class:`Service` belongs to one transport of one bus. Each ``connect_*`` or
-``interconnect`` request opens a :class:`Session` named by a token; the session keeps
+``interconnect`` request opens a :class:`~berrymq_jsonrpc.sessions.Session` named by a token; it keeps
 what the connection needs (a bounded queue for style 03, an outgoing link for style 01)
 and is closed by ``close_connection``, by its peer going away, or when it was idle longer
 than its ttl (a sweeper thread frees it). The transport feeds request texts to
@@ -12,10 +12,7 @@ over HTTP) and writes back what it returns.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
-import contextlib
-import hmac
 import itertools
 import logging
 import math
@@ -26,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from berrymq.errors import InvalidIdentifier, QueueFull, ReplyError
+from berrymq.errors import QueueFull, ReplyError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.transports.ioloop import io_loop
@@ -43,17 +40,16 @@ from berrymq_jsonrpc.jsonrpc import (
     loads,
     validate_request,
 )
-from berrymq_jsonrpc.limits import CallbackRule, queued_bytes_for
+from berrymq_jsonrpc.limits import CallbackRule
+from berrymq_jsonrpc.params import allowed, identifier, message_from_wire, number, presents, string
+from berrymq_jsonrpc.sessions import WAITS, Session, SessionQueue, in_waits, refusal_data
 from berrymq_jsonrpc.stats import stats_for
 
 if TYPE_CHECKING:
-    from berrymq.bus import Bus, Subscription
+    from berrymq.bus import Bus
     from berrymq_jsonrpc.client import Link
-    from berrymq_jsonrpc.dialect import V1Link
 
-__all__ = ["SLOW_METHODS", "WAITS", "LinkFactory", "Refusal", "Service", "Session",
-           "SessionQueue", "DEFAULT_LIVENESS_INTERVAL", "in_waits", "may_wait",
-           "message_from_wire", "refusal_data"]
+__all__ = ["DEFAULT_LIVENESS_INTERVAL", "SLOW_METHODS", "LinkFactory", "Service", "may_wait"]
 
 logger = logging.getLogger("berrymq.remote")
 
@@ -61,20 +57,13 @@ logger = logging.getLogger("berrymq.remote")
 #: (setting ``liveness_interval``).
 DEFAULT_LIVENESS_INTERVAL = 5.0
 
-_tuple_new = tuple.__new__
-
 #: ``factory(addr, token, context)``: the outgoing link of an ``interconnect`` session,
 #: which forwards to the caller (at ``addr``, or back over ``context``) with ``token``.
 LinkFactory = Callable[[str | None, str, Any], "Link"]
 
-_CLOSED = object()
-
 #: Methods that may wait (a blocking ``get``, receivers answering ``ask``): the transports
 #: answer them on a :data:`WAITS` thread, never on the I/O loop or the delivery lane.
 SLOW_METHODS = frozenset({"get", "ask"})
-#: The few threads that run requests which may wait, and the closing of sessions (which
-#: may flush a link). Started on demand, shared by every transport of the process.
-WAITS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="berrymq-wait")
 
 
 def may_wait(request: Any) -> bool:
@@ -93,32 +82,7 @@ def may_wait(request: Any) -> bool:
     return not (method == "get" and type(params) is dict and params.get("block") is False)
 
 
-def in_waits(function: Callable[..., object], *args: Any) -> None:
-    """Run ``function(*args)`` on a :data:`WAITS` thread without waiting for it (nothing
-    runs once the interpreter is shutting down: the process is ending anyway)."""
-    with contextlib.suppress(RuntimeError):
-        WAITS.submit(function, *args)
 
-
-class Refusal(QueueFull):
-    """A session queue refused a message because of one of the node's settings: which one
-    (``setting``) and its value (``limit``), for the ``data`` of the error answered."""
-
-    def __init__(self, text: str, setting: str, limit: int) -> None:
-        super().__init__(text)
-        self.setting = setting
-        self.limit = limit
-
-
-def refusal_data(indexes: list[int], first: BaseException | None) -> dict[str, Any]:
-    """The ``data`` of a :data:`~berrymq_jsonrpc.protocol.QUEUE_FULL` answer: the refused
-    indexes, and the setting (with its value) that refused the first of them when a
-    setting did (not when a receiver of the node's own refused it)."""
-    data: dict[str, Any] = {"refused": indexes}
-    if isinstance(first, Refusal):
-        data["setting"] = first.setting
-        data["limit"] = first.limit
-    return data
 
 
 def _first_leaf(error: BaseException) -> BaseException:
@@ -126,207 +90,6 @@ def _first_leaf(error: BaseException) -> BaseException:
         error = error.exceptions[0]
     return error
 
-
-class SessionQueue:
-    """The bounded queue the server keeps for a ``connect_via_queue`` client.
-
-    It follows ``pattern`` on the bus, but never takes local (``_``) messages, which must
-    not leave the process. Policy when full: the message is *refused*, not dropped: the
-    sending ``twitter`` raises :class:`berrymq.QueueFull` (a remote sender gets
-    :data:`~berrymq_jsonrpc.protocol.QUEUE_FULL`). A message that cannot be written as
-    JSON is refused the same way, with a ``TypeError`` naming it.
-    """
-
-    def __init__(self, bus: Bus, pattern: Identifier, maxsize: int,
-                 max_bytes: int = p.DEFAULT_MAX_QUEUED_BYTES) -> None:
-        self.pattern = pattern
-        self.maxsize = maxsize
-        #: the cap on the bytes of every session queue of the node (``max_queued_bytes``)
-        self.max_bytes = max_bytes
-        self._budget = queued_bytes_for(bus)
-        self._items: queue.Queue[object] = queue.Queue(maxsize + 1 if maxsize > 0 else 0)
-        #: the sizes of the entries, in order; with _items under _lock
-        self._sizes: collections.deque[int] = collections.deque()
-        self._lock = threading.Lock()
-        #: futures on the I/O loop of requests waiting for an entry (:meth:`wait`)
-        self._waiters: list[asyncio.Future[None]] = []
-        self.closed = False
-        self.subscription: Subscription = bus.subscribe(
-            pattern, self.put, weak=False, kind="queue"
-        )
-
-    def put(self, message: Message) -> None:
-        """The receiver: store the message as ``[identifier, args, kwargs]``."""
-        ident: Identifier = message[0]
-        if ident.is_local or self.closed:
-            return
-        entry = [str(ident), list(message[1]), message[2]]
-        try:
-            size = len(dumps(entry))
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"message {ident} cannot go to a remote queue: it is not JSON ({exc})"
-            ) from None
-        if 0 < self.maxsize <= self._items.qsize():
-            raise Refusal(
-                f"the remote client's queue {self.pattern} is full ({self.maxsize} "
-                f"messages, setting queue_size); message {ident} was refused",
-                "queue_size", self.maxsize)
-        if not self._budget.take(size, self.max_bytes):
-            raise Refusal(
-                f"the node's remote client queues hold {self._budget.total} bytes; message "
-                f"{ident} ({size} bytes) would go over the cap of {self.max_bytes} (setting "
-                "max_queued_bytes) and was refused", "max_queued_bytes", self.max_bytes)
-        with self._lock:
-            if self.closed:
-                self._budget.give(size)
-                return
-            self._sizes.append(size)
-            self._items.put_nowait(entry)
-        if self._waiters:
-            io_loop.call_soon(self._wake)
-
-    def _wake(self) -> None:
-        """On the I/O loop: let every waiting request look again."""
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def wait(self, timeout: float) -> None:
-        """On the I/O loop: return when an entry may have come, or after ``timeout``."""
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        if self._items.qsize():  # one came before the waiter was seen
-            self._wake()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter, timeout)
-
-    def get(self, timeout: float | None) -> list[Any]:
-        """The next entry; ``queue.Empty`` when none came in ``timeout`` (0: at once)."""
-        item = self._items.get_nowait() if timeout == 0 else self._items.get(True, timeout)
-        if item is _CLOSED:
-            self._items.put_nowait(_CLOSED)
-            raise app_error(p.UNKNOWN_TOKEN)
-        with self._lock:
-            if self._sizes:  # else close() gave them all back
-                self._budget.give(self._sizes.popleft())
-        return item  # type: ignore[return-value]
-
-    def close(self) -> None:
-        with self._lock:
-            if self.closed:
-                return
-            self.closed = True
-            self._budget.give(sum(self._sizes))
-            self._sizes.clear()
-        self.subscription.cancel()
-        while True:  # free the memory now, and wake every waiting get
-            try:
-                self._items.get_nowait()
-            except queue.Empty:
-                break
-        self._items.put_nowait(_CLOSED)
-        io_loop.call_soon(self._wake)
-
-
-class Session:
-    """What the server keeps for one token."""
-
-    __slots__ = ("closed", "context", "deadline", "link", "on_close", "opened", "queue",
-                 "style", "token", "ttl")
-
-    def __init__(self, token: str, style: str, ttl: float, context: Any = None) -> None:
-        self.token = token
-        self.style = style
-        self.ttl = ttl
-        self.deadline = time.monotonic() + ttl
-        self.opened = time.monotonic()  # stats: the session's age in /status
-        self.context = context
-        self.queue: SessionQueue | None = None
-        self.link: Link | V1Link | None = None
-        self.closed = False
-        self.on_close: list[Callable[[str], None]] = []
-
-    def touch(self) -> None:
-        """Mark the session used now (it expires ``ttl`` seconds after the last use)."""
-        self.deadline = time.monotonic() + self.ttl
-
-    def __repr__(self) -> str:
-        return f"<Session {self.style} {self.token[:6]}...>"
-
-
-def _presents(given: Any, secret: bytes) -> bool:
-    """Whether ``given`` (a request's ``secret``) is the shared secret; a string that is
-    not valid Unicode (a lone surrogate) is simply a wrong one."""
-    return type(given) is str and hmac.compare_digest(
-        given.encode("utf-8", "surrogatepass"), secret)
-
-
-def _allowed(method: str, params: dict[str, Any], names: frozenset[str]) -> None:
-    unknown = params.keys() - names
-    if unknown:
-        raise invalid_params(f"{method} has no parameter {sorted(unknown)[0]!r}")
-
-
-def _number(params: dict[str, Any], name: str, default: float | None, *, positive: bool = False,
-            allow_none: bool = False) -> float | None:
-    value: Any = params.get(name, default)
-    if value is None and allow_none:
-        return None
-    if type(value) not in (int, float) or not math.isfinite(value) or value < 0 or (
-            positive and value == 0):
-        need = "a positive number" if positive else "a number, 0 or more"
-        raise invalid_params(f"{name!r} must be {need}")
-    return float(value)
-
-
-def _string(params: dict[str, Any], name: str, *, required: bool = True) -> str | None:
-    value = params.get(name)
-    if value is None and not required:
-        return None
-    if type(value) is not str:
-        raise invalid_params(f"{name!r} must be a string")
-    return value
-
-
-def _identifier(text: Any, what: str) -> Identifier:
-    if type(text) is not str:
-        raise invalid_params(f"{what} must be an identifier string")
-    try:
-        ident = Identifier(text)
-    except InvalidIdentifier as exc:
-        raise invalid_params(f"{what}: {exc}") from None
-    if ident.is_local:
-        raise invalid_params(f"{what}: {text!r} is local (starts with '_'); local messages "
-                             "never leave their process")
-    return ident
-
-
-def message_from_wire(
-    ident_text: Any, args: Any, kwargs: Any, extras: Any, what: str
-) -> tuple[Message, Identifier | None]:
-    """Check one message of a request and build it; Invalid params naming ``what``."""
-    ident = _identifier(ident_text, f"{what} identifier")
-    if type(args) is not list:
-        raise invalid_params(f"{what} args must be an array")
-    if type(kwargs) is not dict:
-        raise invalid_params(f"{what} kwargs must be an object")
-    uid = None
-    hops = 0
-    reply_to = None
-    if extras:
-        if type(extras) is not dict:
-            raise invalid_params(f"{what} extras must be an object")
-        uid = extras.get("uid")
-        if uid is not None and type(uid) is not str:
-            raise invalid_params(f"{what} uid must be a string")
-        hops = extras.get("hops", 0)
-        if type(hops) is not int or hops < 0:
-            raise invalid_params(f"{what} hops must be an integer, 0 or more")
-        if extras.get("reply_to") is not None:
-            reply_to = _identifier(extras["reply_to"], f"{what} reply_to")
-    return _tuple_new(Message, (ident, tuple(args), kwargs, hops, uid)), reply_to
 
 
 _TOKEN_LENGTH = len(secrets.token_urlsafe(p.TOKEN_BYTES))
@@ -437,7 +200,7 @@ class Service:
         def checked(context: Any, params: dict[str, Any]) -> Any:
             given = params.pop(p.PARAM_SECRET, None)
             secret = self._secret
-            if secret is not None and not _presents(given, secret):
+            if secret is not None and not presents(given, secret):
                 raise app_error(p.UNAUTHORISED)
             return method(context, params)
 
@@ -565,18 +328,18 @@ class Service:
     # -- the methods ----------------------------------------------------------------------
 
     def _ttl(self, params: dict[str, Any]) -> float:
-        ttl = _number(params, "ttl", 1000.0, positive=True)
+        ttl = number(params, "ttl", 1000.0, positive=True)
         assert ttl is not None
         return ttl
 
     def _connect_oneway(self, context: Any, params: dict[str, Any]) -> str:
-        _allowed(p.METHOD_CONNECT_ONEWAY, params, frozenset({"ttl"}))
+        allowed(p.METHOD_CONNECT_ONEWAY, params, frozenset({"ttl"}))
         return self.open_session("oneway", self._ttl(params), context).token
 
     def _interconnect(self, context: Any, params: dict[str, Any]) -> str:
-        _allowed(p.METHOD_INTERCONNECT, params, frozenset({"addr", "token", "ttl"}))
-        addr = _string(params, "addr", required=False)
-        peer_token = _string(params, "token")
+        allowed(p.METHOD_INTERCONNECT, params, frozenset({"addr", "token", "ttl"}))
+        addr = string(params, "addr", required=False)
+        peer_token = string(params, "token")
         assert peer_token is not None
         ttl = self._ttl(params)
         if self.link_factory is None:
@@ -589,8 +352,8 @@ class Service:
         return session.token
 
     def _connect_via_queue(self, context: Any, params: dict[str, Any]) -> str:
-        _allowed(p.METHOD_CONNECT_VIA_QUEUE, params, frozenset({"identifier", "ttl"}))
-        pattern = _identifier(params.get("identifier"), "'identifier'")
+        allowed(p.METHOD_CONNECT_VIA_QUEUE, params, frozenset({"identifier", "ttl"}))
+        pattern = identifier(params.get("identifier"), "'identifier'")
         ttl = self._ttl(params)
         session = self.open_session("queue", ttl, context)
         session.queue = SessionQueue(self.bus, pattern, self.queue_size,
@@ -624,7 +387,7 @@ class Service:
         return None
 
     def _send_message(self, context: Any, params: dict[str, Any]) -> str:
-        _allowed(p.METHOD_SEND_MESSAGE, params, _SEND_MESSAGE)
+        allowed(p.METHOD_SEND_MESSAGE, params, _SEND_MESSAGE)
         session = self.session(params.get("token"))
         message, reply_to = message_from_wire(
             params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
@@ -637,7 +400,7 @@ class Service:
         return p.RESULT_OK
 
     def _send_messages(self, context: Any, params: dict[str, Any]) -> str:
-        _allowed(p.METHOD_SEND_MESSAGES, params, frozenset({"token", "messages"}))
+        allowed(p.METHOD_SEND_MESSAGES, params, frozenset({"token", "messages"}))
         session = self.session(params.get("token"))
         items = params.get("messages")
         if type(items) is not list:
@@ -673,12 +436,12 @@ class Service:
         return session.queue
 
     def _get(self, context: Any, params: dict[str, Any]) -> list[Any]:
-        _allowed(p.METHOD_GET, params, frozenset({"token", "block", "timeout"}))
+        allowed(p.METHOD_GET, params, frozenset({"token", "block", "timeout"}))
         store = self._queue_of(params)
         block = params.get("block", True)
         if type(block) is not bool:
             raise invalid_params("'block' must be true or false")
-        timeout = _number(params, "timeout", None, allow_none=True)
+        timeout = number(params, "timeout", None, allow_none=True)
         wait = 0.0 if not block else min(self.max_get_wait, self.max_get_wait if timeout is None
                                          else timeout)
         try:
@@ -710,7 +473,7 @@ class Service:
             return None
         secret = self._secret
         given = params.get(p.PARAM_SECRET)
-        if secret is not None and not _presents(given, secret):
+        if secret is not None and not presents(given, secret):
             return None
         session = self.sessions.get(params.get("token"))  # type: ignore[arg-type]
         timeout = params.get("timeout")
@@ -739,7 +502,7 @@ class Service:
             return dumps({"jsonrpc": "2.0", "result": entry, "id": request_id}).encode()
 
     def _get_nowait(self, context: Any, params: dict[str, Any]) -> list[Any]:
-        _allowed(p.METHOD_GET_NOWAIT, params, frozenset({"token"}))
+        allowed(p.METHOD_GET_NOWAIT, params, frozenset({"token"}))
         store = self._queue_of(params)
         try:
             entry = store.get(0)
@@ -749,16 +512,16 @@ class Service:
         return entry
 
     def _close_connection(self, context: Any, params: dict[str, Any]) -> str:
-        _allowed(p.METHOD_CLOSE_CONNECTION, params, frozenset({"token"}))
+        allowed(p.METHOD_CLOSE_CONNECTION, params, frozenset({"token"}))
         token = self.session(params.get("token")).token
         self.close_session(token, "closed by the peer")
         return p.RESULT_OK
 
     def _ask(self, context: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
-        _allowed(p.METHOD_ASK, params, _ASK)
+        allowed(p.METHOD_ASK, params, _ASK)
         if params.get("token") is not None:
             self.session(params["token"])
-        _number(params, "timeout", None, allow_none=True)
+        number(params, "timeout", None, allow_none=True)
         message, _ = message_from_wire(
             params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
             {k: params[k] for k in ("uid", "hops") if k in params}, "the request's",
@@ -779,7 +542,7 @@ class Service:
         return replies
 
     def _network(self, context: Any, params: dict[str, Any]) -> Any:
-        _allowed(p.METHOD_NETWORK, params, frozenset({"token"}))
+        allowed(p.METHOD_NETWORK, params, frozenset({"token"}))
         if params.get("token") is not None:
             self.session(params["token"])
         try:

@@ -76,7 +76,8 @@ from berrymq_jsonrpc.client import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE, Ch
 from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
 from berrymq_jsonrpc.limits import Admission, CallbackRule
-from berrymq_jsonrpc.service import DEFAULT_LIVENESS_INTERVAL, Service, in_waits
+from berrymq_jsonrpc.service import DEFAULT_LIVENESS_INTERVAL, Service
+from berrymq_jsonrpc.sessions import in_waits
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus

@@ -130,7 +130,7 @@ def test_blocking_gets_need_no_thread(scheme: str, server: Callable[[str], tuple
                                       bus_factory: Callable[..., Bus]) -> None:
     """Every thread that may run waiting requests (ask) is busy; blocking gets still wait
     and are answered, because they wait on the I/O loop, not on a thread."""
-    from berrymq_jsonrpc.service import WAITS
+    from berrymq_jsonrpc.sessions import WAITS
 
     bus, port = server(scheme)
     tcp_port = port if scheme == "tcp" else int(

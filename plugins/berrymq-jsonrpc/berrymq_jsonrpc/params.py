@@ -1,0 +1,91 @@
+"""Reading a request's params: each checked with a fixed *Invalid params* text that names
+the parameter, and the messages of ``send_message``, ``send_messages`` and ``ask`` built
+from their wire form."""
+
+from __future__ import annotations
+
+import hmac
+import math
+from typing import Any
+
+from berrymq.errors import InvalidIdentifier
+from berrymq.identifier import Identifier
+from berrymq.message import Message
+from berrymq_jsonrpc.jsonrpc import invalid_params
+
+__all__ = ["allowed", "identifier", "message_from_wire", "number", "presents", "string"]
+
+_tuple_new = tuple.__new__
+
+
+def presents(given: Any, secret: bytes) -> bool:
+    """Whether ``given`` (a request's ``secret``) is the shared secret; a string that is
+    not valid Unicode (a lone surrogate) is simply a wrong one."""
+    return type(given) is str and hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), secret)
+
+
+def allowed(method: str, params: dict[str, Any], names: frozenset[str]) -> None:
+    unknown = params.keys() - names
+    if unknown:
+        raise invalid_params(f"{method} has no parameter {sorted(unknown)[0]!r}")
+
+
+def number(params: dict[str, Any], name: str, default: float | None, *, positive: bool = False,
+            allow_none: bool = False) -> float | None:
+    value: Any = params.get(name, default)
+    if value is None and allow_none:
+        return None
+    if type(value) not in (int, float) or not math.isfinite(value) or value < 0 or (
+            positive and value == 0):
+        need = "a positive number" if positive else "a number, 0 or more"
+        raise invalid_params(f"{name!r} must be {need}")
+    return float(value)
+
+
+def string(params: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = params.get(name)
+    if value is None and not required:
+        return None
+    if type(value) is not str:
+        raise invalid_params(f"{name!r} must be a string")
+    return value
+
+
+def identifier(text: Any, what: str) -> Identifier:
+    if type(text) is not str:
+        raise invalid_params(f"{what} must be an identifier string")
+    try:
+        ident = Identifier(text)
+    except InvalidIdentifier as exc:
+        raise invalid_params(f"{what}: {exc}") from None
+    if ident.is_local:
+        raise invalid_params(f"{what}: {text!r} is local (starts with '_'); local messages "
+                             "never leave their process")
+    return ident
+
+
+def message_from_wire(
+    ident_text: Any, args: Any, kwargs: Any, extras: Any, what: str
+) -> tuple[Message, Identifier | None]:
+    """Check one message of a request and build it; Invalid params naming ``what``."""
+    ident = identifier(ident_text, f"{what} identifier")
+    if type(args) is not list:
+        raise invalid_params(f"{what} args must be an array")
+    if type(kwargs) is not dict:
+        raise invalid_params(f"{what} kwargs must be an object")
+    uid = None
+    hops = 0
+    reply_to = None
+    if extras:
+        if type(extras) is not dict:
+            raise invalid_params(f"{what} extras must be an object")
+        uid = extras.get("uid")
+        if uid is not None and type(uid) is not str:
+            raise invalid_params(f"{what} uid must be a string")
+        hops = extras.get("hops", 0)
+        if type(hops) is not int or hops < 0:
+            raise invalid_params(f"{what} hops must be an integer, 0 or more")
+        if extras.get("reply_to") is not None:
+            reply_to = identifier(extras["reply_to"], f"{what} reply_to")
+    return _tuple_new(Message, (ident, tuple(args), kwargs, hops, uid)), reply_to

@@ -1,0 +1,197 @@
+"""What the server keeps per client: a :class:`Session` for each token, the bounded
+:class:`SessionQueue` of a ``connect_via_queue`` client, and the threads (:data:`WAITS`)
+that run what may wait or block (a blocking ``get``, ``ask``, the closing of sessions).
+
+A queue refuses a message that does not fit, never drops it: :class:`Refusal` names the
+setting that refused it, for the ``data`` of the error answered (:func:`refusal_data`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from berrymq.errors import QueueFull
+from berrymq.identifier import Identifier
+from berrymq.message import Message
+from berrymq.transports.ioloop import io_loop
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.jsonrpc import app_error, dumps
+from berrymq_jsonrpc.limits import queued_bytes_for
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus, Subscription
+    from berrymq_jsonrpc.client import Link
+    from berrymq_jsonrpc.dialect import V1Link
+
+__all__ = ["WAITS", "Refusal", "Session", "SessionQueue", "in_waits", "refusal_data"]
+
+_CLOSED = object()
+
+#: The few threads that run requests which may wait, and the closing of sessions (which
+#: may flush a link). Started on demand, shared by every transport of the process.
+WAITS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="berrymq-wait")
+
+
+def in_waits(function: Callable[..., object], *args: Any) -> None:
+    """Run ``function(*args)`` on a :data:`WAITS` thread without waiting for it (nothing
+    runs once the interpreter is shutting down: the process is ending anyway)."""
+    with contextlib.suppress(RuntimeError):
+        WAITS.submit(function, *args)
+
+
+class Refusal(QueueFull):
+    """A session queue refused a message because of one of the node's settings: which one
+    (``setting``) and its value (``limit``), for the ``data`` of the error answered."""
+
+    def __init__(self, text: str, setting: str, limit: int) -> None:
+        super().__init__(text)
+        self.setting = setting
+        self.limit = limit
+
+
+def refusal_data(indexes: list[int], first: BaseException | None) -> dict[str, Any]:
+    """The ``data`` of a :data:`~berrymq_jsonrpc.protocol.QUEUE_FULL` answer: the refused
+    indexes, and the setting (with its value) that refused the first of them when a
+    setting did (not when a receiver of the node's own refused it)."""
+    data: dict[str, Any] = {"refused": indexes}
+    if isinstance(first, Refusal):
+        data["setting"] = first.setting
+        data["limit"] = first.limit
+    return data
+
+
+class SessionQueue:
+    """The bounded queue the server keeps for a ``connect_via_queue`` client.
+
+    It follows ``pattern`` on the bus, but never takes local (``_``) messages, which must
+    not leave the process. Policy when full: the message is *refused*, not dropped: the
+    sending ``twitter`` raises :class:`berrymq.QueueFull` (a remote sender gets
+    :data:`~berrymq_jsonrpc.protocol.QUEUE_FULL`). A message that cannot be written as
+    JSON is refused the same way, with a ``TypeError`` naming it.
+    """
+
+    def __init__(self, bus: Bus, pattern: Identifier, maxsize: int,
+                 max_bytes: int = p.DEFAULT_MAX_QUEUED_BYTES) -> None:
+        self.pattern = pattern
+        self.maxsize = maxsize
+        #: the cap on the bytes of every session queue of the node (``max_queued_bytes``)
+        self.max_bytes = max_bytes
+        self._budget = queued_bytes_for(bus)
+        self._items: queue.Queue[object] = queue.Queue(maxsize + 1 if maxsize > 0 else 0)
+        #: the sizes of the entries, in order; with _items under _lock
+        self._sizes: collections.deque[int] = collections.deque()
+        self._lock = threading.Lock()
+        #: futures on the I/O loop of requests waiting for an entry (:meth:`wait`)
+        self._waiters: list[asyncio.Future[None]] = []
+        self.closed = False
+        self.subscription: Subscription = bus.subscribe(
+            pattern, self.put, weak=False, kind="queue"
+        )
+
+    def put(self, message: Message) -> None:
+        """The receiver: store the message as ``[identifier, args, kwargs]``."""
+        ident: Identifier = message[0]
+        if ident.is_local or self.closed:
+            return
+        entry = [str(ident), list(message[1]), message[2]]
+        try:
+            size = len(dumps(entry))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"message {ident} cannot go to a remote queue: it is not JSON ({exc})"
+            ) from None
+        if 0 < self.maxsize <= self._items.qsize():
+            raise Refusal(
+                f"the remote client's queue {self.pattern} is full ({self.maxsize} "
+                f"messages, setting queue_size); message {ident} was refused",
+                "queue_size", self.maxsize)
+        if not self._budget.take(size, self.max_bytes):
+            raise Refusal(
+                f"the node's remote client queues hold {self._budget.total} bytes; message "
+                f"{ident} ({size} bytes) would go over the cap of {self.max_bytes} (setting "
+                "max_queued_bytes) and was refused", "max_queued_bytes", self.max_bytes)
+        with self._lock:
+            if self.closed:
+                self._budget.give(size)
+                return
+            self._sizes.append(size)
+            self._items.put_nowait(entry)
+        if self._waiters:
+            io_loop.call_soon(self._wake)
+
+    def _wake(self) -> None:
+        """On the I/O loop: let every waiting request look again."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """On the I/O loop: return when an entry may have come, or after ``timeout``."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        if self._items.qsize():  # one came before the waiter was seen
+            self._wake()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter, timeout)
+
+    def get(self, timeout: float | None) -> list[Any]:
+        """The next entry; ``queue.Empty`` when none came in ``timeout`` (0: at once)."""
+        item = self._items.get_nowait() if timeout == 0 else self._items.get(True, timeout)
+        if item is _CLOSED:
+            self._items.put_nowait(_CLOSED)
+            raise app_error(p.UNKNOWN_TOKEN)
+        with self._lock:
+            if self._sizes:  # else close() gave them all back
+                self._budget.give(self._sizes.popleft())
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._budget.give(sum(self._sizes))
+            self._sizes.clear()
+        self.subscription.cancel()
+        while True:  # free the memory now, and wake every waiting get
+            try:
+                self._items.get_nowait()
+            except queue.Empty:
+                break
+        self._items.put_nowait(_CLOSED)
+        io_loop.call_soon(self._wake)
+
+
+class Session:
+    """What the server keeps for one token."""
+
+    __slots__ = ("closed", "context", "deadline", "link", "on_close", "opened", "queue",
+                 "style", "token", "ttl")
+
+    def __init__(self, token: str, style: str, ttl: float, context: Any = None) -> None:
+        self.token = token
+        self.style = style
+        self.ttl = ttl
+        self.deadline = time.monotonic() + ttl
+        self.opened = time.monotonic()  # stats: the session's age in /status
+        self.context = context
+        self.queue: SessionQueue | None = None
+        self.link: Link | V1Link | None = None
+        self.closed = False
+        self.on_close: list[Callable[[str], None]] = []
+
+    def touch(self) -> None:
+        """Mark the session used now (it expires ``ttl`` seconds after the last use)."""
+        self.deadline = time.monotonic() + self.ttl
+
+    def __repr__(self) -> str:
+        return f"<Session {self.style} {self.token[:6]}...>"
