@@ -37,8 +37,9 @@ from urllib.parse import urlsplit
 
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.client import Outbox, encode_message
+from berrymq_jsonrpc.client import encode_message
 from berrymq_jsonrpc.jsonrpc import Dispatcher, ParseError, dumps, invalid_params, loads
+from berrymq_jsonrpc.outbox import Outbox
 
 if TYPE_CHECKING:
     from berrymq.identifier import Identifier

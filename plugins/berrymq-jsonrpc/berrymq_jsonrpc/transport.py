@@ -72,10 +72,11 @@ from berrymq.registries import SettingsSchema
 from berrymq.transports.base import Connection, Transport
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.client import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE, Channel, Link
+from berrymq_jsonrpc.client import Channel, Link
 from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
 from berrymq_jsonrpc.limits import Admission, CallbackRule
+from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
 from berrymq_jsonrpc.service import DEFAULT_LIVENESS_INTERVAL, Service
 from berrymq_jsonrpc.sessions import in_waits
 
@@ -213,7 +214,7 @@ class RemoteTransport(Transport):
         self.max_get_wait = float(_setting(settings, "max_get_wait", p.DEFAULT_MAX_GET_WAIT,
                                            plugin))
         queue_size = int(_setting(settings, "queue_size", p.DEFAULT_QUEUE_SIZE, plugin))
-        #: the bounds of every connection's outbox (:class:`~berrymq_jsonrpc.client.Outbox`)
+        #: the bounds of every connection's outbox (:class:`~berrymq_jsonrpc.outbox.Outbox`)
         self.outbox_size = int(_setting(settings, "outbox_size", DEFAULT_OUTBOX_SIZE, plugin))
         self.outbox_bytes = int(_setting(settings, "outbox_bytes", DEFAULT_OUTBOX_BYTES,
                                          plugin))

@@ -1,0 +1,319 @@
+"""The outbox of a connection: messages sent in quick succession, coalesced into batches.
+
+A task on the I/O loop sends at once when it is idle, and while a batch is on its way
+(written and not yet acknowledged) it gathers what comes in into the next
+``send_messages`` request. So a lone message has the latency of one round trip, and a
+stream of them goes out in a few requests. Each message is encoded by the sender, so a
+message that JSON cannot hold, or that is over the size limit, is refused at the call that
+sent it; a full outbox pushes back on the sender (:class:`Outbox`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+
+from berrymq.errors import ConnectionClosed, MessageTooLarge, QueueFull
+from berrymq.transports.ioloop import io_loop
+from berrymq_jsonrpc.jsonrpc import PeerQueueFull
+
+__all__ = ["BATCH_BYTES", "DEFAULT_OUTBOX_BYTES", "DEFAULT_OUTBOX_SIZE", "ENVELOPE", "NOT_SENT",
+           "REFUSED", "Outbox"]
+
+logger = logging.getLogger("berrymq.remote")
+
+#: The most message text in one ``send_messages`` request: small enough that a hundred
+#: senders' batches queued at one node are acknowledged well within a client's timeout
+#: (at 256 KiB, 100 senders on a loaded 2-CPU machine waited past 10 s for their acks).
+BATCH_BYTES = 64 * 1024
+#: How many messages may wait in one connection's outbox (setting ``outbox_size``).
+DEFAULT_OUTBOX_SIZE = 100_000
+#: How many bytes of message text may wait in one connection's outbox (setting
+#: ``outbox_bytes``): 64 MiB.
+DEFAULT_OUTBOX_BYTES = 64 * 1024 * 1024
+#: The reasons an outbox counts a message as not delivered (also the node's ``/status``).
+REFUSED = "refused: queue full"
+NOT_SENT = "not sent: connection failed or closed"
+#: Room left in a request for everything around the messages (method, token, secret, id).
+ENVELOPE = 512
+
+
+class _Marker:
+    """A flush marker in the outbox: set once everything before it was handed over."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+
+class Outbox:
+    """Sends encoded messages from a task on the I/O loop, coalescing them into batches.
+
+    Bounded in count and in bytes (the message text waiting): a sender beyond either bound
+    waits up to ``block_timeout`` seconds for room, then gets :class:`berrymq.QueueFull`
+    naming the setting (``outbox_size``, ``outbox_bytes``); nothing is dropped to make
+    room. Room is made as the loop takes a batch out to send it, so at most one batch more
+    is held, on its way. The byte count is kept without a lock: the senders add with
+    ``+=`` and the loop subtracts, each a single step under CPython's GIL.
+
+    A peer that refuses some messages of a batch (a full queue:
+    :class:`~berrymq_jsonrpc.jsonrpc.PeerQueueFull`) does not stop the outbox: the refused
+    ones are counted (:attr:`refused`), reported to ``on_refused`` and to the next
+    :meth:`flush`, which raises ``QueueFull`` saying how many; the rest keeps flowing.
+
+    :param sink: ``await sink(texts)`` sends one batch and returns when the peer
+        acknowledged it, or raises.
+    :param max_bytes: the largest message text accepted (the size limit of a request,
+        less the envelope).
+    :param on_failure: called once, on the loop, with the first exception and how many
+        messages it lost; it must not block. Later messages are counted as lost.
+    :param limit: how many messages may wait (setting ``outbox_size``).
+    :param byte_limit: how many bytes of message text may wait (setting ``outbox_bytes``);
+        a message alone in the outbox is taken whatever its size.
+    :param block_timeout: how long a sender waits for room (setting ``outbox_wait``).
+    :param batch_bytes: the most message text in one batch (a larger message goes alone).
+    :param on_refused: called on the loop with the peer's refusal and how many messages
+        of the batch it refused; it must not block.
+    """
+
+    def __init__(
+        self,
+        sink: Callable[[list[str]], Awaitable[None]],
+        *,
+        max_bytes: int,
+        on_failure: Callable[[BaseException, int], None],
+        name: str,
+        limit: int = DEFAULT_OUTBOX_SIZE,
+        byte_limit: int = DEFAULT_OUTBOX_BYTES,
+        block_timeout: float = 10.0,
+        batch_bytes: int = BATCH_BYTES,
+        on_refused: Callable[[QueueFull, int], None] | None = None,
+    ) -> None:
+        self._sink = sink
+        self.max_bytes = max_bytes
+        self.batch_bytes = min(batch_bytes, max_bytes)
+        self._on_failure = on_failure
+        self._on_refused = on_refused
+        self.name = name
+        self.limit = limit
+        self.byte_limit = byte_limit
+        self.block_timeout = block_timeout
+        self._items: collections.deque[str | _Marker] = collections.deque()
+        #: bytes of message text waiting in the outbox (not counting the batch on its way)
+        self.queued_bytes = 0
+        self.failure: BaseException | None = None
+        self.sent = 0
+        self.batches = 0
+        #: messages not sent: the connection failed or closed with them waiting
+        self.lost = 0
+        #: messages the peer refused (a full queue), and the last refusal
+        self.refused = 0
+        self.refusal: QueueFull | None = None
+        self._refused_flushed = 0  # self.refused at the last flush that reported it
+        self._room = threading.Condition(threading.Lock())
+        self._stopped = False
+        self._idle = False
+        self._sending = False  # a batch is written and not yet acknowledged
+        self._wake = asyncio.Event()
+        self._task = io_loop.submit(self._run())
+
+    @property
+    def pending(self) -> int:
+        """How many messages wait to be sent (the node's status shows it)."""
+        return sum(1 for item in list(self._items) if type(item) is str)
+
+    @property
+    def losses(self) -> dict[str, int]:
+        """The messages this outbox did not deliver, by reason (those with a count)."""
+        reasons = {REFUSED: self.refused, NOT_SENT: self.lost}
+        return {reason: count for reason, count in reasons.items() if count}
+
+    def _kick(self) -> None:
+        if self._idle:
+            self._idle = False
+            io_loop.call_soon(self._wake.set)
+
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed(f"{self.name}: the connection is closed"
+                                + (f" ({self.failure})" if self.failure else ""))
+
+    def put(self, text: str) -> None:
+        """Queue one encoded message (the sender's path: no lock unless over a bound)."""
+        if self.failure is not None or self._stopped:
+            raise self._closed_error()
+        size = len(text)
+        if size > self.max_bytes:
+            raise MessageTooLarge(
+                f"a message of {size} bytes of JSON is over the size limit of "
+                f"{self.max_bytes} bytes (setting max_size, less {ENVELOPE} for the "
+                "request around it); it was not sent"
+            )
+        if len(self._items) >= self.limit or (
+                self.queued_bytes and self.queued_bytes + size > self.byte_limit):
+            self._wait_for_room(size)
+        self.queued_bytes += size  # before the append: the loop never takes it uncounted
+        self._items.append(text)
+        self._kick()
+
+    def _full(self, size: int) -> bool:
+        return len(self._items) >= self.limit or (
+            self.queued_bytes > 0 and self.queued_bytes + size > self.byte_limit)
+
+    def _full_error(self, size: int, waited: float) -> QueueFull:
+        if len(self._items) >= self.limit:
+            bound = f"{self.limit} messages wait to be sent (setting outbox_size)"
+        else:
+            bound = (f"{self.queued_bytes} bytes wait to be sent and {size} more would go "
+                     f"over {self.byte_limit} (setting outbox_bytes)")
+        took = (f"no room came within {waited:g}s (setting outbox_wait)" if waited
+                else "a sender on the I/O loop cannot wait for room")
+        return QueueFull(f"{self.name}: {bound}; {took}; this message was not sent")
+
+    def _wait_for_room(self, size: int) -> None:
+        if io_loop.in_loop():
+            raise self._full_error(size, 0)
+        deadline = time.monotonic() + self.block_timeout
+        with self._room:
+            while self._full(size) and self.failure is None and not self._stopped:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._full_error(size, self.block_timeout)
+                self._room.wait(left)
+        if self.failure is not None or self._stopped:
+            raise self._closed_error()
+
+    def flush(self, timeout: float | None = None, *, report: bool = True) -> bool:
+        """Wait until everything queued so far was sent and acknowledged; False on
+        timeout. Raises the failure that stopped the outbox, if any, and (``report``)
+        :class:`berrymq.QueueFull` when the peer refused messages since the last flush
+        that reported (the outbox goes on)."""
+        if self.failure is None and not self._task.done():
+            if not self._items and not self._sending:
+                done = True  # nothing queued, nothing on its way: no round trip to the loop
+            elif io_loop.in_loop():
+                done = not self._items
+            else:
+                marker = _Marker()
+                self._items.append(marker)
+                self._kick()
+                done = marker.event.wait(timeout)
+        else:
+            done = True
+        if self.failure is not None:
+            raise ConnectionClosed(f"{self.name}: {self.failure}") from self.failure
+        refused = self.refused - self._refused_flushed
+        if refused and report:
+            self._refused_flushed += refused
+            raise QueueFull(f"{self.name}: the peer refused {refused} message(s) sent since "
+                            f"the last flush ({self.refusal}); the others were delivered")
+        return done
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued (waiting at most ``timeout``; not at all on the loop),
+        then stop the task."""
+        if self._stopped:
+            return
+        if timeout > 0 and not io_loop.in_loop():
+            with contextlib.suppress(ConnectionClosed, QueueFull):
+                self.flush(timeout)
+        self._stopped = True
+        self._task.cancel()
+        self._drop_rest()
+        with self._room:
+            self._room.notify_all()
+
+    async def _run(self) -> None:
+        items = self._items
+        popleft = items.popleft
+        try:
+            while True:
+                if not items:
+                    self._sending = False
+                    self._idle = True
+                    if not items:
+                        self._wake.clear()
+                        await self._wake.wait()
+                        continue
+                    self._idle = False
+                self._sending = True  # before the pop: flush never sees neither
+                item = popleft()
+                if type(item) is _Marker:
+                    item.event.set()
+                    continue
+                assert type(item) is str
+                batch = [item]
+                size = len(item)
+                budget = self.batch_bytes
+                while items and type(items[0]) is str and size + len(items[0]) + 1 <= budget:
+                    text = popleft()
+                    assert type(text) is str
+                    batch.append(text)
+                    size += len(text) + 1
+                self.queued_bytes -= size - len(batch) + 1
+                self._notify_room()
+                await self._send(batch)
+        finally:
+            self._drop_rest()
+
+    def _notify_room(self) -> None:
+        if len(self._items) < self.limit:
+            with self._room:
+                self._room.notify_all()
+
+    async def _send(self, batch: list[str]) -> None:
+        if self.failure is not None:
+            self.lost += len(batch)
+            return
+        try:
+            await self._sink(batch)
+            self.sent += len(batch)
+            self.batches += 1
+        except asyncio.CancelledError:
+            self.lost += len(batch)
+            raise
+        except PeerQueueFull as exc:
+            # some (or all) were refused by a full queue of the peer: not a broken
+            # connection; the others were delivered
+            indexes = exc.refused
+            count = len(batch) if indexes is None else min(len(indexes), len(batch))
+            self.sent += len(batch) - count
+            self.batches += 1
+            self.refused += count
+            self.refusal = exc
+            if self._on_refused is not None:
+                try:
+                    self._on_refused(exc, count)
+                except Exception:
+                    logger.exception("%s: reporting a refusal failed", self.name)
+        except Exception as exc:  # noqa: BLE001 - reported through on_failure
+            self.failure = exc
+            self.lost += len(batch)
+            self._drop_rest()
+            try:
+                self._on_failure(exc, len(batch))
+            except Exception:
+                logger.exception("%s: reporting a failure failed", self.name)
+            with self._room:
+                self._room.notify_all()
+
+    def _drop_rest(self) -> None:
+        items = self._items
+        while items:
+            try:
+                item = items.popleft()
+            except IndexError:
+                break
+            if type(item) is str:
+                self.lost += 1
+                self.queued_bytes -= len(item)
+            else:
+                assert type(item) is _Marker
+                item.event.set()
+        if self.lost and self.failure is None and self._stopped:
+            logger.error("%s: closed with %d messages not sent", self.name, self.lost)
