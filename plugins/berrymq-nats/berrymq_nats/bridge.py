@@ -32,6 +32,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
+from nats.errors import NoServersError
 
 from berrymq.identifier import Identifier
 from berrymq.message import Message
@@ -119,6 +120,11 @@ class NatsBridge(Connection):
                     opts, f"berrymq {self.bus.name} {self.bus.node_id}",
                     disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
                     closed_cb=self._on_closed, error_cb=self._on_error))
+            except NoServersError:
+                # nats-py made its max_reconnect_attempts + 1 attempts at every server
+                # (each reported to _on_error): trying again here would multiply them.
+                self._failed(f"failed: {self._gave_up()}")
+                return
             except Exception as exc:  # noqa: BLE001 - reported in the state, then retried
                 self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 self.state = f"connecting (attempt {attempts} failed: {self.last_error})"
@@ -158,11 +164,17 @@ class NatsBridge(Connection):
         self.asking.announce("hello")
         self.state = state
 
+    def _gave_up(self) -> str:
+        attempts = self.options.max_reconnect_attempts
+        return (f"gave up after {attempts + 1} attempts in a row at each server "
+                f"(max_reconnect_attempts = {attempts})")
+
     def _failed(self, state: str) -> None:
         self.state = state
         self.outbox.close(connected=False)
-        logger.error("NATS bridge of bus %s gave up connecting to %s: %s", self.bus.name,
-                     self.address, state)
+        logger.error("NATS bridge of bus %s gave up connecting to %s: %s%s", self.bus.name,
+                     self.address, state,
+                     f"; last error: {self.last_error}" if self.last_error else "")
 
     async def _on_disconnected(self) -> None:
         if self.closed:
@@ -183,7 +195,9 @@ class NatsBridge(Connection):
 
     async def _on_closed(self) -> None:
         if not self.closed:
-            self._failed("failed: the NATS client gave up reconnecting")
+            self._failed(f"failed: the NATS client {self._gave_up()}"
+                         if self.options.max_reconnect_attempts >= 0
+                         else "failed: the NATS client closed the connection")
 
     async def _on_error(self, exc: Exception) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
