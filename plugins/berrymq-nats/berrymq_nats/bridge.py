@@ -123,7 +123,7 @@ class NatsBridge(Connection):
             except NoServersError:
                 # nats-py made its max_reconnect_attempts + 1 attempts at every server
                 # (each reported to _on_error): trying again here would multiply them.
-                self._failed(f"failed: {self._gave_up()}")
+                self._failed(f"failed: {opts.gave_up}")
                 return
             except Exception as exc:  # noqa: BLE001 - reported in the state, then retried
                 self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
@@ -164,11 +164,6 @@ class NatsBridge(Connection):
         self.asking.announce("hello")
         self.state = state
 
-    def _gave_up(self) -> str:
-        attempts = self.options.max_reconnect_attempts
-        return (f"gave up after {attempts + 1} attempts in a row at each server "
-                f"(max_reconnect_attempts = {attempts})")
-
     def _failed(self, state: str) -> None:
         self.state = state
         self.outbox.close(connected=False)
@@ -195,9 +190,7 @@ class NatsBridge(Connection):
 
     async def _on_closed(self) -> None:
         if not self.closed:
-            self._failed(f"failed: the NATS client {self._gave_up()}"
-                         if self.options.max_reconnect_attempts >= 0
-                         else "failed: the NATS client closed the connection")
+            self._failed(f"failed: the NATS client {self.options.gave_up}")
 
     async def _on_error(self, exc: Exception) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")

@@ -71,6 +71,15 @@ class BrokerOptions:
     ask_gather: float = 0.1
     name: str | None = None
 
+    @property
+    def gave_up(self) -> str:
+        """Why the client stopped trying, for the state line."""
+        attempts = self.max_reconnect_attempts
+        if attempts < 0:  # nats-py closed it for a reason of its own: the last error says
+            return "closed the connection"
+        return (f"gave up after {attempts + 1} attempts in a row at each server "
+                f"(max_reconnect_attempts = {attempts})")
+
     @classmethod
     def build(cls, servers: str | list[str] | tuple[str, ...], options: Mapping[str, Any]) -> BrokerOptions:
         """Check and convert ``servers`` and ``options``; errors name the bad option."""
