@@ -32,6 +32,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
+from nats.errors import NoServersError
 
 from berrymq.identifier import Identifier
 from berrymq.message import Message
@@ -119,6 +120,11 @@ class NatsBridge(Connection):
                     opts, f"berrymq {self.bus.name} {self.bus.node_id}",
                     disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
                     closed_cb=self._on_closed, error_cb=self._on_error))
+            except NoServersError:
+                # nats-py made its max_reconnect_attempts + 1 attempts at every server
+                # (each reported to _on_error): trying again here would multiply them.
+                self._failed(f"failed: {opts.gave_up}")
+                return
             except Exception as exc:  # noqa: BLE001 - reported in the state, then retried
                 self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 self.state = f"connecting (attempt {attempts} failed: {self.last_error})"
@@ -161,8 +167,9 @@ class NatsBridge(Connection):
     def _failed(self, state: str) -> None:
         self.state = state
         self.outbox.close(connected=False)
-        logger.error("NATS bridge of bus %s gave up connecting to %s: %s", self.bus.name,
-                     self.address, state)
+        logger.error("NATS bridge of bus %s gave up connecting to %s: %s%s", self.bus.name,
+                     self.address, state,
+                     f"; last error: {self.last_error}" if self.last_error else "")
 
     async def _on_disconnected(self) -> None:
         if self.closed:
@@ -183,7 +190,7 @@ class NatsBridge(Connection):
 
     async def _on_closed(self) -> None:
         if not self.closed:
-            self._failed("failed: the NATS client gave up reconnecting")
+            self._failed(f"failed: the NATS client {self.options.gave_up}")
 
     async def _on_error(self, exc: Exception) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")

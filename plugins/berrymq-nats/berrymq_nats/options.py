@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from berrymq.errors import QueueFull, TransportError
@@ -32,11 +34,17 @@ class BrokerOptions:
     :param token: an authentication token.
     :param user: a user name (with ``password``).
     :param password: the user's password.
-    :param credentials: the path of a NATS ``.creds`` file (JWT and NKey).
+    :param credentials: the path of a NATS ``.creds`` file (a user's JWT and NKey seed, for
+        a server in operator mode); needs the ``nkeys`` package
+        (``pip install 'berrymq-nats[credentials]'``). Checked when the bridge is made.
     :param subject_prefix: the first token(s) of every subject (see ``subjects``).
     :param connect_timeout: seconds to wait for a connection to one server.
     :param reconnect_wait: seconds between reconnection attempts to one server.
-    :param max_reconnect_attempts: attempts per server before giving up; -1 never gives up.
+    :param max_reconnect_attempts: how many times a server is tried again after a failed
+        attempt, when connecting first and after a lost connection: a server is given up
+        after ``max_reconnect_attempts + 1`` failed attempts in a row, and the bridge when
+        every server is (its state says so). -1 (the default) never gives up; 0 is refused,
+        as ``nats-py`` would read it as never giving up.
     :param buffer_limit: how many messages may wait while NATS is unreachable (and, while
         it is reachable, for the I/O thread to publish them).
     :param buffer_bytes: how many bytes of encoded messages may wait while NATS is
@@ -62,6 +70,15 @@ class BrokerOptions:
     send_timeout: float = 5.0
     ask_gather: float = 0.1
     name: str | None = None
+
+    @property
+    def gave_up(self) -> str:
+        """Why the client stopped trying, for the state line."""
+        attempts = self.max_reconnect_attempts
+        if attempts < 0:  # nats-py closed it for a reason of its own: the last error says
+            return "closed the connection"
+        return (f"gave up after {attempts + 1} attempts in a row at each server "
+                f"(max_reconnect_attempts = {attempts})")
 
     @classmethod
     def build(cls, servers: str | list[str] | tuple[str, ...], options: Mapping[str, Any]) -> BrokerOptions:
@@ -91,6 +108,8 @@ def _check(key: str, value: Any) -> Any:
     if key in _STRINGS:
         if not isinstance(value, str):
             raise TypeError(f"NATS option {key} must be a string, got {value!r}")
+        if key == "credentials":
+            check_credentials(value)
         return value
     if key in _SECONDS:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -99,6 +118,30 @@ def _check(key: str, value: Any) -> Any:
     if key in _INTEGERS:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"NATS option {key} must be an integer, got {value!r}")
-        if key != "max_reconnect_attempts" and value < 0:
+        if key == "max_reconnect_attempts":
+            if value == 0 or value < -1:
+                raise ValueError(
+                    f"NATS option {key} must be -1 (never give up) or 1 or more, got {value}"
+                    + (" (nats-py would read 0 as never giving up)" if value == 0 else ""))
+        elif value < 0:
             raise ValueError(f"NATS option {key} must be 0 or more, got {value}")
     return value
+
+
+def check_credentials(path: str) -> None:
+    """Refuse a ``credentials`` file that ``nats-py`` could not use, naming it: one that
+    cannot be read or lacks a section (``nats-py`` would fail obscurely, or loop, on the
+    first connection to a server that asks for it), or when ``nkeys`` is missing."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"NATS option credentials: cannot read {path}: {exc}") from exc
+    for section in ("BEGIN NATS USER JWT", "BEGIN USER NKEY SEED"):
+        _, found, rest = text.partition(section)
+        value = rest.partition("\n")[2].partition("\n")[0].strip()  # the line below
+        if not found or not value or value.startswith("-"):
+            raise ValueError(f"NATS option credentials: {path} is not a NATS credentials "
+                             f"file (no {section!r} section with a value)")
+    if importlib.util.find_spec("nkeys") is None:
+        raise ValueError(f"NATS option credentials ({path}) needs the nkeys package: "
+                         "pip install 'berrymq-nats[credentials]'")

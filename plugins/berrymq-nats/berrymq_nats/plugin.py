@@ -14,11 +14,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLUGIN",
-    "berrymq_bus_closing",
-    "berrymq_bus_started",
+    "berrymq_close_bus",
     "berrymq_declare_settings",
     "berrymq_register_transports",
     "berrymq_report_status",
+    "berrymq_start_bus",
 ]
 
 PLUGIN = "nats"
@@ -54,11 +54,14 @@ def berrymq_register_transports(registry: TransportRegistry) -> None:
 
 
 @hookimpl
-def berrymq_bus_started(bus: Bus) -> None:
+def berrymq_start_bus(bus: Bus) -> None:
     """With ``servers`` in ``[berrymq.nats]``, join the bus to NATS in the background.
 
-    It does not wait for the connection (the bus's lock is held here); messages sent
-    before it is made wait in the buffer.
+    The bus starts when it is created (or by ``Bus.start()``), and runs this in that
+    thread, outside the bus's lock. It still does not wait for the connection: creating
+    a bus should not take up to ``connect_timeout`` or fail because NATS is down; messages
+    sent before the connection is made wait in the disconnect buffer, and a bad value in
+    the settings is raised here, naming the file and key.
     """
     if not bus.plugins.settings_for(PLUGIN).get("servers"):
         return
@@ -74,7 +77,8 @@ def berrymq_bus_started(bus: Bus) -> None:
 
 
 @hookimpl
-def berrymq_bus_closing(bus: Bus) -> None:
+def berrymq_close_bus(bus: Bus) -> None:
+    """Close the bus's bridge (sending what waits, while NATS is reachable)."""
     transport = transport_of(bus)
     if transport is not None:
         transport.close()

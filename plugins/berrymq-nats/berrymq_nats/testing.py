@@ -91,10 +91,13 @@ class NatsServer:
     :param cluster_port: join a cluster, listening for routes on this port.
     :param routes: the cluster ports of the other nodes.
     :param monitor: serve the monitoring endpoint too (see :meth:`monitor_json`).
+    :param args: more arguments of ``nats-server``: ``("--auth", token)``,
+        ``("--user", u, "--pass", p)``, ``("-c", config_file)``.
     """
 
     def __init__(self, workdir: Path, *, port: int | None = None, cluster_port: int | None = None,
-                 routes: tuple[int, ...] = (), name: str = "n1", monitor: bool = False) -> None:
+                 routes: tuple[int, ...] = (), name: str = "n1", monitor: bool = False,
+                 args: tuple[str, ...] = ()) -> None:
         self.program = require_nats_server()
         self._fixed = port is not None or cluster_port is not None
         self.port = port or free_port()
@@ -102,6 +105,7 @@ class NatsServer:
         self.cluster_port = cluster_port
         self.routes = routes
         self.name = name
+        self.args = args
         self.workdir = workdir
         self.started = False
         self.process: subprocess.Popen[bytes] | None = None
@@ -128,7 +132,7 @@ class NatsServer:
         raise AssertionError("unreachable")
 
     def _start(self) -> NatsServer:
-        args = [self.program, "-a", "127.0.0.1", "-p", str(self.port), "-n", self.name]
+        args = [self.program, *self.args, "-a", "127.0.0.1", "-p", str(self.port), "-n", self.name]
         if self.monitor:
             args += ["-m", str(self.monitor)]
         if self.cluster_port is not None:

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -167,11 +168,14 @@ def workers() -> Iterator[Callable[..., Worker]]:
 class Proxy:
     """A TCP relay on a loopback port to a server: ``cut()`` drops every connection and
     refuses new ones, ``restore()`` accepts again on the same port. It lets a test take
-    one client's link down while the server and the other clients stay up."""
+    one client's link down while the server and the other clients stay up.
+    :attr:`accepted_at` has the monotonic time of each connection it accepted (a client's
+    attempts to connect; with the server down, each is closed at once)."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = free_port()
+        self.accepted_at: list[float] = []
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
@@ -180,6 +184,10 @@ class Proxy:
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def accepted(self) -> int:
+        return len(self.accepted_at)
 
     def restore(self) -> None:
         listener = socket.socket()
@@ -201,6 +209,8 @@ class Proxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            with self._lock:
+                self.accepted_at.append(time.monotonic())
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
             except OSError:

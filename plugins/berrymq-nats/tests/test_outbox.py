@@ -85,8 +85,10 @@ def test_the_disconnect_buffer_is_bounded_in_bytes(
 def test_a_stalled_io_thread_makes_senders_wait_then_refuse(
     nats_server: Any, make_bus: MakeBus,
 ) -> None:
+    """``send_timeout``: how long a sender waits for room while ``buffer_limit`` messages
+    wait for the I/O thread (connected; the default 5 s would fail the bound below)."""
     a = make_bus("a")
-    ba = bridge_of(a, nats_server.url, buffer_limit=5, send_timeout=0.2)
+    ba = bridge_of(a, nats_server.url, buffer_limit=5, send_timeout=0.4)
     blocked, release = threading.Event(), threading.Event()
 
     def busy() -> None:
@@ -98,8 +100,10 @@ def test_a_stalled_io_thread_makes_senders_wait_then_refuse(
     try:
         for i in range(5):
             a.twitter("job:go", i)
-        with pytest.raises(BrokerBufferFull, match="waiting for the I/O thread for 0.2s"):
+        started = time.monotonic()
+        with pytest.raises(BrokerBufferFull, match="waiting for the I/O thread for 0.4s"):
             a.twitter("job:go", "waited, then refused")
+        assert 0.35 <= time.monotonic() - started < 3.0
     finally:
         release.set()
     assert ba.flush(10)  # the five accepted ones are published once the thread is back
