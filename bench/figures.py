@@ -155,8 +155,10 @@ def main() -> None:
         print("\n**NATS bridge (SIGKILL of nats-server and restart)**\n")
         for line in run_nats(python):
             print(f"- {line}")
-    print(f"\nLost without a report, all probes: "
-          f"{sum(int(r.get('lost_unreported', 0)) for r in rows)}")
+    lost = {o: sum(int(r.get("lost_unreported", 0)) for r in rows
+                   if results.get(r["test"]) == o) for o in ("passed", "xfail (bug)")}
+    print(f"\nLost without a report: {lost['passed']} in the probes that pass, "
+          f"{lost['xfail (bug)']} in those that show a known bug (xfail)")
 
 
 if __name__ == "__main__":
