@@ -4,6 +4,7 @@ a stream of messages goes to it. Not a test module itself (like berrymq_cli_proc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -242,14 +243,21 @@ def kill_mid_stream(bus: Bus, tmp_path: Path, scheme: str, style: str,
         assert peer.proc.stdin is not None
         peer.proc.stdin.close()
         peer.stop()
-    flushed = bus.flush(5)
     stats = stats_for(bus)
     delivered = set(delivered_by(out))
-    if style == "oneway":  # every send that returned handed its message over
-        handed, arrived = len(accepted), len(delivered & set(accepted))
-    else:  # twitter also runs this process's receivers: count what went out to the peer
-        handed, arrived = stats.totals()["messages_out"], len(delivered)
-    reported = sum(stats.losses().values())
-    return {"sent": handed, "delivered": arrived, "reported_lost": reported,
-            "refused_at_call": len(refused), "lost_unreported": max(0, handed - arrived - reported),
-            "flush": flushed}
+
+    def counts() -> dict[str, Any]:
+        if style == "oneway":  # every send that returned handed its message over
+            handed, arrived = len(accepted), len(delivered & set(accepted))
+        else:  # twitter also runs this process's receivers: count what went out to the peer
+            handed, arrived = stats.totals()["messages_out"], len(delivered)
+        reported = sum(stats.losses().values())
+        return {"sent": handed, "delivered": arrived, "reported_lost": reported,
+                "refused_at_call": len(refused),
+                "lost_unreported": max(0, handed - arrived - reported)}
+
+    # the closed connection's outbox is counted when its teardown (on a thread of its
+    # own) closes the link: give it that long, then take the counts as they are
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: counts()["lost_unreported"] == 0, timeout=5, what="the losses counted")
+    return {**counts(), "flush": bus.flush(5)}
