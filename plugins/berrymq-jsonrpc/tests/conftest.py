@@ -238,3 +238,18 @@ def node(tmp_path: Path, procs: list[Proc]) -> tuple[Proc, str, str]:
     http = proc.line().removeprefix("serving ")
     assert tcp.startswith("tcp://127.0.0.1:") and http.startswith("http://127.0.0.1:")
     return proc, tcp, http
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """``figures(**measured)``: record what a probe measured, as one JSON line (with the
+    test's name) appended to the file named by ``BERRYMQ_FIGURES``; nothing when it is
+    unset. ``bench/figures.py`` runs the probes with it set and prints the table."""
+
+    def record(**measured: Any) -> None:
+        path = os.environ.get("BERRYMQ_FIGURES")
+        if path:
+            with open(path, "a", encoding="utf-8") as out:
+                out.write(json.dumps({"test": request.node.name, **measured}) + "\n")
+
+    return record

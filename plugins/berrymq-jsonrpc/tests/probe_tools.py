@@ -1,0 +1,274 @@
+"""What the probes of test_attacks.py share: a node with settings, its memory and threads
+(``/proc/PID/status``), raw TCP and HTTP clients, a slow drip, and a peer SIGKILLed while
+a stream of messages goes to it. Not a test module itself (like berrymq_cli_procs)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import select
+import socket
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from helpers import Child
+
+from berrymq.bus import Bus
+from berrymq.errors import TransportError
+from berrymq.identifier import Identifier
+from berrymq.message import Message
+
+__all__ = ["MIB", "WAIT", "Raw", "Record", "Sampler", "delivered_by", "drip", "hold_gets",
+           "http_get_json", "http_post", "kill_mid_stream", "port_of", "proc_status",
+           "request", "start_node"]
+
+Record = Callable[..., None]
+WAIT = 15.0
+MIB = 1 << 20
+
+
+def start_node(spawn: Callable[..., Any], tmp_path: Path, **settings: Any) -> Any:
+    """A node_script.py node whose JSON-RPC transports both take ``settings``."""
+    def value(v: Any) -> str:
+        return json.dumps(v)  # numbers and lists of strings are the same in TOML
+
+    table = "".join(f"{k} = {value(v)}\n" for k, v in settings.items())
+    (tmp_path / "berrymq.toml").write_text(
+        f"[berrymq]\n[berrymq.jsonrpc-tcp]\n{table}[berrymq.jsonrpc-http]\n{table}")
+    return spawn()
+
+
+def proc_status(pid: int) -> tuple[float, int]:
+    """(resident memory in MiB, thread count) of process ``pid``."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
+
+
+class Sampler:
+    """The peak memory and thread count of a process, sampled every 20 ms on a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.before = proc_status(pid)
+        self.peak = self.before
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                rss, threads = proc_status(self.pid)
+            except OSError:  # the process ended (a failed test stops it)
+                return
+            self.peak = (max(self.peak[0], rss), max(self.peak[1], threads))
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(WAIT)
+        return {"rss_before_mib": round(self.before[0], 1), "rss_peak_mib": round(self.peak[0], 1),
+                "threads_before": self.before[1], "threads_peak": self.peak[1]}
+
+
+def request(method: str, params: Any, id: Any = 1) -> dict[str, Any]:
+    obj = {"jsonrpc": "2.0", "method": method, "params": params}
+    if id is not None:
+        obj["id"] = id
+    return obj
+
+
+class Raw:
+    """One TCP connection to a node, speaking JSON lines by hand."""
+
+    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
+        self.sock = socket.socket()
+        self.sock.settimeout(WAIT)
+        self.sock.bind((source, 0))
+        self.sock.connect(("127.0.0.1", port))
+        self.buffer = b""
+
+    def send(self, *objs: Any) -> None:
+        self.sock.sendall(b"".join(json.dumps(o).encode() + b"\n" for o in objs))
+
+    def line(self) -> Any:
+        """The next line the node wrote, parsed (fails at the socket's timeout)."""
+        while b"\n" not in self.buffer:
+            data = self.sock.recv(65536)
+            assert data, "the node closed the connection"
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return json.loads(line)
+
+    def call(self, method: str, **params: Any) -> Any:
+        self.send(request(method, params, "call"))
+        answer = self.line()
+        assert "result" in answer, answer
+        return answer["result"]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def http_get_json(port: int, path: str) -> Any:
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:100]
+    return json.loads(body)
+
+
+def hold_gets(port: int, raws: list[Raw], count: int, wait: float) -> tuple[Raw, str]:
+    """A connection with a session queue and ``count`` blocking gets of ``wait`` s on it."""
+    waiter = Raw(port)
+    raws.append(waiter)
+    token = waiter.call("connect_via_queue", identifier="job:*", ttl=600)
+    waiter.send(*[request("get", {"token": token, "timeout": wait}, i) for i in range(count)])
+    return waiter, token
+
+
+def drip(port: int, data: bytes, every: float, limit: float) -> float | None:
+    """Send ``data`` a byte every ``every`` s on a new connection; the seconds until the
+    node closed it, or None if it was open after ``limit`` s."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        started = time.monotonic()
+        for byte in data:
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                return time.monotonic() - started
+            end = time.monotonic() + every
+            while (left := end - time.monotonic()) > 0:
+                if select.select([sock], [], [], left)[0]:
+                    try:
+                        if not sock.recv(65536):  # the close (an HTTP 408 may come first)
+                            return time.monotonic() - started
+                    except OSError:
+                        return time.monotonic() - started
+            if time.monotonic() - started > limit:
+                return None
+    raise AssertionError("the drip ended before the limit")
+
+
+def http_post(port: int, obj: Any) -> Any:
+    body = json.dumps(obj).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return json.loads(data.partition(b"\r\n\r\n")[2])
+
+
+#: A peer that writes the number of every job:n it gets to a file, with no buffer in the
+#: process: what it delivered survives its SIGKILL.
+RECEIVER = textwrap.dedent("""
+    import os, sys
+    import berrymq
+
+    out = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+    def got(message):
+        os.write(out, b"%d\\n" % message.args[0])
+
+    berrymq.regist_function("job:n", got)
+    print("READY", berrymq.init_connection(sys.argv[1] + "://127.0.0.1:0"), flush=True)
+    sys.stdin.readline()
+""")
+
+
+def delivered_by(path: Path) -> list[int]:
+    if not path.exists():
+        return []
+    return [int(line) for line in path.read_bytes().split(b"\n")[:-1]]
+
+
+def kill_mid_stream(bus: Bus, tmp_path: Path, scheme: str, style: str,
+                    wait_for: Callable[..., Any]) -> dict[str, Any]:
+    """Stream job:n to a peer (``connect_oneway`` and ``send``, or ``interconnect`` and
+    ``twitter``) from this process, SIGKILL the peer once it delivered 3,000, then count:
+    what the calls handed over, what the peer delivered, what the counters report lost."""
+    from berrymq_jsonrpc.stats import stats_for
+
+    script = tmp_path / "receiver.py"
+    script.write_text(RECEIVER)
+    out = tmp_path / "delivered.txt"
+    peer = Child(script, scheme, str(out), cwd=tmp_path)
+    transport = bus.transport(scheme)
+    connection = (transport.connect_oneway(peer.url, 600) if style == "oneway"
+                  else transport.interconnect(peer.url, 600))
+    accepted: list[int] = []
+    refused: list[int] = []
+    stop = threading.Event()
+
+    ident = Identifier("job:n")
+
+    def send_one(i: int) -> bool:
+        """One call; whether it accepted the message."""
+        try:
+            if style == "oneway":
+                connection.send(Message(ident, (i,), {}))
+            else:
+                bus.twitter(ident, i)
+        except TransportError:
+            refused.append(i)
+            return False
+        accepted.append(i)
+        return True
+
+    def send() -> None:  # as fast as the calls return, until one refuses or the test stops
+        i = 0
+        while not stop.is_set() and send_one(i):
+            i += 1
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        wait_for(lambda: len(delivered_by(out)) >= 3000, what="traffic to the peer")
+        # the calls stop here, thousands of messages wait in the outbox (a call racing
+        # with the failure is test_attacks' probe of a batch in flight)
+        stop.set()
+        sender.join(WAIT)
+        peer.proc.kill()
+        peer.proc.wait(WAIT)
+        bus.flush(WAIT)  # until the outbox failed, or had everything acknowledged before
+        if style == "oneway":  # a later call is refused (over HTTP, once a batch failed)
+            later = iter(range(10**9, 2 * 10**9))
+            wait_for(lambda: not send_one(next(later)), what="a later call refused")
+        wait_for(lambda: getattr(connection, "closed", False), what="the sender to notice")
+    finally:
+        stop.set()
+        sender.join(WAIT)
+        assert peer.proc.stdin is not None
+        peer.proc.stdin.close()
+        peer.stop()
+    stats = stats_for(bus)
+    delivered = set(delivered_by(out))
+
+    def counts() -> dict[str, Any]:
+        if style == "oneway":  # every send that returned handed its message over
+            handed, arrived = len(accepted), len(delivered & set(accepted))
+        else:  # twitter also runs this process's receivers: count what went out to the peer
+            handed, arrived = stats.totals()["messages_out"], len(delivered)
+        reported = sum(stats.losses().values())
+        return {"sent": handed, "delivered": arrived, "reported_lost": reported,
+                "refused_at_call": len(refused),
+                "lost_unreported": max(0, handed - arrived - reported)}
+
+    # the closed connection's outbox is counted when its teardown (on a thread of its
+    # own) closes the link: give it that long, then take the counts as they are
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: counts()["lost_unreported"] == 0, timeout=5, what="the losses counted")
+    return {**counts(), "flush": bus.flush(5)}
