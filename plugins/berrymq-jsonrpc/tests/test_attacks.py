@@ -39,7 +39,6 @@ from probe_tools import (
 )
 
 from berrymq.bus import Bus
-from berrymq.errors import TransportError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 
@@ -152,21 +151,21 @@ def test_a_full_server_queue_is_reported_to_the_sender_not_dropped(
     for i in range(5000):  # send_message as fast as it returns, at a queue of 1,000
         connection.send(Message(Identifier("job:n"), (i,), {}))
     accepted = 5000
-    flushed = bus.flush(WAIT)  # returns once the refusal came back
-    with pytest.raises(TransportError, match="refused") as refusal:  # later calls say why
-        connection.send(Message(Identifier("job:n"), (5000,), {}))
-    wait_for(lambda: getattr(connection, "closed", False), what="the refused connection closed")
+    flushed = bus.flush(WAIT)  # False: messages accepted since the last flush were refused
     queues = http_get_json(status_port, "/status")["queues"]
     stored = sum(q["depth"] for q in queues if q["kind"] == "session")
     reported = sum(stats_for(bus).losses().values())
+    # the refusals leave the connection open: later messages still go
+    connection.send(Message(Identifier("other:x"), (5000,), {}))  # no full queue wants it
+    assert connection.flush(WAIT) is True
+    assert not getattr(connection, "closed", True)
     figures(kind="fault survived", what="send_message at a server queue (style 03) of 1,000 "
-            "that fills up", inputs=5001, sent=accepted, delivered=stored,
-            refused_at_call=1, reported_lost=reported, flush=flushed,
+            "that fills up", inputs=5000, sent=accepted, delivered=stored,
+            refused_at_call=0, reported_lost=reported, flush=flushed,
             lost_unreported=max(0, accepted - stored - reported))
     assert stored == 1000
-    assert accepted - stored <= reported, "messages lost without a report"
+    assert accepted - stored == reported, "messages lost without a report"
     assert flushed is False
-    assert "refused" in str(refusal.value)
 
 
 @pytest.mark.xfail(strict=True, reason="bug: once a refused connection is torn down, "
@@ -374,7 +373,8 @@ def test_interconnect_to_a_host_not_allowed_is_refused(
         else:
             error = http_post(scheme_ok["http"], request("interconnect", params))["error"]
         assert time.monotonic() - started < 3, target  # refused, not tried
-        assert error["code"] == p.NOT_ALLOWED and "callback_hosts" in error["data"], (target, error)
+        assert error["code"] == p.NOT_ALLOWED, (target, error)
+        assert error["data"]["setting"] == "callback_hosts", (target, error)
     status = http_get_json(status_port, "/status")
     figures(kind="bad input", what="interconnect asking for a callback to non-loopback "
             "hosts (TEST-NET, private, metadata, 0.0.0.0, v4-mapped v6), TCP and HTTP",
@@ -498,10 +498,6 @@ def test_flush_after_a_peer_killed_mid_stream_says_false(
     assert counts["flush"] is False
 
 
-@pytest.mark.xfail(strict=True, reason="bug: status_snapshot reads outbox._queue, which the "
-                   "client's Outbox no longer has (berrymq_jsonrpc/status.py, connections "
-                   "out), so /status of a node with an outgoing connection fails with "
-                   "AttributeError instead of showing its losses")
 def test_status_of_a_sender_whose_peer_was_killed_shows_the_loss(
         spawn: Callable[..., Any], wait_for: Callable[..., Any]) -> None:
     sender, peer = spawn(), spawn()
@@ -515,10 +511,6 @@ def test_status_of_a_sender_whose_peer_was_killed_shows_the_loss(
              what="the loss in the sender's /status")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the client's outbox refuses any message over its "
-                   "batch size (BATCH_BYTES, 64 KiB, berrymq_jsonrpc/client.py) with "
-                   "MessageTooLarge naming 65536 bytes, although the nodes take requests up to "
-                   "max_size (1 MiB, docs/protocol.md Limits)")
 def test_send_message_takes_a_message_up_to_max_size(spawn: Callable[..., Any]) -> None:
     sender, peer = spawn(), spawn()
     sender("oneway", addr=peer("serve", addr="tcp://127.0.0.1:0"))
