@@ -37,17 +37,19 @@ from berrymq.subscription import Guard, Receiver, ReceiverKind, Subscription, st
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["DIRECT", "DISPATCH", "FORWARD", "ROUTE_CACHE_LIMIT", "CachedRoute", "Index", "RouteEntry",
-           "belongs_to"]
+__all__ = ["DIRECT", "DISPATCH", "FORWARD", "NOBODY", "ROUTE_CACHE_LIMIT", "CachedRoute", "Index",
+           "RouteEntry", "belongs_to"]
 
 RouteEntry = tuple[Callable[[], Receiver | None], Guard | None, "Subscription"]
-# (identifier, its route, how send() delivers it: DIRECT, FORWARD or DISPATCH)
+# (identifier, its route, how send() delivers it: DIRECT, FORWARD, DISPATCH or NOBODY)
 CachedRoute = tuple[Identifier, tuple[RouteEntry, ...], int]
 Key = tuple[str | None, str, str]
 
 #: How send() delivers: itself (no pool, no peers, no taps); itself, then to the
 #: forwarders (peers but no pool or taps); or through Bus._dispatch (a pool or taps).
-DIRECT, FORWARD, DISPATCH = 0, 1, 2
+#: NOBODY is a DIRECT route without receivers: nothing to do. Only DIRECT is false, so
+#: that send() tells its common case from all others with one test.
+DIRECT, FORWARD, DISPATCH, NOBODY = 0, 1, 2, 3
 
 #: Routes kept at most (each the key one sender used); the oldest goes first when full.
 ROUTE_CACHE_LIMIT = 65_536
@@ -347,8 +349,11 @@ class Index:
                 return cached
             matched = self._match(ident)
             how = self.how
-            if how == FORWARD and not forwarding and version == self.version:
-                how = DIRECT  # no peer wants it: sent as if there were none
+            if how == FORWARD and (ident.is_local
+                                   or (not forwarding and version == self.version)):
+                how = DIRECT  # local, or no peer wants it: sent as if there were none
+            if how == DIRECT and not matched:
+                how = NOBODY
             cached = (ident, tuple([(s.ref, s.guard, s) for s in matched]), how)
             while len(routes) >= self.limit:
                 self._forget(routes.popitem(last=False)[1][0])
