@@ -110,12 +110,14 @@ class Index:
         self._owners: dict[int, dict[int, Subscription]] = {}
         self._dead: list[Subscription] = []
         #: sender's key -> cached route; read without the lock (see the module docstring).
-        #: An OrderedDict (looked up as fast as a dict) evicts its oldest entry in O(1),
-        #: where a dict's first entry is found behind the tombstones of the deleted ones.
-        self.routes: OrderedDict[object, CachedRoute] = OrderedDict()
+        #: A plain dict: send()'s subscript of it is then specialised by the interpreter
+        #: (an OrderedDict's is not).
+        self.routes: dict[object, CachedRoute] = {}
         self.limit = ROUTE_CACHE_LIMIT
-        # canonical text of each cached identifier -> the keys its route is cached under
-        self._route_keys: dict[str, list[object]] = {}
+        # canonical text of each cached identifier -> the keys its route is cached under,
+        # oldest first: an OrderedDict finds its first entry in O(1), where a dict finds
+        # it behind the tombstones of the entries deleted before it
+        self._route_keys: OrderedDict[str, list[object]] = OrderedDict()
         self._cached_names: dict[tuple[str | None, str], set[str]] = {}
         self._cached_actions: dict[tuple[str | None, str], set[str]] = {}
         self._cached_namespaces: dict[str | None, set[str]] = {}
@@ -355,8 +357,8 @@ class Index:
             if how == DIRECT and not matched:
                 how = NOBODY
             cached = (ident, tuple([(s.ref, s.guard, s) for s in matched]), how)
-            while len(routes) >= self.limit:
-                self._forget(routes.popitem(last=False)[1][0])
+            while len(routes) >= self.limit:  # full: the oldest identifier goes
+                self._forget(routes[next(iter(self._route_keys.values()))[0]][0])
             routes[key] = cached
             self._route_keys[text] = [key]
             name, action = ident.name, ident.action
