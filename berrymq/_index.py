@@ -363,7 +363,11 @@ class Index:
                 how = DIRECT  # local, or no peer wants it: sent as if there were none
             if how == DIRECT and not matched:
                 how = NOBODY
-            cached = (ident, tuple([(s.ref, s.guard, s) for s in matched]), how)
+            if len(matched) == 1:  # the common case, without a comprehension's frame
+                one = matched[0]
+                cached = (ident, ((one.ref, one.guard, one),), how)
+            else:
+                cached = (ident, tuple([(s.ref, s.guard, s) for s in matched]), how)
             if len(routes) >= self.limit:  # full: the oldest identifier goes
                 self._evict()
             routes[key] = cached
