@@ -26,8 +26,9 @@ from __future__ import annotations
 import itertools
 import threading
 import weakref
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable, Iterator
+from operator import attrgetter
 from types import MethodType
 from typing import TYPE_CHECKING, Any
 
@@ -37,17 +38,19 @@ from berrymq.subscription import Guard, Receiver, ReceiverKind, Subscription, st
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["DIRECT", "DISPATCH", "FORWARD", "ROUTE_CACHE_LIMIT", "CachedRoute", "Index", "RouteEntry",
-           "belongs_to"]
+__all__ = ["DIRECT", "DISPATCH", "FORWARD", "NOBODY", "ROUTE_CACHE_LIMIT", "CachedRoute", "Index",
+           "RouteEntry", "belongs_to"]
 
 RouteEntry = tuple[Callable[[], Receiver | None], Guard | None, "Subscription"]
-# (identifier, its route, how send() delivers it: DIRECT, FORWARD or DISPATCH)
+# (identifier, its route, how send() delivers it: DIRECT, FORWARD, DISPATCH or NOBODY)
 CachedRoute = tuple[Identifier, tuple[RouteEntry, ...], int]
 Key = tuple[str | None, str, str]
 
 #: How send() delivers: itself (no pool, no peers, no taps); itself, then to the
 #: forwarders (peers but no pool or taps); or through Bus._dispatch (a pool or taps).
-DIRECT, FORWARD, DISPATCH = 0, 1, 2
+#: NOBODY is a DIRECT route without receivers: nothing to do. Only DIRECT is false, so
+#: that send() tells its common case from all others with one test.
+DIRECT, FORWARD, DISPATCH, NOBODY = 0, 1, 2, 3
 
 #: Routes kept at most (each the key one sender used); the oldest goes first when full.
 ROUTE_CACHE_LIMIT = 65_536
@@ -108,12 +111,19 @@ class Index:
         self._owners: dict[int, dict[int, Subscription]] = {}
         self._dead: list[Subscription] = []
         #: sender's key -> cached route; read without the lock (see the module docstring).
-        #: An OrderedDict (looked up as fast as a dict) evicts its oldest entry in O(1),
-        #: where a dict's first entry is found behind the tombstones of the deleted ones.
-        self.routes: OrderedDict[object, CachedRoute] = OrderedDict()
+        #: A plain dict: send()'s subscript of it is then specialised by the interpreter
+        #: (an OrderedDict's is not).
+        self.routes: dict[object, CachedRoute] = {}
         self.limit = ROUTE_CACHE_LIMIT
         # canonical text of each cached identifier -> the keys its route is cached under
         self._route_keys: dict[str, list[object]] = {}
+        # the texts in the order they were cached, oldest first, for eviction; a text
+        # forgotten meanwhile stays until it comes up or the queue is rebuilt (when it is
+        # over twice as long as the cache), so that forgetting costs nothing here (a text
+        # cached again after that may then go early: this is a cache, not a promise).
+        # A dict's first entry is found behind the tombstones of the entries deleted
+        # before it, so the dict above cannot say which is oldest.
+        self._route_order: deque[str] = deque()
         self._cached_names: dict[tuple[str | None, str], set[str]] = {}
         self._cached_actions: dict[tuple[str | None, str], set[str]] = {}
         self._cached_namespaces: dict[str | None, set[str]] = {}
@@ -305,22 +315,23 @@ class Index:
             self._cached_wild.pop(text, None)
             return
         namespace = ident.namespace
-        for table, part in ((self._cached_names, (namespace, name)),
-                            (self._cached_actions, (namespace, action))):
-            texts = table.get(part)
-            if texts is not None:
-                texts.discard(text)
-                if not texts:
-                    del table[part]
-        texts = self._cached_namespaces.get(namespace)
-        if texts is not None:
-            texts.discard(text)
-            if not texts:
-                del self._cached_namespaces[namespace]
+        _discard(self._cached_names, (namespace, name), text)
+        _discard(self._cached_actions, (namespace, action), text)
+        _discard(self._cached_namespaces, namespace, text)
+
+    def _evict(self) -> None:
+        """Forget the route cached longest ago (the cache is full)."""
+        order, route_keys = self._route_order, self._route_keys
+        while order:
+            keys = route_keys.get(order.popleft())
+            if keys is not None:
+                self._forget(self.routes[keys[0]][0])
+                return
 
     def _clear_routes(self) -> None:
         self.routes.clear()  # in place: the bus's send() holds this very dict
         self._route_keys.clear()
+        self._route_order.clear()
         self._cached_names.clear()
         self._cached_actions.clear()
         self._cached_namespaces.clear()
@@ -347,36 +358,50 @@ class Index:
                 return cached
             matched = self._match(ident)
             how = self.how
-            if how == FORWARD and not forwarding and version == self.version:
-                how = DIRECT  # no peer wants it: sent as if there were none
-            cached = (ident, tuple([(s.ref, s.guard, s) for s in matched]), how)
-            while len(routes) >= self.limit:
-                self._forget(routes.popitem(last=False)[1][0])
+            if how == FORWARD and (ident.is_local
+                                   or (not forwarding and version == self.version)):
+                how = DIRECT  # local, or no peer wants it: sent as if there were none
+            if how == DIRECT and not matched:
+                how = NOBODY
+            if len(matched) == 1:  # the common case, without a comprehension's frame
+                one = matched[0]
+                cached = (ident, ((one.ref, one.guard, one),), how)
+            else:
+                cached = (ident, tuple([(s.ref, s.guard, s) for s in matched]), how)
+            if len(routes) >= self.limit:  # full: the oldest identifier goes
+                self._evict()
             routes[key] = cached
             self._route_keys[text] = [key]
+            order = self._route_order
+            order.append(text)
+            if len(order) > 2 * len(self._route_keys) + 64:  # mostly texts forgotten since
+                self._route_order = deque(self._route_keys)
             name, action = ident.name, ident.action
             if name == WILDCARD or action == WILDCARD:
                 self._cached_wild[text] = ident
             else:
                 namespace = ident.namespace
-                self._cached_names.setdefault((namespace, name), set()).add(text)
-                self._cached_actions.setdefault((namespace, action), set()).add(text)
-                self._cached_namespaces.setdefault(namespace, set()).add(text)
+                _add(self._cached_names, (namespace, name), text)
+                _add(self._cached_actions, (namespace, action), text)
+                _add(self._cached_namespaces, namespace, text)
             return cached
 
     def _match(self, ident: Identifier) -> list[Subscription]:
-        namespace, name, action = _key(ident)
-        if ident.is_wildcard:
+        namespace, name, action = ident.namespace, ident.name, ident.action
+        if name == WILDCARD or action == WILDCARD:
             # Sending to a wildcard (rare): every subscription of the namespace may match.
             return [s for s in self.subscriptions.values() if s.pattern.matches(ident)]
         buckets = self._buckets
         found: list[Subscription] = []
+        shapes = 0
         for key in ((namespace, name, action), (namespace, name, WILDCARD),
                     (namespace, WILDCARD, action), (namespace, WILDCARD, WILDCARD)):
             bucket = buckets.get(key)
             if bucket:
                 found.extend(bucket.values())
-        found.sort(key=_by_seq)
+                shapes += 1
+        if shapes > 1:  # one bucket is in registration order already
+            found.sort(key=_by_seq)
         return found
 
     def lookup(self, ident: Identifier) -> tuple[RouteEntry, ...]:
@@ -394,6 +419,21 @@ class Index:
             return list(self.subscriptions.values())
 
 
-def _by_seq(subscription: Subscription) -> int:
-    return subscription.seq
+_by_seq = attrgetter("seq")
+
+
+def _add(table: dict[Any, set[str]], part: object, text: str) -> None:
+    texts = table.get(part)
+    if texts is None:
+        table[part] = {text}
+    else:
+        texts.add(text)
+
+
+def _discard(table: dict[Any, set[str]], part: object, text: str) -> None:
+    texts = table.get(part)
+    if texts is not None:
+        texts.discard(text)
+        if not texts:
+            del table[part]
 

@@ -31,7 +31,7 @@ from berrymq.ask import ask as _ask
 from berrymq.ask import ask_local as _ask_local
 from berrymq.errors import ConnectionClosed, QueueFull
 from berrymq.identifier import Identifier, parse
-from berrymq.message import Message
+from berrymq.message import Message, new_message
 from berrymq.node import Node, NodeSide
 from berrymq.plugins import PluginHost, get_plugin_host
 from berrymq.state import BusState, StateKey
@@ -46,7 +46,6 @@ logger = logging.getLogger("berrymq")
 
 DEFAULT_HOP_LIMIT = 32
 T = TypeVar("T")
-_tuple_new = tuple.__new__
 
 
 class Bus(NodeSide):
@@ -277,7 +276,7 @@ class Bus(NodeSide):
         if hops >= self.hop_limit:
             drop_looping(self, ident, hops)
             return
-        message: Message = _tuple_new(Message, (ident, args, kwargs, hops, None))
+        message: Message = new_message((ident, args, kwargs, hops, None))
         try:
             self.deliver_with_reply(message, reply_to)
         finally:  # local failures are reported after the message went to other nodes

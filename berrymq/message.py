@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from berrymq.identifier import Identifier
 
-__all__ = ["Message"]
+__all__ = ["Message", "new_message"]
 
 T = TypeVar("T")
 
 _tuple_new = tuple.__new__
 
 
-class Message(tuple):  # type: ignore[type-arg]
+class _MessageType(type):
+    """Message's metaclass: ``Message(identifier, args, kwargs)`` is the documented
+    constructor, while :data:`new_message` builds one from its five fields at C speed.
+
+    A tuple subclass with a ``__new__`` written in Python is built through that
+    ``__new__`` (or through the slower ``tuple.__new__(Message, fields)``); with the
+    public constructor here instead, Message keeps tuple's own ``__new__``, so that the
+    hot path of every send builds its message with one C-level call.
+    """
+
+    def __call__(cls, identifier: Identifier | str, args: tuple[Any, ...] = (),
+                 kwargs: dict[str, Any] | None = None, hops: int = 0,
+                 uid: str | None = None) -> Any:
+        if not isinstance(identifier, Identifier):
+            identifier = Identifier(identifier)
+        return _tuple_new(
+            cls,  # type: ignore[arg-type]  # cls is Message, a tuple subclass
+            (identifier, tuple(args), {} if kwargs is None else kwargs, hops, uid),
+        )
+
+
+class Message(tuple, metaclass=_MessageType):  # type: ignore[type-arg]
     """One sent message, as receivers and queues see it.
 
     ``id`` is ``"name:action"``; ``args`` is a tuple and ``kwargs`` a dict; each keyword
@@ -25,19 +46,10 @@ class Message(tuple):  # type: ignore[type-arg]
 
     __slots__ = ()
 
-    def __new__(
-        cls,
-        identifier: Identifier | str,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-        hops: int = 0,
-        uid: str | None = None,
-    ) -> Message:
-        if not isinstance(identifier, Identifier):
-            identifier = Identifier(identifier)
-        return _tuple_new(
-            cls, (identifier, tuple(args), {} if kwargs is None else kwargs, hops, uid)
-        )
+    if TYPE_CHECKING:  # the constructor is _MessageType.__call__; this tells type checkers
+        def __new__(cls, identifier: Identifier | str, args: tuple[Any, ...] = (),
+                    kwargs: dict[str, Any] | None = None, hops: int = 0,
+                    uid: str | None = None) -> Message: ...
 
     @property
     def identifier(self) -> Identifier:
@@ -120,3 +132,11 @@ class Message(tuple):  # type: ignore[type-arg]
         return result if result is NotImplemented else not result
 
     __hash__ = None  # type: ignore[assignment]  # kwargs is a dict
+
+
+#: ``new_message((identifier, args, kwargs, hops, uid))``: a Message from its five fields,
+#: as they are (an :class:`~berrymq.identifier.Identifier`, a tuple, a dict, an int, a str
+#: or None), unchecked. The send path's constructor: tuple's own, called as
+#: ``type.__call__`` would, without :class:`_MessageType`'s Python-level ``__call__``.
+new_message: Callable[[tuple[Identifier, tuple[Any, ...], dict[str, Any], int, str | None]],
+                      Message] = type.__call__.__get__(Message)

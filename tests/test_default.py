@@ -10,9 +10,14 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
-from helpers import child_env
+from helpers import WAIT, child_env
+
+import berrymq
+from berrymq.default import _EmptyHolder, _Holder, holder
 
 PROBE = textwrap.dedent(
     """
@@ -62,3 +67,50 @@ def test_the_default_bus_is_made_on_first_use_and_started_by_the_api(tmp_path: P
         "use_bus": True,
         "restored": True,
     }
+
+
+def test_senders_find_a_bus_while_the_default_bus_is_swapped() -> None:
+    # The holder changes class when its slot is emptied and filled; a sender without the
+    # lock must always find a bus, never an AttributeError, and once a bus is set the
+    # holder is back in its class without __getattr__ (the fast one). (The ordering that
+    # keeps a sender from meeting an empty slot in the fast class cannot be forced into a
+    # race under the GIL; this checks sending across many swaps.)
+    buses = [berrymq.Bus(name=f"swap-{i}") for i in range(2)]
+    got: list[int] = []
+    for i, bus in enumerate(buses):
+        bus.subscribe("swap:go", lambda message, i=i: got.append(i), weak=False)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def send() -> None:
+        try:
+            while not stop.is_set():
+                berrymq.twitter("swap:go")
+        except BaseException as exc:
+            errors.append(exc)
+
+    senders = [threading.Thread(target=send) for _ in range(2)]
+    old = berrymq.get_bus()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        for thread in senders:
+            thread.start()
+        deadline = time.monotonic() + WAIT
+        n = 0
+        while (n < 2000 or len(set(got)) < 2) and time.monotonic() < deadline:
+            berrymq.set_bus(buses[n % 2])
+            n += 1
+            if n % 100 == 0:
+                time.sleep(0.001)  # not a wait: lets the senders run between swaps
+    finally:
+        sys.setswitchinterval(interval)
+        stop.set()
+        for thread in senders:
+            thread.join(WAIT)
+        berrymq.set_bus(old)
+        for bus in buses:
+            bus.close()
+    assert not errors
+    assert type(holder) is _Holder and not isinstance(holder, _EmptyHolder)
+    assert set(got) == {0, 1}

@@ -88,6 +88,26 @@ def test_the_route_cache_evicts_the_oldest_route_instead_of_clearing(bus: Bus) -
     assert len(bus._routes) == 3
 
 
+def test_eviction_skips_routes_forgotten_meanwhile_and_its_queue_stays_bounded(bus: Bus) -> None:
+    bus.subscribe("*:run", nothing)
+    index = bus._index
+    index.limit = 3
+    for name in ("a:run", "b:run", "c:run"):
+        bus.twitter(name)
+    with bus.subscribe("b:*", other):  # forgets b:run's route (twice: on subscribe and cancel)
+        pass
+    bus.twitter("d:run")  # not full: nothing goes
+    bus.twitter("e:run")  # full: a:run goes (b:run, first in the queue, is already gone)
+    assert cached(bus, "a:run") is None
+    assert all(cached(bus, n) is not None for n in ("c:run", "d:run", "e:run"))
+    for i in range(500):  # routes forgotten as fast as they are made
+        bus.twitter(f"x{i}:run")
+        with bus.subscribe(f"x{i}:*", other):
+            pass
+    assert len(bus._routes) <= 3
+    assert len(index._route_order) <= 2 * len(index._route_keys) + 64 + 1
+
+
 def test_an_identifier_sent_as_text_and_as_identifier_shares_one_route(bus: Bus) -> None:
     bus.subscribe("a:x", nothing)
     bus.twitter("a:x")

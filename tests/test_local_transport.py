@@ -6,7 +6,7 @@ import pytest
 
 import berrymq
 from berrymq import Bus, ConnectionClosed, Empty, Message, Queue, QueueFull
-from berrymq._index import DIRECT
+from berrymq._index import NOBODY
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
@@ -123,7 +123,7 @@ def test_a_peer_that_follows_nothing_matching_is_skipped_until_it_does(nodes: li
     seen: list[Message] = []
     b.subscribe("other:*", seen.append, weak=False)
     a.twitter("job:x", 1)
-    assert a._routes["job:x"][2] == DIRECT  # sent as if a had no peer
+    assert a._routes["job:x"][2] == NOBODY  # sent as if a had no peer (nor receiver)
     with b.subscribe("*:x", seen.append, weak=False):  # b's new subscription refreshes a
         a.twitter("job:x", 2)
     a.twitter("job:x", 3)

@@ -14,6 +14,7 @@ from berrymq._index import DIRECT
 from berrymq.hookspecs import hookimpl
 from berrymq.plugins import BUILTIN_PLUGINS, PluginHost, _Candidate
 from berrymq.settings import Settings, load_settings
+from berrymq.sources.timer import IntervalTimer
 
 
 def host_with(tmp_path: Path, text: str, **kwargs: Any) -> PluginHost:
@@ -89,6 +90,18 @@ def test_allow_list_keeps_core_receivers(tmp_path: Path) -> None:
     assert {"local", "functions", "followers", "queues"} <= active
     inactive = {i.name: i.reason for i in host.infos() if not i.active}
     assert all("not in the plugins list" in reason for reason in inactive.values())
+
+
+def test_allow_list_leaves_the_other_plugins_inactive(tmp_path: Path) -> None:
+    # Behaviour, not just the report: a source plugin left out of the list cannot be used,
+    # and the same plugin works on a bus whose settings have no list.
+    listed = Bus(plugins=host_with(tmp_path, '[berrymq]\nplugins = ["local"]\n'))
+    with pytest.raises(PluginNotAvailable, match="timer"):
+        IntervalTimer("beat", 60.0, bus=listed)
+    listed.close()
+    unlisted = Bus(plugins=host_with(tmp_path, "[berrymq]\n"))
+    IntervalTimer("beat", 60.0, bus=unlisted).stop()
+    unlisted.close()
 
 
 def test_disabled_transport_is_named_in_the_error(tmp_path: Path) -> None:
