@@ -154,11 +154,13 @@ def test_a_full_outbox_blocks_then_raises_queue_full_naming_outbox_bytes(
     assert not connection.closed  # a full outbox refuses, it does not break the connection
     # the peer goes away: everything accepted is reported, nothing vanishes
     deaf_peer.close()
-    wait_until(lambda: connection.closed, "the connection to notice the peer is gone")
+    stats = client.transport(scheme).service.stats  # type: ignore[attr-defined]
+    # closed first, counted as it is torn down (on another thread): wait for the count
+    wait_until(lambda: connection.closed and stats.losses().get(
+        "not sent: connection failed or closed") == accepted,
+        "the connection to notice the peer is gone and count what it held")
     assert outbox.sent == 0
     assert connection.losses == {"not sent: connection failed or closed": accepted}
-    stats = client.transport(scheme).service.stats  # type: ignore[attr-defined]
-    assert stats.losses()["not sent: connection failed or closed"] == accepted
     print(f"{scheme}: offered 40 x {len(payload)} B, accepted {accepted}, refused "
           f"{len(errors)}, most waiting {most} B (outbox_bytes {limit}), Python memory "
           f"held {held} B")
