@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from berrymq._hops import get_box, hop_box
 from berrymq._index import DIRECT, DISPATCH, NOBODY, RouteEntry
+from berrymq._losses import HOP_LIMIT, LOSSES
 from berrymq._pending import PendingReply
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
@@ -110,9 +111,10 @@ def raise_errors(ident: Identifier, errors: list[Exception]) -> NoReturn:
 
 
 def drop_looping(bus: Bus, ident: Identifier, hops: int) -> None:
-    logger.warning(
-        "dropped message %s: it was handed on %d times (hop limit %d); "
-        "is there a receiver loop?", ident, hops, bus.hop_limit,
+    """Count a message dropped at the hop limit (``bus.losses``); one line per burst."""
+    bus.state(LOSSES).add(
+        HOP_LIMIT, logging.WARNING, "dropped message %s: it was handed on %d times "
+        "(hop limit %d); is there a receiver loop?", ident, hops, bus.hop_limit,
     )
 
 

@@ -4,27 +4,47 @@ Each task is one route entry with its message, run through :func:`deliver
 <berrymq._delivery.deliver>` like any other delivery. Nothing handed to the pool is lost
 when it shuts down: whatever a worker did not take is run by the thread that shuts it
 down, or by a sender that raced with the shutdown.
+
+The task queue is bounded (setting ``pool_queue_size``): a sender that finds it full waits
+for room up to ``pool_queue_wait`` seconds, then gets :class:`~berrymq.QueueFull` naming
+the settings; nothing is dropped. A receiver that sends from a worker thread of the same
+pool does not wait (every worker might be waiting so, with nobody left to make room): it
+runs the receivers of its message itself, as ``multiplicity = 0`` would. The hot path takes
+no lock: one ``qsize()`` per task, and a worker looks at a plain counter of waiting
+senders after each task it takes.
+
+A receiver's refusal in a worker (a full :class:`~berrymq.Queue`) has no sender to reach:
+it is counted in ``bus.losses`` and logged once per burst (see :mod:`berrymq._losses`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from berrymq._delivery import Answer, deliver
 from berrymq._index import RouteEntry
+from berrymq._losses import WORKER_REFUSED
+from berrymq.errors import QueueFull
 from berrymq.message import Message
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["WorkerPool"]
+__all__ = ["DEFAULT_POOL_QUEUE_SIZE", "DEFAULT_POOL_QUEUE_WAIT", "WorkerPool", "pool_bounds"]
 
 logger = logging.getLogger("berrymq")
+
+#: tasks (one per receiver of a message) that may wait for a worker
+DEFAULT_POOL_QUEUE_SIZE = 100_000
+#: seconds a sender waits for room in a full task queue before it gets QueueFull
+DEFAULT_POOL_QUEUE_WAIT = 10.0
 
 
 class _Task(NamedTuple):
@@ -33,14 +53,34 @@ class _Task(NamedTuple):
     answer: Answer | None
 
 
+def pool_bounds(bus: Bus) -> tuple[int, float]:
+    """``pool_queue_size`` and ``pool_queue_wait`` for ``bus``: given to ``Bus(...)``,
+    else from the settings file, else the defaults."""
+    explicit: dict[str, Any] = getattr(bus, "_explicit", {})
+    size, wait = explicit.get("pool_queue_size"), explicit.get("pool_queue_wait")
+    if size is None or wait is None:
+        core = bus.plugins.core_settings
+        size = core.get("pool_queue_size", DEFAULT_POOL_QUEUE_SIZE) if size is None else size
+        wait = core.get("pool_queue_wait", DEFAULT_POOL_QUEUE_WAIT) if wait is None else wait
+    return int(size), float(wait)
+
+
 class WorkerPool:
-    """``size`` daemon threads taking tasks from one queue."""
+    """``size`` daemon threads taking tasks from one bounded queue."""
 
     def __init__(self, bus: Bus, size: int) -> None:
         self._bus = bus
         self._tasks: queue.SimpleQueue[_Task | threading.Barrier | None] = queue.SimpleQueue()
         self.size = size
+        self.limit, self.wait = pool_bounds(bus)
+        if self.limit < 1:
+            raise ValueError(f"pool_queue_size must be at least 1, got {self.limit}")
+        if self.wait < 0:
+            raise ValueError(f"pool_queue_wait must be 0 or more, got {self.wait}")
         self.closed = False
+        self._room = threading.Condition()
+        self._waiting = 0  # senders waiting for room: read by workers without the lock
+        self._joining = threading.Lock()
         self._threads = [
             threading.Thread(target=self._work, name=f"berrymq-worker-{i}", daemon=True)
             for i in range(size)
@@ -49,25 +89,66 @@ class WorkerPool:
             thread.start()
 
     def submit(self, route: Iterable[RouteEntry], message: Message, answer: Answer | None) -> None:
-        put = self._tasks.put
-        for entry in route:
-            put(_Task(entry, message, answer))
+        """Queue one task per route entry; raises :class:`QueueFull` when no room came."""
+        tasks = self._tasks
+        limit = self.limit
+        deadline = None
+        for handed, entry in enumerate(route):
+            task = _Task(entry, message, answer)
+            if tasks.qsize() >= limit:
+                if deadline is None:
+                    deadline = time.monotonic() + self.wait
+                if not self._wait_for_room(deadline, message, handed):
+                    self._run(task)  # a worker of this pool: it runs the task itself
+                    continue
+            tasks.put(task)
         if self.closed:
             self._drain()
+
+    def _wait_for_room(self, deadline: float, message: Message, handed: int) -> bool:
+        """Wait until the queue has room (True), or say that this thread is one of the
+        pool's workers, which must not wait (False); :class:`QueueFull` at ``deadline``."""
+        if threading.current_thread() in self._threads:
+            return False
+        with self._room:
+            self._waiting += 1
+            try:
+                while self._tasks.qsize() >= self.limit and not self.closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise QueueFull(
+                            f"message {message[0]}: the worker pool's queue holds "
+                            f"{self.limit} tasks (setting pool_queue_size) and no room came "
+                            f"within {self.wait:g}s (setting pool_queue_wait); it was handed "
+                            f"to {handed} receiver(s) before, not to the others")
+                    self._room.wait(left)
+            finally:
+                self._waiting -= 1
+        return True
 
     def _run(self, task: _Task) -> None:
         entry = task.entry
         if not entry[2].active:  # cancelled while the task waited
             return
         errors = deliver(self._bus, (entry,), task.message, task.answer)
-        if errors:  # a refusal in a worker has no sender to reach: log it loudly
-            logger.error("message %s refused by %r in a worker thread: %s",
-                         task.message[0], entry[2], errors[0])
+        if not errors:
+            return
+        for exc in errors:  # a refusal in a worker has no sender to reach: counted
+            if isinstance(exc, QueueFull):
+                self._bus.losses.add(WORKER_REFUSED.format("QueueFull"), logging.ERROR,
+                                     "message %s refused by %r in a worker thread: %s",
+                                     task.message[0], entry[2], exc)
+            else:
+                logger.error("receiver %r of %s failed on message %s in a worker thread",
+                             entry[2].ref(), entry[2].pattern, task.message[0], exc_info=exc)
 
     def _work(self) -> None:
         get = self._tasks.get
         while True:
             task = get()
+            if self._waiting:  # a sender waits for room: there is one more now
+                with self._room:
+                    self._room.notify_all()
             if task is None:
                 return
             if isinstance(task, _Task):
@@ -86,22 +167,44 @@ class WorkerPool:
                 self._run(task)
 
     def join(self, timeout: float | None) -> bool:
-        """Wait until every task handed over before the call has run; False on timeout."""
+        """Wait until every task handed over before the call has run, and every task those
+        handed over in turn; False on timeout.
+
+        Each round holds every worker at a barrier: when the last one arrives no task is
+        running, so a queue found empty then (by the barrier's action, before any worker
+        is let go) means all is done; one a finished task refilled takes another round.
+        """
         if threading.current_thread() in self._threads:
             raise RuntimeError("a receiver running in the pool cannot wait for the pool")
-        while True:
-            barrier = threading.Barrier(self.size + 1)
-            for _ in range(self.size):
-                self._tasks.put(barrier)
-            try:
-                barrier.wait(timeout)
-            except threading.BrokenBarrierError:
-                return False
-            if self._tasks.empty():
-                return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # one join at a time: the barriers of two would each hold some of the workers
+        if not self._joining.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            return False
+        try:
+            while True:
+                idle: list[bool] = []
+                barrier = threading.Barrier(self.size + 1,
+                                            action=functools.partial(self._note_idle, idle))
+                for _ in range(self.size):
+                    self._tasks.put(barrier)
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    barrier.wait(left)
+                except threading.BrokenBarrierError:
+                    return False
+                if idle[0]:
+                    return True
+        finally:
+            self._joining.release()
+
+    def _note_idle(self, into: list[bool]) -> None:
+        """The action of a join's barrier, run while every worker waits at it."""
+        into.append(self._tasks.empty())
 
     def shutdown(self) -> None:
         self.closed = True
+        with self._room:
+            self._room.notify_all()
         for _ in self._threads:
             self._tasks.put(None)
         current = threading.current_thread()

@@ -60,6 +60,9 @@ class Bus(NodeSide):
         node to node) before it is dropped with a warning, which cuts endless loops.
     :param multiplicity: the number of worker threads that run receivers; 0 runs them in
         the sender's thread.
+    :param pool_queue_size: the tasks (a message for one receiver) that may wait for a
+        worker; a sender waits for room, then gets :class:`~berrymq.QueueFull`.
+    :param pool_queue_wait: how long, in seconds, a sender waits for that room.
     :param plugins: the plugin host whose active plugins join this bus; the default is the
         process's host, configured by the settings file.
     :param start: start the bus now (apply the settings, let plugins join); with False,
@@ -72,6 +75,8 @@ class Bus(NodeSide):
         raise_errors: bool | None = None,
         hop_limit: int | None = None,
         multiplicity: int | None = None,
+        pool_queue_size: int | None = None,
+        pool_queue_wait: float | None = None,
         plugins: PluginHost | None = None,
         name: str | None = None,
         start: bool = True,
@@ -83,7 +88,8 @@ class Bus(NodeSide):
         self.node_id = secrets.token_hex(8)
         self._plugins = plugins
         self._explicit = {"raise_errors": raise_errors, "hop_limit": hop_limit,
-                          "multiplicity": multiplicity}
+                          "multiplicity": multiplicity, "pool_queue_size": pool_queue_size,
+                          "pool_queue_wait": pool_queue_wait}
         self.raise_errors = bool(raise_errors)
         self.hop_limit = DEFAULT_HOP_LIMIT if hop_limit is None else int(hop_limit)
         if self.hop_limit < 1:
@@ -252,7 +258,10 @@ class Bus(NodeSide):
             if pool is None:
                 errors = deliver(self, route, message)
             else:
-                pool.submit(route, message, None)
+                try:
+                    pool.submit(route, message, None)
+                except QueueFull as exc:  # the pool stayed full: reported after the peers
+                    errors = [exc]
         node = self._node
         if node is not None and node.forwarders and not message[0].is_local:
             # A local receiver's failure (a full queue, say) must not keep the message

@@ -30,6 +30,8 @@ CORE_KEYS: dict[str, type | tuple[type, ...]] = {
     "raise_errors": bool,
     "hop_limit": int,
     "multiplicity": int,
+    "pool_queue_size": int,
+    "pool_queue_wait": (int, float),
 }
 
 
@@ -162,6 +164,10 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
         raise blank.error("hop_limit must be at least 1", "hop_limit")
     if core.get("multiplicity", 0) < 0:
         raise blank.error("multiplicity must be 0 or more", "multiplicity")
+    if core.get("pool_queue_size", 1) < 1:
+        raise blank.error("pool_queue_size must be at least 1", "pool_queue_size")
+    if core.get("pool_queue_wait", 0) < 0:
+        raise blank.error("pool_queue_wait must be 0 or more", "pool_queue_wait")
     plugins = core.pop("plugins", None)
     return Settings(
         path=path,

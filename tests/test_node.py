@@ -37,6 +37,7 @@ def test_a_bus_without_peers_has_no_node(bus: Bus) -> None:
 
 
 def test_uids_carry_the_node_prefix_and_never_repeat_across_threads(bus: Bus) -> None:
+    prefix = bus.node.prefix
     uids: list[str] = []
 
     def stamp() -> None:
@@ -48,7 +49,8 @@ def test_uids_carry_the_node_prefix_and_never_repeat_across_threads(bus: Bus) ->
     for thread in threads:
         thread.join()
     assert len(set(uids)) == 16_000
-    assert all(uid.startswith(bus.node_id + "-") for uid in uids)
+    assert all(uid.startswith(prefix) for uid in uids)
+    assert not prefix.startswith(bus.node_id)  # the node id is public: it is not the prefix
     stamped = bus.stamp(Message("a:x"))
     assert bus.stamp(stamped) is stamped  # given once
 
@@ -61,7 +63,7 @@ def test_forwarded_messages_are_stamped_and_local_names_stay(bus: Bus) -> None:
     bus.twitter("_secret:x")
     [(message, reply_to)] = link.sent
     assert message.id == "a:x" and message.args == (1,) and reply_to is None
-    assert message.uid is not None and message.uid.startswith(bus.node_id)
+    assert message.uid is not None and message.uid.startswith(bus.node.prefix)
     bus.remove_forwarder(link)
     assert bus._index.how == DIRECT
 

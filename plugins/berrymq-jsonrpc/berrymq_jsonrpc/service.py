@@ -365,9 +365,7 @@ class Service:
         """Give one message to the bus; the refusal when a full queue refused it."""
         try:
             if not self.bus.receive(message, session.link, reply_to):  # stats: why not
-                if message[3] + 1 >= self.bus.hop_limit:
-                    self.stats.lost("hop limit")
-                else:
+                if message[3] + 1 < self.bus.hop_limit:  # else counted by the core: bus.losses
                     self.stats.duplicate()
         except QueueFull as exc:
             self.stats.lost("refused: queue full")  # stats

@@ -133,7 +133,7 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
             if queue is not None:
                 queues.append(queue)
     queues += list(_local_queues(bus))
-    losses = stats.losses(pending_losses)
+    losses = stats.losses([*pending_losses, *bus.losses.snapshot().items()])  # + the core's
     return {
         "version": VERSION,
         "server": {

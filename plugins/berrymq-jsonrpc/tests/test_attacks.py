@@ -220,11 +220,6 @@ def test_messages_in_an_expired_session_queue_are_counted(
 # -- 3. forged message ids ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a message uid is the node id plus a counter "
-                   "(berrymq/node.py Node.new_uid) and any client's send_messages extras uid "
-                   "is recorded as seen (Node.first_sight), so a client that learned a peer's "
-                   "node id (the network method, open on loopback) makes the node drop that "
-                   "peer's later messages, counted as duplicates, not as losses")
 def test_forged_uids_cannot_make_a_node_drop_a_peers_messages(
         spawn: Callable[..., Any], tmp_path: Path, raws: list[Raw], figures: Record) -> None:
     node = start_node(spawn, tmp_path)
@@ -412,10 +407,6 @@ def test_10000_response_shaped_lines_give_a_few_log_lines(
     assert len(logged) < 5000
 
 
-@pytest.mark.xfail(strict=True, reason="bug: every message dropped at the hop limit is "
-                   "logged on its own (berrymq/_delivery.py drop_looping, one warning per "
-                   "message, no burst limit), so a client sending messages with extras hops "
-                   "over hop_limit writes one log line per message")
 def test_10000_messages_over_the_hop_limit_give_a_few_log_lines(
         spawn: Callable[..., Any], tmp_path: Path, raws: list[Raw], figures: Record) -> None:
     node = start_node(spawn, tmp_path)

@@ -1,0 +1,110 @@
+"""Messages the core could not deliver, counted by reason, and reported once per burst.
+
+The core drops a message only where it must: past the hop limit (a receiver loop), when a
+forwarder failed to take it (its link had just failed), when a receiver refused it in a
+worker thread (nobody is left to raise to). Each such loss is counted here, per bus, by a
+short fixed reason (``bus.losses.counts``, read by the JSON-RPC ``/status``), and
+reported on the ``berrymq`` logger: the first loss of a burst at once, with what it was;
+the ones after it are summed and logged in one line per ``interval`` seconds (5), with the
+count, so that 10,000 messages dropped in a second give two lines, not 10,000.
+
+This is the loss path, not the hot path: it takes a lock (uncontended in practice) and may
+start one short-lived timer thread per burst. Closing the bus writes what is pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from berrymq.state import StateKey
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["FORWARD_FAILED", "HOP_LIMIT", "LOSSES", "WORKER_REFUSED", "Losses"]
+
+logger = logging.getLogger("berrymq")
+
+#: A message handed on ``hop_limit`` times (a receiver loop, in-process or across nodes).
+HOP_LIMIT = "hop limit"
+#: A forwarder refused or failed to take a message (``not forwarded: ConnectionClosed``).
+FORWARD_FAILED = "not forwarded: {}"
+#: A receiver refused a message in a worker thread (a full queue), with no sender to tell.
+WORKER_REFUSED = "refused in a worker thread: {}"
+
+
+class Losses:
+    """The lost-message counts of one bus, and the rate-limited lines that report them.
+
+    :attr:`counts` (reason -> messages) and :attr:`total` are readable at any time;
+    :meth:`snapshot` copies the counts under the lock.
+    """
+
+    def __init__(self, name: str, interval: float = 5.0) -> None:
+        self.name = name
+        self.interval = interval
+        self.counts: dict[str, int] = {}
+        self.total = 0
+        self._lock = threading.Lock()
+        self._unreported: dict[str, int] = {}
+        self._level = logging.WARNING
+        self._last_line = -interval
+        self._timer: threading.Timer | None = None
+
+    def add(self, reason: str, level: int, text: str, *args: Any) -> None:
+        """Count one message lost for ``reason``; log ``text % args`` if it opens a burst,
+        else leave it to the burst's summary line."""
+        with self._lock:
+            self.counts[reason] = self.counts.get(reason, 0) + 1
+            self.total += 1
+            wait = self._last_line + self.interval - time.monotonic()
+            if wait <= 0 and not self._unreported:
+                self._last_line = time.monotonic()
+            else:
+                self._unreported[reason] = self._unreported.get(reason, 0) + 1
+                self._level = max(self._level, level)
+                if self._timer is None:
+                    self._timer = threading.Timer(max(wait, 0.0), self._report)
+                    self._timer.daemon = True
+                    self._timer.name = f"berrymq-losses-{self.name}"
+                    self._timer.start()
+                return
+        logger.log(level, text + " (further losses are counted in bus.losses and summed up "
+                   "in one line per %gs)", *args, self.interval)
+
+    def _report(self) -> None:
+        with self._lock:
+            unreported, self._unreported = self._unreported, {}
+            level, self._level = self._level, logging.WARNING
+            self._timer = None
+            if unreported:
+                self._last_line = time.monotonic()
+            total = self.total
+        if unreported:
+            logger.log(level, "bus %s lost %d more message(s): %s (%d lost in all, see "
+                       "bus.losses)", self.name, sum(unreported.values()),
+                       ", ".join(f"{n} {reason}" for reason, n in unreported.items()), total)
+
+    def snapshot(self) -> dict[str, int]:
+        """The counts by reason, copied."""
+        with self._lock:
+            return dict(self.counts)
+
+    def close(self) -> None:
+        """Write what is not reported yet, now (the bus is closing)."""
+        with self._lock:
+            timer = self._timer
+        if timer is not None:
+            timer.cancel()
+        self._report()
+
+
+def _losses_of(bus: Bus) -> Losses:
+    return Losses(bus.name)
+
+
+#: ``bus.state(LOSSES)``: the bus's :class:`Losses` (also ``bus.losses``).
+LOSSES: StateKey[Losses] = StateKey("losses", _losses_of, Losses.close)
