@@ -79,8 +79,8 @@ def test_a_message_reaches_each_node_of_a_ring_and_a_mesh_once(
             buses[i].add_forwarder(there)
             buses[j].add_forwarder(back)
             links += [(buses[i], there), (buses[j], back)]
-        for name in got:
-            got[name].clear()
+        for values in got.values():
+            values.clear()
         for n in range(100):
             buses[n % 4].twitter("job:x", n)
         assert all(sorted(values) == list(range(100)) for values in got.values()), got

@@ -364,9 +364,10 @@ class Service:
                  reply_to: Identifier | None) -> QueueFull | None:
         """Give one message to the bus; the refusal when a full queue refused it."""
         try:
-            if not self.bus.receive(message, session.link, reply_to):  # stats: why not
-                if message[3] + 1 < self.bus.hop_limit:  # else counted by the core: bus.losses
-                    self.stats.duplicate()
+            # not taken: a duplicate, or over the hop limit (counted by the core: bus.losses)
+            if (not self.bus.receive(message, session.link, reply_to)
+                    and message[3] + 1 < self.bus.hop_limit):
+                self.stats.duplicate()  # stats
         except QueueFull as exc:
             self.stats.lost("refused: queue full")  # stats
             return exc
