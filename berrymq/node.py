@@ -8,8 +8,8 @@ Cycle detection: a message leaving this node gets a ``uid``, this node's random 
 own, from the operating system's CSPRNG (:func:`os.urandom`). Nobody can predict the uid of
 a message this node has not sent yet, not even from the uids it sent before, so a client
 that sends messages with made-up uids cannot make a node drop a peer's later messages as
-seen (issue 10). The random bits are drawn 4 KiB at a time into a buffer of each thread's
-own (:class:`_UidSource`): no lock, and about 0.1 µs per uid more than a counter.
+seen (issue 10). The random bits are drawn 4 KiB at a time into a buffer
+(:func:`_uid_source`): no lock, and about 0.1 µs per uid more than a counter.
 
 A message coming in is checked on receipt only: one whose ``uid`` has this node's prefix
 went round a cycle back home; one seen before came by two ways. The seen uids are kept in
@@ -24,6 +24,7 @@ raised to the sender.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -57,25 +58,30 @@ _tuple_new = tuple.__new__
 _BATCH = 512
 
 
-class _UidSource(threading.local):
-    """Makes the uids of one node: its prefix plus 16 hex digits from :func:`os.urandom`,
-    taken from a buffer of the calling thread's own (a ``threading.local``), refilled
-    :data:`_BATCH` at a time: no lock, one system call per 512 uids."""
+def _uid_source(prefix: str) -> Callable[[], str]:
+    """The uid maker of one node: ``prefix`` plus 16 hex digits from :func:`os.urandom`,
+    taken from a buffer refilled :data:`_BATCH` at a time (one system call per 512 uids).
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        empty: Iterator[str] = iter(())
-        self.take: Callable[[], str] = empty.__next__  # the first call fills the buffer
+    Taking one is a C iterator's ``__next__`` (atomic under the GIL): no lock. Two threads
+    that find the buffer empty at once each draw a new one and one of them is dropped,
+    which costs a few random bytes, never a repeated uid.
+    """
+    empty: Iterator[str] = iter(())
+    current = [empty.__next__]
 
-    def __call__(self) -> str:
+    def new_uid() -> str:
         try:
-            return self.take()
+            return current[0]()
         except StopIteration:
-            text = os.urandom(8 * _BATCH).hex()
-            ends = map(text.__getitem__, map(slice, range(0, 16 * _BATCH, 16),
-                                             range(16, 16 * _BATCH + 16, 16)))
-            self.take = map(self.prefix.__add__, ends).__next__
-            return self.take()
+            while True:
+                text = os.urandom(8 * _BATCH).hex()
+                ends = map(text.__getitem__, map(slice, range(0, 16 * _BATCH, 16),
+                                                 range(16, 16 * _BATCH + 16, 16)))
+                take = current[0] = map(prefix.__add__, ends).__next__
+                with contextlib.suppress(StopIteration):  # drained by others meanwhile
+                    return take()
+
+    return new_uid
 
 
 class Node:
@@ -87,8 +93,8 @@ class Node:
         #: the start of this node's uids: random, secret until its messages are seen, and
         #: not the node id (which the ``network`` method tells anyone)
         self.prefix = f"{secrets.token_hex(8)}-"
-        #: this node's next uid: the prefix and 64 random bits (no lock, see _UidSource)
-        self.new_uid = _UidSource(self.prefix)
+        #: this node's next uid: the prefix and 64 random bits (no lock, see _uid_source)
+        self.new_uid = _uid_source(self.prefix)
         self.lock = threading.Lock()
         #: the links this bus's non-local messages go out through
         self.forwarders: tuple[Forwarder, ...] = ()
