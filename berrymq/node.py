@@ -54,7 +54,7 @@ SEEN_LIMIT = 50_000
 
 _tuple_new = tuple.__new__
 
-#: random uid endings drawn at once into a thread's buffer (8 bytes each)
+#: random uid endings drawn at once into a node's buffer (8 bytes each)
 _BATCH = 512
 
 
