@@ -3,6 +3,7 @@ unforgeable uids, the hop limit, a failed forwarder, the bounded worker pool."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import sys
 import threading
@@ -51,11 +52,13 @@ def test_uids_forged_from_all_a_client_can_learn_do_not_drop_a_peers_messages(
     assert len(set(seen)) == 1000
     prefix = a.node.prefix
     assert all(uid.startswith(prefix) for uid in seen) and not prefix.startswith(a.node_id)
+    assert all(len(uid) == 20 for uid in seen)  # not longer than a node id and a counter
     # forged: a's node id or prefix with counters, and each seen uid's ending plus 1..5
     forged = [f"{a.node_id}-{k}" for k in range(5000)] + [f"{prefix}{k}" for k in range(5000)]
     for uid in seen:
-        end = int(uid[len(prefix):], 16)
-        forged += [f"{prefix}{(end + d) % 2**64:016x}" for d in range(1, 6)]
+        end = int.from_bytes(base64.urlsafe_b64decode(uid[len(prefix):]), "big")
+        forged += [prefix + base64.urlsafe_b64encode(((end + d) % 2**72).to_bytes(9, "big"))
+                   .decode() for d in range(1, 6)]
     for uid in forged:  # as a client's send_messages extras would hand them to b
         b.receive(Message("spoof:x", (), {}, 0, uid))
     got.clear()
