@@ -10,10 +10,13 @@ splits lines, hands replies to their waiting callers at once and queues requests
 - the requests of one read go to the delivery lane as one piece of work, answered in order
   there, and the answers come back to the loop to be written;
 - a request that may wait (``ask``, a blocking ``get``) runs on a task of its own, so that
-  it never holds up the requests behind it; at most :data:`MAX_WAITING` per connection;
-- while the lane is full, or that many requests wait, the connection is not read (asyncio's
-  ``pause_reading``): a sender faster than the receivers slows down, and what it can make
-  the node hold stays bounded.
+  it never holds up the requests behind it; at most ``max_waiting`` of them per connection
+  (the service's setting, default 16): one more is answered at once with *Limit reached*
+  (``data.setting`` = ``max_waiting``) and reading goes on;
+- while the lane is full, or (on the accepting end) while more than :data:`_HIGH_WATER`
+  bytes of answers wait for a peer that does not read them, the connection is not read
+  (asyncio's ``pause_reading``): a sender faster than the receivers slows down, and what it
+  can make the node hold stays bounded.
 
 Server limits: a line over ``max_size`` is answered with ``TOO_LARGE`` and the connection is
 closed; a line not complete ``read_timeout`` seconds after its first byte (a stall, or a
@@ -41,17 +44,17 @@ from berrymq_jsonrpc.service import Service, may_wait
 from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
 from berrymq.transports.ioloop import io_loop
 
-__all__ = ["MAX_WAITING", "LineChannel"]
+__all__ = ["LineChannel"]
 
 logger = logging.getLogger("berrymq.remote.tcp")
 
-#: At most this many waiting requests (``ask``, blocking ``get``) per connection; the
-#: connection is not read while that many wait.
-MAX_WAITING = 16
 _NL = b"\n"
 #: Errors without id from peers: one log line per burst, however many lines a client sends.
 _odd_replies = BurstLog(logger)
-#: A writer of requests waits while this much is buffered for the peer.
+#: Waiting requests over ``max_waiting``: one log line per burst.
+_over_waiting = BurstLog(logger)
+#: A writer of requests waits while this much is buffered for the peer; the accepting end
+#: does not read a peer that leaves this much of its answers unread.
 _HIGH_WATER = 1 << 20
 #: A refused connection: how long, and how much, it is read before it is closed, so that
 #: the close does not reset the connection before the client has read the refusal.
@@ -168,11 +171,15 @@ class LineChannel(asyncio.Protocol, Channel):
     def pause_writing(self) -> None:
         if self._writable is None:
             self._writable = asyncio.get_running_loop().create_future()
+        if self.serving and self.transport is not None:  # see _unread_answers
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         writable, self._writable = self._writable, None
         if writable is not None and not writable.done():
             writable.set_result(None)
+        if self.serving and not self._refused:
+            self._dispatch()  # reads on, unless the lane is full
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ended()
@@ -205,22 +212,21 @@ class LineChannel(asyncio.Protocol, Channel):
         return not self.closed
 
     def _dispatch(self) -> None:
-        """Start what is held, in order, as far as the lane and the waiting slots allow;
-        read on only when all of it is taken."""
+        """Start what is held, in order, as far as the lane allows (a waiting request over
+        ``max_waiting`` is refused at once); read on only when all of it is taken."""
         if self._full is not None or self.closed:
             return
         held = self._held
         batch: list[Any] = []
         size = 0
         while held:
-            request, length = held[0]
+            request, length = held.popleft()
             if request is not _PARSE_ERROR and may_wait(request):
-                if self._waiting >= MAX_WAITING:
-                    break
-                held.popleft()
-                self._start_waiting(request)
+                if self._waiting >= self.service.max_waiting:
+                    self._refuse_waiting(request)
+                else:
+                    self._start_waiting(request)
             else:
-                held.popleft()
                 batch.append(request)
                 size += length
         if batch:
@@ -232,10 +238,36 @@ class LineChannel(asyncio.Protocol, Channel):
         transport = self.transport
         if transport is None:
             return
-        if held or self._full is not None:
+        if self._full is not None or self._unread_answers():
             transport.pause_reading()
         elif not self._eof:
             transport.resume_reading()
+
+    def _unread_answers(self) -> bool:
+        """Whether this accepting end holds more answers than :data:`_HIGH_WATER` that the
+        peer has not read: it is not read meanwhile (the connecting end always reads, so
+        that two nodes writing to each other cannot both stop reading)."""
+        return self._writable is not None and self.serving
+
+    def _refuse_waiting(self, request: dict[str, Any]) -> None:
+        """A waiting request over ``max_waiting``: answered at once with *Limit reached*
+        naming the setting (a notification gets nothing) and logged once per burst; the
+        connection goes on."""
+        limit = self.service.max_waiting
+        detail = (f"{limit} requests that may wait (ask, a blocking get) are running on this "
+                  "connection, the cap (setting max_waiting); this one was not run: send it "
+                  "again when one has been answered, or on another connection")
+        _over_waiting.warning("%s: a %s request was refused: %s", self.url,
+                              request.get("method"), detail)
+        if "id" not in request:
+            return
+        error = error_object(p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED],
+                             request["id"], {"setting": "max_waiting", "limit": limit,
+                                             "detail": detail})
+        data = dumps(error).encode() + _NL
+        if self.serving:
+            self.service.stats.exchanged(0, len(data))
+        self._write(data)
 
     def _lane_has_room(self, _: asyncio.Future[None]) -> None:
         full, self._full = self._full, None
@@ -290,7 +322,8 @@ class LineChannel(asyncio.Protocol, Channel):
             return
         limit = self.read_timeout
         now = asyncio.get_running_loop().time()
-        if self._held or self._full is not None:  # the node is not reading: no deadline
+        if self._held or self._full is not None or self._unread_answers():
+            # the node is not reading: no deadline
             self._arm(now + limit)
             return
         if self._rest:
@@ -340,8 +373,6 @@ class LineChannel(asyncio.Protocol, Channel):
         finally:
             self._waiting -= 1
             self._answered(reply + _NL if reply is not None else b"")
-            if self._held:
-                self._dispatch()
 
     def _answered(self, data: bytes) -> None:
         """On the loop: write one answer (or none, for notifications)."""

@@ -49,13 +49,17 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq_jsonrpc.client import Link
 
-__all__ = ["DEFAULT_LIVENESS_INTERVAL", "SLOW_METHODS", "LinkFactory", "Service", "may_wait"]
+__all__ = ["DEFAULT_LIVENESS_INTERVAL", "DEFAULT_MAX_WAITING", "SLOW_METHODS", "LinkFactory",
+           "Service", "may_wait"]
 
 logger = logging.getLogger("berrymq.remote")
 
 #: How often, in seconds, the links of interconnect sessions are checked for a peer gone
 #: (setting ``liveness_interval``).
 DEFAULT_LIVENESS_INTERVAL = 5.0
+#: How many requests that may wait (``ask``, a blocking ``get``) run at once per connection
+#: (setting ``max_waiting``); one more is answered *Limit reached* at once.
+DEFAULT_MAX_WAITING = 16
 
 #: ``factory(addr, token, context)``: the outgoing link of an ``interconnect`` session,
 #: which forwards to the caller (at ``addr``, or back over ``context``) with ``token``.
@@ -106,6 +110,8 @@ class Service:
     :param queue_size: the bound of each style-03 queue.
     :param max_get_wait: the cap, in seconds, of a blocking ``get``.
     :param link_factory: makes the outgoing link of an ``interconnect`` session.
+    :param max_waiting: how many requests that may wait run at once per connection (a
+        transport with connections that carry many requests applies it).
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class Service:
         callbacks: CallbackRule | None = None,
         liveness_interval: float = DEFAULT_LIVENESS_INTERVAL,
         max_queued_bytes: int = p.DEFAULT_MAX_QUEUED_BYTES,
+        max_waiting: int = DEFAULT_MAX_WAITING,
     ) -> None:
         self.bus = bus
         self._secret = secret.encode() if secret else None
@@ -133,6 +140,8 @@ class Service:
         self.liveness_interval = liveness_interval
         #: the cap on the bytes held in all the node's session queues
         self.max_queued_bytes = max_queued_bytes
+        #: the cap on the requests that may wait, running at once on one connection
+        self.max_waiting = max_waiting
         #: the addresses ``interconnect`` may make this node call back (``callback_hosts``)
         self.callbacks = callbacks or CallbackRule(None)
         self.sessions: dict[str, Session] = {}

@@ -24,6 +24,10 @@ Settings (each plugin's table in the settings file, see :func:`declare_settings`
     the bound of each style-03 queue kept for a client (default 10 000).
 ``max_get_wait``
     the cap of a blocking ``get`` on the server, in seconds (default 30).
+``max_waiting``
+    how many requests that may wait (``ask``, a blocking ``get``) run at once on one TCP
+    connection (default 16); one more is answered *Limit reached* at once, and the
+    requests behind it are read and answered as usual.
 ``names``
     more host names the node answers to in the HTTP ``Host`` header (status pages and
     JSON-RPC POSTs), besides the address it is bound to, ``localhost``, ``127.0.0.1`` and
@@ -77,7 +81,7 @@ from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
 from berrymq_jsonrpc.limits import Admission, CallbackRule
 from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
-from berrymq_jsonrpc.service import DEFAULT_LIVENESS_INTERVAL, Service
+from berrymq_jsonrpc.service import DEFAULT_LIVENESS_INTERVAL, DEFAULT_MAX_WAITING, Service
 from berrymq_jsonrpc.sessions import in_waits
 
 if TYPE_CHECKING:
@@ -112,6 +116,7 @@ _SETTINGS: dict[str, type | tuple[type, ...]] = {
     "read_timeout": (int, float),
     "queue_size": int,
     "max_get_wait": (int, float),
+    "max_waiting": int,
     "names": list,
     "max_connections": int,
     "max_connections_per_client": int,
@@ -230,7 +235,9 @@ class RemoteTransport(Transport):
                                    plugin)),
                                max_queued_bytes=int(_setting(
                                    settings, "max_queued_bytes", p.DEFAULT_MAX_QUEUED_BYTES,
-                                   plugin)))
+                                   plugin)),
+                               max_waiting=int(_setting(settings, "max_waiting",
+                                                        DEFAULT_MAX_WAITING, plugin)))
         #: the connections the servers accepted, and the caps on them (the I/O loop's)
         self.admission = Admission(
             int(_setting(settings, "max_connections", p.DEFAULT_MAX_CONNECTIONS, plugin)),
