@@ -215,7 +215,9 @@ class Link(base.Link):
 
     Messages the peer refuses (a full queue there) are counted in :attr:`Outbox.refused`
     and in the node's ``/status`` (``lost``, reason ``refused: queue full``), logged once
-    per burst, and raised by the next :meth:`flush`; the link stays open.
+    per burst, and raised by the next :meth:`flush`; the link stays open. Messages the
+    outbox could not send (the connection failed or closed) are counted in the node's
+    stats as the outbox counts them, a batch cancelled on its way included.
     """
 
     def __init__(self, channel: Channel, token: str, name: str,
@@ -233,9 +235,12 @@ class Link(base.Link):
         self.outbox = Outbox(self._send_batch, max_bytes=channel.max_size - ENVELOPE,
                              on_failure=self._failed, name=name, limit=outbox_size,
                              byte_limit=outbox_bytes, block_timeout=outbox_wait,
-                             on_refused=self._refused)
+                             on_refused=self._refused, on_lost=self._lost)
         self.closed = False
         self.stats: NodeStats | None = None  # stats: set by the transport that owns the link
+        #: told of every loss (refused or not sent), so that the owner's next flush says
+        #: so even when this link is gone by then; set by the transport that owns the link
+        self.on_loss: Callable[[], None] | None = None
         #: the peer's refusals are logged once per burst, with a count
         self._refusals = BurstLog(logger)
 
@@ -245,9 +250,17 @@ class Link(base.Link):
         if session is not None:
             session.touch()  # traffic either way keeps the interconnection alive
 
+    def _lost(self, count: int) -> None:
+        if self.stats is not None:  # stats
+            self.stats.lost(NOT_SENT, count)
+        if self.on_loss is not None:
+            self.on_loss()
+
     def _refused(self, exc: QueueFull, count: int) -> None:
         if self.stats is not None:  # stats
             self.stats.lost(REFUSED, count)
+        if self.on_loss is not None:
+            self.on_loss()
         self._refusals.warning("%s: %s refused %d message(s) (%s); %d refused on this "
                           "connection so far, which stays open", self.name, self.channel.url,
                           count, exc, self.outbox.refused)
@@ -312,9 +325,7 @@ class Link(base.Link):
         if self.closed:
             return
         self.closed = True
-        self.outbox.close(timeout)
-        if self.stats is not None:  # stats: what the outbox could not send
-            self.stats.lost(NOT_SENT, self.outbox.lost)
+        self.outbox.close(timeout)  # what it could not send is counted by _lost
         if self.owns_channel:
             self.channel.close()
 

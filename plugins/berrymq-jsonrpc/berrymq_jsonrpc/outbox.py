@@ -80,6 +80,10 @@ class Outbox:
     :param batch_bytes: the most message text in one batch (a larger message goes alone).
     :param on_refused: called on the loop with the peer's refusal and how many messages
         of the batch it refused; it must not block.
+    :param on_lost: called with a count each time messages are counted in :attr:`lost`
+        (on the loop, or on the thread that closes the outbox), as it happens: a batch
+        cancelled on its way by a close is counted when the cancellation lands, after
+        :meth:`close` returned. It must not block.
     """
 
     def __init__(
@@ -94,12 +98,14 @@ class Outbox:
         block_timeout: float = 10.0,
         batch_bytes: int = BATCH_BYTES,
         on_refused: Callable[[QueueFull, int], None] | None = None,
+        on_lost: Callable[[int], None] | None = None,
     ) -> None:
         self._sink = sink
         self.max_bytes = max_bytes
         self.batch_bytes = min(batch_bytes, max_bytes)
         self._on_failure = on_failure
         self._on_refused = on_refused
+        self._on_lost = on_lost
         self.name = name
         self.limit = limit
         self.byte_limit = byte_limit
@@ -266,16 +272,27 @@ class Outbox:
             with self._room:
                 self._room.notify_all()
 
+    def _count_lost(self, count: int) -> None:
+        """``count`` more messages not sent: counted here and reported to ``on_lost``."""
+        self.lost += count
+        if self._on_lost is not None:
+            try:
+                self._on_lost(count)
+            except Exception:
+                logger.exception("%s: reporting a loss failed", self.name)
+
     async def _send(self, batch: list[str]) -> None:
         if self.failure is not None:
-            self.lost += len(batch)
+            self._count_lost(len(batch))
             return
         try:
             await self._sink(batch)
             self.sent += len(batch)
             self.batches += 1
-        except asyncio.CancelledError:
-            self.lost += len(batch)
+        except asyncio.CancelledError:  # closed while the batch was on its way
+            self._count_lost(len(batch))
+            logger.error("%s: closed with %d messages on their way, not acknowledged",
+                         self.name, len(batch))
             raise
         except PeerQueueFull as exc:
             # some (or all) were refused by a full queue of the peer: not a broken
@@ -293,7 +310,7 @@ class Outbox:
                     logger.exception("%s: reporting a refusal failed", self.name)
         except Exception as exc:  # noqa: BLE001 - reported through on_failure
             self.failure = exc
-            self.lost += len(batch)
+            self._count_lost(len(batch))
             self._drop_rest()
             try:
                 self._on_failure(exc, len(batch))
@@ -304,16 +321,19 @@ class Outbox:
 
     def _drop_rest(self) -> None:
         items = self._items
+        dropped = 0
         while items:
             try:
                 item = items.popleft()
             except IndexError:
                 break
             if type(item) is str:
-                self.lost += 1
+                dropped += 1
                 self.queued_bytes -= len(item)
             else:
                 assert type(item) is _Marker
                 item.event.set()
-        if self.lost and self.failure is None and self._stopped:
-            logger.error("%s: closed with %d messages not sent", self.name, self.lost)
+        if dropped:
+            self._count_lost(dropped)
+            if self.failure is None and self._stopped:
+                logger.error("%s: closed with %d messages not sent", self.name, dropped)

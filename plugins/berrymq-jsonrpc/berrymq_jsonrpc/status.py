@@ -25,8 +25,6 @@ __all__ = ["VERSION", "metrics_text", "status_snapshot"]
 #: The version of the ``/status`` document (a field is only added, never changed, within it).
 VERSION = 1
 
-_NOT_SENT = "not sent: connection failed or closed"
-
 
 def _transports(bus: Bus) -> list[tuple[str, Any]]:
     # the bus's transports by scheme, as berrymq.network.describe reads them
@@ -97,16 +95,13 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
     connections: list[dict[str, Any]] = []
     sessions: list[dict[str, Any]] = []
     queues: list[dict[str, Any]] = []
-    pending_losses: list[tuple[str, int]] = []
     refused: dict[str, int] = {}
     for scheme, transport in _transports(bus):
         listening += list(getattr(transport, "urls", ()))
         admission = getattr(transport, "admission", None)
         _add(refused, getattr(admission, "refused", {}))
         for connection in list(getattr(transport, "_connections", ())):
-            outbox = connection.link.outbox
-            if not connection.link.closed:
-                pending_losses.append((_NOT_SENT, outbox.lost))
+            outbox = connection.link.outbox  # its losses are in stats as they happen
             connections.append({
                 "scheme": scheme, "address": connection.address, "style": connection.style,
                 "direction": "out", "age_s": round(now - getattr(connection, "opened", now), 3),
@@ -119,9 +114,6 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
             continue
         _add(refused, getattr(service, "refused", {}))
         for session in list(service.sessions.values()):
-            link = session.link
-            if link is not None and not link.closed and link.stats is not None:
-                pending_losses.append((_NOT_SENT, link.outbox.lost))
             sessions.append({
                 "id": session.token[:8], "scheme": scheme, "style": session.style,
                 "peer": session_peer(session),
@@ -133,7 +125,7 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
             if queue is not None:
                 queues.append(queue)
     queues += list(_local_queues(bus))
-    losses = stats.losses([*pending_losses, *bus.losses.snapshot().items()])  # + the core's
+    losses = stats.losses(bus.losses.snapshot().items())  # + the core's
     return {
         "version": VERSION,
         "server": {

@@ -249,6 +249,10 @@ class RemoteTransport(Transport):
         self._servers: list[Any] = []
         self._connections: list[RemoteConnection] = []
         self._lock = threading.Lock()
+        #: losses (refused or not sent) on any link of this transport since the last
+        #: flush: the next flush returns False for them, even if the link is gone by then
+        self._losses_since_flush = 0
+        self._losses_lock = threading.Lock()
         self._closed = False
         _live.add(self)
 
@@ -349,7 +353,13 @@ class RemoteTransport(Transport):
                     outbox_size=self.outbox_size, outbox_bytes=self.outbox_bytes,
                     outbox_wait=self.outbox_wait)
         link.stats = self.service.stats  # stats
+        link.on_loss = self._note_loss
         return link
+
+    def _note_loss(self) -> None:
+        """A link of this transport lost or had refused messages (on any thread)."""
+        with self._losses_lock:
+            self._losses_since_flush += 1
 
     # -- connecting -----------------------------------------------------------------------
 
@@ -432,7 +442,9 @@ class RemoteTransport(Transport):
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message queued for a peer (on connections this node opened and
-        on interconnections peers opened to it) was acknowledged; False on timeout."""
+        on interconnections peers opened to it) was acknowledged; False on timeout, and
+        (once) when messages were lost or refused on any of them since the last flush,
+        including connections and interconnections torn down meanwhile."""
         deadline = None if timeout is None else time.monotonic() + timeout
         boxes = [c.link.outbox for c in list(self._connections) if not c.closed]
         boxes += [s.link.outbox for s in list(self.service.sessions.values())
@@ -444,7 +456,9 @@ class RemoteTransport(Transport):
                 done = box.flush(left) and done
             except (ConnectionClosed, QueueFull):  # lost or refused: counted and logged
                 done = False
-        return done
+        with self._losses_lock:  # this flush reports them: the next one only later ones
+            lost, self._losses_since_flush = self._losses_since_flush, 0
+        return done and not lost
 
     # -- state ----------------------------------------------------------------------------
 
