@@ -40,10 +40,10 @@ from berrymq_jsonrpc.jsonrpc import (
     loads,
     validate_request,
 )
-from berrymq_jsonrpc.limits import CallbackRule
+from berrymq_jsonrpc.limits import BurstLog, CallbackRule
 from berrymq_jsonrpc.params import allowed, identifier, message_from_wire, number, presents, string
 from berrymq_jsonrpc.sessions import WAITS, Session, SessionQueue, in_waits, refusal_data
-from berrymq_jsonrpc.stats import stats_for
+from berrymq_jsonrpc.stats import peer_label, stats_for
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -68,6 +68,10 @@ LinkFactory = Callable[[str | None, str, Any], "Link"]
 #: Methods that may wait (a blocking ``get``, receivers answering ``ask``): the transports
 #: answer them on a :data:`WAITS` thread, never on the I/O loop or the delivery lane.
 SLOW_METHODS = frozenset({"get", "ask"})
+
+#: The reasons the node counts messages it accepted and did not deliver (``/status``).
+REFUSED = "refused: queue full"
+DROPPED_AT_CLOSE = "dropped: session closed with messages not taken"
 
 
 def may_wait(request: Any) -> bool:
@@ -152,6 +156,9 @@ class Service:
         self._closed = False
         self._count = itertools.count()
         self.stats = stats_for(bus)  # stats: the node's counters (berrymq_jsonrpc.stats)
+        #: refusals and drops are logged once per burst, with a count (each is counted)
+        self._refusals = BurstLog(logger)
+        self._drops = BurstLog(logger)
         methods: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
             p.METHOD_CONNECT_ONEWAY: self._connect_oneway,
             p.METHOD_INTERCONNECT: self._interconnect,
@@ -264,7 +271,12 @@ class Service:
             return False
         session.closed = True
         if session.queue is not None:
-            session.queue.close()
+            dropped = session.queue.close()
+            if dropped:  # accepted ("ok" to their senders), never taken: lost
+                self.stats.lost(DROPPED_AT_CLOSE, dropped)  # stats
+                self._drops.warning("%s: %d message(s) freed unread: the queue of session "
+                                    "%s (%s) was closed (%s)", self.name, dropped, session,
+                                    session.queue.pattern, reason)
         link = session.link
         if link is not None:
             self.bus.remove_forwarder(link)
@@ -378,7 +390,7 @@ class Service:
                     and message[3] + 1 < self.bus.hop_limit):
                 self.stats.duplicate()  # stats
         except QueueFull as exc:
-            self.stats.lost("refused: queue full")  # stats
+            self._refused(session, exc)
             return exc
         except ExceptionGroup as group:
             refused, others = group.split(QueueFull)
@@ -386,13 +398,20 @@ class Service:
                 logger.error("receivers failed on message %s from a remote node",
                              message[0], exc_info=others)
             if refused is not None:
-                self.stats.lost("refused: queue full")  # stats
                 first = _first_leaf(refused)
                 assert isinstance(first, QueueFull)
+                self._refused(session, first)
                 return first
         except Exception:
             logger.exception("delivering message %s from a remote node failed", message[0])
         return None
+
+    def _refused(self, session: Session, refusal: QueueFull) -> None:
+        """A message from ``session`` was refused (a full queue): counted, and logged
+        once per burst, since a sender of notifications gets no answer to tell it."""
+        self.stats.lost(REFUSED)  # stats
+        self._refusals.warning("%s: a message from %s was refused: %s", self.name,
+                               peer_label(session), refusal)
 
     def _send_message(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_SEND_MESSAGE, params, _SEND_MESSAGE)

@@ -154,21 +154,27 @@ class SessionQueue:
                 self._budget.give(self._sizes.popleft())
         return item  # type: ignore[return-value]
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Stop following the pattern and free what is held; how many messages it held
+        (accepted and never taken: the caller counts them lost). 0 when already closed."""
         with self._lock:
             if self.closed:
-                return
+                return 0
             self.closed = True
             self._budget.give(sum(self._sizes))
             self._sizes.clear()
         self.subscription.cancel()
+        dropped = 0
         while True:  # free the memory now, and wake every waiting get
             try:
-                self._items.get_nowait()
+                item = self._items.get_nowait()
             except queue.Empty:
                 break
+            if item is not _CLOSED:
+                dropped += 1
         self._items.put_nowait(_CLOSED)
         io_loop.call_soon(self._wake)
+        return dropped
 
 
 class Session:

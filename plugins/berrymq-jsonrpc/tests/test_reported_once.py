@@ -1,0 +1,90 @@
+"""What a node refuses is reported without flooding its log, and a client that does not
+read its answers cannot make a TCP node hold them without end (issue 10)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.stats import stats_for
+
+from berrymq.bus import Bus
+
+WAIT = 10.0
+
+
+def line(method: str, params: dict[str, Any], id: Any = None) -> bytes:
+    request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
+    if id is not None:
+        request["id"] = id
+    return json.dumps(request).encode() + b"\n"
+
+
+def call(sock: socket.socket, method: str, **params: Any) -> Any:
+    sock.sendall(line(method, params, "call"))
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        assert chunk, "the node closed the connection"
+        data += chunk
+    return json.loads(data)["result"]
+
+
+def test_refused_notifications_are_counted_and_logged_once_per_burst(
+        bus_factory: Callable[..., Bus], caplog: pytest.LogCaptureFixture) -> None:
+    bus = bus_factory(jsonrpc_tcp={"queue_size": 10})
+    url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), WAIT) as sock:
+        sock.settimeout(WAIT)
+        queue = call(sock, "connect_via_queue", identifier="job:*", ttl=600)
+        token = call(sock, "connect_oneway", ttl=600)
+        with caplog.at_level(logging.WARNING, logger="berrymq.remote"):
+            # 1,000 notifications at a queue of 10: no answer can tell the sender
+            sock.sendall(b"".join(line("send_message", {"token": token, "identifier": "job:x",
+                                                        "args": [i]}) for i in range(1000)))
+            assert call(sock, "get_nowait", token=queue)[0] == "job:x"  # all were read
+    refused = stats_for(bus).losses()
+    assert refused == {"refused: queue full": 990}, refused
+    logged = [r.getMessage() for r in caplog.records if "was refused" in r.getMessage()]
+    assert 1 <= len(logged) <= 2, logged
+    assert "queue_size" in logged[0]  # it names the setting
+
+
+def test_a_client_that_reads_no_answers_is_not_read_on(bus_factory: Callable[..., Bus]) -> None:
+    bus = bus_factory()
+    url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
+    request = line("get_nowait", {"token": "x" * 43}, 1)  # each answered -32001
+    chunk = request * 1000
+    sent = 0
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), WAIT) as sock:
+        sock.settimeout(1.0)
+        until = time.monotonic() + 20
+        try:  # send until the node stops reading (a send blocks 1 s), 20 s at most
+            while time.monotonic() < until and sent < 256 << 20:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except TimeoutError:
+            pass
+        # answers waiting at the node: at most its high-water mark, the kernel's buffers
+        # and one read's worth; not everything sent
+        assert sent < 64 << 20, f"the node read {sent >> 20} MiB without its answers read"
+        sock.settimeout(WAIT)
+        count = 0
+        wanted = sent // len(request)  # every whole request sent is answered, in the end
+        buffer = b""
+        last = b""
+        while count < wanted:
+            data = sock.recv(1 << 20)
+            assert data, f"closed after {count} of {wanted} answers"
+            buffer += data
+            lines = buffer.split(b"\n")
+            buffer = lines.pop()
+            count += len(lines)
+            last = lines[-1] if lines else last
+        assert json.loads(last)["error"]["code"] == p.UNKNOWN_TOKEN
