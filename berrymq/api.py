@@ -248,6 +248,7 @@ def _connect(addr: Address, style: str, ttl: float, pattern: str | None = None) 
         assert pattern is not None
         connection = transport.connect_via_queue(url, parse(pattern), ttl)
     bus.track_connection(connection)
+    _last_made[:] = [connection]
     return connection
 
 
@@ -267,6 +268,11 @@ def connect_via_queue(addr: Address, pattern: str, ttl: float = DEFAULT_TTL) -> 
     return _connect(addr, "queue", ttl, pattern)
 
 
+#: The connection :func:`_connect` made last: once no connection is open, the error of
+#: :func:`send_message` says which one closed and why (its ``reason``), not only "none".
+_last_made: list[Connection] = []
+
+
 def _client_connection(need_queue: bool = False) -> Connection:
     # Read the bus's list without copying it (this is on the path of every
     # send_message); a list read is atomic, and a connection closed meanwhile says so.
@@ -278,9 +284,16 @@ def _client_connection(need_queue: bool = False) -> Connection:
             continue
         if not need_queue or connection.style == "queue":
             return connection
+    how = "call connect_via_queue(addr, pattern)" if need_queue else "call connect_oneway(addr)"
+    last = _last_made[0] if _last_made else None
+    if (last is not None and getattr(last, "closed", False) and getattr(last, "bus", None)
+            is holder.bus and (not need_queue or last.style == "queue")):
+        raise ConnectionClosed(f"connection to {last.address} is closed"
+                               f"{getattr(last, 'reason', '')}; no other connection is open: "
+                               f"{how} to open one")
     if need_queue:
-        raise ConnectionClosed("no queue connection is open; call connect_via_queue(addr, pattern)")
-    raise ConnectionClosed("no connection is open; call connect_oneway(addr) first")
+        raise ConnectionClosed(f"no queue connection is open; {how}")
+    raise ConnectionClosed(f"no connection is open; {how} first")
 
 
 def send_message(identifier: str, /, *args: Any, **kwargs: Any) -> None:
