@@ -249,22 +249,25 @@ class LineChannel(asyncio.Protocol, Channel):
         that two nodes writing to each other cannot both stop reading)."""
         return self._writable is not None and self.serving
 
-    def _refuse_waiting(self, request: dict[str, Any]) -> None:
-        """A waiting request over ``max_waiting``: answered at once with *Limit reached*
-        naming the setting (a notification gets nothing) and logged once per burst; the
-        connection goes on."""
+    def _refuse_waiting(self, request: Any) -> None:
+        """A waiting request (or batch with one) over ``max_waiting``: answered at once
+        with *Limit reached* naming the setting (each member of a batch that has an id; a
+        notification gets nothing) and logged once per burst; the connection goes on."""
         limit = self.service.max_waiting
         detail = (f"{limit} requests that may wait (ask, a blocking get) are running on this "
                   "connection, the cap (setting max_waiting); this one was not run: send it "
                   "again when one has been answered, or on another connection")
-        _over_waiting.warning("%s: a %s request was refused: %s", self.url,
-                              request.get("method"), detail)
-        if "id" not in request:
+        members = request if type(request) is list else [request]
+        _over_waiting.warning("%s: a request (%s) was refused: %s", self.url,
+                              ", ".join(sorted({str(m.get("method")) for m in members
+                                                if type(m) is dict})), detail)
+        errors = [error_object(p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED],
+                               member["id"], {"setting": "max_waiting", "limit": limit,
+                                              "detail": detail})
+                  for member in members if type(member) is dict and "id" in member]
+        if not errors:
             return
-        error = error_object(p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED],
-                             request["id"], {"setting": "max_waiting", "limit": limit,
-                                             "detail": detail})
-        data = dumps(error).encode() + _NL
+        data = dumps(errors if type(request) is list else errors[0]).encode() + _NL
         if self.serving:
             self.service.stats.exchanged(0, len(data))
         self._write(data)

@@ -76,7 +76,11 @@ DROPPED_AT_CLOSE = "dropped: session closed with messages not taken"
 
 def may_wait(request: Any) -> bool:
     """Whether ``request`` (parsed) is a valid call that may wait (``ask``, a blocking
-    ``get``): those are answered on a :data:`WAITS` thread, everything else in order."""
+    ``get``), or a batch with one among its members: those are answered off the delivery
+    lane (:meth:`Service.answer_waiting`), everything else in order on it, which a
+    request that waits would hold up for every connection of the node."""
+    if type(request) is list:
+        return any(may_wait(member) for member in request)
     if type(request) is not dict:
         return False
     method = request.get("method")
@@ -478,11 +482,11 @@ class Service:
         self.stats.message_out(entry[0], store)  # stats
         return entry
 
-    async def answer_waiting(self, request: dict[str, Any], context: Any = None) -> bytes | None:
+    async def answer_waiting(self, request: Any, context: Any = None) -> bytes | None:
         """On the I/O loop: answer a request that may wait (:func:`may_wait`). A blocking
-        ``get`` awaits its queue on the loop; ``ask`` (receivers may take their time) and
-        whatever :meth:`get_waiting` leaves run on a :data:`WAITS` thread."""
-        if request.get("method") == p.METHOD_GET:
+        ``get`` awaits its queue on the loop; ``ask`` (receivers may take their time), a
+        batch, and whatever :meth:`get_waiting` leaves run on a :data:`WAITS` thread."""
+        if type(request) is dict and request.get("method") == p.METHOD_GET:
             reply = await self.get_waiting(request)
             if reply is not None:
                 return reply

@@ -88,3 +88,51 @@ def test_a_client_that_reads_no_answers_is_not_read_on(bus_factory: Callable[...
             count += len(lines)
             last = lines[-1] if lines else last
         assert json.loads(last)["error"]["code"] == p.UNKNOWN_TOKEN
+
+
+def post(port: int, body: bytes) -> Any:
+    with socket.create_connection(("127.0.0.1", port), WAIT) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return json.loads(data.partition(b"\r\n\r\n")[2])
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_batch_with_a_blocking_get_holds_up_no_other_request(
+        bus_factory: Callable[..., Bus], scheme: str) -> None:
+    bus = bus_factory()
+    port = int(bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0").rsplit(":", 1)[1])
+    opened = json.loads(line("connect_via_queue", {"identifier": "job:*", "ttl": 60}, 0))
+    token = post(port, json.dumps(opened).encode())["result"] if scheme == "http" else None
+    with socket.create_connection(("127.0.0.1", port), WAIT) as waiter:
+        waiter.settimeout(WAIT)
+        if scheme == "tcp":
+            token = call(waiter, "connect_via_queue", identifier="job:*", ttl=60)
+        batch = json.dumps([json.loads(line("get", {"token": token, "timeout": 3}, 1)),
+                            json.loads(line("get_nowait", {"token": token}, 2))]).encode()
+        if scheme == "tcp":
+            waiter.sendall(batch + b"\n")
+        else:  # the POST waits for its answer on this connection
+            waiter.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                           b"application/json\r\nContent-Length: %d\r\n\r\n" % len(batch) + batch)
+        time.sleep(0.2)  # the batch is read and waits (nothing to poll on from outside)
+        asked = time.monotonic()
+        other = json.loads(line("get_nowait", {"token": token}, "other"))
+        if scheme == "tcp":
+            with socket.create_connection(("127.0.0.1", port), WAIT) as sock:
+                sock.settimeout(WAIT)
+                sock.sendall(json.dumps(other).encode() + b"\n")
+                answer = json.loads(sock.makefile("rb").readline())
+        else:
+            answer = post(port, json.dumps(other).encode())
+        took = time.monotonic() - asked
+        assert answer["error"]["code"] == p.EMPTY, answer
+        assert took < 1.5, f"a request on another connection waited {took:.1f} s"
+        waiter.settimeout(WAIT)
+        data = b""
+        while b"]" not in data:  # the batch is answered once its get has waited
+            data += waiter.recv(65536)
+        assert b'"id":1' in data.replace(b" ", b"") and b'"id":2' in data.replace(b" ", b"")
