@@ -97,6 +97,7 @@ class LineChannel(asyncio.Protocol, Channel):
         self._rest = b""  # the start of a line not yet ended
         self._began = 0.0  # when the line in _rest began: it must end within read_timeout
         self._last = 0.0  # when something was last read (the idle limit)
+        self._paused = False  # reading paused (the lane full, or answers not read)
         self._held: collections.deque[tuple[Any, int]] = collections.deque()
         self._full: tuple[Any, int] | None = None  # work the full lane has not taken yet
         self._waiting = 0  # requests running that may wait
@@ -171,8 +172,8 @@ class LineChannel(asyncio.Protocol, Channel):
     def pause_writing(self) -> None:
         if self._writable is None:
             self._writable = asyncio.get_running_loop().create_future()
-        if self.serving and self.transport is not None:  # see _unread_answers
-            self.transport.pause_reading()
+        if self.serving:  # see _unread_answers
+            self._pause()
 
     def resume_writing(self) -> None:
         writable, self._writable = self._writable, None
@@ -235,13 +236,26 @@ class LineChannel(asyncio.Protocol, Channel):
             if not io_loop.lane.offer(work, size):
                 self._full = (work, size)
                 io_loop.lane.room(size).add_done_callback(self._lane_has_room)
+        if self._full is not None or self._unread_answers():
+            self._pause()
+        elif not self._eof:
+            self._resume()
+
+    def _pause(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.pause_reading()
+            self._paused = True
+
+    def _resume(self) -> None:
         transport = self.transport
         if transport is None:
             return
-        if self._full is not None or self._unread_answers():
-            transport.pause_reading()
-        elif not self._eof:
-            transport.resume_reading()
+        if self._paused:
+            self._paused = False
+            if self._rest:  # the line begun before the pause: its deadline starts again
+                self._began = asyncio.get_running_loop().time()
+        transport.resume_reading()
 
     def _unread_answers(self) -> bool:
         """Whether this accepting end holds more answers than :data:`_HIGH_WATER` that the
