@@ -272,7 +272,7 @@ class LineChannel(asyncio.Protocol, Channel):
                   "connection, the cap (setting max_waiting); this one was not run: send it "
                   "again when one has been answered, or on another connection")
         members = request if type(request) is list else [request]
-        _over_waiting.warning("%s: a request (%s) was refused: %s", self.url,
+        _over_waiting.warning("%s: a request (%.200s) was refused: %s", self.url,
                               ", ".join(sorted({str(m.get("method")) for m in members
                                                 if type(m) is dict})), detail)
         errors = [error_object(p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED],
