@@ -39,13 +39,14 @@ from berrymq.errors import ConnectionClosed, TransportError
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import encode_message
 from berrymq_jsonrpc.jsonrpc import Dispatcher, ParseError, dumps, invalid_params, loads
-from berrymq_jsonrpc.outbox import Outbox
+from berrymq_jsonrpc.outbox import NOT_SENT, Outbox
 
 if TYPE_CHECKING:
     from berrymq.identifier import Identifier
     from berrymq.message import Message
     from berrymq_jsonrpc.service import Service
     from berrymq_jsonrpc.sessions import Session
+    from berrymq_jsonrpc.stats import NodeStats
 
 __all__ = [
     "CALLBACK_TIMEOUT",
@@ -236,7 +237,8 @@ def interconnect_v1(service: Service, params: dict[str, Any], context: Any) -> s
         threading.Thread(target=service.close_session, args=(token, "peer unreachable"),
                          daemon=True, name="berrymq-close").start()
 
-    link = V1Link(client, token, name=f"jsonrpc-1.0:{client.url}", on_dead=dead)
+    link = V1Link(client, token, name=f"jsonrpc-1.0:{client.url}", on_dead=dead,
+                  stats=service.stats, on_loss=service.on_loss)
     link.session = session
     session.link = link
     service.bus.add_forwarder(link)
@@ -325,16 +327,27 @@ class V1Link:
     """
 
     def __init__(self, client: V1HttpClient, token: str, name: str,
-                 on_dead: Callable[[BaseException], None]) -> None:
+                 on_dead: Callable[[BaseException], None], *, stats: NodeStats | None = None,
+                 on_loss: Callable[[], None] | None = None) -> None:
         self.client = client
         self.token = token
         self.name = name
         self.session: Session | None = None
         self._prefix = "[" + dumps(token) + ","
         self._on_dead = on_dead
+        #: the node's counters, and what makes its next flush say False: every message
+        #: this link accepted and could not send is counted there, as on any other link
+        self.stats = stats
+        self.on_loss = on_loss
         self.outbox = Outbox(self._send_batch, max_bytes=p.DEFAULT_MAX_SIZE - 512,
-                             on_failure=self._failed, name=name)
+                             on_failure=self._failed, name=name, on_lost=self._lost)
         self.closed = False
+
+    def _lost(self, count: int) -> None:
+        if self.stats is not None:  # stats
+            self.stats.lost(NOT_SENT, count)
+        if self.on_loss is not None:
+            self.on_loss()
 
     def forward(self, message: Message, reply_to: Identifier | None) -> None:
         """Queue ``message`` for the peer (``reply_to`` cannot be carried in 1.0)."""

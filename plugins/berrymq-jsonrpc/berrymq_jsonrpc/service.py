@@ -160,6 +160,9 @@ class Service:
         self._closed = False
         self._count = itertools.count()
         self.stats = stats_for(bus)  # stats: the node's counters (berrymq_jsonrpc.stats)
+        #: called when a link of this service lost messages (the transport's next flush
+        #: then says False); set by the transport
+        self.on_loss: Callable[[], None] | None = None
         #: refusals and drops are logged once per burst, with a count (each is counted)
         self._refusals = BurstLog(logger)
         self._drops = BurstLog(logger)

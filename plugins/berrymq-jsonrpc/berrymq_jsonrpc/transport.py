@@ -253,6 +253,7 @@ class RemoteTransport(Transport):
         #: flush: the next flush returns False for them, even if the link is gone by then
         self._losses_since_flush = 0
         self._losses_lock = threading.Lock()
+        self.service.on_loss = self._note_loss  # interconnections of JSON-RPC 1.0 peers
         self._closed = False
         _live.add(self)
 
