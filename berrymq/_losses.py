@@ -48,6 +48,8 @@ class Losses:
         self.interval = interval
         self.counts: dict[str, int] = {}
         self.total = 0
+        #: :attr:`total` at the bus's last flush, which says False when it has grown since
+        self.flushed = 0
         self._lock = threading.Lock()
         self._unreported: dict[str, int] = {}
         self._level = logging.WARNING

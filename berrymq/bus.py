@@ -390,7 +390,9 @@ class Bus(NodeSide):
         Sending is fire-and-forget by default; call this where a program must know that
         the other side has what was sent (send, flush, then check). Returns False when
         ``timeout`` seconds passed first, or when a message accepted since the last flush
-        was lost (the loss is also counted and logged by the transport).
+        was lost: by a transport, or here (:attr:`losses`: the hop limit, a peer's link
+        that did not take it, a refusal in a worker thread). Each loss is also counted
+        and logged where it happened.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -403,7 +405,11 @@ class Bus(NodeSide):
                 done = transport.flush(left()) and done
             except ConnectionClosed:  # a connection failed and lost messages
                 done = False
-        return self.join(left()) and done
+        joined = self.join(left())
+        losses = self.losses
+        total = losses.total
+        lost_since, losses.flushed = total != losses.flushed, total
+        return joined and done and not lost_since
 
     def __repr__(self) -> str:
         return f"<Bus {self.name} subscriptions={len(self._index.subscriptions)}>"

@@ -235,6 +235,20 @@ def test_a_refusal_in_a_worker_is_counted_and_logged_once_per_burst(
     assert "498 refused in a worker thread: QueueFull" in _lines(caplog, logging.ERROR)[1]
 
 
+def test_flush_says_false_once_after_a_loss_of_the_core(berrymq_plugin_host: PluginHost) -> None:
+    bus = Bus(multiplicity=2, plugins=berrymq_plugin_host, name="flushing")
+    queue = Queue("job:*", maxsize=1, on_full="refuse", bus=bus)
+    bus.twitter("job:x", 1)
+    assert bus.flush(WAIT) is True  # delivered: nothing lost
+    bus.twitter("job:x", 2)  # refused in a worker: the queue holds one
+    assert bus.flush(WAIT) is False
+    assert bus.flush(WAIT) is True  # once: nothing lost since
+    assert bus.receive(Message("loop:x", (), {}, 40, "peer-1")) is False  # the hop limit
+    assert bus.flush(WAIT) is False
+    assert queue.qsize() == 1
+    bus.close()
+
+
 def test_the_pool_bounds_are_settings_of_the_core(tmp_path: Path) -> None:
     path = tmp_path / "berrymq.toml"
     path.write_text("[berrymq]\npool_queue_size = 3\npool_queue_wait = 0.5\n")
