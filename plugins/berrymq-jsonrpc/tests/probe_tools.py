@@ -23,7 +23,7 @@ from berrymq.identifier import Identifier
 from berrymq.message import Message
 
 __all__ = ["MIB", "WAIT", "Raw", "Record", "Sampler", "delivered_by", "drip", "hold_gets",
-           "http_get_json", "http_post", "kill_mid_stream", "port_of", "proc_status",
+           "http_get_json", "http_post", "post_body", "tcp_call", "kill_mid_stream", "port_of", "proc_status",
            "request", "start_node"]
 
 Record = Callable[..., None]
@@ -162,7 +162,12 @@ def drip(port: int, data: bytes, every: float, limit: float) -> float | None:
 
 
 def http_post(port: int, obj: Any) -> Any:
-    body = json.dumps(obj).encode()
+    """POST one JSON-RPC text on a connection of its own; the answer, parsed."""
+    return post_body(port, json.dumps(obj).encode())
+
+
+def post_body(port: int, body: bytes) -> Any:
+    """POST ``body`` (Connection: close) and parse the JSON of the answer's body."""
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
@@ -170,6 +175,17 @@ def http_post(port: int, obj: Any) -> Any:
         while chunk := sock.recv(65536):
             data += chunk
     return json.loads(data.partition(b"\r\n\r\n")[2])
+
+
+def tcp_call(sock: socket.socket, obj: Any) -> Any:
+    """Send one JSON-RPC text as a line on ``sock`` and read the answer line, parsed."""
+    sock.sendall(json.dumps(obj).encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        assert chunk, "closed without an answer"
+        data += chunk
+    return json.loads(data)
 
 
 #: A peer that writes the number of every job:n it gets to a file, with no buffer in the

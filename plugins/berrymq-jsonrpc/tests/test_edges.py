@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from probe_tools import post_body
 
 import berrymq
 from berrymq.bus import Bus
@@ -55,13 +56,7 @@ def one_call(scheme: str, port: int, method: str, params: dict[str, Any]) -> Any
     if scheme == "tcp":
         [reply] = half_closed(port, body + b"\n")
     else:
-        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
-        reply = json.loads(data.partition(b"\r\n\r\n")[2])
+        reply = post_body(port, body)
     assert "error" not in reply, reply
     return reply["result"]
 

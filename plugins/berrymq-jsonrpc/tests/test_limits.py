@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
+from probe_tools import tcp_call
 
 from berrymq.bus import Bus
 
@@ -56,16 +57,6 @@ def read_all(sock: socket.socket) -> bytes:
         if not data:
             return b"".join(chunks)
         chunks.append(data)
-
-
-def tcp_call(sock: socket.socket, obj: Any) -> Any:
-    sock.sendall(json.dumps(obj).encode() + b"\n")
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(65536)
-        assert chunk, "closed without an answer"
-        data += chunk
-    return json.loads(data)
 
 
 def http_post(sock: socket.socket, obj: Any, host: str = "127.0.0.1") -> tuple[int, bytes]:

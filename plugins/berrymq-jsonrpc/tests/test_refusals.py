@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.transport import RemoteConnection, RemoteTransport
+from probe_tools import tcp_call
 
 import berrymq
 from berrymq.bus import Bus
@@ -257,16 +258,6 @@ def test_refusals_on_an_interconnection_are_counted_and_it_stays_open(
 # -- every refusal that comes from a setting names it -----------------------------------------
 
 
-def rpc_tcp(sock: socket.socket, obj: Any) -> Any:
-    sock.sendall(json.dumps(obj).encode() + b"\n")
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(65536)
-        assert chunk, "closed without an answer"
-        data += chunk
-    return json.loads(data)
-
-
 def request(method: str, params: Any, id: Any = 1) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "method": method, "params": params, "id": id}
 
@@ -294,19 +285,19 @@ def test_queue_full_names_queue_size_or_max_queued_bytes(bus_factory: Factory) -
     _, url = serve(bus_factory, "tcp", queue_size=2, max_queued_bytes=10_000)
     port = int(url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-        rpc_tcp(sock, request("connect_via_queue", {"identifier": "few:*"}, 1))
-        rpc_tcp(sock, request("connect_via_queue", {"identifier": "big:*"}, 2))
-        sender = rpc_tcp(sock, request("connect_oneway", {}, 3))["result"]
+        tcp_call(sock, request("connect_via_queue", {"identifier": "few:*"}, 1))
+        tcp_call(sock, request("connect_via_queue", {"identifier": "big:*"}, 2))
+        sender = tcp_call(sock, request("connect_oneway", {}, 3))["result"]
         few = [[f"few:{i}", [i], {}] for i in range(4)]
-        error = rpc_tcp(sock, request("send_messages", {"token": sender, "messages": few}, 4))
+        error = tcp_call(sock, request("send_messages", {"token": sender, "messages": few}, 4))
         assert error["error"]["code"] == p.QUEUE_FULL
         assert error["error"]["data"] == {"refused": [2, 3], "setting": "queue_size", "limit": 2}
         big = [["big:x", ["x" * 6000], {}], ["big:y", ["y" * 6000], {}]]
-        error = rpc_tcp(sock, request("send_messages", {"token": sender, "messages": big}, 5))
+        error = tcp_call(sock, request("send_messages", {"token": sender, "messages": big}, 5))
         assert error["error"]["data"] == {"refused": [1], "setting": "max_queued_bytes",
                                           "limit": 10_000}
         one = {"token": sender, "identifier": "few:z"}
-        error = rpc_tcp(sock, request("send_message", one, 6))
+        error = tcp_call(sock, request("send_message", one, 6))
         assert error["error"]["data"] == {"refused": [0], "setting": "queue_size", "limit": 2}
 
 
@@ -324,7 +315,7 @@ def test_an_unreachable_callback_fails_the_interconnect_at_once(
     with caplog.at_level(logging.WARNING), socket.create_connection(
             ("127.0.0.1", port), timeout=WAIT) as sock:
         if scheme == "tcp":
-            answer = rpc_tcp(sock, request("interconnect", params))
+            answer = tcp_call(sock, request("interconnect", params))
         else:
             body = json.dumps(request("interconnect", params)).encode()
             sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/"

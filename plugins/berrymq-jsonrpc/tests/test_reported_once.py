@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.stats import stats_for
+from probe_tools import post_body
 
 from berrymq.bus import Bus
 
@@ -90,23 +91,13 @@ def test_a_client_that_reads_no_answers_is_not_read_on(bus_factory: Callable[...
         assert json.loads(last)["error"]["code"] == p.UNKNOWN_TOKEN
 
 
-def post(port: int, body: bytes) -> Any:
-    with socket.create_connection(("127.0.0.1", port), WAIT) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return json.loads(data.partition(b"\r\n\r\n")[2])
-
-
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_a_batch_with_a_blocking_get_holds_up_no_other_request(
         bus_factory: Callable[..., Bus], scheme: str) -> None:
     bus = bus_factory()
     port = int(bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0").rsplit(":", 1)[1])
     opened = json.loads(line("connect_via_queue", {"identifier": "job:*", "ttl": 60}, 0))
-    token = post(port, json.dumps(opened).encode())["result"] if scheme == "http" else None
+    token = post_body(port, json.dumps(opened).encode())["result"] if scheme == "http" else None
     with socket.create_connection(("127.0.0.1", port), WAIT) as waiter:
         waiter.settimeout(WAIT)
         if scheme == "tcp":
@@ -127,7 +118,7 @@ def test_a_batch_with_a_blocking_get_holds_up_no_other_request(
                 sock.sendall(json.dumps(other).encode() + b"\n")
                 answer = json.loads(sock.makefile("rb").readline())
         else:
-            answer = post(port, json.dumps(other).encode())
+            answer = post_body(port, json.dumps(other).encode())
         took = time.monotonic() - asked
         assert answer["error"]["code"] == p.EMPTY, answer
         assert took < 1.5, f"a request on another connection waited {took:.1f} s"
