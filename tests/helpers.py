@@ -141,14 +141,15 @@ class Lines:
 
     :param deadline: the most seconds :meth:`line` waits, and :meth:`close` waits to end it.
     :param stdin: give it a pipe to write to (else it reads nothing).
+    :param env: its environment (else this process's).
     """
 
     def __init__(self, argv: list[str], cwd: Path, *, deadline: float,
-                 stdin: bool = False) -> None:
+                 stdin: bool = False, env: dict[str, str] | None = None) -> None:
         self.argv = argv
         self.deadline = deadline
         self.process = subprocess.Popen(
-            argv, cwd=cwd, text=True, encoding="utf-8", stdout=subprocess.PIPE,
+            argv, cwd=cwd, env=env, text=True, encoding="utf-8", stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
         self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self.pump = threading.Thread(target=self._pump, daemon=True)

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import ast
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import Lines
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 STYLES = ["ipc_style01_interconnect.py", "ipc_style02_oneway.py", "ipc_style03_queue.py"]
@@ -52,32 +51,18 @@ def test_example_runs_both_processes(name: str, tmp_path: Path) -> None:
 # -- the client halves against a node started with `berrymq serve` ---------------------------
 
 
-class Serve:
+class Serve(Lines):
+    """``berrymq serve`` with its printed lines queued; stopped with SIGINT, as Ctrl-C
+    would, and it must then end cleanly."""
+
     def __init__(self, cwd: Path, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "berrymq", "serve", *args], cwd=cwd, env=clean_env(),
-            text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self.pump = threading.Thread(target=self._pump, daemon=True)
-        self.pump.start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def line(self) -> str:
-        line = self.lines.get(timeout=DEADLINE)
-        assert line is not None, f"serve ended with {self.process.wait()}"
-        return line
+        super().__init__([sys.executable, "-m", "berrymq", "serve", *args], cwd,
+                         deadline=DEADLINE, env=clean_env())
 
     def close(self) -> None:
         self.process.send_signal(signal.SIGINT)
         assert self.process.wait(timeout=DEADLINE) == 0
-        self.pump.join(DEADLINE)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
+        super().close()
 
 
 @pytest.fixture
