@@ -40,12 +40,13 @@ import queue
 import resource
 import selectors
 import socket
-import subprocess
 import sys
 import threading
 import time
 from contextlib import suppress
 from typing import Any
+
+from children import Child, kill_all
 
 HERE = os.path.abspath(__file__)
 # Run as a script, Python puts bench/ first on sys.path, where bench/nats.py would shadow
@@ -68,49 +69,9 @@ def pct(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-CHILDREN: list[Child] = []
-
-
-class Child:
-    """A process running this file with ``--role``: says ``ready ...``, waits for lines."""
-
-    def __init__(self, role: str, *args: str) -> None:
-        CHILDREN.append(self)
-        self.process = subprocess.Popen(
-            [sys.executable, HERE, "--role", role, *args], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.strip())
-        self.lines.put(None)
-
-    def expect(self, prefix: str, timeout: float = TIMEOUT) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            line = self.lines.get(timeout=max(0.001, deadline - time.monotonic()))
-            if line is None:
-                raise RuntimeError(f"a child ended before saying {prefix!r}")
-            if line.startswith(prefix):
-                return line[len(prefix):].strip()
-
-    def say(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
-    def close(self) -> None:
-        with suppress(OSError):
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+def spawn(role: str, *args: str) -> Child:
+    """This file run again as ``role`` (see :mod:`children`)."""
+    return Child(HERE, role, *args, timeout=TIMEOUT)
 
 
 # -- the floors ----------------------------------------------------------------------------
@@ -327,9 +288,9 @@ def target(name: str, met: bool, detail: str) -> None:
 
 
 def throughput(senders: int, seconds: float, node_tcp: str, node: Child) -> None:
-    counter = Child("count")
+    counter = spawn("count")
     port = counter.expect("ready")
-    raw = [Child("rawsend", port, str(seconds)) for _ in range(senders)]
+    raw = [spawn("rawsend", port, str(seconds)) for _ in range(senders)]
     for child in raw:
         child.expect("ready")
     start = time.perf_counter()
@@ -343,7 +304,7 @@ def throughput(senders: int, seconds: float, node_tcp: str, node: Child) -> None
         child.close()
 
     before = ask_count(node_tcp)
-    ours = [Child("send", node_tcp, str(seconds)) for _ in range(senders)]
+    ours = [spawn("send", node_tcp, str(seconds)) for _ in range(senders)]
     for child in ours:
         child.expect("ready")
     start = time.perf_counter()
@@ -425,10 +386,7 @@ def main() -> None:
     try:
         measure(args.quick)
     finally:
-        for child in CHILDREN:
-            if child.process.poll() is None:
-                child.process.kill()
-                child.process.wait()
+        kill_all()
 
 
 def measure(quick: bool) -> None:
@@ -440,9 +398,9 @@ def measure(quick: bool) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
 
-    echo = Child("echo")
+    echo = spawn("echo")
     echo_port = int(echo.expect("ready"))
-    node = Child("node")
+    node = spawn("node")
     tcp_url, http_url = node.expect("ready").split()
     tcp_port, http_port = int(tcp_url.rsplit(":", 1)[1]), int(http_url.rsplit(":", 1)[1])
     token = open_token(tcp_port)
@@ -458,7 +416,7 @@ def measure(quick: bool) -> None:
     target("TCP request round trip p50 <= 2x echo", t50 <= 2 * e50, f"{t50 / e50:.2f}x")
     target("TCP request round trip p99 <= 3x echo", t99 <= 3 * e99, f"{t99 / e99:.2f}x")
     for mode, what in (("loop", "on the loop"), ("thread", "via a thread")):
-        bound = Child("asyncio", mode)
+        bound = spawn("asyncio", mode)
         b_t = round_trips(int(bound.expect("ready")), lines)
         bound.close()
         b50 = pct(b_t, 0.5)

@@ -53,9 +53,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from children import Child
 
 HERE = os.path.abspath(__file__)
 # Run as a script, Python puts bench/ first on sys.path, where bench/nats.py would shadow
@@ -94,61 +96,9 @@ def free_port() -> int:
         return port
 
 
-class Child:
-    """The peer process: ``ready`` on its stdout, ``go`` on its stdin, then a result line."""
-
-    def __init__(self, role: str, *args: str) -> None:
-        self.role = role
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
-            [sys.executable, HERE, "--role", role, *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-        )
-        self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.strip())
-        self.lines.put(None)
-
-    def expect(self, prefix: str, timeout: float = ENDPOINT_TIMEOUT) -> str:
-        """Wait for a stdout line starting with ``prefix`` and return the rest of it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"child {self.role!r} did not say {prefix!r}")
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise RuntimeError(f"child {self.role!r} exited "
-                                   f"(code {self.process.wait()}) before saying {prefix!r}")
-            if line.startswith(prefix):
-                return line[len(prefix):].strip()
-
-    def say(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            with suppress(OSError):
-                self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 @contextmanager
 def child(role: str, *args: str) -> Iterator[Child]:
-    c = Child(role, *args)
+    c = Child(HERE, role, *args, timeout=ENDPOINT_TIMEOUT)
     try:
         yield c
     finally:
