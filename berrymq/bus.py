@@ -215,6 +215,21 @@ class Bus(NodeSide):
         return tuple(entry[2] for entry in self._index.lookup(parse(identifier))
                      if entry[2].active and entry[0]() is not None)
 
+    def may_refuse(self, identifier: str | Identifier) -> bool:
+        """Whether a message sent as ``identifier`` now could be refused with
+        :class:`~berrymq.QueueFull`: one of its receivers may refuse (a queue), or it would
+        wait for room in a worker pool or in a peer's buffer.
+
+        A transport that must say whether a message was taken uses it to answer at once
+        when nothing can refuse, and to wait for the delivery otherwise.
+        """
+        ident = parse(identifier)
+        node = self._node
+        if self._pool is not None or (node is not None and node.forwarders
+                                      and not ident.is_local):
+            return True
+        return any(entry[2].refuses for entry in self._index.lookup(ident))
+
     def add_subscription_listener(self, listener: Callable[[Subscription, bool], None]) -> None:
         """Call ``listener(subscription, added)`` whenever a subscription is made
         (``added`` true) or removed, so that a bridge to a broker can follow them.

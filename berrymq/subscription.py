@@ -1,8 +1,8 @@
 """Subscriptions: one receiver following one pattern, and the kinds of receivers.
 
 A :class:`Subscription` carries, as data, what its receiver kind can do (``answers``
-requests; is one of a ``shared`` group of competing consumers), so delivery never compares
-kind names. It is filed and removed by :class:`berrymq._index.Index`.
+requests; ``refuses`` messages when full; is one of a ``shared`` group of competing
+consumers), so delivery never compares kind names. It is filed and removed by :class:`berrymq._index.Index`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ class ReceiverKind(Protocol):
     :attr name: the kind's name, shown by :func:`berrymq.show_network` (``"function"``).
     :attr answers: whether its receivers' return values are replies to ``ask`` and
         ``talk``; a queue stores a request instead of answering it.
+    :attr refuses: (optional; True when absent) whether its receivers may refuse a message
+        with :class:`~berrymq.QueueFull`, as a bounded store does. A node answers a remote
+        ``send_message`` before running the receivers only when none of them may refuse,
+        so that a refusal can still be the answer.
     """
 
     @property
@@ -47,10 +51,11 @@ class Kind:
 
     name: str
     answers: bool = True
+    refuses: bool = True
 
 
 #: The kind of receivers subscribed with :meth:`Bus.subscribe <berrymq.Bus.subscribe>`.
-FUNCTION = Kind("function")
+FUNCTION = Kind("function", refuses=False)
 
 
 class Subscription:
@@ -58,12 +63,13 @@ class Subscription:
 
     Returned by :func:`berrymq.regist_function`, :func:`berrymq.regist_method` and
     :meth:`Bus.subscribe <berrymq.Bus.subscribe>`. Also a context manager that cancels on
-    exit. ``kind`` names the receiver kind; ``answers`` (replies to requests) and
-    ``shared`` (one of a group of competing consumers) say what it can do.
+    exit. ``kind`` names the receiver kind; ``answers`` (replies to requests), ``refuses`` (may
+    raise :class:`~berrymq.QueueFull`) and ``shared`` (one of a group of competing
+    consumers) say what it can do.
     """
 
     __slots__ = ("__weakref__", "_index", "active", "answers", "bus", "guard", "keys", "kind",
-                 "pattern", "ref", "seq", "shared", "weak")
+                 "pattern", "ref", "refuses", "seq", "shared", "weak")
 
     def __init__(self, index: Index, pattern: Identifier, ref: Callable[[], Receiver | None],
                  guard: Guard | None, seq: int, weak: bool, kind: ReceiverKind,
@@ -77,6 +83,7 @@ class Subscription:
         self.weak = weak
         self.kind = kind.name
         self.answers = kind.answers
+        self.refuses: bool = getattr(kind, "refuses", True)
         self.shared = shared
         self.active = True
         self.keys: tuple[int, ...] = ()

@@ -50,6 +50,7 @@ class FollowerReceivers:
 
     name = "follower"
     answers = True
+    refuses = False
 
     def register_class(self, bus: Bus, cls: type) -> list[Subscription]:
         """Register the class's own marked class methods and static methods."""

@@ -57,6 +57,7 @@ class FunctionReceivers:
 
     name = "function"
     answers = True
+    refuses = False
 
     def follow(
         self, bus: Bus, pattern: Identifier | str, function: Receiver, guard: Guard | None = None,

@@ -111,6 +111,7 @@ class QueueReceivers:
 
     name = "queue"
     answers = False
+    refuses = True
     Queue: type[Queue]
 
 
