@@ -75,7 +75,8 @@ class DeliveryLane:
         """``(count, bytes)`` of the work waiting now."""
         return len(self._items), self._bytes
 
-    def _has_room(self, size: int) -> bool:
+    def has_room(self, size: int = 0) -> bool:
+        """Whether work of ``size`` fits now (an empty lane takes any size)."""
         if not self._items:
             return True
         return len(self._items) < self.max_items and self._bytes + size <= self.max_bytes
@@ -90,7 +91,7 @@ class DeliveryLane:
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the delivery lane is stopped")
-            if not self._has_room(size):
+            if not self.has_room(size):
                 return False
             self._items.append((work, size))
             self._bytes += size
@@ -103,7 +104,7 @@ class DeliveryLane:
         it fits now, else when some work has left the lane)."""
         waiter = asyncio.get_running_loop().create_future()
         with self._cond:
-            if self._has_room(size):
+            if self.has_room(size):
                 waiter.set_result(None)
             else:
                 self._waiters.append(waiter)

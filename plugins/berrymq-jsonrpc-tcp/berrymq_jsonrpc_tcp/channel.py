@@ -32,7 +32,7 @@ import collections
 import concurrent.futures
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from berrymq_jsonrpc import protocol as p
@@ -222,7 +222,12 @@ class LineChannel(asyncio.Protocol, Channel):
         size = 0
         while held:
             request, length = held.popleft()
-            if request is not _PARSE_ERROR and may_wait(request):
+            if (not batch and not self._unanswered and type(request) is dict and "id" in request
+                    and self.service.answers_at_once(request) and io_loop.lane.has_room(length)):
+                self._answer_at_once(request, length)
+                if self._full is not None:
+                    break
+            elif request is not _PARSE_ERROR and may_wait(request):
                 if self._waiting >= self.service.max_waiting:
                     self._refuse_waiting(request)
                 else:
@@ -365,6 +370,22 @@ class LineChannel(asyncio.Protocol, Channel):
         if request is _PARSE_ERROR:  # not None: the JSON text null is an Invalid Request
             return self.service.dispatcher.parse_error()
         return self.service.handle_parsed(request, self)
+
+    def _answer_at_once(self, request: dict[str, Any], size: int) -> None:
+        """A ``send_message`` that nothing can refuse, with nothing before it unanswered:
+        answered here on the loop; its delivery goes to the lane once the answer is out."""
+        handed: list[Callable[[], object]] = []
+        reply = self.service.answer_at_once(request, self, handed.append)
+        if reply is not None:
+            data = reply + _NL
+            if self.serving:
+                self.service.stats.exchanged(0, len(data))
+            self._write(data)
+        lane = io_loop.lane
+        for work in handed:
+            if not lane.offer(work, size):  # has_room said yes and only the loop offers
+                self._full = (work, size)
+                lane.room(size).add_done_callback(self._lane_has_room)
 
     def _answer_all(self, requests: list[Any]) -> None:
         """On the delivery lane: answer the requests of one read, write the answers."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+import functools
 import itertools
 import logging
 import math
@@ -23,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from berrymq.errors import QueueFull, ReplyError
+from berrymq.errors import InvalidIdentifier, QueueFull, ReplyError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.transports.ioloop import io_loop
@@ -95,6 +97,12 @@ def may_wait(request: Any) -> bool:
 
 
 
+
+
+#: While :meth:`Service.answer_at_once` runs: where ``send_message`` puts the delivery of
+#: the message it accepted, instead of running the receivers in the caller's thread.
+_HAND_OFF: contextvars.ContextVar[Callable[[Callable[[], object]], None] | None] = contextvars.ContextVar(
+    "berrymq_jsonrpc_hand_off", default=None)
 
 
 def _first_leaf(error: BaseException) -> BaseException:
@@ -212,6 +220,33 @@ class Service:
             # (issue 11): dialect.py normalises, dispatches and answers in 1.0 form.
             return answer_v1(self, request, context)
         return self.dispatcher.handle_parsed(request, context)
+
+    def answers_at_once(self, request: Any) -> bool:
+        """Whether ``request`` (parsed) is a ``send_message`` that :meth:`answer_at_once`
+        may answer before its message is delivered: JSON-RPC 2.0, one call, and a message
+        that nothing can refuse (see :meth:`berrymq.Bus.may_refuse`), so the answer says
+        all the delivery could. A malformed one is answered at once with its error."""
+        if type(request) is not dict or request.get("method") != p.METHOD_SEND_MESSAGE \
+                or "jsonrpc" not in request:
+            return False
+        params = request.get("params")
+        if type(params) is not dict or type(params.get("identifier")) is not str:
+            return True
+        try:
+            return "reply_to" not in params and not self.bus.may_refuse(params["identifier"])
+        except InvalidIdentifier:
+            return True
+
+    def answer_at_once(self, request: Any, context: Any,
+                       hand_off: Callable[[Callable[[], object]], None]) -> bytes | None:
+        """Answer a request that :meth:`answers_at_once` chose, in this thread (the I/O
+        loop), without running receivers: the delivery of the accepted message is given
+        to ``hand_off``, for the delivery lane once the answer is written."""
+        reset = _HAND_OFF.set(hand_off)
+        try:
+            return self.dispatcher.handle_parsed(request, context)
+        finally:
+            _HAND_OFF.reset(reset)
 
     @property
     def requires_secret(self) -> bool:
@@ -428,6 +463,10 @@ class Service:
             params, "the message's",
         )
         self.stats.message_in(message[0], session)  # stats
+        hand_off = _HAND_OFF.get()
+        if hand_off is not None:  # see answer_at_once: nothing can refuse it
+            hand_off(functools.partial(self._deliver, session, message, reply_to))
+            return p.RESULT_OK
         refusal = self._deliver(session, message, reply_to)
         if refusal is not None:
             raise app_error(p.QUEUE_FULL, refusal_data([0], refusal))

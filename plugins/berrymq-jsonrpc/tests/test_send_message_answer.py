@@ -1,0 +1,138 @@
+"""When a node answers a ``send_message`` request (docs/delivery.md): at once when nothing
+at the node can refuse the message, after the delivery when something can (so a refusal
+is the answer), and, either way, the receivers get a connection's messages in the order
+it sent them."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from berrymq_jsonrpc import protocol as p
+from probe_tools import post_body, tcp_call
+
+import berrymq
+from berrymq.bus import Bus
+from berrymq.message import Message
+
+SCHEMES = ["tcp", "http"]
+WAIT = 10.0
+
+
+def serve(bus_factory: Callable[..., Bus], scheme: str) -> tuple[Bus, int]:
+    bus = bus_factory()
+    url = bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+    return bus, int(url.rsplit(":", 1)[1])
+
+
+def call(scheme: str, port: int, sock: socket.socket | None, obj: dict[str, Any]) -> Any:
+    return tcp_call(sock, obj) if sock is not None else post_body(port, json.dumps(obj).encode())
+
+
+def request(method: str, params: dict[str, Any], id: int | None = 1) -> dict[str, Any]:
+    obj: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
+    if id is not None:
+        obj["id"] = id
+    return obj
+
+
+def open_oneway(scheme: str, port: int, sock: socket.socket | None) -> str:
+    return str(call(scheme, port, sock, request("connect_oneway", {"ttl": 60}))["result"])
+
+
+def connection(scheme: str, port: int) -> socket.socket | None:
+    return socket.create_connection(("127.0.0.1", port), timeout=WAIT) if scheme == "tcp" else None
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_send_message_nothing_can_refuse_is_answered_before_its_receiver_runs(
+        scheme: str, bus_factory: Callable[..., Bus]) -> None:
+    bus, port = serve(bus_factory, scheme)
+    release, delivered = threading.Event(), threading.Event()
+    got: list[int] = []
+
+    def slow(message: Message) -> None:
+        release.wait(WAIT)
+        got.append(message.args[0])
+        delivered.set()
+
+    bus.subscribe("job:done", slow, weak=False)
+    sock = connection(scheme, port)
+    try:
+        token = open_oneway(scheme, port, sock)
+        params = {"token": token, "identifier": "job:done", "args": [1], "kwargs": {}}
+        # answered while the receiver cannot finish: the answer did not wait for it
+        assert call(scheme, port, sock, request("send_message", params, 7)) == {
+            "jsonrpc": "2.0", "result": "ok", "id": 7}
+        assert not got
+        release.set()
+        assert delivered.wait(WAIT)
+        assert got == [1]
+    finally:
+        release.set()
+        if sock is not None:
+            sock.close()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_send_message_a_queue_may_refuse_is_answered_after_its_delivery(
+        scheme: str, bus_factory: Callable[..., Bus]) -> None:
+    bus, port = serve(bus_factory, scheme)
+    queue = berrymq.Queue("job:*", maxsize=1, on_full="refuse", bus=bus)
+    sock = connection(scheme, port)
+    try:
+        token = open_oneway(scheme, port, sock)
+        params = {"token": token, "identifier": "job:done", "args": [1], "kwargs": {}}
+        assert call(scheme, port, sock, request("send_message", params, 1))["result"] == "ok"
+        # the queue is full now: the answer is the refusal, which only the delivery knows
+        refused = call(scheme, port, sock, request("send_message", {**params, "args": [2]}, 2))
+        assert refused["error"]["code"] == p.QUEUE_FULL
+        assert queue.get_nowait().args == (1,)
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+def test_a_connections_messages_keep_their_order_however_they_are_answered(
+        bus_factory: Callable[..., Bus]) -> None:
+    """Requests answered at once, notifications and ``send_messages`` batches (answered
+    after their delivery), pipelined on one TCP connection: delivered in the order sent."""
+    bus, port = serve(bus_factory, "tcp")
+    got: list[int] = []
+    done = threading.Event()
+    total = 600  # a request, a notification and a batch of three, in turn
+
+    def receiver(message: Message) -> None:
+        got.append(message.args[0])
+        if len(got) == total:
+            done.set()
+
+    bus.subscribe("job:n", receiver, weak=False)
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        token = open_oneway("tcp", port, sock)
+        lines, expected_answers, n = [], 0, 0
+        while n < total:
+            kind = len(lines) % 3
+            if kind == 2:  # a batch of three
+                batch = [["job:n", [n + i], {}] for i in range(3)]
+                lines.append(request("send_messages", {"token": token, "messages": batch}, n))
+                n += 3
+                expected_answers += 1
+                continue
+            params = {"token": token, "identifier": "job:n", "args": [n], "kwargs": {}}
+            lines.append(request("send_message", params, n if kind == 0 else None))
+            expected_answers += kind == 0
+            n += 1
+        for start in range(0, len(lines), 25):  # pipelined, several requests per write
+            sock.sendall(b"".join(json.dumps(line).encode() + b"\n"
+                                  for line in lines[start:start + 25]))
+        reader = sock.makefile("rb")
+        answers = [json.loads(reader.readline()) for _ in range(expected_answers)]
+        reader.close()
+    assert all(answer.get("result") == "ok" for answer in answers), answers[:3]
+    assert done.wait(WAIT), f"{len(got)} of {total} delivered"
+    assert got == list(range(total))
