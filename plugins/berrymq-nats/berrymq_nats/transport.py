@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
-import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.identifier import Identifier
+from berrymq.state import StateKey
 from berrymq.transports.base import Connection, Transport
 from berrymq_nats.bridge import NatsBridge
 from berrymq_nats.options import BrokerOptions
@@ -18,12 +19,14 @@ if TYPE_CHECKING:
 
 __all__ = ["NatsTransport", "transport_of"]
 
-_transports: weakref.WeakKeyDictionary[Bus, NatsTransport] = weakref.WeakKeyDictionary()
+#: The bus's NATS transport, once made (per-bus state: it goes away with the bus).
+_TRANSPORT: StateKey[list[NatsTransport]] = StateKey("nats transport", lambda bus: [])
 
 
 def transport_of(bus: Bus) -> NatsTransport | None:
-    """The bus's NATS transport, if it was made."""
-    return _transports.get(bus)
+    """The bus's NATS transport, if it was made (and the bus is not closed)."""
+    made = bus.extensions.peek(_TRANSPORT)
+    return made[0] if made else None
 
 
 class NatsTransport(Transport):
@@ -39,7 +42,7 @@ class NatsTransport(Transport):
         super().__init__(bus, settings)
         self.bridge: NatsBridge | None = None
         self._lock = threading.Lock()
-        _transports[bus] = self
+        bus.state(_TRANSPORT)[:] = [self]
 
     def connect_broker(
         self,
@@ -60,6 +63,11 @@ class NatsTransport(Transport):
         :param options: the keys of :class:`BrokerOptions`, over the settings file's.
         """
         merged = {k: v for k, v in self.settings.items() if k != "servers"}
+        credentials = merged.get("credentials")
+        source = self.bus.plugins.settings.path
+        if isinstance(credentials, str) and source is not None:
+            # a relative path in the settings file is relative to that file's folder
+            merged["credentials"] = os.path.join(source.parent, os.path.expanduser(credentials))
         merged.update(options)
         if servers is None:
             servers = self.settings.get("servers")

@@ -212,6 +212,16 @@ def test_credentials(operator_server: tuple[NatsServer, nkeys.KeyPair], configur
     assert_refused(configured(servers=[server.url]), poll)  # the server does require them
 
 
+def test_a_relative_credentials_path_is_relative_to_the_settings_file(
+        configured: Configured, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    creds = write_creds(tmp_path / "app.creds", "eyJ.any.jwt", b"SUANY")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # where "app.creds" is not
+    bus = configured(servers=[f"nats://127.0.0.1:{free_port()}"], credentials="app.creds")
+    assert bridge(bus).options.credentials == str(creds)
+
+
 def test_unusable_credentials_are_refused_by_name(tmp_path: Path, configured: Configured) -> None:
     missing = tmp_path / "missing.creds"
     with pytest.raises(SettingsError, match=rf"credentials: cannot read {missing}: .*No such file"):
