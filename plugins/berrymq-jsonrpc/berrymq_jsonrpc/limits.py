@@ -21,12 +21,15 @@ import logging
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from berrymq.state import StateKey
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import app_error, error_object
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
 
 __all__ = ["Admission", "BurstLog", "CallbackRule", "QueuedBytes", "queued_bytes_for"]
 
@@ -83,17 +86,13 @@ class QueuedBytes:
             self.total -= size
 
 
-_queued: weakref.WeakKeyDictionary[object, QueuedBytes] = weakref.WeakKeyDictionary()
-_queued_lock = threading.Lock()
+#: The bytes queued in the session queues of a bus (setting ``max_queued_bytes``).
+QUEUED: StateKey[QueuedBytes] = StateKey("jsonrpc queued bytes", lambda bus: QueuedBytes())
 
 
-def queued_bytes_for(bus: object) -> QueuedBytes:
+def queued_bytes_for(bus: Bus) -> QueuedBytes:
     """The :class:`QueuedBytes` of ``bus`` (made on first use)."""
-    with _queued_lock:
-        budget = _queued.get(bus)
-        if budget is None:
-            budget = _queued[bus] = QueuedBytes()
-        return budget
+    return bus.state(QUEUED)
 
 
 class Admission:

@@ -20,7 +20,12 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from berrymq.state import StateKey
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
 
 _now = time.time
 
@@ -216,16 +221,10 @@ def session_peer(session: Any) -> str | None:
     return None if url is None else str(url)
 
 
-_stats: weakref.WeakKeyDictionary[object, NodeStats] = weakref.WeakKeyDictionary()
-_stats_lock = threading.Lock()
+#: The node's counters, per bus (every transport of the bus shares them).
+STATS: StateKey[NodeStats] = StateKey("jsonrpc node stats", lambda bus: NodeStats())
 
 
-def stats_for(bus: object) -> NodeStats:
+def stats_for(bus: Bus) -> NodeStats:
     """The counters of ``bus`` (made on first use; every transport of the bus shares them)."""
-    stats = _stats.get(bus)
-    if stats is None:
-        with _stats_lock:
-            stats = _stats.get(bus)
-            if stats is None:
-                stats = _stats[bus] = NodeStats()
-    return stats
+    return bus.state(STATS)
