@@ -47,8 +47,9 @@ __all__ = ["KIND", "NAME", "WRITER", "JsonLinesWriter", "writer_for"]
 #: The entry point name, which is also the name of the plugin's settings table.
 NAME = "jsonl"
 
-#: The receiver kind: its receivers write messages down and answer no request.
-KIND = Kind(NAME, answers=False)
+#: The receiver kind: its receivers write messages down, answer no request and never
+#: refuse a message (so a node may answer a remote send_message before they run).
+KIND = Kind(NAME, answers=False, refuses=False)
 
 
 class JsonLinesWriter:
