@@ -24,6 +24,11 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+try:
+    import resource  # POSIX only
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
+
 from berrymq.state import StateKey
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import app_error, error_object
@@ -31,7 +36,8 @@ from berrymq_jsonrpc.jsonrpc import app_error, error_object
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["Admission", "BurstLog", "CallbackRule", "QueuedBytes", "queued_bytes_for"]
+__all__ = ["Admission", "BurstLog", "CallbackRule", "QueuedBytes", "fit_open_files",
+           "queued_bytes_for"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -93,6 +99,36 @@ QUEUED: StateKey[QueuedBytes] = StateKey("jsonrpc queued bytes", lambda bus: Que
 def queued_bytes_for(bus: Bus) -> QueuedBytes:
     """The :class:`QueuedBytes` of ``bus`` (made on first use)."""
     return bus.state(QUEUED)
+
+
+#: Files a node keeps for itself beside its connections (listeners, the loop's own,
+#: settings, logs, outgoing links).
+_SPARE_FILES = 256
+
+
+def fit_open_files(max_connections: int, log: logging.Logger) -> int:
+    """Let this process open ``max_connections`` sockets and some to spare: raise the soft
+    limit of open files (``RLIMIT_NOFILE``) up to the hard one if it is lower. A node
+    below that (a hard limit under it) is told in one warning naming both numbers, since
+    the operating system, not the node, would then refuse connections (asyncio pauses
+    accepting for a second each time). Returns the soft limit now (-1 where unknown)."""
+    if resource is None:
+        return -1
+    wanted = max_connections + _SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        if raised > soft:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+                soft = raised
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning("this process may open %d files (RLIMIT_NOFILE, hard limit %s) but "
+                    "max_connections is %d: past about %d connections the operating system "
+                    "refuses new ones; raise the limit (ulimit -n) or lower max_connections",
+                    soft, "unlimited" if hard == resource.RLIM_INFINITY else hard,
+                    max_connections, max(0, soft - _SPARE_FILES))
+    return -1 if soft == resource.RLIM_INFINITY else int(soft)
 
 
 class Admission:

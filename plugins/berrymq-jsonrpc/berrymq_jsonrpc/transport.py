@@ -79,7 +79,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import Channel, Link
 from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
-from berrymq_jsonrpc.limits import Admission, CallbackRule
+from berrymq_jsonrpc.limits import Admission, CallbackRule, fit_open_files
 from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
 from berrymq_jsonrpc.service import DEFAULT_LIVENESS_INTERVAL, DEFAULT_MAX_WAITING, Service
 from berrymq_jsonrpc.sessions import in_waits
@@ -291,6 +291,7 @@ class RemoteTransport(Transport):
             )
         if self._closed:
             raise ConnectionClosed(f"the {self.scheme} transport is closed")
+        fit_open_files(self.admission.max_connections, logger)
         server, bound = self._serve(host, port)
         with self._lock:
             self._servers.append(server)

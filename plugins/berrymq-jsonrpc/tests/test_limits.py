@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import select
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -383,3 +386,43 @@ def test_5000_connections_from_one_client_with_the_defaults(bus_factory: Factory
         assert call(scheme, sock, ping)["error"]["code"] == p.UNKNOWN_TOKEN
     admission = bus.transport(scheme).admission  # type: ignore[attr-defined]
     assert admission.open == 5000 and admission.refused == {}
+
+
+# -- open files: the operating system's cap under max_connections ------------------------------
+
+_OPEN_FILES_NODE = """
+import logging, resource, sys
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+from berrymq.bus import Bus
+from berrymq.plugins import PluginHost
+from berrymq.settings import Settings
+tables = {"jsonrpc-tcp": {"max_connections": int(sys.argv[1])}}
+bus = Bus(name="files", plugins=PluginHost(Settings(tables=tables)))
+bus.transport("tcp").listen("tcp://127.0.0.1:0")
+print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], flush=True)
+bus.close()
+"""
+
+
+def open_files_node(max_connections: int, soft: int, hard: int) -> tuple[int, str]:
+    """A node started with open-file limits (soft, hard) that listens with
+    ``max_connections``: its soft limit once listening, and its log."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    done = subprocess.run([sys.executable, "-c", _OPEN_FILES_NODE, str(max_connections)],
+                          capture_output=True, text=True, timeout=60, preexec_fn=limit,
+                          check=True)
+    return int(done.stdout.split()[-1]), done.stderr
+
+
+def test_a_node_raises_its_open_files_limit_to_fit_max_connections() -> None:
+    soft, log = open_files_node(500, soft=100, hard=4000)
+    assert soft == 500 + 256
+    assert "RLIMIT_NOFILE" not in log
+
+
+def test_a_hard_open_files_limit_under_max_connections_is_named() -> None:
+    soft, log = open_files_node(10_000, soft=100, hard=1000)
+    assert soft == 1000  # as far as it may go
+    assert "RLIMIT_NOFILE, hard limit 1000" in log and "max_connections is 10000" in log, log
