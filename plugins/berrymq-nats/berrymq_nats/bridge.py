@@ -64,13 +64,14 @@ class NatsBridge(Connection):
     sends what waits, unsubscribes and disconnects. :attr:`losses` counts what was lost.
     """
 
-    style = "broker"
-
     def __init__(self, bus: Bus, options: BrokerOptions, *, subscribe: bool = True) -> None:
         self.bus = bus
         self.options = options
         self.address = ",".join(options.servers)
         self.subscribe_enabled = subscribe
+        #: the SPEC's style it gives the bus: both ways through the broker
+        #: ("interconnect"), or sending only ("oneway", which still asks)
+        self.style = "interconnect" if subscribe else "oneway"
         self.subjects = SubjectMap(options.subject_prefix)
         self.state = "connecting"
         self.last_error: str | None = None

@@ -143,6 +143,7 @@ def test_ask_from_a_oneway_bridge(nats_server: Any, make_bus: MakeBus, poll: Pol
     a, b = make_bus("a"), make_bus("b")
     transport = a.transport("nats")
     oneway = transport.connect_oneway(nats_server.url, 60)  # type: ignore[attr-defined]
+    assert oneway.style == "oneway"
     bb = bridge_of(b, nats_server.url)
     b.subscribe("calc:*", lambda m: m.args[0] + 1, weak=False)
     settle(bb)

@@ -101,7 +101,7 @@ def test_connect_broker_from_the_api(nats_server: Any, default_bus: Bus, make_bu
 
 def test_connection_styles_map_to_the_bridge(nats_server: Any, default_bus: Bus) -> None:
     bridge = berrymq.interconnect(nats_server.url)
-    assert isinstance(bridge, NatsBridge) and bridge.style == "broker"
+    assert isinstance(bridge, NatsBridge) and bridge.style == "interconnect"
     assert berrymq.init_connection(nats_server.url) == nats_server.url
     assert berrymq.connect_broker(nats_server.url) is bridge
     with pytest.raises(TypeError, match=r"Queue\(pattern, shared=True\)"):
