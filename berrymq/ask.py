@@ -21,7 +21,7 @@ from berrymq._pending import PendingReply
 from berrymq.aio import describe_receiver
 from berrymq.errors import ReplyError
 from berrymq.identifier import Identifier, parse
-from berrymq.message import Message
+from berrymq.message import Message, new_message
 from berrymq.state import StateKey
 from berrymq.subscription import Subscription
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ASK_EXECUTOR", "ASK_PARTS", "ask", "ask_async_on", "ask_local", "settle_replies"]
 
-_tuple_new = tuple.__new__
 _get_running_loop = asyncio.events._get_running_loop
 
 
@@ -193,7 +192,7 @@ def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: d
     if timeout is None or timeout <= 0:
         raise ValueError(f"ask needs a positive timeout, got {timeout!r}")
     deadline = time.monotonic() + timeout
-    message: Message = _tuple_new(Message, (ident, args, kwargs, hop_box()[0], None))
+    message: Message = new_message((ident, args, kwargs, hop_box()[0], None))
     requesters = [] if ident.is_local else bus.requesters()
     if requesters:
         message = bus.stamp(message)

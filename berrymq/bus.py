@@ -216,13 +216,9 @@ class Bus(NodeSide):
                      if entry[2].active and entry[0]() is not None)
 
     def may_refuse(self, identifier: str | Identifier) -> bool:
-        """Whether a message sent as ``identifier`` now could be refused with
-        :class:`~berrymq.QueueFull`: one of its receivers may refuse (a queue), or it would
-        wait for room in a worker pool or in a peer's buffer.
-
-        A transport that must say whether a message was taken uses it to answer at once
-        when nothing can refuse, and to wait for the delivery otherwise.
-        """
+        """Whether a message sent as ``identifier`` now could meet :class:`~berrymq.QueueFull`
+        (a receiver that refuses, a worker pool, a peer): a transport answers at once
+        only when it could not, so that a refusal is still the answer."""
         ident = parse(identifier)
         node = self._node
         if self._pool is not None or (node is not None and node.forwarders

@@ -38,7 +38,7 @@ from berrymq._delivery import drop_looping
 from berrymq._losses import FORWARD_FAILED, LOSSES, Losses
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
-from berrymq.message import Message
+from berrymq.message import Message, new_message
 
 if TYPE_CHECKING:
     from berrymq._index import CachedRoute
@@ -54,7 +54,6 @@ logger = logging.getLogger("berrymq")
 #: uids remembered per generation (two generations are kept).
 SEEN_LIMIT = 50_000
 
-_tuple_new = tuple.__new__
 
 #: random uid endings drawn at once into a node's buffer (9 bytes each: 12 characters)
 _BATCH = 512
@@ -114,7 +113,7 @@ class Node:
         """``message`` with this node's next uid, unless it already has one."""
         if message[4] is not None:
             return message
-        return _tuple_new(Message, (message[0], message[1], message[2], message[3], self.new_uid()))
+        return new_message((message[0], message[1], message[2], message[3], self.new_uid()))
 
     def forward(self, message: Message, origin: Forwarder | None,
                 reply_to: Identifier | None = None) -> None:
@@ -196,7 +195,7 @@ class Node:
         if hops >= bus.hop_limit:
             drop_looping(bus, ident, hops)
             return False
-        message = _tuple_new(Message, (ident, message[1], message[2], hops, uid))
+        message = new_message((ident, message[1], message[2], hops, uid))
         if reply_to is None:
             bus.publish(message, origin)
             return True

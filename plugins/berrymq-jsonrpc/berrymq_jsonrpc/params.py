@@ -9,13 +9,12 @@ import math
 from typing import Any
 
 from berrymq.errors import InvalidIdentifier
-from berrymq.identifier import Identifier
-from berrymq.message import Message
+from berrymq.identifier import Identifier, parse
+from berrymq.message import Message, new_message
 from berrymq_jsonrpc.jsonrpc import invalid_params
 
 __all__ = ["allowed", "identifier", "message_from_wire", "number", "presents", "string"]
 
-_tuple_new = tuple.__new__
 
 
 def presents(given: Any, secret: bytes) -> bool:
@@ -56,7 +55,7 @@ def identifier(text: Any, what: str) -> Identifier:
     if type(text) is not str:
         raise invalid_params(f"{what} must be an identifier string")
     try:
-        ident = Identifier(text)
+        ident = parse(text)  # the cached Identifier, without a constructor call
     except InvalidIdentifier as exc:
         raise invalid_params(f"{what}: {exc}") from None
     if ident.is_local:
@@ -88,4 +87,4 @@ def message_from_wire(
             raise invalid_params(f"{what} hops must be an integer, 0 or more")
         if extras.get("reply_to") is not None:
             reply_to = identifier(extras["reply_to"], f"{what} reply_to")
-    return _tuple_new(Message, (ident, tuple(args), kwargs, hops, uid)), reply_to
+    return new_message((ident, tuple(args), kwargs, hops, uid)), reply_to

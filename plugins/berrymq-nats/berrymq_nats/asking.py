@@ -35,7 +35,7 @@ from nats.aio.msg import Msg
 
 from berrymq.errors import ConnectionClosed, ReplyError
 from berrymq.identifier import Identifier, parse
-from berrymq.message import Message
+from berrymq.message import Message, new_message
 from berrymq_nats.codec import decode_reply, dumps, encode_message, encode_reply, loads
 from berrymq_nats.inbound import progress
 
@@ -49,7 +49,6 @@ _SEEN_REQUESTS = 10_000
 #: How many peers the view holds; beyond, the oldest is forgotten (then it is unknown).
 _MAX_PEERS = 10_000
 
-_tuple_new = tuple.__new__
 
 
 class AskWaiter:
@@ -265,7 +264,7 @@ class Asking:
             if len(seen) > _SEEN_REQUESTS:
                 del seen[next(iter(seen))]
         timeout = data[7] if len(data) > 7 and isinstance(data[7], (int, float)) else 5.0
-        asked = _tuple_new(Message, (message[0], message[1], message[2], message[3] + 1, uid))
+        asked = new_message((message[0], message[1], message[2], message[3] + 1, uid))
         bus = self.bridge.bus
         try:
             replies = bus.ask_local(asked, float(timeout))

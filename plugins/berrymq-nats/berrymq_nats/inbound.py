@@ -29,7 +29,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from berrymq.identifier import parse
-from berrymq.message import Message
+from berrymq.message import Message, new_message
 from berrymq.transports.ioloop import DeliveryLane, io_loop
 from berrymq_nats.client import after_each_read
 from berrymq_nats.codec import FromBroker, loads
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Inbound", "Progress", "answer_lane", "progress"]
 
-_tuple_new = tuple.__new__
 
 
 class Progress:
@@ -163,7 +162,7 @@ class Inbound:
             kwargs = data[2]
             if self.bridge.shared.marked(ident):
                 kwargs = FromBroker(kwargs)
-            return _tuple_new(Message, (ident, tuple(data[1]), kwargs, data[3], data[4])), data
+            return new_message((ident, tuple(data[1]), kwargs, data[3], data[4])), data
         except Exception as exc:  # noqa: BLE001 - a foreign or broken message
             self.bridge.undecodable(msg.subject, exc)
             return None
@@ -216,7 +215,7 @@ class Inbound:
             if receiver is None:
                 bridge.losses.add(QUEUE_FULL, 1, f"{ident} for group {group}: the queue closed")
                 return
-            message = _tuple_new(Message, (ident, tuple(data[1]), data[2], data[3] + 1, data[4]))
+            message = new_message((ident, tuple(data[1]), data[2], data[3] + 1, data[4]))
             try:
                 receiver(message)  # type: ignore[operator]
             except Exception as exc:  # noqa: BLE001 - QueueFull and the like
