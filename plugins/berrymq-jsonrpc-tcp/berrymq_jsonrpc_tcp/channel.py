@@ -9,8 +9,9 @@ splits lines, hands replies to their waiting callers at once and queues requests
 
 - the requests of one read go to the delivery lane as one piece of work, answered in order
   there, and the answers come back to the loop to be written;
-- a request that may wait (``ask``, a blocking ``get``) runs on a task of its own, so that
-  it never holds up the requests behind it; at most ``max_waiting`` of them per connection
+- a request that may wait runs beside the others, so that it never holds up the requests
+  behind it (``ask`` on a ``WAITS`` thread, which hands its answer back to the loop; a
+  blocking ``get`` on a task awaiting its queue); at most ``max_waiting`` of them per connection
   (the service's setting, default 16): one more is answered at once with *Limit reached*
   (``data.setting`` = ``max_waiting``) and reading goes on;
 - while the lane is full, or (on the accepting end) while more than :data:`_HIGH_WATER`
@@ -40,6 +41,7 @@ from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads, parse_reply
 from berrymq_jsonrpc.limits import Admission, BurstLog
 from berrymq_jsonrpc.service import Service, may_wait
+from berrymq_jsonrpc.sessions import WAITS
 
 from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
 from berrymq.transports.ioloop import io_loop
@@ -305,6 +307,14 @@ class LineChannel(asyncio.Protocol, Channel):
     def _start_waiting(self, request: Any) -> None:
         self._waiting += 1
         self._unanswered += 1
+        if type(request) is not dict or request.get("method") != "get":
+            # ask (receivers may take their time), or a batch: straight to a WAITS
+            # thread, which hands the answer back; no task, no turn of the loop between
+            try:
+                WAITS.submit(self._answer_on_waits, request)
+            except RuntimeError:  # the interpreter is shutting down: no answer comes
+                self._waited(b"")
+            return
         task = asyncio.get_running_loop().create_task(self._answer_waiting(request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -401,6 +411,19 @@ class LineChannel(asyncio.Protocol, Channel):
         if data and self.serving:
             self.service.stats.exchanged(0, len(data))
         io_loop.call_soon(self._answered, data)
+
+    def _answer_on_waits(self, request: Any) -> None:
+        """On a WAITS thread: answer a request that may wait, hand the answer to the loop."""
+        reply: bytes | None = None
+        try:
+            reply = self.service.handle_parsed(request, self)
+        except Exception:
+            logger.exception("answering a waiting request from %s failed", self.url)
+        io_loop.call_soon(self._waited, reply + _NL if reply is not None else b"")
+
+    def _waited(self, data: bytes) -> None:
+        self._waiting -= 1
+        self._answered(data)
 
     async def _answer_waiting(self, request: Any) -> None:
         reply: bytes | None = None
