@@ -32,7 +32,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from berrymq._delivery import drop_looping
 from berrymq._losses import FORWARD_FAILED, LOSSES, Losses
@@ -45,14 +45,37 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq.plugins import PluginHost
     from berrymq.state import BusState
-    from berrymq.transports.base import Connection, Forwarder, Transport
+    from berrymq.transports.base import Connection, Transport
 
-__all__ = ["SEEN_LIMIT", "Node", "NodeSide"]
+__all__ = ["SEEN_LIMIT", "Forwarder", "Node", "NodeSide", "Requester"]
 
 logger = logging.getLogger("berrymq")
 
 #: uids remembered per generation (two generations are kept).
 SEEN_LIMIT = 50_000
+
+
+class Forwarder(Protocol):
+    """Something the bus hands every non-local message to (one per linked peer)."""
+
+    def forward(self, message: Message, reply_to: Identifier | None) -> None:
+        """Send ``message`` on; ``reply_to`` is set for :func:`berrymq.talk` messages."""
+
+
+@runtime_checkable
+class Requester(Protocol):
+    """A forwarder that can also carry :func:`berrymq.ask` requests to its peer.
+
+    The bus asks every forwarder that is one (it has ``request``), each in a thread of
+    its own; which forwarders are is noted once, when they are added.
+    """
+
+    def request(self, message: Message, timeout: float) -> list[Any]:
+        """Deliver ``message`` to the peer's receivers and return their replies, as the
+        peer's :meth:`Bus.ask_local <berrymq.Bus.ask_local>` returned them (a receiver
+        that raised is a :class:`berrymq.ReplyError`). Raise
+        :class:`berrymq.TransportError` (or ``TimeoutError``) when the peer cannot answer
+        within ``timeout`` seconds."""
 
 
 #: random uid endings drawn at once into a node's buffer (9 bytes each: 12 characters)
@@ -100,6 +123,8 @@ class Node:
         self.lock = threading.Lock()
         #: the links this bus's non-local messages go out through
         self.forwarders: tuple[Forwarder, ...] = ()
+        #: the forwarders that are also :class:`Requester` (``ask`` reaches their peers)
+        self.requesting: tuple[Requester, ...] = ()
         #: this bus's transports by URL scheme, made by their plugins on first use
         self.transports: dict[str, Transport] = {}
         #: open connections made from this bus
@@ -157,9 +182,9 @@ class Node:
                 return True
         return False
 
-    def requesters(self) -> list[Any]:
+    def requesters(self) -> list[Requester]:
         """The forwarders that can also carry ``ask`` requests."""
-        return [f for f in self.forwarders if hasattr(f, "request")]
+        return list(self.requesting)
 
     # -- coming in ---------------------------------------------------------------------
 
@@ -212,10 +237,14 @@ class Node:
         with self.lock:
             if forwarder not in self.forwarders:
                 self.forwarders = (*self.forwarders, forwarder)
+                if isinstance(forwarder, Requester):
+                    self.requesting = (*self.requesting, forwarder)
 
     def remove_forwarder(self, forwarder: Forwarder) -> None:
+        gone: object = forwarder
         with self.lock:
-            self.forwarders = tuple(f for f in self.forwarders if f is not forwarder)
+            self.forwarders = tuple(f for f in self.forwarders if f is not gone)
+            self.requesting = tuple(f for f in self.requesting if f is not gone)
 
     def track(self, connection: Connection) -> None:
         with self.lock:

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from berrymq.errors import ConnectionClosed
 from berrymq.identifier import Identifier
+from berrymq.node import Forwarder, Requester
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -51,27 +52,6 @@ __all__ = [
 ]
 
 Address = str | tuple[str, int]
-
-
-class Forwarder(Protocol):
-    """Something the bus hands every non-local message to (one per linked peer)."""
-
-    def forward(self, message: Message, reply_to: Identifier | None) -> None:
-        """Send ``message`` on; ``reply_to`` is set for :func:`berrymq.talk` messages."""
-
-
-class Requester(Protocol):
-    """A forwarder that can also carry :func:`berrymq.ask` requests to its peer.
-
-    The bus calls ``request`` on every forwarder that has it, each in its own thread.
-    """
-
-    def request(self, message: Message, timeout: float) -> list[Any]:
-        """Deliver ``message`` to the peer's receivers and return their replies, as the
-        peer's :meth:`Bus.ask_local <berrymq.Bus.ask_local>` returned them (a receiver
-        that raised is a :class:`berrymq.ReplyError`). Raise
-        :class:`berrymq.TransportError` (or ``TimeoutError``) when the peer cannot answer
-        within ``timeout`` seconds."""
 
 
 class Link(ABC):
