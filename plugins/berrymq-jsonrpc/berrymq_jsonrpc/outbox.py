@@ -31,8 +31,11 @@ logger = logging.getLogger("berrymq.remote")
 #: senders' batches queued at one node are acknowledged well within a client's timeout
 #: (at 256 KiB, 100 senders on a loaded 2-CPU machine waited past 10 s for their acks).
 BATCH_BYTES = 64 * 1024
-#: How many messages may wait in one connection's outbox (setting ``outbox_size``).
-DEFAULT_OUTBOX_SIZE = 100_000
+#: How many messages may wait in one connection's outbox (setting ``outbox_size``): a few
+#: batches' worth. A sender faster than its peer waits here instead of running ahead: with
+#: 100 000, a hundred sending processes kept the CPUs from the node they sent to (0.53-0.75x
+#: the raw floor of bench/ipc.py), with 10 000 they did not (0.98-1.09x).
+DEFAULT_OUTBOX_SIZE = 10_000
 #: How many bytes of message text may wait in one connection's outbox (setting
 #: ``outbox_bytes``): 64 MiB.
 DEFAULT_OUTBOX_BYTES = 64 * 1024 * 1024

@@ -45,7 +45,7 @@ Settings (each plugin's table in the settings file, see :func:`declare_settings`
     loopback addresses only).
 ``outbox_size``, ``outbox_bytes``, ``outbox_wait``
     the bounds of each connection's outbox, the messages waiting to be sent to one peer:
-    in messages (default 100 000) and in bytes of message text (default 64 MiB); a sender
+    in messages (default 10 000) and in bytes of message text (default 64 MiB); a sender
     past either waits up to ``outbox_wait`` seconds (default 10) for room, then gets
     :class:`berrymq.QueueFull` naming the setting. Nothing waiting is dropped to make room.
 ``liveness_interval``
