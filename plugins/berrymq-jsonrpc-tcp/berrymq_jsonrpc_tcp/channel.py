@@ -109,6 +109,7 @@ class LineChannel(asyncio.Protocol, Channel):
         self._writable: asyncio.Future[None] | None = None  # while over the high-water mark
         self._watch: asyncio.TimerHandle | None = None
         self._null_error: dict[str, Any] | None = None
+        self._closed_here = False  # this end closed the connection (else the peer did)
 
     @property
     def serving(self) -> bool:
@@ -455,7 +456,7 @@ class LineChannel(asyncio.Protocol, Channel):
 
     async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
         if self.closed or self.transport is None:
-            raise ConnectionClosed(f"the connection to {self.url} is closed")
+            raise self._gone()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
@@ -493,7 +494,7 @@ class LineChannel(asyncio.Protocol, Channel):
                       future: concurrent.futures.Future[Any]) -> None:
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
-            future.set_exception(ConnectionClosed(f"the connection to {self.url} is closed"))
+            future.set_exception(self._gone())
             return
         self._pending[request_id] = future
         transport.write(text.encode() + _NL)
@@ -512,11 +513,13 @@ class LineChannel(asyncio.Protocol, Channel):
         asyncio.get_running_loop().call_later(_TURN_AWAY_SECONDS, self._close_transport)
 
     def _close_transport(self) -> None:
+        self._closed_here = True
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.close()  # what is buffered is written first; then connection_lost
 
     async def aclose(self) -> None:
+        self._closed_here = True
         transport = self.transport
         if transport is not None:
             if self._writable is not None:  # the peer does not read: don't wait for it
@@ -524,6 +527,13 @@ class LineChannel(asyncio.Protocol, Channel):
             else:
                 transport.close()
         self._ended()
+
+    def _gone(self) -> ConnectionClosed:
+        """What a request on the closed connection is told, the same whichever noticed
+        first: that this end closed it, or that the peer did (went away, or reset it)."""
+        if self._closed_here:
+            return ConnectionClosed(f"the connection to {self.url} is closed")
+        return ConnectionClosed(f"{self.url}: the peer closed the connection")
 
     def _ended(self) -> None:
         """The connection is gone: fail what waits on it, free what it held (idempotent)."""
@@ -542,7 +552,7 @@ class LineChannel(asyncio.Protocol, Channel):
             self._client = None
         writable, self._writable = self._writable, None
         if writable is not None and not writable.done():
-            writable.set_exception(ConnectionClosed(f"the connection to {self.url} closed"))
+            writable.set_exception(self._gone())
             writable.exception()  # retrieved: nobody may be waiting on it
         for task in list(self._tasks):
             task.cancel()
@@ -556,5 +566,5 @@ class LineChannel(asyncio.Protocol, Channel):
                 future.set_exception(MessageTooLarge(
                     f"{self.url} refused a request over its size limit ({null_error.get('data')})"))
             else:
-                future.set_exception(ConnectionClosed(f"the connection to {self.url} closed"))
+                future.set_exception(self._gone())
         self.service.close_sessions_of(self, "connection closed")
