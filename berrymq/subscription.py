@@ -2,7 +2,8 @@
 
 A :class:`Subscription` carries, as data, what its receiver kind can do (``answers``
 requests; ``refuses`` messages when full; is one of a ``shared`` group of competing
-consumers), so delivery never compares kind names. It is filed and removed by :class:`berrymq._index.Index`.
+consumers), so delivery never compares kind names. It is filed and removed by
+:class:`berrymq._index.Index`.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -314,14 +314,13 @@ class _Server:
         lane = io_loop.lane
         if service.answers_at_once(request) and lane.has_room(len(body)):
             # a send_message nothing can refuse: answered here, delivered on the lane
-            handed: list[Callable[[], object]] = []
-            reply = service.answer_at_once(request, None, handed.append)
+            reply, handed = service.answer_at_once(request, None)
             for work in handed:
                 await lane.put(work, len(body))  # room was checked: at once
             return reply
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bytes | None] = loop.create_future()
-        await io_loop.lane.put(functools.partial(_answer_on_lane, service, request, done),
+        await lane.put(functools.partial(_answer_on_lane, service, request, done),
                                len(body))
         return await done
 

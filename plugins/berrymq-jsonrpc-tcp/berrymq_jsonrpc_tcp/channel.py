@@ -240,10 +240,7 @@ class LineChannel(asyncio.Protocol, Channel):
                 size += length
         if batch:
             self._unanswered += 1
-            work = functools.partial(self._answer_all, batch)
-            if not io_loop.lane.offer(work, size):
-                self._full = (work, size)
-                io_loop.lane.room(size).add_done_callback(self._lane_has_room)
+            self._offer(functools.partial(self._answer_all, batch), size)
         if self._full is not None or self._unread_answers():
             self._pause()
         elif not self._eof:
@@ -294,27 +291,30 @@ class LineChannel(asyncio.Protocol, Channel):
             self.service.stats.exchanged(0, len(data))
         self._write(data)
 
+    def _offer(self, work: Callable[[], object], size: int) -> bool:
+        """Hand ``work`` to the lane; when it is full, hold it as :attr:`_full` (reading
+        stays paused) until the lane has room. False when it was held."""
+        if io_loop.lane.offer(work, size):
+            return True
+        self._full = (work, size)
+        io_loop.lane.room(size).add_done_callback(self._lane_has_room)
+        return False
+
     def _lane_has_room(self, _: asyncio.Future[None]) -> None:
         full, self._full = self._full, None
-        if full is None or self.closed:
-            return
-        work, size = full
-        if not io_loop.lane.offer(work, size):
-            self._full = full
-            io_loop.lane.room(size).add_done_callback(self._lane_has_room)
-            return
-        self._dispatch()
+        if full is not None and not self.closed and self._offer(*full):
+            self._dispatch()
 
     def _start_waiting(self, request: Any) -> None:
         self._waiting += 1
         self._unanswered += 1
-        if type(request) is not dict or request.get("method") != "get":
+        if type(request) is not dict or request.get("method") != p.METHOD_GET:
             # ask (receivers may take their time), or a batch: straight to a WAITS
             # thread, which hands the answer back; no task, no turn of the loop between
             try:
                 WAITS.submit(self._answer_on_waits, request)
             except RuntimeError:  # the interpreter is shutting down: no answer comes
-                self._waited(b"")
+                self._waited(None)
             return
         task = asyncio.get_running_loop().create_task(self._answer_waiting(request))
         self._tasks.add(task)
@@ -385,18 +385,14 @@ class LineChannel(asyncio.Protocol, Channel):
     def _answer_at_once(self, request: dict[str, Any], size: int) -> None:
         """A ``send_message`` that nothing can refuse, with nothing before it unanswered:
         answered here on the loop; its delivery goes to the lane once the answer is out."""
-        handed: list[Callable[[], object]] = []
-        reply = self.service.answer_at_once(request, self, handed.append)
+        reply, handed = self.service.answer_at_once(request, self)
         if reply is not None:
             data = reply + _NL
             if self.serving:
                 self.service.stats.exchanged(0, len(data))
             self._write(data)
-        lane = io_loop.lane
-        for work in handed:
-            if not lane.offer(work, size):  # has_room said yes and only the loop offers
-                self._full = (work, size)
-                lane.room(size).add_done_callback(self._lane_has_room)
+        for work in handed:  # the lane had room (and only the loop offers): taken at once
+            self._offer(work, size)
 
     def _answer_all(self, requests: list[Any]) -> None:
         """On the delivery lane: answer the requests of one read, write the answers."""
@@ -420,11 +416,13 @@ class LineChannel(asyncio.Protocol, Channel):
             reply = self.service.handle_parsed(request, self)
         except Exception:
             logger.exception("answering a waiting request from %s failed", self.url)
-        io_loop.call_soon(self._waited, reply + _NL if reply is not None else b"")
+        io_loop.call_soon(self._waited, reply)
 
-    def _waited(self, data: bytes) -> None:
+    def _waited(self, reply: bytes | None) -> None:
+        """On the loop: a request that may wait was answered (``reply``, or None for a
+        notification); write it."""
         self._waiting -= 1
-        self._answered(data)
+        self._answered(reply + _NL if reply is not None else b"")
 
     async def _answer_waiting(self, request: Any) -> None:
         reply: bytes | None = None
@@ -433,8 +431,7 @@ class LineChannel(asyncio.Protocol, Channel):
         except Exception:
             logger.exception("answering a waiting request from %s failed", self.url)
         finally:
-            self._waiting -= 1
-            self._answered(reply + _NL if reply is not None else b"")
+            self._waited(reply)
 
     def _answered(self, data: bytes) -> None:
         """On the loop: write one answer (or none, for notifications)."""

@@ -106,14 +106,14 @@ def queued_bytes_for(bus: Bus) -> QueuedBytes:
 _SPARE_FILES = 256
 
 
-def fit_open_files(max_connections: int, log: logging.Logger) -> int:
+def fit_open_files(max_connections: int, log: logging.Logger) -> None:
     """Let this process open ``max_connections`` sockets and some to spare: raise the soft
     limit of open files (``RLIMIT_NOFILE``) up to the hard one if it is lower. A node
     below that (a hard limit under it) is told in one warning naming both numbers, since
     the operating system, not the node, would then refuse connections (asyncio pauses
-    accepting for a second each time). Returns the soft limit now (-1 where unknown)."""
+    accepting for a second each time)."""
     if resource is None:
-        return -1
+        return
     wanted = max_connections + _SPARE_FILES
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
@@ -128,7 +128,6 @@ def fit_open_files(max_connections: int, log: logging.Logger) -> int:
                     "refuses new ones; raise the limit (ulimit -n) or lower max_connections",
                     soft, "unlimited" if hard == resource.RLIM_INFINITY else hard,
                     max_connections, max(0, soft - _SPARE_FILES))
-    return -1 if soft == resource.RLIM_INFINITY else int(soft)
 
 
 class Admission:

@@ -101,8 +101,8 @@ def may_wait(request: Any) -> bool:
 
 #: While :meth:`Service.answer_at_once` runs: where ``send_message`` puts the delivery of
 #: the message it accepted, instead of running the receivers in the caller's thread.
-_HAND_OFF: contextvars.ContextVar[Callable[[Callable[[], object]], None] | None] = contextvars.ContextVar(
-    "berrymq_jsonrpc_hand_off", default=None)
+_HANDED: contextvars.ContextVar[list[Callable[[], object]] | None] = contextvars.ContextVar(
+    "berrymq_jsonrpc_handed", default=None)
 
 
 def _first_leaf(error: BaseException) -> BaseException:
@@ -237,16 +237,17 @@ class Service:
         except InvalidIdentifier:
             return True
 
-    def answer_at_once(self, request: Any, context: Any,
-                       hand_off: Callable[[Callable[[], object]], None]) -> bytes | None:
+    def answer_at_once(self, request: Any, context: Any
+                       ) -> tuple[bytes | None, list[Callable[[], object]]]:
         """Answer a request that :meth:`answers_at_once` chose, in this thread (the I/O
-        loop), without running receivers: the delivery of the accepted message is given
-        to ``hand_off``, for the delivery lane once the answer is written."""
-        reset = _HAND_OFF.set(hand_off)
+        loop), without running receivers: the answer, and the delivery of the message it
+        accepted, for the caller to give to the delivery lane once the answer is written."""
+        handed: list[Callable[[], object]] = []
+        reset = _HANDED.set(handed)
         try:
-            return self.dispatcher.handle_parsed(request, context)
+            return self.dispatcher.handle_parsed(request, context), handed
         finally:
-            _HAND_OFF.reset(reset)
+            _HANDED.reset(reset)
 
     @property
     def requires_secret(self) -> bool:
@@ -463,9 +464,9 @@ class Service:
             params, "the message's",
         )
         self.stats.message_in(message[0], session)  # stats
-        hand_off = _HAND_OFF.get()
-        if hand_off is not None:  # see answer_at_once: nothing can refuse it
-            hand_off(functools.partial(self._deliver, session, message, reply_to))
+        handed = _HANDED.get()
+        if handed is not None:  # see answer_at_once: nothing can refuse it
+            handed.append(functools.partial(self._deliver, session, message, reply_to))
             return p.RESULT_OK
         refusal = self._deliver(session, message, reply_to)
         if refusal is not None:
