@@ -3,7 +3,8 @@
 ``ask`` gathers the replies of the local receivers (through :func:`deliver
 <berrymq._delivery.deliver>` with a :class:`_Collect` answer) and of every connected
 peer that can carry requests, each part in a helper thread so that the asker stops
-waiting at the deadline whatever a receiver or a peer does.
+waiting at the deadline whatever a receiver or a peer does; a lone peer whose link keeps
+the deadline itself (:class:`~berrymq.node.Requester`) is asked in the asker's thread.
 """
 
 from __future__ import annotations
@@ -185,6 +186,24 @@ def _asking(requester: Any, message: Message, timeout: float) -> Callable[[_AskP
     return work
 
 
+def _ask_in_this_thread(bus: Bus, requester: Any, message: Message, deadline: float,
+                        timeout: float) -> list[Any]:
+    """Ask a lone peer whose link keeps the deadline itself, without a helper thread;
+    what goes wrong reads as it would from an :class:`_AskPart`."""
+    try:
+        return list(requester.request(message, timeout))
+    except Exception as exc:  # noqa: BLE001 - reported as an entry
+        who = repr(requester)
+        if time.monotonic() >= deadline - _CLOCK_SLACK:
+            return [ReplyError("TimeoutError", f"no answer within {timeout:g}s", who, bus.node_id)]
+        return [ReplyError(type(exc).__name__, str(exc), who, bus.node_id)]
+
+
+#: how far before the deadline a requester's failure still reads as the deadline passing
+#: (a timed wait may wake a little early)
+_CLOCK_SLACK = 0.01
+
+
 def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: dict[str, Any],
         timeout: float) -> list[Any]:
     """See :meth:`Bus.ask <berrymq.Bus.ask>`."""
@@ -196,8 +215,12 @@ def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: d
     requesters = [] if ident.is_local else bus.requesters()
     if requesters:
         message = bus.stamp(message)
+    local = bus._index.lookup(ident)
+    if (not local and len(requesters) == 1 and _get_running_loop() is None
+            and getattr(requesters[0], "keeps_deadline", False)):
+        return _ask_in_this_thread(bus, requesters[0], message, deadline, timeout)
     parts: list[_AskPart] = []
-    if bus._index.lookup(ident):
+    if local:
         if _in_event_loop():
             parts.append(_AskPart.done_with(ask_local(bus, message, timeout)))
         else:

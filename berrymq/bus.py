@@ -343,7 +343,8 @@ class Bus(NodeSide):
         thread and each peer is asked in its own, so ``ask`` returns by the deadline even
         when a receiver is slow; whatever did not answer in time (the local receiver
         still running, a silent peer) gives one ``ReplyError`` whose ``exception_type``
-        is ``"TimeoutError"``, and a late receiver's reply is dropped. Called from a
+        is ``"TimeoutError"``, and a late receiver's reply is dropped. (A lone peer, with
+        no local receiver, is asked in this thread when its link keeps the deadline.) Called from a
         thread that runs an event loop, the local receivers run in that thread instead
         (see :func:`berrymq.ask_async`). One-way connections carry no requests.
         """

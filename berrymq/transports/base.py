@@ -113,6 +113,11 @@ class _Asker:
     def request(self, message: Message, timeout: float) -> list[Any]:
         return self.link.request(message, timeout)
 
+    @property
+    def keeps_deadline(self) -> bool:
+        """As the link's (see :class:`Requester`)."""
+        return bool(getattr(self.link, "keeps_deadline", False))
+
     def __repr__(self) -> str:
         return f"<ask over {self.link!r}>"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
 __all__ = ["Channel", "Link", "decode_replies", "encode_message"]
 
 logger = logging.getLogger("berrymq.remote")
+
+#: seconds an ``ask`` peer waits for its receivers beyond the asker's own timeout
+_PEER_GRACE = 0.25
 
 #: Extra seconds a synchronous caller waits beyond the request's own timeout, so that the
 #: channel's deadline (with its clear error) always fires first.
@@ -303,20 +307,29 @@ class Link(base.Link):
         :meth:`Outbox.flush`)."""
         return self.outbox.flush(timeout)
 
+    #: :meth:`request` returns or raises within its timeout (see
+    #: :class:`berrymq.transports.base.Requester`)
+    keeps_deadline = True
+
     def request(self, message: Message, timeout: float) -> list[Any]:
-        """Ask the peer's receivers (the ``ask`` method) and return their replies."""
+        """Ask the peer's receivers (the ``ask`` method) and return their replies; raises
+        :class:`berrymq.TransportError` when no answer came within ``timeout``."""
+        deadline = time.monotonic() + timeout
         # messages sent before the question arrive before it (refusals among them are for
         # the sender's next flush to report, not for this question)
         self.outbox.flush(timeout, report=False)
         params: dict[str, Any] = {
             "identifier": str(message[0]), "args": list(message[1]), "kwargs": message[2],
-            "timeout": timeout, "token": self.token,
+            # the peer waits a little longer than this side does, so that a slow receiver
+            # there reads the same whichever way the asker waited (see berrymq.ask)
+            "timeout": timeout + _PEER_GRACE, "token": self.token,
         }
         if message[4] is not None:
             params["uid"] = message[4]
         if message[3]:
             params["hops"] = message[3]
-        result = self.channel.call(p.METHOD_ASK, params, timeout=timeout)
+        left = max(0.0, deadline - time.monotonic())
+        result = self.channel.call(p.METHOD_ASK, params, timeout=left)
         return decode_replies(result, self.channel.url)
 
     def close(self, timeout: float = 5.0) -> None:
