@@ -1,5 +1,6 @@
-"""The network picture: describe(), the DOT and Mermaid renderers, show_network and
-``berrymq graph`` of this process (``graph URL`` is tested with the JSON-RPC distribution)."""
+"""The network picture: describe(), the DOT and Mermaid renderers, show_network, and
+``berrymq graph`` of this process and of a running node (a child node, ``berrymq serve``);
+the client that asks a node for its picture is tested with the JSON-RPC distribution."""
 
 from __future__ import annotations
 
@@ -11,13 +12,12 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Child, child_env, on_log, populate
+from helpers import Child, Lines, child_env, on_log, populate
 
 import berrymq
 from berrymq import Bus, Message, network
@@ -136,11 +136,23 @@ def test_sender_edges_go_to_matching_patterns(berrymq_bus: Bus) -> None:
 
 def test_graphviz_accepts_the_dot(populated: dict[str, Any], tmp_path: Path,
                                   graphviz_dot: str) -> None:
+    # Names with <locals> and <lambda> in them as well: a class and a guard made in a function.
+    class Dashboard(metaclass=berrymq.Follower):
+        @berrymq.following("job:*")
+        def update(self, message: Message) -> None:
+            pass
+
+    board = Dashboard()
+    berrymq.regist_function("job:run", on_log, guard_condition=lambda m: True)
     out = tmp_path / "net.svg"
-    subprocess.run([graphviz_dot, "-Tsvg", "-o", str(out)], input=berrymq.show_network(),
-                   text=True, check=True, timeout=60)
+    done = subprocess.run([graphviz_dot, "-Tsvg", "-o", str(out)], input=berrymq.show_network(),
+                          text=True, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr  # not even a warning
     svg = out.read_text()
     assert "task:*" in svg and "Logger.write" in svg
+    assert "Dashboard.update" in svg and "&lt;lambda&gt;" in svg
+    del board
 
 
 def test_labels_are_escaped() -> None:
@@ -197,82 +209,6 @@ def test_cli_graph_of_this_process(populated: dict[str, Any], capsys: pytest.Cap
     assert capsys.readouterr().out == berrymq.show_network()
 
 
-# -- the examples ------------------------------------------------------------------------------
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def _run_example(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BERRYMQ_")}
-    env["PYTHONWARNINGS"] = "error"
-    done = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
-    return done
-
-
-def test_example_network_picture(tmp_path: Path) -> None:
-    dot = _run_example("network_picture.py", cwd=tmp_path).stdout
-    assert dot.startswith("digraph berrymq {")
-    for text in ('"job:*"', "Dashboard.refresh", "Queue(job:*, shared)", "heartbeat:tick",
-                 "local://peer", "dir=both", "if __main__.only_urgent"):
-        assert text in dot
-    mermaid = _run_example("network_picture.py", "mermaid", cwd=tmp_path).stdout
-    assert mermaid.startswith("flowchart LR\n")
-    if shutil.which("dot"):
-        subprocess.run(["dot", "-Tsvg", "-o", str(tmp_path / "x.svg")], input=dot, text=True,
-                       check=True, timeout=60)
-
-
-def test_example_network_remote(tmp_path: Path) -> None:
-    out = _run_example("network_remote.py", cwd=tmp_path).stdout.splitlines()
-    assert out[0].startswith("serving at tcp://127.0.0.1:")
-    assert out[1] == "flowchart LR"
-    assert '  p0(["order:*"])' in out
-    assert '  r0("function<br/>__main__.on_order")' in out
-
-
-# -- issue 4, black-box: the network picture -----------------------------------------------
-
-def test_show_network_dot_renders(berrymq_bus: berrymq.Bus, tmp_path: Path) -> None:
-    @berrymq.following_function("*:log")
-    def on_log(message: Message) -> None:
-        pass
-
-    @berrymq.following_function("job:run", guard_condition=lambda m: True)
-    def on_job(message: Message) -> None:
-        pass
-
-    class Dashboard(metaclass=berrymq.Follower):
-        @berrymq.following("job:*")
-        def update(self, message: Message) -> None:
-            pass
-
-    board = Dashboard()
-    q = berrymq.Queue("task:*", shared=True)
-    berrymq.twitter("task:one")
-    dot_text = berrymq.show_network()
-    assert dot_text.lstrip().startswith(("digraph", "strict digraph"))
-    for text in ("*:log", "job:run", "job:*", "task:*", "on_log", "update"):
-        assert text in dot_text, text
-    mermaid = berrymq.show_network(format="mermaid")
-    assert mermaid.lstrip().startswith(("flowchart", "graph"))
-    with pytest.raises(ValueError):
-        berrymq.show_network(format="svg-nope")
-    if shutil.which("dot") is None:
-        pytest.skip("graphviz dot not installed")
-    png = tmp_path / "net.png"
-    done = subprocess.run(["dot", "-Tpng", "-o", str(png)], input=dot_text, text=True,
-                          capture_output=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == "", done.stderr
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("BERRYMQ_KEEP_GRAPH"):
-        shutil.copy(png, os.environ["BERRYMQ_KEEP_GRAPH"])
-    del board, q, on_log, on_job
-
-
 SERVE_NODE = textwrap.dedent(
     """
     import sys
@@ -316,30 +252,57 @@ def test_berrymq_graph_of_a_running_node(scheme: str, tmp_path: Path) -> None:
 
 
 def test_berrymq_graph_serve_command_and_dead_node(tmp_path: Path) -> None:
-    """`berrymq serve` on free ports, drawn by `berrymq graph`; a dead URL is exit 2."""
-    serve = subprocess.Popen([sys.executable, "-m", "berrymq", "serve", "--tcp", "127.0.0.1:0", "--http",
-                              "127.0.0.1:0"], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=child_env())
+    """`berrymq serve` on free ports, drawn by `berrymq graph`; a node gone away is exit 1."""
+    serve = Lines([sys.executable, "-m", "berrymq", "serve", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+                  tmp_path, deadline=20, env=child_env())
     try:
-        assert serve.stdout is not None
         urls: list[str] = []
-        deadline = time.monotonic() + 20
-        while len(urls) < 2 and time.monotonic() < deadline:
-            line = serve.stdout.readline()
-            if not line:
-                break
-            urls += [w.rstrip(".,;") for w in line.split()
+        while len(urls) < 2:  # each line within the deadline, or the test fails
+            urls += [w.rstrip(".,;") for w in serve.line().split()
                      if w.startswith(("tcp://", "http://"))]
-        assert len(urls) >= 2, f"serve printed no URLs: {urls}"
         for url in urls:
             out = subprocess.run([sys.executable, "-m", "berrymq", "graph", url, "--format", "mermaid"],
                                  capture_output=True, text=True, timeout=30, env=child_env())
             assert out.returncode == 0, out.stderr
     finally:
-        serve.terminate()
-        serve.wait(timeout=10)
-        serve.stdout.close()  # type: ignore[union-attr]
+        serve.close()
     dead = subprocess.run([sys.executable, "-m", "berrymq", "graph", urls[0], "--timeout", "2"],
                           capture_output=True, text=True, timeout=30, env=child_env())
     assert dead.returncode == 1  # the node went away: a failed run, not a usage error
     assert dead.stderr.strip() and "Traceback" not in dead.stderr
+
+
+# -- the examples ------------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _run_example(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BERRYMQ_")}
+    env["PYTHONWARNINGS"] = "error"
+    done = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    return done
+
+
+def test_example_network_picture(tmp_path: Path) -> None:
+    dot = _run_example("network_picture.py", cwd=tmp_path).stdout
+    assert dot.startswith("digraph berrymq {")
+    for text in ('"job:*"', "Dashboard.refresh", "Queue(job:*, shared)", "heartbeat:tick",
+                 "local://peer", "dir=both", "if __main__.only_urgent"):
+        assert text in dot
+    mermaid = _run_example("network_picture.py", "mermaid", cwd=tmp_path).stdout
+    assert mermaid.startswith("flowchart LR\n")
+    if shutil.which("dot"):
+        subprocess.run(["dot", "-Tsvg", "-o", str(tmp_path / "x.svg")], input=dot, text=True,
+                       check=True, timeout=60)
+
+
+def test_example_network_remote(tmp_path: Path) -> None:
+    out = _run_example("network_remote.py", cwd=tmp_path).stdout.splitlines()
+    assert out[0].startswith("serving at tcp://127.0.0.1:")
+    assert out[1] == "flowchart LR"
+    assert '  p0(["order:*"])' in out
+    assert '  r0("function<br/>__main__.on_order")' in out

