@@ -48,6 +48,15 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any ``BERRYMQ_*`` variable, warnings made
+    errors, plus ``extra``: a child that runs as a user's program would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BERRYMQ_")}
+    env["PYTHONWARNINGS"] = "error"
+    env.update(extra)
+    return env
+
+
 def drain(q: Queue, n: int, timeout: float = WAIT) -> list[Message]:
     """The next ``n`` messages of ``q``, within ``timeout`` seconds in all."""
     deadline = time.monotonic() + timeout

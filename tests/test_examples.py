@@ -7,13 +7,13 @@ the network picture of a remote node) have tests of their own and are not run he
 from __future__ import annotations
 
 import ast
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import clean_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Owned and tested elsewhere: they need servers, brokers or other languages.
@@ -46,10 +46,8 @@ def test_there_are_examples_of_every_seed_sample() -> None:
 
 @pytest.mark.parametrize("path", _examples(), ids=lambda p: p.name)
 def test_example_runs_and_prints_what_it_says(path: Path, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BERRYMQ_")}
-    env["PYTHONWARNINGS"] = "error"
     result = subprocess.run(
-        [sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, str(path)], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
         timeout=60, check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -4,7 +4,6 @@ docstrings say; their client halves also work against a ``berrymq serve`` node."
 from __future__ import annotations
 
 import ast
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Lines
+from helpers import Lines, clean_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 STYLES = ["ipc_style01_interconnect.py", "ipc_style02_oneway.py", "ipc_style03_queue.py"]
@@ -30,12 +29,6 @@ def expected_output(path: Path) -> list[str]:
         if line:
             lines.append(line[4:])
     return lines
-
-
-def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BERRYMQ_")}
-    env["PYTHONWARNINGS"] = "error"
-    return env
 
 
 @pytest.mark.parametrize("name", STYLES)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Child, Lines, child_env, on_log, populate
+from helpers import Child, Lines, child_env, clean_env, on_log, populate
 
 import berrymq
 from berrymq import Bus, Message, network
@@ -278,9 +277,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _run_example(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BERRYMQ_")}
-    env["PYTHONWARNINGS"] = "error"
-    done = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=env,
+    done = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=clean_env(),
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""

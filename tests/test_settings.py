@@ -5,7 +5,6 @@ table and the ``berrymq plugins`` command."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import installed
+from helpers import clean_env, installed
 
 import berrymq
 from berrymq import (
@@ -32,15 +31,8 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BERRYMQ_")}
-    env["PYTHONWARNINGS"] = "error"
-    env.update(extra)
-    return env
-
-
 def _python(cwd: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=_env(**env),
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=clean_env(**env),
                           capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -272,7 +264,7 @@ def test_plugins_allow_list_and_disable(tmp_path: Path) -> None:
 
 
 def test_plugins_command(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], cwd=tmp_path, env=_env(), capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], cwd=tmp_path, env=clean_env(), capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     by_name = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
@@ -281,7 +273,7 @@ def test_plugins_command(tmp_path: Path) -> None:
         assert row[1] == "berrymq" and row[2] == berrymq.__version__ and row[3] == "yes", row
 
     (tmp_path / "berrymq.toml").write_text('[berrymq]\ndisable = ["local"]\n')
-    done = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], cwd=tmp_path, env=_env(),
+    done = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], cwd=tmp_path, env=clean_env(),
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     by_name = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
@@ -290,7 +282,7 @@ def test_plugins_command(tmp_path: Path) -> None:
     assert str(tmp_path / "berrymq.toml") in done.stdout
 
     (tmp_path / "berrymq.toml").write_text('[berrymq]\nplugins = [\n')
-    done = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], cwd=tmp_path, env=_env(),
+    done = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], cwd=tmp_path, env=clean_env(),
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0
     assert str(tmp_path / "berrymq.toml") in done.stderr and "Traceback" not in done.stderr
