@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import berrymq
-from berrymq import Follower, Message, Queue, following, regist_function
+from berrymq import Empty, Follower, Message, Queue, following, regist_function
 
 __all__ = ["CHILD_NODE", "WAIT", "Child", "Lines", "Logger", "capture", "child_env", "drain", "installed",
            "is_urgent", "on_job", "on_log", "populate"]
@@ -55,6 +55,16 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["PYTHONWARNINGS"] = "error"
     env.update(extra)
     return env
+
+
+def take_all(queue: Queue) -> list[Message]:
+    """Every message stored in ``queue`` now, without waiting."""
+    out = []
+    while True:
+        try:
+            out.append(queue.get_nowait())
+        except Empty:
+            return out
 
 
 def drain(q: Queue, n: int, timeout: float = WAIT) -> list[Message]:

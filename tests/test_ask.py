@@ -1,6 +1,6 @@
 """SPEC 5: ask(), request/reply between the sender and the receivers, local and on a peer
 node (the node fixture: a child process, over TCP and over HTTP), and talk() with a peer
-(talk() between local receivers is in test_push.py)."""
+(talk() between local receivers is in test_api.py)."""
 
 from __future__ import annotations
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
+from helpers import WAIT
 
-from berrymq import Bus, Message, QueueFull
+import berrymq
+from berrymq import Bus, Message, QueueFull, following_function, regist_function, twitter
 from berrymq._delivery import deliver
 from berrymq._hops import hop_box
 from berrymq.plugins import PluginHost
@@ -64,3 +67,101 @@ def test_the_error_policy(berrymq_plugin_host: PluginHost, caplog: pytest.LogCap
         with pytest.raises(ExceptionGroup) as info:
             loud.twitter("x:y")
         assert [type(e) for e in info.value.exceptions] == [KeyError, QueueFull]
+
+
+def _raising_receivers(got: list[str]) -> None:
+    """Three receivers of boom:*, the first and the third raising."""
+
+    def first(message: Message) -> None:
+        got.append("first")
+        raise RuntimeError("first failed")
+
+    def second(message: Message) -> None:
+        got.append("second")
+
+    def third(message: Message) -> None:
+        got.append("third")
+        raise KeyError("third failed")
+
+    for fn in (first, second, third):
+        regist_function("boom:*", fn, weak=False)
+
+
+@pytest.mark.parametrize("options", [{}, {"raise_errors": False}], ids=["default", "raise_errors=False"])
+def test_raising_receiver_is_isolated_and_logged(berrymq_plugin_host: Any, caplog: pytest.LogCaptureFixture,
+                                                 options: dict[str, Any]) -> None:
+    bus = Bus(plugins=berrymq_plugin_host, **options)  # by default, or raise_errors=False: log
+    got: list[str] = []
+    with berrymq.use_bus(bus), caplog.at_level(logging.ERROR, logger="berrymq"):
+        _raising_receivers(got)
+        twitter("boom:x")  # does not raise
+    bus.close()
+    assert got == ["first", "second", "third"]
+    records = [r for r in caplog.records if r.name == "berrymq" and r.levelno >= logging.ERROR]
+    assert len(records) == 2
+    assert {type(r.exc_info[1]) for r in records if r.exc_info} == {RuntimeError, KeyError}
+    assert all("boom:x" in r.getMessage() for r in records)
+    assert "first failed" in caplog.text and "third failed" in caplog.text
+
+
+def test_raise_errors_gives_exception_group_after_all_ran(berrymq_bus: Bus) -> None:
+    got: list[str] = []
+    _raising_receivers(got)  # berrymq_bus is a Bus(raise_errors=True)
+    with pytest.raises(ExceptionGroup) as info:
+        twitter("boom:x")
+    assert got == ["first", "second", "third"]
+    assert [type(e) for e in info.value.exceptions] == [RuntimeError, KeyError]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_receiver_may_send_and_loops_are_cut(berrymq_plugin_host: Any, caplog: pytest.LogCaptureFixture,
+                                             workers: int) -> None:
+    bus = Bus(hop_limit=5, multiplicity=workers, plugins=berrymq_plugin_host)
+    seen: list[tuple[str, int]] = []
+
+    def ping(message: Message) -> None:
+        seen.append((message.id, message.hops))
+        twitter("loop:pong")
+
+    def pong(message: Message) -> None:
+        seen.append((message.id, message.hops))
+        twitter("loop:ping")
+
+    loop = [("loop:ping", 0), ("loop:pong", 1), ("loop:ping", 2), ("loop:pong", 3), ("loop:ping", 4)]
+    with berrymq.use_bus(bus), caplog.at_level(logging.WARNING, logger="berrymq"):
+        regist_function("loop:ping", ping, weak=False)
+        regist_function("loop:pong", pong, weak=False)
+        twitter("loop:ping")  # returns: the loop is cut
+        assert berrymq.join(WAIT)
+        assert seen == loop
+        warnings = [r for r in caplog.records if r.name == "berrymq" and r.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        assert "loop:pong" in warnings[0].getMessage() and "hop limit 5" in warnings[0].getMessage()
+        # a fresh send from outside any receiver starts again at zero hops
+        seen.clear()
+        twitter("loop:ping")
+        assert berrymq.join(WAIT)
+        assert seen == loop
+    bus.close()
+
+
+def test_receivers_sending_on_do_not_count_as_loop(berrymq_bus: Bus) -> None:
+    got: list[str] = []
+    regist_function("a:*", lambda m: twitter("b:next"), weak=False)
+    regist_function("b:*", lambda m: got.append(f"b {m.hops}"), weak=False)
+    twitter("a:go")
+    twitter("a:go")
+    assert got == ["b 1", "b 1"]
+
+
+def test_default_hop_limit_allows_reasonable_chains(berrymq_bus: Bus) -> None:
+    got: list[int] = []
+
+    @following_function("chain:*")
+    def step(message: Message) -> None:
+        got.append(message.args[0])
+        if message.args[0] < 10:
+            twitter("chain:next", message.args[0] + 1)
+
+    twitter("chain:start", 0)
+    assert got == list(range(11))

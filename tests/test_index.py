@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from berrymq import Bus, Follower, Message, Queue, following
+from berrymq import Bus, Follower, Message, following
 from berrymq._index import ROUTE_CACHE_LIMIT
 
 
@@ -170,32 +170,3 @@ def test_a_guard_change_invalidates_the_routes_of_its_pattern(bus: Bus) -> None:
     bus.set_guard(subscription, lambda m: False)
     bus.twitter("g:x")
     assert got == ["g:x"]
-
-
-def test_may_refuse_says_whether_anything_on_a_route_can_push_back(bus: Bus) -> None:
-    """What a transport asks before answering a remote ``send_message`` ahead of its
-    delivery: only a route of functions and Follower methods, with no worker pool and no
-    peer to pass the message to, cannot refuse."""
-    bus.subscribe("job:done", nothing)
-    assert not bus.may_refuse("job:done")
-    assert not bus.may_refuse("task:done")  # nobody follows it
-    queue = Queue("job:*", maxsize=1, bus=bus)
-    assert bus.may_refuse("job:done") and bus.may_refuse("job:started")
-    assert not bus.may_refuse("task:done")
-    queue.close()
-    assert not bus.may_refuse("job:done")
-    bus.subscribe("mine:x", nothing, kind="custom")  # a kind that does not say: it may
-    assert bus.may_refuse("mine:x")
-    bus.set_multiplicity(2)  # a worker pool waits for room, then refuses
-    assert bus.may_refuse("job:done")
-
-
-def test_may_refuse_with_a_peer_attached(bus: Bus) -> None:
-    peer = Bus(name="may-refuse-peer")
-    try:
-        bus.subscribe("job:done", nothing)
-        bus.transport("local").interconnect(peer.transport("local").listen("local://"), ttl=10)
-        assert bus.may_refuse("job:done")  # a peer's full buffer refuses
-        assert not bus.may_refuse("_job:done")  # a local identifier stays here
-    finally:
-        peer.close()

@@ -82,7 +82,7 @@ def test_ask_over_every_style_of_the_local_transport(two_buses: tuple[Bus, Bus],
 
 
 def _doc_example() -> str:
-    text = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text()
     block = text.split("<!-- transport-example -->\n```python\n", 1)[1]
     return block.split("\n```", 1)[0]
 

@@ -1,0 +1,130 @@
+"""berrymq.sources.files: FileObserver, with real files (polling and watchdog)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from helpers import WAIT, take_all
+
+import berrymq
+from berrymq import Bus, FileObserver
+from berrymq.sources import running_adapters
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write beside the watched name, then rename into place: one change, seen whole."""
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def test_file_observer_reports_created_modified_removed(
+    berrymq_bus: Bus, tmp_path: Path
+) -> None:
+    (tmp_path / "old.txt").write_text("there before")
+    (tmp_path / "ignored.log").write_text("not matched")
+    events = berrymq.Queue("files:*")
+    interval = 0.02
+    with FileObserver(str(tmp_path / "*.txt"), "files", interval=interval):
+        new = tmp_path / "new.txt"
+        write_atomically(new, "one")
+        created = events.get(timeout=WAIT)
+        assert (created.id, created.args) == ("files:created", (str(new),))
+
+        write_atomically(new, "two, longer")
+        modified = events.get(timeout=WAIT)
+        assert (modified.id, modified.args) == ("files:modified", (str(new),))
+
+        with open(tmp_path / "old.txt", "a") as handle:
+            handle.write(" and more")
+        modified = events.get(timeout=WAIT)
+        assert (modified.id, modified.args) == ("files:modified", (str(tmp_path / "old.txt"),))
+
+        new.unlink()
+        removed = events.get(timeout=WAIT)
+        assert (removed.id, removed.args) == ("files:removed", (str(new),))
+
+        (tmp_path / "other.log").write_text("not matched either")
+        (tmp_path / "sub.txt").mkdir()  # a directory is not a file
+        write_atomically(tmp_path / "last.txt", "x")
+        last = events.get(timeout=WAIT)
+    assert (last.id, last.args) == ("files:created", (str(tmp_path / "last.txt"),))
+    assert events.empty()
+    # Stopped means stopped: a change after the observer stopped sends nothing.
+    write_atomically(tmp_path / "last.txt", "changed after the stop")
+    with pytest.raises(berrymq.Empty):
+        events.get(timeout=10 * interval)
+
+
+def test_check_is_deterministic_and_ordered(berrymq_bus: Bus, tmp_path: Path) -> None:
+    for name in ("b.txt", "a.txt", "gone.txt", "same.txt"):
+        (tmp_path / name).write_text(name)
+    events = berrymq.Queue("obs:*")
+    with FileObserver(str(tmp_path / "*.txt"), "obs", interval=3600) as observer:
+        assert observer.check() == []
+        (tmp_path / "z.txt").write_text("z")
+        (tmp_path / "c.txt").write_text("c")
+        (tmp_path / "b.txt").write_text("b, changed")
+        (tmp_path / "a.txt").write_text("a, changed")
+        (tmp_path / "gone.txt").unlink()
+        expected = [
+            ("created", str(tmp_path / "c.txt")),
+            ("created", str(tmp_path / "z.txt")),
+            ("modified", str(tmp_path / "a.txt")),
+            ("modified", str(tmp_path / "b.txt")),
+            ("removed", str(tmp_path / "gone.txt")),
+        ]
+        assert observer.check() == expected
+        assert observer.check() == []
+    assert [(m.action, m.args[0]) for m in take_all(events)] == expected
+    assert observer.check() == []  # stopped: nothing more
+
+
+def test_recursive_glob(berrymq_bus: Bus, tmp_path: Path) -> None:
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    with FileObserver(str(tmp_path / "**" / "*.py"), "src", interval=3600) as observer:
+        (deep / "mod.py").write_text("x = 1")
+        (tmp_path / "top.py").write_text("y = 2")
+        assert observer.check() == [
+            ("created", str(deep / "mod.py")),
+            ("created", str(tmp_path / "top.py")),
+        ]
+
+
+def test_watchdog_wakes_the_observer_before_the_interval(
+    berrymq_bus: Bus, tmp_path: Path
+) -> None:
+    events = berrymq.Queue("wd:*")
+    started = time.monotonic()
+    with FileObserver(str(tmp_path / "*.txt"), "wd", interval=3600, watchdog=True):
+        write_atomically(tmp_path / "fast.txt", "now")
+        message = events.get(timeout=WAIT)  # the interval alone would take an hour
+    assert (message.id, message.args) == ("wd:created", (str(tmp_path / "fast.txt"),))
+    assert time.monotonic() - started < WAIT
+
+
+def test_watchdog_needs_an_existing_directory(berrymq_bus: Bus, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        FileObserver(str(tmp_path / "missing" / "*.txt"), "x", watchdog=True)
+    assert running_adapters(berrymq_bus) == []
+
+
+def test_polling_a_directory_that_appears_later(berrymq_bus: Bus, tmp_path: Path) -> None:
+    later = tmp_path / "later"
+    with FileObserver(str(later / "*.txt"), "later", interval=3600) as observer:
+        later.mkdir()
+        (later / "f.txt").write_text("f")
+        assert observer.check() == [("created", str(later / "f.txt"))]
+
+
+def test_file_observer_refuses_bad_arguments(berrymq_bus: Bus, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="glob"):
+        FileObserver("", "x")
+    with pytest.raises(ValueError, match="interval"):
+        FileObserver(str(tmp_path / "*"), "x", interval=0)
+    with pytest.raises(ValueError, match="id_name"):
+        FileObserver(str(tmp_path / "*"), "x:created")

@@ -1,0 +1,124 @@
+"""berrymq.sources.timer: IntervalTimer, with a real clock."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import WAIT, take_all
+
+import berrymq
+from berrymq import Bus, FileObserver, IntervalTimer, Message
+from berrymq.plugins import PluginHost
+from berrymq.sources import running_adapters
+
+
+def test_timer_ticks_on_schedule_until_stopped(berrymq_bus: Bus) -> None:
+    ticks = berrymq.Queue("beat:*")
+    interval = 0.05
+    started = time.monotonic()
+    timer = IntervalTimer("beat", interval)
+    try:
+        got = [ticks.get(timeout=WAIT) for _ in range(4)]
+        elapsed = time.monotonic() - started
+    finally:
+        timer.stop()
+    assert [m.id for m in got] == ["beat:tick"] * 4
+    assert [m.kwargs["tick"] for m in got] == [1, 2, 3, 4]
+    assert all(isinstance(m.kwargs["time"], float) for m in got)
+    # Ticks keep to the schedule: the 4th is at least 4 intervals after the start.
+    assert elapsed >= 4 * interval * 0.95
+    assert not timer.running and not timer._thread.is_alive()
+    take_all(ticks)
+    count = timer.count
+    # Stopped means stopped: the thread has ended, nothing more arrives.
+    with pytest.raises(berrymq.Empty):
+        ticks.get(timeout=3 * interval)
+    assert timer.count == count
+
+
+def test_timer_as_context_manager_and_in_the_network_picture(berrymq_bus: Bus) -> None:
+    with IntervalTimer("clock@ops", 10) as timer:
+        assert running_adapters(berrymq_bus) == [timer]
+        assert "clock@ops:tick" in berrymq.show_network()
+    assert running_adapters(berrymq_bus) == []
+    assert not timer.running
+
+
+def test_timer_in_a_namespace_reaches_only_that_namespace(berrymq_bus: Bus) -> None:
+    in_ops = berrymq.Queue("clock@ops:*")
+    default = berrymq.Queue("clock:*")
+    with IntervalTimer("clock@ops", 0.02):
+        message = in_ops.get(timeout=WAIT)
+    assert message.namespace == "ops"
+    assert default.empty()
+
+
+def test_a_receiver_can_stop_the_timer_from_its_thread(berrymq_bus: Bus) -> None:
+    stopped = threading.Event()
+    timers: list[IntervalTimer] = []
+
+    def on_tick(message: Message) -> None:
+        timers[0].stop()  # runs in the timer's own thread: must not wait for itself
+        stopped.set()
+
+    berrymq.regist_function("selfstop:tick", on_tick)
+    timers.append(IntervalTimer("selfstop", 0.02))
+    assert stopped.wait(WAIT)
+    timers[0]._thread.join(WAIT)
+    assert not timers[0]._thread.is_alive()
+
+
+def test_a_failing_receiver_does_not_stop_the_timer(berrymq_bus: Bus) -> None:
+    calls: list[int] = []
+    ok = berrymq.Queue("flaky:*")
+
+    def flaky(message: Message) -> None:
+        calls.append(message.kwargs["tick"])
+        if message.kwargs["tick"] == 1:
+            raise RuntimeError("first tick fails")
+
+    berrymq.regist_function("flaky:tick", flaky)
+    logger = logging.getLogger("berrymq")
+    logger.disabled = True  # the error is logged; keep the test output quiet
+    try:
+        with IntervalTimer("flaky", 0.02):
+            counts = [ok.get(timeout=WAIT).kwargs["tick"] for _ in range(3)]
+    finally:
+        logger.disabled = False
+    assert counts == [1, 2, 3]
+    assert calls[:3] == [1, 2, 3]
+
+
+def test_closing_the_bus_stops_its_adapters(
+    berrymq_plugin_host: PluginHost, tmp_path: Path
+) -> None:
+    bus = Bus(plugins=berrymq_plugin_host)
+    timer = IntervalTimer("t", 10, bus=bus)
+    observer = FileObserver(str(tmp_path / "*"), "f", 10, bus=bus)
+    assert running_adapters(bus) == [timer, observer]
+    bus.close()
+    assert not timer.running and not observer.running
+    assert not timer._thread.is_alive() and not observer._thread.is_alive()
+    assert running_adapters(bus) == []
+
+
+@pytest.mark.parametrize("interval", [0, -1, "1", True, None, float("nan")])
+def test_timer_refuses_a_bad_interval(berrymq_bus: Bus, interval: Any) -> None:
+    with pytest.raises(ValueError, match="interval must be a positive number"):
+        IntervalTimer("x", interval)
+    assert running_adapters(berrymq_bus) == []
+
+
+@pytest.mark.parametrize(
+    ("id_name", "error"),
+    [("a:b", ValueError), ("*", ValueError), ("", berrymq.InvalidIdentifier),
+     ("te*", berrymq.InvalidIdentifier), (3, TypeError)],
+)
+def test_timer_refuses_a_bad_name(berrymq_bus: Bus, id_name: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        IntervalTimer(id_name, 1)

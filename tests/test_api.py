@@ -1,0 +1,164 @@
+"""berrymq.api (SPEC 3): the module-level helpers beyond registering: ``auto_twitter``,
+``twitter_exception``, ``talk`` and ``unfollow``, on an isolated default bus."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from helpers import capture
+
+from berrymq import (
+    Bus,
+    Follower,
+    Message,
+    auto_twitter,
+    following,
+    following_function,
+    regist_function,
+    talk,
+    twitter,
+    twitter_exception,
+    unfollow,
+)
+
+
+def test_unfollow_function_object_and_class(berrymq_bus: Bus) -> None:
+    got: list[str] = []
+
+    @following_function("u:*")
+    def fn(message: Message) -> None:
+        got.append("fn")
+
+    regist_function("u:x", fn)  # the same function, a second time
+
+    class Obj(metaclass=Follower):
+        @following("u:*")
+        def a(self, message: Message) -> None:
+            got.append("a")
+
+        @following("u:x")
+        def b(self, message: Message) -> None:
+            got.append("b")
+
+    one, two, three = Obj(), Obj(), Obj()
+    twitter("u:x")
+    assert got == ["fn", "fn", "a", "b", "a", "b", "a", "b"]
+    assert unfollow(fn) == 2  # every registration of the function
+    assert unfollow(one) == 2  # every receiver of the object
+    got.clear()
+    twitter("u:x")
+    assert got == ["a", "b", "a", "b"]
+    assert unfollow(two.a) == 1  # one method of one object
+    got.clear()
+    twitter("u:x")
+    assert got == ["b", "a", "b"]
+    assert unfollow(Obj) == 3  # every receiver of every object of the class
+    got.clear()
+    twitter("u:x")
+    assert got == []
+    assert unfollow(fn) == 0
+    four = Obj()
+    assert unfollow(four.a) == 1  # a bound method, made anew by the attribute access
+    assert unfollow(four.a) == 0
+    del one, two, three, four
+
+
+@pytest.mark.parametrize(
+    ("identifier", "entry", "exit_", "expected"),
+    [
+        ("job", False, False, ["job:entry", "job:exit"]),
+        ("job", True, True, ["job:entry", "job:exit"]),
+        ("job", True, False, ["job:entry"]),
+        ("job", False, True, ["job:exit"]),
+        ("job:run", False, False, ["job:entry", "job:exit"]),
+        ("job:entry", False, False, ["job:entry"]),
+        ("job:exit", False, False, ["job:exit"]),
+        ("job:entry", False, True, ["job:entry"]),
+        ("job:exit", True, False, ["job:exit"]),
+        ("job@ops", False, False, ["job@ops:entry", "job@ops:exit"]),
+    ],
+)
+def test_auto_twitter_table(berrymq_bus: Bus, identifier: str, entry: bool, exit_: bool,
+                            expected: list[str]) -> None:
+    got: list[str] = []
+    for namespace in ("", "@ops"):  # every message sent, in either namespace
+        regist_function(f"*{namespace}", lambda m: got.append(str(m.identifier)), weak=False)
+
+    @auto_twitter(identifier, entry=entry, exit=exit_)
+    def work(x: int, y: int = 0) -> int:
+        got.append("call")
+        return x + y
+
+    assert work(1, y=2) == 3
+    entries = [e for e in expected if e.endswith(":entry")]
+    exits = [e for e in expected if e.endswith(":exit")]
+    assert got == [*entries, "call", *exits]
+
+
+def test_auto_twitter_passes_exceptions_and_arguments(berrymq_bus: Bus) -> None:
+    got: list[Message] = []
+    regist_function("g:*", got.append, weak=False)
+
+    @auto_twitter("g")
+    def fail(value: int) -> None:
+        raise LookupError(value)
+
+    with pytest.raises(LookupError) as info:
+        fail(7)
+    assert info.value.args == (7,)  # the function's own exception
+    assert [(m.id, m.args) for m in got] == [("g:entry", (7,)), ("g:exit", (7,))]
+    assert fail.__name__ == "fail"
+
+
+def test_twitter_exception(berrymq_bus: Bus) -> None:
+    got = capture("err:*")
+
+    @twitter_exception("err:raised")
+    def quiet(x: int) -> None:
+        raise ZeroDivisionError(f"nope {x}")
+
+    @twitter_exception("err:raised", reraise=True)
+    def loud() -> int:
+        raise KeyError("k")
+
+    @twitter_exception("err:raised")
+    def fine() -> int:
+        return 5
+
+    assert fine() == 5
+    assert got == []  # nothing raised, nothing sent
+    assert quiet(3) is None
+    with pytest.raises(KeyError, match="k"):
+        loud()
+    assert [m.id for m in got] == ["err:raised", "err:raised"]
+    assert [m.kwargs["exception_type"] for m in got] == ["ZeroDivisionError", "KeyError"]
+    first = got[0].kwargs
+    assert first["exception_message"] == "nope 3"
+    assert "Traceback" in first["traceback"] and "ZeroDivisionError: nope 3" in first["traceback"]
+    assert first["function"].endswith("quiet")
+    json.dumps({"args": got[0].args, "kwargs": first})  # JSON-serialisable
+
+
+def test_talk_sends_return_values_to_callback(berrymq_bus: Bus) -> None:
+    results: list[Any] = []
+
+    @following_function("*:process")
+    def do_process(message: Message) -> str:
+        return f"done {message.args[0]}"
+
+    @following_function("*:process")
+    def silent(message: Message) -> None:
+        return None
+
+    @following_function("*:process")
+    def zero(message: Message) -> int:
+        return 0  # falsy but not None: sent
+
+    @following_function("*:log_result")
+    def receive_result(message: Message) -> None:
+        results.append((message.id, message.args[0]))
+
+    talk("test:process", "test:log_result", "x")
+    assert results == [("test:log_result", "done x"), ("test:log_result", 0)]
