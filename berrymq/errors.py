@@ -54,6 +54,9 @@ class InvalidIdentifier(BerryMQError, ValueError):
         self.reason = reason
         super().__init__(f"invalid identifier {text!r}: {reason}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.text, self.reason)
+
 
 class SettingsError(BerryMQError):
     """A settings file that is malformed or names something unknown."""
@@ -67,13 +70,21 @@ class SettingsError(BerryMQError):
             where = f"{path}:{line}: " if line is not None else f"{path}: "
         super().__init__(f"{where}{problem}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.problem, self.path, self.line)
+
 
 class PluginNotAvailable(BerryMQError):
     """A feature was asked for whose plugin is not installed or not active."""
 
     def __init__(self, what: str, plugin: str, reason: str) -> None:
+        self.what = what
         self.plugin = plugin
+        self.reason = reason
         super().__init__(f"{what}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.what, self.plugin, self.reason)
 
 
 class QueueFull(BerryMQError, queue.Full):
@@ -98,6 +109,10 @@ class ReplyError(BerryMQError):
         self.receiver = receiver
         self.node = node
         super().__init__(f"{receiver or 'receiver'} raised {exception_type}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # an exception pickles its args by default, which this __init__ does not take
+        return type(self), (self.exception_type, self.message, self.receiver, self.node)
 
     def to_json(self) -> dict[str, str]:
         """The JSON form used on the wire."""
@@ -137,3 +152,6 @@ class RemoteError(TransportError):
         self.message = message
         self.data = data
         super().__init__(f"remote error {code}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.code, self.message, self.data)
