@@ -288,8 +288,10 @@ def to_dot(description: Mapping[str, Any]) -> str:
 
 
 def _mm(text: str) -> str:
-    # Mermaid labels in double quotes: escape quotes and keep line breaks as <br/>.
-    return '"' + text.replace('"', "#quot;").replace("\n", "<br/>") + '"'
+    # Mermaid labels in double quotes are HTML: escape quotes and angle brackets (a
+    # receiver named <lambda> would be read as a tag and vanish), keep breaks as <br/>.
+    escaped = text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+    return '"' + escaped.replace("\n", "<br/>") + '"'
 
 
 def to_mermaid(description: Mapping[str, Any]) -> str:

@@ -158,6 +158,8 @@ def test_labels_are_escaped() -> None:
     description = {
         "bus": 'we"ird\\bus', "node": "n",
         "receivers": [{"id": "r0", "kind": "function", "name": 'say "hi"\\now',
+                       "follows": [{"pattern": "a:b", "guard": None}]},
+                      {"id": "r1", "kind": "function", "name": "tests.<locals>.<lambda>",
                        "follows": [{"pattern": "a:b", "guard": None}]}],
         "senders": [], "connections": [], "forwarders": 0, "transports": [],
     }
@@ -165,6 +167,8 @@ def test_labels_are_escaped() -> None:
     assert r'say \"hi\"\\now' in dot and r'we\"ird\\bus' in dot
     mermaid = network.to_mermaid(description)
     assert "say #quot;hi#quot;" in mermaid
+    # Mermaid labels are HTML: an unescaped <lambda> would be taken for a tag and vanish
+    assert "tests.#lt;locals#gt;.#lt;lambda#gt;" in mermaid and "<lambda>" not in mermaid
 
 
 def test_mermaid_output(populated: dict[str, Any]) -> None:
