@@ -60,10 +60,13 @@ def post(body: bytes, headers: str = "Content-Type: application/json\r\n",
 
 @pytest.mark.parametrize(("request_", "status"), [
     (post(CALL, method="PUT"), b"405"),
+    (post(CALL, method="DELETE"), b"405"),
     (post(CALL, method="GET", host="x"), b"421"),  # GET / is the status page: Host x is not the node
     (post(CALL, host="x"), b"421"),  # nor for JSON-RPC (DNS rebinding)
     (post(CALL, path="/rpc"), b"404"),
     (post(CALL, headers="Content-Type: text/plain\r\n"), b"415"),
+    # a type a web page may POST without a preflight
+    (post(CALL, headers="Content-Type: application/x-www-form-urlencoded\r\n"), b"415"),
     (b"POST / HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
      b"0\r\n\r\n", b"411"),
     (b"POST / HTTP/1.1\r\nContent-Type: application/json\r\n\r\n", b"411"),

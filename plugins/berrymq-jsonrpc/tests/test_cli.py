@@ -138,6 +138,13 @@ def test_address_without_scheme(tmp_path: Path) -> None:
     assert "has no scheme" in line
 
 
+def test_address_with_a_scheme_no_plugin_claims(tmp_path: Path) -> None:
+    result = run("send", "nosuch://127.0.0.1:7000", "job:x", cwd=tmp_path)
+    line = one_error_line(result)
+    assert "no transport for nosuch://" in line and "tcp://" in line
+    assert result.stdout == ""
+
+
 def test_missing_plugin_is_named(tmp_path: Path) -> None:
     (tmp_path / "berrymq.toml").write_text('[berrymq]\ndisable = ["jsonrpc-tcp"]\n')
     line = one_error_line(run("send", "tcp://127.0.0.1:7000", "job:x", cwd=tmp_path))
@@ -188,6 +195,15 @@ def test_a_node_with_a_secret(tmp_path: Path, procs: list[Proc]) -> None:
         assert server.wait(timeout=DEADLINE) == 0
         assert server.stdout is not None
         server.stdout.close()
+
+
+def test_serve_stops_cleanly_on_a_second_signal(node: tuple[Proc, str, str]) -> None:
+    server, _, _ = node
+    server.process.send_signal(signal.SIGTERM)
+    server.process.send_signal(signal.SIGINT)  # while it stops: no traceback, still 0
+    assert server.process.wait(timeout=DEADLINE) == 0
+    err = server.rest_of("err")
+    assert "Traceback" not in "\n".join(err) and err[-1] == "stopped", err
 
 
 def test_serve_stops_on_sigterm_while_clients_are_connected(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
+from probe_tools import TOKEN
 
 import berrymq
 from berrymq.bus import Bus
@@ -23,7 +25,7 @@ SCHEMES = ["tcp", "http"]
 def notifications_only(data: bytes) -> bool:
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than json takes
         return False
     members = obj if isinstance(obj, list) and obj else [obj]
     return all(isinstance(m, dict) and "method" in m and "id" not in m for m in members)
@@ -146,14 +148,31 @@ def test_non_finite_numbers_are_refused(node: Setup, number: str) -> None:
     assert rpc.send(text)["error"]["code"] == -32700
 
 
+@pytest.mark.parametrize("text", [b"[" * 100_000 + b"]" * 100_000,
+                                  b'{"a":' * 50_000 + b"1" + b"}" * 50_000],
+                         ids=["arrays", "objects"])
+def test_deeply_nested_json_is_a_parse_error(node: Setup, text: bytes) -> None:
+    _, rpc = node
+    assert rpc.send(text) == {
+        "jsonrpc": "2.0", "error": {"code": -32700, "message": "Parse error"}, "id": None}
+    assert TOKEN.fullmatch(rpc.result("connect_oneway"))  # and the connection goes on
+
+
 @pytest.mark.parametrize("request_", [
     {"jsonrpc": "2.0", "id": 1}, {"jsonrpc": "1.0", "method": "connect_oneway", "id": 1},
     {"jsonrpc": "2.0", "method": 5, "id": 1}, {"jsonrpc": "2.0", "method": "get", "params": 3},
     {"jsonrpc": "2.0", "method": "get", "id": True}, 42, "text",
+    {"jsonrpc": "2.0", "method": "connect_oneway", "params": "ttl", "id": 1},
+    {"jsonrpc": "2.0", "method": "connect_oneway", "id": {}},
+    {"jsonrpc": "2.0", "method": "connect_oneway", "id": 1, "extra": 1},
+    {"jsonrpc": "2.0", "method": [], "id": 1}, {"jsonrpc": "2.0", "method": {}, "id": 1},
+    None,
 ])
-def test_invalid_requests(node: Setup, request_: Any) -> None:
+def test_invalid_requests(node: Setup, request_: Any, caplog: pytest.LogCaptureFixture) -> None:
     _, rpc = node
-    assert rpc.send(json.dumps(request_)) == {"jsonrpc": "2.0", "error": INVALID, "id": None}
+    with caplog.at_level(logging.WARNING):
+        assert rpc.send(json.dumps(request_)) == {"jsonrpc": "2.0", "error": INVALID, "id": None}
+    assert not [r for r in caplog.records if r.exc_info], caplog.text  # no traceback either
 
 
 def test_empty_batch_is_one_invalid_request(node: Setup) -> None:
@@ -205,6 +224,7 @@ def test_method_not_found_and_invalid_params(node: Setup) -> None:
     _, rpc = node
     assert rpc.error("connect_all") == {"code": -32601, "message": "Method not found",
                                         "data": "connect_all"}
+    assert rpc.error("__init__")["code"] == -32601  # only the methods of the protocol
     token = rpc.result("connect_oneway")
     for params, fragment in [
         ({"identifier": "a:b", "args": [], "kwargs": {}}, "'token' is required"),
@@ -215,12 +235,15 @@ def test_method_not_found_and_invalid_params(node: Setup) -> None:
         ({"token": token, "identifier": 5}, "identifier"),
         ({"token": token, "identifier": "a:b", "colour": "red"}, "colour"),
         ([token, "a:b", [], {}, "extra"], "at most 4"),
+        ({"token": token}, "identifier"),
     ]:
         error = rpc.error("send_message", params)
         assert error["code"] == -32602 and error["message"] == "Invalid params"
         assert fragment in error["data"], (fragment, error)
-    assert rpc.error("connect_oneway", {"ttl": -1})["code"] == -32602
-    assert rpc.error("connect_oneway", {"ttl": "long"})["code"] == -32602
+    for ttl in (-1, 0, "long", True):
+        assert rpc.error("connect_oneway", {"ttl": ttl})["code"] == -32602, ttl
+    error = rpc.error("connect_via_queue", {"identifier": "_x:*"})
+    assert error["code"] == -32602 and "local" in error["data"]
     assert rpc.error("get", {"token": token, "block": "yes"})["code"] in (-32602, p.NO_QUEUE)
 
 
@@ -234,9 +257,23 @@ def test_error_data_never_holds_exception_text(node: Setup) -> None:
 
 def test_response_ids_are_echoed(node: Setup) -> None:
     _, rpc = node
-    assert rpc.call("connect_oneway", None, id="a-string")["id"] == "a-string"
-    assert rpc.call("connect_oneway", None, id=None)["id"] is None
-    assert rpc.call("connect_oneway", None, id=7.5)["id"] == 7.5
+    for given in ("a-string", "", None, 7.5, 7, -1, 123456789012345678901234567890):
+        reply = rpc.call("connect_oneway", None, id=given)
+        assert reply["id"] == given and type(reply["id"]) is type(given), (given, reply)
+
+
+def test_huge_numbers_and_duplicate_keys(node: Setup) -> None:
+    bus, rpc = node
+    received = berrymq.Queue("big:*", bus=bus)
+    token = rpc.result("connect_oneway")
+    big = 123456789012345678901234567890123456789
+    assert rpc.result("send_message", {"token": token, "identifier": "big:x",
+                                       "args": [big, 1e308, -0.0]}) == "ok"
+    assert received.get(timeout=5).args == (big, 1e308, -0.0)
+    # a duplicate key: a well-defined answer (the last one wins, or an error), no crash
+    reply = rpc.send(b'{"jsonrpc":"2.0","method":"connect_oneway","params":{"ttl":60},'
+                     b'"id":8,"id":9}')
+    assert reply["id"] in (8, 9, None) and ("result" in reply) != ("error" in reply), reply
 
 
 # -- the methods and application errors ---------------------------------------------------------
@@ -244,13 +281,15 @@ def test_response_ids_are_echoed(node: Setup) -> None:
 
 def test_tokens_are_unguessable_and_errors_documented(node: Setup) -> None:
     _, rpc = node
-    tokens = {rpc.result("connect_oneway") for _ in range(5)}
-    assert len(tokens) == 5 and all(len(t) >= 22 for t in tokens)  # >= 128 bits in base64
+    tokens = {rpc.result("connect_oneway") for _ in range(20)}
+    assert len(tokens) == 20 and all(TOKEN.fullmatch(t) for t in tokens), tokens  # 256 bits
     forged = "A" * len(next(iter(tokens)))
     assert rpc.error("send_message", {"token": forged, "identifier": "a:b"}) == {
         "code": p.UNKNOWN_TOKEN, "message": "Unknown or expired token"}
     assert rpc.error("get_nowait", {"token": "not a token!"}) == {
         "code": p.BAD_TOKEN, "message": "Malformed token"}
+    assert rpc.error("get_nowait", {"token": 5})["code"] == p.INVALID_PARAMS
+    assert rpc.error("get_nowait", {})["code"] == p.INVALID_PARAMS
 
 
 def test_queue_methods(node: Setup) -> None:
@@ -393,6 +432,7 @@ def test_secret_is_required_when_set(scheme: str, server: Callable[..., tuple[Bu
     unauthorised = {"code": p.UNAUTHORISED, "message": "Unauthorised"}
     assert rpc.error("connect_oneway") == unauthorised
     assert rpc.error("connect_oneway", {"secret": "wrong"}) == unauthorised
+    assert rpc.error("connect_oneway", {"secret": ""}) == unauthorised
     assert rpc.error("connect_oneway", {"secret": 5}) == unauthorised
     assert rpc.error("connect_oneway", [60]) == unauthorised  # by position: no secret
     assert isinstance(rpc.result("connect_oneway", {"secret": "s3cret"}), str)
@@ -459,6 +499,52 @@ def test_oversized_request_is_refused_with_the_documented_code(
     assert reply == {"jsonrpc": "2.0", "id": None, "error": {
         "code": p.TOO_LARGE, "message": "Message too large", "data": {
             "limit": 2048, "setting": "max_size"}}}
+
+
+def sized(size: int) -> bytes:
+    """A request of exactly ``size`` bytes (answered Method not found)."""
+    head, tail = b'{"jsonrpc":"2.0","method":"no_such","params":["', b'"],"id":1}'
+    return head + b"a" * (size - len(head) - len(tail)) + tail
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_max_size_is_the_largest_request_taken(
+        scheme: str, server: Callable[..., tuple[Bus, int]],
+        raw: Callable[[str, int], Raw]) -> None:
+    _, port = server(scheme, max_size=2048)
+    other = raw(scheme, port)  # a session on another connection, which the refusals spare
+    token = other.result("connect_oneway")
+    too_large = {"jsonrpc": "2.0", "id": None, "error": {
+        "code": p.TOO_LARGE, "message": "Message too large", "data": {
+            "limit": 2048, "setting": "max_size"}}}
+    if scheme == "tcp":
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            sock.sendall(sized(2048) + b"\n")  # exactly the limit: taken
+            assert json.loads(reader.readline())["error"]["code"] == -32601
+            sock.sendall(sized(2049) + b"\n")  # a byte more: refused, then closed
+            assert json.loads(reader.readline()) == too_large
+            assert reader.readline() == b""
+            reader.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"a" * 3000)  # a line that never ends is cut at the limit too
+            assert json.loads(read_to_close(sock)) == too_large
+    else:
+        exact = raw(scheme, port)
+        assert exact.send(sized(2048))["error"]["code"] == -32601
+        assert exact.send(sized(2049)) == too_large and exact.status == 413
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: 99999999999999\r\n\r\n")  # and never sent
+            assert read_to_close(sock).startswith(b"HTTP/1.1 413 ")
+    assert other.result("send_message", {"token": token, "identifier": "a:b"}) == "ok"
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

@@ -1,17 +1,20 @@
 """Protocol edges that clients not written here hit (issue 9 point 5), on real servers:
 a TCP request followed by a half-close, a session token used from other connections
-(clients that open a connection per call), ``ask`` over every connection style."""
+(clients that open a connection per call), ``ask`` over every connection style; and
+clients that are not Python at all (a few lines of Node.js, ``curl``)."""
 
 from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from probe_tools import post_body
+from probe_tools import TOKEN, post_body, required_program
 
 import berrymq
 from berrymq.bus import Bus
@@ -163,3 +166,84 @@ def test_blocking_gets_need_no_thread(scheme: str, server: Callable[[str], tuple
         release.set()
         for sock in holders:
             sock.close()
+
+
+# -- clients in other languages ----------------------------------------------------------------
+
+#: A bare Node.js client, written from docs/protocol.md with Node's own net and http
+#: modules: over each transport a session and a message with a non-ASCII argument.
+NODE_CLIENT = r"""
+const net = require("net"), http = require("http");
+const [tcpPort, httpPort] = process.argv.slice(2).map(Number);
+let sock = null, lineBuf = "", waiting = [];
+function tcpCall(obj) {
+  return new Promise((resolve, reject) => {
+    if (sock === null) {
+      sock = net.connect(tcpPort, "127.0.0.1");
+      sock.setEncoding("utf8");
+      sock.on("data", d => { lineBuf += d; let i;
+        while ((i = lineBuf.indexOf("\n")) >= 0) {
+          const line = lineBuf.slice(0, i); lineBuf = lineBuf.slice(i + 1);
+          waiting.shift()(JSON.parse(line)); } });
+      sock.on("error", reject);
+    }
+    waiting.push(resolve);
+    sock.write(JSON.stringify(obj) + "\n");
+  });
+}
+function httpCall(obj) {
+  return new Promise((resolve, reject) => {
+    const body = JSON.stringify(obj);
+    const req = http.request({host: "127.0.0.1", port: httpPort, method: "POST", path: "/",
+      headers: {"Content-Type": "application/json", "Content-Length": Buffer.byteLength(body)}},
+      res => { let d = ""; res.on("data", c => d += c); res.on("end", () => resolve(JSON.parse(d))); });
+    req.on("error", reject); req.end(body);
+  });
+}
+(async () => {
+  const out = [];
+  for (const call of [tcpCall, httpCall]) {
+    const tok = (await call({jsonrpc: "2.0", method: "connect_oneway", params: {ttl: 60}, id: 1})).result;
+    out.push(await call({jsonrpc: "2.0", method: "send_message", params: {token: tok,
+      identifier: "js:node", args: [call.name, "ünï"], kwargs: {n: 1}}, id: 2}));
+  }
+  sock.end();
+  console.log(JSON.stringify(out));
+})().catch(e => { console.error(e); process.exit(1); });
+"""
+
+
+def test_a_node_js_client_over_tcp_and_http(bus_factory: Callable[..., Bus],
+                                            tmp_path: Path) -> None:
+    node_js = required_program("node", "nodejs")
+    bus = bus_factory()
+    ports = [bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0").rsplit(":", 1)[1]
+             for scheme in ("tcp", "http")]
+    received = berrymq.Queue("js:*", bus=bus)
+    script = tmp_path / "client.js"
+    script.write_text(NODE_CLIENT, encoding="utf-8")
+    done = subprocess.run([node_js, str(script), *ports], capture_output=True, text=True,
+                          encoding="utf-8", timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"jsonrpc": "2.0", "result": "ok", "id": 2}] * 2
+    got = [received.get(timeout=WAIT) for _ in range(2)]
+    assert [(m.id, m.args, m.kwargs) for m in got] == [
+        ("js:node", (name, "ünï"), {"n": 1}) for name in ("tcpCall", "httpCall")]
+
+
+def test_curl_as_a_client(server: Callable[[str], tuple[Bus, int]]) -> None:
+    program = required_program("curl", "curl")
+    _, port = server("http")
+
+    def curl(*args: str) -> str:
+        done = subprocess.run([program, "-sS", "--noproxy", "*", "-H",
+                               "Content-Type: application/json", *args,
+                               f"http://127.0.0.1:{port}/"],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    answer = curl("--data", request("connect_oneway", {"ttl": 60}).decode())
+    assert TOKEN.fullmatch(json.loads(answer)["result"]), answer
+    note = request("no_such", {}, id=None).decode()  # a notification: 204, no body
+    assert curl("-o", "/dev/null", "-w", "%{http_code}", "--data", note) == "204"

@@ -210,6 +210,18 @@ def test_bytes_in_all_session_queues_are_capped(bus_factory: Factory, scheme: st
     assert queued_bytes_for(bus).total == 0
 
 
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_connections_closed_at_once_free_their_places(
+        bus_factory: Factory, wait_for: Callable[..., Any], scheme: str) -> None:
+    bus, port = serve(bus_factory, scheme)
+    for _ in range(200):  # connect and close without a byte, as port scanners do
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
+    admission = bus.transport(scheme).admission  # type: ignore[attr-defined]
+    wait_for(lambda: admission.open == 0, what="every closed connection released")
+    ping = request("get_nowait", {"token": "x" * 43})
+    assert call(scheme, connect(port), ping)["error"]["code"] == p.UNKNOWN_TOKEN
+
+
 # -- 2. interconnect calls back only where allowed --------------------------------------------
 
 

@@ -4,6 +4,7 @@ the others run tests/remote/node_script.py."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -263,6 +264,29 @@ def test_peer_killed_mid_stream_while_the_server_serves_others(
     transport = berrymq_bus.transport(scheme)
     wait_for(lambda: len(transport.service.sessions) == 1,  # type: ignore[attr-defined]
              10, "the closed peer's session to go")
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_interconnected_peer_killed_mid_stream_leaves_the_node_working(
+        berrymq_bus: Bus, spawn: Callable[..., Any], scheme: str) -> None:
+    addr = serve(scheme)
+    streamed = berrymq.Queue("kill:*")
+    killer = spawn()
+    if scheme == "http":
+        killer("serve", addr=f"{scheme}://127.0.0.1:0")  # this node forwards to it too
+    killer("interconnect", addr=addr)
+    watcher = spawn()
+    watcher("via_queue", addr=addr, pattern="after:*")
+    killer("stream", id="kill:n")
+    assert [streamed.get(timeout=10).args[0] for _ in range(100)] == list(range(100))
+    killer.kill()  # SIGKILL, mid-stream
+    # twitter still returns at once, though it forwards to the dead peer, and the node's
+    # other sessions are still served
+    started = time.monotonic()
+    for i in range(5):
+        berrymq.twitter("after:n", i)
+    assert time.monotonic() - started < 5
+    assert [watcher("get", wait=10) for _ in range(5)] == [["after:n", [i], {}] for i in range(5)]
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
