@@ -1,6 +1,6 @@
-"""The network picture: describe(), the DOT and Mermaid renderers, show_network, and
-``berrymq graph`` of this process and of a running node (a child node, ``berrymq serve``);
-the client that asks a node for its picture is tested with the JSON-RPC distribution."""
+"""The network picture: describe(), the DOT and Mermaid renderers, show_network and
+``berrymq graph`` of this process (``berrymq graph URL``, which asks a running node over
+JSON-RPC, is tested with the JSON-RPC distribution)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ import json
 import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Child, Lines, child_env, clean_env, on_log, populate
+from helpers import clean_env, on_log, populate
 
 import berrymq
 from berrymq import Bus, Message, network
@@ -210,69 +209,6 @@ def test_show_network_of_an_explicit_bus(berrymq_plugin_host: Any) -> None:
 def test_cli_graph_of_this_process(populated: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["graph"]) == 0
     assert capsys.readouterr().out == berrymq.show_network()
-
-
-SERVE_NODE = textwrap.dedent(
-    """
-    import sys
-    import berrymq
-
-    @berrymq.following_function("order:*")
-    def on_order(message):
-        pass
-
-    queue = berrymq.Queue("audit:*")
-    url = berrymq.init_connection(sys.argv[1] + "://127.0.0.1:0")
-    print("READY", url, flush=True)
-    sys.stdin.readline()
-    """
-)
-
-
-@pytest.mark.parametrize("scheme", ["tcp", "http"])
-def test_berrymq_graph_of_a_running_node(scheme: str, tmp_path: Path) -> None:
-    script = tmp_path / "serve_node.py"
-    script.write_text(SERVE_NODE)
-    child = Child(script, scheme, cwd=tmp_path)
-    try:
-        dot_run = subprocess.run([sys.executable, "-m", "berrymq", "graph", child.url], capture_output=True,
-                                 text=True, timeout=30, cwd=tmp_path, env=child_env())
-        assert dot_run.returncode == 0, dot_run.stderr
-        assert "order:*" in dot_run.stdout and "audit:*" in dot_run.stdout
-        assert "on_order" in dot_run.stdout
-        mermaid = subprocess.run([sys.executable, "-m", "berrymq", "graph", child.url, "--format", "mermaid"],
-                                 capture_output=True, text=True, timeout=30, cwd=tmp_path,
-                                 env=child_env())
-        assert mermaid.returncode == 0, mermaid.stderr
-        assert mermaid.stdout.lstrip().startswith(("flowchart", "graph"))
-        assert "order:*" in mermaid.stdout
-        if shutil.which("dot"):
-            rendered = subprocess.run(["dot", "-Tsvg"], input=dot_run.stdout, text=True,
-                                      capture_output=True, timeout=30)
-            assert rendered.returncode == 0 and "<svg" in rendered.stdout, rendered.stderr
-    finally:
-        child.stop()
-
-
-def test_berrymq_graph_serve_command_and_dead_node(tmp_path: Path) -> None:
-    """`berrymq serve` on free ports, drawn by `berrymq graph`; a node gone away is exit 1."""
-    serve = Lines([sys.executable, "-m", "berrymq", "serve", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
-                  tmp_path, deadline=20, env=child_env())
-    try:
-        urls: list[str] = []
-        while len(urls) < 2:  # each line within the deadline, or the test fails
-            urls += [w.rstrip(".,;") for w in serve.line().split()
-                     if w.startswith(("tcp://", "http://"))]
-        for url in urls:
-            out = subprocess.run([sys.executable, "-m", "berrymq", "graph", url, "--format", "mermaid"],
-                                 capture_output=True, text=True, timeout=30, env=child_env())
-            assert out.returncode == 0, out.stderr
-    finally:
-        serve.close()
-    dead = subprocess.run([sys.executable, "-m", "berrymq", "graph", urls[0], "--timeout", "2"],
-                          capture_output=True, text=True, timeout=30, env=child_env())
-    assert dead.returncode == 1  # the node went away: a failed run, not a usage error
-    assert dead.stderr.strip() and "Traceback" not in dead.stderr
 
 
 # -- the examples ------------------------------------------------------------------------------

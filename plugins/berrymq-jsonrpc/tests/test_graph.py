@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
 import socketserver
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc.graph import fetch
-from helpers import populate
+from helpers import Child, Lines, child_env, populate
 
 import berrymq
 from berrymq import Bus, network
@@ -165,56 +166,67 @@ def test_fetch_reports_a_json_rpc_error() -> None:
         thread.join(WAIT)
 
 
-NODE_SCRIPT = textwrap.dedent("""
+# -- berrymq graph URL: a real node in another process -------------------------------------
+
+
+SERVE_NODE = textwrap.dedent(
+    """
     import sys
     import berrymq
 
-    @berrymq.following_function("*:log")
-    def receive_log(message):
+    @berrymq.following_function("order:*")
+    def on_order(message):
         pass
 
-    queue = berrymq.Queue("task:*")
-    print(berrymq.init_connection(sys.argv[1]), flush=True)
+    queue = berrymq.Queue("audit:*")
+    url = berrymq.init_connection(sys.argv[1] + "://127.0.0.1:0")
+    print("READY", url, flush=True)
     sys.stdin.readline()
-""")
+    """
+)
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
-def test_berrymq_graph_draws_a_running_node(scheme: str, tmp_path: Path) -> None:
-    """End to end: a real node in another process with the JSON-RPC transport plugins."""
-    script = tmp_path / "node.py"
-    script.write_text(NODE_SCRIPT)
-    node = subprocess.Popen(
-        [sys.executable, str(script), f"{scheme}://127.0.0.1:0"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+def test_berrymq_graph_of_a_running_node(scheme: str, tmp_path: Path) -> None:
+    script = tmp_path / "serve_node.py"
+    script.write_text(SERVE_NODE)
+    child = Child(script, scheme, cwd=tmp_path)
     try:
-        assert node.stdout is not None
-        url = node.stdout.readline().strip()
-        if not url:
-            _, err = node.communicate(timeout=WAIT)
-            if "PluginNotAvailable" in err or "no transport" in err:
-                pytest.skip(f"the {scheme} transport plugin is not installed: {err[-200:]}")
-            pytest.fail(f"the node did not start: {err}")
-        done = subprocess.run(
-            [sys.executable, "-m", "berrymq", "graph", url, "--format", "mermaid"],
-            capture_output=True, text=True, timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        assert "receive_log" in done.stdout and "Queue(task:*)" in done.stdout
-        assert '(["*:log"])' in done.stdout
+        dot_run = subprocess.run([sys.executable, "-m", "berrymq", "graph", child.url], capture_output=True,
+                                 text=True, timeout=30, cwd=tmp_path, env=child_env())
+        assert dot_run.returncode == 0, dot_run.stderr
+        assert "order:*" in dot_run.stdout and "audit:*" in dot_run.stdout
+        assert "on_order" in dot_run.stdout
+        mermaid = subprocess.run([sys.executable, "-m", "berrymq", "graph", child.url, "--format", "mermaid"],
+                                 capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                                 env=child_env())
+        assert mermaid.returncode == 0, mermaid.stderr
+        assert mermaid.stdout.lstrip().startswith(("flowchart", "graph"))
+        assert '(["order:*"])' in mermaid.stdout and "Queue(audit:*)" in mermaid.stdout
+        if shutil.which("dot"):
+            rendered = subprocess.run(["dot", "-Tsvg"], input=dot_run.stdout, text=True,
+                                      capture_output=True, timeout=30)
+            assert rendered.returncode == 0 and "<svg" in rendered.stdout, rendered.stderr
     finally:
-        if node.poll() is None:
-            assert node.stdin is not None
-            node.stdin.write("\n")
-            node.stdin.flush()
-            try:
-                node.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait(WAIT)
-        for stream in (node.stdin, node.stdout, node.stderr):
-            if stream is not None:
-                stream.close()
+        child.stop()
 
 
+def test_berrymq_graph_serve_command_and_dead_node(tmp_path: Path) -> None:
+    """`berrymq serve` on free ports, drawn by `berrymq graph`; a node gone away is exit 1."""
+    serve = Lines([sys.executable, "-m", "berrymq", "serve", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+                  tmp_path, deadline=20, env=child_env())
+    try:
+        urls: list[str] = []
+        while len(urls) < 2:  # each line within the deadline, or the test fails
+            urls += [w.rstrip(".,;") for w in serve.line().split()
+                     if w.startswith(("tcp://", "http://"))]
+        for url in urls:
+            out = subprocess.run([sys.executable, "-m", "berrymq", "graph", url, "--format", "mermaid"],
+                                 capture_output=True, text=True, timeout=30, env=child_env())
+            assert out.returncode == 0, out.stderr
+    finally:
+        serve.close()
+    dead = subprocess.run([sys.executable, "-m", "berrymq", "graph", urls[0], "--timeout", "2"],
+                          capture_output=True, text=True, timeout=30, env=child_env())
+    assert dead.returncode == 1  # the node went away: a failed run, not a usage error
+    assert dead.stderr.strip() and "Traceback" not in dead.stderr
