@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import berrymq
 from berrymq import Empty, Follower, Message, Queue, following, regist_function
@@ -46,6 +49,18 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("BERRYMQ_CONFIG", None)
     return env
+
+
+def required_program(name: str, package: str) -> str:
+    """The path of the program ``name``; skips the test where it is absent, except under
+    ``BERRYMQ_REQUIRE_BROKERS=1`` (CI installs it) where its absence fails the test."""
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} is not installed (Debian package {package})"
+        if os.environ.get("BERRYMQ_REQUIRE_BROKERS") == "1":
+            pytest.fail(f"{reason}, and BERRYMQ_REQUIRE_BROKERS=1 requires it")
+        pytest.skip(f"{reason}; set BERRYMQ_REQUIRE_BROKERS=1 to fail instead")
+    return path
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import select
-import shutil
 import socket
 import textwrap
 import threading
@@ -19,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from helpers import Child
 
 from berrymq.bus import Bus
@@ -29,25 +26,13 @@ from berrymq.message import Message
 
 __all__ = ["MIB", "TOKEN", "WAIT", "Raw", "Record", "Sampler", "delivered_by", "drip", "hold_gets",
            "http_get_json", "http_post", "post_body", "tcp_call", "kill_mid_stream", "port_of", "proc_status",
-           "request", "required_program", "start_node"]
+           "request", "start_node"]
 
 Record = Callable[..., None]
 WAIT = 15.0
 MIB = 1 << 20
 #: A session's token as docs/protocol.md describes it: 43 URL-safe characters (256 bits).
 TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
-
-
-def required_program(name: str, package: str) -> str:
-    """The path of the program ``name``; skips the test where it is absent, except under
-    ``BERRYMQ_REQUIRE_BROKERS=1`` (CI installs it) where its absence fails the test."""
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} is not installed (Debian package {package})"
-        if os.environ.get("BERRYMQ_REQUIRE_BROKERS") == "1":
-            pytest.fail(f"{reason}, and BERRYMQ_REQUIRE_BROKERS=1 requires it")
-        pytest.skip(f"{reason}; set BERRYMQ_REQUIRE_BROKERS=1 to fail instead")
-    return path
 
 
 def start_node(spawn: Callable[..., Any], tmp_path: Path, **settings: Any) -> Any:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from probe_tools import TOKEN, post_body, required_program
+from helpers import required_program
+from probe_tools import TOKEN, post_body
 
 import berrymq
 from berrymq.bus import Bus
