@@ -26,9 +26,10 @@ from berrymq.subscription import Subscription
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
+    from berrymq.node import Forwarder
 
-__all__ = ["Answer", "BusOwner", "TalkAnswer", "deliver", "drop_looping", "failed", "raise_errors",
-           "send"]
+__all__ = ["Answer", "BusOwner", "TalkAnswer", "deliver", "drop_looping", "failed",
+           "forward_first", "raise_errors", "send"]
 
 logger = logging.getLogger("berrymq")
 
@@ -197,15 +198,30 @@ def _send_other(bus: Bus, ident: Identifier, route: tuple[RouteEntry, ...], how:
         if errors:
             raise_errors(ident, errors)
         return
-    # FORWARD: receivers here, then the peers. The message that leaves gets its uid now,
-    # not in a copy made to forward it.
+    # FORWARD: the peers, then the receivers here (see forward_first). The message that
+    # leaves gets its uid now, not in a copy made to forward it.
     node = bus._node
     assert node is not None
     message = new_message((ident, args, kwargs, hops, node.new_uid()))
+    refused = forward_first(bus, message, None, None)
     errors = deliver(bus, route, message, None, box, hops) if route else None
-    try:
-        node.forward(message, None)
-    except QueueFull as exc:  # a full outgoing buffer: reported after the local failures
-        errors = [*(errors or ()), exc]
+    if refused is not None:  # a full outgoing buffer: reported after the local failures
+        errors = [*(errors or ()), refused]
     if errors:
         raise_errors(ident, errors)
+
+
+def forward_first(bus: Bus, message: Message, origin: Forwarder | None,
+                  reply_to: Identifier | None) -> QueueFull | None:
+    """Hand ``message`` to the other nodes (all but ``origin``) before its receivers here
+    run, so that whatever they send in turn leaves after it: a third node never sees a
+    reply before the message it answers. Returns a full outgoing buffer's refusal, for the
+    caller to raise once the receivers here have had the message."""
+    node = bus._node
+    if node is None or not node.forwarders or message[0].is_local:
+        return None
+    try:
+        node.forward(message, origin, reply_to)
+    except QueueFull as exc:
+        return exc
+    return None

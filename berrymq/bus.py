@@ -22,7 +22,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from berrymq._delivery import BusOwner, TalkAnswer, deliver, drop_looping, raise_errors, send
+from berrymq._delivery import (
+    BusOwner,
+    TalkAnswer,
+    deliver,
+    drop_looping,
+    forward_first,
+    raise_errors,
+    send,
+)
 from berrymq._hops import hop_box
 from berrymq._index import DIRECT, DISPATCH, FORWARD, CachedRoute, Index
 from berrymq._pool import WorkerPool
@@ -255,7 +263,7 @@ class Bus(NodeSide):
     twitter: Callable[..., None]
 
     def publish(self, message: Message, origin: Forwarder | None = None) -> None:
-        """Deliver an already-built message locally, then hand it to connected nodes.
+        """Hand an already-built message to connected nodes, then deliver it here.
 
         :param origin: the forwarder the message came in through, which it is not sent
             back to.
@@ -263,6 +271,10 @@ class Bus(NodeSide):
         self._dispatch(message, self._index.lookup(message[0]), origin)
 
     def _dispatch(self, message: Message, route: tuple[Any, ...], origin: Forwarder | None) -> None:
+        # Other nodes first, then the receivers here: what a receiver sends in reply then
+        # leaves after the message it replies to, and a third node sees cause before
+        # effect. A full outgoing buffer does not keep the message from the receivers here.
+        refused = forward_first(self, message, origin, None)
         errors: list[Exception] | None = None
         if route:
             pool = self._pool
@@ -271,16 +283,10 @@ class Bus(NodeSide):
             else:
                 try:
                     pool.submit(route, message, None)
-                except QueueFull as exc:  # the pool stayed full: reported after the peers
+                except QueueFull as exc:  # the pool stayed full
                     errors = [exc]
-        node = self._node
-        if node is not None and node.forwarders and not message[0].is_local:
-            # A local receiver's failure (a full queue, say) must not keep the message
-            # from the other nodes: hand it on first, then report.
-            try:
-                node.forward(message, origin)
-            except QueueFull as exc:
-                errors = [*(errors or ()), exc]
+        if refused is not None:
+            errors = [*(errors or ()), refused]
         for tap in self.taps:
             tap(bus=self, message=message)
         if errors:
@@ -297,12 +303,10 @@ class Bus(NodeSide):
             drop_looping(self, ident, hops)
             return
         message: Message = new_message((ident, args, kwargs, hops, None))
-        try:
-            self.deliver_with_reply(message, reply_to)
-        finally:  # local failures are reported after the message went to other nodes
-            node = self._node
-            if node is not None and node.forwarders and not ident.is_local:
-                node.forward(message, None, reply_to)
+        refused = forward_first(self, message, None, reply_to)  # as in _dispatch
+        self.deliver_with_reply(message, reply_to)
+        if refused is not None:
+            raise refused
 
     def deliver_with_reply(self, message: Message, reply_to: Identifier) -> None:
         """Deliver ``message`` locally and send each non-None result to ``reply_to``."""

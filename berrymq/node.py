@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from berrymq._delivery import drop_looping
+from berrymq._delivery import drop_looping, forward_first
 from berrymq._losses import FORWARD_FAILED, LOSSES, Losses
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
@@ -229,11 +229,10 @@ class Node:
         if reply_to is None:
             bus.publish(message, origin)
             return True
-        try:
-            bus.deliver_with_reply(message, reply_to)
-        finally:
-            if self.forwarders and not ident.is_local:
-                self.forward(message, origin, reply_to)
+        refused = forward_first(bus, message, origin, reply_to)
+        bus.deliver_with_reply(message, reply_to)
+        if refused is not None:
+            raise refused
         return True
 
     # -- bookkeeping -------------------------------------------------------------------

@@ -122,5 +122,39 @@ def test_receive_with_reply_to_answers_and_passes_on(bus: Bus) -> None:
     bus.subscribe("r:*", replies.append, weak=False)
     bus.receive(Message("q:x", (21,), {}, 0, "p-9"), None, parse("r:back"))
     assert [m.args for m in replies] == [(42,)]
-    # the reply went out as it was sent, then the request for the other peers' receivers
-    assert [(m.id, str(r)) for m, r in link.sent] == [("r:back", "None"), ("q:x", "r:back")]
+    # the request went on to the other peers first, then the reply it caused: a third
+    # node sees the question before its answer
+    assert [(m.id, str(r)) for m, r in link.sent] == [("q:x", "r:back"), ("r:back", "None")]
+
+
+@pytest.mark.parametrize("how", ["twitter", "talk", "pool"])
+def test_a_third_node_sees_a_message_before_what_its_receivers_sent_in_reply(how: str) -> None:
+    """A -> B -> C over local:// links; B's receiver of ``q:x`` sends ``r:x`` at once. B
+    hands ``q:x`` on before its own receivers run, so C gets the cause before the effect
+    (whether ``q:x`` came by twitter, by talk, or B delivers on a worker pool)."""
+    a, b, c = Bus(name="order-a"), Bus(name="order-b"), Bus(name="order-c")
+    try:
+        seen: list[str] = []
+        done = threading.Event()
+
+        def at_c(message: Message) -> None:  # returns None: no reply to a talk
+            seen.append(message.id)
+            if message.id == "r:x":
+                done.set()
+
+        c.subscribe("*:x", at_c, weak=False)
+        b.subscribe("q:*", lambda m: b.twitter("r:x"), weak=False)
+        if how == "pool":
+            b.set_multiplicity(2)
+        b_local = b.transport("local")
+        a.transport("local").interconnect(b_local.listen("local://order-b"), ttl=10)
+        c.transport("local").interconnect(b_local.listen("local://order-b2"), ttl=10)
+        if how == "talk":
+            a.talk("q:x", "back:y")
+        else:
+            a.twitter("q:x")
+        assert done.wait(10)
+        assert seen == ["q:x", "r:x"]
+    finally:
+        for bus in (a, b, c):
+            bus.close()
