@@ -27,11 +27,12 @@ import itertools
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from operator import attrgetter
 from types import MethodType
 from typing import TYPE_CHECKING, Any
 
+from berrymq._owners import belongs_to, owner_keys, subclasses
 from berrymq.identifier import WILDCARD, Identifier, parse
 from berrymq.subscription import Guard, Receiver, ReceiverKind, Subscription, strong_ref
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
 
 __all__ = ["DIRECT", "DISPATCH", "FORWARD", "NOBODY", "ROUTE_CACHE_LIMIT", "CachedRoute", "Index",
-           "RouteEntry", "belongs_to"]
+           "RouteEntry"]
 
 RouteEntry = tuple[Callable[[], Receiver | None], Guard | None, "Subscription"]
 # (identifier, its route, how send() delivers it: DIRECT, FORWARD, DISPATCH or NOBODY)
@@ -58,41 +59,6 @@ ROUTE_CACHE_LIMIT = 65_536
 
 def _key(ident: Identifier) -> Key:
     return (ident.namespace, ident.name, ident.action)
-
-
-def _owner_keys(receiver: object) -> tuple[int, ...]:
-    """Ids under which ``unfollow`` finds a receiver: itself, its object, its function and
-    its object's class."""
-    keys = [id(receiver)]
-    owner = getattr(receiver, "__self__", None)
-    if owner is not None:
-        keys.append(id(owner))
-        if not isinstance(owner, type):
-            keys.append(id(type(owner)))
-    func = getattr(receiver, "__func__", None)
-    if func is not None:
-        keys.append(id(func))
-    return tuple(dict.fromkeys(keys))
-
-
-def _subclasses(cls: type) -> Iterator[type]:
-    yield cls
-    subclass: type
-    for subclass in type.__subclasses__(cls):
-        yield from _subclasses(subclass)
-
-
-def belongs_to(receiver: object, target: object) -> bool:
-    """Whether ``unfollow(target)`` covers ``receiver``."""
-    if receiver is None:
-        return False
-    if receiver is target or (isinstance(target, MethodType) and receiver == target):
-        return True  # bound methods are made anew on each access: compare them by ==
-    owner = getattr(receiver, "__self__", None)
-    if owner is not None and (owner is target or (isinstance(target, type) and isinstance(owner, target))):
-        return True
-    func = getattr(receiver, "__func__", None)
-    return func is not None and func is target
 
 
 class Index:
@@ -156,7 +122,7 @@ class Index:
             seq = subscription.seq
             self.subscriptions[seq] = subscription
             self._buckets.setdefault(_key(pattern), {})[seq] = subscription
-            subscription.keys = _owner_keys(receiver)
+            subscription.keys = owner_keys(receiver)
             for key in subscription.keys:
                 self._owners.setdefault(key, {})[seq] = subscription
             self._invalidate(pattern)
@@ -193,7 +159,7 @@ class Index:
         if isinstance(target, MethodType):
             ids.append(id(target.__self__))
         elif isinstance(target, type):
-            ids.extend(id(cls) for cls in _subclasses(target))
+            ids.extend(id(cls) for cls in subclasses(target))
         with self.lock:
             self._purge_dead()
             found: dict[int, Subscription] = {}

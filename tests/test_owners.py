@@ -1,0 +1,58 @@
+"""berrymq._owners: which receivers ``unfollow(target)`` covers, and the ids the index
+files them under."""
+
+from __future__ import annotations
+
+from berrymq._owners import belongs_to, owner_keys, subclasses
+
+
+class Base:
+    def handle(self, message: object) -> None:
+        pass
+
+    @classmethod
+    def on_class(cls, message: object) -> None:
+        pass
+
+
+class Child(Base):
+    pass
+
+
+class Grandchild(Child):
+    pass
+
+
+def plain(message: object) -> None:
+    pass
+
+
+def test_a_function_is_covered_by_itself_only() -> None:
+    assert belongs_to(plain, plain)
+    assert not belongs_to(plain, Base().handle)
+    assert not belongs_to(None, plain)  # a collected receiver
+    assert owner_keys(plain) == (id(plain),)
+
+
+def test_a_bound_method_by_itself_its_object_its_function_and_its_class() -> None:
+    one, other = Base(), Base()
+    assert belongs_to(one.handle, one.handle)  # a new bound method each access: equal
+    assert belongs_to(one.handle, one)
+    assert belongs_to(one.handle, Base.handle)
+    assert belongs_to(one.handle, Base)
+    assert not belongs_to(one.handle, other)
+    assert not belongs_to(one.handle, other.handle)
+    assert owner_keys(one.handle)[1:] == (id(one), id(Base), id(Base.handle))
+
+
+def test_a_class_covers_the_methods_of_its_subclasses_instances() -> None:
+    grandchild = Grandchild()
+    assert belongs_to(grandchild.handle, Base) and belongs_to(grandchild.handle, Child)
+    assert not belongs_to(Base().handle, Child)
+    assert list(subclasses(Base)) == [Base, Child, Grandchild]
+
+
+def test_a_classmethod_is_covered_by_its_class() -> None:
+    assert belongs_to(Base.on_class, Base)
+    assert id(Base) in owner_keys(Base.on_class)
+    assert id(type) not in owner_keys(Base.on_class)  # a class's own class is not its owner
