@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import berrymq
-from berrymq import Empty, Follower, Message, Queue, following, regist_function
+from berrymq import Empty, Follower, Message, Queue, following, hookspecs, regist_function
 
 __all__ = ["CHILD_NODE", "WAIT", "Child", "Lines", "Logger", "capture", "child_env", "drain", "installed",
            "is_urgent", "on_job", "on_log", "populate"]
@@ -61,6 +61,13 @@ def required_program(name: str, package: str) -> str:
             pytest.fail(f"{reason}, and BERRYMQ_REQUIRE_BROKERS=1 requires it")
         pytest.skip(f"{reason}; set BERRYMQ_REQUIRE_BROKERS=1 to fail instead")
     return path
+
+
+def hook_names() -> list[str]:
+    """The hook specifications of berryMQ: the functions pluggy's marker flagged."""
+    marker = f"{hookspecs.PROJECT_NAME}_spec"
+    return sorted(name for name, value in vars(hookspecs).items()
+                  if callable(value) and hasattr(value, marker))
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -9,23 +9,14 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import hook_names
 
 import berrymq
-from berrymq import hookspecs
 from berrymq.settings import CORE_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 THIS = Path(__file__).resolve()
-
-
-def _hooks() -> list[str]:
-    """The hook specifications: the functions pluggy's marker flagged in hookspecs."""
-    marker = f"{hookspecs.PROJECT_NAME}_spec"
-    return sorted(
-        name for name, value in vars(hookspecs).items()
-        if callable(value) and hasattr(value, marker)
-    )
 
 
 def _docs_text() -> str:
@@ -39,19 +30,7 @@ def _tests_text() -> str:
     )
 
 
-def test_the_hooks_are_found() -> None:
-    hooks = _hooks()
-    assert "berrymq_register_transports" in hooks
-    assert set(hooks) <= set(hookspecs.__all__), "a hook missing from hookspecs.__all__"
-
-
-@pytest.mark.parametrize("hook", _hooks())
-def test_hook_has_a_docstring(hook: str) -> None:
-    doc = getattr(hookspecs, hook).__doc__ or ""
-    assert "Called" in doc, f"{hook}: the docstring must say when the hook is called"
-
-
-@pytest.mark.parametrize("hook", _hooks())
+@pytest.mark.parametrize("hook", hook_names())
 def test_hook_is_documented(hook: str) -> None:
     text = (DOCS / "plugins.md").read_text(encoding="utf-8")
     assert re.search(rf"^#+ {hook}\s*$", text, re.M), (
@@ -60,7 +39,7 @@ def test_hook_is_documented(hook: str) -> None:
     assert f"autofunction:: berrymq.hookspecs.{hook}" in text
 
 
-@pytest.mark.parametrize("hook", _hooks())
+@pytest.mark.parametrize("hook", hook_names())
 def test_hook_is_tested(hook: str) -> None:
     assert re.search(rf"\b{hook}\b", _tests_text()), f"no test under tests/ mentions {hook}"
 
