@@ -70,7 +70,7 @@ class TransportRegistry(_NamedRegistry):
 
     def add(self, scheme: str, factory: TransportFactory, *, plugin: str) -> None:
         """Let ``factory(bus, settings)`` make this plugin's transport for ``scheme``."""
-        self._add(scheme.lower(), factory, plugin)
+        self._add(scheme.lower() if isinstance(scheme, str) else scheme, factory, plugin)
 
     def factory(self, scheme: str) -> TransportFactory | None:
         entry = self._entries.get(scheme)
