@@ -49,24 +49,6 @@ def test_registration_order(berrymq_bus: Bus) -> None:
     assert order == ["*:*", "job:*", "*", "job", "job:stop"]
 
 
-def test_wildcard_sender_reaches_every_matching_receiver(berrymq_bus: Bus) -> None:
-    got: list[str] = []
-    regist_function("a:stop", lambda m: got.append("a"), weak=False)
-    regist_function("b:stop", lambda m: got.append("b"), weak=False)
-    regist_function("b:run", lambda m: got.append("b-run"), weak=False)
-    twitter("*:stop")
-    assert got == ["a", "b"]
-
-
-def test_namespaces_partition_the_bus(berrymq_bus: Bus) -> None:
-    got: list[str] = []
-    regist_function("*", lambda m: got.append(f"default {m.id}"), weak=False)
-    regist_function("*@ops", lambda m: got.append(f"ops {m.id}"), weak=False)
-    twitter("job@ops:go")
-    twitter("job:go")
-    assert got == ["ops job:go", "default job:go"]
-
-
 def test_guard_condition(berrymq_bus: Bus) -> None:
     got: list[Any] = []
 
