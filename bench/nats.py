@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -126,7 +127,6 @@ def berrymq_sender(url: str, n: int) -> None:
     bridge.flush(60)  # type: ignore[attr-defined]
     flushed = time.monotonic()
     print(f"start {start!r}", flush=True)
-    import os
     if os.environ.get("BENCH_DEBUG"):
         print(f"twitter loop {sent - start:.3f}s, flushed at {flushed - start:.3f}s", file=sys.stderr)
     bus.close()  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ join this suite's default bus."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -115,8 +116,6 @@ def test_carry_receivers_keeps_patterns_guards_and_references() -> None:
 
 def test_the_example_of_docs_testing_md_passes(tmp_path: Path) -> None:
     """docs/testing.md's application and its tests, run as the page says."""
-    import re
-
     page = (Path(__file__).resolve().parent.parent / "docs" / "testing.md").read_text("utf-8")
     app, tests, bare = re.findall(r"```python\n(.*?)```", page, re.S)
     (tmp_path / "shop").mkdir()

@@ -28,8 +28,12 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from berrymq import network
+from berrymq.api import init_connection
 from berrymq.cli import Commands, UsageError, add_json_option, print_json, show_graph
+from berrymq.default import get_bus
 from berrymq.errors import QueueClosed, TransportError
+from berrymq.receivers.queues import Queue
 from berrymq_jsonrpc.cli_listen import run_listen
 from berrymq_jsonrpc.cli_send import run_send
 from berrymq_jsonrpc.cli_support import (
@@ -39,6 +43,7 @@ from berrymq_jsonrpc.cli_support import (
     pattern_argument,
     timestamp,
 )
+from berrymq_jsonrpc.graph import fetch
 from berrymq_jsonrpc.status_cli import register_status_commands, start_monitor
 
 __all__ = ["add_serve_option", "register_commands", "server_url"]
@@ -115,8 +120,6 @@ def _start_printer(pattern: str, as_json: bool) -> None:
     """``serve --print PATTERN``: a queue of PATTERN and a thread that prints it. A queue
     stores a request and does not answer it, so ``ask`` to an identifier only the printer
     follows still gets no reply (``[]``), as if nothing followed it."""
-    from berrymq.receivers.queues import Queue
-
     printed = Queue(pattern, maxsize=PRINT_QUEUE_SIZE)
 
     def run() -> None:
@@ -138,9 +141,6 @@ def _default_host(bus: Any, scheme: str) -> str:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from berrymq.api import init_connection
-    from berrymq.default import get_bus
-
     schemes: list[tuple[str, int]] = args.serve_schemes
     given = {scheme: getattr(args, f"serve_{scheme}") or [] for scheme, _ in schemes}
     if not any(given.values()):
@@ -198,9 +198,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
-    from berrymq import network
-    from berrymq_jsonrpc.graph import fetch
-
     url = args.url or os.environ.get("BERRYMQ_URL") or None
     if url is None:
         description = network.describe()

@@ -20,8 +20,11 @@ import time
 from contextlib import suppress
 from typing import Any
 
+from berrymq.api import connect_broker, connect_via_queue
 from berrymq.cli import node_url
+from berrymq.default import get_bus
 from berrymq.errors import BerryMQError, ConnectionClosed, TransportError
+from berrymq.receivers.queues import Queue
 from berrymq_jsonrpc.cli_support import (
     connect,
     format_message,
@@ -55,8 +58,6 @@ class _NodeQueue:
         self._closed = False
 
     def open(self) -> None:
-        from berrymq.api import connect_via_queue
-
         self.drop()
         connection = connect(self.url, self.timeout,
                              lambda url: connect_via_queue(url, self.pattern))
@@ -89,9 +90,6 @@ class _BrokerQueue:
         self.connection: Any = None
 
     def open(self) -> None:
-        from berrymq.api import connect_broker
-        from berrymq.receivers.queues import Queue
-
         self.queue = Queue(self.pattern, maxsize=BROKER_QUEUE_SIZE)  # before: nothing missed
         try:
             self.connection = connect_broker(self.url, connect_timeout=self.timeout)
@@ -109,8 +107,6 @@ class _BrokerQueue:
 
 
 def _source(url: str, pattern: str, timeout: float) -> _NodeQueue | _BrokerQueue:
-    from berrymq.default import get_bus
-
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     try:
         broker = bool(scheme) and hasattr(get_bus().transport(scheme), "connect_broker")

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from berrymq.api import DEFAULT_TTL, connect_oneway
 from berrymq.cli import UsageError, node_url, print_json
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.identifier import parse
@@ -103,8 +104,6 @@ def _stdin_messages(as_json: bool, errors: list[str]) -> Iterable[Message]:
 
 def run_send(args: argparse.Namespace) -> int:
     """``berrymq send``: 0 once the node acknowledged every message."""
-    from berrymq.api import DEFAULT_TTL, connect_oneway
-
     url, words = _split(args)
     from_stdin = words == ["-"]
     if from_stdin and args.kw:

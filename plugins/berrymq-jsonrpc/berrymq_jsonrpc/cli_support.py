@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from berrymq.cli import UsageError
+from berrymq.default import get_bus
 from berrymq.errors import ConnectionClosed, RemoteError, TransportError
 from berrymq.identifier import parse
 from berrymq_jsonrpc import protocol as p
@@ -160,8 +161,6 @@ def connect(url: str, timeout: float, opener: Callable[[str], Any]) -> Any:
     """``opener(url)`` (e.g. ``connect_oneway``), with every wait of the transport (the
     TCP connect, the first request) bounded by ``timeout`` seconds. Failures are raised
     as :func:`node_failure` says."""
-    from berrymq.default import get_bus
-
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     started = time.monotonic()
     try:

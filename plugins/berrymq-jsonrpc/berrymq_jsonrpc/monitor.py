@@ -30,6 +30,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
+from berrymq import network
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
 from berrymq_jsonrpc.transport import is_loopback
@@ -184,8 +185,6 @@ class Monitor:
             return 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8",
                          **plain}, text.encode()
         if path == "/network":
-            from berrymq import network
-
             body = json.dumps(network.describe(self.bus), ensure_ascii=False).encode()
             return 200, {"Content-Type": "application/json", **plain}, body
         global _page

@@ -192,7 +192,7 @@ METHOD_CLOSE_CONNECTION = "close_connection"
 #: returned something that is not JSON.
 METHOD_ASK = "ask"
 #: ``network(token?)`` -> an object describing the node's receivers and connections
-#: (what ``berrymq graph URL`` draws); :data:`NOT_AVAILABLE` if the node cannot.
+#: (what ``berrymq graph URL`` draws).
 METHOD_NETWORK = "network"
 
 #: Every method, in the order of the documentation.

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from berrymq import network
 from berrymq.errors import InvalidIdentifier, QueueFull, ReplyError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
@@ -619,10 +620,4 @@ class Service:
         allowed(p.METHOD_NETWORK, params, frozenset({"token"}))
         if params.get("token") is not None:
             self.session(params["token"])
-        try:
-            from berrymq import network  # type: ignore[attr-defined,unused-ignore]
-        except ModuleNotFoundError as exc:
-            if exc.name != "berrymq.network":
-                raise
-            raise app_error(p.NOT_AVAILABLE, "this node cannot describe its network") from None
         return network.describe(self.bus)

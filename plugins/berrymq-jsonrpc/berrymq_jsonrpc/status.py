@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from berrymq import __version__, network
 from berrymq_jsonrpc.jsonrpc import dumps
 from berrymq_jsonrpc.stats import NodeStats, session_peer, stats_for
 
@@ -59,8 +60,6 @@ def _session_queue(session: Any) -> dict[str, Any] | None:
 
 
 def _local_queues(bus: Bus) -> Iterator[dict[str, Any]]:
-    from berrymq import network
-
     for receiver in network.describe(bus)["receivers"]:
         queue = receiver.get("queue")
         if receiver.get("kind") != "queue" or not isinstance(queue, dict):
@@ -84,8 +83,6 @@ def _plugins(bus: Bus) -> list[dict[str, Any]]:
 
 def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
     """Everything ``/status`` shows about ``bus`` (see ``docs/status.md``), JSON-ready."""
-    from berrymq import __version__
-
     stats = stats if stats is not None else stats_for(bus)
     now = time.monotonic()
     totals = stats.totals()

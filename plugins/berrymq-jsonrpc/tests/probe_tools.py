@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from berrymq_jsonrpc.stats import stats_for
 from helpers import Child
 
 from berrymq.bus import Bus
@@ -222,8 +223,6 @@ def kill_mid_stream(bus: Bus, tmp_path: Path, scheme: str, style: str,
     what the calls handed over, what the peer delivered, what the counters report lost,
     what ``bus.flush`` returned right after the kill (``flush``) and once all was over
     (``flush_later``: the losses were reported by the first)."""
-    from berrymq_jsonrpc.stats import stats_for
-
     script = tmp_path / "receiver.py"
     script.write_text(RECEIVER)
     out = tmp_path / "delivered.txt"

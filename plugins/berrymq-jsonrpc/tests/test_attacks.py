@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.stats import stats_for
 from probe_tools import (
     MIB,
     WAIT,
@@ -142,8 +143,6 @@ def test_1mib_messages_into_a_session_queue_stop_at_max_queued_bytes(
 def test_a_full_server_queue_is_reported_to_the_sender_not_dropped(
         spawn: Callable[..., Any], tmp_path: Path, raws: list[Raw], figures: Record,
         bus_factory: Callable[..., Bus], wait_for: Callable[..., Any]) -> None:
-    from berrymq_jsonrpc.stats import stats_for
-
     node = start_node(spawn, tmp_path, queue_size=1000)
     url = node("serve", addr="tcp://127.0.0.1:0")
     status_port = port_of(node("serve", addr="http://127.0.0.1:0"))
@@ -517,8 +516,6 @@ def test_send_message_takes_a_message_up_to_max_size(spawn: Callable[..., Any]) 
 
 def test_a_batch_in_flight_when_the_peer_closes_the_interconnection_is_counted(
         bus_factory: Callable[..., Bus], wait_for: Callable[..., Any], figures: Record) -> None:
-    from berrymq_jsonrpc.stats import stats_for
-
     # a peer that takes interconnect, reads the first batch, never acknowledges it and
     # closes the interconnection (close_connection with the session's token) instead
     server = socket.create_server(("127.0.0.1", 0))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from berrymq_jsonrpc.sessions import WAITS
 from helpers import required_program
 from probe_tools import TOKEN, post_body
 
@@ -129,8 +130,6 @@ def test_blocking_gets_need_no_thread(scheme: str, server: Callable[[str], tuple
                                       bus_factory: Callable[..., Bus]) -> None:
     """Every thread that may run waiting requests (ask) is busy; blocking gets still wait
     and are answered, because they wait on the I/O loop, not on a thread."""
-    from berrymq_jsonrpc.sessions import WAITS
-
     bus, port = server(scheme)
     tcp_port = port if scheme == "tcp" else int(
         bus.transport("tcp").listen("tcp://127.0.0.1:0").rsplit(":", 1)[1])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import shutil
+import socket
 import socketserver
 import subprocess
 import sys
@@ -131,7 +132,6 @@ def test_fetch_errors_are_clear(http_node: tuple[str, _Node]) -> None:
     with pytest.raises(ValueError, match="node address"):
         fetch("tcp://127.0.0.1")
     # A port nobody listens on: bind one, close it, then connect.
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

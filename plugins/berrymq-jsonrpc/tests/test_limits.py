@@ -16,9 +16,13 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.limits import queued_bytes_for
+from berrymq_jsonrpc.status import metrics_text, status_snapshot
 from probe_tools import tcp_call
+from prometheus_client.parser import text_string_to_metric_families
 
 from berrymq.bus import Bus
+from berrymq.errors import QueueFull
 
 Factory = Callable[..., Bus]
 
@@ -152,8 +156,6 @@ def test_sessions_over_the_cap_are_refused(bus_factory: Factory, scheme: str) ->
 
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_refusals_are_counted_in_status_and_metrics(bus_factory: Factory, scheme: str) -> None:
-    from berrymq_jsonrpc.status import metrics_text, status_snapshot
-    from prometheus_client.parser import text_string_to_metric_families
 
     bus, port = serve(bus_factory, scheme, max_sessions=1, max_connections_per_client=1)
     sock = connect(port)
@@ -175,9 +177,6 @@ def test_refusals_are_counted_in_status_and_metrics(bus_factory: Factory, scheme
 
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_bytes_in_all_session_queues_are_capped(bus_factory: Factory, scheme: str) -> None:
-    from berrymq_jsonrpc.limits import queued_bytes_for
-
-    from berrymq.errors import QueueFull
 
     bus, port = serve(bus_factory, scheme, max_queued_bytes=1000)
     sock = connect(port)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from berrymq_jsonrpc.status import status_snapshot
 
 from berrymq.bus import Bus
 
@@ -48,8 +49,6 @@ def test_a_killed_peer_is_noticed_without_traffic(
 def test_messages_to_a_killed_peer_are_counted_lost(
         bus_factory: Factory, spawn: Callable[..., Any], wait_for: Callable[..., Any],
         who_calls: str) -> None:
-    from berrymq_jsonrpc.status import status_snapshot
-
     # no probe in the test's time: were the probe first to notice, the message would
     # find no link to be lost on
     bus, peer = interconnected(bus_factory, spawn, who_calls, liveness_interval=3600)

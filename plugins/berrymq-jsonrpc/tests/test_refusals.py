@@ -10,12 +10,14 @@ import socket
 import threading
 import time
 import tracemalloc
+import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.transport import RemoteConnection, RemoteTransport
+from berrymq_jsonrpc.transport import _SETTINGS, RemoteConnection, RemoteTransport
 from probe_tools import tcp_call
 
 import berrymq
@@ -359,16 +361,11 @@ def test_interconnect_raises_when_the_node_cannot_call_back(
 
 
 def _get(url: str) -> bytes:
-    import urllib.request
-
     with urllib.request.urlopen(url, timeout=WAIT) as response:
         return response.read()  # type: ignore[no-any-return]
 
 
 def test_every_setting_of_the_transports_is_documented() -> None:
-    from pathlib import Path
-
-    from berrymq_jsonrpc.transport import _SETTINGS
 
     docs = Path(__file__).resolve().parents[3] / "docs"
     settings = (docs / "settings.md").read_text(encoding="utf-8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -159,8 +160,6 @@ def test_monitor_off_loopback_needs_a_secret(tmp_path: Path) -> None:
 
 
 def _env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if k not in ("BERRYMQ_CONFIG", "BERRYMQ_SECRET")}
 
 

@@ -4,6 +4,8 @@ the others run tests/remote/node_script.py."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -292,8 +294,6 @@ def test_interconnected_peer_killed_mid_stream_leaves_the_node_working(
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_messages_queued_at_exit_are_still_delivered(berrymq_bus: Bus, scheme: str,
                                                      tmp_path: Any) -> None:
-    import subprocess
-    import sys
 
     addr = serve(scheme)
     received = berrymq.Queue("bye:*")

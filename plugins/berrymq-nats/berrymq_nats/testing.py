@@ -25,7 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from berrymq.message import Message
+from berrymq_nats.transport import NatsTransport
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -69,8 +72,6 @@ def free_port() -> int:
 
 def require_nats_server() -> str:
     """The program's path; skips the test without it, unless BERRYMQ_REQUIRE_BROKERS=1."""
-    import pytest
-
     program = shutil.which("nats-server")
     if program is None:
         reason = "nats-server is not installed (Debian package nats-server)"
@@ -225,8 +226,6 @@ class Recorder:
 
 def bridge_of(bus: Bus, url: str, **options: Any) -> NatsBridge:
     """Join ``bus`` to NATS at ``url`` (waiting for the connection) and return the bridge."""
-    from berrymq_nats.transport import NatsTransport
-
     transport = bus.transport("nats")
     assert isinstance(transport, NatsTransport)
     return transport.connect_broker(url, **options)
@@ -240,8 +239,6 @@ def settle(*bridges: NatsBridge) -> None:
 
 def wait_until(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
     """Poll ``condition`` until true, at most ``timeout`` seconds, else fail naming it."""
-    import pytest
-
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
