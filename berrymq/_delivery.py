@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq.node import Forwarder
 
-__all__ = ["Answer", "BusOwner", "TalkAnswer", "deliver", "drop_looping", "failed",
-           "forward_first", "raise_errors", "send"]
+__all__ = ["Answer", "BusOwner", "TalkAnswer", "deliver", "deliver_talk", "drop_looping",
+           "failed", "forward_first", "raise_errors", "send"]
 
 logger = logging.getLogger("berrymq")
 
@@ -225,3 +225,30 @@ def forward_first(bus: Bus, message: Message, origin: Forwarder | None,
     except QueueFull as exc:
         return exc
     return None
+
+
+def deliver_talk(bus: Bus, message: Message, reply_to: Identifier,
+                 refused: QueueFull | None = None) -> None:
+    """Deliver a :func:`berrymq.talk` message here (in this thread, or on the worker pool)
+    and send each receiver's non-None result to ``reply_to``.
+
+    :param refused: a full outgoing buffer's refusal of the same message, handed on to the
+        peers just before (:func:`forward_first`): raised after the receivers here had the
+        message, together with their failures.
+    """
+    route = bus._index.lookup(message[0])
+    errors: list[Exception] | None = None
+    if route:
+        answer = TalkAnswer(bus, reply_to, message[3] + 1)
+        pool = bus._pool
+        if pool is None:
+            errors = deliver(bus, route, message, answer)
+        else:
+            try:
+                pool.submit(route, message, answer)
+            except QueueFull as exc:  # the pool stayed full
+                errors = [exc]
+    if refused is not None:
+        errors = [*(errors or ()), refused]
+    if errors:
+        raise_errors(message[0], errors)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from berrymq._delivery import (
     BusOwner,
-    TalkAnswer,
     deliver,
+    deliver_talk,
     drop_looping,
     forward_first,
     raise_errors,
@@ -303,24 +303,7 @@ class Bus(NodeSide):
             drop_looping(self, ident, hops)
             return
         message: Message = new_message((ident, args, kwargs, hops, None))
-        refused = forward_first(self, message, None, reply_to)  # as in _dispatch
-        self.deliver_with_reply(message, reply_to)
-        if refused is not None:
-            raise refused
-
-    def deliver_with_reply(self, message: Message, reply_to: Identifier) -> None:
-        """Deliver ``message`` locally and send each non-None result to ``reply_to``."""
-        route = self._index.lookup(message[0])
-        if not route:
-            return
-        answer = TalkAnswer(self, reply_to, message[3] + 1)
-        pool = self._pool
-        if pool is not None:
-            pool.submit(route, message, answer)
-            return
-        errors = deliver(self, route, message, answer)
-        if errors:
-            raise_errors(message[0], errors)
+        deliver_talk(self, message, reply_to, forward_first(self, message, None, reply_to))
 
     def ask_local(self, message: Message, timeout: float | None = 5.0, *,
                   into: list[Any] | None = None, running: list[str] | None = None) -> list[Any]:

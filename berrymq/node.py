@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from berrymq._delivery import drop_looping, forward_first
+from berrymq._delivery import deliver_talk, drop_looping, forward_first
 from berrymq._losses import FORWARD_FAILED, LOSSES, Losses
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
@@ -229,10 +229,7 @@ class Node:
         if reply_to is None:
             bus.publish(message, origin)
             return True
-        refused = forward_first(bus, message, origin, reply_to)
-        bus.deliver_with_reply(message, reply_to)
-        if refused is not None:
-            raise refused
+        deliver_talk(bus, message, reply_to, forward_first(bus, message, origin, reply_to))
         return True
 
     # -- bookkeeping -------------------------------------------------------------------

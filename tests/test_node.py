@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from berrymq import Bus, Message
+from berrymq import Bus, Message, QueueFull
 from berrymq._index import DIRECT, FORWARD
 from berrymq.identifier import parse
 from berrymq.node import SEEN_LIMIT
@@ -158,3 +158,33 @@ def test_a_third_node_sees_a_message_before_what_its_receivers_sent_in_reply(how
     finally:
         for bus in (a, b, c):
             bus.close()
+
+
+class FullLink:
+    """A forwarder whose outgoing buffer stays full."""
+
+    def forward(self, message: Message, reply_to: object) -> None:
+        raise QueueFull("the outbox to the peer is full")
+
+
+@pytest.mark.parametrize("how", ["talk", "receive"])
+def test_a_refused_forward_is_raised_with_the_local_failures(how: str) -> None:
+    """The receivers here still get the message; the sender hears of both the failing
+    receiver (raise_errors) and the peer's full buffer, in one group."""
+    with Bus(name="full-peer", raise_errors=True) as bus:
+        ran: list[str] = []
+
+        def fails(message: Message) -> None:
+            ran.append(message.id)
+            raise ValueError("receiver failed")
+
+        bus.subscribe("q:*", fails, weak=False)
+        bus.add_forwarder(FullLink())
+        with pytest.raises(ExceptionGroup) as caught:
+            if how == "talk":
+                bus.talk("q:x", "back:y")
+            else:
+                bus.receive(Message("q:x", (), {}, 0, "p-1"), None, parse("back:y"))
+        assert ran == ["q:x"]
+        assert [type(e) for e in caught.value.exceptions] == [ValueError, QueueFull]
+        assert bus.losses.total == 1  # the message that did not go is counted too
