@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from berrymq.node import Forwarder
 
 __all__ = ["Answer", "BusOwner", "TalkAnswer", "deliver", "deliver_talk", "drop_looping",
-           "failed", "forward_first", "raise_errors", "send"]
+           "failed", "forward_first", "raise_errors", "run_here", "send"]
 
 logger = logging.getLogger("berrymq")
 
@@ -227,6 +227,21 @@ def forward_first(bus: Bus, message: Message, origin: Forwarder | None,
     return None
 
 
+def run_here(bus: Bus, route: tuple[RouteEntry, ...], message: Message,
+             answer: Answer | None) -> list[Exception] | None:
+    """The receivers here of a message handed on from elsewhere (a peer, ``talk``): run in
+    this thread, or handed to the worker pool, whose refusal when it stayed full comes
+    back as a failure to raise. Returns the failures to raise, or None."""
+    pool = bus._pool
+    if pool is None:
+        return deliver(bus, route, message, answer)
+    try:
+        pool.submit(route, message, answer)
+    except QueueFull as exc:
+        return [exc]
+    return None
+
+
 def deliver_talk(bus: Bus, message: Message, reply_to: Identifier,
                  refused: QueueFull | None = None) -> None:
     """Deliver a :func:`berrymq.talk` message here (in this thread, or on the worker pool)
@@ -237,17 +252,9 @@ def deliver_talk(bus: Bus, message: Message, reply_to: Identifier,
         message, together with their failures.
     """
     route = bus._index.lookup(message[0])
-    errors: list[Exception] | None = None
+    errors = None
     if route:
-        answer = TalkAnswer(bus, reply_to, message[3] + 1)
-        pool = bus._pool
-        if pool is None:
-            errors = deliver(bus, route, message, answer)
-        else:
-            try:
-                pool.submit(route, message, answer)
-            except QueueFull as exc:  # the pool stayed full
-                errors = [exc]
+        errors = run_here(bus, route, message, TalkAnswer(bus, reply_to, message[3] + 1))
     if refused is not None:
         errors = [*(errors or ()), refused]
     if errors:

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from berrymq._delivery import (
     BusOwner,
-    deliver,
     deliver_talk,
     drop_looping,
     forward_first,
     raise_errors,
+    run_here,
     send,
 )
 from berrymq._hops import hop_box
@@ -37,7 +37,7 @@ from berrymq._pool import WorkerPool
 from berrymq.aio import async_runner
 from berrymq.ask import ask as _ask
 from berrymq.ask import ask_local as _ask_local
-from berrymq.errors import ConnectionClosed, QueueFull
+from berrymq.errors import ConnectionClosed
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq.node import Node, NodeSide
@@ -275,16 +275,7 @@ class Bus(NodeSide):
         # leaves after the message it replies to, and a third node sees cause before
         # effect. A full outgoing buffer does not keep the message from the receivers here.
         refused = forward_first(self, message, origin, None)
-        errors: list[Exception] | None = None
-        if route:
-            pool = self._pool
-            if pool is None:
-                errors = deliver(self, route, message)
-            else:
-                try:
-                    pool.submit(route, message, None)
-                except QueueFull as exc:  # the pool stayed full
-                    errors = [exc]
+        errors = run_here(self, route, message, None) if route else None
         if refused is not None:
             errors = [*(errors or ()), refused]
         for tap in self.taps:
