@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from berrymq._delivery import (
     BusOwner,
+    deliver,
     deliver_talk,
     drop_looping,
     forward_first,
@@ -274,8 +275,13 @@ class Bus(NodeSide):
         # Other nodes first, then the receivers here: what a receiver sends in reply then
         # leaves after the message it replies to, and a third node sees cause before
         # effect. A full outgoing buffer does not keep the message from the receivers here.
-        refused = forward_first(self, message, origin, None)
-        errors = run_here(self, route, message, None) if route else None
+        node = self._node  # (checked here too: a bus that serves clients has no peers)
+        refused = (forward_first(self, message, origin, None)
+                   if node is not None and node.forwarders else None)
+        errors = None
+        if route:  # run_here, without its call in the common case (no pool)
+            errors = (deliver(self, route, message) if self._pool is None
+                      else run_here(self, route, message, None))
         if refused is not None:
             errors = [*(errors or ()), refused]
         for tap in self.taps:
