@@ -219,6 +219,9 @@ def test_messages_in_an_expired_session_queue_are_counted(
     with urllib.request.urlopen(f"http://127.0.0.1:{status_port}/metrics", timeout=WAIT) as got:
         metrics = got.read().decode()
     assert 'reason="dropped: session closed with messages not taken"} 5' in metrics
+    # the node's stderr is read by a thread of this process: wait for the line, with a
+    # deadline, then check it came once
+    wait_for(lambda: any("freed unread" in line for line in node.stderr), what="the log line")
     node("connections")  # a round trip: what the node logged meanwhile is written
     assert sum("freed unread" in line for line in node.stderr) == 1, node.stderr
 
