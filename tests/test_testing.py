@@ -82,15 +82,21 @@ def test_the_default_bus_is_untouched():
 '''
 
 
-def test_module_level_receivers_in_a_users_suite(tmp_path: Path) -> None:
-    (tmp_path / "test_app.py").write_text(USER_TESTS, encoding="utf-8")
+def assert_users_suite_passes(where: Path, test_file: str, tests: int) -> None:
+    """Run ``test_file`` in a pytest of its own, as a user's suite would run, warnings made
+    errors, and check that its ``tests`` tests passed."""
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error",
-         "--strict-markers", "test_app.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+         "--strict-markers", test_file],
+        cwd=where, capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 passed" in result.stdout, result.stdout
+    assert f"{tests} passed" in result.stdout, result.stdout
+
+
+def test_module_level_receivers_in_a_users_suite(tmp_path: Path) -> None:
+    (tmp_path / "test_app.py").write_text(USER_TESTS, encoding="utf-8")
+    assert_users_suite_passes(tmp_path, "test_app.py", 6)
 
 
 def test_carry_receivers_keeps_patterns_guards_and_references() -> None:
@@ -122,10 +128,4 @@ def test_the_example_of_docs_testing_md_passes(tmp_path: Path) -> None:
     (tmp_path / "shop" / "__init__.py").write_text("")
     (tmp_path / "shop" / "orders.py").write_text(app)
     (tmp_path / "test_orders.py").write_text(f"{tests}\n\n{bare}")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error",
-         "--strict-markers", "test_orders.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 passed" in result.stdout, result.stdout
+    assert_users_suite_passes(tmp_path, "test_orders.py", 4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import take_all
 
 import berrymq
 from berrymq import Bus, ConnectionClosed, Empty, Message, Queue, QueueFull
@@ -32,11 +33,11 @@ def test_interconnect_forwards_both_ways_but_not_local_names(nodes: list[Bus]) -
     a.twitter("job:done", 1, user="ada")
     b.twitter("job:back")
     a.twitter("_private:x")
-    assert [m.id for m in _drain(got_b)] == ["job:done", "job:back"]  # not _private:x
-    assert [m.id for m in _drain(got_a)] == ["job:done", "job:back", "_private:x"]
+    assert [m.id for m in take_all(got_b)] == ["job:done", "job:back"]  # not _private:x
+    assert [m.id for m in take_all(got_a)] == ["job:done", "job:back", "_private:x"]
     link.close()
     a.twitter("job:after")
-    assert _drain(got_b) == []
+    assert take_all(got_b) == []
 
 
 def test_cycle_delivers_once_per_node(nodes: list[Bus]) -> None:
@@ -47,7 +48,7 @@ def test_cycle_delivers_once_per_node(nodes: list[Bus]) -> None:
     c.transport("local").interconnect(addresses[0], ttl=10)
     queues = [Queue("ring:*", bus=bus) for bus in nodes]
     b.twitter("ring:go", "x")
-    assert [len(_drain(q)) for q in queues] == [1, 1, 1]
+    assert [len(take_all(q)) for q in queues] == [1, 1, 1]
 
 
 def test_oneway_and_queue_styles_through_the_module_api(nodes: list[Bus]) -> None:
@@ -77,7 +78,7 @@ def test_talk_and_ask_across_linked_buses(nodes: list[Bus]) -> None:
     b.subscribe("calc:*", lambda m: m.args[0] * 2, weak=False)
     replies = Queue("calc_result:*", bus=a)
     a.talk("calc:double", "calc_result:x", 21)
-    assert [m.args for m in _drain(replies)] == [(42,)]
+    assert [m.args for m in take_all(replies)] == [(42,)]
 
 
 def test_unknown_address_and_ttl_validation(nodes: list[Bus]) -> None:
@@ -96,15 +97,6 @@ def test_name_taken(nodes: list[Bus]) -> None:
         nodes[1].transport("local").listen("local://taken")
 
 
-def _drain(q: Queue) -> list[Message]:
-    out = []
-    while True:
-        try:
-            out.append(q.get_nowait())
-        except Empty:
-            return out
-
-
 def test_full_local_queue_does_not_keep_a_message_from_other_nodes(nodes: list[Bus]) -> None:
     a, b, _ = nodes
     a.transport("local").interconnect(serve(b), ttl=10)
@@ -113,7 +105,7 @@ def test_full_local_queue_does_not_keep_a_message_from_other_nodes(nodes: list[B
     a.twitter("q:1")
     with pytest.raises(QueueFull):
         a.twitter("q:2")
-    assert [m.args for m in _drain(remote)] == [(), ()]
+    assert [m.args for m in take_all(remote)] == [(), ()]
     assert full.qsize() == 1
 
 
@@ -139,10 +131,10 @@ def test_a_peer_that_passes_messages_on_is_not_skipped(nodes: list[Bus]) -> None
     a.twitter("job:x", 1)  # b follows nothing and links nowhere else: skipped
     link = b.transport("local").interconnect(address_c, ttl=10)  # b's new link refreshes a
     a.twitter("job:x", 2)
-    assert [m.args for m in _drain(inbox)] == [(2,)]
+    assert [m.args for m in take_all(inbox)] == [(2,)]
     link.close()
     a.twitter("job:x", 3)
-    assert _drain(inbox) == []
+    assert take_all(inbox) == []
 
 
 def test_a_closed_link_stops_watching_its_peer(nodes: list[Bus]) -> None:
