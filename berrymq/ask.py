@@ -67,8 +67,18 @@ def settle_replies(replies: list[Any], timeout: float | None, node: str = "") ->
             settled[index] = ReplyError("CancelledError", str(exc) or "the reply was cancelled",
                                         reply.receiver, node)
         except Exception as exc:  # noqa: BLE001 - becomes an error entry
-            settled[index] = ReplyError(type(exc).__name__, str(exc), reply.receiver, node)
+            settled[index] = _failed(exc, reply.receiver, node)
     return settled
+
+
+def _failed(exc: BaseException, who: str, node: str) -> ReplyError:
+    """The entry, among an ask's replies, of a receiver, a part or a peer that raised."""
+    return ReplyError(type(exc).__name__, str(exc), who, node)
+
+
+def _no_answer(who: str, timeout: float, node: str) -> ReplyError:
+    """The entry, among an ask's replies, of a part or a peer still silent at the deadline."""
+    return ReplyError("TimeoutError", f"no answer within {timeout:g}s", who, node)
 
 
 class _Collect:
@@ -97,8 +107,7 @@ class _Collect:
     def raised(self, subscription: Subscription, receiver: object, exc: Exception) -> bool:
         if not subscription.answers:
             return False  # a full queue refuses the request: the asker hears of it
-        self.replies.append(ReplyError(type(exc).__name__, str(exc),
-                                       describe_receiver(receiver), self.node))
+        self.replies.append(_failed(exc, describe_receiver(receiver), self.node))
         return True
 
 
@@ -170,10 +179,9 @@ class _AskPart:
                 if not self.running and self.replies:
                     return answered
                 who = self.running[0] if self.running else self.who
-                return [*answered, ReplyError("TimeoutError", f"no answer within {timeout:g}s", who, node)]
+                return [*answered, _no_answer(who, timeout, node)]
         if self.error is not None:
-            exc = self.error
-            return [*self.replies, ReplyError(type(exc).__name__, str(exc), self.who, node)]
+            return [*self.replies, _failed(self.error, self.who, node)]
         return self.replies
 
 
@@ -193,10 +201,9 @@ def _ask_in_this_thread(bus: Bus, requester: Any, message: Message, deadline: fl
     try:
         return list(requester.request(message, timeout))
     except Exception as exc:  # noqa: BLE001 - reported as an entry
-        who = repr(requester)
         if time.monotonic() >= deadline - _CLOCK_SLACK:
-            return [ReplyError("TimeoutError", f"no answer within {timeout:g}s", who, bus.node_id)]
-        return [ReplyError(type(exc).__name__, str(exc), who, bus.node_id)]
+            return [_no_answer(repr(requester), timeout, bus.node_id)]
+        return [_failed(exc, repr(requester), bus.node_id)]
 
 
 #: how far before the deadline a requester's failure still reads as the deadline passing

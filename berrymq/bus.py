@@ -328,9 +328,10 @@ class Bus(NodeSide):
         when a receiver is slow; whatever did not answer in time (the local receiver
         still running, a silent peer) gives one ``ReplyError`` whose ``exception_type``
         is ``"TimeoutError"``, and a late receiver's reply is dropped. (A lone peer, with
-        no local receiver, is asked in this thread when its link keeps the deadline.) Called from a
-        thread that runs an event loop, the local receivers run in that thread instead
-        (see :func:`berrymq.ask_async`). One-way connections carry no requests.
+        no local receiver, is asked in this thread when its link keeps the deadline.)
+        Called from a thread that runs an event loop, the local receivers run in that
+        thread instead (see :func:`berrymq.ask_async`). One-way connections carry no
+        requests.
         """
         return _ask(self, identifier, args, kwargs, timeout)
 
