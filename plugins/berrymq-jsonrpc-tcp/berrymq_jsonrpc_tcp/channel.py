@@ -4,7 +4,8 @@ Every request and every response is one line of UTF-8 JSON. Both ends of a conne
 alike (:class:`LineChannel`): each sends requests and answers the other's, which is how one
 connection carries both directions of an interconnection.
 
-The loop calls :meth:`LineChannel.data_received` with what the socket gave; the channel
+The loop reads the socket into the I/O thread's buffer (asyncio's buffered protocol, see
+:func:`berrymq.transports.ioloop.read_buffer`) and the channel takes a copy of what came,
 splits lines, hands replies to their waiting callers at once and queues requests:
 
 - the requests of one read go to the delivery lane as one piece of work, answered in order
@@ -44,7 +45,7 @@ from berrymq_jsonrpc.service import Service, may_wait
 from berrymq_jsonrpc.sessions import WAITS
 
 from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
-from berrymq.transports.ioloop import io_loop
+from berrymq.transports.ioloop import io_loop, read_buffer
 
 __all__ = ["LineChannel"]
 
@@ -69,7 +70,7 @@ def _is_response(obj: Any) -> bool:
     return type(obj) is dict and "method" not in obj and ("result" in obj or "error" in obj)
 
 
-class LineChannel(asyncio.Protocol, Channel):
+class LineChannel(asyncio.BufferedProtocol, Channel):
     """One TCP connection, either end: sends requests, answers the peer's requests.
 
     :param service: answers the requests the peer sends on this connection.
@@ -89,6 +90,8 @@ class LineChannel(asyncio.Protocol, Channel):
         self.read_limit = read_limit
         self.read_timeout = read_timeout
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the connection is on
+        self._buffer: memoryview | None = None  # where the loop reads the socket into
         self._admission = admission
         self._channels = channels
         self._client: str | None = None  # the admitted peer host, released at the end
@@ -121,6 +124,8 @@ class LineChannel(asyncio.Protocol, Channel):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        # (asyncio.get_running_loop() makes a system call each time: kept at hand instead)
+        self._loop = asyncio.get_running_loop()
         transport.set_write_buffer_limits(high=_HIGH_WATER)
         if not self.serving:
             return
@@ -134,11 +139,21 @@ class LineChannel(asyncio.Protocol, Channel):
             self._client = host
         if self._channels is not None:
             self._channels.add(self)
-        loop = asyncio.get_running_loop()
-        self._last = loop.time()
+        self._last = self._loop.time()
         self._arm(self._last + (self.read_timeout or 0.0))
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buffer = self._buffer
+        if buffer is None:  # (a channel stays on the loop, and so the thread, it began on)
+            buffer = self._buffer = read_buffer()
+        return buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self._buffer is not None
+        self.data_received(self._buffer[:nbytes].tobytes())
+
     def data_received(self, data: bytes) -> None:
+        """Take what the peer sent (a copy: the read buffer is reused)."""
         if self._refused:
             self._refused += len(data)
             if self._refused > _TURN_AWAY_BYTES:
@@ -148,7 +163,8 @@ class LineChannel(asyncio.Protocol, Channel):
             return
         if self.serving:
             self.service.stats.exchanged(len(data), 0)
-            self._last = asyncio.get_running_loop().time()
+            assert self._loop is not None
+            self._last = self._loop.time()
         if _NL not in data:
             if not self._rest:
                 self._began = self._last
