@@ -1,0 +1,183 @@
+"""The HTTP client of a node: a few keep-alive HTTP/1.1 connections per peer, h11 on
+asyncio streams on the I/O loop.
+
+Over HTTP a peer cannot answer on the connection it was called on, so style 01 needs both
+nodes to serve: ``interconnect`` sends this node's server URL and the peer calls it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import h11
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.client import Channel
+from berrymq_jsonrpc.jsonrpc import ParseError, loads
+from berrymq_jsonrpc.transport import split_url
+
+from berrymq.errors import ConnectionClosed, TransportError
+from berrymq_jsonrpc_http.streams import READ_CHUNK, open_stream
+
+__all__ = ["HttpChannel"]
+
+
+def _may_start_http(data: bytes) -> bool:
+    """Whether ``data``, the first bytes of an answer, may begin an HTTP/1.x status line."""
+    return data.lstrip(b"\r\n")[:5] in (b"HTTP/", b"HTTP/"[:len(data.lstrip(b"\r\n"))])
+
+
+class _Stale(Exception):
+    """A reused keep-alive connection turned out closed before any answer came."""
+
+
+class _ClientConnection:
+    """One keep-alive HTTP/1.1 connection to the peer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 host_header: bytes) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conn = h11.Connection(h11.CLIENT)
+        self.host_header = host_header
+        self.since = time.monotonic()
+
+    async def roundtrip(self, body: bytes, reused: bool) -> tuple[int, bytes, bytes, bool]:
+        """Send one POST; return (status, content type, body, keep-alive)."""
+        conn = self.conn
+        self.writer.write(
+            conn.send(h11.Request(method=b"POST", target=p.HTTP_PATH.encode(), headers=[
+                (b"Host", self.host_header), (b"Content-Type", b"application/json"),
+                (b"Content-Length", str(len(body)).encode())]))
+            + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+        status, ctype, chunks = 0, b"", []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    data = await self.reader.read(READ_CHUNK)
+                except OSError:
+                    data = b""
+                if not data and reused and status == 0:
+                    raise _Stale()
+                if status == 0 and conn.their_state is h11.SEND_RESPONSE and data \
+                        and not _may_start_http(data):
+                    # e.g. a berryMQ TCP port answering with JSON lines: h11 would wait
+                    # for a header block that never comes
+                    raise h11.RemoteProtocolError("the server does not speak HTTP", 502)
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Response):
+                status = event.status_code
+                ctype = dict((k.lower(), v) for k, v in event.headers).get(b"content-type", b"")
+            elif isinstance(event, h11.Data):
+                chunks.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                if reused and status == 0:
+                    raise _Stale()
+                raise ConnectionResetError("the server closed the connection without an answer")
+        keep = conn.our_state is h11.DONE and conn.their_state is h11.DONE
+        if keep:
+            conn.start_next_cycle()
+        return status, ctype, b"".join(chunks), keep
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            self.writer.close()
+
+
+class HttpChannel(Channel):
+    """Requests to one peer over keep-alive HTTP connections (one per concurrent request).
+
+    A pooled connection idle for long may have been closed by the server; a request that
+    finds its reused connection closed before any answer is sent once more on a new one.
+    """
+
+    def __init__(self, url: str, *, secret: str | None, max_size: int, timeout: float,
+                 idle: float) -> None:
+        super().__init__(url, secret=secret, max_size=max_size, timeout=timeout)
+        self.host, self.port = split_url(url, "http")
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        self.host_header = f"{shown}:{self.port}".encode()
+        self.idle = idle
+        self._pool: list[_ClientConnection] = []
+        self._busy: set[_ClientConnection] = set()
+
+    def _take(self) -> _ClientConnection | None:
+        if self.closed:
+            raise ConnectionClosed(f"the channel to {self.url} is closed")
+        now = time.monotonic()
+        while self._pool:
+            conn = self._pool.pop()
+            if now - conn.since < self.idle and not conn.writer.is_closing():
+                return conn
+            conn.close()
+        return None
+
+    async def _roundtrip(self, body: bytes) -> tuple[int, bytes, bytes]:
+        for attempt in (0, 1):
+            conn = self._take()
+            reused = conn is not None
+            if conn is None:
+                reader, writer = await open_stream(self.host, self.port)
+                conn = _ClientConnection(reader, writer, self.host_header)
+            self._busy.add(conn)
+            keep = False
+            try:
+                status, ctype, data, keep = await conn.roundtrip(body, reused)
+                return status, ctype, data
+            except _Stale:
+                if attempt == 0:
+                    continue  # the server had closed this idle connection
+                raise ConnectionClosed(f"{self.url} closed the connection") from None
+            finally:
+                self._busy.discard(conn)
+                if keep and not self.closed:
+                    conn.since = time.monotonic()
+                    self._pool.append(conn)
+                else:
+                    conn.close()
+        raise AssertionError("unreachable")
+
+    async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
+        try:
+            status, ctype, data = await asyncio.wait_for(self._roundtrip(text.encode()), timeout)
+        except TimeoutError:
+            raise TransportError(f"{self.url} did not answer within {timeout:g}s") from None
+        except (OSError, h11.ProtocolError) as exc:
+            if self.closed:
+                raise ConnectionClosed(f"the channel to {self.url} is closed") from None
+            raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None
+        if not ctype.startswith(b"application/json"):
+            raise TransportError(f"{self.url} answered HTTP {status} without JSON: {data[:200]!r}")
+        try:
+            return loads(data)
+        except ParseError as exc:
+            raise TransportError(f"{self.url} answered with malformed JSON: {exc}") from None
+
+    async def alive(self) -> bool:
+        """Whether the peer's server still accepts a connection: refused or unreachable
+        means gone; a slow answer is not taken as death (the ttl or a send decides)."""
+        if self.closed:
+            return False
+        try:
+            _, writer = await asyncio.wait_for(open_stream(self.host, self.port),
+                                               self.timeout)
+        except TimeoutError:
+            return True
+        except OSError:
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+    async def aclose(self) -> None:
+        self.closed = True
+        pool, self._pool = self._pool, []
+        for conn in [*pool, *self._busy]:  # also wakes a caller waiting for an answer
+            conn.close()

@@ -1,0 +1,331 @@
+"""The HTTP server of a node: h11 parses each request on the I/O loop, the protocol's
+answer is made on the delivery lane (``ask`` on a :data:`~berrymq_jsonrpc.sessions.WAITS`
+thread; a blocking ``get`` awaits its queue on the loop).
+
+``POST`` to the paths of :data:`berrymq_jsonrpc.dialect.HTTP_PATHS` carries JSON-RPC (the
+media types of :func:`berrymq_jsonrpc.dialect.accepts_media_type`); ``GET`` of the node's
+status routes (``/``, ``/status``, ``/metrics``, ``/network``) is answered by
+:class:`berrymq_jsonrpc.monitor.Monitor`. A request is bounded as a whole (head and body
+within ``read_timeout``, not per read, which a slow drip would defeat) and in size
+(``max_size``: 413; a head over 16 KiB: 431).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+import h11
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type, serves_path
+from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
+from berrymq_jsonrpc.limits import Admission
+from berrymq_jsonrpc.monitor import Monitor, host_allowed
+from berrymq_jsonrpc.service import Service, may_wait
+from berrymq_jsonrpc.transport import bind_family
+
+from berrymq.transports.ioloop import io_loop
+from berrymq_jsonrpc_http.streams import READ_CHUNK, serve_streams
+
+__all__ = ["Server"]
+
+logger = logging.getLogger("berrymq.remote.http")
+
+#: The longest request line plus headers accepted (h11 answers 431 beyond it).
+_MAX_HEAD = 16 * 1024
+#: The most of a refused (oversized) body read before the connection is closed.
+_DISCARD = 1 << 18
+_SERVER = (b"Server", b"berryMQ")
+
+
+def _reply_to(service: Service, body: bytes) -> tuple[Any, bool]:
+    """Parse a body: ``(request, slow)``, the request being the parse-error answer when
+    the body is not JSON."""
+    try:
+        request = loads(body)
+    except ParseError:
+        return _PARSE_ERROR, False
+    return request, may_wait(request)
+
+
+_PARSE_ERROR = object()
+
+
+def _with_host(data: bytes) -> bytes:
+    """``data`` (starting with a request head) with an empty ``Host`` header added when an
+    HTTP/1.1 request has none: h11 answers such a request 400 as RFC 9112 says, while
+    berryMQ has always served JSON-RPC clients that leave it out."""
+    end = data.find(b"\r\n\r\n")
+    first = data.find(b"\r\n")
+    if end < 0 or not data[:first].rstrip().endswith(b"HTTP/1.1"):
+        return data
+    if b"\nhost:" in data[:end + 2].lower().replace(b"\nhost :", b"\nhost:"):
+        return data
+    return data[:first] + b"\r\nHost: " + data[first:]
+
+
+class _ServerConnection:
+    """One accepted HTTP connection: requests answered one after the other."""
+
+    def __init__(self, server: Server, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+        #: when the first byte of the request being read came (None between requests)
+        self.began: float | None = None
+
+    async def _event(self, timeout: float) -> Any:
+        """The next h11 event, reading as needed; None when the client went away, or
+        when ``timeout`` seconds passed without a byte of a request, or since the first
+        byte of the request being read (:attr:`began`: the deadline is for the whole
+        request, head and body, not per read, which a slow drip would defeat)."""
+        conn = self.conn
+        clock = asyncio.get_running_loop().time
+        head = b""
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            wait = timeout if self.began is None else self.began + timeout - clock()
+            try:
+                async with asyncio.timeout(max(0.0, wait)):  # no task per read, as wait_for
+                    data = await self.reader.read(READ_CHUNK)
+            except (TimeoutError, OSError):
+                return None
+            if self.began is None:
+                self.began = clock()
+            if conn.their_state is h11.IDLE and not conn.trailing_data[0] and data:
+                # a request head is read whole first, to be lenient where h11 is strict
+                head += data
+                start = head.lstrip(b"\r\n")[:1]
+                if start and not start.isalpha():
+                    # e.g. a JSON line for a TCP port: no request line can start so, and
+                    # h11 would wait for the end of a header block that never comes
+                    raise h11.RemoteProtocolError("not an HTTP request", 400)
+                if b"\r\n\r\n" not in head and len(head) <= _MAX_HEAD:
+                    continue
+                data, head = _with_host(head), b""
+            conn.receive_data(data)
+
+    def _send(self, status: int, body: bytes = b"", content_type: bytes = b"application/json",
+              extra: list[tuple[bytes, bytes]] | None = None, close: bool = False) -> None:
+        headers = [_SERVER]
+        if status != HTTPStatus.NO_CONTENT:
+            headers += [(b"Content-Type", content_type),
+                        (b"Content-Length", str(len(body)).encode())]
+        if close:
+            headers.append((b"Connection", b"close"))
+        headers += extra or []
+        conn = self.conn
+        data = conn.send(h11.Response(status_code=status, headers=headers,
+                                      reason=HTTPStatus(status).phrase.encode()))
+        if body:
+            data += conn.send(h11.Data(data=body))
+        data += conn.send(h11.EndOfMessage())
+        self.writer.write(data)
+
+    def _refuse(self, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
+                ) -> bool:
+        self._send(status, text.encode() + b"\n", b"text/plain; charset=utf-8", extra, close=True)
+        return False
+
+    async def run(self) -> None:
+        server = self.server
+        try:
+            while True:
+                try:
+                    event = await self._event(server.read_timeout)
+                except h11.RemoteProtocolError as exc:
+                    with contextlib.suppress(h11.LocalProtocolError):
+                        self._refuse(exc.error_status_hint, "malformed HTTP request")
+                    return
+                if not isinstance(event, h11.Request):
+                    return
+                try:
+                    if not await self._answer(event):
+                        return
+                except h11.RemoteProtocolError:  # e.g. the client went away mid-body
+                    return
+                if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
+                    return
+                self.conn.start_next_cycle()
+                self.began = None
+        except (OSError, h11.LocalProtocolError):
+            return  # the client reset the connection, or cannot be answered any more
+        finally:
+            with contextlib.suppress(OSError, RuntimeError):
+                await self.writer.drain()
+            self.writer.close()
+
+    async def _answer(self, request: h11.Request) -> bool:  # noqa: PLR0911 - one per refusal
+        """Serve one request; whether the connection stays open."""
+        server = self.server
+        headers = {name.lower(): value for name, value in request.headers}
+        target = request.target.decode("latin-1")
+        monitor = server.monitor  # GET of the status routes: berrymq_jsonrpc.monitor
+        if monitor is not None and request.method == b"GET":
+            answer = monitor.respond("GET", target, {k.decode("latin-1"): v.decode("latin-1")
+                                                     for k, v in headers.items()})
+            if answer is not None:
+                status, head, body = answer
+                extra = [(k.encode(), v.encode()) for k, v in head.items() if k != "Content-Type"]
+                # a refusal, or a GET that came with a body we did not read: close
+                close = status >= 400 or headers.get(b"content-length", b"0") != b"0"
+                self._send(status, body, head["Content-Type"].encode(), extra, close=close)
+                return not close
+        if request.method != b"POST":
+            return self._refuse(405, "berryMQ answers POST (and GET of /, /status, /metrics, "
+                                "/network)", [(b"Allow", b"GET, POST")])
+        host = headers.get(b"host")
+        if host and monitor is not None and not host_allowed(host.decode("latin-1"),
+                                                             monitor.names):
+            # DNS rebinding: a web page's request names the attacker's host (a client
+            # that sends no Host at all is no browser, and is served)
+            return self._refuse(421, "this node does not answer to that Host name (its "
+                                "bound address, localhost, 127.0.0.1, [::1], setting names)")
+        # paths and media types of JSON-RPC 1.0 clients too (issue 11): dialect.py
+        if not serves_path(target):
+            return self._refuse(404, "berryMQ answers JSON-RPC at POST " + ", ".join(HTTP_PATHS))
+        ctype = headers.get(b"content-type")
+        origin = headers.get(b"origin")
+        if not accepts_media_type(None if ctype is None else ctype.decode("latin-1"),
+                                  None if origin is None else origin.decode("latin-1")):
+            return self._refuse(415, "send JSON-RPC with Content-Type: application/json (or "
+                                + ", ".join(sorted(MEDIA_TYPES - {"application/json"}))
+                                + ", or none from a client that is not a web page)")
+        if b"transfer-encoding" in headers:
+            return self._refuse(411, "send a Content-Length, not chunks")
+        if b"content-length" not in headers:
+            return self._refuse(411, "a valid Content-Length is required")
+        length = int(headers[b"content-length"])  # h11 checked it is a number
+        if length > server.max_size:
+            error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
+                                 {"limit": server.max_size, "setting": "max_size"})
+            self._send(413, dumps(error).encode(), close=True)
+            if not self.conn.they_are_waiting_for_100_continue:
+                await self._discard(length)
+            return False
+        if self.conn.they_are_waiting_for_100_continue:
+            self.writer.write(self.conn.send(h11.InformationalResponse(
+                status_code=100, headers=[], reason=b"Continue")))
+        chunks = []
+        while True:
+            event = await self._event(server.read_timeout)
+            if isinstance(event, h11.Data):
+                chunks.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:
+                return False  # the client went away mid-body
+        body = b"".join(chunks)
+        reply, handed = await server.dispatch(body)
+        server.service.stats.exchanged(len(body), 0 if reply is None else len(reply))
+        if reply is None:
+            self._send(204)
+        else:
+            self._send(200, reply)
+        for work in handed:  # the lane had room (and only the loop offers): taken at once
+            await io_loop.lane.put(work, len(body))
+        return True
+
+    async def _discard(self, length: int) -> None:
+        # Read a small part of the body we refused (at most _DISCARD bytes, for at most
+        # a second in all), so that closing the socket does not reset the connection
+        # before the client has read the answer; the rest is never read.
+        loop = asyncio.get_running_loop()
+        left = min(length, _DISCARD)
+        deadline = loop.time() + 1.0
+        with contextlib.suppress(TimeoutError, OSError):
+            while left > 0:
+                chunk = await asyncio.wait_for(self.reader.read(min(left, READ_CHUNK)),
+                                               max(0.0, deadline - loop.time()))
+                if not chunk:
+                    break
+                left -= len(chunk)
+
+
+class Server:
+    """A listening socket on the loop and the connections it accepted."""
+
+    def __init__(self, service: Service, max_size: int, read_timeout: float,
+                 admission: Admission) -> None:
+        self.service = service
+        self.admission = admission
+        self.max_size = max_size
+        self.read_timeout = read_timeout
+        self.connections: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.Server | None = None
+        self.monitor: Monitor | None = None  # answers GET /status, /metrics, / (set by _serve)
+
+    async def start(self, host: str, port: int) -> int:
+        family, bind_host = bind_family(host)
+        self.server = await serve_streams(
+            self._accept, bind_host, port, family=family, reuse_address=True, backlog=1024)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host = writer.get_extra_info("peername")[0]
+        refusal = self.admission.admit(host)  # max_connections(_per_client)
+        if refusal is not None:
+            body = dumps(refusal).encode()
+            await Admission.turn_away(reader, writer, (
+                "HTTP/1.1 503 Service Unavailable\r\nServer: berryMQ\r\n"
+                "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+            return
+        self.connections.add(writer)
+        try:
+            await _ServerConnection(self, reader, writer).run()
+        except asyncio.CancelledError:
+            pass  # the loop is stopping (asyncio 3.11 would print a cancelled handler)
+        finally:
+            self.connections.discard(writer)
+            self.admission.release(host)
+
+    async def dispatch(self, body: bytes) -> tuple[bytes | None, list[Callable[[], object]]]:
+        """The answer to one body (on the delivery lane, or a WAITS thread if it may
+        wait), and the delivery of a message it accepted without running its receivers,
+        for the caller to give to the lane once the answer is written (the lane's thread
+        would otherwise take the interpreter from the loop while it writes)."""
+        service = self.service
+        request, slow = _reply_to(service, body)
+        if request is _PARSE_ERROR:
+            return service.dispatcher.parse_error(), []
+        if slow:
+            return await service.answer_waiting(request), []
+        lane = io_loop.lane
+        if service.answers_at_once(request) and lane.has_room(len(body)):
+            # a send_message nothing can refuse: answered here, delivered on the lane
+            return service.answer_at_once(request, None)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bytes | None] = loop.create_future()
+        await lane.put(functools.partial(_answer_on_lane, service, request, done),
+                               len(body))
+        return await done, []
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for writer in list(self.connections):
+            writer.close()
+
+
+def _answer_on_lane(service: Service, request: Any, done: asyncio.Future[bytes | None]) -> None:
+    try:
+        reply = service.handle_parsed(request, None)
+    except Exception:
+        logger.exception("answering an HTTP request failed")
+        reply = dumps(error_object(p.INTERNAL_ERROR, "Internal error")).encode()
+    io_loop.call_soon(_settle, done, reply)
+
+
+def _settle(done: asyncio.Future[bytes | None], reply: bytes | None) -> None:
+    if not done.done():
+        done.set_result(reply)
