@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from berrymq.transports.ioloop import DeliveryLane, IOLoop
+from berrymq.transports.ioloop import READ_SIZE, DeliveryLane, IOLoop, read_buffer
 
 
 @pytest.fixture
@@ -138,3 +138,33 @@ def test_a_failing_piece_of_work_is_logged_and_the_lane_goes_on(io: IOLoop, capl
     io.run(feed(), timeout=5)
     assert done.wait(5)
     assert "delivering a message from the network failed" in caplog.text
+
+
+def test_an_idle_lane_wakes_for_each_piece_of_work_and_stops_when_idle(io: IOLoop) -> None:
+    # The idle thread waits for a token: every offer to an idle lane must wake it once,
+    # and stop() must wake it too (a lost token would hang wait_idle or stop here).
+    lane = DeliveryLane(io)
+    ran: list[int] = []
+
+    async def offer(i: int) -> bool:
+        return lane.offer(lambda: ran.append(i))
+
+    for i in range(200):
+        assert io.run(offer(i), timeout=5)
+        assert lane.wait_idle(5), f"piece {i} did not run"
+    assert ran == list(range(200))
+    lane.stop(5)
+    assert not lane._thread.is_alive()
+
+
+def test_each_thread_reads_sockets_into_a_buffer_of_its_own() -> None:
+    # One buffer serves every connection of a loop; a loop in another thread must not
+    # share it, or two reads at once would write into the same bytes.
+    here = read_buffer()
+    there: list[memoryview] = []
+    thread = threading.Thread(target=lambda: there.append(read_buffer()))
+    thread.start()
+    thread.join(5)
+    assert read_buffer() is here
+    assert len(here) == READ_SIZE
+    assert there and there[0].obj is not here.obj

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,7 @@ import berrymq
 from berrymq.bus import Bus
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
+from berrymq.transports.ioloop import READ_SIZE
 
 
 @pytest.fixture
@@ -118,3 +120,39 @@ def test_missing_plugin_is_named(buses: list[Bus]) -> None:
     with pytest.raises(berrymq.PluginNotAvailable,
                        match=r"jsonrpc-tcp.*pip install \./plugins/berrymq-jsonrpc \./plugins/berrymq-jsonrpc-tcp"):
         bus.transport("tcp")
+
+
+def test_lines_longer_than_a_read_and_interleaved_across_connections(buses: list[Bus]) -> None:
+    # Every connection of the loop is read into one buffer of the I/O thread: a line
+    # longer than one read, and halves of lines sent on two connections in turn, must
+    # each arrive whole and on their own connection.
+    bus, port = serve(buses)
+    got: list[tuple[str, int]] = []
+    both = threading.Event()
+
+    def take(message: berrymq.Message) -> None:
+        got.append((message.args[0], len(message.args[1])))
+        if len(got) == 2:
+            both.set()
+
+    bus.subscribe("big:*", take, weak=False)
+    first, second = Lines(port), Lines(port)
+    tokens = []
+    for lines in (first, second):
+        lines.send(request("connect_oneway", {"ttl": 60}, 1))
+        tokens.append(lines.read()["result"])
+    big = "x" * (READ_SIZE * 2 + 17)  # three reads at least, under max_size (1 MiB)
+    texts = [json.dumps(request("send_message", {"token": token, "identifier": f"big:{name}",
+                                                 "args": [name, big]}, 2)).encode() + b"\n"
+             for token, name in zip(tokens, ("first", "second"), strict=True)]
+    half = len(texts[0]) // 2
+    first.sock.sendall(texts[0][:half])
+    second.sock.sendall(texts[1][:half])
+    first.sock.sendall(texts[0][half:])
+    second.sock.sendall(texts[1][half:])
+    assert first.read()["result"] == "ok"
+    assert second.read()["result"] == "ok"
+    assert both.wait(10), got
+    assert sorted(got) == [("first", len(big)), ("second", len(big))]
+    first.close()
+    second.close()
