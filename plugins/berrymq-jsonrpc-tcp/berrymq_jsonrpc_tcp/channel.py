@@ -526,7 +526,8 @@ class LineChannel(asyncio.BufferedProtocol, Channel):
         asyncio.get_running_loop().call_later(_TURN_AWAY_SECONDS, self._close_transport)
 
     def _close_transport(self) -> None:
-        self._closed_here = True
+        if not self._eof:  # after the peer's end of input, the peer ended the connection
+            self._closed_here = True
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.close()  # what is buffered is written first; then connection_lost

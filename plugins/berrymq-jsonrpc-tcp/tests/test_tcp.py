@@ -156,3 +156,34 @@ def test_lines_longer_than_a_read_and_interleaved_across_connections(buses: list
     assert sorted(got) == [("first", len(big)), ("second", len(big))]
     first.close()
     second.close()
+
+
+def test_a_peer_that_ends_the_connection_is_named_as_the_one_that_closed_it(
+        buses: list[Bus]) -> None:
+    # The peer answers connect_oneway, reads the messages sent next and ends its side
+    # without answering them (as a killed process's kernel does): the sender is told the
+    # peer closed the connection, not that this end did (this end closes its side only
+    # after the peer's end of input).
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def peer() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as reader:
+            request_id = json.loads(reader.readline())["id"]
+            conn.sendall(json.dumps({"jsonrpc": "2.0", "result": "t" * 22,
+                                     "id": request_id}).encode() + b"\n")
+            assert json.loads(reader.readline())["method"] == "send_messages"
+            conn.shutdown(socket.SHUT_WR)
+            reader.read()  # until the client's side is closed too
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    bus = Bus(raise_errors=True, plugins=PluginHost(Settings()), name="tcp-client")
+    buses.append(bus)
+    connection = bus.transport("tcp").connect_oneway(f"tcp://127.0.0.1:{port}", 60)
+    connection.send(berrymq.Message("job:n", (1,)))
+    with pytest.raises(berrymq.ConnectionClosed, match="the peer closed the connection"):
+        connection.flush(10)
+    thread.join(10)
+    listener.close()
