@@ -4,7 +4,8 @@ plugins share.
 - :mod:`berrymq_jsonrpc.protocol`: method names, error codes, limits and framing rules;
 - :mod:`berrymq_jsonrpc.jsonrpc`: encoding, decoding and dispatch (the only module that
   imports ``jsonrpcserver`` and ``jsonrpcclient``, whose known defects it neutralises);
-- :mod:`berrymq_jsonrpc.service`: the server side: the methods, sessions opened and
+- :mod:`berrymq_jsonrpc.service`: the server side: the methods;
+  :mod:`berrymq_jsonrpc.session_table`: the sessions they open, found by token and
   expired; :mod:`berrymq_jsonrpc.sessions`: what a session keeps (its bounded queue) and
   the threads for what may wait; :mod:`berrymq_jsonrpc.params`: params checked, messages
   read from the wire;

@@ -1,10 +1,10 @@
-"""The server side of the protocol, for any transport: the methods and the sessions they open.
+"""The server side of the protocol, for any transport: the methods, on the sessions they open.
 
 A :class:`Service` belongs to one transport of one bus. Each ``connect_*`` or
 ``interconnect`` request opens a :class:`~berrymq_jsonrpc.sessions.Session` named by a token; it keeps
-what the connection needs (a bounded queue for style 03, an outgoing link for style 01)
-and is closed by ``close_connection``, by its peer going away, or when it was idle longer
-than its ttl (a sweeper thread frees it). The transport feeds request texts to
+what the connection needs (a bounded queue for style 03, an outgoing link for style 01).
+The table of open sessions, and their closing and expiry, is
+:class:`~berrymq_jsonrpc.session_table.SessionTable`, which a service is. The transport feeds request texts to
 :meth:`Service.handle` with a *context* (the TCP connection the request came on, or None
 over HTTP) and writes back what it returns.
 """
@@ -12,15 +12,12 @@ over HTTP) and writes back what it returns.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import functools
 import itertools
 import logging
 import math
 import queue
-import secrets
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -29,7 +26,6 @@ from berrymq import network
 from berrymq.errors import InvalidIdentifier, QueueFull, ReplyError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
-from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.dialect import answer_v1
 from berrymq_jsonrpc.jsonrpc import (
@@ -45,21 +41,18 @@ from berrymq_jsonrpc.jsonrpc import (
 )
 from berrymq_jsonrpc.limits import BurstLog, CallbackRule
 from berrymq_jsonrpc.params import allowed, identifier, message_from_wire, number, presents, string
-from berrymq_jsonrpc.sessions import WAITS, Session, SessionQueue, in_waits, refusal_data
-from berrymq_jsonrpc.stats import peer_label, stats_for
+from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL, SessionTable
+from berrymq_jsonrpc.sessions import WAITS, Session, SessionQueue, refusal_data
+from berrymq_jsonrpc.stats import peer_label
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq_jsonrpc.client import Link
 
-__all__ = ["DEFAULT_LIVENESS_INTERVAL", "DEFAULT_MAX_WAITING", "SLOW_METHODS", "LinkFactory",
-           "Service", "may_wait"]
+__all__ = ["DEFAULT_MAX_WAITING", "SLOW_METHODS", "LinkFactory", "Service", "may_wait"]
 
 logger = logging.getLogger("berrymq.remote")
 
-#: How often, in seconds, the links of interconnect sessions are checked for a peer gone
-#: (setting ``liveness_interval``).
-DEFAULT_LIVENESS_INTERVAL = 5.0
 #: How many requests that may wait (``ask``, a blocking ``get``) run at once per connection
 #: (setting ``max_waiting``); one more is answered *Limit reached* at once.
 DEFAULT_MAX_WAITING = 16
@@ -74,7 +67,6 @@ SLOW_METHODS = frozenset({"get", "ask"})
 
 #: The reasons the node counts messages it accepted and did not deliver (``/status``).
 REFUSED = "refused: queue full"
-DROPPED_AT_CLOSE = "dropped: session closed with messages not taken"
 
 
 def may_wait(request: Any) -> bool:
@@ -113,13 +105,12 @@ def _first_leaf(error: BaseException) -> BaseException:
 
 
 
-_TOKEN_LENGTH = len(secrets.token_urlsafe(p.TOKEN_BYTES))
 _GET = frozenset({"token", "block", "timeout", p.PARAM_SECRET})
 _SEND_MESSAGE = frozenset({"token", "identifier", "args", "kwargs", "uid", "hops", "reply_to"})
 _ASK = frozenset({"identifier", "args", "kwargs", "timeout", "token", "uid", "hops"})
 
 
-class Service:
+class Service(SessionTable):
     """The protocol's methods on one bus, and the sessions they open.
 
     :param bus: the bus that incoming messages are delivered to.
@@ -146,35 +137,24 @@ class Service:
         max_queued_bytes: int = p.DEFAULT_MAX_QUEUED_BYTES,
         max_waiting: int = DEFAULT_MAX_WAITING,
     ) -> None:
-        self.bus = bus
+        super().__init__(bus, name=name, max_sessions=max_sessions,
+                         liveness_interval=liveness_interval)
         self._secret = secret.encode() if secret else None
         self.queue_size = queue_size
         self.max_get_wait = max_get_wait
         self.link_factory = link_factory
-        self.name = name
-        self.max_sessions = max_sessions
-        #: how often the links of interconnect sessions are checked for a peer gone
-        self.liveness_interval = liveness_interval
         #: the cap on the bytes held in all the node's session queues
         self.max_queued_bytes = max_queued_bytes
         #: the cap on the requests that may wait, running at once on one connection
         self.max_waiting = max_waiting
         #: the addresses ``interconnect`` may make this node call back (``callback_hosts``)
         self.callbacks = callbacks or CallbackRule(None)
-        self.sessions: dict[str, Session] = {}
-        #: the sessions refused, by the setting whose cap they were over (``/status``)
-        self.refused: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._sweeper: concurrent.futures.Future[None] | None = None
-        self._closed = False
         self._count = itertools.count()
-        self.stats = stats_for(bus)  # stats: the node's counters (berrymq_jsonrpc.stats)
         #: called when a link of this service lost messages (the transport's next flush
         #: then says False); set by the transport
         self.on_loss: Callable[[], None] | None = None
         #: refusals and drops are logged once per burst, with a count (each is counted)
         self._refusals = BurstLog(logger)
-        self._drops = BurstLog(logger)
         methods: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
             p.METHOD_CONNECT_ONEWAY: self._connect_oneway,
             p.METHOD_INTERCONNECT: self._interconnect,
@@ -265,130 +245,6 @@ class Service:
             return method(context, params)
 
         return checked
-
-    # -- sessions ---------------------------------------------------------------------------
-
-    def open_session(self, style: str, ttl: float, context: Any = None,
-                     token: str | None = None) -> Session:
-        """Open a session and give it a fresh token, or ``token``: the one a JSON-RPC 1.0
-        peer proposed for ``interconnect`` (Invalid params when it names an open session).
-        """
-        if self._closed:
-            raise ConnectionError("the service is closed")
-        session = Session(token or secrets.token_urlsafe(p.TOKEN_BYTES), style, ttl, context)
-        with self._lock:
-            if token is not None and token in self.sessions:
-                raise invalid_params("'token' already names an open session; propose another")
-            if len(self.sessions) >= self.max_sessions:
-                self.refused["max_sessions"] = self.refused.get("max_sessions", 0) + 1
-                raise app_error(p.LIMIT_REACHED, {
-                    "setting": "max_sessions", "limit": self.max_sessions,
-                    "detail": f"the node has {self.max_sessions} sessions open, the cap "
-                              "(setting max_sessions); close one or wait for one to expire"})
-            self.sessions[session.token] = session
-            if self._sweeper is None:
-                self._sweeper = io_loop.submit(self._sweep())
-        return session
-
-    def session(self, token: Any) -> Session:
-        """The open session of ``token`` (touched), or the documented error: Invalid
-        params when it is missing or not a string, :data:`~berrymq_jsonrpc.protocol.BAD_TOKEN`
-        when it cannot be a token, :data:`~berrymq_jsonrpc.protocol.UNKNOWN_TOKEN` when no
-        open session has it (never opened, closed or expired)."""
-        if type(token) is not str:
-            raise invalid_params("'token' is required: the string that connect_oneway, "
-                                 "interconnect or connect_via_queue returned")
-        session = self.sessions.get(token)
-        if session is None:
-            if len(token) != _TOKEN_LENGTH or not token.isascii() or not token.replace(
-                    "-", "").replace("_", "").isalnum():
-                raise app_error(p.BAD_TOKEN)
-            raise app_error(p.UNKNOWN_TOKEN)
-        session.touch()
-        return session
-
-    def close_session(self, token: str, reason: str = "closed") -> bool:
-        """Close a session and free its resources; False when there was none."""
-        with self._lock:
-            session = self.sessions.pop(token, None)
-        if session is None:
-            return False
-        session.closed = True
-        if session.queue is not None:
-            dropped = session.queue.close()
-            if dropped:  # accepted ("ok" to their senders), never taken: lost
-                self.stats.lost(DROPPED_AT_CLOSE, dropped)  # stats
-                self._drops.warning("%s: %d message(s) freed unread: the queue of session "
-                                    "%s (%s) was closed (%s)", self.name, dropped, session,
-                                    session.queue.pattern, reason)
-        link = session.link
-        if link is not None:
-            self.bus.remove_forwarder(link)
-            link.close()
-        for callback in session.on_close:
-            try:
-                callback(reason)
-            except Exception:
-                logger.exception("closing session %r", session)
-        logger.debug("%s session %s %s", self.name, session, reason)
-        return True
-
-    def close_sessions_of(self, context: Any, reason: str) -> None:
-        """A connection (``context``) ended: close the sessions that cannot live without
-        it (an interconnection whose link answers over it; on a :data:`WAITS` thread, as
-        closing may flush), and let the others be used from any other connection of the
-        transport until their ttl expires. Quick: may be called on the I/O loop."""
-        with self._lock:
-            tokens = []
-            for token, session in self.sessions.items():
-                if session.context is context:
-                    link = session.link
-                    if link is not None and getattr(link, "channel", None) is context:
-                        tokens.append(token)
-                    else:
-                        session.context = None
-        for token in tokens:
-            in_waits(self.close_session, token, reason)
-
-    async def _sweep(self) -> None:
-        """On the I/O loop: close the sessions idle longer than their ttl (the closing
-        itself, which may flush a link, runs on a :data:`WAITS` thread)."""
-        loop = asyncio.get_running_loop()
-        next_probe = time.monotonic() + self.liveness_interval
-        while not self._closed:
-            ttls = [s.ttl for s in list(self.sessions.values())]
-            pause = min(1.0, max(0.02, min(ttls) / 4)) if ttls else 1.0
-            await asyncio.sleep(min(pause, max(0.02, next_probe - time.monotonic())))
-            now = time.monotonic()
-            if now >= next_probe:
-                next_probe = now + self.liveness_interval
-                await self._probe_links()
-            expired = [t for t, s in list(self.sessions.items()) if s.deadline < now]
-            for token in expired:
-                logger.info("%s: a connection was idle longer than its ttl; closed", self.name)
-                try:
-                    await loop.run_in_executor(WAITS, self.close_session, token, "expired")
-                except RuntimeError:  # the interpreter is shutting down
-                    return
-
-    async def _probe_links(self) -> None:
-        """Liveness: let each session's link look whether its peer is gone (an HTTP peer
-        has no standing connection whose end would tell); a link that finds it so closes
-        its session, as a failed send would. Bounded by the channels' own timeouts."""
-        probes = [probe() for s in list(self.sessions.values())
-                  if (probe := getattr(s.link, "probe", None)) is not None]
-        for result in await asyncio.gather(*probes, return_exceptions=True):
-            if isinstance(result, Exception):
-                logger.warning("%s: a liveness check failed: %s", self.name, result)
-
-    def close(self) -> None:
-        """Close every session and stop the sweeper (idempotent)."""
-        self._closed = True
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-        for token in list(self.sessions):
-            self.close_session(token, "server closed")
 
     # -- the methods ----------------------------------------------------------------------
 

@@ -81,7 +81,8 @@ from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
 from berrymq_jsonrpc.limits import Admission, CallbackRule, fit_open_files
 from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
-from berrymq_jsonrpc.service import DEFAULT_LIVENESS_INTERVAL, DEFAULT_MAX_WAITING, Service
+from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING, Service
+from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sessions import in_waits
 
 if TYPE_CHECKING:

@@ -1,0 +1,191 @@
+"""The sessions a node's protocol service keeps, by token: opened by the ``connect_*`` and
+``interconnect`` methods, found by the token of each later request, and closed by
+``close_connection``, by their peer going away, or when idle longer than their ttl.
+
+A session is not tied to the connection it was opened on: its token works from any
+connection of the same transport until the ttl expires, so clients that open a connection
+per call can use every style. Only an interconnection whose link answers over the
+connection it came on ends with that connection (:meth:`SessionTable.close_sessions_of`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import secrets
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from berrymq.transports.ioloop import io_loop
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
+from berrymq_jsonrpc.limits import BurstLog
+from berrymq_jsonrpc.sessions import WAITS, Session, in_waits
+from berrymq_jsonrpc.stats import stats_for
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["DEFAULT_LIVENESS_INTERVAL", "DROPPED_AT_CLOSE", "SessionTable"]
+
+logger = logging.getLogger("berrymq.remote")
+
+#: How often, in seconds, the links of interconnect sessions are checked for a peer gone
+#: (setting ``liveness_interval``).
+DEFAULT_LIVENESS_INTERVAL = 5.0
+#: The reason the node counts messages of a session queue closed before they were taken.
+DROPPED_AT_CLOSE = "dropped: session closed with messages not taken"
+
+_TOKEN_LENGTH = len(secrets.token_urlsafe(p.TOKEN_BYTES))
+
+
+class SessionTable:
+    """The open sessions of one transport's service, by token, and their expiry.
+
+    :param bus: the bus whose forwarders the links of interconnect sessions are.
+    :param name: names the transport in log lines.
+    :param max_sessions: how many sessions may be open at once (setting
+        ``max_sessions``); one more is refused with *Limit reached*.
+    :param liveness_interval: how often the links of interconnect sessions are checked
+        for a peer gone.
+    """
+
+    def __init__(self, bus: Bus, *, name: str, max_sessions: int,
+                 liveness_interval: float) -> None:
+        self.bus = bus
+        self.name = name
+        self.max_sessions = max_sessions
+        #: how often the links of interconnect sessions are checked for a peer gone
+        self.liveness_interval = liveness_interval
+        self.sessions: dict[str, Session] = {}
+        #: the sessions refused, by the setting whose cap they were over (``/status``)
+        self.refused: dict[str, int] = {}
+        self.stats = stats_for(bus)  # stats: the node's counters (berrymq_jsonrpc.stats)
+        self._lock = threading.Lock()
+        self._sweeper: concurrent.futures.Future[None] | None = None
+        self._closed = False
+        self._drops = BurstLog(logger)  # logged once per burst, with a count
+
+    def open_session(self, style: str, ttl: float, context: Any = None,
+                     token: str | None = None) -> Session:
+        """Open a session and give it a fresh token, or ``token``: the one a JSON-RPC 1.0
+        peer proposed for ``interconnect`` (Invalid params when it names an open session).
+        """
+        if self._closed:
+            raise ConnectionError("the service is closed")
+        session = Session(token or secrets.token_urlsafe(p.TOKEN_BYTES), style, ttl, context)
+        with self._lock:
+            if token is not None and token in self.sessions:
+                raise invalid_params("'token' already names an open session; propose another")
+            if len(self.sessions) >= self.max_sessions:
+                self.refused["max_sessions"] = self.refused.get("max_sessions", 0) + 1
+                raise app_error(p.LIMIT_REACHED, {
+                    "setting": "max_sessions", "limit": self.max_sessions,
+                    "detail": f"the node has {self.max_sessions} sessions open, the cap "
+                              "(setting max_sessions); close one or wait for one to expire"})
+            self.sessions[session.token] = session
+            if self._sweeper is None:
+                self._sweeper = io_loop.submit(self._sweep())
+        return session
+
+    def session(self, token: Any) -> Session:
+        """The open session of ``token`` (touched), or the documented error: Invalid
+        params when it is missing or not a string, :data:`~berrymq_jsonrpc.protocol.BAD_TOKEN`
+        when it cannot be a token, :data:`~berrymq_jsonrpc.protocol.UNKNOWN_TOKEN` when no
+        open session has it (never opened, closed or expired)."""
+        if type(token) is not str:
+            raise invalid_params("'token' is required: the string that connect_oneway, "
+                                 "interconnect or connect_via_queue returned")
+        session = self.sessions.get(token)
+        if session is None:
+            if len(token) != _TOKEN_LENGTH or not token.isascii() or not token.replace(
+                    "-", "").replace("_", "").isalnum():
+                raise app_error(p.BAD_TOKEN)
+            raise app_error(p.UNKNOWN_TOKEN)
+        session.touch()
+        return session
+
+    def close_session(self, token: str, reason: str = "closed") -> bool:
+        """Close a session and free its resources; False when there was none."""
+        with self._lock:
+            session = self.sessions.pop(token, None)
+        if session is None:
+            return False
+        session.closed = True
+        if session.queue is not None:
+            dropped = session.queue.close()
+            if dropped:  # accepted ("ok" to their senders), never taken: lost
+                self.stats.lost(DROPPED_AT_CLOSE, dropped)  # stats
+                self._drops.warning("%s: %d message(s) freed unread: the queue of session "
+                                    "%s (%s) was closed (%s)", self.name, dropped, session,
+                                    session.queue.pattern, reason)
+        link = session.link
+        if link is not None:
+            self.bus.remove_forwarder(link)
+            link.close()
+        for callback in session.on_close:
+            try:
+                callback(reason)
+            except Exception:
+                logger.exception("closing session %r", session)
+        logger.debug("%s session %s %s", self.name, session, reason)
+        return True
+
+    def close_sessions_of(self, context: Any, reason: str) -> None:
+        """A connection (``context``) ended: close the sessions that cannot live without
+        it (an interconnection whose link answers over it; on a :data:`WAITS` thread, as
+        closing may flush), and let the others be used from any other connection of the
+        transport until their ttl expires. Quick: may be called on the I/O loop."""
+        with self._lock:
+            tokens = []
+            for token, session in self.sessions.items():
+                if session.context is context:
+                    link = session.link
+                    if link is not None and getattr(link, "channel", None) is context:
+                        tokens.append(token)
+                    else:
+                        session.context = None
+        for token in tokens:
+            in_waits(self.close_session, token, reason)
+
+    async def _sweep(self) -> None:
+        """On the I/O loop: close the sessions idle longer than their ttl (the closing
+        itself, which may flush a link, runs on a :data:`WAITS` thread)."""
+        loop = asyncio.get_running_loop()
+        next_probe = time.monotonic() + self.liveness_interval
+        while not self._closed:
+            ttls = [s.ttl for s in list(self.sessions.values())]
+            pause = min(1.0, max(0.02, min(ttls) / 4)) if ttls else 1.0
+            await asyncio.sleep(min(pause, max(0.02, next_probe - time.monotonic())))
+            now = time.monotonic()
+            if now >= next_probe:
+                next_probe = now + self.liveness_interval
+                await self._probe_links()
+            expired = [t for t, s in list(self.sessions.items()) if s.deadline < now]
+            for token in expired:
+                logger.info("%s: a connection was idle longer than its ttl; closed", self.name)
+                try:
+                    await loop.run_in_executor(WAITS, self.close_session, token, "expired")
+                except RuntimeError:  # the interpreter is shutting down
+                    return
+
+    async def _probe_links(self) -> None:
+        """Liveness: let each session's link look whether its peer is gone (an HTTP peer
+        has no standing connection whose end would tell); a link that finds it so closes
+        its session, as a failed send would. Bounded by the channels' own timeouts."""
+        probes = [probe() for s in list(self.sessions.values())
+                  if (probe := getattr(s.link, "probe", None)) is not None]
+        for result in await asyncio.gather(*probes, return_exceptions=True):
+            if isinstance(result, Exception):
+                logger.warning("%s: a liveness check failed: %s", self.name, result)
+
+    def close(self) -> None:
+        """Close every session and stop the sweeper (idempotent)."""
+        self._closed = True
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+        for token in list(self.sessions):
+            self.close_session(token, "server closed")
