@@ -257,5 +257,7 @@ def deliver_talk(bus: Bus, message: Message, reply_to: Identifier,
         errors = run_here(bus, route, message, TalkAnswer(bus, reply_to, message[3] + 1))
     if refused is not None:
         errors = [*(errors or ()), refused]
+    for tap in bus.taps:  # as Bus._dispatch: a talk message is observed like any other
+        tap(bus=bus, message=message)
     if errors:
         raise_errors(message[0], errors)

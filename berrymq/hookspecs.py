@@ -137,8 +137,9 @@ def berrymq_close_bus(bus: Bus) -> None:
 
 @hookspec
 def berrymq_observe_message(bus: Bus, message: Message) -> None:
-    """Called after each message was delivered locally and handed to transports, but only
-    when some active plugin implements this hook (checked once when the bus starts).
+    """Called after each message was delivered locally and handed to transports (one sent
+    with ``twitter`` or ``talk``, or received from another node), but only when some
+    active plugin implements this hook (checked once when the bus starts).
 
     Implementations run on the sender's path: keep them quick and never raise.
 

@@ -185,7 +185,7 @@ def test_bus_hooks_called_once_and_receive() -> None:
     assert recorder.calls == ["started", "closing"]
 
 
-def test_message_sent_hook_only_called_when_implemented() -> None:
+def test_message_sent_hook_only_called_when_implemented_and_sees_talk_too() -> None:
     seen: list[str] = []
 
     class Tap:
@@ -200,6 +200,10 @@ def test_message_sent_hook_only_called_when_implemented() -> None:
     tapped.twitter("x:y")
     tapped.twitter("_local:y")
     assert seen == ["x:y", "_local:y"]
+    seen.clear()
+    with tapped.subscribe("x:question", lambda message: "an answer", weak=False):
+        tapped.talk("x:question", "x:answer")  # the answer is sent from inside the talk
+    assert seen == ["x:answer", "x:question"]
     plain.close()
     tapped.close()
 
