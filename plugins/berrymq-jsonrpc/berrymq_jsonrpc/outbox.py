@@ -31,11 +31,13 @@ logger = logging.getLogger("berrymq.remote")
 #: senders' batches queued at one node are acknowledged well within a client's timeout
 #: (at 256 KiB, 100 senders on a loaded 2-CPU machine waited past 10 s for their acks).
 BATCH_BYTES = 64 * 1024
-#: How many messages may wait in one connection's outbox (setting ``outbox_size``): a few
-#: batches' worth. A sender faster than its peer waits here instead of running ahead: with
-#: 100 000, a hundred sending processes kept the CPUs from the node they sent to (0.53-0.75x
-#: the raw floor of bench/ipc.py), with 10 000 they did not (0.98-1.09x).
-DEFAULT_OUTBOX_SIZE = 10_000
+#: How many messages may wait in one connection's outbox (setting ``outbox_size``): about
+#: two batches of small messages. A sender faster than its peer waits here instead of
+#: running ahead, and leaves the CPUs to the node it sends to: a hundred sending processes
+#: on 2 CPUs, filling outboxes of 10 000 each, had the node they sent to run at 0.03 of a
+#: CPU while they sent (0.59-0.72x the raw floor of bench/ipc.py); with 2 000, 0.88-0.91x,
+#: and one or ten senders no slower (0.94x and 1.15x).
+DEFAULT_OUTBOX_SIZE = 2_000
 #: How many bytes of message text may wait in one connection's outbox (setting
 #: ``outbox_bytes``): 64 MiB.
 DEFAULT_OUTBOX_BYTES = 64 * 1024 * 1024
