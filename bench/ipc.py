@@ -1,6 +1,6 @@
 """The network layer against floors written here without any library (issue 9, point 6).
 
-Run it as a script (it is not a test); loopback only, the whole run well under 3 minutes::
+Run it as a script (it is not a test); loopback only, the whole run about 4 minutes::
 
     python bench/ipc.py            # the full run
     python bench/ipc.py --quick    # smaller budgets, for a smoke run
