@@ -342,6 +342,17 @@ def target(name: str, met: bool, detail: str) -> None:
     print(f"  {'met    ' if met else 'NOT MET'}  {name}: {detail}", flush=True)
 
 
+def started(senders: int, role: str, *args: str) -> tuple[list[Child], float]:
+    """``senders`` children of ``role``, told to go once all are ready; and when."""
+    children = [spawn(role, *args) for _ in range(senders)]
+    for child in children:
+        child.expect("ready")
+    start = time.perf_counter()
+    for child in children:
+        child.say("go")
+    return children, start
+
+
 def throughput(senders: int, seconds: float, node_tcp: str, node: Child, rounds: int = 3) -> None:
     """Raw senders to the counting server and berryMQ's senders to the node, in alternating
     rounds (a single round of 100 processes on 2 CPUs moved either side by 1.5x from run
@@ -352,12 +363,7 @@ def throughput(senders: int, seconds: float, node_tcp: str, node: Child, rounds:
     for _ in range(rounds):
         counter = spawn("count")
         port = counter.expect("ready")
-        raw = [spawn("rawsend", port, str(seconds)) for _ in range(senders)]
-        for child in raw:
-            child.expect("ready")
-        start = time.perf_counter()
-        for child in raw:
-            child.say("go")
+        raw, start = started(senders, "rawsend", port, str(seconds))
         raw_sent = sum(int(child.expect("sent")) for child in raw)
         counter.say("count")
         counted = int(counter.expect("count"))
@@ -368,12 +374,7 @@ def throughput(senders: int, seconds: float, node_tcp: str, node: Child, rounds:
             child.close()
 
         before = ask_count(node_tcp)
-        ours = [spawn("send", node_tcp, str(seconds)) for _ in range(senders)]
-        for child in ours:
-            child.expect("ready")
-        start = time.perf_counter()
-        for child in ours:
-            child.say("go")
+        ours, start = started(senders, "send", node_tcp, str(seconds))
         results = [child.expect("sent").split() for child in ours]
         our_time += time.perf_counter() - start
         sent += sum(int(r[0]) for r in results)

@@ -30,7 +30,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["READ_SIZE", "DeliveryLane", "IOLoop", "io_loop", "read_buffer"]
+__all__ = ["READ_SIZE", "DeliveryLane", "IOLoop", "ThreadBufferedProtocol", "io_loop",
+           "read_buffer"]
 
 logger = logging.getLogger("berrymq.io")
 
@@ -62,6 +63,26 @@ def read_buffer() -> memoryview:
     if buffer is None:
         buffer = _read_buffers.buffer = memoryview(bytearray(READ_SIZE))
     return buffer
+
+
+class ThreadBufferedProtocol(asyncio.BufferedProtocol):
+    """A protocol whose socket is read into its thread's :func:`read_buffer`; each read
+    reaches ``data_received`` as a copy, as with a plain protocol."""
+
+    _buffer: memoryview | None = None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buffer = self._buffer
+        if buffer is None:  # (a connection stays on the loop, and so the thread, it began on)
+            buffer = self._buffer = read_buffer()
+        return buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self._buffer is not None
+        self.data_received(self._buffer[:nbytes].tobytes())
+
+    def data_received(self, data: bytes) -> None:
+        """What the peer sent (a copy: the read buffer is reused)."""
 
 
 def _block_stop_signals() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from berrymq.transports.ioloop import read_buffer
+from berrymq.transports.ioloop import ThreadBufferedProtocol
 
 __all__ = ["READ_CHUNK", "open_stream", "serve_streams"]
 
@@ -20,20 +20,8 @@ __all__ = ["READ_CHUNK", "open_stream", "serve_streams"]
 READ_CHUNK = 1 << 16
 
 
-class _BufferedStream(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
+class _BufferedStream(asyncio.StreamReaderProtocol, ThreadBufferedProtocol):
     """asyncio's stream protocol, reading into the thread's buffer."""
-
-    _buffer: memoryview | None = None
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        buffer = self._buffer
-        if buffer is None:
-            buffer = self._buffer = read_buffer()
-        return buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        assert self._buffer is not None
-        self.data_received(self._buffer[:nbytes].tobytes())
 
 
 async def serve_streams(connected: Any, host: str, port: int, **kwargs: Any) -> asyncio.Server:

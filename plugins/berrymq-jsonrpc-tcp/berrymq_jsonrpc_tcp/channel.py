@@ -45,7 +45,7 @@ from berrymq_jsonrpc.service import Service, may_wait
 from berrymq_jsonrpc.sessions import WAITS
 
 from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
-from berrymq.transports.ioloop import io_loop, read_buffer
+from berrymq.transports.ioloop import ThreadBufferedProtocol, io_loop
 
 __all__ = ["LineChannel"]
 
@@ -70,7 +70,7 @@ def _is_response(obj: Any) -> bool:
     return type(obj) is dict and "method" not in obj and ("result" in obj or "error" in obj)
 
 
-class LineChannel(asyncio.BufferedProtocol, Channel):
+class LineChannel(ThreadBufferedProtocol, Channel):
     """One TCP connection, either end: sends requests, answers the peer's requests.
 
     :param service: answers the requests the peer sends on this connection.
@@ -91,7 +91,6 @@ class LineChannel(asyncio.BufferedProtocol, Channel):
         self.read_timeout = read_timeout
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the connection is on
-        self._buffer: memoryview | None = None  # where the loop reads the socket into
         self._admission = admission
         self._channels = channels
         self._client: str | None = None  # the admitted peer host, released at the end
@@ -141,16 +140,6 @@ class LineChannel(asyncio.BufferedProtocol, Channel):
             self._channels.add(self)
         self._last = self._loop.time()
         self._arm(self._last + (self.read_timeout or 0.0))
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        buffer = self._buffer
-        if buffer is None:  # (a channel stays on the loop, and so the thread, it began on)
-            buffer = self._buffer = read_buffer()
-        return buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        assert self._buffer is not None
-        self.data_received(self._buffer[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         """Take what the peer sent (a copy: the read buffer is reused)."""

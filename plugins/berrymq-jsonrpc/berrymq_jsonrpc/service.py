@@ -4,9 +4,9 @@ A :class:`Service` belongs to one transport of one bus. Each ``connect_*`` or
 ``interconnect`` request opens a :class:`~berrymq_jsonrpc.sessions.Session` named by a token; it keeps
 what the connection needs (a bounded queue for style 03, an outgoing link for style 01).
 The table of open sessions, and their closing and expiry, is
-:class:`~berrymq_jsonrpc.session_table.SessionTable`, which a service is. The transport feeds request texts to
-:meth:`Service.handle` with a *context* (the TCP connection the request came on, or None
-over HTTP) and writes back what it returns.
+:class:`~berrymq_jsonrpc.session_table.SessionTable`, which a service is. The transport
+feeds request texts to :meth:`Service.handle` with a *context* (the TCP connection the
+request came on, or None over HTTP) and writes back what it returns.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from berrymq_jsonrpc.jsonrpc import (
     validate_request,
 )
 from berrymq_jsonrpc.limits import BurstLog, CallbackRule
+from berrymq_jsonrpc.outbox import REFUSED
 from berrymq_jsonrpc.params import allowed, identifier, message_from_wire, number, presents, string
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL, SessionTable
 from berrymq_jsonrpc.sessions import WAITS, Session, SessionQueue, refusal_data
@@ -64,9 +65,6 @@ LinkFactory = Callable[[str | None, str, Any], "Link"]
 #: Methods that may wait (a blocking ``get``, receivers answering ``ask``): the transports
 #: answer them on a :data:`WAITS` thread, never on the I/O loop or the delivery lane.
 SLOW_METHODS = frozenset({"get", "ask"})
-
-#: The reasons the node counts messages it accepted and did not deliver (``/status``).
-REFUSED = "refused: queue full"
 
 
 def may_wait(request: Any) -> bool:
