@@ -6,19 +6,12 @@ connection carries both directions of an interconnection.
 
 The loop reads the socket into the I/O thread's buffer (asyncio's buffered protocol, see
 :func:`berrymq.transports.ioloop.read_buffer`) and the channel takes a copy of what came,
-splits lines, hands replies to their waiting callers at once and queues requests:
-
-- the requests of one read go to the delivery lane as one piece of work, answered in order
-  there, and the answers come back to the loop to be written;
-- a request that may wait runs beside the others, so that it never holds up the requests
-  behind it (``ask`` on a ``WAITS`` thread, which hands its answer back to the loop; a
-  blocking ``get`` on a task awaiting its queue); at most ``max_waiting`` of them per connection
-  (the service's setting, default 16): one more is answered at once with *Limit reached*
-  (``data.setting`` = ``max_waiting``) and reading goes on;
-- while the lane is full, or (on the accepting end) while more than :data:`_HIGH_WATER`
-  bytes of answers wait for a peer that does not read them, the connection is not read
-  (asyncio's ``pause_reading``): a sender faster than the receivers slows down, and what it
-  can make the node hold stays bounded.
+splits lines, hands replies to their waiting callers at once and gives requests to its
+:class:`~berrymq_jsonrpc_tcp.answering.Answerer`, which answers them in order. While the
+lane is full, or (on the accepting end) while more than :data:`_HIGH_WATER` bytes of
+answers wait for a peer that does not read them, the connection is not read (asyncio's
+``pause_reading``): a sender faster than the receivers slows down, and what it can make the
+node hold stays bounded.
 
 Server limits: a line over ``max_size`` is answered with ``TOO_LARGE`` and the connection is
 closed; a line not complete ``read_timeout`` seconds after its first byte (a stall, or a
@@ -30,22 +23,20 @@ every answer before the close.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
-import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads, parse_reply
 from berrymq_jsonrpc.limits import Admission, BurstLog
-from berrymq_jsonrpc.service import Service, may_wait
-from berrymq_jsonrpc.sessions import WAITS
+from berrymq_jsonrpc.service import Service
 
 from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
 from berrymq.transports.ioloop import ThreadBufferedProtocol, io_loop
+from berrymq_jsonrpc_tcp.answering import PARSE_ERROR, Answerer
 
 __all__ = ["LineChannel"]
 
@@ -54,8 +45,6 @@ logger = logging.getLogger("berrymq.remote.tcp")
 _NL = b"\n"
 #: Errors without id from peers: one log line per burst, however many lines a client sends.
 _odd_replies = BurstLog(logger)
-#: Waiting requests over ``max_waiting``: one log line per burst.
-_over_waiting = BurstLog(logger)
 #: A writer of requests waits while this much is buffered for the peer; the accepting end
 #: does not read a peer that leaves this much of its answers unread.
 _HIGH_WATER = 1 << 20
@@ -63,7 +52,6 @@ _HIGH_WATER = 1 << 20
 #: the close does not reset the connection before the client has read the refusal.
 _TURN_AWAY_SECONDS = 1.0
 _TURN_AWAY_BYTES = 1 << 16
-_PARSE_ERROR = object()
 
 
 def _is_response(obj: Any) -> bool:
@@ -102,12 +90,8 @@ class LineChannel(ThreadBufferedProtocol, Channel):
         self._began = 0.0  # when the line in _rest began: it must end within read_timeout
         self._last = 0.0  # when something was last read (the idle limit)
         self._paused = False  # reading paused (the lane full, or answers not read)
-        self._held: collections.deque[tuple[Any, int]] = collections.deque()
-        self._full: tuple[Any, int] | None = None  # work the full lane has not taken yet
-        self._waiting = 0  # requests running that may wait
-        self._unanswered = 0  # requests taken whose answers are not written yet
-        self._eof = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.eof = False  # the peer ended its input (it may still read answers)
+        self.answers = Answerer(self)
         self._writable: asyncio.Future[None] | None = None  # while over the high-water mark
         self._watch: asyncio.TimerHandle | None = None
         self._null_error: dict[str, Any] | None = None
@@ -146,7 +130,7 @@ class LineChannel(ThreadBufferedProtocol, Channel):
         if self._refused:
             self._refused += len(data)
             if self._refused > _TURN_AWAY_BYTES:
-                self._close_transport()
+                self.close_transport()
             return
         if self.closed:
             return
@@ -173,22 +157,22 @@ class LineChannel(ThreadBufferedProtocol, Channel):
         rest, self._rest = self._rest, b""
         if rest.strip() and not self._take([rest]):  # the end of input ends its last line
             return False
-        self._eof = True
-        self._finish_if_answered()
+        self.eof = True
+        self.answers.finish_if_answered()
         return True  # keep the write side open for the answers
 
     def pause_writing(self) -> None:
         if self._writable is None:
             self._writable = asyncio.get_running_loop().create_future()
-        if self.serving:  # see _unread_answers
-            self._pause()
+        if self.serving:  # see unread_answers
+            self.pause()
 
     def resume_writing(self) -> None:
         writable, self._writable = self._writable, None
         if writable is not None and not writable.done():
             writable.set_result(None)
         if self.serving and not self._refused:
-            self._dispatch()  # reads on, unless the lane is full
+            self.answers.dispatch()  # reads on, unless the lane is full
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ended()
@@ -196,9 +180,10 @@ class LineChannel(ThreadBufferedProtocol, Channel):
     # -- reading --------------------------------------------------------------------------
 
     def _take(self, lines: list[bytes]) -> bool:
-        """Hand the replies to their callers and queue the requests; False if closed."""
+        """Hand the replies to their callers and the requests to :attr:`answers`; False if
+        closed."""
         limit = self.read_limit
-        held = self._held
+        held = self.answers.held
         for line in lines:
             if len(line) > limit:
                 self._too_large()
@@ -208,7 +193,7 @@ class LineChannel(ThreadBufferedProtocol, Channel):
             try:
                 obj = loads(line)
             except ParseError:
-                held.append((_PARSE_ERROR, len(line)))  # answered in order with a parse error
+                held.append((PARSE_ERROR, len(line)))  # answered in order with a parse error
                 continue
             if _is_response(obj):
                 self._response(obj)
@@ -217,47 +202,18 @@ class LineChannel(ThreadBufferedProtocol, Channel):
                     self._response(member)
             else:
                 held.append((obj, len(line)))
-        self._dispatch()
+        self.answers.dispatch()
         return not self.closed
 
-    def _dispatch(self) -> None:
-        """Start what is held, in order, as far as the lane allows (a waiting request over
-        ``max_waiting`` is refused at once); read on only when all of it is taken."""
-        if self._full is not None or self.closed:
-            return
-        held = self._held
-        batch: list[Any] = []
-        size = 0
-        while held:
-            request, length = held.popleft()
-            if (not batch and not self._unanswered and type(request) is dict and "id" in request
-                    and self.service.answers_at_once(request) and io_loop.lane.has_room(length)):
-                self._answer_at_once(request, length)
-                if self._full is not None:
-                    break
-            elif request is not _PARSE_ERROR and may_wait(request):
-                if self._waiting >= self.service.max_waiting:
-                    self._refuse_waiting(request)
-                else:
-                    self._start_waiting(request)
-            else:
-                batch.append(request)
-                size += length
-        if batch:
-            self._unanswered += 1
-            self._offer(functools.partial(self._answer_all, batch), size)
-        if self._full is not None or self._unread_answers():
-            self._pause()
-        elif not self._eof:
-            self._resume()
-
-    def _pause(self) -> None:
+    def pause(self) -> None:
+        """Stop reading (the lane is full, or the peer leaves its answers unread)."""
         transport = self.transport
         if transport is not None:
             transport.pause_reading()
             self._paused = True
 
-    def _resume(self) -> None:
+    def resume(self) -> None:
+        """Read on."""
         transport = self.transport
         if transport is None:
             return
@@ -267,66 +223,14 @@ class LineChannel(ThreadBufferedProtocol, Channel):
                 self._began = asyncio.get_running_loop().time()
         transport.resume_reading()
 
-    def _unread_answers(self) -> bool:
+    def unread_answers(self) -> bool:
         """Whether this accepting end holds more answers than :data:`_HIGH_WATER` that the
         peer has not read: it is not read meanwhile (the connecting end always reads, so
         that two nodes writing to each other cannot both stop reading)."""
         return self._writable is not None and self.serving
 
-    def _refuse_waiting(self, request: Any) -> None:
-        """A waiting request (or batch with one) over ``max_waiting``: answered at once
-        with *Limit reached* naming the setting (each member of a batch that has an id; a
-        notification gets nothing) and logged once per burst; the connection goes on."""
-        limit = self.service.max_waiting
-        detail = (f"{limit} requests that may wait (ask, a blocking get) are running on this "
-                  "connection, the cap (setting max_waiting); this one was not run: send it "
-                  "again when one has been answered, or on another connection")
-        members = request if type(request) is list else [request]
-        _over_waiting.warning("%s: a request (%.200s) was refused: %s", self.url,
-                              ", ".join(sorted({str(m.get("method")) for m in members
-                                                if type(m) is dict})), detail)
-        errors = [error_object(p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED],
-                               member["id"], {"setting": "max_waiting", "limit": limit,
-                                              "detail": detail})
-                  for member in members if type(member) is dict and "id" in member]
-        if not errors:
-            return
-        data = dumps(errors if type(request) is list else errors[0]).encode() + _NL
-        if self.serving:
-            self.service.stats.exchanged(0, len(data))
-        self._write(data)
-
-    def _offer(self, work: Callable[[], object], size: int) -> bool:
-        """Hand ``work`` to the lane; when it is full, hold it as :attr:`_full` (reading
-        stays paused) until the lane has room. False when it was held."""
-        if io_loop.lane.offer(work, size):
-            return True
-        self._full = (work, size)
-        io_loop.lane.room(size).add_done_callback(self._lane_has_room)
-        return False
-
-    def _lane_has_room(self, _: asyncio.Future[None]) -> None:
-        full, self._full = self._full, None
-        if full is not None and not self.closed and self._offer(*full):
-            self._dispatch()
-
-    def _start_waiting(self, request: Any) -> None:
-        self._waiting += 1
-        self._unanswered += 1
-        if type(request) is not dict or request.get("method") != p.METHOD_GET:
-            # ask (receivers may take their time), or a batch: straight to a WAITS
-            # thread, which hands the answer back; no task, no turn of the loop between
-            try:
-                WAITS.submit(self._answer_on_waits, request)
-            except RuntimeError:  # the interpreter is shutting down: no answer comes
-                self._waited(None)
-            return
-        task = asyncio.get_running_loop().create_task(self._answer_waiting(request))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _in_use(self) -> bool:
-        return bool(self._pending) or bool(self._unanswered) or any(
+        return bool(self._pending) or bool(self.answers.unanswered) or any(
             s.context is self for s in list(self.service.sessions.values())
         )
 
@@ -334,8 +238,8 @@ class LineChannel(ThreadBufferedProtocol, Channel):
         logger.warning("%s sent a line over %d bytes; closed", self.url, self.read_limit)
         error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
                              {"limit": self.read_limit, "setting": "max_size"})
-        self._write(dumps(error).encode() + _NL)
-        self._close_transport()
+        self.write(dumps(error).encode() + _NL)
+        self.close_transport()
 
     def _response(self, reply: dict[str, Any]) -> None:
         key = reply.get("id")
@@ -360,98 +264,30 @@ class LineChannel(ThreadBufferedProtocol, Channel):
             return
         limit = self.read_timeout
         now = asyncio.get_running_loop().time()
-        if self._held or self._full is not None or self._unread_answers():
+        if self.answers.stalled() or self.unread_answers():
             # the node is not reading: no deadline
             self._arm(now + limit)
             return
         if self._rest:
             if now - self._began >= limit:
                 logger.info("%s stalled in the middle of a request; closed", self.url)
-                self._close_transport()
+                self.close_transport()
                 return
             self._arm(self._began + limit)
             return
         if now - self._last >= limit:
             if not self._in_use():
                 logger.debug("%s idle without a session; closed", self.url)
-                self._close_transport()
+                self.close_transport()
                 return
             self._arm(now + limit)
             return
         self._arm(self._last + limit)
 
-    # -- answering ------------------------------------------------------------------------
-
-    def _answer(self, request: Any) -> bytes | None:
-        if request is _PARSE_ERROR:  # not None: the JSON text null is an Invalid Request
-            return self.service.dispatcher.parse_error()
-        return self.service.handle_parsed(request, self)
-
-    def _answer_at_once(self, request: dict[str, Any], size: int) -> None:
-        """A ``send_message`` that nothing can refuse, with nothing before it unanswered:
-        answered here on the loop; its delivery goes to the lane once the answer is out."""
-        reply, handed = self.service.answer_at_once(request, self)
-        if reply is not None:
-            data = reply + _NL
-            if self.serving:
-                self.service.stats.exchanged(0, len(data))
-            self._write(data)
-        for work in handed:  # the lane had room (and only the loop offers): taken at once
-            self._offer(work, size)
-
-    def _answer_all(self, requests: list[Any]) -> None:
-        """On the delivery lane: answer the requests of one read, write the answers."""
-        replies = []
-        try:
-            for request in requests:
-                reply = self._answer(request)
-                if reply is not None:
-                    replies.append(reply)
-        except Exception:
-            logger.exception("answering a request from %s failed", self.url)
-        data = _NL.join(replies) + _NL if replies else b""
-        if data and self.serving:
-            self.service.stats.exchanged(0, len(data))
-        io_loop.call_soon(self._answered, data)
-
-    def _answer_on_waits(self, request: Any) -> None:
-        """On a WAITS thread: answer a request that may wait, hand the answer to the loop."""
-        reply: bytes | None = None
-        try:
-            reply = self.service.handle_parsed(request, self)
-        except Exception:
-            logger.exception("answering a waiting request from %s failed", self.url)
-        io_loop.call_soon(self._waited, reply)
-
-    def _waited(self, reply: bytes | None) -> None:
-        """On the loop: a request that may wait was answered (``reply``, or None for a
-        notification); write it."""
-        self._waiting -= 1
-        self._answered(reply + _NL if reply is not None else b"")
-
-    async def _answer_waiting(self, request: Any) -> None:
-        reply: bytes | None = None
-        try:
-            reply = await self.service.answer_waiting(request, self)
-        except Exception:
-            logger.exception("answering a waiting request from %s failed", self.url)
-        finally:
-            self._waited(reply)
-
-    def _answered(self, data: bytes) -> None:
-        """On the loop: write one answer (or none, for notifications)."""
-        self._unanswered -= 1
-        if data:
-            self._write(data)
-        self._finish_if_answered()
-
-    def _finish_if_answered(self) -> None:
-        if self._eof and not self._unanswered and not self._held and self._full is None:
-            self._close_transport()
-
     # -- writing --------------------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
+        """Write ``data`` unless the connection is closed or closing."""
         transport = self.transport
         if transport is not None and not self.closed and not transport.is_closing():
             transport.write(data)
@@ -512,10 +348,11 @@ class LineChannel(ThreadBufferedProtocol, Channel):
         transport.write(answer)
         if transport.can_write_eof():
             transport.write_eof()
-        asyncio.get_running_loop().call_later(_TURN_AWAY_SECONDS, self._close_transport)
+        asyncio.get_running_loop().call_later(_TURN_AWAY_SECONDS, self.close_transport)
 
-    def _close_transport(self) -> None:
-        if not self._eof:  # after the peer's end of input, the peer ended the connection
+    def close_transport(self) -> None:
+        """Close once what is buffered is written."""
+        if not self.eof:  # after the peer's end of input, the peer ended the connection
             self._closed_here = True
         transport = self.transport
         if transport is not None and not transport.is_closing():
@@ -557,9 +394,7 @@ class LineChannel(ThreadBufferedProtocol, Channel):
         if writable is not None and not writable.done():
             writable.set_exception(self._gone())
             writable.exception()  # retrieved: nobody may be waiting on it
-        for task in list(self._tasks):
-            task.cancel()
-        self._held.clear()
+        self.answers.cancel()
         null_error = self._null_error
         for key in list(self._pending):
             future = self._pending.pop(key, None)

@@ -1,0 +1,226 @@
+"""The requests the peer sends on one TCP connection, answered in the order they came.
+
+Both ends of a connection answer the other's requests (:class:`Answerer`, one per
+:class:`~berrymq_jsonrpc_tcp.channel.LineChannel`), which reads and writes for it:
+
+- the requests of one read go to the delivery lane as one piece of work, answered in order
+  there, and the answers come back to the loop to be written;
+- a ``send_message`` that nothing can refuse, with nothing before it unanswered, is
+  answered on the loop at once and its delivery goes to the lane once the answer is out;
+- a request that may wait runs beside the others, so that it never holds up the requests
+  behind it (``ask`` on a ``WAITS`` thread, which hands its answer back to the loop; a
+  blocking ``get`` on a task awaiting its queue); at most ``max_waiting`` of them per
+  connection (the service's setting, default 16): one more is answered at once with
+  *Limit reached* (``data.setting`` = ``max_waiting``) and reading goes on;
+- while the lane is full the connection is not read: a sender faster than the receivers
+  slows down, and what it can make the node hold stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.jsonrpc import dumps, error_object
+from berrymq_jsonrpc.limits import BurstLog
+from berrymq_jsonrpc.service import may_wait
+from berrymq_jsonrpc.sessions import WAITS
+
+from berrymq.transports.ioloop import io_loop
+
+if TYPE_CHECKING:
+    from berrymq_jsonrpc_tcp.channel import LineChannel
+
+__all__ = ["PARSE_ERROR", "Answerer"]
+
+logger = logging.getLogger("berrymq.remote.tcp")
+
+_NL = b"\n"
+#: Held in place of a line that is not JSON: answered, in order, with a parse error.
+PARSE_ERROR = object()
+#: Waiting requests over ``max_waiting``: one log line per burst.
+_over_waiting = BurstLog(logger)
+
+
+class Answerer:
+    """The peer's requests on one connection: held in order, then answered on the loop, on
+    the delivery lane, or beside the others (those that may wait)."""
+
+    def __init__(self, channel: LineChannel) -> None:
+        self.channel = channel
+        self.service = channel.service
+        #: requests read and not started yet, each with the length of its line
+        self.held: collections.deque[tuple[Any, int]] = collections.deque()
+        self.full: tuple[Callable[[], object], int] | None = None  # work the lane has no room for
+        self.waiting = 0  # requests running that may wait
+        self.unanswered = 0  # requests taken whose answers are not written yet
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def stalled(self) -> bool:
+        """Whether requests wait here for the lane (the connection is not read meanwhile)."""
+        return bool(self.held) or self.full is not None
+
+    def dispatch(self) -> None:
+        """Start what is held, in order, as far as the lane allows (a waiting request over
+        ``max_waiting`` is refused at once); read on only when all of it is taken."""
+        channel = self.channel
+        if self.full is not None or channel.closed:
+            return
+        held = self.held
+        batch: list[Any] = []
+        size = 0
+        while held:
+            request, length = held.popleft()
+            if (not batch and not self.unanswered and type(request) is dict and "id" in request
+                    and self.service.answers_at_once(request) and io_loop.lane.has_room(length)):
+                self._answer_at_once(request, length)
+                if self.full is not None:
+                    break
+            elif request is not PARSE_ERROR and may_wait(request):
+                if self.waiting >= self.service.max_waiting:
+                    self._refuse_waiting(request)
+                else:
+                    self._start_waiting(request)
+            else:
+                batch.append(request)
+                size += length
+        if batch:
+            self.unanswered += 1
+            self._offer(functools.partial(self._answer_all, batch), size)
+        if self.full is not None or channel.unread_answers():
+            channel.pause()
+        elif not channel.eof:
+            channel.resume()
+
+    def finish_if_answered(self) -> None:
+        """After the peer's end of input: close once every request has its answer."""
+        if self.channel.eof and not self.unanswered and not self.stalled():
+            self.channel.close_transport()
+
+    def cancel(self) -> None:
+        """The connection is gone: drop what is held, stop what waits."""
+        for task in list(self.tasks):
+            task.cancel()
+        self.held.clear()
+
+    # -- handing over ---------------------------------------------------------------------
+
+    def _offer(self, work: Callable[[], object], size: int) -> bool:
+        """Hand ``work`` to the lane; when it is full, hold it as :attr:`full` (reading
+        stays paused) until the lane has room. False when it was held."""
+        if io_loop.lane.offer(work, size):
+            return True
+        self.full = (work, size)
+        io_loop.lane.room(size).add_done_callback(self._lane_has_room)
+        return False
+
+    def _lane_has_room(self, _: asyncio.Future[None]) -> None:
+        full, self.full = self.full, None
+        if full is not None and not self.channel.closed and self._offer(*full):
+            self.dispatch()
+
+    def _refuse_waiting(self, request: Any) -> None:
+        """A waiting request (or batch with one) over ``max_waiting``: answered at once
+        with *Limit reached* naming the setting (each member of a batch that has an id; a
+        notification gets nothing) and logged once per burst; the connection goes on."""
+        limit = self.service.max_waiting
+        detail = (f"{limit} requests that may wait (ask, a blocking get) are running on this "
+                  "connection, the cap (setting max_waiting); this one was not run: send it "
+                  "again when one has been answered, or on another connection")
+        members = request if type(request) is list else [request]
+        _over_waiting.warning("%s: a request (%.200s) was refused: %s", self.channel.url,
+                              ", ".join(sorted({str(m.get("method")) for m in members
+                                                if type(m) is dict})), detail)
+        errors = [error_object(p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED],
+                               member["id"], {"setting": "max_waiting", "limit": limit,
+                                              "detail": detail})
+                  for member in members if type(member) is dict and "id" in member]
+        if errors:
+            self._write(dumps(errors if type(request) is list else errors[0]).encode() + _NL)
+
+    def _start_waiting(self, request: Any) -> None:
+        self.waiting += 1
+        self.unanswered += 1
+        if type(request) is not dict or request.get("method") != p.METHOD_GET:
+            # ask (receivers may take their time), or a batch: straight to a WAITS
+            # thread, which hands the answer back; no task, no turn of the loop between
+            try:
+                WAITS.submit(self._answer_on_waits, request)
+            except RuntimeError:  # the interpreter is shutting down: no answer comes
+                self._waited(None)
+            return
+        task = asyncio.get_running_loop().create_task(self._answer_waiting(request))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- answering ------------------------------------------------------------------------
+
+    def _answer_at_once(self, request: dict[str, Any], size: int) -> None:
+        """A ``send_message`` that nothing can refuse: answered here on the loop; its
+        delivery goes to the lane once the answer is out."""
+        reply, handed = self.service.answer_at_once(request, self.channel)
+        if reply is not None:
+            self._write(reply + _NL)
+        for work in handed:  # the lane had room (and only the loop offers): taken at once
+            self._offer(work, size)
+
+    def _answer_all(self, requests: list[Any]) -> None:
+        """On the delivery lane: answer the requests of one read, hand the answers to the
+        loop."""
+        service, channel = self.service, self.channel
+        replies = []
+        try:
+            for request in requests:
+                reply: bytes | None
+                if request is PARSE_ERROR:  # not None: the JSON text null is an Invalid Request
+                    reply = service.dispatcher.parse_error()
+                else:
+                    reply = service.handle_parsed(request, channel)
+                if reply is not None:
+                    replies.append(reply)
+        except Exception:
+            logger.exception("answering a request from %s failed", channel.url)
+        io_loop.call_soon(self._answered, _NL.join(replies) + _NL if replies else b"")
+
+    def _answer_on_waits(self, request: Any) -> None:
+        """On a WAITS thread: answer a request that may wait, hand the answer to the loop."""
+        reply: bytes | None = None
+        try:
+            reply = self.service.handle_parsed(request, self.channel)
+        except Exception:
+            logger.exception("answering a waiting request from %s failed", self.channel.url)
+        io_loop.call_soon(self._waited, reply)
+
+    async def _answer_waiting(self, request: Any) -> None:
+        reply: bytes | None = None
+        try:
+            reply = await self.service.answer_waiting(request, self.channel)
+        except Exception:
+            logger.exception("answering a waiting request from %s failed", self.channel.url)
+        finally:
+            self._waited(reply)
+
+    def _waited(self, reply: bytes | None) -> None:
+        """On the loop: a request that may wait was answered (``reply``, or None for a
+        notification); write it."""
+        self.waiting -= 1
+        self._answered(reply + _NL if reply is not None else b"")
+
+    def _answered(self, data: bytes) -> None:
+        """On the loop: write one answer (or none, for notifications)."""
+        self.unanswered -= 1
+        if data:
+            self._write(data)
+        self.finish_if_answered()
+
+    def _write(self, data: bytes) -> None:
+        """Write answers, counted in the node's figures on the accepting end."""
+        channel = self.channel
+        if channel.serving:
+            self.service.stats.exchanged(0, len(data))
+        channel.write(data)
