@@ -37,11 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROJECT_NAME",
-    "berrymq_bus_closing",
-    "berrymq_bus_started",
     "berrymq_close_bus",
     "berrymq_declare_settings",
-    "berrymq_message_sent",
     "berrymq_register_commands",
     "berrymq_observe_message",
     "berrymq_register_receivers",
@@ -146,23 +143,6 @@ def berrymq_observe_message(bus: Bus, message: Message) -> None:
     :param bus: the bus the message was sent on.
     :param message: the message, as the receivers got it.
     """
-
-
-# -- former names, still called for plugins not yet renamed (to be removed) ----------------
-
-@hookspec
-def berrymq_bus_started(bus: Bus) -> None:
-    """Called right after :func:`berrymq_start_bus`, whose former name it is."""
-
-
-@hookspec
-def berrymq_bus_closing(bus: Bus) -> None:
-    """Called right after :func:`berrymq_close_bus`, whose former name it is."""
-
-
-@hookspec
-def berrymq_message_sent(bus: Bus, message: Message) -> None:
-    """Called right after :func:`berrymq_observe_message`, whose former name it is."""
 
 
 @hookspec

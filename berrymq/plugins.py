@@ -46,6 +46,7 @@ __all__ = [
     "KNOWN_SCHEMES",
     "PluginHost",
     "PluginInfo",
+    "RENAMED_HOOKS",
     "get_plugin_host",
     "reset_plugin_host",
 ]
@@ -66,6 +67,12 @@ BUILTIN_PLUGINS: dict[str, str] = {
 #: The receiver plugins that make up the local API that ``import berrymq`` promises. An
 #: allow-list (``plugins = [...]``) need not name them; only ``disable`` turns them off.
 CORE_RECEIVERS = frozenset({"functions", "followers", "queues"})
+
+#: Hooks renamed to verbs during 0.4's development: a plugin that still implements a former
+#: name is refused (as any unknown hook is), with its new name in the error.
+RENAMED_HOOKS = {"berrymq_bus_started": "berrymq_start_bus",
+                 "berrymq_bus_closing": "berrymq_close_bus",
+                 "berrymq_message_sent": "berrymq_observe_message"}
 
 #: Where to get the plugin for a well-known URL scheme: (entry point, distribution).
 KNOWN_SCHEMES: dict[str, tuple[str, str]] = {
@@ -214,8 +221,11 @@ class PluginHost:
         except pluggy.PluginValidationError as exc:
             plugin = exc.plugin
             name = self.pm.get_name(plugin) if plugin is not None else "?"
+            renamed = [f"{old} is now {new}" for old, new in RENAMED_HOOKS.items()
+                       if old in str(exc)]
             raise BerryMQError(
-                f"plugin {name!r}: {exc}; berryMQ's hooks are "
+                f"plugin {name!r}: {exc}; {'; '.join(renamed) + '; ' if renamed else ''}"
+                "berryMQ's hooks are "
                 f"{', '.join(sorted(h for h in dir(hookspecs) if h.startswith('berrymq_')))}"
             ) from exc
 
@@ -302,18 +312,16 @@ class PluginHost:
     def start_bus(self, bus: Bus) -> None:
         hook = self.pm.hook
         hook.berrymq_start_bus(bus=bus)
-        hook.berrymq_bus_started(bus=bus)
 
     def close_bus(self, bus: Bus) -> None:
         hook = self.pm.hook
         hook.berrymq_close_bus(bus=bus)
-        hook.berrymq_bus_closing(bus=bus)
 
     def message_taps(self) -> list[Callable[..., Any]]:
         """The per-message hook callers, only those some active plugin implements."""
         hook = self.pm.hook
-        callers = (hook.berrymq_observe_message, hook.berrymq_message_sent)
-        return [caller for caller in callers if caller.get_hookimpls()]
+        caller = hook.berrymq_observe_message
+        return [caller] if caller.get_hookimpls() else []
 
     def status(self, bus: Bus) -> StatusReport:
         """The plugins' lines (:func:`~berrymq.hookspecs.berrymq_report_status`), then one
