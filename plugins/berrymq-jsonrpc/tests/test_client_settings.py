@@ -1,10 +1,11 @@
-"""Two settings of the JSON-RPC transports that shape waiting, each shown to take effect
+"""Three settings of the JSON-RPC transports that shape waiting, each shown to take effect
 on real sockets (issue 8: a test per declared setting; the others are in test_limits,
 test_liveness, test_status, test_conformance and the transport plugins' tests):
 
 - ``timeout``: how long a client waits for a reply;
 - ``max_get_wait``: the server's cap on one blocking ``get``, which the client's longer
-  waits are made of.
+  waits are made of;
+- ``max_waiting``: how many requests that may wait run at once on one TCP connection.
 """
 
 from __future__ import annotations
@@ -99,3 +100,34 @@ def test_max_get_wait_is_what_a_raw_client_sees(bus_factory: Factory) -> None:
         reader.close()
     assert reply["error"]["code"] == p.EMPTY
     assert 0.15 <= time.monotonic() - started < 5
+
+
+
+def test_max_waiting_caps_the_waiting_requests_of_one_connection(bus_factory: Factory) -> None:
+    node = bus_factory(jsonrpc_tcp={"max_waiting": 2})
+    port = int(node.transport("tcp").listen("tcp://127.0.0.1:0").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        sock.sendall(b'{"jsonrpc":"2.0","method":"connect_via_queue",'
+                     b'"params":{"identifier":"job:*"},"id":"open"}\n')
+        token = json.loads(reader.readline())["result"]
+        gets = [{"jsonrpc": "2.0", "method": "get", "id": i,
+                 "params": {"token": token, "block": True, "timeout": 30}} for i in range(3)]
+        now = {"jsonrpc": "2.0", "method": "get_nowait", "id": "now", "params": {"token": token}}
+        sock.sendall(b"".join(json.dumps(r).encode() + b"\n" for r in [*gets, now]))
+        # the third get is over the cap: refused at once, and the get_nowait behind it is
+        # answered, while the first two still wait (30 s)
+        answers = {}
+        while len(answers) < 2:
+            answer = json.loads(reader.readline())
+            answers[answer["id"]] = answer
+        assert set(answers) == {2, "now"}, answers
+        refused = answers[2]["error"]
+        assert refused["code"] == p.LIMIT_REACHED, refused
+        assert refused["data"]["setting"] == "max_waiting" and refused["data"]["limit"] == 2
+        assert answers["now"]["error"]["code"] == p.EMPTY
+        # a message for the queue answers the first waiting get
+        node.twitter("job:done")
+        answer = json.loads(reader.readline())
+        reader.close()
+    assert answer["id"] in (0, 1) and answer["result"][0] == "job:done", answer
