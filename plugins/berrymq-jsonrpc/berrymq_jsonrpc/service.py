@@ -366,17 +366,23 @@ class Service(SessionTable):
 
     def _get(self, context: Any, params: dict[str, Any]) -> list[Any]:
         allowed(p.METHOD_GET, params, frozenset({"token", "block", "timeout"}))
-        store = self._queue_of(params)
+        session = self.session(params.get("token"))
+        store = session.queue
+        if store is None:
+            raise app_error(p.NO_QUEUE)
         block = params.get("block", True)
         if type(block) is not bool:
             raise invalid_params("'block' must be true or false")
         timeout = number(params, "timeout", None, allow_none=True)
         wait = 0.0 if not block else min(self.max_get_wait, self.max_get_wait if timeout is None
                                          else timeout)
+        session.touch(wait)
         try:
             entry = store.get(wait)
         except queue.Empty:
             raise app_error(p.EMPTY) from None
+        finally:
+            session.touch()
         self.stats.message_out(entry[0], store)  # stats
         return entry
 
@@ -410,9 +416,18 @@ class Service(SessionTable):
                 or (timeout is not None and (type(timeout) not in (int, float)
                                              or not 0 <= timeout < math.inf))):
             return None
-        session.touch()
         store = session.queue
         wait = self.max_get_wait if timeout is None else min(self.max_get_wait, timeout)
+        session.touch(wait)
+        try:
+            return await self._wait_for_entry(store, wait, request_id)
+        finally:
+            session.touch()
+
+    async def _wait_for_entry(self, store: SessionQueue, wait: float,
+                              request_id: Any) -> bytes:
+        """The answer to a blocking ``get``: the first entry of ``store`` within ``wait``
+        seconds, else Empty."""
         deadline = time.monotonic() + wait
         while True:
             try:

@@ -195,9 +195,11 @@ class Session:
         self.closed = False
         self.on_close: list[Callable[[str], None]] = []
 
-    def touch(self) -> None:
-        """Mark the session used now (it expires ``ttl`` seconds after the last use)."""
-        self.deadline = time.monotonic() + self.ttl
+    def touch(self, busy_for: float = 0.0) -> None:
+        """Mark the session used now: it expires ``ttl`` seconds after its last use, and a
+        request that waits up to ``busy_for`` seconds (a blocking ``get``) uses it until it
+        ends, so that a session never expires under a client waiting on it."""
+        self.deadline = time.monotonic() + busy_for + self.ttl
 
     def __repr__(self) -> str:
         return f"<Session {self.style} {self.token[:6]}...>"

@@ -9,11 +9,13 @@ import json
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.sessions import WAITS
 from helpers import required_program
 from probe_tools import TOKEN, post_body
@@ -100,6 +102,30 @@ def test_a_token_works_from_any_connection_of_its_transport(
     assert one_call(scheme, port, "close_connection", {"token": queue_token}) == "ok"
     assert one_call(scheme, port, "close_connection", {"token": token}) == "ok"
     assert not bus.transport(scheme).service.sessions  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("by_position", [False, True], ids=["on-the-loop", "on-a-thread"])
+def test_a_blocking_get_keeps_its_session_open_past_the_ttl(
+        scheme: str, by_position: bool, server: Callable[[str], tuple[Bus, int]]) -> None:
+    bus, port = server(scheme)
+    sessions = bus.transport(scheme).service.sessions  # type: ignore[attr-defined]
+    token = one_call(scheme, port, "connect_via_queue", {"identifier": "late:*", "ttl": 0.3})
+    # a get that waits 1.2 s, four times the ttl (by-position params are answered on a
+    # thread, by-name ones on the loop): the session is in use all along
+    params: Any = [token, True, 1.2] if by_position else {"token": token, "timeout": 1.2}
+    body = json.dumps({"jsonrpc": "2.0", "method": "get", "params": params, "id": 1}).encode()
+    if scheme == "tcp":
+        [reply] = half_closed(port, body + b"\n")
+    else:
+        reply = post_body(port, body)
+    assert reply["error"]["code"] == p.EMPTY, reply  # not -32001: it did not expire
+    assert token in sessions
+    # ttl seconds after that last request, it expires
+    deadline = time.monotonic() + WAIT
+    while token in sessions and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert token not in sessions
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
