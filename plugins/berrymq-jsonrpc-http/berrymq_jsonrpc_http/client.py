@@ -14,9 +14,9 @@ from typing import Any
 
 import h11
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.addresses import split_url
 from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc import ParseError, loads
-from berrymq_jsonrpc.transport import split_url
 
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq_jsonrpc_http.streams import READ_CHUNK, open_stream

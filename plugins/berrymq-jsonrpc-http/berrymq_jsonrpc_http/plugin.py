@@ -18,7 +18,8 @@ from typing import Any
 from berrymq_jsonrpc.cli import add_serve_option
 from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.monitor import Monitor
-from berrymq_jsonrpc.transport import RemoteTransport, declare_settings
+from berrymq_jsonrpc.settings import declare_settings
+from berrymq_jsonrpc.transport import RemoteTransport
 
 from berrymq.cli import Commands
 from berrymq.errors import ConnectionClosed

@@ -22,12 +22,12 @@ from typing import Any
 
 import h11
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.addresses import bind_family
 from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type, serves_path
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.monitor import Monitor, host_allowed
 from berrymq_jsonrpc.service import Service, may_wait
-from berrymq_jsonrpc.transport import bind_family
 
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc_http.streams import READ_CHUNK, serve_streams

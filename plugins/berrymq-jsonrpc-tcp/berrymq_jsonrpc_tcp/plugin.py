@@ -14,9 +14,11 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from berrymq_jsonrpc.addresses import bind_family, split_url
 from berrymq_jsonrpc.cli import add_serve_option
 from berrymq_jsonrpc.client import Channel
-from berrymq_jsonrpc.transport import RemoteTransport, bind_family, declare_settings, split_url
+from berrymq_jsonrpc.settings import declare_settings
+from berrymq_jsonrpc.transport import RemoteTransport
 
 from berrymq.bus import Bus
 from berrymq.cli import Commands

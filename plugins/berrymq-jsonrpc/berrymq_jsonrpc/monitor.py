@@ -32,8 +32,8 @@ from urllib.parse import parse_qs
 
 from berrymq import network
 from berrymq.transports.ioloop import io_loop
+from berrymq_jsonrpc.addresses import is_loopback
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
-from berrymq_jsonrpc.transport import is_loopback
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus

@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 from berrymq.cli import Commands, UsageError, node_url
 from berrymq.errors import BerryMQError
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.addresses import is_loopback
 from berrymq_jsonrpc.monitor import Monitor, MonitorServer
-from berrymq_jsonrpc.transport import is_loopback
 
 __all__ = ["fetch_status", "format_status", "register_status_commands", "start_monitor"]
 

@@ -6,76 +6,28 @@ server (:meth:`RemoteTransport._serve`), a client channel
 that a peer opened (:meth:`RemoteTransport._back_channel`). Everything else (sessions,
 tokens, coalescing, cycles, talk and ask, expiry, errors) lives here once.
 
-Settings (each plugin's table in the settings file, see :func:`declare_settings`):
-
-``host``
-    the host a server binds when the caller names none (``berrymq serve`` reads it as
-    ``transport.default_host``; default 127.0.0.1).
-``secret``
-    the shared secret; required to serve a non-loopback address; sent in every request.
-    Also read from the environment variable ``BERRYMQ_SECRET``.
-``max_size``
-    the largest request accepted and sent, in bytes (default 1 MiB).
-``timeout``
-    seconds a client waits to connect and for a reply (default 10).
-``read_timeout``
-    seconds a server waits for the rest of a started request (default 30).
-``queue_size``
-    the bound of each style-03 queue kept for a client (default 10 000).
-``max_get_wait``
-    the cap of a blocking ``get`` on the server, in seconds (default 30).
-``max_waiting``
-    how many requests that may wait (``ask``, a blocking ``get``) run at once on one TCP
-    connection (default 16); one more is answered *Limit reached* at once, and the
-    requests behind it are read and answered as usual.
-``names``
-    more host names the node answers to in the HTTP ``Host`` header (status pages and
-    JSON-RPC POSTs), besides the address it is bound to, ``localhost``, ``127.0.0.1`` and
-    ``[::1]``.
-``max_connections``, ``max_connections_per_client``
-    the most connections the node's servers keep open at once, in all and from one client
-    address (default 10 000 and 6 000); one more is answered once and closed.
-``max_sessions``
-    the most sessions (tokens) open at once (default 10 000).
-``max_queued_bytes``
-    the most bytes (messages as JSON) held at once in all the node's ``connect_via_queue``
-    queues (default 256 MiB); a message over it is refused like one for a full queue.
-``callback_hosts``
-    the hosts and CIDR blocks ``interconnect`` may make the node call back (default:
-    loopback addresses only).
-``outbox_size``, ``outbox_bytes``, ``outbox_wait``
-    the bounds of each connection's outbox, the messages waiting to be sent to one peer:
-    in messages (default 10 000) and in bytes of message text (default 64 MiB); a sender
-    past either waits up to ``outbox_wait`` seconds (default 10) for room, then gets
-    :class:`berrymq.QueueFull` naming the setting. Nothing waiting is dropped to make room.
-``liveness_interval``
-    how often, in seconds, the node checks that the peers of its interconnections are
-    still there (default 5): an HTTP peer that is gone has its session closed then, not
-    only at the next message or at its ttl.
+Its settings are declared and described in :mod:`berrymq_jsonrpc.settings`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import ipaddress
 import logging
 import os
-import socket
 import threading
 import time
 import weakref
 from abc import abstractmethod
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
 
 from berrymq.errors import ConnectionClosed, QueueFull, TransportError
 from berrymq.identifier import Identifier
-from berrymq.registries import SettingsSchema
 from berrymq.transports.base import Connection, Transport
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.addresses import is_loopback, split_url
 from berrymq_jsonrpc.client import Channel, Link
 from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
@@ -84,21 +36,15 @@ from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
 from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING, Service
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sessions import in_waits
+from berrymq_jsonrpc.settings import DEFAULT_TIMEOUT, read_number
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "RemoteTransport",
-    "declare_settings",
-    "is_loopback",
-    "split_url",
-]
+__all__ = ["RemoteTransport"]
 
 logger = logging.getLogger("berrymq.remote")
 
-DEFAULT_TIMEOUT = 10.0
 #: The longest the node tries a callback address before it answers ``interconnect`` (the
 #: request is answered on the delivery lane, which waits meanwhile).
 _CALLBACK_CHECK = 2.0
@@ -107,80 +53,6 @@ _CALLBACK_CHECK = 2.0
 async def _within(check: Coroutine[Any, Any, bool], timeout: float) -> bool:
     """``await check``, at most ``timeout`` seconds (then TimeoutError)."""
     return await asyncio.wait_for(check, timeout)
-
-
-_SETTINGS: dict[str, type | tuple[type, ...]] = {
-    "host": str,
-    "secret": str,
-    "max_size": int,
-    "timeout": (int, float),
-    "read_timeout": (int, float),
-    "queue_size": int,
-    "max_get_wait": (int, float),
-    "max_waiting": int,
-    "names": list,
-    "max_connections": int,
-    "max_connections_per_client": int,
-    "max_sessions": int,
-    "callback_hosts": list,
-    "liveness_interval": (int, float),
-    "max_queued_bytes": int,
-    "outbox_size": int,
-    "outbox_bytes": int,
-    "outbox_wait": (int, float),
-}
-
-
-def declare_settings(schema: SettingsSchema, plugin: str) -> None:
-    """Declare the settings table every JSON-RPC transport plugin accepts."""
-    schema.add(plugin, **_SETTINGS)
-
-
-def split_url(url: str, scheme: str) -> tuple[str, int]:
-    """``(host, port)`` of ``scheme://host:port``; ValueError naming what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != scheme:
-        raise ValueError(f"{url!r} is not a {scheme}:// address")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"{url!r}: a {scheme}:// address is {scheme}://host:port, nothing after")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"{url!r} has an invalid port") from None
-    if not parts.hostname or port is None:
-        raise ValueError(f"{url!r} needs a host and a port, e.g. {scheme}://127.0.0.1:7000")
-    return parts.hostname, port
-
-
-def is_loopback(host: str) -> bool:
-    """Whether every address ``host`` names is a loopback address."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return bool(infos) and all(
-        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
-    )
-
-
-def _setting(settings: Mapping[str, Any], name: str, default: float, plugin: str) -> float:
-    value = settings.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"setting {name} of plugin {plugin} must be a positive number, "
-                         f"got {value!r}")
-    return value
-
-
-def bind_family(host: str) -> tuple[socket.AddressFamily, str]:
-    """The address family and the host to bind for ``host`` (``localhost`` is 127.0.0.1)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return family, "127.0.0.1" if host == "localhost" else host
 
 
 _live: weakref.WeakSet[RemoteTransport] = weakref.WeakSet()
@@ -213,36 +85,36 @@ class RemoteTransport(Transport):
         super().__init__(bus, settings)
         plugin = self.plugin
         self.default_host: str = settings.get("host", "127.0.0.1")
-        self.max_size = int(_setting(settings, "max_size", p.DEFAULT_MAX_SIZE, plugin))
-        self.timeout = float(_setting(settings, "timeout", DEFAULT_TIMEOUT, plugin))
-        self.read_timeout = float(_setting(settings, "read_timeout", p.DEFAULT_READ_TIMEOUT,
+        self.max_size = int(read_number(settings, "max_size", p.DEFAULT_MAX_SIZE, plugin))
+        self.timeout = float(read_number(settings, "timeout", DEFAULT_TIMEOUT, plugin))
+        self.read_timeout = float(read_number(settings, "read_timeout", p.DEFAULT_READ_TIMEOUT,
                                            plugin))
-        self.max_get_wait = float(_setting(settings, "max_get_wait", p.DEFAULT_MAX_GET_WAIT,
+        self.max_get_wait = float(read_number(settings, "max_get_wait", p.DEFAULT_MAX_GET_WAIT,
                                            plugin))
-        queue_size = int(_setting(settings, "queue_size", p.DEFAULT_QUEUE_SIZE, plugin))
+        queue_size = int(read_number(settings, "queue_size", p.DEFAULT_QUEUE_SIZE, plugin))
         #: the bounds of every connection's outbox (:class:`~berrymq_jsonrpc.outbox.Outbox`)
-        self.outbox_size = int(_setting(settings, "outbox_size", DEFAULT_OUTBOX_SIZE, plugin))
-        self.outbox_bytes = int(_setting(settings, "outbox_bytes", DEFAULT_OUTBOX_BYTES,
+        self.outbox_size = int(read_number(settings, "outbox_size", DEFAULT_OUTBOX_SIZE, plugin))
+        self.outbox_bytes = int(read_number(settings, "outbox_bytes", DEFAULT_OUTBOX_BYTES,
                                          plugin))
-        self.outbox_wait = float(_setting(settings, "outbox_wait", DEFAULT_TIMEOUT, plugin))
+        self.outbox_wait = float(read_number(settings, "outbox_wait", DEFAULT_TIMEOUT, plugin))
         self.secret: str | None = settings.get("secret") or os.environ.get(p.SECRET_ENV_VAR) or None
         self.service = Service(bus, secret=self.secret, queue_size=queue_size,
                                max_get_wait=self.max_get_wait, link_factory=self._peer_link,
-                               name=plugin, max_sessions=int(_setting(
+                               name=plugin, max_sessions=int(read_number(
                                    settings, "max_sessions", p.DEFAULT_MAX_SESSIONS, plugin)),
                                callbacks=CallbackRule(settings.get("callback_hosts")),
-                               liveness_interval=float(_setting(
+                               liveness_interval=float(read_number(
                                    settings, "liveness_interval", DEFAULT_LIVENESS_INTERVAL,
                                    plugin)),
-                               max_queued_bytes=int(_setting(
+                               max_queued_bytes=int(read_number(
                                    settings, "max_queued_bytes", p.DEFAULT_MAX_QUEUED_BYTES,
                                    plugin)),
-                               max_waiting=int(_setting(settings, "max_waiting",
+                               max_waiting=int(read_number(settings, "max_waiting",
                                                         DEFAULT_MAX_WAITING, plugin)))
         #: the connections the servers accepted, and the caps on them (the I/O loop's)
         self.admission = Admission(
-            int(_setting(settings, "max_connections", p.DEFAULT_MAX_CONNECTIONS, plugin)),
-            int(_setting(settings, "max_connections_per_client",
+            int(read_number(settings, "max_connections", p.DEFAULT_MAX_CONNECTIONS, plugin)),
+            int(read_number(settings, "max_connections_per_client",
                          p.DEFAULT_MAX_CONNECTIONS_PER_CLIENT, plugin)),
             logger)
         self.names: list[str] = [str(n) for n in settings.get("names", [])]  # status: Host names

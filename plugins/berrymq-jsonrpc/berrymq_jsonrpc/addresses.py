@@ -1,0 +1,49 @@
+"""Addresses of the JSON-RPC transports: ``scheme://host:port`` URLs, loopback hosts, and
+what a server binds for a host."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+__all__ = ["bind_family", "is_loopback", "split_url"]
+
+
+def split_url(url: str, scheme: str) -> tuple[str, int]:
+    """``(host, port)`` of ``scheme://host:port``; ValueError naming what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != scheme:
+        raise ValueError(f"{url!r} is not a {scheme}:// address")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: a {scheme}:// address is {scheme}://host:port, nothing after")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+    if not parts.hostname or port is None:
+        raise ValueError(f"{url!r} needs a host and a port, e.g. {scheme}://127.0.0.1:7000")
+    return parts.hostname, port
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(
+        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
+    )
+
+
+def bind_family(host: str) -> tuple[socket.AddressFamily, str]:
+    """The address family and the host to bind for ``host`` (``localhost`` is 127.0.0.1)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return family, "127.0.0.1" if host == "localhost" else host
