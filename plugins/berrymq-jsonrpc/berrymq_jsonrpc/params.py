@@ -13,7 +13,7 @@ from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq_jsonrpc.jsonrpc import invalid_params
 
-__all__ = ["allowed", "identifier", "message_from_wire", "number", "presents", "string"]
+__all__ = ["allowed", "identifier", "message_from_wire", "number", "presents", "session_ttl", "string"]
 
 
 
@@ -40,6 +40,13 @@ def number(params: dict[str, Any], name: str, default: float | None, *, positive
         need = "a positive number" if positive else "a number, 0 or more"
         raise invalid_params(f"{name!r} must be {need}")
     return float(value)
+
+
+def session_ttl(params: dict[str, Any]) -> float:
+    """The ``ttl`` of a method that opens a session: seconds, positive (default 1000)."""
+    value = number(params, "ttl", 1000.0, positive=True)
+    assert value is not None
+    return value
 
 
 def string(params: dict[str, Any], name: str, *, required: bool = True) -> str | None:

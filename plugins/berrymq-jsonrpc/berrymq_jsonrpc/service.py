@@ -4,7 +4,8 @@ A :class:`Service` belongs to one transport of one bus. Each ``connect_*`` or
 ``interconnect`` request opens a :class:`~berrymq_jsonrpc.sessions.Session` named by a token; it keeps
 what the connection needs (a bounded queue for style 03, an outgoing link for style 01).
 The table of open sessions, and their closing and expiry, is
-:class:`~berrymq_jsonrpc.session_table.SessionTable`, which a service is. The transport
+:class:`~berrymq_jsonrpc.session_table.SessionTable`, and the methods of style 03 are
+:class:`~berrymq_jsonrpc.queue_methods.QueueMethods`; a service is both. The transport
 feeds request texts to :meth:`Service.handle` with a *context* (the TCP connection the
 request came on, or None over HTTP) and writes back what it returns.
 """
@@ -16,9 +17,6 @@ import contextvars
 import functools
 import itertools
 import logging
-import math
-import queue
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,20 +28,26 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.dialect import answer_v1
 from berrymq_jsonrpc.jsonrpc import (
     Dispatcher,
-    JsonRpcError,
     ParseError,
     app_error,
     dumps,
-    error_object,
     invalid_params,
     loads,
     validate_request,
 )
 from berrymq_jsonrpc.limits import BurstLog, CallbackRule
 from berrymq_jsonrpc.outbox import REFUSED
-from berrymq_jsonrpc.params import allowed, identifier, message_from_wire, number, presents, string
-from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL, SessionTable
-from berrymq_jsonrpc.sessions import WAITS, Session, SessionQueue, refusal_data
+from berrymq_jsonrpc.params import (
+    allowed,
+    message_from_wire,
+    number,
+    presents,
+    session_ttl,
+    string,
+)
+from berrymq_jsonrpc.queue_methods import QueueMethods
+from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
+from berrymq_jsonrpc.sessions import WAITS, Session, refusal_data
 from berrymq_jsonrpc.stats import peer_label
 
 if TYPE_CHECKING:
@@ -88,8 +92,6 @@ def may_wait(request: Any) -> bool:
 
 
 
-
-
 #: While :meth:`Service.answer_at_once` runs: where ``send_message`` puts the delivery of
 #: the message it accepted, instead of running the receivers in the caller's thread.
 _HANDED: contextvars.ContextVar[list[Callable[[], object]] | None] = contextvars.ContextVar(
@@ -102,13 +104,11 @@ def _first_leaf(error: BaseException) -> BaseException:
     return error
 
 
-
-_GET = frozenset({"token", "block", "timeout", p.PARAM_SECRET})
 _SEND_MESSAGE = frozenset({"token", "identifier", "args", "kwargs", "uid", "hops", "reply_to"})
 _ASK = frozenset({"identifier", "args", "kwargs", "timeout", "token", "uid", "hops"})
 
 
-class Service(SessionTable):
+class Service(QueueMethods):
     """The protocol's methods on one bus, and the sessions they open.
 
     :param bus: the bus that incoming messages are delivered to.
@@ -136,13 +136,10 @@ class Service(SessionTable):
         max_waiting: int = DEFAULT_MAX_WAITING,
     ) -> None:
         super().__init__(bus, name=name, max_sessions=max_sessions,
-                         liveness_interval=liveness_interval)
-        self._secret = secret.encode() if secret else None
-        self.queue_size = queue_size
-        self.max_get_wait = max_get_wait
+                         liveness_interval=liveness_interval, secret=secret,
+                         queue_size=queue_size, max_get_wait=max_get_wait,
+                         max_queued_bytes=max_queued_bytes)
         self.link_factory = link_factory
-        #: the cap on the bytes held in all the node's session queues
-        self.max_queued_bytes = max_queued_bytes
         #: the cap on the requests that may wait, running at once on one connection
         self.max_waiting = max_waiting
         #: the addresses ``interconnect`` may make this node call back (``callback_hosts``)
@@ -246,21 +243,16 @@ class Service(SessionTable):
 
     # -- the methods ----------------------------------------------------------------------
 
-    def _ttl(self, params: dict[str, Any]) -> float:
-        ttl = number(params, "ttl", 1000.0, positive=True)
-        assert ttl is not None
-        return ttl
-
     def _connect_oneway(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_CONNECT_ONEWAY, params, frozenset({"ttl"}))
-        return self.open_session("oneway", self._ttl(params), context).token
+        return self.open_session("oneway", session_ttl(params), context).token
 
     def _interconnect(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_INTERCONNECT, params, frozenset({"addr", "token", "ttl"}))
         addr = string(params, "addr", required=False)
         peer_token = string(params, "token")
         assert peer_token is not None
-        ttl = self._ttl(params)
+        ttl = session_ttl(params)
         if self.link_factory is None:
             raise app_error(p.NOT_AVAILABLE, "this node cannot forward to its peers")
         link = self.link_factory(addr, peer_token, context)
@@ -268,15 +260,6 @@ class Service(SessionTable):
         session.link = link
         link.session = session
         self.bus.add_forwarder(link)
-        return session.token
-
-    def _connect_via_queue(self, context: Any, params: dict[str, Any]) -> str:
-        allowed(p.METHOD_CONNECT_VIA_QUEUE, params, frozenset({"identifier", "ttl"}))
-        pattern = identifier(params.get("identifier"), "'identifier'")
-        ttl = self._ttl(params)
-        session = self.open_session("queue", ttl, context)
-        session.queue = SessionQueue(self.bus, pattern, self.queue_size,
-                                     self.max_queued_bytes)
         return session.token
 
     def _deliver(self, session: Session, message: Message,
@@ -358,34 +341,6 @@ class Service(SessionTable):
             raise app_error(p.QUEUE_FULL, refusal_data(refused, first))
         return p.RESULT_OK
 
-    def _queue_of(self, params: dict[str, Any]) -> SessionQueue:
-        session = self.session(params.get("token"))
-        if session.queue is None:
-            raise app_error(p.NO_QUEUE)
-        return session.queue
-
-    def _get(self, context: Any, params: dict[str, Any]) -> list[Any]:
-        allowed(p.METHOD_GET, params, frozenset({"token", "block", "timeout"}))
-        session = self.session(params.get("token"))
-        store = session.queue
-        if store is None:
-            raise app_error(p.NO_QUEUE)
-        block = params.get("block", True)
-        if type(block) is not bool:
-            raise invalid_params("'block' must be true or false")
-        timeout = number(params, "timeout", None, allow_none=True)
-        wait = 0.0 if not block else min(self.max_get_wait, self.max_get_wait if timeout is None
-                                         else timeout)
-        session.touch(wait)
-        try:
-            entry = store.get(wait)
-        except queue.Empty:
-            raise app_error(p.EMPTY) from None
-        finally:
-            session.touch()
-        self.stats.message_out(entry[0], store)  # stats
-        return entry
-
     async def answer_waiting(self, request: Any, context: Any = None) -> bytes | None:
         """On the I/O loop: answer a request that may wait (:func:`may_wait`). A blocking
         ``get`` awaits its queue on the loop; ``ask`` (receivers may take their time), a
@@ -396,64 +351,6 @@ class Service(SessionTable):
                 return reply
         return await asyncio.get_running_loop().run_in_executor(
             WAITS, self.handle_parsed, request, context)
-
-    async def get_waiting(self, request: dict[str, Any]) -> bytes | None:
-        """Answer a blocking ``get`` on the I/O loop, without a thread: it awaits its
-        session's queue. None when the request is not a plain one (by-position params, a
-        notification, anything the checks of :meth:`_get` would refuse): the caller then
-        answers it like any other."""
-        params = request.get("params", {})
-        request_id = request.get("id")
-        if type(params) is not dict or "id" not in request or not params.keys() <= _GET:
-            return None
-        secret = self._secret
-        given = params.get(p.PARAM_SECRET)
-        if secret is not None and not presents(given, secret):
-            return None
-        session = self.sessions.get(params.get("token"))  # type: ignore[arg-type]
-        timeout = params.get("timeout")
-        if (session is None or session.queue is None or params.get("block", True) is not True
-                or (timeout is not None and (type(timeout) not in (int, float)
-                                             or not 0 <= timeout < math.inf))):
-            return None
-        store = session.queue
-        wait = self.max_get_wait if timeout is None else min(self.max_get_wait, timeout)
-        session.touch(wait)
-        try:
-            return await self._wait_for_entry(store, wait, request_id)
-        finally:
-            session.touch()
-
-    async def _wait_for_entry(self, store: SessionQueue, wait: float,
-                              request_id: Any) -> bytes:
-        """The answer to a blocking ``get``: the first entry of ``store`` within ``wait``
-        seconds, else Empty."""
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                entry = store.get(0)
-            except queue.Empty:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return dumps(error_object(p.EMPTY, p.APPLICATION_ERRORS[p.EMPTY],
-                                              request_id)).encode()
-                await store.wait(left)
-                continue
-            except JsonRpcError:  # the session closed meanwhile
-                return dumps(error_object(p.UNKNOWN_TOKEN, p.APPLICATION_ERRORS[
-                    p.UNKNOWN_TOKEN], request_id)).encode()
-            self.stats.message_out(entry[0], store)  # stats
-            return dumps({"jsonrpc": "2.0", "result": entry, "id": request_id}).encode()
-
-    def _get_nowait(self, context: Any, params: dict[str, Any]) -> list[Any]:
-        allowed(p.METHOD_GET_NOWAIT, params, frozenset({"token"}))
-        store = self._queue_of(params)
-        try:
-            entry = store.get(0)
-        except queue.Empty:
-            raise app_error(p.EMPTY) from None
-        self.stats.message_out(entry[0], store)  # stats
-        return entry
 
     def _close_connection(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_CLOSE_CONNECTION, params, frozenset({"token"}))

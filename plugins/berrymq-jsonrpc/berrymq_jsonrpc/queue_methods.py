@@ -1,0 +1,141 @@
+"""Style 03 on the server: the queue a ``connect_via_queue`` session keeps, and the methods
+that take from it, ``get`` and ``get_nowait``; a blocking ``get`` is awaited on the I/O
+loop, without a thread (:meth:`QueueMethods.get_waiting`), and keeps its session alive
+while it waits."""
+
+from __future__ import annotations
+
+import math
+import queue
+import time
+from typing import TYPE_CHECKING, Any
+
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.jsonrpc import JsonRpcError, app_error, dumps, error_object, invalid_params
+from berrymq_jsonrpc.params import allowed, identifier, number, presents, session_ttl
+from berrymq_jsonrpc.session_table import SessionTable
+from berrymq_jsonrpc.sessions import SessionQueue
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["QueueMethods"]
+
+#: The params a blocking ``get`` answered on the loop may have.
+_GET = frozenset({"token", "block", "timeout", p.PARAM_SECRET})
+
+
+class QueueMethods(SessionTable):
+    """The sessions of a service, with the methods of style 03 on their queues.
+
+    :param secret: when set, every request must carry it as ``secret``.
+    :param queue_size: the bound of each session's queue, in messages.
+    :param max_get_wait: the cap, in seconds, of a blocking ``get``.
+    :param max_queued_bytes: the cap on the bytes held in all the node's session queues.
+    """
+
+    def __init__(self, bus: Bus, *, name: str, max_sessions: int, liveness_interval: float,
+                 secret: str | None, queue_size: int, max_get_wait: float,
+                 max_queued_bytes: int) -> None:
+        super().__init__(bus, name=name, max_sessions=max_sessions,
+                         liveness_interval=liveness_interval)
+        self._secret = secret.encode() if secret else None
+        self.queue_size = queue_size
+        self.max_get_wait = max_get_wait
+        #: the cap on the bytes held in all the node's session queues
+        self.max_queued_bytes = max_queued_bytes
+
+    def _connect_via_queue(self, context: Any, params: dict[str, Any]) -> str:
+        allowed(p.METHOD_CONNECT_VIA_QUEUE, params, frozenset({"identifier", "ttl"}))
+        pattern = identifier(params.get("identifier"), "'identifier'")
+        ttl = session_ttl(params)
+        session = self.open_session("queue", ttl, context)
+        session.queue = SessionQueue(self.bus, pattern, self.queue_size,
+                                     self.max_queued_bytes)
+        return session.token
+
+    def _queue_of(self, params: dict[str, Any]) -> SessionQueue:
+        session = self.session(params.get("token"))
+        if session.queue is None:
+            raise app_error(p.NO_QUEUE)
+        return session.queue
+
+    def _get(self, context: Any, params: dict[str, Any]) -> list[Any]:
+        allowed(p.METHOD_GET, params, frozenset({"token", "block", "timeout"}))
+        session = self.session(params.get("token"))
+        store = session.queue
+        if store is None:
+            raise app_error(p.NO_QUEUE)
+        block = params.get("block", True)
+        if type(block) is not bool:
+            raise invalid_params("'block' must be true or false")
+        timeout = number(params, "timeout", None, allow_none=True)
+        wait = 0.0 if not block else min(self.max_get_wait, self.max_get_wait if timeout is None
+                                         else timeout)
+        session.touch(wait)
+        try:
+            entry = store.get(wait)
+        except queue.Empty:
+            raise app_error(p.EMPTY) from None
+        finally:
+            session.touch()
+        self.stats.message_out(entry[0], store)  # stats
+        return entry
+
+    async def get_waiting(self, request: dict[str, Any]) -> bytes | None:
+        """Answer a blocking ``get`` on the I/O loop, without a thread: it awaits its
+        session's queue. None when the request is not a plain one (by-position params, a
+        notification, anything the checks of :meth:`_get` would refuse): the caller then
+        answers it like any other."""
+        params = request.get("params", {})
+        request_id = request.get("id")
+        if type(params) is not dict or "id" not in request or not params.keys() <= _GET:
+            return None
+        secret = self._secret
+        given = params.get(p.PARAM_SECRET)
+        if secret is not None and not presents(given, secret):
+            return None
+        session = self.sessions.get(params.get("token"))  # type: ignore[arg-type]
+        timeout = params.get("timeout")
+        if (session is None or session.queue is None or params.get("block", True) is not True
+                or (timeout is not None and (type(timeout) not in (int, float)
+                                             or not 0 <= timeout < math.inf))):
+            return None
+        store = session.queue
+        wait = self.max_get_wait if timeout is None else min(self.max_get_wait, timeout)
+        session.touch(wait)
+        try:
+            return await self._wait_for_entry(store, wait, request_id)
+        finally:
+            session.touch()
+
+    async def _wait_for_entry(self, store: SessionQueue, wait: float,
+                              request_id: Any) -> bytes:
+        """The answer to a blocking ``get``: the first entry of ``store`` within ``wait``
+        seconds, else Empty."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                entry = store.get(0)
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return dumps(error_object(p.EMPTY, p.APPLICATION_ERRORS[p.EMPTY],
+                                              request_id)).encode()
+                await store.wait(left)
+                continue
+            except JsonRpcError:  # the session closed meanwhile
+                return dumps(error_object(p.UNKNOWN_TOKEN, p.APPLICATION_ERRORS[
+                    p.UNKNOWN_TOKEN], request_id)).encode()
+            self.stats.message_out(entry[0], store)  # stats
+            return dumps({"jsonrpc": "2.0", "result": entry, "id": request_id}).encode()
+
+    def _get_nowait(self, context: Any, params: dict[str, Any]) -> list[Any]:
+        allowed(p.METHOD_GET_NOWAIT, params, frozenset({"token"}))
+        store = self._queue_of(params)
+        try:
+            entry = store.get(0)
+        except queue.Empty:
+            raise app_error(p.EMPTY) from None
+        self.stats.message_out(entry[0], store)  # stats
+        return entry
