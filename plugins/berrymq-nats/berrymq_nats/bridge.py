@@ -329,8 +329,7 @@ class NatsBridge(Connection):
             except Exception:  # noqa: BLE001 - not connected in time, or the connection dropped
                 ok = False
             else:
-                on_lane = getattr(io_loop.lane, "_thread", None) is threading.current_thread()
-                if not on_lane:  # a receiver waiting for its own batch would wait forever
+                if not io_loop.lane.in_lane():  # a receiver waiting for its own batch would wait forever
                     ok = self.inbound.wait_delivered(
                         received, max(0.0, deadline - time.monotonic()))
         else:
