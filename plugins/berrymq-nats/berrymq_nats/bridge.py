@@ -266,7 +266,7 @@ class NatsBridge(Connection):
     def forward(self, message: Message, reply_to: Identifier | None) -> None:
         """Publish ``message`` (the bus calls this for every non-local message)."""
         ident = message[0]
-        subject = self.subjects._cache.get(ident) or self.subjects.subject(ident)
+        subject = self.subjects.subject(ident)
         payload = encode_message(message, reply_to, self.shared.taken(ident))
         self.outbox.put((subject, payload, ""), ident)
 
