@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from berrymq._delivery import Answer, deliver
 from berrymq._index import RouteEntry
@@ -56,13 +56,8 @@ class _Task(NamedTuple):
 def pool_bounds(bus: Bus) -> tuple[int, float]:
     """``pool_queue_size`` and ``pool_queue_wait`` for ``bus``: given to ``Bus(...)``,
     else from the settings file, else the defaults."""
-    explicit: dict[str, Any] = getattr(bus, "_explicit", {})
-    size, wait = explicit.get("pool_queue_size"), explicit.get("pool_queue_wait")
-    if size is None or wait is None:
-        core = bus.plugins.core_settings
-        size = core.get("pool_queue_size", DEFAULT_POOL_QUEUE_SIZE) if size is None else size
-        wait = core.get("pool_queue_wait", DEFAULT_POOL_QUEUE_WAIT) if wait is None else wait
-    return int(size), float(wait)
+    return (int(bus.core_setting("pool_queue_size", DEFAULT_POOL_QUEUE_SIZE)),
+            float(bus.core_setting("pool_queue_wait", DEFAULT_POOL_QUEUE_WAIT)))
 
 
 class WorkerPool:

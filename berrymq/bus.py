@@ -128,6 +128,20 @@ class Bus(NodeSide):
             self._plugins = get_plugin_host()
         return self._plugins
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` was called (a bus made with ``start=False`` is not, until
+        then: the default bus waits for the module-level API's first use)."""
+        return self._started
+
+    def core_setting(self, name: str, default: Any = None) -> Any:
+        """The core setting ``name`` for this bus: the value given to ``Bus(...)``, else
+        the settings file's (``[berrymq]``), else ``default``."""
+        given = self._explicit.get(name)
+        if given is not None:
+            return given
+        return self.plugins.core_settings.get(name, default)
+
     def start(self) -> None:
         """Apply the settings and let the active plugins join (idempotent).
 

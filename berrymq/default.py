@@ -116,7 +116,7 @@ def _swap(bus: Bus | None) -> Bus | None:
         if old is not None and _filled() is not None:
             _empty()
         if bus is not None:
-            if bus._started:
+            if bus.started:
                 _fill(bus)
             else:
                 _waiting.append(bus)

@@ -33,10 +33,11 @@ class ReceiverKind(Protocol):
     :attr name: the kind's name, shown by :func:`berrymq.show_network` (``"function"``).
     :attr answers: whether its receivers' return values are replies to ``ask`` and
         ``talk``; a queue stores a request instead of answering it.
-    :attr refuses: (optional; True when absent) whether its receivers may refuse a message
-        with :class:`~berrymq.QueueFull`, as a bounded store does. A node answers a remote
+    :attr refuses: whether its receivers may refuse a message with
+        :class:`~berrymq.QueueFull`, as a bounded store does. A node answers a remote
         ``send_message`` before running the receivers only when none of them may refuse,
-        so that a refusal can still be the answer.
+        so that a refusal can still be the answer. A kind without this attribute (written
+        before it existed) still works: it is taken to refuse, the safe guess.
     """
 
     @property
@@ -44,6 +45,9 @@ class ReceiverKind(Protocol):
 
     @property
     def answers(self) -> bool: ...
+
+    @property
+    def refuses(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Subscription:
         self.weak = weak
         self.kind = kind.name
         self.answers = kind.answers
+        # a kind written before ReceiverKind.refuses existed lacks it: it may refuse
         self.refuses: bool = getattr(kind, "refuses", True)
         self.shared = shared
         self.active = True

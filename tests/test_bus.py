@@ -5,10 +5,13 @@ the pool, ask and peers have test modules of their own."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
 from berrymq import Bus, Message, Queue
+from berrymq.plugins import PluginHost
+from berrymq.settings import load_settings
 
 
 def nothing(message: Message) -> None:
@@ -30,6 +33,29 @@ def test_a_closed_bus_forgets_its_receivers_and_closes_once() -> None:
     bus.twitter("job:two")  # nobody follows any more: nothing runs, nothing fails
     assert got == ["job:one"]
     bus.close()  # a second close does nothing
+
+
+def test_started_says_whether_start_was_called() -> None:
+    bus = Bus(start=False)
+    assert not bus.started
+    bus.start()
+    assert bus.started
+    bus.close()
+
+
+def test_a_core_setting_given_to_the_bus_beats_the_file_which_beats_the_default(
+        tmp_path: Path) -> None:
+    path = tmp_path / "berrymq.toml"
+    path.write_text("[berrymq]\npool_queue_size = 3\n")
+    host = PluginHost(load_settings(path))
+    bus = Bus(pool_queue_size=5, plugins=host)
+    assert bus.core_setting("pool_queue_size", 7) == 5
+    bus.close()
+    bus = Bus(plugins=host)
+    assert bus.core_setting("pool_queue_size", 7) == 3
+    assert bus.core_setting("pool_queue_wait", 0.25) == 0.25
+    assert bus.core_setting("pool_queue_wait") is None
+    bus.close()
 
 
 def test_route_lists_the_subscriptions_in_registration_order(bus: Bus) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from berrymq import (
     Bus,
+    Message,
     regist_function,
     twitter,
 )
@@ -15,3 +16,23 @@ def test_subscription_as_context_manager(berrymq_bus: Bus) -> None:
         twitter("ctx:in")
     twitter("ctx:out")
     assert got == ["ctx:in"]
+
+
+def test_a_kind_says_whether_it_refuses_and_one_that_does_not_say_may(berrymq_bus: Bus) -> None:
+    class Bounded:  # a receiver kind that says it
+        name, answers, refuses = "bounded", False, True
+
+    class Lenient:
+        name, answers, refuses = "lenient", True, False
+
+    class Old:  # written before ReceiverKind.refuses existed
+        name, answers = "old", True
+
+    def nothing(message: Message) -> None:
+        pass
+
+    subscribe = berrymq_bus.subscribe
+    assert subscribe("k:a", nothing, weak=False, kind=Bounded()).refuses
+    assert not subscribe("k:b", nothing, weak=False, kind=Lenient()).refuses
+    assert subscribe("k:c", nothing, weak=False, kind=Old()).refuses  # type: ignore[arg-type]
+    assert not subscribe("k:d", nothing, weak=False).refuses  # a function

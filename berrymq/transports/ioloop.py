@@ -97,10 +97,11 @@ class DeliveryLane:
     :param loop: the :class:`IOLoop` whose coroutines call :meth:`put`.
     :param max_items: how many pieces of work may wait (at least one always may).
     :param max_bytes: how many bytes (as the caller counts them) may wait.
+    :param name: the name of the lane's thread, as thread dumps and logs show it.
     """
 
     def __init__(self, loop: IOLoop, max_items: int = DEFAULT_LANE_ITEMS,
-                 max_bytes: int = DEFAULT_LANE_BYTES) -> None:
+                 max_bytes: int = DEFAULT_LANE_BYTES, name: str = "berrymq-delivery") -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
         self._io = loop
@@ -118,8 +119,13 @@ class DeliveryLane:
         self._waiters: list[asyncio.Future[None]] = []  # on the I/O loop, waiting for room
         self._stopping = False
         self._busy = False
-        self._thread = threading.Thread(target=self._run, name="berrymq-delivery", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    def in_lane(self) -> bool:
+        """True in the lane's own thread, that is, in work the lane runs. Such work must
+        not wait for later work of the same lane: that work would wait for it in turn."""
+        return threading.current_thread() is self._thread
 
     @property
     def pending(self) -> tuple[int, int]:
@@ -216,7 +222,7 @@ class DeliveryLane:
             asleep, self._asleep = self._asleep, False
         if asleep:
             self._wake.put(None)
-        if threading.current_thread() is not self._thread:
+        if not self.in_lane():
             self._thread.join(timeout)
 
 

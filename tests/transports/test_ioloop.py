@@ -157,6 +157,20 @@ def test_an_idle_lane_wakes_for_each_piece_of_work_and_stops_when_idle(io: IOLoo
     assert not lane._thread.is_alive()
 
 
+def test_a_lane_knows_its_own_thread_by_the_name_it_was_given(io: IOLoop) -> None:
+    lane = DeliveryLane(io, name="test-lane")
+    seen: list[tuple[str, bool]] = []
+
+    async def offer() -> bool:
+        return lane.offer(lambda: seen.append((threading.current_thread().name, lane.in_lane())))
+
+    assert io.run(offer(), timeout=5)
+    assert lane.wait_idle(5)
+    assert seen == [("test-lane", True)]
+    assert not lane.in_lane()
+    lane.stop(5)
+
+
 def test_each_thread_reads_sockets_into_a_buffer_of_its_own() -> None:
     # One buffer serves every connection of a loop; a loop in another thread must not
     # share it, or two reads at once would write into the same bytes.

@@ -99,7 +99,7 @@ class RemoteConnection(LinkConnection):
         #: the session on this node that the peer sends to (an interconnection's way back)
         self.local_session: Session | None = None
         self.opened = time.monotonic()  # stats: the connection's age in /status
-        link = transport._link(channel, token, f"{transport.scheme}:{style}", self._dead)
+        link = transport.make_link(channel, token, f"{transport.scheme}:{style}", self._dead)
         self.link: Link = link
         super().__init__(transport.bus, link, style, address=address,
                          inbox=ServerQueue(self) if style == "queue" else None,

@@ -97,7 +97,7 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
         listening += list(getattr(transport, "urls", ()))
         admission = getattr(transport, "admission", None)
         _add(refused, getattr(admission, "refused", {}))
-        for connection in list(getattr(transport, "_connections", ())):
+        for connection in getattr(transport, "connections", ()):  # a JSON-RPC transport's
             outbox = connection.link.outbox  # its losses are in stats as they happen
             connections.append({
                 "scheme": scheme, "address": connection.address, "style": connection.style,

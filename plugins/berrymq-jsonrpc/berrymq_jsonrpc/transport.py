@@ -62,7 +62,7 @@ def _flush_at_exit() -> None:
     # Messages queued by send_message/twitter just before the program ends are still
     # sent: wait (bounded by each transport's timeout) for every open connection.
     for transport in list(_live):
-        for connection in list(transport._connections):
+        for connection in transport.connections:
             try:
                 connection.flush(transport.timeout)
             except Exception as exc:  # noqa: BLE001 - already logged by the outbox
@@ -198,7 +198,7 @@ class RemoteTransport(Transport):
             if session is not None:
                 in_waits(self.service.close_session, session.token, "peer unreachable")
 
-        link = self._link(channel, token, f"{self.scheme}:peer", dead, owns_channel=owns)
+        link = self.make_link(channel, token, f"{self.scheme}:peer", dead, owns_channel=owns)
         return link
 
     def _callback_channel(self, addr: str) -> Channel:
@@ -221,9 +221,12 @@ class RemoteTransport(Transport):
                                              "connection there")
         return channel
 
-    def _link(self, channel: Channel, token: str, name: str,
-              on_dead: Callable[[BaseException], None], *, owns_channel: bool = False) -> Link:
-        """A link on ``channel`` with this transport's outbox bounds and the node's stats."""
+    def make_link(self, channel: Channel, token: str, name: str,
+                  on_dead: Callable[[BaseException], None], *, owns_channel: bool = False) -> Link:
+        """A link on ``channel`` for the session ``token`` there, with this transport's
+        outbox bounds, counted in the node's stats, its losses reported by the next
+        :meth:`flush`: the link of a connection this transport opens, or of an
+        interconnection a peer opened to it."""
         link = Link(channel, token, name=name, on_dead=on_dead, owns_channel=owns_channel,
                     outbox_size=self.outbox_size, outbox_bytes=self.outbox_bytes,
                     outbox_wait=self.outbox_wait)
@@ -237,6 +240,13 @@ class RemoteTransport(Transport):
             self._losses_since_flush += 1
 
     # -- connecting -----------------------------------------------------------------------
+
+    @property
+    def connections(self) -> tuple[RemoteConnection, ...]:
+        """The connections this transport opened to other nodes and has not forgotten yet
+        (a snapshot: closing one while going through them is safe)."""
+        with self._lock:
+            return tuple(self._connections)
 
     def _track(self, connection: RemoteConnection) -> RemoteConnection:
         with self._lock:

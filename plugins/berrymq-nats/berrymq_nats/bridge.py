@@ -266,7 +266,7 @@ class NatsBridge(Connection):
     def forward(self, message: Message, reply_to: Identifier | None) -> None:
         """Publish ``message`` (the bus calls this for every non-local message)."""
         ident = message[0]
-        subject = self.subjects._cache.get(ident) or self.subjects.subject(ident)
+        subject = self.subjects.subject(ident)
         payload = encode_message(message, reply_to, self.shared.taken(ident))
         self.outbox.put((subject, payload, ""), ident)
 
@@ -329,8 +329,7 @@ class NatsBridge(Connection):
             except Exception:  # noqa: BLE001 - not connected in time, or the connection dropped
                 ok = False
             else:
-                on_lane = getattr(io_loop.lane, "_thread", None) is threading.current_thread()
-                if not on_lane:  # a receiver waiting for its own batch would wait forever
+                if not io_loop.lane.in_lane():  # a receiver waiting for its own batch would wait forever
                     ok = self.inbound.wait_delivered(
                         received, max(0.0, deadline - time.monotonic()))
         else:

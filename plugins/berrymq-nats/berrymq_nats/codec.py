@@ -51,7 +51,7 @@ def encode_message(message: Message, reply_to: Identifier | None, taken: tuple[s
                    timeout: float | None = None) -> bytes:
     """The bytes published for ``message``; ``TypeError`` naming it if JSON cannot hold it."""
     ident = message[0]
-    fields: list[Any] = [ident._text, message[1], message[2], message[3], message[4]]
+    fields: list[Any] = [str(ident), message[1], message[2], message[3], message[4]]
     if reply_to is not None or taken or timeout is not None:
         fields.append(None if reply_to is None else str(reply_to))
         fields.append(taken or None)

@@ -70,8 +70,7 @@ def answer_lane() -> DeliveryLane:
     global _answers
     with _answers_lock:
         if _answers is None:
-            _answers = DeliveryLane(io_loop)
-            _answers._thread.name = "berrymq-nats-answers"
+            _answers = DeliveryLane(io_loop, name="berrymq-nats-answers")
         return _answers
 
 

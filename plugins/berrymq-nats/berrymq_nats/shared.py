@@ -55,13 +55,13 @@ class SharedQueues:
             bus = self.bus
             found: list[tuple[Subscription, str, Identifier]] = []
             for sub in bus.subscriptions():
-                if sub.kind != "queue" or sub.pattern.is_local:
+                # keep the live members of groups of competing consumers (shared queues)
+                if not sub.shared or sub.pattern.is_local or sub.ref() is None:
                     continue
-                if sub.shared and sub.ref() is not None:  # one of a shared group, alive
-                    found.append((sub, self.subjects.group(sub.pattern), sub.pattern))
-                    if sub.guard is None and not self.closed:
-                        bus.set_guard(sub, shared_queue_guard)
-                        self._guarded.append(sub)
+                found.append((sub, self.subjects.group(sub.pattern), sub.pattern))
+                if sub.guard is None and not self.closed:
+                    bus.set_guard(sub, shared_queue_guard)
+                    self._guarded.append(sub)
             self._guarded = [s for s in self._guarded if s.active]
             self.entries = tuple(found)
 
