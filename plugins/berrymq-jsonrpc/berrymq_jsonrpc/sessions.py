@@ -154,6 +154,12 @@ class SessionQueue:
                 self._budget.give(self._sizes.popleft())
         return item  # type: ignore[return-value]
 
+    def held(self) -> tuple[int, int]:
+        """How many messages the queue holds, and their bytes as JSON (what the client
+        will get): for ``/status``, without reading the entries."""
+        with self._lock:
+            return len(self._sizes), sum(self._sizes)
+
     def close(self) -> int:
         """Stop following the pattern and free what is held; how many messages it held
         (accepted and never taken: the caller counts them lost). 0 when already closed."""

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from berrymq import __version__, network
-from berrymq_jsonrpc.jsonrpc import dumps
 from berrymq_jsonrpc.stats import NodeStats, session_peer, stats_for
 
 if TYPE_CHECKING:
@@ -32,15 +31,6 @@ def _transports(bus: Bus) -> list[tuple[str, Any]]:
     return sorted(bus.transports().items())
 
 
-def _queue_bytes(items: list[Any]) -> int:
-    """The bytes a session queue holds: its entries as JSON (what the client will get)."""
-    total = 0
-    for entry in items:
-        if type(entry) is list:
-            total += len(dumps(entry))
-    return total
-
-
 def _add(into: dict[str, int], counts: dict[str, int]) -> None:
     for reason, count in list(counts.items()):
         into[reason] = into.get(reason, 0) + count
@@ -50,12 +40,9 @@ def _session_queue(session: Any) -> dict[str, Any] | None:
     store = session.queue
     if store is None:
         return None
-    inner = store._items
-    with inner.mutex:
-        items = list(inner.queue)
-    items = [e for e in items if type(e) is list]  # not the closing marker
+    depth, size = store.held()
     return {"name": f"remote {store.pattern}", "kind": "session", "pattern": str(store.pattern),
-            "depth": len(items), "bytes": _queue_bytes(items), "maxsize": store.maxsize,
+            "depth": depth, "bytes": size, "maxsize": store.maxsize,
             "shared": False, "session": session.token[:8]}
 
 
