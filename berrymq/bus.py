@@ -153,14 +153,11 @@ class Bus(NodeSide):
                 return
             self._started = True
             host = self.plugins
-            core = host.core_settings
-            if self._explicit["raise_errors"] is None and "raise_errors" in core:
-                self.raise_errors = bool(core["raise_errors"])
-            if self._explicit["hop_limit"] is None and "hop_limit" in core:
-                self.hop_limit = int(core["hop_limit"])
+            self.raise_errors = bool(self.core_setting("raise_errors", self.raise_errors))
+            self.hop_limit = int(self.core_setting("hop_limit", self.hop_limit))
             self.taps = tuple(host.message_taps())
-        if self._explicit["multiplicity"] is None and core.get("multiplicity"):
-            self.set_multiplicity(int(core["multiplicity"]))
+        if self._explicit["multiplicity"] is None and host.core_settings.get("multiplicity"):
+            self.set_multiplicity(int(host.core_settings["multiplicity"]))
         self._update_direct()
         host.start_bus(self)
 
