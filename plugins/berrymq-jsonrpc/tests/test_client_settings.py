@@ -10,12 +10,14 @@ test_liveness, test_status, test_conformance and the transport plugins' tests):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 import pytest
 from berrymq_jsonrpc import protocol as p
@@ -85,32 +87,32 @@ def test_max_get_wait_caps_a_blocking_get_on_the_server(bus_factory: Factory,
     assert connection.get(timeout=10).id == "job:late"
 
 
-def test_max_get_wait_is_what_a_raw_client_sees(bus_factory: Factory) -> None:
-    node = bus_factory(jsonrpc_tcp={"max_get_wait": 0.2})
+@contextlib.contextmanager
+def queue_session(node: Bus) -> Iterator[tuple[socket.socket, BinaryIO, str]]:
+    """A raw TCP connection to ``node`` (served on a port of its own) with a
+    ``connect_via_queue`` session of ``job:*`` opened on it: the socket, its reader and the
+    token."""
     port = int(node.transport("tcp").listen("tcp://127.0.0.1:0").rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        reader = sock.makefile("rb")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock, \
+            sock.makefile("rb") as reader:
         sock.sendall(b'{"jsonrpc":"2.0","method":"connect_via_queue",'
-                     b'"params":{"identifier":"job:*"},"id":1}\n')
-        token = json.loads(reader.readline())["result"]
+                     b'"params":{"identifier":"job:*"},"id":"open"}\n')
+        yield sock, reader, json.loads(reader.readline())["result"]
+
+
+def test_max_get_wait_is_what_a_raw_client_sees(bus_factory: Factory) -> None:
+    with queue_session(bus_factory(jsonrpc_tcp={"max_get_wait": 0.2})) as (sock, reader, token):
         started = time.monotonic()
         sock.sendall(json.dumps({"jsonrpc": "2.0", "method": "get", "id": 2, "params": {
             "token": token, "block": True, "timeout": 60}}).encode() + b"\n")
         reply = json.loads(reader.readline())
-        reader.close()
     assert reply["error"]["code"] == p.EMPTY
     assert 0.15 <= time.monotonic() - started < 5
 
 
-
 def test_max_waiting_caps_the_waiting_requests_of_one_connection(bus_factory: Factory) -> None:
     node = bus_factory(jsonrpc_tcp={"max_waiting": 2})
-    port = int(node.transport("tcp").listen("tcp://127.0.0.1:0").rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        reader = sock.makefile("rb")
-        sock.sendall(b'{"jsonrpc":"2.0","method":"connect_via_queue",'
-                     b'"params":{"identifier":"job:*"},"id":"open"}\n')
-        token = json.loads(reader.readline())["result"]
+    with queue_session(node) as (sock, reader, token):
         gets = [{"jsonrpc": "2.0", "method": "get", "id": i,
                  "params": {"token": token, "block": True, "timeout": 30}} for i in range(3)]
         now = {"jsonrpc": "2.0", "method": "get_nowait", "id": "now", "params": {"token": token}}
@@ -129,5 +131,4 @@ def test_max_waiting_caps_the_waiting_requests_of_one_connection(bus_factory: Fa
         # a message for the queue answers the first waiting get
         node.twitter("job:done")
         answer = json.loads(reader.readline())
-        reader.close()
     assert answer["id"] in (0, 1) and answer["result"][0] == "job:done", answer
