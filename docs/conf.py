@@ -10,12 +10,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # Extensions of this documentation (the generated CLI reference).
 sys.path.insert(0, str(Path(__file__).resolve().parent / "_ext"))
 
-import berrymq  # noqa: E402
+import berrymq
 
 project = "berryMQ"
 author = "the berryMQ contributors"
 # The name Sphinx reads:
-copyright = "2009 SHIBUKAWA Yoshiki (the original berryMQ), 2026 the berryMQ contributors"  # noqa: A001
+copyright = "2009 SHIBUKAWA Yoshiki (the original berryMQ), 2026 the berryMQ contributors"
 release = berrymq.__version__
 version = ".".join(release.split(".")[:2])
 

@@ -16,6 +16,8 @@ from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
+from berrymq.cli import build_parser
+
 __all__ = ["Argument", "Command", "setup", "walk"]
 
 
@@ -86,8 +88,6 @@ class CliReference(SphinxDirective):
     """``berrymq-cli``: the whole reference (no arguments, no content)."""
 
     def run(self) -> list[nodes.Node]:
-        from berrymq.cli import build_parser
-
         sections: list[nodes.Node] = []
         for command in walk(build_parser()):
             section = nodes.section(ids=[nodes.make_id(command.path)])
