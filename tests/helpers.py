@@ -12,7 +12,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,12 @@ import pytest
 
 import berrymq
 from berrymq import Empty, Follower, Message, Queue, following, hookspecs, regist_function
+from berrymq.bus import Bus
+from berrymq.plugins import PluginHost
+from berrymq.settings import Settings
 
-__all__ = ["CHILD_NODE", "WAIT", "Child", "Lines", "Logger", "capture", "child_env", "drain", "installed",
-           "is_urgent", "on_job", "on_log", "populate"]
+__all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "Lines", "Logger", "capture", "child_env", "drain",
+           "installed", "is_urgent", "make_bus", "on_job", "on_log", "populate", "serve"]
 
 WAIT = 10.0  # generous deadline for anything that should happen "soon"
 
@@ -267,3 +270,40 @@ def populate() -> Iterator[dict[str, Any]]:
         yield {"loggers": loggers, "queues": (queue, shared), "timer": timer}
     finally:
         timer.stop()
+
+
+# -- buses with the installed plugins, serving on loopback (the plugins' tests) ----------------
+
+
+def make_bus(**tables: dict[str, Any]) -> Bus:
+    """A bus that raises its receivers' errors, with every installed plugin, no settings
+    file and these plugin settings tables (``jsonrpc_tcp={...}``: ``[berrymq.jsonrpc-tcp]``)."""
+    host = PluginHost(Settings(tables={k.replace("_", "-"): v for k, v in tables.items()}))
+    return Bus(raise_errors=True, plugins=host, name="remote-test")
+
+
+class Buses:
+    """The buses of one test, all closed by :meth:`close_all` (a fixture's teardown):
+    ``buses(**tables)`` makes one with :func:`make_bus`; :meth:`keep` adds one made otherwise."""
+
+    def __init__(self) -> None:
+        self.made: list[Bus] = []
+
+    def __call__(self, **tables: dict[str, Any]) -> Bus:
+        return self.keep(make_bus(**tables))
+
+    def keep(self, bus: Bus) -> Bus:
+        self.made.append(bus)
+        return bus
+
+    def close_all(self) -> None:
+        for bus in self.made:
+            bus.close()
+
+
+def serve(make: Callable[..., Bus], scheme: str, **settings: Any) -> tuple[Bus, int]:
+    """A bus from ``make`` (``settings``, if any, its ``[berrymq.jsonrpc-SCHEME]`` table)
+    listening for ``scheme`` on a free loopback port: (the bus, the port)."""
+    bus = make(**{f"jsonrpc_{scheme}": settings}) if settings else make()
+    url = bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+    return bus, int(url.rsplit(":", 1)[1])

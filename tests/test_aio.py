@@ -22,7 +22,6 @@ from helpers import WAIT, Child
 import berrymq
 from berrymq import Bus, Follower, Message, ReplyError, following
 from berrymq._hops import hop_box
-from berrymq._pending import PendingReply
 
 
 class LoopThread:
@@ -676,16 +675,6 @@ def test_ask_async_validates_its_arguments(berrymq_bus: Bus) -> None:
             await berrymq.ask_async("a:")
 
     asyncio.run(main())
-
-
-def test_pending_reply_is_a_future() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        reply = PendingReply("r", loop)
-        reply.set_result(3)
-        assert reply.result(0) == 3
-    finally:
-        loop.close()
 
 
 def test_async_receivers_do_not_disturb_the_senders_hop_count(berrymq_bus: Bus) -> None:

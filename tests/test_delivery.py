@@ -1,4 +1,5 @@
-"""berrymq._delivery and berrymq._hops: the one delivery loop, the hop count, the error policy."""
+"""berrymq._delivery: the one delivery loop, the hop count it hands on (the hop box itself:
+test_hops.py), the error policy."""
 
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from helpers import Buses, serve
 
 import berrymq
 from berrymq.bus import Bus
@@ -17,24 +17,11 @@ from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
 
-def make_bus(**settings: Any) -> Bus:
-    host = PluginHost(Settings(tables={"jsonrpc-http": settings} if settings else {}))
-    return Bus(raise_errors=True, plugins=host, name="http-test")
-
-
 @pytest.fixture
-def buses() -> Iterator[list[Bus]]:
-    made: list[Bus] = []
+def buses() -> Iterator[Buses]:
+    made = Buses()
     yield made
-    for bus in made:
-        bus.close()
-
-
-def serve(buses: list[Bus], **settings: Any) -> tuple[Bus, int]:
-    bus = make_bus(**settings)
-    buses.append(bus)
-    url = bus.transport("http").listen("http://127.0.0.1:0")
-    return bus, int(url.rsplit(":", 1)[1])
+    made.close_all()
 
 
 def exchange(port: int, data: bytes) -> bytes:
@@ -72,15 +59,15 @@ def post(body: bytes, headers: str = "Content-Type: application/json\r\n",
     (b"POST / HTTP/1.1\r\nContent-Type: application/json\r\n\r\n", b"411"),
     (b"GARBAGE\r\n\r\n", b"400"),
 ])
-def test_http_errors(buses: list[Bus], request_: bytes, status: bytes) -> None:
-    _, port = serve(buses)
+def test_http_errors(buses: Buses, request_: bytes, status: bytes) -> None:
+    _, port = serve(buses, "http")
     answer = exchange(port, request_)
     assert answer.split(b" ", 2)[1] == status, answer
     assert b"Connection: close" in answer
 
 
-def test_keep_alive_serves_many_requests_on_one_connection(buses: list[Bus]) -> None:
-    _, port = serve(buses)
+def test_keep_alive_serves_many_requests_on_one_connection(buses: Buses) -> None:
+    _, port = serve(buses, "http")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         reader = sock.makefile("rb")
         for i in range(50):
@@ -95,16 +82,16 @@ def test_keep_alive_serves_many_requests_on_one_connection(buses: list[Bus]) -> 
         reader.close()
 
 
-def test_notification_gets_204_and_http10_closes(buses: list[Bus]) -> None:
-    _, port = serve(buses)
+def test_notification_gets_204_and_http10_closes(buses: Buses) -> None:
+    _, port = serve(buses, "http")
     note = b'{"jsonrpc":"2.0","method":"send_message","params":{"token":"x"}}'
     answer = exchange(port, post(note, version="HTTP/1.0"))
     assert answer.startswith(b"HTTP/1.1 204 No Content\r\n")
     assert b"Connection: close" in answer and b"Content-Length" not in answer
 
 
-def test_expect_100_continue_like_curl(buses: list[Bus]) -> None:
-    _, port = serve(buses)
+def test_expect_100_continue_like_curl(buses: Buses) -> None:
+    _, port = serve(buses, "http")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         head = post(b"", headers="Content-Type: application/json\r\nExpect: 100-continue\r\n")
         sock.sendall(head.replace(b"Length: 0", f"Length: {len(CALL)}".encode()))
@@ -116,10 +103,9 @@ def test_expect_100_continue_like_curl(buses: list[Bus]) -> None:
         reader.close()
 
 
-def test_stale_keep_alive_connection_is_replaced(buses: list[Bus]) -> None:
-    server, port = serve(buses, read_timeout=0.3)
-    client = make_bus()
-    buses.append(client)
+def test_stale_keep_alive_connection_is_replaced(buses: Buses) -> None:
+    server, port = serve(buses, "http", read_timeout=0.3)
+    client = buses()
     received = berrymq.Queue("s:*", bus=server)
     connection = client.transport("http").connect_oneway(f"http://127.0.0.1:{port}", 60)
     connection.send(berrymq.Message("s:one"))
@@ -134,21 +120,18 @@ def test_stale_keep_alive_connection_is_replaced(buses: list[Bus]) -> None:
     assert received.get(timeout=10).id == "s:two"
 
 
-def test_interconnect_over_http_needs_a_server_of_ones_own(buses: list[Bus]) -> None:
-    _, port = serve(buses)
-    client = make_bus()
-    buses.append(client)
+def test_interconnect_over_http_needs_a_server_of_ones_own(buses: Buses) -> None:
+    _, port = serve(buses, "http")
+    client = buses()
     with pytest.raises(berrymq.ConnectionClosed, match="init_connection"):
         client.transport("http").interconnect(f"http://127.0.0.1:{port}", 60)
 
 
-def test_disabled_plugin_is_named(buses: list[Bus]) -> None:
-    bus = Bus(plugins=PluginHost(Settings(disable=("jsonrpc-http",))))
-    buses.append(bus)
+def test_disabled_plugin_is_named(buses: Buses) -> None:
+    bus = buses.keep(Bus(plugins=PluginHost(Settings(disable=("jsonrpc-http",)))))
     with pytest.raises(berrymq.PluginNotAvailable, match="jsonrpc-http") as info:
         bus.transport("http")
     assert "enable" in str(info.value)
-    missing = Bus(plugins=PluginHost(Settings(), entry_points=False))
-    buses.append(missing)
+    missing = buses.keep(Bus(plugins=PluginHost(Settings(), entry_points=False)))
     with pytest.raises(berrymq.PluginNotAvailable, match=r"pip install \./plugins/berrymq-jsonrpc \./plugins/berrymq-jsonrpc-http"):
         missing.transport("http")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import Buses, serve
 
 import berrymq
 from berrymq.bus import Bus
@@ -20,19 +21,10 @@ from berrymq.transports.ioloop import READ_SIZE
 
 
 @pytest.fixture
-def buses() -> Iterator[list[Bus]]:
-    made: list[Bus] = []
+def buses() -> Iterator[Buses]:
+    made = Buses()
     yield made
-    for bus in made:
-        bus.close()
-
-
-def serve(buses: list[Bus], **settings: Any) -> tuple[Bus, int]:
-    host = PluginHost(Settings(tables={"jsonrpc-tcp": settings} if settings else {}))
-    bus = Bus(raise_errors=True, plugins=host, name="tcp-test")
-    buses.append(bus)
-    url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
-    return bus, int(url.rsplit(":", 1)[1])
+    made.close_all()
 
 
 class Lines:
@@ -57,8 +49,8 @@ def request(method: str, params: Any, id: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "method": method, "params": params, "id": id}
 
 
-def test_pipelined_requests_and_crlf(buses: list[Bus]) -> None:
-    _, port = serve(buses)
+def test_pipelined_requests_and_crlf(buses: Buses) -> None:
+    _, port = serve(buses, "tcp")
     lines = Lines(port)
     try:
         lines.send(*(request("connect_oneway", {}, i) for i in range(5)), end=b"\r\n")
@@ -69,8 +61,8 @@ def test_pipelined_requests_and_crlf(buses: list[Bus]) -> None:
         lines.close()
 
 
-def test_one_connection_carries_both_directions(buses: list[Bus]) -> None:
-    bus, port = serve(buses)
+def test_one_connection_carries_both_directions(buses: Buses) -> None:
+    bus, port = serve(buses, "tcp")
     back = berrymq.Queue("up:*", bus=bus)
     lines = Lines(port)
     try:
@@ -96,8 +88,8 @@ def test_one_connection_carries_both_directions(buses: list[Bus]) -> None:
         time.sleep(0.02)
 
 
-def test_idle_connection_without_session_is_closed(buses: list[Bus]) -> None:
-    _, port = serve(buses, read_timeout=0.3)
+def test_idle_connection_without_session_is_closed(buses: Buses) -> None:
+    _, port = serve(buses, "tcp", read_timeout=0.3)
     idle = Lines(port)
     busy = Lines(port)
     try:
@@ -114,19 +106,18 @@ def test_idle_connection_without_session_is_closed(buses: list[Bus]) -> None:
         busy.close()
 
 
-def test_missing_plugin_is_named(buses: list[Bus]) -> None:
-    bus = Bus(plugins=PluginHost(Settings(), entry_points=False))
-    buses.append(bus)
+def test_missing_plugin_is_named(buses: Buses) -> None:
+    bus = buses.keep(Bus(plugins=PluginHost(Settings(), entry_points=False)))
     with pytest.raises(berrymq.PluginNotAvailable,
                        match=r"jsonrpc-tcp.*pip install \./plugins/berrymq-jsonrpc \./plugins/berrymq-jsonrpc-tcp"):
         bus.transport("tcp")
 
 
-def test_lines_longer_than_a_read_and_interleaved_across_connections(buses: list[Bus]) -> None:
+def test_lines_longer_than_a_read_and_interleaved_across_connections(buses: Buses) -> None:
     # Every connection of the loop is read into one buffer of the I/O thread: a line
     # longer than one read, and halves of lines sent on two connections in turn, must
     # each arrive whole and on their own connection.
-    bus, port = serve(buses)
+    bus, port = serve(buses, "tcp")
     got: list[tuple[str, int]] = []
     both = threading.Event()
 
@@ -159,7 +150,7 @@ def test_lines_longer_than_a_read_and_interleaved_across_connections(buses: list
 
 
 def test_a_peer_that_ends_the_connection_is_named_as_the_one_that_closed_it(
-        buses: list[Bus]) -> None:
+        buses: Buses) -> None:
     # The peer answers connect_oneway, reads the messages sent next and ends its side
     # without answering them (as a killed process's kernel does): the sender is told the
     # peer closed the connection, not that this end did (this end closes its side only
@@ -179,8 +170,7 @@ def test_a_peer_that_ends_the_connection_is_named_as_the_one_that_closed_it(
 
     thread = threading.Thread(target=peer, daemon=True)
     thread.start()
-    bus = Bus(raise_errors=True, plugins=PluginHost(Settings()), name="tcp-client")
-    buses.append(bus)
+    bus = buses()
     connection = bus.transport("tcp").connect_oneway(f"tcp://127.0.0.1:{port}", 60)
     connection.send(berrymq.Message("job:n", (1,)))
     with pytest.raises(berrymq.ConnectionClosed, match="the peer closed the connection"):

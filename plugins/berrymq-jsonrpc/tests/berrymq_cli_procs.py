@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -108,13 +107,6 @@ def listen(tmp_path: Path, procs: list[Proc], url: str, pattern: str, *more: str
     # printed once the node holds the queue: everything sent from now on is seen
     assert proc.line("err") == f"listening to {pattern} at {url}"
     return proc
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def one_error_line(result: subprocess.CompletedProcess[str], status: int = 2) -> str:

@@ -16,13 +16,10 @@ from typing import Any
 
 import pytest
 
-from berrymq.bus import Bus
-from berrymq.plugins import PluginHost
-from berrymq.settings import Settings
-
 sys.path.insert(0, str(Path(__file__).parent))  # berrymq_cli_procs, shared by the CLI tests
 
 from berrymq_cli_procs import Proc
+from helpers import Buses
 
 NODE_SCRIPT = Path(__file__).with_name("node_script.py")
 TIMEOUT = 20.0
@@ -113,25 +110,13 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Node]]:
         node.stop()
 
 
-def make_bus(**tables: dict[str, Any]) -> Bus:
-    """A bus with every installed plugin and these plugin settings tables."""
-    host = PluginHost(Settings(tables={k.replace("_", "-"): v for k, v in tables.items()}))
-    return Bus(raise_errors=True, plugins=host, name="remote-test")
-
-
 @pytest.fixture
-def bus_factory() -> Iterator[Callable[..., Bus]]:
-    """Make isolated buses (with plugin settings tables); all closed after the test."""
-    buses: list[Bus] = []
-
-    def make(**tables: dict[str, Any]) -> Bus:
-        bus = make_bus(**tables)
-        buses.append(bus)
-        return bus
-
-    yield make
-    for bus in buses:
-        bus.close()
+def bus_factory() -> Iterator[Buses]:
+    """Make isolated buses (``bus_factory(**tables)``: helpers.make_bus); all closed
+    after the test."""
+    buses = Buses()
+    yield buses
+    buses.close_all()
 
 
 def _wait_for(condition: Callable[[], Any], timeout: float = TIMEOUT,

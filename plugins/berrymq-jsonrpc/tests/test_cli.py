@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-from berrymq_cli_procs import DEADLINE, Proc, closed_port, listen, one_error_line, run
+from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line, run
 from berrymq_jsonrpc.cli import server_url
 from berrymq_jsonrpc.cli_support import format_message, parse_value
+from berrymq_nats.testing import free_port
 
 from berrymq.message import Message
 
@@ -101,7 +102,7 @@ def test_listen_no_reconnect_ends_saying_the_node_went_away(
 
 
 def test_send_to_an_unreachable_node(tmp_path: Path) -> None:
-    port = closed_port()
+    port = free_port()
     line = one_error_line(run("send", f"tcp://127.0.0.1:{port}", "job:x", cwd=tmp_path), 1)
     assert f"cannot reach tcp://127.0.0.1:{port}" in line
     line = one_error_line(run("send", f"http://127.0.0.1:{port}", "job:x", cwd=tmp_path), 1)
@@ -109,7 +110,7 @@ def test_send_to_an_unreachable_node(tmp_path: Path) -> None:
 
 
 def test_listen_to_an_unreachable_node(tmp_path: Path) -> None:
-    port = closed_port()
+    port = free_port()
     line = one_error_line(run("listen", f"tcp://127.0.0.1:{port}", "job:*", cwd=tmp_path), 1)
     assert f"cannot reach tcp://127.0.0.1:{port}" in line
 

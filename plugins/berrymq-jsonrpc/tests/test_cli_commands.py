@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from berrymq_cli_procs import DEADLINE, Proc, closed_port, listen, one_error_line, run
+from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line, run
+from berrymq_nats.testing import free_port
 
 TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
@@ -202,7 +203,7 @@ def test_listen_count_timeout_and_timestamps(tmp_path: Path, procs: list[Proc],
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_listen_reconnects_and_reports_the_gap(tmp_path: Path, procs: list[Proc],
                                                scheme: str) -> None:
-    port = closed_port()
+    port = free_port()
     option = f"--{scheme}"
     address = f"127.0.0.1:{port}"
     url = f"{scheme}://{address}"

@@ -4,6 +4,7 @@ points 3 and 4 on the wire, the application error codes and the safety limits.""
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import logging
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
+from helpers import serve
 from probe_tools import TOKEN
 
 import berrymq
@@ -93,15 +95,9 @@ class Raw:
 
 
 @pytest.fixture
-def server(bus_factory: Callable[..., Bus]) -> Iterator[Callable[..., tuple[Bus, int]]]:
+def server(bus_factory: Callable[..., Bus]) -> Callable[..., tuple[Bus, int]]:
     """Start a berryMQ server (``server(scheme, **settings)``) -> (bus, port)."""
-
-    def start(scheme: str, **settings: Any) -> tuple[Bus, int]:
-        bus = bus_factory(**{f"jsonrpc-{scheme}": settings})
-        url = bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
-        return bus, int(url.rsplit(":", 1)[1])
-
-    yield start
+    return functools.partial(serve, bus_factory)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from berrymq_jsonrpc import dialect
 from berrymq_jsonrpc import protocol as p
+from helpers import serve
 
 from berrymq.bus import Bus
 from berrymq.message import Message
@@ -156,12 +157,6 @@ def v1() -> Iterator[MakeV1]:
     yield make
     for client in made:
         client.close()
-
-
-def serve(bus_factory: Callable[..., Bus], scheme: str, **settings: Any) -> tuple[Bus, int]:
-    bus = bus_factory(**{f"jsonrpc-{scheme}": settings})
-    url = bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
-    return bus, int(url.rsplit(":", 1)[1])
 
 
 def inbox(bus: Bus, pattern: str) -> queue.Queue[Message]:

@@ -18,6 +18,8 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.limits import queued_bytes_for
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
+from berrymq_nats.testing import free_port
+from helpers import serve
 from probe_tools import tcp_call
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,12 +27,6 @@ from berrymq.bus import Bus
 from berrymq.errors import QueueFull
 
 Factory = Callable[..., Bus]
-
-
-def serve(bus_factory: Factory, scheme: str, **settings: Any) -> tuple[Bus, int]:
-    bus = bus_factory(**{f"jsonrpc_{scheme}": settings})
-    url = bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
-    return bus, int(url.rsplit(":", 1)[1])
 
 
 _open: list[socket.socket] = []
@@ -222,12 +218,6 @@ def test_connections_closed_at_once_free_their_places(
 
 
 # -- 2. interconnect calls back only where allowed --------------------------------------------
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def interconnect(scheme: str, sock: socket.socket, addr: str, **extra: Any) -> dict[str, Any]:

@@ -19,6 +19,8 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.settings import SETTINGS
 from berrymq_jsonrpc.transport import RemoteConnection, RemoteTransport
+from berrymq_nats.testing import free_port
+from helpers import serve
 from probe_tools import tcp_call
 
 import berrymq
@@ -29,24 +31,6 @@ from berrymq.message import Message
 Factory = Callable[..., Bus]
 WAIT = 10.0
 TOKEN = "t" * 43
-
-
-def serve(bus_factory: Factory, scheme: str, **settings: Any) -> tuple[Bus, str]:
-    bus = bus_factory(**{f"jsonrpc_{scheme}": settings})
-    return bus, bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
-
-
-def wait_until(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- a peer that answers the opening request, then reads nothing --------------------------
@@ -120,7 +104,7 @@ def deaf_peer(request: pytest.FixtureRequest) -> Iterator[DeafPeer]:
 
 
 def test_a_full_outbox_blocks_then_raises_queue_full_naming_outbox_bytes(
-        bus_factory: Factory, deaf_peer: DeafPeer) -> None:
+        bus_factory: Factory, deaf_peer: DeafPeer, wait_for: Callable[..., Any]) -> None:
     scheme = deaf_peer.scheme
     limit = 2 * 1024 * 1024
     client = bus_factory(**{f"jsonrpc_{scheme}": {"outbox_bytes": limit, "outbox_wait": 0.1,
@@ -160,8 +144,8 @@ def test_a_full_outbox_blocks_then_raises_queue_full_naming_outbox_bytes(
     deaf_peer.close()
     stats = client.transport(scheme).service.stats  # type: ignore[attr-defined]
     # closed first, counted as it is torn down (on another thread): wait for the count
-    wait_until(lambda: connection.closed and stats.losses().get(
-        "not sent: connection failed or closed") == accepted,
+    wait_for(lambda: connection.closed and stats.losses().get(
+        "not sent: connection failed or closed") == accepted, WAIT,
         "the connection to notice the peer is gone and count what it held")
     assert outbox.sent == 0
     assert connection.losses == {"not sent: connection failed or closed": accepted}
@@ -171,7 +155,7 @@ def test_a_full_outbox_blocks_then_raises_queue_full_naming_outbox_bytes(
 
 
 def test_a_full_outbox_in_messages_names_outbox_size(
-        bus_factory: Factory, deaf_peer: DeafPeer) -> None:
+        bus_factory: Factory, deaf_peer: DeafPeer, wait_for: Callable[..., Any]) -> None:
     scheme = deaf_peer.scheme
     client = bus_factory(**{f"jsonrpc_{scheme}": {"outbox_size": 5, "outbox_wait": 0.2,
                                                   "timeout": 30}})
@@ -181,7 +165,7 @@ def test_a_full_outbox_in_messages_names_outbox_size(
     outbox = connection.link.outbox
     # the first goes out alone (and is never answered); 5 more wait; the 7th is refused
     connection.send(Message(Identifier("small:x"), (0,), {}))
-    wait_until(lambda: outbox.pending == 0, "the first message to be on its way")
+    wait_for(lambda: outbox.pending == 0, WAIT, "the first message to be on its way")
     for i in range(1, 6):
         connection.send(Message(Identifier("small:x"), (i,), {}))
     with pytest.raises(berrymq.QueueFull, match=r"5 messages wait .*setting outbox_size"):
@@ -195,7 +179,8 @@ def test_a_full_outbox_in_messages_names_outbox_size(
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_refusals_by_a_full_queue_leave_the_connection_and_outbox_open(
         bus_factory: Factory, scheme: str) -> None:
-    node, url = serve(bus_factory, scheme, queue_size=5)
+    node, port = serve(bus_factory, scheme, queue_size=5)
+    url = f"{scheme}://127.0.0.1:{port}"
     others = berrymq.Queue("other:*", bus=node)
     client = bus_factory()
     transport = client.transport(scheme)
@@ -236,7 +221,8 @@ def test_refusals_by_a_full_queue_leave_the_connection_and_outbox_open(
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_refusals_on_an_interconnection_are_counted_and_it_stays_open(
         bus_factory: Factory, scheme: str, caplog: pytest.LogCaptureFixture) -> None:
-    node, url = serve(bus_factory, scheme, queue_size=3)
+    node, port = serve(bus_factory, scheme, queue_size=3)
+    url = f"{scheme}://127.0.0.1:{port}"
     client = bus_factory()
     transport = client.transport(scheme)
     if scheme == "http":
@@ -267,8 +253,7 @@ def request(method: str, params: Any, id: Any = 1) -> dict[str, Any]:
 
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_too_large_names_the_setting(bus_factory: Factory, scheme: str) -> None:
-    _, url = serve(bus_factory, scheme, max_size=2048)
-    port = int(url.rsplit(":", 1)[1])
+    _, port = serve(bus_factory, scheme, max_size=2048)
     body = json.dumps(request("connect_oneway", {"ttl": 1, "pad": "x" * 4000})).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
         if scheme == "tcp":
@@ -285,8 +270,7 @@ def test_too_large_names_the_setting(bus_factory: Factory, scheme: str) -> None:
 
 
 def test_queue_full_names_queue_size_or_max_queued_bytes(bus_factory: Factory) -> None:
-    _, url = serve(bus_factory, "tcp", queue_size=2, max_queued_bytes=10_000)
-    port = int(url.rsplit(":", 1)[1])
+    _, port = serve(bus_factory, "tcp", queue_size=2, max_queued_bytes=10_000)
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
         tcp_call(sock, request("connect_via_queue", {"identifier": "few:*"}, 1))
         tcp_call(sock, request("connect_via_queue", {"identifier": "big:*"}, 2))
@@ -310,8 +294,7 @@ def test_queue_full_names_queue_size_or_max_queued_bytes(bus_factory: Factory) -
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_an_unreachable_callback_fails_the_interconnect_at_once(
         bus_factory: Factory, scheme: str, caplog: pytest.LogCaptureFixture) -> None:
-    node, url = serve(bus_factory, scheme)
-    port = int(url.rsplit(":", 1)[1])
+    node, port = serve(bus_factory, scheme)
     dead = f"{scheme}://127.0.0.1:{free_port()}"  # nothing listens there
     params = {"addr": dead, "token": TOKEN, "ttl": 60}
     started = time.monotonic()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
+from helpers import serve
 from probe_tools import post_body, tcp_call
 
 import berrymq
@@ -21,12 +22,6 @@ from berrymq.message import Message
 
 SCHEMES = ["tcp", "http"]
 WAIT = 10.0
-
-
-def serve(bus_factory: Callable[..., Bus], scheme: str) -> tuple[Bus, int]:
-    bus = bus_factory()
-    url = bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
-    return bus, int(url.rsplit(":", 1)[1])
 
 
 def call(scheme: str, port: int, sock: socket.socket | None, obj: dict[str, Any]) -> Any:
