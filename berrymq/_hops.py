@@ -8,8 +8,11 @@ asyncio tasks copied from one context share a box, which is safe because a synch
 delivery restores it before any task can run again (async receivers run in a fresh
 context, see :mod:`berrymq.aio`).
 
-Only :func:`berrymq._delivery.deliver` and the coroutine wrapper of :mod:`berrymq.aio`
-set the box; everything else reads it.
+:func:`berrymq._delivery.deliver` sets the box around the receivers it runs; the code
+that carries a count to another thread or task sets it there, and restores it, around
+the one call it makes: the coroutine wrapper of :mod:`berrymq.aio`, ``ask_async``'s
+executor call (:mod:`berrymq.ask`) and the reply of an async receiver to ``talk``
+(:mod:`berrymq._pending`). Everything else reads it.
 """
 
 from __future__ import annotations
