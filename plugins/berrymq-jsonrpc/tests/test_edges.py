@@ -5,19 +5,20 @@ clients that are not Python at all (a few lines of Node.js, ``curl``)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.sessions import WAITS
-from helpers import required_program
+from helpers import required_program, serve
 from probe_tools import TOKEN, post_body
 
 import berrymq
@@ -28,13 +29,9 @@ WAIT = 10.0
 
 
 @pytest.fixture
-def server(bus_factory: Callable[..., Bus]) -> Iterator[Callable[[str], tuple[Bus, int]]]:
-    def start(scheme: str) -> tuple[Bus, int]:
-        bus = bus_factory()
-        url = bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
-        return bus, int(url.rsplit(":", 1)[1])
-
-    yield start
+def server(bus_factory: Callable[..., Bus]) -> Callable[[str], tuple[Bus, int]]:
+    """``server(scheme)``: a node listening on a free loopback port, (bus, port)."""
+    return functools.partial(serve, bus_factory)
 
 
 def request(method: str, params: dict[str, Any], id: int | None = 1) -> bytes:
