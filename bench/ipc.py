@@ -55,9 +55,6 @@ from typing import Any
 from children import Child, kill_all
 
 HERE = os.path.abspath(__file__)
-# Run as a script, Python puts bench/ first on sys.path, where bench/nats.py would shadow
-# the nats package that the berrymq-nats plugin imports when plugins load.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(HERE)]
 TIMEOUT = 120.0
 
 

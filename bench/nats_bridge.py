@@ -1,7 +1,7 @@
 """Messages per second between two processes through one NATS server: berryMQ's NATS
 bridge beside raw nats-py doing the same, in one run; prints the ratio.
 
-    python bench/nats.py [--url nats://127.0.0.1:4222] [-n 50000] [--rounds 5] [--asks 500]
+    python bench/nats_bridge.py [--url nats://127.0.0.1:4222] [-n 50000] [--rounds 5] [--asks 500]
 
 Without ``--url`` it uses the server on 127.0.0.1:4222 if one answers, else starts a
 ``nats-server`` on a free port. Each round starts a receiver process (ready once its
@@ -35,7 +35,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 SUBJECT = "bench.raw"
@@ -332,8 +331,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # This file is called nats.py: keep its folder off the path so that "import nats"
-    # finds nats-py, not this script.
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     main()
