@@ -2,8 +2,8 @@
 
 Run it as a script (it is not a test)::
 
-    python bench/ipc.py            # everything, about a minute
-    python bench/ipc.py --quick    # smaller budgets, for a smoke run
+    python bench/ipc_peers.py            # everything, about a minute
+    python bench/ipc_peers.py --quick    # smaller budgets, for a smoke run
 
 For every system the script (the *parent*) starts its peer as a subprocess (the *child*,
 this same file with ``--role``) and measures two things between them:
@@ -848,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = Budget(seconds=0.3, max_messages=50_000, round_trips=300, warmup=50, repeat=1) \
         if options.quick else Budget(seconds=1.5)
     started = time.perf_counter()
-    print(f"bench/ipc.py: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+    print(f"bench/ipc_peers.py: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"{budget.repeat} one-way rounds of {budget.seconds:g} s per system (median kept), "
           f"{budget.round_trips} round trips",
           file=sys.stderr)
