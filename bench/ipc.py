@@ -5,7 +5,8 @@ Run it as a script (it is not a test); loopback only, the whole run about 4 minu
     python bench/ipc.py            # the full run
     python bench/ipc.py --quick    # smaller budgets, for a smoke run
 
-The floors, in this file, with the standard library only:
+The floors, in bench/ipc_floors.py, with the standard library only (their processes
+import nothing else, see that file):
 
 - a raw NDJSON **echo** server: answers each line with the same line;
 - a raw NDJSON **counting** server: reads lines from any number of connections (selectors,
@@ -31,7 +32,10 @@ the I/O thread) and does for a ``send_message`` nothing can refuse; and one that
 from that other thread. They read into one buffer (asyncio's buffered protocol), as the
 node does: a plain protocol has asyncio make a new 256 KiB ``bytes`` per read. For target
 3, a bare h11 server (parsing each request and writing a fixed answer) shows what HTTP
-itself costs beside the node's TCP round trip.
+itself costs beside the node's TCP round trip. The bounds run in this file's processes,
+which import berryMQ with the rest; importing it starts no thread, reads no settings file
+and loads no plugin, and a bound is one long-lived server, so the import's cost (its time
+to load and to end) falls outside what is timed.
 
 Absolute numbers drift on a shared machine; the ratios are measured in the same run, and
 the round trips of target 1, its floor and the bounds in interleaved rounds.
@@ -40,11 +44,11 @@ the round trips of target 1, its floor and the bounds in interleaved rounds.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import queue
 import resource
-import selectors
 import socket
 import sys
 import threading
@@ -52,22 +56,16 @@ import time
 from contextlib import suppress
 from typing import Any
 
+import h11
+from berrymq_jsonrpc import client as jsonrpc_client
 from children import Child, kill_all
+from ipc_floors import request_line
+
+import berrymq
 
 HERE = os.path.abspath(__file__)
-# Run as a script, Python puts bench/ first on sys.path, where bench/nats.py would shadow
-# the nats package that the berrymq-nats plugin imports when plugins load.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(HERE)]
+FLOORS = os.path.join(os.path.dirname(HERE), "ipc_floors.py")
 TIMEOUT = 120.0
-
-
-def request_line(token: str, i: int, with_id: bool = True) -> bytes:
-    obj: dict[str, Any] = {"jsonrpc": "2.0", "method": "send_message",
-                           "params": {"token": token, "identifier": "bench:tick",
-                                      "args": [i], "kwargs": {}}}
-    if with_id:
-        obj["id"] = i
-    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def pct(values: list[float], fraction: float) -> float:
@@ -76,24 +74,13 @@ def pct(values: list[float], fraction: float) -> float:
 
 
 def spawn(role: str, *args: str) -> Child:
-    """This file run again as ``role`` (see :mod:`children`)."""
-    return Child(HERE, role, *args, timeout=TIMEOUT)
+    """This file run again as ``role``, or for a floor's role (``echo``, ``count``,
+    ``rawsend``) bench/ipc_floors.py (see :mod:`children`)."""
+    script = FLOORS if role in ("echo", "count", "rawsend") else HERE
+    return Child(script, role, *args, timeout=TIMEOUT)
 
 
-# -- the floors ----------------------------------------------------------------------------
-
-
-def role_echo() -> None:
-    server = socket.create_server(("127.0.0.1", 0))
-    print("ready", server.getsockname()[1], flush=True)
-    while True:
-        conn, _ = server.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        reader = conn.makefile("rb")
-        for line in reader:
-            conn.sendall(line)
-        reader.close()
-        conn.close()
+# -- the bounds ----------------------------------------------------------------------------
 
 
 def role_asyncio(mode: str) -> None:
@@ -101,8 +88,6 @@ def role_asyncio(mode: str) -> None:
     on the loop (``loop``), on the loop with the request then handed to another thread
     (``handoff``), or by that thread, which hands the answer back to the loop (``thread``).
     Standard library only; not a target, a bound."""
-    import asyncio
-
     work: queue.SimpleQueue[tuple[asyncio.Transport, Any]] = queue.SimpleQueue()
 
     def answer(request: Any) -> bytes:
@@ -152,10 +137,6 @@ def role_h11() -> None:
     with a fixed JSON-RPC result on the loop (a buffered protocol, no task per request,
     nothing decoded). Not a target, a bound: the HTTP target leaves the node about this
     plus its TCP round trip."""
-    import asyncio
-
-    import h11
-
     body = b'{"jsonrpc":"2.0","result":"ok","id":1}'
     head = [(b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode())]
     buffer = memoryview(bytearray(256 * 1024))
@@ -189,63 +170,10 @@ def role_h11() -> None:
     asyncio.run(serve())
 
 
-def role_count() -> None:
-    """Count decoded lines from every connection; print the count when asked."""
-    server = socket.create_server(("127.0.0.1", 0), backlog=1024)
-    server.setblocking(False)
-    sel = selectors.DefaultSelector()
-    sel.register(server, selectors.EVENT_READ)
-    count = 0
-    rests: dict[socket.socket, bytes] = {}
-    print("ready", server.getsockname()[1], flush=True)
-    asked = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.readline(), asked.set()), daemon=True).start()
-    loads = json.loads
-    while not asked.is_set() or rests:
-        for key, _ in sel.select(0.05):
-            sock = key.fileobj
-            if sock is server:
-                conn, _ = server.accept()
-                conn.setblocking(False)
-                sel.register(conn, selectors.EVENT_READ)
-                rests[conn] = b""
-                continue
-            assert isinstance(sock, socket.socket)
-            data = sock.recv(1 << 18)
-            if not data:
-                sel.unregister(sock)
-                sock.close()
-                del rests[sock]
-                continue
-            lines = (rests[sock] + data).split(b"\n")
-            rests[sock] = lines.pop()
-            for line in lines:
-                loads(line)
-                count += 1
-        if asked.is_set() and not rests:
-            break
-    print("count", count, flush=True)
-
-
-def role_rawsend(port: str, seconds: str) -> None:
-    sock = socket.create_connection(("127.0.0.1", int(port)))
-    print("ready", flush=True)
-    sys.stdin.readline()
-    deadline = time.monotonic() + float(seconds)
-    sent = 0
-    while time.monotonic() < deadline:
-        sock.sendall(b"\n".join(request_line("t", sent + i, False) for i in range(100)) + b"\n")
-        sent += 100
-    sock.close()
-    print("sent", sent, flush=True)
-
-
 # -- the node and berryMQ's clients ----------------------------------------------------------
 
 
 def role_node() -> None:
-    import berrymq
-
     count = [0]
 
     def on_tick(message: Any) -> None:
@@ -261,8 +189,6 @@ def role_node() -> None:
 
 
 def role_send(url: str, seconds: str) -> None:
-    import berrymq
-
     connection = berrymq.connect_oneway(url, ttl=600)
     print("ready", flush=True)
     sys.stdin.readline()
@@ -395,39 +321,33 @@ def throughput(senders: int, seconds: float, node_tcp: str, node: Child, rounds:
 
 def ask_count(url: str) -> int:
     """How many ``bench:tick`` the node got (asked over the connection made for ask())."""
-    import berrymq
-
     [count] = berrymq.ask("bench:count", timeout=TIMEOUT)
     return int(count)
 
 
 def encoded_once(peers: int, messages: int) -> None:
-    import berrymq_jsonrpc.client as client
-
-    from berrymq import Bus, Message
-
-    servers = [Bus(name=f"peer{i}") for i in range(peers)]
+    servers = [berrymq.Bus(name=f"peer{i}") for i in range(peers)]
     got = [0]
     for bus in servers:
         bus.subscribe("fan:*", lambda message: got.__setitem__(0, got[0] + 1), weak=False)
-    sender = Bus(name="sender")
+    sender = berrymq.Bus(name="sender")
     for bus in servers:
         url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
         sender.transport("tcp").interconnect(url, 600)
     calls = [0]
-    real = client.dumps
+    real = jsonrpc_client.dumps
 
     def counting(value: Any) -> str:
         calls[0] += 1
         return real(value)
 
-    client.dumps = counting
+    jsonrpc_client.dumps = counting
     try:
         for i in range(messages):
-            sender.publish(Message("fan:out", (i,)))
+            sender.publish(berrymq.Message("fan:out", (i,)))
         sender.transport("tcp").flush(TIMEOUT)
     finally:
-        client.dumps = real
+        jsonrpc_client.dumps = real
     deadline = time.monotonic() + TIMEOUT
     while got[0] < peers * messages and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -444,8 +364,7 @@ def main() -> None:
     parser.add_argument("args", nargs="*")
     args = parser.parse_args()
     if args.role:
-        roles = {"echo": role_echo, "asyncio": role_asyncio, "h11": role_h11, "count": role_count,
-                 "rawsend": role_rawsend, "node": role_node, "send": role_send}
+        roles = {"asyncio": role_asyncio, "h11": role_h11, "node": role_node, "send": role_send}
         with suppress(BrokenPipeError, KeyboardInterrupt):  # the parent gave up: end quietly
             roles[args.role](*args.args)
         return
@@ -498,8 +417,6 @@ def measure(quick: bool) -> None:
         b50 = pct(samples[mode], 0.5)
         print(f"  (bound) asyncio server answering {what}: p50 {b50 * us:6.0f} us "
               f"({b50 / e50:.2f}x echo; the node is {t50 / b50:.2f}x this)", flush=True)
-
-    import berrymq
 
     berrymq.connect_oneway(tcp_url, ttl=600)
     ask_t = []

@@ -2,8 +2,8 @@
 
 Run it as a script (it is not a test)::
 
-    python bench/ipc.py            # everything, about a minute
-    python bench/ipc.py --quick    # smaller budgets, for a smoke run
+    python bench/ipc_peers.py            # everything, about a minute
+    python bench/ipc_peers.py --quick    # smaller budgets, for a smoke run
 
 For every system the script (the *parent*) starts its peer as a subprocess (the *child*,
 this same file with ``--role``) and measures two things between them:
@@ -36,6 +36,10 @@ encoded as JSON with the standard library and decoded on the other side. The pee
   socket, as the NDJSON floor is written: ``http.client`` parsing headers with
   ``email.parser`` cost the client more than the node spent answering).
 
+pyzmq and redis-py are optional: without one, its rows show ``-`` and a note saying why.
+Every child, whatever it measures, imports them and berryMQ with this file; importing
+berryMQ starts no thread, reads no settings file and loads no plugin.
+
 Absolute numbers drift on a shared machine; compare the ratios printed beside them.
 """
 
@@ -59,10 +63,22 @@ from typing import Any
 
 from children import Child
 
+import berrymq
+
+# The peer libraries are optional: without one, its rows show "-" and a note saying why.
+MISSING: dict[str, str] = {}  # the library's module -> the error importing it gave
+try:
+    import redis
+except ImportError as exc:
+    redis = None  # type: ignore[assignment]
+    MISSING["redis"] = f"{type(exc).__name__}: {exc}"
+try:
+    import zmq
+except ImportError as exc:
+    zmq = None  # type: ignore[assignment]
+    MISSING["zmq"] = f"{type(exc).__name__}: {exc}"
+
 HERE = os.path.abspath(__file__)
-# Run as a script, Python puts bench/ first on sys.path, where bench/nats.py would shadow
-# the nats package that the berrymq-nats plugin imports when plugins load.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(HERE)]
 ENDPOINT_TIMEOUT = 20.0  # seconds a handshake or a whole measurement may take at most
 
 
@@ -271,8 +287,6 @@ def role_raw_echo(port: int) -> None:
 
 
 def zmq_one_way(budget: Budget) -> float:
-    import zmq
-
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, 0)
@@ -303,8 +317,6 @@ def zmq_one_way(budget: Budget) -> float:
 
 
 def role_zmq_send(endpoint: str, budget: Budget) -> None:
-    import zmq
-
     ctx = zmq.Context()
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.SNDHWM, 0)
@@ -325,8 +337,6 @@ def role_zmq_send(endpoint: str, budget: Budget) -> None:
 
 
 def zmq_latency(budget: Budget) -> tuple[float, float]:
-    import zmq
-
     # libzmq attaches a connection to a *bound* socket only when that socket's owner calls
     # into it, so each side binds the XPUB it blocks on (recv() waits for the peer's
     # subscription) and connects its SUB.
@@ -356,8 +366,6 @@ def zmq_latency(budget: Budget) -> tuple[float, float]:
 
 
 def role_zmq_echo(ping_endpoint: str) -> None:
-    import zmq
-
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"bench:")
@@ -384,8 +392,6 @@ def role_zmq_echo(ping_endpoint: str) -> None:
 @contextmanager
 def redis_server() -> Iterator[int]:
     """A ``redis-server`` of our own on a free port, without persistence or pub/sub limits."""
-    import redis
-
     program = shutil.which("redis-server")
     if program is None:
         raise FileNotFoundError("redis-server is not on PATH")
@@ -418,8 +424,6 @@ def redis_subscribe(port: int, channel: str) -> tuple[Any, Any]:
 
     Keep the client referenced: when it is collected its pool closes the pub/sub
     connection, which then silently reconnects and subscribes again later."""
-    import redis
-
     client = redis.Redis(port=port)
     pubsub = client.pubsub()  # type: ignore[no-untyped-call]
     pubsub.subscribe(channel)
@@ -456,8 +460,6 @@ def redis_one_way(budget: Budget, port: int, pipelined: bool) -> float:
 
 
 def role_redis_send(port: int, budget: Budget, pipelined: bool) -> None:
-    import redis
-
     client = redis.Redis(port=port)
     client.ping()
     wait_go()
@@ -483,7 +485,6 @@ def role_redis_send(port: int, budget: Budget, pipelined: bool) -> None:
 
 
 def redis_latency(budget: Budget, port: int) -> tuple[float, float]:
-
     client, pubsub = redis_subscribe(port, "pong")
     try:
         with child("redis-echo", str(port)) as c:
@@ -505,7 +506,6 @@ def redis_latency(budget: Budget, port: int) -> tuple[float, float]:
 
 
 def role_redis_echo(port: int) -> None:
-
     client, pubsub = redis_subscribe(port, "ping")
     print("ready", flush=True)
     for item in pubsub.listen():
@@ -523,8 +523,6 @@ def role_redis_echo(port: int) -> None:
 @contextmanager
 def berrymq_node(scheme: str) -> Iterator[tuple[Any, str]]:
     """A fresh bus of this process, serving ``scheme`` on a free loopback port."""
-    import berrymq
-
     with berrymq.Bus(name=f"bench-{scheme}") as bus, berrymq.use_bus(bus):
         url = berrymq.init_connection(f"{scheme}://127.0.0.1:0")
         assert isinstance(url, str)
@@ -532,8 +530,6 @@ def berrymq_node(scheme: str) -> Iterator[tuple[Any, str]]:
 
 
 def berrymq_one_way(budget: Budget, scheme: str) -> float:
-    import berrymq
-
     with berrymq_node(scheme) as (_bus, url):
         count = [0]
         end: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -554,8 +550,6 @@ def berrymq_one_way(budget: Budget, scheme: str) -> float:
 
 
 def role_berrymq_send(url: str, budget: Budget) -> None:
-    import berrymq
-
     berrymq.connect_oneway(url)
     wait_go()
     send = berrymq.send_message
@@ -566,8 +560,6 @@ def role_berrymq_send(url: str, budget: Budget) -> None:
 
 
 def berrymq_latency(budget: Budget, scheme: str) -> tuple[float, float]:
-    import berrymq
-
     with berrymq_node(scheme) as (_bus, url):
         def on_ping(message: Any) -> None:
             if message.args[0] == "stop":
@@ -584,8 +576,6 @@ def berrymq_latency(budget: Budget, scheme: str) -> tuple[float, float]:
 def role_berrymq_echo(url: str, budget: Budget) -> None:
     """The round trip is timed here, in the child: it interconnects with the parent, sends
     ``bench:ping`` and waits for the parent's ``bench:pong``."""
-    import berrymq
-
     if url.startswith("http"):
         berrymq.init_connection("http://127.0.0.1:0")  # over HTTP the pong comes back here
     berrymq.interconnect(url)
@@ -606,8 +596,6 @@ def role_berrymq_echo(url: str, budget: Budget) -> None:
 
 def http_calls_per_second(budget: Budget) -> float:
     """``send_message`` requests answered per second on one keep-alive HTTP connection."""
-    import berrymq
-
     with berrymq_node("http") as (_bus, url):
         count = [0]
 
@@ -628,8 +616,6 @@ def http_calls_per_second(budget: Budget) -> float:
 def tcp_call_latency(budget: Budget) -> tuple[float, float]:
     """One ``send_message`` request answered ``"ok"`` over TCP, timed in a child that
     speaks the protocol on a raw socket: the node's share of a round trip."""
-    import berrymq
-
     with berrymq_node("tcp") as (_bus, url):
         berrymq.regist_function("bench:tick", lambda message: None, weak=False)
         with child("tcp-calls", url, *budget_args(budget)) as c:
@@ -762,10 +748,14 @@ def measure(budget: Budget, only: set[str] | None) -> tuple[list[Result], float 
         if wanted("http"):
             systems.append((Result("berryMQ HTTP"), lambda: berrymq_one_way(budget, "http"),
                             lambda: berrymq_latency(budget, "http")))
-        if wanted("zmq"):
+        if wanted("zmq") and zmq is None:
+            systems.append((Result("pyzmq PUB/SUB", notes=[MISSING["zmq"]]), None, None))
+        elif wanted("zmq"):
             systems.append((Result("pyzmq PUB/SUB"), lambda: zmq_one_way(budget),
                             lambda: zmq_latency(budget)))
-        if wanted("redis"):
+        if wanted("redis") and redis is None:
+            systems.append((Result("redis-py pub/sub", notes=[MISSING["redis"]]), None, None))
+        elif wanted("redis"):
             try:
                 port = stack.enter_context(redis_server())
             except FileNotFoundError as exc:
@@ -858,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = Budget(seconds=0.3, max_messages=50_000, round_trips=300, warmup=50, repeat=1) \
         if options.quick else Budget(seconds=1.5)
     started = time.perf_counter()
-    print(f"bench/ipc.py: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+    print(f"bench/ipc_peers.py: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"{budget.repeat} one-way rounds of {budget.seconds:g} s per system (median kept), "
           f"{budget.round_trips} round trips",
           file=sys.stderr)

@@ -42,20 +42,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/nats.py would shadow
-# the nats package that the berrymq-nats plugin imports when plugins load.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import blinker  # the peers: pip install blinker pyee psygnal pypubsub
+from psygnal import Signal
+from pubsub import pub
+from pyee import EventEmitter
+from pyee.asyncio import AsyncIOEventEmitter
 
-import blinker  # noqa: E402 - the peers: pip install blinker pyee psygnal pypubsub
-from psygnal import Signal  # noqa: E402
-from pubsub import pub  # noqa: E402
-from pyee import EventEmitter  # noqa: E402
-from pyee.asyncio import AsyncIOEventEmitter  # noqa: E402
-
-import berrymq  # noqa: E402
+import berrymq
 
 OTHER = 10_000  # non-matching subscriptions / topics / handlers in the "crowded" cases
 
