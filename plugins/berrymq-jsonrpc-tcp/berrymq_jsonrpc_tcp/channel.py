@@ -30,7 +30,8 @@ from typing import Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import Channel
-from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads, parse_reply
+from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
+from berrymq_jsonrpc.jsonrpc_client import parse_reply
 from berrymq_jsonrpc.limits import Admission, BurstLog
 from berrymq_jsonrpc.service import Service
 

@@ -185,7 +185,7 @@ def went_away(exc: BaseException) -> str | None:
     knows the session: its "unknown or expired token" says so)."""
     if isinstance(exc, RemoteError):
         return _FORGOTTEN if exc.code == p.UNKNOWN_TOKEN else None
-    if _UNKNOWN_TOKEN_TEXT in str(exc):  # UNKNOWN_TOKEN, as jsonrpc.error_for raises it
+    if _UNKNOWN_TOKEN_TEXT in str(exc):  # UNKNOWN_TOKEN, as jsonrpc_client.error_for raises it
         return _FORGOTTEN
     if isinstance(exc, (TransportError, OSError)):
         return str(exc) or type(exc).__name__

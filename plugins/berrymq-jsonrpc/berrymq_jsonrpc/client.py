@@ -32,7 +32,8 @@ from berrymq.identifier import Identifier
 from berrymq.transports import base
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.jsonrpc import dumps, encode_request, parse_reply
+from berrymq_jsonrpc.jsonrpc import dumps
+from berrymq_jsonrpc.jsonrpc_client import encode_request, parse_reply
 from berrymq_jsonrpc.limits import BurstLog
 from berrymq_jsonrpc.outbox import (
     DEFAULT_OUTBOX_BYTES,
@@ -178,7 +179,7 @@ class Channel(ABC):
     async def acall(self, method: str, params: Mapping[str, Any],
                     timeout: float | None = None) -> Any:
         """Call ``method`` on the peer (on the loop) and return its result, or raise its
-        error as a berryMQ exception (:func:`berrymq_jsonrpc.jsonrpc.error_for`)."""
+        error as a berryMQ exception (:func:`berrymq_jsonrpc.jsonrpc_client.error_for`)."""
         text, request_id = self._request(method, params)
         reply = await self.exchange(text, request_id, self.timeout if timeout is None else timeout)
         return parse_reply(reply, request_id)

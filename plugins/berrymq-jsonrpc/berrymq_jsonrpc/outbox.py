@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from berrymq.errors import ConnectionClosed, MessageTooLarge, QueueFull
 from berrymq.transports.ioloop import io_loop
-from berrymq_jsonrpc.jsonrpc import PeerQueueFull
+from berrymq_jsonrpc.jsonrpc_client import PeerQueueFull
 
 __all__ = ["BATCH_BYTES", "DEFAULT_OUTBOX_BYTES", "DEFAULT_OUTBOX_SIZE", "ENVELOPE", "NOT_SENT",
            "REFUSED", "Outbox"]
@@ -68,7 +68,7 @@ class Outbox:
     ``+=`` and the loop subtracts, each a single step under CPython's GIL.
 
     A peer that refuses some messages of a batch (a full queue:
-    :class:`~berrymq_jsonrpc.jsonrpc.PeerQueueFull`) does not stop the outbox: the refused
+    :class:`~berrymq_jsonrpc.jsonrpc_client.PeerQueueFull`) does not stop the outbox: the refused
     ones are counted (:attr:`refused`), reported to ``on_refused`` and to the next
     :meth:`flush`, which raises ``QueueFull`` saying how many; the rest keeps flowing.
 
