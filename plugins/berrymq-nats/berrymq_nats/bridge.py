@@ -9,10 +9,11 @@ a requester on its bus, and follows the bus's subscriptions. Its parts:
 - :mod:`~berrymq_nats.inbound`: the way in, through the delivery lane to the receivers;
 - :mod:`~berrymq_nats.asking`: ``ask`` through NATS and the view of peers it relies on;
 - :mod:`~berrymq_nats.shared`: shared queues as NATS queue groups;
+- :mod:`~berrymq_nats.following`: the NATS subscriptions that follow the bus's;
 - :mod:`~berrymq_nats.losses`: what was lost, counted with reasons and logged per burst.
 
-This module holds the connection's life: connecting, following the bus's subscriptions,
-reconnecting, flushing, the status line and closing.
+This module holds the connection's life: connecting, reconnecting, flushing, the status
+line and closing.
 """
 
 from __future__ import annotations
@@ -25,13 +26,10 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import nats
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription as NatsSubscription
 from nats.errors import NoServersError
 
 from berrymq.identifier import Identifier
@@ -41,12 +39,13 @@ from berrymq.transports.ioloop import io_loop
 from berrymq_nats.asking import Asking
 from berrymq_nats.client import client_options, close_before_reconnecting, confirm_written, subscribe_direct
 from berrymq_nats.codec import encode_message
+from berrymq_nats.following import Following
 from berrymq_nats.inbound import Inbound
 from berrymq_nats.losses import UNDECODABLE, Losses
 from berrymq_nats.options import BrokerOptions
 from berrymq_nats.outbox import Outbox
 from berrymq_nats.shared import SharedQueues
-from berrymq_nats.subjects import SubjectMap, minimize
+from berrymq_nats.subjects import SubjectMap
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -88,16 +87,13 @@ class NatsBridge(Connection):
         self.asking = Asking(self)
         self.inbound = Inbound(self)
         self._nc: Client | None = None
-        self._plain: dict[str, NatsSubscription] = {}
-        self._queued: dict[tuple[str, str], NatsSubscription] = {}
+        self.following = Following(self)
         self._ready = threading.Event()
         self._up = asyncio.Event()
-        self._sync_lock = asyncio.Lock()
-        self._sync_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._lost_mark = 0
         io_loop.submit(self._start())
-        bus.add_subscription_listener(self._subscriptions_changed)
+        bus.add_subscription_listener(self.following.changed)
         bus.add_forwarder(self)
         _live.add(self)
 
@@ -106,6 +102,11 @@ class NatsBridge(Connection):
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.outbox.run()), loop.create_task(self._connect())]
+
+    @property
+    def client(self) -> Client | None:
+        """The ``nats-py`` client, None before the first connection was made."""
+        return self._nc
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait until the first connection is made; False if ``timeout`` passed first."""
@@ -146,10 +147,10 @@ class NatsBridge(Connection):
             self.inbox = nc.new_inbox()
             asking = self.asking
             for subject in (f"{self.inbox}.*", f"{self.inbox}.*.*"):  # answers, probes' answers
-                await self._subscribe(subject, "", asking.on_answer)
-            await self._subscribe(asking.presence_subject, "", asking.on_control)
-            await self._subscribe(asking.node_prefix + asking.node, "", asking.on_control)
-            await self._sync_subscriptions()
+                await subscribe_direct(nc, subject, "", asking.on_answer)
+            await subscribe_direct(nc, asking.presence_subject, "", asking.on_control)
+            await subscribe_direct(nc, asking.node_prefix + asking.node, "", asking.on_control)
+            await self.following.sync()
             await confirm_written(nc, max(1, math.ceil(opts.connect_timeout)))
             self._back("connected")
             self._ready.set()
@@ -200,67 +201,6 @@ class NatsBridge(Connection):
         else:  # each failed reconnection attempt: the state line shows the last one
             logger.debug("NATS bridge of bus %s: %s", self.bus.name, self.last_error)
 
-    # -- subscriptions ----------------------------------------------------------------------
-
-    def _subscriptions_changed(self, subscription: Any, added: bool) -> None:
-        # Called by the bus, under its lock, in the thread that changed a subscription:
-        # only note the change; the loop thread follows it.
-        self.shared.changed()
-        if not self._sync_scheduled and not self.closed:
-            self._sync_scheduled = True
-            io_loop.call_soon(self._schedule_sync)
-
-    def _schedule_sync(self) -> None:
-        self._sync_scheduled = False
-        io_loop.loop.create_task(self._sync_subscriptions())
-
-    async def _sync_subscriptions(self) -> None:
-        """Make the NATS subscriptions follow the bus's (loop thread)."""
-        async with self._sync_lock:
-            nc = self._nc
-            if nc is None or self.closed or not self.subscribe_enabled:
-                return
-            shared = self.shared
-            shared.refresh()
-            plain: set[str] = set()
-            patterns: set[str] = set()
-            queued: dict[tuple[str, str], Identifier] = {}
-            shared_subs = {id(sub) for sub, _, _ in shared.entries}
-            for sub in self.bus.subscriptions():
-                pattern = sub.pattern
-                if pattern.is_local:
-                    continue
-                if id(sub) in shared_subs:
-                    group = self.subjects.group(pattern)
-                    for subject in self.subjects.interest(pattern):
-                        queued[(subject, group)] = pattern
-                else:
-                    plain.update(self.subjects.interest(pattern))
-                    patterns.add(str(pattern))
-            plain = minimize(plain)
-            for subject in [s for s in self._plain if s not in plain]:
-                await self._plain.pop(subject).unsubscribe()
-            for key in [k for k in self._queued if k not in queued]:
-                await self._queued.pop(key).unsubscribe()
-            on_message = self.inbound.gather(self.inbound.on_message, requests=True)
-            for subject in sorted(plain - self._plain.keys()):
-                self._plain[subject] = await self._subscribe(subject, "", on_message)
-            for key in sorted(queued.keys() - self._queued.keys()):
-                subject, group = key
-                sink = self.inbound.gather(self.inbound.for_group(group))
-                self._queued[key] = await self._subscribe(subject, group, sink)
-            announced = tuple(sorted(patterns))
-            if announced != self.asking.patterns:
-                if self.outbox.connected:
-                    self.asking.announce("here", announced)
-                else:
-                    self.asking.patterns = announced
-
-    async def _subscribe(self, subject: str, group: str, sink: Callable[[Msg], None]
-                         ) -> NatsSubscription:
-        assert self._nc is not None
-        return await subscribe_direct(self._nc, subject, group, sink)
-
     # -- out --------------------------------------------------------------------------------
 
     def forward(self, message: Message, reply_to: Identifier | None) -> None:
@@ -298,7 +238,9 @@ class NatsBridge(Connection):
         parts = [self.state]
         if self.server:
             parts.append(f"server {self.server}")
-        parts.append(f"{len(self._plain)} subjects, {len(self._queued)} queue-group subscriptions")
+        following = self.following
+        parts.append(f"{len(following.plain)} subjects, {len(following.queued)} queue-group "
+                     "subscriptions")
         held, held_bytes = self.outbox.held
         parts.append(f"buffered {held}/{self.options.buffer_limit} while disconnected "
                      f"({held_bytes}/{self.options.buffer_bytes} bytes)")
@@ -342,7 +284,7 @@ class NatsBridge(Connection):
     async def _flush(self, deadline: float) -> int:
         """Returns how many messages this bridge had received when the PONG came."""
         await asyncio.wait_for(self._up.wait(), max(0.0, deadline - time.monotonic()))
-        await self._sync_subscriptions()
+        await self.following.sync()
         await self.outbox.pump()
         nc = self._nc
         assert nc is not None
@@ -363,7 +305,7 @@ class NatsBridge(Connection):
         _live.discard(self)
         bus = self.bus
         bus.remove_forwarder(self)
-        bus.remove_subscription_listener(self._subscriptions_changed)
+        bus.remove_subscription_listener(self.following.changed)
         self.shared.unguard()
         while self in bus.connections():  # tracked once per way it was opened
             bus.untrack_connection(self)

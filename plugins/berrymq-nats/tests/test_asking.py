@@ -149,7 +149,7 @@ def test_ask_from_a_oneway_bridge(nats_server: Any, make_bus: MakeBus, poll: Pol
     settle(bb)
     poll(knows(oneway, b, "calc:*"), what="the one-way bridge to learn b's patterns")
     assert a.ask("calc:inc", 41, timeout=10) == [42]
-    assert oneway._plain == {}  # it subscribes to no messages
+    assert oneway.following.plain == {}  # it subscribes to no messages
 
 
 def test_requests_are_answered_after_the_messages_sent_before_them(

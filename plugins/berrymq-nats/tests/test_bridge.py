@@ -51,7 +51,7 @@ def test_settings_activate_the_bridge(nats_server: Any, tmp_path: Path) -> None:
         assert transport.bridge.options.buffer_limit == 5
         assert transport.bridge.wait_connected(10)
         assert transport.bridge.flush()
-        assert "app.test.~.hello.*" in transport.bridge._plain
+        assert "app.test.~.hello.*" in transport.bridge.following.plain
         bus.twitter("hello:world")
         assert [m.id for m in got.wait(1)] == ["hello:world"]
         report = host.status(bus)
@@ -159,7 +159,7 @@ def test_closing_a_bus_stops_its_bridge_not_the_loop(nats_server: Any, make_bus:
     settle(bb)
     a.close()
     assert ba.closed and ba.state == "closed"
-    assert ba._nc is not None and ba._nc.is_closed
+    assert ba.client is not None and ba.client.is_closed
     assert all(task.done() for task in ba._tasks)
     assert io_loop.running
     with pytest.raises(berrymq.ConnectionClosed):

@@ -273,7 +273,7 @@ def test_max_reconnect_attempts_after_a_lost_connection(
     assert b.state == ("failed: the NATS client gave up after 3 attempts in a row at each "
                        "server (max_reconnect_attempts = 2)")
     assert relay.accepted == 1 + 3
-    assert b._nc is not None and b._nc.is_closed  # nothing will try again
+    assert b.client is not None and b.client.is_closed  # nothing will try again
 
 
 def test_max_reconnect_attempts_zero_is_refused_by_name() -> None:

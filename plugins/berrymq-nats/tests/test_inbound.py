@@ -86,14 +86,14 @@ def test_local_names_never_leave(pair: Pair) -> None:
     got = Recorder()
     b.subscribe("*", got, weak=False)
     settle(bb)
-    assert ba._nc is not None
-    before = ba._nc.stats["out_msgs"]
+    assert ba.client is not None
+    before = ba.client.stats["out_msgs"]
     a.twitter("_secret:go", 1)
     a.twitter("public:go", 2)
     got.wait(1)
     settle(ba)
     assert got.ids == ["public:go"]
-    assert ba._nc.stats["out_msgs"] == before + 1
+    assert ba.client.stats["out_msgs"] == before + 1
 
 
 def test_namespaces_stay_apart(pair: Pair) -> None:
@@ -114,29 +114,29 @@ def test_namespaces_stay_apart(pair: Pair) -> None:
 
 def test_subscriptions_follow_registrations(pair: Pair, nats_server: Any) -> None:
     a, ba, b, bb = pair
-    assert bb._nc is not None
+    assert bb.client is not None
     settle(bb)
-    assert bb._plain == {}  # nobody listens: no subscription, no traffic
+    assert bb.following.plain == {}  # nobody listens: no subscription, no traffic
     got = Recorder()
     handle = b.subscribe("job:*", got, weak=False)
     settle(bb)
-    assert set(bb._plain) == {"berrymq.~.job.*", "berrymq.~.%2A.*"}
+    assert set(bb.following.plain) == {"berrymq.~.job.*", "berrymq.~.%2A.*"}
     # What the server itself says: nothing that carries unrelated traffic, no '>'.
     on_server = [s for conn in nats_server.subjects_of() for s in conn]
     assert {"berrymq.~.job.*", "berrymq.~.%2A.*"} <= set(on_server)
     assert not [s for s in on_server if s.endswith(">") or ".other." in s], on_server
-    before = bb._nc.stats["in_msgs"]
+    before = bb.client.stats["in_msgs"]
     a.twitter("other:go", 1)      # no interest anywhere: the server drops it
     a.twitter("job:go", 2)
     got.wait(1)
     settle(ba, bb)
-    assert bb._nc.stats["in_msgs"] == before + 1
+    assert bb.client.stats["in_msgs"] == before + 1
     handle.cancel()
     settle(bb)
-    assert bb._plain == {}
+    assert bb.following.plain == {}
     a.twitter("job:go", 3)
     settle(ba, bb)
-    assert bb._nc.stats["in_msgs"] == before + 1
+    assert bb.client.stats["in_msgs"] == before + 1
     assert got.ids == ["job:go"]
 
 
@@ -152,11 +152,11 @@ def test_weakly_held_receiver_that_dies_unsubscribes(
     holder = Holder()
     b.subscribe("gone:*", holder.on)
     settle(bb)
-    assert "berrymq.~.gone.*" in bb._plain
+    assert "berrymq.~.gone.*" in bb.following.plain
     del holder
     b.subscriptions()  # the bus notices the death on its next look
     settle(bb)
-    assert bb._plain == {}
+    assert bb.following.plain == {}
 
 
 def test_talk_replies_come_back(pair: Pair) -> None:
@@ -208,7 +208,7 @@ def test_a_slow_receiver_does_not_stall_nats_io(pair: Pair, poll: Callable[..., 
     b.subscribe("slow:*", slow, weak=False)
     b.subscribe("after:*", after, weak=False)
     settle(bb)
-    nc = bb._nc
+    nc = bb.client
     assert nc is not None
     try:
         a.twitter("slow:go")
