@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
-__all__ = ["bind_family", "is_loopback", "split_url"]
+__all__ = ["bind_family", "host_and_port", "is_loopback", "split_url"]
 
 
 def split_url(url: str, scheme: str) -> tuple[str, int]:
@@ -17,12 +17,18 @@ def split_url(url: str, scheme: str) -> tuple[str, int]:
         raise ValueError(f"{url!r} is not a {scheme}:// address")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"{url!r}: a {scheme}:// address is {scheme}://host:port, nothing after")
+    return host_and_port(url, parts, f"{scheme}://127.0.0.1:7000")
+
+
+def host_and_port(url: str, parts: SplitResult, example: str) -> tuple[str, int]:
+    """The host and port of ``url`` (split as ``parts``); ValueError naming what is wrong
+    or missing, with ``example`` of a good address."""
     try:
         port = parts.port
     except ValueError:
         raise ValueError(f"{url!r} has an invalid port") from None
     if not parts.hostname or port is None:
-        raise ValueError(f"{url!r} needs a host and a port, e.g. {scheme}://127.0.0.1:7000")
+        raise ValueError(f"{url!r} needs a host and a port, e.g. {example}")
     return parts.hostname, port
 
 

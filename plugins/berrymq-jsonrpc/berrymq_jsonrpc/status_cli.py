@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from berrymq.cli import Commands, UsageError, node_url
 from berrymq.errors import BerryMQError
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.addresses import is_loopback
+from berrymq_jsonrpc.addresses import host_and_port, is_loopback
 from berrymq_jsonrpc.monitor import Monitor, MonitorServer
 
 __all__ = ["fetch_status", "format_status", "register_status_commands", "start_monitor"]
@@ -46,11 +46,9 @@ def status_url(url: str) -> str:
         raise UsageError(f"{url!r}: status is served over HTTP; give the node's http:// address "
                          "(its --http port or its --monitor address)")
     try:
-        port = parts.port
-    except ValueError:
-        raise UsageError(f"{url!r} has an invalid port") from None
-    if not parts.hostname or port is None:
-        raise UsageError(f"{url!r} needs a host and a port, e.g. http://127.0.0.1:8000")
+        host_and_port(url, parts, "http://127.0.0.1:8000")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     base = f"http://{parts.netloc}{parts.path.rstrip('/')}"
     return base if base.endswith("/status") else base + "/status"
 

@@ -27,8 +27,10 @@ from berrymq_jsonrpc.monitor import (
 )
 from berrymq_jsonrpc.stats import RECENT, NodeStats
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
+from berrymq_jsonrpc.status_cli import status_url
 from prometheus_client.parser import text_string_to_metric_families
 
+from berrymq.cli import UsageError
 from berrymq.errors import BerryMQError, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message
@@ -308,6 +310,26 @@ def test_metrics_escape_label_values() -> None:
 def run_status(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "berrymq", "status", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+
+
+@pytest.mark.parametrize(("given", "url"), [
+    ("http://127.0.0.1:8000", "http://127.0.0.1:8000/status"),
+    ("127.0.0.1:8000/", "http://127.0.0.1:8000/status"),
+    (":8000", "http://127.0.0.1:8000/status"),
+    ("http://node:8000/status", "http://node:8000/status"),
+])
+def test_status_url_of_what_a_user_types(given: str, url: str) -> None:
+    assert status_url(given) == url
+
+
+@pytest.mark.parametrize(("given", "says"), [
+    ("http://127.0.0.1:99999", "has an invalid port"),
+    ("http://127.0.0.1", "needs a host and a port, e.g. http://127.0.0.1:8000"),
+    ("tcp://127.0.0.1:7000", "status is served over HTTP"),
+])
+def test_status_url_names_what_is_wrong(given: str, says: str) -> None:
+    with pytest.raises(UsageError, match=says):
+        status_url(given)
 
 
 def test_status_command(serve_node: Callable[..., Any], bus_factory: Callable[..., Any],
