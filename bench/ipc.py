@@ -1,12 +1,12 @@
-"""The network layer against floors written here without any library (issue 9, point 6).
+"""The network layer against floors written without any library (issue 9, point 6).
 
 Run it as a script (it is not a test); loopback only, the whole run about 4 minutes::
 
     python bench/ipc.py            # the full run
     python bench/ipc.py --quick    # smaller budgets, for a smoke run
 
-The floors, in bench/ipc_floors.py, with the standard library only (their processes
-import nothing else, see that file):
+The floors are in bench/ipc_floors.py, which this script runs in the same run; they use
+the standard library only, and their processes import nothing else (see that file):
 
 - a raw NDJSON **echo** server: answers each line with the same line;
 - a raw NDJSON **counting** server: reads lines from any number of connections (selectors,
