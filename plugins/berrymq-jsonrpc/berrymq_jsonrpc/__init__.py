@@ -3,8 +3,11 @@ plugins share.
 
 - :mod:`berrymq_jsonrpc.protocol`: method names, error codes, limits and framing rules;
 - :mod:`berrymq_jsonrpc.jsonrpc`: encoding, decoding and dispatch (the only module that
-  imports ``jsonrpcserver`` and ``jsonrpcclient``, whose known defects it neutralises);
+  imports ``jsonrpcserver``); :mod:`berrymq_jsonrpc.jsonrpc_client`: requests built and
+  replies read (the only one that imports ``jsonrpcclient``); the two neutralise the
+  libraries' known defects;
 - :mod:`berrymq_jsonrpc.service`: the server side: the methods;
+  :mod:`berrymq_jsonrpc.queue_methods`: those of style 03, on the sessions' queues;
   :mod:`berrymq_jsonrpc.session_table`: the sessions they open, found by token and
   expired; :mod:`berrymq_jsonrpc.sessions`: what a session keeps (its bounded queue) and
   the threads for what may wait; :mod:`berrymq_jsonrpc.params`: params checked, messages
@@ -13,6 +16,8 @@ plugins share.
 - :mod:`berrymq_jsonrpc.transport`: :class:`RemoteTransport`, the
   :class:`~berrymq.transports.base.Transport` both plugins subclass with their sockets;
   :mod:`berrymq_jsonrpc.connection`: its connections, in the core's three styles;
+  :mod:`berrymq_jsonrpc.settings`: the settings every transport plugin takes;
+  :mod:`berrymq_jsonrpc.addresses`: URLs, loopback hosts and what a server binds;
 - :mod:`berrymq_jsonrpc.stats`: a node's counters; :mod:`berrymq_jsonrpc.status`: them as
   ``/status`` and ``/metrics``; :mod:`berrymq_jsonrpc.monitor`: the status routes, the
   access rule and ``serve --monitor``'s server; :mod:`berrymq_jsonrpc.status_cli`:

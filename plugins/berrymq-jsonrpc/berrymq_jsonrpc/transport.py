@@ -88,14 +88,14 @@ class RemoteTransport(Transport):
         self.max_size = int(read_number(settings, "max_size", p.DEFAULT_MAX_SIZE, plugin))
         self.timeout = float(read_number(settings, "timeout", DEFAULT_TIMEOUT, plugin))
         self.read_timeout = float(read_number(settings, "read_timeout", p.DEFAULT_READ_TIMEOUT,
-                                           plugin))
+                                              plugin))
         self.max_get_wait = float(read_number(settings, "max_get_wait", p.DEFAULT_MAX_GET_WAIT,
-                                           plugin))
+                                              plugin))
         queue_size = int(read_number(settings, "queue_size", p.DEFAULT_QUEUE_SIZE, plugin))
         #: the bounds of every connection's outbox (:class:`~berrymq_jsonrpc.outbox.Outbox`)
         self.outbox_size = int(read_number(settings, "outbox_size", DEFAULT_OUTBOX_SIZE, plugin))
         self.outbox_bytes = int(read_number(settings, "outbox_bytes", DEFAULT_OUTBOX_BYTES,
-                                         plugin))
+                                            plugin))
         self.outbox_wait = float(read_number(settings, "outbox_wait", DEFAULT_TIMEOUT, plugin))
         self.secret: str | None = settings.get("secret") or os.environ.get(p.SECRET_ENV_VAR) or None
         self.service = Service(bus, secret=self.secret, queue_size=queue_size,
@@ -110,12 +110,12 @@ class RemoteTransport(Transport):
                                    settings, "max_queued_bytes", p.DEFAULT_MAX_QUEUED_BYTES,
                                    plugin)),
                                max_waiting=int(read_number(settings, "max_waiting",
-                                                        DEFAULT_MAX_WAITING, plugin)))
+                                                           DEFAULT_MAX_WAITING, plugin)))
         #: the connections the servers accepted, and the caps on them (the I/O loop's)
         self.admission = Admission(
             int(read_number(settings, "max_connections", p.DEFAULT_MAX_CONNECTIONS, plugin)),
             int(read_number(settings, "max_connections_per_client",
-                         p.DEFAULT_MAX_CONNECTIONS_PER_CLIENT, plugin)),
+                            p.DEFAULT_MAX_CONNECTIONS_PER_CLIENT, plugin)),
             logger)
         self.names: list[str] = [str(n) for n in settings.get("names", [])]  # status: Host names
         self.urls: list[str] = []
