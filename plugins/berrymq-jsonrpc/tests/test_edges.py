@@ -10,7 +10,6 @@ import json
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,7 +103,8 @@ def test_a_token_works_from_any_connection_of_its_transport(
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("by_position", [False, True], ids=["on-the-loop", "on-a-thread"])
 def test_a_blocking_get_keeps_its_session_open_past_the_ttl(
-        scheme: str, by_position: bool, server: Callable[[str], tuple[Bus, int]]) -> None:
+        scheme: str, by_position: bool, server: Callable[[str], tuple[Bus, int]],
+        wait_for: Callable[..., Any]) -> None:
     bus, port = server(scheme)
     sessions = bus.transport(scheme).service.sessions  # type: ignore[attr-defined]
     token = one_call(scheme, port, "connect_via_queue", {"identifier": "late:*", "ttl": 0.3})
@@ -119,10 +119,7 @@ def test_a_blocking_get_keeps_its_session_open_past_the_ttl(
     assert reply["error"]["code"] == p.EMPTY, reply  # not -32001: it did not expire
     assert token in sessions
     # ttl seconds after that last request, it expires
-    deadline = time.monotonic() + WAIT
-    while token in sessions and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert token not in sessions
+    wait_for(lambda: token not in sessions, WAIT, "the session to expire after the get")
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
