@@ -194,21 +194,28 @@ def tcp_call(sock: socket.socket, obj: Any) -> Any:
 
 
 #: A peer that writes the number of every job:n it gets to a file, with no buffer in the
-#: process: what it delivered survives its SIGKILL.
+#: process: what it delivered survives its SIGKILL. Once it has delivered 3,000 it
+#: stops itself (SIGSTOP) inside the receiver, so it acknowledges nothing more: what the
+#: sender hands over from then on waits unacknowledged when the peer is killed, however
+#: fast the host (a peer left running could take the whole outbox before the kill).
 RECEIVER = textwrap.dedent("""
-    import os, sys
+    import os, signal, sys
     import berrymq
 
     out = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    delivered = 0
 
     def got(message):
+        global delivered
         os.write(out, b"%d\\n" % message.args[0])
+        delivered += 1
+        if delivered == 3000:
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     berrymq.regist_function("job:n", got)
     print("READY", berrymq.init_connection(sys.argv[1] + "://127.0.0.1:0"), flush=True)
     sys.stdin.readline()
 """)
-
 
 def delivered_by(path: Path) -> list[int]:
     if not path.exists():
@@ -216,13 +223,16 @@ def delivered_by(path: Path) -> list[int]:
     return [int(line) for line in path.read_bytes().split(b"\n")[:-1]]
 
 
-def kill_mid_stream(bus: Bus, tmp_path: Path, scheme: str, style: str,
+def kill_mid_stream(make: Callable[..., Bus], tmp_path: Path, scheme: str, style: str,
                     wait_for: Callable[..., Any]) -> dict[str, Any]:
     """Stream job:n to a peer (``connect_oneway`` and ``send``, or ``interconnect`` and
-    ``twitter``) from this process, SIGKILL the peer once it delivered 3,000, then count:
-    what the calls handed over, what the peer delivered, what the counters report lost,
-    what ``bus.flush`` returned right after the kill (``flush``) and once all was over
-    (``flush_later``: the losses were reported by the first)."""
+    ``twitter``) from a bus of ``make``, SIGKILL the peer once it delivered 3,000 (and
+    froze), then count: what the calls handed over, what the peer delivered, what the
+    counters report lost, what ``bus.flush`` returned right after the kill (``flush``) and
+    once all was over (``flush_later``: the losses were reported by the first)."""
+    # an outbox that takes what the calls hand over to the frozen peer until they stop
+    # (a full one would hold a call until outbox_wait, past the kill)
+    bus = make(**{f"jsonrpc_{scheme}": {"outbox_size": 10**7, "outbox_bytes": 1 << 32}})
     script = tmp_path / "receiver.py"
     script.write_text(RECEIVER)
     out = tmp_path / "delivered.txt"
@@ -258,8 +268,9 @@ def kill_mid_stream(bus: Bus, tmp_path: Path, scheme: str, style: str,
     sender.start()
     try:
         wait_for(lambda: len(delivered_by(out)) >= 3000, what="traffic to the peer")
-        # the calls stop here, thousands of messages wait in the outbox (a call racing
-        # with the failure is test_attacks' probe of a batch in flight)
+        # the peer froze at 3,000: the calls stop here, and what they handed over since
+        # waits unacknowledged (a call racing with the failure is test_attacks' probe of a
+        # batch in flight)
         stop.set()
         sender.join(WAIT)
         peer.proc.kill()
