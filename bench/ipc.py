@@ -31,7 +31,7 @@ loop and then hands the request to another thread, as berryMQ must (receivers ne
 the I/O thread) and does for a ``send_message`` nothing can refuse; and one that answers
 from that other thread. They read into one buffer (asyncio's buffered protocol), as the
 node does: a plain protocol has asyncio make a new 256 KiB ``bytes`` per read. For target
-3, a bare h11 server (parsing each request and writing a fixed answer) shows what HTTP
+3, a bare httptools server (parsing each request and writing a fixed answer) shows what HTTP
 itself costs beside the node's TCP round trip. The bounds run in this file's processes,
 which import berryMQ with the rest; importing it starts no thread, reads no settings file
 and loads no plugin, and a bound is one long-lived server, so the import's cost (its time
@@ -56,7 +56,7 @@ import time
 from contextlib import suppress
 from typing import Any
 
-import h11
+import httptools
 from berrymq_jsonrpc import client as jsonrpc_client
 from children import Child, kill_all
 from ipc_floors import request_line
@@ -132,33 +132,30 @@ def role_asyncio(mode: str) -> None:
     asyncio.run(serve())
 
 
-def role_h11() -> None:
-    """What any HTTP server on h11 and asyncio pays: each request parsed by h11 and answered
-    with a fixed JSON-RPC result on the loop (a buffered protocol, no task per request,
-    nothing decoded). Not a target, a bound: the HTTP target leaves the node about this
-    plus its TCP round trip."""
+def role_http() -> None:
+    """What any HTTP server on httptools (the node's parser) and asyncio pays: each request
+    parsed and answered with a fixed JSON-RPC result on the loop (a buffered protocol, no
+    task per request, nothing decoded). Not a target, a bound: the HTTP target leaves the
+    node about this plus its TCP round trip."""
     body = b'{"jsonrpc":"2.0","result":"ok","id":1}'
-    head = [(b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode())]
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d"
+              b"\r\n\r\n" % len(body) + body)
     buffer = memoryview(bytearray(256 * 1024))
 
     class Requests(asyncio.BufferedProtocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             assert isinstance(transport, asyncio.Transport)
             self.transport = transport
-            self.conn = h11.Connection(h11.SERVER)
+            self.parser = httptools.HttpRequestParser(self)
+
+        def on_message_complete(self) -> None:
+            self.transport.write(answer)
 
         def get_buffer(self, sizehint: int) -> memoryview:
             return buffer
 
         def buffer_updated(self, nbytes: int) -> None:
-            conn = self.conn
-            conn.receive_data(buffer[:nbytes].tobytes())
-            while (event := conn.next_event()) is not h11.NEED_DATA:
-                if isinstance(event, h11.EndOfMessage):
-                    self.transport.write(
-                        conn.send(h11.Response(status_code=200, headers=head))
-                        + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
-                    conn.start_next_cycle()
+            self.parser.feed_data(buffer[:nbytes])
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
@@ -364,7 +361,7 @@ def main() -> None:
     parser.add_argument("args", nargs="*")
     args = parser.parse_args()
     if args.role:
-        roles = {"asyncio": role_asyncio, "h11": role_h11, "node": role_node, "send": role_send}
+        roles = {"asyncio": role_asyncio, "http": role_http, "node": role_node, "send": role_send}
         with suppress(BrokenPipeError, KeyboardInterrupt):  # the parent gave up: end quietly
             roles[args.role](*args.args)
         return
@@ -430,12 +427,12 @@ def measure(quick: bool) -> None:
 
     http_token = str(json.loads(
         http_round_trips_reply(http_port))["result"])
-    bare = spawn("h11")
+    bare = spawn("http")
     bare_port = int(bare.expect("ready"))
     bodies = [request_line(http_token, i) for i in range(n)]
     http_t: list[float] = []
     bare_t: list[float] = []
-    for i in range(rounds):  # the node and the bare h11 server in interleaved rounds
+    for i in range(rounds):  # the node and the bare HTTP server in interleaved rounds
         http_t += http_round_trips(http_port, bodies[i * chunk:(i + 1) * chunk])
         bare_t += http_round_trips(bare_port, bodies[i * chunk:(i + 1) * chunk])
     bare.close()
@@ -444,7 +441,7 @@ def measure(quick: bool) -> None:
           flush=True)
     target("HTTP keep-alive request p50 <= 2x TCP", h50 <= 2 * t50, f"{h50 / t50:.2f}x")
     b50 = pct(bare_t, 0.5)
-    print(f"  (bound) bare h11 server on asyncio, a fixed answer: p50 {b50 * us:6.0f} us "
+    print(f"  (bound) bare httptools server on asyncio, a fixed answer: p50 {b50 * us:6.0f} us "
           f"({b50 / t50:.2f}x the node's TCP; the node's HTTP is {h50 / b50:.2f}x this)",
           flush=True)
 

@@ -1,5 +1,6 @@
-"""The HTTP client of a node: a few keep-alive HTTP/1.1 connections per peer, h11 on
-asyncio streams on the I/O loop.
+"""The HTTP client of a node: a few keep-alive HTTP/1.1 connections per peer, answers
+parsed by httptools (:mod:`berrymq_jsonrpc_http.http11`) on asyncio streams on the I/O
+loop.
 
 Over HTTP a peer cannot answer on the connection it was called on, so style 01 needs both
 nodes to serve: ``interconnect`` sends this node's server URL and the peer calls it back.
@@ -12,21 +13,16 @@ import contextlib
 import time
 from typing import Any
 
-import h11
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import split_url
 from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc import ParseError, loads
 
 from berrymq.errors import ConnectionClosed, TransportError
+from berrymq_jsonrpc_http.http11 import Answer, NotHttp
 from berrymq_jsonrpc_http.streams import READ_CHUNK, open_stream
 
 __all__ = ["HttpChannel"]
-
-
-def _may_start_http(data: bytes) -> bool:
-    """Whether ``data``, the first bytes of an answer, may begin an HTTP/1.x status line."""
-    return data.lstrip(b"\r\n")[:5] in (b"HTTP/", b"HTTP/"[:len(data.lstrip(b"\r\n"))])
 
 
 class _Stale(Exception):
@@ -40,50 +36,27 @@ class _ClientConnection:
                  host_header: bytes) -> None:
         self.reader = reader
         self.writer = writer
-        self.conn = h11.Connection(h11.CLIENT)
-        self.host_header = host_header
+        self.head = (b"POST " + p.HTTP_PATH.encode() + b" HTTP/1.1\r\nHost: " + host_header
+                     + b"\r\nContent-Type: application/json\r\nContent-Length: ")
         self.since = time.monotonic()
 
     async def roundtrip(self, body: bytes, reused: bool) -> tuple[int, bytes, bytes, bool]:
         """Send one POST; return (status, content type, body, keep-alive)."""
-        conn = self.conn
-        self.writer.write(
-            conn.send(h11.Request(method=b"POST", target=p.HTTP_PATH.encode(), headers=[
-                (b"Host", self.host_header), (b"Content-Type", b"application/json"),
-                (b"Content-Length", str(len(body)).encode())]))
-            + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
-        status, ctype, chunks = 0, b"", []
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                try:
-                    data = await self.reader.read(READ_CHUNK)
-                except OSError:
-                    data = b""
-                if not data and reused and status == 0:
+        self.writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
+        answer = Answer()
+        while not answer.done:
+            try:
+                data = await self.reader.read(READ_CHUNK)
+            except OSError:
+                data = b""
+            if not data:
+                if not answer.head and reused:
                     raise _Stale()
-                if status == 0 and conn.their_state is h11.SEND_RESPONSE and data \
-                        and not _may_start_http(data):
-                    # e.g. a berryMQ TCP port answering with JSON lines: h11 would wait
-                    # for a header block that never comes
-                    raise h11.RemoteProtocolError("the server does not speak HTTP", 502)
-                conn.receive_data(data)
-                continue
-            if isinstance(event, h11.Response):
-                status = event.status_code
-                ctype = dict((k.lower(), v) for k, v in event.headers).get(b"content-type", b"")
-            elif isinstance(event, h11.Data):
-                chunks.append(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                if reused and status == 0:
-                    raise _Stale()
+                if answer.head and answer.until_close:
+                    break  # an answer whose end is the connection's end
                 raise ConnectionResetError("the server closed the connection without an answer")
-        keep = conn.our_state is h11.DONE and conn.their_state is h11.DONE
-        if keep:
-            conn.start_next_cycle()
-        return status, ctype, b"".join(chunks), keep
+            answer.feed(data)
+        return answer.status, answer.content_type, b"".join(answer.chunks), answer.keep_alive()
 
     def close(self) -> None:
         with contextlib.suppress(OSError, RuntimeError):
@@ -148,7 +121,7 @@ class HttpChannel(Channel):
             status, ctype, data = await asyncio.wait_for(self._roundtrip(text.encode()), timeout)
         except TimeoutError:
             raise TransportError(f"{self.url} did not answer within {timeout:g}s") from None
-        except (OSError, h11.ProtocolError) as exc:
+        except (OSError, NotHttp) as exc:
             if self.closed:
                 raise ConnectionClosed(f"the channel to {self.url} is closed") from None
             raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None

@@ -1,13 +1,14 @@
-"""The HTTP server of a node: h11 parses each request on the I/O loop, the protocol's
-answer is made on the delivery lane (``ask`` on a :data:`~berrymq_jsonrpc.sessions.WAITS`
-thread; a blocking ``get`` awaits its queue on the loop).
+"""The HTTP server of a node: each request is parsed on the I/O loop (httptools, through
+:mod:`berrymq_jsonrpc_http.http11`), the protocol's answer is made on the delivery lane
+(``ask`` on a :data:`~berrymq_jsonrpc.sessions.WAITS` thread; a blocking ``get`` awaits its
+queue on the loop).
 
 ``POST`` to the paths of :data:`berrymq_jsonrpc.dialect.HTTP_PATHS` carries JSON-RPC (the
 media types of :func:`berrymq_jsonrpc.dialect.accepts_media_type`); ``GET`` of the node's
 status routes (``/``, ``/status``, ``/metrics``, ``/network``) is answered by
 :class:`berrymq_jsonrpc.monitor.Monitor`. A request is bounded as a whole (head and body
 within ``read_timeout``, not per read, which a slow drip would defeat) and in size
-(``max_size``: 413; a head over 16 KiB: 431).
+(``max_size``: 413; a head over 16 KiB: 431). Pipelined requests are answered in order.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-import h11
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import bind_family
 from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type, serves_path
@@ -30,14 +30,13 @@ from berrymq_jsonrpc.monitor import Monitor, host_allowed
 from berrymq_jsonrpc.service import Service, may_wait
 
 from berrymq.transports.ioloop import io_loop
+from berrymq_jsonrpc_http.http11 import END, Head, Malformed, RequestEvents, response
 from berrymq_jsonrpc_http.streams import READ_CHUNK, serve_streams
 
 __all__ = ["Server"]
 
 logger = logging.getLogger("berrymq.remote.http")
 
-#: The longest request line plus headers accepted (h11 answers 431 beyond it).
-_MAX_HEAD = 16 * 1024
 #: The most of a refused (oversized) body read before the connection is closed.
 _DISCARD = 1 << 18
 _SERVER = (b"Server", b"berryMQ")
@@ -56,19 +55,6 @@ def _reply_to(service: Service, body: bytes) -> tuple[Any, bool]:
 _PARSE_ERROR = object()
 
 
-def _with_host(data: bytes) -> bytes:
-    """``data`` (starting with a request head) with an empty ``Host`` header added when an
-    HTTP/1.1 request has none: h11 answers such a request 400 as RFC 9112 says, while
-    berryMQ has always served JSON-RPC clients that leave it out."""
-    end = data.find(b"\r\n\r\n")
-    first = data.find(b"\r\n")
-    if end < 0 or not data[:first].rstrip().endswith(b"HTTP/1.1"):
-        return data
-    if b"\nhost:" in data[:end + 2].lower().replace(b"\nhost :", b"\nhost:"):
-        return data
-    return data[:first] + b"\r\nHost: " + data[first:]
-
-
 class _ServerConnection:
     """One accepted HTTP connection: requests answered one after the other."""
 
@@ -77,42 +63,32 @@ class _ServerConnection:
         self.server = server
         self.reader = reader
         self.writer = writer
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+        self.requests = RequestEvents()
         #: when the first byte of the request being read came (None between requests)
         self.began: float | None = None
 
-    async def _event(self, timeout: float) -> Any:
-        """The next h11 event, reading as needed; None when the client went away, or
+    async def _event(self, timeout: float) -> Head | bytes | object | None:
+        """The next parsed event, reading as needed; None when the client went away, or
         when ``timeout`` seconds passed without a byte of a request, or since the first
         byte of the request being read (:attr:`began`: the deadline is for the whole
         request, head and body, not per read, which a slow drip would defeat)."""
-        conn = self.conn
+        events = self.requests.events
         clock = asyncio.get_running_loop().time
-        head = b""
-        while True:
-            event = conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
+        while not events:
+            if self.requests.ended:
+                return None
             wait = timeout if self.began is None else self.began + timeout - clock()
             try:
                 async with asyncio.timeout(max(0.0, wait)):  # no task per read, as wait_for
                     data = await self.reader.read(READ_CHUNK)
             except (TimeoutError, OSError):
                 return None
+            if not data:
+                return None
             if self.began is None:
                 self.began = clock()
-            if conn.their_state is h11.IDLE and not conn.trailing_data[0] and data:
-                # a request head is read whole first, to be lenient where h11 is strict
-                head += data
-                start = head.lstrip(b"\r\n")[:1]
-                if start and not start.isalpha():
-                    # e.g. a JSON line for a TCP port: no request line can start so, and
-                    # h11 would wait for the end of a header block that never comes
-                    raise h11.RemoteProtocolError("not an HTTP request", 400)
-                if b"\r\n\r\n" not in head and len(head) <= _MAX_HEAD:
-                    continue
-                data, head = _with_host(head), b""
-            conn.receive_data(data)
+            self.requests.feed(data)
+        return events.popleft()
 
     def _send(self, status: int, body: bytes = b"", content_type: bytes = b"application/json",
               extra: list[tuple[bytes, bytes]] | None = None, close: bool = False) -> None:
@@ -123,13 +99,7 @@ class _ServerConnection:
         if close:
             headers.append((b"Connection", b"close"))
         headers += extra or []
-        conn = self.conn
-        data = conn.send(h11.Response(status_code=status, headers=headers,
-                                      reason=HTTPStatus(status).phrase.encode()))
-        if body:
-            data += conn.send(h11.Data(data=body))
-        data += conn.send(h11.EndOfMessage())
-        self.writer.write(data)
+        self.writer.write(response(status, headers, body))
 
     def _refuse(self, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
                 ) -> bool:
@@ -141,34 +111,39 @@ class _ServerConnection:
         try:
             while True:
                 try:
-                    event = await self._event(server.read_timeout)
-                except h11.RemoteProtocolError as exc:
-                    with contextlib.suppress(h11.LocalProtocolError):
-                        self._refuse(exc.error_status_hint, "malformed HTTP request")
+                    head = await self._event(server.read_timeout)
+                except Malformed as exc:
+                    self._refuse(exc.status, "malformed HTTP request")
                     return
-                if not isinstance(event, h11.Request):
+                if not isinstance(head, Head):
                     return
                 try:
-                    if not await self._answer(event):
+                    if not await self._answer(head):
                         return
-                except h11.RemoteProtocolError:  # e.g. the client went away mid-body
+                except Malformed:  # the body is not what its head announced
                     return
-                if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
-                    return
-                self.conn.start_next_cycle()
                 self.began = None
-        except (OSError, h11.LocalProtocolError):
+        except OSError:
             return  # the client reset the connection, or cannot be answered any more
         finally:
             with contextlib.suppress(OSError, RuntimeError):
                 await self.writer.drain()
             self.writer.close()
 
-    async def _answer(self, request: h11.Request) -> bool:  # noqa: PLR0911 - one per refusal
+    def _read_whole(self) -> bool:
+        """Pass over the rest of a request answered without its body: whether all of it
+        was already read (if not, the connection is closed after the answer)."""
+        events = self.requests.events
+        while events:
+            if events.popleft() is END:
+                return True
+        return False
+
+    async def _answer(self, request: Head) -> bool:  # noqa: PLR0911 - one per refusal
         """Serve one request; whether the connection stays open."""
         server = self.server
-        headers = {name.lower(): value for name, value in request.headers}
-        target = request.target.decode("latin-1")
+        headers = request.headers
+        target = request.target
         monitor = server.monitor  # GET of the status routes: berrymq_jsonrpc.monitor
         if monitor is not None and request.method == b"GET":
             answer = monitor.respond("GET", target, {k.decode("latin-1"): v.decode("latin-1")
@@ -176,8 +151,8 @@ class _ServerConnection:
             if answer is not None:
                 status, head, body = answer
                 extra = [(k.encode(), v.encode()) for k, v in head.items() if k != "Content-Type"]
-                # a refusal, or a GET that came with a body we did not read: close
-                close = status >= 400 or headers.get(b"content-length", b"0") != b"0"
+                # a refusal, or a GET whose body has not all come: close
+                close = status >= 400 or not request.keep_alive or not self._read_whole()
                 self._send(status, body, head["Content-Type"].encode(), extra, close=close)
                 return not close
         if request.method != b"POST":
@@ -204,36 +179,33 @@ class _ServerConnection:
             return self._refuse(411, "send a Content-Length, not chunks")
         if b"content-length" not in headers:
             return self._refuse(411, "a valid Content-Length is required")
-        length = int(headers[b"content-length"])  # h11 checked it is a number
+        length = int(headers[b"content-length"])  # llhttp checked it is a number
+        # the client may be holding the body back until told to go on
+        waiting = request.expects_continue and not self.requests.events
         if length > server.max_size:
             error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
                                  {"limit": server.max_size, "setting": "max_size"})
             self._send(413, dumps(error).encode(), close=True)
-            if not self.conn.they_are_waiting_for_100_continue:
+            if not waiting:
                 await self._discard(length)
             return False
-        if self.conn.they_are_waiting_for_100_continue:
-            self.writer.write(self.conn.send(h11.InformationalResponse(
-                status_code=100, headers=[], reason=b"Continue")))
+        if waiting:
+            self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         chunks = []
-        while True:
-            event = await self._event(server.read_timeout)
-            if isinstance(event, h11.Data):
-                chunks.append(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            else:
+        while (event := await self._event(server.read_timeout)) is not END:
+            if not isinstance(event, bytes):
                 return False  # the client went away mid-body
+            chunks.append(event)
         body = b"".join(chunks)
         reply, handed = await server.dispatch(body)
         server.service.stats.exchanged(len(body), 0 if reply is None else len(reply))
         if reply is None:
-            self._send(204)
+            self._send(204, close=not request.keep_alive)
         else:
-            self._send(200, reply)
+            self._send(200, reply, close=not request.keep_alive)
         for work in handed:  # the lane had room (and only the loop offers): taken at once
             await io_loop.lane.put(work, len(body))
-        return True
+        return request.keep_alive
 
     async def _discard(self, length: int) -> None:
         # Read a small part of the body we refused (at most _DISCARD bytes, for at most

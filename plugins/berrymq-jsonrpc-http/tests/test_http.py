@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -135,3 +136,91 @@ def test_disabled_plugin_is_named(buses: Buses) -> None:
     missing = buses.keep(Bus(plugins=PluginHost(Settings(), entry_points=False)))
     with pytest.raises(berrymq.PluginNotAvailable, match=r"pip install \./plugins/berrymq-jsonrpc \./plugins/berrymq-jsonrpc-http"):
         missing.transport("http")
+
+
+def answers(port: int, data: bytes, count: int) -> list[tuple[bytes, bytes]]:
+    """Send raw bytes on one connection and read ``count`` answers: (status line, body)."""
+    got = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        reader = sock.makefile("rb")
+        for _ in range(count):
+            status = reader.readline().rstrip()
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            got.append((status, reader.read(length)))
+        reader.close()
+    return got
+
+
+def test_a_head_over_16_kib_is_refused_431(buses: Buses) -> None:
+    _, port = serve(buses, "http")
+    answer = exchange(port, post(CALL, headers="Content-Type: application/json\r\n"
+                                 + "X-Pad: " + "a" * 17_000 + "\r\n"))
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer
+    assert b"Connection: close" in answer
+
+
+def test_pipelined_requests_are_answered_in_order(buses: Buses) -> None:
+    _, port = serve(buses, "http")
+    calls = [json.dumps({"jsonrpc": "2.0", "method": "connect_oneway", "id": i}).encode()
+             for i in range(5)]
+    got = answers(port, b"".join(post(call) for call in calls), 5)
+    assert [status for status, _ in got] == [b"HTTP/1.1 200 OK"] * 5
+    assert [json.loads(body)["id"] for _, body in got] == list(range(5))
+
+
+def test_an_http11_request_without_host_is_served(buses: Buses) -> None:
+    # RFC 9112 asks for a 400; berryMQ has always served JSON-RPC clients that leave it out
+    _, port = serve(buses, "http")
+    request = (b"POST / HTTP/1.1\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(CALL) + CALL)
+    [(status, body)] = answers(port, request, 1)
+    assert status == b"HTTP/1.1 200 OK"
+    assert json.loads(body)["id"] == 1
+
+
+def test_a_json_line_sent_to_the_http_port_gets_400(buses: Buses) -> None:
+    _, port = serve(buses, "http")
+    answer = exchange(port, CALL + b"\n")
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+    assert answer.endswith(b"malformed HTTP request\n")
+
+
+def test_the_client_names_a_server_that_does_not_speak_http(buses: Buses) -> None:
+    _, tcp_port = serve(buses, "tcp")
+    client = buses()
+    with pytest.raises(berrymq.ConnectionClosed, match="does not speak HTTP"):
+        client.transport("http").connect_oneway(f"http://127.0.0.1:{tcp_port}", 60)
+
+
+def test_the_client_reads_an_answer_that_ends_with_its_connection(buses: Buses) -> None:
+    # an HTTP/1.0 server that gives no Content-Length: the answer is all it sends
+    listener = socket.create_server(("127.0.0.1", 0))
+    requests: list[bytes] = []
+
+    def answer_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            reader = conn.makefile("rb")
+            length = 0
+            while (line := reader.readline()) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            request = json.loads(reader.read(length))
+            requests.append(request["method"].encode())
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n"
+                         + json.dumps({"jsonrpc": "2.0", "result": "t0", "id": request["id"]})
+                         .encode())
+
+    thread = threading.Thread(target=answer_once, daemon=True)
+    thread.start()
+    client = buses()
+    with listener:
+        connection = client.transport("http").connect_oneway(
+            f"http://127.0.0.1:{listener.getsockname()[1]}", 60)
+        thread.join(10)
+    assert requests == [b"connect_oneway"]
+    assert connection.token == "t0"

@@ -1,0 +1,170 @@
+"""HTTP/1.1 on httptools (the Python binding of llhttp): requests read into events for the
+server, answers gathered for the client, and answers written.
+
+httptools parses and calls back; these classes turn its callbacks into what the server and
+the client read in turn. The one place that imports httptools.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import httptools
+
+__all__ = ["END", "MAX_HEAD", "Answer", "Head", "Malformed", "NotHttp", "RequestEvents",
+           "response"]
+
+#: The longest request line plus headers accepted (431 beyond it).
+MAX_HEAD = 16 * 1024
+
+
+@dataclass(slots=True)
+class Head:
+    """A request's line and headers (names lower-cased; the last of a repeated name)."""
+
+    method: bytes
+    target: str
+    headers: dict[bytes, bytes]
+    #: whether the connection may serve another request after this one (HTTP/1.1 and no
+    #: ``Connection: close``; HTTP/1.0 connections are closed after one request)
+    keep_alive: bool
+    #: whether an HTTP/1.1 client sent ``Expect: 100-continue`` (it may wait for a 100
+    #: before sending the body)
+    expects_continue: bool
+
+
+#: The event after a request's last body bytes.
+END = object()
+
+
+class Malformed(Exception):
+    """The bytes read are not an HTTP/1.x request that can be served (``status``)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class RequestEvents:
+    """httptools' callbacks made into a queue of events, read one at a time: a
+    :class:`Head`, body ``bytes``, then :data:`END`, for each request in turn."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.events: deque[Head | bytes | object] = deque()
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        #: bytes read since the request being read began (None once its head is complete):
+        #: what httptools holds of a head still coming
+        self._head_bytes: int | None = 0
+        #: the size of the request line and headers parsed so far
+        self._head_size = 0
+        self._too_large = False
+        #: whether nothing more is to be read (after a request asking for an Upgrade)
+        self.ended = False
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``, the next bytes read; :class:`Malformed` if they cannot be."""
+        if self._head_bytes is not None:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # e.g. "Upgrade: h2c": the request is served as a plain one, and nothing
+            # after it is read (the connection closes after its answer)
+            self.events.append(END)
+            self.ended = True
+            return
+        except httptools.HttpParserError:
+            raise Malformed(400) from None
+        if self._too_large or (self._head_bytes or 0) > MAX_HEAD:
+            raise Malformed(431)
+
+    def on_message_begin(self) -> None:
+        self._url, self._headers, self._head_bytes, self._head_size = b"", {}, 0, 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.lower()] = value
+        self._head_size += len(name) + len(value) + 4
+
+    def on_headers_complete(self) -> None:
+        parser, headers = self.parser, self._headers
+        self._head_bytes = None
+        if self._head_size > MAX_HEAD:
+            self._too_large = True  # refused once this feed is parsed
+            return
+        http11 = parser.get_http_version() == "1.1"
+        self.events.append(Head(
+            parser.get_method(), self._url.decode("latin-1"), headers,
+            http11 and parser.should_keep_alive(),
+            http11 and headers.get(b"expect", b"").lower() == b"100-continue"))
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(body)
+
+    def on_message_complete(self) -> None:
+        self._head_bytes = 0
+        self.events.append(END)
+
+
+def response(status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> bytes:
+    """An HTTP/1.1 response, whole."""
+    lines = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode())]
+    lines += [name + b": " + value for name, value in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+class NotHttp(Exception):
+    """What the server sent is not an HTTP/1.x answer (e.g. a berryMQ TCP port's JSON
+    lines)."""
+
+
+class Answer:
+    """One answer, gathered from httptools' callbacks as its bytes are fed."""
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self.content_type = b""
+        #: whether the answer's end is its connection's end (no length, no chunks)
+        self.until_close = True
+        self.head = False
+        self.done = False
+        self.chunks: list[bytes] = []
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``, the next bytes read; :class:`NotHttp` if they cannot be."""
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            raise NotHttp("the server does not speak HTTP") from None
+
+    @property
+    def status(self) -> int:
+        return self._parser.get_status_code()
+
+    def keep_alive(self) -> bool:
+        """Whether the connection may carry another request (the answer was read whole,
+        and neither side asked to close)."""
+        return self.done and self._parser.should_keep_alive()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-type":
+            self.content_type = value
+        elif name in (b"content-length", b"transfer-encoding"):
+            self.until_close = False
+
+    def on_headers_complete(self) -> None:
+        self.head = True
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
