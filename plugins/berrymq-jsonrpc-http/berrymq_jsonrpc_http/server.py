@@ -130,6 +130,11 @@ class _ServerConnection:
                 await self.writer.drain()
             self.writer.close()
 
+    def _keeps(self, request: Head) -> bool:
+        """Whether the connection stays open after ``request``'s answer: the client did
+        not ask to close, and did not ask for an Upgrade (nothing after it is read)."""
+        return request.keep_alive and not self.requests.ended
+
     def _read_whole(self) -> bool:
         """Pass over the rest of a request answered without its body: whether all of it
         was already read (if not, the connection is closed after the answer)."""
@@ -152,7 +157,7 @@ class _ServerConnection:
                 status, head, body = answer
                 extra = [(k.encode(), v.encode()) for k, v in head.items() if k != "Content-Type"]
                 # a refusal, or a GET whose body has not all come: close
-                close = status >= 400 or not request.keep_alive or not self._read_whole()
+                close = status >= 400 or not self._keeps(request) or not self._read_whole()
                 self._send(status, body, head["Content-Type"].encode(), extra, close=close)
                 return not close
         if request.method != b"POST":
@@ -199,13 +204,14 @@ class _ServerConnection:
         body = b"".join(chunks)
         reply, handed = await server.dispatch(body)
         server.service.stats.exchanged(len(body), 0 if reply is None else len(reply))
+        keep = self._keeps(request)
         if reply is None:
-            self._send(204, close=not request.keep_alive)
+            self._send(204, close=not keep)
         else:
-            self._send(200, reply, close=not request.keep_alive)
+            self._send(200, reply, close=not keep)
         for work in handed:  # the lane had room (and only the loop offers): taken at once
             await io_loop.lane.put(work, len(body))
-        return request.keep_alive
+        return keep
 
     async def _discard(self, length: int) -> None:
         # Read a small part of the body we refused (at most _DISCARD bytes, for at most

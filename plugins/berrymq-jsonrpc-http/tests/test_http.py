@@ -224,3 +224,15 @@ def test_the_client_reads_an_answer_that_ends_with_its_connection(buses: Buses) 
         thread.join(10)
     assert requests == [b"connect_oneway"]
     assert connection.token == "t0"
+
+
+def test_a_request_asking_to_upgrade_is_served_then_the_connection_closes(buses: Buses) -> None:
+    # berryMQ speaks HTTP/1.1 only: the request is answered as a plain one, and what
+    # follows it (here an HTTP/2 preface) is not read as another request
+    _, port = serve(buses, "http")
+    answer = exchange(port, post(CALL, headers="Content-Type: application/json\r\n"
+                                 "Connection: Upgrade\r\nUpgrade: h2c\r\n")
+                      + b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    assert b"Connection: close" in answer
+    assert answer.count(b"HTTP/1.1") == 1
