@@ -15,8 +15,7 @@ message"):
   reverse indexes by name, by action and by namespace. When full, the oldest route goes.
 - A route entry is ``(ref, guard, subscription)``; ``ref()`` returns the receiver or None
   once a weakly held receiver is gone, so delivery needs no branch for strong ones.
-- ``unfollow`` finds subscriptions through an index by the ids of the receiver, its
-  object, its function and its object's class, so it costs what it removes.
+- ``unfollow`` looks up only what it removes, by owner (:class:`berrymq._owners.Owners`).
 - ``lock`` is not re-entrant: a garbage-collector callback that finds it taken (maybe by
   its own thread, mid-write) only notes the death; the next writer purges it.
 """
@@ -32,7 +31,7 @@ from operator import attrgetter
 from types import MethodType
 from typing import TYPE_CHECKING, Any
 
-from berrymq._owners import belongs_to, owner_keys, subclasses
+from berrymq._owners import Owners, target_keys
 from berrymq.identifier import WILDCARD, Identifier, parse
 from berrymq.subscription import Guard, Receiver, ReceiverKind, Subscription, strong_ref
 
@@ -74,7 +73,7 @@ class Index:
         #: every active subscription by seq, in registration order
         self.subscriptions: dict[int, Subscription] = {}
         self._buckets: dict[Key, dict[int, Subscription]] = {}
-        self._owners: dict[int, dict[int, Subscription]] = {}
+        self._owners = Owners()  # what unfollow looks up
         self._dead: list[Subscription] = []
         #: sender's key -> cached route; read without the lock (see the module docstring).
         #: A plain dict: send()'s subscript of it is then specialised by the interpreter
@@ -122,9 +121,7 @@ class Index:
             seq = subscription.seq
             self.subscriptions[seq] = subscription
             self._buckets.setdefault(_key(pattern), {})[seq] = subscription
-            subscription.keys = owner_keys(receiver)
-            for key in subscription.keys:
-                self._owners.setdefault(key, {})[seq] = subscription
+            self._owners.add(subscription, receiver)
             self._invalidate(pattern)
             for listener in self.listeners:
                 listener(subscription, True)
@@ -155,17 +152,10 @@ class Index:
 
     def remove_matching(self, target: object) -> int:
         """``unfollow``: cancel every subscription of ``target``; returns how many."""
-        ids = [id(target)]
-        if isinstance(target, MethodType):
-            ids.append(id(target.__self__))
-        elif isinstance(target, type):
-            ids.extend(id(cls) for cls in subclasses(target))
+        keys = target_keys(target)
         with self.lock:
             self._purge_dead()
-            found: dict[int, Subscription] = {}
-            for key in ids:
-                found.update(self._owners.get(key, {}))
-            doomed = [found[seq] for seq in sorted(found) if belongs_to(found[seq].ref(), target)]
+            doomed = self._owners.covered_by(target, keys)
             for subscription in doomed:
                 self._remove(subscription)
         return len(doomed)
@@ -206,12 +196,7 @@ class Index:
             bucket.pop(seq, None)
             if not bucket:
                 del self._buckets[key]
-        for owner_key in subscription.keys:
-            owned = self._owners.get(owner_key)
-            if owned is not None:
-                owned.pop(seq, None)
-                if not owned:
-                    del self._owners[owner_key]
+        self._owners.remove(subscription)
         self._invalidate(subscription.pattern)
 
     def _purge_dead(self) -> None:

@@ -1,17 +1,77 @@
 """Which receivers ``unfollow(target)`` covers: a function, a bound method, every method
 of an object, or of every instance of a class (and its subclasses).
 
-The index files each receiver under the ids :func:`owner_keys` gives, so that ``unfollow``
-looks up only the candidates and confirms each with :func:`belongs_to`: its cost is what it
-removes, not everything registered.
+The index files each subscription in its :class:`Owners` under the ids :func:`owner_keys`
+gives, so that ``unfollow`` looks up only the candidates (under :func:`target_keys`) and
+confirms each with :func:`belongs_to`: its cost is what it removes, not everything
+registered.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from types import MethodType
+from typing import TYPE_CHECKING
 
-__all__ = ["belongs_to", "owner_keys", "subclasses"]
+if TYPE_CHECKING:
+    from berrymq.subscription import Subscription
+
+__all__ = ["Owners", "belongs_to", "owner_keys", "subclasses", "target_keys"]
+
+
+class Owners:
+    """One index's subscriptions filed by the ids of their owners, for ``unfollow``.
+
+    Changed and read under the index's lock, like the rest of the index.
+    """
+
+    def __init__(self) -> None:
+        # owner id -> the subscriptions filed under it, by seq
+        self._filed: dict[int, dict[int, Subscription]] = {}
+
+    def __len__(self) -> int:
+        """How many ids have subscriptions filed under them."""
+        return len(self._filed)
+
+    def add(self, subscription: Subscription, receiver: object) -> None:
+        """File a new ``subscription`` of ``receiver`` under :func:`owner_keys`."""
+        seq = subscription.seq
+        subscription.keys = owner_keys(receiver)
+        for key in subscription.keys:
+            self._filed.setdefault(key, {})[seq] = subscription
+
+    def remove(self, subscription: Subscription) -> None:
+        """Take a cancelled ``subscription`` out from under each of its keys."""
+        seq = subscription.seq
+        for owner_key in subscription.keys:
+            owned = self._filed.get(owner_key)
+            if owned is not None:
+                owned.pop(seq, None)
+                if not owned:
+                    del self._filed[owner_key]
+
+    def covered_by(self, target: object, keys: list[int]) -> list[Subscription]:
+        """The subscriptions ``unfollow(target)`` cancels, in registration order;
+        ``keys`` are :func:`target_keys` of ``target``."""
+        found: dict[int, Subscription] = {}
+        for key in keys:
+            found.update(self._filed.get(key, {}))
+        return [found[seq] for seq in sorted(found) if belongs_to(found[seq].ref(), target)]
+
+    def clear(self) -> None:
+        """Forget every subscription (the bus closed)."""
+        self._filed.clear()
+
+
+def target_keys(target: object) -> list[int]:
+    """Ids under which ``unfollow(target)`` looks for candidates: the target itself, a bound
+    method's object, or a class and every class derived from it."""
+    ids = [id(target)]
+    if isinstance(target, MethodType):
+        ids.append(id(target.__self__))
+    elif isinstance(target, type):
+        ids.extend(id(cls) for cls in subclasses(target))
+    return ids
 
 
 def owner_keys(receiver: object) -> tuple[int, ...]:

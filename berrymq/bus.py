@@ -1,6 +1,8 @@
 """The bus: the object users hold, composed of an index, delivery, a pool and a node.
 
 - :mod:`berrymq._index` files subscriptions and caches routes;
+- :mod:`berrymq._subscribing` gives the bus its subscription methods (``subscribe``,
+  ``unfollow``, ``route``, ...), which hand over to the index;
 - :mod:`berrymq._delivery` runs receivers (:func:`~berrymq._delivery.deliver`);
 - :mod:`berrymq._pool` runs them on worker threads instead, when asked to;
 - :mod:`berrymq.ask` gathers replies;
@@ -35,7 +37,7 @@ from berrymq._delivery import (
 from berrymq._hops import hop_box
 from berrymq._index import DIRECT, DISPATCH, FORWARD, CachedRoute, Index
 from berrymq._pool import WorkerPool
-from berrymq.aio import async_runner
+from berrymq._subscribing import Subscribing
 from berrymq.ask import ask as _ask
 from berrymq.ask import ask_local as _ask_local
 from berrymq.errors import ConnectionClosed
@@ -44,7 +46,7 @@ from berrymq.message import Message, new_message
 from berrymq.node import Node, NodeSide
 from berrymq.plugins import PluginHost, get_plugin_host
 from berrymq.state import BusState, StateKey
-from berrymq.subscription import FUNCTION, Guard, Kind, Receiver, ReceiverKind, Subscription
+from berrymq.subscription import Guard, Receiver, Subscription
 
 if TYPE_CHECKING:
     from berrymq.transports.base import Forwarder
@@ -57,7 +59,7 @@ DEFAULT_HOP_LIMIT = 32
 T = TypeVar("T")
 
 
-class Bus(NodeSide):
+class Bus(Subscribing, NodeSide):
     """Routes messages from senders to the receivers whose patterns match.
 
     The module-level API of :mod:`berrymq` works on one default bus; a program or a test
@@ -185,89 +187,6 @@ class Bus(NodeSide):
     def state(self, key: StateKey[T]) -> T:
         """This bus's value for ``key`` (see :mod:`berrymq.state`), made on first use."""
         return self.extensions.get(key)
-
-    # -- subscriptions -------------------------------------------------------------------
-
-    def subscribe(
-        self,
-        pattern: str | Identifier,
-        receiver: Receiver,
-        guard: Guard | None = None,
-        *,
-        weak: bool = True,
-        kind: str | ReceiverKind = FUNCTION,
-        shared: bool = False,
-    ) -> Subscription:
-        """Call ``receiver(message)`` for every message matching ``pattern``.
-
-        :param guard: called with the message first; a false result skips the receiver.
-        :param weak: hold the receiver (or a bound method's object) by weak reference, so
-            that it stops receiving once garbage-collected. Use ``weak=False`` for lambdas
-            and closures nothing else keeps alive.
-        :param kind: the receiver kind making it (a :class:`~berrymq.registries.ReceiverKind`,
-            or a name for a kind whose receivers answer requests).
-        :param shared: the receiver is one of a group of competing consumers (a shared queue).
-        """
-        ident = parse(pattern)
-        if not callable(receiver):
-            raise TypeError(f"receiver for {ident} must be callable, got {receiver!r}")
-        if guard is not None and not callable(guard):
-            raise TypeError(f"guard_condition for {ident} must be callable, got {guard!r}")
-        runner = async_runner(receiver, ident, guard)  # async def: bound to the running loop
-        if isinstance(kind, str):
-            kind = Kind(kind)
-        return self._index.add(ident, receiver, guard, weak=weak, kind=kind, shared=shared,
-                               bind=None if runner is None else runner.bind)
-
-    def unfollow(self, target: object) -> int:
-        """Cancel every subscription of a function, a bound method, an object or a class.
-
-        Returns how many subscriptions were cancelled.
-        """
-        return self._index.remove_matching(target)
-
-    def subscriptions(self) -> list[Subscription]:
-        """The active subscriptions, in registration order (a snapshot)."""
-        return self._index.snapshot()
-
-    def route(self, identifier: str | Identifier) -> tuple[Subscription, ...]:
-        """The subscriptions a message sent as ``identifier`` would reach, in order."""
-        return tuple(entry[2] for entry in self._index.lookup(parse(identifier))
-                     if entry[2].active and entry[0]() is not None)
-
-    def may_refuse(self, identifier: str | Identifier) -> bool:
-        """Whether a message sent as ``identifier`` now could meet :class:`~berrymq.QueueFull`
-        (a receiver that refuses, a worker pool, a peer): a transport answers at once
-        only when it could not, so that a refusal is still the answer."""
-        ident = parse(identifier)
-        node = self._node
-        if self._pool is not None or (node is not None and node.forwarders
-                                      and not ident.is_local):
-            return True
-        return any(entry[2].refuses for entry in self._index.lookup(ident))
-
-    def add_subscription_listener(self, listener: Callable[[Subscription, bool], None]) -> None:
-        """Call ``listener(subscription, added)`` whenever a subscription is made
-        (``added`` true) or removed, so that a bridge to a broker can follow them.
-
-        It is called under the bus's index lock in the thread that made the change: it
-        must be quick, must not wait for other threads and must not call the bus.
-        """
-        index = self._index
-        with index.lock:
-            if listener not in index.listeners:
-                index.listeners = (*index.listeners, listener)
-
-    def remove_subscription_listener(self, listener: Callable[[Subscription, bool], None]) -> None:
-        """Stop calling ``listener`` (idempotent)."""
-        index = self._index
-        with index.lock:
-            index.listeners = tuple(f for f in index.listeners if f != listener)
-
-    def set_guard(self, subscription: Subscription, guard: Guard | None) -> None:
-        """Replace the guard of ``subscription`` (a transport uses it to keep messages
-        from the broker out of shared queues, which take them through a queue group)."""
-        self._index.set_guard(subscription, guard)
 
     # -- sending -------------------------------------------------------------------------
 

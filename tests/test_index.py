@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from berrymq import Bus, Follower, Message, following
+from berrymq import Bus, Message
 from berrymq._index import ROUTE_CACHE_LIMIT
 
 
@@ -140,27 +140,6 @@ def test_cancelling_many_receivers_of_one_pattern_keeps_the_rest(bus: Bus) -> No
     for sub in subs[1::2]:
         sub.cancel()
     assert bus.route("same:x") == () and not bus._index._buckets
-
-
-class Worker(metaclass=Follower):
-    @following("w:*")
-    def on_w(self, message: Message) -> None:
-        pass
-
-
-class SubWorker(Worker):
-    pass
-
-
-def test_unfollow_finds_what_it_removes_through_the_owner_index(bus: Bus) -> None:
-    a, b, c = Worker(), Worker(), SubWorker()
-    bus.subscribe("f:x", nothing)
-    assert bus.unfollow(a.on_w) == 1  # a bound method, made anew: compared by ==
-    assert bus.unfollow(b) == 1  # every method of one object
-    assert bus.unfollow(Worker) == 1  # instances of subclasses too
-    assert bus.unfollow(c) == 0
-    assert bus.unfollow(nothing) == 1
-    assert bus.subscriptions() == []
 
 
 def test_a_guard_change_invalidates_the_routes_of_its_pattern(bus: Bus) -> None:

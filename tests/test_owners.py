@@ -3,6 +3,7 @@ files them under."""
 
 from __future__ import annotations
 
+from berrymq import Bus, Follower, Message, following
 from berrymq._owners import belongs_to, owner_keys, subclasses
 
 
@@ -56,3 +57,25 @@ def test_a_classmethod_is_covered_by_its_class() -> None:
     assert belongs_to(Base.on_class, Base)
     assert id(Base) in owner_keys(Base.on_class)
     assert id(type) not in owner_keys(Base.on_class)  # a class's own class is not its owner
+
+
+class Worker(metaclass=Follower):
+    @following("w:*")
+    def on_w(self, message: Message) -> None:
+        pass
+
+
+class SubWorker(Worker):
+    pass
+
+
+def test_unfollow_finds_what_it_removes_through_the_owner_index(berrymq_bus: Bus) -> None:
+    bus = berrymq_bus
+    a, b, c = Worker(), Worker(), SubWorker()
+    bus.subscribe("f:x", plain)
+    assert bus.unfollow(a.on_w) == 1  # a bound method, made anew: compared by ==
+    assert bus.unfollow(b) == 1  # every method of one object
+    assert bus.unfollow(Worker) == 1  # instances of subclasses too
+    assert bus.unfollow(c) == 0
+    assert bus.unfollow(plain) == 1
+    assert bus.subscriptions() == []

@@ -16,8 +16,9 @@ node hold stays bounded.
 Server limits: a line over ``max_size`` is answered with ``TOO_LARGE`` and the connection is
 closed; a line not complete ``read_timeout`` seconds after its first byte (a stall, or a
 slow drip: the deadline is for the whole line, not per read), or a connection idle that
-long without an open session, is closed. A peer that half-closes after its requests gets
-every answer before the close.
+long without an open session, is closed (the timer that does it:
+:mod:`berrymq_jsonrpc_tcp.deadline`). A peer that half-closes after its requests gets every
+answer before the close.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from berrymq_jsonrpc.service import Service
 from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
 from berrymq.transports.ioloop import ThreadBufferedProtocol, io_loop
 from berrymq_jsonrpc_tcp.answering import PARSE_ERROR, Answerer
+from berrymq_jsonrpc_tcp.deadline import ReadDeadline
 
 __all__ = ["LineChannel"]
 
@@ -59,7 +61,7 @@ def _is_response(obj: Any) -> bool:
     return type(obj) is dict and "method" not in obj and ("result" in obj or "error" in obj)
 
 
-class LineChannel(ThreadBufferedProtocol, Channel):
+class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
     """One TCP connection, either end: sends requests, answers the peer's requests.
 
     :param service: answers the requests the peer sends on this connection.
@@ -94,7 +96,6 @@ class LineChannel(ThreadBufferedProtocol, Channel):
         self.eof = False  # the peer ended its input (it may still read answers)
         self.answers = Answerer(self)
         self._writable: asyncio.Future[None] | None = None  # while over the high-water mark
-        self._watch: asyncio.TimerHandle | None = None
         self._null_error: dict[str, Any] | None = None
         self._closed_here = False  # this end closed the connection (else the peer did)
 
@@ -230,11 +231,6 @@ class LineChannel(ThreadBufferedProtocol, Channel):
         that two nodes writing to each other cannot both stop reading)."""
         return self._writable is not None and self.serving
 
-    def _in_use(self) -> bool:
-        return bool(self._pending) or bool(self.answers.unanswered) or any(
-            s.context is self for s in list(self.service.sessions.values())
-        )
-
     def _too_large(self) -> None:
         logger.warning("%s sent a line over %d bytes; closed", self.url, self.read_limit)
         error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
@@ -253,37 +249,6 @@ class LineChannel(ThreadBufferedProtocol, Channel):
             return
         if not future.done():
             future.set_result(reply)
-
-    # -- the deadline of a line and the idle limit (the accepting end) ----------------------
-
-    def _arm(self, when: float) -> None:
-        self._watch = asyncio.get_running_loop().call_at(when, self._check)
-
-    def _check(self) -> None:
-        self._watch = None
-        if self.closed or self.read_timeout is None:
-            return
-        limit = self.read_timeout
-        now = asyncio.get_running_loop().time()
-        if self.answers.stalled() or self.unread_answers():
-            # the node is not reading: no deadline
-            self._arm(now + limit)
-            return
-        if self._rest:
-            if now - self._began >= limit:
-                logger.info("%s stalled in the middle of a request; closed", self.url)
-                self.close_transport()
-                return
-            self._arm(self._began + limit)
-            return
-        if now - self._last >= limit:
-            if not self._in_use():
-                logger.debug("%s idle without a session; closed", self.url)
-                self.close_transport()
-                return
-            self._arm(now + limit)
-            return
-        self._arm(self._last + limit)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -383,9 +348,7 @@ class LineChannel(ThreadBufferedProtocol, Channel):
         self.closed = True
         if self._refused:
             return
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        self._disarm()
         if self._channels is not None:
             self._channels.discard(self)
         if self._client is not None and self._admission is not None:

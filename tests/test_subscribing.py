@@ -1,0 +1,55 @@
+"""berrymq._subscribing: a bus's subscription methods, its routes as seen from outside and
+whether a send may be refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from berrymq import Bus, Message, Queue
+
+
+def nothing(message: Message) -> None:
+    pass
+
+
+@pytest.fixture
+def bus(berrymq_bus: Bus) -> Bus:
+    return berrymq_bus
+
+
+def test_route_lists_the_subscriptions_in_registration_order(bus: Bus) -> None:
+    first = bus.subscribe("job:*", nothing)
+    second = bus.subscribe("*:done", nothing)
+    bus.subscribe("task:*", nothing)
+    assert bus.route("job:done") == (first, second)
+    assert bus.route("job:*") == (first, second)  # a wildcard sender reaches both
+    assert bus.route("other:started") == ()
+
+
+def test_may_refuse_says_whether_anything_on_a_route_can_push_back(bus: Bus) -> None:
+    """What a transport asks before answering a remote ``send_message`` ahead of its
+    delivery: only a route of functions and Follower methods, with no worker pool and no
+    peer to pass the message to, cannot refuse."""
+    bus.subscribe("job:done", nothing)
+    assert not bus.may_refuse("job:done")
+    assert not bus.may_refuse("task:done")  # nobody follows it
+    queue = Queue("job:*", maxsize=1, bus=bus)
+    assert bus.may_refuse("job:done") and bus.may_refuse("job:started")
+    assert not bus.may_refuse("task:done")
+    queue.close()
+    assert not bus.may_refuse("job:done")
+    bus.subscribe("mine:x", nothing, kind="custom")  # a kind that does not say: it may
+    assert bus.may_refuse("mine:x")
+    bus.set_multiplicity(2)  # a worker pool waits for room, then refuses
+    assert bus.may_refuse("job:done")
+
+
+def test_may_refuse_with_a_peer_attached(bus: Bus) -> None:
+    peer = Bus(name="may-refuse-peer")
+    try:
+        bus.subscribe("job:done", nothing)
+        bus.transport("local").interconnect(peer.transport("local").listen("local://"), ttl=10)
+        assert bus.may_refuse("job:done")  # a peer's full buffer refuses
+        assert not bus.may_refuse("_job:done")  # a local identifier stays here
+    finally:
+        peer.close()
