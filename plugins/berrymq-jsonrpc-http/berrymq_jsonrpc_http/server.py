@@ -40,6 +40,9 @@ logger = logging.getLogger("berrymq.remote.http")
 #: The most of a refused (oversized) body read before the connection is closed.
 _DISCARD = 1 << 18
 _SERVER = (b"Server", b"berryMQ")
+#: Answers written and not yet taken by the client beyond which no more of its requests
+#: are read until it takes them (asyncio's own high-water mark for a transport).
+_UNREAD = 64 * 1024
 
 
 def _reply_to(service: Service, body: bytes) -> tuple[Any, bool]:
@@ -123,12 +126,40 @@ class _ServerConnection:
                 except Malformed:  # the body is not what its head announced
                     return
                 self.began = None
+                if not await self._may_read_on():
+                    return
         except OSError:
             return  # the client reset the connection, or cannot be answered any more
         finally:
-            with contextlib.suppress(OSError, RuntimeError):
-                await self.writer.drain()
+            # the last answers (a refusal) on their way, unless the client does not read
+            with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+                async with asyncio.timeout(server.read_timeout):
+                    await self.writer.drain()
             self.writer.close()
+
+    async def _may_read_on(self) -> bool:
+        """After an answer: whether to read the next request (the client took most of its
+        answers, and the server is not stopping)."""
+        if self.writer.transport.get_write_buffer_size() > _UNREAD \
+                and not await self._taken(self.server.read_timeout):
+            return False
+        return not self.writer.is_closing()
+
+    async def _taken(self, timeout: float) -> bool:
+        """Wait until the client has taken most of its answers (a client that pipelines
+        requests without reading the answers is read no further meanwhile); False when
+        it has not within ``timeout`` seconds, or went away."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            logger.warning("an HTTP client did not read its answers within %gs; closed",
+                           timeout)
+            self.writer.transport.abort()  # the answers it left unread go with it
+            return False
+        except OSError:
+            return False
+        return True
 
     def _keeps(self, request: Head) -> bool:
         """Whether the connection stays open after ``request``'s answer: the client did

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -236,3 +237,21 @@ def test_a_request_asking_to_upgrade_is_served_then_the_connection_closes(buses:
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
     assert b"Connection: close" in answer
     assert answer.count(b"HTTP/1.1") == 1
+
+
+def test_a_client_that_does_not_read_its_answers_is_read_no_further_then_closed(
+        buses: Buses) -> None:
+    _, port = serve(buses, "http", read_timeout=0.5)
+    chunk = post(b'{"jsonrpc":"2.0","method":"send_message","params":{"token":"x"}}') * 500
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # the node stops reading once its answers wait unread (beyond the socket
+        # buffers): a send blocks (the 2 s timeout), or finds the connection closed
+        deadline = time.monotonic() + 60
+        with pytest.raises(OSError):
+            while time.monotonic() < deadline:
+                sock.sendall(chunk)
+        sock.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            while sock.recv(65536):  # the answers written, then the end: the node closed it
+                pass
