@@ -27,9 +27,11 @@ class Head:
     method: bytes
     target: str
     headers: dict[bytes, bytes]
-    #: whether the connection may serve another request after this one (HTTP/1.1 and no
-    #: ``Connection: close``; HTTP/1.0 connections are closed after one request)
+    #: whether the connection may serve another request after this one (HTTP/1.1 without
+    #: ``Connection: close``, or HTTP/1.0 with ``Connection: keep-alive``)
     keep_alive: bool
+    #: whether the request is HTTP/1.0 (whose keep-alive the answer must confirm)
+    http10: bool
     #: whether an HTTP/1.1 client sent ``Expect: 100-continue`` (it may wait for a 100
     #: before sending the body)
     expects_continue: bool
@@ -102,7 +104,7 @@ class RequestEvents:
         http11 = parser.get_http_version() == "1.1"
         self.events.append(Head(
             parser.get_method(), self._url.decode("latin-1"), headers,
-            http11 and parser.should_keep_alive(),
+            parser.should_keep_alive(), not http11,
             http11 and headers.get(b"expect", b"").lower() == b"100-continue"))
 
     def on_body(self, body: bytes) -> None:

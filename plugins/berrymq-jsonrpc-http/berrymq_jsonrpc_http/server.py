@@ -69,6 +69,8 @@ class _ServerConnection:
         self.requests = RequestEvents()
         #: when the first byte of the request being read came (None between requests)
         self.began: float | None = None
+        #: whether the request being answered is HTTP/1.0
+        self.http10 = False
 
     async def _event(self, timeout: float) -> Head | bytes | object | None:
         """The next parsed event, reading as needed; None when the client went away, or
@@ -101,6 +103,8 @@ class _ServerConnection:
                         (b"Content-Length", str(len(body)).encode())]
         if close:
             headers.append((b"Connection", b"close"))
+        elif self.http10:  # an HTTP/1.0 client closes unless told it may keep the connection
+            headers.append((b"Connection", b"keep-alive"))
         headers += extra or []
         self.writer.write(response(status, headers, body))
 
@@ -120,6 +124,7 @@ class _ServerConnection:
                     return
                 if not isinstance(head, Head):
                     return
+                self.http10 = head.http10
                 try:
                     if not await self._answer(head):
                         return
@@ -211,26 +216,29 @@ class _ServerConnection:
             return self._refuse(415, "send JSON-RPC with Content-Type: application/json (or "
                                 + ", ".join(sorted(MEDIA_TYPES - {"application/json"}))
                                 + ", or none from a client that is not a web page)")
-        if b"transfer-encoding" in headers:
-            return self._refuse(411, "send a Content-Length, not chunks")
-        if b"content-length" not in headers:
-            return self._refuse(411, "a valid Content-Length is required")
-        length = int(headers[b"content-length"])  # llhttp checked it is a number
+        # a body of a Content-Length, or chunked (llhttp takes no other transfer coding)
+        chunked = b"transfer-encoding" in headers
+        if not chunked and b"content-length" not in headers:
+            return self._refuse(411, "a valid Content-Length (or a chunked body) is required")
+        length = 0 if chunked else int(headers[b"content-length"])  # llhttp checked it
         # the client may be holding the body back until told to go on
         waiting = request.expects_continue and not self.requests.events
         if length > server.max_size:
-            error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
-                                 {"limit": server.max_size, "setting": "max_size"})
-            self._send(413, dumps(error).encode(), close=True)
+            self._too_large()
             if not waiting:
                 await self._discard(length)
             return False
         if waiting:
             self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         chunks = []
+        size = 0
         while (event := await self._event(server.read_timeout)) is not END:
             if not isinstance(event, bytes):
                 return False  # the client went away mid-body
+            size += len(event)
+            if size > server.max_size:  # chunks beyond it: the rest is not read
+                self._too_large()
+                return False
             chunks.append(event)
         body = b"".join(chunks)
         reply, handed = await server.dispatch(body)
@@ -243,6 +251,11 @@ class _ServerConnection:
         for work in handed:  # the lane had room (and only the loop offers): taken at once
             await io_loop.lane.put(work, len(body))
         return keep
+
+    def _too_large(self) -> None:
+        error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
+                             {"limit": self.server.max_size, "setting": "max_size"})
+        self._send(413, dumps(error).encode(), close=True)
 
     async def _discard(self, length: int) -> None:
         # Read a small part of the body we refused (at most _DISCARD bytes, for at most

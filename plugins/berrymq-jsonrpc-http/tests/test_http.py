@@ -56,8 +56,6 @@ def post(body: bytes, headers: str = "Content-Type: application/json\r\n",
     (post(CALL, headers="Content-Type: text/plain\r\n"), b"415"),
     # a type a web page may POST without a preflight
     (post(CALL, headers="Content-Type: application/x-www-form-urlencoded\r\n"), b"415"),
-    (b"POST / HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-     b"0\r\n\r\n", b"411"),
     (b"POST / HTTP/1.1\r\nContent-Type: application/json\r\n\r\n", b"411"),
     (b"GARBAGE\r\n\r\n", b"400"),
 ])
@@ -255,3 +253,49 @@ def test_a_client_that_does_not_read_its_answers_is_read_no_further_then_closed(
         with contextlib.suppress(ConnectionResetError):
             while sock.recv(65536):  # the answers written, then the end: the node closed it
                 pass
+
+
+def chunked(body: bytes, size: int) -> bytes:
+    """A POST whose body is sent in chunks of ``size`` bytes."""
+    parts = [body[i:i + size] for i in range(0, len(body), size)]
+    return (b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            + b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n")
+
+
+def test_a_chunked_body_is_served(buses: Buses) -> None:
+    # e.g. Node's http.request written to without a Content-Length
+    _, port = serve(buses, "http")
+    [(status, body), (again, _)] = answers(port, chunked(CALL, 7) + post(CALL), 2)
+    assert status == b"HTTP/1.1 200 OK"
+    assert json.loads(body)["id"] == 1 and json.loads(body)["result"]
+    assert again == b"HTTP/1.1 200 OK"  # and the connection serves on
+
+
+def test_a_chunked_body_over_max_size_is_refused_413(buses: Buses) -> None:
+    _, port = serve(buses, "http", max_size=1000)
+    call = json.dumps({"jsonrpc": "2.0", "method": "connect_oneway", "id": 1,
+                       "params": {"pad": "x" * 2000}}).encode()
+    answer = exchange(port, chunked(call, 300))
+    assert answer.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n"), answer
+    assert b"Connection: close" in answer
+    error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error["code"] == -32003 and error["data"] == {"limit": 1000, "setting": "max_size"}
+
+
+def test_an_http10_client_asking_keep_alive_keeps_its_connection(buses: Buses) -> None:
+    _, port = serve(buses, "http")
+    request = post(CALL, version="HTTP/1.0",
+                   headers="Content-Type: application/json\r\nConnection: keep-alive\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        for _ in range(2):
+            sock.sendall(request)
+            assert reader.readline() == b"HTTP/1.1 200 OK\r\n"
+            head = []
+            while (line := reader.readline()) != b"\r\n":
+                head.append(line.strip())
+            assert b"Connection: keep-alive" in head
+            length = next(int(h.split(b":")[1]) for h in head if h.startswith(b"Content-Length"))
+            assert json.loads(reader.read(length))["id"] == 1
+        reader.close()
