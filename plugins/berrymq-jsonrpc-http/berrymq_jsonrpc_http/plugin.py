@@ -16,7 +16,9 @@ us, client and server in one process). Owning the read loop also lets the server
 whole request, not each read.
 
 The server is :mod:`berrymq_jsonrpc_http.server`, the client
-:mod:`berrymq_jsonrpc_http.client`; this module makes them a transport and registers it.
+:mod:`berrymq_jsonrpc_http.client`, both on :mod:`berrymq_jsonrpc_http.http11`; this module
+makes them a transport and registers it, with ``serve --http`` and ``serve --monitor``
+(:mod:`berrymq_jsonrpc_http.monitor_port`, the status on an address of its own).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from berrymq.hookspecs import hookimpl
 from berrymq.registries import SettingsSchema, TransportRegistry
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc_http.client import HttpChannel
+from berrymq_jsonrpc_http.monitor_port import add_monitor_option
 from berrymq_jsonrpc_http.server import Server
 
 __all__ = ["PLUGIN", "HttpChannel", "HttpTransport"]
@@ -86,3 +89,4 @@ def berrymq_register_transports(registry: TransportRegistry) -> None:
 @hookimpl
 def berrymq_register_commands(commands: Commands) -> None:
     add_serve_option(commands, "http", 8000)
+    add_monitor_option(commands)  # serve --monitor HOST:PORT

@@ -196,6 +196,9 @@ class _ServerConnection:
                 close = status >= 400 or not self._keeps(request) or not self._read_whole()
                 self._send(status, body, head["Content-Type"].encode(), extra, close=close)
                 return not close
+        if server.service is None:  # serve --monitor: the status routes and nothing else
+            return self._refuse(404 if request.method == b"GET" else 405,
+                                "this address serves GET /, /status, /metrics, /network")
         if request.method != b"POST":
             return self._refuse(405, "berryMQ answers POST (and GET of /, /status, /metrics, "
                                 "/network)", [(b"Allow", b"GET, POST")])
@@ -274,9 +277,13 @@ class _ServerConnection:
 
 
 class Server:
-    """A listening socket on the loop and the connections it accepted."""
+    """A listening socket on the loop and the connections it accepted.
 
-    def __init__(self, service: Service, max_size: int, read_timeout: float,
+    Without a ``service`` it serves the :attr:`monitor`'s status routes only (the address
+    of ``berrymq serve --monitor``).
+    """
+
+    def __init__(self, service: Service | None, max_size: int, read_timeout: float,
                  admission: Admission) -> None:
         self.service = service
         self.admission = admission
@@ -317,6 +324,7 @@ class Server:
         for the caller to give to the lane once the answer is written (the lane's thread
         would otherwise take the interpreter from the loop while it writes)."""
         service = self.service
+        assert service is not None  # a status-only server answers no POST
         request, slow = _reply_to(service, body)
         if request is _PARSE_ERROR:
             return service.dispatcher.parse_error(), []

@@ -19,9 +19,9 @@ plugins share.
   :mod:`berrymq_jsonrpc.settings`: the settings every transport plugin takes;
   :mod:`berrymq_jsonrpc.addresses`: URLs, loopback hosts and what a server binds;
 - :mod:`berrymq_jsonrpc.stats`: a node's counters; :mod:`berrymq_jsonrpc.status`: them as
-  ``/status`` and ``/metrics``; :mod:`berrymq_jsonrpc.monitor`: the status routes, the
-  access rule and ``serve --monitor``'s server; :mod:`berrymq_jsonrpc.status_cli`:
-  ``berrymq status`` (docs/status.md).
+  ``/status`` and ``/metrics``; :mod:`berrymq_jsonrpc.monitor`: the status routes and the
+  access rule (served by the ``jsonrpc-http`` plugin, on its port and on ``serve
+  --monitor``'s); :mod:`berrymq_jsonrpc.status_cli`: ``berrymq status`` (docs/status.md).
 """
 
 from __future__ import annotations

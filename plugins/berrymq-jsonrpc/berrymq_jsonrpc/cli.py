@@ -44,9 +44,9 @@ from berrymq_jsonrpc.cli_support import (
     timestamp,
 )
 from berrymq_jsonrpc.graph import fetch
-from berrymq_jsonrpc.status_cli import register_status_commands, start_monitor
+from berrymq_jsonrpc.status_cli import register_status_commands
 
-__all__ = ["add_serve_option", "register_commands", "server_url"]
+__all__ = ["add_serve_option", "add_serve_starter", "register_commands", "server_url"]
 
 #: How many messages ``serve --print`` lets wait for the printer before senders wait.
 PRINT_QUEUE_SIZE = 10_000
@@ -166,7 +166,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                         print(f"serving {bound[-1]}", flush=True)
                 if args.json:
                     print_json({"serving": bound, "pid": os.getpid()})
-                start_monitor(bus, args)  # status: serve --monitor HOST:PORT
+                for start in args.serve_starters:  # plugins' own serve options (--monitor)
+                    start(bus, args)
                 for pattern in args.print or []:
                     _start_printer(pattern, args.json)
                 print("press Ctrl-C to stop", file=sys.stderr, flush=True)
@@ -238,7 +239,7 @@ def register_commands(commands: Commands) -> None:
                         "(as listen does; it does not answer ask); repeatable")
     add_json_option(p, 'the bound addresses as one JSON object {"serving": [URL...], '
                        '"pid": N}, and the --print messages as listen --json does')
-    p.set_defaults(serve_schemes=[])
+    p.set_defaults(serve_schemes=[], serve_starters=[])
 
     p = commands.add(
         "send", run_send, help="send messages to a node",
@@ -302,7 +303,7 @@ def register_commands(commands: Commands) -> None:
     add_json_option(p, 'each message as a JSON object {"identifier", "args", "kwargs", '
                        '"time"}')
 
-    register_status_commands(commands)  # status: `status URL`, `serve --monitor`
+    register_status_commands(commands)  # status: `status URL`
 
     graph = commands.get("graph")
     if graph is not None:
@@ -347,3 +348,16 @@ def add_serve_option(commands: Commands, scheme: str, default_port: int) -> None
                             f"(port 0: a free one; default :{default_port}); repeatable")
     schemes: list[tuple[str, int]] = serve.get_default("serve_schemes")
     schemes.append((scheme, default_port))
+
+
+def add_serve_starter(commands: Commands, start: Callable[[Any, argparse.Namespace], object]
+                      ) -> None:
+    """Have ``serve`` call ``start(bus, args)`` once its transports are serving: a plugin
+    that adds options of its own to ``serve`` acts on them there (``jsonrpc-http``'s
+    ``--monitor``). ``start`` raises :class:`berrymq.cli.UsageError` for a bad value."""
+    register_commands(commands)
+    serve = commands.get("serve")
+    assert serve is not None
+    starters: list[Callable[[Any, argparse.Namespace], object]] = serve.get_default(
+        "serve_starters")
+    starters.append(start)

@@ -1,10 +1,10 @@
-"""Serving a node's status: the routes, the access rule, and a small HTTP server for it.
+"""Serving a node's status: the routes and the access rule.
 
 :class:`Monitor` answers ``GET /status`` (JSON), ``GET /metrics`` (Prometheus text),
 ``GET /network`` (the picture of :func:`berrymq.network.describe`, JSON) and ``GET /`` (the
-live page) for one bus. It is called by the ``jsonrpc-http`` server for GET requests on the
-node's HTTP port, and by :class:`MonitorServer`, the responder of ``berrymq serve --monitor
-HOST:PORT`` on the process's I/O loop.
+live page) for one bus. The ``jsonrpc-http`` server calls it for GET requests on the node's
+HTTP port, and on the address of ``berrymq serve --monitor HOST:PORT``, where it serves
+nothing else (:mod:`berrymq_jsonrpc_http.monitor_port`).
 
 **The access rule** (the same as for the JSON-RPC method ``network``, see :func:`access`):
 a node without a secret answers anyone who reaches a loopback address; a node with a
@@ -17,31 +17,25 @@ anything else is answered 421, which defeats DNS rebinding.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
-import logging
 from collections.abc import Iterable
-from http import HTTPStatus
 from importlib import resources
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from berrymq import network
-from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc.addresses import is_loopback
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["LOOPBACK_NAMES", "Monitor", "MonitorServer", "access", "answer_names",
+__all__ = ["LOOPBACK_NAMES", "Monitor", "access", "answer_names",
            "host_allowed", "presented_secret"]
 
-logger = logging.getLogger("berrymq.monitor")
 
 #: The names every node answers to, whatever it is bound to.
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -50,10 +44,6 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 Answer = tuple[int, dict[str, str], bytes]
 
 _PATHS = frozenset({"/", "/status", "/metrics", "/network"})
-_HEAD_LIMIT = 16384
-_MAX_HEADERS = 100
-_HEAD_DEADLINE = 10.0
-_MAX_CLIENTS = 64
 
 
 # -- the access rule ---------------------------------------------------------------------------
@@ -197,97 +187,3 @@ class Monitor:
         return 200, {"Content-Type": "text/html; charset=utf-8",
                      "Content-Security-Policy": csp, "Referrer-Policy": "no-referrer",
                      **plain}, page
-
-
-# -- serve --monitor -------------------------------------------------------------------------
-
-
-def _head(answer: Answer) -> bytes:
-    status, headers, body = answer
-    phrase = HTTPStatus(status).phrase
-    lines = [f"HTTP/1.1 {status} {phrase}", "Server: berryMQ", "Connection: close",
-             f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
-    """``(method, target, headers)`` of an HTTP/1.x request head; None when malformed."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split()
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        return None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, colon, value = line.partition(":")
-        if not colon or len(headers) >= _MAX_HEADERS:
-            return None
-        headers[name.strip().lower()] = value.strip()
-    return parts[0], parts[1], headers
-
-
-class MonitorServer:
-    """A minimal HTTP/1.1 responder for :class:`Monitor` on the process's I/O loop: one
-    request per connection, the whole head within ``head_deadline`` seconds and 16 KiB, at
-    most ``max_clients`` connections at once (more are answered 503); the answer is computed
-    off the loop."""
-
-    def __init__(self, monitor: Monitor, *, head_deadline: float = _HEAD_DEADLINE,
-                 max_clients: int = _MAX_CLIENTS) -> None:
-        self.monitor = monitor
-        self.head_deadline = head_deadline
-        self.max_clients = max_clients
-        self._server: asyncio.base_events.Server | None = None
-        self._clients = 0
-        self.url = ""
-
-    def start(self, host: str, port: int) -> str:
-        """Listen on ``host:port`` (port 0: a free one); returns ``http://host:port``."""
-        bind = host.strip("[]")
-        self._server = io_loop.run(
-            asyncio.start_server(self._client, bind, port, limit=_HEAD_LIMIT), timeout=10)
-        bound = self._server.sockets[0].getsockname()[1]
-        shown = f"[{bind}]" if ":" in bind else bind
-        self.url = f"http://{shown}:{bound}"
-        return self.url
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._clients += 1
-        try:
-            if self._clients > self.max_clients:
-                writer.write(_head(_text(503, "")) + b"too many connections\n")
-                return
-            try:
-                async with asyncio.timeout(self.head_deadline):  # the whole head, not per read
-                    head = await reader.readuntil(b"\r\n\r\n")
-            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                    ConnectionError):
-                return
-            request = parse_head(head[:-4])
-            answer: Answer | None
-            if request is None:
-                answer = _text(400, "not an HTTP/1.x request")
-            else:
-                method, target, headers = request
-                loop = asyncio.get_running_loop()
-                answer = await loop.run_in_executor(None, self.monitor.respond, method, target,
-                                                    headers)
-                if answer is None:
-                    answer = _text(404 if method == "GET" else 405,
-                                   "this address serves GET /, /status, /metrics, /network")
-            writer.write(_head(answer) + answer[2])
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
-        except Exception:
-            logger.exception("the status server failed on a request")
-        finally:
-            self._clients -= 1
-            writer.close()
-
-    def close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None and io_loop.running:
-            server.close()
-            with contextlib.suppress(Exception):
-                io_loop.run(server.wait_closed(), timeout=5)

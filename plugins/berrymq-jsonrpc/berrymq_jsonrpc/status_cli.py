@@ -1,12 +1,12 @@
-"""``berrymq status URL`` and ``berrymq serve --monitor HOST:PORT``.
+"""``berrymq status URL``.
 
 - ``berrymq status URL [--json] [--secret S]`` reads ``URL/status`` (the node's HTTP port,
   or its ``--monitor`` address) and prints it as a few readable tables, or the JSON as the
   node sent it with ``--json``. Exit status: 0 shown; 1 the node could not be reached or
   refused (a wrong secret, a Host it does not answer to); 2 a usage error.
-- ``serve --monitor HOST:PORT`` also serves ``/``, ``/status``, ``/metrics`` and
-  ``/network`` on an address of their own (loopback unless a host is given; another
-  address needs the node's secret, as the JSON-RPC servers do).
+
+``serve --monitor HOST:PORT``, which serves the status on an address of its own, comes with
+the ``jsonrpc-http`` plugin (:mod:`berrymq_jsonrpc_http.monitor_port`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from urllib.parse import urlsplit
 from berrymq.cli import Commands, UsageError, node_url
 from berrymq.errors import BerryMQError
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.addresses import host_and_port, is_loopback
-from berrymq_jsonrpc.monitor import Monitor, MonitorServer
+from berrymq_jsonrpc.addresses import host_and_port
 
-__all__ = ["fetch_status", "format_status", "register_status_commands", "start_monitor"]
+__all__ = ["fetch_status", "format_status", "register_status_commands"]
 
 
 class Unreachable(BerryMQError):
@@ -158,45 +157,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- serve --monitor ---------------------------------------------------------------------------
-
-
-def _monitor_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = "", text
-    if not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"--monitor {text!r}: expected HOST:PORT, :PORT or PORT "
-                         "(e.g. 127.0.0.1:8222)")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def start_monitor(bus: Any, args: argparse.Namespace) -> MonitorServer | None:
-    """Start the ``--monitor`` server of ``serve`` (after its transports: the secret and
-    the ``names`` setting are theirs) and print its URL; None without ``--monitor``."""
-    if not getattr(args, "monitor", None):
-        return None
-    host, port = _monitor_address(args.monitor)
-    transports = [t for _, t in sorted(bus.transports().items()) if hasattr(t, "service")]
-    secret = next((t.secret for t in transports if t.secret), None) or os.environ.get(
-        p.SECRET_ENV_VAR) or None
-    if not is_loopback(host) and not secret:
-        raise UsageError(f"refusing to serve the status at {host}:{port}: it is not a loopback "
-                         f"address, and the status of a node others can reach needs its secret "
-                         f"({p.SECRET_ENV_VAR})")
-    names = [n for t in transports for n in getattr(t, "names", ())]
-    server = MonitorServer(Monitor(bus, host=host, secret=secret, names=names))
-    try:
-        url = server.start(host, port)
-    except OSError as exc:
-        raise UsageError(f"cannot serve the status at {host}:{port}: {exc}") from None
-    print(f"monitor {url}", flush=True)
-    return server
-
-
 def register_status_commands(commands: Commands) -> None:
-    """Add ``status`` and the ``--monitor`` option of ``serve`` (called once, from
-    :func:`berrymq_jsonrpc.cli.register_commands`)."""
+    """Add ``status`` (called once, from :func:`berrymq_jsonrpc.cli.register_commands`)."""
     parser = commands.add(
         "status", _cmd_status, help="show a running node's state (its /status)",
         description="Read the /status of the node at URL (its HTTP port, or its --monitor "
@@ -209,8 +171,3 @@ def register_status_commands(commands: Commands) -> None:
     parser.add_argument("--secret", help=f"the node's secret (default: ${p.SECRET_ENV_VAR})")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for the node (default 10)")
-    serve = commands.get("serve")
-    if serve is not None:
-        serve.add_argument("--monitor", metavar="HOST:PORT",
-                           help="also serve /, /status, /metrics on this address (host "
-                                "default 127.0.0.1; another than loopback needs the secret)")

@@ -1,0 +1,90 @@
+"""``berrymq serve --monitor HOST:PORT``: a node's status routes (``/``, ``/status``,
+``/metrics``, ``/network``) on an address of their own.
+
+The address is served by this plugin's HTTP server with no JSON-RPC service behind it, so a
+TCP-only node can show its status too: loopback unless a host is given; another address
+needs the node's secret, as the JSON-RPC servers do. At most :data:`MAX_CLIENTS`
+connections at once (more are answered 503), each request head and body within
+:data:`READ_TIMEOUT` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.addresses import is_loopback
+from berrymq_jsonrpc.cli import add_serve_starter
+from berrymq_jsonrpc.limits import Admission
+from berrymq_jsonrpc.monitor import Monitor
+
+from berrymq.cli import Commands, UsageError
+from berrymq.transports.ioloop import io_loop
+from berrymq_jsonrpc_http.server import Server
+
+__all__ = ["MAX_CLIENTS", "READ_TIMEOUT", "add_monitor_option", "start_monitor", "status_server"]
+
+logger = logging.getLogger("berrymq.monitor")
+
+#: The most connections the status address holds open at once.
+MAX_CLIENTS = 64
+#: Seconds a request (head and body) may take from its first byte; also how long a
+#: connection may stay idle.
+READ_TIMEOUT = 10.0
+#: The largest request body read (the status routes take none).
+_MAX_BODY = 1024
+
+
+def add_monitor_option(commands: Commands) -> None:
+    """Add ``--monitor HOST:PORT`` to ``serve``."""
+    add_serve_starter(commands, start_monitor)
+    serve = commands.get("serve")
+    assert serve is not None
+    serve.add_argument("--monitor", metavar="HOST:PORT",
+                       help="also serve /, /status, /metrics on this address (host default "
+                            "127.0.0.1; another than loopback needs the secret)")
+
+
+def _monitor_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    if not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--monitor {text!r}: expected HOST:PORT, :PORT or PORT "
+                         "(e.g. 127.0.0.1:8222)")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def status_server(monitor: Monitor, read_timeout: float = READ_TIMEOUT) -> Server:
+    """An HTTP server (not yet listening) that answers ``monitor``'s routes and nothing
+    else."""
+    server = Server(None, _MAX_BODY, read_timeout, Admission(MAX_CLIENTS, MAX_CLIENTS, logger))
+    server.monitor = monitor
+    return server
+
+
+def start_monitor(bus: Any, args: argparse.Namespace) -> Server | None:
+    """Serve the status at ``--monitor`` (after ``serve``'s transports: the secret and the
+    ``names`` setting are theirs) and print its URL; None without ``--monitor``."""
+    if not getattr(args, "monitor", None):
+        return None
+    host, port = _monitor_address(args.monitor)
+    transports = [t for _, t in sorted(bus.transports().items()) if hasattr(t, "service")]
+    secret = next((t.secret for t in transports if t.secret), None) or os.environ.get(
+        p.SECRET_ENV_VAR) or None
+    if not is_loopback(host) and not secret:
+        raise UsageError(f"refusing to serve the status at {host}:{port}: it is not a loopback "
+                         f"address, and the status of a node others can reach needs its secret "
+                         f"({p.SECRET_ENV_VAR})")
+    server = status_server(Monitor(bus, host=host, secret=secret,
+                                   names=[n for t in transports for n in getattr(t, "names", ())]))
+    try:
+        bound = io_loop.run(server.start(host, port), READ_TIMEOUT)
+    except OSError as exc:
+        raise UsageError(f"cannot serve the status at {host}:{port}: {exc}") from None
+    shown = f"[{host}]" if ":" in host else host
+    print(f"monitor http://{shown}:{bound}", flush=True)
+    return server
