@@ -19,10 +19,12 @@ from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc import ParseError, loads
 
 from berrymq.errors import ConnectionClosed, TransportError
-from berrymq_jsonrpc_http.http11 import Answer, NotHttp
+from berrymq_jsonrpc_http.http11 import Answer, NotHttp, post
 from berrymq_jsonrpc_http.streams import READ_CHUNK, open_stream
 
 __all__ = ["HttpChannel"]
+
+_PATH = p.HTTP_PATH.encode()
 
 
 class _Stale(Exception):
@@ -36,13 +38,12 @@ class _ClientConnection:
                  host_header: bytes) -> None:
         self.reader = reader
         self.writer = writer
-        self.head = (b"POST " + p.HTTP_PATH.encode() + b" HTTP/1.1\r\nHost: " + host_header
-                     + b"\r\nContent-Type: application/json\r\nContent-Length: ")
+        self.host_header = host_header
         self.since = time.monotonic()
 
     async def roundtrip(self, body: bytes, reused: bool) -> tuple[int, bytes, bytes, bool]:
         """Send one POST; return (status, content type, body, keep-alive)."""
-        self.writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self.writer.write(post(_PATH, self.host_header, body))
         answer = Answer()
         while not answer.done:
             try:

@@ -1,5 +1,5 @@
 """HTTP/1.1 on httptools (the Python binding of llhttp): requests read into events for the
-server, answers gathered for the client, and answers written.
+server, answers gathered for the client, and what each side writes.
 
 httptools parses and calls back; these classes turn its callbacks into what the server and
 the client read in turn. The one place that imports httptools.
@@ -13,8 +13,8 @@ from http import HTTPStatus
 
 import httptools
 
-__all__ = ["END", "MAX_HEAD", "Answer", "Head", "Malformed", "NotHttp", "RequestEvents",
-           "response"]
+__all__ = ["CONTINUE", "END", "MAX_HEAD", "Answer", "Head", "Malformed", "NotHttp",
+           "RequestEvents", "post", "response"]
 
 #: The longest request line plus headers accepted (431 beyond it).
 MAX_HEAD = 16 * 1024
@@ -113,6 +113,16 @@ class RequestEvents:
     def on_message_complete(self) -> None:
         self._head_bytes = 0
         self.events.append(END)
+
+
+#: The interim answer to a request that asked ``Expect: 100-continue``.
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def post(path: bytes, host: bytes, body: bytes) -> bytes:
+    """A JSON POST request, whole."""
+    return (b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (path, host, len(body)) + body)
 
 
 def response(status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> bytes:

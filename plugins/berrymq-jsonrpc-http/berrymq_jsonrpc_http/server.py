@@ -30,7 +30,7 @@ from berrymq_jsonrpc.monitor import Monitor, host_allowed
 from berrymq_jsonrpc.service import Service, may_wait
 
 from berrymq.transports.ioloop import io_loop
-from berrymq_jsonrpc_http.http11 import END, Head, Malformed, RequestEvents, response
+from berrymq_jsonrpc_http.http11 import CONTINUE, END, Head, Malformed, RequestEvents, response
 from berrymq_jsonrpc_http.streams import READ_CHUNK, serve_streams
 
 __all__ = ["Server"]
@@ -232,7 +232,7 @@ class _ServerConnection:
                 await self._discard(length)
             return False
         if waiting:
-            self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.writer.write(CONTINUE)
         chunks = []
         size = 0
         while (event := await self._event(server.read_timeout)) is not END:
