@@ -42,10 +42,11 @@ END = object()
 
 
 class Malformed(Exception):
-    """The bytes read are not an HTTP/1.x request that can be served (``status``)."""
+    """The bytes read are not an HTTP/1.x request that can be served (``status``; the
+    message says what is wrong, as llhttp found it)."""
 
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
         self.status = status
 
 
@@ -79,10 +80,10 @@ class RequestEvents:
             self.events.append(END)
             self.ended = True
             return
-        except httptools.HttpParserError:
-            raise Malformed(400) from None
+        except httptools.HttpParserError as exc:
+            raise Malformed(400, str(exc)) from None
         if self._too_large or (self._head_bytes or 0) > MAX_HEAD:
-            raise Malformed(431)
+            raise Malformed(431, f"the request line and headers are over {MAX_HEAD} bytes")
 
     def on_message_begin(self) -> None:
         self._url, self._headers, self._head_bytes, self._head_size = b"", {}, 0, 0

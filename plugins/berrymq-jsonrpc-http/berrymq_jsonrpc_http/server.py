@@ -120,7 +120,7 @@ class _ServerConnection:
                 try:
                     head = await self._event(server.read_timeout)
                 except Malformed as exc:
-                    self._refuse(exc.status, "malformed HTTP request")
+                    self._refuse(exc.status, f"malformed HTTP request: {exc}")
                     return
                 if not isinstance(head, Head):
                     return
