@@ -119,16 +119,13 @@ class _ServerConnection:
             while True:
                 try:
                     head = await self._event(server.read_timeout)
-                except Malformed as exc:
-                    self._refuse(exc.status, f"malformed HTTP request: {exc}")
-                    return
-                if not isinstance(head, Head):
-                    return
-                self.http10 = head.http10
-                try:
+                    if not isinstance(head, Head):
+                        return
+                    self.http10 = head.http10
                     if not await self._answer(head):
                         return
-                except Malformed:  # the body is not what its head announced
+                except Malformed as exc:  # in the head, or in a chunked body
+                    self._refuse(exc.status, f"malformed HTTP request: {exc}")
                     return
                 self.began = None
                 if not await self._may_read_on():

@@ -300,3 +300,10 @@ def test_an_http10_client_asking_keep_alive_keeps_its_connection(buses: Buses) -
             length = next(int(h.split(b":")[1]) for h in head if h.startswith(b"Content-Length"))
             assert json.loads(reader.read(length))["id"] == 1
         reader.close()
+
+
+def test_a_malformed_chunked_body_gets_400(buses: Buses) -> None:
+    _, port = serve(buses, "http")
+    answer = exchange(port, chunked(CALL, 7).replace(b"7\r\n", b"zz\r\n", 1))
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+    assert b"malformed HTTP request: " in answer and b"Connection: close" in answer
