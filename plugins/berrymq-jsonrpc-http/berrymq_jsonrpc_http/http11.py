@@ -50,9 +50,19 @@ class Malformed(Exception):
         self.status = status
 
 
+class _TooLarge(Exception):
+    """Raised in a callback to stop the parser at a head over :data:`MAX_HEAD`."""
+
+
 class RequestEvents:
     """httptools' callbacks made into a queue of events, read one at a time: a
-    :class:`Head`, body ``bytes``, then :data:`END`, for each request in turn."""
+    :class:`Head`, body ``bytes``, then :data:`END`, for each request in turn.
+
+    What cannot be parsed is :class:`Malformed`: raised by :meth:`feed`, or, when whole
+    requests came before it in the same read, kept in :attr:`error` to be raised once
+    they are served (an HTTP/1.0 client's stray bytes after its request, or garbage after
+    pipelined requests, do not cost the requests before them their answers).
+    """
 
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -67,11 +77,17 @@ class RequestEvents:
         self._too_large = False
         #: whether nothing more is to be read (after a request asking for an Upgrade)
         self.ended = False
+        #: what could not be parsed after the whole requests in :attr:`events`
+        self.error: Malformed | None = None
+        #: how many of the events came before the request being parsed began to fail:
+        #: those of whole requests, or of the reads before this one
+        self._sound = 0
 
     def feed(self, data: bytes) -> None:
-        """Parse ``data``, the next bytes read; :class:`Malformed` if they cannot be."""
+        """Parse ``data``, the next bytes read (not after :attr:`error`)."""
         if self._head_bytes is not None:
             self._head_bytes += len(data)
+        self._sound = len(self.events)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -80,10 +96,23 @@ class RequestEvents:
             self.events.append(END)
             self.ended = True
             return
-        except httptools.HttpParserError as exc:
-            raise Malformed(400, str(exc)) from None
-        if self._too_large or (self._head_bytes or 0) > MAX_HEAD:
-            raise Malformed(431, f"the request line and headers are over {MAX_HEAD} bytes")
+        except httptools.HttpParserError as exc:  # the callback's _TooLarge among them
+            self._fail(self._too_large_error() if self._too_large else Malformed(400, str(exc)))
+            return
+        if (self._head_bytes or 0) > MAX_HEAD:
+            self._fail(self._too_large_error())
+
+    @staticmethod
+    def _too_large_error() -> Malformed:
+        return Malformed(431, f"the request line and headers are over {MAX_HEAD} bytes")
+
+    def _fail(self, error: Malformed) -> None:
+        events = self.events
+        while len(events) > self._sound:  # the failing request's own: never served
+            events.pop()
+        if not events:
+            raise error
+        self.error = error
 
     def on_message_begin(self) -> None:
         self._url, self._headers, self._head_bytes, self._head_size = b"", {}, 0, 0
@@ -100,8 +129,8 @@ class RequestEvents:
         parser, headers = self.parser, self._headers
         self._head_bytes = None
         if self._head_size > MAX_HEAD:
-            self._too_large = True  # refused once this feed is parsed
-            return
+            self._too_large = True
+            raise _TooLarge  # stops the parser: the request is refused, nothing after it read
         http11 = parser.get_http_version() == "1.1"
         self.events.append(Head(
             parser.get_method(), self._url.decode("latin-1"), headers,
@@ -114,6 +143,7 @@ class RequestEvents:
     def on_message_complete(self) -> None:
         self._head_bytes = 0
         self.events.append(END)
+        self._sound = len(self.events)
 
 
 #: The interim answer to a request that asked ``Expect: 100-continue``.
@@ -148,6 +178,7 @@ class Answer:
         self.until_close = True
         self.head = False
         self.done = False
+        self._keep_alive = False
         self.chunks: list[bytes] = []
 
     def feed(self, data: bytes) -> None:
@@ -164,7 +195,7 @@ class Answer:
     def keep_alive(self) -> bool:
         """Whether the connection may carry another request (the answer was read whole,
         and neither side asked to close)."""
-        return self.done and self._parser.should_keep_alive()
+        return self.done and self._keep_alive
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
@@ -181,3 +212,5 @@ class Answer:
 
     def on_message_complete(self) -> None:
         self.done = True
+        # asked here: once the message is over, llhttp's flags are the next message's
+        self._keep_alive = self._parser.should_keep_alive()

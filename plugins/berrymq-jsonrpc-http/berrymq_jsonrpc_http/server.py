@@ -80,6 +80,8 @@ class _ServerConnection:
         events = self.requests.events
         clock = asyncio.get_running_loop().time
         while not events:
+            if self.requests.error is not None:
+                raise self.requests.error
             if self.requests.ended:
                 return None
             wait = timeout if self.began is None else self.began + timeout - clock()

@@ -307,3 +307,27 @@ def test_a_malformed_chunked_body_gets_400(buses: Buses) -> None:
     answer = exchange(port, chunked(CALL, 7).replace(b"7\r\n", b"zz\r\n", 1))
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
     assert b"malformed HTTP request: " in answer and b"Connection: close" in answer
+
+
+def test_garbage_after_a_request_costs_that_request_nothing(buses: Buses) -> None:
+    _, port = serve(buses, "http")
+    [(first, body), (second, text)] = answers(port, post(CALL) + b"GARBAGE / HTTP/1.1\r\n\r\n", 2)
+    assert first == b"HTTP/1.1 200 OK" and json.loads(body)["id"] == 1
+    assert second == b"HTTP/1.1 400 Bad Request"
+    assert text.startswith(b"malformed HTTP request: ")
+
+
+def test_the_client_keeps_its_connection_alive(buses: Buses) -> None:
+    server, port = serve(buses, "http")
+    connection = buses().transport("http").connect_oneway(f"http://127.0.0.1:{port}", 60)
+    http_server = server.transport("http")._servers[0]  # type: ignore[attr-defined]
+
+    def peers() -> set[tuple[str, int]]:
+        return {writer.get_extra_info("peername")[:2] for writer in http_server.connections}
+
+    first = peers()
+    assert len(first) == 1
+    for i in range(5):  # each flush is one request and its answer
+        connection.send(berrymq.Message("s:x", (i,)))
+        assert connection.flush(10)
+    assert peers() == first
