@@ -28,6 +28,7 @@ from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.monitor import Monitor, host_allowed
 from berrymq_jsonrpc.service import Service, may_wait
+from berrymq_jsonrpc.sessions import WAITS
 
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc_http.http11 import CONTINUE, END, Head, Malformed, RequestEvents, response
@@ -186,8 +187,10 @@ class _ServerConnection:
         target = request.target
         monitor = server.monitor  # GET of the status routes: berrymq_jsonrpc.monitor
         if monitor is not None and request.method == b"GET":
-            answer = monitor.respond("GET", target, {k.decode("latin-1"): v.decode("latin-1")
-                                                     for k, v in headers.items()})
+            # made off the loop: a large node's status takes a while, and I/O goes on
+            answer = await asyncio.get_running_loop().run_in_executor(
+                WAITS, monitor.respond, "GET", target,
+                {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()})
             if answer is not None:
                 status, head, body = answer
                 extra = [(k.encode(), v.encode()) for k, v in head.items() if k != "Content-Type"]

@@ -331,3 +331,26 @@ def test_the_client_keeps_its_connection_alive(buses: Buses) -> None:
         connection.send(berrymq.Message("s:x", (i,)))
         assert connection.flush(10)
     assert peers() == first
+
+
+def test_a_slow_status_does_not_hold_up_json_rpc(buses: Buses,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    server, port = serve(buses, "http")
+    monitor = server.transport("http")._servers[0].monitor  # type: ignore[attr-defined]
+    release = threading.Event()
+    respond = monitor.respond
+
+    def slow_respond(*args: object) -> object:
+        release.wait(60)  # a node whose status takes long to make
+        return respond(*args)
+
+    monkeypatch.setattr(monitor, "respond", slow_respond)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as status:
+        status.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        try:  # answered while the status is being made (on the loop, it would wait 60 s)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as call:
+                call.sendall(post(CALL))
+                assert call.recv(100).startswith(b"HTTP/1.1 200 OK")
+        finally:
+            release.set()
+        assert status.recv(100).startswith(b"HTTP/1.1 200 OK")
