@@ -79,8 +79,8 @@ class RequestEvents:
         self.ended = False
         #: what could not be parsed after the whole requests in :attr:`events`
         self.error: Malformed | None = None
-        #: how many of the events came before the request being parsed began to fail:
-        #: those of whole requests, or of the reads before this one
+        #: how many of :attr:`events` stand whatever the rest of this read turns out to
+        #: be: those of whole requests, and those queued by earlier reads
         self._sound = 0
 
     def feed(self, data: bytes) -> None:

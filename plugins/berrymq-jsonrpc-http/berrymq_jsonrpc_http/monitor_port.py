@@ -16,8 +16,8 @@ import os
 from typing import Any
 
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.addresses import is_loopback
-from berrymq_jsonrpc.cli import add_serve_starter
+from berrymq_jsonrpc.addresses import is_loopback, split_url
+from berrymq_jsonrpc.cli import add_serve_starter, server_url
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.monitor import Monitor
 
@@ -48,16 +48,6 @@ def add_monitor_option(commands: Commands) -> None:
                             "127.0.0.1; another than loopback needs the secret)")
 
 
-def _monitor_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = "", text
-    if not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"--monitor {text!r}: expected HOST:PORT, :PORT or PORT "
-                         "(e.g. 127.0.0.1:8222)")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 def status_server(monitor: Monitor, read_timeout: float = READ_TIMEOUT) -> Server:
     """An HTTP server (not yet listening) that answers ``monitor``'s routes and nothing
     else."""
@@ -71,7 +61,10 @@ def start_monitor(bus: Any, args: argparse.Namespace) -> Server | None:
     ``names`` setting are theirs) and print its URL; None without ``--monitor``."""
     if not getattr(args, "monitor", None):
         return None
-    host, port = _monitor_address(args.monitor)
+    try:
+        host, port = split_url(server_url("http", args.monitor, option="monitor"), "http")
+    except ValueError as exc:  # a full URL that is no host:port
+        raise UsageError(f"--monitor {args.monitor!r}: {exc}") from None
     transports = [t for _, t in sorted(bus.transports().items()) if hasattr(t, "service")]
     secret = next((t.secret for t in transports if t.secret), None) or os.environ.get(
         p.SECRET_ENV_VAR) or None

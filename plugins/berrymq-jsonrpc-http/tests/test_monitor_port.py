@@ -73,13 +73,17 @@ def test_serve_monitor_serves_the_status_routes_and_nothing_else(
     assert b"GET /, /status, /metrics, /network" in posted
 
 
-def test_serve_monitor_off_loopback_needs_a_secret(buses: Buses,
+def test_serve_monitor_refuses_what_it_cannot_serve(buses: Buses,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BERRYMQ_SECRET", raising=False)
     with pytest.raises(UsageError, match="not a loopback address"):
         start_monitor(buses(), argparse.Namespace(monitor="0.0.0.0:0"))
-    with pytest.raises(UsageError, match="expected HOST:PORT"):
+    with pytest.raises(UsageError, match="--monitor '127.0.0.1:http': expected HOST:PORT"):
         start_monitor(buses(), argparse.Namespace(monitor="127.0.0.1:http"))
+    with pytest.raises(UsageError, match="--monitor takes a http:// address"):
+        start_monitor(buses(), argparse.Namespace(monitor="tcp://127.0.0.1:0"))
+    with pytest.raises(UsageError, match="nothing after"):
+        start_monitor(buses(), argparse.Namespace(monitor="http://127.0.0.1:0/status"))
 
 
 def test_the_status_address_bounds_what_it_reads(buses: Buses, stop: list[Server]) -> None:

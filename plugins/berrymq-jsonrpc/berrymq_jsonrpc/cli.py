@@ -55,19 +55,22 @@ PRINT_QUEUE_SIZE = 10_000
 # -- serve -------------------------------------------------------------------------------------
 
 
-def server_url(scheme: str, addr: str, default_host: str = "127.0.0.1") -> str:
+def server_url(scheme: str, addr: str, default_host: str = "127.0.0.1",
+               option: str | None = None) -> str:
     """``scheme://host:port`` from ``HOST:PORT``, ``:PORT``, ``PORT`` or a full URL; a
-    missing host is ``default_host``."""
+    missing host is ``default_host``. Errors name the option ``--OPTION`` (by default
+    ``--SCHEME``)."""
+    option = option or scheme
     if "://" in addr:
         given = addr.split("://", 1)[0].lower()
         if given != scheme:
-            raise UsageError(f"--{scheme} takes a {scheme}:// address, got {addr!r}")
+            raise UsageError(f"--{option} takes a {scheme}:// address, got {addr!r}")
         return addr
     host, sep, port = addr.rpartition(":")
     if not sep:
         host, port = "", addr
     if not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"--{scheme} {addr!r}: expected HOST:PORT, :PORT or PORT "
+        raise UsageError(f"--{option} {addr!r}: expected HOST:PORT, :PORT or PORT "
                          "(e.g. 127.0.0.1:7000)")
     host = host or default_host
     if ":" in host and not host.startswith("["):
