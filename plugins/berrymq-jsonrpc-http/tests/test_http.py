@@ -8,7 +8,6 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from helpers import Buses, serve
@@ -17,13 +16,6 @@ import berrymq
 from berrymq.bus import Bus
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
-
-
-@pytest.fixture
-def buses() -> Iterator[Buses]:
-    made = Buses()
-    yield made
-    made.close_all()
 
 
 def exchange(port: int, data: bytes) -> bytes:

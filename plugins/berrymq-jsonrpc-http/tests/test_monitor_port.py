@@ -23,13 +23,6 @@ WAIT = 10.0
 
 
 @pytest.fixture
-def buses() -> Iterator[Buses]:
-    made = Buses()
-    yield made
-    made.close_all()
-
-
-@pytest.fixture
 def stop() -> Iterator[list[Server]]:
     started: list[Server] = []
     yield started
