@@ -6,11 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
-from helpers import Buses, serve
+from helpers import Buses, required_program, serve
 
 import berrymq
 from berrymq.bus import Bus
@@ -346,3 +347,28 @@ def test_a_slow_status_does_not_hold_up_json_rpc(buses: Buses,
         finally:
             release.set()
         assert status.recv(100).startswith(b"HTTP/1.1 200 OK")
+
+
+NODE_STREAMED_POST = """
+const http = require('http');
+const req = http.request({host: '127.0.0.1', port: Number(process.argv[1]), method: 'POST',
+                          path: '/', headers: {'Content-Type': 'application/json'}}, res => {
+  let data = '';
+  res.on('data', chunk => data += chunk);
+  res.on('end', () => console.log(res.statusCode, data));
+});
+// written in two parts with no Content-Length: Node sends the body in chunks
+req.write('{"jsonrpc":"2.0",');
+req.write('"method":"connect_oneway","id":7}');
+req.end();
+"""
+
+
+def test_nodes_http_request_streaming_a_body_is_served(buses: Buses) -> None:
+    node = required_program("node", "nodejs")
+    _, port = serve(buses, "http")
+    done = subprocess.run([node, "-e", NODE_STREAMED_POST, str(port)], capture_output=True,
+                          text=True, timeout=30, check=True)
+    status, body = done.stdout.strip().split(" ", 1)
+    assert status == "200", done.stdout
+    assert json.loads(body)["id"] == 7 and json.loads(body)["result"]
