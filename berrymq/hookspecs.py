@@ -82,7 +82,9 @@ def berrymq_register_commands(commands: Commands) -> None:
     the commands that exist (as datasette's ``register_commands``).
 
     The JSON-RPC distribution adds ``serve``, ``send``, ``listen`` and the ``URL`` of
-    ``graph`` here, and each transport plugin its own option of ``serve``.
+    ``graph`` here, and each transport plugin its own option of ``serve``
+    (``berrymq_jsonrpc.cli.add_serve_option``; an option acted on once ``serve`` is
+    serving, as ``jsonrpc-http``'s ``--monitor``, with ``add_serve_starter``).
 
     :param commands: call ``commands.add(name, run, help=...)`` for a new command (it
         returns the argparse parser to add arguments to; ``run(args)`` returns the exit
