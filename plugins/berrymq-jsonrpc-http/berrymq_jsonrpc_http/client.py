@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.addresses import split_url
+from berrymq_jsonrpc.addresses import netloc, split_url
 from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc import ParseError, loads
 
@@ -75,8 +75,7 @@ class HttpChannel(Channel):
                  idle: float) -> None:
         super().__init__(url, secret=secret, max_size=max_size, timeout=timeout)
         self.host, self.port = split_url(url, "http")
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        self.host_header = f"{shown}:{self.port}".encode()
+        self.host_header = netloc(self.host, self.port).encode()
         self.idle = idle
         self._pool: list[_ClientConnection] = []
         self._busy: set[_ClientConnection] = set()

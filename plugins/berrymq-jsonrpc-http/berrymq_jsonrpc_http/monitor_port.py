@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.addresses import is_loopback, split_url
+from berrymq_jsonrpc.addresses import is_loopback, netloc, split_url
 from berrymq_jsonrpc.cli import add_serve_starter, server_url
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.monitor import Monitor
@@ -78,6 +78,5 @@ def start_monitor(bus: Any, args: argparse.Namespace) -> Server | None:
         bound = io_loop.run(server.start(host, port), READ_TIMEOUT)
     except OSError as exc:
         raise UsageError(f"cannot serve the status at {host}:{port}: {exc}") from None
-    shown = f"[{host}]" if ":" in host else host
-    print(f"monitor http://{shown}:{bound}", flush=True)
+    print(f"monitor http://{netloc(host, bound)}", flush=True)
     return server

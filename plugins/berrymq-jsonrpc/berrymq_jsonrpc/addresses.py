@@ -7,7 +7,15 @@ import ipaddress
 import socket
 from urllib.parse import SplitResult, urlsplit
 
-__all__ = ["bind_family", "host_and_port", "is_loopback", "split_url"]
+__all__ = ["bind_family", "host_and_port", "is_loopback", "netloc", "split_url"]
+
+
+def netloc(host: str, port: int | str) -> str:
+    """``host:port`` as it stands in a URL or a ``Host`` header: an IPv6 address in
+    brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
 
 
 def split_url(url: str, scheme: str) -> tuple[str, int]:

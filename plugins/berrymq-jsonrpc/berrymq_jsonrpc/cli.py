@@ -34,6 +34,7 @@ from berrymq.cli import Commands, UsageError, add_json_option, print_json, show_
 from berrymq.default import get_bus
 from berrymq.errors import QueueClosed, TransportError
 from berrymq.receivers.queues import Queue
+from berrymq_jsonrpc.addresses import netloc
 from berrymq_jsonrpc.cli_listen import run_listen
 from berrymq_jsonrpc.cli_send import run_send
 from berrymq_jsonrpc.cli_support import (
@@ -72,10 +73,7 @@ def server_url(scheme: str, addr: str, default_host: str = "127.0.0.1",
     if not port.isdigit() or int(port) > 65535:
         raise UsageError(f"--{option} {addr!r}: expected HOST:PORT, :PORT or PORT "
                          "(e.g. 127.0.0.1:7000)")
-    host = host or default_host
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
+    return f"{scheme}://{netloc(host or default_host, port)}"
 
 
 class _Stop(Exception):

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.addresses import netloc
 from berrymq_jsonrpc.client import encode_message
 from berrymq_jsonrpc.jsonrpc import Dispatcher, ParseError, dumps, invalid_params, loads
 from berrymq_jsonrpc.outbox import NOT_SENT, Outbox
@@ -255,8 +256,7 @@ class V1HttpClient:
 
     def __init__(self, host: str, port: int, path: str, timeout: float) -> None:
         self.host, self.port, self.path, self.timeout = host, port, path, timeout
-        shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{port}{path}"
+        self.url = f"http://{netloc(host, port)}{path}"
         self._conn: http.client.HTTPConnection | None = None
         self._id = 0
 

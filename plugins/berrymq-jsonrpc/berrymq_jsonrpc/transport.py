@@ -27,7 +27,7 @@ from berrymq.identifier import Identifier
 from berrymq.transports.base import Connection, Transport
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.addresses import is_loopback, split_url
+from berrymq_jsonrpc.addresses import is_loopback, netloc, split_url
 from berrymq_jsonrpc.client import Channel, Link
 from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
@@ -168,8 +168,7 @@ class RemoteTransport(Transport):
         server, bound = self._serve(host, port)
         with self._lock:
             self._servers.append(server)
-        shown = f"[{host}]" if ":" in host else host
-        url = f"{self.scheme}://{shown}:{bound}"
+        url = f"{self.scheme}://{netloc(host, bound)}"
         self.urls.append(url)
         return url
 

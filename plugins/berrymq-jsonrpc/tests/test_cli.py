@@ -234,6 +234,7 @@ def test_parse_value(text: str, value: object) -> None:
     ("tcp", ":7000", "tcp://127.0.0.1:7000"),
     ("http", "8000", "http://127.0.0.1:8000"),
     ("http", "::1:8000", "http://[::1]:8000"),
+    ("http", "[::1]:8000", "http://[::1]:8000"),
     ("tcp", "tcp://localhost:1", "tcp://localhost:1"),
 ])
 def test_server_url(scheme: str, addr: str, url: str) -> None:
