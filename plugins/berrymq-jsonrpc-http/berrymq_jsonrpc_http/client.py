@@ -19,7 +19,7 @@ from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc import ParseError, loads
 
 from berrymq.errors import ConnectionClosed, TransportError
-from berrymq_jsonrpc_http.http11 import Answer, NotHttp, post
+from berrymq_jsonrpc_http.http11 import Answer, AnswerTooLarge, NotHttp, post
 from berrymq_jsonrpc_http.streams import READ_CHUNK, open_stream
 
 __all__ = ["HttpChannel"]
@@ -35,8 +35,9 @@ class _ClientConnection:
     """One keep-alive HTTP/1.1 connection to the peer."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 host_header: bytes) -> None:
+                 host_header: bytes, answer_limit: int) -> None:
         self.reader = reader
+        self.answer_limit = answer_limit
         self.writer = writer
         self.host_header = host_header
         self.since = time.monotonic()
@@ -44,7 +45,7 @@ class _ClientConnection:
     async def roundtrip(self, body: bytes, reused: bool) -> tuple[int, bytes, bytes, bool]:
         """Send one POST; return (status, content type, body, keep-alive)."""
         self.writer.write(post(_PATH, self.host_header, body))
-        answer = Answer()
+        answer = Answer(self.answer_limit)
         while not answer.done:
             try:
                 data = await self.reader.read(READ_CHUNK)
@@ -77,6 +78,8 @@ class HttpChannel(Channel):
         self.host, self.port = split_url(url, "http")
         self.host_header = netloc(self.host, self.port).encode()
         self.idle = idle
+        #: the most bytes of one answer read, as the TCP client's longest line
+        self.answer_limit = 4 * max_size
         self._pool: list[_ClientConnection] = []
         self._busy: set[_ClientConnection] = set()
 
@@ -97,7 +100,7 @@ class HttpChannel(Channel):
             reused = conn is not None
             if conn is None:
                 reader, writer = await open_stream(self.host, self.port)
-                conn = _ClientConnection(reader, writer, self.host_header)
+                conn = _ClientConnection(reader, writer, self.host_header, self.answer_limit)
             self._busy.add(conn)
             keep = False
             try:
@@ -121,6 +124,10 @@ class HttpChannel(Channel):
             status, ctype, data = await asyncio.wait_for(self._roundtrip(text.encode()), timeout)
         except TimeoutError:
             raise TransportError(f"{self.url} did not answer within {timeout:g}s") from None
+        except AnswerTooLarge:
+            raise TransportError(
+                f"{self.url} answered with over {self.answer_limit} bytes (4x the setting "
+                f"max_size); the connection is closed") from None
         except (OSError, NotHttp) as exc:
             if self.closed:
                 raise ConnectionClosed(f"the channel to {self.url} is closed") from None

@@ -13,8 +13,8 @@ from http import HTTPStatus
 
 import httptools
 
-__all__ = ["CONTINUE", "END", "MAX_HEAD", "Answer", "Head", "Malformed", "NotHttp",
-           "RequestEvents", "post", "response"]
+__all__ = ["CONTINUE", "END", "MAX_HEAD", "Answer", "AnswerTooLarge", "Head", "Malformed",
+           "NotHttp", "RequestEvents", "post", "response"]
 
 #: The longest request line plus headers accepted (431 beyond it).
 MAX_HEAD = 16 * 1024
@@ -168,11 +168,17 @@ class NotHttp(Exception):
     lines)."""
 
 
-class Answer:
-    """One answer, gathered from httptools' callbacks as its bytes are fed."""
+class AnswerTooLarge(Exception):
+    """An answer went over the most bytes its reader takes."""
 
-    def __init__(self) -> None:
+
+class Answer:
+    """One answer, gathered from httptools' callbacks as its bytes are fed, at most
+    ``limit`` bytes of it (head and body)."""
+
+    def __init__(self, limit: int) -> None:
         self._parser = httptools.HttpResponseParser(self)
+        self._left = limit
         self.content_type = b""
         #: whether the answer's end is its connection's end (no length, no chunks)
         self.until_close = True
@@ -182,7 +188,11 @@ class Answer:
         self.chunks: list[bytes] = []
 
     def feed(self, data: bytes) -> None:
-        """Parse ``data``, the next bytes read; :class:`NotHttp` if they cannot be."""
+        """Parse ``data``, the next bytes read; :class:`NotHttp` if they cannot be,
+        :class:`AnswerTooLarge` if they go over the limit."""
+        self._left -= len(data)
+        if self._left < 0:
+            raise AnswerTooLarge()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:

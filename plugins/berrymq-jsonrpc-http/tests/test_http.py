@@ -372,3 +372,24 @@ def test_nodes_http_request_streaming_a_body_is_served(buses: Buses) -> None:
     status, body = done.stdout.strip().split(" ", 1)
     assert status == "200", done.stdout
     assert json.loads(body)["id"] == 7 and json.loads(body)["result"]
+
+
+def test_the_client_reads_no_answer_over_4x_max_size(buses: Buses) -> None:
+    # a server that answers with 1 MB: the client stops at 4,000 bytes (max_size 1,000)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_hugely() -> None:
+        conn, _ = listener.accept()
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000000\r\n\r\n" + b" " * 1_000_000)
+
+    thread = threading.Thread(target=answer_hugely, daemon=True)
+    thread.start()
+    client = buses(jsonrpc_http={"max_size": 1000})
+    with listener, pytest.raises(berrymq.TransportError, match=r"over 4000 bytes \(4x"):
+        client.transport("http").connect_oneway(
+            f"http://127.0.0.1:{listener.getsockname()[1]}", 60)
+    thread.join(10)
+    assert not thread.is_alive()

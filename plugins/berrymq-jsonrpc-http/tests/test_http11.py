@@ -11,6 +11,7 @@ from berrymq_jsonrpc_http.http11 import (
     END,
     MAX_HEAD,
     Answer,
+    AnswerTooLarge,
     Head,
     Malformed,
     NotHttp,
@@ -126,7 +127,7 @@ def test_an_answer_read_in_any_cuts(body: bytes, points: list[int], close: bool)
                (b"Content-Length", str(len(body)).encode())]
     if close:
         headers.append((b"Connection", b"close"))
-    answer = Answer()
+    answer = Answer(1 << 20)
     for piece in cut(response(200, headers, body), points):
         answer.feed(piece)
     assert answer.done and answer.status == 200
@@ -135,7 +136,7 @@ def test_an_answer_read_in_any_cuts(body: bytes, points: list[int], close: bool)
 
 
 def test_an_answer_without_length_ends_with_the_connection() -> None:
-    answer = Answer()
+    answer = Answer(1 << 20)
     answer.feed(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + json.dumps(1).encode())
     assert answer.head and answer.until_close and not answer.done
     assert not answer.keep_alive()
@@ -143,4 +144,11 @@ def test_an_answer_without_length_ends_with_the_connection() -> None:
 
 def test_json_lines_are_no_answer() -> None:
     with pytest.raises(NotHttp, match="does not speak HTTP"):
-        Answer().feed(b'{"jsonrpc":"2.0","error":{"code":-32700},"id":null}\n')
+        Answer(1 << 20).feed(b'{"jsonrpc":"2.0","error":{"code":-32700},"id":null}\n')
+
+
+def test_an_answer_over_the_limit_is_refused() -> None:
+    answer = Answer(100)
+    answer.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n" + b"x" * 50)
+    with pytest.raises(AnswerTooLarge):
+        answer.feed(b"x" * 50)  # 151 bytes in all
