@@ -28,11 +28,10 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq.node import Forwarder
 
-__all__ = ["Answer", "BusOwner", "TalkAnswer", "deliver", "deliver_talk", "drop_looping",
-           "failed", "forward_first", "raise_errors", "run_here", "send"]
+__all__ = ["Answer", "BusOwner", "TalkAnswer", "deliver", "deliver_talk", "failed",
+           "forward_first", "looping", "raise_errors", "run_here", "send"]
 
 logger = logging.getLogger("berrymq")
-
 
 
 class Answer(Protocol):
@@ -111,12 +110,17 @@ def raise_errors(ident: Identifier, errors: list[Exception]) -> NoReturn:
     raise ExceptionGroup(f"{len(errors)} receiver(s) of {ident} failed", errors)
 
 
-def drop_looping(bus: Bus, ident: Identifier, hops: int) -> None:
-    """Count a message dropped at the hop limit (``bus.losses``); one line per burst."""
+def looping(bus: Bus, ident: Identifier, hops: int) -> bool:
+    """The hop limit, for every way a message is handed on (``twitter``, ``talk``, ``ask``,
+    a message from a peer): True when a message at ``hops`` may go no further, counted
+    as dropped (``bus.losses``, one log line per burst)."""
+    if hops < bus.hop_limit:
+        return False
     bus.state(LOSSES).add(
         HOP_LIMIT, logging.WARNING, "dropped message %s: it was handed on %d times "
         "(hop limit %d); is there a receiver loop?", ident, hops, bus.hop_limit,
     )
+    return True
 
 
 class TalkAnswer:
@@ -182,8 +186,7 @@ def _send_other(bus: Bus, ident: Identifier, route: tuple[RouteEntry, ...], how:
     """:func:`send` from inside a receiver (a hop count above 0), to nobody, or to a pool,
     taps or peers (``how``)."""
     hops = box[0]
-    if hops >= bus.hop_limit:
-        drop_looping(bus, ident, hops)
+    if looping(bus, ident, hops):
         return
     if how == NOBODY:
         return

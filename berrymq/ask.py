@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from berrymq._delivery import deliver, raise_errors
+from berrymq._delivery import deliver, looping, raise_errors
 from berrymq._hops import hop_box
 from berrymq._pending import PendingReply
 from berrymq.aio import describe_receiver
@@ -217,8 +217,11 @@ def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: d
     ident = parse(identifier)
     if timeout is None or timeout <= 0:
         raise ValueError(f"ask needs a positive timeout, got {timeout!r}")
+    hops = hop_box()[0]
+    if looping(bus, ident, hops):  # asked from receivers asking in a loop: nobody is asked
+        return []
     deadline = time.monotonic() + timeout
-    message: Message = new_message((ident, args, kwargs, hop_box()[0], None))
+    message: Message = new_message((ident, args, kwargs, hops, None))
     requesters = [] if ident.is_local else bus.requesters()
     if requesters:
         message = bus.stamp(message)

@@ -28,8 +28,8 @@ from berrymq._delivery import (
     BusOwner,
     deliver,
     deliver_talk,
-    drop_looping,
     forward_first,
+    looping,
     raise_errors,
     run_here,
     send,
@@ -226,8 +226,7 @@ class Bus(Subscribing, NodeSide):
         ident = parse(identifier)
         reply_to = parse(callback_identifier)
         hops = hop_box()[0]
-        if hops >= self.hop_limit:
-            drop_looping(self, ident, hops)
+        if looping(self, ident, hops):
             return
         message: Message = new_message((ident, args, kwargs, hops, None))
         deliver_talk(self, message, reply_to, forward_first(self, message, None, reply_to))
@@ -260,8 +259,10 @@ class Bus(Subscribing, NodeSide):
         is ``"TimeoutError"``, and a late receiver's reply is dropped. (A lone peer, with
         no local receiver, is asked in this thread when its link keeps the deadline.)
         Called from a thread that runs an event loop, the local receivers run in that
-        thread instead (see :func:`berrymq.ask_async`). One-way connections carry no
-        requests.
+        thread instead (see :func:`berrymq.ask_async`). Every connection style carries
+        the request, ``connect_oneway`` included. Asked from receivers that ask in a loop,
+        at the bus's hop limit, it asks nobody and returns ``[]`` (counted in
+        :attr:`losses`, logged), as :meth:`twitter` drops such a message.
         """
         return _ask(self, identifier, args, kwargs, timeout)
 

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from berrymq._delivery import deliver_talk, drop_looping, forward_first
+from berrymq._delivery import deliver_talk, forward_first, looping
 from berrymq._losses import FORWARD_FAILED, LOSSES, Losses
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
@@ -222,8 +222,7 @@ class Node:
             return False
         bus = self.bus
         hops = message[3] + 1
-        if hops >= bus.hop_limit:
-            drop_looping(bus, ident, hops)
+        if looping(bus, ident, hops):
             return False
         message = new_message((ident, message[1], message[2], hops, uid))
         if reply_to is None:

@@ -263,3 +263,26 @@ def test_the_pool_bounds_are_settings_of_the_core(tmp_path: Path) -> None:
     path.write_text("[berrymq]\npool_queue_wait = 'long'\n")
     with pytest.raises(SettingsError, match="pool_queue_wait must be an integer or a number"):
         load_settings(path)
+
+
+def test_a_receiver_that_asks_itself_is_cut_at_the_hop_limit(
+        berrymq_plugin_host: PluginHost, caplog: pytest.LogCaptureFixture) -> None:
+    bus = Bus(hop_limit=8, plugins=berrymq_plugin_host, name="asks")
+    depths: list[int] = []
+
+    def again(message: Message) -> list[Any]:
+        depths.append(message.hops)
+        assert len(depths) <= 8, "ask went past the hop limit"
+        return bus.ask("loop:ask", timeout=WAIT)
+
+    bus.subscribe("loop:ask", again, weak=False)
+    with caplog.at_level(logging.WARNING, logger="berrymq"):
+        reply = bus.ask("loop:ask", timeout=WAIT)
+    assert depths == list(range(8))  # the ninth ask asked nobody
+    for _ in range(8):  # each level answered with the level below's replies
+        assert len(reply) == 1
+        reply = reply[0]
+    assert reply == []
+    assert bus.losses.counts == {"hop limit": 1}
+    assert "dropped message loop:ask" in _lines(caplog, logging.WARNING)[0]
+    bus.close()
