@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.receivers.queues import QUEUES
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import app_error, dumps
@@ -93,7 +94,7 @@ class SessionQueue:
         self._waiters: list[asyncio.Future[None]] = []
         self.closed = False
         self.subscription: Subscription = bus.subscribe(
-            pattern, self.put, weak=False, kind="queue"
+            pattern, self.put, weak=False, kind=QUEUES
         )
 
     def put(self, message: Message) -> None:

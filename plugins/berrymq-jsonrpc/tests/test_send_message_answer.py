@@ -131,3 +131,22 @@ def test_a_connections_messages_keep_their_order_however_they_are_answered(
     assert all(answer.get("result") == "ok" for answer in answers), answers[:3]
     assert done.wait(WAIT), f"{len(got)} of {total} delivered"
     assert got == list(range(total))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_session_queue_stores_a_request_and_does_not_answer_ask(
+        scheme: str, bus_factory: Callable[..., Bus]) -> None:
+    bus, port = serve(bus_factory, scheme)
+    bus.subscribe("job:*", lambda message: "real", weak=False)
+    sock = connection(scheme, port)
+    try:
+        token = call(scheme, port, sock, request(
+            "connect_via_queue", {"identifier": "job:*", "ttl": 60}))["result"]
+        assert [s.kind for s in bus.subscriptions()] == ["function", "queue"]
+        assert [s.answers for s in bus.subscriptions()] == [True, False]
+        assert bus.ask("job:x", timeout=WAIT) == ["real"]  # the queue stored it, silently
+        got = call(scheme, port, sock, request("get_nowait", {"token": token}))
+        assert got["result"] == ["job:x", [], {}]
+    finally:
+        if sock is not None:
+            sock.close()
