@@ -115,6 +115,8 @@ class Bus(Subscribing, NodeSide):
         self._node: Node | None = None
         self._pool: WorkerPool | None = None
         self._started = False
+        self._starter: int | None = None  # the thread that started it
+        self._ready = threading.Event()  # set once start() has run the plugins' hooks
         self._closed = False
         if multiplicity:
             self.set_multiplicity(multiplicity)
@@ -132,9 +134,9 @@ class Bus(Subscribing, NodeSide):
 
     @property
     def started(self) -> bool:
-        """Whether :meth:`start` was called (a bus made with ``start=False`` is not, until
+        """Whether :meth:`start` has run (a bus made with ``start=False`` has not, until
         then: the default bus waits for the module-level API's first use)."""
-        return self._started
+        return self._ready.is_set()
 
     def core_setting(self, name: str, default: Any = None) -> Any:
         """The core setting ``name`` for this bus: the value given to ``Bus(...)``, else
@@ -148,20 +150,32 @@ class Bus(Subscribing, NodeSide):
         """Apply the settings and let the active plugins join (idempotent).
 
         Done when the bus is created unless it was made with ``start=False``. The plugins'
-        hooks run in the calling thread, outside the bus's lock.
+        hooks run in the calling thread, outside the bus's lock; another thread calling
+        ``start`` meanwhile returns when they are done.
         """
+        host = self.plugins  # the first bus of a process loads the plugins: not under the lock
+        taps = tuple(host.message_taps())
         with self._lock:
-            if self._started:
-                return
-            self._started = True
-            host = self.plugins
-            self.raise_errors = bool(self.core_setting("raise_errors", self.raise_errors))
-            self.hop_limit = int(self.core_setting("hop_limit", self.hop_limit))
-            self.taps = tuple(host.message_taps())
-        if self._explicit["multiplicity"] is None and host.core_settings.get("multiplicity"):
-            self.set_multiplicity(int(host.core_settings["multiplicity"]))
-        self._update_direct()
-        host.start_bus(self)
+            starter = self._starter
+            if starter is None:
+                self._starter = threading.get_ident()
+                self._started = True
+                self.raise_errors = bool(self.core_setting("raise_errors", self.raise_errors))
+                self.hop_limit = int(self.core_setting("hop_limit", self.hop_limit))
+                self.taps = taps
+        if starter is not None:
+            # another thread starting it: wait until its plugins joined (a hook of this
+            # thread's own start that uses the bus goes on at once)
+            if starter != threading.get_ident():
+                self._ready.wait()
+            return
+        try:
+            if self._explicit["multiplicity"] is None and host.core_settings.get("multiplicity"):
+                self.set_multiplicity(int(host.core_settings["multiplicity"]))
+            self._update_direct()
+            host.start_bus(self)
+        finally:
+            self._ready.set()
 
     def close(self) -> None:
         """Close connections and transports, let plugins clean up, stop the pool."""

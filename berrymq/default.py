@@ -51,9 +51,14 @@ class _EmptyHolder(_Holder):
             if bus is not None:
                 return bus
             bus = _unstarted()
-            _waiting.clear()
-            _fill(bus)
-        bus.start()  # outside the lock: plugins' hooks may use the default bus
+        # Started before it fills the slot, so that no sender finds it there before its
+        # plugins joined; outside the lock, as plugins' hooks may use the default bus (and
+        # come back here: start() lets the starting thread through).
+        bus.start()
+        with _lock:
+            if bus.started and _filled() is None and _waiting and _waiting[0] is bus:
+                _waiting.clear()
+                _fill(bus)
         return bus
 
 

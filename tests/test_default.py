@@ -114,3 +114,47 @@ def test_senders_find_a_bus_while_the_default_bus_is_swapped() -> None:
     assert not errors
     assert type(holder) is _Holder and not isinstance(holder, _EmptyHolder)
     assert set(got) == {0, 1}
+
+
+RACE = textwrap.dedent(
+    """
+    import json, threading
+    from berrymq.hookspecs import hookimpl
+    from berrymq.plugins import PluginHost, reset_plugin_host
+    from berrymq.settings import Settings
+
+    entered, release, got = threading.Event(), threading.Event(), []
+
+    class SlowStart:
+        @hookimpl
+        def berrymq_start_bus(self, bus):
+            berrymq.twitter("early:x")  # a hook may use the default bus it starts
+            entered.set()
+            release.wait(60)
+            bus.subscribe("race:*", got.append, weak=False)  # its plugin is ready now
+
+    reset_plugin_host(PluginHost(Settings(), extra_plugins=[("slow", SlowStart())]))
+    import berrymq
+
+    first = threading.Thread(target=berrymq.twitter, args=("first:use",))
+    first.start()
+    entered.wait(60)
+    second_done = threading.Event()
+    second = threading.Thread(
+        target=lambda: (berrymq.twitter("race:second"), second_done.set()))
+    second.start()
+    out = {"second_waited": not second_done.wait(0.5)}  # blocked while the hook runs
+    release.set()
+    first.join(60)
+    second.join(60)
+    out["second_delivered"] = [m.id for m in got] == ["race:second"]
+    print(json.dumps(out))
+    """
+)
+
+
+def test_a_second_thread_waits_for_the_default_bus_to_start(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", RACE], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, env=child_env())
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"second_waited": True, "second_delivered": True}

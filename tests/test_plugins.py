@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import berrymq
+import berrymq.bus
 from berrymq import BerryMQError, Bus, Message, PluginNotAvailable
 from berrymq._index import DIRECT
 from berrymq.hookspecs import hookimpl
@@ -82,6 +83,22 @@ def test_bus_hooks_run_outside_the_bus_lock() -> None:
 
     Bus(plugins=PluginHost(Settings(), extra_plugins=[("probe", Probe())])).close()
     assert held == [False, False]
+
+
+def test_the_process_plugin_host_is_loaded_outside_the_bus_lock(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first bus of a process loads every plugin (its register hooks run then).
+    bus = Bus(start=False)
+    held: list[bool] = []
+
+    def load() -> PluginHost:
+        held.append(bus._lock.locked())
+        return PluginHost(Settings())
+
+    monkeypatch.setattr(berrymq.bus, "get_plugin_host", load)
+    bus.start()
+    assert held == [False]
+    bus.close()
 
 
 def test_allow_list_keeps_core_receivers(tmp_path: Path) -> None:
