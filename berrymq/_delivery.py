@@ -169,9 +169,9 @@ def send(owner: BusOwner, identifier: str | Identifier, /, *args: Any, **kwargs:
     # receiver) is told from all others by one test, and they go to _send_other.
     bus = owner.bus
     try:
-        ident, route, how = bus._routes[identifier]  # a subscript is cheaper than .get
+        ident, route, how = bus.routes[identifier]  # a subscript is cheaper than .get
     except (KeyError, TypeError):  # TypeError: unhashable, which parsing then names
-        ident, route, how = bus._index.miss(identifier)
+        ident, route, how = bus.index.miss(identifier)
     box = get_box(None) or hop_box()
     if box[0] or how:  # the hop count is 0 unless sent from inside a receiver
         _send_other(bus, ident, route, how, box, args, kwargs)
@@ -191,9 +191,9 @@ def _send_other(bus: Bus, ident: Identifier, route: tuple[RouteEntry, ...], how:
     if how == NOBODY:
         return
     if how == DISPATCH:  # a worker pool or taps
-        node = bus._node
+        node = bus.node
         uid = node.new_uid() if node is not None and node.forwarders and not ident.is_local else None
-        bus._dispatch(new_message((ident, args, kwargs, hops, uid)), route, None)
+        bus.dispatch(new_message((ident, args, kwargs, hops, uid)), route, None)
         return
     if how == DIRECT:  # sent from inside a receiver
         errors = deliver(bus, route, new_message((ident, args, kwargs, hops, None)), None, box,
@@ -203,7 +203,7 @@ def _send_other(bus: Bus, ident: Identifier, route: tuple[RouteEntry, ...], how:
         return
     # FORWARD: the peers, then the receivers here (see forward_first). The message that
     # leaves gets its uid now, not in a copy made to forward it.
-    node = bus._node
+    node = bus.node
     assert node is not None
     message = new_message((ident, args, kwargs, hops, node.new_uid()))
     refused = forward_first(bus, message, None, None)
@@ -220,7 +220,7 @@ def forward_first(bus: Bus, message: Message, origin: Forwarder | None,
     run, so that whatever they send in turn leaves after it: a third node never sees a
     reply before the message it answers. Returns a full outgoing buffer's refusal, for the
     caller to raise once the receivers here have had the message."""
-    node = bus._node
+    node = bus.node
     if node is None or not node.forwarders or message[0].is_local:
         return None
     try:
@@ -235,7 +235,7 @@ def run_here(bus: Bus, route: tuple[RouteEntry, ...], message: Message,
     """The receivers here of a message handed on from elsewhere (a peer, ``talk``): run in
     this thread, or handed to the worker pool, whose refusal when it stayed full comes
     back as a failure to raise. Returns the failures to raise, or None."""
-    pool = bus._pool
+    pool = bus.pool
     if pool is None:
         return deliver(bus, route, message, answer)
     try:
@@ -254,13 +254,13 @@ def deliver_talk(bus: Bus, message: Message, reply_to: Identifier,
         peers just before (:func:`forward_first`): raised after the receivers here had the
         message, together with their failures.
     """
-    route = bus._index.lookup(message[0])
+    route = bus.index.lookup(message[0])
     errors = None
     if route:
         errors = run_here(bus, route, message, TalkAnswer(bus, reply_to, message[3] + 1))
     if refused is not None:
         errors = [*(errors or ()), refused]
-    for tap in bus.taps:  # as Bus._dispatch: a talk message is observed like any other
+    for tap in bus.taps:  # as Bus.dispatch: a talk message is observed like any other
         tap(bus=bus, message=message)
     if errors:
         raise_errors(message[0], errors)

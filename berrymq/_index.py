@@ -47,7 +47,7 @@ CachedRoute = tuple[Identifier, tuple[RouteEntry, ...], int]
 Key = tuple[str | None, str, str]
 
 #: How send() delivers: itself (no pool, no peers, no taps); itself, then to the
-#: forwarders (peers but no pool or taps); or through Bus._dispatch (a pool or taps).
+#: forwarders (peers but no pool or taps); or through Bus.dispatch (a pool or taps).
 #: NOBODY is a DIRECT route without receivers: nothing to do. Only DIRECT is false, so
 #: that send() tells its common case from all others with one test.
 DIRECT, FORWARD, DISPATCH, NOBODY = 0, 1, 2, 3
@@ -204,21 +204,24 @@ class Index:
         while dead:
             self._remove(dead.pop())
 
+    def _collected(self, subscription: Subscription) -> None:
+        # A weak receiver was garbage-collected, maybe while this very thread is writing:
+        # its subscription goes now if the lock is free, else at the next change.
+        self._dead.append(subscription)
+        if self.lock.acquire(blocking=False):
+            try:
+                self._purge_dead()
+            finally:
+                self.lock.release()
+
     def _weak_ref(self, receiver: Receiver, subscription: Subscription) -> Callable[[], Receiver | None]:
-        this = weakref.ref(self)
+        collected = weakref.WeakMethod(self._collected)
         subscription_ref = weakref.ref(subscription)
 
         def gone(_: object) -> None:
-            # Called by the garbage collector, maybe while this very thread is writing.
-            sub, index = subscription_ref(), this()
-            if sub is None or index is None:
-                return
-            index._dead.append(sub)
-            if index.lock.acquire(blocking=False):
-                try:
-                    index._purge_dead()
-                finally:
-                    index.lock.release()
+            sub, method = subscription_ref(), collected()
+            if sub is not None and method is not None:
+                method(sub)
 
         if isinstance(receiver, MethodType):
             return weakref.WeakMethod(receiver, gone)
@@ -244,8 +247,8 @@ class Index:
             doomed.extend(self._cached_actions.get((namespace, action), ()))
         elif action == WILDCARD:
             doomed.extend(self._cached_names.get((namespace, name), ()))
-        elif pattern._text in self._route_keys:
-            doomed.append(pattern._text)
+        elif pattern.text in self._route_keys:
+            doomed.append(pattern.text)
         doomed.extend(text for text, ident in self._cached_wild.items() if ident.matches(pattern))
         routes = self.routes
         for text in doomed:
@@ -254,7 +257,7 @@ class Index:
                 self._forget(routes[keys[0]][0])
 
     def _forget(self, ident: Identifier) -> None:
-        text = ident._text
+        text = ident.text
         keys = self._route_keys.pop(text, None)
         if keys is None:
             return
@@ -291,10 +294,10 @@ class Index:
     def miss(self, key: object) -> CachedRoute:
         """Build (and cache under ``key``) the route of an identifier not in the cache."""
         ident = parse(key)  # type: ignore[arg-type]  # raises InvalidIdentifier for bad keys
-        text = ident._text
+        text = ident.text
         # Asked before taking the lock: a peer's link takes the peer's index lock.
         version = self.version
-        node = self.owner._node
+        node = self.owner.node
         forwarding = (ident.is_local or node is None or self.how != FORWARD
                       or node.wants(ident))
         with self.lock:
@@ -358,9 +361,9 @@ class Index:
     def lookup(self, ident: Identifier) -> tuple[RouteEntry, ...]:
         """The route entries of ``ident`` (cached under its canonical text, whose hash
         is cached by str: no Python-level ``__hash__`` on the way)."""
-        cached = self.routes.get(ident._text)
+        cached = self.routes.get(ident.text)
         if cached is None:
-            cached = self.miss(ident._text)
+            cached = self.miss(ident.text)
         return cached[1]
 
     def snapshot(self) -> list[Subscription]:

@@ -29,9 +29,9 @@ class Subscribing:
     """The methods a :class:`~berrymq.Bus` has for its subscriptions."""
 
     if TYPE_CHECKING:  # kept by Bus
-        _index: Index
-        _node: Node | None
-        _pool: WorkerPool | None
+        index: Index
+        node: Node | None
+        pool: WorkerPool | None
 
     def subscribe(
         self,
@@ -61,7 +61,7 @@ class Subscribing:
         runner = async_runner(receiver, ident, guard)  # async def: bound to the running loop
         if isinstance(kind, str):
             kind = Kind(kind)
-        return self._index.add(ident, receiver, guard, weak=weak, kind=kind, shared=shared,
+        return self.index.add(ident, receiver, guard, weak=weak, kind=kind, shared=shared,
                                bind=None if runner is None else runner.bind)
 
     def unfollow(self, target: object) -> int:
@@ -69,15 +69,15 @@ class Subscribing:
 
         Returns how many subscriptions were cancelled.
         """
-        return self._index.remove_matching(target)
+        return self.index.remove_matching(target)
 
     def subscriptions(self) -> list[Subscription]:
         """The active subscriptions, in registration order (a snapshot)."""
-        return self._index.snapshot()
+        return self.index.snapshot()
 
     def route(self, identifier: str | Identifier) -> tuple[Subscription, ...]:
         """The subscriptions a message sent as ``identifier`` would reach, in order."""
-        return tuple(entry[2] for entry in self._index.lookup(parse(identifier))
+        return tuple(entry[2] for entry in self.index.lookup(parse(identifier))
                      if entry[2].active and entry[0]() is not None)
 
     def may_refuse(self, identifier: str | Identifier) -> bool:
@@ -85,11 +85,11 @@ class Subscribing:
         (a receiver that refuses, a worker pool, a peer): a transport answers at once
         only when it could not, so that a refusal is still the answer."""
         ident = parse(identifier)
-        node = self._node
-        if self._pool is not None or (node is not None and node.forwarders
+        node = self.node
+        if self.pool is not None or (node is not None and node.forwarders
                                       and not ident.is_local):
             return True
-        return any(entry[2].refuses for entry in self._index.lookup(ident))
+        return any(entry[2].refuses for entry in self.index.lookup(ident))
 
     def add_subscription_listener(self, listener: Callable[[Subscription, bool], None]) -> None:
         """Call ``listener(subscription, added)`` whenever a subscription is made
@@ -98,18 +98,18 @@ class Subscribing:
         It is called under the bus's index lock in the thread that made the change: it
         must be quick, must not wait for other threads and must not call the bus.
         """
-        index = self._index
+        index = self.index
         with index.lock:
             if listener not in index.listeners:
                 index.listeners = (*index.listeners, listener)
 
     def remove_subscription_listener(self, listener: Callable[[Subscription, bool], None]) -> None:
         """Stop calling ``listener`` (idempotent)."""
-        index = self._index
+        index = self.index
         with index.lock:
             index.listeners = tuple(f for f in index.listeners if f != listener)
 
     def set_guard(self, subscription: Subscription, guard: Guard | None) -> None:
         """Replace the guard of ``subscription`` (a transport uses it to keep messages
         from the broker out of shared queues, which take them through a queue group)."""
-        self._index.set_guard(subscription, guard)
+        self.index.set_guard(subscription, guard)

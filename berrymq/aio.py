@@ -40,6 +40,7 @@ import inspect
 import logging
 import types
 import weakref
+from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exception
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -62,13 +63,10 @@ __all__ = [
     "describe_receiver",
     "is_async_receiver",
     "queue_get_async",
-        "wake",
+    "wake",
 ]
 
 logger = logging.getLogger("berrymq")
-
-_get_running_loop = asyncio.events._get_running_loop
-
 
 
 def is_async_receiver(receiver: object) -> bool:

@@ -248,7 +248,6 @@ def _connect(addr: Address, style: str, ttl: float, pattern: str | None = None) 
         assert pattern is not None
         connection = transport.connect_via_queue(url, parse(pattern), ttl)
     bus.track_connection(connection)
-    _last_made[:] = [connection]
     return connection
 
 
@@ -268,15 +267,12 @@ def connect_via_queue(addr: Address, pattern: str, ttl: float = DEFAULT_TTL) -> 
     return _connect(addr, "queue", ttl, pattern)
 
 
-#: The connection :func:`_connect` made last: once no connection is open, the error of
-#: :func:`send_message` says which one closed and why (its ``reason``), not only "none".
-_last_made: list[Connection] = []
-
-
 def _client_connection(need_queue: bool = False) -> Connection:
     # Read the bus's list without copying it (this is on the path of every
     # send_message); a list read is atomic, and a connection closed meanwhile says so.
-    connections = holder.bus.node.connections
+    bus = holder.bus
+    node = bus.node  # None: this bus never connected
+    connections = node.connections if node is not None else ()
     for index in range(len(connections) - 1, -1, -1):
         try:
             connection = connections[index]
@@ -285,9 +281,10 @@ def _client_connection(need_queue: bool = False) -> Connection:
         if not need_queue or connection.style == "queue":
             return connection
     how = "call connect_via_queue(addr, pattern)" if need_queue else "call connect_oneway(addr)"
-    last = _last_made[0] if _last_made else None
-    if (last is not None and getattr(last, "closed", False) and getattr(last, "bus", None)
-            is holder.bus and (not need_queue or last.style == "queue")):
+    # once no connection is open, say which one closed last and why (its ``reason``)
+    last = node.last_made if node is not None else None
+    if (last is not None and getattr(last, "closed", False)
+            and (not need_queue or last.style == "queue")):
         raise ConnectionClosed(f"connection to {last.address} is closed"
                                f"{getattr(last, 'reason', '')}; no other connection is open: "
                                f"{how} to open one")

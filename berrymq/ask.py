@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
+from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exception
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
 
 __all__ = ["ASK_EXECUTOR", "ASK_PARTS", "ask", "ask_async_on", "ask_local", "settle_replies"]
-
-_get_running_loop = asyncio.events._get_running_loop
 
 
 def settle_replies(replies: list[Any], timeout: float | None, node: str = "") -> list[Any]:
@@ -115,7 +114,7 @@ def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
               into: list[Any] | None = None, running: list[str] | None = None) -> list[Any]:
     """See :meth:`Bus.ask_local <berrymq.Bus.ask_local>`."""
     collect = _Collect(bus.node_id, [] if into is None else into, running)
-    errors = deliver(bus, bus._index.lookup(message[0]), message, collect)
+    errors = deliver(bus, bus.index.lookup(message[0]), message, collect)
     if running is not None:
         running.clear()  # every receiver was called; only async replies may be awaited
     if errors:
@@ -225,7 +224,7 @@ def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: d
     requesters = [] if ident.is_local else bus.requesters()
     if requesters:
         message = bus.stamp(message)
-    local = bus._index.lookup(ident)
+    local = bus.index.lookup(ident)
     if (not local and len(requesters) == 1 and _get_running_loop() is None
             and getattr(requesters[0], "keeps_deadline", False)):
         return _ask_in_this_thread(bus, requesters[0], message, deadline, timeout)

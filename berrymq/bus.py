@@ -106,14 +106,20 @@ class Bus(Subscribing, NodeSide):
         if self.hop_limit < 1:
             raise ValueError(f"hop_limit must be at least 1, got {hop_limit}")
         self._lock = threading.Lock()  # the bus's own changes: pool, node, start, close
-        self._index = Index(self)
+        # The bus's parts, public for the modules that make up the bus (delivery, ask,
+        # the node, transports), not for users:
+        #: the subscriptions, filed by pattern shape (:mod:`berrymq._index`)
+        self.index = Index(self)
         #: the route cache, read by :func:`send` without a lock (see :mod:`berrymq._index`)
-        self._routes: dict[object, CachedRoute] = self._index.routes
+        self.routes: dict[object, CachedRoute] = self.index.routes
         #: the typed extension slot: per-bus state of the core and of plugins
         self.extensions = BusState(self)
         self.taps: tuple[Callable[..., Any], ...] = ()
-        self._node: Node | None = None
-        self._pool: WorkerPool | None = None
+        #: the network side (forwarders, uids, connections, transports); None until the
+        #: bus gets a peer or a transport (:meth:`ensure_node`)
+        self.node: Node | None = None
+        #: the worker pool, or None: receivers run in the sender's thread
+        self.pool: WorkerPool | None = None
         self._started = False
         self._starter: int | None = None  # the thread that started it
         self._ready = threading.Event()  # set once start() has run the plugins' hooks
@@ -183,14 +189,14 @@ class Bus(Subscribing, NodeSide):
             if self._closed:
                 return
             self._closed = True
-            node = self._node
+            node = self.node
         if node is not None:
             node.close()
         if self._started:
             self.plugins.close_bus(self)
         self.extensions.close()
         self.set_multiplicity(0)
-        self._index.clear()
+        self.index.clear()
 
     def __enter__(self) -> Bus:
         return self
@@ -213,18 +219,21 @@ class Bus(Subscribing, NodeSide):
         :param origin: the forwarder the message came in through, which it is not sent
             back to.
         """
-        self._dispatch(message, self._index.lookup(message[0]), origin)
+        self.dispatch(message, self.index.lookup(message[0]), origin)
 
-    def _dispatch(self, message: Message, route: tuple[Any, ...], origin: Forwarder | None) -> None:
+    def dispatch(self, message: Message, route: tuple[Any, ...], origin: Forwarder | None) -> None:
+        """Hand ``message`` on to the peers (all but ``origin``), run ``route`` here (or on
+        the worker pool) and show it to the taps: a message that needs more than a plain
+        delivery (see :data:`berrymq._index.DISPATCH`)."""
         # Other nodes first, then the receivers here: what a receiver sends in reply then
         # leaves after the message it replies to, and a third node sees cause before
         # effect. A full outgoing buffer does not keep the message from the receivers here.
-        node = self._node  # (checked here too: a bus that serves clients has no peers)
+        node = self.node  # (checked here too: a bus that serves clients has no peers)
         refused = (forward_first(self, message, origin, None)
                    if node is not None and node.forwarders else None)
         errors = None
         if route:  # run_here, without its call in the common case (no pool)
-            errors = (deliver(self, route, message) if self._pool is None
+            errors = (deliver(self, route, message) if self.pool is None
                       else run_here(self, route, message, None))
         if refused is not None:
             errors = [*(errors or ()), refused]
@@ -283,16 +292,16 @@ class Bus(Subscribing, NodeSide):
     # -- concurrency ---------------------------------------------------------------------
 
     def _update_direct(self) -> None:
-        node = self._node
-        if self._pool is not None or self.taps:
+        node = self.node
+        if self.pool is not None or self.taps:
             how = DISPATCH
         elif node is not None and node.forwarders:
             how = FORWARD
         else:
             how = DIRECT
         # Always: a route of FORWARD may have been built as DIRECT for the old forwarders.
-        self._index.set_how(how)
-        for watcher in self._index.watchers:  # peers' links: this bus's forwarders or taps
+        self.index.set_how(how)
+        for watcher in self.index.watchers:  # peers' links: this bus's forwarders or taps
             watcher(None)
 
     def set_multiplicity(self, n: int) -> None:
@@ -305,15 +314,15 @@ class Bus(Subscribing, NodeSide):
         if n < 0:
             raise ValueError(f"multiplicity must be 0 or more, got {n}")
         with self._lock:
-            old = self._pool
-            self._pool = WorkerPool(self, n) if n else None
+            old = self.pool
+            self.pool = WorkerPool(self, n) if n else None
         self._update_direct()
         if old is not None:
             old.shutdown()
 
     @property
     def multiplicity(self) -> int:
-        pool = self._pool
+        pool = self.pool
         return pool.size if pool is not None else 0
 
     def join(self, timeout: float | None = None) -> bool:
@@ -321,7 +330,7 @@ class Bus(Subscribing, NodeSide):
 
         Returns False if ``timeout`` passed first; True at once without a pool.
         """
-        pool = self._pool
+        pool = self.pool
         return True if pool is None else pool.join(timeout)
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -354,7 +363,7 @@ class Bus(Subscribing, NodeSide):
         return joined and done and not lost_since
 
     def __repr__(self) -> str:
-        return f"<Bus {self.name} subscriptions={len(self._index.subscriptions)}>"
+        return f"<Bus {self.name} subscriptions={len(self.index.subscriptions)}>"
 
 
 Bus.twitter = send

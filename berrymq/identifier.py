@@ -37,14 +37,15 @@ class Identifier:
     canonical text (``str(identifier)``).
     """
 
-    __slots__ = ("_hash", "_text", "action", "id", "is_local", "name", "namespace")
+    __slots__ = ("_hash", "action", "id", "is_local", "name", "namespace", "text")
 
     name: str
     action: str
     namespace: str | None
     is_local: bool
     id: str
-    _text: str
+    #: the canonical text, as ``str()`` gives it (``"ns:name:action"`` with a namespace)
+    text: str
     _hash: int
 
     def __new__(cls, text: str | Identifier) -> Identifier:
@@ -78,21 +79,21 @@ class Identifier:
         )
 
     def __str__(self) -> str:
-        return self._text
+        return self.text
 
     def __repr__(self) -> str:
-        return f"Identifier({self._text!r})"
+        return f"Identifier({self.text!r})"
 
     def __hash__(self) -> int:
         return self._hash
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Identifier):
-            return self._text == other._text
+            return self.text == other.text
         return NotImplemented
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Identifier, (self._text,))
+        return (Identifier, (self.text,))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Identifier is immutable")
@@ -132,7 +133,7 @@ def _parse(text: object) -> Identifier:
     setter(ident, "namespace", ns)
     setter(ident, "is_local", name.startswith("_"))
     setter(ident, "id", f"{name}:{action}")
-    setter(ident, "_text", canonical)
+    setter(ident, "text", canonical)
     # Not hash(canonical): the route cache keys both the text and the Identifier, and an
     # equal hash would make every look-up by text run Identifier.__eq__ first.
     setter(ident, "_hash", hash((Identifier, canonical)))

@@ -150,7 +150,7 @@ def describe(bus: Bus | None = None) -> dict[str, Any]:
         "receivers": receivers,
         "senders": senders,
         "connections": connections,
-        "forwarders": len(bus.node.forwarders),
+        "forwarders": 0 if bus.node is None else len(bus.node.forwarders),
         "transports": transports,
     }
 

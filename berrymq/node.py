@@ -119,7 +119,7 @@ class Node:
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self._routes = bus._routes
+        self.routes = bus.routes
         #: the start of this node's uids: random, secret until its messages are seen, and
         #: not the node id (which the ``network`` method tells anyone)
         self.prefix = secrets.token_urlsafe(6)  # 8 characters: every uid's first 8
@@ -134,6 +134,9 @@ class Node:
         self.transports: dict[str, Transport] = {}
         #: open connections made from this bus
         self.connections: list[Connection] = []
+        #: the connection made last, kept after it closed: an error can then say which
+        #: connection closed and why, not only that none is open
+        self.last_made: Connection | None = None
         self._seen: dict[str, object] = {}
         self._seen_before: dict[str, object] = {}
 
@@ -214,7 +217,7 @@ class Node:
             # of two look-ups (the common case of a peer that follows other things).
             forwarders = self.forwarders
             if not forwarders or (forwarders[0] is origin and len(forwarders) == 1):
-                cached = self._routes.get(ident._text)
+                cached = self.routes.get(ident.text)
                 if cached is not None and not cached[1] and not self.bus.taps:
                     return True
         uid = message[4]
@@ -249,6 +252,7 @@ class Node:
     def track(self, connection: Connection) -> None:
         with self.lock:
             self.connections.append(connection)
+            self.last_made = connection
 
     def untrack(self, connection: Connection) -> None:
         with self.lock:
@@ -271,9 +275,9 @@ class NodeSide:
 
     if TYPE_CHECKING:
         bus: Bus
-        _node: Node | None
+        node: Node | None
         _lock: threading.Lock
-        _routes: dict[object, CachedRoute]
+        routes: dict[object, CachedRoute]
         taps: tuple[Any, ...]
         hop_limit: int
         extensions: BusState
@@ -283,18 +287,18 @@ class NodeSide:
 
         def _update_direct(self) -> None: ...
 
-    @property
-    def node(self) -> Node:
-        """The network side of this bus, made on first use."""
-        node = self._node
+    def ensure_node(self) -> Node:
+        """The network side of this bus (:attr:`node`), made now if it is not yet: by
+        what gives the bus peers or a transport, never by sending."""
+        node = self.node
         if node is None:
             with self._lock:
-                if self._node is None:
-                    self._node = Node(self.bus)
+                if self.node is None:
+                    self.node = Node(self.bus)
                     # Transports call bus.receive for every message coming in: from now
                     # on that is the node's own method, one call less.
-                    self.receive = self._node.receive  # type: ignore[method-assign]
-                node = self._node
+                    self.receive = self.node.receive  # type: ignore[method-assign]
+                node = self.node
         return node
 
     @property
@@ -306,22 +310,22 @@ class NodeSide:
 
     def add_forwarder(self, forwarder: Forwarder) -> None:
         """Hand every non-local message sent on this bus to ``forwarder.forward``."""
-        self.node.add_forwarder(forwarder)
+        self.ensure_node().add_forwarder(forwarder)
         self._update_direct()
 
     def remove_forwarder(self, forwarder: Forwarder) -> None:
         """Stop handing messages to ``forwarder`` (idempotent)."""
-        if self._node is not None:
-            self._node.remove_forwarder(forwarder)
+        if self.node is not None:
+            self.node.remove_forwarder(forwarder)
             self._update_direct()
 
     def requesters(self) -> list[Any]:
         """The forwarders that can carry ``ask`` requests to peers."""
-        return [] if self._node is None else self._node.requesters()
+        return [] if self.node is None else self.node.requesters()
 
     def stamp(self, message: Message) -> Message:
         """Return ``message`` with a unique id, given once when it first leaves the bus."""
-        return self.node.stamp(message)
+        return self.ensure_node().stamp(message)
 
     def receive(self, message: Message, origin: Forwarder | None = None,
                 reply_to: Identifier | None = None) -> bool:
@@ -330,14 +334,14 @@ class NodeSide:
         A message whose ``uid`` was seen before is dropped (it went round a cycle); returns
         whether the message was taken. ``hops`` counts one more for the crossing.
         """
-        node = self._node
+        node = self.node
         if node is None:
-            node = self.node
+            node = self.ensure_node()
         return node.receive(message, origin, reply_to)
 
     def transport(self, scheme: str) -> Transport:
         """This bus's transport for a URL scheme, created by its plugin on first use."""
-        node = self.node
+        node = self.ensure_node()
         transport = node.transports.get(scheme)
         if transport is None:
             with node.lock:
@@ -352,15 +356,15 @@ class NodeSide:
 
     def track_connection(self, connection: Connection) -> None:
         """Keep ``connection`` so that :meth:`close` closes it."""
-        self.node.track(connection)
+        self.ensure_node().track(connection)
 
     def untrack_connection(self, connection: Connection) -> None:
-        if self._node is not None:
-            self._node.untrack(connection)
+        if self.node is not None:
+            self.node.untrack(connection)
 
     def connections(self) -> list[Connection]:
         """The open connections made from this bus (a snapshot)."""
-        node = self._node
+        node = self.node
         if node is None:
             return []
         with node.lock:
@@ -368,7 +372,7 @@ class NodeSide:
 
     def transports(self) -> dict[str, Transport]:
         """This bus's transports by URL scheme (a snapshot)."""
-        node = self._node
+        node = self.node
         if node is None:
             return {}
         with node.lock:

@@ -73,13 +73,13 @@ class Subscription:
     consumers) say what it can do.
     """
 
-    __slots__ = ("__weakref__", "_index", "active", "answers", "bus", "guard", "keys", "kind",
+    __slots__ = ("__weakref__", "active", "answers", "bus", "guard", "index", "keys", "kind",
                  "pattern", "ref", "refuses", "seq", "shared", "weak")
 
     def __init__(self, index: Index, pattern: Identifier, ref: Callable[[], Receiver | None],
                  guard: Guard | None, seq: int, weak: bool, kind: ReceiverKind,
                  shared: bool = False) -> None:
-        self._index = index
+        self.index = index
         self.bus: Bus = index.owner
         self.pattern = pattern
         self.ref = ref
@@ -101,7 +101,7 @@ class Subscription:
 
     def cancel(self) -> None:
         """Stop this receiver from getting messages for this pattern (idempotent)."""
-        self._index.remove(self)
+        self.index.remove(self)
 
     def __enter__(self) -> Subscription:
         return self

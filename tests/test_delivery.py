@@ -26,7 +26,7 @@ def test_deliver_runs_receivers_with_the_hop_count_plus_one_and_restores_it(bus:
     bus.subscribe("h:*", lambda m: seen.append(hop_box()[0]), weak=False)
     box = hop_box()
     box[0] = 0
-    errors = deliver(bus, bus._index.lookup(Message("h:x")[0]), Message("h:x", (), {}, 4))
+    errors = deliver(bus, bus.index.lookup(Message("h:x")[0]), Message("h:x", (), {}, 4))
     assert errors is None and seen == [5] and box[0] == 0
 
 

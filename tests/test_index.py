@@ -24,7 +24,7 @@ def bus(berrymq_bus: Bus) -> Bus:
 
 
 def cached(bus: Bus, key: object) -> object:
-    return bus._routes.get(key)
+    return bus.routes.get(key)
 
 
 @pytest.mark.parametrize("pattern", ["job:done", "job:*", "*:done", "*:*", "job"])
@@ -79,18 +79,18 @@ def test_a_wildcard_sender_route_is_invalidated_by_any_matching_change(bus: Bus)
 def test_the_route_cache_evicts_the_oldest_route_instead_of_clearing(bus: Bus) -> None:
     assert ROUTE_CACHE_LIMIT >= 40_000  # 20,000 identifiers cycle without a miss
     bus.subscribe("*:run", nothing)
-    bus._index.limit = 3
+    bus.index.limit = 3
     for name in ("a:run", "b:run", "c:run"):
         bus.twitter(name)
     bus.twitter("d:run")  # full: a:run goes, the others stay
     assert cached(bus, "a:run") is None
     assert all(cached(bus, n) is not None for n in ("b:run", "c:run", "d:run"))
-    assert len(bus._routes) == 3
+    assert len(bus.routes) == 3
 
 
 def test_eviction_skips_routes_forgotten_meanwhile_and_its_queue_stays_bounded(bus: Bus) -> None:
     bus.subscribe("*:run", nothing)
-    index = bus._index
+    index = bus.index
     index.limit = 3
     for name in ("a:run", "b:run", "c:run"):
         bus.twitter(name)
@@ -104,7 +104,7 @@ def test_eviction_skips_routes_forgotten_meanwhile_and_its_queue_stays_bounded(b
         bus.twitter(f"x{i}:run")
         with bus.subscribe(f"x{i}:*", other):
             pass
-    assert len(bus._routes) <= 3
+    assert len(bus.routes) <= 3
     assert len(index._route_order) <= 2 * len(index._route_keys) + 64 + 1
 
 
@@ -112,10 +112,10 @@ def test_an_identifier_sent_as_text_and_as_identifier_shares_one_route(bus: Bus)
     bus.subscribe("a:x", nothing)
     bus.twitter("a:x")
     assert bus.route("a:x")  # looks up by the parsed Identifier: the same route
-    index = bus._index
+    index = bus.index
     assert len(index._route_keys) == 1
     bus.subscribe("a:*", other)
-    assert not bus._routes  # both keys went together
+    assert not bus.routes  # both keys went together
 
 
 def test_a_collected_receiver_leaves_index_and_routes(bus: Bus) -> None:
@@ -128,7 +128,7 @@ def test_a_collected_receiver_leaves_index_and_routes(bus: Bus) -> None:
     gc.collect()
     assert bus.route("a:x") == ()
     assert bus.subscriptions() == []
-    assert not bus._index._buckets and not bus._index._owners
+    assert not bus.index._buckets and not bus.index._owners
 
 
 def test_cancelling_many_receivers_of_one_pattern_keeps_the_rest(bus: Bus) -> None:
@@ -139,7 +139,7 @@ def test_cancelling_many_receivers_of_one_pattern_keeps_the_rest(bus: Bus) -> No
     assert bus.route("same:x") == tuple(subs[1::2])
     for sub in subs[1::2]:
         sub.cancel()
-    assert bus.route("same:x") == () and not bus._index._buckets
+    assert bus.route("same:x") == () and not bus.index._buckets
 
 
 def test_a_guard_change_invalidates_the_routes_of_its_pattern(bus: Bus) -> None:

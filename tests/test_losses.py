@@ -50,7 +50,7 @@ def test_uids_forged_from_all_a_client_can_learn_do_not_drop_a_peers_messages(
         a.twitter("job:seen", i)
     seen = [m.uid or "" for m in got]
     assert len(set(seen)) == 1000
-    prefix = a.node.prefix
+    prefix = a.ensure_node().prefix
     assert all(uid.startswith(prefix) for uid in seen) and not prefix.startswith(a.node_id)
     assert all(len(uid) == 20 for uid in seen)  # not longer than a node id and a counter
     # forged: a's node id or prefix with counters, and each seen uid's ending plus 1..5
@@ -138,7 +138,7 @@ def test_twitter_through_a_link_that_just_failed_is_counted_and_logged_once(
     a, b = pair
     got: list[Message] = []
     b.subscribe("job:*", got.append, weak=False)
-    [link] = a.node.forwarders
+    [link] = a.ensure_node().forwarders
     link.close()  # failed a moment ago; its transport has not removed it yet
     with caplog.at_level(logging.ERROR, logger="berrymq"):
         for i in range(1000):
@@ -179,7 +179,7 @@ def test_a_full_worker_pool_blocks_the_sender_then_refuses_naming_the_setting(
     assert 0.25 <= time.monotonic() - began < WAIT
     # a sender that waits gets in as soon as a worker makes room
     waiter = threading.Thread(target=bus.twitter, args=("job:x", 12))
-    bus._pool.wait = WAIT  # type: ignore[union-attr]
+    bus.pool.wait = WAIT  # type: ignore[union-attr]
     waiter.start()
     release.set()
     waiter.join(WAIT)
@@ -254,7 +254,7 @@ def test_the_pool_bounds_are_settings_of_the_core(tmp_path: Path) -> None:
     path.write_text("[berrymq]\npool_queue_size = 3\npool_queue_wait = 0.5\n")
     host = PluginHost(load_settings(path))
     bus = Bus(multiplicity=1, plugins=host)
-    pool: Any = bus._pool
+    pool: Any = bus.pool
     assert (pool.limit, pool.wait) == (3, 0.5)
     bus.close()
     path.write_text("[berrymq]\npool_queue_size = 0\n")

@@ -32,12 +32,12 @@ def test_a_bus_without_peers_has_no_node(bus: Bus) -> None:
     bus.subscribe("a:*", print, weak=False)
     bus.twitter("a:x")
     bus.talk("a:x", "b:y")
-    assert bus._node is None and bus.connections() == [] and bus.transports() == {}
-    assert bus._index.how == DIRECT
+    assert bus.node is None and bus.connections() == [] and bus.transports() == {}
+    assert bus.index.how == DIRECT
 
 
 def test_uids_carry_the_node_prefix_and_never_repeat_across_threads(bus: Bus) -> None:
-    prefix = bus.node.prefix
+    prefix = bus.ensure_node().prefix
     uids: list[str] = []
 
     def stamp() -> None:
@@ -58,14 +58,14 @@ def test_uids_carry_the_node_prefix_and_never_repeat_across_threads(bus: Bus) ->
 def test_forwarded_messages_are_stamped_and_local_names_stay(bus: Bus) -> None:
     link = Link()
     bus.add_forwarder(link)
-    assert bus._index.how == FORWARD
+    assert bus.index.how == FORWARD
     bus.twitter("a:x", 1)
     bus.twitter("_secret:x")
     [(message, reply_to)] = link.sent
     assert message.id == "a:x" and message.args == (1,) and reply_to is None
-    assert message.uid is not None and message.uid.startswith(bus.node.prefix)
+    assert message.uid is not None and message.uid.startswith(bus.ensure_node().prefix)
     bus.remove_forwarder(link)
-    assert bus._index.how == DIRECT
+    assert bus.index.how == DIRECT
 
 
 def test_receive_drops_a_message_back_from_a_cycle_and_a_duplicate(bus: Bus) -> None:
@@ -82,7 +82,7 @@ def test_receive_drops_a_message_back_from_a_cycle_and_a_duplicate(bus: Bus) -> 
 
 def test_the_seen_uids_are_bounded(bus: Bus) -> None:
     bus.subscribe("a:*", print, weak=False)
-    node = bus.node
+    node = bus.ensure_node()
     for n in range(SEEN_LIMIT * 2 + 10):
         assert node.first_sight(f"peer-{n}")
     assert len(node._seen) + len(node._seen_before) <= SEEN_LIMIT * 2

@@ -74,12 +74,12 @@ def test_bus_hooks_run_outside_the_bus_lock() -> None:
     class Probe:
         @hookimpl
         def berrymq_start_bus(self, bus: Bus) -> None:
-            held.append(bus._lock.locked() or bus._index.lock.locked())
+            held.append(bus._lock.locked() or bus.index.lock.locked())
             bus.subscribe("probe:*", print, weak=False)  # a hook may use the bus
 
         @hookimpl
         def berrymq_close_bus(self, bus: Bus) -> None:
-            held.append(bus._lock.locked() or bus._index.lock.locked())
+            held.append(bus._lock.locked() or bus.index.lock.locked())
 
     Bus(plugins=PluginHost(Settings(), extra_plugins=[("probe", Probe())])).close()
     assert held == [False, False]
@@ -212,7 +212,7 @@ def test_message_sent_hook_only_called_when_implemented_and_sees_talk_too() -> N
 
     plain = Bus(plugins=PluginHost(Settings()))
     plain.twitter("x:y")
-    assert plain.taps == () and plain._index.how == DIRECT
+    assert plain.taps == () and plain.index.how == DIRECT
     tapped = Bus(plugins=PluginHost(Settings(), extra_plugins=[("tap", Tap())]))
     tapped.twitter("x:y")
     tapped.twitter("_local:y")

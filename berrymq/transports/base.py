@@ -159,20 +159,20 @@ class _MemoryLink(Link):
         if self.closed or self.back is None:
             return True  # forwarding reports the closed link
         peer = self.peer
-        index = peer._index
+        index = peer.index
         if not self.watching:
             with index.lock:
                 if not self.watching:
                     self.watching = True
                     index.watchers = (*index.watchers, self._peer_changed)
-        node = peer._node
+        node = peer.node
         if peer.taps or (node is not None and any(f is not self.back for f in node.forwarders)):
             return True
         return index.follows(ident)
 
     def _peer_changed(self, pattern: Identifier | None) -> None:
         if self.back is not None:
-            self.back.peer._index.refresh(pattern)  # the sending bus's routes
+            self.back.peer.index.refresh(pattern)  # the sending bus's routes
 
     def request(self, message: Message, timeout: float) -> list[Any]:
         if self.closed:
@@ -181,7 +181,7 @@ class _MemoryLink(Link):
 
     def close(self) -> None:
         self.closed = True
-        index = self.peer._index
+        index = self.peer.index
         with index.lock:
             index.watchers = tuple(w for w in index.watchers if w != self._peer_changed)
 

@@ -115,7 +115,7 @@ def test_a_peer_that_follows_nothing_matching_is_skipped_until_it_does(nodes: li
     seen: list[Message] = []
     b.subscribe("other:*", seen.append, weak=False)
     a.twitter("job:x", 1)
-    assert a._routes["job:x"][2] == NOBODY  # sent as if a had no peer (nor receiver)
+    assert a.routes["job:x"][2] == NOBODY  # sent as if a had no peer (nor receiver)
     with b.subscribe("*:x", seen.append, weak=False):  # b's new subscription refreshes a
         a.twitter("job:x", 2)
     a.twitter("job:x", 3)
@@ -141,6 +141,6 @@ def test_a_closed_link_stops_watching_its_peer(nodes: list[Bus]) -> None:
     a, b, _ = nodes
     link = a.transport("local").interconnect(serve(b), ttl=10)
     a.twitter("job:x")
-    assert b._index.watchers != ()
+    assert b.index.watchers != ()
     link.close()
-    assert b._index.watchers == ()
+    assert b.index.watchers == ()

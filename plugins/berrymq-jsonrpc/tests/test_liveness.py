@@ -41,7 +41,7 @@ def test_a_killed_peer_is_noticed_without_traffic(
     peer.kill()
     # no message is sent, the ttl is an hour: only the liveness probe can notice
     wait_for(lambda: not service.sessions, timeout=10, what="the dead peer's session closed")
-    node = bus._node
+    node = bus.node
     assert node is None or not node.forwarders  # the link is no longer forwarded to
 
 
