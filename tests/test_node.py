@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+import berrymq
 from berrymq import Bus, Message, QueueFull
 from berrymq._index import DIRECT, FORWARD
 from berrymq.identifier import parse
@@ -34,6 +35,15 @@ def test_a_bus_without_peers_has_no_node(bus: Bus) -> None:
     bus.talk("a:x", "b:y")
     assert bus.node is None and bus.connections() == [] and bus.transports() == {}
     assert bus.index.how == DIRECT
+
+
+def test_client_calls_without_a_connection_make_no_node(bus: Bus) -> None:
+    with pytest.raises(berrymq.ConnectionClosed, match="no connection is open"):
+        berrymq.send_message("a:x")
+    with pytest.raises(berrymq.ConnectionClosed, match="no queue connection is open"):
+        berrymq.get_nowait()
+    assert berrymq.show_network(bus, format="mermaid")
+    assert bus.node is None
 
 
 def test_uids_carry_the_node_prefix_and_never_repeat_across_threads(bus: Bus) -> None:
