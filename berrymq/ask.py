@@ -30,7 +30,8 @@ from berrymq.subscription import Subscription
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["ASK_EXECUTOR", "ASK_PARTS", "ask", "ask_async_on", "ask_local", "settle_replies"]
+__all__ = ["ASK_EXECUTOR", "ASK_PARTS", "ask", "ask_async_on", "ask_local", "ask_local_by",
+           "replies_so_far", "settle_replies"]
 
 
 def settle_replies(replies: list[Any], timeout: float | None, node: str = "") -> list[Any]:
@@ -124,6 +125,35 @@ def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
     return collect.replies
 
 
+def replies_so_far(replies: list[Any], running: list[str], who: str, timeout: float,
+                   node: str) -> list[Any]:
+    """The answer of receivers asked with :func:`ask_local` (``into=replies``,
+    ``running=running``, in another thread) once the deadline passed: the replies so far
+    (async ones not in yet become timeout entries), then one ``TimeoutError`` entry for the
+    receiver still running, or for ``who`` when none had started."""
+    running = list(running)
+    answered = settle_replies(list(replies), 0, node)
+    if not running and replies:
+        return answered
+    return [*answered, _no_answer(running[0] if running else who, timeout, node)]
+
+
+def ask_local_by(bus: Bus, message: Message, deadline: float, timeout: float) -> list[Any]:
+    """The replies of this bus's receivers of ``message`` by ``deadline`` (a
+    ``time.monotonic()`` time): they run on a helper thread of the bus (:data:`ASK_PARTS`),
+    so that a receiver still running then gives a ``TimeoutError`` entry (its late reply is
+    dropped) instead of holding the caller. ``ask`` asks its local receivers so, and a
+    node so answers a remote ``ask`` that has a timeout."""
+    ident = message[0]
+    if not bus.index.lookup(ident):
+        return []
+    part = _AskPart.start(
+        bus, f"local receivers of {ident}",
+        lambda part: ask_local(bus, message, timeout, into=part.replies, running=part.running),
+    )
+    return part.result(deadline, timeout, bus.node_id)
+
+
 def _in_event_loop() -> bool:
     try:
         asyncio.get_running_loop()
@@ -146,12 +176,6 @@ class _AskPart:
         self.future: concurrent.futures.Future[None] | None = None
 
     @classmethod
-    def done_with(cls, replies: list[Any]) -> _AskPart:
-        part = cls("")
-        part.replies = replies
-        return part
-
-    @classmethod
     def start(cls, bus: Bus, who: str, work: Callable[[_AskPart], Any]) -> _AskPart:
         part = cls(who)
 
@@ -172,13 +196,7 @@ class _AskPart:
             concurrent.futures.wait([future], max(0.0, deadline - time.monotonic()))
             if not future.done():
                 future.cancel()  # not started yet (every helper thread busy): never will
-                # What answered so far (async replies that are not in yet become timeout
-                # entries), and one entry for the receiver still running, if any.
-                answered = settle_replies(list(self.replies), 0, node)
-                if not self.running and self.replies:
-                    return answered
-                who = self.running[0] if self.running else self.who
-                return [*answered, _no_answer(who, timeout, node)]
+                return replies_so_far(self.replies, self.running, self.who, timeout, node)
         if self.error is not None:
             return [*self.replies, _failed(self.error, self.who, node)]
         return self.replies
@@ -228,19 +246,14 @@ def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: d
     if (not local and len(requesters) == 1 and _get_running_loop() is None
             and getattr(requesters[0], "keeps_deadline", False)):
         return _ask_in_this_thread(bus, requesters[0], message, deadline, timeout)
-    parts: list[_AskPart] = []
-    if local:
-        if _in_event_loop():
-            parts.append(_AskPart.done_with(ask_local(bus, message, timeout)))
-        else:
-            parts.append(_AskPart.start(
-                bus, f"local receivers of {ident}",
-                lambda part: ask_local(bus, message, timeout, into=part.replies,
-                                       running=part.running),
-            ))
-    for requester in requesters:
-        parts.append(_AskPart.start(bus, repr(requester), _asking(requester, message, timeout)))
     replies: list[Any] = []
+    in_loop = local and _in_event_loop()
+    if in_loop:  # the loop's own async receivers must run in this thread
+        replies = ask_local(bus, message, timeout)
+    parts = [_AskPart.start(bus, repr(requester), _asking(requester, message, timeout))
+             for requester in requesters]  # asked while the local receivers run
+    if local and not in_loop:
+        replies = ask_local_by(bus, message, deadline, timeout)
     for part in parts:
         replies.extend(part.result(deadline, timeout, bus.node_id))
     return replies

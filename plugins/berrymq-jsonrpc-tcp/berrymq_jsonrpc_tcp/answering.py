@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.ask_timer import AskProgress, ask_timeout
 from berrymq_jsonrpc.jsonrpc import dumps, error_object
 from berrymq_jsonrpc.limits import BurstLog
 from berrymq_jsonrpc.service import may_wait
@@ -149,10 +150,16 @@ class Answerer:
         if type(request) is not dict or request.get("method") != p.METHOD_GET:
             # ask (receivers may take their time), or a batch: straight to a WAITS
             # thread, which hands the answer back; no task, no turn of the loop between
+            progress = None
+            timeout = ask_timeout(request)
+            if timeout is not None:  # answered by then (see berrymq_jsonrpc.ask_timer)
+                progress = AskProgress()
+                progress.timer = asyncio.get_running_loop().call_later(
+                    timeout, self._expired, request, progress)
             try:
-                WAITS.submit(self._answer_on_waits, request)
+                WAITS.submit(self._answer_on_waits, request, progress)
             except RuntimeError:  # the interpreter is shutting down: no answer comes
-                self._waited(None)
+                self._waited(None, progress)
             return
         task = asyncio.get_running_loop().create_task(self._answer_waiting(request))
         self.tasks.add(task)
@@ -187,14 +194,26 @@ class Answerer:
             logger.exception("answering a request from %s failed", channel.url)
         io_loop.call_soon(self._answered, _NL.join(replies) + _NL if replies else b"")
 
-    def _answer_on_waits(self, request: Any) -> None:
+    def _answer_on_waits(self, request: Any, progress: AskProgress | None) -> None:
         """On a WAITS thread: answer a request that may wait, hand the answer to the loop."""
         reply: bytes | None = None
         try:
-            reply = self.service.handle_parsed(request, self.channel)
+            if progress is None:
+                reply = self.service.handle_parsed(request, self.channel)
+            else:
+                reply = self.service.answer_armed(request, self.channel, progress)
         except Exception:
             logger.exception("answering a waiting request from %s failed", self.channel.url)
-        io_loop.call_soon(self._waited, reply)
+        io_loop.call_soon(self._waited, reply, progress)
+
+    def _expired(self, request: Any, progress: AskProgress) -> None:
+        """On the loop: an ``ask``'s timeout passed before its thread answered."""
+        reply: bytes | None = None
+        try:
+            reply = self.service.answer_expired(request, self.channel, progress)
+        except Exception:
+            logger.exception("answering an ask from %s at its timeout failed", self.channel.url)
+        self._waited(reply)
 
     async def _answer_waiting(self, request: Any) -> None:
         reply: bytes | None = None
@@ -205,9 +224,14 @@ class Answerer:
         finally:
             self._waited(reply)
 
-    def _waited(self, reply: bytes | None) -> None:
+    def _waited(self, reply: bytes | None, progress: AskProgress | None = None) -> None:
         """On the loop: a request that may wait was answered (``reply``, or None for a
-        notification); write it."""
+        notification); write it, unless its timer answered it first."""
+        if progress is not None:
+            if progress.expired:
+                return
+            if progress.timer is not None:
+                progress.timer.cancel()
         self.waiting -= 1
         self._answered(reply + _NL if reply is not None else b"")
 

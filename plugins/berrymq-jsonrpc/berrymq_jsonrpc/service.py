@@ -25,6 +25,7 @@ from berrymq.errors import InvalidIdentifier, QueueFull, ReplyError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.ask_timer import AskProgress, answer_with, ask_timeout, local_replies
 from berrymq_jsonrpc.dialect import answer_v1
 from berrymq_jsonrpc.jsonrpc import (
     Dispatcher,
@@ -89,7 +90,6 @@ def may_wait(request: Any) -> bool:
         return False
     params = request.get("params")
     return not (method == "get" and type(params) is dict and params.get("block") is False)
-
 
 
 #: While :meth:`Service.answer_at_once` runs: where ``send_message`` puts the delivery of
@@ -349,8 +349,30 @@ class Service(QueueMethods):
             reply = await self.get_waiting(request)
             if reply is not None:
                 return reply
-        return await asyncio.get_running_loop().run_in_executor(
-            WAITS, self.handle_parsed, request, context)
+        loop = asyncio.get_running_loop()
+        timeout = ask_timeout(request)
+        if timeout is None:
+            return await loop.run_in_executor(WAITS, self.handle_parsed, request, context)
+        progress = AskProgress()  # answered by its timeout (see berrymq_jsonrpc.ask_timer)
+        answered = loop.run_in_executor(WAITS, self.answer_armed, request, context, progress)
+        done, _ = await asyncio.wait([answered], timeout=timeout)
+        if answered in done:
+            return answered.result()
+        return self.answer_expired(request, context, progress)
+
+    def answer_armed(self, request: Any, context: Any, progress: AskProgress) -> bytes | None:
+        """On a :data:`WAITS` thread: answer an ``ask`` whose timer runs on the loop
+        (:mod:`berrymq_jsonrpc.ask_timer`); nothing once the timer answered it."""
+        if progress.expired:
+            return None
+        progress.started = True
+        return answer_with(progress, lambda: self.handle_parsed(request, context))
+
+    def answer_expired(self, request: Any, context: Any, progress: AskProgress) -> bytes | None:
+        """On the loop, when an ``ask``'s timeout passed before its thread answered: the
+        answer with the replies so far and a ``TimeoutError`` entry."""
+        progress.expired = True
+        return answer_with(progress, lambda: self.handle_parsed(request, context))
 
     def _close_connection(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_CLOSE_CONNECTION, params, frozenset({"token"}))
@@ -362,13 +384,13 @@ class Service(QueueMethods):
         allowed(p.METHOD_ASK, params, _ASK)
         if params.get("token") is not None:
             self.session(params["token"])
-        number(params, "timeout", None, allow_none=True)
+        timeout = number(params, "timeout", None, allow_none=True)
         message, _ = message_from_wire(
             params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
             {k: params[k] for k in ("uid", "hops") if k in params}, "the request's",
         )
         replies: list[dict[str, Any]] = []
-        for reply in self.bus.ask_local(message):
+        for reply in local_replies(self.bus, message, timeout):
             if isinstance(reply, ReplyError):
                 replies.append({"error": reply.to_json()})
                 continue

@@ -32,13 +32,18 @@ if TYPE_CHECKING:
     from berrymq_jsonrpc.client import Link
     from berrymq_jsonrpc.dialect import V1Link
 
-__all__ = ["WAITS", "Refusal", "Session", "SessionQueue", "in_waits", "refusal_data"]
+__all__ = ["WAITS", "WAIT_THREADS", "Refusal", "Session", "SessionQueue", "in_waits", "refusal_data"]
 
 _CLOSED = object()
 
-#: The few threads that run requests which may wait, and the closing of sessions (which
-#: may flush a link). Started on demand, shared by every transport of the process.
-WAITS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="berrymq-wait")
+#: How many :data:`WAITS` threads there may be: twice a TCP connection's ``max_waiting``
+#: (16), so that one connection whose asks' receivers are stuck leaves as many for others.
+WAIT_THREADS = 32
+#: The threads that run requests which may wait (``ask``'s receivers), and the closing of
+#: sessions (which may flush a link). Started on demand (one more only when none is idle),
+#: shared by every transport of the process.
+WAITS = concurrent.futures.ThreadPoolExecutor(max_workers=WAIT_THREADS,
+                                              thread_name_prefix="berrymq-wait")
 
 
 def in_waits(function: Callable[..., object], *args: Any) -> None:

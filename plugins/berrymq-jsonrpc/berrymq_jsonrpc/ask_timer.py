@@ -1,0 +1,104 @@
+"""A remote ``ask`` answered by its ``timeout``, counted from the request's arrival.
+
+The receivers of an ``ask`` run on a :data:`~berrymq_jsonrpc.sessions.WAITS` thread. For
+one ``ask`` with a timeout, the transport arms a timer on the I/O loop as the request
+comes in (:func:`ask_timeout` says how long) and hands the request and an
+:class:`AskProgress` to that thread. Whichever comes first answers: the thread, with every
+reply, or the timer, with the replies so far and a ``TimeoutError`` entry naming the
+receiver still running (:meth:`Service.answer_expired
+<berrymq_jsonrpc.service.Service.answer_expired>`); the other's answer is dropped. No
+thread waits for the deadline (an ask costs no thread more than one that has none), and
+an ask still waiting for a free thread keeps its deadline all the same.
+
+An ``ask`` in a batch, or in the original berryMQ's positional form, has no timer: its
+receivers run on a helper thread of the bus and the thread answering waits for them up to
+the deadline (:func:`berrymq.ask.ask_local_by`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from berrymq.ask import ask_local_by, replies_so_far
+from berrymq.message import Message
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.sessions import WAIT_THREADS
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["AskProgress", "answer_with", "ask_timeout", "local_replies"]
+
+#: How long an ``ask`` without a timeout waits for its ``async def`` receivers.
+ASYNC_REPLY_WAIT = 5.0
+
+
+class AskProgress:
+    """One ``ask`` being answered on a thread while its timer runs on the loop."""
+
+    __slots__ = ("expired", "replies", "running", "started", "timer")
+
+    def __init__(self) -> None:
+        #: set by the thread as it starts answering
+        self.started = False
+        #: the replies so far, appended by the thread running the receivers
+        self.replies: list[Any] = []
+        #: the name of the receiver running now (one element), empty between receivers
+        self.running: list[str] = []
+        #: set on the loop when the timer answered first: the thread's answer is dropped
+        self.expired = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+#: The progress of the ``ask`` this thread is answering (see :func:`answer_with`).
+_PROGRESS: contextvars.ContextVar[AskProgress | None] = contextvars.ContextVar(
+    "berrymq_jsonrpc_ask_progress", default=None)
+
+
+def ask_timeout(request: Any) -> float | None:
+    """The timeout of ``request`` when it is one ``ask`` with named parameters and a
+    usable ``timeout`` (a number >= 0), else None: a timer is armed for these only."""
+    if type(request) is not dict or request.get("method") != p.METHOD_ASK:
+        return None
+    params = request.get("params")
+    timeout = params.get("timeout") if type(params) is dict else None
+    if (type(timeout) is int or type(timeout) is float) and 0 <= timeout < math.inf:
+        return float(timeout)
+    return None  # absent, null, or something the method itself refuses
+
+
+def answer_with(progress: AskProgress, handle: Callable[[], bytes | None]) -> bytes | None:
+    """Run ``handle`` (the service answering the request) with ``progress`` as the
+    ``ask``'s: its receivers report to it, or, once expired, it gives the answer."""
+    token = _PROGRESS.set(progress)
+    try:
+        return handle()
+    finally:
+        _PROGRESS.reset(token)
+
+
+def local_replies(bus: Bus, message: Message, timeout: float | None) -> list[Any]:
+    """The replies of ``bus``'s receivers to a remote ``ask`` of ``message``: by the
+    timer's deadline (see the module), by ``timeout`` from now, or, without one, from
+    every receiver."""
+    progress = _PROGRESS.get()
+    if progress is not None:
+        if progress.expired:  # the timer answers: what came in by now
+            if not bus.index.lookup(message[0]):
+                return []
+            who = f"local receivers of {message[0]}"
+            if not progress.started:
+                who += (f" (not started: every one of the node's {WAIT_THREADS} threads that "
+                        "run asks was busy)")
+            return replies_so_far(progress.replies, progress.running, who, timeout or 0.0,
+                                  bus.node_id)
+        return bus.ask_local(message, ASYNC_REPLY_WAIT if timeout is None else timeout,
+                             into=progress.replies, running=progress.running)
+    if timeout is None:
+        return bus.ask_local(message, ASYNC_REPLY_WAIT)
+    return ask_local_by(bus, message, time.monotonic() + timeout, timeout)

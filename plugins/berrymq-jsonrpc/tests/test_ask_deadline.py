@@ -1,0 +1,135 @@
+"""A remote ``ask`` with a ``timeout`` is answered by then (docs/protocol.md, ask): a
+receiver still running gives a TimeoutError entry, and the deadline counts from the
+request's arrival, so that asks waiting behind other clients' slow ones keep theirs."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from berrymq_jsonrpc.sessions import WAIT_THREADS
+from helpers import serve
+from probe_tools import post_body, tcp_call
+
+from berrymq.bus import Bus
+from berrymq.message import Message
+
+WAIT = 15.0
+
+
+def ask(identifier: str, timeout: float | None, id: int = 1) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": "ask", "id": id,
+            "params": {"identifier": identifier, "args": [2], "timeout": timeout}}
+
+
+@pytest.fixture
+def released() -> Iterator[threading.Event]:
+    """Set at the end of the test: the slow receivers return then."""
+    release = threading.Event()
+    yield release
+    release.set()
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_receiver_still_running_at_the_timeout_gives_a_timeout_entry(
+        scheme: str, bus_factory: Callable[..., Bus], released: threading.Event) -> None:
+    bus, port = serve(bus_factory, scheme)
+    bus.subscribe("price:quote", lambda m: m.args[0] * 9.5, weak=False)
+
+    def slow_quote(message: Message) -> float:
+        released.wait(WAIT)
+        return 0.0
+
+    bus.subscribe("price:quote", slow_quote, weak=False)
+    started = time.monotonic()
+    if scheme == "tcp":
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+            answer = tcp_call(sock, ask("price:quote", 0.5))
+    else:
+        answer = post_body(port, json.dumps(ask("price:quote", 0.5)).encode())
+    took = time.monotonic() - started
+    assert 0.4 < took < WAIT / 2, took
+    first, second = answer["result"]
+    assert first == {"value": 19.0}
+    assert second["error"]["type"] == "TimeoutError"
+    assert "slow_quote" in second["error"]["receiver"]
+
+
+def test_a_client_with_slow_asks_does_not_hold_other_clients_past_their_timeout(
+        bus_factory: Callable[..., Bus], released: threading.Event) -> None:
+    bus, tcp_port = serve(bus_factory, "tcp")
+    http_port = int(bus.transport("http").listen("http://127.0.0.1:0").rsplit(":", 1)[1])
+    bus.subscribe("price:quote", lambda m: m.args[0] * 9.5, weak=False)
+    entered = threading.Semaphore(0)
+
+    def stuck(message: Message) -> None:
+        entered.release()
+        released.wait(WAIT)
+
+    bus.subscribe("slow:ask", stuck, weak=False)
+    with socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT) as hog:
+        # as many asks as one connection may have waiting: every thread that answers
+        hog.sendall(b"".join(json.dumps(ask("slow:ask", 1.0, i)).encode() + b"\n"
+                             for i in range(16)))
+        assert entered.acquire(timeout=WAIT)  # the slow receivers are running
+        started = time.monotonic()
+        # its own deadline is later than theirs: once they give up, it is answered
+        answer = post_body(http_port, json.dumps(ask("price:quote", 5.0)).encode())
+        took = time.monotonic() - started
+        assert answer["result"] == [{"value": 19.0}]
+        assert took < 5.0, took  # not behind the 16 slow receivers (until the test ends)
+        data = b""
+        while data.count(b"\n") < 16:  # the hog's asks: each a timeout entry, by its deadline
+            chunk = hog.recv(65536)
+            assert chunk
+            data += chunk
+    for line in data.splitlines():
+        [entry] = json.loads(line)["result"]
+        assert entry["error"]["type"] == "TimeoutError"
+
+
+@pytest.mark.parametrize("timeout", [None, 5])
+def test_a_quick_ask_is_answered_whatever_its_timeout(
+        bus_factory: Callable[..., Bus], timeout: float | None) -> None:
+    bus, port = serve(bus_factory, "tcp")
+    bus.subscribe("price:quote", lambda m: m.args[0] * 9.5, weak=False)
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        assert tcp_call(sock, ask("price:quote", timeout))["result"] == [{"value": 19.0}]
+        assert tcp_call(sock, ask("nobody:home", timeout))["result"] == []
+
+
+def test_an_ask_that_finds_every_thread_busy_is_answered_at_its_timeout(
+        bus_factory: Callable[..., Bus], released: threading.Event) -> None:
+    bus, tcp_port = serve(bus_factory, "tcp")
+    http_port = int(bus.transport("http").listen("http://127.0.0.1:0").rsplit(":", 1)[1])
+    bus.subscribe("price:quote", lambda m: m.args[0] * 9.5, weak=False)
+    entered = threading.Semaphore(0)
+
+    def stuck(message: Message) -> None:
+        entered.release()
+        released.wait(WAIT)
+
+    bus.subscribe("slow:ask", stuck, weak=False)
+    hogs = [socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT) for _ in range(2)]
+    try:
+        for hog in hogs:  # 2 x 16: every thread that runs asks, stuck
+            hog.sendall(b"".join(json.dumps(ask("slow:ask", WAIT, i)).encode() + b"\n"
+                                 for i in range(WAIT_THREADS // 2)))
+        for _ in range(WAIT_THREADS):
+            assert entered.acquire(timeout=WAIT)
+        started = time.monotonic()
+        answer = post_body(http_port, json.dumps(ask("price:quote", 0.5)).encode())
+        took = time.monotonic() - started
+        assert 0.4 < took < WAIT / 2, took
+        [entry] = answer["result"]
+        assert entry["error"]["type"] == "TimeoutError"
+        assert "not started: every one of the node's 32 threads" in entry["error"]["receiver"]
+    finally:
+        released.set()
+        for hog in hogs:
+            hog.close()
