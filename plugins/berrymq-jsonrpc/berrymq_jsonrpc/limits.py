@@ -21,6 +21,7 @@ import logging
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
 
 __all__ = ["Admission", "BurstLog", "CallbackRule", "QueuedBytes", "fit_open_files",
-           "queued_bytes_for"]
+           "queued_bytes_for", "release_open_files"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -106,28 +107,55 @@ def queued_bytes_for(bus: Bus) -> QueuedBytes:
 _SPARE_FILES = 256
 
 
-def fit_open_files(max_connections: int, log: logging.Logger) -> None:
-    """Let this process open ``max_connections`` sockets and some to spare: raise the soft
-    limit of open files (``RLIMIT_NOFILE``) up to the hard one if it is lower. A node
-    below that (a hard limit under it) is told in one warning naming both numbers, since
-    the operating system, not the node, would then refuse connections (asyncio pauses
-    accepting for a second each time)."""
-    if resource is None:
-        return
-    wanted = max_connections + _SPARE_FILES
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
+#: The admissions of the transports serving in this process: the limit of open files is
+#: the process's, so their caps share it (process-wide on purpose).
+_serving: weakref.WeakSet[Admission] = weakref.WeakSet()
+_serving_lock = threading.Lock()
+
+
+def fit_open_files(admission: Admission, log: logging.Logger) -> None:
+    """Let this process open a socket for every connection the serving transports'
+    caps allow (their ``max_connections`` summed, ``admission``'s among them) and some to
+    spare: raise the soft limit of open files (``RLIMIT_NOFILE``) up to the hard one.
+
+    Under a hard limit below that, each cap is lowered in proportion, with one warning
+    naming the numbers: the node then refuses a connection over its cap itself, with
+    *Limit reached*, before the operating system would refuse it (``EMFILE``, on which
+    asyncio logs a traceback per pending connection and keeps trying)."""
+    with _serving_lock:
+        _serving.add(admission)
+        admissions = list(_serving)
+        for each in admissions:
+            each.max_connections = each.setting
+        if resource is None:
+            return
+        asked = sum(each.setting for each in admissions)
+        wanted = asked + _SPARE_FILES
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY or soft >= wanted:
+            return
         raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
         if raised > soft:
             with contextlib.suppress(ValueError, OSError):
                 resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
                 soft = raised
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        log.warning("this process may open %d files (RLIMIT_NOFILE, hard limit %s) but "
-                    "max_connections is %d: past about %d connections the operating system "
-                    "refuses new ones; raise the limit (ulimit -n) or lower max_connections",
-                    soft, "unlimited" if hard == resource.RLIM_INFINITY else hard,
-                    max_connections, max(0, soft - _SPARE_FILES))
+        if soft >= wanted:
+            return
+        room = max(0, soft - _SPARE_FILES)
+        for each in admissions:
+            each.max_connections = max(1, each.setting * room // asked)
+    log.warning("this process may open %d files (RLIMIT_NOFILE, hard limit %s), fewer than "
+                "the %d connections its transports' max_connections allow in all and %d to "
+                "spare: each cap is lowered to fit (this one's to %d); raise the limit "
+                "(ulimit -n) or lower max_connections", soft,
+                "unlimited" if hard == resource.RLIM_INFINITY else hard, asked, _SPARE_FILES,
+                admission.max_connections)
+
+
+def release_open_files(admission: Admission) -> None:
+    """A transport stopped serving: its cap no longer takes a share of the open files."""
+    with _serving_lock:
+        _serving.discard(admission)
 
 
 class Admission:
@@ -138,6 +166,9 @@ class Admission:
     """
 
     def __init__(self, max_connections: int, per_client: int, log: logging.Logger) -> None:
+        #: the cap as set; :attr:`max_connections` is lower when the process's limit of
+        #: open files does not allow it (:func:`fit_open_files`)
+        self.setting = max_connections
         self.max_connections = max_connections
         self.per_client = per_client
         self.open = 0
@@ -151,7 +182,7 @@ class Admission:
         error object to answer it with (not counted: the caller closes it at once)."""
         held = self.by_client.get(client, 0)
         if self.open >= self.max_connections:
-            setting, limit, what = "max_connections", self.max_connections, "the node"
+            setting, limit, what = "max_connections", self.max_connections, "this transport"
         elif held >= self.per_client:
             setting, limit, what = "max_connections_per_client", self.per_client, client
         else:
@@ -160,6 +191,9 @@ class Admission:
             return None
         self.refused[setting] = self.refused.get(setting, 0) + 1
         text = f"{what} has {limit} connections open, the cap (setting {setting})"
+        if limit < self.setting and setting == "max_connections":
+            text += (f", lowered from {self.setting} to fit the process's limit of open "
+                     "files (RLIMIT_NOFILE)")
         self._log.warning("refused a connection from %s: %s", client, text)
         return error_object(p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED], None,
                             {"setting": setting, "limit": limit, "detail": text})

@@ -426,4 +426,102 @@ def test_a_node_raises_its_open_files_limit_to_fit_max_connections() -> None:
 def test_a_hard_open_files_limit_under_max_connections_is_named() -> None:
     soft, log = open_files_node(10_000, soft=100, hard=1000)
     assert soft == 1000  # as far as it may go
-    assert "RLIMIT_NOFILE, hard limit 1000" in log and "max_connections is 10000" in log, log
+    assert "RLIMIT_NOFILE, hard limit 1000" in log and "allow in all" in log, log
+    assert "this one's to 744" in log, log  # 1000 less 256 to spare
+
+
+_TWO_TRANSPORTS_NODE = """
+import logging, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (100, 1000))
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+from berrymq.bus import Bus
+from berrymq.plugins import PluginHost
+from berrymq.settings import Settings
+caps = {"max_connections": 600}
+bus = Bus(name="files", plugins=PluginHost(Settings(
+    tables={"jsonrpc-tcp": caps, "jsonrpc-http": caps})))
+tcp = bus.transport("tcp").listen("tcp://127.0.0.1:0")
+bus.transport("http").listen("http://127.0.0.1:0")
+print(tcp.rsplit(":", 1)[1], bus.transport("tcp").admission.max_connections,
+      bus.transport("http").admission.max_connections, flush=True)
+sys.stdin.readline()
+bus.close()
+"""
+
+
+def test_the_caps_of_two_transports_share_the_open_files_and_refuse_before_the_os() -> None:
+    # 600 + 600 connections do not fit under 1000 files: each cap is lowered to its share
+    # of 1000 - 256, and the node refuses the next connection itself (never EMFILE)
+    node = subprocess.Popen(
+        [sys.executable, "-c", _TWO_TRANSPORTS_NODE], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    socks: list[socket.socket] = []
+    try:
+        assert node.stdout is not None
+        port, tcp_cap, http_cap = map(int, node.stdout.readline().split())
+        assert tcp_cap == http_cap == (1000 - 256) // 2
+        socks = [connect(port) for _ in range(tcp_cap)]
+        ping = request("get_nowait", {"token": "x" * 43})
+        assert tcp_call(socks[-1], ping)["error"]["code"] == p.UNKNOWN_TOKEN  # admitted
+        extra = connect(port)
+        socks.append(extra)
+        refusal = json.loads(extra.makefile("rb").readline())["error"]
+        assert refusal["code"] == p.LIMIT_REACHED and refusal["data"]["limit"] == tcp_cap
+        assert "lowered from 600 to fit the process's limit of open files" in (
+            refusal["data"]["detail"])
+    finally:
+        for sock in socks:
+            sock.close()
+        _, log = node.communicate("\n", timeout=60)
+    assert "out of system resource" not in log and "Too many open files" not in log, log
+    assert "this one's to 372" in log, log
+
+
+_FILES_TAKEN_NODE = """
+import logging, os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+from berrymq.bus import Bus
+from berrymq.plugins import PluginHost
+from berrymq.settings import Settings
+tables = {"jsonrpc-tcp": {"max_connections": 100}}  # fits: 100 + 256 files to spare
+bus = Bus(name="files", plugins=PluginHost(Settings(tables=tables)))
+url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
+held = []
+try:
+    while True:  # the program itself takes every file it may open
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+print(url.rsplit(":", 1)[1], flush=True)
+sys.stdin.readline()
+for fd in held:
+    os.close(fd)
+sys.stdin.readline()
+bus.close()
+"""
+
+
+def test_accept_failing_for_want_of_files_is_one_warning_and_the_node_recovers() -> None:
+    node = subprocess.Popen(
+        [sys.executable, "-c", _FILES_TAKEN_NODE], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert node.stdin is not None and node.stdout is not None and node.stderr is not None
+    socks: list[socket.socket] = []
+    try:
+        port = int(node.stdout.readline())
+        # the kernel completes these connections; the node cannot accept() them
+        socks = [connect(port) for _ in range(50)]
+        first = node.stderr.readline()  # the node's first line about it, at once
+        assert "a server could not accept connections" in first, first
+        assert "Too many open files" in first and "ulimit -n" in first, first
+        node.stdin.write("\n")  # the program gives its files back
+        node.stdin.flush()
+        ping = request("get_nowait", {"token": "x" * 43})
+        for sock in socks:  # accepted once asyncio tries again (each second): served
+            assert tcp_call(sock, ping)["error"]["code"] == p.UNKNOWN_TOKEN
+    finally:
+        for sock in socks:
+            sock.close()
+        _, rest = node.communicate("\n", timeout=60)
+    assert "Traceback" not in rest and "could not accept" not in rest, rest
