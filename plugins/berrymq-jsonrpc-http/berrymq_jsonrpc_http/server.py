@@ -32,7 +32,7 @@ from berrymq_jsonrpc.sessions import WAITS
 
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc_http.http11 import CONTINUE, END, Head, Malformed, RequestEvents, response
-from berrymq_jsonrpc_http.streams import READ_CHUNK, serve_streams
+from berrymq_jsonrpc_http.streams import READ_CHUNK, EndingReader, serve_streams
 
 __all__ = ["Server"]
 
@@ -246,7 +246,8 @@ class _ServerConnection:
                 return False
             chunks.append(event)
         body = b"".join(chunks)
-        reply, handed = await server.dispatch(body)
+        ended = self.reader.ended if isinstance(self.reader, EndingReader) else None
+        reply, handed = await server.dispatch(body, ended)
         server.service.stats.exchanged(len(body), 0 if reply is None else len(reply))
         keep = self._keeps(request)
         if reply is None:
@@ -320,7 +321,8 @@ class Server:
             self.connections.discard(writer)
             self.admission.release(host)
 
-    async def dispatch(self, body: bytes) -> tuple[bytes | None, list[Callable[[], object]]]:
+    async def dispatch(self, body: bytes, ended: asyncio.Future[None] | None = None
+                       ) -> tuple[bytes | None, list[Callable[[], object]]]:
         """The answer to one body (on the delivery lane, or a WAITS thread if it may
         wait), and the delivery of a message it accepted without running its receivers,
         for the caller to give to the lane once the answer is written (the lane's thread
@@ -331,7 +333,7 @@ class Server:
         if request is _PARSE_ERROR:
             return service.dispatcher.parse_error(), []
         if slow:
-            return await service.answer_waiting(request), []
+            return await service.answer_waiting(request, None, ended), []
         lane = io_loop.lane
         if service.answers_at_once(request) and lane.has_room(len(body)):
             # a send_message nothing can refuse: answered here, delivered on the lane

@@ -14,7 +14,7 @@ from typing import Any
 
 from berrymq.transports.ioloop import ThreadBufferedProtocol
 
-__all__ = ["READ_CHUNK", "open_stream", "serve_streams"]
+__all__ = ["READ_CHUNK", "EndingReader", "open_stream", "serve_streams"]
 
 #: How much a connection asks of its stream reader at once.
 READ_CHUNK = 1 << 16
@@ -24,12 +24,32 @@ class _BufferedStream(asyncio.StreamReaderProtocol, ThreadBufferedProtocol):
     """asyncio's stream protocol, reading into the thread's buffer."""
 
 
+class EndingReader(asyncio.StreamReader):
+    """asyncio's stream reader, with :attr:`ended`: done at the end of the client's input
+    or of the connection, even while nothing reads (a blocking ``get`` being answered
+    then stops waiting, see :meth:`berrymq_jsonrpc.queue_methods.QueueMethods.get_waiting`)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self.ended: asyncio.Future[None] = loop.create_future()
+
+    def feed_eof(self) -> None:
+        super().feed_eof()
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+    def set_exception(self, exc: Exception) -> None:
+        super().set_exception(exc)
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+
 async def serve_streams(connected: Any, host: str, port: int, **kwargs: Any) -> asyncio.Server:
     """:func:`asyncio.start_server` (``kwargs`` go to ``loop.create_server``)."""
     loop = asyncio.get_running_loop()
 
     def protocol() -> _BufferedStream:
-        return _BufferedStream(asyncio.StreamReader(loop=loop), connected, loop=loop)
+        return _BufferedStream(EndingReader(loop), connected, loop=loop)
 
     return await loop.create_server(protocol, host, port, **kwargs)
 

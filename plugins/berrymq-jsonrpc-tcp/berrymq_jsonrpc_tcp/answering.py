@@ -61,6 +61,9 @@ class Answerer:
         self.waiting = 0  # requests running that may wait
         self.unanswered = 0  # requests taken whose answers are not written yet
         self.tasks: set[asyncio.Task[None]] = set()
+        #: done once the peer ended its input: blocking gets stop waiting (see end_gets)
+        self.ended: asyncio.Future[None] | None = None
+        self.input_ended = False
 
     def stalled(self) -> bool:
         """Whether requests wait here for the lane (the connection is not read meanwhile)."""
@@ -105,9 +108,19 @@ class Answerer:
 
     def cancel(self) -> None:
         """The connection is gone: drop what is held, stop what waits."""
+        self.end_gets()
         for task in list(self.tasks):
             task.cancel()
         self.held.clear()
+
+    def end_gets(self) -> None:
+        """The peer ended its input (or the connection): its blocking gets stop waiting,
+        answered *Queue is empty* with nothing taken, so that a message coming later stays
+        queued for its next get instead of going to a client that may be gone."""
+        self.input_ended = True
+        ended = self.ended
+        if ended is not None and not ended.done():
+            ended.set_result(None)
 
     # -- handing over ---------------------------------------------------------------------
 
@@ -218,7 +231,11 @@ class Answerer:
     async def _answer_waiting(self, request: Any) -> None:
         reply: bytes | None = None
         try:
-            reply = await self.service.answer_waiting(request, self.channel)
+            if self.ended is None:
+                self.ended = asyncio.get_running_loop().create_future()
+                if self.input_ended:
+                    self.ended.set_result(None)
+            reply = await self.service.answer_waiting(request, self.channel, self.ended)
         except Exception:
             logger.exception("answering a waiting request from %s failed", self.channel.url)
         finally:

@@ -160,6 +160,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         if rest.strip() and not self._take([rest]):  # the end of input ends its last line
             return False
         self.eof = True
+        self.answers.end_gets()
         self.answers.finish_if_answered()
         return True  # keep the write side open for the answers
 

@@ -5,6 +5,7 @@ while it waits."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import queue
 import time
@@ -82,11 +83,18 @@ class QueueMethods(SessionTable):
         self.stats.message_out(entry[0], store)  # stats
         return entry
 
-    async def get_waiting(self, request: dict[str, Any]) -> bytes | None:
+    async def get_waiting(self, request: dict[str, Any],
+                          ended: asyncio.Future[None] | None = None) -> bytes | None:
         """Answer a blocking ``get`` on the I/O loop, without a thread: it awaits its
         session's queue. None when the request is not a plain one (by-position params, a
         notification, anything the checks of :meth:`_get` would refuse): the caller then
-        answers it like any other."""
+        answers it like any other.
+
+        :param ended: done once the client has ended its side of the connection (or lost
+            it): the wait then stops with *Queue is empty* and nothing taken, so that a
+            message coming later stays queued for the client's next ``get`` instead of
+            being written to a client that may be gone. (A message queued when the
+            request is read is its answer all the same: the client asked for it.)"""
         params = request.get("params", {})
         request_id = request.get("id")
         if type(params) is not dict or "id" not in request or not params.keys() <= _GET:
@@ -105,24 +113,26 @@ class QueueMethods(SessionTable):
         wait = self.max_get_wait if timeout is None else min(self.max_get_wait, timeout)
         session.touch(wait)
         try:
-            return await self._wait_for_entry(store, wait, request_id)
+            return await self._wait_for_entry(store, wait, request_id, ended)
         finally:
             session.touch()
 
-    async def _wait_for_entry(self, store: SessionQueue, wait: float,
-                              request_id: Any) -> bytes:
+    async def _wait_for_entry(self, store: SessionQueue, wait: float, request_id: Any,
+                              ended: asyncio.Future[None] | None) -> bytes:
         """The answer to a blocking ``get``: the first entry of ``store`` within ``wait``
-        seconds, else Empty."""
+        seconds, else Empty (at once, with nothing taken, once ``ended`` is done)."""
         deadline = time.monotonic() + wait
+        empty = dumps(error_object(p.EMPTY, p.APPLICATION_ERRORS[p.EMPTY], request_id)).encode()
         while True:
             try:
                 entry = store.get(0)
             except queue.Empty:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return dumps(error_object(p.EMPTY, p.APPLICATION_ERRORS[p.EMPTY],
-                                              request_id)).encode()
-                await store.wait(left)
+                    return empty
+                await store.wait(left, ended)
+                if ended is not None and ended.done():
+                    return empty  # nothing taken: what came stays for the next get
                 continue
             except JsonRpcError:  # the session closed meanwhile
                 return dumps(error_object(p.UNKNOWN_TOKEN, p.APPLICATION_ERRORS[

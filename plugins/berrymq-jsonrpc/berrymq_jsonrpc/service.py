@@ -341,12 +341,14 @@ class Service(QueueMethods):
             raise app_error(p.QUEUE_FULL, refusal_data(refused, first))
         return p.RESULT_OK
 
-    async def answer_waiting(self, request: Any, context: Any = None) -> bytes | None:
+    async def answer_waiting(self, request: Any, context: Any = None,
+                             ended: asyncio.Future[None] | None = None) -> bytes | None:
         """On the I/O loop: answer a request that may wait (:func:`may_wait`). A blocking
-        ``get`` awaits its queue on the loop; ``ask`` (receivers may take their time), a
-        batch, and whatever :meth:`get_waiting` leaves run on a :data:`WAITS` thread."""
+        ``get`` awaits its queue on the loop (until ``ended``, see :meth:`get_waiting`);
+        ``ask`` (receivers may take their time), a batch, and whatever
+        :meth:`get_waiting` leaves run on a :data:`WAITS` thread."""
         if type(request) is dict and request.get("method") == p.METHOD_GET:
-            reply = await self.get_waiting(request)
+            reply = await self.get_waiting(request, ended)
             if reply is not None:
                 return reply
         loop = asyncio.get_running_loop()

@@ -140,14 +140,19 @@ class SessionQueue:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def wait(self, timeout: float) -> None:
-        """On the I/O loop: return when an entry may have come, or after ``timeout``."""
+    async def wait(self, timeout: float, ended: asyncio.Future[None] | None = None) -> None:
+        """On the I/O loop: return when an entry may have come, or after ``timeout``, or
+        once ``ended`` is done."""
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         if self._items.qsize():  # one came before the waiter was seen
             self._wake()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter, timeout)
+        if ended is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, timeout)
+        else:
+            await asyncio.wait((waiter, ended), timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
 
     def get(self, timeout: float | None) -> list[Any]:
         """The next entry; ``queue.Empty`` when none came in ``timeout`` (0: at once)."""

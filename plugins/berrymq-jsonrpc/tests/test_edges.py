@@ -10,6 +10,7 @@ import json
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,41 @@ def one_call(scheme: str, port: int, method: str, params: dict[str, Any]) -> Any
         reply = post_body(port, body)
     assert "error" not in reply, reply
     return reply["result"]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_client_gone_while_its_blocking_get_waits_leaves_the_next_message_queued(
+        scheme: str, server: Callable[[str], tuple[Bus, int]],
+        wait_for: Callable[..., Any]) -> None:
+    bus, port = server(scheme)
+    token = one_call(scheme, port, "connect_via_queue", {"identifier": "cm:*"})
+    admission = bus.transport(scheme).admission  # type: ignore[attr-defined]
+    body = request("get", {"token": token, "timeout": 6 * WAIT})  # longer than the test
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        if scheme == "tcp":
+            sock.sendall(body + b"\n")
+        else:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        wait_for(lambda: admission.open == 1, WAIT, "the get to be waiting")
+    # the client gave up (curl -m 1, a killed program): the node ends the wait and closes
+    wait_for(lambda: admission.open == 0, WAIT, "the node to end the wait")
+    bus.twitter("cm:done", 1)
+    assert one_call(scheme, port, "get_nowait", {"token": token}) == ["cm:done", [1], {}]
+
+
+def test_a_blocking_get_half_closed_on_an_empty_queue_is_answered_empty_at_once(
+        server: Callable[[str], tuple[Bus, int]]) -> None:
+    bus, port = server("tcp")
+    token = one_call("tcp", port, "connect_via_queue", {"identifier": "hc:*"})
+    bus.twitter("hc:first", 1)
+    started = time.monotonic()
+    first, second = half_closed(port, request("get", {"token": token, "timeout": WAIT}, 1)
+                                + b"\n" + request("get", {"token": token, "timeout": WAIT}, 2)
+                                + b"\n")
+    assert time.monotonic() - started < WAIT / 2
+    assert first["result"] == ["hc:first", [1], {}]  # queued when asked for: its answer
+    assert second["error"]["code"] == p.EMPTY  # nothing more: no wait for a client gone
 
 
 def test_a_half_closed_tcp_request_is_answered_before_the_close(
