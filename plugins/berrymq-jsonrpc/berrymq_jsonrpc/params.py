@@ -13,7 +13,8 @@ from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq_jsonrpc.jsonrpc import invalid_params
 
-__all__ = ["allowed", "identifier", "message_from_wire", "number", "presents", "session_ttl", "string"]
+__all__ = ["allowed", "host_port_pair", "identifier", "message_from_wire", "number", "presents",
+           "session_ttl", "string"]
 
 
 
@@ -47,6 +48,18 @@ def session_ttl(params: dict[str, Any]) -> float:
     value = number(params, "ttl", 1000.0, positive=True)
     assert value is not None
     return value
+
+
+def host_port_pair(value: Any) -> tuple[str, int] | None:
+    """The original berryMQ's address, ``[host, port]``, as a pair; None for anything that
+    is not a list (a URL, or nothing); *Invalid params* for a list of another shape."""
+    if type(value) is not list:
+        return None
+    if (len(value) != 2 or type(value[0]) is not str or not value[0]
+            or type(value[1]) is not int or not 0 < value[1] < 65536):
+        raise invalid_params("'addr' as a list must be [host, port]: a host name and a port "
+                             "number (1 to 65535)")
+    return value[0], value[1]
 
 
 def string(params: dict[str, Any], name: str, *, required: bool = True) -> str | None:

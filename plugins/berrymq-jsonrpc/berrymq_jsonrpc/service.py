@@ -40,6 +40,7 @@ from berrymq_jsonrpc.limits import BurstLog, CallbackRule
 from berrymq_jsonrpc.outbox import REFUSED
 from berrymq_jsonrpc.params import (
     allowed,
+    host_port_pair,
     message_from_wire,
     number,
     presents,
@@ -65,7 +66,7 @@ DEFAULT_MAX_WAITING = 16
 
 #: ``factory(addr, token, context)``: the outgoing link of an ``interconnect`` session,
 #: which forwards to the caller (at ``addr``, or back over ``context``) with ``token``.
-LinkFactory = Callable[[str | None, str, Any], "Link"]
+LinkFactory = Callable[[str | tuple[str, int] | None, str, Any], "Link"]
 
 #: Methods that may wait (a blocking ``get``, receivers answering ``ask``): the transports
 #: answer them on a :data:`WAITS` thread, never on the I/O loop or the delivery lane.
@@ -249,7 +250,9 @@ class Service(QueueMethods):
 
     def _interconnect(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_INTERCONNECT, params, frozenset({"addr", "token", "ttl"}))
-        addr = string(params, "addr", required=False)
+        addr: str | tuple[str, int] | None = host_port_pair(params.get("addr"))
+        if addr is None:  # not the original's [host, port]: a URL
+            addr = string(params, "addr", required=False)
         peer_token = string(params, "token")
         assert peer_token is not None
         ttl = session_ttl(params)

@@ -177,7 +177,7 @@ class RemoteTransport(Transport):
         self.urls.append(url)
         return url
 
-    def _peer_link(self, addr: str | None, token: str, context: Any) -> Link:
+    def _peer_link(self, addr: str | tuple[str, int] | None, token: str, context: Any) -> Link:
         # The outgoing link of an interconnect session opened by a peer. A callback goes
         # only to a host callback_hosts allows; it carries this node's secret, which the
         # peer proved it knows (the service refuses any request without it).
@@ -188,10 +188,13 @@ class RemoteTransport(Transport):
                                      "caller's own server, which this node forwards to")
             owns = False
         else:
+            if isinstance(addr, tuple):  # the original's [host, port]: over this transport
+                addr = f"{self.scheme}://{netloc(*addr)}"
             try:
                 host, _ = split_url(addr, self.scheme)
             except ValueError:
-                raise invalid_params(f"'addr' must be a {self.scheme}://host:port URL") from None
+                raise invalid_params(f"'addr' must be a {self.scheme}://host:port URL, or "
+                                     "[host, port]") from None
             self.service.callbacks.check(host)
             channel = self._callback_channel(addr)
             owns = True

@@ -34,7 +34,7 @@ def server(bus_factory: Callable[..., Bus]) -> Callable[[str], tuple[Bus, int]]:
     return functools.partial(serve, bus_factory)
 
 
-def request(method: str, params: dict[str, Any], id: int | None = 1) -> bytes:
+def request(method: str, params: dict[str, Any] | list[Any], id: int | None = 1) -> bytes:
     obj: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
     if id is not None:
         obj["id"] = id
@@ -53,7 +53,7 @@ def half_closed(port: int, data: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in b"".join(chunks).splitlines()]
 
 
-def one_call(scheme: str, port: int, method: str, params: dict[str, Any]) -> Any:
+def one_call(scheme: str, port: int, method: str, params: dict[str, Any] | list[Any]) -> Any:
     """One request on a connection of its own, closed after the answer (as jayson's TCP
     client and curl do)."""
     body = request(method, params)
@@ -98,6 +98,25 @@ def test_a_blocking_get_half_closed_on_an_empty_queue_is_answered_empty_at_once(
     assert time.monotonic() - started < WAIT / 2
     assert first["result"] == ["hc:first", [1], {}]  # queued when asked for: its answer
     assert second["error"]["code"] == p.EMPTY  # nothing more: no wait for a client gone
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_interconnect_takes_the_original_host_port_pair_as_its_address(
+        scheme: str, server: Callable[[str], tuple[Bus, int]]) -> None:
+    bus, port = server(scheme)
+    peer, peer_port = server(scheme)
+    got = berrymq.Queue("news:*", bus=peer)
+    peer_token = one_call(scheme, peer_port, "connect_oneway", {})  # the peer's own session
+    # by name, and by position as the original's clients send it
+    for params in ({"addr": ["127.0.0.1", peer_port], "token": peer_token},
+                   [["127.0.0.1", peer_port], peer_token, 60]):
+        assert TOKEN.fullmatch(one_call(scheme, port, "interconnect", params))
+    bus.twitter("news:flash", 1)
+    assert got.get(timeout=WAIT).args == (1,)
+    body = request("interconnect", {"addr": ["127.0.0.1"], "token": peer_token})
+    bad = post_body(port, body) if scheme == "http" else half_closed(port, body + b"\n")[0]
+    assert bad["error"]["code"] == p.INVALID_PARAMS
+    assert "[host, port]" in bad["error"]["data"]
 
 
 def test_a_half_closed_tcp_request_is_answered_before_the_close(
