@@ -118,8 +118,8 @@ def fit_open_files(admission: Admission, log: logging.Logger) -> None:
     caps allow (their ``max_connections`` summed, ``admission``'s among them) and some to
     spare: raise the soft limit of open files (``RLIMIT_NOFILE``) up to the hard one.
 
-    Under a hard limit below that, each cap is lowered in proportion, with one warning
-    naming the numbers: the node then refuses a connection over its cap itself, with
+    Under a hard limit below that, each cap is lowered in proportion, with one line naming
+    the numbers (a warning when a cap loses more than a tenth): the node then refuses a connection over its cap itself, with
     *Limit reached*, before the operating system would refuse it (``EMFILE``, on which
     asyncio logs a traceback per pending connection and keeps trying)."""
     with _serving_lock:
@@ -144,12 +144,16 @@ def fit_open_files(admission: Admission, log: logging.Logger) -> None:
         room = max(0, soft - _SPARE_FILES)
         for each in admissions:
             each.max_connections = max(1, each.setting * room // asked)
-    log.warning("this process may open %d files (RLIMIT_NOFILE, hard limit %s), fewer than "
-                "the %d connections its transports' max_connections allow in all and %d to "
-                "spare: each cap is lowered to fit (this one's to %d); raise the limit "
-                "(ulimit -n) or lower max_connections", soft,
-                "unlimited" if hard == resource.RLIM_INFINITY else hard, asked, _SPARE_FILES,
-                admission.max_connections)
+        # a trim of a tenth or less (two transports' defaults under a hard limit of 20,000)
+        # is routine; more is worth a warning
+        trimmed = any(each.max_connections < 0.9 * each.setting for each in admissions)
+    log.log(logging.WARNING if trimmed else logging.INFO,
+            "this process may open %d files (RLIMIT_NOFILE, hard limit %s), fewer than "
+            "the %d connections its transports' max_connections allow in all and %d to "
+            "spare: each cap is lowered to fit (this one's to %d); raise the limit (ulimit -n) "
+            "or lower max_connections", soft,
+            "unlimited" if hard == resource.RLIM_INFINITY else hard, asked, _SPARE_FILES,
+            admission.max_connections)
 
 
 def release_open_files(admission: Admission) -> None:
