@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import berrymq
-from berrymq import network
 from berrymq.default import get_bus
 from berrymq.demo import run_demo
 from berrymq.errors import BerryMQError, PluginNotAvailable, SettingsError
+from berrymq.network import describe, render
 from berrymq.plugins import KNOWN_SCHEMES, get_plugin_host
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "URL_ENV_VAR", "Command", "Commands",
@@ -216,7 +216,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
-    show_graph(network.describe(), args)
+    show_graph(describe(), args)
     return 0
 
 
@@ -226,7 +226,7 @@ def show_graph(description: dict[str, Any], args: argparse.Namespace) -> None:
     if args.json:
         print_json(description)
     else:
-        sys.stdout.write(network.render(description, args.format))
+        sys.stdout.write(render(description, args.format))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Literal
 
-from berrymq import aio
+from berrymq.aio import QueueIterator, queue_get_async, wake
 from berrymq.bus import Bus, Subscription
 from berrymq.default import holder
 from berrymq.errors import Empty, QueueClosed, QueueFull
@@ -75,7 +75,7 @@ class QueueStore:
                 )
         self.items.put(message)
         if self.waiters:
-            aio.wake(self)
+            wake(self)
 
     def get(self, block: bool, timeout: float | None) -> Message:
         try:
@@ -102,7 +102,7 @@ class QueueStore:
             if self.subscription is not None:
                 self.subscription.cancel()
             self.items.put(_CLOSED)
-        aio.wake(self)
+        wake(self)
 
 
 class QueueReceivers:
@@ -273,7 +273,7 @@ class Queue:
         if last:
             store.close()
         elif self.shared:
-            aio.wake(store)  # coroutines of this queue waiting in get_async look again
+            wake(store)  # coroutines of this queue waiting in get_async look again
 
     def __enter__(self) -> Queue:
         return self
@@ -296,12 +296,12 @@ class Queue:
         Raises :class:`berrymq.Empty` when nothing came in time and
         :class:`berrymq.QueueClosed` once closed and drained, like :meth:`get`.
         """
-        return await aio.queue_get_async(self._store, timeout, self._is_closed)
+        return await queue_get_async(self._store, timeout, self._is_closed)
 
-    def __aiter__(self) -> aio.QueueIterator:
+    def __aiter__(self) -> QueueIterator:
         """``async for message in queue``: messages as they come, until the queue is
         closed and drained."""
-        return aio.QueueIterator(self._store, self._is_closed)
+        return QueueIterator(self._store, self._is_closed)
 
     def _is_closed(self) -> bool:
         return self._closed and self.shared and not self._store.closed

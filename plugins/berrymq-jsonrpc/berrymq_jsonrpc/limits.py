@@ -119,9 +119,10 @@ def fit_open_files(admission: Admission, log: logging.Logger) -> None:
     spare: raise the soft limit of open files (``RLIMIT_NOFILE``) up to the hard one.
 
     Under a hard limit below that, each cap is lowered in proportion, with one line naming
-    the numbers (a warning when a cap loses more than a tenth): the node then refuses a connection over its cap itself, with
-    *Limit reached*, before the operating system would refuse it (``EMFILE``, on which
-    asyncio logs a traceback per pending connection and keeps trying)."""
+    the numbers (a warning when a cap loses more than a tenth): the node then refuses a
+    connection over its cap itself, with *Limit reached*, before the operating system
+    would refuse it (``EMFILE``, on which asyncio logs a traceback per pending connection
+    and keeps trying)."""
     with _serving_lock:
         _serving.add(admission)
         admissions = list(_serving)
