@@ -10,11 +10,15 @@
   settings file existed, so the test is not affected by a ``berrymq.toml`` in the
   working directory.
 - ``berrymq_plugin_host``: that plugin host, to create more isolated buses.
+- :func:`free_port`: a free loopback port for a server a test starts (a broker, a node).
 """
 
 from __future__ import annotations
 
+import random
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +28,7 @@ from berrymq.default import get_bus, use_bus
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
-__all__ = ["berrymq_bus", "berrymq_plugin_host", "carry_receivers"]
+__all__ = ["berrymq_bus", "berrymq_plugin_host", "carry_receivers", "free_port"]
 
 #: The receiver kinds ``berrymq_bus`` carries over (queues are not: each would get a second
 #: copy of every message, and a test's queue is made inside the test).
@@ -76,3 +80,33 @@ def berrymq_bus(request: pytest.FixtureRequest, berrymq_plugin_host: PluginHost)
     with use_bus(bus):
         yield bus
     bus.close()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port() -> int:
+    """A free loopback port outside the ephemeral range.
+
+    A client that keeps reconnecting to a port where nothing listens can be given that
+    very port as its own source port (a TCP self-connection), which would then stop the
+    server from restarting on it; ports outside the ephemeral range are never handed out
+    to clients.
+    """
+    low, high = _ephemeral_range()
+    candidates = list(range(20000, low)) if low > 21000 else list(range(high + 1, 65535))
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.choice(candidates)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found outside the ephemeral range")

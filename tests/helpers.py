@@ -82,6 +82,16 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_berrymq(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+                input: str | None = None, timeout: float = 60
+                ) -> subprocess.CompletedProcess[str]:
+    """``berrymq ARGS`` (``python -m berrymq``) run to its end, in :func:`clean_env` plus
+    ``env``."""
+    return subprocess.run([sys.executable, "-m", "berrymq", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=timeout, env=clean_env(**(env or {})),
+                          input=input)
+
+
 def take_all(queue: Queue) -> list[Message]:
     """Every message stored in ``queue`` now, without waiting."""
     out = []

@@ -5,25 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from helpers import run_berrymq as run
 
 import berrymq
 from berrymq.cli import Commands, build_parser, main
 from berrymq.hookspecs import hookimpl
 from berrymq.plugins import PluginHost, reset_plugin_host
 from berrymq.settings import Settings
-
-
-def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "berrymq", *args], capture_output=True, text=True, timeout=60,
-        cwd=cwd, env=env,
-    )
 
 
 def test_plugins_lists_distribution_version_and_activity(tmp_path: Path) -> None:

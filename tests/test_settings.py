@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, installed
+from helpers import clean_env, installed, run_berrymq
 
 import berrymq
 from berrymq import (
@@ -264,8 +264,7 @@ def test_plugins_allow_list_and_disable(tmp_path: Path) -> None:
 
 
 def test_plugins_command(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], cwd=tmp_path, env=clean_env(), capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = run_berrymq("plugins", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     by_name = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
     for name in ("local", "functions", "followers", "queues"):
@@ -273,8 +272,7 @@ def test_plugins_command(tmp_path: Path) -> None:
         assert row[1] == "berrymq" and row[2] == berrymq.__version__ and row[3] == "yes", row
 
     (tmp_path / "berrymq.toml").write_text('[berrymq]\ndisable = ["local"]\n')
-    done = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], cwd=tmp_path, env=clean_env(),
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = run_berrymq("plugins", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     by_name = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
     assert by_name["local"][3] == "no"
@@ -282,8 +280,7 @@ def test_plugins_command(tmp_path: Path) -> None:
     assert str(tmp_path / "berrymq.toml") in done.stdout
 
     (tmp_path / "berrymq.toml").write_text('[berrymq]\nplugins = [\n')
-    done = subprocess.run([sys.executable, "-m", "berrymq", "plugins"], cwd=tmp_path, env=clean_env(),
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = run_berrymq("plugins", cwd=tmp_path)
     assert done.returncode != 0
     assert str(tmp_path / "berrymq.toml") in done.stderr and "Traceback" not in done.stderr
 

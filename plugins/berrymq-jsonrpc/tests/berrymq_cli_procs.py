@@ -3,13 +3,14 @@ and read with deadlines (conftest.py puts this directory on ``sys.path``)."""
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
+
+from helpers import clean_env
 
 DEADLINE = 30.0
 
@@ -23,7 +24,7 @@ class Proc:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "berrymq", *args], cwd=cwd, text=True,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(env),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(**(env or {})),
         )
         self.out: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self.err: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -83,22 +84,6 @@ class Proc:
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
-
-
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a ``berrymq`` subprocess: none of the settings or the default
-    node of whoever runs the tests, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("BERRYMQ_CONFIG", "BERRYMQ_URL", "BERRYMQ_SECRET")}
-    return {**env, **(extra or {})}
-
-
-def run(*args: str, cwd: Path, env: dict[str, str] | None = None, input: str | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``berrymq ARGS`` to its end."""
-    return subprocess.run([sys.executable, "-m", "berrymq", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=timeout, env=clean_env(env),
-                          input=input)
 
 
 def listen(tmp_path: Path, procs: list[Proc], url: str, pattern: str, *more: str) -> Proc:

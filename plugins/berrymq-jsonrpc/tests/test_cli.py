@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
-from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line, run
+from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line
 from berrymq_jsonrpc.cli import server_url
 from berrymq_jsonrpc.cli_support import format_message, parse_value
-from berrymq_nats.testing import free_port
+from helpers import run_berrymq as run
 
 from berrymq.message import Message
+from berrymq.testing import free_port
 
 # -- the three commands together --------------------------------------------------------------
 

@@ -17,8 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line, run
-from berrymq_nats.testing import free_port
+from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line
+from helpers import run_berrymq as run
+
+from berrymq.testing import free_port
 
 TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 

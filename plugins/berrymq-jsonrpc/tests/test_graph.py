@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import json
 import shutil
-import socket
 import socketserver
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from helpers import Child, Lines, child_env, populate
 import berrymq
 from berrymq import Bus, network
 from berrymq.cli import main
+from berrymq.testing import free_port
 
 WAIT = 10.0
 
@@ -131,11 +131,7 @@ def test_fetch_errors_are_clear(http_node: tuple[str, _Node]) -> None:
         fetch("ftp://127.0.0.1:1")
     with pytest.raises(ValueError, match="node address"):
         fetch("tcp://127.0.0.1")
-    # A port nobody listens on: bind one, close it, then connect.
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there
     with pytest.raises(berrymq.TransportError, match="cannot ask"):
         fetch(f"tcp://127.0.0.1:{port}", timeout=WAIT)
 

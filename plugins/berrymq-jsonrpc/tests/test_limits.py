@@ -18,13 +18,13 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.limits import queued_bytes_for
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
-from berrymq_nats.testing import free_port
 from helpers import serve
 from probe_tools import tcp_call
 from prometheus_client.parser import text_string_to_metric_families
 
 from berrymq.bus import Bus
 from berrymq.errors import QueueFull
+from berrymq.testing import free_port
 
 Factory = Callable[..., Bus]
 

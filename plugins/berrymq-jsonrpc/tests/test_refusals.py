@@ -19,7 +19,6 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.settings import SETTINGS
 from berrymq_jsonrpc.transport import RemoteConnection, RemoteTransport
-from berrymq_nats.testing import free_port
 from helpers import serve
 from probe_tools import tcp_call
 
@@ -27,6 +26,7 @@ import berrymq
 from berrymq.bus import Bus
 from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.testing import free_port
 
 Factory = Callable[..., Bus]
 WAIT = 10.0

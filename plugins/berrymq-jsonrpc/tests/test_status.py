@@ -32,6 +32,7 @@ from berrymq.cli import UsageError
 from berrymq.errors import BerryMQError, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.testing import free_port
 
 TIMEOUT = 20.0
 
@@ -316,9 +317,7 @@ def test_status_command(serve_node: Callable[..., Any], bus_factory: Callable[..
     assert raw.returncode == 0
     assert json.loads(raw.stdout)["recent"][-1]["identifier"] == "order:placed"
 
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
+    port = free_port()  # nobody listens there
     gone = run_status(f"http://127.0.0.1:{port}", cwd=tmp_path)
     assert gone.returncode == 1 and "cannot reach" in gone.stderr
     wrong = run_status(node.urls["tcp"] if "tcp" in node.urls else "tcp://127.0.0.1:1",

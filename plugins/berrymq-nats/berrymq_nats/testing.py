@@ -1,7 +1,7 @@
 """Helpers for tests of code that uses the NATS bridge (and for this plugin's own tests).
 
 - :class:`NatsServer` starts a real ``nats-server`` on free loopback ports (never the
-  standard 4222), restartable on the same ports; :func:`free_port` finds such a port.
+  standard 4222; :func:`berrymq.testing.free_port`), restartable on the same ports.
 - :class:`Recorder` is a receiver that keeps what it gets, with a bounded wait.
 - :func:`bridge_of` joins a bus to NATS; :func:`settle` flushes bridges;
   :func:`wait_until` polls a condition with a deadline.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -28,46 +27,17 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from berrymq.message import Message
+from berrymq.testing import free_port
 from berrymq_nats.transport import NatsTransport
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq_nats.bridge import NatsBridge
 
-__all__ = ["NatsServer", "Recorder", "bridge_of", "free_port", "require_nats_server",
-           "settle", "wait_until"]
+__all__ = ["NatsServer", "Recorder", "bridge_of", "require_nats_server", "settle",
+           "wait_until"]
 
 START_DEADLINE = 15.0
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def free_port() -> int:
-    """A free loopback port outside the ephemeral range.
-
-    A client that keeps reconnecting to a port where nothing listens can be given that
-    very port as its own source port (a TCP self-connection), which would then stop the
-    server from restarting on it; ports outside the ephemeral range are never handed out
-    to clients.
-    """
-    low, high = _ephemeral_range()
-    candidates = list(range(20000, low)) if low > 21000 else list(range(high + 1, 65535))
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.choice(candidates)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found outside the ephemeral range")
 
 
 def require_nats_server() -> str:

@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 from berrymq_nats import NatsBridge
 from berrymq_nats import plugin as nats_plugin
-from berrymq_nats.testing import NatsServer, bridge_of, free_port, wait_until
+from berrymq_nats.testing import NatsServer, bridge_of, wait_until
 
 from berrymq.bus import Bus
 from berrymq.default import use_bus
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
+from berrymq.testing import free_port
 
 WORKER = Path(__file__).with_name("worker.py")
 

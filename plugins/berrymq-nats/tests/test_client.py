@@ -33,13 +33,14 @@ import nkeys
 import pytest
 from berrymq_nats import BrokerOptions, NatsBridge
 from berrymq_nats import plugin as nats_plugin
-from berrymq_nats.testing import NatsServer, Recorder, bridge_of, free_port, settle
+from berrymq_nats.testing import NatsServer, Recorder, bridge_of, settle
 from berrymq_nats.transport import transport_of
 
 import berrymq
 from berrymq import Bus, SettingsError
 from berrymq.plugins import PluginHost
 from berrymq.settings import load_settings
+from berrymq.testing import free_port
 
 pytestmark = pytest.mark.broker
 
