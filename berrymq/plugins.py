@@ -1,9 +1,10 @@
 """The plugin host: entry points, activation by settings, and one typed facade for hooks.
 
 Every hook call of berryMQ goes through :class:`PluginHost`, so they can all be found
-here. Plugins come from the entry point group ``berrymq``; the core's own plugins are
-listed once, in :data:`BUILTIN_PLUGINS`, and loaded from there with or without entry
-points, through the same hooks as an outside plugin.
+here. Plugins come from the entry point group ``berrymq``, the core's own among them:
+the core distribution declares them there once (setup.cfg), and they are loaded from its
+metadata with or without the entry points of other distributions
+(:func:`builtin_plugins`), through the same hooks as an outside plugin.
 """
 
 from __future__ import annotations
@@ -40,29 +41,38 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BLOCK_ENV_VAR",
-    "BUILTIN_PLUGINS",
+    "CORE_DISTRIBUTION",
     "CORE_RECEIVERS",
     "ENTRY_POINT_GROUP",
     "KNOWN_SCHEMES",
     "PluginHost",
     "PluginInfo",
     "RENAMED_HOOKS",
+    "builtin_plugins",
     "get_plugin_host",
     "reset_plugin_host",
 ]
 
 ENTRY_POINT_GROUP = "berrymq"
 
-#: The core's own plugins: name -> module. The one list of them, loaded with and without
-#: entry points (the core distribution declares no entry points of its own).
-BUILTIN_PLUGINS: dict[str, str] = {
-    "local": "berrymq.transports.local",
-    "functions": "berrymq.receivers.functions",
-    "followers": "berrymq.receivers.followers",
-    "queues": "berrymq.receivers.queues",
-    "timer": "berrymq.sources.timer",
-    "fileobserver": "berrymq.sources.files",
-}
+#: The distribution that declares the core's own plugins.
+CORE_DISTRIBUTION = "berrymq"
+
+
+def builtin_plugins() -> dict[str, str]:
+    """The core's own plugins, name -> module: the entry points of the group ``berrymq``
+    that the core distribution declares (its setup.cfg, the one list of them), read from
+    its metadata, so that they load with or without the entry points of other
+    distributions (``PluginHost(entry_points=False)``)."""
+    try:
+        dist = importlib.metadata.distribution(CORE_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise BerryMQError(
+            "berryMQ's own plugins (local://, functions, queues...) are entry points of its "
+            "distribution, which is not installed here: install it (pip install .) rather "
+            "than importing berrymq from a source tree"
+        ) from None
+    return {ep.name: ep.value for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP}
 
 #: The receiver plugins that make up the local API that ``import berrymq`` promises. An
 #: allow-list (``plugins = [...]``) need not name them; only ``disable`` turns them off.
@@ -114,11 +124,11 @@ def _builtin(name: str, module: str) -> _Candidate:
 
 def _candidates(entry_points: bool) -> list[_Candidate]:
     """The built-in plugins, then (with ``entry_points``) the installed ones, by name."""
-    found = {name: _builtin(name, module) for name, module in BUILTIN_PLUGINS.items()}
+    found = {name: _builtin(name, module) for name, module in builtin_plugins().items()}
     if entry_points:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if ep.name in found:
-                continue  # the same distribution seen twice on sys.path, or an old core
+                continue  # the core's own, or a distribution seen twice on sys.path
             dist = ep.dist
             found[ep.name] = _Candidate(
                 ep.name,

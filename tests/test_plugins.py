@@ -13,7 +13,7 @@ import berrymq.bus
 from berrymq import BerryMQError, Bus, Message, PluginNotAvailable
 from berrymq._index import DIRECT
 from berrymq.hookspecs import hookimpl
-from berrymq.plugins import BUILTIN_PLUGINS, RENAMED_HOOKS, PluginHost, _Candidate
+from berrymq.plugins import RENAMED_HOOKS, PluginHost, _Candidate, builtin_plugins
 from berrymq.settings import Settings, load_settings
 from berrymq.sources.timer import IntervalTimer
 
@@ -26,19 +26,29 @@ def host_with(tmp_path: Path, text: str, **kwargs: Any) -> PluginHost:
 
 @pytest.mark.parametrize("entry_points", [True, False])
 def test_builtins_are_declared_once_and_loaded_with_or_without_entry_points(entry_points: bool) -> None:
-    declared = {ep.name for ep in importlib.metadata.entry_points(group="berrymq")
+    declared = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="berrymq")
                 if ep.dist is not None and ep.dist.metadata["Name"] == "berrymq"}
-    assert not declared & set(BUILTIN_PLUGINS), "built-ins are listed in plugins.py only"
-    assert set(BUILTIN_PLUGINS) == {"local", "functions", "followers", "queues", "timer",
-                                    "fileobserver"}
+    assert declared == builtin_plugins(), "the core's plugins are its entry points (SPEC 8)"
+    assert set(declared) == {"local", "functions", "followers", "queues", "timer",
+                             "fileobserver"}
     infos = {i.name: i for i in PluginHost(Settings(), entry_points=entry_points).infos()}
-    for name, module in BUILTIN_PLUGINS.items():
+    for name, module in declared.items():
         assert infos[name].distribution == "berrymq" and infos[name].module == module
         assert infos[name].version == berrymq.__version__
         assert infos[name].active
     with Bus(plugins=PluginHost(Settings(), entry_points=entry_points)) as bus:
         with berrymq.IntervalTimer("beat", 60, bus=bus) as timer:  # the timer is there too
             assert timer.running
+
+
+def test_without_the_core_distribution_installed_the_error_says_to_install_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def not_installed(name: str) -> importlib.metadata.Distribution:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+    with pytest.raises(BerryMQError, match=r"not installed here: install it \(pip install \.\)"):
+        PluginHost(Settings())
 
 
 def test_a_misspelled_hook_is_an_error_naming_plugin_and_hook() -> None:
