@@ -21,7 +21,6 @@ import logging
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
 
 __all__ = ["Admission", "BurstLog", "CallbackRule", "QueuedBytes", "fit_open_files",
-           "queued_bytes_for", "release_open_files"]
+           "queued_bytes_for"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -107,60 +106,60 @@ def queued_bytes_for(bus: Bus) -> QueuedBytes:
 _SPARE_FILES = 256
 
 
-#: The admissions of the transports serving in this process: the limit of open files is
-#: the process's, so their caps share it (process-wide on purpose).
-_serving: weakref.WeakSet[Admission] = weakref.WeakSet()
-_serving_lock = threading.Lock()
+class _OpenFiles:
+    """The connections every server of this process accepted, against what its limit of
+    open files (``RLIMIT_NOFILE``) leaves for them: process-wide on purpose, since the
+    limit is the process's (counted on the I/O loop, the one that accepts)."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        #: the caps (``max_connections``) of the servers started so far, summed
+        self.asked = 0
+        #: the most connections the limit leaves room for (None: no limit known)
+        self.cap: int | None = None
+        self.soft = 0
+        self.warned = False
+        self.lock = threading.Lock()
 
 
-def fit_open_files(admission: Admission, log: logging.Logger) -> None:
-    """Let this process open a socket for every connection the serving transports'
-    caps allow (their ``max_connections`` summed, ``admission``'s among them) and some to
-    spare: raise the soft limit of open files (``RLIMIT_NOFILE``) up to the hard one.
+_files = _OpenFiles()
 
-    Under a hard limit below that, each cap is lowered in proportion, with one line naming
-    the numbers (a warning when a cap loses more than a tenth): the node then refuses a
-    connection over its cap itself, with *Limit reached*, before the operating system
-    would refuse it (``EMFILE``, on which asyncio logs a traceback per pending connection
-    and keeps trying)."""
-    with _serving_lock:
-        _serving.add(admission)
-        admissions = list(_serving)
-        for each in admissions:
-            each.max_connections = each.setting
-        if resource is None:
-            return
-        asked = sum(each.setting for each in admissions)
-        wanted = asked + _SPARE_FILES
+
+def fit_open_files(max_connections: int, log: logging.Logger) -> None:
+    """Let this process open a socket for every connection its servers' caps allow (the
+    ``max_connections`` of each server started, this one's among them) and some to spare:
+    raise the soft limit of open files (``RLIMIT_NOFILE``) up to the hard one.
+
+    Under a hard limit too low for that, the servers of the process together accept no
+    more connections than the limit leaves room for: one more is refused by the node
+    itself, with *Limit reached* naming the limit (see :meth:`Admission.admit`), before
+    the operating system would refuse it (``EMFILE``, on which asyncio logs a traceback
+    per pending connection). Told once per process, in a warning naming the numbers."""
+    if resource is None:
+        return
+    with _files.lock:
+        _files.asked += max_connections
+        wanted = _files.asked + _SPARE_FILES
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY or soft >= wanted:
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+            if raised > soft:
+                with contextlib.suppress(ValueError, OSError):
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+                    soft = raised
+        if soft == resource.RLIM_INFINITY:
+            _files.cap = None
             return
-        raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
-        if raised > soft:
-            with contextlib.suppress(ValueError, OSError):
-                resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
-                soft = raised
-        if soft >= wanted:
+        _files.cap, _files.soft = max(1, soft - _SPARE_FILES), soft
+        if soft >= wanted or _files.warned:
             return
-        room = max(0, soft - _SPARE_FILES)
-        for each in admissions:
-            each.max_connections = max(1, each.setting * room // asked)
-        # a trim of a tenth or less (two transports' defaults under a hard limit of 20,000)
-        # is routine; more is worth a warning
-        trimmed = any(each.max_connections < 0.9 * each.setting for each in admissions)
-    log.log(logging.WARNING if trimmed else logging.INFO,
-            "this process may open %d files (RLIMIT_NOFILE, hard limit %s), fewer than "
-            "the %d connections its transports' max_connections allow in all and %d to "
-            "spare: each cap is lowered to fit (this one's to %d); raise the limit (ulimit -n) "
-            "or lower max_connections", soft,
-            "unlimited" if hard == resource.RLIM_INFINITY else hard, asked, _SPARE_FILES,
-            admission.max_connections)
-
-
-def release_open_files(admission: Admission) -> None:
-    """A transport stopped serving: its cap no longer takes a share of the open files."""
-    with _serving_lock:
-        _serving.discard(admission)
+        _files.warned = True
+    log.warning("this process may open %d files (RLIMIT_NOFILE, hard limit %s), fewer "
+                "than its servers' max_connections (%d in all) and %d to spare: past %d "
+                "connections in all they refuse new ones (Limit reached); raise the limit "
+                "(ulimit -n) or lower max_connections", soft,
+                "unlimited" if hard == resource.RLIM_INFINITY else hard, _files.asked,
+                _SPARE_FILES, _files.cap)
 
 
 class Admission:
@@ -171,9 +170,6 @@ class Admission:
     """
 
     def __init__(self, max_connections: int, per_client: int, log: logging.Logger) -> None:
-        #: the cap as set; :attr:`max_connections` is lower when the process's limit of
-        #: open files does not allow it (:func:`fit_open_files`)
-        self.setting = max_connections
         self.max_connections = max_connections
         self.per_client = per_client
         self.open = 0
@@ -186,19 +182,24 @@ class Admission:
         """Count a new connection from ``client``; or, when it is over a cap, the JSON-RPC
         error object to answer it with (not counted: the caller closes it at once)."""
         held = self.by_client.get(client, 0)
+        room = _files.cap
         if self.open >= self.max_connections:
-            setting, limit, what = "max_connections", self.max_connections, "this transport"
+            setting, limit = "max_connections", self.max_connections
+            text = f"this transport has {limit} connections open, the cap (setting {setting})"
+        elif room is not None and _files.open >= room:
+            setting, limit = "max_connections", room
+            text = (f"this process has {limit} connections open, as many as its limit of "
+                    f"open files allows (RLIMIT_NOFILE {_files.soft}, less "
+                    f"{_SPARE_FILES} to spare); raise it (ulimit -n)")
         elif held >= self.per_client:
-            setting, limit, what = "max_connections_per_client", self.per_client, client
+            setting, limit = "max_connections_per_client", self.per_client
+            text = f"{client} has {limit} connections open, the cap (setting {setting})"
         else:
             self.open += 1
+            _files.open += 1
             self.by_client[client] = held + 1
             return None
         self.refused[setting] = self.refused.get(setting, 0) + 1
-        text = f"{what} has {limit} connections open, the cap (setting {setting})"
-        if limit < self.setting and setting == "max_connections":
-            text += (f", lowered from {self.setting} to fit the process's limit of open "
-                     "files (RLIMIT_NOFILE)")
         self._log.warning("refused a connection from %s: %s", client, text)
         return error_object(p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED], None,
                             {"setting": setting, "limit": limit, "detail": text})
@@ -206,6 +207,7 @@ class Admission:
     def release(self, client: str) -> None:
         """A connection counted by :meth:`admit` ended."""
         self.open -= 1
+        _files.open -= 1
         held = self.by_client.get(client, 0) - 1
         if held > 0:
             self.by_client[client] = held

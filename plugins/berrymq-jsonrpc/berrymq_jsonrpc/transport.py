@@ -31,12 +31,7 @@ from berrymq_jsonrpc.addresses import is_loopback, netloc, split_url
 from berrymq_jsonrpc.client import Channel, Link
 from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
-from berrymq_jsonrpc.limits import (
-    Admission,
-    CallbackRule,
-    fit_open_files,
-    release_open_files,
-)
+from berrymq_jsonrpc.limits import Admission, CallbackRule, fit_open_files
 from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
 from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING, Service
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
@@ -169,7 +164,7 @@ class RemoteTransport(Transport):
             )
         if self._closed:
             raise ConnectionClosed(f"the {self.scheme} transport is closed")
-        fit_open_files(self.admission, logger)
+        fit_open_files(self.admission.max_connections, logger)
         server, bound = self._serve(host, port)
         with self._lock:
             self._servers.append(server)
@@ -372,5 +367,4 @@ class RemoteTransport(Transport):
             servers, self._servers = self._servers, []
         for server in servers:
             self._stop(server)
-        release_open_files(self.admission)
         self.urls.clear()

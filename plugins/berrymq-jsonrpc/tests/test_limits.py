@@ -426,8 +426,8 @@ def test_a_node_raises_its_open_files_limit_to_fit_max_connections() -> None:
 def test_a_hard_open_files_limit_under_max_connections_is_named() -> None:
     soft, log = open_files_node(10_000, soft=100, hard=1000)
     assert soft == 1000  # as far as it may go
-    assert "RLIMIT_NOFILE, hard limit 1000" in log and "allow in all" in log, log
-    assert "this one's to 744" in log, log  # 1000 less 256 to spare
+    assert "RLIMIT_NOFILE, hard limit 1000" in log, log
+    assert "max_connections (10000 in all)" in log and "past 744 connections" in log, log
 
 
 _TWO_TRANSPORTS_NODE = """
@@ -441,40 +441,42 @@ caps = {"max_connections": 600}
 bus = Bus(name="files", plugins=PluginHost(Settings(
     tables={"jsonrpc-tcp": caps, "jsonrpc-http": caps})))
 tcp = bus.transport("tcp").listen("tcp://127.0.0.1:0")
-bus.transport("http").listen("http://127.0.0.1:0")
-print(tcp.rsplit(":", 1)[1], bus.transport("tcp").admission.max_connections,
-      bus.transport("http").admission.max_connections, flush=True)
+http = bus.transport("http").listen("http://127.0.0.1:0")
+print(tcp.rsplit(":", 1)[1], http.rsplit(":", 1)[1], flush=True)
 sys.stdin.readline()
 bus.close()
 """
 
 
-def test_the_caps_of_two_transports_share_the_open_files_and_refuse_before_the_os() -> None:
-    # 600 + 600 connections do not fit under 1000 files: each cap is lowered to its share
-    # of 1000 - 256, and the node refuses the next connection itself (never EMFILE)
+def test_the_servers_of_a_process_refuse_connections_before_its_open_files_run_out() -> None:
+    # 600 + 600 connections do not fit under 1000 files: past 1000 - 256 in all, the
+    # node refuses the next connection itself, whichever transport (never EMFILE)
     node = subprocess.Popen(
         [sys.executable, "-c", _TWO_TRANSPORTS_NODE], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     socks: list[socket.socket] = []
+    room = 1000 - 256
     try:
         assert node.stdout is not None
-        port, tcp_cap, http_cap = map(int, node.stdout.readline().split())
-        assert tcp_cap == http_cap == (1000 - 256) // 2
-        socks = [connect(port) for _ in range(tcp_cap)]
+        tcp_port, http_port = map(int, node.stdout.readline().split())
+        socks = [connect(tcp_port) for _ in range(600)]  # this transport's cap
         ping = request("get_nowait", {"token": "x" * 43})
-        assert tcp_call(socks[-1], ping)["error"]["code"] == p.UNKNOWN_TOKEN  # admitted
-        extra = connect(port)
+        assert tcp_call(socks[-1], ping)["error"]["code"] == p.UNKNOWN_TOKEN  # all admitted
+        socks += [connect(http_port) for _ in range(room - 600)]
+        extra = connect(http_port)  # accepted after those (one listening socket, in order)
         socks.append(extra)
-        refusal = json.loads(extra.makefile("rb").readline())["error"]
-        assert refusal["code"] == p.LIMIT_REACHED and refusal["data"]["limit"] == tcp_cap
-        assert "lowered from 600 to fit the process's limit of open files" in (
+        answer = extra.makefile("rb").read()
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        refusal = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+        assert refusal["code"] == p.LIMIT_REACHED and refusal["data"]["limit"] == room
+        assert "as many as its limit of open files allows (RLIMIT_NOFILE 1000" in (
             refusal["data"]["detail"])
     finally:
         for sock in socks:
             sock.close()
         _, log = node.communicate("\n", timeout=60)
     assert "out of system resource" not in log and "Too many open files" not in log, log
-    assert "this one's to 372" in log, log
+    assert "max_connections (1200 in all)" in log and f"past {room} connections" in log, log
 
 
 _FILES_TAKEN_NODE = """
