@@ -56,6 +56,8 @@ __all__ = ["DEFAULT_HOP_LIMIT", "Bus", "BusOwner", "Guard", "Receiver", "Subscri
 logger = logging.getLogger("berrymq")
 
 DEFAULT_HOP_LIMIT = 32
+#: How long :meth:`Bus.start` waits for another thread that is starting the same bus.
+START_WAIT = 10.0
 T = TypeVar("T")
 
 
@@ -171,9 +173,12 @@ class Bus(Subscribing, NodeSide):
                 self.taps = taps
         if starter is not None:
             # another thread starting it: wait until its plugins joined (a hook of this
-            # thread's own start that uses the bus goes on at once)
-            if starter != threading.get_ident():
-                self._ready.wait()
+            # thread's own start that uses the bus goes on at once; a hook that waits for
+            # this thread would deadlock, hence the bound)
+            if starter != threading.get_ident() and not self._ready.wait(START_WAIT):
+                logger.warning("bus %s: its plugins have not finished starting in another "
+                               "thread after %gs (does a start hook wait for this thread?); "
+                               "going on without waiting", self.name, START_WAIT)
             return
         try:
             if self._explicit["multiplicity"] is None and host.core_settings.get("multiplicity"):

@@ -72,7 +72,14 @@ def builtin_plugins() -> dict[str, str]:
             "distribution, which is not installed here: install it (pip install .) rather "
             "than importing berrymq from a source tree"
         ) from None
-    return {ep.name: ep.value for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP}
+    found = {ep.name: ep.value for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP}
+    if "local" not in found:
+        raise BerryMQError(
+            f"the installed metadata of berryMQ {dist.version} declares none of its own "
+            "plugins (an install older than its entry points): install it again (pip "
+            "install .)"
+        )
+    return found
 
 #: The receiver plugins that make up the local API that ``import berrymq`` promises. An
 #: allow-list (``plugins = [...]``) need not name them; only ``disable`` turns them off.

@@ -100,6 +100,10 @@ def free_port() -> int:
     """
     low, high = _ephemeral_range()
     candidates = list(range(20000, low)) if low > 21000 else list(range(high + 1, 65535))
+    if not candidates:  # every port is ephemeral here: any free one, as the system gives
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
     rng = random.Random()
     for _ in range(200):
         port = rng.choice(candidates)

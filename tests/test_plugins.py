@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,17 @@ def test_without_the_core_distribution_installed_the_error_says_to_install_it(
         PluginHost(Settings())
 
 
+def test_metadata_without_the_core_entry_points_says_to_install_again(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    info = tmp_path / "berrymq-0.4.0.dist-info"  # as an install older than the entry points
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: berrymq\nVersion: 0.4.0\n")
+    monkeypatch.setattr(importlib.metadata, "distribution",
+                        lambda name: importlib.metadata.PathDistribution(info))
+    with pytest.raises(BerryMQError, match=r"declares none of its own plugins.*install it again"):
+        PluginHost(Settings())
+
+
 def test_a_misspelled_hook_is_an_error_naming_plugin_and_hook() -> None:
     class Typo:
         @hookimpl
@@ -93,6 +106,30 @@ def test_bus_hooks_run_outside_the_bus_lock() -> None:
 
     Bus(plugins=PluginHost(Settings(), extra_plugins=[("probe", Probe())])).close()
     assert held == [False, False]
+
+
+def test_a_start_hook_that_waits_for_another_starter_does_not_deadlock(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(berrymq.bus, "START_WAIT", 0.2)
+    entered, other_done = threading.Event(), threading.Event()
+
+    class WaitsForOthers:
+        @hookimpl
+        def berrymq_start_bus(self, bus: Bus) -> None:
+            entered.set()
+            other_done.wait(10)  # a hook waiting for a thread that starts the same bus
+
+    bus = Bus(start=False, plugins=PluginHost(Settings(), extra_plugins=[("w", WaitsForOthers())]))
+    first = threading.Thread(target=bus.start)
+    first.start()
+    assert entered.wait(10)  # the first thread is in the hook
+    with caplog.at_level(logging.WARNING, logger="berrymq"):
+        bus.start()  # waits a bounded time, then goes on
+    other_done.set()
+    first.join(10)
+    assert not first.is_alive() and bus.started
+    assert "have not finished starting in another thread after 0.2s" in caplog.text
+    bus.close()
 
 
 def test_the_process_plugin_host_is_loaded_outside_the_bus_lock(

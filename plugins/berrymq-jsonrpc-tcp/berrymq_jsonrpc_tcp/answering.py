@@ -61,6 +61,8 @@ class Answerer:
         self.waiting = 0  # requests running that may wait
         self.unanswered = 0  # requests taken whose answers are not written yet
         self.tasks: set[asyncio.Task[None]] = set()
+        #: asks whose timer runs (see berrymq_jsonrpc.ask_timer)
+        self.timed: set[AskProgress] = set()
         #: done once the peer ended its input: blocking gets stop waiting (see end_gets)
         self.ended: asyncio.Future[None] | None = None
         self.input_ended = False
@@ -111,6 +113,10 @@ class Answerer:
         self.end_gets()
         for task in list(self.tasks):
             task.cancel()
+        for progress in self.timed:  # nobody to answer at the timeout any more
+            if progress.timer is not None:
+                progress.timer.cancel()
+        self.timed.clear()
         self.held.clear()
 
     def end_gets(self) -> None:
@@ -169,6 +175,7 @@ class Answerer:
                 progress = AskProgress()
                 progress.timer = asyncio.get_running_loop().call_later(
                     timeout, self._expired, request, progress)
+                self.timed.add(progress)
             try:
                 WAITS.submit(self._answer_on_waits, request, progress)
             except RuntimeError:  # the interpreter is shutting down: no answer comes
@@ -220,13 +227,17 @@ class Answerer:
         io_loop.call_soon(self._waited, reply, progress)
 
     def _expired(self, request: Any, progress: AskProgress) -> None:
-        """On the loop: an ``ask``'s timeout passed before its thread answered."""
+        """On the loop: an ``ask``'s timeout passed before its thread answered. The answer
+        goes now; the request still counts against ``max_waiting`` until its thread is
+        done (a receiver still running holds it), so that one connection never holds more
+        threads than that."""
+        self.timed.discard(progress)
         reply: bytes | None = None
         try:
             reply = self.service.answer_expired(request, self.channel, progress)
         except Exception:
             logger.exception("answering an ask from %s at its timeout failed", self.channel.url)
-        self._waited(reply)
+        self._answered(reply + _NL if reply is not None else b"")
 
     async def _answer_waiting(self, request: Any) -> None:
         reply: bytes | None = None
@@ -244,12 +255,13 @@ class Answerer:
     def _waited(self, reply: bytes | None, progress: AskProgress | None = None) -> None:
         """On the loop: a request that may wait was answered (``reply``, or None for a
         notification); write it, unless its timer answered it first."""
+        self.waiting -= 1
         if progress is not None:
             if progress.expired:
-                return
+                return  # answered at its timeout (_expired)
+            self.timed.discard(progress)
             if progress.timer is not None:
                 progress.timer.cancel()
-        self.waiting -= 1
         self._answered(reply + _NL if reply is not None else b"")
 
     def _answered(self, data: bytes) -> None:

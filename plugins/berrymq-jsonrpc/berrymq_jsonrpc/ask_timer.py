@@ -93,8 +93,8 @@ def local_replies(bus: Bus, message: Message, timeout: float | None) -> list[Any
                 return []
             who = f"local receivers of {message[0]}"
             if not progress.started:
-                who += (f" (not started: every one of the node's {WAIT_THREADS} threads that "
-                        "run asks was busy)")
+                who += (f" (not started in time: the node runs at most {WAIT_THREADS} asks "
+                        "at once)")
             return replies_so_far(progress.replies, progress.running, who, timeout or 0.0,
                                   bus.node_id)
         return bus.ask_local(message, ASYNC_REPLY_WAIT if timeout is None else timeout,

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
 
 __all__ = ["Admission", "BurstLog", "CallbackRule", "QueuedBytes", "fit_open_files",
-           "queued_bytes_for"]
+           "queued_bytes_for", "release_open_files"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -123,6 +123,13 @@ class _OpenFiles:
 
 
 _files = _OpenFiles()
+
+
+def release_open_files(max_connections: int) -> None:
+    """A transport that called :func:`fit_open_files` stopped serving: its cap no longer
+    counts among what the process's servers may open."""
+    with _files.lock:
+        _files.asked -= max_connections
 
 
 def fit_open_files(max_connections: int, log: logging.Logger) -> None:

@@ -368,9 +368,9 @@ class Service(QueueMethods):
     def answer_armed(self, request: Any, context: Any, progress: AskProgress) -> bytes | None:
         """On a :data:`WAITS` thread: answer an ``ask`` whose timer runs on the loop
         (:mod:`berrymq_jsonrpc.ask_timer`); nothing once the timer answered it."""
+        progress.started = True  # before the check: the timer then names what ran
         if progress.expired:
             return None
-        progress.started = True
         return answer_with(progress, lambda: self.handle_parsed(request, context))
 
     def answer_expired(self, request: Any, context: Any, progress: AskProgress) -> bytes | None:

@@ -31,7 +31,12 @@ from berrymq_jsonrpc.addresses import is_loopback, netloc, split_url
 from berrymq_jsonrpc.client import Channel, Link
 from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
-from berrymq_jsonrpc.limits import Admission, CallbackRule, fit_open_files
+from berrymq_jsonrpc.limits import (
+    Admission,
+    CallbackRule,
+    fit_open_files,
+    release_open_files,
+)
 from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
 from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING, Service
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
@@ -120,6 +125,7 @@ class RemoteTransport(Transport):
         self.names: list[str] = [str(n) for n in settings.get("names", [])]  # status: Host names
         self.urls: list[str] = []
         self._servers: list[Any] = []
+        self._files_counted = False  # see fit_open_files
         self._connections: list[RemoteConnection] = []
         self._lock = threading.Lock()
         #: losses (refused or not sent) on any link of this transport since the last
@@ -164,7 +170,10 @@ class RemoteTransport(Transport):
             )
         if self._closed:
             raise ConnectionClosed(f"the {self.scheme} transport is closed")
-        fit_open_files(self.admission.max_connections, logger)
+        with self._lock:  # the transport's cap counts once, however many addresses
+            counted, self._files_counted = self._files_counted, True
+        if not counted:
+            fit_open_files(self.admission.max_connections, logger)
         server, bound = self._serve(host, port)
         with self._lock:
             self._servers.append(server)
@@ -367,4 +376,6 @@ class RemoteTransport(Transport):
             servers, self._servers = self._servers, []
         for server in servers:
             self._stop(server)
+        if self._files_counted:
+            release_open_files(self.admission.max_connections)
         self.urls.clear()

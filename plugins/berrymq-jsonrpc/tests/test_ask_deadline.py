@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.sessions import WAIT_THREADS
 from helpers import serve
 from probe_tools import post_body, tcp_call
@@ -73,7 +74,7 @@ def test_a_client_with_slow_asks_does_not_hold_other_clients_past_their_timeout(
 
     bus.subscribe("slow:ask", stuck, weak=False)
     with socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT) as hog:
-        # as many asks as one connection may have waiting: every thread that answers
+        # as many asks as one connection may have waiting (max_waiting): half the threads
         hog.sendall(b"".join(json.dumps(ask("slow:ask", 1.0, i)).encode() + b"\n"
                              for i in range(16)))
         assert entered.acquire(timeout=WAIT)  # the slow receivers are running
@@ -128,8 +129,45 @@ def test_an_ask_that_finds_every_thread_busy_is_answered_at_its_timeout(
         assert 0.4 < took < WAIT / 2, took
         [entry] = answer["result"]
         assert entry["error"]["type"] == "TimeoutError"
-        assert "not started: every one of the node's 32 threads" in entry["error"]["receiver"]
+        assert "not started in time: the node runs at most 32 asks" in (
+            entry["error"]["receiver"])
     finally:
         released.set()
         for hog in hogs:
             hog.close()
+
+
+def test_asks_answered_at_their_timeout_still_hold_their_connection_s_threads(
+        bus_factory: Callable[..., Bus], released: threading.Event) -> None:
+    # the answer goes at the timeout, but the receiver still runs: the connection may not
+    # start more than max_waiting asks until those threads are free
+    bus, port = serve(bus_factory, "tcp")
+    entered = threading.Semaphore(0)
+
+    def stuck(message: Message) -> None:
+        entered.release()
+        released.wait(WAIT)
+
+    bus.subscribe("slow:ask", stuck, weak=False)
+    limit = WAIT_THREADS // 2  # max_waiting
+    with (socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock,
+          sock.makefile("rb") as reader):
+        sock.sendall(b"".join(json.dumps(ask("slow:ask", 0.2, i)).encode() + b"\n"
+                              for i in range(limit)))
+        for _ in range(limit):  # each answered at its timeout
+            [entry] = json.loads(reader.readline())["result"]
+            assert entry["error"]["type"] == "TimeoutError"
+        for _ in range(limit):
+            assert entered.acquire(timeout=WAIT)  # every one of them still running
+        sock.sendall(json.dumps(ask("slow:ask", 0.2, 99)).encode() + b"\n")
+        refusal = json.loads(reader.readline())
+        assert refusal["id"] == 99 and refusal["error"]["code"] == p.LIMIT_REACHED
+        assert refusal["error"]["data"]["setting"] == "max_waiting"
+        released.set()  # the threads come back: the connection may ask again
+        deadline = time.monotonic() + WAIT
+        while True:
+            sock.sendall(json.dumps(ask("nobody:home", 1.0, 100)).encode() + b"\n")
+            answer = json.loads(reader.readline())
+            if "result" in answer or time.monotonic() > deadline:
+                break
+        assert answer["result"] == []

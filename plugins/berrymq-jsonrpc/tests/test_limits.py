@@ -479,6 +479,30 @@ def test_the_servers_of_a_process_refuse_connections_before_its_open_files_run_o
     assert "max_connections (1200 in all)" in log and f"past {room} connections" in log, log
 
 
+_SERVE_AGAIN_NODE = """
+import logging, resource
+resource.setrlimit(resource.RLIMIT_NOFILE, (100, 1000))
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+from berrymq.bus import Bus
+from berrymq.plugins import PluginHost
+from berrymq.settings import Settings
+host = PluginHost(Settings(tables={"jsonrpc-tcp": {"max_connections": 600}}))
+for _ in range(5):  # each bus serves on two addresses, then closes
+    bus = Bus(name="again", plugins=host)
+    bus.transport("tcp").listen("tcp://127.0.0.1:0")
+    bus.transport("tcp").listen("tcp://127.0.0.1:0")
+    bus.close()
+print("done", flush=True)
+"""
+
+
+def test_servers_that_closed_leave_no_claim_on_the_open_files() -> None:
+    done = subprocess.run([sys.executable, "-c", _SERVE_AGAIN_NODE], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "done"
+    assert "RLIMIT_NOFILE" not in done.stderr, done.stderr  # 600 + 256 fit under 1000
+
+
 _FILES_TAKEN_NODE = """
 import logging, os, resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))
