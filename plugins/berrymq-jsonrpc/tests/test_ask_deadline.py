@@ -36,6 +36,23 @@ def released() -> Iterator[threading.Event]:
     release.set()
 
 
+def stuck_node(bus_factory: Callable[..., Bus], released: threading.Event
+               ) -> tuple[int, int, threading.Semaphore]:
+    """A node serving TCP and HTTP (their ports), where ``price:quote`` answers at once and
+    ``slow:ask`` is stuck until ``released`` (each of those releases the semaphore)."""
+    bus, tcp_port = serve(bus_factory, "tcp")
+    http_port = int(bus.transport("http").listen("http://127.0.0.1:0").rsplit(":", 1)[1])
+    bus.subscribe("price:quote", lambda m: m.args[0] * 9.5, weak=False)
+    entered = threading.Semaphore(0)
+
+    def stuck(message: Message) -> None:
+        entered.release()
+        released.wait(WAIT)
+
+    bus.subscribe("slow:ask", stuck, weak=False)
+    return tcp_port, http_port, entered
+
+
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_a_receiver_still_running_at_the_timeout_gives_a_timeout_entry(
         scheme: str, bus_factory: Callable[..., Bus], released: threading.Event) -> None:
@@ -63,16 +80,7 @@ def test_a_receiver_still_running_at_the_timeout_gives_a_timeout_entry(
 
 def test_a_client_with_slow_asks_does_not_hold_other_clients_past_their_timeout(
         bus_factory: Callable[..., Bus], released: threading.Event) -> None:
-    bus, tcp_port = serve(bus_factory, "tcp")
-    http_port = int(bus.transport("http").listen("http://127.0.0.1:0").rsplit(":", 1)[1])
-    bus.subscribe("price:quote", lambda m: m.args[0] * 9.5, weak=False)
-    entered = threading.Semaphore(0)
-
-    def stuck(message: Message) -> None:
-        entered.release()
-        released.wait(WAIT)
-
-    bus.subscribe("slow:ask", stuck, weak=False)
+    tcp_port, http_port, entered = stuck_node(bus_factory, released)
     with socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT) as hog:
         # as many asks as one connection may have waiting (max_waiting): half the threads
         hog.sendall(b"".join(json.dumps(ask("slow:ask", 1.0, i)).encode() + b"\n"
@@ -106,16 +114,7 @@ def test_a_quick_ask_is_answered_whatever_its_timeout(
 
 def test_an_ask_that_finds_every_thread_busy_is_answered_at_its_timeout(
         bus_factory: Callable[..., Bus], released: threading.Event) -> None:
-    bus, tcp_port = serve(bus_factory, "tcp")
-    http_port = int(bus.transport("http").listen("http://127.0.0.1:0").rsplit(":", 1)[1])
-    bus.subscribe("price:quote", lambda m: m.args[0] * 9.5, weak=False)
-    entered = threading.Semaphore(0)
-
-    def stuck(message: Message) -> None:
-        entered.release()
-        released.wait(WAIT)
-
-    bus.subscribe("slow:ask", stuck, weak=False)
+    tcp_port, http_port, entered = stuck_node(bus_factory, released)
     hogs = [socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT) for _ in range(2)]
     try:
         for hog in hogs:  # 2 x 16: every thread that runs asks, stuck
@@ -141,14 +140,7 @@ def test_asks_answered_at_their_timeout_still_hold_their_connection_s_threads(
         bus_factory: Callable[..., Bus], released: threading.Event) -> None:
     # the answer goes at the timeout, but the receiver still runs: the connection may not
     # start more than max_waiting asks until those threads are free
-    bus, port = serve(bus_factory, "tcp")
-    entered = threading.Semaphore(0)
-
-    def stuck(message: Message) -> None:
-        entered.release()
-        released.wait(WAIT)
-
-    bus.subscribe("slow:ask", stuck, weak=False)
+    port, _, entered = stuck_node(bus_factory, released)
     limit = WAIT_THREADS // 2  # max_waiting
     with (socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock,
           sock.makefile("rb") as reader):
