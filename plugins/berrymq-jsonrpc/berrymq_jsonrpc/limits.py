@@ -141,7 +141,8 @@ def fit_open_files(max_connections: int, log: logging.Logger) -> None:
     more connections than the limit leaves room for: one more is refused by the node
     itself, with *Limit reached* naming the limit (see :meth:`Admission.admit`), before
     the operating system would refuse it (``EMFILE``, on which asyncio logs a traceback
-    per pending connection). Told once per process, in a warning naming the numbers."""
+    per pending connection). Told once per process, in a line naming the numbers (a
+    warning when the limit falls short of the caps by more than a tenth)."""
     if resource is None:
         return
     with _files.lock:
@@ -161,12 +162,15 @@ def fit_open_files(max_connections: int, log: logging.Logger) -> None:
         if soft >= wanted or _files.warned:
             return
         _files.warned = True
-    log.warning("this process may open %d files (RLIMIT_NOFILE, hard limit %s), fewer "
-                "than its servers' max_connections (%d in all) and %d to spare: past %d "
-                "connections in all they refuse new ones (Limit reached); raise the limit "
-                "(ulimit -n) or lower max_connections", soft,
-                "unlimited" if hard == resource.RLIM_INFINITY else hard, _files.asked,
-                _SPARE_FILES, _files.cap)
+        # a shortfall of a tenth or less (the default caps of TCP and HTTP under a hard
+        # limit of 20,000) is routine; more is worth a warning
+        level = logging.INFO if _files.cap >= 0.9 * _files.asked else logging.WARNING
+    log.log(level, "this process may open %d files (RLIMIT_NOFILE, hard limit %s), fewer "
+            "than its servers' max_connections (%d in all) and %d to spare: past %d "
+            "connections in all they refuse new ones (Limit reached); raise the limit "
+            "(ulimit -n) or lower max_connections", soft,
+            "unlimited" if hard == resource.RLIM_INFINITY else hard, _files.asked,
+            _SPARE_FILES, _files.cap)
 
 
 class Admission:
