@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from berrymq import hookspecs
+import berrymq.hookspecs
 from berrymq._version import __version__
 from berrymq.errors import BerryMQError, PluginNotAvailable
 from berrymq.registries import (
@@ -165,8 +165,8 @@ class PluginHost:
         extra_plugins: Iterable[tuple[str, object]] = (),
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-        self.pm.add_hookspecs(hookspecs)
+        self.pm = pluggy.PluginManager(berrymq.hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(berrymq.hookspecs)
         self.transports = TransportRegistry()
         self.receivers = ReceiverRegistry()
         self.sources = SourceRegistry()
@@ -243,7 +243,7 @@ class PluginHost:
             raise BerryMQError(
                 f"plugin {name!r}: {exc}; {'; '.join(renamed) + '; ' if renamed else ''}"
                 "berryMQ's hooks are "
-                f"{', '.join(sorted(h for h in dir(hookspecs) if h.startswith('berrymq_')))}"
+                f"{', '.join(sorted(h for h in dir(berrymq.hookspecs) if h.startswith('berrymq_')))}"
             ) from exc
 
     def _activation(self, name: str, blocked: set[str]) -> tuple[bool, str]:
