@@ -30,6 +30,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from berrymq.bursts import BurstLog
+
 __all__ = ["READ_SIZE", "DeliveryLane", "IOLoop", "ThreadBufferedProtocol", "io_loop",
            "read_buffer"]
 
@@ -229,33 +231,21 @@ class DeliveryLane:
 _ACCEPT_FAILED = "socket.accept() out of system resource"
 
 
-class _AcceptFailures:
+def _handle_exception(bursts: BurstLog) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
     """The loop's exception handler: asyncio's own, except for a server's ``accept()``
     that fails for want of open files. On that, asyncio 3.11 calls the handler (a
     traceback) once per pending connection, up to the server's backlog, every time the
     socket turns ready again; here it is one warning per burst, with the count."""
 
-    INTERVAL = 5.0
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._unlogged = 0
-        self._last = -self.INTERVAL
-
-    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if context.get("message") != _ACCEPT_FAILED:
             loop.default_exception_handler(context)
             return
-        self.count += 1
-        self._unlogged += 1
-        now = loop.time()
-        if now - self._last < self.INTERVAL:
-            return
-        count, self._unlogged, self._last = self._unlogged, 0, now
-        logger.warning("a server could not accept connections: %s (%d failed accept() "
-                       "calls since the last line; asyncio tries again each second); raise "
-                       "the limit of open files (ulimit -n) or lower max_connections",
-                       context.get("exception"), count)
+        bursts.warning("a server could not accept connections: %s (asyncio tries again "
+                       "each second); raise the limit of open files (ulimit -n) or lower "
+                       "max_connections", context.get("exception"))
+
+    return handle
 
 
 class IOLoop:
@@ -298,7 +288,7 @@ class IOLoop:
             if self._loop is not None:
                 return self._loop
             loop = asyncio.new_event_loop()
-            loop.set_exception_handler(_AcceptFailures())
+            loop.set_exception_handler(_handle_exception(BurstLog(logger)))
             ready = threading.Event()
             thread = threading.Thread(target=self._run, args=(loop, ready), name=self._name, daemon=True)
             thread.start()

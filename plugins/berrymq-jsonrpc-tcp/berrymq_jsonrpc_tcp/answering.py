@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import AskProgress, ask_timeout
 from berrymq_jsonrpc.jsonrpc import dumps, error_object
-from berrymq_jsonrpc.limits import BurstLog
 from berrymq_jsonrpc.service import may_wait
 from berrymq_jsonrpc.sessions import WAITS
 
+from berrymq.bursts import BurstLog
 from berrymq.transports.ioloop import io_loop
 
 if TYPE_CHECKING:

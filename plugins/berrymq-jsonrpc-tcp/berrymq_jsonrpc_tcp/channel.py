@@ -33,9 +33,10 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
 from berrymq_jsonrpc.jsonrpc_client import parse_reply
-from berrymq_jsonrpc.limits import Admission, BurstLog
+from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.service import Service
 
+from berrymq.bursts import BurstLog
 from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
 from berrymq.transports.ioloop import ThreadBufferedProtocol, io_loop
 from berrymq_jsonrpc_tcp.answering import PARSE_ERROR, Answerer

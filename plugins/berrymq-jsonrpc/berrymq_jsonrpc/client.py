@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from berrymq.bursts import BurstLog
 from berrymq.errors import (
     ConnectionClosed,
     MessageTooLarge,
@@ -34,7 +35,6 @@ from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import dumps
 from berrymq_jsonrpc.jsonrpc_client import encode_request, parse_reply
-from berrymq_jsonrpc.limits import BurstLog
 from berrymq_jsonrpc.outbox import (
     DEFAULT_OUTBOX_BYTES,
     DEFAULT_OUTBOX_SIZE,

@@ -8,8 +8,8 @@
   (``callback_hosts``: loopback only by default, else a list of hosts and CIDR blocks).
 - :class:`QueuedBytes`: the bytes held in a node's ``connect_via_queue`` queues, against
   the cap ``max_queued_bytes`` (:func:`queued_bytes_for`: one per bus, every transport's).
-- :class:`BurstLog`: one log line per burst of alike events, with their count, so that a
-  client sending thousands of odd lines cannot fill the log.
+
+Refusals are logged through :class:`berrymq.bursts.BurstLog` (one line per burst).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import ipaddress
 import logging
 import socket
 import threading
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     resource = None  # type: ignore[assignment]
 
+from berrymq.bursts import BurstLog
 from berrymq.state import StateKey
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import app_error, error_object
@@ -36,37 +36,10 @@ from berrymq_jsonrpc.jsonrpc import app_error, error_object
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["Admission", "BurstLog", "CallbackRule", "QueuedBytes", "fit_open_files",
+__all__ = ["Admission", "CallbackRule", "QueuedBytes", "fit_open_files",
            "queued_bytes_for", "release_open_files"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class BurstLog:
-    """Log the first event of a burst at once, then at most one line per ``interval``
-    seconds carrying how many came meanwhile (checked when the next event comes)."""
-
-    def __init__(self, logger: logging.Logger, interval: float = 5.0) -> None:
-        self._logger = logger
-        self._interval = interval
-        self._lock = threading.Lock()
-        self._last = -interval
-        self._unlogged = 0
-
-    def warning(self, text: str, *args: Any) -> bool:
-        """Count one event; log it (with the count of those not logged) when the interval
-        since the last line is over. Whether a line was written."""
-        now = time.monotonic()
-        with self._lock:
-            self._unlogged += 1
-            if now - self._last < self._interval:
-                return False
-            count, self._unlogged, self._last = self._unlogged, 0, now
-        if count > 1:
-            self._logger.warning(text + " (%d such events since the last line)", *args, count)
-        else:
-            self._logger.warning(text, *args)
-        return True
 
 
 class QueuedBytes:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berrymq import network
+from berrymq.bursts import BurstLog
 from berrymq.errors import InvalidIdentifier, QueueFull, ReplyError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
@@ -36,7 +37,7 @@ from berrymq_jsonrpc.jsonrpc import (
     loads,
     validate_request,
 )
-from berrymq_jsonrpc.limits import BurstLog, CallbackRule
+from berrymq_jsonrpc.limits import CallbackRule
 from berrymq_jsonrpc.outbox import REFUSED
 from berrymq_jsonrpc.params import (
     allowed,

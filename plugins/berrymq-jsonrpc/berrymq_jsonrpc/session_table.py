@@ -18,10 +18,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from berrymq.bursts import BurstLog
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
-from berrymq_jsonrpc.limits import BurstLog
 from berrymq_jsonrpc.sessions import WAITS, Session, in_waits
 from berrymq_jsonrpc.stats import stats_for
 
