@@ -154,14 +154,6 @@ def ask_local_by(bus: Bus, message: Message, deadline: float, timeout: float) ->
     return part.result(deadline, timeout, bus.node_id)
 
 
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 class _AskPart:
     """One source of replies to an ask (the local receivers, or one peer), answered in a
     helper thread so that the asker can stop waiting at the deadline. The threads are the
@@ -247,7 +239,7 @@ def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: d
             and getattr(requesters[0], "keeps_deadline", False)):
         return _ask_in_this_thread(bus, requesters[0], message, deadline, timeout)
     replies: list[Any] = []
-    in_loop = local and _in_event_loop()
+    in_loop = local and _get_running_loop() is not None
     if in_loop:  # the loop's own async receivers must run in this thread
         replies = ask_local(bus, message, timeout)
     parts = [_AskPart.start(bus, repr(requester), _asking(requester, message, timeout))

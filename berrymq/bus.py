@@ -122,8 +122,7 @@ class Bus(Subscribing, NodeSide):
         self.node: Node | None = None
         #: the worker pool, or None: receivers run in the sender's thread
         self.pool: WorkerPool | None = None
-        self._started = False
-        self._starter: int | None = None  # the thread that started it
+        self._starter: int | None = None  # the thread that started it (None: not started)
         self._ready = threading.Event()  # set once start() has run the plugins' hooks
         self._closed = False
         if multiplicity:
@@ -167,7 +166,6 @@ class Bus(Subscribing, NodeSide):
             starter = self._starter
             if starter is None:
                 self._starter = threading.get_ident()
-                self._started = True
                 self.raise_errors = bool(self.core_setting("raise_errors", self.raise_errors))
                 self.hop_limit = int(self.core_setting("hop_limit", self.hop_limit))
                 self.taps = taps
@@ -197,7 +195,7 @@ class Bus(Subscribing, NodeSide):
             node = self.node
         if node is not None:
             node.close()
-        if self._started:
+        if self._starter is not None:
             self.plugins.close_bus(self)
         self.extensions.close()
         self.set_multiplicity(0)
