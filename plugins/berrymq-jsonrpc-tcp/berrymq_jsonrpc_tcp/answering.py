@@ -63,9 +63,9 @@ class Answerer:
         self.tasks: set[asyncio.Task[None]] = set()
         #: asks whose timer runs (see berrymq_jsonrpc.ask_timer)
         self.timed: set[AskProgress] = set()
-        #: done once the peer ended its input: blocking gets stop waiting (see end_gets)
+        #: done once the peer ended its input: blocking gets stop waiting (see end_gets);
+        #: made by the first that waits, or done at once by the end of input
         self.ended: asyncio.Future[None] | None = None
-        self.input_ended = False
 
     def stalled(self) -> bool:
         """Whether requests wait here for the lane (the connection is not read meanwhile)."""
@@ -123,10 +123,10 @@ class Answerer:
         """The peer ended its input (or the connection): its blocking gets stop waiting,
         answered *Queue is empty* with nothing taken, so that a message coming later stays
         queued for its next get instead of going to a client that may be gone."""
-        self.input_ended = True
-        ended = self.ended
-        if ended is not None and not ended.done():
-            ended.set_result(None)
+        if self.ended is None:
+            self.ended = asyncio.get_running_loop().create_future()
+        if not self.ended.done():
+            self.ended.set_result(None)
 
     # -- handing over ---------------------------------------------------------------------
 
@@ -244,8 +244,6 @@ class Answerer:
         try:
             if self.ended is None:
                 self.ended = asyncio.get_running_loop().create_future()
-                if self.input_ended:
-                    self.ended.set_result(None)
             reply = await self.service.answer_waiting(request, self.channel, self.ended)
         except Exception:
             logger.exception("answering a waiting request from %s failed", self.channel.url)

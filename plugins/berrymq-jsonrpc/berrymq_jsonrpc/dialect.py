@@ -41,6 +41,7 @@ from berrymq_jsonrpc.addresses import netloc
 from berrymq_jsonrpc.client import encode_message
 from berrymq_jsonrpc.jsonrpc import Dispatcher, ParseError, dumps, invalid_params, loads
 from berrymq_jsonrpc.outbox import NOT_SENT, Outbox
+from berrymq_jsonrpc.params import host_port_pair
 
 if TYPE_CHECKING:
     from berrymq.identifier import Identifier
@@ -182,8 +183,9 @@ def callback_address(addr: Any) -> tuple[str, int, str]:
     original's ``[host, port]`` (called back at ``/JSON``) or an ``http://`` URL (at its
     path, ``/`` when none). Only loopback hosts are called back (the node serves 1.0 only
     on loopback): Invalid params otherwise."""
-    if type(addr) is list and len(addr) == 2 and type(addr[0]) is str and type(addr[1]) is int:
-        host, port, path = addr[0], addr[1], V1_CALLBACK_PATH
+    pair = host_port_pair(addr)
+    if pair is not None:
+        (host, port), path = pair, V1_CALLBACK_PATH
     elif type(addr) is str:
         parts = urlsplit(addr)
         try:

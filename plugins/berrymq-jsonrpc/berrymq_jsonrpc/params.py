@@ -55,10 +55,11 @@ def host_port_pair(value: Any) -> tuple[str, int] | None:
     is not a list (a URL, or nothing); *Invalid params* for a list of another shape."""
     if type(value) is not list:
         return None
-    if (len(value) != 2 or type(value[0]) is not str or not value[0]
-            or type(value[1]) is not int or not 0 < value[1] < 65536):
+    if len(value) != 2 or type(value[0]) is not str or not value[0] or type(value[1]) is not int:
         raise invalid_params("'addr' as a list must be [host, port]: a host name and a port "
-                             "number (1 to 65535)")
+                             "number")
+    if not 0 < value[1] < 65536:
+        raise invalid_params(f"'addr' has an invalid port {value[1]} (1 to 65535)")
     return value[0], value[1]
 
 
