@@ -27,7 +27,7 @@ from berrymq.message import Message
 
 __all__ = ["MIB", "TOKEN", "WAIT", "Raw", "Record", "Sampler", "delivered_by", "drip", "hold_gets",
            "http_get_json", "http_post", "post_body", "tcp_call", "kill_mid_stream", "port_of", "proc_status",
-           "request", "start_node"]
+           "request", "send_request", "start_node"]
 
 Record = Callable[..., None]
 WAIT = 15.0
@@ -180,6 +180,16 @@ def post_body(port: int, body: bytes) -> Any:
         while chunk := sock.recv(65536):
             data += chunk
     return json.loads(data.partition(b"\r\n\r\n")[2])
+
+
+def send_request(sock: socket.socket, scheme: str, body: bytes) -> None:
+    """Write one JSON-RPC text on ``sock``: a line over TCP, a POST (kept alive) over HTTP;
+    the answer is left to the caller to read."""
+    if scheme == "tcp":
+        sock.sendall(body + b"\n")
+    else:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
 
 
 def tcp_call(sock: socket.socket, obj: Any) -> Any:

@@ -19,7 +19,7 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.sessions import WAITS
 from helpers import required_program, serve
-from probe_tools import TOKEN, post_body
+from probe_tools import TOKEN, post_body, send_request
 
 import berrymq
 from berrymq.bus import Bus
@@ -74,11 +74,7 @@ def test_a_client_gone_while_its_blocking_get_waits_leaves_the_next_message_queu
     admission = bus.transport(scheme).admission  # type: ignore[attr-defined]
     body = request("get", {"token": token, "timeout": 6 * WAIT})  # longer than the test
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-        if scheme == "tcp":
-            sock.sendall(body + b"\n")
-        else:
-            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                         b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        send_request(sock, scheme, body)
         wait_for(lambda: admission.open == 1, WAIT, "the get to be waiting")
     # the client gave up (curl -m 1, a killed program): the node ends the wait and closes
     wait_for(lambda: admission.open == 0, WAIT, "the node to end the wait")
@@ -221,12 +217,7 @@ def test_blocking_gets_need_no_thread(scheme: str, server: Callable[[str], tuple
         waiting = []
         for token in tokens:
             sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-            body = request("get", {"token": token, "timeout": WAIT})
-            if scheme == "tcp":
-                sock.sendall(body + b"\n")
-            else:
-                sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            send_request(sock, scheme, request("get", {"token": token, "timeout": WAIT}))
             waiting.append(sock)
         for i in range(5):
             bus.twitter(f"w{i}:news", i)

@@ -20,7 +20,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.settings import SETTINGS
 from berrymq_jsonrpc.transport import RemoteConnection, RemoteTransport
 from helpers import serve
-from probe_tools import tcp_call
+from probe_tools import send_request, tcp_call
 
 import berrymq
 from berrymq.bus import Bus
@@ -256,11 +256,7 @@ def test_too_large_names_the_setting(bus_factory: Factory, scheme: str) -> None:
     _, port = serve(bus_factory, scheme, max_size=2048)
     body = json.dumps(request("connect_oneway", {"ttl": 1, "pad": "x" * 4000})).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-        if scheme == "tcp":
-            sock.sendall(body + b"\n")
-        else:
-            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/"
-                         b"json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        send_request(sock, scheme, body)
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -303,9 +299,7 @@ def test_an_unreachable_callback_fails_the_interconnect_at_once(
         if scheme == "tcp":
             answer = tcp_call(sock, request("interconnect", params))
         else:
-            body = json.dumps(request("interconnect", params)).encode()
-            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/"
-                         b"json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            send_request(sock, "http", json.dumps(request("interconnect", params)).encode())
             data = b""
             while not data.endswith(b"}"):
                 data += sock.recv(65536)
