@@ -391,18 +391,32 @@ def test_5000_connections_from_one_client_with_the_defaults(bus_factory: Factory
 
 # -- open files: the operating system's cap under max_connections ------------------------------
 
-_OPEN_FILES_NODE = """
-import logging, resource, sys
-logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-from berrymq.bus import Bus
-from berrymq.plugins import PluginHost
-from berrymq.settings import Settings
+def node_script(body: str, files: tuple[int, int] | None = None) -> str:
+    """A node program for ``python -c``: the open-files limit set to ``files`` (soft, hard)
+    if given, warnings logged to stderr, then ``body`` (``Bus``, ``PluginHost`` and
+    ``Settings`` imported; ``os``, ``resource`` and ``sys`` too)."""
+    limit = "" if files is None else f"resource.setrlimit(resource.RLIMIT_NOFILE, {files})\n"
+    return ("import logging, os, resource, sys\n" + limit
+            + 'logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: '
+              '%(message)s")\n'
+              "from berrymq.bus import Bus\n"
+              "from berrymq.plugins import PluginHost\n"
+              "from berrymq.settings import Settings\n" + body)
+
+
+def start_script(script: str) -> subprocess.Popen[str]:
+    """``python -c script`` with its standard streams piped, as text."""
+    return subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+_OPEN_FILES_NODE = node_script("""
 tables = {"jsonrpc-tcp": {"max_connections": int(sys.argv[1])}}
 bus = Bus(name="files", plugins=PluginHost(Settings(tables=tables)))
 bus.transport("tcp").listen("tcp://127.0.0.1:0")
 print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], flush=True)
 bus.close()
-"""
+""")
 
 
 def open_files_node(max_connections: int, soft: int, hard: int) -> tuple[int, str]:
@@ -430,13 +444,7 @@ def test_a_hard_open_files_limit_under_max_connections_is_named() -> None:
     assert "max_connections (10000 in all)" in log and "past 744 connections" in log, log
 
 
-_TWO_TRANSPORTS_NODE = """
-import logging, resource, sys
-resource.setrlimit(resource.RLIMIT_NOFILE, (100, 1000))
-logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-from berrymq.bus import Bus
-from berrymq.plugins import PluginHost
-from berrymq.settings import Settings
+_TWO_TRANSPORTS_NODE = node_script("""
 caps = {"max_connections": 600}
 bus = Bus(name="files", plugins=PluginHost(Settings(
     tables={"jsonrpc-tcp": caps, "jsonrpc-http": caps})))
@@ -445,15 +453,13 @@ http = bus.transport("http").listen("http://127.0.0.1:0")
 print(tcp.rsplit(":", 1)[1], http.rsplit(":", 1)[1], flush=True)
 sys.stdin.readline()
 bus.close()
-"""
+""", files=(100, 1000))
 
 
 def test_the_servers_of_a_process_refuse_connections_before_its_open_files_run_out() -> None:
     # 600 + 600 connections do not fit under 1000 files: past 1000 - 256 in all, the
     # node refuses the next connection itself, whichever transport (never EMFILE)
-    node = subprocess.Popen(
-        [sys.executable, "-c", _TWO_TRANSPORTS_NODE], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    node = start_script(_TWO_TRANSPORTS_NODE)
     socks: list[socket.socket] = []
     room = 1000 - 256
     try:
@@ -479,13 +485,7 @@ def test_the_servers_of_a_process_refuse_connections_before_its_open_files_run_o
     assert "max_connections (1200 in all)" in log and f"past {room} connections" in log, log
 
 
-_SERVE_AGAIN_NODE = """
-import logging, resource
-resource.setrlimit(resource.RLIMIT_NOFILE, (100, 1000))
-logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-from berrymq.bus import Bus
-from berrymq.plugins import PluginHost
-from berrymq.settings import Settings
+_SERVE_AGAIN_NODE = node_script("""
 host = PluginHost(Settings(tables={"jsonrpc-tcp": {"max_connections": 600}}))
 for _ in range(5):  # each bus serves on two addresses, then closes
     bus = Bus(name="again", plugins=host)
@@ -493,7 +493,7 @@ for _ in range(5):  # each bus serves on two addresses, then closes
     bus.transport("tcp").listen("tcp://127.0.0.1:0")
     bus.close()
 print("done", flush=True)
-"""
+""", files=(100, 1000))
 
 
 def test_servers_that_closed_leave_no_claim_on_the_open_files() -> None:
@@ -503,13 +503,7 @@ def test_servers_that_closed_leave_no_claim_on_the_open_files() -> None:
     assert "RLIMIT_NOFILE" not in done.stderr, done.stderr  # 600 + 256 fit under 1000
 
 
-_FILES_TAKEN_NODE = """
-import logging, os, resource, sys
-resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))
-logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-from berrymq.bus import Bus
-from berrymq.plugins import PluginHost
-from berrymq.settings import Settings
+_FILES_TAKEN_NODE = node_script("""
 tables = {"jsonrpc-tcp": {"max_connections": 100}}  # fits: 100 + 256 files to spare
 bus = Bus(name="files", plugins=PluginHost(Settings(tables=tables)))
 url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
@@ -525,13 +519,11 @@ for fd in held:
     os.close(fd)
 sys.stdin.readline()
 bus.close()
-"""
+""", files=(400, 400))
 
 
 def test_accept_failing_for_want_of_files_is_one_warning_and_the_node_recovers() -> None:
-    node = subprocess.Popen(
-        [sys.executable, "-c", _FILES_TAKEN_NODE], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    node = start_script(_FILES_TAKEN_NODE)
     assert node.stdin is not None and node.stdout is not None and node.stderr is not None
     socks: list[socket.socket] = []
     try:
