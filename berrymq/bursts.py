@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["BurstLog"]
@@ -18,11 +19,16 @@ __all__ = ["BurstLog"]
 
 class BurstLog:
     """Log the first event of a burst at once, then at most one line per ``interval``
-    seconds carrying how many came meanwhile (checked when the next event comes)."""
+    seconds carrying how many came meanwhile (checked when the next event comes).
 
-    def __init__(self, logger: logging.Logger, interval: float = 5.0) -> None:
+    :param clock: the seconds it measures with (a test's own clock).
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._logger = logger
         self._interval = interval
+        self._clock = clock
         self._lock = threading.Lock()
         self._last = -interval
         self._unlogged = 0
@@ -30,7 +36,7 @@ class BurstLog:
     def warning(self, text: str, *args: Any) -> bool:
         """Count one event; log it (with the count of those not logged) when the interval
         since the last line is over. Whether a line was written."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             self._unlogged += 1
             if now - self._last < self._interval:
