@@ -121,6 +121,10 @@ class DeliveryLane:
         self._waiters: list[asyncio.Future[None]] = []  # on the I/O loop, waiting for room
         self._stopping = False
         self._busy = False
+        #: how many pieces of work were ever queued: the last one's number, which
+        #: :meth:`ran` takes (read on the I/O loop, the one caller of :meth:`offer`)
+        self.offered = 0
+        self._finished = 0  # how many have run (written by the lane's thread alone)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -154,6 +158,7 @@ class DeliveryLane:
                 return False
             self._items.append((work, size))
             self._bytes += size
+            self.offered += 1
             asleep, self._asleep = self._asleep, False
         if asleep:
             self._wake.put(None)
@@ -170,13 +175,38 @@ class DeliveryLane:
                 self._waiters.append(waiter)
         return waiter
 
-    async def put(self, work: Callable[[], object], size: int = 0) -> None:
+    async def put(self, work: Callable[[], object], size: int = 0) -> int:
         """Queue ``work`` (a call without arguments); wait while the lane is full.
+        Returns its number (see :meth:`ran`).
 
         Call from a coroutine on the I/O loop (see :meth:`offer`).
         """
         while not self.offer(work, size):
             await self.room(size)
+        return self.offered
+
+    async def call(self, function: Callable[[], T], size: int = 0) -> T:
+        """Run ``function`` on the lane, in its turn, and return what it returned (or raise
+        what it raised). Call from a coroutine on the I/O loop (see :meth:`put`)."""
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+        def work() -> None:
+            try:
+                result = function()
+            except Exception as exc:  # noqa: BLE001 - raised to the caller on the loop
+                self._io.call_soon(_settle, done, None, exc)
+            else:
+                self._io.call_soon(_settle, done, result, None)
+
+        await self.put(work, size)
+        return await done
+
+    def ran(self, number: int) -> bool:
+        """Whether the work numbered ``number`` (:attr:`offered` just after it was queued;
+        0 for none) and all before it have run: a connection that remembers the number of
+        its last work knows whether something it handed over is still to run, and may
+        answer a request that must come after it (a ``get_nowait``, say) without the lane."""
+        return self._finished >= number
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until everything put so far has run; False if ``timeout`` passed first."""
@@ -216,6 +246,7 @@ class DeliveryLane:
                 work()
             except BaseException:
                 logger.exception("delivering a message from the network failed")
+            self._finished += 1
 
     def stop(self, timeout: float = 5.0) -> None:
         """Run what is queued, then end the thread (bounded by ``timeout``)."""
@@ -226,6 +257,16 @@ class DeliveryLane:
             self._wake.put(None)
         if not self.in_lane():
             self._thread.join(timeout)
+
+
+def _settle(done: asyncio.Future[T], result: T, exc: Exception | None) -> None:
+    """On the I/O loop: what a call on the lane (:meth:`DeliveryLane.call`) gave."""
+    if done.done():  # the caller gave up (its connection went away)
+        return
+    if exc is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(result)
 
 
 _ACCEPT_FAILED = "socket.accept() out of system resource"

@@ -80,6 +80,31 @@ def test_lane_runs_work_in_order_off_the_io_thread(io: IOLoop) -> None:
     assert {name for _, name in seen} == {"berrymq-delivery"}
 
 
+def test_the_lane_numbers_work_and_says_which_numbers_ran(io: IOLoop) -> None:
+    """A connection keeps the number of its last work and asks the lane whether it ran
+    (a failing piece of work counts as run: it is over)."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(10)
+
+    def fail() -> None:
+        raise ValueError("counted all the same")
+
+    async def feed() -> list[int]:
+        return [await io.lane.put(work) for work in (fail, hold, lambda: None)]
+
+    first, held, last = io.run(feed(), timeout=5)
+    assert (held, last) == (first + 1, first + 2) and io.lane.offered == last
+    assert started.wait(5)
+    assert io.lane.ran(0) and io.lane.ran(first)
+    assert not io.lane.ran(held) and not io.lane.ran(last)
+    release.set()
+    assert io.lane.wait_idle(5)
+    assert io.lane.ran(last)
+
+
 def test_a_full_lane_makes_the_producer_wait_until_work_drains(io: IOLoop) -> None:
     lane = DeliveryLane(io, max_items=3, max_bytes=1000)
     release = threading.Event()

@@ -1,7 +1,8 @@
 """The HTTP server of a node: each request is parsed on the I/O loop (httptools, through
 :mod:`berrymq_jsonrpc_http.http11`), the protocol's answer is made on the delivery lane
 (``ask`` on a :data:`~berrymq_jsonrpc.sessions.WAITS` thread; a blocking ``get`` awaits its
-queue on the loop).
+queue on the loop; a request that delivers nothing and never waits, such as
+``get_nowait``, is answered on the loop once what its connection handed to the lane ran).
 
 ``POST`` to the paths of :data:`berrymq_jsonrpc.dialect.HTTP_PATHS` carries JSON-RPC (the
 media types of :func:`berrymq_jsonrpc.dialect.accepts_media_type`); ``GET`` of the node's
@@ -27,8 +28,9 @@ from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type,
 from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.monitor import Monitor, host_allowed
-from berrymq_jsonrpc.service import Service, may_wait
+from berrymq_jsonrpc.service import Service
 from berrymq_jsonrpc.sessions import WAITS
+from berrymq_jsonrpc.waiting import may_wait
 
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc_http.http11 import CONTINUE, END, Head, Malformed, RequestEvents, response
@@ -72,6 +74,8 @@ class _ServerConnection:
         self.began: float | None = None
         #: whether the request being answered is HTTP/1.0
         self.http10 = False
+        #: the lane's number of the last delivery this connection handed over
+        self.last_work = 0
 
     async def _event(self, timeout: float) -> Head | bytes | object | None:
         """The next parsed event, reading as needed; None when the client went away, or
@@ -247,7 +251,7 @@ class _ServerConnection:
             chunks.append(event)
         body = b"".join(chunks)
         ended = self.reader.ended if isinstance(self.reader, EndingReader) else None
-        reply, handed = await server.dispatch(body, ended)
+        reply, handed = await server.dispatch(body, ended, self.last_work)
         server.service.stats.exchanged(len(body), 0 if reply is None else len(reply))
         keep = self._keeps(request)
         if reply is None:
@@ -255,7 +259,7 @@ class _ServerConnection:
         else:
             self._send(200, reply, close=not keep)
         for work in handed:  # the lane had room (and only the loop offers): taken at once
-            await io_loop.lane.put(work, len(body))
+            self.last_work = await io_loop.lane.put(work, len(body))
         return keep
 
     def _too_large(self) -> None:
@@ -321,12 +325,14 @@ class Server:
             self.connections.discard(writer)
             self.admission.release(host)
 
-    async def dispatch(self, body: bytes, ended: asyncio.Future[None] | None = None
-                       ) -> tuple[bytes | None, list[Callable[[], object]]]:
-        """The answer to one body (on the delivery lane, or a WAITS thread if it may
-        wait), and the delivery of a message it accepted without running its receivers,
-        for the caller to give to the lane once the answer is written (the lane's thread
-        would otherwise take the interpreter from the loop while it writes)."""
+    async def dispatch(self, body: bytes, ended: asyncio.Future[None] | None = None,
+                       after: int = 0) -> tuple[bytes | None, list[Callable[[], object]]]:
+        """The answer to one body, and the delivery of a message it accepted without
+        running its receivers, for the caller to give to the lane once the answer is
+        written (the lane's thread would otherwise take the interpreter from the loop
+        while it writes). The answer is made on the delivery lane; on a WAITS thread if
+        the request may wait; here on the loop if it delivers nothing and never waits,
+        once the lane's work numbered ``after`` (the connection's last) ran."""
         service = self.service
         assert service is not None  # a status-only server answers no POST
         request, slow = _reply_to(service, body)
@@ -338,28 +344,17 @@ class Server:
         if service.answers_at_once(request) and lane.has_room(len(body)):
             # a send_message nothing can refuse: answered here, delivered on the lane
             return service.answer_at_once(request, None)
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[bytes | None] = loop.create_future()
-        await lane.put(functools.partial(_answer_on_lane, service, request, done),
-                               len(body))
-        return await done, []
+        if service.answers_on_loop(request) and lane.ran(after):
+            return service.handle_parsed(request, None), []
+        try:
+            return await lane.call(functools.partial(service.handle_parsed, request, None),
+                                   len(body)), []
+        except Exception:
+            logger.exception("answering an HTTP request failed")
+            return dumps(error_object(p.INTERNAL_ERROR, "Internal error")).encode(), []
 
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
         for writer in list(self.connections):
             writer.close()
-
-
-def _answer_on_lane(service: Service, request: Any, done: asyncio.Future[bytes | None]) -> None:
-    try:
-        reply = service.handle_parsed(request, None)
-    except Exception:
-        logger.exception("answering an HTTP request failed")
-        reply = dumps(error_object(p.INTERNAL_ERROR, "Internal error")).encode()
-    io_loop.call_soon(_settle, done, reply)
-
-
-def _settle(done: asyncio.Future[bytes | None], reply: bytes | None) -> None:
-    if not done.done():
-        done.set_result(reply)

@@ -7,9 +7,14 @@ Both ends of a connection answer the other's requests (:class:`Answerer`, one pe
   there, and the answers come back to the loop to be written;
 - a ``send_message`` that nothing can refuse, with nothing before it unanswered, is
   answered on the loop at once and its delivery goes to the lane once the answer is out;
+- a request that delivers nothing and never waits (``connect_oneway``, ``get_nowait``,
+  ``network``...: :meth:`~berrymq_jsonrpc.service.Service.answers_on_loop`), with nothing
+  before it unanswered and nothing this connection handed to the lane still to run, is
+  answered on the loop at once: a slow receiver of another client does not hold it up;
 - a request that may wait runs beside the others, so that it never holds up the requests
   behind it (``ask`` on a ``WAITS`` thread, which hands its answer back to the loop; a
-  blocking ``get`` on a task awaiting its queue); at most ``max_waiting`` of them per
+  blocking ``get``, or a batch with such a request, on a task: see
+  :mod:`berrymq_jsonrpc.waiting`); at most ``max_waiting`` of them per
   connection (the service's setting, default 16): one more is answered at once with
   *Limit reached* (``data.setting`` = ``max_waiting``) and reading goes on;
 - while the lane is full the connection is not read: a sender faster than the receivers
@@ -28,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import AskProgress, ask_timeout
 from berrymq_jsonrpc.jsonrpc import dumps, error_object
-from berrymq_jsonrpc.service import may_wait
 from berrymq_jsonrpc.sessions import WAITS
+from berrymq_jsonrpc.waiting import may_wait
 
 from berrymq.bursts import BurstLog
 from berrymq.transports.ioloop import io_loop
@@ -59,6 +64,7 @@ class Answerer:
         self.held: collections.deque[tuple[Any, int]] = collections.deque()
         self.full: tuple[Callable[[], object], int] | None = None  # work the lane has no room for
         self.waiting = 0  # requests running that may wait
+        self.last_work = 0  # the lane's number of the last work this connection handed over
         self.unanswered = 0  # requests taken whose answers are not written yet
         self.tasks: set[asyncio.Task[None]] = set()
         #: asks whose timer runs (see berrymq_jsonrpc.ask_timer)
@@ -87,6 +93,9 @@ class Answerer:
                 self._answer_at_once(request, length)
                 if self.full is not None:
                     break
+            elif (not batch and not self.unanswered and self.service.answers_on_loop(request)
+                  and io_loop.lane.ran(self.last_work)):
+                self._answer_on_loop(request)
             elif request is not PARSE_ERROR and may_wait(request):
                 if self.waiting >= self.service.max_waiting:
                     self._refuse_waiting(request)
@@ -133,7 +142,9 @@ class Answerer:
     def _offer(self, work: Callable[[], object], size: int) -> bool:
         """Hand ``work`` to the lane; when it is full, hold it as :attr:`full` (reading
         stays paused) until the lane has room. False when it was held."""
-        if io_loop.lane.offer(work, size):
+        lane = io_loop.lane
+        if lane.offer(work, size):
+            self.last_work = lane.offered
             return True
         self.full = (work, size)
         io_loop.lane.room(size).add_done_callback(self._lane_has_room)
@@ -166,9 +177,9 @@ class Answerer:
     def _start_waiting(self, request: Any) -> None:
         self.waiting += 1
         self.unanswered += 1
-        if type(request) is not dict or request.get("method") != p.METHOD_GET:
-            # ask (receivers may take their time), or a batch: straight to a WAITS
-            # thread, which hands the answer back; no task, no turn of the loop between
+        if type(request) is dict and request.get("method") != p.METHOD_GET:
+            # ask (receivers may take their time): straight to a WAITS thread, which
+            # hands the answer back; no task, no turn of the loop between
             progress = None
             timeout = ask_timeout(request)
             if timeout is not None:  # answered by then (see berrymq_jsonrpc.ask_timer)
@@ -195,6 +206,16 @@ class Answerer:
             self._write(reply + _NL)
         for work in handed:  # the lane had room (and only the loop offers): taken at once
             self._offer(work, size)
+
+    def _answer_on_loop(self, request: dict[str, Any]) -> None:
+        """A request that delivers nothing and never waits: answered here on the loop."""
+        reply: bytes | None = None
+        try:
+            reply = self.service.handle_parsed(request, self.channel)
+        except Exception:
+            logger.exception("answering a request from %s failed", self.channel.url)
+        if reply is not None:
+            self._write(reply + _NL)
 
     def _answer_all(self, requests: list[Any]) -> None:
         """On the delivery lane: answer the requests of one read, hand the answers to the

@@ -10,9 +10,10 @@ receiver still running (:meth:`Service.answer_expired
 thread waits for the deadline (an ask costs no thread more than one that has none), and
 an ask still waiting for a free thread keeps its deadline all the same.
 
-An ``ask`` in a batch, or in the original berryMQ's positional form, has no timer: its
-receivers run on a helper thread of the bus and the thread answering waits for them up to
-the deadline (:func:`berrymq.ask.ask_local_by`).
+An ``ask`` in a batch is answered the same way (see :mod:`berrymq_jsonrpc.waiting`). One
+in the original berryMQ's JSON-RPC 1.0 dialect has no timer: its receivers run on a helper
+thread of the bus and the thread answering waits for them up to the deadline
+(:func:`berrymq.ask.ask_local_by`).
 """
 
 from __future__ import annotations
@@ -61,12 +62,12 @@ _PROGRESS: contextvars.ContextVar[AskProgress | None] = contextvars.ContextVar(
 
 
 def ask_timeout(request: Any) -> float | None:
-    """The timeout of ``request`` when it is one ``ask`` with named parameters and a
-    usable ``timeout`` (a number >= 0), else None: a timer is armed for these only."""
+    """The timeout of ``request`` when it is one ``ask`` with a usable ``timeout`` (a
+    number >= 0, by name or by position), else None: a timer is armed for these only."""
     if type(request) is not dict or request.get("method") != p.METHOD_ASK:
         return None
-    params = request.get("params")
-    timeout = params.get("timeout") if type(params) is dict else None
+    params = p.named_params(p.METHOD_ASK, request.get("params"))
+    timeout = params.get("timeout") if params is not None else None
     if (type(timeout) is int or type(timeout) is float) and 0 <= timeout < math.inf:
         return float(timeout)
     return None  # absent, null, or something the method itself refuses

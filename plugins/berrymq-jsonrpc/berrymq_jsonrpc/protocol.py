@@ -66,6 +66,8 @@ Tokens are :data:`TOKEN_BYTES` random bytes from :mod:`secrets`, URL-safe base64
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "APPLICATION_ERRORS",
     "BAD_TOKEN",
@@ -85,6 +87,7 @@ __all__ = [
     "LIMIT_REACHED",
     "LINE_TERMINATOR",
     "METHODS",
+    "POSITIONAL_PARAMS",
     "METHOD_ASK",
     "METHOD_CLOSE_CONNECTION",
     "METHOD_CONNECT_ONEWAY",
@@ -101,6 +104,7 @@ __all__ = [
     "NO_QUEUE",
     "PARAM_SECRET",
     "PARSE_ERROR",
+    "PROPOSED_TOKEN_LENGTHS",
     "QUEUE_FULL",
     "RESULT_OK",
     "SECRET_ENV_VAR",
@@ -108,6 +112,8 @@ __all__ = [
     "TOO_LARGE",
     "UNAUTHORISED",
     "UNKNOWN_TOKEN",
+    "named_params",
+    "proposable_token",
 ]
 
 # -- framing ---------------------------------------------------------------------------
@@ -145,6 +151,17 @@ DEFAULT_MAX_SESSIONS = 10_000
 DEFAULT_MAX_QUEUED_BYTES = 256 * 1024 * 1024
 #: Random bytes in a token (256 bits, well over the 128 required).
 TOKEN_BYTES = 32
+#: The shortest and longest token a JSON-RPC 1.0 peer may propose in ``interconnect``
+#: (printable ASCII without spaces), as the original's clients did (a UUID, say).
+PROPOSED_TOKEN_LENGTHS = (16, 128)
+
+
+def proposable_token(token: str) -> bool:
+    """Whether ``token`` is one a JSON-RPC 1.0 peer may propose (see
+    :data:`PROPOSED_TOKEN_LENGTHS`)."""
+    shortest, longest = PROPOSED_TOKEN_LENGTHS
+    return (shortest <= len(token) <= longest and token.isascii() and token.isprintable()
+            and " " not in token)
 #: The request parameter that carries the shared secret, in every request, when the
 #: server requires one.
 PARAM_SECRET = "secret"
@@ -208,6 +225,31 @@ METHODS = (
     METHOD_ASK,
     METHOD_NETWORK,
 )
+
+#: The parameters each method takes by position (an array), in that order.
+POSITIONAL_PARAMS: dict[str, tuple[str, ...]] = {
+    METHOD_CONNECT_ONEWAY: ("ttl",),
+    METHOD_INTERCONNECT: ("addr", "token", "ttl"),
+    METHOD_CONNECT_VIA_QUEUE: ("identifier", "ttl"),
+    METHOD_SEND_MESSAGE: ("token", "identifier", "args", "kwargs"),
+    METHOD_SEND_MESSAGES: ("token", "messages"),
+    METHOD_GET: ("token", "block", "timeout"),
+    METHOD_GET_NOWAIT: ("token",),
+    METHOD_CLOSE_CONNECTION: ("token",),
+    METHOD_ASK: ("identifier", "args", "kwargs", "timeout"),
+    METHOD_NETWORK: ("token",),
+}
+
+
+def named_params(method: str, params: Any) -> dict[str, Any] | None:
+    """``params`` of a call of ``method`` by name: as given (an object), or an array
+    matched to :data:`POSITIONAL_PARAMS`; None when it is neither, or too long."""
+    if type(params) is dict:
+        return params
+    names = POSITIONAL_PARAMS.get(method, ())
+    if type(params) is list and len(params) <= len(names):
+        return dict(zip(names, params, strict=False))
+    return None
 
 # -- error codes --------------------------------------------------------------------------
 # Error objects carry fixed messages; ``data``, when present, is berryMQ's own text or

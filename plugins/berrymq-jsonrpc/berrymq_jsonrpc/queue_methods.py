@@ -86,8 +86,8 @@ class QueueMethods(SessionTable):
     async def get_waiting(self, request: dict[str, Any],
                           ended: asyncio.Future[None] | None = None) -> bytes | None:
         """Answer a blocking ``get`` on the I/O loop, without a thread: it awaits its
-        session's queue. None when the request is not a plain one (by-position params, a
-        notification, anything the checks of :meth:`_get` would refuse): the caller then
+        session's queue. None when the request is not a plain one (a notification,
+        anything the checks of :meth:`_get` would refuse): the caller then
         answers it like any other.
 
         :param ended: done once the client has ended its side of the connection (or lost
@@ -95,9 +95,9 @@ class QueueMethods(SessionTable):
             message coming later stays queued for the client's next ``get`` instead of
             being written to a client that may be gone. (A message queued when the
             request is read is its answer all the same: the client asked for it.)"""
-        params = request.get("params", {})
+        params = p.named_params(p.METHOD_GET, request.get("params", {}))
         request_id = request.get("id")
-        if type(params) is not dict or "id" not in request or not params.keys() <= _GET:
+        if params is None or "id" not in request or not params.keys() <= _GET:
             return None
         secret = self._secret
         given = params.get(p.PARAM_SECRET)

@@ -35,7 +35,6 @@ from berrymq_jsonrpc.jsonrpc import (
     dumps,
     invalid_params,
     loads,
-    validate_request,
 )
 from berrymq_jsonrpc.limits import CallbackRule
 from berrymq_jsonrpc.outbox import REFUSED
@@ -52,12 +51,13 @@ from berrymq_jsonrpc.queue_methods import QueueMethods
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sessions import WAITS, Session, refusal_data
 from berrymq_jsonrpc.stats import peer_label
+from berrymq_jsonrpc.waiting import QUICK_METHODS, answer_batch
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq_jsonrpc.client import Link
 
-__all__ = ["DEFAULT_MAX_WAITING", "SLOW_METHODS", "LinkFactory", "Service", "may_wait"]
+__all__ = ["DEFAULT_MAX_WAITING", "LinkFactory", "Service"]
 
 logger = logging.getLogger("berrymq.remote")
 
@@ -68,31 +68,6 @@ DEFAULT_MAX_WAITING = 16
 #: ``factory(addr, token, context)``: the outgoing link of an ``interconnect`` session,
 #: which forwards to the caller (at ``addr``, or back over ``context``) with ``token``.
 LinkFactory = Callable[[str | tuple[str, int] | None, str, Any], "Link"]
-
-#: Methods that may wait (a blocking ``get``, receivers answering ``ask``): the transports
-#: answer them on a :data:`WAITS` thread, never on the I/O loop or the delivery lane.
-SLOW_METHODS = frozenset({"get", "ask"})
-
-
-def may_wait(request: Any) -> bool:
-    """Whether ``request`` (parsed) is a valid call that may wait (``ask``, a blocking
-    ``get``), or a batch with one among its members: those are answered off the delivery
-    lane (:meth:`Service.answer_waiting`), everything else in order on it, which a
-    request that waits would hold up for every connection of the node."""
-    if type(request) is list:
-        return any(may_wait(member) for member in request)
-    if type(request) is not dict:
-        return False
-    method = request.get("method")
-    if type(method) is not str or method not in SLOW_METHODS:
-        return False
-    try:
-        validate_request(request)
-    except ValueError:
-        return False
-    params = request.get("params")
-    return not (method == "get" and type(params) is dict and params.get("block") is False)
-
 
 #: While :meth:`Service.answer_at_once` runs: where ``send_message`` puts the delivery of
 #: the message it accepted, instead of running the receivers in the caller's thread.
@@ -164,20 +139,9 @@ class Service(QueueMethods):
             p.METHOD_ASK: self._ask,
             p.METHOD_NETWORK: self._network,
         }
-        positional = {
-            p.METHOD_CONNECT_ONEWAY: ("ttl",),
-            p.METHOD_INTERCONNECT: ("addr", "token", "ttl"),
-            p.METHOD_CONNECT_VIA_QUEUE: ("identifier", "ttl"),
-            p.METHOD_SEND_MESSAGE: ("token", "identifier", "args", "kwargs"),
-            p.METHOD_SEND_MESSAGES: ("token", "messages"),
-            p.METHOD_GET: ("token", "block", "timeout"),
-            p.METHOD_GET_NOWAIT: ("token",),
-            p.METHOD_CLOSE_CONNECTION: ("token",),
-            p.METHOD_ASK: ("identifier", "args", "kwargs", "timeout"),
-            p.METHOD_NETWORK: ("token",),
-        }
         self.dispatcher = Dispatcher(
-            {name: self._authorised(method) for name, method in methods.items()}, positional
+            {name: self._authorised(method) for name, method in methods.items()},
+            p.POSITIONAL_PARAMS
         )
 
     # -- requests ---------------------------------------------------------------------------
@@ -214,6 +178,24 @@ class Service(QueueMethods):
             return "reply_to" not in params and not self.bus.may_refuse(params["identifier"])
         except InvalidIdentifier:
             return True
+
+    @staticmethod
+    def answers_on_loop(request: Any) -> bool:
+        """Whether ``request`` (parsed) is a JSON-RPC 2.0 call of a method that delivers
+        nothing and never waits (:data:`QUICK_METHODS`, or a ``get`` with ``block`` false):
+        the transport answers it on the loop with :meth:`handle_parsed`, once nothing its
+        connection handed to the delivery lane before is still to run (the order a client
+        sees on one connection is kept). Calls of other methods are answered in order on
+        the lane, behind whatever receivers run there."""
+        if type(request) is not dict or "jsonrpc" not in request:
+            return False
+        method = request.get("method")
+        if type(method) is not str:
+            return False
+        if method in QUICK_METHODS:
+            return True
+        params = p.named_params(method, request.get("params", {}))
+        return method == p.METHOD_GET and params is not None and params.get("block") is False
 
     def answer_at_once(self, request: Any, context: Any
                        ) -> tuple[bytes | None, list[Callable[[], object]]]:
@@ -347,10 +329,13 @@ class Service(QueueMethods):
 
     async def answer_waiting(self, request: Any, context: Any = None,
                              ended: asyncio.Future[None] | None = None) -> bytes | None:
-        """On the I/O loop: answer a request that may wait (:func:`may_wait`). A blocking
-        ``get`` awaits its queue on the loop (until ``ended``, see :meth:`get_waiting`);
-        ``ask`` (receivers may take their time), a batch, and whatever
-        :meth:`get_waiting` leaves run on a :data:`WAITS` thread."""
+        """On the I/O loop: answer a request that may wait
+        (:func:`~berrymq_jsonrpc.waiting.may_wait`). A blocking ``get`` awaits its queue on
+        the loop (until ``ended``, see :meth:`get_waiting`); ``ask`` (receivers may take
+        their time) and whatever :meth:`get_waiting` leaves run on a :data:`WAITS` thread;
+        a batch is answered member by member (:func:`~berrymq_jsonrpc.waiting.answer_batch`)."""
+        if type(request) is list:
+            return await answer_batch(self, request, context, ended)
         if type(request) is dict and request.get("method") == p.METHOD_GET:
             reply = await self.get_waiting(request, ended)
             if reply is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import queue
 import threading
@@ -26,6 +25,7 @@ from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import app_error, dumps
 from berrymq_jsonrpc.limits import queued_bytes_for
+from berrymq_jsonrpc.wait_threads import WaitThreads
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus, Subscription
@@ -41,9 +41,8 @@ _CLOSED = object()
 WAIT_THREADS = 32
 #: The threads that run requests which may wait (``ask``'s receivers), and the closing of
 #: sessions (which may flush a link). Started on demand (one more only when none is idle),
-#: shared by every transport of the process.
-WAITS = concurrent.futures.ThreadPoolExecutor(max_workers=WAIT_THREADS,
-                                              thread_name_prefix="berrymq-wait")
+#: ended after 10 s idle, shared by every transport of the process.
+WAITS = WaitThreads(WAIT_THREADS, "berrymq-wait")
 
 
 def in_waits(function: Callable[..., object], *args: Any) -> None:

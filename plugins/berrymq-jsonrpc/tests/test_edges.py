@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.sessions import WAITS
+from berrymq_jsonrpc.sessions import WAIT_THREADS
 from helpers import required_program, serve
 from probe_tools import TOKEN, post_body, send_request
 
@@ -65,14 +65,25 @@ def one_call(scheme: str, port: int, method: str, params: dict[str, Any] | list[
     return reply["result"]
 
 
+#: A blocking ``get`` as a client may write it: by name, by position, or in a batch.
+GET_FORMS: dict[str, Callable[[str, float], bytes]] = {
+    "by-name": lambda token, timeout: request("get", {"token": token, "timeout": timeout}),
+    "by-position": lambda token, timeout: request("get", [token, True, timeout]),
+    "in-a-batch": lambda token, timeout: (  # beside a request that does not wait
+        b"[" + request("get", {"token": token, "timeout": timeout}) + b","
+        + request("network", {}, id=2) + b"]"),
+}
+
+
 @pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("form", list(GET_FORMS))
 def test_a_client_gone_while_its_blocking_get_waits_leaves_the_next_message_queued(
-        scheme: str, server: Callable[[str], tuple[Bus, int]],
+        scheme: str, form: str, server: Callable[[str], tuple[Bus, int]],
         wait_for: Callable[..., Any]) -> None:
     bus, port = server(scheme)
     token = one_call(scheme, port, "connect_via_queue", {"identifier": "cm:*"})
     admission = bus.transport(scheme).admission  # type: ignore[attr-defined]
-    body = request("get", {"token": token, "timeout": 6 * WAIT})  # longer than the test
+    body = GET_FORMS[form](token, 6 * WAIT)  # longer than the test
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
         send_request(sock, scheme, body)
         wait_for(lambda: admission.open == 1, WAIT, "the get to be waiting")
@@ -152,15 +163,14 @@ def test_a_token_works_from_any_connection_of_its_transport(
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-@pytest.mark.parametrize("by_position", [False, True], ids=["on-the-loop", "on-a-thread"])
+@pytest.mark.parametrize("by_position", [False, True], ids=["by-name", "by-position"])
 def test_a_blocking_get_keeps_its_session_open_past_the_ttl(
         scheme: str, by_position: bool, server: Callable[[str], tuple[Bus, int]],
         wait_for: Callable[..., Any]) -> None:
     bus, port = server(scheme)
     sessions = bus.transport(scheme).service.sessions  # type: ignore[attr-defined]
     token = one_call(scheme, port, "connect_via_queue", {"identifier": "late:*", "ttl": 0.3})
-    # a get that waits 1.2 s, four times the ttl (by-position params are answered on a
-    # thread, by-name ones on the loop): the session is in use all along
+    # a get that waits 1.2 s, four times the ttl: the session is in use all along
     params: Any = [token, True, 1.2] if by_position else {"token": token, "timeout": 1.2}
     body = json.dumps({"jsonrpc": "2.0", "method": "get", "params": params, "id": 1}).encode()
     if scheme == "tcp":
@@ -197,18 +207,21 @@ def test_ask_over_every_connection_style(
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_blocking_gets_need_no_thread(scheme: str, server: Callable[[str], tuple[Bus, int]],
-                                      bus_factory: Callable[..., Bus]) -> None:
+@pytest.mark.parametrize("form", list(GET_FORMS))
+def test_blocking_gets_need_no_thread(scheme: str, form: str,
+                                      server: Callable[[str], tuple[Bus, int]]) -> None:
     """Every thread that may run waiting requests (ask) is busy; blocking gets still wait
-    and are answered, because they wait on the I/O loop, not on a thread."""
+    and are answered, because they wait on the I/O loop, not on a thread, however the
+    client writes them."""
     bus, port = server(scheme)
     tcp_port = port if scheme == "tcp" else int(
         bus.transport("tcp").listen("tcp://127.0.0.1:0").rsplit(":", 1)[1])
     release = threading.Event()
-    bus.subscribe("hold:on", lambda message: release.wait(WAIT), weak=False)
+    # held past the clients' socket timeout: a get waiting for a thread would not be answered
+    bus.subscribe("hold:on", lambda message: release.wait(3 * WAIT), weak=False)
     holders = []
     try:
-        for i in range(WAITS._max_workers):
+        for i in range(WAIT_THREADS):
             sock = socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT)
             sock.sendall(request("ask", {"identifier": "hold:on", "timeout": WAIT}, id=i) + b"\n")
             holders.append(sock)
@@ -217,21 +230,138 @@ def test_blocking_gets_need_no_thread(scheme: str, server: Callable[[str], tuple
         waiting = []
         for token in tokens:
             sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-            send_request(sock, scheme, request("get", {"token": token, "timeout": WAIT}))
+            send_request(sock, scheme, GET_FORMS[form](token, WAIT))
             waiting.append(sock)
         for i in range(5):
             bus.twitter(f"w{i}:news", i)
         for i, sock in enumerate(waiting):
-            data = b""
-            while not data.endswith(b"}") and not data.endswith(b"}\n"):
-                data += sock.recv(65536)
-            reply = json.loads(data.rpartition(b"\r\n\r\n")[2] if scheme == "http" else data)
+            reply = Answers(sock, scheme).next()
+            if form == "in-a-batch":  # the answers of both members, in the batch's order
+                reply, graph = reply
+                assert graph["result"]["bus"] == bus.name
             assert reply["result"] == [f"w{i}:news", [i], {}]
             sock.close()
     finally:
         release.set()
         for sock in holders:
             sock.close()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_an_ask_in_a_batch_is_answered_by_its_timeout(
+        scheme: str, server: Callable[[str], tuple[Bus, int]]) -> None:
+    """A receiver that never returns in time: the batch's ``ask`` is answered at its
+    timeout with the replies so far and a TimeoutError entry, beside the batch's other
+    answers, as if it had been sent alone."""
+    bus, port = server(scheme)
+    release = threading.Event()
+    bus.subscribe("late:answer", lambda message: 1, weak=False)
+    bus.subscribe("late:answer", lambda message: release.wait(3 * WAIT), weak=False)
+    token = one_call(scheme, port, "connect_oneway", {"ttl": 60})
+    batch = (b"[" + request("ask", {"identifier": "late:answer", "timeout": 0.5}) + b","
+             + request("send_message", {"token": token, "identifier": "late:news"}, id=2)
+             + b"]")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+            send_request(sock, scheme, batch)
+            asked, sent = Answers(sock, scheme).next()
+        assert sent == {"jsonrpc": "2.0", "result": "ok", "id": 2}
+        first, late = asked["result"]
+        assert first == {"value": 1}
+        assert late["error"]["type"] == "TimeoutError" and not release.is_set()
+    finally:
+        release.set()
+
+
+def quick_call(scheme: str, port: int, method: str, params: dict[str, Any]) -> Any:
+    """As :func:`one_call`, the whole answer (a result or an error)."""
+    body = request(method, params)
+    return half_closed(port, body + b"\n")[0] if scheme == "tcp" else post_body(port, body)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_slow_receiver_holds_up_no_other_clients_quick_requests(
+        scheme: str, server: Callable[[str], tuple[Bus, int]]) -> None:
+    """While one client's message is with a receiver that takes its time (on the delivery
+    lane), other clients open sessions, pull from their queues and read the graph at once:
+    requests that deliver nothing wait for no receiver."""
+    bus, port = server(scheme)
+    started, release = threading.Event(), threading.Event()
+
+    def slow(message: berrymq.Message) -> None:
+        started.set()
+        release.wait(3 * WAIT)  # past the clients' socket timeout, were they held up
+
+    bus.subscribe("slow:work", slow, weak=False)
+    try:
+        token = one_call(scheme, port, "connect_oneway", {"ttl": 60})
+        assert one_call(scheme, port, "send_message",
+                        {"token": token, "identifier": "slow:work"}) == "ok"
+        assert started.wait(WAIT)
+        assert TOKEN.fullmatch(one_call(scheme, port, "connect_oneway", {"ttl": 60}))
+        queue_token = one_call(scheme, port, "connect_via_queue", {"identifier": "fast:*"})
+        assert quick_call(scheme, port, "get_nowait", {"token": queue_token})["error"][
+            "code"] == p.EMPTY
+        assert quick_call(scheme, port, "get", {"token": queue_token, "block": False})[
+            "error"]["code"] == p.EMPTY
+        assert one_call(scheme, port, "network", {})["bus"] == bus.name
+        assert not release.is_set() and started.is_set()  # the receiver was running throughout
+    finally:
+        release.set()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_quick_request_comes_after_what_its_connection_sent_before(
+        scheme: str, server: Callable[[str], tuple[Bus, int]]) -> None:
+    """``send_message`` is answered before its receivers run; a ``get_nowait`` sent after
+    it on the same connection still sees what those receivers stored."""
+    bus, port = server(scheme)
+    started, release = threading.Event(), threading.Event()
+
+    def relay(message: berrymq.Message) -> None:
+        started.set()
+        release.wait(WAIT)
+        bus.twitter("relay:done", *message.args)
+
+    bus.subscribe("relay:start", relay, weak=False)
+    queue_token = one_call(scheme, port, "connect_via_queue", {"identifier": "relay:done"})
+    token = one_call(scheme, port, "connect_oneway", {"ttl": 60})
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sent = request("send_message", {"token": token, "identifier": "relay:start",
+                                        "args": [7]})
+        send_request(sock, scheme, sent)
+        answers = Answers(sock, scheme)
+        assert answers.next()["result"] == "ok"
+        send_request(sock, scheme, request("get_nowait", {"token": queue_token}, id=2))
+        assert started.wait(WAIT)
+        release.set()
+        assert answers.next()["result"] == ["relay:done", [7], {}]
+
+
+class Answers:
+    """The answers read from a connection one after the other (TCP lines, or the bodies
+    of kept-alive HTTP answers)."""
+
+    def __init__(self, sock: socket.socket, scheme: str) -> None:
+        self.sock, self.scheme, self.data = sock, scheme, b""
+
+    def next(self) -> Any:
+        while True:
+            if self.scheme == "tcp":
+                line, nl, rest = self.data.partition(b"\n")
+                if nl:
+                    self.data = rest
+                    return json.loads(line)
+            else:
+                head, blank, rest = self.data.partition(b"\r\n\r\n")
+                length = next((int(h.split(b":")[1]) for h in head.split(b"\r\n")
+                               if h.lower().startswith(b"content-length:")), None)
+                if blank and length is not None and len(rest) >= length:
+                    self.data = rest[length:]
+                    return json.loads(rest[:length])
+            chunk = self.sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            self.data += chunk
 
 
 # -- clients in other languages ----------------------------------------------------------------

@@ -1,0 +1,113 @@
+"""A pool of threads for work that may block, which gives its threads back once idle.
+
+``concurrent.futures.ThreadPoolExecutor`` keeps every thread it started until the process
+ends: after a burst of 32 slow ``ask`` requests a node would run 32 idle threads for good.
+:class:`WaitThreads` starts a thread only when none is idle (up to its maximum) and ends a
+thread that found no work for ``idle_exit`` seconds, so that a node at rest runs the main
+thread, the I/O thread and the delivery lane again.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["WaitThreads"]
+
+T = TypeVar("T")
+
+#: What a worker takes from the queue: the future and the call that settles it.
+_Work = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class WaitThreads(concurrent.futures.Executor):
+    """Up to ``max_workers`` daemon threads named ``name-N``; one idle for ``idle_exit``
+    seconds ends. Work waits in order while every thread is busy."""
+
+    def __init__(self, max_workers: int, name: str, idle_exit: float = 10.0) -> None:
+        self.max_workers = max_workers
+        self.idle_exit = idle_exit
+        self._name = name
+        self._queue: collections.deque[_Work] = collections.deque()
+        self._ready = threading.Condition(threading.Lock())
+        self._threads = 0  # running now
+        self._idle = 0  # waiting for work
+        self._woken = 0  # idle threads told of work, not awake yet
+        self._started = 0  # ever, for the names
+        self._shutdown = False
+
+    @property
+    def threads(self) -> int:
+        """How many threads run now (busy or idle)."""
+        return self._threads
+
+    @property
+    def idle(self) -> int:
+        """How many of them wait for work now."""
+        return self._idle
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+               ) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._ready:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._queue.append((future, fn, args, kwargs))
+            if self._idle > self._woken:  # an idle thread takes it
+                self._woken += 1
+                self._ready.notify()
+                return future
+            if self._threads >= self.max_workers:  # taken by the first thread done
+                return future
+            self._threads += 1
+            self._started += 1
+            thread = threading.Thread(target=self._run, daemon=True,
+                                      name=f"{self._name}-{self._started}")
+        thread.start()
+        return future
+
+    def _next(self) -> _Work | None:
+        """The next work, waiting for it up to ``idle_exit``; None when this thread is to
+        end (idle that long, or shut down with nothing left)."""
+        with self._ready:
+            while not self._queue:
+                if self._shutdown:
+                    self._threads -= 1
+                    return None
+                self._idle += 1
+                told = self._ready.wait(self.idle_exit)
+                self._idle -= 1
+                if told:
+                    self._woken -= 1
+                elif not self._queue:
+                    self._threads -= 1
+                    return None
+            return self._queue.popleft()
+
+    def _run(self) -> None:
+        while (work := self._next()) is not None:
+            _settle(*work)
+            del work  # nothing kept while idle
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more work; the threads end once the work queued before is done (they
+        are daemons: they never hold up the end of the process)."""
+        with self._ready:
+            self._shutdown = True
+            self._ready.notify_all()
+
+
+def _settle(future: concurrent.futures.Future[Any], fn: Callable[..., Any],
+            args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Run one piece of work and hand its result or exception to its future."""
+    if not future.set_running_or_notify_cancel():
+        return  # cancelled while it waited
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - handed to the future's owner
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

@@ -1,0 +1,84 @@
+"""Which requests may wait, which never do, and a batch that mixes them.
+
+A transport answers each request where it holds nothing up:
+
+- a request that may wait (:func:`may_wait`: an ``ask``, whose receivers take their time,
+  or a blocking ``get``) beside the others, through :meth:`Service.answer_waiting
+  <berrymq_jsonrpc.service.Service.answer_waiting>`: a ``get`` awaits its queue on the I/O
+  loop, an ``ask`` runs on a :data:`~berrymq_jsonrpc.sessions.WAITS` thread and is answered
+  by its timeout at the latest (:mod:`berrymq_jsonrpc.ask_timer`);
+- a request that delivers nothing and never waits (:data:`QUICK_METHODS`) on the loop;
+- everything else in order on the delivery lane.
+
+A batch with a member that may wait is answered member by member (:func:`answer_batch`),
+so that its ``get`` waits without a thread and its ``ask`` keeps its timeout, as they
+would sent alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import TYPE_CHECKING, Any
+
+from berrymq.transports.ioloop import io_loop
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.jsonrpc import validate_request
+
+if TYPE_CHECKING:
+    from berrymq_jsonrpc.service import Service
+
+__all__ = ["QUICK_METHODS", "SLOW_METHODS", "answer_batch", "may_wait"]
+
+#: Methods that may wait (a blocking ``get``, receivers answering ``ask``): answered beside
+#: the other requests, never on the delivery lane, where they would hold up every
+#: connection of the node.
+SLOW_METHODS = frozenset({p.METHOD_GET, p.METHOD_ASK})
+
+#: Methods that deliver nothing and never wait: answered on the I/O loop when nothing the
+#: same connection handed over before is still to run (see
+#: :meth:`~berrymq_jsonrpc.service.Service.answers_on_loop`), so that a slow receiver on
+#: the delivery lane does not hold them up.
+QUICK_METHODS = frozenset({p.METHOD_CONNECT_ONEWAY, p.METHOD_CONNECT_VIA_QUEUE,
+                           p.METHOD_GET_NOWAIT, p.METHOD_NETWORK})
+
+
+def may_wait(request: Any) -> bool:
+    """Whether ``request`` (parsed) is a valid call that may wait (``ask``, a blocking
+    ``get``), or a batch with one among its members."""
+    if type(request) is list:
+        return any(may_wait(member) for member in request)
+    if type(request) is not dict:
+        return False
+    method = request.get("method")
+    if type(method) is not str or method not in SLOW_METHODS:
+        return False
+    try:
+        validate_request(request)
+    except ValueError:
+        return False
+    params = p.named_params(method, request.get("params", {}))
+    return not (method == p.METHOD_GET and params is not None and params.get("block") is False)
+
+
+async def answer_batch(service: Service, batch: list[Any], context: Any,
+                       ended: asyncio.Future[None] | None) -> bytes | None:
+    """On the I/O loop: the answer to a batch with members that may wait. Each of those
+    is answered as if sent alone; the others together, in order, on the delivery lane.
+    The responses come in the batch's order; None when all were notifications."""
+    slow = [may_wait(member) for member in batch]
+    quick = [member for member, waits in zip(batch, slow, strict=True) if not waits]
+    answers = [service.answer_waiting(member, context, ended)
+               for member, waits in zip(batch, slow, strict=True) if waits]
+    in_order, waited = await asyncio.gather(
+        io_loop.lane.call(functools.partial(_each, service, quick, context)),
+        asyncio.gather(*answers))
+    replies, in_turn = iter(waited), iter(in_order)
+    texts = [reply for waits in slow
+             if (reply := next(replies) if waits else next(in_turn)) is not None]
+    return b"[" + b",".join(texts) + b"]" if texts else None
+
+
+def _each(service: Service, members: list[Any], context: Any) -> list[bytes | None]:
+    """On the delivery lane: the response to each member of a batch, in order."""
+    return [service.dispatcher.handle_parsed(member, context) for member in members]

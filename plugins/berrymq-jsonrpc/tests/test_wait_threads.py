@@ -1,0 +1,79 @@
+"""WaitThreads: the pool for requests that may wait, which gives idle threads back."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from berrymq_jsonrpc.wait_threads import WaitThreads
+
+WAIT = 10.0
+
+
+@pytest.fixture
+def pool() -> Iterator[WaitThreads]:
+    threads = WaitThreads(2, "test-wait", idle_exit=0.2)
+    yield threads
+    threads.shutdown()
+
+
+def test_work_runs_and_hands_back_its_result_or_exception(pool: WaitThreads) -> None:
+    assert pool.submit(lambda a, b=0: a + b, 2, b=3).result(WAIT) == 5
+    with pytest.raises(ZeroDivisionError):
+        pool.submit(lambda: 1 / 0).result(WAIT)
+
+
+def test_no_more_threads_than_the_maximum_and_queued_work_waits_its_turn(
+        pool: WaitThreads) -> None:
+    release = threading.Event()
+    names: list[str] = []
+
+    def hold(n: int) -> int:
+        names.append(threading.current_thread().name)
+        release.wait(WAIT)
+        return n
+
+    futures = [pool.submit(hold, n) for n in range(5)]
+    assert pool.threads == 2
+    release.set()
+    assert [f.result(WAIT) for f in futures] == list(range(5))
+    assert set(names) == {"test-wait-1", "test-wait-2"}
+
+
+def test_an_idle_thread_takes_the_next_work_instead_of_a_new_one(
+        pool: WaitThreads, wait_for: Callable[..., Any]) -> None:
+    first = pool.submit(threading.current_thread)
+    thread = first.result(WAIT)
+    wait_for(lambda: pool.idle == 1, WAIT, "the thread to wait for work")
+    assert pool.submit(threading.current_thread).result(WAIT) is thread
+    assert pool.threads == 1
+
+
+def test_idle_threads_end(pool: WaitThreads, wait_for: Callable[..., Any]) -> None:
+    futures = [pool.submit(threading.current_thread) for _ in range(4)]
+    threads = {f.result(WAIT) for f in futures}
+    wait_for(lambda: pool.threads == 0, WAIT, "idle threads to end")
+    for thread in threads:
+        thread.join(WAIT)
+        assert not thread.is_alive()
+    assert pool.submit(lambda: 7).result(WAIT) == 7  # and new ones start for new work
+
+
+def test_asyncio_runs_blocking_calls_on_it(pool: WaitThreads) -> None:
+    async def main() -> str:
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, lambda: threading.current_thread().name)
+
+    assert asyncio.run(main()).startswith("test-wait-")
+
+
+def test_after_shutdown_no_work_is_taken_and_threads_end(wait_for: Callable[..., Any]) -> None:
+    long_idle = WaitThreads(1, "test-idle", idle_exit=3600)
+    assert long_idle.submit(lambda: 1).result(WAIT) == 1
+    long_idle.shutdown()
+    wait_for(lambda: long_idle.threads == 0, WAIT, "the idle thread to end at shutdown")
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        long_idle.submit(lambda: 2)
