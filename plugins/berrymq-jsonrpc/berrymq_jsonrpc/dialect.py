@@ -84,9 +84,8 @@ CALLBACK_TIMEOUT = 10.0
 V1_CALLBACK_PATH = "/JSON"
 
 _POSITIONAL_INTERCONNECT = ("addr", "token", "ttl")
-_MIN_TOKEN, _MAX_TOKEN = 16, 128
-_NO_SECRET = ("JSON-RPC 1.0 requests carry no secret and this node requires one (it serves "
-              "a non-loopback address): speak JSON-RPC 2.0 with the 'secret' parameter")
+_NO_SECRET = ("JSON-RPC 1.0 requests carry no secret and this node requires one (setting "
+              "secret, or BERRYMQ_SECRET): speak JSON-RPC 2.0 with the 'secret' parameter")
 
 
 def accepts_media_type(header: str | None, origin: str | None = None) -> bool:
@@ -207,10 +206,10 @@ def callback_address(addr: Any) -> tuple[str, int, str]:
 
 
 def _proposed_token(token: Any) -> str:
-    if (type(token) is not str or not _MIN_TOKEN <= len(token) <= _MAX_TOKEN
-            or not token.isascii() or not token.isprintable() or " " in token):
+    if type(token) is not str or not p.proposable_token(token):
+        shortest, longest = p.PROPOSED_TOKEN_LENGTHS
         raise invalid_params(
-            f"'token' must be the peer's own token: {_MIN_TOKEN} to {_MAX_TOKEN} printable "
+            f"'token' must be the peer's own token: {shortest} to {longest} printable "
             "ASCII characters without spaces"
         )
     return token
@@ -332,6 +331,8 @@ class V1Link:
                  on_dead: Callable[[BaseException], None], *, stats: NodeStats | None = None,
                  on_loss: Callable[[], None] | None = None) -> None:
         self.client = client
+        #: the peer's address, where this link calls it back, as every link has one
+        self.address = client.url
         self.token = token
         self.name = name
         self.session: Session | None = None

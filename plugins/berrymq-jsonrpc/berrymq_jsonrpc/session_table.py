@@ -93,16 +93,18 @@ class SessionTable:
     def session(self, token: Any) -> Session:
         """The open session of ``token`` (touched), or the documented error: Invalid
         params when it is missing or not a string, :data:`~berrymq_jsonrpc.protocol.BAD_TOKEN`
-        when it cannot be a token, :data:`~berrymq_jsonrpc.protocol.UNKNOWN_TOKEN` when no
+        when it cannot be a token (one the node issues, or one a JSON-RPC 1.0 peer may
+        propose), :data:`~berrymq_jsonrpc.protocol.UNKNOWN_TOKEN` when no
         open session has it (never opened, closed or expired)."""
         if type(token) is not str:
             raise invalid_params("'token' is required: the string that connect_oneway, "
                                  "interconnect or connect_via_queue returned")
         session = self.sessions.get(token)
         if session is None:
-            if len(token) != _TOKEN_LENGTH or not token.isascii() or not token.replace(
-                    "-", "").replace("_", "").isalnum():
-                raise app_error(p.BAD_TOKEN)
+            issued = len(token) == _TOKEN_LENGTH and token.isascii() and token.replace(
+                "-", "").replace("_", "").isalnum()
+            if not issued and not p.proposable_token(token):
+                raise app_error(p.BAD_TOKEN)  # neither this node's kind nor a 1.0 peer's
             raise app_error(p.UNKNOWN_TOKEN)
         session.touch()
         return session

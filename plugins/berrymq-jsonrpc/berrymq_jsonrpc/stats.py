@@ -217,7 +217,7 @@ def session_peer(session: Any) -> str | None:
     or the address an interconnected peer is called back at; None over plain HTTP."""
     url = getattr(session.context, "url", None)
     if url is None and session.link is not None:
-        url = getattr(session.link.channel, "url", None)
+        url = session.link.address
     return None if url is None else str(url)
 
 

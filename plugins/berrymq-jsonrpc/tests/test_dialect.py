@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from berrymq_jsonrpc import dialect
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.status import metrics_text, status_snapshot
 from helpers import serve
 
 from berrymq.bus import Bus
@@ -230,14 +231,24 @@ def test_style01_interconnect_both_ways(v1: MakeV1, bus_factory: Callable[..., B
         assert request["params"] == [token, "style01s:test02", [n], {"x": n}]
     assert bus.transport(scheme).flush(TIMEOUT)
     assert peer.requests.empty()
+    # the node's status shows the session: the connection it came on (TCP), or where its
+    # peer is called back (HTTP, where requests come on no connection of their own)
+    [session] = [s for s in status_snapshot(bus)["sessions"] if s["style"] == "interconnect"]
+    assert session["peer"] == (f"http://127.0.0.1:{peer.port}/JSON" if scheme == "http"
+                               else f"tcp://127.0.0.1:{client.sock.getsockname()[1]}")
+    assert 'style="interconnect"' in metrics_text(status_snapshot(bus))
     # a second interconnect with a token in use is refused
     with pytest.raises(V1Fault) as fault:
         client.interconnect(["127.0.0.1", peer.port], token, 1000)
     assert fault.value.error["code"] == p.INVALID_PARAMS
     assert "already names an open session" in fault.value.error["data"]
-    # closing stops the forwarding
+    # closing stops the forwarding; the token, which the node took, is then unknown (not
+    # malformed: it is the peer's kind of token)
     assert client.close_connection(token) == "ok"
     assert token not in bus.transport(scheme).service.sessions
+    with pytest.raises(V1Fault) as fault:
+        client.send_message(token, "style01c:late", [], {})
+    assert fault.value.error["code"] == p.UNKNOWN_TOKEN
 
 
 def test_interconnect_at_a_url_is_called_back_at_its_path(v1: MakeV1,
