@@ -50,12 +50,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from berrymq.registries import SettingsSchema
+from berrymq.settings import Settings
 
-__all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "declare_settings", "read_number"]
+__all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "declare_settings", "read_hosts", "read_number"]
 
 #: Seconds a client waits to connect and for a reply (setting ``timeout``), and a sender
 #: for room in a full outbox (``outbox_wait``).
@@ -89,11 +92,37 @@ def declare_settings(schema: SettingsSchema, plugin: str) -> None:
     schema.add(plugin, **SETTINGS)
 
 
-def read_number(settings: Mapping[str, Any], name: str, default: float, plugin: str) -> float:
+def read_number(settings: Mapping[str, Any], name: str, default: float, plugin: str,
+                source: Settings | None = None) -> float:
     """The setting ``name`` of ``plugin``'s table, a positive number; ``default`` when it
-    is not set; ValueError naming the setting and the plugin otherwise."""
+    is not set. Otherwise a :class:`~berrymq.SettingsError` naming the setting (with the
+    file and line of ``source``, the settings the table came from), or a ValueError
+    without a ``source``."""
     value = settings.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"setting {name} of plugin {plugin} must be a positive number, "
-                         f"got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise _invalid(f"{plugin}.{name} must be a positive number, got {value!r}", name,
+                       plugin, source)
     return value
+
+
+def read_hosts(settings: Mapping[str, Any], name: str, plugin: str,
+               source: Settings | None = None) -> list[str] | None:
+    """The setting ``name`` (``callback_hosts``): host names, addresses and CIDR blocks;
+    None when it is not set. An entry with a ``/`` that is no CIDR block is refused as
+    :func:`read_number` refuses a number, rather than taken for a host name."""
+    hosts = settings.get(name)
+    if hosts is None:
+        return None
+    for entry in hosts:
+        text = str(entry).strip().strip("[]")
+        if "/" in text:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise _invalid(f"{plugin}.{name}: {entry!r} is not a CIDR block (such as "
+                               "10.0.0.0/8)", name, plugin, source) from None
+    return [str(entry) for entry in hosts]
+
+
+def _invalid(problem: str, name: str, plugin: str, source: Settings | None) -> Exception:
+    return ValueError(problem) if source is None else source.error(problem, name, plugin)

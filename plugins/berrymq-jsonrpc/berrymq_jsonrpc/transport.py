@@ -41,7 +41,7 @@ from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
 from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING, Service
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sessions import in_waits
-from berrymq_jsonrpc.settings import DEFAULT_TIMEOUT, read_number
+from berrymq_jsonrpc.settings import DEFAULT_TIMEOUT, read_hosts, read_number
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -89,38 +89,33 @@ class RemoteTransport(Transport):
     def __init__(self, bus: Bus, settings: Mapping[str, Any]) -> None:
         super().__init__(bus, settings)
         plugin = self.plugin
+        source = bus.plugins.settings  # a bad value is an error naming its file and line
+
+        def number(name: str, default: float) -> float:
+            return read_number(settings, name, default, plugin, source)
+
         self.default_host: str = settings.get("host", "127.0.0.1")
-        self.max_size = int(read_number(settings, "max_size", p.DEFAULT_MAX_SIZE, plugin))
-        self.timeout = float(read_number(settings, "timeout", DEFAULT_TIMEOUT, plugin))
-        self.read_timeout = float(read_number(settings, "read_timeout", p.DEFAULT_READ_TIMEOUT,
-                                              plugin))
-        self.max_get_wait = float(read_number(settings, "max_get_wait", p.DEFAULT_MAX_GET_WAIT,
-                                              plugin))
-        queue_size = int(read_number(settings, "queue_size", p.DEFAULT_QUEUE_SIZE, plugin))
+        self.max_size = int(number("max_size", p.DEFAULT_MAX_SIZE))
+        self.timeout = float(number("timeout", DEFAULT_TIMEOUT))
+        self.read_timeout = float(number("read_timeout", p.DEFAULT_READ_TIMEOUT))
+        self.max_get_wait = float(number("max_get_wait", p.DEFAULT_MAX_GET_WAIT))
         #: the bounds of every connection's outbox (:class:`~berrymq_jsonrpc.outbox.Outbox`)
-        self.outbox_size = int(read_number(settings, "outbox_size", DEFAULT_OUTBOX_SIZE, plugin))
-        self.outbox_bytes = int(read_number(settings, "outbox_bytes", DEFAULT_OUTBOX_BYTES,
-                                            plugin))
-        self.outbox_wait = float(read_number(settings, "outbox_wait", DEFAULT_TIMEOUT, plugin))
+        self.outbox_size = int(number("outbox_size", DEFAULT_OUTBOX_SIZE))
+        self.outbox_bytes = int(number("outbox_bytes", DEFAULT_OUTBOX_BYTES))
+        self.outbox_wait = float(number("outbox_wait", DEFAULT_TIMEOUT))
         self.secret: str | None = settings.get("secret") or os.environ.get(p.SECRET_ENV_VAR) or None
-        self.service = Service(bus, secret=self.secret, queue_size=queue_size,
-                               max_get_wait=self.max_get_wait, link_factory=self._peer_link,
-                               name=plugin, max_sessions=int(read_number(
-                                   settings, "max_sessions", p.DEFAULT_MAX_SESSIONS, plugin)),
-                               callbacks=CallbackRule(settings.get("callback_hosts")),
-                               liveness_interval=float(read_number(
-                                   settings, "liveness_interval", DEFAULT_LIVENESS_INTERVAL,
-                                   plugin)),
-                               max_queued_bytes=int(read_number(
-                                   settings, "max_queued_bytes", p.DEFAULT_MAX_QUEUED_BYTES,
-                                   plugin)),
-                               max_waiting=int(read_number(settings, "max_waiting",
-                                                           DEFAULT_MAX_WAITING, plugin)))
+        self.service = Service(
+            bus, secret=self.secret, queue_size=int(number("queue_size", p.DEFAULT_QUEUE_SIZE)),
+            max_get_wait=self.max_get_wait, link_factory=self._peer_link, name=plugin,
+            max_sessions=int(number("max_sessions", p.DEFAULT_MAX_SESSIONS)),
+            callbacks=CallbackRule(read_hosts(settings, "callback_hosts", plugin, source)),
+            liveness_interval=float(number("liveness_interval", DEFAULT_LIVENESS_INTERVAL)),
+            max_queued_bytes=int(number("max_queued_bytes", p.DEFAULT_MAX_QUEUED_BYTES)),
+            max_waiting=int(number("max_waiting", DEFAULT_MAX_WAITING)))
         #: the connections the servers accepted, and the caps on them (the I/O loop's)
         self.admission = Admission(
-            int(read_number(settings, "max_connections", p.DEFAULT_MAX_CONNECTIONS, plugin)),
-            int(read_number(settings, "max_connections_per_client",
-                            p.DEFAULT_MAX_CONNECTIONS_PER_CLIENT, plugin)),
+            int(number("max_connections", p.DEFAULT_MAX_CONNECTIONS)),
+            int(number("max_connections_per_client", p.DEFAULT_MAX_CONNECTIONS_PER_CLIENT)),
             logger)
         self.names: list[str] = [str(n) for n in settings.get("names", [])]  # status: Host names
         self.urls: list[str] = []
@@ -219,8 +214,10 @@ class RemoteTransport(Transport):
         :data:`~berrymq_jsonrpc.protocol.NOT_AVAILABLE` naming it, and leaves no session."""
         try:
             channel = self._open_channel(addr)
-        except (ConnectionClosed, TransportError) as exc:
-            raise app_error(p.NOT_AVAILABLE, f"cannot call back {addr}: {exc}") from None
+        except (ConnectionClosed, TransportError) as exc:  # the exception's text stays here
+            logger.info("%s: cannot call back %s for an interconnect: %s", self.plugin, addr, exc)
+            raise app_error(p.NOT_AVAILABLE, f"cannot call back {addr}: nothing accepts a "
+                                             "connection there") from None
         wait = min(self.timeout, _CALLBACK_CHECK)
         try:
             reachable = io_loop.run(_within(channel.alive(), wait), wait + 1.0)

@@ -135,6 +135,22 @@ def test_listen_bad_or_local_pattern(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("table", "line", "expected"), [
+    ("jsonrpc-tcp", "queue_size = 0", "jsonrpc-tcp.queue_size must be a positive number, got 0"),
+    ("jsonrpc-tcp", "read_timeout = inf", "jsonrpc-tcp.read_timeout must be a positive number"),
+    ("jsonrpc-http", "max_connections = -5",
+     "jsonrpc-http.max_connections must be a positive number, got -5"),
+    ("jsonrpc-tcp", 'callback_hosts = ["10.0.0.0/99"]',
+     "jsonrpc-tcp.callback_hosts: '10.0.0.0/99' is not a CIDR block"),
+])
+def test_a_bad_value_in_a_transport_table_names_the_file_and_line(
+        tmp_path: Path, table: str, line: str, expected: str) -> None:
+    settings = tmp_path / "berrymq.toml"
+    settings.write_text(f"[berrymq]\n\n[berrymq.{table}]\n{line}\n")
+    error = one_error_line(run("serve", "--tcp", "0", "--http", "0", cwd=tmp_path))
+    assert f"{settings}:4: {expected}" in error
+
+
 def test_address_without_scheme(tmp_path: Path) -> None:
     line = one_error_line(run("send", "127.0.0.1:7000", "job:x", cwd=tmp_path))
     assert "has no scheme" in line
