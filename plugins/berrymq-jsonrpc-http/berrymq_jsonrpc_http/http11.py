@@ -50,8 +50,9 @@ class Malformed(Exception):
         self.status = status
 
 
-class _TooLarge(Exception):
-    """Raised in a callback to stop the parser at a head over :data:`MAX_HEAD`."""
+class _Refused(Exception):
+    """Raised in a callback to stop the parser at a head it must not serve (over
+    :data:`MAX_HEAD`, or not HTTP/1.x): the refusal is kept as ``RequestEvents._refusal``."""
 
 
 class RequestEvents:
@@ -74,7 +75,8 @@ class RequestEvents:
         self._head_bytes: int | None = 0
         #: the size of the request line and headers parsed so far
         self._head_size = 0
-        self._too_large = False
+        #: why a callback stopped the parser (:class:`_Refused`)
+        self._refusal: Malformed | None = None
         #: whether nothing more is to be read (after a request asking for an Upgrade)
         self.ended = False
         #: what could not be parsed after the whole requests in :attr:`events`
@@ -96,8 +98,8 @@ class RequestEvents:
             self.events.append(END)
             self.ended = True
             return
-        except httptools.HttpParserError as exc:  # the callback's _TooLarge among them
-            self._fail(self._too_large_error() if self._too_large else Malformed(400, str(exc)))
+        except httptools.HttpParserError as exc:  # the callbacks' _Refused among them
+            self._fail(self._refusal or Malformed(400, str(exc)))
             return
         if (self._head_bytes or 0) > MAX_HEAD:
             self._fail(self._too_large_error())
@@ -129,9 +131,14 @@ class RequestEvents:
         parser, headers = self.parser, self._headers
         self._head_bytes = None
         if self._head_size > MAX_HEAD:
-            self._too_large = True
-            raise _TooLarge  # stops the parser: the request is refused, nothing after it read
-        http11 = parser.get_http_version() == "1.1"
+            self._refusal = self._too_large_error()
+            raise _Refused  # stops the parser: the request is refused, nothing after it read
+        version = parser.get_http_version()
+        if version not in ("1.0", "1.1"):  # llhttp takes any digit.digit (HTTP/2.0, HTTP/0.9)
+            self._refusal = Malformed(400, f"HTTP/{version} is not served: this node speaks "
+                                           "HTTP/1.0 and HTTP/1.1")
+            raise _Refused
+        http11 = version == "1.1"
         self.events.append(Head(
             parser.get_method(), self._url.decode("latin-1"), headers,
             parser.should_keep_alive(), not http11,

@@ -104,6 +104,8 @@ def test_what_follows_whole_requests_unparsed_waits_until_they_are_served() -> N
     (b'{"jsonrpc": "2.0"}\n', 400, "Invalid method"),
     (b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400, "Content-Length"),
     (b"POST / HTTP/1.1\r\nX: " + b"a" * (MAX_HEAD + 1) + b"\r\n\r\n", 431, "over 16384"),
+    (b"POST / HTTP/2.0\r\nContent-Length: 2\r\n\r\n{}", 400, "HTTP/2.0 is not served"),
+    (b"POST / HTTP/0.9\r\nContent-Length: 2\r\n\r\n{}", 400, "HTTP/0.9 is not served"),
 ])
 def test_what_cannot_be_served_is_named(data: bytes, status: int, reason: str) -> None:
     with pytest.raises(Malformed, match=reason) as info:
