@@ -28,7 +28,8 @@ const USAGE = `usage: berrymq-js VERB URL ...   (URL: tcp://HOST:PORT or http://
 
 ARGS and VALUEs are taken as JSON when they are valid JSON (3, true, [1,2], '"3"'), else
 as strings. A node with a shared secret needs BERRYMQ_SECRET set.
-Exit status: 0 done, 1 the run failed (unreachable node, refused request), 2 usage error.`;
+Exit status: 0 done, 1 the run failed (unreachable node, refused request), 2 usage error
+(also an argument the node finds invalid, such as a malformed identifier).`;
 
 /** A mistake on the command line: exit status 2. */
 class UsageError extends Error {}
@@ -223,7 +224,9 @@ async function main(argv) {
 main(process.argv.slice(2)).then(() => {
   process.exitCode = 0;
 }, (error) => {
-  const usage = error instanceof UsageError;
+  // Invalid params: what the command line gave (an identifier, say) is wrong, as the
+  // Python command finds before it connects.
+  const usage = error instanceof UsageError || error.code === berrymq.codes.INVALID_PARAMS;
   const hint = usage ? ' (see berrymq-js --help)' :
     error.code === berrymq.codes.UNAUTHORISED ? ": set BERRYMQ_SECRET to the node's shared secret" : '';
   console.error(`berrymq-js: error: ${error.message}${hint}`);

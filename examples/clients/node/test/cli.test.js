@@ -99,10 +99,12 @@ for (const scheme of ['tcp', 'http']) {
       assert.deepEqual([reply.error.type, reply.error.message.includes('refused on purpose')], ['ValueError', true]);
     });
 
-    it('a request the node refuses: exit status 1, the node\'s reason on stderr', async () => {
-      const result = await runCli(['send', url(), '_local:x']);
-      assert.equal(result.code, 1);
-      assert.match(result.stderr, /^berrymq-js: error: Invalid params \(-32602\): .*'_local:x' is local/);
+    it('an argument the node finds invalid: exit status 2, as the Python command, the node\'s reason on stderr', async () => {
+      for (const [identifier, reason] of [['_local:x', "'_local:x' is local"], ['te*:b', "invalid identifier 'te\\*:b'"]]) {
+        const result = await runCli(['send', url(), identifier]);
+        assert.equal(result.code, 2, result.stderr);
+        assert.match(result.stderr, new RegExp(`^berrymq-js: error: Invalid params \\(-32602\\): .*${reason}`));
+      }
     });
   });
 }
