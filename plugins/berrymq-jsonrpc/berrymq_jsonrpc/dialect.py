@@ -30,7 +30,7 @@ import http.client
 import ipaddress
 import logging
 import math
-import threading
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -39,9 +39,10 @@ from berrymq.errors import ConnectionClosed, TransportError
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import netloc
 from berrymq_jsonrpc.client import encode_message
-from berrymq_jsonrpc.jsonrpc import Dispatcher, ParseError, dumps, invalid_params, loads
+from berrymq_jsonrpc.jsonrpc import Dispatcher, ParseError, app_error, dumps, invalid_params, loads
 from berrymq_jsonrpc.outbox import NOT_SENT, Outbox
 from berrymq_jsonrpc.params import host_port_pair
+from berrymq_jsonrpc.sessions import in_waits
 
 if TYPE_CHECKING:
     from berrymq.identifier import Identifier
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from berrymq_jsonrpc.stats import NodeStats
 
 __all__ = [
+    "CALLBACK_CHECK",
     "CALLBACK_TIMEOUT",
     "HTTP_PATHS",
     "MEDIA_TYPES",
@@ -79,6 +81,8 @@ MEDIA_TYPES = frozenset({
 })
 #: Seconds the node waits for a 1.0 peer to answer a call-back (and to connect).
 CALLBACK_TIMEOUT = 10.0
+#: Seconds the node tries the callback address of an ``interconnect`` before it answers.
+CALLBACK_CHECK = 2.0
 #: The path a 1.0 peer that gave its address as ``[host, port]`` is called back at: the
 #: original's client posts there, and the original's server serves it (and ``/``).
 V1_CALLBACK_PATH = "/JSON"
@@ -232,12 +236,12 @@ def interconnect_v1(service: Service, params: dict[str, Any], context: Any) -> s
     ttl = params.get("ttl", 1000.0)
     if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl <= 0:
         raise invalid_params("'ttl' must be a positive number")
-    session = service.open_session("interconnect", float(ttl), context, token=token)
     client = V1HttpClient(host, port, path, CALLBACK_TIMEOUT)
+    _check_reachable(host, port, client.url)
+    session = service.open_session("interconnect", float(ttl), context, token=token)
 
     def dead(exc: BaseException) -> None:
-        threading.Thread(target=service.close_session, args=(token, "peer unreachable"),
-                         daemon=True, name="berrymq-close").start()
+        in_waits(service.close_session, token, "peer unreachable")
 
     link = V1Link(client, token, name=f"jsonrpc-1.0:{client.url}", on_dead=dead,
                   stats=service.stats, on_loss=service.on_loss)
@@ -245,6 +249,18 @@ def interconnect_v1(service: Service, params: dict[str, Any], context: Any) -> s
     session.link = link
     service.bus.add_forwarder(link)
     return token
+
+
+def _check_reachable(host: str, port: int, url: str) -> None:
+    """Refuse an ``interconnect`` whose callback address accepts no connection, at once
+    and before any session, as a 2.0 one is (*Not available*, naming the address)."""
+    try:
+        with socket.create_connection((host, port), timeout=CALLBACK_CHECK):
+            pass
+    except OSError as exc:
+        logger.info("cannot call back %s for a 1.0 interconnect: %s", url, exc)
+        raise app_error(p.NOT_AVAILABLE, f"cannot call back {url}: nothing accepts a "
+                                         "connection there") from None
 
 
 class V1HttpClient:

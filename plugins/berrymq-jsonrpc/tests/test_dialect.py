@@ -25,6 +25,7 @@ from helpers import serve
 
 from berrymq.bus import Bus
 from berrymq.message import Message
+from berrymq.testing import free_port
 
 TIMEOUT = 10.0
 
@@ -300,6 +301,18 @@ def test_interconnect_refusals(v1: MakeV1, bus_factory: Callable[..., Bus],
         v1("http", port).interconnect(addr, token, 1000)
     assert fault.value.error["code"] == p.INVALID_PARAMS
     assert problem in fault.value.error["data"]
+
+
+def test_interconnect_to_an_address_where_nothing_listens_opens_no_session(
+        v1: MakeV1, bus_factory: Callable[..., Bus]) -> None:
+    bus, port = serve(bus_factory, "http")
+    dead = free_port()
+    with pytest.raises(V1Fault) as fault:
+        v1("http", port).interconnect(["127.0.0.1", dead], str(uuid.uuid4()), 1000)
+    assert fault.value.error["code"] == p.NOT_AVAILABLE
+    assert fault.value.error["data"] == (f"cannot call back http://127.0.0.1:{dead}/JSON: "
+                                         "nothing accepts a connection there")
+    assert not bus.transport("http").service.sessions  # type: ignore[attr-defined]
 
 
 # -- raw requests, as curl would send them --------------------------------------------------
