@@ -70,13 +70,19 @@ async def answer_batch(service: Service, batch: list[Any], context: Any,
     quick = [member for member, waits in zip(batch, slow, strict=True) if not waits]
     answers = [service.answer_waiting(member, context, ended)
                for member, waits in zip(batch, slow, strict=True) if waits]
-    in_order, waited = await asyncio.gather(
-        io_loop.lane.call(functools.partial(_each, service, quick, context)),
-        asyncio.gather(*answers))
+    in_order, waited = await asyncio.gather(_on_lane(service, quick, context),
+                                            asyncio.gather(*answers))
     replies, in_turn = iter(waited), iter(in_order)
     texts = [reply for waits in slow
              if (reply := next(replies) if waits else next(in_turn)) is not None]
     return b"[" + b",".join(texts) + b"]" if texts else None
+
+
+async def _on_lane(service: Service, members: list[Any], context: Any) -> list[bytes | None]:
+    """The responses to ``members``, made in order on the delivery lane (none: no turn)."""
+    if not members:
+        return []
+    return await io_loop.lane.call(functools.partial(_each, service, members, context))
 
 
 def _each(service: Service, members: list[Any], context: Any) -> list[bytes | None]:

@@ -269,6 +269,13 @@ def test_an_ask_in_a_batch_is_answered_by_its_timeout(
         first, late = asked["result"]
         assert first == {"value": 1}
         assert late["error"]["type"] == "TimeoutError" and not release.is_set()
+        # a batch of nothing but requests that may wait
+        nobody = request("ask", {"identifier": "no:one", "timeout": 0.5})
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+            send_request(sock, scheme, b"[" + nobody + b"," + nobody.replace(b'"id": 1', b'"id": 2')
+                         + b"]")
+            assert Answers(sock, scheme).next() == [
+                {"jsonrpc": "2.0", "result": [], "id": 1}, {"jsonrpc": "2.0", "result": [], "id": 2}]
     finally:
         release.set()
 
