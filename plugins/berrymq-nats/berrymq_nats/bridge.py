@@ -36,9 +36,9 @@ from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.transports.base import Connection
 from berrymq.transports.ioloop import io_loop
+from berrymq.wire import encode_message
 from berrymq_nats.asking import Asking
 from berrymq_nats.client import client_options, close_before_reconnecting, confirm_written, subscribe_direct
-from berrymq_nats.codec import encode_message
 from berrymq_nats.following import Following
 from berrymq_nats.inbound import Inbound
 from berrymq_nats.losses import UNDECODABLE, Losses
@@ -207,7 +207,7 @@ class NatsBridge(Connection):
         """Publish ``message`` (the bus calls this for every non-local message)."""
         ident = message[0]
         subject = self.subjects.subject(ident)
-        payload = encode_message(message, reply_to, self.shared.taken(ident))
+        payload = encode_message(message, reply_to, taken=self.shared.taken(ident)).encode()
         self.outbox.put((subject, payload, ""), ident)
 
     def send(self, message: Message) -> None:
