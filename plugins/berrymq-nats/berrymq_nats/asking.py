@@ -204,7 +204,7 @@ class Asking:
         ident = message[0]
         waiter = AskWaiter(self.expected(ident), bridge.options.ask_gather)
         self._asks[token] = waiter
-        inbox = f"{bridge.inbox}.{token}"
+        inbox = f"{bridge.answers}.{token}"
 
         def probe(nodes: set[str]) -> None:
             for node in nodes:
@@ -223,7 +223,7 @@ class Asking:
 
     def on_answer(self, msg: Msg) -> None:
         """I/O thread: an acknowledgement, replies, a probe's answer, or "no responders"."""
-        token, _, probed = msg.subject[len(self.bridge.inbox) + 1:].partition(".")
+        token, _, probed = msg.subject[len(self.bridge.answers) + 1:].partition(".")
         waiter = self._asks.get(token)
         if waiter is None:
             return

@@ -180,7 +180,7 @@ class Inbound:
         message, reply_to, _ = decoded
         bridge = self.bridge
         try:
-            bridge.bus.receive(message, bridge, reply_to)
+            bridge.bus.receive(message, bridge.forwarder, reply_to)  # not sent back
         except Exception as exc:  # noqa: BLE001 - no sender here to raise to
             bridge.receivers_failed(message, exc)
 
