@@ -150,23 +150,29 @@ def encode_message(message: Message, reply_to: Identifier | None = None, *, extr
 
 def _encode(message: Message, reply_to: Identifier | None, taken: tuple[str, ...],
             timeout: float | None, extras: bool) -> str:
-    ident: Identifier = message[0]
+    ident, args, kwargs, hops, uid = message
+    value: tuple[Any, ...]
+    if not extras:
+        value = (ident.text, args, kwargs)
+    elif not hops and reply_to is None and not taken and timeout is None:
+        # the usual message between processes: a uid at most
+        value = (ident.text, args, kwargs) if uid is None else (ident.text, args, kwargs,
+                                                                 {"uid": uid})
+    else:
+        more: dict[str, Any] = {}
+        if uid is not None:
+            more["uid"] = uid
+        if hops:
+            more["hops"] = hops
+        if reply_to is not None:
+            more["reply_to"] = reply_to.text
+        if taken:
+            more["taken"] = taken
+        if timeout is not None:
+            more["timeout"] = timeout
+        value = (ident.text, args, kwargs, more)
     try:
-        if extras and (message[4] is not None or message[3] or reply_to is not None
-                       or taken or timeout is not None):
-            more: dict[str, Any] = {}
-            if message[4] is not None:
-                more["uid"] = message[4]
-            if message[3]:
-                more["hops"] = message[3]
-            if reply_to is not None:
-                more["reply_to"] = reply_to.text
-            if taken:
-                more["taken"] = taken
-            if timeout is not None:
-                more["timeout"] = timeout
-            return dumps((ident.text, message[1], message[2], more))
-        return dumps((ident.text, message[1], message[2]))
+        return dumps(value)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"message {ident} cannot be sent to another process: its arguments "
                         f"must be JSON-serialisable ({exc})") from None
