@@ -80,8 +80,9 @@ def raw_receiver(url: str, n: int) -> None:
 def raw_sender(url: str, n: int) -> None:
     async def main() -> None:
         nc = await nats.connect(url)
-        payloads = [json.dumps(["bench:msg", [i], {}, 0, f"0123456789abcdef-{i}"]).encode()
-                    for i in range(n)]
+        # berryMQ's wire form of the same message (berrymq.wire), with a uid of its length
+        payloads = [json.dumps(["bench:msg", [i], {}, {"uid": f"{i:020d}"}],
+                               separators=(",", ":")).encode() for i in range(n)]
         start = time.monotonic()
         for payload in payloads:
             await nc.publish(SUBJECT, payload)

@@ -16,9 +16,9 @@ from typing import Any
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import netloc, split_url
 from berrymq_jsonrpc.client import Channel
-from berrymq_jsonrpc.jsonrpc import ParseError, loads
 
 from berrymq.errors import ConnectionClosed, TransportError
+from berrymq.wire import ParseError, loads
 from berrymq_jsonrpc_http.http11 import Answer, AnswerTooLarge, NotHttp, post
 from berrymq_jsonrpc_http.streams import READ_CHUNK, open_stream
 

@@ -25,7 +25,7 @@ from typing import Any
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import bind_family
 from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type, serves_path
-from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
+from berrymq_jsonrpc.jsonrpc import error_object
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.monitor import Monitor, host_allowed
 from berrymq_jsonrpc.service import Service
@@ -33,6 +33,7 @@ from berrymq_jsonrpc.sessions import WAITS
 from berrymq_jsonrpc.waiting import may_wait
 
 from berrymq.transports.ioloop import io_loop
+from berrymq.wire import ParseError, dumps, loads
 from berrymq_jsonrpc_http.http11 import CONTINUE, END, Head, Malformed, RequestEvents, response
 from berrymq_jsonrpc_http.streams import READ_CHUNK, EndingReader, serve_streams
 

@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import AskProgress, ask_timeout
-from berrymq_jsonrpc.jsonrpc import dumps, error_object
+from berrymq_jsonrpc.jsonrpc import error_object
 from berrymq_jsonrpc.sessions import WAITS
 from berrymq_jsonrpc.waiting import may_wait
 
 from berrymq.bursts import BurstLog
 from berrymq.transports.ioloop import io_loop
+from berrymq.wire import dumps
 
 if TYPE_CHECKING:
     from berrymq_jsonrpc_tcp.channel import LineChannel

@@ -31,7 +31,7 @@ from typing import Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import Channel
-from berrymq_jsonrpc.jsonrpc import ParseError, dumps, error_object, loads
+from berrymq_jsonrpc.jsonrpc import error_object
 from berrymq_jsonrpc.jsonrpc_client import parse_reply
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.service import Service
@@ -39,6 +39,7 @@ from berrymq_jsonrpc.service import Service
 from berrymq.bursts import BurstLog
 from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
 from berrymq.transports.ioloop import ThreadBufferedProtocol, io_loop
+from berrymq.wire import ParseError, dumps, loads
 from berrymq_jsonrpc_tcp.answering import PARSE_ERROR, Answerer
 from berrymq_jsonrpc_tcp.deadline import ReadDeadline
 

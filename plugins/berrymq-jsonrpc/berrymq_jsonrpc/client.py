@@ -26,14 +26,13 @@ from berrymq.errors import (
     ConnectionClosed,
     MessageTooLarge,
     QueueFull,
-    ReplyError,
     TransportError,
 )
 from berrymq.identifier import Identifier
 from berrymq.transports import base
 from berrymq.transports.ioloop import io_loop
+from berrymq.wire import decode_replies, encode_message
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.jsonrpc import dumps
 from berrymq_jsonrpc.jsonrpc_client import encode_request, parse_reply
 from berrymq_jsonrpc.outbox import (
     DEFAULT_OUTBOX_BYTES,
@@ -49,7 +48,7 @@ if TYPE_CHECKING:
     from berrymq_jsonrpc.sessions import Session
     from berrymq_jsonrpc.stats import NodeStats
 
-__all__ = ["Channel", "Link", "decode_replies", "encode_message"]
+__all__ = ["Channel", "Link"]
 
 logger = logging.getLogger("berrymq.remote")
 
@@ -59,61 +58,6 @@ _PEER_GRACE = 0.25
 #: Extra seconds a synchronous caller waits beyond the request's own timeout, so that the
 #: channel's deadline (with its clear error) always fires first.
 _GRACE = 1.0
-
-
-#: The last message encoded with its extras: the bus hands one message to each linked
-#: peer in turn, so a message going to N peers is encoded once, not N times. One tuple,
-#: replaced whole (reading it needs no lock); it is keyed by the message's identity.
-_last: tuple[object, object, str] = (None, None, "")
-
-
-def encode_message(message: Message, reply_to: Identifier | None = None, *,
-                   extras: bool = True) -> str:
-    """The wire form of a message, ``[identifier, args, kwargs(, extras)]``, as JSON text.
-
-    Raises ``TypeError``/``ValueError`` naming the message when JSON cannot hold it.
-    """
-    global _last
-    if extras:
-        last_message, last_reply_to, text = _last
-        if last_message is message and last_reply_to is reply_to:
-            return text
-        text = _encode(message, reply_to, extras)
-        _last = (message, reply_to, text)
-        return text
-    return _encode(message, reply_to, extras)
-
-
-def _encode(message: Message, reply_to: Identifier | None, extras: bool) -> str:
-    ident: Identifier = message[0]
-    try:
-        if extras and (message[4] is not None or message[3] or reply_to is not None):
-            more: dict[str, Any] = {}
-            if message[4] is not None:
-                more["uid"] = message[4]
-            if message[3]:
-                more["hops"] = message[3]
-            if reply_to is not None:
-                more["reply_to"] = str(reply_to)
-            return dumps((str(ident), message[1], message[2], more))
-        return dumps((str(ident), message[1], message[2]))
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"message {ident} cannot be sent to another process: {exc}") from None
-
-
-def decode_replies(result: Any, peer: str) -> list[Any]:
-    """The replies of an ``ask`` result: values, and :class:`berrymq.ReplyError` entries."""
-    if type(result) is not list:
-        raise TransportError(f"{peer} answered ask with {type(result).__name__}, not an array")
-    replies: list[Any] = []
-    for entry in result:
-        if type(entry) is dict and "value" in entry:
-            replies.append(entry["value"])
-        elif type(entry) is dict and type(entry.get("error")) is dict:
-            replies.append(ReplyError.from_json(entry["error"]))
-        else:
-            raise TransportError(f"{peer} answered ask with a malformed entry")
-    return replies
 
 
 class Channel(ABC):

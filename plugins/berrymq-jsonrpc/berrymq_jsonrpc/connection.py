@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from berrymq.errors import ConnectionClosed, TransportError
-from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.transports.styles import LinkConnection
+from berrymq.wire import WireError, decode_message
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import Channel, Link
 from berrymq_jsonrpc.sessions import Session, in_waits
@@ -69,10 +69,13 @@ class ServerQueue:
         return self._message(connection.call(p.METHOD_GET_NOWAIT, {"token": connection.token}))
 
     def _message(self, entry: Any) -> Message:
-        if type(entry) is not list or len(entry) != 3 or type(entry[0]) is not str or type(
-                entry[1]) is not list or type(entry[2]) is not dict:
-            raise TransportError(f"{self.connection.address} answered get with a malformed message")
-        return Message(Identifier(entry[0]), tuple(entry[1]), entry[2])
+        """The message of a ``get`` result, in the one wire form (:mod:`berrymq.wire`)."""
+        try:
+            message, _, _ = decode_message(entry, "the message")
+        except WireError as exc:
+            raise TransportError(f"{self.connection.address} answered get with a malformed "
+                                 f"message: {exc}") from None
+        return message
 
     def close(self) -> None:
         """Nothing here: the server frees the queue at ``close_connection`` or its ttl."""

@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from berrymq.errors import ConnectionClosed, TransportError
+from berrymq.wire import ParseError, dumps, encode_message, loads
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import netloc
-from berrymq_jsonrpc.client import encode_message
-from berrymq_jsonrpc.jsonrpc import Dispatcher, ParseError, app_error, dumps, invalid_params, loads
+from berrymq_jsonrpc.jsonrpc import Dispatcher, app_error, invalid_params
 from berrymq_jsonrpc.outbox import NOT_SENT, Outbox
 from berrymq_jsonrpc.params import host_port_pair
 from berrymq_jsonrpc.sessions import in_waits

@@ -17,8 +17,9 @@ point 4):
 3. It puts the raised exception's text in ``error.data``: methods are wrapped so that
    any exception becomes a fixed ``Internal error`` (the detail goes to the log), and the
    data of internal and server errors is dropped on the way out.
-4. It accepts and echoes ``NaN``/``Infinity``: :func:`loads` rejects non-finite numbers
-   (also ``1e999``) as a parse error, and everything is written with ``allow_nan=False``.
+4. It accepts and echoes ``NaN``/``Infinity``: requests are read and answers written
+   with berryMQ's one codec, :mod:`berrymq.wire`, which rejects non-finite numbers (also
+   ``1e999``) as a parse error and never writes them.
 5. A result that is not JSON-serialisable makes its ``dispatch`` raise: each response is
    serialised on its own, and one that cannot be becomes an ``Internal error`` for that
    request only.
@@ -33,12 +34,9 @@ point 4):
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-import math
 import warnings
 from collections.abc import Callable, Mapping
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 with warnings.catch_warnings():
@@ -51,18 +49,16 @@ with warnings.catch_warnings():
     from jsonrpcserver.result import Success
     from jsonrpcserver.sentinels import NOID
 
+from berrymq.wire import ParseError, dumps, loads
 from berrymq_jsonrpc import protocol as p
 
 __all__ = [
     "Dispatcher",
     "JsonRpcError",
     "Method",
-    "ParseError",
     "app_error",
-    "dumps",
     "error_object",
     "invalid_params",
-    "loads",
     "validate_request",
 ]
 
@@ -71,57 +67,6 @@ logger = logging.getLogger("berrymq.remote")
 #: A berryMQ method: ``method(context, params) -> result``; raise :class:`JsonRpcError`
 #: (see :func:`app_error`, :func:`invalid_params`) to answer an error.
 Method = Callable[[Any, dict[str, Any]], Any]
-
-_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-#: The C encoder behind ``_encoder``, made once: ``JSONEncoder.encode`` makes a new one on
-#: every call, two thirds of the cost of encoding a small message. Without the circular
-#: check (a cycle ends in RecursionError, turned into ValueError below); None where the
-#: C accelerator is missing.
-_chunks = None if c_make_encoder is None else c_make_encoder(
-    None, _encoder.default, encode_basestring_ascii, None, ":", ",", False, False, False)
-
-
-def dumps(value: Any) -> str:
-    """Serialise to compact JSON text (ASCII only, so characters == bytes); raises
-    ``ValueError`` for NaN/Infinity, for a structure that contains itself or is nested too
-    deep, and ``TypeError`` for what JSON cannot hold."""
-    try:
-        if _chunks is None:
-            return _encoder.encode(value)
-        return "".join(_chunks(value, 0))
-    except RecursionError:
-        raise ValueError("the value contains itself or is nested too deep for JSON") from None
-
-
-class ParseError(ValueError):
-    """A text that is not JSON berryMQ accepts (bad syntax, bad UTF-8, non-finite number)."""
-
-
-def _reject_constant(name: str) -> Any:
-    raise ParseError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ParseError(f"number {text} is out of range")
-    return value
-
-
-_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-
-
-def loads(data: bytes | str) -> Any:
-    """Parse one JSON text; raises :class:`ParseError` for anything that is not strict
-    JSON in UTF-8, including ``NaN``, ``Infinity`` and numbers too large to be finite."""
-    try:
-        text = data.decode("utf-8") if isinstance(data, bytes | bytearray | memoryview) else data
-        return _decoder.decode(text)
-    except ParseError:
-        raise
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ParseError(str(exc)) from None
-
 
 # -- requests --------------------------------------------------------------------------
 

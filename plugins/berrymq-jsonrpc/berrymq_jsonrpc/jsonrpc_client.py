@@ -24,8 +24,8 @@ from berrymq.errors import (
     RemoteError,
     TransportError,
 )
+from berrymq.wire import ParseError, dumps, loads
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.jsonrpc import ParseError, dumps, loads
 
 __all__ = ["PeerQueueFull", "encode_notification", "encode_request", "error_for", "parse_reply"]
 

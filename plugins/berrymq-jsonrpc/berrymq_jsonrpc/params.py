@@ -1,6 +1,6 @@
 """Reading a request's params: each checked with a fixed *Invalid params* text that names
 the parameter, and the messages of ``send_message``, ``send_messages`` and ``ask`` built
-from their wire form."""
+from their wire form (:mod:`berrymq.wire`)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import hmac
 import math
 from typing import Any
 
-from berrymq.errors import InvalidIdentifier
-from berrymq.identifier import Identifier, parse
-from berrymq.message import Message, new_message
+from berrymq import wire
+from berrymq.identifier import Identifier
+from berrymq.message import Message
 from berrymq_jsonrpc.jsonrpc import invalid_params
 
-__all__ = ["allowed", "host_port_pair", "identifier", "message_from_wire", "number", "presents",
-           "session_ttl", "string"]
+__all__ = ["allowed", "decode_message", "host_port_pair", "identifier", "message_from_wire",
+           "number", "presents", "session_ttl", "string"]
 
 
 
@@ -73,39 +73,28 @@ def string(params: dict[str, Any], name: str, *, required: bool = True) -> str |
 
 
 def identifier(text: Any, what: str) -> Identifier:
-    if type(text) is not str:
-        raise invalid_params(f"{what} must be an identifier string")
+    """:func:`berrymq.wire.identifier`, its refusal answered as *Invalid params*."""
     try:
-        ident = parse(text)  # the cached Identifier, without a constructor call
-    except InvalidIdentifier as exc:
-        raise invalid_params(f"{what}: {exc}") from None
-    if ident.is_local:
-        raise invalid_params(f"{what}: {text!r} is local (starts with '_'); local messages "
-                             "never leave their process")
-    return ident
+        return wire.identifier(text, what)
+    except wire.WireError as exc:
+        raise invalid_params(str(exc)) from None
 
 
 def message_from_wire(
     ident_text: Any, args: Any, kwargs: Any, extras: Any, what: str
 ) -> tuple[Message, Identifier | None]:
-    """Check one message of a request and build it; Invalid params naming ``what``."""
-    ident = identifier(ident_text, f"{what} identifier")
-    if type(args) is not list:
-        raise invalid_params(f"{what} args must be an array")
-    if type(kwargs) is not dict:
-        raise invalid_params(f"{what} kwargs must be an object")
-    uid = None
-    hops = 0
-    reply_to = None
-    if extras:
-        if type(extras) is not dict:
-            raise invalid_params(f"{what} extras must be an object")
-        uid = extras.get("uid")
-        if uid is not None and type(uid) is not str:
-            raise invalid_params(f"{what} uid must be a string")
-        hops = extras.get("hops", 0)
-        if type(hops) is not int or hops < 0:
-            raise invalid_params(f"{what} hops must be an integer, 0 or more")
-        if extras.get("reply_to") is not None:
-            reply_to = identifier(extras["reply_to"], f"{what} reply_to")
-    return new_message((ident, tuple(args), kwargs, hops, uid)), reply_to
+    """:func:`berrymq.wire.message_from_wire`, its refusal answered as *Invalid params*."""
+    try:
+        return wire.message_from_wire(ident_text, args, kwargs, extras, what)
+    except wire.WireError as exc:
+        raise invalid_params(str(exc)) from None
+
+
+def decode_message(item: Any, what: str) -> tuple[Message, Identifier | None]:
+    """:func:`berrymq.wire.decode_message` (one message of ``send_messages``), its
+    refusal answered as *Invalid params*."""
+    try:
+        message, reply_to, _ = wire.decode_message(item, what)
+    except wire.WireError as exc:
+        raise invalid_params(str(exc)) from None
+    return message, reply_to

@@ -11,8 +11,9 @@ import queue
 import time
 from typing import TYPE_CHECKING, Any
 
+from berrymq.wire import dumps
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.jsonrpc import JsonRpcError, app_error, dumps, error_object, invalid_params
+from berrymq_jsonrpc.jsonrpc import JsonRpcError, app_error, error_object, invalid_params
 from berrymq_jsonrpc.params import allowed, identifier, number, presents, session_ttl
 from berrymq_jsonrpc.session_table import SessionTable
 from berrymq_jsonrpc.sessions import SessionQueue

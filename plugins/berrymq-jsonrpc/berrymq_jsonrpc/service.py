@@ -22,24 +22,19 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq import network
 from berrymq.bursts import BurstLog
-from berrymq.errors import InvalidIdentifier, QueueFull, ReplyError
+from berrymq.errors import InvalidIdentifier, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.wire import ParseError, encode_reply, loads
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import AskProgress, answer_with, ask_timeout, local_replies
 from berrymq_jsonrpc.dialect import answer_v1
-from berrymq_jsonrpc.jsonrpc import (
-    Dispatcher,
-    ParseError,
-    app_error,
-    dumps,
-    invalid_params,
-    loads,
-)
+from berrymq_jsonrpc.jsonrpc import Dispatcher, app_error, invalid_params
 from berrymq_jsonrpc.limits import CallbackRule
 from berrymq_jsonrpc.outbox import REFUSED
 from berrymq_jsonrpc.params import (
     allowed,
+    decode_message,
     host_port_pair,
     message_from_wire,
     number,
@@ -303,17 +298,7 @@ class Service(QueueMethods):
         items = params.get("messages")
         if type(items) is not list:
             raise invalid_params("'messages' must be an array")
-        built = []
-        for index, item in enumerate(items):
-            if type(item) is not list or not 3 <= len(item) <= 4:
-                raise invalid_params(
-                    f"messages[{index}] must be [identifier, args, kwargs] or "
-                    "[identifier, args, kwargs, extras]"
-                )
-            built.append(message_from_wire(
-                item[0], item[1], item[2], item[3] if len(item) == 4 else None,
-                f"messages[{index}]",
-            ))
+        built = [decode_message(item, f"messages[{index}]") for index, item in enumerate(items)]
         self.stats.messages_in([message[0] for message, _ in built], session)  # stats
         deliver = self._deliver
         refused: list[int] = []
@@ -380,20 +365,8 @@ class Service(QueueMethods):
             params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
             {k: params[k] for k in ("uid", "hops") if k in params}, "the request's",
         )
-        replies: list[dict[str, Any]] = []
-        for reply in local_replies(self.bus, message, timeout):
-            if isinstance(reply, ReplyError):
-                replies.append({"error": reply.to_json()})
-                continue
-            try:
-                dumps(reply)
-            except (TypeError, ValueError):
-                error = ReplyError("TypeError", f"the reply {type(reply).__name__} is not JSON",
-                                   "", self.bus.node_id)
-                replies.append({"error": error.to_json()})
-            else:
-                replies.append({"value": reply})
-        return replies
+        node = self.bus.node_id
+        return [encode_reply(reply, node) for reply in local_replies(self.bus, message, timeout)]
 
     def _network(self, context: Any, params: dict[str, Any]) -> Any:
         allowed(p.METHOD_NETWORK, params, frozenset({"token"}))

@@ -12,13 +12,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.jsonrpc import (
-    Dispatcher,
-    ParseError,
-    dumps,
-    loads,
-    validate_request,
-)
+from berrymq_jsonrpc.jsonrpc import Dispatcher, validate_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -204,16 +198,12 @@ def test_by_position_params_are_checked_with_our_own_text() -> None:
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
 def test_non_finite_numbers_are_a_parse_error(number: str) -> None:
     text = '{"jsonrpc":"2.0","method":"echo","params":[' + number + '],"id":1}'
-    assert answer(methods(), text)["error"]["code"] == -32700
-    with pytest.raises(ParseError):
-        loads(text)
+    assert answer(methods(), text)["error"]["code"] == -32700  # berrymq.wire (test_wire)
 
 
 def test_non_finite_results_are_never_written() -> None:
     reply = answer(methods(), json.dumps(req("nan")))
     assert reply["error"] == {"code": -32603, "message": "Internal error"}
-    with pytest.raises(ValueError):
-        dumps(float("inf"))
 
 
 def test_invalid_utf8_is_a_parse_error() -> None:

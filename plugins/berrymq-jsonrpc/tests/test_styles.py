@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from berrymq_jsonrpc.connection import ServerQueue
 
 import berrymq
 from berrymq.bus import Bus
@@ -150,6 +152,22 @@ def test_style03_connect_via_queue(berrymq_bus: Bus, spawn: Callable[..., Any],
     berrymq.close_connection(addr)
     with pytest.raises(berrymq.ConnectionClosed):
         berrymq.get_nowait()
+
+
+@pytest.mark.parametrize(("entry", "error"), [
+    ({"identifier": "a:b"}, "must be [identifier, args, kwargs]"),
+    (["a:b", {}, {}], "the message args must be an array"),
+    (["_own:x", [], {}], "is local"),
+])
+def test_a_get_result_is_read_in_the_one_wire_form(entry: Any, error: str) -> None:
+    peer = SimpleNamespace(address="tcp://peer:1", token="t", call=lambda method, params: entry)
+    with pytest.raises(berrymq.TransportError, match=r"^tcp://peer:1 answered get with a "
+                                                     r"malformed message: ") as caught:
+        ServerQueue(peer).get_nowait()  # type: ignore[arg-type]
+    assert error in str(caught.value)
+    peer.call = lambda method, params: ["a:b", [1], {"k": 2}]
+    got = ServerQueue(peer).get_nowait()  # type: ignore[arg-type]
+    assert (got.id, got.args, got.kwargs, got.uid) == ("a:b", (1,), {"k": 2}, None)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

@@ -7,9 +7,9 @@ Activate it with ``servers`` in the ``[berrymq.nats]`` table of the settings fil
 from __future__ import annotations
 
 from berrymq_nats.bridge import NatsBridge
-from berrymq_nats.codec import from_broker
 from berrymq_nats.losses import Losses
 from berrymq_nats.options import BrokerBufferFull, BrokerOptions
+from berrymq_nats.shared import from_broker
 from berrymq_nats.subjects import SubjectMap, escape_token, unescape_token
 from berrymq_nats.transport import NatsTransport, transport_of
 

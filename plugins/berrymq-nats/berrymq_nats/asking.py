@@ -36,7 +36,7 @@ from nats.aio.msg import Msg
 from berrymq.errors import ConnectionClosed, ReplyError
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
-from berrymq_nats.codec import decode_reply, dumps, encode_message, encode_reply, loads
+from berrymq.wire import decode_replies, dumps, encode_message, encode_reply, loads
 from berrymq_nats.inbound import progress
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ class Asking:
         ident = message[0]
         waiter = AskWaiter(self.expected(ident), bridge.options.ask_gather)
         self._asks[token] = waiter
-        inbox = f"{bridge.inbox}.{token}"
+        inbox = f"{bridge.answers}.{token}"
 
         def probe(nodes: set[str]) -> None:
             for node in nodes:
@@ -213,7 +213,8 @@ class Asking:
 
         progress.ask_started()
         try:
-            payload = encode_message(message, None, bridge.shared.taken(ident), timeout)
+            payload = encode_message(message, None, taken=bridge.shared.taken(ident),
+                                     timeout=timeout).encode()
             bridge.outbox.put((bridge.subjects.subject(ident), payload, inbox), ident)
             return waiter.wait(timeout, probe)
         finally:
@@ -222,7 +223,7 @@ class Asking:
 
     def on_answer(self, msg: Msg) -> None:
         """I/O thread: an acknowledgement, replies, a probe's answer, or "no responders"."""
-        token, _, probed = msg.subject[len(self.bridge.inbox) + 1:].partition(".")
+        token, _, probed = msg.subject[len(self.bridge.answers) + 1:].partition(".")
         waiter = self._asks.get(token)
         if waiter is None:
             return
@@ -242,7 +243,7 @@ class Asking:
             elif kind == "alive":
                 waiter.not_listening(node)
             else:
-                waiter.reply(node, [decode_reply(item) for item in data["r"]])
+                waiter.reply(node, decode_replies(data["r"], node))
         except Exception as exc:  # noqa: BLE001 - a foreign or broken answer
             self.bridge.undecodable(msg.subject, exc)
 
@@ -252,9 +253,10 @@ class Asking:
         """I/O thread: a request came in; say at once that this process answers it."""
         self.bridge.outbox.put_control((reply, dumps({"k": "a", "n": self.node}).encode(), ""))
 
-    def answer(self, message: Message, data: list[Any], reply: str) -> None:
-        """The answering thread: run the receivers and publish their replies (once per
-        request: a process may get a request through two of its subscriptions)."""
+    def answer(self, message: Message, timeout: float, reply: str) -> None:
+        """The answering thread: run the receivers (for at most the asker's ``timeout``)
+        and publish their replies (once per request: a process may get a request through
+        two of its subscriptions)."""
         uid = message[4]
         seen = self._seen
         if uid is not None:
@@ -263,11 +265,10 @@ class Asking:
             seen[uid] = None
             if len(seen) > _SEEN_REQUESTS:
                 del seen[next(iter(seen))]
-        timeout = data[7] if len(data) > 7 and isinstance(data[7], (int, float)) else 5.0
         asked = new_message((message[0], message[1], message[2], message[3] + 1, uid))
         bus = self.bridge.bus
         try:
-            replies = bus.ask_local(asked, float(timeout))
+            replies = bus.ask_local(asked, timeout)
         except Exception as exc:  # noqa: BLE001 - reported to the asker
             replies = [ReplyError(type(exc).__name__, str(exc), "bus", self.node)]
         payload = dumps({"k": "r", "n": self.node,

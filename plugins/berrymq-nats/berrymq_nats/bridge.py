@@ -2,9 +2,12 @@
 
 ``nats-py`` is asyncio-only and berryMQ is synchronous: the bridge runs its client on the
 process's one I/O loop (:data:`berrymq.transports.ioloop.io_loop`), shared with the other
-network transports, and synchronous callers hand work to it. A bridge is a forwarder and
-a requester on its bus, and follows the bus's subscriptions. Its parts:
+network transports, and synchronous callers hand work to it. A bridge is a connection in
+one of the SPEC's styles, written once in the core
+(:class:`~berrymq.transports.styles.LinkConnection`), over a :class:`~berrymq_nats.link.NatsLink`
+that publishes and asks; it follows the bus's subscriptions. Its parts:
 
+- :mod:`~berrymq_nats.link`: what every style publishes and asks through;
 - :mod:`~berrymq_nats.outbox`: the way out, the disconnect buffer and what was in flight;
 - :mod:`~berrymq_nats.inbound`: the way in, through the delivery lane to the receivers;
 - :mod:`~berrymq_nats.asking`: ``ask`` through NATS and the view of peers it relies on;
@@ -26,21 +29,19 @@ import math
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import nats
 from nats.aio.client import Client
 from nats.errors import NoServersError
 
-from berrymq.identifier import Identifier
-from berrymq.message import Message
-from berrymq.transports.base import Connection
 from berrymq.transports.ioloop import io_loop
+from berrymq.transports.styles import LinkConnection
 from berrymq_nats.asking import Asking
 from berrymq_nats.client import client_options, close_before_reconnecting, confirm_written, subscribe_direct
-from berrymq_nats.codec import encode_message
 from berrymq_nats.following import Following
 from berrymq_nats.inbound import Inbound
+from berrymq_nats.link import NatsLink
 from berrymq_nats.losses import UNDECODABLE, Losses
 from berrymq_nats.options import BrokerOptions
 from berrymq_nats.outbox import Outbox
@@ -49,15 +50,20 @@ from berrymq_nats.subjects import SubjectMap
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
+    from berrymq.message import Message
 
 __all__ = ["NatsBridge"]
 
 logger = logging.getLogger("berrymq.nats")
 
 
-class NatsBridge(Connection):
-    """One bus's link to NATS: a forwarder (and requester) on the bus, a listener of its
-    subscriptions, and a ``nats-py`` client on the process's I/O loop.
+class NatsBridge(LinkConnection):
+    """One bus's connection to NATS, in the style ``interconnect`` (every non-local message
+    is published, matching ones from other processes come in) or ``oneway`` (only what
+    ``send`` sends is published; nothing is subscribed), both able to ``ask``: the core's
+    :class:`~berrymq.transports.styles.LinkConnection` over a :class:`NatsLink`. The
+    bridge keeps the ``nats-py`` client on the process's I/O loop, its reconnections, and
+    the NATS subscriptions that follow the bus's.
 
     Created by :meth:`berrymq_nats.transport.NatsTransport.connect_broker`; ``close()``
     sends what waits, unsubscribes and disconnects. :attr:`losses` counts what was lost.
@@ -68,19 +74,16 @@ class NatsBridge(Connection):
         self.options = options
         self.address = ",".join(options.servers)
         self.subscribe_enabled = subscribe
-        #: the SPEC's style it gives the bus: both ways through the broker
-        #: ("interconnect"), or sending only ("oneway", which still asks)
-        self.style = "interconnect" if subscribe else "oneway"
         self.subjects = SubjectMap(options.subject_prefix)
         self.state = "connecting"
         self.last_error: str | None = None
         self.reconnects = 0
-        self.closed = False
         #: monotonic times of the last loss of the connection and of the last time this
         #: bridge was back with its subscriptions confirmed by the server
         self.disconnected_at: float | None = None
         self.resubscribed_at: float | None = None
-        self.inbox = ""
+        #: the prefix of the subjects the answers to this bridge's asks come on
+        self.answers = ""
         self.losses = Losses(logger, f"NATS bridge of bus {bus.name}")
         self.outbox = Outbox(options, self.losses, lambda: f"{self.address} ({self.state})")
         self.shared = SharedQueues(bus, self.subjects)
@@ -92,9 +95,12 @@ class NatsBridge(Connection):
         self._up = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lost_mark = 0
+        # the style (before the loop starts: what comes in is received from its forwarder):
+        # "interconnect" adds the link as the bus's forwarder, "oneway" its asker
+        super().__init__(bus, NatsLink(self), "interconnect" if subscribe else "oneway",
+                         on_close=self._closing)
         io_loop.submit(self._start())
         bus.add_subscription_listener(self.following.changed)
-        bus.add_forwarder(self)
         _live.add(self)
 
     # -- connecting -------------------------------------------------------------------------
@@ -144,9 +150,9 @@ class NatsBridge(Connection):
                 self._failed("failed: this version of nats-py is not supported (no parser)")
                 await nc.close()
                 return
-            self.inbox = nc.new_inbox()
+            self.answers = nc.new_inbox()
             asking = self.asking
-            for subject in (f"{self.inbox}.*", f"{self.inbox}.*.*"):  # answers, probes' answers
+            for subject in (f"{self.answers}.*", f"{self.answers}.*.*"):  # answers, probes' answers
                 await subscribe_direct(nc, subject, "", asking.on_answer)
             await subscribe_direct(nc, asking.presence_subject, "", asking.on_control)
             await subscribe_direct(nc, asking.node_prefix + asking.node, "", asking.on_control)
@@ -200,23 +206,6 @@ class NatsBridge(Connection):
             logger.warning("NATS bridge of bus %s: %s", self.bus.name, self.last_error)
         else:  # each failed reconnection attempt: the state line shows the last one
             logger.debug("NATS bridge of bus %s: %s", self.bus.name, self.last_error)
-
-    # -- out --------------------------------------------------------------------------------
-
-    def forward(self, message: Message, reply_to: Identifier | None) -> None:
-        """Publish ``message`` (the bus calls this for every non-local message)."""
-        ident = message[0]
-        subject = self.subjects.subject(ident)
-        payload = encode_message(message, reply_to, self.shared.taken(ident))
-        self.outbox.put((subject, payload, ""), ident)
-
-    def send(self, message: Message) -> None:
-        """Publish one message without delivering it locally (``send_message``)."""
-        self.forward(self.bus.stamp(message), None)
-
-    def request(self, message: Message, timeout: float) -> list[Any]:
-        """Publish ``message`` as a NATS request and gather every process's replies."""
-        return self.asking.request(message, timeout)
 
     # -- reports ----------------------------------------------------------------------------
 
@@ -296,15 +285,14 @@ class NatsBridge(Connection):
 
     # -- closing ----------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Send what waits (while connected), unsubscribe and disconnect (idempotent).
-        What could not be sent is counted in :attr:`losses` and logged."""
-        if self.closed:
-            return
-        self.closed = True
+    def _closing(self, polite: bool) -> None:
+        """The bridge's part of closing (from :meth:`LinkConnection.close
+        <berrymq.transports.styles.LinkConnection.close>`, once, after the bus stopped
+        forwarding to it): send what waits while connected (polite or not: it goes to the
+        broker, not to a peer that is gone), unsubscribe and disconnect. What could not be
+        sent is counted in :attr:`losses` and logged."""
         _live.discard(self)
         bus = self.bus
-        bus.remove_forwarder(self)
         bus.remove_subscription_listener(self.following.changed)
         self.shared.unguard()
         while self in bus.connections():  # tracked once per way it was opened

@@ -22,23 +22,27 @@ from __future__ import annotations
 import atexit
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from berrymq.identifier import parse
+from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
 from berrymq.transports.ioloop import DeliveryLane, io_loop
+from berrymq.wire import decode_message, loads
 from berrymq_nats.client import after_each_read
-from berrymq_nats.codec import FromBroker, loads
 from berrymq_nats.losses import LANE_STOPPED, QUEUE_FULL
+from berrymq_nats.shared import FromBroker
 
 if TYPE_CHECKING:
     from berrymq_nats.bridge import NatsBridge
 
-__all__ = ["Inbound", "Progress", "answer_lane", "progress"]
+__all__ = ["DEFAULT_ASK_TIMEOUT", "Inbound", "Progress", "answer_lane", "progress"]
+
+#: seconds a request is answered within when it carries no ``timeout`` of its asker
+DEFAULT_ASK_TIMEOUT = 5.0
 
 
 
@@ -154,30 +158,29 @@ class Inbound:
 
     # -- on the lanes ---------------------------------------------------------------------
 
-    def _decode(self, msg: Msg) -> tuple[Message, list[Any]] | None:
+    def _decode(self, msg: Msg) -> tuple[Message, Identifier | None, Mapping[str, Any]] | None:
+        """The message in ``msg`` (:func:`berrymq.wire.decode_message`), its kwargs marked
+        when a local shared queue matches it (see :class:`FromBroker`); None for what is
+        not a message, counted as undecodable."""
         try:
-            data = loads(msg.data)
-            ident = parse(data[0])
-            kwargs = data[2]
-            if self.bridge.shared.marked(ident):
-                kwargs = FromBroker(kwargs)
-            return new_message((ident, tuple(data[1]), kwargs, data[3], data[4])), data
-        except Exception as exc:  # noqa: BLE001 - a foreign or broken message
+            message, reply_to, extras = decode_message(loads(msg.data))
+        except ValueError as exc:  # ParseError, WireError: a foreign or broken message
             self.bridge.undecodable(msg.subject, exc)
             return None
+        if self.bridge.shared.marked(message[0]):
+            message = new_message((message[0], message[1], FromBroker(message[2]), message[3],
+                                   message[4]))
+        return message, reply_to, extras
 
     def on_message(self, msg: Msg) -> None:
         """A message from a plain subscription (the delivery lane)."""
         decoded = self._decode(msg)
         if decoded is None:
             return
-        message, data = decoded
+        message, reply_to, _ = decoded
         bridge = self.bridge
         try:
-            if len(data) > 5 and data[5]:
-                bridge.bus.receive(message, bridge, parse(data[5]))
-            else:
-                bridge.bus.receive(message, bridge)
+            bridge.bus.receive(message, bridge.forwarder, reply_to)  # not sent back
         except Exception as exc:  # noqa: BLE001 - no sender here to raise to
             bridge.receivers_failed(message, exc)
 
@@ -188,12 +191,13 @@ class Inbound:
         decoded = self._decode(msg)
         if decoded is None:
             return
-        message, data = decoded
-        timeout = data[7] if len(data) > 7 and isinstance(data[7], (int, float)) else 5.0
+        message, _, extras = decoded
+        timeout = extras.get("timeout")
+        wait = float(timeout) if isinstance(timeout, int | float) else DEFAULT_ASK_TIMEOUT
         with progress.cond:
             progress.cond.wait_for(lambda: self.delivered >= before or progress.asks_waiting > 0,
-                                   float(timeout))
-        self.bridge.asking.answer(message, data, msg.reply)
+                                   wait)
+        self.bridge.asking.answer(message, wait, msg.reply)
 
     def for_group(self, group: str) -> Callable[[Msg], None]:
         """The handler of a queue-group subscription (for the shared queues of a pattern)."""
@@ -203,18 +207,19 @@ class Inbound:
             if msg.reply:
                 return  # asks are answered through the plain subscriptions
             try:
-                data = loads(msg.data)
-                ident = parse(data[0])
-            except Exception as exc:  # noqa: BLE001 - a foreign or broken message
+                message, _, extras = decode_message(loads(msg.data))
+            except ValueError as exc:  # ParseError, WireError: a foreign or broken message
                 bridge.undecodable(msg.subject, exc)
                 return
-            if len(data) > 6 and data[6] and group in data[6]:
+            taken = extras.get("taken")
+            if type(taken) is list and group in taken:
                 return  # a shared queue of the sending process took it already
+            ident = message[0]
             receiver = bridge.shared.receiver_of(group)
             if receiver is None:
                 bridge.losses.add(QUEUE_FULL, 1, f"{ident} for group {group}: the queue closed")
                 return
-            message = new_message((ident, tuple(data[1]), data[2], data[3] + 1, data[4]))
+            message = new_message((ident, message[1], message[2], message[3] + 1, message[4]))
             try:
                 receiver(message)  # type: ignore[operator]
             except Exception as exc:  # noqa: BLE001 - QueueFull and the like

@@ -5,7 +5,7 @@ bridges subscribe through the NATS queue group named after the pattern's subject
 NATS hands each message to one process. A message that a shared queue of the sending
 process already took carries that queue's group in its ``taken`` field; the member of the
 group that NATS picks drops it. Messages from NATS's plain fan-out are kept out of shared
-queues by a guard (:func:`~berrymq_nats.codec.shared_queue_guard`).
+queues by a guard (:func:`shared_queue_guard`).
 
 The bus's subscriptions change rarely; the bridge marks this view dirty when they do and
 it is rebuilt on the next look, outside the bus's lock.
@@ -17,13 +17,33 @@ import threading
 from typing import TYPE_CHECKING
 
 from berrymq.identifier import Identifier
-from berrymq_nats.codec import shared_queue_guard
 from berrymq_nats.subjects import SubjectMap
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus, Subscription
+    from berrymq.message import Message
 
-__all__ = ["SharedQueues"]
+__all__ = ["FromBroker", "SharedQueues", "from_broker", "shared_queue_guard"]
+
+
+class FromBroker(dict):  # type: ignore[type-arg]
+    """The keyword arguments of a message that came in through NATS's fan-out.
+
+    Only used for messages that match a local shared queue: its guard refuses them, as
+    a shared queue takes messages from other processes through its queue group alone.
+    """
+
+    __slots__ = ()
+
+
+def from_broker(message: Message) -> bool:
+    """Whether ``message`` came in through a plain NATS subscription (see ``FromBroker``)."""
+    return type(message[2]) is FromBroker
+
+
+def shared_queue_guard(message: Message) -> bool:
+    """Installed on shared queues' subscriptions while a bridge runs (see ``from_broker``)."""
+    return type(message[2]) is not FromBroker
 
 
 class SharedQueues:

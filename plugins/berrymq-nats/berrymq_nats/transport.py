@@ -32,7 +32,9 @@ def transport_of(bus: Bus) -> NatsTransport | None:
 class NatsTransport(Transport):
     """Links a bus to NATS. ``listen``, ``interconnect`` and :meth:`connect_broker` all
     join the bus to the NATS servers at the address (the broker is the "node" that every
-    process connects to); ``connect_oneway`` only publishes.
+    process connects to); ``connect_oneway`` publishes what ``send`` sends and asks, as
+    style 02 does over every transport. ``connect_via_queue`` is refused with a
+    ``TypeError``: the broker keeps no queue per client.
 
     :param settings: the ``[berrymq.nats]`` table; its keys are the defaults of
         :meth:`connect_broker`.
@@ -105,7 +107,8 @@ class NatsTransport(Transport):
         return self.connect_broker(address)
 
     def connect_oneway(self, address: str, ttl: float) -> Connection:
-        """``connect_oneway("nats://...")``: publish to NATS, subscribe to nothing."""
+        """``connect_oneway("nats://...")``: publish what ``send`` sends and ask through
+        NATS, subscribe to nothing."""
         return self.connect_broker(address, subscribe=False)
 
     def connect_via_queue(self, address: str, pattern: Identifier, ttl: float) -> Connection:

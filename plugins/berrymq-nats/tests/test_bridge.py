@@ -16,13 +16,15 @@ from typing import Any
 import pytest
 from berrymq_nats import NatsBridge, NatsTransport
 from berrymq_nats import plugin as nats_plugin
+from berrymq_nats.link import NatsLink
 from berrymq_nats.testing import Recorder, bridge_of, settle
 
 import berrymq
-from berrymq import Bus, PluginNotAvailable
+from berrymq import Bus, Message, PluginNotAvailable
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings, load_settings
 from berrymq.transports.ioloop import io_loop
+from berrymq.transports.styles import LinkConnection
 
 pytestmark = pytest.mark.broker
 
@@ -108,6 +110,30 @@ def test_connection_styles_map_to_the_bridge(nats_server: Any, default_bus: Bus)
         berrymq.connect_via_queue(nats_server.url, "x:*")
     berrymq.close_connection()
     assert bridge.closed and default_bus.connections() == []
+
+
+def test_the_styles_are_the_cores_over_a_nats_link(nats_server: Any, make_bus: MakeBus) -> None:
+    """interconnect and connect_oneway are the core's LinkConnection over a NatsLink, as
+    for every transport: one-way carries what send sends (and ask), nothing else."""
+    a, b = make_bus("a"), make_bus("b")
+    transport = a.transport("nats")
+    assert isinstance(transport, NatsTransport)
+    oneway = transport.connect_oneway(nats_server.url, 60)
+    assert isinstance(oneway, LinkConnection) and isinstance(oneway.link, NatsLink)
+    assert oneway.style == "oneway" and oneway.forwarder is not oneway.link
+    bb = bridge_of(b, nats_server.url)
+    assert bb.style == "interconnect" and bb.forwarder is bb.link
+    got = Recorder()
+    b.subscribe("log:*", got, weak=False)
+    settle(bb)
+    a.twitter("log:twittered")  # not carried: it would arrive first (one connection's order)
+    oneway.send(Message("log:sent", ("x",)))
+    assert oneway.flush(10)
+    (first,) = got.wait(1)[:1]
+    assert first.id == "log:sent" and first.args == ("x",) and first.uid is not None
+    oneway.close()
+    with pytest.raises(berrymq.ConnectionClosed, match="is closed"):
+        oneway.send(Message("log:sent"))
 
 
 def test_unreachable_server_is_a_clear_error(default_bus: Bus) -> None:

@@ -5,15 +5,20 @@ real nats-server the test starts on a free port, as separate processes would."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import nats
 import pytest
 from berrymq_nats import NatsBridge
+from berrymq_nats.losses import UNDECODABLE
 from berrymq_nats.testing import Recorder, settle
 
 from berrymq import Bus, Message
+from berrymq.identifier import parse
 from berrymq.transports.ioloop import io_loop
 
 pytestmark = pytest.mark.broker
@@ -266,3 +271,41 @@ def test_a_full_lane_pauses_reading_and_loses_nothing(pair: Pair, poll: Callable
         release.set()
     settle(bb)
     assert got == list(range(300))
+
+
+def test_the_payloads_are_berrymqs_one_wire_form(pair: Pair, nats_server: Any,
+                                                  poll: Callable[..., None]) -> None:
+    """What crosses NATS is berrymq.wire's form, as over JSON-RPC: a message is
+    ``[identifier, args, kwargs, extras]`` and replies are ``{"value"}``/``{"error"}``
+    entries, so a plain NATS client can take part."""
+    a, ba, b, bb = pair
+    got = Recorder()
+    b.subscribe("job:go", got, weak=False)
+    b.subscribe("calc:add", lambda m: m.args[0] + 1, weak=False)
+    settle(ba, bb)
+    job, calc = (ba.subjects.subject(parse(text)) for text in ("job:go", "calc:add"))
+
+    async def as_a_plain_client() -> tuple[bytes, list[bytes]]:
+        nc = await nats.connect(nats_server.url)
+        try:
+            sub = await nc.subscribe(job)
+            answers = await nc.subscribe("raw.inbox")
+            await nc.flush()
+            a.twitter("job:go", 1, k="v")
+            sent = (await sub.next_msg(timeout=10)).data
+            await nc.publish(job, b'["job:go",["raw"],{},{"hops":0}]')
+            await nc.publish(job, b'["job:go",["not", "a", "message"]]')
+            await nc.publish(calc, b'["calc:add",[41],{},{"uid":"raw-1","timeout":5}]',
+                             reply="raw.inbox")
+            replies = [(await answers.next_msg(timeout=10)).data for _ in range(2)]
+            return sent, replies
+        finally:
+            await nc.close()
+
+    sent, (ack, replies) = asyncio.run(as_a_plain_client())
+    ident, args, kwargs, extras = json.loads(sent)
+    assert (ident, args, kwargs) == ("job:go", [1], {"k": "v"}) and set(extras) == {"uid"}
+    assert json.loads(ack) == {"k": "a", "n": b.node_id}
+    assert json.loads(replies) == {"k": "r", "n": b.node_id, "r": [{"value": 42}]}
+    assert got.wait(2) and got.args == [1, "raw"]
+    poll(lambda: bb.losses.counts.get(UNDECODABLE) == 1, what="the broken one counted")

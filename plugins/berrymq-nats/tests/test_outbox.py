@@ -72,9 +72,9 @@ def test_the_disconnect_buffer_is_bounded_in_bytes(
     nats_server.stop()
     poll(lambda: ba.state == "reconnecting", what="the bridge to see the loss")
     for _ in range(3):
-        a.twitter("big:one", "x" * 280)  # about 320 bytes each once encoded
+        a.twitter("big:one", "x" * 270)  # about 320 bytes each once encoded
     with pytest.raises(BrokerBufferFull, match=r"\(buffer_bytes = 1024\); message big:one was refused"):
-        a.twitter("big:one", "x" * 280)
+        a.twitter("big:one", "x" * 270)
     held, held_bytes = ba.outbox.held
     assert held == 3 and 900 < held_bytes <= 1024 - 50
     assert f"({held_bytes}/1024 bytes)" in ba.status()

@@ -1,0 +1,285 @@
+"""berryMQ's wire forms, the same on every transport that leaves the process (JSON-RPC over
+TCP or HTTP, NATS), and the one JSON codec they are written in.
+
+- **A message** is ``[identifier, args, kwargs]``, or ``[identifier, args, kwargs, extras]``
+  where *extras* is an object of optional fields: ``uid`` (a string), ``hops`` (an integer,
+  0 or more), ``reply_to`` (an identifier, set by :func:`berrymq.talk`), and two a broker
+  needs: ``taken`` (the NATS queue groups of the sending process that took the message
+  already) and ``timeout`` (for a request sent as a message: the seconds its asker waits).
+  A reader ignores extras it does not know.
+- **A reply to** ``ask`` is one entry per receiver: ``{"value": value}``, or
+  ``{"error": {"type", "message", "receiver", "node"}}`` (:meth:`berrymq.ReplyError.to_json`).
+- **JSON** is compact and ASCII only (so a text's characters are its bytes, which size
+  limits rely on); ``NaN``, ``Infinity`` and numbers too large to be finite are neither
+  written nor read. One C encoder and one C scanner are made once: ``json.dumps`` and
+  ``json.loads`` make an encoder per call and check for trailing text with a regular
+  expression, which was most of the cost of encoding or decoding a small message.
+
+This module uses the standard library's ``json`` alone: the core and every transport
+plugin share it, and the JSON-RPC libraries stay in the ``berrymq-jsonrpc`` distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import Any, NoReturn
+
+from berrymq.errors import InvalidIdentifier, ReplyError, TransportError
+from berrymq.identifier import Identifier, parse
+from berrymq.message import Message, new_message
+
+__all__ = [
+    "ParseError",
+    "WireError",
+    "decode_message",
+    "decode_replies",
+    "dumps",
+    "encode_message",
+    "encode_reply",
+    "identifier",
+    "loads",
+    "message_from_wire",
+]
+
+
+# -- JSON --------------------------------------------------------------------------------
+
+_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+#: The C encoder behind ``_encoder``, made once, without the circular check (a cycle ends
+#: in RecursionError, turned into ValueError below); None where the C accelerator is
+#: missing.
+_chunks = None if c_make_encoder is None else c_make_encoder(
+    None, _encoder.default, encode_basestring_ascii, None, ":", ",", False, False, False)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, ASCII only. Raises ``ValueError`` for NaN/Infinity and for a
+    structure that contains itself or is nested too deep, ``TypeError`` for what JSON
+    cannot hold."""
+    try:
+        if _chunks is None:
+            return _encoder.encode(value)
+        return "".join(_chunks(value, 0))
+    except RecursionError:
+        raise ValueError("the value contains itself or is nested too deep for JSON") from None
+
+
+class ParseError(ValueError):
+    """A text that is not JSON berryMQ accepts (bad syntax, bad UTF-8, non-finite number)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ParseError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ParseError(f"number {text} is out of range")
+    return value
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+#: the decoder's C scanner: one value from an index, returning where it ended
+_scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
+
+
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """Parse one JSON text (UTF-8 when given bytes); raises :class:`ParseError` for
+    anything that is not strict JSON, including ``NaN``, ``Infinity`` and ``1e999``.
+
+    The usual text (no whitespace around the value) is read by the scanner alone; any
+    other goes through the full decoder, which allows the whitespace and refuses the rest.
+    """
+    try:
+        if isinstance(data, bytes):
+            text = data.decode()
+        elif isinstance(data, str):
+            text = data
+        else:
+            text = str(data, "utf-8")
+        try:
+            value, end = _scan(text, 0)
+        except StopIteration:
+            end = -1
+        if end != len(text):
+            value = _decoder.decode(text)
+        return value
+    except ParseError:
+        raise
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ParseError(str(exc)) from None
+
+
+# -- messages ----------------------------------------------------------------------------
+
+class WireError(ValueError):
+    """A JSON value that is not berryMQ's wire form of a message; the text names the part."""
+
+
+#: The last message encoded with its extras: a bus hands one message to each linked peer
+#: in turn, so a message going to N peers is encoded once, not N times. One tuple,
+#: replaced whole (reading it needs no lock), keyed by the message's identity.
+_last: tuple[object, object, str] = (None, None, "")
+
+
+def encode_message(message: Message, reply_to: Identifier | None = None, *, extras: bool = True,
+                   taken: tuple[str, ...] = (), timeout: float | None = None) -> str:
+    """The wire form of ``message`` as JSON text: with an extras object when it has a uid,
+    hops, ``reply_to``, ``taken`` or ``timeout``; without (``extras=False``, for peers
+    that know no extras) the three parts alone.
+
+    Raises ``TypeError`` (what JSON cannot hold) or ``ValueError`` (NaN, a cycle) naming
+    the message.
+    """
+    global _last
+    if not extras:
+        return _encode(message, None, (), None, False)
+    if taken or timeout is not None:
+        return _encode(message, reply_to, taken, timeout, True)
+    last_message, last_reply_to, text = _last
+    if last_message is message and last_reply_to is reply_to:
+        return text
+    text = _encode(message, reply_to, (), None, True)
+    _last = (message, reply_to, text)
+    return text
+
+
+def _encode(message: Message, reply_to: Identifier | None, taken: tuple[str, ...],
+            timeout: float | None, extras: bool) -> str:
+    ident, args, kwargs, hops, uid = message
+    value: tuple[Any, ...]
+    if not extras:
+        value = (ident.text, args, kwargs)
+    elif not hops and reply_to is None and not taken and timeout is None:
+        # the usual message between processes: a uid at most
+        value = (ident.text, args, kwargs) if uid is None else (ident.text, args, kwargs,
+                                                                 {"uid": uid})
+    else:
+        more: dict[str, Any] = {}
+        if uid is not None:
+            more["uid"] = uid
+        if hops:
+            more["hops"] = hops
+        if reply_to is not None:
+            more["reply_to"] = reply_to.text
+        if taken:
+            more["taken"] = taken
+        if timeout is not None:
+            more["timeout"] = timeout
+        value = (ident.text, args, kwargs, more)
+    try:
+        return dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"message {ident} cannot be sent to another process: its arguments "
+                        f"must be JSON-serialisable ({exc})") from None
+
+
+def identifier(text: Any, what: str) -> Identifier:
+    """The identifier ``text`` names; :class:`WireError` (naming ``what``) for one that is
+    not a string, not valid, or local (local messages never leave their process)."""
+    if type(text) is not str:
+        raise WireError(f"{what} must be an identifier string")
+    try:
+        ident = parse(text)  # the cached Identifier, without a constructor call
+    except InvalidIdentifier as exc:
+        raise WireError(f"{what}: {exc}") from None
+    if ident.is_local:
+        raise WireError(f"{what}: {text!r} is local (starts with '_'); local messages never "
+                        "leave their process")
+    return ident
+
+
+def message_from_wire(ident_text: Any, args: Any, kwargs: Any, extras: Any, what: str
+                      ) -> tuple[Message, Identifier | None]:
+    """Check the parts of one message and build it (with its ``reply_to``); raises
+    :class:`WireError` naming ``what`` and the part that is wrong. ``extras`` may be None.
+
+    The checks of a good message are made at once, without building the texts of the
+    errors (this runs for every message that comes in); :func:`_refuse` says what is wrong.
+    """
+    ident = _cached(ident_text) if type(ident_text) is str else None
+    if ident is None or ident.is_local or type(args) is not list or type(kwargs) is not dict:
+        _refuse(ident_text, args, kwargs, extras, what)
+    if extras is None:
+        return new_message((ident, tuple(args), kwargs, 0, None)), None
+    if type(extras) is not dict:
+        raise WireError(f"{what} extras must be an object")
+    uid = extras.get("uid")
+    hops = extras.get("hops", 0)
+    if (uid is not None and type(uid) is not str) or type(hops) is not int or hops < 0:
+        _refuse(ident_text, args, kwargs, extras, what)
+    reply_to = extras.get("reply_to")
+    if reply_to is not None:
+        reply_to = identifier(reply_to, f"{what} reply_to")
+    return new_message((ident, tuple(args), kwargs, hops, uid)), reply_to
+
+
+def _cached(text: str) -> Identifier | None:
+    """The identifier ``text`` names, None when it names none (:func:`_refuse` says why)."""
+    try:
+        return parse(text)
+    except InvalidIdentifier:
+        return None
+
+
+def _refuse(ident_text: Any, args: Any, kwargs: Any, extras: Any, what: str) -> NoReturn:
+    """Raise the :class:`WireError` that says what is wrong with a message."""
+    identifier(ident_text, f"{what} identifier")
+    if type(args) is not list:
+        raise WireError(f"{what} args must be an array")
+    if type(kwargs) is not dict:
+        raise WireError(f"{what} kwargs must be an object")
+    if type(extras.get("uid")) not in (str, type(None)):
+        raise WireError(f"{what} uid must be a string")
+    raise WireError(f"{what} hops must be an integer, 0 or more")
+
+
+_NO_EXTRAS: Mapping[str, Any] = {}
+
+
+def decode_message(item: Any, what: str = "the message"
+                   ) -> tuple[Message, Identifier | None, Mapping[str, Any]]:
+    """One message in its wire form (a parsed JSON array): the message, its ``reply_to``
+    and its extras object (empty when it has none); :class:`WireError` naming ``what``."""
+    if type(item) is not list or not 3 <= len(item) <= 4:
+        raise WireError(f"{what} must be [identifier, args, kwargs] or "
+                        "[identifier, args, kwargs, extras]")
+    extras = item[3] if len(item) == 4 else None
+    message, reply_to = message_from_wire(item[0], item[1], item[2], extras, what)
+    return message, reply_to, extras or _NO_EXTRAS
+
+
+# -- replies to ask ----------------------------------------------------------------------
+
+def encode_reply(value: Any, node: str) -> dict[str, Any]:
+    """One receiver's reply as it crosses: ``{"value": value}``, or ``{"error": ...}``
+    for a :class:`berrymq.ReplyError` and for a value JSON cannot hold (named by its type,
+    as a ``TypeError`` of ``node``)."""
+    if isinstance(value, ReplyError):
+        return {"error": value.to_json()}
+    try:
+        dumps(value)
+    except (TypeError, ValueError):
+        error = ReplyError("TypeError", f"the reply {type(value).__name__} is not JSON", "", node)
+        return {"error": error.to_json()}
+    return {"value": value}
+
+
+def decode_replies(entries: Any, peer: str) -> list[Any]:
+    """The replies of an ``ask`` answer: values, and :class:`berrymq.ReplyError` entries;
+    :class:`berrymq.TransportError` naming ``peer`` for anything else."""
+    if type(entries) is not list:
+        raise TransportError(f"{peer} answered ask with {type(entries).__name__}, not an array")
+    replies: list[Any] = []
+    for entry in entries:
+        if type(entry) is dict and "value" in entry:
+            replies.append(entry["value"])
+        elif type(entry) is dict and type(entry.get("error")) is dict:
+            replies.append(ReplyError.from_json(entry["error"]))
+        else:
+            raise TransportError(f"{peer} answered ask with a malformed entry")
+    return replies

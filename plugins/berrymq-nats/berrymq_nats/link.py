@@ -1,0 +1,71 @@
+"""The NATS link: what every connection style of the bridge sends and asks through.
+
+The styles themselves are the core's (:class:`berrymq.transports.styles.LinkConnection`):
+``interconnect`` adds this link to the bus as a forwarder, so every non-local message is
+published; ``oneway`` adds only its asker, so the link publishes what ``send`` sends and
+carries ``ask``. ``connect_via_queue`` has no NATS form (the broker keeps no queue per
+client) and is refused at connect time (:meth:`NatsTransport.connect_via_queue
+<berrymq_nats.transport.NatsTransport.connect_via_queue>`).
+
+The link owns no connection: the bridge keeps the ``nats-py`` client, its reconnections
+and subscriptions; the link encodes each message in berryMQ's wire form
+(:func:`berrymq.wire.encode_message`) and hands it to the bridge's outbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from berrymq.identifier import Identifier
+from berrymq.transports.base import Link
+from berrymq.wire import encode_message
+
+if TYPE_CHECKING:
+    from berrymq.message import Message
+    from berrymq_nats.bridge import NatsBridge
+
+__all__ = ["NatsLink"]
+
+
+class NatsLink(Link):
+    """Publishes messages to NATS and asks through it, for one :class:`NatsBridge`."""
+
+    def __init__(self, bridge: NatsBridge) -> None:
+        self.bridge = bridge
+        self.address = bridge.address
+
+    def forward(self, message: Message, reply_to: Identifier | None) -> None:
+        """Publish ``message`` on its subject (the bus calls this for every non-local
+        message; ``send`` for what it sends). A message without a uid gets one here: a
+        process may receive a message through two of its subscriptions and delivers it
+        once, by its uid."""
+        bridge = self.bridge
+        if message[4] is None:
+            message = bridge.bus.stamp(message)
+        ident = message[0]
+        payload = encode_message(message, reply_to, taken=bridge.shared.taken(ident)).encode()
+        bridge.outbox.put((bridge.subjects.subject(ident), payload, ""), ident)
+
+    def send_batch(self, messages: Sequence[Message], reply_to: Identifier | None = None) -> None:
+        """Publish ``messages`` in order (NATS keeps the order of one connection)."""
+        forward = self.forward
+        for message in messages:
+            forward(message, reply_to)
+
+    def request(self, message: Message, timeout: float) -> list[Any]:
+        """Publish ``message`` as a NATS request and gather every process's replies
+        (:meth:`berrymq_nats.asking.Asking.request`)."""
+        return self.bridge.asking.request(message, timeout)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """:meth:`NatsBridge.flush`."""
+        return self.bridge.flush(timeout)
+
+    def close(self) -> None:
+        """Nothing of its own: the bridge has sent what waited and disconnected by then
+        (:meth:`NatsBridge._closing`), and its closed outbox refuses what comes later
+        with :class:`berrymq.ConnectionClosed`."""
+
+    def __repr__(self) -> str:
+        return f"<NatsLink {self.address} bus={self.bridge.bus.name} {self.bridge.state}>"
