@@ -9,8 +9,10 @@ consumers), so delivery never compares kind names. It is filed and removed by
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import BuiltinMethodType, MethodType, ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from berrymq.identifier import Identifier
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
     from berrymq._index import Index
     from berrymq.bus import Bus
 
-__all__ = ["FUNCTION", "Guard", "Kind", "Receiver", "ReceiverKind", "Subscription", "strong_ref"]
+__all__ = ["FUNCTION", "Guard", "Kind", "Receiver", "ReceiverKind", "Subscription", "strong_ref",
+           "weak_ref"]
 
 Receiver = Callable[[Message], Any]
 Guard = Callable[[Message], Any]
@@ -118,3 +121,39 @@ def strong_ref(receiver: Receiver) -> Callable[[], Receiver]:
     """A C-level callable returning ``receiver``: delivery calls ``ref()`` alike for
     strong and weak receivers."""
     return itertools.repeat(receiver).__next__
+
+
+def weak_ref(receiver: Receiver, gone: Callable[[object], None]) -> Callable[[], Receiver | None]:
+    """A callable returning ``receiver``, or None once it was garbage-collected (then
+    ``gone`` is called).
+
+    A bound method (``obj.method``, or a built-in one such as ``results.append``) is made
+    anew at each attribute access, so a reference to it would die at once and the
+    registration with it: its object is referenced instead. An object that takes no weak
+    references (a list, an instance of a ``__slots__`` class) is refused with a TypeError
+    saying to register with ``weak=False``.
+    """
+    owner = getattr(receiver, "__self__", None)
+    try:
+        if isinstance(receiver, MethodType):
+            return weakref.WeakMethod(receiver, gone)
+        if isinstance(receiver, BuiltinMethodType) and not isinstance(owner, ModuleType | None):
+            return _WeakBuiltinMethod(weakref.ref(owner, gone), receiver.__name__)
+        return weakref.ref(receiver, gone)
+    except TypeError:
+        whose = "" if owner is None else f" (its {type(owner).__name__!r} object takes none)"
+        raise TypeError(f"{receiver!r} cannot be held by weak reference{whose}; "
+                        "register it with weak=False") from None
+
+
+class _WeakBuiltinMethod:
+    """``obj.name`` while ``obj`` lives, else None: a built-in method held weakly."""
+
+    __slots__ = ("name", "owner")
+
+    def __init__(self, owner: weakref.ref[Any], name: str) -> None:
+        self.owner, self.name = owner, name
+
+    def __call__(self) -> Receiver | None:
+        obj = self.owner()
+        return None if obj is None else getattr(obj, self.name)
