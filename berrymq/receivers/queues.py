@@ -51,7 +51,9 @@ class QueueStore:
         self.places = threading.BoundedSemaphore(maxsize) if maxsize > 0 else None
         self.closed = False
         self.subscription: Subscription | None = None
-        self.users = 0
+        # The open Queue objects using this store, held weakly: a queue dropped without
+        # close() leaves by itself, so it counts as closed (it can no longer take anything).
+        self.users: weakref.WeakSet[Queue] = weakref.WeakSet()
         self.lock = threading.Lock()
         # Coroutines waiting in Queue.get_async: (loop, future) pairs, replaced whole
         # under ``lock`` and read without it by put().
@@ -175,12 +177,11 @@ class Queue:
             self._store = self._shared_store(bus, ident, maxsize, on_full, put_timeout)
         else:
             self._store = store = QueueStore(ident, maxsize, on_full, put_timeout)
-            store.users = 1
+            store.users.add(self)
             store.subscription = bus.subscribe(ident, store.put, kind=QUEUES)
 
-    @staticmethod
     def _shared_store(
-        bus: Bus, ident: Identifier, maxsize: int, on_full: FullPolicy, put_timeout: float
+        self, bus: Bus, ident: Identifier, maxsize: int, on_full: FullPolicy, put_timeout: float
     ) -> QueueStore:
         with _shared_lock:
             stores = bus.state(SHARED_STORES)
@@ -191,10 +192,10 @@ class Queue:
                         f"shared queue {ident} exists with maxsize={store.maxsize}; "
                         f"cannot share it with maxsize={maxsize}"
                     )
-                store.users += 1
+                store.users.add(self)
                 return store
             store = QueueStore(ident, maxsize, on_full, put_timeout)
-            store.users = 1
+            store.users.add(self)
             store.subscription = bus.subscribe(ident, store.put, kind=QUEUES, shared=True)
             stores[ident] = store
             return store
@@ -236,6 +237,10 @@ class Queue:
     def _check_open(self) -> None:
         # While other open queues share the store, what it holds is theirs; once the last
         # one closed too, every closed queue may drain what is left (nothing is stranded).
+        # A queue dropped without close() counts as closed: when the last open one was
+        # dropped, the store closes here, in a getter's thread (not in the collector's).
+        if self._closed and not self._store.users:
+            self._store.close()
         if self._is_closed():
             raise QueueClosed(f"this shared queue of {self.pattern} was closed")
 
@@ -268,8 +273,8 @@ class Queue:
         self._closed = True
         store = self._store
         with _shared_lock:
-            store.users -= 1
-            last = store.users <= 0
+            store.users.discard(self)
+            last = not store.users
         if last:
             store.close()
         elif self.shared:
@@ -304,7 +309,8 @@ class Queue:
         return QueueIterator(self._store, self._is_closed)
 
     def _is_closed(self) -> bool:
-        return self._closed and self.shared and not self._store.closed
+        store = self._store
+        return self._closed and self.shared and not store.closed and bool(store.users)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

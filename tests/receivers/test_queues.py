@@ -327,3 +327,24 @@ def test_when_every_shared_queue_closed_what_is_left_can_be_drained(berrymq_bus:
     second.close()  # the last one: the store closes, nothing is stranded
     assert [m.args[0] for m in first] == [0, 1, 2]
     assert list(second) == []
+
+
+def test_a_dropped_shared_queue_counts_as_closed(berrymq_bus: Bus) -> None:
+    kept, dropped = Queue("drop:*", shared=True), Queue("drop:*", shared=True)
+    del dropped  # never closed
+    gc.collect()
+    kept.close()  # the last open one: the store stops receiving
+    twitter("drop:x")
+    assert berrymq_bus.subscriptions() == []
+    with pytest.raises(QueueClosed):
+        kept.get_nowait()
+
+
+def test_a_closed_shared_queue_drains_once_the_open_one_was_dropped(berrymq_bus: Bus) -> None:
+    closed, dropped = Queue("gone:*", shared=True), Queue("gone:*", shared=True)
+    twitter("gone:x", 1)
+    closed.close()
+    del dropped
+    gc.collect()
+    assert [m.args[0] for m in closed] == [1]  # what is left is no longer stranded
+    assert berrymq_bus.subscriptions() == []
