@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Literal
 
+from berrymq._timeouts import wait_limit
 from berrymq.aio import QueueIterator, queue_get_async, wake
 from berrymq.bus import Bus, Subscription
 from berrymq.default import holder
@@ -42,7 +43,8 @@ class QueueStore:
     more than take from the ``SimpleQueue``.
     """
 
-    def __init__(self, pattern: Identifier, maxsize: int, on_full: FullPolicy, put_timeout: float) -> None:
+    def __init__(self, pattern: Identifier, maxsize: int, on_full: FullPolicy,
+                 put_timeout: float | None) -> None:
         self.pattern = pattern
         self.maxsize = maxsize
         self.on_full = on_full
@@ -143,7 +145,8 @@ class Queue:
         queue gets its own copy of every message.
     :param maxsize: 0 for unbounded; otherwise at most this many messages wait.
     :param on_full: what a full bounded queue does to a sender: ``"block"`` waits up to
-        ``put_timeout`` seconds for room, then refuses; ``"refuse"`` refuses at once. A
+        ``put_timeout`` seconds for room (a finite number, 0 or more, or ``float("inf")``
+        to wait as long as it takes), then refuses; ``"refuse"`` refuses at once. A
         refused message is not stored and the sender's ``twitter`` raises
         :class:`berrymq.QueueFull` naming the queue; nothing is dropped silently.
     :param bus: the bus to follow; the default bus when omitted.
@@ -164,8 +167,7 @@ class Queue:
             raise ValueError(f"maxsize must be an int, 0 or more, got {maxsize!r}")
         if on_full not in ("block", "refuse"):
             raise ValueError(f"on_full must be 'block' or 'refuse', got {on_full!r}")
-        if put_timeout < 0:
-            raise ValueError(f"put_timeout must be 0 or more, got {put_timeout!r}")
+        limit = wait_limit("put_timeout", put_timeout, none=False)
         if bus is None:
             bus = holder.bus
         bus.plugins.receiver("queues")  # says which plugin to enable if it is off
@@ -174,14 +176,14 @@ class Queue:
         self.bus = bus
         self._closed = False
         if shared:
-            self._store = self._shared_store(bus, ident, maxsize, on_full, put_timeout)
+            self._store = self._shared_store(bus, ident, maxsize, on_full, limit)
         else:
-            self._store = store = QueueStore(ident, maxsize, on_full, put_timeout)
+            self._store = store = QueueStore(ident, maxsize, on_full, limit)
             store.users.add(self)
             store.subscription = bus.subscribe(ident, store.put, kind=QUEUES)
 
     def _shared_store(
-        self, bus: Bus, ident: Identifier, maxsize: int, on_full: FullPolicy, put_timeout: float
+        self, bus: Bus, ident: Identifier, maxsize: int, on_full: FullPolicy, put_timeout: float | None
     ) -> QueueStore:
         with _shared_lock:
             stores = bus.state(SHARED_STORES)

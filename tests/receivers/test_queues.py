@@ -348,3 +348,30 @@ def test_a_closed_shared_queue_drains_once_the_open_one_was_dropped(berrymq_bus:
     gc.collect()
     assert [m.args[0] for m in closed] == [1]  # what is left is no longer stranded
     assert berrymq_bus.subscriptions() == []
+
+
+def test_an_infinite_put_timeout_waits_for_room_as_long_as_it_takes(berrymq_bus: Bus) -> None:
+    q = Queue("endless:*", maxsize=1, put_timeout=float("inf"))
+    sent = threading.Event()
+
+    def sender() -> None:
+        for n in range(3):
+            twitter("endless:x", n)
+        sent.set()
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    assert [q.get(timeout=WAIT).args[0] for _ in range(3)] == [0, 1, 2]  # none lost
+    assert sent.wait(WAIT)
+    thread.join()
+
+
+@pytest.mark.parametrize(("put_timeout", "error"), [
+    (float("nan"), ValueError), (-1, ValueError), (None, TypeError), ("1", TypeError),
+    (True, TypeError),
+])
+def test_a_bad_put_timeout_is_refused_by_name(berrymq_bus: Bus, put_timeout: Any,
+                                              error: type[Exception]) -> None:
+    with pytest.raises(error, match="put_timeout"):
+        Queue("bad:*", maxsize=1, put_timeout=put_timeout)
+    assert berrymq_bus.subscriptions() == []
