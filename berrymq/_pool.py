@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from berrymq._delivery import Answer, deliver
 from berrymq._index import RouteEntry
 from berrymq._losses import WORKER_REFUSED
+from berrymq._timeouts import wait_seconds
 from berrymq.errors import QueueFull
 from berrymq.message import Message
 
@@ -57,7 +58,8 @@ def pool_bounds(bus: Bus) -> tuple[int, float]:
     """``pool_queue_size`` and ``pool_queue_wait`` for ``bus``: given to ``Bus(...)``,
     else from the settings file, else the defaults."""
     return (int(bus.core_setting("pool_queue_size", DEFAULT_POOL_QUEUE_SIZE)),
-            float(bus.core_setting("pool_queue_wait", DEFAULT_POOL_QUEUE_WAIT)))
+            wait_seconds("pool_queue_wait",
+                         bus.core_setting("pool_queue_wait", DEFAULT_POOL_QUEUE_WAIT), none=False))
 
 
 class WorkerPool:
@@ -70,8 +72,6 @@ class WorkerPool:
         self.limit, self.wait = pool_bounds(bus)
         if self.limit < 1:
             raise ValueError(f"pool_queue_size must be at least 1, got {self.limit}")
-        if self.wait < 0:
-            raise ValueError(f"pool_queue_wait must be 0 or more, got {self.wait}")
         self.closed = False
         self._room = threading.Condition()
         self._waiting = 0  # senders waiting for room: read by workers without the lock

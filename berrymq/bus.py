@@ -38,6 +38,7 @@ from berrymq._hops import hop_box
 from berrymq._index import DIRECT, DISPATCH, FORWARD, CachedRoute, Index
 from berrymq._pool import WorkerPool
 from berrymq._subscribing import Subscribing
+from berrymq._timeouts import wait_limit
 from berrymq.ask import ask as _ask
 from berrymq.ask import ask_local as _ask_local
 from berrymq.errors import ConnectionClosed
@@ -331,10 +332,12 @@ class Bus(Subscribing, NodeSide):
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the worker pool has run every message handed to it so far.
 
-        Returns False if ``timeout`` passed first; True at once without a pool.
+        Returns False if ``timeout`` passed first (None or ``float("inf")``: no limit);
+        True at once without a pool.
         """
+        limit = wait_limit("timeout", timeout)  # checked with or without a pool
         pool = self.pool
-        return True if pool is None else pool.join(timeout)
+        return True if pool is None else pool.join(limit)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message this bus sent to other nodes so far has been handed to
@@ -348,7 +351,8 @@ class Bus(Subscribing, NodeSide):
         that did not take it, a refusal in a worker thread). Each loss is also counted
         and logged where it happened.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        limit = wait_limit("timeout", timeout)
+        deadline = None if limit is None else time.monotonic() + limit
 
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -207,7 +207,8 @@ class Queue:
         return self._store.maxsize
 
     def get(self, block: bool = True, timeout: float | None = None) -> Message:
-        """The next message, waiting at most ``timeout`` seconds (forever if None).
+        """The next message, waiting at most ``timeout`` seconds (forever if None or
+        ``float("inf")``).
 
         Raises :class:`berrymq.Empty` when nothing came in time (at once when ``block`` is
         false), :class:`berrymq.QueueClosed` (an ``Empty``) once closed and drained. A
@@ -215,8 +216,7 @@ class Queue:
         its store (what is stored is theirs); when the last one closes, the closed queues
         can drain what is left.
         """
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
+        timeout = wait_limit("timeout", timeout)  # inf is None: no limit
         if not self.shared:
             return self._store.get(block, timeout)
         # A shared store outlives this queue object: closing it must stop this object

@@ -375,3 +375,13 @@ def test_a_bad_put_timeout_is_refused_by_name(berrymq_bus: Bus, put_timeout: Any
     with pytest.raises(error, match="put_timeout"):
         Queue("bad:*", maxsize=1, put_timeout=put_timeout)
     assert berrymq_bus.subscriptions() == []
+
+
+def test_get_with_an_infinite_timeout_waits_with_no_limit(berrymq_bus: Bus) -> None:
+    q = Queue("g:*")
+    sender = threading.Timer(0.05, lambda: twitter("g:x"))
+    sender.start()
+    assert q.get(timeout=float("inf")).id == "g:x"  # was a bare OverflowError
+    sender.join()
+    with pytest.raises(TypeError, match="timeout must be a number"):
+        q.get(timeout="1")  # type: ignore[arg-type]
