@@ -80,8 +80,25 @@ class WorkerPool:
             threading.Thread(target=self._work, name=f"berrymq-worker-{i}", daemon=True)
             for i in range(size)
         ]
-        for thread in self._threads:
-            thread.start()
+        self._start_threads()
+
+    def _start_threads(self) -> None:
+        """Start every worker, or none: a system that runs out of threads part of the way
+        (``set_multiplicity(100_000)``) gets back the ones started, and the caller an
+        error naming ``multiplicity`` and the cause, not thousands of idle threads."""
+        started = 0
+        try:
+            for thread in self._threads:
+                thread.start()
+                started += 1
+        except RuntimeError as exc:  # "can't start new thread"
+            for _ in range(started):
+                self._tasks.put(None)
+            for thread in self._threads[:started]:
+                thread.join()
+            raise ValueError(
+                f"multiplicity {self.size}: only {started} worker threads could be started "
+                f"({exc}); they were stopped again and the pool is unchanged") from exc
 
     def submit(self, route: Iterable[RouteEntry], message: Message, answer: Answer | None) -> None:
         """Queue one task per route entry; raises :class:`QueueFull` when no room came."""

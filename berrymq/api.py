@@ -84,7 +84,8 @@ async def ask_async(identifier: str | Identifier, /, *args: Any, timeout: float 
 
 def set_multiplicity(n: int) -> None:
     """Run receivers on a pool of ``n`` threads (``twitter`` returns at once); 0 runs them
-    in the sender's thread again. A negative ``n`` raises :class:`ValueError`."""
+    in the sender's thread again. A negative ``n`` raises :class:`ValueError`, and so does
+    one the system cannot start as many threads for (the pool is then left as it was)."""
     holder.bus.set_multiplicity(n)
 
 

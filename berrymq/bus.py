@@ -312,6 +312,8 @@ class Bus(Subscribing, NodeSide):
         """Run receivers on ``n`` worker threads; 0 runs them in the sender's thread.
 
         Messages already handed to the old pool are all delivered before this returns.
+        When the system cannot start ``n`` threads, :class:`ValueError` names the cause,
+        the threads started are stopped and the old pool stays.
         """
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"multiplicity must be an int, got {n!r}")

@@ -253,3 +253,30 @@ def test_infinite_waits_with_a_pool_are_no_limit() -> None:
             bus.join(-1)
         with pytest.raises(TypeError, match="timeout must be a number"):
             bus.flush("1")  # type: ignore[arg-type]
+
+
+def test_a_pool_that_cannot_start_all_its_threads_stops_those_it_started(
+        berrymq_bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    set_multiplicity(2)
+    before = {t for t in threading.enumerate() if t.name.startswith("berrymq-worker")}
+    real_start = threading.Thread.start
+    started: list[threading.Thread] = []
+
+    def start(thread: threading.Thread) -> None:  # the system runs out after 3 threads
+        if thread.name.startswith("berrymq-worker") and len(started) == 3:
+            raise RuntimeError("can't start new thread")
+        started.append(thread)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(ValueError, match=r"^multiplicity 100000: only 3 worker threads could "
+                                         r"be started \(can't start new thread\)"):
+        set_multiplicity(100_000)
+    monkeypatch.undo()
+    assert not any(thread.is_alive() for thread in started)  # stopped, not left idle
+    assert berrymq_bus.multiplicity == 2  # the pool is unchanged, and works
+    assert {t for t in threading.enumerate() if t.name.startswith("berrymq-worker")} == before
+    got: list[str] = []
+    regist_function("still:*", lambda m: got.append(m.id), weak=False)
+    twitter("still:here")
+    assert berrymq_bus.join(WAIT) and got == ["still:here"]
