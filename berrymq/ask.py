@@ -35,14 +35,19 @@ __all__ = ["ASK_EXECUTOR", "ASK_PARTS", "ask", "ask_async_on", "ask_timeout", "a
            "replies_so_far", "settle_replies"]
 
 
-def settle_replies(replies: list[Any], timeout: float | None, node: str = "") -> list[Any]:
+def settle_replies(replies: list[Any], timeout: float | None, node: str = "", *,
+                   told: float | None = None) -> list[Any]:
     """Replace each :class:`PendingReply` in ``replies`` by its result (blocking).
 
     Waits at most ``timeout`` seconds in all; a reply that is not there by then, or whose
     coroutine raised, becomes a :class:`berrymq.ReplyError`. A coroutine that would have
     to run on the very loop this thread is running cannot be waited for without a
-    deadlock: it becomes an error entry that says to use :func:`ask_async`.
+    deadlock: it becomes an error entry that says to use :func:`ask_async`. The timeout
+    entries name ``told``, the timeout the asker gave (``timeout`` when not given): what
+    is left of it may be less, and the asker knows only its own.
     """
+    if told is None:
+        told = timeout
     deadline = None if timeout is None else time.monotonic() + timeout
     running = _get_running_loop()
     settled = list(replies)
@@ -62,7 +67,7 @@ def settle_replies(replies: list[Any], timeout: float | None, node: str = "") ->
             settled[index] = reply.result(remaining)
         except TimeoutError:
             settled[index] = ReplyError(
-                "TimeoutError", f"no reply within {timeout:g}s", reply.receiver, node
+                "TimeoutError", f"no reply within {told:g}s", reply.receiver, node
             )
         except concurrent.futures.CancelledError as exc:
             settled[index] = ReplyError("CancelledError", str(exc) or "the reply was cancelled",
@@ -134,7 +139,7 @@ def replies_so_far(replies: list[Any], running: list[str], who: str, timeout: fl
     (async ones not in yet become timeout entries), then one ``TimeoutError`` entry for the
     receiver still running, or for ``who`` when none had started."""
     running = list(running)
-    answered = settle_replies(list(replies), 0, node)
+    answered = settle_replies(list(replies), 0, node, told=timeout)  # said: the ask's
     if not running and replies:
         return answered
     return [*answered, _no_answer(running[0] if running else who, timeout, node)]

@@ -651,6 +651,7 @@ def test_blocking_ask_from_another_thread_gets_async_replies_and_timeouts(
     assert replies[1].message == "async broke"
     assert isinstance(replies[2], ReplyError)
     assert replies[2].exception_type == "TimeoutError"
+    assert replies[2].message == "no reply within 0.2s"  # the ask's timeout, not "0s"
     assert len(replies) == 3
 
 

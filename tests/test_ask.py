@@ -257,3 +257,20 @@ def test_a_timeout_that_is_no_number_is_refused_before_any_receiver_runs(
     with pytest.raises(TypeError, match="^timeout must be a number of seconds"):
         asyncio.run(berrymq.ask_async("p:q", timeout=timeout))
     assert ran == []
+
+
+def test_an_async_receiver_late_for_ask_async_is_named_with_the_real_timeout(
+        berrymq_bus: Bus) -> None:
+    async def main() -> Any:
+        never = asyncio.Event()
+
+        async def slow(message: Message) -> None:
+            await never.wait()
+
+        berrymq.regist_function("slow:*", slow, weak=False)
+        [reply] = await berrymq.ask_async("slow:x", timeout=0.3)
+        return reply
+
+    reply = asyncio.run(main())
+    assert isinstance(reply, ReplyError) and reply.exception_type == "TimeoutError"
+    assert reply.message == "no reply within 0.3s"  # said "0s"
