@@ -41,6 +41,10 @@ class ReceiverKind(Protocol):
         ``send_message`` before running the receivers only when none of them may refuse,
         so that a refusal can still be the answer. A kind without this attribute (written
         before it existed) still works: it is taken to refuse, the safe guess.
+    :attr stores: (optional, false when absent) whether its receivers only store what
+        they get, as a :class:`~berrymq.Queue` does: with a worker pool they still run in
+        the sender's thread, so that one sender's messages are stored in the order sent
+        and a full store refuses the sender itself.
     """
 
     @property
@@ -60,6 +64,7 @@ class Kind:
     name: str
     answers: bool = True
     refuses: bool = True
+    stores: bool = False
 
 
 #: The kind of receivers subscribed with :meth:`Bus.subscribe <berrymq.Bus.subscribe>`.
@@ -72,12 +77,12 @@ class Subscription:
     Returned by :func:`berrymq.regist_function`, :func:`berrymq.regist_method` and
     :meth:`Bus.subscribe <berrymq.Bus.subscribe>`. Also a context manager that cancels on
     exit. ``kind`` names the receiver kind; ``answers`` (replies to requests), ``refuses`` (may
-    raise :class:`~berrymq.QueueFull`) and ``shared`` (one of a group of competing
-    consumers) say what it can do.
+    raise :class:`~berrymq.QueueFull`), ``stores`` (runs in the sender's thread even with a
+    worker pool) and ``shared`` (one of a group of competing consumers) say what it can do.
     """
 
     __slots__ = ("__weakref__", "active", "answers", "bus", "guard", "index", "keys", "kind",
-                 "pattern", "ref", "refuses", "seq", "shared", "weak")
+                 "pattern", "ref", "refuses", "seq", "shared", "stores", "weak")
 
     def __init__(self, index: Index, pattern: Identifier, ref: Callable[[], Receiver | None],
                  guard: Guard | None, seq: int, weak: bool, kind: ReceiverKind,
@@ -93,6 +98,7 @@ class Subscription:
         self.answers = kind.answers
         # a kind written before ReceiverKind.refuses existed lacks it: it may refuse
         self.refuses: bool = getattr(kind, "refuses", True)
+        self.stores: bool = getattr(kind, "stores", False)
         self.shared = shared
         self.active = True
         self.keys: tuple[int, ...] = ()

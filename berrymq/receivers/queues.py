@@ -111,11 +111,14 @@ class QueueStore:
 
 class QueueReceivers:
     """The ``queues`` receiver kind (a :class:`~berrymq.registries.ReceiverKind`): its
-    subscriptions store what they get, and so do not answer requests."""
+    subscriptions store what they get, and so do not answer requests. They store in the
+    sender's thread even with a worker pool: first in, first out for each sender (SPEC 4),
+    and a full bounded queue blocks or refuses the sender, as without a pool."""
 
     name = "queue"
     answers = False
     refuses = True
+    stores = True
     Queue: type[Queue]
 
 
