@@ -46,6 +46,7 @@ from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq.node import Node, NodeSide
 from berrymq.plugins import PluginHost, get_plugin_host
+from berrymq.settings import core_problem
 from berrymq.state import BusState, StateKey
 from berrymq.subscription import Guard, Receiver, Subscription
 
@@ -81,6 +82,10 @@ class Bus(Subscribing, NodeSide):
         process's host, configured by the settings file.
     :param start: start the bus now (apply the settings, let plugins join); with False,
         call :meth:`start` when ready.
+
+    The core settings among these are checked as the settings file's keys of the same
+    names (:func:`berrymq.settings.core_problem`): a ``TypeError`` or ``ValueError`` naming
+    the argument, raised at once rather than when the value is first used.
     """
 
     def __init__(
@@ -104,10 +109,12 @@ class Bus(Subscribing, NodeSide):
         self._explicit = {"raise_errors": raise_errors, "hop_limit": hop_limit,
                           "multiplicity": multiplicity, "pool_queue_size": pool_queue_size,
                           "pool_queue_wait": pool_queue_wait}
+        for key, value in self._explicit.items():  # checked as the settings file's are
+            problem = None if value is None else core_problem(key, value)
+            if problem is not None:
+                raise problem
         self.raise_errors = bool(raise_errors)
-        self.hop_limit = DEFAULT_HOP_LIMIT if hop_limit is None else int(hop_limit)
-        if self.hop_limit < 1:
-            raise ValueError(f"hop_limit must be at least 1, got {hop_limit}")
+        self.hop_limit = DEFAULT_HOP_LIMIT if hop_limit is None else hop_limit
         self._lock = threading.Lock()  # the bus's own changes: pool, node, start, close
         # The bus's parts, public for the modules that make up the bus (delivery, ask,
         # the node, transports), not for users:
