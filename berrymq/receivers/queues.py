@@ -109,6 +109,11 @@ class QueueStore:
         wake(self)
 
 
+def _shown(value: object) -> str:
+    """A queue parameter as the user gave it (a put_timeout of None was ``inf``)."""
+    return "inf" if value is None else repr(value)
+
+
 class QueueReceivers:
     """The ``queues`` receiver kind (a :class:`~berrymq.registries.ReceiverKind`): its
     subscriptions store what they get, and so do not answer requests. They store in the
@@ -192,11 +197,16 @@ class Queue:
             stores = bus.state(SHARED_STORES)
             store = stores.get(ident)
             if store is not None and not store.closed:
-                if store.maxsize != maxsize:
-                    raise ValueError(
-                        f"shared queue {ident} exists with maxsize={store.maxsize}; "
-                        f"cannot share it with maxsize={maxsize}"
-                    )
+                # the store has one policy: a later queue asking for another would not get
+                # it (on_full and put_timeout only count where they apply: when bounded)
+                bounded, blocks = maxsize > 0, maxsize > 0 and on_full == "block"
+                for name, have, want, counts in (
+                        ("maxsize", store.maxsize, maxsize, True),
+                        ("on_full", store.on_full, on_full, bounded),
+                        ("put_timeout", store.put_timeout, put_timeout, blocks)):
+                    if counts and have != want:
+                        raise ValueError(f"shared queue {ident} exists with {name}={_shown(have)}; "
+                                         f"cannot share it with {name}={_shown(want)}")
                 store.users.add(self)
                 return store
             store = QueueStore(ident, maxsize, on_full, put_timeout)

@@ -385,3 +385,17 @@ def test_get_with_an_infinite_timeout_waits_with_no_limit(berrymq_bus: Bus) -> N
     sender.join()
     with pytest.raises(TypeError, match="timeout must be a number"):
         q.get(timeout="1")  # type: ignore[arg-type]
+
+
+def test_a_shared_queue_refuses_a_later_queue_with_another_policy(berrymq_bus: Bus) -> None:
+    first = Queue("pol:*", shared=True, maxsize=2, put_timeout=0.5)
+    with pytest.raises(ValueError, match=r"exists with on_full='block'; "
+                                         r"cannot share it with on_full='refuse'"):
+        Queue("pol:*", shared=True, maxsize=2, on_full="refuse")
+    with pytest.raises(ValueError, match=r"exists with put_timeout=0.5; "
+                                         r"cannot share it with put_timeout=inf"):
+        Queue("pol:*", shared=True, maxsize=2, put_timeout=float("inf"))
+    same = Queue("pol:*", shared=True, maxsize=2, put_timeout=0.5)
+    assert same._store is first._store
+    unbounded = Queue("any:*", shared=True)  # on_full and put_timeout do not apply to it
+    assert Queue("any:*", shared=True, on_full="refuse")._store is unbounded._store
