@@ -210,13 +210,9 @@ def twitter_exception(identifier: str, reraise: bool = False
     ident = parse(identifier)
 
     def send(exc: Exception, function: Callable[..., Any]) -> None:
-        holder.bus.twitter(
-            ident,
-            exception_type=type(exc).__name__,
-            exception_message=str(exc),
-            traceback="".join(traceback.format_exception(exc)),
-            function=function.__qualname__,
-        )
+        holder.bus.twitter(ident, exception_type=type(exc).__name__, exception_message=str(exc),
+                           traceback="".join(traceback.format_exception(exc)),
+                           function=function.__qualname__)
 
     def decorate(function: Callable[P, R]) -> Callable[P, R | None]:
         if inspect.iscoroutinefunction(function):
