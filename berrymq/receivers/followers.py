@@ -134,6 +134,9 @@ class Follower(type):
 
     def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> None:
         super().__init__(name, bases, namespace)
+        for attr, value in list(vars(cls).items()):  # @classmethod written above @following
+            if isinstance(value, classmethod | staticmethod) and isinstance(value.__func__, _Marked):
+                setattr(cls, attr, type(value)(cast(Callable[..., Any], value.__func__.method)))
         table: dict[str, list[Mark]] = {}
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():

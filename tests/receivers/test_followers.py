@@ -191,6 +191,7 @@ def test_following_leaves_the_methods_of_a_follower_as_they_were(berrymq_bus: Bu
 
     assert isinstance(vars(Twice)["on"], types.FunctionType)
     assert isinstance(vars(Twice)["static"], staticmethod)
+    assert isinstance(vars(Twice)["under"].__func__, types.FunctionType)  # unwrapped too
     keep = Twice()
     for identifier in ("a:x", "b:x", "c:x", "d:x"):
         twitter(identifier)
