@@ -250,12 +250,6 @@ class Queue:
                     raise
 
     def _check_open(self) -> None:
-        # While other open queues share the store, what it holds is theirs; once the last
-        # one closed too, every closed queue may drain what is left (nothing is stranded).
-        # A queue dropped without close() counts as closed: when the last open one was
-        # dropped, the store closes here, in a getter's thread (not in the collector's).
-        if self._closed and not self._store.users:
-            self._store.close()
         if self._is_closed():
             raise QueueClosed(f"this shared queue of {self.pattern} was closed")
 
@@ -324,8 +318,18 @@ class Queue:
         return QueueIterator(self._store, self._is_closed)
 
     def _is_closed(self) -> bool:
+        """Whether this closed queue may take nothing: while other open queues share the
+        store, what it holds is theirs; once the last one closed too, every closed queue
+        may drain what is left (nothing is stranded). A queue dropped without close()
+        counts as closed: when the last open one was dropped, the store closes here, in a
+        getter's thread or task (not in the garbage collector's, which may hold locks)."""
         store = self._store
-        return self._closed and self.shared and not store.closed and bool(store.users)
+        if not (self._closed and self.shared) or store.closed:
+            return False
+        if not store.users:
+            store.close()
+            return False
+        return True
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

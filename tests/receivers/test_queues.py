@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import queue as stdlib_queue
 import threading
@@ -399,3 +400,18 @@ def test_a_shared_queue_refuses_a_later_queue_with_another_policy(berrymq_bus: B
     assert same._store is first._store
     unbounded = Queue("any:*", shared=True)  # on_full and put_timeout do not apply to it
     assert Queue("any:*", shared=True, on_full="refuse")._store is unbounded._store
+
+
+def test_a_closed_shared_queue_drains_async_once_the_open_one_was_dropped(
+        berrymq_bus: Bus) -> None:
+    closed, dropped = Queue("agone:*", shared=True), Queue("agone:*", shared=True)
+    twitter("agone:x", 1)
+    closed.close()
+    del dropped
+    gc.collect()
+
+    async def drain() -> list[int]:
+        return [message.args[0] async for message in closed]
+
+    assert asyncio.run(drain()) == [1]  # then closed: the store closed with its last user
+    assert berrymq_bus.subscriptions() == []
