@@ -234,15 +234,24 @@ def run_here(bus: Bus, route: tuple[RouteEntry, ...], message: Message,
              answer: Answer | None) -> list[Exception] | None:
     """The receivers here of a message handed on from elsewhere (a peer, ``talk``): run in
     this thread, or handed to the worker pool, whose refusal when it stayed full comes
-    back as a failure to raise. Returns the failures to raise, or None."""
+    back as a failure to raise. Returns the failures to raise, or None.
+
+    With a pool, receivers that only store (``Subscription.stores``: queues) still run
+    here, in the sender's thread: workers would store one sender's messages in whatever
+    order they happened to run, and a queue is first in, first out."""
     pool = bus.pool
     if pool is None:
         return deliver(bus, route, message, answer)
+    errors = None
+    if any(entry[2].stores for entry in route):
+        errors = deliver(bus, tuple(e for e in route if e[2].stores), message, answer)
+        route = tuple(e for e in route if not e[2].stores)
     try:
-        pool.submit(route, message, answer)
+        if route:
+            pool.submit(route, message, answer)
     except QueueFull as exc:
-        return [exc]
-    return None
+        return [*(errors or ()), exc]
+    return errors or None
 
 
 def deliver_talk(bus: Bus, message: Message, reply_to: Identifier,

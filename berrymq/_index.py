@@ -28,12 +28,11 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from operator import attrgetter
-from types import MethodType
 from typing import TYPE_CHECKING, Any
 
 from berrymq._owners import Owners, target_keys
 from berrymq.identifier import WILDCARD, Identifier, parse
-from berrymq.subscription import Guard, Receiver, ReceiverKind, Subscription, strong_ref
+from berrymq.subscription import Guard, Receiver, ReceiverKind, Subscription, strong_ref, weak_ref
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -223,14 +222,7 @@ class Index:
             if sub is not None and method is not None:
                 method(sub)
 
-        if isinstance(receiver, MethodType):
-            return weakref.WeakMethod(receiver, gone)
-        try:
-            return weakref.ref(receiver, gone)
-        except TypeError:
-            raise TypeError(
-                f"{receiver!r} cannot be held by weak reference; register it with weak=False"
-            ) from None
+        return weak_ref(receiver, gone)
 
     # -- the route cache ---------------------------------------------------------------
 

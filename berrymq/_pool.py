@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from berrymq._delivery import Answer, deliver
 from berrymq._index import RouteEntry
 from berrymq._losses import WORKER_REFUSED
+from berrymq._timeouts import wait_seconds
 from berrymq.errors import QueueFull
 from berrymq.message import Message
 
@@ -57,7 +58,8 @@ def pool_bounds(bus: Bus) -> tuple[int, float]:
     """``pool_queue_size`` and ``pool_queue_wait`` for ``bus``: given to ``Bus(...)``,
     else from the settings file, else the defaults."""
     return (int(bus.core_setting("pool_queue_size", DEFAULT_POOL_QUEUE_SIZE)),
-            float(bus.core_setting("pool_queue_wait", DEFAULT_POOL_QUEUE_WAIT)))
+            wait_seconds("pool_queue_wait",
+                         bus.core_setting("pool_queue_wait", DEFAULT_POOL_QUEUE_WAIT), none=False))
 
 
 class WorkerPool:
@@ -70,8 +72,6 @@ class WorkerPool:
         self.limit, self.wait = pool_bounds(bus)
         if self.limit < 1:
             raise ValueError(f"pool_queue_size must be at least 1, got {self.limit}")
-        if self.wait < 0:
-            raise ValueError(f"pool_queue_wait must be 0 or more, got {self.wait}")
         self.closed = False
         self._room = threading.Condition()
         self._waiting = 0  # senders waiting for room: read by workers without the lock
@@ -80,8 +80,25 @@ class WorkerPool:
             threading.Thread(target=self._work, name=f"berrymq-worker-{i}", daemon=True)
             for i in range(size)
         ]
-        for thread in self._threads:
-            thread.start()
+        self._start_threads()
+
+    def _start_threads(self) -> None:
+        """Start every worker, or none: a system that runs out of threads part of the way
+        (``set_multiplicity(100_000)``) gets back the ones started, and the caller an
+        error naming ``multiplicity`` and the cause, not thousands of idle threads."""
+        started = 0
+        try:
+            for thread in self._threads:
+                thread.start()
+                started += 1
+        except RuntimeError as exc:  # "can't start new thread"
+            for _ in range(started):
+                self._tasks.put(None)
+            for thread in self._threads[:started]:
+                thread.join()
+            raise ValueError(
+                f"multiplicity {self.size}: only {started} worker threads could be started "
+                f"({exc}); they were stopped again and the pool is unchanged") from exc
 
     def submit(self, route: Iterable[RouteEntry], message: Message, answer: Answer | None) -> None:
         """Queue one task per route entry; raises :class:`QueueFull` when no room came."""

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq._hops import get_box, hop_box
 from berrymq._pending import PendingReply, running_tasks
+from berrymq._timeouts import wait_limit
 from berrymq.errors import Empty, QueueClosed
 from berrymq.identifier import Identifier
 from berrymq.message import Message
@@ -257,10 +258,9 @@ async def queue_get_async(
     so a message put in between is never missed; a put wakes every waiter and they race
     for the message with ``get_nowait`` (the losers wait again).
     """
-    if timeout is not None and timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
+    limit = wait_limit("timeout", timeout)
     loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
+    deadline = None if limit is None else loop.time() + limit
     while True:
         if closed is not None and closed():  # this queue object was closed (shared store)
             raise QueueClosed(f"this queue of {store.pattern} was closed")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import traceback
-from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar, cast
 
 from berrymq.ask import ask_async_on
 from berrymq.bus import Guard, Receiver, Subscription
@@ -84,7 +85,8 @@ async def ask_async(identifier: str | Identifier, /, *args: Any, timeout: float 
 
 def set_multiplicity(n: int) -> None:
     """Run receivers on a pool of ``n`` threads (``twitter`` returns at once); 0 runs them
-    in the sender's thread again. A negative ``n`` raises :class:`ValueError`."""
+    in the sender's thread again. A negative ``n`` raises :class:`ValueError`, and so does
+    one the system cannot start as many threads for (the pool is then left as it was)."""
     holder.bus.set_multiplicity(n)
 
 
@@ -149,7 +151,9 @@ def auto_twitter(identifier: str, entry: bool = False, exit: bool = False
     Both flags false (or both true) send both; ``entry=True`` only entry; ``exit=True``
     only exit. An identifier whose action is already ``entry`` or ``exit`` sends just
     that one. Both messages carry the call's arguments; the exit message is sent even
-    when the function raises. Return values and exceptions pass through unchanged.
+    when the function raises. Return values and exceptions pass through unchanged. An
+    ``async def`` function gets an ``async def`` wrapper: the messages are sent when the
+    coroutine starts and ends, not when it is made.
     """
     ident = parse(identifier)
     prefix = ident.name if ident.namespace is None else f"{ident.name}@{ident.namespace}"
@@ -163,6 +167,21 @@ def auto_twitter(identifier: str, entry: bool = False, exit: bool = False
     exit_id = parse(f"{prefix}:exit")
 
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        if inspect.iscoroutinefunction(function):
+            run = cast(Callable[P, Awaitable[Any]], function)
+
+            @functools.wraps(function)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                if send_entry:
+                    holder.bus.twitter(entry_id, *args, **kwargs)
+                try:
+                    return await run(*args, **kwargs)
+                finally:
+                    if send_exit:
+                        holder.bus.twitter(exit_id, *args, **kwargs)
+
+            return cast(Callable[P, R], async_wrapper)
+
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             if send_entry:
@@ -185,23 +204,38 @@ def twitter_exception(identifier: str, reraise: bool = False
     The message's keyword arguments are JSON-serialisable: ``exception_type`` (the class
     name), ``exception_message`` (``str(exc)``), ``traceback`` (formatted) and
     ``function`` (its qualified name). The exception is re-raised when ``reraise`` is
-    true; otherwise the call returns None.
+    true; otherwise the call returns None. An ``async def`` function gets an ``async def``
+    wrapper, which sends when the awaited coroutine raises.
     """
     ident = parse(identifier)
 
+    def send(exc: Exception, function: Callable[..., Any]) -> None:
+        holder.bus.twitter(ident, exception_type=type(exc).__name__, exception_message=str(exc),
+                           traceback="".join(traceback.format_exception(exc)),
+                           function=function.__qualname__)
+
     def decorate(function: Callable[P, R]) -> Callable[P, R | None]:
+        if inspect.iscoroutinefunction(function):
+            run = cast(Callable[P, Awaitable[Any]], function)
+
+            @functools.wraps(function)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                try:
+                    return await run(*args, **kwargs)
+                except Exception as exc:
+                    send(exc, function)
+                    if reraise:
+                        raise
+                    return None
+
+            return cast(Callable[P, R | None], async_wrapper)
+
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
             try:
                 return function(*args, **kwargs)
             except Exception as exc:
-                holder.bus.twitter(
-                    ident,
-                    exception_type=type(exc).__name__,
-                    exception_message=str(exc),
-                    traceback="".join(traceback.format_exception(exc)),
-                    function=function.__qualname__,
-                )
+                send(exc, function)
                 if reraise:
                     raise
                 return None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from berrymq._delivery import deliver, looping, raise_errors
 from berrymq._hops import hop_box
 from berrymq._pending import PendingReply
+from berrymq._timeouts import wait_limit, wait_seconds
 from berrymq.aio import describe_receiver
 from berrymq.errors import ReplyError
 from berrymq.identifier import Identifier, parse
@@ -30,18 +31,23 @@ from berrymq.subscription import Subscription
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["ASK_EXECUTOR", "ASK_PARTS", "ask", "ask_async_on", "ask_local", "ask_local_by",
+__all__ = ["ASK_EXECUTOR", "ASK_PARTS", "ask", "ask_async_on", "ask_timeout", "ask_local", "ask_local_by",
            "replies_so_far", "settle_replies"]
 
 
-def settle_replies(replies: list[Any], timeout: float | None, node: str = "") -> list[Any]:
+def settle_replies(replies: list[Any], timeout: float | None, node: str = "", *,
+                   told: float | None = None) -> list[Any]:
     """Replace each :class:`PendingReply` in ``replies`` by its result (blocking).
 
     Waits at most ``timeout`` seconds in all; a reply that is not there by then, or whose
     coroutine raised, becomes a :class:`berrymq.ReplyError`. A coroutine that would have
     to run on the very loop this thread is running cannot be waited for without a
-    deadlock: it becomes an error entry that says to use :func:`ask_async`.
+    deadlock: it becomes an error entry that says to use :func:`ask_async`. The timeout
+    entries name ``told``, the timeout the asker gave (``timeout`` when not given): what
+    is left of it may be less, and the asker knows only its own.
     """
+    if told is None:
+        told = timeout
     deadline = None if timeout is None else time.monotonic() + timeout
     running = _get_running_loop()
     settled = list(replies)
@@ -61,7 +67,7 @@ def settle_replies(replies: list[Any], timeout: float | None, node: str = "") ->
             settled[index] = reply.result(remaining)
         except TimeoutError:
             settled[index] = ReplyError(
-                "TimeoutError", f"no reply within {timeout:g}s", reply.receiver, node
+                "TimeoutError", f"no reply within {told:g}s", reply.receiver, node
             )
         except concurrent.futures.CancelledError as exc:
             settled[index] = ReplyError("CancelledError", str(exc) or "the reply was cancelled",
@@ -114,6 +120,7 @@ class _Collect:
 def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
               into: list[Any] | None = None, running: list[str] | None = None) -> list[Any]:
     """See :meth:`Bus.ask_local <berrymq.Bus.ask_local>`."""
+    timeout = wait_limit("timeout", timeout)
     collect = _Collect(bus.node_id, [] if into is None else into, running)
     errors = deliver(bus, bus.index.lookup(message[0]), message, collect)
     if running is not None:
@@ -132,7 +139,7 @@ def replies_so_far(replies: list[Any], running: list[str], who: str, timeout: fl
     (async ones not in yet become timeout entries), then one ``TimeoutError`` entry for the
     receiver still running, or for ``who`` when none had started."""
     running = list(running)
-    answered = settle_replies(list(replies), 0, node)
+    answered = settle_replies(list(replies), 0, node, told=timeout)  # said: the ask's
     if not running and replies:
         return answered
     return [*answered, _no_answer(running[0] if running else who, timeout, node)]
@@ -224,8 +231,7 @@ def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: d
         timeout: float) -> list[Any]:
     """See :meth:`Bus.ask <berrymq.Bus.ask>`."""
     ident = parse(identifier)
-    if timeout is None or timeout <= 0:
-        raise ValueError(f"ask needs a positive timeout, got {timeout!r}")
+    timeout = ask_timeout(timeout)
     hops = hop_box()[0]
     if looping(bus, ident, hops):  # asked from receivers asking in a loop: nobody is asked
         return []
@@ -249,6 +255,14 @@ def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: d
     for part in parts:
         replies.extend(part.result(deadline, timeout, bus.node_id))
     return replies
+
+
+def ask_timeout(timeout: object) -> float:
+    """An ask's ``timeout`` checked before anything runs: seconds, more than 0; an
+    infinite one is :data:`~berrymq._timeouts.LONGEST_WAIT` (no limit, in practice)."""
+    if timeout is None or (isinstance(timeout, int | float) and not timeout > 0):  # NaN too
+        raise ValueError(f"ask needs a positive timeout, got {timeout!r}")
+    return wait_seconds("timeout", timeout, none=False)  # TypeError for "5" or True
 
 
 def _executor(bus: Bus) -> concurrent.futures.ThreadPoolExecutor:
@@ -286,8 +300,7 @@ async def ask_async_on(bus: Bus, identifier: str | Identifier, /, *args: Any,
     request runs in a thread of the bus's ask executor (kept in its state, shut down with
     the bus); the caller's hop count goes with it."""
     parse(identifier)  # bad input fails here, in the caller's task
-    if timeout is None or timeout <= 0:
-        raise ValueError(f"ask needs a positive timeout, got {timeout!r}")
+    timeout = ask_timeout(timeout)
     hops = hop_box()[0]
 
     def run() -> list[Any]:

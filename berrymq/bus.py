@@ -38,6 +38,7 @@ from berrymq._hops import hop_box
 from berrymq._index import DIRECT, DISPATCH, FORWARD, CachedRoute, Index
 from berrymq._pool import WorkerPool
 from berrymq._subscribing import Subscribing
+from berrymq._timeouts import wait_limit
 from berrymq.ask import ask as _ask
 from berrymq.ask import ask_local as _ask_local
 from berrymq.errors import ConnectionClosed
@@ -45,6 +46,7 @@ from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq.node import Node, NodeSide
 from berrymq.plugins import PluginHost, get_plugin_host
+from berrymq.settings import core_problem
 from berrymq.state import BusState, StateKey
 from berrymq.subscription import Guard, Receiver, Subscription
 
@@ -80,6 +82,10 @@ class Bus(Subscribing, NodeSide):
         process's host, configured by the settings file.
     :param start: start the bus now (apply the settings, let plugins join); with False,
         call :meth:`start` when ready.
+
+    The core settings among these are checked as the settings file's keys of the same
+    names (:func:`berrymq.settings.core_problem`): a ``TypeError`` or ``ValueError`` naming
+    the argument, raised at once rather than when the value is first used.
     """
 
     def __init__(
@@ -103,10 +109,12 @@ class Bus(Subscribing, NodeSide):
         self._explicit = {"raise_errors": raise_errors, "hop_limit": hop_limit,
                           "multiplicity": multiplicity, "pool_queue_size": pool_queue_size,
                           "pool_queue_wait": pool_queue_wait}
+        for key, value in self._explicit.items():  # checked as the settings file's are
+            problem = None if value is None else core_problem(key, value)
+            if problem is not None:
+                raise problem
         self.raise_errors = bool(raise_errors)
-        self.hop_limit = DEFAULT_HOP_LIMIT if hop_limit is None else int(hop_limit)
-        if self.hop_limit < 1:
-            raise ValueError(f"hop_limit must be at least 1, got {hop_limit}")
+        self.hop_limit = DEFAULT_HOP_LIMIT if hop_limit is None else hop_limit
         self._lock = threading.Lock()  # the bus's own changes: pool, node, start, close
         # The bus's parts, public for the modules that make up the bus (delivery, ask,
         # the node, transports), not for users:
@@ -311,6 +319,8 @@ class Bus(Subscribing, NodeSide):
         """Run receivers on ``n`` worker threads; 0 runs them in the sender's thread.
 
         Messages already handed to the old pool are all delivered before this returns.
+        When the system cannot start ``n`` threads, :class:`ValueError` names the cause,
+        the threads started are stopped and the old pool stays.
         """
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"multiplicity must be an int, got {n!r}")
@@ -331,10 +341,12 @@ class Bus(Subscribing, NodeSide):
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the worker pool has run every message handed to it so far.
 
-        Returns False if ``timeout`` passed first; True at once without a pool.
+        Returns False if ``timeout`` passed first (None or ``float("inf")``: no limit);
+        True at once without a pool.
         """
+        limit = wait_limit("timeout", timeout)  # checked with or without a pool
         pool = self.pool
-        return True if pool is None else pool.join(timeout)
+        return True if pool is None else pool.join(limit)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message this bus sent to other nodes so far has been handed to
@@ -348,7 +360,8 @@ class Bus(Subscribing, NodeSide):
         that did not take it, a refusal in a worker thread). Each loss is also counted
         and logged where it happened.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        limit = wait_limit("timeout", timeout)
+        deadline = None if limit is None else time.monotonic() + limit
 
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())

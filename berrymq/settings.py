@@ -19,7 +19,7 @@ from typing import Any
 
 from berrymq.errors import SettingsError
 
-__all__ = ["CORE_KEYS", "ENV_VAR", "Settings", "find_settings", "load_settings"]
+__all__ = ["CORE_KEYS", "ENV_VAR", "Settings", "core_problem", "find_settings", "load_settings"]
 
 ENV_VAR = "BERRYMQ_CONFIG"
 
@@ -33,6 +33,25 @@ CORE_KEYS: dict[str, type | tuple[type, ...]] = {
     "pool_queue_size": int,
     "pool_queue_wait": (int, float),
 }
+
+
+#: The least value of each numeric core setting.
+_CORE_LEAST = {"hop_limit": 1, "multiplicity": 0, "pool_queue_size": 1, "pool_queue_wait": 0}
+
+
+def core_problem(key: str, value: object) -> TypeError | ValueError | None:
+    """What is wrong with ``value`` for the core setting ``key``, or None: one check for
+    the settings file (which raises it as a :class:`SettingsError` with the line) and for
+    the same arguments given to ``Bus(...)`` (raised as it is). The message names ``key``.
+    """
+    expected = CORE_KEYS[key]
+    if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+        return TypeError(f"{key} must be {_type_name(expected)}, got {type(value).__name__}")
+    least = _CORE_LEAST.get(key)
+    if least is not None and not value >= least:  # type: ignore[operator]  # NaN too
+        more = "at least 1" if least else "0 or more"
+        return ValueError(f"{key} must be {more}, got {value!r}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -140,11 +159,9 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
     tables: dict[str, dict[str, Any]] = {}
     for key, value in table.items():
         if key in CORE_KEYS:
-            expected = CORE_KEYS[key]
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise blank.error(
-                    f"{key} must be {_type_name(expected)}, got {type(value).__name__}", key
-                )
+            problem = core_problem(key, value)
+            if problem is not None:
+                raise blank.error(str(problem), key)
             core[key] = value
         elif isinstance(value, dict):
             tables[key] = value
@@ -160,14 +177,6 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
             raise blank.error(f"{key} must be a list of plugin names (strings)", key)
     if "plugins" in core and "disable" in core:
         raise blank.error("give either plugins (an allow-list) or disable, not both", "disable")
-    if core.get("hop_limit", 1) < 1:
-        raise blank.error("hop_limit must be at least 1", "hop_limit")
-    if core.get("multiplicity", 0) < 0:
-        raise blank.error("multiplicity must be 0 or more", "multiplicity")
-    if core.get("pool_queue_size", 1) < 1:
-        raise blank.error("pool_queue_size must be at least 1", "pool_queue_size")
-    if core.get("pool_queue_wait", 0) < 0:
-        raise blank.error("pool_queue_wait must be 0 or more", "pool_queue_wait")
     plugins = core.pop("plugins", None)
     return Settings(
         path=path,

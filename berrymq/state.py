@@ -49,7 +49,13 @@ class StateKey(Generic[T]):
 
 
 class BusState:
-    """The values of one bus, by key; made under a lock, read without one."""
+    """The values of one bus, by key; stored under a lock, read without one.
+
+    A factory runs outside the lock, so it may itself ask for other state of the same bus
+    (``Queue(..., shared=True)`` made inside a factory asks for the shared stores): holding
+    the lock across it deadlocked. Two threads may then both make a value; the first one
+    stored wins and the other is closed with the key's ``close`` (when it has one).
+    """
 
     __slots__ = ("_bus", "_lock", "_values")
 
@@ -63,10 +69,11 @@ class BusState:
         try:
             value: T = self._values[key]
         except KeyError:
+            made = key.factory(self._bus)
             with self._lock:
-                if key not in self._values:
-                    self._values[key] = key.factory(self._bus)
-                value = self._values[key]
+                value = self._values.setdefault(key, made)
+            if value is not made and key.close is not None:
+                key.close(made)  # lost the race: the first value stored is the one
         return value
 
     def peek(self, key: StateKey[T]) -> T | None:

@@ -9,8 +9,10 @@ consumers), so delivery never compares kind names. It is filed and removed by
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import BuiltinMethodType, MethodType, ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from berrymq.identifier import Identifier
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
     from berrymq._index import Index
     from berrymq.bus import Bus
 
-__all__ = ["FUNCTION", "Guard", "Kind", "Receiver", "ReceiverKind", "Subscription", "strong_ref"]
+__all__ = ["FUNCTION", "Guard", "Kind", "Receiver", "ReceiverKind", "Subscription", "strong_ref",
+           "weak_ref"]
 
 Receiver = Callable[[Message], Any]
 Guard = Callable[[Message], Any]
@@ -38,6 +41,10 @@ class ReceiverKind(Protocol):
         ``send_message`` before running the receivers only when none of them may refuse,
         so that a refusal can still be the answer. A kind without this attribute (written
         before it existed) still works: it is taken to refuse, the safe guess.
+    :attr stores: (optional, false when absent) whether its receivers only store what
+        they get, as a :class:`~berrymq.Queue` does: with a worker pool they still run in
+        the sender's thread, so that one sender's messages are stored in the order sent
+        and a full store refuses the sender itself.
     """
 
     @property
@@ -57,6 +64,7 @@ class Kind:
     name: str
     answers: bool = True
     refuses: bool = True
+    stores: bool = False
 
 
 #: The kind of receivers subscribed with :meth:`Bus.subscribe <berrymq.Bus.subscribe>`.
@@ -69,12 +77,12 @@ class Subscription:
     Returned by :func:`berrymq.regist_function`, :func:`berrymq.regist_method` and
     :meth:`Bus.subscribe <berrymq.Bus.subscribe>`. Also a context manager that cancels on
     exit. ``kind`` names the receiver kind; ``answers`` (replies to requests), ``refuses`` (may
-    raise :class:`~berrymq.QueueFull`) and ``shared`` (one of a group of competing
-    consumers) say what it can do.
+    raise :class:`~berrymq.QueueFull`), ``stores`` (runs in the sender's thread even with a
+    worker pool) and ``shared`` (one of a group of competing consumers) say what it can do.
     """
 
     __slots__ = ("__weakref__", "active", "answers", "bus", "guard", "index", "keys", "kind",
-                 "pattern", "ref", "refuses", "seq", "shared", "weak")
+                 "pattern", "ref", "refuses", "seq", "shared", "stores", "weak")
 
     def __init__(self, index: Index, pattern: Identifier, ref: Callable[[], Receiver | None],
                  guard: Guard | None, seq: int, weak: bool, kind: ReceiverKind,
@@ -90,6 +98,7 @@ class Subscription:
         self.answers = kind.answers
         # a kind written before ReceiverKind.refuses existed lacks it: it may refuse
         self.refuses: bool = getattr(kind, "refuses", True)
+        self.stores: bool = getattr(kind, "stores", False)
         self.shared = shared
         self.active = True
         self.keys: tuple[int, ...] = ()
@@ -118,3 +127,39 @@ def strong_ref(receiver: Receiver) -> Callable[[], Receiver]:
     """A C-level callable returning ``receiver``: delivery calls ``ref()`` alike for
     strong and weak receivers."""
     return itertools.repeat(receiver).__next__
+
+
+def weak_ref(receiver: Receiver, gone: Callable[[object], None]) -> Callable[[], Receiver | None]:
+    """A callable returning ``receiver``, or None once it was garbage-collected (then
+    ``gone`` is called).
+
+    A bound method (``obj.method``, or a built-in one such as ``results.append``) is made
+    anew at each attribute access, so a reference to it would die at once and the
+    registration with it: its object is referenced instead. An object that takes no weak
+    references (a list, an instance of a ``__slots__`` class) is refused with a TypeError
+    saying to register with ``weak=False``.
+    """
+    owner = getattr(receiver, "__self__", None)
+    try:
+        if isinstance(receiver, MethodType):
+            return weakref.WeakMethod(receiver, gone)
+        if isinstance(receiver, BuiltinMethodType) and not isinstance(owner, ModuleType | None):
+            return _WeakBuiltinMethod(weakref.ref(owner, gone), receiver.__name__)
+        return weakref.ref(receiver, gone)
+    except TypeError:
+        whose = "" if owner is None else f" (its {type(owner).__name__!r} object takes none)"
+        raise TypeError(f"{receiver!r} cannot be held by weak reference{whose}; "
+                        "register it with weak=False") from None
+
+
+class _WeakBuiltinMethod:
+    """``obj.name`` while ``obj`` lives, else None: a built-in method held weakly."""
+
+    __slots__ = ("name", "owner")
+
+    def __init__(self, owner: weakref.ref[Any], name: str) -> None:
+        self.owner, self.name = owner, name
+
+    def __call__(self) -> Receiver | None:
+        obj = self.owner()
+        return None if obj is None else getattr(obj, self.name)

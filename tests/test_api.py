@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 from typing import Any
 
@@ -162,3 +164,53 @@ def test_talk_sends_return_values_to_callback(berrymq_bus: Bus) -> None:
 
     talk("test:process", "test:log_result", "x")
     assert results == [("test:log_result", "done x"), ("test:log_result", 0)]
+
+
+def test_auto_twitter_on_an_async_function_sends_around_its_body(berrymq_bus: Bus) -> None:
+    got = capture("work:*")
+
+    @auto_twitter("work")
+    async def work(value: int) -> int:
+        berrymq_bus.twitter("work:body", value)
+        await asyncio.sleep(0)
+        return value * 2
+
+    @auto_twitter("work", exit=True)
+    async def broken() -> None:
+        raise LookupError("async")
+
+    assert inspect.iscoroutinefunction(work) and work.__name__ == "work"
+    coroutine = work(4)
+    assert got == []  # nothing yet: the body has not run (":exit" was sent here)
+    assert asyncio.run(coroutine) == 8
+    assert [(m.id, m.args) for m in got] == [("work:entry", (4,)), ("work:body", (4,)),
+                                             ("work:exit", (4,))]
+    with pytest.raises(LookupError, match="async"):
+        asyncio.run(broken())
+    assert got[-1].id == "work:exit"
+
+
+def test_twitter_exception_on_an_async_function(berrymq_bus: Bus) -> None:
+    got = capture("err:*")
+
+    @twitter_exception("err:raised")
+    async def quiet(x: int) -> int:
+        await asyncio.sleep(0)
+        raise ZeroDivisionError(f"nope {x}")
+
+    @twitter_exception("err:raised", reraise=True)
+    async def loud() -> int:
+        raise KeyError("k")
+
+    @twitter_exception("err:raised")
+    async def fine() -> int:
+        return 5
+
+    assert inspect.iscoroutinefunction(quiet)
+    assert asyncio.run(fine()) == 5 and got == []
+    assert asyncio.run(quiet(3)) is None
+    with pytest.raises(KeyError, match="k"):
+        asyncio.run(loud())
+    assert [m.kwargs["exception_type"] for m in got] == ["ZeroDivisionError", "KeyError"]
+    assert got[0].kwargs["exception_message"] == "nope 3"
+    assert got[0].kwargs["function"].endswith("quiet")

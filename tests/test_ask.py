@@ -240,3 +240,37 @@ def test_talk_callbacks_come_back_from_another_process(node: tuple[str, Child]) 
         berrymq.talk("job:run", "job:done", 42)
         assert done.get(timeout=10).args == ("done 42",)
         assert done.empty()
+
+
+def test_an_infinite_timeout_is_no_limit(berrymq_bus: Bus) -> None:
+    berrymq.regist_function("p:q", lambda m: "there", weak=False)
+    assert berrymq.ask("p:q", timeout=float("inf")) == ["there"]  # was a bare OverflowError
+
+
+@pytest.mark.parametrize("timeout", ["5", True, [5]])
+def test_a_timeout_that_is_no_number_is_refused_before_any_receiver_runs(
+        berrymq_bus: Bus, timeout: Any) -> None:
+    ran: list[Message] = []
+    berrymq.regist_function("p:q", ran.append, weak=False)
+    with pytest.raises(TypeError, match="^timeout must be a number of seconds"):
+        berrymq.ask("p:q", timeout=timeout)
+    with pytest.raises(TypeError, match="^timeout must be a number of seconds"):
+        asyncio.run(berrymq.ask_async("p:q", timeout=timeout))
+    assert ran == []
+
+
+def test_an_async_receiver_late_for_ask_async_is_named_with_the_real_timeout(
+        berrymq_bus: Bus) -> None:
+    async def main() -> Any:
+        never = asyncio.Event()
+
+        async def slow(message: Message) -> None:
+            await never.wait()
+
+        berrymq.regist_function("slow:*", slow, weak=False)
+        [reply] = await berrymq.ask_async("slow:x", timeout=0.3)
+        return reply
+
+    reply = asyncio.run(main())
+    assert isinstance(reply, ReplyError) and reply.exception_type == "TimeoutError"
+    assert reply.message == "no reply within 0.3s"  # said "0s"

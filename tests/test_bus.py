@@ -4,8 +4,10 @@ delivery, the pool, ask and peers have test modules of their own."""
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +70,21 @@ def test_flush_waits_for_the_pool(bus: Bus) -> None:
     assert bus.flush(0.05) is False  # the worker is still in the receiver
     release.set()
     assert bus.flush(10) is True
+
+
+@pytest.mark.parametrize(("arguments", "error", "message"), [
+    ({"hop_limit": "x"}, TypeError, "hop_limit must be an integer, got str"),
+    ({"hop_limit": 2.9}, TypeError, "hop_limit must be an integer, got float"),  # not truncated
+    ({"hop_limit": 0}, ValueError, "hop_limit must be at least 1, got 0"),
+    ({"raise_errors": "false"}, TypeError, "raise_errors must be true or false, got str"),
+    ({"multiplicity": True}, TypeError, "multiplicity must be an integer, got bool"),
+    ({"pool_queue_size": "x"}, TypeError, "pool_queue_size must be an integer, got str"),
+    ({"pool_queue_size": 0}, ValueError, "pool_queue_size must be at least 1, got 0"),
+    ({"pool_queue_wait": float("nan")}, ValueError, "pool_queue_wait must be 0 or more, got nan"),
+    ({"pool_queue_wait": "1"}, TypeError, "pool_queue_wait must be an integer or a number"),
+])
+def test_bad_arguments_are_refused_at_once_naming_them(
+        berrymq_plugin_host: PluginHost, arguments: dict[str, Any], error: type[Exception],
+        message: str) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}"):
+        Bus(plugins=berrymq_plugin_host, **arguments)

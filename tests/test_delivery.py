@@ -10,7 +10,7 @@ import pytest
 from helpers import WAIT
 
 import berrymq
-from berrymq import Bus, Message, QueueFull, following_function, regist_function, twitter
+from berrymq import Bus, Message, Queue, QueueFull, following_function, regist_function, twitter
 from berrymq._delivery import deliver
 from berrymq._hops import hop_box
 from berrymq.plugins import PluginHost
@@ -166,3 +166,24 @@ def test_default_hop_limit_allows_reasonable_chains(berrymq_bus: Bus) -> None:
 
     twitter("chain:start", 0)
     assert got == list(range(11))
+
+
+def test_with_a_pool_a_queue_stores_one_senders_messages_in_order(bus: Bus) -> None:
+    queue = Queue("ord:*")
+    worked: list[int] = []
+    regist_function("ord:*", lambda m: worked.append(m.args[0]), weak=False)  # on the pool
+    berrymq.set_multiplicity(4)
+    for n in range(20_000):
+        twitter("ord:x", n)
+    assert bus.join(WAIT)
+    assert [queue.get_nowait().args[0] for _ in range(20_000)] == list(range(20_000))  # SPEC 4
+    assert sorted(worked) == list(range(20_000))
+
+
+def test_with_a_pool_a_full_queue_refuses_the_sender(bus: Bus) -> None:
+    queue = Queue("full:*", maxsize=1, on_full="refuse")
+    berrymq.set_multiplicity(2)
+    twitter("full:x", 1)
+    with pytest.raises(QueueFull, match="queue full:\\* is full"):
+        twitter("full:x", 2)  # the sender hears of it, as without a pool
+    assert bus.join(WAIT) and queue.qsize() == 1 and bus.losses.total == 0

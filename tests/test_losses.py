@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from helpers import WAIT
 
-from berrymq import Bus, Message, Queue, QueueFull, SettingsError
+from berrymq import Bus, Message, QueueFull, SettingsError
 from berrymq.plugins import PluginHost
 from berrymq.settings import load_settings
+from berrymq.subscription import Kind
 from berrymq.transports.base import memory_link_pair
 
 
@@ -219,10 +220,30 @@ def test_a_receiver_in_a_worker_sending_into_its_full_pool_runs_the_receivers_it
     bus.close()
 
 
+#: A kind that may refuse and runs in the worker pool (a Queue stores in the sender's thread).
+BOUNDED = Kind("bounded", answers=False, refuses=True)
+
+
+class KeepsOne:
+    """A receiver of the BOUNDED kind that keeps one message and refuses the others."""
+
+    def __init__(self) -> None:
+        self.kept: list[Message] = []
+
+    def __call__(self, message: Message) -> None:
+        if self.kept:
+            raise QueueFull(f"{message.id}: full")
+        self.kept.append(message)
+
+    def qsize(self) -> int:
+        return len(self.kept)
+
+
 def test_a_refusal_in_a_worker_is_counted_and_logged_once_per_burst(
         berrymq_plugin_host: PluginHost, caplog: pytest.LogCaptureFixture) -> None:
     bus = Bus(multiplicity=2, plugins=berrymq_plugin_host, name="refusing")
-    queue = Queue("job:*", maxsize=1, on_full="refuse", bus=bus)
+    queue = KeepsOne()
+    bus.subscribe("job:*", queue, kind=BOUNDED, weak=False)
     with caplog.at_level(logging.ERROR, logger="berrymq"):
         for i in range(500):
             bus.twitter("job:x", i)
@@ -237,10 +258,11 @@ def test_a_refusal_in_a_worker_is_counted_and_logged_once_per_burst(
 
 def test_flush_says_false_once_after_a_loss_of_the_core(berrymq_plugin_host: PluginHost) -> None:
     bus = Bus(multiplicity=2, plugins=berrymq_plugin_host, name="flushing")
-    queue = Queue("job:*", maxsize=1, on_full="refuse", bus=bus)
+    queue = KeepsOne()
+    bus.subscribe("job:*", queue, kind=BOUNDED, weak=False)
     bus.twitter("job:x", 1)
     assert bus.flush(WAIT) is True  # delivered: nothing lost
-    bus.twitter("job:x", 2)  # refused in a worker: the queue holds one
+    bus.twitter("job:x", 2)  # refused in a worker: the receiver holds one
     assert bus.flush(WAIT) is False
     assert bus.flush(WAIT) is True  # once: nothing lost since
     assert bus.receive(Message("loop:x", (), {}, 40, "peer-1")) is False  # the hop limit

@@ -227,3 +227,56 @@ def test_concurrent_send_subscribe_cancel(berrymq_bus: Bus, workers: int) -> Non
     assert min(sent) >= per_sender
     expected = [(i, n) for i in range(senders) for n in range(sent[i])]
     assert sorted(counted) == expected  # the steady receiver got every message
+
+
+def test_infinite_waits_with_a_pool_are_no_limit() -> None:
+    release = threading.Event()
+    got: list[int] = []
+
+    def held(message: Message) -> None:
+        assert release.wait(WAIT)
+        got.append(message.args[0])
+
+    with Bus(multiplicity=1, pool_queue_size=1, pool_queue_wait=float("inf")) as bus:
+        bus.subscribe("held:*", held, weak=False)
+        bus.twitter("held:x", 0)  # taken by the worker, which waits
+        bus.twitter("held:x", 1)  # fills the task queue (or the worker took it already)
+        sender = threading.Thread(target=lambda: bus.twitter("held:x", 2))
+        sender.start()  # finds the queue full and waits for room, with no limit
+        release.set()
+        sender.join(WAIT)
+        assert not sender.is_alive()
+        assert bus.join(float("inf"))
+        assert bus.flush(float("inf"))
+        assert got == [0, 1, 2]
+        with pytest.raises(ValueError, match="timeout must be 0 or more"):
+            bus.join(-1)
+        with pytest.raises(TypeError, match="timeout must be a number"):
+            bus.flush("1")  # type: ignore[arg-type]
+
+
+def test_a_pool_that_cannot_start_all_its_threads_stops_those_it_started(
+        berrymq_bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    set_multiplicity(2)
+    before = {t for t in threading.enumerate() if t.name.startswith("berrymq-worker")}
+    real_start = threading.Thread.start
+    started: list[threading.Thread] = []
+
+    def start(thread: threading.Thread) -> None:  # the system runs out after 3 threads
+        if thread.name.startswith("berrymq-worker") and len(started) == 3:
+            raise RuntimeError("can't start new thread")
+        started.append(thread)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(ValueError, match=r"^multiplicity 100000: only 3 worker threads could "
+                                         r"be started \(can't start new thread\)"):
+        set_multiplicity(100_000)
+    monkeypatch.undo()
+    assert not any(thread.is_alive() for thread in started)  # stopped, not left idle
+    assert berrymq_bus.multiplicity == 2  # the pool is unchanged, and works
+    assert {t for t in threading.enumerate() if t.name.startswith("berrymq-worker")} == before
+    got: list[str] = []
+    regist_function("still:*", lambda m: got.append(m.id), weak=False)
+    twitter("still:here")
+    assert berrymq_bus.join(WAIT) and got == ["still:here"]

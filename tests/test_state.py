@@ -57,3 +57,33 @@ def test_the_core_keeps_its_per_bus_state_in_the_slot(berrymq_plugin_host: Plugi
     other = Bus(plugins=berrymq_plugin_host)
     assert other.extensions.peek(SHARED_STORES) is None and running_adapters(other) == []
     other.close()
+
+
+def test_a_factory_may_ask_for_other_state_of_its_bus(berrymq_plugin_host: PluginHost) -> None:
+    inner: StateKey[list[str]] = StateKey("inner", lambda bus: ["inner"])
+    outer: StateKey[list[str]] = StateKey("outer", lambda bus: [*bus.state(inner), "outer"])
+    queues: StateKey[Queue] = StateKey("queue", lambda bus: Queue("f:*", shared=True, bus=bus))
+    with Bus(plugins=berrymq_plugin_host) as bus:
+        assert bus.state(outer) == ["inner", "outer"]  # used to deadlock on the state's lock
+        queue = bus.state(queues)  # used to deadlock on the state's lock as well
+        assert list(bus.state(SHARED_STORES).values()) == [queue._store]
+
+
+def test_a_value_made_by_a_losing_racer_is_closed(berrymq_plugin_host: PluginHost) -> None:
+    both_inside = threading.Barrier(2, timeout=10)
+    closed: list[object] = []
+
+    def make(bus: Bus) -> object:
+        both_inside.wait()  # both threads run the factory at once
+        return object()
+
+    key: StateKey[object] = StateKey("raced", make, closed.append)
+    seen: list[object] = []
+    with Bus(plugins=berrymq_plugin_host) as bus:
+        threads = [threading.Thread(target=lambda: seen.append(bus.state(key))) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert seen[0] is seen[1] is bus.state(key)
+        assert len(closed) == 1 and closed[0] is not seen[0]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+from collections import deque
+
+import pytest
+
 from berrymq import (
     Bus,
     Message,
@@ -36,3 +41,34 @@ def test_a_kind_says_whether_it_refuses_and_one_that_does_not_say_may(berrymq_bu
     assert not subscribe("k:b", nothing, weak=False, kind=Lenient()).refuses
     assert subscribe("k:c", nothing, weak=False, kind=Old()).refuses  # type: ignore[arg-type]
     assert not subscribe("k:d", nothing, weak=False).refuses  # a function
+
+
+
+def test_a_builtin_method_is_held_through_its_object(berrymq_bus: Bus) -> None:
+    results: deque[Message] = deque()
+    subscription = regist_function("job:*", results.append)  # weak, by default
+    twitter("job:one")
+    assert [m.id for m in results] == ["job:one"]  # was dropped at once, with no error
+    assert subscription.active
+    del results
+    gc.collect()
+    assert not subscription.active  # gone with its object
+    twitter("job:two")
+
+
+class _Slotted:
+    __slots__ = ("got",)
+
+    def take(self, message: Message) -> None:
+        self.got = message
+
+
+def test_a_method_whose_object_takes_no_weak_reference_is_refused(berrymq_bus: Bus) -> None:
+    results: list[Message] = []
+    with pytest.raises(TypeError, match=r"'list' object takes none\); register it with weak=False"):
+        regist_function("job:*", results.append)
+    with pytest.raises(TypeError, match=r"'_Slotted' object takes none\); register it with weak=False"):
+        regist_function("job:*", _Slotted().take)
+    with regist_function("job:*", results.append, weak=False):
+        twitter("job:kept")
+    assert [m.id for m in results] == ["job:kept"]

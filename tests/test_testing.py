@@ -108,7 +108,7 @@ def test_carry_receivers_keeps_patterns_guards_and_references() -> None:
     with berrymq.Bus(raise_errors=True) as source, berrymq.Bus(raise_errors=True) as target:
         source.subscribe("job:*", on_job, lambda m: m.args == (1,))
         source.subscribe("x:*", lambda m: got.append("strong " + m.id), weak=False)
-        source.subscribe("q:*", got.append, kind="queue")
+        source.subscribe("q:*", got.append, kind="queue", weak=False)
         assert carry_receivers(source, target) == 2
         target.twitter("job:a", 1)
         target.twitter("job:b", 2)  # the guard says no

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from berrymq.bus import Bus, Guard, Subscription
 from berrymq.default import holder
@@ -22,26 +23,64 @@ def following(pattern: str, guard_condition: Guard | None = None) -> Callable[[F
     """Mark a method of a :class:`Follower` class as a receiver of ``pattern``.
 
     Instance methods are registered for each instance when it is created, class methods
-    and static methods once for the class. The method is returned unchanged.
+    and static methods once for the class. The class keeps the method unchanged; one that
+    is not a Follower gets a warning naming it, since its marked methods would be ignored.
     """
     ident = parse(pattern)
     if guard_condition is not None and not callable(guard_condition):
         raise TypeError(f"guard_condition for {ident} must be callable")
 
     def mark(method: F) -> F:
-        target = method.__func__ if isinstance(method, (classmethod, staticmethod)) else method
+        # a second @following on the same method marks the method, not the first's marker
+        bare: object = method.method if isinstance(method, _Marked) else method
+        target = _target(bare)
         if not callable(target):
             raise TypeError(f"@following({pattern!r}) needs a method, got {method!r}")
         marks: list[Mark] = target.__dict__.setdefault(_MARKS, [])
         marks.append((ident, guard_condition))
-        return method
+        return cast(F, _Marked(bare))
 
     return mark
 
 
+class _Marked:
+    """What ``@following`` puts in a class body: when the class is made it puts the method
+    back (``__set_name__``) and warns if the class is no :class:`Follower`, whose marked
+    methods nobody would register. A warning, not an error: Python 3.11 wraps an error of
+    ``__set_name__`` in a RuntimeError. Outside a class body, or under a ``@classmethod``
+    or ``@staticmethod`` written above it, it stays and calls and binds as the method."""
+
+    __slots__ = ("__weakref__", "method")
+
+    def __init__(self, method: object) -> None:
+        self.method = method
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        setattr(owner, name, self.method)
+        if not isinstance(owner, Follower):
+            warnings.warn(
+                f"@following on {owner.__qualname__}.{name} is ignored: "
+                f"{owner.__qualname__} needs metaclass=berrymq.Follower", stacklevel=2)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return cast(Callable[..., Any], self.method)(*args, **kwargs)
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        return self.method.__get__(instance, owner)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.method, name)
+
+
+def _target(value: object) -> object:
+    """The function under ``@classmethod``, ``@staticmethod`` and ``@following``."""
+    while isinstance(value, classmethod | staticmethod | _Marked):
+        value = value.method if isinstance(value, _Marked) else value.__func__
+    return value
+
+
 def _marks(value: object) -> list[Mark]:
-    target = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
-    return getattr(target, "__dict__", {}).get(_MARKS, [])  # type: ignore[no-any-return]
+    return getattr(_target(value), "__dict__", {}).get(_MARKS, [])  # type: ignore[no-any-return]
 
 
 class FollowerReceivers:
@@ -95,6 +134,9 @@ class Follower(type):
 
     def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> None:
         super().__init__(name, bases, namespace)
+        for attr, value in list(vars(cls).items()):  # @classmethod written above @following
+            if isinstance(value, classmethod | staticmethod) and isinstance(value.__func__, _Marked):
+                setattr(cls, attr, type(value)(cast(Callable[..., Any], value.__func__.method)))
         table: dict[str, list[Mark]] = {}
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
@@ -107,7 +149,7 @@ class Follower(type):
                 else:
                     table.pop(attr, None)  # overridden without @following: not a receiver
         cls.__berrymq_instance_marks__ = tuple(table.items())
-        if any(_marks(v) for v in namespace.values() if isinstance(v, (classmethod, staticmethod))):
+        if any(_marks(v) for v in vars(cls).values() if isinstance(v, (classmethod, staticmethod))):
             bus = holder.bus
             bus.plugins.receiver("followers")  # says which plugin to enable if it is off
             FOLLOWERS.register_class(bus, cls)

@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Literal
 
+from berrymq._timeouts import wait_limit
 from berrymq.aio import QueueIterator, queue_get_async, wake
 from berrymq.bus import Bus, Subscription
 from berrymq.default import holder
@@ -42,7 +43,8 @@ class QueueStore:
     more than take from the ``SimpleQueue``.
     """
 
-    def __init__(self, pattern: Identifier, maxsize: int, on_full: FullPolicy, put_timeout: float) -> None:
+    def __init__(self, pattern: Identifier, maxsize: int, on_full: FullPolicy,
+                 put_timeout: float | None) -> None:
         self.pattern = pattern
         self.maxsize = maxsize
         self.on_full = on_full
@@ -51,7 +53,9 @@ class QueueStore:
         self.places = threading.BoundedSemaphore(maxsize) if maxsize > 0 else None
         self.closed = False
         self.subscription: Subscription | None = None
-        self.users = 0
+        # The open Queue objects using this store, held weakly: a queue dropped without
+        # close() leaves by itself, so it counts as closed (it can no longer take anything).
+        self.users: weakref.WeakSet[Queue] = weakref.WeakSet()
         self.lock = threading.Lock()
         # Coroutines waiting in Queue.get_async: (loop, future) pairs, replaced whole
         # under ``lock`` and read without it by put().
@@ -105,13 +109,21 @@ class QueueStore:
         wake(self)
 
 
+def _shown(value: object) -> str:
+    """A queue parameter as the user gave it (a put_timeout of None was ``inf``)."""
+    return "inf" if value is None else repr(value)
+
+
 class QueueReceivers:
     """The ``queues`` receiver kind (a :class:`~berrymq.registries.ReceiverKind`): its
-    subscriptions store what they get, and so do not answer requests."""
+    subscriptions store what they get, and so do not answer requests. They store in the
+    sender's thread even with a worker pool: first in, first out for each sender (SPEC 4),
+    and a full bounded queue blocks or refuses the sender, as without a pool."""
 
     name = "queue"
     answers = False
     refuses = True
+    stores = True
     Queue: type[Queue]
 
 
@@ -141,7 +153,8 @@ class Queue:
         queue gets its own copy of every message.
     :param maxsize: 0 for unbounded; otherwise at most this many messages wait.
     :param on_full: what a full bounded queue does to a sender: ``"block"`` waits up to
-        ``put_timeout`` seconds for room, then refuses; ``"refuse"`` refuses at once. A
+        ``put_timeout`` seconds for room (a finite number, 0 or more, or ``float("inf")``
+        to wait as long as it takes), then refuses; ``"refuse"`` refuses at once. A
         refused message is not stored and the sender's ``twitter`` raises
         :class:`berrymq.QueueFull` naming the queue; nothing is dropped silently.
     :param bus: the bus to follow; the default bus when omitted.
@@ -162,8 +175,7 @@ class Queue:
             raise ValueError(f"maxsize must be an int, 0 or more, got {maxsize!r}")
         if on_full not in ("block", "refuse"):
             raise ValueError(f"on_full must be 'block' or 'refuse', got {on_full!r}")
-        if put_timeout < 0:
-            raise ValueError(f"put_timeout must be 0 or more, got {put_timeout!r}")
+        limit = wait_limit("put_timeout", put_timeout, none=False)
         if bus is None:
             bus = holder.bus
         bus.plugins.receiver("queues")  # says which plugin to enable if it is off
@@ -172,29 +184,33 @@ class Queue:
         self.bus = bus
         self._closed = False
         if shared:
-            self._store = self._shared_store(bus, ident, maxsize, on_full, put_timeout)
+            self._store = self._shared_store(bus, ident, maxsize, on_full, limit)
         else:
-            self._store = store = QueueStore(ident, maxsize, on_full, put_timeout)
-            store.users = 1
+            self._store = store = QueueStore(ident, maxsize, on_full, limit)
+            store.users.add(self)
             store.subscription = bus.subscribe(ident, store.put, kind=QUEUES)
 
-    @staticmethod
     def _shared_store(
-        bus: Bus, ident: Identifier, maxsize: int, on_full: FullPolicy, put_timeout: float
+        self, bus: Bus, ident: Identifier, maxsize: int, on_full: FullPolicy, put_timeout: float | None
     ) -> QueueStore:
         with _shared_lock:
             stores = bus.state(SHARED_STORES)
             store = stores.get(ident)
             if store is not None and not store.closed:
-                if store.maxsize != maxsize:
-                    raise ValueError(
-                        f"shared queue {ident} exists with maxsize={store.maxsize}; "
-                        f"cannot share it with maxsize={maxsize}"
-                    )
-                store.users += 1
+                # the store has one policy: a later queue asking for another would not get
+                # it (on_full and put_timeout only count where they apply: when bounded)
+                bounded, blocks = maxsize > 0, maxsize > 0 and on_full == "block"
+                for name, have, want, counts in (
+                        ("maxsize", store.maxsize, maxsize, True),
+                        ("on_full", store.on_full, on_full, bounded),
+                        ("put_timeout", store.put_timeout, put_timeout, blocks)):
+                    if counts and have != want:
+                        raise ValueError(f"shared queue {ident} exists with {name}={_shown(have)}; "
+                                         f"cannot share it with {name}={_shown(want)}")
+                store.users.add(self)
                 return store
             store = QueueStore(ident, maxsize, on_full, put_timeout)
-            store.users = 1
+            store.users.add(self)
             store.subscription = bus.subscribe(ident, store.put, kind=QUEUES, shared=True)
             stores[ident] = store
             return store
@@ -204,7 +220,8 @@ class Queue:
         return self._store.maxsize
 
     def get(self, block: bool = True, timeout: float | None = None) -> Message:
-        """The next message, waiting at most ``timeout`` seconds (forever if None).
+        """The next message, waiting at most ``timeout`` seconds (forever if None or
+        ``float("inf")``).
 
         Raises :class:`berrymq.Empty` when nothing came in time (at once when ``block`` is
         false), :class:`berrymq.QueueClosed` (an ``Empty``) once closed and drained. A
@@ -212,8 +229,7 @@ class Queue:
         its store (what is stored is theirs); when the last one closes, the closed queues
         can drain what is left.
         """
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
+        timeout = wait_limit("timeout", timeout)  # inf is None: no limit
         if not self.shared:
             return self._store.get(block, timeout)
         # A shared store outlives this queue object: closing it must stop this object
@@ -234,8 +250,6 @@ class Queue:
                     raise
 
     def _check_open(self) -> None:
-        # While other open queues share the store, what it holds is theirs; once the last
-        # one closed too, every closed queue may drain what is left (nothing is stranded).
         if self._is_closed():
             raise QueueClosed(f"this shared queue of {self.pattern} was closed")
 
@@ -268,8 +282,8 @@ class Queue:
         self._closed = True
         store = self._store
         with _shared_lock:
-            store.users -= 1
-            last = store.users <= 0
+            store.users.discard(self)
+            last = not store.users
         if last:
             store.close()
         elif self.shared:
@@ -304,7 +318,18 @@ class Queue:
         return QueueIterator(self._store, self._is_closed)
 
     def _is_closed(self) -> bool:
-        return self._closed and self.shared and not self._store.closed
+        """Whether this closed queue may take nothing: while other open queues share the
+        store, what it holds is theirs; once the last one closed too, every closed queue
+        may drain what is left (nothing is stranded). A queue dropped without close()
+        counts as closed: when the last open one was dropped, the store closes here, in a
+        getter's thread or task (not in the garbage collector's, which may hold locks)."""
+        store = self._store
+        if not (self._closed and self.shared) or store.closed:
+            return False
+        if not store.users:
+            store.close()
+            return False
+        return True
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

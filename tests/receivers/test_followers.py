@@ -4,6 +4,7 @@ instance, class and static methods as receivers, subclasses, weak references."""
 from __future__ import annotations
 
 import gc
+import types
 from typing import Any
 
 import pytest
@@ -157,3 +158,43 @@ def test_follower_with_slots_needs_weakref(berrymq_bus: Bus) -> None:
 
     with pytest.raises(TypeError, match="add '__weakref__' to its __slots__"):
         Slotted()
+
+
+def test_following_in_a_class_that_is_no_follower_warns_naming_it(berrymq_bus: Bus) -> None:
+    with pytest.warns(UserWarning, match=r"@following on .*Plain\.receive_log is ignored: "
+                                         r".*Plain needs metaclass=berrymq\.Follower"):
+        class Plain:
+            @following("*:log")
+            def receive_log(self, message: Message) -> None: ...
+
+    assert isinstance(vars(Plain)["receive_log"], types.FunctionType)  # the method, unchanged
+
+
+def test_following_leaves_the_methods_of_a_follower_as_they_were(berrymq_bus: Bus) -> None:
+    got: list[Any] = []
+
+    class Twice(metaclass=Follower):  # no warning here: warnings are errors in this suite
+        @following("a:*")
+        @following("b:*")
+        def on(self, message: Message) -> None:
+            got.append(message.id)
+
+        @following("c:*")
+        @staticmethod
+        def static(message: Message) -> None:
+            got.append(("static", message.id))
+
+        @classmethod
+        @following("d:*")
+        def under(cls, message: Message) -> None:
+            got.append((cls, message.id))
+
+    assert isinstance(vars(Twice)["on"], types.FunctionType)
+    assert isinstance(vars(Twice)["static"], staticmethod)
+    assert isinstance(vars(Twice)["under"].__func__, types.FunctionType)  # unwrapped too
+    keep = Twice()
+    for identifier in ("a:x", "b:x", "c:x", "d:x"):
+        twitter(identifier)
+    assert got == ["a:x", "b:x", ("static", "c:x"), (Twice, "d:x")]
+    assert Twice.under.__func__.__name__ == "under"
+    del keep

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import queue as stdlib_queue
 import threading
@@ -327,3 +328,90 @@ def test_when_every_shared_queue_closed_what_is_left_can_be_drained(berrymq_bus:
     second.close()  # the last one: the store closes, nothing is stranded
     assert [m.args[0] for m in first] == [0, 1, 2]
     assert list(second) == []
+
+
+def test_a_dropped_shared_queue_counts_as_closed(berrymq_bus: Bus) -> None:
+    kept, dropped = Queue("drop:*", shared=True), Queue("drop:*", shared=True)
+    del dropped  # never closed
+    gc.collect()
+    kept.close()  # the last open one: the store stops receiving
+    twitter("drop:x")
+    assert berrymq_bus.subscriptions() == []
+    with pytest.raises(QueueClosed):
+        kept.get_nowait()
+
+
+def test_a_closed_shared_queue_drains_once_the_open_one_was_dropped(berrymq_bus: Bus) -> None:
+    closed, dropped = Queue("gone:*", shared=True), Queue("gone:*", shared=True)
+    twitter("gone:x", 1)
+    closed.close()
+    del dropped
+    gc.collect()
+    assert [m.args[0] for m in closed] == [1]  # what is left is no longer stranded
+    assert berrymq_bus.subscriptions() == []
+
+
+def test_an_infinite_put_timeout_waits_for_room_as_long_as_it_takes(berrymq_bus: Bus) -> None:
+    q = Queue("endless:*", maxsize=1, put_timeout=float("inf"))
+    sent = threading.Event()
+
+    def sender() -> None:
+        for n in range(3):
+            twitter("endless:x", n)
+        sent.set()
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    assert [q.get(timeout=WAIT).args[0] for _ in range(3)] == [0, 1, 2]  # none lost
+    assert sent.wait(WAIT)
+    thread.join()
+
+
+@pytest.mark.parametrize(("put_timeout", "error"), [
+    (float("nan"), ValueError), (-1, ValueError), (None, TypeError), ("1", TypeError),
+    (True, TypeError),
+])
+def test_a_bad_put_timeout_is_refused_by_name(berrymq_bus: Bus, put_timeout: Any,
+                                              error: type[Exception]) -> None:
+    with pytest.raises(error, match="put_timeout"):
+        Queue("bad:*", maxsize=1, put_timeout=put_timeout)
+    assert berrymq_bus.subscriptions() == []
+
+
+def test_get_with_an_infinite_timeout_waits_with_no_limit(berrymq_bus: Bus) -> None:
+    q = Queue("g:*")
+    sender = threading.Timer(0.05, lambda: twitter("g:x"))
+    sender.start()
+    assert q.get(timeout=float("inf")).id == "g:x"  # was a bare OverflowError
+    sender.join()
+    with pytest.raises(TypeError, match="timeout must be a number"):
+        q.get(timeout="1")  # type: ignore[arg-type]
+
+
+def test_a_shared_queue_refuses_a_later_queue_with_another_policy(berrymq_bus: Bus) -> None:
+    first = Queue("pol:*", shared=True, maxsize=2, put_timeout=0.5)
+    with pytest.raises(ValueError, match=r"exists with on_full='block'; "
+                                         r"cannot share it with on_full='refuse'"):
+        Queue("pol:*", shared=True, maxsize=2, on_full="refuse")
+    with pytest.raises(ValueError, match=r"exists with put_timeout=0.5; "
+                                         r"cannot share it with put_timeout=inf"):
+        Queue("pol:*", shared=True, maxsize=2, put_timeout=float("inf"))
+    same = Queue("pol:*", shared=True, maxsize=2, put_timeout=0.5)
+    assert same._store is first._store
+    unbounded = Queue("any:*", shared=True)  # on_full and put_timeout do not apply to it
+    assert Queue("any:*", shared=True, on_full="refuse")._store is unbounded._store
+
+
+def test_a_closed_shared_queue_drains_async_once_the_open_one_was_dropped(
+        berrymq_bus: Bus) -> None:
+    closed, dropped = Queue("agone:*", shared=True), Queue("agone:*", shared=True)
+    twitter("agone:x", 1)
+    closed.close()
+    del dropped
+    gc.collect()
+
+    async def drain() -> list[int]:
+        return [message.args[0] async for message in closed]
+
+    assert asyncio.run(drain()) == [1]  # then closed: the store closed with its last user
+    assert berrymq_bus.subscriptions() == []

@@ -1,0 +1,47 @@
+"""Checking the seconds a caller gives to wait (``timeout``, ``put_timeout``, ...).
+
+One rule for every wait of the public API: a number of seconds, 0 or more; ``None`` and
+an infinite number (or one over :data:`LONGEST_WAIT`) mean "no limit", so that
+``float("inf")`` works wherever ``None`` does instead of raising a bare OverflowError
+from deep inside. A bad value is refused before anything happens, naming the parameter.
+Where a wait needs a number (an ``ask``'s deadline, the pool's ``pool_queue_wait``),
+"no limit" is :data:`LONGEST_WAIT` (:func:`wait_seconds`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+__all__ = ["LONGEST_WAIT", "wait_limit", "wait_seconds"]
+
+#: "No limit" as a number of seconds: half the longest wait the platform's locks take
+#: (about 146 years on Linux), so that a deadline computed from it can still be waited for.
+LONGEST_WAIT = threading.TIMEOUT_MAX / 2
+
+
+def wait_limit(name: str, value: object, *, none: bool = True) -> float | None:
+    """``value`` as seconds to wait, or None for no limit.
+
+    :param name: the parameter, named in the errors.
+    :param value: what the caller gave.
+    :param none: whether None is allowed (it means no limit).
+    :raises TypeError: not a number (a bool or a string is not one), or None when not allowed.
+    :raises ValueError: negative or NaN.
+    """
+    if value is None and none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        allowed = "a number of seconds or None" if none else "a number of seconds"
+        raise TypeError(f"{name} must be {allowed}, got {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be 0 or more seconds, got {value!r}")
+    if value > LONGEST_WAIT:
+        return None  # float("inf") included: longer than any wait can be told to last
+    return float(value)
+
+
+def wait_seconds(name: str, value: object, *, none: bool = True) -> float:
+    """As :func:`wait_limit`, with "no limit" as :data:`LONGEST_WAIT` seconds."""
+    limit = wait_limit(name, value, none=none)
+    return LONGEST_WAIT if limit is None else limit
