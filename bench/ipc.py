@@ -57,11 +57,11 @@ from contextlib import suppress
 from typing import Any
 
 import httptools
-from berrymq_jsonrpc import client as jsonrpc_client
 from children import Child, kill_all
 from ipc_floors import request_line
 
 import berrymq
+from berrymq import wire
 
 HERE = os.path.abspath(__file__)
 FLOORS = os.path.join(os.path.dirname(HERE), "ipc_floors.py")
@@ -332,19 +332,19 @@ def encoded_once(peers: int, messages: int) -> None:
         url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
         sender.transport("tcp").interconnect(url, 600)
     calls = [0]
-    real = jsonrpc_client.dumps
+    real = wire.dumps
 
     def counting(value: Any) -> str:
         calls[0] += 1
         return real(value)
 
-    jsonrpc_client.dumps = counting
+    wire.dumps = counting
     try:
         for i in range(messages):
             sender.publish(berrymq.Message("fan:out", (i,)))
         sender.transport("tcp").flush(TIMEOUT)
     finally:
-        jsonrpc_client.dumps = real
+        wire.dumps = real
     deadline = time.monotonic() + TIMEOUT
     while got[0] < peers * messages and time.monotonic() < deadline:
         time.sleep(0.01)
