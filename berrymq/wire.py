@@ -95,7 +95,7 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
     other goes through the full decoder, which allows the whitespace and refuses the rest.
     """
     try:
-        if isinstance(data, bytes):
+        if type(data) is bytes:
             text = data.decode()
         elif isinstance(data, str):
             text = data
@@ -105,9 +105,7 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
             value, end = _scan(text, 0)
         except StopIteration:
             end = -1
-        if end != len(text):
-            value = _decoder.decode(text)
-        return value
+        return value if end == len(text) else _decoder.decode(text)
     except ParseError:
         raise
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -201,7 +199,10 @@ def message_from_wire(ident_text: Any, args: Any, kwargs: Any, extras: Any, what
     The checks of a good message are made at once, without building the texts of the
     errors (this runs for every message that comes in); :func:`_refuse` says what is wrong.
     """
-    ident = _cached(ident_text) if type(ident_text) is str else None
+    try:  # the cached Identifier; None (then _refuse says why) for what names none
+        ident = parse(ident_text) if type(ident_text) is str else None
+    except InvalidIdentifier:
+        ident = None
     if ident is None or ident.is_local or type(args) is not list or type(kwargs) is not dict:
         _refuse(ident_text, args, kwargs, extras, what)
     if extras is None:
@@ -216,14 +217,6 @@ def message_from_wire(ident_text: Any, args: Any, kwargs: Any, extras: Any, what
     if reply_to is not None:
         reply_to = identifier(reply_to, f"{what} reply_to")
     return new_message((ident, tuple(args), kwargs, hops, uid)), reply_to
-
-
-def _cached(text: str) -> Identifier | None:
-    """The identifier ``text`` names, None when it names none (:func:`_refuse` says why)."""
-    try:
-        return parse(text)
-    except InvalidIdentifier:
-        return None
 
 
 def _refuse(ident_text: Any, args: Any, kwargs: Any, extras: Any, what: str) -> NoReturn:
@@ -245,11 +238,15 @@ def decode_message(item: Any, what: str = "the message"
                    ) -> tuple[Message, Identifier | None, Mapping[str, Any]]:
     """One message in its wire form (a parsed JSON array): the message, its ``reply_to``
     and its extras object (empty when it has none); :class:`WireError` naming ``what``."""
-    if type(item) is not list or not 3 <= len(item) <= 4:
+    if type(item) is list and len(item) == 4:
+        ident_text, args, kwargs, extras = item
+    elif type(item) is list and len(item) == 3:
+        ident_text, args, kwargs = item
+        extras = None
+    else:
         raise WireError(f"{what} must be [identifier, args, kwargs] or "
                         "[identifier, args, kwargs, extras]")
-    extras = item[3] if len(item) == 4 else None
-    message, reply_to = message_from_wire(item[0], item[1], item[2], extras, what)
+    message, reply_to = message_from_wire(ident_text, args, kwargs, extras, what)
     return message, reply_to, extras or _NO_EXTRAS
 
 

@@ -167,7 +167,8 @@ class Inbound:
         except ValueError as exc:  # ParseError, WireError: a foreign or broken message
             self.bridge.undecodable(msg.subject, exc)
             return None
-        if self.bridge.shared.marked(message[0]):
+        shared = self.bridge.shared
+        if (shared.entries or shared.dirty) and shared.marked(message[0]):
             message = new_message((message[0], message[1], FromBroker(message[2]), message[3],
                                    message[4]))
         return message, reply_to, extras

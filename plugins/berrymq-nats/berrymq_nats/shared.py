@@ -57,8 +57,9 @@ class SharedQueues:
         self.entries: tuple[tuple[Subscription, str, Identifier], ...] = ()
         self._lock = threading.Lock()
         self._guarded: list[Subscription] = []
-        self._taken: dict[Identifier, tuple[str, ...]] = {}
-        self._marks: dict[Identifier, bool] = {}
+        # keyed by the identifier's text: a str's hash is C's, an Identifier's a call
+        self._taken: dict[str, tuple[str, ...]] = {}
+        self._marks: dict[str, bool] = {}
 
     def changed(self) -> None:
         """The bus's subscriptions changed (called under its lock: only note it)."""
@@ -87,7 +88,7 @@ class SharedQueues:
 
     def taken(self, ident: Identifier) -> tuple[str, ...]:
         """The groups of this process's shared queues that take a message sent as ``ident``."""
-        taken = self._taken.get(ident)
+        taken = self._taken.get(ident.text)
         if taken is None:
             cache = self._taken
             if self.dirty:
@@ -95,20 +96,20 @@ class SharedQueues:
                 cache = self._taken
             taken = tuple(group for sub, group, pattern in self.entries
                           if sub.active and pattern.matches(ident))
-            cache[ident] = taken
+            cache[ident.text] = taken
         return taken
 
     def marked(self, ident: Identifier) -> bool:
         """Whether a local shared queue matches ``ident`` (its copy from the fan-out is
         then marked, so that the queue's guard refuses it)."""
-        marked = self._marks.get(ident)
+        marked = self._marks.get(ident.text)
         if marked is None:
             cache = self._marks
             if self.dirty:
                 self.refresh()
                 cache = self._marks
             marked = any(sub.active and pattern.matches(ident) for sub, _, pattern in self.entries)
-            cache[ident] = marked
+            cache[ident.text] = marked
         return marked
 
     def receiver_of(self, group: str) -> object | None:
