@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import strategies as st
 
 import berrymq
 from berrymq import Empty, Follower, Message, Queue, following, hookspecs, regist_function
@@ -26,7 +27,8 @@ from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
 __all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "Lines", "Logger", "capture", "child_env", "drain",
-           "installed", "is_urgent", "make_bus", "on_job", "on_log", "populate", "serve"]
+           "installed", "is_urgent", "json_values", "make_bus", "on_job", "on_log", "populate",
+           "serve"]
 
 WAIT = 10.0  # generous deadline for anything that should happen "soon"
 
@@ -317,3 +319,13 @@ def serve(make: Callable[..., Bus], scheme: str, **settings: Any) -> tuple[Bus, 
     bus = make(**{f"jsonrpc_{scheme}": settings}) if settings else make()
     url = bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
     return bus, int(url.rsplit(":", 1)[1])
+
+
+#: Any JSON value, small (hypothesis): for properties of codecs and request checks.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=6)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=10,
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from berrymq import Bus, Queue
 from berrymq.plugins import PluginHost
@@ -35,13 +36,8 @@ def test_a_value_is_made_once_per_bus_and_closed_with_it(berrymq_plugin_host: Pl
 
 def test_racing_threads_get_one_value(berrymq_plugin_host: PluginHost) -> None:
     key: StateKey[object] = StateKey("one", lambda bus: object())
-    seen: list[object] = []
     with Bus(plugins=berrymq_plugin_host) as bus:
-        threads = [threading.Thread(target=lambda: seen.append(bus.state(key))) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        seen = in_threads(8, lambda: bus.state(key))
     assert len({id(v) for v in seen}) == 1
 
 
@@ -78,12 +74,18 @@ def test_a_value_made_by_a_losing_racer_is_closed(berrymq_plugin_host: PluginHos
         return object()
 
     key: StateKey[object] = StateKey("raced", make, closed.append)
-    seen: list[object] = []
     with Bus(plugins=berrymq_plugin_host) as bus:
-        threads = [threading.Thread(target=lambda: seen.append(bus.state(key))) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        seen = in_threads(2, lambda: bus.state(key))
         assert seen[0] is seen[1] is bus.state(key)
         assert len(closed) == 1 and closed[0] is not seen[0]
+
+
+def in_threads(count: int, call: Callable[[], object]) -> list[object]:
+    """What ``call`` returns in each of ``count`` threads started together."""
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(call())) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

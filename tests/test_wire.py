@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from helpers import json_values
 from hypothesis import given
-from hypothesis import strategies as st
 
 from berrymq.errors import ReplyError, TransportError
 from berrymq.identifier import Identifier
@@ -23,15 +23,6 @@ from berrymq.wire import (
     encode_reply,
     loads,
 )
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=8)
-    | st.floats(allow_nan=False, allow_infinity=False),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=5), children, max_size=4),
-    max_leaves=12,
-)
-
 
 # -- JSON ---------------------------------------------------------------------------------
 

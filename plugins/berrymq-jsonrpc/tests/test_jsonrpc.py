@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import Dispatcher, validate_request
+from helpers import json_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -92,13 +93,6 @@ def test_validator_rejects_a_boolean_id_which_the_schema_lets_through_as_a_numbe
     assert not ours_accepts({"jsonrpc": "2.0", "method": "a", "id": True})
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=5)
-    | st.floats(allow_nan=False, allow_infinity=False),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=5), children, max_size=3),
-    max_leaves=8,
-)
 request_like = st.fixed_dictionaries(
     {}, optional={"jsonrpc": st.sampled_from(["2.0", "1.0", 2]) | json_values,
                   "method": st.text(max_size=5) | json_values,
