@@ -34,8 +34,7 @@ class WaitThreads(concurrent.futures.Executor):
         self._queue: collections.deque[_Work] = collections.deque()
         self._ready = threading.Condition(threading.Lock())
         self._threads = 0  # running now
-        self._idle = 0  # waiting for work
-        self._woken = 0  # idle threads told of work, not awake yet
+        self._idle = 0  # waiting for work (until awake again)
         self._started = 0  # ever, for the names
         self._shutdown = False
 
@@ -55,9 +54,11 @@ class WaitThreads(concurrent.futures.Executor):
         with self._ready:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            self._queue.append((future, fn, args, kwargs))
-            if self._idle > self._woken:  # an idle thread takes it
-                self._woken += 1
+            work = (future, fn, args, kwargs)
+            self._queue.append(work)
+            # Enough threads wait for all the queued work (one told now may not be awake
+            # yet; counted as idle until it is): one of them takes it.
+            if self._idle >= len(self._queue):
                 self._ready.notify()
                 return future
             if self._threads >= self.max_workers:  # taken by the first thread done
@@ -66,7 +67,14 @@ class WaitThreads(concurrent.futures.Executor):
             self._started += 1
             thread = threading.Thread(target=self._run, daemon=True,
                                       name=f"{self._name}-{self._started}")
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: the work is not left behind for none
+            with self._ready:
+                self._threads -= 1
+                if work in self._queue:
+                    self._queue.remove(work)
+            raise
         return future
 
     def _next(self) -> _Work | None:
@@ -80,9 +88,7 @@ class WaitThreads(concurrent.futures.Executor):
                 self._idle += 1
                 told = self._ready.wait(self.idle_exit)
                 self._idle -= 1
-                if told:
-                    self._woken -= 1
-                elif not self._queue:
+                if not told and not self._queue:  # (told or not: work queued is taken)
                     self._threads -= 1
                     return None
             return self._queue.popleft()

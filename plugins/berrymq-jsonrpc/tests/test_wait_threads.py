@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -77,3 +79,21 @@ def test_after_shutdown_no_work_is_taken_and_threads_end(wait_for: Callable[...,
     wait_for(lambda: long_idle.threads == 0, WAIT, "the idle thread to end at shutdown")
     with pytest.raises(RuntimeError, match="after shutdown"):
         long_idle.submit(lambda: 2)
+
+
+def test_work_given_as_an_idle_thread_times_out_starts_no_thread_beside_it() -> None:
+    """Sequential work, each given about when the one idle thread's wait ends: that thread
+    (or, once it ended, one new one) takes it, never a second beside it. (A wake-up lost to
+    a timeout once made the pool count an idle thread as told of work: it then started
+    threads beside idle ones, or left work waiting for a timeout.) The pause before each
+    submit is the point of the test, not a wait for something: it lands the submit on the
+    timeout; the outcome does not depend on where it lands."""
+    pool = WaitThreads(2, "test-race", idle_exit=0.002)
+    rng = random.Random(9)
+    try:
+        for n in range(1000):
+            assert pool.submit(lambda n=n: n).result(WAIT) == n
+            assert pool.threads <= 1, f"round {n}: {pool.threads} threads for one at a time"
+            time.sleep(rng.uniform(0.0015, 0.0025))
+    finally:
+        pool.shutdown()
