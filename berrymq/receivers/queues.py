@@ -281,12 +281,12 @@ class Queue:
             return
         self._closed = True
         store = self._store
-        with _shared_lock:
+        with _shared_lock:  # closed under the lock: a Queue made now gets a new store
             store.users.discard(self)
             last = not store.users
-        if last:
-            store.close()
-        elif self.shared:
+            if last:
+                store.close()
+        if not last and self.shared:
             wake(store)  # coroutines of this queue waiting in get_async look again
 
     def __enter__(self) -> Queue:
@@ -326,9 +326,10 @@ class Queue:
         store = self._store
         if not (self._closed and self.shared) or store.closed:
             return False
-        if not store.users:
-            store.close()
-            return False
+        with _shared_lock:  # as in close(): no Queue joins a store being closed
+            if not store.users:
+                store.close()
+                return False
         return True
 
     def __repr__(self) -> str:

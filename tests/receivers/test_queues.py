@@ -21,6 +21,8 @@ from berrymq import (
     QueueFull,
     twitter,
 )
+from berrymq.identifier import Identifier
+from berrymq.receivers.queues import SHARED_STORES
 
 
 def test_stores_matching_messages_in_order(berrymq_bus: Bus) -> None:
@@ -339,6 +341,31 @@ def test_a_dropped_shared_queue_counts_as_closed(berrymq_bus: Bus) -> None:
     assert berrymq_bus.subscriptions() == []
     with pytest.raises(QueueClosed):
         kept.get_nowait()
+
+
+def test_a_shared_queue_made_while_the_last_one_closes_gets_a_store_that_receives(
+        berrymq_bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread makes a shared queue of the pattern just as the last one closes
+    (forced here: from inside the store's close). It gets a store of its own, never the
+    one being closed, where it would receive nothing."""
+    last = Queue("race:*", shared=True)
+    store = berrymq_bus.state(SHARED_STORES)[Identifier("race:*")]
+    made: list[Queue] = []
+    maker = threading.Thread(target=lambda: made.append(Queue("race:*", shared=True)))
+    close = type(store).close
+
+    def close_meanwhile(self: object) -> None:
+        maker.start()
+        maker.join(0.5)  # done at once where nothing stops it; else it waits for this close
+        close(self)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "close", close_meanwhile.__get__(store))
+    last.close()
+    monkeypatch.undo()
+    maker.join(WAIT)
+    [late] = made
+    twitter("race:x", 1)
+    assert late.get(timeout=WAIT).args == (1,)
 
 
 def test_a_closed_shared_queue_drains_once_the_open_one_was_dropped(berrymq_bus: Bus) -> None:
