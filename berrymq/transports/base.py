@@ -81,6 +81,12 @@ class Link(ABC):
         """The bus's forwarder call: one message as a batch of one."""
         self.send_batch((message,), reply_to)
 
+    def send(self, message: Message) -> None:
+        """One message of :meth:`Connection.send`, which is not delivered here: as
+        :meth:`forward`, unless the transport tells the two apart (NATS: no local shared
+        queue took it)."""
+        self.forward(message, None)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything sent so far was handed to the peer; False on timeout."""
         return True

@@ -36,22 +36,31 @@ class NatsLink(Link):
         self.address = bridge.address
 
     def forward(self, message: Message, reply_to: Identifier | None) -> None:
-        """Publish ``message`` on its subject (the bus calls this for every non-local
-        message; ``send`` for what it sends). A message without a uid gets one here: a
-        process may receive a message through two of its subscriptions and delivers it
-        once, by its uid."""
+        """Publish ``message`` on its subject: the bus calls this for every non-local
+        message, which its own receivers have too, so the groups of this process's shared
+        queues that took it go along (``taken``: their members elsewhere skip it)."""
+        self._publish(message, reply_to, self.bridge.shared.taken(message[0]))
+
+    def send(self, message: Message) -> None:
+        """Publish one message of ``send``, which no queue of this process took."""
+        self._publish(message, None, ())
+
+    def send_batch(self, messages: Sequence[Message], reply_to: Identifier | None = None) -> None:
+        """Publish ``messages`` in order (NATS keeps the order of one connection); none
+        was delivered here, so no queue of this process took them."""
+        for message in messages:
+            self._publish(message, reply_to, ())
+
+    def _publish(self, message: Message, reply_to: Identifier | None,
+                 taken: tuple[str, ...]) -> None:
+        """A message without a uid gets one here: a process may receive a message through
+        two of its subscriptions and delivers it once, by its uid."""
         bridge = self.bridge
         if message[4] is None:
             message = bridge.bus.stamp(message)
         ident = message[0]
-        payload = encode_message(message, reply_to, taken=bridge.shared.taken(ident)).encode()
+        payload = encode_message(message, reply_to, taken=taken).encode()
         bridge.outbox.put((bridge.subjects.subject(ident), payload, ""), ident)
-
-    def send_batch(self, messages: Sequence[Message], reply_to: Identifier | None = None) -> None:
-        """Publish ``messages`` in order (NATS keeps the order of one connection)."""
-        forward = self.forward
-        for message in messages:
-            forward(message, reply_to)
 
     def request(self, message: Message, timeout: float) -> list[Any]:
         """Publish ``message`` as a NATS request and gather every process's replies

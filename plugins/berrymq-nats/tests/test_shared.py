@@ -59,3 +59,28 @@ def test_shared_queue_of_the_sender_competes_too(nats_server: Any, make_bus: Mak
     settle(b1, b2)
     assert drain(q1) == ["from w1"]
     assert drain(q2) == ["from w2"]
+
+
+@pytest.mark.parametrize("style", ["interconnect", "oneway"])
+def test_a_message_sent_is_taken_by_a_shared_queue_though_the_sender_has_one(
+        nats_server: Any, make_bus: MakeBus, style: str) -> None:
+    """``send`` does not deliver in the sending process, so its own shared queue did not
+    take the message: a member of the group elsewhere must (it was skipped by all)."""
+    sender, worker = make_bus("sender"), make_bus("worker")
+    mine = Queue("work:*", shared=True, bus=sender)  # the sender's own member of the group
+    theirs = Queue("work:*", shared=True, bus=worker)
+    bw = bridge_of(worker, nats_server.url)
+    transport = sender.transport("nats")
+    if style == "oneway":
+        connection = transport.connect_oneway(nats_server.url, 60)
+    else:
+        connection = bridge_of(sender, nats_server.url)
+        settle(connection)
+    settle(bw)
+    connection.send(berrymq.Message("work:sent", (1,)))
+    assert connection.flush(10)
+    if style == "oneway":  # the one-way sender has no member subscribed: the worker's takes it
+        assert theirs.get(timeout=10).args == (1,)
+        assert mine.empty()
+    else:  # one of the two members takes it, once
+        assert drain(mine) + drain(theirs) == [1]
