@@ -39,11 +39,23 @@ from berrymq_nats.shared import FromBroker
 if TYPE_CHECKING:
     from berrymq_nats.bridge import NatsBridge
 
-__all__ = ["DEFAULT_ASK_TIMEOUT", "Inbound", "Progress", "answer_lane", "progress"]
+__all__ = ["DEFAULT_ASK_TIMEOUT", "LONGEST_ASK_TIMEOUT", "Inbound", "Progress", "answer_lane",
+           "asker_timeout", "progress"]
 
 #: seconds a request is answered within when it carries no ``timeout`` of its asker
 DEFAULT_ASK_TIMEOUT = 5.0
+#: The longest an asker's timeout from the wire counts for (a day): a longer one, sent
+#: by any client, would overflow the waits it bounds.
+LONGEST_ASK_TIMEOUT = 86_400.0
 
+
+def asker_timeout(value: object) -> float:
+    """The ``timeout`` extra of a request as it came from the wire: a positive number
+    (up to :data:`LONGEST_ASK_TIMEOUT`); :data:`DEFAULT_ASK_TIMEOUT` for anything else
+    (absent, a bool, zero, negative, NaN), which the asker's own deadline bounds anyway."""
+    if (type(value) is int or type(value) is float) and value > 0:  # NaN > 0 is False
+        return min(float(value), LONGEST_ASK_TIMEOUT)
+    return DEFAULT_ASK_TIMEOUT
 
 
 class Progress:
@@ -193,8 +205,7 @@ class Inbound:
         if decoded is None:
             return
         message, _, extras = decoded
-        timeout = extras.get("timeout")
-        wait = float(timeout) if isinstance(timeout, int | float) else DEFAULT_ASK_TIMEOUT
+        wait = asker_timeout(extras.get("timeout"))
         with progress.cond:
             progress.cond.wait_for(lambda: self.delivered >= before or progress.asks_waiting > 0,
                                    wait)

@@ -14,6 +14,7 @@ from typing import Any
 import nats
 import pytest
 from berrymq_nats import NatsBridge
+from berrymq_nats.inbound import DEFAULT_ASK_TIMEOUT, LONGEST_ASK_TIMEOUT, asker_timeout
 from berrymq_nats.losses import UNDECODABLE
 from berrymq_nats.testing import Recorder, settle
 
@@ -309,3 +310,15 @@ def test_the_payloads_are_berrymqs_one_wire_form(pair: Pair, nats_server: Any,
     assert json.loads(replies) == {"k": "r", "n": b.node_id, "r": [{"value": 42}]}
     assert got.wait(2) and got.args == [1, "raw"]
     poll(lambda: bb.losses.counts.get(UNDECODABLE) == 1, what="the broken one counted")
+
+
+@pytest.mark.parametrize(("sent", "used"), [
+    (0.3, 0.3), (2, 2.0), (1e300, LONGEST_ASK_TIMEOUT), (None, DEFAULT_ASK_TIMEOUT),
+    (True, DEFAULT_ASK_TIMEOUT), (-1, DEFAULT_ASK_TIMEOUT), (0, DEFAULT_ASK_TIMEOUT),
+    (float("nan"), DEFAULT_ASK_TIMEOUT), ("5", DEFAULT_ASK_TIMEOUT),
+])
+def test_an_askers_timeout_from_the_wire_is_used_only_when_usable(sent: object,
+                                                                  used: float) -> None:
+    """Any NATS client may send a request's ``timeout``: one that would overflow a wait
+    (1e300) or make no sense counts as a day, or as the default."""
+    assert asker_timeout(sent) == used
