@@ -24,7 +24,8 @@ def following(pattern: str, guard_condition: Guard | None = None) -> Callable[[F
 
     Instance methods are registered for each instance when it is created, class methods
     and static methods once for the class. The class keeps the method unchanged; one that
-    is not a Follower gets a warning naming it, since its marked methods would be ignored.
+    is not a Follower gets a warning naming it, since its marked methods are registered
+    only for the Follower classes that inherit them.
     """
     ident = parse(pattern)
     if guard_condition is not None and not callable(guard_condition):
@@ -59,8 +60,10 @@ class _Marked:
         setattr(owner, name, self.method)
         if not isinstance(owner, Follower):
             warnings.warn(
-                f"@following on {owner.__qualname__}.{name} is ignored: "
-                f"{owner.__qualname__} needs metaclass=berrymq.Follower", stacklevel=2)
+                f"@following on {owner.__qualname__}.{name} registers nothing for "
+                f"{owner.__qualname__}, which is no Follower (only for a Follower class "
+                f"that inherits it): give {owner.__qualname__} metaclass=berrymq.Follower",
+                stacklevel=2)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return cast(Callable[..., Any], self.method)(*args, **kwargs)

@@ -161,13 +161,27 @@ def test_follower_with_slots_needs_weakref(berrymq_bus: Bus) -> None:
 
 
 def test_following_in_a_class_that_is_no_follower_warns_naming_it(berrymq_bus: Bus) -> None:
-    with pytest.warns(UserWarning, match=r"@following on .*Plain\.receive_log is ignored: "
-                                         r".*Plain needs metaclass=berrymq\.Follower"):
+    with pytest.warns(UserWarning, match=r"@following on .*Plain\.receive_log registers "
+                                         r"nothing for .*Plain, which is no Follower .*give "
+                                         r".*Plain metaclass=berrymq\.Follower"):
         class Plain:
             @following("*:log")
-            def receive_log(self, message: Message) -> None: ...
+            def receive_log(self, message: Message) -> None:
+                got.append(message.id)
 
     assert isinstance(vars(Plain)["receive_log"], types.FunctionType)  # the method, unchanged
+    got: list[str] = []
+    plain = Plain()
+    twitter("app:log")
+    assert got == []  # nothing registered for Plain itself
+
+    class Heir(Plain, metaclass=Follower):  # ... only for a Follower that inherits it
+        pass
+
+    heir = Heir()
+    twitter("app:log")
+    assert got == ["app:log"]
+    del plain, heir
 
 
 def test_following_leaves_the_methods_of_a_follower_as_they_were(berrymq_bus: Bus) -> None:
