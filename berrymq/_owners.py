@@ -10,7 +10,7 @@ registered.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from types import MethodType
+from types import BuiltinMethodType, MethodType, ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -67,8 +67,8 @@ def target_keys(target: object) -> list[int]:
     """Ids under which ``unfollow(target)`` looks for candidates: the target itself, a bound
     method's object, or a class and every class derived from it."""
     ids = [id(target)]
-    if isinstance(target, MethodType):
-        ids.append(id(target.__self__))
+    if _bound_method(target):
+        ids.append(id(target.__self__))  # type: ignore[attr-defined]
     elif isinstance(target, type):
         ids.extend(id(cls) for cls in subclasses(target))
     return ids
@@ -89,6 +89,15 @@ def owner_keys(receiver: object) -> tuple[int, ...]:
     return tuple(dict.fromkeys(keys))
 
 
+def _bound_method(target: object) -> bool:
+    """Whether ``target`` is a method bound to an object, written in Python (``obj.run``)
+    or built in (``results.append``), not a module's built-in function (``len``)."""
+    if isinstance(target, MethodType):
+        return True
+    return (isinstance(target, BuiltinMethodType) and target.__self__ is not None
+            and not isinstance(target.__self__, ModuleType))
+
+
 def subclasses(cls: type) -> Iterator[type]:
     """``cls`` and every class derived from it, however indirectly."""
     yield cls
@@ -101,7 +110,7 @@ def belongs_to(receiver: object, target: object) -> bool:
     """Whether ``unfollow(target)`` covers ``receiver``."""
     if receiver is None:
         return False
-    if receiver is target or (isinstance(target, MethodType) and receiver == target):
+    if receiver is target or (_bound_method(target) and receiver == target):
         return True  # bound methods are made anew on each access: compare them by ==
     owner = getattr(receiver, "__self__", None)
     if owner is not None and (owner is target or (isinstance(target, type) and isinstance(owner, target))):

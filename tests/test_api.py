@@ -181,7 +181,7 @@ def test_auto_twitter_on_an_async_function_sends_around_its_body(berrymq_bus: Bu
 
     assert inspect.iscoroutinefunction(work) and work.__name__ == "work"
     coroutine = work(4)
-    assert got == []  # nothing yet: the body has not run (":exit" was sent here)
+    assert got == []  # nothing yet: not even :entry, sent when the coroutine starts
     assert asyncio.run(coroutine) == 8
     assert [(m.id, m.args) for m in got] == [("work:entry", (4,)), ("work:body", (4,)),
                                              ("work:exit", (4,))]

@@ -56,6 +56,16 @@ def test_a_builtin_method_is_held_through_its_object(berrymq_bus: Bus) -> None:
     twitter("job:two")
 
 
+def test_unfollow_finds_a_builtin_method_by_itself_and_by_its_object(berrymq_bus: Bus) -> None:
+    results: deque[Message] = deque()
+    first = regist_function("job:*", results.append)
+    assert berrymq_bus.unfollow(results.append) == 1 and not first.active
+    second = regist_function("job:*", results.append)
+    assert berrymq_bus.unfollow(results) == 1 and not second.active
+    twitter("job:none")
+    assert not results
+
+
 class _Slotted:
     __slots__ = ("got",)
 
