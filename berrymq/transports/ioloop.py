@@ -193,7 +193,7 @@ class DeliveryLane:
         def work() -> None:
             try:
                 result = function()
-            except Exception as exc:  # noqa: BLE001 - raised to the caller on the loop
+            except BaseException as exc:  # noqa: BLE001 - raised to the caller on the loop
                 self._io.call_soon(_settle, done, None, exc)
             else:
                 self._io.call_soon(_settle, done, result, None)
@@ -259,7 +259,7 @@ class DeliveryLane:
             self._thread.join(timeout)
 
 
-def _settle(done: asyncio.Future[T], result: T, exc: Exception | None) -> None:
+def _settle(done: asyncio.Future[T], result: T, exc: BaseException | None) -> None:
     """On the I/O loop: what a call on the lane (:meth:`DeliveryLane.call`) gave."""
     if done.done():  # the caller gave up (its connection went away)
         return

@@ -25,7 +25,7 @@ from typing import Any
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import bind_family
 from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type, serves_path
-from berrymq_jsonrpc.jsonrpc import error_object
+from berrymq_jsonrpc.jsonrpc import error_object, internal_error
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.monitor import Monitor, host_allowed
 from berrymq_jsonrpc.service import Service
@@ -345,14 +345,14 @@ class Server:
         if service.answers_at_once(request) and lane.has_room(len(body)):
             # a send_message nothing can refuse: answered here, delivered on the lane
             return service.answer_at_once(request, None)
-        if service.answers_on_loop(request) and lane.ran(after):
-            return service.handle_parsed(request, None), []
         try:
+            if service.answers_on_loop(request) and lane.ran(after):
+                return service.handle_parsed(request, None), []
             return await lane.call(functools.partial(service.handle_parsed, request, None),
                                    len(body)), []
         except Exception:
             logger.exception("answering an HTTP request failed")
-            return dumps(error_object(p.INTERNAL_ERROR, "Internal error")).encode(), []
+            return internal_error(request), []
 
     async def stop(self) -> None:
         if self.server is not None:

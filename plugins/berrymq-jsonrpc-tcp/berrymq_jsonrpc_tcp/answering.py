@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import AskProgress, ask_timeout
-from berrymq_jsonrpc.jsonrpc import error_object
+from berrymq_jsonrpc.jsonrpc import error_object, internal_error
 from berrymq_jsonrpc.sessions import WAITS
 from berrymq_jsonrpc.waiting import may_wait
 
@@ -210,11 +210,12 @@ class Answerer:
 
     def _answer_on_loop(self, request: dict[str, Any]) -> None:
         """A request that delivers nothing and never waits: answered here on the loop."""
-        reply: bytes | None = None
+        reply: bytes | None
         try:
             reply = self.service.handle_parsed(request, self.channel)
         except Exception:
             logger.exception("answering a request from %s failed", self.channel.url)
+            reply = internal_error(request)
         if reply is not None:
             self._write(reply + _NL)
 
@@ -223,22 +224,23 @@ class Answerer:
         loop."""
         service, channel = self.service, self.channel
         replies = []
-        try:
-            for request in requests:
-                reply: bytes | None
+        for request in requests:
+            reply: bytes | None
+            try:
                 if request is PARSE_ERROR:  # not None: the JSON text null is an Invalid Request
                     reply = service.dispatcher.parse_error()
                 else:
                     reply = service.handle_parsed(request, channel)
-                if reply is not None:
-                    replies.append(reply)
-        except Exception:
-            logger.exception("answering a request from %s failed", channel.url)
+            except Exception:
+                logger.exception("answering a request from %s failed", channel.url)
+                reply = internal_error(request)
+            if reply is not None:
+                replies.append(reply)
         io_loop.call_soon(self._answered, _NL.join(replies) + _NL if replies else b"")
 
     def _answer_on_waits(self, request: Any, progress: AskProgress | None) -> None:
         """On a WAITS thread: answer a request that may wait, hand the answer to the loop."""
-        reply: bytes | None = None
+        reply: bytes | None
         try:
             if progress is None:
                 reply = self.service.handle_parsed(request, self.channel)
@@ -246,6 +248,7 @@ class Answerer:
                 reply = self.service.answer_armed(request, self.channel, progress)
         except Exception:
             logger.exception("answering a waiting request from %s failed", self.channel.url)
+            reply = internal_error(request)
         io_loop.call_soon(self._waited, reply, progress)
 
     def _expired(self, request: Any, progress: AskProgress) -> None:

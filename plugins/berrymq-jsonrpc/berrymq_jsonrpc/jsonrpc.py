@@ -58,6 +58,7 @@ __all__ = [
     "Method",
     "app_error",
     "error_object",
+    "internal_error",
     "invalid_params",
     "validate_request",
 ]
@@ -111,6 +112,18 @@ def error_object(code: int, message: str, request_id: Any = None, data: Any = No
     if data is not None:
         error["data"] = data
     return {"jsonrpc": "2.0", "error": error, "id": request_id}
+
+
+def internal_error(request: Any) -> bytes | None:
+    """The answer to ``request`` (parsed) when answering it failed inside the node:
+    *Internal error* for it, or for each member of a batch that has an ``id``; None when
+    nothing is to be answered (notifications). The client is never left waiting."""
+    members = request if type(request) is list else [request]
+    errors = [error_object(p.INTERNAL_ERROR, "Internal error", member.get("id"))
+              for member in members if type(member) is dict and "id" in member]
+    if not errors:
+        return None
+    return dumps(errors if type(request) is list else errors[0]).encode()
 
 
 def app_error(code: int, data: Any = None) -> JsonRpcError:

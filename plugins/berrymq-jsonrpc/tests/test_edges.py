@@ -345,6 +345,24 @@ def test_a_quick_request_comes_after_what_its_connection_sent_before(
         assert answers.next()["result"] == ["relay:done", [7], {}]
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("method", ["network", "send_messages"])  # on the loop, on the lane
+def test_a_request_whose_answering_fails_is_answered_internal_error(
+        scheme: str, method: str, server: Callable[[str], tuple[Bus, int]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A defect inside the node never leaves the client waiting for an answer."""
+    bus, port = server(scheme)
+    service = bus.transport(scheme).service  # type: ignore[attr-defined]
+
+    def broken(request: Any, context: Any = None) -> bytes | None:
+        raise RuntimeError("a defect inside the node")
+
+    monkeypatch.setattr(service, "handle_parsed", broken)
+    reply = quick_call(scheme, port, method, {})
+    assert reply == {"jsonrpc": "2.0", "error": {"code": p.INTERNAL_ERROR,
+                                                 "message": "Internal error"}, "id": 1}
+
+
 class Answers:
     """The answers read from a connection one after the other (TCP lines, or the bodies
     of kept-alive HTTP answers)."""

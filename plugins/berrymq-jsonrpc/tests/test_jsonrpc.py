@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.jsonrpc import Dispatcher, validate_request
+from berrymq_jsonrpc.jsonrpc import Dispatcher, internal_error, validate_request
 from helpers import json_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -241,3 +241,13 @@ def test_protocol_codes_are_distinct_and_documented() -> None:
     assert all(-32099 <= c <= -32000 for c in codes)
     assert {p.UNKNOWN_TOKEN, p.EMPTY, p.TOO_LARGE, p.UNAUTHORISED} <= set(codes)
     assert p.DEFAULT_MAX_SIZE == 1024 * 1024
+
+
+def test_internal_error_answers_each_request_that_has_an_id() -> None:
+    error = {"code": p.INTERNAL_ERROR, "message": "Internal error"}
+    assert json.loads(internal_error({"jsonrpc": "2.0", "method": "a", "id": 7}) or b"") == {
+        "jsonrpc": "2.0", "error": error, "id": 7}
+    batch = [{"jsonrpc": "2.0", "method": "a", "id": 1}, {"jsonrpc": "2.0", "method": "b"}, 5]
+    assert json.loads(internal_error(batch) or b"") == [{"jsonrpc": "2.0", "error": error,
+                                                         "id": 1}]
+    assert internal_error({"jsonrpc": "2.0", "method": "a"}) is None  # a notification
