@@ -32,13 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import AskProgress, ask_timeout
-from berrymq_jsonrpc.jsonrpc import error_object, internal_error
+from berrymq_jsonrpc.jsonrpc import error_answer, internal_error
 from berrymq_jsonrpc.sessions import WAITS
 from berrymq_jsonrpc.waiting import may_wait
 
 from berrymq.bursts import BurstLog
 from berrymq.transports.ioloop import io_loop
-from berrymq.wire import dumps
 
 if TYPE_CHECKING:
     from berrymq_jsonrpc_tcp.channel import LineChannel
@@ -168,12 +167,10 @@ class Answerer:
         _over_waiting.warning("%s: a request (%.200s) was refused: %s", self.channel.url,
                               ", ".join(sorted({str(m.get("method")) for m in members
                                                 if type(m) is dict})), detail)
-        errors = [error_object(p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED],
-                               member["id"], {"setting": "max_waiting", "limit": limit,
-                                              "detail": detail})
-                  for member in members if type(member) is dict and "id" in member]
-        if errors:
-            self._write(dumps(errors if type(request) is list else errors[0]).encode() + _NL)
+        refusal = error_answer(request, p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED],
+                               {"setting": "max_waiting", "limit": limit, "detail": detail})
+        if refusal is not None:
+            self._write(refusal + _NL)
 
     def _start_waiting(self, request: Any) -> None:
         self.waiting += 1

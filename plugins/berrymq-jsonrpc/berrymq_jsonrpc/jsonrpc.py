@@ -57,6 +57,7 @@ __all__ = [
     "JsonRpcError",
     "Method",
     "app_error",
+    "error_answer",
     "error_object",
     "internal_error",
     "invalid_params",
@@ -114,16 +115,22 @@ def error_object(code: int, message: str, request_id: Any = None, data: Any = No
     return {"jsonrpc": "2.0", "error": error, "id": request_id}
 
 
-def internal_error(request: Any) -> bytes | None:
-    """The answer to ``request`` (parsed) when answering it failed inside the node:
-    *Internal error* for it, or for each member of a batch that has an ``id``; None when
-    nothing is to be answered (notifications). The client is never left waiting."""
+def error_answer(request: Any, code: int, message: str, data: Any = None) -> bytes | None:
+    """The answer to ``request`` (parsed) when it is not run: the error ``code`` for it,
+    or for each member of a batch that has an ``id``; None when nothing is to be answered
+    (notifications)."""
     members = request if type(request) is list else [request]
-    errors = [error_object(p.INTERNAL_ERROR, "Internal error", member.get("id"))
+    errors = [error_object(code, message, member.get("id"), data)
               for member in members if type(member) is dict and "id" in member]
     if not errors:
         return None
     return dumps(errors if type(request) is list else errors[0]).encode()
+
+
+def internal_error(request: Any) -> bytes | None:
+    """The answer to ``request`` when answering it failed inside the node (*Internal
+    error*, see :func:`error_answer`): the client is never left waiting."""
+    return error_answer(request, p.INTERNAL_ERROR, "Internal error")
 
 
 def app_error(code: int, data: Any = None) -> JsonRpcError:
