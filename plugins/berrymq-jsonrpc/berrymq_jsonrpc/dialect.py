@@ -39,7 +39,8 @@ from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.wire import ParseError, dumps, encode_message, loads
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import netloc
-from berrymq_jsonrpc.jsonrpc import Dispatcher, app_error, invalid_params
+from berrymq_jsonrpc.jsonrpc import Dispatcher, invalid_params
+from berrymq_jsonrpc.limits import CALLBACK_CHECK, unreachable
 from berrymq_jsonrpc.outbox import NOT_SENT, Outbox
 from berrymq_jsonrpc.params import host_port_pair
 from berrymq_jsonrpc.sessions import in_waits
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
     from berrymq_jsonrpc.stats import NodeStats
 
 __all__ = [
-    "CALLBACK_CHECK",
     "CALLBACK_TIMEOUT",
     "HTTP_PATHS",
     "MEDIA_TYPES",
@@ -81,8 +81,6 @@ MEDIA_TYPES = frozenset({
 })
 #: Seconds the node waits for a 1.0 peer to answer a call-back (and to connect).
 CALLBACK_TIMEOUT = 10.0
-#: Seconds the node tries the callback address of an ``interconnect`` before it answers.
-CALLBACK_CHECK = 2.0
 #: The path a 1.0 peer that gave its address as ``[host, port]`` is called back at: the
 #: original's client posts there, and the original's server serves it (and ``/``).
 V1_CALLBACK_PATH = "/JSON"
@@ -259,8 +257,7 @@ def _check_reachable(host: str, port: int, url: str) -> None:
             pass
     except OSError as exc:
         logger.info("cannot call back %s for a 1.0 interconnect: %s", url, exc)
-        raise app_error(p.NOT_AVAILABLE, f"cannot call back {url}: nothing accepts a "
-                                         "connection there") from None
+        raise unreachable(url) from None
 
 
 class V1HttpClient:

@@ -36,8 +36,8 @@ from berrymq_jsonrpc.jsonrpc import app_error, error_object
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["Admission", "CallbackRule", "QueuedBytes", "fit_open_files",
-           "queued_bytes_for", "release_open_files"]
+__all__ = ["CALLBACK_CHECK", "Admission", "CallbackRule", "QueuedBytes", "fit_open_files",
+           "queued_bytes_for", "release_open_files", "unreachable"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -229,6 +229,19 @@ def _networks(hosts: Iterable[str]) -> tuple[list[_Network], set[str]]:
         except ValueError:
             names.add(text.lower())
     return networks, names
+
+
+#: The longest the node tries a callback address before it answers ``interconnect`` (the
+#: request is answered on the delivery lane, which waits meanwhile), in either dialect.
+CALLBACK_CHECK = 2.0
+
+
+def unreachable(url: str) -> Exception:
+    """The refusal of an ``interconnect`` whose callback address ``url`` accepts no
+    connection: :data:`~berrymq_jsonrpc.protocol.NOT_AVAILABLE` in the node's own words
+    (the exception's text is logged, never answered)."""
+    return app_error(p.NOT_AVAILABLE, f"cannot call back {url}: nothing accepts a connection "
+                                      "there")
 
 
 class CallbackRule:

@@ -30,12 +30,14 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import is_loopback, netloc, split_url
 from berrymq_jsonrpc.client import Channel, Link
 from berrymq_jsonrpc.connection import RemoteConnection
-from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
+from berrymq_jsonrpc.jsonrpc import invalid_params
 from berrymq_jsonrpc.limits import (
+    CALLBACK_CHECK,
     Admission,
     CallbackRule,
     fit_open_files,
     release_open_files,
+    unreachable,
 )
 from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
 from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING, Service
@@ -49,10 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["RemoteTransport"]
 
 logger = logging.getLogger("berrymq.remote")
-
-#: The longest the node tries a callback address before it answers ``interconnect`` (the
-#: request is answered on the delivery lane, which waits meanwhile).
-_CALLBACK_CHECK = 2.0
 
 
 async def _within(check: Coroutine[Any, Any, bool], timeout: float) -> bool:
@@ -216,17 +214,15 @@ class RemoteTransport(Transport):
             channel = self._open_channel(addr)
         except (ConnectionClosed, TransportError) as exc:  # the exception's text stays here
             logger.info("%s: cannot call back %s for an interconnect: %s", self.plugin, addr, exc)
-            raise app_error(p.NOT_AVAILABLE, f"cannot call back {addr}: nothing accepts a "
-                                             "connection there") from None
-        wait = min(self.timeout, _CALLBACK_CHECK)
+            raise unreachable(addr) from None
+        wait = min(self.timeout, CALLBACK_CHECK)
         try:
             reachable = io_loop.run(_within(channel.alive(), wait), wait + 1.0)
         except TimeoutError:
             reachable = True  # slow is not gone: the first forward decides
         if not reachable:
             channel.close()
-            raise app_error(p.NOT_AVAILABLE, f"cannot call back {addr}: nothing accepts a "
-                                             "connection there")
+            raise unreachable(addr)
         return channel
 
     def make_link(self, channel: Channel, token: str, name: str,
