@@ -240,8 +240,11 @@ class Bus(Subscribing, NodeSide):
         # leaves after the message it replies to, and a third node sees cause before
         # effect. A full outgoing buffer does not keep the message from the receivers here.
         node = self.node  # (checked here too: a bus that serves clients has no peers)
+        forwarders = node.forwarders if node is not None else ()
+        # (none but the one it came through, the common case of a peer's message: no call)
         refused = (forward_first(self, message, origin, None)
-                   if node is not None and node.forwarders else None)
+                   if forwarders and (forwarders[0] is not origin or len(forwarders) > 1)
+                   else None)
         errors = None
         if route:  # run_here, without its call in the common case (no pool)
             errors = (deliver(self, route, message) if self.pool is None

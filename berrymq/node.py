@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from berrymq._delivery import deliver, deliver_talk, forward_first, looping, raise_errors
+from berrymq._delivery import deliver_talk, forward_first, looping
 from berrymq._losses import FORWARD_FAILED, LOSSES, Losses
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
@@ -231,17 +231,7 @@ class Node:
         if reply_to is not None:
             deliver_talk(bus, message, reply_to, forward_first(bus, message, origin, reply_to))
             return True
-        forwarders = self.forwarders
-        if ((forwarders and (forwarders[0] is not origin or len(forwarders) > 1)) or bus.taps
-                or bus.pool is not None):
-            bus.publish(message, origin)  # peers to pass it to, taps or a pool
-            return True
-        # The common case: nowhere else to pass it, its receivers run here and now.
-        route = bus.index.lookup(ident)
-        if route:
-            errors = deliver(bus, route, message, None, None, hops)
-            if errors:
-                raise_errors(ident, errors)
+        bus.dispatch(message, bus.index.lookup(ident), origin)
         return True
 
     # -- bookkeeping -------------------------------------------------------------------
