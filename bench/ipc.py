@@ -25,11 +25,14 @@ The targets, each printed with ``met`` or ``NOT MET``:
    request round trip's p99 at most 2x its p99 without them;
 6. a message going to N peers is encoded once (counted, N = 10).
 
-Beside the floors, four bounds (not targets) show what the 2x of target 1 asks: a stdlib
+Beside the floors, bounds (not targets) show what the 2x of target 1 asks: a stdlib
 asyncio server that decodes each line and answers it on the loop; one that answers on the
 loop and then hands the request to another thread, as berryMQ must (receivers never run on
 the I/O thread) and does for a ``send_message`` nothing can refuse; and one that answers
-from that other thread. They read into one buffer (asyncio's buffered protocol), as the
+from that other thread. For target 2, the last of them with a stdlib client that makes
+each round trip as a synchronous call does (from the calling thread to its I/O loop and
+back) shows what ``ask()``'s four hand-offs between threads cost by themselves. They read
+into one buffer (asyncio's buffered protocol), as the
 node does: a plain protocol has asyncio make a new 256 KiB ``bytes`` per read. For target
 3, a bare httptools server (parsing each request and writing a fixed answer) shows what HTTP
 itself costs beside the node's TCP round trip. The bounds run in this file's processes,
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import os
 import queue
@@ -53,6 +57,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -242,6 +247,60 @@ def http_round_trips(port: int, bodies: list[bytes]) -> list[float]:
     return times[len(times) // 10:]
 
 
+def asks(numbers: range) -> list[float]:
+    """``ask()`` over the connection made by ``connect_oneway``, one at a time."""
+    times = []
+    for i in numbers:
+        start = time.perf_counter()
+        berrymq.ask("bench:ask", i, timeout=TIMEOUT)
+        times.append(time.perf_counter() - start)
+    return times[len(times) // 10:]
+
+
+def handed_round_trips(port: int, lines: list[bytes]) -> list[float]:
+    """The bound of ``ask()``: the round trips of :func:`round_trips` made as a synchronous
+    call over an asyncio connection makes them, from the calling thread to an I/O loop
+    in another thread and back (with the ``thread`` server: from its loop to a worker
+    thread and back), standard library only. Those four hand-offs between threads are
+    what ``ask()`` cannot do without: receivers never run on the I/O thread, and the
+    caller's thread is not the I/O thread."""
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    waiting: list[concurrent.futures.Future[bytes]] = []
+
+    class Replies(asyncio.Protocol):
+        rest = b""
+
+        def data_received(self, data: bytes) -> None:
+            *replies, self.rest = (self.rest + data).split(b"\n")
+            for reply in replies:
+                waiting.pop(0).set_result(reply)
+
+    async def connect() -> asyncio.Transport:
+        transport, _ = await loop.create_connection(Replies, "127.0.0.1", port)
+        return transport
+
+    transport = asyncio.run_coroutine_threadsafe(connect(), loop).result(TIMEOUT)
+
+    def write(line: bytes, future: concurrent.futures.Future[bytes]) -> None:
+        waiting.append(future)
+        transport.write(line)
+
+    times = []
+    for line in lines:
+        start = time.perf_counter()
+        future: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+        loop.call_soon_threadsafe(write, line + b"\n", future)
+        future.result(TIMEOUT)
+        times.append(time.perf_counter() - start)
+    loop.call_soon_threadsafe(transport.close)
+    loop.call_soon_threadsafe(loop.stop)
+    runner.join(TIMEOUT)
+    loop.close()
+    return times[len(times) // 10:]
+
+
 def open_token(port: int) -> str:
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(b'{"jsonrpc":"2.0","method":"connect_oneway","params":{"ttl":600},"id":1}\n')
@@ -361,7 +420,8 @@ def main() -> None:
     parser.add_argument("args", nargs="*")
     args = parser.parse_args()
     if args.role:
-        roles = {"asyncio": role_asyncio, "http": role_http, "node": role_node, "send": role_send}
+        roles: dict[str, Callable[..., None]] = {
+            "asyncio": role_asyncio, "http": role_http, "node": role_node, "send": role_send}
         with suppress(BrokenPipeError, KeyboardInterrupt):  # the parent gave up: end quietly
             roles[args.role](*args.args)
         return
@@ -399,8 +459,6 @@ def measure(quick: bool) -> None:
     for i in range(rounds):
         for name, port in ports.items():
             samples[name] += round_trips(port, lines[i * chunk:(i + 1) * chunk])
-    for child in bounds.values():
-        child.close()
     e50, e99 = pct(samples["echo"], 0.5), pct(samples["echo"], 0.99)
     t50, t99 = pct(samples["node"], 0.5), pct(samples["node"], 0.99)
     us = 1e6
@@ -416,14 +474,19 @@ def measure(quick: bool) -> None:
               f"({b50 / e50:.2f}x echo; the node is {t50 / b50:.2f}x this)", flush=True)
 
     berrymq.connect_oneway(tcp_url, ttl=600)
-    ask_t = []
-    for i in range(n):
-        start = time.perf_counter()
-        berrymq.ask("bench:ask", i, timeout=TIMEOUT)
-        ask_t.append(time.perf_counter() - start)
-    a50 = pct(ask_t[n // 10:], 0.5)
+    ask_t: list[float] = []
+    handed_t: list[float] = []
+    for i in range(rounds):  # ask() and its bound in interleaved rounds
+        ask_t += asks(range(i * chunk, (i + 1) * chunk))
+        handed_t += handed_round_trips(ports["thread"], lines[i * chunk:(i + 1) * chunk])
+    for child in bounds.values():
+        child.close()
+    a50 = pct(ask_t, 0.5)
     print(f"  ask() over TCP:       p50 {a50 * us:6.0f} us", flush=True)
     target("ask() over TCP p50 <= 3x echo", a50 <= 3 * e50, f"{a50 / e50:.2f}x")
+    b50 = pct(handed_t, 0.5)
+    print(f"  (bound) stdlib asyncio client and server with ask()'s hand-offs: p50 {b50 * us:6.0f} us "
+          f"({b50 / e50:.2f}x echo; ask() is {a50 / b50:.2f}x this)", flush=True)
 
     http_token = str(json.loads(
         http_round_trips_reply(http_port))["result"])

@@ -56,7 +56,12 @@ def role_count() -> None:
     rests: dict[socket.socket, bytes] = {}
     print("ready", server.getsockname()[1], flush=True)
     asked = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.readline(), asked.set()), daemon=True).start()
+
+    def wait_for_question() -> None:
+        sys.stdin.readline()
+        asked.set()
+
+    threading.Thread(target=wait_for_question, daemon=True).start()
     loads = json.loads
     while not asked.is_set() or rests:
         for key, _ in sel.select(0.05):
