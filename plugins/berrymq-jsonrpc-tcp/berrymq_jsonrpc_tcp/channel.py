@@ -24,7 +24,6 @@ answer before the close.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -38,6 +37,7 @@ from berrymq_jsonrpc.service import Service
 
 from berrymq.bursts import BurstLog
 from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
+from berrymq.transports.handback import Handback
 from berrymq.transports.ioloop import ThreadBufferedProtocol, io_loop
 from berrymq.wire import ParseError, dumps, loads
 from berrymq_jsonrpc_tcp.answering import PARSE_ERROR, Answerer
@@ -90,7 +90,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         self._refused = 0  # > 0: a turned-away connection, counting what it still sends
         #: requests sent and not answered yet: asyncio futures (:meth:`exchange`) and
         #: futures that a blocked thread waits on (:meth:`call`)
-        self._pending: dict[Any, asyncio.Future[Any] | concurrent.futures.Future[Any]] = {}
+        self._pending: dict[Any, asyncio.Future[Any] | Handback[Any]] = {}
         self._rest = b""  # the start of a line not yet ended
         self._began = 0.0  # when the line in _rest began: it must end within read_timeout
         self._last = 0.0  # when something was last read (the idle limit)
@@ -288,17 +288,16 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
             raise RuntimeError("a blocking berryMQ call was made on the I/O thread; it would deadlock")
         wait = self.timeout if timeout is None else timeout
         text, request_id = self._request(method, params)
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        future: Handback[Any] = Handback()
         io_loop.call_soon(self._send_request, text, request_id, future)
         try:
             reply = future.result(wait)
-        except concurrent.futures.TimeoutError:
+        except TimeoutError:
             io_loop.call_soon(self._pending.pop, request_id, None)
             raise TransportError(f"{self.url} did not answer within {wait:g}s") from None
         return parse_reply(reply, request_id)
 
-    def _send_request(self, text: str, request_id: int,
-                      future: concurrent.futures.Future[Any]) -> None:
+    def _send_request(self, text: str, request_id: int, future: Handback[Any]) -> None:
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             future.set_exception(self._gone())

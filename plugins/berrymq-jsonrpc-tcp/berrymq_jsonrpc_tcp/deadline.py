@@ -21,10 +21,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import concurrent.futures
-
     from berrymq_jsonrpc.service import Service
 
+    from berrymq.transports.handback import Handback
     from berrymq_jsonrpc_tcp.answering import Answerer
 
 __all__ = ["ReadDeadline"]
@@ -41,7 +40,7 @@ class ReadDeadline:
         service: Service
         answers: Answerer
         read_timeout: float | None
-        _pending: dict[Any, asyncio.Future[Any] | concurrent.futures.Future[Any]]
+        _pending: dict[Any, asyncio.Future[Any] | Handback[Any]]
         _rest: bytes
         _began: float
         _last: float
