@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -32,9 +33,14 @@ class WaitThreads(concurrent.futures.Executor):
         self.idle_exit = idle_exit
         self._name = name
         self._queue: collections.deque[_Work] = collections.deque()
-        self._ready = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        # An idle thread waits here for a token, put by whoever gave it work. (A
+        # condition's wait makes a lock and takes more system calls per wake: the work
+        # comes from the I/O loop, and an ask waits for the wake.)
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._tokens = 0  # put in _wake and not taken yet
         self._threads = 0  # running now
-        self._idle = 0  # waiting for work (until awake again)
+        self._idle = 0  # waiting for a token
         self._started = 0  # ever, for the names
         self._shutdown = False
 
@@ -51,15 +57,16 @@ class WaitThreads(concurrent.futures.Executor):
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
                ) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        with self._ready:
+        with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             work = (future, fn, args, kwargs)
             self._queue.append(work)
-            # Enough threads wait for all the queued work (one told now may not be awake
-            # yet; counted as idle until it is): one of them takes it.
-            if self._idle >= len(self._queue):
-                self._ready.notify()
+            # An idle thread not told yet takes it (one told but not awake yet may take
+            # other work first: the work waits for the first thread free).
+            if self._idle > self._tokens:
+                self._tokens += 1
+                self._wake.put(None)
                 return future
             if self._threads >= self.max_workers:  # taken by the first thread done
                 return future
@@ -70,7 +77,7 @@ class WaitThreads(concurrent.futures.Executor):
         try:
             thread.start()
         except RuntimeError:  # no thread to be had: the work is not left behind for none
-            with self._ready:
+            with self._lock:
                 self._threads -= 1
                 if work in self._queue:
                     self._queue.remove(work)
@@ -80,18 +87,31 @@ class WaitThreads(concurrent.futures.Executor):
     def _next(self) -> _Work | None:
         """The next work, waiting for it up to ``idle_exit``; None when this thread is to
         end (idle that long, or shut down with nothing left)."""
-        with self._ready:
-            while not self._queue:
+        lock = self._lock
+        while True:
+            with lock:
+                if self._queue:
+                    return self._queue.popleft()
                 if self._shutdown:
                     self._threads -= 1
                     return None
                 self._idle += 1
-                told = self._ready.wait(self.idle_exit)
+            try:
+                self._wake.get(timeout=self.idle_exit)
+                told = True
+            except queue.Empty:
+                told = False
+            with lock:
                 self._idle -= 1
-                if not told and not self._queue:  # (told or not: work queued is taken)
+                if told:
+                    self._tokens -= 1
+                    continue
+                if self._tokens > self._idle:  # one was put for this thread as it timed out:
+                    self._wake.get_nowait()  # taken back, or the next idle thread would wake
+                    self._tokens -= 1  # for nothing while work started a thread beside it
+                if not self._queue:  # (told or not: work queued is taken)
                     self._threads -= 1
                     return None
-            return self._queue.popleft()
 
     def _run(self) -> None:
         while (work := self._next()) is not None:
@@ -101,9 +121,11 @@ class WaitThreads(concurrent.futures.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no more work; the threads end once the work queued before is done (they
         are daemons: they never hold up the end of the process)."""
-        with self._ready:
+        with self._lock:
             self._shutdown = True
-            self._ready.notify_all()
+            for _ in range(self._idle - self._tokens):
+                self._tokens += 1
+                self._wake.put(None)
 
 
 def _settle(future: concurrent.futures.Future[Any], fn: Callable[..., Any],
