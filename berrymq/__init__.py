@@ -36,6 +36,7 @@ from berrymq.bus import Bus, Subscription
 from berrymq.default import get_bus, set_bus, use_bus
 from berrymq.errors import (
     BerryMQError,
+    BusClosed,
     ConnectionClosed,
     Empty,
     InvalidIdentifier,
@@ -58,6 +59,7 @@ from berrymq.sources.timer import IntervalTimer
 
 __all__ = [
     "BerryMQError",
+    "BusClosed",
     "Bus",
     "ConnectionClosed",
     "Empty",

@@ -33,6 +33,8 @@ class Subscribing:
         node: Node | None
         pool: WorkerPool | None
 
+        def refuse_if_closed(self, action: str) -> None: ...
+
     def subscribe(
         self,
         pattern: str | Identifier,
@@ -54,10 +56,14 @@ class Subscribing:
         :param shared: the receiver is one of a group of competing consumers (a shared queue).
         """
         ident = parse(pattern)
+        self.refuse_if_closed(f"add a receiver of {ident}")
         if not callable(receiver):
             raise TypeError(f"receiver for {ident} must be callable, got {receiver!r}")
         if guard is not None and not callable(guard):
             raise TypeError(f"guard_condition for {ident} must be callable, got {guard!r}")
+        for name, flag in (("weak", weak), ("shared", shared)):
+            if type(flag) is not bool:
+                raise TypeError(f"{name} for {ident} must be True or False, got {flag!r}")
         runner = async_runner(receiver, ident, guard)  # async def: bound to the running loop
         if isinstance(kind, str):
             kind = Kind(kind)

@@ -129,7 +129,7 @@ def regist_function(pattern: str, function: Receiver, guard_condition: Guard | N
 def regist_method(pattern: str, method: Receiver, guard_condition: Guard | None = None,
                   *, weak: bool = True) -> Subscription:
     """Register a bound method for ``pattern``; held through its object, weakly by default."""
-    if getattr(method, "__self__", None) is None:
+    if (owner := getattr(method, "__self__", None)) is None or inspect.ismodule(owner):
         raise TypeError(f"regist_method needs a bound method, got {method!r}")
     return regist_function(pattern, method, guard_condition, weak=weak)
 

@@ -41,7 +41,7 @@ from berrymq._subscribing import Subscribing
 from berrymq._timeouts import wait_limit
 from berrymq.ask import ask as _ask
 from berrymq.ask import ask_local as _ask_local
-from berrymq.errors import ConnectionClosed
+from berrymq.errors import BusClosed, ConnectionClosed
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq.node import Node, NodeSide
@@ -168,6 +168,7 @@ class Bus(Subscribing, NodeSide):
         hooks run in the calling thread, outside the bus's lock; another thread calling
         ``start`` meanwhile returns when they are done.
         """
+        self.refuse_if_closed("start it again")
         host = self.plugins  # the first bus of a process loads the plugins: not under the lock
         taps = tuple(host.message_taps())
         with self._lock:
@@ -194,8 +195,21 @@ class Bus(Subscribing, NodeSide):
         finally:
             self._ready.set()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def refuse_if_closed(self, action: str) -> None:
+        """Raise :class:`~berrymq.BusClosed` naming the ``action`` refused, once the bus is
+        closed: what a closed bus started, nothing would stop."""
+        if self._closed:
+            raise BusClosed(f"bus {self.name!r} is closed; cannot {action}")
+
     def close(self) -> None:
-        """Close connections and transports, let plugins clean up, stop the pool."""
+        """Close connections and transports, let plugins clean up, stop the pool (and
+        take no new receivers, peers, transports or worker threads from then on; sending
+        still works, and reaches nobody)."""
         with self._lock:
             if self._closed:
                 return
@@ -329,6 +343,8 @@ class Bus(Subscribing, NodeSide):
             raise TypeError(f"multiplicity must be an int, got {n!r}")
         if n < 0:
             raise ValueError(f"multiplicity must be 0 or more, got {n}")
+        if n:
+            self.refuse_if_closed(f"start {n} worker thread(s)")
         with self._lock:
             old = self.pool
             self.pool = WorkerPool(self, n) if n else None

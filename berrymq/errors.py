@@ -26,6 +26,7 @@ from typing import Any
 
 __all__ = [
     "BerryMQError",
+    "BusClosed",
     "ConnectionClosed",
     "Empty",
     "InvalidIdentifier",
@@ -93,6 +94,11 @@ class QueueFull(BerryMQError, queue.Full):
 
 class QueueClosed(BerryMQError, queue.Empty):
     """The queue was closed and every stored message has been taken."""
+
+
+class BusClosed(BerryMQError):
+    """The bus was closed: it takes no new receivers, peers, transports or worker threads
+    (what it would start, nothing would stop)."""
 
 
 class ReplyError(BerryMQError):

@@ -287,11 +287,14 @@ class NodeSide:
 
         def _update_direct(self) -> None: ...
 
+        def refuse_if_closed(self, action: str) -> None: ...
+
     def ensure_node(self) -> Node:
         """The network side of this bus (:attr:`node`), made now if it is not yet: by
         what gives the bus peers or a transport, never by sending."""
         node = self.node
         if node is None:
+            self.refuse_if_closed("add a transport or a peer")
             with self._lock:
                 if self.node is None:
                     self.node = Node(self.bus)

@@ -20,6 +20,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from berrymq.errors import BusClosed
+
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
@@ -57,18 +59,23 @@ class BusState:
     stored wins and the other is closed with the key's ``close`` (when it has one).
     """
 
-    __slots__ = ("_bus", "_lock", "_values")
+    __slots__ = ("_bus", "_closed", "_lock", "_values")
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
         self._values: dict[StateKey[Any], Any] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     def get(self, key: StateKey[T]) -> T:
-        """The value for ``key``, made by its factory on first use."""
+        """The value for ``key``, made by its factory on first use; once closed, a value
+        not made before is refused (:class:`~berrymq.BusClosed`): nothing would close it."""
         try:
             value: T = self._values[key]
         except KeyError:
+            if self._closed:
+                raise BusClosed(f"bus {self._bus.name!r} is closed; cannot make its "
+                                f"{key.name}") from None
             made = key.factory(self._bus)
             with self._lock:
                 value = self._values.setdefault(key, made)
@@ -83,6 +90,7 @@ class BusState:
     def close(self) -> None:
         """Close every value whose key says how, newest first, and forget them all."""
         with self._lock:
+            self._closed = True
             items = list(self._values.items())
             self._values.clear()
         for key, value in reversed(items):

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from berrymq import Bus
+from berrymq import Bus, BusClosed, Queue
 from berrymq.plugins import PluginHost
 from berrymq.settings import load_settings
+from berrymq.state import StateKey
 
 
 @pytest.fixture
@@ -31,6 +32,30 @@ def test_a_closed_bus_forgets_its_receivers_and_closes_once() -> None:
     bus.twitter("job:two")  # nobody follows any more: nothing runs, nothing fails
     assert got == ["job:one"]
     bus.close()  # a second close does nothing
+
+
+def test_a_closed_bus_refuses_what_it_would_start_and_never_stop() -> None:
+    """Receivers, worker threads, a new start, transports, per-bus state: nothing would
+    close them, since a second close() does nothing. Each is refused by name."""
+    before = set(threading.enumerate())
+    bus = Bus(name="shut", start=False)
+    bus.close()
+    assert bus.closed
+    refusals = [
+        ("add a receiver of job:*", lambda: bus.subscribe("job:*", print, weak=False)),
+        ("add a receiver of job:*", lambda: Queue("job:*", bus=bus)),
+        ("start 3 worker thread(s)", lambda: bus.set_multiplicity(3)),
+        ("start it again", bus.start),
+        ("add a transport or a peer", lambda: bus.transport("local")),
+        ("make its made after close", lambda: bus.state(StateKey("made after close", list))),
+    ]
+    for action, refused in refusals:
+        with pytest.raises(BusClosed, match=f"bus 'shut' is closed; cannot {re.escape(action)}"):
+            refused()
+    bus.set_multiplicity(0)  # as close() itself does
+    assert bus.ask("job:done") == [] and not bus.started
+    bus.twitter("job:done")  # sending still works, and reaches nobody
+    assert set(threading.enumerate()) <= before
 
 
 def test_started_says_whether_start_was_called() -> None:

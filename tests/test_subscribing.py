@@ -3,8 +3,11 @@ whether a send may be refused."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+import berrymq
 from berrymq import Bus, Message, Queue
 
 
@@ -53,3 +56,21 @@ def test_may_refuse_with_a_peer_attached(bus: Bus) -> None:
         assert not bus.may_refuse("_job:done")  # a local identifier stays here
     finally:
         peer.close()
+
+
+@pytest.mark.parametrize(("subscribing", "refusal"), [
+    (lambda bus: bus.subscribe("job:*", 42), "receiver for job:\\* must be callable"),
+    (lambda bus: bus.subscribe("job:*", nothing, guard=1), "guard_condition for job:\\* must be"),
+    (lambda bus: bus.subscribe("job:*", nothing, weak="no"),
+     "weak for job:\\* must be True or False, got 'no'"),
+    (lambda bus: Queue("job:*", shared="yes", bus=bus), "shared must be True or False, got 'yes'"),
+    (lambda bus: berrymq.regist_method("job:*", print), "regist_method needs a bound method"),
+])
+def test_a_wrong_argument_is_refused_by_name_and_nothing_subscribes(
+        bus: Bus, subscribing: Callable[[Bus], object], refusal: str) -> None:
+    """Flags are True or False, as the Bus's own arguments (nothing is converted); a
+    builtin function is not a bound method, although its ``__self__`` (its module) is
+    set."""
+    with berrymq.use_bus(bus), pytest.raises(TypeError, match=refusal):
+        subscribing(bus)
+    assert bus.subscriptions() == []

@@ -175,6 +175,8 @@ class Queue:
             raise ValueError(f"maxsize must be an int, 0 or more, got {maxsize!r}")
         if on_full not in ("block", "refuse"):
             raise ValueError(f"on_full must be 'block' or 'refuse', got {on_full!r}")
+        if type(shared) is not bool:
+            raise TypeError(f"shared must be True or False, got {shared!r}")
         limit = wait_limit("put_timeout", put_timeout, none=False)
         if bus is None:
             bus = holder.bus
