@@ -1,9 +1,11 @@
 """Checking the seconds a caller gives to wait (``timeout``, ``put_timeout``, ...).
 
-One rule for every wait of the public API: a number of seconds, 0 or more; ``None`` and
-an infinite number (or one over :data:`LONGEST_WAIT`) mean "no limit", so that
-``float("inf")`` works wherever ``None`` does instead of raising a bare OverflowError
-from deep inside. A bad value is refused before anything happens, naming the parameter.
+One rule for every wait of the public API: a number of seconds, 0 or more; an infinite
+number (or one over :data:`LONGEST_WAIT`) means "no limit", and so does ``None`` where the
+parameter takes it (``get``'s ``timeout``; not ``put_timeout``, whose default is a number,
+nor ``ask``'s ``timeout``, which must be above 0), so that ``float("inf")`` works wherever
+``None`` does instead of raising a bare OverflowError from deep inside. A bad value is
+refused before anything happens, naming the parameter.
 Where a wait needs a number (an ``ask``'s deadline, the pool's ``pool_queue_wait``),
 "no limit" is :data:`LONGEST_WAIT` (:func:`wait_seconds`).
 """

@@ -109,7 +109,14 @@ class Subscription:
         return self.ref()
 
     def cancel(self) -> None:
-        """Stop this receiver from getting messages for this pattern (idempotent)."""
+        """Stop this receiver from getting messages for this pattern (idempotent).
+
+        Messages sent after this returns do not reach it. A message being delivered at
+        that moment (cancelled by another receiver of it, or from another thread) still
+        may: a delivery runs over the receivers that matched when it began, without a
+        check per receiver on every send. A receiver that must not run once cancelled
+        checks a flag of its own.
+        """
         self.index.remove(self)
 
     def __enter__(self) -> Subscription:
