@@ -79,6 +79,8 @@ class RequestEvents:
         self._refusal: Malformed | None = None
         #: whether nothing more is to be read (after a request asking for an Upgrade)
         self.ended = False
+        #: whether a request has begun and not ended (its bytes are still coming)
+        self.open = False
         #: what could not be parsed after the whole requests in :attr:`events`
         self.error: Malformed | None = None
         #: how many of :attr:`events` stand whatever the rest of this read turns out to
@@ -117,6 +119,7 @@ class RequestEvents:
         self.error = error
 
     def on_message_begin(self) -> None:
+        self.open = True
         self._url, self._headers, self._head_bytes, self._head_size = b"", {}, 0, 0
 
     def on_url(self, url: bytes) -> None:
@@ -148,6 +151,7 @@ class RequestEvents:
         self.events.append(body)
 
     def on_message_complete(self) -> None:
+        self.open = False
         self._head_bytes = 0
         self.events.append(END)
         self._sound = len(self.events)

@@ -80,9 +80,11 @@ class _ServerConnection:
 
     async def _event(self, timeout: float) -> Head | bytes | object | None:
         """The next parsed event, reading as needed; None when the client went away, or
-        when ``timeout`` seconds passed without a byte of a request, or since the first
-        byte of the request being read (:attr:`began`: the deadline is for the whole
-        request, head and body, not per read, which a slow drip would defeat)."""
+        when ``timeout`` seconds passed without a byte of a request. A request begun and
+        then cut short is :class:`Malformed`: by the end of the client's input (400), or
+        by ``timeout`` seconds since its first byte (408; :attr:`began`: the deadline is
+        for the whole request, head and body, not per read, which a slow drip would
+        defeat). Either is answered: the client may be waiting for it."""
         events = self.requests.events
         clock = asyncio.get_running_loop().time
         while not events:
@@ -94,9 +96,16 @@ class _ServerConnection:
             try:
                 async with asyncio.timeout(max(0.0, wait)):  # no task per read, as wait_for
                     data = await self.reader.read(READ_CHUNK)
-            except (TimeoutError, OSError):
+            except TimeoutError:
+                if self.requests.open:
+                    raise Malformed(408, "the request did not all come within read_timeout "
+                                         f"({timeout:g}s)") from None
+                return None
+            except OSError:
                 return None
             if not data:
+                if self.requests.open:
+                    raise Malformed(400, "the client's input ended in the middle of the request")
                 return None
             if self.began is None:
                 self.began = clock()
@@ -132,8 +141,9 @@ class _ServerConnection:
                     self.http10 = head.http10
                     if not await self._answer(head):
                         return
-                except Malformed as exc:  # in the head, or in a chunked body
-                    self._refuse(exc.status, f"malformed HTTP request: {exc}")
+                except Malformed as exc:  # in the head, in a chunked body, or cut short
+                    self._refuse(exc.status, f"malformed HTTP request: {exc}"
+                                 if exc.status != HTTPStatus.REQUEST_TIMEOUT else str(exc))
                     return
                 self.began = None
                 if not await self._may_read_on():
@@ -207,6 +217,11 @@ class _ServerConnection:
             return self._refuse(404 if request.method == b"GET" else 405,
                                 "this address serves GET /, /status, /metrics, /network")
         if request.method != b"POST":
+            if request.method == b"GET" and monitor is not None:  # a path it does not serve
+                return self._refuse(404, "berryMQ answers GET of /, /status, /metrics, "
+                                    "/network, and JSON-RPC at POST " + ", ".join(HTTP_PATHS))
+            if monitor is None:
+                return self._refuse(405, "berryMQ answers POST", [(b"Allow", b"POST")])
             return self._refuse(405, "berryMQ answers POST (and GET of /, /status, /metrics, "
                                 "/network)", [(b"Allow", b"GET, POST")])
         host = headers.get(b"host")

@@ -59,6 +59,42 @@ def test_http_errors(buses: Buses, request_: bytes, status: bytes) -> None:
     assert b"Connection: close" in answer
 
 
+@pytest.mark.parametrize("cut_short", [
+    post(CALL)[:-10],  # the body shorter than its Content-Length
+    post(CALL).split(b"\r\n\r\n")[0] + b"\r\n",  # the head without its blank line
+    b"GET /\r\n",  # a request line alone
+    post(CALL) + post(CALL)[:30],  # a whole request, then part of the next
+])
+def test_a_request_cut_short_by_the_end_of_input_is_answered_400(
+        buses: Buses, cut_short: bytes) -> None:
+    """The client half-closed its side and waits for an answer: it gets one naming what
+    happened (after the answers to the whole requests before it)."""
+    _, port = serve(buses, "http")
+    answer = exchange(port, cut_short)
+    whole = cut_short.count(b"}")  # CALL ends with "}": one per whole request
+    assert answer.count(b"HTTP/1.1 200 OK") == whole, answer
+    assert b"HTTP/1.1 400 " in answer and answer.endswith(
+        b"malformed HTTP request: the client's input ended in the middle of the request\n"), answer
+
+
+def test_a_request_not_whole_within_read_timeout_is_answered_408(buses: Buses) -> None:
+    _, port = serve(buses, "http", read_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(post(CALL)[:-10])  # and nothing more: the rest never comes
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.1 408 ") and answer.endswith(
+        b"the request did not all come within read_timeout (0.3s)\n"), answer
+
+
+def test_a_get_of_a_path_without_a_page_is_404_and_other_methods_405(buses: Buses) -> None:
+    _, port = serve(buses, "http")
+    missing = exchange(port, b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert missing.startswith(b"HTTP/1.1 404 ") and b"Allow" not in missing, missing
+    assert b"/status" in missing
+    put = exchange(port, post(CALL, method="PUT"))
+    assert put.startswith(b"HTTP/1.1 405 ") and b"Allow: GET, POST" in put, put
+
+
 def test_keep_alive_serves_many_requests_on_one_connection(buses: Buses) -> None:
     _, port = serve(buses, "http")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
