@@ -88,8 +88,8 @@ class QueueMethods(SessionTable):
                           ended: asyncio.Future[None] | None = None) -> bytes | None:
         """Answer a blocking ``get`` on the I/O loop, without a thread: it awaits its
         session's queue. None when the request is not a plain one (a notification,
-        anything the checks of :meth:`_get` would refuse): the caller then
-        answers it like any other.
+        anything the checks of :meth:`_get` would refuse): the caller then answers it
+        like any other (a refusal at once, on the loop; a notification on a thread).
 
         :param ended: done once the client has ended its side of the connection (or lost
             it): the wait then stops with *Queue is empty* and nothing taken, so that a

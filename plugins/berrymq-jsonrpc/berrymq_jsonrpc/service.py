@@ -316,7 +316,7 @@ class Service(QueueMethods):
                              ended: asyncio.Future[None] | None = None) -> bytes | None:
         """On the I/O loop: answer a request that may wait
         (:func:`~berrymq_jsonrpc.waiting.may_wait`). A blocking ``get`` awaits its queue on
-        the loop (until ``ended``, see :meth:`get_waiting`); ``ask`` (receivers may take
+        the loop (until ``ended``, see :meth:`get_waiting`), or is refused there; ``ask`` (receivers may take
         their time) and whatever :meth:`get_waiting` leaves run on a :data:`WAITS` thread;
         a batch is answered member by member (:func:`~berrymq_jsonrpc.waiting.answer_batch`)."""
         if type(request) is list:
@@ -325,6 +325,8 @@ class Service(QueueMethods):
             reply = await self.get_waiting(request, ended)
             if reply is not None:
                 return reply
+            if "id" in request:  # one that _get refuses (a closed token, ...): at once
+                return self.handle_parsed(request, context)
         loop = asyncio.get_running_loop()
         timeout = ask_timeout(request)
         if timeout is None:

@@ -248,6 +248,36 @@ def test_blocking_gets_need_no_thread(scheme: str, form: str,
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_blocking_get_that_is_refused_needs_no_thread(
+        scheme: str, server: Callable[[str], tuple[Bus, int]]) -> None:
+    """A ``get`` with a token the node does not know never waits: it is refused on the
+    I/O loop, even while every thread for waiting requests is busy (a hundred of them
+    once made the node start a thread each)."""
+    bus, port = server(scheme)
+    tcp_port = port if scheme == "tcp" else int(
+        bus.transport("tcp").listen("tcp://127.0.0.1:0").rsplit(":", 1)[1])
+    release = threading.Event()
+    bus.subscribe("hold:on", lambda message: release.wait(3 * WAIT), weak=False)
+    holders = []
+    try:
+        for i in range(WAIT_THREADS):
+            sock = socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT)
+            sock.sendall(request("ask", {"identifier": "hold:on", "timeout": WAIT}, id=i) + b"\n")
+            holders.append(sock)
+        for form in GET_FORMS.values():
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+                send_request(sock, scheme, form("A" * 43, WAIT))
+                reply = Answers(sock, scheme).next()
+                if type(reply) is list:
+                    reply = reply[0]
+                assert reply["error"]["code"] == p.UNKNOWN_TOKEN, reply
+    finally:
+        release.set()
+        for sock in holders:
+            sock.close()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
 def test_an_ask_in_a_batch_is_answered_by_its_timeout(
         scheme: str, server: Callable[[str], tuple[Bus, int]]) -> None:
     """A receiver that never returns in time: the batch's ``ask`` is answered at its
