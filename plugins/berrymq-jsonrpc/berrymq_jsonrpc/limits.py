@@ -91,7 +91,8 @@ class _OpenFiles:
         #: the most connections the limit leaves room for (None: no limit known)
         self.cap: int | None = None
         self.soft = 0
-        self.warned = False
+        #: the sum of the caps when the shortfall was last told (0: never)
+        self.told = 0
         self.lock = threading.Lock()
 
 
@@ -114,8 +115,10 @@ def fit_open_files(max_connections: int, log: logging.Logger) -> None:
     more connections than the limit leaves room for: one more is refused by the node
     itself, with *Limit reached* naming the limit (see :meth:`Admission.admit`), before
     the operating system would refuse it (``EMFILE``, on which asyncio logs a traceback
-    per pending connection). Told once per process, in a line naming the numbers (a
-    warning when the limit falls short of the caps by more than a tenth)."""
+    per pending connection). Told in a line naming the numbers (a warning when the limit
+    falls short of the caps by more than a tenth), and again only when another server
+    adds to the shortfall (TCP and HTTP started together under a low limit: two lines,
+    the second with the sum of both)."""
     if resource is None:
         return
     with _files.lock:
@@ -132,9 +135,9 @@ def fit_open_files(max_connections: int, log: logging.Logger) -> None:
             _files.cap = None
             return
         _files.cap, _files.soft = max(1, soft - _SPARE_FILES), soft
-        if soft >= wanted or _files.warned:
+        if soft >= wanted or _files.asked <= _files.told:
             return
-        _files.warned = True
+        _files.told = _files.asked
         # a shortfall of a tenth or less (the default caps of TCP and HTTP under a hard
         # limit of 20,000) is routine; more is worth a warning
         level = logging.INFO if _files.cap >= 0.9 * _files.asked else logging.WARNING

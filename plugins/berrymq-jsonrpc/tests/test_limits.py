@@ -487,6 +487,25 @@ def test_the_servers_of_a_process_refuse_connections_before_its_open_files_run_o
     assert "max_connections (1200 in all)" in log and f"past {room} connections" in log, log
 
 
+_TWO_OVER_NODE = node_script("""
+caps = {"max_connections": 10_000}
+bus = Bus(name="files", plugins=PluginHost(Settings(
+    tables={"jsonrpc-tcp": caps, "jsonrpc-http": caps})))
+bus.transport("tcp").listen("tcp://127.0.0.1:0")
+bus.transport("http").listen("http://127.0.0.1:0")
+bus.close()
+""", files=(100, 1000))
+
+
+def test_the_shortfall_told_counts_every_server_started() -> None:
+    """Each server over the limit alone: the second one's line names the caps of both."""
+    done = subprocess.run([sys.executable, "-c", _TWO_OVER_NODE], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert "max_connections (10000 in all)" in done.stderr, done.stderr
+    assert "max_connections (20000 in all)" in done.stderr, done.stderr
+    assert done.stderr.count("RLIMIT_NOFILE, hard limit 1000") == 2, done.stderr
+
+
 _SERVE_AGAIN_NODE = node_script("""
 host = PluginHost(Settings(tables={"jsonrpc-tcp": {"max_connections": 600}}))
 for _ in range(5):  # each bus serves on two addresses, then closes
