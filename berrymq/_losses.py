@@ -109,4 +109,4 @@ def _losses_of(bus: Bus) -> Losses:
 
 
 #: ``bus.state(LOSSES)``: the bus's :class:`Losses` (also ``bus.losses``).
-LOSSES: StateKey[Losses] = StateKey("losses", _losses_of, Losses.close)
+LOSSES: StateKey[Losses] = StateKey("losses", _losses_of, Losses.close, after_close=True)

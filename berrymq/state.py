@@ -35,16 +35,22 @@ class StateKey(Generic[T]):
 
     :param name: shown in errors and reprs.
     :param factory: ``factory(bus)`` makes the value the first time it is asked for.
-    :param close: called with the value when the bus closes (if it was made).
+    :param close: called with the value when the bus closes (if it was made). Once the
+        bus is closed, a value with a ``close`` is made no more (:class:`~berrymq.BusClosed`:
+        nothing would close it), unless ``after_close``.
+    :param after_close: made after the bus closed too: what it starts ends by itself (the
+        bus's losses, which are counted and told whenever they happen).
     """
 
-    __slots__ = ("close", "factory", "name")
+    __slots__ = ("after_close", "close", "factory", "name")
 
     def __init__(self, name: str, factory: Callable[[Bus], T],
-                 close: Callable[[T], object] | None = None) -> None:
+                 close: Callable[[T], object] | None = None, *, after_close: bool = False
+                 ) -> None:
         self.name = name
         self.factory = factory
         self.close = close
+        self.after_close = after_close
 
     def __repr__(self) -> str:
         return f"<StateKey {self.name}>"
@@ -68,12 +74,12 @@ class BusState:
         self._closed = False
 
     def get(self, key: StateKey[T]) -> T:
-        """The value for ``key``, made by its factory on first use; once closed, a value
-        not made before is refused (:class:`~berrymq.BusClosed`): nothing would close it."""
+        """The value for ``key``, made by its factory on first use (see :class:`StateKey`
+        for after the bus closed)."""
         try:
             value: T = self._values[key]
         except KeyError:
-            if self._closed:
+            if self._closed and key.close is not None and not key.after_close:
                 raise BusClosed(f"bus {self._bus.name!r} is closed; cannot make its "
                                 f"{key.name}") from None
             made = key.factory(self._bus)

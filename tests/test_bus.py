@@ -4,6 +4,7 @@ delivery, the pool, ask and peers have test modules of their own."""
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from pathlib import Path
@@ -47,11 +48,14 @@ def test_a_closed_bus_refuses_what_it_would_start_and_never_stop() -> None:
         ("start 3 worker thread(s)", lambda: bus.set_multiplicity(3)),
         ("start it again", bus.start),
         ("add a transport or a peer", lambda: bus.transport("local")),
-        ("make its made after close", lambda: bus.state(StateKey("made after close", list))),
+        ("make its threads", lambda: bus.state(StateKey("threads", list, list.clear))),
     ]
     for action, refused in refusals:
         with pytest.raises(BusClosed, match=f"bus 'shut' is closed; cannot {re.escape(action)}"):
             refused()
+    assert bus.state(StateKey("counts", lambda bus: [0])) == [0]  # nothing to close
+    bus.losses.add("test", logging.WARNING, "a loss after close is still counted")
+    assert bus.losses.snapshot() == {"test": 1}
     bus.set_multiplicity(0)  # as close() itself does
     assert bus.ask("job:done") == [] and not bus.started
     bus.twitter("job:done")  # sending still works, and reaches nobody
