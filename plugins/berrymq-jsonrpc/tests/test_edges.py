@@ -5,13 +5,14 @@ clients that are not Python at all (a few lines of Node.js, ``curl``)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,28 @@ def test_ask_over_every_connection_style(
     assert client.ask("price:quote", 2, timeout=WAIT) == []
 
 
+@contextlib.contextmanager
+def wait_threads_busy(bus: Bus, port: int, scheme: str) -> Iterator[None]:
+    """Every thread of the node that may run waiting requests (ask) held by an ``ask``
+    over TCP (on ``port``, or on a TCP server started beside an HTTP one), past the
+    clients' socket timeout: a request waiting for such a thread would not be answered."""
+    tcp_port = port if scheme == "tcp" else int(
+        bus.transport("tcp").listen("tcp://127.0.0.1:0").rsplit(":", 1)[1])
+    release = threading.Event()
+    bus.subscribe("hold:on", lambda message: release.wait(3 * WAIT), weak=False)
+    holders = []
+    try:
+        for i in range(WAIT_THREADS):
+            sock = socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT)
+            sock.sendall(request("ask", {"identifier": "hold:on", "timeout": WAIT}, id=i) + b"\n")
+            holders.append(sock)
+        yield
+    finally:
+        release.set()
+        for sock in holders:
+            sock.close()
+
+
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("form", list(GET_FORMS))
 def test_blocking_gets_need_no_thread(scheme: str, form: str,
@@ -214,17 +237,7 @@ def test_blocking_gets_need_no_thread(scheme: str, form: str,
     and are answered, because they wait on the I/O loop, not on a thread, however the
     client writes them."""
     bus, port = server(scheme)
-    tcp_port = port if scheme == "tcp" else int(
-        bus.transport("tcp").listen("tcp://127.0.0.1:0").rsplit(":", 1)[1])
-    release = threading.Event()
-    # held past the clients' socket timeout: a get waiting for a thread would not be answered
-    bus.subscribe("hold:on", lambda message: release.wait(3 * WAIT), weak=False)
-    holders = []
-    try:
-        for i in range(WAIT_THREADS):
-            sock = socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT)
-            sock.sendall(request("ask", {"identifier": "hold:on", "timeout": WAIT}, id=i) + b"\n")
-            holders.append(sock)
+    with wait_threads_busy(bus, port, scheme):
         tokens = [one_call(scheme, port, "connect_via_queue", {"identifier": f"w{i}:*"})
                   for i in range(5)]
         waiting = []
@@ -241,10 +254,6 @@ def test_blocking_gets_need_no_thread(scheme: str, form: str,
                 assert graph["result"]["bus"] == bus.name
             assert reply["result"] == [f"w{i}:news", [i], {}]
             sock.close()
-    finally:
-        release.set()
-        for sock in holders:
-            sock.close()
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -254,16 +263,7 @@ def test_a_blocking_get_that_is_refused_needs_no_thread(
     I/O loop, even while every thread for waiting requests is busy (a hundred of them
     once made the node start a thread each)."""
     bus, port = server(scheme)
-    tcp_port = port if scheme == "tcp" else int(
-        bus.transport("tcp").listen("tcp://127.0.0.1:0").rsplit(":", 1)[1])
-    release = threading.Event()
-    bus.subscribe("hold:on", lambda message: release.wait(3 * WAIT), weak=False)
-    holders = []
-    try:
-        for i in range(WAIT_THREADS):
-            sock = socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT)
-            sock.sendall(request("ask", {"identifier": "hold:on", "timeout": WAIT}, id=i) + b"\n")
-            holders.append(sock)
+    with wait_threads_busy(bus, port, scheme):
         for form in GET_FORMS.values():
             with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
                 send_request(sock, scheme, form("A" * 43, WAIT))
@@ -271,10 +271,6 @@ def test_a_blocking_get_that_is_refused_needs_no_thread(
                 if type(reply) is list:
                     reply = reply[0]
                 assert reply["error"]["code"] == p.UNKNOWN_TOKEN, reply
-    finally:
-        release.set()
-        for sock in holders:
-            sock.close()
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
