@@ -234,6 +234,7 @@ def interconnect_v1(service: Service, params: dict[str, Any], context: Any) -> s
     ttl = params.get("ttl", 1000.0)
     if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl <= 0:
         raise invalid_params("'ttl' must be a positive number")
+    service.check_ttl(float(ttl))  # before the peer is called
     client = V1HttpClient(host, port, path, CALLBACK_TIMEOUT)
     _check_reachable(host, port, client.url)
     session = service.open_session("interconnect", float(ttl), context, token=token)

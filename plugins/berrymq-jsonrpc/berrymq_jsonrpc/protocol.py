@@ -83,6 +83,7 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS_PER_CLIENT",
     "DEFAULT_MAX_QUEUED_BYTES",
     "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MAX_TTL",
     "INVALID_REQUEST",
     "LIMIT_REACHED",
     "LINE_TERMINATOR",
@@ -145,6 +146,9 @@ DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 6_000
 #: The most sessions (tokens) open at once on one transport of a node; one more
 #: ``connect_*``/``interconnect`` is answered :data:`LIMIT_REACHED`.
 DEFAULT_MAX_SESSIONS = 10_000
+#: The longest ``ttl`` a session may ask for, in seconds (a day): a session asking for
+#: more is answered :data:`LIMIT_REACHED`, so that no client keeps sessions for good.
+DEFAULT_MAX_TTL = 86_400.0
 #: The most bytes (messages as JSON) held at once in all the ``connect_via_queue``
 #: queues of a node (setting ``max_queued_bytes``); a message over it is refused like one
 #: for a full queue (:data:`QUEUE_FULL`).

@@ -106,12 +106,14 @@ class Service(QueueMethods):
         liveness_interval: float = DEFAULT_LIVENESS_INTERVAL,
         max_queued_bytes: int = p.DEFAULT_MAX_QUEUED_BYTES,
         max_waiting: int = DEFAULT_MAX_WAITING,
+        max_ttl: float = p.DEFAULT_MAX_TTL,
     ) -> None:
         super().__init__(bus, name=name, max_sessions=max_sessions,
                          liveness_interval=liveness_interval, secret=secret,
                          queue_size=queue_size, max_get_wait=max_get_wait,
                          max_queued_bytes=max_queued_bytes)
         self.link_factory = link_factory
+        self.max_ttl = max_ttl
         #: the cap on the requests that may wait, running at once on one connection
         self.max_waiting = max_waiting
         #: the addresses ``interconnect`` may make this node call back (``callback_hosts``)
@@ -234,6 +236,7 @@ class Service(QueueMethods):
         peer_token = string(params, "token")
         assert peer_token is not None
         ttl = session_ttl(params)
+        self.check_ttl(ttl)  # before the link to the peer is made
         if self.link_factory is None:
             raise app_error(p.NOT_AVAILABLE, "this node cannot forward to its peers")
         link = self.link_factory(addr, peer_token, context)

@@ -57,6 +57,9 @@ class SessionTable:
         self.bus = bus
         self.name = name
         self.max_sessions = max_sessions
+        #: the longest ``ttl`` a session may have, in seconds (setting ``max_ttl``); one
+        #: asking for more is refused with *Limit reached*
+        self.max_ttl = p.DEFAULT_MAX_TTL
         #: how often the links of interconnect sessions are checked for a peer gone
         self.liveness_interval = liveness_interval
         self.sessions: dict[str, Session] = {}
@@ -79,6 +82,7 @@ class SessionTable:
         with self._lock:
             if token is not None and token in self.sessions:
                 raise invalid_params("'token' already names an open session; propose another")
+            self.check_ttl(ttl)
             if len(self.sessions) >= self.max_sessions:
                 self.refused["max_sessions"] = self.refused.get("max_sessions", 0) + 1
                 raise app_error(p.LIMIT_REACHED, {
@@ -89,6 +93,16 @@ class SessionTable:
             if self._sweeper is None:
                 self._sweeper = io_loop.submit(self._sweep())
         return session
+
+    def check_ttl(self, ttl: float) -> None:
+        """*Limit reached* for a ``ttl`` over :attr:`max_ttl` (counted in ``/status``)."""
+        if ttl > self.max_ttl:
+            self.refused["max_ttl"] = self.refused.get("max_ttl", 0) + 1
+            raise app_error(p.LIMIT_REACHED, {
+                "setting": "max_ttl", "limit": self.max_ttl,
+                "detail": f"a session's ttl may be at most {self.max_ttl:g} seconds (setting "
+                          f"max_ttl), not {ttl:g}; ask for less: traffic either way keeps a "
+                          "session open"})
 
     def session(self, token: Any) -> Session:
         """The open session of ``token`` (touched), or the documented error: Invalid

@@ -31,6 +31,8 @@
     address (default 10 000 and 6 000); one more is answered once and closed.
 ``max_sessions``
     the most sessions (tokens) open at once (default 10 000).
+``max_ttl``
+    the longest ``ttl`` a session may ask for, in seconds (default 86 400, a day).
 ``max_queued_bytes``
     the most bytes (messages as JSON) held at once in all the node's ``connect_via_queue``
     queues (default 256 MiB); a message over it is refused like one for a full queue.
@@ -78,6 +80,7 @@ SETTINGS: dict[str, type | tuple[type, ...]] = {
     "max_connections": int,
     "max_connections_per_client": int,
     "max_sessions": int,
+    "max_ttl": (int, float),
     "callback_hosts": list,
     "liveness_interval": (int, float),
     "max_queued_bytes": int,

@@ -303,6 +303,16 @@ def test_interconnect_refusals(v1: MakeV1, bus_factory: Callable[..., Bus],
     assert problem in fault.value.error["data"]
 
 
+def test_interconnect_over_max_ttl_is_refused_before_the_peer_is_called(
+        v1: MakeV1, bus_factory: Callable[..., Bus]) -> None:
+    bus, port = serve(bus_factory, "http", max_ttl=100)
+    with pytest.raises(V1Fault) as fault:  # nothing listens there: it is never called
+        v1("http", port).interconnect(["127.0.0.1", free_port()], str(uuid.uuid4()), 1e308)
+    assert fault.value.error["code"] == p.LIMIT_REACHED
+    assert fault.value.error["data"]["setting"] == "max_ttl"
+    assert not bus.transport("http").service.sessions  # type: ignore[attr-defined]
+
+
 def test_interconnect_to_an_address_where_nothing_listens_opens_no_session(
         v1: MakeV1, bus_factory: Callable[..., Bus]) -> None:
     bus, port = serve(bus_factory, "http")

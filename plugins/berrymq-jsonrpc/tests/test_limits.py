@@ -23,7 +23,7 @@ from probe_tools import tcp_call
 from prometheus_client.parser import text_string_to_metric_families
 
 from berrymq.bus import Bus
-from berrymq.errors import QueueFull
+from berrymq.errors import QueueFull, RemoteError
 from berrymq.testing import free_port
 
 Factory = Callable[..., Bus]
@@ -148,6 +148,28 @@ def test_sessions_over_the_cap_are_refused(bus_factory: Factory, scheme: str) ->
     closed = call(scheme, sock, request("close_connection", {"token": tokens[0]}, 4))
     assert closed["result"] == "ok"
     assert type(call(scheme, sock, request("connect_oneway", {}, 5))["result"]) is str
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_ttl_over_max_ttl_is_refused(bus_factory: Factory, scheme: str) -> None:
+    """No client keeps sessions for good (a ttl of 1e308 once did): a session asks for
+    at most ``max_ttl`` seconds, whichever method opens it."""
+    bus, port = serve(bus_factory, scheme, max_ttl=100)
+    sock = connect(port)
+    assert type(call(scheme, sock, request("connect_oneway", {"ttl": 100}, 1))["result"]) is str
+    for i, (method, params) in enumerate([
+            ("connect_oneway", {"ttl": 1e308}),
+            ("connect_via_queue", {"identifier": "a:*", "ttl": 100.5}),
+            ("interconnect", {"addr": None if scheme == "tcp" else f"http://127.0.0.1:{port}",
+                              "token": "t" * 43, "ttl": 101})]):
+        error = call(scheme, sock, request(method, params, 2 + i))["error"]
+        assert error["code"] == p.LIMIT_REACHED, error
+        assert error["data"]["setting"] == "max_ttl" and error["data"]["limit"] == 100
+        assert "at most 100 seconds" in error["data"]["detail"]
+    assert status_snapshot(bus)["refused"]["reasons"] == {"max_ttl": 3}
+    client = bus_factory()
+    with pytest.raises(RemoteError, match="max_ttl"):
+        client.transport(scheme).connect_oneway(f"{scheme}://127.0.0.1:{port}", 1000)
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
