@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -112,8 +113,10 @@ def _check(key: str, value: Any) -> Any:
             check_credentials(value)
         return value
     if key in _SECONDS:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ValueError(f"NATS option {key} must be a positive number, got {value!r}")
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0 < value < math.inf):  # NaN and infinity too: nats-py overflows
+            raise ValueError(f"NATS option {key} must be a positive, finite number of "
+                             f"seconds, got {value!r}")
         return float(value)
     if key in _INTEGERS:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -3,6 +3,7 @@ the settings file and its line."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -33,11 +34,32 @@ def test_bad_options_are_named(default_bus: Bus) -> None:
         berrymq.connect_broker("nats://127.0.0.1:1", bufer_limit=3)
     with pytest.raises(ValueError, match="not a URL"):
         berrymq.connect_broker("nats://127.0.0.1:1,localhost:2")
-    with pytest.raises(ValueError, match="connect_timeout must be a positive number"):
+    with pytest.raises(ValueError, match="connect_timeout must be a positive, finite number"):
         berrymq.connect_broker("nats://127.0.0.1:1", connect_timeout=0)
     with pytest.raises(ValueError, match="subject_prefix"):
         berrymq.connect_broker("nats://127.0.0.1:1", subject_prefix="a.*")
 
+
+
+@pytest.mark.parametrize("key", ["connect_timeout", "reconnect_wait", "send_timeout",
+                                 "ask_gather"])
+@pytest.mark.parametrize("value", [math.inf, math.nan, -1.0])
+def test_seconds_are_positive_and_finite(key: str, value: float) -> None:
+    """An infinite connect_timeout made nats-py raise a bare OverflowError; NaN passed
+    every check and then read as no wait at all."""
+    with pytest.raises(ValueError, match=f"{key} must be a positive, finite number of seconds"):
+        BrokerOptions.build("nats://127.0.0.1:1", {key: value})
+
+
+def test_an_infinite_time_in_the_settings_file_is_named_with_its_line(tmp_path: Path) -> None:
+    config = tmp_path / "berrymq.toml"
+    config.write_text('[berrymq.nats]\nservers = ["nats://127.0.0.1:1"]\n'
+                      "connect_timeout = inf\n", encoding="utf-8")
+    host = PluginHost(load_settings(config), entry_points=False,
+                      extra_plugins=[("nats", nats_plugin)])
+    with pytest.raises(SettingsError, match="connect_timeout must be a positive, finite") as info:
+        Bus(name="inf", plugins=host)  # a bus joins NATS as it starts: the value is read then
+    assert "berrymq.toml:3: " in str(info.value), info.value
 
 
 def test_defaults_and_bounds() -> None:
@@ -48,5 +70,5 @@ def test_defaults_and_bounds() -> None:
         BrokerOptions.build("nats://127.0.0.1:1", {"buffer_bytes": -1})
     with pytest.raises(TypeError, match="buffer_bytes must be an integer"):
         BrokerOptions.build("nats://127.0.0.1:1", {"buffer_bytes": 1.5})
-    with pytest.raises(ValueError, match="send_timeout must be a positive number"):
+    with pytest.raises(ValueError, match="send_timeout must be a positive, finite number"):
         BrokerOptions.build("nats://127.0.0.1:1", {"send_timeout": 0})
