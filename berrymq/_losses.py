@@ -24,7 +24,7 @@ from berrymq.state import StateKey
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["FORWARD_FAILED", "HOP_LIMIT", "LOSSES", "WORKER_REFUSED", "Losses"]
+__all__ = ["CLOSED_FIRST", "FORWARD_FAILED", "HOP_LIMIT", "LOSSES", "WORKER_REFUSED", "Losses"]
 
 logger = logging.getLogger("berrymq")
 
@@ -34,6 +34,9 @@ HOP_LIMIT = "hop limit"
 FORWARD_FAILED = "not forwarded: {}"
 #: A receiver refused a message in a worker thread (a full queue), with no sender to tell.
 WORKER_REFUSED = "refused in a worker thread: {}"
+#: A message from a peer that came to the bus after it closed (its transport handed it to
+#: the delivery lane, which ran it only after the bus stopped waiting for it).
+CLOSED_FIRST = "dropped: the bus closed before it was delivered"
 
 
 class Losses:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from berrymq._delivery import deliver_talk, forward_first, looping
-from berrymq._losses import FORWARD_FAILED, LOSSES, Losses
+from berrymq._losses import CLOSED_FIRST, FORWARD_FAILED, LOSSES, Losses
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
@@ -126,6 +126,8 @@ class Node:
         #: this node's next uid: the prefix and 72 random bits (no lock, see _uid_source)
         self.new_uid = _uid_source(self.prefix)
         self.lock = threading.Lock()
+        #: set once closed: a message from a peer that comes after is counted as lost
+        self.closed = False
         #: the links this bus's non-local messages go out through
         self.forwarders: tuple[Forwarder, ...] = ()
         #: the forwarders that are also :class:`Requester` (``ask`` reaches their peers)
@@ -212,6 +214,10 @@ class Node:
                 reply_to: Identifier | None = None) -> bool:
         """See :meth:`Bus.receive <berrymq.Bus.receive>`."""
         ident = message[0]
+        if self.closed:
+            self.bus.losses.add(CLOSED_FIRST, logging.WARNING, "bus %s closed before message "
+                                "%s from a peer was delivered", self.bus.name, ident)
+            return True
         if reply_to is None:
             # Nobody here wants it and there is nowhere to pass it on: done, at the cost
             # of two look-ups (the common case of a peer that follows other things).
@@ -260,13 +266,16 @@ class Node:
                 self.connections.remove(connection)
 
     def close(self) -> None:
-        """Close every connection, then every transport."""
+        """Close every connection, then every transport (each delivers what it took from
+        its peers before it returns, within a bound); what comes in later is counted as
+        lost (:data:`~berrymq._losses.CLOSED_FIRST`)."""
         for connection in list(self.connections):
             connection.close()
         self.connections.clear()
         for transport in list(self.transports.values()):
             transport.close()
         self.transports.clear()
+        self.closed = True
 
 
 class NodeSide:

@@ -363,6 +363,7 @@ class RemoteTransport(Transport):
         if self._closed:
             return
         self._closed = True
+        used = bool(self._connections or self._servers)
         for connection in list(self._connections):
             connection.close()
         self.service.close()
@@ -373,3 +374,30 @@ class RemoteTransport(Transport):
         if self._files_counted:
             release_open_files(self.admission.max_connections)
         self.urls.clear()
+        if used:
+            _deliver_what_came(CLOSE_DELIVERY_WAIT)
+
+
+#: How long closing a transport waits for the delivery of what its peers sent before.
+CLOSE_DELIVERY_WAIT = 10.0
+
+
+def _deliver_what_came(timeout: float) -> None:
+    """Wait up to ``timeout`` seconds until the delivery lane has run what the I/O loop
+    handed it so far (the messages this transport's peers sent before it closed, their
+    answers given): the bus's receivers get them before the bus forgets its receivers.
+    What runs later is counted as lost by the closed node. Not on the I/O thread or the
+    lane's own (a receiver closing its bus), which would wait for themselves."""
+    if io_loop.in_loop() or io_loop.lane.in_lane():
+        return
+    ran = threading.Event()
+
+    async def mark() -> None:
+        await io_loop.lane.put(ran.set)  # runs after everything queued before it
+
+    try:
+        io_loop.run(mark(), timeout)
+    except (TimeoutError, RuntimeError):  # the lane full all along, or stopped
+        return
+    ran.wait(timeout)
+

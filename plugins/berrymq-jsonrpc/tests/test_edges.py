@@ -207,6 +207,30 @@ def test_ask_over_every_connection_style(
     assert client.ask("price:quote", 2, timeout=WAIT) == []
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_messages_answered_ok_are_delivered_before_the_bus_closes(
+        scheme: str, server: Callable[[str], tuple[Bus, int]]) -> None:
+    """A ``send_message`` that nothing can refuse is answered before its receivers run;
+    the node's bus closed while they work through a backlog still delivers each one
+    (they were acknowledged), before close() returns."""
+    bus, port = server(scheme)
+    got: list[int] = []
+    release = threading.Event()
+    bus.subscribe("slow:*", lambda message: (release.wait(WAIT), time.sleep(0.002),
+                                             got.append(message.args[0])), weak=False)
+    token = one_call(scheme, port, "connect_oneway", {"ttl": 60})
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        answers = Answers(sock, scheme)
+        for i in range(200):
+            send_request(sock, scheme, request("send_message", {
+                "token": token, "identifier": "slow:x", "args": [i]}, id=i))
+            assert answers.next()["result"] == "ok"
+    assert got == []  # the first receiver holds the lane: the rest waits behind it
+    release.set()
+    bus.close()
+    assert got == list(range(200)) and bus.losses.total == 0
+
+
 @contextlib.contextmanager
 def wait_threads_busy(bus: Bus, port: int, scheme: str) -> Iterator[None]:
     """Every thread of the node that may run waiting requests (ask) held by an ``ask``

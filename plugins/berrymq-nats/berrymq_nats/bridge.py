@@ -56,6 +56,9 @@ __all__ = ["NatsBridge"]
 
 logger = logging.getLogger("berrymq.nats")
 
+#: How long closing a bridge waits for the delivery of what it read from NATS before.
+CLOSE_DELIVERY_WAIT = 10.0
+
 
 class NatsBridge(LinkConnection):
     """One bus's connection to NATS, in the style ``interconnect`` (every non-local message
@@ -305,6 +308,10 @@ class NatsBridge(LinkConnection):
         except Exception as exc:  # noqa: BLE001 - closing goes on regardless
             logger.error("NATS bridge of bus %s did not shut down cleanly: %r", bus.name, exc)
             io_loop.submit(self._abandon())
+        if not io_loop.lane.in_lane():  # (a receiver closing its bus would wait for itself)
+            # what was read from NATS reaches the receivers before the bus forgets them;
+            # what the lane runs later is counted as lost by the closed node
+            self.inbound.wait_delivered(self.inbound.gathered, CLOSE_DELIVERY_WAIT)
 
     async def _abandon(self) -> None:
         """The shutdown did not finish in time: count what was not confirmed or not sent,

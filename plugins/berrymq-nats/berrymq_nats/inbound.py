@@ -138,21 +138,22 @@ class Inbound:
     async def _hand_over(self) -> None:
         """After each read: the messages to the lane, the requests to the answering thread
         (each waits while its lane is full)."""
-        batch, requests = self._batch, self._requests
+        batch, requests = self._batch[:], self._requests[:]
+        self._batch.clear()
+        self._requests.clear()
+        left = len(batch) + len(requests)  # not handed over yet: lost if a lane stopped
         try:
             if batch:
-                work = functools.partial(self._deliver, batch[:])
-                batch.clear()
                 size, self._bytes = self._bytes, 0
-                await io_loop.lane.put(work, size)
+                await io_loop.lane.put(functools.partial(self._deliver, batch), size)
+                left -= len(batch)
             if requests:
                 lane = answer_lane()
-                taken = requests[:]
-                requests.clear()
-                for msg, before in taken:
+                for msg, before in requests:
                     await lane.put(functools.partial(self.on_request, msg, before), len(msg.data))
+                    left -= 1
         except RuntimeError as exc:  # a lane stopped: the process is exiting
-            self.bridge.losses.add(LANE_STOPPED, 1, str(exc))
+            self.bridge.losses.add(LANE_STOPPED, left, str(exc))
 
     def _deliver(self, batch: list[tuple[Callable[[Msg], None], Msg]]) -> None:
         try:

@@ -9,18 +9,21 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from berrymq_nats import NatsBridge, NatsTransport
+from berrymq_nats import bridge as bridge_module
 from berrymq_nats import plugin as nats_plugin
 from berrymq_nats.link import NatsLink
-from berrymq_nats.testing import Recorder, bridge_of, settle
+from berrymq_nats.testing import Recorder, bridge_of, settle, wait_until
 
 import berrymq
 from berrymq import Bus, Message, PluginNotAvailable
+from berrymq._losses import CLOSED_FIRST
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings, load_settings
 from berrymq.transports.ioloop import io_loop
@@ -194,6 +197,47 @@ def test_closing_a_bus_stops_its_bridge_not_the_loop(nats_server: Any, make_bus:
     bridge_of(c, nats_server.url)
     c.twitter("job:go", "after")
     assert got.wait(1)[0].args == ("after",)
+
+
+def test_what_a_bridge_read_is_delivered_before_its_bus_closes(
+        nats_server: Any, make_bus: MakeBus) -> None:
+    """The sender's flush said every message arrived; the receiving bus is closed while
+    its slow receiver works through them: it gets them all before close() returns."""
+    sender, receiver = make_bus("sender"), make_bus("receiver")
+    got: list[int] = []
+    receiver.subscribe("slow:*", lambda message: (time.sleep(0.002), got.append(1)),
+                       weak=False)
+    from_nats = bridge_of(receiver, nats_server.url)
+    settle(from_nats)
+    to_nats = bridge_of(sender, nats_server.url)
+    for i in range(300):
+        sender.twitter("slow:x", i)
+    assert to_nats.flush(30)
+    wait_until(lambda: from_nats.inbound.gathered == 300, what="the bridge to read them")
+    receiver.close()
+    assert len(got) == 300 and receiver.losses.total == 0
+
+
+def test_what_comes_to_a_closed_bus_is_counted_as_lost(
+        nats_server: Any, make_bus: MakeBus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the bound of close()'s wait, the rest is dropped, each counted and told."""
+    monkeypatch.setattr(bridge_module, "CLOSE_DELIVERY_WAIT", 0.05)
+    sender, receiver = make_bus("sender"), make_bus("receiver")
+    release = threading.Event()
+    got: list[int] = []
+    receiver.subscribe("slow:*", lambda message: (release.wait(30), got.append(1)), weak=False)
+    from_nats = bridge_of(receiver, nats_server.url)
+    settle(from_nats)
+    to_nats = bridge_of(sender, nats_server.url)
+    for i in range(50):
+        sender.twitter("slow:x", i)
+    assert to_nats.flush(30)
+    # all read: the first held by its receiver, the rest queued for the lane
+    wait_until(lambda: from_nats.inbound.gathered == 50, what="the bridge to read them")
+    receiver.close()  # the first receiver still holds the lane
+    release.set()
+    io_loop.lane.wait_idle(30)
+    assert len(got) + receiver.losses.counts[CLOSED_FIRST] == 50 and len(got) < 50
 
 
 def run_plugins_command(config: Path) -> subprocess.CompletedProcess[str]:
