@@ -324,7 +324,8 @@ class Service(QueueMethods):
         a batch is answered member by member (:func:`~berrymq_jsonrpc.waiting.answer_batch`)."""
         if type(request) is list:
             return await answer_batch(self, request, context, ended)
-        if type(request) is dict and request.get("method") == p.METHOD_GET:
+        if (type(request) is dict and request.get("method") == p.METHOD_GET
+                and "jsonrpc" in request):  # (1.0: answered in its form, on a thread)
             reply = await self.get_waiting(request, ended)
             if reply is not None:
                 return reply

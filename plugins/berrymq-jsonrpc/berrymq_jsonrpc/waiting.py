@@ -53,6 +53,8 @@ def may_wait(request: Any) -> bool:
     method = request.get("method")
     if type(method) is not str or method not in SLOW_METHODS:
         return False
+    if "jsonrpc" not in request:  # JSON-RPC 1.0 (the original's dialect): its get and ask
+        return True  # are answered in its own form, on a WAITS thread (berrymq_jsonrpc.dialect)
     try:
         validate_request(request)
     except ValueError:

@@ -12,6 +12,7 @@ import json
 import queue
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -204,6 +205,32 @@ def test_style03_queue(v1: MakeV1, bus_factory: Callable[..., Bus],
         client.get_nowait(token)
     assert fault.value.error["code"] == p.EMPTY
     assert client.close_connection(token, None) == "ok"  # the original's (token, addr)
+
+
+@pytest.mark.parametrize("scheme", ["http", "tcp"])
+def test_a_blocking_get_waits_beside_the_deliveries_of_the_node(
+        v1: MakeV1, bus_factory: Callable[..., Bus], scheme: str,
+        wait_for: Callable[..., Any]) -> None:
+    """The original's client waiting in ``get`` (as 0.3's ``berrymq.get()`` does) holds
+    up nobody: a message sent meanwhile over JSON-RPC 2.0 is acknowledged, delivered and
+    handed to that ``get`` at once. (It once waited on the delivery lane, so every
+    message to the node waited for the get's timeout.)"""
+    bus, port = serve(bus_factory, scheme)
+    waiting = v1(scheme, port)
+    token = waiting.connect_via_queue("task:*", 1000)
+    answered: queue.Queue[Any] = queue.Queue()
+    threading.Thread(target=lambda: answered.put(waiting.get(token, True, 30)),
+                     daemon=True).start()
+    session = bus.transport(scheme).service.sessions[token]  # type: ignore[attr-defined]
+    # the get is waiting once it keeps the session open for its 30 s beyond the ttl
+    wait_for(lambda: session.deadline - time.monotonic() > 1000 + 20, TIMEOUT,
+             "the get to wait at the node")
+    sender = bus_factory()
+    link = sender.transport(scheme).connect_oneway(f"{scheme}://127.0.0.1:{port}", 60)
+    link.send(Message("task:run", (2,)))
+    assert link.flush(TIMEOUT)  # acknowledged: the lane is free
+    assert answered.get(timeout=TIMEOUT) == ["task:run", [2], {}]
+    link.close()
 
 
 @pytest.mark.parametrize("scheme", ["http", "tcp"])
