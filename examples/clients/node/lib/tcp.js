@@ -11,6 +11,9 @@ const {
   codes, ConnectionClosed, errorFromWire, isResponse, MAX_INCOMING, parseUrl, PARSE_ERROR_REPLY,
 } = require('./protocol');
 
+/** How long close() waits for the node to end its side of the connection. */
+const CLOSE_GRACE_MS = 1000;
+
 class TcpChannel extends Channel {
   constructor(url, options = {}) {
     super(url, options);
@@ -150,7 +153,9 @@ class TcpChannel extends Channel {
     const ended = new Promise((resolve) => { this.ended = resolve; });
     this.closed = true;
     this.socket.end();
-    return ended;
+    // a peer that never ends its side (one that answers nothing at all) is cut off
+    const cut = setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS);
+    return ended.finally(() => clearTimeout(cut));
   }
 }
 

@@ -3,6 +3,7 @@
  * address, bad or stale tokens, a wrong shared secret, a node that goes away. */
 
 const assert = require('assert/strict');
+const net = require('net');
 const { after, before, describe, it } = require('node:test');
 const berrymq = require('..');
 const { DEADLINE, freePort, runCli, startNode } = require('./helpers');
@@ -21,6 +22,26 @@ describe('errors', { timeout: 6 * DEADLINE }, () => {
       await assert.rejects(berrymq.connectOneway(url), (error) => error instanceof berrymq.ConnectionClosed &&
         error.code === null && error.message.startsWith(`cannot reach ${url}: `) && /ECONNREFUSED/.test(error.message));
       await assert.rejects(berrymq.interconnect(url, () => {}), berrymq.ConnectionClosed);
+    }
+    assert.equal(berrymq.connections.length, 0);
+  });
+
+  it('a node that accepts and never answers: ConnectionClosed within the timeout, both transports', async () => {
+    const sockets = [];
+    const silent = net.createServer((socket) => sockets.push(socket)); // answers nothing
+    await new Promise((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address();
+    try {
+      for (const scheme of ['tcp', 'http']) {
+        const url = `${scheme}://127.0.0.1:${port}`;
+        const start = Date.now();
+        await assert.rejects(berrymq.connectOneway(url, { timeout: 300 }), (error) =>
+          error instanceof berrymq.ConnectionClosed && /(did not answer|no answer) within 300 ms/.test(error.message));
+        assert.ok(Date.now() - start < 3000, `${scheme}: ${Date.now() - start} ms`);
+      }
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      silent.close();
     }
     assert.equal(berrymq.connections.length, 0);
   });
