@@ -65,7 +65,7 @@ module BerryMQ
         response = http.post("/", text, "Content-Type" => "application/json")
       rescue Net::ReadTimeout
         http.finish if http.started?
-        raise TransportError, "#{@url} did not answer within #{timeout} s"
+        raise TransportError, "#{@url} did not answer within #{http.read_timeout} s"
       rescue IOError, SystemCallError, SocketError, EOFError => e
         http.finish if http.started?
         raise ConnectionClosed, "the connection to #{@url} failed: #{e.message}"
