@@ -57,6 +57,24 @@ def _local_queues(bus: Bus) -> Iterator[dict[str, Any]]:
                "shared": bool(queue.get("shared")), "session": None}
 
 
+def _queue_samples(queues: list[dict[str, Any]], field: str
+                   ) -> list[tuple[dict[str, object], float]]:
+    """One sample per queue, unique by its labels as the text format requires: a session's
+    queue labelled with its session (two clients may follow one pattern), local queues of
+    one name (two standalone ``Queue("a:*")``) summed."""
+    samples: dict[tuple[tuple[str, str], ...], float] = {}
+    for queue in queues:
+        value = queue[field]
+        if value is None:
+            continue
+        labels = {"queue": queue["name"], "kind": queue["kind"]}
+        if queue.get("session"):
+            labels["session"] = queue["session"]
+        key = tuple(labels.items())
+        samples[key] = samples.get(key, 0) + value
+    return [(dict(key), value) for key, value in samples.items()]
+
+
 def _plugins(bus: Bus) -> list[dict[str, Any]]:
     host = bus.plugins
     try:
@@ -207,11 +225,9 @@ def metrics_text(snapshot: dict[str, Any]) -> str:
               for (scheme, style), n in sorted(by_style.items())])
     queues = snapshot["queues"]
     w.family("berrymq_queue_depth", "gauge", "Messages waiting in a queue.",
-             [({"queue": q["name"], "kind": q["kind"]}, q["depth"]) for q in queues])
+             _queue_samples(queues, "depth"))
     w.family("berrymq_queue_bytes", "gauge",
-             "Bytes waiting in a remote client's queue, as JSON.",
-             [({"queue": q["name"], "kind": q["kind"]}, q["bytes"]) for q in queues
-              if q["bytes"] is not None])
+             "Bytes waiting in a remote client's queue, as JSON.", _queue_samples(queues, "bytes"))
     w.family("berrymq_plugin_active", "gauge", "1 when the plugin is active, else 0.",
              [({"plugin": p["name"], "version": p["version"]}, 1 if p["active"] else 0)
               for p in snapshot["plugins"]])

@@ -219,7 +219,9 @@ def test_status_and_metrics_of_a_working_node(
     assert values[("berrymq_messages_received_total", ())] == 4
     assert values[("berrymq_messages_sent_total", ())] == 1
     assert values[("berrymq_messages_lost_total", (("reason", "refused: queue full"),))] == 1
-    assert values[("berrymq_queue_depth", (("kind", "session"), ("queue", "remote job:*")))] == 2
+    session = next(s["id"] for s in status["sessions"] if s["style"] == "queue")
+    assert values[("berrymq_queue_depth", (("kind", "session"), ("queue", "remote job:*"),
+                                           ("session", session)))] == 2
     assert values[("berrymq_sessions", (("scheme", "http"), ("style", "queue")))] == 1
     assert values[("berrymq_plugin_active", (("plugin", "jsonrpc-http"), ("version", "0.4.0")))] == 1
 
@@ -252,6 +254,28 @@ def test_duplicates_and_the_hop_limit_are_told_apart(bus_factory: Callable[..., 
     assert (status["messages"]["in"], status["messages"]["duplicates"]) == (3, 1)
     assert status["lost"] == {"total": 1, "reasons": {"hop limit": 1}}
     assert [m.id for m in seen] == ["job:x"]  # type: ignore[attr-defined]
+
+
+def test_metrics_have_one_sample_per_label_set() -> None:
+    """Two clients' queues of one pattern, two local queues of one name: each series once
+    (the text format requires it; Prometheus drops or mixes repeated series)."""
+    snapshot = {
+        "server": {"node": "n", "bus": "b", "berrymq": "0", "uptime_s": 1.0},
+        "messages": {"in": 0, "out": 0}, "bytes": {"in": 0, "out": 0},
+        "lost": {"total": 0, "reasons": {}}, "sessions": [], "connections": [],
+        "queues": [
+            {"name": "remote task:*", "kind": "session", "depth": 1, "bytes": 10, "session": "AAAA"},
+            {"name": "remote task:*", "kind": "session", "depth": 2, "bytes": 20, "session": "BBBB"},
+            {"name": "Queue(a:*)", "kind": "local", "depth": 3, "bytes": None, "session": None},
+            {"name": "Queue(a:*)", "kind": "local", "depth": 4, "bytes": None, "session": None}],
+        "plugins": [], "history": [], "recent": NodeStats().recent_messages(),
+    }
+    text = metrics_text(snapshot)
+    samples = [line for line in text.splitlines() if line.startswith("berrymq_queue_depth{")]
+    assert sorted(samples) == sorted([
+        'berrymq_queue_depth{queue="remote task:*",kind="session",session="AAAA"} 1',
+        'berrymq_queue_depth{queue="remote task:*",kind="session",session="BBBB"} 2',
+        'berrymq_queue_depth{queue="Queue(a:*)",kind="local"} 7']), text
 
 
 def test_metrics_escape_label_values() -> None:
