@@ -369,6 +369,8 @@ class V1Link:
     def forward(self, message: Message, reply_to: Identifier | None) -> None:
         """Queue ``message`` for the peer (``reply_to`` cannot be carried in 1.0)."""
         self.outbox.put(encode_message(message, extras=False))
+        if self.stats is not None:  # stats, as for a 2.0 peer's link
+            self.stats.message_out(message[0], self.address)
 
     async def _send_batch(self, texts: list[str]) -> None:
         # The 1.0 client is a plain blocking one (a 1.0 peer is rare and one at a time):

@@ -265,6 +265,9 @@ def test_style01_interconnect_both_ways(v1: MakeV1, bus_factory: Callable[..., B
     assert session["peer"] == (f"http://127.0.0.1:{peer.port}/JSON" if scheme == "http"
                                else f"tcp://127.0.0.1:{client.sock.getsockname()[1]}")
     assert 'style="interconnect"' in metrics_text(status_snapshot(bus))
+    # what went to the peer is counted as for a 2.0 peer (the message went out once)
+    out = [m for m in status_snapshot(bus)["recent"] if m["direction"] == "out"]
+    assert [m["identifier"] for m in out] == ["style01s:test02"] * 3
     # a second interconnect with a token in use is refused
     with pytest.raises(V1Fault) as fault:
         client.interconnect(["127.0.0.1", peer.port], token, 1000)
