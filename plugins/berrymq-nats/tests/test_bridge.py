@@ -240,6 +240,25 @@ def test_what_comes_to_a_closed_bus_is_counted_as_lost(
     assert len(got) + receiver.losses.counts[CLOSED_FIRST] == 50 and len(got) < 50
 
 
+def test_a_message_over_max_payload_is_refused_by_name(
+        nats_server: Any, make_bus: MakeBus) -> None:
+    """Over the server's max_payload (1 MiB by default) nats-py refuses a message in the
+    I/O thread, far from its sender: the bridge refuses it as it is sent, naming the
+    sizes (counted and logged when forwarded by twitter, raised from send)."""
+    bus = make_bus("big")
+    bridge = bridge_of(bus, nats_server.url)
+    settle(bridge)
+    big = "x" * (1024 * 1024)
+    bus.twitter("big:one", big)
+    assert bus.losses.counts == {"not forwarded: MessageTooLarge": 1}
+    with pytest.raises(berrymq.MessageTooLarge, match=r"over the NATS server's max_payload "
+                                                      r"of 1048576 bytes; it was not sent"):
+        bridge.send(Message("big:two", (big,)))
+    assert bridge.losses.total == 0  # nothing was handed to nats-py to fail there
+    bus.twitter("big:small", "fits")  # and the bridge goes on
+    assert bridge.flush(10)
+
+
 def run_plugins_command(config: Path) -> subprocess.CompletedProcess[str]:
     """``berrymq plugins`` in a process of its own, with ``config`` as its settings file."""
     env = dict(os.environ, BERRYMQ_CONFIG=str(config))
