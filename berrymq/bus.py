@@ -201,15 +201,13 @@ class Bus(Subscribing, NodeSide):
         return self._closed
 
     def refuse_if_closed(self, action: str) -> None:
-        """Raise :class:`~berrymq.BusClosed` naming the ``action`` refused, once the bus is
-        closed: what a closed bus started, nothing would stop."""
+        """:class:`~berrymq.BusClosed` for ``action`` once closed: nothing would stop it."""
         if self._closed:
             raise BusClosed(f"bus {self.name!r} is closed; cannot {action}")
 
     def close(self) -> None:
-        """Close connections and transports, let plugins clean up, stop the pool (and
-        take no new receivers, peers, transports or worker threads from then on; sending
-        still works, and reaches nobody)."""
+        """Close connections and transports, let plugins clean up, stop the pool; then take
+        no new receivers, peers or threads (sending still works, and reaches nobody)."""
         with self._lock:
             if self._closed:
                 return
