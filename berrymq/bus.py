@@ -166,9 +166,11 @@ class Bus(Subscribing, NodeSide):
 
         Done when the bus is created unless it was made with ``start=False``. The plugins'
         hooks run in the calling thread, outside the bus's lock; another thread calling
-        ``start`` meanwhile returns when they are done.
+        ``start`` meanwhile returns when they are done. A closed bus stays closed: nothing
+        is started, and no plugin joins it.
         """
-        self.refuse_if_closed("start it again")
+        if self._closed:
+            return
         host = self.plugins  # the first bus of a process loads the plugins: not under the lock
         taps = tuple(host.message_taps())
         with self._lock:
@@ -217,8 +219,8 @@ class Bus(Subscribing, NodeSide):
             node.close()
         if self._starter is not None:
             self.plugins.close_bus(self)
+        self.set_multiplicity(0)  # its receivers may still need per-bus state (ask's threads)
         self.extensions.close()
-        self.set_multiplicity(0)
         self.index.clear()
 
     def __enter__(self) -> Bus:

@@ -322,6 +322,7 @@ class NodeSide:
 
     def add_forwarder(self, forwarder: Forwarder) -> None:
         """Hand every non-local message sent on this bus to ``forwarder.forward``."""
+        self.refuse_if_closed("add a peer")
         self.ensure_node().add_forwarder(forwarder)
         self._update_direct()
 
@@ -359,6 +360,7 @@ class NodeSide:
             with node.lock:
                 transport = node.transports.get(scheme)
             if transport is None:
+                self.refuse_if_closed(f"add a {scheme} transport")
                 made = self.plugins.create_transport(scheme, self.bus)
                 with node.lock:
                     transport = node.transports.setdefault(scheme, made)
@@ -368,6 +370,7 @@ class NodeSide:
 
     def track_connection(self, connection: Connection) -> None:
         """Keep ``connection`` so that :meth:`close` closes it."""
+        self.refuse_if_closed("add a connection")
         self.ensure_node().track(connection)
 
     def untrack_connection(self, connection: Connection) -> None:

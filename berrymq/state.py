@@ -94,11 +94,12 @@ class BusState:
         return self._values.get(key)
 
     def close(self) -> None:
-        """Close every value whose key says how, newest first, and forget them all."""
+        """Close every value whose key says how, newest first, and forget them all but
+        those of ``after_close`` keys (the bus's losses stay readable after it closed)."""
         with self._lock:
             self._closed = True
             items = list(self._values.items())
-            self._values.clear()
+            self._values = {key: value for key, value in items if key.after_close}
         for key, value in reversed(items):
             if key.close is not None:
                 key.close(value)

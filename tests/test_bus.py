@@ -46,13 +46,14 @@ def test_a_closed_bus_refuses_what_it_would_start_and_never_stop() -> None:
         ("add a receiver of job:*", lambda: bus.subscribe("job:*", print, weak=False)),
         ("add a receiver of job:*", lambda: Queue("job:*", bus=bus)),
         ("start 3 worker thread(s)", lambda: bus.set_multiplicity(3)),
-        ("start it again", bus.start),
         ("add a transport or a peer", lambda: bus.transport("local")),
         ("make its threads", lambda: bus.state(StateKey("threads", list, list.clear))),
     ]
     for action, refused in refusals:
         with pytest.raises(BusClosed, match=f"bus 'shut' is closed; cannot {re.escape(action)}"):
             refused()
+    bus.start()  # a closed bus stays closed: no plugin joins it
+    assert not bus.started
     assert bus.state(StateKey("counts", lambda bus: [0])) == [0]  # nothing to close
     bus.losses.add("test", logging.WARNING, "a loss after close is still counted")
     assert bus.losses.snapshot() == {"test": 1}
@@ -60,6 +61,36 @@ def test_a_closed_bus_refuses_what_it_would_start_and_never_stop() -> None:
     assert bus.ask("job:done") == [] and not bus.started
     bus.twitter("job:done")  # sending still works, and reaches nobody
     assert set(threading.enumerate()) <= before
+
+
+def test_a_closed_bus_that_had_peers_takes_no_new_ones() -> None:
+    bus = Bus(name="was-networked")
+    bus.transport("local")  # the bus has a node now
+    bus.losses.add("test", logging.WARNING, "a loss before close")
+    bus.close()
+    with pytest.raises(BusClosed, match="cannot add a local transport"):
+        bus.transport("local")
+    with pytest.raises(BusClosed, match="cannot add a peer"):
+        bus.add_forwarder(object())  # type: ignore[arg-type]
+    assert bus.losses.snapshot() == {"test": 1}  # what was counted before stays readable
+
+
+def test_close_drains_the_pool_while_its_receivers_may_still_ask() -> None:
+    """The messages already handed to the worker pool run as close() drains it, and a
+    receiver of them that asks the bus's other receivers still gets their replies."""
+    bus = Bus(name="draining", multiplicity=1)
+    release = threading.Event()
+    answers: list[object] = []
+    bus.subscribe("job:hold", lambda message: release.wait(10), weak=False)
+    bus.subscribe("job:run", lambda message: answers.append(bus.ask("job:quote", timeout=10)),
+                  weak=False)
+    bus.subscribe("job:quote", lambda message: "yes", weak=False)
+    bus.twitter("job:hold")  # the one worker holds on: the next two wait in its queue
+    bus.twitter("job:run")
+    bus.twitter("job:run")
+    release.set()
+    bus.close()
+    assert answers == [["yes"], ["yes"]]
 
 
 def test_started_says_whether_start_was_called() -> None:

@@ -69,6 +69,24 @@ def test_the_default_bus_is_made_on_first_use_and_started_by_the_api(tmp_path: P
     }
 
 
+def test_the_default_bus_closed_before_first_use_still_takes_sends(tmp_path: Path) -> None:
+    """Sending to a closed bus works and reaches nobody, the default bus included: its
+    first module-level use, which would start it, finds it closed and sends all the same
+    (no plugin joins it)."""
+    script = PROBE.split("out = {")[0] + textwrap.dedent("""
+        bus = berrymq.get_bus()
+        bus.close()
+        berrymq.twitter("a:b")
+        berrymq.twitter("a:c", 1)
+        print(json.dumps({"started": started, "same": berrymq.get_bus() is bus,
+                          "closed": bus.closed}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, env=child_env())
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"started": [], "same": True, "closed": True}
+
+
 def test_senders_find_a_bus_while_the_default_bus_is_swapped() -> None:
     # The holder changes class when its slot is emptied and filled; a sender without the
     # lock must always find a bus, never an AttributeError, and once a bus is set the
