@@ -119,7 +119,10 @@ def error_object(code: int, message: str, request_id: Any = None, data: Any = No
 def error_answer(request: Any, code: int, message: str, data: Any = None) -> bytes | None:
     """The answer to ``request`` (parsed) when it is not run: the error ``code`` for it,
     or for each member of a batch that has an ``id``; None when nothing is to be answered
-    (notifications)."""
+    (notifications). A JSON-RPC 1.0 request (no ``jsonrpc`` member) gets 1.0's form."""
+    if type(request) is dict and "jsonrpc" not in request and "id" in request:
+        error = error_object(code, message, None, data)["error"]
+        return dumps({"result": None, "error": error, "id": request["id"]}).encode()
     members = request if type(request) is list else [request]
     errors = [error_object(code, message, member.get("id"), data)
               for member in members if type(member) is dict and "id" in member]

@@ -43,22 +43,26 @@ QUICK_METHODS = frozenset({p.METHOD_CONNECT_ONEWAY, p.METHOD_CONNECT_VIA_QUEUE,
                            p.METHOD_GET_NOWAIT, p.METHOD_NETWORK})
 
 
-def may_wait(request: Any) -> bool:
+def may_wait(request: Any, *, in_batch: bool = False) -> bool:
     """Whether ``request`` (parsed) is a valid call that may wait (``ask``, a blocking
-    ``get``), or a batch with one among its members."""
+    ``get``), or a batch with one among its members. A JSON-RPC 1.0 call (the original's
+    dialect) may too, answered in its own form on a WAITS thread, except in a batch (a 2.0
+    feature: there it is an Invalid Request)."""
     if type(request) is list:
-        return any(may_wait(member) for member in request)
+        return any(may_wait(member, in_batch=True) for member in request)
     if type(request) is not dict:
         return False
     method = request.get("method")
     if type(method) is not str or method not in SLOW_METHODS:
         return False
-    if "jsonrpc" not in request:  # JSON-RPC 1.0 (the original's dialect): its get and ask
-        return True  # are answered in its own form, on a WAITS thread (berrymq_jsonrpc.dialect)
-    try:
-        validate_request(request)
-    except ValueError:
-        return False
+    if "jsonrpc" not in request:
+        if in_batch:
+            return False
+    else:
+        try:
+            validate_request(request)
+        except ValueError:
+            return False
     params = p.named_params(method, request.get("params", {}))
     return not (method == p.METHOD_GET and params is not None and params.get("block") is False)
 
@@ -68,7 +72,7 @@ async def answer_batch(service: Service, batch: list[Any], context: Any,
     """On the I/O loop: the answer to a batch with members that may wait. Each of those
     is answered as if sent alone; the others together, in order, on the delivery lane.
     The responses come in the batch's order; None when all were notifications."""
-    slow = [may_wait(member) for member in batch]
+    slow = [may_wait(member, in_batch=True) for member in batch]
     quick = [member for member, waits in zip(batch, slow, strict=True) if not waits]
     answers = [service.answer_waiting(member, context, ended)
                for member, waits in zip(batch, slow, strict=True) if waits]

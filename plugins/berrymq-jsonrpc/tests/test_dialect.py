@@ -432,12 +432,50 @@ def test_a_node_that_needs_a_secret_refuses_v1(v1: MakeV1, bus_factory: Callable
     assert status == 200 and isinstance(json.loads(data)["result"], str)
 
 
-def test_a_v1_member_of_a_batch_is_an_invalid_request(bus_factory: Callable[..., Bus]) -> None:
-    _, port = serve(bus_factory, "http")
-    body = b'[{"method": "connect_oneway", "params": [], "id": 1}]'
-    _, data = v1_post(port, body)
+@pytest.mark.parametrize("member", [
+    b'{"method": "connect_oneway", "params": [], "id": 1}',
+    # a 1.0 call that may wait is no exception: it is not run (its receiver never is)
+    b'{"method": "ask", "params": {"identifier": "never:run", "timeout": 1}, "id": 1}',
+    b'{"method": "get", "params": ["' + b"A" * 43 + b'", true, 1], "id": 1}',
+])
+def test_a_v1_member_of_a_batch_is_an_invalid_request(bus_factory: Callable[..., Bus],
+                                                      member: bytes) -> None:
+    bus, port = serve(bus_factory, "http")
+    ran: list[object] = []
+    bus.subscribe("never:run", ran.append, weak=False)
+    _, data = v1_post(port, b"[" + member + b"]")
     assert json.loads(data) == [{"jsonrpc": "2.0", "id": None, "error": {
         "code": p.INVALID_REQUEST, "message": "Invalid Request"}}]
+    assert ran == []
+
+
+def test_v1_calls_that_may_wait_keep_the_1_0_form_and_the_order_of_their_connection(
+        v1: MakeV1, bus_factory: Callable[..., Bus]) -> None:
+    """Refused over max_waiting: in 1.0's form. A non-blocking get after the same
+    connection's send_message (whose receivers are slow) sees what that message stored."""
+    bus, port = serve(bus_factory, "tcp", max_waiting=1)
+    bus.subscribe("task:*", lambda message: time.sleep(0.2), weak=False)  # before the queue
+    client = v1("tcp", port)
+    token = client.connect_via_queue("task:*", 1000)
+    release = threading.Event()
+    bus.subscribe("hold:on", lambda message: release.wait(TIMEOUT), weak=False)
+    try:
+        client.sock.sendall(b'{"method": "ask", "params": {"identifier": "hold:on", "timeout": 10}'
+                            b', "id": 1}\n{"method": "ask", "params": {"identifier": "hold:on"}'
+                            b', "id": 2}\n')
+        refused = json.loads(client.reader.readline())
+        assert refused["id"] == 2 and "jsonrpc" not in refused and refused["result"] is None
+        assert refused["error"]["code"] == p.LIMIT_REACHED
+    finally:
+        release.set()
+    assert json.loads(client.reader.readline())["id"] == 1
+    sender = client.connect_oneway(1000)
+    client.sock.sendall(json.dumps({"method": "send_message", "params": [
+        sender, "task:x", [1], {}], "id": 3}).encode() + b"\n" + json.dumps(
+        {"method": "get", "params": [token, False, None], "id": 4}).encode() + b"\n")
+    sent, got = (json.loads(client.reader.readline()) for _ in range(2))
+    assert (sent["id"], sent["result"]) == (3, "ok")
+    assert (got["id"], got["result"]) == (4, ["task:x", [1], {}])
 
 
 # -- the pure parts -----------------------------------------------------------------------------
