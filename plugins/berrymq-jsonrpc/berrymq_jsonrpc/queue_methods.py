@@ -104,7 +104,8 @@ class QueueMethods(SessionTable):
         given = params.get(p.PARAM_SECRET)
         if secret is not None and not presents(given, secret):
             return None
-        session = self.sessions.get(params.get("token"))  # type: ignore[arg-type]
+        token = params.get("token")
+        session = self.sessions.get(token) if type(token) is str else None
         timeout = params.get("timeout")
         if (session is None or session.queue is None or params.get("block", True) is not True
                 or (timeout is not None and (type(timeout) not in (int, float)

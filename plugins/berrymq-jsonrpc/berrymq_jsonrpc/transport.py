@@ -30,7 +30,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import is_loopback, netloc, split_url
 from berrymq_jsonrpc.client import Channel, Link
 from berrymq_jsonrpc.connection import RemoteConnection
-from berrymq_jsonrpc.jsonrpc import invalid_params
+from berrymq_jsonrpc.jsonrpc import JsonRpcError, invalid_params
 from berrymq_jsonrpc.limits import (
     CALLBACK_CHECK,
     Admission,
@@ -313,7 +313,12 @@ class RemoteTransport(Transport):
     def interconnect(self, address: str, ttl: float) -> Connection:
         own = self._own_address()
         channel = self._channel(address)
-        session = self.service.open_session("interconnect", ttl, channel)
+        try:  # the session here that the peer's messages come in on
+            session = self.service.open_session("interconnect", ttl, channel)
+        except JsonRpcError as exc:  # a cap of this node's own (max_ttl, max_sessions)
+            channel.close()
+            detail = exc.data.get("detail") if isinstance(exc.data, dict) else exc.data
+            raise TransportError(f"cannot interconnect with {address}: {detail}") from None
         try:
             token = channel.call(p.METHOD_INTERCONNECT,
                                  {"addr": own, "token": session.token, "ttl": ttl})
@@ -390,6 +395,7 @@ def _deliver_what_came(timeout: float) -> None:
     lane's own (a receiver closing its bus), which would wait for themselves."""
     if io_loop.in_loop() or io_loop.lane.in_lane():
         return
+    deadline = time.monotonic() + timeout
     ran = threading.Event()
 
     async def mark() -> None:
@@ -399,5 +405,5 @@ def _deliver_what_came(timeout: float) -> None:
         io_loop.run(mark(), timeout)
     except (TimeoutError, RuntimeError):  # the lane full all along, or stopped
         return
-    ran.wait(timeout)
+    ran.wait(max(0.0, deadline - time.monotonic()))
 

@@ -295,6 +295,10 @@ def test_a_blocking_get_that_is_refused_needs_no_thread(
                 if type(reply) is list:
                     reply = reply[0]
                 assert reply["error"]["code"] == p.UNKNOWN_TOKEN, reply
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+            # a token that is no string at all (and cannot be looked up): Invalid params
+            send_request(sock, scheme, request("get", {"token": [1], "timeout": WAIT}))
+            assert Answers(sock, scheme).next()["error"]["code"] == p.INVALID_PARAMS
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

@@ -23,7 +23,7 @@ from probe_tools import tcp_call
 from prometheus_client.parser import text_string_to_metric_families
 
 from berrymq.bus import Bus
-from berrymq.errors import QueueFull, RemoteError
+from berrymq.errors import QueueFull, RemoteError, TransportError
 from berrymq.testing import free_port
 
 Factory = Callable[..., Bus]
@@ -170,6 +170,12 @@ def test_a_ttl_over_max_ttl_is_refused(bus_factory: Factory, scheme: str) -> Non
     client = bus_factory()
     with pytest.raises(RemoteError, match="max_ttl"):
         client.transport(scheme).connect_oneway(f"{scheme}://127.0.0.1:{port}", 1000)
+    # this node's own session of an interconnection is held to its own cap, named so
+    if scheme == "http":
+        client.transport("http").listen("http://127.0.0.1:0")
+    with pytest.raises(TransportError, match=r"ttl may be at most 86400 seconds \(setting max_ttl"):
+        client.transport(scheme).interconnect(f"{scheme}://127.0.0.1:{port}", 1e6)
+    assert not client.transport(scheme).service.sessions  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
