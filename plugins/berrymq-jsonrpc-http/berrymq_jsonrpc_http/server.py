@@ -217,11 +217,12 @@ class _ServerConnection:
             return self._refuse(404 if request.method == b"GET" else 405,
                                 "this address serves GET /, /status, /metrics, /network")
         if request.method != b"POST":
-            if request.method == b"GET" and monitor is not None:  # a path it does not serve
+            json_rpc = serves_path(target)
+            if request.method == b"GET" and monitor is not None and not json_rpc:
                 return self._refuse(404, "berryMQ answers GET of /, /status, /metrics, "
                                     "/network, and JSON-RPC at POST " + ", ".join(HTTP_PATHS))
-            if monitor is None:
-                return self._refuse(405, "berryMQ answers POST", [(b"Allow", b"POST")])
+            if monitor is None or (json_rpc and target.split("?")[0] != "/"):  # /JSON, ...
+                return self._refuse(405, "berryMQ answers POST here", [(b"Allow", b"POST")])
             return self._refuse(405, "berryMQ answers POST (and GET of /, /status, /metrics, "
                                 "/network)", [(b"Allow", b"GET, POST")])
         host = headers.get(b"host")

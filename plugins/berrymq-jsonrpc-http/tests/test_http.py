@@ -93,6 +93,9 @@ def test_a_get_of_a_path_without_a_page_is_404_and_other_methods_405(buses: Buse
     assert b"/status" in missing
     put = exchange(port, post(CALL, method="PUT"))
     assert put.startswith(b"HTTP/1.1 405 ") and b"Allow: GET, POST" in put, put
+    for path in ("/JSON", "/jsonrpc"):  # the original's JSON-RPC paths: POST only
+        get = exchange(port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        assert get.startswith(b"HTTP/1.1 405 ") and b"Allow: POST\r\n" in get, get
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(buses: Buses) -> None:
