@@ -166,8 +166,7 @@ class Bus(Subscribing, NodeSide):
 
         Done when the bus is created unless it was made with ``start=False``. The plugins'
         hooks run in the calling thread, outside the bus's lock; another thread calling
-        ``start`` meanwhile returns when they are done. A closed bus stays closed: nothing
-        is started, and no plugin joins it.
+        ``start`` meanwhile returns when they are done. A closed bus stays closed.
         """
         if self._closed:
             return

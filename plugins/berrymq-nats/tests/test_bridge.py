@@ -199,21 +199,29 @@ def test_closing_a_bus_stops_its_bridge_not_the_loop(nats_server: Any, make_bus:
     assert got.wait(1)[0].args == ("after",)
 
 
+def read_backlog(url: str, make_bus: MakeBus, receiver: Callable[[Message], object],
+                 count: int) -> Bus:
+    """A bus whose bridge has read ``count`` messages of ``slow:*`` from NATS, sent by
+    another bus (and confirmed by its flush), that ``receiver`` works through."""
+    sender, receiving = make_bus("sender"), make_bus("receiver")
+    receiving.subscribe("slow:*", receiver, weak=False)
+    from_nats = bridge_of(receiving, url)
+    settle(from_nats)
+    to_nats = bridge_of(sender, url)
+    for i in range(count):
+        sender.twitter("slow:x", i)
+    assert to_nats.flush(30)
+    wait_until(lambda: from_nats.inbound.gathered == count, what="the bridge to read them")
+    return receiving
+
+
 def test_what_a_bridge_read_is_delivered_before_its_bus_closes(
         nats_server: Any, make_bus: MakeBus) -> None:
     """The sender's flush said every message arrived; the receiving bus is closed while
     its slow receiver works through them: it gets them all before close() returns."""
-    sender, receiver = make_bus("sender"), make_bus("receiver")
     got: list[int] = []
-    receiver.subscribe("slow:*", lambda message: (time.sleep(0.002), got.append(1)),
-                       weak=False)
-    from_nats = bridge_of(receiver, nats_server.url)
-    settle(from_nats)
-    to_nats = bridge_of(sender, nats_server.url)
-    for i in range(300):
-        sender.twitter("slow:x", i)
-    assert to_nats.flush(30)
-    wait_until(lambda: from_nats.inbound.gathered == 300, what="the bridge to read them")
+    receiver = read_backlog(nats_server.url, make_bus,
+                            lambda message: (time.sleep(0.002), got.append(1)), 300)
     receiver.close()
     assert len(got) == 300 and receiver.losses.total == 0
 
@@ -222,18 +230,11 @@ def test_what_comes_to_a_closed_bus_is_counted_as_lost(
         nats_server: Any, make_bus: MakeBus, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the bound of close()'s wait, the rest is dropped, each counted and told."""
     monkeypatch.setattr(bridge_module, "CLOSE_DELIVERY_WAIT", 0.05)
-    sender, receiver = make_bus("sender"), make_bus("receiver")
     release = threading.Event()
     got: list[int] = []
-    receiver.subscribe("slow:*", lambda message: (release.wait(30), got.append(1)), weak=False)
-    from_nats = bridge_of(receiver, nats_server.url)
-    settle(from_nats)
-    to_nats = bridge_of(sender, nats_server.url)
-    for i in range(50):
-        sender.twitter("slow:x", i)
-    assert to_nats.flush(30)
     # all read: the first held by its receiver, the rest queued for the lane
-    wait_until(lambda: from_nats.inbound.gathered == 50, what="the bridge to read them")
+    receiver = read_backlog(nats_server.url, make_bus,
+                            lambda message: (release.wait(30), got.append(1)), 50)
     receiver.close()  # the first receiver still holds the lane
     release.set()
     io_loop.lane.wait_idle(30)
