@@ -39,7 +39,7 @@ from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.wire import ParseError, dumps, encode_message, loads
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import netloc
-from berrymq_jsonrpc.jsonrpc import Dispatcher, invalid_params
+from berrymq_jsonrpc.jsonrpc import Dispatcher, error_v1, invalid_params
 from berrymq_jsonrpc.limits import CALLBACK_CHECK, unreachable
 from berrymq_jsonrpc.outbox import NOT_SENT, Outbox
 from berrymq_jsonrpc.params import host_port_pair
@@ -134,13 +134,6 @@ def render_v1(answer: dict[str, Any]) -> dict[str, Any]:
     return {"result": answer.get("result"), "error": answer.get("error"), "id": answer.get("id")}
 
 
-def _error_v1(code: int, message: str, request_id: Any, data: Any = None) -> bytes:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    return dumps({"result": None, "error": error, "id": request_id}).encode()
-
-
 def answer_v1(service: Service, request: dict[str, Any], context: Any) -> bytes | None:
     """Answer one JSON-RPC 1.0 request (an object without a ``jsonrpc`` member; in a
     batch, a 2.0 feature, such a member is an Invalid Request) in 1.0 form; None when it
@@ -148,7 +141,7 @@ def answer_v1(service: Service, request: dict[str, Any], context: Any) -> bytes 
     the original's client sends every call so and waits for the answer."""
     request_id = request.get("id")
     if service.requires_secret:
-        return _error_v1(p.UNAUTHORISED, p.APPLICATION_ERRORS[p.UNAUTHORISED], request_id,
+        return error_v1(p.UNAUTHORISED, p.APPLICATION_ERRORS[p.UNAUTHORISED], request_id,
                          _NO_SECRET)
     v2 = to_v2(request)
     if v2.get("method") == p.METHOD_INTERCONNECT:

@@ -59,6 +59,7 @@ __all__ = [
     "Method",
     "app_error",
     "error_answer",
+    "error_v1",
     "error_object",
     "internal_error",
     "invalid_params",
@@ -121,14 +122,20 @@ def error_answer(request: Any, code: int, message: str, data: Any = None) -> byt
     or for each member of a batch that has an ``id``; None when nothing is to be answered
     (notifications). A JSON-RPC 1.0 request (no ``jsonrpc`` member) gets 1.0's form."""
     if type(request) is dict and "jsonrpc" not in request and "id" in request:
-        error = error_object(code, message, None, data)["error"]
-        return dumps({"result": None, "error": error, "id": request["id"]}).encode()
+        return error_v1(code, message, request["id"], data)
     members = request if type(request) is list else [request]
     errors = [error_object(code, message, member.get("id"), data)
               for member in members if type(member) is dict and "id" in member]
     if not errors:
         return None
     return dumps(errors if type(request) is list else errors[0]).encode()
+
+
+def error_v1(code: int, message: str, request_id: Any, data: Any = None) -> bytes:
+    """A JSON-RPC 1.0 error response (the original berryMQ's dialect): ``result`` null,
+    the error object, the request's ``id``."""
+    error = error_object(code, message, None, data)["error"]
+    return dumps({"result": None, "error": error, "id": request_id}).encode()
 
 
 def internal_error(request: Any) -> bytes | None:
