@@ -46,7 +46,7 @@ from berrymq_jsonrpc.queue_methods import QueueMethods
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sessions import WAITS, Session, refusal_data
 from berrymq_jsonrpc.stats import peer_label
-from berrymq_jsonrpc.waiting import QUICK_METHODS, answer_batch
+from berrymq_jsonrpc.waiting import QUICK_METHODS, answer_batch, is_nonblocking_get
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -189,10 +189,7 @@ class Service(QueueMethods):
         method = request.get("method")
         if type(method) is not str:
             return False
-        if method in QUICK_METHODS:
-            return True
-        params = p.named_params(method, request.get("params", {}))
-        return method == p.METHOD_GET and params is not None and params.get("block") is False
+        return method in QUICK_METHODS or is_nonblocking_get(method, request)
 
     def answer_at_once(self, request: Any, context: Any
                        ) -> tuple[bytes | None, list[Callable[[], object]]]:

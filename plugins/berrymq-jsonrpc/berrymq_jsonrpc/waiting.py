@@ -28,7 +28,7 @@ from berrymq_jsonrpc.jsonrpc import validate_request
 if TYPE_CHECKING:
     from berrymq_jsonrpc.service import Service
 
-__all__ = ["QUICK_METHODS", "SLOW_METHODS", "answer_batch", "may_wait"]
+__all__ = ["QUICK_METHODS", "SLOW_METHODS", "answer_batch", "is_nonblocking_get", "may_wait"]
 
 #: Methods that may wait (a blocking ``get``, receivers answering ``ask``): answered beside
 #: the other requests, never on the delivery lane, where they would hold up every
@@ -63,8 +63,16 @@ def may_wait(request: Any, *, in_batch: bool = False) -> bool:
             validate_request(request)
         except ValueError:
             return False
+    return not is_nonblocking_get(method, request)
+
+
+def is_nonblocking_get(method: str, request: dict[str, Any]) -> bool:
+    """Whether ``request`` is a ``get`` with ``block`` false, by name or by position (it
+    never waits, as ``get_nowait``)."""
+    if method != p.METHOD_GET:
+        return False
     params = p.named_params(method, request.get("params", {}))
-    return not (method == p.METHOD_GET and params is not None and params.get("block") is False)
+    return params is not None and params.get("block") is False
 
 
 async def answer_batch(service: Service, batch: list[Any], context: Any,
