@@ -66,7 +66,7 @@ def ask_timeout(request: Any) -> float | None:
     number >= 0, by name or by position), else None: a timer is armed for these only."""
     if type(request) is not dict or request.get("method") != p.METHOD_ASK:
         return None
-    if "jsonrpc" not in request:  # JSON-RPC 1.0: no timer (see the module)
+    if p.is_v1(request):  # JSON-RPC 1.0: no timer (see the module)
         return None
     params = p.named_params(p.METHOD_ASK, request.get("params"))
     timeout = params.get("timeout") if params is not None else None

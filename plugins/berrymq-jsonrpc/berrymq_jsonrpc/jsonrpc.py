@@ -121,7 +121,7 @@ def error_answer(request: Any, code: int, message: str, data: Any = None) -> byt
     """The answer to ``request`` (parsed) when it is not run: the error ``code`` for it,
     or for each member of a batch that has an ``id``; None when nothing is to be answered
     (notifications). A JSON-RPC 1.0 request (no ``jsonrpc`` member) gets 1.0's form."""
-    if type(request) is dict and "jsonrpc" not in request and "id" in request:
+    if p.is_v1(request) and "id" in request:
         return error_v1(code, message, request["id"], data)
     members = request if type(request) is list else [request]
     errors = [error_object(code, message, member.get("id"), data)

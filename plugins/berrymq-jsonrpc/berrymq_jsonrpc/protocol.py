@@ -113,6 +113,7 @@ __all__ = [
     "TOO_LARGE",
     "UNAUTHORISED",
     "UNKNOWN_TOKEN",
+    "is_v1",
     "named_params",
     "proposable_token",
 ]
@@ -243,6 +244,13 @@ POSITIONAL_PARAMS: dict[str, tuple[str, ...]] = {
     METHOD_ASK: ("identifier", "args", "kwargs", "timeout"),
     METHOD_NETWORK: ("token",),
 }
+
+
+def is_v1(request: Any) -> bool:
+    """Whether ``request`` (parsed) is one JSON-RPC 1.0 call: an object without a
+    ``jsonrpc`` member, as the original berryMQ's clients send. Such a call is answered in
+    1.0's form (:mod:`berrymq_jsonrpc.dialect`); a batch is 2.0 only."""
+    return type(request) is dict and "jsonrpc" not in request
 
 
 def named_params(method: str, params: Any) -> dict[str, Any] | None:

@@ -154,7 +154,7 @@ class Service(QueueMethods):
 
     def handle_parsed(self, request: Any, context: Any = None) -> bytes | None:
         """Answer a parsed request or batch; None when nothing is to be answered."""
-        if type(request) is dict and "jsonrpc" not in request:
+        if p.is_v1(request):
             # JSON-RPC 1.0 (no "jsonrpc" member) and the original berryMQ's dialect
             # (issue 11): dialect.py normalises, dispatches and answers in 1.0 form.
             return answer_v1(self, request, context)
@@ -165,8 +165,8 @@ class Service(QueueMethods):
         may answer before its message is delivered: JSON-RPC 2.0, one call, and a message
         that nothing can refuse (see :meth:`berrymq.Bus.may_refuse`), so the answer says
         all the delivery could. A malformed one is answered at once with its error."""
-        if type(request) is not dict or request.get("method") != p.METHOD_SEND_MESSAGE \
-                or "jsonrpc" not in request:
+        if type(request) is not dict or p.is_v1(request) \
+                or request.get("method") != p.METHOD_SEND_MESSAGE:
             return False
         params = request.get("params")
         if type(params) is not dict or type(params.get("identifier")) is not str:
@@ -184,7 +184,7 @@ class Service(QueueMethods):
         connection handed to the delivery lane before is still to run (the order a client
         sees on one connection is kept). Calls of other methods are answered in order on
         the lane, behind whatever receivers run there."""
-        if type(request) is not dict or "jsonrpc" not in request:
+        if type(request) is not dict or p.is_v1(request):
             return False
         method = request.get("method")
         if type(method) is not str:
@@ -321,8 +321,8 @@ class Service(QueueMethods):
         a batch is answered member by member (:func:`~berrymq_jsonrpc.waiting.answer_batch`)."""
         if type(request) is list:
             return await answer_batch(self, request, context, ended)
-        if (type(request) is dict and request.get("method") == p.METHOD_GET
-                and "jsonrpc" in request):  # (1.0: answered in its form, on a thread)
+        if (type(request) is dict and not p.is_v1(request)
+                and request.get("method") == p.METHOD_GET):  # (1.0: answered in its form, on a thread)
             reply = await self.get_waiting(request, ended)
             if reply is not None:
                 return reply

@@ -55,7 +55,7 @@ def may_wait(request: Any, *, in_batch: bool = False) -> bool:
     method = request.get("method")
     if type(method) is not str or method not in SLOW_METHODS:
         return False
-    if "jsonrpc" not in request:
+    if p.is_v1(request):
         if in_batch:
             return False
     else:
