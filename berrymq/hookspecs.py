@@ -62,7 +62,9 @@ def berrymq_declare_settings(schema: SettingsSchema) -> None:
     the keys of the plugin's table in the settings file, so that unknown keys and wrong
     types are reported with the file and line.
 
-    :param schema: call ``schema.add(plugin_name, key=type, ...)``.
+    :param schema: call ``schema.add(plugin_name, key=type, ...)``, and
+        ``schema.add_check(plugin_name, key, check)`` where a value of the right type may
+        still be wrong (``check(value)`` returns the problem, or None).
     """
 
 

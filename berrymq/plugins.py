@@ -226,7 +226,8 @@ class PluginHost:
         hook.berrymq_declare_settings(schema=self.schema)
         for name in active_names:
             if name in settings.tables:
-                check_table(settings, name, self.schema.tables.get(name, {}))
+                check_table(settings, name, self.schema.tables.get(name, {}),
+                            self.schema.checks.get(name))
         hook.berrymq_register_transports(registry=self.transports)
         hook.berrymq_register_receivers(registry=self.receivers)
         hook.berrymq_register_sources(registry=self.sources)

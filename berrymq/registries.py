@@ -16,6 +16,7 @@ __all__ = [
     "Kind",
     "ReceiverKind",
     "ReceiverRegistry",
+    "SettingCheck",
     "SettingsSchema",
     "SourceRegistry",
     "StatusReport",
@@ -24,6 +25,9 @@ __all__ = [
 ]
 
 TransportFactory = Callable[["Bus", Mapping[str, Any]], "Transport"]
+#: A check of a setting's value beyond its type: the problem (``"must be a positive
+#: number, got 0"``, read after ``plugin.key``), or None when the value is good.
+SettingCheck = Callable[[Any], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -113,13 +117,21 @@ class SourceRegistry(_NamedRegistry):
 
 @dataclass
 class SettingsSchema:
-    """The keys each plugin accepts in its table of the settings file, with their types."""
+    """The keys each plugin accepts in its table of the settings file, with their types
+    and the checks of their values: a plugin's table is checked whole when the plugins
+    load, so that ``berrymq plugins`` and the first use of the plugin agree."""
 
     tables: dict[str, dict[str, type | tuple[type, ...]]] = field(default_factory=dict)
+    checks: dict[str, dict[str, SettingCheck]] = field(default_factory=dict)
 
     def add(self, plugin: str, **keys: type | tuple[type, ...]) -> None:
         """Declare ``key=type`` pairs for ``[berrymq.<plugin>]``."""
         self.tables.setdefault(plugin, {}).update(keys)
+
+    def add_check(self, plugin: str, key: str, check: SettingCheck) -> None:
+        """Check the value of ``key`` (once its type is right) with ``check``, which
+        returns the problem or None; a problem is an error naming the file and line."""
+        self.checks.setdefault(plugin, {})[key] = check
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,8 +189,10 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
     )
 
 
-def check_table(settings: Settings, plugin: str, schema: Mapping[str, type | tuple[type, ...]]) -> None:
-    """Raise a :class:`SettingsError` for an unknown key or a wrong type in a plugin's table."""
+def check_table(settings: Settings, plugin: str, schema: Mapping[str, type | tuple[type, ...]],
+                checks: Mapping[str, Callable[[Any], str | None]] | None = None) -> None:
+    """Raise a :class:`SettingsError` for an unknown key, a wrong type or a value that its
+    check (``checks``, by key) refuses in a plugin's table."""
     for key, value in settings.table(plugin).items():
         expected = schema.get(key)
         if expected is None:
@@ -204,6 +206,10 @@ def check_table(settings: Settings, plugin: str, schema: Mapping[str, type | tup
                 key,
                 plugin,
             )
+        check = checks.get(key) if checks else None
+        problem = check(value) if check is not None else None
+        if problem is not None:
+            raise settings.error(f"{plugin}.{key} {problem}", key, plugin)
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:

@@ -21,6 +21,7 @@ from berrymq import (
 )
 from berrymq.hookspecs import hookimpl
 from berrymq.plugins import PluginHost
+from berrymq.registries import SettingsSchema
 from berrymq.settings import Settings, find_settings, load_settings
 
 
@@ -172,6 +173,27 @@ def test_unknown_key_in_plugin_table_is_checked_against_declared_keys(in_tmp: Pa
         PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
     error = _error(in_tmp, "[berrymq]\n\n[berrymq.local]\nbogus_key = 1\n")  # declares none
     assert "unknown key 'bogus_key' for plugin 'local'" in str(error) and error.line == 4
+
+
+def test_a_value_refused_by_its_declared_check_is_named_with_its_line(in_tmp: Path) -> None:
+    class Declares:
+        @hookimpl
+        def berrymq_declare_settings(self, schema: SettingsSchema) -> None:
+            schema.add("declarer", count=int, path=str)
+            schema.add_check("declarer", "count",
+                             lambda value: None if value > 0 else f"must be above 0, got {value}")
+
+    path = in_tmp / "berrymq.toml"
+    path.write_text('[berrymq.declarer]\npath = "x"\ncount = 2\n')
+    host = PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
+    assert host.settings_for("declarer") == {"path": "x", "count": 2}
+    path.write_text('[berrymq.declarer]\npath = "x"\ncount = 0\n')
+    with pytest.raises(SettingsError, match="declarer.count must be above 0, got 0") as info:
+        PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
+    assert info.value.line == 3
+    path.write_text('[berrymq.declarer]\ncount = "none"\n')  # the type is checked first
+    with pytest.raises(SettingsError, match="declarer.count must be an integer"):
+        PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
 
 
 def test_pyproject_errors_name_the_tool_table(in_tmp: Path) -> None:

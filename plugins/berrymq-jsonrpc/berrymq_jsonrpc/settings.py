@@ -60,7 +60,8 @@ from typing import Any
 from berrymq.registries import SettingsSchema
 from berrymq.settings import Settings
 
-__all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "declare_settings", "read_hosts", "read_number"]
+__all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "cidr_blocks", "declare_settings", "positive_number",
+           "read_hosts", "read_number"]
 
 #: Seconds a client waits to connect and for a reply (setting ``timeout``), and a sender
 #: for room in a full outbox (``outbox_wait``).
@@ -91,8 +92,34 @@ SETTINGS: dict[str, type | tuple[type, ...]] = {
 
 
 def declare_settings(schema: SettingsSchema, plugin: str) -> None:
-    """Declare the settings table every JSON-RPC transport plugin accepts."""
+    """Declare the settings table every JSON-RPC transport plugin accepts: the keys, their
+    types, and the checks of their values (every number is positive, ``callback_hosts``
+    holds no bad CIDR block), so that a bad value is named when the plugins load."""
     schema.add(plugin, **SETTINGS)
+    for name, kind in SETTINGS.items():
+        if kind is int or kind == (int, float):
+            schema.add_check(plugin, name, positive_number)
+    schema.add_check(plugin, "callback_hosts", cidr_blocks)
+
+
+def positive_number(value: Any) -> str | None:
+    """The problem with a number setting's ``value`` (see :func:`declare_settings`)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        return f"must be a positive number, got {value!r}"
+    return None
+
+
+def cidr_blocks(hosts: Any) -> str | None:
+    """The problem with ``callback_hosts``: host names, addresses and CIDR blocks, where an
+    entry with a ``/`` that is no CIDR block is refused rather than taken for a host name."""
+    for entry in hosts:
+        text = str(entry).strip().strip("[]")
+        if "/" in text:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                return f"holds {entry!r}, which is not a CIDR block (such as 10.0.0.0/8)"
+    return None
 
 
 def read_number(settings: Mapping[str, Any], name: str, default: float, plugin: str,
@@ -100,30 +127,24 @@ def read_number(settings: Mapping[str, Any], name: str, default: float, plugin: 
     """The setting ``name`` of ``plugin``'s table, a positive number; ``default`` when it
     is not set. Otherwise a :class:`~berrymq.SettingsError` naming the setting (with the
     file and line of ``source``, the settings the table came from), or a ValueError
-    without a ``source``."""
+    without a ``source`` (settings given in code, not read from a file)."""
     value = settings.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise _invalid(f"{plugin}.{name} must be a positive number, got {value!r}", name,
-                       plugin, source)
-    return value
+    problem = positive_number(value)
+    if problem is not None:
+        raise _invalid(f"{plugin}.{name} {problem}", name, plugin, source)
+    return float(value) if type(value) is float else int(value)
 
 
 def read_hosts(settings: Mapping[str, Any], name: str, plugin: str,
                source: Settings | None = None) -> list[str] | None:
-    """The setting ``name`` (``callback_hosts``): host names, addresses and CIDR blocks;
-    None when it is not set. An entry with a ``/`` that is no CIDR block is refused as
-    :func:`read_number` refuses a number, rather than taken for a host name."""
+    """The setting ``name`` (``callback_hosts``), checked by :func:`cidr_blocks`; None when
+    it is not set."""
     hosts = settings.get(name)
     if hosts is None:
         return None
-    for entry in hosts:
-        text = str(entry).strip().strip("[]")
-        if "/" in text:
-            try:
-                ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                raise _invalid(f"{plugin}.{name}: {entry!r} is not a CIDR block (such as "
-                               "10.0.0.0/8)", name, plugin, source) from None
+    problem = cidr_blocks(hosts)
+    if problem is not None:
+        raise _invalid(f"{plugin}.{name} {problem}", name, plugin, source)
     return [str(entry) for entry in hosts]
 
 

@@ -141,7 +141,7 @@ def test_listen_bad_or_local_pattern(tmp_path: Path) -> None:
     ("jsonrpc-http", "max_connections = -5",
      "jsonrpc-http.max_connections must be a positive number, got -5"),
     ("jsonrpc-tcp", 'callback_hosts = ["10.0.0.0/99"]',
-     "jsonrpc-tcp.callback_hosts: '10.0.0.0/99' is not a CIDR block"),
+     "jsonrpc-tcp.callback_hosts holds '10.0.0.0/99', which is not a CIDR block"),
 ])
 def test_a_bad_value_in_a_transport_table_names_the_file_and_line(
         tmp_path: Path, table: str, line: str, expected: str) -> None:
@@ -149,6 +149,8 @@ def test_a_bad_value_in_a_transport_table_names_the_file_and_line(
     settings.write_text(f"[berrymq]\n\n[berrymq.{table}]\n{line}\n")
     error = one_error_line(run("serve", "--tcp", "0", "--http", "0", cwd=tmp_path))
     assert f"{settings}:4: {expected}" in error
+    # berrymq plugins, which reports which settings file applies, checks the values too
+    assert f"{settings}:4: {expected}" in one_error_line(run("plugins", cwd=tmp_path))
 
 
 def test_address_without_scheme(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from berrymq.errors import QueueFull, TransportError
 from berrymq_nats.subjects import DEFAULT_PREFIX, check_prefix
 
-__all__ = ["BrokerBufferFull", "BrokerOptions"]
+__all__ = ["NUMBER_OPTIONS", "BrokerBufferFull", "BrokerOptions", "option_problem"]
 
 _STRINGS = frozenset({"token", "user", "password", "credentials", "name", "subject_prefix"})
 _SECONDS = frozenset({"connect_timeout", "reconnect_wait", "ask_gather", "send_timeout"})
@@ -112,23 +112,32 @@ def _check(key: str, value: Any) -> Any:
         if key == "credentials":
             check_credentials(value)
         return value
+    if key in _INTEGERS and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"NATS option {key} must be an integer, got {value!r}")
+    problem = option_problem(key, value)
+    if problem is not None:
+        raise ValueError(f"NATS option {key} {problem}")
+    return float(value) if key in _SECONDS else value
+
+
+def option_problem(key: str, value: Any) -> str | None:
+    """The problem with the value of a number option ``key`` (an integer option's value
+    is an int), or None: also the settings file's check of ``[berrymq.nats]``."""
     if key in _SECONDS:
         if (isinstance(value, bool) or not isinstance(value, (int, float))
                 or not 0 < value < math.inf):  # NaN and infinity too: nats-py overflows
-            raise ValueError(f"NATS option {key} must be a positive, finite number of "
-                             f"seconds, got {value!r}")
-        return float(value)
-    if key in _INTEGERS:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"NATS option {key} must be an integer, got {value!r}")
-        if key == "max_reconnect_attempts":
-            if value == 0 or value < -1:
-                raise ValueError(
-                    f"NATS option {key} must be -1 (never give up) or 1 or more, got {value}"
+            return f"must be a positive, finite number of seconds, got {value!r}"
+    elif key == "max_reconnect_attempts":
+        if value == 0 or value < -1:
+            return (f"must be -1 (never give up) or 1 or more, got {value}"
                     + (" (nats-py would read 0 as never giving up)" if value == 0 else ""))
-        elif value < 0:
-            raise ValueError(f"NATS option {key} must be 0 or more, got {value}")
-    return value
+    elif key in _INTEGERS and value < 0:
+        return f"must be 0 or more, got {value}"
+    return None
+
+
+#: The options whose values :func:`option_problem` checks.
+NUMBER_OPTIONS = _SECONDS | _INTEGERS
 
 
 def check_credentials(path: str) -> None:

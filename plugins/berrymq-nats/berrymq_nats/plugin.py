@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING
 
 from berrymq.hookspecs import hookimpl
+from berrymq_nats.options import NUMBER_OPTIONS, option_problem
 from berrymq_nats.transport import NatsTransport, transport_of
 
 if TYPE_CHECKING:
@@ -46,6 +48,8 @@ def berrymq_declare_settings(schema: SettingsSchema) -> None:
         ask_gather=_number,
         name=str,
     )
+    for key in sorted(NUMBER_OPTIONS):
+        schema.add_check(PLUGIN, key, functools.partial(option_problem, key))
 
 
 @hookimpl

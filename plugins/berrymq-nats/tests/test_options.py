@@ -4,6 +4,7 @@ the settings file and its line."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -51,14 +52,21 @@ def test_seconds_are_positive_and_finite(key: str, value: float) -> None:
         BrokerOptions.build("nats://127.0.0.1:1", {key: value})
 
 
-def test_an_infinite_time_in_the_settings_file_is_named_with_its_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("line", "expected"), [
+    ("connect_timeout = inf", "nats.connect_timeout must be a positive, finite number"),
+    ("max_reconnect_attempts = 0", "nats.max_reconnect_attempts must be -1 (never give up)"),
+    ("buffer_limit = -3", "nats.buffer_limit must be 0 or more, got -3"),
+])
+def test_a_bad_value_in_the_settings_file_is_named_with_its_line_when_plugins_load(
+        tmp_path: Path, line: str, expected: str) -> None:
+    """Checked when the plugins load (as ``berrymq plugins`` loads them), not first when a
+    bus joins NATS."""
     config = tmp_path / "berrymq.toml"
-    config.write_text('[berrymq.nats]\nservers = ["nats://127.0.0.1:1"]\n'
-                      "connect_timeout = inf\n", encoding="utf-8")
-    host = PluginHost(load_settings(config), entry_points=False,
-                      extra_plugins=[("nats", nats_plugin)])
-    with pytest.raises(SettingsError, match="connect_timeout must be a positive, finite") as info:
-        Bus(name="inf", plugins=host)  # a bus joins NATS as it starts: the value is read then
+    config.write_text(f'[berrymq.nats]\nservers = ["nats://127.0.0.1:1"]\n{line}\n',
+                      encoding="utf-8")
+    with pytest.raises(SettingsError, match=re.escape(expected)) as info:
+        PluginHost(load_settings(config), entry_points=False,
+                   extra_plugins=[("nats", nats_plugin)])
     assert "berrymq.toml:3: " in str(info.value), info.value
 
 
