@@ -30,7 +30,7 @@ from berrymq.default import get_bus
 from berrymq.demo import run_demo
 from berrymq.errors import BerryMQError, PluginNotAvailable, SettingsError
 from berrymq.network import describe, render
-from berrymq.plugins import KNOWN_SCHEMES, get_plugin_host
+from berrymq.plugins import KNOWN_COMMANDS, KNOWN_SCHEMES, get_plugin_host
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "URL_ENV_VAR", "Command", "Commands",
            "UsageError", "add_json_option", "build_parser", "exit_status", "main", "node_url",
@@ -234,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     :raises berrymq.BerryMQError: the settings file is wrong (the plugins load first).
     """
+    return _parser_and_commands()[0]
+
+
+def _parser_and_commands() -> tuple[argparse.ArgumentParser, Commands]:
     parser = argparse.ArgumentParser(
         prog="berrymq", description="berryMQ: a programmer-friendly message library.",
         epilog=EPILOG, formatter_class=HelpFormatter,
@@ -252,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_option(p, "the description itself (receivers, queues, connections) as one "
                        "JSON object instead of a picture")
     get_plugin_host().register_commands(commands)
-    return parser
+    return parser, commands
 
 
 def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> int:
@@ -260,18 +264,32 @@ def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> i
     for arg in unknown:
         scheme = arg[2:].partition("=")[0] if arg.startswith("--") else ""
         if scheme in KNOWN_SCHEMES:
-            plugin, distribution = KNOWN_SCHEMES[scheme]
-            print(f"berrymq: error: {arg.partition('=')[0]} comes from the plugin {plugin!r}, "
-                  f"which is not active: install it (pip install {distribution}) or enable "
-                  "it (berrymq plugins says why it is off)", file=sys.stderr)
+            hint = get_plugin_host().how_to_get(*KNOWN_SCHEMES[scheme])
+            print(f"berrymq: error: {arg.partition('=')[0]} comes from the plugin "
+                  f"{KNOWN_SCHEMES[scheme][0]!r}, which is not active: {hint}", file=sys.stderr)
             return EXIT_USAGE
     parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+
+
+def _refuse_absent_command(argv: Sequence[str], commands: Commands) -> None:
+    """A :class:`UsageError` saying what to do to have the command of ``argv`` when it is
+    one that berryMQ's own plugins add (``serve``, ``send``...) and none of them is active."""
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command is None or command not in KNOWN_COMMANDS or command in commands.names():
+        return
+    host = get_plugin_host()
+    plugins = KNOWN_COMMANDS[command]
+    names = " or ".join(repr(plugin) for plugin, _ in plugins)
+    hints = "; or ".join(host.how_to_get(plugin, distribution) for plugin, distribution in plugins)
+    raise UsageError(f"the command {command!r} comes from the plugin {names}, and none is "
+                     f"active: {hints}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``berrymq`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     try:
-        parser = build_parser()
+        parser, commands = _parser_and_commands()
+        _refuse_absent_command(sys.argv[1:] if argv is None else argv, commands)
     except BerryMQError as exc:
         print(f"berrymq: error: {exc}", file=sys.stderr)
         return exit_status(exc)

@@ -44,6 +44,7 @@ __all__ = [
     "CORE_DISTRIBUTION",
     "CORE_RECEIVERS",
     "ENTRY_POINT_GROUP",
+    "KNOWN_COMMANDS",
     "KNOWN_SCHEMES",
     "PluginHost",
     "PluginInfo",
@@ -98,6 +99,13 @@ KNOWN_SCHEMES: dict[str, tuple[str, str]] = {
     "tcp": ("jsonrpc-tcp", "berrymq-jsonrpc-tcp"),
     "nats": ("nats", "berrymq-nats"),
 }
+
+#: The commands of ``berrymq`` that plugins distributed with berryMQ add, and the plugins
+#: (entry point, distribution) that add them: named when none of them is active.
+KNOWN_COMMANDS: dict[str, tuple[tuple[str, str], ...]] = dict.fromkeys(
+    ("serve", "send", "listen", "status"),
+    (("jsonrpc-tcp", "berrymq-jsonrpc-tcp"), ("jsonrpc-http", "berrymq-jsonrpc-http")),
+)
 
 #: Comma-separated plugin names that are never loaded, whatever the settings say.
 BLOCK_ENV_VAR = "BERRYMQ_BLOCK_PLUGINS"
@@ -280,18 +288,22 @@ class PluginHost:
     def is_active(self, name: str) -> bool:
         return self.pm.get_plugin(name) is not None
 
-    def _unavailable(self, what: str, plugin: str, distribution: str) -> PluginNotAvailable:
+    def how_to_get(self, plugin: str, distribution: str) -> str:
+        """What to do to have ``plugin`` (of ``distribution``) active: install it, or
+        enable it where the settings file turned it off."""
         info = next((i for i in self._infos if i.name == plugin), None)
         if info is None:
             source = "." if distribution == "berrymq" else f"./plugins/{distribution}"
             if distribution.startswith("berrymq-jsonrpc-"):  # needs the protocol library beside it
                 source = f"./plugins/berrymq-jsonrpc {source}"
-            hint = f"install the plugin {plugin!r} (in a berryMQ checkout: pip install {source})"
-        else:
-            hint = f"plugin {plugin!r} is installed but not active ({info.reason}); enable it"
-            if self.settings.path is not None:
-                hint += f" in {self.settings.path}"
-        return PluginNotAvailable(what, plugin, hint)
+            return f"install the plugin {plugin!r} (in a berryMQ checkout: pip install {source})"
+        hint = f"plugin {plugin!r} is installed but not active ({info.reason}); enable it"
+        if self.settings.path is not None:
+            hint += f" in {self.settings.path}"
+        return hint
+
+    def _unavailable(self, what: str, plugin: str, distribution: str) -> PluginNotAvailable:
+        return PluginNotAvailable(what, plugin, self.how_to_get(plugin, distribution))
 
     def create_transport(self, scheme: str, bus: Bus) -> Transport:
         """Make the transport for ``scheme`` on ``bus``, or say which plugin is missing."""

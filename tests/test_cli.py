@@ -132,7 +132,32 @@ def test_a_plugin_adds_a_command_through_berrymq_register_commands(
 
 def test_without_the_transport_plugins_there_is_no_serve(tmp_path: Path) -> None:
     env = {**os.environ, "BERRYMQ_BLOCK_PLUGINS": "jsonrpc-tcp,jsonrpc-http"}
-    result = run("serve", cwd=tmp_path, env=env)
-    assert result.returncode == 2 and "invalid choice: 'serve'" in result.stderr
+    for command in ("serve", "send", "listen", "status"):  # named with what to do
+        result = run(command, cwd=tmp_path, env=env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(
+            f"berrymq: error: the command {command!r} comes from the plugin 'jsonrpc-tcp' "
+            "or 'jsonrpc-http', and none is active: plugin 'jsonrpc-tcp' is installed but "
+            "not active (blocked by BERRYMQ_BLOCK_PLUGINS)"), result.stderr
+    result = run("sevre", cwd=tmp_path, env=env)  # any other word: argparse's own error
+    assert result.returncode == 2 and "invalid choice: 'sevre'" in result.stderr
     result = run("graph", "--format", "mermaid", cwd=tmp_path, env=env)
     assert result.returncode == 0 and result.stdout.startswith("flowchart LR")
+
+
+def test_an_option_of_an_inactive_transport_says_how_to_have_it(tmp_path: Path) -> None:
+    (tmp_path / "berrymq.toml").write_text('[berrymq]\nplugins = ["local", "jsonrpc-tcp"]\n')
+    result = run("serve", "--http", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "berrymq: error: --http comes from the plugin 'jsonrpc-http', which is not active: "
+        "plugin 'jsonrpc-http' is installed but not active (not in the plugins list in "
+        f"{tmp_path / 'berrymq.toml'}); enable it in {tmp_path / 'berrymq.toml'}")
+
+
+def test_how_to_get_a_plugin_that_is_not_installed() -> None:
+    """No package index serves the plugins: the hint is a pip install from a checkout."""
+    host = PluginHost(Settings())
+    assert host.how_to_get("jsonrpc-zmq", "berrymq-jsonrpc-zmq") == (
+        "install the plugin 'jsonrpc-zmq' (in a berryMQ checkout: pip install "
+        "./plugins/berrymq-jsonrpc ./plugins/berrymq-jsonrpc-zmq)")
