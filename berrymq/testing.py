@@ -6,9 +6,10 @@
   typically module-level ``@following_function`` functions and ``Follower`` objects
   created at import, follow on the test bus too, so the test sees the program as it runs;
   queues and receivers registered during the test end with it. Mark a test
-  ``@pytest.mark.berrymq_isolated`` for a bus without them. Plugins are loaded as if no
-  settings file existed, so the test is not affected by a ``berrymq.toml`` in the
-  working directory.
+  ``@pytest.mark.berrymq_isolated`` for a bus without them. Its plugins are loaded as if
+  no settings file existed, so the test's bus is not affected by a ``berrymq.toml`` in
+  the working directory (the default bus, where modules register as pytest imports them,
+  reads it as the program does).
 - ``berrymq_plugin_host``: that plugin host, to create more isolated buses.
 - :func:`free_port`: a free loopback port for a server a test starts (a broker, a node).
 """

@@ -149,7 +149,7 @@ DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 6_000
 DEFAULT_MAX_SESSIONS = 10_000
 #: The longest ``ttl`` a session may ask for, in seconds (a day): a session asking for
 #: more is answered :data:`LIMIT_REACHED`, so that no client keeps sessions for good.
-DEFAULT_MAX_TTL = 86_400.0
+DEFAULT_MAX_TTL = 86_400
 #: The most bytes (messages as JSON) held at once in all the ``connect_via_queue``
 #: queues of a node (setting ``max_queued_bytes``); a message over it is refused like one
 #: for a full queue (:data:`QUEUE_FULL`).

@@ -59,7 +59,7 @@ class SessionTable:
         self.max_sessions = max_sessions
         #: the longest ``ttl`` a session may have, in seconds (setting ``max_ttl``); one
         #: asking for more is refused with *Limit reached*
-        self.max_ttl = p.DEFAULT_MAX_TTL
+        self.max_ttl: float = p.DEFAULT_MAX_TTL
         #: how often the links of interconnect sessions are checked for a peer gone
         self.liveness_interval = liveness_interval
         self.sessions: dict[str, Session] = {}
