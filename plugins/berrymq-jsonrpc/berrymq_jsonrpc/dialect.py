@@ -61,6 +61,7 @@ __all__ = [
     "accepts_media_type",
     "answer_v1",
     "callback_address",
+    "in_v1_form",
     "interconnect_v1",
     "render_v1",
     "serves_path",
@@ -153,8 +154,11 @@ def answer_v1(service: Service, request: dict[str, Any], context: Any) -> bytes 
     else:
         dispatcher = service.dispatcher
     reply = dispatcher.handle_parsed(v2, context)
-    if reply is None:
-        return None
+    return None if reply is None else in_v1_form(reply)
+
+
+def in_v1_form(reply: bytes) -> bytes:
+    """A 2.0 answer (one response object, as text) in 1.0 form (:func:`render_v1`)."""
     return dumps(render_v1(loads(reply))).encode()
 
 

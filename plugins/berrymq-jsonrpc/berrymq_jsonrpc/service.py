@@ -28,7 +28,7 @@ from berrymq.message import Message
 from berrymq.wire import ParseError, encode_reply, loads
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import AskProgress, answer_with, ask_timeout, local_replies
-from berrymq_jsonrpc.dialect import answer_v1
+from berrymq_jsonrpc.dialect import answer_v1, in_v1_form, to_v2
 from berrymq_jsonrpc.jsonrpc import Dispatcher, app_error, invalid_params
 from berrymq_jsonrpc.limits import CallbackRule
 from berrymq_jsonrpc.outbox import REFUSED
@@ -321,11 +321,11 @@ class Service(QueueMethods):
         a batch is answered member by member (:func:`~berrymq_jsonrpc.waiting.answer_batch`)."""
         if type(request) is list:
             return await answer_batch(self, request, context, ended)
-        if (type(request) is dict and not p.is_v1(request)
-                and request.get("method") == p.METHOD_GET):  # (1.0: answered in its form, on a thread)
-            reply = await self.get_waiting(request, ended)
+        if type(request) is dict and request.get("method") == p.METHOD_GET:
+            v1 = p.is_v1(request)  # 1.0 waits the same way, and is answered in its form
+            reply = await self.get_waiting(to_v2(request) if v1 else request, ended)
             if reply is not None:
-                return reply
+                return in_v1_form(reply) if v1 else reply
             if "id" in request:  # one that _get refuses (a closed token, ...): at once
                 return self.handle_parsed(request, context)
         loop = asyncio.get_running_loop()

@@ -46,8 +46,8 @@ QUICK_METHODS = frozenset({p.METHOD_CONNECT_ONEWAY, p.METHOD_CONNECT_VIA_QUEUE,
 def may_wait(request: Any, *, in_batch: bool = False) -> bool:
     """Whether ``request`` (parsed) is a valid call that may wait (``ask``, a blocking
     ``get``), or a batch with one among its members. A JSON-RPC 1.0 call (the original's
-    dialect) may too, answered in its own form on a WAITS thread, except in a batch (a 2.0
-    feature: there it is an Invalid Request)."""
+    dialect) may too, waiting as a 2.0 call would and answered in its own form, except in
+    a batch (a 2.0 feature: there it is an Invalid Request)."""
     if type(request) is list:
         return any(may_wait(member, in_batch=True) for member in request)
     if type(request) is not dict:

@@ -73,6 +73,8 @@ GET_FORMS: dict[str, Callable[[str, float], bytes]] = {
     "in-a-batch": lambda token, timeout: (  # beside a request that does not wait
         b"[" + request("get", {"token": token, "timeout": timeout}) + b","
         + request("network", {}, id=2) + b"]"),
+    "json-rpc-1.0": lambda token, timeout: json.dumps(  # the original's clients: no "jsonrpc"
+        {"method": "get", "params": [token, True, timeout], "id": 1}).encode(),
 }
 
 
