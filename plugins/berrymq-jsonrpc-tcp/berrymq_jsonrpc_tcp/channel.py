@@ -268,9 +268,11 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         self._pending[request_id] = future
         try:
             async with asyncio.timeout(timeout):
+                if self._writable is not None:  # the peer reads slowly: write no more yet,
+                    await asyncio.shield(self._writable)  # so each link has one request out
+                if self.closed or self.transport is None:
+                    raise self._gone()
                 self.transport.write(text.encode() + _NL)
-                if self._writable is not None:
-                    await asyncio.shield(self._writable)
                 return await future
         except TimeoutError:
             raise TransportError(f"{self.url} did not answer within {timeout:g}s") from None
@@ -348,6 +350,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         if self.closed:
             return
         self.closed = True
+        self._rest = b""  # a line begun and never ended: freed now, not at the next gc
         if self._refused:
             return
         self._disarm()

@@ -3,10 +3,12 @@ idle connections. (The protocol itself is tested over both transports in tests/r
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
@@ -104,6 +106,31 @@ def test_idle_connection_without_session_is_closed(buses: Buses) -> None:
     finally:
         idle.close()
         busy.close()
+
+
+def test_an_unfinished_line_is_freed_when_its_connection_closes(buses: Buses) -> None:
+    """Stalled clients that each sent most of a line: once read_timeout closed them, what
+    they sent is freed at once, not at the next full garbage collection (a closed
+    connection's objects refer to each other)."""
+    _, port = serve(buses, "tcp", read_timeout=0.3)
+    part = b'{"jsonrpc":"2.0","method":"network","params":{"pad":"' + b"x" * 400_000
+    gc.collect()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(10)]
+        for sock in stalled:
+            sock.sendall(part)
+        for sock in stalled:  # closed by the node after read_timeout
+            sock.settimeout(10)
+            assert sock.recv(1) == b""
+            sock.close()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert held < 1_000_000, f"{held:,} bytes still held of 4,000,000 sent"
 
 
 def test_missing_plugin_is_named(buses: Buses) -> None:
