@@ -337,6 +337,7 @@ class Service(QueueMethods):
         done, _ = await asyncio.wait([answered], timeout=timeout)
         if answered in done:
             return answered.result()
+        answered.cancel()  # not begun (every WAITS thread busy): it leaves the queue now
         return self.answer_expired(request, context, progress)
 
     def answer_armed(self, request: Any, context: Any, progress: AskProgress) -> bytes | None:

@@ -62,6 +62,7 @@ class WaitThreads(concurrent.futures.Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             work = (future, fn, args, kwargs)
             self._queue.append(work)
+            future.add_done_callback(self._forget_cancelled)
             # An idle thread not told yet takes it (one told but not awake yet may take
             # other work first: the work waits for the first thread free).
             if self._idle > self._tokens:
@@ -83,6 +84,18 @@ class WaitThreads(concurrent.futures.Executor):
                     self._queue.remove(work)
             raise
         return future
+
+    def _forget_cancelled(self, future: concurrent.futures.Future[Any]) -> None:
+        """Drop the work of ``future``, cancelled while it waited, from the queue at once:
+        the work and its arguments are not kept until a thread is free to skip it (an
+        ``ask`` answered by its timeout while every thread was busy, many times over)."""
+        if not future.cancelled():
+            return
+        with self._lock:
+            for work in self._queue:
+                if work[0] is future:
+                    self._queue.remove(work)
+                    break
 
     def _next(self) -> _Work | None:
         """The next work, waiting for it up to ``idle_exit``; None when this thread is to

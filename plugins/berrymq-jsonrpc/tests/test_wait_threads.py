@@ -6,6 +6,7 @@ import asyncio
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -52,6 +53,27 @@ def test_an_idle_thread_takes_the_next_work_instead_of_a_new_one(
     wait_for(lambda: pool.idle == 1, WAIT, "the thread to wait for work")
     assert pool.submit(threading.current_thread).result(WAIT) is thread
     assert pool.threads == 1
+
+
+def test_work_cancelled_while_it_waits_leaves_the_queue_with_its_arguments(
+        pool: WaitThreads) -> None:
+    """An ask answered by its timeout while every thread was busy: its work, and the
+    arguments it holds, are dropped at once, not kept until a thread is free."""
+    release = threading.Event()
+    busy = [pool.submit(release.wait, WAIT) for _ in range(2)]
+
+    class Argument:
+        pass
+
+    arguments = [Argument() for _ in range(100)]
+    alive = [weakref.ref(argument) for argument in arguments]
+    waiting = [pool.submit(id, argument) for argument in arguments]
+    del arguments
+    assert all(future.cancel() for future in waiting)
+    assert not any(ref() for ref in alive), "cancelled work still held by the queue"
+    release.set()
+    assert all(future.result(WAIT) for future in busy)
+    assert pool.submit(lambda: 7).result(WAIT) == 7
 
 
 def test_idle_threads_end(pool: WaitThreads, wait_for: Callable[..., Any]) -> None:
