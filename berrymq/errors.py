@@ -47,13 +47,18 @@ class BerryMQError(Exception):
     """The base of every berryMQ exception."""
 
 
+#: How much of an over-long identifier text an error shows.
+_SHOWN = 64
+
+
 class InvalidIdentifier(BerryMQError, ValueError):
     """An identifier text that berryMQ cannot accept; the message names the text and why."""
 
     def __init__(self, text: object, reason: str) -> None:
         self.text = text
         self.reason = reason
-        super().__init__(f"invalid identifier {text!r}: {reason}")
+        shown = f"{text[:_SHOWN]}..." if isinstance(text, str) and len(text) > _SHOWN else text
+        super().__init__(f"invalid identifier {shown!r}: {reason}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.text, self.reason)

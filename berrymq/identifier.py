@@ -10,9 +10,12 @@ from typing import Any
 
 from berrymq.errors import InvalidIdentifier
 
-__all__ = ["WILDCARD", "Identifier", "InvalidIdentifier", "parse"]
+__all__ = ["MAX_IDENTIFIER_LENGTH", "WILDCARD", "Identifier", "InvalidIdentifier", "parse"]
 
 WILDCARD = "*"
+#: The longest identifier text, in characters: names are words, not payloads, and every
+#: cache keyed by identifiers (routes, parsed texts) is bounded in bytes by it.
+MAX_IDENTIFIER_LENGTH = 256
 
 # The cache is bounded so that a program sending unique identifiers cannot grow it without
 # limit; when full it is simply emptied (parsing is cheap, the cache is for the hot path).
@@ -104,6 +107,9 @@ def _parse(text: object) -> Identifier:
         raise InvalidIdentifier(text, f"expected a str, got {type(text).__name__}")
     if not text:
         raise InvalidIdentifier(text, "it is empty")
+    if len(text) > MAX_IDENTIFIER_LENGTH:
+        raise InvalidIdentifier(text, f"it is {len(text)} characters long, over the limit of "
+                                      f"{MAX_IDENTIFIER_LENGTH}")
     words = text.split(None, 1)  # no whitespace: the text itself, alone
     if not text.isprintable() or len(words) != 1 or words[0] != text:
         raise InvalidIdentifier(text, "it contains whitespace or control characters")

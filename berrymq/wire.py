@@ -32,6 +32,7 @@ from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 
 __all__ = [
+    "MAX_UID_LENGTH",
     "ParseError",
     "WireError",
     "decode_message",
@@ -117,6 +118,10 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
 class WireError(ValueError):
     """A JSON value that is not berryMQ's wire form of a message; the text names the part."""
 
+
+#: The longest ``uid`` a message from another node may carry (berryMQ's own are 20
+#: characters): the uids seen are kept to drop duplicates, bounded in count and so in bytes.
+MAX_UID_LENGTH = 128
 
 #: The last message encoded with its extras: a bus hands one message to each linked peer
 #: in turn, so a message going to N peers is encoded once, not N times. One tuple,
@@ -211,7 +216,8 @@ def message_from_wire(ident_text: Any, args: Any, kwargs: Any, extras: Any, what
         raise WireError(f"{what} extras must be an object")
     uid = extras.get("uid")
     hops = extras.get("hops", 0)
-    if (uid is not None and type(uid) is not str) or type(hops) is not int or hops < 0:
+    if ((uid is not None and (type(uid) is not str or len(uid) > MAX_UID_LENGTH))
+            or type(hops) is not int or hops < 0):
         _refuse(ident_text, args, kwargs, extras, what)
     reply_to = extras.get("reply_to")
     if reply_to is not None:
@@ -226,8 +232,9 @@ def _refuse(ident_text: Any, args: Any, kwargs: Any, extras: Any, what: str) -> 
         raise WireError(f"{what} args must be an array")
     if type(kwargs) is not dict:
         raise WireError(f"{what} kwargs must be an object")
-    if type(extras.get("uid")) not in (str, type(None)):
-        raise WireError(f"{what} uid must be a string")
+    uid = extras.get("uid")
+    if uid is not None and (type(uid) is not str or len(uid) > MAX_UID_LENGTH):
+        raise WireError(f"{what} uid must be a string of at most {MAX_UID_LENGTH} characters")
     raise WireError(f"{what} hops must be an integer, 0 or more")
 
 

@@ -189,6 +189,16 @@ def test_invalid_identifiers_name_the_text(bad: object, reason: str) -> None:
     assert isinstance(info.value, ValueError)
 
 
+def test_an_identifier_is_at_most_256_characters_and_a_longer_one_is_shown_cut() -> None:
+    longest = "n" * 200 + ":" + "a" * 55
+    assert Identifier(longest).text == longest
+    with pytest.raises(InvalidIdentifier) as info:
+        Identifier(longest + "a")
+    assert str(info.value) == (f"invalid identifier {'n' * 64 + '...'!r}: it is 257 "
+                               "characters long, over the limit of 256")
+    assert info.value.text == longest + "a"  # the whole text, for a program to read
+
+
 @pytest.mark.parametrize(
     ("call", "named"),
     [

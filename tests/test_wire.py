@@ -121,6 +121,8 @@ def test_unknown_extras_are_ignored() -> None:
     (["a:b", [], []], "kwargs must be an object"),
     (["a:b", [], {}, []], "extras must be an object"),
     (["a:b", [], {}, {"uid": 1}], "uid must be a string"),
+    (["a:b", [], {}, {"uid": "u" * 129}], "uid must be a string of at most 128 characters"),
+    (["a" * 300 + ":b", [], {}], "it is 302 characters long, over the limit of 256"),
     (["a:b", [], {}, {"hops": -1}], "hops must be an integer"),
     (["a:b", [], {}, {"reply_to": "_x"}], "reply_to: '_x' is local"),
 ])

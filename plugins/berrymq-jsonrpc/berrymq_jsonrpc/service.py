@@ -232,6 +232,9 @@ class Service(QueueMethods):
             addr = string(params, "addr", required=False)
         peer_token = string(params, "token")
         assert peer_token is not None
+        longest = p.PROPOSED_TOKEN_LENGTHS[1]  # sent back with every message forwarded
+        if len(peer_token) > longest:
+            raise invalid_params(f"'token' must be at most {longest} characters")
         ttl = session_ttl(params)
         self.check_ttl(ttl)  # before the link to the peer is made
         if self.link_factory is None:
