@@ -1,9 +1,11 @@
 """One log line per burst of alike events, with their count.
 
 What a client or the operating system can make happen thousands of times a second (odd
-lines, refused connections, a failing ``accept()``) is logged through a :class:`BurstLog`:
-the first event at once, then at most one line per interval carrying how many came
-meanwhile, so that the log tells what happens without being filled by it.
+lines, refused connections, a failing ``accept()``, links to a peer that went away) is
+logged through a :class:`BurstLog`: the first event at once, then at most one line per
+interval carrying how many came meanwhile, so that the log tells what happens without
+being filled by it. The last line of a burst comes once the interval is over, whether or
+not another event comes, so no event goes unreported in the log.
 """
 
 from __future__ import annotations
@@ -14,36 +16,78 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BurstLog"]
+__all__ = ["BurstLog", "Schedule"]
+
+#: Run a call after some seconds (the default starts a short-lived timer thread).
+Schedule = Callable[[float, Callable[[], None]], object]
+
+
+def _timer_thread(delay: float, call: Callable[[], None]) -> object:
+    timer = threading.Timer(delay, call)
+    timer.daemon = True
+    timer.name = "berrymq-burst-log"
+    timer.start()
+    return timer
 
 
 class BurstLog:
     """Log the first event of a burst at once, then at most one line per ``interval``
-    seconds carrying how many came meanwhile (checked when the next event comes).
+    seconds carrying how many came meanwhile: at the next event past the interval, or,
+    if none comes, when the interval is over.
 
     :param clock: the seconds it measures with (a test's own clock).
+    :param schedule: how the closing line of a burst is run later (a test's own).
     """
 
     def __init__(self, logger: logging.Logger, interval: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 schedule: Schedule = _timer_thread) -> None:
         self._logger = logger
         self._interval = interval
         self._clock = clock
+        self._schedule = schedule
         self._lock = threading.Lock()
         self._last = -interval
         self._unlogged = 0
+        self._latest: tuple[int, str, tuple[Any, ...]] | None = None  # not logged yet
+        self._scheduled = False
 
     def warning(self, text: str, *args: Any) -> bool:
         """Count one event; log it (with the count of those not logged) when the interval
-        since the last line is over. Whether a line was written."""
+        since the last line is over. Whether a line was written now."""
+        return self._event(logging.WARNING, text, args)
+
+    def error(self, text: str, *args: Any) -> bool:
+        """As :meth:`warning`, at the level of errors."""
+        return self._event(logging.ERROR, text, args)
+
+    def _event(self, level: int, text: str, args: tuple[Any, ...]) -> bool:
         now = self._clock()
         with self._lock:
             self._unlogged += 1
             if now - self._last < self._interval:
+                self._latest = (level, text, args)
+                if not self._scheduled:
+                    self._scheduled = True
+                    self._schedule(self._last + self._interval - now, self._close_burst)
                 return False
-            count, self._unlogged, self._last = self._unlogged, 0, now
-        if count > 1:
-            self._logger.warning(text + " (%d such events since the last line)", *args, count)
-        else:
-            self._logger.warning(text, *args)
+            count, self._unlogged, self._last, self._latest = self._unlogged, 0, now, None
+        self._write(level, text, args, count)
         return True
+
+    def _close_burst(self) -> None:
+        """The interval after the last line is over: log what came since, if anything."""
+        with self._lock:
+            self._scheduled = False
+            latest, count = self._latest, self._unlogged
+            if latest is None or not count:
+                return
+            self._unlogged, self._last, self._latest = 0, self._clock(), None
+        level, text, args = latest
+        self._write(level, text, args, count)
+
+    def _write(self, level: int, text: str, args: tuple[Any, ...], count: int) -> None:
+        if count > 1:
+            self._logger.log(level, text + " (%d such events since the last line)", *args, count)
+        else:
+            self._logger.log(level, text, *args)

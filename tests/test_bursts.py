@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -11,14 +13,75 @@ from berrymq.bursts import BurstLog
 logger = logging.getLogger("berrymq.test.bursts")
 
 
+class Later:
+    """A schedule that runs nothing by itself: the test runs what was scheduled."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, Callable[[], None]]] = []
+
+    def __call__(self, delay: float, call: Callable[[], None]) -> None:
+        self.calls.append((delay, call))
+
+    def run(self) -> None:
+        calls, self.calls = self.calls, []
+        for _, call in calls:
+            call()
+
+
 def test_the_first_event_is_logged_and_the_rest_of_the_burst_summed_in_one_line(
         caplog: pytest.LogCaptureFixture) -> None:
     now = [1000.0]
-    bursts = BurstLog(logger, interval=5.0, clock=lambda: now[0])
+    later = Later()
+    bursts = BurstLog(logger, interval=5.0, clock=lambda: now[0], schedule=later)
     with caplog.at_level(logging.WARNING, logger=logger.name):
         assert bursts.warning("refused %s", "a") is True
         assert [bursts.warning("refused %s", n) for n in range(9_999)] == [False] * 9_999
+        assert [delay for delay, _ in later.calls] == [5.0]  # one closing line, scheduled
         now[0] += 5.0  # the interval is over: the next event writes the summary
         assert bursts.warning("refused %s", "b") is True
+        later.run()  # nothing left to say
     assert [r.getMessage() for r in caplog.records] == [
         "refused a", "refused b (10000 such events since the last line)"]
+
+
+def test_a_burst_that_stops_is_summed_up_once_its_interval_is_over(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """No later event is needed for the count of the last ones to reach the log."""
+    now = [50.0]
+    later = Later()
+    bursts = BurstLog(logger, interval=5.0, clock=lambda: now[0], schedule=later)
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        bursts.error("link %s gone", 1)
+        now[0] += 1.0
+        for n in range(2, 301):
+            bursts.error("link %s gone", n)
+        assert [delay for delay, _ in later.calls] == [4.0]
+        now[0] += 4.0
+        later.run()
+        assert bursts.error("link %s gone", 301) is False  # within the new interval
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR, "link 1 gone"),
+        (logging.ERROR, "link 300 gone (299 such events since the last line)")]
+
+
+def test_by_default_the_closing_line_comes_by_itself() -> None:
+    bursts = BurstLog(logger, interval=0.2)
+    lines: list[str] = []
+    both = threading.Event()
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+            if len(lines) == 2:
+                both.set()
+
+    handler = Collect(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        bursts.warning("odd %d", 1)
+        bursts.warning("odd %d", 2)
+        bursts.warning("odd %d", 3)
+        assert both.wait(10), "the end of the burst was never logged"
+    finally:
+        logger.removeHandler(handler)
+    assert lines == ["odd 1", "odd 3 (2 such events since the last line)"]

@@ -50,6 +50,7 @@ logger = logging.getLogger("berrymq.remote.tcp")
 _NL = b"\n"
 #: Errors without id from peers: one log line per burst, however many lines a client sends.
 _odd_replies = BurstLog(logger)
+_too_large_lines = BurstLog(logger)
 #: A writer of requests waits while this much is buffered for the peer; the accepting end
 #: does not read a peer that leaves this much of its answers unread.
 _HIGH_WATER = 1 << 20
@@ -235,7 +236,8 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         return self._writable is not None and self.serving
 
     def _too_large(self) -> None:
-        logger.warning("%s sent a line over %d bytes; closed", self.url, self.read_limit)
+        _too_large_lines.warning("%s sent a line over %d bytes; closed", self.url,
+                                 self.read_limit)
         error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
                              {"limit": self.read_limit, "setting": "max_size"})
         self.write(dumps(error).encode() + _NL)

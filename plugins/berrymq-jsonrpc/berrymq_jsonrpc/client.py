@@ -192,6 +192,11 @@ class Link(base.Link):
         self.on_loss: Callable[[], None] | None = None
         #: the peer's refusals are logged once per burst, with a count
         self._refusals = BurstLog(logger)
+        #: where the link's end (a failure, a peer gone) is logged: its own, or its
+        #: transport's, one line per burst for all its links (one client can open
+        #: thousands of sessions, each with a link, and drop them all at once; every
+        #: message they did not deliver is counted in the node's status all the same)
+        self.failures = BurstLog(logger)
 
     async def _send_batch(self, texts: list[str]) -> None:
         await self.channel.send_messages(self.token, texts)
@@ -215,8 +220,8 @@ class Link(base.Link):
                           count, exc, self.outbox.refused)
 
     def _failed(self, exc: BaseException, lost: int) -> None:
-        logger.error("%s: could not forward %d message(s) to %s: %s; the link is closed",
-                     self.name, lost, self.channel.url, exc)
+        self.failures.error("%s: could not forward %d message(s) to %s: %s; the link is "
+                            "closed", self.name, lost, self.channel.url, exc)
         callback = self._on_dead
         if callback is not None:
             callback(exc)
@@ -226,8 +231,8 @@ class Link(base.Link):
         close the link as a failed send would, without waiting for the next message."""
         if self.closed or await self.channel.alive() or self.closed:
             return
-        logger.warning("%s: %s is gone (liveness check); the link is closed", self.name,
-                       self.channel.url)
+        self.failures.warning("%s: %s is gone (liveness check); the link is closed",
+                              self.name, self.channel.url)
         callback = self._on_dead
         if callback is not None:
             callback(ConnectionClosed(f"{self.channel.url} is gone (liveness check)"))

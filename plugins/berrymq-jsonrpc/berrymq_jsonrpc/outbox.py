@@ -316,15 +316,17 @@ class Outbox:
         except Exception as exc:  # noqa: BLE001 - reported through on_failure
             self.failure = exc
             self._count_lost(len(batch))
-            self._drop_rest()
+            dropped = self._drop_rest()
             try:
-                self._on_failure(exc, len(batch))
+                self._on_failure(exc, len(batch) + dropped)  # the batch and all behind it
             except Exception:
                 logger.exception("%s: reporting a failure failed", self.name)
             with self._room:
                 self._room.notify_all()
 
-    def _drop_rest(self) -> None:
+    def _drop_rest(self) -> int:
+        """Count every message still queued as not sent (and free the flush markers);
+        how many they were."""
         items = self._items
         dropped = 0
         while items:
@@ -342,3 +344,4 @@ class Outbox:
             self._count_lost(dropped)
             if self.failure is None and self._stopped:
                 logger.error("%s: closed with %d messages not sent", self.name, dropped)
+        return dropped
