@@ -24,7 +24,8 @@ from berrymq.state import StateKey
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["CLOSED_FIRST", "FORWARD_FAILED", "HOP_LIMIT", "LOSSES", "WORKER_REFUSED", "Losses"]
+__all__ = ["CANCELLED_FIRST", "CLOSED_FIRST", "FORWARD_FAILED", "HOP_LIMIT", "LOSSES",
+           "WORKER_REFUSED", "Losses"]
 
 logger = logging.getLogger("berrymq")
 
@@ -37,6 +38,9 @@ WORKER_REFUSED = "refused in a worker thread: {}"
 #: A message from a peer that came to the bus after it closed (its transport handed it to
 #: the delivery lane, which ran it only after the bus stopped waiting for it).
 CLOSED_FIRST = "dropped: the bus closed before it was delivered"
+#: A message handed to the worker pool for a receiver that was cancelled before a worker
+#: ran it: the sender's call had returned, so it is counted rather than dropped unseen.
+CANCELLED_FIRST = "dropped: its receiver was cancelled before a worker ran it"
 
 
 class Losses:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from berrymq._delivery import Answer, deliver
 from berrymq._index import RouteEntry
-from berrymq._losses import WORKER_REFUSED
+from berrymq._losses import CANCELLED_FIRST, WORKER_REFUSED
 from berrymq._timeouts import wait_seconds
 from berrymq.errors import QueueFull
 from berrymq.message import Message
@@ -76,6 +76,8 @@ class WorkerPool:
         self._room = threading.Condition()
         self._waiting = 0  # senders waiting for room: read by workers without the lock
         self._joining = threading.Lock()
+        self._barrier: threading.Barrier | None = None  # the running join's, if any
+        self._stopped = threading.Event()  # shut down, and every task run
         self._threads = [
             threading.Thread(target=self._work, name=f"berrymq-worker-{i}", daemon=True)
             for i in range(size)
@@ -141,6 +143,9 @@ class WorkerPool:
     def _run(self, task: _Task) -> None:
         entry = task.entry
         if not entry[2].active:  # cancelled while the task waited
+            self._bus.losses.add(CANCELLED_FIRST, logging.WARNING,
+                                 "message %s dropped: its receiver %r was cancelled before a "
+                                 "worker thread ran it", task.message[0], entry[2])
             return
         errors = deliver(self._bus, (entry,), task.message, task.answer)
         if not errors:
@@ -170,13 +175,22 @@ class WorkerPool:
                 task.wait()  # a barrier put by join()
 
     def _drain(self) -> None:
+        """Run here the tasks still queued once the pool is closed (a sender that raced
+        with the shutdown put some behind the workers' stop markers). The stop markers and
+        a join's barriers go back, in order, for the workers still to take them: taken
+        here, a worker would wait for ever and so would ``shutdown`` and ``join``."""
+        others: list[threading.Barrier | None] = []
         while True:
             try:
                 task = self._tasks.get_nowait()
             except queue.Empty:
-                return
+                break
             if isinstance(task, _Task):
                 self._run(task)
+            else:
+                others.append(task)
+        for other in others:
+            self._tasks.put(other)
 
     def join(self, timeout: float | None) -> bool:
         """Wait until every task handed over before the call has run, and every task those
@@ -197,16 +211,23 @@ class WorkerPool:
                 idle: list[bool] = []
                 barrier = threading.Barrier(self.size + 1,
                                             action=functools.partial(self._note_idle, idle))
+                self._barrier = barrier  # for shutdown to break (see _closed_while_joining)
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if self.closed:
+                    return self._stopped.wait(left)
                 for _ in range(self.size):
                     self._tasks.put(barrier)
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
                     barrier.wait(left)
                 except threading.BrokenBarrierError:
+                    if self.closed:  # shut down meanwhile: it runs what is left itself
+                        return self._stopped.wait(
+                            None if deadline is None else max(0.0, deadline - time.monotonic()))
                     return False
                 if idle[0]:
                     return True
         finally:
+            self._barrier = None
             self._joining.release()
 
     def _note_idle(self, into: list[bool]) -> None:
@@ -224,3 +245,7 @@ class WorkerPool:
             if thread is not current:
                 thread.join()
         self._drain()
+        self._stopped.set()
+        barrier = self._barrier  # a join whose barriers came after the stop markers
+        if barrier is not None:
+            barrier.abort()

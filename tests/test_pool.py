@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from helpers import WAIT
@@ -280,3 +281,84 @@ def test_a_pool_that_cannot_start_all_its_threads_stops_those_it_started(
     regist_function("still:*", lambda m: got.append(m.id), weak=False)
     twitter("still:here")
     assert berrymq_bus.join(WAIT) and got == ["still:here"]
+
+
+def _run_beside_a_sender(bus: Bus, work: Callable[[], None]) -> list[int]:
+    """Run ``work`` in a thread while another sends w:x 0, 1, 2... on ``bus``; fail if
+    ``work`` does not return within WAIT. Returns the numbers sent."""
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def send() -> None:
+        while not stop.is_set():
+            bus.twitter("w:x", len(sent))
+            sent.append(len(sent))
+
+    sender = threading.Thread(target=send, daemon=True)
+    worker = threading.Thread(target=work, daemon=True)
+    sender.start()
+    worker.start()
+    worker.join(WAIT)
+    stop.set()
+    sender.join(WAIT)
+    assert not worker.is_alive(), "hung: a stop marker or a join's barrier was lost"
+    return sent
+
+
+def test_changing_the_multiplicity_while_a_thread_sends_returns_and_delivers_each_once(
+        berrymq_bus: Bus) -> None:
+    """A sender that raced with the old pool's shutdown ran its leftover tasks itself and
+    took the workers' stop markers with them: shutdown then waited for ever."""
+    got: list[int] = []
+    berrymq_bus.subscribe("w:*", lambda m: got.append(m.args[0]), weak=False)
+
+    def toggle() -> None:
+        for _ in range(30):
+            berrymq_bus.set_multiplicity(2)
+            handed = len(got)  # stop the pool while the sender is handing it messages
+            deadline = time.monotonic() + WAIT
+            while len(got) == handed and time.monotonic() < deadline:
+                time.sleep(0)  # (polled: only the number delivered says the pool is busy)
+            berrymq_bus.set_multiplicity(0)
+
+    sent = _run_beside_a_sender(berrymq_bus, toggle)
+    assert berrymq_bus.join(WAIT)
+    assert sorted(got) == sent
+
+
+def test_join_beside_a_changing_multiplicity_returns(berrymq_bus: Bus) -> None:
+    """A join whose barriers were queued behind the stop markers of a pool shut down
+    meanwhile waited for ever; it returns True once the old pool ran every task."""
+    berrymq_bus.subscribe("w:*", lambda m: None, weak=False)
+    joined: list[bool] = []
+
+    def toggle_and_join() -> None:
+        for _ in range(30):
+            berrymq_bus.set_multiplicity(2)
+            pool = berrymq_bus.pool
+            joiner = threading.Thread(target=lambda: joined.append(berrymq_bus.join()))
+            joiner.start()
+            berrymq_bus.set_multiplicity(0)
+            joiner.join()
+            assert pool is not None and pool.closed
+
+    _run_beside_a_sender(berrymq_bus, toggle_and_join)
+    assert joined == [True] * 30
+
+
+def test_a_task_whose_receiver_was_cancelled_before_it_ran_is_counted(
+        berrymq_bus: Bus) -> None:
+    release = threading.Event()
+    berrymq_bus.set_multiplicity(1)
+    berrymq_bus.subscribe("hold:*", lambda m: release.wait(WAIT), weak=False)
+    berrymq_bus.twitter("hold:on")  # the one worker waits in it
+    got: list[int] = []
+    subscription = berrymq_bus.subscribe("late:*", lambda m: got.append(1), weak=False)
+    for _ in range(20):
+        berrymq_bus.twitter("late:x")
+    subscription.cancel()
+    release.set()
+    assert berrymq_bus.flush(WAIT) is False  # accepted, not delivered: said so
+    assert got == []
+    assert berrymq_bus.losses.counts == {
+        "dropped: its receiver was cancelled before a worker ran it": 20}
