@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -34,6 +35,12 @@ _CLOSE_CHECK = 0.05
 
 _CLOSED = object()  # put behind the last message when a store closes; wakes every getter
 
+#: CPython before 3.13: a ``SimpleQueue.get`` with a timeout, woken for a message that
+#: another getter took first, could wait on for ever instead of until its timeout. There
+#: the getters of a store take turns (:attr:`QueueStore.getting`), so none is woken for a
+#: message another took.
+_TAKE_TURNS = sys.version_info < (3, 13)
+
 
 class QueueStore:
     """Where messages wait: one per standalone queue, one per pattern for shared queues.
@@ -50,6 +57,8 @@ class QueueStore:
         self.on_full = on_full
         self.put_timeout = put_timeout
         self.items: queue.SimpleQueue[object] = queue.SimpleQueue()
+        #: held by the getter taking from :attr:`items` (see _TAKE_TURNS), else None
+        self.getting = threading.Lock() if _TAKE_TURNS else None
         self.places = threading.BoundedSemaphore(maxsize) if maxsize > 0 else None
         self.closed = False
         self.subscription: Subscription | None = None
@@ -82,6 +91,24 @@ class QueueStore:
             wake(self)
 
     def get(self, block: bool, timeout: float | None) -> Message:
+        getting = self.getting
+        if getting is None:
+            return self._take(block, timeout)
+        # One getter at a time: one that waits holds the turn, so a get_nowait meanwhile
+        # is Empty (the queue is empty, or what came is the waiter's).
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not getting.acquire(blocking=False) and not (
+                block and getting.acquire(timeout=-1 if timeout is None else timeout)):
+            if self.closed and not self.qsize():  # no turn in time: nothing taken
+                raise QueueClosed(f"queue {self.pattern} is closed and empty")
+            raise queue.Empty
+        try:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            return self._take(block, left)
+        finally:
+            getting.release()
+
+    def _take(self, block: bool, timeout: float | None) -> Message:
         try:
             item = self.items.get(block, timeout)
         except queue.Empty:
@@ -89,8 +116,13 @@ class QueueStore:
                 raise QueueClosed(f"queue {self.pattern} is closed and empty") from None
             raise
         if item is _CLOSED:
+            try:  # a message stored after the marker (its put had passed the closed check)
+                item = self.items.get_nowait()
+            except queue.Empty:
+                item = _CLOSED
             self.items.put(_CLOSED)  # for the next getter
-            raise QueueClosed(f"queue {self.pattern} is closed and empty")
+            if item is _CLOSED:
+                raise QueueClosed(f"queue {self.pattern} is closed and empty")
         if self.places is not None:
             self.places.release()
         return item  # type: ignore[return-value]

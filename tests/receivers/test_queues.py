@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import queue as stdlib_queue
 import threading
@@ -22,7 +23,8 @@ from berrymq import (
     twitter,
 )
 from berrymq.identifier import Identifier
-from berrymq.receivers.queues import SHARED_STORES
+from berrymq.message import Message
+from berrymq.receivers.queues import SHARED_STORES, QueueStore
 
 
 def test_stores_matching_messages_in_order(berrymq_bus: Bus) -> None:
@@ -442,3 +444,65 @@ def test_a_closed_shared_queue_drains_async_once_the_open_one_was_dropped(
 
     assert asyncio.run(drain()) == [1]  # then closed: the store closed with its last user
     assert berrymq_bus.subscriptions() == []
+
+
+def test_a_message_stored_as_the_queue_closed_is_still_taken() -> None:
+    """A sender that passed the closed check (or waited for room in a full bounded queue)
+    stores its message behind the closing marker: it is taken, then the queue says closed
+    (iterating once ended before it, though twitter had returned)."""
+    store = QueueStore(Identifier("c:*"), 1, "block", 5.0)
+    store.put(Message("c:x", (1,)))
+    store.close()
+    assert store.get(False, None).args == (1,)
+    assert store.places is not None and store.places.acquire(blocking=False)  # its room
+    store.items.put(Message("c:x", (2,)))  # where the waiting put stored it, after close
+    assert store.get(False, None).args == (2,)
+    for _ in range(2):
+        with pytest.raises(QueueClosed):
+            store.get(True, WAIT)
+
+
+def test_a_timed_get_beside_get_nowait_returns_within_its_timeout(berrymq_bus: Bus) -> None:
+    """CPython before 3.13: a timed SimpleQueue.get woken for a message another getter took
+    could wait for ever (until the next message); the getters of a queue take turns, so it
+    never does. Once the senders stop, every timed get returns within its timeout."""
+    q = berrymq.Queue("h:*")
+    sending = threading.Event()
+    taking = threading.Event()
+    sending.set()
+    taking.set()
+    longest_after_stop: list[float] = []
+
+    def produce() -> None:
+        while sending.is_set():
+            berrymq_bus.twitter("h:x")
+
+    def take_at_once() -> None:
+        while taking.is_set():
+            with contextlib.suppress(berrymq.Empty):
+                q.get_nowait()
+
+    def take_with_timeout() -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                q.get(timeout=0.005)
+            except berrymq.Empty:
+                if not taking.is_set():
+                    longest_after_stop.append(time.monotonic() - started)
+                    return
+
+    threads = [threading.Thread(target=f, daemon=True)
+               for f in (take_with_timeout, produce, produce, take_at_once)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)  # (a fixed stretch of contention, not a wait for a condition)
+    sending.clear()
+    for thread in threads[1:3]:
+        thread.join(WAIT)
+    time.sleep(0.05)  # both getters on, the senders gone: where a timed get hung
+    taking.clear()
+    for thread in threads:
+        thread.join(WAIT)
+    assert not threads[0].is_alive(), "a get(timeout=0.005) went on waiting"
+    assert longest_after_stop and longest_after_stop[0] < WAIT
