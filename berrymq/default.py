@@ -128,11 +128,30 @@ def _swap(bus: Bus | None) -> Bus | None:
     return old
 
 
+#: The ``use_bus`` blocks open, in the order they began: [bus, the default before it].
+_uses: list[list[Bus | None]] = []
+_uses_lock = threading.Lock()
+
+
 @contextmanager
 def use_bus(bus: Bus) -> Iterator[Bus]:
-    """Make ``bus`` the default bus inside a ``with`` block (tests use this)."""
-    old = _swap(bus)
+    """Make ``bus`` the default bus inside a ``with`` block (tests use this).
+
+    Blocks of several threads may overlap: the end of each leaves the default as it would
+    be had the block never begun (the bus of a block begun later and still open, else
+    the default from before them all).
+    """
+    entry: list[Bus | None] = [bus, None]
+    with _uses_lock:
+        entry[1] = _swap(bus)
+        _uses.append(entry)
     try:
         yield bus
     finally:
-        _swap(old)
+        with _uses_lock:
+            index = next(i for i, open_ in enumerate(_uses) if open_ is entry)
+            del _uses[index]
+            if index == len(_uses):  # the last begun: the default goes back
+                _swap(entry[1])
+            else:  # a later block is open: its end goes back to what was before this one
+                _uses[index][1] = entry[1]

@@ -141,6 +141,7 @@ class Node:
         self.last_made: Connection | None = None
         self._seen: dict[str, object] = {}
         self._seen_before: dict[str, object] = {}
+        self._rotating = threading.Lock()  # taken once in SEEN_LIMIT uids (first_sight)
 
     # -- going out ---------------------------------------------------------------------
 
@@ -207,7 +208,9 @@ class Node:
         if seen.setdefault(uid, token) is not token:
             return False
         if len(seen) >= SEEN_LIMIT:
-            self._seen_before, self._seen = seen, {}
+            with self._rotating:  # once in SEEN_LIMIT uids: two threads rotate it once
+                if self._seen is seen:
+                    self._seen_before, self._seen = seen, {}
         return True
 
     def receive(self, message: Message, origin: Forwarder | None = None,

@@ -176,3 +176,31 @@ def test_a_second_thread_waits_for_the_default_bus_to_start(tmp_path: Path) -> N
                           timeout=60, cwd=tmp_path, env=child_env())
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"second_waited": True, "second_delivered": True}
+
+
+def test_use_bus_blocks_of_two_threads_overlapping_leave_the_default_as_it_was() -> None:
+    """Each block's end leaves the default as it would be without that block: the first
+    to begin and first to end no longer put back the bus the second had replaced."""
+    original = berrymq.get_bus()
+    first, second = berrymq.Bus(name="first"), berrymq.Bus(name="second")
+    second_began, first_ended = threading.Event(), threading.Event()
+    seen: list[berrymq.Bus] = []
+
+    def use_second() -> None:
+        with berrymq.use_bus(second):
+            second_began.set()
+            assert first_ended.wait(WAIT)
+            seen.append(berrymq.get_bus())  # still this block's
+
+    try:
+        with berrymq.use_bus(first):
+            thread = threading.Thread(target=use_second)
+            thread.start()
+            assert second_began.wait(WAIT)
+        first_ended.set()
+        thread.join(WAIT)
+        assert seen == [second]
+        assert berrymq.get_bus() is original
+    finally:
+        first.close()
+        second.close()
