@@ -27,6 +27,7 @@ from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq.state import StateKey
 from berrymq.subscription import Subscription
+from berrymq.wait_threads import WaitThreads
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -265,31 +266,31 @@ def ask_timeout(timeout: object) -> float:
     return wait_seconds("timeout", timeout, none=False)  # TypeError for "5" or True
 
 
-def _executor(bus: Bus) -> concurrent.futures.ThreadPoolExecutor:
+def _executor(bus: Bus) -> WaitThreads:
     # Threads reused across calls; generous in size because a waiting ask holds one
     # thread while the loop runs the async receivers it waits for.
-    return concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="berrymq-ask")
+    return WaitThreads(64, "berrymq-ask-async")
 
 
-def _part_executor(bus: Bus) -> concurrent.futures.ThreadPoolExecutor:
+def _part_executor(bus: Bus) -> WaitThreads:
     # Its own pool, not ASK_EXECUTOR's: an ask_async holds a thread of that one while
     # its parts run in these. Bounded: a part that finds every thread busy until its
-    # deadline is answered as a timeout.
-    return concurrent.futures.ThreadPoolExecutor(max_workers=128, thread_name_prefix=_PART_THREAD)
+    # deadline is answered as a timeout (and leaves the queue then, with its message).
+    return WaitThreads(128, _PART_THREAD)
 
 
-def _shutdown(executor: concurrent.futures.ThreadPoolExecutor) -> None:
+def _shutdown(executor: WaitThreads) -> None:
     executor.shutdown(wait=False)
 
 
 _PART_THREAD = "berrymq-ask"
 
 #: The threads that run :func:`ask_async_on` requests of one bus.
-ASK_EXECUTOR: StateKey[concurrent.futures.ThreadPoolExecutor] = StateKey(
+ASK_EXECUTOR: StateKey[WaitThreads] = StateKey(
     "ask executor", _executor, _shutdown
 )
 #: The helper threads of the parts of an ``ask`` (local receivers, each peer), per bus.
-ASK_PARTS: StateKey[concurrent.futures.ThreadPoolExecutor] = StateKey(
+ASK_PARTS: StateKey[WaitThreads] = StateKey(
     "ask parts", _part_executor, _shutdown
 )
 

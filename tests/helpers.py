@@ -33,6 +33,22 @@ __all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "Lines", "Logger", "capture",
 WAIT = 10.0  # generous deadline for anything that should happen "soon"
 
 
+def wait_for(condition: Callable[[], Any], timeout: float = WAIT,
+             what: str = "condition") -> Any:
+    """Poll ``condition`` until it is true (returned), failing at the deadline: for what
+    no event or queue tells (a count of threads, a state of another process)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 def installed(dist: str) -> bool:
     """Whether the distribution ``dist`` is installed."""
     try:

@@ -22,11 +22,11 @@ from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.receivers.queues import QUEUES
 from berrymq.transports.ioloop import io_loop
+from berrymq.wait_threads import WaitThreads
 from berrymq.wire import dumps
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import app_error
 from berrymq_jsonrpc.limits import queued_bytes_for
-from berrymq_jsonrpc.wait_threads import WaitThreads
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus, Subscription

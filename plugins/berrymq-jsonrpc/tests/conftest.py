@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # berrymq_cli_procs, shared by t
 
 from berrymq_cli_procs import Proc
 from helpers import Buses
+from helpers import wait_for as poll_until
 
 NODE_SCRIPT = Path(__file__).with_name("node_script.py")
 TIMEOUT = 20.0
@@ -119,24 +119,16 @@ def bus_factory() -> Iterator[Buses]:
     buses.close_all()
 
 
-def _wait_for(condition: Callable[[], Any], timeout: float = TIMEOUT,
-              what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
-
-
 @pytest.fixture
 def wait_for() -> Callable[..., Any]:
-    """``wait_for(condition, timeout, what)``: poll until true, fail at the deadline."""
-    return _wait_for
+    """``wait_for(condition, timeout, what)``: poll until true, fail at the deadline
+    (:func:`helpers.wait_for`, with this suite's longer default deadline)."""
+
+    def poll(condition: Callable[[], Any], timeout: float = TIMEOUT,
+             what: str = "condition") -> Any:
+        return poll_until(condition, timeout, what)
+
+    return poll
 
 
 class ServeNode:

@@ -1,10 +1,12 @@
 """A pool of threads for work that may block, which gives its threads back once idle.
 
 ``concurrent.futures.ThreadPoolExecutor`` keeps every thread it started until the process
-ends: after a burst of 32 slow ``ask`` requests a node would run 32 idle threads for good.
-:class:`WaitThreads` starts a thread only when none is idle (up to its maximum) and ends a
-thread that found no work for ``idle_exit`` seconds, so that a node at rest runs the main
-thread, the I/O thread and the delivery lane again.
+ends: after a burst of slow ``ask`` requests a node would run dozens of idle threads for
+good, and work cancelled while it waited stays queued, with its arguments, until a thread
+is free to skip it. :class:`WaitThreads` starts a thread only when none is idle (up to its
+maximum), ends a thread that found no work for ``idle_exit`` seconds, and drops cancelled
+work at once. The parts of an ``ask`` (:mod:`berrymq.ask`) and the JSON-RPC requests that
+may wait run on it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""WaitThreads: the pool for requests that may wait, which gives idle threads back."""
+"""WaitThreads (berrymq.wait_threads): the pool for work that may wait, which gives idle
+threads back and drops cancelled work at once."""
 
 from __future__ import annotations
 
@@ -7,13 +8,12 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-from berrymq_jsonrpc.wait_threads import WaitThreads
+from helpers import WAIT, wait_for
 
-WAIT = 10.0
+from berrymq.wait_threads import WaitThreads
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_no_more_threads_than_the_maximum_and_queued_work_waits_its_turn(
 
 
 def test_an_idle_thread_takes_the_next_work_instead_of_a_new_one(
-        pool: WaitThreads, wait_for: Callable[..., Any]) -> None:
+        pool: WaitThreads) -> None:
     first = pool.submit(threading.current_thread)
     thread = first.result(WAIT)
     wait_for(lambda: pool.idle == 1, WAIT, "the thread to wait for work")
@@ -76,7 +76,7 @@ def test_work_cancelled_while_it_waits_leaves_the_queue_with_its_arguments(
     assert pool.submit(lambda: 7).result(WAIT) == 7
 
 
-def test_idle_threads_end(pool: WaitThreads, wait_for: Callable[..., Any]) -> None:
+def test_idle_threads_end(pool: WaitThreads) -> None:
     futures = [pool.submit(threading.current_thread) for _ in range(4)]
     threads = {f.result(WAIT) for f in futures}
     wait_for(lambda: pool.threads == 0, WAIT, "idle threads to end")
@@ -94,7 +94,7 @@ def test_asyncio_runs_blocking_calls_on_it(pool: WaitThreads) -> None:
     assert asyncio.run(main()).startswith("test-wait-")
 
 
-def test_after_shutdown_no_work_is_taken_and_threads_end(wait_for: Callable[..., Any]) -> None:
+def test_after_shutdown_no_work_is_taken_and_threads_end() -> None:
     long_idle = WaitThreads(1, "test-idle", idle_exit=3600)
     assert long_idle.submit(lambda: 1).result(WAIT) == 1
     long_idle.shutdown()
