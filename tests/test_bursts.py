@@ -28,11 +28,16 @@ class Later:
             call()
 
 
+def burst_log(start: float) -> tuple[list[float], Later, BurstLog]:
+    """A BurstLog of 5-second intervals on a clock (``now[0]``) and a schedule of the test's."""
+    now = [start]
+    later = Later()
+    return now, later, BurstLog(logger, interval=5.0, clock=lambda: now[0], schedule=later)
+
+
 def test_the_first_event_is_logged_and_the_rest_of_the_burst_summed_in_one_line(
         caplog: pytest.LogCaptureFixture) -> None:
-    now = [1000.0]
-    later = Later()
-    bursts = BurstLog(logger, interval=5.0, clock=lambda: now[0], schedule=later)
+    now, later, bursts = burst_log(1000.0)
     with caplog.at_level(logging.WARNING, logger=logger.name):
         assert bursts.warning("refused %s", "a") is True
         assert [bursts.warning("refused %s", n) for n in range(9_999)] == [False] * 9_999
@@ -47,9 +52,7 @@ def test_the_first_event_is_logged_and_the_rest_of_the_burst_summed_in_one_line(
 def test_a_burst_that_stops_is_summed_up_once_its_interval_is_over(
         caplog: pytest.LogCaptureFixture) -> None:
     """No later event is needed for the count of the last ones to reach the log."""
-    now = [50.0]
-    later = Later()
-    bursts = BurstLog(logger, interval=5.0, clock=lambda: now[0], schedule=later)
+    now, later, bursts = burst_log(50.0)
     with caplog.at_level(logging.WARNING, logger=logger.name):
         bursts.error("link %s gone", 1)
         now[0] += 1.0

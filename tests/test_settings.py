@@ -154,46 +154,32 @@ def test_table_for_unknown_plugin(in_tmp: Path) -> None:
     assert "unknown plugin 'mystery'" in str(error) and error.line == 3
 
 
-def test_unknown_key_in_plugin_table_is_checked_against_declared_keys(in_tmp: Path) -> None:
-    class Declares:
-        @hookimpl
-        def berrymq_declare_settings(self, schema: object) -> None:
-            schema.add("declarer", path=str, count=int)  # type: ignore[attr-defined]
-
-    path = in_tmp / "berrymq.toml"
-    path.write_text('[berrymq.declarer]\npath = "x"\ncount = 2\n')
-    host = PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
-    assert host.settings_for("declarer") == {"path": "x", "count": 2}
-    path.write_text('[berrymq.declarer]\npath = "x"\n\ncolour = 2\n')
-    with pytest.raises(SettingsError, match="unknown key 'colour' for plugin 'declarer'") as info:
-        PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
-    assert info.value.line == 4
-    path.write_text('[berrymq.declarer]\ncount = "two"\n')
-    with pytest.raises(SettingsError, match="declarer.count must be an integer"):
-        PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
-    error = _error(in_tmp, "[berrymq]\n\n[berrymq.local]\nbogus_key = 1\n")  # declares none
-    assert "unknown key 'bogus_key' for plugin 'local'" in str(error) and error.line == 4
-
-
-def test_a_value_refused_by_its_declared_check_is_named_with_its_line(in_tmp: Path) -> None:
+def test_a_plugin_table_is_checked_against_its_declared_keys_types_and_checks(
+        in_tmp: Path) -> None:
     class Declares:
         @hookimpl
         def berrymq_declare_settings(self, schema: SettingsSchema) -> None:
-            schema.add("declarer", count=int, path=str)
+            schema.add("declarer", path=str, count=int)
             schema.add_check("declarer", "count",
                              lambda value: None if value > 0 else f"must be above 0, got {value}")
 
+    def load(text: str) -> PluginHost:
+        path.write_text(text)
+        return PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
+
     path = in_tmp / "berrymq.toml"
-    path.write_text('[berrymq.declarer]\npath = "x"\ncount = 2\n')
-    host = PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
-    assert host.settings_for("declarer") == {"path": "x", "count": 2}
-    path.write_text('[berrymq.declarer]\npath = "x"\ncount = 0\n')
-    with pytest.raises(SettingsError, match="declarer.count must be above 0, got 0") as info:
-        PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
-    assert info.value.line == 3
-    path.write_text('[berrymq.declarer]\ncount = "none"\n')  # the type is checked first
+    assert load('[berrymq.declarer]\npath = "x"\ncount = 2\n').settings_for("declarer") == {
+        "path": "x", "count": 2}
+    with pytest.raises(SettingsError, match="unknown key 'colour' for plugin 'declarer'") as info:
+        load('[berrymq.declarer]\npath = "x"\n\ncolour = 2\n')
+    assert info.value.line == 4
     with pytest.raises(SettingsError, match="declarer.count must be an integer"):
-        PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
+        load('[berrymq.declarer]\ncount = "two"\n')  # the type, before the check
+    with pytest.raises(SettingsError, match="declarer.count must be above 0, got 0") as info:
+        load('[berrymq.declarer]\npath = "x"\ncount = 0\n')
+    assert info.value.line == 3
+    error = _error(in_tmp, "[berrymq]\n\n[berrymq.local]\nbogus_key = 1\n")  # declares none
+    assert "unknown key 'bogus_key' for plugin 'local'" in str(error) and error.line == 4
 
 
 def test_pyproject_errors_name_the_tool_table(in_tmp: Path) -> None:
