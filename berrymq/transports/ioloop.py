@@ -272,6 +272,14 @@ def _settle(done: asyncio.Future[T], result: T, exc: BaseException | None) -> No
 _ACCEPT_FAILED = "socket.accept() out of system resource"
 
 
+def _retry_after_close(context: dict[str, Any]) -> bool:
+    """Whether ``context`` is asyncio 3.11's retry of a failed ``accept()`` (one is timed
+    for each connection it could not accept) that came after its server was closed: the
+    socket is gone, nothing is lost, and asyncio would print a traceback per retry."""
+    return (isinstance(context.get("exception"), ValueError)
+            and "._start_serving(" in str(context.get("message", "")))
+
+
 def _handle_exception(bursts: BurstLog) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
     """The loop's exception handler: asyncio's own, except for a server's ``accept()``
     that fails for want of open files. On that, asyncio 3.11 calls the handler (a
@@ -279,6 +287,8 @@ def _handle_exception(bursts: BurstLog) -> Callable[[asyncio.AbstractEventLoop, 
     socket turns ready again; here it is one warning per burst, with the count."""
 
     def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if _retry_after_close(context):
+            return
         if context.get("message") != _ACCEPT_FAILED:
             loop.default_exception_handler(context)
             return

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import threading
 
 import pytest
 
-from berrymq.transports.ioloop import READ_SIZE, DeliveryLane, IOLoop, read_buffer
+from berrymq.bursts import BurstLog
+from berrymq.transports.ioloop import (
+    READ_SIZE,
+    DeliveryLane,
+    IOLoop,
+    _handle_exception,
+    read_buffer,
+)
 
 
 @pytest.fixture
@@ -207,3 +216,27 @@ def test_each_thread_reads_sockets_into_a_buffer_of_its_own() -> None:
     assert read_buffer() is here
     assert len(here) == READ_SIZE
     assert there and there[0].obj is not here.obj
+
+
+def test_a_retried_accept_after_its_server_closed_is_no_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """asyncio 3.11 times one retry per connection a server could not accept (no files
+    left); those that come after the server closed found its socket gone, and printed a
+    traceback each at the close of a node that had recovered."""
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(_handle_exception(BurstLog(logging.getLogger("berrymq.test"))))
+    gone = socket.socket()
+    gone.close()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            loop.call_soon(loop._start_serving,  # type: ignore[attr-defined]
+                           lambda *args: None, gone, None, None, 100)
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+            loop.call_soon(lambda: 1 / 0)  # any other error is asyncio's to print
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+    finally:
+        loop.close()
+    [record] = caplog.records  # the ZeroDivisionError alone
+    assert record.exc_info is not None and record.exc_info[0] is ZeroDivisionError
