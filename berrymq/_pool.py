@@ -211,7 +211,7 @@ class WorkerPool:
                 idle: list[bool] = []
                 barrier = threading.Barrier(self.size + 1,
                                             action=functools.partial(self._note_idle, idle))
-                self._barrier = barrier  # for shutdown to break (see _closed_while_joining)
+                self._barrier = barrier  # for a shutdown to break off (see shutdown)
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if self.closed:
                     return self._stopped.wait(left)
@@ -240,12 +240,15 @@ class WorkerPool:
             self._room.notify_all()
         for _ in self._threads:
             self._tasks.put(None)
+        # A join under way is broken off, and waits for the end of the shutdown instead:
+        # its barriers may lie between the stop markers, where no worker would reach them
+        # all (a join that begins later sees ``closed``).
+        barrier = self._barrier
+        if barrier is not None:
+            barrier.abort()
         current = threading.current_thread()
         for thread in self._threads:
             if thread is not current:
                 thread.join()
         self._drain()
         self._stopped.set()
-        barrier = self._barrier  # a join whose barriers came after the stop markers
-        if barrier is not None:
-            barrier.abort()

@@ -67,13 +67,22 @@ class BurstLog:
             self._unlogged += 1
             if now - self._last < self._interval:
                 self._latest = (level, text, args)
-                if not self._scheduled:
-                    self._scheduled = True
-                    self._schedule(self._last + self._interval - now, self._close_burst)
-                return False
-            count, self._unlogged, self._last, self._latest = self._unlogged, 0, now, None
-        self._write(level, text, args, count)
-        return True
+                if self._scheduled:
+                    return False
+                self._scheduled = True
+                delay = self._last + self._interval - now
+            else:
+                count, self._unlogged, self._last, self._latest = self._unlogged, 0, now, None
+                delay = None
+        if delay is None:
+            self._write(level, text, args, count)
+            return True
+        try:  # outside the lock: what logs is never held up, nor failed, by a thread start
+            self._schedule(delay, self._close_burst)
+        except RuntimeError:  # no thread to be had: the next event past the interval says it
+            with self._lock:
+                self._scheduled = False
+        return False
 
     def _close_burst(self) -> None:
         """The interval after the last line is over: log what came since, if anything."""

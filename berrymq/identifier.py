@@ -132,6 +132,9 @@ def _parse(text: object) -> Identifier:
             raise InvalidIdentifier(text, f"the namespace {namespace!r} is not a plain name")
         ns = namespace
     canonical = f"{name}@{ns}:{action}" if ns is not None else f"{name}:{action}"
+    if len(canonical) > MAX_IDENTIFIER_LENGTH:  # the text on the wire: "name" is "name:*"
+        raise InvalidIdentifier(text, f"with ':*' added it is {len(canonical)} characters long, "
+                                      f"over the limit of {MAX_IDENTIFIER_LENGTH}")
     ident = object.__new__(Identifier)
     setter = object.__setattr__
     setter(ident, "name", name)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import sys
 import threading
 import time
 import weakref
@@ -35,11 +34,6 @@ _CLOSE_CHECK = 0.05
 
 _CLOSED = object()  # put behind the last message when a store closes; wakes every getter
 
-#: CPython before 3.13: a ``SimpleQueue.get`` with a timeout, woken for a message that
-#: another getter took first, could wait on for ever instead of until its timeout. There
-#: the getters of a store take turns (:attr:`QueueStore.getting`), so none is woken for a
-#: message another took.
-_TAKE_TURNS = sys.version_info < (3, 13)
 
 
 class QueueStore:
@@ -47,7 +41,10 @@ class QueueStore:
 
     An unbounded store is a bare ``SimpleQueue``; a bounded one adds a semaphore that
     counts free places, so the sender waits (or is refused) while ``get`` never does
-    more than take from the ``SimpleQueue``.
+    more than take from the ``SimpleQueue``. A ``get`` with a timeout does not wait in
+    the ``SimpleQueue`` but on :attr:`arrived`, which a sender notifies only while such
+    a getter waits: before 3.13, CPython's timed ``SimpleQueue.get``, woken for a message
+    that another getter took first, could wait on for ever instead of until its timeout.
     """
 
     def __init__(self, pattern: Identifier, maxsize: int, on_full: FullPolicy,
@@ -57,8 +54,9 @@ class QueueStore:
         self.on_full = on_full
         self.put_timeout = put_timeout
         self.items: queue.SimpleQueue[object] = queue.SimpleQueue()
-        #: held by the getter taking from :attr:`items` (see _TAKE_TURNS), else None
-        self.getting = threading.Lock() if _TAKE_TURNS else None
+        #: where getters with a timeout wait; ``timed``: how many do (read unlocked by put)
+        self.arrived = threading.Condition(threading.Lock())
+        self.timed = 0
         self.places = threading.BoundedSemaphore(maxsize) if maxsize > 0 else None
         self.closed = False
         self.subscription: Subscription | None = None
@@ -87,30 +85,21 @@ class QueueStore:
                     f"message {message[0]} was refused{waited}"
                 )
         self.items.put(message)
+        if self.timed:  # read after the put: a getter counted itself before it looked
+            self._wake_timed()
         if self.waiters:
             wake(self)
 
-    def get(self, block: bool, timeout: float | None) -> Message:
-        getting = self.getting
-        if getting is None:
-            return self._take(block, timeout)
-        # One getter at a time: one that waits holds the turn, so a get_nowait meanwhile
-        # is Empty (the queue is empty, or what came is the waiter's).
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not getting.acquire(blocking=False) and not (
-                block and getting.acquire(timeout=-1 if timeout is None else timeout)):
-            if self.closed and not self.qsize():  # no turn in time: nothing taken
-                raise QueueClosed(f"queue {self.pattern} is closed and empty")
-            raise queue.Empty
-        try:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            return self._take(block, left)
-        finally:
-            getting.release()
+    def _wake_timed(self) -> None:
+        """Wake a getter waiting with a timeout: something was stored."""
+        with self.arrived:
+            self.arrived.notify()
 
-    def _take(self, block: bool, timeout: float | None) -> Message:
+    def get(self, block: bool, timeout: float | None) -> Message:
+        if block and timeout is not None:
+            return self._get_within(timeout)
         try:
-            item = self.items.get(block, timeout)
+            item = self.items.get(block)
         except queue.Empty:
             if self.closed:
                 raise QueueClosed(f"queue {self.pattern} is closed and empty") from None
@@ -121,11 +110,33 @@ class QueueStore:
             except queue.Empty:
                 item = _CLOSED
             self.items.put(_CLOSED)  # for the next getter
+            if self.timed:
+                self._wake_timed()
             if item is _CLOSED:
                 raise QueueClosed(f"queue {self.pattern} is closed and empty")
         if self.places is not None:
             self.places.release()
         return item  # type: ignore[return-value]
+
+    def _get_within(self, timeout: float) -> Message:
+        """A blocking ``get`` with a timeout, waiting on :attr:`arrived`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.get(False, None)
+            except QueueClosed:
+                raise
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+            with self.arrived:
+                self.timed += 1
+                try:
+                    if self.items.empty():
+                        self.arrived.wait(left)
+                finally:
+                    self.timed -= 1
 
     def qsize(self) -> int:
         return max(0, self.items.qsize() - (1 if self.closed else 0))
@@ -138,6 +149,8 @@ class QueueStore:
             if self.subscription is not None:
                 self.subscription.cancel()
             self.items.put(_CLOSED)
+        with self.arrived:  # every getter waiting with a timeout: closed now
+            self.arrived.notify_all()
         wake(self)
 
 

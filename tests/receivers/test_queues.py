@@ -464,8 +464,9 @@ def test_a_message_stored_as_the_queue_closed_is_still_taken() -> None:
 
 def test_a_timed_get_beside_get_nowait_returns_within_its_timeout(berrymq_bus: Bus) -> None:
     """CPython before 3.13: a timed SimpleQueue.get woken for a message another getter took
-    could wait for ever (until the next message); the getters of a queue take turns, so it
-    never does. Once the senders stop, every timed get returns within its timeout."""
+    could wait for ever (until the next message); a Queue's timed get waits on a condition
+    of its own instead. Once the senders stop, every timed get returns within its
+    timeout."""
     q = berrymq.Queue("h:*")
     sending = threading.Event()
     taking = threading.Event()

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from berrymq.bursts import BurstLog
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.wire import ParseError, dumps, encode_message, loads
 from berrymq_jsonrpc import protocol as p
@@ -240,7 +241,7 @@ def interconnect_v1(service: Service, params: dict[str, Any], context: Any) -> s
         in_waits(service.close_session, token, "peer unreachable")
 
     link = V1Link(client, token, name=f"jsonrpc-1.0:{client.url}", on_dead=dead,
-                  stats=service.stats, on_loss=service.on_loss)
+                  stats=service.stats, on_loss=service.on_loss, failures=service.link_failures)
     link.session = session
     session.link = link
     service.bus.add_forwarder(link)
@@ -340,7 +341,8 @@ class V1Link:
 
     def __init__(self, client: V1HttpClient, token: str, name: str,
                  on_dead: Callable[[BaseException], None], *, stats: NodeStats | None = None,
-                 on_loss: Callable[[], None] | None = None) -> None:
+                 on_loss: Callable[[], None] | None = None,
+                 failures: BurstLog | None = None) -> None:
         self.client = client
         #: the peer's address, where this link calls it back, as every link has one
         self.address = client.url
@@ -353,6 +355,8 @@ class V1Link:
         #: this link accepted and could not send is counted there, as on any other link
         self.stats = stats
         self.on_loss = on_loss
+        #: where the link's end is logged (the node's, one line per burst)
+        self.failures = BurstLog(logger) if failures is None else failures
         self.outbox = Outbox(self._send_batch, max_bytes=p.DEFAULT_MAX_SIZE - 512,
                              on_failure=self._failed, name=name, on_lost=self._lost)
         self.closed = False
@@ -385,8 +389,8 @@ class V1Link:
             session.touch()
 
     def _failed(self, exc: BaseException, lost: int) -> None:
-        logger.error("%s: could not forward %d message(s) to %s: %s; the link is closed",
-                     self.name, lost, self.client.url, exc)
+        self.failures.error("%s: could not forward %d message(s) to %s: %s; the link is "
+                            "closed", self.name, lost, self.client.url, exc)
         self._on_dead(exc)
 
     def close(self, timeout: float = 5.0) -> None:

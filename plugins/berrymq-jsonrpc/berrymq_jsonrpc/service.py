@@ -124,6 +124,8 @@ class Service(QueueMethods):
         self.on_loss: Callable[[], None] | None = None
         #: refusals and drops are logged once per burst, with a count (each is counted)
         self._refusals = BurstLog(logger)
+        #: the ends of this node's links (a failure, a peer gone): one line per burst
+        self.link_failures = BurstLog(logger)
         methods: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
             p.METHOD_CONNECT_ONEWAY: self._connect_oneway,
             p.METHOD_INTERCONNECT: self._interconnect,
@@ -324,7 +326,8 @@ class Service(QueueMethods):
         a batch is answered member by member (:func:`~berrymq_jsonrpc.waiting.answer_batch`)."""
         if type(request) is list:
             return await answer_batch(self, request, context, ended)
-        if type(request) is dict and request.get("method") == p.METHOD_GET:
+        if (type(request) is dict and request.get("method") == p.METHOD_GET
+                and not (p.is_v1(request) and self.requires_secret)):  # (1.0: refused then)
             v1 = p.is_v1(request)  # 1.0 waits the same way, and is answered in its form
             reply = await self.get_waiting(to_v2(request) if v1 else request, ended)
             if reply is not None:

@@ -23,7 +23,6 @@ from abc import abstractmethod
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from berrymq.bursts import BurstLog
 from berrymq.errors import ConnectionClosed, QueueFull, TransportError
 from berrymq.identifier import Identifier
 from berrymq.transports.base import Connection, Transport
@@ -119,8 +118,6 @@ class RemoteTransport(Transport):
             int(number("max_connections_per_client", p.DEFAULT_MAX_CONNECTIONS_PER_CLIENT)),
             logger)
         self.names: list[str] = [str(n) for n in settings.get("names", [])]  # status: Host names
-        #: the ends of this transport's links, logged once per burst (Link.failures)
-        self.link_failures = BurstLog(logger)
         self.urls: list[str] = []
         self._servers: list[Any] = []
         self._files_counted = False  # see fit_open_files
@@ -240,7 +237,7 @@ class RemoteTransport(Transport):
                     outbox_size=self.outbox_size, outbox_bytes=self.outbox_bytes,
                     outbox_wait=self.outbox_wait)
         link.stats = self.service.stats  # stats
-        link.failures = self.link_failures
+        link.failures = self.service.link_failures
         link.on_loss = self._note_loss
         return link
 

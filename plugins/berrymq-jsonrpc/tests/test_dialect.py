@@ -422,7 +422,7 @@ def test_v1_errors(bus_factory: Callable[..., Bus], scheme: str, request_: dict[
 
 
 def test_a_node_that_needs_a_secret_refuses_v1(v1: MakeV1, bus_factory: Callable[..., Bus]) -> None:
-    _, port = serve(bus_factory, "http", secret="s3cret")
+    bus, port = serve(bus_factory, "http", secret="s3cret")
     with pytest.raises(V1Fault) as fault:
         v1("http", port).connect_oneway(1000)
     assert fault.value.error["code"] == p.UNAUTHORISED
@@ -430,6 +430,14 @@ def test_a_node_that_needs_a_secret_refuses_v1(v1: MakeV1, bus_factory: Callable
     body = b'{"jsonrpc":"2.0","method":"connect_oneway","params":{"secret":"s3cret"},"id":1}'
     status, data = v1_post(port, body, content_type="application/json")
     assert status == 200 and isinstance(json.loads(data)["result"], str)
+    # a blocking get too, which waits on the loop: a secret among its params is no way in
+    body = (b'{"jsonrpc":"2.0","method":"connect_via_queue","params":{"identifier":"j:*",'
+            b'"secret":"s3cret"},"id":2}')
+    token = json.loads(v1_post(port, body, content_type="application/json")[1])["result"]
+    bus.twitter("j:x", 1)
+    get = {"method": "get", "params": {"token": token, "secret": "s3cret", "timeout": 1}, "id": 3}
+    status, data = v1_post(port, json.dumps(get).encode(), content_type="application/json")
+    assert json.loads(data)["error"]["code"] == p.UNAUTHORISED, data
 
 
 @pytest.mark.parametrize("member", [
