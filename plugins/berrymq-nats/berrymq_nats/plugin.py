@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from berrymq.hookspecs import hookimpl
 from berrymq_nats.options import NUMBER_OPTIONS, option_problem
+from berrymq_nats.subjects import prefix_problem
 from berrymq_nats.transport import NatsTransport, transport_of
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def berrymq_declare_settings(schema: SettingsSchema) -> None:
     )
     for key in sorted(NUMBER_OPTIONS):
         schema.add_check(PLUGIN, key, functools.partial(option_problem, key))
+    schema.add_check(PLUGIN, "subject_prefix", prefix_problem)
 
 
 @hookimpl

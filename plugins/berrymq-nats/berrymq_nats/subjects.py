@@ -41,8 +41,10 @@ __all__ = [
     "DEFAULT_PREFIX",
     "WILDCARD_TOKEN",
     "SubjectMap",
+    "check_prefix",
     "escape_token",
     "minimize",
+    "prefix_problem",
     "unescape_token",
 ]
 
@@ -92,15 +94,22 @@ def unescape_token(token: str) -> str:
 
 def check_prefix(prefix: str) -> str:
     """Return ``prefix`` if it is usable as the first tokens of a subject, else raise."""
+    problem = prefix_problem(prefix)
+    if problem is not None:
+        raise ValueError(f"subject_prefix {problem}")
+    return prefix
+
+
+def prefix_problem(prefix: object) -> str | None:
+    """What is wrong with ``prefix`` as the first tokens of a subject, or None (also the
+    settings file's check of ``subject_prefix``)."""
     if not isinstance(prefix, str) or not prefix:
-        raise ValueError(f"subject_prefix must be a non-empty string, got {prefix!r}")
+        return f"must be a non-empty string, got {prefix!r}"
     for token in prefix.split("."):
         if not token or any(ch in "*> \t\r\n" for ch in token) or not token.isprintable():
-            raise ValueError(
-                f"subject_prefix {prefix!r} is not a valid NATS subject prefix: use tokens "
-                "separated by single dots, without '*', '>' or whitespace"
-            )
-    return prefix
+            return (f"{prefix!r} is not a valid NATS subject prefix: use tokens separated "
+                    "by single dots, without '*', '>' or whitespace")
+    return None
 
 
 def _covers(wide: tuple[str, ...], narrow: tuple[str, ...]) -> bool:

@@ -56,6 +56,7 @@ def test_seconds_are_positive_and_finite(key: str, value: float) -> None:
     ("connect_timeout = inf", "nats.connect_timeout must be a positive, finite number"),
     ("max_reconnect_attempts = 0", "nats.max_reconnect_attempts must be -1 (never give up)"),
     ("buffer_limit = -3", "nats.buffer_limit must be 0 or more, got -3"),
+    ('subject_prefix = "jobs.*"', "nats.subject_prefix 'jobs.*' is not a valid NATS subject"),
 ])
 def test_a_bad_value_in_the_settings_file_is_named_with_its_line_when_plugins_load(
         tmp_path: Path, line: str, expected: str) -> None:
