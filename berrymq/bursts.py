@@ -5,7 +5,8 @@ lines, refused connections, a failing ``accept()``, links to a peer that went aw
 logged through a :class:`BurstLog`: the first event at once, then at most one line per
 interval carrying how many came meanwhile, so that the log tells what happens without
 being filled by it. The last line of a burst comes once the interval is over, whether or
-not another event comes, so no event goes unreported in the log.
+not another event comes, or when its owner closes (:meth:`BurstLog.flush`), so no event
+goes unreported in the log.
 """
 
 from __future__ import annotations
@@ -83,6 +84,11 @@ class BurstLog:
             with self._lock:
                 self._scheduled = False
         return False
+
+    def flush(self) -> None:
+        """Write now what the burst under way would end with (its owner is closing: the
+        timer of its closing line may not outlive the process)."""
+        self._close_burst()
 
     def _close_burst(self) -> None:
         """The interval after the last line is over: log what came since, if anything."""

@@ -88,3 +88,18 @@ def test_by_default_the_closing_line_comes_by_itself() -> None:
     finally:
         logger.removeHandler(handler)
     assert lines == ["odd 1", "odd 3 (2 such events since the last line)"]
+
+
+def test_flush_writes_the_burst_so_far_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    """What a closing owner calls: the closing line now, not when a timer would have run
+    (a daemon timer does not outlive the process)."""
+    _, later, bursts = burst_log(10.0)
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        bursts.warning("freed %d", 1)
+        bursts.warning("freed %d", 2)
+        bursts.warning("freed %d", 3)
+        bursts.flush()
+        later.run()  # the timer, later: nothing more to say
+        bursts.flush()
+    assert [r.getMessage() for r in caplog.records] == [
+        "freed 1", "freed 3 (2 such events since the last line)"]

@@ -205,6 +205,13 @@ class Service(QueueMethods):
         finally:
             _HANDED.reset(reset)
 
+    def close(self) -> None:
+        """Close every session (see SessionTable), then write what this node's bursts of
+        refusals and link failures came to since their last lines."""
+        super().close()
+        self._refusals.flush()
+        self.link_failures.flush()
+
     @property
     def requires_secret(self) -> bool:
         """Whether every request must carry the shared secret (JSON-RPC 1.0 cannot)."""

@@ -205,3 +205,4 @@ class SessionTable:
             sweeper.cancel()
         for token in list(self.sessions):
             self.close_session(token, "server closed")
+        self._drops.flush()
