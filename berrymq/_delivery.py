@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from berrymq._hops import get_box, hop_box
+from berrymq._hops import get_box, get_ident, hop_box
 from berrymq._index import DIRECT, DISPATCH, NOBODY, RouteEntry
 from berrymq._losses import HOP_LIMIT, LOSSES
 from berrymq._pending import PendingReply
@@ -61,7 +61,9 @@ def deliver(bus: Bus, route: Iterable[RouteEntry], message: Message,
         subclass), which costs about 5% of a send.
     """
     if box is None:
-        box = get_box(None) or hop_box()
+        box = get_box(None)
+        if box is None or box[1] != get_ident():
+            box = hop_box()
     if hops is None:
         hops = message[3]
     outer = box[0]
@@ -172,7 +174,9 @@ def send(owner: BusOwner, identifier: str | Identifier, /, *args: Any, **kwargs:
         ident, route, how = bus.routes[identifier]  # a subscript is cheaper than .get
     except (KeyError, TypeError):  # TypeError: unhashable, which parsing then names
         ident, route, how = bus.index.miss(identifier)
-    box = get_box(None) or hop_box()
+    box = get_box(None)
+    if box is None or box[1] != get_ident():  # none yet, or another thread's
+        box = hop_box()
     if box[0] or how:  # the hop count is 0 unless sent from inside a receiver
         _send_other(bus, ident, route, how, box, args, kwargs)
         return

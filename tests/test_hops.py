@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from helpers import WAIT
 
 from berrymq._hops import get_box, hop_box
+from berrymq.bus import Bus
 
 
 def in_a_new_thread(function: Callable[[], Any]) -> Any:
@@ -30,8 +32,39 @@ def test_a_thread_has_no_box_until_hop_box_makes_one_holding_zero() -> None:
 
     before, box, again, after = in_a_new_thread(first_use)
     assert before is None  # get_box(None): None before the thread's first delivery
-    assert box == [0]
+    assert box[0] == 0
     assert again is box and after is box  # one box: later reads see what is put in it
+
+
+def test_a_context_copied_into_another_thread_does_not_share_its_box() -> None:
+    """asyncio.to_thread copies the caller's context, and with it the caller's box: the
+    worker's deliveries saved and restored the caller's count, which stayed above 0, and
+    the caller's later sends were dropped at the hop limit."""
+    bus = Bus(name="copied")
+    received: list[int] = []
+    bus.subscribe("c:*", lambda message: received.append(message.hops), weak=False)
+    here = hop_box()
+    in_worker = threading.Event()
+    worker_may_end = threading.Event()
+
+    def worker() -> int:
+        box = hop_box()  # the first use in this thread: a box of its own
+        box[0] = 5  # as inside a receiver of a 5-hop message
+        in_worker.set()
+        assert worker_may_end.wait(WAIT)
+        bus.twitter("c:worker")
+        return box[0]
+
+    context = contextvars.copy_context()  # what to_thread does
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        future = executor.submit(context.run, worker)
+        assert in_worker.wait(WAIT)
+        assert here[0] == 0  # the worker's count is not this thread's
+        bus.twitter("c:here")
+        worker_may_end.set()
+        assert future.result(WAIT) == 5
+    assert here[0] == 0 and sorted(received) == [0, 5]
+    bus.close()
 
 
 def test_each_thread_has_a_box_of_its_own() -> None:
