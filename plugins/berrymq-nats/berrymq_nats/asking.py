@@ -37,6 +37,7 @@ from berrymq.errors import ConnectionClosed, ReplyError
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq.wire import decode_replies, dumps, encode_message, encode_reply, loads
+from berrymq_nats.client import check_payload
 from berrymq_nats.inbound import progress
 
 if TYPE_CHECKING:
@@ -215,6 +216,7 @@ class Asking:
         try:
             payload = encode_message(message, None, taken=bridge.shared.taken(ident),
                                      timeout=timeout).encode()
+            check_payload(bridge.client, ident, payload)
             bridge.outbox.put((bridge.subjects.subject(ident), payload, inbox), ident)
             return waiter.wait(timeout, probe)
         finally:

@@ -20,17 +20,17 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from nats.aio.client import Client
+from nats.aio.client import DEFAULT_MAX_PAYLOAD_SIZE, Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
-from berrymq.errors import ConnectionClosed, TransportError
+from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
 
 if TYPE_CHECKING:
     from berrymq_nats.options import BrokerOptions
 
-__all__ = ["Direct", "after_each_read", "client_options", "close_before_reconnecting", "confirm_written",
-           "subscribe_direct"]
+__all__ = ["Direct", "after_each_read", "check_payload", "client_options",
+           "close_before_reconnecting", "confirm_written", "subscribe_direct"]
 
 
 def client_options(options: BrokerOptions, name: str, **callbacks: Any) -> dict[str, Any]:
@@ -148,3 +148,12 @@ def close_before_reconnecting(nc: Client) -> None:
 
     close_then_connect.berrymq = True  # type: ignore[attr-defined]
     transport.connect = close_then_connect  # type: ignore[union-attr]
+
+
+def check_payload(nc: Client | None, what: object, payload: bytes) -> None:
+    """Refuse, at the call that sent it, a message over the server's ``max_payload``:
+    nats-py would refuse it later, on the I/O thread, where nobody can be told."""
+    limit = nc.max_payload if nc is not None else DEFAULT_MAX_PAYLOAD_SIZE
+    if len(payload) > limit:
+        raise MessageTooLarge(f"message {what} is {len(payload)} bytes as JSON, over the NATS "
+                              f"server's max_payload of {limit} bytes; it was not sent")

@@ -17,12 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from nats.aio.client import DEFAULT_MAX_PAYLOAD_SIZE
-
-from berrymq.errors import MessageTooLarge
 from berrymq.identifier import Identifier
 from berrymq.transports.base import Link
 from berrymq.wire import encode_message
+from berrymq_nats.client import check_payload
 
 if TYPE_CHECKING:
     from berrymq.message import Message
@@ -63,11 +61,7 @@ class NatsLink(Link):
             message = bridge.bus.stamp(message)
         ident = message[0]
         payload = encode_message(message, reply_to, taken=taken).encode()
-        nc = bridge.client
-        limit = nc.max_payload if nc is not None else DEFAULT_MAX_PAYLOAD_SIZE
-        if len(payload) > limit:  # nats-py would refuse it later, where nobody can be told
-            raise MessageTooLarge(f"message {ident} is {len(payload)} bytes as JSON, over the "
-                                  f"NATS server's max_payload of {limit} bytes; it was not sent")
+        check_payload(bridge.client, ident, payload)
         bridge.outbox.put((bridge.subjects.subject(ident), payload, ""), ident)
 
     def request(self, message: Message, timeout: float) -> list[Any]:

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 __all__ = ["FromBroker", "SharedQueues", "from_broker", "shared_queue_guard"]
 
+#: The most identifiers whose shared-queue groups are kept (per direction): a sender of
+#: endless distinct identifiers, here or on a peer, makes the caches start again instead.
+_CACHE_LIMIT = 16384
+
 
 class FromBroker(dict):  # type: ignore[type-arg]
     """The keyword arguments of a message that came in through NATS's fan-out.
@@ -96,6 +100,8 @@ class SharedQueues:
                 cache = self._taken
             taken = tuple(group for sub, group, pattern in self.entries
                           if sub.active and pattern.matches(ident))
+            if len(cache) >= _CACHE_LIMIT:  # distinct identifiers without end: bounded
+                cache.clear()
             cache[ident.text] = taken
         return taken
 
@@ -109,6 +115,8 @@ class SharedQueues:
                 self.refresh()
                 cache = self._marks
             marked = any(sub.active and pattern.matches(ident) for sub, _, pattern in self.entries)
+            if len(cache) >= _CACHE_LIMIT:  # a peer can send endless distinct identifiers
+                cache.clear()
             cache[ident.text] = marked
         return marked
 

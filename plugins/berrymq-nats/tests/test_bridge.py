@@ -256,6 +256,10 @@ def test_a_message_over_max_payload_is_refused_by_name(
                                                       r"of 1048576 bytes; it was not sent"):
         bridge.send(Message("big:two", (big,)))
     assert bridge.losses.total == 0  # nothing was handed to nats-py to fail there
+    started = time.monotonic()  # an ask too: its error entry at once, not at its timeout
+    [entry] = bus.ask("big:ask", big, timeout=20)
+    assert isinstance(entry, berrymq.ReplyError) and "MessageTooLarge" in str(entry)
+    assert time.monotonic() - started < 10 and bridge.losses.total == 0
     bus.twitter("big:small", "fits")  # and the bridge goes on
     assert bridge.flush(10)
 
