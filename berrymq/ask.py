@@ -229,14 +229,16 @@ _CLOCK_SLACK = 0.01
 
 
 def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: dict[str, Any],
-        timeout: float) -> list[Any]:
-    """See :meth:`Bus.ask <berrymq.Bus.ask>`."""
+        timeout: float, deadline: float | None = None) -> list[Any]:
+    """See :meth:`Bus.ask <berrymq.Bus.ask>`; ``deadline`` (a ``time.monotonic()`` time)
+    when the ``timeout`` began before this call (``ask_async`` waited for a thread)."""
     ident = parse(identifier)
     timeout = ask_timeout(timeout)
     hops = hop_box()[0]
     if looping(bus, ident, hops):  # asked from receivers asking in a loop: nobody is asked
         return []
-    deadline = time.monotonic() + timeout
+    if deadline is None:
+        deadline = time.monotonic() + timeout
     message: Message = new_message((ident, args, kwargs, hops, None))
     requesters = [] if ident.is_local else bus.requesters()
     if requesters:
@@ -299,17 +301,23 @@ async def ask_async_on(bus: Bus, identifier: str | Identifier, /, *args: Any,
                        timeout: float = 5.0, **kwargs: Any) -> list[Any]:
     """:meth:`Bus.ask <berrymq.Bus.ask>` on ``bus`` without blocking the event loop: the
     request runs in a thread of the bus's ask executor (kept in its state, shut down with
-    the bus); the caller's hop count goes with it."""
+    the bus); the caller's hop count goes with it. The timeout counts from this call: a
+    request that waited that long for a thread is not run, and is answered with a
+    ``TimeoutError`` entry."""
     parse(identifier)  # bad input fails here, in the caller's task
     timeout = ask_timeout(timeout)
     hops = hop_box()[0]
+    deadline = time.monotonic() + timeout
 
     def run() -> list[Any]:
+        if time.monotonic() >= deadline:  # every thread was busy until the deadline
+            return [_no_answer(f"the ask of {identifier} (not started: every ask thread was "
+                               "busy)", timeout, bus.node_id)]
         box = hop_box()
         outer = box[0]
         box[0] = hops
         try:
-            return bus.ask(identifier, *args, timeout=timeout, **kwargs)
+            return ask(bus, identifier, args, kwargs, timeout, deadline)
         finally:
             box[0] = outer
 

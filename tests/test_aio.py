@@ -747,3 +747,24 @@ def test_async_receivers_with_a_worker_pool(berrymq_bus: Bus) -> None:
         assert {name for _, name in got} == {threading.current_thread().name}
 
     asyncio.run(main())
+
+
+def test_ask_async_keeps_its_timeout_when_every_ask_thread_is_busy(berrymq_bus: Bus) -> None:
+    """The timeout counts from the call: 200 asks at once of a receiver that does not
+    return, on 64 threads, all come back by about their timeout. (They waited for a
+    thread first, and then took their whole timeout again: the last of them 1.2 s.)"""
+    release = threading.Event()
+    berrymq_bus.subscribe("held:*", lambda message: release.wait(WAIT), weak=False)
+
+    async def ask_all() -> list[list[Any]]:
+        asks = [berrymq.ask_async("held:x", timeout=0.3) for _ in range(200)]
+        return await asyncio.wait_for(asyncio.gather(*asks), WAIT)
+
+    started = time.monotonic()
+    try:
+        results = asyncio.run(ask_all())
+    finally:
+        release.set()
+    assert time.monotonic() - started < 0.9
+    assert all(len(replies) == 1 and isinstance(replies[0], berrymq.ReplyError)
+               and "TimeoutError" in str(replies[0]) for replies in results)
