@@ -68,7 +68,11 @@ def test_a_burst_that_stops_is_summed_up_once_its_interval_is_over(
 
 
 def test_by_default_the_closing_line_comes_by_itself() -> None:
-    bursts = BurstLog(logger, interval=0.2)
+    # A logger of its own that does not pass records on: the timer thread's record would
+    # otherwise reach the root logger's handlers after this test, in the next one's caplog.
+    timed = logging.getLogger("berrymq.test.bursts.timer")
+    timed.propagate = False
+    bursts = BurstLog(timed, interval=0.2)
     lines: list[str] = []
     both = threading.Event()
 
@@ -79,14 +83,14 @@ def test_by_default_the_closing_line_comes_by_itself() -> None:
                 both.set()
 
     handler = Collect(logging.WARNING)
-    logger.addHandler(handler)
+    timed.addHandler(handler)
     try:
         bursts.warning("odd %d", 1)
         bursts.warning("odd %d", 2)
         bursts.warning("odd %d", 3)
         assert both.wait(10), "the end of the burst was never logged"
     finally:
-        logger.removeHandler(handler)
+        timed.removeHandler(handler)
     assert lines == ["odd 1", "odd 3 (2 such events since the last line)"]
 
 

@@ -289,6 +289,7 @@ class Link(base.Link):
             return
         self.closed = True
         self.outbox.close(timeout)  # what it could not send is counted by _lost
+        self._refusals.flush()  # the peer's refusals so far, said now
         if self.owns_channel:
             self.channel.close()
 

@@ -191,6 +191,10 @@ class Admission:
         return error_object(p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED], None,
                             {"setting": setting, "limit": limit, "detail": text})
 
+    def flush(self) -> None:
+        """Write what the refusals came to since their last line (the servers close)."""
+        self._log.flush()
+
     def release(self, client: str) -> None:
         """A connection counted by :meth:`admit` ended."""
         self.open -= 1

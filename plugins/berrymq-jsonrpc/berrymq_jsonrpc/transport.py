@@ -378,6 +378,7 @@ class RemoteTransport(Transport):
             servers, self._servers = self._servers, []
         for server in servers:
             self._stop(server)
+        self.admission.flush()
         if self._files_counted:
             release_open_files(self.admission.max_connections)
         self.urls.clear()
