@@ -128,7 +128,8 @@ def _swap(bus: Bus | None) -> Bus | None:
     return old
 
 
-#: The ``use_bus`` blocks open, in the order they began: [bus, the default before it].
+#: The ``use_bus`` blocks open, in the order they began: each a one-element list holding
+#: the default to go back to when it ends.
 _uses: list[list[Bus | None]] = []
 _uses_lock = threading.Lock()
 
@@ -141,9 +142,9 @@ def use_bus(bus: Bus) -> Iterator[Bus]:
     be had the block never begun (the bus of a block begun later and still open, else
     the default from before them all).
     """
-    entry: list[Bus | None] = [bus, None]
+    entry: list[Bus | None] = [None]
     with _uses_lock:
-        entry[1] = _swap(bus)
+        entry[0] = _swap(bus)
         _uses.append(entry)
     try:
         yield bus
@@ -152,6 +153,6 @@ def use_bus(bus: Bus) -> Iterator[Bus]:
             index = next(i for i, open_ in enumerate(_uses) if open_ is entry)
             del _uses[index]
             if index == len(_uses):  # the last begun: the default goes back
-                _swap(entry[1])
+                _swap(entry[0])
             else:  # a later block is open: its end goes back to what was before this one
-                _uses[index][1] = entry[1]
+                _uses[index][0] = entry[0]

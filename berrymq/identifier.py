@@ -107,9 +107,6 @@ def _parse(text: object) -> Identifier:
         raise InvalidIdentifier(text, f"expected a str, got {type(text).__name__}")
     if not text:
         raise InvalidIdentifier(text, "it is empty")
-    if len(text) > MAX_IDENTIFIER_LENGTH:
-        raise InvalidIdentifier(text, f"it is {len(text)} characters long, over the limit of "
-                                      f"{MAX_IDENTIFIER_LENGTH}")
     words = text.split(None, 1)  # no whitespace: the text itself, alone
     if not text.isprintable() or len(words) != 1 or words[0] != text:
         raise InvalidIdentifier(text, "it contains whitespace or control characters")
@@ -133,8 +130,9 @@ def _parse(text: object) -> Identifier:
         ns = namespace
     canonical = f"{name}@{ns}:{action}" if ns is not None else f"{name}:{action}"
     if len(canonical) > MAX_IDENTIFIER_LENGTH:  # the text on the wire: "name" is "name:*"
-        raise InvalidIdentifier(text, f"with ':*' added it is {len(canonical)} characters long, "
-                                      f"over the limit of {MAX_IDENTIFIER_LENGTH}")
+        added = "" if colon else " with ':*' added"
+        raise InvalidIdentifier(text, f"it is {len(canonical)} characters long{added}, over "
+                                      f"the limit of {MAX_IDENTIFIER_LENGTH}")
     ident = object.__new__(Identifier)
     setter = object.__setattr__
     setter(ident, "name", name)

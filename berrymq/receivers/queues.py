@@ -35,7 +35,6 @@ _CLOSE_CHECK = 0.05
 _CLOSED = object()  # put behind the last message when a store closes; wakes every getter
 
 
-
 class QueueStore:
     """Where messages wait: one per standalone queue, one per pattern for shared queues.
 

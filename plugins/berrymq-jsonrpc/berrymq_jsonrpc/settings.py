@@ -132,7 +132,8 @@ def read_number(settings: Mapping[str, Any], name: str, default: float, plugin: 
     problem = positive_number(value)
     if problem is not None:
         raise _invalid(f"{plugin}.{name} {problem}", name, plugin, source)
-    return float(value) if type(value) is float else int(value)
+    number: float = value  # (an int or a float, as given)
+    return number
 
 
 def read_hosts(settings: Mapping[str, Any], name: str, plugin: str,
