@@ -14,10 +14,11 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import bind_family, split_url
 from berrymq_jsonrpc.cli import add_serve_option
 from berrymq_jsonrpc.client import Channel
-from berrymq_jsonrpc.settings import declare_settings
+from berrymq_jsonrpc.settings import declare_settings, read_number
 from berrymq_jsonrpc.transport import RemoteTransport
 
 from berrymq.bus import Bus
@@ -64,13 +65,22 @@ class _Server:
 
 
 class TcpTransport(RemoteTransport):
-    """JSON-RPC over TCP, one JSON text per line: ``tcp://host:port``."""
+    """JSON-RPC over TCP, one JSON text per line: ``tcp://host:port``.
+
+    A connection carries requests both ways: an ``interconnect`` without ``addr`` makes
+    the node send its messages back over the connection it came on, so this transport
+    also reads ``max_interconnects_per_connection``, the most such interconnections one
+    connection carries (see :mod:`berrymq_jsonrpc.settings`).
+    """
 
     scheme = "tcp"
     plugin = PLUGIN
 
     def __init__(self, bus: Bus, settings: Mapping[str, Any]) -> None:
         super().__init__(bus, settings)
+        self.service.max_interconnects_per_connection = int(read_number(
+            settings, "max_interconnects_per_connection",
+            p.DEFAULT_MAX_INTERCONNECTS_PER_CONNECTION, PLUGIN, bus.plugins.settings))
 
     def _serve(self, host: str, port: int) -> tuple[Any, int]:
         server = _Server(self)
@@ -106,7 +116,7 @@ class TcpTransport(RemoteTransport):
 
 @hookimpl
 def berrymq_declare_settings(schema: SettingsSchema) -> None:
-    declare_settings(schema, PLUGIN)
+    declare_settings(schema, PLUGIN, back_channel=True)
 
 
 @hookimpl

@@ -81,6 +81,7 @@ __all__ = [
     "INVALID_PARAMS",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONNECTIONS_PER_CLIENT",
+    "DEFAULT_MAX_INTERCONNECTS_PER_CONNECTION",
     "DEFAULT_MAX_QUEUED_BYTES",
     "DEFAULT_MAX_SESSIONS",
     "DEFAULT_MAX_TTL",
@@ -147,6 +148,12 @@ DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 6_000
 #: The most sessions (tokens) open at once on one transport of a node; one more
 #: ``connect_*``/``interconnect`` is answered :data:`LIMIT_REACHED`.
 DEFAULT_MAX_SESSIONS = 10_000
+#: The most ``interconnect`` sessions whose messages the node sends back over the
+#: connection the peer opened (over TCP, ``addr`` null), per connection: each link holds
+#: up to a request of ``max_size`` on it, so that a peer that stops reading holds at most
+#: this many (setting ``max_interconnects_per_connection``); one more is answered
+#: :data:`LIMIT_REACHED`.
+DEFAULT_MAX_INTERCONNECTS_PER_CONNECTION = 16
 #: The longest ``ttl`` a session may ask for, in seconds (a day): a session asking for
 #: more is answered :data:`LIMIT_REACHED`, so that no client keeps sessions for good.
 DEFAULT_MAX_TTL = 86_400

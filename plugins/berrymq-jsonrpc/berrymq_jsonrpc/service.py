@@ -248,8 +248,16 @@ class Service(QueueMethods):
         self.check_ttl(ttl)  # before the link to the peer is made
         if self.link_factory is None:
             raise app_error(p.NOT_AVAILABLE, "this node cannot forward to its peers")
+        # without addr the link sends back over the connection the request came on (TCP),
+        # where what it holds counts against max_interconnects_per_connection
+        sends_on = context if addr is None else None
+        self.check_room(sends_on)  # max_sessions too: before a callback connection is made
         link = self.link_factory(addr, peer_token, context)
-        session = self.open_session("interconnect", ttl, context)
+        try:
+            session = self.open_session("interconnect", ttl, context, sends_on=sends_on)
+        except BaseException:  # refused after all (a race): the link and its connection go
+            link.close(0.0)
+            raise
         session.link = link
         link.session = session
         self.bus.add_forwarder(link)

@@ -47,7 +47,9 @@ class SessionTable:
     :param bus: the bus whose forwarders the links of interconnect sessions are.
     :param name: names the transport in log lines.
     :param max_sessions: how many sessions may be open at once (setting
-        ``max_sessions``); one more is refused with *Limit reached*.
+        ``max_sessions``); one more is refused with *Limit reached*, as is one more
+        interconnection sent back over a connection that carries
+        :attr:`max_interconnects_per_connection` of them.
     :param liveness_interval: how often the links of interconnect sessions are checked
         for a peer gone.
     """
@@ -60,6 +62,12 @@ class SessionTable:
         #: the longest ``ttl`` a session may have, in seconds (setting ``max_ttl``); one
         #: asking for more is refused with *Limit reached*
         self.max_ttl: float = p.DEFAULT_MAX_TTL
+        #: the most interconnections whose links send back over one connection a peer
+        #: opened (setting ``max_interconnects_per_connection``, which the TCP transport
+        #: reads: only its connections carry requests both ways)
+        self.max_interconnects_per_connection = p.DEFAULT_MAX_INTERCONNECTS_PER_CONNECTION
+        #: how many open sessions send back over each such connection (under _lock)
+        self._sent_on: dict[Any, int] = {}
         #: how often the links of interconnect sessions are checked for a peer gone
         self.liveness_interval = liveness_interval
         self.sessions: dict[str, Session] = {}
@@ -72,9 +80,11 @@ class SessionTable:
         self._drops = BurstLog(logger)  # logged once per burst, with a count
 
     def open_session(self, style: str, ttl: float, context: Any = None,
-                     token: str | None = None) -> Session:
+                     token: str | None = None, *, sends_on: Any = None) -> Session:
         """Open a session and give it a fresh token, or ``token``: the one a JSON-RPC 1.0
         peer proposed for ``interconnect`` (Invalid params when it names an open session).
+        ``sends_on``: the connection the session's link will send back over (see
+        :meth:`check_room`).
         """
         if self._closed:
             raise ConnectionError("the service is closed")
@@ -83,16 +93,40 @@ class SessionTable:
             if token is not None and token in self.sessions:
                 raise invalid_params("'token' already names an open session; propose another")
             self.check_ttl(ttl)
-            if len(self.sessions) >= self.max_sessions:
-                self.refused["max_sessions"] = self.refused.get("max_sessions", 0) + 1
-                raise app_error(p.LIMIT_REACHED, {
-                    "setting": "max_sessions", "limit": self.max_sessions,
-                    "detail": f"the node has {self.max_sessions} sessions open, the cap "
-                              "(setting max_sessions); close one or wait for one to expire"})
+            self._check_room(sends_on)
+            if sends_on is not None:
+                session.sends_on = sends_on
+                self._sent_on[sends_on] = self._sent_on.get(sends_on, 0) + 1
             self.sessions[session.token] = session
             if self._sweeper is None:
                 self._sweeper = io_loop.submit(self._sweep())
         return session
+
+    def check_room(self, sends_on: Any = None) -> None:
+        """*Limit reached* when one more session would go over ``max_sessions``, or, for a
+        session whose link would send back over the connection ``sends_on``, over
+        ``max_interconnects_per_connection`` of that connection (counted in
+        ``/status``): asked before a session's link is made, and again when it opens."""
+        with self._lock:
+            self._check_room(sends_on)
+
+    def _check_room(self, sends_on: Any) -> None:
+        # under _lock
+        if len(self.sessions) >= self.max_sessions:
+            self.refused["max_sessions"] = self.refused.get("max_sessions", 0) + 1
+            raise app_error(p.LIMIT_REACHED, {
+                "setting": "max_sessions", "limit": self.max_sessions,
+                "detail": f"the node has {self.max_sessions} sessions open, the cap "
+                          "(setting max_sessions); close one or wait for one to expire"})
+        cap = self.max_interconnects_per_connection
+        if sends_on is not None and self._sent_on.get(sends_on, 0) >= cap:
+            setting = "max_interconnects_per_connection"
+            self.refused[setting] = self.refused.get(setting, 0) + 1
+            raise app_error(p.LIMIT_REACHED, {
+                "setting": setting, "limit": cap,
+                "detail": f"this connection carries {cap} interconnections whose messages "
+                          f"the node sends back over it, the cap (setting {setting}); close "
+                          "one, or interconnect over another connection"})
 
     def check_ttl(self, ttl: float) -> None:
         """*Limit reached* for a ``ttl`` over :attr:`max_ttl` (counted in ``/status``)."""
@@ -127,6 +161,11 @@ class SessionTable:
         """Close a session and free its resources; False when there was none."""
         with self._lock:
             session = self.sessions.pop(token, None)
+            carrier = None if session is None else session.sends_on
+            if carrier is not None:
+                left = self._sent_on.pop(carrier) - 1
+                if left:
+                    self._sent_on[carrier] = left
         if session is None:
             return False
         session.closed = True

@@ -198,7 +198,7 @@ class Session:
     """What the server keeps for one token."""
 
     __slots__ = ("closed", "context", "deadline", "link", "on_close", "opened", "queue",
-                 "style", "token", "ttl")
+                 "sends_on", "style", "token", "ttl")
 
     def __init__(self, token: str, style: str, ttl: float, context: Any = None) -> None:
         self.token = token
@@ -207,6 +207,10 @@ class Session:
         self.deadline = time.monotonic() + ttl
         self.opened = time.monotonic()  # stats: the session's age in /status
         self.context = context
+        #: the connection a peer opened that this session's link sends back over (an
+        #: interconnection over TCP with ``addr`` null), counted against the cap
+        #: ``max_interconnects_per_connection``; None for every other session
+        self.sends_on: Any = None
         self.queue: SessionQueue | None = None
         self.link: Link | V1Link | None = None
         self.closed = False

@@ -31,6 +31,14 @@
     address (default 10 000 and 6 000); one more is answered once and closed.
 ``max_sessions``
     the most sessions (tokens) open at once (default 10 000).
+``max_interconnects_per_connection`` (TCP only: :data:`BACK_CHANNEL_SETTINGS`)
+    the most ``interconnect`` sessions whose messages the node sends back over the
+    connection the peer opened them on (default 16); one more is answered *Limit reached*.
+    Each such link may hold a request of up to ``max_size`` on the connection, so this
+    bounds what a peer that stops reading one connection makes the node hold. Over HTTP
+    the node never sends over a connection a client opened (it calls the client's
+    server back on a connection of its own), so the ``jsonrpc-http`` table does not take
+    the key.
 ``max_ttl``
     the longest ``ttl`` a session may ask for, in seconds (default 86 400, a day).
 ``max_queued_bytes``
@@ -60,8 +68,8 @@ from typing import Any
 from berrymq.registries import SettingsSchema
 from berrymq.settings import Settings
 
-__all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "cidr_blocks", "declare_settings", "positive_number",
-           "read_hosts", "read_number"]
+__all__ = ["BACK_CHANNEL_SETTINGS", "DEFAULT_TIMEOUT", "SETTINGS", "cidr_blocks",
+           "declare_settings", "positive_number", "read_hosts", "read_number"]
 
 #: Seconds a client waits to connect and for a reply (setting ``timeout``), and a sender
 #: for room in a full outbox (``outbox_wait``).
@@ -90,13 +98,22 @@ SETTINGS: dict[str, type | tuple[type, ...]] = {
     "outbox_wait": (int, float),
 }
 
+#: The settings only a transport whose connections carry requests both ways (TCP: the
+#: node sends an interconnection's messages back over the connection it came on) takes.
+BACK_CHANNEL_SETTINGS: dict[str, type | tuple[type, ...]] = {
+    "max_interconnects_per_connection": int,
+}
 
-def declare_settings(schema: SettingsSchema, plugin: str) -> None:
+
+def declare_settings(schema: SettingsSchema, plugin: str, *, back_channel: bool = False) -> None:
     """Declare the settings table every JSON-RPC transport plugin accepts: the keys, their
     types, and the checks of their values (every number is positive, ``callback_hosts``
-    holds no bad CIDR block), so that a bad value is named when the plugins load."""
-    schema.add(plugin, **SETTINGS)
-    for name, kind in SETTINGS.items():
+    holds no bad CIDR block), so that a bad value is named when the plugins load. With
+    ``back_channel`` (a transport that sends requests back over the connections it
+    accepted), :data:`BACK_CHANNEL_SETTINGS` too."""
+    keys = {**SETTINGS, **BACK_CHANNEL_SETTINGS} if back_channel else SETTINGS
+    schema.add(plugin, **keys)
+    for name, kind in keys.items():
         if kind is int or kind == (int, float):
             schema.add_check(plugin, name, positive_number)
     schema.add_check(plugin, "callback_hosts", cidr_blocks)
