@@ -5,15 +5,24 @@ lines, refused connections, a failing ``accept()``, links to a peer that went aw
 logged through a :class:`BurstLog`: the first event at once, then at most one line per
 interval carrying how many came meanwhile, so that the log tells what happens without
 being filled by it. The last line of a burst comes once the interval is over, whether or
-not another event comes, or when its owner closes (:meth:`BurstLog.flush`), so no event
-goes unreported in the log.
+not another event comes, or when its owner closes (:meth:`BurstLog.flush`), or when the
+interpreter exits, so no event goes unreported in the log.
+
+A burst under way is in a registry of weak references that one :mod:`atexit` hook
+flushes: a BurstLog kept at module level (odd lines of a TCP peer, a failing
+``accept()``) has no owner that closes it, and the timer of its closing line is a daemon
+thread that dies with the process. The hook is registered when this module is imported,
+before any hook of a module that logs through it, so it runs after theirs (``atexit``
+runs hooks in reverse), and before :func:`logging.shutdown`.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -31,10 +40,27 @@ def _timer_thread(delay: float, call: Callable[[], None]) -> object:
     return timer
 
 
+#: The BurstLogs with a burst under way (a closing line to come), flushed at exit.
+_under_way: weakref.WeakSet[BurstLog] = weakref.WeakSet()
+_under_way_lock = threading.Lock()
+
+
+def _flush_at_exit() -> None:
+    """Write the closing line of every burst under way (the interpreter is exiting)."""
+    with _under_way_lock:
+        bursts = list(_under_way)
+    for burst in bursts:
+        burst.flush()
+
+
+atexit.register(_flush_at_exit)
+
+
 class BurstLog:
     """Log the first event of a burst at once, then at most one line per ``interval``
     seconds carrying how many came meanwhile: at the next event past the interval, or,
-    if none comes, when the interval is over.
+    if none comes, when the interval is over (or at :meth:`flush`, or at interpreter
+    exit, if either comes first).
 
     :param clock: the seconds it measures with (a test's own clock).
     :param schedule: how the closing line of a burst is run later (a test's own).
@@ -72,6 +98,8 @@ class BurstLog:
                     return False
                 self._scheduled = True
                 delay = self._last + self._interval - now
+                with _under_way_lock:  # once per burst: flushed at exit if still under way
+                    _under_way.add(self)
             else:
                 count, self._unlogged, self._last, self._latest = self._unlogged, 0, now, None
                 delay = None
@@ -94,6 +122,8 @@ class BurstLog:
         """The interval after the last line is over: log what came since, if anything."""
         with self._lock:
             self._scheduled = False
+            with _under_way_lock:
+                _under_way.discard(self)
             latest, count = self._latest, self._unlogged
             if latest is None or not count:
                 return

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 
 import pytest
+from helpers import clean_env
 
 from berrymq.bursts import BurstLog
 
@@ -107,3 +110,25 @@ def test_flush_writes_the_burst_so_far_at_once(caplog: pytest.LogCaptureFixture)
         bursts.flush()
     assert [r.getMessage() for r in caplog.records] == [
         "freed 1", "freed 3 (2 such events since the last line)"]
+
+
+#: A program with a BurstLog at module level (no owner closes it) that logs a burst and
+#: ends at once, well within the interval whose timer would write the closing line.
+MODULE_LEVEL_BURST = """
+import logging
+from berrymq.bursts import BurstLog
+
+_odd = BurstLog(logging.getLogger("berrymq.child"), interval=3600)
+for n in range(1, 6):
+    _odd.warning("odd line %d", n)
+"""
+
+
+def test_a_burst_under_way_is_written_when_the_process_exits() -> None:
+    """The closing line of a module-level BurstLog is written at interpreter exit: its
+    timer is a daemon thread that dies with the process, and no owner flushes it."""
+    child = subprocess.run([sys.executable, "-c", MODULE_LEVEL_BURST], capture_output=True,
+                           text=True, timeout=60, env=clean_env())
+    assert child.returncode == 0, child.stderr
+    assert child.stderr.splitlines() == [
+        "odd line 1", "odd line 5 (4 such events since the last line)"], child.stderr

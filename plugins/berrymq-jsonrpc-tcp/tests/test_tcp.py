@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -13,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import Buses, serve
+from helpers import Buses, clean_env, serve
 
 import berrymq
 from berrymq.bus import Bus
@@ -204,3 +206,32 @@ def test_a_peer_that_ends_the_connection_is_named_as_the_one_that_closed_it(
         connection.flush(10)
     thread.join(10)
     listener.close()
+
+
+#: A node that a raw client sends five errors without id (one burst of the module-level
+#: log of odd lines), then a request answered after them, and that ends at once.
+ODD_LINES_THEN_EXIT = """
+import json, socket
+import berrymq
+
+port = int(berrymq.init_connection("tcp://127.0.0.1:0").rsplit(":", 1)[1])
+odd = json.dumps({"jsonrpc": "2.0", "error": {"code": 1, "message": "odd"}, "id": None})
+ping = json.dumps({"jsonrpc": "2.0", "method": "get_nowait", "params": {"token": "x" * 43},
+                   "id": 1})
+with socket.create_connection(("127.0.0.1", port), timeout=30) as sock, \\
+        sock.makefile("rb") as answers:
+    sock.sendall(((odd + "\\n") * 5 + ping + "\\n").encode())
+    assert json.loads(answers.readline())["id"] == 1  # read after the five
+"""
+
+
+def test_the_count_of_odd_lines_is_logged_when_the_process_ends_at_once() -> None:
+    """The log of odd lines is kept at module level: no node closes it, and the timer of
+    its closing line (5 s) dies with the process; it is written at exit all the same."""
+    child = subprocess.run([sys.executable, "-c", ODD_LINES_THEN_EXIT], capture_output=True,
+                           text=True, timeout=60, env=clean_env())
+    assert child.returncode == 0, child.stderr
+    lines = [line for line in child.stderr.splitlines() if "without id" in line]
+    assert len(lines) == 2, child.stderr
+    assert lines[1].endswith("(4 such events since the last line)"), child.stderr
+    assert "Traceback" not in child.stderr
