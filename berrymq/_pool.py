@@ -3,7 +3,10 @@
 Each task is one route entry with its message, run through :func:`deliver
 <berrymq._delivery.deliver>` like any other delivery. Nothing handed to the pool is lost
 when it shuts down: whatever a worker did not take is run by the thread that shuts it
-down, or by a sender that raced with the shutdown.
+down, or by a sender that raced with the shutdown (a *late* sender: it found the pool
+closed once it had queued its tasks), or by a join of the closed pool that finds them
+queued. Such a join returns once the late senders ran what they took, not as soon as the
+shutdown is over.
 
 The task queue is bounded (setting ``pool_queue_size``): a sender that finds it full waits
 for room up to ``pool_queue_wait`` seconds, then gets :class:`~berrymq.QueueFull` naming
@@ -77,7 +80,12 @@ class WorkerPool:
         self._waiting = 0  # senders waiting for room: read by workers without the lock
         self._joining = threading.Lock()
         self._barrier: threading.Barrier | None = None  # the running join's, if any
-        self._stopped = threading.Event()  # shut down, and every task run
+        #: shut down: the workers stopped, and the shutdown ran what they left (late
+        #: senders may still run tasks they queued: see _late)
+        self._stopped = threading.Event()
+        #: senders running the tasks they queued into the closed pool (under _settled)
+        self._late = 0
+        self._settled = threading.Condition()
         self._threads = [
             threading.Thread(target=self._work, name=f"berrymq-worker-{i}", daemon=True)
             for i in range(size)
@@ -117,7 +125,7 @@ class WorkerPool:
                     continue
             tasks.put(task)
         if self.closed:
-            self._drain()
+            self._drain_late()
 
     def _wait_for_room(self, deadline: float, message: Message, handed: int) -> bool:
         """Wait until the queue has room (True), or say that this thread is one of the
@@ -192,9 +200,35 @@ class WorkerPool:
         for other in others:
             self._tasks.put(other)
 
+    def _drain_late(self) -> None:
+        """:meth:`_drain`, by a sender that found the pool closed after it queued tasks:
+        counted, so that a join of the closed pool waits until it has run them."""
+        with self._settled:
+            self._late += 1
+        try:
+            self._drain()
+        finally:
+            with self._settled:
+                self._late -= 1
+                self._settled.notify_all()
+
+    def _all_run(self, deadline: float | None) -> bool:
+        """For a join of a closed pool: wait for the end of the shutdown, run here what is
+        still queued (a late sender may not have begun to), then wait until no late
+        sender is still running what it took; False at ``deadline``."""
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        if not self._stopped.wait(left()):
+            return False
+        self._drain()
+        with self._settled:
+            return self._settled.wait_for(lambda: not self._late, left())
+
     def join(self, timeout: float | None) -> bool:
         """Wait until every task handed over before the call has run, and every task those
-        handed over in turn; False on timeout.
+        handed over in turn; False on timeout. Of a closed pool: until the shutdown and
+        the late senders have run what they took (:meth:`_all_run`).
 
         Each round holds every worker at a barrier: when the last one arrives no task is
         running, so a queue found empty then (by the barrier's action, before any worker
@@ -214,15 +248,14 @@ class WorkerPool:
                 self._barrier = barrier  # for a shutdown to break off (see shutdown)
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if self.closed:
-                    return self._stopped.wait(left)
+                    return self._all_run(deadline)
                 for _ in range(self.size):
                     self._tasks.put(barrier)
                 try:
                     barrier.wait(left)
                 except threading.BrokenBarrierError:
                     if self.closed:  # shut down meanwhile: it runs what is left itself
-                        return self._stopped.wait(
-                            None if deadline is None else max(0.0, deadline - time.monotonic()))
+                        return self._all_run(deadline)
                     return False
                 if idle[0]:
                     return True

@@ -362,3 +362,36 @@ def test_a_task_whose_receiver_was_cancelled_before_it_ran_is_counted(
     assert got == []
     assert berrymq_bus.losses.counts == {
         "dropped: its receiver was cancelled before a worker ran it": 20}
+
+
+def test_a_join_of_a_closed_pool_waits_for_a_late_sender_to_run_its_tasks(
+        berrymq_bus: Bus) -> None:
+    """A sender that took the pool before a shutdown and queued its task after it found
+    the pool closed and ran the task itself; a join of the old pool returned True at
+    once, while the receiver still ran."""
+    running, release = threading.Event(), threading.Event()
+    got: list[str] = []
+
+    def slow(message: Message) -> None:
+        running.set()
+        assert release.wait(WAIT)
+        got.append(message.id)
+
+    berrymq_bus.subscribe("late:*", slow, weak=False)
+    berrymq_bus.set_multiplicity(1)
+    pool = berrymq_bus.pool
+    assert pool is not None
+    berrymq_bus.set_multiplicity(0)  # the old pool is shut down: every worker stopped
+    message = Message("late:x")
+    sender = threading.Thread(
+        target=pool.submit, args=(berrymq_bus.index.lookup(message[0]), message, None))
+    sender.start()  # it queues its task, finds the pool closed and runs the task itself
+    try:
+        assert running.wait(WAIT)
+        assert pool.join(0.2) is False  # the task runs still
+        release.set()
+        assert pool.join(WAIT) is True
+        assert got == ["late:x"]
+    finally:
+        release.set()
+        sender.join(WAIT)
