@@ -2,11 +2,13 @@
 
 The core drops a message only where it must: past the hop limit (a receiver loop), when a
 forwarder failed to take it (its link had just failed), when a receiver refused it in a
-worker thread (nobody is left to raise to). Each such loss is counted here, per bus, by a
-short fixed reason (``bus.losses.counts``, read by the JSON-RPC ``/status``), and
-reported on the ``berrymq`` logger: the first loss of a burst at once, with what it was;
-the ones after it are summed and logged in one line per ``interval`` seconds (5), with the
-count, so that 10,000 messages dropped in a second give two lines, not 10,000.
+worker thread (nobody is left to raise to), when an ``async def`` receiver's event loop
+closed before its coroutine ran or finished, or its task was cancelled. Each such loss
+is counted here, per bus, by a short fixed reason (``bus.losses.counts``, read by the
+JSON-RPC ``/status``), and reported on the ``berrymq`` logger: the first loss of a burst
+at once, with what it was; the ones after it are summed and logged in one line per
+``interval`` seconds (5), with the count, so that 10,000 messages dropped in a second give
+two lines, not 10,000.
 
 This is the loss path, not the hot path: it takes a lock (uncontended in practice) and may
 start one short-lived timer thread per burst. Closing the bus writes what is pending.
@@ -24,8 +26,8 @@ from berrymq.state import StateKey
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["CANCELLED_FIRST", "CLOSED_FIRST", "FORWARD_FAILED", "HOP_LIMIT", "LOSSES",
-           "WORKER_REFUSED", "Losses"]
+__all__ = ["ASYNC_CANCELLED", "CANCELLED_FIRST", "CLOSED_FIRST", "FORWARD_FAILED", "HOP_LIMIT",
+           "LOOP_CLOSED", "LOSSES", "WORKER_REFUSED", "Losses"]
 
 logger = logging.getLogger("berrymq")
 
@@ -41,6 +43,12 @@ CLOSED_FIRST = "dropped: the bus closed before it was delivered"
 #: A message handed to the worker pool for a receiver that was cancelled before a worker
 #: ran it: the sender's call had returned, so it is counted rather than dropped unseen.
 CANCELLED_FIRST = "dropped: its receiver was cancelled before a worker ran it"
+#: A message for an ``async def`` receiver whose event loop was closed before the
+#: coroutine ran or finished (a hand-off the loop never ran, a task left pending).
+LOOP_CLOSED = "dropped: its async receiver's event loop was closed"
+#: A message whose ``async def`` receiver's task was cancelled before it finished
+#: (``asyncio.run`` ending cancels the tasks left).
+ASYNC_CANCELLED = "dropped: its async receiver's task was cancelled"
 
 
 class Losses:

@@ -3,31 +3,48 @@
 The bus calls an async receiver on the sender's path and gets a :class:`PendingReply` at
 once; the receiver's loop settles it when the coroutine ends. ``talk`` sends its result on,
 ``ask`` waits for it; what nobody claims is logged when it fails.
+
+Nothing handed to a loop is lost unseen. Every reply not settled yet is in one of two
+places: :data:`handed` (sent from another thread, its task not made yet) or
+:data:`running_tasks` (its task made, not finished). A loop that is closed runs neither
+ever again, and asyncio says nothing about what it held, so
+:func:`sweep_closed_loops` looks for replies of closed loops there: each is settled as
+cancelled and, unless an ``ask`` claimed it (the ask reports it), counted in its bus's
+``losses`` (:data:`~berrymq._losses.LOOP_CLOSED`). It runs when a send finds a loop
+closed, at ``bus.flush()`` and at ``bus.close()``. A task cancelled before it finished
+(``asyncio.run`` ending cancels what is left) is counted when it ends
+(:data:`~berrymq._losses.ASYNC_CANCELLED`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berrymq._hops import hop_box
+from berrymq._losses import ASYNC_CANCELLED, LOOP_CLOSED, LOSSES
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["PendingReply", "running_tasks"]
+__all__ = ["PendingReply", "handed", "running_tasks", "sweep_closed_loops"]
 
 logger = logging.getLogger("berrymq")
 
-#: Tasks of async receivers that are running: the event loop only keeps weak references
-#: to its tasks, so without this a running receiver could be garbage-collected.
-running_tasks: set[asyncio.Task[Any]] = set()
+#: Tasks of async receivers that are running, with their replies: the event loop only
+#: keeps weak references to its tasks, so without this a running receiver could be
+#: garbage-collected; and a closed loop's are found here (:func:`sweep_closed_loops`).
+running_tasks: dict[asyncio.Task[Any], PendingReply] = {}
+#: Replies of messages handed to a loop from another thread whose task is not made yet
+#: (a loop closed before it ran the hand-off drops it without a word).
+handed: set[PendingReply] = set()
 
 _PENDING, _DONE, _CANCELLED = 0, 1, 2
 _settle_lock = threading.Lock()
@@ -43,14 +60,16 @@ class PendingReply:
     exception.
     """
 
-    __slots__ = ("_callbacks", "_exception", "_result", "_state", "claimed", "loop", "message",
-                 "receiver")
+    __slots__ = ("_callbacks", "_exception", "_result", "_state", "bus", "claimed", "loop",
+                 "message", "receiver")
 
     def __init__(self, receiver: str, loop: asyncio.AbstractEventLoop,
-                 message: Message | None = None) -> None:
+                 message: Message | None = None, bus: Bus | None = None) -> None:
         self.receiver = receiver
         self.loop = loop
         self.message = message
+        #: the bus that counts the message as lost if it is (None: only logged)
+        self.bus = bus
         # Set by whoever takes the result (ask): the error is then reported there and not
         # also logged. A talk or twitter never claims, so its errors are logged.
         self.claimed = False
@@ -58,15 +77,17 @@ class PendingReply:
         self._callbacks: list[Callable[[PendingReply], object]] | None = None
         # _result and _exception are set when it settles
 
-    def _settle(self, state: int, result: Any, exc: BaseException | None) -> None:
+    def _settle(self, state: int, result: Any, exc: BaseException | None) -> bool:
+        """Settle once; whether this call did (False: it was settled already)."""
         with _settle_lock:
             if self._state != _PENDING:
-                return
+                return False
             self._result, self._exception = result, exc
             self._state = state
             callbacks, self._callbacks = self._callbacks, None
         for callback in callbacks or ():
             callback(self)
+        return True
 
     def set_result(self, result: Any) -> None:
         self._settle(_DONE, result, None)
@@ -132,13 +153,11 @@ class PendingReply:
         self.add_done_callback(done)
 
     def task_done(self, task: asyncio.Task[Any]) -> None:
-        """The task's done callback: settle, and log what nobody claimed."""
-        running_tasks.discard(task)
+        """The task's done callback: settle, and log what nobody claimed (a cancelled
+        task's message is counted as lost)."""
+        running_tasks.pop(task, None)
         if task.cancelled():
-            self._settle(_CANCELLED, None, None)
-            if not self.claimed:
-                logger.warning("async receiver %s was cancelled while handling message %s",
-                               self.receiver, self.message[0] if self.message else "?")
+            self.lose(ASYNC_CANCELLED, "async receiver %s was cancelled while handling message %s")
             return
         exc = task.exception()
         if exc is None:
@@ -146,8 +165,52 @@ class PendingReply:
         else:
             self.fail(exc)
 
+    def lose(self, reason: str, text: str) -> None:
+        """Settle as cancelled: the coroutine will not finish. Unless an ``ask`` claimed it
+        (and reports it), the message is counted in its bus's losses for ``reason`` and
+        logged once per burst; ``text % (receiver, message id)`` is the line."""
+        if not self._settle(_CANCELLED, None, None) or self.claimed:
+            return
+        ident = self.message[0] if self.message else "?"
+        if self.bus is None:
+            logger.warning(text, self.receiver, ident)
+        else:
+            self.bus.state(LOSSES).add(reason, logging.WARNING, text, self.receiver, ident)
+
     def fail(self, exc: BaseException) -> None:
         if not self.claimed:
             logger.error("async receiver %s failed on message %s", self.receiver,
                          self.message[0] if self.message else "?", exc_info=exc)
         self._settle(_DONE, None, exc)
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    """A task of a closed loop, let go: a coroutine that never started is closed, so it
+    is not reported as never awaited (one that started is closed by the collector)."""
+    coro = task.get_coro()
+    if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+        coro.close()
+
+
+def sweep_closed_loops() -> None:
+    """Count as lost, and let go of, every message left on an event loop that is closed:
+    hand-offs it never ran and tasks it never finished (see the module's docstring).
+
+    The loss path, not the hot path: a scan of what is pending. A closed loop runs no
+    callback, so nothing settles these replies meanwhile; settling once decides who
+    counts (a reply is counted once). A task that finished but whose done callback the
+    loop dropped (it schedules them with ``call_soon``) is settled as it ended.
+    """
+    for reply in [r for r in list(handed) if r.loop.is_closed()]:
+        handed.discard(reply)
+        reply.lose(LOOP_CLOSED, "async receiver %s: its event loop was closed before it ran "
+                   "message %s")
+    for task, reply in list(running_tasks.items()):
+        if not task.get_loop().is_closed():
+            continue
+        if task.done():  # it finished, but the loop closed before it ran the done callback
+            reply.task_done(task)
+        elif running_tasks.pop(task, None) is not None:
+            _forget(task)
+            reply.lose(LOOP_CLOSED, "async receiver %s: its event loop was closed before it "
+                       "finished message %s")

@@ -15,7 +15,9 @@ of returning the function, returns an :class:`AsyncReceiver` that makes the task
 ``function(message)`` on the loop: at once when the sender already is that loop's thread
 (as ``asyncio.ensure_future`` would), else through ``loop.call_soon_threadsafe``; so
 sending never blocks and never waits for the coroutine. Messages reach one receiver in
-the order they were sent. The subscription keeps holding the *function* weakly (the
+the order they were sent. A message whose coroutine a closed loop will never run or
+finish, or whose task was cancelled, is counted in the bus's ``losses`` (see
+:mod:`berrymq._pending`). The subscription keeps holding the *function* weakly (the
 bus's own weak reference is wrapped, not replaced), so garbage collection ends an async
 receiver exactly like a plain one.
 
@@ -45,7 +47,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berrymq._hops import get_box, hop_box
-from berrymq._pending import PendingReply, running_tasks
+from berrymq._pending import PendingReply, handed, running_tasks, sweep_closed_loops
 from berrymq._timeouts import wait_limit
 from berrymq.errors import Empty, QueueClosed
 from berrymq.identifier import Identifier
@@ -97,7 +99,7 @@ class AsyncReceiver:
     registered with ``weak=False``), so it never keeps the function alive.
     """
 
-    __slots__ = ("__weakref__", "_contexts", "_ref", "_subscription", "loop", "name")
+    __slots__ = ("__weakref__", "_bus", "_contexts", "_ref", "_subscription", "loop", "name")
 
     def __init__(self, ref: Callable[[], Any], loop: asyncio.AbstractEventLoop, name: str,
                  subscription: Subscription) -> None:
@@ -106,6 +108,7 @@ class AsyncReceiver:
         self.loop = loop
         self.name = name
         self._subscription = weakref.ref(subscription)
+        self._bus = subscription.bus  # counts what is lost (a bus outlives its receivers)
 
     # ``Bus.unfollow`` and the network picture look through these to the real receiver.
     @property
@@ -126,7 +129,7 @@ class AsyncReceiver:
         if function is None:
             return None
         loop = self.loop
-        pending = PendingReply(self.name, loop, message)
+        pending = PendingReply(self.name, loop, message, self._bus)
         # The task runs in a context of its own whose hop box holds this delivery's count,
         # so every step of the coroutine runs with it; a copy of one made per count, as
         # the tasks of one receiver all run on its loop's thread and may share a box (a
@@ -141,12 +144,14 @@ class AsyncReceiver:
         if _get_running_loop() is loop:
             _start(loop, function, message, pending, context)
             return pending
+        handed.add(pending)  # until the loop runs the hand-off: a closed loop drops it unsaid
         try:
-            loop.call_soon_threadsafe(_start, loop, function, message, pending, context)
+            loop.call_soon_threadsafe(_start_handed, loop, function, message, pending, context)
         except RuntimeError:  # the loop is closed: nothing will ever run this receiver
             subscription = self._subscription()
             if subscription is not None:
                 subscription.cancel()
+            sweep_closed_loops()  # this message, and what the loop held when it closed
             raise RuntimeError(
                 f"the event loop of async receiver {self.name} is closed: message "
                 f"{message[0]} was not delivered, and the receiver was unsubscribed"
@@ -168,8 +173,15 @@ def _start(loop: asyncio.AbstractEventLoop, function: Callable[[Message], Any], 
     except Exception as exc:  # noqa: BLE001 - reported like a failure of the coroutine
         pending.fail(exc)
         return
-    running_tasks.add(task)
+    running_tasks[task] = pending
     task.add_done_callback(pending.task_done)
+
+
+def _start_handed(loop: asyncio.AbstractEventLoop, function: Callable[[Message], Any],
+                  message: Message, pending: PendingReply, context: contextvars.Context) -> None:
+    """:func:`_start` for a message handed over from another thread."""
+    handed.discard(pending)
+    _start(loop, function, message, pending, context)
 
 
 class _AsyncRef:

@@ -36,6 +36,7 @@ from berrymq._delivery import (
 )
 from berrymq._hops import hop_box
 from berrymq._index import DIRECT, DISPATCH, FORWARD, CachedRoute, Index
+from berrymq._pending import sweep_closed_loops
 from berrymq._pool import WorkerPool
 from berrymq._subscribing import Subscribing
 from berrymq._timeouts import wait_limit
@@ -219,6 +220,7 @@ class Bus(Subscribing, NodeSide):
         if self._starter is not None:
             self.plugins.close_bus(self)
         self.set_multiplicity(0)  # its receivers may still need per-bus state (ask's threads)
+        sweep_closed_loops()  # counted before the losses write their last line
         self.extensions.close()
         self.index.clear()
 
@@ -375,8 +377,9 @@ class Bus(Subscribing, NodeSide):
         the other side has what was sent (send, flush, then check). Returns False when
         ``timeout`` seconds passed first, or when a message accepted since the last flush
         was lost: by a transport, or here (:attr:`losses`: the hop limit, a peer's link
-        that did not take it, a refusal in a worker thread). Each loss is also counted
-        and logged where it happened.
+        that did not take it, a refusal in a worker thread, an ``async def`` receiver's
+        task cancelled or its event loop closed before the coroutine ran or finished,
+        which is looked for now). Each loss is also counted and logged where it happened.
         """
         limit = wait_limit("timeout", timeout)
         deadline = None if limit is None else time.monotonic() + limit
@@ -391,6 +394,7 @@ class Bus(Subscribing, NodeSide):
             except ConnectionClosed:  # a connection failed and lost messages
                 done = False
         joined = self.join(left())
+        sweep_closed_loops()  # what closed event loops of async receivers never ran
         losses = self.losses
         total = losses.total
         lost_since, losses.flushed = total != losses.flushed, total

@@ -320,7 +320,10 @@ class NodeSide:
     def losses(self) -> Losses:
         """The messages this bus could not deliver, by reason (``losses.counts``,
         ``losses.total``): past the hop limit, not taken by a forwarder, refused in a
-        worker thread. Each is also logged, once per burst (see :mod:`berrymq._losses`)."""
+        worker thread, cancelled or left on a closed event loop in an ``async def``
+        receiver (a closed loop's are looked for at :meth:`Bus.flush`, at close and when
+        a send finds the loop closed). Each is also logged, once per burst (see
+        :mod:`berrymq._losses`)."""
         return self.extensions.get(LOSSES)
 
     def add_forwarder(self, forwarder: Forwarder) -> None:

@@ -35,7 +35,7 @@ def run_task(loop: asyncio.AbstractEventLoop, reply: PendingReply,
 
     async def main() -> asyncio.Task[Any]:
         task = loop.create_task(coro)
-        running_tasks.add(task)
+        running_tasks[task] = reply
         task.add_done_callback(reply.task_done)
         if cancel:
             task.cancel()
