@@ -1,4 +1,5 @@
-"""asyncio support: ``async def`` receivers, awaitable queues and :func:`ask_async`.
+"""asyncio support: ``async def`` receivers (awaitable queues are in
+:mod:`berrymq.receivers._awaiting`, :func:`ask_async` in :mod:`berrymq.ask`).
 
 How an ``async def`` receiver is run
 ------------------------------------
@@ -36,7 +37,6 @@ it, so every step of it runs with that count.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import inspect
 import logging
@@ -48,25 +48,19 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq._hops import get_box, hop_box
 from berrymq._pending import PendingReply, handed, running_tasks, sweep_closed_loops
-from berrymq._timeouts import wait_limit
-from berrymq.errors import Empty, QueueClosed
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.subscription import strong_ref
 
 if TYPE_CHECKING:
-    from berrymq.receivers.queues import QueueStore
     from berrymq.subscription import Subscription
 
 __all__ = [
     "AsyncReceiver",
     "AsyncRunner",
-    "QueueIterator",
     "async_runner",
     "describe_receiver",
     "is_async_receiver",
-    "queue_get_async",
-    "wake",
 ]
 
 logger = logging.getLogger("berrymq")
@@ -240,82 +234,3 @@ def async_runner(receiver: object, pattern: Identifier, guard: object = None
             "inside an async function, e.g. at the start of main()"
         )
     return AsyncRunner(loop, name)
-
-
-# -- awaitable queues --------------------------------------------------------------------------
-
-
-def _release(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def wake(store: QueueStore) -> None:
-    """Wake the coroutines waiting in :meth:`Queue.get_async` on ``store``.
-
-    Called by the store after a put (only when someone waits) and when it closes.
-    """
-    for loop, waiter in store.waiters:
-        # A closed loop raises RuntimeError: its waiting coroutine is gone with it.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_release, waiter)
-
-
-async def queue_get_async(
-    store: QueueStore, timeout: float | None, closed: Callable[[], bool] | None = None
-) -> Message:
-    """:meth:`berrymq.Queue.get_async`: wait on the loop, never in a thread.
-
-    The coroutine registers a future with the store and re-checks the store afterwards,
-    so a message put in between is never missed; a put wakes every waiter and they race
-    for the message with ``get_nowait`` (the losers wait again).
-    """
-    limit = wait_limit("timeout", timeout)
-    loop = asyncio.get_running_loop()
-    deadline = None if limit is None else loop.time() + limit
-    while True:
-        if closed is not None and closed():  # this queue object was closed (shared store)
-            raise QueueClosed(f"this queue of {store.pattern} was closed")
-        try:
-            return store.get(False, None)
-        except QueueClosed:
-            raise
-        except Empty:
-            pass
-        remaining = None if deadline is None else deadline - loop.time()
-        if remaining is not None and remaining <= 0:
-            raise Empty(f"no message for {store.pattern} within {timeout:g}s")
-        waiter: asyncio.Future[None] = loop.create_future()
-        entry = (loop, waiter)
-        with store.lock:
-            store.waiters = (*store.waiters, entry)
-        try:
-            if store.items.empty():
-                try:
-                    async with asyncio.timeout(remaining):
-                        await waiter
-                except TimeoutError:
-                    pass  # one more look at the store, then Empty
-        finally:
-            with store.lock:
-                store.waiters = tuple(w for w in store.waiters if w is not entry)
-
-
-class QueueIterator:
-    """``async for message in queue``: messages as they come, until the queue is closed
-    and drained."""
-
-    __slots__ = ("_closed", "_store")
-
-    def __init__(self, store: QueueStore, closed: Callable[[], bool] | None = None) -> None:
-        self._store = store
-        self._closed = closed
-
-    def __aiter__(self) -> QueueIterator:
-        return self
-
-    async def __anext__(self) -> Message:
-        try:
-            return await queue_get_async(self._store, None, self._closed)
-        except QueueClosed:
-            raise StopAsyncIteration from None

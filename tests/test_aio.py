@@ -403,7 +403,7 @@ def test_get_async_waits_without_blocking_the_loop(berrymq_bus: Bus) -> None:
         await tick_task
         assert message.id == "task:run" and message.args == (7,)
         assert ticks >= 20
-        assert queue._store.waiters == ()
+        assert len(queue._store.waiters) == 0
 
     asyncio.run(main())
 
@@ -429,7 +429,7 @@ def test_get_async_timeout(berrymq_bus: Bus) -> None:
 
     elapsed = asyncio.run(main())
     assert 0.05 <= elapsed < WAIT
-    assert queue._store.waiters == ()
+    assert len(queue._store.waiters) == 0
 
 
 def test_cancelled_get_async_loses_nothing(berrymq_bus: Bus) -> None:
@@ -442,7 +442,7 @@ def test_cancelled_get_async_loses_nothing(berrymq_bus: Bus) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert queue._store.waiters == ()
+        assert len(queue._store.waiters) == 0
         berrymq.twitter("c:d")
         assert (await queue.get_async(timeout=0)).id == "c:d"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import threading
 import time
@@ -11,13 +10,13 @@ from collections.abc import Iterator
 from typing import Literal
 
 from berrymq._timeouts import wait_limit
-from berrymq.aio import QueueIterator, queue_get_async, wake
 from berrymq.bus import Bus, Subscription
 from berrymq.default import holder
 from berrymq.errors import Empty, QueueClosed, QueueFull
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message
+from berrymq.receivers._awaiting import AsyncWaiters, QueueIterator, queue_get_async
 from berrymq.registries import ReceiverRegistry
 from berrymq.state import StateKey
 
@@ -63,9 +62,8 @@ class QueueStore:
         # close() leaves by itself, so it counts as closed (it can no longer take anything).
         self.users: weakref.WeakSet[Queue] = weakref.WeakSet()
         self.lock = threading.Lock()
-        # Coroutines waiting in Queue.get_async: (loop, future) pairs, replaced whole
-        # under ``lock`` and read without it by put().
-        self.waiters: tuple[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]], ...] = ()
+        # Coroutines waiting in Queue.get_async, oldest first: a put wakes one.
+        self.waiters = AsyncWaiters()
 
     def put(self, message: Message) -> None:
         """The receiver: store ``message`` or raise :class:`QueueFull` naming the queue."""
@@ -86,8 +84,8 @@ class QueueStore:
         self.items.put(message)
         if self.timed:  # read after the put: a getter counted itself before it looked
             self._wake_timed()
-        if self.waiters:
-            wake(self)
+        if self.waiters:  # read after the put: a waiter files itself before it looks
+            self.waiters.wake_one()
 
     def _wake_timed(self) -> None:
         """Wake a getter waiting with a timeout: something was stored."""
@@ -150,7 +148,7 @@ class QueueStore:
             self.items.put(_CLOSED)
         with self.arrived:  # every getter waiting with a timeout: closed now
             self.arrived.notify_all()
-        wake(self)
+        self.waiters.wake_all()
 
 
 def _shown(value: object) -> str:
@@ -333,7 +331,7 @@ class Queue:
             if last:
                 store.close()
         if not last and self.shared:
-            wake(store)  # coroutines of this queue waiting in get_async look again
+            store.waiters.wake_all()  # coroutines of this queue in get_async look again
 
     def __enter__(self) -> Queue:
         return self
