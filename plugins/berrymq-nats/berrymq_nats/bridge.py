@@ -38,7 +38,16 @@ from nats.errors import NoServersError
 from berrymq.transports.ioloop import io_loop
 from berrymq.transports.styles import LinkConnection
 from berrymq_nats.asking import Asking
-from berrymq_nats.client import client_options, close_before_reconnecting, confirm_written, subscribe_direct
+from berrymq_nats.client import (
+    ReadingStopped,
+    check_internals,
+    client_options,
+    close_before_reconnecting,
+    confirm_written,
+    reconnect,
+    subscribe_direct,
+    watch_reading,
+)
 from berrymq_nats.following import Following
 from berrymq_nats.inbound import Inbound
 from berrymq_nats.link import NatsLink
@@ -149,10 +158,13 @@ class NatsBridge(LinkConnection):
                 return
             self._nc = nc
             close_before_reconnecting(nc)
-            if not self.inbound.attach(nc):
-                self._failed("failed: this version of nats-py is not supported (no parser)")
+            problem = check_internals(nc)
+            if problem is not None or not self.inbound.attach(nc):
+                self._failed("failed: this version of nats-py is not supported "
+                             f"({problem or 'no parser'})")
                 await nc.close()
                 return
+            watch_reading(nc, self._reading_stopped)
             self.answers = nc.new_inbox()
             asking = self.asking
             for subject in (f"{self.answers}.*", f"{self.answers}.*.*"):  # answers, probes' answers
@@ -196,8 +208,26 @@ class NatsBridge(LinkConnection):
         if self.closed:
             return
         self.reconnects += 1
+        if self._nc is not None:
+            watch_reading(self._nc, self._reading_stopped)
         self._back("connected")
         logger.info("NATS bridge of bus %s reconnected to %s", self.bus.name, self.server)
+
+    def _reading_stopped(self, nc: Client) -> None:
+        """nats-py's reading task ended while its connection was up (see
+        :func:`~berrymq_nats.client.watch_reading`): nothing more would be read, while the
+        client would go on saying it is connected. Say so, and reconnect: what this
+        process published and the server had not confirmed is counted as lost then
+        (:meth:`_on_disconnected`); what the server sent meanwhile is the at-most-once
+        window of a reconnection."""
+        if self.closed or nc is not self._nc:
+            return
+        self.last_error = "nats-py stopped reading the connection (its reading task ended)"
+        self.state = "reconnecting (nats-py stopped reading)"
+        logger.error("NATS bridge of bus %s: nats-py's task that reads from %s ended while "
+                     "the connection was up (see nats-py's 'encountered error' line), so "
+                     "nothing more would be received; reconnecting", self.bus.name, self.server)
+        reconnect(nc, ReadingStopped(self.last_error))
 
     async def _on_closed(self) -> None:
         if not self.closed:

@@ -7,7 +7,11 @@
 - :func:`after_each_read`: a step the client's reading task takes after each chunk it
   parsed (the bridge hands the chunk's messages to the delivery lane there, and the
   reading waits while the lane is full).
-- :func:`confirm_written`: a PING/PONG that really comes after what was written.
+- :func:`confirm_written`: a PING/PONG that really comes after what was written, with
+  a future of its own that a late PONG can still resolve.
+- :func:`watch_reading`: tells when the client's reading task ends while the client still
+  says it is connected (nothing would be read any more), and :func:`reconnect` makes the
+  client reconnect then, as it does after a read error.
 - :func:`close_before_reconnecting`: a fix for a stream writer the client leaves open.
 
 ``nats-py`` is pinned below 3 for these; each checks the internals it touches and the
@@ -17,7 +21,7 @@ bridge refuses to run with a client that lacks them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import DEFAULT_MAX_PAYLOAD_SIZE, Client
@@ -29,8 +33,14 @@ from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
 if TYPE_CHECKING:
     from berrymq_nats.options import BrokerOptions
 
-__all__ = ["Direct", "after_each_read", "check_payload", "client_options",
-           "close_before_reconnecting", "confirm_written", "subscribe_direct"]
+__all__ = ["Direct", "ReadingStopped", "after_each_read", "check_internals", "check_payload",
+           "client_options", "close_before_reconnecting", "confirm_written", "reconnect",
+           "subscribe_direct", "watch_reading"]
+
+
+class ReadingStopped(TransportError):
+    """The client's reading task ended while its connection was up (what the bridge
+    reconnects with)."""
 
 
 def client_options(options: BrokerOptions, name: str, **callbacks: Any) -> dict[str, Any]:
@@ -112,22 +122,92 @@ async def subscribe_direct(nc: Client, subject: str, group: str, sink: Callable[
     return sub
 
 
-async def confirm_written(nc: Client, timeout: int) -> None:
+def check_internals(nc: Client) -> str | None:
+    """What this ``nats-py`` lacks of the internals used here besides the parser and the
+    pending queue (checked where they are used), or None when it has them all."""
+    for name in ("_send_ping", "_flush_pending", "_process_op_err"):
+        if not callable(getattr(nc, name, None)):
+            return f"no {name}()"
+    if not isinstance(getattr(nc, "_reading_task", None), asyncio.Task):
+        return "no reading task"
+    return None
+
+
+def _reading_task(nc: Client) -> asyncio.Task[None]:
+    task = getattr(nc, "_reading_task", None)
+    if not isinstance(task, asyncio.Task):
+        raise TransportError("this version of nats-py is not supported (no reading task)")
+    return task
+
+
+async def confirm_written(nc: Client, timeout: float) -> None:
     """Return once the server has read everything written to ``nc`` so far (a PING/PONG
     behind it); raise on a timeout or when the connection is not up.
 
     ``nc.flush()`` alone writes its PING ahead of commands still in the client's buffer,
     so they are written out first; and while the client reconnects it returns at once,
-    without a PONG, which confirms nothing.
+    without a PONG, which confirms nothing. Nor is ``nc.flush(timeout)`` used: on a
+    timeout it cancels its future and leaves it in the client's list of PONG waiters, and
+    the late PONG (after a stall of the server, say) then ends the client's reading task
+    (``InvalidStateError``), after which nothing more is read. Here the PONG's future is
+    never cancelled: a timeout stops waiting for it, the late PONG resolves it unseen.
+    The wait also ends when the reading task does (only it could deliver the PONG).
     """
     if not nc.is_connected:
         raise ConnectionClosed("NATS is not connected")
     flush_pending = getattr(nc, "_flush_pending", None)
-    if flush_pending is not None:
-        await flush_pending(force_flush=True)
-    await nc.flush(timeout)
+    send_ping = getattr(nc, "_send_ping", None)
+    if flush_pending is None or send_ping is None:
+        raise TransportError("this version of nats-py is not supported (no _send_ping)")
+    await flush_pending(force_flush=True)
+    reader = _reading_task(nc)
+    if reader.done():
+        raise ReadingStopped("nats-py's reading task has ended: no PONG can come")
+    pong: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    await send_ping(pong)
+    # asyncio.wait cancels neither on its timeout nor when this task is cancelled
+    await asyncio.wait((pong, reader), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if not pong.done():
+        if reader.done():
+            raise ConnectionClosed("the connection to NATS dropped before the server confirmed")
+        raise TimeoutError(f"the NATS server did not answer a PING within {timeout:g}s")
     if not nc.is_connected:
         raise ConnectionClosed("the connection to NATS dropped before the server confirmed")
+
+
+def watch_reading(nc: Client, stopped: Callable[[Client], None]) -> None:
+    """Call ``stopped(nc)`` (on the loop) when the reading task of ``nc``'s current
+    connection ends while the client still says it is connected: nats-py ends it on an
+    unexpected error (logged by nats-py as "encountered error") without reconnecting, and
+    from then on nothing is read, and ``nc.flush()`` returns at once. A reading task that
+    was cancelled or ended because the connection dropped is no concern here. Call again
+    after each reconnection (each connection has its own task)."""
+    task = _reading_task(nc)
+
+    def ended(done: asyncio.Task[None]) -> None:
+        if (not done.cancelled() and nc.is_connected
+                and getattr(nc, "_reading_task", None) is done):
+            stopped(nc)
+
+    if task.done():
+        task.get_loop().call_soon(ended, task)
+    else:
+        task.add_done_callback(ended)
+
+
+def reconnect(nc: Client, reason: Exception) -> None:
+    """Make the client drop its connection and reconnect, as after a read error (its
+    ``disconnected_cb`` and ``reconnected_cb`` are called as then)."""
+    process_op_err: Callable[[Exception], Coroutine[Any, Any, None]] | None = getattr(
+        nc, "_process_op_err", None)
+    if process_op_err is None:
+        raise TransportError("this version of nats-py is not supported (no _process_op_err)")
+    task = asyncio.get_running_loop().create_task(process_op_err(reason))
+    _reconnecting.add(task)  # (the loop keeps only a weak reference to a task)
+    task.add_done_callback(_reconnecting.discard)
+
+
+_reconnecting: set[asyncio.Task[None]] = set()
 
 
 def close_before_reconnecting(nc: Client) -> None:

@@ -12,9 +12,11 @@ its absence fails the test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -146,6 +148,38 @@ class NatsServer:
             process.kill()
             process.wait(10)
         self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP the server: its connections stay open and nothing is read or answered
+        (a stalled host, a long GC pause of a VM) until :meth:`resume`. Returns once every
+        thread of it has stopped (a signal takes effect a little later)."""
+        assert self.process is not None and self.process.poll() is None
+        self.process.send_signal(signal.SIGSTOP)
+        self._wait_state(stopped=True)
+
+    def resume(self) -> None:
+        """SIGCONT a server that :meth:`pause` stopped."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+        self._wait_state(stopped=False)
+
+    def _wait_state(self, stopped: bool) -> None:
+        """Until every thread of the server is (or none is) in the stopped state ``T``
+        of ``/proc`` (bounded by a deadline)."""
+        assert self.process is not None
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        deadline = time.monotonic() + START_DEADLINE
+        while True:
+            states = []
+            for task in tasks.iterdir():
+                with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                    states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            if states and all((state == "T") == stopped for state in states):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server did not {'stop' if stopped else 'go on'}: "
+                                   f"thread states {states}")
+            time.sleep(0.005)
 
     def monitor_json(self, path: str) -> dict[str, Any]:
         """A page of the server's monitoring endpoint (``/connz?subs=1``, ``/routez``)."""

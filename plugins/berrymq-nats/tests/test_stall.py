@@ -1,0 +1,97 @@
+"""A NATS server that stalls (SIGSTOP, then SIGCONT: a paused host or VM) for longer than
+a flush's timeout: the bridge keeps reading afterwards, or, when ``nats-py``'s reading
+task has ended anyway, says so, counts what may be lost and reconnects; it never goes on
+as "connected" while nothing is read."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from berrymq_nats.losses import IN_FLIGHT
+from berrymq_nats.testing import Recorder, bridge_of, settle
+from nats.aio.client import Client
+from nats.errors import FlushTimeoutError
+
+from berrymq import Bus
+from berrymq.transports.ioloop import io_loop
+
+pytestmark = pytest.mark.broker
+
+MakeBus = Callable[..., Bus]
+Poll = Callable[..., None]
+
+
+async def flush_error(client: Client) -> type[BaseException] | None:
+    """The type of what ``client.flush(1)`` raised (io_loop.run would take a
+    TimeoutError for its own)."""
+    try:
+        await client.flush(1)
+    except Exception as exc:
+        return type(exc)
+    return None
+
+
+def test_a_flush_that_timed_out_in_a_stall_does_not_stop_the_reading(
+    nats_server: Any, make_bus: MakeBus,
+) -> None:
+    """A PONG that comes after its flush gave up must not end the reading: nats-py 2.x
+    would set it on the cancelled future of the flush, and its reading task would end."""
+    a, b = make_bus("a"), make_bus("b")
+    ba, bb = bridge_of(a, nats_server.url), bridge_of(b, nats_server.url)
+    got = Recorder()
+    b.subscribe("job:*", got, weak=False)
+    settle(ba, bb)
+    nats_server.pause()
+    try:
+        assert bb.flush(1.0) is False  # no PONG within the second
+    finally:
+        nats_server.resume()
+    for i in range(200):
+        a.twitter("job:n", i)
+    assert ba.flush(10.0)
+    assert len(got.wait(200, 15.0)) == 200
+    assert got.args == list(range(200))
+    assert bb.flush(10.0) and bb.state == "connected"
+    assert bb.losses.total == 0 and bb.reconnects == 0
+
+
+def test_when_nats_py_stops_reading_the_bridge_says_so_and_reconnects(
+    nats_server: Any, make_bus: MakeBus, poll: Poll, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """nats-py's own ``flush(timeout)`` still has the defect: after a stall, its reading
+    task ends. The bridge notices at once, logs it, reconnects (what it published and
+    the server had not confirmed is counted), and receives again."""
+    a, b = make_bus("a"), make_bus("b")
+    ba = bridge_of(a, nats_server.url)
+    bb = bridge_of(b, nats_server.url, reconnect_wait=0.05)
+    got, sent_by_b = Recorder(), Recorder()
+    b.subscribe("job:*", got, weak=False)
+    a.subscribe("from-b:*", sent_by_b, weak=False)
+    settle(ba, bb)
+    client = bb.client
+    assert client is not None
+    nats_server.pause()
+    try:
+        # leaves its cancelled future behind
+        assert io_loop.run(flush_error(client), 10.0) is FlushTimeoutError
+        for i in range(10):
+            b.twitter("from-b:n", i)
+        assert bb.flush(1.0) is False  # written to the socket, not confirmed
+    finally:
+        with caplog.at_level(logging.ERROR, "berrymq.nats"):
+            nats_server.resume()
+            poll(lambda: bb.reconnects == 1 and bb.state == "connected",
+                 what="the bridge to reconnect")
+    assert "nats-py's task that reads" in caplog.text and "reconnecting" in caplog.text
+    assert "stopped reading" in (bb.last_error or "")
+    assert bb.losses.counts == {IN_FLIGHT: 10}  # possibly lost: counted, not silent
+    assert len(sent_by_b.wait(10, 10.0)) == 10  # (the server had them, in fact)
+    assert bb.flush(10.0) is False  # the ten counted since the last flush
+    for i in range(100):
+        a.twitter("job:n", i)
+    assert ba.flush(10.0)
+    assert len(got.wait(100, 15.0)) == 100
+    assert bb.flush(10.0) is True
