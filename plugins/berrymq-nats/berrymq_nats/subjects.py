@@ -33,6 +33,7 @@ drops a message whose unique id it has already seen.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeAlias
 
 from berrymq.identifier import WILDCARD, Identifier
 
@@ -112,17 +113,42 @@ def prefix_problem(prefix: object) -> str | None:
     return None
 
 
-def _covers(wide: tuple[str, ...], narrow: tuple[str, ...]) -> bool:
-    return wide != narrow and all(w == "*" or w == n for w, n in zip(wide, narrow, strict=True))
+#: A tree of subjects by token: ``{"a": {"b": {None: {}}}}`` holds ``a.b`` (``None``
+#: marks where a subject ends).
+_Tree: TypeAlias = "dict[str | None, _Tree]"
+
+
+def _covered(node: _Tree, tokens: list[str], index: int, itself: bool) -> bool:
+    """Whether ``node`` holds, below it, a subject of ``len(tokens)`` tokens that covers
+    ``tokens[index:]`` with a ``*`` token (``itself``: the path so far is ``tokens``'
+    own, which does not count)."""
+    if index == len(tokens):
+        return not itself and None in node
+    token = tokens[index]
+    same = node.get(token)
+    if same is not None and _covered(same, tokens, index + 1, itself):
+        return True
+    wild = node.get("*") if token != "*" else None
+    return wild is not None and _covered(wild, tokens, index + 1, False)
 
 
 def minimize(subjects: Iterable[str]) -> set[str]:
-    """Drop every subject that another one of ``subjects`` covers with a ``*`` token."""
-    split = {s: tuple(s.split(".")) for s in set(subjects)}
-    return {
-        s for s, tokens in split.items()
-        if not any(len(o) == len(tokens) and _covers(o, tokens) for o in split.values())
-    }
+    """Drop every subject that another one of ``subjects`` covers with a ``*`` token
+    (``a.*.c`` covers ``a.b.c``; ``a.*.*`` covers ``a.b.*``).
+
+    Runs on the I/O thread at every change of the bus's subscriptions, so it must not
+    compare all pairs (1,000 patterns, about 4,000 subjects, took 12 s that way): the
+    subjects go into a tree by token, and each looks for a cover along the paths of its
+    own tokens and of ``*``, which costs a few steps per token for berryMQ's subjects
+    (``*`` only in the last two tokens)."""
+    unique = set(subjects)
+    tree: _Tree = {}
+    for subject in unique:
+        node = tree
+        for token in subject.split("."):
+            node = node.setdefault(token, {})
+        node[None] = {}
+    return {s for s in unique if not _covered(tree, s.split("."), 0, True)}
 
 
 class SubjectMap:

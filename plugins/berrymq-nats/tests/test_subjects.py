@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import time
+
 import pytest
 from berrymq_nats.subjects import SubjectMap, check_prefix, escape_token, minimize, unescape_token
 from hypothesis import given
@@ -59,6 +62,60 @@ def test_minimize_drops_covered_subjects() -> None:
     subjects = set(m.interest(Identifier("job:stop"))) | set(m.interest(Identifier("job:*")))
     assert minimize(subjects) == {"berrymq.~.job.*", "berrymq.~.%2A.*"}
     assert minimize({"a.*.*", "a.b.c", "a.b.*"}) == {"a.*.*"}
+
+
+def reference_minimize(subjects: set[str]) -> set[str]:
+    """The plain definition, all pairs: a subject is dropped when another one of the same
+    length has, at every token, either ``*`` or the same token."""
+    split = {s: s.split(".") for s in subjects}
+    return {
+        s for s, tokens in split.items()
+        if not any(o != s and len(other) == len(tokens)
+                   and all(w in ("*", t) for w, t in zip(other, tokens, strict=True))
+                   for o, other in split.items())
+    }
+
+
+def test_minimize_agrees_with_the_plain_definition_on_random_sets() -> None:
+    """Random sets of subjects over few tokens (so that covers are frequent), of mixed
+    lengths, ``*`` anywhere; a fixed seed keeps the cases the same at every run."""
+    rng = random.Random(20261202)
+    tokens = ["a", "b", "c", "*"]
+    for _ in range(2000):
+        subjects = {".".join(rng.choice(tokens) for _ in range(rng.randint(1, 5)))
+                    for _ in range(rng.randint(0, 30))}
+        assert minimize(subjects) == reference_minimize(subjects), sorted(subjects)
+
+
+def test_minimize_agrees_on_the_subjects_of_random_patterns() -> None:
+    m = SubjectMap()
+    rng = random.Random(7)
+    names = ["job", "task", "*", "a.b"]
+    for _ in range(300):
+        subjects: set[str] = set()
+        for _ in range(rng.randint(1, 12)):
+            ns = rng.choice([None, "ops"])
+            subjects.update(m.interest(ident(rng.choice(names), rng.choice(names), ns)))
+        assert minimize(subjects) == reference_minimize(subjects), sorted(subjects)
+
+
+def test_minimize_is_not_quadratic() -> None:
+    """5,000 distinct patterns (10,002 subjects) on the I/O thread: all pairs took minutes
+    (1,000 patterns took 12 s); a few steps per subject take well under a second, and
+    the deadline is generous for a loaded machine."""
+    m = SubjectMap()
+    subjects: set[str] = set()
+    for i in range(5000):
+        subjects.update(m.interest(Identifier(f"job{i}:done")))
+    subjects.update(m.interest(Identifier(f"job{4999}:*")))
+    started = time.perf_counter()
+    kept = minimize(subjects)
+    assert time.perf_counter() - started < 5.0
+    # job<i>.done and job<i>.%2A for each i but 4999, whose job4999.* covers both;
+    # %2A.* covers the shared %2A.done and %2A.%2A.
+    assert len(kept) == 2 * 4999 + 2
+    assert {"berrymq.~.job4999.*", "berrymq.~.%2A.*", "berrymq.~.job0.%2A"} <= kept
+    assert not {"berrymq.~.job4999.done", "berrymq.~.%2A.done"} & kept
 
 
 @pytest.mark.parametrize("prefix", ["", "a..b", "a.*", "a.>", "a b", ".a"])
