@@ -43,6 +43,7 @@ from berrymq_nats.client import (
     check_internals,
     client_options,
     close_before_reconnecting,
+    close_client,
     confirm_written,
     reconnect,
     subscribe_direct,
@@ -333,11 +334,16 @@ class NatsBridge(LinkConnection):
         if io_loop.in_loop():
             io_loop.loop.create_task(self._shutdown())
             return
-        try:
-            io_loop.run(self._shutdown(), self.options.connect_timeout + 5.0)
+        wait = self.options.connect_timeout
+        try:  # _shutdown bounds its own steps: this bound is for a loop held up elsewhere
+            io_loop.run(self._shutdown(), 2 * wait + 5.0)
         except Exception as exc:  # noqa: BLE001 - closing goes on regardless
             logger.error("NATS bridge of bus %s did not shut down cleanly: %r", bus.name, exc)
-            io_loop.submit(self._abandon())
+            try:  # what was not sent is counted before close() returns
+                io_loop.run(self._abandon(), wait + 1.0)
+            except Exception as again:  # noqa: BLE001 - nothing more to do
+                logger.error("NATS bridge of bus %s: the I/O loop did not count what was "
+                             "not sent: %r", bus.name, again)
         if not io_loop.lane.in_lane():  # (a receiver closing its bus would wait for itself)
             # what was read from NATS reaches the receivers before the bus forgets them;
             # what the lane runs later is counted as lost by the closed node
@@ -348,39 +354,53 @@ class NatsBridge(LinkConnection):
         and let the client go."""
         if self.state == "closed":
             return
-        self.outbox.connection_lost()
-        self.outbox.close(connected=False)
-        self.state = "closed"
-        self.losses.close()
+        self.outbox.connection_lost(closing=True)
+        self._closed()
         nc = self._nc
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), self.options.connect_timeout)
+                await close_client(nc, self.options.connect_timeout)
+
+    def _closed(self, connected: bool = False) -> None:
+        """Count what could not be sent (see :meth:`Outbox.close
+        <berrymq_nats.outbox.Outbox.close>`), report the losses now, and say closed."""
+        self.outbox.close(connected)
+        self._up.clear()
+        self.state = "closed"
+        self.losses.close()
 
     async def _shutdown(self) -> None:
+        """Send what waits and have it confirmed, within ``connect_timeout`` (the server
+        may be stalled); count what was not, then close the client, within
+        ``connect_timeout`` again. What was not sent is counted before the client is
+        closed, so :meth:`close` returns with it counted."""
         current = asyncio.current_task()
         for task in self._tasks:
             task.cancel()
         nc = self._nc
+        wait = self.options.connect_timeout
         connected = nc is not None and nc.is_connected and self.outbox.connected
         if nc is not None and connected:
             try:
-                self.asking.announce("bye")
-                await self.outbox.pump()
-                await confirm_written(nc, max(1, math.ceil(self.options.connect_timeout)))
+                await asyncio.wait_for(self._send_the_rest(nc, wait), wait)
             except Exception as exc:  # noqa: BLE001 - counted, closing goes on
+                if isinstance(exc, TimeoutError):
+                    exc = TimeoutError(f"NATS did not confirm within connect_timeout = {wait:g}s")
                 logger.error("NATS bridge of bus %s: last flush failed: %r", self.bus.name, exc)
-                self.outbox.connection_lost()
-        self.outbox.close(connected)
-        self._up.clear()
+                self.outbox.connection_lost(closing=True)
+        self._closed(connected)
         if nc is not None and not nc.is_closed:
-            await nc.close()
-        self.state = "closed"
-        self.losses.close()
+            await close_client(nc, wait)
         for task in self._tasks:
             if task is not current:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+    async def _send_the_rest(self, nc: Client, timeout: float) -> None:
+        """Say bye, publish what waits, and have the server confirm it."""
+        self.asking.announce("bye")
+        await self.outbox.pump()
+        await confirm_written(nc, timeout)
 
     def __repr__(self) -> str:
         return f"<NatsBridge {self.address} bus={self.bus.name} {self.state}>"

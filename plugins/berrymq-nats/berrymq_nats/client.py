@@ -13,6 +13,7 @@
   says it is connected (nothing would be read any more), and :func:`reconnect` makes the
   client reconnect then, as it does after a read error.
 - :func:`close_before_reconnecting`: a fix for a stream writer the client leaves open.
+- :func:`close_client`: closing that a stalled server cannot hold up.
 
 ``nats-py`` is pinned below 3 for these; each checks the internals it touches and the
 bridge refuses to run with a client that lacks them.
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from berrymq_nats.options import BrokerOptions
 
 __all__ = ["Direct", "ReadingStopped", "after_each_read", "check_internals", "check_payload",
-           "client_options", "close_before_reconnecting", "confirm_written", "reconnect",
+           "client_options", "close_before_reconnecting", "close_client", "confirm_written", "reconnect",
            "subscribe_direct", "watch_reading"]
 
 
@@ -228,6 +229,19 @@ def close_before_reconnecting(nc: Client) -> None:
 
     close_then_connect.berrymq = True  # type: ignore[attr-defined]
     transport.connect = close_then_connect  # type: ignore[union-attr]
+
+
+async def close_client(nc: Client, timeout: float) -> None:
+    """Close the client within ``timeout`` seconds. ``nc.close()`` writes what the client
+    still holds and waits for the socket to drain, which a stalled server never lets
+    happen: past the timeout the socket is dropped at once (aborted)."""
+    try:
+        await asyncio.wait_for(nc.close(), timeout)
+    except TimeoutError:
+        writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
+        transport = getattr(writer, "transport", None)
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()
 
 
 def check_payload(nc: Client | None, what: object, payload: bytes) -> None:

@@ -234,15 +234,18 @@ class Outbox:
             self._control = [n for n in self._control if n > published]
             self._confirmed.set()
 
-    def connection_lost(self) -> int:
+    def connection_lost(self, closing: bool = False) -> int:
         """The connection dropped: count what was in flight, hold what waits. Returns the
-        number of messages counted as possibly lost."""
+        number of messages counted as possibly lost. ``closing``: the bridge is closing
+        (its last flush failed), so what ``nats-py`` holds unwritten is never sent after
+        a reconnect: it is counted too."""
         self.connected = False
         nc = self.nc
         unwritten = 0  # still in nats-py's buffer: written after the reconnect, not lost
-        for command in getattr(nc, "_pending", ()) or ():
-            if command.startswith((b"PUB ", b"HPUB ")):
-                unwritten += 1
+        if not closing:
+            for command in getattr(nc, "_pending", ()) or ():
+                if command.startswith((b"PUB ", b"HPUB ")):
+                    unwritten += 1
         written = self.published - unwritten  # the newest ones are the unwritten ones
         control = sum(1 for n in self._control if self.confirmed < n <= written)
         lost = max(0, written - self.confirmed - control)

@@ -6,11 +6,12 @@ as "connected" while nothing is read."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from berrymq_nats.losses import IN_FLIGHT
+from berrymq_nats.losses import IN_FLIGHT, NOT_SENT_AT_CLOSE
 from berrymq_nats.testing import Recorder, bridge_of, settle
 from nats.aio.client import Client
 from nats.errors import FlushTimeoutError
@@ -95,3 +96,30 @@ def test_when_nats_py_stops_reading_the_bridge_says_so_and_reconnects(
     assert ba.flush(10.0)
     assert len(got.wait(100, 15.0)) == 100
     assert bb.flush(10.0) is True
+
+
+def test_closing_while_the_server_stalls_counts_every_loss_before_returning(
+    nats_server: Any, make_bus: MakeBus, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """More messages than may wait for a confirmation (2,000), sent while the server is
+    stopped: close() gives up on the last flush after ``connect_timeout`` and returns
+    with all of them counted (they went on counting after it returned, seconds later)."""
+    a = make_bus("a")
+    ba = bridge_of(a, nats_server.url, connect_timeout=1.0)
+    settle(ba)
+    nats_server.pause()
+    try:
+        for i in range(3000):
+            a.twitter("job:n", i)
+        started = time.monotonic()
+        with caplog.at_level(logging.ERROR, "berrymq.nats"):
+            ba.close()
+        took = time.monotonic() - started
+        assert ba.state == "closed"
+        assert ba.losses.total == 3000, ba.losses.counts
+        assert set(ba.losses.counts) <= {IN_FLIGHT, NOT_SENT_AT_CLOSE}
+        assert took < 8.0  # bounded: the last flush, then closing the client, 1 s each
+        assert "last flush failed" in caplog.text and "3000 lost in all" in caplog.text
+    finally:
+        nats_server.resume()
+    assert ba.flush() is False
