@@ -373,11 +373,12 @@ class IOLoop:
             coroutine.close()
             raise RuntimeError("a blocking berryMQ call was made on the I/O thread; it would deadlock")
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
+        if not concurrent.futures.wait((future,), timeout).done:
             future.cancel()
-            raise TimeoutError(f"no result within {timeout} s") from None
+            raise TimeoutError(f"no result within {timeout} s")
+        # (a TimeoutError the coroutine raised itself comes as it is: on 3.11 the waiting's
+        # own is the same class, so it is not told from the result's by catching it)
+        return future.result()
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Start ``coroutine`` on the loop without waiting for it."""

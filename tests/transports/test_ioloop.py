@@ -49,6 +49,16 @@ def test_run_times_out_and_cancels(io: IOLoop) -> None:
     assert cancelled.wait(5)
 
 
+def test_a_timeout_error_of_the_coroutine_itself_comes_as_it_is(io: IOLoop) -> None:
+    # On 3.11 concurrent.futures.TimeoutError is TimeoutError: the coroutine's own error
+    # was taken for run()'s timeout, reported as "no result within" and the task cancelled.
+    async def gives_up() -> None:
+        raise TimeoutError("the server did not answer")
+
+    with pytest.raises(TimeoutError, match="the server did not answer"):
+        io.run(gives_up(), timeout=5)
+
+
 def test_a_blocking_call_on_the_io_thread_is_refused(io: IOLoop) -> None:
     async def nested() -> str:
         async def inner() -> None:
