@@ -25,7 +25,6 @@ import asyncio
 import atexit
 import contextlib
 import logging
-import math
 import threading
 import time
 import weakref
@@ -39,7 +38,6 @@ from berrymq.transports.ioloop import io_loop
 from berrymq.transports.styles import LinkConnection
 from berrymq_nats.asking import Asking
 from berrymq_nats.client import (
-    ReadingStopped,
     check_internals,
     client_options,
     close_before_reconnecting,
@@ -173,7 +171,7 @@ class NatsBridge(LinkConnection):
             await subscribe_direct(nc, asking.presence_subject, "", asking.on_control)
             await subscribe_direct(nc, asking.node_prefix + asking.node, "", asking.on_control)
             await self.following.sync()
-            await confirm_written(nc, max(1, math.ceil(opts.connect_timeout)))
+            await confirm_written(nc, opts.connect_timeout)
             self._back("connected")
             self._ready.set()
             return
@@ -215,12 +213,9 @@ class NatsBridge(LinkConnection):
         logger.info("NATS bridge of bus %s reconnected to %s", self.bus.name, self.server)
 
     def _reading_stopped(self, nc: Client) -> None:
-        """nats-py's reading task ended while its connection was up (see
-        :func:`~berrymq_nats.client.watch_reading`): nothing more would be read, while the
-        client would go on saying it is connected. Say so, and reconnect: what this
-        process published and the server had not confirmed is counted as lost then
-        (:meth:`_on_disconnected`); what the server sent meanwhile is the at-most-once
-        window of a reconnection."""
+        """nats-py's reading task ended while connected (:func:`~berrymq_nats.client.
+        watch_reading`): say so and reconnect. What the server had not confirmed is then
+        counted as lost; what it sent meanwhile is a reconnection's at-most-once window."""
         if self.closed or nc is not self._nc:
             return
         self.last_error = "nats-py stopped reading the connection (its reading task ended)"
@@ -228,7 +223,7 @@ class NatsBridge(LinkConnection):
         logger.error("NATS bridge of bus %s: nats-py's task that reads from %s ended while "
                      "the connection was up (see nats-py's 'encountered error' line), so "
                      "nothing more would be received; reconnecting", self.bus.name, self.server)
-        reconnect(nc, ReadingStopped(self.last_error))
+        reconnect(nc, self.last_error)
 
     async def _on_closed(self) -> None:
         if not self.closed:
@@ -312,7 +307,7 @@ class NatsBridge(LinkConnection):
         nc = self._nc
         assert nc is not None
         published = self.outbox.published
-        await confirm_written(nc, max(1, math.ceil(deadline - time.monotonic())))
+        await confirm_written(nc, max(1.0, deadline - time.monotonic()))
         if self.outbox.nc is nc:
             self.outbox.confirmed_up_to(published)
         return self.inbound.gathered

@@ -196,14 +196,14 @@ def watch_reading(nc: Client, stopped: Callable[[Client], None]) -> None:
         task.add_done_callback(ended)
 
 
-def reconnect(nc: Client, reason: Exception) -> None:
+def reconnect(nc: Client, reason: str) -> None:
     """Make the client drop its connection and reconnect, as after a read error (its
-    ``disconnected_cb`` and ``reconnected_cb`` are called as then)."""
+    ``disconnected_cb`` and ``reconnected_cb`` are called as then); ``reason`` says why."""
     process_op_err: Callable[[Exception], Coroutine[Any, Any, None]] | None = getattr(
         nc, "_process_op_err", None)
     if process_op_err is None:
         raise TransportError("this version of nats-py is not supported (no _process_op_err)")
-    task = asyncio.get_running_loop().create_task(process_op_err(reason))
+    task = asyncio.get_running_loop().create_task(process_op_err(ReadingStopped(reason)))
     _reconnecting.add(task)  # (the loop keeps only a weak reference to a task)
     task.add_done_callback(_reconnecting.discard)
 
