@@ -116,7 +116,7 @@ class TcpTransport(RemoteTransport):
 
 @hookimpl
 def berrymq_declare_settings(schema: SettingsSchema) -> None:
-    declare_settings(schema, PLUGIN, back_channel=True)
+    declare_settings(schema, PLUGIN, stream=True)
 
 
 @hookimpl

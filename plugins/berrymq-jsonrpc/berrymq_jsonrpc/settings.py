@@ -18,10 +18,11 @@
     the bound of each style-03 queue kept for a client (default 10 000).
 ``max_get_wait``
     the cap of a blocking ``get`` on the server, in seconds (default 30).
-``max_waiting``
+``max_waiting`` (TCP only: :data:`STREAM_SETTINGS`)
     how many requests that may wait (``ask``, a blocking ``get``) run at once on one TCP
     connection (default 16); one more is answered *Limit reached* at once, and the
-    requests behind it are read and answered as usual.
+    requests behind it are read and answered as usual. An HTTP connection carries one
+    request at a time, so the ``jsonrpc-http`` table does not take the key.
 ``names``
     more host names the node answers to in the HTTP ``Host`` header (status pages and
     JSON-RPC POSTs), besides the address it is bound to, ``localhost``, ``127.0.0.1`` and
@@ -31,7 +32,7 @@
     address (default 10 000 and 6 000); one more is answered once and closed.
 ``max_sessions``
     the most sessions (tokens) open at once (default 10 000).
-``max_interconnects_per_connection`` (TCP only: :data:`BACK_CHANNEL_SETTINGS`)
+``max_interconnects_per_connection`` (TCP only: :data:`STREAM_SETTINGS`)
     the most ``interconnect`` sessions whose messages the node sends back over the
     connection the peer opened them on (default 16); one more is answered *Limit reached*.
     Each such link may hold a request of up to ``max_size`` on the connection, so this
@@ -68,8 +69,8 @@ from typing import Any
 from berrymq.registries import SettingsSchema
 from berrymq.settings import Settings
 
-__all__ = ["BACK_CHANNEL_SETTINGS", "DEFAULT_TIMEOUT", "SETTINGS", "cidr_blocks",
-           "declare_settings", "positive_number", "read_hosts", "read_number"]
+__all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "STREAM_SETTINGS", "cidr_blocks", "declare_settings",
+           "positive_number", "read_hosts", "read_number"]
 
 #: Seconds a client waits to connect and for a reply (setting ``timeout``), and a sender
 #: for room in a full outbox (``outbox_wait``).
@@ -84,7 +85,6 @@ SETTINGS: dict[str, type | tuple[type, ...]] = {
     "read_timeout": (int, float),
     "queue_size": int,
     "max_get_wait": (int, float),
-    "max_waiting": int,
     "names": list,
     "max_connections": int,
     "max_connections_per_client": int,
@@ -98,20 +98,22 @@ SETTINGS: dict[str, type | tuple[type, ...]] = {
     "outbox_wait": (int, float),
 }
 
-#: The settings only a transport whose connections carry requests both ways (TCP: the
-#: node sends an interconnection's messages back over the connection it came on) takes.
-BACK_CHANNEL_SETTINGS: dict[str, type | tuple[type, ...]] = {
+#: The settings only a transport whose connections are streams of requests takes (TCP):
+#: many requests at once on one connection (``max_waiting``), and requests both ways
+#: (the node sends an interconnection's messages back over the connection it came on).
+STREAM_SETTINGS: dict[str, type | tuple[type, ...]] = {
+    "max_waiting": int,
     "max_interconnects_per_connection": int,
 }
 
 
-def declare_settings(schema: SettingsSchema, plugin: str, *, back_channel: bool = False) -> None:
+def declare_settings(schema: SettingsSchema, plugin: str, *, stream: bool = False) -> None:
     """Declare the settings table every JSON-RPC transport plugin accepts: the keys, their
     types, and the checks of their values (every number is positive, ``callback_hosts``
     holds no bad CIDR block), so that a bad value is named when the plugins load. With
-    ``back_channel`` (a transport that sends requests back over the connections it
-    accepted), :data:`BACK_CHANNEL_SETTINGS` too."""
-    keys = {**SETTINGS, **BACK_CHANNEL_SETTINGS} if back_channel else SETTINGS
+    ``stream`` (a transport whose connections carry many requests at once, both ways),
+    :data:`STREAM_SETTINGS` too."""
+    keys = {**SETTINGS, **STREAM_SETTINGS} if stream else SETTINGS
     schema.add(plugin, **keys)
     for name, kind in keys.items():
         if kind is int or kind == (int, float):

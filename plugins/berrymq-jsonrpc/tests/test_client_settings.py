@@ -23,7 +23,7 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 
 from berrymq.bus import Bus
-from berrymq.errors import TransportError
+from berrymq.errors import SettingsError, TransportError
 from berrymq.identifier import Identifier
 
 Factory = Callable[..., Bus]
@@ -108,6 +108,13 @@ def test_max_get_wait_is_what_a_raw_client_sees(bus_factory: Factory) -> None:
         reply = json.loads(reader.readline())
     assert reply["error"]["code"] == p.EMPTY
     assert 0.15 <= time.monotonic() - started < 5
+
+
+def test_max_waiting_is_a_setting_of_tcp_only(bus_factory: Factory) -> None:
+    """An HTTP connection carries one request at a time: the key would be read by nobody
+    there, so the jsonrpc-http table refuses it rather than ignore it."""
+    with pytest.raises(SettingsError, match="unknown key 'max_waiting' for plugin 'jsonrpc-http'"):
+        bus_factory(jsonrpc_http={"max_waiting": 4}).transport("http")
 
 
 def test_max_waiting_caps_the_waiting_requests_of_one_connection(bus_factory: Factory) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.settings import BACK_CHANNEL_SETTINGS, SETTINGS
+from berrymq_jsonrpc.settings import SETTINGS, STREAM_SETTINGS
 from berrymq_jsonrpc.transport import RemoteConnection, RemoteTransport
 from helpers import serve
 from probe_tools import send_request, tcp_call
@@ -347,7 +347,7 @@ def test_every_setting_of_the_transports_is_documented() -> None:
 
     docs = Path(__file__).resolve().parents[3] / "docs"
     settings = (docs / "settings.md").read_text(encoding="utf-8")
-    for key in {**SETTINGS, **BACK_CHANNEL_SETTINGS}:
+    for key in {**SETTINGS, **STREAM_SETTINGS}:
         assert f"| `{key}` |" in settings, f"docs/settings.md does not describe {key}"
     protocol = (docs / "protocol.md").read_text(encoding="utf-8")
     for key in ("outbox_size", "outbox_bytes", "outbox_wait", "max_size", "queue_size",
