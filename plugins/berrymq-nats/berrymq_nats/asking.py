@@ -255,6 +255,13 @@ class Asking:
         """I/O thread: a request came in; say at once that this process answers it."""
         self.bridge.outbox.put_control((reply, dumps({"k": "a", "n": self.node}).encode(), ""))
 
+    def refuse(self, reply: str, problem: str) -> None:
+        """I/O thread: answer a request that was not taken with one ``QueueFull`` entry
+        saying ``problem`` (after its acknowledgement: the asker is done with this process)."""
+        error = ReplyError("QueueFull", problem, "nats", self.node)
+        payload = dumps({"k": "r", "n": self.node, "r": [encode_reply(error, self.node)]}).encode()
+        self.bridge.outbox.put_control((reply, payload, ""))
+
     def answer(self, message: Message, timeout: float, reply: str) -> None:
         """The answering thread: run the receivers (for at most the asker's ``timeout``)
         and publish their replies (once per request: a process may get a request through

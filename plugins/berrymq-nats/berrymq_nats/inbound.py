@@ -14,7 +14,9 @@ drops messages ("slow consumer") when a queue is full. Instead:
   until receivers catch up (backpressure; nothing is dropped here);
 - answers to this process's own asks, presence and probes are handled on the I/O thread
   at once (they only fill in a waiter or the view of peers), and a request is
-  acknowledged there at once; its receivers run on the lane.
+  acknowledged there at once; its receivers run on a lane of their own, the answering
+  lane (:func:`answer_lane`). A request that finds that lane full is refused at once,
+  answered with a ``QueueFull`` entry and counted as a loss: reading goes on.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from berrymq.message import Message, new_message
 from berrymq.transports.ioloop import DeliveryLane, io_loop
 from berrymq.wire import decode_message, loads
 from berrymq_nats.client import after_each_read
-from berrymq_nats.losses import LANE_STOPPED, QUEUE_FULL
+from berrymq_nats.losses import LANE_STOPPED, QUEUE_FULL, REQUEST_REFUSED
 from berrymq_nats.shared import FromBroker
 
 if TYPE_CHECKING:
@@ -109,6 +111,8 @@ class Inbound:
         self.delivered = 0
         #: requests received (I/O thread)
         self.requests = 0
+        #: the reply subject and bytes of the last request handed over or refused (I/O thread)
+        self._last_request: tuple[str, bytes] | None = None
 
     def gather(self, handler: Callable[[Msg], None], requests: bool = False
                ) -> Callable[[Msg], None]:
@@ -136,24 +140,58 @@ class Inbound:
         return after_each_read(nc, self._hand_over)
 
     async def _hand_over(self) -> None:
-        """After each read: the messages to the lane, the requests to the answering thread
-        (each waits while its lane is full)."""
+        """After each read: the messages to the lane (waiting while it is full), the
+        requests to the answering thread (refused at once while it is full: see
+        :meth:`_offer_requests`)."""
         batch, requests = self._batch[:], self._requests[:]
         self._batch.clear()
         self._requests.clear()
-        left = len(batch) + len(requests)  # not handed over yet: lost if a lane stopped
-        try:
-            if batch:
-                size, self._bytes = self._bytes, 0
+        if batch:
+            size, self._bytes = self._bytes, 0
+            try:
                 await io_loop.lane.put(functools.partial(self._deliver, batch), size)
-                left -= len(batch)
-            if requests:
-                lane = answer_lane()
-                for msg, before in requests:
-                    await lane.put(functools.partial(self.on_request, msg, before), len(msg.data))
-                    left -= 1
-        except RuntimeError as exc:  # a lane stopped: the process is exiting
-            self.bridge.losses.add(LANE_STOPPED, left, str(exc))
+            except RuntimeError as exc:  # the lane stopped: the process is exiting
+                self.bridge.losses.add(LANE_STOPPED, len(batch) + len(requests), str(exc))
+                return
+        if requests:
+            self._offer_requests(requests)
+
+    def _offer_requests(self, requests: list[tuple[Msg, int]]) -> None:
+        """Hand ``requests`` to the answering thread without waiting. A request that finds
+        its lane full is refused: its asker gets a ``QueueFull`` entry at once, and the
+        refusal is counted in the bridge's losses. Waiting for room instead would hold up
+        the client's reading task, and with it every message and answer of the process,
+        for as long as a receiver does not return.
+
+        A request that came through two of the bridge's subscriptions comes twice in a
+        row (the same reply subject, the same bytes): it is handed over, or refused, once.
+        (Otherwise a copy could take the room of the next request, or be refused after
+        the request was taken and tell its asker so.)
+
+        What is left when the lane stopped (the process is exiting) is counted as lost.
+        """
+        lane = answer_lane()
+        for i, (msg, before) in enumerate(requests):
+            last = self._last_request
+            if last is not None and last[0] == msg.reply and last[1] == msg.data:
+                continue
+            self._last_request = (msg.reply, msg.data)
+            try:
+                taken = lane.offer(functools.partial(self.on_request, msg, before), len(msg.data))
+            except RuntimeError as exc:
+                self.bridge.losses.add(LANE_STOPPED, len(requests) - i, str(exc))
+                return
+            if not taken:
+                self._refuse(msg, lane)
+
+    def _refuse(self, msg: Msg, lane: DeliveryLane) -> None:
+        """Tell the asker of ``msg`` that it was not taken (the answering lane is full)
+        and count it."""
+        waiting, _ = lane.pending
+        problem = (f"request refused: {waiting} requests wait for this process's "
+                   "receivers, which have not returned (the answering lane is full)")
+        self.bridge.asking.refuse(msg.reply, problem)
+        self.bridge.losses.add(REQUEST_REFUSED, 1, f"{msg.subject}: {problem}")
 
     def _deliver(self, batch: list[tuple[Callable[[Msg], None], Msg]]) -> None:
         try:

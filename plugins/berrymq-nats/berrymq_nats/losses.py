@@ -16,8 +16,8 @@ import time
 
 from berrymq.transports.ioloop import io_loop
 
-__all__ = ["IN_FLIGHT", "LANE_STOPPED", "NOT_SENT_AT_CLOSE", "QUEUE_FULL", "UNDECODABLE",
-           "UNPUBLISHABLE", "Losses"]
+__all__ = ["IN_FLIGHT", "LANE_STOPPED", "NOT_SENT_AT_CLOSE", "QUEUE_FULL", "REQUEST_REFUSED",
+           "UNDECODABLE", "UNPUBLISHABLE", "Losses"]
 
 #: Published on a connection that died before the server confirmed it (PING/PONG):
 #: possibly lost. Not sent again, as the server may have routed it already.
@@ -28,6 +28,9 @@ NOT_SENT_AT_CLOSE = "not sent: the bridge closed while NATS was unreachable"
 QUEUE_FULL = "refused by a local shared queue"
 #: Came in from NATS while the process was exiting (the delivery lane had stopped).
 LANE_STOPPED = "not delivered: the delivery lane had stopped"
+#: A request from NATS that found the answering lane full (receivers that do not return):
+#: not run, its asker answered with a ``QueueFull`` entry.
+REQUEST_REFUSED = "request refused: the answering lane was full"
 #: Came in from NATS but was not a berryMQ message.
 UNDECODABLE = "undecodable message from NATS"
 #: The client refused to publish it (too large for the server, say).

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from berrymq_nats import NatsBridge
-from berrymq_nats.testing import bridge_of, settle
+from berrymq_nats.inbound import answer_lane
+from berrymq_nats.losses import REQUEST_REFUSED
+from berrymq_nats.testing import Recorder, bridge_of, settle
 
 from berrymq import Bus, Message, ReplyError
 
@@ -182,3 +184,62 @@ def test_requests_are_answered_after_the_messages_sent_before_them(
         release.set()  # only now can job:get be answered
         thread.join(20)
     assert answer == ["[5]"]
+
+
+def test_a_request_that_finds_the_answering_lane_full_is_refused_and_reading_goes_on(
+    pair: Pair, poll: Poll, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Requests wait for a receiver that does not return until the answering lane is
+    full: one more is answered at once with a ``QueueFull`` entry and counted, and the
+    process goes on reading NATS (a message still reaches it). Waiting for room held up
+    the client's reading task, so nothing more was read, answers and messages included."""
+    a, ba, b, bb = pair
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(message: Message) -> str:
+        entered.set()
+        release.wait(60)  # does not return until the test's end
+        return "late"
+
+    notes = Recorder()
+    # two subscriptions of b match stuck:op (stuck.* and *.op): each request comes twice,
+    # and is taken, or refused, once
+    b.subscribe("stuck:*", stuck, weak=False)
+    b.subscribe("*:op", lambda m: "other", weak=False)
+    b.subscribe("note:*", notes, weak=False)
+    settle(bb)
+    poll(knows(ba, b, "*:op"), what="a to learn b's patterns")
+    lane = answer_lane()
+    assert lane.wait_idle(10)
+    saved = lane.max_items
+    lane.max_items = 1  # one request running, one waiting: full
+    held: list[list[Any]] = []
+    askers = [threading.Thread(target=lambda: held.append(a.ask("stuck:op", timeout=30)))
+              for _ in range(2)]
+    try:
+        askers[0].start()
+        assert entered.wait(10)
+        askers[1].start()
+        poll(lambda: lane.pending[0] == 1, 10, "the second request to wait in the lane")
+        started = time.monotonic()
+        (refusal,) = a.ask("stuck:op", timeout=10)
+        assert time.monotonic() - started < 5  # not the deadline
+        assert isinstance(refusal, ReplyError)
+        assert refusal.exception_type == "QueueFull" and refusal.node == b.node_id
+        assert "answering lane is full" in refusal.message
+        a.twitter("note:sent", 1)  # b still reads NATS while its answering lane is full
+        assert notes.wait(1, 10)[0].args == (1,)
+        poll(lambda: bb.inbound.requests == 6, 10, "b to read both copies of each request")
+        assert not bb.flush(10)  # (and to hand them over): flush says a loss was counted
+        assert bb.flush(10)  # and only then
+        assert lane.pending[0] == 1 and not release.is_set()
+        assert bb.losses.counts == {REQUEST_REFUSED: 1}
+        assert any(REQUEST_REFUSED in r.getMessage() for r in caplog.records)
+        assert "lost 1 (1 request refused" in bb.status()
+    finally:
+        lane.max_items = saved
+        release.set()
+        for thread in askers:
+            thread.join(40)
+    assert held == [["late", "other"], ["late", "other"]]
+    assert lane.wait_idle(10)
