@@ -64,7 +64,9 @@ def berrymq_declare_settings(schema: SettingsSchema) -> None:
 
     :param schema: call ``schema.add(plugin_name, key=type, ...)``, and
         ``schema.add_check(plugin_name, key, check)`` where a value of the right type may
-        still be wrong (``check(value)`` returns the problem, or None).
+        still be wrong (``check(value)`` returns the problem, or None); with ``path=True``
+        for a key that names a file, which the check then gets relative to the settings
+        file's folder.
     """
 
 

@@ -235,7 +235,7 @@ class PluginHost:
         for name in active_names:
             if name in settings.tables:
                 check_table(settings, name, self.schema.tables.get(name, {}),
-                            self.schema.checks.get(name))
+                            self.schema.checks.get(name), self.schema.paths.get(name, ()))
         hook.berrymq_register_transports(registry=self.transports)
         hook.berrymq_register_receivers(registry=self.receivers)
         hook.berrymq_register_sources(registry=self.sources)

@@ -123,15 +123,25 @@ class SettingsSchema:
 
     tables: dict[str, dict[str, type | tuple[type, ...]]] = field(default_factory=dict)
     checks: dict[str, dict[str, SettingCheck]] = field(default_factory=dict)
+    #: per plugin, the keys whose value names a file (see :meth:`add_check`)
+    paths: dict[str, set[str]] = field(default_factory=dict)
 
     def add(self, plugin: str, **keys: type | tuple[type, ...]) -> None:
         """Declare ``key=type`` pairs for ``[berrymq.<plugin>]``."""
         self.tables.setdefault(plugin, {}).update(keys)
 
-    def add_check(self, plugin: str, key: str, check: SettingCheck) -> None:
+    def add_check(self, plugin: str, key: str, check: SettingCheck, *, path: bool = False) -> None:
         """Check the value of ``key`` (once its type is right) with ``check``, which
-        returns the problem or None; a problem is an error naming the file and line."""
+        returns the problem or None; a problem is an error naming the file and line.
+
+        With ``path``, the value (a string) names a file: ``check`` gets it as the plugin
+        will use it, relative to the settings file's folder (see
+        :meth:`Settings.file_path <berrymq.settings.Settings.file_path>`), so that a file
+        that is missing is reported when the plugins load, not at its first use.
+        """
         self.checks.setdefault(plugin, {})[key] = check
+        if path:
+            self.paths.setdefault(plugin, set()).add(key)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,12 @@ class Settings:
     core: Mapping[str, Any] = field(default_factory=dict)
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     text: str = ""
+
+    def file_path(self, value: str) -> str:
+        """A path given in the file, as a plugin uses it: ``~`` expanded, and a relative
+        one taken relative to the file's folder (to the working directory without a file)."""
+        path = os.path.expanduser(value)
+        return path if self.path is None else os.path.join(self.path.parent, path)
 
     def line_of(self, key: str | None, table: str | None = None) -> int | None:
         """The line where ``key`` (of a plugin's ``table``, or of the main table) is set."""
@@ -190,9 +196,11 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
 
 
 def check_table(settings: Settings, plugin: str, schema: Mapping[str, type | tuple[type, ...]],
-                checks: Mapping[str, Callable[[Any], str | None]] | None = None) -> None:
+                checks: Mapping[str, Callable[[Any], str | None]] | None = None,
+                paths: Collection[str] = ()) -> None:
     """Raise a :class:`SettingsError` for an unknown key, a wrong type or a value that its
-    check (``checks``, by key) refuses in a plugin's table."""
+    check (``checks``, by key) refuses in a plugin's table. The check of a key in
+    ``paths`` gets the value as :meth:`Settings.file_path` makes it."""
     for key, value in settings.table(plugin).items():
         expected = schema.get(key)
         if expected is None:
@@ -207,7 +215,10 @@ def check_table(settings: Settings, plugin: str, schema: Mapping[str, type | tup
                 plugin,
             )
         check = checks.get(key) if checks else None
-        problem = check(value) if check is not None else None
+        if check is None:
+            continue
+        used = settings.file_path(value) if key in paths and isinstance(value, str) else value
+        problem = check(used)
         if problem is not None:
             raise settings.error(f"{plugin}.{key} {problem}", key, plugin)
 

@@ -182,6 +182,34 @@ def test_a_plugin_table_is_checked_against_its_declared_keys_types_and_checks(
     assert "unknown key 'bogus_key' for plugin 'local'" in str(error) and error.line == 4
 
 
+def test_the_check_of_a_path_sees_it_relative_to_the_settings_file(in_tmp: Path) -> None:
+    """``add_check(..., path=True)``: the check gets the file's path as the plugin will
+    use it (``~`` expanded, relative to the settings file's folder, not the working
+    directory); the table keeps the value as written."""
+    seen: list[str] = []
+
+    class Declares:
+        @hookimpl
+        def berrymq_declare_settings(self, schema: SettingsSchema) -> None:
+            schema.add("declarer", path=str, name=str)
+            schema.add_check("declarer", "path", seen.append, path=True)
+            schema.add_check("declarer", "name", seen.append)
+
+    folder = in_tmp / "conf"
+    folder.mkdir()
+    path = folder / "berrymq.toml"
+    for written, expected in [("data/x.log", str(folder / "data/x.log")),
+                              ("/var/x.log", "/var/x.log"),
+                              ("~/x.log", str(Path("~/x.log").expanduser()))]:
+        seen.clear()
+        path.write_text(f'[berrymq.declarer]\npath = "{written}"\nname = "{written}"\n')
+        host = PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
+        assert seen == [expected, written]  # a key not declared a path is given as written
+        assert host.settings_for("declarer")["path"] == written
+        assert host.settings.file_path(written) == expected
+    assert Settings().file_path("data/x.log") == "data/x.log"  # no file: the working directory
+
+
 def test_pyproject_errors_name_the_tool_table(in_tmp: Path) -> None:
     error = _error(in_tmp, "[tool.berrymq]\nwhat = 1\n", "pyproject.toml")
     assert "unknown key 'what' in [tool.berrymq]" in str(error) and error.line == 2
