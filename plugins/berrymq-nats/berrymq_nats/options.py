@@ -12,7 +12,8 @@ from typing import Any
 from berrymq.errors import QueueFull, TransportError
 from berrymq_nats.subjects import DEFAULT_PREFIX, check_prefix
 
-__all__ = ["NUMBER_OPTIONS", "BrokerBufferFull", "BrokerOptions", "option_problem"]
+__all__ = ["NUMBER_OPTIONS", "BrokerBufferFull", "BrokerOptions", "check_credentials",
+           "credentials_problem", "option_problem"]
 
 _STRINGS = frozenset({"token", "user", "password", "credentials", "name", "subject_prefix"})
 _SECONDS = frozenset({"connect_timeout", "reconnect_wait", "ask_gather", "send_timeout"})
@@ -37,7 +38,9 @@ class BrokerOptions:
     :param password: the user's password.
     :param credentials: the path of a NATS ``.creds`` file (a user's JWT and NKey seed, for
         a server in operator mode); needs the ``nkeys`` package
-        (``pip install 'berrymq-nats[credentials]'``). Checked when the bridge is made.
+        (``pip install 'berrymq-nats[credentials]'``). Checked when the plugins load (a
+        relative path in the settings file is relative to that file's folder) and when
+        the bridge is made.
     :param subject_prefix: the first token(s) of every subject (see ``subjects``).
     :param connect_timeout: seconds to wait for a connection to one server.
     :param reconnect_wait: seconds between reconnection attempts to one server.
@@ -140,20 +143,33 @@ def option_problem(key: str, value: Any) -> str | None:
 NUMBER_OPTIONS = _SECONDS | _INTEGERS
 
 
-def check_credentials(path: str) -> None:
-    """Refuse a ``credentials`` file that ``nats-py`` could not use, naming it: one that
-    cannot be read or lacks a section (``nats-py`` would fail obscurely, or loop, on the
-    first connection to a server that asks for it), or when ``nkeys`` is missing."""
+def credentials_problem(path: str) -> str | None:
+    """What makes the ``credentials`` file ``path`` unusable to ``nats-py`` (read after
+    the option's name), or None: a file that cannot be read or lacks a section
+    (``nats-py`` would fail obscurely, or loop, on the first connection to a server that
+    asks for it), or a missing ``nkeys`` package. Also the settings file's check of
+    ``[berrymq.nats]`` (with a relative path taken relative to that file)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"NATS option credentials: cannot read {path}: {exc}") from exc
+    except OSError as exc:
+        return f"file {path} cannot be read ({exc.strerror or exc})"
+    except UnicodeDecodeError as exc:
+        return f"file {path} cannot be read (not UTF-8 text: {exc})"
     for section in ("BEGIN NATS USER JWT", "BEGIN USER NKEY SEED"):
         _, found, rest = text.partition(section)
         value = rest.partition("\n")[2].partition("\n")[0].strip()  # the line below
         if not found or not value or value.startswith("-"):
-            raise ValueError(f"NATS option credentials: {path} is not a NATS credentials "
-                             f"file (no {section!r} section with a value)")
+            return (f"file {path} is not a NATS credentials file (no {section!r} section "
+                    "with a value)")
     if importlib.util.find_spec("nkeys") is None:
-        raise ValueError(f"NATS option credentials ({path}) needs the nkeys package: "
-                         "pip install 'berrymq-nats[credentials]'")
+        return (f"file {path} needs the nkeys package: "
+                "pip install 'berrymq-nats[credentials]'")
+    return None
+
+
+def check_credentials(path: str) -> None:
+    """Refuse a ``credentials`` file that ``nats-py`` could not use, naming the option
+    and the file (see :func:`credentials_problem`)."""
+    problem = credentials_problem(path)
+    if problem is not None:
+        raise ValueError(f"NATS option credentials {problem}")

@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from berrymq.hookspecs import hookimpl
-from berrymq_nats.options import NUMBER_OPTIONS, option_problem
+from berrymq_nats.options import NUMBER_OPTIONS, credentials_problem, option_problem
 from berrymq_nats.subjects import prefix_problem
 from berrymq_nats.transport import NatsTransport, transport_of
 
@@ -52,6 +52,7 @@ def berrymq_declare_settings(schema: SettingsSchema) -> None:
     for key in sorted(NUMBER_OPTIONS):
         schema.add_check(PLUGIN, key, functools.partial(option_problem, key))
     schema.add_check(PLUGIN, "subject_prefix", prefix_problem)
+    schema.add_check(PLUGIN, "credentials", credentials_problem, path=True)
 
 
 @hookimpl

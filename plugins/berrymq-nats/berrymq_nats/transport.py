@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -66,10 +65,9 @@ class NatsTransport(Transport):
         """
         merged = {k: v for k, v in self.settings.items() if k != "servers"}
         credentials = merged.get("credentials")
-        source = self.bus.plugins.settings.path
-        if isinstance(credentials, str) and source is not None:
+        if isinstance(credentials, str):
             # a relative path in the settings file is relative to that file's folder
-            merged["credentials"] = os.path.join(source.parent, os.path.expanduser(credentials))
+            merged["credentials"] = self.bus.plugins.settings.file_path(credentials)
         merged.update(options)
         if servers is None:
             servers = self.settings.get("servers")

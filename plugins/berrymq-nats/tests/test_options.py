@@ -71,6 +71,45 @@ def test_a_bad_value_in_the_settings_file_is_named_with_its_line_when_plugins_lo
     assert "berrymq.toml:3: " in str(info.value), info.value
 
 
+def load(config: Path) -> PluginHost:
+    """Load the core's plugins and this one with the settings file ``config``."""
+    return PluginHost(load_settings(config), entry_points=False,
+                      extra_plugins=[("nats", nats_plugin)])
+
+
+def test_credentials_are_checked_when_plugins_load(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``credentials`` file that is missing or not a ``.creds`` file is named, with
+    the setting and the file's line, when the plugins load (as ``berrymq plugins`` loads
+    them), not first when a bus joins NATS; a relative path is the settings file's."""
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    config = folder / "berrymq.toml"
+    monkeypatch.chdir(tmp_path)  # where conf/'s files are not
+    config.write_text('[berrymq.nats]\nservers = ["nats://127.0.0.1:1"]\n'
+                      'credentials = "app.creds"\n', encoding="utf-8")
+    creds = folder / "app.creds"
+    with pytest.raises(SettingsError, match=re.escape(
+            f"berrymq.toml:3: nats.credentials file {creds} cannot be read "
+            "(No such file or directory)")):
+        load(config)
+    creds.write_text("-----BEGIN USER NKEY SEED-----\nSUAXXX\n------END USER NKEY SEED------\n",
+                     encoding="utf-8")
+    with pytest.raises(SettingsError, match=re.escape(
+            f"berrymq.toml:3: nats.credentials file {creds} is not a NATS credentials file "
+            "(no 'BEGIN NATS USER JWT' section with a value)")):
+        load(config)
+    creds.write_text("-----BEGIN NATS USER JWT-----\neyJ.any.jwt\n------END NATS USER JWT------\n"
+                     "-----BEGIN USER NKEY SEED-----\nSUANY\n------END USER NKEY SEED------\n",
+                     encoding="utf-8")
+    assert load(config).settings_for("nats")["credentials"] == "app.creds"  # kept as written
+    absolute = tmp_path / "gone.creds"
+    config.write_text(f'[berrymq.nats]\ncredentials = "{absolute}"\n', encoding="utf-8")
+    with pytest.raises(SettingsError, match=re.escape(
+            f"berrymq.toml:2: nats.credentials file {absolute} cannot be read")):
+        load(config)
+
+
 def test_defaults_and_bounds() -> None:
     options = BrokerOptions.build("nats://127.0.0.1:1", {})
     assert (options.buffer_limit, options.buffer_bytes, options.send_timeout) == (
