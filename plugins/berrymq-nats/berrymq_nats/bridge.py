@@ -13,10 +13,10 @@ that publishes and asks; it follows the bus's subscriptions. Its parts:
 - :mod:`~berrymq_nats.asking`: ``ask`` through NATS and the view of peers it relies on;
 - :mod:`~berrymq_nats.shared`: shared queues as NATS queue groups;
 - :mod:`~berrymq_nats.following`: the NATS subscriptions that follow the bus's;
-- :mod:`~berrymq_nats.losses`: what was lost, counted with reasons and logged per burst.
+- :mod:`~berrymq_nats.losses`: what was lost, counted with reasons and logged per burst;
+- :mod:`~berrymq_nats.status`: the bridge's status line.
 
-This module holds the connection's life: connecting, reconnecting, flushing, the status
-line and closing.
+This module holds the connection's life: connecting, reconnecting, flushing and closing.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from berrymq_nats.losses import UNDECODABLE, Losses
 from berrymq_nats.options import BrokerOptions
 from berrymq_nats.outbox import Outbox
 from berrymq_nats.shared import SharedQueues
+from berrymq_nats.status import status_line
 from berrymq_nats.subjects import SubjectMap
 
 if TYPE_CHECKING:
@@ -252,25 +253,9 @@ class NatsBridge(LinkConnection):
         return f"{url.scheme}://{url.hostname}:{url.port}" if url is not None else ""
 
     def status(self) -> str:
-        """One line: the state, the server, subscriptions, buffered and lost messages."""
-        parts = [self.state]
-        if self.server:
-            parts.append(f"server {self.server}")
-        following = self.following
-        parts.append(f"{len(following.plain)} subjects, {len(following.queued)} queue-group "
-                     "subscriptions")
-        held, held_bytes = self.outbox.held
-        parts.append(f"buffered {held}/{self.options.buffer_limit} while disconnected "
-                     f"({held_bytes}/{self.options.buffer_bytes} bytes)")
-        parts.append(f"{len(self.asking.peers)} peers")
-        if self.reconnects:
-            parts.append(f"{self.reconnects} reconnects")
-        lost = self.losses.summary()
-        if lost:
-            parts.append(lost)
-        if self.last_error and self.state != "connected":
-            parts.append(f"last error: {self.last_error}")
-        return "; ".join(parts)
+        """One line: the state, the server, subscriptions, buffered and lost messages
+        (see :func:`~berrymq_nats.status.status_line`)."""
+        return status_line(self)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message sent and every subscription made before this call has
