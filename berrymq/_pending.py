@@ -13,7 +13,9 @@ cancelled and, unless an ``ask`` claimed it (the ask reports it), counted in its
 ``losses`` (:data:`~berrymq._losses.LOOP_CLOSED`). It runs when a send finds a loop
 closed, at ``bus.flush()`` and at ``bus.close()``. A task cancelled before it finished
 (``asyncio.run`` ending cancels what is left) is counted when it ends
-(:data:`~berrymq._losses.ASYNC_CANCELLED`).
+(:data:`~berrymq._losses.ASYNC_CANCELLED`). Settling also takes the reply out of its
+receiver's count of outstanding messages (:mod:`berrymq._backlog`), whichever way it
+settles, so that count cannot leak.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from berrymq._backlog import Backlog
 from berrymq._hops import hop_box
 from berrymq._losses import ASYNC_CANCELLED, LOOP_CLOSED, LOSSES
 from berrymq.identifier import Identifier
@@ -60,16 +63,22 @@ class PendingReply:
     exception.
     """
 
-    __slots__ = ("_callbacks", "_exception", "_result", "_state", "bus", "claimed", "loop",
-                 "message", "receiver")
+    __slots__ = ("_callbacks", "_exception", "_result", "_state", "backlog", "bus", "claimed",
+                 "handoff", "loop", "message", "receiver")
 
     def __init__(self, receiver: str, loop: asyncio.AbstractEventLoop,
-                 message: Message | None = None, bus: Bus | None = None) -> None:
+                 message: Message | None = None, bus: Bus | None = None,
+                 backlog: Backlog | None = None) -> None:
         self.receiver = receiver
         self.loop = loop
         self.message = message
         #: the bus that counts the message as lost if it is (None: only logged)
         self.bus = bus
+        #: the count of the receiver's outstanding messages this one is in, and leaves
+        #: when it settles (however it settles: so it cannot leak, and needs no callback);
+        #: ``handoff``: counted as a hand-off not run yet (else as a task)
+        self.backlog = backlog
+        self.handoff = False
         # Set by whoever takes the result (ask): the error is then reported there and not
         # also logged. A talk or twitter never claims, so its errors are logged.
         self.claimed = False
@@ -85,6 +94,14 @@ class PendingReply:
             self._result, self._exception = result, exc
             self._state = state
             callbacks, self._callbacks = self._callbacks, None
+        backlog = self.backlog
+        if backlog is not None:  # it leaves the count of outstanding messages
+            if self.handoff:
+                backlog.drop_handed()
+            else:
+                backlog.tasks -= 1  # on the loop's thread (or a sweep once it is closed)
+            if backlog.waiting:  # read after the count went down: a waiter counted itself first
+                backlog.wake()
         for callback in callbacks or ():
             callback(self)
         return True
@@ -156,10 +173,11 @@ class PendingReply:
         """The task's done callback: settle, and log what nobody claimed (a cancelled
         task's message is counted as lost)."""
         running_tasks.pop(task, None)
-        if task.cancelled():
+        try:  # one call on the way of every message (a try costs nothing until it raises)
+            exc = task.exception()
+        except asyncio.CancelledError:
             self.lose(ASYNC_CANCELLED, "async receiver %s was cancelled while handling message %s")
             return
-        exc = task.exception()
         if exc is None:
             self._settle(_DONE, task.result(), None)
         else:

@@ -11,7 +11,7 @@ itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from berrymq.aio import async_runner
 from berrymq.identifier import Identifier, parse
@@ -34,6 +34,8 @@ class Subscribing:
         pool: WorkerPool | None
 
         def refuse_if_closed(self, action: str) -> None: ...
+
+        def core_setting(self, name: str, default: Any = None) -> Any: ...
 
     def subscribe(
         self,
@@ -64,7 +66,7 @@ class Subscribing:
         for name, flag in (("weak", weak), ("shared", shared)):
             if type(flag) is not bool:
                 raise TypeError(f"{name} for {ident} must be True or False, got {flag!r}")
-        runner = async_runner(receiver, ident, guard)  # async def: bound to the running loop
+        runner = async_runner(receiver, ident, guard, self.core_setting)  # async def: on this loop
         if isinstance(kind, str):
             kind = Kind(kind)
         return self.index.add(ident, receiver, guard, weak=weak, kind=kind, shared=shared,

@@ -15,12 +15,16 @@ Delivery stays a plain call on the sender's path: the subscription's reference, 
 of returning the function, returns an :class:`AsyncReceiver` that makes the task of
 ``function(message)`` on the loop: at once when the sender already is that loop's thread
 (as ``asyncio.ensure_future`` would), else through ``loop.call_soon_threadsafe``; so
-sending never blocks and never waits for the coroutine. Messages reach one receiver in
-the order they were sent. A message whose coroutine a closed loop will never run or
-finish, or whose task was cancelled, is counted in the bus's ``losses`` (see
-:mod:`berrymq._pending`). The subscription keeps holding the *function* weakly (the
-bus's own weak reference is wrapped, not replaced), so garbage collection ends an async
-receiver exactly like a plain one.
+sending never waits for the coroutine. It is bounded: a receiver with
+``async_pending_limit`` messages outstanding refuses the next with
+:class:`~berrymq.QueueFull`, at once on its own loop, after waiting up to
+``async_pending_wait`` for room in another thread (see :mod:`berrymq._backlog`), so its
+subscription says it ``refuses``. Messages reach one receiver in the order they were
+sent. A message whose coroutine a closed loop will never run or finish, or whose task was
+cancelled, is counted in the bus's ``losses`` (see :mod:`berrymq._pending`). The
+subscription keeps holding the *function* weakly (the bus's own weak reference is
+wrapped, not replaced), so garbage collection ends an async receiver exactly like a
+plain one.
 
 The call returns a :class:`PendingReply` (a small thread-safe future): ``talk``
 sends its result to the callback identifier once the coroutine has finished, ``ask``
@@ -46,6 +50,7 @@ from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exce
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from berrymq._backlog import Backlog, async_bounds
 from berrymq._hops import get_box, hop_box
 from berrymq._pending import PendingReply, handed, running_tasks, sweep_closed_loops
 from berrymq.identifier import Identifier
@@ -93,14 +98,17 @@ class AsyncReceiver:
     registered with ``weak=False``), so it never keeps the function alive.
     """
 
-    __slots__ = ("__weakref__", "_bus", "_contexts", "_ref", "_subscription", "loop", "name")
+    __slots__ = ("__weakref__", "_bus", "_contexts", "_ref", "_subscription", "backlog", "loop",
+                 "name")
 
     def __init__(self, ref: Callable[[], Any], loop: asyncio.AbstractEventLoop, name: str,
-                 subscription: Subscription) -> None:
+                 subscription: Subscription, backlog: Backlog) -> None:
         self._ref = ref
         self._contexts: dict[int, contextvars.Context] = {}
         self.loop = loop
         self.name = name
+        #: the messages handed over and not settled yet, bounded (:mod:`berrymq._backlog`)
+        self.backlog = backlog
         self._subscription = weakref.ref(subscription)
         self._bus = subscription.bus  # counts what is lost (a bus outlives its receivers)
 
@@ -123,7 +131,6 @@ class AsyncReceiver:
         if function is None:
             return None
         loop = self.loop
-        pending = PendingReply(self.name, loop, message, self._bus)
         # The task runs in a context of its own whose hop box holds this delivery's count,
         # so every step of the coroutine runs with it; a copy of one made per count, as
         # the tasks of one receiver all run on its loop's thread and may share a box (a
@@ -135,9 +142,19 @@ class AsyncReceiver:
             template = self._contexts[hops] = contextvars.Context()
             template.run(_set_hops, hops)
         context = template.copy()
+        backlog = self.backlog
         if _get_running_loop() is loop:
+            if backlog.tasks + backlog.handed >= backlog.limit:  # waiting would stall them
+                raise backlog.refused_at_once(message)
+            backlog.tasks += 1
+            pending = PendingReply(self.name, loop, message, self._bus, backlog)
             _start(loop, function, message, pending, context)
             return pending
+        pending = PendingReply(self.name, loop, message, self._bus)
+        if not loop.is_closed():  # a closed loop makes no room: refused below, not waited for
+            backlog.enter(message)
+            pending.backlog = backlog
+            pending.handoff = True
         handed.add(pending)  # until the loop runs the hand-off: a closed loop drops it unsaid
         try:
             loop.call_soon_threadsafe(_start_handed, loop, function, message, pending, context)
@@ -175,6 +192,10 @@ def _start_handed(loop: asyncio.AbstractEventLoop, function: Callable[[Message],
                   message: Message, pending: PendingReply, context: contextvars.Context) -> None:
     """:func:`_start` for a message handed over from another thread."""
     handed.discard(pending)
+    backlog = pending.backlog
+    if backlog is not None:  # counted as a task from now on
+        backlog.run_handed()
+        pending.handoff = False
     _start(loop, function, message, pending, context)
 
 
@@ -193,26 +214,35 @@ class _AsyncRef:
 
 
 class AsyncRunner:
-    """Made at registration: the loop to run one async receiver on."""
+    """Made at registration: the loop to run one async receiver on, and the bounds of
+    what it may have outstanding (``async_pending_limit``, ``async_pending_wait``)."""
 
-    __slots__ = ("loop", "name")
+    __slots__ = ("limit", "loop", "name", "wait")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str, limit: int,
+                 wait: float) -> None:
         self.loop = loop
         self.name = name
+        self.limit = limit
+        self.wait = wait
 
     def bind(self, subscription: Subscription) -> Callable[[], Any]:
-        """The reference to store in ``subscription`` in place of its own."""
+        """The reference to store in ``subscription`` in place of its own. The
+        subscription is marked as one that may refuse (a full backlog), so that a node
+        answers a remote ``send_message`` for it only once it was delivered."""
+        subscription.refuses = True
         ref = subscription.ref
-        receiver = AsyncReceiver(ref, self.loop, self.name, subscription)
+        receiver = AsyncReceiver(ref, self.loop, self.name, subscription,
+                                 Backlog(self.name, self.limit, self.wait))
         if not subscription.weak:  # held strongly: a C-level reference, like a plain one
             return strong_ref(receiver)
         return _AsyncRef(ref, receiver)
 
 
-def async_runner(receiver: object, pattern: Identifier, guard: object = None
-                 ) -> AsyncRunner | None:
-    """None for a plain receiver; for an async one, the running loop it will run on.
+def async_runner(receiver: object, pattern: Identifier, guard: object,
+                 setting: Callable[[str, Any], Any]) -> AsyncRunner | None:
+    """None for a plain receiver; for an async one, the running loop it will run on and
+    the bounds its bus's ``setting(name, default)`` gives (:func:`async_bounds`).
 
     :raises RuntimeError: for an async receiver registered where no loop is running.
     :raises TypeError: for an ``async def`` guard condition, which cannot be awaited on
@@ -233,4 +263,4 @@ def async_runner(receiver: object, pattern: Identifier, guard: object = None
             "event loop (its coroutines run on the loop it was registered from); register it "
             "inside an async function, e.g. at the start of main()"
         )
-    return AsyncRunner(loop, name)
+    return AsyncRunner(loop, name, *async_bounds(setting))

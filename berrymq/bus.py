@@ -79,6 +79,10 @@ class Bus(Subscribing, NodeSide):
     :param pool_queue_size: the tasks (a message for one receiver) that may wait for a
         worker; a sender waits for room, then gets :class:`~berrymq.QueueFull`.
     :param pool_queue_wait: how long, in seconds, a sender waits for that room.
+    :param async_pending_limit: the messages one ``async def`` receiver may have handed
+        over and not finished; a sender on its loop is refused at once beyond it
+        (:class:`~berrymq.QueueFull`), one in another thread waits for room first.
+    :param async_pending_wait: how long, in seconds, that sender waits.
     :param plugins: the plugin host whose active plugins join this bus; the default is the
         process's host, configured by the settings file.
     :param start: start the bus now (apply the settings, let plugins join); with False,
@@ -97,6 +101,8 @@ class Bus(Subscribing, NodeSide):
         multiplicity: int | None = None,
         pool_queue_size: int | None = None,
         pool_queue_wait: float | None = None,
+        async_pending_limit: int | None = None,
+        async_pending_wait: float | None = None,
         plugins: PluginHost | None = None,
         name: str | None = None,
         start: bool = True,
@@ -109,7 +115,9 @@ class Bus(Subscribing, NodeSide):
         self._plugins = plugins
         self._explicit = {"raise_errors": raise_errors, "hop_limit": hop_limit,
                           "multiplicity": multiplicity, "pool_queue_size": pool_queue_size,
-                          "pool_queue_wait": pool_queue_wait}
+                          "pool_queue_wait": pool_queue_wait,
+                          "async_pending_limit": async_pending_limit,
+                          "async_pending_wait": async_pending_wait}
         for key, value in self._explicit.items():  # checked as the settings file's are
             problem = None if value is None else core_problem(key, value)
             if problem is not None:

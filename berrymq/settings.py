@@ -32,11 +32,14 @@ CORE_KEYS: dict[str, type | tuple[type, ...]] = {
     "multiplicity": int,
     "pool_queue_size": int,
     "pool_queue_wait": (int, float),
+    "async_pending_limit": int,
+    "async_pending_wait": (int, float),
 }
 
 
 #: The least value of each numeric core setting.
-_CORE_LEAST = {"hop_limit": 1, "multiplicity": 0, "pool_queue_size": 1, "pool_queue_wait": 0}
+_CORE_LEAST = {"hop_limit": 1, "multiplicity": 0, "pool_queue_size": 1, "pool_queue_wait": 0,
+               "async_pending_limit": 1, "async_pending_wait": 0}
 
 
 def core_problem(key: str, value: object) -> TypeError | ValueError | None:

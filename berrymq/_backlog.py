@@ -1,0 +1,128 @@
+"""The bound on what one ``async def`` receiver has outstanding: back-pressure.
+
+Every message handed to an async receiver's loop is *outstanding* from the send until its
+reply settles (its coroutine returned or raised, its task was cancelled, or a closed loop
+was swept): a hand-off the loop has not run yet, or a task not finished. Without a bound,
+a sender faster than its receiver piles up tasks without end. A :class:`Backlog` holds the
+outstanding replies of one receiver; at most ``async_pending_limit`` (core setting,
+default :data:`DEFAULT_ASYNC_PENDING_LIMIT`) of them. A send that finds it full:
+
+- from another thread (another loop's, a worker of the pool, the delivery lane of a
+  transport) waits for room up to ``async_pending_wait`` seconds (default
+  :data:`DEFAULT_ASYNC_PENDING_WAIT`), then raises :class:`~berrymq.QueueFull`;
+- from the receiver's own loop, raises :class:`~berrymq.QueueFull` at once: waiting there
+  would stall the very tasks that make room.
+
+Nothing is dropped: the refused message was not handed over, and the sender hears of it
+(in a worker thread, where no sender is left, the pool counts it in ``bus.losses``).
+
+The count is two plain integers, so that the hot path, a send on the loop's own thread,
+takes no lock and touches no table: :attr:`Backlog.tasks`, the tasks made and not settled,
+written only on the loop's thread (or, once the loop is closed, by the sweep of what it
+left), and :attr:`Backlog.handed`, the hand-offs from other threads not run yet, written
+under the backlog's lock (those senders pay a thread-safe hand-off anyway). A reply leaves
+the count when it settles, however that is (:class:`~berrymq._pending.PendingReply` holds
+its backlog and says which of the two it is in), so no callback is added per message. A
+send on the loop reads the count without the lock, so the bound can be passed by at most
+one message, a loop-thread send racing with a sender in another thread. A settling reply
+wakes waiting senders only while some wait (:attr:`Backlog.waiting`, read after the
+count went down: a waiter counts itself before it looks).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from berrymq._timeouts import wait_seconds
+from berrymq.errors import QueueFull
+from berrymq.message import Message
+
+__all__ = ["DEFAULT_ASYNC_PENDING_LIMIT", "DEFAULT_ASYNC_PENDING_WAIT", "Backlog", "async_bounds"]
+
+#: messages one async receiver may have outstanding (handed over or running)
+DEFAULT_ASYNC_PENDING_LIMIT = 10_000
+#: seconds a sender in another thread waits for room before it gets QueueFull
+DEFAULT_ASYNC_PENDING_WAIT = 1.0
+
+
+def async_bounds(setting: Callable[[str, Any], Any]) -> tuple[int, float]:
+    """``async_pending_limit`` and ``async_pending_wait`` from ``setting(name, default)``
+    (a bus's :meth:`~berrymq.Bus.core_setting`: given to ``Bus(...)``, else the settings
+    file's, else the defaults; both were checked where they were given)."""
+    return (int(setting("async_pending_limit", DEFAULT_ASYNC_PENDING_LIMIT)),
+            wait_seconds("async_pending_wait",
+                         setting("async_pending_wait", DEFAULT_ASYNC_PENDING_WAIT), none=False))
+
+
+class Backlog:
+    """The outstanding messages of one async receiver: at most :attr:`limit`.
+
+    :attr tasks: tasks made and not settled (written on the loop's thread only).
+    :attr handed: hand-offs from other threads the loop has not run (under the lock).
+    :attr waiting: senders waiting for room (under the lock).
+    """
+
+    __slots__ = ("handed", "limit", "name", "room", "tasks", "wait", "waiting")
+
+    def __init__(self, name: str, limit: int, wait: float) -> None:
+        self.name = name
+        self.limit = limit
+        self.wait = wait
+        self.tasks = 0
+        self.handed = 0
+        self.room = threading.Condition(threading.Lock())
+        self.waiting = 0
+
+    @property
+    def outstanding(self) -> int:
+        """The messages handed over and not settled."""
+        return self.tasks + self.handed
+
+    def refused_at_once(self, message: Message) -> QueueFull:
+        """The refusal of a send from the receiver's own loop, which must not wait."""
+        return QueueFull(
+            f"async receiver {self.name} has {self.limit} messages outstanding (setting "
+            f"async_pending_limit); message {message[0]} was refused at once: it was sent from "
+            "the receiver's own event loop, which cannot run them while its sender waits")
+
+    def enter(self, message: Message) -> None:
+        """For a sender in another thread: count one hand-off, waiting up to :attr:`wait`
+        seconds for room; :class:`~berrymq.QueueFull` naming both settings if none came."""
+        with self.room:
+            if self.tasks + self.handed < self.limit:
+                self.handed += 1
+                return
+            deadline = time.monotonic() + self.wait
+            self.waiting += 1
+            try:
+                while self.tasks + self.handed >= self.limit:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise QueueFull(
+                            f"async receiver {self.name} has {self.limit} messages outstanding "
+                            f"(setting async_pending_limit) and no room came within "
+                            f"{self.wait:g}s (setting async_pending_wait); message "
+                            f"{message[0]} was refused")
+                    self.room.wait(left)
+                self.handed += 1
+            finally:
+                self.waiting -= 1
+
+    def run_handed(self) -> None:
+        """On the loop's thread: a hand-off is run, its task counted instead."""
+        with self.room:
+            self.handed -= 1
+            self.tasks += 1
+
+    def drop_handed(self) -> None:
+        """A hand-off settled without being run (its loop closed first)."""
+        with self.room:
+            self.handed -= 1
+
+    def wake(self) -> None:
+        """Wake every sender waiting for room (each looks again; few ever wait)."""
+        with self.room:
+            self.room.notify_all()
