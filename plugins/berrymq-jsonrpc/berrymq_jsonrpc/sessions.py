@@ -66,11 +66,14 @@ class Refusal(QueueFull):
 def refusal_data(indexes: list[int], first: BaseException | None) -> dict[str, Any]:
     """The ``data`` of a :data:`~berrymq_jsonrpc.protocol.QUEUE_FULL` answer: the refused
     indexes, and the setting (with its value) that refused the first of them when a
-    setting did (not when a receiver of the node's own refused it)."""
+    setting of the session queues did, else (a receiver of the node's own refused it: a
+    bounded ``Queue``, a busy ``async def`` receiver) ``detail``, the refusal's text."""
     data: dict[str, Any] = {"refused": indexes}
     if isinstance(first, Refusal):
         data["setting"] = first.setting
         data["limit"] = first.limit
+    elif first is not None:  # a receiver of the node refused it: its own words say why
+        data["detail"] = str(first)
     return data
 
 
