@@ -16,8 +16,8 @@ import time
 
 from berrymq.transports.ioloop import io_loop
 
-__all__ = ["IN_FLIGHT", "LANE_STOPPED", "NOT_SENT_AT_CLOSE", "QUEUE_FULL", "REQUEST_REFUSED",
-           "UNDECODABLE", "UNPUBLISHABLE", "Losses"]
+__all__ = ["IN_FLIGHT", "LANE_STOPPED", "NOT_SENT_AT_CLOSE", "QUEUE_FULL", "REFUSED_HERE",
+           "REQUEST_REFUSED", "UNDECODABLE", "UNPUBLISHABLE", "Losses"]
 
 #: Published on a connection that died before the server confirmed it (PING/PONG):
 #: possibly lost. Not sent again, as the server may have routed it already.
@@ -26,6 +26,10 @@ IN_FLIGHT = "in flight when the connection dropped"
 NOT_SENT_AT_CLOSE = "not sent: the bridge closed while NATS was unreachable"
 #: Came in from NATS for a shared queue that refused it (full or closed).
 QUEUE_FULL = "refused by a local shared queue"
+#: Came in from NATS for a receiver here that refused it (``QueueFull``: a full bounded
+#: ``Queue``, an ``async def`` receiver with ``async_pending_limit`` messages outstanding):
+#: its publisher is not there to be told.
+REFUSED_HERE = "refused by a local receiver"
 #: Came in from NATS while the process was exiting (the delivery lane had stopped).
 LANE_STOPPED = "not delivered: the delivery lane had stopped"
 #: A request from NATS that found the answering lane full (receivers that do not return):
