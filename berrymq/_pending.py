@@ -204,7 +204,12 @@ class PendingReply:
 
 def _forget(task: asyncio.Task[Any]) -> None:
     """A task of a closed loop, let go: a coroutine that never started is closed, so it
-    is not reported as never awaited (one that started is closed by the collector)."""
+    is not reported as never awaited (one that started is closed by the collector). Nor
+    does asyncio log "Task was destroyed but it is pending!" for it when it is collected:
+    its message is counted as lost, and logged once per burst, not once per task (a
+    flag of CPython's tasks, both the C and the Python one; left alone where absent)."""
+    if hasattr(task, "_log_destroy_pending"):
+        task._log_destroy_pending = False
     coro = task.get_coro()
     if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
         coro.close()

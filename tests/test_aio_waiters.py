@@ -111,8 +111,9 @@ def test_cancelling_many_waiters_loses_no_message(berrymq_bus: Bus) -> None:
         producer = threading.Thread(target=produce, name="producer")
         producer.start()
         # cancel half of the consumers while messages come, whatever state they are in
-        while len(got) < total // 4:
-            await asyncio.sleep(0)
+        async with asyncio.timeout(WAIT):
+            while len(got) < total // 4:
+                await asyncio.sleep(0)
         for task in tasks[::2]:
             task.cancel()
         async with asyncio.timeout(WAIT):

@@ -7,9 +7,8 @@ type their HTTP code sends (0.3 sends ``text/xml``: its client is built on
 ``xmlrpc.client.Transport``). This module lets a node serve them, and only them, without
 touching the 2.0 hot path:
 
-- :func:`answer_v1` answers one 1.0 request: it normalises the request to 2.0 (adds
-  ``"jsonrpc": "2.0"``, reads the original's positional parameters), runs it through the
-  service's dispatcher and renders the answer in 1.0 form (:func:`render_v1`).
+- :func:`answer_v1` answers one 1.0 request: normalised to 2.0 (``"jsonrpc": "2.0"``, the
+  positional parameters named), run by the service's dispatcher, rendered in 1.0 form.
   :meth:`Service.handle_parsed <berrymq_jsonrpc.service.Service.handle_parsed>` calls it
   for every object without a ``jsonrpc`` member.
 - :func:`accepts_media_type` and :func:`serves_path` are what the HTTP server accepts.
@@ -232,7 +231,8 @@ def interconnect_v1(service: Service, params: dict[str, Any], context: Any) -> s
     ttl = params.get("ttl", 1000.0)
     if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl <= 0:
         raise invalid_params("'ttl' must be a positive number")
-    service.check_ttl(float(ttl))  # before the peer is called
+    service.check_ttl(float(ttl))  # and max_sessions (check_room), before the peer is called
+    service.check_room()
     client = V1HttpClient(host, port, path, CALLBACK_TIMEOUT)
     _check_reachable(host, port, client.url)
     session = service.open_session("interconnect", float(ttl), context, token=token)

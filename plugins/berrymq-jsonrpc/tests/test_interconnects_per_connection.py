@@ -116,6 +116,21 @@ def test_the_cap_is_a_setting_of_tcp_only(bus_factory: Factory) -> None:
         bus_factory(jsonrpc_tcp={SETTING: 2.5}).transport("tcp")
 
 
+def test_a_refused_v1_interconnect_opens_no_callback_connection(bus_factory: Factory) -> None:
+    """The same in JSON-RPC 1.0, the original berryMQ's form (it checked that the address
+    accepts connections before it checked the caps)."""
+    _, port = serve(bus_factory, "tcp", max_sessions=1)
+    callback = socket.create_server(("127.0.0.1", 0))
+    _open.append(callback)
+    sock = connect(port)
+    assert type(tcp_call(sock, request("connect_oneway", {"ttl": 60}, 1))["result"]) is str
+    answer = tcp_call(sock, {"method": "interconnect", "id": 2, "params": [
+        ["127.0.0.1", callback.getsockname()[1]], f"peer-token-{2:031d}", 60]})
+    assert answer["result"] is None and "max_sessions" in json.dumps(answer["error"]), answer
+    readable, _, _ = select.select([callback], [], [], 0)
+    assert not readable, "the node connected to the callback address of a refused interconnect"
+
+
 def test_http_interconnections_of_one_connection_each_call_back_apart(
         bus_factory: Factory) -> None:
     """More interconnections than the TCP cap over one HTTP connection: each link has a

@@ -34,7 +34,6 @@ import nats
 from nats.aio.client import Client
 from nats.errors import NoServersError
 
-from berrymq.errors import QueueFull
 from berrymq.transports.ioloop import io_loop
 from berrymq.transports.styles import LinkConnection
 from berrymq_nats.asking import Asking
@@ -51,7 +50,7 @@ from berrymq_nats.client import (
 from berrymq_nats.following import Following
 from berrymq_nats.inbound import Inbound
 from berrymq_nats.link import NatsLink
-from berrymq_nats.losses import REFUSED_HERE, UNDECODABLE, Losses
+from berrymq_nats.losses import UNDECODABLE, Losses
 from berrymq_nats.options import BrokerOptions
 from berrymq_nats.outbox import Outbox
 from berrymq_nats.shared import SharedQueues
@@ -60,7 +59,6 @@ from berrymq_nats.subjects import SubjectMap
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
-    from berrymq.message import Message
 
 __all__ = ["NatsBridge"]
 
@@ -243,19 +241,6 @@ class NatsBridge(LinkConnection):
     def undecodable(self, subject: str, exc: Exception) -> None:
         self.losses.add(UNDECODABLE, 1, f"on {subject}: {exc!r}")
 
-    def receivers_failed(self, message: Message, exc: Exception) -> None:
-        """Receivers here failed on a message from NATS, whose publisher cannot be told: a
-        refusal (:class:`~berrymq.QueueFull`) is a message lost, counted in :attr:`losses`
-        (one line per burst); other failures are logged."""
-        refused: Exception | None = exc if isinstance(exc, QueueFull) else None
-        others: Exception | None = None if refused is not None else exc
-        if isinstance(exc, ExceptionGroup):  # several receivers failed (or raise_errors)
-            refused, others = exc.split(QueueFull)
-        if refused is not None:
-            self.losses.add(REFUSED_HERE, 1, f"{message[0]}: {refused}")
-        if others is not None:
-            logger.error("receivers of %s (from NATS) failed: %r", message[0], others)
-
     @property
     def server(self) -> str:
         """The URL of the server currently connected to, or '' when disconnected."""
@@ -303,7 +288,7 @@ class NatsBridge(LinkConnection):
         nc = self._nc
         assert nc is not None
         published = self.outbox.published
-        await confirm_written(nc, max(1.0, deadline - time.monotonic()))
+        await confirm_written(nc, max(0.0, deadline - time.monotonic()))
         if self.outbox.nc is nc:
             self.outbox.confirmed_up_to(published)
         return self.inbound.gathered

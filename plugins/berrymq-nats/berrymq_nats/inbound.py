@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -30,12 +31,13 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
 from berrymq.transports.ioloop import DeliveryLane, io_loop
 from berrymq.wire import decode_message, loads
 from berrymq_nats.client import after_each_read
-from berrymq_nats.losses import LANE_STOPPED, QUEUE_FULL, REQUEST_REFUSED
+from berrymq_nats.losses import LANE_STOPPED, QUEUE_FULL, REFUSED_HERE, REQUEST_REFUSED
 from berrymq_nats.shared import FromBroker
 
 if TYPE_CHECKING:
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_ASK_TIMEOUT", "LONGEST_ASK_TIMEOUT", "Inbound", "Progress", "answer_lane",
            "asker_timeout", "progress"]
+
+logger = logging.getLogger("berrymq.nats")
 
 #: seconds a request is answered within when it carries no ``timeout`` of its asker
 DEFAULT_ASK_TIMEOUT = 5.0
@@ -143,7 +147,7 @@ class Inbound:
         """After each read: the messages to the lane (waiting while it is full), the
         requests to the answering thread (refused at once while it is full: see
         :meth:`_offer_requests`)."""
-        batch, requests = self._batch[:], self._requests[:]
+        batch, requests = self._batch[:], self._distinct(self._requests)
         self._batch.clear()
         self._requests.clear()
         if batch:
@@ -156,26 +160,30 @@ class Inbound:
         if requests:
             self._offer_requests(requests)
 
+    def _distinct(self, requests: list[tuple[Msg, int]]) -> list[tuple[Msg, int]]:
+        """``requests`` without the copies: a request that came through two of the
+        bridge's subscriptions comes twice in a row (the same reply subject, the same
+        bytes), and is handed over, refused or counted once. (Otherwise a copy could take
+        the room of the next request, or be refused after the request was taken and tell
+        its asker so.)"""
+        distinct = []
+        for msg, before in requests:
+            last = self._last_request
+            if last is None or last[0] != msg.reply or last[1] != msg.data:
+                self._last_request = (msg.reply, msg.data)
+                distinct.append((msg, before))
+        return distinct
+
     def _offer_requests(self, requests: list[tuple[Msg, int]]) -> None:
         """Hand ``requests`` to the answering thread without waiting. A request that finds
         its lane full is refused: its asker gets a ``QueueFull`` entry at once, and the
         refusal is counted in the bridge's losses. Waiting for room instead would hold up
         the client's reading task, and with it every message and answer of the process,
-        for as long as a receiver does not return.
-
-        A request that came through two of the bridge's subscriptions comes twice in a
-        row (the same reply subject, the same bytes): it is handed over, or refused, once.
-        (Otherwise a copy could take the room of the next request, or be refused after
-        the request was taken and tell its asker so.)
-
-        What is left when the lane stopped (the process is exiting) is counted as lost.
+        for as long as a receiver does not return. What is left when the lane stopped
+        (the process is exiting) is counted as lost.
         """
         lane = answer_lane()
         for i, (msg, before) in enumerate(requests):
-            last = self._last_request
-            if last is not None and last[0] == msg.reply and last[1] == msg.data:
-                continue
-            self._last_request = (msg.reply, msg.data)
             try:
                 taken = lane.offer(functools.partial(self.on_request, msg, before), len(msg.data))
             except RuntimeError as exc:
@@ -234,7 +242,20 @@ class Inbound:
         try:
             bridge.bus.receive(message, bridge.forwarder, reply_to)  # not sent back
         except Exception as exc:  # noqa: BLE001 - no sender here to raise to
-            bridge.receivers_failed(message, exc)
+            self._receivers_failed(message, exc)
+
+    def _receivers_failed(self, message: Message, exc: Exception) -> None:
+        """Receivers here failed on a message from NATS, whose publisher cannot be told: a
+        refusal (:class:`~berrymq.QueueFull`) is a message lost, counted in the bridge's
+        losses (one line per burst); other failures are logged."""
+        refused: Exception | None = exc if isinstance(exc, QueueFull) else None
+        others: Exception | None = None if refused is not None else exc
+        if isinstance(exc, ExceptionGroup):  # several receivers failed (or raise_errors)
+            refused, others = exc.split(QueueFull)
+        if refused is not None:
+            self.bridge.losses.add(REFUSED_HERE, 1, f"{message[0]}: {refused}")
+        if others is not None:
+            logger.error("receivers of %s (from NATS) failed: %r", message[0], others)
 
     def on_request(self, msg: Msg, before: int) -> None:
         """A request (the answering thread): answered once the ``before`` messages that
