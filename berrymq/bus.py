@@ -113,11 +113,10 @@ class Bus(Subscribing, NodeSide):
         self.bus = self
         self.node_id = secrets.token_hex(8)
         self._plugins = plugins
-        self._explicit = {"raise_errors": raise_errors, "hop_limit": hop_limit,
-                          "multiplicity": multiplicity, "pool_queue_size": pool_queue_size,
-                          "pool_queue_wait": pool_queue_wait,
-                          "async_pending_limit": async_pending_limit,
-                          "async_pending_wait": async_pending_wait}
+        self._explicit = {
+            "raise_errors": raise_errors, "hop_limit": hop_limit, "multiplicity": multiplicity,
+            "pool_queue_size": pool_queue_size, "pool_queue_wait": pool_queue_wait,
+            "async_pending_limit": async_pending_limit, "async_pending_wait": async_pending_wait}
         for key, value in self._explicit.items():  # checked as the settings file's are
             problem = None if value is None else core_problem(key, value)
             if problem is not None:
@@ -305,24 +304,18 @@ class Bus(Subscribing, NodeSide):
 
     def ask(self, identifier: str | Identifier, /, *args: Any, timeout: float = 5.0,
             **kwargs: Any) -> list[Any]:
-        """Send a request and return the replies of every matching receiver.
+        """Send a request and return the replies of every matching receiver: local ones
+        first, in registration order, then each connected peer's (in the order the
+        connections were made); a receiver that raised gives a :class:`berrymq.ReplyError`
+        in its place. With no receiver the list is empty, at once.
 
-        Local receivers answer first, in registration order, then each connected peer
-        (in the order the connections were made), each peer's receivers in their order.
-        A receiver that raised gives a :class:`berrymq.ReplyError` entry in its place.
-        With no receiver the list is empty, at once.
-
-        ``timeout`` (seconds) bounds the whole call: local receivers run in a helper
-        thread and each peer is asked in its own, so ``ask`` returns by the deadline even
-        when a receiver is slow; whatever did not answer in time (the local receiver
-        still running, a silent peer) gives one ``ReplyError`` whose ``exception_type``
-        is ``"TimeoutError"``, and a late receiver's reply is dropped. (A lone peer, with
-        no local receiver, is asked in this thread when its link keeps the deadline.)
-        Called from a thread that runs an event loop, the local receivers run in that
-        thread instead (see :func:`berrymq.ask_async`). Every connection style carries
-        the request, ``connect_oneway`` included. Asked from receivers that ask in a loop,
-        at the bus's hop limit, it asks nobody and returns ``[]`` (counted in
-        :attr:`losses`, logged), as :meth:`twitter` drops such a message.
+        ``timeout`` (seconds) bounds the whole call, however slow a receiver or silent a
+        peer: what did not answer in time gives one ``ReplyError`` whose
+        ``exception_type`` is ``"TimeoutError"``, and a late reply is dropped (see
+        :mod:`berrymq.ask` for the threads this takes, and :func:`berrymq.ask_async`).
+        Every connection style carries the request, ``connect_oneway`` included. At the
+        bus's hop limit (receivers that ask in a loop) it asks nobody and returns ``[]``,
+        counted in :attr:`losses` and logged, as :meth:`twitter` drops such a message.
         """
         return _ask(self, identifier, args, kwargs, timeout)
 
@@ -384,10 +377,8 @@ class Bus(Subscribing, NodeSide):
         Sending is fire-and-forget by default; call this where a program must know that
         the other side has what was sent (send, flush, then check). Returns False when
         ``timeout`` seconds passed first, or when a message accepted since the last flush
-        was lost: by a transport, or here (:attr:`losses`: the hop limit, a peer's link
-        that did not take it, a refusal in a worker thread, an ``async def`` receiver's
-        task cancelled or its event loop closed before the coroutine ran or finished,
-        which is looked for now). Each loss is also counted and logged where it happened.
+        was lost, by a transport or here (:attr:`losses`, each counted and logged where it
+        happened; an ``async def`` receiver's closed event loop is looked for now).
         """
         limit = wait_limit("timeout", timeout)
         deadline = None if limit is None else time.monotonic() + limit
