@@ -129,10 +129,16 @@ class BurstLog:
                 return
             self._unlogged, self._last, self._latest = 0, self._clock(), None
         level, text, args = latest
-        self._write(level, text, args, count)
+        self._write(level, text, args, count, closing=True)
 
-    def _write(self, level: int, text: str, args: tuple[Any, ...], count: int) -> None:
+    def _write(self, level: int, text: str, args: tuple[Any, ...], count: int,
+               closing: bool = False) -> None:
+        """Log ``text``, with how many events it stands for when that is not only itself:
+        a line past the interval counts those not logged before it; a closing line always
+        says its count, so that it is not read as the first line of a new burst."""
         if count > 1:
             self._logger.log(level, text + " (%d such events since the last line)", *args, count)
+        elif closing:
+            self._logger.log(level, text + " (1 such event since the last line)", *args)
         else:
             self._logger.log(level, text, *args)

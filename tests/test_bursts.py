@@ -112,6 +112,18 @@ def test_flush_writes_the_burst_so_far_at_once(caplog: pytest.LogCaptureFixture)
         "freed 1", "freed 3 (2 such events since the last line)"]
 
 
+def test_a_closing_line_of_one_event_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """One event after the first line: its closing line carries its count like any other
+    (a bare line read as the first of a new burst)."""
+    _, later, bursts = burst_log(10.0)
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        bursts.warning("freed %d", 1)
+        bursts.warning("freed %d", 2)
+        later.run()
+    assert [r.getMessage() for r in caplog.records] == [
+        "freed 1", "freed 2 (1 such event since the last line)"]
+
+
 #: A program with a BurstLog at module level (no owner closes it) that logs a burst and
 #: ends at once, well within the interval whose timer would write the closing line.
 MODULE_LEVEL_BURST = """

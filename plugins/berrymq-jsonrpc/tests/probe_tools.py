@@ -192,6 +192,23 @@ def send_request(sock: socket.socket, scheme: str, body: bytes) -> None:
                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
 
 
+def http_answer(sock: socket.socket) -> tuple[int, bytes]:
+    """Read one HTTP answer on the kept-alive connection ``sock``: its status and body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "closed without an answer"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed in the middle of an answer"
+        rest += chunk
+    return int(head.split(b" ")[1]), rest[:length]
+
+
 def tcp_call(sock: socket.socket, obj: Any) -> Any:
     """Send one JSON-RPC text as a line on ``sock`` and read the answer line, parsed."""
     sock.sendall(json.dumps(obj).encode() + b"\n")

@@ -21,7 +21,7 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.status import status_snapshot
 from helpers import serve
-from probe_tools import request, tcp_call
+from probe_tools import http_answer, request, send_request, tcp_call
 
 from berrymq.bus import Bus
 from berrymq.errors import SettingsError
@@ -151,19 +151,5 @@ def test_http_interconnections_of_one_connection_each_call_back_apart(
 
 def http_call(sock: socket.socket, obj: Any) -> Any:
     """One POST on the kept-alive connection ``sock``, the answer's body parsed."""
-    body = json.dumps(obj).encode()
-    sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, "closed without an answer"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "closed in the middle of an answer"
-        rest += chunk
-    return json.loads(rest[:length])
+    send_request(sock, "http", json.dumps(obj).encode())
+    return json.loads(http_answer(sock)[1])
