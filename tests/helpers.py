@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import os
 import queue
@@ -27,8 +28,8 @@ from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
 __all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "Lines", "Logger", "capture", "child_env", "drain",
-           "installed", "is_urgent", "json_values", "make_bus", "on_job", "on_log", "populate",
-           "serve"]
+           "held_async_receiver", "installed", "is_urgent", "json_values", "make_bus", "on_job",
+           "on_log", "populate", "serve"]
 
 WAIT = 10.0  # generous deadline for anything that should happen "soon"
 
@@ -47,6 +48,38 @@ def wait_for(condition: Callable[[], Any], timeout: float = WAIT,
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+@contextmanager
+def held_async_receiver(bus: Bus, pattern: str) -> Iterator[tuple[list[Any], Callable[[], None]]]:
+    """An ``async def`` receiver of ``pattern`` on ``bus``, on an event loop running in a
+    thread of its own, that holds every message until ``release()`` is called. Yields
+    ``(got, release)``: ``got`` lists the first argument of each message it finished.
+    Released, and its loop stopped and closed, at the end of the block."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="held-receiver-loop", daemon=True)
+    thread.start()
+    released = asyncio.Event()
+    got: list[Any] = []
+
+    async def held(message: Message) -> None:
+        await released.wait()
+        got.append(message.args[0])
+
+    async def register() -> None:
+        bus.subscribe(pattern, held, weak=False)
+
+    def release() -> None:
+        loop.call_soon_threadsafe(released.set)
+
+    try:
+        asyncio.run_coroutine_threadsafe(register(), loop).result(WAIT)
+        yield got, release
+    finally:
+        release()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(WAIT)
+        loop.close()
 
 
 def installed(dist: str) -> bool:

@@ -5,7 +5,6 @@ it sent them."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import threading
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
-from helpers import serve
+from helpers import held_async_receiver, serve
 from probe_tools import post_body, tcp_call
 
 import berrymq
@@ -104,40 +103,24 @@ def test_a_refusal_by_a_busy_async_receiver_is_the_answer(
     bus = bus_factory.keep(Bus(raise_errors=True, async_pending_limit=1, async_pending_wait=0,
                                plugins=berrymq_plugin_host))
     port = int(bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0").rsplit(":", 1)[1])
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    release = asyncio.Event()
-    got: list[int] = []
-
-    async def slow(message: Message) -> None:
-        await release.wait()
-        got.append(message.args[0])
-
-    async def register() -> None:
-        bus.subscribe("job:*", slow, weak=False)
-
     sock = connection(scheme, port)
     try:
-        asyncio.run_coroutine_threadsafe(register(), loop).result(WAIT)
-        token = open_oneway(scheme, port, sock)
-        params = {"token": token, "identifier": "job:done", "args": [1], "kwargs": {}}
-        assert call(scheme, port, sock, request("send_message", params, 1))["result"] == "ok"
-        refused = call(scheme, port, sock, request("send_message", {**params, "args": [2]}, 2))
-        error = refused["error"]
-        assert (error["code"], error["data"]["refused"]) == (p.QUEUE_FULL, [0])
-        assert "async receiver" in error["data"]["detail"]
-        assert "setting async_pending_limit" in error["data"]["detail"]
-        loop.call_soon_threadsafe(release.set)
-        wait_for(lambda: got, what="the first message delivered")
-        assert got == [1]  # the refused one was never handed over
+        with held_async_receiver(bus, "job:*") as (got, release):
+            token = open_oneway(scheme, port, sock)
+            params = {"token": token, "identifier": "job:done", "args": [1], "kwargs": {}}
+            assert call(scheme, port, sock, request("send_message", params, 1))["result"] == "ok"
+            refused = call(scheme, port, sock,
+                           request("send_message", {**params, "args": [2]}, 2))
+            error = refused["error"]
+            assert (error["code"], error["data"]["refused"]) == (p.QUEUE_FULL, [0])
+            assert "async receiver" in error["data"]["detail"]
+            assert "setting async_pending_limit" in error["data"]["detail"]
+            release()
+            wait_for(lambda: got, what="the first message delivered")
+            assert got == [1]  # the refused one was never handed over
     finally:
         if sock is not None:
             sock.close()
-        loop.call_soon_threadsafe(release.set)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(WAIT)
-        loop.close()
 
 
 def test_a_connections_messages_keep_their_order_however_they_are_answered(
