@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from berrymq._delivery import Answer, deliver
 from berrymq._index import RouteEntry
-from berrymq._losses import CANCELLED_FIRST, WORKER_REFUSED
+from berrymq._losses import CANCELLED_FIRST, LOSSES, WORKER_REFUSED
 from berrymq._timeouts import wait_seconds
 from berrymq.errors import QueueFull
 from berrymq.message import Message
@@ -151,7 +151,7 @@ class WorkerPool:
     def _run(self, task: _Task) -> None:
         entry = task.entry
         if not entry[2].active:  # cancelled while the task waited
-            self._bus.losses.add(CANCELLED_FIRST, logging.WARNING,
+            self._bus.state(LOSSES).add(CANCELLED_FIRST, logging.WARNING,
                                  "message %s dropped: its receiver %r was cancelled before a "
                                  "worker thread ran it", task.message[0], entry[2])
             return
@@ -160,7 +160,7 @@ class WorkerPool:
             return
         for exc in errors:  # a refusal in a worker has no sender to reach: counted
             if isinstance(exc, QueueFull):
-                self._bus.losses.add(WORKER_REFUSED.format("QueueFull"), logging.ERROR,
+                self._bus.state(LOSSES).add(WORKER_REFUSED.format("QueueFull"), logging.ERROR,
                                      "message %s refused by %r in a worker thread: %s",
                                      task.message[0], entry[2], exc)
             else:

@@ -36,6 +36,7 @@ from berrymq._delivery import (
 )
 from berrymq._hops import hop_box
 from berrymq._index import DIRECT, DISPATCH, FORWARD, CachedRoute, Index
+from berrymq._losses import LOSSES
 from berrymq._pending import sweep_closed_loops
 from berrymq._pool import WorkerPool
 from berrymq._subscribing import Subscribing
@@ -394,7 +395,7 @@ class Bus(Subscribing, NodeSide):
                 done = False
         joined = self.join(left())
         sweep_closed_loops()  # what closed event loops of async receivers never ran
-        losses = self.losses
+        losses = self.state(LOSSES)
         total = losses.total
         lost_since, losses.flushed = total != losses.flushed, total
         return joined and done and not lost_since

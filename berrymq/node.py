@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from berrymq._delivery import deliver_talk, forward_first, looping
 from berrymq._losses import CLOSED_FIRST, FORWARD_FAILED, LOSSES, Losses
+from berrymq._pending import sweep_closed_loops
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
@@ -169,11 +170,11 @@ class Node:
                     forwarder.forward(message, reply_to)
                 except QueueFull as exc:
                     refused = exc
-                    self.bus.losses.add(FORWARD_FAILED.format("QueueFull"), logging.ERROR,
+                    self.bus.state(LOSSES).add(FORWARD_FAILED.format("QueueFull"), logging.ERROR,
                                     "could not forward %s through %r: %s", message[0],
                                     forwarder, exc)
                 except Exception as exc:  # noqa: BLE001 - one dead peer must not stop the rest
-                    self.bus.losses.add(FORWARD_FAILED.format(type(exc).__name__), logging.ERROR,
+                    self.bus.state(LOSSES).add(FORWARD_FAILED.format(type(exc).__name__), logging.ERROR,
                                     "could not forward %s through %r: %s", message[0],
                                     forwarder, exc)
         if refused is not None:
@@ -218,7 +219,7 @@ class Node:
         """See :meth:`Bus.receive <berrymq.Bus.receive>`."""
         ident = message[0]
         if self.closed:
-            self.bus.losses.add(CLOSED_FIRST, logging.WARNING, "bus %s closed before message "
+            self.bus.state(LOSSES).add(CLOSED_FIRST, logging.WARNING, "bus %s closed before message "
                                 "%s from a peer was delivered", self.bus.name, ident)
             return True
         if reply_to is None:
@@ -321,9 +322,10 @@ class NodeSide:
         """The messages this bus could not deliver, by reason (``losses.counts``,
         ``losses.total``): past the hop limit, not taken by a forwarder, refused in a
         worker thread, cancelled or left on a closed event loop in an ``async def``
-        receiver (a closed loop's are looked for at :meth:`Bus.flush`, at close and when
-        a send finds the loop closed). Each is also logged, once per burst (see
+        receiver (a closed loop's are looked for now, as at :meth:`Bus.flush`, at close
+        and when a send finds the loop closed). Each is also logged, once per burst (see
         :mod:`berrymq._losses`)."""
+        sweep_closed_loops()
         return self.extensions.get(LOSSES)
 
     def add_forwarder(self, forwarder: Forwarder) -> None:

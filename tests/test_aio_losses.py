@@ -91,6 +91,31 @@ def test_tasks_and_hand_offs_left_on_a_stopped_then_closed_loop_are_counted_and_
     assert berrymq_bus.flush(WAIT) is True
 
 
+def test_reading_the_losses_looks_for_closed_loops(berrymq_bus: Bus) -> None:
+    """``bus.losses`` (what /status shows) counts a closed loop's messages when read,
+    without waiting for a flush, a close or a send to that loop."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="receiver-loop", daemon=True)
+    thread.start()
+    started = threading.Event()
+
+    async def never_ends(message: Message) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def register() -> None:
+        berrymq.regist_function("stuck:*", never_ends)
+
+    asyncio.run_coroutine_threadsafe(register(), loop).result(WAIT)
+    berrymq.twitter("stuck:run", 1)
+    assert started.wait(WAIT)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(WAIT)
+    loop.close()
+    assert berrymq_bus.losses.counts == {LOOP_CLOSED: 1}
+    assert left_on(loop) == []
+
+
 def test_a_task_that_finished_just_before_its_loop_closed_is_not_counted(berrymq_bus: Bus) -> None:
     loop = asyncio.new_event_loop()
     done: list[str] = []
