@@ -48,13 +48,20 @@ if TYPE_CHECKING:
     from berrymq.state import BusState
     from berrymq.transports.base import Connection, Transport
 
-__all__ = ["SEEN_LIMIT", "Forwarder", "Node", "NodeSide", "Requester"]
+__all__ = ["SEEN_LIMIT", "ForwardRefused", "Forwarder", "Node", "NodeSide", "Requester"]
 
 logger = logging.getLogger("berrymq")
 
 #: uids remembered per generation (two generations are kept).
 SEEN_LIMIT = 50_000
 
+
+
+class ForwardRefused(QueueFull):
+    """A peer's outgoing buffer stayed full: the message went to the receivers here and
+    to the other peers, not to that one, and is already counted in ``bus.losses``
+    (``not forwarded: QueueFull``). Whoever gets it from a delivery need not count it
+    again."""
 
 class Forwarder(Protocol):
     """Something the bus hands every non-local message to (one per linked peer)."""
@@ -178,7 +185,7 @@ class Node:
                                     "could not forward %s through %r: %s", message[0],
                                     forwarder, exc)
         if refused is not None:
-            raise refused
+            raise ForwardRefused(str(refused)) from refused
 
     def wants(self, ident: Identifier) -> bool:
         """Whether any forwarder may carry a message of ``ident`` somewhere it matters.

@@ -34,6 +34,7 @@ from nats.aio.msg import Msg
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
+from berrymq.node import ForwardRefused
 from berrymq.transports.ioloop import DeliveryLane, io_loop
 from berrymq.wire import decode_message, loads
 from berrymq_nats.client import after_each_read
@@ -63,6 +64,11 @@ def asker_timeout(value: object) -> float:
         return min(float(value), LONGEST_ASK_TIMEOUT)
     return DEFAULT_ASK_TIMEOUT
 
+
+
+def _refused_here(exc: BaseException) -> bool:
+    """A refusal by something here (a full receiver or worker pool), not a peer's link's."""
+    return isinstance(exc, QueueFull) and not isinstance(exc, ForwardRefused)
 
 class Progress:
     """Process-wide: wakes whoever waits for deliveries (a flush, a request waiting for
@@ -247,11 +253,13 @@ class Inbound:
     def _receivers_failed(self, message: Message, exc: Exception) -> None:
         """Receivers here failed on a message from NATS, whose publisher cannot be told: a
         refusal (:class:`~berrymq.QueueFull`) is a message lost, counted in the bridge's
-        losses (one line per burst); other failures are logged."""
-        refused: Exception | None = exc if isinstance(exc, QueueFull) else None
-        others: Exception | None = None if refused is not None else exc
+        losses (one line per burst), unless a peer's link refused it (counted by the core,
+        :class:`~berrymq.node.ForwardRefused`); other failures are logged."""
+        refused: Exception | None = exc if _refused_here(exc) else None
+        others: Exception | None = None if isinstance(exc, QueueFull) else exc
         if isinstance(exc, ExceptionGroup):  # several receivers failed (or raise_errors)
-            refused, others = exc.split(QueueFull)
+            refused, rest = exc.split(_refused_here)
+            others = None if rest is None else rest.split(QueueFull)[1]
         if refused is not None:
             self.bridge.losses.add(REFUSED_HERE, 1, f"{message[0]}: {refused}")
         if others is not None:

@@ -10,7 +10,7 @@ from berrymq_nats.losses import REFUSED_HERE
 from berrymq_nats.testing import bridge_of, settle, wait_until
 from helpers import held_async_receiver
 
-from berrymq import Bus
+from berrymq import Bus, Message, QueueFull
 from berrymq.plugins import PluginHost
 
 WAIT = 10.0
@@ -33,6 +33,35 @@ def test_a_refusal_by_a_busy_async_receiver_is_counted(nats_server: Any,
             release()
             wait_until(lambda: got, WAIT, "the first message delivered")
             assert got == [0]
+    finally:
+        sender.close()
+        receiving.close()
+
+
+class FullLink:
+    """A forwarder of the receiving bus whose outgoing buffer stays full."""
+
+    def forward(self, message: Message, reply_to: object) -> None:
+        raise QueueFull("the outbox to the peer is full")
+
+
+def test_a_message_a_peers_full_link_refused_is_counted_once(nats_server: Any,
+                                                             nats_host: PluginHost) -> None:
+    """A message from NATS that the receivers here took but one peer's full link did not
+    is counted by the core (``not forwarded: QueueFull``), not again as refused here."""
+    sender = Bus(plugins=nats_host, name="sender")
+    receiving = Bus(plugins=nats_host, name="receiving")
+    got: list[int] = []
+    receiving.subscribe("job:*", lambda message: got.append(message.args[0]), weak=False)
+    try:
+        bridges = bridge_of(sender, nats_server.url), bridge_of(receiving, nats_server.url)
+        receiving.add_forwarder(FullLink())
+        settle(*bridges)
+        sender.twitter("job:x", 1)
+        wait_until(lambda: got == [1], WAIT, "the message delivered here")
+        wait_until(lambda: receiving.losses.total == 1, WAIT, "the refused forward counted")
+        assert receiving.losses.counts == {"not forwarded: QueueFull": 1}
+        assert bridges[1].losses.counts == {}
     finally:
         sender.close()
         receiving.close()
