@@ -7,9 +7,12 @@ a sender faster than its receiver piles up tasks without end. A :class:`Backlog`
 outstanding replies of one receiver; at most ``async_pending_limit`` (core setting,
 default :data:`DEFAULT_ASYNC_PENDING_LIMIT`) of them. A send that finds it full:
 
-- from another thread (another loop's, a worker of the pool, the delivery lane of a
-  transport) waits for room up to ``async_pending_wait`` seconds (default
-  :data:`DEFAULT_ASYNC_PENDING_WAIT`), then raises :class:`~berrymq.QueueFull`;
+- from another thread (another loop's, a worker of the pool) waits for room up to
+  ``async_pending_wait`` seconds (default :data:`DEFAULT_ASYNC_PENDING_WAIT`), then raises
+  :class:`~berrymq.QueueFull`;
+- from a transport's delivery lane, which carries every message that comes in, raises
+  :class:`~berrymq.QueueFull` at once (:func:`never_wait_for_room`): its wait would hold
+  up all the others;
 - from the receiver's own loop, raises :class:`~berrymq.QueueFull` at once: waiting there
   would stall the very tasks that make room.
 
@@ -40,12 +43,23 @@ from berrymq._timeouts import wait_seconds
 from berrymq.errors import QueueFull
 from berrymq.message import Message
 
-__all__ = ["DEFAULT_ASYNC_PENDING_LIMIT", "DEFAULT_ASYNC_PENDING_WAIT", "Backlog", "async_bounds"]
+__all__ = ["DEFAULT_ASYNC_PENDING_LIMIT", "DEFAULT_ASYNC_PENDING_WAIT", "Backlog", "async_bounds",
+           "never_wait_for_room"]
 
 #: messages one async receiver may have outstanding (handed over or running)
 DEFAULT_ASYNC_PENDING_LIMIT = 10_000
 #: seconds a sender in another thread waits for room before it gets QueueFull
 DEFAULT_ASYNC_PENDING_WAIT = 1.0
+
+
+_never_waits = threading.local()
+
+
+def never_wait_for_room() -> None:
+    """Mark the calling thread as one that delivers for many (a transport's delivery
+    lane): a send from it that finds an async receiver full is refused at once, since its
+    wait would hold up every other message it carries, for every receiver and client."""
+    _never_waits.on = True
 
 
 def async_bounds(setting: Callable[[str, Any], Any]) -> tuple[int, float]:
@@ -95,6 +109,12 @@ class Backlog:
             if self.tasks + self.handed < self.limit:
                 self.handed += 1
                 return
+            if getattr(_never_waits, "on", False):
+                raise QueueFull(
+                    f"async receiver {self.name} has {self.limit} messages outstanding "
+                    f"(setting async_pending_limit); message {message[0]} was refused at "
+                    "once: it came through a delivery lane, which carries every message of "
+                    "a transport and must not wait for one receiver")
             deadline = time.monotonic() + self.wait
             self.waiting += 1
             try:

@@ -61,13 +61,22 @@ def held_async_receiver(bus: Bus, pattern: str) -> Iterator[tuple[list[Any], Cal
     thread.start()
     released = asyncio.Event()
     got: list[Any] = []
+    holding: set[asyncio.Task[Any]] = set()
 
     async def held(message: Message) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        holding.add(task)
         await released.wait()
         got.append(message.args[0])
+        holding.discard(task)
 
     async def register() -> None:
         bus.subscribe(pattern, held, weak=False)
+
+    async def finish() -> None:  # what it held ends before the loop stops
+        released.set()
+        await asyncio.gather(*holding)
 
     def release() -> None:
         loop.call_soon_threadsafe(released.set)
@@ -76,7 +85,7 @@ def held_async_receiver(bus: Bus, pattern: str) -> Iterator[tuple[list[Any], Cal
         asyncio.run_coroutine_threadsafe(register(), loop).result(WAIT)
         yield got, release
     finally:
-        release()
+        asyncio.run_coroutine_threadsafe(finish(), loop).result(WAIT)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(WAIT)
         loop.close()

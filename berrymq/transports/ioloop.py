@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from berrymq._backlog import never_wait_for_room
 from berrymq.bursts import BurstLog
 
 __all__ = ["READ_SIZE", "DeliveryLane", "IOLoop", "ThreadBufferedProtocol", "io_loop",
@@ -223,6 +224,7 @@ class DeliveryLane:
 
     def _run(self) -> None:
         _block_stop_signals()
+        never_wait_for_room()  # one full async receiver must not hold up the lane
         while True:
             with self._lock:
                 if not self._items:

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.outbox import REFUSED
+from berrymq_jsonrpc.status import status_snapshot
 from helpers import held_async_receiver, serve
 from probe_tools import post_body, tcp_call
 
@@ -181,3 +183,38 @@ def test_a_session_queue_stores_a_request_and_does_not_answer_ask(
     finally:
         if sock is not None:
             sock.close()
+
+
+def test_a_full_async_receiver_does_not_hold_up_the_delivery_lane(
+        bus_factory: Callable[..., Bus], berrymq_plugin_host: PluginHost,
+        wait_for: Callable[..., Any]) -> None:
+    """The delivery lane carries every message that comes in: a message for an ``async
+    def`` receiver that is full is refused there at once, not after
+    ``async_pending_wait`` (30 s here), so another client's message is not held up."""
+    bus = bus_factory.keep(Bus(async_pending_limit=1, async_pending_wait=30,
+                               plugins=berrymq_plugin_host))
+    port = int(bus.transport("tcp").listen("tcp://127.0.0.1:0").rsplit(":", 1)[1])
+    other: list[int] = []
+    bus.subscribe("other:*", lambda message: other.append(message.args[0]), weak=False)
+    first, second = connection("tcp", port), connection("tcp", port)
+    assert first is not None and second is not None
+    try:
+        with held_async_receiver(bus, "job:*") as (got, release):
+            token = open_oneway("tcp", port, first)
+            for i in range(3):  # notifications: the first is held, the others find it full
+                first.sendall(json.dumps(request("send_message", {
+                    "token": token, "identifier": "job:x", "args": [i], "kwargs": {}},
+                    None)).encode() + b"\n")
+            # refused as they come, not one every 30 s
+            wait_for(lambda: status_snapshot(bus)["lost"]["reasons"].get(REFUSED) == 2,
+                     what="the two messages the full receiver refused, counted")
+            token = open_oneway("tcp", port, second)
+            answer = call("tcp", port, second, request("send_message", {
+                "token": token, "identifier": "other:x", "args": [7], "kwargs": {}}))
+            assert answer["result"] == "ok"
+            wait_for(lambda: other == [7], what="the other client's message, delivered")
+            release()
+            wait_for(lambda: got == [0], what="the held message, delivered")
+    finally:
+        first.close()
+        second.close()
