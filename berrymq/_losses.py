@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
 
 __all__ = ["ASYNC_CANCELLED", "CANCELLED_FIRST", "CLOSED_FIRST", "FORWARD_FAILED", "HOP_LIMIT",
-           "LOOP_CLOSED", "LOSSES", "WORKER_REFUSED", "Losses"]
+           "LOOP_CLOSED", "LOSSES", "REPLY_REFUSED", "WORKER_REFUSED", "Losses"]
 
 logger = logging.getLogger("berrymq")
 
@@ -49,6 +49,9 @@ LOOP_CLOSED = "dropped: its async receiver's event loop was closed"
 #: A message whose ``async def`` receiver's task was cancelled before it finished
 #: (``asyncio.run`` ending cancels the tasks left).
 ASYNC_CANCELLED = "dropped: its async receiver's task was cancelled"
+#: The reply of an ``async def`` receiver to ``talk``, refused by a receiver of the reply
+#: (``QueueFull``): it is sent when the coroutine ends, on its loop, with no sender to tell.
+REPLY_REFUSED = "dropped: a talk reply was refused"
 
 
 class Losses:

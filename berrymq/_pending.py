@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq._backlog import Backlog
 from berrymq._hops import hop_box
-from berrymq._losses import ASYNC_CANCELLED, LOOP_CLOSED, LOSSES
+from berrymq._losses import ASYNC_CANCELLED, LOOP_CLOSED, LOSSES, REPLY_REFUSED
+from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 
@@ -161,6 +162,9 @@ class PendingReply:
             box[0] = hops
             try:
                 bus.twitter(reply_to, result)
+            except QueueFull as exc:  # runs on the loop: nobody to tell, so counted
+                bus.state(LOSSES).add(REPLY_REFUSED, logging.ERROR, "the reply of %s to %s "
+                                      "was refused: %s", self.receiver, reply_to, exc)
             except Exception as exc:  # runs on the loop: nobody to raise to
                 logger.error("sending the reply of %s to %s failed", self.receiver, reply_to,
                              exc_info=exc)

@@ -22,7 +22,7 @@ import pytest
 from helpers import WAIT, wait_for
 
 from berrymq import Bus, Message, QueueFull, SettingsError
-from berrymq._losses import LOOP_CLOSED, WORKER_REFUSED
+from berrymq._losses import LOOP_CLOSED, LOSSES, REPLY_REFUSED, WORKER_REFUSED
 from berrymq.plugins import PluginHost
 from berrymq.settings import load_settings
 from berrymq.subscription import Subscription
@@ -196,14 +196,53 @@ def test_a_message_leaves_the_count_however_its_coroutine_ends(
                 bus.twitter("job:x", i)
             with pytest.raises(QueueFull):
                 bus.twitter("job:x", limit)
-            while len(tasks) < limit:
-                await asyncio.sleep(0)
+            async with asyncio.timeout(WAIT):
+                while len(tasks) < limit:
+                    await asyncio.sleep(0)
             if ending == "cancel":
                 for task in tasks:
                     task.cancel()
             await asyncio.wait(tasks, timeout=WAIT)
             await asyncio.sleep(0)  # the tasks' done callbacks
             assert outstanding(subscription) == 0
+        bus.close()
+
+    asyncio.run(main())
+
+
+def test_a_talk_reply_a_full_async_receiver_refuses_is_counted(
+        berrymq_plugin_host: PluginHost) -> None:
+    """An async receiver's reply to ``talk`` is sent when its coroutine ends, on its loop,
+    where no sender is left: a refusal of it is counted, and flush() says False."""
+
+    async def main() -> None:
+        bus = Bus(async_pending_limit=1, plugins=berrymq_plugin_host)
+        held, holding = asyncio.Event(), asyncio.Event()
+        got: list[int] = []
+
+        async def answers(message: Message) -> int:
+            return int(message.args[0]) * 10
+
+        async def on_reply(message: Message) -> None:
+            holding.set()
+            await held.wait()
+            got.append(message.args[0])
+
+        bus.subscribe("q:*", answers, weak=False)
+        bus.subscribe("r:*", on_reply, weak=False)
+        bus.talk("q:x", "r:done", 1)
+        await asyncio.wait_for(holding.wait(), WAIT)  # answers has room again
+        bus.talk("q:x", "r:done", 2)  # its reply finds on_reply holding the first
+        async with asyncio.timeout(WAIT):
+            while not bus.state(LOSSES).total:
+                await asyncio.sleep(0)
+        held.set()
+        async with asyncio.timeout(WAIT):
+            while not got:
+                await asyncio.sleep(0)
+        assert got == [10]
+        assert bus.losses.counts == {REPLY_REFUSED: 1}
+        assert await asyncio.to_thread(bus.flush, WAIT) is False
         bus.close()
 
     asyncio.run(main())
