@@ -80,7 +80,10 @@ def is_async_receiver(receiver: object) -> bool:
 
 
 def describe_receiver(receiver: object) -> str:
-    """``module.qualname`` of a receiver, as error entries and logs name it."""
+    """``module.qualname`` of a receiver, as error entries and logs name it (of an async
+    receiver's function, not of the wrapper the bus calls)."""
+    if isinstance(receiver, AsyncReceiver):
+        return receiver.name
     name = getattr(receiver, "__qualname__", None) or type(receiver).__qualname__
     module = getattr(receiver, "__module__", None)
     return f"{module}.{name}" if module else str(name)

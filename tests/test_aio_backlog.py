@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WAIT, wait_for
+from helpers import WAIT, held_async_receiver, wait_for
 
-from berrymq import Bus, Message, QueueFull, SettingsError
+from berrymq import Bus, Message, QueueFull, ReplyError, SettingsError
 from berrymq._losses import LOOP_CLOSED, LOSSES, REPLY_REFUSED, WORKER_REFUSED
 from berrymq.plugins import PluginHost
 from berrymq.settings import load_settings
@@ -246,6 +246,18 @@ def test_a_talk_reply_a_full_async_receiver_refuses_is_counted(
         bus.close()
 
     asyncio.run(main())
+
+
+def test_an_ask_refused_by_a_full_async_receiver_names_the_function(
+        berrymq_plugin_host: PluginHost) -> None:
+    """The ``ReplyError`` entry names the receiver's function, not the wrapper the bus
+    calls for it."""
+    with Bus(async_pending_limit=1, async_pending_wait=0, plugins=berrymq_plugin_host) as bus, \
+            held_async_receiver(bus, "job:*"):
+        bus.twitter("job:x", 1)  # held: the receiver is full
+        [entry] = bus.ask("job:x", 2, timeout=WAIT)
+        assert isinstance(entry, ReplyError) and entry.exception_type == "QueueFull"
+        assert entry.receiver.endswith("held_async_receiver.<locals>.held"), entry.receiver
 
 
 def test_messages_swept_from_a_closed_loop_leave_the_count(
