@@ -20,6 +20,7 @@ from probe_tools import post_body, tcp_call
 
 import berrymq
 from berrymq.bus import Bus
+from berrymq.errors import QueueFull
 from berrymq.message import Message
 from berrymq.plugins import PluginHost
 
@@ -218,3 +219,29 @@ def test_a_full_async_receiver_does_not_hold_up_the_delivery_lane(
     finally:
         first.close()
         second.close()
+
+
+class FullLink:
+    """A peer's link whose outgoing buffer stays full."""
+
+    def forward(self, message: Message, reply_to: object) -> None:
+        raise QueueFull("the outbox to the peer is full")
+
+
+def test_a_message_a_peers_full_link_refused_is_counted_once(
+        bus_factory: Callable[..., Bus], wait_for: Callable[..., Any]) -> None:
+    """Delivered here, refused by the link to a further peer: one loss in /status (the
+    core's ``not forwarded: QueueFull``), not also one of the transport's."""
+    bus, port = serve(bus_factory, "tcp")
+    got: list[int] = []
+    bus.subscribe("job:*", lambda message: got.append(message.args[0]), weak=False)
+    bus.add_forwarder(FullLink())
+    sock = connection("tcp", port)
+    assert sock is not None
+    with sock:
+        token = open_oneway("tcp", port, sock)
+        call("tcp", port, sock, request("send_message", {
+            "token": token, "identifier": "job:x", "args": [1], "kwargs": {}}))
+        wait_for(lambda: got == [1], what="the message delivered here")
+        assert status_snapshot(bus)["lost"] == {
+            "total": 1, "reasons": {"not forwarded: QueueFull": 1}}
