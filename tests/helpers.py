@@ -22,13 +22,13 @@ import pytest
 from hypothesis import strategies as st
 
 import berrymq
-from berrymq import Empty, Follower, Message, Queue, following, hookspecs, regist_function
+from berrymq import Empty, Follower, Message, Queue, QueueFull, following, hookspecs, regist_function
 from berrymq.bus import Bus
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
 __all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "Lines", "Logger", "capture", "child_env", "drain",
-           "held_async_receiver", "installed", "is_urgent", "json_values", "make_bus", "on_job",
+           "FullLink", "held_async_receiver", "installed", "is_urgent", "json_values", "make_bus", "on_job",
            "on_log", "populate", "serve"]
 
 WAIT = 10.0  # generous deadline for anything that should happen "soon"
@@ -48,6 +48,13 @@ def wait_for(condition: Callable[[], Any], timeout: float = WAIT,
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+class FullLink:
+    """A forwarder (a peer's link) whose outgoing buffer stays full."""
+
+    def forward(self, message: Message, reply_to: object) -> None:
+        raise QueueFull("the outbox to the peer is full")
 
 
 @contextmanager

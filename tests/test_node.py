@@ -6,9 +6,10 @@ import logging
 import threading
 
 import pytest
+from helpers import FullLink
 
 import berrymq
-from berrymq import Bus, Message, QueueFull
+from berrymq import Bus, Message
 from berrymq._index import DIRECT, FORWARD
 from berrymq.identifier import parse
 from berrymq.node import SEEN_LIMIT, ForwardRefused
@@ -168,13 +169,6 @@ def test_a_third_node_sees_a_message_before_what_its_receivers_sent_in_reply(how
     finally:
         for bus in (a, b, c):
             bus.close()
-
-
-class FullLink:
-    """A forwarder whose outgoing buffer stays full."""
-
-    def forward(self, message: Message, reply_to: object) -> None:
-        raise QueueFull("the outbox to the peer is full")
 
 
 @pytest.mark.parametrize("how", ["talk", "receive"])

@@ -15,12 +15,11 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.outbox import REFUSED
 from berrymq_jsonrpc.status import status_snapshot
-from helpers import held_async_receiver, serve
+from helpers import FullLink, held_async_receiver, serve
 from probe_tools import post_body, tcp_call
 
 import berrymq
 from berrymq.bus import Bus
-from berrymq.errors import QueueFull
 from berrymq.message import Message
 from berrymq.plugins import PluginHost
 
@@ -219,13 +218,6 @@ def test_a_full_async_receiver_does_not_hold_up_the_delivery_lane(
     finally:
         first.close()
         second.close()
-
-
-class FullLink:
-    """A peer's link whose outgoing buffer stays full."""
-
-    def forward(self, message: Message, reply_to: object) -> None:
-        raise QueueFull("the outbox to the peer is full")
 
 
 def test_a_message_a_peers_full_link_refused_is_counted_once(

@@ -8,9 +8,9 @@ from typing import Any
 
 from berrymq_nats.losses import REFUSED_HERE
 from berrymq_nats.testing import bridge_of, settle, wait_until
-from helpers import held_async_receiver
+from helpers import FullLink, held_async_receiver
 
-from berrymq import Bus, Message, QueueFull
+from berrymq import Bus
 from berrymq.plugins import PluginHost
 
 WAIT = 10.0
@@ -36,13 +36,6 @@ def test_a_refusal_by_a_busy_async_receiver_is_counted(nats_server: Any,
     finally:
         sender.close()
         receiving.close()
-
-
-class FullLink:
-    """A forwarder of the receiving bus whose outgoing buffer stays full."""
-
-    def forward(self, message: Message, reply_to: object) -> None:
-        raise QueueFull("the outbox to the peer is full")
 
 
 def test_a_message_a_peers_full_link_refused_is_counted_once(nats_server: Any,
