@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from berrymq._delivery import deliver_talk, forward_first, looping
 from berrymq._losses import CLOSED_FIRST, FORWARD_FAILED, LOSSES, Losses
 from berrymq._pending import sweep_closed_loops
-from berrymq.errors import QueueFull
+from berrymq.errors import ForwardRefused, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
 
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from berrymq.state import BusState
     from berrymq.transports.base import Connection, Transport
 
-__all__ = ["SEEN_LIMIT", "ForwardRefused", "Forwarder", "Node", "NodeSide", "Requester"]
+__all__ = ["SEEN_LIMIT", "Forwarder", "Node", "NodeSide", "Requester"]
 
 logger = logging.getLogger("berrymq")
 
@@ -56,12 +56,6 @@ logger = logging.getLogger("berrymq")
 SEEN_LIMIT = 50_000
 
 
-
-class ForwardRefused(QueueFull):
-    """A peer's outgoing buffer stayed full: the message went to the receivers here and
-    to the other peers, not to that one, and is already counted in ``bus.losses``
-    (``not forwarded: QueueFull``). Whoever gets it from a delivery need not count it
-    again."""
 
 class Forwarder(Protocol):
     """Something the bus hands every non-local message to (one per linked peer)."""

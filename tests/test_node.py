@@ -11,8 +11,9 @@ from helpers import FullLink
 import berrymq
 from berrymq import Bus, Message
 from berrymq._index import DIRECT, FORWARD
+from berrymq.errors import ForwardRefused
 from berrymq.identifier import parse
-from berrymq.node import SEEN_LIMIT, ForwardRefused
+from berrymq.node import SEEN_LIMIT
 
 
 @pytest.fixture

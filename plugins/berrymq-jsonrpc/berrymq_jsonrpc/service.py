@@ -22,10 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq import network
 from berrymq.bursts import BurstLog
-from berrymq.errors import InvalidIdentifier, QueueFull
+from berrymq.errors import ForwardRefused, InvalidIdentifier, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message
-from berrymq.node import ForwardRefused
 from berrymq.wire import ParseError, encode_reply, loads
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import AskProgress, answer_with, ask_timeout, local_replies
@@ -292,7 +291,7 @@ class Service(QueueMethods):
     def _refused(self, session: Session, refusal: QueueFull) -> None:
         """A message from ``session`` was refused (a full queue): counted and logged per
         burst, as a sender of notifications has no answer (a peer's full link's refusal,
-        :class:`~berrymq.node.ForwardRefused`, is counted by the core)."""
+        :class:`~berrymq.ForwardRefused`, is counted by the core)."""
         if not isinstance(refusal, ForwardRefused):
             self.stats.lost(REFUSED)  # stats
         self._refusals.warning("%s: a message from %s was refused: %s", self.name,

@@ -31,10 +31,9 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from berrymq.errors import QueueFull
+from berrymq.errors import ForwardRefused, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
-from berrymq.node import ForwardRefused
 from berrymq.transports.ioloop import DeliveryLane, io_loop
 from berrymq.wire import decode_message, loads
 from berrymq_nats.client import after_each_read
@@ -254,7 +253,7 @@ class Inbound:
         """Receivers here failed on a message from NATS, whose publisher cannot be told: a
         refusal (:class:`~berrymq.QueueFull`) is a message lost, counted in the bridge's
         losses (one line per burst), unless a peer's link refused it (counted by the core,
-        :class:`~berrymq.node.ForwardRefused`); other failures are logged."""
+        :class:`~berrymq.ForwardRefused`); other failures are logged."""
         refused: Exception | None = exc if _refused_here(exc) else None
         others: Exception | None = None if isinstance(exc, QueueFull) else exc
         if isinstance(exc, ExceptionGroup):  # several receivers failed (or raise_errors)
