@@ -8,7 +8,6 @@ The tree::
     ├── PluginNotAvailable                     a scheme or receiver kind whose plugin is missing
     │                                          or disabled; names the plugin
     ├── QueueFull (also queue.Full)            a bounded queue refused a message
-    │   └── ForwardRefused                     a peer's link stayed full: delivered here, not there
     ├── ReplyError                             one receiver's failure in ask()'s replies
     │                                          (returned in the list, not raised)
     ├── QueueClosed (also queue.Empty)         a closed queue has nothing more to give
@@ -30,7 +29,6 @@ __all__ = [
     "BusClosed",
     "ConnectionClosed",
     "Empty",
-    "ForwardRefused",
     "InvalidIdentifier",
     "MessageTooLarge",
     "PluginNotAvailable",
@@ -98,11 +96,10 @@ class PluginNotAvailable(BerryMQError):
 class QueueFull(BerryMQError, queue.Full):
     """A bounded queue was full and refused a message (it was not stored)."""
 
-
-class ForwardRefused(QueueFull):
-    """A peer's outgoing buffer stayed full: the message went to the receivers here and to
-    the other peers, not to that one, and is already counted in ``bus.losses`` (``not
-    forwarded: QueueFull``), so whoever gets this from a delivery need not count it again."""
+    #: True when a peer's link refused the message (its outgoing buffer stayed full): the
+    #: receivers here and the other peers had it, and ``bus.losses`` already counts it
+    #: (``not forwarded: QueueFull``), so whoever gets this from a delivery need not.
+    not_forwarded = False
 
 
 class QueueClosed(BerryMQError, queue.Empty):

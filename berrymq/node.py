@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from berrymq._delivery import deliver_talk, forward_first, looping
 from berrymq._losses import CLOSED_FIRST, FORWARD_FAILED, LOSSES, Losses
 from berrymq._pending import sweep_closed_loops
-from berrymq.errors import ForwardRefused, QueueFull
+from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
 
@@ -179,7 +179,8 @@ class Node:
                                     "could not forward %s through %r: %s", message[0],
                                     forwarder, exc)
         if refused is not None:
-            raise ForwardRefused(str(refused)) from refused
+            refused.not_forwarded = True  # counted above: not to be counted again
+            raise refused
 
     def wants(self, ident: Identifier) -> bool:
         """Whether any forwarder may carry a message of ``ident`` somewhere it matters.

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq import network
 from berrymq.bursts import BurstLog
-from berrymq.errors import ForwardRefused, InvalidIdentifier, QueueFull
+from berrymq.errors import InvalidIdentifier, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.wire import ParseError, encode_reply, loads
@@ -291,8 +291,8 @@ class Service(QueueMethods):
     def _refused(self, session: Session, refusal: QueueFull) -> None:
         """A message from ``session`` was refused (a full queue): counted and logged per
         burst, as a sender of notifications has no answer (a peer's full link's refusal,
-        :class:`~berrymq.ForwardRefused`, is counted by the core)."""
-        if not isinstance(refusal, ForwardRefused):
+        :attr:`~berrymq.QueueFull.not_forwarded`, is counted by the core)."""
+        if not refusal.not_forwarded:
             self.stats.lost(REFUSED)  # stats
         self._refusals.warning("%s: a message from %s was refused: %s", self.name,
                                peer_label(session), refusal)

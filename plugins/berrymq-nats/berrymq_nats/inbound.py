@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from berrymq.errors import ForwardRefused, QueueFull
+from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
 from berrymq.transports.ioloop import DeliveryLane, io_loop
@@ -67,7 +67,7 @@ def asker_timeout(value: object) -> float:
 
 def _refused_here(exc: BaseException) -> bool:
     """A refusal by something here (a full receiver or worker pool), not a peer's link's."""
-    return isinstance(exc, QueueFull) and not isinstance(exc, ForwardRefused)
+    return isinstance(exc, QueueFull) and not exc.not_forwarded
 
 class Progress:
     """Process-wide: wakes whoever waits for deliveries (a flush, a request waiting for
@@ -253,7 +253,7 @@ class Inbound:
         """Receivers here failed on a message from NATS, whose publisher cannot be told: a
         refusal (:class:`~berrymq.QueueFull`) is a message lost, counted in the bridge's
         losses (one line per burst), unless a peer's link refused it (counted by the core,
-        :class:`~berrymq.ForwardRefused`); other failures are logged."""
+        :attr:`QueueFull.not_forwarded <berrymq.QueueFull.not_forwarded>`); other failures are logged."""
         refused: Exception | None = exc if _refused_here(exc) else None
         others: Exception | None = None if isinstance(exc, QueueFull) else exc
         if isinstance(exc, ExceptionGroup):  # several receivers failed (or raise_errors)
