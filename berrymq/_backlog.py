@@ -35,7 +35,6 @@ count went down: a waiter counts itself before it looks).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -115,18 +114,15 @@ class Backlog:
                     f"(setting async_pending_limit); message {message[0]} was refused at "
                     "once: it came through a delivery lane, which carries every message of "
                     "a transport and must not wait for one receiver")
-            deadline = time.monotonic() + self.wait
             self.waiting += 1
             try:
-                while self.tasks + self.handed >= self.limit:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise QueueFull(
-                            f"async receiver {self.name} has {self.limit} messages outstanding "
-                            f"(setting async_pending_limit) and no room came within "
-                            f"{self.wait:g}s (setting async_pending_wait); message "
-                            f"{message[0]} was refused")
-                    self.room.wait(left)
+                if not self.room.wait_for(lambda: self.tasks + self.handed < self.limit,
+                                          self.wait):
+                    raise QueueFull(
+                        f"async receiver {self.name} has {self.limit} messages outstanding "
+                        f"(setting async_pending_limit) and no room came within "
+                        f"{self.wait:g}s (setting async_pending_wait); message "
+                        f"{message[0]} was refused")
                 self.handed += 1
             finally:
                 self.waiting -= 1

@@ -135,15 +135,14 @@ class WorkerPool:
         with self._room:
             self._waiting += 1
             try:
-                while self._tasks.qsize() >= self.limit and not self.closed:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise QueueFull(
-                            f"message {message[0]}: the worker pool's queue holds "
-                            f"{self.limit} tasks (setting pool_queue_size) and no room came "
-                            f"within {self.wait:g}s (setting pool_queue_wait); it was handed "
-                            f"to {handed} receiver(s) before, not to the others")
-                    self._room.wait(left)
+                if not self._room.wait_for(
+                        lambda: self._tasks.qsize() < self.limit or self.closed,
+                        max(0.0, deadline - time.monotonic())):
+                    raise QueueFull(
+                        f"message {message[0]}: the worker pool's queue holds "
+                        f"{self.limit} tasks (setting pool_queue_size) and no room came "
+                        f"within {self.wait:g}s (setting pool_queue_wait); it was handed "
+                        f"to {handed} receiver(s) before, not to the others")
             finally:
                 self._waiting -= 1
         return True
