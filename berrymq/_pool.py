@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from berrymq._delivery import Answer, deliver
 from berrymq._index import RouteEntry
 from berrymq._losses import CANCELLED_FIRST, LOSSES, WORKER_REFUSED
-from berrymq._timeouts import wait_seconds
+from berrymq._timeouts import seconds_left, wait_seconds
 from berrymq.errors import QueueFull
 from berrymq.message import Message
 
@@ -137,7 +137,7 @@ class WorkerPool:
             try:
                 if not self._room.wait_for(
                         lambda: self._tasks.qsize() < self.limit or self.closed,
-                        max(0.0, deadline - time.monotonic())):
+                        seconds_left(deadline)):
                     raise QueueFull(
                         f"message {message[0]}: the worker pool's queue holds "
                         f"{self.limit} tasks (setting pool_queue_size) and no room came "
@@ -151,8 +151,8 @@ class WorkerPool:
         entry = task.entry
         if not entry[2].active:  # cancelled while the task waited
             self._bus.state(LOSSES).add(CANCELLED_FIRST, logging.WARNING,
-                                 "message %s dropped: its receiver %r was cancelled before a "
-                                 "worker thread ran it", task.message[0], entry[2])
+                                        "message %s dropped: its receiver %r was cancelled "
+                                        "before a worker thread ran it", task.message[0], entry[2])
             return
         errors = deliver(self._bus, (entry,), task.message, task.answer)
         if not errors:
@@ -160,8 +160,8 @@ class WorkerPool:
         for exc in errors:  # a refusal in a worker has no sender to reach: counted
             if isinstance(exc, QueueFull):
                 self._bus.state(LOSSES).add(WORKER_REFUSED.format("QueueFull"), logging.ERROR,
-                                     "message %s refused by %r in a worker thread: %s",
-                                     task.message[0], entry[2], exc)
+                                            "message %s refused by %r in a worker thread: %s",
+                                            task.message[0], entry[2], exc)
             else:
                 logger.error("receiver %r of %s failed on message %s in a worker thread",
                              entry[2].ref(), entry[2].pattern, task.message[0], exc_info=exc)
@@ -215,14 +215,11 @@ class WorkerPool:
         """For a join of a closed pool: wait for the end of the shutdown, run here what is
         still queued (a late sender may not have begun to), then wait until no late
         sender is still running what it took; False at ``deadline``."""
-        def left() -> float | None:
-            return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-        if not self._stopped.wait(left()):
+        if not self._stopped.wait(seconds_left(deadline)):
             return False
         self._drain()
         with self._settled:
-            return self._settled.wait_for(lambda: not self._late, left())
+            return self._settled.wait_for(lambda: not self._late, seconds_left(deadline))
 
     def join(self, timeout: float | None) -> bool:
         """Wait until every task handed over before the call has run, and every task those
@@ -245,7 +242,7 @@ class WorkerPool:
                 barrier = threading.Barrier(self.size + 1,
                                             action=functools.partial(self._note_idle, idle))
                 self._barrier = barrier  # for a shutdown to break off (see shutdown)
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                left = seconds_left(deadline)
                 if self.closed:
                     return self._all_run(deadline)
                 for _ in range(self.size):

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
-__all__ = ["LONGEST_WAIT", "wait_limit", "wait_seconds"]
+__all__ = ["LONGEST_WAIT", "seconds_left", "wait_limit", "wait_seconds"]
 
 #: "No limit" as a number of seconds: half the longest wait the platform's locks take
 #: (about 146 years on Linux), so that a deadline computed from it can still be waited for.
@@ -47,3 +48,9 @@ def wait_seconds(name: str, value: object, *, none: bool = True) -> float:
     """As :func:`wait_limit`, with "no limit" as :data:`LONGEST_WAIT` seconds."""
     limit = wait_limit(name, value, none=none)
     return LONGEST_WAIT if limit is None else limit
+
+
+def seconds_left(deadline: float | None) -> float | None:
+    """The seconds until ``deadline`` (a ``time.monotonic()`` time), 0 once it has passed;
+    None for no deadline: what a wait in steps gives each step."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

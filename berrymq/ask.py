@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from berrymq._delivery import deliver, looping, raise_errors
 from berrymq._hops import hop_box
 from berrymq._pending import PendingReply
-from berrymq._timeouts import wait_limit, wait_seconds
+from berrymq._timeouts import seconds_left, wait_limit, wait_seconds
 from berrymq.aio import describe_receiver
 from berrymq.errors import ReplyError
 from berrymq.identifier import Identifier, parse
@@ -63,9 +63,8 @@ def settle_replies(replies: list[Any], timeout: float | None, node: str = "", *,
                 "loop; use 'await berrymq.ask_async(...)'", reply.receiver, node,
             )
             continue
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            settled[index] = reply.result(remaining)
+            settled[index] = reply.result(seconds_left(deadline))
         except TimeoutError:
             settled[index] = ReplyError(
                 "TimeoutError", f"no reply within {told:g}s", reply.receiver, node
@@ -193,7 +192,7 @@ class _AskPart:
         """The replies, once the part finished or the deadline passed."""
         future = self.future
         if future is not None:
-            concurrent.futures.wait([future], max(0.0, deadline - time.monotonic()))
+            concurrent.futures.wait([future], seconds_left(deadline))
             if not future.done():
                 future.cancel()  # not started yet (every helper thread busy): never will
                 return replies_so_far(self.replies, self.running, self.who, timeout, node)

@@ -40,7 +40,7 @@ from berrymq._losses import LOSSES
 from berrymq._pending import sweep_closed_loops
 from berrymq._pool import WorkerPool
 from berrymq._subscribing import Subscribing
-from berrymq._timeouts import wait_limit
+from berrymq._timeouts import seconds_left, wait_limit
 from berrymq.ask import ask as _ask
 from berrymq.ask import ask_local as _ask_local
 from berrymq.errors import BusClosed, ConnectionClosed
@@ -383,17 +383,13 @@ class Bus(Subscribing, NodeSide):
         """
         limit = wait_limit("timeout", timeout)
         deadline = None if limit is None else time.monotonic() + limit
-
-        def left() -> float | None:
-            return None if deadline is None else max(0.0, deadline - time.monotonic())
-
         done = True
         for transport in list(self.transports().values()):
             try:
-                done = transport.flush(left()) and done
+                done = transport.flush(seconds_left(deadline)) and done
             except ConnectionClosed:  # a connection failed and lost messages
                 done = False
-        joined = self.join(left())
+        joined = self.join(seconds_left(deadline))
         sweep_closed_loops()  # what closed event loops of async receivers never ran
         losses = self.state(LOSSES)
         total = losses.total

@@ -169,15 +169,13 @@ class Node:
             if forwarder is not origin:
                 try:
                     forwarder.forward(message, reply_to)
-                except QueueFull as exc:
-                    refused = exc
-                    self.bus.state(LOSSES).add(FORWARD_FAILED.format("QueueFull"), logging.ERROR,
-                                    "could not forward %s through %r: %s", message[0],
-                                    forwarder, exc)
                 except Exception as exc:  # noqa: BLE001 - one dead peer must not stop the rest
-                    self.bus.state(LOSSES).add(FORWARD_FAILED.format(type(exc).__name__), logging.ERROR,
-                                    "could not forward %s through %r: %s", message[0],
-                                    forwarder, exc)
+                    kind = type(exc).__name__
+                    if isinstance(exc, QueueFull):
+                        refused, kind = exc, "QueueFull"  # whatever its subclass
+                    self.bus.state(LOSSES).add(FORWARD_FAILED.format(kind), logging.ERROR,
+                                               "could not forward %s through %r: %s", message[0],
+                                               forwarder, exc)
         if refused is not None:
             refused.not_forwarded = True  # counted above: not to be counted again
             raise refused
@@ -221,8 +219,8 @@ class Node:
         """See :meth:`Bus.receive <berrymq.Bus.receive>`."""
         ident = message[0]
         if self.closed:
-            self.bus.state(LOSSES).add(CLOSED_FIRST, logging.WARNING, "bus %s closed before message "
-                                "%s from a peer was delivered", self.bus.name, ident)
+            self.bus.state(LOSSES).add(CLOSED_FIRST, logging.WARNING, "bus %s closed before "
+                                       "message %s from a peer was delivered", self.bus.name, ident)
             return True
         if reply_to is None:
             # Nobody here wants it and there is nowhere to pass it on: done, at the cost
