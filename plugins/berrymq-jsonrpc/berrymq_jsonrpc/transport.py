@@ -41,7 +41,7 @@ from berrymq_jsonrpc.limits import (
     unreachable,
 )
 from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
-from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING, Service
+from berrymq_jsonrpc.service import Service
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sessions import in_waits
 from berrymq_jsonrpc.settings import DEFAULT_TIMEOUT, read_hosts, read_number
@@ -110,7 +110,6 @@ class RemoteTransport(Transport):
             callbacks=CallbackRule(read_hosts(settings, "callback_hosts", plugin, source)),
             liveness_interval=float(number("liveness_interval", DEFAULT_LIVENESS_INTERVAL)),
             max_queued_bytes=int(number("max_queued_bytes", p.DEFAULT_MAX_QUEUED_BYTES)),
-            max_waiting=int(number("max_waiting", DEFAULT_MAX_WAITING)),
             max_ttl=number("max_ttl", p.DEFAULT_MAX_TTL))  # as given: data.limit 100, not 100.0
         #: the connections the servers accepted, and the caps on them (the I/O loop's)
         self.admission = Admission(
