@@ -64,10 +64,10 @@ def asker_timeout(value: object) -> float:
     return DEFAULT_ASK_TIMEOUT
 
 
-
 def _refused_here(exc: BaseException) -> bool:
     """A refusal by something here (a full receiver or worker pool), not a peer's link's."""
     return isinstance(exc, QueueFull) and not exc.not_forwarded
+
 
 class Progress:
     """Process-wide: wakes whoever waits for deliveries (a flush, a request waiting for
@@ -252,8 +252,8 @@ class Inbound:
     def _receivers_failed(self, message: Message, exc: Exception) -> None:
         """Receivers here failed on a message from NATS, whose publisher cannot be told: a
         refusal (:class:`~berrymq.QueueFull`) is a message lost, counted in the bridge's
-        losses (one line per burst), unless a peer's link refused it (counted by the core,
-        :attr:`QueueFull.not_forwarded <berrymq.QueueFull.not_forwarded>`); other failures are logged."""
+        losses (one line per burst), unless a peer's link refused it (counted by the core:
+        :attr:`~berrymq.QueueFull.not_forwarded`); other failures are logged."""
         refused: Exception | None = exc if _refused_here(exc) else None
         others: Exception | None = None if isinstance(exc, QueueFull) else exc
         if isinstance(exc, ExceptionGroup):  # several receivers failed (or raise_errors)
