@@ -112,8 +112,7 @@ def test_a_sender_in_another_thread_waits_for_room_then_is_refused(
     release = threading.Event()
 
     async def stuck(message: Message) -> None:
-        while not release.is_set():
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(release.wait, WAIT)  # until released, at most WAIT
 
     subscription = subscribe_on(loop_thread, bus, "job:*", stuck)
     bus.twitter("job:x", 0)
@@ -292,8 +291,7 @@ def test_a_refusal_in_a_worker_thread_is_counted(
     release = threading.Event()
 
     async def stuck(message: Message) -> None:
-        while not release.is_set():
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(release.wait, WAIT)  # until released, at most WAIT
 
     subscribe_on(loop_thread, bus, "job:*", stuck)
     bus.twitter("job:x", 0)
