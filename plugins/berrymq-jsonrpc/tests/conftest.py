@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # berrymq_cli_procs, shared by t
 from berrymq_cli_procs import Proc
 from helpers import Buses
 from helpers import wait_for as poll_until
+from probe_tools import OPEN_SOCKETS
 
 NODE_SCRIPT = Path(__file__).with_name("node_script.py")
 TIMEOUT = 20.0
@@ -93,6 +94,14 @@ class Node:
 
 class NodeError(Exception):
     """The node answered a command with an error."""
+
+
+@pytest.fixture(autouse=True)
+def _close_open_sockets() -> Iterator[None]:
+    """Close what a test opened with ``probe_tools.open_socket``."""
+    yield
+    while OPEN_SOCKETS:
+        OPEN_SOCKETS.pop().close()
 
 
 @pytest.fixture

@@ -25,15 +25,31 @@ from berrymq.errors import TransportError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 
-__all__ = ["MIB", "TOKEN", "WAIT", "Raw", "Record", "Sampler", "delivered_by", "drip", "hold_gets",
-           "http_get_json", "http_post", "post_body", "tcp_call", "kill_mid_stream", "port_of", "proc_status",
-           "request", "send_request", "start_node"]
+__all__ = ["MIB", "OPEN_SOCKETS", "TOKEN", "WAIT", "Raw", "Record", "Sampler", "delivered_by", "drip",
+           "hold_gets", "http_get_json", "http_post", "post_body", "tcp_call", "kill_mid_stream",
+           "open_socket", "port_of", "proc_status", "request", "send_request", "start_node"]
 
 Record = Callable[..., None]
 WAIT = 15.0
 MIB = 1 << 20
 #: A session's token as docs/protocol.md describes it: 43 URL-safe characters (256 bits).
 TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+#: Sockets a test opened with :func:`open_socket` (or added itself), closed after each test
+#: by conftest.py's ``_close_open_sockets``.
+OPEN_SOCKETS: list[socket.socket] = []
+
+
+def open_socket(port: int, source: str = "127.0.0.1") -> socket.socket:
+    """A TCP connection from ``source`` to the node's ``port`` on 127.0.0.1 (10 s timeout),
+    closed after the test."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    OPEN_SOCKETS.append(sock)
+    sock.settimeout(10)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
 
 
 def start_node(spawn: Callable[..., Any], tmp_path: Path, **settings: Any) -> Any:

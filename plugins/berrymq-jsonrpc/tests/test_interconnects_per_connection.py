@@ -14,36 +14,20 @@ from __future__ import annotations
 import json
 import select
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.status import status_snapshot
 from helpers import serve
-from probe_tools import http_answer, request, send_request, tcp_call
+from probe_tools import OPEN_SOCKETS, http_answer, open_socket, request, send_request, tcp_call
 
 from berrymq.bus import Bus
 from berrymq.errors import SettingsError
 
 Factory = Callable[..., Bus]
 SETTING = "max_interconnects_per_connection"
-
-_open: list[socket.socket] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_sockets() -> Iterator[None]:
-    yield
-    while _open:
-        _open.pop().close()
-
-
-def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    _open.append(sock)
-    return sock
-
 
 def interconnect(sock: socket.socket, id: int, addr: str | None = None) -> dict[str, Any]:
     """The node's answer to an ``interconnect`` sent as a line on ``sock``."""
@@ -56,7 +40,7 @@ def test_one_tcp_connection_carries_at_most_the_cap_of_interconnections(
         bus_factory: Factory, wait_for: Callable[..., Any]) -> None:
     bus, port = serve(bus_factory, "tcp", **{SETTING: 2})
     service = bus.transport("tcp").service  # type: ignore[attr-defined]
-    sock = connect(port)
+    sock = open_socket(port)
     tokens = [interconnect(sock, i)["result"] for i in range(2)]
     assert all(type(token) is str for token in tokens)
     error = interconnect(sock, 2)["error"]
@@ -67,7 +51,7 @@ def test_one_tcp_connection_carries_at_most_the_cap_of_interconnections(
     # sessions whose messages do not go back over the connection are not counted
     assert type(tcp_call(sock, request("connect_oneway", {"ttl": 60}, 3))["result"]) is str
     # another connection has a cap of its own
-    assert type(interconnect(connect(port), 4)["result"]) is str
+    assert type(interconnect(open_socket(port), 4)["result"]) is str
     # closing an interconnection gives its place back
     closed = tcp_call(sock, request("close_connection", {"token": tokens[0]}, 5))
     assert closed["result"] == "ok"
@@ -82,7 +66,7 @@ def test_one_tcp_connection_carries_at_most_the_cap_of_interconnections(
 
 def test_the_default_cap_is_16(bus_factory: Factory) -> None:
     _, port = serve(bus_factory, "tcp")
-    sock = connect(port)
+    sock = open_socket(port)
     for i in range(16):
         assert type(interconnect(sock, i)["result"]) is str
     refusal = interconnect(sock, 16)["error"]["data"]
@@ -94,9 +78,9 @@ def test_a_refused_interconnect_opens_no_callback_connection(bus_factory: Factor
     address back (it once connected, was refused, and left that connection open)."""
     _, port = serve(bus_factory, "tcp", max_sessions=1)
     callback = socket.create_server(("127.0.0.1", 0))
-    _open.append(callback)
+    OPEN_SOCKETS.append(callback)
     addr = f"tcp://127.0.0.1:{callback.getsockname()[1]}"
-    sock = connect(port)
+    sock = open_socket(port)
     assert type(tcp_call(sock, request("connect_oneway", {"ttl": 60}, 1))["result"]) is str
     error = interconnect(sock, 2, addr)["error"]
     assert error["code"] == p.LIMIT_REACHED and error["data"]["setting"] == "max_sessions"
@@ -121,8 +105,8 @@ def test_a_refused_v1_interconnect_opens_no_callback_connection(bus_factory: Fac
     accepts connections before it checked the caps)."""
     _, port = serve(bus_factory, "tcp", max_sessions=1)
     callback = socket.create_server(("127.0.0.1", 0))
-    _open.append(callback)
-    sock = connect(port)
+    OPEN_SOCKETS.append(callback)
+    sock = open_socket(port)
     assert type(tcp_call(sock, request("connect_oneway", {"ttl": 60}, 1))["result"]) is str
     answer = tcp_call(sock, {"method": "interconnect", "id": 2, "params": [
         ["127.0.0.1", callback.getsockname()[1]], f"peer-token-{2:031d}", 60]})
@@ -138,7 +122,7 @@ def test_http_interconnections_of_one_connection_each_call_back_apart(
     _, callback_port = serve(bus_factory, "http")
     bus, port = serve(bus_factory, "http")
     service = bus.transport("http").service  # type: ignore[attr-defined]
-    sock = connect(port)
+    sock = open_socket(port)
     body_of = request("interconnect", {
         "addr": f"http://127.0.0.1:{callback_port}", "token": "t" * 43, "ttl": 60}, 1)
     for _ in range(p.DEFAULT_MAX_INTERCONNECTS_PER_CONNECTION + 1):

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.limits import queued_bytes_for
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
 from helpers import serve
-from probe_tools import http_answer, tcp_call
+from probe_tools import OPEN_SOCKETS, http_answer, open_socket, request, tcp_call
 from prometheus_client.parser import text_string_to_metric_families
 
 from berrymq.bus import Bus
@@ -27,29 +27,6 @@ from berrymq.errors import QueueFull, RemoteError, TransportError
 from berrymq.testing import free_port
 
 Factory = Callable[..., Bus]
-
-
-_open: list[socket.socket] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_sockets() -> Iterator[None]:
-    yield
-    while _open:
-        _open.pop().close()
-
-
-def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    _open.append(sock)
-    sock.settimeout(10)
-    sock.bind((source, 0))
-    sock.connect(("127.0.0.1", port))
-    return sock
-
-
-def request(method: str, params: Any, id: Any = 1) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "method": method, "params": params, "id": id}
 
 
 def read_all(sock: socket.socket) -> bytes:
@@ -97,32 +74,32 @@ def test_connections_over_the_caps_are_answered_and_closed(
         bus_factory: Factory, wait_for: Callable[..., Any], scheme: str) -> None:
     bus, port = serve(bus_factory, scheme, max_connections=3, max_connections_per_client=2)
     ping = request("get_nowait", {"token": "x" * 43})
-    held = [connect(port), connect(port)]
+    held = [open_socket(port), open_socket(port)]
     for sock in held:  # admitted: answered
         assert call(scheme, sock, ping)["error"]["code"] == p.UNKNOWN_TOKEN
-    third = connect(port)  # a third from the same client address
+    third = open_socket(port)  # a third from the same client address
     error = refused(scheme, third)
     assert error["code"] == p.LIMIT_REACHED and error["message"] == "Limit reached"
     assert error["data"]["setting"] == "max_connections_per_client"
     assert error["data"]["limit"] == 2
     assert "max_connections_per_client" in error["data"]["detail"]
-    held.append(connect(port, "127.0.0.2"))  # another client: within max_connections
+    held.append(open_socket(port, "127.0.0.2"))  # another client: within max_connections
     assert call(scheme, held[-1], ping)["error"]["code"] == p.UNKNOWN_TOKEN
-    error = refused(scheme, connect(port, "127.0.0.3"))
+    error = refused(scheme, open_socket(port, "127.0.0.3"))
     assert error["data"] == {"setting": "max_connections", "limit": 3,
                              "detail": error["data"]["detail"]}
     # a closed connection frees its place
     held.pop(0).close()
     admission = bus.transport(scheme).admission  # type: ignore[attr-defined]
     wait_for(lambda: admission.open == 2, what="the closed connection released")
-    again = connect(port)
+    again = open_socket(port)
     assert call(scheme, again, ping)["error"]["code"] == p.UNKNOWN_TOKEN
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_sessions_over_the_cap_are_refused(bus_factory: Factory, scheme: str) -> None:
     _, port = serve(bus_factory, scheme, max_sessions=2)
-    sock = connect(port)
+    sock = open_socket(port)
     tokens = [call(scheme, sock, request("connect_oneway", {"ttl": 60}, i))["result"]
               for i in range(2)]
     answer = call(scheme, sock, request("connect_via_queue", {"identifier": "a:*"}, 3))
@@ -140,7 +117,7 @@ def test_an_interconnect_token_over_128_characters_is_refused(
     """The node sends a peer's token back with every message it forwards: a token of
     half a megabyte made one 10-byte message cost 150 MB of writes over 300 sessions."""
     bus, port = serve(bus_factory, scheme)
-    sock = connect(port)
+    sock = open_socket(port)
     addr = None if scheme == "tcp" else f"http://127.0.0.1:{port}"
     error = call(scheme, sock, request("interconnect", {"addr": addr, "token": "t" * 129}, 1))
     assert error["error"]["code"] == p.INVALID_PARAMS, error
@@ -153,7 +130,7 @@ def test_a_ttl_over_max_ttl_is_refused(bus_factory: Factory, scheme: str) -> Non
     """No client keeps sessions for good (a ttl of 1e308 once did): a session asks for
     at most ``max_ttl`` seconds, whichever method opens it."""
     bus, port = serve(bus_factory, scheme, max_ttl=100)
-    sock = connect(port)
+    sock = open_socket(port)
     assert type(call(scheme, sock, request("connect_oneway", {"ttl": 100}, 1))["result"]) is str
     for i, (method, params) in enumerate([
             ("connect_oneway", {"ttl": 1e308}),
@@ -181,12 +158,12 @@ def test_a_ttl_over_max_ttl_is_refused(bus_factory: Factory, scheme: str) -> Non
 def test_refusals_are_counted_in_status_and_metrics(bus_factory: Factory, scheme: str) -> None:
 
     bus, port = serve(bus_factory, scheme, max_sessions=1, max_connections_per_client=1)
-    sock = connect(port)
+    sock = open_socket(port)
     assert type(call(scheme, sock, request("connect_oneway", {"ttl": 60}))["result"]) is str
     for i in range(2):  # two sessions over max_sessions
         answer = call(scheme, sock, request("connect_oneway", {"ttl": 60}, 2 + i))
         assert answer["error"]["data"]["setting"] == "max_sessions"
-    error = refused(scheme, connect(port))  # a second connection from the same client
+    error = refused(scheme, open_socket(port))  # a second connection from the same client
     assert error["data"]["setting"] == "max_connections_per_client"
     snapshot = status_snapshot(bus)
     assert snapshot["refused"] == {"total": 3, "reasons": {
@@ -202,7 +179,7 @@ def test_refusals_are_counted_in_status_and_metrics(bus_factory: Factory, scheme
 def test_bytes_in_all_session_queues_are_capped(bus_factory: Factory, scheme: str) -> None:
 
     bus, port = serve(bus_factory, scheme, max_queued_bytes=1000)
-    sock = connect(port)
+    sock = open_socket(port)
     ids = iter(range(100))
 
     def rpc(method: str, **params: Any) -> Any:
@@ -241,7 +218,7 @@ def test_connections_closed_at_once_free_their_places(
     admission = bus.transport(scheme).admission  # type: ignore[attr-defined]
     wait_for(lambda: admission.open == 0, what="every closed connection released")
     ping = request("get_nowait", {"token": "x" * 43})
-    assert call(scheme, connect(port), ping)["error"]["code"] == p.UNKNOWN_TOKEN
+    assert call(scheme, open_socket(port), ping)["error"]["code"] == p.UNKNOWN_TOKEN
 
 
 # -- 2. interconnect calls back only where allowed --------------------------------------------
@@ -255,7 +232,7 @@ def interconnect(scheme: str, sock: socket.socket, addr: str, **extra: Any) -> d
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_interconnect_calls_back_only_allowed_hosts(bus_factory: Factory, scheme: str) -> None:
     bus, port = serve(bus_factory, scheme)
-    sock = connect(port)
+    sock = open_socket(port)
     started = time.monotonic()
     error = interconnect(scheme, sock, f"{scheme}://192.0.2.1:9")["error"]  # TEST-NET-1
     assert time.monotonic() - started < 5  # refused, not tried
@@ -267,11 +244,11 @@ def test_interconnect_calls_back_only_allowed_hosts(bus_factory: Factory, scheme
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_callback_hosts_setting_replaces_loopback(bus_factory: Factory, scheme: str) -> None:
     _, port = serve(bus_factory, scheme, callback_hosts=["127.0.0.2/32", "example.invalid"])
-    sock = connect(port)
+    sock = open_socket(port)
     error = interconnect(scheme, sock, f"{scheme}://127.0.0.1:9")["error"]
     assert error["code"] == p.NOT_ALLOWED and error["data"]["setting"] == "callback_hosts"
     listener = socket.create_server(("127.0.0.2", 0))
-    _open.append(listener)
+    OPEN_SOCKETS.append(listener)
     listener.settimeout(10)
     answer = interconnect(scheme, sock, f"{scheme}://127.0.0.2:{listener.getsockname()[1]}")
     assert type(answer["result"]) is str  # allowed: a session that forwards to 127.0.0.2
@@ -280,7 +257,7 @@ def test_callback_hosts_setting_replaces_loopback(bus_factory: Factory, scheme: 
 def test_unreachable_tcp_callback_is_a_clean_error(
         bus_factory: Factory, caplog: pytest.LogCaptureFixture) -> None:
     _, port = serve(bus_factory, "tcp")
-    sock = connect(port)
+    sock = open_socket(port)
     with caplog.at_level(logging.WARNING):
         error = interconnect("tcp", sock, f"tcp://127.0.0.1:{free_port()}")["error"]
     assert error["code"] == p.NOT_AVAILABLE
@@ -295,8 +272,8 @@ def test_no_callback_without_the_secret(bus_factory: Factory) -> None:
     # that did not is refused before any address is looked at
     bus, port = serve(bus_factory, "http", secret="s3cret")
     listener = socket.create_server(("127.0.0.1", 0))
-    _open.append(listener)
-    sock = connect(port)
+    OPEN_SOCKETS.append(listener)
+    sock = open_socket(port)
     addr = f"http://127.0.0.1:{listener.getsockname()[1]}"
     for wrong in ({}, {"secret": "guess"}, {"secret": "\ud800"}):
         error = interconnect("http", sock, addr, **wrong)["error"]
@@ -344,7 +321,7 @@ _HEAD = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r
 def test_a_slow_drip_is_closed_after_read_timeout(
         bus_factory: Factory, scheme: str, prefix: bytes, dripped: bytes) -> None:
     _, port = serve(bus_factory, scheme, read_timeout=1.0)
-    sock = connect(port)
+    sock = open_socket(port)
     if prefix:
         sock.sendall(prefix)
     # a byte every 0.1 s never waits read_timeout for one read: only a deadline for the
@@ -360,7 +337,7 @@ def test_a_slow_drip_is_closed_after_read_timeout(
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_a_param_named_context_is_plain_invalid_params(bus_factory: Factory, scheme: str) -> None:
     _, port = serve(bus_factory, scheme)
-    sock = connect(port)
+    sock = open_socket(port)
     error = call(scheme, sock, request("connect_oneway", {"context": 1}))["error"]
     assert error == {"code": p.INVALID_PARAMS, "message": "Invalid params",
                      "data": "connect_oneway has no parameter 'context'"}
@@ -371,17 +348,17 @@ def test_host_header_of_posts_must_name_the_node(bus_factory: Factory) -> None:
     ping = request("get_nowait", {"token": "x" * 43})
     for host in ("127.0.0.1", f"127.0.0.1:{port}", f"localhost:{port}", "[::1]",
                  f"berry.example:{port}"):
-        status, body = http_post(connect(port), ping, host)
+        status, body = http_post(open_socket(port), ping, host)
         assert status == 200 and json.loads(body)["error"]["code"] == p.UNKNOWN_TOKEN, host
     for host in ("evil.example", f"evil.example:{port}", "127.0.0.2"):
-        status, body = http_post(connect(port), ping, host)
+        status, body = http_post(open_socket(port), ping, host)
         assert status == 421 and b"Host" in body and b"names" in body, host
 
 
 def test_errors_without_id_are_logged_once_per_burst(
         bus_factory: Factory, caplog: pytest.LogCaptureFixture) -> None:
     _, port = serve(bus_factory, "tcp")
-    sock = connect(port)
+    sock = open_socket(port)
     line = json.dumps({"jsonrpc": "2.0", "error": {"code": 1, "message": "x"}, "id": None})
     with caplog.at_level(logging.WARNING, logger="berrymq.remote.tcp"):
         sock.sendall((line + "\n").encode() * 5000)
@@ -393,7 +370,7 @@ def test_errors_without_id_are_logged_once_per_burst(
 
 def test_a_refused_oversized_body_is_not_read_to_the_end(bus_factory: Factory) -> None:
     _, port = serve(bus_factory, "http")  # max_size 1 MiB
-    sock = connect(port)
+    sock = open_socket(port)
     size = 64 * 1024 * 1024
     sock.sendall(_HEAD + f"Content-Length: {size}\r\n\r\n".encode())
     sent = 0
@@ -411,7 +388,7 @@ def test_5000_connections_from_one_client_with_the_defaults(bus_factory: Factory
                                                             scheme: str) -> None:
     bus, port = serve(bus_factory, scheme)
     ping = request("get_nowait", {"token": "x" * 43})
-    socks = [connect(port) for _ in range(5000)]
+    socks = [open_socket(port) for _ in range(5000)]
     for sock in socks:  # every one admitted and answered, while all are open
         assert call(scheme, sock, ping)["error"]["code"] == p.UNKNOWN_TOKEN
     admission = bus.transport(scheme).admission  # type: ignore[attr-defined]
@@ -494,11 +471,11 @@ def test_the_servers_of_a_process_refuse_connections_before_its_open_files_run_o
     try:
         assert node.stdout is not None
         tcp_port, http_port = map(int, node.stdout.readline().split())
-        socks = [connect(tcp_port) for _ in range(600)]  # this transport's cap
+        socks = [open_socket(tcp_port) for _ in range(600)]  # this transport's cap
         ping = request("get_nowait", {"token": "x" * 43})
         assert tcp_call(socks[-1], ping)["error"]["code"] == p.UNKNOWN_TOKEN  # all admitted
-        socks += [connect(http_port) for _ in range(room - 600)]
-        extra = connect(http_port)  # accepted after those (one listening socket, in order)
+        socks += [open_socket(http_port) for _ in range(room - 600)]
+        extra = open_socket(http_port)  # accepted after those (one listening socket, in order)
         socks.append(extra)
         answer = extra.makefile("rb").read()
         assert answer.startswith(b"HTTP/1.1 503 "), answer
@@ -577,7 +554,7 @@ def test_accept_failing_for_want_of_files_is_one_warning_and_the_node_recovers()
     try:
         port = int(node.stdout.readline())
         # the kernel completes these connections; the node cannot accept() them
-        socks = [connect(port) for _ in range(50)]
+        socks = [open_socket(port) for _ in range(50)]
         first = node.stderr.readline()  # the node's first line about it, at once
         assert "a server could not accept connections" in first, first
         assert "Too many open files" in first and "ulimit -n" in first, first
