@@ -230,9 +230,11 @@ class WorkerPool:
         running, so a queue found empty then (by the barrier's action, before any worker
         is let go) means all is done; one a finished task refilled takes another round.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.closed:  # a worker of its own that shut it down may ask too
+            return self._all_run(deadline)
         if threading.current_thread() in self._threads:
             raise RuntimeError("a receiver running in the pool cannot wait for the pool")
-        deadline = None if timeout is None else time.monotonic() + timeout
         # one join at a time: the barriers of two would each hold some of the workers
         if not self._joining.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             return False

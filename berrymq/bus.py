@@ -139,6 +139,9 @@ class Bus(Subscribing, NodeSide):
         self.node: Node | None = None
         #: the worker pool, or None: receivers run in the sender's thread
         self.pool: WorkerPool | None = None
+        #: the pool last shut down, which a sender that took it before may still run tasks
+        #: of (see :meth:`join`)
+        self._retired: WorkerPool | None = None
         self._starter: int | None = None  # the thread that started it (None: not started)
         self._ready = threading.Event()  # set once start() has run the plugins' hooks
         self._closed = False
@@ -354,6 +357,7 @@ class Bus(Subscribing, NodeSide):
         self._update_direct()
         if old is not None:
             old.shutdown()
+            self._retired = old
 
     @property
     def multiplicity(self) -> int:
@@ -361,14 +365,18 @@ class Bus(Subscribing, NodeSide):
         return pool.size if pool is not None else 0
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until the worker pool has run every message handed to it so far.
+        """Wait until the worker pool has run every message handed to it so far, and the
+        pool last shut down what a sender that raced with the shutdown handed it.
 
         Returns False if ``timeout`` passed first (None or ``float("inf")``: no limit);
-        True at once without a pool.
+        True at once without a pool, when no such sender runs.
         """
         limit = wait_limit("timeout", timeout)  # checked with or without a pool
-        pool = self.pool
-        return True if pool is None else pool.join(limit)
+        deadline = None if limit is None else time.monotonic() + limit
+        retired, pool = self._retired, self.pool
+        if retired is not None and not retired.join(seconds_left(deadline)):
+            return False
+        return True if pool is None else pool.join(seconds_left(deadline))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message this bus sent to other nodes so far has been handed to

@@ -389,8 +389,11 @@ def test_a_join_of_a_closed_pool_waits_for_a_late_sender_to_run_its_tasks(
     try:
         assert running.wait(WAIT)
         assert pool.join(0.2) is False  # the task runs still
+        assert berrymq_bus.join(0.2) is False  # and so says the bus, which has no pool
+        assert berrymq_bus.flush(0.2) is False
         release.set()
         assert pool.join(WAIT) is True
+        assert berrymq_bus.join(WAIT) is True
         assert got == ["late:x"]
     finally:
         release.set()
