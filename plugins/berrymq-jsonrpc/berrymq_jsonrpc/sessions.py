@@ -67,11 +67,16 @@ def refusal_data(indexes: list[int], first: BaseException | None) -> dict[str, A
     """The ``data`` of a :data:`~berrymq_jsonrpc.protocol.QUEUE_FULL` answer: the refused
     indexes, and the setting (with its value) that refused the first of them when a
     setting of the session queues did, else (a receiver of the node's own refused it: a
-    bounded ``Queue``, a busy ``async def`` receiver) ``detail``, the refusal's text."""
+    bounded ``Queue``, a busy ``async def`` receiver) ``detail``, the refusal's text, which
+    says so when the node's receivers had the message and a further peer's full link
+    refused it (:attr:`~berrymq.QueueFull.not_forwarded`)."""
     data: dict[str, Any] = {"refused": indexes}
     if isinstance(first, Refusal):
         data["setting"] = first.setting
         data["limit"] = first.limit
+    elif isinstance(first, QueueFull) and first.not_forwarded:  # delivered, not handed on
+        data["detail"] = (f"delivered to this node's receivers, but not forwarded: a link to "
+                          f"a further peer refused it ({first})")
     elif first is not None:  # a receiver of the node refused it: its own words say why
         data["detail"] = str(first)
     return data

@@ -232,8 +232,13 @@ def test_a_message_a_peers_full_link_refused_is_counted_once(
     assert sock is not None
     with sock:
         token = open_oneway("tcp", port, sock)
-        call("tcp", port, sock, request("send_message", {
+        answer = call("tcp", port, sock, request("send_message", {
             "token": token, "identifier": "job:x", "args": [1], "kwargs": {}}))
         wait_for(lambda: got == [1], what="the message delivered here")
+        # the answer says that this node's receivers had it: a retry would repeat it here
+        assert answer["error"]["code"] == p.QUEUE_FULL
+        assert answer["error"]["data"]["detail"].startswith(
+            "delivered to this node's receivers, but not forwarded: a link to a further peer "
+            "refused it (the outbox to the peer is full)"), answer
         assert status_snapshot(bus)["lost"] == {
             "total": 1, "reasons": {"not forwarded: QueueFull": 1}}
