@@ -169,15 +169,32 @@ class Dispatcher:
         by-position params are mapped to names with ``positional`` (too many are Invalid
         params).
     :param positional: name -> the parameter names in order, for by-position params.
+    :param gate: called as ``gate(context, params)`` before a method not in the table is
+        answered *Method not found*, to refuse the request first (a node with a shared
+        secret answers a request without it *Unauthorised*, whatever its method).
     """
 
     def __init__(self, methods: Mapping[str, Method],
-                 positional: Mapping[str, tuple[str, ...]] | None = None) -> None:
+                 positional: Mapping[str, tuple[str, ...]] | None = None,
+                 gate: Method | None = None) -> None:
         positional = positional or {}
         self._methods = {
             name: self._wrap(name, method, positional.get(name, ()))
             for name, method in methods.items()
         }
+        self._gate = gate
+
+    def _not_found(self, name: str) -> Callable[..., Any]:
+        """The method that answers a request for ``name``, not in the table, once
+        :attr:`_gate` let it through."""
+        gate = self._gate
+        assert gate is not None
+
+        def refuse(context: Any, /, *args: Any, **kwargs: Any) -> Any:
+            gate(context, {} if args else kwargs)  # by position: no secret
+            raise JsonRpcError(p.METHOD_NOT_FOUND, "Method not found", name)
+
+        return refuse
 
     @staticmethod
     def _wrap(name: str, method: Method, order: tuple[str, ...]) -> Callable[..., Any]:
@@ -236,8 +253,11 @@ class Dispatcher:
         # send_message call); every method here takes any params (see _wrap), so it is
         # left out.
         call = create_request(request)
+        methods = self._methods
+        if self._gate is not None and call.method not in methods:
+            methods = {call.method: self._not_found(call.method)}
         try:
-            result = get_method(self._methods, call.method).bind(
+            result = get_method(methods, call.method).bind(
                 functools.partial(call_method, call, context))
             if call.id is NOID:
                 return None  # a notification

@@ -140,7 +140,8 @@ class Service(QueueMethods):
         }
         self.dispatcher = Dispatcher(
             {name: self._authorised(method) for name, method in methods.items()},
-            p.POSITIONAL_PARAMS
+            p.POSITIONAL_PARAMS,
+            gate=self._authorised(lambda context, params: None),
         )
 
     # -- requests ---------------------------------------------------------------------------

@@ -432,6 +432,12 @@ def test_secret_is_required_when_set(scheme: str, server: Callable[..., tuple[Bu
     assert rpc.error("connect_oneway", {"secret": 5}) == unauthorised
     assert rpc.error("connect_oneway", [60]) == unauthorised  # by position: no secret
     assert isinstance(rpc.result("connect_oneway", {"secret": "s3cret"}), str)
+    # an unknown method too: without the secret nothing says which methods the node has
+    assert rpc.error("no_such_method") == unauthorised
+    assert rpc.error("no_such_method", {"secret": "wrong"}) == unauthorised
+    assert rpc.error("no_such_method", ["s3cret"]) == unauthorised
+    assert rpc.error("no_such_method", {"secret": "s3cret"}) == {
+        "code": p.METHOD_NOT_FOUND, "message": "Method not found", "data": "no_such_method"}
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
