@@ -42,7 +42,7 @@ from berrymq_jsonrpc.addresses import netloc
 from berrymq_jsonrpc.jsonrpc import Dispatcher, error_v1, invalid_params
 from berrymq_jsonrpc.limits import CALLBACK_CHECK, unreachable
 from berrymq_jsonrpc.outbox import NOT_SENT, Outbox
-from berrymq_jsonrpc.params import host_port_pair
+from berrymq_jsonrpc.params import DEFAULT_SESSION_TTL, host_port_pair
 from berrymq_jsonrpc.sessions import in_waits
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ def interconnect_v1(service: Service, params: dict[str, Any], context: Any) -> s
     host, port, path = callback_address(params.get("addr"))
     service.callbacks.check(host)  # callback_hosts
     token = _proposed_token(params.get("token"))
-    ttl = params.get("ttl", 1000.0)
+    ttl = params.get("ttl", min(DEFAULT_SESSION_TTL, service.max_ttl))
     if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl <= 0:
         raise invalid_params("'ttl' must be a positive number")
     service.check_ttl(float(ttl))  # and max_sessions (check_room), before the peer is called

@@ -43,9 +43,15 @@ def number(params: dict[str, Any], name: str, default: float | None, *, positive
     return float(value)
 
 
-def session_ttl(params: dict[str, Any]) -> float:
-    """The ``ttl`` of a method that opens a session: seconds, positive (default 1000)."""
-    value = number(params, "ttl", 1000.0, positive=True)
+#: A session's ``ttl`` when its request leaves it out, in seconds (or ``max_ttl``, if less).
+DEFAULT_SESSION_TTL = 1000.0
+
+
+def session_ttl(params: dict[str, Any], longest: float) -> float:
+    """The ``ttl`` of a method that opens a session: seconds, positive; left out, 1000 or
+    ``longest`` (the node's ``max_ttl``) if that is less, so that a request that asks for
+    nothing is never refused for asking too much."""
+    value = number(params, "ttl", min(DEFAULT_SESSION_TTL, longest), positive=True)
     assert value is not None
     return value
 

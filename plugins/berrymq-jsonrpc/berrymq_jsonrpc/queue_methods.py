@@ -50,7 +50,7 @@ class QueueMethods(SessionTable):
     def _connect_via_queue(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_CONNECT_VIA_QUEUE, params, frozenset({"identifier", "ttl"}))
         pattern = identifier(params.get("identifier"), "'identifier'")
-        ttl = session_ttl(params)
+        ttl = session_ttl(params, self.max_ttl)
         session = self.open_session("queue", ttl, context)
         session.queue = SessionQueue(self.bus, pattern, self.queue_size,
                                      self.max_queued_bytes)

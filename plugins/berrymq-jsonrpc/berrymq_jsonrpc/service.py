@@ -233,7 +233,7 @@ class Service(QueueMethods):
 
     def _connect_oneway(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_CONNECT_ONEWAY, params, frozenset({"ttl"}))
-        return self.open_session("oneway", session_ttl(params), context).token
+        return self.open_session("oneway", session_ttl(params, self.max_ttl), context).token
 
     def _interconnect(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_INTERCONNECT, params, frozenset({"addr", "token", "ttl"}))
@@ -245,7 +245,7 @@ class Service(QueueMethods):
         longest = p.PROPOSED_TOKEN_LENGTHS[1]  # sent back with every message forwarded
         if len(peer_token) > longest:
             raise invalid_params(f"'token' must be at most {longest} characters")
-        ttl = session_ttl(params)
+        ttl = session_ttl(params, self.max_ttl)
         self.check_ttl(ttl)  # before the link to the peer is made
         if self.link_factory is None:
             raise app_error(p.NOT_AVAILABLE, "this node cannot forward to its peers")

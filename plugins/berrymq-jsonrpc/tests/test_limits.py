@@ -143,6 +143,12 @@ def test_a_ttl_over_max_ttl_is_refused(bus_factory: Factory, scheme: str) -> Non
         assert error["data"]["limit"] == 100 and type(error["data"]["limit"]) is int
         assert "at most 100 seconds" in error["data"]["detail"]
     assert status_snapshot(bus)["refused"]["reasons"] == {"max_ttl": 3}
+    # a request that leaves ttl out asks for nothing: it gets max_ttl, under the default
+    service = bus.transport(scheme).service  # type: ignore[attr-defined]
+    for i, (method, params) in enumerate([("connect_oneway", {}),
+                                          ("connect_via_queue", {"identifier": "a:*"})]):
+        token = call(scheme, sock, request(method, params, 10 + i))["result"]
+        assert service.sessions[token].ttl == 100
     client = bus_factory()
     with pytest.raises(RemoteError, match="max_ttl"):
         client.transport(scheme).connect_oneway(f"{scheme}://127.0.0.1:{port}", 1000)
