@@ -58,6 +58,10 @@ _HIGH_WATER = 1 << 20
 #: the close does not reset the connection before the client has read the refusal.
 _TURN_AWAY_SECONDS = 1.0
 _TURN_AWAY_BYTES = 1 << 16
+#: What is read, and dropped, of the rest of an oversized line after its answer, before
+#: the connection is closed (within :data:`_TURN_AWAY_SECONDS`): closing on unread input
+#: resets the connection, and the client would lose the answer with it.
+_TOO_LARGE_DISCARD = 32 << 20
 
 
 def _is_response(obj: Any) -> bool:
@@ -89,6 +93,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         self._channels = channels
         self._client: str | None = None  # the admitted peer host, released at the end
         self._refused = 0  # > 0: a turned-away connection, counting what it still sends
+        self._discarding = 0  # > 0: after an oversized line, the most still read and dropped
         #: requests sent and not answered yet: asyncio futures (:meth:`exchange`) and
         #: futures that a blocked thread waits on (:meth:`call`)
         self._pending: dict[Any, asyncio.Future[Any] | Handback[Any]] = {}
@@ -139,6 +144,11 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
             return
         if self.closed:
             return
+        if self._discarding:
+            self._discarding -= len(data)
+            if self._discarding <= 0:
+                self.close_transport()
+            return
         if self.serving:
             self.service.stats.exchanged(len(data), 0)
             assert self._loop is not None
@@ -157,8 +167,8 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
             self._too_large()
 
     def eof_received(self) -> bool:
-        if self._refused or self.closed:
-            return False
+        if self._refused or self.closed or self._discarding:
+            return False  # (closed then, once what is buffered is written)
         rest, self._rest = self._rest, b""
         if rest.strip() and not self._take([rest]):  # the end of input ends its last line
             return False
@@ -241,7 +251,11 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
                              {"limit": self.read_limit, "setting": "max_size"})
         self.write(dumps(error).encode() + _NL)
-        self.close_transport()
+        # closed once the client stops sending (its end of input), or after a bounded
+        # read of the rest, or a second: see _TOO_LARGE_DISCARD
+        self._rest = b""
+        self._discarding = _TOO_LARGE_DISCARD
+        asyncio.get_running_loop().call_later(_TURN_AWAY_SECONDS, self.close_transport)
 
     def _response(self, reply: dict[str, Any]) -> None:
         key = reply.get("id")

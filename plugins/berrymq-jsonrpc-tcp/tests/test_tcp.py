@@ -235,3 +235,22 @@ def test_the_count_of_odd_lines_is_logged_when_the_process_ends_at_once() -> Non
     assert len(lines) == 2, child.stderr
     assert lines[1].endswith("(4 such events since the last line)"), child.stderr
     assert "Traceback" not in child.stderr
+
+
+def test_an_oversized_line_is_answered_even_while_the_client_is_still_sending(
+        buses: Buses) -> None:
+    """A client that writes a line of several MB and then reads gets its *Message too
+    large* answer and then the end of the connection: the node reads (and drops) the rest
+    of the line before closing, where closing on unread input reset the connection and
+    the answer went with it (2 of 5 answered at 6 MB)."""
+    _, port = serve(buses, "tcp")
+    line = (b'{"jsonrpc":"2.0","method":"connect_oneway","params":["' + b"x" * (6 << 20)
+            + b'"],"id":1}\n')
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(line)
+            reader = sock.makefile("rb")
+            answer = json.loads(reader.readline())
+            assert answer["error"]["code"] == -32003 and answer["id"] is None, answer
+            assert reader.read() == b""  # then the node closed it (a FIN, not a reset)
+            reader.close()
