@@ -14,7 +14,7 @@ from http import HTTPStatus
 import httptools
 
 __all__ = ["CONTINUE", "END", "MAX_HEAD", "Answer", "AnswerTooLarge", "Head", "Malformed",
-           "NotHttp", "RequestEvents", "post", "response"]
+           "NotHttp", "RequestEvents", "origin_form", "post", "response"]
 
 #: The longest request line plus headers accepted (431 beyond it).
 MAX_HEAD = 16 * 1024
@@ -35,6 +35,20 @@ class Head:
     #: whether an HTTP/1.1 client sent ``Expect: 100-continue`` (it may wait for a 100
     #: before sending the body)
     expects_continue: bool
+
+
+def origin_form(target: bytes) -> bytes:
+    """A request target as a path (and query): the absolute form that HTTP/1.1 servers
+    must accept (``http://host:port/path``, as a proxy-minded client sends) made into
+    ``/path``; any other form as it is."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return target
+    slash = rest.find(b"/")
+    query = rest.find(b"?")
+    if slash < 0 or 0 <= query < slash:
+        return b"/" + rest[query:] if query >= 0 else b"/"
+    return rest[slash:]
 
 
 #: The event after a request's last body bytes.
@@ -141,9 +155,15 @@ class RequestEvents:
             self._refusal = Malformed(400, f"HTTP/{version} is not served: this node speaks "
                                            "HTTP/1.0 and HTTP/1.1")
             raise _Refused
+        coding = headers.get(b"transfer-encoding")
+        if coding is not None and coding.strip().lower() != b"chunked":
+            # llhttp decodes the chunks of "gzip, chunked" and passes the gzip on unsaid
+            self._refusal = Malformed(501, "only the chunked transfer coding is served, not "
+                                           + repr(coding.decode("latin-1")))
+            raise _Refused
         http11 = version == "1.1"
         self.events.append(Head(
-            parser.get_method(), self._url.decode("latin-1"), headers,
+            parser.get_method(), origin_form(self._url).decode("latin-1"), headers,
             parser.should_keep_alive(), not http11,
             http11 and headers.get(b"expect", b"").lower() == b"100-continue"))
 

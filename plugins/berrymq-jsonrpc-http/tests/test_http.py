@@ -334,6 +334,26 @@ def test_an_http10_client_asking_keep_alive_keeps_its_connection(buses: Buses) -
         reader.close()
 
 
+def test_a_transfer_coding_other_than_chunked_gets_501(buses: Buses) -> None:
+    """llhttp decodes the chunks of "gzip, chunked" and would pass the gzip on as if it
+    were the body (answered -32700); a coding the node does not understand is 501."""
+    _, port = serve(buses, "http")
+    answer = exchange(port, chunked(CALL, 7).replace(b"chunked", b"gzip, chunked", 1))
+    assert answer.startswith(b"HTTP/1.1 501 Not Implemented\r\n"), answer
+    assert b"only the chunked transfer coding is served" in answer
+    assert b"Connection: close" in answer
+
+
+@pytest.mark.parametrize("target", ["http://127.0.0.1/", "HTTP://127.0.0.1:8000",
+                                    "http://localhost/jsonrpc", "http://127.0.0.1?x=1"])
+def test_a_request_target_in_absolute_form_is_served(buses: Buses, target: str) -> None:
+    """HTTP/1.1 servers must accept the absolute form (RFC 9112, 3.2.2)."""
+    _, port = serve(buses, "http")
+    answer = exchange(port, post(CALL, path=target))
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["id"] == 1
+
+
 def test_a_malformed_chunked_body_gets_400(buses: Buses) -> None:
     _, port = serve(buses, "http")
     answer = exchange(port, chunked(CALL, 7).replace(b"7\r\n", b"zz\r\n", 1))
