@@ -98,6 +98,10 @@ def test_the_seen_uids_are_bounded(bus: Bus) -> None:
         assert node.first_sight(f"peer-{n}")
     assert len(node._seen) + len(node._seen_before) <= SEEN_LIMIT * 2
     assert not node.first_sight(f"peer-{SEEN_LIMIT * 2 + 9}")
+    # a rotation keeps the generation before it: a uid of that one is still known...
+    assert not node.first_sight(f"peer-{SEEN_LIMIT + 5}")
+    # ...and forgets the one before that (the bound: at most 2 x SEEN_LIMIT uids held)
+    assert node.first_sight("peer-5")
 
 
 def test_receive_passes_a_message_on_to_the_other_peers_only(bus: Bus) -> None:
