@@ -2,12 +2,13 @@
 /**
  * A Channel is one connection to a node that speaks the protocol method by method:
  * `call` (a request, resolving with its result), `notify` (no answer), `batch`. The
- * transports (tcp.js, http.js) add the framing: `request(body, ms, waits)` (`waits`: the
- * node may hold the answer on purpose), `post(body)`,
+ * channel writes each request's JSON text here; the transports (tcp.js, http.js) add the framing:
+ * `request(body, text, ms, waits)` (`waits`: the node may hold the answer on purpose),
+ * `post(body, text)`,
  * `serve(answerer)` (how the node reaches us after interconnect) and `close()`.
  */
 
-const { resultOf } = require('./protocol');
+const { encodeRequest, resultOf } = require('./protocol');
 
 /** Milliseconds a request may wait for its answer, beyond any wait it asks the node for. */
 const DEFAULT_TIMEOUT = 10000;
@@ -25,6 +26,11 @@ class Channel {
     this.nextId = 1;
   }
 
+  /** The JSON text of `body`, handed to `then`. */
+  send(body, then) {
+    return then(encodeRequest(body));
+  }
+
   params(params) {
     if (this.secret === null) return params;
     return Array.isArray(params) ? params : { ...params, secret: this.secret };
@@ -35,23 +41,27 @@ class Channel {
   call(method, params = {}, { wait = 0 } = {}) {
     const id = this.nextId++;
     const body = { jsonrpc: '2.0', method, params: this.params(params), id };
-    return this.request(body, this.timeout + wait * 1000, wait > 0).then(resultOf);
+    return this.send(body, (text) => this.request(body, text, this.timeout + wait * 1000, wait > 0)).then(resultOf);
   }
 
   /** Send a notification: no id, so the node answers nothing (not even an error). */
   notify(method, params = {}) {
-    return this.post({ jsonrpc: '2.0', method, params: this.params(params) });
+    const body = { jsonrpc: '2.0', method, params: this.params(params) };
+    return this.send(body, (text) => this.post(body, text));
   }
 
-  /** Send a batch, an array of {method, params, notify?}; resolves with the node's replies
-   * to the members that are not notifications (match them by `id`). */
+  /** Send a batch, an array of {method, params, notify?}; resolves with what the node
+   * answered: the array of its replies to the members that are not notifications (match
+   * them by `id`; a member that is not a valid request gets an Invalid Request with `id`
+   * null), one error object for an empty batch, or (a batch of notifications only)
+   * nothing: [] over TCP, null over HTTP. */
   batch(calls) {
     const body = calls.map((c) => {
       const request = { jsonrpc: '2.0', method: c.method, params: this.params(c.params || {}) };
       if (!c.notify) request.id = this.nextId++;
       return request;
     });
-    return this.request(body, this.timeout);
+    return this.send(body, (text) => this.request(body, text, this.timeout, false));
   }
 }
 

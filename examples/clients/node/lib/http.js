@@ -28,10 +28,11 @@ class HttpChannel extends Channel {
 
   open() { return Promise.resolve(this); }
 
-  /** POST one body; resolves with the parsed reply, or null for 204 No Content. */
-  post(body, ms = this.timeout, waits = false) {
+  /** POST one body (its JSON text); resolves with the parsed reply, or null for 204 No
+   * Content. */
+  post(body, json, ms = this.timeout, waits = false) {
     if (this.closed) return Promise.reject(new ConnectionClosed(`the connection to ${this.url} is closed`));
-    const text = Buffer.from(JSON.stringify(body));
+    const text = Buffer.from(json);
     return new Promise((resolve, reject) => {
       const req = http.request({
         host: this.host, port: this.port, method: 'POST', path: '/', agent: waits ? this.waitAgent : this.agent,
@@ -59,7 +60,7 @@ class HttpChannel extends Channel {
     });
   }
 
-  request(body, ms, waits) { return this.post(body, ms, waits); }
+  request(body, text, ms, waits) { return this.post(body, text, ms, waits); }
 
   /** Interconnect over HTTP: start our server on `listen` (default 127.0.0.1, a free port)
    * and resolve with its URL, which the node calls back with send_messages and ask. */

@@ -233,6 +233,37 @@ class Answerer {
   }
 }
 
+/** The JSON text of a request (or batch) `body`. */
+function encodeRequest(body) {
+  return JSON.stringify(body);
+}
+
+/** Whether `r` is a request object the node accepts as such (JSON-RPC 2.0 as this
+ * library writes it: a `method` string, `params` absent, an object or an array). */
+function validRequest(r) {
+  return r !== null && typeof r === 'object' && !Array.isArray(r) && typeof r.method === 'string' &&
+    (r.params === undefined || (r.params !== null && typeof r.params === 'object'));
+}
+
+/** Whether the node answers a request (or batch member) `r`: it has an `id`, or it is not
+ * a valid request, which the node answers with Invalid Request (`id` null) even without
+ * an `id`. */
+function expectsAnswer(r) {
+  return !validRequest(r) || 'id' in r;
+}
+
+/** Whether the node may answer request `r` out of order on a TCP connection: a valid
+ * `ask` or blocking `get` (or a batch with one) runs beside the others, which are
+ * answered in the order they came (docs/protocol.md, "Limits", `max_waiting`). */
+function mayWait(r) {
+  if (Array.isArray(r)) return r.some(mayWait);
+  if (!validRequest(r)) return false;
+  if (r.method === 'ask') return true;
+  if (r.method !== 'get') return false;
+  const block = Array.isArray(r.params) ? r.params[1] : (r.params || {}).block;
+  return block !== false;
+}
+
 /** The largest text read from a node (a TCP line, an HTTP body); the node's own limit
  * is 1 MiB, so more is a broken peer: the connection is closed. */
 const MAX_INCOMING = 8 * 1024 * 1024;
@@ -242,4 +273,5 @@ const PARSE_ERROR_REPLY = Object.freeze({ jsonrpc: '2.0', error: { code: codes.P
 module.exports = {
   codes, BerryMQError, Empty, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
   isResponse, resultOf, messageFromWire, Answerer, MAX_INCOMING, PARSE_ERROR_REPLY,
+  encodeRequest, expectsAnswer, mayWait,
 };

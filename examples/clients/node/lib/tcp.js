@@ -3,12 +3,23 @@
  * JSON-RPC over one TCP connection: one JSON text per line, both ways. Replies are
  * matched to requests by id; after interconnect the node sends its own requests on the
  * same connection, which the channel's Answerer answers.
+ *
+ * A reply with id null is an error the node could not tie to a request (Invalid Request
+ * for a request or batch member that is not a valid request, Parse error, Message too
+ * large). The node answers the requests of a connection in the order they came, except
+ * those that may wait (an `ask`, a blocking `get`, a batch with one), which run beside the
+ * others; so such a reply (or a batch reply with no id of ours in it) answers the oldest
+ * request still unanswered among those that do not wait, and settles it at once: a call
+ * rejects with the node's error, a batch resolves with what the node answered. That
+ * includes requests the node answers although they have no id (an invalid notification):
+ * they hold their place in that order, so their answer settles nothing else.
  */
 
 const net = require('net');
 const { Channel } = require('./channel');
 const {
-  codes, ConnectionClosed, errorFromWire, isResponse, MAX_INCOMING, parseUrl, PARSE_ERROR_REPLY,
+  codes, ConnectionClosed, errorFromWire, expectsAnswer, isResponse, MAX_INCOMING, mayWait, parseUrl,
+  PARSE_ERROR_REPLY,
 } = require('./protocol');
 
 /** How long close() waits for the node to end its side of the connection. */
@@ -17,7 +28,8 @@ const CLOSE_GRACE_MS = 1000;
 class TcpChannel extends Channel {
   constructor(url, options = {}) {
     super(url, options);
-    this.pending = new Map(); // id -> {resolve, reject}
+    this.pending = new Map(); // id -> the waiter of the request (or batch) holding that id
+    this.inOrder = new Set(); // the waiters the node answers in order (not ask, not a blocking get), oldest first
     this.buffer = '';
     this.socket = null;
     this.closed = false;
@@ -76,7 +88,7 @@ class TcpChannel extends Channel {
     }
     const members = Array.isArray(obj) ? obj : [obj];
     if (members.length && members.every(isResponse)) {
-      for (const reply of members) this.response(reply);
+      this.response(obj); // a batch's replies come as one array, and settle the batch
     } else if (this.answerer === null) {
       this.write({ jsonrpc: '2.0', error: { code: codes.METHOD_NOT_FOUND, message: 'Method not found' }, id: obj.id ?? null });
     } else {
@@ -84,47 +96,95 @@ class TcpChannel extends Channel {
     }
   }
 
+  /** A reply (or a batch reply, an array): settle the waiter it answers, by id, else (id
+   * null) the oldest unanswered one the node answers in order. */
   response(reply) {
-    const waiter = this.pending.get(reply.id);
-    if (waiter !== undefined) {
-      this.pending.delete(reply.id);
-      waiter.resolve(reply);
-    } else if (reply.id === null && reply.error) {
-      // e.g. Message too large: the node closes the connection after it
-      this.reason = errorFromWire(reply.error);
+    const members = Array.isArray(reply) ? reply : [reply];
+    let waiter;
+    for (const member of members) {
+      if (member.id === null || member.id === undefined) continue;
+      waiter = this.pending.get(member.id);
+      if (waiter !== undefined) break;
     }
+    if (waiter === undefined) {
+      if (members.some((m) => m.id !== null && m.id !== undefined)) return; // not ours
+      waiter = this.inOrder.values().next().value;
+      if (waiter === undefined) {
+        // e.g. Message too large: the node closes the connection after it
+        const error = members.find((m) => m.error && typeof m.error === 'object');
+        if (error) this.reason = errorFromWire(error.error);
+        return;
+      }
+    }
+    // what the node answers in order and was sent before this is answered already (or
+    // never will be): its waiters, which timed out, are dropped
+    if (this.inOrder.has(waiter)) {
+      for (const older of this.inOrder) {
+        this.inOrder.delete(older);
+        if (older === waiter) break;
+      }
+    }
+    waiter.settle(reply);
   }
 
   write(obj) {
+    this.writeText(JSON.stringify(obj));
+  }
+
+  writeText(text) {
     if (this.closed || this.socket === null) return;
-    this.socket.write(JSON.stringify(obj) + '\n');
+    this.socket.write(text + '\n');
   }
 
   closedError() {
     return this.reason || new ConnectionClosed(`the connection to ${this.url} is closed`);
   }
 
-  /** Send a request (or batch); resolves with its reply (or the array of replies). */
-  request(body, ms) {
-    if (this.closed) return Promise.reject(this.closedError());
-    const ids = (Array.isArray(body) ? body : [body]).filter((r) => 'id' in r).map((r) => r.id);
-    const waits = ids.map((id) => new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new ConnectionClosed(`${this.url} did not answer within ${ms} ms`));
-      }, ms);
-      this.pending.set(id, {
-        resolve: (reply) => { clearTimeout(timer); resolve(reply); },
-        reject: (error) => { clearTimeout(timer); reject(error); },
-      });
-    }));
-    this.write(body);
-    return Array.isArray(body) ? Promise.all(waits) : waits[0];
+  /** A waiter for the answer to `body`, the ids it holds (none: an invalid notification
+   * the node answers all the same), resolved by `settle(reply)`, rejected by
+   * `reject(error)`, timed out after `ms` (null: nobody waits for it). */
+  waiter(body, ms, resolve = null, reject = null) {
+    const ids = (Array.isArray(body) ? body : [body]).filter((r) => r && typeof r === 'object' && 'id' in r).map((r) => r.id);
+    let timer = null;
+    const waiter = {
+      settle: (reply) => { waiter.finish(); if (resolve) resolve(reply); },
+      reject: (error) => { waiter.finish(); if (reject) reject(error); },
+      finish: () => {
+        clearTimeout(timer);
+        for (const id of ids) if (this.pending.get(id) === waiter) this.pending.delete(id);
+      },
+    };
+    for (const id of ids) this.pending.set(id, waiter);
+    if (!mayWait(body)) this.inOrder.add(waiter);
+    if (resolve !== null) {
+      // a request that timed out keeps its place (its ids, its place in the order), so
+      // that a late answer to it is known as such and settles nothing else
+      timer = setTimeout(() => reject(new ConnectionClosed(`${this.url} did not answer within ${ms} ms`)), ms);
+    }
+    return waiter;
   }
 
-  post(body) {
+  /** Send a request (or batch); resolves with its reply (or what the node answered a
+   * batch: an array of replies, or one error object); a batch of notifications only
+   * resolves with [] at once. */
+  request(body, text, ms) {
     if (this.closed) return Promise.reject(this.closedError());
-    this.write(body);
+    const answered = Array.isArray(body) ? (body.length === 0 || body.some(expectsAnswer)) : expectsAnswer(body);
+    if (!answered) {
+      this.writeText(text);
+      return Promise.resolve([]);
+    }
+    const reply = new Promise((resolve, reject) => this.waiter(body, ms, resolve, reject));
+    this.writeText(text);
+    return reply;
+  }
+
+  post(body, text) {
+    if (this.closed) return Promise.reject(this.closedError());
+    // a notification the node answers all the same (it is not a valid request): its place
+    // in the order of answers is kept, so that the answer settles nothing else
+    if (expectsAnswer(body)) this.waiter(body, null);
+    this.writeText(text);
     return Promise.resolve();
   }
 
@@ -137,8 +197,10 @@ class TcpChannel extends Channel {
   closedByPeer() {
     this.closed = true;
     const error = this.closedError();
-    for (const waiter of this.pending.values()) waiter.reject(error);
+    const waiters = new Set([...this.pending.values(), ...this.inOrder]);
     this.pending.clear();
+    this.inOrder.clear();
+    for (const waiter of waiters) waiter.reject(error);
     if (this.onClose && !this.ending) this.onClose(error);
     if (this.ended) this.ended();
   }
