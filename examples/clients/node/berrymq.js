@@ -31,7 +31,9 @@ const protocol = require('./lib/protocol');
 const { TcpChannel } = require('./lib/tcp');
 const { HttpChannel } = require('./lib/http');
 
-const { BerryMQError, Empty, ConnectionClosed, ReplyError, parseUrl, messageFromWire } = protocol;
+const {
+  BerryMQError, Empty, MessageTooLarge, ConnectionClosed, ReplyError, parseUrl, messageFromWire, MAX_SIZE,
+} = protocol;
 
 /** Seconds a session may stay unused before the node closes it. */
 const DEFAULT_TTL = 1000;
@@ -263,6 +265,6 @@ async function closeConnection(target = null) {
 
 module.exports = {
   connectOneway, connectViaQueue, interconnect, sendMessage, get, getNowait, ask,
-  closeConnection, connect, Connection, connections, DEFAULT_TTL, codes: protocol.codes,
-  BerryMQError, Empty, ConnectionClosed, ReplyError,
+  closeConnection, connect, Connection, connections, DEFAULT_TTL, MAX_SIZE, codes: protocol.codes,
+  BerryMQError, Empty, MessageTooLarge, ConnectionClosed, ReplyError,
 };

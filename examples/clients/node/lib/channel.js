@@ -2,13 +2,14 @@
 /**
  * A Channel is one connection to a node that speaks the protocol method by method:
  * `call` (a request, resolving with its result), `notify` (no answer), `batch`. The
- * channel writes each request's JSON text here; the transports (tcp.js, http.js) add the framing:
+ * channel writes each request's JSON text here (refusing a text over `maxSize` before
+ * anything is sent); the transports (tcp.js, http.js) add the framing:
  * `request(body, text, ms, waits)` (`waits`: the node may hold the answer on purpose),
  * `post(body, text)`,
  * `serve(answerer)` (how the node reaches us after interconnect) and `close()`.
  */
 
-const { encodeRequest, resultOf } = require('./protocol');
+const { encodeRequest, MAX_SIZE, resultOf } = require('./protocol');
 
 /** Milliseconds a request may wait for its answer, beyond any wait it asks the node for. */
 const DEFAULT_TIMEOUT = 10000;
@@ -16,19 +17,30 @@ const DEFAULT_TIMEOUT = 10000;
 class Channel {
   /**
    * @param {string} url  tcp://host:port or http://host:port
-   * @param {{secret?: string|null, timeout?: number}} options  `secret`: the node's shared
-   *   secret (default: the BERRYMQ_SECRET environment variable); `timeout`: milliseconds
+   * @param {{secret?: string|null, timeout?: number, maxSize?: number}} options  `secret`:
+   *   the node's shared secret (default: the BERRYMQ_SECRET environment variable);
+   *   `timeout`: milliseconds; `maxSize`: the largest request sent, in bytes of JSON
+   *   (default MAX_SIZE, the node's default `max_size`)
    */
-  constructor(url, { secret = process.env.BERRYMQ_SECRET || null, timeout = DEFAULT_TIMEOUT } = {}) {
+  constructor(url, { secret = process.env.BERRYMQ_SECRET || null, timeout = DEFAULT_TIMEOUT,
+    maxSize = MAX_SIZE } = {}) {
     this.url = url;
     this.secret = secret;
     this.timeout = timeout;
+    this.maxSize = maxSize;
     this.nextId = 1;
   }
 
-  /** The JSON text of `body`, handed to `then`. */
+  /** The JSON text of `body`, or a rejected promise (MessageTooLarge): nothing
+   * is sent then, and the channel stays usable. */
   send(body, then) {
-    return then(encodeRequest(body));
+    let text;
+    try {
+      text = encodeRequest(body, this.maxSize);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return then(text);
   }
 
   params(params) {

@@ -9,6 +9,8 @@
  *   BerryMQError              every failure; `code` is the JSON-RPC code the node answered,
  *   │                         or null when the node never answered
  *   ├── Empty                 the queue had nothing within the wait (-32002)
+ *   ├── MessageTooLarge       a request over the size limit (-32003): refused here before
+ *   │                         it was sent (the connection stays usable), or by the node
  *   └── ConnectionClosed      cannot reach the node, it closed the connection, or it did
  *                             not answer in time (code null)
  *   ReplyError                one receiver's failure in ask()'s replies (returned, not thrown)
@@ -29,6 +31,7 @@ const codes = Object.freeze({
   NO_QUEUE: -32006,
   NOT_AVAILABLE: -32007,
   BAD_TOKEN: -32008,
+  LIMIT_REACHED: -32009,
 });
 
 /** A failure: an error object the node answered (`code`, `data`), or a transport one. */
@@ -47,6 +50,18 @@ class Empty extends BerryMQError {
   constructor(message = 'Queue is empty') {
     super(message, codes.EMPTY);
     this.name = 'Empty';
+  }
+}
+
+/** A request over the size limit (-32003): refused before it was sent, when its JSON text
+ * is over the channel's `maxSize` (default MAX_SIZE, the node's default `max_size`; the
+ * connection stays usable), or by a node with a smaller limit (then over TCP the node
+ * closes the connection). `data`: `{ limit, setting: 'max_size' }` (and `size` here). */
+class MessageTooLarge extends BerryMQError {
+  constructor(detail = null, data = undefined) {
+    super('Message too large', codes.TOO_LARGE, data);
+    if (detail !== null) this.message = `${this.message}: ${detail}`;
+    this.name = 'MessageTooLarge';
   }
 }
 
@@ -74,6 +89,7 @@ class ReplyError extends Error {
 function errorFromWire(error) {
   const { code, message, data } = error || {};
   if (code === codes.EMPTY) return new Empty();
+  if (code === codes.TOO_LARGE) return new MessageTooLarge(null, data);
   return new BerryMQError(typeof message === 'string' ? message : 'error', code ?? null, data);
 }
 
@@ -233,9 +249,21 @@ class Answerer {
   }
 }
 
-/** The JSON text of a request (or batch) `body`. */
-function encodeRequest(body) {
-  return JSON.stringify(body);
+/** The largest request a node accepts by default (its `max_size` setting), in bytes of
+ * JSON text (a TCP line without its newline, an HTTP body). */
+const MAX_SIZE = 1048576;
+
+/** The JSON text of a request (or batch) `body`; MessageTooLarge when it is over
+ * `maxSize` bytes. */
+function encodeRequest(body, maxSize = MAX_SIZE) {
+  const text = JSON.stringify(body);
+  const size = Buffer.byteLength(text, 'utf8');
+  if (size > maxSize) {
+    const method = Array.isArray(body) ? 'batch' : `${body.method}`;
+    throw new MessageTooLarge(`a ${method} request of ${size} bytes is over the limit of ${maxSize} bytes; ` +
+                              'it was not sent', { limit: maxSize, setting: 'max_size', size });
+  }
+  return text;
 }
 
 /** Whether `r` is a request object the node accepts as such (JSON-RPC 2.0 as this
@@ -271,7 +299,7 @@ const MAX_INCOMING = 8 * 1024 * 1024;
 const PARSE_ERROR_REPLY = Object.freeze({ jsonrpc: '2.0', error: { code: codes.PARSE_ERROR, message: 'Parse error' }, id: null });
 
 module.exports = {
-  codes, BerryMQError, Empty, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
-  isResponse, resultOf, messageFromWire, Answerer, MAX_INCOMING, PARSE_ERROR_REPLY,
+  codes, BerryMQError, Empty, MessageTooLarge, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
+  isResponse, resultOf, messageFromWire, Answerer, MAX_INCOMING, MAX_SIZE, PARSE_ERROR_REPLY,
   encodeRequest, expectsAnswer, mayWait,
 };

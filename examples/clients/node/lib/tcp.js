@@ -22,6 +22,10 @@ const {
   PARSE_ERROR_REPLY,
 } = require('./protocol');
 
+/** The errors (id null) after which the node closes the connection: Message too large,
+ * Limit reached (max_connections). */
+const CLOSING = new Set([codes.TOO_LARGE, codes.LIMIT_REACHED]);
+
 /** How long close() waits for the node to end its side of the connection. */
 const CLOSE_GRACE_MS = 1000;
 
@@ -33,7 +37,9 @@ class TcpChannel extends Channel {
     this.buffer = '';
     this.socket = null;
     this.closed = false;
-    this.reason = null; // why the connection closed, for what is pending and later calls
+    this.reason = null; // why the connection closed (a ConnectionClosed), for what is pending and later calls
+    this.farewell = null; // an error after which the node closes the connection (id null)
+    this.failure = null; // the socket's error, if any
     this.answerer = null;
   }
 
@@ -54,7 +60,7 @@ class TcpChannel extends Channel {
       socket.once('connect', () => {
         clearTimeout(timer);
         socket.removeListener('error', failed);
-        socket.on('error', (error) => { this.reason = this.reason || new ConnectionClosed(`the connection to ${this.url} failed: ${error.message}`); });
+        socket.on('error', (error) => { this.failure = this.failure || error; });
         socket.on('data', (chunk) => this.receive(chunk));
         socket.on('close', () => this.closedByPeer());
         this.socket = socket;
@@ -108,13 +114,10 @@ class TcpChannel extends Channel {
     }
     if (waiter === undefined) {
       if (members.some((m) => m.id !== null && m.id !== undefined)) return; // not ours
+      const error = members.find((m) => m.error && typeof m.error === 'object');
+      if (error && CLOSING.has(error.error.code)) this.farewell = errorFromWire(error.error);
       waiter = this.inOrder.values().next().value;
-      if (waiter === undefined) {
-        // e.g. Message too large: the node closes the connection after it
-        const error = members.find((m) => m.error && typeof m.error === 'object');
-        if (error) this.reason = errorFromWire(error.error);
-        return;
-      }
+      if (waiter === undefined) return;
     }
     // what the node answers in order and was sent before this is answered already (or
     // never will be): its waiters, which timed out, are dropped
@@ -196,6 +199,12 @@ class TcpChannel extends Channel {
 
   closedByPeer() {
     this.closed = true;
+    if (this.reason === null && this.farewell !== null) {
+      // (the node may reset the connection after it: its error says more than ECONNRESET)
+      this.reason = new ConnectionClosed(`${this.url} closed the connection after answering ${this.farewell.message}`);
+    } else if (this.reason === null && this.failure !== null) {
+      this.reason = new ConnectionClosed(`the connection to ${this.url} failed: ${this.failure.message}`);
+    }
     const error = this.closedError();
     const waiters = new Set([...this.pending.values(), ...this.inOrder]);
     this.pending.clear();

@@ -1,6 +1,7 @@
 'use strict';
-/** What the node refuses without knowing which request it answers (`id` null): an
- * error at once, against a real Python node. */
+/** What is refused before it is sent (a message over the node's size limit), what the node refuses without knowing which request it answers (`id`
+ * null), and a connection the node closed: each a defined error, at once, against a real
+ * Python node. */
 
 const assert = require('assert/strict');
 const { after, before, describe, it } = require('node:test');
@@ -17,6 +18,26 @@ for (const scheme of ['tcp', 'http']) {
   const url = () => node[scheme];
 
   describe(`over ${scheme}`, { timeout: 4 * DEADLINE }, () => {
+    it('a message over the size limit is MessageTooLarge, not sent; the connection stays usable', async () => {
+      const oneway = await berrymq.connectOneway(url(), { ttl: 60 });
+      let ended = 'pending';
+      oneway.ended.then((value) => { ended = value; });
+      await assert.rejects(oneway.sendMessage('big:x', ['x'.repeat(2 * 1024 * 1024)]), (error) =>
+        error instanceof berrymq.MessageTooLarge && error instanceof berrymq.BerryMQError &&
+        error.code === codes.TOO_LARGE && error.data.limit === berrymq.MAX_SIZE &&
+        /a send_message request of \d+ bytes is over the limit of 1048576 bytes; it was not sent/.test(error.message));
+      await assert.rejects(oneway.sendMessages([['big:x', ['y'.repeat(600000)], {}], ['big:y', ['z'.repeat(600000)], {}]]),
+        berrymq.MessageTooLarge);
+      await assert.rejects(oneway.ask('big:x', ['x'.repeat(1100000)]), berrymq.MessageTooLarge);
+      assert.equal(oneway.closed, false);
+      assert.equal(await oneway.sendMessage('node:after-big', [1]), 'ok');
+      assert.equal(await node.stdout.next(), 'node:after-big [1]');
+      // just under the limit goes
+      assert.equal(await oneway.sendMessage('big:fits', ['x'.repeat(1024 * 1024 - 1000)]), 'ok');
+      assert.equal(ended, 'pending');
+      await oneway.close();
+    });
+
     it('a reply with id null (Invalid Request) settles the batch or the call it answers at once', async () => {
       const channel = await berrymq.connect(url(), { timeout: 4 * DEADLINE });
       try {
@@ -62,5 +83,31 @@ describe('over tcp, with requests outstanding', { timeout: 4 * DEADLINE }, () =>
       await sender.close();
       await channel.close();
     }
+  });
+});
+
+describe('a connection the node closed', { timeout: 4 * DEADLINE }, () => {
+  it('over tcp: the refused call is MessageTooLarge, then ended and every later call is ConnectionClosed', async () => {
+    // a client limit above the node's: the node refuses the line and closes the connection
+    const oneway = await berrymq.connectOneway(node.tcp, { ttl: 60, maxSize: 4 * 1024 * 1024 });
+    await assert.rejects(oneway.sendMessage('big:x', ['x'.repeat(2 * 1024 * 1024)]), (error) =>
+      error instanceof berrymq.MessageTooLarge && error.code === codes.TOO_LARGE && error.data.setting === 'max_size');
+    const ended = await oneway.ended;
+    assert.ok(ended instanceof berrymq.ConnectionClosed, String(ended));
+    assert.match(ended.message, /closed.*Message too large \(-32003\)/);
+    assert.equal(oneway.closed, true);
+    for (let i = 0; i < 2; i += 1) {
+      await assert.rejects(oneway.sendMessage('node:small', [i]), berrymq.ConnectionClosed);
+    }
+    await oneway.close();
+  });
+
+  it('over http: the node answers 413 and the connection stays usable', async () => {
+    const oneway = await berrymq.connectOneway(node.http, { ttl: 60, maxSize: 4 * 1024 * 1024 });
+    await assert.rejects(oneway.sendMessage('big:x', ['x'.repeat(2 * 1024 * 1024)]),
+      (error) => error instanceof berrymq.MessageTooLarge && error.code === codes.TOO_LARGE);
+    assert.equal(await oneway.sendMessage('node:after-413', [2]), 'ok');
+    assert.equal(await node.stdout.next(), 'node:after-413 [2]');
+    await oneway.close();
   });
 });
