@@ -2,8 +2,8 @@
 /**
  * A Channel is one connection to a node that speaks the protocol method by method:
  * `call` (a request, resolving with its result), `notify` (no answer), `batch`. The
- * channel writes each request's JSON text here (refusing a text over `maxSize` before
- * anything is sent); the transports (tcp.js, http.js) add the framing:
+ * channel writes each request's JSON text here (refusing NaN and Infinity, and a text over
+ * `maxSize`, before anything is sent); the transports (tcp.js, http.js) add the framing:
  * `request(body, text, ms, waits)` (`waits`: the node may hold the answer on purpose),
  * `post(body, text)`,
  * `serve(answerer)` (how the node reaches us after interconnect) and `close()`.
@@ -31,7 +31,7 @@ class Channel {
     this.nextId = 1;
   }
 
-  /** The JSON text of `body`, or a rejected promise (MessageTooLarge): nothing
+  /** The JSON text of `body`, or a rejected promise (TypeError, MessageTooLarge): nothing
    * is sent then, and the channel stays usable. */
   send(body, then) {
     let text;

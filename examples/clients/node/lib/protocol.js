@@ -253,10 +253,32 @@ class Answerer {
  * JSON text (a TCP line without its newline, an HTTP body). */
 const MAX_SIZE = 1048576;
 
-/** The JSON text of a request (or batch) `body`; MessageTooLarge when it is over
+/** Where a value sits in a request, for an error message: `params.args[0].a`. */
+function pathOf(parentPath, holder, key) {
+  if (Array.isArray(holder)) return `${parentPath}[${key}]`;
+  return parentPath ? `${parentPath}.${key}` : key;
+}
+
+/** The JSON text of a request (or batch) `body`. A TypeError, before anything is sent,
+ * for NaN, Infinity or -Infinity anywhere in it (JSON has no such numbers, and
+ * JSON.stringify would quietly write null); MessageTooLarge when the text is over
  * `maxSize` bytes. */
 function encodeRequest(body, maxSize = MAX_SIZE) {
-  const text = JSON.stringify(body);
+  let text = JSON.stringify(body);
+  // JSON.stringify writes null for a non-finite number: look closer only then
+  if (text !== undefined && text.includes('null')) {
+    const paths = new Map();
+    text = JSON.stringify(body, function check(key, value) {
+      const where = key === '' ? '' : pathOf(paths.get(this) || '', this, key);
+      if (typeof value === 'number' && !Number.isFinite(value)) {
+        const method = (Array.isArray(body) ? body[Number(where.slice(1, where.indexOf(']')))] : body) || {};
+        throw new TypeError(`${value} cannot be sent (at ${where} of a ${method.method} request): ` +
+                            'NaN and Infinity are not JSON; nothing was sent');
+      }
+      if (value !== null && typeof value === 'object') paths.set(value, where);
+      return value;
+    });
+  }
   const size = Buffer.byteLength(text, 'utf8');
   if (size > maxSize) {
     const method = Array.isArray(body) ? 'batch' : `${body.method}`;

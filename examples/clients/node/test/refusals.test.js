@@ -1,5 +1,6 @@
 'use strict';
-/** What is refused before it is sent (a message over the node's size limit), what the node refuses without knowing which request it answers (`id`
+/** What is refused before it is sent (a message over the node's size limit, numbers that
+ * are not JSON), what the node refuses without knowing which request it answers (`id`
  * null), and a connection the node closed: each a defined error, at once, against a real
  * Python node. */
 
@@ -35,6 +36,30 @@ for (const scheme of ['tcp', 'http']) {
       // just under the limit goes
       assert.equal(await oneway.sendMessage('big:fits', ['x'.repeat(1024 * 1024 - 1000)]), 'ok');
       assert.equal(ended, 'pending');
+      await oneway.close();
+    });
+
+    it('NaN and Infinity in args or kwargs: TypeError naming where, nothing sent', async () => {
+      const oneway = await berrymq.connectOneway(url(), { ttl: 60 });
+      const notJson = (where) => (error) => error instanceof TypeError &&
+        error.message.includes(`(at ${where} of a `) && /not JSON.*nothing was sent/.test(error.message);
+      await assert.rejects(oneway.sendMessage('node:nan', [NaN]), notJson('params.args[0]'));
+      await assert.rejects(oneway.sendMessage('node:nan', [], { x: Infinity }), notJson('params.kwargs.x'));
+      await assert.rejects(oneway.sendMessage('node:nan', [{ a: [1, -Infinity] }]), notJson('params.args[0].a[1]'));
+      await assert.rejects(oneway.postMessage('node:nan', [NaN]), TypeError);
+      await assert.rejects(oneway.sendMessages([['node:nan', [1], {}], ['node:nan', [NaN], {}]]),
+        notJson('params.messages[1][1][0]'));
+      await assert.rejects(oneway.ask('price:quote', [NaN]), TypeError);
+      await assert.rejects(berrymq.connectOneway(url(), { ttl: NaN }), notJson('params.ttl'));
+      const channel = await berrymq.connect(url());
+      try {
+        await assert.rejects(channel.call('connect_oneway', { ttl: Infinity }), TypeError);
+        await assert.rejects(channel.batch([{ method: 'connect_oneway', params: { ttl: NaN } }]), TypeError);
+      } finally {
+        await channel.close();
+      }
+      assert.equal(await oneway.sendMessage('node:after-nan', [1.5]), 'ok');
+      assert.equal(await node.stdout.next(), 'node:after-nan [1.5]'); // none of the above came
       await oneway.close();
     });
 
