@@ -106,7 +106,9 @@ class Connection {
     return this.channel.notify(method, params);
   }
 
-  /** Send one message; resolves with "ok" once the node's receivers and queues have it. */
+  /** Send one message; resolves with "ok" once the node accepted it (read and checked
+   * it; its receivers run in the order this connection sent its messages, possibly just
+   * after the answer: docs/delivery.md). */
   async sendMessage(identifier, args = [], kwargs = {}) {
     checkMessage(identifier, args, kwargs);
     return this.call('send_message', { token: this.token, identifier, args, kwargs });

@@ -88,3 +88,18 @@ describe('docs/clients/node.md', { skip, timeout: 6 * DEADLINE }, () => {
     assert.equal(await program.exited, 0);
   });
 });
+
+describe('what sendMessage\'s "ok" means', { skip }, () => {
+  // docs/delivery.md: the node may answer "ok" as soon as it read and checked a message
+  // that nothing there can refuse, its receivers running just after; no page may say more
+  const pages = { 'docs/clients/node.md': PAGE, 'README.md': path.join(__dirname, '..', 'README.md'),
+    'berrymq.js': path.join(__dirname, '..', 'berrymq.js') };
+  for (const [name, file] of Object.entries(pages)) {
+    it(`${name} says the node accepted the message, not that its receivers have it`, () => {
+      const text = fs.readFileSync(file, 'utf8').replace(/\s+/g, ' ');
+      assert.doesNotMatch(text, /"ok"[^.]*once the node's receivers (and queues )?have/);
+      assert.match(text, /"ok"`? once the node accepted (it|the message)/);
+      assert.match(text, /receivers run in the order (the|this) connection sent its messages/);
+    });
+  }
+});
