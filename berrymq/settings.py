@@ -11,8 +11,9 @@ can be found, the line.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,21 +77,14 @@ class Settings:
         return path if self.path is None else os.path.join(self.path.parent, path)
 
     def line_of(self, key: str | None, table: str | None = None) -> int | None:
-        """The line where ``key`` (of a plugin's ``table``, or of the main table) is set."""
-        wanted = self.table_name if table is None else f"{self.table_name}.{table}"
-        current = None
-        for number, raw in enumerate(self.text.splitlines(), start=1):
-            line = raw.strip()
-            if line.startswith("[") and not line.startswith("[["):
-                current = line.strip("[]").strip().replace('"', "")
-                if key is None and current == wanted:
-                    return number
-                continue
-            if key is not None and current == wanted:
-                name = line.split("=", 1)[0].strip().strip('"')
-                if "=" in line and name == key:
-                    return number
-        return None
+        """The line where ``key`` (of a plugin's ``table``, or of the main table) is set, or
+        where the table itself is opened when ``key`` is None: a ``[header]`` (a comment
+        may follow it), a dotted key (``jsonrpc-tcp.host = ...``) or an inline table
+        (``jsonrpc-tcp = {host = ...}``) all count."""
+        wanted = tuple(self.table_name.split("."))
+        wanted += (table,) if table is not None else ()
+        wanted += (key,) if key is not None else ()
+        return _line_of(self.text, wanted)
 
     def error(self, problem: str, key: str | None = None, table: str | None = None) -> SettingsError:
         """A :class:`SettingsError` for this file, with the line of ``key`` if found."""
@@ -159,7 +153,7 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
             raise SettingsError(
                 f"unknown top-level key {unknown[0]!r}; settings go in the [berrymq] table",
                 path,
-                _top_level_line(text, unknown[0]),
+                _line_of(text, (unknown[0],)),
             )
         table = data.get("berrymq", {})
     if not isinstance(table, dict):
@@ -248,9 +242,80 @@ def _toml_line(exc: tomllib.TOMLDecodeError) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def _top_level_line(text: str, key: str) -> int | None:
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if line.startswith(f"[{key}") or line.split("=", 1)[0].strip() == key:
+def _line_of(text: str, wanted: tuple[str, ...]) -> int | None:
+    """The first line that sets ``wanted`` (a full dotted path) or something in it, or the
+    inline table that holds it."""
+    size = len(wanted)
+    for number, path, value in _key_lines(text):
+        if path[:size] == wanted or (wanted[:len(path)] == path and value.startswith("{")):
             return number
     return None
+
+
+def _key_lines(text: str) -> Iterator[tuple[int, tuple[str, ...], str]]:
+    """Each line that opens a table or sets a key: its number, the full dotted path of the
+    table or key (``("berrymq", "jsonl", "path")``) and, for a key, the text after ``=``.
+
+    Line by line, not a parser: a line inside a multi-line string or array that looks like
+    a key may be taken for one, at worst giving a wrong line number in an error.
+    """
+    table: tuple[str, ...] | None = ()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("[["):
+            table = None  # an array of tables: none of berryMQ's settings are in one
+            continue
+        if line.startswith("["):
+            found = _dotted_key(line, 1)
+            if found is not None and line[found[1]:found[1] + 1] == "]":
+                rest = line[found[1] + 1:].strip()
+                if not rest or rest.startswith("#"):
+                    table = found[0]
+                    yield number, table, ""
+            continue
+        found = _dotted_key(line, 0)
+        if table is not None and found is not None and line[found[1]:found[1] + 1] == "=":
+            yield number, table + found[0], line[found[1] + 1:].strip()
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _dotted_key(line: str, start: int) -> tuple[tuple[str, ...], int] | None:
+    """The dotted key (bare or quoted parts) at ``line[start:]`` and the index after it
+    and the blanks that follow, or None when there is no key there."""
+    parts: list[str] = []
+    index = start
+    while True:
+        index = _skip_blanks(line, index)
+        char = line[index:index + 1]
+        if char == '"':
+            end = index + 1
+            while end < len(line) and line[end] != '"':
+                end += 2 if line[end] == "\\" else 1
+            try:
+                part = tomllib.loads(f"k = {line[index:end + 1]}")["k"]
+            except tomllib.TOMLDecodeError:
+                return None
+            index = end + 1
+        elif char == "'":
+            end = line.find("'", index + 1)
+            if end < 0:
+                return None
+            part, index = line[index + 1:end], end + 1
+        else:
+            match = _BARE_KEY.match(line, index)
+            if match is None:
+                return None
+            part, index = match.group(), match.end()
+        parts.append(part)
+        index = _skip_blanks(line, index)
+        if line[index:index + 1] != ".":
+            return tuple(parts), index
+        index += 1
+
+
+def _skip_blanks(line: str, index: int) -> int:
+    while line[index:index + 1] in (" ", "\t"):
+        index += 1
+    return index

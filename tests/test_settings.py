@@ -149,6 +149,28 @@ def test_wrong_types(in_tmp: Path) -> None:
     assert "at least 1" in str(_error(in_tmp, "[berrymq]\nhop_limit = 0\n"))
 
 
+@pytest.mark.parametrize(("text", "line", "problem"), [
+    ('[berrymq]  # main settings\nhop_limit = "x"\n', 2, "hop_limit must be an integer"),
+    ('[berrymq]\n\njsonrpc-tcp.bogus = 1\n', 3, "unknown key 'bogus'"),
+    ('[berrymq.jsonrpc-tcp] # tcp\nbogus = 1\n', 2, "unknown key 'bogus'"),
+    ('[berrymq]\nhop_limit = 3\njsonrpc-tcp = { host = "h", bogus = 1 }\n', 3,
+     "unknown key 'bogus'"),
+    ('[ "berrymq" . \'jsonrpc-tcp\' ]\n"bogus" = 1\n', 2, "unknown key 'bogus'"),
+    ('[berrymq]\nmystery.key = 1\n', 2, "unknown plugin 'mystery'"),
+    ('[berrymq]\nmystery = { key = 1 }\n', 2, "unknown plugin 'mystery'"),
+    ('hop_limit = 3\n[berrymq]\n', 1, "unknown top-level key 'hop_limit'"),
+])
+def test_the_line_is_found_after_a_comment_and_for_dotted_keys_and_inline_tables(
+        in_tmp: Path, text: str, line: int, problem: str) -> None:
+    error = _error(in_tmp, text)
+    assert problem in str(error) and error.line == line
+
+
+def test_the_line_in_pyproject_is_found_for_a_dotted_key(in_tmp: Path) -> None:
+    error = _error(in_tmp, "[tool]  # tools\nberrymq.hop_limit = 0\n", "pyproject.toml")
+    assert "hop_limit must be at least 1" in str(error) and error.line == 2
+
+
 def test_table_for_unknown_plugin(in_tmp: Path) -> None:
     error = _error(in_tmp, '[berrymq]\n\n[berrymq.mystery]\nkey = 1\n')
     assert "unknown plugin 'mystery'" in str(error) and error.line == 3
@@ -261,6 +283,9 @@ def test_settings_line_of() -> None:
     assert settings.line_of("b", "p") == 4
     assert settings.line_of(None, "p") == 3
     assert settings.line_of("zzz") is None
+    # a line in a multi-line array that only looks like a header is not one
+    settings = Settings(path=Path("x.toml"), text='[berrymq]\nnames = [\n[1],\n]\n[berrymq.p]\n')
+    assert settings.line_of(None, "p") == 5
 
 
 def test_plugins_allow_list_and_disable(tmp_path: Path) -> None:
