@@ -1,8 +1,9 @@
 """Finding, parsing and checking the settings file.
 
 The first found of: the file named by ``BERRYMQ_CONFIG``; ``berrymq.toml`` in the working
-directory (table ``[berrymq]``); ``pyproject.toml`` in the working directory, if it has a
-``[tool.berrymq]`` table. Without one, every installed plugin is active.
+directory (table ``[berrymq]``), unless it sets nothing at all; ``pyproject.toml`` in the
+working directory, if it has a ``[tool.berrymq]`` table. Without one, every installed
+plugin is active.
 
 Every problem is a :class:`~berrymq.errors.SettingsError` naming the file and, where it
 can be found, the line.
@@ -105,7 +106,7 @@ def find_settings(cwd: Path | None = None) -> Path | None:
         return path
     base = cwd or Path.cwd()
     candidate = base / "berrymq.toml"
-    if candidate.is_file():
+    if candidate.is_file() and not _is_empty(candidate):
         return candidate
     pyproject = base / "pyproject.toml"
     if pyproject.is_file():
@@ -119,6 +120,17 @@ def find_settings(cwd: Path | None = None) -> Path | None:
         if "berrymq" in data.get("tool", {}):
             return pyproject
     return None
+
+
+def _is_empty(path: Path) -> bool:
+    """Whether the TOML file at ``path`` sets nothing at all (blank, or only comments): a
+    ``berrymq.toml`` without a ``[berrymq]`` table is passed over only then. One that
+    sets other keys is berryMQ's still, by its name, and is reported (unknown top-level
+    key): passing over it would silently ignore settings written in the wrong place."""
+    try:
+        return not tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False  # reported when it is loaded
 
 
 def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:

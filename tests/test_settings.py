@@ -98,6 +98,25 @@ def test_search_order(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().core == {"hop_limit": 7}
 
 
+def test_a_berrymq_toml_that_sets_nothing_is_passed_over(in_tmp: Path) -> None:
+    (in_tmp / "pyproject.toml").write_text("[tool.berrymq]\nhop_limit = 9\n")
+    (in_tmp / "berrymq.toml").write_text("# nothing here yet\n\n")
+    assert find_settings() == in_tmp / "pyproject.toml"
+    assert load_settings().core == {"hop_limit": 9}
+    (in_tmp / "pyproject.toml").unlink()
+    assert find_settings() is None
+
+
+def test_a_berrymq_toml_with_keys_but_no_berrymq_table_is_an_error(in_tmp: Path) -> None:
+    (in_tmp / "pyproject.toml").write_text("[tool.berrymq]\nhop_limit = 9\n")
+    (in_tmp / "berrymq.toml").write_text("# forgot the table\nhop_limit = 3\n")
+    assert find_settings() == in_tmp / "berrymq.toml"  # not silently left for pyproject's
+    with pytest.raises(SettingsError, match=r"berrymq.toml:2: unknown top-level key 'hop_limit'"):
+        load_settings()
+    (in_tmp / "berrymq.toml").write_text("[berrymq\n")  # broken: reported, not passed over
+    assert find_settings() == in_tmp / "berrymq.toml"
+
+
 def test_config_env_naming_a_missing_file(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BERRYMQ_CONFIG", str(in_tmp / "missing.toml"))
     with pytest.raises(SettingsError, match="BERRYMQ_CONFIG names .*missing.toml.*not a file"):
