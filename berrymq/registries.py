@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from berrymq.errors import SettingsError
 from berrymq.subscription import Kind, ReceiverKind
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ class _Entry:
 
 
 class _NamedRegistry:
-    """Names claimed by plugins; claiming a name twice is an error naming both plugins."""
+    """Names claimed by plugins; claiming a name twice is a
+    :class:`~berrymq.errors.SettingsError` naming both plugins."""
 
     what = "name"
 
@@ -49,7 +51,9 @@ class _NamedRegistry:
             raise ValueError(f"plugin {plugin!r} registered an empty or non-str {self.what}")
         existing = self._entries.get(name)
         if existing is not None and existing.plugin != plugin:
-            raise ValueError(
+            # A SettingsError: the plugins are sound, their combination is what the
+            # settings file must resolve (``berrymq`` prints one line, exit status 2).
+            raise SettingsError(
                 f"{self.what} {name!r} is claimed by both plugin {existing.plugin!r} and "
                 f"plugin {plugin!r}; disable one of them in the settings file"
             )

@@ -46,6 +46,30 @@ def test_bad_settings_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def _site(tmp_path: Path, name: str, source: str, dist: str = "bmq-outside") -> dict[str, str]:
+    """An environment in which the distribution ``dist`` declares the plugin ``name`` (the
+    module ``source``) in the entry point group ``berrymq``, as pip would install it."""
+    site = tmp_path / "site"
+    module = f"bmq_{name.replace('-', '_')}"
+    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[berrymq]\n{name} = {module}\n")
+    (site / f"{module}.py").write_text(source)
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_two_plugins_claiming_one_scheme_is_one_clear_line(tmp_path: Path) -> None:
+    env = _site(tmp_path, "dupscheme", "from berrymq.hookspecs import hookimpl\n"
+                "@hookimpl\ndef berrymq_register_transports(registry):\n"
+                "    registry.add('local', object, plugin='dupscheme')\n")
+    result = run("plugins", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("berrymq: error: URL scheme 'local' is claimed by both "
+                                    "plugin 'local' and plugin 'dupscheme'"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_demo_runs(tmp_path: Path) -> None:
     result = run("demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

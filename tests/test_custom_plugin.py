@@ -186,7 +186,7 @@ def test_a_disabled_receiver_kind_is_reported_by_name() -> None:
 
 
 def test_two_plugins_claiming_one_receiver_kind_is_an_error_naming_both() -> None:
-    with pytest.raises(ValueError, match=r"'functions' is claimed by both plugin") as info:
+    with pytest.raises(SettingsError, match=r"'functions' is claimed by both plugin") as info:
         PluginHost(Settings(), entry_points=False,
                    extra_plugins=[("lines", _LinesPlugin("functions"))])
     assert "plugin 'lines'" in str(info.value) and "plugin 'functions'" in str(info.value)

@@ -12,7 +12,7 @@ import pytest
 
 import berrymq
 import berrymq.bus
-from berrymq import BerryMQError, Bus, Message, PluginNotAvailable
+from berrymq import BerryMQError, Bus, Message, PluginNotAvailable, SettingsError
 from berrymq._index import DIRECT
 from berrymq.hookspecs import hookimpl
 from berrymq.plugins import RENAMED_HOOKS, PluginHost, _Candidate, builtin_plugins
@@ -289,7 +289,7 @@ def test_two_plugins_claiming_one_scheme() -> None:
         def berrymq_register_transports(self, registry: Any) -> None:
             registry.add("local", object, plugin="impostor")
 
-    with pytest.raises(ValueError, match="claimed by both plugin"):
+    with pytest.raises(SettingsError, match="claimed by both plugin '(local|impostor)' and plugin '(impostor|local)'"):
         PluginHost(Settings(), extra_plugins=[("impostor", Claims())])
 
 

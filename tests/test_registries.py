@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from berrymq.errors import SettingsError
 from berrymq.registries import (
     Kind,
     ReceiverRegistry,
@@ -41,7 +42,7 @@ def test_a_plugin_may_register_its_own_name_again() -> None:
 def test_a_name_claimed_by_two_plugins_is_an_error_naming_both(registry: Any) -> None:
     value = factory if isinstance(registry, TransportRegistry) else Kind("x")
     registry.add("shared", value, plugin="first")
-    with pytest.raises(ValueError, match=r"'shared' is claimed by both plugin 'first' and "
+    with pytest.raises(SettingsError, match=r"'shared' is claimed by both plugin 'first' and "
                                          r"plugin 'second'; disable one of them"):
         registry.add("shared", value, plugin="second")
     assert registry.plugin_for("shared") == "first"
