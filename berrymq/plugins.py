@@ -4,16 +4,14 @@ Every hook call of berryMQ goes through :class:`PluginHost`, so they can all be 
 here. Plugins come from the entry point group ``berrymq``, the core's own among them:
 the core distribution declares them there once (setup.cfg), and they are loaded from its
 metadata with or without the entry points of other distributions
-(:func:`builtin_plugins`), through the same hooks as an outside plugin.
+(:func:`builtin_plugins`), through the same hooks as an outside plugin. Finding them is
+:mod:`berrymq._discovery`'s; which of them load, and in what state, is decided here.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.metadata
 import itertools
-import os
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 import berrymq.hookspecs
-from berrymq._version import __version__
+from berrymq._discovery import (
+    BLOCK_ENV_VAR,
+    CORE_DISTRIBUTION,
+    ENTRY_POINT_GROUP,
+    Candidate,
+    blocked_plugins,
+    builtin_plugins,
+    find_candidates,
+)
 from berrymq.errors import BerryMQError, PluginNotAvailable
 from berrymq.registries import (
     ReceiverKind,
@@ -54,34 +60,6 @@ __all__ = [
     "reset_plugin_host",
 ]
 
-ENTRY_POINT_GROUP = "berrymq"
-
-#: The distribution that declares the core's own plugins.
-CORE_DISTRIBUTION = "berrymq"
-
-
-def builtin_plugins() -> dict[str, str]:
-    """The core's own plugins, name -> module: the entry points of the group ``berrymq``
-    that the core distribution declares (its setup.cfg, the one list of them), read from
-    its metadata, so that they load with or without the entry points of other
-    distributions (``PluginHost(entry_points=False)``)."""
-    try:
-        dist = importlib.metadata.distribution(CORE_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        raise BerryMQError(
-            "berryMQ's own plugins (local://, functions, queues...) are entry points of its "
-            "distribution, which is not installed here: install it (pip install .) rather "
-            "than importing berrymq from a source tree"
-        ) from None
-    found = {ep.name: ep.value for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP}
-    if "local" not in found:
-        raise BerryMQError(
-            f"the installed metadata of berryMQ {dist.version} declares none of its own "
-            "plugins (an install older than its entry points): install it again (pip "
-            "install .)"
-        )
-    return found
-
 #: The receiver plugins that make up the local API that ``import berrymq`` promises. An
 #: allow-list (``plugins = [...]``) need not name them; only ``disable`` turns them off.
 CORE_RECEIVERS = frozenset({"functions", "followers", "queues"})
@@ -107,8 +85,7 @@ KNOWN_COMMANDS: dict[str, tuple[tuple[str, str], ...]] = dict.fromkeys(
     (("jsonrpc-tcp", "berrymq-jsonrpc-tcp"), ("jsonrpc-http", "berrymq-jsonrpc-http")),
 )
 
-#: Comma-separated plugin names that are never loaded, whatever the settings say.
-BLOCK_ENV_VAR = "BERRYMQ_BLOCK_PLUGINS"
+logger = logging.getLogger("berrymq")
 
 
 @dataclass(frozen=True)
@@ -121,38 +98,6 @@ class PluginInfo:
     module: str
     active: bool
     reason: str
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    name: str
-    distribution: str
-    version: str
-    module: str
-    load: Callable[[], Any]
-
-
-def _builtin(name: str, module: str) -> _Candidate:
-    return _Candidate(name, "berrymq", __version__, module,
-                      functools.partial(importlib.import_module, module))
-
-
-def _candidates(entry_points: bool) -> list[_Candidate]:
-    """The built-in plugins, then (with ``entry_points``) the installed ones, by name."""
-    found = {name: _builtin(name, module) for name, module in builtin_plugins().items()}
-    if entry_points:
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in found:
-                continue  # the core's own, or a distribution seen twice on sys.path
-            dist = ep.dist
-            found[ep.name] = _Candidate(
-                ep.name,
-                dist.metadata["Name"] if dist is not None else "?",
-                dist.version if dist is not None else "?",
-                ep.value,
-                ep.load,
-            )
-    return sorted(found.values(), key=lambda c: c.name)
 
 
 class PluginHost:
@@ -180,19 +125,20 @@ class PluginHost:
         self.sources = SourceRegistry()
         self.schema = SettingsSchema()
         self._infos: list[PluginInfo] = []
-        candidates = _candidates(entry_points)
+        candidates, passed_over = find_candidates(entry_points)
         for name, plugin in extra_plugins:
             candidates.append(
-                _Candidate(name, "(registered in code)", "", repr(plugin), itertools.repeat(plugin).__next__)
+                Candidate(name, "(registered in code)", "", repr(plugin), itertools.repeat(plugin).__next__)
             )
         self._load(candidates)
+        self._pass_over(passed_over, {c.name for c in candidates} if entry_points else None)
 
     # -- loading -------------------------------------------------------------------------
 
-    def _load(self, candidates: list[_Candidate]) -> None:
+    def _load(self, candidates: list[Candidate]) -> None:
         settings = self.settings
         installed = {c.name for c in candidates}
-        blocked = {n.strip() for n in os.environ.get(BLOCK_ENV_VAR, "").split(",") if n.strip()}
+        blocked = blocked_plugins()
         for key, names in (("plugins", settings.plugins or ()), ("disable", settings.disable)):
             for name in names:
                 if name not in installed:
@@ -239,6 +185,26 @@ class PluginHost:
         hook.berrymq_register_transports(registry=self.transports)
         hook.berrymq_register_receivers(registry=self.receivers)
         hook.berrymq_register_sources(registry=self.sources)
+
+    def _pass_over(self, passed_over: list[tuple[Candidate, str]],
+                   installed: set[str] | None) -> None:
+        """Warn of what was not loaded though a user may expect it: an entry point whose
+        name was taken (listed, inactive, with the reason) and, when every installed
+        plugin is known (``installed``), a blocked name that is no installed plugin.
+        Warnings, not errors: no setting could resolve the first (the name is the
+        other plugin's too), and the variable may outlive the plugin it blocked."""
+        for candidate, reason in passed_over:
+            logger.warning("plugin %r of %s %s (%s) is %s; ask its authors to rename its "
+                           "entry point, or uninstall it", candidate.name,
+                           candidate.distribution, candidate.version, candidate.module, reason)
+            self._infos.append(PluginInfo(candidate.name, candidate.distribution,
+                                          candidate.version, candidate.module, False, reason))
+        self._infos.sort(key=lambda info: info.name)  # stable: the loaded one first
+        unknown = sorted(blocked_plugins() - installed) if installed is not None else []
+        for name in unknown:
+            logger.warning("%s names %r, which is no installed plugin: it blocks nothing "
+                           "(installed plugins: %s)", BLOCK_ENV_VAR, name,
+                           ", ".join(sorted(installed or ())))
 
     def _check_hooks(self) -> None:
         """A hook implementation with no such hook (a misspelled name) is an error."""

@@ -47,10 +47,11 @@ def test_bad_settings_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def _site(tmp_path: Path, name: str, source: str, dist: str = "bmq-outside") -> dict[str, str]:
-    """An environment in which the distribution ``dist`` declares the plugin ``name`` (the
-    module ``source``) in the entry point group ``berrymq``, as pip would install it."""
+    """An environment in which the distribution ``dist`` declares the plugin ``name`` (a
+    module of ``source``) in the entry point group ``berrymq``, as pip would install it;
+    called again, another distribution beside it."""
     site = tmp_path / "site"
-    module = f"bmq_{name.replace('-', '_')}"
+    module = f"{dist}_{name}".replace("-", "_")
     info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
@@ -68,6 +69,35 @@ def test_two_plugins_claiming_one_scheme_is_one_clear_line(tmp_path: Path) -> No
     assert result.stderr.startswith("berrymq: error: URL scheme 'local' is claimed by both "
                                     "plugin 'local' and plugin 'dupscheme'"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_outside_plugin_named_like_a_built_in_one_is_listed_and_a_warning(
+        tmp_path: Path) -> None:
+    env = _site(tmp_path, "queues", "raise AssertionError('imported')\n")
+    result = run("plugins", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(None, 4) for line in result.stdout.splitlines()
+            if line.startswith("queues ")]
+    assert rows == [["queues", "berrymq", berrymq.__version__, "yes", "installed"],  # used
+                    ["queues", "bmq-outside", "0.1", "no",
+                     "not loaded: berryMQ's built-in plugin has this name"]], result.stdout
+    assert ("plugin 'queues' of bmq-outside 0.1 (bmq_outside_queues) is not loaded: "
+            "berryMQ's built-in plugin has this name; ask its authors to rename its entry "
+            "point, or uninstall it") in result.stderr
+
+
+def test_two_outside_plugins_of_one_name_the_second_is_listed_and_a_warning(
+        tmp_path: Path) -> None:
+    _site(tmp_path, "twin", "", dist="bmq-first")
+    env = _site(tmp_path, "twin", "", dist="bmq-second")
+    result = run("plugins", "--json", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    twins = [(p["distribution"], p["active"], p["reason"])
+             for p in json.loads(result.stdout)["plugins"] if p["name"] == "twin"]
+    assert len(twins) == 2 and twins[0][1] and not twins[1][1], twins
+    first, second = twins[0][0], twins[1][0]  # the order of sys.path's listing
+    assert twins[1][2] == f"not loaded: the plugin of {first} 0.1 has this name"
+    assert f"plugin 'twin' of {second} 0.1" in result.stderr
 
 
 def test_demo_runs(tmp_path: Path) -> None:

@@ -13,9 +13,10 @@ import pytest
 import berrymq
 import berrymq.bus
 from berrymq import BerryMQError, Bus, Message, PluginNotAvailable, SettingsError
+from berrymq._discovery import Candidate
 from berrymq._index import DIRECT
 from berrymq.hookspecs import hookimpl
-from berrymq.plugins import RENAMED_HOOKS, PluginHost, _Candidate, builtin_plugins
+from berrymq.plugins import RENAMED_HOOKS, PluginHost, builtin_plugins
 from berrymq.settings import Settings, load_settings
 from berrymq.sources.timer import IntervalTimer
 
@@ -210,6 +211,22 @@ def test_block_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not infos["queues"].active
 
 
+def test_a_blocked_name_that_is_no_installed_plugin_is_a_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("BERRYMQ_BLOCK_PLUGINS", "local, jsnl")
+    with caplog.at_level(logging.WARNING, logger="berrymq"):
+        infos = {i.name: i for i in PluginHost(Settings()).infos()}
+    assert not infos["local"].active
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith("BERRYMQ_BLOCK_PLUGINS names 'jsnl', which is no installed "
+                                "plugin: it blocks nothing (installed plugins: ")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="berrymq"):  # the installed ones unknown
+        PluginHost(Settings(), entry_points=False)
+    assert caplog.records == []
+
+
 class Recorder:
     """A plugin implementing the bus hooks, registered in code."""
 
@@ -280,7 +297,7 @@ def test_plugin_that_fails_to_load_is_named() -> None:
 
     PluginHost.__init__(host, Settings(), entry_points=False)
     with pytest.raises(BerryMQError, match=r"plugin .broken.*missing_dependency.*disable = \[.broken.\].*BERRYMQ_BLOCK_PLUGINS=broken"):
-        host._load([_Candidate("broken", "dist-x", "1.0", "broken.module", broken)])
+        host._load([Candidate("broken", "dist-x", "1.0", "broken.module", broken)])
 
 
 def test_two_plugins_claiming_one_scheme() -> None:
