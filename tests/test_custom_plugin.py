@@ -131,6 +131,38 @@ def test_a_wrong_type_is_an_error(tmp_path: Path) -> None:
         _host(load_settings(config))
 
 
+@pytest.mark.parametrize(("value", "problem"), [
+    ('"job *"', "jsonl.pattern 'job *' is not a pattern: it contains whitespace"),
+    ('["a:*", "te*:x"]', "jsonl.pattern 'te*:x' is not a pattern: the name 'te*' has a partial"),
+    ("[1]", "jsonl.pattern must be a string or a list of strings, got 1 in the list"),
+    ("[]", "jsonl.pattern must not be an empty list"),
+])
+def test_a_bad_pattern_is_an_error_naming_the_setting_and_line_when_plugins_load(
+        tmp_path: Path, value: str, problem: str) -> None:
+    config = tmp_path / "berrymq.toml"
+    config.write_text(f'[berrymq.jsonl]\npath = "m.jsonl"\npattern = {value}\n', encoding="utf-8")
+    with pytest.raises(SettingsError) as info:
+        _host(load_settings(config))  # what berrymq plugins does: no bus, no message yet
+    assert str(info.value).startswith(f"{config}:3: {problem}"), str(info.value)
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_a_path_in_a_missing_folder_or_naming_a_folder_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "berrymq.toml"
+    config.write_text('[berrymq.jsonl]\npath = "logs/m.jsonl"\n', encoding="utf-8")
+    with pytest.raises(SettingsError) as info:
+        _host(load_settings(config))
+    assert str(info.value) == (f"{config}:2: jsonl.path is in a folder that does not exist: "
+                               f"{tmp_path / 'logs'}")
+    (tmp_path / "logs").mkdir()
+    with berrymq.Bus(raise_errors=True, plugins=_host(load_settings(config))) as bus:
+        bus.twitter("x:y")  # relative to the settings file's folder, as the check saw it
+    assert [r["id"] for r in _lines(tmp_path / "logs" / "m.jsonl")] == ["x:y"]
+    config.write_text('[berrymq.jsonl]\npath = "logs"\n', encoding="utf-8")
+    with pytest.raises(SettingsError, match=r"berrymq.toml:2: jsonl.path names a folder"):
+        _host(load_settings(config))
+
+
 def test_lines_from_worker_threads_never_interleave(tmp_path: Path) -> None:
     out = tmp_path / "m.jsonl"
     host = _host(Settings(tables={"jsonl": {"path": str(out)}}))
@@ -286,3 +318,11 @@ def test_installed_plugin_is_discovered_activated_by_settings_and_receiving(
     failed = _run([berrymq_cmd, "plugins"], work, env)
     assert failed.returncode == 2, failed
     assert "berrymq.toml:3:" in failed.stderr and "'patern'" in failed.stderr, failed.stderr
+
+    # So is a value it could not use, before any message: the command checks it too.
+    (work / "berrymq.toml").write_text(
+        '[berrymq.jsonl]\npath = "messages.jsonl"\npattern = "job *"\n', encoding="utf-8"
+    )
+    failed = _run([berrymq_cmd, "plugins"], work, env)
+    assert failed.returncode == 2, failed
+    assert "berrymq.toml:3: jsonl.pattern 'job *' is not a pattern" in failed.stderr, failed.stderr

@@ -22,8 +22,10 @@ How it is made, the parts a receiver plugin has:
   ``bus.subscribe(..., kind=KIND)``;
 - its per-bus state, the writer, kept in the bus's extension slot under :data:`WRITER`
   (``bus.state(WRITER)``): made when the bus starts, closed when the bus closes;
-- :func:`~berrymq.hookspecs.berrymq_declare_settings` to declare its keys (so a typo in
-  the settings file is an error naming the line), :func:`~berrymq.hookspecs.berrymq_start_bus`
+- :func:`~berrymq.hookspecs.berrymq_declare_settings` to declare its keys and check their
+  values (so a typo, a pattern that is no identifier or a path in a folder that does not
+  exist is an error naming the line, from ``berrymq plugins`` as from the first use),
+  :func:`~berrymq.hookspecs.berrymq_start_bus`
   to open the file and subscribe, and :func:`~berrymq.hookspecs.berrymq_report_status`
   for ``berrymq plugins``.
 """
@@ -37,12 +39,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from berrymq import Bus, Message, Subscription
+from berrymq import Bus, Identifier, InvalidIdentifier, Message, Subscription
 from berrymq.hookspecs import hookimpl
 from berrymq.registries import Kind, ReceiverRegistry, SettingsSchema, StatusReport
 from berrymq.state import StateKey
 
-__all__ = ["KIND", "NAME", "WRITER", "JsonLinesWriter", "writer_for"]
+__all__ = ["KIND", "NAME", "WRITER", "JsonLinesWriter", "path_problem", "pattern_problem",
+           "writer_for"]
 
 #: The entry point name, which is also the name of the plugin's settings table.
 NAME = "jsonl"
@@ -102,9 +105,8 @@ def _make_writer(bus: Bus) -> JsonLinesWriter | None:
     settings = host.settings_for(NAME)
     if "path" not in settings:
         return None
-    path = Path(settings["path"]).expanduser()
-    if not path.is_absolute() and host.settings.path is not None:
-        path = Path(host.settings.path).resolve().parent / path
+    # as the check saw it: relative to the settings file's folder, ~ expanded
+    path = Path(host.settings.file_path(settings["path"])).resolve()
     writer = JsonLinesWriter(path, _patterns(settings))
     for pattern in writer.patterns:
         # weak=False: nothing else holds the writer; closing the bus closes it.
@@ -127,17 +129,49 @@ def writer_for(bus: Bus) -> JsonLinesWriter | None:
 
 
 def _patterns(settings: Mapping[str, Any]) -> list[str]:
+    """The pattern(s) of the table, as a list (checked when the plugins loaded)."""
     pattern = settings.get("pattern", "*:*")
-    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
-    if not patterns or not all(isinstance(p, str) for p in patterns):
-        raise ValueError(f"[berrymq.{NAME}] pattern must be a string or a list of strings")
-    return patterns
+    return [pattern] if isinstance(pattern, str) else list(pattern)
+
+
+def pattern_problem(value: str | list[Any]) -> str | None:
+    """What is wrong with the ``pattern`` setting (its type, str or list, is checked
+    first): each pattern must be an identifier, as ``bus.subscribe`` would require."""
+    patterns = [value] if isinstance(value, str) else value
+    if not patterns:
+        return "must not be an empty list"
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            return f"must be a string or a list of strings, got {pattern!r} in the list"
+        try:
+            Identifier(pattern)
+        except InvalidIdentifier as exc:
+            return f"{pattern!r} is not a pattern: {exc.reason}"
+    return None
+
+
+def path_problem(path: str) -> str | None:
+    """What is wrong with the ``path`` setting, given as the plugin will open it
+    (relative to the settings file's folder): its folder must exist (the plugin creates
+    the file, not folders), and it must not be a folder itself."""
+    if not path:
+        return "must not be empty"
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        return f"is in a folder that does not exist: {folder}"
+    if os.path.isdir(path):
+        return f"names a folder, not a file: {path}"
+    return None
 
 
 @hookimpl
 def berrymq_declare_settings(schema: SettingsSchema) -> None:
-    """Declare ``path`` and ``pattern``: any other key in ``[berrymq.jsonl]`` is an error."""
+    """Declare ``path`` and ``pattern`` and check their values: any other key in
+    ``[berrymq.jsonl]``, or a value the plugin could not use, is an error naming the line
+    when the plugins load (so ``berrymq plugins`` reports it), not at the first message."""
     schema.add(NAME, path=str, pattern=(str, list))
+    schema.add_check(NAME, "path", path_problem, path=True)
+    schema.add_check(NAME, "pattern", pattern_problem)
 
 
 @hookimpl
