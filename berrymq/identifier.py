@@ -130,9 +130,10 @@ def _parse(text: object) -> Identifier:
         ns = namespace
     canonical = f"{name}@{ns}:{action}" if ns is not None else f"{name}:{action}"
     if len(canonical) > MAX_IDENTIFIER_LENGTH:  # the text on the wire: "name" is "name:*"
-        added = "" if colon else " with ':*' added"
-        raise InvalidIdentifier(text, f"it is {len(canonical)} characters long{added}, over "
-                                      f"the limit of {MAX_IDENTIFIER_LENGTH}")
+        counted = "" if colon else (f", {len(canonical)} with the ':*' that a missing action "
+                                    "counts as")
+        raise InvalidIdentifier(text, f"it is {len(text)} characters long{counted}, over the "
+                                      f"limit of {MAX_IDENTIFIER_LENGTH}")
     ident = object.__new__(Identifier)
     setter = object.__setattr__
     setter(ident, "name", name)
