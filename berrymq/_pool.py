@@ -41,7 +41,8 @@ from berrymq.message import Message
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["DEFAULT_POOL_QUEUE_SIZE", "DEFAULT_POOL_QUEUE_WAIT", "WorkerPool", "pool_bounds"]
+__all__ = ["DEFAULT_POOL_QUEUE_SIZE", "DEFAULT_POOL_QUEUE_WAIT", "MAX_MULTIPLICITY", "WorkerPool",
+           "pool_bounds"]
 
 logger = logging.getLogger("berrymq")
 
@@ -49,6 +50,10 @@ logger = logging.getLogger("berrymq")
 DEFAULT_POOL_QUEUE_SIZE = 100_000
 #: seconds a sender waits for room in a full task queue before it gets QueueFull
 DEFAULT_POOL_QUEUE_WAIT = 10.0
+#: the most worker threads a pool may have (``multiplicity``): far more than receivers
+#: can use under the GIL, and few enough that a mistyped value (``100000000``) is refused
+#: at once instead of taking the process's memory and threads until the system says no
+MAX_MULTIPLICITY = 10_000
 
 
 class _Task(NamedTuple):
@@ -86,29 +91,30 @@ class WorkerPool:
         #: senders running the tasks they queued into the closed pool (under _settled)
         self._late = 0
         self._settled = threading.Condition()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"berrymq-worker-{i}", daemon=True)
-            for i in range(size)
-        ]
+        self._threads: list[threading.Thread] = []
         self._start_threads()
 
     def _start_threads(self) -> None:
-        """Start every worker, or none: a system that runs out of threads part of the way
-        (``set_multiplicity(100_000)``) gets back the ones started, and the caller an
-        error naming ``multiplicity`` and the cause, not thousands of idle threads."""
-        started = 0
+        """Make and start the workers one at a time, or none: a system that runs out of
+        threads part of the way stops the making at the first failure (no thread object
+        is made ahead, which for a huge ``size`` took gigabytes before any failed); the
+        ones started are stopped again, and the caller gets an error naming
+        ``multiplicity`` and the cause, not thousands of idle threads."""
+        threads = self._threads
         try:
-            for thread in self._threads:
+            for i in range(self.size):
+                thread = threading.Thread(target=self._work, name=f"berrymq-worker-{i}",
+                                          daemon=True)
                 thread.start()
-                started += 1
-        except RuntimeError as exc:  # "can't start new thread"
-            for _ in range(started):
+                threads.append(thread)
+        except (RuntimeError, MemoryError) as exc:  # "can't start new thread"
+            for _ in threads:
                 self._tasks.put(None)
-            for thread in self._threads[:started]:
+            for thread in threads:
                 thread.join()
             raise ValueError(
-                f"multiplicity {self.size}: only {started} worker threads could be started "
-                f"({exc}); they were stopped again and the pool is unchanged") from exc
+                f"multiplicity {self.size}: only {len(threads)} worker threads could be "
+                f"started ({exc}); they were stopped again and the pool is unchanged") from exc
 
     def submit(self, route: Iterable[RouteEntry], message: Message, answer: Answer | None) -> None:
         """Queue one task per route entry; raises :class:`QueueFull` when no room came."""

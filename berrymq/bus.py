@@ -38,7 +38,7 @@ from berrymq._hops import hop_box
 from berrymq._index import DIRECT, DISPATCH, FORWARD, CachedRoute, Index
 from berrymq._losses import LOSSES
 from berrymq._pending import sweep_closed_loops
-from berrymq._pool import WorkerPool
+from berrymq._pool import MAX_MULTIPLICITY, WorkerPool
 from berrymq._subscribing import Subscribing
 from berrymq._timeouts import seconds_left, wait_limit
 from berrymq.ask import ask as _ask
@@ -342,13 +342,18 @@ class Bus(Subscribing, NodeSide):
         """Run receivers on ``n`` worker threads; 0 runs them in the sender's thread.
 
         Messages already handed to the old pool are all delivered before this returns.
-        When the system cannot start ``n`` threads, :class:`ValueError` names the cause,
-        the threads started are stopped and the old pool stays.
+        ``n`` above :data:`~berrymq._pool.MAX_MULTIPLICITY` (10,000) is refused at once
+        with :class:`ValueError`. When the system cannot start ``n`` threads,
+        :class:`ValueError` names the cause, the threads started are stopped and the old
+        pool stays.
         """
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"multiplicity must be an int, got {n!r}")
         if n < 0:
             raise ValueError(f"multiplicity must be 0 or more, got {n}")
+        if n > MAX_MULTIPLICITY:
+            raise ValueError(f"multiplicity must be at most {MAX_MULTIPLICITY} worker threads, "
+                             f"got {n}")
         if n:
             self.refuse_if_closed(f"start {n} worker thread(s)")
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from helpers import WAIT
@@ -19,6 +20,7 @@ from berrymq import (
     twitter,
     unfollow,
 )
+from berrymq._pool import MAX_MULTIPLICITY
 
 
 def test_multiplicity_runs_receivers_on_workers_and_returns_at_once(berrymq_bus: Bus) -> None:
@@ -270,9 +272,9 @@ def test_a_pool_that_cannot_start_all_its_threads_stops_those_it_started(
         real_start(thread)
 
     monkeypatch.setattr(threading.Thread, "start", start)
-    with pytest.raises(ValueError, match=r"^multiplicity 100000: only 3 worker threads could "
+    with pytest.raises(ValueError, match=r"^multiplicity 1000: only 3 worker threads could "
                                          r"be started \(can't start new thread\)"):
-        set_multiplicity(100_000)
+        set_multiplicity(1000)
     monkeypatch.undo()
     assert not any(thread.is_alive() for thread in started)  # stopped, not left idle
     assert berrymq_bus.multiplicity == 2  # the pool is unchanged, and works
@@ -281,6 +283,56 @@ def test_a_pool_that_cannot_start_all_its_threads_stops_those_it_started(
     regist_function("still:*", lambda m: got.append(m.id), weak=False)
     twitter("still:here")
     assert berrymq_bus.join(WAIT) and got == ["still:here"]
+
+
+def _watch_worker_threads(monkeypatch: pytest.MonkeyPatch, fail_at: int) -> list[threading.Thread]:
+    """Record every worker thread object made; the system runs out of threads after
+    ``fail_at`` were started (their start raises)."""
+    made: list[threading.Thread] = []
+    real_init, real_start = threading.Thread.__init__, threading.Thread.start
+
+    def init(thread: threading.Thread, *args: Any, **kwargs: Any) -> None:
+        real_init(thread, *args, **kwargs)
+        if thread.name.startswith("berrymq-worker"):
+            made.append(thread)
+
+    def start(thread: threading.Thread) -> None:
+        if thread in made and sum(t.ident is not None for t in made) >= fail_at:
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "__init__", init)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    return made
+
+
+def test_a_pool_makes_its_threads_one_at_a_time_and_stops_at_the_first_failure(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool made every thread object before it started one: a huge multiplicity took
+    gigabytes (and minutes) before the system's first refusal."""
+    bus = Bus()
+    made = _watch_worker_threads(monkeypatch, fail_at=2)
+    with pytest.raises(ValueError, match=r"^multiplicity 5000: only 2 worker threads"):
+        bus.set_multiplicity(5000)
+    monkeypatch.undo()
+    assert len(made) == 3  # two started, the third refused: no other was made
+    assert not any(thread.is_alive() for thread in made)
+    assert bus.multiplicity == 0
+    bus.close()
+
+
+def test_a_multiplicity_above_the_maximum_is_refused_before_any_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    bus = Bus()
+    made = _watch_worker_threads(monkeypatch, fail_at=10 ** 9)
+    for n in (MAX_MULTIPLICITY + 1, 10 ** 8):
+        with pytest.raises(ValueError, match=rf"^multiplicity must be at most "
+                                             rf"{MAX_MULTIPLICITY} worker threads, got {n}$"):
+            bus.set_multiplicity(n)
+        with pytest.raises(ValueError, match=rf"at most {MAX_MULTIPLICITY} worker threads"):
+            Bus(multiplicity=n)
+    assert made == [] and bus.multiplicity == 0
+    bus.close()
 
 
 def _run_beside_a_sender(bus: Bus, work: Callable[[], None]) -> list[int]:
