@@ -43,7 +43,7 @@ from berrymq._subscribing import Subscribing
 from berrymq._timeouts import seconds_left, wait_limit
 from berrymq.ask import ask as _ask
 from berrymq.ask import ask_local as _ask_local
-from berrymq.errors import BusClosed, ConnectionClosed
+from berrymq.errors import BusClosed, ConnectionClosed, SettingsError
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq.node import Node, NodeSide
@@ -144,6 +144,8 @@ class Bus(Subscribing, NodeSide):
         self._retired: WorkerPool | None = None
         self._starter: int | None = None  # the thread that started it (None: not started)
         self._ready = threading.Event()  # set once start() has run the plugins' hooks
+        #: what the start raised, if it failed (the bus then stays unstarted for good)
+        self._start_failure: BaseException | None = None
         self._closed = False
         if multiplicity:
             self.set_multiplicity(multiplicity)
@@ -162,8 +164,9 @@ class Bus(Subscribing, NodeSide):
     @property
     def started(self) -> bool:
         """Whether :meth:`start` has run (a bus made with ``start=False`` has not, until
-        then: the default bus waits for the module-level API's first use)."""
-        return self._ready.is_set()
+        then: the default bus waits for the module-level API's first use). False for good
+        once a start failed (see :meth:`start`)."""
+        return self._ready.is_set() and self._start_failure is None
 
     def core_setting(self, name: str, default: Any = None) -> Any:
         """The core setting ``name`` for this bus: the value given to ``Bus(...)``, else
@@ -179,9 +182,16 @@ class Bus(Subscribing, NodeSide):
         Done when the bus is created unless it was made with ``start=False``. The plugins'
         hooks run in the calling thread, outside the bus's lock; another thread calling
         ``start`` meanwhile returns when they are done. A closed bus stays closed.
+
+        A start that raised (a plugin's hook, the settings file's ``multiplicity``) is not
+        tried again, nor is the bus taken for started, which would have it run without the
+        plugins that did not join: this call raised the cause, and every later one raises
+        :class:`RuntimeError` naming the failed start, with the cause as ``__cause__``
+        (so does the module-level API on a default bus whose start failed).
         """
         if self._closed:
             return
+        self._raise_if_failed()
         host = self.plugins  # the first bus of a process loads the plugins: not under the lock
         taps = tuple(host.message_taps())
         with self._lock:
@@ -199,14 +209,39 @@ class Bus(Subscribing, NodeSide):
                 logger.warning("bus %s: its plugins have not finished starting in another "
                                "thread after %gs (does a start hook wait for this thread?); "
                                "going on without waiting", self.name, START_WAIT)
+            self._raise_if_failed()
             return
         try:
-            if self._explicit["multiplicity"] is None and host.core_settings.get("multiplicity"):
-                self.set_multiplicity(int(host.core_settings["multiplicity"]))
+            self._set_multiplicity_from(host)
             self._update_direct()
             host.start_bus(self)
+        except BaseException as exc:
+            self._start_failure = exc
+            raise
         finally:
-            self._ready.set()
+            self._ready.set()  # threads waiting in start() go on (and raise, if it failed)
+
+    def _raise_if_failed(self) -> None:
+        """The :class:`RuntimeError` of a start that failed before (see :meth:`start`)."""
+        failure = self._start_failure
+        if failure is not None:
+            raise RuntimeError(
+                f"bus {self.name!r} did not start: its start raised "
+                f"{type(failure).__name__}: {failure}; it is not used without what failed "
+                f"(fix the cause, then use a new bus)") from failure
+
+    def _set_multiplicity_from(self, host: PluginHost) -> None:
+        """The settings file's ``multiplicity`` (unless ``Bus(multiplicity=...)`` was
+        given); a value the pool refuses is a :class:`SettingsError` naming its line."""
+        n = host.core_settings.get("multiplicity")
+        if self._explicit["multiplicity"] is not None or not n:
+            return
+        try:
+            self.set_multiplicity(int(n))
+        except ValueError as exc:
+            settings = host.settings
+            raise SettingsError(str(exc), settings.path, settings.line_of("multiplicity")
+                                ) from exc
 
     @property
     def closed(self) -> bool:

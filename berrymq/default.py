@@ -6,6 +6,12 @@ on the first use of the module-level API (``twitter``, ``following_function``,
 ``Queue``, ...). :func:`get_bus` returns it without starting it, so that ``berrymq
 plugins`` reports on plugins without starting them; call its ``start()`` to start it
 sooner.
+
+A start that fails (a plugin's hook raises) leaves the slot empty: the use that started it
+raises the cause, and every later one raises again from :meth:`Bus.start
+<berrymq.Bus.start>` (a :class:`RuntimeError` naming the failed start), rather than
+going on without the plugin that did not join. :func:`set_bus` puts a working bus in its
+place.
 """
 
 from __future__ import annotations
@@ -53,7 +59,8 @@ class _EmptyHolder(_Holder):
             bus = _unstarted()
         # Started before it fills the slot, so that no sender finds it there before its
         # plugins joined; outside the lock, as plugins' hooks may use the default bus (and
-        # come back here: start() lets the starting thread through).
+        # come back here: start() lets the starting thread through). A start that failed
+        # raises here, now and on every later use: the slot stays empty.
         bus.start()
         with _lock:
             if bus.started and _filled() is None and _waiting and _waiting[0] is bus:

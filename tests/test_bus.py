@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 
 from berrymq import Bus, BusClosed, Queue
+from berrymq._pool import MAX_MULTIPLICITY
+from berrymq.errors import SettingsError
+from berrymq.hookspecs import hookimpl
 from berrymq.plugins import PluginHost
-from berrymq.settings import load_settings
+from berrymq.settings import Settings, load_settings
 from berrymq.state import StateKey
 
 
@@ -98,6 +101,47 @@ def test_started_says_whether_start_was_called() -> None:
     assert not bus.started
     bus.start()
     assert bus.started
+    bus.close()
+
+
+class _FailingStart:
+    """A plugin whose start hook raises (its file cannot be opened, say)."""
+
+    calls = 0
+
+    @hookimpl
+    def berrymq_start_bus(self, bus: Bus) -> None:
+        self.calls += 1
+        raise FileNotFoundError("nodir/m.jsonl")
+
+
+def test_a_bus_whose_start_failed_is_not_started_and_says_so_on_every_later_start() -> None:
+    """Start used to mark the bus started even when a plugin's hook raised: the later
+    uses went on without that plugin, and nothing said so."""
+    plugin = _FailingStart()
+    bus = Bus(start=False, plugins=PluginHost(Settings(), extra_plugins=[("fails", plugin)]))
+    with pytest.raises(FileNotFoundError, match="nodir"):
+        bus.start()
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match=r"^bus '.*' did not start: its start raised "
+                                               r"FileNotFoundError: nodir/m.jsonl") as info:
+            bus.start()
+        assert isinstance(info.value.__cause__, FileNotFoundError)
+    assert not bus.started and plugin.calls == 1  # not tried again
+    bus.close()
+
+
+def test_a_settings_file_multiplicity_above_the_maximum_fails_the_start_naming_its_line(
+        tmp_path: Path) -> None:
+    path = tmp_path / "berrymq.toml"
+    path.write_text("[berrymq]\nmultiplicity = 100000000\n")
+    bus = Bus(start=False, plugins=PluginHost(load_settings(path)))
+    with pytest.raises(SettingsError, match=rf"^{re.escape(str(path))}:2: multiplicity must be "
+                                            rf"at most {MAX_MULTIPLICITY} worker threads"):
+        bus.start()
+    with pytest.raises(RuntimeError, match="did not start: its start raised SettingsError"):
+        bus.start()
+    assert not bus.started and bus.multiplicity == 0
     bus.close()
 
 

@@ -87,6 +87,48 @@ def test_the_default_bus_closed_before_first_use_still_takes_sends(tmp_path: Pat
     assert json.loads(done.stdout) == {"started": [], "same": True, "closed": True}
 
 
+FAILED_START = textwrap.dedent(
+    """
+    import json
+    from berrymq.hookspecs import hookimpl
+    from berrymq.plugins import PluginHost, reset_plugin_host
+    from berrymq.settings import Settings
+
+    class FailingStart:
+        @hookimpl
+        def berrymq_start_bus(self, bus):
+            raise FileNotFoundError("nodir/m.jsonl")
+
+    reset_plugin_host(PluginHost(Settings(), extra_plugins=[("fails", FailingStart())]))
+    import berrymq
+
+    raised = []
+    for call in (lambda: berrymq.twitter("job:done"), lambda: berrymq.twitter("job:done"),
+                 lambda: berrymq.Queue("job:*"), berrymq.get_bus().start):
+        try:
+            call()
+            raised.append(None)
+        except Exception as exc:
+            raised.append([type(exc).__name__, str(exc), type(exc.__cause__).__name__])
+    print(json.dumps({"raised": raised, "started": berrymq.get_bus().started}))
+    """
+)
+
+
+def test_the_default_bus_whose_start_failed_raises_on_every_later_use(tmp_path: Path) -> None:
+    """The first use raised the hook's error, and the next ones went through on a bus
+    marked started whose plugin never joined (nothing written, flush True)."""
+    done = subprocess.run([sys.executable, "-c", FAILED_START], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, env=child_env())
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    failed = ("bus 'default' did not start: its start raised FileNotFoundError: nodir/m.jsonl;"
+              " it is not used without what failed (fix the cause, then use a new bus)")
+    assert out == {"raised": [["FileNotFoundError", "nodir/m.jsonl", "NoneType"],
+                              *[["RuntimeError", failed, "FileNotFoundError"]] * 3],
+                   "started": False}
+
+
 def test_senders_find_a_bus_while_the_default_bus_is_swapped() -> None:
     # The holder changes class when its slot is emptied and filled; a sender without the
     # lock must always find a bus, never an AttributeError, and once a bus is set the
