@@ -2,154 +2,30 @@
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import weakref
 from collections.abc import Iterator
-from typing import Literal
 
 from berrymq._timeouts import wait_limit
-from berrymq.bus import Bus, Subscription
+from berrymq.bus import Bus
 from berrymq.default import holder
-from berrymq.errors import Empty, QueueClosed, QueueFull
+from berrymq.errors import Empty, QueueClosed
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message
-from berrymq.receivers._awaiting import AsyncWaiters, QueueIterator, queue_get_async
+from berrymq.receivers._awaiting import FullPolicy, QueueIterator, QueueStore, queue_get_async
 from berrymq.registries import ReceiverRegistry
 from berrymq.state import StateKey
 
 __all__ = ["DEFAULT_PUT_TIMEOUT", "QUEUES", "SHARED_STORES", "FullPolicy", "Queue", "QueueReceivers",
            "QueueStore"]
 
-FullPolicy = Literal["block", "refuse"]
-
 #: How long a sender waits for room in a full bounded queue before it is refused.
 DEFAULT_PUT_TIMEOUT = 1.0
 
 #: How often a blocked get on a shared queue looks whether its queue object was closed.
 _CLOSE_CHECK = 0.05
-
-_CLOSED = object()  # put behind the last message when a store closes; wakes every getter
-
-
-class QueueStore:
-    """Where messages wait: one per standalone queue, one per pattern for shared queues.
-
-    An unbounded store is a bare ``SimpleQueue``; a bounded one adds a semaphore that
-    counts free places, so the sender waits (or is refused) while ``get`` never does
-    more than take from the ``SimpleQueue``. A ``get`` with a timeout does not wait in
-    the ``SimpleQueue`` but on :attr:`arrived`, which a sender notifies only while such
-    a getter waits: before 3.13, CPython's timed ``SimpleQueue.get``, woken for a message
-    that another getter took first, could wait on for ever instead of until its timeout.
-    """
-
-    def __init__(self, pattern: Identifier, maxsize: int, on_full: FullPolicy,
-                 put_timeout: float | None) -> None:
-        self.pattern = pattern
-        self.maxsize = maxsize
-        self.on_full = on_full
-        self.put_timeout = put_timeout
-        self.items: queue.SimpleQueue[object] = queue.SimpleQueue()
-        #: where getters with a timeout wait; ``timed``: how many do (read unlocked by put)
-        self.arrived = threading.Condition(threading.Lock())
-        self.timed = 0
-        self.places = threading.BoundedSemaphore(maxsize) if maxsize > 0 else None
-        self.closed = False
-        self.subscription: Subscription | None = None
-        # The open Queue objects using this store, held weakly: a queue dropped without
-        # close() leaves by itself, so it counts as closed (it can no longer take anything).
-        self.users: weakref.WeakSet[Queue] = weakref.WeakSet()
-        self.lock = threading.Lock()
-        # Coroutines waiting in Queue.get_async, oldest first: a put wakes one.
-        self.waiters = AsyncWaiters()
-
-    def put(self, message: Message) -> None:
-        """The receiver: store ``message`` or raise :class:`QueueFull` naming the queue."""
-        if self.closed:
-            return  # closing a queue is unsubscribing: later messages are not for it
-        places = self.places
-        if places is not None:
-            if self.on_full == "block":
-                ok = places.acquire(timeout=self.put_timeout)
-            else:
-                ok = places.acquire(blocking=False)
-            if not ok:
-                waited = f" after waiting {self.put_timeout:g}s" if self.on_full == "block" else ""
-                raise QueueFull(
-                    f"queue {self.pattern} is full ({self.maxsize} messages); "
-                    f"message {message[0]} was refused{waited}"
-                )
-        self.items.put(message)
-        if self.timed:  # read after the put: a getter counted itself before it looked
-            self._wake_timed()
-        if self.waiters:  # read after the put: a waiter files itself before it looks
-            self.waiters.wake_one()
-
-    def _wake_timed(self) -> None:
-        """Wake a getter waiting with a timeout: something was stored."""
-        with self.arrived:
-            self.arrived.notify()
-
-    def get(self, block: bool, timeout: float | None) -> Message:
-        if block and timeout is not None:
-            return self._get_within(timeout)
-        try:
-            item = self.items.get(block)
-        except queue.Empty:
-            if self.closed:
-                raise QueueClosed(f"queue {self.pattern} is closed and empty") from None
-            raise
-        if item is _CLOSED:
-            try:  # a message stored after the marker (its put had passed the closed check)
-                item = self.items.get_nowait()
-            except queue.Empty:
-                item = _CLOSED
-            self.items.put(_CLOSED)  # for the next getter
-            if self.timed:
-                self._wake_timed()
-            if item is _CLOSED:
-                raise QueueClosed(f"queue {self.pattern} is closed and empty")
-        if self.places is not None:
-            self.places.release()
-        return item  # type: ignore[return-value]
-
-    def _get_within(self, timeout: float) -> Message:
-        """A blocking ``get`` with a timeout, waiting on :attr:`arrived`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return self.get(False, None)
-            except QueueClosed:
-                raise
-            except queue.Empty:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise
-            with self.arrived:
-                self.timed += 1
-                try:
-                    if self.items.empty():
-                        self.arrived.wait(left)
-                finally:
-                    self.timed -= 1
-
-    def qsize(self) -> int:
-        return max(0, self.items.qsize() - (1 if self.closed else 0))
-
-    def close(self) -> None:
-        with self.lock:
-            if self.closed:
-                return
-            self.closed = True
-            if self.subscription is not None:
-                self.subscription.cancel()
-            self.items.put(_CLOSED)
-        with self.arrived:  # every getter waiting with a timeout: closed now
-            self.arrived.notify_all()
-        self.waiters.wake_all()
-
 
 def _shown(value: object) -> str:
     """A queue parameter as the user gave it (a put_timeout of None was ``inf``)."""
