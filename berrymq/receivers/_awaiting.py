@@ -139,6 +139,10 @@ class QueueStore:
     the ``SimpleQueue`` but on :attr:`arrived`, which a sender notifies only while such
     a getter waits: before 3.13, CPython's timed ``SimpleQueue.get``, woken for a message
     that another getter took first, could wait on for ever instead of until its timeout.
+
+    Closing the store releases one place for each sender waiting for one (counted in
+    :attr:`blocked`), which wakes it at once to find the store closed: it gets
+    :class:`QueueFull` saying so (see :meth:`put`).
     """
 
     def __init__(self, pattern: Identifier, maxsize: int, on_full: FullPolicy,
@@ -151,7 +155,9 @@ class QueueStore:
         #: where getters with a timeout wait; ``timed``: how many do (read unlocked by put)
         self.arrived = threading.Condition(threading.Lock())
         self.timed = 0
-        self.places = threading.BoundedSemaphore(maxsize) if maxsize > 0 else None
+        # not bounded: close() releases places for the blocked senders beyond maxsize
+        self.places = threading.Semaphore(maxsize) if maxsize > 0 else None
+        self.blocked = 0  # senders waiting for a place (under lock)
         self.closed = False
         self.subscription: Subscription | None = None
         # The open Queue objects using this store, held weakly: a queue dropped without
@@ -162,26 +168,50 @@ class QueueStore:
         self.waiters = AsyncWaiters()
 
     def put(self, message: Message) -> None:
-        """The receiver: store ``message`` or raise :class:`QueueFull` naming the queue."""
+        """The receiver: store ``message`` or raise :class:`QueueFull` naming the queue.
+
+        A sender that waits for room in a full queue and sees the queue closed meanwhile
+        gets :class:`QueueFull` at once, saying that the queue was closed: its message was
+        not stored (a message sent after the close is not for the queue, and is not
+        refused: closing a queue is unsubscribing).
+        """
         if self.closed:
             return  # closing a queue is unsubscribing: later messages are not for it
         places = self.places
         if places is not None:
-            if self.on_full == "block":
-                ok = places.acquire(timeout=self.put_timeout)
-            else:
-                ok = places.acquire(blocking=False)
-            if not ok:
-                waited = f" after waiting {self.put_timeout:g}s" if self.on_full == "block" else ""
-                raise QueueFull(
-                    f"queue {self.pattern} is full ({self.maxsize} messages); "
-                    f"message {message[0]} was refused{waited}"
-                )
+            if not places.acquire(blocking=False):
+                self._wait_for_place(places, message)
+            elif self.closed:  # the place may be one close() freed for a blocked sender
+                places.release()
         self.items.put(message)
         if self.timed:  # read after the put: a getter counted itself before it looked
             self._wake_timed()
         if self.waiters:  # read after the put: a waiter files itself before it looks
             self.waiters.wake_one()
+
+    def _wait_for_place(self, places: threading.Semaphore, message: Message) -> None:
+        """Take a place in the full store (``on_full="block"``) or raise :class:`QueueFull`:
+        at once with ``"refuse"``, after ``put_timeout``, or as soon as the store closes."""
+        closed = False
+        if self.on_full == "block":
+            with self.lock:
+                closed = self.closed
+                self.blocked += not closed
+            if not closed:
+                try:
+                    ok = places.acquire(timeout=self.put_timeout)
+                finally:
+                    with self.lock:
+                        self.blocked -= 1
+                if ok and not self.closed:
+                    return
+                closed = self.closed  # a place taken after the close was freed for this
+        if closed:
+            raise QueueFull(f"queue {self.pattern} was closed while message {message[0]} "
+                            f"waited for room ({self.maxsize} messages): it was not stored")
+        waited = f" after waiting {self.put_timeout:g}s" if self.on_full == "block" else ""
+        raise QueueFull(f"queue {self.pattern} is full ({self.maxsize} messages); "
+                        f"message {message[0]} was refused{waited}")
 
     def _wake_timed(self) -> None:
         """Wake a getter waiting with a timeout: something was stored."""
@@ -242,6 +272,8 @@ class QueueStore:
             if self.subscription is not None:
                 self.subscription.cancel()
             self.items.put(_CLOSED)
+            if self.places is not None and self.blocked:  # senders waiting for room
+                self.places.release(self.blocked)
         with self.arrived:  # every getter waiting with a timeout: closed now
             self.arrived.notify_all()
         self.waiters.wake_all()

@@ -195,7 +195,9 @@ class Queue:
     def close(self) -> None:
         """Stop receiving; messages already stored can still be taken. Idempotent.
 
-        A shared store stops receiving when the last queue using it closes.
+        A shared store stops receiving when the last queue using it closes. A sender
+        waiting for room in the full queue gets :class:`berrymq.QueueFull` at once, saying
+        that the queue was closed (its message was not stored).
         """
         if self._closed:
             return

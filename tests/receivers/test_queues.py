@@ -507,3 +507,40 @@ def test_a_timed_get_beside_get_nowait_returns_within_its_timeout(berrymq_bus: B
         thread.join(WAIT)
     assert not threads[0].is_alive(), "a get(timeout=0.005) went on waiting"
     assert longest_after_stop and longest_after_stop[0] < WAIT
+
+
+@pytest.mark.parametrize("put_timeout", [float("inf"), 30.0])
+def test_closing_a_full_queue_refuses_its_blocked_sender_at_once(put_timeout: float) -> None:
+    """A sender waiting for room stayed blocked after close() (for ever with an infinite
+    put_timeout), then got QueueFull from a queue that had unsubscribed."""
+    bus = Bus()
+    q = Queue("f:*", maxsize=1, put_timeout=put_timeout, bus=bus)
+    bus.twitter("f:1")
+    outcome: list[BaseException | None] = []
+    sender = threading.Thread(target=lambda: _record(outcome, bus.twitter, "f:2"), daemon=True)
+    sender.start()
+    deadline = time.monotonic() + WAIT
+    while not q._store.blocked and time.monotonic() < deadline:  # the sender waits for room
+        time.sleep(0.005)
+    assert q._store.blocked == 1
+    began = time.monotonic()
+    q.close()
+    sender.join(WAIT)
+    assert not sender.is_alive(), "the sender is still blocked on the closed queue"
+    assert time.monotonic() - began < 5  # not the put_timeout
+    [error] = outcome
+    assert isinstance(error, QueueFull)
+    assert str(error) == ("queue f:* was closed while message f:2 waited for room "
+                          "(1 messages): it was not stored")
+    assert [m.id for m in q] == ["f:1"]  # what was stored before can still be taken
+    bus.twitter("f:3")  # after the close: not for the queue, not refused
+    bus.close()
+
+
+def _record(into: list[BaseException | None], send: Any, *args: Any) -> None:
+    try:
+        send(*args)
+    except BaseException as exc:  # recorded for the test to look at
+        into.append(exc)
+    else:
+        into.append(None)
