@@ -254,8 +254,10 @@ class Bus(Subscribing, NodeSide):
             raise BusClosed(f"bus {self.name!r} is closed; cannot {action}")
 
     def close(self) -> None:
-        """Close connections and transports, let plugins clean up, stop the pool; then take
-        no new receivers, peers or threads (sending still works, and reaches nobody)."""
+        """Close connections and transports, let plugins clean up, stop the pool, close the
+        bus's :class:`~berrymq.Queue` objects (their consumers drain what is stored, then
+        get :class:`~berrymq.QueueClosed`, and iteration ends); then take no new
+        receivers, peers or threads (sending still works, and reaches nobody)."""
         with self._lock:
             if self._closed:
                 return

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from berrymq._timeouts import wait_limit
 from berrymq.bus import Bus
 from berrymq.default import holder
-from berrymq.errors import Empty, QueueClosed
+from berrymq.errors import BusClosed, Empty, QueueClosed
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message
@@ -18,8 +18,8 @@ from berrymq.receivers._awaiting import FullPolicy, QueueIterator, QueueStore, q
 from berrymq.registries import ReceiverRegistry
 from berrymq.state import StateKey
 
-__all__ = ["DEFAULT_PUT_TIMEOUT", "QUEUES", "SHARED_STORES", "FullPolicy", "Queue", "QueueReceivers",
-           "QueueStore"]
+__all__ = ["DEFAULT_PUT_TIMEOUT", "OPEN_QUEUES", "QUEUES", "SHARED_STORES", "FullPolicy", "Queue",
+           "QueueReceivers", "QueueStore"]
 
 #: How long a sender waits for room in a full bounded queue before it is refused.
 DEFAULT_PUT_TIMEOUT = 1.0
@@ -58,6 +58,19 @@ SHARED_STORES: StateKey[weakref.WeakValueDictionary[Identifier, QueueStore]] = S
     "shared queue stores", _stores
 )
 
+def _open_queues(bus: Bus) -> weakref.WeakSet[Queue]:
+    return weakref.WeakSet()
+
+
+def _close_queues(queues: weakref.WeakSet[Queue]) -> None:
+    for queue_ in list(queues):
+        queue_.close()
+
+
+#: A bus's Queue objects, closed when the bus closes: nothing will reach them any more,
+#: and a consumer blocked in ``get()`` or ``for message in queue`` must not wait for ever.
+OPEN_QUEUES: StateKey[weakref.WeakSet[Queue]] = StateKey("queues", _open_queues, _close_queues)
+
 # Taken while a shared store is looked up or made, and while its users are counted.
 _shared_lock = threading.Lock()
 
@@ -75,7 +88,9 @@ class Queue:
         to wait as long as it takes), then refuses; ``"refuse"`` refuses at once. A
         refused message is not stored and the sender's ``twitter`` raises
         :class:`berrymq.QueueFull` naming the queue; nothing is dropped silently.
-    :param bus: the bus to follow; the default bus when omitted.
+    :param bus: the bus to follow; the default bus when omitted. Closing the bus closes
+        the queue: what it stored can still be taken, then ``get`` raises
+        :class:`berrymq.QueueClosed` and iteration ends.
     """
 
     def __init__(
@@ -109,6 +124,11 @@ class Queue:
             self._store = store = QueueStore(ident, maxsize, on_full, limit)
             store.users.add(self)
             store.subscription = bus.subscribe(ident, store.put, kind=QUEUES)
+        try:  # after subscribing: the bus's close closes only whole queues
+            bus.state(OPEN_QUEUES).add(self)
+        except BusClosed:  # closed since it subscribed
+            self.close()
+            raise
 
     def _shared_store(
         self, bus: Bus, ident: Identifier, maxsize: int, on_full: FullPolicy, put_timeout: float | None
@@ -197,7 +217,8 @@ class Queue:
 
         A shared store stops receiving when the last queue using it closes. A sender
         waiting for room in the full queue gets :class:`berrymq.QueueFull` at once, saying
-        that the queue was closed (its message was not stored).
+        that the queue was closed (its message was not stored). Closing the bus closes its
+        queues.
         """
         if self._closed:
             return

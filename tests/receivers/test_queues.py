@@ -16,6 +16,7 @@ from helpers import WAIT
 import berrymq
 from berrymq import (
     Bus,
+    BusClosed,
     Empty,
     Queue,
     QueueClosed,
@@ -544,3 +545,51 @@ def _record(into: list[BaseException | None], send: Any, *args: Any) -> None:
         into.append(exc)
     else:
         into.append(None)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_closing_the_bus_closes_its_queues_and_wakes_their_consumers(shared: bool) -> None:
+    """Bus.close() left its queues open: a consumer in ``for m in queue`` or ``get()``
+    waited for ever, though nothing could reach it any more."""
+    bus = Bus()
+    queues = [Queue("job:*", shared=shared, bus=bus) for _ in range(2)]
+    bus.twitter("job:1")
+    seen: list[str] = []
+    ended: list[BaseException] = []
+
+    def iterate() -> None:
+        seen.extend(m.id for m in queues[0])
+
+    def get() -> None:
+        try:
+            while True:
+                seen.append(queues[1].get().id)
+        except QueueClosed as exc:
+            ended.append(exc)
+
+    consumers = [threading.Thread(target=f, daemon=True) for f in (iterate, get)]
+    for consumer in consumers:
+        consumer.start()
+    deadline = time.monotonic() + WAIT
+    while len(seen) < (1 if shared else 2) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    bus.close()
+    for consumer in consumers:
+        consumer.join(WAIT)
+    assert not any(consumer.is_alive() for consumer in consumers)
+    assert all(q.closed for q in queues) and len(ended) == 1
+    assert seen == ["job:1"] * (1 if shared else 2)
+    with pytest.raises(BusClosed):
+        Queue("job:*", shared=shared, bus=bus)
+
+
+def test_a_queue_closed_with_its_bus_can_still_be_drained() -> None:
+    bus = Bus()
+    q = Queue("job:*", bus=bus)
+    bus.twitter("job:1")
+    bus.twitter("job:2")
+    bus.close()
+    assert q.closed
+    assert [m.id for m in q] == ["job:1", "job:2"]
+    with pytest.raises(QueueClosed):
+        q.get(timeout=WAIT)
