@@ -4,7 +4,8 @@
 - :mod:`berrymq._subscribing` gives the bus its subscription methods (``subscribe``,
   ``unfollow``, ``route``, ...), which hand over to the index;
 - :mod:`berrymq._delivery` runs receivers (:func:`~berrymq._delivery.deliver`);
-- :mod:`berrymq._pool` runs them on worker threads instead, when asked to;
+- :mod:`berrymq._pool` runs them on worker threads instead, when asked to, and
+  :mod:`berrymq._pooling` gives the bus its methods for that (``set_multiplicity``, ``join``);
 - :mod:`berrymq.ask` gathers replies;
 - :mod:`berrymq.node` exists once the bus has peers: forwarders, de-duplication,
   transports and connections;
@@ -38,7 +39,8 @@ from berrymq._hops import hop_box
 from berrymq._index import DIRECT, DISPATCH, FORWARD, CachedRoute, Index
 from berrymq._losses import LOSSES
 from berrymq._pending import sweep_closed_loops
-from berrymq._pool import MAX_MULTIPLICITY, WorkerPool
+from berrymq._pool import WorkerPool
+from berrymq._pooling import Pooling
 from berrymq._subscribing import Subscribing
 from berrymq._timeouts import seconds_left, wait_limit
 from berrymq.ask import ask as _ask
@@ -65,7 +67,7 @@ START_WAIT = 10.0
 T = TypeVar("T")
 
 
-class Bus(Subscribing, NodeSide):
+class Bus(Subscribing, NodeSide, Pooling):
     """Routes messages from senders to the receivers whose patterns match.
 
     The module-level API of :mod:`berrymq` works on one default bus; a program or a test
@@ -139,9 +141,6 @@ class Bus(Subscribing, NodeSide):
         self.node: Node | None = None
         #: the worker pool, or None: receivers run in the sender's thread
         self.pool: WorkerPool | None = None
-        #: the pool last shut down, which a sender that took it before may still run tasks
-        #: of (see :meth:`join`)
-        self._retired: WorkerPool | None = None
         self._starter: int | None = None  # the thread that started it (None: not started)
         self._ready = threading.Event()  # set once start() has run the plugins' hooks
         #: what the start raised, if it failed (the bus then stays unstarted for good)
@@ -374,51 +373,6 @@ class Bus(Subscribing, NodeSide):
         self.index.set_how(how)
         for watcher in self.index.watchers:  # peers' links: this bus's forwarders or taps
             watcher(None)
-
-    def set_multiplicity(self, n: int) -> None:
-        """Run receivers on ``n`` worker threads; 0 runs them in the sender's thread.
-
-        Messages already handed to the old pool are all delivered before this returns.
-        ``n`` above :data:`~berrymq._pool.MAX_MULTIPLICITY` (10,000) is refused at once
-        with :class:`ValueError`. When the system cannot start ``n`` threads,
-        :class:`ValueError` names the cause, the threads started are stopped and the old
-        pool stays.
-        """
-        if not isinstance(n, int) or isinstance(n, bool):
-            raise TypeError(f"multiplicity must be an int, got {n!r}")
-        if n < 0:
-            raise ValueError(f"multiplicity must be 0 or more, got {n}")
-        if n > MAX_MULTIPLICITY:
-            raise ValueError(f"multiplicity must be at most {MAX_MULTIPLICITY} worker threads, "
-                             f"got {n}")
-        if n:
-            self.refuse_if_closed(f"start {n} worker thread(s)")
-        with self._lock:
-            old = self.pool
-            self.pool = WorkerPool(self, n) if n else None
-        self._update_direct()
-        if old is not None:
-            old.shutdown()
-            self._retired = old
-
-    @property
-    def multiplicity(self) -> int:
-        pool = self.pool
-        return pool.size if pool is not None else 0
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until the worker pool has run every message handed to it so far, and the
-        pool last shut down what a sender that raced with the shutdown handed it.
-
-        Returns False if ``timeout`` passed first (None or ``float("inf")``: no limit);
-        True at once without a pool, when no such sender runs.
-        """
-        limit = wait_limit("timeout", timeout)  # checked with or without a pool
-        deadline = None if limit is None else time.monotonic() + limit
-        retired, pool = self._retired, self.pool
-        if retired is not None and not retired.join(seconds_left(deadline)):
-            return False
-        return True if pool is None else pool.join(seconds_left(deadline))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message this bus sent to other nodes so far has been handed to

@@ -1,0 +1,84 @@
+"""What a :class:`~berrymq.Bus` does with its worker pool: start one, change or stop it,
+and wait for it.
+
+The pool itself is :class:`~berrymq._pool.WorkerPool`; :class:`Pooling` is a base class
+of the bus, as :class:`~berrymq._subscribing.Subscribing` is, so that
+``bus.set_multiplicity(n)`` stays one call. A sender reads ``bus.pool`` without a lock;
+a change swaps it under the bus's lock and shuts the old pool down outside it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from berrymq._pool import MAX_MULTIPLICITY, WorkerPool
+from berrymq._timeouts import seconds_left, wait_limit
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
+
+__all__ = ["Pooling"]
+
+
+class Pooling:
+    """The methods a :class:`~berrymq.Bus` has for its worker pool."""
+
+    #: the pool last shut down, which a sender that took it before the shutdown may still
+    #: run tasks of (see :meth:`join`)
+    _retired: WorkerPool | None = None
+
+    if TYPE_CHECKING:  # kept by Bus
+        bus: Bus  # the bus itself
+        pool: WorkerPool | None
+        _lock: threading.Lock
+
+        def refuse_if_closed(self, action: str) -> None: ...
+
+        def _update_direct(self) -> None: ...
+
+    def set_multiplicity(self, n: int) -> None:
+        """Run receivers on ``n`` worker threads; 0 runs them in the sender's thread.
+
+        Messages already handed to the old pool are all delivered before this returns.
+        ``n`` above :data:`~berrymq._pool.MAX_MULTIPLICITY` (10,000) is refused at once
+        with :class:`ValueError`. When the system cannot start ``n`` threads,
+        :class:`ValueError` names the cause, the threads started are stopped and the old
+        pool stays.
+        """
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError(f"multiplicity must be an int, got {n!r}")
+        if n < 0:
+            raise ValueError(f"multiplicity must be 0 or more, got {n}")
+        if n > MAX_MULTIPLICITY:
+            raise ValueError(f"multiplicity must be at most {MAX_MULTIPLICITY} worker threads, "
+                             f"got {n}")
+        if n:
+            self.refuse_if_closed(f"start {n} worker thread(s)")
+        with self._lock:
+            old = self.pool
+            self.pool = WorkerPool(self.bus, n) if n else None
+        self._update_direct()
+        if old is not None:
+            old.shutdown()
+            self._retired = old
+
+    @property
+    def multiplicity(self) -> int:
+        pool = self.pool
+        return pool.size if pool is not None else 0
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the worker pool has run every message handed to it so far, and the
+        pool last shut down what a sender that raced with the shutdown handed it.
+
+        Returns False if ``timeout`` passed first (None or ``float("inf")``: no limit);
+        True at once without a pool, when no such sender runs.
+        """
+        limit = wait_limit("timeout", timeout)  # checked with or without a pool
+        deadline = None if limit is None else time.monotonic() + limit
+        retired, pool = self._retired, self.pool
+        if retired is not None and not retired.join(seconds_left(deadline)):
+            return False
+        return True if pool is None else pool.join(seconds_left(deadline))
