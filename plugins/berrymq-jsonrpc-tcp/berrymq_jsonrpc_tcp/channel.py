@@ -51,6 +51,7 @@ _NL = b"\n"
 #: Errors without id from peers: one log line per burst, however many lines a client sends.
 _odd_replies = BurstLog(logger)
 _too_large_lines = BurstLog(logger)
+_http_requests = BurstLog(logger)
 #: A writer of requests waits while this much is buffered for the peer; the accepting end
 #: does not read a peer that leaves this much of its answers unread.
 _HIGH_WATER = 1 << 20
@@ -62,6 +63,22 @@ _TURN_AWAY_BYTES = 1 << 16
 #: the connection is closed (within :data:`_TURN_AWAY_SECONDS`): closing on unread input
 #: resets the connection, and the client would lose the answer with it.
 _TOO_LARGE_DISCARD = 32 << 20
+
+
+#: The answer to a connection whose first line is an HTTP request line (then closed).
+_NOT_HTTP = dumps(error_object(
+    p.INVALID_REQUEST, "Invalid Request", None,
+    "this port speaks berryMQ's JSON-RPC over TCP (one JSON text per line), not HTTP: use "
+    "the node's http:// address")).encode() + b"\n"
+
+
+def _http_request_line(line: bytes) -> bool:
+    """Whether ``line`` is an HTTP/1.x request line (``POST / HTTP/1.1``): a browser's
+    request (any web page may send one to any port) or an ``http://`` client pointed at
+    this port, whose body must not be run line by line as JSON-RPC."""
+    parts = line.rstrip(b"\r").split(b" ")
+    return (len(parts) == 3 and parts[0].isalpha() and parts[0].isupper()
+            and parts[2].startswith(b"HTTP/"))
 
 
 def _is_response(obj: Any) -> bool:
@@ -94,6 +111,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         self._client: str | None = None  # the admitted peer host, released at the end
         self._refused = 0  # > 0: a turned-away connection, counting what it still sends
         self._discarding = 0  # > 0: after an oversized line, the most still read and dropped
+        self._first_line = True  # the accepting end looks at it: an HTTP request is refused
         #: requests sent and not answered yet: asyncio futures (:meth:`exchange`) and
         #: futures that a blocked thread waits on (:meth:`call`)
         self._pending: dict[Any, asyncio.Future[Any] | Handback[Any]] = {}
@@ -200,6 +218,11 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         closed."""
         limit = self.read_limit
         held = self.answers.held
+        if self._first_line and lines:
+            self._first_line = False
+            if self.serving and _http_request_line(lines[0]):
+                self._refuse_http()
+                return False
         for line in lines:
             if len(line) > limit:
                 self._too_large()
@@ -255,6 +278,17 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         # read of the rest, or a second: see _TOO_LARGE_DISCARD
         self._rest = b""
         self._discarding = _TOO_LARGE_DISCARD
+        asyncio.get_running_loop().call_later(_TURN_AWAY_SECONDS, self.close_transport)
+
+    def _refuse_http(self) -> None:
+        """Answer an HTTP request on this port with a JSON-RPC error line, run nothing of
+        it (its body may hold JSON-RPC lines a web page put there), and close once what
+        the client still sends is read (bounded, as after an oversized line)."""
+        _http_requests.warning("%s sent an HTTP request to the JSON-RPC over TCP port; "
+                               "refused and closed", self.url)
+        self.write(_NOT_HTTP)
+        self._rest = b""
+        self._discarding = _TURN_AWAY_BYTES
         asyncio.get_running_loop().call_later(_TURN_AWAY_SECONDS, self.close_transport)
 
     def _response(self, reply: dict[str, Any]) -> None:

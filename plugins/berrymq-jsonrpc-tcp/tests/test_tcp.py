@@ -254,3 +254,40 @@ def test_an_oversized_line_is_answered_even_while_the_client_is_still_sending(
             assert answer["error"]["code"] == -32003 and answer["id"] is None, answer
             assert reader.read() == b""  # then the node closed it (a FIN, not a reset)
             reader.close()
+
+
+@pytest.mark.parametrize("head", [
+    b"POST / HTTP/1.1\r\nHost: evil.example\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: %d\r\n\r\n",
+    b"GET /x HTTP/1.0\r\n\r\n",
+])
+def test_an_http_request_to_the_tcp_port_runs_nothing_of_its_body(
+        buses: Buses, head: bytes) -> None:
+    """Any web page can make a browser send an HTTP request to any port: its body's JSON
+    lines ran as JSON-RPC here (an ask reached a receiver, sessions were opened). The
+    first line being an HTTP request line, the connection is answered with an error line
+    and closed, and nothing of it runs."""
+    bus, port = serve(buses, "tcp")
+    ran: list[object] = []
+    bus.subscribe("pwn:*", ran.append, weak=False)
+    body = b"\n" + b"\n".join(json.dumps(r).encode() for r in [
+        request("ask", {"identifier": "pwn:go", "timeout": 1}, 1),
+        request("connect_oneway", {"ttl": 86400}, 2)]) + b"\n"
+    data = (head % len(body) if b"%d" in head else head) + body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        reader = sock.makefile("rb")
+        answer = json.loads(reader.readline())
+        assert answer["error"]["code"] == -32600 and answer["id"] is None
+        assert "not HTTP" in answer["error"]["data"]
+        assert reader.read() == b""  # closed
+        reader.close()
+    assert ran == []
+    assert not bus.transport("tcp").service.sessions  # type: ignore[attr-defined]
+    # a client that speaks the line protocol is served as before
+    lines = Lines(port)
+    try:
+        lines.send(request("connect_oneway", {}, 3))
+        assert type(lines.read()["result"]) is str
+    finally:
+        lines.close()
