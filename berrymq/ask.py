@@ -167,16 +167,20 @@ class _AskPart:
     bus's (:data:`ASK_PARTS`), reused from call to call: starting a thread per part cost
     more than the rest of an ask over the network."""
 
-    def __init__(self, who: str) -> None:
+    def __init__(self, who: str, keeps_deadline: bool = False) -> None:
         self.who = who
+        #: the work returns by the deadline with what it has (a requester that keeps its
+        #: deadline): worth waiting :data:`_KEPT_GRACE` more for, rather than losing it
+        self.keeps_deadline = keeps_deadline
         self.replies: list[Any] = []
         self.running: list[str] = []
         self.error: Exception | None = None
         self.future: concurrent.futures.Future[None] | None = None
 
     @classmethod
-    def start(cls, bus: Bus, who: str, work: Callable[[_AskPart], Any]) -> _AskPart:
-        part = cls(who)
+    def start(cls, bus: Bus, who: str, work: Callable[[_AskPart], Any],
+              keeps_deadline: bool = False) -> _AskPart:
+        part = cls(who, keeps_deadline)
 
         def run() -> None:
             threading.current_thread().name = _PART_THREAD
@@ -189,25 +193,36 @@ class _AskPart:
         return part
 
     def result(self, deadline: float, timeout: float, node: str) -> list[Any]:
-        """The replies, once the part finished or the deadline passed."""
+        """The replies, once the part finished or the deadline passed (a part that keeps
+        the deadline itself is given :data:`_KEPT_GRACE` more to hand over what it has:
+        its replies exist only once it returns, so cutting it at the same moment would
+        lose those that came)."""
         future = self.future
         if future is not None:
-            concurrent.futures.wait([future], seconds_left(deadline))
+            grace = _KEPT_GRACE if self.keeps_deadline else 0.0
+            concurrent.futures.wait([future], seconds_left(deadline + grace))
             if not future.done():
                 future.cancel()  # not started yet (every helper thread busy): never will
                 return replies_so_far(self.replies, self.running, self.who, timeout, node)
         if self.error is not None:
+            if self.keeps_deadline and time.monotonic() >= deadline - _CLOCK_SLACK:
+                return [*self.replies, _no_answer(self.who, timeout, node)]
             return [*self.replies, _failed(self.error, self.who, node)]
         return self.replies
 
 
-def _asking(requester: Any, message: Message, timeout: float) -> Callable[[_AskPart], None]:
-    def work(part: _AskPart) -> None:
-        # A little grace, so that the deadline here always fires first and a silent
-        # peer reads the same whichever side noticed (a TimeoutError).
-        part.replies.extend(requester.request(message, timeout + 0.25))
+def _ask_part(bus: Bus, requester: Any, message: Message, timeout: float) -> _AskPart:
+    """Ask one peer in a helper thread. A requester that keeps its deadline is given the
+    asker's timeout: it returns by then with the replies that came (NATS: one entry per
+    silent process). Any other is given a little grace, so that the deadline here always
+    fires first and a silent peer reads the same whichever side noticed (a TimeoutError)."""
+    kept = bool(getattr(requester, "keeps_deadline", False))
+    limit = timeout if kept else timeout + _KEPT_GRACE
 
-    return work
+    def work(part: _AskPart) -> None:
+        part.replies.extend(requester.request(message, limit))
+
+    return _AskPart.start(bus, repr(requester), work, kept)
 
 
 def _ask_in_this_thread(bus: Bus, requester: Any, message: Message, deadline: float,
@@ -225,6 +240,9 @@ def _ask_in_this_thread(bus: Bus, requester: Any, message: Message, deadline: fl
 #: how far before the deadline a requester's failure still reads as the deadline passing
 #: (a timed wait may wake a little early)
 _CLOCK_SLACK = 0.01
+#: how long after the deadline the asker waits for a part that keeps the deadline itself
+#: to hand over its replies (it started a little after the asker's clock did)
+_KEPT_GRACE = 0.25
 
 
 def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -250,7 +268,7 @@ def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: d
     in_loop = local and _get_running_loop() is not None
     if in_loop:  # the loop's own async receivers must run in this thread
         replies = ask_local(bus, message, timeout)
-    parts = [_AskPart.start(bus, repr(requester), _asking(requester, message, timeout))
+    parts = [_ask_part(bus, requester, message, timeout)
              for requester in requesters]  # asked while the local receivers run
     if local and not in_loop:
         replies = ask_local_by(bus, message, deadline, timeout)

@@ -156,6 +156,43 @@ def test_ask_timeout_bounds_a_slow_local_receiver(berrymq_bus: Bus) -> None:
     assert len(replies) == 2
 
 
+class _PartialPeer:
+    """A requester that keeps its deadline: at its timeout it returns the replies that
+    came (one) and an entry for the part still silent, as the NATS link does."""
+
+    keeps_deadline = True
+
+    def __init__(self) -> None:
+        self.gave = threading.Event()
+
+    def forward(self, message: Message, reply_to: Any) -> None:
+        """Nothing: only requests matter here."""
+
+    def request(self, message: Message, timeout: float) -> list[Any]:
+        threading.Event().wait(timeout)  # the peer's own deadline
+        self.gave.set()
+        return ["came", ReplyError("TimeoutError", "no reply", "nats", "silent-node")]
+
+
+def test_a_peer_that_keeps_its_deadline_hands_over_what_came(berrymq_bus: Bus) -> None:
+    """The asker's deadline does not cut off a requester that returns by its own: its
+    replies exist only once it returns, at the same moment (asked beside local receivers,
+    in a helper thread)."""
+    berrymq.regist_function("q:*", lambda m: "local", weak=False)
+    peer = _PartialPeer()
+    berrymq_bus.add_forwarder(peer)
+    try:
+        started = time.monotonic()
+        replies = berrymq.ask("q:x", timeout=0.3)
+        assert time.monotonic() - started < 2.0
+    finally:
+        berrymq_bus.remove_forwarder(peer)
+    assert peer.gave.is_set()
+    assert replies[:2] == ["local", "came"], replies
+    assert isinstance(replies[2], ReplyError) and replies[2].node == "silent-node"
+    assert len(replies) == 3
+
+
 def test_ask_timeout_honoured_for_a_slow_peer(node: tuple[str, Child]) -> None:
     """A receiver that sleeps past the timeout: ask returns by the deadline with an
     error entry, and the connection still works afterwards."""

@@ -109,8 +109,10 @@ class AskWaiter:
             return self.first_unknown + self.gather
         return True
 
-    def wait(self, timeout: float, probe: Any) -> list[Any]:
-        deadline = time.monotonic() + timeout
+    def wait(self, deadline: float, timeout: float, probe: Any) -> list[Any]:
+        """The answers by ``deadline`` (a ``time.monotonic()`` time) at the latest: the
+        replies that came and a ``TimeoutError`` entry for each process silent then
+        (``timeout``, the asker's, is what the entries say)."""
         with self.cond:
             while True:
                 now = time.monotonic()
@@ -197,7 +199,9 @@ class Asking:
     # -- the asker ------------------------------------------------------------------------
 
     def request(self, message: Message, timeout: float) -> list[Any]:
-        """Publish ``message`` as a NATS request and gather every process's replies."""
+        """Publish ``message`` as a NATS request and gather every process's replies; returns
+        within ``timeout`` (the link keeps the deadline: see :class:`AskWaiter`)."""
+        deadline = time.monotonic() + timeout
         bridge = self.bridge
         if not bridge.outbox.connected:
             raise ConnectionClosed(f"NATS at {bridge.address} is not connected ({bridge.state})")
@@ -218,7 +222,7 @@ class Asking:
                                      timeout=timeout).encode()
             check_payload(bridge.client, ident, payload)
             bridge.outbox.put((bridge.subjects.subject(ident), payload, inbox), ident)
-            return waiter.wait(timeout, probe)
+            return waiter.wait(deadline, timeout, probe)
         finally:
             progress.ask_ended()
             self._asks.pop(token, None)

@@ -64,6 +64,10 @@ class NatsLink(Link):
         check_payload(bridge.client, ident, payload)
         bridge.outbox.put((bridge.subjects.subject(ident), payload, ""), ident)
 
+    #: :meth:`request` returns within its timeout, with the replies that came by then (see
+    #: :class:`berrymq.node.Requester`): the core waits for them rather than cutting it off
+    keeps_deadline = True
+
     def request(self, message: Message, timeout: float) -> list[Any]:
         """Publish ``message`` as a NATS request and gather every process's replies
         (:meth:`berrymq_nats.asking.Asking.request`)."""

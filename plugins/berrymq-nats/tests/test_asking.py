@@ -66,6 +66,40 @@ def test_ask_times_out_on_a_slow_receiver(pair: Pair) -> None:
     assert isinstance(reply, ReplyError) and reply.exception_type == "TimeoutError"
 
 
+@pytest.mark.parametrize("local", [False, True], ids=["remote-only", "with-local"])
+def test_a_slow_process_does_not_lose_the_replies_that_came(
+    nats_server: Any, make_bus: MakeBus, workers: Callable[..., Any], poll: Poll, local: bool,
+) -> None:
+    """At the deadline the asker returns the replies that came and one TimeoutError entry
+    naming each process that acknowledged and did not reply (not one entry for NATS as a
+    whole), whether or not local receivers are asked beside NATS. (The slow responder is
+    another process: the processes here share one answering thread.)"""
+    a, b = make_bus("a"), make_bus("b")
+    ba, bb = bridge_of(a, nats_server.url), bridge_of(b, nats_server.url)
+    b.subscribe("price:quote", lambda m: "fast", weak=False)
+    if local:
+        a.subscribe("price:quote", lambda m: "local", weak=False)
+    worker = workers(nats_server.url)
+    worker.call("hold", "price:quote")
+    worker.call("flush")
+    slow = worker.call("node")
+    settle(ba, bb)
+    poll(knows(ba, b, "price:quote"), what="a to learn b's patterns")
+    poll(lambda: ba.asking.peers.get(slow), what="a to learn the worker's patterns")
+    started = time.monotonic()
+    try:
+        replies = a.ask("price:quote", timeout=0.5)
+    finally:
+        worker.call("release")
+    assert time.monotonic() - started < 2.0
+    if local:
+        assert replies[0] == "local"
+        replies = replies[1:]
+    assert "fast" in replies, replies
+    (silent,) = [r for r in replies if isinstance(r, ReplyError)]
+    assert silent.exception_type == "TimeoutError" and silent.node == slow
+    assert len(replies) == 2
+
 
 def knows(bridge: NatsBridge, bus: Bus, pattern: str) -> Callable[[], bool]:
     """Whether ``bridge`` knows that ``bus`` answers ``pattern``."""

@@ -8,6 +8,9 @@ answer line on stdout (``error ...`` when it failed). Commands:
     ping                       -> pong
     follow PATTERN             record every message the pattern gets
     reply PATTERN VALUE        a receiver that returns VALUE (JSON) to ask
+    hold PATTERN               a receiver that returns only once released (or after 30 s)
+    release                    let the held receivers return
+    node                       this process's node id
     queue PATTERN shared|own   make a Queue
     take PATTERN SECONDS       every message of the queue until SECONDS of silence
     wait N SECONDS             wait until N messages were recorded
@@ -59,6 +62,7 @@ def main() -> None:
     cond = threading.Condition()
     queues: dict[str, berrymq.Queue] = {}
     keep: list[Any] = []
+    released = threading.Event()
 
     def record(message: berrymq.Message) -> None:
         with cond:
@@ -78,6 +82,15 @@ def main() -> None:
                 value = json.loads(words[2])
                 keep.append(berrymq.regist_function(words[1], lambda m, v=value: v, weak=False))
                 answer = "ok"
+            elif command == "hold":
+                keep.append(berrymq.regist_function(words[1].strip(),
+                                                    lambda m: released.wait(30), weak=False))
+                answer = "ok"
+            elif command == "release":
+                released.set()
+                answer = "ok"
+            elif command == "node":
+                answer = bus.node_id
             elif command == "queue":
                 queues[words[1]] = berrymq.Queue(words[1], shared=words[2].strip() == "shared")
                 answer = "ok"
@@ -122,6 +135,7 @@ def main() -> None:
                 print("bye", flush=True)
                 return
             elif command == "exit":
+                released.set()
                 bus.close()
                 print("bye", flush=True)
                 return
