@@ -117,11 +117,45 @@ class _Collect:
         return True
 
 
+class _NamingCollect(_Collect):
+    """:class:`_Collect` for an answer that leaves the process: it also notes, in
+    ``receivers``, the receiver of each entry (its index is the entry's), so that a reply
+    JSON cannot hold can name its receiver (:func:`berrymq.wire.encode_reply`). A receiver
+    is noted before its entry, so a copy of ``receivers`` taken after one of the replies
+    covers every entry of that one. A local ``ask`` uses :class:`_Collect`: none of this."""
+
+    __slots__ = ("current", "receivers")
+
+    def __init__(self, node: str, replies: list[Any], running: list[str] | None,
+                 receivers: list[object]) -> None:
+        super().__init__(node, replies, running)
+        self.receivers = receivers
+        self.current: object = None
+
+    def calling(self, subscription: Subscription, receiver: object) -> None:
+        self.current = receiver
+        super().calling(subscription, receiver)
+
+    def returned(self, subscription: Subscription, result: object) -> None:
+        if subscription.answers:
+            self.receivers.append(self.current)
+        super().returned(subscription, result)
+
+    def raised(self, subscription: Subscription, receiver: object, exc: Exception) -> bool:
+        if subscription.answers:
+            self.receivers.append(receiver)
+        return super().raised(subscription, receiver, exc)
+
+
 def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
-              into: list[Any] | None = None, running: list[str] | None = None) -> list[Any]:
-    """See :meth:`Bus.ask_local <berrymq.Bus.ask_local>`."""
+              into: list[Any] | None = None, running: list[str] | None = None,
+              receivers: list[object] | None = None) -> list[Any]:
+    """See :meth:`Bus.ask_local <berrymq.Bus.ask_local>`; ``receivers`` (for a remote
+    ``ask``): append the receiver of each entry to it, at the entry's index."""
     timeout = wait_limit("timeout", timeout)
-    collect = _Collect(bus.node_id, [] if into is None else into, running)
+    replies = [] if into is None else into
+    collect = (_Collect(bus.node_id, replies, running) if receivers is None
+               else _NamingCollect(bus.node_id, replies, running, receivers))
     errors = deliver(bus, bus.index.lookup(message[0]), message, collect)
     if running is not None:
         running.clear()  # every receiver was called; only async replies may be awaited
@@ -145,18 +179,21 @@ def replies_so_far(replies: list[Any], running: list[str], who: str, timeout: fl
     return [*answered, _no_answer(running[0] if running else who, timeout, node)]
 
 
-def ask_local_by(bus: Bus, message: Message, deadline: float, timeout: float) -> list[Any]:
+def ask_local_by(bus: Bus, message: Message, deadline: float, timeout: float,
+                 receivers: list[object] | None = None) -> list[Any]:
     """The replies of this bus's receivers of ``message`` by ``deadline`` (a
     ``time.monotonic()`` time): they run on a helper thread of the bus (:data:`ASK_PARTS`),
     so that a receiver still running then gives a ``TimeoutError`` entry (its late reply is
     dropped) instead of holding the caller. ``ask`` asks its local receivers so, and a
-    node so answers a remote ``ask`` that has a timeout."""
+    node so answers a remote ``ask`` that has a timeout (``receivers``: as for
+    :func:`ask_local`)."""
     ident = message[0]
     if not bus.index.lookup(ident):
         return []
     part = _AskPart.start(
         bus, f"local receivers of {ident}",
-        lambda part: ask_local(bus, message, timeout, into=part.replies, running=part.running),
+        lambda part: ask_local(bus, message, timeout, into=part.replies, running=part.running,
+                               receivers=receivers),
     )
     return part.result(deadline, timeout, bus.node_id)
 

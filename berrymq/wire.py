@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, NoReturn
 
+from berrymq.aio import describe_receiver
 from berrymq.errors import InvalidIdentifier, ReplyError, TransportError
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
@@ -39,6 +40,7 @@ __all__ = [
     "decode_replies",
     "dumps",
     "encode_message",
+    "encode_replies",
     "encode_reply",
     "identifier",
     "loads",
@@ -259,18 +261,30 @@ def decode_message(item: Any, what: str = "the message"
 
 # -- replies to ask ----------------------------------------------------------------------
 
-def encode_reply(value: Any, node: str) -> dict[str, Any]:
+def encode_reply(value: Any, node: str, receiver: object = None) -> dict[str, Any]:
     """One receiver's reply as it crosses: ``{"value": value}``, or ``{"error": ...}``
     for a :class:`berrymq.ReplyError` and for a value JSON cannot hold (named by its type,
-    as a ``TypeError`` of ``node``)."""
+    as a ``TypeError`` of ``receiver`` on ``node``). ``receiver`` is the receiver object
+    that returned ``value`` (None: unknown); it is described only when it must be named."""
     if isinstance(value, ReplyError):
         return {"error": value.to_json()}
     try:
         dumps(value)
     except (TypeError, ValueError):
-        error = ReplyError("TypeError", f"the reply {type(value).__name__} is not JSON", "", node)
+        who = "" if receiver is None else describe_receiver(receiver)
+        error = ReplyError("TypeError", f"the reply {type(value).__name__} is not JSON", who, node)
         return {"error": error.to_json()}
     return {"value": value}
+
+
+def encode_replies(values: Sequence[Any], node: str,
+                   receivers: Sequence[object] = ()) -> list[dict[str, Any]]:
+    """The replies of a remote ``ask`` as they cross (:func:`encode_reply`);
+    ``receivers[i]`` is the receiver of ``values[i]`` where known (see
+    :func:`berrymq.ask.ask_local`), so that a reply that is not JSON names it."""
+    known = len(receivers)
+    return [encode_reply(value, node, receivers[i] if i < known else None)
+            for i, value in enumerate(values)]
 
 
 def decode_replies(entries: Any, peer: str) -> list[Any]:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from berrymq.ask import ask_local_by, replies_so_far
+from berrymq.ask import ask_local, ask_local_by, replies_so_far
 from berrymq.message import Message
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.sessions import WAIT_THREADS
@@ -42,13 +42,15 @@ ASYNC_REPLY_WAIT = 5.0
 class AskProgress:
     """One ``ask`` being answered on a thread while its timer runs on the loop."""
 
-    __slots__ = ("expired", "replies", "running", "started", "timer")
+    __slots__ = ("expired", "receivers", "replies", "running", "started", "timer")
 
     def __init__(self) -> None:
         #: set by the thread as it starts answering
         self.started = False
         #: the replies so far, appended by the thread running the receivers
         self.replies: list[Any] = []
+        #: the receiver of each reply, at its index (a reply that is not JSON names it)
+        self.receivers: list[object] = []
         #: the name of the receiver running now (one element), empty between receivers
         self.running: list[str] = []
         #: set on the loop when the timer answered first: the thread's answer is dropped
@@ -85,23 +87,30 @@ def answer_with(progress: AskProgress, handle: Callable[[], bytes | None]) -> by
         _PROGRESS.reset(token)
 
 
-def local_replies(bus: Bus, message: Message, timeout: float | None) -> list[Any]:
+def local_replies(bus: Bus, message: Message, timeout: float | None
+                  ) -> tuple[list[Any], list[object]]:
     """The replies of ``bus``'s receivers to a remote ``ask`` of ``message``: by the
     timer's deadline (see the module), by ``timeout`` from now, or, without one, from
-    every receiver."""
+    every receiver; with the receiver of each reply, at its index (so that a reply JSON
+    cannot hold names its receiver: :func:`berrymq.wire.encode_replies`)."""
     progress = _PROGRESS.get()
     if progress is not None:
         if progress.expired:  # the timer answers: what came in by now
             if not bus.index.lookup(message[0]):
-                return []
+                return [], []
             who = f"local receivers of {message[0]}"
             if not progress.started:
                 who += (f" (not started in time: the node runs at most {WAIT_THREADS} asks "
                         "at once)")
-            return replies_so_far(progress.replies, progress.running, who, timeout or 0.0,
-                                  bus.node_id)
-        return bus.ask_local(message, ASYNC_REPLY_WAIT if timeout is None else timeout,
-                             into=progress.replies, running=progress.running)
+            replies = replies_so_far(progress.replies, progress.running, who, timeout or 0.0,
+                                     bus.node_id)
+            return replies, list(progress.receivers)  # copied after: it covers the replies
+        replies = ask_local(bus, message, ASYNC_REPLY_WAIT if timeout is None else timeout,
+                            into=progress.replies, running=progress.running,
+                            receivers=progress.receivers)
+        return replies, progress.receivers
+    receivers: list[object] = []
     if timeout is None:
-        return bus.ask_local(message, ASYNC_REPLY_WAIT)
-    return ask_local_by(bus, message, time.monotonic() + timeout, timeout)
+        return ask_local(bus, message, ASYNC_REPLY_WAIT, receivers=receivers), receivers
+    replies = ask_local_by(bus, message, time.monotonic() + timeout, timeout, receivers)
+    return replies, receivers

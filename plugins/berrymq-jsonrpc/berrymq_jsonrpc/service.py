@@ -25,7 +25,7 @@ from berrymq.bursts import BurstLog
 from berrymq.errors import InvalidIdentifier, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message
-from berrymq.wire import ParseError, encode_reply, loads
+from berrymq.wire import ParseError, encode_replies, loads
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import AskProgress, answer_with, ask_timeout, local_replies
 from berrymq_jsonrpc.dialect import answer_v1, in_v1_form, to_v2
@@ -393,8 +393,8 @@ class Service(QueueMethods):
             params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
             {k: params[k] for k in ("uid", "hops") if k in params}, "the request's",
         )
-        node = self.bus.node_id
-        return [encode_reply(reply, node) for reply in local_replies(self.bus, message, timeout)]
+        replies, receivers = local_replies(self.bus, message, timeout)
+        return encode_replies(replies, self.bus.node_id, receivers)
 
     def _network(self, context: Any, params: dict[str, Any]) -> Any:
         allowed(p.METHOD_NETWORK, params, frozenset({"token"}))

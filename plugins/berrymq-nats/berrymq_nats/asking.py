@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
+from berrymq.ask import ask_local
 from berrymq.errors import ConnectionClosed, ReplyError
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
-from berrymq.wire import decode_replies, dumps, encode_message, encode_reply, loads
+from berrymq.wire import decode_replies, dumps, encode_message, encode_replies, encode_reply, loads
 from berrymq_nats.client import check_payload
 from berrymq_nats.inbound import progress
 
@@ -279,11 +280,12 @@ class Asking:
             if len(seen) > _SEEN_REQUESTS:
                 del seen[next(iter(seen))]
         asked = new_message((message[0], message[1], message[2], message[3] + 1, uid))
-        bus = self.bridge.bus
+        receivers: list[object] = []  # of each reply: one that is not JSON names its own
         try:
-            replies = bus.ask_local(asked, timeout)
+            replies = ask_local(self.bridge.bus, asked, timeout, receivers=receivers)
         except Exception as exc:  # noqa: BLE001 - reported to the asker
             replies = [ReplyError(type(exc).__name__, str(exc), "bus", self.node)]
+            receivers = []
         payload = dumps({"k": "r", "n": self.node,
-                         "r": [encode_reply(value, self.node) for value in replies]}).encode()
+                         "r": encode_replies(replies, self.node, receivers)}).encode()
         self.bridge.outbox.put_control((reply, payload, ""))

@@ -101,6 +101,23 @@ def test_a_slow_process_does_not_lose_the_replies_that_came(
     assert len(replies) == 2
 
 
+def not_json(message: Message) -> object:
+    """A receiver whose reply JSON cannot hold."""
+    return object()
+
+
+def test_a_reply_that_is_not_json_names_its_receiver(pair: Pair, poll: Poll) -> None:
+    a, ba, b, bb = pair
+    b.subscribe("odd:reply", lambda m: 1, weak=False)
+    b.subscribe("odd:reply", not_json, weak=False)
+    settle(bb)
+    poll(knows(ba, b, "odd:reply"), what="a to learn b's patterns")
+    ok, odd = a.ask("odd:reply", timeout=10)
+    assert ok == 1
+    assert isinstance(odd, ReplyError) and odd.exception_type == "TypeError"
+    assert odd.receiver.endswith("not_json") and odd.node == b.node_id
+
+
 def knows(bridge: NatsBridge, bus: Bus, pattern: str) -> Callable[[], bool]:
     """Whether ``bridge`` knows that ``bus`` answers ``pattern``."""
     return lambda: any(str(p) == pattern for p in bridge.asking.peers.get(bus.node_id, ()))
