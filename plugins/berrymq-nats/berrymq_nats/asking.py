@@ -33,12 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
+from berrymq.aio import describe_receiver
 from berrymq.ask import ask_local
 from berrymq.errors import ConnectionClosed, ReplyError
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq.wire import decode_replies, dumps, encode_message, encode_replies, encode_reply, loads
-from berrymq_nats.client import check_payload
+from berrymq_nats.client import check_payload, payload_limit
 from berrymq_nats.inbound import progress
 
 if TYPE_CHECKING:
@@ -286,6 +287,34 @@ class Asking:
         except Exception as exc:  # noqa: BLE001 - reported to the asker
             replies = [ReplyError(type(exc).__name__, str(exc), "bus", self.node)]
             receivers = []
-        payload = dumps({"k": "r", "n": self.node,
-                         "r": encode_replies(replies, self.node, receivers)}).encode()
+        entries = encode_replies(replies, self.node, receivers)
+        payload = dumps({"k": "r", "n": self.node, "r": entries}).encode()
+        limit = payload_limit(self.bridge.client)
+        if len(payload) > limit:  # nats-py would refuse it: the asker would wait in vain
+            payload = self._within(entries, receivers, len(payload), limit)
         self.bridge.outbox.put_control((reply, payload, ""))
+
+    def _within(self, entries: list[dict[str, Any]], receivers: list[object], size: int,
+                limit: int) -> bytes:
+        """The replies ``entries`` (``size`` bytes as JSON, over the server's ``limit``)
+        made to fit: the largest values, one by one, become ``MessageTooLarge`` entries
+        naming their receivers, so that the asker hears at once what happened to them and
+        still gets the replies that fit."""
+        sizes = sorted(((len(dumps(entry)), i) for i, entry in enumerate(entries)
+                        if "value" in entry), reverse=True)
+        for entry_size, i in sizes:
+            who = describe_receiver(receivers[i]) if i < len(receivers) else "nats"
+            error = ReplyError(
+                "MessageTooLarge", f"the reply is {entry_size} bytes as JSON; the replies of "
+                f"this process were {size} bytes, over the NATS server's max_payload of "
+                f"{limit} bytes: it was not sent", who, self.node)
+            entries[i] = encode_reply(error, self.node)
+            size += len(dumps(entries[i])) - entry_size
+            if size <= limit:
+                break
+        if size > limit:  # the error entries alone are too large (long messages): one says so
+            error = ReplyError("MessageTooLarge", f"the replies of this process were over the "
+                               f"NATS server's max_payload of {limit} bytes: none was sent",
+                               "nats", self.node)
+            entries = [encode_reply(error, self.node)]
+        return dumps({"k": "r", "n": self.node, "r": entries}).encode()

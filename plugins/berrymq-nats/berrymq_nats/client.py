@@ -244,10 +244,16 @@ async def close_client(nc: Client, timeout: float) -> None:
             transport.abort()
 
 
+def payload_limit(nc: Client | None) -> int:
+    """The largest payload the server takes (its ``max_payload``; nats-py's default
+    before the first connection told it)."""
+    return nc.max_payload if nc is not None else DEFAULT_MAX_PAYLOAD_SIZE
+
+
 def check_payload(nc: Client | None, what: object, payload: bytes) -> None:
     """Refuse, at the call that sent it, a message over the server's ``max_payload``:
     nats-py would refuse it later, on the I/O thread, where nobody can be told."""
-    limit = nc.max_payload if nc is not None else DEFAULT_MAX_PAYLOAD_SIZE
+    limit = payload_limit(nc)
     if len(payload) > limit:
         raise MessageTooLarge(f"message {what} is {len(payload)} bytes as JSON, over the NATS "
                               f"server's max_payload of {limit} bytes; it was not sent")

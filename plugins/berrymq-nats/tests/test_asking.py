@@ -118,6 +118,30 @@ def test_a_reply_that_is_not_json_names_its_receiver(pair: Pair, poll: Poll) -> 
     assert odd.receiver.endswith("not_json") and odd.node == b.node_id
 
 
+def huge_reply(message: Message) -> str:
+    """A reply over NATS's max_payload (1 MiB by default) as JSON."""
+    return "x" * (2 * 1024 * 1024)
+
+
+def test_a_reply_over_max_payload_is_an_error_entry_at_once(pair: Pair, poll: Poll) -> None:
+    """nats-py would refuse the responder's answer on its I/O thread, and the asker wait its
+    whole timeout: the too large reply becomes a MessageTooLarge entry naming its receiver,
+    and the reply that fits still comes."""
+    a, ba, b, bb = pair
+    b.subscribe("big:reply", lambda m: "small", weak=False)
+    b.subscribe("big:reply", huge_reply, weak=False)
+    settle(bb)
+    poll(knows(ba, b, "big:reply"), what="a to learn b's patterns")
+    started = time.monotonic()
+    small, big = a.ask("big:reply", timeout=20)
+    assert time.monotonic() - started < 10
+    assert small == "small"
+    assert isinstance(big, ReplyError) and big.exception_type == "MessageTooLarge"
+    assert big.receiver.endswith("huge_reply") and big.node == b.node_id
+    assert "max_payload" in big.message
+    assert bb.losses.total == 0  # nothing was handed to nats-py to fail there
+
+
 def knows(bridge: NatsBridge, bus: Bus, pattern: str) -> Callable[[], bool]:
     """Whether ``bridge`` knows that ``bus`` answers ``pattern``."""
     return lambda: any(str(p) == pattern for p in bridge.asking.peers.get(bus.node_id, ()))
