@@ -43,7 +43,9 @@ from berrymq_nats.client import (
     close_before_reconnecting,
     close_client,
     confirm_written,
+    first_of,
     reconnect,
+    server_url,
     subscribe_direct,
     watch_reading,
 )
@@ -104,6 +106,7 @@ class NatsBridge(LinkConnection):
         self.following = Following(self)
         self._ready = threading.Event()
         self._up = asyncio.Event()
+        self._attempt_failed = asyncio.Event()  # set by each failed connection attempt
         self._tasks: list[asyncio.Task[None]] = []
         self._lost_mark = 0
         # the style (before the loop starts: what comes in is received from its forwarder):
@@ -132,7 +135,7 @@ class NatsBridge(LinkConnection):
     async def _connect(self) -> None:
         opts = self.options
         attempts = 0
-        while not self.closed:
+        while attempts == 0 or not self.closed:  # the first even if closed: see _shutdown
             attempts += 1
             try:
                 nc = await nats.connect(**client_options(
@@ -152,8 +155,12 @@ class NatsBridge(LinkConnection):
                     return
                 await asyncio.sleep(opts.reconnect_wait)
                 continue
-            if self.closed:
-                await nc.close()
+            if self.closed:  # closed meanwhile: _shutdown, waiting, sends what waits on it
+                if check_internals(nc) is None:
+                    self._nc = nc
+                    self.outbox.resume(nc)
+                else:
+                    await nc.close()
                 return
             self._nc = nc
             close_before_reconnecting(nc)
@@ -231,6 +238,7 @@ class NatsBridge(LinkConnection):
 
     async def _on_error(self, exc: Exception) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        self._attempt_failed.set()
         if self.outbox.connected:
             logger.warning("NATS bridge of bus %s: %s", self.bus.name, self.last_error)
         else:  # each failed reconnection attempt: the state line shows the last one
@@ -244,9 +252,7 @@ class NatsBridge(LinkConnection):
     @property
     def server(self) -> str:
         """The URL of the server currently connected to, or '' when disconnected."""
-        nc = self._nc
-        url = nc.connected_url if nc is not None and nc.is_connected else None
-        return f"{url.scheme}://{url.hostname}:{url.port}" if url is not None else ""
+        return server_url(self._nc)
 
     def status(self) -> str:
         """One line: the state, the server, subscriptions, buffered and lost messages
@@ -312,7 +318,7 @@ class NatsBridge(LinkConnection):
             return
         wait = self.options.connect_timeout
         try:  # _shutdown bounds its own steps: this bound is for a loop held up elsewhere
-            io_loop.run(self._shutdown(), 2 * wait + 5.0)
+            io_loop.run(self._shutdown(), 3 * wait + 5.0)
         except Exception as exc:  # noqa: BLE001 - closing goes on regardless
             logger.error("NATS bridge of bus %s did not shut down cleanly: %r", bus.name, exc)
             try:  # what was not sent is counted before close() returns
@@ -349,12 +355,18 @@ class NatsBridge(LinkConnection):
         """Send what waits and have it confirmed, within ``connect_timeout`` (the server
         may be stalled); count what was not, then close the client, within
         ``connect_timeout`` again. What was not sent is counted before the client is
-        closed, so :meth:`close` returns with it counted."""
+        closed, so :meth:`close` returns with it counted. First, a first connection still
+        being made (a short program closes, or ends, at once) is waited for until it is
+        made or an attempt fails, within ``connect_timeout``: what waits goes out on it."""
         current = asyncio.current_task()
+        wait = self.options.connect_timeout
+        connecting = [t for t in self._tasks[1:] if t is not current and not t.done()]
+        if connecting:  # until it is done subscribing too; once closed it makes no new attempt
+            self._attempt_failed.clear()
+            await first_of(connecting, self._attempt_failed, wait)
         for task in self._tasks:
             task.cancel()
         nc = self._nc
-        wait = self.options.connect_timeout
         connected = nc is not None and nc.is_connected and self.outbox.connected
         if nc is not None and connected:
             try:

@@ -244,6 +244,19 @@ async def close_client(nc: Client, timeout: float) -> None:
             transport.abort()
 
 
+def server_url(nc: Client | None) -> str:
+    """The URL of the server ``nc`` is connected to, or '' when it is not."""
+    url = nc.connected_url if nc is not None and nc.is_connected else None
+    return f"{url.scheme}://{url.hostname}:{url.port}" if url is not None else ""
+
+
+async def first_of(tasks: list[asyncio.Task[None]], event: asyncio.Event, timeout: float) -> None:
+    """Wait until one of ``tasks`` ends or ``event`` is set, at most ``timeout`` seconds."""
+    setting = asyncio.ensure_future(event.wait())
+    await asyncio.wait([*tasks, setting], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    setting.cancel()
+
+
 def payload_limit(nc: Client | None) -> int:
     """The largest payload the server takes (its ``max_payload``; nats-py's default
     before the first connection told it)."""

@@ -17,6 +17,7 @@ from berrymq_nats.losses import IN_FLIGHT, NOT_SENT_AT_CLOSE
 from berrymq_nats.testing import Recorder, bridge_of, settle
 
 from berrymq import Bus, QueueFull, TransportError
+from berrymq.testing import free_port
 from berrymq.transports.ioloop import io_loop
 
 pytestmark = pytest.mark.broker
@@ -152,6 +153,52 @@ def test_closing_while_unreachable_reports_what_was_not_sent(
     assert ba.losses.counts == {NOT_SENT_AT_CLOSE: 2}
     assert ba.state == "closed"
     assert ba.flush() is False  # something accepted since the last flush was lost
+
+
+def test_closing_while_the_first_connection_is_made_sends_what_waits(
+    nats_server: Any, make_bus: MakeBus, poll: Poll,
+) -> None:
+    """A short program sends before its first connection is made and closes (or ends) at
+    once: the close waits for that connection (within connect_timeout) and sends what
+    waits, instead of counting it as not sent "while NATS was unreachable". The server is
+    paused so that the connection is still being made when the bridge closes."""
+    b = make_bus("b")
+    got = Recorder()
+    b.subscribe("short:*", got, weak=False)
+    settle(bridge_of(b, nats_server.url))
+    a = make_bus("a")
+    transport = a.transport("nats")
+    nats_server.pause()  # the TCP connection is accepted; the greeting waits
+    try:
+        ba = transport.connect_broker(nats_server.url, wait=False,  # type: ignore[attr-defined]
+                                      connect_timeout=10)
+        for i in range(10):
+            a.twitter("short:lived", i)
+        closing = threading.Thread(target=ba.close)
+        closing.start()
+        poll(lambda: ba.closed, what="the bridge to begin closing")
+    finally:
+        nats_server.resume()
+    closing.join(30)
+    assert not closing.is_alive()
+    assert ba.losses.total == 0, ba.losses.counts
+    assert got.wait(10) and got.args == list(range(10))
+
+
+def test_closing_before_any_connection_could_be_made_counts_what_waits(
+    make_bus: MakeBus,
+) -> None:
+    """Nothing listens: the close does not wait for a connection that cannot be made, and
+    counts what waited as not sent."""
+    a = make_bus("a")
+    transport = a.transport("nats")
+    ba = transport.connect_broker(f"nats://127.0.0.1:{free_port()}", wait=False,  # type: ignore[attr-defined]
+                                  connect_timeout=10, reconnect_wait=0.05)
+    a.twitter("short:lived", 1)
+    started = time.monotonic()
+    ba.close()
+    assert time.monotonic() - started < 5
+    assert ba.losses.counts == {NOT_SENT_AT_CLOSE: 1}
 
 
 class Sender:

@@ -4,6 +4,9 @@ cluster) that the tests start on free loopback ports."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,6 +142,35 @@ def test_a_process_that_ends_without_closing_sends_everything(
     assert sender.call("leave") == "bye"
     assert sender.process.wait(30) == 0
     assert [m.args[0] for m in got.wait(5000)] == list(range(5000))
+
+
+SHORT_PROGRAM = """
+import berrymq
+for i in range(10):
+    berrymq.twitter("short:lived", i)
+"""
+
+
+def test_a_short_program_sends_what_it_sent_before_its_first_connection(
+    nats_server: Any, make_bus: MakeBus, tmp_path: Path,
+) -> None:
+    """Joined to NATS by its settings file, a program sends at once and ends without
+    closing, before the first connection is made: on exit the bridge waits for that
+    connection and sends what waits (it used to count it as not sent "while NATS was
+    unreachable")."""
+    here = make_bus("here")
+    got = Recorder()
+    here.subscribe("short:*", got, weak=False)
+    assert bridge_of(here, nats_server.url).flush()
+    (tmp_path / "berrymq.toml").write_text(
+        f'[berrymq.nats]\nservers = ["{nats_server.url}"]\n', encoding="utf-8")
+    (tmp_path / "short.py").write_text(SHORT_PROGRAM, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "BERRYMQ_CONFIG"}
+    done = subprocess.run([sys.executable, "short.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "lost" not in done.stderr, done.stderr
+    assert [m.args[0] for m in got.wait(10)] == list(range(10))
 
 
 def test_processes_survive_a_server_restart(
