@@ -30,7 +30,6 @@ from typing import Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import Channel
-from berrymq_jsonrpc.jsonrpc import error_object
 from berrymq_jsonrpc.jsonrpc_client import parse_reply
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.service import Service
@@ -42,6 +41,7 @@ from berrymq.transports.ioloop import ThreadBufferedProtocol, io_loop
 from berrymq.wire import ParseError, dumps, loads
 from berrymq_jsonrpc_tcp.answering import PARSE_ERROR, Answerer
 from berrymq_jsonrpc_tcp.deadline import ReadDeadline
+from berrymq_jsonrpc_tcp.refusing import TURN_AWAY_BYTES, Refusing, http_request_line
 
 __all__ = ["LineChannel"]
 
@@ -50,42 +50,14 @@ logger = logging.getLogger("berrymq.remote.tcp")
 _NL = b"\n"
 #: Errors without id from peers: one log line per burst, however many lines a client sends.
 _odd_replies = BurstLog(logger)
-_too_large_lines = BurstLog(logger)
-_http_requests = BurstLog(logger)
 #: A writer of requests waits while this much is buffered for the peer; the accepting end
 #: does not read a peer that leaves this much of its answers unread.
 _HIGH_WATER = 1 << 20
-#: A refused connection: how long, and how much, it is read before it is closed, so that
-#: the close does not reset the connection before the client has read the refusal.
-_TURN_AWAY_SECONDS = 1.0
-_TURN_AWAY_BYTES = 1 << 16
-#: What is read, and dropped, of the rest of an oversized line after its answer, before
-#: the connection is closed (within :data:`_TURN_AWAY_SECONDS`): closing on unread input
-#: resets the connection, and the client would lose the answer with it.
-_TOO_LARGE_DISCARD = 32 << 20
-
-
-#: The answer to a connection whose first line is an HTTP request line (then closed).
-_NOT_HTTP = dumps(error_object(
-    p.INVALID_REQUEST, "Invalid Request", None,
-    "this port speaks berryMQ's JSON-RPC over TCP (one JSON text per line), not HTTP: use "
-    "the node's http:// address")).encode() + b"\n"
-
-
-def _http_request_line(line: bytes) -> bool:
-    """Whether ``line`` is an HTTP/1.x request line (``POST / HTTP/1.1``): a browser's
-    request (any web page may send one to any port) or an ``http://`` client pointed at
-    this port, whose body must not be run line by line as JSON-RPC."""
-    parts = line.rstrip(b"\r").split(b" ")
-    return (len(parts) == 3 and parts[0].isalpha() and parts[0].isupper()
-            and parts[2].startswith(b"HTTP/"))
-
-
 def _is_response(obj: Any) -> bool:
     return type(obj) is dict and "method" not in obj and ("result" in obj or "error" in obj)
 
 
-class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
+class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
     """One TCP connection, either end: sends requests, answers the peer's requests.
 
     :param service: answers the requests the peer sends on this connection.
@@ -109,8 +81,6 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         self._admission = admission
         self._channels = channels
         self._client: str | None = None  # the admitted peer host, released at the end
-        self._refused = 0  # > 0: a turned-away connection, counting what it still sends
-        self._discarding = 0  # > 0: after an oversized line, the most still read and dropped
         self._first_line = True  # the accepting end looks at it: an HTTP request is refused
         #: requests sent and not answered yet: asyncio futures (:meth:`exchange`) and
         #: futures that a blocked thread waits on (:meth:`call`)
@@ -157,7 +127,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         """Take what the peer sent (a copy: the read buffer is reused)."""
         if self._refused:
             self._refused += len(data)
-            if self._refused > _TURN_AWAY_BYTES:
+            if self._refused > TURN_AWAY_BYTES:
                 self.close_transport()
             return
         if self.closed:
@@ -220,7 +190,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         held = self.answers.held
         if self._first_line and lines:
             self._first_line = False
-            if self.serving and _http_request_line(lines[0]):
+            if self.serving and http_request_line(lines[0]):
                 self._refuse_http()
                 return False
         for line in lines:
@@ -267,29 +237,6 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         peer has not read: it is not read meanwhile (the connecting end always reads, so
         that two nodes writing to each other cannot both stop reading)."""
         return self._writable is not None and self.serving
-
-    def _too_large(self) -> None:
-        _too_large_lines.warning("%s sent a line over %d bytes; closed", self.url,
-                                 self.read_limit)
-        error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
-                             {"limit": self.read_limit, "setting": "max_size"})
-        self.write(dumps(error).encode() + _NL)
-        # closed once the client stops sending (its end of input), or after a bounded
-        # read of the rest, or a second: see _TOO_LARGE_DISCARD
-        self._rest = b""
-        self._discarding = _TOO_LARGE_DISCARD
-        asyncio.get_running_loop().call_later(_TURN_AWAY_SECONDS, self.close_transport)
-
-    def _refuse_http(self) -> None:
-        """Answer an HTTP request on this port with a JSON-RPC error line, run nothing of
-        it (its body may hold JSON-RPC lines a web page put there), and close once what
-        the client still sends is read (bounded, as after an oversized line)."""
-        _http_requests.warning("%s sent an HTTP request to the JSON-RPC over TCP port; "
-                               "refused and closed", self.url)
-        self.write(_NOT_HTTP)
-        self._rest = b""
-        self._discarding = _TURN_AWAY_BYTES
-        asyncio.get_running_loop().call_later(_TURN_AWAY_SECONDS, self.close_transport)
 
     def _response(self, reply: dict[str, Any]) -> None:
         key = reply.get("id")
@@ -358,17 +305,6 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline):
         transport.write(text.encode() + _NL)
 
     # -- closing --------------------------------------------------------------------------
-
-    def _turn_away(self, answer: bytes) -> None:
-        """Write ``answer`` to a refused connection, end the write side, read a little of
-        what the client sent (bounded in bytes and time), then close."""
-        transport = self.transport
-        assert transport is not None
-        self._refused = 1
-        transport.write(answer)
-        if transport.can_write_eof():
-            transport.write_eof()
-        asyncio.get_running_loop().call_later(_TURN_AWAY_SECONDS, self.close_transport)
 
     def close_transport(self) -> None:
         """Close once what is buffered is written."""
