@@ -56,6 +56,9 @@ class StateKey(Generic[T]):
         return f"<StateKey {self.name}>"
 
 
+_MISSING: Any = object()  # the mark of a value not made yet (a factory may make None)
+
+
 class BusState:
     """The values of one bus, by key; stored under a lock, read without one.
 
@@ -76,17 +79,18 @@ class BusState:
     def get(self, key: StateKey[T]) -> T:
         """The value for ``key``, made by its factory on first use (see :class:`StateKey`
         for after the bus closed)."""
-        try:
-            value: T = self._values[key]
-        except KeyError:
-            if self._closed and key.close is not None and not key.after_close:
-                raise BusClosed(f"bus {self._bus.name!r} is closed; cannot make its "
-                                f"{key.name}") from None
-            made = key.factory(self._bus)
-            with self._lock:
-                value = self._values.setdefault(key, made)
-            if value is not made and key.close is not None:
-                key.close(made)  # lost the race: the first value stored is the one
+        value: T = self._values.get(key, _MISSING)
+        if value is not _MISSING:
+            return value
+        if self._closed and key.close is not None and not key.after_close:
+            raise BusClosed(f"bus {self._bus.name!r} is closed; cannot make its {key.name}")
+        # made outside any except clause: a factory's own error is raised as itself, not
+        # chained to a KeyError of this look-up
+        made = key.factory(self._bus)
+        with self._lock:
+            value = self._values.setdefault(key, made)
+        if value is not made and key.close is not None:
+            key.close(made)  # lost the race: the first value stored is the one
         return value
 
     def peek(self, key: StateKey[T]) -> T | None:

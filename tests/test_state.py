@@ -89,3 +89,25 @@ def in_threads(count: int, call: Callable[[], object]) -> list[object]:
     for thread in threads:
         thread.join()
     return results
+
+
+def test_a_factory_error_is_raised_as_itself_and_a_none_value_is_kept(
+        berrymq_plugin_host: PluginHost) -> None:
+    """A factory that raised was shown chained to the KeyError of the look-up ("During
+    handling of the above exception...": a plugin author saw a KeyError of a StateKey
+    first); a value of None is made once, not on every use."""
+    def fail(bus: Bus) -> object:
+        raise FileNotFoundError("nodir/m.jsonl")
+
+    made: list[Bus] = []
+    failing: StateKey[object] = StateKey("failing", fail)
+    nothing: StateKey[None] = StateKey("nothing", made.append)
+    with Bus(plugins=berrymq_plugin_host) as bus:
+        try:
+            bus.state(failing)
+        except FileNotFoundError as exc:
+            assert exc.__context__ is None and exc.__cause__ is None
+        else:
+            raise AssertionError("the factory's error was not raised")
+        assert bus.state(nothing) is None and bus.state(nothing) is None
+        assert made == [bus]
