@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,8 +33,9 @@ from berrymq_jsonrpc.sessions import WAIT_THREADS
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
+    from berrymq_jsonrpc.stats import NodeStats
 
-__all__ = ["AskProgress", "answer_with", "ask_timeout", "local_replies"]
+__all__ = ["AskProgress", "answer_with", "ask_arrived", "ask_timeout", "local_replies"]
 
 #: How long an ``ask`` without a timeout waits for its ``async def`` receivers.
 ASYNC_REPLY_WAIT = 5.0
@@ -42,7 +44,8 @@ ASYNC_REPLY_WAIT = 5.0
 class AskProgress:
     """One ``ask`` being answered on a thread while its timer runs on the loop."""
 
-    __slots__ = ("expired", "receivers", "replies", "running", "started", "timer")
+    __slots__ = ("arrival", "expired", "lock", "receivers", "replies", "running", "started",
+                 "timer")
 
     def __init__(self) -> None:
         #: set by the thread as it starts answering
@@ -56,6 +59,9 @@ class AskProgress:
         #: set on the loop when the timer answered first: the thread's answer is dropped
         self.expired = False
         self.timer: asyncio.TimerHandle | None = None
+        #: the verdict on the request's arrival (:func:`ask_arrived`), once given
+        self.arrival: bool | None = None
+        self.lock = threading.Lock()  # one verdict, even when thread and timer race
 
 
 #: The progress of the ``ask`` this thread is answering (see :func:`answer_with`).
@@ -85,6 +91,26 @@ def answer_with(progress: AskProgress, handle: Callable[[], bytes | None]) -> by
         return handle()
     finally:
         _PROGRESS.reset(token)
+
+
+def ask_arrived(bus: Bus, stats: NodeStats, message: Message, peer: object) -> bool:
+    """An ``ask`` of ``message`` came in from ``peer``: count it as a message in (as
+    docs/status.md says), and say whether to answer it.
+
+    Once per request: the timer answers a request its thread is answering too (both run
+    the method, and may race); both get the first one's verdict."""
+    progress = _PROGRESS.get()
+    if progress is None:
+        return _first_arrival(bus, stats, message, peer)
+    with progress.lock:  # one per ask, never on the send_message path
+        if progress.arrival is None:
+            progress.arrival = _first_arrival(bus, stats, message, peer)
+        return progress.arrival
+
+
+def _first_arrival(bus: Bus, stats: NodeStats, message: Message, peer: object) -> bool:
+    stats.message_in(message[0], peer)  # stats
+    return True
 
 
 def local_replies(bus: Bus, message: Message, timeout: float | None

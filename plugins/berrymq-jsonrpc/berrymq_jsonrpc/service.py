@@ -27,7 +27,7 @@ from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.wire import ParseError, encode_replies, loads
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.ask_timer import AskProgress, answer_with, ask_timeout, local_replies
+from berrymq_jsonrpc.ask_timer import AskProgress, answer_with, ask_arrived, ask_timeout, local_replies
 from berrymq_jsonrpc.dialect import answer_v1, in_v1_form, to_v2
 from berrymq_jsonrpc.jsonrpc import Dispatcher, app_error, invalid_params
 from berrymq_jsonrpc.limits import CallbackRule
@@ -386,13 +386,16 @@ class Service(QueueMethods):
 
     def _ask(self, context: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
         allowed(p.METHOD_ASK, params, _ASK)
+        peer: object = getattr(context, "url", None)  # the asker, for the stats (TCP: where)
         if params.get("token") is not None:
-            self.session(params["token"])
+            peer = self.session(params["token"])
         timeout = number(params, "timeout", None, allow_none=True)
         message, _ = message_from_wire(
             params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
             {k: params[k] for k in ("uid", "hops") if k in params}, "the request's",
         )
+        if not ask_arrived(self.bus, self.stats, message, peer):  # counted there
+            return []
         replies, receivers = local_replies(self.bus, message, timeout)
         return encode_replies(replies, self.bus.node_id, receivers)
 

@@ -1,0 +1,76 @@
+"""A remote ``ask`` as it comes in: counted in the node's stats like a message (``in``, and in
+``recent``), once per request. Real loopback sockets."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from berrymq_jsonrpc.stats import stats_for
+
+from berrymq.bus import Bus
+
+WAIT = 10.0
+
+
+def tcp_call(url: str, method: str, params: dict[str, Any]) -> Any:
+    """One request on a fresh TCP connection to ``url`` (tcp://host:port); its answer."""
+    host, port = url.removeprefix("tcp://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), WAIT) as sock:
+        sock.settimeout(WAIT)
+        request = {"jsonrpc": "2.0", "method": method, "params": params, "id": 1}
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        with sock.makefile("rb") as lines:
+            return json.loads(lines.readline())
+
+
+def http_call(url: str, method: str, params: dict[str, Any]) -> Any:
+    request = {"jsonrpc": "2.0", "method": method, "params": params, "id": 1}
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    post = urllib.request.Request(url + "/", data=json.dumps(request).encode(),
+                                  headers={"Content-Type": "application/json"})
+    with opener.open(post, timeout=WAIT) as answer:
+        return json.loads(answer.read())
+
+
+def asks_in(bus: Bus) -> tuple[int, list[str]]:
+    stats = stats_for(bus)
+    return stats.totals()["messages_in"], [r["identifier"] for r in stats.recent_messages()]
+
+
+@pytest.mark.parametrize("timeout", [2, None], ids=["with-timeout", "without-timeout"])
+def test_an_ask_over_raw_tcp_and_http_is_counted_as_a_message_in(
+        bus_factory: Callable[..., Bus], timeout: int | None) -> None:
+    bus = bus_factory()
+    bus.subscribe("probe:*", lambda message: message.args[0] + 1, weak=False)
+    tcp = bus.transport("tcp").listen("tcp://127.0.0.1:0")
+    http = bus.transport("http").listen("http://127.0.0.1:0")
+    params: dict[str, Any] = {"args": [1]} if timeout is None else {"args": [1], "timeout": timeout}
+    before, _ = asks_in(bus)
+    answer = tcp_call(tcp, "ask", {"identifier": "probe:tcp", **params})
+    assert answer["result"][0]["value"] == 2, answer
+    assert asks_in(bus)[0] == before + 1
+    answer = http_call(http, "ask", {"identifier": "probe:http", **params})
+    assert answer["result"][0]["value"] == 2, answer
+    count, recent = asks_in(bus)
+    assert count == before + 2
+    assert recent[-2:] == ["probe:tcp", "probe:http"]
+
+
+def test_an_ask_answered_by_its_timer_is_counted_once(bus_factory: Callable[..., Bus]) -> None:
+    """The timer answers a slow receiver's ask again on the loop: still one message in."""
+    bus = bus_factory()
+    release = threading.Event()
+    bus.subscribe("slow:*", lambda message: release.wait(WAIT), weak=False)
+    tcp = bus.transport("tcp").listen("tcp://127.0.0.1:0")
+    try:
+        answer = tcp_call(tcp, "ask", {"identifier": "slow:x", "timeout": 0.2})
+    finally:
+        release.set()
+    assert answer["result"][0]["error"]["type"] == "TimeoutError", answer
+    assert asks_in(bus) == (1, ["slow:x"])
