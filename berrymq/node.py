@@ -344,6 +344,12 @@ class NodeSide:
         """The forwarders that can carry ``ask`` requests to peers."""
         return [] if self.node is None else self.node.requesters()
 
+    def first_request(self, uid: str) -> bool:
+        """Whether a peer's ``ask`` with ``uid`` is the first this node sees of it: an
+        asker asks over every link to it (two ``interconnect``, a ``connect_oneway``), and
+        the receivers here run once per ask as per forwarded message (the same memory)."""
+        return self.ensure_node().first_sight(uid)
+
     def stamp(self, message: Message) -> Message:
         """Return ``message`` with a unique id, given once when it first leaves the bus."""
         return self.ensure_node().stamp(message)

@@ -95,7 +95,10 @@ def answer_with(progress: AskProgress, handle: Callable[[], bytes | None]) -> by
 
 def ask_arrived(bus: Bus, stats: NodeStats, message: Message, peer: object) -> bool:
     """An ``ask`` of ``message`` came in from ``peer``: count it as a message in (as
-    docs/status.md says), and say whether to answer it.
+    docs/status.md says), and say whether to answer it. A peer with several links to this
+    node (two ``interconnect``, a ``connect_oneway``) asks over each with one uid; the
+    node answers the first (SPEC: a message is delivered once per node) and counts the
+    others as duplicates, as it does a forwarded message that came by two ways.
 
     Once per request: the timer answers a request its thread is answering too (both run
     the method, and may race); both get the first one's verdict."""
@@ -110,7 +113,11 @@ def ask_arrived(bus: Bus, stats: NodeStats, message: Message, peer: object) -> b
 
 def _first_arrival(bus: Bus, stats: NodeStats, message: Message, peer: object) -> bool:
     stats.message_in(message[0], peer)  # stats
-    return True
+    uid = message[4]
+    if uid is None or bus.first_request(uid):
+        return True
+    stats.duplicate()  # stats
+    return False
 
 
 def local_replies(bus: Bus, message: Message, timeout: float | None

@@ -395,7 +395,7 @@ class Service(QueueMethods):
             {k: params[k] for k in ("uid", "hops") if k in params}, "the request's",
         )
         if not ask_arrived(self.bus, self.stats, message, peer):  # counted there
-            return []
+            return []  # answered already: the asker asked this node over another link too
         replies, receivers = local_replies(self.bus, message, timeout)
         return encode_replies(replies, self.bus.node_id, receivers)
 

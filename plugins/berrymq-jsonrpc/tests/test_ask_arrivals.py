@@ -1,5 +1,6 @@
 """A remote ``ask`` as it comes in: counted in the node's stats like a message (``in``, and in
-``recent``), once per request. Real loopback sockets."""
+``recent``), once per request, and answered once per node however many connections the asker
+has to it (SPEC 7: a message is delivered once per node). Real loopback sockets."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from berrymq_jsonrpc.stats import stats_for
 
 from berrymq.bus import Bus
+from berrymq.message import Message
 
 WAIT = 10.0
 
@@ -74,3 +76,27 @@ def test_an_ask_answered_by_its_timer_is_counted_once(bus_factory: Callable[...,
         release.set()
     assert answer["result"][0]["error"]["type"] == "TimeoutError", answer
     assert asks_in(bus) == (1, ["slow:x"])
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_an_asker_with_three_connections_to_a_node_runs_its_receivers_once(
+        bus_factory: Callable[..., Bus], scheme: str) -> None:
+    answering, asker = bus_factory(), bus_factory()
+    calls: list[Message] = []
+    answering.subscribe("job:*", calls.append, weak=False)
+    url = answering.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+    if scheme == "http":  # interconnect over HTTP calls the asker back
+        asker.transport("http").listen("http://127.0.0.1:0")
+    transport = asker.transport(scheme)
+    transport.interconnect(url, 600)
+    transport.interconnect(url, 600)
+    transport.connect_oneway(url, 600)
+    assert len(asker.requesters()) == 3
+    assert asker.ask("job:run", 1, timeout=WAIT) == [None]
+    assert len(calls) == 1
+    # every ask that came in is counted; the two repeats also as duplicates
+    totals = stats_for(answering).totals()
+    assert (totals["messages_in"], totals["duplicates"]) == (3, 2)
+    # a second ask is a new message: answered again, once
+    assert asker.ask("job:run", 2, timeout=WAIT) == [None]
+    assert [m.args[0] for m in calls] == [1, 2]
