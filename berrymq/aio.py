@@ -31,7 +31,9 @@ sends its result to the callback identifier once the coroutine has finished, ``a
 waits for it (up to the ask's timeout) and :func:`ask_async` awaits it. An exception in
 an async receiver whose reply nobody asked for is logged on the ``berrymq`` logger (it
 cannot be raised from ``twitter``, which has long returned); in ``ask`` it becomes a
-:class:`berrymq.ReplyError` entry.
+:class:`berrymq.ReplyError` entry, and only that: the ask says so (:func:`claim_reply`)
+before it calls the receiver, which marks the reply claimed before the loop has it (a
+coroutine handed over from another thread may fail before the call returns).
 
 Hop counting (which cuts endless receiver loops) carries over into the coroutine: the
 task runs in a fresh context whose hop box holds the count of the message that started
@@ -44,6 +46,7 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import threading
 import types
 import weakref
 from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exception
@@ -64,6 +67,7 @@ __all__ = [
     "AsyncReceiver",
     "AsyncRunner",
     "async_runner",
+    "claim_reply",
     "describe_receiver",
     "is_async_receiver",
 ]
@@ -87,6 +91,24 @@ def describe_receiver(receiver: object) -> str:
     name = getattr(receiver, "__qualname__", None) or type(receiver).__qualname__
     module = getattr(receiver, "__module__", None)
     return f"{module}.{name}" if module else str(name)
+
+
+class _Claim(threading.local):
+    """Per thread: the message whose next async receiver call is an ``ask``'s."""
+
+    message: object = None
+
+
+_claim = _Claim()
+
+
+def claim_reply(message: Message | None) -> None:
+    """Say that the next call in this thread of an async receiver with ``message`` is an
+    ``ask``'s (None: none is): that call's reply is marked claimed before its coroutine is
+    handed to the loop, so that a failure is reported by the ask alone, never logged as
+    nobody's. The call takes the claim; an identical message object is required, so a
+    message a receiver sends meanwhile is never claimed by mistake."""
+    _claim.message = message
 
 
 def _set_hops(hops: int) -> None:
@@ -145,15 +167,21 @@ class AsyncReceiver:
             template = self._contexts[hops] = contextvars.Context()
             template.run(_set_hops, hops)
         context = template.copy()
+        claim = _claim
+        claimed = claim.message is message  # an ask's call (claim_reply): taken now
+        if claimed:
+            claim.message = None
         backlog = self.backlog
         if _get_running_loop() is loop:
             if backlog.tasks + backlog.handed >= backlog.limit:  # waiting would stall them
                 raise backlog.refused_at_once(message)
             backlog.tasks += 1
             pending = PendingReply(self.name, loop, message, self._bus, backlog)
+            pending.claimed = claimed
             _start(loop, function, message, pending, context)
             return pending
         pending = PendingReply(self.name, loop, message, self._bus)
+        pending.claimed = claimed  # before the loop has it: it may fail before we return
         if not loop.is_closed():  # a closed loop makes no room: refused below, not waited for
             backlog.enter(message)
             pending.backlog = backlog
@@ -162,6 +190,7 @@ class AsyncReceiver:
         try:
             loop.call_soon_threadsafe(_start_handed, loop, function, message, pending, context)
         except RuntimeError:  # the loop is closed: nothing will ever run this receiver
+            pending.claimed = False  # the asker gets the error below, not this reply
             subscription = self._subscription()
             if subscription is not None:
                 subscription.cancel()

@@ -21,7 +21,7 @@ from berrymq._delivery import deliver, looping, raise_errors
 from berrymq._hops import hop_box
 from berrymq._pending import PendingReply
 from berrymq._timeouts import seconds_left, wait_limit, wait_seconds
-from berrymq.aio import describe_receiver
+from berrymq.aio import AsyncReceiver, claim_reply, describe_receiver
 from berrymq.errors import ReplyError
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
@@ -91,16 +91,21 @@ class _Collect:
     """The answer of ``ask``: every answering receiver's return value, in order; an
     exception becomes a :class:`ReplyError` entry. Queues store the request instead."""
 
-    __slots__ = ("node", "pending", "replies", "running")
+    __slots__ = ("message", "node", "pending", "replies", "running")
 
-    def __init__(self, node: str, replies: list[Any], running: list[str] | None) -> None:
+    def __init__(self, message: Message, node: str, replies: list[Any],
+                 running: list[str] | None) -> None:
+        self.message = message
         self.node = node
         self.replies = replies
         self.running = running
         self.pending = False
 
     def calling(self, subscription: Subscription, receiver: object) -> None:
-        if self.running is not None and subscription.answers:
+        answers = subscription.answers
+        # an async receiver's reply is claimed before its loop has it (see claim_reply)
+        claim_reply(self.message if answers and type(receiver) is AsyncReceiver else None)
+        if self.running is not None and answers:
             self.running[:] = [describe_receiver(receiver)]
 
     def returned(self, subscription: Subscription, result: object) -> None:
@@ -126,9 +131,9 @@ class _NamingCollect(_Collect):
 
     __slots__ = ("current", "receivers")
 
-    def __init__(self, node: str, replies: list[Any], running: list[str] | None,
-                 receivers: list[object]) -> None:
-        super().__init__(node, replies, running)
+    def __init__(self, message: Message, node: str, replies: list[Any],
+                 running: list[str] | None, receivers: list[object]) -> None:
+        super().__init__(message, node, replies, running)
         self.receivers = receivers
         self.current: object = None
 
@@ -154,9 +159,12 @@ def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
     ``ask``): append the receiver of each entry to it, at the entry's index."""
     timeout = wait_limit("timeout", timeout)
     replies = [] if into is None else into
-    collect = (_Collect(bus.node_id, replies, running) if receivers is None
-               else _NamingCollect(bus.node_id, replies, running, receivers))
-    errors = deliver(bus, bus.index.lookup(message[0]), message, collect)
+    collect = (_Collect(message, bus.node_id, replies, running) if receivers is None
+               else _NamingCollect(message, bus.node_id, replies, running, receivers))
+    try:
+        errors = deliver(bus, bus.index.lookup(message[0]), message, collect)
+    finally:
+        claim_reply(None)  # not taken (a guard said no): no later call may take it
     if running is not None:
         running.clear()  # every receiver was called; only async replies may be awaited
     if errors:
