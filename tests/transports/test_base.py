@@ -64,6 +64,20 @@ def test_an_asker_carries_requests_and_nothing_else(two_buses: tuple[Bus, Bus]) 
     assert got.qsize() == 1  # the request reached b's queue; the twitter did not
 
 
+def test_an_ask_over_several_links_to_one_bus_runs_its_receivers_once(
+        two_buses: tuple[Bus, Bus]) -> None:
+    """Each link that can carry requests carries the ask; the bus at their other end
+    answers its uid once (as a node does over JSON-RPC), not once per link."""
+    a, b = two_buses
+    ran: list[int] = []
+    b.subscribe("price:quote", lambda message: ran.append(1) or 7, weak=False)
+    for i in range(3):
+        to_b, _ = memory_link_pair(a, b, address_b=f"memory://b{i}")
+        a.add_forwarder(asker(to_b))
+    assert a.ask("price:quote", timeout=5) == [7]
+    assert ran == [1]
+
+
 @pytest.mark.parametrize("style", ["interconnect", "oneway", "queue"])
 def test_ask_over_every_style_of_the_local_transport(two_buses: tuple[Bus, Bus], style: str) -> None:
     a, b = two_buses
