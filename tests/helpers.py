@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import json
 import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -29,7 +31,7 @@ from berrymq.settings import Settings
 
 __all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "Lines", "Logger", "capture", "child_env", "drain",
            "FullLink", "held_async_receiver", "installed", "is_urgent", "json_values", "make_bus", "on_job",
-           "on_log", "populate", "serve"]
+           "on_log", "populate", "serve", "tcp_call"]
 
 WAIT = 10.0  # generous deadline for anything that should happen "soon"
 
@@ -394,3 +396,14 @@ json_values = st.recursive(
     | st.dictionaries(st.text(max_size=5), children, max_size=4),
     max_leaves=10,
 )
+
+
+def tcp_call(sock: socket.socket, obj: Any) -> Any:
+    """Send one JSON-RPC text as a line on ``sock`` and read the answer line, parsed."""
+    sock.sendall(json.dumps(obj).encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        assert chunk, "closed without an answer"
+        data += chunk
+    return json.loads(data)

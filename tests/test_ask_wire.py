@@ -5,13 +5,13 @@ back Python values as they are."""
 
 from __future__ import annotations
 
-import json
 import math
 import socket
 import threading
 from typing import Any
 
 import pytest
+from helpers import tcp_call
 
 from berrymq import Bus, Message, ReplyError
 from berrymq.ask import ask_local
@@ -57,13 +57,7 @@ def test_the_receiver_of_each_reply_is_noted_for_the_wire(berrymq_bus: Bus) -> N
 def call(port: int, request: dict[str, Any]) -> Any:
     """One JSON-RPC request as a line over TCP; the parsed answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            assert chunk, "closed without an answer"
-            data += chunk
-    return json.loads(data)
+        return tcp_call(sock, request)
 
 
 @pytest.mark.parametrize("timeout", [None, 5.0])

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from berrymq_jsonrpc.stats import stats_for
-from helpers import Child
+from helpers import Child, tcp_call
 
 from berrymq.bus import Bus
 from berrymq.errors import TransportError
@@ -223,17 +223,6 @@ def http_answer(sock: socket.socket) -> tuple[int, bytes]:
         assert chunk, "closed in the middle of an answer"
         rest += chunk
     return int(head.split(b" ")[1]), rest[:length]
-
-
-def tcp_call(sock: socket.socket, obj: Any) -> Any:
-    """Send one JSON-RPC text as a line on ``sock`` and read the answer line, parsed."""
-    sock.sendall(json.dumps(obj).encode() + b"\n")
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(65536)
-        assert chunk, "closed without an answer"
-        data += chunk
-    return json.loads(data)
 
 
 #: A peer that writes the number of every job:n it gets to a file, with no buffer in the
