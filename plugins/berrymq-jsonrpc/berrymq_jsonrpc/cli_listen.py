@@ -20,15 +20,15 @@ import time
 from contextlib import suppress
 from typing import Any
 
-from berrymq.api import connect_broker, connect_via_queue
+from berrymq.api import DEFAULT_TTL, connect_broker, connect_via_queue
 from berrymq.cli import node_url
 from berrymq.default import get_bus
 from berrymq.errors import BerryMQError, ConnectionClosed, TransportError
 from berrymq.receivers.queues import Queue
 from berrymq_jsonrpc.cli_support import (
-    connect,
     format_message,
     node_failure,
+    open_session,
     quiet_remote_logs,
     run_until_stopped,
     timestamp,
@@ -59,11 +59,13 @@ class _NodeQueue:
 
     def open(self) -> None:
         self.drop()
-        connection = connect(self.url, self.timeout,
-                             lambda url: connect_via_queue(url, self.pattern))
+        connection = open_session(self.url, self.timeout, self._connect, DEFAULT_TTL)
         self.connection = connection
         if self._closed:  # stopped meanwhile
             self.drop()
+
+    def _connect(self, url: str, ttl: float) -> Any:
+        return connect_via_queue(url, self.pattern, ttl=ttl)
 
     def get(self, timeout: float | None) -> Any:
         return self.connection.get(block=True, timeout=timeout)

@@ -22,7 +22,7 @@ from berrymq.cli import UsageError, node_url, print_json
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.identifier import parse
 from berrymq.message import Message
-from berrymq_jsonrpc.cli_support import connect, keyword, parse_value, quiet_remote_logs
+from berrymq_jsonrpc.cli_support import keyword, open_session, parse_value, quiet_remote_logs
 
 __all__ = ["message_from_json", "message_from_words", "run_send"]
 
@@ -77,6 +77,10 @@ def message_from_json(text: str) -> Message:
     return Message(_identifier(value[0]), tuple(args), kwargs)
 
 
+def _oneway(url: str, ttl: float) -> Any:
+    return connect_oneway(url, ttl=ttl)
+
+
 def _split(args: argparse.Namespace) -> tuple[str, list[str]]:
     """The node's URL and the words after it: a first word without ``://`` is the ID and
     the node comes from ``BERRYMQ_URL``."""
@@ -121,7 +125,7 @@ def run_send(args: argparse.Namespace) -> int:
     ttl = DEFAULT_TTL if from_stdin else max(args.timeout, 1.0)
     sent = 0
     with quiet_remote_logs():
-        connection = connect(url, args.timeout, lambda u: connect_oneway(u, ttl=ttl))
+        connection = open_session(url, args.timeout, _oneway, ttl)
         try:
             for message in messages:
                 try:

@@ -24,9 +24,9 @@ from berrymq.errors import ConnectionClosed, RemoteError, TransportError
 from berrymq.identifier import parse
 from berrymq_jsonrpc import protocol as p
 
-__all__ = ["connect", "format_message", "keyword", "node_failure", "parse_value",
-           "pattern_argument", "quiet_remote_logs", "run_until_stopped", "scheme_hint",
-           "went_away"]
+__all__ = ["connect", "format_message", "keyword", "node_failure", "open_session",
+           "parse_value", "pattern_argument", "quiet_remote_logs", "run_until_stopped",
+           "scheme_hint", "went_away"]
 
 
 def _reject_constant(name: str) -> Any:
@@ -173,6 +173,39 @@ def connect(url: str, timeout: float, opener: Callable[[str], Any]) -> Any:
     except (ValueError, TypeError, TransportError, OSError) as exc:
         left = timeout - (time.monotonic() - started)
         raise node_failure(url, exc, probe=left > 0.1) from None
+
+
+def ttl_limit(exc: BaseException, asked: float) -> float | None:
+    """The node's ``max_ttl`` when ``exc`` is its refusal of a session ``ttl`` over it
+    (-32009 *limit reached* with ``data.setting`` ``"max_ttl"`` and the limit in
+    ``data.limit``), if that is a usable ttl below ``asked``; else None."""
+    if not (isinstance(exc, RemoteError) and exc.code == p.LIMIT_REACHED
+            and isinstance(exc.data, dict) and exc.data.get("setting") == "max_ttl"):
+        return None
+    limit = exc.data.get("limit")
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)):
+        return None
+    return float(limit) if 0 < limit < asked else None
+
+
+def open_session(url: str, timeout: float, opener: Callable[[str, float], Any],
+                 ttl: float) -> Any:
+    """:func:`connect` with ``opener(url, ttl)`` (e.g. ``connect_oneway(url, ttl=ttl)``).
+
+    A node may cap a session's ttl lower (its ``max_ttl`` setting) than a command asks
+    for; it then refuses the session and names its limit, and the session is asked for
+    again with that limit, so that ``send`` and ``listen`` work with any such node."""
+
+    def open_it(target: str) -> Any:
+        try:
+            return opener(target, ttl)
+        except RemoteError as exc:
+            limit = ttl_limit(exc, ttl)
+            if limit is None:
+                raise
+            return opener(target, limit)
+
+    return connect(url, timeout, open_it)
 
 
 _UNKNOWN_TOKEN_TEXT = "the peer no longer knows this connection"

@@ -1,0 +1,55 @@
+"""The node commands against nodes set up as operators set them up (an outside probe's
+findings): a low ``max_ttl``, a mistaken address or option, a ``--monitor`` address.
+
+Real processes: ``berrymq serve`` nodes and the commands run against them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from berrymq_cli_procs import DEADLINE, Proc, listen
+from helpers import run_berrymq as run
+
+#: The settings of a node whose sessions may live at most 100 s, on both transports.
+CAPPED_TTL = """\
+[berrymq.jsonrpc-tcp]
+max_ttl = 100
+
+[berrymq.jsonrpc-http]
+max_ttl = 100
+"""
+
+
+@pytest.fixture
+def capped_node(tmp_path: Path, procs: list[Proc]) -> dict[str, str]:
+    """A ``berrymq serve`` with ``max_ttl = 100`` (its own directory, its own settings
+    file): {"tcp": URL, "http": URL}."""
+    home = tmp_path / "capped"
+    home.mkdir()
+    (home / "berrymq.toml").write_text(CAPPED_TTL)
+    proc = Proc("serve", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0", cwd=home)
+    procs.append(proc)
+    urls = [proc.line().removeprefix("serving ") for _ in range(2)]
+    return {url.partition("://")[0]: url for url in urls}
+
+
+# -- a node whose max_ttl is below the ttl a command asks for ---------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_send_and_listen_work_with_a_node_whose_max_ttl_is_low(
+        tmp_path: Path, procs: list[Proc], capped_node: dict[str, str], scheme: str) -> None:
+    url = capped_node[scheme]
+    first = listen(tmp_path, procs, url, "job:*", "--count", "1")
+    second = listen(tmp_path, procs, url, "job:*", "--count", "2")
+    # one message, with a --timeout (and so a ttl) above the node's max_ttl
+    result = run("send", "--timeout", "200", url, "job:one", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = run("send", url, "-", input="job:two 2\n", cwd=tmp_path)  # stdin: ttl 1000
+    assert result.returncode == 0, result.stderr
+    assert first.process.wait(timeout=DEADLINE) == 0
+    assert first.rest_of("out") == ["job:one []"]
+    assert second.process.wait(timeout=DEADLINE) == 0
+    assert second.rest_of("out") == ["job:one []", "job:two [2]"]
