@@ -42,6 +42,7 @@ from berrymq_jsonrpc.cli_support import (
     format_message,
     keyword,
     pattern_argument,
+    seconds_argument,
     timestamp,
 )
 from berrymq_jsonrpc.graph import fetch
@@ -266,7 +267,7 @@ def register_commands(commands: Commands) -> None:
     p.add_argument("args", nargs="*", metavar="ARG", help="positional arguments (optional)")
     p.add_argument("--kw", action="append", type=keyword, metavar="KEY=VALUE",
                    help="a keyword argument (VALUE parsed like ARG); repeatable")
-    p.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds_argument, default=10.0, metavar="SECONDS",
                    help="seconds to wait for the node: to connect, and for it to "
                         "acknowledge the messages (default 10)")
     add_json_option(p, 'one JSON object {"url", "sent", "not_sent"} once the node has the '
@@ -291,7 +292,7 @@ def register_commands(commands: Commands) -> None:
                    help="an identifier pattern, e.g. 'job:*'")
     p.add_argument("--count", type=_positive_int, metavar="N",
                    help="stop after N messages (exit status 1 if --timeout ends it first)")
-    p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds_argument, metavar="SECONDS",
                    help="stop after SECONDS (exit status 0, or 1 when --count messages did "
                         "not come)")
     p.add_argument("--timestamps", action="store_true",
@@ -299,7 +300,7 @@ def register_commands(commands: Commands) -> None:
     p.add_argument("--no-reconnect", action="store_true",
                    help="when the node goes away, stop with exit status 1 instead of "
                         "reconnecting")
-    p.add_argument("--connect-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+    p.add_argument("--connect-timeout", type=seconds_argument, default=10.0, metavar="SECONDS",
                    help="seconds each attempt to reach the node may take (default 10)")
     add_json_option(p, 'each message as a JSON object {"identifier", "args", "kwargs", '
                        '"time"}')
@@ -312,7 +313,7 @@ def register_commands(commands: Commands) -> None:
                            help="a running node (tcp://HOST:PORT or http://HOST:PORT) to ask "
                                 "over JSON-RPC (default: BERRYMQ_URL; without either, this "
                                 "process's own, empty, bus)")
-        graph.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+        graph.add_argument("--timeout", type=seconds_argument, default=10.0, metavar="SECONDS",
                            help="seconds to wait for the node (default 10)")
         graph.set_defaults(run=_cmd_graph)
 
@@ -324,16 +325,6 @@ def _positive_int(text: str) -> int:
         value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
     return value
 
 

@@ -25,8 +25,8 @@ from berrymq.identifier import parse
 from berrymq_jsonrpc import protocol as p
 
 __all__ = ["connect", "format_message", "keyword", "node_failure", "open_session",
-           "parse_value", "pattern_argument", "quiet_remote_logs", "run_until_stopped",
-           "scheme_hint", "went_away"]
+           "parse_value", "pattern_argument", "port_speaks", "quiet_remote_logs",
+           "run_until_stopped", "scheme_hint", "seconds_argument", "went_away"]
 
 
 def _reject_constant(name: str) -> Any:
@@ -72,6 +72,19 @@ def pattern_argument(text: str) -> str:
     return text
 
 
+def seconds_argument(text: str) -> float:
+    """A ``--timeout``-like option: a finite number of seconds above 0, checked before
+    anything runs (0, a negative number, ``nan`` or ``inf`` is a usage error, exit
+    status 2: no wait can be bounded by them)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
 def timestamp(when: float | None = None) -> str:
     """``when`` (default: now) as ISO 8601 UTC with milliseconds, e.g.
     ``2026-12-01T15:50:02.123Z``."""
@@ -112,14 +125,13 @@ def quiet_remote_logs() -> Iterator[None]:
 # -- connecting ------------------------------------------------------------------------------
 
 
-def scheme_hint(url: str, timeout: float = 1.0) -> str:
-    """When the port of ``url`` speaks the other protocol (HTTP behind ``tcp://``, the
-    line protocol behind ``http://``), a sentence naming the URL that fits; else ``""``.
+def port_speaks(url: str, timeout: float = 1.0) -> str:
+    """Which protocol the port of ``url`` speaks: ``"http"``, ``"tcp"`` (berryMQ's line
+    protocol), or ``""`` when it cannot be told (no answer, something else).
 
     It sends ``GET / HTTP/1.0``: an HTTP server answers ``HTTP/...``, a berryMQ TCP node a
-    JSON-RPC parse error (``{...``)."""
+    JSON-RPC error line (``{...``)."""
     parts = urlsplit(url)
-    scheme = parts.scheme.lower()
     try:
         host, port = parts.hostname, parts.port
     except ValueError:
@@ -133,7 +145,16 @@ def scheme_hint(url: str, timeout: float = 1.0) -> str:
             head = sock.recv(64)
     except OSError:
         return ""
-    actual = "http" if head.startswith(b"HTTP/") else "tcp" if head.startswith(b"{") else ""
+    return "http" if head.startswith(b"HTTP/") else "tcp" if head.startswith(b"{") else ""
+
+
+def scheme_hint(url: str, timeout: float = 1.0) -> str:
+    """When the port of ``url`` speaks the other protocol (HTTP behind ``tcp://``, the
+    line protocol behind ``http://``), a sentence naming the URL that fits; else ``""``
+    (:func:`port_speaks`)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    actual = port_speaks(url, timeout)
     if not actual or actual == scheme:
         return ""
     return (f": that port speaks {actual.upper()}, not {scheme.upper()}: did you mean "

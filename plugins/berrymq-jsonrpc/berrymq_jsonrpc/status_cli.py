@@ -12,6 +12,7 @@ the ``jsonrpc-http`` plugin (:mod:`berrymq_jsonrpc_http.monitor_port`).
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ from berrymq.cli import Commands, UsageError, node_url
 from berrymq.errors import BerryMQError
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import host_and_port
+from berrymq_jsonrpc.cli_support import port_speaks, seconds_argument
 
 __all__ = ["fetch_status", "format_status", "register_status_commands"]
 
@@ -52,6 +54,10 @@ def status_url(url: str) -> str:
     return base if base.endswith("/status") else base + "/status"
 
 
+_TCP_PORT = ("that port speaks TCP, not HTTP: the status is served over HTTP, at the node's "
+             "--http address or its --monitor address")
+
+
 def fetch_status(url: str, *, secret: str | None = None, timeout: float = 10.0) -> Any:
     """The JSON of a node's ``/status``; :class:`Unreachable` saying why not."""
     target = status_url(url)
@@ -69,9 +75,12 @@ def fetch_status(url: str, *, secret: str | None = None, timeout: float = 10.0) 
         if exc.code in (401, 403):
             hint = f" (give the node's secret with --secret or {p.SECRET_ENV_VAR})"
         raise Unreachable(f"{target} answered HTTP {exc.code}: {text}{hint}") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        # HTTPException: what answered is no HTTP server, e.g. a berryMQ TCP port
+        if port_speaks(target, min(timeout, 1.0)) == "tcp":
+            raise Unreachable(f"cannot read {target}: {_TCP_PORT}") from None
         reason = getattr(exc, "reason", exc)
-        raise Unreachable(f"cannot reach {target}: {reason}") from None
+        raise Unreachable(f"cannot reach {target}: {reason or type(exc).__name__}") from None
     try:
         return json.loads(body)
     except ValueError:
@@ -169,5 +178,5 @@ def register_status_commands(commands: Commands) -> None:
                         help="the node, e.g. http://127.0.0.1:8000 (default: $BERRYMQ_URL)")
     parser.add_argument("--json", action="store_true", help="print the JSON as the node sent it")
     parser.add_argument("--secret", help=f"the node's secret (default: ${p.SECRET_ENV_VAR})")
-    parser.add_argument("--timeout", type=float, default=10.0,
+    parser.add_argument("--timeout", type=seconds_argument, default=10.0, metavar="SECONDS",
                         help="seconds to wait for the node (default 10)")

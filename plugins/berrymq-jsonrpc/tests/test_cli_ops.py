@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from berrymq_cli_procs import DEADLINE, Proc, listen
+from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line
 from helpers import run_berrymq as run
 
 #: The settings of a node whose sessions may live at most 100 s, on both transports.
@@ -53,3 +53,25 @@ def test_send_and_listen_work_with_a_node_whose_max_ttl_is_low(
     assert first.rest_of("out") == ["job:one []"]
     assert second.process.wait(timeout=DEADLINE) == 0
     assert second.rest_of("out") == ["job:one []", "job:two [2]"]
+
+
+# -- status, and --timeout values that bound nothing -------------------------------------------
+
+
+def test_status_of_a_tcp_port_says_so_without_a_traceback(
+        tmp_path: Path, node: tuple[Proc, str, str]) -> None:
+    _, tcp, _ = node
+    line = one_error_line(run("status", tcp.replace("tcp://", "http://"), cwd=tmp_path), 1)
+    assert "that port speaks TCP, not HTTP" in line and "--monitor" in line, line
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+@pytest.mark.parametrize("command", [
+    ("status", "http://127.0.0.1:1"), ("graph", "http://127.0.0.1:1"),
+    ("send", "tcp://127.0.0.1:1", "job:x"), ("listen", "tcp://127.0.0.1:1", "job:*")])
+def test_a_timeout_that_bounds_no_wait_is_a_usage_error(
+        tmp_path: Path, command: tuple[str, ...], value: str) -> None:
+    result = run(*command, "--timeout", value, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "expected a number of seconds above 0" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
