@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import socket
 import threading
@@ -20,13 +21,13 @@ from urllib.parse import urlsplit
 
 from berrymq.cli import UsageError
 from berrymq.default import get_bus
-from berrymq.errors import ConnectionClosed, RemoteError, TransportError
+from berrymq.errors import BerryMQError, ConnectionClosed, RemoteError, TransportError
 from berrymq.identifier import parse
 from berrymq_jsonrpc import protocol as p
 
 __all__ = ["connect", "format_message", "keyword", "node_failure", "open_session",
            "parse_value", "pattern_argument", "port_speaks", "quiet_remote_logs",
-           "run_until_stopped", "scheme_hint", "seconds_argument", "went_away"]
+           "run_until_stopped", "scheme_hint", "seconds_argument", "secret_hint", "went_away"]
 
 
 def _reject_constant(name: str) -> Any:
@@ -161,6 +162,27 @@ def scheme_hint(url: str, timeout: float = 1.0) -> str:
             f"{actual}://{parts.netloc}?")
 
 
+def secret_hint(*, given: bool, option: str = "") -> str:
+    """What to do about a node that refused a request as unauthorised: when a secret was
+    sent, that it is not the node's (a wrong secret); else where to give one (``option``:
+    the command's own option for it, e.g. ``--secret``)."""
+    if given:
+        return ": the secret given was refused (a wrong secret: not the node's shared secret)"
+    where = f"give {option} or set {p.SECRET_ENV_VAR}" if option else f"set {p.SECRET_ENV_VAR}"
+    return f": no secret was given; {where} to the node's shared secret"
+
+
+def _secret_given(url: str) -> bool:
+    """Whether a request to ``url`` carried a secret: its transport's ``secret`` setting or
+    the ``BERRYMQ_SECRET`` environment variable."""
+    scheme = url.partition("://")[0].lower()
+    try:
+        secret = getattr(get_bus().transport(scheme), "secret", None)
+    except BerryMQError:
+        secret = None
+    return bool(secret or os.environ.get(p.SECRET_ENV_VAR))
+
+
 def node_failure(url: str, exc: BaseException, *, probe: bool = True) -> Exception:
     """The error a command reports when the node at ``url`` failed it: a usage error for
     a URL that cannot work, else a runtime failure (with a hint when the scheme does not
@@ -170,7 +192,7 @@ def node_failure(url: str, exc: BaseException, *, probe: bool = True) -> Excepti
     text = " ".join((str(exc) or type(exc).__name__).split())  # one line, whatever came back
     if isinstance(exc, RemoteError):
         if exc.code == p.UNAUTHORISED:
-            text += f": set {p.SECRET_ENV_VAR} to the node's shared secret"
+            text += secret_hint(given=_secret_given(url))
         return TransportError(text)
     hint = scheme_hint(url) if probe else ""
     if hint:

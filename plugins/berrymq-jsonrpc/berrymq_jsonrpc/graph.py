@@ -6,7 +6,6 @@ answer renders like a local description (:func:`berrymq.network.render`).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,14 +21,13 @@ def fetch(url: str, timeout: float = 10.0, secret: str | None = None) -> dict[st
     """Ask the node at ``url`` (``http://host:port`` or ``tcp://host:port``) for its
     description with the JSON-RPC method ``network``.
 
-    ``secret`` (default: the ``BERRYMQ_SECRET`` environment variable) is sent when given.
+    ``secret`` (default: the transport's ``secret`` setting, else the ``BERRYMQ_SECRET``
+    environment variable) is sent when given.
 
     :raises ValueError: ``url`` is not a node address.
     :raises berrymq.TransportError: the node cannot be reached or answered nonsense.
     :raises berrymq.RemoteError: the node answered with a JSON-RPC error.
     """
-    if secret is None:
-        secret = os.environ.get(p.SECRET_ENV_VAR) or None
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     try:
@@ -44,6 +42,8 @@ def fetch(url: str, timeout: float = 10.0, secret: str | None = None) -> dict[st
     transport = get_bus().transport(scheme)
     if not isinstance(transport, RemoteTransport):
         raise ValueError(f"the {scheme}:// transport does not speak JSON-RPC")
+    if secret is None:
+        secret = transport.secret  # the transport's secret setting, else BERRYMQ_SECRET
     try:
         result = transport.call_once(url, p.METHOD_NETWORK, {}, timeout=timeout, secret=secret)
     except RemoteError:

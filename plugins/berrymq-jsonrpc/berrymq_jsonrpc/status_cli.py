@@ -26,7 +26,7 @@ from berrymq.cli import Commands, UsageError, node_url
 from berrymq.errors import BerryMQError
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import host_and_port
-from berrymq_jsonrpc.cli_support import port_speaks, seconds_argument
+from berrymq_jsonrpc.cli_support import port_speaks, seconds_argument, secret_hint
 
 __all__ = ["fetch_status", "format_status", "register_status_commands"]
 
@@ -72,8 +72,8 @@ def fetch_status(url: str, *, secret: str | None = None, timeout: float = 10.0) 
     except urllib.error.HTTPError as exc:
         text = exc.read(500).decode("utf-8", "replace").strip()
         hint = ""
-        if exc.code in (401, 403):
-            hint = f" (give the node's secret with --secret or {p.SECRET_ENV_VAR})"
+        if exc.code == 401 or (exc.code == 403 and secret):  # 403 unasked: not the secret
+            hint = secret_hint(given=bool(secret), option="--secret")
         raise Unreachable(f"{target} answered HTTP {exc.code}: {text}{hint}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         # HTTPException: what answered is no HTTP server, e.g. a berryMQ TCP port

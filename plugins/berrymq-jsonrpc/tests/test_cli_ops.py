@@ -75,3 +75,24 @@ def test_a_timeout_that_bounds_no_wait_is_a_usage_error(
     assert result.returncode == 2, result.stderr
     assert "expected a number of seconds above 0" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- a wrong secret ---------------------------------------------------------------------------
+
+
+def test_a_wrong_secret_is_called_wrong_and_a_missing_one_missing(
+        tmp_path: Path, procs: list[Proc]) -> None:
+    server = Proc("serve", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0", cwd=tmp_path,
+                  env={"BERRYMQ_SECRET": "correct horse"})
+    procs.append(server)
+    tcp, http = (server.line().removeprefix("serving ") for _ in range(2))
+    commands = [("send", tcp, "job:x"), ("listen", http, "job:*", "--no-reconnect"),
+                ("graph", tcp), ("status", http)]
+    for command in commands:
+        line = one_error_line(run(*command, cwd=tmp_path, env={"BERRYMQ_SECRET": "wrong"}), 1)
+        assert "the secret given was refused (a wrong secret" in line, line
+        assert "set BERRYMQ_SECRET" not in line, line
+        line = one_error_line(run(*command, cwd=tmp_path), 1)
+        assert "no secret was given" in line and "BERRYMQ_SECRET" in line, line
+    line = one_error_line(run("status", http, "--secret", "wrong", cwd=tmp_path), 1)
+    assert "the secret given was refused" in line, line
