@@ -311,7 +311,8 @@ def register_commands(commands: Commands) -> None:
     if graph is not None:
         graph.add_argument("url", nargs="?", metavar="URL",
                            help="a running node (tcp://HOST:PORT or http://HOST:PORT) to ask "
-                                "over JSON-RPC (default: BERRYMQ_URL; without either, this "
+                                "over JSON-RPC, or its serve --monitor address (read with GET "
+                                "/network) (default: BERRYMQ_URL; without either, this "
                                 "process's own, empty, bus)")
         graph.add_argument("--timeout", type=seconds_argument, default=10.0, metavar="SECONDS",
                            help="seconds to wait for the node (default 10)")

@@ -12,14 +12,28 @@ from urllib.parse import urlsplit
 from berrymq.default import get_bus
 from berrymq.errors import RemoteError, TransportError
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.status_cli import get_json
 from berrymq_jsonrpc.transport import RemoteTransport
 
 __all__ = ["fetch"]
 
 
+#: How the HTTP client reports a POST refused by an address that serves GET only (the
+#: status routes of ``serve --monitor``).
+_GET_ONLY = "answered HTTP 405"
+
+
+def _get_network(netloc: str, timeout: float, secret: str | None) -> dict[str, Any]:
+    result = get_json(f"http://{netloc}/network", secret=secret, timeout=timeout)
+    if not isinstance(result, dict):
+        raise TransportError(f"http://{netloc}/network answered {result!r}")
+    return result
+
+
 def fetch(url: str, timeout: float = 10.0, secret: str | None = None) -> dict[str, Any]:
     """Ask the node at ``url`` (``http://host:port`` or ``tcp://host:port``) for its
-    description with the JSON-RPC method ``network``.
+    description with the JSON-RPC method ``network``; an ``http://`` address that serves
+    GET only (``serve --monitor``) is asked with ``GET /network`` instead.
 
     ``secret`` (default: the transport's ``secret`` setting, else the ``BERRYMQ_SECRET``
     environment variable) is sent when given.
@@ -49,6 +63,9 @@ def fetch(url: str, timeout: float = 10.0, secret: str | None = None) -> dict[st
     except RemoteError:
         raise
     except (TransportError, OSError) as exc:
+        if scheme == "http" and _GET_ONLY in str(exc):
+            # a --monitor address: no JSON-RPC there, but the same picture at GET /network
+            return _get_network(parts.netloc, timeout, secret)
         raise TransportError(f"cannot ask {url} for its network: {exc}") from exc
     if not isinstance(result, dict):
         raise TransportError(f"{url} answered the network request with {result!r}")

@@ -23,15 +23,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from berrymq.cli import Commands, UsageError, node_url
-from berrymq.errors import BerryMQError
+from berrymq.errors import TransportError
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import host_and_port
 from berrymq_jsonrpc.cli_support import port_speaks, seconds_argument, secret_hint
 
-__all__ = ["fetch_status", "format_status", "register_status_commands"]
+__all__ = ["Unreachable", "fetch_status", "format_status", "get_json", "register_status_commands"]
 
 
-class Unreachable(BerryMQError):
+class Unreachable(TransportError):
     """The node could not be reached, or refused to answer (exit 1)."""
 
 
@@ -58,9 +58,11 @@ _TCP_PORT = ("that port speaks TCP, not HTTP: the status is served over HTTP, at
              "--http address or its --monitor address")
 
 
-def fetch_status(url: str, *, secret: str | None = None, timeout: float = 10.0) -> Any:
-    """The JSON of a node's ``/status``; :class:`Unreachable` saying why not."""
-    target = status_url(url)
+def get_json(target: str, *, secret: str | None, timeout: float,
+             secret_option: str = "") -> Any:
+    """The JSON a node answers a GET of ``target`` (one of its status routes: ``/status``,
+    ``/network``) with; :class:`Unreachable` saying why not (``secret_option``: the
+    command's option for the secret, named when none was given)."""
     headers = {"Accept": "application/json"}
     if secret:
         headers["Authorization"] = f"Bearer {secret}"
@@ -73,7 +75,7 @@ def fetch_status(url: str, *, secret: str | None = None, timeout: float = 10.0) 
         text = exc.read(500).decode("utf-8", "replace").strip()
         hint = ""
         if exc.code == 401 or (exc.code == 403 and secret):  # 403 unasked: not the secret
-            hint = secret_hint(given=bool(secret), option="--secret")
+            hint = secret_hint(given=bool(secret), option=secret_option)
         raise Unreachable(f"{target} answered HTTP {exc.code}: {text}{hint}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         # HTTPException: what answered is no HTTP server, e.g. a berryMQ TCP port
@@ -85,6 +87,11 @@ def fetch_status(url: str, *, secret: str | None = None, timeout: float = 10.0) 
         return json.loads(body)
     except ValueError:
         raise Unreachable(f"{target} did not answer with JSON: {body[:100]!r}") from None
+
+
+def fetch_status(url: str, *, secret: str | None = None, timeout: float = 10.0) -> Any:
+    """The JSON of a node's ``/status``; :class:`Unreachable` saying why not."""
+    return get_json(status_url(url), secret=secret, timeout=timeout, secret_option="--secret")
 
 
 def _human(n: float | None) -> str:

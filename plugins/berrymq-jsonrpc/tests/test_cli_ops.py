@@ -6,6 +6,7 @@ Real processes: ``berrymq serve`` nodes and the commands run against them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,18 @@ def test_a_wrong_secret_is_called_wrong_and_a_missing_one_missing(
         assert "no secret was given" in line and "BERRYMQ_SECRET" in line, line
     line = one_error_line(run("status", http, "--secret", "wrong", cwd=tmp_path), 1)
     assert "the secret given was refused" in line, line
+
+
+# -- serve --monitor ----------------------------------------------------------------------------
+
+
+def test_graph_of_a_monitor_address(tmp_path: Path, procs: list[Proc]) -> None:
+    server = Proc("serve", "--tcp", "127.0.0.1:0", "--monitor", "127.0.0.1:0", cwd=tmp_path)
+    procs.append(server)
+    tcp = server.line().removeprefix("serving ")
+    monitor = server.line().removeprefix("monitor ")
+    assert monitor.startswith("http://127.0.0.1:"), monitor
+    result = run("graph", monitor, "--json", cwd=tmp_path)  # no JSON-RPC there: GET /network
+    assert result.returncode == 0, result.stderr
+    transports = json.loads(result.stdout)["transports"]
+    assert any(tcp in t["status"] for t in transports), transports
