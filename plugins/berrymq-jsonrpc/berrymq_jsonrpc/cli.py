@@ -34,7 +34,7 @@ from berrymq.cli import Commands, UsageError, add_json_option, print_json, show_
 from berrymq.default import get_bus
 from berrymq.errors import QueueClosed, TransportError
 from berrymq.receivers.queues import Queue
-from berrymq_jsonrpc.addresses import netloc
+from berrymq_jsonrpc.addresses import is_loopback, netloc, split_url
 from berrymq_jsonrpc.cli_listen import run_listen
 from berrymq_jsonrpc.cli_send import run_send
 from berrymq_jsonrpc.cli_support import (
@@ -46,6 +46,7 @@ from berrymq_jsonrpc.cli_support import (
     timestamp,
 )
 from berrymq_jsonrpc.graph import fetch
+from berrymq_jsonrpc.protocol import SECRET_ENV_VAR
 from berrymq_jsonrpc.status_cli import register_status_commands
 
 __all__ = ["add_serve_option", "add_serve_starter", "register_commands", "server_url"]
@@ -67,6 +68,10 @@ def server_url(scheme: str, addr: str, default_host: str = "127.0.0.1",
         given = addr.split("://", 1)[0].lower()
         if given != scheme:
             raise UsageError(f"--{option} takes a {scheme}:// address, got {addr!r}")
+        try:
+            split_url(addr, scheme)  # a host and a port in range, nothing after
+        except ValueError as exc:
+            raise UsageError(f"--{option} {exc}") from None
         return addr
     host, sep, port = addr.rpartition(":")
     if not sep:
@@ -142,6 +147,23 @@ def _default_host(bus: Any, scheme: str) -> str:
     return str(getattr(bus.transport(scheme), "default_host", "127.0.0.1"))
 
 
+def _checked_addresses(bus: Any, given: dict[str, list[str]]) -> list[str]:
+    """The URLs ``serve`` is to bind, every one checked before any is bound (a usage
+    error means nothing was done): its form, its port, and a secret for an address
+    others can reach (the rule the transports apply when they bind)."""
+    urls = []
+    for scheme, addrs in given.items():
+        for addr in addrs:
+            url = server_url(scheme, addr, _default_host(bus, scheme))
+            host, _port = split_url(url, scheme)
+            if not is_loopback(host) and not getattr(bus.transport(scheme), "secret", None):
+                raise UsageError(f"refusing to serve {url}: it is not a loopback address, and "
+                                 "a server others can reach needs a shared secret: set "
+                                 f"'secret' in the settings file or {SECRET_ENV_VAR}")
+            urls.append(url)
+    return urls
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     schemes: list[tuple[str, int]] = args.serve_schemes
     given = {scheme: getattr(args, f"serve_{scheme}") or [] for scheme, _ in schemes}
@@ -153,8 +175,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         with _signals_stop() as wait_for_signals:
             try:
                 bus = get_bus()
-                urls = [server_url(scheme, addr, _default_host(bus, scheme))
-                        for scheme, addrs in given.items() for addr in addrs]
+                urls = _checked_addresses(bus, given)
+                for check in args.serve_checks:  # plugins' own serve options (--monitor)
+                    check(bus, args)
                 bound = []
                 for url in urls:
                     try:
@@ -166,10 +189,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                         raise TransportError(f"cannot serve {url}: {exc}") from None
                     if not args.json:
                         print(f"serving {bound[-1]}", flush=True)
-                if args.json:
-                    print_json({"serving": bound, "pid": os.getpid()})
+                started: dict[str, Any] = {}
                 for start in args.serve_starters:  # plugins' own serve options (--monitor)
-                    start(bus, args)
+                    served = start(bus, args)
+                    if isinstance(served, dict):
+                        started.update(served)
+                if args.json:
+                    print_json({"serving": bound, **started, "pid": os.getpid()})
+                else:
+                    for name, url in started.items():
+                        print(f"{name} {url}", flush=True)
                 for pattern in args.print or []:
                     _start_printer(pattern, args.json)
                 print("press Ctrl-C to stop", file=sys.stderr, flush=True)
@@ -241,7 +270,7 @@ def register_commands(commands: Commands) -> None:
                         "(as listen does; it does not answer ask); repeatable")
     add_json_option(p, 'the bound addresses as one JSON object {"serving": [URL...], '
                        '"pid": N}, and the --print messages as listen --json does')
-    p.set_defaults(serve_schemes=[], serve_starters=[])
+    p.set_defaults(serve_schemes=[], serve_starters=[], serve_checks=[])
 
     p = commands.add(
         "send", run_send, help="send messages to a node",
@@ -343,14 +372,24 @@ def add_serve_option(commands: Commands, scheme: str, default_port: int) -> None
     schemes.append((scheme, default_port))
 
 
-def add_serve_starter(commands: Commands, start: Callable[[Any, argparse.Namespace], object]
+def add_serve_starter(commands: Commands, start: Callable[[Any, argparse.Namespace], object],
+                      check: Callable[[Any, argparse.Namespace], object] | None = None
                       ) -> None:
-    """Have ``serve`` call ``start(bus, args)`` once its transports are serving: a plugin
-    that adds options of its own to ``serve`` acts on them there (``jsonrpc-http``'s
-    ``--monitor``). ``start`` raises :class:`berrymq.cli.UsageError` for a bad value."""
+    """Have ``serve`` act on a plugin's own options (``jsonrpc-http``'s ``--monitor``).
+
+    ``check(bus, args)``, when given, runs before ``serve`` binds anything and raises
+    :class:`berrymq.cli.UsageError` for a bad value (exit status 2 means nothing was
+    done). ``start(bus, args)`` runs once the transports are serving; it returns a dict of
+    what it serves, e.g. ``{"monitor": URL}``, which ``serve`` prints (a line ``monitor
+    URL``, or a key of its ``--json`` object), or None when it served nothing.
+    """
     register_commands(commands)
     serve = commands.get("serve")
     assert serve is not None
     starters: list[Callable[[Any, argparse.Namespace], object]] = serve.get_default(
         "serve_starters")
     starters.append(start)
+    if check is not None:
+        checks: list[Callable[[Any, argparse.Namespace], object]] = serve.get_default(
+            "serve_checks")
+        checks.append(check)
