@@ -22,10 +22,12 @@ from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.monitor import Monitor
 
 from berrymq.cli import Commands, UsageError
+from berrymq.errors import TransportError
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc_http.server import Server
 
-__all__ = ["MAX_CLIENTS", "READ_TIMEOUT", "add_monitor_option", "start_monitor", "status_server"]
+__all__ = ["MAX_CLIENTS", "READ_TIMEOUT", "add_monitor_option", "check_monitor", "serve_monitor",
+           "start_monitor", "status_server"]
 
 logger = logging.getLogger("berrymq.monitor")
 
@@ -40,7 +42,7 @@ _MAX_BODY = 1024
 
 def add_monitor_option(commands: Commands) -> None:
     """Add ``--monitor HOST:PORT`` to ``serve``."""
-    add_serve_starter(commands, start_monitor)
+    add_serve_starter(commands, serve_monitor, check_monitor)
     serve = commands.get("serve")
     assert serve is not None
     serve.add_argument("--monitor", metavar="HOST:PORT",
@@ -56,11 +58,9 @@ def status_server(monitor: Monitor, read_timeout: float = READ_TIMEOUT) -> Serve
     return server
 
 
-def start_monitor(bus: Any, args: argparse.Namespace) -> Server | None:
-    """Serve the status at ``--monitor`` (after ``serve``'s transports: the secret and the
-    ``names`` setting are theirs) and print its URL; None without ``--monitor``."""
-    if not getattr(args, "monitor", None):
-        return None
+def _monitor_address(bus: Any, args: argparse.Namespace) -> tuple[str, int, str | None]:
+    """The host, port and secret of ``--monitor``; UsageError for an address that cannot
+    be served."""
     try:
         host, port = split_url(server_url("http", args.monitor, option="monitor"), "http")
     except ValueError as exc:  # a full URL that is no host:port
@@ -72,11 +72,34 @@ def start_monitor(bus: Any, args: argparse.Namespace) -> Server | None:
         raise UsageError(f"refusing to serve the status at {host}:{port}: it is not a loopback "
                          f"address, and the status of a node others can reach needs its secret "
                          f"({p.SECRET_ENV_VAR})")
+    return host, port, secret
+
+
+def check_monitor(bus: Any, args: argparse.Namespace) -> None:
+    """Check ``--monitor`` before ``serve`` binds anything (a bad address is a usage
+    error, and then nothing was done)."""
+    if getattr(args, "monitor", None):
+        _monitor_address(bus, args)
+
+
+def start_monitor(bus: Any, args: argparse.Namespace) -> tuple[Server, str] | None:
+    """Serve the status at ``--monitor`` (after ``serve``'s transports: the secret and the
+    ``names`` setting are theirs): the server and its URL; None without ``--monitor``."""
+    if not getattr(args, "monitor", None):
+        return None
+    host, port, secret = _monitor_address(bus, args)
+    transports = [t for _, t in sorted(bus.transports().items()) if hasattr(t, "service")]
     server = status_server(Monitor(bus, host=host, secret=secret,
                                    names=[n for t in transports for n in getattr(t, "names", ())]))
     try:
         bound = io_loop.run(server.start(host, port), READ_TIMEOUT)
-    except OSError as exc:
-        raise UsageError(f"cannot serve the status at {host}:{port}: {exc}") from None
-    print(f"monitor http://{netloc(host, bound)}", flush=True)
-    return server
+    except OSError as exc:  # e.g. the port is in use: the run failed
+        raise TransportError(f"cannot serve the status at {host}:{port}: {exc}") from None
+    return server, f"http://{netloc(host, bound)}"
+
+
+def serve_monitor(bus: Any, args: argparse.Namespace) -> dict[str, str] | None:
+    """``serve``'s starter: :func:`start_monitor`, and ``{"monitor": URL}`` for ``serve``
+    to print (a line, or a key of its ``--json`` object)."""
+    started = start_monitor(bus, args)
+    return None if started is None else {"monitor": started[1]}

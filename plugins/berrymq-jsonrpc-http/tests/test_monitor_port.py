@@ -48,12 +48,12 @@ def request(method: str, path: str, extra: str = "") -> bytes:
 
 def test_serve_monitor_serves_the_status_routes_and_nothing_else(
         buses: Buses, stop: list[Server], capsys: pytest.CaptureFixture[str]) -> None:
-    server = start_monitor(buses(), argparse.Namespace(monitor="127.0.0.1:0"))
-    assert server is not None
+    started = start_monitor(buses(), argparse.Namespace(monitor="127.0.0.1:0"))
+    assert started is not None
+    server, url = started
     stop.append(server)
-    printed = capsys.readouterr().out.strip()
-    assert printed.startswith("monitor http://127.0.0.1:")
-    port = int(printed.rsplit(":", 1)[1])
+    assert url.startswith("http://127.0.0.1:")
+    port = int(url.rsplit(":", 1)[1])
     status = exchange(port, request("GET", "/status"))
     assert status.startswith(b"HTTP/1.1 200 OK\r\n"), status
     assert "sessions" in json.loads(status.split(b"\r\n\r\n", 1)[1])

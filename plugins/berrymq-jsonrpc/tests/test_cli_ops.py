@@ -11,15 +11,7 @@ from pathlib import Path
 
 import pytest
 from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line
-from berrymq_jsonrpc_http import monitor_port
 from helpers import run_berrymq as run
-
-#: ``--monitor`` is checked before anything is bound, and its URL handed to ``serve`` to
-#: print, once jsonrpc-http's monitor_port gives ``add_serve_starter`` a check and returns
-#: ``{"monitor": URL}`` (a change in that plugin, not yet made).
-needs_monitor_check = pytest.mark.xfail(
-    not hasattr(monitor_port, "check_monitor"), strict=True,
-    reason="berrymq_jsonrpc_http.monitor_port does not yet use the serve starter contract")
 
 #: The settings of a node whose sessions may live at most 100 s, on both transports.
 CAPPED_TTL = """\
@@ -122,7 +114,6 @@ def test_graph_of_a_monitor_address(tmp_path: Path, procs: list[Proc]) -> None:
     assert any(tcp in t["status"] for t in transports), transports
 
 
-@needs_monitor_check
 def test_serve_json_names_the_monitor_address(tmp_path: Path, procs: list[Proc]) -> None:
     server = Proc("serve", "--tcp", "127.0.0.1:0", "--monitor", "127.0.0.1:0", "--json",
                   cwd=tmp_path)
@@ -140,9 +131,9 @@ def test_serve_json_names_the_monitor_address(tmp_path: Path, procs: list[Proc])
     ("--http", "http://127.0.0.1:99999"),
     ("--http", "http://127.0.0.1:0/status"),
     ("--http", "192.0.2.1:0"),  # not loopback, and no secret
-    pytest.param(("--monitor", "127.0.0.1:99999"), marks=needs_monitor_check),
-    pytest.param(("--monitor", "http://127.0.0.1:99999"), marks=needs_monitor_check),
-    pytest.param(("--monitor", "192.0.2.1:0"), marks=needs_monitor_check),
+    ("--monitor", "127.0.0.1:99999"),
+    ("--monitor", "http://127.0.0.1:99999"),
+    ("--monitor", "192.0.2.1:0"),
 ])
 def test_serve_checks_every_address_before_it_binds_any(
         tmp_path: Path, bad: tuple[str, str]) -> None:
