@@ -37,6 +37,7 @@ from berrymq._losses import CANCELLED_FIRST, LOSSES, WORKER_REFUSED
 from berrymq._timeouts import seconds_left, wait_seconds
 from berrymq.errors import QueueFull
 from berrymq.message import Message
+from berrymq.settings import MAX_MULTIPLICITY
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -50,10 +51,6 @@ logger = logging.getLogger("berrymq")
 DEFAULT_POOL_QUEUE_SIZE = 100_000
 #: seconds a sender waits for room in a full task queue before it gets QueueFull
 DEFAULT_POOL_QUEUE_WAIT = 10.0
-#: the most worker threads a pool may have (``multiplicity``): far more than receivers
-#: can use under the GIL, and few enough that a mistyped value (``100000000``) is refused
-#: at once instead of taking the process's memory and threads until the system says no
-MAX_MULTIPLICITY = 10_000
 
 
 class _Task(NamedTuple):

@@ -21,7 +21,8 @@ from typing import Any
 
 from berrymq.errors import SettingsError
 
-__all__ = ["CORE_KEYS", "ENV_VAR", "Settings", "core_problem", "find_settings", "load_settings"]
+__all__ = ["CORE_KEYS", "ENV_VAR", "MAX_MULTIPLICITY", "Settings", "core_problem", "find_settings",
+           "load_settings"]
 
 ENV_VAR = "BERRYMQ_CONFIG"
 
@@ -43,6 +44,13 @@ CORE_KEYS: dict[str, type | tuple[type, ...]] = {
 _CORE_LEAST = {"hop_limit": 1, "multiplicity": 0, "pool_queue_size": 1, "pool_queue_wait": 0,
                "async_pending_limit": 1, "async_pending_wait": 0}
 
+#: the most worker threads a pool may have (``multiplicity``): far more than receivers
+#: can use under the GIL, and few enough that a mistyped value (``100000000``) is refused
+#: at once instead of taking the process's memory and threads until the system says no
+MAX_MULTIPLICITY = 10_000
+#: The greatest value of a core setting that has one, and its unit.
+_CORE_MOST = {"multiplicity": (MAX_MULTIPLICITY, " worker threads")}
+
 
 def core_problem(key: str, value: object) -> TypeError | ValueError | None:
     """What is wrong with ``value`` for the core setting ``key``, or None: one check for
@@ -56,6 +64,9 @@ def core_problem(key: str, value: object) -> TypeError | ValueError | None:
     if least is not None and not value >= least:  # type: ignore[operator]  # NaN too
         more = "at least 1" if least else "0 or more"
         return ValueError(f"{key} must be {more}, got {value!r}")
+    most = _CORE_MOST.get(key)
+    if most is not None and isinstance(value, int) and value > most[0]:
+        return ValueError(f"{key} must be at most {most[0]}{most[1]}, got {value!r}")
     return None
 
 
