@@ -161,10 +161,13 @@ class Commands:
         """Add the command ``name`` run by ``run``; returns its parser to add arguments to.
         ``usage`` replaces the generated usage line (for arguments argparse cannot show).
 
-        :raises ValueError: when another plugin already added ``name``.
+        :raises SettingsError: when another plugin already added ``name`` (two plugins
+            claiming one name, as for URL schemes: ``berrymq`` says so in one line).
         """
         if name in self._parsers:
-            raise ValueError(f"the berrymq command {name!r} exists already")
+            raise SettingsError(f"the berrymq command {name!r} is added by two plugins; "
+                                "disable one of them (the 'disable' list of [berrymq] in "
+                                "the settings file)")
         parser: argparse.ArgumentParser = self._subparsers.add_parser(
             name, help=help, description=description or help, usage=usage, epilog=EPILOG,
             formatter_class=HelpFormatter)

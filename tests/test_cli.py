@@ -71,6 +71,17 @@ def test_two_plugins_claiming_one_scheme_is_one_clear_line(tmp_path: Path) -> No
     assert "Traceback" not in result.stderr
 
 
+def test_two_plugins_adding_one_command_is_one_clear_line(tmp_path: Path) -> None:
+    env = _site(tmp_path, "dupcommand", "from berrymq.hookspecs import hookimpl\n"
+                "@hookimpl\ndef berrymq_register_commands(commands):\n"
+                "    commands.add('demo', lambda args: 0, help='another demo')\n")
+    result = run("plugins", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("berrymq: error: the berrymq command 'demo' is added by "
+                                    "two plugins"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_an_outside_plugin_named_like_a_built_in_one_is_listed_and_a_warning(
         tmp_path: Path) -> None:
     env = _site(tmp_path, "queues", "raise AssertionError('imported')\n")
