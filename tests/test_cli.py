@@ -60,25 +60,19 @@ def _site(tmp_path: Path, name: str, source: str, dist: str = "bmq-outside") -> 
     return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
 
-def test_two_plugins_claiming_one_scheme_is_one_clear_line(tmp_path: Path) -> None:
-    env = _site(tmp_path, "dupscheme", "from berrymq.hookspecs import hookimpl\n"
-                "@hookimpl\ndef berrymq_register_transports(registry):\n"
-                "    registry.add('local', object, plugin='dupscheme')\n")
+@pytest.mark.parametrize(("hook", "error"), [
+    ("berrymq_register_transports(registry):\n    registry.add('local', object, plugin='dup')",
+     "URL scheme 'local' is claimed by both plugin 'local' and plugin 'dup'"),
+    ("berrymq_register_commands(commands):\n    commands.add('demo', lambda a: 0, help='x')",
+     "the berrymq command 'demo' is added by two plugins"),
+])
+def test_two_plugins_claiming_one_name_is_one_clear_line(
+        tmp_path: Path, hook: str, error: str) -> None:
+    """A URL scheme or a command: one ``berrymq: error:`` line and exit 2, no traceback."""
+    env = _site(tmp_path, "dup", f"from berrymq.hookspecs import hookimpl\n@hookimpl\ndef {hook}\n")
     result = run("plugins", cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("berrymq: error: URL scheme 'local' is claimed by both "
-                                    "plugin 'local' and plugin 'dupscheme'"), result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_two_plugins_adding_one_command_is_one_clear_line(tmp_path: Path) -> None:
-    env = _site(tmp_path, "dupcommand", "from berrymq.hookspecs import hookimpl\n"
-                "@hookimpl\ndef berrymq_register_commands(commands):\n"
-                "    commands.add('demo', lambda args: 0, help='another demo')\n")
-    result = run("plugins", cwd=tmp_path, env=env)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("berrymq: error: the berrymq command 'demo' is added by "
-                                    "two plugins"), result.stderr
+    assert result.stderr.startswith(f"berrymq: error: {error}"), result.stderr
     assert "Traceback" not in result.stderr
 
 
