@@ -37,13 +37,11 @@ from berrymq._losses import CANCELLED_FIRST, LOSSES, WORKER_REFUSED
 from berrymq._timeouts import seconds_left, wait_seconds
 from berrymq.errors import QueueFull
 from berrymq.message import Message
-from berrymq.settings import MAX_MULTIPLICITY
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["DEFAULT_POOL_QUEUE_SIZE", "DEFAULT_POOL_QUEUE_WAIT", "MAX_MULTIPLICITY", "WorkerPool",
-           "pool_bounds"]
+__all__ = ["DEFAULT_POOL_QUEUE_SIZE", "DEFAULT_POOL_QUEUE_WAIT", "WorkerPool", "pool_bounds"]
 
 logger = logging.getLogger("berrymq")
 

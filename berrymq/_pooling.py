@@ -13,8 +13,9 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from berrymq._pool import MAX_MULTIPLICITY, WorkerPool
+from berrymq._pool import WorkerPool
 from berrymq._timeouts import seconds_left, wait_limit
+from berrymq.settings import core_problem
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -42,18 +43,16 @@ class Pooling:
         """Run receivers on ``n`` worker threads; 0 runs them in the sender's thread.
 
         Messages already handed to the old pool are all delivered before this returns.
-        ``n`` above :data:`~berrymq._pool.MAX_MULTIPLICITY` (10,000) is refused at once
-        with :class:`ValueError`. When the system cannot start ``n`` threads,
+        ``n`` is checked as the ``multiplicity`` setting is
+        (:func:`~berrymq.settings.core_problem`): an integer from 0 to
+        :data:`~berrymq.settings.MAX_MULTIPLICITY` (10,000), else :class:`TypeError` or
+        :class:`ValueError` at once. When the system cannot start ``n`` threads,
         :class:`ValueError` names the cause, the threads started are stopped and the old
         pool stays.
         """
-        if not isinstance(n, int) or isinstance(n, bool):
-            raise TypeError(f"multiplicity must be an int, got {n!r}")
-        if n < 0:
-            raise ValueError(f"multiplicity must be 0 or more, got {n}")
-        if n > MAX_MULTIPLICITY:
-            raise ValueError(f"multiplicity must be at most {MAX_MULTIPLICITY} worker threads, "
-                             f"got {n}")
+        problem = core_problem("multiplicity", n)
+        if problem is not None:
+            raise problem
         if n:
             self.refuse_if_closed(f"start {n} worker thread(s)")
         with self._lock:

@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 
 from berrymq import Bus, BusClosed, Queue
-from berrymq._pool import MAX_MULTIPLICITY
 from berrymq.errors import SettingsError
 from berrymq.hookspecs import hookimpl
 from berrymq.plugins import PluginHost
-from berrymq.settings import Settings, load_settings
+from berrymq.settings import MAX_MULTIPLICITY, Settings, load_settings
 from berrymq.state import StateKey
 
 

@@ -20,7 +20,7 @@ from berrymq import (
     twitter,
     unfollow,
 )
-from berrymq._pool import MAX_MULTIPLICITY
+from berrymq.settings import MAX_MULTIPLICITY
 
 
 def test_multiplicity_runs_receivers_on_workers_and_returns_at_once(berrymq_bus: Bus) -> None:
