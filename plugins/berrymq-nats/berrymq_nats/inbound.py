@@ -34,7 +34,8 @@ from nats.aio.msg import Msg
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
-from berrymq.transports.ioloop import DeliveryLane, io_loop
+from berrymq.transports.ioloop import io_loop
+from berrymq.transports.lane import DeliveryLane
 from berrymq.wire import decode_message, loads
 from berrymq_nats.client import after_each_read
 from berrymq_nats.losses import LANE_STOPPED, QUEUE_FULL, REFUSED_HERE, REQUEST_REFUSED
