@@ -3,19 +3,8 @@
 A bus makes its :class:`Node` on first need (a forwarder, a transport, a connection, a
 stamped message); a bus with no peers has none and pays nothing for it.
 
-Cycle detection: a message leaving this node gets a ``uid``, this node's random prefix
-(48 bits drawn when the node is made, unrelated to the public node id) plus 72 random bits
-of its own, from the operating system's CSPRNG (:func:`os.urandom`), in URL-safe base64:
-20 characters, no longer than a node id and a counter were. Nobody can predict the uid of
-a message this node has not sent yet, not even from the uids it sent before, so a client
-that sends messages with made-up uids cannot make a node drop a peer's later messages as
-seen (issue 10). The random bits are drawn 4.5 KiB at a time into a buffer
-(:func:`_uid_source`): no lock, and about 0.1 µs per uid more than a counter.
-
-A message coming in is checked on receipt only: one whose ``uid`` has this node's prefix
-went round a cycle back home; one seen before came by two ways. The seen uids are kept in
-two generations of dicts, filled with ``setdefault`` (atomic for str keys) and dropped one
-generation at a time, so the check takes no lock and the memory stays bounded.
+Cycle detection: a message leaving this node gets a ``uid``; one coming in is checked on
+receipt only, against the node's :class:`~berrymq._uids.UidMemory`.
 
 A forwarder that fails to take a message (its link failed a moment ago) costs that peer
 the message: it is counted in ``bus.losses`` (``not forwarded: ConnectionClosed``) and
@@ -25,18 +14,14 @@ raised to the sender.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import logging
-import os
-import secrets
 import threading
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from berrymq._delivery import deliver_talk, forward_first, looping
 from berrymq._losses import CLOSED_FIRST, FORWARD_FAILED, LOSSES, Losses
 from berrymq._pending import sweep_closed_loops
+from berrymq._uids import UidMemory
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
@@ -48,14 +33,9 @@ if TYPE_CHECKING:
     from berrymq.state import BusState
     from berrymq.transports.base import Connection, Transport
 
-__all__ = ["SEEN_LIMIT", "Forwarder", "Node", "NodeSide", "Requester"]
+__all__ = ["Forwarder", "Node", "NodeSide", "Requester"]
 
 logger = logging.getLogger("berrymq")
-
-#: uids remembered per generation (two generations are kept).
-SEEN_LIMIT = 50_000
-
-
 
 class Forwarder(Protocol):
     """Something the bus hands every non-local message to (one per linked peer)."""
@@ -85,48 +65,18 @@ class Requester(Protocol):
         within ``timeout`` seconds."""
 
 
-#: random uid endings drawn at once into a node's buffer (9 bytes each: 12 characters)
-_BATCH = 512
-
-
-def _uid_source(prefix: str) -> Callable[[], str]:
-    """The uid maker of one node: ``prefix`` plus 12 base64 characters (72 bits) from
-    :func:`os.urandom`, taken from a buffer refilled :data:`_BATCH` at a time (one system
-    call per 512 uids).
-
-    Taking one is a C iterator's ``__next__`` (atomic under the GIL): no lock. Two threads
-    that find the buffer empty at once each draw a new one and one of them is dropped,
-    which costs a few random bytes, never a repeated uid.
-    """
-    empty: Iterator[str] = iter(())
-    current = [empty.__next__]
-
-    def new_uid() -> str:
-        try:
-            return current[0]()
-        except StopIteration:
-            while True:
-                text = base64.urlsafe_b64encode(os.urandom(9 * _BATCH)).decode("ascii")
-                ends = map(text.__getitem__, map(slice, range(0, 12 * _BATCH, 12),
-                                                 range(12, 12 * _BATCH + 12, 12)))
-                take = current[0] = map(prefix.__add__, ends).__next__
-                with contextlib.suppress(StopIteration):  # drained by others meanwhile
-                    return take()
-
-    return new_uid
-
-
 class Node:
     """The network side of one bus."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.routes = bus.routes
-        #: the start of this node's uids: random, secret until its messages are seen, and
-        #: not the node id (which the ``network`` method tells anyone)
-        self.prefix = secrets.token_urlsafe(6)  # 8 characters: every uid's first 8
-        #: this node's next uid: the prefix and 72 random bits (no lock, see _uid_source)
-        self.new_uid = _uid_source(self.prefix)
+        #: the uids this node gives and those it has seen (cycle detection)
+        self.uids = UidMemory()
+        #: this node's next uid (no lock; bound here for the hot path of a send)
+        self.new_uid = self.uids.new_uid
+        #: whether a peer's uid is new here (see :meth:`UidMemory.first_sight`)
+        self.first_sight = self.uids.first_sight
         self.lock = threading.Lock()
         #: set once closed: a message from a peer that comes after is counted as lost
         self.closed = False
@@ -141,9 +91,6 @@ class Node:
         #: the connection made last, kept after it closed: an error can then say which
         #: connection closed and why, not only that none is open
         self.last_made: Connection | None = None
-        self._seen: dict[str, object] = {}
-        self._seen_before: dict[str, object] = {}
-        self._rotating = threading.Lock()  # taken once in SEEN_LIMIT uids (first_sight)
 
     # -- going out ---------------------------------------------------------------------
 
@@ -199,20 +146,6 @@ class Node:
         return list(self.requesting)
 
     # -- coming in ---------------------------------------------------------------------
-
-    def first_sight(self, uid: str) -> bool:
-        """False for a uid of this node's own (back from a cycle) or one seen before."""
-        if uid.startswith(self.prefix) or uid in self._seen_before:
-            return False
-        token = object()
-        seen = self._seen
-        if seen.setdefault(uid, token) is not token:
-            return False
-        if len(seen) >= SEEN_LIMIT:
-            with self._rotating:  # once in SEEN_LIMIT uids: two threads rotate it once
-                if self._seen is seen:
-                    self._seen_before, self._seen = seen, {}
-        return True
 
     def receive(self, message: Message, origin: Forwarder | None = None,
                 reply_to: Identifier | None = None) -> bool:

@@ -51,7 +51,7 @@ def test_uids_forged_from_all_a_client_can_learn_do_not_drop_a_peers_messages(
         a.twitter("job:seen", i)
     seen = [m.uid or "" for m in got]
     assert len(set(seen)) == 1000
-    prefix = a.ensure_node().prefix
+    prefix = a.ensure_node().uids.prefix
     assert all(uid.startswith(prefix) for uid in seen) and not prefix.startswith(a.node_id)
     assert all(len(uid) == 20 for uid in seen)  # not longer than a node id and a counter
     # forged: a's node id or prefix with counters, and each seen uid's ending plus 1..5

@@ -1,4 +1,5 @@
-"""berrymq.node: what a bus gains once it has peers (uids, de-duplication on receipt)."""
+"""berrymq.node: what a bus gains once it has peers (stamped messages, de-duplication on
+receipt, passing messages on)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import berrymq
 from berrymq import Bus, Message, QueueFull
 from berrymq._index import DIRECT, FORWARD
 from berrymq.identifier import parse
-from berrymq.node import SEEN_LIMIT
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_client_calls_without_a_connection_make_no_node(bus: Bus) -> None:
 
 
 def test_uids_carry_the_node_prefix_and_never_repeat_across_threads(bus: Bus) -> None:
-    prefix = bus.ensure_node().prefix
+    prefix = bus.ensure_node().uids.prefix
     uids: list[str] = []
 
     def stamp() -> None:
@@ -74,7 +74,7 @@ def test_forwarded_messages_are_stamped_and_local_names_stay(bus: Bus) -> None:
     bus.twitter("_secret:x")
     [(message, reply_to)] = link.sent
     assert message.id == "a:x" and message.args == (1,) and reply_to is None
-    assert message.uid is not None and message.uid.startswith(bus.ensure_node().prefix)
+    assert message.uid is not None and message.uid.startswith(bus.ensure_node().uids.prefix)
     bus.remove_forwarder(link)
     assert bus.index.how == DIRECT
 
@@ -89,19 +89,6 @@ def test_receive_drops_a_message_back_from_a_cycle_and_a_duplicate(bus: Bus) -> 
     assert bus.receive(theirs) is False  # came by a second way
     [message] = got
     assert message.hops == 3 and message.uid == "peer-node-7"
-
-
-def test_the_seen_uids_are_bounded(bus: Bus) -> None:
-    bus.subscribe("a:*", print, weak=False)
-    node = bus.ensure_node()
-    for n in range(SEEN_LIMIT * 2 + 10):
-        assert node.first_sight(f"peer-{n}")
-    assert len(node._seen) + len(node._seen_before) <= SEEN_LIMIT * 2
-    assert not node.first_sight(f"peer-{SEEN_LIMIT * 2 + 9}")
-    # a rotation keeps the generation before it: a uid of that one is still known...
-    assert not node.first_sight(f"peer-{SEEN_LIMIT + 5}")
-    # ...and forgets the one before that (the bound: at most 2 x SEEN_LIMIT uids held)
-    assert node.first_sight("peer-5")
 
 
 def test_receive_passes_a_message_on_to_the_other_peers_only(bus: Bus) -> None:
