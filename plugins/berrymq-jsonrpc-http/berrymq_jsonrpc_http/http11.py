@@ -37,18 +37,23 @@ class Head:
     expects_continue: bool
 
 
-def origin_form(target: bytes) -> bytes:
-    """A request target as a path (and query): the absolute form that HTTP/1.1 servers
-    must accept (``http://host:port/path``, as a proxy-minded client sends) made into
-    ``/path``; any other form as it is."""
+def origin_form(target: bytes) -> tuple[bytes, bytes | None]:
+    """A request target as a path (and query), and the authority it names: the absolute
+    form that HTTP/1.1 servers must accept (``http://host:port/path``, as a proxy-minded
+    client sends) made into ``/path`` and ``host:port``; any other form as it is, and None.
+
+    The authority of an absolute-form target stands for the Host header (RFC 9112, 3.2.2:
+    the server ignores the header then), so the Host check sees the name the client used.
+    """
     scheme, sep, rest = target.partition(b"://")
     if not sep or scheme.lower() not in (b"http", b"https"):
-        return target
+        return target, None
     slash = rest.find(b"/")
     query = rest.find(b"?")
     if slash < 0 or 0 <= query < slash:
-        return b"/" + rest[query:] if query >= 0 else b"/"
-    return rest[slash:]
+        end = len(rest) if query < 0 else query
+        return (b"/" + rest[query:] if query >= 0 else b"/"), rest[:end].rpartition(b"@")[2]
+    return rest[slash:], rest[:slash].rpartition(b"@")[2]  # without any user info
 
 
 #: The event after a request's last body bytes.
@@ -89,6 +94,7 @@ class RequestEvents:
         self._head_bytes: int | None = 0
         #: the size of the request line and headers parsed so far
         self._head_size = 0
+        self._hosts = 0  # Host headers after the first (a request with more is refused)
         #: why a callback stopped the parser (:class:`_Refused`)
         self._refusal: Malformed | None = None
         #: whether nothing more is to be read (after a request asking for an Upgrade)
@@ -135,13 +141,17 @@ class RequestEvents:
     def on_message_begin(self) -> None:
         self.open = True
         self._url, self._headers, self._head_bytes, self._head_size = b"", {}, 0, 0
+        self._hosts = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.lower()] = value
+        name = name.lower()
+        if name == b"host" and name in self._headers:  # which one a check read would vary
+            self._hosts += 1
+        self._headers[name] = value
         self._head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
@@ -161,9 +171,15 @@ class RequestEvents:
             self._refusal = Malformed(501, "only the chunked transfer coding is served, not "
                                            + repr(coding.decode("latin-1")))
             raise _Refused
+        if self._hosts:  # RFC 9112, 3.2: a request with more than one Host is refused
+            self._refusal = Malformed(400, "more than one Host header")
+            raise _Refused
         http11 = version == "1.1"
+        path, authority = origin_form(self._url)
+        if authority is not None:
+            headers[b"host"] = authority
         self.events.append(Head(
-            parser.get_method(), origin_form(self._url).decode("latin-1"), headers,
+            parser.get_method(), path.decode("latin-1"), headers,
             parser.should_keep_alive(), not http11,
             http11 and headers.get(b"expect", b"").lower() == b"100-continue"))
 

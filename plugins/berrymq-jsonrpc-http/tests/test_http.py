@@ -45,6 +45,13 @@ def post(body: bytes, headers: str = "Content-Type: application/json\r\n",
     (post(CALL, method="DELETE"), b"405"),
     (post(CALL, method="GET", host="x"), b"421"),  # GET / is the status page: Host x is not the node
     (post(CALL, host="x"), b"421"),  # nor for JSON-RPC (DNS rebinding)
+    # an absolute-form target's authority stands for Host (RFC 9112, 3.2.2): checked too
+    (post(CALL, path="http://evil.example/"), b"421"),
+    (post(CALL, method="GET", path="http://evil.example/status"), b"421"),
+    (post(CALL, path="http://127.0.0.1@evil.example:80/"), b"421"),
+    # two Host headers: which one a check read would vary (RFC 9112, 3.2: 400)
+    (post(CALL, headers="Host: evil.example\r\nContent-Type: application/json\r\n"), b"400"),
+    (post(CALL, host="evil.example", headers="Host: 127.0.0.1\r\n"), b"400"),
     (post(CALL, path="/rpc"), b"404"),
     (post(CALL, headers="Content-Type: text/plain\r\n"), b"415"),
     # a type a web page may POST without a preflight
@@ -57,6 +64,8 @@ def test_http_errors(buses: Buses, request_: bytes, status: bytes) -> None:
     answer = exchange(port, request_)
     assert answer.split(b" ", 2)[1] == status, answer
     assert b"Connection: close" in answer
+    if request_.count(b"Host:") > 1:
+        assert answer.endswith(b"more than one Host header\n"), answer
 
 
 @pytest.mark.parametrize("cut_short", [
@@ -345,7 +354,8 @@ def test_a_transfer_coding_other_than_chunked_gets_501(buses: Buses) -> None:
 
 
 @pytest.mark.parametrize("target", ["http://127.0.0.1/", "HTTP://127.0.0.1:8000",
-                                    "http://localhost/jsonrpc", "http://127.0.0.1?x=1"])
+                                    "http://localhost/jsonrpc", "http://127.0.0.1?x=1",
+                                    "http://evil.example@127.0.0.1/"])
 def test_a_request_target_in_absolute_form_is_served(buses: Buses, target: str) -> None:
     """HTTP/1.1 servers must accept the absolute form (RFC 9112, 3.2.2)."""
     _, port = serve(buses, "http")
