@@ -3,11 +3,19 @@ what a server binds for a host."""
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import socket
+import threading
 from urllib.parse import SplitResult, urlsplit
 
-__all__ = ["bind_family", "host_and_port", "is_loopback", "netloc", "split_url"]
+__all__ = ["bind_family", "host_and_port", "is_loopback", "netloc", "note_served",
+           "served_here", "split_url"]
+
+#: The addresses this process's JSON-RPC servers listen on (how many servers each), so
+#: that a JSON-RPC 1.0 ``interconnect`` can tell a callback address of the process's own.
+_SERVED: collections.Counter[tuple[str, int]] = collections.Counter()
+_SERVED_LOCK = threading.Lock()
 
 
 def netloc(host: str, port: int | str) -> str:
@@ -61,3 +69,19 @@ def bind_family(host: str) -> tuple[socket.AddressFamily, str]:
     """The address family and the host to bind for ``host`` (``localhost`` is 127.0.0.1)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return family, "127.0.0.1" if host == "localhost" else host
+
+
+def note_served(host: str, port: int, serving: bool) -> None:
+    """A server of this process began (``serving``) or stopped listening on ``host:port``."""
+    with _SERVED_LOCK:
+        _SERVED[(host, port)] += 1 if serving else -1
+        if _SERVED[(host, port)] <= 0:
+            del _SERVED[(host, port)]
+
+
+def served_here(port: int) -> bool:
+    """Whether a loopback address with ``port`` reaches a server of this process (one
+    listening there on a loopback or wildcard address)."""
+    with _SERVED_LOCK:
+        hosts = [host for host, served in _SERVED if served == port]
+    return any(host in ("", "0.0.0.0", "::") or is_loopback(host) for host in hosts)

@@ -38,7 +38,7 @@ from berrymq.bursts import BurstLog
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.wire import ParseError, dumps, encode_message, loads
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.addresses import netloc
+from berrymq_jsonrpc.addresses import netloc, served_here
 from berrymq_jsonrpc.jsonrpc import Dispatcher, error_v1, invalid_params
 from berrymq_jsonrpc.limits import CALLBACK_CHECK, unreachable
 from berrymq_jsonrpc.outbox import NOT_SENT, Outbox
@@ -201,6 +201,11 @@ def callback_address(addr: Any) -> tuple[str, int, str]:
     if not _loopback(host):
         raise invalid_params(f"'addr' {host!r} is not a loopback address; this node calls "
                              "back JSON-RPC 1.0 peers on this machine only")
+    if served_here(port):
+        # 1.0 messages carry no uid, so nothing would stop one going round for ever
+        raise invalid_params(f"'addr' {netloc(host, port)} is this node's own server: "
+                             "a 1.0 interconnect to itself would send every message round "
+                             "in a loop (1.0 messages carry no uid that would stop it)")
     return host, port, path
 
 

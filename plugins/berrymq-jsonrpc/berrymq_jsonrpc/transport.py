@@ -28,7 +28,7 @@ from berrymq.identifier import Identifier
 from berrymq.transports.base import Connection, Transport
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.addresses import is_loopback, netloc, split_url
+from berrymq_jsonrpc.addresses import is_loopback, netloc, note_served, split_url
 from berrymq_jsonrpc.client import Channel, Link
 from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.jsonrpc import JsonRpcError, invalid_params
@@ -119,6 +119,7 @@ class RemoteTransport(Transport):
         self.names: list[str] = [str(n) for n in settings.get("names", [])]  # status: Host names
         self.urls: list[str] = []
         self._servers: list[Any] = []
+        self._served: list[tuple[str, int]] = []  # their addresses (see note_served)
         self._files_counted = False  # see fit_open_files
         self._connections: list[RemoteConnection] = []
         self._lock = threading.Lock()
@@ -169,8 +170,10 @@ class RemoteTransport(Transport):
         if not counted:
             fit_open_files(self.admission.max_connections, logger)
         server, bound = self._serve(host, port)
+        note_served(host, bound, True)
         with self._lock:
             self._servers.append(server)
+            self._served.append((host, bound))
         url = f"{self.scheme}://{netloc(host, bound)}"
         self.urls.append(url)
         return url
@@ -375,8 +378,11 @@ class RemoteTransport(Transport):
         self.service.close()
         with self._lock:
             servers, self._servers = self._servers, []
+            served, self._served = self._served, []
         for server in servers:
             self._stop(server)
+        for host, port in served:
+            note_served(host, port, False)
         self.admission.flush()
         if self._files_counted:
             release_open_files(self.admission.max_connections)

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from berrymq_jsonrpc import dialect
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.addresses import served_here
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
 from helpers import serve
 
@@ -353,6 +354,22 @@ def test_interconnect_to_an_address_where_nothing_listens_opens_no_session(
     assert fault.value.error["data"] == (f"cannot call back http://127.0.0.1:{dead}/JSON: "
                                          "nothing accepts a connection there")
     assert not bus.transport("http").service.sessions  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_interconnect_to_the_nodes_own_server_is_refused(
+        v1: MakeV1, bus_factory: Callable[..., Bus], host: str) -> None:
+    """1.0 messages carry no uid: two such sessions calling the node itself back would
+    send one message round for ever (seen: 700 to 1,500 a second, never ending)."""
+    bus, port = serve(bus_factory, "http")
+    for addr in ([host, port], f"http://{host}:{port}/JSON"):
+        with pytest.raises(V1Fault) as fault:
+            v1("http", port).interconnect(addr, str(uuid.uuid4()), 1000)
+        assert fault.value.error["code"] == p.INVALID_PARAMS
+        assert "is this node's own server" in fault.value.error["data"]
+    assert not bus.transport("http").service.sessions  # type: ignore[attr-defined]
+    bus.transport("http").close()  # its address is no longer this process's own
+    assert not served_here(port)
 
 
 # -- raw requests, as curl would send them --------------------------------------------------
