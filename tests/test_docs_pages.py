@@ -85,3 +85,14 @@ def test_a_language_page_walks_through_the_three_styles(page: str) -> None:
 def test_the_toctree_includes_the_client_pages_by_a_glob() -> None:
     index = (DOCS / "index.md").read_text(encoding="utf-8")
     assert re.search(r"^clients/\*$", index, re.M)
+
+
+def test_the_uninstall_command_names_every_distribution_of_the_install() -> None:
+    """What install.md installs (the core and each distribution under plugins/, the
+    JSON-RPC library among them), its uninstall command removes."""
+    install = (DOCS / "install.md").read_text(encoding="utf-8")
+    command = re.search(r"^pip uninstall (.*)$", install, re.M)
+    assert command is not None
+    names = set(command.group(1).split()) - {"-y"}
+    plugins = {path.name for path in (ROOT / "plugins").iterdir() if (path / "pyproject.toml").is_file()}
+    assert names == {"berrymq", *plugins}
