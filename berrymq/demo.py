@@ -138,4 +138,6 @@ def run_demo() -> None:
     print("berryMQ", berrymq.__version__, "demo: each feature's code, then what it printed")
     for title, section in SECTIONS:
         _run(title, section)
-    print("\ndone: see examples/ for more, `berrymq plugins` for installed plugins")
+    # examples/ and docs/ are in neither the wheel nor the sdist: say where they are
+    print("\ndone: examples/ and docs/ in berryMQ's source repository show more; "
+          "`berrymq plugins` lists the installed plugins")
