@@ -191,6 +191,12 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
             core[key] = value
         elif isinstance(value, dict):
             tables[key] = value
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            raise blank.error(
+                f"{key!r} in [{table_name}] is an array of tables; a plugin's settings are "
+                f"one table: write [{table_name}.{key}], not [[{table_name}.{key}]]",
+                key,
+            )
         else:
             raise blank.error(
                 f"unknown key {key!r} in [{table_name}]; known keys: "
@@ -276,8 +282,9 @@ def _line_of(text: str, wanted: tuple[str, ...]) -> int | None:
 
 
 def _key_lines(text: str) -> Iterator[tuple[int, tuple[str, ...], str]]:
-    """Each line that opens a table or sets a key: its number, the full dotted path of the
-    table or key (``("berrymq", "jsonl", "path")``) and, for a key, the text after ``=``.
+    """Each line that opens a table (or an array of tables) or sets a key: its number, the
+    full dotted path of the table or key (``("berrymq", "jsonl", "path")``) and, for a key,
+    the text after ``=``.
 
     Line by line, not a parser: a line inside a multi-line string or array that looks like
     a key may be taken for one, at worst giving a wrong line number in an error.
@@ -286,7 +293,12 @@ def _key_lines(text: str) -> Iterator[tuple[int, tuple[str, ...], str]]:
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if line.startswith("[["):
-            table = None  # an array of tables: none of berryMQ's settings are in one
+            # An array of tables: none of berryMQ's settings are in one, but its header is
+            # the line to name for one written where a table belongs.
+            found = _dotted_key(line, 2)
+            if found is not None and line[found[1]:found[1] + 2] == "]]":
+                yield number, found[0], "[["
+            table = None
             continue
         if line.startswith("["):
             found = _dotted_key(line, 1)

@@ -193,6 +193,17 @@ def test_the_line_in_pyproject_is_found_for_a_dotted_key(in_tmp: Path) -> None:
 def test_table_for_unknown_plugin(in_tmp: Path) -> None:
     error = _error(in_tmp, '[berrymq]\n\n[berrymq.mystery]\nkey = 1\n')
     assert "unknown plugin 'mystery'" in str(error) and error.line == 3
+    assert "to have it" not in str(error)  # no plugin of berryMQ's: nothing to suggest
+
+
+@pytest.mark.parametrize("text", ['[berrymq]\n[[berrymq.jsonrpc-tcp]]\nhost = "a"\n',
+                                  '[berrymq]\njsonrpc-tcp = [{host = "a"}]\n'])
+def test_a_plugins_table_written_as_an_array_of_tables_says_so(in_tmp: Path, text: str) -> None:
+    error = _error(in_tmp, text)
+    assert error.line == 2
+    assert error.problem == (
+        "'jsonrpc-tcp' in [berrymq] is an array of tables; a plugin's settings are one "
+        "table: write [berrymq.jsonrpc-tcp], not [[berrymq.jsonrpc-tcp]]")
 
 
 def test_a_plugin_table_is_checked_against_its_declared_keys_types_and_checks(
