@@ -24,11 +24,16 @@ from urllib.parse import urlsplit
 
 from berrymq.cli import Commands, UsageError, node_url
 from berrymq.errors import TransportError
+from berrymq.plugins import KNOWN_SCHEMES, get_plugin_host
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import host_and_port
 from berrymq_jsonrpc.cli_support import port_speaks, seconds_argument, secret_hint
 
 __all__ = ["Unreachable", "fetch_status", "format_status", "get_json", "register_status_commands"]
+
+
+#: The plugin (entry point, distribution) that serves HTTP: ``serve --http``, ``--monitor``.
+HTTP_PLUGIN = KNOWN_SCHEMES["http"]
 
 
 class Unreachable(TransportError):
@@ -45,7 +50,7 @@ def status_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme.lower() != "http":
         raise UsageError(f"{url!r}: status is served over HTTP; give the node's http:// address "
-                         "(its --http port or its --monitor address)")
+                         f"({_http_addresses()})")
     try:
         host_and_port(url, parts, "http://127.0.0.1:8000")
     except ValueError as exc:
@@ -54,8 +59,21 @@ def status_url(url: str) -> str:
     return base if base.endswith("/status") else base + "/status"
 
 
-_TCP_PORT = ("that port speaks TCP, not HTTP: the status is served over HTTP, at the node's "
-             "--http address or its --monitor address")
+def _http_addresses() -> str:
+    """Where a node serves its status: its ``--http`` port or its ``--monitor`` address;
+    both are options of ``serve`` that the plugin ``jsonrpc-http`` adds, so when it is not
+    active here (a node started from this install has neither) also what to do to have it."""
+    where = "the node's --http port or its --monitor address"
+    host = get_plugin_host()
+    if not host.is_active(HTTP_PLUGIN[0]):
+        where += (f", options of serve that the plugin {HTTP_PLUGIN[0]!r} adds, which is not "
+                  f"active here: {host.how_to_get(*HTTP_PLUGIN)}")
+    return where
+
+
+def _tcp_port() -> str:
+    """What to say when the address given to ``status`` is a node's TCP port."""
+    return f"that port speaks TCP, not HTTP: the status is served over HTTP, at {_http_addresses()}"
 
 
 def get_json(target: str, *, secret: str | None, timeout: float,
@@ -80,7 +98,7 @@ def get_json(target: str, *, secret: str | None, timeout: float,
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         # HTTPException: what answered is no HTTP server, e.g. a berryMQ TCP port
         if port_speaks(target, min(timeout, 1.0)) == "tcp":
-            raise Unreachable(f"cannot read {target}: {_TCP_PORT}") from None
+            raise Unreachable(f"cannot read {target}: {_tcp_port()}") from None
         reason = getattr(exc, "reason", exc)
         raise Unreachable(f"cannot reach {target}: {reason or type(exc).__name__}") from None
     try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import os
 import socket
@@ -32,6 +33,8 @@ from berrymq.cli import UsageError
 from berrymq.errors import BerryMQError, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.plugins import PluginHost, reset_plugin_host
+from berrymq.settings import Settings
 from berrymq.testing import free_port
 
 TIMEOUT = 20.0
@@ -324,6 +327,24 @@ def test_status_url_of_what_a_user_types(given: str, url: str) -> None:
 def test_status_url_names_what_is_wrong(given: str, says: str) -> None:
     with pytest.raises(UsageError, match=says):
         status_url(given)
+
+
+def test_without_jsonrpc_http_status_of_a_tcp_url_says_what_to_install() -> None:
+    """--http and --monitor are jsonrpc-http's: where it is missing, naming them alone
+    would send a user to options this install has not."""
+    old = reset_plugin_host(PluginHost(Settings(), entry_points=False, extra_plugins=[
+        ("jsonrpc-tcp", importlib.import_module("berrymq_jsonrpc_tcp.plugin"))]))
+    try:
+        with pytest.raises(UsageError) as info:
+            status_url("tcp://127.0.0.1:7000")
+    finally:
+        reset_plugin_host(old)
+    assert str(info.value) == (
+        "'tcp://127.0.0.1:7000': status is served over HTTP; give the node's http:// address "
+        "(the node's --http port or its --monitor address, options of serve that the plugin "
+        "'jsonrpc-http' adds, which is not active here: install the plugin 'jsonrpc-http' (in "
+        "a berryMQ checkout: pip install ./plugins/berrymq-jsonrpc "
+        "./plugins/berrymq-jsonrpc-http))")
 
 
 def test_status_command(serve_node: Callable[..., Any], bus_factory: Callable[..., Any],
