@@ -1,7 +1,9 @@
 """Finding the plugins that may be loaded: the core's own, read from its distribution's
 metadata, and (unless a plugin host is told otherwise) the entry points of the group
 ``berrymq`` of every installed distribution; and the names ``BERRYMQ_BLOCK_PLUGINS``
-keeps from loading. :mod:`berrymq.plugins` decides which of them load.
+keeps from loading; and where to get the plugins distributed with berryMQ, so that an
+error about one that is missing says what to install. :mod:`berrymq.plugins` decides
+which of them load.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 
 from berrymq._version import __version__
 from berrymq.errors import BerryMQError
+from berrymq.settings import Settings
 
-__all__ = ["BLOCK_ENV_VAR", "CORE_DISTRIBUTION", "ENTRY_POINT_GROUP", "Candidate",
-           "blocked_plugins", "builtin", "builtin_plugins", "find_candidates"]
+__all__ = ["BLOCK_ENV_VAR", "CORE_DISTRIBUTION", "ENTRY_POINT_GROUP", "KNOWN_COMMANDS",
+           "KNOWN_OPTIONS", "KNOWN_SCHEMES", "Candidate", "blocked_plugins", "builtin", "builtin_plugins",
+           "check_named_plugins", "find_candidates", "install_hint"]
 
 ENTRY_POINT_GROUP = "berrymq"
 
@@ -95,3 +99,57 @@ def find_candidates(entry_points: bool) -> tuple[list[Candidate], list[tuple[Can
 def blocked_plugins() -> set[str]:
     """The plugin names in ``BERRYMQ_BLOCK_PLUGINS``."""
     return {n.strip() for n in os.environ.get(BLOCK_ENV_VAR, "").split(",") if n.strip()}
+
+
+#: Where to get the plugin for a well-known URL scheme: (entry point, distribution).
+KNOWN_SCHEMES: dict[str, tuple[str, str]] = {
+    "local": ("local", "berrymq"),
+    "http": ("jsonrpc-http", "berrymq-jsonrpc-http"),
+    "tcp": ("jsonrpc-tcp", "berrymq-jsonrpc-tcp"),
+    "nats": ("nats", "berrymq-nats"),
+}
+
+#: The commands of ``berrymq`` that plugins distributed with berryMQ add, and the plugins
+#: (entry point, distribution) that add them: named when none of them is active.
+#: (``graph`` is the core's: what the plugins add to it is its ``URL``.)
+KNOWN_COMMANDS: dict[str, tuple[tuple[str, str], ...]] = dict.fromkeys(
+    ("serve", "send", "listen", "status", "graph"),
+    (("jsonrpc-tcp", "berrymq-jsonrpc-tcp"), ("jsonrpc-http", "berrymq-jsonrpc-http")),
+)
+
+#: The options of ``serve`` that plugins distributed with berryMQ add (``--tcp``,
+#: ``--monitor``...), and the plugin (entry point, distribution) that adds each.
+KNOWN_OPTIONS: dict[str, tuple[str, str]] = {
+    **KNOWN_SCHEMES, "monitor": ("jsonrpc-http", "berrymq-jsonrpc-http")}
+
+#: berryMQ's own plugins by name, and their distributions.
+PROJECT_PLUGINS: dict[str, str] = dict(KNOWN_SCHEMES.values())
+
+
+def install_hint(plugin: str, distribution: str) -> str:
+    """How to install ``plugin`` of ``distribution``: no package index serves berryMQ's
+    plugins, so a pip install from a checkout (with the JSON-RPC library a JSON-RPC
+    transport needs beside it)."""
+    source = "." if distribution == CORE_DISTRIBUTION else f"./plugins/{distribution}"
+    if distribution.startswith("berrymq-jsonrpc-"):
+        source = f"./plugins/berrymq-jsonrpc {source}"
+    return f"install the plugin {plugin!r} (in a berryMQ checkout: pip install {source})"
+
+
+def check_named_plugins(settings: Settings, installed: set[str]) -> None:
+    """A :class:`~berrymq.errors.SettingsError` for a plugin that the settings name
+    (``plugins``, ``disable``, a table) and is not installed: it lists the installed ones
+    and, for one of berryMQ's own plugins, says what to install."""
+    def problem(what: str, name: str) -> str:
+        text = f"{what} {name!r}; installed plugins: {', '.join(sorted(installed))}"
+        if name in PROJECT_PLUGINS:
+            text += f"; to have it, {install_hint(name, PROJECT_PLUGINS[name])}"
+        return text
+
+    for key, names in (("plugins", settings.plugins or ()), ("disable", settings.disable)):
+        for name in names:
+            if name not in installed:
+                raise settings.error(problem(f"{key} names unknown plugin", name), key)
+    for name in settings.tables:
+        if name not in installed:
+            raise settings.error(problem("settings table for unknown plugin", name), None, name)

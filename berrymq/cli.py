@@ -9,8 +9,9 @@ to ``serve``).
 Exit status, the same for every command (and for the Node.js client's ``berrymq-js``):
 0 done; 1 the run failed (an unreachable node, a refused request, a node that went
 away); 2 a usage error (a bad option, identifier, pattern or URL on the command line, a
-wrong settings file, a missing plugin): nothing was done. ``berrymq`` alone prints the
-help and exits 0. A command interrupted by Ctrl-C exits 130, except ``serve`` and
+wrong settings file, a plugin missing or unable to load): nothing was done. ``berrymq``
+alone prints the help and exits 0, as do ``--help`` and ``--version`` when the plugins
+cannot load. A command interrupted by Ctrl-C exits 130, except ``serve`` and
 ``listen``, for which SIGINT or SIGTERM is the normal end (exit 0).
 """
 
@@ -26,11 +27,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import berrymq
+from berrymq._discovery import find_candidates
 from berrymq.default import get_bus
 from berrymq.demo import run_demo
-from berrymq.errors import BerryMQError, PluginNotAvailable, SettingsError
+from berrymq.errors import BerryMQError, PluginError, PluginNotAvailable, SettingsError
 from berrymq.network import describe, render
-from berrymq.plugins import KNOWN_COMMANDS, KNOWN_SCHEMES, get_plugin_host
+from berrymq.plugins import BLOCK_ENV_VAR, KNOWN_COMMANDS, KNOWN_OPTIONS, get_plugin_host
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "URL_ENV_VAR", "Command", "Commands",
            "UsageError", "add_json_option", "build_parser", "exit_status", "main", "node_url",
@@ -52,7 +54,7 @@ URL_ENV_VAR = "BERRYMQ_URL"
 EPILOG = f"""\
 exit status: 0 done; 1 the run failed (unreachable node, refused request, node went
 away); 2 usage error (bad option, identifier, pattern or URL, wrong settings file,
-missing plugin): nothing was done. serve and listen stopped by Ctrl-C (SIGINT) or
+plugin missing or unable to load): nothing was done. serve and listen stopped by Ctrl-C (SIGINT) or
 SIGTERM exit 0; another command interrupted by Ctrl-C exits 130. berrymq alone prints
 this help and exits 0.
 
@@ -100,17 +102,27 @@ def node_url(given: str | None) -> str:
 
 def exit_status(exc: BaseException) -> int:
     """The exit status for an exception that ended a command: 2 for usage errors (a bad
-    argument, settings file or missing plugin), 1 for everything else."""
-    if isinstance(exc, (UsageError, SettingsError, PluginNotAvailable)):
+    argument or settings file, a missing plugin or one that cannot load: nothing was done),
+    1 for everything else."""
+    if isinstance(exc, (UsageError, SettingsError, PluginNotAvailable, PluginError)):
         return EXIT_USAGE
     return EXIT_FAILURE
 
 
 def _versions() -> str:
-    """``berrymq X`` and the version of every distribution an installed plugin comes from."""
+    """``berrymq X`` and the version of every distribution an installed plugin comes from;
+    when the plugins cannot load (a wrong settings file, a faulty plugin), those found
+    installed, the faulty one marked."""
     versions: dict[str, str] = {}
-    with contextlib.suppress(BerryMQError):  # a wrong settings file: the rest still says
+    try:
         versions.update((i.distribution, i.version) for i in get_plugin_host().infos())
+    except BerryMQError as exc:  # the rest still says what is installed
+        faulty = exc.plugin if isinstance(exc, PluginError) else None
+        with contextlib.suppress(BerryMQError):
+            found, passed_over = find_candidates(True)
+            for c in [*found, *(candidate for candidate, _ in passed_over)]:
+                mark = f" (plugin {c.name!r} cannot load)" if c.name == faulty else ""
+                versions[c.distribution] = versions.get(c.distribution, c.version) + mark
     for dist in importlib.metadata.distributions():  # libraries of plugins too (berrymq-jsonrpc)
         name = dist.metadata["Name"] or ""
         if name.lower().startswith("berrymq-"):
@@ -155,6 +167,10 @@ class Commands:
     def __init__(self, subparsers: Any) -> None:
         self._subparsers = subparsers
         self._parsers: dict[str, argparse.ArgumentParser] = {}
+        self._owners: dict[str, str | None] = {}
+        #: The plugin whose hook is adding commands now (the plugin host sets it), None
+        #: for berryMQ's own: named in the error for a command added twice.
+        self.plugin: str | None = None
 
     def add(self, name: str, run: Command, *, help: str, description: str | None = None,
             usage: str | None = None) -> argparse.ArgumentParser:
@@ -162,18 +178,34 @@ class Commands:
         ``usage`` replaces the generated usage line (for arguments argparse cannot show).
 
         :raises SettingsError: when another plugin already added ``name`` (two plugins
-            claiming one name, as for URL schemes: ``berrymq`` says so in one line).
+            claiming one name, as for URL schemes: ``berrymq`` says so in one line, naming
+            both), or when ``name`` is one of berryMQ's own commands.
+        :raises ValueError: when this plugin already added ``name`` (a fault of the plugin).
         """
         if name in self._parsers:
-            raise SettingsError(f"the berrymq command {name!r} is added by two plugins; "
-                                "disable one of them (the 'disable' list of [berrymq] in "
-                                "the settings file)")
+            self._refuse(name)
         parser: argparse.ArgumentParser = self._subparsers.add_parser(
             name, help=help, description=description or help, usage=usage, epilog=EPILOG,
             formatter_class=HelpFormatter)
         parser.set_defaults(run=run, command_parser=parser)
         self._parsers[name] = parser
+        self._owners[name] = self.plugin
         return parser
+
+    def _refuse(self, name: str) -> None:
+        """Raise the error for ``name`` added a second time."""
+        first, plugin = self._owners[name], self.plugin
+        if plugin is not None and first == plugin:
+            raise ValueError(f"it adds the berrymq command {name!r} twice")
+        turn_off = (f"(disable = [{plugin!r}] in the settings file, or "
+                    f"{BLOCK_ENV_VAR}={plugin})")
+        if first is None:
+            raise SettingsError(f"the berrymq command {name!r} is one of berryMQ's own, and "
+                                f"plugin {plugin!r} adds it too; disable plugin {plugin!r} "
+                                f"{turn_off}")
+        raise SettingsError(f"the berrymq command {name!r} is added by both plugin {first!r} "
+                            f"and plugin {plugin!r}; disable one of them (the 'disable' list "
+                            "of [berrymq] in the settings file)")
 
     def get(self, name: str) -> argparse.ArgumentParser | None:
         """The parser of the command ``name`` (to add options to it), or None."""
@@ -240,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     return _parser_and_commands()[0]
 
 
-def _parser_and_commands() -> tuple[argparse.ArgumentParser, Commands]:
+def _parser_and_commands(plugins: bool = True) -> tuple[argparse.ArgumentParser, Commands]:
+    """The parser and its commands: the core's, then (with ``plugins``) the plugins'."""
     parser = argparse.ArgumentParser(
         prog="berrymq", description="berryMQ: a programmer-friendly message library.",
         epilog=EPILOG, formatter_class=HelpFormatter,
@@ -258,19 +291,46 @@ def _parser_and_commands() -> tuple[argparse.ArgumentParser, Commands]:
                    help="dot (render with 'dot -Tpng') or mermaid (default: dot)")
     add_json_option(p, "the description itself (receivers, queues, connections) as one "
                        "JSON object instead of a picture")
-    get_plugin_host().register_commands(commands)
+    if plugins:
+        get_plugin_host().register_commands(commands)
     return parser, commands
 
 
-def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> int:
-    """Name the plugin behind an option such as ``--tcp`` when it is not active (exit 2)."""
+#: The commands of the core, whose help needs no plugin.
+_CORE_COMMANDS = ("plugins", "demo", "graph")
+
+
+def _asks_for_help(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` asks only for the help or the versions (``berrymq`` alone, ``-h``,
+    ``--version``, ``plugins --help``...): what must work when the plugins cannot load."""
+    if not argv or argv[0] in ("-h", "--help", "--version"):
+        return True
+    return argv[0] in _CORE_COMMANDS and any(arg in ("-h", "--help") for arg in argv[1:])
+
+
+def _absent(what: str, plugins: Sequence[tuple[str, str]]) -> str:
+    """``what`` comes from ``plugins`` (entry point, distribution), none active: what to do."""
+    host = get_plugin_host()
+    names = " or ".join(repr(plugin) for plugin, _ in plugins)
+    hints = "; or ".join(host.how_to_get(plugin, distribution) for plugin, distribution in plugins)
+    return f"{what} comes from the plugin {names}, and none is active: {hints}"
+
+
+def _unknown_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                       unknown: list[str]) -> int:
+    """Name the plugin behind an option such as ``--tcp`` or ``--monitor``, or behind
+    ``graph URL``, when it is not active (exit 2)."""
     for arg in unknown:
-        scheme = arg[2:].partition("=")[0] if arg.startswith("--") else ""
-        if scheme in KNOWN_SCHEMES:
-            hint = get_plugin_host().how_to_get(*KNOWN_SCHEMES[scheme])
+        option = arg[2:].partition("=")[0] if arg.startswith("--") else ""
+        if option in KNOWN_OPTIONS:
+            hint = get_plugin_host().how_to_get(*KNOWN_OPTIONS[option])
             print(f"berrymq: error: {arg.partition('=')[0]} comes from the plugin "
-                  f"{KNOWN_SCHEMES[scheme][0]!r}, which is not active: {hint}", file=sys.stderr)
+                  f"{KNOWN_OPTIONS[option][0]!r}, which is not active: {hint}", file=sys.stderr)
             return EXIT_USAGE
+    if getattr(args, "command", None) == "graph" and any(not a.startswith("-") for a in unknown):
+        print(f"berrymq: error: {_absent('graph URL (a running node)', KNOWN_COMMANDS['graph'])}",
+              file=sys.stderr)
+        return EXIT_USAGE
     parser.error(f"unrecognized arguments: {' '.join(unknown)}")
 
 
@@ -280,25 +340,28 @@ def _refuse_absent_command(argv: Sequence[str], commands: Commands) -> None:
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     if command is None or command not in KNOWN_COMMANDS or command in commands.names():
         return
-    host = get_plugin_host()
-    plugins = KNOWN_COMMANDS[command]
-    names = " or ".join(repr(plugin) for plugin, _ in plugins)
-    hints = "; or ".join(host.how_to_get(plugin, distribution) for plugin, distribution in plugins)
-    raise UsageError(f"the command {command!r} comes from the plugin {names}, and none is "
-                     f"active: {hints}")
+    raise UsageError(_absent(f"the command {command!r}", KNOWN_COMMANDS[command]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``berrymq`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    """Run ``berrymq`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    The help and ``--version`` work even when the plugins cannot load (a wrong settings
+    file, a faulty plugin): the core's parser serves them, and a warning says why the
+    plugins' commands are missing."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         parser, commands = _parser_and_commands()
-        _refuse_absent_command(sys.argv[1:] if argv is None else argv, commands)
+        _refuse_absent_command(argv, commands)
     except BerryMQError as exc:
-        print(f"berrymq: error: {exc}", file=sys.stderr)
-        return exit_status(exc)
+        if not _asks_for_help(argv):
+            print(f"berrymq: error: {exc}", file=sys.stderr)
+            return exit_status(exc)
+        print(f"berrymq: warning: plugins not loaded: {exc}", file=sys.stderr)
+        parser, commands = _parser_and_commands(plugins=False)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        return _unknown_arguments(parser, unknown)
+        return _unknown_arguments(parser, args, unknown)
     run: Command | None = getattr(args, "run", None)
     if run is None:  # berrymq alone: the help, not a usage error
         parser.print_help()

@@ -7,6 +7,8 @@ The tree::
     ├── SettingsError                          a malformed or unknown setting; names file and line
     ├── PluginNotAvailable                     a scheme or receiver kind whose plugin is missing
     │                                          or disabled; names the plugin
+    ├── PluginError                            an installed plugin that cannot be loaded; names
+    │                                          it, its distribution, and how to turn it off
     ├── QueueFull (also queue.Full)            a bounded queue refused a message
     ├── ReplyError                             one receiver's failure in ask()'s replies
     │                                          (returned in the list, not raised)
@@ -31,6 +33,7 @@ __all__ = [
     "Empty",
     "InvalidIdentifier",
     "MessageTooLarge",
+    "PluginError",
     "PluginNotAvailable",
     "QueueClosed",
     "QueueFull",
@@ -91,6 +94,24 @@ class PluginNotAvailable(BerryMQError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.what, self.plugin, self.reason)
+
+
+class PluginError(BerryMQError):
+    """An installed plugin that cannot be loaded: it fails to import, implements a hook
+    wrongly (a parameter or a hook that does not exist), or raised in a hook called while
+    the plugins load. Not the settings' fault, but the settings (or the environment) are
+    where to turn the plugin off, so the message names the plugin, its distribution and
+    version, and how (``disable = [...]``, ``BERRYMQ_BLOCK_PLUGINS``); ``hook`` is the
+    hook that raised, if one did. The ``berrymq`` command exits with status 2.
+    """
+
+    def __init__(self, message: str, plugin: str, hook: str | None = None) -> None:
+        self.plugin = plugin
+        self.hook = hook
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.plugin, self.hook)
 
 
 class QueueFull(BerryMQError, queue.Full):

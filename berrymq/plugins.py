@@ -24,12 +24,17 @@ from berrymq._discovery import (
     BLOCK_ENV_VAR,
     CORE_DISTRIBUTION,
     ENTRY_POINT_GROUP,
+    KNOWN_COMMANDS,
+    KNOWN_OPTIONS,
+    KNOWN_SCHEMES,
     Candidate,
     blocked_plugins,
     builtin_plugins,
+    check_named_plugins,
     find_candidates,
+    install_hint,
 )
-from berrymq.errors import BerryMQError, PluginNotAvailable
+from berrymq.errors import PluginError, PluginNotAvailable, SettingsError
 from berrymq.registries import (
     ReceiverKind,
     ReceiverRegistry,
@@ -51,6 +56,7 @@ __all__ = [
     "CORE_RECEIVERS",
     "ENTRY_POINT_GROUP",
     "KNOWN_COMMANDS",
+    "KNOWN_OPTIONS",
     "KNOWN_SCHEMES",
     "PluginHost",
     "PluginInfo",
@@ -69,21 +75,6 @@ CORE_RECEIVERS = frozenset({"functions", "followers", "queues"})
 RENAMED_HOOKS = {"berrymq_bus_started": "berrymq_start_bus",
                  "berrymq_bus_closing": "berrymq_close_bus",
                  "berrymq_message_sent": "berrymq_observe_message"}
-
-#: Where to get the plugin for a well-known URL scheme: (entry point, distribution).
-KNOWN_SCHEMES: dict[str, tuple[str, str]] = {
-    "local": ("local", "berrymq"),
-    "http": ("jsonrpc-http", "berrymq-jsonrpc-http"),
-    "tcp": ("jsonrpc-tcp", "berrymq-jsonrpc-tcp"),
-    "nats": ("nats", "berrymq-nats"),
-}
-
-#: The commands of ``berrymq`` that plugins distributed with berryMQ add, and the plugins
-#: (entry point, distribution) that add them: named when none of them is active.
-KNOWN_COMMANDS: dict[str, tuple[tuple[str, str], ...]] = dict.fromkeys(
-    ("serve", "send", "listen", "status"),
-    (("jsonrpc-tcp", "berrymq-jsonrpc-tcp"), ("jsonrpc-http", "berrymq-jsonrpc-http")),
-)
 
 logger = logging.getLogger("berrymq")
 
@@ -125,6 +116,7 @@ class PluginHost:
         self.sources = SourceRegistry()
         self.schema = SettingsSchema()
         self._infos: list[PluginInfo] = []
+        self._candidates: dict[str, Candidate] = {}  # the active ones, by name
         candidates, passed_over = find_candidates(entry_points)
         for name, plugin in extra_plugins:
             candidates.append(
@@ -137,54 +129,73 @@ class PluginHost:
 
     def _load(self, candidates: list[Candidate]) -> None:
         settings = self.settings
-        installed = {c.name for c in candidates}
+        check_named_plugins(settings, {c.name for c in candidates})
         blocked = blocked_plugins()
-        for key, names in (("plugins", settings.plugins or ()), ("disable", settings.disable)):
-            for name in names:
-                if name not in installed:
-                    raise settings.error(
-                        f"{key} names unknown plugin {name!r}; installed plugins: "
-                        f"{', '.join(sorted(installed))}",
-                        key,
-                    )
-        for name in settings.tables:
-            if name not in installed:
-                raise settings.error(
-                    f"settings table for unknown plugin {name!r}; installed plugins: "
-                    f"{', '.join(sorted(installed))}",
-                    None,
-                    name,
-                )
         active_names: list[str] = []
         for candidate in candidates:
             active, reason = self._activation(candidate.name, blocked)
             if active:
+                self._candidates[candidate.name] = candidate
                 try:
                     plugin = candidate.load()
                 except Exception as exc:
-                    raise BerryMQError(
-                        f"plugin {candidate.name!r} ({candidate.distribution} "
-                        f"{candidate.version}) failed to load from {candidate.module}: {exc}; "
-                        f"uninstall it, disable it in the settings file "
-                        f"(disable = [{candidate.name!r}]) or set "
-                        f"{BLOCK_ENV_VAR}={candidate.name}"
-                    ) from exc
-                self.pm.register(plugin, name=candidate.name)
+                    raise self._faulty(candidate.name,
+                                       f"failed to load from {candidate.module}: {exc}") from exc
+                try:
+                    self.pm.register(plugin, name=candidate.name)
+                except pluggy.PluginValidationError as exc:  # a parameter no hookspec has
+                    # (pluggy's first line, "Plugin 'x' for hook 'y'", the next repeats)
+                    problem = "; ".join(str(exc).splitlines()[1:]) or str(exc)
+                    raise self._faulty(candidate.name,
+                                       f"cannot be registered: {_one_line(problem)}") from exc
                 active_names.append(candidate.name)
             self._infos.append(
                 PluginInfo(candidate.name, candidate.distribution, candidate.version,
                            candidate.module, active, reason)
             )
         self._check_hooks()
-        hook = self.pm.hook
-        hook.berrymq_declare_settings(schema=self.schema)
+        self._call_each("berrymq_declare_settings", schema=self.schema)
         for name in active_names:
             if name in settings.tables:
                 check_table(settings, name, self.schema.tables.get(name, {}),
                             self.schema.checks.get(name), self.schema.paths.get(name, ()))
-        hook.berrymq_register_transports(registry=self.transports)
-        hook.berrymq_register_receivers(registry=self.receivers)
-        hook.berrymq_register_sources(registry=self.sources)
+        self._call_each("berrymq_register_transports", registry=self.transports)
+        self._call_each("berrymq_register_receivers", registry=self.receivers)
+        self._call_each("berrymq_register_sources", registry=self.sources)
+
+    def _faulty(self, name: str, problem: str, hook: str | None = None) -> PluginError:
+        """The error for the active plugin ``name`` that cannot be loaded: it, its
+        distribution and version, ``problem``, and the ways to keep it from loading."""
+        candidate = self._candidates.get(name)
+        origin = f"{candidate.distribution} {candidate.version}".strip() if candidate else ""
+        if origin and not origin.startswith("("):  # "(registered in code)" has its own
+            origin = f"({origin})"
+        origin = f" {origin}" if origin else ""
+        return PluginError(
+            f"plugin {name!r}{origin} {problem}; uninstall it, disable it in the settings "
+            f"file (disable = [{name!r}]) or set {BLOCK_ENV_VAR}={name}", name, hook)
+
+    def _call_each(self, hook: str, announce: Callable[[str], None] | None = None,
+                   **kwargs: Any) -> None:
+        """Call ``hook`` of one plugin after another (in pluggy's order), so that an
+        exception raised by one is a :class:`PluginError` naming that plugin and the
+        hook, where pluggy would let the bare exception through. An error that already
+        says what to do (a name claimed twice, a missing plugin) is passed on as it is.
+        ``announce(name)`` is called before each plugin's turn."""
+        caller = getattr(self.pm.hook, hook)
+        plugins = list(dict.fromkeys(impl.plugin for impl in reversed(caller.get_hookimpls())))
+        for plugin in plugins:
+            name = self.pm.get_name(plugin) or "?"
+            if announce is not None:
+                announce(name)
+            others = [other for other in self.pm.get_plugins() if other is not plugin]
+            try:
+                self.pm.subset_hook_caller(hook, others)(**kwargs)
+            except (SettingsError, PluginNotAvailable, PluginError):
+                raise
+            except Exception as exc:
+                raise self._faulty(name, f"raised {type(exc).__name__} in its hook {hook}: "
+                                         f"{_one_line(exc)}", hook) from exc
 
     def _pass_over(self, passed_over: list[tuple[Candidate, str]],
                    installed: set[str] | None) -> None:
@@ -212,14 +223,14 @@ class PluginHost:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             plugin = exc.plugin
-            name = self.pm.get_name(plugin) if plugin is not None else "?"
+            name = (self.pm.get_name(plugin) if plugin is not None else None) or "?"
             renamed = [f"{old} is now {new}" for old, new in RENAMED_HOOKS.items()
                        if old in str(exc)]
-            raise BerryMQError(
-                f"plugin {name!r}: {exc}; {'; '.join(renamed) + '; ' if renamed else ''}"
-                "berryMQ's hooks are "
-                f"{', '.join(sorted(h for h in dir(berrymq.hookspecs) if h.startswith('berrymq_')))}"
-            ) from exc
+            hooks = sorted(h for h in dir(berrymq.hookspecs) if h.startswith("berrymq_"))
+            raise self._faulty(
+                name, f"implements a hook berryMQ does not have: {_one_line(exc)}; "
+                      f"{'; '.join(renamed) + '; ' if renamed else ''}berryMQ's hooks are "
+                      f"{', '.join(hooks)}") from exc
 
     def _activation(self, name: str, blocked: set[str]) -> tuple[bool, str]:
         settings = self.settings
@@ -259,10 +270,7 @@ class PluginHost:
         enable it where the settings file turned it off."""
         info = next((i for i in self._infos if i.name == plugin), None)
         if info is None:
-            source = "." if distribution == "berrymq" else f"./plugins/{distribution}"
-            if distribution.startswith("berrymq-jsonrpc-"):  # needs the protocol library beside it
-                source = f"./plugins/berrymq-jsonrpc {source}"
-            return f"install the plugin {plugin!r} (in a berryMQ checkout: pip install {source})"
+            return install_hint(plugin, distribution)
         hint = f"plugin {plugin!r} is installed but not active ({info.reason}); enable it"
         if self.settings.path is not None:
             hint += f" in {self.settings.path}"
@@ -295,8 +303,13 @@ class PluginHost:
         return kind
 
     def register_commands(self, commands: Commands) -> None:
-        """Let the active plugins add ``berrymq`` commands (or options of existing ones)."""
-        self.pm.hook.berrymq_register_commands(commands=commands)
+        """Let the active plugins add ``berrymq`` commands (or options of existing ones);
+        ``commands.plugin`` names the plugin adding, for the error of a name taken twice."""
+        try:
+            self._call_each("berrymq_register_commands",
+                            lambda name: setattr(commands, "plugin", name), commands=commands)
+        finally:
+            commands.plugin = None
 
     def source(self, name: str) -> type:
         """The source class ``name``, or an error naming the plugin to enable."""
@@ -329,6 +342,11 @@ class PluginHost:
             if plugin not in report.lines:
                 report.add(plugin, f"{scheme}: {transport.status()}")
         return report
+
+
+def _one_line(problem: object) -> str:
+    """An exception's message (or a text) on one line (pluggy's span several)."""
+    return "; ".join(line.strip() for line in str(problem).splitlines() if line.strip())
 
 
 _host: PluginHost | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def _site(tmp_path: Path, name: str, source: str, dist: str = "bmq-outside") -> 
     ("berrymq_register_transports(registry):\n    registry.add('local', object, plugin='dup')",
      "URL scheme 'local' is claimed by both plugin 'local' and plugin 'dup'"),
     ("berrymq_register_commands(commands):\n    commands.add('demo', lambda a: 0, help='x')",
-     "the berrymq command 'demo' is added by two plugins"),
+     "the berrymq command 'demo' is one of berryMQ's own, and plugin 'dup' adds it too; "
+     "disable plugin 'dup' (disable = ['dup'] in the settings file, or "
+     "BERRYMQ_BLOCK_PLUGINS=dup)"),
 ])
 def test_two_plugins_claiming_one_name_is_one_clear_line(
         tmp_path: Path, hook: str, error: str) -> None:
@@ -74,6 +77,70 @@ def test_two_plugins_claiming_one_name_is_one_clear_line(
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"berrymq: error: {error}"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_command_added_by_two_plugins_names_both(tmp_path: Path) -> None:
+    source = ("from berrymq.hookspecs import hookimpl\n@hookimpl\n"
+              "def berrymq_register_commands(commands):\n"
+              "    commands.add('hello', lambda a: 0, help='x')\n")
+    _site(tmp_path, "one", source, dist="bmq-one")
+    env = _site(tmp_path, "two", source, dist="bmq-two")
+    result = run("plugins", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert re.fullmatch(
+        r"berrymq: error: the berrymq command 'hello' is added by both plugin '(one|two)' "
+        r"and plugin '(one|two)'; disable one of them \(the 'disable' list of \[berrymq\] "
+        r"in the settings file\)\n", result.stderr), result.stderr
+    assert len(set(re.findall("plugin '(one|two)'", result.stderr))) == 2
+
+
+#: Plugins that cannot be loaded, and what the error says of each.
+FAULTY = [
+    ("def berrymq_register_transports(registry, nonsense):\n    pass",
+     "cannot be registered: hookimpl definition: berrymq_register_transports(registry, "
+     "nonsense); Argument(s) {'nonsense'} are declared in the hookimpl but can not be found "
+     "in the hookspec"),
+    ("def berrymq_declare_settings(schema):\n    raise RuntimeError('boom')",
+     "raised RuntimeError in its hook berrymq_declare_settings: boom"),
+    ("def berrymq_register_commands(commands):\n    raise KeyError('x')",
+     "raised KeyError in its hook berrymq_register_commands: 'x'"),
+    ("def berrymq_start_bus(bus):\n    pass\nraise ImportError('no module named missing')",
+     "failed to load from bmq_outside_bad: no module named missing"),
+]
+
+
+@pytest.mark.parametrize(("hook", "problem"), FAULTY, ids=["parameter", "raises", "commands",
+                                                             "import"])
+def test_a_faulty_plugin_is_one_line_naming_it_and_the_fixes(
+        tmp_path: Path, hook: str, problem: str) -> None:
+    env = _site(tmp_path, "bad", f"from berrymq.hookspecs import hookimpl\n@hookimpl\n{hook}\n")
+    result = run("plugins", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"berrymq: error: plugin 'bad' (bmq-outside 0.1) {problem}; uninstall it, disable it "
+        "in the settings file (disable = ['bad']) or set BERRYMQ_BLOCK_PLUGINS=bad\n")
+    result = run("plugins", cwd=tmp_path, env={**env, "BERRYMQ_BLOCK_PLUGINS": "bad"})
+    assert result.returncode == 0, result.stderr  # the fix it names works
+
+
+@pytest.mark.parametrize("args", [(), ("--help",), ("plugins", "--help"), ("--version",)])
+def test_help_and_version_work_when_the_plugins_cannot_load(
+        tmp_path: Path, args: tuple[str, ...]) -> None:
+    env = _site(tmp_path, "bad", "raise ImportError('no module named missing')\n")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "berrymq.toml").write_text('[berrymq]\nhop_limit = "x"\n')
+    for cwd, cause in ((tmp_path, "plugin 'bad' (bmq-outside 0.1) failed to load"),
+                       (tmp_path / "other",
+                        f"{tmp_path / 'other' / 'berrymq.toml'}:2: hop_limit must be an integer")):
+        result = run(*args, cwd=cwd, env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.startswith(f"berrymq: warning: plugins not loaded: {cause}")
+        if args == ("--version",):
+            assert result.stdout.startswith(f"berrymq {berrymq.__version__} (Python ")
+            faulty = "bmq-outside 0.1" + (" (plugin 'bad' cannot load)" if cwd == tmp_path else "")
+            assert faulty in result.stdout.splitlines(), result.stdout
+        else:
+            assert result.stdout.startswith("usage: berrymq"), result.stdout
 
 
 def test_an_outside_plugin_named_like_a_built_in_one_is_listed_and_a_warning(
@@ -202,6 +269,24 @@ def test_without_the_transport_plugins_there_is_no_serve(tmp_path: Path) -> None
     assert result.returncode == 2 and "invalid choice: 'sevre'" in result.stderr
     result = run("graph", "--format", "mermaid", cwd=tmp_path, env=env)
     assert result.returncode == 0 and result.stdout.startswith("flowchart LR")
+
+
+def test_graph_url_and_serve_monitor_without_their_plugins_say_how_to_have_them(
+        tmp_path: Path) -> None:
+    env = {"BERRYMQ_BLOCK_PLUGINS": "jsonrpc-tcp,jsonrpc-http"}
+    result = run("graph", "tcp://127.0.0.1:5999", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "berrymq: error: graph URL (a running node) comes from the plugin 'jsonrpc-tcp' or "
+        "'jsonrpc-http', and none is active: plugin 'jsonrpc-tcp' is installed but not "
+        "active (blocked by BERRYMQ_BLOCK_PLUGINS)"), result.stderr
+    result = run("serve", "--tcp", "127.0.0.1:0", "--monitor", "127.0.0.1:0", cwd=tmp_path,
+                 env={"BERRYMQ_BLOCK_PLUGINS": "jsonrpc-http"})
+    assert result.returncode == 2
+    assert result.stderr == (
+        "berrymq: error: --monitor comes from the plugin 'jsonrpc-http', which is not active: "
+        "plugin 'jsonrpc-http' is installed but not active (blocked by BERRYMQ_BLOCK_PLUGINS); "
+        "enable it\n")
 
 
 def test_an_option_of_an_inactive_transport_says_how_to_have_it(tmp_path: Path) -> None:

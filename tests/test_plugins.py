@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import logging
 import threading
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 
 import berrymq
 import berrymq.bus
-from berrymq import BerryMQError, Bus, Message, PluginNotAvailable, SettingsError
+import berrymq.hookspecs
+from berrymq import BerryMQError, Bus, Message, PluginError, PluginNotAvailable, SettingsError
 from berrymq._discovery import Candidate
 from berrymq._index import DIRECT
 from berrymq.hookspecs import hookimpl
@@ -193,6 +195,24 @@ def test_missing_transport_plugin_says_what_to_install() -> None:
     bus.close()
 
 
+@pytest.mark.parametrize(("text", "line"), [
+    ('[berrymq]\nplugins = ["local", "jsonrpc-http"]\n', 2),
+    ('[berrymq]\ndisable = ["jsonrpc-http"]\n', 2),
+    ('[berrymq]\n\n[berrymq.jsonrpc-http]\nport = 1\n', 3),
+])
+def test_one_of_berrymqs_own_plugins_not_installed_says_what_to_install(
+        tmp_path: Path, text: str, line: int) -> None:
+    path = tmp_path / "berrymq.toml"
+    path.write_text(text)
+    with pytest.raises(SettingsError) as info:  # entry_points=False: as if not installed
+        PluginHost(load_settings(path), entry_points=False)
+    assert info.value.line == line
+    assert str(info.value).endswith(
+        "unknown plugin 'jsonrpc-http'; installed plugins: fileobserver, followers, "
+        "functions, local, queues, timer; to have it, install the plugin 'jsonrpc-http' (in a "
+        "berryMQ checkout: pip install ./plugins/berrymq-jsonrpc ./plugins/berrymq-jsonrpc-http)")
+
+
 def test_disabled_receiver_kind(tmp_path: Path) -> None:
     host = host_with(tmp_path, '[berrymq]\ndisable = ["queues", "functions"]\n')
     bus = Bus(plugins=host)
@@ -298,6 +318,28 @@ def test_plugin_that_fails_to_load_is_named() -> None:
     PluginHost.__init__(host, Settings(), entry_points=False)
     with pytest.raises(BerryMQError, match=r"plugin .broken.*missing_dependency.*disable = \[.broken.\].*BERRYMQ_BLOCK_PLUGINS=broken"):
         host._load([Candidate("broken", "dist-x", "1.0", "broken.module", broken)])
+
+
+@pytest.mark.parametrize(("hook", "raised"), [
+    ("berrymq_declare_settings", RuntimeError("boom")),
+    ("berrymq_register_transports", ValueError("boom")),
+    ("berrymq_register_receivers", KeyError("boom")),
+    ("berrymq_register_sources", TypeError("boom")),
+])
+def test_a_hook_that_raises_while_plugins_load_is_an_error_naming_plugin_and_hook(
+        hook: str, raised: Exception) -> None:
+    def fail(self: object, **kwargs: Any) -> None:
+        raise raised
+
+    fails = type("Fails", (), {hook: hookimpl(fail)})
+    fail.__signature__ = inspect.signature(getattr(berrymq.hookspecs, hook))  # type: ignore[attr-defined]
+    with pytest.raises(PluginError) as info:
+        PluginHost(Settings(), extra_plugins=[("fails", fails())])
+    assert (info.value.plugin, info.value.hook) == ("fails", hook)
+    assert info.value.__cause__ is raised
+    assert str(info.value).startswith(
+        f"plugin 'fails' (registered in code) raised {type(raised).__name__} in its hook "
+        f"{hook}: {raised}; uninstall it, disable it in the settings file")
 
 
 def test_two_plugins_claiming_one_scheme() -> None:
