@@ -1,10 +1,10 @@
 """Request and reply: :meth:`Bus.ask <berrymq.Bus.ask>`, its local part and its awaitable form.
 
-``ask`` gathers the replies of the local receivers (through :func:`deliver
-<berrymq._delivery.deliver>` with a :class:`_Collect` answer) and of every connected
-peer that can carry requests, each part in a helper thread so that the asker stops
-waiting at the deadline whatever a receiver or a peer does; a lone peer whose link keeps
-the deadline itself (:class:`~berrymq.node.Requester`) is asked in the asker's thread.
+``ask`` gathers the replies of the local receivers (:func:`ask_local
+<berrymq._ask_local.ask_local>`) and of every connected peer that can carry requests,
+each part in a helper thread so that the asker stops waiting at the deadline whatever a
+receiver or a peer does; a lone peer whose link keeps the deadline itself
+(:class:`~berrymq.node.Requester`) is asked in the asker's thread.
 """
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exce
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from berrymq._delivery import deliver, looping, raise_errors
+from berrymq._ask_local import ask_local, failed_entry, no_answer, replies_so_far, settle_replies
+from berrymq._delivery import looping
 from berrymq._hops import hop_box
-from berrymq._pending import PendingReply
-from berrymq._timeouts import seconds_left, wait_limit, wait_seconds
-from berrymq.aio import AsyncReceiver, claim_reply, describe_receiver
-from berrymq.errors import ReplyError
+from berrymq._timeouts import seconds_left, wait_seconds
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq.state import StateKey
-from berrymq.subscription import Subscription
 from berrymq.wait_threads import WaitThreads
 
 if TYPE_CHECKING:
@@ -34,157 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ASK_EXECUTOR", "ASK_PARTS", "ask", "ask_async_on", "ask_timeout", "ask_local", "ask_local_by",
            "replies_so_far", "settle_replies"]
-
-
-def settle_replies(replies: list[Any], timeout: float | None, node: str = "", *,
-                   told: float | None = None) -> list[Any]:
-    """Replace each :class:`PendingReply` in ``replies`` by its result (blocking).
-
-    Waits at most ``timeout`` seconds in all; a reply that is not there by then, or whose
-    coroutine raised, becomes a :class:`berrymq.ReplyError`. A coroutine that would have
-    to run on the very loop this thread is running cannot be waited for without a
-    deadlock: it becomes an error entry that says to use :func:`ask_async`. The timeout
-    entries name ``told``, the timeout the asker gave (``timeout`` when not given): what
-    is left of it may be less, and the asker knows only its own.
-    """
-    if told is None:
-        told = timeout
-    deadline = None if timeout is None else time.monotonic() + timeout
-    running = _get_running_loop()
-    settled = list(replies)
-    for index, reply in enumerate(replies):
-        if type(reply) is not PendingReply:
-            continue
-        reply.claimed = True
-        if running is reply.loop:
-            settled[index] = ReplyError(
-                "RuntimeError",
-                "an async receiver cannot answer a blocking ask() sent from its own event "
-                "loop; use 'await berrymq.ask_async(...)'", reply.receiver, node,
-            )
-            continue
-        try:
-            settled[index] = reply.result(seconds_left(deadline))
-        except TimeoutError:
-            settled[index] = ReplyError(
-                "TimeoutError", f"no reply within {told:g}s", reply.receiver, node
-            )
-        except concurrent.futures.CancelledError as exc:
-            settled[index] = ReplyError("CancelledError", str(exc) or "the reply was cancelled",
-                                        reply.receiver, node)
-        except Exception as exc:  # noqa: BLE001 - becomes an error entry
-            settled[index] = _failed(exc, reply.receiver, node)
-    return settled
-
-
-def _failed(exc: BaseException, who: str, node: str) -> ReplyError:
-    """The entry, among an ask's replies, of a receiver, a part or a peer that raised."""
-    return ReplyError(type(exc).__name__, str(exc), who, node)
-
-
-def _no_answer(who: str, timeout: float, node: str) -> ReplyError:
-    """The entry, among an ask's replies, of a part or a peer still silent at the deadline."""
-    return ReplyError("TimeoutError", f"no answer within {timeout:g}s", who, node)
-
-
-class _Collect:
-    """The answer of ``ask``: every answering receiver's return value, in order; an
-    exception becomes a :class:`ReplyError` entry. Queues store the request instead."""
-
-    __slots__ = ("message", "node", "pending", "replies", "running")
-
-    def __init__(self, message: Message, node: str, replies: list[Any],
-                 running: list[str] | None) -> None:
-        self.message = message
-        self.node = node
-        self.replies = replies
-        self.running = running
-        self.pending = False
-
-    def calling(self, subscription: Subscription, receiver: object) -> None:
-        answers = subscription.answers
-        # an async receiver's reply is claimed before its loop has it (see claim_reply)
-        claim_reply(self.message if answers and type(receiver) is AsyncReceiver else None)
-        if self.running is not None and answers:
-            self.running[:] = [describe_receiver(receiver)]
-
-    def returned(self, subscription: Subscription, result: object) -> None:
-        if not subscription.answers:
-            return
-        if type(result) is PendingReply:
-            result.claimed = self.pending = True
-        self.replies.append(result)
-
-    def raised(self, subscription: Subscription, receiver: object, exc: Exception) -> bool:
-        if not subscription.answers:
-            return False  # a full queue refuses the request: the asker hears of it
-        self.replies.append(_failed(exc, describe_receiver(receiver), self.node))
-        return True
-
-
-class _NamingCollect(_Collect):
-    """:class:`_Collect` for an answer that leaves the process: it also notes, in
-    ``receivers``, the receiver of each entry (its index is the entry's), so that a reply
-    JSON cannot hold can name its receiver (:func:`berrymq.wire.encode_reply`). A receiver
-    is noted before its entry, so a copy of ``receivers`` taken after one of the replies
-    covers every entry of that one. A local ``ask`` uses :class:`_Collect`: none of this."""
-
-    __slots__ = ("current", "receivers")
-
-    def __init__(self, message: Message, node: str, replies: list[Any],
-                 running: list[str] | None, receivers: list[object]) -> None:
-        super().__init__(message, node, replies, running)
-        self.receivers = receivers
-        self.current: object = None
-
-    def calling(self, subscription: Subscription, receiver: object) -> None:
-        self.current = receiver
-        super().calling(subscription, receiver)
-
-    def returned(self, subscription: Subscription, result: object) -> None:
-        if subscription.answers:
-            self.receivers.append(self.current)
-        super().returned(subscription, result)
-
-    def raised(self, subscription: Subscription, receiver: object, exc: Exception) -> bool:
-        if subscription.answers:
-            self.receivers.append(receiver)
-        return super().raised(subscription, receiver, exc)
-
-
-def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
-              into: list[Any] | None = None, running: list[str] | None = None,
-              receivers: list[object] | None = None) -> list[Any]:
-    """See :meth:`Bus.ask_local <berrymq.Bus.ask_local>`; ``receivers`` (for a remote
-    ``ask``): append the receiver of each entry to it, at the entry's index."""
-    timeout = wait_limit("timeout", timeout)
-    replies = [] if into is None else into
-    collect = (_Collect(message, bus.node_id, replies, running) if receivers is None
-               else _NamingCollect(message, bus.node_id, replies, running, receivers))
-    try:
-        errors = deliver(bus, bus.index.lookup(message[0]), message, collect)
-    finally:
-        claim_reply(None)  # not taken (a guard said no): no later call may take it
-    if running is not None:
-        running.clear()  # every receiver was called; only async replies may be awaited
-    if errors:
-        raise_errors(message[0], errors)
-    if collect.pending:
-        collect.replies[:] = settle_replies(collect.replies, timeout, bus.node_id)
-    return collect.replies
-
-
-def replies_so_far(replies: list[Any], running: list[str], who: str, timeout: float,
-                   node: str) -> list[Any]:
-    """The answer of receivers asked with :func:`ask_local` (``into=replies``,
-    ``running=running``, in another thread) once the deadline passed: the replies so far
-    (async ones not in yet become timeout entries), then one ``TimeoutError`` entry for the
-    receiver still running, or for ``who`` when none had started."""
-    running = list(running)
-    answered = settle_replies(list(replies), 0, node, told=timeout)  # said: the ask's
-    if not running and replies:
-        return answered
-    return [*answered, _no_answer(running[0] if running else who, timeout, node)]
 
 
 def ask_local_by(bus: Bus, message: Message, deadline: float, timeout: float,
@@ -251,8 +97,8 @@ class _AskPart:
                 return replies_so_far(self.replies, self.running, self.who, timeout, node)
         if self.error is not None:
             if self.keeps_deadline and time.monotonic() >= deadline - _CLOCK_SLACK:
-                return [*self.replies, _no_answer(self.who, timeout, node)]
-            return [*self.replies, _failed(self.error, self.who, node)]
+                return [*self.replies, no_answer(self.who, timeout, node)]
+            return [*self.replies, failed_entry(self.error, self.who, node)]
         return self.replies
 
 
@@ -278,8 +124,8 @@ def _ask_in_this_thread(bus: Bus, requester: Any, message: Message, deadline: fl
         return list(requester.request(message, timeout))
     except Exception as exc:  # noqa: BLE001 - reported as an entry
         if time.monotonic() >= deadline - _CLOCK_SLACK:
-            return [_no_answer(repr(requester), timeout, bus.node_id)]
-        return [_failed(exc, repr(requester), bus.node_id)]
+            return [no_answer(repr(requester), timeout, bus.node_id)]
+        return [failed_entry(exc, repr(requester), bus.node_id)]
 
 
 #: how far before the deadline a requester's failure still reads as the deadline passing
@@ -373,7 +219,7 @@ async def ask_async_on(bus: Bus, identifier: str | Identifier, /, *args: Any,
 
     def run() -> list[Any]:
         if time.monotonic() >= deadline:  # every thread was busy until the deadline
-            return [_no_answer(f"the ask of {identifier} (not started: every ask thread was "
+            return [no_answer(f"the ask of {identifier} (not started: every ask thread was "
                                "busy)", timeout, bus.node_id)]
         box = hop_box()
         outer = box[0]
