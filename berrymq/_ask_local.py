@@ -13,20 +13,25 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exception
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berrymq._delivery import deliver, raise_errors
 from berrymq._pending import PendingReply
 from berrymq._timeouts import seconds_left, wait_limit
 from berrymq.aio import AsyncReceiver, claim_reply, describe_receiver
-from berrymq.errors import ReplyError
+from berrymq.errors import QueueFull, ReplyError
 from berrymq.message import Message
 from berrymq.subscription import Subscription
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["ask_local", "failed_entry", "no_answer", "replies_so_far", "settle_replies"]
+__all__ = ["Refused", "ask_local", "failed_entry", "no_answer", "replies_so_far", "settle_replies"]
+
+#: What is told of each refusal by a full queue or receiver of a request (a node counts it).
+Refused = Callable[[QueueFull], object]
+
 
 def settle_replies(replies: list[Any], timeout: float | None, node: str = "", *,
                    told: float | None = None) -> list[Any]:
@@ -81,17 +86,24 @@ def no_answer(who: str, timeout: float, node: str) -> ReplyError:
 
 class _Collect:
     """The answer of ``ask``: every answering receiver's return value, in order; an
-    exception becomes a :class:`ReplyError` entry. Queues store the request instead."""
+    exception becomes a :class:`ReplyError` entry. Queues store the request instead; a
+    full one's refusal is not a reply, and does not stop the replies: it becomes a
+    ``QueueFull`` entry naming the queue, said after them (:meth:`add_refusals`), and is
+    handed to ``refused`` (a node counts it, as it does a refused message)."""
 
-    __slots__ = ("message", "node", "pending", "replies", "running")
+    __slots__ = ("message", "node", "pending", "refusals", "refused", "replies", "running")
 
     def __init__(self, message: Message, node: str, replies: list[Any],
-                 running: list[str] | None) -> None:
+                 running: list[str] | None,
+                 refused: Refused | None = None) -> None:
         self.message = message
         self.node = node
         self.replies = replies
         self.running = running
         self.pending = False
+        self.refused = refused
+        #: the receivers (queues) that refused the request, and their entries
+        self.refusals: list[tuple[object, ReplyError]] = []
 
     def calling(self, subscription: Subscription, receiver: object) -> None:
         answers = subscription.answers
@@ -108,10 +120,21 @@ class _Collect:
         self.replies.append(result)
 
     def raised(self, subscription: Subscription, receiver: object, exc: Exception) -> bool:
-        if not subscription.answers:
-            return False  # a full queue refuses the request: the asker hears of it
-        self.replies.append(failed_entry(exc, describe_receiver(receiver), self.node))
+        if isinstance(exc, QueueFull) and self.refused is not None:
+            self.refused(exc)
+        if subscription.answers:
+            self.replies.append(failed_entry(exc, describe_receiver(receiver), self.node))
+            return True
+        if not isinstance(exc, QueueFull):
+            return False  # a queue that failed otherwise: the bus's error policy
+        who = f"{subscription.kind} {subscription.pattern}"  # "queue task:*"
+        entry = ReplyError("QueueFull", str(exc), who, self.node)  # (a node's: a subclass)
+        self.refusals.append((receiver, entry))
         return True
+
+    def add_refusals(self) -> None:
+        """Add the entries of the queues that refused the request after the replies."""
+        self.replies.extend(entry for _, entry in self.refusals)
 
 
 class _NamingCollect(_Collect):
@@ -124,8 +147,9 @@ class _NamingCollect(_Collect):
     __slots__ = ("current", "receivers")
 
     def __init__(self, message: Message, node: str, replies: list[Any],
-                 running: list[str] | None, receivers: list[object]) -> None:
-        super().__init__(message, node, replies, running)
+                 running: list[str] | None, receivers: list[object],
+                 refused: Refused | None = None) -> None:
+        super().__init__(message, node, replies, running, refused)
         self.receivers = receivers
         self.current: object = None
 
@@ -143,20 +167,28 @@ class _NamingCollect(_Collect):
             self.receivers.append(receiver)
         return super().raised(subscription, receiver, exc)
 
+    def add_refusals(self) -> None:
+        self.receivers.extend(receiver for receiver, _ in self.refusals)
+        super().add_refusals()
+
 
 def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
               into: list[Any] | None = None, running: list[str] | None = None,
-              receivers: list[object] | None = None) -> list[Any]:
+              receivers: list[object] | None = None,
+              refused: Refused | None = None) -> list[Any]:
     """See :meth:`Bus.ask_local <berrymq.Bus.ask_local>`; ``receivers`` (for a remote
-    ``ask``): append the receiver of each entry to it, at the entry's index."""
+    ``ask``): append the receiver of each entry to it, at the entry's index; ``refused``:
+    called with each refusal of a receiver or a queue (a full one), in the thread that
+    ran it, for a node to count (the asker has its ``QueueFull`` entry)."""
     timeout = wait_limit("timeout", timeout)
     replies = [] if into is None else into
-    collect = (_Collect(message, bus.node_id, replies, running) if receivers is None
-               else _NamingCollect(message, bus.node_id, replies, running, receivers))
+    collect = (_Collect(message, bus.node_id, replies, running, refused) if receivers is None
+               else _NamingCollect(message, bus.node_id, replies, running, receivers, refused))
     try:
         errors = deliver(bus, bus.index.lookup(message[0]), message, collect)
     finally:
         claim_reply(None)  # not taken (a guard said no): no later call may take it
+    collect.add_refusals()
     if running is not None:
         running.clear()  # every receiver was called; only async replies may be awaited
     if errors:

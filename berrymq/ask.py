@@ -17,7 +17,7 @@ from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exce
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from berrymq._ask_local import ask_local, failed_entry, no_answer, replies_so_far, settle_replies
+from berrymq._ask_local import Refused, ask_local, failed_entry, no_answer, replies_so_far, settle_replies
 from berrymq._delivery import looping
 from berrymq._hops import hop_box
 from berrymq._timeouts import seconds_left, wait_seconds
@@ -29,25 +29,26 @@ from berrymq.wait_threads import WaitThreads
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["ASK_EXECUTOR", "ASK_PARTS", "ask", "ask_async_on", "ask_timeout", "ask_local", "ask_local_by",
-           "replies_so_far", "settle_replies"]
+__all__ = ["ASK_EXECUTOR", "ASK_PARTS", "Refused", "ask", "ask_async_on", "ask_timeout",
+           "ask_local", "ask_local_by", "replies_so_far", "settle_replies"]
 
 
 def ask_local_by(bus: Bus, message: Message, deadline: float, timeout: float,
-                 receivers: list[object] | None = None) -> list[Any]:
+                 receivers: list[object] | None = None,
+                 refused: Refused | None = None) -> list[Any]:
     """The replies of this bus's receivers of ``message`` by ``deadline`` (a
     ``time.monotonic()`` time): they run on a helper thread of the bus (:data:`ASK_PARTS`),
     so that a receiver still running then gives a ``TimeoutError`` entry (its late reply is
     dropped) instead of holding the caller. ``ask`` asks its local receivers so, and a
     node so answers a remote ``ask`` that has a timeout (``receivers``: as for
-    :func:`ask_local`)."""
+    :func:`ask_local`, and ``refused``)."""
     ident = message[0]
     if not bus.index.lookup(ident):
         return []
     part = _AskPart.start(
         bus, f"local receivers of {ident}",
         lambda part: ask_local(bus, message, timeout, into=part.replies, running=part.running,
-                               receivers=receivers),
+                               receivers=receivers, refused=refused),
     )
     return part.result(deadline, timeout, bus.node_id)
 

@@ -334,8 +334,10 @@ class Bus(Subscribing, NodeSide, Pooling):
                   into: list[Any] | None = None, running: list[str] | None = None) -> list[Any]:
         """Run this bus's receivers of ``message`` in this thread and return their
         return values in registration order; a receiver that raised gives a
-        :class:`berrymq.ReplyError` in its place. ``async def`` receivers run on their
-        loops and are waited for, up to ``timeout`` seconds in all.
+        :class:`berrymq.ReplyError` in its place. A queue is not a replying receiver: one
+        that refused the message (full) gives a ``QueueFull`` entry naming it, after the
+        replies. ``async def`` receivers run on their loops and are waited for, up to
+        ``timeout`` seconds in all.
 
         :param into: append the replies to this list as they come (and return it).
         :param running: a one-element list set to the name of the receiver running now.

@@ -22,6 +22,7 @@ from berrymq import (
     ReplyError,
     following,
 )
+from berrymq.plugins import PluginHost
 
 
 def test_no_receiver_gives_an_empty_list_at_once(berrymq_bus: Bus) -> None:
@@ -263,6 +264,26 @@ def test_a_queue_stores_an_ask_request_but_does_not_answer(berrymq_bus: Bus) -> 
     berrymq.regist_function("z:*", lambda m: "answer", weak=False)
     assert berrymq.ask("z:1") == ["answer"]
     assert queue.get_nowait().id == "z:1"
+
+
+@pytest.mark.parametrize("raise_errors", [False, True])
+def test_a_full_queue_refuses_an_ask_without_taking_the_replies(
+        berrymq_plugin_host: PluginHost, raise_errors: bool) -> None:
+    """A queue is not a replying receiver: a full one's refusal is a ``QueueFull`` entry
+    naming the queue, after the replies (which keep their places), from ``ask`` and from
+    ``ask_local`` alike, whatever the error policy; it neither raises nor hides them."""
+    with Bus(plugins=berrymq_plugin_host, raise_errors=raise_errors) as bus:
+        full = berrymq.Queue("*", maxsize=1, on_full="refuse", bus=bus)  # before the receiver
+        bus.subscribe("price:quote", lambda m: m.args[0] * 9.5, weak=False)
+        bus.twitter("price:fill")  # the queue is full
+        for replies in (bus.ask("price:quote", 2, timeout=10),
+                        bus.ask_local(Message("price:quote", (2,), {}))):
+            assert replies[0] == 19.0 and len(replies) == 2, replies
+            refusal = replies[1]
+            assert isinstance(refusal, ReplyError) and refusal.exception_type == "QueueFull"
+            assert refusal.receiver == "queue *:*"
+            assert "queue *:* is full (1 messages)" in refusal.message
+        assert full.qsize() == 1
 
 
 def test_talk_callbacks_come_back_from_another_process(node: tuple[str, Child]) -> None:

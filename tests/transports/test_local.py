@@ -6,7 +6,7 @@ import pytest
 from helpers import take_all
 
 import berrymq
-from berrymq import Bus, ConnectionClosed, Empty, Message, Queue, QueueFull
+from berrymq import Bus, ConnectionClosed, Empty, Message, Queue, QueueFull, ReplyError
 from berrymq._index import NOBODY
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
@@ -106,6 +106,21 @@ def test_full_local_queue_does_not_keep_a_message_from_other_nodes(nodes: list[B
     with pytest.raises(QueueFull):
         a.twitter("q:2")
     assert [m.args for m in take_all(remote)] == [(), ()]
+    assert full.qsize() == 1
+
+
+def test_a_full_queue_of_a_linked_bus_does_not_take_its_replies_to_ask(nodes: list[Bus]) -> None:
+    """The peer's full queue gives a ``QueueFull`` entry naming it, after the replies of
+    its receivers (it raised from the peer's ``ask_local``: one entry for the whole link)."""
+    a, b, _ = nodes
+    a.transport("local").connect_oneway(serve(b), ttl=10)
+    full = Queue("price:*", bus=b, maxsize=1, on_full="refuse")
+    b.subscribe("price:quote", lambda m: m.args[0] * 9.5, weak=False)
+    b.twitter("price:fill")
+    reply, refusal = a.ask("price:quote", 2, timeout=10)
+    assert reply == 19.0
+    assert isinstance(refusal, ReplyError) and refusal.exception_type == "QueueFull"
+    assert (refusal.receiver, refusal.node) == ("queue price:*", b.node_id)
     assert full.qsize() == 1
 
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from berrymq.ask import ask_local, ask_local_by, replies_so_far
+from berrymq.ask import Refused, ask_local, ask_local_by, replies_so_far
 from berrymq.message import Message
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.sessions import WAIT_THREADS
@@ -120,12 +120,14 @@ def _first_arrival(bus: Bus, stats: NodeStats, message: Message, peer: object) -
     return False
 
 
-def local_replies(bus: Bus, message: Message, timeout: float | None
-                  ) -> tuple[list[Any], list[object]]:
+def local_replies(bus: Bus, message: Message, timeout: float | None,
+                  refused: Refused | None = None) -> tuple[list[Any], list[object]]:
     """The replies of ``bus``'s receivers to a remote ``ask`` of ``message``: by the
     timer's deadline (see the module), by ``timeout`` from now, or, without one, from
     every receiver; with the receiver of each reply, at its index (so that a reply JSON
-    cannot hold names its receiver: :func:`berrymq.wire.encode_replies`)."""
+    cannot hold names its receiver: :func:`berrymq.wire.encode_replies`). A full queue's
+    refusal is an entry after the replies, and is told to ``refused`` once, by the thread
+    that ran the receivers (:func:`berrymq.ask.ask_local`)."""
     progress = _PROGRESS.get()
     if progress is not None:
         if progress.expired:  # the timer answers: what came in by now
@@ -140,10 +142,12 @@ def local_replies(bus: Bus, message: Message, timeout: float | None
             return replies, list(progress.receivers)  # copied after: it covers the replies
         replies = ask_local(bus, message, ASYNC_REPLY_WAIT if timeout is None else timeout,
                             into=progress.replies, running=progress.running,
-                            receivers=progress.receivers)
+                            receivers=progress.receivers, refused=refused)
         return replies, progress.receivers
     receivers: list[object] = []
     if timeout is None:
-        return ask_local(bus, message, ASYNC_REPLY_WAIT, receivers=receivers), receivers
-    replies = ask_local_by(bus, message, time.monotonic() + timeout, timeout, receivers)
+        return ask_local(bus, message, ASYNC_REPLY_WAIT, receivers=receivers,
+                         refused=refused), receivers
+    replies = ask_local_by(bus, message, time.monotonic() + timeout, timeout, receivers,
+                           refused)
     return replies, receivers

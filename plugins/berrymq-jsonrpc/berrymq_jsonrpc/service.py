@@ -289,14 +289,15 @@ class Service(QueueMethods):
             logger.exception("delivering message %s from a remote node failed", message[0])
         return None
 
-    def _refused(self, session: Session, refusal: QueueFull) -> None:
-        """A message from ``session`` was refused (a full queue): counted and logged per
-        burst, as a sender of notifications has no answer (a peer's full link's refusal,
+    def _refused(self, peer: object, refusal: QueueFull) -> None:
+        """A message (or an ``ask``) from ``peer`` (a session, where a request came from)
+        was refused (a full queue): counted and logged per burst, as a sender of
+        notifications has no answer (a peer's full link's refusal,
         :attr:`~berrymq.QueueFull.not_forwarded`, is counted by the core)."""
         if not refusal.not_forwarded:
             self.stats.lost(REFUSED)  # stats
         self._refusals.warning("%s: a message from %s was refused: %s", self.name,
-                               peer_label(session), refusal)
+                               peer_label(peer) or "a client", refusal)
 
     def _send_message(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_SEND_MESSAGE, params, _SEND_MESSAGE)
@@ -396,7 +397,8 @@ class Service(QueueMethods):
         )
         if not ask_arrived(self.bus, self.stats, message, peer):  # counted there
             return []  # answered already: the asker asked this node over another link too
-        replies, receivers = local_replies(self.bus, message, timeout)
+        replies, receivers = local_replies(self.bus, message, timeout,  # full queues: counted
+                                           functools.partial(self._refused, peer))
         return encode_replies(replies, self.bus.node_id, receivers)
 
     def _network(self, context: Any, params: dict[str, Any]) -> Any:

@@ -35,12 +35,13 @@ from nats.aio.msg import Msg
 
 from berrymq.aio import describe_receiver
 from berrymq.ask import ask_local
-from berrymq.errors import ConnectionClosed, ReplyError
+from berrymq.errors import ConnectionClosed, QueueFull, ReplyError
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq.wire import decode_replies, dumps, encode_message, encode_replies, encode_reply, loads
 from berrymq_nats.client import check_payload, payload_limit
 from berrymq_nats.inbound import progress
+from berrymq_nats.losses import REFUSED_HERE
 
 if TYPE_CHECKING:
     from berrymq_nats.bridge import NatsBridge
@@ -282,8 +283,13 @@ class Asking:
                 del seen[next(iter(seen))]
         asked = new_message((message[0], message[1], message[2], message[3] + 1, uid))
         receivers: list[object] = []  # of each reply: one that is not JSON names its own
+
+        def refused(exc: QueueFull) -> None:  # the asker has an entry; counted as for a message
+            self.bridge.losses.add(REFUSED_HERE, 1, f"{asked[0]}: {exc}")
+
         try:
-            replies = ask_local(self.bridge.bus, asked, timeout, receivers=receivers)
+            replies = ask_local(self.bridge.bus, asked, timeout, receivers=receivers,
+                                refused=refused)
         except Exception as exc:  # noqa: BLE001 - reported to the asker
             replies = [ReplyError(type(exc).__name__, str(exc), "bus", self.node)]
             receivers = []

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from berrymq_nats import NatsBridge
 from berrymq_nats.inbound import answer_lane
-from berrymq_nats.losses import REQUEST_REFUSED
+from berrymq_nats.losses import REFUSED_HERE, REQUEST_REFUSED
 from berrymq_nats.testing import Recorder, bridge_of, settle
 
-from berrymq import Bus, Message, ReplyError
+from berrymq import Bus, Message, Queue, ReplyError
 
 pytestmark = pytest.mark.broker
 
@@ -50,6 +50,23 @@ def test_ask_through_nats(nats_server: Any, make_bus: MakeBus,
     assert a.ask("calc:half", 1, timeout=10) == ["local", 2]
     assert a.ask("nobody:here", timeout=10) == []
     assert time.monotonic() - started < 5
+
+
+def test_a_full_queue_of_the_answering_process_does_not_take_its_replies(pair: Pair) -> None:
+    """A queue is not a replying receiver: the answering process's full queue gives a
+    ``QueueFull`` entry naming it after the replies, counted where it refused (the whole
+    answer was one ``QueueFull`` entry for the process, its receivers' replies lost)."""
+    a, _ba, b, bb = pair
+    full = Queue("price:*", maxsize=1, on_full="refuse", bus=b)
+    b.subscribe("price:quote", lambda m: m.args[0] * 9.5, weak=False)
+    b.twitter("price:fill")
+    settle(bb)
+    reply, refusal = a.ask("price:quote", 2, timeout=10)
+    assert reply == 19.0
+    assert isinstance(refusal, ReplyError) and refusal.exception_type == "QueueFull"
+    assert refusal.receiver == "queue price:*" and refusal.node == b.node_id
+    assert bb.losses.counts == {REFUSED_HERE: 1}
+    assert full.qsize() == 1
 
 
 def test_ask_times_out_on_a_slow_receiver(pair: Pair) -> None:
