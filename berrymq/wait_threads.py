@@ -56,6 +56,12 @@ class WaitThreads(concurrent.futures.Executor):
         """How many of them wait for work now."""
         return self._idle
 
+    @property
+    def saturated(self) -> bool:
+        """Whether every thread it may run is running work now, so that work submitted now
+        waits for one to finish (what a node says of an ``ask`` not started in time)."""
+        return self._threads >= self.max_workers and self._idle == 0
+
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
                ) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()

@@ -55,6 +55,30 @@ def test_an_idle_thread_takes_the_next_work_instead_of_a_new_one(
     assert pool.threads == 1
 
 
+def test_saturated_says_whether_work_submitted_now_would_wait(pool: WaitThreads) -> None:
+    """Only while every thread it may run is busy (not merely started, nor while one idles:
+    a node tells an ask not started in time because of busy threads by it)."""
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def hold() -> None:
+        started.release()
+        release.wait(WAIT)
+
+    assert not pool.saturated  # no thread at all
+    first = pool.submit(hold)
+    assert started.acquire(timeout=WAIT)
+    assert not pool.saturated  # one of two busy
+    second = pool.submit(hold)
+    assert started.acquire(timeout=WAIT)
+    assert pool.saturated
+    release.set()
+    first.result(WAIT)
+    second.result(WAIT)
+    wait_for(lambda: pool.idle > 0, WAIT, "a thread to be idle")
+    assert not pool.saturated
+
+
 def test_work_cancelled_while_it_waits_leaves_the_queue_with_its_arguments(
         pool: WaitThreads) -> None:
     """An ask answered by its timeout while every thread was busy: its work, and the

@@ -182,6 +182,10 @@ class Answerer:
             timeout = ask_timeout(request)
             if timeout is not None:  # answered by then (see berrymq_jsonrpc.ask_timer)
                 progress = AskProgress()
+                if timeout == 0:  # at once, with no thread: no receiver can have run by then
+                    self._expired(request, progress)
+                    self._waited(None, progress)  # (dropped: expired) the thread it never had
+                    return
                 progress.timer = asyncio.get_running_loop().call_later(
                     timeout, self._expired, request, progress)
                 self.timed.add(progress)

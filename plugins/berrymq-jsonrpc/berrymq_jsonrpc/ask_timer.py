@@ -8,7 +8,8 @@ reply, or the timer, with the replies so far and a ``TimeoutError`` entry naming
 receiver still running (:meth:`Service.answer_expired
 <berrymq_jsonrpc.service.Service.answer_expired>`); the other's answer is dropped. No
 thread waits for the deadline (an ask costs no thread more than one that has none), and
-an ask still waiting for a free thread keeps its deadline all the same.
+an ask still waiting for a free thread keeps its deadline all the same. A timeout of 0 is
+answered at once by the loop, without a thread: no receiver could have run by then.
 
 An ``ask`` in a batch is answered the same way (see :mod:`berrymq_jsonrpc.waiting`). One
 in the original berryMQ's JSON-RPC 1.0 dialect has no timer: its receivers run on a helper
@@ -29,13 +30,14 @@ from typing import TYPE_CHECKING, Any
 from berrymq.ask import Refused, ask_local, ask_local_by, replies_so_far
 from berrymq.message import Message
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.sessions import WAIT_THREADS
+from berrymq_jsonrpc.sessions import WAIT_THREADS, WAITS
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq_jsonrpc.stats import NodeStats
 
-__all__ = ["AskProgress", "answer_with", "ask_arrived", "ask_timeout", "local_replies"]
+__all__ = ["AskProgress", "answer_with", "ask_arrived", "ask_timeout", "local_replies",
+           "not_started"]
 
 #: How long an ``ask`` without a timeout waits for its ``async def`` receivers.
 ASYNC_REPLY_WAIT = 5.0
@@ -127,19 +129,14 @@ def local_replies(bus: Bus, message: Message, timeout: float | None,
     every receiver; with the receiver of each reply, at its index (so that a reply JSON
     cannot hold names its receiver: :func:`berrymq.wire.encode_replies`). A full queue's
     refusal is an entry after the replies, and is told to ``refused`` once, by the thread
-    that ran the receivers (:func:`berrymq.ask.ask_local`)."""
+    that ran the receivers (:func:`berrymq.ask.ask_local`). A ``timeout`` of 0 is answered
+    at once and runs no receiver, with or without a timer (docs/protocol.md, ask)."""
     progress = _PROGRESS.get()
+    if progress is not None and progress.expired:  # the timer answers: what came in by now
+        return _at_deadline(bus, message, timeout or 0.0, progress)
+    if timeout == 0:  # (a JSON-RPC 1.0 ask has no timer: the same answer)
+        return _at_deadline(bus, message, 0.0, None)
     if progress is not None:
-        if progress.expired:  # the timer answers: what came in by now
-            if not bus.index.lookup(message[0]):
-                return [], []
-            who = f"local receivers of {message[0]}"
-            if not progress.started:
-                who += (f" (not started in time: the node runs at most {WAIT_THREADS} asks "
-                        "at once)")
-            replies = replies_so_far(progress.replies, progress.running, who, timeout or 0.0,
-                                     bus.node_id)
-            return replies, list(progress.receivers)  # copied after: it covers the replies
         replies = ask_local(bus, message, ASYNC_REPLY_WAIT if timeout is None else timeout,
                             into=progress.replies, running=progress.running,
                             receivers=progress.receivers, refused=refused)
@@ -151,3 +148,28 @@ def local_replies(bus: Bus, message: Message, timeout: float | None,
     replies = ask_local_by(bus, message, time.monotonic() + timeout, timeout, receivers,
                            refused)
     return replies, receivers
+
+
+def _at_deadline(bus: Bus, message: Message, timeout: float, progress: AskProgress | None
+                 ) -> tuple[list[Any], list[object]]:
+    """The answer once an ask's ``timeout`` ran out: the replies so far (of ``progress``,
+    none without it), then a ``TimeoutError`` entry naming the receiver still running, or
+    saying why none had started (:func:`not_started`)."""
+    if not bus.index.lookup(message[0]):
+        return [], []
+    who = f"local receivers of {message[0]}"
+    if progress is None or not progress.started:
+        who += not_started(timeout)
+    if progress is None:
+        return replies_so_far([], [], who, timeout, bus.node_id), []
+    replies = replies_so_far(progress.replies, progress.running, who, timeout, bus.node_id)
+    return replies, list(progress.receivers)  # copied after: it covers the replies
+
+
+def not_started(timeout: float) -> str:
+    """Why an ask's receivers had not started when its ``timeout`` ran out: every thread
+    that runs asks was busy, or else the timeout was too short for a thread to start them
+    (a timeout of 0 always is, busy threads or not)."""
+    if timeout > 0 and WAITS.saturated:
+        return f" (not started in time: the node runs at most {WAIT_THREADS} asks at once)"
+    return f" (not started: the ask's timeout of {timeout:g}s ran out before they started)"

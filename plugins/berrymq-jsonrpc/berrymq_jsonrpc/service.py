@@ -358,11 +358,12 @@ class Service(QueueMethods):
         if timeout is None:
             return await loop.run_in_executor(WAITS, self.handle_parsed, request, context)
         progress = AskProgress()  # answered by its timeout (see berrymq_jsonrpc.ask_timer)
-        answered = loop.run_in_executor(WAITS, self.answer_armed, request, context, progress)
-        done, _ = await asyncio.wait([answered], timeout=timeout)
-        if answered in done:
-            return answered.result()
-        answered.cancel()  # not begun (every WAITS thread busy): it leaves the queue now
+        if timeout > 0:  # (0: at once, with no thread: no receiver can have run by then)
+            answered = loop.run_in_executor(WAITS, self.answer_armed, request, context, progress)
+            done, _ = await asyncio.wait([answered], timeout=timeout)
+            if answered in done:
+                return answered.result()
+            answered.cancel()  # not begun (threads busy, or too short): it leaves the queue now
         return self.answer_expired(request, context, progress)
 
     def answer_armed(self, request: Any, context: Any, progress: AskProgress) -> bytes | None:

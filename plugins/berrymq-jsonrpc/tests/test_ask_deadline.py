@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.sessions import WAIT_THREADS
+from berrymq_jsonrpc.ask_timer import not_started
+from berrymq_jsonrpc.sessions import WAIT_THREADS, WAITS
 from helpers import serve
 from probe_tools import post_body, tcp_call
 
@@ -163,3 +164,79 @@ def test_asks_answered_at_their_timeout_still_hold_their_connection_s_threads(
             if "result" in answer or time.monotonic() > deadline:
                 break
         assert answer["result"] == []
+
+
+#: what a node says of its receivers when an ask's timeout ran out before they started
+TOO_SHORT = "local receivers of price:quote (not started: the ask's timeout of 0s ran out " \
+            "before they started)"
+
+
+def _zero(form: str, id: int) -> Any:
+    """An ask of ``price:quote`` with a timeout of 0, in ``form``."""
+    if form == "named":
+        return ask("price:quote", 0, id)
+    if form == "by position":
+        return {"jsonrpc": "2.0", "method": "ask", "id": id, "params": ["price:quote", [2], {}, 0]}
+    if form == "1.0":
+        return {"method": "ask", "id": id, "params": ["price:quote", [2], {}, 0]}
+    return [ask("price:quote", 0, id)]  # a batch
+
+
+@pytest.mark.parametrize("form", ["named", "by position", "1.0", "batch"])
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_zero_timeout_is_answered_at_once_and_runs_no_receiver(
+        bus_factory: Callable[..., Bus], scheme: str, form: str) -> None:
+    """docs/protocol.md, ask: answered by ``timeout`` after the request came in; with 0,
+    at once, and no receiver can have run. It was a race between the timer and the thread
+    (the value, or a TimeoutError entry blaming the node's 32 ask threads, idle here)."""
+    bus, port = serve(bus_factory, scheme)
+    ran = threading.Semaphore(0)
+    bus.subscribe("price:quote", lambda m: (ran.release(), m.args[0] * 9.5)[1], weak=False)
+    node = bus.node_id
+
+    def call(obj: Any) -> Any:
+        if scheme == "http":
+            return post_body(port, json.dumps(obj).encode())
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+            return tcp_call(sock, obj)
+
+    for i in range(20):
+        answer = call(_zero(form, i))
+        if form == "batch":
+            [answer] = answer
+        assert answer.get("error") is None, answer  # (1.0: null)
+        assert answer["result"] == [{"error": {"type": "TimeoutError", "node": node,
+                                               "message": "no answer within 0s",
+                                               "receiver": TOO_SHORT}}], answer
+    assert call(ask("nobody:home", 0))["result"] == []  # no receiver: nothing to wait for
+    # one ask that waits: its receiver is the first to run (the threads take work in order)
+    assert call(ask("price:quote", WAIT))["result"] == [{"value": 19.0}]
+    assert ran.acquire(timeout=WAIT)
+    assert not ran.acquire(blocking=False), "a receiver ran for an ask with a timeout of 0"
+
+
+def test_an_ask_not_started_in_time_blames_busy_threads_only_when_they_are() -> None:
+    """The ``TimeoutError`` entry of receivers an ask's timer found not started says why:
+    the ask threads all busy, or a timeout too short for a thread to start them (0 is
+    always that, busy threads or not)."""
+    assert not_started(0.5) == " (not started: the ask's timeout of 0.5s ran out before " \
+                               "they started)"
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def hold() -> None:
+        started.release()
+        release.wait(WAIT)
+
+    held = []
+    try:
+        while not WAITS.saturated:  # every thread busy (some may run already)
+            held.append(WAITS.submit(hold))
+            assert started.acquire(timeout=WAIT)
+        assert not_started(0.5) == (f" (not started in time: the node runs at most "
+                                    f"{WAIT_THREADS} asks at once)")
+        assert "timeout of 0s ran out" in not_started(0)
+    finally:
+        release.set()
+    for future in held:
+        future.result(WAIT)
