@@ -9,7 +9,8 @@
 - :mod:`berrymq.ask` gathers replies;
 - :mod:`berrymq.node` exists once the bus has peers: forwarders, de-duplication,
   transports and connections;
-- :mod:`berrymq.state` keeps per-bus state for the core and plugins (``bus.state(key)``).
+- :mod:`berrymq.state` keeps per-bus state for the core and plugins (``bus.state(key)``);
+- :mod:`berrymq._starting` gives the bus its start (settings applied, plugins joined).
 
 A bus starts (its settings applied, its plugins' :func:`~berrymq.hookspecs.berrymq_start_bus`
 called) when it is created, or, made with ``start=False``, when :meth:`Bus.start` is
@@ -41,15 +42,16 @@ from berrymq._losses import LOSSES
 from berrymq._pending import sweep_closed_loops
 from berrymq._pool import WorkerPool
 from berrymq._pooling import Pooling
+from berrymq._starting import Starting
 from berrymq._subscribing import Subscribing
 from berrymq._timeouts import seconds_left, wait_limit
 from berrymq.ask import ask as _ask
 from berrymq.ask import ask_local as _ask_local
-from berrymq.errors import BusClosed, ConnectionClosed, SettingsError
+from berrymq.errors import BusClosed, ConnectionClosed
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq.node import Node, NodeSide
-from berrymq.plugins import PluginHost, get_plugin_host
+from berrymq.plugins import PluginHost
 from berrymq.settings import core_problem
 from berrymq.state import BusState, StateKey
 from berrymq.subscription import Guard, Receiver, Subscription
@@ -62,12 +64,10 @@ __all__ = ["DEFAULT_HOP_LIMIT", "Bus", "BusOwner", "Guard", "Receiver", "Subscri
 logger = logging.getLogger("berrymq")
 
 DEFAULT_HOP_LIMIT = 32
-#: How long :meth:`Bus.start` waits for another thread that is starting the same bus.
-START_WAIT = 10.0
 T = TypeVar("T")
 
 
-class Bus(Subscribing, NodeSide, Pooling):
+class Bus(Starting, Subscribing, NodeSide, Pooling):
     """Routes messages from senders to the receivers whose patterns match.
 
     The module-level API of :mod:`berrymq` works on one default bus; a program or a test
@@ -152,95 +152,6 @@ class Bus(Subscribing, NodeSide, Pooling):
             self.start()
 
     # -- life ----------------------------------------------------------------------------
-
-    @property
-    def plugins(self) -> PluginHost:
-        """The plugin host this bus takes its plugins and settings from."""
-        if self._plugins is None:
-            self._plugins = get_plugin_host()
-        return self._plugins
-
-    @property
-    def started(self) -> bool:
-        """Whether :meth:`start` has run (a bus made with ``start=False`` has not, until
-        then: the default bus waits for the module-level API's first use). False for good
-        once a start failed (see :meth:`start`)."""
-        return self._ready.is_set() and self._start_failure is None
-
-    def core_setting(self, name: str, default: Any = None) -> Any:
-        """The core setting ``name`` for this bus: the value given to ``Bus(...)``, else
-        the settings file's (``[berrymq]``), else ``default``."""
-        given = self._explicit.get(name)
-        if given is not None:
-            return given
-        return self.plugins.core_settings.get(name, default)
-
-    def start(self) -> None:
-        """Apply the settings and let the active plugins join (idempotent).
-
-        Done when the bus is created unless it was made with ``start=False``. The plugins'
-        hooks run in the calling thread, outside the bus's lock; another thread calling
-        ``start`` meanwhile returns when they are done. A closed bus stays closed.
-
-        A start that raised (a plugin's hook, the settings file's ``multiplicity``) is not
-        tried again, nor is the bus taken for started, which would have it run without the
-        plugins that did not join: this call raised the cause, and every later one raises
-        :class:`RuntimeError` naming the failed start, with the cause as ``__cause__``
-        (so does the module-level API on a default bus whose start failed).
-        """
-        if self._closed:
-            return
-        self._raise_if_failed()
-        host = self.plugins  # the first bus of a process loads the plugins: not under the lock
-        taps = tuple(host.message_taps())
-        with self._lock:
-            starter = self._starter
-            if starter is None:
-                self._starter = threading.get_ident()
-                self.raise_errors = bool(self.core_setting("raise_errors", self.raise_errors))
-                self.hop_limit = int(self.core_setting("hop_limit", self.hop_limit))
-                self.taps = taps
-        if starter is not None:
-            # another thread starting it: wait until its plugins joined (a hook of this
-            # thread's own start that uses the bus goes on at once; a hook that waits for
-            # this thread would deadlock, hence the bound)
-            if starter != threading.get_ident() and not self._ready.wait(START_WAIT):
-                logger.warning("bus %s: its plugins have not finished starting in another "
-                               "thread after %gs (does a start hook wait for this thread?); "
-                               "going on without waiting", self.name, START_WAIT)
-            self._raise_if_failed()
-            return
-        try:
-            self._set_multiplicity_from(host)
-            self._update_direct()
-            host.start_bus(self)
-        except BaseException as exc:
-            self._start_failure = exc
-            raise
-        finally:
-            self._ready.set()  # threads waiting in start() go on (and raise, if it failed)
-
-    def _raise_if_failed(self) -> None:
-        """The :class:`RuntimeError` of a start that failed before (see :meth:`start`)."""
-        failure = self._start_failure
-        if failure is not None:
-            raise RuntimeError(
-                f"bus {self.name!r} did not start: its start raised "
-                f"{type(failure).__name__}: {failure}; it is not used without what failed "
-                f"(fix the cause, then use a new bus)") from failure
-
-    def _set_multiplicity_from(self, host: PluginHost) -> None:
-        """The settings file's ``multiplicity`` (unless ``Bus(multiplicity=...)`` was
-        given); a value the pool refuses is a :class:`SettingsError` naming its line."""
-        n = host.core_settings.get("multiplicity")
-        if self._explicit["multiplicity"] is not None or not n:
-            return
-        try:
-            self.set_multiplicity(int(n))
-        except ValueError as exc:
-            settings = host.settings
-            raise SettingsError(str(exc), settings.path, settings.line_of("multiplicity")
-                                ) from exc
 
     @property
     def closed(self) -> bool:

@@ -14,9 +14,8 @@ import pytest
 
 from berrymq import Bus, BusClosed, Queue
 from berrymq.errors import SettingsError
-from berrymq.hookspecs import hookimpl
 from berrymq.plugins import PluginHost
-from berrymq.settings import MAX_MULTIPLICITY, Settings, load_settings
+from berrymq.settings import MAX_MULTIPLICITY, load_settings
 from berrymq.state import StateKey
 
 
@@ -93,41 +92,6 @@ def test_close_drains_the_pool_while_its_receivers_may_still_ask() -> None:
     release.set()
     bus.close()
     assert answers == [["yes"], ["yes"]]
-
-
-def test_started_says_whether_start_was_called() -> None:
-    bus = Bus(start=False)
-    assert not bus.started
-    bus.start()
-    assert bus.started
-    bus.close()
-
-
-class _FailingStart:
-    """A plugin whose start hook raises (its file cannot be opened, say)."""
-
-    calls = 0
-
-    @hookimpl
-    def berrymq_start_bus(self, bus: Bus) -> None:
-        self.calls += 1
-        raise FileNotFoundError("nodir/m.jsonl")
-
-
-def test_a_bus_whose_start_failed_is_not_started_and_says_so_on_every_later_start() -> None:
-    """Start used to mark the bus started even when a plugin's hook raised: the later
-    uses went on without that plugin, and nothing said so."""
-    plugin = _FailingStart()
-    bus = Bus(start=False, plugins=PluginHost(Settings(), extra_plugins=[("fails", plugin)]))
-    with pytest.raises(FileNotFoundError, match="nodir"):
-        bus.start()
-    for _ in range(2):
-        with pytest.raises(RuntimeError, match=r"^bus '.*' did not start: its start raised "
-                                               r"FileNotFoundError: nodir/m.jsonl") as info:
-            bus.start()
-        assert isinstance(info.value.__cause__, FileNotFoundError)
-    assert not bus.started and plugin.calls == 1  # not tried again
-    bus.close()
 
 
 def test_a_settings_file_multiplicity_above_the_maximum_is_refused_naming_its_line(

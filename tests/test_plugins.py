@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import berrymq
-import berrymq.bus
+import berrymq._starting
 import berrymq.hookspecs
 from berrymq import BerryMQError, Bus, Message, PluginError, PluginNotAvailable, SettingsError
 from berrymq._discovery import Candidate
@@ -113,7 +113,7 @@ def test_bus_hooks_run_outside_the_bus_lock() -> None:
 
 def test_a_start_hook_that_waits_for_another_starter_does_not_deadlock(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(berrymq.bus, "START_WAIT", 0.2)
+    monkeypatch.setattr(berrymq._starting, "START_WAIT", 0.2)
     entered, other_done = threading.Event(), threading.Event()
 
     class WaitsForOthers:
@@ -145,7 +145,7 @@ def test_the_process_plugin_host_is_loaded_outside_the_bus_lock(
         held.append(bus._lock.locked())
         return PluginHost(Settings())
 
-    monkeypatch.setattr(berrymq.bus, "get_plugin_host", load)
+    monkeypatch.setattr(berrymq._starting, "get_plugin_host", load)
     bus.start()
     assert held == [False]
     bus.close()
