@@ -312,7 +312,7 @@ def test_documented_defaults_are_the_protocol() -> None:
 
 def test_too_large_as_documented(node: dict[str, str]) -> None:
     params = {"token": "x" * 43, "identifier": "x:y", "args": ["a" * protocol.DEFAULT_MAX_SIZE]}
-    text = json.dumps({"jsonrpc": "2.0", "method": "send_message", "params": params, "id": 19})
+    text = json.dumps({"jsonrpc": "2.0", "method": "send_message", "params": params, "id": 20})
     expected = {"jsonrpc": "2.0", "error": {"code": protocol.TOO_LARGE,
                 "message": "Message too large", "data": {"limit": protocol.DEFAULT_MAX_SIZE,
                                                         "setting": "max_size"}},

@@ -172,17 +172,22 @@ class Dispatcher:
     :param gate: called as ``gate(context, params)`` before a method not in the table is
         answered *Method not found*, to refuse the request first (a node with a shared
         secret answers a request without it *Unauthorised*, whatever its method).
+    :param answer_only: methods not run at all when called as a notification: their one
+        effect is their answer (``get`` takes a message to answer with it), which would
+        go to nobody.
     """
 
     def __init__(self, methods: Mapping[str, Method],
                  positional: Mapping[str, tuple[str, ...]] | None = None,
-                 gate: Method | None = None) -> None:
+                 gate: Method | None = None,
+                 answer_only: frozenset[str] = frozenset()) -> None:
         positional = positional or {}
         self._methods = {
             name: self._wrap(name, method, positional.get(name, ()))
             for name, method in methods.items()
         }
         self._gate = gate
+        self._answer_only = answer_only
 
     def _not_found(self, name: str) -> Callable[..., Any]:
         """The method that answers a request for ``name``, not in the table, once
@@ -246,6 +251,8 @@ class Dispatcher:
             validate_request(request)
         except ValueError:
             return dumps(_INVALID_REQUEST_OBJECT)
+        if "id" not in request and request["method"] in self._answer_only:
+            return None  # a notification whose answer is all it does: not run
         # jsonrpcserver's own steps for one request, as its dispatch_to_response runs them
         # for each member once parsed and validated (done above): find the method, call
         # it, make the response. Its step between, validate_args, binds the params to the

@@ -89,6 +89,7 @@ __all__ = [
     "LIMIT_REACHED",
     "LINE_TERMINATOR",
     "METHODS",
+    "NOT_RUN_AS_NOTIFICATIONS",
     "POSITIONAL_PARAMS",
     "METHOD_ASK",
     "METHOD_CLOSE_CONNECTION",
@@ -237,6 +238,12 @@ METHODS = (
     METHOD_ASK,
     METHOD_NETWORK,
 )
+
+#: Methods whose one effect is their answer, the message they take from a queue: sent as
+#: a notification (no ``id``), such a call could take a message and give it to nobody,
+#: so a node does not run it at all (it takes nothing and, as for every notification,
+#: answers nothing).
+NOT_RUN_AS_NOTIFICATIONS = frozenset({METHOD_GET, METHOD_GET_NOWAIT})
 
 #: The parameters each method takes by position (an array), in that order.
 POSITIONAL_PARAMS: dict[str, tuple[str, ...]] = {

@@ -142,6 +142,7 @@ class Service(QueueMethods):
             {name: self._authorised(method) for name, method in methods.items()},
             p.POSITIONAL_PARAMS,
             gate=self._authorised(lambda context, params: None),
+            answer_only=p.NOT_RUN_AS_NOTIFICATIONS,
         )
 
     # -- requests ---------------------------------------------------------------------------
@@ -182,7 +183,7 @@ class Service(QueueMethods):
     @staticmethod
     def answers_on_loop(request: Any) -> bool:
         """Whether ``request`` (parsed) is a JSON-RPC 2.0 call of a method that delivers
-        nothing and never waits (:data:`QUICK_METHODS`, or a ``get`` with ``block`` false):
+        nothing and never waits (:data:`QUICK_METHODS`, a ``get`` not blocking or not run):
         the transport answers it on the loop with :meth:`handle_parsed`, once nothing its
         connection handed to the delivery lane before is still to run (the order a client
         sees on one connection is kept). Calls of other methods are answered in order on

@@ -7,7 +7,8 @@ A transport answers each request where it holds nothing up:
   <berrymq_jsonrpc.service.Service.answer_waiting>`: a ``get`` awaits its queue on the I/O
   loop, an ``ask`` runs on a :data:`~berrymq_jsonrpc.sessions.WAITS` thread and is answered
   by its timeout at the latest (:mod:`berrymq_jsonrpc.ask_timer`);
-- a request that delivers nothing and never waits (:data:`QUICK_METHODS`) on the loop;
+- a request that delivers nothing and never waits (:data:`QUICK_METHODS`, a ``get`` that
+  does not block or is a notification, which is not run) on the loop;
 - everything else in order on the delivery lane.
 
 A batch with a member that may wait is answered member by member (:func:`answer_batch`),
@@ -68,9 +69,13 @@ def may_wait(request: Any, *, in_batch: bool = False) -> bool:
 
 def is_nonblocking_get(method: str, request: dict[str, Any]) -> bool:
     """Whether ``request`` is a ``get`` with ``block`` false, by name or by position (it
-    never waits, as ``get_nowait``)."""
+    never waits, as ``get_nowait``), or a ``get`` notification (no ``id``), which is not
+    run at all (:data:`~berrymq_jsonrpc.protocol.NOT_RUN_AS_NOTIFICATIONS`: it would take
+    a message for nobody)."""
     if method != p.METHOD_GET:
         return False
+    if "id" not in request:
+        return True
     params = p.named_params(method, request.get("params", {}))
     return params is not None and params.get("block") is False
 
