@@ -111,7 +111,10 @@ class SessionTable:
             self._check_room(sends_on)
 
     def _check_room(self, sends_on: Any) -> None:
-        # under _lock
+        # under _lock. Sessions past their ttl that the sweeper has not closed yet do not
+        # count: they are taken out here (and closed on a WAITS thread) before a refusal.
+        if len(self.sessions) >= self.max_sessions and (expired := self._detach_expired()):
+            in_waits(self._close_expired, expired)
         if len(self.sessions) >= self.max_sessions:
             self.refused["max_sessions"] = self.refused.get("max_sessions", 0) + 1
             raise app_error(p.LIMIT_REACHED, {
@@ -160,14 +163,39 @@ class SessionTable:
     def close_session(self, token: str, reason: str = "closed") -> bool:
         """Close a session and free its resources; False when there was none."""
         with self._lock:
-            session = self.sessions.pop(token, None)
-            carrier = None if session is None else session.sends_on
-            if carrier is not None:
-                left = self._sent_on.pop(carrier) - 1
-                if left:
-                    self._sent_on[carrier] = left
+            session = self._detach(token)
         if session is None:
             return False
+        self._release(session, reason)
+        return True
+
+    def _detach(self, token: str) -> Session | None:
+        """Under ``_lock``: take the session of ``token`` out of the table (its token is
+        unknown from now on, and it no longer counts against the caps); None if none."""
+        session = self.sessions.pop(token, None)
+        carrier = None if session is None else session.sends_on
+        if carrier is not None:
+            left = self._sent_on.pop(carrier) - 1
+            if left:
+                self._sent_on[carrier] = left
+        return session
+
+    def _detach_expired(self) -> list[Session]:
+        """Under ``_lock``: take out every session idle longer than its ttl."""
+        now = time.monotonic()
+        expired = [token for token, session in self.sessions.items() if session.deadline < now]
+        return [session for token in expired if (session := self._detach(token)) is not None]
+
+    def _close_expired(self, sessions: list[Session]) -> None:
+        """Free what the expired ``sessions``, detached, hold (see :meth:`_release`)."""
+        for session in sessions:
+            self._release(session, "expired")
+        logger.info("%s: %d session(s) idle longer than their ttl; closed", self.name,
+                    len(sessions))
+
+    def _release(self, session: Session, reason: str) -> None:
+        """Free what a detached session holds: its queue (messages never taken are counted
+        lost), its link (which may flush), and tell those waiting on its end."""
         session.closed = True
         if session.queue is not None:
             dropped = session.queue.close()
@@ -186,7 +214,6 @@ class SessionTable:
             except Exception:
                 logger.exception("closing session %r", session)
         logger.debug("%s session %s %s", self.name, session, reason)
-        return True
 
     def close_sessions_of(self, context: Any, reason: str) -> None:
         """A connection (``context``) ended: close the sessions that cannot live without
@@ -218,11 +245,11 @@ class SessionTable:
             if now >= next_probe:
                 next_probe = now + self.liveness_interval
                 await self._probe_links()
-            expired = [t for t, s in list(self.sessions.items()) if s.deadline < now]
-            for token in expired:
-                logger.info("%s: a connection was idle longer than its ttl; closed", self.name)
+            with self._lock:
+                expired = self._detach_expired()
+            if expired:  # closed in one go: one thread hop per session fell behind
                 try:
-                    await loop.run_in_executor(WAITS, self.close_session, token, "expired")
+                    await loop.run_in_executor(WAITS, self._close_expired, expired)
                 except RuntimeError:  # the interpreter is shutting down
                     return
 

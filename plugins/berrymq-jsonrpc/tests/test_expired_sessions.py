@@ -1,0 +1,66 @@
+"""Sessions past their ttl do not count against ``max_sessions``.
+
+The node's sweeper closes expired sessions a little after their ttl (it sleeps between
+rounds, and closes on a thread of its own); when it falls behind (a client opening short
+sessions in a loop saw sessions idle 9 s with a ttl of 0.5 s), a new session must not be
+refused for the sake of sessions that are gone already.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from berrymq_jsonrpc import protocol as p
+from helpers import serve
+from probe_tools import http_answer, open_socket, request, tcp_call
+
+from berrymq.bus import Bus
+
+TTL = 0.3
+
+
+def call(scheme: str, sock: socket.socket, obj: Any) -> Any:
+    """One request on the kept-open ``sock``: the answer, parsed."""
+    if scheme == "tcp":
+        return tcp_call(sock, obj)
+    body = json.dumps(obj).encode()
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    status, answer = http_answer(sock)
+    assert status == 200, answer
+    return json.loads(answer)
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_sessions_past_their_ttl_do_not_count_against_max_sessions(
+        bus_factory: Callable[..., Bus], scheme: str, wait_for: Callable[..., Any]) -> None:
+    bus, port = serve(bus_factory, scheme, max_sessions=3)
+    service = bus.transport(scheme).service  # type: ignore[attr-defined]
+    sock = open_socket(port)
+    first = call(scheme, sock, request("connect_via_queue", {"identifier": "x:*", "ttl": TTL}))
+    # a sweeper that has fallen behind: here it does not run at all
+    service._sweeper.cancel()
+    tokens = [first["result"]] + [
+        call(scheme, sock, request("connect_oneway", {"ttl": TTL}, i))["result"]
+        for i in range(2)]
+    wait_for(lambda: all(s.deadline < time.monotonic() for s in list(service.sessions.values())),
+             what="the three sessions to pass their ttl")
+    assert len(service.sessions) == 3  # expired, not closed
+    answer = call(scheme, sock, request("connect_oneway", {"ttl": 60}, "new"))
+    assert isinstance(answer.get("result"), str), answer
+    # the expired sessions are gone for good: their tokens are unknown now
+    for token in tokens:
+        error = call(scheme, sock, request("get_nowait", {"token": token}))["error"]
+        assert error["code"] == p.UNKNOWN_TOKEN, error
+    assert list(service.sessions) == [answer["result"]]
+    assert service.refused.get("max_sessions", 0) == 0
+    # and live sessions still count: the cap refuses a fourth
+    for i in range(2):
+        call(scheme, sock, request("connect_oneway", {"ttl": 60}, i))
+    error = call(scheme, sock, request("connect_oneway", {"ttl": 60}, "over"))["error"]
+    assert error["code"] == p.LIMIT_REACHED and error["data"]["setting"] == "max_sessions"
