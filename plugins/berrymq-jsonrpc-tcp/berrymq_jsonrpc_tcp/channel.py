@@ -53,6 +53,16 @@ _odd_replies = BurstLog(logger)
 #: A writer of requests waits while this much is buffered for the peer; the accepting end
 #: does not read a peer that leaves this much of its answers unread.
 _HIGH_WATER = 1 << 20
+
+
+def _over(line: bytes, limit: int) -> bool:
+    """Whether ``line`` (read without its newline, or the start of one) is over ``limit``
+    bytes: a carriage return before the newline is part of the line ending (CRLF), not of
+    the request, so that a request of ``max_size`` bytes is taken whichever ending its
+    client writes."""
+    return len(line) > limit + 1 or (len(line) > limit and not line.endswith(b"\r"))
+
+
 def _is_response(obj: Any) -> bool:
     return type(obj) is dict and "method" not in obj and ("result" in obj or "error" in obj)
 
@@ -145,13 +155,14 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
             if not self._rest:
                 self._began = self._last
             self._rest += data
-            if len(self._rest) > self.read_limit:
+            if len(self._rest) > self.read_limit and _over(self._rest, self.read_limit):
                 self._too_large()
             return
         lines = (self._rest + data if self._rest else data).split(_NL)
         self._rest = lines.pop()
         self._began = self._last
-        if self._take(lines) and len(self._rest) > self.read_limit:
+        if (self._take(lines) and len(self._rest) > self.read_limit
+                and _over(self._rest, self.read_limit)):
             self._too_large()
 
     def eof_received(self) -> bool:
@@ -194,7 +205,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
                 self._refuse_http()
                 return False
         for line in lines:
-            if len(line) > limit:
+            if len(line) > limit and _over(line, limit):
                 self._too_large()
                 return False
             if not line.strip():

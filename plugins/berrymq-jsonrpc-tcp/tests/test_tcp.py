@@ -291,3 +291,32 @@ def test_an_http_request_to_the_tcp_port_runs_nothing_of_its_body(
         assert type(lines.read()["result"]) is str
     finally:
         lines.close()
+
+
+#: How a line may end: a newline, CRLF, or (the last line) the end of the client's input,
+#: with or without a carriage return before it.
+ENDINGS = {"LF": b"\n", "CRLF": b"\r\n", "CR-then-EOF": b"\r", "EOF": b""}
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+@pytest.mark.parametrize("over", [0, 1], ids=["max_size", "max_size+1"])
+def test_max_size_counts_a_line_without_its_ending(buses: Buses, ending: str, over: int) -> None:
+    """A request of exactly ``max_size`` bytes is taken however its line ends (a CRLF
+    line of it was refused with -32003 where the LF one was taken); one byte more is
+    refused either way."""
+    bus, port = serve(buses, "tcp")
+    limit = bus.transport("tcp").max_size  # type: ignore[attr-defined]
+    head, tail = b'{"jsonrpc":"2.0","method":"connect_oneway","params":{},"id":1', b"}"
+    line = head + b" " * (limit + over - len(head) - len(tail)) + tail
+    assert len(line) == limit + over
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(line + ENDINGS[ending])
+        if ending.endswith("EOF"):
+            sock.shutdown(socket.SHUT_WR)
+        reader = sock.makefile("rb")
+        answer = json.loads(reader.readline())
+        reader.close()
+    if over:
+        assert answer["error"]["code"] == -32003 and answer["id"] is None, answer
+    else:
+        assert isinstance(answer.get("result"), str), answer
