@@ -300,6 +300,18 @@ def test_every_method_has_a_section() -> None:
         assert re.search(rf"^### {method}$", text, re.M), f"no section for {method}"
 
 
+def test_each_methods_table_lists_its_positional_params_in_order() -> None:
+    """The page says params by position follow each method's table: the names in the
+    first column, in order, are the ones the node takes by position (a table listed seven
+    for ``send_message`` and ``ask`` where the node took four)."""
+    text = DOC.read_text(encoding="utf-8")
+    for method in protocol.METHODS:
+        section = text.split(f"\n### {method}\n", 1)[1].split("\n#", 1)[0]
+        rows = re.findall(r"^\| ([^|]+) \|", section.split("|---", 1)[1], re.M)
+        names = tuple(name for row in rows for name in re.findall(r"`(\w+)`", row))
+        assert names == protocol.POSITIONAL_PARAMS[method], method
+
+
 def test_documented_defaults_are_the_protocol() -> None:
     text = DOC.read_text(encoding="utf-8")
     assert protocol.DEFAULT_MAX_SIZE == 1_048_576 and "1 048 576 bytes" in text

@@ -245,17 +245,18 @@ METHODS = (
 #: answers nothing).
 NOT_RUN_AS_NOTIFICATIONS = frozenset({METHOD_GET, METHOD_GET_NOWAIT})
 
-#: The parameters each method takes by position (an array), in that order.
+#: The parameters each method takes by position (an array), in that order: every one it
+#: takes by name (but ``secret``), in the order of docs/protocol.md's tables.
 POSITIONAL_PARAMS: dict[str, tuple[str, ...]] = {
     METHOD_CONNECT_ONEWAY: ("ttl",),
     METHOD_INTERCONNECT: ("addr", "token", "ttl"),
     METHOD_CONNECT_VIA_QUEUE: ("identifier", "ttl"),
-    METHOD_SEND_MESSAGE: ("token", "identifier", "args", "kwargs"),
+    METHOD_SEND_MESSAGE: ("token", "identifier", "args", "kwargs", "uid", "hops", "reply_to"),
     METHOD_SEND_MESSAGES: ("token", "messages"),
     METHOD_GET: ("token", "block", "timeout"),
     METHOD_GET_NOWAIT: ("token",),
     METHOD_CLOSE_CONNECTION: ("token",),
-    METHOD_ASK: ("identifier", "args", "kwargs", "timeout"),
+    METHOD_ASK: ("identifier", "args", "kwargs", "timeout", "token", "uid", "hops"),
     METHOD_NETWORK: ("token",),
 }
 

@@ -230,7 +230,7 @@ def test_method_not_found_and_invalid_params(node: Setup) -> None:
         ({"token": token, "identifier": "_x:y"}, "local"),
         ({"token": token, "identifier": 5}, "identifier"),
         ({"token": token, "identifier": "a:b", "colour": "red"}, "colour"),
-        ([token, "a:b", [], {}, "extra"], "at most 4"),
+        ([token, "a:b", [], {}, "uid", 0, "a:c", "extra"], "at most 7"),
         ({"token": token}, "identifier"),
     ]:
         error = rpc.error("send_message", params)
