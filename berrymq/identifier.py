@@ -32,6 +32,17 @@ def _check_part(text: str, part: str, what: str) -> None:
         )
 
 
+def _why_not_one_word(text: str) -> str:
+    """Why ``text``, which is not one printable word, is refused: a lone surrogate (a JSON
+    escape such as ``\\ud800`` decodes to one) is not text at all, and saying it holds
+    whitespace or control characters would send its writer looking for the wrong thing."""
+    for char in text:
+        if "\ud800" <= char <= "\udfff":
+            return (f"it is not valid Unicode text: it holds a lone surrogate (U+{ord(char):04X}), "
+                    "half of a UTF-16 pair, which no UTF-8 text can encode")
+    return "it contains whitespace or control characters"
+
+
 class Identifier:
     """A parsed identifier: ``name``, ``action``, ``namespace`` and whether it is local.
 
@@ -109,7 +120,7 @@ def _parse(text: object) -> Identifier:
         raise InvalidIdentifier(text, "it is empty")
     words = text.split(None, 1)  # no whitespace: the text itself, alone
     if not text.isprintable() or len(words) != 1 or words[0] != text:
-        raise InvalidIdentifier(text, "it contains whitespace or control characters")
+        raise InvalidIdentifier(text, _why_not_one_word(text))
     head, colon, action = text.partition(":")
     if colon:
         if ":" in action:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -168,6 +169,8 @@ def test_local_names(berrymq_bus: Bus) -> None:
         ("a\u00a0b", "whitespace"),
         ("a\x00:b", "control"),
         ("a\x7f", "control"),
+        ("\ud800:b", "not valid Unicode text: it holds a lone surrogate (U+D800)"),
+        ("a:b\udfff", "lone surrogate (U+DFFF)"),
         ("te*:run", "partial wildcard"),
         ("*t", "partial wildcard"),
         ("t*st:run", "partial wildcard"),
@@ -187,6 +190,16 @@ def test_invalid_identifiers_name_the_text(bad: object, reason: str) -> None:
     assert reason in str(info.value)
     assert repr(bad) in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_a_lone_surrogate_is_named_as_such_not_as_whitespace() -> None:
+    """A JSON escape of half a UTF-16 pair, as a client may send it, is refused for what
+    it is (it was refused as 'whitespace or control characters', which it holds none of)."""
+    text = json.loads('"\\ud800:b"')
+    with pytest.raises(InvalidIdentifier) as info:
+        Identifier(text)
+    assert "lone surrogate" in str(info.value)
+    assert "whitespace" not in str(info.value) and "control" not in str(info.value)
 
 
 def test_an_identifier_is_at_most_256_characters_and_a_longer_one_is_shown_cut() -> None:
