@@ -31,7 +31,7 @@ from berrymq_jsonrpc.limits import queued_bytes_for
 if TYPE_CHECKING:
     from berrymq.bus import Bus, Subscription
     from berrymq_jsonrpc.client import Link
-    from berrymq_jsonrpc.dialect import V1Link
+    from berrymq_jsonrpc.dialect_link import V1Link
 
 __all__ = ["WAITS", "WAIT_THREADS", "Refusal", "Session", "SessionQueue", "in_waits", "refusal_data"]
 

@@ -347,7 +347,7 @@ class RemoteTransport(Transport):
         deadline = None if timeout is None else time.monotonic() + timeout
         boxes = [c.link.outbox for c in list(self._connections) if not c.closed]
         boxes += [s.link.outbox for s in list(self.service.sessions.values())
-                  if s.link is not None]  # a Link, or a dialect.V1Link (JSON-RPC 1.0 peer)
+                  if s.link is not None]  # a Link, or a dialect_link.V1Link (JSON-RPC 1.0 peer)
         done = True
         for box in boxes:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
