@@ -12,13 +12,10 @@ Its settings are declared and described in :mod:`berrymq_jsonrpc.settings`.
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import logging
 import os
 import threading
 import time
-import weakref
 from abc import abstractmethod
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -31,6 +28,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import is_loopback, netloc, note_served, split_url
 from berrymq_jsonrpc.client import Channel, Link
 from berrymq_jsonrpc.connection import RemoteConnection
+from berrymq_jsonrpc.draining import CLOSE_DELIVERY_WAIT, LIVE_TRANSPORTS, deliver_what_came
 from berrymq_jsonrpc.jsonrpc import JsonRpcError, invalid_params
 from berrymq_jsonrpc.limits import (
     CALLBACK_CHECK,
@@ -57,23 +55,6 @@ logger = logging.getLogger("berrymq.remote")
 async def _within(check: Coroutine[Any, Any, bool], timeout: float) -> bool:
     """``await check``, at most ``timeout`` seconds (then TimeoutError)."""
     return await asyncio.wait_for(check, timeout)
-
-
-_live: weakref.WeakSet[RemoteTransport] = weakref.WeakSet()
-
-
-def _flush_at_exit() -> None:
-    # Messages queued by send_message/twitter just before the program ends are still
-    # sent: wait (bounded by each transport's timeout) for every open connection.
-    for transport in list(_live):
-        for connection in transport.connections:
-            try:
-                connection.flush(transport.timeout)
-            except Exception as exc:  # noqa: BLE001 - already logged by the outbox
-                logger.debug("flush at exit: %s", exc)
-
-
-atexit.register(_flush_at_exit)
 
 
 class RemoteTransport(Transport):
@@ -129,7 +110,7 @@ class RemoteTransport(Transport):
         self._losses_lock = threading.Lock()
         self.service.on_loss = self._note_loss  # interconnections of JSON-RPC 1.0 peers
         self._closed = False
-        _live.add(self)
+        LIVE_TRANSPORTS.add(self)
 
     # -- what a plugin supplies -----------------------------------------------------------
 
@@ -388,25 +369,4 @@ class RemoteTransport(Transport):
             release_open_files(self.admission.max_connections)
         self.urls.clear()
         if used:
-            _deliver_what_came(CLOSE_DELIVERY_WAIT)
-
-
-#: How long closing a transport waits for the delivery of what its peers sent before.
-CLOSE_DELIVERY_WAIT = 10.0
-
-
-def _deliver_what_came(timeout: float) -> None:
-    """Wait up to ``timeout`` seconds until the delivery lane has run what the I/O loop
-    handed it so far (the messages this transport's peers sent before it closed, their
-    answers given): the bus's receivers get them before the bus forgets its receivers.
-    What runs later is counted as lost by the closed node. Not on the I/O thread or the
-    lane's own (a receiver closing its bus), which would wait for themselves."""
-    if io_loop.in_loop() or io_loop.lane.in_lane():
-        return
-    # a call that does nothing, in its turn: it returns once all before it has run
-    with contextlib.suppress(TimeoutError, RuntimeError):  # the lane busy that long, or stopped
-        io_loop.run(io_loop.lane.call(_nothing), timeout)
-
-
-def _nothing() -> None:
-    pass
+            deliver_what_came(CLOSE_DELIVERY_WAIT)

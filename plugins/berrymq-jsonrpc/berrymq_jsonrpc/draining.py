@@ -1,0 +1,57 @@
+"""What a JSON-RPC transport waits for at the end: at exit, the messages its connections
+still hold sent; at close, what its peers sent before delivered."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import weakref
+from typing import TYPE_CHECKING
+
+from berrymq.transports.ioloop import io_loop
+
+if TYPE_CHECKING:
+    from berrymq_jsonrpc.transport import RemoteTransport
+
+__all__ = ["CLOSE_DELIVERY_WAIT", "LIVE_TRANSPORTS", "deliver_what_came"]
+
+logger = logging.getLogger("berrymq.remote")
+
+#: The transports of this process, whose connections are flushed at exit.
+LIVE_TRANSPORTS: weakref.WeakSet[RemoteTransport] = weakref.WeakSet()
+
+
+def _flush_at_exit() -> None:
+    # Messages queued by send_message/twitter just before the program ends are still
+    # sent: wait (bounded by each transport's timeout) for every open connection.
+    for transport in list(LIVE_TRANSPORTS):
+        for connection in transport.connections:
+            try:
+                connection.flush(transport.timeout)
+            except Exception as exc:  # noqa: BLE001 - already logged by the outbox
+                logger.debug("flush at exit: %s", exc)
+
+
+atexit.register(_flush_at_exit)
+
+
+#: How long closing a transport waits for the delivery of what its peers sent before.
+CLOSE_DELIVERY_WAIT = 10.0
+
+
+def deliver_what_came(timeout: float) -> None:
+    """Wait up to ``timeout`` seconds until the delivery lane has run what the I/O loop
+    handed it so far (the messages this transport's peers sent before it closed, their
+    answers given): the bus's receivers get them before the bus forgets its receivers.
+    What runs later is counted as lost by the closed node. Not on the I/O thread or the
+    lane's own (a receiver closing its bus), which would wait for themselves."""
+    if io_loop.in_loop() or io_loop.lane.in_lane():
+        return
+    # a call that does nothing, in its turn: it returns once all before it has run
+    with contextlib.suppress(TimeoutError, RuntimeError):  # the lane busy that long, or stopped
+        io_loop.run(io_loop.lane.call(_nothing), timeout)
+
+
+def _nothing() -> None:
+    pass
