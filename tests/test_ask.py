@@ -282,7 +282,7 @@ def test_a_full_queue_refuses_an_ask_without_taking_the_replies(
             refusal = replies[1]
             assert isinstance(refusal, ReplyError) and refusal.exception_type == "QueueFull"
             assert refusal.receiver == "queue *:*"
-            assert "queue *:* is full (1 messages)" in refusal.message
+            assert "queue *:* is full (1 message)" in refusal.message
         assert full.qsize() == 1
 
 

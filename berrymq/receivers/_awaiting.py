@@ -48,6 +48,11 @@ __all__ = ["AsyncWaiters", "FullPolicy", "QueueIterator", "QueueStore", "Waiter"
 FullPolicy = Literal["block", "refuse"]
 
 
+def _messages(count: int) -> str:
+    """``count`` messages in words, singular for one (a queue's size in an error)."""
+    return f"{count} message" if count == 1 else f"{count} messages"
+
+
 class Waiter:
     """One coroutine waiting in ``get_async``: its loop, its future, and whether a put
     (or a close) has taken it off the line to wake it."""
@@ -208,9 +213,9 @@ class QueueStore:
                 closed = self.closed  # a place taken after the close was freed for this
         if closed:
             raise QueueFull(f"queue {self.pattern} was closed while message {message[0]} "
-                            f"waited for room ({self.maxsize} messages): it was not stored")
+                            f"waited for room ({_messages(self.maxsize)}): it was not stored")
         waited = f" after waiting {self.put_timeout:g}s" if self.on_full == "block" else ""
-        raise QueueFull(f"queue {self.pattern} is full ({self.maxsize} messages); "
+        raise QueueFull(f"queue {self.pattern} is full ({_messages(self.maxsize)}); "
                         f"message {message[0]} was refused{waited}")
 
     def _wake_timed(self) -> None:

@@ -532,7 +532,7 @@ def test_closing_a_full_queue_refuses_its_blocked_sender_at_once(put_timeout: fl
     [error] = outcome
     assert isinstance(error, QueueFull)
     assert str(error) == ("queue f:* was closed while message f:2 waited for room "
-                          "(1 messages): it was not stored")
+                          "(1 message): it was not stored")
     assert [m.id for m in q] == ["f:1"]  # what was stored before can still be taken
     bus.twitter("f:3")  # after the close: not for the queue, not refused
     bus.close()
