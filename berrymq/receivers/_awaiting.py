@@ -47,6 +47,19 @@ __all__ = ["AsyncWaiters", "FullPolicy", "QueueIterator", "QueueStore", "Waiter"
 
 FullPolicy = Literal["block", "refuse"]
 
+#: Taken while the Queue objects using a store are counted, joined or closed: a Queue
+#: made meanwhile never joins a store that is closing (see ``QueueStore.users``).
+USERS_LOCK = threading.Lock()
+
+#: How often a sender waiting for room looks whether the queue's Queue objects were all
+#: garbage-collected (nothing can take from it any more): the collector may not close the
+#: store itself, since it may run in a thread that holds the locks closing takes.
+_DROP_CHECK = 0.05
+
+#: Why a store closed, as its blocked senders' QueueFull says.
+_CLOSED_WHY = "closed"
+_DROPPED_WHY = "closed (garbage-collected without close())"
+
 
 def _messages(count: int) -> str:
     """``count`` messages in words, singular for one (a queue's size in an error)."""
@@ -147,7 +160,9 @@ class QueueStore:
 
     Closing the store releases one place for each sender waiting for one (counted in
     :attr:`blocked`), which wakes it at once to find the store closed: it gets
-    :class:`QueueFull` saying so (see :meth:`put`).
+    :class:`QueueFull` saying so (see :meth:`put`). A store whose Queue objects were all
+    garbage-collected without ``close()`` counts as closed: a sender waiting for room
+    closes it when it sees so (see :meth:`close_if_unused`), and so does the bus's close.
     """
 
     def __init__(self, pattern: Identifier, maxsize: int, on_full: FullPolicy,
@@ -164,6 +179,7 @@ class QueueStore:
         self.places = threading.Semaphore(maxsize) if maxsize > 0 else None
         self.blocked = 0  # senders waiting for a place (under lock)
         self.closed = False
+        self.why_closed = _CLOSED_WHY
         self.subscription: Subscription | None = None
         # The open Queue objects using this store, held weakly: a queue dropped without
         # close() leaves by itself, so it counts as closed (it can no longer take anything).
@@ -204,7 +220,7 @@ class QueueStore:
                 self.blocked += not closed
             if not closed:
                 try:
-                    ok = places.acquire(timeout=self.put_timeout)
+                    ok = self._take_place(places)
                 finally:
                     with self.lock:
                         self.blocked -= 1
@@ -212,11 +228,44 @@ class QueueStore:
                     return
                 closed = self.closed  # a place taken after the close was freed for this
         if closed:
-            raise QueueFull(f"queue {self.pattern} was closed while message {message[0]} "
-                            f"waited for room ({_messages(self.maxsize)}): it was not stored")
+            raise QueueFull(f"queue {self.pattern} was {self.why_closed} while message "
+                            f"{message[0]} waited for room ({_messages(self.maxsize)}): "
+                            "it was not stored")
         waited = f" after waiting {self.put_timeout:g}s" if self.on_full == "block" else ""
         raise QueueFull(f"queue {self.pattern} is full ({_messages(self.maxsize)}); "
                         f"message {message[0]} was refused{waited}")
+
+    def _take_place(self, places: threading.Semaphore) -> bool:
+        """Wait up to ``put_timeout`` for a place: True when one was taken (or freed by
+        the close), False when the time ran out or the store's Queue objects were all
+        garbage-collected (looked at every ``_DROP_CHECK``; the store is closed then)."""
+        timeout = self.put_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = _DROP_CHECK if deadline is None else min(_DROP_CHECK, deadline - time.monotonic())
+            if places.acquire(timeout=max(0.0, wait)):
+                return True
+            if self.close_if_unused():
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def close_if_unused(self) -> bool:
+        """Whether the store is closed, closing it first when no Queue object uses it any
+        more: they were garbage-collected without ``close()``, which counts as closed.
+        Called in a sender's or getter's thread, never by the garbage collector."""
+        if self.closed:
+            return True
+        if self.users:
+            return False
+        with USERS_LOCK:
+            return self.close_if_unused_locked()
+
+    def close_if_unused_locked(self) -> bool:
+        """:meth:`close_if_unused` for a caller that holds :data:`USERS_LOCK`."""
+        if not self.closed and not self.users:
+            self.close(_DROPPED_WHY)
+        return self.closed
 
     def _wake_timed(self) -> None:
         """Wake a getter waiting with a timeout: something was stored."""
@@ -269,10 +318,13 @@ class QueueStore:
     def qsize(self) -> int:
         return max(0, self.items.qsize() - (1 if self.closed else 0))
 
-    def close(self) -> None:
+    def close(self, why: str = _CLOSED_WHY) -> None:
+        """Stop receiving (what is stored can still be taken) and wake every waiter:
+        blocked senders get :class:`QueueFull` saying the queue was ``why``. Idempotent."""
         with self.lock:
             if self.closed:
                 return
+            self.why_closed = why  # before closed: a sender that sees closed reads it
             self.closed = True
             if self.subscription is not None:
                 self.subscription.cancel()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -14,12 +13,18 @@ from berrymq.errors import BusClosed, Empty, QueueClosed
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message
-from berrymq.receivers._awaiting import FullPolicy, QueueIterator, QueueStore, queue_get_async
+from berrymq.receivers._awaiting import (
+    USERS_LOCK,
+    FullPolicy,
+    QueueIterator,
+    QueueStore,
+    queue_get_async,
+)
 from berrymq.registries import ReceiverRegistry
 from berrymq.state import StateKey
 
-__all__ = ["DEFAULT_PUT_TIMEOUT", "OPEN_QUEUES", "QUEUES", "SHARED_STORES", "FullPolicy", "Queue",
-           "QueueReceivers", "QueueStore"]
+__all__ = ["DEFAULT_PUT_TIMEOUT", "OPEN_QUEUES", "QUEUES", "QUEUE_STORES", "SHARED_STORES",
+           "FullPolicy", "Queue", "QueueReceivers", "QueueStore"]
 
 #: How long a sender waits for room in a full bounded queue before it is refused.
 DEFAULT_PUT_TIMEOUT = 1.0
@@ -71,8 +76,22 @@ def _close_queues(queues: weakref.WeakSet[Queue]) -> None:
 #: and a consumer blocked in ``get()`` or ``for message in queue`` must not wait for ever.
 OPEN_QUEUES: StateKey[weakref.WeakSet[Queue]] = StateKey("queues", _open_queues, _close_queues)
 
-# Taken while a shared store is looked up or made, and while its users are counted.
-_shared_lock = threading.Lock()
+
+def _queue_stores(bus: Bus) -> weakref.WeakSet[QueueStore]:
+    return weakref.WeakSet()
+
+
+def _close_stores(stores: weakref.WeakSet[QueueStore]) -> None:
+    for store in list(stores):
+        store.close_if_unused()  # its Queue objects were all garbage-collected: says so
+        store.close()  # (idempotent)
+
+
+#: A bus's queue stores, closed when the bus closes. A store outlives its Queue objects
+#: while a sender waits for room in it (the sender holds it): closing the Queue objects
+#: that are left would leave that sender waiting.
+QUEUE_STORES: StateKey[weakref.WeakSet[QueueStore]] = StateKey(
+    "queue stores", _queue_stores, _close_stores)
 
 
 class Queue:
@@ -126,6 +145,7 @@ class Queue:
             store.subscription = bus.subscribe(ident, store.put, kind=QUEUES)
         try:  # after subscribing: the bus's close closes only whole queues
             bus.state(OPEN_QUEUES).add(self)
+            bus.state(QUEUE_STORES).add(self._store)
         except BusClosed:  # closed since it subscribed
             self.close()
             raise
@@ -133,10 +153,11 @@ class Queue:
     def _shared_store(
         self, bus: Bus, ident: Identifier, maxsize: int, on_full: FullPolicy, put_timeout: float | None
     ) -> QueueStore:
-        with _shared_lock:
+        with USERS_LOCK:
             stores = bus.state(SHARED_STORES)
             store = stores.get(ident)
-            if store is not None and not store.closed:
+            # a store whose queues were all garbage-collected counts as closed: closed now
+            if store is not None and not store.close_if_unused_locked():
                 # the store has one policy: a later queue asking for another would not get
                 # it (on_full and put_timeout only count where they apply: when bounded)
                 bounded, blocks = maxsize > 0, maxsize > 0 and on_full == "block"
@@ -224,7 +245,7 @@ class Queue:
             return
         self._closed = True
         store = self._store
-        with _shared_lock:  # closed under the lock: a Queue made now gets a new store
+        with USERS_LOCK:  # closed under the lock: a Queue made now gets a new store
             store.users.discard(self)
             last = not store.users
             if last:
@@ -266,14 +287,7 @@ class Queue:
         may drain what is left (nothing is stranded). A queue dropped without close()
         counts as closed: when the last open one was dropped, the store closes here, in a
         getter's thread or task (not in the garbage collector's, which may hold locks)."""
-        store = self._store
-        if not (self._closed and self.shared) or store.closed:
-            return False
-        with _shared_lock:  # as in close(): no Queue joins a store being closed
-            if not store.users:
-                store.close()
-                return False
-        return True
+        return self._closed and self.shared and not self._store.close_if_unused()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
