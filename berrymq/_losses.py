@@ -3,7 +3,8 @@
 The core drops a message only where it must: past the hop limit (a receiver loop), when a
 forwarder failed to take it (its link had just failed), when a receiver refused it in a
 worker thread (nobody is left to raise to), when an ``async def`` receiver's event loop
-closed before its coroutine ran or finished, or its task was cancelled. Each such loss
+closed before its coroutine ran or finished, or its task was cancelled, or when the
+process exited with tasks its worker pool could not run in time. Each such loss
 is counted here, per bus, by a short fixed reason (``bus.losses.counts``, read by the
 JSON-RPC ``/status``), and reported on the ``berrymq`` logger: the first loss of a burst
 at once, with what it was; the ones after it are summed and logged in one line per
@@ -26,8 +27,8 @@ from berrymq.state import StateKey
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["ASYNC_CANCELLED", "CANCELLED_FIRST", "CLOSED_FIRST", "FORWARD_FAILED", "HOP_LIMIT",
-           "LOOP_CLOSED", "LOSSES", "REPLY_REFUSED", "WORKER_REFUSED", "Losses"]
+__all__ = ["ASYNC_CANCELLED", "CANCELLED_FIRST", "CLOSED_FIRST", "EXITED_FIRST", "FORWARD_FAILED",
+           "HOP_LIMIT", "LOOP_CLOSED", "LOSSES", "REPLY_REFUSED", "WORKER_REFUSED", "Losses"]
 
 logger = logging.getLogger("berrymq")
 
@@ -43,6 +44,10 @@ CLOSED_FIRST = "dropped: the bus closed before it was delivered"
 #: A message handed to the worker pool for a receiver that was cancelled before a worker
 #: ran it: the sender's call had returned, so it is counted rather than dropped unseen.
 CANCELLED_FIRST = "dropped: its receiver was cancelled before a worker ran it"
+#: A message handed to the worker pool that no worker ran before the process exited: the
+#: pool's receivers were still busy when the wait at exit was over (see
+#: :mod:`berrymq._pool_exit`).
+EXITED_FIRST = "dropped: the process exited before a worker ran it"
 #: A message for an ``async def`` receiver whose event loop was closed before the
 #: coroutine ran or finished (a hand-off the loop never ran, a task left pending).
 LOOP_CLOSED = "dropped: its async receiver's event loop was closed"
@@ -94,6 +99,14 @@ class Losses:
                 return
         logger.log(level, text + " (further losses are counted in bus.losses and summed up "
                    "in one line per %gs)", *args, self.interval)
+
+    def add_many(self, reason: str, n: int) -> None:
+        """Count ``n`` messages lost for ``reason`` at once, without a log line: for a
+        caller that writes its own one line naming the count (the pool at exit, where a
+        burst's summary timer would never fire)."""
+        with self._lock:
+            self.counts[reason] = self.counts.get(reason, 0) + n
+            self.total += n
 
     def _report(self) -> None:
         with self._lock:

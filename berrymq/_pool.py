@@ -8,6 +8,10 @@ closed once it had queued its tasks), or by a join of the closed pool that finds
 queued. Such a join returns once the late senders ran what they took, not as soon as the
 shutdown is over.
 
+A process that ends with tasks in a pool its bus did not shut down has them run first:
+:mod:`berrymq._pool_exit` finishes the pool (:meth:`WorkerPool.finish_at_exit`) once the
+main thread has ended, and counts what busy receivers left no worker to run.
+
 The task queue is bounded (setting ``pool_queue_size``): a sender that finds it full waits
 for room up to ``pool_queue_wait`` seconds, then gets :class:`~berrymq.QueueFull` naming
 the settings; nothing is dropped. A receiver that sends from a worker thread of the same
@@ -31,9 +35,10 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
+from berrymq import _pool_exit
 from berrymq._delivery import Answer, deliver
 from berrymq._index import RouteEntry
-from berrymq._losses import CANCELLED_FIRST, LOSSES, WORKER_REFUSED
+from berrymq._losses import CANCELLED_FIRST, EXITED_FIRST, LOSSES, WORKER_REFUSED
 from berrymq._timeouts import seconds_left, wait_seconds
 from berrymq.errors import QueueFull
 from berrymq.message import Message
@@ -88,6 +93,12 @@ class WorkerPool:
         self._settled = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._start_threads()
+        _pool_exit.track(self)  # run what it holds when the process exits (see there)
+
+    @property
+    def bus_name(self) -> str:
+        """The name of the bus the pool runs receivers of (for log lines)."""
+        return self._bus.name
 
     def _start_threads(self) -> None:
         """Make and start the workers one at a time, or none: a system that runs out of
@@ -266,8 +277,13 @@ class WorkerPool:
         """The action of a join's barrier, run while every worker waits at it."""
         into.append(self._tasks.empty())
 
-    def shutdown(self) -> None:
+    def _stop(self, deadline: float | None) -> list[threading.Thread]:
+        """Close the pool and give each worker a stop marker behind the tasks queued, then
+        wait for the workers until ``deadline``; the ones still running (a receiver that
+        does not return) are returned. Senders that come after run their tasks themselves
+        (:meth:`submit`), so nothing is handed to a pool nobody empties."""
         self.closed = True
+        _pool_exit.untrack(self)
         with self._room:
             self._room.notify_all()
         for _ in self._threads:
@@ -279,8 +295,45 @@ class WorkerPool:
         if barrier is not None:
             barrier.abort()
         current = threading.current_thread()
-        for thread in self._threads:
-            if thread is not current:
-                thread.join()
+        others = [thread for thread in self._threads if thread is not current]
+        for thread in others:
+            thread.join(seconds_left(deadline))
+        return [thread for thread in others if thread.is_alive()]
+
+    def shutdown(self) -> None:
+        """Stop the workers once they ran every task queued, and run here what a sender
+        that raced with the shutdown queued behind them."""
+        self._stop(None)
         self._drain()
         self._stopped.set()
+
+    def finish_at_exit(self, deadline: float) -> tuple[int, int]:
+        """:meth:`shutdown` for a process that exits: the workers run what is queued until
+        ``deadline``; if some are still busy then, the tasks none of them took are not
+        run but counted in the bus's losses (``EXITED_FIRST``). Returns the tasks so
+        dropped and the workers still running a receiver; (0, 0) for a pool already shut
+        down (by its bus, which then ran everything)."""
+        if self.closed:
+            return 0, 0
+        busy = self._stop(deadline)
+        if not busy:
+            self._drain()
+            self._stopped.set()
+            return 0, 0
+        dropped = 0
+        others: list[threading.Barrier | None] = []
+        while True:
+            try:
+                task = self._tasks.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(task, _Task):
+                dropped += 1
+            else:
+                others.append(task)
+        for other in others:  # for the busy workers, should their receivers return
+            self._tasks.put(other)
+        if dropped:
+            self._bus.state(LOSSES).add_many(EXITED_FIRST, dropped)
+        self._stopped.set()
+        return dropped, len(busy)
