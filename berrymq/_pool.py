@@ -307,6 +307,13 @@ class WorkerPool:
         self._drain()
         self._stopped.set()
 
+    def wait_stopped(self) -> None:
+        """Wait until a shutdown under way in another thread has stopped the workers and
+        run what they left; at once in a worker of this pool, which that shutdown waits
+        for in turn."""
+        if threading.current_thread() not in self._threads:
+            self._stopped.wait()
+
     def finish_at_exit(self, deadline: float) -> tuple[int, int]:
         """:meth:`shutdown` for a process that exits: the workers run what is queued until
         ``deadline``; if some are still busy then, the tasks none of them took are not

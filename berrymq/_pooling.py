@@ -4,7 +4,11 @@ and wait for it.
 The pool itself is :class:`~berrymq._pool.WorkerPool`; :class:`Pooling` is a base class
 of the bus, as :class:`~berrymq._subscribing.Subscribing` is, so that
 ``bus.set_multiplicity(n)`` stays one call. A sender reads ``bus.pool`` without a lock;
-a change swaps it under the bus's lock and shuts the old pool down outside it.
+a change swaps it under the bus's lock and shuts the old pool down outside it. Whether
+the bus is closed is checked under that lock too, so that a pool is never swapped in
+after :meth:`~berrymq.Bus.close` stopped the last one; and close waits for the shutdowns
+still under way in other threads (:meth:`Pooling.stop_pool`), so that no worker thread
+outlives it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class Pooling:
         bus: Bus  # the bus itself
         pool: WorkerPool | None
         _lock: threading.Lock
+        #: pools swapped out and not yet shut down (under ``_lock``), for close to wait for
+        _stopping: list[WorkerPool]
 
         def refuse_if_closed(self, action: str) -> None: ...
 
@@ -48,20 +54,38 @@ class Pooling:
         :data:`~berrymq.settings.MAX_MULTIPLICITY` (10,000), else :class:`TypeError` or
         :class:`ValueError` at once. When the system cannot start ``n`` threads,
         :class:`ValueError` names the cause, the threads started are stopped and the old
-        pool stays.
+        pool stays. Once the bus is closed, ``n > 0`` raises :class:`~berrymq.BusClosed`;
+        a call racing :meth:`~berrymq.Bus.close` either raises so or starts its pool
+        before the close, which then stops it.
         """
         problem = core_problem("multiplicity", n)
         if problem is not None:
             raise problem
-        if n:
-            self.refuse_if_closed(f"start {n} worker thread(s)")
-        with self._lock:
+        with self._lock:  # checked with the swap: close() sets closed under this lock
+            if n:
+                self.refuse_if_closed(f"start {n} worker thread(s)")
             old = self.pool
             self.pool = WorkerPool(self.bus, n) if n else None
+            if old is not None:
+                self._stopping.append(old)
         self._update_direct()
         if old is not None:
-            old.shutdown()
-            self._retired = old
+            try:
+                old.shutdown()
+            finally:
+                self._retired = old
+                with self._lock:
+                    self._stopping.remove(old)
+
+    def stop_pool(self) -> None:
+        """For :meth:`~berrymq.Bus.close` (the bus is closed: no pool can start any
+        more): stop the pool, and wait until the pools other threads are shutting down
+        have stopped too, their workers ended (but for a worker that calls this itself)."""
+        self.set_multiplicity(0)
+        with self._lock:
+            stopping = list(self._stopping)
+        for pool in stopping:
+            pool.wait_stopped()
 
     @property
     def multiplicity(self) -> int:

@@ -141,6 +141,7 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
         self.node: Node | None = None
         #: the worker pool, or None: receivers run in the sender's thread
         self.pool: WorkerPool | None = None
+        self._stopping: list[WorkerPool] = []  # pools being shut down (see _pooling)
         self._starter: int | None = None  # the thread that started it (None: not started)
         self._ready = threading.Event()  # set once start() has run the plugins' hooks
         #: what the start raised, if it failed (the bus then stays unstarted for good)
@@ -177,7 +178,7 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
             node.close()
         if self._starter is not None:
             self.plugins.close_bus(self)
-        self.set_multiplicity(0)  # its receivers may still need per-bus state (ask's threads)
+        self.stop_pool()  # its receivers may still need per-bus state (ask's threads)
         sweep_closed_loops()  # counted before the losses write their last line
         self.extensions.close()
         self.index.clear()
