@@ -246,7 +246,9 @@ class WorkerPool:
         if self.closed:  # a worker of its own that shut it down may ask too
             return self._all_run(deadline)
         if threading.current_thread() in self._threads:
-            raise RuntimeError("a receiver running in the pool cannot wait for the pool")
+            raise RuntimeError(  # a programming error, as a blocking call on the I/O thread
+                f"join() or flush() of bus {self._bus.name!r} from a receiver running in its "
+                "worker pool would wait for that receiver itself; it would deadlock")
         # one join at a time: the barriers of two would each hold some of the workers
         if not self._joining.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             return False

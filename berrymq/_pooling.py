@@ -97,7 +97,10 @@ class Pooling:
         pool last shut down what a sender that raced with the shutdown handed it.
 
         Returns False if ``timeout`` passed first (None or ``float("inf")``: no limit);
-        True at once without a pool, when no such sender runs.
+        True at once without a pool, when no such sender runs. A receiver running on a
+        worker of the pool gets :class:`RuntimeError` instead: it would wait for its own
+        worker to be idle, for ever (a programming error, as a blocking call on the I/O
+        thread is; see *Exceptions* in docs/api.md).
         """
         limit = wait_limit("timeout", timeout)  # checked with or without a pool
         deadline = None if limit is None else time.monotonic() + limit

@@ -92,7 +92,8 @@ def set_multiplicity(n: int) -> None:
 
 def join(timeout: float | None = None) -> bool:
     """Wait until the worker pool has delivered what was sent so far (see
-    :meth:`Bus.join <berrymq.Bus.join>`)."""
+    :meth:`Bus.join <berrymq.Bus.join>`); :class:`RuntimeError` from a receiver running
+    in the pool, which would wait for itself."""
     return holder.bus.join(timeout)
 
 
@@ -353,7 +354,9 @@ def flush(timeout: float | None = None) -> bool:
     in a batch soon after. A program that sends and then checks what the other side did
     (as berryMQ 0.3's own two-process test does) calls ``flush`` in between. Returns False
     when ``timeout`` seconds passed first or when something sent since the last flush was
-    lost; True otherwise.
+    lost; True otherwise. From a receiver running in the worker pool it raises
+    :class:`RuntimeError` (it would wait for the pool, and so for itself): flush after
+    the sending call instead, in the thread that sent.
     """
     return holder.bus.flush(timeout)
 

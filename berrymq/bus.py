@@ -297,7 +297,9 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
         the other side has what was sent (send, flush, then check). Returns False when
         ``timeout`` seconds passed first, or when a message accepted since the last flush
         was lost, by a transport or here (:attr:`losses`, each counted and logged where it
-        happened; an ``async def`` receiver's closed event loop is looked for now).
+        happened; an ``async def`` receiver's closed event loop is looked for now). From
+        a receiver running in the worker pool it raises :class:`RuntimeError`, as
+        :meth:`join` does.
         """
         limit = wait_limit("timeout", timeout)
         deadline = None if limit is None else time.monotonic() + limit
