@@ -35,10 +35,10 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
-from berrymq import _pool_exit
 from berrymq._delivery import Answer, deliver
 from berrymq._index import RouteEntry
 from berrymq._losses import CANCELLED_FIRST, EXITED_FIRST, LOSSES, WORKER_REFUSED
+from berrymq._pool_exit import track, untrack
 from berrymq._timeouts import seconds_left, wait_seconds
 from berrymq.errors import QueueFull
 from berrymq.message import Message
@@ -93,7 +93,7 @@ class WorkerPool:
         self._settled = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._start_threads()
-        _pool_exit.track(self)  # run what it holds when the process exits (see there)
+        track(self)  # run what it holds when the process exits (see there)
 
     @property
     def bus_name(self) -> str:
@@ -285,7 +285,7 @@ class WorkerPool:
         does not return) are returned. Senders that come after run their tasks themselves
         (:meth:`submit`), so nothing is handed to a pool nobody empties."""
         self.closed = True
-        _pool_exit.untrack(self)
+        untrack(self)
         with self._room:
             self._room.notify_all()
         for _ in self._threads:
