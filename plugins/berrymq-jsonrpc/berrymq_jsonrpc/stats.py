@@ -8,7 +8,9 @@ Counting is on the hot path, so it takes no lock: each thread increments plain i
 list of its own (a *cell*, found through a ``threading.local``), and a reader sums the cells.
 A cell is created once per thread (under a lock) and folded into the retired totals when its
 thread ends, so the number of cells follows the number of live threads, not of all threads
-ever started. The last :data:`RECENT` messages go into a ``deque`` with ``maxlen`` (its
+ever started; what folds it holds the stats weakly, so that a closed bus's stats are freed
+with it, not kept for as long as a thread that once counted lives (the main thread, the
+I/O loop's). The last :data:`RECENT` messages go into a ``deque`` with ``maxlen`` (its
 ``append`` is atomic); a message is stored as the objects at hand and turned into text
 only when someone reads it.
 """
@@ -81,8 +83,10 @@ class NodeStats:
         owner = _Owner(cell)
         with self._lock:
             self._cells.append(cell)
-        weakref.finalize(owner, self._retire, cell)
-        self._local.owner = owner  # collected when the thread ends: retires the cell
+        # the finalizer holds the stats weakly: a strong hold (a bound method) would keep
+        # them, and the bus they belong to, alive for as long as the thread lives
+        weakref.finalize(owner, _retire, weakref.ref(self), cell)
+        self._local.owner = owner  # collected when the thread ends (or the stats): retires the cell
         self._local.cell = cell
         return cell
 
@@ -195,6 +199,14 @@ class NodeStats:
             return {"messages_in": 0.0, "messages_out": 0.0, "bytes_in": 0.0, "bytes_out": 0.0}
         return {name: round((now[i] - before[i]) / span, 3) for i, name in
                 enumerate(("messages_in", "messages_out", "bytes_in", "bytes_out"), 1)}
+
+
+def _retire(stats: weakref.ref[NodeStats], cell: list[int]) -> None:
+    """A thread's cell is done with (its thread ended): fold it into the stats' totals,
+    unless the stats are gone too."""
+    owner = stats()
+    if owner is not None:
+        owner._retire(cell)
 
 
 def peer_label(peer: object) -> str | None:
