@@ -11,7 +11,10 @@ TCP or HTTP, NATS), and the one JSON codec they are written in.
   ``{"error": {"type", "message", "receiver", "node"}}`` (:meth:`berrymq.ReplyError.to_json`).
 - **JSON** is compact and ASCII only (so a text's characters are its bytes, which size
   limits rely on); ``NaN``, ``Infinity`` and numbers too large to be finite are neither
-  written nor read. One C encoder and one C scanner are made once: ``json.dumps`` and
+  written nor read. A text nested deeper than :data:`MAX_DEPTH` levels is not read, and
+  a message nested deeper than :data:`MAX_MESSAGE_DEPTH` (or one reply to ``ask``) not
+  written, so that whatever is read can be written again (:mod:`berrymq._nesting`
+  says why). One C encoder and one C scanner are made once: ``json.dumps`` and
   ``json.loads`` make an encoder per call and check for trailing text with a regular
   expression, which was most of the cost of encoding or decoding a small message.
 
@@ -27,13 +30,17 @@ from collections.abc import Callable, Mapping, Sequence
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, NoReturn
 
+from berrymq._nesting import MAX_DEPTH, MAX_MESSAGE_DEPTH, nested_deeper
 from berrymq.aio import describe_receiver
 from berrymq.errors import InvalidIdentifier, ReplyError, TransportError
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_MESSAGE_DEPTH",
     "MAX_UID_LENGTH",
+    "NestedTooDeep",
     "ParseError",
     "WireError",
     "decode_message",
@@ -45,6 +52,7 @@ __all__ = [
     "identifier",
     "loads",
     "message_from_wire",
+    "nested_deeper",
 ]
 
 
@@ -71,7 +79,18 @@ def dumps(value: Any) -> str:
 
 
 class ParseError(ValueError):
-    """A text that is not JSON berryMQ accepts (bad syntax, bad UTF-8, non-finite number)."""
+    """A text that is not JSON berryMQ accepts (bad syntax, bad UTF-8, non-finite number,
+    nested too deep)."""
+
+
+class NestedTooDeep(ParseError):
+    """A JSON text nested deeper than :data:`MAX_DEPTH` levels: refused before it is
+    parsed, naming the limit (``limit``)."""
+
+    def __init__(self, limit: int = MAX_DEPTH) -> None:
+        super().__init__(f"the text nests arrays and objects more than {limit} levels deep, "
+                         "the limit")
+        self.limit = limit
 
 
 def _reject_constant(name: str) -> Any:
@@ -92,18 +111,17 @@ _scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignor
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse one JSON text (UTF-8 when given bytes); raises :class:`ParseError` for
-    anything that is not strict JSON, including ``NaN``, ``Infinity`` and ``1e999``.
+    anything that is not strict JSON, including ``NaN``, ``Infinity`` and ``1e999``, and
+    :class:`NestedTooDeep` for a text nested deeper than :data:`MAX_DEPTH`.
 
     The usual text (no whitespace around the value) is read by the scanner alone; any
     other goes through the full decoder, which allows the whitespace and refuses the rest.
     """
+    raw = data if type(data) is bytes or isinstance(data, str) else bytes(data)
+    if nested_deeper(raw, MAX_DEPTH):
+        raise NestedTooDeep(MAX_DEPTH)
     try:
-        if type(data) is bytes:
-            text = data.decode()
-        elif isinstance(data, str):
-            text = data
-        else:
-            text = str(data, "utf-8")
+        text = raw if isinstance(raw, str) else raw.decode()
         try:
             value, end = _scan(text, 0)
         except StopIteration:
@@ -137,8 +155,8 @@ def encode_message(message: Message, reply_to: Identifier | None = None, *, extr
     hops, ``reply_to``, ``taken`` or ``timeout``; without (``extras=False``, for peers
     that know no extras) the three parts alone.
 
-    Raises ``TypeError`` (what JSON cannot hold) or ``ValueError`` (NaN, a cycle) naming
-    the message.
+    Raises ``TypeError`` (what JSON cannot hold) or ``ValueError`` (NaN, a cycle, nested
+    deeper than :data:`MAX_MESSAGE_DEPTH`) naming the message.
     """
     global _last
     if not extras:
@@ -177,10 +195,14 @@ def _encode(message: Message, reply_to: Identifier | None, taken: tuple[str, ...
             more["timeout"] = timeout
         value = (ident.text, args, kwargs, more)
     try:
-        return dumps(value)
+        text = dumps(value)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"message {ident} cannot be sent to another process: its arguments "
                         f"must be JSON-serialisable ({exc})") from None
+    if nested_deeper(text, MAX_MESSAGE_DEPTH):  # the peer could not read it: see _nesting
+        raise ValueError(f"message {ident} cannot be sent to another process: it is nested "
+                         f"more than {MAX_MESSAGE_DEPTH} levels deep, the limit")
+    return text
 
 
 def identifier(text: Any, what: str) -> Identifier:
@@ -264,15 +286,21 @@ def decode_message(item: Any, what: str = "the message"
 def encode_reply(value: Any, node: str, receiver: object = None) -> dict[str, Any]:
     """One receiver's reply as it crosses: ``{"value": value}``, or ``{"error": ...}``
     for a :class:`berrymq.ReplyError` and for a value JSON cannot hold (named by its type,
-    as a ``TypeError`` of ``receiver`` on ``node``). ``receiver`` is the receiver object
-    that returned ``value`` (None: unknown); it is described only when it must be named."""
+    as a ``TypeError`` of ``receiver`` on ``node``) or nested deeper than
+    :data:`MAX_MESSAGE_DEPTH`, which no asker could read back. ``receiver`` is the
+    receiver object that returned ``value`` (None: unknown); it is described only when it
+    must be named."""
     if isinstance(value, ReplyError):
         return {"error": value.to_json()}
     try:
-        dumps(value)
+        deep = nested_deeper(dumps(value), MAX_MESSAGE_DEPTH)
     except (TypeError, ValueError):
+        deep = None
+    if deep is not False:
         who = "" if receiver is None else describe_receiver(receiver)
-        error = ReplyError("TypeError", f"the reply {type(value).__name__} is not JSON", who, node)
+        text = (f"the reply {type(value).__name__} is not JSON" if deep is None else
+                f"the reply is nested more than {MAX_MESSAGE_DEPTH} levels deep, the limit")
+        error = ReplyError("TypeError", text, who, node)
         return {"error": error.to_json()}
     return {"value": value}
 

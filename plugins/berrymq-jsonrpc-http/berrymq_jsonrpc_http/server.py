@@ -50,16 +50,13 @@ _UNREAD = 64 * 1024
 
 
 def _reply_to(service: Service, body: bytes) -> tuple[Any, bool]:
-    """Parse a body: ``(request, slow)``, the request being the parse-error answer when
+    """Parse a body: ``(request, slow)``, the request being the :class:`ParseError` when
     the body is not JSON."""
     try:
         request = loads(body)
-    except ParseError:
-        return _PARSE_ERROR, False
+    except ParseError as exc:
+        return exc, False
     return request, may_wait(request)
-
-
-_PARSE_ERROR = object()
 
 
 class _ServerConnection:
@@ -353,8 +350,8 @@ class Server:
         service = self.service
         assert service is not None  # a status-only server answers no POST
         request, slow = _reply_to(service, body)
-        if request is _PARSE_ERROR:
-            return service.dispatcher.parse_error(), []
+        if isinstance(request, ParseError):
+            return service.dispatcher.parse_error(request), []
         if slow:
             return await service.answer_waiting(request, None, ended), []
         lane = io_loop.lane

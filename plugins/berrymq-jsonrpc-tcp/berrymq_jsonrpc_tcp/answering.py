@@ -38,17 +38,16 @@ from berrymq_jsonrpc.waiting import may_wait
 
 from berrymq.bursts import BurstLog
 from berrymq.transports.ioloop import io_loop
+from berrymq.wire import ParseError
 
 if TYPE_CHECKING:
     from berrymq_jsonrpc_tcp.channel import LineChannel
 
-__all__ = ["PARSE_ERROR", "Answerer"]
+__all__ = ["Answerer"]
 
 logger = logging.getLogger("berrymq.remote.tcp")
 
 _NL = b"\n"
-#: Held in place of a line that is not JSON: answered, in order, with a parse error.
-PARSE_ERROR = object()
 #: Waiting requests over ``max_waiting``: one log line per burst.
 _over_waiting = BurstLog(logger)
 
@@ -60,7 +59,8 @@ class Answerer:
     def __init__(self, channel: LineChannel) -> None:
         self.channel = channel
         self.service = channel.service
-        #: requests read and not started yet, each with the length of its line
+        #: requests read and not started yet, each with the length of its line (a
+        #: ParseError in place of a line that is not JSON, answered in its turn)
         self.held: collections.deque[tuple[Any, int]] = collections.deque()
         self.full: tuple[Callable[[], object], int] | None = None  # work the lane has no room for
         self.waiting = 0  # requests running that may wait
@@ -96,7 +96,7 @@ class Answerer:
             elif (not batch and not self.unanswered and self.service.answers_on_loop(request)
                   and io_loop.lane.ran(self.last_work)):
                 self._answer_on_loop(request)
-            elif request is not PARSE_ERROR and may_wait(request):
+            elif may_wait(request):
                 if self.waiting >= self.service.max_waiting:
                     self._refuse_waiting(request)
                 else:
@@ -228,8 +228,8 @@ class Answerer:
         for request in requests:
             reply: bytes | None
             try:
-                if request is PARSE_ERROR:  # not None: the JSON text null is an Invalid Request
-                    reply = service.dispatcher.parse_error()
+                if isinstance(request, ParseError):  # held in place of a line not JSON
+                    reply = service.dispatcher.parse_error(request)
                 else:
                     reply = service.handle_parsed(request, channel)
             except Exception:

@@ -39,7 +39,7 @@ from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
 from berrymq.transports.handback import Handback
 from berrymq.transports.ioloop import ThreadBufferedProtocol, io_loop
 from berrymq.wire import ParseError, dumps, loads
-from berrymq_jsonrpc_tcp.answering import PARSE_ERROR, Answerer
+from berrymq_jsonrpc_tcp.answering import Answerer
 from berrymq_jsonrpc_tcp.deadline import ReadDeadline
 from berrymq_jsonrpc_tcp.refusing import TURN_AWAY_BYTES, Refusing, http_request_line
 
@@ -212,8 +212,8 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
                 continue
             try:
                 obj = loads(line)
-            except ParseError:
-                held.append((PARSE_ERROR, len(line)))  # answered in order with a parse error
+            except ParseError as exc:
+                held.append((exc, len(line)))  # answered in order with a parse error
                 continue
             if _is_response(obj):
                 self._response(obj)

@@ -50,7 +50,7 @@ with warnings.catch_warnings():
     from jsonrpcserver.result import Success
     from jsonrpcserver.sentinels import NOID
 
-from berrymq.wire import ParseError, dumps, loads
+from berrymq.wire import NestedTooDeep, ParseError, dumps, loads
 from berrymq_jsonrpc import protocol as p
 
 __all__ = [
@@ -227,13 +227,18 @@ class Dispatcher:
         answer (notifications)."""
         try:
             request = loads(data)
-        except ParseError:
-            return _PARSE_ERROR
+        except ParseError as exc:
+            return self.parse_error(exc)
         return self.handle_parsed(request, context)
 
     @staticmethod
-    def parse_error() -> bytes:
-        """The answer to a text that is not JSON."""
+    def parse_error(problem: ParseError | None = None) -> bytes:
+        """The answer to a text that is not JSON (``problem``: why, when known). A text
+        nested too deep gets ``data`` naming the limit (``limit``, ``detail``): it may be
+        valid JSON, and the client is told what to change."""
+        if isinstance(problem, NestedTooDeep):
+            return dumps(error_object(p.PARSE_ERROR, "Parse error", None, {
+                "limit": problem.limit, "detail": str(problem)})).encode()
         return _PARSE_ERROR
 
     def handle_parsed(self, request: Any, context: Any = None) -> bytes | None:

@@ -151,8 +151,8 @@ class Service(QueueMethods):
         """Answer a request text; None when nothing is to be answered."""
         try:
             reply = self.handle_parsed(loads(data), context)
-        except ParseError:
-            reply = self.dispatcher.parse_error()
+        except ParseError as exc:
+            reply = self.dispatcher.parse_error(exc)
         self.stats.exchanged(len(data), 0 if reply is None else len(reply))  # stats
         return reply
 

@@ -149,8 +149,10 @@ def test_non_finite_numbers_are_refused(node: Setup, number: str) -> None:
                          ids=["arrays", "objects"])
 def test_deeply_nested_json_is_a_parse_error(node: Setup, text: bytes) -> None:
     _, rpc = node
-    assert rpc.send(text) == {
-        "jsonrpc": "2.0", "error": {"code": -32700, "message": "Parse error"}, "id": None}
+    error = {"code": -32700, "message": "Parse error", "data": {
+        "limit": 128, "detail": "the text nests arrays and objects more than 128 levels deep, "
+                                "the limit"}}
+    assert rpc.send(text) == {"jsonrpc": "2.0", "error": error, "id": None}
     assert TOKEN.fullmatch(rpc.result("connect_oneway"))  # and the connection goes on
 
 
