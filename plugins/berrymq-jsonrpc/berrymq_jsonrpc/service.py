@@ -44,7 +44,7 @@ from berrymq_jsonrpc.params import (
 )
 from berrymq_jsonrpc.queue_methods import QueueMethods
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
-from berrymq_jsonrpc.sessions import WAITS, Session, refusal_data
+from berrymq_jsonrpc.sessions import NOT_WRITABLE, WAITS, Session, Unwritable, refusal_data
 from berrymq_jsonrpc.stats import peer_label
 from berrymq_jsonrpc.waiting import QUICK_METHODS, answer_batch, is_nonblocking_get
 
@@ -292,11 +292,12 @@ class Service(QueueMethods):
 
     def _refused(self, peer: object, refusal: QueueFull) -> None:
         """A message (or an ``ask``) from ``peer`` (a session, where a request came from)
-        was refused (a full queue): counted and logged per burst, as a sender of
-        notifications has no answer (a peer's full link's refusal,
+        was refused (a full queue, or one that cannot hold it:
+        :class:`~berrymq_jsonrpc.sessions.Unwritable`): counted and logged per burst, as a
+        sender of notifications has no answer (a peer's full link's refusal,
         :attr:`~berrymq.QueueFull.not_forwarded`, is counted by the core)."""
         if not refusal.not_forwarded:
-            self.stats.lost(REFUSED)  # stats
+            self.stats.lost(NOT_WRITABLE if isinstance(refusal, Unwritable) else REFUSED)  # stats
         self._refusals.warning("%s: a message from %s was refused: %s", self.name,
                                peer_label(peer) or "a client", refusal)
 

@@ -23,7 +23,7 @@ from berrymq.message import Message
 from berrymq.receivers.queues import QUEUES
 from berrymq.transports.ioloop import io_loop
 from berrymq.wait_threads import WaitThreads
-from berrymq.wire import dumps
+from berrymq.wire import MAX_MESSAGE_DEPTH, dumps, nested_deeper
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import app_error
 from berrymq_jsonrpc.limits import queued_bytes_for
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from berrymq_jsonrpc.client import Link
     from berrymq_jsonrpc.dialect_link import V1Link
 
-__all__ = ["WAITS", "WAIT_THREADS", "Refusal", "Session", "SessionQueue", "in_waits", "refusal_data"]
+__all__ = ["NOT_WRITABLE", "WAITS", "WAIT_THREADS", "Refusal", "Session", "SessionQueue", "Unwritable",
+           "in_waits", "refusal_data"]
 
 _CLOSED = object()
 
@@ -63,6 +64,18 @@ class Refusal(QueueFull):
         self.limit = limit
 
 
+#: The reason a message refused as :class:`Unwritable` is counted under (``/status``).
+NOT_WRITABLE = "refused: not writable as JSON"
+
+
+class Unwritable(QueueFull, TypeError):
+    """A session queue refused a message that no ``get`` could hand out: one JSON cannot
+    hold, or nested deeper than :data:`~berrymq.wire.MAX_MESSAGE_DEPTH`. Refused like one
+    for a full queue (a :class:`~berrymq.QueueFull`: the sender hears of it, a remote one
+    as *Queue is full* with the text as ``data.detail``, and the node counts and logs it),
+    and a ``TypeError`` as it always was."""
+
+
 def refusal_data(indexes: list[int], first: BaseException | None) -> dict[str, Any]:
     """The ``data`` of a :data:`~berrymq_jsonrpc.protocol.QUEUE_FULL` answer: the refused
     indexes, and the setting (with its value) that refused the first of them when a
@@ -88,8 +101,10 @@ class SessionQueue:
     It follows ``pattern`` on the bus, but never takes local (``_``) messages, which must
     not leave the process. Policy when full: the message is *refused*, not dropped: the
     sending ``twitter`` raises :class:`berrymq.QueueFull` (a remote sender gets
-    :data:`~berrymq_jsonrpc.protocol.QUEUE_FULL`). A message that cannot be written as
-    JSON is refused the same way, with a ``TypeError`` naming it.
+    :data:`~berrymq_jsonrpc.protocol.QUEUE_FULL`). A message no ``get`` could answer
+    with is refused the same way, when it comes rather than when it is taken: one that
+    cannot be written as JSON or is nested too deep (:class:`Unwritable`, also a
+    ``TypeError`` naming it).
     """
 
     def __init__(self, bus: Bus, pattern: Identifier, maxsize: int,
@@ -117,11 +132,15 @@ class SessionQueue:
             return
         entry = [str(ident), list(message[1]), message[2]]
         try:
-            size = len(dumps(entry))
+            text = dumps(entry)
         except (TypeError, ValueError) as exc:
-            raise TypeError(
+            raise Unwritable(
                 f"message {ident} cannot go to a remote queue: it is not JSON ({exc})"
             ) from None
+        if nested_deeper(text, MAX_MESSAGE_DEPTH):
+            raise Unwritable(f"message {ident} cannot go to a remote queue: it is nested more "
+                             f"than {MAX_MESSAGE_DEPTH} levels deep, the limit")
+        size = len(text)
         if 0 < self.maxsize <= self._items.qsize():
             raise Refusal(
                 f"the remote client's queue {self.pattern} is full ({self.maxsize} "
