@@ -16,6 +16,7 @@ from typing import Any
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import netloc, split_url
 from berrymq_jsonrpc.client import Channel
+from berrymq_jsonrpc.replies import reply_limit
 
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.wire import ParseError, loads
@@ -25,6 +26,8 @@ from berrymq_jsonrpc_http.streams import READ_CHUNK, open_stream
 __all__ = ["HttpChannel"]
 
 _PATH = p.HTTP_PATH.encode()
+#: The most bytes of an answer's head read beside its body.
+_HEAD_ROOM = 16 * 1024
 
 
 class _Stale(Exception):
@@ -78,8 +81,9 @@ class HttpChannel(Channel):
         self.host, self.port = split_url(url, "http")
         self.host_header = netloc(self.host, self.port).encode()
         self.idle = idle
-        #: the most bytes of one answer read, as the TCP client's longest line
-        self.answer_limit = 4 * max_size
+        #: the most bytes of one answer read: the longest a node answers (as the TCP
+        #: client's longest line) and a head of up to 16 KiB
+        self.answer_limit = reply_limit(max_size) + _HEAD_ROOM
         self._pool: list[_ClientConnection] = []
         self._busy: set[_ClientConnection] = set()
 
@@ -126,8 +130,8 @@ class HttpChannel(Channel):
             raise TransportError(f"{self.url} did not answer within {timeout:g}s") from None
         except AnswerTooLarge:
             raise TransportError(
-                f"{self.url} answered with over {self.answer_limit} bytes (4x the setting "
-                f"max_size); the connection is closed") from None
+                f"{self.url} answered with over {self.answer_limit} bytes ({p.REPLY_SIZE_FACTOR}x "
+                f"the setting max_size, and a head); the connection is closed") from None
         except (OSError, NotHttp) as exc:
             if self.closed:
                 raise ConnectionClosed(f"the channel to {self.url} is closed") from None

@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import AskProgress, ask_timeout
-from berrymq_jsonrpc.jsonrpc import error_answer, internal_error
+from berrymq_jsonrpc.jsonrpc import error_answer, error_object, internal_error
 from berrymq_jsonrpc.sessions import WAITS
 from berrymq_jsonrpc.waiting import may_wait
 
 from berrymq.bursts import BurstLog
 from berrymq.transports.ioloop import io_loop
-from berrymq.wire import ParseError
+from berrymq.wire import ParseError, dumps
 
 if TYPE_CHECKING:
     from berrymq_jsonrpc_tcp.channel import LineChannel
@@ -167,8 +167,12 @@ class Answerer:
         _over_waiting.warning("%s: a request (%.200s) was refused: %s", self.channel.url,
                               ", ".join(sorted({str(m.get("method")) for m in members
                                                 if type(m) is dict})), detail)
-        refusal = error_answer(request, p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED],
-                               {"setting": "max_waiting", "limit": limit, "detail": detail})
+        data = {"setting": "max_waiting", "limit": limit, "detail": detail}
+        message = p.APPLICATION_ERRORS[p.LIMIT_REACHED]
+        refusal = error_answer(request, p.LIMIT_REACHED, message, data)
+        if refusal is not None and len(refusal) > self.service.bound.limit:
+            # a batch so large that an error per member would pass the reply limit
+            refusal = dumps(error_object(p.LIMIT_REACHED, message, None, data)).encode()
         if refusal is not None:
             self._write(refusal + _NL)
 

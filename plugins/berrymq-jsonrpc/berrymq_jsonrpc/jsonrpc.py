@@ -37,7 +37,7 @@ import functools
 import logging
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 with warnings.catch_warnings():
     # jsonrpcserver 5.0.9 reads its schema with importlib.resources.read_text, deprecated
@@ -52,6 +52,9 @@ with warnings.catch_warnings():
 
 from berrymq.wire import NestedTooDeep, ParseError, dumps, loads
 from berrymq_jsonrpc import protocol as p
+
+if TYPE_CHECKING:
+    from berrymq_jsonrpc.replies import BatchBudget, ReplyBound
 
 __all__ = [
     "Dispatcher",
@@ -175,12 +178,15 @@ class Dispatcher:
     :param answer_only: methods not run at all when called as a notification: their one
         effect is their answer (``get`` takes a message to answer with it), which would
         go to nobody.
+    :param bound: the bound on the size of an answer (:mod:`berrymq_jsonrpc.replies`);
+        None: none.
     """
 
     def __init__(self, methods: Mapping[str, Method],
                  positional: Mapping[str, tuple[str, ...]] | None = None,
                  gate: Method | None = None,
-                 answer_only: frozenset[str] = frozenset()) -> None:
+                 answer_only: frozenset[str] = frozenset(),
+                 bound: ReplyBound | None = None) -> None:
         positional = positional or {}
         self._methods = {
             name: self._wrap(name, method, positional.get(name, ()))
@@ -188,6 +194,7 @@ class Dispatcher:
         }
         self._gate = gate
         self._answer_only = answer_only
+        self.bound = bound
 
     def _not_found(self, name: str) -> Callable[..., Any]:
         """The method that answers a request for ``name``, not in the table, once
@@ -242,22 +249,44 @@ class Dispatcher:
         return _PARSE_ERROR
 
     def handle_parsed(self, request: Any, context: Any = None) -> bytes | None:
-        """Answer an already parsed request or batch (see :meth:`handle`)."""
+        """Answer an already parsed request or batch (see :meth:`handle`), within the
+        :attr:`bound` on an answer's size."""
+        bound = self.bound
         if type(request) is list:
             if not request:
                 return dumps(_INVALID_REQUEST_OBJECT).encode()
-            texts = [text for text in (self._one(member, context) for member in request) if text]
+            if bound is None:
+                texts = [text for text in (self._one(member, context)[0] for member in request)
+                         if text]
+            else:
+                budget = bound.batch(request)
+                if budget.over:
+                    return budget.refusal()
+                texts = [text for index, member in enumerate(request)
+                         if (text := self.member(budget, index, member, context))]
             return ("[" + ",".join(texts) + "]").encode() if texts else None
-        text = self._one(request, context)
+        text, code = self._one(request, context)
+        if text and bound is not None and len(text) > bound.limit:
+            text = bound.one(request, text, code)
         return text.encode() if text else None
 
-    def _one(self, request: Any, context: Any) -> str | None:
+    def member(self, budget: BatchBudget, index: int, member: Any, context: Any) -> str | None:
+        """The answer to member ``index`` of a batch, within the batch's ``budget``: its
+        own, or *Limit reached* when it was not run or its answer did not fit."""
+        if not budget.may_run(index):
+            return budget.not_run(index)
+        with budget.slot(index):  # for a get among the members (see replies.Slot)
+            text, code = self._one(member, context)
+        return budget.answer(index, member, text, code)
+
+    def _one(self, request: Any, context: Any) -> tuple[str | None, int | None]:
+        """The answer to one request, and its error code (None for a result or none)."""
         try:
             validate_request(request)
         except ValueError:
-            return dumps(_INVALID_REQUEST_OBJECT)
+            return dumps(_INVALID_REQUEST_OBJECT), p.INVALID_REQUEST
         if "id" not in request and request["method"] in self._answer_only:
-            return None  # a notification whose answer is all it does: not run
+            return None, None  # a notification whose answer is all it does: not run
         # jsonrpcserver's own steps for one request, as its dispatch_to_response runs them
         # for each member once parsed and validated (done above): find the method, call
         # it, make the response. Its step between, validate_args, binds the params to the
@@ -272,18 +301,23 @@ class Dispatcher:
             result = get_method(methods, call.method).bind(
                 functools.partial(call_method, call, context))
             if call.id is NOID:
-                return None  # a notification
+                return None, None  # a notification
             response = to_response(call, result)
         except Exception:
             logger.exception("dispatching %.100s failed", request["method"])
-            return dumps(error_object(p.INTERNAL_ERROR, "Internal error", request.get("id")))
+            return (dumps(error_object(p.INTERNAL_ERROR, "Internal error", request.get("id"))),
+                    p.INTERNAL_ERROR)
         answer: dict[str, Any] = to_serializable_one(response)  # type: ignore[assignment]
         error = answer.get("error")
-        if error is not None and error.get("code") in _SANITISED_CODES:
-            error.pop("data", None)
+        code = None
+        if error is not None:
+            code = error.get("code")
+            if code in _SANITISED_CODES:
+                error.pop("data", None)
         try:
-            return dumps(answer)
+            return dumps(answer), code
         except (TypeError, ValueError):
             logger.error("the result of %s (id %r) is not JSON; answered Internal error",
                          request.get("method"), answer.get("id"))
-            return dumps(error_object(p.INTERNAL_ERROR, "Internal error", answer.get("id")))
+            return (dumps(error_object(p.INTERNAL_ERROR, "Internal error", answer.get("id"))),
+                    p.INTERNAL_ERROR)

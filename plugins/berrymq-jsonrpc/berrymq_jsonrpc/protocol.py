@@ -109,6 +109,7 @@ __all__ = [
     "PARSE_ERROR",
     "PROPOSED_TOKEN_LENGTHS",
     "QUEUE_FULL",
+    "REPLY_SIZE_FACTOR",
     "RESULT_OK",
     "SECRET_ENV_VAR",
     "TOKEN_BYTES",
@@ -128,6 +129,11 @@ HTTP_PATH = "/"
 LINE_TERMINATOR = b"\n"
 #: Default size limit of one request (an HTTP body or a TCP line), in bytes: 1 MiB.
 DEFAULT_MAX_SIZE = 1024 * 1024
+#: An answer (to one request, or to a batch) is at most this many times ``max_size``
+#: bytes, what berryMQ's clients read: a small request may ask for a large answer
+#: (``network``, a batch of them), and the node bounds what it builds and holds for it
+#: (:mod:`berrymq_jsonrpc.replies`).
+REPLY_SIZE_FACTOR = 4
 #: Seconds a server waits for the rest of a started request before it closes the
 #: connection (a stalled client cannot hold a worker); idle keep-alive connections
 #: without an open session are closed after the same time.

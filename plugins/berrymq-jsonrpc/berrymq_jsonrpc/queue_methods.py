@@ -15,8 +15,9 @@ from berrymq.wire import dumps
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import JsonRpcError, app_error, error_object, invalid_params
 from berrymq_jsonrpc.params import allowed, identifier, number, presents, session_ttl
+from berrymq_jsonrpc.replies import ReplyBound, Slot, current_slot, no_room
 from berrymq_jsonrpc.session_table import SessionTable
-from berrymq_jsonrpc.sessions import SessionQueue
+from berrymq_jsonrpc.sessions import NoRoom, SessionQueue
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -34,11 +35,14 @@ class QueueMethods(SessionTable):
     :param queue_size: the bound of each session's queue, in messages.
     :param max_get_wait: the cap, in seconds, of a blocking ``get``.
     :param max_queued_bytes: the cap on the bytes held in all the node's session queues.
+    :param max_size: the largest request, in bytes: also the largest message a queue holds
+        (its ``get`` answers stay within what a client reads) and a quarter of the largest
+        answer (:mod:`berrymq_jsonrpc.replies`).
     """
 
     def __init__(self, bus: Bus, *, name: str, max_sessions: int, liveness_interval: float,
                  secret: str | None, queue_size: int, max_get_wait: float,
-                 max_queued_bytes: int) -> None:
+                 max_queued_bytes: int, max_size: int = p.DEFAULT_MAX_SIZE) -> None:
         super().__init__(bus, name=name, max_sessions=max_sessions,
                          liveness_interval=liveness_interval)
         self._secret = secret.encode() if secret else None
@@ -46,6 +50,10 @@ class QueueMethods(SessionTable):
         self.max_get_wait = max_get_wait
         #: the cap on the bytes held in all the node's session queues
         self.max_queued_bytes = max_queued_bytes
+        #: the largest request in bytes (setting ``max_size``)
+        self.max_size = max_size
+        #: the bound on the size of an answer (4 x max_size, see berrymq_jsonrpc.replies)
+        self.bound = ReplyBound(max_size)
 
     def _connect_via_queue(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_CONNECT_VIA_QUEUE, params, frozenset({"identifier", "ttl"}))
@@ -53,7 +61,7 @@ class QueueMethods(SessionTable):
         ttl = session_ttl(params, self.max_ttl)
         session = self.open_session("queue", ttl, context)
         session.queue = SessionQueue(self.bus, pattern, self.queue_size,
-                                     self.max_queued_bytes)
+                                     self.max_queued_bytes, self.max_size)
         return session.token
 
     def _queue_of(self, params: dict[str, Any]) -> SessionQueue:
@@ -76,7 +84,7 @@ class QueueMethods(SessionTable):
                                          else timeout)
         session.touch(wait)
         try:
-            entry = store.get(wait)
+            entry = _take(store, wait)
         except queue.Empty:
             raise app_error(p.EMPTY) from None
         finally:
@@ -84,8 +92,8 @@ class QueueMethods(SessionTable):
         self.stats.message_out(entry[0], store)  # stats
         return entry
 
-    async def get_waiting(self, request: dict[str, Any],
-                          ended: asyncio.Future[None] | None = None) -> bytes | None:
+    async def get_waiting(self, request: dict[str, Any], ended: asyncio.Future[None] | None = None,
+                          slot: Slot | None = None) -> bytes | None:
         """Answer a blocking ``get`` on the I/O loop, without a thread: it awaits its
         session's queue. None when the request is not a plain one (a notification,
         anything the checks of :meth:`_get` would refuse): the caller then answers it
@@ -95,7 +103,9 @@ class QueueMethods(SessionTable):
             it): the wait then stops with *Queue is empty* and nothing taken, so that a
             message coming later stays queued for the client's next ``get`` instead of
             being written to a client that may be gone. (A message queued when the
-            request is read is its answer all the same: the client asked for it.)"""
+            request is read is its answer all the same: the client asked for it.)
+        :param slot: the request's part of a batch's answer: a message is taken only if
+            its answer fits there (else *Limit reached*, the message stays queued)."""
         params = p.named_params(p.METHOD_GET, request.get("params", {}))
         request_id = request.get("id")
         if params is None or "id" not in request or not params.keys() <= _GET:
@@ -115,19 +125,24 @@ class QueueMethods(SessionTable):
         wait = self.max_get_wait if timeout is None else min(self.max_get_wait, timeout)
         session.touch(wait)
         try:
-            return await self._wait_for_entry(store, wait, request_id, ended)
+            return await self._wait_for_entry(store, wait, request_id, ended, slot)
         finally:
             session.touch()
 
     async def _wait_for_entry(self, store: SessionQueue, wait: float, request_id: Any,
-                              ended: asyncio.Future[None] | None) -> bytes:
+                              ended: asyncio.Future[None] | None, slot: Slot | None) -> bytes:
         """The answer to a blocking ``get``: the first entry of ``store`` within ``wait``
         seconds, else Empty (at once, with nothing taken, once ``ended`` is done)."""
         deadline = time.monotonic() + wait
         empty = dumps(error_object(p.EMPTY, p.APPLICATION_ERRORS[p.EMPTY], request_id)).encode()
         while True:
             try:
-                entry = store.get(0)
+                entry = store.get(0, None if slot is None else slot.fits)
+            except NoRoom:
+                assert slot is not None
+                refusal = no_room(slot)
+                return dumps(error_object(refusal.code, refusal.message, request_id,
+                                          refusal.data)).encode()
             except queue.Empty:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -146,8 +161,20 @@ class QueueMethods(SessionTable):
         allowed(p.METHOD_GET_NOWAIT, params, frozenset({"token"}))
         store = self._queue_of(params)
         try:
-            entry = store.get(0)
+            entry = _take(store, 0)
         except queue.Empty:
             raise app_error(p.EMPTY) from None
         self.stats.message_out(entry[0], store)  # stats
         return entry
+
+
+def _take(store: SessionQueue, wait: float) -> list[Any]:
+    """The next entry of ``store`` for ``get`` or ``get_nowait``: among a batch's members,
+    taken only if its answer fits in the batch's (else *Limit reached*, and it stays)."""
+    slot = current_slot()
+    if slot is None or wait != 0:
+        return store.get(wait)
+    try:
+        return store.get(0, slot.fits)
+    except NoRoom:
+        raise no_room(slot) from None

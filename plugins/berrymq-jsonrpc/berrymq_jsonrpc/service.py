@@ -43,6 +43,7 @@ from berrymq_jsonrpc.params import (
     string,
 )
 from berrymq_jsonrpc.queue_methods import QueueMethods
+from berrymq_jsonrpc.replies import Slot
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sessions import NOT_WRITABLE, WAITS, Session, Unwritable, refusal_data
 from berrymq_jsonrpc.stats import peer_label
@@ -107,11 +108,12 @@ class Service(QueueMethods):
         max_queued_bytes: int = p.DEFAULT_MAX_QUEUED_BYTES,
         max_waiting: int = DEFAULT_MAX_WAITING,
         max_ttl: float = p.DEFAULT_MAX_TTL,
+        max_size: int = p.DEFAULT_MAX_SIZE,
     ) -> None:
         super().__init__(bus, name=name, max_sessions=max_sessions,
                          liveness_interval=liveness_interval, secret=secret,
                          queue_size=queue_size, max_get_wait=max_get_wait,
-                         max_queued_bytes=max_queued_bytes)
+                         max_queued_bytes=max_queued_bytes, max_size=max_size)
         self.link_factory = link_factory
         self.max_ttl = max_ttl
         #: the cap on the requests that may wait, running at once on one connection
@@ -142,7 +144,7 @@ class Service(QueueMethods):
             {name: self._authorised(method) for name, method in methods.items()},
             p.POSITIONAL_PARAMS,
             gate=self._authorised(lambda context, params: None),
-            answer_only=p.NOT_RUN_AS_NOTIFICATIONS,
+            answer_only=p.NOT_RUN_AS_NOTIFICATIONS, bound=self.bound,
         )
 
     # -- requests ---------------------------------------------------------------------------
@@ -339,18 +341,20 @@ class Service(QueueMethods):
         return p.RESULT_OK
 
     async def answer_waiting(self, request: Any, context: Any = None,
-                             ended: asyncio.Future[None] | None = None) -> bytes | None:
+                             ended: asyncio.Future[None] | None = None,
+                             slot: Slot | None = None) -> bytes | None:
         """On the I/O loop: answer a request that may wait
         (:func:`~berrymq_jsonrpc.waiting.may_wait`). A blocking ``get`` awaits its queue on
-        the loop (until ``ended``, see :meth:`get_waiting`), or is refused there; ``ask`` (receivers may take
-        their time) and whatever :meth:`get_waiting` leaves run on a :data:`WAITS` thread;
-        a batch is answered member by member (:func:`~berrymq_jsonrpc.waiting.answer_batch`)."""
+        the loop (until ``ended``, in ``slot``: see :meth:`get_waiting`), or is refused
+        there; ``ask`` (receivers may take their time) and whatever :meth:`get_waiting`
+        leaves run on a :data:`WAITS` thread; a batch is answered member by member
+        (:func:`~berrymq_jsonrpc.waiting.answer_batch`)."""
         if type(request) is list:
             return await answer_batch(self, request, context, ended)
         if (type(request) is dict and request.get("method") == p.METHOD_GET
                 and not (p.is_v1(request) and self.requires_secret)):  # (1.0: refused then)
             v1 = p.is_v1(request)  # 1.0 waits the same way, and is answered in its form
-            reply = await self.get_waiting(to_v2(request) if v1 else request, ended)
+            reply = await self.get_waiting(to_v2(request) if v1 else request, ended, slot)
             if reply is not None:
                 return in_v1_form(reply) if v1 else reply
             if "id" in request:  # one that _get refuses (a closed token, ...): at once

@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from berrymq_jsonrpc.client import Link
     from berrymq_jsonrpc.dialect_link import V1Link
 
-__all__ = ["NOT_WRITABLE", "WAITS", "WAIT_THREADS", "Refusal", "Session", "SessionQueue", "Unwritable",
-           "in_waits", "refusal_data"]
+__all__ = ["NOT_WRITABLE", "WAITS", "WAIT_THREADS", "NoRoom", "Refusal", "Session", "SessionQueue",
+           "Unwritable", "in_waits", "refusal_data"]
 
 _CLOSED = object()
 
@@ -62,6 +62,10 @@ class Refusal(QueueFull):
         super().__init__(text)
         self.setting = setting
         self.limit = limit
+
+
+class NoRoom(Exception):
+    """The next entry of a queue was not taken: the answer it would go in has no room."""
 
 
 #: The reason a message refused as :class:`Unwritable` is counted under (``/status``).
@@ -104,15 +108,19 @@ class SessionQueue:
     :data:`~berrymq_jsonrpc.protocol.QUEUE_FULL`). A message no ``get`` could answer
     with is refused the same way, when it comes rather than when it is taken: one that
     cannot be written as JSON or is nested too deep (:class:`Unwritable`, also a
-    ``TypeError`` naming it).
+    ``TypeError`` naming it), or one over ``max_size`` bytes (a message sent from the
+    node's own process may be that large; a client could not read the answer).
     """
 
     def __init__(self, bus: Bus, pattern: Identifier, maxsize: int,
-                 max_bytes: int = p.DEFAULT_MAX_QUEUED_BYTES) -> None:
+                 max_bytes: int = p.DEFAULT_MAX_QUEUED_BYTES,
+                 max_size: int = p.DEFAULT_MAX_SIZE) -> None:
         self.pattern = pattern
         self.maxsize = maxsize
         #: the cap on the bytes of every session queue of the node (``max_queued_bytes``)
         self.max_bytes = max_bytes
+        #: the largest message held, as JSON (``max_size``)
+        self.max_size = max_size
         self._budget = queued_bytes_for(bus)
         self._items: queue.Queue[object] = queue.Queue(maxsize + 1 if maxsize > 0 else 0)
         #: the sizes of the entries, in order; with _items under _lock
@@ -141,6 +149,11 @@ class SessionQueue:
             raise Unwritable(f"message {ident} cannot go to a remote queue: it is nested more "
                              f"than {MAX_MESSAGE_DEPTH} levels deep, the limit")
         size = len(text)
+        if size > self.max_size:
+            raise Refusal(
+                f"message {ident} ({size} bytes as JSON) cannot go to a remote queue: it is "
+                f"over {self.max_size} bytes (setting max_size), more than a client reads "
+                "in an answer to get", "max_size", self.max_size)
         if 0 < self.maxsize <= self._items.qsize():
             raise Refusal(
                 f"the remote client's queue {self.pattern} is full ({self.maxsize} "
@@ -181,15 +194,29 @@ class SessionQueue:
             await asyncio.wait((waiter, ended), timeout=timeout,
                                return_when=asyncio.FIRST_COMPLETED)
 
-    def get(self, timeout: float | None) -> list[Any]:
-        """The next entry; ``queue.Empty`` when none came in ``timeout`` (0: at once)."""
-        item = self._items.get_nowait() if timeout == 0 else self._items.get(True, timeout)
+    def get(self, timeout: float | None, fits: Callable[[int], bool] | None = None) -> list[Any]:
+        """The next entry; ``queue.Empty`` when none came in ``timeout`` (0: at once).
+
+        :param fits: with ``timeout`` 0: asked, with the queue's lock held, whether the next
+            entry of that many bytes (as JSON) may be taken; if not, :class:`NoRoom` and the
+            entry stays (an answer to a batch has room for it or not,
+            :mod:`berrymq_jsonrpc.replies`)."""
+        if timeout == 0:
+            with self._lock:
+                if self._sizes and fits is not None and not fits(self._sizes[0]):
+                    raise NoRoom
+                item = self._items.get_nowait()
+                if item is not _CLOSED and self._sizes:  # else close() gave them all back
+                    self._budget.give(self._sizes.popleft())
+        else:
+            item = self._items.get(True, timeout)
+            if item is not _CLOSED:
+                with self._lock:
+                    if self._sizes:
+                        self._budget.give(self._sizes.popleft())
         if item is _CLOSED:
             self._items.put_nowait(_CLOSED)
             raise app_error(p.UNKNOWN_TOKEN)
-        with self._lock:
-            if self._sizes:  # else close() gave them all back
-                self._budget.give(self._sizes.popleft())
         return item  # type: ignore[return-value]
 
     def held(self) -> tuple[int, int]:

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import validate_request
+from berrymq_jsonrpc.replies import code_of
 
 if TYPE_CHECKING:
+    from berrymq_jsonrpc.replies import BatchBudget
     from berrymq_jsonrpc.service import Service
 
 __all__ = ["QUICK_METHODS", "SLOW_METHODS", "answer_batch", "is_nonblocking_get", "may_wait"]
@@ -84,26 +86,45 @@ async def answer_batch(service: Service, batch: list[Any], context: Any,
                        ended: asyncio.Future[None] | None) -> bytes | None:
     """On the I/O loop: the answer to a batch with members that may wait. Each of those
     is answered as if sent alone; the others together, in order, on the delivery lane.
-    The responses come in the batch's order; None when all were notifications."""
+    The responses come in the batch's order; None when all were notifications. All of
+    them share the batch's bound (:class:`~berrymq_jsonrpc.replies.BatchBudget`)."""
+    budget = service.bound.batch(batch)
+    if budget.over:
+        return budget.refusal()
     slow = [may_wait(member, in_batch=True) for member in batch]
-    quick = [member for member, waits in zip(batch, slow, strict=True) if not waits]
-    answers = [service.answer_waiting(member, context, ended)
-               for member, waits in zip(batch, slow, strict=True) if waits]
-    in_order, waited = await asyncio.gather(_on_lane(service, quick, context),
+    quick = [(index, member) for index, (member, waits) in enumerate(zip(batch, slow, strict=True))
+             if not waits]
+    answers = [_waited(service, budget, index, member, context, ended)
+               for index, (member, waits) in enumerate(zip(batch, slow, strict=True)) if waits]
+    in_order, waited = await asyncio.gather(_on_lane(service, budget, quick, context),
                                             asyncio.gather(*answers))
     replies, in_turn = iter(waited), iter(in_order)
-    texts = [reply for waits in slow
+    texts = [reply.encode() for waits in slow
              if (reply := next(replies) if waits else next(in_turn)) is not None]
     return b"[" + b",".join(texts) + b"]" if texts else None
 
 
-async def _on_lane(service: Service, members: list[Any], context: Any) -> list[bytes | None]:
+async def _waited(service: Service, budget: BatchBudget, index: int, member: Any, context: Any,
+                  ended: asyncio.Future[None] | None) -> str | None:
+    """The response to member ``index``, one that may wait, within the batch's budget."""
+    if not budget.may_run(index):
+        return budget.not_run(index)
+    with budget.slot(index) as slot:
+        reply = await service.answer_waiting(member, context, ended, slot)
+    text = None if reply is None else reply.decode()
+    return budget.answer(index, member, text, None if text is None else code_of(text))
+
+
+async def _on_lane(service: Service, budget: BatchBudget, members: list[tuple[int, Any]],
+                   context: Any) -> list[str | None]:
     """The responses to ``members``, made in order on the delivery lane (none: no turn)."""
     if not members:
         return []
-    return await io_loop.lane.call(functools.partial(_each, service, members, context))
+    return await io_loop.lane.call(functools.partial(_each, service, budget, members, context))
 
 
-def _each(service: Service, members: list[Any], context: Any) -> list[bytes | None]:
+def _each(service: Service, budget: BatchBudget, members: list[tuple[int, Any]],
+          context: Any) -> list[str | None]:
     """On the delivery lane: the response to each member of a batch, in order."""
-    return [service.dispatcher.handle_parsed(member, context) for member in members]
+    member = service.dispatcher.member
+    return [member(budget, index, request, context) for index, request in members]

@@ -1,0 +1,155 @@
+"""The bound on what a node answers (docs/protocol.md, "Batches" and "Limits"): one answer
+is at most 4 x max_size bytes however small its request, and a batch stops running
+members once its answer would pass that."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from berrymq_jsonrpc import protocol as p
+from helpers import serve
+from probe_tools import TOKEN, http_answer, send_request
+
+import berrymq
+from berrymq.bus import Bus
+
+SCHEMES = ["tcp", "http"]
+WAIT = 10.0
+MAX_SIZE = 65536
+LIMIT = 4 * MAX_SIZE  # the most bytes of one answer
+NOT_RUN = {"code": p.LIMIT_REACHED, "message": "Limit reached",
+           "data": {"setting": "max_size", "limit": MAX_SIZE}}
+
+
+def rpc(method: str, id: Any = None, **params: Any) -> dict[str, Any]:
+    request: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params:
+        request["params"] = params
+    if id is not None:
+        request["id"] = id
+    return request
+
+
+def compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+class Wire:
+    """One connection to a node: a request, its answer's raw text."""
+
+    def __init__(self, scheme: str, port: int) -> None:
+        self.scheme = scheme
+        self.sock = socket.create_connection(("127.0.0.1", port), WAIT)
+        self.reader = self.sock.makefile("rb")
+
+    def ask(self, request: Any) -> bytes:
+        body = request if isinstance(request, bytes) else compact(request)
+        send_request(self.sock, self.scheme, body)
+        if self.scheme == "tcp":
+            return self.reader.readline().rstrip(b"\n")
+        status, answer = http_answer(self.sock)
+        assert status == 200, answer
+        return answer
+
+    def result(self, request: Any) -> Any:
+        return json.loads(self.ask(request))["result"]
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+@pytest.fixture(params=SCHEMES)
+def node(request: pytest.FixtureRequest, bus_factory: Callable[..., Bus]) -> Iterator[tuple[Bus, Wire]]:
+    bus, port = serve(bus_factory, request.param, max_size=MAX_SIZE)
+    wire = Wire(request.param, port)
+    yield bus, wire
+    wire.close()
+
+
+def test_a_batch_of_network_calls_is_answered_within_the_limit(node: tuple[Bus, Wire]) -> None:
+    # the report: a small request of many network calls, whose answers come to far more
+    _, wire = node
+    batch = [rpc("network", id=i % 100) for i in range(1400)]  # 63 KB, a 600 KB answer
+    answer = wire.ask(batch)
+    assert len(answer) <= LIMIT
+    replies = json.loads(answer)
+    assert [reply["id"] for reply in replies] == [i % 100 for i in range(1400)]
+    ran = [reply for reply in replies if "result" in reply]
+    assert 0 < len(ran) < len(replies)
+    assert replies[:len(ran)] == ran  # the members up to the limit ran, in order
+    assert all(reply["error"] == NOT_RUN for reply in replies[len(ran):])
+    assert TOKEN.fullmatch(wire.result(rpc("connect_oneway", id=1)))  # and it serves on
+
+
+def test_a_get_that_took_a_message_keeps_it_and_the_members_past_the_limit_do_not_run(
+        node: tuple[Bus, Wire]) -> None:
+    bus, wire = node
+    queue = wire.result(rpc("connect_via_queue", id=1, identifier="big:*", ttl=60))
+    for i in range(6):
+        bus.twitter("big:x", i, "x" * 60_000)
+    batch = [rpc("get_nowait", id=i, token=queue) for i in range(6)]
+    batch.append(rpc("send_message", id=6, token=queue, identifier="big:late", args=[]))
+    answer = wire.ask(batch)
+    assert len(answer) <= LIMIT
+    replies = json.loads(answer)
+    # four messages fit; the fifth get finds no room for its message and leaves it queued
+    assert [reply["result"][1][0] for reply in replies[:4]] == [0, 1, 2, 3]
+    assert [reply["error"] for reply in replies[4:]] == [NOT_RUN] * 3
+    # nothing lost: the rest is still queued, and the send_message did not run
+    for i in (4, 5):
+        assert wire.result(rpc("get_nowait", id=1, token=queue))[1][0] == i
+    assert json.loads(wire.ask(rpc("get_nowait", id=1, token=queue)))["error"]["code"] == p.EMPTY
+
+
+def test_a_batch_whose_errors_alone_would_pass_the_limit_runs_nothing(node: tuple[Bus, Wire]) -> None:
+    _, wire = node
+    queue = wire.result(rpc("connect_via_queue", id=1, identifier="job:*", ttl=60))
+    sent = compact(rpc("send_message", token=queue, identifier="job:x"))
+    body = b"[" + sent + b"," + b",".join([b"1"] * 30_000) + b"]"  # 60 KB, 2.4 MB of errors
+    refusal = json.loads(wire.ask(body))
+    assert refusal["id"] is None and refusal["error"]["code"] == p.LIMIT_REACHED
+    assert refusal["error"]["data"]["setting"] == "max_size"
+    assert "none was run" in refusal["error"]["data"]["detail"]
+    assert json.loads(wire.ask(rpc("get_nowait", id=1, token=queue)))["error"]["code"] == p.EMPTY
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_one_answer_over_the_limit_gives_way_to_an_error_naming_it(
+        scheme: str, bus_factory: Callable[..., Bus]) -> None:
+    bus, port = serve(bus_factory, scheme, max_size=1024)  # answers of at most 4096 bytes
+    for i in range(40):  # a network answer of 6 KB
+        bus.subscribe(f"pattern{i}:x", lambda message: None, weak=False)
+    ran = threading.Event()
+
+    def large(message: berrymq.Message) -> str:
+        ran.set()
+        return "x" * 10_000
+
+    bus.subscribe("big:reply", large, weak=False)
+    wire = Wire(scheme, port)
+    error = json.loads(wire.ask(rpc("network", id=1)))["error"]
+    assert (error["code"], error["data"]["setting"], error["data"]["limit"]) == (p.LIMIT_REACHED, "max_size", 1024)
+    assert "over 4096 bytes" in error["data"]["detail"]
+    error = json.loads(wire.ask(rpc("ask", id=2, identifier="big:reply", timeout=5)))["error"]
+    assert error["code"] == p.LIMIT_REACHED and ran.is_set()
+    assert error["data"]["detail"].startswith("its receivers ran (the message was delivered)")
+    assert TOKEN.fullmatch(wire.result(rpc("connect_oneway", id=3)))
+    wire.close()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_message_no_client_could_get_is_refused_by_a_remote_queue_when_it_comes(
+        scheme: str, bus_factory: Callable[..., Bus]) -> None:
+    bus, port = serve(bus_factory, scheme, max_size=4096)
+    wire = Wire(scheme, port)
+    queue = wire.result(rpc("connect_via_queue", id=1, identifier="big:*", ttl=60))
+    with pytest.raises(berrymq.QueueFull, match=r"over 4096 bytes \(setting max_size\)"):
+        bus.twitter("big:x", "x" * 10_000)  # from the node's own process: not a request
+    assert json.loads(wire.ask(rpc("get_nowait", id=1, token=queue)))["error"]["code"] == p.EMPTY
+    wire.close()
