@@ -18,7 +18,12 @@ Both ends of a connection answer the other's requests (:class:`Answerer`, one pe
   connection (the service's setting, default 16): one more is answered at once with
   *Limit reached* (``data.setting`` = ``max_waiting``) and reading goes on;
 - while the lane is full the connection is not read: a sender faster than the receivers
-  slows down, and what it can make the node hold stays bounded.
+  slows down, and what it can make the node hold stays bounded;
+- nor while the client leaves more than the high-water mark of its answers unread: the
+  requests read stay held, not run, until it reads them; and the lane stops answering
+  one piece of work once its answers reach the reply limit (4 x ``max_size``), giving the
+  rest back to be held (:meth:`Answerer._answer_all`). A client that never reads makes
+  the node hold a bounded amount of answers however large each is.
 """
 
 from __future__ import annotations
@@ -63,6 +68,11 @@ class Answerer:
         #: ParseError in place of a line that is not JSON, answered in its turn)
         self.held: collections.deque[tuple[Any, int]] = collections.deque()
         self.full: tuple[Callable[[], object], int] | None = None  # work the lane has no room for
+        self.pieces = 0  # work handed to the lane whose answers have not come back
+        #: requests the lane gave back unanswered (see _answer_all), until the last piece
+        #: of work is back; the lane's own flag, read and set there, while they come back
+        self.returned: list[tuple[Any, int]] | None = None
+        self.handing_back = False
         self.waiting = 0  # requests running that may wait
         self.last_work = 0  # the lane's number of the last work this connection handed over
         self.unanswered = 0  # requests taken whose answers are not written yet
@@ -74,19 +84,22 @@ class Answerer:
         self.ended: asyncio.Future[None] | None = None
 
     def stalled(self) -> bool:
-        """Whether requests wait here for the lane (the connection is not read meanwhile)."""
-        return bool(self.held) or self.full is not None
+        """Whether requests wait here for the lane, or for the client to read its answers
+        (the connection is not read meanwhile)."""
+        return bool(self.held) or self.full is not None or self.returned is not None
 
     def dispatch(self) -> None:
         """Start what is held, in order, as far as the lane allows (a waiting request over
-        ``max_waiting`` is refused at once); read on only when all of it is taken."""
+        ``max_waiting`` is refused at once) and while the client reads its answers (more
+        than the high-water mark of them unread: the rest stays held until it has read
+        them); read on only when all of it is taken."""
         channel = self.channel
-        if self.full is not None or channel.closed:
+        if self.full is not None or self.returned is not None or channel.closed:
             return
         held = self.held
-        batch: list[Any] = []
+        batch: list[tuple[Any, int]] = []
         size = 0
-        while held:
+        while held and not channel.unread_answers():
             request, length = held.popleft()
             if (not batch and not self.unanswered and type(request) is dict and "id" in request
                     and self.service.answers_at_once(request) and io_loop.lane.has_room(length)):
@@ -102,10 +115,11 @@ class Answerer:
                 else:
                     self._start_waiting(request)
             else:
-                batch.append(request)
+                batch.append((request, length))
                 size += length
         if batch:
             self.unanswered += 1
+            self.pieces += 1
             self._offer(functools.partial(self._answer_all, batch), size)
         if self.full is not None or channel.unread_answers():
             channel.pause()
@@ -127,6 +141,7 @@ class Answerer:
                 progress.timer.cancel()
         self.timed.clear()
         self.held.clear()
+        self.returned = None
 
     def end_gets(self) -> None:
         """The peer ended its input (or the connection): its blocking gets stop waiting,
@@ -224,12 +239,24 @@ class Answerer:
         if reply is not None:
             self._write(reply + _NL)
 
-    def _answer_all(self, requests: list[Any]) -> None:
-        """On the delivery lane: answer the requests of one read, hand the answers to the
-        loop."""
+    def _answer_all(self, requests: list[tuple[Any, int]]) -> None:
+        """On the delivery lane: answer the requests handed over together, in order, and
+        hand the answers to the loop. Once their answers come to the reply limit, the rest
+        go back to the loop unanswered and not run (and so do all of this connection's
+        work after it on the lane, so that the order holds): the loop holds them again,
+        and takes them once the client has read what was written for it. A client that
+        sends many small requests for large answers (``network``) and reads none makes the
+        node hold a bounded number of answers, not one per request it sent."""
         service, channel = self.service, self.channel
+        limit = service.bound.limit
         replies = []
-        for request in requests:
+        size = 0
+        rest: list[tuple[Any, int]] = []
+        for index, (request, _) in enumerate(requests):
+            if self.handing_back or size >= limit:
+                self.handing_back = True
+                rest = requests[index:]
+                break
             reply: bytes | None
             try:
                 if isinstance(request, ParseError):  # held in place of a line not JSON
@@ -241,7 +268,25 @@ class Answerer:
                 reply = internal_error(request)
             if reply is not None:
                 replies.append(reply)
-        io_loop.call_soon(self._answered, _NL.join(replies) + _NL if replies else b"")
+                size += len(reply)
+        io_loop.call_soon(self._answered_all, _NL.join(replies) + _NL if replies else b"", rest)
+
+    def _answered_all(self, data: bytes, rest: list[tuple[Any, int]]) -> None:
+        """On the loop: the answers to a piece of work of the lane, and the requests it
+        gave back (see :meth:`_answer_all`), held again, in order, once the last piece of
+        work is back."""
+        self.pieces -= 1
+        if rest:
+            self.returned = (self.returned or []) + rest
+        again = self.returned is not None and not self.pieces
+        if again:
+            assert self.returned is not None
+            self.held.extendleft(reversed(self.returned))
+            self.returned = None
+            self.handing_back = False  # nothing of this connection's is on the lane now
+        self._answered(data)
+        if again:
+            self.dispatch()
 
     def _answer_on_waits(self, request: Any, progress: AskProgress | None) -> None:
         """On a WAITS thread: answer a request that may wait, hand the answer to the loop."""

@@ -1,6 +1,7 @@
 """The bound on what a node answers (docs/protocol.md, "Batches" and "Limits"): one answer
-is at most 4 x max_size bytes however small its request, and a batch stops running
-members once its answer would pass that."""
+is at most 4 x max_size bytes however small its request, a batch stops running members
+once its answer would pass that, and a TCP client that reads no answers stops being read
+rather than making the node hold them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from probe_tools import TOKEN, http_answer, send_request
 
 import berrymq
 from berrymq.bus import Bus
+from berrymq.transports.ioloop import io_loop
 
 SCHEMES = ["tcp", "http"]
 WAIT = 10.0
@@ -153,3 +155,35 @@ def test_a_message_no_client_could_get_is_refused_by_a_remote_queue_when_it_come
         bus.twitter("big:x", "x" * 10_000)  # from the node's own process: not a request
     assert json.loads(wire.ask(rpc("get_nowait", id=1, token=queue)))["error"]["code"] == p.EMPTY
     wire.close()
+
+
+@pytest.mark.parametrize("form", ["alone", "in batches"])
+def test_a_tcp_client_that_reads_no_answers_is_not_read_on(
+        form: str, bus_factory: Callable[..., Bus], wait_for: Callable[..., Any]) -> None:
+    bus, port = serve(bus_factory, "tcp", max_size=MAX_SIZE)
+    for i in range(200):  # a network answer of 30 KB, for a request of 45 bytes
+        bus.subscribe(f"pattern{i}:x", lambda message: None, weak=False)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # what the kernel takes for it
+    sock.settimeout(WAIT)
+    sock.connect(("127.0.0.1", port))
+    with sock:
+        requests = [rpc("network", id=i) for i in range(500)]  # 15 MB of answers
+        sock.sendall(b"".join(compact(r if form == "alone" else [r]) + b"\n" for r in requests))
+        channels = bus.transport("tcp")._servers[0].channels  # type: ignore[attr-defined]
+        channel = wait_for(lambda: next(iter(channels), None), WAIT, "the node to accept")
+
+        async def stopped() -> int | None:
+            # on the I/O loop, between two of its callbacks: what the node holds for the
+            # client once it stopped reading it, holding requests it has not run
+            answers = channel.answers
+            if channel._paused and answers.held and not getattr(answers, "pieces", 0):
+                return int(channel.transport.get_write_buffer_size())
+            return None
+
+        held = wait_for(lambda: io_loop.run(stopped(), WAIT), WAIT, "the node to stop")
+        assert held <= (1 << 20) + 2 * LIMIT  # its high-water mark, and a piece of work
+        reader = sock.makefile("rb")
+        answers = [json.loads(reader.readline()) for _ in requests]  # all of them, in the end
+    ids = [(answer if form == "alone" else answer[0])["id"] for answer in answers]
+    assert ids == list(range(500))
