@@ -165,7 +165,8 @@ class _Listen:
             self._write(format_message(message, args.json, received))
             self.printed += 1
         if args.count is not None and self.printed < args.count and not stopping.is_set():
-            raise TransportError(f"{self.printed} of {args.count} messages came within "
+            raise TransportError(f"{self.printed} of {args.count} message"
+                                 f"{'' if args.count == 1 else 's'} came within "
                                  f"{args.timeout:g}s")
         return 0
 

@@ -157,7 +157,8 @@ class SessionQueue:
         if 0 < self.maxsize <= self._items.qsize():
             raise Refusal(
                 f"the remote client's queue {self.pattern} is full ({self.maxsize} "
-                f"messages, setting queue_size); message {ident} was refused",
+                f"message{'' if self.maxsize == 1 else 's'}, setting queue_size); message "
+                f"{ident} was refused",
                 "queue_size", self.maxsize)
         if not self._budget.take(size, self.max_bytes):
             raise Refusal(

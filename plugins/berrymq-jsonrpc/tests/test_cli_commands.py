@@ -197,7 +197,7 @@ def test_listen_count_timeout_and_timestamps(tmp_path: Path, procs: list[Proc],
     result = run("listen", tcp, "none:*", "--timeout", "0.5", "--count", "1", cwd=tmp_path)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.strip().splitlines()[-1] == (
-        "berrymq: error: 0 of 1 messages came within 0.5s")
+        "berrymq: error: 0 of 1 message came within 0.5s")
     assert time.monotonic() - started < 10
     assert run("listen", tcp, "x", "--count", "0", cwd=tmp_path).returncode == 2
 
