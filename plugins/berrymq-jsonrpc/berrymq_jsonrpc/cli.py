@@ -178,6 +178,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 urls = _checked_addresses(bus, given)
                 for check in args.serve_checks:  # plugins' own serve options (--monitor)
                     check(bus, args)
+                # the printers follow before anything is served: a client that sends as
+                # soon as the node says it serves is printed (it was not, now and then)
+                for pattern in args.print or []:
+                    _start_printer(pattern, args.json)
                 bound = []
                 for url in urls:
                     try:
@@ -199,8 +203,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 else:
                     for name, url in started.items():
                         print(f"{name} {url}", flush=True)
-                for pattern in args.print or []:
-                    _start_printer(pattern, args.json)
                 print("press Ctrl-C to stop", file=sys.stderr, flush=True)
                 if hasattr(signal, "sigwait") and hasattr(signal, "pthread_sigmask"):
                     # Take the signal synchronously (it is still blocked): no handler
