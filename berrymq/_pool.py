@@ -198,6 +198,13 @@ class WorkerPool:
         with the shutdown put some behind the workers' stop markers). The stop markers and
         a join's barriers go back, in order, for the workers still to take them: taken
         here, a worker would wait for ever and so would ``shutdown`` and ``join``."""
+        for task in self._take_queued():
+            self._run(task)
+
+    def _take_queued(self) -> list[_Task]:
+        """Take the tasks still queued; the stop markers and a join's barriers among them
+        go back, in order, for the workers still to take them (see :meth:`_drain`)."""
+        tasks: list[_Task] = []
         others: list[threading.Barrier | None] = []
         while True:
             try:
@@ -205,11 +212,12 @@ class WorkerPool:
             except queue.Empty:
                 break
             if isinstance(task, _Task):
-                self._run(task)
+                tasks.append(task)
             else:
                 others.append(task)
         for other in others:
             self._tasks.put(other)
+        return tasks
 
     def _drain_late(self) -> None:
         """:meth:`_drain`, by a sender that found the pool closed after it queued tasks:
@@ -329,19 +337,7 @@ class WorkerPool:
             self._drain()
             self._stopped.set()
             return 0, 0
-        dropped = 0
-        others: list[threading.Barrier | None] = []
-        while True:
-            try:
-                task = self._tasks.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(task, _Task):
-                dropped += 1
-            else:
-                others.append(task)
-        for other in others:  # for the busy workers, should their receivers return
-            self._tasks.put(other)
+        dropped = len(self._take_queued())  # the markers stay for the busy workers
         if dropped:
             self._bus.state(LOSSES).add_many(EXITED_FIRST, dropped)
         self._stopped.set()
