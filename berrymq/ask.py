@@ -17,7 +17,7 @@ from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exce
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from berrymq._ask_local import Refused, ask_local, failed_entry, no_answer, replies_so_far, settle_replies
+from berrymq._ask_local import Refused, ask_local, failed_entry, no_answer, replies_so_far
 from berrymq._delivery import looping
 from berrymq._hops import hop_box
 from berrymq._timeouts import seconds_left, wait_seconds
@@ -29,8 +29,7 @@ from berrymq.wait_threads import WaitThreads
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["ASK_EXECUTOR", "ASK_PARTS", "Refused", "ask", "ask_async_on", "ask_timeout",
-           "ask_local", "ask_local_by", "replies_so_far", "settle_replies"]
+__all__ = ["ASK_EXECUTOR", "ASK_PARTS", "ask", "ask_async_on", "ask_local_by", "ask_timeout"]
 
 
 def ask_local_by(bus: Bus, message: Message, deadline: float, timeout: float,

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from berrymq._ask_local import ask_local as _ask_local
 from berrymq._delivery import (
     BusOwner,
     deliver,
@@ -46,7 +47,6 @@ from berrymq._starting import Starting
 from berrymq._subscribing import Subscribing
 from berrymq._timeouts import seconds_left, wait_limit
 from berrymq.ask import ask as _ask
-from berrymq.ask import ask_local as _ask_local
 from berrymq.errors import BusClosed, ConnectionClosed
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message

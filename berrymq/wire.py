@@ -309,7 +309,7 @@ def encode_replies(values: Sequence[Any], node: str,
                    receivers: Sequence[object] = ()) -> list[dict[str, Any]]:
     """The replies of a remote ``ask`` as they cross (:func:`encode_reply`);
     ``receivers[i]`` is the receiver of ``values[i]`` where known (see
-    :func:`berrymq.ask.ask_local`), so that a reply that is not JSON names it."""
+    :func:`berrymq._ask_local.ask_local`), so that a reply that is not JSON names it."""
     known = len(receivers)
     return [encode_reply(value, node, receivers[i] if i < known else None)
             for i, value in enumerate(values)]

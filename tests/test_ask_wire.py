@@ -14,7 +14,7 @@ import pytest
 from helpers import tcp_call
 
 from berrymq import Bus, Message, ReplyError
-from berrymq.ask import ask_local
+from berrymq._ask_local import ask_local
 from berrymq.identifier import parse
 from berrymq.message import new_message
 from berrymq.wire import decode_replies, encode_replies

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
+from berrymq._ask_local import ask_local
 from berrymq.aio import describe_receiver
-from berrymq.ask import ask_local
 from berrymq.errors import ConnectionClosed, QueueFull, ReplyError
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
