@@ -1,17 +1,13 @@
-"""The end of a worker pool: when the process exits with work in it, and when its bus
-closes while another thread changes the multiplicity."""
+"""berrymq._pool_exit: the end of a worker pool when the process exits with work in it."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 from helpers import WAIT, clean_env, make_bus, serve, wait_for
-
-from berrymq import Bus, BusClosed
 
 N = 400
 
@@ -143,38 +139,3 @@ def test_what_pool_receivers_send_to_a_peer_while_the_process_exits_reaches_it()
     finally:
         bus.close()
 
-
-def worker_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("berrymq-worker")]
-
-
-def test_a_pool_started_while_the_bus_closes_is_stopped_or_refused() -> None:
-    """A thread sets the multiplicity over and over while the bus closes: after close()
-    no pool and no worker thread is left, and the thread's last call raised BusClosed
-    (a pool started after the close stopped the old one stayed, its threads running)."""
-    before = set(worker_threads())
-    for _ in range(100):
-        bus = Bus(name="race")
-        started = threading.Event()
-        outcome: list[BaseException] = []
-
-        def flip(bus: Bus = bus, started: threading.Event = started,
-                 outcome: list[BaseException] = outcome) -> None:
-            while True:
-                try:
-                    bus.set_multiplicity(2)
-                except BusClosed as exc:
-                    outcome.append(exc)
-                    return
-                started.set()
-
-        thread = threading.Thread(target=flip)
-        thread.start()
-        assert started.wait(WAIT)
-        bus.close()
-        assert bus.pool is None and bus.multiplicity == 0
-        assert set(worker_threads()) <= before
-        thread.join(WAIT)
-        assert not thread.is_alive() and len(outcome) == 1
-        assert bus.pool is None
-        assert set(worker_threads()) <= before
