@@ -44,6 +44,8 @@ logger = logging.getLogger("berrymq.remote.http")
 #: The most of a refused (oversized) body read before the connection is closed.
 _DISCARD = 1 << 18
 _SERVER = (b"Server", b"berryMQ")
+#: The methods that read a status route: HEAD is answered as GET, without the body.
+_READS = (b"GET", b"HEAD")
 #: Answers written and not yet taken by the client beyond which no more of its requests
 #: are read until it takes them (asyncio's own high-water mark for a transport).
 _UNREAD = 64 * 1024
@@ -72,6 +74,8 @@ class _ServerConnection:
         self.began: float | None = None
         #: whether the request being answered is HTTP/1.0
         self.http10 = False
+        #: whether it is a HEAD request: answered as its GET would be, without the body
+        self.head = False
         #: the lane's number of the last delivery this connection handed over
         self.last_work = 0
 
@@ -120,7 +124,7 @@ class _ServerConnection:
         elif self.http10:  # an HTTP/1.0 client closes unless told it may keep the connection
             headers.append((b"Connection", b"keep-alive"))
         headers += extra or []
-        self.writer.write(response(status, headers, body))
+        self.writer.write(response(status, headers, b"" if self.head else body))
 
     def _refuse(self, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
                 ) -> bool:
@@ -136,6 +140,7 @@ class _ServerConnection:
                     if not isinstance(head, Head):
                         return
                     self.http10 = head.http10
+                    self.head = head.method == b"HEAD"
                     if not await self._answer(head):
                         return
                 except Malformed as exc:  # in the head, in a chunked body, or cut short
@@ -198,7 +203,8 @@ class _ServerConnection:
         headers = request.headers
         target = request.target
         monitor = server.monitor  # GET of the status routes: berrymq_jsonrpc.monitor
-        if monitor is not None and request.method == b"GET":
+        reads = request.method in _READS  # GET or HEAD
+        if monitor is not None and reads:
             # made off the loop: a large node's status takes a while, and I/O goes on
             answer = await asyncio.get_running_loop().run_in_executor(
                 WAITS, monitor.respond, "GET", target,
@@ -211,17 +217,19 @@ class _ServerConnection:
                 self._send(status, body, head["Content-Type"].encode(), extra, close=close)
                 return not close
         if server.service is None:  # serve --monitor: the status routes and nothing else
-            return self._refuse(404 if request.method == b"GET" else 405,
-                                "this address serves GET /, /status, /metrics, /network")
+            if reads:
+                return self._refuse(404, "this address serves GET /, /status, /metrics, /network")
+            return self._refuse(405, "this address serves GET /, /status, /metrics, /network",
+                                [(b"Allow", b"GET, HEAD")])
         if request.method != b"POST":
             json_rpc = serves_path(target)
-            if request.method == b"GET" and monitor is not None and not json_rpc:
+            if reads and monitor is not None and not json_rpc:
                 return self._refuse(404, "berryMQ answers GET of /, /status, /metrics, "
                                     "/network, and JSON-RPC at POST " + ", ".join(HTTP_PATHS))
             if monitor is None or (json_rpc and target.split("?")[0] != "/"):  # /JSON, ...
                 return self._refuse(405, "berryMQ answers POST here", [(b"Allow", b"POST")])
             return self._refuse(405, "berryMQ answers POST (and GET of /, /status, /metrics, "
-                                "/network)", [(b"Allow", b"GET, POST")])
+                                "/network)", [(b"Allow", b"GET, HEAD, POST")])
         host = headers.get(b"host")
         if host and monitor is not None and not host_allowed(host.decode("latin-1"),
                                                              monitor.names):

@@ -101,10 +101,47 @@ def test_a_get_of_a_path_without_a_page_is_404_and_other_methods_405(buses: Buse
     assert missing.startswith(b"HTTP/1.1 404 ") and b"Allow" not in missing, missing
     assert b"/status" in missing
     put = exchange(port, post(CALL, method="PUT"))
-    assert put.startswith(b"HTTP/1.1 405 ") and b"Allow: GET, POST" in put, put
+    assert put.startswith(b"HTTP/1.1 405 ") and b"Allow: GET, HEAD, POST\r\n" in put, put
     for path in ("/JSON", "/jsonrpc"):  # the original's JSON-RPC paths: POST only
         get = exchange(port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         assert get.startswith(b"HTTP/1.1 405 ") and b"Allow: POST\r\n" in get, get
+
+
+def head_and_body(answer: bytes) -> tuple[dict[bytes, bytes], bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    return {k.lower(): v for k, v in fields.items()}, body
+
+
+@pytest.mark.parametrize("path", ["/", "/status", "/metrics", "/network", "/nothing"])
+def test_head_is_answered_as_get_without_the_body_on_a_kept_connection(
+        buses: Buses, path: str) -> None:
+    """``curl -I`` and ``wget --spider`` health checks: HEAD has GET's status and
+    headers (its Content-Length among them) and no body, and the connection serves the
+    next request."""
+    _, port = serve(buses, "http")
+    get = exchange(port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    get_fields, get_body = head_and_body(get)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        reader = sock.makefile("rb")
+        status = reader.readline()
+        assert status.split()[1] == get.split()[1], (status, get[:40])
+        fields = {}
+        while (line := reader.readline()) != b"\r\n":
+            name, value = line.rstrip(b"\r\n").split(b": ", 1)
+            fields[name.lower()] = value
+        assert fields[b"content-type"] == get_fields[b"content-type"]
+        if path != "/nothing":  # (a 404 closes the connection, as for GET)
+            # /status and /metrics change between the two requests; the page does not
+            assert int(fields[b"content-length"]) > 0
+            if path == "/":
+                assert int(fields[b"content-length"]) == len(get_body)
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            # no body came after the HEAD's headers: the next line is the GET's status
+            assert reader.readline() == status
+        else:
+            assert reader.read() == b""
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(buses: Buses) -> None:

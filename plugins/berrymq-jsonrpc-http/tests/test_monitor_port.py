@@ -64,6 +64,12 @@ def test_serve_monitor_serves_the_status_routes_and_nothing_else(
                                     f"Content-Length: {len(call)}\r\n") + call)
     assert posted.startswith(b"HTTP/1.1 405 "), posted  # no JSON-RPC on this address
     assert b"GET /, /status, /metrics, /network" in posted
+    assert b"\r\nAllow: GET, HEAD\r\n" in posted  # which a 405 must say (RFC 9110)
+    head = exchange(port, request("HEAD", "/status"))  # a health check: no body
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n"), head
+    assert b"Content-Type: application/json\r\n" in head
+    refused = exchange(port, request("HEAD", "/nothing"))
+    assert refused.startswith(b"HTTP/1.1 404 ") and refused.endswith(b"\r\n\r\n"), refused
 
 
 def test_serve_monitor_refuses_what_it_cannot_serve(buses: Buses,
