@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import berrymq
@@ -34,6 +35,13 @@ __all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "Lines", "Logger", "capture",
            "on_log", "populate", "serve", "tcp_call"]
 
 WAIT = 10.0  # generous deadline for anything that should happen "soon"
+
+# The property tests (hypothesis) draw the same examples on every run, and a loaded
+# machine that makes drawing them slow is no failure: the suite stays deterministic.
+# Loaded here, as tests/conftest.py and the plugins' conftests import this module.
+settings.register_profile("berrymq", derandomize=True, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("berrymq")
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = WAIT,
