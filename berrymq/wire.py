@@ -9,8 +9,11 @@ TCP or HTTP, NATS), and the one JSON codec they are written in.
   A reader ignores extras it does not know.
 - **A reply to** ``ask`` is one entry per receiver: ``{"value": value}``, or
   ``{"error": {"type", "message", "receiver", "node"}}`` (:meth:`berrymq.ReplyError.to_json`).
-- **JSON** is compact and ASCII only (so a text's characters are its bytes, which size
-  limits rely on); ``NaN``, ``Infinity`` and numbers too large to be finite are neither
+- **JSON** is compact UTF-8, as every JSON-RPC client writes it: a character outside
+  ASCII is its own UTF-8 bytes, not a six-byte ``\\uXXXX`` escape, so that a text's size
+  limits count what crosses the wire (:func:`byte_size`) and mean the same on both sides;
+  a text holding a lone surrogate, which UTF-8 cannot carry, is written in ASCII with
+  escapes instead. ``NaN``, ``Infinity`` and numbers too large to be finite are neither
   written nor read. A text nested deeper than :data:`MAX_DEPTH` levels is not read, and
   a message nested deeper than :data:`MAX_MESSAGE_DEPTH` (or one reply to ``ask``) not
   written, so that whatever is read can be written again (:mod:`berrymq._nesting`
@@ -27,7 +30,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import (  # type: ignore[attr-defined]
+    c_make_encoder,
+    encode_basestring,
+    encode_basestring_ascii,
+)
 from typing import Any, NoReturn
 
 from berrymq._nesting import MAX_DEPTH, MAX_MESSAGE_DEPTH, nested_deeper
@@ -43,6 +50,7 @@ __all__ = [
     "NestedTooDeep",
     "ParseError",
     "WireError",
+    "byte_size",
     "decode_message",
     "decode_replies",
     "dumps",
@@ -58,24 +66,37 @@ __all__ = [
 
 # -- JSON --------------------------------------------------------------------------------
 
-_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-#: The C encoder behind ``_encoder``, made once, without the circular check (a cycle ends
-#: in RecursionError, turned into ValueError below); None where the C accelerator is
-#: missing.
+_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+_ascii_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+#: The C encoders behind them, made once, without the circular check (a cycle ends in
+#: RecursionError, turned into ValueError below); None where the C accelerator is missing.
 _chunks = None if c_make_encoder is None else c_make_encoder(
+    None, _encoder.default, encode_basestring, None, ":", ",", False, False, False)
+_ascii_chunks = None if c_make_encoder is None else c_make_encoder(
     None, _encoder.default, encode_basestring_ascii, None, ":", ",", False, False, False)
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON text, ASCII only. Raises ``ValueError`` for NaN/Infinity and for a
-    structure that contains itself or is nested too deep, ``TypeError`` for what JSON
-    cannot hold."""
+    """Compact JSON text, UTF-8 (ASCII with escapes when it holds a lone surrogate).
+    Raises ``ValueError`` for NaN/Infinity and for a structure that contains itself or is
+    nested too deep, ``TypeError`` for what JSON cannot hold."""
     try:
-        if _chunks is None:
-            return _encoder.encode(value)
-        return "".join(_chunks(value, 0))
+        text = _encoder.encode(value) if _chunks is None else "".join(_chunks(value, 0))
+        if text.isascii():  # (a flag of the string: no scan)
+            return text
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # a lone surrogate: written as an escape
+            return (_ascii_encoder.encode(value) if _ascii_chunks is None
+                    else "".join(_ascii_chunks(value, 0)))
+        return text
     except RecursionError:
         raise ValueError("the value contains itself or is nested too deep for JSON") from None
+
+
+def byte_size(text: str) -> int:
+    """How many bytes ``text`` (made by :func:`dumps`) takes on the wire, in UTF-8."""
+    return len(text) if text.isascii() else len(text.encode())
 
 
 class ParseError(ValueError):

@@ -16,6 +16,7 @@ from berrymq.message import Message
 from berrymq.wire import (
     ParseError,
     WireError,
+    byte_size,
     decode_message,
     decode_replies,
     dumps,
@@ -28,11 +29,35 @@ from berrymq.wire import (
 
 
 @given(json_values)
-def test_dumps_is_compact_ascii_json_that_loads_reads_back(value: Any) -> None:
+def test_dumps_is_compact_utf8_json_that_loads_reads_back(value: Any) -> None:
     text = dumps(value)
-    assert text == json.dumps(value, separators=(",", ":"), allow_nan=False)
-    assert text.isascii()  # characters are bytes: size limits count either
-    assert loads(text) == value == loads(text.encode())
+    data = text.encode()  # UTF-8, with no lone surrogate in it
+    assert byte_size(text) == len(data)
+    if text.isascii():
+        assert text == json.dumps(value, separators=(",", ":"), allow_nan=False)
+    else:
+        assert text == json.dumps(value, separators=(",", ":"), allow_nan=False,
+                                  ensure_ascii=False)
+    assert loads(text) == value == loads(data)
+
+
+@pytest.mark.parametrize(("value", "size"), [
+    (["é" * 1000], 2004),  # its UTF-8 bytes, not six-byte escapes: what a client sends
+    ({"ジョブ": "実行"}, 22), (["😀"], 8), (["a\u0001"], 11),
+])
+def test_non_ascii_text_is_written_as_utf8_and_counted_in_bytes(value: Any, size: int) -> None:
+    text = dumps(value)
+    assert "\\u" not in text or "\u0001" in value[0]
+    assert byte_size(text) == len(text.encode()) == size
+
+
+def test_a_lone_surrogate_is_written_as_an_escape_not_refused() -> None:
+    """UTF-8 cannot carry a lone surrogate: such a text is written in ASCII with escapes,
+    as JSON allows, and reads back the same."""
+    value = ["\ud800", "é"]
+    text = dumps(value)
+    assert text == '["\\ud800","\\u00e9"]' and byte_size(text) == len(text)
+    assert loads(text.encode()) == value
 
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])

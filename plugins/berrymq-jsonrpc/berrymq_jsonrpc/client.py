@@ -31,7 +31,7 @@ from berrymq.errors import (
 from berrymq.identifier import Identifier
 from berrymq.transports import base
 from berrymq.transports.ioloop import io_loop
-from berrymq.wire import decode_replies, encode_message
+from berrymq.wire import byte_size, decode_replies, encode_message
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc_client import encode_request, parse_reply
 from berrymq_jsonrpc.outbox import (
@@ -113,9 +113,10 @@ class Channel(ABC):
             params[p.PARAM_SECRET] = self.secret
         request_id = next(self._ids)
         text = encode_request(method, params, request_id)
-        if len(text) > self.max_size:
+        size = byte_size(text)
+        if size > self.max_size:
             raise MessageTooLarge(
-                f"a {method} request of {len(text)} bytes is over the limit of "
+                f"a {method} request of {size} bytes is over the limit of "
                 f"{self.max_size} bytes; it was not sent"
             )
         return text, request_id

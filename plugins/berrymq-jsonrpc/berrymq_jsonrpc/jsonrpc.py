@@ -50,7 +50,7 @@ with warnings.catch_warnings():
     from jsonrpcserver.result import Success
     from jsonrpcserver.sentinels import NOID
 
-from berrymq.wire import NestedTooDeep, ParseError, dumps, loads
+from berrymq.wire import NestedTooDeep, ParseError, byte_size, dumps, loads
 from berrymq_jsonrpc import protocol as p
 
 if TYPE_CHECKING:
@@ -266,7 +266,7 @@ class Dispatcher:
                          if (text := self.member(budget, index, member, context))]
             return ("[" + ",".join(texts) + "]").encode() if texts else None
         text, code = self._one(request, context)
-        if text and bound is not None and len(text) > bound.limit:
+        if text and bound is not None and byte_size(text) > bound.limit:
             text = bound.one(request, text, code)
         return text.encode() if text else None
 

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from berrymq.errors import ConnectionClosed, MessageTooLarge, QueueFull
 from berrymq.transports.ioloop import io_loop
+from berrymq.wire import byte_size
 from berrymq_jsonrpc.jsonrpc_client import PeerQueueFull
 
 __all__ = ["BATCH_BYTES", "DEFAULT_OUTBOX_BYTES", "DEFAULT_OUTBOX_SIZE", "ENVELOPE", "NOT_SENT",
@@ -158,7 +159,7 @@ class Outbox:
         """Queue one encoded message (the sender's path: no lock unless over a bound)."""
         if self.failure is not None or self._stopped:
             raise self._closed_error()
-        size = len(text)
+        size = byte_size(text)
         if size > self.max_bytes:
             raise MessageTooLarge(
                 f"a message of {size} bytes of JSON is over the size limit of "
@@ -259,13 +260,13 @@ class Outbox:
                     continue
                 assert type(item) is str
                 batch = [item]
-                size = len(item)
+                size = byte_size(item)
                 budget = self.batch_bytes
-                while items and type(items[0]) is str and size + len(items[0]) + 1 <= budget:
+                while items and type(items[0]) is str and size + byte_size(items[0]) + 1 <= budget:
                     text = popleft()
                     assert type(text) is str
                     batch.append(text)
-                    size += len(text) + 1
+                    size += byte_size(text) + 1
                 self.queued_bytes -= size - len(batch) + 1
                 self._notify_room()
                 await self._send(batch)
@@ -336,7 +337,7 @@ class Outbox:
                 break
             if type(item) is str:
                 dropped += 1
-                self.queued_bytes -= len(item)
+                self.queued_bytes -= byte_size(item)
             else:
                 assert type(item) is _Marker
                 item.event.set()

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from berrymq.wire import dumps
+from berrymq.wire import byte_size, dumps
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import JsonRpcError, app_error, error_object, validate_request
 
@@ -145,10 +145,10 @@ def bounded(request: dict[str, Any], text: str, code: int | None, max_size: int)
     give way (see the module's docstring)."""
     limit = reply_limit(max_size)
     method = request.get("method")
-    if len(text) <= limit or not _gives_way(method, code):
+    if byte_size(text) <= limit or not _gives_way(method, code):
         return text
     return _replacement(method, code, request.get("id"), max_size,
-                        f"the answer would be {len(text)} bytes, over {limit} bytes, "
+                        f"the answer would be {byte_size(text)} bytes, over {limit} bytes, "
                         f"{p.REPLY_SIZE_FACTOR} times max_size, the most this node answers")
 
 
@@ -165,7 +165,7 @@ class Slot:
         answer; if so its room is taken, so that the ``get`` may take its message (called
         with the queue's lock held: nothing else takes that message meanwhile)."""
         budget = self.budget
-        frame = _RESULT_FRAME + len(dumps(budget.ids[self.index]))
+        frame = _RESULT_FRAME + byte_size(dumps(budget.ids[self.index]))
         return budget.claim(self.index, size + frame)
 
 
@@ -213,7 +213,7 @@ class BatchBudget:
         if "id" not in member:
             return 0, True  # a notification: answered nothing
         frame = self._ran if member.get("method") == p.METHOD_ASK else self._not_run
-        return frame + len(dumps(member["id"])), False
+        return frame + byte_size(dumps(member["id"])), False
 
     @property
     def over(self) -> bool:
@@ -277,13 +277,14 @@ class BatchBudget:
         with self._lock:
             if index in self._claimed:
                 return text  # its room was taken before it took its message
-            if self.used + len(text) + self._reserved - self._kept[index] <= self.limit:
-                self._settle(index, len(text))
+            size = byte_size(text)
+            if self.used + size + self._reserved - self._kept[index] <= self.limit:
+                self._settle(index, size)
                 return text
             self.spent = True
             method = request.get("method") if type(request) is dict else None
             if not _gives_way(method, code):
-                self._settle(index, len(text))  # it took effect: its answer stays
+                self._settle(index, size)  # it took effect: its answer stays
                 return text
             self._settle(index, self._kept[index])
         if code is None and method == p.METHOD_ASK:

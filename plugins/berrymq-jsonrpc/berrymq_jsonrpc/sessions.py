@@ -23,7 +23,7 @@ from berrymq.message import Message
 from berrymq.receivers.queues import QUEUES
 from berrymq.transports.ioloop import io_loop
 from berrymq.wait_threads import WaitThreads
-from berrymq.wire import MAX_MESSAGE_DEPTH, dumps, nested_deeper
+from berrymq.wire import MAX_MESSAGE_DEPTH, byte_size, dumps, nested_deeper
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import app_error
 from berrymq_jsonrpc.limits import queued_bytes_for
@@ -148,7 +148,7 @@ class SessionQueue:
         if nested_deeper(text, MAX_MESSAGE_DEPTH):
             raise Unwritable(f"message {ident} cannot go to a remote queue: it is nested more "
                              f"than {MAX_MESSAGE_DEPTH} levels deep, the limit")
-        size = len(text)
+        size = byte_size(text)
         if size > self.max_size:
             raise Refusal(
                 f"message {ident} ({size} bytes as JSON) cannot go to a remote queue: it is "

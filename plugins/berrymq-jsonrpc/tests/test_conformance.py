@@ -552,6 +552,29 @@ def test_max_size_is_the_largest_request_taken(
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_message_is_measured_in_the_utf8_bytes_that_cross(
+        scheme: str, server: Callable[..., tuple[Bus, int]],
+        raw: Callable[[str, int], Raw]) -> None:
+    """A client writes UTF-8, as JSON-RPC libraries do: 1,500 "é" are 3,000 bytes, which
+    fit max_size 4096 in the node's session queue (``get`` answers it) and on their way to
+    an interconnected peer (they were refused there, and forwarded to nobody with "ok"
+    answered, when the node counted them as the 9,000 bytes of six-byte escapes)."""
+    peer, peer_port = server(scheme, max_size=4096)
+    arrived = berrymq.Queue("big:*", bus=peer)
+    node, port = server(scheme, max_size=4096)
+    node.transport(scheme).interconnect(f"{scheme}://127.0.0.1:{peer_port}", 60)
+    client = raw(scheme, port)
+    token = client.result("connect_via_queue", {"identifier": "big:*"})
+    text = "é" * 1500
+    request = {"jsonrpc": "2.0", "method": "send_message", "id": 2,
+               "params": {"token": token, "identifier": "big:x", "args": [text]}}
+    assert client.send(json.dumps(request, ensure_ascii=False)) == {
+        "jsonrpc": "2.0", "result": "ok", "id": 2}
+    assert client.result("get_nowait", {"token": token}) == ["big:x", [text], {}]
+    assert arrived.get(timeout=10).args == (text,)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
 def test_client_refuses_too_large_or_non_json_messages_at_the_call(
         scheme: str, server: Callable[..., tuple[Bus, int]],
         bus_factory: Callable[..., Bus]) -> None:
