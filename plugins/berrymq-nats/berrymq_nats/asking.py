@@ -22,6 +22,9 @@ there are. So that an ``ask`` can return as soon as the replies it can expect ha
 - Only when a process the view did not know acknowledges (it joined a moment ago) does
   the asker wait ``ask_gather`` seconds for more such processes, as a bridge without a
   view would have to.
+
+The view itself, what it takes from the presence subject and its bounds, is
+:class:`berrymq_nats.presence.View`.
 """
 
 from __future__ import annotations
@@ -36,12 +39,13 @@ from nats.aio.msg import Msg
 from berrymq._ask_local import ask_local
 from berrymq.aio import describe_receiver
 from berrymq.errors import ConnectionClosed, QueueFull, ReplyError
-from berrymq.identifier import Identifier, parse
+from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
 from berrymq.wire import decode_replies, dumps, encode_message, encode_replies, encode_reply, loads
 from berrymq_nats.client import check_payload, payload_limit
 from berrymq_nats.inbound import progress
 from berrymq_nats.losses import REFUSED_HERE
+from berrymq_nats.presence import Ignored, View, node_id
 
 if TYPE_CHECKING:
     from berrymq_nats.bridge import NatsBridge
@@ -50,10 +54,6 @@ __all__ = ["AskWaiter", "Asking"]
 
 #: How many request ids a responder remembers to answer each request once.
 _SEEN_REQUESTS = 10_000
-#: How many peers the view holds; beyond, the oldest is forgotten (then it is unknown).
-_MAX_PEERS = 10_000
-
-
 
 class AskWaiter:
     """Collects the answers to one ``ask`` (filled by the I/O thread, read by the asker)."""
@@ -158,13 +158,18 @@ class Asking:
         control = f"{bridge.subjects.prefix}.~~"
         self.presence_subject = f"{control}.presence"
         self.node_prefix = f"{control}.node."
-        self.peers: dict[str, tuple[Identifier, ...]] = {}
+        self.view = View(f"NATS bridge of bus {bridge.bus.name}")
         self.patterns: tuple[str, ...] = ()
         self._asks: dict[str, AskWaiter] = {}
         self._ids = itertools.count()
         self._seen: dict[str, None] = {}
 
     # -- the view of peers (I/O thread) ---------------------------------------------------
+
+    @property
+    def peers(self) -> dict[str, tuple[Identifier, ...]]:
+        """The peers known, by node id, with the patterns they answer for."""
+        return self.view.peers
 
     def announce(self, kind: str, patterns: tuple[str, ...] | None = None, to: str = "") -> None:
         """Publish this bridge's patterns (``hello``, ``here`` or ``bye``)."""
@@ -174,30 +179,32 @@ class Asking:
         self.bridge.outbox.put_control((to or self.presence_subject, payload, ""))
 
     def on_control(self, msg: Msg) -> None:
-        """A message on the presence subject or this bridge's node subject."""
+        """A message on the presence subject or this bridge's node subject: one that is
+        not as a bridge sends them is ignored (counted in :attr:`View.ignored
+        <berrymq_nats.presence.View.ignored>`), its node id never used in a subject."""
+        if msg.reply:  # a probe: say that this process is here
+            self.bridge.outbox.put_control(
+                (msg.reply, dumps({"k": "alive", "n": self.node}).encode(), ""))
+            return
         try:
             data = loads(msg.data)
-            kind, node = data["k"], str(data["n"])
-            if msg.reply:  # a probe: say that this process is here
-                self.bridge.outbox.put_control(
-                    (msg.reply, dumps({"k": "alive", "n": self.node}).encode(), ""))
-                return
+            kind, node = data["k"], node_id(data["n"])
             if node == self.node:
                 return
             if kind == "bye":
-                self.peers.pop(node, None)
-                return
-            if len(self.peers) >= _MAX_PEERS and node not in self.peers:
-                del self.peers[next(iter(self.peers))]
-            self.peers[node] = tuple(parse(p) for p in data["p"])
-            if kind == "hello":
-                self.announce("here", to=self.node_prefix + node)
+                self.view.remove(node)
+            elif kind in ("hello", "here"):
+                self.view.update(node, data["p"])
+                if kind == "hello":
+                    self.announce("here", to=self.node_prefix + node)
+            else:
+                raise Ignored(f"unknown kind {str(kind)[:40]!r}")
         except Exception as exc:  # noqa: BLE001 - a foreign or broken control message
-            self.bridge.undecodable(msg.subject, exc)
+            self.view.ignore(msg.subject, exc)
 
     def expected(self, ident: Identifier) -> set[str]:
-        return {node for node, patterns in list(self.peers.items())
-                if any(p.matches(ident) for p in patterns)}
+        """The peers that answer ``ident``."""
+        return self.view.expected(ident)
 
     # -- the asker ------------------------------------------------------------------------
 
@@ -239,7 +246,7 @@ class Asking:
         headers = msg.headers
         if headers and headers.get("Status") == "503":
             if probed:
-                self.peers.pop(probed, None)
+                self.view.remove(probed)
                 waiter.not_listening(probed)
             else:
                 waiter.none()
