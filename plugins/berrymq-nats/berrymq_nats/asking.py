@@ -18,7 +18,8 @@ there are. So that an ``ask`` can return as soon as the replies it can expect ha
   its node subject. A live peer answers the probe after the acknowledgement it would
   have sent (one connection keeps its order), so an answer without an acknowledgement
   means the peer does not listen any more; NATS's "no responders" means it is gone
-  (killed without a ``bye``), and it leaves the view.
+  (killed without a ``bye``), and it leaves the view. "No responders" to the request
+  itself takes every peer expected out of the view.
 - Only when a process the view did not know acknowledges (it joined a moment ago) does
   the asker wait ``ask_gather`` seconds for more such processes, as a bridge without a
   view would have to.
@@ -92,8 +93,11 @@ class AskWaiter:
                 self.cond.notify_all()
 
     def none(self) -> None:
+        """NATS said "no responders" to the request: no process listens, the peers
+        expected included (they are gone)."""
         with self.cond:
             self.no_responders = True
+            self.gone |= self.expected - self.acked.keys()
             self.cond.notify_all()
 
     def _missing(self) -> set[str]:
@@ -248,7 +252,9 @@ class Asking:
             if probed:
                 self.view.remove(probed)
                 waiter.not_listening(probed)
-            else:
+            else:  # nobody listens: the peers expected are gone (killed without a bye)
+                for node in waiter.expected:
+                    self.view.remove(node)
                 waiter.none()
             return
         try:

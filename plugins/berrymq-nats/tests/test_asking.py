@@ -335,3 +335,27 @@ def test_a_request_that_finds_the_answering_lane_full_is_refused_and_reading_goe
             thread.join(40)
     assert held == [["late", "other"], ["late", "other"]]
     assert lane.wait_idle(10)
+
+
+def test_a_killed_sole_peer_leaves_the_view_at_no_responders(
+    nats_server: Any, make_bus: MakeBus, workers: Callable[..., Any], poll: Poll,
+) -> None:
+    """The only peer that follows the identifier is killed (no ``bye``): NATS answers the
+    request itself with "no responders", which takes the expected peers out of the view,
+    and the ask returns [] at once (it gave a TimeoutError entry, at every ask, for ever)."""
+    a = make_bus("a")
+    ba = bridge_of(a, nats_server.url)
+    worker = workers(nats_server.url)
+    worker.call("reply", "fast:*", '"worker"')
+    worker.call("flush")
+    dead = worker.call("node")
+    poll(lambda: ba.asking.peers.get(dead), what="a to learn the worker's patterns")
+    assert a.ask("fast:x", timeout=10) == ["worker"]
+    worker.process.kill()  # no goodbye
+    worker.process.wait(10)
+    started = time.monotonic()
+    assert a.ask("fast:x", timeout=10) == []
+    assert time.monotonic() - started < 5
+    assert dead not in ba.asking.peers
+    assert a.ask("fast:x", timeout=10) == []
+
