@@ -235,7 +235,8 @@ class Asking:
             payload = encode_message(message, None, taken=bridge.shared.taken(ident),
                                      timeout=timeout).encode()
             check_payload(bridge.client, ident, payload)
-            bridge.outbox.put((bridge.subjects.subject(ident), payload, inbox), ident)
+            bridge.outbox.put((bridge.subjects.subject(ident), payload, inbox), ident,
+                              deadline - time.monotonic())  # room: no longer than the ask
             return waiter.wait(deadline, timeout, probe)
         finally:
             progress.ask_ended()

@@ -103,12 +103,13 @@ class Outbox:
 
     # -- sending threads ------------------------------------------------------------------
 
-    def put(self, item: Item, ident: Identifier | str) -> None:
-        """Accept one message to publish (any thread; the hot path of every message)."""
+    def put(self, item: Item, ident: Identifier | str, wait: float | None = None) -> None:
+        """Accept one message to publish (any thread; the hot path of every message);
+        ``wait``: wait for room at most so long, when shorter than ``send_timeout``."""
         if self.connected:
             out = self._out
             if len(out) >= self.limit:
-                self._wait_for_room(ident)
+                self._wait_for_room(ident, wait)
             out.append(item)
             if not self._wake_pending:
                 self._wake_pending = True
@@ -126,14 +127,15 @@ class Outbox:
                 self._wake_pending = True
                 io_loop.call_soon(self._wake.set)
 
-    def _wait_for_room(self, ident: Identifier | str) -> None:
-        deadline = time.monotonic() + self.send_timeout
+    def _wait_for_room(self, ident: Identifier | str, wait: float | None) -> None:
+        wait = self.send_timeout if wait is None else max(0.0, min(wait, self.send_timeout))
+        deadline = time.monotonic() + wait
         while len(self._out) >= self.limit and self.connected:
             left = deadline - time.monotonic()
             if io_loop.in_loop() or left <= 0:
                 raise BrokerBufferFull(
                     f"the NATS bridge to {self.describe()} has had {self.limit} messages "
-                    f"waiting for the I/O thread for {self.send_timeout:g}s "
+                    f"waiting for the I/O thread for {wait:g}s "
                     f"(buffer_limit = {self.limit}); message {ident} was refused"
                 )
             self._room.clear()

@@ -17,6 +17,7 @@ from berrymq_nats.losses import REFUSED_HERE, REQUEST_REFUSED
 from berrymq_nats.testing import Recorder, bridge_of, settle
 
 from berrymq import Bus, Message, Queue, ReplyError
+from berrymq.transports.ioloop import io_loop
 
 pytestmark = pytest.mark.broker
 
@@ -358,4 +359,34 @@ def test_a_killed_sole_peer_leaves_the_view_at_no_responders(
     assert time.monotonic() - started < 5
     assert dead not in ba.asking.peers
     assert a.ask("fast:x", timeout=10) == []
+
+
+def test_an_ask_waits_for_room_to_send_no_longer_than_its_timeout(
+    nats_server: Any, make_bus: MakeBus,
+) -> None:
+    """The messages waiting for the I/O thread are at ``buffer_limit`` (the thread is held
+    up, as when the server stops reading): the ask waits for room until its own deadline,
+    not ``send_timeout``, and then says that no answer came within its timeout."""
+    a = make_bus("a")
+    ba = bridge_of(a, nats_server.url, buffer_limit=3, send_timeout=10)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold_the_loop() -> None:
+        entered.set()
+        release.wait(20)
+
+    io_loop.call_soon(hold_the_loop)
+    try:
+        assert entered.wait(10)
+        for i in range(3):
+            a.twitter("fill:up", i)
+        assert ba.outbox.waiting >= 3
+        started = time.monotonic()
+        (reply,) = a.ask("calc:add", timeout=0.5)
+        took = time.monotonic() - started
+    finally:
+        release.set()
+    assert took < 2.0
+    assert isinstance(reply, ReplyError) and reply.exception_type == "TimeoutError"
+    assert "0.5s" in reply.message
 
