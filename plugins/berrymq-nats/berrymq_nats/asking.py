@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
-from berrymq._ask_local import ask_local
 from berrymq.aio import describe_receiver
+from berrymq.ask import ask_local_by
 from berrymq.errors import ConnectionClosed, QueueFull, ReplyError
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
@@ -55,6 +55,15 @@ __all__ = ["AskWaiter", "Asking"]
 
 #: How many request ids a responder remembers to answer each request once.
 _SEEN_REQUESTS = 10_000
+#: The part of the asker's timeout a responder leaves for the trip back (at most
+#: :data:`_MAX_ROOM` seconds): it answers by then with the replies it has.
+_ROOM = 0.2
+_MAX_ROOM = 1.0
+
+
+def answer_within(timeout: float) -> float:
+    """The seconds a responder takes to answer an asker that waits ``timeout``."""
+    return timeout - min(timeout * _ROOM, _MAX_ROOM)
 
 class AskWaiter:
     """Collects the answers to one ``ask`` (filled by the I/O thread, read by the asker)."""
@@ -284,9 +293,12 @@ class Asking:
         self.bridge.outbox.put_control((reply, payload, ""))
 
     def answer(self, message: Message, timeout: float, reply: str) -> None:
-        """The answering thread: run the receivers (for at most the asker's ``timeout``)
-        and publish their replies (once per request: a process may get a request through
-        two of its subscriptions)."""
+        """The answering thread: run the receivers and publish their replies (once per
+        request: a process may get a request through two of its subscriptions) before the
+        asker's ``timeout`` is over, leaving room for the trip back (:func:`answer_within`):
+        then the replies so far, and a ``TimeoutError`` entry naming the receiver still
+        running, as a local ask has (the asker would get none of them after its deadline)."""
+        deadline = time.monotonic() + answer_within(timeout)
         uid = message[4]
         seen = self._seen
         if uid is not None:
@@ -302,12 +314,12 @@ class Asking:
             self.bridge.losses.add(REFUSED_HERE, 1, f"{asked[0]}: {exc}")
 
         try:
-            replies = ask_local(self.bridge.bus, asked, timeout, receivers=receivers,
-                                refused=refused)
+            replies = ask_local_by(self.bridge.bus, asked, deadline, timeout,
+                                   receivers=receivers, refused=refused)
         except Exception as exc:  # noqa: BLE001 - reported to the asker
             replies = [ReplyError(type(exc).__name__, str(exc), "bus", self.node)]
             receivers = []
-        entries = encode_replies(replies, self.node, receivers)
+        entries = encode_replies(replies, self.node, list(receivers))
         payload = dumps({"k": "r", "n": self.node, "r": entries}).encode()
         limit = payload_limit(self.bridge.client)
         if len(payload) > limit:  # nats-py would refuse it: the asker would wait in vain

@@ -390,3 +390,32 @@ def test_an_ask_waits_for_room_to_send_no_longer_than_its_timeout(
     assert isinstance(reply, ReplyError) and reply.exception_type == "TimeoutError"
     assert "0.5s" in reply.message
 
+
+def test_a_slow_receiver_does_not_take_its_process_s_other_replies(
+    pair: Pair, poll: Poll,
+) -> None:
+    """A process with a fast and a slow receiver answers before the asker's deadline (with
+    room for the trip back) with the fast reply and a TimeoutError entry naming the slow
+    receiver, as a local ask does; it answered at the asker's deadline, too late, and the
+    asker had one entry naming only NATS."""
+    a, ba, b, bb = pair
+    release = threading.Event()
+
+    def slow(message: Message) -> str:
+        release.wait(20)
+        return "slow"
+
+    b.subscribe("q:*", lambda m: "fast", weak=False)
+    b.subscribe("q:*", slow, weak=False)
+    settle(bb)
+    poll(knows(ba, b, "q:*"), what="a to learn b's patterns")
+    started = time.monotonic()
+    try:
+        fast, late = a.ask("q:x", timeout=2)
+    finally:
+        release.set()
+    assert time.monotonic() - started < 3
+    assert fast == "fast"
+    assert isinstance(late, ReplyError) and late.exception_type == "TimeoutError"
+    assert late.receiver.endswith("slow") and late.node == b.node_id
+    assert "2s" in late.message  # the asker's timeout
