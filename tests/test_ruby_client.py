@@ -108,10 +108,11 @@ def serve(tmp_path: Path) -> Iterator[tuple[Lines, str, str]]:
 
 
 def test_identifier_and_local_bus_suites() -> None:
-    """The port of tests/test_identifier.py, the local bus, the original sample and the
-    outbox, in Ruby."""
+    """The port of tests/test_identifier.py, the local bus, the original sample, the
+    outbox, and the JSON written and the answers refused (a scripted server), in Ruby."""
     for suite, runs in (("test/test_identifier.rb", 6), ("test/test_bus.rb", 23),
-                        ("test/test_sample.rb", 1), ("test/test_outbox.rb", 4)):
+                        ("test/test_sample.rb", 1), ("test/test_outbox.rb", 4),
+                        ("test/test_wire.rb", 3)):
         passed(ruby(suite), runs)
 
 
@@ -146,7 +147,7 @@ def test_remote_suite_against_a_python_node(script_node: ScriptNode) -> None:
     script_node("echo", pattern="ruby:ping", reply="ruby:pong")
     script_node("collect", pattern="ruby:*")
     result = ruby("test/test_remote.rb", env={"BERRYMQ_TCP_URL": tcp, "BERRYMQ_HTTP_URL": http})
-    passed(result, 9)
+    passed(result, 16)
     # What the Ruby side sent reached the Python node's receivers (in an order that
     # depends on minitest's random order of tests, hence sorted).
     got = sorted(json.dumps(m) for m in script_node("drain", pattern="ruby:*"))

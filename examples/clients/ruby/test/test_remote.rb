@@ -118,6 +118,162 @@ class TestRemote < Minitest::Test
     end
   end
 
+  def nested(levels, inner = 1)
+    levels.times.reduce(inner) { |value, _| [value] }
+  end
+
+  # Sends a message to the node as any client may (over HTTP, by hand), so that what it
+  # holds does not depend on what this library sends.
+  def send_raw(identifier, args)
+    uri = URI(url("http"))
+    post = lambda do |value|
+      JSON.parse(Net::HTTP.post(uri, JSON.generate(value, max_nesting: false), "Content-Type" => "application/json").body)
+    end
+    token = post.call({ "jsonrpc" => "2.0", "method" => "connect_oneway", "params" => { "ttl" => 60 }, "id" => 1 })["result"]
+    answer = post.call({ "jsonrpc" => "2.0", "method" => "send_message", "id" => 2,
+                         "params" => { "token" => token, "identifier" => identifier, "args" => args } })
+    assert_equal "ok", answer["result"], answer.inspect
+  end
+
+  # Polls +condition+ until it holds, for at most WAIT seconds.
+  def eventually(what)
+    deadline = BerryMQ.monotonic + WAIT
+    until yield
+      flunk "#{what}: not within #{WAIT} s" if BerryMQ.monotonic > deadline
+      Thread.pass
+      sleep 0.01
+    end
+  end
+
+  %w[tcp http].each do |scheme|
+    # The protocol lets a message nest 124 levels ([identifier, args, kwargs] is level 1):
+    # such a message is read whole (Ruby's JSON stops at 100 by default), and a deeper one
+    # is refused before it is sent, naming the limit.
+    define_method("test_messages_nested_as_deep_as_the_protocol_allows_#{scheme}") do
+      node = url(scheme)
+      deepest = nested(123) # args: 123 levels, the message 124
+      queue = BerryMQ.connect_via_queue(node, "deep:*", ttl: 60)
+      send_raw("deep:raw", deepest)
+      started = BerryMQ.monotonic
+      got = queue.get(timeout: WAIT)
+      assert_equal ["deep:raw", deepest], [got.id, got.args]
+      assert_operator BerryMQ.monotonic - started, :<, WAIT / 2
+      queue.send_message("deep:own", *deepest)
+      assert_equal deepest, queue.get(timeout: WAIT).args
+      [[nested(124), {}], [[], { k: nested(123) }]].each do |args, kwargs|
+        error = assert_raises(ArgumentError) { queue.send_message("deep:too", *args, **kwargs) }
+        assert_includes error.message, "more than 124 levels deep"
+      end
+      error = assert_raises(ArgumentError) { queue.ask("deep:too", *nested(124), timeout: WAIT) }
+      assert_includes error.message, "more than 124 levels deep"
+      assert_raises(BerryMQ::Empty) { queue.get_nowait } # nothing too deep was sent
+      # an interconnection takes such a message from the node and stays open
+      BerryMQ.interconnect(node, ttl: 60)
+      arrived = BerryMQ::Queue.new("deepi:*")
+      send_raw("deepi:raw", deepest)
+      assert_equal deepest, arrived.get(timeout: WAIT).args
+      send_raw("deepi:after", [1])
+      assert_equal "deepi:after", arrived.get(timeout: WAIT).id
+      assert_equal 2, BerryMQ.connections.size # none was lost
+      error = assert_raises(ArgumentError) { BerryMQ.twitter("deepi:too", *nested(124)) }
+      assert_includes error.message, "more than 124 levels deep"
+    end
+
+    # Values that are not JSON are refused, not sent as their #to_s.
+    define_method("test_values_that_are_not_json_are_refused_#{scheme}") do
+      node = url(scheme)
+      queue = BerryMQ.connect_via_queue(node, "nj:*", ttl: 60)
+      [Object.new, :sym, Time.at(0), { 1 => 2 }, "\xff"].each do |bad|
+        error = assert_raises(ArgumentError, bad.inspect) { queue.send_message("nj:x", bad) }
+        assert_includes error.message, "cannot be sent as JSON"
+        assert_raises(ArgumentError, bad.inspect) { queue.send_message("nj:x", ok: [bad]) }
+        assert_raises(ArgumentError, bad.inspect) { queue.ask("nj:x", bad, timeout: WAIT) }
+      end
+      assert_raises(BerryMQ::Empty) { queue.get_nowait }
+      queue.send_message("nj:ok", { "s" => 1, t: [2] }, k: nil) # Symbol keys are sent as names
+      got = queue.get(timeout: WAIT)
+      assert_equal [[{ "s" => 1, "t" => [2] }], { k: nil }], [got.args, got.kwargs]
+    end
+
+    # Over TCP the node runs at most 16 calls that wait (max_waiting) per connection and
+    # refuses more; the library keeps the rest waiting their turn, as over HTTP.
+    define_method("test_more_waiting_calls_than_the_node_runs_at_once_#{scheme}") do
+      node = url(scheme)
+      queue = BerryMQ.connect_via_queue(node, "many:*", ttl: 60)
+      getters = 20.times.map { Thread.new { queue.get(timeout: WAIT) } }
+      20.times { |i| queue.send_message("many:x", i) }
+      assert_equal (0...20).to_a, getters.map { |t| t.value.args.first }.sort
+      asks = 20.times.map { |i| Thread.new { queue.ask("double:it", i, timeout: WAIT) } }
+      assert_equal (0...20).map { |i| [2 * i] }, asks.map(&:value)
+      next unless scheme == "tcp"
+
+      # a call waiting its turn keeps its own timeout
+      channel = queue.instance_variable_get(:@channel)
+      busy = 16.times.map { Thread.new { queue.get(timeout: WAIT) } }
+      eventually("16 gets sent") { channel.waiting_calls == [16, 0] }
+      started = BerryMQ.monotonic
+      error = assert_raises(BerryMQ::Empty) { queue.get(timeout: 0.3) }
+      assert_includes error.message, "within 0.3 s"
+      assert_operator BerryMQ.monotonic - started, :<, WAIT / 2
+      assert_raises(BerryMQ::TransportError) { queue.ask("double:it", 1, timeout: 0.3) }
+      replies = BerryMQ.ask("double:it", 1, timeout: 0.3) # the connection's failure, in its place
+      assert_instance_of BerryMQ::ReplyError, replies.first
+      16.times { |i| queue.send_message("many:y", i) }
+      assert_equal (0...16).to_a, busy.map { |t| t.value.args.first }.sort
+      assert_equal [0, 0], channel.waiting_calls
+      assert_equal [4], queue.ask("double:it", 2, timeout: WAIT)
+    end
+  end
+
+  # The callback server takes only the node's calls: no web page's (a Host not its own,
+  # an Origin, a media type other than JSON's), and no ask without the node's token.
+  def test_the_callback_server_refuses_what_is_not_the_node
+    connection = BerryMQ.interconnect(url("http"), ttl: 60)
+    callback = URI(connection.instance_variable_get(:@channel).callback_url)
+    token = connection.instance_variable_get(:@own_token)
+    ran = []
+    BerryMQ.following_function("cb:web") { |m| ran << m.args.first; "ruby reply" }
+    BerryMQ.following_function("cb:io") { |_m| $stdout }
+    BerryMQ.following_function("cb:deep") { |m| nested(m.args.first) }
+    ask = ->(params) { JSON.generate({ "jsonrpc" => "2.0", "method" => "ask", "params" => params, "id" => 1 }) }
+    post = lambda do |body, headers|
+      http = Net::HTTP.start(callback.host, callback.port)
+      response = http.post("/", body, headers)
+      [response.code, response.body]
+    ensure
+      http&.finish
+    end
+    with_token = ask.call({ "identifier" => "cb:web", "args" => [1], "token" => token })
+    json = { "Content-Type" => "application/json" }
+    assert_equal "415", post.call(with_token, { "Content-Type" => "text/plain" }).first
+    assert_equal "415", post.call(with_token, { "Content-Type" => "" }).first
+    assert_equal "403", post.call(with_token, json.merge("Origin" => "http://evil.example")).first
+    assert_equal "421", post.call(with_token, json.merge("Host" => "evil.example")).first
+    assert_equal "421", post.call(with_token, json.merge("Host" => "evil.example:#{callback.port}")).first
+    code, body = post.call(ask.call({ "identifier" => "cb:web", "args" => [2] }), json)
+    assert_equal ["200", -32_001], [code, JSON.parse(body)["error"]["code"]]
+    code, body = post.call(ask.call({ "identifier" => "cb:web", "args" => [3], "token" => "x" * 43 }), json)
+    assert_equal ["200", -32_001], [code, JSON.parse(body)["error"]["code"]]
+    assert_empty ran
+    %W[localhost:#{callback.port} 127.0.0.1:#{callback.port} LOCALHOST].each do |host|
+      code, body = post.call(with_token, json.merge("Host" => host))
+      assert_equal ["200", [{ "value" => "ruby reply" }]], [code, JSON.parse(body)["result"]], host
+    end
+    assert_equal [1, 1, 1], ran
+    # a reply that is not JSON, or nested deeper than a node takes, is an error entry
+    _, body = post.call(ask.call({ "identifier" => "cb:io", "token" => token }), json)
+    entry = JSON.parse(body)["result"].first["error"]
+    assert_equal ["TypeError", "the reply IO is not JSON"], [entry["type"], entry["message"]]
+    _, body = post.call(ask.call({ "identifier" => "cb:deep", "args" => [125], "token" => token }), json)
+    assert_equal "the reply is nested more than 124 levels deep, the limit", JSON.parse(body, max_nesting: 128)["result"].first["error"]["message"]
+    _, body = post.call(ask.call({ "identifier" => "cb:deep", "args" => [124], "token" => token }), json)
+    assert_equal nested(124), JSON.parse(body, max_nesting: 128)["result"].first["value"]
+    # a text deeper than 128 levels: a Parse error naming the limit, as a node answers
+    _, body = post.call("#{'[' * 129}#{']' * 129}", json)
+    error = JSON.parse(body)["error"]
+    assert_equal [-32_700, 128], [error["code"], error["data"]["limit"]]
+  end
+
   # The calls a node makes to an interconnected client, made here by hand to the small
   # HTTP server that interconnect over HTTP starts: send_messages and send_message (with
   # extras, known or not), ask, batches, notifications, JSON-RPC 1.0, and refusals.
@@ -149,14 +305,14 @@ class TestRemote < Minitest::Test
     # positional params, a notification (204), a batch
     assert_equal ["204", nil], post.call({ "jsonrpc" => "2.0", "method" => "send_message", "params" => [token, "cb:four", [4], {}] })
     assert_equal [4], got.get_nowait.args
-    code, batch = post.call([{ "jsonrpc" => "2.0", "method" => "ask", "params" => { "identifier" => "cb:question", "args" => [5] }, "id" => 4 },
+    code, batch = post.call([{ "jsonrpc" => "2.0", "method" => "ask", "params" => { "identifier" => "cb:question", "args" => [5], "token" => token }, "id" => 4 },
                              { "jsonrpc" => "2.0", "method" => "nope", "id" => 5 }])
     assert_equal "200", code
     assert_equal [{ "jsonrpc" => "2.0", "result" => [{ "value" => 15 }], "id" => 4 },
                   { "jsonrpc" => "2.0", "error" => { "code" => -32_601, "message" => "Method not found", "data" => "nope" }, "id" => 5 }], batch
     # JSON-RPC 1.0 (no "jsonrpc"): answered in 1.0 form
     assert_equal ["200", { "result" => [{ "value" => 6 }], "error" => nil, "id" => 6 }],
-                 post.call({ "method" => "ask", "params" => ["cb:question", [2]], "id" => 6 })
+                 post.call({ "method" => "ask", "params" => ["cb:question", [2], {}, nil, token], "id" => 6 })
     # refusals name the problem
     _, wrong = post.call({ "jsonrpc" => "2.0", "method" => "send_messages", "params" => { "token" => "x" * 43, "messages" => [] }, "id" => 7 })
     assert_equal(-32_001, wrong["error"]["code"])

@@ -70,26 +70,45 @@ module BerryMQ
         raise ArgumentError, "#{identifier.inspect} is a local identifier (its name starts with '_'); " \
                              "local messages never leave the process"
       end
+      JSONRPC.check_message(ident, args, kwargs)
       call("send_message", { "token" => @token, "identifier" => ident.to_s, "args" => args, "kwargs" => kwargs })
       nil
     end
 
     # The next message of the node's queue (style 03). Waits up to +timeout+ seconds (nil:
-    # until one comes) when +block+; raises BerryMQ::Empty when none came.
+    # until one comes) when +block+; raises BerryMQ::Empty when none came. Over TCP at most
+    # 16 calls that wait (get, ask) are outstanding on one connection (the node's cap); the
+    # others wait their turn here, in order, within their own timeout.
     def get(block: true, timeout: nil)
       need_queue("get")
+      Connection.check_timeout(timeout, "get", nil_ok: true)
       return get_nowait unless block
 
       deadline = timeout && (BerryMQ.monotonic + timeout)
       loop do
-        wait = deadline ? [[deadline - BerryMQ.monotonic, 0].max, GET_SLICE].min : GET_SLICE
-        begin
-          return from_wire(call("get", { "token" => @token, "block" => true, "timeout" => wait }, wait + @timeout))
+        got = @channel.waiting(deadline) do
+          wait = deadline ? [[deadline - BerryMQ.monotonic, 0].max, GET_SLICE].min : GET_SLICE
+          call("get", { "token" => @token, "block" => true, "timeout" => wait }, wait + @timeout)
         rescue RemoteError => e
           raise unless e.code == JSONRPC::CODES[:empty]
-          raise Empty, "nothing came to the queue of #{@pattern} at #{@url} within #{timeout} s" if deadline && BerryMQ.monotonic >= deadline
+
+          :empty
+        end
+        return from_wire(got) unless %i[empty expired].include?(got)
+        if deadline && BerryMQ.monotonic >= deadline
+          raise Empty, "nothing came to the queue of #{@pattern} at #{@url} within #{JSONRPC.seconds(timeout)} s"
         end
       end
+    end
+
+    # Raises ArgumentError unless +timeout+ is a finite number of seconds >= 0 (or nil
+    # when +nil_ok+).
+    def self.check_timeout(timeout, what, nil_ok: false)
+      return if timeout.nil? && nil_ok
+      return if timeout.is_a?(Numeric) && !timeout.is_a?(Complex) && timeout.finite? && timeout >= 0
+
+      raise ArgumentError, "#{what}: timeout must be a finite number of seconds >= 0#{nil_ok ? ' or nil' : ''}, " \
+                           "got #{timeout.inspect}"
     end
 
     # The next message of the node's queue, or BerryMQ::Empty at once.
@@ -105,9 +124,20 @@ module BerryMQ
     # The replies of the node's receivers of +identifier+: values, and ReplyError entries
     # for receivers that raised.
     def ask(identifier, *args, timeout: 5.0, **kwargs)
+      Connection.check_timeout(timeout, "ask")
+      ident = Identifier.new(identifier)
+      JSONRPC.check_message(ident, args, kwargs)
+      deadline = BerryMQ.monotonic + timeout
       flush(timeout)
-      result = call("ask", { "identifier" => Identifier.new(identifier).to_s, "args" => args, "kwargs" => kwargs,
-                             "timeout" => timeout, "token" => @token }, timeout + 1)
+      result = @channel.waiting(deadline) do
+        left = [deadline - BerryMQ.monotonic, 0].max
+        call("ask", { "identifier" => ident.to_s, "args" => args, "kwargs" => kwargs,
+                      "timeout" => left, "token" => @token }, left + 1)
+      end
+      if result == :expired
+        raise TransportError, "#{@url} was not asked #{ident} within #{JSONRPC.seconds(timeout)} s: the connection's " \
+                              "#{TcpChannel::MAX_WAITING} calls that wait at the node (get, ask) were busy all along"
+      end
       unless result.is_a?(Array)
         raise TransportError, "#{@url} answered ask with #{result.class}, not an array"
       end
@@ -287,15 +317,23 @@ module BerryMQ
     end
 
     def answer_ask(params)
+      # the node sends the token it was given with every ask, as with its messages: a
+      # caller without it is not the node
+      unless params["token"].is_a?(String) && @own_token && params["token"] == @own_token
+        raise RemoteError.new(JSONRPC::CODES[:unknown_token], "Unknown or expired token")
+      end
+
       message = message_of([params["identifier"], params["args"] || [], params["kwargs"] || {}, params], "the request")
       @bus.ask_local(message).map do |reply|
         next { "error" => reply.to_h } if reply.is_a?(ReplyError)
 
         begin
-          JSONRPC.dump(reply)
+          JSONRPC.check(reply, "the reply", JSONRPC::MAX_MESSAGE_NESTING)
           { "value" => reply }
-        rescue ArgumentError, JSON::GeneratorError, TypeError
-          { "error" => ReplyError.new("TypeError", "the reply #{reply.class} is not JSON", "", @bus.node_id).to_h }
+        rescue ArgumentError => e
+          why = e.message.include?("levels deep") ? "the reply is nested more than #{JSONRPC::MAX_MESSAGE_NESTING} " \
+                                                     "levels deep, the limit" : "the reply #{reply.class} is not JSON"
+          { "error" => ReplyError.new("TypeError", why, "", @bus.node_id).to_h }
         end
       end
     end

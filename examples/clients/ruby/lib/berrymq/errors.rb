@@ -55,7 +55,7 @@ module BerryMQ
       @data = data
       text = "#{message} (#{code})"
       text += ": #{data}" if data.is_a?(String)
-      text += ": #{JSON.generate(data)}" if data.is_a?(Hash) || data.is_a?(Array)
+      text += ": #{JSON.generate(data, max_nesting: false)}" if data.is_a?(Hash) || data.is_a?(Array)
       super(text)
     end
   end

@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "io/wait"
 require "net/http"
 require "socket"
 
@@ -37,6 +38,12 @@ module BerryMQ
       @server.url
     end
 
+    # Runs the block (a call that waits at the node): each such call has a connection of
+    # its own, so none waits for another here (TcpChannel#waiting bounds them).
+    def waiting(_deadline)
+      yield
+    end
+
     # Calls +method+ and returns its result (errors as in TcpChannel#call).
     def call(method, params, timeout = @timeout)
       id = @lock.synchronize { @next_id += 1 }
@@ -65,7 +72,7 @@ module BerryMQ
         response = http.post("/", text, "Content-Type" => "application/json")
       rescue Net::ReadTimeout
         http.finish if http.started?
-        raise TransportError, "#{@url} did not answer within #{http.read_timeout} s"
+        raise TransportError, "#{@url} did not answer within #{JSONRPC.seconds(http.read_timeout)} s"
       rescue IOError, SystemCallError, SocketError, EOFError => e
         http.finish if http.started?
         raise ConnectionClosed, "the connection to #{@url} failed: #{e.message}"
@@ -82,9 +89,12 @@ module BerryMQ
         raise TransportError, "#{@url} answered HTTP #{response.code}: #{response.body.to_s.strip[0, 200]}"
       end
 
-      JSON.parse(response.body)
-    rescue JSON::ParserError
-      raise TransportError, "#{@url} answered text that is not JSON"
+      JSONRPC.parse(response.body)
+    rescue JSON::NestingError
+      raise TransportError, "#{@url} answered text that nests arrays and objects more than " \
+                            "#{JSONRPC::MAX_NESTING} levels deep, the limit of the protocol"
+    rescue JSON::ParserError => e
+      raise TransportError, "#{@url} answered text that is not JSON (#{e.message[0, 100]})"
     end
 
     def checkout(timeout)
@@ -112,8 +122,14 @@ module BerryMQ
 
   # A minimal HTTP/1.1 server for the node's calls back (style 01 over HTTP): POST with a
   # JSON-RPC body, answered 200 with JSON or 204; keep-alive; bodies over 1 MiB get 413.
+  #
+  # Only the node calls it, so it refuses what a web page could send it, as a node does:
+  # a Host that names neither its address nor localhost (421: DNS rebinding), any Origin
+  # header (403: the node sends none), a Content-Type other than JSON's (415); every call
+  # needs the token given to the node (Connection#answer).
   class CallbackServer
     MAX_BODY = 1_048_576
+    MEDIA_TYPES = %w[application/json application/json-rpc application/jsonrequest].freeze
 
     attr_reader :url
 
@@ -121,6 +137,7 @@ module BerryMQ
       @handler = handler
       @server = TCPServer.new(host, 0)
       @url = "http://#{host}:#{@server.addr[1]}"
+      @names = [host, "localhost", "127.0.0.1", "::1"].map(&:downcase).uniq.freeze
       @clients = []
       @lock = Mutex.new
       @thread = Thread.new { accept }
@@ -147,9 +164,11 @@ module BerryMQ
     def serve(client)
       while (line = client.gets("\r\n", 8192))
         verb, = line.split(" ", 2)
-        headers = read_headers(client)
+        headers, twice = read_headers(client)
         length = Integer(headers["content-length"] || "", exception: false)
-        break plain(client, 405, "only POST") unless verb == "POST"
+        length = nil if length&.negative?
+        refusal = refusal_of(verb, headers, twice)
+        break plain(client, *refusal, discard: length) if refusal
         break plain(client, 411, "Content-Length required") unless length
         break reply(client, 413, JSONRPC.error_response(JSONRPC::CODES[:too_large], nil)) if length > MAX_BODY
 
@@ -166,17 +185,55 @@ module BerryMQ
       @lock.synchronize { @clients.delete(client) }
     end
 
+    # The status and text to refuse a request with, or nil to serve it.
+    def refusal_of(verb, headers, twice)
+      return [405, "only POST"] unless verb == "POST"
+      return [400, "two Host headers"] if twice.include?("host")
+      return [421, "this server answers to #{@url} only"] unless host_allowed?(headers["host"])
+      return [403, "not for web pages (a request with Origin)"] if headers.key?("origin")
+
+      type = headers["content-type"].to_s.split(";", 2)[0].to_s.strip.downcase
+      return nil if MEDIA_TYPES.include?(type)
+
+      [415, "send JSON-RPC with Content-Type: application/json"]
+    end
+
+    # The headers (names in lower case) and the names that came more than once.
     def read_headers(client)
       headers = {}
+      twice = []
       while (line = client.gets("\r\n", 8192)) && line != "\r\n"
         key, value = line.split(":", 2)
-        headers[key.strip.downcase] = value.to_s.strip if value
+        next unless value
+
+        name = key.strip.downcase
+        twice << name if headers.key?(name)
+        headers[name] = value.to_s.strip
       end
-      headers
+      [headers, twice]
+    end
+
+    # Whether a Host header (absent: a client that is no browser, served) names this
+    # server: its address, localhost, 127.0.0.1 or [::1], with any port.
+    def host_allowed?(host)
+      return true if host.nil?
+
+      host = host.strip.downcase
+      name = if host.start_with?("[")
+               host[/\A\[([^\]]*)\](:\d*)?\z/, 1]
+             else
+               host[/\A([^:]*)(:\d*)?\z/, 1]
+             end
+      !name.nil? && @names.include?(name)
     end
 
     def answer_of(body)
-      JSONRPC.answer(JSON.parse(body.force_encoding(Encoding::UTF_8)), @handler)
+      JSONRPC.answer(JSONRPC.parse(body.force_encoding(Encoding::UTF_8)), @handler)
+    rescue JSON::NestingError
+      JSONRPC.error_response(JSONRPC::CODES[:parse_error], nil,
+                             { "limit" => JSONRPC::MAX_NESTING,
+                               "detail" => "the text nests arrays and objects more than " \
+                                           "#{JSONRPC::MAX_NESTING} levels deep, the limit" })
     rescue JSON::ParserError
       JSONRPC.error_response(JSONRPC::CODES[:parse_error], nil)
     end
@@ -187,7 +244,19 @@ module BerryMQ
                    "Content-Length: #{body.bytesize}\r\n\r\n#{body}")
     end
 
-    def plain(client, status, text)
+    # Answers +text+ and closes; first reads what came of a body of +discard+ bytes (for up
+    # to a second), since closing on unread input would reset the connection and the client
+    # could lose the answer.
+    def plain(client, status, text, discard: nil)
+      if discard && discard <= MAX_BODY
+        deadline = BerryMQ.monotonic + 1
+        while discard.positive? && (left = deadline - BerryMQ.monotonic).positive? && client.wait_readable(left)
+          chunk = client.read_nonblock([discard, 65_536].min, exception: false)
+          break if chunk.nil?
+
+          discard -= chunk.bytesize if chunk.is_a?(String)
+        end
+      end
       client.write("HTTP/1.1 #{status} Error\r\nContent-Type: text/plain\r\nContent-Length: #{text.bytesize}\r\n" \
                    "Connection: close\r\n\r\n#{text}")
     end

@@ -9,7 +9,8 @@ module BerryMQ
       parse_error: -32_700, invalid_request: -32_600, method_not_found: -32_601,
       invalid_params: -32_602, internal_error: -32_603, unknown_token: -32_001,
       empty: -32_002, too_large: -32_003, unauthorised: -32_004, queue_full: -32_005,
-      no_queue: -32_006, not_available: -32_007, malformed_token: -32_008
+      no_queue: -32_006, not_available: -32_007, malformed_token: -32_008,
+      limit_reached: -32_009, not_allowed: -32_010
     }.freeze
 
     MESSAGES = {
@@ -23,16 +24,96 @@ module BerryMQ
 
     module_function
 
-    # Compact JSON text; NaN and Infinity are refused (they are not JSON).
-    def dump(value)
-      JSON.generate(value)
+    # A text may nest arrays and objects at most this deep (docs/protocol.md, Nesting):
+    # what a node reads, and what this library reads and writes.
+    MAX_NESTING = 128
+    # The deepest a message's own form [identifier, args, kwargs] may nest (args is level
+    # 2), and one reply to ask: a node keeps, forwards and answers nothing deeper.
+    MAX_MESSAGE_NESTING = 124
+
+    # The value of a JSON text read from a node (or sent to our callback server), nested
+    # at most MAX_NESTING levels; raises JSON::ParserError (JSON::NestingError when deeper).
+    def parse(text)
+      JSON.parse(text, max_nesting: MAX_NESTING)
+    end
+
+    # Compact JSON text of +value+. Only what JSON holds is sent (#check): anything else
+    # raises ArgumentError naming it, rather than being turned into a string.
+    def dump(value, what = "the value", limit: MAX_NESTING)
+      check(value, what, limit)
+      JSON.generate(value, max_nesting: false)
     rescue JSON::GeneratorError => e
-      raise ArgumentError, "cannot be sent as JSON: #{e.message}"
+      raise ArgumentError, "#{what} cannot be sent as JSON: #{e.message}"
+    end
+
+    # Raises ArgumentError unless +value+ is JSON nested at most +limit+ levels (the
+    # outermost array or object is level 1): nil, true, false, an Integer, a finite Float,
+    # a String of valid UTF-8 (or of another encoding that converts to it), and Arrays and
+    # Hashes of these whose keys are Strings or Symbols (a Symbol key is sent as its name;
+    # keyword arguments have them). Symbols, Time, objects and the like are not JSON.
+    def check(value, what = "the value", limit = MAX_NESTING, depth = 0, path = "")
+      case value
+      when nil, true, false, Integer
+        nil
+      when Float
+        not_json(what, path, "#{value} is not a finite number") unless value.finite?
+      when String
+        not_json(what, path, "a String that is not valid #{value.encoding}") unless text?(value)
+      when Array, Hash
+        if depth + 1 > limit
+          raise ArgumentError, "#{what} nests arrays and objects more than #{limit} levels deep, " \
+                               "the limit of the protocol; it was not sent"
+        end
+        if value.is_a?(Array)
+          value.each_with_index { |v, i| check(v, what, limit, depth + 1, "#{path}[#{i}]") }
+        else
+          names = {}
+          value.each do |k, v|
+            unless k.is_a?(String) || k.is_a?(Symbol)
+              not_json(what, path, "a Hash key #{k.inspect} (#{k.class}); JSON keys are strings")
+            end
+            name = k.to_s
+            not_json(what, path, "a Hash key that is not valid #{name.encoding}") unless text?(name)
+            not_json(what, path, "the key #{name.inspect} twice (as a String and a Symbol)") if names.key?(name)
+            names[name] = true
+            check(v, what, limit, depth + 1, "#{path}[#{k.inspect}]")
+          end
+        end
+      else
+        not_json(what, path, "a #{value.class} (#{value.inspect[0, 60]})")
+      end
+    end
+
+    def text?(string)
+      return false unless string.valid_encoding?
+      return true if [Encoding::UTF_8, Encoding::US_ASCII].include?(string.encoding) || string.ascii_only?
+      return false if string.encoding == Encoding::BINARY
+
+      string.encode(Encoding::UTF_8)
+      true
+    rescue EncodingError
+      false
+    end
+
+    def not_json(what, path, why)
+      raise ArgumentError, "#{what} cannot be sent as JSON: #{path.empty? ? '' : "#{path} is "}#{why}"
+    end
+
+    # Raises ArgumentError unless the message [identifier, args, kwargs] is JSON a node
+    # takes: nested at most MAX_MESSAGE_NESTING levels.
+    def check_message(identifier, args, kwargs)
+      check([identifier.to_s, args, kwargs], "message #{identifier}", MAX_MESSAGE_NESTING)
+      nil
+    end
+
+    # Seconds as a message shows them: rounded to milliseconds.
+    def seconds(value)
+      value.is_a?(Float) ? value.round(3) : value
     end
 
     # The text of a request, refused with MessageTooLarge over +max_size+ bytes.
     def request_text(value, max_size = MAX_SIZE)
-      text = dump(value)
+      text = dump(value, "a #{value['method']} request")
       if text.bytesize > max_size
         raise MessageTooLarge, "a #{value['method']} request of #{text.bytesize} bytes is over the " \
                                "limit of #{max_size} bytes; it was not sent"

@@ -48,7 +48,8 @@ module BerryMQ
     end
 
     def to_s
-      "#{@identifier} #{JSON.generate(@args)}#{@kwargs.empty? ? '' : " #{JSON.generate(@kwargs)}"}"
+      "#{@identifier} #{JSON.generate(@args, max_nesting: false)}" \
+        "#{@kwargs.empty? ? '' : " #{JSON.generate(@kwargs, max_nesting: false)}"}"
     end
 
     def inspect

@@ -38,10 +38,10 @@ module BerryMQ
     end
 
     # Queues one message (its wire form) for the node. Raises ArgumentError when JSON cannot
-    # hold it, MessageTooLarge over the size limit, TransportError when the queue stayed
+    # hold it or it nests deeper than a node takes (JSONRPC::MAX_MESSAGE_NESTING), MessageTooLarge over the size limit, TransportError when the queue stayed
     # full for block_timeout seconds, ConnectionClosed when sending failed before.
     def put(wire)
-      size = JSONRPC.dump(wire).bytesize
+      size = JSONRPC.dump(wire, "message #{wire[0]}", limit: JSONRPC::MAX_MESSAGE_NESTING).bytesize
       if size > @max_bytes
         raise MessageTooLarge, "#{@name}: a message of #{size} bytes of JSON is over the size limit " \
                                "of #{@max_bytes} bytes; it was not sent"

@@ -10,11 +10,17 @@ module BerryMQ
   # receiver may itself call the node without blocking the reader.
   class TcpChannel
     MAX_LINE = 1_048_576 * 8
+    # A node runs at most this many requests that wait (a blocking get, an ask) for one TCP
+    # connection at once (its max_waiting setting) and refuses more with Limit reached
+    # (-32009); this channel keeps the rest waiting here, in order, instead.
+    MAX_WAITING = 16
+    # How a request of the node starts (a response starts with "result" or "error").
+    REQUEST_START = /\A\s*\[?\s*\{\s*("jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"method"/.freeze
 
     attr_reader :url
 
     # +handler+ answers one request Hash from the node with a response Hash (or nil).
-    def initialize(url, host, port, handler:, timeout:, on_close: nil)
+    def initialize(url, host, port, handler:, timeout:, on_close: nil, max_waiting: MAX_WAITING)
       @url = url
       @handler = handler
       @timeout = timeout
@@ -34,12 +40,48 @@ module BerryMQ
       @closing = false
       @failure = nil
       @inbox = Thread::Queue.new
+      @slot_lock = Mutex.new
+      @slot_free = ConditionVariable.new
+      @slot_line = [] # the calls that wait for a slot, first come first
+      @slots_used = 0
+      @max_waiting = max_waiting
       @worker = Thread.new { work }
       @reader = Thread.new { read }
     end
 
     def closed?
       @closed
+    end
+
+    # Runs the block (one call that waits at the node: a blocking get, an ask) once fewer
+    # than max_waiting such calls are outstanding on this connection, in the order the
+    # calls came, and returns its value; returns :expired without running it when
+    # +deadline+ (monotonic seconds; nil: none) came first. A node whose own cap is lower
+    # (Limit reached, setting max_waiting) lowers this one, and the call waits again.
+    def waiting(deadline)
+      loop do
+        return :expired unless take_slot(deadline)
+
+        begin
+          return yield
+        rescue RemoteError => e
+          raise unless e.code == JSONRPC::CODES[:limit_reached] && e.data.is_a?(Hash) &&
+                       e.data["setting"] == "max_waiting"
+
+          lowered = lower_cap(e.data["limit"])
+        ensure
+          release_slot
+        end
+        # the node still counts a call we no longer do (an ask answered at its timeout
+        # whose receiver runs on): give it a moment
+        pause = deadline ? [deadline - BerryMQ.monotonic, 0.05].min : 0.05
+        sleep(pause) if !lowered && pause.positive?
+      end
+    end
+
+    # How many calls that wait are outstanding, and how many wait here for their turn.
+    def waiting_calls
+      @slot_lock.synchronize { [@slots_used, @slot_line.size] }
     end
 
     # Over TCP the node calls back on this connection: interconnect's addr is null.
@@ -63,7 +105,7 @@ module BerryMQ
       reply = waiter.wait(timeout, :timeout)
       if reply == :timeout
         @lock.synchronize { @pending.delete(id) }
-        raise TransportError, "#{@url} did not answer #{method} within #{timeout} s"
+        raise TransportError, "#{@url} did not answer #{method} within #{JSONRPC.seconds(timeout)} s"
       end
       raise reply if reply.is_a?(Exception)
 
@@ -82,8 +124,41 @@ module BerryMQ
 
     private
 
+    def take_slot(deadline)
+      ticket = Object.new
+      @slot_lock.synchronize do
+        @slot_line << ticket
+        free = BerryMQ.wait_for(@slot_free, @slot_lock, deadline) do
+          @closed || (@slots_used < @max_waiting && @slot_line.first.equal?(ticket))
+        end
+        @slot_line.delete(ticket)
+        @slot_free.broadcast # the next in line may go now
+        @slots_used += 1 if free
+        free
+      end
+    end
+
+    def release_slot
+      @slot_lock.synchronize do
+        @slots_used -= 1
+        @slot_free.broadcast
+      end
+    end
+
+    # Lowers the cap to a node's max_waiting; whether it was lowered.
+    def lower_cap(limit)
+      return false unless limit.is_a?(Integer) && limit.positive?
+
+      @slot_lock.synchronize do
+        next false if limit >= @max_waiting
+
+        @max_waiting = limit
+        true
+      end
+    end
+
     def write(value)
-      write_text(JSONRPC.dump(value))
+      write_text(JSONRPC.dump(value, "an answer to #{@url}"))
     end
 
     def write_text(text)
@@ -105,9 +180,9 @@ module BerryMQ
     end
 
     def take(line)
-      value = JSON.parse(line)
-    rescue JSON::ParserError
-      write(JSONRPC.error_response(JSONRPC::CODES[:parse_error], nil))
+      value = JSONRPC.parse(line)
+    rescue JSON::ParserError => e
+      unreadable(line, e)
     else
       if JSONRPC.response?(value)
         respond(value)
@@ -116,6 +191,28 @@ module BerryMQ
       else
         @inbox << value
       end
+    end
+
+    # A line that is not JSON or nests deeper than the protocol allows (no node writes
+    # one): the call it answers fails at once, saying so, rather than waiting for its
+    # timeout. When the line names no call we wait for (its id is read from its end), every
+    # pending call fails so: any of them may have been answered in it. A request from the
+    # node is answered Parse error, as a node answers one.
+    def unreadable(line, error)
+      why = error.is_a?(JSON::NestingError) ? "nests arrays and objects more than #{JSONRPC::MAX_NESTING} " \
+                                                "levels deep, the limit of the protocol" : "is not JSON"
+      text = "#{@url} sent a line that #{why} (#{line.bytesize} bytes: #{line[0, 80].inspect})"
+      unless line.match?(REQUEST_START)
+        id = line[/"id"\s*:\s*(-?\d+)\s*\}\s*\z/, 1]
+        waiter = id && @lock.synchronize { @pending.delete(Integer(id)) }
+        return waiter.set(TransportError.new("#{text}; it answered this call")) if waiter
+
+        waiters = @lock.synchronize { @pending.values.tap { @pending.clear } }
+        waiters.each { |w| w.set(TransportError.new("#{text}; it may have been the answer to this call")) }
+        return
+      end
+      data = error.is_a?(JSON::NestingError) ? { "limit" => JSONRPC::MAX_NESTING } : nil
+      write(JSONRPC.error_response(JSONRPC::CODES[:parse_error], nil, data))
     end
 
     def respond(reply)
@@ -148,6 +245,7 @@ module BerryMQ
         pending
       end
       waiters.each { |w| w.set(error) }
+      @slot_lock.synchronize { @slot_free.broadcast }
       @on_close&.call(error) if was_open && !@closing
     end
   end
