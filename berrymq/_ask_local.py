@@ -11,12 +11,14 @@ this part in a helper thread, beside the peers; a node runs it for a remote ``as
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import time
 from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exception
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from berrymq._delivery import deliver, raise_errors
+from berrymq._index import RouteEntry
 from berrymq._pending import PendingReply
 from berrymq._timeouts import seconds_left, wait_limit
 from berrymq.aio import AsyncReceiver, claim_reply, describe_receiver
@@ -175,17 +177,24 @@ class _NamingCollect(_Collect):
 def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
               into: list[Any] | None = None, running: list[str] | None = None,
               receivers: list[object] | None = None,
-              refused: Refused | None = None) -> list[Any]:
+              refused: Refused | None = None,
+              answered: Callable[[], bool] | None = None) -> list[Any]:
     """See :meth:`Bus.ask_local <berrymq.Bus.ask_local>`; ``receivers`` (for a remote
     ``ask``): append the receiver of each entry to it, at the entry's index; ``refused``:
     called with each refusal of a receiver or a queue (a full one), in the thread that
-    ran it, for a node to count (the asker has its ``QueueFull`` entry)."""
+    ran it, for a node to count (the asker has its ``QueueFull`` entry); ``answered``
+    (when the asker may stop waiting before the receivers are done, in another thread):
+    true once the asker was answered without them, after which no further receiver
+    starts: one that had not started by the deadline never runs, as its entry says."""
     timeout = wait_limit("timeout", timeout)
     replies = [] if into is None else into
     collect = (_Collect(message, bus.node_id, replies, running, refused) if receivers is None
                else _NamingCollect(message, bus.node_id, replies, running, receivers, refused))
+    route: Iterable[RouteEntry] = bus.index.lookup(message[0])
+    if answered is not None:
+        route = itertools.takewhile(lambda _entry: not answered(), route)
     try:
-        errors = deliver(bus, bus.index.lookup(message[0]), message, collect)
+        errors = deliver(bus, route, message, collect)
     finally:
         claim_reply(None)  # not taken (a guard said no): no later call may take it
     collect.add_refusals()
@@ -193,7 +202,7 @@ def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
         running.clear()  # every receiver was called; only async replies may be awaited
     if errors:
         raise_errors(message[0], errors)
-    if collect.pending:
+    if collect.pending and not (answered is not None and answered()):
         collect.replies[:] = settle_replies(collect.replies, timeout, bus.node_id)
     return collect.replies
 

@@ -47,7 +47,8 @@ def ask_local_by(bus: Bus, message: Message, deadline: float, timeout: float,
     part = _AskPart.start(
         bus, f"local receivers of {ident}",
         lambda part: ask_local(bus, message, timeout, into=part.replies, running=part.running,
-                               receivers=receivers, refused=refused),
+                               receivers=receivers, refused=refused,
+                               answered=lambda: time.monotonic() >= deadline),
     )
     return part.result(deadline, timeout, bus.node_id)
 

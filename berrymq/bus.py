@@ -265,8 +265,9 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
 
         ``timeout`` (seconds) bounds the whole call, however slow a receiver or silent a
         peer: what did not answer in time gives one ``ReplyError`` whose
-        ``exception_type`` is ``"TimeoutError"``, and a late reply is dropped (see
-        :mod:`berrymq.ask` for the threads this takes, and :func:`berrymq.ask_async`).
+        ``exception_type`` is ``"TimeoutError"``, and a late reply is dropped; local
+        receivers that had not started by then never run (see :mod:`berrymq.ask` for the
+        threads this takes, and :func:`berrymq.ask_async`).
         Every connection style carries the request, ``connect_oneway`` included. At the
         bus's hop limit (receivers that ask in a loop) it asks nobody and returns ``[]``,
         counted in :attr:`losses` and logged, as :meth:`twitter` drops such a message.

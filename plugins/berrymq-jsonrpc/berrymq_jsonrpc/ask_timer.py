@@ -140,7 +140,8 @@ def local_replies(bus: Bus, message: Message, timeout: float | None,
     if progress is not None:
         replies = ask_local(bus, message, ASYNC_REPLY_WAIT if timeout is None else timeout,
                             into=progress.replies, running=progress.running,
-                            receivers=progress.receivers, refused=refused)
+                            receivers=progress.receivers, refused=refused,
+                            answered=lambda: progress.expired)
         return replies, progress.receivers
     receivers: list[object] = []
     if timeout is None:

@@ -240,3 +240,34 @@ def test_an_ask_not_started_in_time_blames_busy_threads_only_when_they_are() -> 
         release.set()
     for future in held:
         future.result(WAIT)
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_receivers_not_started_by_the_timeout_never_run(
+        scheme: str, bus_factory: Callable[..., Bus], released: threading.Event) -> None:
+    """The answer at the timeout names the receiver still running; the receivers after it
+    had not started, and do not start once it returns (docs/protocol.md, ask): they ran
+    then, seconds after the asker had its answer without them."""
+    bus, port = serve(bus_factory, scheme)
+    slow_done, late_ran = threading.Event(), threading.Event()
+
+    def slow(message: Message) -> str:
+        try:
+            released.wait(WAIT)
+            return "slow"
+        finally:
+            slow_done.set()
+
+    bus.subscribe("slow:op", slow, weak=False)
+    bus.subscribe("*:op", lambda m: late_ran.set(), weak=False)  # after slow
+    if scheme == "tcp":
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+            answer = tcp_call(sock, ask("slow:op", 0.3))
+    else:
+        answer = post_body(port, json.dumps(ask("slow:op", 0.3)).encode())
+    [entry] = answer["result"]
+    assert entry["error"]["type"] == "TimeoutError" and "slow" in entry["error"]["receiver"]
+    released.set()
+    assert slow_done.wait(WAIT)
+    # the thread goes straight on to the next receiver, if any: a second is ample
+    assert not late_ran.wait(1.0), "a receiver started after the ask was answered"
