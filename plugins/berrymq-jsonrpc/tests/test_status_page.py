@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -112,3 +113,48 @@ def test_the_live_page_shows_the_node(page: Page, serve_node: Callable[..., Any]
     shot = os.environ.get("BERRYMQ_STATUS_SCREENSHOT")
     if shot:
         page.screenshot(path=shot, full_page=True)
+
+
+# -- what the page does when the node restarts, hangs, or refuses ------------------------------
+
+def test_the_page_says_when_the_node_hangs_and_never_polls_twice_at_once(
+        page: Page, serve_node: Callable[..., Any]) -> None:
+    node = serve_node("--http", "127.0.0.1:0")
+    url = node.urls["http"]
+    polls = {"open": 0, "most": 0}  # the page's requests (/status, /network) under way
+
+    def started(request: Any) -> None:
+        if request.resource_type == "fetch":
+            polls["open"] += 1
+            polls["most"] = max(polls["most"], polls["open"])
+
+    def ended(request: Any) -> None:
+        if request.resource_type == "fetch":
+            polls["open"] -= 1
+
+    page.on("request", started)
+    page.on("requestfinished", ended)
+    page.on("requestfailed", ended)
+    page.goto(url + "/", timeout=TIMEOUT * 1000)
+    wait = TIMEOUT * 1000
+    counters, state, pause = page.locator("#counters"), page.locator("#state"), page.locator("#pause")
+    expect(counters).not_to_have_attribute("data-updates", "0", timeout=wait)
+    pause.click()  # no poll starts from now on; wait for the one under way, if any
+    expect(pause).to_have_text("resume")
+    while polls["open"]:
+        page.wait_for_event("requestfinished", timeout=wait)  # pumps the events too
+    os.kill(node.process.pid, signal.SIGSTOP)  # hung: it takes connections, answers nothing
+    try:
+        with page.expect_request(lambda r: r.url.endswith("/status"), timeout=wait):
+            pause.click()  # resume: the next poll waits for the stopped node
+        pause.click()
+        pause.click()  # resumed again while that poll waits: no second one beside it
+        expect(pause).to_have_text("pause")
+        expect(state).to_contain_text("cannot reach the node", timeout=10_000)
+        expect(state).to_have_class("state bad")
+    finally:
+        os.kill(node.process.pid, signal.SIGCONT)
+    expect(state).to_have_class("state", timeout=wait)  # a poll was answered again
+    expect(state).to_contain_text("live · ")
+    assert polls["most"] == 1
+

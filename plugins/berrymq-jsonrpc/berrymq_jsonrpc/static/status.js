@@ -15,7 +15,9 @@
   const $ = (id) => document.getElementById(id);
   const points = { in: [], out: [], bytes: [] };  // [uptime, rate] for the charts
   const MAX_POINTS = 120;
+  const TIMEOUT_MS = 3000;  // a request not answered by then fails: the node may be hung
   let paused = false, timer = null, lastNetwork = 0, lastSample = null;
+  let running = null;  // the refresh under way, if any: never two at once
 
   function el(tag, text, cls) {
     const node = document.createElement(tag);
@@ -178,12 +180,29 @@
   }
 
   async function get(path) {
-    const answer = await fetch(path, { headers, cache: "no-store" });
-    if (!answer.ok) throw new Error(path + ": HTTP " + answer.status + " " + (await answer.text()).trim());
-    return answer.json();
+    // a node that accepts the connection but never answers (hung, stopped) must not keep
+    // the page waiting: the request is aborted after TIMEOUT_MS, body included
+    const abort = new AbortController();
+    const clock = setTimeout(() => abort.abort(), TIMEOUT_MS);
+    try {
+      const answer = await fetch(path, { headers, cache: "no-store", signal: abort.signal });
+      if (!answer.ok) throw new Error(path + ": HTTP " + answer.status + " " + (await answer.text()).trim());
+      return await answer.json();
+    } catch (error) {
+      if (abort.signal.aborted) throw new Error(path + ": no answer in " + TIMEOUT_MS / 1000 + " s");
+      throw error;
+    } finally {
+      clearTimeout(clock);
+    }
   }
 
-  async function refresh() {
+  function refresh() {
+    // one refresh at a time: a call while one is under way gets that one
+    if (running === null) running = poll().finally(() => { running = null; });
+    return running;
+  }
+
+  async function poll() {
     try {
       const status = await get("status");
       show(status);
