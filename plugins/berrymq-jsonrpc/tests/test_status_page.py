@@ -117,6 +117,64 @@ def test_the_live_page_shows_the_node(page: Page, serve_node: Callable[..., Any]
 
 # -- what the page does when the node restarts, hangs, or refuses ------------------------------
 
+CHARTS = ("chart-in", "chart-out", "chart-bytes")
+W, H = 300, 70  # a chart's viewBox
+
+
+def chart_points(page: Page, chart: str) -> list[tuple[float, float]]:
+    """The points of the line drawn in ``chart`` (none before two samples)."""
+    line = page.locator(f"#{chart} polyline")
+    if line.count() == 0:
+        return []
+    points = line.get_attribute("points") or ""
+    return [(float(x), float(y)) for x, y in (p.split(",") for p in points.split())]
+
+
+def test_the_page_starts_its_charts_afresh_when_the_node_restarts(
+        page: Page, serve_node: Callable[..., Any], bus_factory: Callable[..., Any],
+        wait_for: Callable[..., Any]) -> None:
+    first = serve_node("--http", "127.0.0.1:0")
+    url = first.urls["http"]
+    port = url.rsplit(":", 1)[1]
+    page.goto(url + "/", timeout=TIMEOUT * 1000)
+    wait = TIMEOUT * 1000
+    counters, state = page.locator("#counters"), page.locator("#state")
+    sender = bus_factory().transport("http").connect_oneway(url, 300)
+    for i in range(40):  # a burst: the old node's rate is high
+        sender.send(Message(Identifier("page:old"), (i,), {}))
+    assert sender.flush(TIMEOUT)
+    expect(counters).to_have_attribute("data-messages-in", "40", timeout=wait)
+    expect(page.locator("#chart-in polyline")).to_be_attached(timeout=wait)
+    old = read_status(url)["server"]
+    first.stop()
+
+    # The same address, another node, which nothing is sent to: its rates are all 0.
+    second = serve_node("--http", f"127.0.0.1:{port}")
+    assert second.urls["http"] == url
+    expect(state).to_contain_text("node restarted", timeout=wait)
+    expect(state).to_have_class("state")
+    expect(counters).to_have_attribute("data-restarts", "1")
+    expect(counters).to_have_attribute("data-messages-in", "0")
+    # Once the new node has run longer than the old one did, and the page has polled it
+    # again, its uptimes overlap the old node's: nothing the old node counted may show,
+    # and no rate against the old node's totals (negative: below the chart).
+    wait_for(lambda: read_status(url)["server"]["uptime_s"] > old["uptime_s"] + 1,
+             what="the new node to outlive the old one")
+    seen = int(counters.get_attribute("data-updates") or 0)
+    expect(counters).to_have_attribute("data-updates", str(seen + 2), timeout=wait)
+    expect(state).to_contain_text("node restarted")  # still said
+    page.locator("#pause").click()
+    expect(page.locator("#pause")).to_have_text("resume")
+    assert read_status(url)["server"]["pid"] != old["pid"]
+    assert counters.get_attribute("data-restarts") == "1"  # once, not at every poll
+    for chart in CHARTS:
+        points = chart_points(page, chart)
+        assert len(points) >= 2, (chart, points)
+        assert all(0 <= x <= W for x, _ in points), (chart, points)
+        assert {y for _, y in points} == {H - 1}, (chart, points)  # rate 0, on the axis
+        assert page.locator(f"#{chart} text").text_content() == "max 1/s"
+
+
 def test_the_page_says_when_the_node_hangs_and_never_polls_twice_at_once(
         page: Page, serve_node: Callable[..., Any]) -> None:
     node = serve_node("--http", "127.0.0.1:0")

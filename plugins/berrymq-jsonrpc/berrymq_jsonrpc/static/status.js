@@ -18,6 +18,7 @@
   const TIMEOUT_MS = 3000;  // a request not answered by then fails: the node may be hung
   let paused = false, timer = null, lastNetwork = 0, lastSample = null;
   let running = null;  // the refresh under way, if any: never two at once
+  let identity = null, restarted = "";  // the node's identity; "restarted at ..." once it changed
 
   function el(tag, text, cls) {
     const node = document.createElement(tag);
@@ -68,19 +69,31 @@
     box.replaceChildren();
     const W = 300, H = 70, top = 12;
     const max = Math.max(1, ...data.map((p) => p[1]));
+    const y = (rate) => H - 1 - (Math.min(Math.max(rate, 0), max) / max) * (H - top - 2);
     box.appendChild(svg("text", { x: 2, y: 10, fill: "#6b7280", "font-size": 9 }, "max " + human(max) + "/s"));
     box.appendChild(svg("line", { x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5, stroke: "#e5e7eb" }));
     if (data.length < 2) return;
     const t0 = data[0][0], t1 = data[data.length - 1][0], span = Math.max(1, t1 - t0);
-    const xy = data.map((p) => [((p[0] - t0) / span) * W, H - 1 - (p[1] / max) * (H - top - 2)]);
+    const xy = data.map((p) => [Math.min(Math.max((p[0] - t0) / span, 0), 1) * W, y(p[1])]);
     const line = xy.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" ");
     box.appendChild(svg("polygon", { points: "0," + H + " " + line + " " + W + "," + H, fill: color, "fill-opacity": 0.12 }));
     box.appendChild(svg("polyline", { points: line, fill: "none", stroke: color, "stroke-width": 1.6 }));
   }
 
+  function restart() {
+    // a new node (or its counters went down): the rates of the old one mean nothing now
+    for (const key of Object.keys(points)) points[key] = [];
+    lastSample = null;
+    restarted = "node restarted at " + new Date().toLocaleTimeString();
+    const c = $("counters").dataset;
+    c.restarts = String(Number(c.restarts) + 1);
+  }
+
   function addRates(history) {
     // history: [uptime, in, out, bytes_in, bytes_out] samples; rates between neighbours
     for (const sample of history) {
+      if (lastSample !== null && sample[0] > lastSample[0] &&
+          sample.slice(1).some((v, i) => v < lastSample[i + 1])) restart();  // counters went down
       if (lastSample !== null && sample[0] > lastSample[0]) {
         const dt = sample[0] - lastSample[0];
         points.in.push([sample[0], (sample[1] - lastSample[1]) / dt]);
@@ -94,6 +107,9 @@
 
   function show(status) {
     const s = status.server;
+    const who = [s.node, s.pid, s.started].join(" ");
+    if (identity !== null && who !== identity) restart();
+    identity = who;
     $("node").textContent = s.node.slice(0, 12);
     $("node").title = s.node;
     $("bus").textContent = "bus " + s.bus + " · berryMQ " + s.berrymq + " · pid " + s.pid;
@@ -210,7 +226,8 @@
         lastNetwork = Date.now();
         drawNetwork(await get("network"));
       }
-      $("state").textContent = (paused ? "paused at " : "live · ") + new Date().toLocaleTimeString();
+      $("state").textContent = (paused ? "paused at " : "live · ") + new Date().toLocaleTimeString() +
+        (restarted ? " · " + restarted : "");
       $("state").className = "state";
     } catch (error) {
       $("state").textContent = "cannot reach the node: " + error.message;
