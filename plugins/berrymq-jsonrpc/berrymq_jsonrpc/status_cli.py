@@ -143,28 +143,38 @@ def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]],
     return lines
 
 
+def _counts(counted: dict[str, Any]) -> str:
+    """``{"total": N, "reasons": {...}}`` (``lost``, ``refused``) as ``N (reason: n, ...)``."""
+    if not counted["total"]:
+        return "0"
+    return f"{counted['total']} (" + ", ".join(
+        f"{r}: {n}" for r, n in sorted(counted["reasons"].items())) + ")"
+
+
 def format_status(status: dict[str, Any], recent: int = 10) -> str:
     """A node's ``/status`` as text for a terminal."""
     s, m, b, lost = status["server"], status["messages"], status["bytes"], status["lost"]
+    refused = status.get("refused", {"total": 0, "reasons": {}})
     out = [
         f"node {s['node']} (bus {s['bus']}, berryMQ {s['berrymq']}, pid {s['pid']}), "
         f"up {_age(s['uptime_s'])}",
         f"listening: {', '.join(s['listening']) or '-'}",
         f"messages:  in {m['in']} ({_human(m['in_per_s'])}/s)  out {m['out']} "
-        f"({_human(m['out_per_s'])}/s)",
+        f"({_human(m['out_per_s'])}/s)  duplicates {m.get('duplicates', 0)}",
         f"bytes:     in {_human(b['in'])}B ({_human(b['in_per_s'])}B/s)  out "
         f"{_human(b['out'])}B ({_human(b['out_per_s'])}B/s)",
-        "lost:      " + (f"{lost['total']} (" + ", ".join(
-            f"{r}: {n}" for r, n in sorted(lost["reasons"].items())) + ")"
-            if lost["total"] else "0"),
+        "lost:      " + _counts(lost),
+        "refused:   " + _counts(refused),
         "",
     ]
     out += _table("sessions", ("ID", "STYLE", "PEER", "AGE", "IDLE", "TTL"), [
         (x["id"], x["style"], x["peer"] or "-", _age(x["age_s"]), _age(x["idle_s"]),
          _age(x["ttl_s"])) for x in status["sessions"]], "no peer is connected")
-    out += _table("connections", ("ADDRESS", "STYLE", "AGE", "PENDING", "SENT", "LOST"), [
+    out += _table("connections", ("ADDRESS", "STYLE", "AGE", "PENDING", "SENT", "LOST",
+                                  "REFUSED", "STATE"), [
         (x["address"], x["style"], _age(x["age_s"]), str(x["pending"]), str(x["sent"]),
-         str(x["lost"])) for x in status["connections"]], "none opened by this node")
+         str(x["lost"]), str(x.get("refused", "-")), x.get("state", "-"))
+        for x in status["connections"]], "none opened by this node")
     out += _table("queues", ("QUEUE", "KIND", "DEPTH", "BYTES", "MAX"), [
         (x["name"], x["kind"], str(x["depth"]), _human(x["bytes"]), str(x["maxsize"] or "-"))
         for x in status["queues"]], "none")

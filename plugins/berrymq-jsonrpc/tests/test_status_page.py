@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import urllib.request
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from test_status_cli import refusing_node  # the node berrymq status's test reads
 
 from berrymq.identifier import Identifier
 from berrymq.message import Message
@@ -216,3 +218,23 @@ def test_the_page_says_when_the_node_hangs_and_never_polls_twice_at_once(
     expect(state).to_contain_text("live · ")
     assert polls["most"] == 1
 
+
+def test_the_page_shows_refusals_duplicates_and_its_connections_state(
+        page: Page, bus_factory: Callable[..., Any]) -> None:
+    node, url = refusing_node(bus_factory)
+    status = read_status(url)
+    (connection,) = status["connections"]
+    page.goto(url + "/", timeout=TIMEOUT * 1000)
+    wait = TIMEOUT * 1000
+    counters = page.locator("#counters")
+    expect(counters).not_to_have_attribute("data-updates", "0", timeout=wait)
+    expect(page.locator("#refused")).to_have_text("1")
+    expect(page.locator("#refused-reasons")).to_have_text("max_sessions: 1")
+    expect(page.locator("#duplicates")).to_have_text("1")
+    expect(counters).to_have_attribute("data-refused", "1")
+    expect(counters).to_have_attribute("data-duplicates", "1")
+    expect(page.locator("#connections thead th")).to_have_text(
+        ["address", "style", "age", "pending", "sent", "lost", "refused", "state"])
+    expect(page.locator("#connections tbody tr td")).to_have_text(
+        [connection["address"], "oneway", re.compile(r"\d+s"), "0", "1", "0", "1", "open"])
+    assert node.node_id == status["server"]["node"]

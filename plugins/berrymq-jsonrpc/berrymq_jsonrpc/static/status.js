@@ -125,16 +125,22 @@
     $("lost").textContent = lost.total;
     $("lost").className = lost.total ? "value bad" : "value";
     $("lost-reasons").textContent = Object.entries(lost.reasons).map(([r, n]) => r + ": " + n).join(" · ") || "none";
+    const refused = status.refused || { total: 0, reasons: {} };
+    $("refused").textContent = refused.total;
+    $("refused-reasons").textContent = Object.entries(refused.reasons).map(([r, n]) => r + ": " + n).join(" · ") || "none";
+    $("duplicates").textContent = m.duplicates === undefined ? "–" : m.duplicates;
     $("peers").textContent = status.sessions.length + " / " + status.connections.length;
     const c = $("counters").dataset;
     c.messagesIn = m.in; c.messagesOut = m.out; c.bytesIn = b.in; c.bytesOut = b.out;
-    c.lost = lost.total; c.sessions = status.sessions.length; c.connections = status.connections.length;
+    c.lost = lost.total; c.refused = refused.total; c.duplicates = m.duplicates ?? "";
+    c.sessions = status.sessions.length; c.connections = status.connections.length;
     c.updates = String(Number(c.updates) + 1);
 
     fill("sessions", status.sessions.map((x) => [{ text: x.id, cls: "" }, x.style, x.peer || "–",
       age(x.age_s), age(x.idle_s), age(x.ttl_s)]), 6, "no peer is connected");
     fill("connections", status.connections.map((x) => [x.address, x.style, age(x.age_s),
-      num(x.pending), num(x.sent), num(x.lost)]), 6, "this node has not connected to another");
+      num(x.pending), num(x.sent), num(x.lost), num(x.refused),
+      { text: x.state, cls: x.state === "open" ? "" : "bad" }]), 8, "this node has not connected to another");
     fill("queues", status.queues.map((x) => [x.name, x.kind, num(x.depth),
       x.bytes === null ? "–" : num(x.bytes), x.maxsize ? num(x.maxsize) : "∞"]), 5, "no queue");
     fill("recent", status.recent.slice().reverse().map((x) => [
