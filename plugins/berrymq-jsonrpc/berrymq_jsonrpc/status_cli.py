@@ -1,9 +1,10 @@
 """``berrymq status URL``.
 
 - ``berrymq status URL [--json] [--secret S]`` reads ``URL/status`` (the node's HTTP port,
-  or its ``--monitor`` address) and prints it as a few readable tables, or the JSON as the
-  node sent it with ``--json``. Exit status: 0 shown; 1 the node could not be reached or
-  refused (a wrong secret, a Host it does not answer to); 2 a usage error.
+  or its ``--monitor`` address) and prints it as a few readable tables, or with ``--json``
+  the JSON document the node sent, indented (the same fields and values, not its bytes).
+  Exit status: 0 shown; 1 the node could not be reached or refused (a wrong secret, a
+  Host it does not answer to); 2 a usage error.
 
 ``serve --monitor HOST:PORT``, which serves the status on an address of its own, comes with
 the ``jsonrpc-http`` plugin (:mod:`berrymq_jsonrpc_http.monitor_port`).
@@ -211,7 +212,8 @@ def register_status_commands(commands: Commands) -> None:
     )
     parser.add_argument("url", nargs="?", metavar="URL",
                         help="the node, e.g. http://127.0.0.1:8000 (default: $BERRYMQ_URL)")
-    parser.add_argument("--json", action="store_true", help="print the JSON as the node sent it")
+    parser.add_argument("--json", action="store_true",
+                        help="print the node's JSON document, indented")
     parser.add_argument("--secret", help=f"the node's secret (default: ${p.SECRET_ENV_VAR})")
     parser.add_argument("--timeout", type=seconds_argument, default=10.0, metavar="SECONDS",
                         help="seconds to wait for the node (default 10)")

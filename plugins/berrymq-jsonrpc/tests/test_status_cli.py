@@ -1,20 +1,30 @@
-"""``berrymq status``: what it prints of a node's ``/status``."""
+"""``berrymq status``: what it prints of a node's ``/status``, and what docs/status.md says
+of both (the fields it shows, the loss reasons, ``--json``)."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.outbox import NOT_SENT, REFUSED
+from berrymq_jsonrpc.session_table import DROPPED_AT_CLOSE
+from berrymq_jsonrpc.sessions import NOT_WRITABLE
 from berrymq_jsonrpc.status import status_snapshot
-from berrymq_jsonrpc.status_cli import format_status
+from berrymq_jsonrpc.status_cli import _cmd_status, format_status
 
+from berrymq._losses import FORWARD_FAILED, HOP_LIMIT, WORKER_REFUSED
 from berrymq.bus import Bus
 from berrymq.errors import QueueFull, RemoteError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 
 TIMEOUT = 20.0
+DOC = Path(__file__).resolve().parents[3] / "docs" / "status.md"
 
 
 def refusing_node(buses: Callable[..., Bus]) -> tuple[Bus, str]:
@@ -66,4 +76,34 @@ def test_status_of_a_quiet_node_says_none_was_refused(bus_factory: Callable[...,
     lines = format_status(status_snapshot(node)).splitlines()
     assert "refused:   0" in lines
     assert next(line for line in lines if line.startswith("messages:")).endswith("duplicates 0")
+
+
+def test_status_json_prints_the_document_indented_as_documented(
+        bus_factory: Callable[..., Bus], capsys: pytest.CaptureFixture[str]) -> None:
+    node = bus_factory()
+    url = node.transport("http").listen("http://127.0.0.1:0")
+    args = argparse.Namespace(url=url, json=True, secret=None, timeout=TIMEOUT)
+    assert _cmd_status(args) == 0
+    printed = capsys.readouterr().out
+    document = json.loads(printed)
+    assert printed == json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    assert document["server"]["node"] == node.node_id
+    text = " ".join(DOC.read_text(encoding="utf-8").split())
+    assert "as the node sent it" not in text  # it is not byte for byte what the node sent
+    assert "`--json` prints the document the node sent as indented JSON" in text
+
+
+def _section(text: str, field: str) -> str:
+    """The paragraph of ``field`` in the list of docs/status.md's ``/status`` fields."""
+    match = re.search(rf"^`{field}`\n: (.*?)(?=\n\n)", text, re.S | re.M)
+    assert match is not None, field
+    return " ".join(match.group(1).split())
+
+
+@pytest.mark.parametrize("reason", [
+    REFUSED, NOT_WRITABLE, HOP_LIMIT, NOT_SENT, DROPPED_AT_CLOSE,
+    FORWARD_FAILED.format("ERROR"), WORKER_REFUSED.format("QueueFull"),
+])
+def test_the_docs_name_every_loss_reason(reason: str) -> None:
+    assert f"`{reason}`" in _section(DOC.read_text(encoding="utf-8"), "lost")
 
