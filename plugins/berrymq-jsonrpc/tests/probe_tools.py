@@ -17,17 +17,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.stats import stats_for
 from helpers import Child, tcp_call
 
 from berrymq.bus import Bus
-from berrymq.errors import TransportError
+from berrymq.errors import QueueFull, RemoteError, TransportError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 
 __all__ = ["MIB", "OPEN_SOCKETS", "TOKEN", "WAIT", "Raw", "Record", "Sampler", "delivered_by", "drip",
            "hold_gets", "http_get_json", "http_post", "post_body", "tcp_call", "kill_mid_stream",
-           "open_socket", "port_of", "proc_status", "request", "send_request", "start_node"]
+           "open_socket", "port_of", "proc_status", "refusing_node", "request", "send_request",
+           "start_node"]
 
 Record = Callable[..., None]
 WAIT = 15.0
@@ -338,3 +341,26 @@ def kill_mid_stream(make: Callable[..., Bus], tmp_path: Path, scheme: str, style
     with contextlib.suppress(AssertionError):
         wait_for(lambda: counts()["lost_unreported"] == 0, timeout=5, what="the losses counted")
     return {**counts(), "flush": flushed, "flush_later": bus.flush(5)}
+
+
+def refusing_node(buses: Callable[..., Bus]) -> tuple[Bus, str]:
+    """A node (in this process, serving HTTP) whose ``/status`` has something in every
+    field ``berrymq status`` might leave out: a duplicate, a refused session (over
+    ``max_sessions = 1``) and a connection of its own that the peer refused a message on."""
+    other = buses(jsonrpc_http={"queue_size": 1})
+    other_url = other.transport("http").listen("http://127.0.0.1:0")
+    buses().transport("http").connect_via_queue(other_url, Identifier("job:*"), 300)  # holds 1
+    node = buses(jsonrpc_http={"max_sessions": 1})
+    url = node.transport("http").listen("http://127.0.0.1:0")
+    node.subscribe("job:*", lambda message: None, weak=False)
+    link = node.transport("http").connect_oneway(other_url, 300)
+    link.send(Message(Identifier("job:x"), (1,), {}))
+    link.send(Message(Identifier("job:x"), (2,), {}))  # no room for it in the queue of 1
+    with pytest.raises(QueueFull):
+        link.flush(WAIT)
+    client = buses().transport("http").connect_oneway(url, 300)  # the one session allowed
+    client.call(p.METHOD_SEND_MESSAGES, {"token": client.token, "messages": [
+        ["job:x", [], {}, {"uid": "u-1"}], ["job:x", [], {}, {"uid": "u-1"}]]})  # a duplicate
+    with pytest.raises(RemoteError):
+        buses().transport("http").connect_oneway(url, 300)  # over max_sessions: refused
+    return node, url

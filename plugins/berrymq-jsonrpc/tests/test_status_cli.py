@@ -10,44 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.outbox import NOT_SENT, REFUSED
 from berrymq_jsonrpc.session_table import DROPPED_AT_CLOSE
 from berrymq_jsonrpc.sessions import NOT_WRITABLE
 from berrymq_jsonrpc.status import status_snapshot
 from berrymq_jsonrpc.status_cli import _cmd_status, format_status
+from probe_tools import refusing_node
 
 from berrymq._losses import FORWARD_FAILED, HOP_LIMIT, WORKER_REFUSED
 from berrymq.bus import Bus
-from berrymq.errors import QueueFull, RemoteError
-from berrymq.identifier import Identifier
-from berrymq.message import Message
 
 TIMEOUT = 20.0
 DOC = Path(__file__).resolve().parents[3] / "docs" / "status.md"
-
-
-def refusing_node(buses: Callable[..., Bus]) -> tuple[Bus, str]:
-    """A node (in this process, serving HTTP) whose ``/status`` has something in every
-    field ``berrymq status`` might leave out: a duplicate, a refused session (over
-    ``max_sessions = 1``) and a connection of its own that the peer refused a message on."""
-    other = buses(jsonrpc_http={"queue_size": 1})
-    other_url = other.transport("http").listen("http://127.0.0.1:0")
-    buses().transport("http").connect_via_queue(other_url, Identifier("job:*"), 300)  # holds 1
-    node = buses(jsonrpc_http={"max_sessions": 1})
-    url = node.transport("http").listen("http://127.0.0.1:0")
-    node.subscribe("job:*", lambda message: None, weak=False)
-    link = node.transport("http").connect_oneway(other_url, 300)
-    link.send(Message(Identifier("job:x"), (1,), {}))
-    link.send(Message(Identifier("job:x"), (2,), {}))  # no room for it in the queue of 1
-    with pytest.raises(QueueFull):
-        link.flush(TIMEOUT)
-    client = buses().transport("http").connect_oneway(url, 300)  # the one session allowed
-    client.call(p.METHOD_SEND_MESSAGES, {"token": client.token, "messages": [
-        ["job:x", [], {}, {"uid": "u-1"}], ["job:x", [], {}, {"uid": "u-1"}]]})  # a duplicate
-    with pytest.raises(RemoteError):
-        buses().transport("http").connect_oneway(url, 300)  # over max_sessions: refused
-    return node, url
 
 
 def test_status_shows_refusals_duplicates_and_a_connections_state(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from test_status_cli import refusing_node  # the node berrymq status's test reads
+from probe_tools import refusing_node
 
 from berrymq.identifier import Identifier
 from berrymq.message import Message
