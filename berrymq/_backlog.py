@@ -43,7 +43,7 @@ from berrymq.errors import QueueFull
 from berrymq.message import Message
 
 __all__ = ["DEFAULT_ASYNC_PENDING_LIMIT", "DEFAULT_ASYNC_PENDING_WAIT", "Backlog", "async_bounds",
-           "never_wait_for_room"]
+           "never_wait_for_room", "waits_for_room"]
 
 #: messages one async receiver may have outstanding (handed over or running)
 DEFAULT_ASYNC_PENDING_LIMIT = 10_000
@@ -56,9 +56,16 @@ _never_waits = threading.local()
 
 def never_wait_for_room() -> None:
     """Mark the calling thread as one that delivers for many (a transport's delivery
-    lane): a send from it that finds an async receiver full is refused at once, since its
-    wait would hold up every other message it carries, for every receiver and client."""
+    lane): a send from it that finds an async receiver or a bounded queue full is refused
+    at once, since its wait would hold up every other message it carries, for every
+    receiver and client."""
     _never_waits.on = True
+
+
+def waits_for_room() -> bool:
+    """Whether the calling thread may wait for room in a full receiver: not a delivery
+    lane (:func:`never_wait_for_room`)."""
+    return not getattr(_never_waits, "on", False)
 
 
 def async_bounds(setting: Callable[[str, Any], Any]) -> tuple[int, float]:
@@ -108,7 +115,7 @@ class Backlog:
             if self.tasks + self.handed < self.limit:
                 self.handed += 1
                 return
-            if getattr(_never_waits, "on", False):
+            if not waits_for_room():
                 raise QueueFull(
                     f"async receiver {self.name} has {self.limit} messages outstanding "
                     f"(setting async_pending_limit); message {message[0]} was refused at "

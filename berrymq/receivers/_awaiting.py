@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
+from berrymq._backlog import waits_for_room
 from berrymq._timeouts import wait_limit
 from berrymq.errors import Empty, QueueClosed, QueueFull
 from berrymq.identifier import Identifier
@@ -214,7 +215,8 @@ class QueueStore:
         """Take a place in the full store (``on_full="block"``) or raise :class:`QueueFull`:
         at once with ``"refuse"``, after ``put_timeout``, or as soon as the store closes."""
         closed = False
-        if self.on_full == "block":
+        lane = not waits_for_room()  # a transport's delivery lane: refused at once
+        if self.on_full == "block" and not lane:
             with self.lock:
                 closed = self.closed
                 self.blocked += not closed
@@ -232,6 +234,9 @@ class QueueStore:
                             f"{message[0]} waited for room ({_messages(self.maxsize)}): "
                             "it was not stored")
         waited = f" after waiting {self.put_timeout:g}s" if self.on_full == "block" else ""
+        if self.on_full == "block" and lane:
+            waited = (" at once: it came through a delivery lane, which carries every message "
+                      "of a transport and must not wait for one queue")
         raise QueueFull(f"queue {self.pattern} is full ({_messages(self.maxsize)}); "
                         f"message {message[0]} was refused{waited}")
 

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+import berrymq
 from berrymq.transports.ioloop import IOLoop
 from berrymq.transports.lane import DeliveryLane
 
@@ -139,3 +140,31 @@ def test_a_lane_knows_its_own_thread_by_the_name_it_was_given(io: IOLoop) -> Non
     assert seen == [("test-lane", True)]
     assert not lane.in_lane()
     lane.stop(5)
+
+
+def test_a_full_blocking_queue_refuses_a_lane_s_message_at_once(io: IOLoop) -> None:
+    """A full bounded Queue (on_full="block") makes a sender wait for room, but not the
+    lane, which carries every message of a transport: its message is refused at once,
+    saying why, and the next piece of work runs (it waited put_timeout for each refusal,
+    and every other receiver and client waited behind it)."""
+    with berrymq.Bus(name="lane") as bus:
+        queue = berrymq.Queue("q:*", maxsize=1, put_timeout=30, bus=bus)
+        bus.twitter("q:x")  # full now
+        outcome: list[BaseException | str] = []
+
+        def deliver() -> None:
+            try:
+                bus.twitter("q:x")
+            except berrymq.QueueFull as exc:
+                outcome.append(exc)
+
+        async def feed() -> None:
+            await io.lane.put(deliver, 10)
+            await io.lane.put(lambda: outcome.append("next"), 10)
+
+        io.run(feed(), timeout=5)
+        assert io.lane.wait_idle(10)  # not 30 s
+        refusal, after = outcome
+        assert isinstance(refusal, berrymq.QueueFull) and after == "next"
+        assert "refused at once: it came through a delivery lane" in str(refusal)
+        assert queue.qsize() == 1
