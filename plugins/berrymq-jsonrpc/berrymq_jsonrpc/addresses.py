@@ -31,6 +31,10 @@ def split_url(url: str, scheme: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme.lower() != scheme:
         raise ValueError(f"{url!r} is not a {scheme}:// address")
+    if "@" in parts.netloc:  # shown, stored and logged as given: never a password
+        shown = f"{parts.scheme}://...@{parts.netloc.rpartition('@')[2]}"
+        raise ValueError(f"{shown!r}: a {scheme}:// address holds no user name or password "
+                         f"({scheme}://host:port; a node's secret is the secret setting)")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"{url!r}: a {scheme}:// address is {scheme}://host:port, nothing after")
     return host_and_port(url, parts, f"{scheme}://127.0.0.1:7000")

@@ -248,6 +248,24 @@ def test_interconnect_calls_back_only_allowed_hosts(bus_factory: Factory, scheme
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_an_address_with_a_user_name_or_password_is_refused(
+        bus_factory: Factory, scheme: str) -> None:
+    """berryMQ sends no credentials from an address: one holding them is refused, as an
+    interconnect's callback and at the client's call, and never shown (they were kept,
+    and shown in clear in /status, the page and the CLI)."""
+    bus, port = serve(bus_factory, scheme)
+    listener = socket.create_server(("127.0.0.1", 0))
+    OPEN_SOCKETS.append(listener)
+    addr = f"{scheme}://admin:hunter2@127.0.0.1:{listener.getsockname()[1]}"
+    error = interconnect(scheme, open_socket(port), addr)["error"]
+    assert error["code"] == -32602 and "hunter2" not in json.dumps(error)
+    assert not bus.transport(scheme).service.sessions  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="holds no user name or password") as info:
+        bus_factory().transport(scheme).connect_oneway(addr, 60)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_callback_hosts_setting_replaces_loopback(bus_factory: Factory, scheme: str) -> None:
     _, port = serve(bus_factory, scheme, callback_hosts=["127.0.0.2/32", "example.invalid"])
     sock = open_socket(port)
