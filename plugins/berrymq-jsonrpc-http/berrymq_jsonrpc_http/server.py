@@ -285,6 +285,8 @@ class _ServerConnection:
         return keep
 
     def _too_large(self) -> None:
+        if self.server.service is not None:
+            self.server.service.count_refusal("max_size")
         error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
                              {"limit": self.server.max_size, "setting": "max_size"})
         self._send(413, dumps(error).encode(), close=True)

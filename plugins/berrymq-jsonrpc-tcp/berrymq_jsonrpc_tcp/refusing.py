@@ -22,6 +22,9 @@ from berrymq_jsonrpc.jsonrpc import error_object
 from berrymq.bursts import BurstLog
 from berrymq.wire import dumps
 
+if TYPE_CHECKING:
+    from berrymq_jsonrpc.service import Service
+
 __all__ = ["TURN_AWAY_BYTES", "Refusing", "http_request_line"]
 
 logger = logging.getLogger("berrymq.remote.tcp")
@@ -62,6 +65,10 @@ class Refusing:
     if TYPE_CHECKING:  # kept by LineChannel
         url: str
         read_limit: int
+        service: Service
+
+        @property
+        def serving(self) -> bool: ...
         transport: asyncio.Transport | None
         _rest: bytes
 
@@ -85,6 +92,8 @@ class Refusing:
         once the client stops sending it, or after a bounded read of the rest."""
         _too_large_lines.warning("%s sent a line over %d bytes; closed", self.url,
                                  self.read_limit)
+        if self.serving:  # a client of this node's (not a node answering this process)
+            self.service.count_refusal("max_size")
         error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
                              {"limit": self.read_limit, "setting": "max_size"})
         self._discard_then_close(dumps(error).encode() + b"\n", TOO_LARGE_DISCARD)

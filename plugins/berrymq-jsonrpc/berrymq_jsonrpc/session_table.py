@@ -102,6 +102,12 @@ class SessionTable:
                 self._sweeper = io_loop.submit(self._sweep())
         return session
 
+    def count_refusal(self, setting: str) -> None:
+        """Count one connection turned away for going over ``setting`` (``max_size``: a
+        request over it, answered and closed), for ``/status`` ``refused``."""
+        with self._lock:
+            self.refused[setting] = self.refused.get(setting, 0) + 1
+
     def check_room(self, sends_on: Any = None) -> None:
         """*Limit reached* when one more session would go over ``max_sessions``, or, for a
         session whose link would send back over the connection ``sends_on``, over

@@ -182,6 +182,25 @@ def test_refusals_are_counted_in_status_and_metrics(bus_factory: Factory, scheme
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_request_over_max_size_is_counted_as_refused(bus_factory: Factory, scheme: str) -> None:
+    """An operator sees clients that hit max_size: the request answered *Message too
+    large* (over HTTP 413) and its connection closed count in ``refused`` as ``max_size``
+    (they were in no counter at all)."""
+    bus, port = serve(bus_factory, scheme, max_size=1024)
+    body = json.dumps(request("send_message", {"token": "x", "identifier": "a:b",
+                                               "args": ["x" * 2000]})).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        if scheme == "tcp":
+            sock.sendall(body + b"\n")
+        else:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        answer = read_all(sock)
+    assert str(p.TOO_LARGE).encode() in answer, answer
+    assert status_snapshot(bus)["refused"] == {"total": 1, "reasons": {"max_size": 1}}
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_bytes_in_all_session_queues_are_capped(bus_factory: Factory, scheme: str) -> None:
 
     bus, port = serve(bus_factory, scheme, max_queued_bytes=1000)
