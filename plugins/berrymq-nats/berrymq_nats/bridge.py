@@ -264,7 +264,9 @@ class NatsBridge(LinkConnection):
         reached the NATS server (a PING/PONG round trip), and the messages this bridge
         received before the PONG have been handed to the receivers (unless called by one
         of them). False if ``timeout`` seconds (default 30) passed first (NATS unreachable,
-        say), or if a message accepted since the last flush was lost (see :attr:`losses`)."""
+        say), or if a message accepted since the last flush was lost (see :attr:`losses`;
+        what other clients sent and the bridge's own control messages are counted there
+        apart, :data:`~berrymq_nats.losses.FOREIGN`, and do not make it False)."""
         if io_loop.in_loop():
             raise RuntimeError("flush() cannot be called from the I/O thread")
         ok = True
@@ -281,7 +283,7 @@ class NatsBridge(LinkConnection):
                         received, max(0.0, deadline - time.monotonic()))
         else:
             ok = not self.outbox.waiting
-        total = self.losses.total
+        total = self.losses.own  # not what others sent, not the bridge's own control messages
         ok = ok and total == self._lost_mark
         self._lost_mark = total
         return ok

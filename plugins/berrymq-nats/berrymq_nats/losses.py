@@ -6,6 +6,12 @@ was in flight when the server died, a shared queue was full when it came in from
 is counted here, readable as :attr:`Losses.counts` and in the bridge's status line, and
 reported by one log line per burst: the first loss is logged at once, later ones are
 summed and logged at most every ``interval`` seconds.
+
+Not everything counted here is a message this process accepted: what another client
+published that is not a berryMQ message (:data:`UNDECODABLE`, :data:`WRONG_SUBJECT`) and
+the bridge's own presence and control messages (:data:`CONTROL_UNSENT`) are counted and
+logged the same way, but apart (:data:`FOREIGN`): they are no loss of this process's
+messages, so ``flush()`` (which tells about those, :attr:`Losses.own`) does not fail on them.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import time
 
 from berrymq.transports.ioloop import io_loop
 
-__all__ = ["IN_FLIGHT", "LANE_STOPPED", "NOT_SENT_AT_CLOSE", "QUEUE_FULL", "REFUSED_HERE",
-           "REQUEST_REFUSED", "UNDECODABLE", "UNPUBLISHABLE", "Losses"]
+__all__ = ["CONTROL_UNSENT", "FOREIGN", "IN_FLIGHT", "LANE_STOPPED", "NOT_SENT_AT_CLOSE",
+           "PUBLISH_DENIED", "QUEUE_FULL", "REFUSED_HERE", "REQUEST_REFUSED", "UNDECODABLE",
+           "UNPUBLISHABLE", "WRONG_SUBJECT", "Losses"]
 
 #: Published on a connection that died before the server confirmed it (PING/PONG):
 #: possibly lost. Not sent again, as the server may have routed it already.
@@ -39,6 +46,18 @@ REQUEST_REFUSED = "request refused: the answering lane was full"
 UNDECODABLE = "undecodable message from NATS"
 #: The client refused to publish it (too large for the server, say).
 UNPUBLISHABLE = "refused by the NATS client"
+#: The server refused it: this connection's user may not publish on its subject
+#: (``-ERR 'Permissions Violation for Publish to ...'``).
+PUBLISH_DENIED = "denied by the NATS server's permissions"
+#: Came in from NATS on a subject its identifier does not map to: another client
+#: published it where it may (its NATS permissions), naming receivers it may not reach.
+WRONG_SUBJECT = "dropped: its identifier does not match the subject it came on"
+#: A presence, acknowledgement or reply of the bridge's own that could not be published
+#: (over the server's max_payload, say): not one of the application's messages.
+CONTROL_UNSENT = "the bridge's own control message not sent"
+
+#: The reasons that are no loss of a message this process accepted (see the module docs).
+FOREIGN = frozenset({UNDECODABLE, WRONG_SUBJECT, CONTROL_UNSENT})
 
 
 class Losses:
@@ -47,6 +66,8 @@ class Losses:
     def __init__(self, logger: logging.Logger, who: str, interval: float = 5.0) -> None:
         self.counts: dict[str, int] = {}
         self.total = 0
+        #: of :attr:`total`, the messages this process accepted (all but :data:`FOREIGN`)
+        self.own = 0
         self._logger = logger
         self._who = who
         self._interval = interval
@@ -62,6 +83,8 @@ class Losses:
         with self._lock:
             self.counts[reason] = self.counts.get(reason, 0) + count
             self.total += count
+            if reason not in FOREIGN:
+                self.own += count
             self._unreported[reason] = self._unreported.get(reason, 0) + count
             wait = self._last_log + self._interval - time.monotonic()
             if wait > 0:

@@ -35,7 +35,13 @@ from berrymq.errors import ConnectionClosed
 from berrymq.identifier import Identifier
 from berrymq.transports.ioloop import io_loop
 from berrymq_nats.client import confirm_written
-from berrymq_nats.losses import IN_FLIGHT, NOT_SENT_AT_CLOSE, UNPUBLISHABLE, Losses
+from berrymq_nats.losses import (
+    CONTROL_UNSENT,
+    IN_FLIGHT,
+    NOT_SENT_AT_CLOSE,
+    UNPUBLISHABLE,
+    Losses,
+)
 from berrymq_nats.options import BrokerBufferFull, BrokerOptions
 
 if TYPE_CHECKING:
@@ -201,7 +207,8 @@ class Outbox:
                 self.hold_out()
                 break
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the rest
-                self.losses.add(UNPUBLISHABLE, 1, f"on {item[0]}: {exc!r}")
+                reason = CONTROL_UNSENT if type(item) is _Control else UNPUBLISHABLE
+                self.losses.add(reason, 1, f"on {item[0]}: {exc!r}")
         if self._room_wanted:
             self._room_wanted = False
             self._room.set()

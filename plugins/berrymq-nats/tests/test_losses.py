@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 
 import pytest
-from berrymq_nats.losses import IN_FLIGHT, QUEUE_FULL, Losses
+from berrymq_nats.losses import CONTROL_UNSENT, IN_FLIGHT, QUEUE_FULL, UNDECODABLE, Losses
 
 
 def test_losses_are_counted_and_logged_once_per_burst(
@@ -32,3 +32,13 @@ def test_losses_are_counted_and_logged_once_per_burst(
     losses.add(IN_FLIGHT, 0)  # nothing lost: nothing said
     losses.close()
     assert len(caplog.records) == 2
+
+
+def test_what_others_sent_is_counted_apart_from_this_processs_own() -> None:
+    losses = Losses(logging.getLogger("berrymq.nats.test"), "bridge Y")
+    losses.add(UNDECODABLE, 2)
+    losses.add(CONTROL_UNSENT, 1)
+    assert losses.own == 0 and losses.total == 3
+    losses.add(IN_FLIGHT, 1)
+    assert losses.own == 1 and losses.total == 4
+    losses.close()

@@ -1,0 +1,72 @@
+"""What is not this process's own message: what other clients publish on berryMQ's
+subjects (junk, or a message whose identifier is not its subject's) and the bridge's own
+control messages. Each is counted under its own reason, and none makes ``flush()``, which
+tells about the messages this process accepted, return False."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from berrymq_nats import NatsBridge
+from berrymq_nats.losses import CONTROL_UNSENT, UNDECODABLE
+from berrymq_nats.testing import Recorder, bridge_of, settle
+
+from berrymq import Bus
+from berrymq.identifier import parse
+
+pytestmark = pytest.mark.broker
+
+Pair = tuple[Bus, NatsBridge, Bus, NatsBridge]
+
+
+def publish_raw(url: str, *messages: tuple[str, bytes]) -> None:
+    """Publish ``(subject, payload)`` pairs as a plain NATS client, confirmed by the server."""
+
+    async def publish() -> None:
+        nc = await nats.connect(url)
+        try:
+            for subject, payload in messages:
+                await nc.publish(subject, payload)
+            await nc.flush(10)
+        finally:
+            await nc.close()
+
+    asyncio.run(publish())
+
+
+def test_junk_from_another_client_is_counted_apart_and_flush_stays_true(
+        pair: Pair, nats_server: Any, poll: Callable[..., None]) -> None:
+    a, ba, b, bb = pair
+    got = Recorder()
+    b.subscribe("job:*", got, weak=False)
+    settle(ba, bb)
+    publish_raw(nats_server.url, (bb.subjects.subject(parse("job:go")), b"not json"))
+    poll(lambda: bb.losses.counts.get(UNDECODABLE) == 1, 10, "the junk counted")
+    a.twitter("job:go", 1)
+    assert bb.flush(10) and ba.flush(10)  # every message of these processes got through
+    assert got.wait(1) and got.args == [1]
+    assert bb.losses.own == 0 and bb.losses.total == 1
+
+
+def test_a_control_message_over_max_payload_is_no_loss_of_the_applications(
+        nats_factory: Callable[..., Any], make_bus: Callable[..., Bus], tmp_path: Path) -> None:
+    """The presence announcement lists the patterns: with many, it outgrows a small
+    max_payload. It is counted as the bridge's own, not as a message of the application."""
+    config = tmp_path / "small.conf"
+    config.write_text("max_payload: 2048\n", encoding="utf-8")
+    server = nats_factory(args=("-c", str(config))).start()
+    bus = make_bus("patterns")
+    bridge = bridge_of(bus, server.url)
+    settle(bridge)
+    for i in range(120):
+        bus.subscribe(f"pattern{i:04d}longname:act{i}", lambda m: None, weak=False)
+    assert bridge.flush(10)
+    assert bridge.losses.counts.get(CONTROL_UNSENT, 0) >= 1
+    assert set(bridge.losses.counts) == {CONTROL_UNSENT} and bridge.losses.own == 0
+    bus.twitter("pattern0001longname:act1", "still works")
+    assert bridge.flush(10)
