@@ -17,6 +17,12 @@ drops messages ("slow consumer") when a queue is full. Instead:
   acknowledged there at once; its receivers run on a lane of their own, the answering
   lane (:func:`answer_lane`). A request that finds that lane full is refused at once,
   answered with a ``QueueFull`` entry and counted as a loss: reading goes on.
+
+A message is delivered only if it came on the subject its identifier maps to (and is
+not a local one): NATS permissions are given per subject, so a client allowed to
+publish on ``<prefix>.~.public.>`` must not reach the receivers of ``deploy@ops:*`` by
+naming them in the payload. Any other is dropped and counted (:data:`~berrymq_nats.
+losses.WRONG_SUBJECT`, with what others sent, not as this process's loss).
 """
 
 from __future__ import annotations
@@ -38,7 +44,13 @@ from berrymq.transports.ioloop import io_loop
 from berrymq.transports.lane import DeliveryLane
 from berrymq.wire import decode_message, loads
 from berrymq_nats.client import after_each_read
-from berrymq_nats.losses import LANE_STOPPED, QUEUE_FULL, REFUSED_HERE, REQUEST_REFUSED
+from berrymq_nats.losses import (
+    LANE_STOPPED,
+    QUEUE_FULL,
+    REFUSED_HERE,
+    REQUEST_REFUSED,
+    WRONG_SUBJECT,
+)
 from berrymq_nats.shared import FromBroker
 
 if TYPE_CHECKING:
@@ -226,17 +238,30 @@ class Inbound:
     def _decode(self, msg: Msg) -> tuple[Message, Identifier | None, Mapping[str, Any]] | None:
         """The message in ``msg`` (:func:`berrymq.wire.decode_message`), its kwargs marked
         when a local shared queue matches it (see :class:`FromBroker`); None for what is
-        not a message, counted as undecodable."""
+        not a message, counted as undecodable, and for a message that did not come on its
+        identifier's subject (see the module docs)."""
         try:
             message, reply_to, extras = decode_message(loads(msg.data))
         except ValueError as exc:  # ParseError, WireError: a foreign or broken message
             self.bridge.undecodable(msg.subject, exc)
+            return None
+        if not self.on_its_subject(msg, message[0]):
             return None
         shared = self.bridge.shared
         if (shared.entries or shared.dirty) and shared.marked(message[0]):
             message = new_message((message[0], message[1], FromBroker(message[2]), message[3],
                                    message[4]))
         return message, reply_to, extras
+
+    def on_its_subject(self, msg: Msg, ident: Identifier) -> bool:
+        """Whether ``ident`` came on its own subject; if not, it is counted as dropped."""
+        expected = self.bridge.subjects.subject(ident)
+        if msg.subject == expected and not ident.is_local:
+            return True
+        self.bridge.losses.add(WRONG_SUBJECT, 1, f"{ident} came on {msg.subject}, not on "
+                               f"{expected}" if not ident.is_local else
+                               f"{ident} is a local identifier, which never crosses NATS")
+        return False
 
     def on_message(self, msg: Msg) -> None:
         """A message from a plain subscription (the delivery lane)."""
@@ -290,6 +315,8 @@ class Inbound:
                 message, _, extras = decode_message(loads(msg.data))
             except ValueError as exc:  # ParseError, WireError: a foreign or broken message
                 bridge.undecodable(msg.subject, exc)
+                return
+            if not self.on_its_subject(msg, message[0]):
                 return
             taken = extras.get("taken")
             if type(taken) is list and group in taken:

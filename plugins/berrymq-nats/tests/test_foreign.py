@@ -13,10 +13,10 @@ from typing import Any
 import nats
 import pytest
 from berrymq_nats import NatsBridge
-from berrymq_nats.losses import CONTROL_UNSENT, UNDECODABLE
+from berrymq_nats.losses import CONTROL_UNSENT, UNDECODABLE, WRONG_SUBJECT
 from berrymq_nats.testing import Recorder, bridge_of, settle
 
-from berrymq import Bus
+from berrymq import Bus, Queue
 from berrymq.identifier import parse
 
 pytestmark = pytest.mark.broker
@@ -70,3 +70,45 @@ def test_a_control_message_over_max_payload_is_no_loss_of_the_applications(
     assert set(bridge.losses.counts) == {CONTROL_UNSENT} and bridge.losses.own == 0
     bus.twitter("pattern0001longname:act1", "still works")
     assert bridge.flush(10)
+
+
+def test_an_identifier_that_is_not_its_subjects_is_dropped(
+        nats_factory: Callable[..., Any], make_bus: Callable[..., Bus], tmp_path: Path) -> None:
+    """A client allowed to publish only on ``berrymq.~.public.>`` names ``deploy@ops:run``
+    in its payload: NATS let it through (the subject is allowed), the bridge must not
+    deliver it to the receivers of ``deploy@ops:*`` (a plain subscription or a shared
+    queue's group): dropped, counted, and no loss of this process."""
+    config = tmp_path / "acl.conf"
+    config.write_text(
+        "authorization { users = [\n"
+        "  { user: app, password: pw },\n"
+        '  { user: guest, password: pw, permissions: { publish: "berrymq.~.public.>",'
+        ' subscribe: "_INBOX.>" } } ] }\n', encoding="utf-8")
+    server = nats_factory(args=("-c", str(config))).start()
+    bus = make_bus("ops")
+    ops, public = Recorder(), Recorder()
+    bus.subscribe("deploy@ops:*", ops, weak=False)
+    bus.subscribe("public:*", public, weak=False)
+    shared = Queue("deploy@ops:*", shared=True, bus=bus)
+    group = Queue("public:*", shared=True, bus=bus)
+    bridge = bridge_of(bus, server.url, user="app", password="pw")
+    settle(bridge)
+    spoof = b'["deploy@ops:run",["spoofed"],{},{}]'
+    plain = bridge.subjects.subject(parse("public:x"))
+
+    async def as_guest() -> None:
+        nc = await nats.connect(server.url, user="guest", password="pw")
+        try:
+            await nc.publish(plain, spoof)
+            await nc.publish(plain, b'["public:x",["real"],{},{}]')
+            await nc.flush(10)
+        finally:
+            await nc.close()
+
+    asyncio.run(as_guest())
+    assert public.wait(1) and public.args == ["real"]
+    assert group.get(timeout=10).args == ("real",)  # the group's copy, after the spoofed one
+    assert bridge.flush(10)
+    assert ops.messages == [] and shared.qsize() == 0 and group.qsize() == 0
+    assert bridge.losses.counts == {WRONG_SUBJECT: 2}  # the plain subscription's and the group's
+    assert bridge.losses.own == 0
