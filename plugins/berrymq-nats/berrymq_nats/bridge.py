@@ -14,6 +14,7 @@ that publishes and asks; it follows the bus's subscriptions. Its parts:
 - :mod:`~berrymq_nats.shared`: shared queues as NATS queue groups;
 - :mod:`~berrymq_nats.following`: the NATS subscriptions that follow the bus's;
 - :mod:`~berrymq_nats.losses`: what was lost, counted with reasons and logged per burst;
+- :mod:`~berrymq_nats.server_errors`: the server's and the client's errors (permissions);
 - :mod:`~berrymq_nats.status`: the bridge's status line.
 
 This module holds the connection's life: connecting, reconnecting, flushing and closing.
@@ -55,6 +56,7 @@ from berrymq_nats.link import NatsLink
 from berrymq_nats.losses import UNDECODABLE, Losses
 from berrymq_nats.options import BrokerOptions
 from berrymq_nats.outbox import Outbox
+from berrymq_nats.server_errors import ServerErrors
 from berrymq_nats.shared import SharedQueues
 from berrymq_nats.status import status_line
 from berrymq_nats.subjects import SubjectMap
@@ -102,11 +104,12 @@ class NatsBridge(LinkConnection):
         self.shared = SharedQueues(bus, self.subjects)
         self.asking = Asking(self)
         self.inbound = Inbound(self)
+        self.errors = ServerErrors(self)
         self._nc: Client | None = None
         self.following = Following(self)
         self._ready = threading.Event()
         self._up = asyncio.Event()
-        self._attempt_failed = asyncio.Event()  # set by each failed connection attempt
+        self.attempt_failed = asyncio.Event()  # set by each failed connection attempt
         self._tasks: list[asyncio.Task[None]] = []
         self._lost_mark = 0
         # the style (before the loop starts: what comes in is received from its forwarder):
@@ -141,17 +144,17 @@ class NatsBridge(LinkConnection):
                 nc = await nats.connect(**client_options(
                     opts, f"berrymq {self.bus.name} {self.bus.node_id}",
                     disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
-                    closed_cb=self._on_closed, error_cb=self._on_error))
+                    closed_cb=self.errors.on_closed, error_cb=self.errors.on_error))
             except NoServersError:
                 # nats-py made its max_reconnect_attempts + 1 attempts at every server
-                # (each reported to _on_error): trying again here would multiply them.
-                self._failed(f"failed: {opts.gave_up}")
+                # (each reported to errors.on_error): trying again here would multiply them.
+                self.failed(f"failed: {opts.gave_up}")
                 return
             except Exception as exc:  # noqa: BLE001 - reported in the state, then retried
                 self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 self.state = f"connecting (attempt {attempts} failed: {self.last_error})"
                 if 0 <= opts.max_reconnect_attempts < attempts:
-                    self._failed(f"failed: {self.last_error}")
+                    self.failed(f"failed: {self.last_error}")
                     return
                 await asyncio.sleep(opts.reconnect_wait)
                 continue
@@ -166,7 +169,7 @@ class NatsBridge(LinkConnection):
             close_before_reconnecting(nc)
             problem = check_internals(nc)
             if problem is not None or not self.inbound.attach(nc):
-                self._failed("failed: this version of nats-py is not supported "
+                self.failed("failed: this version of nats-py is not supported "
                              f"({problem or 'no parser'})")
                 await nc.close()
                 return
@@ -193,12 +196,14 @@ class NatsBridge(LinkConnection):
         self.asking.announce("hello")
         self.state = state
 
-    def _failed(self, state: str) -> None:
+    def failed(self, state: str) -> None:
+        """The bridge will not connect again: say why."""
         self.state = state
         self.outbox.close(connected=False)
+        error = self.last_error
         logger.error("NATS bridge of bus %s gave up connecting to %s: %s%s", self.bus.name,
                      self.address, state,
-                     f"; last error: {self.last_error}" if self.last_error else "")
+                     f"; last error: {error}" if error and error not in state else "")
 
     async def _on_disconnected(self) -> None:
         if self.closed:
@@ -232,18 +237,6 @@ class NatsBridge(LinkConnection):
                      "nothing more would be received; reconnecting", self.bus.name, self.server)
         reconnect(nc, self.last_error)
 
-    async def _on_closed(self) -> None:
-        if not self.closed:
-            self._failed(f"failed: the NATS client {self.options.gave_up}")
-
-    async def _on_error(self, exc: Exception) -> None:
-        self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
-        self._attempt_failed.set()
-        if self.outbox.connected:
-            logger.warning("NATS bridge of bus %s: %s", self.bus.name, self.last_error)
-        else:  # each failed reconnection attempt: the state line shows the last one
-            logger.debug("NATS bridge of bus %s: %s", self.bus.name, self.last_error)
-
     # -- reports ----------------------------------------------------------------------------
 
     def undecodable(self, subject: str, exc: Exception) -> None:
@@ -256,8 +249,10 @@ class NatsBridge(LinkConnection):
 
     def status(self) -> str:
         """One line: the state, the server, subscriptions, buffered and lost messages
-        (see :func:`~berrymq_nats.status.status_line`)."""
-        return status_line(self)
+        (see :func:`~berrymq_nats.status.status_line`), and the subscriptions the server
+        refused (:attr:`ServerErrors.denied <berrymq_nats.server_errors.ServerErrors.denied>`)."""
+        denied = self.errors.status()
+        return status_line(self) + (f"; {denied}" if denied else "")
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message sent and every subscription made before this call has
@@ -364,8 +359,8 @@ class NatsBridge(LinkConnection):
         wait = self.options.connect_timeout
         connecting = [t for t in self._tasks[1:] if t is not current and not t.done()]
         if connecting:  # until it is done subscribing too; once closed it makes no new attempt
-            self._attempt_failed.clear()
-            await first_of(connecting, self._attempt_failed, wait)
+            self.attempt_failed.clear()
+            await first_of(connecting, self.attempt_failed, wait)
         for task in self._tasks:
             task.cancel()
         nc = self._nc

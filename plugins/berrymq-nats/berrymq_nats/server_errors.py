@@ -1,0 +1,116 @@
+"""What the NATS server and client report to a bridge besides messages: ``-ERR`` lines and
+the client's errors (``nats-py``'s ``error_cb`` and ``closed_cb``).
+
+- **Publish denied** (``-ERR 'Permissions Violation for Publish to "S"'``): the server
+  dropped one message (it sends one line per message and keeps the connection). A message
+  of the application's is counted as lost (:data:`~berrymq_nats.losses.PUBLISH_DENIED`,
+  so ``flush()`` returns False, one log line per burst); one of the bridge's own (presence,
+  replies) apart (:data:`~berrymq_nats.losses.CONTROL_UNSENT`).
+- **Subscription denied** (``... for Subscription to "S"``): nothing published there will
+  come. Said once per subject by an error line, and kept in :attr:`ServerErrors.denied`,
+  which the bridge's status line shows.
+- **The client closed for good**: ``nats-py`` closes the client, without reconnecting,
+  after a server error other than a stale connection or a permission (a protocol error
+  such as ``Maximum Control Line Exceeded``): the state and the log line name that error.
+- Anything else is the last error (the state line shows it while not connected).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from berrymq_nats.losses import CONTROL_UNSENT, PUBLISH_DENIED
+
+if TYPE_CHECKING:
+    from berrymq_nats.bridge import NatsBridge
+
+__all__ = ["ServerErrors"]
+
+logger = logging.getLogger("berrymq.nats")
+
+# (nats-py passes the server's line on in lower case, the subject too)
+_PERMISSION = re.compile(r'permissions violation for (publish|subscription) to "([^"]*)"'
+                         r'(?: using queue "([^"]*)")?', re.IGNORECASE)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: text`` of an error, as the state line shows it."""
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")
+
+
+class ServerErrors:
+    """One bridge's handling of the errors its client reports."""
+
+    def __init__(self, bridge: NatsBridge) -> None:
+        self.bridge = bridge
+        #: the subscriptions the server refused: subject (and queue group) -> its -ERR text
+        self.denied: dict[str, str] = {}
+
+    async def on_error(self, exc: Exception) -> None:
+        """``nats-py``'s ``error_cb``."""
+        bridge = self.bridge
+        text = str(exc)
+        found = _PERMISSION.search(text)
+        if found is not None:
+            kind, subject, group = found.groups()
+            if kind.lower() == "publish":
+                self.publish_denied(subject, text)
+            else:
+                subject, group = self._cased(subject, group)
+                self.subscription_denied(f"{subject} (queue group {group})" if group else subject,
+                                         text)
+            return
+        bridge.last_error = describe(exc)
+        bridge.attempt_failed.set()
+        if bridge.outbox.connected:
+            logger.warning("NATS bridge of bus %s: %s", bridge.bus.name, bridge.last_error)
+        else:  # each failed reconnection attempt: the state line shows the last one
+            logger.debug("NATS bridge of bus %s: %s", bridge.bus.name, bridge.last_error)
+
+    def publish_denied(self, subject: str, text: str) -> None:
+        """The server dropped one message on ``subject``: count it (the log is per burst)."""
+        prefix, subject = self.bridge.subjects.prefix.lower(), subject.lower()
+        own = subject.startswith(f"{prefix}.") and not subject.startswith(f"{prefix}.~~.")
+        self.bridge.losses.add(PUBLISH_DENIED if own else CONTROL_UNSENT, 1,
+                               f"on {subject}: {text}")
+
+    def _cased(self, subject: str, group: str | None) -> tuple[str, str | None]:
+        """The subscription's subject and group as the bridge made them (in their case)."""
+        following = self.bridge.following
+        for made, made_group in [(s, None) for s in following.plain] + list(following.queued):
+            if made.lower() == subject.lower() and (group is None) == (made_group is None) and (
+                    group is None or made_group.lower() == group.lower()):  # type: ignore[union-attr]
+                return made, made_group
+        return subject, group
+
+    def subscription_denied(self, what: str, text: str) -> None:
+        if what in self.denied:
+            return
+        self.denied[what] = text
+        logger.error("NATS bridge of bus %s: the NATS server refused the subscription to %s "
+                     "(%s): nothing published there reaches this process", self.bridge.bus.name,
+                     what, text)
+
+    def status(self) -> str:
+        """The part of the status line about denied subscriptions ('' when none was)."""
+        if not self.denied:
+            return ""
+        return (f"{len(self.denied)} subscriptions denied by the NATS server: "
+                + ", ".join(sorted(self.denied)))
+
+    async def on_closed(self) -> None:
+        """``nats-py``'s ``closed_cb``: the client closed without being asked to (it gave
+        up reconnecting, or a server error closed it): the state and log say why."""
+        bridge = self.bridge
+        if bridge.closed:
+            return
+        nc = bridge.client
+        error = getattr(nc, "last_error", None) if nc is not None else None
+        if error is not None:
+            bridge.last_error = describe(error)
+        state = f"failed: the NATS client {bridge.options.gave_up}"
+        if error is not None and bridge.options.max_reconnect_attempts < 0:
+            state += f" after the error: {bridge.last_error}"
+        bridge.failed(state)

@@ -1,0 +1,87 @@
+"""What the NATS server refuses (berrymq_nats.server_errors): publishing or subscribing
+its permissions deny is reported, never silent."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from berrymq_nats.losses import PUBLISH_DENIED
+from berrymq_nats.testing import NatsServer, Recorder, bridge_of, settle
+
+from berrymq import Bus
+from berrymq.transports.ioloop import io_loop
+
+pytestmark = pytest.mark.broker
+
+MakeBus = Callable[..., Bus]
+
+
+@pytest.fixture
+def guarded(nats_factory: Callable[..., NatsServer], tmp_path: Path) -> NatsServer:
+    """A server whose user ``app`` may not publish on ``secret:*`` nor subscribe to
+    ``hidden:*`` (default namespace, default prefix)."""
+    config = tmp_path / "perm.conf"
+    config.write_text(
+        "authorization { users = [ { user: app, password: pw, permissions: {\n"
+        '  publish: { allow: ">", deny: "berrymq.~.secret.>" },\n'
+        '  subscribe: { allow: ">", deny: "berrymq.~.hidden.>" } } } ] }\n', encoding="utf-8")
+    return nats_factory(args=("-c", str(config))).start()
+
+
+def test_messages_the_server_denies_are_counted_and_flush_says_so(
+        guarded: NatsServer, make_bus: MakeBus, caplog: pytest.LogCaptureFixture) -> None:
+    sender, receiver = make_bus("sender"), make_bus("receiver")
+    got = Recorder()
+    receiver.subscribe("*:go", got, weak=False)
+    bs = bridge_of(sender, guarded.url, user="app", password="pw")
+    br = bridge_of(receiver, guarded.url, user="app", password="pw")
+    settle(bs, br)
+    with caplog.at_level(logging.WARNING, logger="berrymq.nats"):
+        for i in range(50):
+            sender.twitter("secret:go", i)
+        sender.twitter("open:go", "through")
+        assert not bs.flush(10)  # 50 accepted messages were not delivered
+        assert bs.losses.counts == {PUBLISH_DENIED: 50} and bs.losses.own == 50
+        assert "lost 50 (50 denied by the NATS server's permissions)" in bs.status()
+        assert got.wait(1) and got.args == ["through"]
+        assert bs.flush(10)  # nothing more was lost since
+    lines = [r for r in caplog.records if r.name == "berrymq.nats"]
+    assert 1 <= len(lines) <= 2, [r.getMessage() for r in lines]  # one per burst, not per message
+    assert "permissions violation for publish" in lines[0].getMessage()
+
+
+def test_a_subscription_the_server_denies_is_reported(
+        guarded: NatsServer, make_bus: MakeBus, caplog: pytest.LogCaptureFixture) -> None:
+    bus = make_bus("denied")
+    bus.subscribe("hidden:Go", lambda m: None, weak=False)
+    with caplog.at_level(logging.ERROR, logger="berrymq.nats"):
+        bridge = bridge_of(bus, guarded.url, user="app", password="pw")
+        settle(bridge)  # the -ERR comes before the PONG of the flush
+        assert ("2 subscriptions denied by the NATS server: berrymq.~.hidden.%2A, "
+                "berrymq.~.hidden.Go" in bridge.status())  # (the case as subscribed)
+    assert any("refused the subscription to berrymq.~.hidden.Go" in r.getMessage()
+               for r in caplog.records)
+    assert bridge.errors.denied.keys() == {"berrymq.~.hidden.Go", "berrymq.~.hidden.%2A"}
+
+
+def test_the_reason_is_said_when_a_server_error_closes_the_client(
+        nats_server: Any, make_bus: MakeBus, poll: Callable[..., None]) -> None:
+    """nats-py closes the client for good after a server error such as a protocol
+    violation: the state names it, not only that the client closed."""
+    bus = make_bus("closing")
+    bridge = bridge_of(bus, nats_server.url)
+    settle(bridge)
+    nc = bridge.client
+    assert nc is not None
+
+    async def bad_line() -> None:  # what the server answers with -ERR and a close
+        nc._pending.append(b"SUB " + b"x" * 5000 + b" 99\r\n")  # type: ignore[attr-defined]
+        await nc._flush_pending()  # type: ignore[attr-defined]
+
+    io_loop.run(bad_line(), 10)
+    poll(lambda: bridge.state.startswith("failed"), 10, "the client to close")
+    assert "maximum control line exceeded" in bridge.state
