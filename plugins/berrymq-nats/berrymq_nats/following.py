@@ -5,11 +5,19 @@ lock); the loop thread then makes the NATS side match: one plain subscription pe
 the bus's patterns need (minimised, so ``a.*`` covers ``a.b``), one queue-group
 subscription per subject of a shared queue, and the patterns announced to the peers that
 ``ask`` through NATS.
+
+A receiver whose subjects would not fit the server's control line
+(:meth:`~berrymq_nats.subjects.SubjectMap.subscribe_problem`) is refused as it is made
+(:class:`~berrymq_nats.subjects.SubjectTooLong` from the call that made it, and the
+subscription cancelled); one made before the bridge is not subscribed through NATS, and
+the status line says so (:attr:`Following.unfit`). Otherwise the server would answer
+``-ERR`` and ``nats-py`` close the client for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.subscription import Subscription as NatsSubscription
@@ -17,12 +25,14 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from berrymq.identifier import Identifier
 from berrymq.transports.ioloop import io_loop
 from berrymq_nats.client import subscribe_direct
-from berrymq_nats.subjects import minimize
+from berrymq_nats.subjects import SubjectTooLong, minimize
 
 if TYPE_CHECKING:
     from berrymq_nats.bridge import NatsBridge
 
 __all__ = ["Following"]
+
+logger = logging.getLogger("berrymq.nats")
 
 
 class Following:
@@ -35,11 +45,23 @@ class Following:
         self.queued: dict[tuple[str, str], NatsSubscription] = {}
         self._lock = asyncio.Lock()
         self._scheduled = False
+        #: the patterns not subscribed through NATS, as their subjects would not fit
+        self.unfit: dict[str, str] = {}
 
     def changed(self, subscription: Any, added: bool) -> None:
-        """The bus's subscription listener."""
+        """The bus's subscription listener.
+
+        :raises SubjectTooLong: for a new receiver whose subjects would not fit the server's
+            control line: it is cancelled (on the I/O thread, as the bus's lock is held)."""
         # Called by the bus, under its lock, in the thread that changed a subscription:
         # only note the change; the loop thread follows it.
+        bridge = self.bridge
+        if added and bridge.subscribe_enabled and not subscription.pattern.is_local:
+            problem = bridge.subjects.subscribe_problem(subscription.pattern,
+                                                        subscription.shared)
+            if problem is not None:
+                io_loop.call_soon(subscription.cancel)
+                raise SubjectTooLong(f"receiver of {subscription.pattern} refused: {problem}")
         self.bridge.shared.changed()
         if not self._scheduled and not self.bridge.closed:
             self._scheduled = True
@@ -48,6 +70,16 @@ class Following:
     def _schedule(self) -> None:
         self._scheduled = False
         io_loop.loop.create_task(self.sync())
+
+    def _fits(self, pattern: Identifier, shared: bool) -> bool:
+        problem = self.bridge.subjects.subscribe_problem(pattern, shared)
+        if problem is None:
+            return True
+        if str(pattern) not in self.unfit:
+            self.unfit[str(pattern)] = problem
+            logger.error("NATS bridge of bus %s: receivers of %s get no messages through "
+                         "NATS: %s", self.bridge.bus.name, pattern, problem)
+        return False
 
     async def sync(self) -> None:
         """Make the NATS subscriptions follow the bus's (loop thread)."""
@@ -65,7 +97,7 @@ class Following:
             shared_subs = {id(sub) for sub, _, _ in shared.entries}
             for sub in bridge.bus.subscriptions():
                 pattern = sub.pattern
-                if pattern.is_local:
+                if pattern.is_local or not self._fits(pattern, id(sub) in shared_subs):
                     continue
                 if id(sub) in shared_subs:
                     group = subjects.group(pattern)

@@ -255,7 +255,7 @@ class Inbound:
 
     def on_its_subject(self, msg: Msg, ident: Identifier) -> bool:
         """Whether ``ident`` came on its own subject; if not, it is counted as dropped."""
-        expected = self.bridge.subjects.subject(ident)
+        expected = self.bridge.subjects.subject_of(ident)
         if msg.subject == expected and not ident.is_local:
             return True
         self.bridge.losses.add(WRONG_SUBJECT, 1, f"{ident} came on {msg.subject}, not on "

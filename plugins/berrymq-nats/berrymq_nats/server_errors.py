@@ -94,11 +94,18 @@ class ServerErrors:
                      what, text)
 
     def status(self) -> str:
-        """The part of the status line about denied subscriptions ('' when none was)."""
-        if not self.denied:
-            return ""
-        return (f"{len(self.denied)} subscriptions denied by the NATS server: "
-                + ", ".join(sorted(self.denied)))
+        """The part of the status line about subscriptions the server denied, or that were
+        not made as they would not fit (:attr:`Following.unfit <berrymq_nats.following.
+        Following.unfit>`); '' when there are none."""
+        parts = []
+        if self.denied:
+            parts.append(f"{len(self.denied)} subscriptions denied by the NATS server: "
+                         + ", ".join(sorted(self.denied)))
+        unfit = self.bridge.following.unfit
+        if unfit:
+            parts.append(f"{len(unfit)} patterns not subscribed (their NATS subjects would "
+                         "not fit the server's control line): " + ", ".join(sorted(unfit)))
+        return "; ".join(parts)
 
     async def on_closed(self) -> None:
         """``nats-py``'s ``closed_cb``: the client closed without being asked to (it gave

@@ -24,6 +24,16 @@ messages sent with a wildcard (the ``%2A`` token)::
     *:stop      P.*.stop    P.*.%2A
     *:*         P.*.*
 
+A subject must fit the server's control line (``max_control_line``, 4096 bytes unless
+the server is set up otherwise): the line ``PUB <subject> <reply> <size>`` or ``SUB
+<subject> <queue group> <sid>``. A longer one makes the server answer ``-ERR 'Maximum
+Control Line Exceeded'``, and ``nats-py`` then closes the client for good. So a message
+whose subject is over :data:`MAX_PUBLISH_SUBJECT` bytes is refused as it is sent
+(:class:`SubjectTooLong`), a receiver whose subscription would not fit
+(:meth:`SubjectMap.subscribe_problem`: a shared queue sends its subject twice, as the
+subject and the queue group) as it is made, and ``subject_prefix`` is at most
+:data:`MAX_PREFIX` bytes.
+
 Subjects covered by another subscription of the same process are dropped (``job:*``
 covers ``job:stop``). A message matching two remaining subscriptions (``job:*`` and
 ``*:stop`` both see ``job:stop``) reaches the process twice and is delivered once: the bus
@@ -35,13 +45,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeAlias
 
+from berrymq.errors import MessageTooLarge
 from berrymq.identifier import WILDCARD, Identifier
 
 __all__ = [
     "DEFAULT_NAMESPACE_TOKEN",
     "DEFAULT_PREFIX",
+    "MAX_CONTROL_LINE",
+    "MAX_PREFIX",
+    "MAX_PUBLISH_SUBJECT",
+    "MAX_SUBSCRIBE_LINE",
     "WILDCARD_TOKEN",
     "SubjectMap",
+    "SubjectTooLong",
     "check_prefix",
     "escape_token",
     "minimize",
@@ -52,6 +68,26 @@ __all__ = [
 DEFAULT_PREFIX = "berrymq"
 DEFAULT_NAMESPACE_TOKEN = "~"
 WILDCARD_TOKEN = "%2A"
+
+#: The server's longest control line (its ``max_control_line``, 4096 bytes by default),
+#: counted, as the server does, without the verb and the line's end.
+MAX_CONTROL_LINE = 4096
+#: Room on a line for the spaces, a subscription's id or a payload's size.
+_NUMBERS = 64
+#: Room on a ``PUB`` line for a reply subject (an ``ask``'s: ``_INBOX.`` and about 40 more).
+_REPLY = 128
+#: The longest subject a message is published on, in bytes.
+MAX_PUBLISH_SUBJECT = MAX_CONTROL_LINE - _REPLY - _NUMBERS
+#: The longest subject and queue group of one subscription together, in bytes.
+MAX_SUBSCRIBE_LINE = MAX_CONTROL_LINE - _NUMBERS
+#: The longest ``subject_prefix``, in bytes (the rest of a subject needs room too).
+MAX_PREFIX = 1024
+
+
+class SubjectTooLong(MessageTooLarge):
+    """A message's (or a receiver's) NATS subject would not fit the server's control line;
+    it was not sent (not subscribed)."""
+
 
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _SUBJECT_CACHE_LIMIT = 16384
@@ -106,6 +142,10 @@ def prefix_problem(prefix: object) -> str | None:
     settings file's check of ``subject_prefix``)."""
     if not isinstance(prefix, str) or not prefix:
         return f"must be a non-empty string, got {prefix!r}"
+    size = len(prefix.encode("utf-8", "replace"))
+    if size > MAX_PREFIX:
+        return (f"is {size} bytes long, over {MAX_PREFIX}: every subject starts with it and "
+                f"must fit the NATS server's control line ({MAX_CONTROL_LINE} bytes)")
     for token in prefix.split("."):
         if not token or any(ch in "*> \t\r\n" for ch in token) or not token.isprintable():
             return (f"{prefix!r} is not a valid NATS subject prefix: use tokens separated "
@@ -157,14 +197,16 @@ class SubjectMap:
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         self.prefix = check_prefix(prefix)
         self._cache: dict[Identifier, str] = {}
+        # the prefix's bytes beyond its characters (the rest of a subject is ASCII)
+        self._extra = len(prefix.encode("utf-8")) - len(prefix)
 
     def _base(self, ident: Identifier) -> str:
         ns = ident.namespace
         token = DEFAULT_NAMESPACE_TOKEN if ns is None else escape_token(ns)
         return f"{self.prefix}.{token}"
 
-    def subject(self, ident: Identifier) -> str:
-        """The subject a message sent as ``ident`` is published on."""
+    def subject_of(self, ident: Identifier) -> str:
+        """The subject of ``ident``, however long (to compare with one a message came on)."""
         subject = self._cache.get(ident)
         if subject is None:
             subject = f"{self._base(ident)}.{escape_token(ident.name)}.{escape_token(ident.action)}"
@@ -172,6 +214,33 @@ class SubjectMap:
                 self._cache = {}
             self._cache[ident] = subject
         return subject
+
+    def subject(self, ident: Identifier) -> str:
+        """The subject a message sent as ``ident`` is published on.
+
+        :raises SubjectTooLong: over :data:`MAX_PUBLISH_SUBJECT` bytes."""
+        subject = self.subject_of(ident)
+        size = len(subject) + self._extra
+        if size > MAX_PUBLISH_SUBJECT:
+            raise SubjectTooLong(
+                f"message {ident} was not sent: its NATS subject would be {size} bytes, over "
+                f"the {MAX_PUBLISH_SUBJECT} that fit the server's {MAX_CONTROL_LINE}-byte "
+                "control line (a shorter identifier or subject_prefix fits)")
+        return subject
+
+    def subscribe_problem(self, pattern: Identifier, shared: bool) -> str | None:
+        """Why receivers of ``pattern`` (a shared queue's: ``shared``) cannot subscribe
+        through NATS: its subjects (and queue group) would not fit the server's control
+        line; None when they fit."""
+        size = len(self.subject_of(pattern)) + self._extra  # the longest of its subjects
+        if shared:
+            size *= 2  # the subject and the queue group, on one line
+        if size <= MAX_SUBSCRIBE_LINE:
+            return None
+        what = "subject and queue group" if shared else "subject"
+        return (f"the NATS {what} of {pattern} would take {size} bytes of the server's "
+                f"{MAX_CONTROL_LINE}-byte control line, over the {MAX_SUBSCRIBE_LINE} that fit "
+                "(a shorter pattern or subject_prefix fits)")
 
     def interest(self, pattern: Identifier) -> tuple[str, ...]:
         """The subjects a receiver of ``pattern`` subscribes to (see the module docs)."""
@@ -190,4 +259,4 @@ class SubjectMap:
 
     def group(self, pattern: Identifier) -> str:
         """The NATS queue group of the shared queues of ``pattern``."""
-        return self.subject(pattern)
+        return self.subject_of(pattern)

@@ -39,6 +39,10 @@ def test_bad_options_are_named(default_bus: Bus) -> None:
         berrymq.connect_broker("nats://127.0.0.1:1", connect_timeout=0)
     with pytest.raises(ValueError, match="subject_prefix"):
         berrymq.connect_broker("nats://127.0.0.1:1", subject_prefix="a.*")
+    with pytest.raises(ValueError, match=r"subject_prefix is 1025 bytes long, over 1024: every "
+                                         r"subject starts with it and must fit the NATS "
+                                         r"server's control line"):
+        berrymq.connect_broker("nats://127.0.0.1:1", subject_prefix="p" * 1025)
 
 
 

@@ -6,7 +6,16 @@ import random
 import time
 
 import pytest
-from berrymq_nats.subjects import SubjectMap, check_prefix, escape_token, minimize, unescape_token
+from berrymq_nats.subjects import (
+    MAX_PREFIX,
+    MAX_PUBLISH_SUBJECT,
+    SubjectMap,
+    SubjectTooLong,
+    check_prefix,
+    escape_token,
+    minimize,
+    unescape_token,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -144,3 +153,29 @@ def test_subscriptions_match_exactly_what_berrymq_matches(
     assert bool(reached) == pattern.matches(message)
     # A single pattern's subjects never deliver one message twice (queue groups rely on it).
     assert len(reached) <= 1
+
+
+def test_subjects_that_would_not_fit_the_servers_control_line_are_refused() -> None:
+    """``PUB <subject> <reply> <size>`` and ``SUB <subject> <group> <sid>`` must fit the
+    server's 4096-byte control line: a shared queue's subscription carries its subject
+    twice (the subject and the queue group)."""
+    m = SubjectMap()
+    long_pattern = Identifier("€" * 120 + ":" + "€" * 120)  # each € is %E2%82%AC
+    assert m.subscribe_problem(long_pattern, shared=False) is None
+    problem = m.subscribe_problem(long_pattern, shared=True)
+    assert problem is not None and "subject and queue group" in problem
+    assert len(m.subject(long_pattern)) < MAX_PUBLISH_SUBJECT  # published, it fits
+    too_long = Identifier("\U0001F600" * 250 + ":a")  # 3,000 bytes escaped: fits alone
+    assert m.subject(too_long)
+    m = SubjectMap("p" * 1000)  # not with a long prefix
+    with pytest.raises(SubjectTooLong, match=r"its NATS subject would be \d+ bytes, over the "
+                                             rf"{MAX_PUBLISH_SUBJECT} that fit"):
+        m.subject(too_long)
+    assert m.subscribe_problem(too_long, shared=True) is not None
+    near = SubjectMap("p" * MAX_PREFIX)  # the longest prefix still leaves room
+    assert near.subscribe_problem(Identifier("job:run"), shared=True) is None
+    with pytest.raises(ValueError, match=rf"subject_prefix is {MAX_PREFIX + 1} bytes long, "
+                                         rf"over {MAX_PREFIX}"):
+        check_prefix("p" * (MAX_PREFIX + 1))
+    with pytest.raises(ValueError, match="subject_prefix is 1026 bytes long"):
+        check_prefix("é" * 513)  # bytes, not characters
