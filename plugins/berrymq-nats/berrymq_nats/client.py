@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nats.aio.client import DEFAULT_MAX_PAYLOAD_SIZE, Client
 from nats.aio.msg import Msg
@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Direct", "ReadingStopped", "after_each_read", "check_internals", "check_payload",
            "client_options", "close_before_reconnecting", "close_client", "confirm_written", "reconnect",
-           "subscribe_direct", "watch_reading"]
+           "subscribe_direct", "watch_reading", "within"]
+
+T = TypeVar("T")
 
 
 class ReadingStopped(TransportError):
@@ -236,12 +238,38 @@ async def close_client(nc: Client, timeout: float) -> None:
     still holds and waits for the socket to drain, which a stalled server never lets
     happen: past the timeout the socket is dropped at once (aborted)."""
     try:
-        await asyncio.wait_for(nc.close(), timeout)
+        await within(nc.close(), timeout, "closing the NATS client")
     except TimeoutError:
         writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
         transport = getattr(writer, "transport", None)
         if isinstance(transport, asyncio.Transport):
             transport.abort()
+
+
+async def within(step: Coroutine[Any, Any, T], timeout: float, what: str) -> T:
+    """Run ``step`` for at most ``timeout`` seconds, then raise :class:`TimeoutError`
+    naming ``what``. Unlike ``asyncio.wait_for``, this does not wait for the step to end
+    once cancelled: ``nats-py`` swallows a cancellation while it waits for room in its
+    write buffer (``_flush_pending``), so a step stuck there would hold the caller up
+    until the server reads again. The step is cancelled and left to end (its outcome is
+    retrieved, unseen)."""
+    task = asyncio.ensure_future(step)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=max(0.0, timeout))
+    except asyncio.CancelledError:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise TimeoutError(f"{what} did not finish within {timeout:g}s")
+    return task.result()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def server_url(nc: Client | None) -> str:

@@ -3,9 +3,14 @@
 - **Connected**: :meth:`Outbox.put` (the sender's thread) appends the encoded message to a
   deque and, only when the I/O loop is not already woken, wakes it once; the loop's
   publisher drains the deque into ``nats-py``'s write buffer, which writes in batches. One
-  thread hop per message and no lock. At most ``buffer_limit`` messages wait for the loop;
-  beyond, the sender waits up to ``send_timeout`` seconds for room, then gets
-  :class:`~berrymq_nats.options.BrokerBufferFull`.
+  thread hop per message. At most ``buffer_limit`` messages and ``buffer_bytes`` bytes
+  wait for the loop (one message always fits); beyond, the sender waits up to
+  ``send_timeout`` seconds for room, then gets :class:`~berrymq_nats.options.BrokerBufferFull`.
+  (What the loop handed to ``nats-py`` and the server has not read is bounded by
+  ``nats-py``: past its write buffer, 2 MiB, the publisher waits.)
+- **Counted from the hand-over**: a message is counted as published before ``nats-py``
+  takes it, as ``nats-py`` may hold it (buffered) and wait inside ``publish`` for the
+  server: if the connection then drops, or the bridge closes, it is counted with the rest.
 - **Confirmed**: after publishing, the loop sends a PING behind what it wrote; the PONG
   means the server has read all of it. What was published and not confirmed when the
   connection drops is counted as possibly lost (:data:`~berrymq_nats.losses.IN_FLIGHT`)
@@ -83,6 +88,9 @@ class Outbox:
         self.connected = False
         self.closed = False
         self._out: collections.deque[Item] = collections.deque()
+        self._out_bytes = 0  # the payload bytes in _out (under _bytes_lock)
+        self._bytes_lock = threading.Lock()
+        self._epoch = 0  # counts connection_lost: what a publish under way finds changed
         self._wake_pending = False
         self._wake = asyncio.Event()
         self._room = threading.Event()
@@ -114,8 +122,11 @@ class Outbox:
         ``wait``: wait for room at most so long, when shorter than ``send_timeout``."""
         if self.connected:
             out = self._out
-            if len(out) >= self.limit:
-                self._wait_for_room(ident, wait)
+            size = len(item[1])
+            if len(out) >= self.limit or (out and self._out_bytes + size > self.byte_limit):
+                self._wait_for_room(ident, size, wait)
+            with self._bytes_lock:
+                self._out_bytes += size
             out.append(item)
             if not self._wake_pending:
                 self._wake_pending = True
@@ -128,30 +139,41 @@ class Outbox:
         never waits, so that the I/O thread can send it; dropped while disconnected (the
         asker's deadline reports a missing reply)."""
         if self.connected:
+            with self._bytes_lock:
+                self._out_bytes += len(item[1])
             self._out.append(_Control(item))
             if not self._wake_pending:
                 self._wake_pending = True
                 io_loop.call_soon(self._wake.set)
 
-    def _wait_for_room(self, ident: Identifier | str, wait: float | None) -> None:
+    def _full(self, size: int) -> bool:
+        out = self._out
+        return len(out) >= self.limit or (bool(out) and self._out_bytes + size > self.byte_limit)
+
+    def _wait_for_room(self, ident: Identifier | str, size: int, wait: float | None) -> None:
         wait = self.send_timeout if wait is None else max(0.0, min(wait, self.send_timeout))
         deadline = time.monotonic() + wait
-        while len(self._out) >= self.limit and self.connected:
+        while self._full(size) and self.connected:
             left = deadline - time.monotonic()
             if io_loop.in_loop() or left <= 0:
+                count, waiting = len(self._out), self._out_bytes
+                bound = (f"buffer_limit = {self.limit}" if count >= self.limit
+                         else f"buffer_bytes = {self.byte_limit}")
                 raise BrokerBufferFull(
-                    f"the NATS bridge to {self.describe()} has had {self.limit} messages "
-                    f"waiting for the I/O thread for {wait:g}s "
-                    f"(buffer_limit = {self.limit}); message {ident} was refused"
+                    f"the NATS bridge to {self.describe()} has had {count} messages "
+                    f"({waiting} bytes) waiting for the I/O thread for {wait:g}s "
+                    f"({bound}); message {ident} was refused"
                 )
             self._room.clear()
             self._room_wanted = True
-            if len(self._out) >= self.limit:
+            if self._full(size):
                 self._room.wait(left)
 
     def _hold(self, item: Item, ident: Identifier | str) -> None:
         with self._held_lock:
             if self.connected:  # reconnected meanwhile
+                with self._bytes_lock:
+                    self._out_bytes += len(item[1])
                 self._out.append(item)
                 io_loop.call_soon(self._wake.set)
                 return
@@ -176,7 +198,7 @@ class Outbox:
     async def run(self) -> None:
         """The publisher task: publish whatever the sending threads put, when woken."""
         wake = self._wake
-        while True:
+        while not self.closed:
             await wake.wait()
             wake.clear()
             self._wake_pending = False
@@ -197,18 +219,35 @@ class Outbox:
                 await self._wait_for_confirmation(nc)
                 continue
             item = out.popleft()
+            with self._bytes_lock:  # (never below 0: a put racing a drop may be uncounted)
+                self._out_bytes = max(0, self._out_bytes - len(item[1]))
+            if self._room_wanted:
+                self._room_wanted = False
+                self._room.set()
+            # counted before nats-py has it: it may wait inside publish with it buffered
+            epoch = self._epoch
+            self.published += 1
+            control = type(item) is _Control
+            if control:
+                self._control.append(self.published)
             try:
                 await nc.publish(item[0], item[1], item[2])
-                self.published += 1
-                if type(item) is _Control:
-                    self._control.append(self.published)
-            except OutboundBufferLimitError:
-                out.appendleft(item)
-                self.hold_out()
-                break
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the rest
-                reason = CONTROL_UNSENT if type(item) is _Control else UNPUBLISHABLE
+                if epoch != self._epoch:  # connection_lost counted it meanwhile
+                    continue
+                self.published -= 1  # nats-py refused it before buffering it
+                if control and self._control and self._control[-1] > self.published:
+                    self._control.pop()
+                if isinstance(exc, OutboundBufferLimitError):
+                    with self._bytes_lock:
+                        self._out_bytes += len(item[1])
+                    out.appendleft(item)
+                    self.hold_out()
+                    break
+                reason = CONTROL_UNSENT if control else UNPUBLISHABLE
                 self.losses.add(reason, 1, f"on {item[0]}: {exc!r}")
+            if self.closed:
+                break
         if self._room_wanted:
             self._room_wanted = False
             self._room.set()
@@ -249,6 +288,7 @@ class Outbox:
         (its last flush failed), so what ``nats-py`` holds unwritten is never sent after
         a reconnect: it is counted too."""
         self.connected = False
+        self._epoch += 1
         nc = self.nc
         unwritten = 0  # still in nats-py's buffer: written after the reconnect, not lost
         if not closing:
@@ -277,6 +317,8 @@ class Outbox:
 
     def _move_out(self) -> None:
         # Under _held_lock: what waits for the loop joins the disconnect buffer, in order.
+        with self._bytes_lock:
+            self._out_bytes = 0
         while self._out:
             item = self._out.popleft()
             if type(item) is not _Control:
@@ -290,6 +332,8 @@ class Outbox:
             held, self._held = self._held, collections.deque()
             self._held_bytes = 0
             if held:
+                with self._bytes_lock:
+                    self._out_bytes += sum(len(item[1]) for item in held)
                 self._out.extendleft(reversed(held))
             self.connected = True
         self._wake.set()
@@ -306,6 +350,9 @@ class Outbox:
             self._held.clear()
             self._out.clear()
             self._held_bytes = 0
+            self._epoch += 1
+            with self._bytes_lock:
+                self._out_bytes = 0
         self._room.set()
         if self._confirming is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed

@@ -12,6 +12,8 @@ the client's errors (``nats-py``'s ``error_cb`` and ``closed_cb``).
 - **The client closed for good**: ``nats-py`` closes the client, without reconnecting,
   after a server error other than a stale connection or a permission (a protocol error
   such as ``Maximum Control Line Exceeded``): the state and the log line name that error.
+- **The client stopped reading** while connected (:func:`~berrymq_nats.client.
+  watch_reading`): said, and the client reconnects.
 - Anything else is the last error (the state line shows it while not connected).
 """
 
@@ -21,9 +23,12 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from berrymq_nats.client import reconnect
 from berrymq_nats.losses import CONTROL_UNSENT, PUBLISH_DENIED
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
+
     from berrymq_nats.bridge import NatsBridge
 
 __all__ = ["ServerErrors"]
@@ -121,3 +126,18 @@ class ServerErrors:
         if error is not None and bridge.options.max_reconnect_attempts < 0:
             state += f" after the error: {bridge.last_error}"
         bridge.failed(state)
+
+    def reading_stopped(self, nc: Client) -> None:
+        """nats-py's reading task ended while connected (:func:`~berrymq_nats.client.
+        watch_reading`): say so and reconnect. What the server had not confirmed is then
+        counted as lost; what it sent meanwhile is a reconnection's at-most-once window."""
+        bridge = self.bridge
+        if bridge.closed or nc is not bridge.client:
+            return
+        bridge.last_error = "nats-py stopped reading the connection (its reading task ended)"
+        bridge.state = "reconnecting (nats-py stopped reading)"
+        logger.error("NATS bridge of bus %s: nats-py's task that reads from %s ended while "
+                     "the connection was up (see nats-py's 'encountered error' line), so "
+                     "nothing more would be received; reconnecting", bridge.bus.name,
+                     bridge.server)
+        reconnect(nc, bridge.last_error)

@@ -1,0 +1,87 @@
+"""A server that stops reading (SIGSTOP) while connected: what the bridge holds is
+bounded in bytes as well as in count, every message it accepted is either sent or
+counted, and ``close()`` and ``flush(timeout)`` keep their time limits although
+nats-py's publish waits for room (and swallows a cancellation meanwhile)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from berrymq_nats import BrokerBufferFull, NatsBridge
+from berrymq_nats.testing import NatsServer, bridge_of, settle
+
+from berrymq import Bus
+
+pytestmark = pytest.mark.broker
+
+PAD = "p" * (200 * 1024)
+
+
+@pytest.fixture
+def paused(nats_server: NatsServer) -> Iterator[NatsServer]:
+    yield nats_server
+    if nats_server.process is not None:
+        nats_server.resume()
+
+
+def fill(bus: Bus, limit: int, bound: str = "buffer_bytes = 1048576") -> int:
+    """Send 200 KiB messages until the bridge refuses one; how many it accepted."""
+    for accepted in range(limit):
+        try:
+            bus.twitter("stalled:x", accepted, PAD)
+        except BrokerBufferFull as exc:
+            assert bound in str(exc)
+            return accepted
+    return limit
+
+
+def stalled_bridge(bus: Bus, server: NatsServer, buffer_limit: int = 300,
+                   buffer_bytes: int = 1024 * 1024) -> NatsBridge:
+    bridge = bridge_of(bus, server.url, buffer_limit=buffer_limit, buffer_bytes=buffer_bytes,
+                       send_timeout=0.3, connect_timeout=1.0)
+    settle(bridge)
+    server.pause()
+    return bridge
+
+
+def test_what_waits_for_a_stalled_server_is_bounded_in_bytes_and_counted(
+        paused: NatsServer, make_bus: Callable[..., Bus]) -> None:
+    bus = make_bus("stalled")
+    bridge = stalled_bridge(bus, paused)
+    accepted = fill(bus, 300)
+    # 1 MiB waiting for the I/O thread, and what nats-py buffers (2 MiB) and the socket holds
+    assert 3 <= accepted <= 40, accepted
+    started = time.monotonic()
+    bridge.close()
+    took = time.monotonic() - started
+    assert took < 2 * 1.0 + 1.5, f"close() took {took:.2f}s with connect_timeout = 1s"
+    # every accepted message counted: not sent, or sent to a server that never confirmed it
+    assert bridge.losses.own == accepted, (bridge.losses.counts, accepted)
+
+
+def test_close_keeps_its_time_limit_and_counts_every_accepted_message(
+        paused: NatsServer, make_bus: Callable[..., Bus]) -> None:
+    """Bounded in count (the bytes bound far away): nats-py's publish waits for room with
+    a message of the bridge's buffered, which closing must not wait for, nor forget."""
+    bus = make_bus("closing")
+    bridge = stalled_bridge(bus, paused, buffer_limit=20, buffer_bytes=64 * 1024 * 1024)
+    accepted = fill(bus, 100, bound="buffer_limit = 20")
+    started = time.monotonic()
+    bridge.close()
+    took = time.monotonic() - started
+    assert took < 2 * 1.0 + 1.5, f"close() took {took:.2f}s with connect_timeout = 1s"
+    assert bridge.losses.own == accepted, (bridge.losses.counts, accepted)
+
+
+def test_flush_keeps_its_timeout_while_publishing_waits(
+        paused: NatsServer, make_bus: Callable[..., Bus], recwarn: Any) -> None:
+    bus = make_bus("flushing")
+    bridge = stalled_bridge(bus, paused)
+    fill(bus, 300)  # nats-py's publish now waits for room in its buffer
+    started = time.monotonic()
+    assert not bridge.flush(1.5)
+    took = time.monotonic() - started
+    assert took < 1.5 + 0.5, f"flush(1.5) took {took:.2f}s"
