@@ -50,9 +50,10 @@ class BrokerOptions:
         every server is (its state says so). -1 (the default) never gives up; 0 is refused,
         as ``nats-py`` would read it as never giving up.
     :param buffer_limit: how many messages may wait while NATS is unreachable (and, while
-        it is reachable, for the I/O thread to publish them).
+        it is reachable, for the I/O thread to publish them); 1 or more.
     :param buffer_bytes: how many bytes of encoded messages may wait while NATS is
-        unreachable.
+        unreachable (and, while it is reachable, for the I/O thread); one message always
+        may.
     :param send_timeout: seconds a sending call waits for room when the I/O thread is
         behind, before it raises :class:`BrokerBufferFull`.
     :param ask_gather: seconds to wait, after a process that was not known to listen
@@ -134,6 +135,10 @@ def option_problem(key: str, value: Any) -> str | None:
         if value == 0 or value < -1:
             return (f"must be -1 (never give up) or 1 or more, got {value}"
                     + (" (nats-py would read 0 as never giving up)" if value == 0 else ""))
+    elif key == "buffer_limit" and value < 1:  # 0 would refuse every message
+        return (f"must be 1 or more, got {value}"
+                + (" (no message could ever wait to be sent: every one would be refused)"
+                   if value == 0 else ""))
     elif key in _INTEGERS and value < 0:
         return f"must be 0 or more, got {value}"
     return None

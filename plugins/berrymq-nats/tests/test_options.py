@@ -43,6 +43,8 @@ def test_bad_options_are_named(default_bus: Bus) -> None:
                                          r"subject starts with it and must fit the NATS "
                                          r"server's control line"):
         berrymq.connect_broker("nats://127.0.0.1:1", subject_prefix="p" * 1025)
+    with pytest.raises(ValueError, match="NATS option buffer_limit must be 1 or more, got 0"):
+        berrymq.connect_broker("nats://127.0.0.1:1", buffer_limit=0)
 
 
 
@@ -59,7 +61,10 @@ def test_seconds_are_positive_and_finite(key: str, value: float) -> None:
 @pytest.mark.parametrize(("line", "expected"), [
     ("connect_timeout = inf", "nats.connect_timeout must be a positive, finite number"),
     ("max_reconnect_attempts = 0", "nats.max_reconnect_attempts must be -1 (never give up)"),
-    ("buffer_limit = -3", "nats.buffer_limit must be 0 or more, got -3"),
+    ("buffer_limit = -3", "nats.buffer_limit must be 1 or more, got -3"),
+    ("buffer_limit = 0", "nats.buffer_limit must be 1 or more, got 0 (no message could ever "
+                         "wait to be sent: every one would be refused)"),
+    ("buffer_bytes = -1", "nats.buffer_bytes must be 0 or more, got -1"),
     ('subject_prefix = "jobs.*"', "nats.subject_prefix 'jobs.*' is not a valid NATS subject"),
 ])
 def test_a_bad_value_in_the_settings_file_is_named_with_its_line_when_plugins_load(
