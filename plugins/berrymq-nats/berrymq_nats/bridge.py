@@ -341,8 +341,9 @@ class NatsBridge(LinkConnection):
     async def _shutdown(self) -> None:
         """Send what waits and have it confirmed, within ``connect_timeout`` (the server
         may be stalled); count what was not, then close the client, within
-        ``connect_timeout`` again. What was not sent is counted before the client is
-        closed, so :meth:`close` returns with it counted. First, a first connection still
+        ``connect_timeout`` again (at once when the server did not confirm in time). What
+        was not sent is counted before the client is closed, so :meth:`close` returns with
+        it counted. First, a first connection still
         being made (a short program closes, or ends, at once) is waited for until it is
         made or an attempt fails, within ``connect_timeout``: what waits goes out on it."""
         current = asyncio.current_task()
@@ -359,8 +360,9 @@ class NatsBridge(LinkConnection):
             try:
                 await within(self._send_the_rest(nc, wait), wait, "sending what waits")
             except Exception as exc:  # noqa: BLE001 - counted, closing goes on
-                if isinstance(exc, TimeoutError):
+                if isinstance(exc, TimeoutError):  # stalled: it would not drain a close either
                     exc = TimeoutError(f"NATS did not confirm within connect_timeout = {wait:g}s")
+                    wait = 0.1
                 logger.error("NATS bridge of bus %s: last flush failed: %r", self.bus.name, exc)
                 self.outbox.connection_lost(closing=True)
         self._closed(connected)
@@ -368,7 +370,7 @@ class NatsBridge(LinkConnection):
             await close_client(nc, wait)
         others = [task for task in self._tasks if task is not current]
         if others:  # (bounded: a task stuck in nats-py's publish may not end on a cancel)
-            await asyncio.wait(others, timeout=wait)
+            await asyncio.wait(others, timeout=min(wait, 0.5))
 
     async def _send_the_rest(self, nc: Client, timeout: float) -> None:
         """Say bye, publish what waits, and have the server confirm it."""

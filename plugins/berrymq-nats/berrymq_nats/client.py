@@ -236,7 +236,8 @@ def close_before_reconnecting(nc: Client) -> None:
 async def close_client(nc: Client, timeout: float) -> None:
     """Close the client within ``timeout`` seconds. ``nc.close()`` writes what the client
     still holds and waits for the socket to drain, which a stalled server never lets
-    happen: past the timeout the socket is dropped at once (aborted)."""
+    happen: past the timeout the socket is dropped at once (aborted), and a publish
+    waiting for the client's writer is let go."""
     try:
         await within(nc.close(), timeout, "closing the NATS client")
     except TimeoutError:
@@ -244,6 +245,13 @@ async def close_client(nc: Client, timeout: float) -> None:
         transport = getattr(writer, "transport", None)
         if isinstance(transport, asyncio.Transport):
             transport.abort()
+        # a publish waiting for room in the client's buffer waits for one of these: the
+        # writer that would resolve it is gone, so it would wait for ever
+        queue = getattr(nc, "_flush_queue", None)
+        while isinstance(queue, asyncio.Queue) and not queue.empty():
+            waiter = queue.get_nowait()
+            if isinstance(waiter, asyncio.Future) and not waiter.done():
+                waiter.set_result(None)
 
 
 async def within(step: Coroutine[Any, Any, T], timeout: float, what: str) -> T:

@@ -57,7 +57,7 @@ def test_what_waits_for_a_stalled_server_is_bounded_in_bytes_and_counted(
     started = time.monotonic()
     bridge.close()
     took = time.monotonic() - started
-    assert took < 2 * 1.0 + 1.5, f"close() took {took:.2f}s with connect_timeout = 1s"
+    assert took < 1.0 + 0.9, f"close() took {took:.2f}s with connect_timeout = 1s"
     # every accepted message counted: not sent, or sent to a server that never confirmed it
     assert bridge.losses.own == accepted, (bridge.losses.counts, accepted)
 
@@ -72,7 +72,7 @@ def test_close_keeps_its_time_limit_and_counts_every_accepted_message(
     started = time.monotonic()
     bridge.close()
     took = time.monotonic() - started
-    assert took < 2 * 1.0 + 1.5, f"close() took {took:.2f}s with connect_timeout = 1s"
+    assert took < 1.0 + 0.9, f"close() took {took:.2f}s with connect_timeout = 1s"
     assert bridge.losses.own == accepted, (bridge.losses.counts, accepted)
 
 
