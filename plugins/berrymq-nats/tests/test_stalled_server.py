@@ -53,7 +53,8 @@ def test_what_waits_for_a_stalled_server_is_bounded_in_bytes_and_counted(
     bridge = stalled_bridge(bus, paused)
     accepted = fill(bus, 300)
     # 1 MiB waiting for the I/O thread, and what nats-py buffers (2 MiB) and the socket holds
-    assert 3 <= accepted <= 40, accepted
+    # (the kernel's socket buffers vary: far below the 300 the count bound allows)
+    assert 3 <= accepted <= 80, accepted
     started = time.monotonic()
     bridge.close()
     took = time.monotonic() - started
