@@ -122,8 +122,12 @@ class Index:
             self._buckets.setdefault(_key(pattern), {})[seq] = subscription
             self._owners.add(subscription, receiver)
             self._invalidate(pattern)
-            for listener in self.listeners:
-                listener(subscription, True)
+            try:
+                for listener in self.listeners:
+                    listener(subscription, True)
+            except BaseException:  # a listener refused it: it never was (they are told)
+                self._remove(subscription)
+                raise
         for watcher in self.watchers:
             watcher(pattern)
         return subscription

@@ -104,7 +104,10 @@ class Subscribing:
         (``added`` true) or removed, so that a bridge to a broker can follow them.
 
         It is called under the bus's index lock in the thread that made the change: it
-        must be quick, must not wait for other threads and must not call the bus.
+        must be quick, must not wait for other threads and must not call the bus. A
+        listener that raises for a new subscription refuses it: the subscription is taken
+        back at once (every listener is told of its removal) and the exception reaches the
+        call that made it.
         """
         index = self.index
         with index.lock:

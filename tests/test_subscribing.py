@@ -9,6 +9,7 @@ import pytest
 
 import berrymq
 from berrymq import Bus, Message, Queue
+from berrymq.subscription import Subscription
 
 
 def nothing(message: Message) -> None:
@@ -74,3 +75,27 @@ def test_a_wrong_argument_is_refused_by_name_and_nothing_subscribes(
     with berrymq.use_bus(bus), pytest.raises(TypeError, match=refusal):
         subscribing(bus)
     assert bus.subscriptions() == []
+
+
+def test_a_listener_that_raises_refuses_the_new_subscription() -> None:
+    """A bridge that cannot follow a pattern (a NATS subject too long for its server)
+    refuses the receiver: the call that made it raises, and the subscription is taken
+    back at once, every listener told (it stayed filed, and got messages, until a
+    cancel came from another thread)."""
+    seen: list[tuple[str, bool]] = []
+
+    def refuse_long(subscription: Subscription, added: bool) -> None:
+        if added and len(str(subscription.pattern)) > 10:
+            raise ValueError(f"{subscription.pattern} is too long for the broker")
+
+    with Bus(name="refusing") as bus:
+        bus.add_subscription_listener(lambda s, added: seen.append((str(s.pattern), added)))
+        bus.add_subscription_listener(refuse_long)
+        got: list[Message] = []
+        with pytest.raises(ValueError, match="too long for the broker"):
+            bus.subscribe("much-too-long:x", got.append, weak=False)
+        bus.subscribe("short:x", got.append, weak=False)
+        bus.twitter("much-too-long:x")
+        assert got == [] and [str(s.pattern) for s in bus.subscriptions()] == ["short:x"]
+        assert seen == [("much-too-long:x", True), ("much-too-long:x", False),
+                        ("short:x", True)]

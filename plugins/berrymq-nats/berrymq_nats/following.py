@@ -8,8 +8,8 @@ subscription per subject of a shared queue, and the patterns announced to the pe
 
 A receiver whose subjects would not fit the server's control line
 (:meth:`~berrymq_nats.subjects.SubjectMap.subscribe_problem`) is refused as it is made
-(:class:`~berrymq_nats.subjects.SubjectTooLong` from the call that made it, and the
-subscription cancelled); one made before the bridge is not subscribed through NATS, and
+(:class:`~berrymq_nats.subjects.SubjectTooLong` from the call that made it, and the bus
+takes the subscription back); one made before the bridge is not subscribed through NATS, and
 the status line says so (:attr:`Following.unfit`). Otherwise the server would answer
 ``-ERR`` and ``nats-py`` close the client for good.
 """
@@ -52,7 +52,7 @@ class Following:
         """The bus's subscription listener.
 
         :raises SubjectTooLong: for a new receiver whose subjects would not fit the server's
-            control line: it is cancelled (on the I/O thread, as the bus's lock is held)."""
+            control line: the bus then takes the subscription back, at once."""
         # Called by the bus, under its lock, in the thread that changed a subscription:
         # only note the change; the loop thread follows it.
         bridge = self.bridge
@@ -60,7 +60,6 @@ class Following:
             problem = bridge.subjects.subscribe_problem(subscription.pattern,
                                                         subscription.shared)
             if problem is not None:
-                io_loop.call_soon(subscription.cancel)
                 raise SubjectTooLong(f"receiver of {subscription.pattern} refused: {problem}")
         self.bridge.shared.changed()
         if not self._scheduled and not self.bridge.closed:
