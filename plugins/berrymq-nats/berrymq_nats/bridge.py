@@ -99,7 +99,7 @@ class NatsBridge(LinkConnection):
         self.resubscribed_at: float | None = None
         #: the prefix of the subjects the answers to this bridge's asks come on
         self.answers = ""
-        self.losses = Losses(logger, f"NATS bridge of bus {bus.name}")
+        self.losses = Losses(logger, f"NATS bridge of bus {bus.name}", bus=bus)
         self.outbox = Outbox(options, self.losses, lambda: f"{self.address} ({self.state})")
         self.shared = SharedQueues(bus, self.subjects)
         self.asking = Asking(self)

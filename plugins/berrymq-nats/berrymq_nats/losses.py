@@ -12,6 +12,11 @@ published that is not a berryMQ message (:data:`UNDECODABLE`, :data:`WRONG_SUBJE
 the bridge's own presence and control messages (:data:`CONTROL_UNSENT`) are counted and
 logged the same way, but apart (:data:`FOREIGN`): they are no loss of this process's
 messages, so ``flush()`` (which tells about those, :attr:`Losses.own`) does not fail on them.
+
+The losses of this process's messages are also counted in the bus's own
+:attr:`~berrymq.Bus.losses`, as ``nats: REASON`` (without a second log line), so that
+whatever reads them (a node's ``/status`` and ``/metrics``, a program) sees the NATS ones
+with the rest.
 """
 
 from __future__ import annotations
@@ -19,8 +24,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
+from berrymq._losses import LOSSES
 from berrymq.transports.ioloop import io_loop
+
+if TYPE_CHECKING:
+    from berrymq.bus import Bus
 
 __all__ = ["CONTROL_UNSENT", "FOREIGN", "IN_FLIGHT", "LANE_STOPPED", "NOT_SENT_AT_CLOSE",
            "PUBLISH_DENIED", "QUEUE_FULL", "REFUSED_HERE", "REQUEST_REFUSED", "UNDECODABLE",
@@ -63,8 +73,11 @@ FOREIGN = frozenset({UNDECODABLE, WRONG_SUBJECT, CONTROL_UNSENT})
 class Losses:
     """Per-reason counts of lost messages, and the rate-limited log line that reports them."""
 
-    def __init__(self, logger: logging.Logger, who: str, interval: float = 5.0) -> None:
+    def __init__(self, logger: logging.Logger, who: str, interval: float = 5.0,
+                 bus: Bus | None = None) -> None:
         self.counts: dict[str, int] = {}
+        #: the bus whose ``losses`` count this process's lost messages too
+        self._bus = bus
         self.total = 0
         #: of :attr:`total`, the messages this process accepted (all but :data:`FOREIGN`)
         self.own = 0
@@ -85,6 +98,8 @@ class Losses:
             self.total += count
             if reason not in FOREIGN:
                 self.own += count
+                if self._bus is not None:
+                    self._bus.state(LOSSES).add_many(f"nats: {reason}", count)
             self._unreported[reason] = self._unreported.get(reason, 0) + count
             wait = self._last_log + self._interval - time.monotonic()
             if wait > 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from berrymq_jsonrpc.status import status_snapshot
 from berrymq_nats.losses import REFUSED_HERE
 from berrymq_nats.testing import bridge_of, settle, wait_until
 from helpers import FullLink, held_async_receiver
@@ -30,6 +31,10 @@ def test_a_refusal_by_a_busy_async_receiver_is_counted(nats_server: Any,
             losses = bridges[1].losses
             wait_until(lambda: losses.counts.get(REFUSED_HERE) == 2, WAIT, "two refusals counted")
             assert bridges[1].flush(WAIT) is False  # what was lost since the last flush
+            # and in the bus's own count, which a node's /status and /metrics show
+            assert receiving.losses.snapshot() == {f"nats: {REFUSED_HERE}": 2}
+            assert status_snapshot(receiving)["lost"] == {
+                "total": 2, "reasons": {f"nats: {REFUSED_HERE}": 2}}
             release()
             wait_until(lambda: got, WAIT, "the first message delivered")
             assert got == [0]
