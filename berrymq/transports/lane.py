@@ -201,14 +201,28 @@ class DeliveryLane:
             self._finished += 1
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Run what is queued, then end the thread (bounded by ``timeout``)."""
+        """Run what is queued, then end the thread (bounded by ``timeout``). Work still
+        waiting then (at exit: receivers slower than the messages that came) is not run,
+        and one error line says how much: it held messages from other processes that
+        their senders were told were taken."""
         with self._lock:
             self._stopping = True
             asleep, self._asleep = self._asleep, False
         if asleep:
             self._wake.put(None)
-        if not self.in_lane():
-            self._thread.join(timeout)
+        if self.in_lane():
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            with self._lock:
+                left, size = len(self._items), self._bytes
+                self._items.clear()  # not run now, whenever the busy receiver returns
+                self._bytes = 0
+            if left:
+                logger.error(
+                    "%s stopped with %d piece(s) of work (%d bytes) not run after %gs, a "
+                    "receiver still busy: the messages from other processes in them were "
+                    "not delivered", self._thread.name, left, size, timeout)
 
 
 def _settle(done: asyncio.Future[T], result: T, exc: BaseException | None) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 
 import pytest
@@ -168,3 +169,28 @@ def test_a_full_blocking_queue_refuses_a_lane_s_message_at_once(io: IOLoop) -> N
         assert isinstance(refusal, berrymq.QueueFull) and after == "next"
         assert "refused at once: it came through a delivery lane" in str(refusal)
         assert queue.qsize() == 1
+
+
+def test_work_a_stopping_lane_cannot_run_in_time_is_reported_not_run(
+        io: IOLoop, caplog: pytest.LogCaptureFixture) -> None:
+    """At exit the lane runs what is queued for a bounded time; what a busy receiver left
+    waiting then is dropped with one error line saying how much (it went silently)."""
+    release, ran = threading.Event(), []
+
+    async def feed() -> None:
+        await io.lane.put(lambda: release.wait(10), 10)
+        for i in range(3):
+            await io.lane.put(lambda i=i: ran.append(i), 100)
+
+    io.run(feed(), timeout=5)
+    lane = io.lane
+    try:
+        with caplog.at_level(logging.ERROR, logger="berrymq.io"):
+            lane.stop(timeout=0.2)
+    finally:
+        release.set()
+    assert [r.getMessage() for r in caplog.records] == [
+        "berrymq-delivery stopped with 3 piece(s) of work (300 bytes) not run after 0.2s, a "
+        "receiver still busy: the messages from other processes in them were not delivered"]
+    lane.stop(timeout=5)
+    assert ran == []

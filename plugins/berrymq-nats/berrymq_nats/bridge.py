@@ -316,7 +316,13 @@ class NatsBridge(LinkConnection):
         if not io_loop.lane.in_lane():  # (a receiver closing its bus would wait for itself)
             # what was read from NATS reaches the receivers before the bus forgets them;
             # what the lane runs later is counted as lost by the closed node
-            self.inbound.wait_delivered(self.inbound.gathered, CLOSE_DELIVERY_WAIT)
+            inbound = self.inbound
+            if not inbound.wait_delivered(inbound.gathered, CLOSE_DELIVERY_WAIT):
+                logger.warning("NATS bridge of bus %s closed with %d message(s) read from NATS "
+                               "not delivered after %gs (receivers slower than they came): "
+                               "they are delivered later, or counted as lost if the bus "
+                               "closes first", bus.name, inbound.gathered - inbound.delivered,
+                               CLOSE_DELIVERY_WAIT)
 
     async def _abandon(self) -> None:
         """The shutdown did not finish in time: count what was not confirmed or not sent,

@@ -4,9 +4,13 @@ bridge's losses (one log line per burst), not logged once per message and forgot
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
+import pytest
 from berrymq_jsonrpc.status import status_snapshot
+from berrymq_nats import bridge as bridge_module
 from berrymq_nats.losses import REFUSED_HERE
 from berrymq_nats.testing import bridge_of, settle, wait_until
 from helpers import FullLink, held_async_receiver
@@ -61,5 +65,37 @@ def test_a_message_a_peers_full_link_refused_is_counted_once(nats_server: Any,
         assert receiving.losses.counts == {"not forwarded: QueueFull": 1}
         assert bridges[1].losses.counts == {}
     finally:
+        sender.close()
+        receiving.close()
+
+
+def test_closing_the_bridge_before_its_messages_were_delivered_says_so(
+        nats_server: Any, nats_host: PluginHost, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """close() waits a bounded time for the messages read from NATS to reach the
+    receivers; when a slow receiver holds them past it, one warning says how many are
+    still to come (close returned saying nothing)."""
+    monkeypatch.setattr(bridge_module, "CLOSE_DELIVERY_WAIT", 0.2)
+    sender = Bus(plugins=nats_host, name="sender")
+    receiving = Bus(plugins=nats_host, name="receiving")
+    release = threading.Event()
+    got: list[Any] = []
+    receiving.subscribe("job:*", lambda m: (release.wait(WAIT), got.append(m.args[0])),
+                        weak=False)
+    try:
+        bridges = bridge_of(sender, nats_server.url), bridge_of(receiving, nats_server.url)
+        settle(*bridges)
+        for i in range(5):
+            sender.twitter("job:x", i)
+        inbound = bridges[1].inbound
+        wait_until(lambda: inbound.gathered == 5, WAIT, "five messages read from NATS")
+        with caplog.at_level(logging.WARNING, logger="berrymq.nats"):
+            bridges[1].close()
+        [line] = [r.getMessage() for r in caplog.records if "not delivered after" in r.getMessage()]
+        assert "closed with 5 message(s) read from NATS not delivered after 0.2s" in line
+        release.set()
+        wait_until(lambda: len(got) == 5, WAIT, "the five delivered after the close")
+    finally:
+        release.set()
         sender.close()
         receiving.close()
