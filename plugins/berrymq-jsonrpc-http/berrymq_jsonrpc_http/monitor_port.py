@@ -20,6 +20,7 @@ from berrymq_jsonrpc.addresses import is_loopback, netloc, split_url
 from berrymq_jsonrpc.cli import add_serve_starter, server_url
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.monitor import Monitor
+from berrymq_jsonrpc.status import MONITOR_ADMISSIONS
 
 from berrymq.cli import Commands, UsageError
 from berrymq.errors import TransportError
@@ -95,6 +96,7 @@ def start_monitor(bus: Any, args: argparse.Namespace) -> tuple[Server, str] | No
         bound = io_loop.run(server.start(host, port), READ_TIMEOUT)
     except OSError as exc:  # e.g. the port is in use: the run failed
         raise TransportError(f"cannot serve the status at {host}:{port}: {exc}") from None
+    bus.state(MONITOR_ADMISSIONS).append(server.admission)  # its refusals in /status
     return server, f"http://{netloc(host, bound)}"
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from berrymq_jsonrpc.monitor import Monitor
+from berrymq_jsonrpc.status import status_snapshot
 from berrymq_jsonrpc_http.monitor_port import MAX_CLIENTS, start_monitor, status_server
 from berrymq_jsonrpc_http.server import Server
 from helpers import Buses
@@ -111,3 +112,24 @@ def test_the_status_address_holds_a_bounded_number_of_connections(
     finally:
         for sock in held:
             sock.close()
+
+
+def test_connections_the_status_address_refuses_are_counted_in_refused(
+        buses: Buses, stop: list[Server]) -> None:
+    """The node's ``refused`` counts the ``--monitor`` address's refusals too, as
+    ``monitor: max_connections`` (a 503 there was counted nowhere)."""
+    bus = buses()
+    started = start_monitor(bus, argparse.Namespace(monitor="127.0.0.1:0"))
+    assert started is not None
+    server, url = started
+    stop.append(server)
+    port = int(url.rsplit(":", 1)[1])
+    held = [socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+            for _ in range(MAX_CLIENTS)]
+    try:
+        assert exchange(port, request("GET", "/status")).startswith(b"HTTP/1.1 503 ")
+    finally:
+        for sock in held:
+            sock.close()
+    assert status_snapshot(bus)["refused"] == {"total": 1,
+                                               "reasons": {"monitor: max_connections": 1}}

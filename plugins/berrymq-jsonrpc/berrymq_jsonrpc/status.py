@@ -15,12 +15,18 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from berrymq import __version__, network
+from berrymq.state import StateKey
 from berrymq_jsonrpc.stats import NodeStats, session_peer, stats_for
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
+    from berrymq_jsonrpc.limits import Admission
 
-__all__ = ["VERSION", "metrics_text", "status_snapshot"]
+__all__ = ["MONITOR_ADMISSIONS", "VERSION", "metrics_text", "status_snapshot"]
+
+#: The admissions of a node's status-only addresses (``serve --monitor``), whose refused
+#: connections ``refused`` counts as ``monitor: SETTING``.
+MONITOR_ADMISSIONS: StateKey[list[Admission]] = StateKey("monitor admissions", lambda bus: [])
 
 #: The version of the ``/status`` document (a field is only added, never changed, within it).
 VERSION = 1
@@ -98,6 +104,8 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
     sessions: list[dict[str, Any]] = []
     queues: list[dict[str, Any]] = []
     refused: dict[str, int] = {}
+    for monitor_admission in bus.state(MONITOR_ADMISSIONS):
+        _add(refused, {f"monitor: {k}": n for k, n in monitor_admission.refused.items()})
     for scheme, transport in _transports(bus):
         listening += list(getattr(transport, "urls", ()))
         admission = getattr(transport, "admission", None)
