@@ -128,8 +128,16 @@ class _ServerConnection:
 
     def _refuse(self, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
                 ) -> bool:
-        self._send(status, text.encode() + b"\n", b"text/plain; charset=utf-8", extra, close=True)
+        body = text.encode() + b"\n"
+        self._count_out(body)
+        self._send(status, body, b"text/plain; charset=utf-8", extra, close=True)
         return False
+
+    def _count_out(self, body: bytes) -> None:
+        """Count a refusal's body in the node's bytes out, as its answers are."""
+        service = self.server.service
+        if service is not None and not self.head:
+            service.stats.exchanged(0, len(body))
 
     async def run(self) -> None:
         server = self.server
@@ -289,7 +297,9 @@ class _ServerConnection:
             self.server.service.count_refusal("max_size")
         error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
                              {"limit": self.server.max_size, "setting": "max_size"})
-        self._send(413, dumps(error).encode(), close=True)
+        body = dumps(error).encode()
+        self._count_out(body)
+        self._send(413, body, close=True)
 
     async def _discard(self, length: int) -> None:
         # Read a small part of the body we refused (at most _DISCARD bytes, for at most

@@ -106,6 +106,8 @@ class Refusing:
         self._discard_then_close(_NOT_HTTP, TURN_AWAY_BYTES)
 
     def _discard_then_close(self, answer: bytes, budget: int) -> None:
+        if self.serving:  # the node's byte counters: its answers, refusals too
+            self.service.stats.exchanged(0, len(answer))
         self.write(answer)
         self._rest = b""
         self._discarding = budget  # see LineChannel.data_received and eof_received

@@ -185,7 +185,7 @@ def test_refusals_are_counted_in_status_and_metrics(bus_factory: Factory, scheme
 def test_a_request_over_max_size_is_counted_as_refused(bus_factory: Factory, scheme: str) -> None:
     """An operator sees clients that hit max_size: the request answered *Message too
     large* (over HTTP 413) and its connection closed count in ``refused`` as ``max_size``
-    (they were in no counter at all)."""
+    (they were in no counter at all), and the answer in the bytes out."""
     bus, port = serve(bus_factory, scheme, max_size=1024)
     body = json.dumps(request("send_message", {"token": "x", "identifier": "a:b",
                                                "args": ["x" * 2000]})).encode()
@@ -197,7 +197,11 @@ def test_a_request_over_max_size_is_counted_as_refused(bus_factory: Factory, sch
                          b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         answer = read_all(sock)
     assert str(p.TOO_LARGE).encode() in answer, answer
-    assert status_snapshot(bus)["refused"] == {"total": 1, "reasons": {"max_size": 1}}
+    snapshot = status_snapshot(bus)
+    assert snapshot["refused"] == {"total": 1, "reasons": {"max_size": 1}}
+    # the answer is counted in bytes out, as answers are (an HTTP body, a TCP line)
+    body = answer.partition(b"\r\n\r\n")[2] if scheme == "http" else answer
+    assert snapshot["bytes"]["out"] == len(body)
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
