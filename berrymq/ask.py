@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import threading
 import time
 from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exception
@@ -48,7 +49,7 @@ def ask_local_by(bus: Bus, message: Message, deadline: float, timeout: float,
         bus, f"local receivers of {ident}",
         lambda part: ask_local(bus, message, timeout, into=part.replies, running=part.running,
                                receivers=receivers, refused=refused,
-                               answered=lambda: time.monotonic() >= deadline),
+                               answered=functools.partial(part.past, deadline)),
     )
     return part.result(deadline, timeout, bus.node_id)
 
@@ -68,6 +69,15 @@ class _AskPart:
         self.running: list[str] = []
         self.error: Exception | None = None
         self.future: concurrent.futures.Future[None] | None = None
+        #: the deadline passed before every receiver had started: those left never will
+        self.cut = False
+
+    def past(self, deadline: float) -> bool:
+        """Whether ``deadline`` passed, before the next receiver would start (then it
+        does not, nor those after it: the asker had its answer without them)."""
+        if time.monotonic() >= deadline:
+            self.cut = True
+        return self.cut
 
     @classmethod
     def start(cls, bus: Bus, who: str, work: Callable[[_AskPart], Any],
@@ -96,6 +106,8 @@ class _AskPart:
             if not future.done():
                 future.cancel()  # not started yet (every helper thread busy): never will
                 return replies_so_far(self.replies, self.running, self.who, timeout, node)
+            if self.cut:  # done, but by stopping at the deadline: the rest said as waited for
+                return replies_so_far(self.replies, [self.who], self.who, timeout, node)
         if self.error is not None:
             if self.keeps_deadline and time.monotonic() >= deadline - _CLOCK_SLACK:
                 return [*self.replies, no_answer(self.who, timeout, node)]
