@@ -37,7 +37,10 @@ const codes = Object.freeze({
 /** A failure: an error object the node answered (`code`, `data`), or a transport one. */
 class BerryMQError extends Error {
   constructor(message, code = null, data = undefined) {
-    const detail = typeof data === 'string' ? `: ${data}` : '';
+    // the node's explanation: `data` itself when a text, else `data.detail` when it has one
+    const said = typeof data === 'string' ? data :
+      data !== null && typeof data === 'object' && typeof data.detail === 'string' ? data.detail : null;
+    const detail = said === null ? '' : `: ${said}`;
     super(code === null ? message : `${message} (${code})${detail}`);
     this.name = 'BerryMQError';
     this.code = code;

@@ -63,6 +63,13 @@ describe('errors', { timeout: 6 * DEADLINE }, () => {
   });
 
   for (const scheme of ['tcp', 'http']) {
+    it(`over ${scheme}: an error's message says the node's data.detail, when it has one`, async () => {
+      await assert.rejects(berrymq.connectOneway(node[scheme], { ttl: 100000 }), (error) =>
+        error instanceof berrymq.BerryMQError && error.code === codes.LIMIT_REACHED &&
+        error.data.setting === 'max_ttl' && error.message === `Limit reached (-32009): ${error.data.detail}` &&
+        /at most 86400 seconds/.test(error.data.detail));
+    });
+
     it(`bad and stale tokens over ${scheme}: the node's error codes`, async () => {
       const url = node[scheme];
       const queue = await berrymq.connectViaQueue(url, 'job:*', { ttl: 60 });
