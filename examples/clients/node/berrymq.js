@@ -133,16 +133,21 @@ class Connection {
     if (!block) return this.getNowait();
     if (timeout !== null && !(timeout >= 0)) throw new TypeError("'timeout' must be a number >= 0 or null");
     const deadline = timeout === null ? null : Date.now() + timeout * 1000;
-    for (;;) {
-      const left = deadline === null ? MAX_GET_WAIT : Math.max(0, deadline - Date.now()) / 1000;
-      const wait = Math.min(left, MAX_GET_WAIT);
-      try {
-        const entry = await this.call('get', { token: this.token, block: true, timeout: wait }, { wait });
-        return messageFromWire(entry);
-      } catch (error) {
-        if (!(error instanceof Empty) || (deadline !== null && Date.now() >= deadline)) throw error;
+    // one of the connection's calls that wait (see Channel.whenWaitingAllowed): queued
+    // here while maxWaiting others are outstanding, Empty if its timeout ran out so
+    return this.channel.whenWaitingAllowed(deadline, async () => {
+      if (this.closed) throw this.reason || new ConnectionClosed(`the connection to ${this.url} is closed`);
+      for (;;) {
+        const left = deadline === null ? MAX_GET_WAIT : Math.max(0, deadline - Date.now()) / 1000;
+        const wait = Math.min(left, MAX_GET_WAIT);
+        try {
+          const entry = await this.call('get', { token: this.token, block: true, timeout: wait }, { wait, turn: true });
+          return messageFromWire(entry);
+        } catch (error) {
+          if (!(error instanceof Empty) || (deadline !== null && Date.now() >= deadline)) throw error;
+        }
       }
-    }
+    }, () => { throw new Empty(); });
   }
 
   /** The next message of the node's queue for us; rejects with berrymq.Empty at once
@@ -170,8 +175,18 @@ class Connection {
    * each the value a receiver returned, or a ReplyError for one that failed. */
   async ask(identifier, args = [], kwargs = {}, { timeout = 5 } = {}) {
     checkMessage(identifier, args, kwargs);
-    const replies = await this.call('ask', { identifier, args, kwargs, timeout, token: this.token },
-      { wait: timeout });
+    const deadline = timeout === null ? null : Date.now() + timeout * 1000;
+    const limit = this.channel.maxWaiting;
+    const replies = await this.channel.whenWaitingAllowed(deadline, (queued) => {
+      // one that waited for its turn asks the node for what is left of its timeout
+      const left = queued && deadline !== null ? Math.max(0, deadline - Date.now()) / 1000 : timeout;
+      return this.call('ask', { identifier, args, kwargs, timeout: left, token: this.token },
+        { wait: left, turn: true });
+    }, () => {
+      throw new BerryMQError('Limit reached', protocol.codes.LIMIT_REACHED, { setting: 'max_waiting', limit,
+        detail: `the ask's timeout of ${timeout} s ran out while ${limit} calls that wait were outstanding ` +
+          `on this connection (the node runs at most ${limit} at once, its max_waiting); it was not sent` });
+    });
     if (!Array.isArray(replies)) throw new BerryMQError(`${this.url} answered ask with ${JSON.stringify(replies)}`);
     return replies.map((r) => (r && 'error' in r ? new ReplyError(r.error) : r && r.value));
   }

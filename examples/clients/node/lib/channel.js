@@ -9,26 +9,71 @@
  * `serve(answerer)` (how the node reaches us after interconnect) and `close()`.
  */
 
-const { encodeRequest, MAX_SIZE, resultOf } = require('./protocol');
+const { encodeRequest, MAX_SIZE, mayWait, resultOf } = require('./protocol');
 
 /** Milliseconds a request may wait for its answer, beyond any wait it asks the node for. */
 const DEFAULT_TIMEOUT = 10000;
 
+/** Requests that may wait (an `ask`, a blocking `get`, a batch with one) a channel keeps
+ * outstanding at once: the node's default `max_waiting` (16), what it runs at once on one
+ * TCP connection (one more it refuses with Limit reached). More are queued here, in the
+ * order they were made, and sent as earlier ones are answered; over HTTP the same, each
+ * outstanding one on a connection of its own. */
+const MAX_WAITING = 16;
+
 class Channel {
   /**
    * @param {string} url  tcp://host:port or http://host:port
-   * @param {{secret?: string|null, timeout?: number, maxSize?: number}} options  `secret`:
-   *   the node's shared secret (default: the BERRYMQ_SECRET environment variable);
-   *   `timeout`: milliseconds; `maxSize`: the largest request sent, in bytes of JSON
-   *   (default MAX_SIZE, the node's default `max_size`)
+   * @param {{secret?: string|null, timeout?: number, maxSize?: number, maxWaiting?: number}} options
+   *   `secret`: the node's shared secret (default: the BERRYMQ_SECRET environment
+   *   variable); `timeout`: milliseconds; `maxSize`: the largest request sent, in bytes of
+   *   JSON (default MAX_SIZE, the node's default `max_size`); `maxWaiting`: requests that
+   *   may wait kept outstanding at once (default MAX_WAITING, the node's `max_waiting`)
    */
   constructor(url, { secret = process.env.BERRYMQ_SECRET || null, timeout = DEFAULT_TIMEOUT,
-    maxSize = MAX_SIZE } = {}) {
+    maxSize = MAX_SIZE, maxWaiting = MAX_WAITING } = {}) {
+    if (!(Number.isInteger(maxWaiting) && maxWaiting >= 1)) throw new TypeError("'maxWaiting' must be an integer >= 1");
     this.url = url;
     this.secret = secret;
     this.timeout = timeout;
     this.maxSize = maxSize;
+    this.maxWaiting = maxWaiting;
+    this.waitingNow = 0; // requests that may wait, outstanding
+    this.queued = []; // those not sent yet, oldest first
     this.nextId = 1;
+  }
+
+  /** Run `start(queued)` (a function returning a promise: a request that may wait) once
+   * fewer than `maxWaiting` of them are outstanding and none queued before it is waiting
+   * for its turn; resolves or rejects as that promise does. `queued` says whether it had
+   * to wait for its turn. When `deadline` (a Date.now() value, or null: none) passes
+   * before its turn, it is not run: the promise settles as `expired()` does. */
+  whenWaitingAllowed(deadline, start, expired) {
+    const run = (queued) => {
+      this.waitingNow += 1;
+      let started;
+      try {
+        started = Promise.resolve(start(queued));
+      } catch (error) {
+        started = Promise.reject(error);
+      }
+      return started.finally(() => {
+        this.waitingNow -= 1;
+        const next = this.queued.shift();
+        if (next !== undefined) next.go();
+      });
+    };
+    if (this.waitingNow < this.maxWaiting && this.queued.length === 0) return run(false);
+    return new Promise((resolve, reject) => {
+      const turn = { timer: null, go: () => { clearTimeout(turn.timer); run(true).then(resolve, reject); } };
+      if (deadline !== null) {
+        turn.timer = setTimeout(() => {
+          this.queued.splice(this.queued.indexOf(turn), 1);
+          new Promise((settle) => settle(expired())).then(resolve, reject);
+        }, Math.max(0, deadline - Date.now()));
+      }
+      this.queued.push(turn);
+    });
   }
 
   /** The JSON text of `body`, or a rejected promise (TypeError, MessageTooLarge): nothing
@@ -50,10 +95,15 @@ class Channel {
 
   /** Call a method; resolves with its result, rejects with a BerryMQError. `wait` is
    * how many seconds the node may take on purpose (a blocking get, an ask). */
-  call(method, params = {}, { wait = 0 } = {}) {
-    const id = this.nextId++;
-    const body = { jsonrpc: '2.0', method, params: this.params(params), id };
-    return this.send(body, (text) => this.request(body, text, this.timeout + wait * 1000, wait > 0)).then(resultOf);
+  call(method, params = {}, { wait = 0, turn = false } = {}) {
+    const body = { jsonrpc: '2.0', method, params: this.params(params), id: null };
+    const waits = mayWait(body);
+    const go = () => {
+      body.id = this.nextId++;
+      return this.send(body, (text) => this.request(body, text, this.timeout + (wait || 0) * 1000, waits)).then(resultOf);
+    };
+    // `turn`: the caller holds a turn of whenWaitingAllowed already
+    return waits && !turn ? this.whenWaitingAllowed(null, go) : go();
   }
 
   /** Send a notification: no id, so the node answers nothing (not even an error). */
@@ -73,8 +123,10 @@ class Channel {
       if (!c.notify) request.id = this.nextId++;
       return request;
     });
-    return this.send(body, (text) => this.request(body, text, this.timeout, false));
+    const waits = mayWait(body);
+    const go = () => this.send(body, (text) => this.request(body, text, this.timeout, waits));
+    return waits ? this.whenWaitingAllowed(null, go) : go();
   }
 }
 
-module.exports = { Channel, DEFAULT_TIMEOUT };
+module.exports = { Channel, DEFAULT_TIMEOUT, MAX_WAITING };

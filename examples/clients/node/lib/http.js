@@ -2,9 +2,10 @@
 /**
  * JSON-RPC over HTTP/1.1: POST / on one keep-alive connection, one request at a time (so
  * messages from one channel arrive in the order they were sent); requests the node may
- * hold on purpose (a blocking get, an ask) go on a second connection, so they do not hold
- * up the others. For interconnect the channel starts a small HTTP server of its own that
- * the node calls back.
+ * hold on purpose (a blocking get, an ask) go on connections of their own, one each (at
+ * most the channel's maxWaiting at once, as over TCP: the Channel queues the others), so
+ * that they hold up neither the others nor each other. For interconnect the channel
+ * starts a small HTTP server of its own that the node calls back.
  */
 
 const http = require('http');
@@ -20,7 +21,7 @@ class HttpChannel extends Channel {
     this.host = host;
     this.port = port;
     this.agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-    this.waitAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    this.waitAgent = new http.Agent({ keepAlive: true, maxSockets: this.maxWaiting });
     this.server = null;
     this.answerer = null;
     this.closed = false;
