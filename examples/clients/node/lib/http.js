@@ -11,8 +11,40 @@
 const http = require('http');
 const { Channel } = require('./channel');
 const {
-  BerryMQError, ConnectionClosed, MAX_INCOMING, parseUrl, PARSE_ERROR_REPLY,
+  BerryMQError, ConnectionClosed, MAX_INCOMING, MEDIA_TYPES, parseUrl, PARSE_ERROR_REPLY,
 } = require('./protocol');
+
+/** The host a `Host` header names (`name`, `name:port`, `[v6]:port`), lower case; null
+ * when it is malformed. */
+function hostOf(header) {
+  const host = header.trim().toLowerCase();
+  if (host.startsWith('[')) {
+    const end = host.indexOf(']');
+    if (end < 0 || (host.length > end + 1 && host[end + 1] !== ':')) return null;
+    return host.slice(1, end);
+  }
+  return host.split(':').length === 2 ? host.split(':')[0] : host;
+}
+
+/** Why the callback server refuses a request, as the node would: [status, text], or null
+ * to serve it. It serves the node that calls it back, which sends no `Origin`, names our
+ * address (or a loopback name) in `Host` and posts JSON; a web page's request to a
+ * loopback port (or one made through DNS rebinding) is refused before it is read. */
+function refusal(req, names) {
+  if (req.method !== 'POST') return [405, 'POST JSON-RPC requests'];
+  if (req.headers.origin !== undefined) {
+    return [403, 'this server takes JSON-RPC requests from a berryMQ node, not from web pages (Origin)'];
+  }
+  const host = req.headers.host;
+  if (host !== undefined && !names.has(hostOf(host))) {
+    return [421, 'this server does not answer to that Host name (its address, localhost, 127.0.0.1, [::1])'];
+  }
+  const type = req.headers['content-type'];
+  if (type !== undefined && !MEDIA_TYPES.has(type.split(';')[0].trim().toLowerCase())) {
+    return [415, `send JSON-RPC with Content-Type: application/json (or ${[...MEDIA_TYPES].slice(1).join(', ')})`];
+  }
+  return null;
+}
 
 class HttpChannel extends Channel {
   constructor(url, options = {}) {
@@ -67,14 +99,19 @@ class HttpChannel extends Channel {
    * and resolve with its URL, which the node calls back with send_messages and ask. */
   serve(answerer, listen = { host: '127.0.0.1', port: 0 }) {
     this.answerer = answerer;
+    // what a Host header may name: loopback, and our address (added once bound)
+    const names = new Set(['localhost', '127.0.0.1', '::1', String(listen.host || '').replace(/^\[|\]$/g, '').toLowerCase()]);
     this.server = http.createServer((req, res) => {
       const reply = (status, obj) => {
         const out = Buffer.from(obj === null ? '' : JSON.stringify(obj));
         res.writeHead(status, obj === null ? {} : { 'Content-Type': 'application/json', 'Content-Length': out.length });
         res.end(out);
       };
-      if (req.method !== 'POST') {
-        res.writeHead(405, { 'Content-Type': 'text/plain', Allow: 'POST' }).end('POST JSON-RPC requests\n');
+      const refused = refusal(req, names);
+      if (refused !== null) {
+        const [status, text] = refused;
+        res.writeHead(status, { 'Content-Type': 'text/plain', Connection: 'close', ...(status === 405 ? { Allow: 'POST' } : {}) })
+          .end(`${text}\n`);
         return;
       }
       const chunks = [];
@@ -104,6 +141,7 @@ class HttpChannel extends Channel {
       this.server.once('error', reject);
       this.server.listen(listen.port, listen.host, () => {
         const { address, port } = this.server.address();
+        names.add(address.toLowerCase());
         resolve(`http://${address.includes(':') ? `[${address}]` : address}:${port}`);
       });
     });

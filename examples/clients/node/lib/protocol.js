@@ -201,7 +201,9 @@ class Answerer {
     if (method !== 'send_messages' && method !== 'send_message' && method !== 'ask') {
       throw new Refusal({ code: codes.METHOD_NOT_FOUND, message: 'Method not found', data: method });
     }
-    if (params.token !== this.token && !(method === 'ask' && params.token === undefined)) {
+    // the node sends our token with every request, ask included: without it, anyone who
+    // can reach us (a web page, over HTTP) could make our receivers run
+    if (params.token !== this.token) {
       throw new Refusal({ code: codes.UNKNOWN_TOKEN, message: 'Unknown or expired token' });
     }
     if (method === 'ask') return this.ask(params);
@@ -321,10 +323,14 @@ function mayWait(r) {
  * is 1 MiB, so more is a broken peer: the connection is closed. */
 const MAX_INCOMING = 8 * 1024 * 1024;
 
+/** The media types a node takes a JSON-RPC request in (docs/dialects.md); the callback
+ * server of interconnect takes the same (or none). */
+const MEDIA_TYPES = new Set(['application/json', 'application/json-rpc', 'application/jsonrequest', 'text/xml']);
+
 const PARSE_ERROR_REPLY = Object.freeze({ jsonrpc: '2.0', error: { code: codes.PARSE_ERROR, message: 'Parse error' }, id: null });
 
 module.exports = {
   codes, BerryMQError, Empty, MessageTooLarge, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
   isResponse, resultOf, messageFromWire, Answerer, MAX_INCOMING, MAX_SIZE, PARSE_ERROR_REPLY,
-  encodeRequest, expectsAnswer, mayWait,
+  encodeRequest, expectsAnswer, mayWait, MEDIA_TYPES,
 };

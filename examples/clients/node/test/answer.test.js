@@ -91,7 +91,8 @@ describe('answering a node', () => {
     const ask = async (identifier, token) => (await a.answer({ jsonrpc: '2.0', method: 'ask', id: 1,
       params: { identifier, args: [21], kwargs: {}, timeout: 5, ...(token ? { token } : {}) } }));
     assert.deepEqual((await ask('q:a', TOKEN)).result, [{ value: 42 }]);
-    assert.deepEqual((await ask('q:a')).result, [{ value: 42 }]); // the token is optional
+    // the node sends our token with its asks too: one without it is refused, unanswered
+    assert.deepEqual((await ask('q:a')).error, { code: -32001, message: 'Unknown or expired token' });
     assert.deepEqual((await ask('q:other', TOKEN)).result, []);
     assert.deepEqual((await ask('fail:now', TOKEN)).result,
       [{ error: { type: 'RangeError', message: 'no', receiver: 'onAsk', node: 'node.js' } }]);
@@ -99,7 +100,66 @@ describe('answering a node', () => {
   });
 });
 
+/** POST `body` to 127.0.0.1:`port` with `headers`; resolves with [status, text]. */
+function post(port, body, headers) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/', agent: false,
+      headers: { 'Content-Length': Buffer.byteLength(body), ...headers } }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; }).on('end', () => resolve([res.statusCode, text]));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 describe('the HTTP server of interconnect', { timeout: 3 * DEADLINE }, () => {
+  it("runs the node's asks, and no one else's: a web page's request, a wrong Host, another media type, no token", async () => {
+    const node = await startNode();
+    let link = null;
+    try {
+      const inbox = new Inbox('messages to the client');
+      const asked = [];
+      link = await berrymq.interconnect(node.http, (m) => inbox.put(m),
+        { ttl: 60, onAsk: (m) => { asked.push(m.args[0]); return `seen ${m.args[0]}`; } });
+      const { port } = link.channel.server.address();
+      const token = link.channel.answerer.token;
+      const ask = (who, withToken = true) => JSON.stringify({ jsonrpc: '2.0', method: 'ask', id: 1,
+        params: { identifier: 'cb:web', args: [who], ...(withToken ? { token } : {}) } });
+      const json = { 'Content-Type': 'application/json' };
+      // the tester's request: a web page's, with neither token nor JSON
+      const [status] = await post(port, ask('web page', false),
+        { 'Content-Type': 'text/plain', Origin: 'http://evil.example', Host: 'evil.example' });
+      assert.equal(status, 403);
+      // each check alone, the token given
+      assert.deepEqual(await post(port, ask('origin'), { ...json, Origin: 'http://evil.example' }),
+        [403, 'this server takes JSON-RPC requests from a berryMQ node, not from web pages (Origin)\n']);
+      const [misnamed, why] = await post(port, ask('host'), { ...json, Host: `evil.example:${port}` });
+      assert.deepEqual([misnamed, /Host name/.test(why)], [421, true]);
+      const [typed, said] = await post(port, ask('type'), { 'Content-Type': 'text/plain' });
+      assert.deepEqual([typed, /application\/json/.test(said)], [415, true]);
+      const [unsigned, refusal] = await post(port, ask('no token', false), json);
+      assert.deepEqual([unsigned, JSON.parse(refusal).error.code], [200, -32001]);
+      assert.deepEqual(asked, [], 'onAsk ran for a refused request');
+      // what the node sends: its Host (our address), JSON, our token
+      for (const host of [`127.0.0.1:${port}`, `localhost:${port}`]) {
+        const [ok, answer] = await post(port, ask(host), { ...json, Host: host });
+        assert.deepEqual([ok, JSON.parse(answer).result], [200, [{ value: `seen ${host}` }]]);
+      }
+      // and the node itself is still answered: it asks us (relay:ask) and twitters the replies
+      const sender = await berrymq.connectOneway(node.tcp, { ttl: 60 });
+      await sender.sendMessage('relay:ask', ['cb:node', 'from python']);
+      let answer;
+      do answer = await inbox.next(); while (answer.id !== 'relay:answer');
+      assert.deepEqual(answer.args, [['seen from python']]);
+      await sender.close();
+    } finally {
+      if (link !== null) await link.close();
+      await node.stop();
+    }
+  });
+
+
   it('is called back by the node and answers a hand-written 1.0 request too', async () => {
     const node = await startNode();
     try {
