@@ -191,12 +191,16 @@ class Connection {
     return replies.map((r) => (r && 'error' in r ? new ReplyError(r.error) : r && r.value));
   }
 
-  /** Close the session on the node, then the connection (idempotent). */
+  /** Close the session on the node, then the connection (idempotent). A session the node
+   * no longer knows (it expired, or the node restarted: -32001) is gone either way, so
+   * that resolves too. */
   async close() {
     if (this.closed) return;
     this.end(null);
     try {
       await this.channel.call('close_connection', { token: this.token });
+    } catch (error) {
+      if (error.code !== protocol.codes.UNKNOWN_TOKEN) throw error;
     } finally {
       await this.channel.close();
     }
