@@ -62,6 +62,14 @@ function checkMessage(identifier, args, kwargs) {
   if (kwargs === null || typeof kwargs !== 'object' || Array.isArray(kwargs)) {
     throw new TypeError('kwargs must be an object');
   }
+  protocol.checkDepth(identifier, args, kwargs);
+}
+
+/** A URL as one node's address, whatever way it is written (a trailing "/", the case of
+ * the host): `scheme://host:port`. */
+function normalUrl(url) {
+  const { scheme, host, port } = parseUrl(url);
+  return `${scheme}://${host.includes(':') ? `[${host.toLowerCase()}]` : host.toLowerCase()}:${port}`;
 }
 
 /** One session on a node, in one style ('interconnect', 'oneway' or 'queue'). */
@@ -277,8 +285,9 @@ async function ask(identifier, args = [], kwargs = {}, options = {}) {
 
 /** Close one connection, the connections to a URL, or every connection (no argument). */
 async function closeConnection(target = null) {
+  const url = target === null || target instanceof Connection ? null : normalUrl(target);
   const chosen = target instanceof Connection ? [target] :
-    connections.filter((c) => target === null || c.url === target);
+    connections.filter((c) => url === null || normalUrl(c.url) === url);
   const results = await Promise.allSettled(chosen.map((c) => c.close()));
   const failed = results.find((r) => r.status === 'rejected');
   if (failed) throw failed.reason;

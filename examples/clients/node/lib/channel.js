@@ -106,10 +106,12 @@ class Channel {
     return waits && !turn ? this.whenWaitingAllowed(null, go) : go();
   }
 
-  /** Send a notification: no id, so the node answers nothing (not even an error). */
+  /** Send a notification: no id, so the node answers nothing (not even an error).
+   * Resolves with nothing once sent, over both transports (over HTTP the answer to an
+   * invalid one is not handed out, as over TCP). */
   notify(method, params = {}) {
     const body = { jsonrpc: '2.0', method, params: this.params(params) };
-    return this.send(body, (text) => this.post(body, text));
+    return this.send(body, (text) => this.post(body, text)).then(() => undefined);
   }
 
   /** Send a batch, an array of {method, params, notify?}; resolves with what the node

@@ -87,7 +87,16 @@ class HttpChannel extends Channel {
           }
         });
       });
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${ms} ms`)));
+      // a node that was reached and stalls did not answer; one never reached cannot be
+      let reached = false;
+      req.on('socket', (socket) => {
+        if (!socket.connecting) reached = true; else socket.once('connect', () => { reached = true; });
+      });
+      req.on('timeout', () => {
+        reject(new ConnectionClosed(reached ? `no answer from ${this.url} within ${ms} ms` :
+          `cannot reach ${this.url}: no connection within ${ms} ms`));
+        req.destroy();
+      });
       req.on('error', (error) => reject(new ConnectionClosed(`cannot reach ${this.url}: ${error.message}`)));
       req.end(text);
     });

@@ -258,6 +258,44 @@ class Answerer {
  * JSON text (a TCP line without its newline, an HTTP body). */
 const MAX_SIZE = 1048576;
 
+/** The deepest a message's own form, [identifier, args, kwargs], may nest arrays and
+ * objects (`args` is level 2): what a node keeps and forwards (docs/protocol.md,
+ * "Nesting"; a text may nest 128 levels, and a message travels at most 4 deep in one). */
+const MAX_MESSAGE_DEPTH = 124;
+
+/** Whether the JSON text `text` nests arrays and objects more than `limit` levels
+ * (brackets inside strings do not count). */
+function nestedDeeper(text, limit) {
+  if (text.length <= 2 * limit) return false;
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i += 1; // a backslash escapes the next character
+      else if (c === 34) inString = false;
+    } else if (c === 34) {
+      inString = true;
+    } else if (c === 91 || c === 123) {
+      depth += 1;
+      if (depth > limit) return true;
+    } else if (c === 93 || c === 125) {
+      depth -= 1;
+    }
+  }
+  return false;
+}
+
+/** A TypeError, before anything is sent, for a message nested deeper than
+ * MAX_MESSAGE_DEPTH: the node could not keep it (its answer would be a Parse error). */
+function checkDepth(identifier, args, kwargs) {
+  const text = JSON.stringify([args, kwargs]); // args and kwargs at level 2, as in the message
+  if (text !== undefined && nestedDeeper(text, MAX_MESSAGE_DEPTH)) {
+    throw new TypeError(`message ${identifier} cannot be sent: it is nested more than ${MAX_MESSAGE_DEPTH} ` +
+                        'levels deep, the limit (its args and kwargs count from level 2); nothing was sent');
+  }
+}
+
 /** Where a value sits in a request, for an error message: `params.args[0].a`. */
 function pathOf(parentPath, holder, key) {
   if (Array.isArray(holder)) return `${parentPath}[${key}]`;
@@ -332,5 +370,5 @@ const PARSE_ERROR_REPLY = Object.freeze({ jsonrpc: '2.0', error: { code: codes.P
 module.exports = {
   codes, BerryMQError, Empty, MessageTooLarge, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
   isResponse, resultOf, messageFromWire, Answerer, MAX_INCOMING, MAX_SIZE, PARSE_ERROR_REPLY,
-  encodeRequest, expectsAnswer, mayWait, MEDIA_TYPES,
+  encodeRequest, expectsAnswer, mayWait, MEDIA_TYPES, MAX_MESSAGE_DEPTH, checkDepth,
 };

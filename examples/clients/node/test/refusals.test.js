@@ -63,6 +63,35 @@ for (const scheme of ['tcp', 'http']) {
       await oneway.close();
     });
 
+    it('a message nested deeper than 124 levels: TypeError naming the limit, nothing sent', async () => {
+      const oneway = await berrymq.connectOneway(url(), { ttl: 60 });
+      const nest = (levels) => { let value = []; for (let i = 1; i < levels; i += 1) value = [value]; return value; };
+      const tooDeep = (error) => error instanceof TypeError &&
+        /^message node:deep cannot be sent: it is nested more than 124 levels deep, the limit/.test(error.message);
+      // [identifier, args, kwargs]: args (level 2) holding 123 levels is the deepest that goes
+      assert.equal(await oneway.sendMessage('node:deep', nest(123)), 'ok');
+      assert.match(await node.stdout.next(), /^node:deep \[\[\[/);
+      await assert.rejects(oneway.sendMessage('node:deep', nest(124)), tooDeep);
+      await assert.rejects(oneway.sendMessage('node:deep', [], { a: nest(123) }), tooDeep);
+      await assert.rejects(oneway.postMessage('node:deep', nest(124)), tooDeep);
+      await assert.rejects(oneway.sendMessages([['node:ok', [], {}], ['node:deep', nest(200), {}]]), tooDeep);
+      await assert.rejects(oneway.ask('node:deep', nest(124)), tooDeep);
+      // brackets inside strings do not count
+      assert.equal(await oneway.sendMessage('node:brackets', ['['.repeat(300)]), 'ok');
+      assert.equal(await node.stdout.next(), `node:brackets ["${'['.repeat(300)}"]`);
+      assert.equal(oneway.closed, false);
+      await oneway.close();
+    });
+
+    it('closeConnection(url) closes the connections to the node however the URL is written', async () => {
+      const oneway = await berrymq.connectOneway(url(), { ttl: 60 });
+      const other = await berrymq.connectOneway(scheme === 'tcp' ? node.http : node.tcp, { ttl: 60 });
+      await berrymq.closeConnection(`${url()}/`);
+      assert.equal(oneway.closed, true);
+      assert.equal(other.closed, false);
+      await other.close();
+    });
+
     it('a reply with id null (Invalid Request) settles the batch or the call it answers at once', async () => {
       const channel = await berrymq.connect(url(), { timeout: 4 * DEADLINE });
       try {
@@ -72,7 +101,8 @@ for (const scheme of ['tcp', 'http']) {
         assert.deepEqual(await channel.batch([]), invalid);
         await assert.rejects(channel.call('connect_oneway', 5), { code: codes.INVALID_REQUEST });
         // an invalid notification is answered too: that answer is tied to it, not to the next call
-        await channel.notify('connect_oneway', 5);
+        // (and notify resolves with nothing, as over TCP: the node answers notifications nothing)
+        assert.equal(await channel.notify('connect_oneway', 5), undefined);
         assert.match(await channel.call('connect_oneway', { ttl: 10 }), /^[A-Za-z0-9_-]{43}$/);
         const good = await channel.batch([{ method: 'connect_oneway', params: { ttl: 10 } },
           { method: 'connect_oneway', params: 5 }, { method: 'nope', params: {} }]);
