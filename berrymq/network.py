@@ -24,7 +24,9 @@ The description (``"version": 1``)::
         {"id": "s0", "kind": "timer", "name": "IntervalTimer('beat', 1) running",
          "sends": ["beat:tick"]}
       ],
-      "connections": [{"id": "c0", "address": "tcp://127.0.0.1:7000", "style": "interconnect"}],
+      "connections": [              # "out": made here; "in": a peer's interconnect to here
+        {"id": "c0", "address": "tcp://127.0.0.1:7000", "style": "interconnect",
+         "direction": "out"}],
       "forwarders": 1,              # how many links carry this bus's messages out
       "transports": [{"scheme": "tcp", "status": "listening on tcp://127.0.0.1:7001"}]
     }
@@ -133,16 +135,20 @@ def describe(bus: Bus | None = None) -> dict[str, Any]:
                for i, adapter in enumerate(running_adapters(bus))]
     connections = [
         {"id": f"c{i}", "address": str(getattr(c, "address", "?")),
-         "style": str(getattr(c, "style", "?"))}
+         "style": str(getattr(c, "style", "?")), "direction": "out"}
         for i, c in enumerate(bus.connections())
     ]
     transports = []
     for scheme, transport in sorted(bus.transports().items()):
         try:
             status = transport.status()
+            peers = transport.peers()
         except Exception as exc:  # noqa: BLE001 - a picture must not fail on one transport
-            status = f"status failed: {exc}"
+            status, peers = f"status failed: {exc}", []
         transports.append({"scheme": scheme, "status": str(status)})
+        connections += [{"id": f"c{len(connections) + i}", "address": str(address),
+                         "style": str(style), "direction": "in"}
+                        for i, (address, style) in enumerate(peers)]
     return {
         "version": 1,
         "node": bus.node_id,
@@ -282,9 +288,16 @@ def to_dot(description: Mapping[str, Any]) -> str:
                        'shape=box3d];')
             direction = {"interconnect": "both", "oneway": "forward", "queue": "back"}.get(
                 style, "forward")
-            out.append(f"  bus -> {cid} [label={_dot_quote(style)}, dir={direction}];")
+            out.append(f"  bus -> {cid} [label={_dot_quote(_connection_label(connection))}, "
+                       f"dir={direction}];")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _connection_label(connection: Mapping[str, Any]) -> str:
+    """``interconnect``, or ``interconnect (from it)`` for one the peer made to this node."""
+    style = str(connection.get("style", ""))
+    return f"{style} (from it)" if connection.get("direction") == "in" else style
 
 
 def _mm(text: str) -> str:
@@ -337,7 +350,7 @@ def to_mermaid(description: Mapping[str, Any]) -> str:
             style = str(connection.get("style", ""))
             arrow = {"interconnect": "<-->", "queue": "<--"}.get(style, "-->")
             out.append(f"  {cid}[/{_mm(str(connection['address']))}/]")
-            out.append(f"  bus {arrow}|{_mm(style)}| {cid}")
+            out.append(f"  bus {arrow}|{_mm(_connection_label(connection))}| {cid}")
     return "\n".join(out) + "\n"
 
 

@@ -95,7 +95,7 @@ def test_connections_and_transports_are_described(berrymq_bus: Bus, berrymq_plug
         other.track_connection(connection)
         client = network.describe(other)
         assert client["connections"] == [
-            {"id": "c0", "address": address, "style": "interconnect"}
+            {"id": "c0", "address": address, "style": "interconnect", "direction": "out"}
         ]
         assert client["forwarders"] == 1
         server = network.describe(berrymq_bus)

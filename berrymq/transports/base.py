@@ -303,6 +303,12 @@ class Transport(ABC):
         """A one-line description of this transport's state, for ``berrymq plugins``."""
         return "ready"
 
+    def peers(self) -> list[tuple[str, str]]:
+        """The nodes that connected to this one and are sent its messages (they called
+        ``interconnect`` here): ``(address, style)`` each, for the picture of the network
+        (:func:`berrymq.network.describe`). None by default."""
+        return []
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything this transport queued for peers was handed over (on
         every connection and link); False if ``timeout`` passed first."""

@@ -43,6 +43,7 @@ from berrymq_jsonrpc.service import Service
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sessions import in_waits
 from berrymq_jsonrpc.settings import DEFAULT_TIMEOUT, read_hosts, read_number
+from berrymq_jsonrpc.stats import session_peer
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -342,6 +343,13 @@ class RemoteTransport(Transport):
         return done and not lost
 
     # -- state ----------------------------------------------------------------------------
+
+    def peers(self) -> list[tuple[str, str]]:
+        # not the sessions of the interconnects made here: those peers are connections
+        made = {id(getattr(c, "local_session", None)) for c in list(self._connections)}
+        return [(session_peer(session) or "(unknown address)", session.style)
+                for session in list(self.service.sessions.values())
+                if session.style == "interconnect" and id(session) not in made]
 
     def status(self) -> str:
         parts = [f"serving {', '.join(self.urls)}" if self.urls else "not serving"]

@@ -226,3 +226,23 @@ def test_berrymq_graph_serve_command_and_dead_node(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=30, env=child_env())
     assert dead.returncode == 1  # the node went away: a failed run, not a usage error
     assert dead.stderr.strip() and "Traceback" not in dead.stderr
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_peer_that_interconnected_to_the_node_is_in_its_picture(
+        scheme: str, bus_factory: Any) -> None:
+    """Each side of an interconnect shows the other: the node it was made to shows the
+    peer as a connection that came in (it showed only the connections it made, while
+    saying it forwarded to that peer)."""
+    node, peer = bus_factory(), bus_factory()
+    url = node.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+    if scheme == "http":  # over HTTP the node calls the peer's server back
+        peer.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+    with berrymq.use_bus(peer):
+        berrymq.interconnect(url)
+    [made] = network.describe(peer)["connections"]
+    assert (made["address"], made["style"], made["direction"]) == (url, "interconnect", "out")
+    [came] = network.describe(node)["connections"]
+    assert (came["style"], came["direction"]) == ("interconnect", "in")
+    assert came["address"].startswith(f"{scheme}://127.0.0.1:")
+    assert 'label="interconnect (from it)"' in network.to_dot(network.describe(node))
