@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,14 +30,15 @@ import pytest
 
 from berrymq.message import Message
 from berrymq.testing import free_port
+from berrymq.transports.ioloop import io_loop
 from berrymq_nats.transport import NatsTransport
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq_nats.bridge import NatsBridge
 
-__all__ = ["NatsServer", "Recorder", "bridge_of", "require_nats_server", "settle",
-           "wait_until"]
+__all__ = ["NatsServer", "Recorder", "bridge_of", "held_io_loop", "require_nats_server",
+           "settle", "wait_until"]
 
 START_DEADLINE = 15.0
 
@@ -233,6 +234,24 @@ def bridge_of(bus: Bus, url: str, **options: Any) -> NatsBridge:
     transport = bus.transport("nats")
     assert isinstance(transport, NatsTransport)
     return transport.connect_broker(url, **options)
+
+
+@contextlib.contextmanager
+def held_io_loop(timeout: float = 20.0) -> Iterator[None]:
+    """Hold the process's I/O thread busy inside the block (at most ``timeout``): nothing
+    is published, as when the server stops reading, and the outgoing queue fills."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        release.wait(timeout)
+
+    io_loop.call_soon(hold)
+    try:
+        assert entered.wait(10), "the I/O thread did not come to the hold"
+        yield
+    finally:
+        release.set()
 
 
 def settle(*bridges: NatsBridge) -> None:

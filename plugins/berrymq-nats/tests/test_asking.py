@@ -14,10 +14,9 @@ import pytest
 from berrymq_nats import NatsBridge
 from berrymq_nats.inbound import answer_lane
 from berrymq_nats.losses import REFUSED_HERE, REQUEST_REFUSED
-from berrymq_nats.testing import Recorder, bridge_of, settle
+from berrymq_nats.testing import Recorder, bridge_of, held_io_loop, settle
 
 from berrymq import Bus, Message, Queue, ReplyError
-from berrymq.transports.ioloop import io_loop
 
 pytestmark = pytest.mark.broker
 
@@ -369,23 +368,13 @@ def test_an_ask_waits_for_room_to_send_no_longer_than_its_timeout(
     not ``send_timeout``, and then says that no answer came within its timeout."""
     a = make_bus("a")
     ba = bridge_of(a, nats_server.url, buffer_limit=3, send_timeout=10)
-    entered, release = threading.Event(), threading.Event()
-
-    def hold_the_loop() -> None:
-        entered.set()
-        release.wait(20)
-
-    io_loop.call_soon(hold_the_loop)
-    try:
-        assert entered.wait(10)
+    with held_io_loop():
         for i in range(3):
             a.twitter("fill:up", i)
         assert ba.outbox.waiting >= 3
         started = time.monotonic()
         (reply,) = a.ask("calc:add", timeout=0.5)
         took = time.monotonic() - started
-    finally:
-        release.set()
     assert took < 2.0
     assert isinstance(reply, ReplyError) and reply.exception_type == "TimeoutError"
     assert "0.5s" in reply.message

@@ -14,11 +14,10 @@ from typing import Any
 import pytest
 from berrymq_nats import BrokerBufferFull, NatsBridge
 from berrymq_nats.losses import IN_FLIGHT, NOT_SENT_AT_CLOSE
-from berrymq_nats.testing import Recorder, bridge_of, settle
+from berrymq_nats.testing import Recorder, bridge_of, held_io_loop, settle
 
 from berrymq import Bus, QueueFull, TransportError
 from berrymq.testing import free_port
-from berrymq.transports.ioloop import io_loop
 
 pytestmark = pytest.mark.broker
 
@@ -90,23 +89,13 @@ def test_a_stalled_io_thread_makes_senders_wait_then_refuse(
     wait for the I/O thread (connected; the default 5 s would fail the bound below)."""
     a = make_bus("a")
     ba = bridge_of(a, nats_server.url, buffer_limit=5, send_timeout=0.4)
-    blocked, release = threading.Event(), threading.Event()
-
-    def busy() -> None:
-        blocked.set()
-        release.wait(20)
-
-    io_loop.call_soon(busy)  # the I/O thread is busy: nothing is published
-    assert blocked.wait(10)
-    try:
+    with held_io_loop():  # the I/O thread is busy: nothing is published
         for i in range(5):
             a.twitter("job:go", i)
         started = time.monotonic()
         with pytest.raises(BrokerBufferFull, match="waiting for the I/O thread for 0.4s"):
             a.twitter("job:go", "waited, then refused")
         assert 0.35 <= time.monotonic() - started < 3.0
-    finally:
-        release.set()
     assert ba.flush(10)  # the five accepted ones are published once the thread is back
 
 

@@ -47,6 +47,17 @@ def stalled_bridge(bus: Bus, server: NatsServer, buffer_limit: int = 300,
     return bridge
 
 
+
+def closes_in_time_counting(bridge: NatsBridge, accepted: int) -> None:
+    """close() returns within connect_timeout (1 s) and a little, and every accepted
+    message is counted: not sent, or sent to a server that never confirmed it."""
+    started = time.monotonic()
+    bridge.close()
+    took = time.monotonic() - started
+    assert took < 1.0 + 0.9, f"close() took {took:.2f}s with connect_timeout = 1s"
+    assert bridge.losses.own == accepted, (bridge.losses.counts, accepted)
+
+
 def test_what_waits_for_a_stalled_server_is_bounded_in_bytes_and_counted(
         paused: NatsServer, make_bus: Callable[..., Bus]) -> None:
     bus = make_bus("stalled")
@@ -55,12 +66,7 @@ def test_what_waits_for_a_stalled_server_is_bounded_in_bytes_and_counted(
     # 1 MiB waiting for the I/O thread, and what nats-py buffers (2 MiB) and the socket holds
     # (the kernel's socket buffers vary: far below the 300 the count bound allows)
     assert 3 <= accepted <= 80, accepted
-    started = time.monotonic()
-    bridge.close()
-    took = time.monotonic() - started
-    assert took < 1.0 + 0.9, f"close() took {took:.2f}s with connect_timeout = 1s"
-    # every accepted message counted: not sent, or sent to a server that never confirmed it
-    assert bridge.losses.own == accepted, (bridge.losses.counts, accepted)
+    closes_in_time_counting(bridge, accepted)
 
 
 def test_close_keeps_its_time_limit_and_counts_every_accepted_message(
@@ -70,11 +76,7 @@ def test_close_keeps_its_time_limit_and_counts_every_accepted_message(
     bus = make_bus("closing")
     bridge = stalled_bridge(bus, paused, buffer_limit=20, buffer_bytes=64 * 1024 * 1024)
     accepted = fill(bus, 100, bound="buffer_limit = 20")
-    started = time.monotonic()
-    bridge.close()
-    took = time.monotonic() - started
-    assert took < 1.0 + 0.9, f"close() took {took:.2f}s with connect_timeout = 1s"
-    assert bridge.losses.own == accepted, (bridge.losses.counts, accepted)
+    closes_in_time_counting(bridge, accepted)
 
 
 def test_flush_keeps_its_timeout_while_publishing_waits(
