@@ -5,8 +5,8 @@ one ``ask`` with a timeout, the transport arms a timer on the I/O loop as the re
 comes in (:func:`ask_timeout` says how long) and hands the request and an
 :class:`AskProgress` to that thread. Whichever comes first answers: the thread, with every
 reply, or the timer, with the replies so far and a ``TimeoutError`` entry naming the
-receiver still running (:meth:`Service.answer_expired
-<berrymq_jsonrpc.service.Service.answer_expired>`); the other's answer is dropped. No
+receiver still running (:meth:`WaitingMethods.answer_expired
+<berrymq_jsonrpc.waiting_methods.WaitingMethods.answer_expired>`); the other's answer is dropped. No
 thread waits for the deadline (an ask costs no thread more than one that has none), and
 an ask still waiting for a free thread keeps its deadline all the same. A timeout of 0 is
 answered at once by the loop, without a thread: no receiver could have run by then.

@@ -4,15 +4,15 @@ A :class:`Service` belongs to one transport of one bus. Each ``connect_*`` or
 ``interconnect`` request opens a :class:`~berrymq_jsonrpc.sessions.Session` named by a token; it keeps
 what the connection needs (a bounded queue for style 03, an outgoing link for style 01).
 The table of open sessions, and their closing and expiry, is
-:class:`~berrymq_jsonrpc.session_table.SessionTable`, and the methods of style 03 are
-:class:`~berrymq_jsonrpc.queue_methods.QueueMethods`; a service is both. The transport
+:class:`~berrymq_jsonrpc.session_table.SessionTable`, the methods of style 03 are
+:class:`~berrymq_jsonrpc.queue_methods.QueueMethods`, and answering the requests that may
+wait is :class:`~berrymq_jsonrpc.waiting_methods.WaitingMethods`; a service is all three. The transport
 feeds request texts to :meth:`Service.handle` with a *context* (the TCP connection the
 request came on, or None over HTTP) and writes back what it returns.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
 import itertools
@@ -27,8 +27,8 @@ from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.wire import ParseError, encode_replies, loads
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.ask_timer import AskProgress, answer_with, ask_arrived, ask_timeout, local_replies
-from berrymq_jsonrpc.dialect import answer_v1, in_v1_form, to_v2
+from berrymq_jsonrpc.ask_timer import ask_arrived, local_replies
+from berrymq_jsonrpc.dialect import answer_v1
 from berrymq_jsonrpc.jsonrpc import Dispatcher, app_error, invalid_params
 from berrymq_jsonrpc.limits import CallbackRule
 from berrymq_jsonrpc.outbox import REFUSED
@@ -42,12 +42,11 @@ from berrymq_jsonrpc.params import (
     session_ttl,
     string,
 )
-from berrymq_jsonrpc.queue_methods import QueueMethods
-from berrymq_jsonrpc.replies import Slot
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
-from berrymq_jsonrpc.sessions import NOT_WRITABLE, WAITS, Session, Unwritable, refusal_data
+from berrymq_jsonrpc.sessions import NOT_WRITABLE, Session, Unwritable, refusal_data
 from berrymq_jsonrpc.stats import peer_label
-from berrymq_jsonrpc.waiting import QUICK_METHODS, answer_batch, is_nonblocking_get
+from berrymq_jsonrpc.waiting import QUICK_METHODS, is_nonblocking_get
+from berrymq_jsonrpc.waiting_methods import WaitingMethods
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -81,7 +80,7 @@ _SEND_MESSAGE = frozenset({"token", "identifier", "args", "kwargs", "uid", "hops
 _ASK = frozenset({"identifier", "args", "kwargs", "timeout", "token", "uid", "hops"})
 
 
-class Service(QueueMethods):
+class Service(WaitingMethods):
     """The protocol's methods on one bus, and the sessions they open.
 
     :param bus: the bus that incoming messages are delivered to.
@@ -339,52 +338,6 @@ class Service(QueueMethods):
         if refused:
             raise app_error(p.QUEUE_FULL, refusal_data(refused, first))
         return p.RESULT_OK
-
-    async def answer_waiting(self, request: Any, context: Any = None,
-                             ended: asyncio.Future[None] | None = None,
-                             slot: Slot | None = None) -> bytes | None:
-        """On the I/O loop: answer a request that may wait
-        (:func:`~berrymq_jsonrpc.waiting.may_wait`). A blocking ``get`` awaits its queue on
-        the loop (until ``ended``, in ``slot``: see :meth:`get_waiting`), or is refused
-        there; ``ask`` (receivers may take their time) and whatever :meth:`get_waiting`
-        leaves run on a :data:`WAITS` thread; a batch is answered member by member
-        (:func:`~berrymq_jsonrpc.waiting.answer_batch`)."""
-        if type(request) is list:
-            return await answer_batch(self, request, context, ended)
-        if (type(request) is dict and request.get("method") == p.METHOD_GET
-                and not (p.is_v1(request) and self.requires_secret)):  # (1.0: refused then)
-            v1 = p.is_v1(request)  # 1.0 waits the same way, and is answered in its form
-            reply = await self.get_waiting(to_v2(request) if v1 else request, ended, slot)
-            if reply is not None:
-                return in_v1_form(reply) if v1 else reply
-            if "id" in request:  # one that _get refuses (a closed token, ...): at once
-                return self.handle_parsed(request, context)
-        loop = asyncio.get_running_loop()
-        timeout = ask_timeout(request)
-        if timeout is None:
-            return await loop.run_in_executor(WAITS, self.handle_parsed, request, context)
-        progress = AskProgress()  # answered by its timeout (see berrymq_jsonrpc.ask_timer)
-        if timeout > 0:  # (0: at once, with no thread: no receiver can have run by then)
-            answered = loop.run_in_executor(WAITS, self.answer_armed, request, context, progress)
-            done, _ = await asyncio.wait([answered], timeout=timeout)
-            if answered in done:
-                return answered.result()
-            answered.cancel()  # not begun (threads busy, or too short): it leaves the queue now
-        return self.answer_expired(request, context, progress)
-
-    def answer_armed(self, request: Any, context: Any, progress: AskProgress) -> bytes | None:
-        """On a :data:`WAITS` thread: answer an ``ask`` whose timer runs on the loop
-        (:mod:`berrymq_jsonrpc.ask_timer`); nothing once the timer answered it."""
-        progress.started = True  # before the check: the timer then names what ran
-        if progress.expired:
-            return None
-        return answer_with(progress, lambda: self.handle_parsed(request, context))
-
-    def answer_expired(self, request: Any, context: Any, progress: AskProgress) -> bytes | None:
-        """On the loop, when an ``ask``'s timeout passed before its thread answered: the
-        answer with the replies so far and a ``TimeoutError`` entry."""
-        progress.expired = True
-        return answer_with(progress, lambda: self.handle_parsed(request, context))
 
     def _close_connection(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_CLOSE_CONNECTION, params, frozenset({"token"}))

@@ -3,8 +3,8 @@
 A transport answers each request where it holds nothing up:
 
 - a request that may wait (:func:`may_wait`: an ``ask``, whose receivers take their time,
-  or a blocking ``get``) beside the others, through :meth:`Service.answer_waiting
-  <berrymq_jsonrpc.service.Service.answer_waiting>`: a ``get`` awaits its queue on the I/O
+  or a blocking ``get``) beside the others, through :meth:`WaitingMethods.answer_waiting
+  <berrymq_jsonrpc.waiting_methods.WaitingMethods.answer_waiting>`: a ``get`` awaits its queue on the I/O
   loop, an ``ask`` runs on a :data:`~berrymq_jsonrpc.sessions.WAITS` thread and is answered
   by its timeout at the latest (:mod:`berrymq_jsonrpc.ask_timer`);
 - a request that delivers nothing and never waits (:data:`QUICK_METHODS`, a ``get`` that
