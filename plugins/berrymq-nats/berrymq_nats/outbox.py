@@ -3,7 +3,7 @@
 - **Connected**: :meth:`Outbox.put` (the sender's thread) appends the encoded message to a
   deque and, only when the I/O loop is not already woken, wakes it once; the loop's
   publisher drains the deque into ``nats-py``'s write buffer, which writes in batches. One
-  thread hop per message. At most ``buffer_limit`` messages and ``buffer_bytes`` bytes
+  thread hop per message and no lock. At most ``buffer_limit`` messages and ``buffer_bytes`` bytes
   wait for the loop (one message always fits); beyond, the sender waits up to
   ``send_timeout`` seconds for room, then gets :class:`~berrymq_nats.options.BrokerBufferFull`.
   (What the loop handed to ``nats-py`` and the server has not read is bounded by
@@ -88,8 +88,13 @@ class Outbox:
         self.connected = False
         self.closed = False
         self._out: collections.deque[Item] = collections.deque()
-        self._out_bytes = 0  # the payload bytes in _out (under _bytes_lock)
-        self._bytes_lock = threading.Lock()
+        # The payload bytes in _out are _added - _taken, with no lock on the senders' path:
+        # _added grows in the sending threads, _taken in the loop's publisher alone (and
+        # where the deque is emptied at once). Two senders' += at the same instant may
+        # lose one of them; the publisher evens the two out whenever it finds _out empty,
+        # so such a miss is one message's bytes, for as long as the deque stays non-empty.
+        self._added = 0
+        self._taken = 0
         self._epoch = 0  # counts connection_lost: what a publish under way finds changed
         self._wake_pending = False
         self._wake = asyncio.Event()
@@ -123,10 +128,9 @@ class Outbox:
         if self.connected:
             out = self._out
             size = len(item[1])
-            if len(out) >= self.limit or (out and self._out_bytes + size > self.byte_limit):
+            if self._full(size):
                 self._wait_for_room(ident, size, wait)
-            with self._bytes_lock:
-                self._out_bytes += size
+            self._added += size
             out.append(item)
             if not self._wake_pending:
                 self._wake_pending = True
@@ -139,16 +143,18 @@ class Outbox:
         never waits, so that the I/O thread can send it; dropped while disconnected (the
         asker's deadline reports a missing reply)."""
         if self.connected:
-            with self._bytes_lock:
-                self._out_bytes += len(item[1])
+            self._added += len(item[1])
             self._out.append(_Control(item))
             if not self._wake_pending:
                 self._wake_pending = True
                 io_loop.call_soon(self._wake.set)
 
     def _full(self, size: int) -> bool:
+        """Whether one more message of ``size`` bytes would go over a bound (one always
+        fits in an empty deque)."""
         out = self._out
-        return len(out) >= self.limit or (bool(out) and self._out_bytes + size > self.byte_limit)
+        return len(out) >= self.limit or (
+            bool(out) and self._added - self._taken + size > self.byte_limit)
 
     def _wait_for_room(self, ident: Identifier | str, size: int, wait: float | None) -> None:
         wait = self.send_timeout if wait is None else max(0.0, min(wait, self.send_timeout))
@@ -156,7 +162,7 @@ class Outbox:
         while self._full(size) and self.connected:
             left = deadline - time.monotonic()
             if io_loop.in_loop() or left <= 0:
-                count, waiting = len(self._out), self._out_bytes
+                count, waiting = len(self._out), max(0, self._added - self._taken)
                 bound = (f"buffer_limit = {self.limit}" if count >= self.limit
                          else f"buffer_bytes = {self.byte_limit}")
                 raise BrokerBufferFull(
@@ -172,8 +178,7 @@ class Outbox:
     def _hold(self, item: Item, ident: Identifier | str) -> None:
         with self._held_lock:
             if self.connected:  # reconnected meanwhile
-                with self._bytes_lock:
-                    self._out_bytes += len(item[1])
+                self._added += len(item[1])
                 self._out.append(item)
                 io_loop.call_soon(self._wake.set)
                 return
@@ -219,8 +224,10 @@ class Outbox:
                 await self._wait_for_confirmation(nc)
                 continue
             item = out.popleft()
-            with self._bytes_lock:  # (never below 0: a put racing a drop may be uncounted)
-                self._out_bytes = max(0, self._out_bytes - len(item[1]))
+            if out:
+                self._taken += len(item[1])
+            else:  # empty now: even out what senders' racing += may have missed
+                self._taken = self._added
             if self._room_wanted:
                 self._room_wanted = False
                 self._room.set()
@@ -239,8 +246,7 @@ class Outbox:
                 if control and self._control and self._control[-1] > self.published:
                     self._control.pop()
                 if isinstance(exc, OutboundBufferLimitError):
-                    with self._bytes_lock:
-                        self._out_bytes += len(item[1])
+                    self._taken -= len(item[1])
                     out.appendleft(item)
                     self.hold_out()
                     break
@@ -317,8 +323,7 @@ class Outbox:
 
     def _move_out(self) -> None:
         # Under _held_lock: what waits for the loop joins the disconnect buffer, in order.
-        with self._bytes_lock:
-            self._out_bytes = 0
+        self._taken = self._added
         while self._out:
             item = self._out.popleft()
             if type(item) is not _Control:
@@ -332,8 +337,7 @@ class Outbox:
             held, self._held = self._held, collections.deque()
             self._held_bytes = 0
             if held:
-                with self._bytes_lock:
-                    self._out_bytes += sum(len(item[1]) for item in held)
+                self._added += sum(len(item[1]) for item in held)
                 self._out.extendleft(reversed(held))
             self.connected = True
         self._wake.set()
@@ -351,8 +355,7 @@ class Outbox:
             self._out.clear()
             self._held_bytes = 0
             self._epoch += 1
-            with self._bytes_lock:
-                self._out_bytes = 0
+            self._taken = self._added
         self._room.set()
         if self._confirming is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed
