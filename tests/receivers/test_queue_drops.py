@@ -46,6 +46,19 @@ def _full_queues(bus: Bus, shared: bool, put_timeout: float) -> list[Queue]:
     return queues
 
 
+def _dropped_unlooked(monkeypatch: pytest.MonkeyPatch, bus: Bus, shared: bool
+                      ) -> tuple[threading.Thread, list[BaseException | None]]:
+    """A full queue (shared or not) collected without close() while a sender waits in it,
+    with the periodic look for dropped stores switched off: what ends the wait then is
+    the test's to do."""
+    monkeypatch.setattr(_awaiting, "_DROP_CHECK", 3600.0, raising=False)  # no look
+    queues = _full_queues(bus, shared, float("inf"))
+    sender, outcome = _blocked_sender(bus, weakref.ref(queues[0]._store))
+    del queues
+    gc.collect()
+    return sender, outcome
+
+
 def _assert_refused_as_dropped(sender: threading.Thread,
                                outcome: list[BaseException | None]) -> None:
     sender.join(WAIT)
@@ -93,12 +106,8 @@ def test_a_shared_queue_closed_then_its_last_partner_dropped_refuses_the_sender(
 def test_closing_the_bus_closes_a_dropped_queue_with_a_waiting_sender(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The bus's close() closed only the Queue objects that were left."""
-    monkeypatch.setattr(_awaiting, "_DROP_CHECK", 3600.0, raising=False)  # no look
     bus = Bus()
-    queues = _full_queues(bus, False, float("inf"))
-    sender, outcome = _blocked_sender(bus, weakref.ref(queues[0]._store))
-    del queues
-    gc.collect()
+    sender, outcome = _dropped_unlooked(monkeypatch, bus, shared=False)
     bus.close()
     _assert_refused_as_dropped(sender, outcome)
 
@@ -107,12 +116,8 @@ def test_a_new_shared_queue_does_not_join_a_dropped_store(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A store kept alive by its waiting sender after its queues were collected was
     joined by the next shared queue of the pattern, which got its old message."""
-    monkeypatch.setattr(_awaiting, "_DROP_CHECK", 3600.0, raising=False)  # no look
     bus = Bus()
-    queues = _full_queues(bus, True, float("inf"))
-    sender, outcome = _blocked_sender(bus, weakref.ref(queues[0]._store))
-    del queues
-    gc.collect()
+    sender, outcome = _dropped_unlooked(monkeypatch, bus, shared=True)
     fresh = Queue("q:*", shared=True, maxsize=1, put_timeout=float("inf"), bus=bus)
     _assert_refused_as_dropped(sender, outcome)
     assert fresh.empty()
