@@ -202,7 +202,7 @@ def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
         running.clear()  # every receiver was called; only async replies may be awaited
     if errors:
         raise_errors(message[0], errors)
-    if collect.pending and not (answered is not None and answered()):
+    if collect.pending:
         collect.replies[:] = settle_replies(collect.replies, timeout, bus.node_id)
     return collect.replies
 
