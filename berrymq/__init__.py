@@ -11,7 +11,6 @@ from berrymq._version import __version__
 from berrymq.api import (
     ask,
     ask_async,
-    auto_twitter,
     close_connection,
     connect_broker,
     connect_oneway,
@@ -29,10 +28,10 @@ from berrymq.api import (
     set_multiplicity,
     talk,
     twitter,
-    twitter_exception,
     unfollow,
 )
 from berrymq.bus import Bus, Subscription
+from berrymq.decorators import auto_twitter, twitter_exception
 from berrymq.default import get_bus, set_bus, use_bus
 from berrymq.errors import (
     BerryMQError,

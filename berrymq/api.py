@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
-import traceback
-from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from berrymq.ask import ask_async_on
 from berrymq.bus import Guard, Receiver, Subscription
@@ -20,7 +18,6 @@ from berrymq.transports.base import Address, Connection, normalize_address
 __all__ = [
     "ask",
     "ask_async",
-    "auto_twitter",
     "close_connection",
     "connect_broker",
     "connect_oneway",
@@ -37,12 +34,9 @@ __all__ = [
     "set_multiplicity",
     "talk",
     "twitter",
-    "twitter_exception",
     "unfollow",
 ]
 
-P = ParamSpec("P")
-R = TypeVar("R")
 F = TypeVar("F")
 
 
@@ -140,110 +134,6 @@ def unfollow(target: object) -> int:
     instances and class methods) from following anything; returns how many
     subscriptions were cancelled."""
     return holder.bus.unfollow(target)
-
-
-# -- decorators that send --------------------------------------------------------------------
-
-
-def auto_twitter(identifier: str, entry: bool = False, exit: bool = False
-                 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Wrap a function to send ``name:entry`` before and ``name:exit`` after each call.
-
-    Both flags false (or both true) send both; ``entry=True`` only entry; ``exit=True``
-    only exit. An identifier whose action is already ``entry`` or ``exit`` sends just
-    that one. Both messages carry the call's arguments; the exit message is sent even
-    when the function raises. Return values and exceptions pass through unchanged. An
-    ``async def`` function gets an ``async def`` wrapper: the messages are sent when the
-    coroutine starts and ends, not when it is made.
-    """
-    ident = parse(identifier)
-    prefix = ident.name if ident.namespace is None else f"{ident.name}@{ident.namespace}"
-    if ident.action in ("entry", "exit"):
-        send_entry, send_exit = ident.action == "entry", ident.action == "exit"
-    elif entry == exit:
-        send_entry = send_exit = True
-    else:
-        send_entry, send_exit = entry, exit
-    entry_id = parse(f"{prefix}:entry")
-    exit_id = parse(f"{prefix}:exit")
-
-    def decorate(function: Callable[P, R]) -> Callable[P, R]:
-        if inspect.iscoroutinefunction(function):
-            run = cast(Callable[P, Awaitable[Any]], function)
-
-            @functools.wraps(function)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                if send_entry:
-                    holder.bus.twitter(entry_id, *args, **kwargs)
-                try:
-                    return await run(*args, **kwargs)
-                finally:
-                    if send_exit:
-                        holder.bus.twitter(exit_id, *args, **kwargs)
-
-            return cast(Callable[P, R], async_wrapper)
-
-        @functools.wraps(function)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            if send_entry:
-                holder.bus.twitter(entry_id, *args, **kwargs)
-            try:
-                return function(*args, **kwargs)
-            finally:
-                if send_exit:
-                    holder.bus.twitter(exit_id, *args, **kwargs)
-
-        return wrapper
-
-    return decorate
-
-
-def twitter_exception(identifier: str, reraise: bool = False
-                      ) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
-    """Wrap a function to send a message when it raises.
-
-    The message's keyword arguments are JSON-serialisable: ``exception_type`` (the class
-    name), ``exception_message`` (``str(exc)``), ``traceback`` (formatted) and
-    ``function`` (its qualified name). The exception is re-raised when ``reraise`` is
-    true; otherwise the call returns None. An ``async def`` function gets an ``async def``
-    wrapper, which sends when the awaited coroutine raises.
-    """
-    ident = parse(identifier)
-
-    def send(exc: Exception, function: Callable[..., Any]) -> None:
-        holder.bus.twitter(ident, exception_type=type(exc).__name__, exception_message=str(exc),
-                           traceback="".join(traceback.format_exception(exc)),
-                           function=function.__qualname__)
-
-    def decorate(function: Callable[P, R]) -> Callable[P, R | None]:
-        if inspect.iscoroutinefunction(function):
-            run = cast(Callable[P, Awaitable[Any]], function)
-
-            @functools.wraps(function)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                try:
-                    return await run(*args, **kwargs)
-                except Exception as exc:
-                    send(exc, function)
-                    if reraise:
-                        raise
-                    return None
-
-            return cast(Callable[P, R | None], async_wrapper)
-
-        @functools.wraps(function)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
-            try:
-                return function(*args, **kwargs)
-            except Exception as exc:
-                send(exc, function)
-                if reraise:
-                    raise
-                return None
-
-        return wrapper
-
-    return decorate
 
 
 # -- between processes -----------------------------------------------------------------------

@@ -1,27 +1,19 @@
-"""berrymq.api (SPEC 3): the module-level helpers beyond registering: ``auto_twitter``,
-``twitter_exception``, ``talk`` and ``unfollow``, on an isolated default bus."""
+"""berrymq.api (SPEC 3): the module-level helpers beyond registering, ``talk`` and
+``unfollow``, on an isolated default bus (the decorators that send: test_decorators)."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import json
 from typing import Any
-
-import pytest
-from helpers import capture
 
 from berrymq import (
     Bus,
     Follower,
     Message,
-    auto_twitter,
     following,
     following_function,
     regist_function,
     talk,
     twitter,
-    twitter_exception,
     unfollow,
 )
 
@@ -67,82 +59,6 @@ def test_unfollow_function_object_and_class(berrymq_bus: Bus) -> None:
     del one, two, three, four
 
 
-@pytest.mark.parametrize(
-    ("identifier", "entry", "exit_", "expected"),
-    [
-        ("job", False, False, ["job:entry", "job:exit"]),
-        ("job", True, True, ["job:entry", "job:exit"]),
-        ("job", True, False, ["job:entry"]),
-        ("job", False, True, ["job:exit"]),
-        ("job:run", False, False, ["job:entry", "job:exit"]),
-        ("job:entry", False, False, ["job:entry"]),
-        ("job:exit", False, False, ["job:exit"]),
-        ("job:entry", False, True, ["job:entry"]),
-        ("job:exit", True, False, ["job:exit"]),
-        ("job@ops", False, False, ["job@ops:entry", "job@ops:exit"]),
-    ],
-)
-def test_auto_twitter_table(berrymq_bus: Bus, identifier: str, entry: bool, exit_: bool,
-                            expected: list[str]) -> None:
-    got: list[str] = []
-    for namespace in ("", "@ops"):  # every message sent, in either namespace
-        regist_function(f"*{namespace}", lambda m: got.append(str(m.identifier)), weak=False)
-
-    @auto_twitter(identifier, entry=entry, exit=exit_)
-    def work(x: int, y: int = 0) -> int:
-        got.append("call")
-        return x + y
-
-    assert work(1, y=2) == 3
-    entries = [e for e in expected if e.endswith(":entry")]
-    exits = [e for e in expected if e.endswith(":exit")]
-    assert got == [*entries, "call", *exits]
-
-
-def test_auto_twitter_passes_exceptions_and_arguments(berrymq_bus: Bus) -> None:
-    got: list[Message] = []
-    regist_function("g:*", got.append, weak=False)
-
-    @auto_twitter("g")
-    def fail(value: int) -> None:
-        raise LookupError(value)
-
-    with pytest.raises(LookupError) as info:
-        fail(7)
-    assert info.value.args == (7,)  # the function's own exception
-    assert [(m.id, m.args) for m in got] == [("g:entry", (7,)), ("g:exit", (7,))]
-    assert fail.__name__ == "fail"
-
-
-def test_twitter_exception(berrymq_bus: Bus) -> None:
-    got = capture("err:*")
-
-    @twitter_exception("err:raised")
-    def quiet(x: int) -> None:
-        raise ZeroDivisionError(f"nope {x}")
-
-    @twitter_exception("err:raised", reraise=True)
-    def loud() -> int:
-        raise KeyError("k")
-
-    @twitter_exception("err:raised")
-    def fine() -> int:
-        return 5
-
-    assert fine() == 5
-    assert got == []  # nothing raised, nothing sent
-    assert quiet(3) is None
-    with pytest.raises(KeyError, match="k"):
-        loud()
-    assert [m.id for m in got] == ["err:raised", "err:raised"]
-    assert [m.kwargs["exception_type"] for m in got] == ["ZeroDivisionError", "KeyError"]
-    first = got[0].kwargs
-    assert first["exception_message"] == "nope 3"
-    assert "Traceback" in first["traceback"] and "ZeroDivisionError: nope 3" in first["traceback"]
-    assert first["function"].endswith("quiet")
-    json.dumps({"args": got[0].args, "kwargs": first})  # JSON-serialisable
-
-
 def test_talk_sends_return_values_to_callback(berrymq_bus: Bus) -> None:
     results: list[Any] = []
 
@@ -166,51 +82,3 @@ def test_talk_sends_return_values_to_callback(berrymq_bus: Bus) -> None:
     assert results == [("test:log_result", "done x"), ("test:log_result", 0)]
 
 
-def test_auto_twitter_on_an_async_function_sends_around_its_body(berrymq_bus: Bus) -> None:
-    got = capture("work:*")
-
-    @auto_twitter("work")
-    async def work(value: int) -> int:
-        berrymq_bus.twitter("work:body", value)
-        await asyncio.sleep(0)
-        return value * 2
-
-    @auto_twitter("work", exit=True)
-    async def broken() -> None:
-        raise LookupError("async")
-
-    assert inspect.iscoroutinefunction(work) and work.__name__ == "work"
-    coroutine = work(4)
-    assert got == []  # nothing yet: not even :entry, sent when the coroutine starts
-    assert asyncio.run(coroutine) == 8
-    assert [(m.id, m.args) for m in got] == [("work:entry", (4,)), ("work:body", (4,)),
-                                             ("work:exit", (4,))]
-    with pytest.raises(LookupError, match="async"):
-        asyncio.run(broken())
-    assert got[-1].id == "work:exit"
-
-
-def test_twitter_exception_on_an_async_function(berrymq_bus: Bus) -> None:
-    got = capture("err:*")
-
-    @twitter_exception("err:raised")
-    async def quiet(x: int) -> int:
-        await asyncio.sleep(0)
-        raise ZeroDivisionError(f"nope {x}")
-
-    @twitter_exception("err:raised", reraise=True)
-    async def loud() -> int:
-        raise KeyError("k")
-
-    @twitter_exception("err:raised")
-    async def fine() -> int:
-        return 5
-
-    assert inspect.iscoroutinefunction(quiet)
-    assert asyncio.run(fine()) == 5 and got == []
-    assert asyncio.run(quiet(3)) is None
-    with pytest.raises(KeyError, match="k"):
-        asyncio.run(loud())
-    assert [m.kwargs["exception_type"] for m in got] == ["ZeroDivisionError", "KeyError"]
-    assert got[0].kwargs["exception_message"] == "nope 3"
-    assert got[0].kwargs["function"].endswith("quiet")
