@@ -2,23 +2,9 @@
 them: :meth:`Queue.get_async <berrymq.Queue.get_async>` and ``async for``.
 
 A coroutine that finds its queue's store empty waits on a future of its own loop, filed
-in the store's :class:`AsyncWaiters`, first come first served. Each message put wakes
-**one** waiter (the oldest), from any thread: through ``call_soon_threadsafe``, or
-directly when the putter runs that waiter's loop. Closing the store wakes them all.
-
-No wakeup is lost:
-
-- a waiter files itself before it looks at the store a last time, so a message put in
-  between is either seen by that look or wakes a waiter (this one or an older one);
-- a woken waiter takes a message, or finds it taken by a getter that did not wait and
-  waits again (nothing was lost: someone has the message);
-- a waiter cancelled after it was woken, before it could take the message, passes the
-  wakeup on to the next waiter when the store is not empty;
-- a waiter whose loop is closed is skipped: its coroutine is gone with the loop.
-
-Waking one waiter per message keeps a put O(1) however many consumers wait (waking all
-of them cost O(waiters) per put, and each of them filed itself anew: 100 consumers
-drained 13,666 of 20,000 messages in 25 s).
+in the store's :class:`~berrymq.receivers._waiters.AsyncWaiters` (see that module for
+why no wakeup is lost). A sender that finds a blocking queue full waits for a place, and
+looks every so often whether the queue's Queue objects are all gone.
 """
 
 from __future__ import annotations
@@ -28,8 +14,6 @@ import queue
 import threading
 import time
 import weakref
-from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exception
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
@@ -38,13 +22,13 @@ from berrymq._timeouts import wait_limit
 from berrymq.errors import Empty, QueueClosed, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.receivers._waiters import AsyncWaiters
 from berrymq.subscription import Subscription
 
 if TYPE_CHECKING:
     from berrymq.receivers.queues import Queue
 
-__all__ = ["AsyncWaiters", "FullPolicy", "QueueIterator", "QueueStore", "Waiter",
-           "queue_get_async"]
+__all__ = ["FullPolicy", "QueueIterator", "QueueStore", "queue_get_async"]
 
 FullPolicy = Literal["block", "refuse"]
 
@@ -65,85 +49,6 @@ _DROPPED_WHY = "closed (garbage-collected without close())"
 def _messages(count: int) -> str:
     """``count`` messages in words, singular for one (a queue's size in an error)."""
     return f"{count} message" if count == 1 else f"{count} messages"
-
-
-class Waiter:
-    """One coroutine waiting in ``get_async``: its loop, its future, and whether a put
-    (or a close) has taken it off the line to wake it."""
-
-    __slots__ = ("future", "loop", "woken")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.future: asyncio.Future[None] = loop.create_future()
-        self.woken = False
-
-
-def _release(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _wake(waiter: Waiter) -> bool:
-    """Wake ``waiter`` on its loop; False when its loop is closed (the coroutine is gone)."""
-    loop = waiter.loop
-    if _get_running_loop() is loop:
-        _release(waiter.future)
-        return True
-    try:
-        loop.call_soon_threadsafe(_release, waiter.future)
-    except RuntimeError:  # the loop is closed
-        return False
-    return True
-
-
-class AsyncWaiters(deque[Waiter]):
-    """The coroutines waiting on one store, oldest first.
-
-    A deque, so that a put tests ``if store.waiters`` at C speed; changed only under
-    :attr:`lock` (``put`` reads its length without it: a waiter files itself before it
-    looks at the store, see the module's docstring).
-    """
-
-    __slots__ = ("lock",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lock = threading.Lock()
-
-    def add(self, loop: asyncio.AbstractEventLoop) -> Waiter:
-        """File a new waiter of ``loop`` at the end of the line."""
-        waiter = Waiter(loop)
-        with self.lock:
-            self.append(waiter)
-        return waiter
-
-    def discard(self, waiter: Waiter) -> bool:
-        """Take ``waiter`` off the line; False when a put or a close took it off first
-        (it was woken, or is being woken)."""
-        with self.lock:
-            if waiter.woken:
-                return False
-            self.remove(waiter)
-            return True
-
-    def wake_one(self) -> None:
-        """Wake the oldest waiter whose loop still runs (a message was put)."""
-        with self.lock:
-            while self:
-                waiter = self.popleft()
-                waiter.woken = True
-                if _wake(waiter):
-                    return
-
-    def wake_all(self) -> None:
-        """Wake every waiter (the store or a queue using it closed: they look again)."""
-        with self.lock:
-            waiters = list(self)
-            self.clear()
-            for waiter in waiters:
-                waiter.woken = True
-                _wake(waiter)
 
 
 _CLOSED = object()  # put behind the last message when a store closes; wakes every getter
