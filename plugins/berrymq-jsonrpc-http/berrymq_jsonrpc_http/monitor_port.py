@@ -54,7 +54,7 @@ def add_monitor_option(commands: Commands) -> None:
 def status_server(monitor: Monitor, read_timeout: float = READ_TIMEOUT) -> Server:
     """An HTTP server (not yet listening) that answers ``monitor``'s routes and nothing
     else."""
-    server = Server(None, _MAX_BODY, read_timeout, Admission(MAX_CLIENTS, MAX_CLIENTS, logger))
+    server = Server(None, _MAX_BODY, read_timeout, Admission(MAX_CLIENTS, MAX_CLIENTS, logger, fixed=True))
     server.monitor = monitor
     return server
 

@@ -154,9 +154,13 @@ class Admission:
 
     :param max_connections: the most open at once on the node.
     :param per_client: the most open at once from one client address.
+    :param fixed: the caps are the server's own, not settings (the status server's), and
+        its refusals say so rather than name a setting to change.
     """
 
-    def __init__(self, max_connections: int, per_client: int, log: logging.Logger) -> None:
+    def __init__(self, max_connections: int, per_client: int, log: logging.Logger,
+                 fixed: bool = False) -> None:
+        self.fixed = fixed
         self.max_connections = max_connections
         self.per_client = per_client
         self.open = 0
@@ -172,7 +176,7 @@ class Admission:
         room = _files.cap
         if self.open >= self.max_connections:
             setting, limit = "max_connections", self.max_connections
-            text = f"this transport has {limit} connections open, the cap (setting {setting})"
+            text = f"this transport has {limit} connections open, {self._cap(setting)}"
         elif room is not None and _files.open >= room:
             setting, limit = "max_connections", room
             text = (f"this process has {limit} connections open, as many as its limit of "
@@ -180,7 +184,7 @@ class Admission:
                     f"{_SPARE_FILES} to spare); raise it (ulimit -n)")
         elif held >= self.per_client:
             setting, limit = "max_connections_per_client", self.per_client
-            text = f"{client} has {limit} connections open, the cap (setting {setting})"
+            text = f"{client} has {limit} connections open, {self._cap(setting)}"
         else:
             self.open += 1
             _files.open += 1
@@ -190,6 +194,9 @@ class Admission:
         self._log.warning("refused a connection from %s: %s", client, text)
         return error_object(p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED], None,
                             {"setting": setting, "limit": limit, "detail": text})
+
+    def _cap(self, setting: str) -> str:
+        return "its fixed cap" if self.fixed else f"the cap (setting {setting})"
 
     def flush(self) -> None:
         """Write what the refusals came to since their last line (the servers close)."""
