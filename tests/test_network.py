@@ -101,6 +101,12 @@ def test_connections_and_transports_are_described(berrymq_bus: Bus, berrymq_plug
         server = network.describe(berrymq_bus)
         assert server["forwarders"] == 1
         assert [t["scheme"] for t in server["transports"]] == ["local"]
+        # the server's picture shows the interconnection too, coming in
+        assert server["connections"] == [
+            {"id": "c0", "address": "local://unnamed", "style": "interconnect", "direction": "in"}
+        ]
+        connection.close()
+        assert network.describe(berrymq_bus)["connections"] == []  # gone when it closes
         dot = network.to_dot(client)
         assert "bus -> c0" in dot and "dir=both" in dot
         assert "bus <-->|" in network.to_mermaid(client)

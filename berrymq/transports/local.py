@@ -42,6 +42,8 @@ class LocalTransport(Transport):
     def __init__(self, bus: Bus, settings: Mapping[str, Any]) -> None:
         super().__init__(bus, settings)
         self.names: list[str] = []
+        # the buses interconnected to this one, by their link here: (address, style)
+        self._incoming: dict[int, tuple[str, str]] = {}
 
     def listen(self, address: str) -> str:
         name = _name_of(address)
@@ -75,9 +77,11 @@ class LocalTransport(Transport):
         inbox = None if pattern is None else Queue(str(pattern), bus=peer.bus)
         if style == "interconnect":
             peer.bus.add_forwarder(back)
+            peer._incoming[id(back)] = (f"local://{self.name}", style)
 
         def on_close(polite: bool) -> None:
             peer.bus.remove_forwarder(back)
+            peer._incoming.pop(id(back), None)
             back.close()
 
         return LinkConnection(self.bus, here, style, address=address, inbox=inbox,
@@ -91,6 +95,9 @@ class LocalTransport(Transport):
 
     def connect_via_queue(self, address: str, pattern: Identifier, ttl: float) -> Connection:
         return self._connect(address, "queue", pattern)
+
+    def peers(self) -> list[tuple[str, str]]:
+        return list(self._incoming.values())
 
     def status(self) -> str:
         return "serving " + ", ".join(f"local://{n}" for n in self.names) if self.names else "idle"
