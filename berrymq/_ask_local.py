@@ -10,6 +10,7 @@ this part in a helper thread, beside the peers; a node runs it for a remote ``as
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import itertools
 import time
@@ -21,7 +22,7 @@ from berrymq._delivery import deliver, raise_errors
 from berrymq._index import RouteEntry
 from berrymq._pending import PendingReply
 from berrymq._timeouts import seconds_left, wait_limit
-from berrymq.aio import AsyncReceiver, claim_reply, describe_receiver
+from berrymq.aio import OWN_LOOP, AsyncReceiver, asking_from, claim_reply, describe_receiver
 from berrymq.errors import QueueFull, ReplyError
 from berrymq.message import Message
 from berrymq.subscription import Subscription
@@ -56,11 +57,7 @@ def settle_replies(replies: list[Any], timeout: float | None, node: str = "", *,
             continue
         reply.claimed = True
         if running is reply.loop:
-            settled[index] = ReplyError(
-                "RuntimeError",
-                "an async receiver cannot answer a blocking ask() sent from its own event "
-                "loop; use 'await berrymq.ask_async(...)'", reply.receiver, node,
-            )
+            settled[index] = ReplyError("RuntimeError", OWN_LOOP, reply.receiver, node)
             continue
         try:
             settled[index] = reply.result(seconds_left(deadline))
@@ -178,14 +175,17 @@ def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
               into: list[Any] | None = None, running: list[str] | None = None,
               receivers: list[object] | None = None,
               refused: Refused | None = None,
-              answered: Callable[[], bool] | None = None) -> list[Any]:
+              answered: Callable[[], bool] | None = None,
+              from_loop: asyncio.AbstractEventLoop | None = None) -> list[Any]:
     """See :meth:`Bus.ask_local <berrymq.Bus.ask_local>`; ``receivers`` (for a remote
     ``ask``): append the receiver of each entry to it, at the entry's index; ``refused``:
     called with each refusal of a receiver or a queue (a full one), in the thread that
     ran it, for a node to count (the asker has its ``QueueFull`` entry); ``answered``
     (when the asker may stop waiting before the receivers are done, in another thread):
     true once the asker was answered without them, after which no further receiver
-    starts: one that had not started by the deadline never runs, as its entry says."""
+    starts: one that had not started by the deadline never runs, as its entry says;
+    ``from_loop``: the loop of the asker's thread, when that is not this one (see
+    :func:`~berrymq.aio.asking_from`)."""
     timeout = wait_limit("timeout", timeout)
     replies = [] if into is None else into
     collect = (_Collect(message, bus.node_id, replies, running, refused) if receivers is None
@@ -193,10 +193,14 @@ def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
     route: Iterable[RouteEntry] = bus.index.lookup(message[0])
     if answered is not None:
         route = itertools.takewhile(lambda _entry: not answered(), route)
+    if from_loop is not None:
+        asking_from(from_loop)
     try:
         errors = deliver(bus, route, message, collect)
     finally:
         claim_reply(None)  # not taken (a guard said no): no later call may take it
+        if from_loop is not None:
+            asking_from(None)
     collect.add_refusals()
     if running is not None:
         running.clear()  # every receiver was called; only async replies may be awaited

@@ -66,13 +66,20 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncReceiver",
     "AsyncRunner",
+    "OWN_LOOP",
     "async_runner",
+    "asking_from",
     "claim_reply",
     "describe_receiver",
     "is_async_receiver",
 ]
 
 logger = logging.getLogger("berrymq")
+
+#: Why an async receiver gives no reply to a blocking ``ask`` sent from its own loop's
+#: thread (which the ask blocks): the text of its ``ReplyError`` entry.
+OWN_LOOP = ("an async receiver cannot answer a blocking ask() sent from its own event loop; "
+            "use 'await berrymq.ask_async(...)'")
 
 
 def is_async_receiver(receiver: object) -> bool:
@@ -94,9 +101,11 @@ def describe_receiver(receiver: object) -> str:
 
 
 class _Claim(threading.local):
-    """Per thread: the message whose next async receiver call is an ``ask``'s."""
+    """Per thread: the message whose next async receiver call is an ``ask``'s, and the
+    event loop that ask blocks (the asker's thread runs it: see :func:`asking_from`)."""
 
     message: object = None
+    blocked: object = None
 
 
 _claim = _Claim()
@@ -109,6 +118,14 @@ def claim_reply(message: Message | None) -> None:
     nobody's. The call takes the claim; an identical message object is required, so a
     message a receiver sends meanwhile is never claimed by mistake."""
     _claim.message = message
+
+
+def asking_from(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Say that the asks answered in this thread (a helper thread of ``ask``) come from a
+    thread running ``loop`` (None: from none), which waits for them: an async receiver of
+    that loop cannot answer them, and its call is refused at once (a ``ReplyError``
+    entry) rather than left to run on the loop after the ask is over."""
+    _claim.blocked = loop
 
 
 def _set_hops(hops: int) -> None:
@@ -171,6 +188,8 @@ class AsyncReceiver:
         claimed = claim.message is message  # an ask's call (claim_reply): taken now
         if claimed:
             claim.message = None
+            if claim.blocked is loop:  # the asker's thread runs this loop, and waits
+                raise RuntimeError(OWN_LOOP)
         backlog = self.backlog
         if _get_running_loop() is loop:
             if backlog.tasks + backlog.handed >= backlog.limit:  # waiting would stall them

@@ -35,13 +35,16 @@ __all__ = ["ASK_EXECUTOR", "ASK_PARTS", "ask", "ask_async_on", "ask_local_by", "
 
 def ask_local_by(bus: Bus, message: Message, deadline: float, timeout: float,
                  receivers: list[object] | None = None,
-                 refused: Refused | None = None) -> list[Any]:
+                 refused: Refused | None = None,
+                 from_loop: asyncio.AbstractEventLoop | None = None) -> list[Any]:
     """The replies of this bus's receivers of ``message`` by ``deadline`` (a
     ``time.monotonic()`` time): they run on a helper thread of the bus (:data:`ASK_PARTS`),
     so that a receiver still running then gives a ``TimeoutError`` entry (its late reply is
     dropped) instead of holding the caller. ``ask`` asks its local receivers so, and a
     node so answers a remote ``ask`` that has a timeout (``receivers``: as for
-    :func:`ask_local`, and ``refused``)."""
+    :func:`ask_local`, and ``refused``; ``from_loop``: the event loop the asker's thread
+    runs, which the ask blocks, so that its async receivers are refused at once: see
+    :func:`~berrymq.aio.asking_from`)."""
     ident = message[0]
     if not bus.index.lookup(ident):
         return []
@@ -49,7 +52,8 @@ def ask_local_by(bus: Bus, message: Message, deadline: float, timeout: float,
         bus, f"local receivers of {ident}",
         lambda part: ask_local(bus, message, timeout, into=part.replies, running=part.running,
                                receivers=receivers, refused=refused,
-                               answered=functools.partial(part.past, deadline)),
+                               answered=functools.partial(part.past, deadline),
+                               from_loop=from_loop),
     )
     return part.result(deadline, timeout, bus.node_id)
 
@@ -168,14 +172,10 @@ def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: d
     if (not local and len(requesters) == 1 and _get_running_loop() is None
             and getattr(requesters[0], "keeps_deadline", False)):
         return _ask_in_this_thread(bus, requesters[0], message, deadline, timeout)
-    replies: list[Any] = []
-    in_loop = local and _get_running_loop() is not None
-    if in_loop:  # the loop's own async receivers must run in this thread
-        replies = ask_local(bus, message, timeout)
     parts = [_ask_part(bus, requester, message, timeout)
              for requester in requesters]  # asked while the local receivers run
-    if local and not in_loop:
-        replies = ask_local_by(bus, message, deadline, timeout)
+    replies = ask_local_by(bus, message, deadline, timeout,
+                           from_loop=_get_running_loop()) if local else []
     for part in parts:
         replies.extend(part.result(deadline, timeout, bus.node_id))
     return replies

@@ -668,6 +668,45 @@ def test_blocking_ask_on_the_receivers_own_loop_gives_an_error_entry(berrymq_bus
     assert "ask_async" in reply.message
 
 
+def test_a_blocking_ask_from_a_loop_thread_keeps_its_timeout(berrymq_bus: Bus) -> None:
+    """From a thread running an event loop as from any other: a slow plain receiver gives
+    a TimeoutError entry at the timeout, and the receivers after it never run (they ran
+    in the loop's thread, after the deadline, and the call took as long as the slow one);
+    the loop's own async receiver is refused at once and never runs later either."""
+    release, slow_done = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def slow(message: Message) -> str:
+        try:
+            release.wait(WAIT)
+            return "slow"
+        finally:
+            slow_done.set()
+
+    async def main() -> tuple[float, list[Any]]:
+        async def own(message: Message) -> str:
+            ran.append("own")
+            return "own"
+
+        berrymq.regist_function("in:*", own)
+        berrymq.regist_function("in:*", slow, weak=False)
+        berrymq.regist_function("in:*", lambda m: ran.append("late"), weak=False)
+        started = time.monotonic()
+        replies = berrymq.ask("in:x", timeout=0.3)
+        took = time.monotonic() - started
+        release.set()
+        assert await asyncio.to_thread(slow_done.wait, WAIT)
+        await asyncio.sleep(0)  # a coroutine the ask left on this loop would start now
+        return took, replies
+
+    took, replies = asyncio.run(main())
+    assert took < WAIT / 2, took
+    assert [type(r) for r in replies] == [ReplyError, ReplyError]
+    assert "ask_async" in replies[0].message
+    assert replies[1].exception_type == "TimeoutError" and "slow" in replies[1].receiver
+    assert ran == []  # neither the loop's own receiver nor the one after the slow one
+
+
 def test_ask_async_validates_its_arguments(berrymq_bus: Bus) -> None:
     async def main() -> None:
         with pytest.raises(ValueError, match="positive timeout"):
