@@ -76,7 +76,8 @@ def twitter_exception(identifier: str, reraise: bool = False
     """Wrap a function to send a message when it raises.
 
     The message's keyword arguments are JSON-serialisable: ``exception_type`` (the class
-    name), ``exception_message`` (``str(exc)``), ``traceback`` (formatted) and
+    name), ``exception_message`` (``str(exc)``, or ``"<exception str() failed>"`` when
+    that raises), ``traceback`` (formatted) and
     ``function`` (its qualified name). The exception is re-raised when ``reraise`` is
     true; otherwise the call returns None. An ``async def`` function gets an ``async def``
     wrapper, which sends when the awaited coroutine raises.
@@ -84,7 +85,8 @@ def twitter_exception(identifier: str, reraise: bool = False
     ident = parse(identifier)
 
     def send(exc: Exception, function: Callable[..., Any]) -> None:
-        holder.bus.twitter(ident, exception_type=type(exc).__name__, exception_message=str(exc),
+        holder.bus.twitter(ident, exception_type=type(exc).__name__,
+                           exception_message=_text_of(exc),
                            traceback="".join(traceback.format_exception(exc)),
                            function=function.__qualname__)
 
@@ -117,3 +119,12 @@ def twitter_exception(identifier: str, reraise: bool = False
         return wrapper
 
     return decorate
+
+
+def _text_of(exc: Exception) -> str:
+    """``str(exc)``, or what :mod:`traceback` writes for an exception whose ``__str__``
+    raises: the message goes out, and the function's own exception passes on."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - any failure of a user's __str__
+        return "<exception str() failed>"

@@ -138,3 +138,24 @@ def test_twitter_exception_on_an_async_function(berrymq_bus: Bus) -> None:
     assert [m.kwargs["exception_type"] for m in got] == ["ZeroDivisionError", "KeyError"]
     assert got[0].kwargs["exception_message"] == "nope 3"
     assert got[0].kwargs["function"].endswith("quiet")
+
+
+def test_twitter_exception_passes_on_an_exception_whose_str_fails(berrymq_bus: Bus) -> None:
+    """The function's own exception reaches the caller, and the message goes out, even when
+    the exception's ``__str__`` raises (it was replaced by the ``__str__``'s error)."""
+    got = capture("err:*")
+
+    class Odd(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("str() failed")
+
+    @twitter_exception("err:raised", reraise=True)
+    def odd() -> None:
+        raise Odd("original")
+
+    with pytest.raises(Odd):
+        odd()
+    [message] = got
+    assert message.kwargs["exception_type"] == "Odd"
+    assert message.kwargs["exception_message"] == "<exception str() failed>"
+
