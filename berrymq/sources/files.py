@@ -117,7 +117,9 @@ class FileObserver(Adapter):
         self.removed = identifier_for(id_name, "removed", "FileObserver")
         super().__init__(interval, bus=bus)
         self.glob = glob
-        self._lock = threading.Lock()
+        # held while a check sends, so that two checks (a round, a call) send in order;
+        # re-entrant, so that a receiver of those messages may call check() itself
+        self._lock = threading.RLock()
         self._files = _snapshot(glob)
         self._observer: Any = None
         if watchdog:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import WAIT, take_all
 
 import berrymq
-from berrymq import Bus, FileObserver
+from berrymq import Bus, FileObserver, Message
 from berrymq.sources import running_adapters
 
 
@@ -81,6 +83,23 @@ def test_check_is_deterministic_and_ordered(berrymq_bus: Bus, tmp_path: Path) ->
         assert observer.check() == []
     assert [(m.action, m.args[0]) for m in take_all(events)] == expected
     assert observer.check() == []  # stopped: nothing more
+
+
+def test_a_receiver_may_call_check_itself(berrymq_bus: Bus, tmp_path: Path) -> None:
+    """check() holds its lock while it sends, to keep two checks' messages in order; a
+    receiver that called it again deadlocked its own thread."""
+    seen: list[tuple[str, Any]] = []
+    with FileObserver(str(tmp_path / "*.log"), "logs", interval=3600) as observer:
+        def on_change(message: Message) -> None:
+            seen.append((message.action, observer.check()))  # nothing new: []
+
+        berrymq.regist_function("logs:*", on_change, weak=False)
+        (tmp_path / "a.log").write_text("x")
+        done = threading.Thread(target=observer.check, daemon=True)
+        done.start()
+        done.join(WAIT)
+        assert not done.is_alive(), "check() from a receiver of check() deadlocked"
+    assert seen == [("created", [])]
 
 
 def test_recursive_glob(berrymq_bus: Bus, tmp_path: Path) -> None:
