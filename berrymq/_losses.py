@@ -2,7 +2,7 @@
 
 The core drops a message only where it must: past the hop limit (a receiver loop), when a
 forwarder failed to take it (its link had just failed), when a receiver refused it in a
-worker thread (nobody is left to raise to), when an ``async def`` receiver's event loop
+worker thread or an adapter's (nobody is left to raise to), when an ``async def`` receiver's event loop
 closed before its coroutine ran or finished, or its task was cancelled, or when the
 process exited with tasks its worker pool could not run in time. Each such loss
 is counted here, per bus, by a short fixed reason (``bus.losses.counts``, read by the
@@ -28,10 +28,14 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
 
 __all__ = ["ASYNC_CANCELLED", "CANCELLED_FIRST", "CLOSED_FIRST", "EXITED_FIRST", "FORWARD_FAILED",
-           "HOP_LIMIT", "LOOP_CLOSED", "LOSSES", "REPLY_REFUSED", "WORKER_REFUSED", "Losses"]
+           "HOP_LIMIT", "LOOP_CLOSED", "LOSSES", "REPLY_REFUSED", "SOURCE_REFUSED", "WORKER_REFUSED",
+           "Losses"]
 
 logger = logging.getLogger("berrymq")
 
+#: A message an adapter (a source: a timer's tick, a file event) sent that a receiver
+#: refused (a full queue): the adapter's thread has no caller to raise to.
+SOURCE_REFUSED = "refused, sent by an adapter: {}"
 #: A message handed on ``hop_limit`` times (a receiver loop, in-process or across nodes).
 HOP_LIMIT = "hop limit"
 #: A forwarder refused or failed to take a message (``not forwarded: ConnectionClosed``).

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 from berrymq.bus import Bus, send
 
-__all__ = ["get_bus", "holder", "set_bus", "use_bus"]
+__all__ = ["bus_or_default", "get_bus", "holder", "set_bus", "use_bus"]
 
 _lock = threading.Lock()
 _waiting: list[Bus] = []  # the default bus while it is not started yet (at most one)
@@ -106,6 +106,16 @@ def get_bus() -> Bus:
     with _lock:
         bus = _filled()
         return bus if bus is not None else _unstarted()
+
+
+def bus_or_default(bus: object, who: str) -> Bus:
+    """The ``bus=`` argument of ``who`` (a class that sends or receives on a bus): the bus
+    given, checked, or the default bus when it is None."""
+    if bus is None:
+        return holder.bus
+    if not isinstance(bus, Bus):
+        raise TypeError(f"{who} bus must be a berrymq.Bus, got {bus!r}")
+    return bus
 
 
 def set_bus(bus: Bus) -> Bus:

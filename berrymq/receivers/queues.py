@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from berrymq._timeouts import wait_limit
 from berrymq.bus import Bus
-from berrymq.default import holder
+from berrymq.default import bus_or_default
 from berrymq.errors import BusClosed, Empty, QueueClosed
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier, parse
@@ -130,8 +130,7 @@ class Queue:
         if type(shared) is not bool:
             raise TypeError(f"shared must be True or False, got {shared!r}")
         limit = wait_limit("put_timeout", put_timeout, none=False)
-        if bus is None:
-            bus = holder.bus
+        bus = bus_or_default(bus, "Queue")
         bus.plugins.receiver("queues")  # says which plugin to enable if it is off
         self.pattern = ident
         self.shared = shared

@@ -20,8 +20,10 @@ import logging
 import threading
 from typing import Any
 
+from berrymq._losses import LOSSES, SOURCE_REFUSED
 from berrymq.bus import Bus
-from berrymq.default import holder
+from berrymq.default import bus_or_default
+from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier, parse
 from berrymq.state import StateKey
 
@@ -67,7 +69,8 @@ def stop_adapters(bus: Bus, kind: str | None = None) -> None:
 class Adapter:
     """The base of adapters: a thread that calls :meth:`poll` every ``interval`` seconds.
 
-    :param interval: seconds between polls; a positive number.
+    :param interval: seconds between polls; a positive number, at most
+        ``threading.TIMEOUT_MAX``.
     :param bus: the bus to send on; the default bus when omitted.
     """
 
@@ -75,11 +78,12 @@ class Adapter:
     kind = "adapter"
 
     def __init__(self, interval: float, *, bus: Bus | None = None) -> None:
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
+        if (isinstance(interval, bool) or not isinstance(interval, (int, float))
+                or not 0 < interval <= threading.TIMEOUT_MAX):
             raise ValueError(f"{type(self).__name__} interval must be a positive number of "
-                             f"seconds, got {interval!r}")
-        if bus is None:
-            bus = holder.bus
+                             f"seconds, at most {threading.TIMEOUT_MAX:g} (threading.TIMEOUT_MAX"
+                             f"), got {interval!r}")
+        bus = bus_or_default(bus, type(self).__name__)
         bus.plugins.source(self.kind)  # raises PluginNotAvailable naming the plugin if off
         self.bus = bus
         self.interval = float(interval)
@@ -105,8 +109,20 @@ class Adapter:
             self._wake.clear()
             try:
                 self.poll()
-            except Exception as exc:  # one failed poll must not end the adapter
-                logger.error("%r failed; it keeps running", self, exc_info=exc)
+            except Exception as exc:  # noqa: BLE001 - one failed poll must not end the adapter
+                self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        """A poll raised: a refusal of what it sent (a full queue) is a lost message,
+        counted in ``bus.losses`` and logged once per burst, as in a worker thread; any
+        other failure (a receiver's, with ``raise_errors``; the poll's own) is logged."""
+        group = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
+        refusals = [e for e in group if isinstance(e, QueueFull)]
+        for refusal in refusals:
+            self.bus.state(LOSSES).add(SOURCE_REFUSED.format("QueueFull"), logging.ERROR,
+                                       "%r: a message it sent was refused: %s", self, refusal)
+        if len(refusals) < len(group):
+            logger.error("%r failed; it keeps running", self, exc_info=exc)
 
     def _next_wait(self) -> float:
         return self.interval

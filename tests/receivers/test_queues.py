@@ -310,6 +310,8 @@ def test_bad_arguments(berrymq_bus: Bus) -> None:
         Queue("x:*", maxsize=-1)
     with pytest.raises(ValueError, match="on_full"):
         Queue("x:*", maxsize=1, on_full="drop")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Queue bus must be a berrymq.Bus, got 'not a bus'"):
+        Queue("x:*", bus="not a bus")  # type: ignore[arg-type]
     assert "x:*" in repr(Queue("x:*"))
 
 

@@ -107,11 +107,50 @@ def test_closing_the_bus_stops_its_adapters(
     assert running_adapters(bus) == []
 
 
-@pytest.mark.parametrize("interval", [0, -1, "1", True, None, float("nan")])
+@pytest.mark.parametrize("interval", [0, -1, "1", True, None, float("nan"), float("inf"),
+                                      threading.TIMEOUT_MAX * 2])
 def test_timer_refuses_a_bad_interval(berrymq_bus: Bus, interval: Any) -> None:
+    # (an infinite or huge interval was taken: the timer's thread then died at its first
+    # wait, OverflowError, while the timer still said it was running)
     with pytest.raises(ValueError, match="interval must be a positive number"):
         IntervalTimer("x", interval)
     assert running_adapters(berrymq_bus) == []
+
+
+def test_the_longest_interval_runs_and_stops(berrymq_bus: Bus) -> None:
+    with IntervalTimer("x", threading.TIMEOUT_MAX) as timer:
+        timer._thread.join(0.2)
+        assert timer._thread.is_alive() and timer.running  # waiting, not dead
+    assert not timer._thread.is_alive()
+
+
+def test_an_adapter_refuses_a_bus_that_is_no_bus(berrymq_bus: Bus) -> None:
+    with pytest.raises(TypeError, match="IntervalTimer bus must be a berrymq.Bus, got 42"):
+        IntervalTimer("x", 1, bus=42)  # type: ignore[arg-type]
+    assert running_adapters(berrymq_bus) == []
+
+
+def test_ticks_a_full_queue_refuses_are_counted_as_lost(
+        berrymq_bus: Bus, caplog: pytest.LogCaptureFixture) -> None:
+    """A refusal has no caller to reach in the timer's thread: counted in bus.losses (and
+    flush() says so), logged once per burst, as in a worker thread; it was logged with a
+    traceback at every tick and counted nowhere."""
+    stored = berrymq.Queue("full:*", maxsize=1, on_full="refuse")
+    refused = threading.Event()
+    reason = "refused, sent by an adapter: QueueFull"
+    with caplog.at_level(logging.ERROR, logger="berrymq"):
+        with IntervalTimer("full", 0.01):
+            deadline = time.monotonic() + WAIT
+            while berrymq_bus.losses.counts.get(reason, 0) < 5 and time.monotonic() < deadline:
+                refused.wait(0.01)
+        lost = berrymq_bus.losses.counts.get(reason, 0)
+        assert lost >= 5, berrymq_bus.losses.counts
+        assert stored.qsize() == 1
+        assert berrymq_bus.flush(WAIT) is False
+    lines = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert 1 <= len(lines) < lost  # the first of the burst, not one per tick
+    assert "IntervalTimer('full'" in lines[0].getMessage()
+    assert all(r.exc_info is None for r in lines)
 
 
 @pytest.mark.parametrize(
