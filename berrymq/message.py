@@ -41,7 +41,10 @@ class Message(tuple, metaclass=_MessageType):  # type: ignore[type-arg]
     ``id`` is ``"name:action"``; ``args`` is a tuple and ``kwargs`` a dict; each keyword
     argument is also an attribute (``message.user`` for ``user=...``). A message is a
     tuple underneath, so creating one on every send costs little and its fields cannot be
-    reassigned.
+    reassigned. Every receiver and queue of a send gets the same message, so the
+    ``kwargs`` dict and any mutable argument are shared among them: treat them as
+    read-only (copy before changing), as with any in-process event library; a message
+    that crossed a process is decoded anew there.
     """
 
     __slots__ = ()
