@@ -7,48 +7,34 @@ queue on the loop; a request that delivers nothing and never waits, such as
 ``POST`` to the paths of :data:`berrymq_jsonrpc.dialect.HTTP_PATHS` carries JSON-RPC (the
 media types of :func:`berrymq_jsonrpc.dialect.accepts_media_type`); ``GET`` of the node's
 status routes (``/``, ``/status``, ``/metrics``, ``/network``) is answered by
-:class:`berrymq_jsonrpc.monitor.Monitor`. A request is bounded as a whole (head and body
-within ``read_timeout``, not per read, which a slow drip would defeat) and in size
-(``max_size``: 413; a head over 16 KiB: 431). Pipelined requests are answered in order.
+:class:`berrymq_jsonrpc.monitor.Monitor`. Each accepted connection is a
+:class:`~berrymq_jsonrpc_http.accepted.ServerConnection`, which reads its requests, bounds
+and refuses them, and answers them in order through :meth:`Server.dispatch`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any
 
-from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import bind_family
-from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type, serves_path
-from berrymq_jsonrpc.jsonrpc import error_object, internal_error
+from berrymq_jsonrpc.jsonrpc import internal_error
 from berrymq_jsonrpc.limits import Admission
-from berrymq_jsonrpc.monitor import Monitor, host_allowed
+from berrymq_jsonrpc.monitor import Monitor
 from berrymq_jsonrpc.service import Service
-from berrymq_jsonrpc.sessions import WAITS
 from berrymq_jsonrpc.waiting import may_wait
 
 from berrymq.transports.ioloop import io_loop
 from berrymq.wire import ParseError, dumps, loads
-from berrymq_jsonrpc_http.http11 import CONTINUE, END, Head, Malformed, RequestEvents, response
-from berrymq_jsonrpc_http.streams import READ_CHUNK, EndingReader, serve_streams
+from berrymq_jsonrpc_http.accepted import ServerConnection
+from berrymq_jsonrpc_http.streams import serve_streams
 
 __all__ = ["Server"]
 
 logger = logging.getLogger("berrymq.remote.http")
-
-#: The most of a refused (oversized) body read before the connection is closed.
-_DISCARD = 1 << 18
-_SERVER = (b"Server", b"berryMQ")
-#: The methods that read a status route: HEAD is answered as GET, without the body.
-_READS = (b"GET", b"HEAD")
-#: Answers written and not yet taken by the client beyond which no more of its requests
-#: are read until it takes them (asyncio's own high-water mark for a transport).
-_UNREAD = 64 * 1024
 
 
 def _reply_to(service: Service, body: bytes) -> tuple[Any, bool]:
@@ -59,262 +45,6 @@ def _reply_to(service: Service, body: bytes) -> tuple[Any, bool]:
     except ParseError as exc:
         return exc, False
     return request, may_wait(request)
-
-
-class _ServerConnection:
-    """One accepted HTTP connection: requests answered one after the other."""
-
-    def __init__(self, server: Server, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
-        self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.requests = RequestEvents()
-        #: when the first byte of the request being read came (None between requests)
-        self.began: float | None = None
-        #: whether the request being answered is HTTP/1.0
-        self.http10 = False
-        #: whether it is a HEAD request: answered as its GET would be, without the body
-        self.head = False
-        #: the lane's number of the last delivery this connection handed over
-        self.last_work = 0
-
-    async def _event(self, timeout: float) -> Head | bytes | object | None:
-        """The next parsed event, reading as needed; None when the client went away, or
-        when ``timeout`` seconds passed without a byte of a request. A request begun and
-        then cut short is :class:`Malformed`: by the end of the client's input (400), or
-        by ``timeout`` seconds since its first byte (408; :attr:`began`: the deadline is
-        for the whole request, head and body, not per read, which a slow drip would
-        defeat). Either is answered: the client may be waiting for it."""
-        events = self.requests.events
-        clock = asyncio.get_running_loop().time
-        while not events:
-            if self.requests.error is not None:
-                raise self.requests.error
-            if self.requests.ended:
-                return None
-            wait = timeout if self.began is None else self.began + timeout - clock()
-            try:
-                async with asyncio.timeout(max(0.0, wait)):  # no task per read, as wait_for
-                    data = await self.reader.read(READ_CHUNK)
-            except TimeoutError:
-                if self.requests.open:
-                    raise Malformed(408, "the request did not all come within read_timeout "
-                                         f"({timeout:g}s)") from None
-                return None
-            except OSError:
-                return None
-            if not data:
-                if self.requests.open:
-                    raise Malformed(400, "the client's input ended in the middle of the request")
-                return None
-            if self.began is None:
-                self.began = clock()
-            self.requests.feed(data)
-        return events.popleft()
-
-    def _send(self, status: int, body: bytes = b"", content_type: bytes = b"application/json",
-              extra: list[tuple[bytes, bytes]] | None = None, close: bool = False) -> None:
-        headers = [_SERVER]
-        if status != HTTPStatus.NO_CONTENT:
-            headers += [(b"Content-Type", content_type),
-                        (b"Content-Length", str(len(body)).encode())]
-        if close:
-            headers.append((b"Connection", b"close"))
-        elif self.http10:  # an HTTP/1.0 client closes unless told it may keep the connection
-            headers.append((b"Connection", b"keep-alive"))
-        headers += extra or []
-        self.writer.write(response(status, headers, b"" if self.head else body))
-
-    def _refuse(self, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
-                ) -> bool:
-        body = text.encode() + b"\n"
-        self._count_out(body)
-        self._send(status, body, b"text/plain; charset=utf-8", extra, close=True)
-        return False
-
-    def _count_out(self, body: bytes) -> None:
-        """Count a refusal's body in the node's bytes out, as its answers are."""
-        service = self.server.service
-        if service is not None and not self.head:
-            service.stats.exchanged(0, len(body))
-
-    async def run(self) -> None:
-        server = self.server
-        try:
-            while True:
-                try:
-                    head = await self._event(server.read_timeout)
-                    if not isinstance(head, Head):
-                        return
-                    self.http10 = head.http10
-                    self.head = head.method == b"HEAD"
-                    if not await self._answer(head):
-                        return
-                except Malformed as exc:  # in the head, in a chunked body, or cut short
-                    self._refuse(exc.status, f"malformed HTTP request: {exc}"
-                                 if exc.status != HTTPStatus.REQUEST_TIMEOUT else str(exc))
-                    return
-                self.began = None
-                if not await self._may_read_on():
-                    return
-        except OSError:
-            return  # the client reset the connection, or cannot be answered any more
-        finally:
-            # the last answers (a refusal) on their way, unless the client does not read
-            with contextlib.suppress(OSError, RuntimeError, TimeoutError):
-                async with asyncio.timeout(server.read_timeout):
-                    await self.writer.drain()
-            self.writer.close()
-
-    async def _may_read_on(self) -> bool:
-        """After an answer: whether to read the next request (the client took most of its
-        answers, and the server is not stopping)."""
-        if self.writer.transport.get_write_buffer_size() > _UNREAD \
-                and not await self._taken(self.server.read_timeout):
-            return False
-        return not self.writer.is_closing()
-
-    async def _taken(self, timeout: float) -> bool:
-        """Wait until the client has taken most of its answers (a client that pipelines
-        requests without reading the answers is read no further meanwhile); False when
-        it has not within ``timeout`` seconds, or went away."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self.writer.drain()
-        except TimeoutError:
-            logger.warning("an HTTP client did not read its answers within %gs; closed",
-                           timeout)
-            self.writer.transport.abort()  # the answers it left unread go with it
-            return False
-        except OSError:
-            return False
-        return True
-
-    def _keeps(self, request: Head) -> bool:
-        """Whether the connection stays open after ``request``'s answer: the client did
-        not ask to close, and did not ask for an Upgrade (nothing after it is read)."""
-        return request.keep_alive and not self.requests.ended
-
-    def _read_whole(self) -> bool:
-        """Pass over the rest of a request answered without its body: whether all of it
-        was already read (if not, the connection is closed after the answer)."""
-        events = self.requests.events
-        while events:
-            if events.popleft() is END:
-                return True
-        return False
-
-    async def _answer(self, request: Head) -> bool:  # noqa: PLR0911 - one per refusal
-        """Serve one request; whether the connection stays open."""
-        server = self.server
-        headers = request.headers
-        target = request.target
-        monitor = server.monitor  # GET of the status routes: berrymq_jsonrpc.monitor
-        reads = request.method in _READS  # GET or HEAD
-        if monitor is not None and reads:
-            # made off the loop: a large node's status takes a while, and I/O goes on
-            answer = await asyncio.get_running_loop().run_in_executor(
-                WAITS, monitor.respond, "GET", target,
-                {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()})
-            if answer is not None:
-                status, head, body = answer
-                extra = [(k.encode(), v.encode()) for k, v in head.items() if k != "Content-Type"]
-                # a refusal, or a GET whose body has not all come: close
-                close = status >= 400 or not self._keeps(request) or not self._read_whole()
-                self._send(status, body, head["Content-Type"].encode(), extra, close=close)
-                return not close
-        if server.service is None:  # serve --monitor: the status routes and nothing else
-            if reads:
-                return self._refuse(404, "this address serves GET /, /status, /metrics, /network")
-            return self._refuse(405, "this address serves GET /, /status, /metrics, /network",
-                                [(b"Allow", b"GET, HEAD")])
-        if request.method != b"POST":
-            json_rpc = serves_path(target)
-            if reads and monitor is not None and not json_rpc:
-                return self._refuse(404, "berryMQ answers GET of /, /status, /metrics, "
-                                    "/network, and JSON-RPC at POST " + ", ".join(HTTP_PATHS))
-            if monitor is None or (json_rpc and target.split("?")[0] != "/"):  # /JSON, ...
-                return self._refuse(405, "berryMQ answers POST here", [(b"Allow", b"POST")])
-            return self._refuse(405, "berryMQ answers POST (and GET of /, /status, /metrics, "
-                                "/network)", [(b"Allow", b"GET, HEAD, POST")])
-        host = headers.get(b"host")
-        if host and monitor is not None and not host_allowed(host.decode("latin-1"),
-                                                             monitor.names):
-            # DNS rebinding: a web page's request names the attacker's host (a client
-            # that sends no Host at all is no browser, and is served)
-            return self._refuse(421, "this node does not answer to that Host name (its "
-                                "bound address, localhost, 127.0.0.1, [::1], setting names)")
-        # paths and media types of JSON-RPC 1.0 clients too (issue 11): dialect.py
-        if not serves_path(target):
-            return self._refuse(404, "berryMQ answers JSON-RPC at POST " + ", ".join(HTTP_PATHS))
-        ctype = headers.get(b"content-type")
-        origin = headers.get(b"origin")
-        if not accepts_media_type(None if ctype is None else ctype.decode("latin-1"),
-                                  None if origin is None else origin.decode("latin-1")):
-            return self._refuse(415, "send JSON-RPC with Content-Type: application/json (or "
-                                + ", ".join(sorted(MEDIA_TYPES - {"application/json"}))
-                                + ", or none from a client that is not a web page)")
-        # a body of a Content-Length, or chunked (llhttp takes no other transfer coding)
-        chunked = b"transfer-encoding" in headers
-        if not chunked and b"content-length" not in headers:
-            return self._refuse(411, "a valid Content-Length (or a chunked body) is required")
-        length = 0 if chunked else int(headers[b"content-length"])  # llhttp checked it
-        # the client may be holding the body back until told to go on
-        waiting = request.expects_continue and not self.requests.events
-        if length > server.max_size:
-            self._too_large()
-            if not waiting:
-                await self._discard(length)
-            return False
-        if waiting:
-            self.writer.write(CONTINUE)
-        chunks = []
-        size = 0
-        while (event := await self._event(server.read_timeout)) is not END:
-            if not isinstance(event, bytes):
-                return False  # the client went away mid-body
-            size += len(event)
-            if size > server.max_size:  # chunks beyond it: the rest is not read
-                self._too_large()
-                return False
-            chunks.append(event)
-        body = b"".join(chunks)
-        ended = self.reader.ended if isinstance(self.reader, EndingReader) else None
-        reply, handed = await server.dispatch(body, ended, self.last_work)
-        server.service.stats.exchanged(len(body), 0 if reply is None else len(reply))
-        keep = self._keeps(request)
-        if reply is None:
-            self._send(204, close=not keep)
-        else:
-            self._send(200, reply, close=not keep)
-        for work in handed:  # the lane had room (and only the loop offers): taken at once
-            self.last_work = await io_loop.lane.put(work, len(body))
-        return keep
-
-    def _too_large(self) -> None:
-        if self.server.service is not None:
-            self.server.service.count_refusal("max_size")
-        error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
-                             {"limit": self.server.max_size, "setting": "max_size"})
-        body = dumps(error).encode()
-        self._count_out(body)
-        self._send(413, body, close=True)
-
-    async def _discard(self, length: int) -> None:
-        # Read a small part of the body we refused (at most _DISCARD bytes, for at most
-        # a second in all), so that closing the socket does not reset the connection
-        # before the client has read the answer; the rest is never read.
-        loop = asyncio.get_running_loop()
-        left = min(length, _DISCARD)
-        deadline = loop.time() + 1.0
-        with contextlib.suppress(TimeoutError, OSError):
-            while left > 0:
-                chunk = await asyncio.wait_for(self.reader.read(min(left, READ_CHUNK)),
-                                               max(0.0, deadline - loop.time()))
-                if not chunk:
-                    break
-                left -= len(chunk)
 
 
 class Server:
@@ -352,7 +82,7 @@ class Server:
             return
         self.connections.add(writer)
         try:
-            await _ServerConnection(self, reader, writer).run()
+            await ServerConnection(self, reader, writer).run()
         except asyncio.CancelledError:
             pass  # the loop is stopping (asyncio 3.11 would print a cancelled handler)
         finally:

@@ -15,9 +15,9 @@ node hold stays bounded.
 
 Server limits: a line over ``max_size`` is answered with ``TOO_LARGE`` and the connection is
 closed; a line not complete ``read_timeout`` seconds after its first byte (a stall, or a
-slow drip: the deadline is for the whole line, not per read), or a connection idle that
-long without an open session, is closed (the timer that does it:
-:mod:`berrymq_jsonrpc_tcp.deadline`). A peer that half-closes after its requests gets every
+slow drip: the deadline is for the whole line, not per read) is answered *Limit reached*
+and closed, and a connection idle that long without an open session is closed (the timer
+that does it: :mod:`berrymq_jsonrpc_tcp.deadline`). A peer that half-closes after its requests gets every
 answer before the close.
 """
 

@@ -2,8 +2,9 @@
 idle limit.
 
 A line not complete ``read_timeout`` seconds after its first byte (a stall, or a slow drip:
-the deadline is for the whole line, not per read) closes the connection, and so does a
-connection idle that long without an open session. While the node itself does not read the
+the deadline is for the whole line, not per read) is answered *Limit reached* and closes
+the connection (:meth:`~berrymq_jsonrpc_tcp.refusing.Refusing._stalled`), and a connection
+idle that long without an open session is closed. While the node itself does not read the
 connection (its requests wait for the delivery lane, or the peer leaves its answers unread)
 there is no deadline.
 
@@ -49,6 +50,8 @@ class ReadDeadline:
 
         def close_transport(self) -> None: ...
 
+        def _stalled(self, read_timeout: float) -> None: ...
+
     _watch: asyncio.TimerHandle | None = None
 
     def _arm(self, when: float) -> None:
@@ -76,8 +79,7 @@ class ReadDeadline:
             return
         if self._rest:
             if now - self._began >= limit:
-                logger.info("%s stalled in the middle of a request; closed", self.url)
-                self.close_transport()
+                self._stalled(limit)
                 return
             self._arm(self._began + limit)
             return

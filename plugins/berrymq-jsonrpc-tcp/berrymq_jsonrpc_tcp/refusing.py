@@ -31,6 +31,7 @@ logger = logging.getLogger("berrymq.remote.tcp")
 
 _too_large_lines = BurstLog(logger)
 _http_requests = BurstLog(logger)
+_stalled_lines = BurstLog(logger)
 #: A refused connection: how long, and how much, it is read before it is closed, so that
 #: the close does not reset the connection before the client has read the refusal.
 TURN_AWAY_SECONDS = 1.0
@@ -97,6 +98,20 @@ class Refusing:
         error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
                              {"limit": self.read_limit, "setting": "max_size"})
         self._discard_then_close(dumps(error).encode() + b"\n", TOO_LARGE_DISCARD)
+
+    def _stalled(self, read_timeout: float) -> None:
+        """Answer a line not whole ``read_timeout`` seconds after its first byte (*Limit
+        reached*, ``id`` null, ``data.setting`` ``read_timeout``), count it and close: a
+        stalled or dripping client is told why its connection ends, as an HTTP one is
+        (``408``)."""
+        _stalled_lines.warning("%s did not finish a line within read_timeout (%gs) of its "
+                               "first byte; answered and closed", self.url, read_timeout)
+        self.service.count_refusal("read_timeout")
+        error = error_object(p.LIMIT_REACHED, p.APPLICATION_ERRORS[p.LIMIT_REACHED], None,
+                             {"setting": "read_timeout", "limit": read_timeout,
+                              "detail": f"the line did not all come within {read_timeout:g}s "
+                                        "of its first byte"})
+        self._discard_then_close(dumps(error).encode() + b"\n", TURN_AWAY_BYTES)
 
     def _refuse_http(self) -> None:
         """Answer an HTTP request on this port with a JSON-RPC error line, run nothing of

@@ -19,7 +19,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.limits import queued_bytes_for
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
 from helpers import serve
-from probe_tools import OPEN_SOCKETS, http_answer, open_socket, request, tcp_call
+from probe_tools import OPEN_SOCKETS, WAIT, http_answer, open_socket, request, tcp_call
 from prometheus_client.parser import text_string_to_metric_families
 
 from berrymq.bus import Bus
@@ -179,6 +179,38 @@ def test_refusals_are_counted_in_status_and_metrics(bus_factory: Factory, scheme
                if f.name == "berrymq_refused" for s in f.samples}
     assert samples == {(("reason", "max_connections_per_client"),): 1,
                        (("reason", "max_sessions"),): 2}
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_request_not_whole_within_read_timeout_is_answered_and_counted(
+        bus_factory: Factory, scheme: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A client that stalls in the middle of a request is told why its connection ends
+    (TCP: -32009 naming read_timeout; it was closed with no answer at all; HTTP: 408),
+    counted in ``refused`` as ``read_timeout`` and logged (neither was done)."""
+    bus, port = serve(bus_factory, scheme, read_timeout=0.3)
+    logged = "within read_timeout (0.3s)"
+    with caplog.at_level(logging.WARNING, logger="berrymq.remote"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            if scheme == "tcp":
+                sock.sendall(b'{"jsonrpc":"2.0","method":"connect_oneway"')
+            else:
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                             b"application/json\r\nContent-Length: 100\r\n\r\n{")
+            answer = read_all(sock)
+        # the count follows the answer, on the I/O loop; the line is written at once, or
+        # within the burst's interval (5 s) when an earlier test's stall began a burst
+        deadline = time.monotonic() + WAIT
+        while (status_snapshot(bus)["refused"]["total"] < 1
+               or not any(logged in r.getMessage() for r in caplog.records)):
+            assert time.monotonic() < deadline, "neither counted nor logged"
+            time.sleep(0.01)
+    if scheme == "tcp":
+        error = json.loads(answer)["error"]
+        assert error["code"] == p.LIMIT_REACHED
+        assert (error["data"]["setting"], error["data"]["limit"]) == ("read_timeout", 0.3)
+    else:
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"read_timeout (0.3s)" in answer
+    assert status_snapshot(bus)["refused"] == {"total": 1, "reasons": {"read_timeout": 1}}
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
