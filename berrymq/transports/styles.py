@@ -17,6 +17,7 @@ A transport that cannot offer a style refuses it in its ``connect_*`` with a
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from berrymq.message import Message
 
 __all__ = ["STYLES", "Inbox", "LinkConnection"]
+
+logger = logging.getLogger("berrymq")
 
 #: The styles of the SPEC, as :attr:`Connection.style <berrymq.transports.base.Connection.style>` names them.
 STYLES = ("interconnect", "oneway", "queue")
@@ -110,19 +113,24 @@ class LinkConnection(Connection):
         self._close(True)
 
     def lost(self, reason: str) -> None:
-        """The peer or the link is gone: close at once, and let later calls say ``reason``
-        (idempotent; call it from a thread that may block, not the I/O loop)."""
+        """The peer or the link is gone: close at once, say so on the ``berrymq`` logger
+        (once: a peer gone with nothing on its way was closed without a word), and let
+        later calls say ``reason`` (idempotent; call it from a thread that may block, not
+        the I/O loop)."""
         if not self.closed:
             self.reason = f" ({reason})"
-        self._close(False)
+        self._close(False, lost=reason)
 
-    def _close(self, polite: bool) -> None:
+    def _close(self, polite: bool, lost: str | None = None) -> None:
         with self._lock:
             if self.closed:
                 return
             # out of the bus's list before it reads closed: who sees closed sees it gone
             self.bus.untrack_connection(self)
             self.closed = True
+        if lost is not None:
+            logger.warning("%s connection to %s lost: %s; it is closed (later calls on it "
+                           "raise ConnectionClosed)", self.style, self.address, lost)
         self.bus.remove_forwarder(self.forwarder)
         if self._on_close is not None:
             self._on_close(polite)

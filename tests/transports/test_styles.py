@@ -3,6 +3,7 @@ tried here over the in-memory link pair (no transport, no socket)."""
 
 from __future__ import annotations
 
+import logging
 import queue
 from collections.abc import Iterator
 from typing import Any
@@ -95,12 +96,18 @@ def test_a_wrong_style_or_inbox_is_refused(pair: tuple[Bus, Bus], style: str, in
         connect(*pair, style, inbox=inbox)
 
 
-def test_a_lost_connection_says_why_and_closes_once(pair: tuple[Bus, Bus]) -> None:
+def test_a_lost_connection_says_why_and_closes_once(
+        pair: tuple[Bus, Bus], caplog: pytest.LogCaptureFixture) -> None:
     here, there = pair
     closes: list[bool] = []
     connection = connect(here, there, "oneway", on_close=closes.append)
-    connection.lost("the peer went away")
-    connection.close()  # already closed: nothing more happens
+    with caplog.at_level(logging.WARNING, logger="berrymq"):
+        connection.lost("the peer went away")
+        connection.lost("again")  # already lost: said once
+        connection.close()  # already closed: nothing more happens
+    # said on the log (it closed without a word, unless messages were on their way)
+    [line] = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+    assert line.startswith(f"oneway connection to {connection.address} lost: the peer went away")
     assert closes == [False] and connection.closed
     assert here.requesters() == []  # the asker left the bus with it
     with pytest.raises(ConnectionClosed, match=r"is closed \(the peer went away\)"):

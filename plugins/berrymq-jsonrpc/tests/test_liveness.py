@@ -3,6 +3,7 @@ next forward or at its ttl. Two real nodes over HTTP, the peer in a subprocess, 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -58,3 +59,26 @@ def test_messages_to_a_killed_peer_are_counted_lost(
     wait_for(lambda: not service.sessions, timeout=10, what="the dead peer's session closed")
     lost = status_snapshot(bus)["lost"]
     assert lost["reasons"].get("not sent: connection failed or closed", 0) >= 1, lost
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_killed_peer_of_an_interconnection_is_said_lost(
+        bus_factory: Factory, spawn: Callable[..., Any], wait_for: Callable[..., Any],
+        scheme: str, caplog: pytest.LogCaptureFixture) -> None:
+    """With nothing on its way to the peer, its death closed the interconnection without a
+    word (an outside soak test: a later ask got [] and nothing said why)."""
+    bus = bus_factory(**{f"jsonrpc_{scheme}": {"liveness_interval": 0.1}} if scheme == "http"
+                      else {})
+    transport = bus.transport(scheme)
+    if scheme == "http":  # the peer calls this node's server back
+        transport.listen("http://127.0.0.1:0")
+    peer = spawn()
+    peer_url = peer("serve", addr=f"{scheme}://127.0.0.1:0")
+    connection = transport.interconnect(peer_url, 3600)
+    with caplog.at_level(logging.WARNING, logger="berrymq"):
+        peer.kill()
+        wait_for(lambda: connection.closed, timeout=10, what="the interconnection closed")
+    lines = [r.getMessage() for r in caplog.records
+             if r.getMessage().startswith(f"interconnect connection to {peer_url} lost: ")]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+    assert bus.ask("any:thing", timeout=1) == []  # asked no more: the loss was said above
