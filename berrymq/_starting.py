@@ -18,6 +18,7 @@ from berrymq.errors import SettingsError
 from berrymq.plugins import PluginHost, get_plugin_host
 
 if TYPE_CHECKING:
+    from berrymq._index import Index
     from berrymq.bus import Bus
 
 __all__ = ["START_WAIT", "Starting"]
@@ -37,6 +38,7 @@ class Starting:
         name: str
         raise_errors: bool
         hop_limit: int
+        index: Index
         taps: tuple[Callable[..., Any], ...]
         _plugins: PluginHost | None
         _explicit: dict[str, Any]
@@ -99,6 +101,7 @@ class Starting:
                 self._starter = threading.get_ident()
                 self.raise_errors = bool(self.core_setting("raise_errors", self.raise_errors))
                 self.hop_limit = int(self.core_setting("hop_limit", self.hop_limit))
+                self.index.limit = int(self.core_setting("route_cache_size", self.index.limit))
                 self.taps = taps
         if starter is not None:
             # another thread starting it: wait until its plugins joined (a hook of this

@@ -86,6 +86,9 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
         over and not finished; a sender on its loop is refused at once beyond it
         (:class:`~berrymq.QueueFull`), one in another thread waits for room first.
     :param async_pending_wait: how long, in seconds, that sender waits.
+    :param route_cache_size: the identifiers whose routes are kept (the one sent longest
+        ago goes first): sending costs a dictionary look-up for them, and each takes
+        about 1-2 KB (more for longer identifiers).
     :param plugins: the plugin host whose active plugins join this bus; the default is the
         process's host, configured by the settings file.
     :param start: start the bus now (apply the settings, let plugins join); with False,
@@ -106,6 +109,7 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
         pool_queue_wait: float | None = None,
         async_pending_limit: int | None = None,
         async_pending_wait: float | None = None,
+        route_cache_size: int | None = None,
         plugins: PluginHost | None = None,
         name: str | None = None,
         start: bool = True,
@@ -119,7 +123,8 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
         self._explicit = {
             "raise_errors": raise_errors, "hop_limit": hop_limit, "multiplicity": multiplicity,
             "pool_queue_size": pool_queue_size, "pool_queue_wait": pool_queue_wait,
-            "async_pending_limit": async_pending_limit, "async_pending_wait": async_pending_wait}
+            "async_pending_limit": async_pending_limit, "async_pending_wait": async_pending_wait,
+            "route_cache_size": route_cache_size}
         for key, value in self._explicit.items():  # checked as the settings file's are
             problem = None if value is None else core_problem(key, value)
             if problem is not None:

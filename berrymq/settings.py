@@ -37,12 +37,13 @@ CORE_KEYS: dict[str, type | tuple[type, ...]] = {
     "pool_queue_wait": (int, float),
     "async_pending_limit": int,
     "async_pending_wait": (int, float),
+    "route_cache_size": int,
 }
 
 
 #: The least value of each numeric core setting.
 _CORE_LEAST = {"hop_limit": 1, "multiplicity": 0, "pool_queue_size": 1, "pool_queue_wait": 0,
-               "async_pending_limit": 1, "async_pending_wait": 0}
+               "async_pending_limit": 1, "async_pending_wait": 0, "route_cache_size": 1}
 
 #: the most worker threads a pool may have (``multiplicity``): far more than receivers
 #: can use under the GIL, and few enough that a mistyped value (``100000000``) is refused

@@ -166,6 +166,9 @@ def test_wrong_types(in_tmp: Path) -> None:
         _error(in_tmp, '[berrymq]\nplugins = ["local"]\ndisable = ["local"]\n')
     )
     assert "at least 1" in str(_error(in_tmp, "[berrymq]\nhop_limit = 0\n"))
+    assert "route_cache_size must be an integer" in str(
+        _error(in_tmp, "[berrymq]\nroute_cache_size = 1.5\n"))
+    assert "at least 1" in str(_error(in_tmp, "[berrymq]\nroute_cache_size = 0\n"))
 
 
 @pytest.mark.parametrize(("text", "line", "problem"), [
@@ -281,15 +284,21 @@ def test_settings_error_in_pyproject_and_config_env(tmp_path: Path) -> None:
 
 def test_core_settings_reach_the_bus(in_tmp: Path) -> None:
     path = in_tmp / "berrymq.toml"
-    path.write_text("[berrymq]\nraise_errors = true\nhop_limit = 4\nmultiplicity = 2\n")
+    path.write_text("[berrymq]\nraise_errors = true\nhop_limit = 4\nmultiplicity = 2\n"
+                    "route_cache_size = 2\n")
     bus = Bus(plugins=PluginHost(load_settings(path)))
     bus.start()
     assert (bus.raise_errors, bus.hop_limit, bus.multiplicity) == (True, 4, 2)
+    for name in ("a:x", "b:x", "c:x"):  # the route cache holds 2: the oldest goes
+        bus.twitter(name)
+    assert sorted(bus.routes) == ["b:x", "c:x"]
     bus.close()
-    explicit = Bus(hop_limit=9, plugins=PluginHost(load_settings(path)))
+    explicit = Bus(hop_limit=9, route_cache_size=5, plugins=PluginHost(load_settings(path)))
     explicit.start()
-    assert explicit.hop_limit == 9
+    assert (explicit.hop_limit, explicit.index.limit) == (9, 5)
     explicit.close()
+    with pytest.raises(ValueError, match="route_cache_size must be at least 1"):
+        Bus(route_cache_size=0)
 
 
 def test_settings_file_configures_the_default_bus_of_a_new_process(tmp_path: Path) -> None:
