@@ -113,10 +113,11 @@ class LinkConnection(Connection):
         self._close(True)
 
     def lost(self, reason: str) -> None:
-        """The peer or the link is gone: close at once, say so on the ``berrymq`` logger
-        (once: a peer gone with nothing on its way was closed without a word), and let
-        later calls say ``reason`` (idempotent; call it from a thread that may block, not
-        the I/O loop)."""
+        """The peer or the link is gone: close at once, and let later calls say ``reason``
+        (idempotent; call it from a thread that may block, not the I/O loop). An
+        interconnection also says so on the ``berrymq`` logger, once: nothing calls it
+        (``twitter`` forwards through it), and a peer gone with nothing on its way closed
+        it without a word; a one-way or queue connection's next call raises instead."""
         if not self.closed:
             self.reason = f" ({reason})"
         self._close(False, lost=reason)
@@ -128,7 +129,7 @@ class LinkConnection(Connection):
             # out of the bus's list before it reads closed: who sees closed sees it gone
             self.bus.untrack_connection(self)
             self.closed = True
-        if lost is not None:
+        if lost is not None and self.style == "interconnect":  # no call of the user's will
             logger.warning("%s connection to %s lost: %s; it is closed (later calls on it "
                            "raise ConnectionClosed)", self.style, self.address, lost)
         self.bus.remove_forwarder(self.forwarder)
