@@ -97,12 +97,14 @@ class PluginNotAvailable(BerryMQError):
 
 
 class PluginError(BerryMQError):
-    """An installed plugin that cannot be loaded: it fails to import, implements a hook
-    wrongly (a parameter or a hook that does not exist), or raised in a hook called while
-    the plugins load. Not the settings' fault, but the settings (or the environment) are
-    where to turn the plugin off, so the message names the plugin, its distribution and
-    version, and how (``disable = [...]``, ``BERRYMQ_BLOCK_PLUGINS``); ``hook`` is the
-    hook that raised, if one did. The ``berrymq`` command exits with status 2.
+    """An installed plugin that cannot be loaded or whose hook failed: it fails to
+    import, implements a hook wrongly (a parameter or a hook that does not exist), or
+    raised in a hook (while the plugins load, or one of a bus's: see
+    :mod:`berrymq.hookspecs`). Not the settings' fault, but the settings (or the
+    environment) are where to turn the plugin off, so the message names the plugin, its
+    distribution and version, and how (``disable = [...]``, ``BERRYMQ_BLOCK_PLUGINS``);
+    ``hook`` is the hook that raised, if one did. The ``berrymq`` command exits with
+    status 2.
     """
 
     def __init__(self, message: str, plugin: str, hook: str | None = None) -> None:

@@ -132,7 +132,8 @@ def berrymq_start_bus(bus: Bus) -> None:
 def berrymq_close_bus(bus: Bus) -> None:
     """Called when a started bus is closed, after its connections and transports closed
     and before its state and subscriptions are dropped; a plugin releases what it
-    acquired in :func:`berrymq_start_bus`.
+    acquired in :func:`berrymq_start_bus`. An exception is logged as a
+    :class:`~berrymq.PluginError` naming the plugin; the close goes on.
 
     :param bus: the bus being closed.
     """
@@ -144,7 +145,8 @@ def berrymq_observe_message(bus: Bus, message: Message) -> None:
     with ``twitter`` or ``talk``, or received from another node), but only when some
     active plugin implements this hook (checked once when the bus starts).
 
-    Implementations run on the sender's path: keep them quick and never raise.
+    Implementations run on the sender's path: keep them quick and never raise (an
+    exception reaches the sender as a :class:`~berrymq.PluginError` naming the plugin).
 
     :param bus: the bus the message was sent on.
     :param message: the message, as the receivers got it.

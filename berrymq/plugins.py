@@ -176,26 +176,40 @@ class PluginHost:
             f"file (disable = [{name!r}]) or set {BLOCK_ENV_VAR}={name}", name, hook)
 
     def _call_each(self, hook: str, announce: Callable[[str], None] | None = None,
+                   failed: Callable[[str, BaseException], None] | None = None,
                    **kwargs: Any) -> None:
         """Call ``hook`` of one plugin after another (in pluggy's order), so that an
         exception raised by one is a :class:`PluginError` naming that plugin and the
         hook, where pluggy would let the bare exception through. An error that already
         says what to do (a name claimed twice, a missing plugin) is passed on as it is.
-        ``announce(name)`` is called before each plugin's turn."""
-        caller = getattr(self.pm.hook, hook)
-        plugins = list(dict.fromkeys(impl.plugin for impl in reversed(caller.get_hookimpls())))
-        for plugin in plugins:
-            name = self.pm.get_name(plugin) or "?"
+        ``announce(name)`` is called before each plugin's turn; with ``failed``, the error
+        is handed to ``failed(name, error)`` instead, and the next plugin has its turn."""
+        for name, call in self._callers(hook):
             if announce is not None:
                 announce(name)
-            others = [other for other in self.pm.get_plugins() if other is not plugin]
             try:
-                self.pm.subset_hook_caller(hook, others)(**kwargs)
-            except (SettingsError, PluginNotAvailable, PluginError):
-                raise
+                call(**kwargs)
+            except _PASSED_ON as exc:
+                if failed is None:
+                    raise
+                failed(name, exc)
             except Exception as exc:
-                raise self._faulty(name, f"raised {type(exc).__name__} in its hook {hook}: "
-                                         f"{_one_line(exc)}", hook) from exc
+                if failed is None:
+                    raise self._hook_failure(name, hook, exc) from exc
+                failed(name, self._hook_failure(name, hook, exc))
+
+    def _callers(self, hook: str) -> list[tuple[str, Callable[..., Any]]]:
+        """The plugins implementing ``hook``, in pluggy's order, each with a caller of its
+        own implementations alone: what a failure is then blamed on."""
+        caller = getattr(self.pm.hook, hook)
+        plugins = list(dict.fromkeys(impl.plugin for impl in reversed(caller.get_hookimpls())))
+        return [(self.pm.get_name(plugin) or "?", self.pm.subset_hook_caller(
+            hook, [other for other in self.pm.get_plugins() if other is not plugin]))
+            for plugin in plugins]
+
+    def _hook_failure(self, name: str, hook: str, exc: BaseException) -> PluginError:
+        return self._faulty(name, f"raised {type(exc).__name__} in its hook {hook}: "
+                                  f"{_one_line(exc)}", hook)
 
     def _pass_over(self, passed_over: list[tuple[Candidate, str]],
                    installed: set[str] | None) -> None:
@@ -319,29 +333,56 @@ class PluginHost:
         return source
 
     def start_bus(self, bus: Bus) -> None:
-        hook = self.pm.hook
-        hook.berrymq_start_bus(bus=bus)
+        """Call ``berrymq_start_bus`` of one plugin after another; the first that raises
+        fails the start with a :class:`PluginError` naming it and the hook."""
+        self._call_each("berrymq_start_bus", bus=bus)
 
     def close_bus(self, bus: Bus) -> None:
-        hook = self.pm.hook
-        hook.berrymq_close_bus(bus=bus)
+        """Call ``berrymq_close_bus`` of every plugin, even after one raised: the others
+        still let go of what they hold, and the bus's own close goes on. A failure is
+        logged (error, on the ``berrymq`` logger) as the :class:`PluginError` naming the
+        plugin and the hook; it is not raised, as closing cannot be undone."""
+        self._call_each("berrymq_close_bus", bus=bus, failed=lambda name, error: logger.error(
+            "bus %s: %s", bus.name, error))
 
     def message_taps(self) -> list[Callable[..., Any]]:
-        """The per-message hook callers, only those some active plugin implements."""
-        hook = self.pm.hook
-        caller = hook.berrymq_observe_message
-        return [caller] if caller.get_hookimpls() else []
+        """The per-message hook callers, only those some active plugin implements (none:
+        no cost per message); one per plugin, so that an exception is a
+        :class:`PluginError` naming the plugin and the hook, raised to the sender."""
+        hook = "berrymq_observe_message"
+        callers = self._callers(hook)
+        if len(callers) == 1:  # the hook's own caller: a subset's filters at every call
+            callers = [(callers[0][0], self.pm.hook.berrymq_observe_message)]
+
+        def tap(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+            def observe(bus: Bus, message: Any) -> None:
+                try:
+                    call(bus=bus, message=message)
+                except _PASSED_ON:
+                    raise
+                except Exception as exc:
+                    raise self._hook_failure(name, hook, exc) from exc
+            return observe
+
+        return [tap(name, call) for name, call in callers]
 
     def status(self, bus: Bus) -> StatusReport:
         """The plugins' lines (:func:`~berrymq.hookspecs.berrymq_report_status`), then one
-        line per transport of ``bus`` whose plugin reported nothing itself."""
+        line per transport of ``bus`` whose plugin reported nothing itself. A plugin whose
+        hook raised has, as its line, ``error:`` and the :class:`PluginError` naming it
+        and the hook; the other plugins still report."""
         report = StatusReport()
-        self.pm.hook.berrymq_report_status(bus=bus, report=report)
+        self._call_each("berrymq_report_status", bus=bus, report=report,
+                        failed=lambda name, error: report.add(name, f"error: {error}"))
         for scheme, transport in bus.transports().items():
             plugin = self.transports.plugin_for(scheme) or scheme
             if plugin not in report.lines:
                 report.add(plugin, f"{scheme}: {transport.status()}")
         return report
+
+
+#: Errors a hook raises that already say what to do: passed on as they are.
+_PASSED_ON = (SettingsError, PluginNotAvailable, PluginError)
 
 
 def _one_line(problem: object) -> str:

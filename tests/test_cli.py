@@ -123,6 +123,32 @@ def test_a_faulty_plugin_is_one_line_naming_it_and_the_fixes(
     assert result.returncode == 0, result.stderr  # the fix it names works
 
 
+_RAISES_IN = "from berrymq.hookspecs import hookimpl\n@hookimpl\ndef {hook}:\n    raise RuntimeError('boom')\n"
+_TURN_OFF = ("; uninstall it, disable it in the settings file (disable = ['bad']) or set "
+             "BERRYMQ_BLOCK_PLUGINS=bad")
+
+
+@pytest.mark.parametrize("args", [("demo",), ("serve", "--tcp", "127.0.0.1:0")])
+def test_a_plugin_whose_start_hook_raises_is_one_line_naming_it_and_the_hook(
+        tmp_path: Path, args: tuple[str, ...]) -> None:
+    """(``plugins`` starts no bus: it lists what loads, and asks for the status.)"""
+    env = _site(tmp_path, "bad", _RAISES_IN.format(hook="berrymq_start_bus(bus)"))
+    result = run(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == ("berrymq: error: plugin 'bad' (bmq-outside 0.1) raised "
+                             f"RuntimeError in its hook berrymq_start_bus: boom{_TURN_OFF}\n")
+    assert "serving" not in result.stdout
+
+
+def test_a_plugin_whose_status_hook_raises_is_listed_with_its_error(tmp_path: Path) -> None:
+    env = _site(tmp_path, "bad", _RAISES_IN.format(hook="berrymq_report_status(bus, report)"))
+    result = run("plugins", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert ("status: bad: error: plugin 'bad' (bmq-outside 0.1) raised RuntimeError in its "
+            f"hook berrymq_report_status: boom{_TURN_OFF}") in result.stdout.splitlines()
+    assert any(line.startswith("bad ") for line in result.stdout.splitlines())
+
+
 @pytest.mark.parametrize("args", [(), ("--help",), ("plugins", "--help"), ("--version",)])
 def test_help_and_version_work_when_the_plugins_cannot_load(
         tmp_path: Path, args: tuple[str, ...]) -> None:

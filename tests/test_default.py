@@ -122,10 +122,13 @@ def test_the_default_bus_whose_start_failed_raises_on_every_later_use(tmp_path: 
                           text=True, timeout=60, cwd=tmp_path, env=child_env())
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    failed = ("bus 'default' did not start: its start raised FileNotFoundError: nodir/m.jsonl;"
-              " it is not used without what failed (fix the cause, then use a new bus)")
-    assert out == {"raised": [["FileNotFoundError", "nodir/m.jsonl", "NoneType"],
-                              *[["RuntimeError", failed, "FileNotFoundError"]] * 3],
+    error = ("plugin 'fails' (registered in code) raised FileNotFoundError in its hook "
+             "berrymq_start_bus: nodir/m.jsonl; uninstall it, disable it in the settings file "
+             "(disable = ['fails']) or set BERRYMQ_BLOCK_PLUGINS=fails")
+    failed = (f"bus 'default' did not start: its start raised PluginError: {error}; it is "
+              "not used without what failed (fix the cause, then use a new bus)")
+    assert out == {"raised": [["PluginError", error, "FileNotFoundError"],
+                              *[["RuntimeError", failed, "PluginError"]] * 3],
                    "started": False}
 
 

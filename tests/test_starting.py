@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from berrymq import Bus
+from berrymq import Bus, PluginError
 from berrymq.hookspecs import hookimpl
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
@@ -37,13 +37,16 @@ def test_a_bus_whose_start_failed_is_not_started_and_says_so_on_every_later_star
     uses went on without that plugin, and nothing said so."""
     plugin = _FailingStart()
     bus = Bus(start=False, plugins=PluginHost(Settings(), extra_plugins=[("fails", plugin)]))
-    with pytest.raises(FileNotFoundError, match="nodir"):
+    with pytest.raises(PluginError, match="raised FileNotFoundError in its hook "
+                                          "berrymq_start_bus: nodir") as failed:
         bus.start()
+    assert isinstance(failed.value.__cause__, FileNotFoundError)
     for _ in range(2):
         with pytest.raises(RuntimeError, match=r"^bus '.*' did not start: its start raised "
-                                               r"FileNotFoundError: nodir/m.jsonl") as info:
+                                               r"PluginError: plugin 'fails' .*nodir/m.jsonl"
+                           ) as info:
             bus.start()
-        assert isinstance(info.value.__cause__, FileNotFoundError)
+        assert info.value.__cause__ is failed.value
     assert not bus.started and plugin.calls == 1  # not tried again
     bus.close()
 
@@ -70,6 +73,6 @@ def test_a_failed_start_lets_go_of_what_the_plugins_that_joined_hold() -> None:
     holder = _HoldsAPort()
     # pluggy calls the plugin registered last first: the holder starts, then one fails
     host = PluginHost(Settings(), extra_plugins=[("fails", _FailingStart()), ("holds", holder)])
-    with pytest.raises(FileNotFoundError, match="nodir"):
+    with pytest.raises(PluginError, match="nodir"):
         Bus(plugins=host)
     assert holder.server is not None and holder.server.fileno() == -1  # closed
