@@ -155,7 +155,10 @@ def _checked_addresses(bus: Any, given: dict[str, list[str]]) -> list[str]:
     for scheme, addrs in given.items():
         for addr in addrs:
             url = server_url(scheme, addr, _default_host(bus, scheme))
-            host, _port = split_url(url, scheme)
+            try:
+                host, _port = split_url(url, scheme)
+            except ValueError as exc:  # e.g. a host setting given in code, not checked
+                raise UsageError(f"--{scheme} {addr!r}: {exc}") from None
             if not is_loopback(host) and not getattr(bus.transport(scheme), "secret", None):
                 raise UsageError(f"refusing to serve {url}: it is not a loopback address, and "
                                  "a server others can reach needs a shared secret: set "

@@ -4,7 +4,7 @@
 
 ``host``
     the host a server binds when the caller names none (``berrymq serve`` reads it as
-    ``transport.default_host``; default 127.0.0.1).
+    ``transport.default_host``; default 127.0.0.1): a host name or an address, not empty.
 ``secret``
     the shared secret; required to serve a non-loopback address; sent in every request.
     Also read from the environment variable ``BERRYMQ_SECRET``.
@@ -68,9 +68,10 @@ from typing import Any
 
 from berrymq.registries import SettingsSchema
 from berrymq.settings import Settings
+from berrymq_jsonrpc.addresses import netloc, split_url
 
 __all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "STREAM_SETTINGS", "cidr_blocks", "declare_settings",
-           "positive_number", "read_hosts", "read_number"]
+           "host_address", "positive_number", "read_hosts", "read_number"]
 
 #: Seconds a client waits to connect and for a reply (setting ``timeout``), and a sender
 #: for room in a full outbox (``outbox_wait``).
@@ -109,8 +110,8 @@ STREAM_SETTINGS: dict[str, type | tuple[type, ...]] = {
 
 def declare_settings(schema: SettingsSchema, plugin: str, *, stream: bool = False) -> None:
     """Declare the settings table every JSON-RPC transport plugin accepts: the keys, their
-    types, and the checks of their values (every number is positive, ``callback_hosts``
-    holds no bad CIDR block), so that a bad value is named when the plugins load. With
+    types, and the checks of their values (every number is positive, ``host`` is a host,
+    ``callback_hosts`` holds no bad CIDR block), so that a bad value is named when the plugins load. With
     ``stream`` (a transport whose connections carry many requests at once, both ways),
     :data:`STREAM_SETTINGS` too."""
     keys = {**SETTINGS, **STREAM_SETTINGS} if stream else SETTINGS
@@ -118,7 +119,21 @@ def declare_settings(schema: SettingsSchema, plugin: str, *, stream: bool = Fals
     for name, kind in keys.items():
         if kind is int or kind == (int, float):
             schema.add_check(plugin, name, positive_number)
+    schema.add_check(plugin, "host", host_address)
     schema.add_check(plugin, "callback_hosts", cidr_blocks)
+
+
+def host_address(value: Any) -> str | None:
+    """The problem with ``host``: it must make a ``scheme://host:port`` address (an empty
+    one passed, and ``berrymq serve`` then failed on the address it made of it)."""
+    problem = f"must be a host name or address, such as 127.0.0.1, got {value!r}"
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+        return problem
+    try:
+        split_url(f"tcp://{netloc(value, 1)}", "tcp")
+    except ValueError:
+        return problem
+    return None
 
 
 def positive_number(value: Any) -> str | None:

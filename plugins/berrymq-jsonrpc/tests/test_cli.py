@@ -142,6 +142,10 @@ def test_listen_bad_or_local_pattern(tmp_path: Path) -> None:
      "jsonrpc-http.max_connections must be a positive number, got -5"),
     ("jsonrpc-tcp", 'callback_hosts = ["10.0.0.0/99"]',
      "jsonrpc-tcp.callback_hosts holds '10.0.0.0/99', which is not a CIDR block"),
+    ("jsonrpc-tcp", 'host = ""',
+     "jsonrpc-tcp.host must be a host name or address, such as 127.0.0.1, got ''"),
+    ("jsonrpc-http", 'host = "a/b"',
+     "jsonrpc-http.host must be a host name or address, such as 127.0.0.1, got 'a/b'"),
 ])
 def test_a_bad_value_in_a_transport_table_names_the_file_and_line(
         tmp_path: Path, table: str, line: str, expected: str) -> None:

@@ -131,6 +131,8 @@ def test_serve_json_names_the_monitor_address(tmp_path: Path, procs: list[Proc])
     ("--http", "http://127.0.0.1:99999"),
     ("--http", "http://127.0.0.1:0/status"),
     ("--http", "192.0.2.1:0"),  # not loopback, and no secret
+    ("--http", "a/b:0"),  # no host (its ValueError was a traceback)
+    ("--http", "u@127.0.0.1:0"),
     ("--monitor", "127.0.0.1:99999"),
     ("--monitor", "http://127.0.0.1:99999"),
     ("--monitor", "192.0.2.1:0"),
