@@ -28,6 +28,7 @@ from typing import Any
 
 import berrymq
 from berrymq._discovery import find_candidates
+from berrymq._output import discard_output, open_output, write_output
 from berrymq.default import get_bus
 from berrymq.demo import run_demo
 from berrymq.errors import BerryMQError, PluginError, PluginNotAvailable, SettingsError
@@ -35,8 +36,8 @@ from berrymq.network import describe, render
 from berrymq.plugins import BLOCK_ENV_VAR, KNOWN_COMMANDS, KNOWN_OPTIONS, get_plugin_host
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "URL_ENV_VAR", "Command", "Commands",
-           "UsageError", "add_json_option", "build_parser", "exit_status", "main", "node_url",
-           "print_json", "show_graph"]
+           "UsageError", "add_json_option", "build_parser", "discard_output", "exit_status",
+           "main", "node_url", "print_json", "show_graph", "write_output"]
 
 #: What runs a command: gets the parsed arguments, returns the exit status.
 Command = Callable[[argparse.Namespace], int]
@@ -148,8 +149,7 @@ class _VersionAction(argparse.Action):
 
 def print_json(value: Any) -> None:
     """One JSON text on one line of stdout (what ``--json`` prints)."""
-    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+    write_output(json.dumps(value, ensure_ascii=False) + "\n")
 
 
 def add_json_option(parser: argparse.ArgumentParser, what: str) -> None:
@@ -261,7 +261,7 @@ def show_graph(description: dict[str, Any], args: argparse.Namespace) -> None:
     if args.json:
         print_json(description)
     else:
-        sys.stdout.write(render(description, args.format))
+        write_output(render(description, args.format))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -350,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     file, a faulty plugin): the core's parser serves them, and a warning says why the
     plugins' commands are missing."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    open_output()  # stdout closed (>&-): output goes nowhere, as to a reader gone
     try:
         parser, commands = _parser_and_commands()
         _refuse_absent_command(argv, commands)
@@ -366,8 +367,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is None:  # berrymq alone: the help, not a usage error
         parser.print_help()
         return EXIT_OK
+    return _run_command(run, args)
+
+
+def _run_command(run: Command, args: argparse.Namespace) -> int:
+    """``run(args)``, its errors made one line and an exit status."""
     try:
-        return run(args)
+        status = run(args)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is seen below
+        return status
+    except BrokenPipeError:  # the reader of stdout went away (| head -1): stop, as listen
+        discard_output()
+        return EXIT_OK
     except BerryMQError as exc:
         if isinstance(exc, UsageError) and exc.show_usage:
             args.command_parser.print_usage(sys.stderr)

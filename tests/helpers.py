@@ -169,6 +169,25 @@ def run_berrymq(*args: str, cwd: Path | None = None, env: dict[str, str] | None 
                           input=input)
 
 
+def run_berrymq_without_reader(*args: str, closed: bool, cwd: Path,
+                               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``berrymq ARGS`` (as :func:`run_berrymq`) whose stdout is ``closed`` (``>&-``: no
+    file descriptor 1), or else a pipe whose reader is already gone (as ``| head -0``:
+    every write fails with EPIPE); its stdout is then empty."""
+    command = [sys.executable, "-m", "berrymq", *args]
+    if closed:
+        return subprocess.run(["sh", "-c", 'exec "$0" "$@" >&-', *command], cwd=cwd,
+                              text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              timeout=timeout, env=clean_env())
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(command, cwd=cwd, text=True, stdout=write,
+                              stderr=subprocess.PIPE, timeout=timeout, env=clean_env())
+    finally:
+        os.close(write)
+
+
 def take_all(queue: Queue) -> list[Message]:
     """Every message stored in ``queue`` now, without waiting."""
     out = []

@@ -12,7 +12,6 @@ broker and the messages come through a local queue; the NATS client reconnects b
 from __future__ import annotations
 
 import argparse
-import os
 import queue
 import sys
 import threading
@@ -21,7 +20,7 @@ from contextlib import suppress
 from typing import Any
 
 from berrymq.api import DEFAULT_TTL, connect_broker, connect_via_queue
-from berrymq.cli import node_url
+from berrymq.cli import node_url, write_output
 from berrymq.default import get_bus
 from berrymq.errors import BerryMQError, ConnectionClosed, TransportError
 from berrymq.receivers.queues import Queue
@@ -199,13 +198,7 @@ class _Listen:
         return False
 
     def _write(self, line: str) -> None:
-        try:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-        except BrokenPipeError:
-            # the reader went away (e.g. `| head -1`): stop quietly, and let the flush
-            # at exit write to /dev/null instead of failing again
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if not write_output(line + "\n"):  # the reader went away (| head -1): stop quietly
             self.args.count = self.printed
 
 

@@ -11,6 +11,7 @@ import json
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line
 from helpers import run_berrymq as run
+from helpers import run_berrymq_without_reader
 
 from berrymq.testing import free_port
 
@@ -285,3 +287,27 @@ def test_serve_print_json_and_ask_gets_no_reply_from_the_printer(
         "url": url, "sent": 1, "not_sent": 0}
     assert json.loads(server.line())["identifier"] == "job:plain"
     assert server.stop(signal.SIGTERM) == 0
+
+
+# -- output nobody reads ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("closed", [True, False], ids=["closed", "no-reader"])
+def test_node_commands_without_a_reader_of_their_output_exit_quietly(
+        tmp_path: Path, node: tuple[Proc, str, str], closed: bool) -> None:
+    """``>&-`` was an AttributeError traceback (sys.stdout is None), ``| head`` a
+    BrokenPipeError one; the command does what it does and exits 0, its output dropped."""
+    _, tcp, http = node
+    for args in (("graph", tcp), ("status", http), ("send", tcp, "job:x", "--json")):
+        result = run_berrymq_without_reader(*args, closed=closed, cwd=tmp_path)
+        assert (result.returncode, result.stderr) == (0, ""), args
+    done: list[subprocess.CompletedProcess[str]] = []
+    listener = threading.Thread(target=lambda: done.append(run_berrymq_without_reader(
+        "listen", tcp, "job:*", "--count", "1", closed=closed, cwd=tmp_path)))
+    listener.start()
+    deadline = time.monotonic() + DEADLINE
+    while listener.is_alive() and time.monotonic() < deadline:  # until it has one
+        assert run("send", tcp, "job:y", cwd=tmp_path).returncode == 0
+    listener.join(DEADLINE)
+    assert done and done[0].returncode == 0, done
+    assert "Traceback" not in done[0].stderr

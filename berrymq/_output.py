@@ -1,0 +1,48 @@
+"""A command's output to stdout when its reader may be gone: ``berrymq ... | head -1``
+stops reading, and what is written then must end the printing quietly, not in a
+traceback (Python's advice for SIGPIPE: point stdout at the null device, and exit)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["discard_output", "open_output", "write_output"]
+
+
+def write_output(text: str) -> bool:
+    """Write ``text`` to stdout at once (flushed); False when its reader went away
+    (``| head -1``): stdout is then :func:`discarded <discard_output>`, and the command
+    stops printing. From any thread; :func:`berrymq.cli.main` does the same for a
+    command's other writes (``print``)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_output()
+        return False
+    return True
+
+
+def discard_output() -> None:
+    """Point stdout at the null device: its reader went away, and what is still written
+    (the flush at exit included) must not fail again (Python's advice for SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+def open_output() -> None:
+    """Give a process started with stdout closed (``>&-``: Python's ``sys.stdout`` is
+    None) one on the null device, so that its output goes nowhere, as to a reader that
+    went away, instead of failing (``print`` alone ignores a None stdout)."""
+    if sys.stdout is not None:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)  # (the lowest free descriptor: 1, mostly)
+    if devnull != 1:
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    # as Python's own stdout: descriptor 1, never closed (no ResourceWarning at exit)
+    sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 - as sys.stdout
