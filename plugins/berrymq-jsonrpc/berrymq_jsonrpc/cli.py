@@ -30,7 +30,7 @@ from typing import Any
 
 from berrymq import network
 from berrymq.api import init_connection
-from berrymq.cli import Commands, UsageError, add_json_option, print_json, show_graph
+from berrymq.cli import Commands, UsageError, add_json_option, print_json, show_graph, write_output
 from berrymq.default import get_bus
 from berrymq.errors import QueueClosed, TransportError
 from berrymq.receivers.queues import Queue
@@ -126,7 +126,9 @@ def _signals_stop() -> Iterator[Callable[[], None]]:
 def _start_printer(pattern: str, as_json: bool) -> None:
     """``serve --print PATTERN``: a queue of PATTERN and a thread that prints it. A queue
     stores a request and does not answer it, so ``ask`` to an identifier only the printer
-    follows still gets no reply (``[]``), as if nothing followed it."""
+    follows still gets no reply (``[]``), as if nothing followed it. When the reader of
+    stdout goes away (``| head -2``), ``serve`` stops as on SIGTERM, as ``listen`` ends
+    there: a node that would print nothing more is not left running silently."""
     printed = Queue(pattern, maxsize=PRINT_QUEUE_SIZE)
 
     def run() -> None:
@@ -136,7 +138,10 @@ def _start_printer(pattern: str, as_json: bool) -> None:
             except QueueClosed:
                 return
             line = format_message(message, as_json, timestamp() if as_json else None)
-            print(line, flush=True)
+            if not write_output(line + "\n"):
+                # to the process (this thread blocks the signal): the main thread takes it
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
     threading.Thread(target=run, name=f"berrymq-print-{pattern}", daemon=True).start()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line
 from berrymq_jsonrpc.cli import server_url
 from berrymq_jsonrpc.cli_support import format_message, parse_value
+from helpers import clean_env
 from helpers import run_berrymq as run
 
 from berrymq.message import Message
@@ -82,6 +84,30 @@ def test_serve_prints_messages_it_sees(tmp_path: Path, procs: list[Proc]) -> Non
     assert run("send", url, "log:info", "started", cwd=tmp_path).returncode == 0
     assert server.line() == 'log:info ["started"]'
     assert server.stop(signal.SIGTERM) == 0
+
+
+def test_serve_print_stops_serve_when_the_reader_of_its_output_went_away(
+        tmp_path: Path) -> None:
+    """``serve --print P | head -2``: the printer thread died in a BrokenPipeError
+    traceback, and the node went on serving, printing nothing. It stops as on SIGTERM."""
+    server = subprocess.Popen([sys.executable, "-m", "berrymq", "serve", "--tcp",
+                               "127.0.0.1:0", "--print", "h:*"], cwd=tmp_path, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
+    try:
+        assert server.stdout is not None
+        assert select.select([server.stdout], [], [], DEADLINE)[0], "serve printed nothing"
+        url = server.stdout.readline().strip().removeprefix("serving ")
+        server.stdout.close()  # the reader goes away
+        deadline = time.monotonic() + DEADLINE
+        while server.poll() is None and time.monotonic() < deadline:  # until it stops
+            run("send", url, "h:x", cwd=tmp_path)  # (refused once the node stopped)
+        _, err = server.communicate(timeout=DEADLINE)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert server.returncode == 0, err
+    assert "Traceback" not in err and err.endswith("stopped\n"), err
 
 
 @pytest.mark.parametrize("which", ["tcp", "http"])
