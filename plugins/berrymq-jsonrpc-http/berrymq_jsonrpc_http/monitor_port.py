@@ -76,11 +76,14 @@ def _monitor_address(bus: Any, args: argparse.Namespace) -> tuple[str, int, str 
     return host, port, secret
 
 
-def check_monitor(bus: Any, args: argparse.Namespace) -> None:
+def check_monitor(bus: Any, args: argparse.Namespace) -> tuple[str, str, int] | None:
     """Check ``--monitor`` before ``serve`` binds anything (a bad address is a usage
-    error, and then nothing was done)."""
-    if getattr(args, "monitor", None):
-        _monitor_address(bus, args)
+    error, and then nothing was done); the address, for ``serve`` to refuse one that
+    another of its options names too."""
+    if not getattr(args, "monitor", None):
+        return None
+    host, port, _secret = _monitor_address(bus, args)
+    return f"--monitor {args.monitor}", host, port
 
 
 def start_monitor(bus: Any, args: argparse.Namespace) -> tuple[Server, str] | None:

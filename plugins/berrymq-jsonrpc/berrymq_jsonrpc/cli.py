@@ -34,7 +34,6 @@ from berrymq.cli import Commands, UsageError, add_json_option, print_json, show_
 from berrymq.default import get_bus
 from berrymq.errors import QueueClosed, TransportError
 from berrymq.receivers.queues import Queue
-from berrymq_jsonrpc.addresses import is_loopback, netloc, split_url
 from berrymq_jsonrpc.cli_listen import run_listen
 from berrymq_jsonrpc.cli_send import run_send
 from berrymq_jsonrpc.cli_support import (
@@ -46,7 +45,7 @@ from berrymq_jsonrpc.cli_support import (
     timestamp,
 )
 from berrymq_jsonrpc.graph import fetch
-from berrymq_jsonrpc.protocol import SECRET_ENV_VAR
+from berrymq_jsonrpc.serve_addresses import checked_addresses, refuse_duplicates, server_url
 from berrymq_jsonrpc.status_cli import register_status_commands
 
 __all__ = ["add_serve_option", "add_serve_starter", "register_commands", "server_url"]
@@ -56,30 +55,6 @@ PRINT_QUEUE_SIZE = 10_000
 
 
 # -- serve -------------------------------------------------------------------------------------
-
-
-def server_url(scheme: str, addr: str, default_host: str = "127.0.0.1",
-               option: str | None = None) -> str:
-    """``scheme://host:port`` from ``HOST:PORT``, ``:PORT``, ``PORT`` or a full URL; a
-    missing host is ``default_host``. Errors name the option ``--OPTION`` (by default
-    ``--SCHEME``)."""
-    option = option or scheme
-    if "://" in addr:
-        given = addr.split("://", 1)[0].lower()
-        if given != scheme:
-            raise UsageError(f"--{option} takes a {scheme}:// address, got {addr!r}")
-        try:
-            split_url(addr, scheme)  # a host and a port in range, nothing after
-        except ValueError as exc:
-            raise UsageError(f"--{option} {exc}") from None
-        return addr
-    host, sep, port = addr.rpartition(":")
-    if not sep:
-        host, port = "", addr
-    if not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"--{option} {addr!r}: expected HOST:PORT, :PORT or PORT "
-                         "(e.g. 127.0.0.1:7000)")
-    return f"{scheme}://{netloc(host or default_host, port)}"
 
 
 class _Stop(Exception):
@@ -146,32 +121,6 @@ def _start_printer(pattern: str, as_json: bool) -> None:
     threading.Thread(target=run, name=f"berrymq-print-{pattern}", daemon=True).start()
 
 
-def _default_host(bus: Any, scheme: str) -> str:
-    """The host ``serve`` binds for an address without one: the transport plugin's
-    ``host`` setting (127.0.0.1 by default)."""
-    return str(getattr(bus.transport(scheme), "default_host", "127.0.0.1"))
-
-
-def _checked_addresses(bus: Any, given: dict[str, list[str]]) -> list[str]:
-    """The URLs ``serve`` is to bind, every one checked before any is bound (a usage
-    error means nothing was done): its form, its port, and a secret for an address
-    others can reach (the rule the transports apply when they bind)."""
-    urls = []
-    for scheme, addrs in given.items():
-        for addr in addrs:
-            url = server_url(scheme, addr, _default_host(bus, scheme))
-            try:
-                host, _port = split_url(url, scheme)
-            except ValueError as exc:  # e.g. a host setting given in code, not checked
-                raise UsageError(f"--{scheme} {addr!r}: {exc}") from None
-            if not is_loopback(host) and not getattr(bus.transport(scheme), "secret", None):
-                raise UsageError(f"refusing to serve {url}: it is not a loopback address, and "
-                                 "a server others can reach needs a shared secret: set "
-                                 f"'secret' in the settings file or {SECRET_ENV_VAR}")
-            urls.append(url)
-    return urls
-
-
 def _cmd_serve(args: argparse.Namespace) -> int:
     schemes: list[tuple[str, int]] = args.serve_schemes
     given = {scheme: getattr(args, f"serve_{scheme}") or [] for scheme, _ in schemes}
@@ -183,9 +132,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         with _signals_stop() as wait_for_signals:
             try:
                 bus = get_bus()
-                urls = _checked_addresses(bus, given)
+                urls, named = checked_addresses(bus, given)
                 for check in args.serve_checks:  # plugins' own serve options (--monitor)
-                    check(bus, args)
+                    address = check(bus, args)
+                    if isinstance(address, tuple):
+                        named.append(address)
+                refuse_duplicates(named)
                 # the printers follow before anything is served: a client that sends as
                 # soon as the node says it serves is printed (it was not, now and then)
                 for pattern in args.print or []:
@@ -389,7 +341,9 @@ def add_serve_starter(commands: Commands, start: Callable[[Any, argparse.Namespa
 
     ``check(bus, args)``, when given, runs before ``serve`` binds anything and raises
     :class:`berrymq.cli.UsageError` for a bad value (exit status 2 means nothing was
-    done). ``start(bus, args)`` runs once the transports are serving; it returns a dict of
+    done); it returns the address the option will bind, as ``(option as given, host,
+    port)``, so that ``serve`` refuses one that another option names too, or None.
+    ``start(bus, args)`` runs once the transports are serving; it returns a dict of
     what it serves, e.g. ``{"monitor": URL}``, which ``serve`` prints (a line ``monitor
     URL``, or a key of its ``--json`` object), or None when it served nothing.
     """

@@ -13,6 +13,8 @@ import pytest
 from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line
 from helpers import run_berrymq as run
 
+from berrymq.testing import free_port
+
 #: The settings of a node whose sessions may live at most 100 s, on both transports.
 CAPPED_TTL = """\
 [berrymq.jsonrpc-tcp]
@@ -145,3 +147,22 @@ def test_serve_checks_every_address_before_it_binds_any(
         result = run("serve", *first, *bad, cwd=tmp_path, timeout=DEADLINE)
         one_error_line(result, 2)
         assert result.stdout == "", result.stdout  # nothing was served
+
+
+@pytest.mark.parametrize("options", [
+    ("--tcp", "{port}", "--tcp", "127.0.0.1:{port}"),
+    ("--tcp", "{port}", "--http", "127.0.0.1:{port}"),
+    ("--http", "localhost:{port}", "--tcp", ":{port}"),
+    ("--tcp", "{port}", "--monitor", "{port}"),
+    ("--tcp", "localhost:{port}", "--monitor", "127.0.0.1:{port}"),
+])
+def test_serve_refuses_two_options_naming_one_address_before_it_binds_any(
+        tmp_path: Path, options: tuple[str, ...]) -> None:
+    """The first was served, then the second failed to bind (exit 1)."""
+    port = free_port()
+    args = [option.format(port=port) for option in options]
+    result = run("serve", *args, cwd=tmp_path, timeout=DEADLINE)
+    line = one_error_line(result, 2)
+    assert line.endswith(f"are the same address 127.0.0.1:{port}: serve binds each address "
+                         "once"), line
+    assert result.stdout == "", result.stdout  # nothing was served
