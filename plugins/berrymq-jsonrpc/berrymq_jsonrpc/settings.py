@@ -24,7 +24,7 @@
     requests behind it are read and answered as usual. An HTTP connection carries one
     request at a time, so the ``jsonrpc-http`` table does not take the key.
 ``names``
-    more host names the node answers to in the HTTP ``Host`` header (status pages and
+    more host names (strings, not empty) the node answers to in the HTTP ``Host`` header (status pages and
     JSON-RPC POSTs), besides the address it is bound to, ``localhost``, ``127.0.0.1`` and
     ``[::1]``.
 ``max_connections``, ``max_connections_per_client``
@@ -71,7 +71,7 @@ from berrymq.settings import Settings
 from berrymq_jsonrpc.addresses import netloc, split_url
 
 __all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "STREAM_SETTINGS", "cidr_blocks", "declare_settings",
-           "host_address", "positive_number", "read_hosts", "read_number"]
+           "host_address", "host_names", "positive_number", "read_hosts", "read_number"]
 
 #: Seconds a client waits to connect and for a reply (setting ``timeout``), and a sender
 #: for room in a full outbox (``outbox_wait``).
@@ -121,6 +121,7 @@ def declare_settings(schema: SettingsSchema, plugin: str, *, stream: bool = Fals
             schema.add_check(plugin, name, positive_number)
     schema.add_check(plugin, "host", host_address)
     schema.add_check(plugin, "callback_hosts", cidr_blocks)
+    schema.add_check(plugin, "names", host_names)
 
 
 def host_address(value: Any) -> str | None:
@@ -143,11 +144,26 @@ def positive_number(value: Any) -> str | None:
     return None
 
 
-def cidr_blocks(hosts: Any) -> str | None:
-    """The problem with ``callback_hosts``: host names, addresses and CIDR blocks, where an
-    entry with a ``/`` that is no CIDR block is refused rather than taken for a host name."""
+def host_names(hosts: Any) -> str | None:
+    """The problem with ``names`` (and ``callback_hosts``): a list of host names, each a
+    string, not empty (a number or ``""`` was taken as its ``str()``)."""
+    if not isinstance(hosts, list):
+        return f"must be a list of host names, got {hosts!r}"
     for entry in hosts:
-        text = str(entry).strip().strip("[]")
+        if not isinstance(entry, str) or not entry.strip():
+            return f"holds {entry!r}: each entry must be a host name (a string, not empty)"
+    return None
+
+
+def cidr_blocks(hosts: Any) -> str | None:
+    """The problem with ``callback_hosts``: host names, addresses and CIDR blocks (each a
+    string, not empty), where an entry with a ``/`` that is no CIDR block is refused
+    rather than taken for a host name."""
+    problem = host_names(hosts)
+    if problem is not None:
+        return problem
+    for entry in hosts:
+        text = entry.strip().strip("[]")
         if "/" in text:
             try:
                 ipaddress.ip_network(text, strict=False)
@@ -172,15 +188,16 @@ def read_number(settings: Mapping[str, Any], name: str, default: float, plugin: 
 
 def read_hosts(settings: Mapping[str, Any], name: str, plugin: str,
                source: Settings | None = None) -> list[str] | None:
-    """The setting ``name`` (``callback_hosts``), checked by :func:`cidr_blocks`; None when
-    it is not set."""
+    """The setting ``name`` (``callback_hosts``, checked by :func:`cidr_blocks`, or
+    ``names``, by :func:`host_names`); None when it is not set. A bad value is an error
+    as for :func:`read_number`."""
     hosts = settings.get(name)
     if hosts is None:
         return None
-    problem = cidr_blocks(hosts)
+    problem = (cidr_blocks if name == "callback_hosts" else host_names)(hosts)
     if problem is not None:
         raise _invalid(f"{plugin}.{name} {problem}", name, plugin, source)
-    return [str(entry) for entry in hosts]
+    return list(hosts)
 
 
 def _invalid(problem: str, name: str, plugin: str, source: Settings | None) -> Exception:

@@ -99,7 +99,8 @@ class RemoteTransport(Transport):
             int(number("max_connections", p.DEFAULT_MAX_CONNECTIONS)),
             int(number("max_connections_per_client", p.DEFAULT_MAX_CONNECTIONS_PER_CLIENT)),
             logger)
-        self.names: list[str] = [str(n) for n in settings.get("names", [])]  # status: Host names
+        # the Host names the status pages answer to
+        self.names: list[str] = read_hosts(settings, "names", plugin, source) or []
         self.urls: list[str] = []
         self._servers: list[Any] = []
         self._served: list[tuple[str, int]] = []  # their addresses (see note_served)

@@ -172,6 +172,14 @@ def test_listen_bad_or_local_pattern(tmp_path: Path) -> None:
      "jsonrpc-tcp.host must be a host name or address, such as 127.0.0.1, got ''"),
     ("jsonrpc-http", 'host = "a/b"',
      "jsonrpc-http.host must be a host name or address, such as 127.0.0.1, got 'a/b'"),
+    ("jsonrpc-http", 'names = [1, ""]',
+     "jsonrpc-http.names holds 1: each entry must be a host name (a string, not empty)"),
+    ("jsonrpc-tcp", 'names = ["node.example", " "]',
+     "jsonrpc-tcp.names holds ' ': each entry must be a host name (a string, not empty)"),
+    ("jsonrpc-tcp", 'callback_hosts = ["10.0.0.0/8", 7]',
+     "jsonrpc-tcp.callback_hosts holds 7: each entry must be a host name"),
+    ("jsonrpc-http", 'callback_hosts = [""]',
+     "jsonrpc-http.callback_hosts holds '': each entry must be a host name"),
 ])
 def test_a_bad_value_in_a_transport_table_names_the_file_and_line(
         tmp_path: Path, table: str, line: str, expected: str) -> None:
