@@ -34,7 +34,8 @@ from berrymq._discovery import (
     find_candidates,
     install_hint,
 )
-from berrymq.errors import PluginError, PluginNotAvailable, SettingsError
+from berrymq._hook_calls import call_each, one_line, taps
+from berrymq.errors import PluginError, PluginNotAvailable
 from berrymq.registries import (
     ReceiverKind,
     ReceiverRegistry,
@@ -147,7 +148,7 @@ class PluginHost:
                     # (pluggy's first line, "Plugin 'x' for hook 'y'", the next repeats)
                     problem = "; ".join(str(exc).splitlines()[1:]) or str(exc)
                     raise self._faulty(candidate.name,
-                                       f"cannot be registered: {_one_line(problem)}") from exc
+                                       f"cannot be registered: {one_line(problem)}") from exc
                 active_names.append(candidate.name)
             self._infos.append(
                 PluginInfo(candidate.name, candidate.distribution, candidate.version,
@@ -178,38 +179,13 @@ class PluginHost:
     def _call_each(self, hook: str, announce: Callable[[str], None] | None = None,
                    failed: Callable[[str, BaseException], None] | None = None,
                    **kwargs: Any) -> None:
-        """Call ``hook`` of one plugin after another (in pluggy's order), so that an
-        exception raised by one is a :class:`PluginError` naming that plugin and the
-        hook, where pluggy would let the bare exception through. An error that already
-        says what to do (a name claimed twice, a missing plugin) is passed on as it is.
-        ``announce(name)`` is called before each plugin's turn; with ``failed``, the error
-        is handed to ``failed(name, error)`` instead, and the next plugin has its turn."""
-        for name, call in self._callers(hook):
-            if announce is not None:
-                announce(name)
-            try:
-                call(**kwargs)
-            except _PASSED_ON as exc:
-                if failed is None:
-                    raise
-                failed(name, exc)
-            except Exception as exc:
-                if failed is None:
-                    raise self._hook_failure(name, hook, exc) from exc
-                failed(name, self._hook_failure(name, hook, exc))
-
-    def _callers(self, hook: str) -> list[tuple[str, Callable[..., Any]]]:
-        """The plugins implementing ``hook``, in pluggy's order, each with a caller of its
-        own implementations alone: what a failure is then blamed on."""
-        caller = getattr(self.pm.hook, hook)
-        plugins = list(dict.fromkeys(impl.plugin for impl in reversed(caller.get_hookimpls())))
-        return [(self.pm.get_name(plugin) or "?", self.pm.subset_hook_caller(
-            hook, [other for other in self.pm.get_plugins() if other is not plugin]))
-            for plugin in plugins]
+        """:func:`~berrymq._hook_calls.call_each` on this host's plugins: a failure is the
+        :class:`PluginError` of :meth:`_faulty`."""
+        call_each(self.pm, hook, self._hook_failure, announce, failed, **kwargs)
 
     def _hook_failure(self, name: str, hook: str, exc: BaseException) -> PluginError:
         return self._faulty(name, f"raised {type(exc).__name__} in its hook {hook}: "
-                                  f"{_one_line(exc)}", hook)
+                                  f"{one_line(exc)}", hook)
 
     def _pass_over(self, passed_over: list[tuple[Candidate, str]],
                    installed: set[str] | None) -> None:
@@ -242,7 +218,7 @@ class PluginHost:
                        if old in str(exc)]
             hooks = sorted(h for h in dir(berrymq.hookspecs) if h.startswith("berrymq_"))
             raise self._faulty(
-                name, f"implements a hook berryMQ does not have: {_one_line(exc)}; "
+                name, f"implements a hook berryMQ does not have: {one_line(exc)}; "
                       f"{'; '.join(renamed) + '; ' if renamed else ''}berryMQ's hooks are "
                       f"{', '.join(hooks)}") from exc
 
@@ -349,22 +325,7 @@ class PluginHost:
         """The per-message hook callers, only those some active plugin implements (none:
         no cost per message); one per plugin, so that an exception is a
         :class:`PluginError` naming the plugin and the hook, raised to the sender."""
-        hook = "berrymq_observe_message"
-        callers = self._callers(hook)
-        if len(callers) == 1:  # the hook's own caller: a subset's filters at every call
-            callers = [(callers[0][0], self.pm.hook.berrymq_observe_message)]
-
-        def tap(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
-            def observe(bus: Bus, message: Any) -> None:
-                try:
-                    call(bus=bus, message=message)
-                except _PASSED_ON:
-                    raise
-                except Exception as exc:
-                    raise self._hook_failure(name, hook, exc) from exc
-            return observe
-
-        return [tap(name, call) for name, call in callers]
+        return taps(self.pm, "berrymq_observe_message", self._hook_failure)
 
     def status(self, bus: Bus) -> StatusReport:
         """The plugins' lines (:func:`~berrymq.hookspecs.berrymq_report_status`), then one
@@ -379,15 +340,6 @@ class PluginHost:
             if plugin not in report.lines:
                 report.add(plugin, f"{scheme}: {transport.status()}")
         return report
-
-
-#: Errors a hook raises that already say what to do: passed on as they are.
-_PASSED_ON = (SettingsError, PluginNotAvailable, PluginError)
-
-
-def _one_line(problem: object) -> str:
-    """An exception's message (or a text) on one line (pluggy's span several)."""
-    return "; ".join(line.strip() for line in str(problem).splitlines() if line.strip())
 
 
 _host: PluginHost | None = None
