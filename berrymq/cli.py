@@ -18,16 +18,13 @@ cannot load. A command interrupted by Ctrl-C exits 130, except ``serve`` and
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.metadata
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import berrymq
-from berrymq._discovery import find_candidates
+from berrymq._cli_versions import VersionAction
 from berrymq._output import discard_output, open_output, write_output
 from berrymq.default import get_bus
 from berrymq.demo import run_demo
@@ -108,43 +105,6 @@ def exit_status(exc: BaseException) -> int:
     if isinstance(exc, (UsageError, SettingsError, PluginNotAvailable, PluginError)):
         return EXIT_USAGE
     return EXIT_FAILURE
-
-
-def _versions() -> str:
-    """``berrymq X`` and the version of every distribution an installed plugin comes from;
-    when the plugins cannot load (a wrong settings file, a faulty plugin), those found
-    installed, the faulty one marked."""
-    versions: dict[str, str] = {}
-    try:
-        versions.update((i.distribution, i.version) for i in get_plugin_host().infos())
-    except BerryMQError as exc:  # the rest still says what is installed
-        faulty = exc.plugin if isinstance(exc, PluginError) else None
-        with contextlib.suppress(BerryMQError):
-            found, passed_over = find_candidates(True)
-            for c in [*found, *(candidate for candidate, _ in passed_over)]:
-                mark = f" (plugin {c.name!r} cannot load)" if c.name == faulty else ""
-                versions[c.distribution] = versions.get(c.distribution, c.version) + mark
-    for dist in importlib.metadata.distributions():  # libraries of plugins too (berrymq-jsonrpc)
-        name = dist.metadata["Name"] or ""
-        if name.lower().startswith("berrymq-"):
-            versions.setdefault(name, dist.version)
-    versions.pop("berrymq", None)
-    lines = [f"berrymq {berrymq.__version__} (Python {sys.version.split()[0]})"]
-    lines += [f"{name} {version}" for name, version in sorted(versions.items())]
-    return "\n".join(lines)
-
-
-class _VersionAction(argparse.Action):
-    """``--version``: the versions, worked out only when asked for."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
-                 default: Any = argparse.SUPPRESS, help: str | None = None) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        print(_versions())
-        parser.exit(EXIT_OK)
 
 
 def print_json(value: Any) -> None:
@@ -278,7 +238,7 @@ def _parser_and_commands(plugins: bool = True) -> tuple[argparse.ArgumentParser,
         prog="berrymq", description="berryMQ: a programmer-friendly message library.",
         epilog=EPILOG, formatter_class=HelpFormatter,
     )
-    parser.add_argument("--version", action=_VersionAction,
+    parser.add_argument("--version", action=VersionAction,
                         help="print the versions of berryMQ and of its installed plugins")
     commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
     p = commands.add("plugins", _cmd_plugins,

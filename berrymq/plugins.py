@@ -100,6 +100,7 @@ class PluginHost:
         only the built-in plugins and ``extra_plugins`` are available.
     :param extra_plugins: ``(name, plugin)`` pairs registered as if installed (for tests
         and for programs that embed a plugin).
+    :param blocked: plugin names not to load, beside those of ``BERRYMQ_BLOCK_PLUGINS``.
     """
 
     def __init__(
@@ -108,7 +109,9 @@ class PluginHost:
         *,
         entry_points: bool = True,
         extra_plugins: Iterable[tuple[str, object]] = (),
+        blocked: Iterable[str] = (),
     ) -> None:
+        self._blocked = frozenset(blocked)
         self.settings = settings if settings is not None else load_settings()
         self.pm = pluggy.PluginManager(berrymq.hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(berrymq.hookspecs)
@@ -131,7 +134,7 @@ class PluginHost:
     def _load(self, candidates: list[Candidate]) -> None:
         settings = self.settings
         check_named_plugins(settings, {c.name for c in candidates})
-        blocked = blocked_plugins()
+        blocked = blocked_plugins() | self._blocked
         active_names: list[str] = []
         for candidate in candidates:
             active, reason = self._activation(candidate.name, blocked)

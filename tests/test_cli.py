@@ -169,6 +169,22 @@ def test_help_and_version_work_when_the_plugins_cannot_load(
             assert result.stdout.startswith("usage: berrymq"), result.stdout
 
 
+def test_version_marks_every_plugin_that_cannot_load(tmp_path: Path) -> None:
+    """The load stops at the first faulty plugin: a second one (here a misspelled hook,
+    which every other command refuses to run with) was listed as if it loaded."""
+    _site(tmp_path, "broken", "raise ImportError('no module named missing')\n",
+          dist="bmq-broken")
+    env = _site(tmp_path, "typo", "from berrymq.hookspecs import hookimpl\n@hookimpl\n"
+                "def berrymq_register_transport(registry):\n    pass\n", dist="bmq-typo")
+    result = run("--version", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "bmq-broken 0.1 (plugin 'broken' cannot load)" in lines, lines
+    assert "bmq-typo 0.1 (plugin 'typo' cannot load)" in lines, lines
+    result = run("plugins", cwd=tmp_path, env={**env, "BERRYMQ_BLOCK_PLUGINS": "broken"})
+    assert result.returncode == 2 and "plugin 'typo'" in result.stderr  # as --version says
+
+
 def test_an_outside_plugin_named_like_a_built_in_one_is_listed_and_a_warning(
         tmp_path: Path) -> None:
     env = _site(tmp_path, "queues", "raise AssertionError('imported')\n")

@@ -1,0 +1,71 @@
+"""What ``berrymq --version`` prints: berryMQ's version and those of the distributions its
+plugins come from, also when the plugins cannot load (then every faulty one is marked)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from berrymq._discovery import find_candidates
+from berrymq._version import __version__
+from berrymq.errors import BerryMQError, PluginError
+from berrymq.plugins import PluginHost, get_plugin_host
+
+__all__ = ["VersionAction", "versions"]
+
+
+def versions() -> str:
+    """``berrymq X`` and the version of every distribution an installed plugin comes from;
+    when the plugins cannot load (a wrong settings file, a faulty plugin), those found
+    installed, the faulty one marked."""
+    versions: dict[str, str] = {}
+    try:
+        versions.update((i.distribution, i.version) for i in get_plugin_host().infos())
+    except BerryMQError as exc:  # the rest still says what is installed
+        faulty = _faulty_plugins(exc)
+        with contextlib.suppress(BerryMQError):
+            found, passed_over = find_candidates(True)
+            for c in [*found, *(candidate for candidate, _ in passed_over)]:
+                mark = f" (plugin {c.name!r} cannot load)" if c.name in faulty else ""
+                versions[c.distribution] = versions.get(c.distribution, c.version) + mark
+    for dist in importlib.metadata.distributions():  # libraries of plugins too (berrymq-jsonrpc)
+        name = dist.metadata["Name"] or ""
+        if name.lower().startswith("berrymq-"):
+            versions.setdefault(name, dist.version)
+    versions.pop("berrymq", None)
+    lines = [f"berrymq {__version__} (Python {sys.version.split()[0]})"]
+    lines += [f"{name} {version}" for name, version in sorted(versions.items())]
+    return "\n".join(lines)
+
+
+def _faulty_plugins(error: BerryMQError) -> set[str]:
+    """Every plugin that cannot load, from the first one's ``error``: the load stops at
+    the first, so it is tried again without those found so far, until it loads or fails
+    for another reason (a settings file, a name two plugins claim)."""
+    faulty: set[str] = set()
+    while isinstance(error, PluginError) and error.plugin and error.plugin not in faulty:
+        faulty.add(error.plugin)
+        try:
+            PluginHost(blocked=faulty)
+        except BerryMQError as again:
+            error = again
+        else:
+            break
+    return faulty
+
+
+class VersionAction(argparse.Action):
+    """``--version``: the versions, worked out only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: Any = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(versions())
+        parser.exit(0)
