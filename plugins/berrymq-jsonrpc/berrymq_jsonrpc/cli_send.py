@@ -24,7 +24,7 @@ from berrymq.identifier import parse
 from berrymq.message import Message
 from berrymq_jsonrpc.cli_support import keyword, open_session, parse_value, quiet_remote_logs
 
-__all__ = ["message_from_json", "message_from_words", "run_send"]
+__all__ = ["check_utf8", "message_from_json", "message_from_words", "run_send"]
 
 #: A first word such as 127.0.0.1:7000, localhost:7000 or [::1]:7000 is taken for an
 #: address without its scheme, not for an identifier (after a URL, it is an identifier).
@@ -39,13 +39,29 @@ def _identifier(text: str) -> Any:
     return ident
 
 
+def check_utf8(text: str, what: str) -> None:
+    """Raise ValueError naming ``what`` when ``text`` came from bytes that are not UTF-8
+    (Python decodes the command line and stdin so that such bytes survive as lone
+    surrogates, which would cross the wire as invalid Unicode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        byte = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise ValueError(f"{what} is not UTF-8 text ({byte} at character {exc.start + 1})"
+                         ) from None
+
+
 def message_from_words(words: list[str]) -> Message:
     """A message from ``ID [ARG...] [--kw KEY=VALUE...]`` (as on the command line).
 
-    :raises ValueError: a bad identifier, a local one, or a bad ``--kw``.
+    :raises ValueError: a bad identifier, a local one, a bad ``--kw``, or a word that is
+        not UTF-8 text.
     """
     if not words:
         raise ValueError("no identifier")
+    for number, word in enumerate(words):
+        check_utf8(word, "the identifier" if number == 0 else f"word {number + 1} ({word!r})")
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
     rest = iter(words[1:])
@@ -67,6 +83,7 @@ def message_from_json(text: str) -> Message:
 
     :raises ValueError: not such an array, or a bad identifier.
     """
+    check_utf8(text, "the line")
     value = json.loads(text)
     if not (isinstance(value, list) and 1 <= len(value) <= 3 and isinstance(value[0], str)
             and (len(value) < 2 or isinstance(value[1], list))
@@ -95,8 +112,19 @@ def _split(args: argparse.Namespace) -> tuple[str, list[str]]:
     return node_url(given), words
 
 
+def _stdin_lines() -> Iterable[str]:
+    """stdin's lines, bytes that are not UTF-8 kept as lone surrogates (whatever the
+    locale), for :func:`check_utf8` to name, rather than a decoding error ending the run."""
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:  # a text stream put in its place
+        yield from sys.stdin
+        return
+    for raw in binary:
+        yield raw.decode("utf-8", "surrogateescape")
+
+
 def _stdin_messages(as_json: bool, errors: list[str]) -> Iterable[Message]:
-    for number, line in enumerate(sys.stdin, 1):
+    for number, line in enumerate(_stdin_lines(), 1):
         if not line.strip():
             continue
         try:

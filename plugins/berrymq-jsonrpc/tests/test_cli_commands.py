@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import pytest
 from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line
+from helpers import clean_env, run_berrymq_without_reader
 from helpers import run_berrymq as run
-from helpers import run_berrymq_without_reader
 
 from berrymq.testing import free_port
 
@@ -162,6 +163,26 @@ def test_send_stdin_json_lines_and_a_bad_line(tmp_path: Path, procs: list[Proc],
     assert errors[2] == "berrymq: error: 2 line(s) of stdin were not sent"
     assert [listener.line() for _ in range(3)] == [
         'job:a [1, "x"] {"k": null}', "job:b []", "job:c [true]"]
+
+
+def test_send_refuses_bytes_that_are_not_utf8(tmp_path: Path, procs: list[Proc],
+                                              node: tuple[Proc, str, str]) -> None:
+    """On the command line a usage error, on stdin a bad line (reported, skipped, exit 1):
+    both were sent on as lone surrogates, invalid Unicode on the wire."""
+    _, tcp, _ = node
+    listener = listen(tmp_path, procs, tcp, "job:*")
+    result = run("send", tcp, "job:x", "ok", "\udcff\udcfeabc", cwd=tmp_path)  # b"\xff\xfeabc"
+    assert result.returncode == 2, result.stderr
+    assert ("word 3 ('\\udcff\\udcfeabc') is not UTF-8 text (byte 0xff at character 1)"
+            in result.stderr), result.stderr
+    sent = subprocess.run([sys.executable, "-m", "berrymq", "send", tcp, "-"], cwd=tmp_path,
+                          input=b"job:a 1\njob:b \xff\xfeabc\njob:c 3\n", capture_output=True,
+                          env=clean_env(), timeout=DEADLINE)
+    stderr = sent.stderr.decode()
+    assert sent.returncode == 1, stderr
+    assert stderr.splitlines()[0].startswith(
+        "berrymq: error: stdin line 2: word 2 ('\\udcff\\udcfeabc') is not UTF-8 text"), stderr
+    assert [listener.line(), listener.line()] == ["job:a [1]", "job:c [3]"]
 
 
 @pytest.mark.parametrize(("served", "asked"), [("tcp", "http"), ("http", "tcp")])
