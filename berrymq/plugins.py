@@ -35,7 +35,7 @@ from berrymq._discovery import (
     install_hint,
 )
 from berrymq._hook_calls import call_each, one_line, taps
-from berrymq.errors import PluginError, PluginNotAvailable
+from berrymq.errors import PluginError, PluginNotAvailable, SettingsError
 from berrymq.registries import (
     ReceiverKind,
     ReceiverRegistry,
@@ -334,10 +334,16 @@ class PluginHost:
         """The plugins' lines (:func:`~berrymq.hookspecs.berrymq_report_status`), then one
         line per transport of ``bus`` whose plugin reported nothing itself. A plugin whose
         hook raised has, as its line, ``error:`` and the :class:`PluginError` naming it
-        and the hook; the other plugins still report."""
+        and the hook; the other plugins still report. An error that already says what to
+        do (a wrong setting the hook came upon) is raised, as the other hooks raise it."""
         report = StatusReport()
-        self._call_each("berrymq_report_status", bus=bus, report=report,
-                        failed=lambda name, error: report.add(name, f"error: {error}"))
+
+        def failed(name: str, error: BaseException) -> None:
+            if isinstance(error, (SettingsError, PluginNotAvailable)):
+                raise error
+            report.add(name, f"error: {error}")
+
+        self._call_each("berrymq_report_status", bus=bus, report=report, failed=failed)
         for scheme, transport in bus.transports().items():
             plugin = self.transports.plugin_for(scheme) or scheme
             if plugin not in report.lines:
