@@ -136,6 +136,11 @@ class HttpChannel(Channel):
             if self.closed:
                 raise ConnectionClosed(f"the channel to {self.url} is closed") from None
             raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None
+        if ctype.startswith(b"text/xml"):  # the original berryMQ's server answers so
+            raise TransportError(
+                f"{self.url} answered HTTP {status} as text/xml: is it a node of the original "
+                "berryMQ 0.3 (or another XML-RPC server)? berryMQ connects to JSON-RPC 2.0 "
+                "nodes only; a 0.3 process can connect to this one instead (docs/dialects.md)")
         if not ctype.startswith(b"application/json"):
             raise TransportError(f"{self.url} answered HTTP {status} without JSON: {data[:200]!r}")
         try:

@@ -69,7 +69,8 @@ HTTP_PATHS = ("/", "/JSON", "/jsonrpc")
 MEDIA_TYPES = frozenset({
     "application/json", "application/json-rpc", "application/jsonrequest", "text/xml",
 })
-#: Seconds the node waits for a 1.0 peer to answer a call-back (and to connect).
+#: Seconds the node waits for a 1.0 peer to answer a call-back (and to connect), unless the
+#: transport's ``timeout`` setting says otherwise (:attr:`Service.callback_timeout`).
 CALLBACK_TIMEOUT = 10.0
 #: The path a 1.0 peer that gave its address as ``[host, port]`` is called back at: the
 #: original's client posts there, and the original's server serves it (and ``/``).
@@ -227,7 +228,7 @@ def interconnect_v1(service: Service, params: dict[str, Any], context: Any) -> s
         raise invalid_params("'ttl' must be a positive number")
     service.check_ttl(float(ttl))  # and max_sessions (check_room), before the peer is called
     service.check_room()
-    client = V1HttpClient(host, port, path, CALLBACK_TIMEOUT)
+    client = V1HttpClient(host, port, path, service.callback_timeout)
     _check_reachable(host, port, client.url)
     session = service.open_session("interconnect", float(ttl), context, token=token)
 

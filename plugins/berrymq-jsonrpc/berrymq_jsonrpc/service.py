@@ -28,7 +28,7 @@ from berrymq.message import Message
 from berrymq.wire import ParseError, encode_replies, loads
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import ask_arrived, local_replies
-from berrymq_jsonrpc.dialect import answer_v1
+from berrymq_jsonrpc.dialect import CALLBACK_TIMEOUT, answer_v1
 from berrymq_jsonrpc.jsonrpc import Dispatcher, app_error, invalid_params
 from berrymq_jsonrpc.limits import CallbackRule
 from berrymq_jsonrpc.outbox import REFUSED
@@ -108,6 +108,7 @@ class Service(WaitingMethods):
         max_waiting: int = DEFAULT_MAX_WAITING,
         max_ttl: float = p.DEFAULT_MAX_TTL,
         max_size: int = p.DEFAULT_MAX_SIZE,
+        callback_timeout: float = CALLBACK_TIMEOUT,
     ) -> None:
         super().__init__(bus, name=name, max_sessions=max_sessions,
                          liveness_interval=liveness_interval, secret=secret,
@@ -115,6 +116,8 @@ class Service(WaitingMethods):
                          max_queued_bytes=max_queued_bytes, max_size=max_size)
         self.link_factory = link_factory
         self.max_ttl = max_ttl
+        #: how long a JSON-RPC 1.0 peer may take to answer a call-back (the setting timeout)
+        self.callback_timeout = callback_timeout
         #: the cap on the requests that may wait, running at once on one connection
         self.max_waiting = max_waiting
         #: the addresses ``interconnect`` may make this node call back (``callback_hosts``)

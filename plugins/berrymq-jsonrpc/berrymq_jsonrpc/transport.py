@@ -93,7 +93,7 @@ class RemoteTransport(Transport):
             liveness_interval=float(number("liveness_interval", DEFAULT_LIVENESS_INTERVAL)),
             max_queued_bytes=int(number("max_queued_bytes", p.DEFAULT_MAX_QUEUED_BYTES)),
             max_ttl=number("max_ttl", p.DEFAULT_MAX_TTL),  # as given: data.limit 100, not 100.0
-            max_size=self.max_size)
+            max_size=self.max_size, callback_timeout=self.timeout)
         #: the connections the servers accepted, and the caps on them (the I/O loop's)
         self.admission = Admission(
             int(number("max_connections", p.DEFAULT_MAX_CONNECTIONS)),

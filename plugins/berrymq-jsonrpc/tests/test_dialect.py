@@ -94,16 +94,20 @@ class V1Peer:
     """A 1.0 peer's own server, as the original's ``init_connection`` ran it: it accepts
     ``send_message`` for the tokens it knows and records every request it got."""
 
-    def __init__(self, answer: str = "ok") -> None:
+    def __init__(self, answer: str = "ok", takes: float = 0.0) -> None:
         self.tokens: set[str] = set()
         self.requests: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         self.answer = answer
+        #: set to answer at once: until then each call takes ``takes`` seconds to answer, as
+        #: the original's server ran the program's receivers inside the call
+        self.quick = threading.Event()
         peer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 peer.requests.put((self.path, request))
+                peer.quick.wait(takes)
                 method, params = request["method"], request["params"]
                 if method == "send_message" and params[0] in peer.tokens:
                     result: Any = peer.answer
@@ -138,12 +142,13 @@ class V1Peer:
 def peers() -> Iterator[Callable[..., V1Peer]]:
     made: list[V1Peer] = []
 
-    def make(answer: str = "ok") -> V1Peer:
-        made.append(V1Peer(answer))
+    def make(answer: str = "ok", takes: float = 0.0) -> V1Peer:
+        made.append(V1Peer(answer, takes))
         return made[-1]
 
     yield make
     for peer in made:
+        peer.quick.set()
         peer.close()
 
 
@@ -314,6 +319,28 @@ def test_a_peer_that_refuses_the_token_closes_the_session(v1: MakeV1,
              TIMEOUT, "the loss counted")
     assert bus.flush(TIMEOUT) is False
     assert bus.flush(TIMEOUT) is True
+
+
+@pytest.mark.parametrize(("timeout", "kept"), [(5.0, True), (0.3, False)])
+def test_a_slow_peer_keeps_its_interconnect_within_the_timeout_setting(
+        v1: MakeV1, bus_factory: Callable[..., Bus], peers: Callable[..., V1Peer],
+        wait_for: Callable[..., Any], timeout: float, kept: bool) -> None:
+    """The original's server runs its program's receivers inside each call-back: a peer
+    may take a while to answer. The node waits the transport's ``timeout`` setting for it
+    (it waited a fixed 10 s, which no setting changed), then closes the session."""
+    bus, port = serve(bus_factory, "http", timeout=timeout)
+    peer = peers(takes=1.0)  # each call-back answered after a second
+    token = str(uuid.uuid4())
+    peer.tokens.add(token)
+    v1("http", port).interconnect(["127.0.0.1", peer.port], token, 1000)
+    service = bus.transport("http").service
+    bus.twitter("node:slow")
+    assert peer.next()[1]["params"][1] == "node:slow"
+    if kept:
+        assert bus.transport("http").flush(TIMEOUT)  # answered "ok" after its second
+        assert token in service.sessions
+    else:
+        wait_for(lambda: token not in service.sessions, TIMEOUT, "the session to close")
 
 
 @pytest.mark.parametrize(("addr", "token", "problem"), [
