@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import socket
 import subprocess
@@ -500,3 +501,32 @@ def test_the_client_reads_no_answer_over_4x_max_size(buses: Buses) -> None:
             f"http://127.0.0.1:{listener.getsockname()[1]}", 60)
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_a_node_of_the_original_berrymq_is_named_as_such(buses: Buses) -> None:
+    """berryMQ's client speaks 2.0 only; the original 0.3's server answers as text/xml
+    (xmlrpc.server underneath), which the client said was an answer "without JSON"."""
+    body = b'{"result": "ok", "error": null, "id": null}'
+
+    class Original(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Original)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(berrymq.BerryMQError, match=r"as text/xml: is it a node of the "
+                                                       r"original berryMQ 0\.3"):
+            buses().transport("http").connect_oneway(
+                f"http://127.0.0.1:{server.server_address[1]}", 10)
+    finally:
+        server.shutdown()
+        server.server_close()
