@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from berrymq.registries import SettingsSchema
@@ -187,14 +187,15 @@ def read_number(settings: Mapping[str, Any], name: str, default: float, plugin: 
 
 
 def read_hosts(settings: Mapping[str, Any], name: str, plugin: str,
-               source: Settings | None = None) -> list[str] | None:
-    """The setting ``name`` (``callback_hosts``, checked by :func:`cidr_blocks`, or
-    ``names``, by :func:`host_names`); None when it is not set. A bad value is an error
-    as for :func:`read_number`."""
+               source: Settings | None = None,
+               check: Callable[[Any], str | None] = host_names) -> list[str] | None:
+    """The setting ``name``, a list of hosts checked by ``check`` (``names``:
+    :func:`host_names`; ``callback_hosts``: :func:`cidr_blocks`); None when it is not
+    set. A bad value is an error as for :func:`read_number`."""
     hosts = settings.get(name)
     if hosts is None:
         return None
-    problem = (cidr_blocks if name == "callback_hosts" else host_names)(hosts)
+    problem = check(hosts)
     if problem is not None:
         raise _invalid(f"{plugin}.{name} {problem}", name, plugin, source)
     return list(hosts)

@@ -42,7 +42,7 @@ from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
 from berrymq_jsonrpc.service import Service
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sessions import in_waits
-from berrymq_jsonrpc.settings import DEFAULT_TIMEOUT, read_hosts, read_number
+from berrymq_jsonrpc.settings import DEFAULT_TIMEOUT, cidr_blocks, read_hosts, read_number
 from berrymq_jsonrpc.stats import session_peer
 
 if TYPE_CHECKING:
@@ -89,7 +89,8 @@ class RemoteTransport(Transport):
             bus, secret=self.secret, queue_size=int(number("queue_size", p.DEFAULT_QUEUE_SIZE)),
             max_get_wait=self.max_get_wait, link_factory=self._peer_link, name=plugin,
             max_sessions=int(number("max_sessions", p.DEFAULT_MAX_SESSIONS)),
-            callbacks=CallbackRule(read_hosts(settings, "callback_hosts", plugin, source)),
+            callbacks=CallbackRule(read_hosts(settings, "callback_hosts", plugin, source,
+                                              cidr_blocks)),
             liveness_interval=float(number("liveness_interval", DEFAULT_LIVENESS_INTERVAL)),
             max_queued_bytes=int(number("max_queued_bytes", p.DEFAULT_MAX_QUEUED_BYTES)),
             max_ttl=number("max_ttl", p.DEFAULT_MAX_TTL),  # as given: data.limit 100, not 100.0
