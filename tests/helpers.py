@@ -30,7 +30,7 @@ from berrymq.bus import Bus
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
-__all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "Lines", "Logger", "capture", "child_env", "drain",
+__all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "HeldReceiver", "Lines", "Logger", "capture", "child_env", "drain",
            "FullLink", "held_async_receiver", "installed", "is_urgent", "json_values", "make_bus", "on_job",
            "on_log", "populate", "serve", "tcp_call"]
 
@@ -186,6 +186,23 @@ def run_berrymq_without_reader(*args: str, closed: bool, cwd: Path,
                               stderr=subprocess.PIPE, timeout=timeout, env=clean_env())
     finally:
         os.close(write)
+
+
+class HeldReceiver:
+    """A receiver (:meth:`slow`, named so in an ask's entries) that holds its thread until
+    ``release`` is set (at most :data:`WAIT` seconds), then returns ``"slow"``; ``done``
+    is set once it has returned: what an ask's deadline is tried against."""
+
+    def __init__(self, release: threading.Event | None = None) -> None:
+        self.release = release if release is not None else threading.Event()
+        self.done = threading.Event()
+
+    def slow(self, message: Message) -> str:
+        try:
+            self.release.wait(WAIT)
+            return "slow"
+        finally:
+            self.done.set()
 
 
 def take_all(queue: Queue) -> list[Message]:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
-from helpers import WAIT, Child
+from helpers import WAIT, Child, HeldReceiver
 
 import berrymq
 from berrymq import Bus, Follower, Message, ReplyError, following
@@ -673,15 +673,8 @@ def test_a_blocking_ask_from_a_loop_thread_keeps_its_timeout(berrymq_bus: Bus) -
     a TimeoutError entry at the timeout, and the receivers after it never run (they ran
     in the loop's thread, after the deadline, and the call took as long as the slow one);
     the loop's own async receiver is refused at once and never runs later either."""
-    release, slow_done = threading.Event(), threading.Event()
+    held = HeldReceiver()
     ran: list[str] = []
-
-    def slow(message: Message) -> str:
-        try:
-            release.wait(WAIT)
-            return "slow"
-        finally:
-            slow_done.set()
 
     async def main() -> tuple[float, list[Any]]:
         async def own(message: Message) -> str:
@@ -689,13 +682,13 @@ def test_a_blocking_ask_from_a_loop_thread_keeps_its_timeout(berrymq_bus: Bus) -
             return "own"
 
         berrymq.regist_function("in:*", own)
-        berrymq.regist_function("in:*", slow, weak=False)
+        berrymq.regist_function("in:*", held.slow, weak=False)
         berrymq.regist_function("in:*", lambda m: ran.append("late"), weak=False)
         started = time.monotonic()
         replies = berrymq.ask("in:x", timeout=0.3)
         took = time.monotonic() - started
-        release.set()
-        assert await asyncio.to_thread(slow_done.wait, WAIT)
+        held.release.set()
+        assert await asyncio.to_thread(held.done.wait, WAIT)
         await asyncio.sleep(0)  # a coroutine the ask left on this loop would start now
         return took, replies
 

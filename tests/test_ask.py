@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from helpers import Child
+from helpers import WAIT, Child, HeldReceiver
 
 import berrymq
 from berrymq import (
@@ -245,23 +245,15 @@ def test_an_async_receiver_late_for_ask_async_is_named_with_the_real_timeout(
 def test_local_receivers_not_started_by_the_timeout_never_run(berrymq_bus: Bus) -> None:
     """As on a node: the receiver running at the timeout is named, and the receivers after
     it, which had not started, do not start once it returns."""
-    release, slow_done, late_ran = threading.Event(), threading.Event(), threading.Event()
-
-    def slow(message: Message) -> str:
-        try:
-            release.wait(10)
-            return "slow"
-        finally:
-            slow_done.set()
-
-    berrymq.regist_function("slow:op", slow, weak=False)
+    held, late_ran = HeldReceiver(), threading.Event()
+    berrymq.regist_function("slow:op", held.slow, weak=False)
     berrymq.regist_function("*:op", lambda m: late_ran.set(), weak=False)
     try:
         [entry] = berrymq.ask("slow:op", timeout=0.3)
         assert isinstance(entry, ReplyError) and entry.exception_type == "TimeoutError"
         assert "slow" in entry.receiver
     finally:
-        release.set()
-    assert slow_done.wait(10)
+        held.release.set()
+    assert held.done.wait(WAIT)
     # the helper thread goes straight on to the next receiver, if any: a second is ample
     assert not late_ran.wait(1.0), "a receiver started after the ask was answered"

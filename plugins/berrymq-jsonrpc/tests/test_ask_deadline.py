@@ -15,7 +15,7 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import not_started
 from berrymq_jsonrpc.sessions import WAIT_THREADS, WAITS
-from helpers import serve
+from helpers import HeldReceiver, serve
 from probe_tools import post_body, tcp_call
 
 from berrymq.bus import Bus
@@ -249,16 +249,8 @@ def test_receivers_not_started_by_the_timeout_never_run(
     had not started, and do not start once it returns (docs/protocol.md, ask): they ran
     then, seconds after the asker had its answer without them."""
     bus, port = serve(bus_factory, scheme)
-    slow_done, late_ran = threading.Event(), threading.Event()
-
-    def slow(message: Message) -> str:
-        try:
-            released.wait(WAIT)
-            return "slow"
-        finally:
-            slow_done.set()
-
-    bus.subscribe("slow:op", slow, weak=False)
+    held, late_ran = HeldReceiver(released), threading.Event()
+    bus.subscribe("slow:op", held.slow, weak=False)
     bus.subscribe("*:op", lambda m: late_ran.set(), weak=False)  # after slow
     if scheme == "tcp":
         with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
@@ -268,6 +260,6 @@ def test_receivers_not_started_by_the_timeout_never_run(
     [entry] = answer["result"]
     assert entry["error"]["type"] == "TimeoutError" and "slow" in entry["error"]["receiver"]
     released.set()
-    assert slow_done.wait(WAIT)
+    assert held.done.wait(WAIT)
     # the thread goes straight on to the next receiver, if any: a second is ample
     assert not late_ran.wait(1.0), "a receiver started after the ask was answered"
