@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import CHILD_NODE, Child, required_program
+from helpers import CHILD_NODE, Child, LoopThread, required_program
 
 import berrymq
 
@@ -33,3 +33,18 @@ def node(request: pytest.FixtureRequest, tmp_path: Path,
     finally:
         berrymq.close_connection()
         child.stop()
+
+
+@pytest.fixture
+def loops() -> Iterator[Callable[[str], LoopThread]]:
+    """Event loops running forever, each in a thread of its own, closed after the test."""
+    made: list[LoopThread] = []
+
+    def make(name: str) -> LoopThread:
+        lt = LoopThread(name)
+        made.append(lt)
+        return lt
+
+    yield make
+    for lt in made:
+        lt.close()

@@ -16,7 +16,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,9 @@ from berrymq.bus import Bus
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
-__all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "HeldReceiver", "Lines", "Logger", "capture", "child_env", "drain",
+__all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "HeldReceiver", "Lines", "Logger", "LoopThread", "capture", "child_env", "drain",
            "FullLink", "held_async_receiver", "installed", "is_urgent", "json_values", "make_bus", "on_job",
-           "on_log", "populate", "serve", "tcp_call"]
+           "on_log", "plugin_site", "populate", "serve", "tcp_call"]
 
 WAIT = 10.0  # generous deadline for anything that should happen "soon"
 
@@ -168,6 +168,20 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def plugin_site(tmp_path: Path, name: str, source: str, dist: str = "bmq-outside") -> dict[str, str]:
+    """An environment in which the distribution ``dist`` declares the plugin ``name`` (a
+    module of ``source``) in the entry point group ``berrymq``, as pip would install it;
+    called again, another distribution beside it."""
+    site = tmp_path / "site"
+    module = f"{dist}_{name}".replace("-", "_")
+    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[berrymq]\n{name} = {module}\n")
+    (site / f"{module}.py").write_text(source)
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
 def run_berrymq(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
                 input: str | None = None, timeout: float = 60
                 ) -> subprocess.CompletedProcess[str]:
@@ -195,6 +209,23 @@ def run_berrymq_without_reader(*args: str, closed: bool, cwd: Path,
                               stderr=subprocess.PIPE, timeout=timeout, env=clean_env())
     finally:
         os.close(write)
+
+
+class LoopThread:
+    """An event loop running forever in its own thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(WAIT)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(WAIT)
+        self.loop.close()
 
 
 class HeldReceiver:

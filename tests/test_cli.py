@@ -6,10 +6,10 @@ import argparse
 import json
 import os
 import re
-from importlib import metadata
 from pathlib import Path
 
 import pytest
+from helpers import plugin_site
 from helpers import run_berrymq as run
 
 import berrymq
@@ -47,20 +47,6 @@ def test_bad_settings_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def _site(tmp_path: Path, name: str, source: str, dist: str = "bmq-outside") -> dict[str, str]:
-    """An environment in which the distribution ``dist`` declares the plugin ``name`` (a
-    module of ``source``) in the entry point group ``berrymq``, as pip would install it;
-    called again, another distribution beside it."""
-    site = tmp_path / "site"
-    module = f"{dist}_{name}".replace("-", "_")
-    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[berrymq]\n{name} = {module}\n")
-    (site / f"{module}.py").write_text(source)
-    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-
-
 @pytest.mark.parametrize(("hook", "error"), [
     ("berrymq_register_transports(registry):\n    registry.add('local', object, plugin='dup')",
      "URL scheme 'local' is claimed by both plugin 'local' and plugin 'dup'"),
@@ -72,7 +58,7 @@ def _site(tmp_path: Path, name: str, source: str, dist: str = "bmq-outside") -> 
 def test_two_plugins_claiming_one_name_is_one_clear_line(
         tmp_path: Path, hook: str, error: str) -> None:
     """A URL scheme or a command: one ``berrymq: error:`` line and exit 2, no traceback."""
-    env = _site(tmp_path, "dup", f"from berrymq.hookspecs import hookimpl\n@hookimpl\ndef {hook}\n")
+    env = plugin_site(tmp_path, "dup", f"from berrymq.hookspecs import hookimpl\n@hookimpl\ndef {hook}\n")
     result = run("plugins", cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"berrymq: error: {error}"), result.stderr
@@ -83,8 +69,8 @@ def test_a_command_added_by_two_plugins_names_both(tmp_path: Path) -> None:
     source = ("from berrymq.hookspecs import hookimpl\n@hookimpl\n"
               "def berrymq_register_commands(commands):\n"
               "    commands.add('hello', lambda a: 0, help='x')\n")
-    _site(tmp_path, "one", source, dist="bmq-one")
-    env = _site(tmp_path, "two", source, dist="bmq-two")
+    plugin_site(tmp_path, "one", source, dist="bmq-one")
+    env = plugin_site(tmp_path, "two", source, dist="bmq-two")
     result = run("plugins", cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
     assert re.fullmatch(
@@ -113,7 +99,7 @@ FAULTY = [
                                                              "import"])
 def test_a_faulty_plugin_is_one_line_naming_it_and_the_fixes(
         tmp_path: Path, hook: str, problem: str) -> None:
-    env = _site(tmp_path, "bad", f"from berrymq.hookspecs import hookimpl\n@hookimpl\n{hook}\n")
+    env = plugin_site(tmp_path, "bad", f"from berrymq.hookspecs import hookimpl\n@hookimpl\n{hook}\n")
     result = run("plugins", cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
     assert result.stderr == (
@@ -132,7 +118,7 @@ _TURN_OFF = ("; uninstall it, disable it in the settings file (disable = ['bad']
 def test_a_plugin_whose_start_hook_raises_is_one_line_naming_it_and_the_hook(
         tmp_path: Path, args: tuple[str, ...]) -> None:
     """(``plugins`` starts no bus: it lists what loads, and asks for the status.)"""
-    env = _site(tmp_path, "bad", _RAISES_IN.format(hook="berrymq_start_bus(bus)"))
+    env = plugin_site(tmp_path, "bad", _RAISES_IN.format(hook="berrymq_start_bus(bus)"))
     result = run(*args, cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
     assert result.stderr == ("berrymq: error: plugin 'bad' (bmq-outside 0.1) raised "
@@ -141,7 +127,7 @@ def test_a_plugin_whose_start_hook_raises_is_one_line_naming_it_and_the_hook(
 
 
 def test_a_plugin_whose_status_hook_raises_is_listed_with_its_error(tmp_path: Path) -> None:
-    env = _site(tmp_path, "bad", _RAISES_IN.format(hook="berrymq_report_status(bus, report)"))
+    env = plugin_site(tmp_path, "bad", _RAISES_IN.format(hook="berrymq_report_status(bus, report)"))
     result = run("plugins", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert ("status: bad: error: plugin 'bad' (bmq-outside 0.1) raised RuntimeError in its "
@@ -149,45 +135,9 @@ def test_a_plugin_whose_status_hook_raises_is_listed_with_its_error(tmp_path: Pa
     assert any(line.startswith("bad ") for line in result.stdout.splitlines())
 
 
-@pytest.mark.parametrize("args", [(), ("--help",), ("plugins", "--help"), ("--version",)])
-def test_help_and_version_work_when_the_plugins_cannot_load(
-        tmp_path: Path, args: tuple[str, ...]) -> None:
-    env = _site(tmp_path, "bad", "raise ImportError('no module named missing')\n")
-    (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "berrymq.toml").write_text('[berrymq]\nhop_limit = "x"\n')
-    for cwd, cause in ((tmp_path, "plugin 'bad' (bmq-outside 0.1) failed to load"),
-                       (tmp_path / "other",
-                        f"{tmp_path / 'other' / 'berrymq.toml'}:2: hop_limit must be an integer")):
-        result = run(*args, cwd=cwd, env=env)
-        assert result.returncode == 0, result.stderr
-        assert result.stderr.startswith(f"berrymq: warning: plugins not loaded: {cause}")
-        if args == ("--version",):
-            assert result.stdout.startswith(f"berrymq {berrymq.__version__} (Python ")
-            faulty = "bmq-outside 0.1" + (" (plugin 'bad' cannot load)" if cwd == tmp_path else "")
-            assert faulty in result.stdout.splitlines(), result.stdout
-        else:
-            assert result.stdout.startswith("usage: berrymq"), result.stdout
-
-
-def test_version_marks_every_plugin_that_cannot_load(tmp_path: Path) -> None:
-    """The load stops at the first faulty plugin: a second one (here a misspelled hook,
-    which every other command refuses to run with) was listed as if it loaded."""
-    _site(tmp_path, "broken", "raise ImportError('no module named missing')\n",
-          dist="bmq-broken")
-    env = _site(tmp_path, "typo", "from berrymq.hookspecs import hookimpl\n@hookimpl\n"
-                "def berrymq_register_transport(registry):\n    pass\n", dist="bmq-typo")
-    result = run("--version", cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert "bmq-broken 0.1 (plugin 'broken' cannot load)" in lines, lines
-    assert "bmq-typo 0.1 (plugin 'typo' cannot load)" in lines, lines
-    result = run("plugins", cwd=tmp_path, env={**env, "BERRYMQ_BLOCK_PLUGINS": "broken"})
-    assert result.returncode == 2 and "plugin 'typo'" in result.stderr  # as --version says
-
-
 def test_an_outside_plugin_named_like_a_built_in_one_is_listed_and_a_warning(
         tmp_path: Path) -> None:
-    env = _site(tmp_path, "queues", "raise AssertionError('imported')\n")
+    env = plugin_site(tmp_path, "queues", "raise AssertionError('imported')\n")
     result = run("plugins", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     rows = [line.split(None, 4) for line in result.stdout.splitlines()
@@ -202,8 +152,8 @@ def test_an_outside_plugin_named_like_a_built_in_one_is_listed_and_a_warning(
 
 def test_two_outside_plugins_of_one_name_the_second_is_listed_and_a_warning(
         tmp_path: Path) -> None:
-    _site(tmp_path, "twin", "", dist="bmq-first")
-    env = _site(tmp_path, "twin", "", dist="bmq-second")
+    plugin_site(tmp_path, "twin", "", dist="bmq-first")
+    env = plugin_site(tmp_path, "twin", "", dist="bmq-second")
     result = run("plugins", "--json", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     twins = [(p["distribution"], p["active"], p["reason"])
@@ -232,15 +182,6 @@ def test_no_command_prints_the_help(tmp_path: Path) -> None:
     assert "exit status: 0 done; 1 the run failed" in result.stdout  # the epilog documents it
     for command in ("plugins", "demo", "graph", "serve", "send", "listen"):
         assert f"    {command} " in result.stdout
-
-
-def test_version_names_the_core_and_the_plugin_distributions(tmp_path: Path) -> None:
-    result = run("--version", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith(f"berrymq {berrymq.__version__} (Python ")
-    for distribution in ("berrymq-jsonrpc", "berrymq-jsonrpc-tcp", "berrymq-jsonrpc-http"):
-        assert f"{distribution} {metadata.version(distribution)}" in lines
 
 
 def test_plugins_json(tmp_path: Path) -> None:
