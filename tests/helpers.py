@@ -212,9 +212,9 @@ def run_berrymq_without_reader(*args: str, closed: bool, cwd: Path,
 
 
 class LoopThread:
-    """An event loop running forever in its own thread."""
+    """An event loop running forever in a thread of its own, as a program's receivers' loop."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str = "receiver-loop") -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self.thread.start()
@@ -222,10 +222,18 @@ class LoopThread:
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(WAIT)
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stop the loop and its thread, leaving the loop open (a test may close it)."""
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(WAIT)
-        self.loop.close()
+        assert not self.thread.is_alive()
+
+    def close(self) -> None:
+        """Stop the loop if it runs and close it if it is open: whatever the test left."""
+        if self.thread.is_alive():
+            self.stop()
+        if not self.loop.is_closed():
+            self.loop.close()
 
 
 class HeldReceiver:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WAIT, held_async_receiver, wait_for
+from helpers import WAIT, LoopThread, held_async_receiver, wait_for
 
 from berrymq import Bus, Message, QueueFull, ReplyError, SettingsError
 from berrymq._losses import LOOP_CLOSED, LOSSES, REPLY_REFUSED, WORKER_REFUSED
@@ -28,32 +28,11 @@ from berrymq.settings import load_settings
 from berrymq.subscription import Subscription
 
 
-class LoopThread:
-    """An event loop running in a thread of its own, as a program's receivers' loop."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="receiver-loop",
-                                       daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(WAIT)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(WAIT)
-        assert not self.thread.is_alive()
-
-
 @pytest.fixture
 def loop_thread() -> Iterator[LoopThread]:
     runner = LoopThread()
     yield runner
-    if runner.thread.is_alive():
-        runner.stop()
-    if not runner.loop.is_closed():
-        runner.loop.close()
+    runner.close()
 
 
 def subscribe_on(runner: LoopThread, bus: Bus, pattern: str,
