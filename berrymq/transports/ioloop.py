@@ -12,6 +12,14 @@ stall every connection): the loop hands it to its :attr:`IOLoop.lane`
 
 Both start on first use and stop at interpreter exit; :meth:`IOLoop.stop` stops them earlier
 (tests use it to show that nothing is left running).
+
+A process forked once they run (``multiprocessing``'s ``fork`` start method, a pre-forking
+server) has neither thread, and its sockets are copies of its parent's connections: writing
+to them would corrupt the parent's streams. There every use of the loop raises
+:class:`InheritedLoopError` (a :class:`~berrymq.TransportError`) at once, saying so, and
+what is bound to the loop (:meth:`IOLoop.bind`: a link's outbox) lets go of the parent's
+work and refuses new work with it; before, each call waited out its timeout and messages
+stayed unsent. A process forked before the network started uses it as any other.
 """
 
 from __future__ import annotations
@@ -21,14 +29,18 @@ import atexit
 import concurrent.futures
 import contextlib
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from berrymq.bursts import BurstLog
+from berrymq.errors import TransportError
 from berrymq.transports.lane import DeliveryLane, block_stop_signals
 
-__all__ = ["READ_SIZE", "IOLoop", "ThreadBufferedProtocol", "io_loop", "read_buffer"]
+__all__ = ["READ_SIZE", "IOLoop", "InheritedLoopError", "LoopBound", "ThreadBufferedProtocol", "io_loop",
+           "read_buffer"]
 
 logger = logging.getLogger("berrymq.io")
 
@@ -106,6 +118,32 @@ def _handle_exception(bursts: BurstLog) -> Callable[[asyncio.AbstractEventLoop, 
     return handle
 
 
+class InheritedLoopError(TransportError, RuntimeError):
+    """The network was used in a process forked from one whose I/O loop was running.
+
+    Also a ``RuntimeError``, as a call on the I/O thread that would deadlock is: closing
+    a connection goes on past either."""
+
+
+class LoopBound(Protocol):
+    """What holds work for the I/O loop of the process it was made in."""
+
+    def forked(self, error: InheritedLoopError) -> None:
+        """Called in a process just forked from the one whose loop was running: drop the
+        parent's work (the parent does it) and refuse new work with ``error``."""
+
+
+_every_loop: weakref.WeakSet[IOLoop] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for loop in list(_every_loop):
+        loop.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class IOLoop:
     """An asyncio event loop in a daemon thread, started on first use."""
 
@@ -115,6 +153,35 @@ class IOLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lane: DeliveryLane | None = None
+        self._forked_from: int | None = None  # the parent's pid, in a process forked while running
+        self._inherited: tuple[object, ...] = ()  # the parent's loop and lane, never used here
+        self._bound: weakref.WeakSet[LoopBound] = weakref.WeakSet()
+        _every_loop.add(self)
+
+    def bind(self, owner: LoopBound) -> None:
+        """Tell ``owner`` (held weakly) when the process is forked while the loop runs."""
+        self._bound.add(owner)
+
+    def after_fork_in_child(self) -> None:
+        """In a process just forked: the loop's and the lane's threads are not here (only
+        the forking thread is), and the lock may have been held by one of them."""
+        self._lock = threading.Lock()
+        if self._loop is None and self._lane is None:
+            return
+        self._forked_from = os.getppid()
+        # Kept from the collector: a running loop's finaliser warns and closes nothing.
+        self._inherited = (self._loop, self._lane)
+        self._loop = self._thread = self._lane = None
+        error = self._forked_error()
+        for owner in list(self._bound):
+            owner.forked(error)
+
+    def _forked_error(self) -> InheritedLoopError:
+        return InheritedLoopError(
+            f"this process was forked from process {self._forked_from} after berryMQ's "
+            "network had started there: its connections are the parent's and cannot be "
+            "used here; start the network in each process after it is forked, or use "
+            "multiprocessing's 'spawn' or 'forkserver' start method")
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -142,6 +209,8 @@ class IOLoop:
         return self._thread is not None and threading.current_thread() is self._thread
 
     def _start(self) -> asyncio.AbstractEventLoop:
+        if self._forked_from is not None:
+            raise self._forked_error()
         with self._lock:
             if self._loop is not None:
                 return self._loop
@@ -174,12 +243,13 @@ class IOLoop:
         """Run ``coroutine`` on the loop and wait for its result from a plain thread.
 
         :raises TimeoutError: when ``timeout`` seconds pass first (the coroutine is cancelled).
+        :raises InheritedLoopError: in a process forked while the loop ran (see above).
         :raises RuntimeError: when called from the I/O thread, where waiting would deadlock.
         """
         if self.in_loop():
             coroutine.close()
             raise RuntimeError("a blocking berryMQ call was made on the I/O thread; it would deadlock")
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        future = self.submit(coroutine)
         if not concurrent.futures.wait((future,), timeout).done:
             future.cancel()
             raise TimeoutError(f"no result within {timeout} s")
@@ -189,7 +259,12 @@ class IOLoop:
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Start ``coroutine`` on the loop without waiting for it."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            loop = self.loop
+        except InheritedLoopError:
+            coroutine.close()  # never to run: not left to warn that it was never awaited
+            raise
+        return asyncio.run_coroutine_threadsafe(coroutine, loop)
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
         """Run ``callback(*args)`` on the loop soon (from any thread; ignored once stopped)."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -113,3 +117,54 @@ def test_a_retried_accept_after_its_server_closed_is_no_error(
         loop.close()
     [record] = caplog.records  # the ZeroDivisionError alone
     assert record.exc_info is not None and record.exc_info[0] is ZeroDivisionError
+
+
+# A fork of a multi-threaded process is made in a child Python, not in pytest's own (where
+# Python 3.12+ warns of it, and the suite turns warnings into errors).
+FORK_SCRIPT = textwrap.dedent("""
+    import json, os, sys, time, warnings
+    warnings.simplefilter("error", RuntimeWarning)  # a coroutine left unawaited fails
+    from berrymq.transports.ioloop import IOLoop, InheritedLoopError
+
+    async def where():
+        return os.getpid()
+
+    def in_child(io):
+        pid = os.fork()
+        if pid:
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status)
+        try:
+            started = time.monotonic()
+            try:
+                answer = ["ran", io.run(where(), timeout=5) == os.getpid()]
+            except InheritedLoopError as exc:
+                answer = ["refused", str(exc), os.getppid()]
+            answer.append(time.monotonic() - started)
+            print(json.dumps(answer), flush=True)
+        finally:
+            os._exit(0)
+
+    before = IOLoop()  # not started when the process forks: the child starts its own
+    assert in_child(before) == 0
+    running = IOLoop()
+    assert running.run(where(), timeout=5) == os.getpid()
+    assert in_child(running) == 0
+    assert running.run(where(), timeout=5) == os.getpid()  # the parent's goes on
+    print(json.dumps(["parent", os.getpid()]), flush=True)
+""")
+
+
+def test_a_process_forked_while_the_loop_runs_is_refused_at_once_with_the_reason() -> None:
+    result = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    not_started, forked, parent = (json.loads(line) for line in result.stdout.splitlines())
+    assert not_started[:2] == ["ran", True], not_started
+    assert forked[0] == "refused" and forked[2] == parent[1], forked
+    assert forked[1] == (
+        f"this process was forked from process {parent[1]} after berryMQ's network had "
+        "started there: its connections are the parent's and cannot be used here; start "
+        "the network in each process after it is forked, or use multiprocessing's 'spawn' "
+        "or 'forkserver' start method")
+    assert forked[3] < 1.0, forked  # at once, not after the 5 s timeout

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from berrymq.errors import ConnectionClosed, MessageTooLarge, QueueFull
-from berrymq.transports.ioloop import io_loop
+from berrymq.transports.ioloop import InheritedLoopError, io_loop
 from berrymq.wire import byte_size
 from berrymq_jsonrpc.jsonrpc_client import PeerQueueFull
 
@@ -134,6 +134,7 @@ class Outbox:
         self._sending = False  # a batch is written and not yet acknowledged
         self._wake = asyncio.Event()
         self._task = io_loop.submit(self._run())
+        io_loop.bind(self)
 
     @property
     def pending(self) -> int:
@@ -145,6 +146,16 @@ class Outbox:
         """The messages this outbox did not deliver, by reason (those with a count)."""
         reasons = {REFUSED: self.refused, NOT_SENT: self.lost}
         return {reason: count for reason, count in reasons.items() if count}
+
+    def forked(self, error: InheritedLoopError) -> None:
+        """In a process forked from this one's (see :mod:`berrymq.transports.ioloop`):
+        what waits here is the parent's, which sends it, so it is let go of uncounted, and
+        every later put and flush raises :class:`berrymq.ConnectionClosed` naming the fork."""
+        self._items.clear()
+        self.queued_bytes = 0
+        self._sending = False
+        self._room = threading.Condition(threading.Lock())  # a parent thread may have held it
+        self.failure = error
 
     def _kick(self) -> None:
         if self._idle:

@@ -1,0 +1,83 @@
+"""A process forked from a node whose network runs (``multiprocessing``'s ``fork`` start
+method, a pre-forking server): its connections are its parent's, so the network refuses it
+at once with the reason, and the parent's peers never see a byte from it.
+
+Before, the child's ``twitter`` to a peer stayed unsent with no word until it closed, its
+``ask`` waited out its timeout, ``close_connection`` took 22 s and ``init_connection``
+failed after 10 s with a bare ``TimeoutError``. The fork is made in a child Python, as
+pytest's own process is multi-threaded (Python 3.12+ warns of such a fork)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from berrymq_cli_procs import Proc
+from helpers import clean_env
+
+SCRIPT = textwrap.dedent("""
+    import json, os, sys, time
+    import berrymq
+
+    def timed(call):
+        started = time.monotonic()
+        try:
+            outcome = repr(call())
+        except Exception as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        return [outcome, time.monotonic() - started]
+
+    berrymq.interconnect(sys.argv[1], ttl=60)
+    berrymq.twitter("job:before", 1)
+    berrymq.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            report = {
+                "twitter": timed(lambda: berrymq.twitter("job:child", 2)),
+                "losses": dict(berrymq.get_bus().losses.counts),
+                "ask": timed(lambda: berrymq.ask("job:question", timeout=5)),
+                "close": timed(berrymq.close_connection),
+                "serve": timed(lambda: berrymq.init_connection("tcp://127.0.0.1:0")),
+                "parent": os.getppid(),
+            }
+            print(json.dumps(report), flush=True)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    berrymq.twitter("job:after", 3)
+    berrymq.flush()
+    berrymq.close_connection()
+""")
+
+REASON = ("this process was forked from process {} after berryMQ's network had started "
+          "there: its connections are the parent's and cannot be used here; start the "
+          "network in each process after it is forked, or use multiprocessing's 'spawn' or "
+          "'forkserver' start method")
+
+
+def test_a_forked_node_is_refused_the_network_at_once_and_its_parent_goes_on(
+        tmp_path: Path, procs: list[Proc]) -> None:
+    peer = Proc("serve", "--tcp", "127.0.0.1:0", "--print", "job:*", cwd=tmp_path)
+    procs.append(peer)
+    url = peer.line().removeprefix("serving ")
+    result = subprocess.run([sys.executable, "-c", SCRIPT, url], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path, env=clean_env())
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    reason = REASON.format(report["parent"])
+    assert report["twitter"][0] == "None"  # not forwarded: counted and logged, as any peer's
+    assert report["losses"] == {"not forwarded: ConnectionClosed": 1}, report
+    assert f"could not forward job:child through <Link tcp:interconnect -> {url}>" in result.stderr
+    assert reason in result.stderr
+    replies, took = report["ask"]
+    assert replies.startswith("[ReplyError(") and reason in replies and took < 1.0, report
+    assert report["close"][0] == "None" and report["close"][1] < 1.0, report
+    assert report["serve"][0] == f"InheritedLoopError: {reason}", report
+    assert report["serve"][1] < 1.0, report
+    assert peer.stop() == 0
+    printed = [line.split()[0] for line in peer.rest_of("out")]
+    assert printed == ["job:before", "job:after"], printed  # nothing from the child
