@@ -38,7 +38,7 @@ from nats.errors import OutboundBufferLimitError
 
 from berrymq.errors import ConnectionClosed
 from berrymq.identifier import Identifier
-from berrymq.transports.ioloop import io_loop
+from berrymq.transports.ioloop import InheritedLoopError, io_loop
 from berrymq_nats.client import confirm_written
 from berrymq_nats.losses import (
     CONTROL_UNSENT,
@@ -109,6 +109,21 @@ class Outbox:
         self._control: list[int] = []  # the numbers of the published items that were _Control
         self._confirming: asyncio.Task[None] | None = None
         self._confirmed = asyncio.Event()  # set when confirmations advance or the link drops
+        self._forked: InheritedLoopError | None = None
+        io_loop.bind(self)
+
+    def forked(self, error: InheritedLoopError) -> None:
+        """In a process forked from this one's (see :mod:`berrymq.transports.ioloop`):
+        what waits here is the parent's, which publishes it, so it is let go of uncounted,
+        and every later message is refused with :class:`berrymq.ConnectionClosed` naming
+        the fork (counted by the bus as not forwarded, as any closed link's)."""
+        self._held_lock = threading.Lock()  # a parent thread may have held it
+        self._out.clear()
+        self._held.clear()
+        self._held_bytes = self._added = self._taken = 0
+        self.connected = False
+        self.closed = True
+        self._forked = error
 
     @property
     def held(self) -> tuple[int, int]:
@@ -183,7 +198,8 @@ class Outbox:
                 io_loop.call_soon(self._wake.set)
                 return
             if self.closed:
-                raise ConnectionClosed(f"the NATS bridge to {self.describe()} is closed")
+                raise ConnectionClosed(f"the NATS bridge to {self.describe()} is closed"
+                                       + (f" ({self._forked})" if self._forked else ""))
             # A message this thread put just before the drop was noticed comes first.
             self._move_out()
             size = len(item[1])
