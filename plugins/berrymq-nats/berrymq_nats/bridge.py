@@ -280,10 +280,10 @@ class NatsBridge(LinkConnection):
         await within(self.outbox.pump(), left(), "publishing")
         nc = self._nc
         assert nc is not None
-        published = self.outbox.published
+        published, published_bytes = self.outbox.published, self.outbox.published_bytes
         await within(confirm_written(nc, left()), left(), "the server's confirmation")
         if self.outbox.nc is nc:
-            self.outbox.confirmed_up_to(published)
+            self.outbox.confirmed_up_to(published, published_bytes)
         return self.inbound.gathered
 
     # -- closing ----------------------------------------------------------------------------

@@ -69,6 +69,11 @@ _CONFIRM_TIMEOUT = 10
 #: At most this many messages are published and not yet confirmed by the server: what a
 #: crash of the server can take without a trace on the wire is bounded by it.
 UNCONFIRMED_LIMIT = 2000
+#: ... and at most about this many bytes of them. asyncio's own bound on what waits in a
+#: socket's buffer (the writer pauses above 64 KiB) is missing from the ``writelines``
+#: nats-py uses on Python 3.12.0-3.12.8 and 3.13.0-3.13.1 (CPython gh-127655): there a
+#: stalled server let 60 MB pile up in this process. This bound holds on any Python.
+UNCONFIRMED_BYTES = 8 * 1024 * 1024
 
 
 class Outbox:
@@ -106,6 +111,8 @@ class Outbox:
         # Counted on the I/O thread, per connection: published, and confirmed by a PONG.
         self.published = 0
         self.confirmed = 0
+        self.published_bytes = 0  # of payload, on this connection (approximately, see pump)
+        self.confirmed_bytes = 0
         self._control: list[int] = []  # the numbers of the published items that were _Control
         self._confirming: asyncio.Task[None] | None = None
         self._confirmed = asyncio.Event()  # set when confirmations advance or the link drops
@@ -236,7 +243,8 @@ class Outbox:
             if not self.connected:
                 self.hold_out()
                 break
-            if self.published - self.confirmed >= UNCONFIRMED_LIMIT:
+            if (self.published - self.confirmed >= UNCONFIRMED_LIMIT
+                    or self.published_bytes - self.confirmed_bytes >= UNCONFIRMED_BYTES):
                 await self._wait_for_confirmation(nc)
                 continue
             item = out.popleft()
@@ -250,6 +258,7 @@ class Outbox:
             # counted before nats-py has it: it may wait inside publish with it buffered
             epoch = self._epoch
             self.published += 1
+            self.published_bytes += len(item[1])
             control = type(item) is _Control
             if control:
                 self._control.append(self.published)
@@ -259,6 +268,7 @@ class Outbox:
                 if epoch != self._epoch:  # connection_lost counted it meanwhile
                     continue
                 self.published -= 1  # nats-py refused it before buffering it
+                self.published_bytes -= len(item[1])
                 if control and self._control and self._control[-1] > self.published:
                     self._control.pop()
                 if isinstance(exc, OutboundBufferLimitError):
@@ -286,10 +296,10 @@ class Outbox:
         """PING behind what was written until the server has confirmed all of it."""
         try:
             while self.published > self.confirmed and self.nc is nc and nc.is_connected:
-                target = self.published
+                target, target_bytes = self.published, self.published_bytes
                 await confirm_written(nc, _CONFIRM_TIMEOUT)
                 if self.nc is nc and self._confirming is asyncio.current_task():
-                    self.confirmed_up_to(target)
+                    self.confirmed_up_to(target, target_bytes)
         except Exception:  # noqa: BLE001 - the connection dropped: connection_lost counts
             pass
         finally:
@@ -297,8 +307,10 @@ class Outbox:
                 self._confirming = None
             self._confirmed.set()  # a pump waiting for it looks again
 
-    def confirmed_up_to(self, published: int) -> None:
-        """The server has read the first ``published`` messages of this connection."""
+    def confirmed_up_to(self, published: int, published_bytes: int) -> None:
+        """The server has read the first ``published`` messages of this connection, of
+        ``published_bytes`` bytes of payload."""
+        self.confirmed_bytes = max(self.confirmed_bytes, published_bytes)
         if published > self.confirmed:
             self.confirmed = published
             self._control = [n for n in self._control if n > published]
@@ -321,6 +333,9 @@ class Outbox:
         control = sum(1 for n in self._control if self.confirmed < n <= written)
         lost = max(0, written - self.confirmed - control)
         self.published, self.confirmed, self._control = unwritten, 0, []
+        # (the unwritten ones' bytes are not known: the next connection's count starts
+        # low by at most nats-py's buffer, 2 MiB)
+        self.published_bytes = self.confirmed_bytes = 0
         self._confirmed.set()
         if self._confirming is not None:
             self._confirming.cancel()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from berrymq_nats import BrokerBufferFull, NatsBridge
+from berrymq_nats import outbox as nats_outbox
 from berrymq_nats.testing import NatsServer, bridge_of, settle
 
 from berrymq import Bus
@@ -88,3 +89,18 @@ def test_flush_keeps_its_timeout_while_publishing_waits(
     assert not bridge.flush(1.5)
     took = time.monotonic() - started
     assert took < 1.5 + 0.5, f"flush(1.5) took {took:.2f}s"
+
+
+def test_what_is_published_and_not_confirmed_is_bounded_in_bytes(
+        paused: NatsServer, make_bus: Callable[..., Bus], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The publisher stops at UNCONFIRMED_BYTES unconfirmed, whatever asyncio and nats-py
+    buffer below it (on Python 3.12.0-3.12.8 and 3.13.0-3.13.1 asyncio does not: 300 of
+    these messages, 60 MB, were taken). Lowered here to 1 MiB so that it is the bound
+    reached first on any Python: about 1 MiB in flight and 1 MiB waiting for the I/O thread."""
+    monkeypatch.setattr(nats_outbox, "UNCONFIRMED_BYTES", 1024 * 1024)
+    bus = make_bus("unconfirmed")
+    bridge = stalled_bridge(bus, paused)
+    accepted = fill(bus, 300)
+    assert 5 <= accepted <= 12, accepted
+    assert bridge.outbox.published_bytes - bridge.outbox.confirmed_bytes <= 1024 * 1024 + len(PAD) + 100
+    closes_in_time_counting(bridge, accepted)
