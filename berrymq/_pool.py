@@ -283,6 +283,21 @@ class WorkerPool:
             self._barrier = None
             self._joining.release()
 
+    def restart_after_fork(self) -> None:
+        """In a process just forked (see :mod:`berrymq._pool_exit`): the workers are the
+        parent's and are not here, and the tasks queued are the parent's to run (it
+        does). The pool starts afresh with workers of its own; before, what the child
+        handed it was never run, with no count."""
+        self._tasks = queue.SimpleQueue()
+        self._room = threading.Condition()
+        self._waiting = 0
+        self._joining = threading.Lock()
+        self._barrier = None
+        self._late = 0
+        self._settled = threading.Condition()
+        self._threads = []
+        self._start_threads()
+
     def _note_idle(self, into: list[bool]) -> None:
         """The action of a join's barrier, run while every worker waits at it."""
         into.append(self._tasks.empty())

@@ -20,6 +20,11 @@ the transports' flush. A sender still running after the hook (a non-daemon threa
 :mod:`atexit` handler) finds the pool closed and runs its receivers itself, as
 ``multiplicity = 0`` would. A process ended by :func:`os._exit` or a signal runs no
 hook at all.
+
+A process forked from one with pools running has the pools but not their threads: each
+pool not shut down starts workers of its own there (:meth:`WorkerPool.restart_after_fork
+<berrymq._pool.WorkerPool.restart_after_fork>`), and leaves the tasks queued at the fork
+to the parent.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -72,6 +78,16 @@ def finish_pools(wait: float | None = None) -> None:
                 "bus %s: the process exited with %d message(s) in its worker pool that no "
                 "worker ran within %gs (%d worker(s) still running a receiver); counted in "
                 "bus.losses", pool.bus_name, dropped, EXIT_WAIT if wait is None else wait, busy)
+
+
+def _restart_after_fork() -> None:
+    global _live_lock
+    _live_lock = threading.Lock()  # a thread of the parent may have held it
+    for pool in list(_live):
+        pool.restart_after_fork()
+
+
+os.register_at_fork(after_in_child=_restart_after_fork)
 
 
 def _register() -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WAIT
+from helpers import WAIT, child_env
 
 import berrymq
 from berrymq import (
@@ -450,3 +455,45 @@ def test_a_join_of_a_closed_pool_waits_for_a_late_sender_to_run_its_tasks(
     finally:
         release.set()
         sender.join(WAIT)
+
+
+# The fork is made in a child Python: pytest's own process is multi-threaded, and Python
+# 3.12+ warns of such a fork (the suite turns warnings into errors).
+FORKED_POOL = textwrap.dedent("""
+    import json, os, threading
+    import berrymq
+
+    release = threading.Event()
+    ran = []
+
+    @berrymq.following_function("job:*")
+    def receive(message):
+        if str(message.identifier) == "job:hold":
+            release.wait(10)
+        ran.append(str(message.identifier))
+
+    berrymq.set_multiplicity(1)
+    berrymq.twitter("job:hold")    # the one worker runs it until released
+    berrymq.twitter("job:queued")  # waits for the worker
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ran.clear()
+            berrymq.twitter("job:child")
+            print(json.dumps({"flushed": berrymq.flush(5), "ran": ran}), flush=True)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    release.set()
+    print(json.dumps({"flushed": berrymq.flush(5), "ran": ran}), flush=True)
+""")
+
+
+def test_a_forked_process_has_workers_of_its_own_and_leaves_the_parents_tasks_to_it(
+        tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", FORKED_POOL], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path, env=child_env())
+    assert result.returncode == 0, result.stderr
+    child, parent = (json.loads(line) for line in result.stdout.splitlines())
+    assert child == {"flushed": True, "ran": ["job:child"]}, child  # not the parent's
+    assert parent == {"flushed": True, "ran": ["job:hold", "job:queued"]}, parent
