@@ -300,6 +300,10 @@ class NatsBridge(LinkConnection):
         self.shared.unguard()
         while self in bus.connections():  # tracked once per way it was opened
             bus.untrack_connection(self)
+        if self.outbox.forked_error is not None:  # the parent's client, in a forked process:
+            self._up.clear()  # nothing of it runs here to shut down (the parent closes it)
+            self.state = "closed"
+            return
         if io_loop.in_loop():
             io_loop.loop.create_task(self._shutdown())
             return

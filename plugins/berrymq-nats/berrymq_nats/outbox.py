@@ -116,7 +116,8 @@ class Outbox:
         self._control: list[int] = []  # the numbers of the published items that were _Control
         self._confirming: asyncio.Task[None] | None = None
         self._confirmed = asyncio.Event()  # set when confirmations advance or the link drops
-        self._forked: InheritedLoopError | None = None
+        #: why this outbox refuses: it is the parent's, in a forked process (see :meth:`forked`)
+        self.forked_error: InheritedLoopError | None = None
         io_loop.bind(self)
 
     def forked(self, error: InheritedLoopError) -> None:
@@ -130,7 +131,7 @@ class Outbox:
         self._held_bytes = self._added = self._taken = 0
         self.connected = False
         self.closed = True
-        self._forked = error
+        self.forked_error = error
 
     @property
     def held(self) -> tuple[int, int]:
@@ -206,7 +207,7 @@ class Outbox:
                 return
             if self.closed:
                 raise ConnectionClosed(f"the NATS bridge to {self.describe()} is closed"
-                                       + (f" ({self._forked})" if self._forked else ""))
+                                       + (f" ({self.forked_error})" if self.forked_error else ""))
             # A message this thread put just before the drop was noticed comes first.
             self._move_out()
             size = len(item[1])

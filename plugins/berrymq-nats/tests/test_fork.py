@@ -1,8 +1,9 @@
 """A process forked from one whose NATS bridge runs: the bridge is its parent's, so a
 message sent there is refused at once with the reason (counted and logged as not
-forwarded) and an ``ask`` answers at once, where the message was dropped with no count and
-the ``ask`` waited out its timeout. The fork is made in a child Python, as pytest's own
-process is multi-threaded (Python 3.12+ warns of such a fork)."""
+forwarded), an ``ask`` answers at once, and closing the connection there returns at once
+and logs nothing. Before, the message was dropped with no count, the ``ask`` waited out
+its timeout and the close logged two errors. The fork is made in a child Python, as
+pytest's own process is multi-threaded (Python 3.12+ warns of such a fork)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ SCRIPT = textwrap.dedent("""
                 "twitter": timed(lambda: berrymq.twitter("job:child", 2)),
                 "losses": dict(berrymq.get_bus().losses.counts),
                 "ask": timed(lambda: berrymq.ask("job:question", timeout=5)),
+                "close": timed(berrymq.close_connection),
                 "parent": os.getppid(),
             }
             print(json.dumps(report), flush=True)
@@ -68,3 +70,5 @@ def test_a_forked_process_is_refused_the_parents_bridge_at_once(
     assert reason in result.stderr
     replies, took = report["ask"]
     assert replies.startswith("[ReplyError(") and took < 1.0, report
+    assert report["close"][0] == "None" and report["close"][1] < 1.0, report
+    assert "did not shut down cleanly" not in result.stderr  # nothing of it to shut down here
