@@ -32,7 +32,7 @@ from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
 __all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "HeldReceiver", "Lines", "Logger", "LoopThread", "capture", "child_env", "drain",
-           "FullLink", "held_async_receiver", "installed", "is_urgent", "json_values", "make_bus", "on_job",
+           "FullLink", "held_async_receiver", "forking_script", "installed", "is_urgent", "json_values", "make_bus", "on_job",
            "on_log", "plugin_site", "populate", "serve", "tcp_call"]
 
 WAIT = 10.0  # generous deadline for anything that should happen "soon"
@@ -273,6 +273,49 @@ def drain(q: Queue, n: int, timeout: float = WAIT) -> list[Message]:
 
 
 #: A child node: serves its bus over the scheme given as argv[1] and prints its URL.
+def forking_script(connect: str) -> str:
+    """A script that runs ``connect`` (a line of Python joining the default bus to the
+    node or broker at ``sys.argv[1]``), sends job:before and forks. The child prints, as
+    one JSON object, what each call did there: ``[repr of the result or "Type: text",
+    seconds]`` for twitter, ask, close_connection and a new init_connection, with the
+    bus's losses after the twitter and the parent's pid. The parent then sends job:after
+    and closes."""
+    return textwrap.dedent("""
+        import json, os, sys, time
+        import berrymq
+
+        def timed(call):
+            started = time.monotonic()
+            try:
+                outcome = repr(call())
+            except Exception as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
+            return [outcome, time.monotonic() - started]
+
+        CONNECT
+        berrymq.twitter("job:before", 1)
+        assert berrymq.flush(10)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                report = {
+                    "twitter": timed(lambda: berrymq.twitter("job:child", 2)),
+                    "losses": dict(berrymq.get_bus().losses.counts),
+                    "ask": timed(lambda: berrymq.ask("job:question", timeout=5)),
+                    "close": timed(berrymq.close_connection),
+                    "serve": timed(lambda: berrymq.init_connection("tcp://127.0.0.1:0")),
+                    "parent": os.getppid(),
+                }
+                print(json.dumps(report), flush=True)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        berrymq.twitter("job:after", 3)
+        berrymq.flush(10)
+        berrymq.close_connection()
+    """).replace("CONNECT", connect)
+
+
 CHILD_NODE = textwrap.dedent(
     """
     import sys, time

@@ -12,46 +12,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 from berrymq_cli_procs import Proc
-from helpers import clean_env
+from helpers import clean_env, forking_script
 
-SCRIPT = textwrap.dedent("""
-    import json, os, sys, time
-    import berrymq
-
-    def timed(call):
-        started = time.monotonic()
-        try:
-            outcome = repr(call())
-        except Exception as exc:
-            outcome = f"{type(exc).__name__}: {exc}"
-        return [outcome, time.monotonic() - started]
-
-    berrymq.interconnect(sys.argv[1], ttl=60)
-    berrymq.twitter("job:before", 1)
-    berrymq.flush()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            report = {
-                "twitter": timed(lambda: berrymq.twitter("job:child", 2)),
-                "losses": dict(berrymq.get_bus().losses.counts),
-                "ask": timed(lambda: berrymq.ask("job:question", timeout=5)),
-                "close": timed(berrymq.close_connection),
-                "serve": timed(lambda: berrymq.init_connection("tcp://127.0.0.1:0")),
-                "parent": os.getppid(),
-            }
-            print(json.dumps(report), flush=True)
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    berrymq.twitter("job:after", 3)
-    berrymq.flush()
-    berrymq.close_connection()
-""")
+SCRIPT = forking_script("berrymq.interconnect(sys.argv[1], ttl=60)")
 
 REASON = ("this process was forked from process {} after berryMQ's network had started "
           "there: its connections are the parent's and cannot be used here; start the "

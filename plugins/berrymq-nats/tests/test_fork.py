@@ -10,49 +10,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from berrymq_nats.testing import NatsServer
-from helpers import clean_env
+from helpers import clean_env, forking_script
 
 pytestmark = pytest.mark.broker
 
-SCRIPT = textwrap.dedent("""
-    import json, os, sys, time
-    import berrymq
-
-    def timed(call):
-        started = time.monotonic()
-        try:
-            outcome = repr(call())
-        except Exception as exc:
-            outcome = f"{type(exc).__name__}: {exc}"
-        return [outcome, time.monotonic() - started]
-
-    berrymq.connect_broker(sys.argv[1])
-    seen = berrymq.Queue("job:*")
-    berrymq.twitter("job:before", 1)
-    assert str(seen.get(timeout=10).identifier) == "job:before"
-    pid = os.fork()
-    if pid == 0:
-        try:
-            report = {
-                "twitter": timed(lambda: berrymq.twitter("job:child", 2)),
-                "losses": dict(berrymq.get_bus().losses.counts),
-                "ask": timed(lambda: berrymq.ask("job:question", timeout=5)),
-                "close": timed(berrymq.close_connection),
-                "parent": os.getppid(),
-            }
-            print(json.dumps(report), flush=True)
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    berrymq.twitter("job:after", 3)
-    berrymq.flush()
-    berrymq.close_connection()
-""")
+SCRIPT = forking_script("berrymq.connect_broker(sys.argv[1])")
 
 
 def test_a_forked_process_is_refused_the_parents_bridge_at_once(
@@ -71,4 +37,5 @@ def test_a_forked_process_is_refused_the_parents_bridge_at_once(
     replies, took = report["ask"]
     assert replies.startswith("[ReplyError(") and took < 1.0, report
     assert report["close"][0] == "None" and report["close"][1] < 1.0, report
+    assert report["serve"][0].startswith(f"InheritedLoopError: {reason}"), report
     assert "did not shut down cleanly" not in result.stderr  # nothing of it to shut down here
