@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq.node import Forwarder
 
-__all__ = ["Answer", "BusOwner", "TalkAnswer", "deliver", "deliver_talk", "failed",
-           "forward_first", "looping", "raise_errors", "run_here", "send"]
+__all__ = ["Answer", "BusOwner", "TalkAnswer", "deliver", "deliver_talk", "drop_tracebacks",
+           "failed", "forward_first", "looping", "raise_errors", "run_here", "send"]
 
 logger = logging.getLogger("berrymq")
 
@@ -103,6 +103,21 @@ def failed(bus: Bus, errors: list[Exception] | None, subscription: Subscription,
         message[0], exc_info=exc,
     )
     return errors
+
+
+def drop_tracebacks(*errors: BaseException | None) -> None:
+    """Let go of the tracebacks of ``errors`` (and of the exceptions they group), where
+    what :func:`deliver` returned is counted or answered rather than raised on.
+
+    A traceback holds the receiver's frame, whose caller is :func:`deliver`'s frame,
+    which holds the list the exception is kept in: a cycle, which kept the message (1 MiB,
+    say) until the cyclic collector ran; with few large messages it seldom runs (on Python
+    3.13 a node held 68 MiB for 68 refusals)."""
+    for error in errors:
+        if error is not None:
+            error.with_traceback(None)
+            if isinstance(error, BaseExceptionGroup):
+                drop_tracebacks(*error.exceptions)
 
 
 def raise_errors(ident: Identifier, errors: list[Exception]) -> NoReturn:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
-from berrymq._delivery import Answer, deliver
+from berrymq._delivery import Answer, deliver, drop_tracebacks
 from berrymq._index import RouteEntry
 from berrymq._losses import CANCELLED_FIRST, EXITED_FIRST, LOSSES, WORKER_REFUSED
 from berrymq._pool_exit import track, untrack
@@ -177,6 +177,7 @@ class WorkerPool:
             else:
                 logger.error("receiver %r of %s failed on message %s in a worker thread",
                              entry[2].ref(), entry[2].pattern, task.message[0], exc_info=exc)
+        drop_tracebacks(*errors)  # counted and logged: the message is not kept (see there)
 
     def _work(self) -> None:
         get = self._tasks.get

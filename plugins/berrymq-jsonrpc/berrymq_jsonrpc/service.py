@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berrymq import network
+from berrymq._delivery import drop_tracebacks
 from berrymq.bursts import BurstLog
 from berrymq.errors import InvalidIdentifier, QueueFull
 from berrymq.identifier import Identifier
@@ -78,19 +79,6 @@ def _first_leaf(error: BaseException) -> BaseException:
 
 _SEND_MESSAGE = frozenset({"token", "identifier", "args", "kwargs", "uid", "hops", "reply_to"})
 _ASK = frozenset({"identifier", "args", "kwargs", "timeout", "token", "uid", "hops"})
-
-
-def _drop_tracebacks(*errors: BaseException | None) -> None:
-    """Let go of the tracebacks of ``errors`` and of the exceptions they group, once the
-    node has answered them. A traceback holds the frames the exception passed through,
-    and some of those frames hold the exception (a list of errors, a local): a cycle that
-    kept the message it refused (1 MiB, say) until the cyclic collector ran, which with
-    few large messages it seldom does (68 MiB held on Python 3.13 for 68 refusals)."""
-    for error in errors:
-        if error is not None:
-            error.with_traceback(None)
-            if isinstance(error, BaseExceptionGroup):
-                _drop_tracebacks(*error.exceptions)
 
 
 class Service(WaitingMethods):
@@ -292,14 +280,14 @@ class Service(WaitingMethods):
                 self.stats.duplicate()  # stats
         except QueueFull as exc:
             self._refused(session, exc)
-            _drop_tracebacks(exc)
+            drop_tracebacks(exc)
             return exc
         except ExceptionGroup as group:
             refused, others = group.split(QueueFull)
             if others is not None:
                 logger.error("receivers failed on message %s from a remote node",
                              message[0], exc_info=others)
-            _drop_tracebacks(group, refused, others)
+            drop_tracebacks(group, refused, others)
             if refused is not None:
                 first = _first_leaf(refused)
                 assert isinstance(first, QueueFull)
