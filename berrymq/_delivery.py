@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from berrymq.node import Forwarder
 
 __all__ = ["Answer", "BusOwner", "TalkAnswer", "deliver", "deliver_talk", "drop_tracebacks",
-           "failed", "forward_first", "looping", "raise_errors", "run_here", "send"]
+           "failed", "forward_first", "looping", "raise_errors", "run_here", "send",
+           "with_refusal"]
 
 logger = logging.getLogger("berrymq")
 
@@ -121,10 +122,32 @@ def drop_tracebacks(*errors: BaseException | None) -> None:
 
 
 def raise_errors(ident: Identifier, errors: list[Exception]) -> NoReturn:
-    """Raise what :func:`deliver` collected: a lone refusal as itself, else a group."""
+    """Raise what :func:`deliver` collected: a lone refusal as itself, else a group.
+
+    ``errors`` is emptied: the frames the exception passes through (the sender's, and
+    :func:`deliver`'s, reached from the receiver's) hold that list, and a frame that held
+    the exception raised through it would keep it, its message and its frames in a cycle
+    until the cyclic collector ran (see :func:`drop_tracebacks`)."""
     if len(errors) == 1 and isinstance(errors[0], QueueFull):
-        raise errors[0]
-    raise ExceptionGroup(f"{len(errors)} receiver(s) of {ident} failed", errors)
+        raise errors.pop()
+    raise ExceptionGroup(f"{len(errors)} receiver(s) of {ident} failed", _emptied(errors))
+
+
+def _emptied(errors: list[Exception]) -> list[Exception]:
+    """A copy of ``errors``, which is left empty."""
+    taken = errors.copy()
+    errors.clear()
+    return taken
+
+
+def with_refusal(errors: list[Exception] | None, refused: QueueFull) -> list[Exception]:
+    """``errors``, then a refusal of the same message by the peers' buffers
+    (:func:`forward_first`) or the worker pool, raised after the receivers here had it.
+    The caller lets go of ``refused`` then (:func:`raise_errors` says why)."""
+    if errors is None:
+        return [refused]
+    errors.append(refused)
+    return errors
 
 
 def looping(bus: Bus, ident: Identifier, hops: int) -> bool:
@@ -228,7 +251,7 @@ def _send_other(bus: Bus, ident: Identifier, route: tuple[RouteEntry, ...], how:
     refused = forward_first(bus, message, None, None)
     errors = deliver(bus, route, message, None, box, hops) if route else None
     if refused is not None:  # a full outgoing buffer: reported after the local failures
-        errors = [*(errors or ()), refused]
+        errors, refused = with_refusal(errors, refused), None
     if errors:
         raise_errors(ident, errors)
 
@@ -269,7 +292,7 @@ def run_here(bus: Bus, route: tuple[RouteEntry, ...], message: Message,
         if route:
             pool.submit(route, message, answer)
     except QueueFull as exc:
-        return [*(errors or ()), exc]
+        return with_refusal(errors, exc)
     return errors or None
 
 
@@ -287,7 +310,7 @@ def deliver_talk(bus: Bus, message: Message, reply_to: Identifier,
     if route:
         errors = run_here(bus, route, message, TalkAnswer(bus, reply_to, message[3] + 1))
     if refused is not None:
-        errors = [*(errors or ()), refused]
+        errors, refused = with_refusal(errors, refused), None
     for tap in bus.taps:  # as Bus.dispatch: a talk message is observed like any other
         tap(bus=bus, message=message)
     if errors:

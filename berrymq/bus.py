@@ -36,6 +36,7 @@ from berrymq._delivery import (
     raise_errors,
     run_here,
     send,
+    with_refusal,
 )
 from berrymq._hops import hop_box
 from berrymq._index import DIRECT, DISPATCH, FORWARD, CachedRoute, Index
@@ -229,7 +230,7 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
             errors = (deliver(self, route, message) if self.pool is None
                       else run_here(self, route, message, None))
         if refused is not None:
-            errors = [*(errors or ()), refused]
+            errors, refused = with_refusal(errors, refused), None
         for tap in self.taps:
             tap(bus=self, message=message)
         if errors:

@@ -125,7 +125,10 @@ class Node:
                                                forwarder, exc)
         if refused is not None:
             refused.not_forwarded = True  # counted above: not to be counted again
-            raise refused
+            try:
+                raise refused
+            finally:
+                refused = None  # this frame, in its traceback, must not hold it (see raise_errors)
 
     def wants(self, ident: Identifier) -> bool:
         """Whether any forwarder may carry a message of ``ident`` somewhere it matters.

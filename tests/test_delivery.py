@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from helpers import WAIT
+from helpers import WAIT, FullLink, bytes_held
 
 import berrymq
 from berrymq import Bus, Message, Queue, QueueFull, following_function, regist_function, twitter
@@ -187,3 +187,64 @@ def test_with_a_pool_a_full_queue_refuses_the_sender(bus: Bus) -> None:
     with pytest.raises(QueueFull, match="queue full:\\* is full"):
         twitter("full:x", 2)  # the sender hears of it, as without a pool
     assert bus.join(WAIT) and queue.qsize() == 1 and bus.losses.total == 0
+
+
+def _refuse(message: Message) -> None:
+    raise QueueFull("no room")
+
+
+def _fail(message: Message) -> None:
+    raise ValueError("receiver failed")
+
+
+def _send_directly(bus: Bus, payload: str) -> None:
+    bus.twitter("big:x", payload)
+
+
+def _send_from_a_receiver(bus: Bus, payload: str) -> None:
+    bus.twitter("relay:x", payload)  # relayed to big:x
+
+
+def _talk(bus: Bus, payload: str) -> None:
+    bus.talk("big:x", "back:x", payload)
+
+
+def _receive(bus: Bus, payload: str) -> None:
+    bus.receive(Message("big:x", (payload,), {}, 0, f"peer-{payload[-1]}"), None, None)
+
+
+@pytest.mark.parametrize("full_peer", [False, True], ids=["", "full-peer"])
+@pytest.mark.parametrize("raising", [False, True], ids=["refusal", "group"])
+@pytest.mark.parametrize("path", [_send_directly, _send_from_a_receiver, _talk, _receive],
+                         ids=["twitter", "from-a-receiver", "talk", "receive"])
+def test_a_refused_message_raised_to_its_sender_is_not_kept_once_caught(
+        path: Any, raising: bool, full_peer: bool) -> None:
+    """The refusal (or the group, with raise_errors) is raised through the sender's frame
+    and deliver()'s: had either still held it once done, the exception, its traceback and
+    their frames, the message among them, would keep each other until the cyclic collector
+    ran, which with few large messages it seldom does. The collector is held off here."""
+    payload = "w" * (200 * 1024)
+    with Bus(name="refusing", raise_errors=raising) as bus:
+        if raising:
+            bus.subscribe("big:*", _fail, weak=False)
+        bus.subscribe("big:*", _refuse, weak=False)
+        bus.subscribe("relay:*", lambda m: bus.twitter("big:x", m.args[0]), weak=False)
+        if full_peer:
+            bus.add_forwarder(FullLink())
+        caught: list[int] = []
+
+        def send_and_catch() -> None:
+            for i in range(10):  # 2 MiB refused
+                try:
+                    path(bus, payload + str(i))
+                except (QueueFull, ExceptionGroup):
+                    caught.append(i)
+
+        logger = logging.getLogger("berrymq")
+        logger.disabled = True  # pytest keeps the records it captures, tracebacks and all
+        try:
+            held = bytes_held(send_and_catch)
+        finally:
+            logger.disabled = False
+    assert caught == list(range(10))  # each send was refused
+    assert held < 2 * len(payload), f"{held:,} bytes held of 10 refused messages"

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WAIT, child_env
+from helpers import WAIT, bytes_held, child_env
 
 import berrymq
 from berrymq import (
@@ -510,21 +508,17 @@ def test_a_message_refused_in_a_worker_is_not_kept_after_it_is_counted(berrymq_b
     def refuse(message: Message) -> None:
         raise QueueFull("no room")
 
-    regist_function("big:*", refuse, weak=False)
-    set_multiplicity(1)
-    payload = "w" * (200 * 1024)
-    gc.collect()
-    gc.disable()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
+    def send_and_flush() -> None:
         for i in range(10):  # 2 MiB refused
             twitter("big:x", payload + str(i))
         assert berrymq.flush(WAIT) is False  # the refusals were counted
-        held = tracemalloc.get_traced_memory()[0] - before
+
+    regist_function("big:*", refuse, weak=False)
+    set_multiplicity(1)
+    payload = "w" * (200 * 1024)
+    try:
+        held = bytes_held(send_and_flush)
     finally:
-        tracemalloc.stop()
-        gc.enable()
         set_multiplicity(0)
     assert berrymq_bus.losses.counts == {"refused in a worker thread: QueueFull": 10}
     assert held < 2 * len(payload), held  # not one message per refusal

@@ -166,7 +166,10 @@ class FileObserver(Adapter):
                 except Exception as exc:  # noqa: BLE001 - the other events still go out
                     errors.append(exc)
         if errors:
-            raise ExceptionGroup(f"receivers of {self.created.name} failed", errors)
+            try:
+                raise ExceptionGroup(f"receivers of {self.created.name} failed", errors)
+            finally:  # the group has them: this frame, in their tracebacks, lets go
+                errors.clear()  # (else they and the frames kept each other, see raise_errors)
         return events
 
     def poll(self) -> None:

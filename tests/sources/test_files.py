@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WAIT, take_all
+from helpers import WAIT, bytes_held, take_all
 
 import berrymq
-from berrymq import Bus, FileObserver, Message
+from berrymq import Bus, FileObserver, Message, QueueFull
 from berrymq.sources import running_adapters
 
 
@@ -147,3 +147,32 @@ def test_file_observer_refuses_bad_arguments(berrymq_bus: Bus, tmp_path: Path) -
         FileObserver(str(tmp_path / "*"), "x", interval=0)
     with pytest.raises(ValueError, match="id_name"):
         FileObserver(str(tmp_path / "*"), "x:created")
+
+
+def test_the_failures_check_raises_are_not_kept_once_caught(berrymq_bus: Bus, tmp_path: Path) -> None:
+    """check() keeps its receivers' failures in a list while the other events go out:
+    had its frame still held them once the group was raised, they, their tracebacks and
+    the frames in them (a receiver's 200 KB, here) would keep each other until the cyclic
+    collector ran. The collector is held off here."""
+    def refuse(message: Message) -> None:
+        ballast = bytearray(200 * 1024)  # noqa: F841 - held by this frame, which the traceback holds
+        raise QueueFull("no room")
+
+    berrymq_bus.subscribe("obs:created", refuse, weak=False)
+    for i in range(10):
+        (tmp_path / f"{i}.txt").write_text("new")
+    with FileObserver(str(tmp_path / "*.txt"), "obs", interval=3600) as observer:
+        observer.check()  # takes the ten files as they are
+        for i in range(10, 20):
+            (tmp_path / f"{i}.txt").write_text("new")
+        failures: list[int] = []
+
+        def check_and_catch() -> None:
+            try:
+                observer.check()
+            except ExceptionGroup as group:
+                failures.append(len(group.exceptions))
+
+        held = bytes_held(check_and_catch)
+    assert failures == [10]
+    assert held < 2 * 200 * 1024, f"{held:,} bytes held of 10 refusals"
