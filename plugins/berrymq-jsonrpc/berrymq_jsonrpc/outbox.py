@@ -229,6 +229,8 @@ class Outbox:
         else:
             done = True
         if self.failure is not None:
+            with self._room:  # until the loop has counted what the failure lost (_send)
+                pass
             raise ConnectionClosed(f"{self.name}: {self.failure}") from self.failure
         refused = self.refused - self._refused_flushed
         if refused and report:
@@ -326,21 +328,25 @@ class Outbox:
                 except Exception:
                     logger.exception("%s: reporting a refusal failed", self.name)
         except Exception as exc:  # noqa: BLE001 - reported through on_failure
-            self.failure = exc
-            self._count_lost(len(batch))
-            dropped = self._drop_rest()
+            # the failure and every message it lost are counted under _room, which a flush
+            # that sees the failure waits for: that flush reports all of them, the next
+            # none (counting thousands queued behind the batch takes milliseconds)
+            with self._room:
+                self.failure = exc
+                self._count_lost(len(batch))
+                dropped = self._drop_rest()
+                self._room.notify_all()
             try:
                 self._on_failure(exc, len(batch) + dropped)  # the batch and all behind it
             except Exception:
                 logger.exception("%s: reporting a failure failed", self.name)
-            with self._room:
-                self._room.notify_all()
 
     def _drop_rest(self) -> int:
         """Count every message still queued as not sent (and free the flush markers);
         how many they were."""
         items = self._items
         dropped = 0
+        markers: list[_Marker] = []
         while items:
             try:
                 item = items.popleft()
@@ -351,9 +357,11 @@ class Outbox:
                 self.queued_bytes -= byte_size(item)
             else:
                 assert type(item) is _Marker
-                item.event.set()
+                markers.append(item)
         if dropped:
             self._count_lost(dropped)
             if self.failure is None and self._stopped:
                 logger.error("%s: closed with %d messages not sent", self.name, dropped)
+        for marker in markers:  # once counted: a flush they wake reports these losses
+            marker.event.set()
         return dropped

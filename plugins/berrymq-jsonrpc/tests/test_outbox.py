@@ -8,6 +8,8 @@ import time
 
 from berrymq_jsonrpc.outbox import Outbox
 
+from berrymq import ConnectionClosed
+
 WAIT = 10.0
 
 
@@ -44,4 +46,102 @@ def test_a_failure_reports_the_batch_on_its_way_and_every_message_behind_it() ->
         assert [len(batch) for batch in batches] == [1]
         assert reported == [51] and outbox.lost == 51
     finally:
+        outbox.close(timeout=1.0)
+
+
+def _flush_in_a_thread(outbox: Outbox, counts: list[int]) -> tuple[threading.Thread,
+                                                                   threading.Event, list[object]]:
+    """Flush ``outbox`` in a thread of its own. The list returned gets what the flush
+    returned (``"closed"`` if it raised :class:`ConnectionClosed`), then how many messages
+    were counted as lost (``counts``) when it did."""
+    seen: list[object] = []
+    returned = threading.Event()
+
+    def flush() -> None:
+        try:
+            seen.append(outbox.flush(WAIT))
+        except ConnectionClosed:
+            seen.append("closed")
+        seen.append(sum(counts))
+        returned.set()
+
+    thread = threading.Thread(target=flush, name="flushing")
+    thread.start()
+    return thread, returned, seen
+
+
+def test_a_flush_that_meets_a_failure_returns_once_every_lost_message_is_counted() -> None:
+    """The loop counts the failed batch, then the messages queued behind it, which takes
+    a while when they are thousands; a flush that saw the failure in between returned
+    with the batch counted alone, and the next flush reported the rest again (a peer
+    killed mid-stream: the second flush said False)."""
+    sending, fail, counting, release = (threading.Event() for _ in range(4))
+    counts: list[int] = []
+
+    async def sink(batch: list[str]) -> None:
+        sending.set()
+        deadline = time.monotonic() + WAIT
+        while not fail.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        raise ConnectionResetError("the peer reset the connection")
+
+    def on_lost(count: int) -> None:
+        if count == 50:  # those behind the batch: held while a flush comes
+            counting.set()
+            release.wait(WAIT)
+        counts.append(count)
+
+    outbox = Outbox(sink, max_bytes=1 << 20, on_failure=lambda exc, count: None,
+                    on_lost=on_lost, name="test")
+    try:
+        outbox.put('["a:b",[0],{}]')
+        assert sending.wait(WAIT)
+        for i in range(1, 51):
+            outbox.put(f'["a:b",[{i}],{{}}]')
+        fail.set()
+        assert counting.wait(WAIT)
+        thread, returned, seen = _flush_in_a_thread(outbox, counts)
+        returned.wait(0.5)  # the old outbox's flush returned here, with 1 counted
+        release.set()
+        thread.join(WAIT)
+        assert seen == ["closed", 51]
+    finally:
+        release.set()
+        outbox.close(timeout=1.0)
+
+
+def test_a_flush_that_a_close_wakes_returns_once_the_dropped_messages_are_counted() -> None:
+    """Closing drops what is queued and wakes the flushes waiting behind it: they were
+    woken before the dropped messages were counted, and could report none of them."""
+    sending, counting, release = (threading.Event() for _ in range(3))
+    counts: list[int] = []
+
+    async def sink(batch: list[str]) -> None:
+        sending.set()
+        await asyncio.sleep(WAIT)  # cancelled by close()
+
+    def on_lost(count: int) -> None:
+        if count == 50:  # the queued messages close() dropped: held while the flush waits
+            counting.set()
+            release.wait(WAIT)
+        counts.append(count)
+
+    outbox = Outbox(sink, max_bytes=1 << 20, on_failure=lambda exc, count: None,
+                    on_lost=on_lost, name="test")
+    try:
+        outbox.put('["a:b",[0],{}]')
+        assert sending.wait(WAIT)
+        for i in range(1, 51):
+            outbox.put(f'["a:b",[{i}],{{}}]')
+        thread, returned, seen = _flush_in_a_thread(outbox, counts)
+        closing = threading.Thread(target=outbox.close, kwargs={"timeout": 0}, name="closing")
+        closing.start()
+        assert counting.wait(WAIT)
+        returned.wait(0.5)  # the old outbox's flush returned here, with none of the 50 counted
+        release.set()
+        thread.join(WAIT)
+        closing.join(WAIT)
+        assert seen in ([True, 50], [True, 51]), seen  # 51: the batch on its way, cancelled
+    finally:
+        release.set()
         outbox.close(timeout=1.0)
