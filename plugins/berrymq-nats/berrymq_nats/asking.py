@@ -303,10 +303,16 @@ class Asking:
         seen = self._seen
         if uid is not None:
             if uid in seen:
-                return
+                return  # the same request through another subscription: answered there
             seen[uid] = None
             if len(seen) > _SEEN_REQUESTS:
                 del seen[next(iter(seen))]
+            if not self.bridge.bus.first_request(uid):
+                # asked over another link too (an interconnect beside NATS), which ran the
+                # receivers: no replies here, said at once (the asker waits for this process)
+                payload = dumps({"k": "r", "n": self.node, "r": []}).encode()
+                self.bridge.outbox.put_control((reply, payload, ""))
+                return
         asked = new_message((message[0], message[1], message[2], message[3] + 1, uid))
         receivers: list[object] = []  # of each reply: one that is not JSON names its own
 

@@ -408,3 +408,20 @@ def test_a_slow_receiver_does_not_take_its_process_s_other_replies(
     assert isinstance(late, ReplyError) and late.exception_type == "TimeoutError"
     assert late.receiver.endswith("slow") and late.node == b.node_id
     assert "2s" in late.message  # the asker's timeout
+
+
+def test_a_process_reached_over_nats_and_an_interconnect_answers_an_ask_once(
+        pair: Pair) -> None:
+    """The ask goes out over both links with one uid: the link that brings it second is
+    answered at once with no replies (it waited for this process), and the receivers ran
+    once (they ran twice, and the asker got their replies twice)."""
+    a, ba, b, bb = pair
+    calls: list[int] = []
+    b.subscribe("who:*", lambda m: calls.append(m.args[0]) or "b", weak=False)
+    a.transport("local").interconnect(b.transport("local").listen("local://asked-twice"), ttl=60)
+    settle(ba, bb)
+    for i in range(3):
+        started = time.monotonic()
+        assert a.ask("who:x", i, timeout=10) == ["b"]
+        assert time.monotonic() - started < 5  # not a wait for the deadline
+    assert calls == [0, 1, 2]
