@@ -252,12 +252,19 @@ def flush(timeout: float | None = None) -> bool:
 
 
 def get(block: bool = True, timeout: float | None = None) -> Message:
-    """Pull the next message from the server-side queue of :func:`connect_via_queue`."""
+    """Pull the next message from the server-side queue of :func:`connect_via_queue`.
+
+    The node answers within ``timeout`` (:class:`berrymq.Empty` if nothing came). A node
+    that answers nothing at all (stopped, cut off) is given up on ``timeout`` plus the
+    transport's ``timeout`` setting (10 s) later, with :class:`berrymq.TransportError`:
+    a message the node took for this call in time is not dropped on its way back."""
     return _client_connection(need_queue=True).get(block, timeout)
 
 
 def get_nowait() -> Message:
-    """Pull without waiting; raises :class:`berrymq.Empty` when the queue is empty."""
+    """Pull without waiting for a message; raises :class:`berrymq.Empty` when the queue
+    is empty. The round trip to the node waits at most the transport's ``timeout``
+    setting (10 s), as any call does."""
     return _client_connection(need_queue=True).get_nowait()
 
 

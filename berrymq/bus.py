@@ -274,7 +274,8 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
         ``exception_type`` is ``"TimeoutError"``, and a late reply is dropped; local
         receivers that had not started by then never run (see :mod:`berrymq.ask` for the
         threads this takes, and :func:`berrymq.ask_async`).
-        Every connection style carries the request, ``connect_oneway`` included. At the
+        Every connection style carries the request, ``connect_oneway`` included; the
+        peers answer with their own receivers and do not hand it on to theirs. At the
         bus's hop limit (receivers that ask in a loop) it asks nobody and returns ``[]``,
         counted in :attr:`losses` and logged, as :meth:`twitter` drops such a message.
         """
