@@ -321,6 +321,8 @@ class Inbound:
             taken = extras.get("taken")
             if type(taken) is list and group in taken:
                 return  # a shared queue of the sending process took it already
+            if not bridge.shared.took_of(group).first(message[4]):
+                return  # it came here another way too (an interconnect) and was taken then
             ident = message[0]
             receiver = bridge.shared.receiver_of(group)
             if receiver is None:

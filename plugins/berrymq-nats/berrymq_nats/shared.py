@@ -5,7 +5,11 @@ bridges subscribe through the NATS queue group named after the pattern's subject
 NATS hands each message to one process. A message that a shared queue of the sending
 process already took carries that queue's group in its ``taken`` field; the member of the
 group that NATS picks drops it. Messages from NATS's plain fan-out are kept out of shared
-queues by a guard (:func:`shared_queue_guard`).
+queues by a guard (:meth:`SharedQueues.guard_of`).
+
+A process may get a message both ways: from an interconnected peer that also published it
+to NATS, and then from the queue group. Each group remembers the uids its queue took
+(:class:`Took`), so the second copy is dropped: once per process.
 
 The bus's subscriptions change rarely; the bridge marks this view dirty when they do and
 it is rebuilt on the next look, outside the bus's lock.
@@ -14,6 +18,7 @@ it is rebuilt on the next look, outside the bus's lock.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from berrymq.identifier import Identifier
@@ -23,11 +28,14 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus, Subscription
     from berrymq.message import Message
 
-__all__ = ["FromBroker", "SharedQueues", "from_broker", "shared_queue_guard"]
+__all__ = ["FromBroker", "SharedQueues", "Took", "from_broker"]
 
 #: The most identifiers whose shared-queue groups are kept (per direction): a sender of
 #: endless distinct identifiers, here or on a peer, makes the caches start again instead.
 _CACHE_LIMIT = 16384
+
+#: uids a group remembers its queue took, per generation (two generations are kept)
+TOOK_LIMIT = 20_000
 
 
 class FromBroker(dict):  # type: ignore[type-arg]
@@ -45,9 +53,32 @@ def from_broker(message: Message) -> bool:
     return type(message[2]) is FromBroker
 
 
-def shared_queue_guard(message: Message) -> bool:
-    """Installed on shared queues' subscriptions while a bridge runs (see ``from_broker``)."""
-    return type(message[2]) is not FromBroker
+class Took:
+    """The uids of the messages one group's shared queue here took, the newest
+    :data:`TOOK_LIMIT` to twice that (two generations of dicts, as the node's memory of
+    uids: no lock on the way of a message)."""
+
+    def __init__(self) -> None:
+        self.now: dict[str, object] = {}
+        self.before: dict[str, object] = {}
+        self._rotating = threading.Lock()  # taken once in TOOK_LIMIT uids
+
+    def first(self, uid: str | None) -> bool:
+        """Whether the queue may take a message of ``uid``: not when it took it already
+        (None, a message not sent anywhere yet, is always new)."""
+        if uid is None:
+            return True
+        if uid in self.before:
+            return False
+        token = object()
+        now = self.now
+        if now.setdefault(uid, token) is not token:
+            return False
+        if len(now) >= TOOK_LIMIT:
+            with self._rotating:
+                if self.now is now:
+                    self.before, self.now = now, {}
+        return True
 
 
 class SharedQueues:
@@ -64,6 +95,8 @@ class SharedQueues:
         # keyed by the identifier's text: a str's hash is C's, an Identifier's a call
         self._taken: dict[str, tuple[str, ...]] = {}
         self._marks: dict[str, bool] = {}
+        #: per queue group, the uids its queue here took (see :class:`Took`)
+        self.took: dict[str, Took] = {}
 
     def changed(self) -> None:
         """The bus's subscriptions changed (called under its lock: only note it)."""
@@ -83,12 +116,30 @@ class SharedQueues:
                 # keep the live members of groups of competing consumers (shared queues)
                 if not sub.shared or sub.pattern.is_local or sub.ref() is None:
                     continue
-                found.append((sub, self.subjects.group(sub.pattern), sub.pattern))
+                group = self.subjects.group(sub.pattern)
+                found.append((sub, group, sub.pattern))
                 if sub.guard is None and not self.closed:
-                    bus.set_guard(sub, shared_queue_guard)
+                    bus.set_guard(sub, self._guard_of(group))
                     self._guarded.append(sub)
             self._guarded = [s for s in self._guarded if s.active]
             self.entries = tuple(found)
+
+    def took_of(self, group: str) -> Took:
+        """The memory of what ``group``'s queue here took."""
+        took = self.took.get(group)
+        if took is None:
+            took = self.took.setdefault(group, Took())
+        return took
+
+    def _guard_of(self, group: str) -> Callable[[Message], bool]:
+        """The guard of ``group``'s queue here while the bridge runs: it takes no copy from
+        NATS's plain fan-out (see :class:`FromBroker`), and no message it took before."""
+        first = self.took_of(group).first
+
+        def shared_queue_guard(message: Message) -> bool:
+            return type(message[2]) is not FromBroker and first(message[4])
+
+        return shared_queue_guard
 
     def taken(self, ident: Identifier) -> tuple[str, ...]:
         """The groups of this process's shared queues that take a message sent as ``ident``."""

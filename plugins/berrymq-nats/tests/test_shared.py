@@ -84,3 +84,24 @@ def test_a_message_sent_is_taken_by_a_shared_queue_though_the_sender_has_one(
         assert mine.empty()
     else:  # one of the two members takes it, once
         assert drain(mine) + drain(theirs) == [1]
+
+
+def test_a_shared_queue_reached_over_nats_and_an_interconnect_takes_a_message_once(
+        nats_server: Any, make_bus: MakeBus) -> None:
+    """The sender publishes to NATS and hands the message to a worker over an
+    interconnect too: that worker's shared queue takes its copy from the interconnect,
+    and the copy NATS's queue group may hand it as well is dropped (it took some twice).
+    Once per process; across processes see docs/scaling.md (one entry into NATS)."""
+    sender, near, far = make_bus("sender"), make_bus("near"), make_bus("far")
+    queues = {"near": Queue("task:*", shared=True, bus=near),
+              "far": Queue("task:*", shared=True, bus=far)}
+    bridges = [bridge_of(bus, nats_server.url) for bus in (sender, near, far)]
+    sender.transport("local").interconnect(near.transport("local").listen("local://near"),
+                                           ttl=60)
+    settle(*bridges)
+    for i in range(200):
+        sender.twitter("task:do", i)
+    assert bridges[0].flush(10)
+    taken = {name: drain(queue) for name, queue in queues.items()}
+    assert sorted(taken["near"]) == list(range(200))  # every one, from the interconnect
+    assert len(set(taken["far"])) == len(taken["far"])  # none twice in one process
