@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 import weakref
+from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exception
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
@@ -121,7 +122,8 @@ class QueueStore:
         at once with ``"refuse"``, after ``put_timeout``, or as soon as the store closes."""
         closed = False
         lane = not waits_for_room()  # a transport's delivery lane: refused at once
-        if self.on_full == "block" and not lane:
+        on_loop = _get_running_loop() is not None  # the loop it would block: refused at once
+        if self.on_full == "block" and not lane and not on_loop:
             with self.lock:
                 closed = self.closed
                 self.blocked += not closed
@@ -138,10 +140,16 @@ class QueueStore:
             raise QueueFull(f"queue {self.pattern} was {self.why_closed} while message "
                             f"{message[0]} waited for room ({_messages(self.maxsize)}): "
                             "it was not stored")
-        waited = f" after waiting {self.put_timeout:g}s" if self.on_full == "block" else ""
+        waited = ""
         if self.on_full == "block" and lane:
             waited = (" at once: it came through a delivery lane, which carries every message "
                       "of a transport and must not wait for one queue")
+        elif self.on_full == "block" and on_loop:
+            waited = (" at once: it was sent on a running event loop, which waiting would "
+                      "block (the loop may be what takes from the queue); await between "
+                      "sends, or send from another thread (asyncio.to_thread) to wait")
+        elif self.on_full == "block":
+            waited = f" after waiting {self.put_timeout:g}s"
         raise QueueFull(f"queue {self.pattern} is full ({_messages(self.maxsize)}); "
                         f"message {message[0]} was refused{waited}")
 

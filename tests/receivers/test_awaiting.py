@@ -149,3 +149,40 @@ def test_shared_queue_async_consumers_take_each_message_once(
     assert got_a == sorted(got_a) and got_b == sorted(got_b)
 
 
+
+
+@pytest.mark.parametrize("how", ["twitter", "talk reply"])
+def test_a_full_queue_refuses_a_sender_on_a_running_loop_at_once(berrymq_bus: Bus, how: str) -> None:
+    """A sender on the loop that waited for room blocked the loop, which may be what takes
+    from the queue: with put_timeout=inf the loop hung for good (a coroutine's send, or an
+    async receiver's talk reply, which is sent on its loop)."""
+    async def main() -> tuple[list[int], list[str]]:
+        stored = berrymq.Queue("r:*", maxsize=1, put_timeout=5)  # (inf hung the old code)
+        refused: list[str] = []
+        if how == "twitter":
+            for i in range(2):
+                try:
+                    berrymq.twitter("r:x", i)
+                except berrymq.QueueFull as exc:
+                    refused.append(str(exc))
+        else:
+            async def answer(message: berrymq.Message) -> int:
+                return int(message.args[0])
+
+            berrymq_bus.subscribe("t:*", answer, weak=False)
+            await asyncio.to_thread(lambda: [berrymq.talk("t:x", "r:x", i) for i in range(2)])
+            reason = "dropped: a talk reply was refused"
+            deadline = time.monotonic() + WAIT
+            while not berrymq_bus.losses.counts.get(reason) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            refused = [reason] if berrymq_bus.losses.counts.get(reason) == 1 else []
+        taken = [stored.get_nowait().args[0] for _ in range(stored.qsize())]
+        return taken, refused
+
+    started = time.monotonic()
+    taken, refused = asyncio.run(asyncio.wait_for(main(), WAIT))
+    assert time.monotonic() - started < 2.5  # not put_timeout's 5 s with the loop blocked
+    assert taken == [0]
+    assert len(refused) == 1
+    if how == "twitter":
+        assert "refused at once: it was sent on a running event loop" in refused[0]
