@@ -35,6 +35,7 @@ count went down: a waiter counts itself before it looks).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,13 +43,16 @@ from berrymq._timeouts import wait_seconds
 from berrymq.errors import QueueFull
 from berrymq.message import Message
 
-__all__ = ["DEFAULT_ASYNC_PENDING_LIMIT", "DEFAULT_ASYNC_PENDING_WAIT", "Backlog", "async_bounds",
-           "never_wait_for_room", "waits_for_room"]
+__all__ = ["CLOSED_CHECK", "DEFAULT_ASYNC_PENDING_LIMIT", "DEFAULT_ASYNC_PENDING_WAIT", "Backlog",
+           "async_bounds", "never_wait_for_room", "waits_for_room"]
 
 #: messages one async receiver may have outstanding (handed over or running)
 DEFAULT_ASYNC_PENDING_LIMIT = 10_000
 #: seconds a sender in another thread waits for room before it gets QueueFull
 DEFAULT_ASYNC_PENDING_WAIT = 1.0
+
+#: how often a sender waiting for room at an async receiver looks whether its loop closed
+CLOSED_CHECK = 0.1
 
 
 _never_waits = threading.local()
@@ -108,13 +112,16 @@ class Backlog:
             f"async_pending_limit); message {message[0]} was refused at once: it was sent from "
             "the receiver's own event loop, which cannot run them while its sender waits")
 
-    def enter(self, message: Message) -> None:
-        """For a sender in another thread: count one hand-off, waiting up to :attr:`wait`
-        seconds for room; :class:`~berrymq.QueueFull` naming both settings if none came."""
+    def enter(self, message: Message, closed: Callable[[], bool]) -> bool:
+        """For a sender in another thread: count one hand-off (True), waiting up to
+        :attr:`wait` seconds for room; :class:`~berrymq.QueueFull` naming both settings if
+        none came. False, counting nothing, once ``closed()`` says the receiver's loop is
+        closed: it makes no room any more, and the sender is told that instead (looked at
+        every :data:`CLOSED_CHECK` seconds while it waits: no hook tells of a close)."""
         with self.room:
             if self.tasks + self.handed < self.limit:
                 self.handed += 1
-                return
+                return True
             if not waits_for_room():
                 raise QueueFull(
                     f"async receiver {self.name} has {self.limit} messages outstanding "
@@ -123,14 +130,20 @@ class Backlog:
                     "a transport and must not wait for one receiver")
             self.waiting += 1
             try:
-                if not self.room.wait_for(lambda: self.tasks + self.handed < self.limit,
-                                          self.wait):
-                    raise QueueFull(
-                        f"async receiver {self.name} has {self.limit} messages outstanding "
-                        f"(setting async_pending_limit) and no room came within "
-                        f"{self.wait:g}s (setting async_pending_wait); message "
-                        f"{message[0]} was refused")
+                end = time.monotonic() + self.wait
+                while self.tasks + self.handed >= self.limit:
+                    if closed():
+                        return False
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        raise QueueFull(
+                            f"async receiver {self.name} has {self.limit} messages outstanding "
+                            f"(setting async_pending_limit) and no room came within "
+                            f"{self.wait:g}s (setting async_pending_wait); message "
+                            f"{message[0]} was refused")
+                    self.room.wait(min(left, CLOSED_CHECK))
                 self.handed += 1
+                return True
             finally:
                 self.waiting -= 1
 

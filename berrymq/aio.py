@@ -201,8 +201,8 @@ class AsyncReceiver:
             return pending
         pending = PendingReply(self.name, loop, message, self._bus)
         pending.claimed = claimed  # before the loop has it: it may fail before we return
-        if not loop.is_closed():  # a closed loop makes no room: refused below, not waited for
-            backlog.enter(message)
+        # a closed loop makes no room: refused below, not waited for (nor once it closes)
+        if not loop.is_closed() and backlog.enter(message, loop.is_closed):
             pending.backlog = backlog
             pending.handoff = True
         handed.add(pending)  # until the loop runs the hand-off: a closed loop drops it unsaid

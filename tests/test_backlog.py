@@ -349,3 +349,44 @@ def test_a_malformed_bound_given_to_the_bus_is_refused_naming_it(
         message: str) -> None:
     with pytest.raises(error, match=f"^{message}"):
         Bus(plugins=berrymq_plugin_host, **arguments)
+
+
+def test_a_sender_waiting_for_room_is_told_when_the_receivers_loop_closes(
+        berrymq_plugin_host: PluginHost, loop_thread: LoopThread) -> None:
+    """A closed loop makes no room: the sender waiting for it waited out the whole
+    async_pending_wait (forever with inf) and was then told there was no room."""
+    bus = Bus(async_pending_limit=1, async_pending_wait=float("inf"), raise_errors=True,
+              plugins=berrymq_plugin_host)
+    release = threading.Event()
+
+    async def stuck(message: Message) -> None:
+        await asyncio.to_thread(release.wait, WAIT)
+
+    subscription = subscribe_on(loop_thread, bus, "job:*", stuck)
+    bus.twitter("job:x", 0)
+    outcome: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            bus.twitter("job:x", 1)
+        except BaseException as exc:  # what the sender was told
+            outcome.append(exc)
+
+    sender = threading.Thread(target=send, name="waiting-sender")
+    sender.start()
+    wait_for(lambda: subscription.receiver.backlog.waiting == 1,  # type: ignore[union-attr]
+             what="the sender waiting for room")
+    loop_thread.close()
+    started = time.monotonic()
+    sender.join(WAIT)
+    release.set()
+    try:
+        assert not sender.is_alive(), "the sender still waits for a loop that is closed"
+        assert time.monotonic() - started < WAIT / 2
+        (group,) = outcome
+        assert isinstance(group, ExceptionGroup)  # raise_errors: the receiver's failure
+        (told,) = group.exceptions
+        assert "event loop of async receiver" in str(told) and "is closed" in str(told), told
+        assert not subscription.active  # unsubscribed, as for a send to a closed loop
+    finally:
+        bus.close()
