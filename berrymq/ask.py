@@ -230,10 +230,13 @@ async def ask_async_on(bus: Bus, identifier: str | Identifier, /, *args: Any,
     hops = hop_box()[0]
     deadline = time.monotonic() + timeout
 
+    def not_started() -> list[Any]:
+        return [no_answer(f"the ask of {identifier} (not started: every ask thread was busy)",
+                          timeout, bus.node_id)]
+
     def run() -> list[Any]:
-        if time.monotonic() >= deadline:  # every thread was busy until the deadline
-            return [no_answer(f"the ask of {identifier} (not started: every ask thread was "
-                               "busy)", timeout, bus.node_id)]
+        if time.monotonic() >= deadline:  # a thread came free just as the deadline passed
+            return not_started()
         box = hop_box()
         outer = box[0]
         box[0] = hops
@@ -242,5 +245,13 @@ async def ask_async_on(bus: Bus, identifier: str | Identifier, /, *args: Any,
         finally:
             box[0] = outer
 
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(bus.state(ASK_EXECUTOR), run)
+    work = bus.state(ASK_EXECUTOR).submit(run)
+    waiting = asyncio.wrap_future(work)
+    try:
+        done, _ = await asyncio.wait((waiting,), timeout=max(0.0, deadline - time.monotonic()))
+    except asyncio.CancelledError:
+        work.cancel()  # not started yet: it never will be (started: it ends by the deadline)
+        raise
+    if not done and work.cancel():  # every thread busy until the deadline: not waited for
+        return not_started()
+    return await waiting  # run() started in time, and keeps the deadline itself

@@ -22,6 +22,7 @@ from helpers import WAIT, Child, HeldReceiver
 import berrymq
 from berrymq import Bus, Follower, Message, ReplyError, following
 from berrymq._hops import hop_box
+from berrymq.ask import ASK_EXECUTOR
 
 
 def send_from_thread(target: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -612,6 +613,36 @@ def test_async_receivers_with_a_worker_pool(berrymq_bus: Bus) -> None:
         assert {name for _, name in got} == {threading.current_thread().name}
 
     asyncio.run(main())
+
+
+def test_ask_async_keeps_its_timeout_when_longer_asks_hold_every_ask_thread(
+        berrymq_bus: Bus) -> None:
+    """64 asks that wait long hold all 64 threads: a short ask after them is answered by
+    its own timeout, not once one of them ends (0.5 s took 7.5 s)."""
+    release = threading.Event()
+    berrymq_bus.subscribe("held:*", lambda message: release.wait(WAIT), weak=False)
+    berrymq_bus.subscribe("quick:*", lambda message: "quick", weak=False)
+
+    async def main() -> tuple[float, list[Any]]:
+        held = [asyncio.ensure_future(berrymq.ask_async("held:x", timeout=WAIT))
+                for _ in range(64)]
+        executor = berrymq_bus.state(ASK_EXECUTOR)
+        while not executor.saturated:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        replies = await berrymq.ask_async("quick:x", timeout=0.3)
+        took = time.monotonic() - started
+        release.set()
+        await asyncio.gather(*held)
+        return took, replies
+
+    try:
+        took, replies = asyncio.run(asyncio.wait_for(main(), 2 * WAIT))
+    finally:
+        release.set()
+    assert took < 0.3 + 1.0, took
+    (entry,) = replies
+    assert isinstance(entry, berrymq.ReplyError) and "not started: every ask thread was busy" in str(entry)
 
 
 def test_ask_async_keeps_its_timeout_when_every_ask_thread_is_busy(berrymq_bus: Bus) -> None:
