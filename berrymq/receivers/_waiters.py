@@ -91,12 +91,14 @@ class AsyncWaiters(deque[Waiter]):
             return True
 
     def wake_one(self) -> None:
-        """Wake the oldest waiter whose loop still runs (a message was put)."""
+        """Wake the oldest waiter whose loop runs (a message was put). Waiters on the way
+        whose loop is closed are dropped; those whose loop is stopped are woken too (they
+        look again if it runs again), but do not count: the message is not left to them."""
         with self.lock:
             while self:
                 waiter = self.popleft()
                 waiter.woken = True
-                if _wake(waiter):
+                if _wake(waiter) and waiter.loop.is_running():
                     return
 
     def wake_all(self) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import threading
 
 import pytest
-from helpers import WAIT
+from helpers import WAIT, LoopThread, wait_for
 
 import berrymq
 from berrymq import Bus, Message
@@ -127,3 +127,23 @@ def test_cancelling_many_waiters_loses_no_message(berrymq_bus: Bus) -> None:
 
     # each taken once: none stuck in the store while the consumers left slept
     assert sorted(asyncio.run(main())) == list(range(total))
+
+
+def test_a_waiter_on_a_stopped_loop_does_not_keep_a_message_from_a_live_one(
+        berrymq_bus: Bus) -> None:
+    """The oldest waiter's loop was stopped (not closed): its wakeup waits for the loop to
+    run again, so the next waiter is woken too (the message sat in the queue while a live
+    consumer waited, until its timeout)."""
+    queue = berrymq.Queue("w:*")
+    stopped, live = LoopThread("stopped-loop"), LoopThread("live-loop")
+    try:
+        asyncio.run_coroutine_threadsafe(queue.get_async(), stopped.loop)
+        wait_for(lambda: len(queue._store.waiters) == 1, what="the first waiter")
+        stopped.stop()  # stopped, not closed: it may run again
+        taking = asyncio.run_coroutine_threadsafe(queue.get_async(timeout=WAIT), live.loop)
+        wait_for(lambda: len(queue._store.waiters) == 2, what="the live waiter")
+        berrymq.twitter("w:x", 1)
+        assert taking.result(WAIT / 2).args == (1,)
+    finally:
+        live.close()
+        stopped.close()
