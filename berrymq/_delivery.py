@@ -12,6 +12,7 @@ exception is logged, or collected and raised after every receiver ran.
 from __future__ import annotations
 
 import logging
+import types
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
     from berrymq.node import Forwarder
 
 __all__ = ["Answer", "BusOwner", "TalkAnswer", "deliver", "deliver_talk", "drop_tracebacks",
-           "failed", "forward_first", "looping", "raise_errors", "run_here", "send",
-           "with_refusal"]
+           "failed", "forward_first", "looping", "not_awaited", "raise_errors", "run_here",
+           "send", "with_refusal"]
 
 logger = logging.getLogger("berrymq")
 
@@ -80,6 +81,8 @@ def deliver(bus: Bus, route: Iterable[RouteEntry], message: Message,
             try:
                 if guard is None or guard(message):
                     result = receiver(message)
+                    if result is not None and type(result) in _NOT_AWAITED:
+                        raise not_awaited(receiver, result)
                     if answer is not None:
                         answer.returned(subscription, result)
             except Exception as exc:  # noqa: BLE001 - isolated by design
@@ -88,6 +91,26 @@ def deliver(bus: Bus, route: Iterable[RouteEntry], message: Message,
     finally:
         box[0] = outer
     return errors
+
+
+#: what a plain receiver may return that nothing will run: a failure of the receiver
+_NOT_AWAITED = frozenset((types.CoroutineType, types.AsyncGeneratorType))
+
+
+def not_awaited(receiver: object, result: object) -> TypeError:
+    """The failure of a plain receiver that returned a coroutine (``lambda m: handle(m)``
+    with an ``async def handle``, a decorator's sync wrapper) or an async generator:
+    the bus calls it as a plain function, so nothing would ever run what it returned.
+    The coroutine is closed (Python's own warning would name no message)."""
+    if type(result) is types.CoroutineType:
+        result.close()
+        what, advice = "a coroutine", ("subscribe the async def function itself, or make "
+                                        "the wrapper async def and await it")
+    else:
+        what, advice = "an async generator", ("a receiver is a function, or an async def "
+                                               "without yield")
+    return TypeError(f"receiver {receiver!r} returned {what}, which nothing runs: the "
+                     f"message was not handled; {advice}")
 
 
 def failed(bus: Bus, errors: list[Exception] | None, subscription: Subscription,

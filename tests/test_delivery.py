@@ -248,3 +248,33 @@ def test_a_refused_message_raised_to_its_sender_is_not_kept_once_caught(
             logger.disabled = False
     assert caught == list(range(10))  # each send was refused
     assert held < 2 * len(payload), f"{held:,} bytes held of 10 refused messages"
+
+
+async def _handle(message: Message) -> str:
+    return "handled"
+
+
+def _sync_wrapper(message: Message) -> Any:
+    return _handle(message)  # as a decorator's wrapper does
+
+
+async def _generate(message: Message) -> Any:
+    yield message
+
+
+@pytest.mark.parametrize(("receiver", "what"), [(_sync_wrapper, "a coroutine"),
+                                                 (_generate, "an async generator")],
+                         ids=["coroutine", "async generator"])
+def test_a_plain_receiver_that_returns_what_nothing_runs_fails(receiver: Any, what: str) -> None:
+    """A sync wrapper of an async def (a lambda, a decorator) or an async generator is a
+    plain receiver: what it returned was never run, with only Python's warning (no message
+    named, nothing counted) and ask returned the raw object. It is the receiver's failure."""
+    with Bus(name="wrapped", raise_errors=True) as bus:
+        bus.subscribe("w:*", receiver, weak=False)
+        with pytest.raises(ExceptionGroup) as caught:
+            bus.twitter("w:x")
+        (error,) = caught.value.exceptions
+        assert isinstance(error, TypeError)
+        assert f"returned {what}, which nothing runs: the message was not handled" in str(error)
+        (entry,) = bus.ask("w:x", timeout=WAIT)
+        assert isinstance(entry, berrymq.ReplyError) and entry.exception_type == "TypeError"
