@@ -34,9 +34,14 @@ count went down: a waiter counts itself before it looks).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from asyncio import (
+    AbstractEventLoop,
+    _get_running_loop,  # in asyncio's __all__: None, not an exception
+)
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from berrymq._timeouts import wait_seconds
@@ -44,7 +49,7 @@ from berrymq.errors import QueueFull
 from berrymq.message import Message
 
 __all__ = ["CLOSED_CHECK", "DEFAULT_ASYNC_PENDING_LIMIT", "DEFAULT_ASYNC_PENDING_WAIT", "Backlog",
-           "async_bounds", "never_wait_for_room", "waits_for_room"]
+           "async_bounds", "loop_waits_for_workers", "never_wait_for_room", "waits_for_room"]
 
 #: messages one async receiver may have outstanding (handed over or running)
 DEFAULT_ASYNC_PENDING_LIMIT = 10_000
@@ -56,6 +61,33 @@ CLOSED_CHECK = 0.1
 
 
 _never_waits = threading.local()
+
+#: the event loops whose own thread waits for a worker pool (a count per loop): they make
+#: no room for their async receivers until that wait ends (see loop_waits_for_workers)
+_loops_waiting: dict[AbstractEventLoop, int] = {}
+_loops_waiting_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def loop_waits_for_workers() -> Iterator[None]:
+    """Around a wait for the worker pool's threads (``close``, ``flush``, ``join``,
+    ``set_multiplicity``): when it is the thread of a running event loop, the workers
+    that wait for room at that loop's async receivers are refused at once meanwhile, for
+    only the blocked loop could make it (they waited out ``async_pending_wait`` each, and
+    the call stalled the loop that long; with ``inf``, for good)."""
+    loop = _get_running_loop()
+    if loop is None:
+        yield
+        return
+    with _loops_waiting_lock:
+        _loops_waiting[loop] = _loops_waiting.get(loop, 0) + 1
+    try:
+        yield
+    finally:
+        with _loops_waiting_lock:
+            left = _loops_waiting.pop(loop) - 1
+            if left:
+                _loops_waiting[loop] = left
 
 
 def never_wait_for_room() -> None:
@@ -112,10 +144,11 @@ class Backlog:
             f"async_pending_limit); message {message[0]} was refused at once: it was sent from "
             "the receiver's own event loop, which cannot run them while its sender waits")
 
-    def enter(self, message: Message, closed: Callable[[], bool]) -> bool:
+    def enter(self, message: Message, loop: AbstractEventLoop) -> bool:
         """For a sender in another thread: count one hand-off (True), waiting up to
         :attr:`wait` seconds for room; :class:`~berrymq.QueueFull` naming both settings if
-        none came. False, counting nothing, once ``closed()`` says the receiver's loop is
+        none came, or at once while the receiver's ``loop`` waits for the worker pool
+        (:func:`loop_waits_for_workers`). False, counting nothing, once ``loop`` is
         closed: it makes no room any more, and the sender is told that instead (looked at
         every :data:`CLOSED_CHECK` seconds while it waits: no hook tells of a close)."""
         with self.room:
@@ -132,8 +165,15 @@ class Backlog:
             try:
                 end = time.monotonic() + self.wait
                 while self.tasks + self.handed >= self.limit:
-                    if closed():
+                    if loop.is_closed():
                         return False
+                    if loop in _loops_waiting:
+                        raise QueueFull(
+                            f"async receiver {self.name} has {self.limit} messages "
+                            f"outstanding (setting async_pending_limit); message {message[0]} "
+                            "was refused at once: its event loop's thread waits for the "
+                            "worker pool (close, flush, join or set_multiplicity called on "
+                            "the loop) and makes no room until that call returns")
                     left = end - time.monotonic()
                     if left <= 0:
                         raise QueueFull(

@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
+from berrymq._backlog import loop_waits_for_workers
 from berrymq._delivery import Answer, deliver, drop_tracebacks
 from berrymq._index import RouteEntry
 from berrymq._losses import CANCELLED_FIRST, EXITED_FIRST, LOSSES, WORKER_REFUSED
@@ -251,6 +252,10 @@ class WorkerPool:
         running, so a queue found empty then (by the barrier's action, before any worker
         is let go) means all is done; one a finished task refilled takes another round.
         """
+        with loop_waits_for_workers():  # an event loop's thread: see there
+            return self._join(timeout)
+
+    def _join(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.closed:  # a worker of its own that shut it down may ask too
             return self._all_run(deadline)
@@ -322,8 +327,9 @@ class WorkerPool:
             barrier.abort()
         current = threading.current_thread()
         others = [thread for thread in self._threads if thread is not current]
-        for thread in others:
-            thread.join(seconds_left(deadline))
+        with loop_waits_for_workers():  # an event loop's thread: see there
+            for thread in others:
+                thread.join(seconds_left(deadline))
         return [thread for thread in others if thread.is_alive()]
 
     def shutdown(self) -> None:

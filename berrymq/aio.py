@@ -202,7 +202,7 @@ class AsyncReceiver:
         pending = PendingReply(self.name, loop, message, self._bus)
         pending.claimed = claimed  # before the loop has it: it may fail before we return
         # a closed loop makes no room: refused below, not waited for (nor once it closes)
-        if not loop.is_closed() and backlog.enter(message, loop.is_closed):
+        if not loop.is_closed() and backlog.enter(message, loop):
             pending.backlog = backlog
             pending.handoff = True
         handed.add(pending)  # until the loop runs the hand-off: a closed loop drops it unsaid

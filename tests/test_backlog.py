@@ -390,3 +390,36 @@ def test_a_sender_waiting_for_room_is_told_when_the_receivers_loop_closes(
         assert not subscription.active  # unsubscribed, as for a send to a closed loop
     finally:
         bus.close()
+
+
+@pytest.mark.parametrize("call", ["close", "flush"])
+def test_a_pool_waited_for_on_the_receivers_loop_does_not_stall_it(
+        berrymq_plugin_host: PluginHost, call: str) -> None:
+    """close() or flush() on the loop that runs the async receivers, with workers holding
+    messages for them: only that loop could make room, so each worker waited out
+    async_pending_wait (5 s here; with inf, for good) with the loop stalled. They are
+    refused at once instead, and counted as lost."""
+    bus = Bus(multiplicity=2, async_pending_limit=2, async_pending_wait=5,
+              plugins=berrymq_plugin_host)
+
+    async def main() -> float:
+        async def handle(message: Message) -> None:
+            await asyncio.sleep(0)
+
+        bus.subscribe("job:*", handle, weak=False)
+        for i in range(20):
+            bus.twitter("job:x", i)
+        started = time.monotonic()
+        if call == "close":
+            bus.close()
+        else:
+            assert bus.flush(WAIT) is False  # what the workers could not hand over
+        return time.monotonic() - started
+
+    try:
+        stalled = asyncio.run(asyncio.wait_for(main(), 4 * WAIT))
+    finally:
+        bus.close()
+    assert stalled < 2.5, f"the loop was stalled {stalled:.1f}s"
+    refused = bus.losses.counts.get(WORKER_REFUSED.format("QueueFull"), 0)
+    assert refused > 0, bus.losses.counts
