@@ -22,6 +22,7 @@ from berrymq._ask_local import Refused, ask_local, failed_entry, no_answer, repl
 from berrymq._delivery import looping
 from berrymq._hops import hop_box
 from berrymq._timeouts import seconds_left, wait_seconds
+from berrymq.errors import BusClosed
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq.state import StateKey
@@ -245,7 +246,11 @@ async def ask_async_on(bus: Bus, identifier: str | Identifier, /, *args: Any,
         finally:
             box[0] = outer
 
-    work = bus.state(ASK_EXECUTOR).submit(run)
+    try:
+        executor = bus.state(ASK_EXECUTOR)
+    except BusClosed:  # nobody left to answer, as ask() on a closed bus says
+        return []
+    work = executor.submit(run)
     waiting = asyncio.wrap_future(work)
     try:
         done, _ = await asyncio.wait((waiting,), timeout=max(0.0, deadline - time.monotonic()))

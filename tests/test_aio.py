@@ -22,7 +22,7 @@ from helpers import WAIT, Child, HeldReceiver
 import berrymq
 from berrymq import Bus, Follower, Message, ReplyError, following
 from berrymq._hops import hop_box
-from berrymq.ask import ASK_EXECUTOR
+from berrymq.ask import ASK_EXECUTOR, ask_async_on
 
 
 def send_from_thread(target: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -664,3 +664,13 @@ def test_ask_async_keeps_its_timeout_when_every_ask_thread_is_busy(berrymq_bus: 
     assert time.monotonic() - started < 0.9
     assert all(len(replies) == 1 and isinstance(replies[0], berrymq.ReplyError)
                and "TimeoutError" in str(replies[0]) for replies in results)
+
+
+def test_ask_async_on_a_closed_bus_answers_as_ask_does(berrymq_plugin_host: Any) -> None:
+    """ask() on a closed bus returns []; ask_async raised BusClosed naming its executor
+    when the bus had not made one yet."""
+    bus = Bus(plugins=berrymq_plugin_host)
+    bus.subscribe("a:*", lambda m: 1, weak=False)
+    bus.close()
+    assert bus.ask("a:x", timeout=1) == []
+    assert asyncio.run(ask_async_on(bus, "a:x", timeout=1)) == []
