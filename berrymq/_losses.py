@@ -17,9 +17,11 @@ start one short-lived timer thread per burst. Closing the bus writes what is pen
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from berrymq.state import StateKey
@@ -99,6 +101,7 @@ class Losses:
                     self._timer = threading.Timer(max(wait, 0.0), self._report)
                     self._timer.daemon = True
                     self._timer.name = f"berrymq-losses-{self.name}"
+                    _unreported_at_exit.add(self)
                     self._timer.start()
                 return
         logger.log(level, text + " (further losses are counted in bus.losses and summed up "
@@ -113,6 +116,7 @@ class Losses:
             self.total += n
 
     def _report(self) -> None:
+        _unreported_at_exit.discard(self)
         with self._lock:
             unreported, self._unreported = self._unreported, {}
             level, self._level = self._level, logging.WARNING
@@ -137,6 +141,21 @@ class Losses:
         if timer is not None:
             timer.cancel()
         self._report()
+
+
+#: The Losses with a summary line to come (a daemon timer's): written at interpreter exit
+#: if the process ends first, as for a bus never closed (the default bus). Registered
+#: when this module is imported, before the exit hooks of the modules that count losses
+#: (they run first: ``atexit`` runs hooks in reverse).
+_unreported_at_exit: weakref.WeakSet[Losses] = weakref.WeakSet()
+
+
+def _report_at_exit() -> None:
+    for losses in list(_unreported_at_exit):
+        losses.close()
+
+
+atexit.register(_report_at_exit)
 
 
 def _losses_of(bus: Bus) -> Losses:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import subprocess
 import sys
 import threading
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WAIT
+from helpers import WAIT, child_env
 
 from berrymq import Bus, Message, QueueFull, SettingsError
 from berrymq.plugins import PluginHost
@@ -308,3 +309,34 @@ def test_a_receiver_that_asks_itself_is_cut_at_the_hop_limit(
     assert bus.losses.counts == {"hop limit": 1}
     assert "dropped message loop:ask" in _lines(caplog, logging.WARNING)[0]
     bus.close()
+
+
+LOST_AT_EXIT = """
+import logging, sys
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+import berrymq
+
+def refuse(message):
+    raise berrymq.QueueFull("no room")
+
+berrymq.regist_function("job:*", refuse, weak=False)
+berrymq.set_multiplicity(1)
+for i in range(3):
+    berrymq.twitter("job:x", i)
+print("flush", berrymq.flush(10))
+"""
+
+
+def test_the_summary_of_a_burst_of_losses_is_written_when_the_process_exits_first(
+        tmp_path: Path) -> None:
+    """A bus never closed (the default bus) that lost messages just before the process
+    ended: the first loss was logged, and the count of the others, due on a timer of the
+    burst's interval, was never written."""
+    result = subprocess.run([sys.executable, "-c", LOST_AT_EXIT], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path, env=child_env())
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "in a worker thread: no room" in lines[0]  # the first, at once
+    assert lines[1] == "flush False"
+    assert lines[2:] == ["bus default lost 2 more message(s): 2 refused in a worker thread: "
+                         "QueueFull (3 lost in all, see bus.losses)"], lines
