@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WAIT
+from helpers import WAIT, child_env
 
 from berrymq import Bus, Message
 from berrymq._hops import hop_box
@@ -248,3 +251,41 @@ def test_a_reply_that_cannot_be_sent_is_logged_not_raised(
         reply.set_result("answer")  # settles on the loop: nobody to raise to
     assert (logging.ERROR, "sending the reply of app.on_job to r:back failed") in log_of(caplog)
     assert box[0] == outer
+
+
+LOOP_CLOSED_BEFORE_EXIT = """
+import asyncio, logging, sys
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+import berrymq
+
+async def slow(message):
+    await asyncio.sleep(60)
+
+async def main():
+    berrymq.get_bus().subscribe("s:*", slow)
+    for i in range(3):
+        berrymq.twitter("s:x", i)
+    await asyncio.sleep(0.01)  # the tasks start
+
+loop = asyncio.new_event_loop()
+loop.run_until_complete(main())
+loop.close()  # with the three tasks not finished; then the program ends
+print("exiting")
+"""
+
+
+def test_what_a_loop_closed_before_the_process_ended_held_is_counted_at_exit(
+        tmp_path: Path) -> None:
+    """A program that closes a loop with receivers' tasks unfinished and then ends
+    without flush(), close() or reading losses: nothing was said at all (they are looked
+    for at those calls only), and asyncio's "Task was destroyed" lines came at exit."""
+    result = subprocess.run([sys.executable, "-c", LOOP_CLOSED_BEFORE_EXIT],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env=child_env())
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "exiting"
+    assert "its event loop was closed before it finished message s:x" in lines[1]
+    assert lines[2:] == ["bus default lost 2 more message(s): 2 dropped: its async "
+                         "receiver's event loop was closed (3 lost in all, see bus.losses)"]
+    assert "Task was destroyed" not in result.stderr
