@@ -5,7 +5,7 @@ bridges subscribe through the NATS queue group named after the pattern's subject
 NATS hands each message to one process. A message that a shared queue of the sending
 process already took carries that queue's group in its ``taken`` field; the member of the
 group that NATS picks drops it. Messages from NATS's plain fan-out are kept out of shared
-queues by a guard (:meth:`SharedQueues.guard_of`).
+queues by the guard each of them gets while the bridge runs.
 
 A process may get a message both ways: from an interconnected peer that also published it
 to NATS, and then from the queue group. Each group remembers the uids its queue took
