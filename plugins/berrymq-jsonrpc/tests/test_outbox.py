@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 from berrymq_jsonrpc.outbox import Outbox
 
@@ -70,13 +71,39 @@ def _flush_in_a_thread(outbox: Outbox, counts: list[int]) -> tuple[threading.Thr
     return thread, returned, seen
 
 
+class _FiftyBehindOne:
+    """An outbox with one message on its way in ``sink`` and 50 queued behind it; the
+    report of those 50 as lost (``on_lost``) is held until :attr:`release` is set, with
+    :attr:`counting` set meanwhile; :attr:`counts` lists the counts reported."""
+
+    def __init__(self, sink: Callable[[list[str]], Awaitable[None]],
+                 sending: threading.Event) -> None:
+        self.counting, self.release = threading.Event(), threading.Event()
+        self.counts: list[int] = []
+        self.outbox = Outbox(sink, max_bytes=1 << 20, on_failure=lambda exc, count: None,
+                             on_lost=self._lost, name="test")
+        self.outbox.put('["a:b",[0],{}]')
+        assert sending.wait(WAIT)
+        for i in range(1, 51):
+            self.outbox.put(f'["a:b",[{i}],{{}}]')
+
+    def _lost(self, count: int) -> None:
+        if count == 50:
+            self.counting.set()
+            self.release.wait(WAIT)
+        self.counts.append(count)
+
+    def close(self) -> None:
+        self.release.set()
+        self.outbox.close(timeout=1.0)
+
+
 def test_a_flush_that_meets_a_failure_returns_once_every_lost_message_is_counted() -> None:
     """The loop counts the failed batch, then the messages queued behind it, which takes
     a while when they are thousands; a flush that saw the failure in between returned
     with the batch counted alone, and the next flush reported the rest again (a peer
     killed mid-stream: the second flush said False)."""
-    sending, fail, counting, release = (threading.Event() for _ in range(4))
-    counts: list[int] = []
+    sending, fail = threading.Event(), threading.Event()
 
     async def sink(batch: list[str]) -> None:
         sending.set()
@@ -85,63 +112,39 @@ def test_a_flush_that_meets_a_failure_returns_once_every_lost_message_is_counted
             await asyncio.sleep(0.005)
         raise ConnectionResetError("the peer reset the connection")
 
-    def on_lost(count: int) -> None:
-        if count == 50:  # those behind the batch: held while a flush comes
-            counting.set()
-            release.wait(WAIT)
-        counts.append(count)
-
-    outbox = Outbox(sink, max_bytes=1 << 20, on_failure=lambda exc, count: None,
-                    on_lost=on_lost, name="test")
+    held = _FiftyBehindOne(sink, sending)
     try:
-        outbox.put('["a:b",[0],{}]')
-        assert sending.wait(WAIT)
-        for i in range(1, 51):
-            outbox.put(f'["a:b",[{i}],{{}}]')
         fail.set()
-        assert counting.wait(WAIT)
-        thread, returned, seen = _flush_in_a_thread(outbox, counts)
+        assert held.counting.wait(WAIT)
+        thread, returned, seen = _flush_in_a_thread(held.outbox, held.counts)
         returned.wait(0.5)  # the old outbox's flush returned here, with 1 counted
-        release.set()
+        held.release.set()
         thread.join(WAIT)
         assert seen == ["closed", 51]
     finally:
-        release.set()
-        outbox.close(timeout=1.0)
+        held.close()
 
 
 def test_a_flush_that_a_close_wakes_returns_once_the_dropped_messages_are_counted() -> None:
     """Closing drops what is queued and wakes the flushes waiting behind it: they were
     woken before the dropped messages were counted, and could report none of them."""
-    sending, counting, release = (threading.Event() for _ in range(3))
-    counts: list[int] = []
+    sending = threading.Event()
 
     async def sink(batch: list[str]) -> None:
         sending.set()
         await asyncio.sleep(WAIT)  # cancelled by close()
 
-    def on_lost(count: int) -> None:
-        if count == 50:  # the queued messages close() dropped: held while the flush waits
-            counting.set()
-            release.wait(WAIT)
-        counts.append(count)
-
-    outbox = Outbox(sink, max_bytes=1 << 20, on_failure=lambda exc, count: None,
-                    on_lost=on_lost, name="test")
+    held = _FiftyBehindOne(sink, sending)
     try:
-        outbox.put('["a:b",[0],{}]')
-        assert sending.wait(WAIT)
-        for i in range(1, 51):
-            outbox.put(f'["a:b",[{i}],{{}}]')
-        thread, returned, seen = _flush_in_a_thread(outbox, counts)
-        closing = threading.Thread(target=outbox.close, kwargs={"timeout": 0}, name="closing")
+        thread, returned, seen = _flush_in_a_thread(held.outbox, held.counts)
+        closing = threading.Thread(target=held.outbox.close, kwargs={"timeout": 0},
+                                   name="closing")
         closing.start()
-        assert counting.wait(WAIT)
+        assert held.counting.wait(WAIT)
         returned.wait(0.5)  # the old outbox's flush returned here, with none of the 50 counted
-        release.set()
+        held.release.set()
         thread.join(WAIT)
         closing.join(WAIT)
         assert seen in ([True, 50], [True, 51]), seen  # 51: the batch on its way, cancelled
     finally:
-        release.set()
-        outbox.close(timeout=1.0)
+        held.close()

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from berrymq._uids import SeenUids
 from berrymq.identifier import Identifier
 from berrymq_nats.subjects import SubjectMap
 
@@ -53,32 +54,17 @@ def from_broker(message: Message) -> bool:
     return type(message[2]) is FromBroker
 
 
-class Took:
+class Took(SeenUids):
     """The uids of the messages one group's shared queue here took, the newest
-    :data:`TOOK_LIMIT` to twice that (two generations of dicts, as the node's memory of
-    uids: no lock on the way of a message)."""
+    :data:`TOOK_LIMIT` to twice that."""
 
     def __init__(self) -> None:
-        self.now: dict[str, object] = {}
-        self.before: dict[str, object] = {}
-        self._rotating = threading.Lock()  # taken once in TOOK_LIMIT uids
+        super().__init__(TOOK_LIMIT)
 
     def first(self, uid: str | None) -> bool:
         """Whether the queue may take a message of ``uid``: not when it took it already
         (None, a message not sent anywhere yet, is always new)."""
-        if uid is None:
-            return True
-        if uid in self.before:
-            return False
-        token = object()
-        now = self.now
-        if now.setdefault(uid, token) is not token:
-            return False
-        if len(now) >= TOOK_LIMIT:
-            with self._rotating:
-                if self.now is now:
-                    self.before, self.now = now, {}
-        return True
+        return uid is None or super().first(uid)
 
 
 class SharedQueues:
