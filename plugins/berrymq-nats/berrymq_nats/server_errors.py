@@ -7,8 +7,11 @@ the client's errors (``nats-py``'s ``error_cb`` and ``closed_cb``).
   so ``flush()`` returns False, one log line per burst); one of the bridge's own (presence,
   replies) apart (:data:`~berrymq_nats.losses.CONTROL_UNSENT`).
 - **Subscription denied** (``... for Subscription to "S"``): nothing published there will
-  come. Said once per subject by an error line, and kept in :attr:`ServerErrors.denied`,
-  which the bridge's status line shows.
+  come. Said by an error line (the first of a burst at once, then one line per 5 s with
+  the count), and kept in :attr:`ServerErrors.denied`, which the bridge's status line
+  shows, while the bridge keeps that subscription: a subject it no longer follows is
+  forgotten, so that a client that makes the bus follow ever new patterns (sessions of
+  ``connect_via_queue`` opened and closed) does not grow it without end.
 - **The client closed for good**: ``nats-py`` closes the client, without reconnecting,
   after a server error other than a stale connection or a permission (a protocol error
   such as ``Maximum Control Line Exceeded``): the state and the log line name that error.
@@ -23,6 +26,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from berrymq.bursts import BurstLog
 from berrymq_nats.client import reconnect
 from berrymq_nats.losses import CONTROL_UNSENT, PUBLISH_DENIED
 
@@ -50,8 +54,10 @@ class ServerErrors:
 
     def __init__(self, bridge: NatsBridge) -> None:
         self.bridge = bridge
-        #: the subscriptions the server refused: subject (and queue group) -> its -ERR text
+        #: the subscriptions the server refused that the bridge still has: subject (and
+        #: queue group) -> its -ERR text
         self.denied: dict[str, str] = {}
+        self._denials = BurstLog(logger)
 
     async def on_error(self, exc: Exception) -> None:
         """``nats-py``'s ``error_cb``."""
@@ -91,18 +97,28 @@ class ServerErrors:
         return subject, group
 
     def subscription_denied(self, what: str, text: str) -> None:
+        self._forget_unfollowed()
         if what in self.denied:
             return
         self.denied[what] = text
-        logger.error("NATS bridge of bus %s: the NATS server refused the subscription to %s "
-                     "(%s): nothing published there reaches this process", self.bridge.bus.name,
-                     what, text)
+        self._denials.error("NATS bridge of bus %s: the NATS server refused the subscription "
+                            "to %s (%s): nothing published there reaches this process",
+                            self.bridge.bus.name, what, text)
+
+    def _forget_unfollowed(self) -> None:
+        """Drop the denials of subscriptions the bridge no longer has."""
+        following = self.bridge.following
+        kept = set(following.plain)
+        kept.update(f"{subject} (queue group {group})" for subject, group in following.queued)
+        for what in [what for what in self.denied if what not in kept]:
+            del self.denied[what]
 
     def status(self) -> str:
         """The part of the status line about subscriptions the server denied, or that were
         not made as they would not fit (:attr:`Following.unfit <berrymq_nats.following.
         Following.unfit>`); '' when there are none."""
         parts = []
+        self._forget_unfollowed()
         if self.denied:
             parts.append(f"{len(self.denied)} subscriptions denied by the NATS server: "
                          + ", ".join(sorted(self.denied)))
