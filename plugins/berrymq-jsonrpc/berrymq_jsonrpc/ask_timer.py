@@ -31,6 +31,7 @@ from berrymq._ask_local import Refused, ask_local, replies_so_far
 from berrymq.ask import ask_local_by
 from berrymq.message import Message
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.params import as_float
 from berrymq_jsonrpc.sessions import WAIT_THREADS, WAITS
 
 if TYPE_CHECKING:
@@ -81,8 +82,9 @@ def ask_timeout(request: Any) -> float | None:
         return None
     params = p.named_params(p.METHOD_ASK, request.get("params"))
     timeout = params.get("timeout") if params is not None else None
-    if (type(timeout) is int or type(timeout) is float) and 0 <= timeout < math.inf:
-        return float(timeout)
+    if (type(timeout) is int or type(timeout) is float) and 0 <= (
+            timeout := as_float(timeout)) < math.inf:
+        return timeout
     return None  # absent, null, or something the method itself refuses
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -37,7 +36,7 @@ from berrymq_jsonrpc.addresses import netloc, served_here
 from berrymq_jsonrpc.dialect_link import V1HttpClient, V1Link
 from berrymq_jsonrpc.jsonrpc import Dispatcher, error_v1, invalid_params
 from berrymq_jsonrpc.limits import CALLBACK_CHECK, unreachable
-from berrymq_jsonrpc.params import DEFAULT_SESSION_TTL, host_port_pair
+from berrymq_jsonrpc.params import host_port_pair, session_ttl
 from berrymq_jsonrpc.sessions import in_waits
 
 if TYPE_CHECKING:
@@ -223,14 +222,12 @@ def interconnect_v1(service: Service, params: dict[str, Any], context: Any) -> s
     host, port, path = callback_address(params.get("addr"))
     service.callbacks.check(host)  # callback_hosts
     token = _proposed_token(params.get("token"))
-    ttl = params.get("ttl", min(DEFAULT_SESSION_TTL, service.max_ttl))
-    if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl <= 0:
-        raise invalid_params("'ttl' must be a positive number")
-    service.check_ttl(float(ttl))  # and max_sessions (check_room), before the peer is called
+    ttl = session_ttl(params, service.max_ttl)
+    service.check_ttl(ttl)  # and max_sessions (check_room), before the peer is called
     service.check_room()
     client = V1HttpClient(host, port, path, service.callback_timeout)
     _check_reachable(host, port, client.url)
-    session = service.open_session("interconnect", float(ttl), context, token=token)
+    session = service.open_session("interconnect", ttl, context, token=token)
 
     def dead(exc: BaseException) -> None:
         in_waits(service.close_session, token, "peer unreachable")

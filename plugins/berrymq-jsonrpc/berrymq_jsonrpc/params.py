@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import sys
 from typing import Any
 
 from berrymq import wire
@@ -13,7 +14,7 @@ from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq_jsonrpc.jsonrpc import invalid_params
 
-__all__ = ["allowed", "decode_message", "host_port_pair", "identifier", "message_from_wire",
+__all__ = ["allowed", "as_float", "decode_message", "host_port_pair", "identifier", "message_from_wire",
            "number", "presents", "session_ttl", "string"]
 
 
@@ -31,16 +32,26 @@ def allowed(method: str, params: dict[str, Any], names: frozenset[str]) -> None:
         raise invalid_params(f"{method} has no parameter {sorted(unknown)[0]!r}")
 
 
+def as_float(value: int | float) -> float:
+    """A JSON number as a float. JSON allows integers of any size: one beyond a float's
+    range is the largest float of its sign, so it meets the bound any large number meets
+    (``max_ttl``, ``max_get_wait``) instead of an ``OverflowError``."""
+    try:
+        return float(value)
+    except OverflowError:
+        return sys.float_info.max if value > 0 else -sys.float_info.max
+
+
 def number(params: dict[str, Any], name: str, default: float | None, *, positive: bool = False,
-            allow_none: bool = False) -> float | None:
-    value: Any = params.get(name, default)
-    if value is None and allow_none:
+           allow_none: bool = False) -> float | None:
+    given: Any = params.get(name, default)
+    if given is None and allow_none:
         return None
-    if type(value) not in (int, float) or not math.isfinite(value) or value < 0 or (
-            positive and value == 0):
+    value = as_float(given) if type(given) in (int, float) else math.nan
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
         need = "a positive number" if positive else "a number, 0 or more"
         raise invalid_params(f"{name!r} must be {need}")
-    return float(value)
+    return value
 
 
 #: A session's ``ttl`` when its request leaves it out, in seconds (or ``max_ttl``, if less).

@@ -20,7 +20,8 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.sessions import WAIT_THREADS
 from helpers import required_program, serve
-from probe_tools import TOKEN, post_body, send_request
+from probe_tools import TOKEN, Raw, http_post, post_body, send_request
+from probe_tools import request as request_object
 
 import berrymq
 from berrymq.bus import Bus
@@ -524,3 +525,37 @@ def test_curl_as_a_client(server: Callable[[str], tuple[Bus, int]]) -> None:
     assert TOKEN.fullmatch(json.loads(answer)["result"]), answer
     note = request("no_such", {}, id=None).decode()  # a notification: 204, no body
     assert curl("-o", "/dev/null", "-w", "%{http_code}", "--data", note) == "204"
+
+
+#: an integer JSON allows and a float cannot hold
+BEYOND_FLOATS = int("9" * 400)
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_an_integer_beyond_a_floats_range_is_taken_as_a_large_number(
+        server: Callable[[str], tuple[Bus, int]], scheme: str) -> None:
+    """An ask's timeout and a session's ttl of 400 digits: the ask went unanswered (over
+    TCP the connection closed, with the requests behind it; in a batch no member was
+    answered), and a ttl was an Internal error, each with a traceback in the log, before
+    the secret was checked. They meet the bounds 1e308 meets."""
+    _, port = server(scheme)
+    big_ask = request_object("ask", {"identifier": "nobody:x", "timeout": BEYOND_FLOATS}, 1)
+    big_ttl = request_object("connect_oneway", {"ttl": BEYOND_FLOATS}, 2)
+    after = request_object("ask", {"identifier": "nobody:x"}, 3)
+    if scheme == "tcp":
+        raw = Raw(port)
+        try:
+            raw.send(big_ask, big_ttl, after)
+            answers = sorted((raw.line() for _ in range(3)), key=lambda a: a["id"])
+            raw.send([big_ask, after])
+            batch = raw.line()
+        finally:
+            raw.close()
+    else:
+        answers = [http_post(port, obj) for obj in (big_ask, big_ttl, after)]
+        batch = http_post(port, [big_ask, after])
+    assert answers[0] == {"jsonrpc": "2.0", "result": [], "id": 1}
+    error = answers[1]["error"]
+    assert error["code"] == -32009 and error["data"]["setting"] == "max_ttl", error
+    assert answers[2] == {"jsonrpc": "2.0", "result": [], "id": 3}
+    assert sorted(answer["id"] for answer in batch) == [1, 3]
