@@ -64,7 +64,8 @@ class ReadDeadline:
 
     def _in_use(self) -> bool:
         return bool(self._pending) or bool(self.answers.unanswered) or any(
-            s.context is self for s in list(self.service.sessions.values())
+            s.context is self or s.carried_by is self
+            for s in list(self.service.sessions.values())
         )
 
     def _check(self) -> None:

@@ -110,6 +110,33 @@ def test_idle_connection_without_session_is_closed(buses: Buses) -> None:
         busy.close()
 
 
+def test_a_connection_that_carries_a_sessions_messages_stays_open_while_it_lives(
+        buses: Buses) -> None:
+    """A token works from any connection: the one that brings a session's messages (an
+    interconnection's call-back link, a client that connected again) was closed as idle,
+    having opened no session, and the peer that linked over it took the node for gone
+    and closed its link, while the session lived on."""
+    _, port = serve(buses, "tcp", read_timeout=0.3)
+    opener, carrier = Lines(port), Lines(port)
+    try:
+        opener.send(request("connect_oneway", {"ttl": 60}, 1))
+        token = opener.read()["result"]
+        carrier.send(request("send_message", {"token": token, "identifier": "up:one"}, 2))
+        assert carrier.read() == {"jsonrpc": "2.0", "result": "ok", "id": 2}
+        carrier.sock.settimeout(1.0)
+        with pytest.raises(TimeoutError):  # idle for over 3 x read_timeout: still open
+            carrier.sock.recv(1)
+        carrier.sock.settimeout(10)
+        carrier.send(request("send_message", {"token": token, "identifier": "up:two"}, 3))
+        assert carrier.read() == {"jsonrpc": "2.0", "result": "ok", "id": 3}
+        opener.send(request("close_connection", {"token": token}, 4))
+        assert opener.read()["result"] == "ok"
+        assert carrier.reader.readline() == b""  # the session gone: closed when idle
+    finally:
+        opener.close()
+        carrier.close()
+
+
 def test_an_unfinished_line_is_freed_when_its_connection_closes(buses: Buses) -> None:
     """Stalled clients that each sent most of a line: once read_timeout closed them, what
     they sent is freed at once, not at the next full garbage collection (a closed

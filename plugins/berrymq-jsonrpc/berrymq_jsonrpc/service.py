@@ -310,7 +310,7 @@ class Service(WaitingMethods):
 
     def _send_message(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_SEND_MESSAGE, params, _SEND_MESSAGE)
-        session = self.session(params.get("token"))
+        session = self.session(params.get("token"), context)
         message, reply_to = message_from_wire(
             params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
             params, "the message's",
@@ -327,7 +327,7 @@ class Service(WaitingMethods):
 
     def _send_messages(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_SEND_MESSAGES, params, frozenset({"token", "messages"}))
-        session = self.session(params.get("token"))
+        session = self.session(params.get("token"), context)
         items = params.get("messages")
         if type(items) is not list:
             raise invalid_params("'messages' must be an array")

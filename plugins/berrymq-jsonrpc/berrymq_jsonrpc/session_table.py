@@ -147,8 +147,9 @@ class SessionTable:
                           f"max_ttl), not {ttl:g}; ask for less: traffic either way keeps a "
                           "session open"})
 
-    def session(self, token: Any) -> Session:
-        """The open session of ``token`` (touched), or the documented error: Invalid
+    def session(self, token: Any, carrier: Any = None) -> Session:
+        """The open session of ``token`` (touched; ``carrier``, the connection its messages
+        came on, noted as :attr:`Session.carried_by`), or the documented error: Invalid
         params when it is missing or not a string, :data:`~berrymq_jsonrpc.protocol.BAD_TOKEN`
         when it cannot be a token (one the node issues, or one a JSON-RPC 1.0 peer may
         propose), :data:`~berrymq_jsonrpc.protocol.UNKNOWN_TOKEN` when no
@@ -164,6 +165,8 @@ class SessionTable:
                 raise app_error(p.BAD_TOKEN)  # neither this node's kind nor a 1.0 peer's
             raise app_error(p.UNKNOWN_TOKEN)
         session.touch()
+        if carrier is not None:
+            session.carried_by = carrier
         return session
 
     def close_session(self, token: str, reason: str = "closed") -> bool:

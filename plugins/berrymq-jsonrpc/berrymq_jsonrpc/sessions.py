@@ -252,8 +252,8 @@ class SessionQueue:
 class Session:
     """What the server keeps for one token."""
 
-    __slots__ = ("closed", "context", "deadline", "link", "on_close", "opened", "queue",
-                 "sends_on", "style", "token", "ttl")
+    __slots__ = ("carried_by", "closed", "context", "deadline", "link", "on_close", "opened",
+                 "queue", "sends_on", "style", "token", "ttl")
 
     def __init__(self, token: str, style: str, ttl: float, context: Any = None) -> None:
         self.token = token
@@ -262,6 +262,10 @@ class Session:
         self.deadline = time.monotonic() + ttl
         self.opened = time.monotonic()  # stats: the session's age in /status
         self.context = context
+        #: the connection its messages last came on, when that is not the one that opened
+        #: it (a token works from any connection: an interconnection's call-back link, a
+        #: client that connects again), which is then kept open as ``context`` is
+        self.carried_by: Any = None
         #: the connection a peer opened that this session's link sends back over (an
         #: interconnection over TCP with ``addr`` null), counted against the cap
         #: ``max_interconnects_per_connection``; None for every other session
