@@ -103,28 +103,55 @@ class RequestEvents:
         self.open = False
         #: what could not be parsed after the whole requests in :attr:`events`
         self.error: Malformed | None = None
+        #: the bytes of the body still to come of a request that asked for an Upgrade
+        #: (llhttp passes them on unparsed): None when no such request is being read
+        self._upgrade_body_left: int | None = None
         #: how many of :attr:`events` stand whatever the rest of this read turns out to
         #: be: those of whole requests, and those queued by earlier reads
         self._sound = 0
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``, the next bytes read (not after :attr:`error`)."""
+        if self._upgrade_body_left is not None:
+            self._take_upgrade_body(data)
+            return
         if self._head_bytes is not None:
             self._head_bytes += len(data)
         self._sound = len(self.events)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # e.g. "Upgrade: h2c": the request is served as a plain one, and nothing
-            # after it is read (the connection closes after its answer)
-            self.events.append(END)
-            self.ended = True
+        except httptools.HttpParserUpgrade as upgrade:
+            # e.g. "Upgrade: h2c" (curl --http2 on http://): llhttp ends the request at
+            # its head and hands what follows back as the new protocol's bytes. The
+            # request is served as a plain one, its body (Content-Length) taken from
+            # them, and nothing after it is read (the connection closes after its answer)
+            if self.events and self.events[-1] is END:
+                self.events.pop()
+            length = self._headers.get(b"content-length", b"0").strip()
+            self._upgrade_body_left = int(length) if length.isdigit() else 0
+            self.open = True
+            self._take_upgrade_body(data[upgrade.args[0]:])
             return
         except httptools.HttpParserError as exc:  # the callbacks' _Refused among them
             self._fail(self._refusal or Malformed(400, str(exc)))
             return
         if (self._head_bytes or 0) > MAX_HEAD:
             self._fail(self._too_large_error())
+
+    def _take_upgrade_body(self, data: bytes) -> None:
+        """Body bytes of a request that asked for an Upgrade, until its Content-Length."""
+        left = self._upgrade_body_left or 0
+        body = data[:left]
+        if body:
+            self.events.append(body)
+        left -= len(body)
+        if left:
+            self._upgrade_body_left = left
+            return
+        self._upgrade_body_left = None
+        self.open = False
+        self.ended = True
+        self.events.append(END)
 
     @staticmethod
     def _too_large_error() -> Malformed:

@@ -307,15 +307,20 @@ def test_the_client_reads_an_answer_that_ends_with_its_connection(buses: Buses) 
 
 
 def test_a_request_asking_to_upgrade_is_served_then_the_connection_closes(buses: Buses) -> None:
-    # berryMQ speaks HTTP/1.1 only: the request is answered as a plain one, and what
-    # follows it (here an HTTP/2 preface) is not read as another request
+    # berryMQ speaks HTTP/1.1 only: the request is answered as a plain one, body and all
+    # (llhttp hands the body back as the new protocol's bytes: it was lost, and answered
+    # as a Parse error, as curl --http2 on http:// showed), and what follows it (here an
+    # HTTP/2 preface) is not read as another request
     _, port = serve(buses, "http")
     answer = exchange(port, post(CALL, headers="Content-Type: application/json\r\n"
-                                 "Connection: Upgrade\r\nUpgrade: h2c\r\n")
+                                 "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                                 "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n")
                       + b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
     assert b"Connection: close" in answer
     assert answer.count(b"HTTP/1.1") == 1
+    result = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert type(result.get("result")) is str and result["id"] == 1, result  # a token
 
 
 def test_a_client_that_does_not_read_its_answers_is_read_no_further_then_closed(

@@ -154,3 +154,24 @@ def test_an_answer_over_the_limit_is_refused() -> None:
     answer.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n" + b"x" * 50)
     with pytest.raises(AnswerTooLarge):
         answer.feed(b"x" * 50)  # 151 bytes in all
+
+
+@settings(max_examples=100, deadline=None)
+@given(points=st.lists(st.integers(min_value=0), max_size=6))
+def test_a_request_asking_to_upgrade_gives_its_whole_body_in_any_cuts(points: list[int]) -> None:
+    """llhttp ends a request that asks for an Upgrade at its head and hands the rest back
+    as the new protocol's bytes: the body was lost. It is the request's body, read up to
+    its Content-Length over as many reads as it takes; nothing after it is read."""
+    body = b'{"jsonrpc":"2.0","method":"connect_oneway","id":1}'
+    request = (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+               b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+               b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body) + body + b"PRI * HTTP/2.0\r\n\r\n")
+    events = RequestEvents()
+    for part in cut(request, points):
+        if events.ended:
+            break
+        events.feed(part)
+    assert events.ended and events.error is None
+    ((head, got),) = requests_of(list(events.events))
+    assert head.headers[b"upgrade"] == b"h2c" and got == body
