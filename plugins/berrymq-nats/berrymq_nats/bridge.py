@@ -347,6 +347,7 @@ class NatsBridge(LinkConnection):
         self._up.clear()
         self.state = "closed"
         self.losses.close()
+        self.errors.close()
 
     async def _shutdown(self) -> None:
         """Send what waits and have it confirmed, within ``connect_timeout`` (the server

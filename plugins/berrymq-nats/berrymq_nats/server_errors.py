@@ -113,6 +113,10 @@ class ServerErrors:
         for what in [what for what in self.denied if what not in kept]:
             del self.denied[what]
 
+    def close(self) -> None:
+        """The bridge closed: write the closing line of a burst of denials now."""
+        self._denials.flush()
+
     def status(self) -> str:
         """The part of the status line about subscriptions the server denied, or that were
         not made as they would not fit (:attr:`Following.unfit <berrymq_nats.following.
