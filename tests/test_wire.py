@@ -177,3 +177,17 @@ def test_a_reply_json_cannot_hold_becomes_a_reply_error_of_its_node() -> None:
 def test_a_malformed_answer_is_a_transport_error_naming_the_peer(answer: Any) -> None:
     with pytest.raises(TransportError, match="^peer answered ask with"):
         decode_replies(answer, "peer")
+
+
+@pytest.mark.parametrize("text", [b'\xef\xbb\xbf{"a": [1]}', '\ufeff{"a": [1]}'])
+def test_a_byte_order_mark_before_a_text_is_ignored(text: bytes | str) -> None:
+    """RFC 8259 (8.1) lets a parser ignore one, which editors and some tools write before
+    a file's JSON (a client sending such a file got a Parse error)."""
+    assert loads(text) == {"a": [1]}
+
+
+@pytest.mark.parametrize("text", [b"\xef\xbb\xbf\xef\xbb\xbf[1]", b"\xef\xbb\xbf", b"[1]\xef\xbb\xbf",
+                                  "\ufeff\ufeff[1]"])
+def test_a_byte_order_mark_anywhere_else_or_twice_is_a_parse_error(text: bytes | str) -> None:
+    with pytest.raises(ParseError):
+        loads(text)

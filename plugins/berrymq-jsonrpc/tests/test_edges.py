@@ -559,3 +559,19 @@ def test_an_integer_beyond_a_floats_range_is_taken_as_a_large_number(
     assert error["code"] == -32009 and error["data"]["setting"] == "max_ttl", error
     assert answers[2] == {"jsonrpc": "2.0", "result": [], "id": 3}
     assert sorted(answer["id"] for answer in batch) == [1, 3]
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_request_after_a_byte_order_mark_is_served(
+        server: Callable[[str], tuple[Bus, int]], scheme: str) -> None:
+    """A file saved with a UTF-8 BOM and sent as it is (curl --data-binary @req.json,
+    socat): RFC 8259 lets a parser ignore the mark; it was a Parse error."""
+    _, port = server(scheme)
+    body = b"\xef\xbb\xbf" + request("ask", {"identifier": "nobody:x"}, 7)
+    if scheme == "tcp":
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(body + b"\n")
+            answer = json.loads(sock.makefile("rb").readline())
+    else:
+        answer = post_body(port, body)
+    assert answer == {"jsonrpc": "2.0", "result": [], "id": 7}
