@@ -102,7 +102,10 @@ class Losses:
                     self._timer.daemon = True
                     self._timer.name = f"berrymq-losses-{self.name}"
                     _unreported_at_exit.add(self)
-                    self._timer.start()
+                    try:
+                        self._timer.start()
+                    except RuntimeError:  # no thread to be had (Python 3.12+ at exit):
+                        self._timer = None  # reported at exit, or by the next add after
                 return
         logger.log(level, text + " (further losses are counted in bus.losses and summed up "
                    "in one line per %gs)", *args, self.interval)

@@ -17,6 +17,7 @@ import pytest
 from helpers import WAIT, child_env
 
 from berrymq import Bus, Message, QueueFull, SettingsError
+from berrymq._losses import Losses
 from berrymq.plugins import PluginHost
 from berrymq.settings import load_settings
 from berrymq.subscription import Kind
@@ -340,3 +341,26 @@ def test_the_summary_of_a_burst_of_losses_is_written_when_the_process_exits_firs
     assert lines[1] == "flush False"
     assert lines[2:] == ["bus default lost 2 more message(s): 2 refused in a worker thread: "
                          "QueueFull (3 lost in all, see bus.losses)"], lines
+
+
+def test_a_loss_counted_when_no_thread_can_start_is_still_reported(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Python 3.12+ starts no thread at interpreter exit, where losses are still counted
+    (a sweep of closed event loops): the summary's timer failed to start, the exception
+    ended the sweep, and what it had not counted yet went unsaid."""
+    losses = Losses("exiting", interval=5.0)
+    losses.add("dropped", logging.WARNING, "the first, logged at once")
+
+    def no_thread(self: threading.Timer) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Timer, "start", no_thread)
+    with caplog.at_level(logging.WARNING, logger="berrymq"):
+        for _ in range(3):
+            losses.add("dropped", logging.WARNING, "not logged: summed up")
+        assert losses.counts == {"dropped": 4}
+        losses.close()  # as the exit hook does
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("the first, logged at once")
+    assert lines[1:] == [
+        "bus exiting lost 3 more message(s): 3 dropped (4 lost in all, see bus.losses)"]
