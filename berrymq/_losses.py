@@ -17,13 +17,12 @@ start one short-lived timer thread per burst. Closing the bus writes what is pen
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
+from berrymq.bursts import flush_at_exit, flushed
 from berrymq.state import StateKey
 
 if TYPE_CHECKING:
@@ -101,7 +100,7 @@ class Losses:
                     self._timer = threading.Timer(max(wait, 0.0), self._report)
                     self._timer.daemon = True
                     self._timer.name = f"berrymq-losses-{self.name}"
-                    _unreported_at_exit.add(self)
+                    flush_at_exit(self)  # a bus nobody closes (the default bus) too
                     try:
                         self._timer.start()
                     except RuntimeError:  # no thread to be had (Python 3.12+ at exit):
@@ -119,7 +118,7 @@ class Losses:
             self.total += n
 
     def _report(self) -> None:
-        _unreported_at_exit.discard(self)
+        flushed(self)
         with self._lock:
             unreported, self._unreported = self._unreported, {}
             level, self._level = self._level, logging.WARNING
@@ -137,8 +136,9 @@ class Losses:
         with self._lock:
             return dict(self.counts)
 
-    def close(self) -> None:
-        """Write what is not reported yet, now (the bus is closing)."""
+    def flush(self) -> None:
+        """Write what is not reported yet, now (the bus is closing, or the process
+        exiting: :func:`berrymq.bursts.flush_at_exit`)."""
         with self._lock:
             timer = self._timer
         if timer is not None:
@@ -146,24 +146,9 @@ class Losses:
         self._report()
 
 
-#: The Losses with a summary line to come (a daemon timer's): written at interpreter exit
-#: if the process ends first, as for a bus never closed (the default bus). Registered
-#: when this module is imported, before the exit hooks of the modules that count losses
-#: (they run first: ``atexit`` runs hooks in reverse).
-_unreported_at_exit: weakref.WeakSet[Losses] = weakref.WeakSet()
-
-
-def _report_at_exit() -> None:
-    for losses in list(_unreported_at_exit):
-        losses.close()
-
-
-atexit.register(_report_at_exit)
-
-
 def _losses_of(bus: Bus) -> Losses:
     return Losses(bus.name)
 
 
 #: ``bus.state(LOSSES)``: the bus's :class:`Losses` (also ``bus.losses``).
-LOSSES: StateKey[Losses] = StateKey("losses", _losses_of, Losses.close, after_close=True)
+LOSSES: StateKey[Losses] = StateKey("losses", _losses_of, Losses.flush, after_close=True)

@@ -24,9 +24,9 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["BurstLog", "Schedule"]
+__all__ = ["BurstLog", "Flushes", "Schedule", "flush_at_exit", "flushed"]
 
 #: Run a call after some seconds (the default starts a short-lived timer thread).
 Schedule = Callable[[float, Callable[[], None]], object]
@@ -40,9 +40,29 @@ def _timer_thread(delay: float, call: Callable[[], None]) -> object:
     return timer
 
 
-#: The BurstLogs with a burst under way (a closing line to come), flushed at exit.
-_under_way: weakref.WeakSet[BurstLog] = weakref.WeakSet()
+class Flushes(Protocol):
+    """A rate-limited log with a closing line to come (a :class:`BurstLog`, a bus's
+    losses): :meth:`flush` writes it now."""
+
+    def flush(self) -> None: ...
+
+
+#: The logs with a burst under way (a closing line to come), flushed at exit.
+_under_way: weakref.WeakSet[Flushes] = weakref.WeakSet()
 _under_way_lock = threading.Lock()
+
+
+def flush_at_exit(log: Flushes) -> None:
+    """Have ``log.flush()`` called at interpreter exit (``log`` held weakly), unless
+    :func:`flushed` says first that it has nothing more to write."""
+    with _under_way_lock:
+        _under_way.add(log)
+
+
+def flushed(log: Flushes) -> None:
+    """``log`` has written its closing line: nothing to do for it at exit."""
+    with _under_way_lock:
+        _under_way.discard(log)
 
 
 def _flush_at_exit() -> None:
@@ -98,8 +118,7 @@ class BurstLog:
                     return False
                 self._scheduled = True
                 delay = self._last + self._interval - now
-                with _under_way_lock:  # once per burst: flushed at exit if still under way
-                    _under_way.add(self)
+                flush_at_exit(self)  # once per burst: flushed at exit if still under way
             else:
                 count, self._unlogged, self._last, self._latest = self._unlogged, 0, now, None
                 delay = None
@@ -122,8 +141,7 @@ class BurstLog:
         """The interval after the last line is over: log what came since, if anything."""
         with self._lock:
             self._scheduled = False
-            with _under_way_lock:
-                _under_way.discard(self)
+            flushed(self)
             latest, count = self._latest, self._unlogged
             if latest is None or not count:
                 return

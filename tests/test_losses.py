@@ -359,7 +359,7 @@ def test_a_loss_counted_when_no_thread_can_start_is_still_reported(
         for _ in range(3):
             losses.add("dropped", logging.WARNING, "not logged: summed up")
         assert losses.counts == {"dropped": 4}
-        losses.close()  # as the exit hook does
+        losses.flush()  # as the exit hook does
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0].startswith("the first, logged at once")
     assert lines[1:] == [
