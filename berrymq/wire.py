@@ -151,21 +151,20 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
     except ParseError:
         raise
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        if raw[:3] == _UTF8_BOM or raw[:1] == "\ufeff":
-            return _after_bom(raw[3:] if type(raw) is bytes else raw[1:])
+        rest = _after_bom(raw)
+        if rest is not None:  # looked for only once a text failed: the usual one pays nothing
+            if _after_bom(rest) is not None:
+                raise ParseError("a second byte order mark") from None
+            return loads(rest)
         raise ParseError(str(exc)) from None
 
 
-_UTF8_BOM = b"\xef\xbb\xbf"
-
-
-def _after_bom(rest: bytes | str) -> Any:
-    """A text that began with a byte order mark, parsed without it: RFC 8259 (8.1) lets a
-    parser ignore one, which editors and some tools write (looked for only once a text
-    failed, so it costs the usual text nothing); one mark, not two."""
-    if rest[:3] == _UTF8_BOM or rest[:1] == "\ufeff":
-        raise ParseError("a second byte order mark")
-    return loads(rest)
+def _after_bom(text: bytes | str) -> bytes | str | None:
+    """``text`` after the byte order mark it begins with, or None without one: RFC 8259
+    (8.1) lets a parser ignore one, which editors and some tools write."""
+    if type(text) is bytes:
+        return text[3:] if text[:3] == b"\xef\xbb\xbf" else None
+    return text[1:] if text[:1] == "\ufeff" else None
 
 
 # -- messages ----------------------------------------------------------------------------
