@@ -209,7 +209,9 @@ class Index:
 
     def _collected(self, subscription: Subscription) -> None:
         # A weak receiver was garbage-collected, maybe while this very thread is writing:
-        # its subscription goes now if the lock is free, else at the next change.
+        # its subscription goes now if the lock is free, else at the next change. It is
+        # inactive at once, so that a worker pool's task for it is counted as dropped.
+        subscription.active = False
         self._dead.append(subscription)
         if self.lock.acquire(blocking=False):
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -420,6 +421,33 @@ def test_a_task_whose_receiver_was_cancelled_before_it_ran_is_counted(
     assert got == []
     assert berrymq_bus.losses.counts == {
         "dropped: its receiver was cancelled before a worker ran it": 20}
+
+
+def test_a_task_whose_weak_receiver_was_collected_while_the_index_was_busy_is_counted(
+        berrymq_bus: Bus) -> None:
+    """A weak receiver collected while another thread held the index (mid-subscribe or
+    cancel) stayed active until the next change, so its queued tasks found no receiver
+    and vanished without a count: flush() said True."""
+    release = threading.Event()
+    berrymq_bus.set_multiplicity(1)
+    berrymq_bus.subscribe("hold:*", lambda m: release.wait(WAIT), weak=False)
+    berrymq_bus.twitter("hold:on")  # the one worker waits in it
+
+    class Receiver:
+        def on(self, message: Any) -> None:
+            raise AssertionError("a collected receiver ran")
+
+    receiver = Receiver()
+    berrymq_bus.subscribe("late:*", receiver.on)  # held weakly
+    for _ in range(5):
+        berrymq_bus.twitter("late:x")
+    with berrymq_bus.index.lock:  # another thread inside subscribe or cancel
+        del receiver
+        gc.collect()
+    release.set()
+    assert berrymq_bus.flush(WAIT) is False  # accepted, not delivered: said so
+    assert berrymq_bus.losses.counts == {
+        "dropped: its receiver was cancelled before a worker ran it": 5}
 
 
 def test_a_join_of_a_closed_pool_waits_for_a_late_sender_to_run_its_tasks(
