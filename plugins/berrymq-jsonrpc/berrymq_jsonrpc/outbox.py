@@ -362,6 +362,9 @@ class Outbox:
             self._count_lost(dropped)
             if self.failure is None and self._stopped:
                 logger.error("%s: closed with %d messages not sent", self.name, dropped)
+            elif self.failure is None:  # (a failure's own report names them: _on_failure)
+                logger.error("%s: %d messages not sent: the program ended before they were "
+                             "acknowledged", self.name, dropped)
         for marker in markers:  # once counted: a flush they wake reports these losses
             marker.event.set()
         return dropped

@@ -4,8 +4,13 @@ the others run tests/remote/node_script.py."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -323,6 +328,66 @@ def test_messages_queued_at_exit_are_still_delivered(berrymq_bus: Bus, scheme: s
     )  # no close_connection: the program just ends
     subprocess.run([sys.executable, "-c", script, addr], check=True, timeout=60, cwd=tmp_path)
     assert [received.get(timeout=10).args[0] for _ in range(2000)] == list(range(2000))
+
+
+def _slow_tcp_peer(delay: float) -> tuple[socket.socket, threading.Thread]:
+    """A TCP peer that answers ``connect_oneway`` with a token, then acknowledges each
+    batch ``delay`` seconds after it came (a busy node): its listening socket and its
+    thread."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = server.accept()
+            with conn, conn.makefile("rb") as lines:
+                request = json.loads(lines.readline())
+                conn.sendall(json.dumps({"jsonrpc": "2.0", "result": "t" * 43,
+                                         "id": request["id"]}).encode() + b"\n")
+                while line := lines.readline():
+                    request = json.loads(line)
+                    time.sleep(delay)
+                    conn.sendall(json.dumps({"jsonrpc": "2.0", "result": "ok",
+                                             "id": request["id"]}).encode() + b"\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server, thread
+
+
+#: Sends 3,000 messages of 1 KB and ends without closing; the line it writes last (its
+#: first atexit hook runs last) is the count of its losses.
+_ENDS_WITH_A_BACKLOG = """
+import atexit, sys
+def last():
+    lost = stats_for(berrymq.get_bus()).losses()
+    print("LOSSES", sum(lost.values()), file=sys.stderr)
+atexit.register(last)
+import berrymq
+from berrymq_jsonrpc.stats import stats_for
+berrymq.connect_oneway(sys.argv[1])
+for i in range(3000):
+    berrymq.send_message('bye:n', i, "x" * 1000)
+"""
+
+
+def test_messages_given_up_at_exit_are_logged_with_their_count(tmp_path: Any) -> None:
+    """A program that ends while its peer is slow to acknowledge waits ``timeout`` at
+    exit, then gives up what is left: the log names every message given up, not only
+    the batch on its way (the rest were only counted, in a counter nobody could read)."""
+    server, thread = _slow_tcp_peer(0.3)
+    (tmp_path / "berrymq.toml").write_text("[berrymq.jsonrpc-tcp]\ntimeout = 1\n")
+    url = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        done = subprocess.run([sys.executable, "-c", _ENDS_WITH_A_BACKLOG, url],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr
+    lost = int(re.findall(r"^LOSSES (\d+)$", done.stderr, re.MULTILINE)[-1])
+    assert lost > 1000, done.stderr  # most were still waiting
+    logged = [int(n) for n in re.findall(r"(\d+) messages (?:on their way|not sent)", done.stderr)]
+    assert sum(logged) == lost, done.stderr
+    thread.join(10)
 
 
 def test_tcp_peer_gone_is_known_at_the_next_send(berrymq_bus: Bus, spawn: Callable[..., Any],
