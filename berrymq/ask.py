@@ -96,7 +96,13 @@ class _AskPart:
             except Exception as exc:  # noqa: BLE001 - reported as an entry
                 part.error = exc
 
-        part.future = bus.state(ASK_PARTS).submit(run)
+        try:
+            part.future = bus.state(ASK_PARTS).submit(run)
+        except (BusClosed, RuntimeError):  # RuntimeError: its threads stopped by close
+            if not bus.closed:
+                raise
+            # closed while this ask began: nobody is left to answer, as an ask of a
+            # closed bus says (no replies)
         return part
 
     def result(self, deadline: float, timeout: float, node: str) -> list[Any]:
@@ -247,10 +253,11 @@ async def ask_async_on(bus: Bus, identifier: str | Identifier, /, *args: Any,
             box[0] = outer
 
     try:
-        executor = bus.state(ASK_EXECUTOR)
-    except BusClosed:  # nobody left to answer, as ask() on a closed bus says
-        return []
-    work = executor.submit(run)
+        work = bus.state(ASK_EXECUTOR).submit(run)
+    except (BusClosed, RuntimeError):  # RuntimeError: its threads stopped by close
+        if not bus.closed:
+            raise
+        return []  # nobody left to answer, as ask() on a closed bus says
     waiting = asyncio.wrap_future(work)
     try:
         done, _ = await asyncio.wait((waiting,), timeout=max(0.0, deadline - time.monotonic()))
