@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 from berrymq._delivery import deliver, raise_errors
 from berrymq._index import RouteEntry
 from berrymq._pending import PendingReply
-from berrymq._timeouts import seconds_left, wait_limit
 from berrymq.aio import OWN_LOOP, AsyncReceiver, asking_from, claim_reply, describe_receiver
 from berrymq.errors import QueueFull, ReplyError
 from berrymq.message import Message
 from berrymq.subscription import Subscription
+from berrymq.timeouts import seconds_left, wait_limit
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus

@@ -44,9 +44,9 @@ from asyncio import (
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from berrymq._timeouts import wait_seconds
 from berrymq.errors import QueueFull
 from berrymq.message import Message
+from berrymq.timeouts import wait_seconds
 
 __all__ = ["CLOSED_CHECK", "DEFAULT_ASYNC_PENDING_LIMIT", "DEFAULT_ASYNC_PENDING_WAIT", "Backlog",
            "async_bounds", "loop_waits_for_workers", "never_wait_for_room", "waits_for_room"]

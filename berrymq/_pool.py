@@ -40,9 +40,9 @@ from berrymq._delivery import Answer, deliver, drop_tracebacks
 from berrymq._index import RouteEntry
 from berrymq._losses import CANCELLED_FIRST, EXITED_FIRST, LOSSES, WORKER_REFUSED
 from berrymq._pool_exit import track, untrack
-from berrymq._timeouts import seconds_left, wait_seconds
 from berrymq.errors import QueueFull
 from berrymq.message import Message
+from berrymq.timeouts import seconds_left, wait_seconds
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus

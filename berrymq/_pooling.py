@@ -18,8 +18,8 @@ import time
 from typing import TYPE_CHECKING
 
 from berrymq._pool import WorkerPool
-from berrymq._timeouts import seconds_left, wait_limit
 from berrymq.settings import core_problem
+from berrymq.timeouts import seconds_left, wait_limit
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus

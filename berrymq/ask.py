@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 from berrymq._ask_local import Refused, ask_local, failed_entry, no_answer, replies_so_far
 from berrymq._delivery import looping
 from berrymq._hops import hop_box
-from berrymq._timeouts import seconds_left, wait_seconds
 from berrymq.errors import BusClosed
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq.state import StateKey
+from berrymq.timeouts import seconds_left, wait_seconds
 from berrymq.wait_threads import WaitThreads
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ def ask(bus: Bus, identifier: str | Identifier, args: tuple[Any, ...], kwargs: d
 
 def ask_timeout(timeout: object) -> float:
     """An ask's ``timeout`` checked before anything runs: seconds, more than 0; an
-    infinite one is :data:`~berrymq._timeouts.LONGEST_WAIT` (no limit, in practice)."""
+    infinite one is :data:`~berrymq.timeouts.LONGEST_WAIT` (no limit, in practice)."""
     if timeout is None or (isinstance(timeout, int | float) and not timeout > 0):  # NaN too
         raise ValueError(f"ask needs a positive timeout, got {timeout!r}")
     return wait_seconds("timeout", timeout, none=False)  # TypeError for "5" or True

@@ -46,7 +46,6 @@ from berrymq._pool import WorkerPool
 from berrymq._pooling import Pooling
 from berrymq._starting import Starting
 from berrymq._subscribing import Subscribing
-from berrymq._timeouts import seconds_left, wait_limit
 from berrymq.ask import ask as _ask
 from berrymq.errors import BusClosed, ConnectionClosed
 from berrymq.identifier import Identifier, parse
@@ -56,6 +55,7 @@ from berrymq.plugins import PluginHost
 from berrymq.settings import core_problem
 from berrymq.state import BusState, StateKey
 from berrymq.subscription import Guard, Receiver, Subscription
+from berrymq.timeouts import seconds_left, wait_limit
 
 if TYPE_CHECKING:
     from berrymq.transports.base import Forwarder

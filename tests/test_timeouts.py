@@ -1,4 +1,4 @@
-"""berrymq._timeouts: one rule for the seconds every wait of the API is given."""
+"""berrymq.timeouts: one rule for the seconds every wait of the API is given."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from berrymq._timeouts import wait_limit
+from berrymq.timeouts import wait_limit
 
 
 def test_seconds_come_back_as_floats_and_no_limit_as_none() -> None:

@@ -19,12 +19,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from berrymq._backlog import waits_for_room
-from berrymq._timeouts import wait_limit
 from berrymq.errors import Empty, QueueClosed, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.receivers._waiters import AsyncWaiters
 from berrymq.subscription import Subscription
+from berrymq.timeouts import wait_limit
 
 if TYPE_CHECKING:
     from berrymq.receivers.queues import Queue

@@ -6,7 +6,6 @@ import time
 import weakref
 from collections.abc import Iterator
 
-from berrymq._timeouts import wait_limit
 from berrymq.bus import Bus
 from berrymq.default import bus_or_default
 from berrymq.errors import BusClosed, Empty, QueueClosed
@@ -22,6 +21,7 @@ from berrymq.receivers._awaiting import (
 )
 from berrymq.registries import ReceiverRegistry
 from berrymq.state import StateKey
+from berrymq.timeouts import wait_limit
 
 __all__ = ["DEFAULT_PUT_TIMEOUT", "OPEN_QUEUES", "QUEUES", "QUEUE_STORES", "SHARED_STORES",
            "FullPolicy", "Queue", "QueueReceivers", "QueueStore"]
