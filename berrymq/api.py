@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -160,8 +161,8 @@ def init_connection(addr: Address = ("localhost", 0)) -> Address:
 
 
 def _connect(addr: Address, style: str, ttl: float, pattern: str | None = None) -> Connection:
-    if not isinstance(ttl, (int, float)) or ttl <= 0:
-        raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
+        raise ValueError(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
     scheme, url = normalize_address(addr)
     bus = holder.bus
     transport = bus.transport(scheme)

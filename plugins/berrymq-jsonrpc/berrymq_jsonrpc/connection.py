@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.message import Message
+from berrymq.timeouts import wait_limit
 from berrymq.transports.styles import LinkConnection
 from berrymq.wire import WireError, decode_message
 from berrymq_jsonrpc import protocol as p
@@ -44,13 +45,12 @@ class ServerQueue:
         self.connection = connection
 
     def get(self, block: bool = True, timeout: float | None = None) -> Message:
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
+        limit = wait_limit("timeout", timeout)  # the rule of every wait, as Queue.get's
         if not block:
             return self.get_nowait()
         connection = self.connection
         transport = connection.transport
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if limit is None else time.monotonic() + limit
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             wait = transport.max_get_wait if left is None else min(left, transport.max_get_wait)
@@ -122,7 +122,7 @@ class RemoteConnection(LinkConnection):
         timeout. Raises :class:`berrymq.ConnectionClosed` if they could not be sent, and
         :class:`berrymq.QueueFull` if the peer refused some since the last flush (the
         connection stays open)."""
-        return self.link.flush(timeout)
+        return self.link.flush(wait_limit("timeout", timeout))
 
     @property
     def losses(self) -> dict[str, int]:

@@ -68,10 +68,12 @@ from typing import Any
 
 from berrymq.registries import SettingsSchema
 from berrymq.settings import Settings
+from berrymq.timeouts import LONGEST_WAIT
 from berrymq_jsonrpc.addresses import netloc, split_url
 
 __all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "STREAM_SETTINGS", "cidr_blocks", "declare_settings",
-           "host_address", "host_names", "positive_number", "read_hosts", "read_number"]
+           "host_address", "host_names", "positive_number", "positive_seconds", "read_hosts",
+           "read_number"]
 
 #: Seconds a client waits to connect and for a reply (setting ``timeout``), and a sender
 #: for room in a full outbox (``outbox_wait``).
@@ -117,7 +119,9 @@ def declare_settings(schema: SettingsSchema, plugin: str, *, stream: bool = Fals
     keys = {**SETTINGS, **STREAM_SETTINGS} if stream else SETTINGS
     schema.add(plugin, **keys)
     for name, kind in keys.items():
-        if kind is int or kind == (int, float):
+        if kind == (int, float):
+            schema.add_check(plugin, name, positive_seconds)
+        elif kind is int:
             schema.add_check(plugin, name, positive_number)
     schema.add_check(plugin, "host", host_address)
     schema.add_check(plugin, "callback_hosts", cidr_blocks)
@@ -142,6 +146,16 @@ def positive_number(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         return f"must be a positive number, got {value!r}"
     return None
+
+
+def positive_seconds(value: Any) -> str | None:
+    """The problem with a setting of seconds: a positive number, and at most
+    :data:`~berrymq.timeouts.LONGEST_WAIT` (about 146 years), past which a wait for it
+    raises OverflowError deep inside (``timeout = 1e10`` did, at the first call)."""
+    problem = positive_number(value)
+    if problem is None and value > LONGEST_WAIT:
+        return f"must be at most {LONGEST_WAIT:.0f} seconds (about 146 years), got {value!r}"
+    return problem
 
 
 def host_names(hosts: Any) -> str | None:
@@ -179,7 +193,7 @@ def read_number(settings: Mapping[str, Any], name: str, default: float, plugin: 
     file and line of ``source``, the settings the table came from), or a ValueError
     without a ``source`` (settings given in code, not read from a file)."""
     value = settings.get(name, default)
-    problem = positive_number(value)
+    problem = (positive_seconds if SETTINGS.get(name) == (int, float) else positive_number)(value)
     if problem is not None:
         raise _invalid(f"{plugin}.{name} {problem}", name, plugin, source)
     number: float = value  # (an int or a float, as given)

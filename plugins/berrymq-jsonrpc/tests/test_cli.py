@@ -164,6 +164,10 @@ def test_listen_bad_or_local_pattern(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("table", "line", "expected"), [
     ("jsonrpc-tcp", "queue_size = 0", "jsonrpc-tcp.queue_size must be a positive number, got 0"),
     ("jsonrpc-tcp", "read_timeout = inf", "jsonrpc-tcp.read_timeout must be a positive number"),
+    # past the platform's longest wait: an OverflowError at the first call that waited
+    ("jsonrpc-tcp", "timeout = 1e10", "jsonrpc-tcp.timeout must be at most 4611686018 seconds"),
+    ("jsonrpc-http", "max_get_wait = 1e10", "jsonrpc-http.max_get_wait must be at most"),
+    ("jsonrpc-tcp", "outbox_wait = 1e308", "jsonrpc-tcp.outbox_wait must be at most"),
     ("jsonrpc-http", "max_connections = -5",
      "jsonrpc-http.max_connections must be a positive number, got -5"),
     ("jsonrpc-tcp", 'callback_hosts = ["10.0.0.0/99"]',

@@ -80,6 +80,18 @@ def test_a_timeout_that_bounds_no_wait_is_a_usage_error(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", [
+    ("status", "http://127.0.0.1:1"), ("graph", "http://127.0.0.1:1"),
+    ("send", "tcp://127.0.0.1:1", "job:x")])
+def test_a_timeout_longer_than_any_wait_is_a_usage_error(
+        tmp_path: Path, command: tuple[str, ...]) -> None:
+    """1e10 seconds passed the check and ended in a traceback (OverflowError)."""
+    result = run(*command, "--timeout", "1e10", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "expected at most 4611686018 seconds" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 # -- a wrong secret ---------------------------------------------------------------------------
 
 

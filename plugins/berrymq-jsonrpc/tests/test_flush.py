@@ -3,8 +3,10 @@ every message (issue 11), over real sockets, both transports."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -91,3 +93,39 @@ def test_flush_is_false_after_a_loss(berrymq_bus: Bus) -> None:
         pass  # refused at once once the client noticed: reported to the sender
     else:
         assert berrymq.flush(30) is False
+
+
+@pytest.mark.parametrize(("timeout", "error"), [
+    (math.nan, ValueError), (-1, ValueError), ("1", TypeError), (True, TypeError)])
+def test_a_connection_refuses_a_bad_timeout_by_name(
+        server: tuple[Bus, str], berrymq_bus: Bus, timeout: Any, error: type) -> None:
+    """``connection.flush`` and a queue connection's ``get`` follow the one rule of every
+    wait, as ``berrymq.flush`` and ``Queue.get`` do: NaN and -1 read as no wait (False,
+    Empty at once), a string raised a bare TypeError of a comparison."""
+    _, url = server
+    connection = berrymq.connect_via_queue(url, "job:*")
+    with pytest.raises(error, match="timeout must be"):
+        connection.flush(timeout)
+    with pytest.raises(error, match="timeout must be"):
+        berrymq.get(timeout=timeout)
+
+
+def test_a_connection_waits_an_infinite_or_huge_timeout_as_none(
+        server: tuple[Bus, str], berrymq_bus: Bus) -> None:
+    """inf and 1e10 raised OverflowError from deep inside (the platform's longest wait)."""
+    _, url = server
+    connection = berrymq.connect_via_queue(url, "job:*")
+    connection.send(Message("job:x", (1,)))
+    assert connection.flush(math.inf) is True
+    assert connection.flush(1e10) is True
+    assert berrymq.get(timeout=1e10).args == (1,)
+
+
+@pytest.mark.parametrize("ttl", [math.nan, math.inf, True, 0, "5"])
+def test_a_bad_ttl_is_refused_by_name_before_anything_is_sent(
+        server: tuple[Bus, str], berrymq_bus: Bus, ttl: Any) -> None:
+    """NaN and inf were refused only by the JSON encoder ('Out of range float values
+    are not JSON compliant'), True only by the peer."""
+    _, url = server
+    with pytest.raises(ValueError, match="ttl must be a positive, finite number of seconds"):
+        berrymq.connect_oneway(url, ttl=ttl)

@@ -58,8 +58,18 @@ def test_seconds_are_positive_and_finite(key: str, value: float) -> None:
         BrokerOptions.build("nats://127.0.0.1:1", {key: value})
 
 
+@pytest.mark.parametrize("key", ["connect_timeout", "reconnect_wait", "send_timeout",
+                                 "ask_gather"])
+def test_seconds_longer_than_any_wait_are_refused(key: str) -> None:
+    """connect_timeout=1e10 raised OverflowError from connect_broker, yet the bridge it
+    started stayed connected, delivering, with nothing to close it by."""
+    with pytest.raises(ValueError, match=f"{key} must be at most 4611686018 seconds"):
+        BrokerOptions.build("nats://127.0.0.1:1", {key: 1e10})
+
+
 @pytest.mark.parametrize(("line", "expected"), [
     ("connect_timeout = inf", "nats.connect_timeout must be a positive, finite number"),
+    ("connect_timeout = 1e10", "nats.connect_timeout must be at most 4611686018 seconds"),
     ("max_reconnect_attempts = 0", "nats.max_reconnect_attempts must be -1 (never give up)"),
     ("buffer_limit = -3", "nats.buffer_limit must be 1 or more, got -3"),
     ("buffer_limit = 0", "nats.buffer_limit must be 1 or more, got 0 (no message could ever "
