@@ -330,6 +330,24 @@ def test_messages_queued_at_exit_are_still_delivered(berrymq_bus: Bus, scheme: s
     assert [received.get(timeout=10).args[0] for _ in range(2000)] == list(range(2000))
 
 
+@pytest.mark.parametrize(("spelled", "closed_by"), [
+    ("{url}/", "{url}"), ("{upper}", "{url}"), ("{url}", "{url}/"), (" {url}", "{url}")])
+def test_close_connection_finds_the_connection_however_its_address_is_spelled(
+        berrymq_bus: Bus, spelled: str, closed_by: str) -> None:
+    """connect_* took these spellings of one address, and close_connection compared the
+    raw strings: it closed nothing and said nothing, the connection stayed open."""
+    server = Bus(name="spelled")
+    try:
+        url = server.transport("tcp").listen("tcp://127.0.0.1:0")
+        names = {"url": url, "upper": url.replace("tcp://", "TCP://")}
+        connection = berrymq.connect_oneway(spelled.format(**names))
+        berrymq.close_connection(closed_by.format(**names))
+        assert connection.closed
+        assert berrymq_bus.connections() == []
+    finally:
+        server.close()
+
+
 def _slow_tcp_peer(delay: float) -> tuple[socket.socket, threading.Thread]:
     """A TCP peer that answers ``connect_oneway`` with a token, then acknowledges each
     batch ``delay`` seconds after it came (a busy node): its listening socket and its
