@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -52,6 +53,9 @@ __all__ = ["add_serve_option", "add_serve_starter", "register_commands", "server
 
 #: How many messages ``serve --print`` lets wait for the printer before senders wait.
 PRINT_QUEUE_SIZE = 10_000
+
+#: How long a stopping ``serve --print`` waits for its printers to write what they hold.
+PRINT_DRAIN_WAIT = 10.0
 
 
 # -- serve -------------------------------------------------------------------------------------
@@ -98,7 +102,7 @@ def _signals_stop() -> Iterator[Callable[[], None]]:
         signal.signal(signal.SIGINT, previous_int)
 
 
-def _start_printer(pattern: str, as_json: bool) -> None:
+def _start_printer(pattern: str, as_json: bool) -> tuple[Queue, threading.Thread]:
     """``serve --print PATTERN``: a queue of PATTERN and a thread that prints it. A queue
     stores a request and does not answer it, so ``ask`` to an identifier only the printer
     follows still gets no reply (``[]``), as if nothing followed it. When the reader of
@@ -118,7 +122,23 @@ def _start_printer(pattern: str, as_json: bool) -> None:
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
 
-    threading.Thread(target=run, name=f"berrymq-print-{pattern}", daemon=True).start()
+    printer = threading.Thread(target=run, name=f"berrymq-print-{pattern}", daemon=True)
+    printer.start()
+    return printed, printer
+
+
+def _finish_printing(printers: list[tuple[Queue, threading.Thread]], timeout: float) -> None:
+    """Once the bus closed (its queues with it): let the printers write what their
+    queues still hold, the messages the node acknowledged, for up to ``timeout`` seconds
+    in all (a slow reader of stdout); what is left then is said on stderr, with its count,
+    rather than lost with the process."""
+    deadline = time.monotonic() + timeout
+    for printed, printer in printers:
+        printer.join(max(0.0, deadline - time.monotonic()))
+        left = printed.qsize()
+        if left:
+            print(f"berrymq: {left} message(s) of {printed.pattern} not printed: the output "
+                  f"was not read within {timeout:g}s of the stop", file=sys.stderr, flush=True)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -128,6 +148,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         given = {scheme: [f":{port}"] for scheme, port in schemes}
     stop = threading.Event()  # never set: the main thread waits for a signal
     bus = None
+    printers: list[tuple[Queue, threading.Thread]] = []
     try:
         with _signals_stop() as wait_for_signals:
             try:
@@ -141,7 +162,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 # the printers follow before anything is served: a client that sends as
                 # soon as the node says it serves is printed (it was not, now and then)
                 for pattern in args.print or []:
-                    _start_printer(pattern, args.json)
+                    printers.append(_start_printer(pattern, args.json))
                 bound = []
                 for url in urls:
                     try:
@@ -184,6 +205,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if bus is not None:
             bus.close()
+    _finish_printing(printers, PRINT_DRAIN_WAIT)
     print("stopped", file=sys.stderr, flush=True)
     return 0
 
