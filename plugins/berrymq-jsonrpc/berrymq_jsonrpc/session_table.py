@@ -144,7 +144,7 @@ class SessionTable:
             raise app_error(p.LIMIT_REACHED, {
                 "setting": "max_ttl", "limit": self.max_ttl,
                 "detail": f"a session's ttl may be at most {self.max_ttl:g} seconds (setting "
-                          f"max_ttl), not {ttl:g}; ask for less: traffic either way keeps a "
+                          f"max_ttl), not {ttl!r}; ask for less: traffic either way keeps a "
                           "session open"})
 
     def session(self, token: Any, carrier: Any = None) -> Session:

@@ -157,6 +157,9 @@ def test_a_ttl_over_max_ttl_is_refused(bus_factory: Factory, scheme: str) -> Non
         client.transport("http").listen("http://127.0.0.1:0")
     with pytest.raises(TransportError, match=r"ttl may be at most 86400 seconds \(setting max_ttl"):
         client.transport(scheme).interconnect(f"{scheme}://127.0.0.1:{port}", 1e6)
+    # the value refused as given (it read 'not 86400', rounded to the limit)
+    with pytest.raises(TransportError, match=r"not 86400\.0000001; ask for less"):
+        client.transport(scheme).interconnect(f"{scheme}://127.0.0.1:{port}", 86400.0000001)
     assert not client.transport(scheme).service.sessions  # type: ignore[attr-defined]
 
 
