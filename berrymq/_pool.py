@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import queue
 import threading
@@ -77,6 +78,9 @@ class WorkerPool:
     def __init__(self, bus: Bus, size: int) -> None:
         self._bus = bus
         self._tasks: queue.SimpleQueue[_Task | threading.Barrier | None] = queue.SimpleQueue()
+        #: advanced each time a worker (a receiver) hands on tasks: a join's round in which
+        #: it did not has seen every task handed on in turn (``next`` of it is atomic)
+        self._handed_on = itertools.count()
         self.size = size
         self.limit, self.wait = pool_bounds(bus)
         if self.limit < 1:
@@ -137,6 +141,8 @@ class WorkerPool:
                     self._run(task)  # a worker of this pool: it runs the task itself
                     continue
             tasks.put(task)
+        if threading.current_thread() in self._threads:
+            next(self._handed_on)  # by a receiver, after its tasks are queued: see _join
         if self.closed:
             self._drain_late()
 
@@ -248,9 +254,13 @@ class WorkerPool:
         handed over in turn; False on timeout. Of a closed pool: until the shutdown and
         the late senders have run what they took (:meth:`_all_run`).
 
-        Each round holds every worker at a barrier: when the last one arrives no task is
-        running, so a queue found empty then (by the barrier's action, before any worker
-        is let go) means all is done; one a finished task refilled takes another round.
+        Each round holds every worker at a barrier queued behind the tasks already there:
+        when the last one arrives those tasks have run and no task is running. The join
+        is over when no receiver handed on tasks during the round (what they handed on
+        before it was queued before its barrier), or the queue is found empty then (by the
+        barrier's action, before any worker is let go); else it takes another round. What
+        other threads hand over meanwhile is not waited for: a steady sender no longer
+        held a join until its timeout although everything before it had long run.
         """
         with loop_waits_for_workers():  # an event loop's thread: see there
             return self._join(timeout)
@@ -269,8 +279,9 @@ class WorkerPool:
         try:
             while True:
                 idle: list[bool] = []
+                mark = next(self._handed_on)
                 barrier = threading.Barrier(self.size + 1,
-                                            action=functools.partial(self._note_idle, idle))
+                                            action=functools.partial(self._note_idle, idle, mark))
                 self._barrier = barrier  # for a shutdown to break off (see shutdown)
                 left = seconds_left(deadline)
                 if self.closed:
@@ -295,6 +306,7 @@ class WorkerPool:
         does). The pool starts afresh with workers of its own; before, what the child
         handed it was never run, with no count."""
         self._tasks = queue.SimpleQueue()
+        self._handed_on = itertools.count()
         self._room = threading.Condition()
         self._waiting = 0
         self._joining = threading.Lock()
@@ -304,9 +316,10 @@ class WorkerPool:
         self._threads = []
         self._start_threads()
 
-    def _note_idle(self, into: list[bool]) -> None:
-        """The action of a join's barrier, run while every worker waits at it."""
-        into.append(self._tasks.empty())
+    def _note_idle(self, into: list[bool], mark: int) -> None:
+        """The action of a join's barrier, run while every worker waits at it: whether
+        the join is over (see :meth:`join`); ``mark``, the hand-on count when it began."""
+        into.append(next(self._handed_on) == mark + 1 or self._tasks.empty())
 
     def _stop(self, deadline: float | None) -> list[threading.Thread]:
         """Close the pool and give each worker a stop marker behind the tasks queued, then

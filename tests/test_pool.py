@@ -450,6 +450,46 @@ def test_a_task_whose_weak_receiver_was_collected_while_the_index_was_busy_is_co
         "dropped: its receiver was cancelled before a worker ran it": 5}
 
 
+def test_a_join_beside_a_steady_sender_returns_once_what_came_before_ran() -> None:
+    """join() waited for an empty queue, which a thread that keeps sending never leaves:
+    it said False at its timeout though the tasks handed over before it had long run,
+    and flush() said False with nothing lost. What receivers hand on is still waited for."""
+    # a short queue: a join waits for what is queued before it, the sender's tasks too
+    berrymq_bus = Bus(name="steady", multiplicity=2, pool_queue_size=64)
+    ran: list[int] = []
+    berrymq_bus.subscribe("job:*", lambda m: ran.append(m.args[0]), weak=False)
+    # slow work: the sender below keeps the queue from ever being empty
+    berrymq_bus.subscribe("job:y", lambda m: time.sleep(0.001), weak=False)
+    # each of these hands one more on, from its worker: joined too
+    berrymq_bus.subscribe("chain:*", lambda m: berrymq_bus.twitter("job:x", -m.args[0] - 1),
+                          weak=False)
+    for i in range(100):
+        berrymq_bus.twitter("job:x", i)
+        berrymq_bus.twitter("chain:x", i)
+    stop = threading.Event()
+    sending = threading.Event()
+
+    def steady() -> None:
+        i = 1000
+        while not stop.is_set():
+            berrymq_bus.twitter("job:y", i)
+            i += 1
+            sending.set()
+
+    sender = threading.Thread(target=steady)
+    sender.start()
+    try:
+        assert sending.wait(WAIT)
+        assert berrymq_bus.join(WAIT) is True
+        done = set(ran)
+        assert set(range(100)) <= done and {-i - 1 for i in range(100)} <= done
+        assert berrymq_bus.flush(WAIT) is True, berrymq_bus.losses.counts
+    finally:
+        stop.set()
+        sender.join()
+        berrymq_bus.close()
+
+
 def test_a_join_of_a_closed_pool_waits_for_a_late_sender_to_run_its_tasks(
         berrymq_bus: Bus) -> None:
     """A sender that took the pool before a shutdown and queued its task after it found
