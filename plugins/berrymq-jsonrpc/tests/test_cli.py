@@ -6,6 +6,7 @@ message comes from a third (``send``); output is read line by line with deadline
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,26 +88,34 @@ def test_serve_prints_messages_it_sees(tmp_path: Path, procs: list[Proc]) -> Non
     assert server.stop(signal.SIGTERM) == 0
 
 
-def test_serve_print_stops_serve_when_the_reader_of_its_output_went_away(
-        tmp_path: Path) -> None:
-    """``serve --print P | head -2``: the printer thread died in a BrokenPipeError
-    traceback, and the node went on serving, printing nothing. It stops as on SIGTERM."""
+@contextlib.contextmanager
+def _printing_node(tmp_path: Path, pattern: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``berrymq serve --tcp 127.0.0.1:0 --print PATTERN`` with its output piped to the
+    test, and its URL once it serves; killed at the end if it is still running."""
     server = subprocess.Popen([sys.executable, "-m", "berrymq", "serve", "--tcp",
-                               "127.0.0.1:0", "--print", "h:*"], cwd=tmp_path, text=True,
+                               "127.0.0.1:0", "--print", pattern], cwd=tmp_path, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
     try:
         assert server.stdout is not None
         assert select.select([server.stdout], [], [], DEADLINE)[0], "serve printed nothing"
-        url = server.stdout.readline().strip().removeprefix("serving ")
+        yield server, server.stdout.readline().strip().removeprefix("serving ")
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+
+
+def test_serve_print_stops_serve_when_the_reader_of_its_output_went_away(
+        tmp_path: Path) -> None:
+    """``serve --print P | head -2``: the printer thread died in a BrokenPipeError
+    traceback, and the node went on serving, printing nothing. It stops as on SIGTERM."""
+    with _printing_node(tmp_path, "h:*") as (server, url):
+        assert server.stdout is not None
         server.stdout.close()  # the reader goes away
         deadline = time.monotonic() + DEADLINE
         while server.poll() is None and time.monotonic() < deadline:  # until it stops
             run("send", url, "h:x", cwd=tmp_path)  # (refused once the node stopped)
         _, err = server.communicate(timeout=DEADLINE)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.communicate()
     assert server.returncode == 0, err
     assert "Traceback" not in err and err.endswith("stopped\n"), err
 
@@ -115,13 +125,7 @@ def test_serve_print_stopped_prints_what_it_acknowledged_before_it_ends(
     """A node stopped while its reader of stdout lagged behind ended at once: its printer
     thread (a daemon) still held most of the messages the node had acknowledged, and
     they were gone without a word (288 of 5,000 printed)."""
-    server = subprocess.Popen([sys.executable, "-m", "berrymq", "serve", "--tcp",
-                               "127.0.0.1:0", "--print", "job:*"], cwd=tmp_path, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
-    try:
-        assert server.stdout is not None
-        assert select.select([server.stdout], [], [], DEADLINE)[0], "serve printed nothing"
-        url = server.stdout.readline().strip().removeprefix("serving ")
+    with _printing_node(tmp_path, "job:*") as (server, url):
         # 2,000 lines of 200 bytes: more than a pipe holds, so the printer waits for the
         # reader, which reads nothing until the node was told to stop
         lines = "\n".join(f"job:n {i} {'x' * 180}" for i in range(2000)) + "\n"
@@ -131,10 +135,6 @@ def test_serve_print_stopped_prints_what_it_acknowledged_before_it_ends(
         assert sent.returncode == 0, sent.stderr  # every line acknowledged by the node
         server.send_signal(signal.SIGTERM)
         out, err = server.communicate(timeout=DEADLINE)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.communicate()
     assert server.returncode == 0, err
     printed = [json.loads(line.split(" ", 1)[1])[0] for line in out.splitlines()]
     assert printed == list(range(2000)), err
