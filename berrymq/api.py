@@ -283,7 +283,7 @@ def close_connection(addr: Address | None = None) -> None:
 def _place(url: str) -> tuple[str, str | None, int | None] | str:
     """Where ``url`` leads (scheme, host, port), so that ``close_connection`` finds a
     connection however its address was spelled (``TCP://``, a trailing ``/``, spaces
-    around); the URL itself when it has no port to read."""
+    around); the URL itself when its port cannot be read (e.g. a list of servers)."""
     parts = urlsplit(url.strip())
     try:
         return parts.scheme.lower(), parts.hostname, parts.port
