@@ -16,7 +16,7 @@ import threading
 import time
 from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exception
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from berrymq._ask_local import Refused, ask_local, failed_entry, no_answer, replies_so_far
 from berrymq._delivery import looping
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
 
 __all__ = ["ASK_EXECUTOR", "ASK_PARTS", "ask", "ask_async_on", "ask_local_by", "ask_timeout"]
+
+T = TypeVar("T")
 
 
 def ask_local_by(bus: Bus, message: Message, deadline: float, timeout: float,
@@ -96,13 +98,7 @@ class _AskPart:
             except Exception as exc:  # noqa: BLE001 - reported as an entry
                 part.error = exc
 
-        try:
-            part.future = bus.state(ASK_PARTS).submit(run)
-        except (BusClosed, RuntimeError):  # RuntimeError: its threads stopped by close
-            if not bus.closed:
-                raise
-            # closed while this ask began: nobody is left to answer, as an ask of a
-            # closed bus says (no replies)
+        part.future = _submitted(bus, ASK_PARTS, run)  # None: no replies, the bus closed
         return part
 
     def result(self, deadline: float, timeout: float, node: str) -> list[Any]:
@@ -225,6 +221,19 @@ ASK_PARTS: StateKey[WaitThreads] = StateKey(
 )
 
 
+def _submitted(bus: Bus, threads: StateKey[WaitThreads],
+               work: Callable[[], T]) -> concurrent.futures.Future[T] | None:
+    """``work`` handed to the bus's helper ``threads``; None when the bus is closed, also
+    when it closed as this ask began (its threads stopped: RuntimeError), so that the ask
+    says what an ask of a closed bus says."""
+    try:
+        return bus.state(threads).submit(work)
+    except (BusClosed, RuntimeError):
+        if not bus.closed:
+            raise
+        return None
+
+
 async def ask_async_on(bus: Bus, identifier: str | Identifier, /, *args: Any,
                        timeout: float = 5.0, **kwargs: Any) -> list[Any]:
     """:meth:`Bus.ask <berrymq.Bus.ask>` on ``bus`` without blocking the event loop: the
@@ -252,11 +261,8 @@ async def ask_async_on(bus: Bus, identifier: str | Identifier, /, *args: Any,
         finally:
             box[0] = outer
 
-    try:
-        work = bus.state(ASK_EXECUTOR).submit(run)
-    except (BusClosed, RuntimeError):  # RuntimeError: its threads stopped by close
-        if not bus.closed:
-            raise
+    work = _submitted(bus, ASK_EXECUTOR, run)
+    if work is None:
         return []  # nobody left to answer, as ask() on a closed bus says
     waiting = asyncio.wrap_future(work)
     try:
