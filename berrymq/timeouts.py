@@ -16,7 +16,7 @@ import math
 import threading
 import time
 
-__all__ = ["LONGEST_WAIT", "seconds_left", "wait_limit", "wait_seconds"]
+__all__ = ["LONGEST_WAIT", "seconds_left", "too_long", "wait_limit", "wait_seconds"]
 
 #: "No limit" as a number of seconds: half the longest wait the platform's locks take
 #: (about 146 years on Linux), so that a deadline computed from it can still be waited for.
@@ -42,6 +42,16 @@ def wait_limit(name: str, value: object, *, none: bool = True) -> float | None:
     if value > LONGEST_WAIT:
         return None  # float("inf") included: longer than any wait can be told to last
     return float(value)
+
+
+def too_long(seconds: float) -> str | None:
+    """For a setting or an option of seconds (a plugin's ``timeout``, a command's
+    ``--timeout``): the bound that ``seconds`` is over, in words, when no wait can last
+    that long (a deadline that far off overflows the platform's clock: OverflowError at
+    the first wait); None when it is not."""
+    if seconds > LONGEST_WAIT:
+        return f"at most {LONGEST_WAIT:.0f} seconds (about 146 years)"
+    return None
 
 
 def wait_seconds(name: str, value: object, *, none: bool = True) -> float:

@@ -23,7 +23,7 @@ from berrymq.cli import UsageError
 from berrymq.default import get_bus
 from berrymq.errors import BerryMQError, ConnectionClosed, RemoteError, TransportError
 from berrymq.identifier import parse
-from berrymq.timeouts import LONGEST_WAIT
+from berrymq.timeouts import too_long
 from berrymq_jsonrpc import protocol as p
 
 __all__ = ["connect", "format_message", "keyword", "node_failure", "open_session",
@@ -84,9 +84,9 @@ def seconds_argument(text: str) -> float:
         value = 0.0
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
-    if value > LONGEST_WAIT:  # no wait of the platform lasts that long (OverflowError)
-        raise argparse.ArgumentTypeError(
-            f"expected at most {LONGEST_WAIT:.0f} seconds (about 146 years), got {text!r}")
+    bound = too_long(value)  # no wait of the platform lasts that long (OverflowError)
+    if bound is not None:
+        raise argparse.ArgumentTypeError(f"expected {bound}, got {text!r}")
     return value
 
 

@@ -68,12 +68,12 @@ from typing import Any
 
 from berrymq.registries import SettingsSchema
 from berrymq.settings import Settings
-from berrymq.timeouts import LONGEST_WAIT
+from berrymq.timeouts import too_long
 from berrymq_jsonrpc.addresses import netloc, split_url
 
 __all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "STREAM_SETTINGS", "cidr_blocks", "declare_settings",
-           "host_address", "host_names", "positive_number", "positive_seconds", "read_hosts",
-           "read_number"]
+           "host_address", "host_names", "number_check", "positive_number", "positive_seconds",
+           "read_hosts", "read_number"]
 
 #: Seconds a client waits to connect and for a reply (setting ``timeout``), and a sender
 #: for room in a full outbox (``outbox_wait``).
@@ -119,10 +119,8 @@ def declare_settings(schema: SettingsSchema, plugin: str, *, stream: bool = Fals
     keys = {**SETTINGS, **STREAM_SETTINGS} if stream else SETTINGS
     schema.add(plugin, **keys)
     for name, kind in keys.items():
-        if kind == (int, float):
-            schema.add_check(plugin, name, positive_seconds)
-        elif kind is int:
-            schema.add_check(plugin, name, positive_number)
+        if kind is int or kind == (int, float):
+            schema.add_check(plugin, name, number_check(kind))
     schema.add_check(plugin, "host", host_address)
     schema.add_check(plugin, "callback_hosts", cidr_blocks)
     schema.add_check(plugin, "names", host_names)
@@ -148,14 +146,20 @@ def positive_number(value: Any) -> str | None:
     return None
 
 
+def number_check(kind: type | tuple[type, ...]) -> Callable[[Any], str | None]:
+    """The check of a number setting whose types are ``kind`` (as in :data:`SETTINGS`):
+    seconds when a float is allowed, else a count."""
+    return positive_seconds if kind == (int, float) else positive_number
+
+
 def positive_seconds(value: Any) -> str | None:
     """The problem with a setting of seconds: a positive number, and at most
-    :data:`~berrymq.timeouts.LONGEST_WAIT` (about 146 years), past which a wait for it
-    raises OverflowError deep inside (``timeout = 1e10`` did, at the first call)."""
+    :data:`~berrymq.timeouts.LONGEST_WAIT` (:func:`~berrymq.timeouts.too_long`), past which
+    a wait for it raises OverflowError deep inside (``timeout = 1e10`` did, at the first
+    call)."""
     problem = positive_number(value)
-    if problem is None and value > LONGEST_WAIT:
-        return f"must be at most {LONGEST_WAIT:.0f} seconds (about 146 years), got {value!r}"
-    return problem
+    bound = None if problem is not None else too_long(value)
+    return problem if bound is None else f"must be {bound}, got {value!r}"
 
 
 def host_names(hosts: Any) -> str | None:
@@ -193,7 +197,7 @@ def read_number(settings: Mapping[str, Any], name: str, default: float, plugin: 
     file and line of ``source``, the settings the table came from), or a ValueError
     without a ``source`` (settings given in code, not read from a file)."""
     value = settings.get(name, default)
-    problem = (positive_seconds if SETTINGS.get(name) == (int, float) else positive_number)(value)
+    problem = number_check(SETTINGS.get(name, int))(value)
     if problem is not None:
         raise _invalid(f"{plugin}.{name} {problem}", name, plugin, source)
     number: float = value  # (an int or a float, as given)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from berrymq.errors import QueueFull, TransportError
-from berrymq.timeouts import LONGEST_WAIT
+from berrymq.timeouts import too_long
 from berrymq_nats.subjects import DEFAULT_PREFIX, check_prefix
 
 __all__ = ["NUMBER_OPTIONS", "BrokerBufferFull", "BrokerOptions", "check_credentials",
@@ -132,8 +132,9 @@ def option_problem(key: str, value: Any) -> str | None:
         if (isinstance(value, bool) or not isinstance(value, (int, float))
                 or not 0 < value < math.inf):  # NaN and infinity too: nats-py overflows
             return f"must be a positive, finite number of seconds, got {value!r}"
-        if value > LONGEST_WAIT:  # no wait of the platform lasts that long (OverflowError)
-            return f"must be at most {LONGEST_WAIT:.0f} seconds (about 146 years), got {value!r}"
+        bound = too_long(value)  # no wait of the platform lasts that long (OverflowError)
+        if bound is not None:
+            return f"must be {bound}, got {value!r}"
     elif key == "max_reconnect_attempts":
         if value == 0 or value < -1:
             return (f"must be -1 (never give up) or 1 or more, got {value}"
