@@ -65,8 +65,10 @@ def ask_while_closing(failures: list[BaseException]) -> None:
     askers = [threading.Thread(target=asker) for _ in range(3)]
     for thread in askers:
         thread.start()
-    asked.wait(WAIT)
-    bus.close()
+    try:
+        asked.wait(WAIT)
+    finally:  # the askers end with the bus, whatever happened
+        bus.close()
     for thread in askers:
         thread.join(WAIT)
 
