@@ -28,7 +28,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from berrymq.errors import ConnectionClosed
 from berrymq.identifier import Identifier
@@ -49,6 +49,7 @@ __all__ = [
     "asker",
     "memory_link_pair",
     "normalize_address",
+    "url_parts",
 ]
 
 Address = str | tuple[str, int]
@@ -226,13 +227,23 @@ def normalize_address(address: Address) -> tuple[str, str]:
         return "http", f"http://{host}:{port}"
     if not isinstance(address, str):
         raise TypeError(f"an address is a (host, port) tuple or a URL, got {address!r}")
-    parts = urlsplit(address)
+    parts = url_parts(address)
     if not parts.scheme or "://" not in address:
         raise ValueError(
             f"address {address!r} has no scheme; write e.g. 'tcp://127.0.0.1:7000' or "
             "'http://127.0.0.1:8000'"
         )
     return parts.scheme.lower(), address
+
+
+def url_parts(url: str) -> SplitResult:
+    """``url`` split into its parts; a ValueError that names ``url`` when it cannot be
+    (the standard library's own says only ``Invalid IPv6 URL``, which a program with
+    several addresses cannot place)."""
+    try:
+        return urlsplit(url)
+    except ValueError as error:
+        raise ValueError(f"address {url!r} cannot be read: {error}") from None
 
 
 class Connection(ABC):

@@ -13,7 +13,7 @@ import berrymq
 from berrymq import Bus, Message
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
-from berrymq.transports.base import Link, asker, memory_link_pair
+from berrymq.transports.base import Link, asker, memory_link_pair, normalize_address
 
 
 @pytest.fixture
@@ -99,6 +99,15 @@ def _doc_example() -> str:
     text = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text()
     block = text.split("<!-- transport-example -->\n```python\n", 1)[1]
     return block.split("\n```", 1)[0]
+
+
+@pytest.mark.parametrize("call", [
+    normalize_address, berrymq.connect_oneway, berrymq.init_connection, berrymq.close_connection])
+def test_an_address_that_cannot_be_read_is_named(call: Any) -> None:
+    """The standard library's own error says only 'Invalid IPv6 URL': a program with
+    several addresses could not tell which one was wrong."""
+    with pytest.raises(ValueError, match=r"address 'tcp://\[::1:5' cannot be read: Invalid IPv6 URL"):
+        call("tcp://[::1:5")
 
 
 def test_the_transport_plugin_of_the_docs_works(tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ import collections
 import ipaddress
 import socket
 import threading
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult
+
+from berrymq.transports.base import url_parts
 
 __all__ = ["bind_family", "host_and_port", "is_loopback", "netloc", "note_served",
            "served_here", "split_url"]
@@ -28,7 +30,7 @@ def netloc(host: str, port: int | str) -> str:
 
 def split_url(url: str, scheme: str) -> tuple[str, int]:
     """``(host, port)`` of ``scheme://host:port``; ValueError naming what is wrong."""
-    parts = urlsplit(url)
+    parts = url_parts(url)
     if parts.scheme.lower() != scheme:
         raise ValueError(f"{url!r} is not a {scheme}:// address")
     if "@" in parts.netloc:  # shown, stored and logged as given: never a password

@@ -7,10 +7,10 @@ answer renders like a local description (:func:`berrymq.network.render`).
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from berrymq.default import get_bus
 from berrymq.errors import RemoteError, TransportError
+from berrymq.transports.base import url_parts
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.status_cli import get_json
 from berrymq_jsonrpc.transport import RemoteTransport
@@ -42,7 +42,7 @@ def fetch(url: str, timeout: float = 10.0, secret: str | None = None) -> dict[st
     :raises berrymq.TransportError: the node cannot be reached or answered nonsense.
     :raises berrymq.RemoteError: the node answered with a JSON-RPC error.
     """
-    parts = urlsplit(url)
+    parts = url_parts(url)
     scheme = parts.scheme.lower()
     try:
         port = parts.port

@@ -21,11 +21,11 @@ import time
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import urlsplit
 
 from berrymq.cli import Commands, UsageError, node_url
 from berrymq.errors import TransportError
 from berrymq.plugins import KNOWN_SCHEMES, get_plugin_host
+from berrymq.transports.base import url_parts
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import host_and_port
 from berrymq_jsonrpc.cli_support import port_speaks, seconds_argument, secret_hint
@@ -48,11 +48,11 @@ def status_url(url: str) -> str:
     """``http://host:port/status`` from ``http://host:port[/]``, ``host:port`` or ``:port``."""
     if "://" not in url:
         url = "http://" + (f"127.0.0.1{url}" if url.startswith(":") else url)
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "http":
-        raise UsageError(f"{url!r}: status is served over HTTP; give the node's http:// address "
-                         f"({_http_addresses()})")
     try:
+        parts = url_parts(url)
+        if parts.scheme.lower() != "http":
+            raise UsageError(f"{url!r}: status is served over HTTP; give the node's http:// "
+                             f"address ({_http_addresses()})")
         host_and_port(url, parts, "http://127.0.0.1:8000")
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -230,6 +230,11 @@ def test_address_without_scheme(tmp_path: Path) -> None:
     assert "has no scheme" in line
 
 
+def test_an_address_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    line = one_error_line(run("send", "tcp://[::1:7000", "job:x", cwd=tmp_path))
+    assert line == "berrymq: error: address 'tcp://[::1:7000' cannot be read: Invalid IPv6 URL"
+
+
 def test_address_with_a_scheme_no_plugin_claims(tmp_path: Path) -> None:
     result = run("send", "nosuch://127.0.0.1:7000", "job:x", cwd=tmp_path)
     line = one_error_line(result)

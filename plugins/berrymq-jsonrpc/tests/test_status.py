@@ -321,6 +321,7 @@ def test_status_url_of_what_a_user_types(given: str, url: str) -> None:
 
 @pytest.mark.parametrize(("given", "says"), [
     ("http://127.0.0.1:99999", "has an invalid port"),
+    ("http://[::1:8000", r"address 'http://\[::1:8000' cannot be read: Invalid IPv6 URL"),
     ("http://127.0.0.1", "needs a host and a port, e.g. http://127.0.0.1:8000"),
     ("tcp://127.0.0.1:7000", "status is served over HTTP"),
 ])
