@@ -242,7 +242,8 @@ class IOLoop:
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coroutine`` on the loop and wait for its result from a plain thread.
 
-        :raises TimeoutError: when ``timeout`` seconds pass first (the coroutine is cancelled).
+        :raises TimeoutError: when ``timeout`` seconds pass first (the coroutine is
+            cancelled, as it is when the wait is interrupted by Ctrl-C).
         :raises InheritedLoopError: in a process forked while the loop ran (see above).
         :raises RuntimeError: when called from the I/O thread, where waiting would deadlock.
         """
@@ -250,7 +251,12 @@ class IOLoop:
             coroutine.close()
             raise RuntimeError("a blocking berryMQ call was made on the I/O thread; it would deadlock")
         future = self.submit(coroutine)
-        if not concurrent.futures.wait((future,), timeout).done:
+        try:
+            done = concurrent.futures.wait((future,), timeout).done
+        except BaseException:  # Ctrl-C: the caller stops waiting, as at a timeout
+            future.cancel()
+            raise
+        if not done:
             future.cancel()
             raise TimeoutError(f"no result within {timeout} s")
         # (a TimeoutError the coroutine raised itself comes as it is: on 3.11 the waiting's

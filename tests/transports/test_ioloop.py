@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +44,43 @@ def test_run_times_out_and_cancels(io: IOLoop) -> None:
 
     with pytest.raises(TimeoutError, match="no result within 0.05 s"):
         io.run(forever(), timeout=0.05)
+    assert cancelled.wait(5)
+
+
+class _Interrupted(BaseException):
+    """What a signal handler raises in the main thread, as Python's own does for Ctrl-C."""
+
+
+def test_run_interrupted_by_a_signal_cancels_the_coroutine(io: IOLoop) -> None:
+    """Ctrl-C in a blocking call ends the wait: the coroutine must not go on by itself
+    (a ``get`` taking a message nobody waits for any more, a close sending after it was
+    given up)."""
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    def signal_once_started() -> None:
+        if started.wait(10):
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    old = signal.signal(signal.SIGUSR1, interrupt)
+    signaller = threading.Thread(target=signal_once_started)
+    try:
+        signaller.start()
+        with pytest.raises(_Interrupted):
+            io.run(forever(), timeout=30)
+    finally:
+        signaller.join()
+        signal.signal(signal.SIGUSR1, old)
     assert cancelled.wait(5)
 
 
