@@ -23,14 +23,25 @@ LIVE_TRANSPORTS: weakref.WeakSet[RemoteTransport] = weakref.WeakSet()
 
 
 def _flush_at_exit() -> None:
-    # Messages queued by send_message/twitter just before the program ends are still
-    # sent: wait (bounded by each transport's timeout) for every open connection.
-    for transport in list(LIVE_TRANSPORTS):
-        for connection in transport.connections:
+    """Messages queued by send_message/twitter just before the program ends are still
+    sent: wait (bounded by each transport's timeout) for every open connection. Ctrl-C
+    during the wait ends it: what is left is counted and logged as not sent when the I/O
+    loop stops, not shown as a traceback from an exit hook."""
+    connections = [(transport, connection) for transport in list(LIVE_TRANSPORTS)
+                   for connection in transport.connections]
+    if not connections:
+        return
+    try:
+        logger.debug("at exit: waiting for %d connection(s) to send what they hold",
+                     len(connections))
+        for transport, connection in connections:
             try:
                 connection.flush(transport.timeout)
             except Exception as exc:  # noqa: BLE001 - already logged by the outbox
                 logger.debug("flush at exit: %s", exc)
+    except KeyboardInterrupt:
+        logger.warning("interrupted while waiting at exit for %d connection(s) to send what "
+                       "they hold: what they have not sent is given up", len(connections))
 
 
 atexit.register(_flush_at_exit)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -405,6 +406,40 @@ def test_messages_given_up_at_exit_are_logged_with_their_count(tmp_path: Any) ->
     assert lost > 1000, done.stderr  # most were still waiting
     logged = [int(n) for n in re.findall(r"(\d+) messages (?:on their way|not sent)", done.stderr)]
     assert sum(logged) == lost, done.stderr
+    thread.join(10)
+
+
+def test_ctrl_c_during_the_wait_at_exit_ends_it_and_counts_what_is_left(tmp_path: Any) -> None:
+    """A user who presses Ctrl-C while a program waits at exit for a slow peer is not
+    shown a traceback from an exit hook ('Exception ignored in atexit callback'): the
+    wait ends, and what was not sent is logged with its count, as after a timeout."""
+    server, thread = _slow_tcp_peer(0.3)
+    (tmp_path / "berrymq.toml").write_text("[berrymq.jsonrpc-tcp]\ntimeout = 60\n")
+    url = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    program = ("import logging\nlogging.basicConfig()\n"
+               "logging.getLogger('berrymq.remote').setLevel(logging.DEBUG)\n"
+               + _ENDS_WITH_A_BACKLOG)
+    said = []
+    try:
+        with subprocess.Popen([sys.executable, "-c", program, url], stderr=subprocess.PIPE,
+                              text=True, cwd=tmp_path) as child:
+            assert child.stderr is not None
+            for line in child.stderr:  # until the exit wait has begun
+                said.append(line)
+                if "at exit: waiting for 1 connection(s)" in line:
+                    child.send_signal(signal.SIGINT)
+                    break
+            said += child.stderr.readlines()  # ends well before the 60 s of the timeout
+            assert child.wait(30) == 0
+    finally:
+        server.close()
+    stderr = "".join(said)
+    assert "Exception ignored" not in stderr and "Traceback" not in stderr, stderr
+    assert "interrupted while waiting at exit for 1 connection(s)" in stderr, stderr
+    lost = int(re.findall(r"^LOSSES (\d+)$", stderr, re.MULTILINE)[-1])
+    assert lost > 1000, stderr  # most were still waiting
+    logged = [int(n) for n in re.findall(r"(\d+) messages (?:on their way|not sent)", stderr)]
+    assert sum(logged) == lost, stderr
     thread.join(10)
 
 
