@@ -312,11 +312,10 @@ class NatsBridge(LinkConnection):
             io_loop.run(self._shutdown(), 3 * wait + 5.0)
         except Exception as exc:  # noqa: BLE001 - closing goes on regardless
             logger.error("NATS bridge of bus %s did not shut down cleanly: %r", bus.name, exc)
-            try:  # what was not sent is counted before close() returns
-                io_loop.run(self._abandon(), wait + 1.0)
-            except Exception as again:  # noqa: BLE001 - nothing more to do
-                logger.error("NATS bridge of bus %s: the I/O loop did not count what was "
-                             "not sent: %r", bus.name, again)
+            self.give_up(wait + 1.0, wait_for_client=True)
+        except KeyboardInterrupt:  # Ctrl-C: no more waiting, but what was not sent is counted
+            self.give_up(1.0, wait_for_client=False)
+            raise
         if not io_loop.lane.in_lane():  # (a receiver closing its bus would wait for itself)
             # what was read from NATS reaches the receivers before the bus forgets them;
             # what the lane runs later is counted as lost by the closed node
@@ -328,17 +327,30 @@ class NatsBridge(LinkConnection):
                                "closes first", bus.name, inbound.gathered - inbound.delivered,
                                CLOSE_DELIVERY_WAIT)
 
-    async def _abandon(self) -> None:
-        """The shutdown did not finish in time: count what was not confirmed or not sent,
-        and let the client go."""
+    def give_up(self, timeout: float, *, wait_for_client: bool) -> None:
+        """Closing was cut short (it failed, or Ctrl-C ended it): count what was not
+        confirmed or not sent, and report it, before returning; let the client go, waiting
+        up to ``timeout`` for it only when ``wait_for_client``."""
+        try:
+            io_loop.run(self._abandon(wait_for_client), timeout)
+        except Exception as exc:  # noqa: BLE001 - nothing more to do
+            logger.error("NATS bridge of bus %s: the I/O loop did not count what was "
+                         "not sent: %r", self.bus.name, exc)
+
+    async def _abandon(self, wait_for_client: bool) -> None:
         if self.state == "closed":
             return
         self.outbox.connection_lost(closing=True)
         self._closed()
         nc = self._nc
-        if nc is not None and not nc.is_closed:
-            with contextlib.suppress(Exception):
-                await close_client(nc, self.options.connect_timeout)
+        if nc is None or nc.is_closed:
+            return
+        if not wait_for_client:  # it goes on closing, or ends with the loop
+            self._tasks.append(asyncio.get_running_loop().create_task(
+                close_client(nc, self.options.connect_timeout)))
+            return
+        with contextlib.suppress(Exception):
+            await close_client(nc, self.options.connect_timeout)
 
     def _closed(self, connected: bool = False) -> None:
         """Count what could not be sent (see :meth:`Outbox.close
@@ -401,5 +413,15 @@ _live: weakref.WeakSet[NatsBridge] = weakref.WeakSet()
 
 @atexit.register
 def _close_all() -> None:
-    for bridge in list(_live):
-        bridge.close()
+    bridges = list(_live)
+    try:
+        if bridges:
+            logger.debug("at exit: closing %d NATS bridge(s)", len(bridges))
+        for bridge in bridges:
+            bridge.close()
+    except KeyboardInterrupt:  # Ctrl-C while a bridge sent what waits: the rest give up too
+        left = list(_live)
+        logger.warning("interrupted while closing NATS bridges at exit: what they had not "
+                       "sent is given up (%d more bridge(s) not closed)", len(left))
+        for bridge in left:
+            bridge.give_up(1.0, wait_for_client=False)

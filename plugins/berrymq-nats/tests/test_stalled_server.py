@@ -5,6 +5,10 @@ nats-py's publish waits for room (and swallows a cancellation meanwhile)."""
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -104,3 +108,50 @@ def test_what_is_published_and_not_confirmed_is_bounded_in_bytes(
     assert 5 <= accepted <= 12, accepted
     assert bridge.outbox.published_bytes - bridge.outbox.confirmed_bytes <= 1024 * 1024 + len(PAD) + 100
     closes_in_time_counting(bridge, accepted)
+
+
+#: Joins the NATS server of argv[1], says so, and once told sends 3,000 messages and ends.
+_ENDS_WITH_A_BACKLOG = """
+import logging, sys
+logging.basicConfig()
+logging.getLogger("berrymq.nats").setLevel(logging.DEBUG)
+import berrymq
+berrymq.connect_broker(sys.argv[1], connect_timeout=60)
+print("joined", flush=True)
+sys.stdin.readline()
+for i in range(3000):
+    berrymq.twitter("bye:n", i, "x" * 1000)
+"""
+
+
+def test_ctrl_c_while_closing_at_exit_ends_the_wait_and_counts_what_is_left(
+        paused: NatsServer) -> None:
+    """A program that ends while its NATS server is stalled waits at exit (up to
+    connect_timeout) to send what its bridge holds; Ctrl-C then ends the wait with every
+    message it held reported as lost, not with a traceback from an exit hook and nothing
+    said about the messages."""
+    with subprocess.Popen([sys.executable, "-c", _ENDS_WITH_A_BACKLOG, paused.url],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as child:
+        assert child.stdin is not None and child.stdout is not None
+        assert child.stderr is not None
+        try:
+            assert child.stdout.readline() == "joined\n"
+            paused.pause()
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            said = []
+            for line in child.stderr:  # until the wait at exit has begun
+                said.append(line)
+                if "at exit: closing 1 NATS bridge(s)" in line:
+                    child.send_signal(signal.SIGINT)
+                    break
+            said += child.stderr.readlines()  # well before the 60 s of connect_timeout
+            assert child.wait(30) == 0
+        finally:
+            child.kill()
+    stderr = "".join(said)
+    assert "Exception ignored" not in stderr and "Traceback" not in stderr, stderr
+    assert "interrupted while closing NATS bridges at exit" in stderr, stderr
+    totals = re.findall(r"\((\d+) lost in all\)", stderr)
+    assert totals and int(totals[-1]) == 3000, stderr
