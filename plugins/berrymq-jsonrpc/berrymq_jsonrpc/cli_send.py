@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,7 +25,13 @@ from berrymq.cli import UsageError, node_url, print_json
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.identifier import parse
 from berrymq.message import Message
-from berrymq_jsonrpc.cli_support import keyword, open_session, parse_value, quiet_remote_logs
+from berrymq_jsonrpc.cli_support import (
+    keyword,
+    open_session,
+    parse_value,
+    quiet_remote_logs,
+    run_until_stopped,
+)
 
 __all__ = ["check_utf8", "message_from_json", "message_from_words", "run_send"]
 
@@ -114,13 +123,23 @@ def _split(args: argparse.Namespace) -> tuple[str, list[str]]:
 
 def _stdin_lines() -> Iterable[str]:
     """stdin's lines, bytes that are not UTF-8 kept as lone surrogates (whatever the
-    locale), for :func:`check_utf8` to name, rather than a decoding error ending the run."""
-    binary = getattr(sys.stdin, "buffer", None)
-    if binary is None:  # a text stream put in its place
+    locale), for :func:`check_utf8` to name, rather than a decoding error ending the run.
+
+    Read from the file descriptor, not through ``sys.stdin.buffer``: the sending thread
+    may still wait for a line when a signal ends the command, and a thread waiting
+    inside the buffered reader holds its lock, which aborts the interpreter at exit."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # a stream put in its place
         yield from sys.stdin
         return
-    for raw in binary:
-        yield raw.decode("utf-8", "surrogateescape")
+    rest = b""
+    while chunk := os.read(fd, 65536):
+        *lines, rest = (rest + chunk).split(b"\n")
+        for raw in lines:
+            yield raw.decode("utf-8", "surrogateescape") + "\n"
+    if rest:
+        yield rest.decode("utf-8", "surrogateescape")
 
 
 def _stdin_messages(as_json: bool, errors: list[str]) -> Iterable[Message]:
@@ -134,8 +153,60 @@ def _stdin_messages(as_json: bool, errors: list[str]) -> Iterable[Message]:
             print(f"berrymq: error: {errors[-1]}; not sent", file=sys.stderr, flush=True)
 
 
+class _Sending:
+    """The sending of ``berrymq send`` (on a thread of its own: see
+    :func:`run_until_stopped`), and what it had done when a signal stopped it."""
+
+    def __init__(self, url: str, args: argparse.Namespace, messages: Iterable[Message],
+                 *, from_stdin: bool, errors: list[str]) -> None:
+        self.url, self.args, self.messages = url, args, messages
+        self.from_stdin, self.errors = from_stdin, errors
+        self.sent = 0
+        self.connection: Any = None
+
+    def run(self, stopping: threading.Event) -> int:
+        """Send every message, then wait until the node acknowledged them all."""
+        url, args = self.url, self.args
+        ttl = DEFAULT_TTL if self.from_stdin else max(args.timeout, 1.0)
+        self.connection = connection = open_session(url, args.timeout, _oneway, ttl)
+        try:
+            for message in self.messages:
+                if stopping.is_set():
+                    break
+                try:
+                    connection.send(message)
+                except (TypeError, ValueError) as exc:
+                    if not self.from_stdin:
+                        raise UsageError(str(exc)) from None
+                    self.errors.append(str(exc))
+                    print(f"berrymq: error: {exc}; not sent", file=sys.stderr, flush=True)
+                    continue
+                except ConnectionClosed as exc:
+                    raise ConnectionClosed(f"the node at {url} went away after {self.sent} "
+                                           f"message(s): {exc}") from None
+                self.sent += 1
+            if not connection.flush(args.timeout):
+                raise TransportError(f"{url} did not acknowledge the message(s) within "
+                                     f"{args.timeout:g}s")
+        finally:
+            connection.close()
+        return 0
+
+    def give_up(self) -> None:
+        """A signal stopped the command: close at once, counting what the node had not
+        acknowledged (in the connection's losses) instead of waiting for it."""
+        if self.connection is not None:
+            self.connection.lost("the command was stopped")
+
+    @property
+    def not_acknowledged(self) -> int:
+        return 0 if self.connection is None else sum(self.connection.losses.values())
+
+
 def run_send(args: argparse.Namespace) -> int:
-    """``berrymq send``: 0 once the node acknowledged every message."""
+    """``berrymq send``: 0 once the node acknowledged every message; stopped by SIGINT or
+    SIGTERM, 128 + the signal's number, after saying how many messages it had sent and
+    how many of them the node had not acknowledged."""
     url, words = _split(args)
     from_stdin = words == ["-"]
     if from_stdin and args.kw:
@@ -150,31 +221,17 @@ def run_send(args: argparse.Namespace) -> int:
     errors: list[str] = []
     if from_stdin:
         messages = _stdin_messages(args.json, errors)
-    ttl = DEFAULT_TTL if from_stdin else max(args.timeout, 1.0)
-    sent = 0
+    sending = _Sending(url, args, messages, from_stdin=from_stdin, errors=errors)
     with quiet_remote_logs():
-        connection = open_session(url, args.timeout, _oneway, ttl)
-        try:
-            for message in messages:
-                try:
-                    connection.send(message)
-                except (TypeError, ValueError) as exc:
-                    if not from_stdin:
-                        raise UsageError(str(exc)) from None
-                    errors.append(str(exc))
-                    print(f"berrymq: error: {exc}; not sent", file=sys.stderr, flush=True)
-                    continue
-                except ConnectionClosed as exc:
-                    raise ConnectionClosed(f"the node at {url} went away after {sent} "
-                                           f"message(s): {exc}") from None
-                sent += 1
-            if not connection.flush(args.timeout):
-                raise TransportError(f"{url} did not acknowledge the message(s) within "
-                                     f"{args.timeout:g}s")
-        finally:
-            connection.close()
+        _status, signum = run_until_stopped(sending.run, sending.give_up)
+    if signum is not None:
+        print(f"berrymq: stopped by {signal.Signals(signum).name} after sending {sending.sent} "
+              f"message(s) to {url}: {sending.not_acknowledged} of them not acknowledged by "
+              "the node (given up; it may have received some of them)",
+              file=sys.stderr, flush=True)
+        return 128 + signum
     if args.json:
-        print_json({"url": url, "sent": sent, "not_sent": len(errors)})
+        print_json({"url": url, "sent": sending.sent, "not_sent": len(errors)})
     if errors:
         raise TransportError(f"{len(errors)} line(s) of stdin were not sent")
     return 0

@@ -7,6 +7,7 @@ that counts connections, raw JSON-RPC).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -183,6 +184,59 @@ def test_send_refuses_bytes_that_are_not_utf8(tmp_path: Path, procs: list[Proc],
     assert stderr.splitlines()[0].startswith(
         "berrymq: error: stdin line 2: word 2 ('\\udcff\\udcfeabc') is not UTF-8 text"), stderr
     assert [listener.line(), listener.line()] == ["job:a [1]", "job:c [3]"]
+
+
+class MutePeer:
+    """A TCP peer that opens a session for ``connect_oneway``, then reads every batch of
+    messages and acknowledges none; ``received`` counts the messages, ``arrived`` is set
+    at the first."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"tcp://127.0.0.1:{self.server.getsockname()[1]}"
+        self.received = 0
+        self.arrived = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.server.accept()
+            with conn, conn.makefile("rb") as lines:
+                request = json.loads(lines.readline())
+                conn.sendall(json.dumps({"jsonrpc": "2.0", "result": "t" * 43,
+                                         "id": request["id"]}).encode() + b"\n")
+                while line := lines.readline():
+                    self.received += len(json.loads(line)["params"].get("messages", [None]))
+                    self.arrived.set()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_send_stopped_by_a_signal_says_what_the_node_did_not_acknowledge(
+        tmp_path: Path, signum: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM while ``send -`` waits for more lines and for the node's
+    acknowledgement: it ends at once (128 + the signal) saying how many messages it sent
+    and how many of them the node had not acknowledged, instead of ending without a word."""
+    peer = MutePeer()
+    try:
+        with subprocess.Popen([sys.executable, "-m", "berrymq", "send", peer.url, "-"],
+                              cwd=tmp_path, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, text=True, env=clean_env()) as child:
+            assert child.stdin is not None and child.stderr is not None
+            child.stdin.write("".join(f"job:n {i}\n" for i in range(5)))
+            child.stdin.flush()  # and stdin stays open: send waits for more
+            assert peer.arrived.wait(DEADLINE)
+            child.send_signal(signum)
+            assert child.wait(DEADLINE) == 128 + signum
+            stderr = child.stderr.read()
+            child.stdin.close()
+    finally:
+        peer.server.close()
+    said = re.fullmatch(rf"berrymq: stopped by {signum.name} after sending (\d+) message\(s\) "
+                        rf"to {re.escape(peer.url)}: (\d+) of them not acknowledged by the "
+                        r"node \(given up; it may have received some of them\)\n", stderr)
+    assert said, stderr
+    sent, not_acknowledged = int(said[1]), int(said[2])
+    assert 1 <= peer.received <= sent <= 5 and not_acknowledged == sent, (stderr, peer.received)
 
 
 @pytest.mark.parametrize(("served", "asked"), [("tcp", "http"), ("http", "tcp")])
