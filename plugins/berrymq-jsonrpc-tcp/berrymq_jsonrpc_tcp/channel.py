@@ -305,7 +305,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         except TimeoutError:
             io_loop.call_soon(self._pending.pop, request_id, None)
             raise TransportError(f"{self.url} did not answer within {wait:g}s") from None
-        return parse_reply(reply, request_id)
+        return parse_reply(reply, request_id, self.url)
 
     def _send_request(self, text: str, request_id: int, future: Handback[Any]) -> None:
         transport = self.transport

@@ -127,7 +127,7 @@ class Channel(ABC):
         error as a berryMQ exception (:func:`berrymq_jsonrpc.jsonrpc_client.error_for`)."""
         text, request_id = self._request(method, params)
         reply = await self.exchange(text, request_id, self.timeout if timeout is None else timeout)
-        return parse_reply(reply, request_id)
+        return parse_reply(reply, request_id, self.url)
 
     def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:
         """:meth:`acall` for a synchronous caller: waits at most about ``timeout``."""
@@ -147,7 +147,7 @@ class Channel(ABC):
         # "messages":[] is the first occurrence: only the token (URL-safe text) precedes it
         text = envelope.replace('"messages":[]', '"messages":[' + ",".join(texts) + "]", 1)
         reply = await self.exchange(text, request_id, self.timeout if timeout is None else timeout)
-        parse_reply(reply, request_id)
+        parse_reply(reply, request_id, self.url)
 
 
 class Link(base.Link):

@@ -62,9 +62,10 @@ def _check_reply(reply: Any) -> None:
             )
 
 
-def parse_reply(reply: Any, request_id: Any = None) -> Any:
+def parse_reply(reply: Any, request_id: Any = None, peer: str | None = None) -> Any:
     """The result of a reply (already parsed JSON, or its text), or the error it holds
-    raised as a berryMQ exception (:func:`error_for`).
+    raised as a berryMQ exception (:func:`error_for`; ``peer``, the URL that answered,
+    is named where the error's text would otherwise not say which peer it was).
 
     Raises :class:`berrymq.TransportError` for a reply that is not a JSON-RPC response or
     answers another request.
@@ -81,7 +82,7 @@ def parse_reply(reply: Any, request_id: Any = None) -> Any:
     if isinstance(response, jsonrpcclient.Ok):
         return response.result
     assert isinstance(response, jsonrpcclient.Error)
-    raise error_for(response.code, response.message, response.data)
+    raise error_for(response.code, response.message, response.data, peer)
 
 
 class PeerQueueFull(QueueFull):
@@ -117,7 +118,7 @@ def _setting_of(data: Any) -> str:
     return ""
 
 
-def error_for(code: int, message: str, data: Any = None) -> Exception:
+def error_for(code: int, message: str, data: Any = None, peer: str | None = None) -> Exception:
     """berryMQ's exception for a JSON-RPC error object:
 
     ======================  ===========================================
@@ -131,11 +132,14 @@ def error_for(code: int, message: str, data: Any = None) -> Exception:
     ======================  ===========================================
 
     The exception's text carries ``data`` when it is a text, and the setting it names
-    when it is an object with ``setting`` and ``limit``.
+    when it is an object with ``setting`` and ``limit``; ``ConnectionClosed``'s names
+    ``peer`` (a program with several connections can tell which one ended).
     """
     detail = f" ({data})" if isinstance(data, str) else _setting_of(data)
     if code == p.UNKNOWN_TOKEN:
-        return ConnectionClosed(f"the peer no longer knows this connection: {message}{detail}")
+        to = "" if peer is None else f" to {peer}"
+        return ConnectionClosed(
+            f"the peer no longer knows this connection{to}: {message}{detail}")
     if code == p.EMPTY:
         return queue.Empty()
     if code == p.TOO_LARGE:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc.connection import ServerQueue
+from helpers import serve as serving
 
 import berrymq
 from berrymq.bus import Bus
@@ -158,6 +159,24 @@ def test_style03_connect_via_queue(berrymq_bus: Bus, spawn: Callable[..., Any],
     berrymq.close_connection(addr)
     with pytest.raises(berrymq.ConnectionClosed):
         berrymq.get_nowait()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_session_the_node_forgot_is_named_with_the_node(
+        bus_factory: Callable[..., Bus], scheme: str) -> None:
+    """A program with several connections can tell which one ended: the text of the
+    ConnectionClosed names the node (it said only 'the peer no longer knows this
+    connection: Unknown or expired token')."""
+    server, port = serving(bus_factory, scheme)
+    url = f"{scheme}://127.0.0.1:{port}"
+    client = bus_factory()
+    with berrymq.use_bus(client):
+        connection: Any = berrymq.connect_via_queue(url, "job:*", ttl=60)
+    server.transport(scheme).service.close_session(connection.token)  # type: ignore[attr-defined]
+    with pytest.raises(berrymq.ConnectionClosed) as closed:
+        connection.get_nowait()
+    assert str(closed.value) == (
+        f"the peer no longer knows this connection to {url}: Unknown or expired token")
 
 
 @pytest.mark.parametrize(("entry", "error"), [
