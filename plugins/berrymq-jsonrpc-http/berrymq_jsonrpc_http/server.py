@@ -117,8 +117,12 @@ class Server:
             logger.exception("answering an HTTP request failed")
             return internal_error(request), []
 
-    async def stop(self) -> None:
+    def stop_accepting(self) -> None:
+        """Close the listening socket; the connections open stay served (on the loop)."""
         if self.server is not None:
             self.server.close()
+
+    async def stop(self) -> None:
+        self.stop_accepting()
         for writer in list(self.connections):
             writer.close()

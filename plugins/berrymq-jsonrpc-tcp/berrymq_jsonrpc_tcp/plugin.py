@@ -59,9 +59,13 @@ class _Server:
             self._channel, bind_host, port, family=family, reuse_address=True, backlog=1024)
         return int(self.server.sockets[0].getsockname()[1])
 
-    async def stop(self) -> None:
+    def stop_accepting(self) -> None:
+        """Close the listening socket; the connections open stay served (on the loop)."""
         if self.server is not None:
             self.server.close()
+
+    async def stop(self) -> None:
+        self.stop_accepting()
         for channel in list(self.channels):
             await channel.aclose()
 

@@ -359,6 +359,20 @@ class RemoteTransport(Transport):
         parts.append(f"{len(self.service.sessions)} session(s) in")
         return "; ".join(parts)
 
+    @property
+    def serving(self) -> bool:
+        """Whether this transport has a server running."""
+        return bool(self._servers)
+
+    def stop_accepting(self) -> None:
+        """Take no new connection, and keep serving the open ones: at exit, the answers
+        to what they sent are still written (a client that came meanwhile would get no
+        answer, and count its message as lost)."""
+        with self._lock:
+            servers = list(self._servers)
+        for server in servers:
+            io_loop.call_soon(server.stop_accepting)
+
     def close(self) -> None:
         """Close every connection, every session and every server (idempotent)."""
         if self._closed:
