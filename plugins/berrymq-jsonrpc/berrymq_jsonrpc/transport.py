@@ -190,6 +190,8 @@ class RemoteTransport(Transport):
             session = link.session
             if session is not None:
                 in_waits(self.service.close_session, session.token, "peer unreachable")
+            if not owns:  # the peer's own connection carries both ways of the
+                channel.close()  # interconnection: it ends with it, and the peer sees so
 
         link = self.make_link(channel, token, f"{self.scheme}:peer", dead, owns_channel=owns)
         return link

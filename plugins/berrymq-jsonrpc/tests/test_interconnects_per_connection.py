@@ -137,3 +137,24 @@ def http_call(sock: socket.socket, obj: Any) -> Any:
     """One POST on the kept-alive connection ``sock``, the answer's body parsed."""
     send_request(sock, "http", json.dumps(obj).encode())
     return json.loads(http_answer(sock)[1])
+
+
+def test_a_peer_that_answers_the_nodes_messages_with_an_error_loses_its_connection(
+        bus_factory: Factory) -> None:
+    """Over TCP the connection a peer opened carries both ways of its interconnection.
+    When the node gives up sending to the peer (here the peer answers the batch with a
+    parse error, as a client that cannot read a text does), the node closed its way only:
+    the peer's own sends still worked and it never learnt that nothing would come any
+    more. Now the connection ends, which the peer sees at once."""
+    bus, port = serve(bus_factory, "tcp", timeout=1)
+    sock = open_socket(port)
+    assert type(interconnect(sock, 1)["result"]) is str
+    bus.twitter("job:x", 1)  # forwarded to the peer, in a send_messages batch
+    reader = sock.makefile("rb")
+    batch = json.loads(reader.readline())
+    assert batch["method"] == "send_messages"
+    sock.sendall(b'{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error"},'
+                 b'"id":null}\n')
+    sock.settimeout(10)  # the node gives up after its timeout (1 s), then closes
+    assert reader.readline() == b""
+    reader.close()
