@@ -3,7 +3,7 @@
 Run it as a script (it is not a test), with the peers installed::
 
     pip install blinker pyee psygnal pypubsub
-    python bench/local_dispatch.py            # the full run, well under a minute
+    python bench/local_dispatch.py            # the full run, 1 to 2 minutes
     python bench/local_dispatch.py --quick    # a rough run in a few seconds
 
 Every case sends one message with one positional argument to one receiver that does
