@@ -123,15 +123,16 @@ class TestRemote < Minitest::Test
   end
 
   # Sends a message to the node as any client may (over HTTP, by hand), so that what it
-  # holds does not depend on what this library sends.
-  def send_raw(identifier, args)
+  # holds does not depend on what this library sends. +args_json+: the args as JSON text
+  # (one Ruby cannot generate, such as a lone surrogate's escape).
+  def send_raw(identifier, args, args_json: JSON.generate(args, max_nesting: false))
     uri = URI(url("http"))
-    post = lambda do |value|
-      JSON.parse(Net::HTTP.post(uri, JSON.generate(value, max_nesting: false), "Content-Type" => "application/json").body)
+    post = lambda do |text|
+      JSON.parse(Net::HTTP.post(uri, text, "Content-Type" => "application/json").body)
     end
-    token = post.call({ "jsonrpc" => "2.0", "method" => "connect_oneway", "params" => { "ttl" => 60 }, "id" => 1 })["result"]
-    answer = post.call({ "jsonrpc" => "2.0", "method" => "send_message", "id" => 2,
-                         "params" => { "token" => token, "identifier" => identifier, "args" => args } })
+    token = post.call(JSON.generate({ "jsonrpc" => "2.0", "method" => "connect_oneway", "params" => { "ttl" => 60 }, "id" => 1 }))["result"]
+    answer = post.call(%({"jsonrpc":"2.0","method":"send_message","id":2,"params":{"token":#{JSON.generate(token)},) +
+                       %("identifier":#{JSON.generate(identifier)},"args":#{args_json}}}))
     assert_equal "ok", answer["result"], answer.inspect
   end
 
@@ -177,6 +178,28 @@ class TestRemote < Minitest::Test
       assert_equal 2, BerryMQ.connections.size # none was lost
       error = assert_raises(ArgumentError) { BerryMQ.twitter("deepi:too", *nested(124)) }
       assert_includes error.message, "more than 124 levels deep"
+    end
+
+    # A text holding a lone surrogate (another client sent "a\ud800b"; the node forwards it
+    # as that escape, which a Ruby String cannot hold) is read with U+FFFD in its place:
+    # the message is taken, and so are the later ones. A pair is still one character.
+    define_method("test_a_lone_surrogate_is_read_as_the_replacement_character_#{scheme}") do
+      node = url(scheme)
+      queue = BerryMQ.connect_via_queue(node, "sur:*", ttl: 60)
+      interconnection = BerryMQ.interconnect(node, ttl: 60)
+      arrived = BerryMQ::Queue.new("sur:*")
+      sent = '["a\ud800b", "\udc00", "\ud83d\ude00", "\\\\ud800", "\ud800\ud800\udc00"]'
+      read = ["a\uFFFDb", "\uFFFD", "\u{1F600}", "\\ud800", "\uFFFD\u{10000}"]
+      send_raw("sur:lone", nil, args_json: sent)
+      send_raw("sur:after", [1])
+      [queue, arrived].each do |from| # the node's queue; what the interconnection brought
+        got = 2.times.map { from.get(timeout: WAIT) }
+        assert_equal [["sur:lone", read], ["sur:after", [1]]], got.map { |m| [m.id, m.args] }
+      end
+      refute interconnection.closed?
+      send_raw("sur:later", [2])
+      assert_equal [2], arrived.get(timeout: WAIT).args
+      assert_equal 2, BerryMQ.connections.size # none was lost
     end
 
     # Values that are not JSON are refused, not sent as their #to_s.

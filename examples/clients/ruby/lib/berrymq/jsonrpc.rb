@@ -31,10 +31,27 @@ module BerryMQ
     # 2), and one reply to ask: a node keeps, forwards and answers nothing deeper.
     MAX_MESSAGE_NESTING = 124
 
+    # A \uXXXX escape of a UTF-16 surrogate (D800-DFFF).
+    SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]\h\h/.freeze
+    # One escape of a JSON text: a surrogate pair, a surrogate alone, or any other (read
+    # from the left, so that the "\\" of "\\ud800" is taken as one escape).
+    ESCAPE = /\\(?:u[dD][89abAB]\h\h\\u[dD][c-fC-F]\h\h|u[dD][89a-fA-F]\h\h|.)/m.freeze
+
     # The value of a JSON text read from a node (or sent to our callback server), nested
     # at most MAX_NESTING levels; raises JSON::ParserError (JSON::NestingError when deeper).
+    # A string escape of a lone surrogate ("\ud800", which the protocol lets a node write
+    # and a Ruby String cannot hold) is read as U+FFFD, as Go's encoding/json reads it.
     def parse(text)
-      JSON.parse(text, max_nesting: MAX_NESTING)
+      JSON.parse(without_lone_surrogates(text), max_nesting: MAX_NESTING)
+    end
+
+    # +text+ with every escape of a lone surrogate replaced by "\ufffd" (a pair is kept).
+    def without_lone_surrogates(text)
+      raw = text.b
+      return text unless raw.match?(SURROGATE_ESCAPE)
+
+      raw.gsub(ESCAPE) { |escape| escape.size == 6 && escape.match?(SURROGATE_ESCAPE) ? "\\ufffd" : escape }
+         .force_encoding(Encoding::UTF_8)
     end
 
     # Compact JSON text of +value+. Only what JSON holds is sent (#check): anything else
