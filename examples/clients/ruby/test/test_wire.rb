@@ -83,6 +83,42 @@ class TestWire < Minitest::Test
     assert_includes error.message, "is not JSON"
   end
 
+  # An HTTP server that reads a request, then answers one byte every half second, forever:
+  # each read gets something in time, the answer never ends.
+  def trickling_http_server
+    @server = TCPServer.new("127.0.0.1", 0)
+    @threads = [Thread.new do
+      client = @server.accept
+      client.gets("\r\n\r\n")
+      client.write("HTTP/1.1 200 OK\r\nX-Slow: ")
+      loop do
+        client.write("a")
+        sleep 0.5 # the workload: a node this slow
+      end
+    rescue IOError, SystemCallError
+      nil
+    ensure
+      client&.close
+    end]
+    "http://127.0.0.1:#{@server.addr[1]}"
+  end
+
+  def test_an_http_answer_that_never_ends_fails_its_call_in_time
+    url = trickling_http_server
+    started = BerryMQ.monotonic
+    call = Thread.new do
+      BerryMQ.connect_oneway(url, timeout: 1)
+    rescue StandardError => e
+      e
+    end
+    flunk "connect_oneway still waits after 30 s of an answer that never ends" unless call.join(30)
+    assert_instance_of BerryMQ::TransportError, call.value
+    assert_includes call.value.message, "did not answer within 6 s" # the timeout and 5 s more
+    assert_operator BerryMQ.monotonic - started, :<, 20
+  ensure
+    call&.kill&.join(2)
+  end
+
   def test_times_in_messages_are_rounded
     url = fake_node { |request| token_reply(request["id"]) if request["method"] == "connect_via_queue" }
     queue = BerryMQ.connect_via_queue(url, "x:*", timeout: 0.2)

@@ -3,6 +3,7 @@
 require "io/wait"
 require "net/http"
 require "socket"
+require "timeout"
 
 module BerryMQ
   # JSON-RPC over HTTP: each request is the body of POST / (Content-Type:
@@ -12,6 +13,10 @@ module BerryMQ
   # For interconnect the node calls back: #callback_url starts a CallbackServer (plain
   # sockets from the standard library) on 127.0.0.1 and returns its URL.
   class HttpChannel
+    # A node that answers more slowly than a call may wait (raised in the call's thread).
+    class Overdue < StandardError; end
+    private_constant :Overdue
+
     attr_reader :url
 
     # +on_close+ is accepted for the same interface as TcpChannel: HTTP keeps no lasting
@@ -62,17 +67,20 @@ module BerryMQ
 
     private
 
-    # POSTs one JSON value; the parsed reply, or nil for 204 No Content.
+    # POSTs one JSON value; the parsed reply, or nil for 204 No Content. The whole answer
+    # must come within +timeout+ seconds and 5 more (the margin a waiting get needs), not
+    # only each piece of it: a node that trickles its answer byte by byte fails the call.
     def post(value, timeout)
       raise ConnectionClosed, "the connection to #{@url} is closed" if @closed
 
       text = JSONRPC.request_text(value)
       http = checkout(timeout)
+      limit = http.read_timeout
       begin
-        response = http.post("/", text, "Content-Type" => "application/json")
-      rescue Net::ReadTimeout
+        response = Timeout.timeout(limit, Overdue) { http.post("/", text, "Content-Type" => "application/json") }
+      rescue Net::ReadTimeout, Overdue
         http.finish if http.started?
-        raise TransportError, "#{@url} did not answer within #{JSONRPC.seconds(http.read_timeout)} s"
+        raise TransportError, "#{@url} did not answer within #{JSONRPC.seconds(limit)} s"
       rescue IOError, SystemCallError, SocketError, EOFError => e
         http.finish if http.started?
         raise ConnectionClosed, "the connection to #{@url} failed: #{e.message}"
