@@ -12,9 +12,30 @@
 #   BerryMQ.connect_oneway("tcp://127.0.0.1:7000")
 #   BerryMQ.send_message("job:done", "report.txt", pages: 3)
 module BerryMQ
+  # The longest one wait lasts, in seconds (about 146 years, as berrymq.timeouts.LONGEST_WAIT
+  # on the Python side): a longer timeout (1e19, 10**400) waits this long, since a clock
+  # cannot be told to wait further.
+  LONGEST_WAIT = 4_611_686_018
+
   # Seconds on the monotonic clock (deadlines are measured on it).
   def self.monotonic
     Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  end
+
+  # +value+ as the seconds a call waits: a finite number >= 0 (or nil, no limit, when
+  # +nil_ok+), at most LONGEST_WAIT (an Integer stays one, other numbers become Floats).
+  # Raises ArgumentError naming +name+ (the parameter, "get: timeout") for anything else:
+  # NaN, Infinity, a negative number, a String.
+  def self.wait_seconds(value, name, nil_ok: false)
+    return nil if value.nil? && nil_ok
+    if value.is_a?(Numeric) && value.real? && value.finite? && value >= 0
+      return LONGEST_WAIT if value > LONGEST_WAIT
+
+      return value.is_a?(Integer) ? value : value.to_f
+    end
+
+    raise ArgumentError, "#{name} must be a finite number of seconds >= 0#{nil_ok ? ' or nil' : ''}, " \
+                         "got #{value.inspect}"
   end
 
   # Waits on +cond+ (with +lock+ held) until the block is true; false when +deadline+
@@ -23,7 +44,7 @@ module BerryMQ
     until yield
       return false if deadline && deadline <= monotonic
 
-      deadline ? cond.wait(lock, deadline - monotonic) : cond.wait(lock)
+      deadline ? cond.wait(lock, [deadline - monotonic, LONGEST_WAIT].min) : cond.wait(lock)
     end
     true
   end

@@ -202,6 +202,43 @@ class TestRemote < Minitest::Test
       assert_equal 2, BerryMQ.connections.size # none was lost
     end
 
+    # A timeout longer than any clock waits (1e19 s, 10**400 s) waits as long as one can
+    # (BerryMQ::LONGEST_WAIT); one that is no finite number is refused, naming the parameter.
+    define_method("test_timeouts_longer_than_a_clock_waits_#{scheme}") do
+      node = url(scheme)
+      [1e19, 10**400].each do |long|
+        queue = BerryMQ.connect_via_queue(node, "long:*", ttl: 60, timeout: long)
+        assert_equal [4], queue.ask("double:it", 2, timeout: long)
+        assert_equal [4], BerryMQ.ask("double:it", 2, timeout: long)
+        getter = Thread.new { queue.get(timeout: long) }
+        eventually("the get waits") { getter.status == "sleep" }
+        queue.send_message("long:x", 1)
+        assert_equal [1], getter.value.args
+        local = BerryMQ::Queue.new("here:*")
+        getter = Thread.new { local.get(timeout: long) }
+        eventually("the local get waits") { getter.status == "sleep" }
+        BerryMQ.twitter("here:x", 2)
+        assert_equal [2], getter.value.args
+        BerryMQ.interconnect(node, ttl: 60)
+        BerryMQ.twitter("long:y", 3)
+        assert BerryMQ.flush(long)
+        assert_equal [3], queue.get(timeout: long).args
+        BerryMQ.reset
+      end
+      queue = BerryMQ.connect_via_queue(node, "long:*", ttl: 60)
+      [Float::INFINITY, -Float::INFINITY, Float::NAN, -1, "1", Complex(1, 1)].each do |bad|
+        { "ask: timeout" => -> { queue.ask("double:it", 2, timeout: bad) },
+          "get: timeout" => -> { queue.get(timeout: bad) },
+          "flush: timeout" => -> { queue.flush(bad) },
+          "timeout" => -> { BerryMQ.connect_oneway(node, timeout: bad) },
+          "ttl" => -> { BerryMQ.connect_oneway(node, ttl: bad) } }.each do |name, call|
+          error = assert_raises(ArgumentError, "#{name} #{bad.inspect}", &call)
+          assert error.message.start_with?("#{name} must be a "), error.message
+          assert_includes error.message, "finite number of seconds"
+        end
+      end
+    end
+
     # Values that are not JSON are refused, not sent as their #to_s.
     define_method("test_values_that_are_not_json_are_refused_#{scheme}") do
       node = url(scheme)

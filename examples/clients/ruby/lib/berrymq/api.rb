@@ -89,6 +89,7 @@ module BerryMQ
     # A receiver that raised gives a BerryMQ::ReplyError in its place, so does a node that
     # did not answer within +timeout+ seconds (which bounds each node's answer).
     def ask(identifier, *args, timeout: 5.0, **kwargs)
+      BerryMQ.wait_seconds(timeout, "ask: timeout")
       message = Message.new(identifier, args, kwargs)
       replies = bus.ask_local(message)
       return replies if message.identifier.local?

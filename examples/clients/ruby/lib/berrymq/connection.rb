@@ -35,8 +35,11 @@ module BerryMQ
 
     def initialize(addr, style, ttl: DEFAULT_TTL, pattern: nil, timeout: DEFAULT_TIMEOUT,
                    secret: ENV.fetch("BERRYMQ_SECRET", nil), bus: BerryMQ.bus)
-      raise ArgumentError, "ttl must be a positive number of seconds, got #{ttl.inspect}" unless ttl.is_a?(Numeric) && ttl.positive?
+      unless ttl.is_a?(Numeric) && ttl.real? && ttl.finite? && ttl.positive?
+        raise ArgumentError, "ttl must be a positive finite number of seconds, got #{ttl.inspect}"
+      end
 
+      timeout = BerryMQ.wait_seconds(timeout, "timeout")
       scheme, host, port, @url = Connection.normalize(addr)
       @style = style
       @bus = bus
@@ -81,7 +84,7 @@ module BerryMQ
     # others wait their turn here, in order, within their own timeout.
     def get(block: true, timeout: nil)
       need_queue("get")
-      Connection.check_timeout(timeout, "get", nil_ok: true)
+      timeout = BerryMQ.wait_seconds(timeout, "get: timeout", nil_ok: true)
       return get_nowait unless block
 
       deadline = timeout && (BerryMQ.monotonic + timeout)
@@ -101,16 +104,6 @@ module BerryMQ
       end
     end
 
-    # Raises ArgumentError unless +timeout+ is a finite number of seconds >= 0 (or nil
-    # when +nil_ok+).
-    def self.check_timeout(timeout, what, nil_ok: false)
-      return if timeout.nil? && nil_ok
-      return if timeout.is_a?(Numeric) && !timeout.is_a?(Complex) && timeout.finite? && timeout >= 0
-
-      raise ArgumentError, "#{what}: timeout must be a finite number of seconds >= 0#{nil_ok ? ' or nil' : ''}, " \
-                           "got #{timeout.inspect}"
-    end
-
     # The next message of the node's queue, or BerryMQ::Empty at once.
     def get_nowait
       need_queue("get_nowait")
@@ -124,7 +117,7 @@ module BerryMQ
     # The replies of the node's receivers of +identifier+: values, and ReplyError entries
     # for receivers that raised.
     def ask(identifier, *args, timeout: 5.0, **kwargs)
-      Connection.check_timeout(timeout, "ask")
+      timeout = BerryMQ.wait_seconds(timeout, "ask: timeout")
       ident = Identifier.new(identifier)
       JSONRPC.check_message(ident, args, kwargs)
       deadline = BerryMQ.monotonic + timeout
@@ -158,6 +151,7 @@ module BerryMQ
     # Waits until every message forwarded so far was acknowledged by the node; false on
     # timeout. Only interconnections forward; for the other styles it is true at once.
     def flush(timeout = nil)
+      timeout = BerryMQ.wait_seconds(timeout, "flush: timeout", nil_ok: true)
       @outbox ? @outbox.flush(timeout) : true
     end
 

@@ -42,6 +42,7 @@ module BerryMQ
     # The next message. Waits (at most +timeout+ seconds, or forever when nil) when
     # +block+ is true; raises BerryMQ::Empty when nothing came.
     def get(block: true, timeout: nil)
+      timeout = BerryMQ.wait_seconds(timeout, "get: timeout", nil_ok: true)
       deadline = timeout && (BerryMQ.monotonic + timeout)
       @lock.synchronize do
         if @items.empty?
