@@ -90,6 +90,9 @@ class TestIdentifier < Minitest::Test
     ["a\x00:b", "control"],
     ["a\u200b:b", "control"],
     ["a\xff:b".b.force_encoding("UTF-8"), "not valid UTF-8"],
+    ["x:\xff".b, "does not convert from ASCII-8BIT to UTF-8"],
+    ["a\xff:b".dup.force_encoding("Shift_JIS"), "not valid Shift_JIS"],
+    ["te*:run".encode("UTF-16LE"), "partial wildcard"],
     ["te*:run", "partial wildcard"],
     ["test:r*", "partial wildcard"],
     ["**", "partial wildcard"],
@@ -106,8 +109,36 @@ class TestIdentifier < Minitest::Test
       assert_includes error.message, reason
       assert_includes error.message, bad.inspect
       assert_kind_of ArgumentError, error
-      bad.nil? ? assert_nil(error.text) : assert_equal(bad, error.text)
+      bad.nil? ? assert_nil(error.text) : assert_equal(as_named(bad), error.text)
     end
+  end
+
+  # How InvalidIdentifier names +bad+: converted to UTF-8 when it converts, else as it came.
+  def as_named(bad)
+    bad.is_a?(String) ? bad.encode("UTF-8") : bad
+  rescue EncodingError
+    bad
+  end
+
+  # A String of another encoding is converted to UTF-8 first: every call takes it, and
+  # what it names is the same identifier as its UTF-8 text.
+  def test_texts_of_other_encodings_are_read_as_utf8
+    latin1 = "caf\xe9:x".dup.force_encoding("ISO-8859-1")
+    utf16 = "job:done".encode("UTF-16LE")
+    [[latin1, "café:x"], [utf16, "job:done"], ["job:done".b, "job:done"],
+     ["job:done".encode("US-ASCII"), "job:done"]].each do |text, canonical|
+      ident = Identifier.new(text)
+      assert_equal [canonical, Encoding::UTF_8], [ident.to_s, ident.to_s.encoding], text.inspect
+      assert_equal Identifier.new(canonical), ident
+      assert ident.matches(canonical)
+    end
+    got = []
+    BerryMQ.following_function(latin1) { |m| got << m.id }
+    BerryMQ.following_function("job:*") { |m| got << m.id }
+    BerryMQ.twitter("café:x")
+    BerryMQ.twitter(latin1)
+    BerryMQ.twitter(utf16)
+    assert_equal %w[café:x café:x job:done], got
   end
 
   def test_bad_identifier_raised_at_the_call

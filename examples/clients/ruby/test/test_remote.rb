@@ -253,6 +253,12 @@ class TestRemote < Minitest::Test
       queue.send_message("nj:ok", { "s" => 1, t: [2] }, k: nil) # Symbol keys are sent as names
       got = queue.get(timeout: WAIT)
       assert_equal [[{ "s" => 1, "t" => [2] }], { k: nil }], [got.args, got.kwargs]
+      # an identifier of another encoding is sent as UTF-8; one that does not convert is refused
+      queue.send_message("nj:caf\xe9".dup.force_encoding("ISO-8859-1"), 1)
+      queue.send_message("nj:x".encode("UTF-16LE"), 2)
+      assert_equal [["nj:café", [1]], ["nj:x", [2]]], 2.times.map { m = queue.get(timeout: WAIT); [m.id, m.args] }
+      error = assert_raises(BerryMQ::InvalidIdentifier) { queue.send_message("nj:\xff".b) }
+      assert_includes error.message, "does not convert from ASCII-8BIT to UTF-8"
     end
 
     # Over TCP the node runs at most 16 calls that wait (max_waiting) per connection and

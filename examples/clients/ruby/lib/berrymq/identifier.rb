@@ -48,6 +48,8 @@ module BerryMQ
       unless text.valid_encoding?
         raise InvalidIdentifier.new(text, "it is not valid #{text.encoding}")
       end
+
+      text = utf8(text)
       if UNPRINTABLE.match?(text)
         raise InvalidIdentifier.new(text, "it contains whitespace or control characters")
       end
@@ -123,6 +125,18 @@ module BerryMQ
     end
 
     private
+
+    # +text+ in UTF-8 (identifiers are compared, matched and sent as UTF-8): a String of
+    # another encoding is converted (ISO-8859-1 "caf\xE9", UTF-16), one that does not
+    # convert (bytes over 127 in a binary String) raises InvalidIdentifier naming it.
+    def utf8(text)
+      return text if text.encoding == Encoding::UTF_8
+      return text.dup.force_encoding(Encoding::UTF_8) if text.encoding.ascii_compatible? && text.ascii_only?
+
+      text.encode(Encoding::UTF_8)
+    rescue EncodingError => e
+      raise InvalidIdentifier.new(text, "it does not convert from #{text.encoding} to UTF-8 (#{e.message})")
+    end
 
     def check_part(text, part, what)
       raise InvalidIdentifier.new(text, "the #{what} is empty") if part.empty?
