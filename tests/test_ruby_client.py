@@ -207,6 +207,26 @@ def test_readme_scripts_against_berrymq_serve(tmp_path: Path, serve: tuple[Lines
     assert server.line() == 'job:log ["finished"]'
 
 
+def test_a_node_with_a_smaller_max_size(tmp_path: Path) -> None:
+    """A node whose max_size (1000 bytes) is below the library's default: a message over it
+    raises MessageTooLarge, and with max_size: 1000 it is refused before it is sent."""
+    config = tmp_path / "small.toml"
+    config.write_text("[berrymq]\n\n[berrymq.jsonrpc-tcp]\nmax_size = 1000\n\n"
+                      "[berrymq.jsonrpc-http]\nmax_size = 1000\n")
+    argv = [sys.executable, "-m", "berrymq", "serve", "--tcp", "127.0.0.1:0",
+            "--http", "127.0.0.1:0"]
+    server = Lines(argv, tmp_path, deadline=DEADLINE,
+                   env={**os.environ, "BERRYMQ_CONFIG": str(config)})
+    try:
+        tcp = server.line().removeprefix("serving ")
+        http = server.line().removeprefix("serving ")
+        result = ruby("test/test_max_size.rb",
+                      env={"BERRYMQ_SMALL_TCP_URL": tcp, "BERRYMQ_SMALL_HTTP_URL": http})
+        passed(result, 4)
+    finally:
+        server.close()
+
+
 WAIT_FOR_DEATH = """
 require "berrymq"
 $stdout.sync = true

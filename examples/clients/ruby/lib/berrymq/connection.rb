@@ -33,10 +33,15 @@ module BerryMQ
       [match[1], match[2].delete("[]"), Integer(match[3]), "#{match[1]}://#{match[2]}:#{match[3]}"]
     end
 
+    # +max_size+: the largest request sent, in bytes of JSON: the node's max_size setting
+    # (1 MiB by default). A larger message raises MessageTooLarge before it is sent.
     def initialize(addr, style, ttl: DEFAULT_TTL, pattern: nil, timeout: DEFAULT_TIMEOUT,
-                   secret: ENV.fetch("BERRYMQ_SECRET", nil), bus: BerryMQ.bus)
+                   secret: ENV.fetch("BERRYMQ_SECRET", nil), max_size: JSONRPC::MAX_SIZE, bus: BerryMQ.bus)
       unless ttl.is_a?(Numeric) && ttl.real? && ttl.finite? && ttl.positive?
         raise ArgumentError, "ttl must be a positive finite number of seconds, got #{ttl.inspect}"
+      end
+      unless max_size.is_a?(Integer) && max_size.positive?
+        raise ArgumentError, "max_size must be a positive Integer (bytes), got #{max_size.inspect}"
       end
 
       timeout = BerryMQ.wait_seconds(timeout, "timeout")
@@ -48,8 +53,9 @@ module BerryMQ
       @pattern = pattern && Identifier.new(pattern)
       @closed = false
       channel_class = scheme == "tcp" ? TcpChannel : HttpChannel
+      @max_size = max_size
       @channel = channel_class.new(@url, host, port, handler: method(:answer), timeout: timeout,
-                                                     on_close: method(:connection_lost))
+                                                     on_close: method(:connection_lost), max_size: max_size)
       open_session(ttl)
     rescue StandardError
       @channel&.close
@@ -190,7 +196,9 @@ module BerryMQ
         @token = call("connect_via_queue", { "identifier" => @pattern.to_s, "ttl" => ttl })
       when :interconnect
         @own_token = SecureRandom.urlsafe_base64(32, false)
-        @outbox = Outbox.new("forwarding to #{@url}", on_failure: method(:connection_lost)) do |batch|
+        envelope = [Outbox::ENVELOPE, @max_size / 4].min
+        @outbox = Outbox.new("forwarding to #{@url}", max_bytes: @max_size - envelope,
+                                                      on_failure: method(:connection_lost)) do |batch|
           call("send_messages", { "token" => @token, "messages" => batch })
         end
         @token = call("interconnect", { "addr" => @channel.callback_url, "token" => @own_token, "ttl" => ttl })

@@ -41,8 +41,10 @@ module BerryMQ
   # The connection or the node is gone; what was being sent was not delivered.
   class ConnectionClosed < TransportError; end
 
-  # A request over the node's size limit (1 MiB by default); it was not sent and the
-  # connection stays usable.
+  # A request over the size limit (1 MiB, or the connection's max_size:); it was not sent
+  # and the connection stays usable. Also raised when the node refused a request as too
+  # large (its max_size is lower): nothing of it ran, and over TCP the node closed the
+  # connection.
   class MessageTooLarge < TransportError; end
 
   # An error object the node answered: #code is the JSON-RPC code (see

@@ -21,8 +21,9 @@ module BerryMQ
 
     # +on_close+ is accepted for the same interface as TcpChannel: HTTP keeps no lasting
     # connection whose loss could be noticed between calls.
-    def initialize(url, host, port, handler:, timeout:, on_close: nil)
+    def initialize(url, host, port, handler:, timeout:, on_close: nil, max_size: JSONRPC::MAX_SIZE)
       @url = url
+      @max_size = max_size
       @host = host
       @port = port
       @handler = handler
@@ -73,7 +74,7 @@ module BerryMQ
     def post(value, timeout)
       raise ConnectionClosed, "the connection to #{@url} is closed" if @closed
 
-      text = JSONRPC.request_text(value)
+      text = JSONRPC.request_text(value, @max_size)
       http = checkout(timeout)
       limit = http.read_timeout
       begin

@@ -148,11 +148,21 @@ module BerryMQ
       error = reply["error"]
       return reply["result"] if error.nil?
 
+      if error.is_a?(Hash) && error["code"] == CODES[:too_large]
+        raise MessageTooLarge, "#{where} refused the request: it is over the node's size limit" \
+                               "#{limit_of(error['data'])}; it was not run"
+      end
       if error.is_a?(Hash)
         raise RemoteError.new(error["code"], error["message"].to_s, error["data"])
       end
 
       raise RemoteError.new(nil, error.to_s)
+    end
+
+    # " (max_size 1000 bytes)" from the data of a node's Message too large, or "".
+    def limit_of(data)
+      limit = data.is_a?(Hash) ? data["limit"] : nil
+      limit.is_a?(Integer) ? " (#{data['setting'] || 'max_size'} #{limit} bytes)" : ""
     end
 
     # Whether a parsed value is a response (result or error, no method) rather than a request.

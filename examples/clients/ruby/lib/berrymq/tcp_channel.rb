@@ -20,8 +20,10 @@ module BerryMQ
     attr_reader :url
 
     # +handler+ answers one request Hash from the node with a response Hash (or nil).
-    def initialize(url, host, port, handler:, timeout:, on_close: nil, max_waiting: MAX_WAITING)
+    def initialize(url, host, port, handler:, timeout:, on_close: nil, max_waiting: MAX_WAITING,
+                   max_size: JSONRPC::MAX_SIZE)
       @url = url
+      @max_size = max_size
       @handler = handler
       @timeout = timeout
       @on_close = on_close
@@ -34,7 +36,9 @@ module BerryMQ
       @socket.set_encoding(Encoding::UTF_8)
       @write_lock = Mutex.new
       @lock = Mutex.new
-      @pending = {}
+      @pending = {} # id -> the Waiter of the call
+      @sizes = {} # id -> the bytes of the call's request
+      @too_large = nil # the data of the node's Message too large, after which it closes
       @next_id = 0
       @closed = false
       @closing = false
@@ -95,16 +99,17 @@ module BerryMQ
     def call(method, params, timeout = @timeout)
       waiter = Waiter.new
       id = @lock.synchronize { @next_id += 1 }
-      text = JSONRPC.request_text({ "jsonrpc" => "2.0", "method" => method, "params" => params, "id" => id })
+      text = JSONRPC.request_text({ "jsonrpc" => "2.0", "method" => method, "params" => params, "id" => id }, @max_size)
       @lock.synchronize do
         raise ConnectionClosed, "the connection to #{@url} is closed#{@failure && " (#{@failure})"}" if @closed
 
         @pending[id] = waiter
+        @sizes[id] = text.bytesize
       end
       write_text(text)
       reply = waiter.wait(timeout, :timeout)
       if reply == :timeout
-        @lock.synchronize { @pending.delete(id) }
+        @lock.synchronize { @pending.delete(id) && @sizes.delete(id) }
         raise TransportError, "#{@url} did not answer #{method} within #{JSONRPC.seconds(timeout)} s"
       end
       raise reply if reply.is_a?(Exception)
@@ -204,10 +209,10 @@ module BerryMQ
       text = "#{@url} sent a line that #{why} (#{line.bytesize} bytes: #{line[0, 80].inspect})"
       unless line.match?(REQUEST_START)
         id = line[/"id"\s*:\s*(-?\d+)\s*\}\s*\z/, 1]
-        waiter = id && @lock.synchronize { @pending.delete(Integer(id)) }
+        waiter = id && @lock.synchronize { @sizes.delete(Integer(id)) && @pending.delete(Integer(id)) }
         return waiter.set(TransportError.new("#{text}; it answered this call")) if waiter
 
-        waiters = @lock.synchronize { @pending.values.tap { @pending.clear } }
+        waiters = @lock.synchronize { @pending.values.tap { @pending.clear && @sizes.clear } }
         waiters.each { |w| w.set(TransportError.new("#{text}; it may have been the answer to this call")) }
         return
       end
@@ -216,13 +221,14 @@ module BerryMQ
     end
 
     def respond(reply)
-      waiter = @lock.synchronize { @pending.delete(reply["id"]) }
+      waiter = @lock.synchronize { @sizes.delete(reply["id"]) && @pending.delete(reply["id"]) }
       if waiter
         waiter.set(reply)
       elsif reply["id"].nil? && reply["error"].is_a?(Hash)
         # e.g. Message too large: the node closes the connection after it
         error = reply["error"]
         @failure = "#{error['message']} (#{error['code']})"
+        @too_large = error["data"].is_a?(Hash) ? error["data"] : {} if error["code"] == JSONRPC::CODES[:too_large]
       end
     end
 
@@ -235,16 +241,32 @@ module BerryMQ
       nil
     end
 
+    # Whether a request of +size+ bytes is the one the node closed the connection for: over
+    # the limit its Message too large named (every request, when it named none).
+    def too_large?(size)
+      return false unless @too_large
+
+      limit = @too_large["limit"]
+      !limit.is_a?(Integer) || size > limit
+    end
+
+    def too_large_error
+      MessageTooLarge.new("#{@url} refused the request: it is over the node's size limit" \
+                          "#{JSONRPC.limit_of(@too_large)}; it was not run, and the node closed the " \
+                          "connection (pass max_size: #{@too_large['limit'] || 'N'} to refuse such a message before sending)")
+    end
+
     def fail_all(error)
       was_open = nil
       waiters = @lock.synchronize do
         was_open = !@closed
         @closed = true
-        pending = @pending.values
+        pending = @pending.map { |id, waiter| [waiter, @sizes[id]] }
         @pending.clear
+        @sizes.clear
         pending
       end
-      waiters.each { |w| w.set(error) }
+      waiters.each { |w, size| w.set(too_large?(size) ? too_large_error : error) }
       @slot_lock.synchronize { @slot_free.broadcast }
       @on_close&.call(error) if was_open && !@closing
     end

@@ -1,0 +1,69 @@
+# frozen_string_literal: true
+
+# A node whose max_size is below the 1 MiB default (tests/test_ruby_client.py starts one
+# with max_size = 1000 for both transports and sets BERRYMQ_SMALL_TCP_URL and
+# BERRYMQ_SMALL_HTTP_URL): a message over it raises MessageTooLarge, not RemoteError or
+# ConnectionClosed; with max_size: 1000 it is refused before it is sent.
+require_relative "test_helper"
+
+class TestMaxSize < Minitest::Test
+  include FreshBus
+
+  URLS = { "tcp" => ENV.fetch("BERRYMQ_SMALL_TCP_URL", nil), "http" => ENV.fetch("BERRYMQ_SMALL_HTTP_URL", nil) }.freeze
+  WAIT = 20
+  BIG = "x" * 2000
+
+  def url(scheme)
+    URLS[scheme] || skip("BERRYMQ_SMALL_#{scheme.upcase}_URL is not set (tests/test_ruby_client.py sets it)")
+  end
+
+  %w[tcp http].each do |scheme|
+    # With the node's max_size given, nothing too large is sent: every connection stays.
+    define_method("test_max_size_refuses_before_sending_#{scheme}") do
+      node = url(scheme)
+      queue = BerryMQ.connect_via_queue(node, "small:*", ttl: 60, max_size: 1000)
+      error = assert_raises(BerryMQ::MessageTooLarge) { queue.send_message("small:big", BIG) }
+      assert_includes error.message, "over the limit of 1000 bytes; it was not sent"
+      assert_raises(BerryMQ::MessageTooLarge) { queue.ask("small:big", BIG, timeout: WAIT) }
+      interconnection = BerryMQ.interconnect(node, ttl: 60, max_size: 1000)
+      error = assert_raises(BerryMQ::MessageTooLarge) { BerryMQ.twitter("small:big", BIG) }
+      assert_includes error.message, "it was not sent"
+      queue.send_message("small:one", 1)
+      BerryMQ.twitter("small:two", 2)
+      assert BerryMQ.flush(WAIT)
+      assert_equal [["small:one", [1]], ["small:two", [2]]], 2.times.map { m = queue.get(timeout: WAIT); [m.id, m.args] }
+      refute interconnection.closed?
+      assert_equal 2, BerryMQ.connections.size
+      assert_raises(ArgumentError) { BerryMQ.connect_oneway(node, max_size: 0) }
+    end
+
+    # Without it, the node's own refusal is MessageTooLarge too. Over HTTP the connection
+    # stays usable; over TCP the node closes the connection after it: the call that was too
+    # large raises MessageTooLarge (naming the limit), the others ConnectionClosed.
+    define_method("test_the_node_refusing_a_message_as_too_large_#{scheme}") do
+      node = url(scheme)
+      queue = BerryMQ.connect_via_queue(node, "small:*", ttl: 60)
+      waiting = Thread.new do
+        queue.get(timeout: WAIT)
+      rescue StandardError => e
+        e
+      end
+      if scheme == "tcp"
+        channel = queue.instance_variable_get(:@channel)
+        deadline = BerryMQ.monotonic + WAIT
+        sleep 0.01 until channel.waiting_calls == [1, 0] || BerryMQ.monotonic > deadline
+      end
+      error = assert_raises(BerryMQ::MessageTooLarge) { queue.send_message("small:big", BIG) }
+      assert_includes error.message, "over the node's size limit (max_size 1000 bytes)"
+      if scheme == "tcp"
+        assert_includes error.message, "pass max_size: 1000"
+        assert_instance_of BerryMQ::ConnectionClosed, waiting.value
+        assert_raises(BerryMQ::ConnectionClosed) { queue.send_message("small:after", 1) }
+      else
+        assert_raises(BerryMQ::MessageTooLarge) { queue.ask("small:big", BIG, timeout: WAIT) }
+        queue.send_message("small:after", 1) # the connection is still usable
+        assert_equal "small:after", waiting.value.id
+      end
+    end
+  end
+end
