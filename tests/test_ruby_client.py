@@ -147,7 +147,7 @@ def test_remote_suite_against_a_python_node(script_node: ScriptNode) -> None:
     script_node("echo", pattern="ruby:ping", reply="ruby:pong")
     script_node("collect", pattern="ruby:*")
     result = ruby("test/test_remote.rb", env={"BERRYMQ_TCP_URL": tcp, "BERRYMQ_HTTP_URL": http})
-    passed(result, 20)
+    passed(result, 22)
     # What the Ruby side sent reached the Python node's receivers (in an order that
     # depends on minitest's random order of tests, hence sorted).
     got = sorted(json.dumps(m) for m in script_node("drain", pattern="ruby:*"))

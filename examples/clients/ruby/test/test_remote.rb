@@ -239,6 +239,27 @@ class TestRemote < Minitest::Test
       end
     end
 
+    # Closing a connection while another thread's get waits at the node: that get raises
+    # ConnectionClosed, as every later call does (the node ends the session, and answers
+    # the get it was running Unknown or expired token).
+    define_method("test_close_while_a_get_waits_#{scheme}") do
+      node = url(scheme)
+      queue = BerryMQ.connect_via_queue(node, "closing:*", ttl: 60)
+      getter = Thread.new do
+        queue.get(timeout: WAIT)
+      rescue StandardError => e
+        e
+      end
+      # sent, and waiting for the answer: in Waiter#wait (TCP) or reading it (HTTP)
+      eventually("the get waits for the node") do
+        getter.status == "sleep" && getter.backtrace.to_a.any? { |line| line.match?(/jsonrpc\.rb:\d+:in `wait'|rbuf_fill/) }
+      end
+      queue.close
+      assert_instance_of BerryMQ::ConnectionClosed, getter.value
+      assert_includes getter.value.message, "closed"
+      assert_raises(BerryMQ::ConnectionClosed) { queue.get_nowait }
+    end
+
     # Values that are not JSON are refused, not sent as their #to_s.
     define_method("test_values_that_are_not_json_are_refused_#{scheme}") do
       node = url(scheme)

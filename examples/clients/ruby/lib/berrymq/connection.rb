@@ -214,6 +214,12 @@ module BerryMQ
 
       params["secret"] = @secret if @secret
       @channel.call(method, params, timeout)
+    rescue RemoteError => e
+      # closed (#close, in another thread) while the call waited: the node, which ended the
+      # session, answers it Unknown or expired token
+      raise unless @closed && method != "close_connection" && e.code == JSONRPC::CODES[:unknown_token]
+
+      raise ConnectionClosed, "the connection to #{@url} (#{@style}) was closed while #{method} waited"
     end
 
     def need_queue(what)
