@@ -129,6 +129,8 @@ def test_the_gem_builds_installs_and_loads(tmp_path: Path) -> None:
                                cwd=tmp_path, env=env, text=True, capture_output=True,
                                timeout=DEADLINE)
     assert installed.returncode == 0, installed.stderr
+    shipped = next(home.glob("gems/berrymq-*"))  # MIT asks for its notice to go with copies
+    assert (shipped / "LICENSE").read_text() == (ROOT / "LICENSE").read_text()
     assert RUBY is not None
     loaded = subprocess.run(
         [RUBY, "-e", 'require "berrymq"; puts $LOADED_FEATURES.grep(/berrymq\\.rb/); '
