@@ -26,6 +26,7 @@ import concurrent.futures
 import inspect
 import logging
 import threading
+from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exception
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -172,7 +173,20 @@ class PendingReply:
             finally:
                 box[0] = outer
 
-        self.add_done_callback(done)
+        def on_its_loop(reply: PendingReply) -> None:
+            # Settled before the callback was added: it runs in the talking thread, where
+            # a full queue would make it wait (up to put_timeout) instead of refusing at
+            # once as on the loop; so it is handed to the loop, unless that has stopped.
+            loop = reply.loop
+            if _get_running_loop() is loop or not loop.is_running():
+                done(reply)
+                return
+            try:
+                loop.call_soon_threadsafe(done, reply)
+            except RuntimeError:  # closed meanwhile
+                done(reply)
+
+        self.add_done_callback(on_its_loop)
 
     def task_done(self, task: asyncio.Task[Any]) -> None:
         """The task's done callback: settle, and log what nobody claimed (a cancelled

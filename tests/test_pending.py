@@ -10,6 +10,7 @@ import concurrent.futures
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -235,6 +236,35 @@ def test_send_reply_sends_nothing_for_none_an_exception_or_a_cancel(
     run_task(loop, cancelled, never_ends(), cancel=True)
     assert none.done() and failed.done() and cancelled.cancelled()
     assert got == []
+
+
+def test_a_reply_settled_before_send_reply_is_still_sent_on_its_running_loop(
+        berrymq_bus: Bus) -> None:
+    """The coroutine may finish before the talking thread adds the callback: the reply was
+    then sent from that thread, where a full queue made it wait put_timeout (5 s in the
+    flaky test_a_full_queue_refuses_a_sender_on_a_running_loop_at_once) instead of being
+    refused at once as on the loop."""
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever)
+    runner.start()
+    try:
+        sent_from: list[threading.Thread] = []
+        arrived = threading.Event()
+
+        def record(message: Message) -> None:
+            sent_from.append(threading.current_thread())
+            arrived.set()
+
+        berrymq_bus.subscribe("r:back", record, weak=False)
+        reply = PendingReply("r", loop)
+        reply.set_result("answer")  # settled first
+        reply.send_reply(berrymq_bus, Identifier("r:back"), 1)
+        assert arrived.wait(WAIT)
+        assert sent_from == [runner]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(WAIT)
+        loop.close()
 
 
 def test_a_reply_that_cannot_be_sent_is_logged_not_raised(
