@@ -32,7 +32,8 @@ const { TcpChannel } = require('./lib/tcp');
 const { HttpChannel } = require('./lib/http');
 
 const {
-  BerryMQError, Empty, MessageTooLarge, ConnectionClosed, ReplyError, parseUrl, messageFromWire, MAX_SIZE,
+  BerryMQError, Empty, MessageTooLarge, TransportError, ConnectionClosed, ReplyError, parseUrl, messageFromWire,
+  MAX_SIZE,
 } = protocol;
 
 /** Seconds a session may stay unused before the node closes it. */
@@ -95,7 +96,8 @@ class Connection {
     channel.onClose = this.end;
   }
 
-  /** Call a method of the session (a lost connection ends the Connection). */
+  /** Call a method of the session (a lost connection ends the Connection; a call the node
+   * did not answer in time rejects with a TransportError, and the Connection goes on). */
   async call(method, params, options) {
     if (this.closed) throw this.reason || new ConnectionClosed(`the connection to ${this.url} is closed`);
     try {
@@ -296,5 +298,5 @@ async function closeConnection(target = null) {
 module.exports = {
   connectOneway, connectViaQueue, interconnect, sendMessage, get, getNowait, ask,
   closeConnection, connect, Connection, connections, DEFAULT_TTL, MAX_SIZE, codes: protocol.codes,
-  BerryMQError, Empty, MessageTooLarge, ConnectionClosed, ReplyError,
+  BerryMQError, Empty, MessageTooLarge, TransportError, ConnectionClosed, ReplyError,
 };

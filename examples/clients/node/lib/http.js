@@ -11,7 +11,7 @@
 const http = require('http');
 const { Channel } = require('./channel');
 const {
-  BerryMQError, ConnectionClosed, MAX_INCOMING, MEDIA_TYPES, parseUrl, PARSE_ERROR_REPLY,
+  BerryMQError, ConnectionClosed, MAX_INCOMING, MEDIA_TYPES, parseUrl, PARSE_ERROR_REPLY, TransportError,
 } = require('./protocol');
 
 /** The host a `Host` header names (`name`, `name:port`, `[v6]:port`), lower case; null
@@ -93,8 +93,10 @@ class HttpChannel extends Channel {
         if (!socket.connecting) reached = true; else socket.once('connect', () => { reached = true; });
       });
       req.on('timeout', () => {
-        reject(new ConnectionClosed(reached ? `no answer from ${this.url} within ${ms} ms` :
-          `cannot reach ${this.url}: no connection within ${ms} ms`));
+        // a node that was reached and is slow: only this call fails (its own HTTP
+        // connection is dropped; the others go on)
+        reject(reached ? new TransportError(`no answer from ${this.url} within ${ms} ms`) :
+          new ConnectionClosed(`cannot reach ${this.url}: no connection within ${ms} ms`));
         req.destroy();
       });
       req.on('error', (error) => reject(new ConnectionClosed(`cannot reach ${this.url}: ${error.message}`)));

@@ -11,8 +11,11 @@
  *   ├── Empty                 the queue had nothing within the wait (-32002)
  *   ├── MessageTooLarge       a request over the size limit (-32003): refused here before
  *   │                         it was sent (the connection stays usable), or by the node
- *   └── ConnectionClosed      cannot reach the node, it closed the connection, or it did
- *                             not answer in time (code null)
+ *   └── TransportError        the exchange failed, not the node's answer (code null): a node
+ *       │                     that was reached but did not answer in time, or answered
+ *       │                     something that is not an answer; the connection stays usable
+ *       └── ConnectionClosed  cannot reach the node, or the connection is closed (by us, by
+ *                             the node, or a session the node no longer knows)
  *   ReplyError                one receiver's failure in ask()'s replies (returned, not thrown)
  */
 
@@ -68,8 +71,19 @@ class MessageTooLarge extends BerryMQError {
   }
 }
 
-/** The node cannot be reached, closed the connection, or did not answer in time. */
-class ConnectionClosed extends BerryMQError {
+/** The exchange with the node failed, not for what it answered: it was reached but did not
+ * answer in time (only that call fails: the connection stays usable, and a late answer is
+ * dropped), or it answered something that is not an answer. */
+class TransportError extends BerryMQError {
+  constructor(message) {
+    super(message);
+    this.name = 'TransportError';
+  }
+}
+
+/** The node cannot be reached, or the connection is closed: every later call on it
+ * rejects with the same error. */
+class ConnectionClosed extends TransportError {
   constructor(message) {
     super(message);
     this.name = 'ConnectionClosed';
@@ -368,7 +382,7 @@ const MEDIA_TYPES = new Set(['application/json', 'application/json-rpc', 'applic
 const PARSE_ERROR_REPLY = Object.freeze({ jsonrpc: '2.0', error: { code: codes.PARSE_ERROR, message: 'Parse error' }, id: null });
 
 module.exports = {
-  codes, BerryMQError, Empty, MessageTooLarge, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
+  codes, BerryMQError, Empty, MessageTooLarge, TransportError, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
   isResponse, resultOf, messageFromWire, Answerer, MAX_INCOMING, MAX_SIZE, PARSE_ERROR_REPLY,
   encodeRequest, expectsAnswer, mayWait, MEDIA_TYPES, MAX_MESSAGE_DEPTH, checkDepth,
 };

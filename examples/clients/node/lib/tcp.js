@@ -19,7 +19,7 @@ const net = require('net');
 const { Channel } = require('./channel');
 const {
   codes, ConnectionClosed, errorFromWire, expectsAnswer, isResponse, MAX_INCOMING, mayWait, parseUrl,
-  PARSE_ERROR_REPLY,
+  PARSE_ERROR_REPLY, TransportError,
 } = require('./protocol');
 
 /** The errors (id null) after which the node closes the connection: Message too large,
@@ -161,8 +161,9 @@ class TcpChannel extends Channel {
     if (!mayWait(body)) this.inOrder.add(waiter);
     if (resolve !== null) {
       // a request that timed out keeps its place (its ids, its place in the order), so
-      // that a late answer to it is known as such and settles nothing else
-      timer = setTimeout(() => reject(new ConnectionClosed(`${this.url} did not answer within ${ms} ms`)), ms);
+      // that a late answer to it is known as such and settles nothing else; the
+      // connection goes on (only this call failed)
+      timer = setTimeout(() => reject(new TransportError(`${this.url} did not answer within ${ms} ms`)), ms);
     }
     return waiter;
   }
