@@ -57,6 +57,15 @@ function forget(connection) {
   if (index >= 0) connections.splice(index, 1);
 }
 
+/** A TypeError for a `timeout` (seconds) that is not null or a finite number >= 0: a
+ * wait of Infinity is null ("as long as it takes"), and JSON has no Infinity. */
+function checkTimeout(timeout, call) {
+  if (timeout !== null && !(typeof timeout === 'number' && Number.isFinite(timeout) && timeout >= 0)) {
+    throw new TypeError(`${call}: 'timeout' must be a finite number of seconds >= 0, or null, ` +
+                        `not ${typeof timeout === 'number' ? timeout : JSON.stringify(timeout) ?? String(timeout)}`);
+  }
+}
+
 function checkMessage(identifier, args, kwargs) {
   if (typeof identifier !== 'string') throw new TypeError(`an identifier is a string, got ${typeof identifier}`);
   if (!Array.isArray(args)) throw new TypeError('args must be an array');
@@ -141,7 +150,7 @@ class Connection {
    * seconds (null: as long as it takes); rejects with berrymq.Empty when none came. */
   async get({ block = true, timeout = null } = {}) {
     if (!block) return this.getNowait();
-    if (timeout !== null && !(timeout >= 0)) throw new TypeError("'timeout' must be a number >= 0 or null");
+    checkTimeout(timeout, 'get');
     const deadline = timeout === null ? null : Date.now() + timeout * 1000;
     // one of the connection's calls that wait (see Channel.whenWaitingAllowed): queued
     // here while maxWaiting others are outstanding, Empty if its timeout ran out so
@@ -184,6 +193,7 @@ class Connection {
   /** Ask the node's receivers of `identifier`; resolves with their replies in order:
    * each the value a receiver returned, or a ReplyError for one that failed. */
   async ask(identifier, args = [], kwargs = {}, { timeout = 5 } = {}) {
+    checkTimeout(timeout, 'ask');
     checkMessage(identifier, args, kwargs);
     const deadline = timeout === null ? null : Date.now() + timeout * 1000;
     const limit = this.channel.maxWaiting;

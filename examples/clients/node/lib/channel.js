@@ -21,6 +21,31 @@ const DEFAULT_TIMEOUT = 10000;
  * outstanding one on a connection of its own. */
 const MAX_WAITING = 16;
 
+/** The longest delay setTimeout keeps: a longer one (about 24.8 days or more) fires after
+ * 1 ms instead. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Run `fn` after `ms` milliseconds, whatever their number: a delay longer than
+ * setTimeout keeps is made of several, each re-armed for what is left; Infinity never
+ * fires. Cancel with clearTimer. */
+function setTimer(fn, ms) {
+  const timer = { handle: null };
+  if (ms === Infinity) return timer;
+  const due = performance.now() + Math.max(0, ms);
+  const arm = (left) => {
+    timer.handle = setTimeout(() => {
+      const rest = due - performance.now();
+      if (rest >= 1) arm(rest); else fn();
+    }, Math.min(left, MAX_TIMER_MS));
+  };
+  arm(Math.max(0, ms));
+  return timer;
+}
+
+function clearTimer(timer) {
+  if (timer) clearTimeout(timer.handle);
+}
+
 class Channel {
   /**
    * @param {string} url  tcp://host:port or http://host:port
@@ -65,9 +90,9 @@ class Channel {
     };
     if (this.waitingNow < this.maxWaiting && this.queued.length === 0) return run(false);
     return new Promise((resolve, reject) => {
-      const turn = { timer: null, go: () => { clearTimeout(turn.timer); run(true).then(resolve, reject); } };
+      const turn = { timer: null, go: () => { clearTimer(turn.timer); run(true).then(resolve, reject); } };
       if (deadline !== null) {
-        turn.timer = setTimeout(() => {
+        turn.timer = setTimer(() => {
           this.queued.splice(this.queued.indexOf(turn), 1);
           new Promise((settle) => settle(expired())).then(resolve, reject);
         }, Math.max(0, deadline - Date.now()));
@@ -131,4 +156,4 @@ class Channel {
   }
 }
 
-module.exports = { Channel, DEFAULT_TIMEOUT, MAX_WAITING };
+module.exports = { Channel, DEFAULT_TIMEOUT, MAX_WAITING, setTimer, clearTimer };

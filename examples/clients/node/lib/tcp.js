@@ -16,7 +16,7 @@
  */
 
 const net = require('net');
-const { Channel } = require('./channel');
+const { Channel, clearTimer, setTimer } = require('./channel');
 const {
   codes, ConnectionClosed, errorFromWire, expectsAnswer, isResponse, MAX_INCOMING, mayWait, parseUrl,
   PARSE_ERROR_REPLY, TransportError,
@@ -50,15 +50,15 @@ class TcpChannel extends Channel {
       const socket = net.createConnection({ host, port });
       socket.setNoDelay(true);
       socket.setEncoding('utf8');
-      const timer = setTimeout(() => socket.destroy(new Error(`no connection within ${this.timeout} ms`)), this.timeout);
+      const timer = setTimer(() => socket.destroy(new Error(`no connection within ${this.timeout} ms`)), this.timeout);
       const failed = (error) => {
-        clearTimeout(timer);
+        clearTimer(timer);
         this.closed = true;
         reject(new ConnectionClosed(`cannot reach ${this.url}: ${error.message}`));
       };
       socket.once('error', failed);
       socket.once('connect', () => {
-        clearTimeout(timer);
+        clearTimer(timer);
         socket.removeListener('error', failed);
         socket.on('error', (error) => { this.failure = this.failure || error; });
         socket.on('data', (chunk) => this.receive(chunk));
@@ -153,7 +153,7 @@ class TcpChannel extends Channel {
       settle: (reply) => { waiter.finish(); if (resolve) resolve(reply); },
       reject: (error) => { waiter.finish(); if (reject) reject(error); },
       finish: () => {
-        clearTimeout(timer);
+        clearTimer(timer);
         for (const id of ids) if (this.pending.get(id) === waiter) this.pending.delete(id);
       },
     };
@@ -163,7 +163,7 @@ class TcpChannel extends Channel {
       // a request that timed out keeps its place (its ids, its place in the order), so
       // that a late answer to it is known as such and settles nothing else; the
       // connection goes on (only this call failed)
-      timer = setTimeout(() => reject(new TransportError(`${this.url} did not answer within ${ms} ms`)), ms);
+      timer = setTimer(() => reject(new TransportError(`${this.url} did not answer within ${ms} ms`)), ms);
     }
     return waiter;
   }

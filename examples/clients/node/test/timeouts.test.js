@@ -4,7 +4,7 @@
  * Against a real Python node, stopped with SIGSTOP for a while. */
 
 const assert = require('assert/strict');
-const { describe, it } = require('node:test');
+const { after, before, describe, it } = require('node:test');
 const berrymq = require('..');
 const { DEADLINE, startNode } = require('./helpers');
 
@@ -53,4 +53,57 @@ describe('a node that stops answering for a while', { timeout: 4 * DEADLINE }, (
       }
     });
   }
+});
+
+describe('timeouts of 24.8 days or more (beyond what setTimeout keeps)', { timeout: 4 * DEADLINE }, () => {
+  let node;
+  before(async () => { node = await startNode(); });
+  after(async () => { await berrymq.closeConnection(); await node.stop(); });
+
+  it('over tcp: an ask with a timeout of 2147474 s is answered, and the connection goes on', async () => {
+    const oneway = await berrymq.connectOneway(node.tcp, { ttl: 60 });
+    try {
+      assert.deepEqual(await oneway.ask('price:quote', [2], {}, { timeout: 2147474 }), [19]);
+      assert.equal(oneway.closed, false);
+      assert.equal(await oneway.sendMessage('node:after-long-ask'), 'ok');
+    } finally {
+      await oneway.close();
+    }
+  });
+
+  for (const scheme of ['tcp', 'http']) {
+    it(`over ${scheme}: a get queued with a timeout of 3e6 s waits for its turn and gets its message`, async () => {
+      const queue = await berrymq.connectViaQueue(node[scheme], 'long:*', { ttl: 60 });
+      const sender = await berrymq.connectOneway(node.tcp, { ttl: 60 });
+      try {
+        // 16 gets hold the connection's turns: the 17th is queued here, on its long timer
+        const gets = [...Array(16).keys()].map(() => queue.get({ timeout: DEADLINE / 1000 }));
+        const queued = queue.get({ timeout: 3e6 });
+        for (const get of [...gets, queued]) get.catch(() => {}); // awaited below
+        await sender.sendMessages([...Array(17).keys()].map((i) => [`long:${i}`, [i], {}]));
+        const got = await Promise.all([...gets, queued]);
+        assert.deepEqual(got.map((m) => m.args[0]).sort((a, b) => a - b), [...Array(17).keys()]);
+      } finally {
+        await sender.close();
+        await queue.close();
+      }
+    });
+  }
+
+  it('a timeout that is not a finite number of seconds >= 0 is a TypeError naming it, nothing sent', async () => {
+    const queue = await berrymq.connectViaQueue(node.tcp, 'bad:*', { ttl: 60 });
+    try {
+      for (const timeout of [Infinity, -Infinity, NaN, -1, '5']) {
+        for (const [call, name] of [[() => queue.get({ timeout }), 'get'],
+          [() => queue.ask('price:quote', [2], {}, { timeout }), 'ask']]) {
+          await assert.rejects(call(), (error) => error instanceof TypeError &&
+            error.message.startsWith(`${name}: 'timeout' must be a finite number of seconds >= 0, or null, not `));
+        }
+      }
+      assert.equal(queue.closed, false);
+      assert.deepEqual(await queue.ask('price:quote', [2], {}, { timeout: 5 }), [19]);
+    } finally {
+      await queue.close();
+    }
+  });
 });
