@@ -9,7 +9,7 @@
  */
 
 const http = require('http');
-const { Channel } = require('./channel');
+const { Channel, clearTimer, setTimer } = require('./channel');
 const {
   BerryMQError, ConnectionClosed, MAX_INCOMING, MEDIA_TYPES, parseUrl, PARSE_ERROR_REPLY, TransportError,
 } = require('./protocol');
@@ -62,44 +62,58 @@ class HttpChannel extends Channel {
   open() { return Promise.resolve(this); }
 
   /** POST one body (its JSON text); resolves with the parsed reply, or null for 204 No
-   * Content. */
+   * Content. The whole exchange, from the call to the last byte of the answer, has `ms`
+   * milliseconds: a node that trickles its answer gets no more time for each byte. */
   post(body, json, ms = this.timeout, waits = false) {
     if (this.closed) return Promise.reject(new ConnectionClosed(`the connection to ${this.url} is closed`));
     const text = Buffer.from(json);
     return new Promise((resolve, reject) => {
+      let timer = null;
+      let settled = false;
+      const settle = (then, value) => {
+        if (settled) return;
+        settled = true;
+        clearTimer(timer);
+        then(value);
+      };
+      const fail = (error) => settle(reject, error);
       const req = http.request({
         host: this.host, port: this.port, method: 'POST', path: '/', agent: waits ? this.waitAgent : this.agent,
-        timeout: ms,
         headers: { 'Content-Type': 'application/json', 'Content-Length': text.length },
       }, (res) => {
         const chunks = [];
         res.on('data', (chunk) => chunks.push(chunk));
+        res.on('error', (error) => fail(new ConnectionClosed(`cannot reach ${this.url}: ${error.message}`)));
         res.on('end', () => {
           const data = Buffer.concat(chunks).toString('utf8');
-          if (res.statusCode === 204) return resolve(null);
+          if (res.statusCode === 204) return settle(resolve, null);
           if (!(res.headers['content-type'] || '').startsWith('application/json')) {
-            return reject(new BerryMQError(`${this.url} answered HTTP ${res.statusCode}: ${data.trim()}`));
+            return fail(new BerryMQError(`${this.url} answered HTTP ${res.statusCode}: ${data.trim()}`));
           }
           try {
-            return resolve(JSON.parse(data)); // 200, or 413 with a Message too large error
+            return settle(resolve, JSON.parse(data)); // 200, or 413 with a Message too large error
           } catch (error) {
-            return reject(new BerryMQError(`${this.url} answered text that is not JSON`));
+            return fail(new BerryMQError(`${this.url} answered text that is not JSON`));
           }
         });
       });
       // a node that was reached and stalls did not answer; one never reached cannot be
       let reached = false;
+      let assigned = false; // false: an earlier request of the channel still holds its connection
       req.on('socket', (socket) => {
+        assigned = true;
         if (!socket.connecting) reached = true; else socket.once('connect', () => { reached = true; });
       });
-      req.on('timeout', () => {
+      timer = setTimer(() => {
         // a node that was reached and is slow: only this call fails (its own HTTP
         // connection is dropped; the others go on)
-        reject(reached ? new TransportError(`no answer from ${this.url} within ${ms} ms`) :
-          new ConnectionClosed(`cannot reach ${this.url}: no connection within ${ms} ms`));
+        fail(!assigned ? new TransportError(`no answer from ${this.url} within ${ms} ms: an earlier request ` +
+          'held the connection, and this one was not sent') :
+          reached ? new TransportError(`no answer from ${this.url} within ${ms} ms`) :
+            new ConnectionClosed(`cannot reach ${this.url}: no connection within ${ms} ms`));
         req.destroy();
-      });
-      req.on('error', (error) => reject(new ConnectionClosed(`cannot reach ${this.url}: ${error.message}`)));
+      }, ms);
+      req.on('error', (error) => fail(new ConnectionClosed(`cannot reach ${this.url}: ${error.message}`)));
       req.end(text);
     });
   }

@@ -4,9 +4,19 @@
  * Against a real Python node, stopped with SIGSTOP for a while. */
 
 const assert = require('assert/strict');
+const net = require('net');
 const { after, before, describe, it } = require('node:test');
 const berrymq = require('..');
 const { DEADLINE, startNode } = require('./helpers');
+
+/** Rejects when `promise` has not settled within `ms` (a failing test ends, bounded). */
+function within(promise, ms, what) {
+  let timer;
+  const late = new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
 
 /** Settles with [outcome, milliseconds since `start`] of `promise`. */
 function outcome(promise, start) {
@@ -60,18 +70,18 @@ describe('timeouts of 24.8 days or more (beyond what setTimeout keeps)', { timeo
   before(async () => { node = await startNode(); });
   after(async () => { await berrymq.closeConnection(); await node.stop(); });
 
-  it('over tcp: an ask with a timeout of 2147474 s is answered, and the connection goes on', async () => {
-    const oneway = await berrymq.connectOneway(node.tcp, { ttl: 60 });
-    try {
-      assert.deepEqual(await oneway.ask('price:quote', [2], {}, { timeout: 2147474 }), [19]);
-      assert.equal(oneway.closed, false);
-      assert.equal(await oneway.sendMessage('node:after-long-ask'), 'ok');
-    } finally {
-      await oneway.close();
-    }
-  });
-
   for (const scheme of ['tcp', 'http']) {
+    it(`over ${scheme}: an ask with a timeout of 2147474 s is answered, and the connection goes on`, async () => {
+      const oneway = await berrymq.connectOneway(node[scheme], { ttl: 60 });
+      try {
+        assert.deepEqual(await oneway.ask('price:quote', [2], {}, { timeout: 2147474 }), [19]);
+        assert.equal(oneway.closed, false);
+        assert.equal(await oneway.sendMessage('node:after-long-ask'), 'ok');
+      } finally {
+        await oneway.close();
+      }
+    });
+
     it(`over ${scheme}: a get queued with a timeout of 3e6 s waits for its turn and gets its message`, async () => {
       const queue = await berrymq.connectViaQueue(node[scheme], 'long:*', { ttl: 60 });
       const sender = await berrymq.connectOneway(node.tcp, { ttl: 60 });
@@ -104,6 +114,36 @@ describe('timeouts of 24.8 days or more (beyond what setTimeout keeps)', { timeo
       assert.deepEqual(await queue.ask('price:quote', [2], {}, { timeout: 5 }), [19]);
     } finally {
       await queue.close();
+    }
+  });
+});
+
+describe('over HTTP, a server that trickles its answer', { timeout: 2 * DEADLINE }, () => {
+  it('the request fails at its timeout, whole: TransportError "no answer from URL within N ms"', async () => {
+    const sockets = new Set();
+    const server = net.createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => {}); // the client cuts it short: that is the point
+      socket.once('data', () => {
+        socket.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n');
+        // the workload: one byte every 0.5 s, each within any per-read timeout
+        const drip = setInterval(() => socket.write(' '), 500);
+        socket.on('close', () => clearInterval(drip));
+      });
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${server.address().port}`;
+    try {
+      const start = Date.now();
+      const [{ error }, ms] = await within(outcome(berrymq.connectOneway(url, { timeout: 1000 }), start), 8000,
+        'connectOneway to a trickling server');
+      assert.ok(error instanceof berrymq.TransportError && !(error instanceof berrymq.ConnectionClosed), String(error));
+      assert.equal(error.message, `no answer from ${url} within 1000 ms`);
+      assert.ok(ms >= 950, `${ms} ms`);
+      assert.equal(berrymq.connections.length, 0);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      server.close();
     }
   });
 });
