@@ -46,6 +46,16 @@ function refusal(req, names) {
   return null;
 }
 
+/** Bodies over this many bytes are sent with `Expect: 100-continue`: the node reads the
+ * head and answers 413 at once to one over its `max_size`, before the body is sent (sent
+ * all the same, the node would stop reading it and close the connection, and its answer
+ * could be lost to the reset). */
+const EXPECT_CONTINUE_OVER = 64 * 1024;
+
+/** How long such a body waits for `100 Continue` before it is sent anyway (a server that
+ * does not answer it). */
+const CONTINUE_WAIT_MS = 1000;
+
 class HttpChannel extends Channel {
   constructor(url, options = {}) {
     super(url, options);
@@ -77,13 +87,17 @@ class HttpChannel extends Channel {
         then(value);
       };
       const fail = (error) => settle(reject, error);
+      const expect = text.length > EXPECT_CONTINUE_OVER;
       const req = http.request({
         host: this.host, port: this.port, method: 'POST', path: '/', agent: waits ? this.waitAgent : this.agent,
-        headers: { 'Content-Type': 'application/json', 'Content-Length': text.length },
+        headers: { 'Content-Type': 'application/json', 'Content-Length': text.length,
+          ...(expect ? { Expect: '100-continue' } : {}) },
       }, (res) => {
         const chunks = [];
         res.on('data', (chunk) => chunks.push(chunk));
-        res.on('error', (error) => fail(new ConnectionClosed(`cannot reach ${this.url}: ${error.message}`)));
+        // (the node was reached: it answered the head)
+        res.on('error', (error) => fail(new TransportError(`${this.url} closed the connection before its answer ` +
+          `was whole: ${error.message}`)));
         res.on('end', () => {
           const data = Buffer.concat(chunks).toString('utf8');
           if (res.statusCode === 204) return settle(resolve, null);
@@ -113,9 +127,38 @@ class HttpChannel extends Channel {
             new ConnectionClosed(`cannot reach ${this.url}: no connection within ${ms} ms`));
         req.destroy();
       }, ms);
-      req.on('error', (error) => fail(new ConnectionClosed(`cannot reach ${this.url}: ${error.message}`)));
-      req.end(text);
+      req.on('error', (error) => fail(this.failure(error, reached)));
+      if (!expect) {
+        req.end(text);
+        return;
+      }
+      let sent = false;
+      const send = () => {
+        if (sent || settled) return;
+        sent = true;
+        clearTimeout(waiting);
+        req.end(text);
+      };
+      const waiting = setTimeout(send, CONTINUE_WAIT_MS);
+      req.on('continue', send);
+      // answered before the body went (413): the body is never sent, the request is dropped
+      req.on('response', (res) => res.on('end', () => {
+        clearTimeout(waiting);
+        if (!sent) req.destroy();
+      }));
+      req.flushHeaders();
     });
+  }
+
+  /** The error for a request that failed with `error`, the node `reached` or not. */
+  failure(error, reached) {
+    if (!reached) return new ConnectionClosed(`cannot reach ${this.url}: ${error.message}`);
+    // the node was reached: only this call failed, the connection goes on (the next call
+    // finds out if the node is gone)
+    if (typeof error.code === 'string' && error.code.startsWith('HPE_')) {
+      return new TransportError(`${this.url} answered something that is not HTTP: ${error.message}`);
+    }
+    return new TransportError(`${this.url} closed the connection without answering: ${error.message}`);
   }
 
   request(body, text, ms, waits) { return this.post(body, text, ms, waits); }

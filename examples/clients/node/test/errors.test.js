@@ -138,6 +138,47 @@ describe('a peer that is not a berryMQ node', { timeout: 2 * DEADLINE }, () => {
   });
 });
 
+describe('over HTTP, a peer that was reached but gave no answer: not "cannot reach"', { timeout: 2 * DEADLINE }, () => {
+  /** A server on a free port that does `then(socket)` with each request once it came. */
+  async function serving(then) {
+    const sockets = new Set();
+    const server = net.createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.once('data', () => then(socket));
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return { url: `http://127.0.0.1:${server.address().port}`,
+      close: () => { for (const socket of sockets) socket.destroy(); server.close(); } };
+  }
+
+  it('it closes the connection without answering: TransportError saying so', async () => {
+    const peer = await serving((socket) => socket.destroy());
+    try {
+      const channel = await berrymq.connect(peer.url);
+      await assert.rejects(channel.call('connect_oneway', { ttl: 10 }), (error) =>
+        error instanceof berrymq.TransportError && !(error instanceof berrymq.ConnectionClosed) &&
+        error.message === `${peer.url} closed the connection without answering: socket hang up`);
+      await channel.close();
+    } finally {
+      peer.close();
+    }
+  });
+
+  it('it answers something that is not HTTP: TransportError saying so', async () => {
+    const peer = await serving((socket) => socket.end('hello, this is not HTTP\r\n\r\n'));
+    try {
+      const channel = await berrymq.connect(peer.url);
+      await assert.rejects(channel.call('connect_oneway', { ttl: 10 }), (error) =>
+        error instanceof berrymq.TransportError && !(error instanceof berrymq.ConnectionClosed) &&
+        error.message.startsWith(`${peer.url} answered something that is not HTTP: Parse Error`));
+      await channel.close();
+    } finally {
+      peer.close();
+    }
+  });
+});
+
 describe('a node with a shared secret', { timeout: 4 * DEADLINE }, () => {
   let node;
   before(async () => { node = await startNode({ env: { BERRYMQ_SECRET: 'correct horse' } }); });

@@ -165,4 +165,21 @@ describe('a connection the node closed', { timeout: 4 * DEADLINE }, () => {
     assert.equal(await node.stdout.next(), 'node:after-413 [2]');
     await oneway.close();
   });
+
+  it('over http: a body far over the node\'s limit (5 MB) is MessageTooLarge too, every time, and the connection stays usable', async () => {
+    // sent whole, the node stops reading it and closes: its 413 could be lost to the reset
+    const oneway = await berrymq.connectOneway(node.http, { ttl: 60, maxSize: 6 * 1024 * 1024 });
+    try {
+      const big = 'x'.repeat(5 * 1024 * 1024);
+      for (let i = 0; i < 16; i += 1) { // (sent whole, about one in three lost the 413)
+        await assert.rejects(oneway.sendMessage('big:x', [big]), (error) => error instanceof berrymq.MessageTooLarge &&
+          error.code === codes.TOO_LARGE && error.data.setting === 'max_size');
+        assert.equal(oneway.closed, false);
+      }
+      assert.equal(await oneway.sendMessage('node:after-5mb', [3]), 'ok');
+      assert.equal(await node.stdout.next(), 'node:after-5mb [3]');
+    } finally {
+      await oneway.close();
+    }
+  });
 });
