@@ -112,12 +112,29 @@ class Connection {
     try {
       return await this.channel.call(method, params, options);
     } catch (error) {
-      if (error instanceof ConnectionClosed && !this.closed) {
-        this.end(error);
+      const forgotten = error instanceof BerryMQError && error.code === protocol.codes.UNKNOWN_TOKEN;
+      if (this.closed) {
+        // closed meanwhile (by close(), say, while a get waited): what the node or the
+        // channel said of it (an unknown token, a dropped request) is that
+        if (forgotten || error instanceof TransportError) throw this.reason || this.closedError();
+        throw error;
+      }
+      if (error instanceof ConnectionClosed || forgotten) {
+        // a session the node no longer knows (it expired, or the node restarted) is gone:
+        // the Connection ends with it, as when the node closes the connection
+        const reason = error instanceof ConnectionClosed ? error : new ConnectionClosed(
+          `the node no longer knows this connection to ${this.url}: ${error.message.replace(/ \(-32001\).*$/, '')}`,
+          error.code, error.data);
+        this.end(reason);
         this.channel.close();
+        throw reason;
       }
       throw error;
     }
+  }
+
+  closedError() {
+    return new ConnectionClosed(`the connection to ${this.url} is closed`);
   }
 
   async notify(method, params) {

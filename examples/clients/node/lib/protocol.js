@@ -15,7 +15,7 @@
  *       │                     that was reached but did not answer in time, or answered
  *       │                     something that is not an answer; the connection stays usable
  *       └── ConnectionClosed  cannot reach the node, or the connection is closed (by us, by
- *                             the node, or a session the node no longer knows)
+ *                             the node, or a session the node no longer knows: code -32001)
  *   ReplyError                one receiver's failure in ask()'s replies (returned, not thrown)
  */
 
@@ -75,17 +75,18 @@ class MessageTooLarge extends BerryMQError {
  * answer in time (only that call fails: the connection stays usable, and a late answer is
  * dropped), or it answered something that is not an answer. */
 class TransportError extends BerryMQError {
-  constructor(message) {
-    super(message);
+  constructor(message, code = null, data = undefined) {
+    super(message, code, data);
     this.name = 'TransportError';
   }
 }
 
 /** The node cannot be reached, or the connection is closed: every later call on it
- * rejects with the same error. */
+ * rejects with the same error. Code null, or -32001 (UNKNOWN_TOKEN) for a session the node
+ * no longer knows (it expired, or the node restarted). */
 class ConnectionClosed extends TransportError {
-  constructor(message) {
-    super(message);
+  constructor(message, code = null, data = undefined) {
+    super(message, code, data);
     this.name = 'ConnectionClosed';
   }
 }

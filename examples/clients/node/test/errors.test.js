@@ -85,13 +85,46 @@ describe('errors', { timeout: 6 * DEADLINE }, () => {
         }
         await assert.rejects(queue.getNowait(), { code: codes.UNKNOWN_TOKEN });
         assert.equal(await queue.close(), undefined);
-        assert.equal(await queue.ended, null);
+        assert.equal((await queue.ended).code, codes.UNKNOWN_TOKEN); // it ended before close()
         assert.equal(await berrymq.closeConnection(oneway.url), undefined); // the docs' pattern
         assert.equal(oneway.closed, true);
         assert.ok(!berrymq.connections.includes(oneway));
       } finally {
         await channel.close();
       }
+    });
+
+    it(`over ${scheme}: a session the node no longer knows (expired, node restarted) ends the connection`, async () => {
+      const url = node[scheme];
+      const channel = await berrymq.connect(url);
+      const queue = await berrymq.connectViaQueue(url, 'job:*', { ttl: 60 });
+      try {
+        // what an expiry or a restart leaves: a token the node does not know (-32001)
+        assert.equal(await channel.call('close_connection', { token: queue.token }), 'ok');
+        const said = `the node no longer knows this connection to ${url}: Unknown or expired token (-32001)`;
+        const gone = (error) => error instanceof berrymq.ConnectionClosed && error.code === codes.UNKNOWN_TOKEN &&
+          error.message === said;
+        await assert.rejects(queue.sendMessage('job:x'), gone);
+        assert.equal(queue.closed, true);
+        assert.ok(gone(await queue.ended), 'ended resolves with it');
+        assert.ok(!berrymq.connections.includes(queue));
+        await assert.rejects(queue.get({ timeout: 1 }), gone); // every later call
+        await queue.close(); // gone already: nothing to do
+      } finally {
+        await channel.close();
+      }
+    });
+
+    it(`over ${scheme}: close() while a get waits ends that get with ConnectionClosed`, async () => {
+      const queue = await berrymq.connectViaQueue(node[scheme], 'job:*', { ttl: 60 });
+      const waiting = queue.get().then(() => null, (error) => error); // no timeout
+      const ask = await queue.ask('price:quote', [2]); // the get was sent before it
+      assert.deepEqual(ask, [19]);
+      await queue.close();
+      const error = await waiting;
+      assert.ok(error instanceof berrymq.ConnectionClosed, String(error));
+      assert.equal(error.message, `the connection to ${node[scheme]} is closed`);
+      assert.equal(await queue.ended, null);
     });
 
     it(`bad and stale tokens over ${scheme}: the node's error codes`, async () => {
