@@ -140,6 +140,7 @@ class HttpChannel extends Channel {
         req.end(text);
       };
       const waiting = setTimeout(send, CONTINUE_WAIT_MS);
+      req.on('close', () => clearTimeout(waiting)); // (failed first: nothing holds the process)
       req.on('continue', send);
       // answered before the body went (413): the body is never sent, the request is dropped
       req.on('response', (res) => res.on('end', () => {
