@@ -11,12 +11,14 @@ import socket
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.limits import queued_bytes_for
+from berrymq_jsonrpc.sessions import ENTRY_OVERHEAD, SessionQueue
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
 from helpers import serve
 from probe_tools import OPEN_SOCKETS, WAIT, http_answer, open_socket, request, tcp_call
@@ -24,7 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from berrymq.bus import Bus
 from berrymq.errors import QueueFull, RemoteError, TransportError
+from berrymq.identifier import Identifier
 from berrymq.testing import free_port
+from berrymq.wire import byte_size
 
 Factory = Callable[..., Bus]
 
@@ -239,10 +243,33 @@ def test_a_request_over_max_size_is_counted_as_refused(bus_factory: Factory, sch
     assert snapshot["bytes"]["out"] == len(body)
 
 
+def test_what_session_queues_hold_takes_no_more_memory_than_max_queued_bytes_counts(
+        bus_factory: Factory) -> None:
+    """The cap bounds memory, not only bytes on the wire: a small message was counted at
+    its 13 bytes of JSON and held as Python lists (about 256 bytes), so a client with
+    unread queues took a node to 13-14 times max_queued_bytes (3.5 GB with the default)."""
+    bus = bus_factory()
+    store = SessionQueue(bus, Identifier("tiny:*"), 0, max_bytes=1 << 30)
+    try:
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20_000):
+            bus.twitter("tiny:x", i)
+        held = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        counted = queued_bytes_for(bus).total
+        assert counted == sum(byte_size(f'["tiny:x",[{i}],{{}}]') + ENTRY_OVERHEAD
+                              for i in range(20_000))
+        assert held <= counted, (held, counted)
+        assert store.get(0) == ["tiny:x", [0], {}]  # read back as it came
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_bytes_in_all_session_queues_are_capped(bus_factory: Factory, scheme: str) -> None:
 
-    bus, port = serve(bus_factory, scheme, max_queued_bytes=1000)
+    bus, port = serve(bus_factory, scheme, max_queued_bytes=1300)
     sock = open_socket(port)
     ids = iter(range(100))
 
@@ -252,11 +279,11 @@ def test_bytes_in_all_session_queues_are_capped(bus_factory: Factory, scheme: st
     jobs = rpc("connect_via_queue", identifier="job:*", ttl=60)["result"]
     other = rpc("connect_via_queue", identifier="other:*", ttl=60)["result"]
     sender = rpc("connect_oneway", ttl=60)["result"]
-    payload = "x" * 300  # an entry of 317 bytes as JSON: three fit in 1000, not four
+    payload = "x" * 300  # an entry of 317 bytes as JSON, 413 counted: three fit in 1300
     for _ in range(3):
         assert rpc("send_message", token=sender, identifier="job:a", args=[payload])[
             "result"] == "ok"
-    assert queued_bytes_for(bus).total == 3 * 317
+    assert queued_bytes_for(bus).total == 3 * (317 + ENTRY_OVERHEAD)
     # the other session's queue is empty, but the node's cap is reached: refused
     answer = rpc("send_message", token=sender, identifier="other:a", args=[payload])
     assert answer["error"]["code"] == p.QUEUE_FULL
