@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from json.encoder import (  # type: ignore[attr-defined]
     c_make_encoder,
@@ -48,6 +49,7 @@ __all__ = [
     "MAX_MESSAGE_DEPTH",
     "MAX_UID_LENGTH",
     "NestedTooDeep",
+    "NumberTooLong",
     "ParseError",
     "WireError",
     "byte_size",
@@ -114,6 +116,15 @@ class NestedTooDeep(ParseError):
         self.limit = limit
 
 
+class NumberTooLong(ParseError):
+    """A JSON text holding an integer of more digits than Python reads
+    (``sys.get_int_max_str_digits()``, 4,300 by default), naming the limit (``limit``)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the text holds an integer of more than {limit} digits, the limit")
+        self.limit = limit
+
+
 def _reject_constant(name: str) -> Any:
     raise ParseError(f"{name} is not JSON")
 
@@ -156,6 +167,8 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
             if _after_bom(rest) is not None:
                 raise ParseError("a second byte order mark") from None
             return loads(rest)
+        if "integer string conversion" in str(exc):  # Python's own bound on digits
+            raise NumberTooLong(sys.get_int_max_str_digits()) from None
         raise ParseError(str(exc)) from None
 
 

@@ -50,7 +50,7 @@ with warnings.catch_warnings():
     from jsonrpcserver.result import Success
     from jsonrpcserver.sentinels import NOID
 
-from berrymq.wire import NestedTooDeep, ParseError, byte_size, dumps, loads
+from berrymq.wire import NestedTooDeep, NumberTooLong, ParseError, byte_size, dumps, loads
 from berrymq_jsonrpc import protocol as p
 
 if TYPE_CHECKING:
@@ -241,9 +241,10 @@ class Dispatcher:
     @staticmethod
     def parse_error(problem: ParseError | None = None) -> bytes:
         """The answer to a text that is not JSON (``problem``: why, when known). A text
-        nested too deep gets ``data`` naming the limit (``limit``, ``detail``): it may be
-        valid JSON, and the client is told what to change."""
-        if isinstance(problem, NestedTooDeep):
+        nested too deep, or holding an integer of too many digits, gets ``data`` naming
+        the limit (``limit``, ``detail``): it may be valid JSON, and the client is told
+        what to change."""
+        if isinstance(problem, NestedTooDeep | NumberTooLong):
             return dumps(error_object(p.PARSE_ERROR, "Parse error", None, {
                 "limit": problem.limit, "detail": str(problem)})).encode()
         return _PARSE_ERROR

@@ -156,6 +156,18 @@ def test_deeply_nested_json_is_a_parse_error(node: Setup, text: bytes) -> None:
     assert TOKEN.fullmatch(rpc.result("connect_oneway"))  # and the connection goes on
 
 
+def test_an_integer_of_more_digits_than_python_reads_is_a_parse_error_naming_the_limit(
+        node: Setup) -> None:
+    """Valid JSON, which Python refuses to read (4,300 digits by default): the answer
+    said only 'Parse error', with nothing to tell the client what to change."""
+    _, rpc = node
+    text = '{"jsonrpc":"2.0","method":"connect_oneway","params":{"ttl":' + "1" * 5000 + '},"id":1}'
+    error = {"code": -32700, "message": "Parse error", "data": {
+        "limit": 4300, "detail": "the text holds an integer of more than 4300 digits, the limit"}}
+    assert rpc.send(text) == {"jsonrpc": "2.0", "error": error, "id": None}
+    assert TOKEN.fullmatch(rpc.result("connect_oneway"))  # and the connection goes on
+
+
 @pytest.mark.parametrize("request_", [
     {"jsonrpc": "2.0", "id": 1}, {"jsonrpc": "1.0", "method": "connect_oneway", "id": 1},
     {"jsonrpc": "2.0", "method": 5, "id": 1}, {"jsonrpc": "2.0", "method": "get", "params": 3},
