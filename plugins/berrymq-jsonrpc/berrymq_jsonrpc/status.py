@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq_jsonrpc.limits import Admission
 
-__all__ = ["MONITOR_ADMISSIONS", "VERSION", "metrics_text", "status_snapshot"]
+__all__ = ["MONITOR_ADMISSIONS", "VERSION", "metrics_text", "session_id", "status_snapshot"]
 
 #: The admissions of a node's status-only addresses (``serve --monitor``), whose refused
 #: connections ``refused`` counts as ``monitor: SETTING``.
@@ -42,6 +42,13 @@ def _add(into: dict[str, int], counts: dict[str, int]) -> None:
         into[reason] = into.get(reason, 0) + count
 
 
+def session_id(token: str) -> str:
+    """What ``/status`` shows of a token: its first 8 characters, or a quarter of a token
+    shorter than 32 (a JSON-RPC 1.0 peer may propose one of 16), so that what anyone on
+    loopback can read leaves most of the token unknown."""
+    return token[:min(8, len(token) // 4)]
+
+
 def _session_queue(session: Any) -> dict[str, Any] | None:
     store = session.queue
     if store is None:
@@ -49,7 +56,7 @@ def _session_queue(session: Any) -> dict[str, Any] | None:
     depth, size = store.held()
     return {"name": f"remote {store.pattern}", "kind": "session", "pattern": str(store.pattern),
             "depth": depth, "bytes": size, "maxsize": store.maxsize,
-            "shared": False, "session": session.token[:8]}
+            "shared": False, "session": session_id(session.token)}
 
 
 def _local_queues(bus: Bus) -> Iterator[dict[str, Any]]:
@@ -125,7 +132,7 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
         _add(refused, getattr(service, "refused", {}))
         for session in list(service.sessions.values()):
             sessions.append({
-                "id": session.token[:8], "scheme": scheme, "style": session.style,
+                "id": session_id(session.token), "scheme": scheme, "style": session.style,
                 "peer": session_peer(session),
                 "age_s": round(now - getattr(session, "opened", now), 3),
                 "idle_s": round(max(0.0, now - (session.deadline - session.ttl)), 3),

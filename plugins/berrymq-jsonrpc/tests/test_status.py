@@ -25,7 +25,7 @@ from berrymq_jsonrpc.monitor import (
     presented_secret,
 )
 from berrymq_jsonrpc.stats import RECENT, NodeStats
-from berrymq_jsonrpc.status import metrics_text, status_snapshot
+from berrymq_jsonrpc.status import metrics_text, session_id, status_snapshot
 from berrymq_jsonrpc.status_cli import status_url
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -257,6 +257,17 @@ def test_duplicates_and_the_hop_limit_are_told_apart(bus_factory: Callable[..., 
     assert (status["messages"]["in"], status["messages"]["duplicates"]) == (3, 1)
     assert status["lost"] == {"total": 1, "reasons": {"hop limit": 1}}
     assert [m.id for m in seen] == ["job:x"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("token", "shown"), [
+    ("M7pAeiyfDD4uPNmep4RfIFNIcjr3E0HbjwG7FJsNzl8", "M7pAeiyf"),  # a node's own, 43
+    ("abcdefgh12345678", "abcd"),  # the shortest a JSON-RPC 1.0 peer may propose
+    ("a" * 32, "aaaaaaaa"),
+])
+def test_status_shows_of_a_token_too_little_to_guess_it(token: str, shown: str) -> None:
+    """Anyone on loopback may read /status: a 1.0 peer's token of 16 characters was shown
+    half (its first 8), leaving 32 bits to guess of a token it may have made up weakly."""
+    assert session_id(token) == shown
 
 
 def test_metrics_have_one_sample_per_label_set() -> None:
