@@ -105,6 +105,41 @@ def refusal_data(indexes: list[int], first: BaseException | None) -> dict[str, A
 ENTRY_OVERHEAD = 96
 
 
+#: The message written last, with its text and size: a message goes to every session
+#: queue that follows it, and is written once for all of them (a thousand queues wrote
+#: it a thousand times). One entry, replaced whole: read and set from any thread; the
+#: one message it keeps is let go of when it is refused (:func:`_forget_written`).
+_last_written: tuple[Message | None, str, int] = (None, "", 0)
+
+
+def _written(message: Message) -> tuple[str, int]:
+    """``message`` as a queue entry's JSON text, and its size in bytes; :class:`Unwritable`
+    when it is not JSON or is nested too deep."""
+    global _last_written
+    last = _last_written
+    if last[0] is message:
+        return last[1], last[2]
+    ident = message[0]
+    try:
+        text = dumps([str(ident), list(message[1]), message[2]])
+    except (TypeError, ValueError) as exc:
+        raise Unwritable(
+            f"message {ident} cannot go to a remote queue: it is not JSON ({exc})") from None
+    if nested_deeper(text, MAX_MESSAGE_DEPTH):
+        raise Unwritable(f"message {ident} cannot go to a remote queue: it is nested more "
+                         f"than {MAX_MESSAGE_DEPTH} levels deep, the limit")
+    size = byte_size(text)
+    _last_written = (message, text, size)
+    return text, size
+
+
+def _forget_written() -> None:
+    """A message refused is let go of at once (a node refusing large messages kept each
+    until the next came); the next queue writes it again, as before it was kept."""
+    global _last_written
+    _last_written = (None, "", 0)
+
+
 class SessionQueue:
     """The bounded queue the server keeps for a ``connect_via_queue`` client.
 
@@ -148,29 +183,21 @@ class SessionQueue:
         ident: Identifier = message[0]
         if ident.is_local or self.closed:
             return
-        entry = [str(ident), list(message[1]), message[2]]
-        try:
-            text = dumps(entry)
-        except (TypeError, ValueError) as exc:
-            raise Unwritable(
-                f"message {ident} cannot go to a remote queue: it is not JSON ({exc})"
-            ) from None
-        if nested_deeper(text, MAX_MESSAGE_DEPTH):
-            raise Unwritable(f"message {ident} cannot go to a remote queue: it is nested more "
-                             f"than {MAX_MESSAGE_DEPTH} levels deep, the limit")
-        size = byte_size(text)
-        if size > self.max_size:
-            raise Refusal(
-                f"message {ident} ({size} bytes as JSON) cannot go to a remote queue: it is "
-                f"over {self.max_size} bytes (setting max_size), more than a client reads "
-                "in an answer to get", "max_size", self.max_size)
-        if 0 < self.maxsize <= self._items.qsize():
+        if 0 < self.maxsize <= self._items.qsize():  # before the cost of writing it
             raise Refusal(
                 f"the remote client's queue {self.pattern} is full ({self.maxsize} "
                 f"message{'' if self.maxsize == 1 else 's'}, setting queue_size); message "
                 f"{ident} was refused",
                 "queue_size", self.maxsize)
+        text, size = _written(message)
+        if size > self.max_size:
+            _forget_written()
+            raise Refusal(
+                f"message {ident} ({size} bytes as JSON) cannot go to a remote queue: it is "
+                f"over {self.max_size} bytes (setting max_size), more than a client reads "
+                "in an answer to get", "max_size", self.max_size)
         if not self._budget.take(size + ENTRY_OVERHEAD, self.max_bytes):
+            _forget_written()
             raise Refusal(
                 f"the node's remote client queues hold {self._budget.total} bytes (their "
                 f"JSON and {ENTRY_OVERHEAD} per message); message {ident} ({size} bytes) "
