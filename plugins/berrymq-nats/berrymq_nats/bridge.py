@@ -23,12 +23,10 @@ This module holds the connection's life: connecting, reconnecting, flushing and 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import logging
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING
 
 import nats
@@ -38,6 +36,7 @@ from nats.errors import NoServersError
 from berrymq.transports.ioloop import io_loop
 from berrymq.transports.styles import LinkConnection
 from berrymq_nats.asking import Asking
+from berrymq_nats.at_exit import LIVE
 from berrymq_nats.client import (
     check_internals,
     client_options,
@@ -118,7 +117,7 @@ class NatsBridge(LinkConnection):
                          on_close=self._closing)
         io_loop.submit(self._start())
         bus.add_subscription_listener(self.following.changed)
-        _live.add(self)
+        LIVE.add(self)
 
     # -- connecting -------------------------------------------------------------------------
 
@@ -294,7 +293,7 @@ class NatsBridge(LinkConnection):
         forwarding to it): send what waits while connected (polite or not: it goes to the
         broker, not to a peer that is gone), unsubscribe and disconnect. What could not be
         sent is counted in :attr:`losses` and logged."""
-        _live.discard(self)
+        LIVE.discard(self)
         bus = self.bus
         bus.remove_subscription_listener(self.following.changed)
         self.shared.unguard()
@@ -403,25 +402,3 @@ class NatsBridge(LinkConnection):
 
     def __repr__(self) -> str:
         return f"<NatsBridge {self.address} bus={self.bus.name} {self.state}>"
-
-
-# Bridges still open at interpreter exit are closed, so that messages sent just before
-# the end of a program are not left in the buffer (registered after the I/O loop's own
-# exit hook, so it runs before the loop stops).
-_live: weakref.WeakSet[NatsBridge] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_all() -> None:
-    bridges = list(_live)
-    try:
-        if bridges:
-            logger.debug("at exit: closing %d NATS bridge(s)", len(bridges))
-        for bridge in bridges:
-            bridge.close()
-    except KeyboardInterrupt:  # Ctrl-C while a bridge sent what waits: the rest give up too
-        left = list(_live)
-        logger.warning("interrupted while closing NATS bridges at exit: what they had not "
-                       "sent is given up (%d more bridge(s) not closed)", len(left))
-        for bridge in left:
-            bridge.give_up(1.0, wait_for_client=False)
