@@ -250,11 +250,13 @@ class IOLoop:
         if self.in_loop():
             coroutine.close()
             raise RuntimeError("a blocking berryMQ call was made on the I/O thread; it would deadlock")
-        future = self.submit(coroutine)
+        future: concurrent.futures.Future[T] | None = None
         try:
+            future = self.submit(coroutine)
             done = concurrent.futures.wait((future,), timeout).done
         except BaseException:  # Ctrl-C: the caller stops waiting, as at a timeout
-            future.cancel()
+            if future is not None:
+                future.cancel()
             raise
         if not done:
             future.cancel()
