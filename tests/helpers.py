@@ -560,3 +560,20 @@ def tcp_call(sock: socket.socket, obj: Any) -> Any:
         assert chunk, "closed without an answer"
         data += chunk
     return json.loads(data)
+
+
+def interrupted_at_exit(child: subprocess.Popen[str], waiting: str) -> str:
+    """Everything ``child`` writes on stderr, sending it Ctrl-C (SIGINT) once a line
+    holding ``waiting`` says its wait at exit began; after that it must end, with 0."""
+    assert child.stderr is not None
+    said = []
+    for line in child.stderr:  # until the wait at exit has begun
+        said.append(line)
+        if waiting in line:
+            child.send_signal(signal.SIGINT)
+            break
+    said += child.stderr.readlines()
+    assert child.wait(30) == 0, "".join(said)
+    stderr = "".join(said)
+    assert "Exception ignored" not in stderr and "Traceback" not in stderr, stderr
+    return stderr
