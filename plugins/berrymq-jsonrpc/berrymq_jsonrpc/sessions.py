@@ -183,7 +183,7 @@ class SessionQueue:
         ident: Identifier = message[0]
         if ident.is_local or self.closed:
             return
-        if 0 < self.maxsize <= self._items.qsize():  # before the cost of writing it
+        if 0 < self.maxsize <= len(self._sizes):  # before the cost of writing it (no lock)
             raise Refusal(
                 f"the remote client's queue {self.pattern} is full ({self.maxsize} "
                 f"message{'' if self.maxsize == 1 else 's'}, setting queue_size); message "
