@@ -18,6 +18,21 @@ function within(promise, ms, what) {
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
+/** Resolves once every thread of process `pid` is stopped (SIGSTOP reaches a process's
+ * threads one by one: one busy on the other CPU may still answer a request just sent). */
+async function stoppedWhole(pid) {
+  const fs = require('fs');
+  const deadline = Date.now() + DEADLINE;
+  const stopped = () => fs.readdirSync(`/proc/${pid}/task`).every((task) => {
+    const stat = fs.readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('T');
+  });
+  while (!stopped()) {
+    if (Date.now() > deadline) throw new Error(`process ${pid} not stopped within ${DEADLINE} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
 /** Settles with [outcome, milliseconds since `start`] of `promise`. */
 function outcome(promise, start) {
   return promise.then((value) => ({ value }), (error) => ({ error })).then((o) => [o, Date.now() - start]);
@@ -32,6 +47,7 @@ describe('a node that stops answering for a while', { timeout: 4 * DEADLINE }, (
         const queue = await berrymq.connectViaQueue(node[scheme], 'stall:*', { ttl: 60, timeout: 1500 });
         node.child.kill('SIGSTOP');
         stopped = true;
+        await stoppedWhole(node.child.pid);
         const start = Date.now();
         const [sent, got, asked] = await Promise.all([
           outcome(queue.sendMessage('other:stalled'), start),
