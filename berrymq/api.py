@@ -6,7 +6,6 @@ import inspect
 import math
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from berrymq.ask import ask_async_on
 from berrymq.bus import Guard, Receiver, Subscription
@@ -15,7 +14,7 @@ from berrymq.errors import ConnectionClosed
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message
 from berrymq.receivers.functions import FUNCTIONS
-from berrymq.transports.base import Address, Connection, normalize_address
+from berrymq.transports.base import Address, Connection, normalize_address, place_of
 
 __all__ = [
     "ask",
@@ -273,22 +272,11 @@ def get_nowait() -> Message:
 def close_connection(addr: Address | None = None) -> None:
     """Close the connections to ``addr``, or every connection when ``addr`` is None."""
     bus = holder.bus
-    wanted = None if addr is None else _place(normalize_address(addr)[1])
+    wanted = None if addr is None else place_of(normalize_address(addr)[1])
     for connection in bus.connections():
-        if wanted is None or _place(connection.address) == wanted:
+        if wanted is None or place_of(connection.address) == wanted:
             connection.close()
             bus.untrack_connection(connection)
-
-
-def _place(url: str) -> tuple[str, str | None, int | None] | str:
-    """Where ``url`` leads (scheme, host, port), so that ``close_connection`` finds a
-    connection however its address was spelled (``TCP://``, a trailing ``/``, spaces
-    around); the URL itself when its port cannot be read (e.g. a list of servers)."""
-    parts = urlsplit(url.strip())
-    try:
-        return parts.scheme.lower(), parts.hostname, parts.port
-    except ValueError:
-        return url
 
 
 def connect_broker(url: str | list[str], /, **options: Any) -> Connection:

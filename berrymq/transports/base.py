@@ -49,6 +49,7 @@ __all__ = [
     "asker",
     "memory_link_pair",
     "normalize_address",
+    "place_of",
     "url_parts",
 ]
 
@@ -244,6 +245,17 @@ def url_parts(url: str) -> SplitResult:
         return urlsplit(url)
     except ValueError as error:
         raise ValueError(f"address {url!r} cannot be read: {error}") from None
+
+
+def place_of(url: str) -> tuple[str, str | None, int | None] | str:
+    """Where ``url`` leads (scheme, host, port), so that two spellings of one address
+    (``TCP://``, a trailing ``/``, spaces around) are found alike (``close_connection``);
+    the URL itself when its port cannot be read (e.g. a list of servers)."""
+    try:
+        parts = url_parts(url.strip())
+        return parts.scheme.lower(), parts.hostname, parts.port
+    except ValueError:
+        return url
 
 
 class Connection(ABC):
