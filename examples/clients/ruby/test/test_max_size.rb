@@ -8,6 +8,7 @@ require_relative "test_helper"
 
 class TestMaxSize < Minitest::Test
   include FreshBus
+  include Waiting
 
   URLS = { "tcp" => ENV.fetch("BERRYMQ_SMALL_TCP_URL", nil), "http" => ENV.fetch("BERRYMQ_SMALL_HTTP_URL", nil) }.freeze
   WAIT = 20
@@ -43,15 +44,10 @@ class TestMaxSize < Minitest::Test
     define_method("test_the_node_refusing_a_message_as_too_large_#{scheme}") do
       node = url(scheme)
       queue = BerryMQ.connect_via_queue(node, "small:*", ttl: 60)
-      waiting = Thread.new do
-        queue.get(timeout: WAIT)
-      rescue StandardError => e
-        e
-      end
+      waiting = get_in_thread(queue)
       if scheme == "tcp"
         channel = queue.instance_variable_get(:@channel)
-        deadline = BerryMQ.monotonic + WAIT
-        sleep 0.01 until channel.waiting_calls == [1, 0] || BerryMQ.monotonic > deadline
+        eventually("the get is sent") { channel.waiting_calls == [1, 0] }
       end
       error = assert_raises(BerryMQ::MessageTooLarge) { queue.send_message("small:big", BIG) }
       assert_includes error.message, "over the node's size limit (max_size 1000 bytes)"

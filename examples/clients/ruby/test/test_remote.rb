@@ -11,6 +11,7 @@ require "net/http"
 
 class TestRemote < Minitest::Test
   include FreshBus
+  include Waiting
 
   URLS = { "tcp" => ENV.fetch("BERRYMQ_TCP_URL", nil), "http" => ENV.fetch("BERRYMQ_HTTP_URL", nil) }.freeze
   WAIT = 20
@@ -136,16 +137,6 @@ class TestRemote < Minitest::Test
     assert_equal "ok", answer["result"], answer.inspect
   end
 
-  # Polls +condition+ until it holds, for at most WAIT seconds.
-  def eventually(what)
-    deadline = BerryMQ.monotonic + WAIT
-    until yield
-      flunk "#{what}: not within #{WAIT} s" if BerryMQ.monotonic > deadline
-      Thread.pass
-      sleep 0.01
-    end
-  end
-
   %w[tcp http].each do |scheme|
     # The protocol lets a message nest 124 levels ([identifier, args, kwargs] is level 1):
     # such a message is read whole (Ruby's JSON stops at 100 by default), and a deeper one
@@ -245,11 +236,7 @@ class TestRemote < Minitest::Test
     define_method("test_close_while_a_get_waits_#{scheme}") do
       node = url(scheme)
       queue = BerryMQ.connect_via_queue(node, "closing:*", ttl: 60)
-      getter = Thread.new do
-        queue.get(timeout: WAIT)
-      rescue StandardError => e
-        e
-      end
+      getter = get_in_thread(queue)
       # sent, and waiting for the answer: in Waiter#wait (TCP) or reading it (HTTP)
       eventually("the get waits for the node") do
         getter.status == "sleep" && getter.backtrace.to_a.any? { |line| line.match?(/jsonrpc\.rb:\d+:in `wait'|rbuf_fill/) }

@@ -34,23 +34,30 @@ class TestWire < Minitest::Test
     assert_includes error.message, "more than 124 levels deep"
   end
 
-  # A server that reads lines and answers each with what +script+ returns for the parsed
-  # request (nil: no answer).
-  def fake_node(&script)
-    server = TCPServer.new("127.0.0.1", 0)
+  # A server of one connection, on a thread of its own: +handle+ gets the accepted
+  # socket. Returns the +scheme+ URL that reaches it.
+  def serve_one(scheme, &handle)
+    @server = TCPServer.new("127.0.0.1", 0)
     @threads = [Thread.new do
-      client = server.accept
-      while (line = client.gets)
-        answer = script.call(JSON.parse(line))
-        client.write("#{answer}\n") if answer
-      end
+      client = @server.accept
+      handle.call(client)
     rescue IOError, SystemCallError
       nil
     ensure
       client&.close
     end]
-    @server = server
-    "tcp://127.0.0.1:#{server.addr[1]}"
+    "#{scheme}://127.0.0.1:#{@server.addr[1]}"
+  end
+
+  # A server that reads lines and answers each with what +script+ returns for the parsed
+  # request (nil: no answer).
+  def fake_node(&script)
+    serve_one("tcp") do |client|
+      while (line = client.gets)
+        answer = script.call(JSON.parse(line))
+        client.write("#{answer}\n") if answer
+      end
+    end
   end
 
   def teardown
@@ -86,21 +93,14 @@ class TestWire < Minitest::Test
   # An HTTP server that reads a request, then answers one byte every half second, forever:
   # each read gets something in time, the answer never ends.
   def trickling_http_server
-    @server = TCPServer.new("127.0.0.1", 0)
-    @threads = [Thread.new do
-      client = @server.accept
+    serve_one("http") do |client|
       client.gets("\r\n\r\n")
       client.write("HTTP/1.1 200 OK\r\nX-Slow: ")
       loop do
         client.write("a")
         sleep 0.5 # the workload: a node this slow
       end
-    rescue IOError, SystemCallError
-      nil
-    ensure
-      client&.close
-    end]
-    "http://127.0.0.1:#{@server.addr[1]}"
+    end
   end
 
   def test_an_http_answer_that_never_ends_fails_its_call_in_time
