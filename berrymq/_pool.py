@@ -105,6 +105,11 @@ class WorkerPool:
         """The name of the bus the pool runs receivers of (for log lines)."""
         return self._bus.name
 
+    def _on_worker(self) -> bool:
+        """Whether the calling thread is one of this pool's workers, which must never
+        wait for the pool (it would wait for itself)."""
+        return threading.current_thread() in self._threads
+
     def _start_threads(self) -> None:
         """Make and start the workers one at a time, or none: a system that runs out of
         threads part of the way stops the making at the first failure (no thread object
@@ -141,7 +146,7 @@ class WorkerPool:
                     self._run(task)  # a worker of this pool: it runs the task itself
                     continue
             tasks.put(task)
-        if threading.current_thread() in self._threads:
+        if self._on_worker():
             next(self._handed_on)  # by a receiver, after its tasks are queued: see _join
         if self.closed:
             self._drain_late()
@@ -149,7 +154,7 @@ class WorkerPool:
     def _wait_for_room(self, deadline: float, message: Message, handed: int) -> bool:
         """Wait until the queue has room (True), or say that this thread is one of the
         pool's workers, which must not wait (False); :class:`QueueFull` at ``deadline``."""
-        if threading.current_thread() in self._threads:
+        if self._on_worker():
             return False
         with self._room:
             self._waiting += 1
@@ -269,7 +274,7 @@ class WorkerPool:
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.closed:  # a worker of its own that shut it down may ask too
             return self._all_run(deadline)
-        if threading.current_thread() in self._threads:
+        if self._on_worker():
             raise RuntimeError(  # a programming error, as a blocking call on the I/O thread
                 f"join() or flush() of bus {self._bus.name!r} from a receiver running in its "
                 "worker pool would wait for that receiver itself; it would deadlock")
@@ -356,7 +361,7 @@ class WorkerPool:
         """Wait until a shutdown under way in another thread has stopped the workers and
         run what they left; at once in a worker of this pool, which that shutdown waits
         for in turn."""
-        if threading.current_thread() not in self._threads:
+        if not self._on_worker():
             self._stopped.wait()
 
     def finish_at_exit(self, deadline: float) -> tuple[int, int]:
