@@ -130,7 +130,9 @@ def answer_v1(service: Service, request: dict[str, Any], context: Any) -> bytes 
     has no ``id`` member. A request with ``"id": null`` is answered, with ``"id": null``:
     the original's client sends every call so and waits for the answer."""
     request_id = request.get("id")
-    if service.requires_secret:
+    if service.requires_secret:  # refused, and a notification is not even answered that
+        if "id" not in request:
+            return None
         return error_v1(p.UNAUTHORISED, p.APPLICATION_ERRORS[p.UNAUTHORISED], request_id,
                          _NO_SECRET)
     v2 = to_v2(request)

@@ -48,11 +48,12 @@ QUICK_METHODS = frozenset({p.METHOD_CONNECT_ONEWAY, p.METHOD_CONNECT_VIA_QUEUE,
 
 def may_wait(request: Any, *, in_batch: bool = False) -> bool:
     """Whether ``request`` (parsed) is a valid call that may wait (``ask``, a blocking
-    ``get``), or a batch with one among its members. A JSON-RPC 1.0 call (the original's
+    ``get``), or a batch with one among its members (a batch nested in a batch never is:
+    it is one Invalid Request and runs nothing). A JSON-RPC 1.0 call (the original's
     dialect) may too, waiting as a 2.0 call would and answered in its own form, except in
     a batch (a 2.0 feature: there it is an Invalid Request)."""
-    if type(request) is list:
-        return any(may_wait(member, in_batch=True) for member in request)
+    if type(request) is list:  # a batch inside a batch is an Invalid Request, not run
+        return not in_batch and any(may_wait(member, in_batch=True) for member in request)
     if type(request) is not dict:
         return False
     method = request.get("method")

@@ -195,6 +195,26 @@ def test_batch_of_three_non_requests_gives_three_errors(node: Setup) -> None:
     assert rpc.send("[1,2,3]") == [{"jsonrpc": "2.0", "error": INVALID, "id": None}] * 3
 
 
+@pytest.mark.parametrize("waits", ["ask", "get"])
+def test_a_batch_nested_in_a_batch_is_an_invalid_request_even_when_it_would_wait(
+        node: Setup, waits: str) -> None:
+    # A member that may wait (ask, a blocking get) once made the whole inner batch run,
+    # answered as a nested array no client reads: its get took a message for nobody.
+    bus, rpc = node
+    asked: list[object] = []
+    bus.subscribe("price:quote", asked.append, weak=False)
+    token = rpc.result("connect_via_queue", {"identifier": "nb:*", "ttl": 60})
+    bus.twitter("nb:m", 0)
+    inner = ({"jsonrpc": "2.0", "method": "ask", "params": {"identifier": "price:quote"}, "id": 1}
+             if waits == "ask" else
+             {"jsonrpc": "2.0", "method": "get", "params": {"token": token, "timeout": 1}, "id": 1})
+    assert rpc.send(json.dumps([[inner]])) == [{"jsonrpc": "2.0", "error": INVALID, "id": None}]
+    assert rpc.send(json.dumps([{"jsonrpc": "2.0", "method": "connect_oneway", "id": 2},
+                                [inner]]))[1] == {"jsonrpc": "2.0", "error": INVALID, "id": None}
+    assert not asked
+    assert rpc.result("get_nowait", {"token": token}) == ["nb:m", [0], {}]  # still queued
+
+
 def test_mixed_batch_runs_its_valid_members_and_never_answers_notifications(node: Setup) -> None:
     bus, rpc = node
     received = berrymq.Queue("log:*", bus=bus)

@@ -25,6 +25,7 @@ from berrymq_jsonrpc.addresses import served_here
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
 from helpers import serve
 
+import berrymq
 from berrymq.bus import Bus
 from berrymq.message import Message
 from berrymq.testing import free_port
@@ -482,6 +483,27 @@ def test_a_node_that_needs_a_secret_refuses_v1(v1: MakeV1, bus_factory: Callable
     get = {"method": "get", "params": {"token": token, "secret": "s3cret", "timeout": 1}, "id": 3}
     status, data = v1_post(port, json.dumps(get).encode(), content_type="application/json")
     assert json.loads(data)["error"]["code"] == p.UNAUTHORISED, data
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_node_that_needs_a_secret_does_not_answer_a_v1_notification(
+        bus_factory: Callable[..., Bus], scheme: str) -> None:
+    # It was answered Unauthorised, with "id": null: a stray line that a pipelining 1.0
+    # client (whose every call has "id": null) takes for the answer to its next call.
+    bus, port = serve(bus_factory, scheme, secret="s3cret")
+    received = berrymq.Queue("a:*", bus=bus)
+    notification = b'{"method": "send_message", "params": ["x", "a:b", [], {}]}'
+    call = b'{"method": "connect_oneway", "params": [], "id": 7}'
+    if scheme == "http":
+        assert v1_post(port, notification) == (204, b"")
+        answer = json.loads(v1_post(port, call)[1])
+    else:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock, \
+                sock.makefile("rb") as reader:
+            sock.sendall(notification + b"\n" + call + b"\n")
+            answer = json.loads(reader.readline())  # the call's, not the notification's
+    assert answer["id"] == 7 and answer["error"]["code"] == p.UNAUTHORISED, answer
+    assert received.qsize() == 0  # nor run: the node read it before the call it answered
 
 
 @pytest.mark.parametrize("member", [
