@@ -13,14 +13,16 @@ the ``jsonrpc-http`` plugin (:mod:`berrymq_jsonrpc_http.monitor_port`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
+import socket
 import sys
+import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from berrymq.cli import Commands, UsageError, node_url
 from berrymq.errors import TransportError
@@ -30,7 +32,8 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import host_and_port
 from berrymq_jsonrpc.cli_support import port_speaks, seconds_argument, secret_hint
 
-__all__ = ["Unreachable", "fetch_status", "format_status", "get_json", "register_status_commands"]
+__all__ = ["MAX_ANSWER", "ROWS", "Unreachable", "fetch_status", "format_status", "get_json",
+           "register_status_commands"]
 
 
 #: The plugin (entry point, distribution) that serves HTTP: ``serve --http``, ``--monitor``.
@@ -77,40 +80,95 @@ def _tcp_port() -> str:
     return f"that port speaks TCP, not HTTP: the status is served over HTTP, at {_http_addresses()}"
 
 
+#: The most ``berrymq status`` reads of an answer: a node's ``/status`` at its caps (10,000
+#: sessions, as many queues) is about 5 MB; an answer past this is no node's status.
+MAX_ANSWER = 64 * 1024 * 1024
+
+#: The fields of ``/status`` that ``berrymq status`` prints (its other fields may be absent).
+STATUS_FIELDS = ("server", "messages", "bytes", "lost", "sessions", "connections", "queues",
+                 "recent", "plugins")
+
+
 def get_json(target: str, *, secret: str | None, timeout: float,
              secret_option: str = "") -> Any:
     """The JSON a node answers a GET of ``target`` (one of its status routes: ``/status``,
-    ``/network``) with; :class:`Unreachable` saying why not (``secret_option``: the
-    command's option for the secret, named when none was given)."""
+    ``/network``) with, within ``timeout`` seconds in all (a server that trickles its
+    answer is cut off then) and :data:`MAX_ANSWER` bytes; :class:`Unreachable` saying why
+    not (``secret_option``: the command's option for the secret, named when none was
+    given). Never through a proxy."""
     headers = {"Accept": "application/json"}
     if secret:
         headers["Authorization"] = f"Bearer {secret}"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
-    request = urllib.request.Request(target, headers=headers)
+    parts = urlsplit(target)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    expired = threading.Event()
+
+    def expire() -> None:  # wakes a read blocked on the socket: the deadline is overall
+        expired.set()
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    late = Unreachable(f"{target} did not answer within {timeout:g}s")
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
     try:
-        with opener.open(request, timeout=timeout) as answer:
-            body = answer.read()
-    except urllib.error.HTTPError as exc:
-        text = exc.read(500).decode("utf-8", "replace").strip()
-        hint = ""
-        if exc.code == 401 or (exc.code == 403 and secret):  # 403 unasked: not the secret
-            hint = secret_hint(given=bool(secret), option=secret_option)
-        raise Unreachable(f"{target} answered HTTP {exc.code}: {text}{hint}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        connection.request("GET", urlunsplit(("", "", parts.path or "/", parts.query, "")),
+                           headers=headers)
+        with connection.getresponse() as answer:
+            if answer.status != 200:
+                text = answer.read(500).decode("utf-8", "replace").strip()
+                hint = ""
+                if answer.status == 401 or (answer.status == 403 and secret):  # 403 unasked: not the secret
+                    hint = secret_hint(given=bool(secret), option=secret_option)
+                raise Unreachable(f"{target} answered HTTP {answer.status}: {text}{hint}")
+            body = _read_whole(answer, target)
+        if expired.is_set():  # the end of what was read came from the deadline's shutdown
+            raise late
+    except (OSError, http.client.HTTPException) as exc:
+        if expired.is_set():
+            raise late from None
         # HTTPException: what answered is no HTTP server, e.g. a berryMQ TCP port
         if port_speaks(target, min(timeout, 1.0)) == "tcp":
             raise Unreachable(f"cannot read {target}: {_tcp_port()}") from None
-        reason = getattr(exc, "reason", exc)
-        raise Unreachable(f"cannot reach {target}: {reason or type(exc).__name__}") from None
+        raise Unreachable(f"cannot reach {target}: {str(exc) or type(exc).__name__}") from None
+    finally:
+        timer.cancel()
+        connection.close()
     try:
         return json.loads(body)
     except ValueError:
         raise Unreachable(f"{target} did not answer with JSON: {body[:100]!r}") from None
 
 
+def _read_whole(answer: http.client.HTTPResponse, target: str) -> bytes:
+    """The body of ``answer``, refused past :data:`MAX_ANSWER` bytes (announced or read)."""
+    too_large = Unreachable(f"{target} answered with over {MAX_ANSWER // 2**20} MiB, more than "
+                            "a node's status holds; the answer was not read")
+    if (answer.length or 0) > MAX_ANSWER:
+        raise too_large
+    chunks, size = [], 0
+    while chunk := answer.read1(65536):
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def fetch_status(url: str, *, secret: str | None = None, timeout: float = 10.0) -> Any:
-    """The JSON of a node's ``/status``; :class:`Unreachable` saying why not."""
-    return get_json(status_url(url), secret=secret, timeout=timeout, secret_option="--secret")
+    """The JSON of a node's ``/status``; :class:`Unreachable` saying why not, also when
+    what answered is no berryMQ node (JSON without the fields of a status)."""
+    target = status_url(url)
+    status = get_json(target, secret=secret, timeout=timeout, secret_option="--secret")
+    missing = ([name for name in STATUS_FIELDS if name not in status]
+               if type(status) is dict else list(STATUS_FIELDS))
+    if missing:
+        raise Unreachable(f"{target} did not answer with a berryMQ node's status: "
+                          f"{', '.join(missing)} missing from {json.dumps(status)[:100]}")
+    return status
 
 
 def _human(n: float | None) -> str:
@@ -132,15 +190,24 @@ def _age(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
+#: How many rows of each table ``berrymq status`` prints unless given ``--all``.
+ROWS = 50
+
+
 def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]],
-           empty: str) -> list[str]:
+           empty: str, limit: int | None = None) -> list[str]:
     lines = [f"{title}:"]
     if not rows:
         return [*lines, f"  ({empty})"]
+    more = 0 if limit is None else max(0, len(rows) - limit)
+    if more:
+        rows = rows[:limit]
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
     for row in (header, *rows):
         lines.append("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths,
                                                                         strict=True)).rstrip())
+    if more:
+        lines.append(f"  ... and {more} more (--all or --json shows every one)")
     return lines
 
 
@@ -152,8 +219,9 @@ def _counts(counted: dict[str, Any]) -> str:
         f"{r}: {n}" for r, n in sorted(counted["reasons"].items())) + ")"
 
 
-def format_status(status: dict[str, Any], recent: int = 10) -> str:
-    """A node's ``/status`` as text for a terminal."""
+def format_status(status: dict[str, Any], recent: int = 10, rows: int | None = ROWS) -> str:
+    """A node's ``/status`` as text for a terminal: at most ``rows`` rows of sessions,
+    connections and queues each (None: all of them; a node may hold thousands)."""
     s, m, b, lost = status["server"], status["messages"], status["bytes"], status["lost"]
     refused = status.get("refused", {"total": 0, "reasons": {}})
     out = [
@@ -170,15 +238,15 @@ def format_status(status: dict[str, Any], recent: int = 10) -> str:
     ]
     out += _table("sessions", ("ID", "STYLE", "PEER", "AGE", "IDLE", "TTL"), [
         (x["id"], x["style"], x["peer"] or "-", _age(x["age_s"]), _age(x["idle_s"]),
-         _age(x["ttl_s"])) for x in status["sessions"]], "no peer is connected")
+         _age(x["ttl_s"])) for x in status["sessions"]], "no peer is connected", rows)
     out += _table("connections", ("ADDRESS", "STYLE", "AGE", "PENDING", "SENT", "LOST",
                                   "REFUSED", "STATE"), [
         (x["address"], x["style"], _age(x["age_s"]), str(x["pending"]), str(x["sent"]),
          str(x["lost"]), str(x.get("refused", "-")), x.get("state", "-"))
-        for x in status["connections"]], "none opened by this node")
+        for x in status["connections"]], "none opened by this node", rows)
     out += _table("queues", ("QUEUE", "KIND", "DEPTH", "BYTES", "MAX"), [
         (x["name"], x["kind"], str(x["depth"]), _human(x["bytes"]), str(x["maxsize"] or "-"))
-        for x in status["queues"]], "none")
+        for x in status["queues"]], "none", rows)
     out += _table(f"recent messages (last {recent})", ("TIME", "DIR", "IDENTIFIER", "PEER"), [
         (time.strftime("%H:%M:%S", time.localtime(x["time"])), x["direction"],
          x["identifier"], x["peer"] or "-") for x in status["recent"][-recent:]], "none yet")
@@ -197,8 +265,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 1
     if args.json:
         sys.stdout.write(json.dumps(status, ensure_ascii=False, indent=2) + "\n")
-    else:
-        sys.stdout.write(format_status(status))
+        return 0
+    try:
+        text = format_status(status, rows=None if args.all else ROWS)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a field of another form
+        print(f"berrymq: error: the status of {args.url or 'the node'} could not be read: "
+              f"{type(exc).__name__}: {exc} (--json prints it as sent)", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
     return 0
 
 
@@ -214,6 +288,9 @@ def register_status_commands(commands: Commands) -> None:
                         help="the node, e.g. http://127.0.0.1:8000 (default: $BERRYMQ_URL)")
     parser.add_argument("--json", action="store_true",
                         help="print the node's JSON document, indented")
+    parser.add_argument("--all", action="store_true",
+                        help=f"print every session, connection and queue (default: the "
+                             f"first {ROWS} of each)")
     parser.add_argument("--secret", help=f"the node's secret (default: ${p.SECRET_ENV_VAR})")
     parser.add_argument("--timeout", type=seconds_argument, default=10.0, metavar="SECONDS",
-                        help="seconds to wait for the node (default 10)")
+                        help="seconds to wait for the node's whole answer (default 10)")
