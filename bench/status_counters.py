@@ -1,4 +1,4 @@
-"""What a node's counters (``berrymq_jsonrpc.stats``) cost on the way of a message.
+"""What a node's counters (``berrymq.stats``) cost on the way of a message.
 
 Run it as a script (it is not a test)::
 
@@ -19,11 +19,11 @@ import statistics
 import time
 
 from berrymq_jsonrpc.service import Service
-from berrymq_jsonrpc.stats import NodeStats
 
 from berrymq.bus import Bus
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
+from berrymq.stats import NodeStats
 
 BATCH = 100
 ROUNDS = 9

@@ -18,7 +18,7 @@ plugins share.
   :mod:`berrymq_jsonrpc.connection`: its connections, in the core's three styles;
   :mod:`berrymq_jsonrpc.settings`: the settings every transport plugin takes;
   :mod:`berrymq_jsonrpc.addresses`: URLs, loopback hosts and what a server binds;
-- :mod:`berrymq_jsonrpc.stats`: a node's counters; :mod:`berrymq_jsonrpc.status`: them as
+- the node's counters are the core's (:mod:`berrymq.stats`); :mod:`berrymq_jsonrpc.status`: them as
   ``/status`` and ``/metrics``; :mod:`berrymq_jsonrpc.monitor`: the status routes and the
   access rule (served by the ``jsonrpc-http`` plugin, on its port and on ``serve
   --monitor``'s); :mod:`berrymq_jsonrpc.status_cli`: ``berrymq status`` (docs/status.md).

@@ -36,7 +36,7 @@ from berrymq_jsonrpc.sessions import WAIT_THREADS, WAITS
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
-    from berrymq_jsonrpc.stats import NodeStats
+    from berrymq.stats import NodeStats
 
 __all__ = ["AskProgress", "answer_with", "ask_arrived", "ask_timeout", "local_replies",
            "not_started"]

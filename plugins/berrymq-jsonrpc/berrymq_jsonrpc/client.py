@@ -45,8 +45,8 @@ from berrymq_jsonrpc.outbox import (
 
 if TYPE_CHECKING:
     from berrymq.message import Message
+    from berrymq.stats import NodeStats
     from berrymq_jsonrpc.sessions import Session
-    from berrymq_jsonrpc.stats import NodeStats
 
 __all__ = ["Channel", "Link"]
 

@@ -23,8 +23,8 @@ from berrymq_jsonrpc.outbox import NOT_SENT, Outbox
 if TYPE_CHECKING:
     from berrymq.identifier import Identifier
     from berrymq.message import Message
+    from berrymq.stats import NodeStats
     from berrymq_jsonrpc.sessions import Session
-    from berrymq_jsonrpc.stats import NodeStats
 
 __all__ = ["V1HttpClient", "V1Link"]
 

@@ -45,7 +45,6 @@ from berrymq_jsonrpc.params import (
 )
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sessions import NOT_WRITABLE, Session, Unwritable, refusal_data
-from berrymq_jsonrpc.stats import peer_label
 from berrymq_jsonrpc.waiting import QUICK_METHODS, is_nonblocking_get
 from berrymq_jsonrpc.waiting_methods import WaitingMethods
 
@@ -306,7 +305,7 @@ class Service(WaitingMethods):
         if not refusal.not_forwarded:
             self.stats.lost(NOT_WRITABLE if isinstance(refusal, Unwritable) else REFUSED)  # stats
         self._refusals.warning("%s: a message from %s was refused: %s", self.name,
-                               peer_label(peer) or "a client", refusal)
+                               peer or "a client", refusal)
 
     def _send_message(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_SEND_MESSAGE, params, _SEND_MESSAGE)

@@ -19,11 +19,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from berrymq.bursts import BurstLog
+from berrymq.stats import stats_for
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
 from berrymq_jsonrpc.sessions import WAITS, Session, in_waits
-from berrymq_jsonrpc.stats import stats_for
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -73,7 +73,7 @@ class SessionTable:
         self.sessions: dict[str, Session] = {}
         #: the sessions refused, by the setting whose cap they were over (``/status``)
         self.refused: dict[str, int] = {}
-        self.stats = stats_for(bus)  # stats: the node's counters (berrymq_jsonrpc.stats)
+        self.stats = stats_for(bus)  # stats: the node's counters (berrymq.stats)
         self._lock = threading.Lock()
         self._sweeper: concurrent.futures.Future[None] | None = None
         self._closed = False
@@ -211,7 +211,7 @@ class SessionTable:
             if dropped:  # accepted ("ok" to their senders), never taken: lost
                 self.stats.lost(DROPPED_AT_CLOSE, dropped)  # stats
                 self._drops.warning("%s: %d message(s) freed unread: the queue of session "
-                                    "%s (%s) was closed (%s)", self.name, dropped, session,
+                                    "%r (%s) was closed (%s)", self.name, dropped, session,
                                     session.queue.pattern, reason)
         link = session.link
         if link is not None:
@@ -222,7 +222,7 @@ class SessionTable:
                 callback(reason)
             except Exception:
                 logger.exception("closing session %r", session)
-        logger.debug("%s session %s %s", self.name, session, reason)
+        logger.debug("%s session %r %s", self.name, session, reason)
 
     def close_sessions_of(self, context: Any, reason: str) -> None:
         """A connection (``context``) ended: close the sessions that cannot live without

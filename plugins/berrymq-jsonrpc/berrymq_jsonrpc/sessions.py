@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from berrymq_jsonrpc.dialect_link import V1Link
 
 __all__ = ["ENTRY_OVERHEAD", "NOT_WRITABLE", "WAITS", "WAIT_THREADS", "NoRoom", "Refusal",
-           "Session", "SessionQueue", "Unwritable", "in_waits", "refusal_data"]
+           "Session", "SessionQueue", "Unwritable", "in_waits", "refusal_data", "session_peer"]
 
 _CLOSED = object()
 
@@ -260,6 +260,11 @@ class SessionQueue:
         entry: list[Any] = loads(item)
         return entry
 
+    def __str__(self) -> str:
+        """The peer of a message taken from this queue (``/status``'s recent messages): its
+        client, known by the pattern it pulls."""
+        return f"queue {self.pattern}"
+
     def held(self) -> tuple[int, int]:
         """How many messages the queue holds, and their bytes as JSON (what the client
         will get): for ``/status``, without reading the entries."""
@@ -321,5 +326,21 @@ class Session:
         ends, so that a session never expires under a client waiting on it."""
         self.deadline = time.monotonic() + busy_for + self.ttl
 
+    def __str__(self) -> str:
+        """What the node's recent messages (``/status``) and its logs call the peer of this
+        session: its style and where it is from (:func:`session_peer`), or its style and
+        the first characters of its token when the transport does not know where."""
+        where = session_peer(self)
+        return f"{self.style} {where}" if where else f"{self.style} session {self.token[:6]}"
+
     def __repr__(self) -> str:
         return f"<Session {self.style} {self.token[:6]}...>"
+
+
+def session_peer(session: Session) -> str | None:
+    """Where a session's peer is, when the transport knows: the TCP connection it came on,
+    or the address an interconnected peer is called back at; None over plain HTTP."""
+    url = getattr(session.context, "url", None)
+    if url is None and session.link is not None:
+        url = session.link.address
+    return None if url is None else str(url)

@@ -1,7 +1,7 @@
 """What a node tells about itself: ``/status`` (JSON) and ``/metrics`` (Prometheus text).
 
 :func:`status_snapshot` reads a bus, its JSON-RPC transports and its counters
-(:mod:`berrymq_jsonrpc.stats`) into one JSON-ready dict, in the spirit of NATS's ``/varz``
+(:mod:`berrymq.stats`) into one JSON-ready dict, in the spirit of NATS's ``/varz``
 and ``/connz``; :func:`metrics_text` writes the same numbers in the Prometheus text
 exposition format. ``docs/status.md`` explains every field and metric. Nothing here is on
 a message's path: it runs when someone asks.
@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq import __version__, network
 from berrymq.state import StateKey
-from berrymq_jsonrpc.stats import NodeStats, session_peer, stats_for
+from berrymq.stats import NodeStats, stats_for
+from berrymq_jsonrpc.sessions import session_peer
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus

@@ -41,9 +41,8 @@ from berrymq_jsonrpc.limits import (
 from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
 from berrymq_jsonrpc.service import Service
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
-from berrymq_jsonrpc.sessions import in_waits
+from berrymq_jsonrpc.sessions import in_waits, session_peer
 from berrymq_jsonrpc.settings import DEFAULT_TIMEOUT, cidr_blocks, read_hosts, read_number
-from berrymq_jsonrpc.stats import session_peer
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus

@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.stats import stats_for
 from helpers import Child, tcp_call
 
 from berrymq.bus import Bus
 from berrymq.errors import QueueFull, RemoteError, TransportError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.stats import stats_for
 
 __all__ = ["MIB", "OPEN_SOCKETS", "TOKEN", "WAIT", "Raw", "Record", "Sampler", "delivered_by", "drip",
            "hold_gets", "http_get_json", "http_post", "post_body", "tcp_call", "kill_mid_stream",

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from berrymq_jsonrpc.stats import stats_for
 
 from berrymq.bus import Bus
 from berrymq.message import Message
+from berrymq.stats import stats_for
 
 WAIT = 10.0
 

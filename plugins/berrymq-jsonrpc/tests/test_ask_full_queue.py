@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc.outbox import REFUSED
-from berrymq_jsonrpc.stats import stats_for
 from helpers import serve
 from probe_tools import post_body, tcp_call
 
 from berrymq import ReplyError
 from berrymq.bus import Bus
+from berrymq.stats import stats_for
 
 WAIT = 15.0
 QUEUE_SIZE = 3

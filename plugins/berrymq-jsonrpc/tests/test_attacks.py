@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.stats import stats_for
 from probe_tools import (
     MIB,
     WAIT,
@@ -43,6 +42,7 @@ from probe_tools import (
 from berrymq.bus import Bus
 from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.stats import stats_for
 
 
 @pytest.fixture

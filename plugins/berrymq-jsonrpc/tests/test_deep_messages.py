@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.stats import stats_for
 from helpers import serve
 from probe_tools import post_body
 
 import berrymq
 from berrymq.bus import Bus
+from berrymq.stats import stats_for
 from berrymq.wire import MAX_DEPTH, MAX_MESSAGE_DEPTH
 
 SCHEMES = ["tcp", "http"]

@@ -1,5 +1,5 @@
 """A closed bus that used JSON-RPC is freed (SPEC: nothing unbounded): its counters
-(:class:`~berrymq_jsonrpc.stats.NodeStats`), services, channels and outboxes go with it,
+(:class:`~berrymq.stats.NodeStats`), services, channels and outboxes go with it,
 and the I/O loop's tasks come back to what they were. A process that opens and closes
 buses for good (a client per job, a test suite) must not grow with each one.
 
@@ -17,9 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from berrymq_jsonrpc.stats import NodeStats, stats_for
 
 import berrymq
+from berrymq.stats import NodeStats, stats_for
 from berrymq.transports.ioloop import io_loop
 
 STYLES = ["interconnect", "connect_oneway", "connect_via_queue"]

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.stats import stats_for
 from probe_tools import post_body
 
 from berrymq.bus import Bus
+from berrymq.stats import stats_for
 
 WAIT = 10.0
 

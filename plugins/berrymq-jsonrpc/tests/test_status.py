@@ -24,7 +24,6 @@ from berrymq_jsonrpc.monitor import (
     host_allowed,
     presented_secret,
 )
-from berrymq_jsonrpc.stats import RECENT, NodeStats
 from berrymq_jsonrpc.status import metrics_text, session_id, status_snapshot
 from berrymq_jsonrpc.status_cli import status_url
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,6 +34,7 @@ from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.plugins import PluginHost, reset_plugin_host
 from berrymq.settings import Settings
+from berrymq.stats import RECENT, NodeStats
 from berrymq.testing import free_port
 
 TIMEOUT = 20.0

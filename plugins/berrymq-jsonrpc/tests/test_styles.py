@@ -407,7 +407,7 @@ def last():
     print("LOSSES", sum(lost.values()), file=sys.stderr)
 atexit.register(last)
 import berrymq
-from berrymq_jsonrpc.stats import stats_for
+from berrymq.stats import stats_for
 berrymq.connect_oneway(sys.argv[1])
 for i in range(3000):
     berrymq.send_message('bye:n', i, "x" * 1000)

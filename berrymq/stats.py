@@ -1,8 +1,11 @@
 """A node's counters: messages and bytes in and out, losses by reason, the last messages.
 
-One :class:`NodeStats` belongs to each bus that serves or connects over JSON-RPC
-(:func:`stats_for`); every transport of that bus counts into it, and
-:mod:`berrymq_jsonrpc.status` reads it for ``/status``, ``/metrics`` and the live page.
+One :class:`NodeStats` belongs to each bus whose transports carry messages to or from
+other processes (:func:`stats_for`, per-bus state): every transport of that bus counts
+into it (JSON-RPC, the NATS bridge), and ``berrymq_jsonrpc.status`` reads it for
+``/status``, ``/metrics`` and the live page. The core only counts and keeps: what a peer
+is, a transport knows; a peer is kept as the object the transport gave and shown as its
+``str()`` when someone reads (a JSON-RPC session renders as its style and where it is from).
 
 Counting is on the hot path, so it takes no lock: each thread increments plain ints in a
 list of its own (a *cell*, found through a ``threading.local``), and a reader sums the cells.
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 
 _now = time.time
 
-__all__ = ["RECENT", "NodeStats", "peer_label", "session_peer", "stats_for"]
+__all__ = ["RECENT", "NodeStats", "stats_for"]
 
 #: How many of the last messages a node keeps for its status (a bounded ring).
 RECENT = 50
@@ -98,7 +101,8 @@ class NodeStats:
             self._cells = [c for c in self._cells if c is not cell]
 
     def message_in(self, identifier: object, peer: object) -> None:
-        """A message came in from ``peer`` (a session, or any object with a ``str``)."""
+        """A message came in from ``peer`` (None, a text, or any object whose ``str`` says
+        who it is: it is rendered only when read)."""
         try:
             self._local.cell[_IN] += 1
         except AttributeError:
@@ -168,7 +172,7 @@ class NodeStats:
     def recent_messages(self) -> list[dict[str, Any]]:
         """The last :data:`RECENT` messages, oldest first, as JSON-ready dicts."""
         return [{"time": round(when, 6), "direction": direction, "identifier": str(ident),
-                 "peer": peer_label(peer)}
+                 "peer": _peer_text(peer)}
                 for when, direction, ident, peer in list(self.recent)]
 
     def uptime(self) -> float:
@@ -209,32 +213,14 @@ def _retire(stats: weakref.ref[NodeStats], cell: list[int]) -> None:
         owner._retire(cell)
 
 
-def peer_label(peer: object) -> str | None:
-    """A short text for whatever a counter was given as the peer (a session: its style and
-    where it is from)."""
-    if peer is None or isinstance(peer, str):
-        return peer
-    style = getattr(peer, "style", None)
-    if style is not None:  # a service Session
-        where = session_peer(peer)
-        return f"{style} {where}" if where else f"{style} session {str(peer.token)[:6]}"  # type: ignore[attr-defined]
-    pattern = getattr(peer, "pattern", None)
-    if pattern is not None:  # a SessionQueue: its client took the message with get
-        return f"queue {pattern}"
-    return str(peer)
-
-
-def session_peer(session: Any) -> str | None:
-    """Where a session's peer is, when the transport knows: the TCP connection it came on,
-    or the address an interconnected peer is called back at; None over plain HTTP."""
-    url = getattr(session.context, "url", None)
-    if url is None and session.link is not None:
-        url = session.link.address
-    return None if url is None else str(url)
+def _peer_text(peer: object) -> str | None:
+    """What a peer given to a counter is shown as: None stays None, anything else is its
+    ``str()`` (a transport's own object says who it is, read now, not when counted)."""
+    return None if peer is None else str(peer)
 
 
 #: The node's counters, per bus (every transport of the bus shares them).
-STATS: StateKey[NodeStats] = StateKey("jsonrpc node stats", lambda bus: NodeStats())
+STATS: StateKey[NodeStats] = StateKey("node stats", lambda bus: NodeStats())
 
 
 def stats_for(bus: Bus) -> NodeStats:
