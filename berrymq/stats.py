@@ -100,13 +100,18 @@ class NodeStats:
                 retired[slot] += cell[slot]
             self._cells = [c for c in self._cells if c is not cell]
 
-    def message_in(self, identifier: object, peer: object) -> None:
+    def message_in(self, identifier: object, peer: object, size: int = 0) -> None:
         """A message came in from ``peer`` (None, a text, or any object whose ``str`` says
-        who it is: it is rendered only when read)."""
+        who it is: it is rendered only when read); ``size``: its bytes, when the transport
+        counts them per message (the NATS bridge: the payload) rather than per request
+        (:meth:`exchanged`)."""
         try:
-            self._local.cell[_IN] += 1
+            cell = self._local.cell
         except AttributeError:
-            self._new_cell()[_IN] += 1
+            cell = self._new_cell()
+        cell[_IN] += 1
+        if size:
+            cell[_BYTES_IN] += size
         self.recent.append((_now(), "in", identifier, peer))
 
     def messages_in(self, identifiers: list[object], peer: object) -> None:
@@ -118,12 +123,16 @@ class NodeStats:
         when = _now()
         self.recent.extend([(when, "in", ident, peer) for ident in identifiers[-RECENT:]])
 
-    def message_out(self, identifier: object, peer: object) -> None:
-        """A message left (or was handed to a connection) for ``peer``."""
+    def message_out(self, identifier: object, peer: object, size: int = 0) -> None:
+        """A message left (or was handed to a connection) for ``peer``; ``size`` as for
+        :meth:`message_in`."""
         try:
-            self._local.cell[_OUT] += 1
+            cell = self._local.cell
         except AttributeError:
-            self._new_cell()[_OUT] += 1
+            cell = self._new_cell()
+        cell[_OUT] += 1
+        if size:
+            cell[_BYTES_OUT] += size
         self.recent.append((_now(), "out", identifier, peer))
 
     def duplicate(self) -> None:

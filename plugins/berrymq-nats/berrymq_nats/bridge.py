@@ -33,6 +33,7 @@ import nats
 from nats.aio.client import Client
 from nats.errors import NoServersError
 
+from berrymq.stats import stats_for
 from berrymq.transports.ioloop import io_loop
 from berrymq.transports.styles import LinkConnection
 from berrymq_nats.asking import Asking
@@ -99,6 +100,10 @@ class NatsBridge(LinkConnection):
         #: the prefix of the subjects the answers to this bridge's asks come on
         self.answers = ""
         self.losses = Losses(logger, f"NATS bridge of bus {bus.name}", bus=bus)
+        #: the bus's traffic counters (``/status``'s ``messages``, ``bytes`` and ``recent``),
+        #: which every transport of the bus counts into; the peer of what the bridge
+        #: publishes and receives is shown as :attr:`address`
+        self.stats = stats_for(bus)
         self.outbox = Outbox(options, self.losses, lambda: f"{self.address} ({self.state})")
         self.shared = SharedQueues(bus, self.subjects)
         self.asking = Asking(self)

@@ -270,8 +270,12 @@ class Inbound:
             return
         message, reply_to, _ = decoded
         bridge = self.bridge
-        try:
-            bridge.bus.receive(message, bridge.forwarder, reply_to)  # not sent back
+        stats = bridge.stats
+        stats.message_in(message[0], bridge.address, len(msg.data))  # stats: as JSON-RPC's
+        try:  # not sent back; not taken: seen before (it came by two subscriptions or ways)
+            if (not bridge.bus.receive(message, bridge.forwarder, reply_to)
+                    and message[3] + 1 < bridge.bus.hop_limit):  # over it: the core counts
+                stats.duplicate()  # stats
         except Exception as exc:  # noqa: BLE001 - no sender here to raise to
             self._receivers_failed(message, exc)
 
@@ -298,6 +302,7 @@ class Inbound:
         if decoded is None:
             return
         message, _, extras = decoded
+        self.bridge.stats.message_in(message[0], self.bridge.address, len(msg.data))  # stats
         wait = asker_timeout(extras.get("timeout"))
         with progress.cond:
             progress.cond.wait_for(lambda: self.delivered >= before or progress.asks_waiting > 0,
@@ -322,8 +327,10 @@ class Inbound:
             if type(taken) is list and group in taken:
                 return  # a shared queue of the sending process took it already
             if not bridge.shared.took_of(group).first(message[4]):
+                bridge.stats.duplicate()  # stats
                 return  # it came here another way too (an interconnect) and was taken then
             ident = message[0]
+            bridge.stats.message_in(ident, bridge.address, len(msg.data))  # stats
             receiver = bridge.shared.receiver_of(group)
             if receiver is None:
                 bridge.losses.add(QUEUE_FULL, 1, f"{ident} for group {group}: the queue closed")

@@ -63,6 +63,7 @@ class NatsLink(Link):
         payload = encode_message(message, reply_to, taken=taken).encode()
         check_payload(bridge.client, ident, payload)
         bridge.outbox.put((bridge.subjects.subject(ident), payload, ""), ident)
+        bridge.stats.message_out(ident, self.address, len(payload))  # stats: accepted
 
     #: :meth:`request` returns within its timeout, with the replies that came by then (see
     #: :class:`berrymq.node.Requester`): the core waits for them rather than cutting it off
