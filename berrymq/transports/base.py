@@ -25,8 +25,10 @@ Lower-level errors are translated into :mod:`berrymq.errors` at this boundary.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Address",
     "Connection",
+    "ConnectionRow",
     "Forwarder",
     "Link",
     "Listener",
@@ -258,6 +261,38 @@ def place_of(url: str) -> tuple[str, str | None, int | None] | str:
         return url
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionRow:
+    """One connection as a node's ``/status`` lists it (``connections``, and
+    ``berrymq_connections`` of ``/metrics``): what :meth:`Connection.status_row` gives,
+    whatever the transport.
+
+    :param scheme: the URL scheme of its transport (``tcp``, ``http``, ``nats``).
+    :param address: where it goes, as a URL.
+    :param style: ``interconnect``, ``oneway`` or ``queue``.
+    :param age_s: seconds since it was opened.
+    :param pending: messages accepted and waiting to be sent.
+    :param sent: messages sent (the transport's ``docs/status.md`` entry says when a
+        message counts as sent: acknowledged by a JSON-RPC peer, published to NATS).
+    :param lost: messages it accepted and could not send (it failed, closed, or its
+        peer's connection dropped with them on their way).
+    :param refused: messages the other side refused (a full queue of a JSON-RPC peer,
+        the NATS server's permissions); the connection stays open.
+    :param state: ``open`` or ``closed``, or the transport's own word for where it is
+        (the NATS bridge: ``connecting``, ``connected``, ``reconnecting``, ``failed``).
+    """
+
+    scheme: str
+    address: str
+    style: str
+    age_s: float
+    pending: int = 0
+    sent: int = 0
+    lost: int = 0
+    refused: int = 0
+    state: str = "open"
+
+
 class Connection(ABC):
     """A connection from this bus to another node, in one of the three styles."""
 
@@ -265,6 +300,17 @@ class Connection(ABC):
     address: str
     #: ``"interconnect"``, ``"oneway"`` or ``"queue"``
     style: str
+    #: when it was opened (``time.monotonic()``); 0.0 when the transport does not say
+    opened: float = 0.0
+
+    def status_row(self) -> ConnectionRow:
+        """This connection as ``/status`` shows it (read when someone asks, never on a
+        message's way). A transport's connection overrides it to fill in what waits and
+        what was sent and lost; this default knows the address, style and age alone."""
+        scheme, sep, _ = self.address.partition("://")
+        age = time.monotonic() - self.opened if self.opened else 0.0
+        return ConnectionRow(scheme=scheme.lower() if sep else "", address=self.address,
+                             style=self.style, age_s=round(age, 3))
 
     @abstractmethod
     def send(self, message: Message) -> None:
@@ -325,6 +371,13 @@ class Transport(ABC):
     def status(self) -> str:
         """A one-line description of this transport's state, for ``berrymq plugins``."""
         return "ready"
+
+    @property
+    def connections(self) -> Sequence[Connection]:
+        """The connections this transport opened to other nodes and has not forgotten
+        (a snapshot), which ``/status`` lists through :meth:`Connection.status_row`.
+        None by default."""
+        return ()
 
     def peers(self) -> list[tuple[str, str]]:
         """The nodes that connected to this one and are sent its messages (they called

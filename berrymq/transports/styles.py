@@ -17,13 +17,15 @@ A transport that cannot offer a style refuses it in its ``connect_*`` with a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from berrymq.errors import ConnectionClosed
-from berrymq.transports.base import Connection, Forwarder, Link, asker
+from berrymq.transports.base import Connection, ConnectionRow, Forwarder, Link, asker
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -71,6 +73,7 @@ class LinkConnection(Connection):
         self.style = style
         self.address = address if address is not None else link.address
         self.inbox = inbox
+        self.opened = time.monotonic()  # its age in /status (status_row)
         self.closed = False
         #: why the connection closed, as later errors say it (empty while open)
         self.reason = ""
@@ -138,6 +141,11 @@ class LinkConnection(Connection):
         self.link.close()
         if self.inbox is not None:
             self.inbox.close()
+
+    def status_row(self) -> ConnectionRow:
+        """:meth:`Connection.status_row`, ``closed`` once it is."""
+        row = super().status_row()
+        return dataclasses.replace(row, state="closed") if self.closed else row
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

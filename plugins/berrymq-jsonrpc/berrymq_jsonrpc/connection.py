@@ -10,6 +10,7 @@ itself when the peer is found gone.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import time
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.message import Message
 from berrymq.timeouts import wait_limit
+from berrymq.transports.base import ConnectionRow
 from berrymq.transports.styles import LinkConnection
 from berrymq.wire import WireError, decode_message
 from berrymq_jsonrpc import protocol as p
@@ -101,7 +103,6 @@ class RemoteConnection(LinkConnection):
         self.token = token
         #: the session on this node that the peer sends to (an interconnection's way back)
         self.local_session: Session | None = None
-        self.opened = time.monotonic()  # stats: the connection's age in /status
         link = transport.make_link(channel, token, f"{transport.scheme}:{style}", self._dead)
         self.link: Link = link
         super().__init__(transport.bus, link, style, address=address,
@@ -123,6 +124,16 @@ class RemoteConnection(LinkConnection):
         :class:`berrymq.QueueFull` if the peer refused some since the last flush (the
         connection stays open)."""
         return self.link.flush(wait_limit("timeout", timeout))
+
+    def status_row(self) -> ConnectionRow:
+        """:meth:`Connection.status_row <berrymq.transports.base.Connection.status_row>`
+        with its outbox's counts: ``pending`` waiting to be sent, ``sent`` acknowledged by
+        the peer, ``lost`` waiting when it failed or closed, ``refused`` by the peer's full
+        queue (its losses are in the node's counters as they happen)."""
+        outbox = self.link.outbox
+        return dataclasses.replace(super().status_row(), scheme=self.transport.scheme,
+                                   pending=outbox.pending, sent=outbox.sent,
+                                   lost=outbox.lost, refused=outbox.refused)
 
     @property
     def losses(self) -> dict[str, int]:

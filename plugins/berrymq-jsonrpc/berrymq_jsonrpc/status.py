@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from berrymq import __version__, network
 from berrymq.state import StateKey
 from berrymq.stats import NodeStats, stats_for
+from berrymq.transports.base import Connection, ConnectionRow
 from berrymq_jsonrpc.sessions import session_peer
 
 if TYPE_CHECKING:
@@ -48,6 +49,13 @@ def session_id(token: str) -> str:
     shorter than 32 (a JSON-RPC 1.0 peer may propose one of 16), so that what anyone on
     loopback can read leaves most of the token unknown."""
     return token[:min(8, len(token) // 4)]
+
+
+def _connection(row: ConnectionRow) -> dict[str, Any]:
+    """One of ``/status``'s ``connections``: a connection's row, whatever its transport."""
+    return {"scheme": row.scheme, "address": row.address, "style": row.style,
+            "direction": "out", "age_s": row.age_s, "pending": row.pending, "sent": row.sent,
+            "lost": row.lost, "refused": row.refused, "state": row.state}
 
 
 def _session_queue(session: Any) -> dict[str, Any] | None:
@@ -108,7 +116,7 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
     samples = stats.sample(totals)
     rates = stats.rates(samples)
     listening: list[str] = []
-    connections: list[dict[str, Any]] = []
+    listed: list[Connection] = []
     sessions: list[dict[str, Any]] = []
     queues: list[dict[str, Any]] = []
     refused: dict[str, int] = {}
@@ -118,15 +126,7 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
         listening += list(getattr(transport, "urls", ()))
         admission = getattr(transport, "admission", None)
         _add(refused, getattr(admission, "refused", {}))
-        for connection in getattr(transport, "connections", ()):  # a JSON-RPC transport's
-            outbox = connection.link.outbox  # its losses are in stats as they happen
-            connections.append({
-                "scheme": scheme, "address": connection.address, "style": connection.style,
-                "direction": "out", "age_s": round(now - getattr(connection, "opened", now), 3),
-                "pending": outbox.pending, "sent": outbox.sent, "lost": outbox.lost,
-                "refused": outbox.refused,
-                "state": "closed" if connection.closed else "open",
-            })
+        listed += transport.connections
         service = getattr(transport, "service", None)
         if service is None:
             continue
@@ -142,6 +142,10 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
             queue = _session_queue(session)
             if queue is not None:
                 queues.append(queue)
+    for connection in bus.connections():  # opened another way, e.g. over a memory link
+        if connection not in listed:
+            listed.append(connection)
+    connections = [_connection(connection.status_row()) for connection in listed]
     queues += list(_local_queues(bus))
     losses = stats.losses(bus.losses.snapshot().items())  # + the core's
     return {

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
 
 __all__ = ["CONTROL_UNSENT", "FOREIGN", "IN_FLIGHT", "LANE_STOPPED", "NOT_SENT_AT_CLOSE",
-           "PUBLISH_DENIED", "QUEUE_FULL", "REFUSED_HERE", "REQUEST_REFUSED", "UNDECODABLE",
+           "OUTGOING", "PUBLISH_DENIED", "QUEUE_FULL", "REFUSED_HERE", "REQUEST_REFUSED", "UNDECODABLE",
            "UNPUBLISHABLE", "WRONG_SUBJECT", "Losses"]
 
 #: Published on a connection that died before the server confirmed it (PING/PONG):
@@ -65,6 +65,10 @@ WRONG_SUBJECT = "dropped: its identifier does not match the subject it came on"
 #: A presence, acknowledgement or reply of the bridge's own that could not be published
 #: (over the server's max_payload, say): not one of the application's messages.
 CONTROL_UNSENT = "the bridge's own control message not sent"
+
+#: The reasons that are losses of messages on their way out (the bridge's ``lost`` in a
+#: node's ``/status`` ``connections``); :data:`PUBLISH_DENIED` is its ``refused``.
+OUTGOING = frozenset({IN_FLIGHT, NOT_SENT_AT_CLOSE, UNPUBLISHABLE})
 
 #: The reasons that are no loss of a message this process accepted (see the module docs).
 FOREIGN = frozenset({UNDECODABLE, WRONG_SUBJECT, CONTROL_UNSENT})
@@ -122,6 +126,11 @@ class Losses:
             self._logger.error("%s lost %d message(s): %s%s (%d lost in all)", self._who,
                                sum(unreported.values()), text,
                                f"; {detail}" if detail else "", self.total)
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of :attr:`counts`, taken under the lock."""
+        with self._lock:
+            return dict(self.counts)
 
     def close(self) -> None:
         """Report what is still unreported now (the bridge is closing)."""

@@ -112,6 +112,9 @@ class Outbox:
         self.published = 0
         self.confirmed = 0
         self.published_bytes = 0  # of payload, on this connection (approximately, see pump)
+        #: the application's messages handed to ``nats-py``, over every connection (the
+        #: bridge's ``sent`` in ``/status``; control messages are not counted)
+        self.sent = 0
         self.confirmed_bytes = 0
         self._control: list[int] = []  # the numbers of the published items that were _Control
         self._confirming: asyncio.Task[None] | None = None
@@ -263,6 +266,8 @@ class Outbox:
             control = type(item) is _Control
             if control:
                 self._control.append(self.published)
+            else:
+                self.sent += 1
             try:
                 await nc.publish(item[0], item[1], item[2])
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the rest
@@ -270,6 +275,8 @@ class Outbox:
                     continue
                 self.published -= 1  # nats-py refused it before buffering it
                 self.published_bytes -= len(item[1])
+                if not control:
+                    self.sent -= 1
                 if control and self._control and self._control[-1] > self.published:
                     self._control.pop()
                 if isinstance(exc, OutboundBufferLimitError):

@@ -115,6 +115,13 @@ class NatsTransport(Transport):
             "berrymq.connect_broker(url) and pull from Queue(pattern, shared=True)"
         )
 
+    @property
+    def connections(self) -> tuple[Connection, ...]:
+        """The bridge while it is open (``/status`` lists it: :meth:`NatsBridge.status_row`);
+        a closed bridge is forgotten, as the JSON-RPC transports forget closed connections."""
+        bridge = self.bridge
+        return () if bridge is None or bridge.closed else (bridge,)
+
     def status(self) -> str:
         bridge = self.bridge
         if bridge is None or bridge.closed:
