@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from berrymq_jsonrpc.dialect_link import V1Link
 
 __all__ = ["ENTRY_OVERHEAD", "NOT_WRITABLE", "WAITS", "WAIT_THREADS", "NoRoom", "Refusal",
-           "Session", "SessionQueue", "Unwritable", "in_waits", "refusal_data", "session_peer"]
+           "Session", "SessionQueue", "Unwritable", "in_waits", "refusal_data", "session_id", "session_peer"]
 
 _CLOSED = object()
 
@@ -331,10 +331,18 @@ class Session:
         session: its style and where it is from (:func:`session_peer`), or its style and
         the first characters of its token when the transport does not know where."""
         where = session_peer(self)
-        return f"{self.style} {where}" if where else f"{self.style} session {self.token[:6]}"
+        return f"{self.style} {where}" if where else f"{self.style} session {session_id(self.token)}"
 
     def __repr__(self) -> str:
-        return f"<Session {self.style} {self.token[:6]}...>"
+        return f"<Session {self.style} {session_id(self.token)}...>"
+
+
+def session_id(token: str) -> str:
+    """What a node shows of a session's token, wherever it shows it (``/status``'s sessions
+    and queues, the peer of its recent messages, logs): its first 8 characters, or a
+    quarter of a token shorter than 32 (a JSON-RPC 1.0 peer may propose one of 16), so that
+    what anyone on loopback can read leaves most of the token unknown."""
+    return token[:min(8, len(token) // 4)]
 
 
 def session_peer(session: Session) -> str | None:

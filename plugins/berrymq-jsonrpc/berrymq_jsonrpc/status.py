@@ -18,13 +18,13 @@ from berrymq import __version__, network
 from berrymq.state import StateKey
 from berrymq.stats import NodeStats, stats_for
 from berrymq.transports.base import Connection, ConnectionRow
-from berrymq_jsonrpc.sessions import session_peer
+from berrymq_jsonrpc.sessions import session_id, session_peer
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
     from berrymq_jsonrpc.limits import Admission
 
-__all__ = ["MONITOR_ADMISSIONS", "VERSION", "metrics_text", "session_id", "status_snapshot"]
+__all__ = ["MONITOR_ADMISSIONS", "VERSION", "metrics_text", "status_snapshot"]
 
 #: The admissions of a node's status-only addresses (``serve --monitor``), whose refused
 #: connections ``refused`` counts as ``monitor: SETTING``.
@@ -42,13 +42,6 @@ def _transports(bus: Bus) -> list[tuple[str, Any]]:
 def _add(into: dict[str, int], counts: dict[str, int]) -> None:
     for reason, count in list(counts.items()):
         into[reason] = into.get(reason, 0) + count
-
-
-def session_id(token: str) -> str:
-    """What ``/status`` shows of a token: its first 8 characters, or a quarter of a token
-    shorter than 32 (a JSON-RPC 1.0 peer may propose one of 16), so that what anyone on
-    loopback can read leaves most of the token unknown."""
-    return token[:min(8, len(token) // 4)]
 
 
 def _connection(row: ConnectionRow) -> dict[str, Any]:

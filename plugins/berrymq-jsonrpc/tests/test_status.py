@@ -24,7 +24,8 @@ from berrymq_jsonrpc.monitor import (
     host_allowed,
     presented_secret,
 )
-from berrymq_jsonrpc.status import metrics_text, session_id, status_snapshot
+from berrymq_jsonrpc.sessions import Session, session_id
+from berrymq_jsonrpc.status import metrics_text, status_snapshot
 from berrymq_jsonrpc.status_cli import status_url
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -268,6 +269,13 @@ def test_status_shows_of_a_token_too_little_to_guess_it(token: str, shown: str) 
     """Anyone on loopback may read /status: a 1.0 peer's token of 16 characters was shown
     half (its first 8), leaving 32 bits to guess of a token it may have made up weakly."""
     assert session_id(token) == shown
+    # the peer of its messages in /status's recent list, and the session in logs, the same
+    session = Session(token, "oneway", 60.0)
+    assert str(session) == f"oneway session {shown}"
+    assert token[len(shown):] not in repr(session) and shown in repr(session)
+    stats = NodeStats()
+    stats.message_in("job:x", session)
+    assert stats.recent_messages()[0]["peer"] == f"oneway session {shown}"
 
 
 def test_metrics_have_one_sample_per_label_set() -> None:
