@@ -55,7 +55,7 @@ def _rate(service: Service, body: bytes) -> float:
 def main() -> None:
     bus = Bus(plugins=PluginHost(Settings(), entry_points=False), name="bench")
     service = Service(bus)
-    token = service.open_session("oneway", 1e6).token
+    token = service.open_session("oneway", 86_400.0).token
     messages = [["bench:tick", [i], {}] for i in range(BATCH)]
     body = json.dumps({"jsonrpc": "2.0", "method": "send_messages",
                        "params": {"token": token, "messages": messages}}).encode()
