@@ -54,12 +54,12 @@ from berrymq_nats.client import (
 from berrymq_nats.following import Following
 from berrymq_nats.inbound import Inbound
 from berrymq_nats.link import NatsLink
-from berrymq_nats.losses import OUTGOING, PUBLISH_DENIED, UNDECODABLE, Losses
+from berrymq_nats.losses import UNDECODABLE, Losses
 from berrymq_nats.options import BrokerOptions
 from berrymq_nats.outbox import Outbox
 from berrymq_nats.server_errors import ServerErrors
 from berrymq_nats.shared import SharedQueues
-from berrymq_nats.status import status_line
+from berrymq_nats.status import status_line, status_row
 from berrymq_nats.subjects import SubjectMap
 
 if TYPE_CHECKING:
@@ -247,22 +247,9 @@ class NatsBridge(LinkConnection):
         return status_line(self) + (f"; {denied}" if denied else "")
 
     def status_row(self) -> ConnectionRow:
-        """The bridge as a node's ``/status`` lists it among its ``connections`` (see
-        :meth:`Connection.status_row <berrymq.transports.base.Connection.status_row>`):
-        scheme ``nats``, its servers' address, its style (``interconnect``, or ``oneway``
-        for a bridge that only publishes), ``pending`` the messages waiting to be
-        published (the disconnect buffer, and what waits for the I/O thread), ``sent``
-        those handed to the NATS client, ``lost`` those lost on their way out (in flight
-        when the connection dropped, not sent at close, refused by the client),
-        ``refused`` those the server's permissions denied, and ``state``: ``connecting``,
-        ``connected``, ``reconnecting``, ``failed`` or ``closed``."""
-        counts = self.losses.snapshot()
-        state = "closed" if self.closed else self.state.split(maxsplit=1)[0].rstrip(":")
-        return ConnectionRow(
-            scheme="nats", address=self.address, style=self.style,
-            age_s=round(time.monotonic() - self.opened, 3), pending=self.outbox.waiting,
-            sent=self.outbox.sent, lost=sum(counts.get(reason, 0) for reason in OUTGOING),
-            refused=counts.get(PUBLISH_DENIED, 0), state=state)
+        """The bridge among a node's ``/status`` ``connections``
+        (:func:`~berrymq_nats.status.status_row`)."""
+        return status_row(self)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message sent and every subscription made before this call has
