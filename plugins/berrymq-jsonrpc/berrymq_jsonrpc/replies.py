@@ -147,9 +147,16 @@ def bounded(request: dict[str, Any], text: str, code: int | None, max_size: int)
     method = request.get("method")
     if byte_size(text) <= limit or not _gives_way(method, code):
         return text
-    return _replacement(method, code, request.get("id"), max_size,
-                        f"the answer would be {byte_size(text)} bytes, over {limit} bytes, "
-                        f"{p.REPLY_SIZE_FACTOR} times max_size, the most this node answers")
+    detail = (f"the answer would be {byte_size(text)} bytes, over {limit} bytes, "
+              f"{p.REPLY_SIZE_FACTOR} times max_size, the most this node answers")
+    if method == p.METHOD_NETWORK:
+        detail += f"; {_NETWORK_WHOLE}"
+    return _replacement(method, code, request.get("id"), max_size, detail)
+
+
+#: Where a picture of the network too big for a JSON-RPC answer is served whole.
+_NETWORK_WHOLE = ("GET /network on the node's HTTP port or --monitor address gives the "
+                  "picture whole")
 
 
 class Slot:

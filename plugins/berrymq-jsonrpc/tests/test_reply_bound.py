@@ -138,6 +138,9 @@ def test_one_answer_over_the_limit_gives_way_to_an_error_naming_it(
     error = json.loads(wire.ask(rpc("network", id=1)))["error"]
     assert (error["code"], error["data"]["setting"], error["data"]["limit"]) == (p.LIMIT_REACHED, "max_size", 1024)
     assert "over 4096 bytes" in error["data"]["detail"]
+    # a picture too big to answer: where it is served whole (berrymq graph prints this)
+    assert error["data"]["detail"].endswith(
+        "; GET /network on the node's HTTP port or --monitor address gives the picture whole")
     error = json.loads(wire.ask(rpc("ask", id=2, identifier="big:reply", timeout=5)))["error"]
     assert error["code"] == p.LIMIT_REACHED and ran.is_set()
     assert error["data"]["detail"].startswith("its receivers ran (the message was delivered)")
