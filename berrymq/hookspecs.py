@@ -7,7 +7,7 @@ implements any of these hooks with :data:`hookimpl`::
 
     @hookimpl
     def berrymq_register_transports(registry):
-        registry.add("tcp", TcpTransport, plugin="jsonrpc-tcp")
+        registry.add("tcp", TcpTransport)   # the scheme is this plugin's
 
 Every hook name is ``berrymq_`` and a verb. Registry hooks are called once, when plugins
 are loaded. Bus hooks are called for every bus that starts or closes, in the thread that
@@ -74,8 +74,11 @@ def berrymq_declare_settings(schema: SettingsSchema) -> None:
 def berrymq_register_transports(registry: TransportRegistry) -> None:
     """Called once when plugins are loaded; add transport factories by URL scheme.
 
-    :param registry: call ``registry.add(scheme, factory, plugin=name)`` for each scheme;
-        ``factory(bus, settings)`` returns a :class:`berrymq.transports.base.Transport`.
+    :param registry: call ``registry.add(scheme, factory)`` for each scheme;
+        ``factory(bus, settings)`` returns a :class:`berrymq.transports.base.Transport`,
+        made with this plugin's settings. A name registered is the calling plugin's:
+        ``plugin=`` may be left out, and when given it must be the plugin's own name
+        (another plugin's is a :class:`~berrymq.PluginError`).
     """
 
 
@@ -103,7 +106,8 @@ def berrymq_register_receivers(registry: ReceiverRegistry) -> None:
     The public API finds its receiver kinds here (``functions``, ``followers``,
     ``queues``), so that a disabled kind is reported by name.
 
-    :param registry: call ``registry.add(kind, implementation, plugin=name)``.
+    :param registry: call ``registry.add(name, kind)``; the name is the calling plugin's
+        (as for :func:`berrymq_register_transports`).
     """
 
 
@@ -113,7 +117,8 @@ def berrymq_register_sources(registry: SourceRegistry) -> None:
     send on a bus by themselves (``timer``, ``fileobserver``), so that a disabled one is
     reported by name when a program makes one.
 
-    :param registry: call ``registry.add(name, source_class, plugin=name)``.
+    :param registry: call ``registry.add(name, source_class)``; the name is the calling
+        plugin's (as for :func:`berrymq_register_transports`).
     """
 
 

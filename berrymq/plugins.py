@@ -163,9 +163,20 @@ class PluginHost:
             if name in settings.tables:
                 check_table(settings, name, self.schema.tables.get(name, {}),
                             self.schema.checks.get(name), self.schema.paths.get(name, ()))
-        self._call_each("berrymq_register_transports", registry=self.transports)
-        self._call_each("berrymq_register_receivers", registry=self.receivers)
-        self._call_each("berrymq_register_sources", registry=self.sources)
+        self._fill("berrymq_register_transports", self.transports)
+        self._fill("berrymq_register_receivers", self.receivers)
+        self._fill("berrymq_register_sources", self.sources)
+
+    def _fill(self, hook: str, registry: TransportRegistry | ReceiverRegistry | SourceRegistry
+              ) -> None:
+        """Call the registry hook ``hook`` of each plugin, the registry told whose turn it
+        is (each name is the calling plugin's, whatever ``plugin=`` says), then close it."""
+        try:
+            self._call_each(hook, lambda name: setattr(registry, "caller", name),
+                            registry=registry)
+        finally:
+            registry.caller = None
+            registry.closed = True
 
     def _faulty(self, name: str, problem: str, hook: str | None = None) -> PluginError:
         """The error for the active plugin ``name`` that cannot be loaded: it, its

@@ -39,14 +39,42 @@ class _Entry:
 
 class _NamedRegistry:
     """Names claimed by plugins; claiming a name twice is a
-    :class:`~berrymq.errors.SettingsError` naming both plugins."""
+    :class:`~berrymq.errors.SettingsError` naming both plugins.
+
+    A name is the plugin's whose hook is calling: while the plugins load, the plugin host
+    sets :attr:`caller` before each plugin's turn, and a ``plugin=`` that names another
+    plugin is refused (a plugin could otherwise take over ``tcp://`` or the core's
+    ``queues``, and the settings of the plugin it named, by naming that plugin). Once the
+    plugins have loaded, the host closes the registry (:attr:`closed`): a name added
+    later, from another hook, could not be told whose it is, and is refused.
+    """
 
     what = "name"
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
+        #: The plugin whose registry hook is running (set by the plugin host), or None
+        #: outside the hooks, where ``plugin=`` must say whose a name is.
+        self.caller: str | None = None
+        #: Set by the plugin host once the registry hooks have run: nothing more is added.
+        self.closed = False
 
-    def _add(self, name: str, value: Any, plugin: str) -> None:
+    def _add(self, name: str, value: Any, plugin: str | None) -> None:
+        caller = self.caller
+        if self.closed:
+            raise ValueError(f"the {self.what} {name!r} is registered after the plugins "
+                             "loaded; register it in the registry hook")
+        if caller is not None:
+            if plugin is not None and plugin != caller:
+                # a ValueError, made a PluginError naming the caller and its hook
+                raise ValueError(
+                    f"it registers the {self.what} {name!r} with plugin={plugin!r}, another "
+                    f"plugin's name; a plugin registers names as its own ({caller!r}): "
+                    "leave out plugin=")
+            plugin = caller
+        elif plugin is None:
+            raise ValueError(f"the {self.what} {name!r} is registered outside a registry "
+                             "hook: give plugin=")
         if not isinstance(name, str) or not name:
             raise ValueError(f"plugin {plugin!r} registered an empty or non-str {self.what}")
         existing = self._entries.get(name)
@@ -76,8 +104,10 @@ class TransportRegistry(_NamedRegistry):
 
     what = "URL scheme"
 
-    def add(self, scheme: str, factory: TransportFactory, *, plugin: str) -> None:
-        """Let ``factory(bus, settings)`` make this plugin's transport for ``scheme``."""
+    def add(self, scheme: str, factory: TransportFactory, *, plugin: str | None = None) -> None:
+        """Let ``factory(bus, settings)`` make the calling plugin's transport for
+        ``scheme``. ``plugin`` may be left out; given, it must be the calling plugin's
+        name (it is needed only outside a registry hook)."""
         self._add(scheme.lower() if isinstance(scheme, str) else scheme, factory, plugin)
 
     def factory(self, scheme: str) -> TransportFactory | None:
@@ -95,8 +125,9 @@ class ReceiverRegistry(_NamedRegistry):
 
     what = "receiver kind"
 
-    def add(self, name: str, kind: ReceiverKind, *, plugin: str) -> None:
-        """Make ``kind`` the receiver kind called ``name``."""
+    def add(self, name: str, kind: ReceiverKind, *, plugin: str | None = None) -> None:
+        """Make ``kind`` the calling plugin's receiver kind called ``name`` (``plugin``:
+        as for :meth:`TransportRegistry.add`)."""
         self._add(name, kind, plugin)
 
     def get(self, name: str) -> ReceiverKind | None:
@@ -110,8 +141,9 @@ class SourceRegistry(_NamedRegistry):
 
     what = "source"
 
-    def add(self, name: str, source: type, *, plugin: str) -> None:
-        """Make ``source`` (a class) the source called ``name``."""
+    def add(self, name: str, source: type, *, plugin: str | None = None) -> None:
+        """Make ``source`` (a class) the calling plugin's source called ``name``
+        (``plugin``: as for :meth:`TransportRegistry.add`)."""
         self._add(name, source, plugin)
 
     def get(self, name: str) -> type | None:

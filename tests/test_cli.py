@@ -50,6 +50,10 @@ def test_bad_settings_is_one_clear_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("hook", "error"), [
     ("berrymq_register_transports(registry):\n    registry.add('local', object, plugin='dup')",
      "URL scheme 'local' is claimed by both plugin 'local' and plugin 'dup'"),
+    ("berrymq_register_transports(registry):\n    registry.add('local', object, plugin='local')",
+     "plugin 'dup' (bmq-outside 0.1) raised ValueError in its hook berrymq_register_transports: "
+     "it registers the URL scheme 'local' with plugin='local', another plugin's name; a plugin "
+     "registers names as its own ('dup'): leave out plugin="),
     ("berrymq_register_commands(commands):\n    commands.add('demo', lambda a: 0, help='x')",
      "the berrymq command 'demo' is one of berryMQ's own, and plugin 'dup' adds it too; "
      "disable plugin 'dup' (disable = ['dup'] in the settings file, or "

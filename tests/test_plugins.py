@@ -18,6 +18,7 @@ from berrymq._discovery import Candidate
 from berrymq._index import DIRECT
 from berrymq.hookspecs import hookimpl
 from berrymq.plugins import RENAMED_HOOKS, PluginHost
+from berrymq.registries import Kind
 from berrymq.settings import Settings, load_settings
 from berrymq.sources.timer import IntervalTimer
 
@@ -268,3 +269,67 @@ def test_a_former_hook_name_is_refused_with_its_new_name(former: str, new: str) 
     old = type("Old", (), {former: hookimpl(hook)})
     with pytest.raises(BerryMQError, match=rf"plugin 'old'.*{former}.*{former} is now {new}"):
         PluginHost(Settings(), extra_plugins=[("old", old())])
+
+
+# -- a name is the plugin's that registers it ----------------------------------------------
+
+
+class _Claims:
+    """Registers ``name`` in the registry of ``hook``, with ``plugin=`` if given."""
+
+    def __init__(self, hook: str, name: str, plugin: str | None = None) -> None:
+        value: Any = Kind(name) if hook == "berrymq_register_receivers" else IntervalTimer
+
+        def register(registry: Any) -> None:
+            if plugin is None:
+                registry.add(name, value)
+            else:
+                registry.add(name, value, plugin=plugin)
+
+        setattr(self, hook, hookimpl(register))
+
+
+@pytest.mark.parametrize(("hook", "name"), [("berrymq_register_transports", "local"),
+                                            ("berrymq_register_receivers", "queues"),
+                                            ("berrymq_register_sources", "timer")])
+def test_a_plugin_cannot_register_a_name_as_another_plugins(hook: str, name: str) -> None:
+    """``plugin=`` naming the plugin that owns the name took the name over silently (and
+    that plugin's settings): now it is an error naming the plugin that did it."""
+    with pytest.raises(PluginError) as info:
+        PluginHost(Settings(), entry_points=False, extra_plugins=[("dupa", _Claims(hook, name, name))])
+    assert (info.value.plugin, info.value.hook) == ("dupa", hook)
+    assert (f"plugin 'dupa' (registered in code) raised ValueError in its hook {hook}: it "
+            f"registers the ") in str(info.value)
+    assert (f"{name!r} with plugin={name!r}, another plugin's name; a plugin registers names "
+            "as its own ('dupa'): leave out plugin=") in str(info.value)
+
+
+@pytest.mark.parametrize(("hook", "name"), [("berrymq_register_transports", "local"),
+                                            ("berrymq_register_receivers", "queues"),
+                                            ("berrymq_register_sources", "timer")])
+def test_a_name_is_the_calling_plugins_so_a_taken_one_names_both(hook: str, name: str) -> None:
+    with pytest.raises(SettingsError, match=r"is claimed by both plugin") as info:
+        PluginHost(Settings(), entry_points=False, extra_plugins=[("dupa", _Claims(hook, name))])
+    assert f"plugin {name!r}" in str(info.value) and "plugin 'dupa'" in str(info.value)
+
+
+def test_plugin_may_be_left_out_or_given_as_the_callers_own() -> None:
+    host = PluginHost(Settings(), entry_points=False, extra_plugins=[
+        ("mine", _Claims("berrymq_register_transports", "mine")),
+        ("ours", _Claims("berrymq_register_receivers", "ours", "ours"))])
+    assert host.transports.plugin_for("mine") == "mine"
+    assert host.receivers.plugin_for("ours") == "ours"
+
+
+def test_nothing_is_registered_once_the_plugins_have_loaded() -> None:
+    """A name added later (from a bus hook) could not be told whose it is."""
+    class Late:
+        @hookimpl
+        def berrymq_start_bus(self, bus: Bus) -> None:
+            bus.plugins.transports.add("local", IntervalTimer, plugin="local")
+
+    host = PluginHost(Settings(), entry_points=False, extra_plugins=[("late", Late())])
+    with pytest.raises(PluginError, match=r"plugin 'late'.*berrymq_start_bus: the URL scheme "
+                                          r"'local' is registered after the plugins loaded"):
+        Bus(plugins=host)
+    assert host.transports.plugin_for("local") == "local"

@@ -56,6 +56,22 @@ def test_an_empty_or_non_text_name_is_refused_naming_the_plugin(name: Any) -> No
         ReceiverRegistry().add(name, Kind("x"), plugin="odd")
 
 
+def test_a_name_is_the_callers_and_plugin_is_needed_only_outside_a_hook() -> None:
+    registry = TransportRegistry()
+    with pytest.raises(ValueError, match="'tcp' is registered outside a registry hook: give plugin="):
+        registry.add("tcp", factory)
+    registry.caller = "mine"  # as the plugin host sets it for each plugin's turn
+    registry.add("mine", factory)
+    registry.add("also", factory, plugin="mine")
+    with pytest.raises(ValueError, match=r"registers the URL scheme 'tcp' with "
+                                         r"plugin='jsonrpc-tcp', another plugin's name"):
+        registry.add("tcp", factory, plugin="jsonrpc-tcp")
+    registry.caller, registry.closed = None, True
+    with pytest.raises(ValueError, match="'late' is registered after the plugins loaded"):
+        registry.add("late", factory, plugin="mine")
+    assert registry.names() == ["also", "mine"] and registry.plugin_for("mine") == "mine"
+
+
 def test_receiver_kinds_are_kept_as_given() -> None:
     registry = ReceiverRegistry()
     queues = Kind("queue", answers=False)
