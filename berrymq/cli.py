@@ -314,8 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser, commands = _parser_and_commands()
         _refuse_absent_command(argv, commands)
-    except BerryMQError as exc:
+    except Exception as exc:  # the help must work whatever a plugin does (raised otherwise)
         if not _asks_for_help(argv):
+            if not isinstance(exc, BerryMQError):
+                raise
             print(f"berrymq: error: {exc}", file=sys.stderr)
             return exit_status(exc)
         print(f"berrymq: warning: plugins not loaded: {exc}", file=sys.stderr)

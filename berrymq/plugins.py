@@ -152,6 +152,14 @@ class PluginHost:
                     problem = "; ".join(str(exc).splitlines()[1:]) or str(exc)
                     raise self._faulty(candidate.name,
                                        f"cannot be registered: {one_line(problem)}") from exc
+                except ValueError as exc:
+                    # pluggy refuses one object under two names: two entry points (of one
+                    # distribution or two) naming one module
+                    other = self.pm.get_name(plugin)
+                    problem = (f"its module {candidate.module} is plugin {other!r} already "
+                               "(two entry points name one module)") if other else one_line(exc)
+                    raise self._faulty(candidate.name,
+                                       f"cannot be registered: {problem}") from exc
                 active_names.append(candidate.name)
             self._infos.append(
                 PluginInfo(candidate.name, candidate.distribution, candidate.version,

@@ -6,10 +6,12 @@ import argparse
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import plugin_site
+from helpers import clean_env, plugin_site
 from helpers import run_berrymq as run
 
 import berrymq
@@ -111,6 +113,32 @@ def test_a_faulty_plugin_is_one_line_naming_it_and_the_fixes(
         "in the settings file (disable = ['bad']) or set BERRYMQ_BLOCK_PLUGINS=bad\n")
     result = run("plugins", cwd=tmp_path, env={**env, "BERRYMQ_BLOCK_PLUGINS": "bad"})
     assert result.returncode == 0, result.stderr  # the fix it names works
+
+
+def test_two_entry_points_naming_one_module_are_one_line_and_the_help_still_works(
+        tmp_path: Path) -> None:
+    """pluggy's bare ValueError ("Plugin already registered under a different name") was a
+    traceback, exit 1, for every command, --help and --version, and any program."""
+    env = plugin_site(tmp_path, "x1", "from berrymq.hookspecs import hookimpl\n"
+                                      "@hookimpl\ndef berrymq_start_bus(bus):\n    pass\n")
+    points = next((tmp_path / "site").glob("*.dist-info")) / "entry_points.txt"
+    points.write_text(points.read_text() + "x2 = bmq_outside_x1\n")
+    result = run("plugins", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert re.fullmatch(
+        r"berrymq: error: plugin '(x1|x2)' \(bmq-outside 0.1\) cannot be registered: its "
+        r"module bmq_outside_x1 is plugin '(x1|x2)' already \(two entry points name one "
+        r"module\); uninstall it, disable it in the settings file \(disable = \['\1'\]\) or "
+        r"set BERRYMQ_BLOCK_PLUGINS=\1\n", result.stderr), result.stderr
+    for args in (("--help",), ("--version",)):
+        result = run(*args, cwd=tmp_path, env=env)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot load" in result.stdout  # --version marks the faulty plugin
+    program = subprocess.run(
+        [sys.executable, "-c", "import berrymq\ntry:\n    berrymq.twitter('a:b')\n"
+         "except berrymq.PluginError as e:\n    print(e.plugin)\n"],
+        cwd=tmp_path, env=clean_env(**env), capture_output=True, text=True, timeout=60)
+    assert program.returncode == 0 and program.stdout.strip() in ("x1", "x2"), program.stderr
 
 
 _RAISES_IN = "from berrymq.hookspecs import hookimpl\n@hookimpl\ndef {hook}:\n    raise RuntimeError('boom')\n"
