@@ -352,9 +352,10 @@ class PluginHost:
     def status(self, bus: Bus) -> StatusReport:
         """The plugins' lines (:func:`~berrymq.hookspecs.berrymq_report_status`), then one
         line per transport of ``bus`` whose plugin reported nothing itself. A plugin whose
-        hook raised has, as its line, ``error:`` and the :class:`PluginError` naming it
-        and the hook; the other plugins still report. An error that already says what to
-        do (a wrong setting the hook came upon) is raised, as the other hooks raise it."""
+        hook (or whose transport's ``status()``) raised has, as its line, ``error:`` and
+        the :class:`PluginError` naming it and the hook; the other plugins still report.
+        An error that already says what to do (a wrong setting the hook came upon) is
+        raised, as the other hooks raise it."""
         report = StatusReport()
 
         def failed(name: str, error: BaseException) -> None:
@@ -365,8 +366,17 @@ class PluginHost:
         self._call_each("berrymq_report_status", bus=bus, report=report, failed=failed)
         for scheme, transport in bus.transports().items():
             plugin = self.transports.plugin_for(scheme) or scheme
-            if plugin not in report.lines:
-                report.add(plugin, f"{scheme}: {transport.status()}")
+            if plugin in report.lines:
+                continue
+            try:
+                text = f"{scheme}: {transport.status()}"
+            except (SettingsError, PluginNotAvailable):
+                raise
+            except Exception as exc:  # noqa: BLE001 - the plugin's line; the others report
+                error = self._faulty(plugin, f"raised {type(exc).__name__} in status() of "
+                                             f"its transport for {scheme}://: {one_line(exc)}")
+                text = f"error: {error}"
+            report.add(plugin, text)
         return report
 
 

@@ -12,6 +12,7 @@ from berrymq import Bus, Message, PluginError
 from berrymq.hookspecs import hookimpl
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
+from berrymq.transports.base import Transport
 
 
 class _Raises:
@@ -97,3 +98,44 @@ def test_an_observe_hook_that_raises_is_an_error_naming_the_plugin_that_did(
         with pytest.raises(PluginError) as info:
             bus.twitter("x:y")
     _names_plugin_and_hook(info.value, "faulty", "berrymq_observe_message")
+
+
+class _StatusRaises(Transport):
+    def listen(self, address: str) -> str:
+        raise TypeError("not served")
+
+    def interconnect(self, address: str, ttl: float) -> Any:
+        raise TypeError("not served")
+
+    connect_oneway = interconnect
+
+    def connect_via_queue(self, address: str, pattern: str, ttl: float) -> Any:
+        raise TypeError("not served")
+
+    def status(self) -> str:
+        raise OSError("status broke")
+
+    def close(self) -> None:
+        pass
+
+
+class _BadNet:
+    @hookimpl
+    def berrymq_register_transports(self, registry: Any) -> None:
+        registry.add("bad", _StatusRaises)
+
+
+def test_a_transport_whose_status_raises_is_its_plugins_error_line_and_the_others_report() -> None:
+    """Its exception went through status(): every plugin's line was lost (/status showed
+    none, the error nowhere)."""
+    host = PluginHost(Settings(), entry_points=False,
+                      extra_plugins=[("badnet", _BadNet()), ("fine", _Raises())])
+    with Bus(plugins=host) as bus:
+        bus.transport("bad")
+        local = bus.transport("local").status()
+        lines = host.status(bus).lines
+    assert lines["fine"] == ["ok"] and lines["local"] == [f"local: {local}"]
+    assert lines["badnet"] == [
+        "error: plugin 'badnet' (registered in code) raised OSError in status() of its "
+        "transport for bad://: status broke; uninstall it, disable it in the settings file "
+        "(disable = ['badnet']) or set BERRYMQ_BLOCK_PLUGINS=badnet"]
