@@ -10,6 +10,7 @@ metadata with or without the entry points of other distributions
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -170,7 +171,8 @@ class PluginHost:
         for name in active_names:
             if name in settings.tables:
                 check_table(settings, name, self.schema.tables.get(name, {}),
-                            self.schema.checks.get(name), self.schema.paths.get(name, ()))
+                            self.schema.checks.get(name), self.schema.paths.get(name, ()),
+                            blame=functools.partial(self._faulty, name))
         self._fill("berrymq_register_transports", self.transports)
         self._fill("berrymq_register_receivers", self.receivers)
         self._fill("berrymq_register_sources", self.sources)

@@ -163,7 +163,18 @@ class SettingsSchema:
     paths: dict[str, set[str]] = field(default_factory=dict)
 
     def add(self, plugin: str, **keys: type | tuple[type, ...]) -> None:
-        """Declare ``key=type`` pairs for ``[berrymq.<plugin>]``."""
+        """Declare ``key=type`` pairs for ``[berrymq.<plugin>]``; a type is a class or a
+        tuple of classes (``(int, float)``).
+
+        :raises TypeError: for anything else (``level="int"``): a fault of the declaring
+            plugin, named when the plugins load, rather than an error at the first table
+            that sets the key.
+        """
+        for key, expected in keys.items():
+            kinds = expected if isinstance(expected, tuple) else (expected,)
+            if not kinds or not all(isinstance(kind, type) for kind in kinds):
+                raise TypeError(f"it declares the setting {plugin}.{key} as {expected!r}, "
+                                "which is not a type (int, str, (int, float), ...)")
         self.tables.setdefault(plugin, {}).update(keys)
 
     def add_check(self, plugin: str, key: str, check: SettingCheck, *, path: bool = False) -> None:
@@ -175,6 +186,9 @@ class SettingsSchema:
         :meth:`Settings.file_path <berrymq.settings.Settings.file_path>`), so that a file
         that is missing is reported when the plugins load, not at its first use.
         """
+        if not callable(check):
+            raise TypeError(f"it declares as the check of the setting {plugin}.{key} "
+                            f"{check!r}, which cannot be called")
         self.checks.setdefault(plugin, {})[key] = check
         if path:
             self.paths.setdefault(plugin, set()).add(key)

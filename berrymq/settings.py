@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from berrymq.errors import SettingsError
+from berrymq.errors import PluginError, SettingsError
 
 __all__ = ["CORE_KEYS", "ENV_VAR", "MAX_MULTIPLICITY", "Settings", "core_problem", "find_settings",
            "load_settings"]
@@ -224,10 +224,15 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
 
 def check_table(settings: Settings, plugin: str, schema: Mapping[str, type | tuple[type, ...]],
                 checks: Mapping[str, Callable[[Any], str | None]] | None = None,
-                paths: Collection[str] = ()) -> None:
+                paths: Collection[str] = (),
+                blame: Callable[[str], PluginError] | None = None) -> None:
     """Raise a :class:`SettingsError` for an unknown key, a wrong type or a value that its
     check (``checks``, by key) refuses in a plugin's table. The check of a key in
-    ``paths`` gets the value as :meth:`Settings.file_path` makes it."""
+    ``paths`` gets the value as :meth:`Settings.file_path` makes it.
+
+    A check that raises is the plugin's fault, not the file's: a :class:`PluginError`
+    naming the plugin, made by ``blame(problem)`` (the plugin host's, which adds how to
+    turn the plugin off), or a plain one."""
     for key, value in settings.table(plugin).items():
         expected = schema.get(key)
         if expected is None:
@@ -245,7 +250,16 @@ def check_table(settings: Settings, plugin: str, schema: Mapping[str, type | tup
         if check is None:
             continue
         used = settings.file_path(value) if key in paths and isinstance(value, str) else value
-        problem = check(used)
+        try:
+            problem = check(used)
+        except Exception as exc:  # named as the plugin's fault, with its cause
+            line = settings.line_of(key, plugin) if settings.path else None
+            where = f" (set at {settings.path}:{line})" if line is not None else ""
+            text = " ".join(str(exc).split())
+            failure = (f"raised {type(exc).__name__} in its check of the setting "
+                       f"{plugin}.{key}{where}: {text}")
+            error = blame(failure) if blame else PluginError(f"plugin {plugin!r} {failure}", plugin)
+            raise error from exc
         if problem is not None:
             raise settings.error(f"{plugin}.{key} {problem}", key, plugin)
 

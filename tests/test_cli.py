@@ -141,6 +141,19 @@ def test_two_entry_points_naming_one_module_are_one_line_and_the_help_still_work
     assert program.returncode == 0 and program.stdout.strip() in ("x1", "x2"), program.stderr
 
 
+def test_a_settings_check_that_raises_is_one_line_naming_the_plugin(tmp_path: Path) -> None:
+    env = plugin_site(tmp_path, "bad", "from berrymq.hookspecs import hookimpl\n@hookimpl\n"
+                      "def berrymq_declare_settings(schema):\n    schema.add('bad', level=int)\n"
+                      "    schema.add_check('bad', 'level', lambda v: 1 / 0)\n")
+    (tmp_path / "berrymq.toml").write_text("[berrymq.bad]\nlevel = 1\n")
+    result = run("plugins", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "berrymq: error: plugin 'bad' (bmq-outside 0.1) raised ZeroDivisionError in its check "
+        f"of the setting bad.level (set at {tmp_path / 'berrymq.toml'}:2): division by zero"
+        f"{_TURN_OFF}\n")
+
+
 _RAISES_IN = "from berrymq.hookspecs import hookimpl\n@hookimpl\ndef {hook}:\n    raise RuntimeError('boom')\n"
 _TURN_OFF = ("; uninstall it, disable it in the settings file (disable = ['bad']) or set "
              "BERRYMQ_BLOCK_PLUGINS=bad")

@@ -17,6 +17,7 @@ from helpers import clean_env, installed, run_berrymq
 import berrymq
 from berrymq import (
     Bus,
+    PluginError,
     SettingsError,
 )
 from berrymq.hookspecs import hookimpl
@@ -235,6 +236,51 @@ def test_a_plugin_table_is_checked_against_its_declared_keys_types_and_checks(
     assert info.value.line == 3
     error = _error(in_tmp, "[berrymq]\n\n[berrymq.local]\nbogus_key = 1\n")  # declares none
     assert "unknown key 'bogus_key' for plugin 'local'" in str(error) and error.line == 4
+
+
+def test_a_check_that_raises_is_an_error_naming_the_plugin_the_setting_and_the_line(
+        in_tmp: Path) -> None:
+    """It was a bare traceback (exit 1), at ``berrymq plugins`` and a program's first
+    message: the plugin's fault, named as other faults of a plugin are."""
+    class Declares:
+        @hookimpl
+        def berrymq_declare_settings(self, schema: SettingsSchema) -> None:
+            schema.add("declarer", level=int)
+            schema.add_check("declarer", "level", lambda value: str(1 / 0))
+
+    path = in_tmp / "berrymq.toml"
+    path.write_text("[berrymq.declarer]\n\nlevel = 3\n")
+    with pytest.raises(PluginError) as info:
+        PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
+    assert info.value.plugin == "declarer"
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    assert str(info.value) == (
+        "plugin 'declarer' (registered in code) raised ZeroDivisionError in its check of the "
+        f"setting declarer.level (set at {path}:3): division by zero; uninstall it, disable it "
+        "in the settings file (disable = ['declarer']) or set BERRYMQ_BLOCK_PLUGINS=declarer")
+
+
+@pytest.mark.parametrize(("declare", "problem"), [
+    (lambda schema: schema.add("declarer", level="int"),
+     "it declares the setting declarer.level as 'int', which is not a type"),
+    (lambda schema: schema.add("declarer", level=(int, "float")),
+     "it declares the setting declarer.level as (<class 'int'>, 'float'), which is not a type"),
+    (lambda schema: schema.add_check("declarer", "level", "positive"),
+     "it declares as the check of the setting declarer.level 'positive', which cannot be "
+     "called")])
+def test_a_setting_declared_with_no_type_or_check_is_the_declaring_plugins_error(
+        declare: Any, problem: str) -> None:
+    """Declared, not used: refused when the plugins load, whether a table sets the key or not."""
+    class Declares:
+        @hookimpl
+        def berrymq_declare_settings(self, schema: SettingsSchema) -> None:
+            declare(schema)
+
+    with pytest.raises(PluginError) as info:
+        PluginHost(Settings(), extra_plugins=[("declarer", Declares())])
+    assert (info.value.plugin, info.value.hook) == ("declarer", "berrymq_declare_settings")
+    assert (f"plugin 'declarer' (registered in code) raised TypeError in its hook "
+            f"berrymq_declare_settings: {problem}") in str(info.value)
 
 
 def test_the_check_of_a_path_sees_it_relative_to_the_settings_file(in_tmp: Path) -> None:
