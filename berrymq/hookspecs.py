@@ -15,6 +15,11 @@ starts or closes it and never under the bus's lock. :func:`berrymq_observe_messa
 the only per-message hook, and the bus calls it only when some active plugin implements
 it. A plugin implementing a hook that is not declared here (a misspelled name) is an
 error naming the plugin and the hook, when plugins are loaded.
+
+Every hook is called one plugin at a time, so that an exception is blamed on the plugin
+that raised it: ``tryfirst=True`` and ``trylast=True`` order the plugins, and a hook
+wrapper (``wrapper=True``, ``hookwrapper=True``), which would wrap no other plugin's
+implementation, is refused when plugins are loaded.
 """
 
 from __future__ import annotations

@@ -167,6 +167,7 @@ class PluginHost:
                            candidate.module, active, reason)
             )
         self._check_hooks()
+        self._check_wrappers()
         self._call_each("berrymq_declare_settings", schema=self.schema)
         for name in active_names:
             if name in settings.tables:
@@ -245,6 +246,23 @@ class PluginHost:
                 name, f"implements a hook berryMQ does not have: {one_line(exc)}; "
                       f"{'; '.join(renamed) + '; ' if renamed else ''}berryMQ's hooks are "
                       f"{', '.join(hooks)}") from exc
+
+    def _check_wrappers(self) -> None:
+        """A hook wrapper (``wrapper=True``, ``hookwrapper=True``) is an error naming the
+        plugin and the hook: every hook is called one plugin at a time (to blame a failure
+        on the plugin that raised, :mod:`berrymq._hook_calls`), so it would wrap nothing
+        but itself, silently."""
+        for plugin in self.pm.get_plugins():
+            for caller in self.pm.get_hookcallers(plugin) or ():
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper):
+                        option = "wrapper=True" if impl.wrapper else "hookwrapper=True"
+                        raise self._faulty(
+                            impl.plugin_name,
+                            f"marks its hook {caller.name} with {option}; berryMQ calls "
+                            "each plugin's hooks on their own, so a wrapper would wrap no "
+                            "other plugin's: order it with tryfirst=True or trylast=True "
+                            "instead", caller.name)
 
     def _activation(self, name: str, blocked: set[str]) -> tuple[bool, str]:
         settings = self.settings

@@ -139,3 +139,43 @@ def test_a_transport_whose_status_raises_is_its_plugins_error_line_and_the_other
         "error: plugin 'badnet' (registered in code) raised OSError in status() of its "
         "transport for bad://: status broke; uninstall it, disable it in the settings file "
         "(disable = ['badnet']) or set BERRYMQ_BLOCK_PLUGINS=badnet"]
+
+
+def _wrapping(option: str) -> list[tuple[str, object]]:
+    """A plugin per kind of hook (registry, bus, per message) that wraps it with ``option``."""
+    mark = hookimpl(**{option: True})
+
+    class Registry:
+        @mark
+        def berrymq_register_transports(self, registry: Any) -> Any:
+            raise AssertionError("called")
+            yield
+
+    class Start:
+        @mark
+        def berrymq_start_bus(self, bus: Bus) -> Any:
+            raise AssertionError("called")
+            yield
+
+    class Observe:
+        @mark
+        def berrymq_observe_message(self, bus: Bus, message: Message) -> Any:
+            raise AssertionError("called")
+            yield
+
+    return [("berrymq_register_transports", Registry()), ("berrymq_start_bus", Start()),
+            ("berrymq_observe_message", Observe())]
+
+
+@pytest.mark.parametrize("option", ["wrapper", "hookwrapper"])
+def test_a_hook_wrapper_is_refused_naming_plugin_and_hook(option: str) -> None:
+    """Each plugin's hooks are called on their own, so a wrapper wrapped nothing: it was
+    accepted and silently did nothing."""
+    for hook, plugin in _wrapping(option):
+        with pytest.raises(PluginError) as info:
+            PluginHost(Settings(), entry_points=False, extra_plugins=[("wraps", plugin)])
+        assert (info.value.plugin, info.value.hook) == ("wraps", hook)
+        assert str(info.value).startswith(
+            f"plugin 'wraps' (registered in code) marks its hook {hook} with {option}=True; "
+            "berryMQ calls each plugin's hooks on their own, so a wrapper would wrap no "
+            "other plugin's: order it with tryfirst=True or trylast=True instead; uninstall it")
