@@ -147,7 +147,7 @@ class Commands:
         parser: argparse.ArgumentParser = self._subparsers.add_parser(
             name, help=help, description=description or help, usage=usage, epilog=EPILOG,
             formatter_class=HelpFormatter)
-        parser.set_defaults(run=run, command_parser=parser)
+        parser.set_defaults(run=run, command_parser=parser, command_plugin=self.plugin)
         self._parsers[name] = parser
         self._owners[name] = self.plugin
         return parser
@@ -333,7 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command(run: Command, args: argparse.Namespace) -> int:
-    """``run(args)``, its errors made one line and an exit status."""
+    """``run(args)``, its errors made one line and an exit status: any other exception
+    (a plugin's command that fails) is a line naming the command, its plugin and the
+    exception, exit status 1."""
     try:
         status = run(args)
         sys.stdout.flush()  # here, not at exit: a reader that went away is seen below
@@ -348,3 +350,10 @@ def _run_command(run: Command, args: argparse.Namespace) -> int:
         return exit_status(exc)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - a plugin's command that fails: one line
+        plugin = getattr(args, "command_plugin", None)
+        owner = f" (plugin {plugin!r})" if plugin else ""
+        problem = " ".join(str(exc).split())
+        print(f"berrymq: error: the command {args.command!r}{owner} failed: "
+              f"{type(exc).__name__}{': ' + problem if problem else ''}", file=sys.stderr)
+        return EXIT_FAILURE

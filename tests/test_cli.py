@@ -284,6 +284,19 @@ def test_a_plugin_adds_a_command_through_berrymq_register_commands(
         reset_plugin_host(old)
 
 
+def test_a_plugins_command_that_raises_is_one_line_naming_command_and_plugin(
+        tmp_path: Path) -> None:
+    """A raw traceback before (exit 1 still: the run failed, the command line was right)."""
+    env = plugin_site(tmp_path, "crasher", "from berrymq.hookspecs import hookimpl\n"
+                      "def run(args):\n    raise RuntimeError('crashed\\nat last')\n"
+                      "@hookimpl\ndef berrymq_register_commands(commands):\n"
+                      "    commands.add('crash', run, help='crashes')\n")
+    result = run("crash", cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert result.stderr == ("berrymq: error: the command 'crash' (plugin 'crasher') failed: "
+                             "RuntimeError: crashed at last\n")
+
+
 def test_without_the_transport_plugins_there_is_no_serve(tmp_path: Path) -> None:
     env = {**os.environ, "BERRYMQ_BLOCK_PLUGINS": "jsonrpc-tcp,jsonrpc-http"}
     for command in ("serve", "send", "listen", "status"):  # named with what to do
