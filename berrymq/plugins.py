@@ -36,7 +36,7 @@ from berrymq._discovery import (
     install_hint,
 )
 from berrymq._hook_calls import call_each, one_line, taps
-from berrymq.errors import PluginError, PluginNotAvailable, SettingsError
+from berrymq.errors import BerryMQError, PluginError, PluginNotAvailable, SettingsError
 from berrymq.registries import (
     ReceiverKind,
     ReceiverRegistry,
@@ -312,7 +312,11 @@ class PluginHost:
         return PluginNotAvailable(what, plugin, self.how_to_get(plugin, distribution))
 
     def create_transport(self, scheme: str, bus: Bus) -> Transport:
-        """Make the transport for ``scheme`` on ``bus``, or say which plugin is missing."""
+        """Make the transport for ``scheme`` on ``bus``, or say which plugin is missing.
+
+        :raises PluginError: the factory raised (not a berryMQ error, which is raised as it
+            is): the error names the plugin and the scheme; the exception is its cause.
+        """
         factory = self.transports.factory(scheme)
         if factory is None:
             if scheme not in KNOWN_SCHEMES:
@@ -325,7 +329,13 @@ class PluginHost:
             plugin, distribution = KNOWN_SCHEMES[scheme]
             raise self._unavailable(f"no transport for {scheme}:// addresses", plugin, distribution)
         plugin = self.transports.plugin_for(scheme) or scheme
-        return factory(bus, self.settings_for(plugin))
+        try:
+            return factory(bus, self.settings_for(plugin))
+        except BerryMQError:  # a wrong setting, a plugin missing: says what to do already
+            raise
+        except Exception as exc:  # the plugin's fault, named with the scheme
+            raise self._faulty(plugin, f"raised {type(exc).__name__} making its transport "
+                                       f"for {scheme}:// addresses: {one_line(exc)}") from exc
 
     def receiver(self, name: str) -> ReceiverKind:
         """The receiver kind ``name``, or an error naming the plugin to enable."""

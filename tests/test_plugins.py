@@ -333,3 +333,25 @@ def test_nothing_is_registered_once_the_plugins_have_loaded() -> None:
                                           r"'local' is registered after the plugins loaded"):
         Bus(plugins=host)
     assert host.transports.plugin_for("local") == "local"
+
+
+def test_a_transport_factory_that_raises_is_an_error_naming_plugin_and_scheme() -> None:
+    """It reached ``bus.transport`` (so ``init_connection``, ``interconnect``...) as a bare
+    OSError, naming neither."""
+    def factory(bus: Bus, settings: Any) -> Any:
+        raise OSError("no such device")
+
+    class BadNet:
+        @hookimpl
+        def berrymq_register_transports(self, registry: Any) -> None:
+            registry.add("bad", factory)
+
+    host = PluginHost(Settings(), entry_points=False, extra_plugins=[("badnet", BadNet())])
+    with Bus(plugins=host) as bus:
+        with pytest.raises(PluginError) as info:
+            bus.transport("bad")
+        assert str(info.value).startswith(
+            "plugin 'badnet' (registered in code) raised OSError making its transport for "
+            "bad:// addresses: no such device; uninstall it")
+        assert info.value.plugin == "badnet" and isinstance(info.value.__cause__, OSError)
+        assert bus.transports() == {}
