@@ -11,6 +11,7 @@ metadata with or without the entry points of other distributions
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import logging
 import threading
@@ -146,6 +147,7 @@ class PluginHost:
                 except Exception as exc:
                     raise self._faulty(candidate.name,
                                        f"failed to load from {candidate.module}: {exc}") from exc
+                self._refuse_unmarked(candidate.name, plugin)
                 try:
                     self.pm.register(plugin, name=candidate.name)
                 except pluggy.PluginValidationError as exc:  # a parameter no hookspec has
@@ -188,6 +190,27 @@ class PluginHost:
         finally:
             registry.caller = None
             registry.closed = True
+
+    def _refuse_unmarked(self, name: str, plugin: object) -> None:
+        """A function of ``plugin`` named ``berrymq_*`` without berryMQ's ``hookimpl`` is
+        an error naming it: pluggy passes over it, so the hook meant was never called
+        while the plugin was listed as active."""
+        for attribute in sorted(dir(plugin)):
+            if not attribute.startswith("berrymq_"):
+                continue
+            value = getattr(plugin, attribute, None)
+            function = getattr(value, "__func__", value)
+            if not inspect.isfunction(function):  # a module, a class, a constant
+                continue
+            if self.pm.parse_hookimpl_opts(plugin, attribute) is not None:
+                continue
+            others = sorted(key[:-len("_impl")] for key in vars(function)
+                            if key.endswith("_impl") and key != "_impl")
+            why = (f"is marked for the hooks of {', '.join(repr(o) for o in others)}, not "
+                   "berryMQ's" if others else "is not marked with @hookimpl")
+            raise self._faulty(name, f"has a function {attribute} that {why} (from "
+                                     "berrymq.hookspecs import hookimpl), so pluggy would "
+                                     "never call it")
 
     def _faulty(self, name: str, problem: str, hook: str | None = None) -> PluginError:
         """The error for the active plugin ``name`` that cannot be loaded: it, its

@@ -127,7 +127,18 @@ class ReceiverRegistry(_NamedRegistry):
 
     def add(self, name: str, kind: ReceiverKind, *, plugin: str | None = None) -> None:
         """Make ``kind`` the calling plugin's receiver kind called ``name`` (``plugin``:
-        as for :meth:`TransportRegistry.add`)."""
+        as for :meth:`TransportRegistry.add`).
+
+        :raises TypeError: ``kind`` has no ``name`` (a non-empty str) or no ``answers``:
+            refused here, not by an AttributeError where the kind is first used.
+        """
+        kind_name = getattr(kind, "name", None)
+        lacks = [what for what, ok in (("name", isinstance(kind_name, str) and kind_name),
+                                       ("answers", hasattr(kind, "answers"))) if not ok]
+        if lacks:
+            raise TypeError(f"it registers as the receiver kind {name!r} {kind!r}, which has "
+                            f"no {' and no '.join(lacks)} (a ReceiverKind has a name, a str, "
+                            "and answers; berrymq.registries.Kind(name, answers=...) is one)")
         self._add(name, kind, plugin)
 
     def get(self, name: str) -> ReceiverKind | None:

@@ -186,6 +186,9 @@ def test_lines_from_worker_threads_never_interleave(tmp_path: Path) -> None:
 class _LinesKind:
     """A receiver kind of a user's plugin: what the public API would look up by name."""
 
+    name = "lines"
+    answers = False
+
     def follow(self, bus: berrymq.Bus, pattern: str, out: list[str]) -> berrymq.Subscription:
         return bus.subscribe(pattern, lambda m: out.append(m.id), weak=False, kind="lines")
 

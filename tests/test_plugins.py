@@ -5,9 +5,11 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import types
 from pathlib import Path
 from typing import Any
 
+import pluggy
 import pytest
 
 import berrymq
@@ -355,3 +357,50 @@ def test_a_transport_factory_that_raises_is_an_error_naming_plugin_and_scheme() 
             "bad:// addresses: no such device; uninstall it")
         assert info.value.plugin == "badnet" and isinstance(info.value.__cause__, OSError)
         assert bus.transports() == {}
+
+
+@pytest.mark.parametrize(("kind", "lacks"), [(object(), "name and no answers"),
+                                             (type("K", (), {"answers": True})(), "name"),
+                                             (type("K", (), {"name": "", "answers": True})(), "name"),
+                                             (type("K", (), {"name": "k"})(), "answers")])
+def test_a_receiver_kind_without_name_or_answers_is_refused_when_registered(
+        kind: object, lacks: str) -> None:
+    """It was accepted, and failed later with an AttributeError where it was used."""
+    class Registers:
+        @hookimpl
+        def berrymq_register_receivers(self, registry: Any) -> None:
+            registry.add("odd", kind)
+
+    with pytest.raises(PluginError) as info:
+        PluginHost(Settings(), entry_points=False, extra_plugins=[("odd", Registers())])
+    assert (info.value.plugin, info.value.hook) == ("odd", "berrymq_register_receivers")
+    assert (f"raised TypeError in its hook berrymq_register_receivers: it registers as the "
+            f"receiver kind 'odd' {kind!r}, which has no {lacks} (a ReceiverKind") in str(info.value)
+
+
+def _unmarked(bus: Bus) -> None:
+    raise AssertionError("never called")
+
+
+@pluggy.HookimplMarker("elsewhere")
+def _marked_elsewhere(bus: Bus) -> None:
+    raise AssertionError("never called")
+
+
+@pytest.mark.parametrize(("function", "why"), [
+    (_unmarked, "is not marked with @hookimpl"),
+    (_marked_elsewhere, "is marked for the hooks of 'elsewhere', not berryMQ's")])
+def test_a_berrymq_function_without_hookimpl_is_an_error_naming_it(function: Any, why: str) -> None:
+    """pluggy passes over it: the plugin was listed as active and its hook never called."""
+    plugin = types.ModuleType("unmarked_plugin")
+    plugin.berrymq_start_bus = function  # type: ignore[attr-defined]
+    plugin.berrymq_jsonrpc = types.ModuleType("berrymq_jsonrpc")  # type: ignore[attr-defined]
+    with pytest.raises(PluginError) as info:
+        PluginHost(Settings(), entry_points=False, extra_plugins=[("unmarked", plugin)])
+    assert info.value.plugin == "unmarked"
+    assert str(info.value).startswith(
+        f"plugin 'unmarked' (registered in code) has a function berrymq_start_bus that {why} "
+        "(from berrymq.hookspecs import hookimpl), so pluggy would never call it; uninstall it")
+    del plugin.berrymq_start_bus  # a module named berrymq_* is no function: it stays
+    assert PluginHost(Settings(), entry_points=False,
+                      extra_plugins=[("unmarked", plugin)]).is_active("unmarked")
