@@ -311,7 +311,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     plugins' commands are missing."""
     argv = list(sys.argv[1:] if argv is None else argv)
     open_output()  # stdout closed (>&-): output goes nowhere, as to a reader gone
+    failed = "plugins not loaded"
     try:
+        get_plugin_host()
+        # loaded: what fails now is a plugin adding its commands (a hook that raises,
+        # a command two plugins add), not the loading
+        failed = "the plugins' commands not added (the help shows berryMQ's own)"
         parser, commands = _parser_and_commands()
         _refuse_absent_command(argv, commands)
     except Exception as exc:  # the help must work whatever a plugin does (raised otherwise)
@@ -320,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"berrymq: error: {exc}", file=sys.stderr)
             return exit_status(exc)
-        print(f"berrymq: warning: plugins not loaded: {exc}", file=sys.stderr)
+        print(f"berrymq: warning: {failed}: {exc}", file=sys.stderr)
         parser, commands = _parser_and_commands(plugins=False)
     args, unknown = parser.parse_known_args(argv)
     if unknown:

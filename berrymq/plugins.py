@@ -321,14 +321,19 @@ class PluginHost:
         return self.pm.get_plugin(name) is not None
 
     def how_to_get(self, plugin: str, distribution: str) -> str:
-        """What to do to have ``plugin`` (of ``distribution``) active: install it, or
-        enable it where the settings file turned it off."""
+        """What to do to have ``plugin`` (of ``distribution``) active: install it, enable
+        it where the settings file turned it off, or unblock it where the environment
+        variable blocks it (whatever the settings file says: editing it cannot help)."""
         info = next((i for i in self._infos if i.name == plugin), None)
         if info is None:
             return install_hint(plugin, distribution)
-        hint = f"plugin {plugin!r} is installed but not active ({info.reason}); enable it"
-        if self.settings.path is not None:
-            hint += f" in {self.settings.path}"
+        hint = f"plugin {plugin!r} is installed but not active ({info.reason})"
+        if plugin in blocked_plugins():
+            return f"{hint}; remove {plugin!r} from the environment variable {BLOCK_ENV_VAR}"
+        if info.reason.startswith(("disabled", "not in the plugins list")):
+            hint += "; enable it"
+            if self.settings.path is not None:
+                hint += f" in {self.settings.path}"
         return hint
 
     def _unavailable(self, what: str, plugin: str, distribution: str) -> PluginNotAvailable:

@@ -327,7 +327,7 @@ def test_graph_url_and_serve_monitor_without_their_plugins_say_how_to_have_them(
     assert result.stderr == (
         "berrymq: error: --monitor comes from the plugin 'jsonrpc-http', which is not active: "
         "plugin 'jsonrpc-http' is installed but not active (blocked by BERRYMQ_BLOCK_PLUGINS); "
-        "enable it\n")
+        "remove 'jsonrpc-http' from the environment variable BERRYMQ_BLOCK_PLUGINS\n")
 
 
 def test_an_option_of_an_inactive_transport_says_how_to_have_it(tmp_path: Path) -> None:

@@ -33,6 +33,19 @@ def test_help_and_version_work_when_the_plugins_cannot_load(
             assert result.stdout.startswith("usage: berrymq"), result.stdout
 
 
+def test_help_says_what_failed_when_the_plugins_loaded_but_a_command_hook_raised(
+        tmp_path: Path) -> None:
+    """It said "plugins not loaded", though they had loaded."""
+    env = plugin_site(tmp_path, "bad", "from berrymq.hookspecs import hookimpl\n@hookimpl\n"
+                      "def berrymq_register_commands(commands):\n    raise KeyError('x')\n")
+    result = run("--help", cwd=tmp_path, env=env)
+    assert result.returncode == 0 and result.stdout.startswith("usage: berrymq")
+    assert result.stderr.startswith(
+        "berrymq: warning: the plugins' commands not added (the help shows berryMQ's own): "
+        "plugin 'bad' (bmq-outside 0.1) raised KeyError in its hook berrymq_register_commands"
+    ), result.stderr
+
+
 def test_version_marks_every_plugin_that_cannot_load(tmp_path: Path) -> None:
     """The load stops at the first faulty plugin: a second one (here a misspelled hook,
     which every other command refuses to run with) was listed as if it loaded."""

@@ -158,6 +158,21 @@ def test_disabled_receiver_kind(tmp_path: Path) -> None:
     bus.close()
 
 
+def test_a_plugin_blocked_by_the_environment_says_to_unblock_it_not_to_edit_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a settings file present, the hint was "enable it in .../berrymq.toml", which
+    cannot help: the variable blocks it whatever the file says."""
+    monkeypatch.setenv("BERRYMQ_BLOCK_PLUGINS", "queues")
+    bus = Bus(plugins=host_with(tmp_path, "[berrymq]\nhop_limit = 5\n"))
+    with berrymq.use_bus(bus), pytest.raises(PluginNotAvailable) as info:
+        berrymq.Queue("a:*")
+    bus.close()
+    assert str(info.value) == (
+        "receiver kind 'queues' is not available: plugin 'queues' is installed but not active "
+        "(blocked by BERRYMQ_BLOCK_PLUGINS); remove 'queues' from the environment variable "
+        "BERRYMQ_BLOCK_PLUGINS")
+
+
 class Recorder:
     """A plugin implementing the bus hooks, registered in code."""
 
