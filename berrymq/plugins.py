@@ -11,7 +11,6 @@ metadata with or without the entry points of other distributions
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
 import logging
 import threading
@@ -37,6 +36,7 @@ from berrymq._discovery import (
     install_hint,
 )
 from berrymq._hook_calls import call_each, one_line, taps
+from berrymq._hook_checks import hook_wrapper, misspelled_hook, unmarked_function
 from berrymq.errors import BerryMQError, PluginError, PluginNotAvailable, SettingsError
 from berrymq.registries import (
     ReceiverKind,
@@ -63,7 +63,6 @@ __all__ = [
     "KNOWN_SCHEMES",
     "PluginHost",
     "PluginInfo",
-    "RENAMED_HOOKS",
     "builtin_plugins",
     "get_plugin_host",
     "reset_plugin_host",
@@ -72,12 +71,6 @@ __all__ = [
 #: The receiver plugins that make up the local API that ``import berrymq`` promises. An
 #: allow-list (``plugins = [...]``) need not name them; only ``disable`` turns them off.
 CORE_RECEIVERS = frozenset({"functions", "followers", "queues"})
-
-#: Hooks renamed to verbs during 0.4's development: a plugin that still implements a former
-#: name is refused (as any unknown hook is), with its new name in the error.
-RENAMED_HOOKS = {"berrymq_bus_started": "berrymq_start_bus",
-                 "berrymq_bus_closing": "berrymq_close_bus",
-                 "berrymq_message_sent": "berrymq_observe_message"}
 
 logger = logging.getLogger("berrymq")
 
@@ -147,7 +140,9 @@ class PluginHost:
                 except Exception as exc:
                     raise self._faulty(candidate.name,
                                        f"failed to load from {candidate.module}: {exc}") from exc
-                self._refuse_unmarked(candidate.name, plugin)
+                unmarked = unmarked_function(self.pm, plugin)
+                if unmarked is not None:
+                    raise self._faulty(candidate.name, unmarked)
                 try:
                     self.pm.register(plugin, name=candidate.name)
                 except pluggy.PluginValidationError as exc:  # a parameter no hookspec has
@@ -169,7 +164,6 @@ class PluginHost:
                            candidate.module, active, reason)
             )
         self._check_hooks()
-        self._check_wrappers()
         self._call_each("berrymq_declare_settings", schema=self.schema)
         for name in active_names:
             if name in settings.tables:
@@ -190,27 +184,6 @@ class PluginHost:
         finally:
             registry.caller = None
             registry.closed = True
-
-    def _refuse_unmarked(self, name: str, plugin: object) -> None:
-        """A function of ``plugin`` named ``berrymq_*`` without berryMQ's ``hookimpl`` is
-        an error naming it: pluggy passes over it, so the hook meant was never called
-        while the plugin was listed as active."""
-        for attribute in sorted(dir(plugin)):
-            if not attribute.startswith("berrymq_"):
-                continue
-            value = getattr(plugin, attribute, None)
-            function = getattr(value, "__func__", value)
-            if not inspect.isfunction(function):  # a module, a class, a constant
-                continue
-            if self.pm.parse_hookimpl_opts(plugin, attribute) is not None:
-                continue
-            others = sorted(key[:-len("_impl")] for key in vars(function)
-                            if key.endswith("_impl") and key != "_impl")
-            why = (f"is marked for the hooks of {', '.join(repr(o) for o in others)}, not "
-                   "berryMQ's" if others else "is not marked with @hookimpl")
-            raise self._faulty(name, f"has a function {attribute} that {why} (from "
-                                     "berrymq.hookspecs import hookimpl), so pluggy would "
-                                     "never call it")
 
     def _faulty(self, name: str, problem: str, hook: str | None = None) -> PluginError:
         """The error for the active plugin ``name`` that cannot be loaded: it, its
@@ -256,36 +229,11 @@ class PluginHost:
                            ", ".join(sorted(installed or ())))
 
     def _check_hooks(self) -> None:
-        """A hook implementation with no such hook (a misspelled name) is an error."""
-        try:
-            self.pm.check_pending()
-        except pluggy.PluginValidationError as exc:
-            plugin = exc.plugin
-            name = (self.pm.get_name(plugin) if plugin is not None else None) or "?"
-            renamed = [f"{old} is now {new}" for old, new in RENAMED_HOOKS.items()
-                       if old in str(exc)]
-            hooks = sorted(h for h in dir(berrymq.hookspecs) if h.startswith("berrymq_"))
-            raise self._faulty(
-                name, f"implements a hook berryMQ does not have: {one_line(exc)}; "
-                      f"{'; '.join(renamed) + '; ' if renamed else ''}berryMQ's hooks are "
-                      f"{', '.join(hooks)}") from exc
-
-    def _check_wrappers(self) -> None:
-        """A hook wrapper (``wrapper=True``, ``hookwrapper=True``) is an error naming the
-        plugin and the hook: every hook is called one plugin at a time (to blame a failure
-        on the plugin that raised, :mod:`berrymq._hook_calls`), so it would wrap nothing
-        but itself, silently."""
-        for plugin in self.pm.get_plugins():
-            for caller in self.pm.get_hookcallers(plugin) or ():
-                for impl in caller.get_hookimpls():
-                    if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper):
-                        option = "wrapper=True" if impl.wrapper else "hookwrapper=True"
-                        raise self._faulty(
-                            impl.plugin_name,
-                            f"marks its hook {caller.name} with {option}; berryMQ calls "
-                            "each plugin's hooks on their own, so a wrapper would wrap no "
-                            "other plugin's: order it with tryfirst=True or trylast=True "
-                            "instead", caller.name)
+        """The checks of :mod:`berrymq._hook_checks` over every plugin loaded: a misspelled
+        hook or a hook wrapper is the :class:`PluginError` of :meth:`_faulty`."""
+        for problem in (misspelled_hook(self.pm), hook_wrapper(self.pm)):
+            if problem is not None:
+                raise self._faulty(problem.plugin, problem.text, problem.hook) from problem.cause
 
     def _activation(self, name: str, blocked: set[str]) -> tuple[bool, str]:
         settings = self.settings

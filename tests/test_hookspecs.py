@@ -10,10 +10,10 @@ import pytest
 from helpers import hook_names
 
 from berrymq import hookspecs, registries
+from berrymq._hook_checks import RENAMED_HOOKS
 from berrymq.bus import Bus
 from berrymq.cli import Commands
 from berrymq.message import Message
-from berrymq.plugins import RENAMED_HOOKS
 
 #: the verbs hook names start with (after ``berrymq_``)
 VERBS = ("declare", "register", "start", "close", "observe", "report")

@@ -17,9 +17,10 @@ import berrymq._starting
 import berrymq.hookspecs
 from berrymq import BerryMQError, Bus, Message, PluginError, PluginNotAvailable, SettingsError
 from berrymq._discovery import Candidate
+from berrymq._hook_checks import RENAMED_HOOKS
 from berrymq._index import DIRECT
 from berrymq.hookspecs import hookimpl
-from berrymq.plugins import RENAMED_HOOKS, PluginHost
+from berrymq.plugins import PluginHost
 from berrymq.registries import Kind
 from berrymq.settings import Settings, load_settings
 from berrymq.sources.timer import IntervalTimer
