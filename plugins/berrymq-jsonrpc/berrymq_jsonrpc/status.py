@@ -91,14 +91,21 @@ def _queue_samples(queues: list[dict[str, Any]], field: str
 
 
 def _plugins(bus: Bus) -> list[dict[str, Any]]:
+    """Each plugin with its status lines. When the status cannot be made (a wrong setting
+    a hook came upon, a plugin missing) the error is the line of the plugin it names, or
+    of every active plugin when it names none: shown, not filed where no row looks."""
     host = bus.plugins
+    infos = host.infos()
     try:
         lines = host.status(bus).lines
     except Exception as exc:  # noqa: BLE001 - a status must not fail on one plugin
-        lines = {"?": [f"status failed: {exc}"]}
+        named = getattr(exc, "plugin", None)
+        failure = [f"status failed: {exc}"]
+        lines = {info.name: failure for info in infos
+                 if info.name == named or (named is None and info.active)}
     return [{"name": info.name, "distribution": info.distribution, "version": info.version,
              "active": info.active, "reason": info.reason, "status": lines.get(info.name, [])}
-            for info in host.infos()]
+            for info in infos]
 
 
 def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:

@@ -29,8 +29,10 @@ from berrymq_jsonrpc.status import metrics_text, status_snapshot
 from berrymq_jsonrpc.status_cli import status_url
 from prometheus_client.parser import text_string_to_metric_families
 
+from berrymq.bus import Bus
 from berrymq.cli import UsageError
-from berrymq.errors import BerryMQError, QueueFull
+from berrymq.errors import BerryMQError, PluginNotAvailable, QueueFull, SettingsError
+from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.plugins import PluginHost, reset_plugin_host
@@ -388,3 +390,36 @@ def test_status_command(serve_node: Callable[..., Any], bus_factory: Callable[..
     wrong = run_status(node.urls["tcp"] if "tcp" in node.urls else "tcp://127.0.0.1:1",
                        cwd=tmp_path)
     assert wrong.returncode == 2 and "over HTTP" in wrong.stderr
+
+
+class _FailingStatus:
+    """A code plugin whose status hook raises an error that is passed on as it is (it
+    says what to do already), as a wrong setting found by the hook would be."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    @hookimpl
+    def berrymq_report_status(self, bus: Any, report: Any) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(("error", "named"), [
+    (PluginNotAvailable("no moods here", "moody", "install it"), True),
+    (SettingsError("mood must be a string"), False),  # names no plugin
+])
+def test_a_status_that_cannot_be_made_shows_why_on_the_plugins_rows(
+        error: Exception, named: bool) -> None:
+    # It was filed under the key "?", which no plugin row has: every row showed no line
+    # and the error was nowhere.
+    host = PluginHost(Settings(), entry_points=False,
+                      extra_plugins=[("moody", _FailingStatus(error))])
+    bus = Bus(plugins=host, name="moody")
+    try:
+        rows = status_snapshot(bus)["plugins"]
+    finally:
+        bus.close()
+    failed = {row["name"] for row in rows if row["status"] == [f"status failed: {error}"]}
+    # the plugin the error names; else every active one (moody, and the core's own)
+    assert failed == ({"moody"} if named else {row["name"] for row in rows if row["active"]})
+    assert len(failed) > 1 or named
