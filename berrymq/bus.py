@@ -174,20 +174,27 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
         """Close connections and transports, let plugins clean up, stop the pool, close the
         bus's :class:`~berrymq.Queue` objects (their consumers drain what is stored, then
         get :class:`~berrymq.QueueClosed`, and iteration ends); then take no new
-        receivers, peers or threads (sending still works, and reaches nobody)."""
+        receivers, peers or threads (sending still works, and reaches nobody).
+
+        A connection or transport whose ``close()`` raises does not stop the close: the
+        others are closed, the plugins' close hooks run, the pool and the bus's state are
+        closed; each such failure is logged (error, ``berrymq`` logger), and the first is
+        then raised, as the :class:`~berrymq.PluginError` naming the plugin that provides
+        it. The bus is closed either way (a second call does nothing)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             node = self.node
-        if node is not None:
-            node.close()
+        failure = node.close() if node is not None else None
         if self._starter is not None:
             self.plugins.close_bus(self)
         self.stop_pool()  # its receivers may still need per-bus state (ask's threads)
         sweep_closed_loops()  # counted before the losses write their last line
         self.extensions.close()
         self.index.clear()
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> Bus:
         return self

@@ -17,12 +17,14 @@ from __future__ import annotations
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from berrymq._delivery import deliver_talk, forward_first, looping
+from berrymq._hook_calls import one_line
 from berrymq._losses import CLOSED_FIRST, FORWARD_FAILED, LOSSES, Losses
 from berrymq._pending import sweep_closed_loops
 from berrymq._uids import UidMemory
-from berrymq.errors import QueueFull
+from berrymq.errors import PluginError, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
 
@@ -205,17 +207,69 @@ class Node:
             if connection in self.connections:
                 self.connections.remove(connection)
 
-    def close(self) -> None:
+    def close(self) -> PluginError | None:
         """Close every connection, then every transport (each delivers what it took from
         its peers before it returns, within a bound); what comes in later is counted as
-        lost (:data:`~berrymq._losses.CLOSED_FIRST`)."""
+        lost (:data:`~berrymq._losses.CLOSED_FIRST`).
+
+        One that raises does not keep the others open: each failure is logged (error, on
+        the ``berrymq`` logger) as the :class:`~berrymq.PluginError` naming the plugin
+        that provides it, and the first is returned, for :meth:`Bus.close
+        <berrymq.Bus.close>` to raise once the rest of the bus is closed too."""
+        first: PluginError | None = None
         for connection in list(self.connections):
-            connection.close()
+            failure = self._close_one(connection, "connection", _scheme_of(connection))
+            first = first or failure
         self.connections.clear()
-        for transport in list(self.transports.values()):
-            transport.close()
+        for scheme, transport in list(self.transports.items()):
+            failure = self._close_one(transport, "transport", scheme)
+            first = first or failure
         self.transports.clear()
         self.closed = True
+        return first
+
+    def _close_one(self, closing: Connection | Transport, what: str,
+                   scheme: str) -> PluginError | None:
+        """Close ``closing`` (a ``what`` of ``scheme``); what it raises is the
+        :class:`PluginError` naming its plugin, logged and returned."""
+        try:
+            closing.close()
+        except Exception as exc:  # one plugin's failure must not stop the rest: logged
+            failure = _close_failure(self.bus, closing, what, scheme, exc)
+            logger.error("bus %s: %s", self.bus.name, failure, exc_info=exc)
+            return failure
+        return None
+
+
+def _scheme_of(connection: Connection) -> str:
+    """The URL scheme of ``connection``'s peer address, or ``"?"``."""
+    try:
+        return urlsplit(str(getattr(connection, "address", ""))).scheme.lower() or "?"
+    except ValueError:
+        return "?"
+
+
+def _close_failure(bus: Bus, closing: object, what: str, scheme: str,
+                  exc: Exception) -> PluginError:
+    """The error of a ``what`` (``"connection"``, ``"transport"``) of ``scheme`` whose
+    ``close()`` raised ``exc``: it names the plugin that provides the scheme, and its
+    distribution when known."""
+    try:
+        plugins = bus.plugins
+        plugin = plugins.transports.plugin_for(scheme) or scheme
+        info = next((i for i in plugins.infos() if i.name == plugin), None)
+    except Exception:  # noqa: BLE001 - a host that cannot load names no plugin
+        plugin, info = scheme, None
+    origin = f" ({info.distribution} {info.version})" if info is not None else ""
+    address = getattr(closing, "address", None)
+    if address is not None:
+        what = f"{what} to {address}"
+    error = PluginError(
+        f"plugin {plugin!r}{origin}: its {scheme}:// {what} raised "
+        f"{type(exc).__name__} in close(): {one_line(exc)}; the bus's other connections and "
+        f"transports were closed", plugin)
+    error.__cause__ = exc
+    return error
 
 
 class NodeSide:

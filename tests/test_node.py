@@ -4,15 +4,22 @@ receipt, passing messages on)."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+from typing import Any
 
 import pytest
 from helpers import FullLink
 
 import berrymq
-from berrymq import Bus, Message, QueueFull
+import berrymq.transports.base
+from berrymq import Bus, Message, PluginError, QueueFull
 from berrymq._index import DIRECT, FORWARD
+from berrymq.hookspecs import hookimpl
 from berrymq.identifier import parse
+from berrymq.plugins import PluginHost
+from berrymq.settings import Settings
+from berrymq.state import StateKey
 
 
 @pytest.fixture
@@ -184,3 +191,75 @@ def test_a_refused_forward_is_raised_with_the_local_failures(how: str) -> None:
         assert [type(e) for e in caught.value.exceptions] == [ValueError, QueueFull]
         assert caught.value.exceptions[1].not_forwarded  # counted, not to be counted again
         assert bus.losses.total == 1  # the message that did not go is counted too
+
+
+class _BadTransport(berrymq.transports.base.Transport):
+    """A plugin's transport whose close() raises, and whose connections' do too."""
+
+    def listen(self, address: str) -> str:
+        return address
+
+    def interconnect(self, address: str, ttl: float) -> Any:
+        return _BadConnection(address)
+
+    connect_oneway = interconnect
+
+    def connect_via_queue(self, address: str, pattern: Any, ttl: float) -> Any:
+        raise TypeError("no queues")
+
+    def close(self) -> None:
+        raise OSError("bad transport close failed")
+
+
+class _BadConnection(berrymq.transports.base.Connection):
+    style = "oneway"
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def send(self, message: Message) -> None:
+        pass
+
+    def close(self) -> None:
+        raise OSError("bad connection close failed")
+
+
+def test_a_transport_or_connection_whose_close_raises_does_not_stop_the_close(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A probe found the rest of the bus left open: a TCP server still listening, no
+    close hook run, the pool and the state never closed (and a second close did nothing)."""
+    closed: list[str] = []
+
+    class BadNet:
+        @hookimpl
+        def berrymq_register_transports(self, registry: Any) -> None:
+            registry.add("bad", _BadTransport, plugin="badnet")
+
+        @hookimpl
+        def berrymq_close_bus(self, bus: Bus) -> None:
+            closed.append("close hook")
+
+    key = StateKey("test.closed", lambda bus: "value", close=closed.append)
+    bus = Bus(multiplicity=1, plugins=PluginHost(Settings(), extra_plugins=[("badnet", BadNet())]))
+    bus.transport("bad").listen("bad://x")
+    bus.track_connection(bus.transport("bad").connect_oneway("bad://x", 60))
+    tcp = bus.transport("tcp").listen("tcp://127.0.0.1:0")
+    port = int(tcp.rsplit(":", 1)[1])
+    outgoing = bus.transport("tcp").connect_oneway(tcp, 60)
+    bus.track_connection(outgoing)
+    bus.state(key)
+    with caplog.at_level(logging.ERROR, logger="berrymq"), \
+            pytest.raises(PluginError, match=r"plugin .badnet.*bad:// connection to bad://x raised OSError in "
+                                             r"close\(\): bad connection close failed") as info:
+        bus.close()
+    assert info.value.plugin == "badnet"
+    assert bus.closed and bus.pool is None and bus.connections() == [] and bus.transports() == {}
+    assert closed == ["close hook", "value"]
+    assert outgoing.closed  # type: ignore[attr-defined]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    failures = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(failures) == 2
+    assert "bad:// connection" in failures[0] and "bad connection close failed" in failures[0]
+    assert "bad:// transport" in failures[1] and "bad transport close failed" in failures[1]
+    bus.close()  # closed once, for good: nothing more to do, nothing raised
