@@ -93,6 +93,10 @@ class Node:
         #: the connection made last, kept after it closed: an error can then say which
         #: connection closed and why, not only that none is open
         self.last_made: Connection | None = None
+        #: what :meth:`close` is closing at this moment, ``(what, scheme)`` such as
+        #: ``("transport", "tcp")``, else None: for a caller that waits for a close with a
+        #: deadline (``berrymq serve``) to name what keeps it
+        self.closing: tuple[str, str] | None = None
 
     # -- going out ---------------------------------------------------------------------
 
@@ -232,12 +236,15 @@ class Node:
                    scheme: str) -> PluginError | None:
         """Close ``closing`` (a ``what`` of ``scheme``); what it raises is the
         :class:`PluginError` naming its plugin, logged and returned."""
+        self.closing = (what, scheme)
         try:
             closing.close()
         except Exception as exc:  # one plugin's failure must not stop the rest: logged
             failure = _close_failure(self.bus, closing, what, scheme, exc)
             logger.error("bus %s: %s", self.bus.name, failure, exc_info=exc)
             return failure
+        finally:
+            self.closing = None
         return None
 
 

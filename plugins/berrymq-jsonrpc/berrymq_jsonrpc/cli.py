@@ -6,7 +6,7 @@
   over JSON-RPC and prints each bound URL on a line of its own (``serving
   tcp://127.0.0.1:7000``; with ``--json`` one object ``{"serving": [...], "pid": N}``),
   then runs until Ctrl-C, SIGINT or SIGTERM, closes every server and connection, and
-  exits 0.
+  exits 0 (see :func:`_stop_serving` for a close that hangs or fails, and a second signal).
 - ``berrymq send [URL] ID [ARGS...]`` sends one message, ``send [URL] -`` one per line of
   stdin; ``berrymq listen [URL] PATTERN`` prints what matches; ``berrymq graph [URL]``
   draws a node's network. A left-out URL is the ``BERRYMQ_URL`` environment variable.
@@ -31,9 +31,11 @@ from typing import Any
 
 from berrymq import network
 from berrymq.api import init_connection
+from berrymq.bus import Bus
 from berrymq.cli import Commands, UsageError, add_json_option, print_json, show_graph, write_output
 from berrymq.default import get_bus
 from berrymq.errors import QueueClosed, TransportError
+from berrymq.plugins import KNOWN_SCHEMES
 from berrymq.receivers.queues import Queue
 from berrymq_jsonrpc.cli_listen import run_listen
 from berrymq_jsonrpc.cli_send import run_send
@@ -56,6 +58,10 @@ PRINT_QUEUE_SIZE = 10_000
 
 #: How long a stopping ``serve --print`` waits for its printers to write what they hold.
 PRINT_DRAIN_WAIT = 10.0
+
+#: How long a stopping ``serve`` waits for its bus to close, by default (``--stop-timeout``):
+#: berryMQ's own transports take up to 10 s to deliver what they took from peers.
+STOP_WAIT = 20.0
 
 
 # -- serve -------------------------------------------------------------------------------------
@@ -141,6 +147,123 @@ def _finish_printing(printers: list[tuple[Queue, threading.Thread]], timeout: fl
                   f"was not read within {timeout:g}s of the stop", file=sys.stderr, flush=True)
 
 
+class _SecondStop(Exception):
+    """Raised in the main thread by a stop signal that comes while ``serve`` stops."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+def _raise_second_stop(signum: int, frame: FrameType | None) -> None:
+    _ignore_stop_signals()  # a third one cannot break the report of the second
+    raise _SecondStop(signum)
+
+
+def _ignore_stop_signals() -> None:
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+class _Closing:
+    """The close of a stopping ``serve``'s bus, in a thread of its own (a daemon, which
+    the process does not wait for at exit), so that a plugin's ``close()`` that never
+    returns cannot keep the command from ending: berryMQ's own transports first (the
+    node stops accepting at once, whatever a plugin does next), then the whole bus."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        #: the built-in transport ``serve`` closes itself at this moment (its scheme)
+        self.scheme: str | None = None
+        #: a line for each part that raised in its close
+        self.errors: list[str] = []
+        #: set once the close returned (waited on, not the thread: a join that a signal
+        #: interrupts takes the thread for ended)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="berrymq-serve-close",
+                                       daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._close()
+        finally:
+            self.done.set()
+
+    def _close(self) -> None:
+        bus = self.bus
+        for scheme, transport in bus.transports().items():
+            if _plugin_of(bus, scheme) == KNOWN_SCHEMES.get(scheme, ("",))[0]:
+                self.scheme = scheme
+                try:
+                    transport.close()  # idempotent: the bus's close then passes over it
+                except Exception as exc:  # noqa: BLE001 - said on stderr; the rest still closes
+                    self.errors.append(f"the {scheme}:// transport of plugin "
+                                       f"{_plugin_of(bus, scheme)!r} raised "
+                                       f"{type(exc).__name__} in close(): {exc}")
+        self.scheme = None
+        try:
+            bus.close()
+        except Exception as exc:  # noqa: BLE001 - a plugin's close (a PluginError naming it)
+            self.errors.append(str(exc))
+
+    def what_is_left(self) -> str:
+        """What the close is waiting for now, for a line on stderr."""
+        node = self.bus.node
+        part = ("transport", self.scheme) if self.scheme is not None else (
+            node.closing if node is not None else None)
+        if part is None:
+            return ("the bus's close (a plugin's berrymq_close_bus hook, the worker pool or "
+                    "a plugin's per-bus state) has not returned")
+        what, scheme = part
+        return (f"the {scheme}:// {what} of plugin {_plugin_of(self.bus, scheme)!r} has not "
+                f"returned from close()")
+
+
+def _plugin_of(bus: Bus, scheme: str) -> str:
+    return bus.plugins.transports.plugin_for(scheme) or scheme
+
+
+def _stop_serving(bus: Bus | None, printers: list[tuple[Queue, threading.Thread]],
+                  wait: float, unblock: Callable[[], None]) -> int:
+    """Close ``bus`` (see :class:`_Closing`) for up to ``wait`` seconds, then let the
+    printers write what they hold; returns the exit status. Called in the main thread
+    with the stop signals blocked (or their handlers raising): from here on a SIGINT or
+    SIGTERM is a second one, and ends the command at once (128 + its number) with a line
+    that says what it cut short. A close that takes longer than ``wait`` is named on
+    stderr and left to the process's end (exit 1); so is a part that raised in its close.
+    """
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _raise_second_stop)
+    if bus is None:  # the run failed before it had a bus: nothing to close
+        _ignore_stop_signals()
+        return 0
+    closing = _Closing(bus)
+    doing = "closing"
+    try:
+        closing.thread.start()  # the signals still blocked: the thread never takes one
+        unblock()  # a second signal pending since the first is raised here
+        if not closing.done.wait(wait):
+            _ignore_stop_signals()
+            print(f"berrymq: error: the node did not close within {wait:g}s: "
+                  f"{closing.what_is_left()}; exiting without it", file=sys.stderr, flush=True)
+            return 1
+        doing = "printing the messages it had acknowledged"
+        _finish_printing(printers, PRINT_DRAIN_WAIT)
+        _ignore_stop_signals()
+    except _SecondStop as stop:
+        left = "" if closing.done.is_set() else f": {closing.what_is_left()}"
+        print(f"berrymq: stopped by a second {stop} while {doing}{left}", file=sys.stderr,
+              flush=True)
+        for printed, _ in printers:
+            if printed.qsize():
+                print(f"berrymq: {printed.qsize()} message(s) of {printed.pattern} not printed",
+                      file=sys.stderr, flush=True)
+        return 128 + stop.signum
+    for error in closing.errors:
+        print(f"berrymq: error: {error}", file=sys.stderr, flush=True)
+    return 1 if closing.errors else 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     schemes: list[tuple[str, int]] = args.serve_schemes
     given = {scheme: getattr(args, f"serve_{scheme}") or [] for scheme, _ in schemes}
@@ -149,65 +272,59 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()  # never set: the main thread waits for a signal
     bus = None
     printers: list[tuple[Queue, threading.Thread]] = []
-    try:
-        with _signals_stop() as wait_for_signals:
-            try:
-                bus = get_bus()
-                urls, named = checked_addresses(bus, given)
-                for check in args.serve_checks:  # plugins' own serve options (--monitor)
-                    address = check(bus, args)
-                    if isinstance(address, tuple):
-                        named.append(address)
-                refuse_duplicates(named)
-                # the printers follow before anything is served: a client that sends as
-                # soon as the node says it serves is printed (it was not, now and then)
-                for pattern in args.print or []:
-                    printers.append(_start_printer(pattern, args.json))
-                bound = []
-                for url in urls:
-                    try:
-                        bound.append(init_connection(url))
-                    except (ValueError, TransportError) as exc:
-                        # a malformed address, or one that needs a secret: fix the command
-                        raise UsageError(f"cannot serve {url}: {exc}") from None
-                    except OSError as exc:  # e.g. the port is in use: the run failed
-                        raise TransportError(f"cannot serve {url}: {exc}") from None
-                    if not args.json:
-                        print(f"serving {bound[-1]}", flush=True)
-                started: dict[str, Any] = {}
-                for start in args.serve_starters:  # plugins' own serve options (--monitor)
-                    served = start(bus, args)
-                    if isinstance(served, dict):
-                        started.update(served)
-                if args.json:
-                    print_json({"serving": bound, **started, "pid": os.getpid()})
-                else:
-                    for name, url in started.items():
-                        print(f"{name} {url}", flush=True)
-                print("press Ctrl-C to stop", file=sys.stderr, flush=True)
-                if hasattr(signal, "sigwait") and hasattr(signal, "pthread_sigmask"):
-                    # Take the signal synchronously (it is still blocked): no handler
-                    # runs inside a lock, so nothing can break the shutdown.
-                    signal.sigwait(_STOP_SIGNALS)
-                else:
-                    wait_for_signals()
-                    stop.wait()
-            except (KeyboardInterrupt, _Stop):
-                pass
-            finally:
-                # One stop is enough: a second Ctrl-C or SIGTERM during the shutdown is
-                # ignored (and discarded when the mask is lifted), so it stays clean.
-                for signum in _STOP_SIGNALS:
-                    signal.signal(signum, signal.SIG_IGN)
-                if bus is not None:
-                    bus.close()
-                    bus = None
-    finally:
-        if bus is not None:
-            bus.close()
-    _finish_printing(printers, PRINT_DRAIN_WAIT)
-    print("stopped", file=sys.stderr, flush=True)
-    return 0
+    with _signals_stop() as wait_for_signals:
+        try:
+            bus = get_bus()
+            urls, named = checked_addresses(bus, given)
+            for check in args.serve_checks:  # plugins' own serve options (--monitor)
+                address = check(bus, args)
+                if isinstance(address, tuple):
+                    named.append(address)
+            refuse_duplicates(named)
+            # the printers follow before anything is served: a client that sends as
+            # soon as the node says it serves is printed (it was not, now and then)
+            for pattern in args.print or []:
+                printers.append(_start_printer(pattern, args.json))
+            bound = []
+            for url in urls:
+                try:
+                    bound.append(init_connection(url))
+                except (ValueError, TransportError) as exc:
+                    # a malformed address, or one that needs a secret: fix the command
+                    raise UsageError(f"cannot serve {url}: {exc}") from None
+                except OSError as exc:  # e.g. the port is in use: the run failed
+                    raise TransportError(f"cannot serve {url}: {exc}") from None
+                if not args.json:
+                    print(f"serving {bound[-1]}", flush=True)
+            started: dict[str, Any] = {}
+            for start in args.serve_starters:  # plugins' own serve options (--monitor)
+                served = start(bus, args)
+                if isinstance(served, dict):
+                    started.update(served)
+            if args.json:
+                print_json({"serving": bound, **started, "pid": os.getpid()})
+            else:
+                for name, url in started.items():
+                    print(f"{name} {url}", flush=True)
+            print("press Ctrl-C to stop", file=sys.stderr, flush=True)
+            if hasattr(signal, "sigwait") and hasattr(signal, "pthread_sigmask"):
+                # Take the signal synchronously (it is still blocked): no handler
+                # runs inside a lock, so nothing can break the shutdown.
+                signal.sigwait(_STOP_SIGNALS)
+            else:
+                wait_for_signals()
+                stop.wait()
+        except (KeyboardInterrupt, _Stop):
+            pass
+        except BaseException:
+            # The run failed (it is said on the way out): the node is closed as on a
+            # stop, within the same bound.
+            _stop_serving(bus, [], args.stop_timeout, wait_for_signals)
+            raise
+        status = _stop_serving(bus, printers, args.stop_timeout, wait_for_signals)
+    if status == 0:
+        print("stopped", file=sys.stderr, flush=True)
+    return status
 
 
 # -- graph URL -------------------------------------------------------------------------------
@@ -254,6 +371,12 @@ def register_commands(commands: Commands) -> None:
                         "(as listen does; it does not answer ask); repeatable")
     add_json_option(p, 'the bound addresses as one JSON object {"serving": [URL...], '
                        '"pid": N}, and the --print messages as listen --json does')
+    p.add_argument("--stop-timeout", type=seconds_argument, default=STOP_WAIT,
+                   metavar="SECONDS",
+                   help="on SIGTERM or Ctrl-C, seconds to wait for the node to close (its "
+                        "servers, connections and plugins) before exiting with status 1 "
+                        "and naming what did not close; a second signal ends it at once "
+                        f"(default {STOP_WAIT:g})")
     p.set_defaults(serve_schemes=[], serve_starters=[], serve_checks=[])
 
     p = commands.add(

@@ -23,7 +23,7 @@ import pytest
 from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line
 from berrymq_jsonrpc.cli import server_url
 from berrymq_jsonrpc.cli_support import format_message, parse_value
-from helpers import clean_env
+from helpers import clean_env, plugin_site
 from helpers import run_berrymq as run
 
 from berrymq.message import Message
@@ -295,12 +295,86 @@ def test_a_node_with_a_secret(tmp_path: Path, procs: list[Proc]) -> None:
 
 
 def test_serve_stops_cleanly_on_a_second_signal(node: tuple[Proc, str, str]) -> None:
+    """Whether the second signal is taken while the node closes (it then ends at once,
+    128 + its number; both may be pending, and either taken first) or after (0): no
+    traceback, and a last line that says which."""
     server, _, _ = node
     server.process.send_signal(signal.SIGTERM)
-    server.process.send_signal(signal.SIGINT)  # while it stops: no traceback, still 0
-    assert server.process.wait(timeout=DEADLINE) == 0
+    server.process.send_signal(signal.SIGINT)
+    status = server.process.wait(timeout=DEADLINE)
     err = server.rest_of("err")
-    assert "Traceback" not in "\n".join(err) and err[-1] == "stopped", err
+    assert "Traceback" not in "\n".join(err), err
+    if status != 0:
+        second = signal.Signals(status - 128)
+        assert second in (signal.SIGINT, signal.SIGTERM), (status, err)
+        assert err[-1].startswith(f"berrymq: stopped by a second {second.name} while "), err
+    else:
+        assert err[-1] == "stopped", err
+
+
+#: An outside plugin whose transport, started with every bus, never returns from close().
+_HANGING_PLUGIN = """
+import sys, threading
+from berrymq.hookspecs import hookimpl
+from berrymq.transports.base import Transport
+
+class Hanging(Transport):
+    def listen(self, address):
+        return address
+    def interconnect(self, address, ttl):
+        raise TypeError("no connections")
+    connect_oneway = interconnect
+    def connect_via_queue(self, address, pattern, ttl):
+        raise TypeError("no connections")
+    def close(self):
+        print("hang: closing", file=sys.stderr, flush=True)
+        threading.Event().wait()
+
+@hookimpl
+def berrymq_register_transports(registry):
+    registry.add("hang", Hanging, plugin="hang")
+
+@hookimpl
+def berrymq_start_bus(bus):
+    bus.transport("hang").listen("hang://here")  # before serve's own: closed first, once
+"""
+
+
+def _serve_with_a_hanging_plugin(tmp_path: Path, procs: list[Proc], *options: str) -> tuple[Proc, int]:
+    """``serve --tcp`` with that plugin, stopped by SIGTERM; returns once the plugin's close
+    began, after the node's own TCP server closed (it is refused at once)."""
+    server = Proc("serve", "--tcp", "127.0.0.1:0", *options, cwd=tmp_path,
+                  env=plugin_site(tmp_path, "hang", _HANGING_PLUGIN))
+    procs.append(server)
+    port = int(server.line().rsplit(":", 1)[1])
+    assert server.line("err") == "press Ctrl-C to stop"
+    server.process.send_signal(signal.SIGTERM)
+    assert server.line("err") == "hang: closing"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=DEADLINE).close()
+    return server, port
+
+
+def test_serve_stops_within_its_stop_timeout_when_a_plugin_does_not_close(
+        tmp_path: Path, procs: list[Proc]) -> None:
+    """A probe found ``serve`` with such a plugin unstoppable but by SIGKILL, silently:
+    still running 31 s after SIGTERM, SIGTERM and SIGINT."""
+    server, _ = _serve_with_a_hanging_plugin(tmp_path, procs, "--stop-timeout", "3")
+    assert server.process.wait(timeout=DEADLINE) == 1
+    assert server.rest_of("err") == [
+        "berrymq: error: the node did not close within 3s: the hang:// transport of plugin "
+        "'hang' has not returned from close(); exiting without it"]
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_ends_serve_at_once_while_a_plugin_does_not_close(
+        tmp_path: Path, procs: list[Proc], second: signal.Signals) -> None:
+    server, _ = _serve_with_a_hanging_plugin(tmp_path, procs)  # the stop timeout: 20 s
+    server.process.send_signal(second)
+    assert server.process.wait(timeout=DEADLINE) == 128 + second
+    assert server.rest_of("err") == [
+        f"berrymq: stopped by a second {second.name} while closing: the hang:// transport of "
+        "plugin 'hang' has not returned from close()"]
 
 
 def test_serve_stops_on_sigterm_while_clients_are_connected(
