@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from berrymq.node import Forwarder
 
 __all__ = ["Answer", "BusOwner", "TalkAnswer", "deliver", "deliver_talk", "drop_tracebacks",
-           "failed", "forward_first", "looping", "not_awaited", "raise_errors", "run_here",
+           "failed", "forward_first", "looping", "not_awaited", "observe", "raise_errors", "run_here",
            "send", "with_refusal"]
 
 logger = logging.getLogger("berrymq")
@@ -144,16 +144,43 @@ def drop_tracebacks(*errors: BaseException | None) -> None:
                 drop_tracebacks(*error.exceptions)
 
 
-def raise_errors(ident: Identifier, errors: list[Exception]) -> NoReturn:
+def raise_errors(ident: Identifier, errors: list[Exception], observers: int = 0) -> NoReturn:
     """Raise what :func:`deliver` collected: a lone refusal as itself, else a group.
+
+    :param observers: how many of ``errors``, at their end, are observers' failures
+        (:func:`observe`): a lone one is raised as itself too.
 
     ``errors`` is emptied: the frames the exception passes through (the sender's, and
     :func:`deliver`'s, reached from the receiver's) hold that list, and a frame that held
     the exception raised through it would keep it, its message and its frames in a cycle
     until the cyclic collector ran (see :func:`drop_tracebacks`)."""
-    if len(errors) == 1 and isinstance(errors[0], QueueFull):
+    if len(errors) == 1 and (observers or isinstance(errors[0], QueueFull)):
         raise errors.pop()
+    if observers:
+        raise ExceptionGroup(f"{len(errors) - observers} receiver(s) and {observers} "
+                             f"observer(s) of {ident} failed", _emptied(errors))
     raise ExceptionGroup(f"{len(errors)} receiver(s) of {ident} failed", _emptied(errors))
+
+
+def observe(bus: Bus, message: Message, errors: list[Exception] | None) -> None:
+    """Show ``message`` to every tap of ``bus`` (the plugins' ``berrymq_observe_message``),
+    then raise what the receivers left to raise (``errors``) and what the taps raised.
+
+    One tap that raises does not keep the message from the others, nor its failure the
+    receivers' from the sender: they all come in one :class:`ExceptionGroup`, the
+    receivers' first (a lone failure, a tap's or a refusal, is raised as itself); see
+    :func:`raise_errors`."""
+    observers = 0
+    for tap in bus.taps:
+        try:
+            tap(bus=bus, message=message)
+        except Exception as exc:  # noqa: BLE001 - raised below, with the others
+            if errors is None:
+                errors = []
+            errors.append(exc)
+            observers += 1
+    if errors:
+        raise_errors(message[0], errors, observers)
 
 
 def _emptied(errors: list[Exception]) -> list[Exception]:
@@ -334,7 +361,7 @@ def deliver_talk(bus: Bus, message: Message, reply_to: Identifier,
         errors = run_here(bus, route, message, TalkAnswer(bus, reply_to, message[3] + 1))
     if refused is not None:
         errors, refused = with_refusal(errors, refused), None
-    for tap in bus.taps:  # as Bus.dispatch: a talk message is observed like any other
-        tap(bus=bus, message=message)
-    if errors:
+    if bus.taps:  # as Bus.dispatch: a talk message is observed like any other
+        observe(bus, message, errors)
+    elif errors:
         raise_errors(message[0], errors)

@@ -33,6 +33,7 @@ from berrymq._delivery import (
     deliver_talk,
     forward_first,
     looping,
+    observe,
     raise_errors,
     run_here,
     send,
@@ -238,9 +239,9 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
                       else run_here(self, route, message, None))
         if refused is not None:
             errors, refused = with_refusal(errors, refused), None
-        for tap in self.taps:
-            tap(bus=self, message=message)
-        if errors:
+        if self.taps:  # every one runs; what they raise is raised with the receivers' errors
+            observe(self, message, errors)
+        elif errors:
             raise_errors(message[0], errors)
 
     def talk(self, identifier: str | Identifier, callback_identifier: str | Identifier, /,

@@ -156,7 +156,10 @@ def berrymq_observe_message(bus: Bus, message: Message) -> None:
     active plugin implements this hook (checked once when the bus starts).
 
     Implementations run on the sender's path: keep them quick and never raise (an
-    exception reaches the sender as a :class:`~berrymq.PluginError` naming the plugin).
+    exception reaches the sender as a :class:`~berrymq.PluginError` naming the plugin;
+    the other plugins' implementations still see the message, and with the receivers'
+    errors of ``raise_errors``, or other plugins' failures, it is raised in one
+    :class:`ExceptionGroup` with them).
 
     :param bus: the bus the message was sent on.
     :param message: the message, as the receivers got it.

@@ -420,3 +420,52 @@ def test_a_berrymq_function_without_hookimpl_is_an_error_naming_it(function: Any
     del plugin.berrymq_start_bus  # a module named berrymq_* is no function: it stays
     assert PluginHost(Settings(), entry_points=False,
                       extra_plugins=[("unmarked", plugin)]).is_active("unmarked")
+class _Observer:
+    """A plugin's observer that keeps what it sees, or raises."""
+
+    def __init__(self, seen: list[str], fails: bool = False) -> None:
+        self.seen = seen
+        self.fails = fails
+
+    @hookimpl
+    def berrymq_observe_message(self, bus: Bus, message: Message) -> None:
+        self.seen.append(message.id)
+        if self.fails:
+            raise RuntimeError("observer broke")
+
+
+def test_an_observer_that_raises_hides_neither_the_receivers_errors_nor_other_observers() -> None:
+    """A probe found the receivers' ExceptionGroup (raise_errors) neither raised nor
+    logged, and the other plugin's observer skipped, once one observer raised."""
+    first: list[str] = []
+    second: list[str] = []
+    host = PluginHost(Settings(), entry_points=False, extra_plugins=[
+        ("fails", _Observer(first, fails=True)), ("sees", _Observer(second))])
+    with Bus(plugins=host, raise_errors=True) as bus:
+        def receiver(message: Message) -> None:
+            raise KeyError("receiver broke")
+
+        bus.subscribe("y:*", receiver, weak=False)
+        for send in (lambda: bus.twitter("y:1"), lambda: bus.talk("y:1", "z:answer")):
+            with pytest.raises(ExceptionGroup, match=r"1 receiver\(s\) and 1 observer\(s\) of y:1 "
+                                                     r"failed") as info:
+                send()
+            receivers, observers = info.value.exceptions
+            assert isinstance(receivers, KeyError) and receivers.args == ("receiver broke",)
+            assert isinstance(observers, PluginError) and observers.plugin == "fails"
+        assert first == second == ["y:1", "y:1"]  # every observer saw each message
+
+        with pytest.raises(PluginError, match="plugin 'fails'.*observer broke"):
+            bus.twitter("other:1")  # no receiver: the lone observer's failure, as itself
+    assert second == ["y:1", "y:1", "other:1"]
+
+
+def test_the_failures_of_two_observers_come_together() -> None:
+    seen: list[str] = []
+    host = PluginHost(Settings(), entry_points=False, extra_plugins=[
+        ("one", _Observer(seen, fails=True)), ("two", _Observer(seen, fails=True))])
+    with Bus(plugins=host) as bus:
+        with pytest.raises(ExceptionGroup, match=r"0 receiver\(s\) and 2 observer\(s\)") as info:
+            bus.twitter("x:1")
+    assert sorted(e.plugin for e in info.value.exceptions) == ["one", "two"]  # type: ignore[attr-defined]
+    assert seen == ["x:1", "x:1"]
