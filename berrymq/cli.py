@@ -12,7 +12,8 @@ away); 2 a usage error (a bad option, identifier, pattern or URL on the command 
 wrong settings file, a plugin missing or unable to load): nothing was done. ``berrymq``
 alone prints the help and exits 0, as do ``--help`` and ``--version`` when the plugins
 cannot load. A command interrupted by Ctrl-C exits 130, except ``serve`` and
-``listen``, for which SIGINT or SIGTERM is the normal end (exit 0).
+``listen``, for which SIGINT or SIGTERM is the normal end (exit 0; ``serve`` exits 1
+when its node did not close within ``--stop-timeout``, 130 or 143 on a second signal).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ EPILOG = f"""\
 exit status: 0 done; 1 the run failed (unreachable node, refused request, node went
 away); 2 usage error (bad option, identifier, pattern or URL, wrong settings file,
 plugin missing or unable to load): nothing was done. serve and listen stopped by Ctrl-C (SIGINT) or
-SIGTERM exit 0; another command interrupted by Ctrl-C exits 130. berrymq alone prints
+SIGTERM exit 0 (serve: 1 when the node did not close within --stop-timeout, 130 or
+143 on a second signal); another command interrupted by Ctrl-C exits 130. berrymq alone prints
 this help and exits 0.
 
 environment: {URL_ENV_VAR} is the node when a command's URL is left out (e.g.
