@@ -144,9 +144,15 @@ class HttpChannel(Channel):
         if not ctype.startswith(b"application/json"):
             raise TransportError(f"{self.url} answered HTTP {status} without JSON: {data[:200]!r}")
         try:
-            return loads(data)
+            answer = loads(data)
         except ParseError as exc:
-            raise TransportError(f"{self.url} answered with malformed JSON: {exc}") from None
+            raise TransportError(f"{self.url} answered HTTP {status} with malformed JSON: "
+                                 f"{exc}") from None
+        if status != 200 and type(answer) is dict and "result" in answer:
+            # a node answers errors with other statuses (413, 503), a result with 200 only
+            raise TransportError(f"{self.url} answered HTTP {status} with a result: "
+                                 f"{data[:200]!r}")
+        return answer
 
     async def alive(self) -> bool:
         """Whether the peer's server still accepts a connection: refused or unreachable

@@ -538,3 +538,37 @@ def test_a_node_of_the_original_berrymq_is_named_as_such(buses: Buses) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(("head", "body", "says"), [
+    # a result with a status no node answers a result with: it was taken as success
+    (b"HTTP/1.0 500 Internal Server Error", None, "answered HTTP 500 with a result: "),
+    # a redirect: the error named malformed JSON and not the status
+    (b"HTTP/1.0 302 Found\r\nLocation: http://example.invalid/", b"moved",
+     "answered HTTP 302 with malformed JSON: "),
+])
+def test_the_client_names_the_status_of_an_answer_no_node_gives(
+        buses: Buses, head: bytes, body: bytes | None, says: str) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            reader = conn.makefile("rb")
+            length = 0
+            while (line := reader.readline()) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            request = json.loads(reader.read(length))
+            answer = body if body is not None else json.dumps(
+                {"jsonrpc": "2.0", "result": "t0", "id": request["id"]}).encode()
+            conn.sendall(head + b"\r\nContent-Type: application/json\r\n\r\n" + answer)
+
+    thread = threading.Thread(target=answer_once, daemon=True)
+    thread.start()
+    client = buses()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    with listener, pytest.raises(berrymq.TransportError) as failure:
+        client.transport("http").connect_oneway(url, 60)
+    thread.join(10)
+    assert str(failure.value).startswith(f"{url} {says}"), failure.value
