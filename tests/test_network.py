@@ -187,6 +187,7 @@ def test_mermaid_output(populated: dict[str, Any]) -> None:
 
 def test_a_description_renders_the_same_after_a_json_round_trip(populated: dict[str, Any]) -> None:
     description = network.describe()
+    network.check_description(description)  # what describe makes passes the check
     again = json.loads(json.dumps(description))
     for fmt in ("dot", "mermaid"):
         assert network.render(again, fmt) == network.render(description, fmt)

@@ -10,6 +10,7 @@ from typing import Any
 
 from berrymq.default import get_bus
 from berrymq.errors import RemoteError, TransportError
+from berrymq.network import check_description
 from berrymq.transports.base import url_parts
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.status_cli import get_json
@@ -24,9 +25,21 @@ _GET_ONLY = "answered HTTP 405"
 
 
 def _get_network(netloc: str, timeout: float, secret: str | None) -> dict[str, Any]:
-    result = get_json(f"http://{netloc}/network", secret=secret, timeout=timeout)
+    url = f"http://{netloc}/network"
+    return _checked(url, get_json(url, secret=secret, timeout=timeout))
+
+
+def _checked(url: str, result: object) -> dict[str, Any]:
+    """``result`` if it is a description the renderers can draw, else the TransportError
+    naming ``url`` and the first field that is wrong (a traceback from the renderers
+    before)."""
     if not isinstance(result, dict):
-        raise TransportError(f"http://{netloc}/network answered {result!r}")
+        raise TransportError(f"{url} answered the network request with {result!r:.80}")
+    try:
+        check_description(result)
+    except ValueError as exc:
+        raise TransportError(f"{url} answered the network request with a malformed "
+                             f"description: {exc}") from None
     return result
 
 
@@ -67,6 +80,4 @@ def fetch(url: str, timeout: float = 10.0, secret: str | None = None) -> dict[st
             # a --monitor address: no JSON-RPC there, but the same picture at GET /network
             return _get_network(parts.netloc, timeout, secret)
         raise TransportError(f"cannot ask {url} for its network: {exc}") from exc
-    if not isinstance(result, dict):
-        raise TransportError(f"{url} answered the network request with {result!r}")
-    return result
+    return _checked(url, result)

@@ -3,6 +3,7 @@ for over JSON-RPC (method ``network``), from minimal nodes and from a real one."
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import shutil
@@ -160,6 +161,78 @@ def test_fetch_reports_a_json_rpc_error() -> None:
         server.shutdown()
         server.server_close()
         thread.join(WAIT)
+
+
+@contextlib.contextmanager
+def _answering_network(result: object) -> Iterator[str]:
+    """A TCP node on loopback that answers every request with ``result``."""
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            for line in self.rfile:  # until the client closes
+                try:
+                    request = json.loads(line)
+                except ValueError:  # not a request: not this fake's business
+                    continue
+                reply = {"jsonrpc": "2.0", "id": request["id"], "result": result}
+                self.wfile.write(json.dumps(reply).encode() + b"\n")
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(WAIT)
+
+
+_RECEIVER = {"id": "r0", "kind": "function", "name": "f",
+             "follows": [{"pattern": "a:b", "guard": None}]}
+
+
+@pytest.mark.parametrize(("description", "named"), [
+    ({"version": 1, "receivers": "x"}, "receivers is 'x', not a list"),
+    ({"version": 1, "node": "n", "bus": "b", "receivers": [{"id": "r0"}], "senders": 5,
+      "connections": [None], "forwarders": "x", "transports": [1]}, "forwarders is 'x'"),
+    ({"senders": 5}, "senders is 5, not a list"),
+    ({"receivers": [None]}, "receivers[0] is None, not an object"),
+    ({"receivers": [{"name": "f"}]}, "receivers[0] has no 'id'"),
+    ({"receivers": [dict(_RECEIVER, id=7)]}, "receivers[0].id is 7"),
+    ({"receivers": [dict(_RECEIVER, follows=[{"guard": None}])]},
+     "receivers[0].follows[0] has no 'pattern'"),
+    ({"receivers": [dict(_RECEIVER, follows=[{"pattern": ["a:b"]}])]},
+     "receivers[0].follows[0].pattern is ['a:b']"),
+    ({"receivers": [dict(_RECEIVER, follows="a:b")]}, "receivers[0].follows is 'a:b'"),
+    ({"senders": [{"id": "s0", "sends": 5}]}, "senders[0].sends is 5"),
+    ({"senders": [{"id": "s0", "sends": [5]}]}, "senders[0].sends[0] is 5, not a string"),
+    ({"connections": [{"id": "c0"}]}, "connections[0] has no 'address'"),
+    ({"transports": [{"scheme": "tcp"}]}, "transports[0] has no 'status'"),
+    ({"transports": [1]}, "transports[0] is 1, not an object"),
+    (["not", "a", "dict"], "answered the network request with ['not'"),
+])
+def test_a_malformed_description_is_a_transport_error_naming_the_field(
+        description: object, named: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``network`` answer of the wrong shape was drawn until a renderer failed with an
+    AttributeError or TypeError (a traceback from ``berrymq graph URL``); it is a
+    TransportError naming the address and what is wrong, and the command's one error line
+    (exit 1)."""
+    with _answering_network(description) as url:
+        with pytest.raises(berrymq.TransportError) as info:
+            fetch(url, timeout=WAIT)
+        assert url in str(info.value) and named in str(info.value)
+        for fmt in ("dot", "mermaid"):
+            assert main(["graph", url, "--format", fmt]) == 1
+            err = capsys.readouterr().err
+            assert named in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_minimal_description_from_a_node_is_drawn() -> None:
+    """Fields the renderers have defaults for may be missing from an answer."""
+    with _answering_network({"receivers": [_RECEIVER]}) as url:
+        description = fetch(url, timeout=WAIT)
+    assert "r0" in network.to_dot(description) and "r0" in network.to_mermaid(description)
 
 
 # -- berrymq graph URL: a real node in another process -------------------------------------
