@@ -287,6 +287,15 @@ def _bus_lines(description: Mapping[str, Any], bus_name: str) -> list[str]:
     return lines
 
 
+def _named(prefix: str, items: list[Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Each item with the name of its node in the picture: ``prefix`` and its position
+    (``r0``, ``r1``, ...), which is the ``id`` :func:`describe` gives it. The description's
+    own ``id`` is never written: a description from another node could make it anything
+    (``r0"]; evil [...`` added statements to the DOT), or the name of another node (``p0``,
+    ``bus``) and merge the two; Mermaid has no quoting for node names at all."""
+    return [(f"{prefix}{i}", item) for i, item in enumerate(items)]
+
+
 def _dot_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
@@ -310,46 +319,45 @@ def to_dot(description: Mapping[str, Any]) -> str:
         '  node [fontname=Helvetica, fontsize=11];',
         '  edge [fontname=Helvetica, fontsize=9, color="#555555"];',
     ]
-    for sender in description.get("senders", ()):
-        sid = str(sender["id"])
+    senders = list(description.get("senders", ()))
+    receivers = list(description.get("receivers", ()))
+    for sid, sender in _named("s", senders):
         label = f"{sender.get('kind', 'sender')}\n{sender.get('name', '')}"
         out.append(f'  {sid} [label={_dot_quote(label)}, shape=cds, style=filled, '
                    'fillcolor="#e3f4df"];')
     for pattern in patterns:
         out.append(f'  {pattern_ids[pattern]} [label={_dot_quote(pattern)}, shape=ellipse, '
                    'style=filled, fillcolor="#fff3c4"];')
-    for receiver in description.get("receivers", ()):
-        rid = str(receiver["id"])
+    for rid, receiver in _named("r", receivers):
         label = "\n".join(_receiver_lines(receiver))
         if receiver.get("kind") == "queue":
             style = 'shape=cylinder, style=filled, fillcolor="#f6dfe9"'
         else:
             style = 'shape=box, style="rounded,filled", fillcolor="#dcebfb"'
         out.append(f"  {rid} [label={_dot_quote(label)}, {style}];")
-    for sender in description.get("senders", ()):
+    unreached = itertools.count()
+    for sid, sender in _named("s", senders):
         for sent in sender.get("sends", ()):
             reached = _reached(str(sent), patterns)
             if not reached:
-                out.append(f'  {sender["id"]} -> {_dot_quote(str(sent))} '
-                           f'[label={_dot_quote(str(sent))}, style=dashed];')
-                out.append(f'  {_dot_quote(str(sent))} [shape=plaintext, '
-                           'label="(no receiver)"];')
+                uid = f"u{next(unreached)}"
+                out.append(f'  {sid} -> {uid} [label={_dot_quote(str(sent))}, style=dashed];')
+                out.append(f'  {uid} [shape=plaintext, label="(no receiver)"];')
             for pattern in reached:
-                out.append(f'  {sender["id"]} -> {pattern_ids[pattern]} '
+                out.append(f'  {sid} -> {pattern_ids[pattern]} '
                            f'[label={_dot_quote(str(sent))}];')
-    for receiver in description.get("receivers", ()):
+    for rid, receiver in _named("r", receivers):
         for follow in receiver.get("follows", ()):
             attrs = ""
             if follow.get("guard"):
                 attrs = f" [label={_dot_quote('if ' + str(follow['guard']))}, style=dashed]"
-            out.append(f"  {pattern_ids[str(follow['pattern'])]} -> {receiver['id']}{attrs};")
+            out.append(f"  {pattern_ids[str(follow['pattern'])]} -> {rid}{attrs};")
     connections = list(description.get("connections", ()))
     lines = _bus_lines(description, bus_name)
     if lines:
         out.append(f'  bus [label={_dot_quote(chr(10).join(lines))}, shape=hexagon, '
                    'style=filled, fillcolor="#eeeeee"];')
-        for connection in connections:
-            cid = str(connection["id"])
+        for cid, connection in _named("c", connections):
             style = str(connection.get("style", ""))
             out.append(f'  {cid} [label={_dot_quote(str(connection["address"]))}, '
                        'shape=box3d];')
@@ -371,7 +379,8 @@ def _mm(text: str) -> str:
     # Mermaid labels in double quotes are HTML: escape quotes and angle brackets (a
     # receiver named <lambda> would be read as a tag and vanish), keep breaks as <br/>.
     escaped = text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
-    return '"' + escaped.replace("\n", "<br/>") + '"'
+    lines = escaped.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return '"' + "<br/>".join(lines) + '"'
 
 
 def to_mermaid(description: Mapping[str, Any]) -> str:
@@ -380,40 +389,40 @@ def to_mermaid(description: Mapping[str, Any]) -> str:
     pattern_ids = {p: f"p{i}" for i, p in enumerate(patterns)}
     bus_name = str(description.get("bus", "bus"))
     out = ["flowchart LR"]
-    for sender in description.get("senders", ()):
+    senders = list(description.get("senders", ()))
+    receivers = list(description.get("receivers", ()))
+    for sid, sender in _named("s", senders):
         label = f"{sender.get('kind', 'sender')}\n{sender.get('name', '')}"
-        out.append(f"  {sender['id']}>{_mm(label)}]")
+        out.append(f"  {sid}>{_mm(label)}]")
     for pattern in patterns:
         out.append(f"  {pattern_ids[pattern]}([{_mm(pattern)}])")
-    for receiver in description.get("receivers", ()):
+    for rid, receiver in _named("r", receivers):
         label = "\n".join(_receiver_lines(receiver))
         if receiver.get("kind") == "queue":
-            out.append(f"  {receiver['id']}[({_mm(label)})]")
+            out.append(f"  {rid}[({_mm(label)})]")
         else:
-            out.append(f"  {receiver['id']}({_mm(label)})")
+            out.append(f"  {rid}({_mm(label)})")
     unreached = itertools.count()
-    for sender in description.get("senders", ()):
+    for sid, sender in _named("s", senders):
         for sent in sender.get("sends", ()):
             reached = _reached(str(sent), patterns)
             if not reached:
-                out.append(f"  {sender['id']} -.->|{_mm(str(sent))}| "
+                out.append(f"  {sid} -.->|{_mm(str(sent))}| "
                            f"u{next(unreached)}[{_mm('(no receiver)')}]")
             for pattern in reached:
-                out.append(f"  {sender['id']} -->|{_mm(str(sent))}| {pattern_ids[pattern]}")
-    for receiver in description.get("receivers", ()):
+                out.append(f"  {sid} -->|{_mm(str(sent))}| {pattern_ids[pattern]}")
+    for rid, receiver in _named("r", receivers):
         for follow in receiver.get("follows", ()):
             source = pattern_ids[str(follow["pattern"])]
             if follow.get("guard"):
-                out.append(f"  {source} -.->|{_mm('if ' + str(follow['guard']))}| "
-                           f"{receiver['id']}")
+                out.append(f"  {source} -.->|{_mm('if ' + str(follow['guard']))}| {rid}")
             else:
-                out.append(f"  {source} --> {receiver['id']}")
+                out.append(f"  {source} --> {rid}")
     connections = list(description.get("connections", ()))
     lines = _bus_lines(description, bus_name)
     if lines:
         out.append(f"  bus{{{{{_mm(chr(10).join(lines))}}}}}")
-        for connection in connections:
-            cid = str(connection["id"])
+        for cid, connection in _named("c", connections):
             style = str(connection.get("style", ""))
             arrow = {"interconnect": "<-->", "queue": "<--"}.get(style, "-->")
             out.append(f"  {cid}[/{_mm(str(connection['address']))}/]")

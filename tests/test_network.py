@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -174,6 +175,51 @@ def test_labels_are_escaped() -> None:
     assert "say #quot;hi#quot;" in mermaid
     # Mermaid labels are HTML: an unescaped <lambda> would be taken for a tag and vanish
     assert "tests.#lt;locals#gt;.#lt;lambda#gt;" in mermaid and "<lambda>" not in mermaid
+
+
+HOSTILE = {
+    "bus": 'b"\n}\ndigraph y {', "node": 'n"];',
+    "receivers": [
+        {"id": 'r0"]; evil [label="x', "kind": "function", "name": 'a"\n}\ndigraph x {',
+         "follows": [{"pattern": "job:*", "guard": None}]},
+        {"id": "p0", "kind": "queue", "name": "ends in \\", "queue": {"size": 1},
+         "follows": [{"pattern": 'a:b"; x -> y; \\', "guard": None}]},
+        {"id": "bus", "kind": 'k"]\r\n; z', "name": "n",
+         "follows": [{"pattern": 'a:b"; x -> y; \\', "guard": ']; z -> w ['}]},
+    ],
+    "senders": [{"id": "s0 -> evil", "kind": "timer", "name": "t;]", "sends": ["job:x", "p0"]}],
+    "connections": [{"id": "c0\n}", "address": 'tcp://x"]; y', "style": "interconnect",
+                     "direction": "in"}],
+    "forwarders": 1, "transports": [{"scheme": 'tcp"', "status": "x\\"}],
+}
+
+
+def test_hostile_ids_and_labels_do_not_change_the_graph(graphviz_dot: str) -> None:
+    """A description from another node is drawn with the node names the picture gives
+    (kind letter and position), never its ids: ``r0"]; evil [label="x`` was written raw
+    into the DOT and added statements, and an id ``p0`` or ``bus`` merged two nodes."""
+    network.check_description(HOSTILE)
+    done = subprocess.run([graphviz_dot, "-Tjson"], input=network.to_dot(HOSTILE), text=True,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    graph = json.loads(done.stdout)
+    assert graph["name"] == "berrymq"
+    names = {obj["name"] for obj in graph["objects"]}
+    assert names == {"s0", "p0", "p1", "r0", "r1", "r2", "u0", "bus", "c0"}
+    edges = {(graph["objects"][e["tail"]]["name"], graph["objects"][e["head"]]["name"])
+             for e in graph["edges"]}
+    assert len(graph["edges"]) == 6
+    assert edges == {("s0", "p0"), ("s0", "u0"), ("p0", "r0"), ("p1", "r1"), ("p1", "r2"),
+                     ("bus", "c0")}
+    labels = {obj["name"]: obj["label"] for obj in graph["objects"]}
+    assert labels["c0"] == 'tcp://x"]; y' and 'a"\\n}\\ndigraph x {' in labels["r0"]
+
+    mermaid = network.to_mermaid(HOSTILE).splitlines()
+    assert mermaid[0] == "flowchart LR" and len(mermaid) == 1 + 9 - 1 + 6
+    node_or_edge = re.compile(r'  (s0|p[01]|r[0-2]|bus|c0)(>|\(\[|\[\(|\(|\[/|\{\{| -| <)')
+    for line in mermaid[1:]:
+        assert node_or_edge.match(line), line
+        assert line.count('"') % 2 == 0 and "\r" not in line, line
 
 
 def test_mermaid_output(populated: dict[str, Any]) -> None:
