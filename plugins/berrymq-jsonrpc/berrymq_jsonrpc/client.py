@@ -138,7 +138,11 @@ class Channel(ABC):
             raise TransportError(f"{self.url} did not answer within {wait:g}s") from None
 
     async def send_messages(self, token: str, texts: list[str], timeout: float | None = None) -> None:
-        """Send already encoded messages in one ``send_messages`` request (on the loop)."""
+        """Send already encoded messages in one ``send_messages`` request (on the loop).
+
+        :raises berrymq.TransportError: the peer could not be asked, or answered something
+            else than ``"ok"``.
+        """
         params: dict[str, Any] = {"token": token, "messages": []}
         if self.secret is not None:
             params[p.PARAM_SECRET] = self.secret
@@ -147,7 +151,12 @@ class Channel(ABC):
         # "messages":[] is the first occurrence: only the token (URL-safe text) precedes it
         text = envelope.replace('"messages":[]', '"messages":[' + ",".join(texts) + "]", 1)
         reply = await self.exchange(text, request_id, self.timeout if timeout is None else timeout)
-        parse_reply(reply, request_id, self.url)
+        result = parse_reply(reply, request_id, self.url)
+        if result != p.RESULT_OK:
+            # not an acknowledgement: a malformed answer, as one that is not JSON-RPC (the
+            # outbox reports the batch lost and the link closes)
+            raise TransportError(f"{self.url} answered send_messages with {result!r:.80}, "
+                                 f"not {p.RESULT_OK!r}")
 
 
 class Link(base.Link):
