@@ -38,6 +38,9 @@ __all__ = ["run_listen"]
 
 #: The longest pause between two attempts to reach a node that went away.
 MAX_RETRY_DELAY = 2.0
+#: A queue that lasted this long without a message before the node went away again ends
+#: the back-off: the next reconnect is at once again.
+STEADY_AFTER = 10.0
 #: How many messages the local queue of a broker listener holds before NATS waits.
 BROKER_QUEUE_SIZE = 10_000
 
@@ -127,6 +130,11 @@ class _Listen:
         self._closed = False
         self.deadline = None if args.timeout is None else time.monotonic() + args.timeout
         self.printed = 0
+        #: the pause before the next reconnect: none at first, growing while each new queue
+        #: fails again at once (a node that accepts and then drops every listener), reset
+        #: by a message or a queue that lasted
+        self._pause = 0.0
+        self._opened = time.monotonic()
 
     def left(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
@@ -140,6 +148,7 @@ class _Listen:
                 return 0
             self.source = source
         source.open()
+        self._opened = time.monotonic()
         _say(f"listening to {args.pattern} at {self.url}")
         while args.count is None or self.printed < args.count:
             left = self.left()
@@ -160,6 +169,7 @@ class _Listen:
                 if not self._reconnect(stopping):
                     break
                 continue
+            self._pause = 0.0
             received = timestamp() if args.timestamps or args.json else None
             self._write(format_message(message, args.json, received))
             self.printed += 1
@@ -182,6 +192,13 @@ class _Listen:
         assert self.source is not None
         _say("node went away; reconnecting")
         started = time.monotonic()
+        if started - self._opened >= STEADY_AFTER:
+            self._pause = 0.0
+        if self._pause:
+            left = self.left()
+            if stopping.wait(self._pause if left is None else min(self._pause, left)):
+                return False
+        self._pause = min(max(self._pause * 2, 0.05), MAX_RETRY_DELAY)
         delay = 0.05
         while not stopping.is_set():
             try:
@@ -192,7 +209,8 @@ class _Listen:
                     return False
                 delay = min(delay * 2, MAX_RETRY_DELAY)
                 continue
-            _say(f"reconnected after {time.monotonic() - started:.1f} s; messages sent "
+            self._opened = time.monotonic()
+            _say(f"reconnected after {self._opened - started:.1f} s; messages sent "
                  "meanwhile were not queued for this listener")
             return True
         return False

@@ -259,16 +259,29 @@ _UNKNOWN_TOKEN_TEXT = "the peer no longer knows this connection"
 _FORGOTTEN = "it stopped or restarted, and no longer knows this listener"
 
 
+#: how every client says that a request had no answer in time (a node stopped or cut off
+#: without closing the connection)
+_NO_ANSWER_TEXT = " did not answer within "
+
+
 def went_away(exc: BaseException) -> str | None:
-    """Why a failure of a running connection means the node went away, or None when it
-    does not (the node stopped and closed the connection, or restarted and no longer
-    knows the session: its "unknown or expired token" says so)."""
+    """Why a failure of a running connection means the node went away (it closed the
+    connection, cannot be reached, gave no answer in time, or restarted and no longer knows
+    the session: its "unknown or expired token" says so), or None when it does not.
+
+    An answer that came and is malformed (a ``get`` result that is no message, a reply that
+    is not JSON-RPC, one over the size limit) is not the node going away: the node is
+    there and answers so again, and a listener that reconnected for it turned round
+    thousands of times a second (found by an outside probe).
+    """
     if isinstance(exc, RemoteError):
         return _FORGOTTEN if exc.code == p.UNKNOWN_TOKEN else None
-    if _UNKNOWN_TOKEN_TEXT in str(exc):  # UNKNOWN_TOKEN, as jsonrpc_client.error_for raises it
+    text = str(exc)
+    if _UNKNOWN_TOKEN_TEXT in text:  # UNKNOWN_TOKEN, as jsonrpc_client.error_for raises it
         return _FORGOTTEN
-    if isinstance(exc, (TransportError, OSError)):
-        return str(exc) or type(exc).__name__
+    if isinstance(exc, (ConnectionClosed, OSError)) or (
+            isinstance(exc, TransportError) and _NO_ANSWER_TEXT in text):
+        return text or type(exc).__name__
     return None
 
 

@@ -70,14 +70,18 @@ def parse_reply(reply: Any, request_id: Any = None, peer: str | None = None) -> 
     Raises :class:`berrymq.TransportError` for a reply that is not a JSON-RPC response or
     answers another request.
     """
+    by = "" if peer is None else f"{peer}: "  # so that the error says which peer it was
     if isinstance(reply, bytes | str):
         try:
             reply = loads(reply)
         except ParseError as exc:
-            raise TransportError(f"malformed JSON-RPC reply: {exc}") from None
-    _check_reply(reply)
+            raise TransportError(f"{by}malformed JSON-RPC reply: {exc}") from None
+    try:
+        _check_reply(reply)
+    except TransportError as exc:
+        raise TransportError(f"{by}{exc}") from None
     if request_id is not None and reply["id"] != request_id and "result" in reply:
-        raise TransportError(f"reply to request {reply['id']!r}, expected {request_id!r}")
+        raise TransportError(f"{by}reply to request {reply['id']!r}, expected {request_id!r}")
     response = jsonrpcclient.parse(reply)
     if isinstance(response, jsonrpcclient.Ok):
         return response.result

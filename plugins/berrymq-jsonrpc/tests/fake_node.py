@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 #: ``answer(method, params, id)``: the reply, as an object to encode or the bytes of its
-#: text; None leaves the request unanswered.
+#: text; None leaves the request unanswered; CLOSE closes the connection instead.
 Answer = Callable[[str, Any, Any], Any]
+CLOSE = b"<close>"
 
 WAIT = 10.0
 
@@ -69,6 +70,8 @@ def fake_node(scheme: str, answer: Answer) -> Iterator[FakeNode]:
             def handle(self) -> None:
                 for line in self.rfile:  # until the client closes
                     data = node.reply(line)
+                    if data is CLOSE:
+                        return
                     if data is not None:
                         self.wfile.write(data + b"\n")
 
@@ -79,6 +82,9 @@ def fake_node(scheme: str, answer: Answer) -> Iterator[FakeNode]:
 
             def do_POST(self) -> None:
                 data = node.reply(self.rfile.read(int(self.headers["Content-Length"])))
+                if data is CLOSE:
+                    self.close_connection = True
+                    return
                 if data is None:
                     self.send_response(204)
                     self.send_header("Content-Length", "0")

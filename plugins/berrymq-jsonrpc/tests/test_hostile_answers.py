@@ -8,8 +8,8 @@ import logging
 from typing import Any
 
 import pytest
-from fake_node import WAIT, fake_node, normal
-from helpers import wait_for
+from fake_node import CLOSE, WAIT, fake_node, normal
+from helpers import run_berrymq, wait_for
 
 import berrymq
 from berrymq import Bus
@@ -34,3 +34,51 @@ def test_a_send_messages_answer_other_than_ok_is_not_an_acknowledgement(
         # logged by the I/O thread as the link closes, maybe just after flush returned
         said = f"{node.url} answered send_messages with {result!r}, not 'ok'"
         assert wait_for(lambda: said in caplog.text), caplog.text
+
+
+def _get_answered(result: Any) -> Any:
+    def answer(method: str, params: Any, rid: Any) -> Any:
+        if method == "get":
+            if isinstance(result, bytes):
+                return result
+            if isinstance(result, dict) and "error" in result:
+                return {"jsonrpc": "2.0", "id": rid, **result}
+            return {"jsonrpc": "2.0", "result": result, "id": rid}
+        return normal(method, params, rid)
+    return answer
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize(("result", "named"), [
+    (["job:x", {}, []], "answered get with a malformed message"),
+    ([1, 2, 3, 4, 5], "answered get with a malformed message"),
+    ({"error": {"code": -32002.5, "message": 7, "data": {"x": 1}}}, "malformed"),
+    ({"result": "ok", "error": {"code": 1, "message": "x"}}, "malformed"),
+])
+def test_listen_stops_at_a_malformed_get_answer(scheme: str, result: Any, named: str) -> None:
+    """A malformed answer to ``get`` is not the node going away: ``listen`` took it so,
+    reconnected at once, and did it 10,233 times in 15 s; it ends with one error line."""
+    with fake_node(scheme, _get_answered(result)) as node:
+        done = run_berrymq("listen", node.url, "job:*", "--timeout", "30", timeout=60)
+        assert done.returncode == 1, done.stderr
+        err = done.stderr.splitlines()
+        assert err[0] == f"listening to job:* at {node.url}"
+        assert len(err) == 2 and err[1].startswith("berrymq: error: ") and named in err[1], err
+        assert node.url in err[1], err
+        # one queue was opened, and closed when the command ended
+        assert node.methods.count("connect_via_queue") == 1, node.methods
+        assert node.methods[-1] == "close_connection", node.methods
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_listen_backs_off_when_every_new_queue_fails_at_once(scheme: str) -> None:
+    """A node that takes every queue and drops the connection at each ``get``: a real
+    going away each time, so listen reconnects, but with a growing pause (it opened a
+    new queue as fast as the node answered), and it closes each old queue."""
+    with fake_node(scheme, _get_answered(CLOSE)) as node:
+        done = run_berrymq("listen", node.url, "job:*", "--timeout", "2", timeout=60)
+        turns = done.stderr.count("node went away; reconnecting")
+        # pauses of 0, 0.05, 0.1, 0.2, 0.4, 0.8 s...: under 10 turns in 2 s, where it was
+        # hundreds; at least two, however loaded the machine
+        assert 2 <= turns < 10, done.stderr
+        assert node.methods.count("connect_via_queue") in (turns, turns + 1)
