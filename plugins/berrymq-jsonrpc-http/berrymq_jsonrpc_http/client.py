@@ -49,19 +49,27 @@ class _ClientConnection:
         """Send one POST; return (status, content type, body, keep-alive)."""
         self.writer.write(post(_PATH, self.host_header, body))
         answer = Answer(self.answer_limit)
-        while not answer.done:
-            try:
-                data = await self.reader.read(READ_CHUNK)
-            except OSError:
-                data = b""
-            if not data:
-                if not answer.head and reused:
-                    raise _Stale()
-                if answer.head and answer.until_close:
-                    break  # an answer whose end is the connection's end
-                raise ConnectionResetError("the server closed the connection without an answer")
-            answer.feed(data)
-        return answer.status, answer.content_type, b"".join(answer.chunks), answer.keep_alive()
+        try:
+            while not answer.done:
+                try:
+                    data = await self.reader.read(READ_CHUNK)
+                except OSError:
+                    data = b""
+                if not data:
+                    if not answer.head and reused:
+                        raise _Stale()
+                    if answer.head and answer.until_close:
+                        break  # an answer whose end is the connection's end
+                    raise ConnectionResetError(
+                        "the server closed the connection without an answer")
+                answer.feed(data)
+            return (answer.status, answer.content_type, b"".join(answer.chunks),
+                    answer.keep_alive())
+        finally:
+            # The Answer and its parser refer to each other, so only the cyclic collector
+            # frees them: drop the body read (up to the answer limit, 4 MiB by default) now,
+            # whatever happened (an answer over the limit held it until a collection).
+            answer.chunks.clear()
 
     def close(self) -> None:
         with contextlib.suppress(OSError, RuntimeError):

@@ -73,12 +73,21 @@ def fake_node(scheme: str, answer: Answer) -> Iterator[FakeNode]:
                     if data is CLOSE:
                         return
                     if data is not None:
-                        self.wfile.write(data + b"\n")
+                        try:
+                            self.wfile.write(data + b"\n")
+                        except OSError:  # the client stopped reading
+                            return
 
         server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), LineHandler)
     else:
         class PostHandler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def handle(self) -> None:
+                try:
+                    super().handle()
+                except OSError:  # the client reset the connection
+                    pass
 
             def do_POST(self) -> None:
                 data = node.reply(self.rfile.read(int(self.headers["Content-Length"])))
@@ -94,7 +103,10 @@ def fake_node(scheme: str, answer: Answer) -> Iterator[FakeNode]:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except OSError:  # the client stopped reading (an answer over its limit)
+                    self.close_connection = True
 
             def log_message(self, *args: Any) -> None:
                 pass
