@@ -107,6 +107,7 @@ __all__ = [
     "NO_QUEUE",
     "PARAM_SECRET",
     "PARSE_ERROR",
+    "MAX_ANSWERED_TOKEN",
     "PROPOSED_TOKEN_LENGTHS",
     "QUEUE_FULL",
     "REPLY_SIZE_FACTOR",
@@ -173,6 +174,27 @@ TOKEN_BYTES = 32
 #: The shortest and longest token a JSON-RPC 1.0 peer may propose in ``interconnect``
 #: (printable ASCII without spaces), as the original's clients did (a UUID, say).
 PROPOSED_TOKEN_LENGTHS = (16, 128)
+
+
+#: The longest token a client takes from a node's ``connect_*`` or ``interconnect``
+#: answer: room for every token a node issues (43 characters) or a 1.0 peer proposes
+#: (:data:`PROPOSED_TOKEN_LENGTHS`), while a node answering 3,000,000 characters (every
+#: later request would carry them) is refused.
+MAX_ANSWERED_TOKEN = 256
+
+
+def token_problem(token: object) -> str | None:
+    """What is wrong with ``token``, a token a node answered with, or None: it must be 1
+    to :data:`MAX_ANSWERED_TOKEN` printable ASCII characters without spaces."""
+    if type(token) is not str:
+        return "not a string"
+    if not token:
+        return "empty"
+    if len(token) > MAX_ANSWERED_TOKEN:
+        return f"{len(token)} characters long, over {MAX_ANSWERED_TOKEN}"
+    if not (token.isascii() and token.isprintable()) or " " in token:
+        return "not printable ASCII without spaces"
+    return None
 
 
 def proposable_token(token: str) -> bool:

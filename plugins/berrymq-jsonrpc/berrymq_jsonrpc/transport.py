@@ -57,6 +57,16 @@ async def _within(check: Coroutine[Any, Any, bool], timeout: float) -> bool:
     return await asyncio.wait_for(check, timeout)
 
 
+def _answered_token(address: str, method: str, token: object) -> str:
+    """``token``, what the node at ``address`` answered ``method`` with, if it is a token
+    (:func:`berrymq_jsonrpc.protocol.token_problem`); else a malformed answer."""
+    problem = p.token_problem(token)
+    if problem is None and isinstance(token, str):
+        return token
+    raise TransportError(f"{address} answered {method} with {token!r:.60}, not a token "
+                         f"({problem})")
+
+
 class RemoteTransport(Transport):
     """A JSON-RPC transport: serves the bus and connects it to others.
 
@@ -268,9 +278,11 @@ class RemoteTransport(Transport):
         except BaseException:
             channel.close()
             raise
-        if type(token) is not str:
+        try:
+            token = _answered_token(address, method, token)
+        except TransportError:
             channel.close()
-            raise TransportError(f"{address} answered {method} with {token!r}, not a token")
+            raise
         # ask reaches the peer over this style too (the connection adds an asker)
         return self._track(RemoteConnection(self, channel, address, style, token))
 
@@ -312,8 +324,7 @@ class RemoteTransport(Transport):
         try:
             token = channel.call(p.METHOD_INTERCONNECT,
                                  {"addr": own, "token": session.token, "ttl": ttl})
-            if type(token) is not str:
-                raise TransportError(f"{address} answered interconnect with {token!r}")
+            token = _answered_token(address, p.METHOD_INTERCONNECT, token)
         except BaseException:
             self.service.close_session(session.token, "interconnect failed")
             channel.close()

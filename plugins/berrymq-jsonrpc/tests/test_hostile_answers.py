@@ -105,3 +105,57 @@ def test_an_http_answer_over_the_limit_is_not_held_after_the_error(berrymq_bus: 
             tracemalloc.stop()
             gc.enable()
         assert held < 2 << 20, held  # was over 12 MiB: 4 MiB for each answer
+
+
+def _token_answered(token: Any) -> Any:
+    def answer(method: str, params: Any, rid: Any) -> Any:
+        if method in ("connect_oneway", "connect_via_queue", "interconnect"):
+            return {"jsonrpc": "2.0", "result": token, "id": rid}
+        return normal(method, params, rid)
+    return answer
+
+
+def _open(style: str, url: str) -> Any:
+    if style == "oneway":
+        return berrymq.connect_oneway(url)
+    if style == "queue":
+        return berrymq.connect_via_queue(url, "job:*")
+    return berrymq.interconnect(url)
+
+
+# interconnect over TCP only: over HTTP the peer would call this node's server back
+STYLES = [("tcp", "oneway"), ("http", "oneway"), ("tcp", "queue"), ("http", "queue"),
+          ("tcp", "interconnect")]
+
+
+@pytest.mark.parametrize(("scheme", "style"), STYLES)
+@pytest.mark.parametrize(("token", "problem"), [
+    ("", "empty"),
+    ("A" * 3_000_000, "3000000 characters long, over 256"),
+    ("A" * 257, "257 characters long, over 256"),
+    ("tok en", "not printable ASCII without spaces"),
+    ("t\u00f6ken-t\u00f6ken", "not printable ASCII without spaces"),
+    ("\x1b[31mred\x1b[0m", "not printable ASCII without spaces"),
+    (5, "not a string"),
+])
+def test_a_token_of_the_wrong_shape_is_a_malformed_answer(
+        scheme: str, style: str, token: Any, problem: str, berrymq_bus: Bus) -> None:
+    """``""`` and a 3,000,000-character token were taken (only the type was checked),
+    and every later request carried the 3 MB."""
+    with fake_node(scheme, _token_answered(token)) as node:
+        with pytest.raises(berrymq.TransportError) as info:
+            _open(style, node.url)
+        text = str(info.value)
+        assert text.startswith(f"{node.url} answered ") and f"not a token ({problem})" in text
+        assert len(text) < 300
+        assert "send_messages" not in node.methods
+
+
+@pytest.mark.parametrize(("scheme", "style"), STYLES)
+@pytest.mark.parametrize("token", ["x", "A" * 256, "0f8fad5b-d9cb-469f-a165-70867728950e"])
+def test_tokens_a_node_or_a_1_0_peer_may_give_are_taken(
+        scheme: str, style: str, token: str, berrymq_bus: Bus) -> None:
+    with fake_node(scheme, _token_answered(token)) as node:
+        connection = _open(style, node.url)
+        assert connection.token == token
+        connection.close()
