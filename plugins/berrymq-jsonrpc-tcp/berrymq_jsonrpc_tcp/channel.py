@@ -104,6 +104,9 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         self._writable: asyncio.Future[None] | None = None  # while over the high-water mark
         self._null_error: dict[str, Any] | None = None
         self._closed_here = False  # this end closed the connection (else the peer did)
+        #: the node answered a line over read_limit (the connecting end): what waits is
+        #: told so, not that the connection "is closed" as if this end had closed it
+        self._answer_too_large = False
 
     @property
     def serving(self) -> bool:
@@ -164,6 +167,19 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         if (self._take(lines) and len(self._rest) > self.read_limit
                 and _over(self._rest, self.read_limit)):
             self._too_large()
+
+    def _too_large(self) -> None:
+        if self.serving:
+            super()._too_large()  # a client's request: answered, counted, then closed
+            return
+        # A node's answer over the limit: nothing to tell the node; close at once and fail
+        # what waits naming the limit (it read "the connection to ... is closed", as if the
+        # user had closed it, and only a log line said why).
+        self._answer_too_large = True
+        self._closed_here = True
+        if self.transport is not None:
+            self.transport.abort()
+        self._ended()
 
     def eof_received(self) -> bool:
         if self._refused or self.closed or self._discarding:
@@ -366,7 +382,11 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
             future = self._pending.pop(key, None)
             if future is None or future.done():
                 continue
-            if null_error is not None and null_error.get("code") == p.TOO_LARGE:
+            if self._answer_too_large:
+                future.set_exception(TransportError(
+                    f"{self.url} answered with over {self.read_limit} bytes "
+                    f"({p.REPLY_SIZE_FACTOR}x the setting max_size); the connection is closed"))
+            elif null_error is not None and null_error.get("code") == p.TOO_LARGE:
                 future.set_exception(MessageTooLarge(
                     f"{self.url} refused a request over its size limit ({null_error.get('data')})"))
             else:

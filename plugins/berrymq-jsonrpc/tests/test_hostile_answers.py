@@ -159,3 +159,21 @@ def test_tokens_a_node_or_a_1_0_peer_may_give_are_taken(
         connection = _open(style, node.url)
         assert connection.token == token
         connection.close()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_an_answer_over_the_read_limit_names_the_limit(scheme: str, berrymq_bus: Bus) -> None:
+    """Over TCP it failed with "the connection to tcp://... is closed", which reads as if
+    the user had closed it (only a log line named the limit); both clients now say it."""
+    huge = b'{"jsonrpc":"2.0","result":"' + b"a" * (5 << 20) + b'","id":1}'
+    with fake_node(scheme, _get_answered(huge)) as node:
+        connection = berrymq.connect_via_queue(node.url, "job:*")
+        with pytest.raises(berrymq.TransportError) as info:
+            connection.get(timeout=WAIT)
+        assert not isinstance(info.value, berrymq.ConnectionClosed)  # not "went away"
+        text = str(info.value)
+        assert text.startswith(f"{node.url} answered with over ") and "4x the setting max_size" in text
+        # and berrymq listen ends at it with that line, exit 1
+        done = run_berrymq("listen", node.url, "job:*", "--timeout", "30", timeout=60)
+        assert done.returncode == 1 and "4x the setting max_size" in done.stderr, done.stderr
+
