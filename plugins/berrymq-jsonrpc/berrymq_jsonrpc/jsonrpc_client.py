@@ -144,8 +144,8 @@ def error_for(code: int, message: str, data: Any = None, peer: str | None = None
         to = "" if peer is None else f" to {peer}"
         return ConnectionClosed(
             f"the peer no longer knows this connection{to}: {message}{detail}")
-    if code == p.EMPTY:
-        return queue.Empty()
+    if code == p.EMPTY:  # with the error's text: an ask's ReplyError shows it
+        return queue.Empty(f"{message}{detail}")
     if code == p.TOO_LARGE:
         return MessageTooLarge(f"the peer refused a request over its size limit: {message}{detail}")
     if code == p.QUEUE_FULL:

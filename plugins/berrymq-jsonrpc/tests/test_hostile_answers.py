@@ -177,3 +177,19 @@ def test_an_answer_over_the_read_limit_names_the_limit(scheme: str, berrymq_bus:
         done = run_berrymq("listen", node.url, "job:*", "--timeout", "30", timeout=60)
         assert done.returncode == 1 and "4x the setting max_size" in done.stderr, done.stderr
 
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_an_ask_answered_empty_says_the_error_s_text(scheme: str, berrymq_bus: Bus) -> None:
+    """-32002 (*Queue is empty*) became an Empty without text, so the reply of an ask
+    answered so read "raised Empty: " and said nothing."""
+    def answer(method: str, params: Any, rid: Any) -> Any:
+        if method == "ask":
+            return {"jsonrpc": "2.0", "id": rid,
+                    "error": {"code": -32002, "message": "Queue is empty"}}
+        return normal(method, params, rid)
+
+    with fake_node(scheme, answer) as node:
+        berrymq.connect_oneway(node.url)
+        [reply] = berrymq.ask("job:x", timeout=WAIT)
+        assert isinstance(reply, berrymq.ReplyError), reply
+        assert str(reply).endswith("raised Empty: Queue is empty"), str(reply)
