@@ -11,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+from typing import Any
 
 import pytest
 from helpers import Buses, required_program, serve
@@ -276,6 +277,16 @@ def test_the_client_names_a_server_that_does_not_speak_http(buses: Buses) -> Non
         client.transport("http").connect_oneway(f"http://127.0.0.1:{tcp_port}", 60)
 
 
+def read_request(conn: socket.socket) -> Any:
+    """What a fake server here reads of the client's POST: its JSON-RPC body, parsed."""
+    reader = conn.makefile("rb")
+    length = 0
+    while (line := reader.readline()) != b"\r\n":
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return json.loads(reader.read(length))
+
+
 def test_the_client_reads_an_answer_that_ends_with_its_connection(buses: Buses) -> None:
     # an HTTP/1.0 server that gives no Content-Length: the answer is all it sends
     listener = socket.create_server(("127.0.0.1", 0))
@@ -284,12 +295,7 @@ def test_the_client_reads_an_answer_that_ends_with_its_connection(buses: Buses) 
     def answer_once() -> None:
         conn, _ = listener.accept()
         with conn:
-            reader = conn.makefile("rb")
-            length = 0
-            while (line := reader.readline()) != b"\r\n":
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            request = json.loads(reader.read(length))
+            request = read_request(conn)
             requests.append(request["method"].encode())
             conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n"
                          + json.dumps({"jsonrpc": "2.0", "result": "t0", "id": request["id"]})
@@ -554,12 +560,7 @@ def test_the_client_names_the_status_of_an_answer_no_node_gives(
     def answer_once() -> None:
         conn, _ = listener.accept()
         with conn:
-            reader = conn.makefile("rb")
-            length = 0
-            while (line := reader.readline()) != b"\r\n":
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            request = json.loads(reader.read(length))
+            request = read_request(conn)
             answer = body if body is not None else json.dumps(
                 {"jsonrpc": "2.0", "result": "t0", "id": request["id"]}).encode()
             conn.sendall(head + b"\r\nContent-Type: application/json\r\n\r\n" + answer)
