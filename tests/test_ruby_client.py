@@ -247,6 +247,41 @@ end
 """
 
 
+NOTICED_DEATH = """
+require "berrymq"
+$stdout.sync = true
+BerryMQ.connect_via_queue(ARGV[0], "x:*")
+puts "connected"
+deadline = Time.now + 30
+sleep 0.01 until BerryMQ.connections.empty? || Time.now > deadline
+begin
+  BerryMQ.get(timeout: 1)
+rescue BerryMQ::ConnectionClosed => e
+  puts "ConnectionClosed: #{e.message}"
+end
+"""
+
+
+def test_a_call_after_the_client_noticed_its_node_died_names_the_node(
+        serve: tuple[Lines, str, str]) -> None:
+    """A node killed before the get begins (the TCP reader noticed and forgot the
+    connection): the get named no node, only that no queue connection was open (it
+    failed a fresh-clone CI run of the test above, when the kill came before Ruby's get)."""
+    server, tcp, _ = serve
+    assert RUBY is not None
+    client = Lines([RUBY, "-w", "-Ilib", "-e", NOTICED_DEATH, tcp], GEM, deadline=DEADLINE)
+    try:
+        assert client.line() == "connected"
+        server.process.kill()
+        server.process.wait(timeout=DEADLINE)
+        line = client.line()
+        assert line.startswith(f"ConnectionClosed: the connection to {tcp} (queue) is lost: "), line
+        assert line.endswith("; connect again"), line
+        assert client.process.wait(timeout=DEADLINE) == 0
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_a_node_that_dies_is_reported(tmp_path: Path, serve: tuple[Lines, str, str],
                                       scheme: str) -> None:

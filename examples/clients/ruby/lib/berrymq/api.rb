@@ -167,6 +167,11 @@ module BerryMQ
       found = bus.connections.reverse.find { |c| style.nil? || c.style == style }
       return found if found
 
+      lost, error = bus.lost
+      if lost && (style.nil? || lost.style == style)
+        raise ConnectionClosed, "the connection to #{lost.url} (#{lost.style}) is lost: " \
+                                "#{error.message}; connect again"
+      end
       raise ConnectionClosed, "no queue connection is open; call connect_via_queue(addr, pattern)" if style
 
       raise ConnectionClosed, "no connection is open; call connect_oneway(addr) first"

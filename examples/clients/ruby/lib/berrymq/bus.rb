@@ -129,12 +129,24 @@ module BerryMQ
       @connections
     end
 
+    # The connection that was last lost (the node went away under it) and why, until a
+    # connection is made or closed: the module's calls then name that node, not only that
+    # no connection is open.
+    attr_reader :lost
+
     def track(connection)
-      @lock.synchronize { @connections = (@connections + [connection]).freeze }
+      @lock.synchronize do
+        @connections = (@connections + [connection]).freeze
+        @lost = nil
+      end
     end
 
-    def untrack(connection)
-      @lock.synchronize { @connections = (@connections - [connection]).freeze }
+    # Forgets +connection+; +lost+: the error that ended it, when the node went away.
+    def untrack(connection, lost: nil)
+      @lock.synchronize do
+        @connections = (@connections - [connection]).freeze
+        @lost = lost && [connection, lost]
+      end
     end
 
     # Closes every connection and forgets every receiver.

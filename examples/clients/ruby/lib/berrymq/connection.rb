@@ -243,7 +243,7 @@ module BerryMQ
 
       @closed = true
       @bus.logger.error("the connection to #{@url} (#{@style}) is lost: #{error.message}")
-      @bus.untrack(self)
+      @bus.untrack(self, lost: error)
     end
 
     # -- the node's requests to us (interconnect) ------------------------------------------
