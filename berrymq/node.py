@@ -263,11 +263,10 @@ def _close_failure(bus: Bus, closing: object, what: str, scheme: str,
     distribution when known."""
     try:
         plugins = bus.plugins
-        plugin = plugins.transports.plugin_for(scheme) or scheme
-        info = next((i for i in plugins.infos() if i.name == plugin), None)
+        plugin = plugins.provider(scheme)
+        origin = plugins.origin(plugin)
     except Exception:  # noqa: BLE001 - a host that cannot load names no plugin
-        plugin, info = scheme, None
-    origin = f" ({info.distribution} {info.version})" if info is not None else ""
+        plugin, origin = scheme, ""
     address = getattr(closing, "address", None)
     if address is not None:
         what = f"{what} to {address}"

@@ -185,17 +185,26 @@ class PluginHost:
             registry.caller = None
             registry.closed = True
 
-    def _faulty(self, name: str, problem: str, hook: str | None = None) -> PluginError:
-        """The error for the active plugin ``name`` that cannot be loaded: it, its
-        distribution and version, ``problem``, and the ways to keep it from loading."""
+    def origin(self, name: str) -> str:
+        """Where the active plugin ``name`` comes from, for an error that names it:
+        `` (distribution version)``, `` (registered in code)``, or ``""`` when unknown."""
         candidate = self._candidates.get(name)
         origin = f"{candidate.distribution} {candidate.version}".strip() if candidate else ""
         if origin and not origin.startswith("("):  # "(registered in code)" has its own
             origin = f"({origin})"
-        origin = f" {origin}" if origin else ""
+        return f" {origin}" if origin else ""
+
+    def provider(self, scheme: str) -> str:
+        """The plugin whose transport serves ``scheme`` (the scheme itself when no plugin
+        claims it), as errors and status lines name it."""
+        return self.transports.plugin_for(scheme) or scheme
+
+    def _faulty(self, name: str, problem: str, hook: str | None = None) -> PluginError:
+        """The error for the active plugin ``name`` that cannot be loaded: it, its
+        distribution and version, ``problem``, and the ways to keep it from loading."""
         return PluginError(
-            f"plugin {name!r}{origin} {problem}; uninstall it, disable it in the settings "
-            f"file (disable = [{name!r}]) or set {BLOCK_ENV_VAR}={name}", name, hook)
+            f"plugin {name!r}{self.origin(name)} {problem}; uninstall it, disable it in the "
+            f"settings file (disable = [{name!r}]) or set {BLOCK_ENV_VAR}={name}", name, hook)
 
     def _call_each(self, hook: str, announce: Callable[[str], None] | None = None,
                    failed: Callable[[str, BaseException], None] | None = None,
@@ -304,7 +313,7 @@ class PluginHost:
                 )
             plugin, distribution = KNOWN_SCHEMES[scheme]
             raise self._unavailable(f"no transport for {scheme}:// addresses", plugin, distribution)
-        plugin = self.transports.plugin_for(scheme) or scheme
+        plugin = self.provider(scheme)
         try:
             return factory(bus, self.settings_for(plugin))
         except BerryMQError:  # a wrong setting, a plugin missing: says what to do already
@@ -371,7 +380,7 @@ class PluginHost:
 
         self._call_each("berrymq_report_status", bus=bus, report=report, failed=failed)
         for scheme, transport in bus.transports().items():
-            plugin = self.transports.plugin_for(scheme) or scheme
+            plugin = self.provider(scheme)
             if plugin in report.lines:
                 continue
             try:

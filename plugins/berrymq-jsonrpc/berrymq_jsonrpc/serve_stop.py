@@ -16,8 +16,8 @@ from berrymq.bus import Bus
 from berrymq.plugins import KNOWN_SCHEMES
 from berrymq_jsonrpc.serve_print import PRINT_DRAIN_WAIT, Printers, finish_printing
 
-__all__ = ["STOP_SIGNALS", "STOP_WAIT", "Closing", "SecondStop", "Stop", "plugin_of",
-           "signals_stop", "stop_serving"]
+__all__ = ["STOP_SIGNALS", "STOP_WAIT", "Closing", "SecondStop", "Stop", "signals_stop",
+           "stop_serving"]
 
 #: How long a stopping ``serve`` waits for its bus to close, by default (``--stop-timeout``):
 #: berryMQ's own transports take up to 10 s to deliver what they took from peers.
@@ -110,13 +110,13 @@ class Closing:
     def _close(self) -> None:
         bus = self.bus
         for scheme, transport in bus.transports().items():
-            if plugin_of(bus, scheme) == KNOWN_SCHEMES.get(scheme, ("",))[0]:
+            if bus.plugins.provider(scheme) == KNOWN_SCHEMES.get(scheme, ("",))[0]:
                 self.scheme = scheme
                 try:
                     transport.close()  # idempotent: the bus's close then passes over it
                 except Exception as exc:  # noqa: BLE001 - said on stderr; the rest still closes
                     self.errors.append(f"the {scheme}:// transport of plugin "
-                                       f"{plugin_of(bus, scheme)!r} raised "
+                                       f"{bus.plugins.provider(scheme)!r} raised "
                                        f"{type(exc).__name__} in close(): {exc}")
         self.scheme = None
         try:
@@ -133,12 +133,8 @@ class Closing:
             return ("the bus's close (a plugin's berrymq_close_bus hook, the worker pool or "
                     "a plugin's per-bus state) has not returned")
         what, scheme = part
-        return (f"the {scheme}:// {what} of plugin {plugin_of(self.bus, scheme)!r} has not "
+        return (f"the {scheme}:// {what} of plugin {self.bus.plugins.provider(scheme)!r} has not "
                 f"returned from close()")
-
-
-def plugin_of(bus: Bus, scheme: str) -> str:
-    return bus.plugins.transports.plugin_for(scheme) or scheme
 
 
 def stop_serving(bus: Bus | None, printers: Printers,
