@@ -15,7 +15,7 @@ from typing import Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import netloc, split_url
-from berrymq_jsonrpc.client import Channel
+from berrymq_jsonrpc.client import Channel, NoAnswer
 from berrymq_jsonrpc.replies import reply_limit
 
 from berrymq.errors import ConnectionClosed, TransportError
@@ -135,7 +135,7 @@ class HttpChannel(Channel):
         try:
             status, ctype, data = await asyncio.wait_for(self._roundtrip(text.encode()), timeout)
         except TimeoutError:
-            raise TransportError(f"{self.url} did not answer within {timeout:g}s") from None
+            raise NoAnswer(self.url, timeout) from None
         except AnswerTooLarge:
             raise TransportError(
                 f"{self.url} answered with over {self.answer_limit} bytes ({p.REPLY_SIZE_FACTOR}x "

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.client import Channel
+from berrymq_jsonrpc.client import Channel, NoAnswer
 from berrymq_jsonrpc.jsonrpc_client import parse_reply
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.service import Service
@@ -299,7 +299,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
                 self.transport.write(text.encode() + _NL)
                 return await future
         except TimeoutError:
-            raise TransportError(f"{self.url} did not answer within {timeout:g}s") from None
+            raise NoAnswer(self.url, timeout) from None
         except (OSError, RuntimeError) as exc:
             await self.aclose()
             raise ConnectionClosed(f"{self.url}: {exc}") from None
@@ -320,7 +320,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
             reply = future.result(wait)
         except TimeoutError:
             io_loop.call_soon(self._pending.pop, request_id, None)
-            raise TransportError(f"{self.url} did not answer within {wait:g}s") from None
+            raise NoAnswer(self.url, wait) from None
         return parse_reply(reply, request_id, self.url)
 
     def _send_request(self, text: str, request_id: int, future: Handback[Any]) -> None:

@@ -25,6 +25,7 @@ from berrymq.errors import BerryMQError, ConnectionClosed, RemoteError, Transpor
 from berrymq.identifier import parse
 from berrymq.timeouts import too_long
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.client import NoAnswer
 
 __all__ = ["connect", "format_message", "keyword", "node_failure", "open_session",
            "parse_value", "pattern_argument", "port_speaks", "quiet_remote_logs",
@@ -259,11 +260,6 @@ _UNKNOWN_TOKEN_TEXT = "the peer no longer knows this connection"
 _FORGOTTEN = "it stopped or restarted, and no longer knows this listener"
 
 
-#: how every client says that a request had no answer in time (a node stopped or cut off
-#: without closing the connection)
-_NO_ANSWER_TEXT = " did not answer within "
-
-
 def went_away(exc: BaseException) -> str | None:
     """Why a failure of a running connection means the node went away (it closed the
     connection, cannot be reached, gave no answer in time, or restarted and no longer knows
@@ -279,8 +275,7 @@ def went_away(exc: BaseException) -> str | None:
     text = str(exc)
     if _UNKNOWN_TOKEN_TEXT in text:  # UNKNOWN_TOKEN, as jsonrpc_client.error_for raises it
         return _FORGOTTEN
-    if isinstance(exc, (ConnectionClosed, OSError)) or (
-            isinstance(exc, TransportError) and _NO_ANSWER_TEXT in text):
+    if isinstance(exc, (ConnectionClosed, NoAnswer, OSError)):
         return text or type(exc).__name__
     return None
 

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from berrymq.stats import NodeStats
     from berrymq_jsonrpc.sessions import Session
 
-__all__ = ["Channel", "Link"]
+__all__ = ["Channel", "Link", "NoAnswer"]
 
 logger = logging.getLogger("berrymq.remote")
 
@@ -58,6 +58,15 @@ _PEER_GRACE = 0.25
 #: Extra seconds a synchronous caller waits beyond the request's own timeout, so that the
 #: channel's deadline (with its clear error) always fires first.
 _GRACE = 1.0
+
+
+class NoAnswer(TransportError):
+    """A request to ``url`` had no answer within ``seconds``: the peer stopped, or is cut
+    off, without the connection closing (a client such as ``berrymq listen`` takes it for
+    the node going away, unlike an answer that came malformed)."""
+
+    def __init__(self, url: str, seconds: float) -> None:
+        super().__init__(f"{url} did not answer within {seconds:g}s")
 
 
 class Channel(ABC):
@@ -135,7 +144,7 @@ class Channel(ABC):
         try:
             return io_loop.run(self.acall(method, params, wait), wait + _GRACE)
         except TimeoutError:
-            raise TransportError(f"{self.url} did not answer within {wait:g}s") from None
+            raise NoAnswer(self.url, wait) from None
 
     async def send_messages(self, token: str, texts: list[str], timeout: float | None = None) -> None:
         """Send already encoded messages in one ``send_messages`` request (on the loop).
