@@ -262,18 +262,29 @@ end
 """
 
 
+def connected_then_killed(script: str, url: str, server: Lines) -> Lines:
+    """Ruby running ``script`` against the node at ``url``, once it printed "connected"
+    and the node was killed (SIGKILL, waited for): the rest of its lines are the test's."""
+    assert RUBY is not None
+    client = Lines([RUBY, "-w", "-Ilib", "-e", script, url], GEM, deadline=DEADLINE)
+    try:
+        assert client.line() == "connected"
+        server.process.kill()
+        server.process.wait(timeout=DEADLINE)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
 def test_a_call_after_the_client_noticed_its_node_died_names_the_node(
         serve: tuple[Lines, str, str]) -> None:
     """A node killed before the get begins (the TCP reader noticed and forgot the
     connection): the get named no node, only that no queue connection was open (it
     failed a fresh-clone CI run of the test above, when the kill came before Ruby's get)."""
     server, tcp, _ = serve
-    assert RUBY is not None
-    client = Lines([RUBY, "-w", "-Ilib", "-e", NOTICED_DEATH, tcp], GEM, deadline=DEADLINE)
+    client = connected_then_killed(NOTICED_DEATH, tcp, server)
     try:
-        assert client.line() == "connected"
-        server.process.kill()
-        server.process.wait(timeout=DEADLINE)
         line = client.line()
         assert line.startswith(f"ConnectionClosed: the connection to {tcp} (queue) is lost: "), line
         assert line.endswith("; connect again"), line
@@ -289,12 +300,8 @@ def test_a_node_that_dies_is_reported(tmp_path: Path, serve: tuple[Lines, str, s
     ConnectionClosed at once (not after its timeout), and later calls say so too."""
     server, tcp, http = serve
     url = tcp if scheme == "tcp" else http
-    assert RUBY is not None
-    client = Lines([RUBY, "-w", "-Ilib", "-e", WAIT_FOR_DEATH, url], GEM, deadline=DEADLINE)
+    client = connected_then_killed(WAIT_FOR_DEATH, url, server)
     try:
-        assert client.line() == "connected"
-        server.process.kill()
-        server.process.wait(timeout=DEADLINE)
         first = client.line()
         assert first.startswith("ConnectionClosed: "), first
         assert url in first
