@@ -27,6 +27,7 @@ from berrymq._uids import UidMemory
 from berrymq.errors import PluginError, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
+from berrymq.stats import stats_for
 
 if TYPE_CHECKING:
     from berrymq._index import CachedRoute
@@ -174,6 +175,7 @@ class Node:
                     return True
         uid = message[4]
         if uid is not None and not self.first_sight(uid):
+            stats_for(self.bus).duplicate()  # came back round a cycle: /status counts it
             return False
         bus = self.bus
         hops = message[3] + 1

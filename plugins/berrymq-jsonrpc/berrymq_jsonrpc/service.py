@@ -272,11 +272,8 @@ class Service(WaitingMethods):
     def _deliver(self, session: Session, message: Message,
                  reply_to: Identifier | None) -> QueueFull | None:
         """Give one message to the bus; the refusal when a full queue refused it."""
-        try:
-            # not taken: a duplicate, or over the hop limit (counted by the core: bus.losses)
-            if (not self.bus.receive(message, session.link, reply_to)
-                    and message[3] + 1 < self.bus.hop_limit):
-                self.stats.duplicate()  # stats
+        try:  # a duplicate, or one over the hop limit, is counted by the core
+            self.bus.receive(message, session.link, reply_to)
         except QueueFull as exc:
             self._refused(session, exc)
             drop_tracebacks(exc)

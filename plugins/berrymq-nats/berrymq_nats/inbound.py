@@ -270,12 +270,9 @@ class Inbound:
             return
         message, reply_to, _ = decoded
         bridge = self.bridge
-        stats = bridge.stats
-        stats.message_in(message[0], bridge.address, len(msg.data))  # stats: as JSON-RPC's
-        try:  # not sent back; not taken: seen before (it came by two subscriptions or ways)
-            if (not bridge.bus.receive(message, bridge.forwarder, reply_to)
-                    and message[3] + 1 < bridge.bus.hop_limit):  # over it: the core counts
-                stats.duplicate()  # stats
+        bridge.stats.message_in(message[0], bridge.address, len(msg.data))  # stats: as JSON-RPC's
+        try:  # not sent back; one seen before (two subscriptions or ways): the core counts
+            bridge.bus.receive(message, bridge.forwarder, reply_to)
         except Exception as exc:  # noqa: BLE001 - no sender here to raise to
             self._receivers_failed(message, exc)
 
