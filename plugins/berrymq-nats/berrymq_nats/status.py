@@ -9,10 +9,11 @@ is not connected. Made from the bridge's public state only.
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from typing import TYPE_CHECKING
 
 from berrymq.transports.base import ConnectionRow
+from berrymq.transports.styles import LinkConnection
 from berrymq_nats.losses import OUTGOING, PUBLISH_DENIED
 
 if TYPE_CHECKING:
@@ -57,8 +58,7 @@ def status_row(bridge: NatsBridge) -> ConnectionRow:
     ``connected``, ``reconnecting``, ``failed`` or ``closed``."""
     counts = bridge.losses.snapshot()
     state = "closed" if bridge.closed else bridge.state.split(maxsplit=1)[0].rstrip(":")
-    return ConnectionRow(
-        scheme="nats", address=bridge.address, style=bridge.style,
-        age_s=round(time.monotonic() - bridge.opened, 3), pending=bridge.outbox.waiting,
+    return dataclasses.replace(  # the address, style and age as every connection's
+        LinkConnection.status_row(bridge), scheme="nats", pending=bridge.outbox.waiting,
         sent=bridge.outbox.sent, lost=sum(counts.get(reason, 0) for reason in OUTGOING),
         refused=counts.get(PUBLISH_DENIED, 0), state=state)
