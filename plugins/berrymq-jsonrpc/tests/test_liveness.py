@@ -75,10 +75,14 @@ def test_a_killed_peer_of_an_interconnection_is_said_lost(
     peer = spawn()
     peer_url = peer("serve", addr=f"{scheme}://127.0.0.1:0")
     connection = transport.interconnect(peer_url, 3600)
+    def said_lost() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith(f"interconnect connection to {peer_url} lost: ")]
+
     with caplog.at_level(logging.WARNING, logger="berrymq"):
         peer.kill()
-        wait_for(lambda: connection.closed, timeout=10, what="the interconnection closed")
-    lines = [r.getMessage() for r in caplog.records
-             if r.getMessage().startswith(f"interconnect connection to {peer_url} lost: ")]
-    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+        # the line is written just after closed is set, on the thread that closes it
+        wait_for(lambda: connection.closed and said_lost(), timeout=10,
+                 what="the interconnection closed and said so")
+    assert len(said_lost()) == 1, [r.getMessage() for r in caplog.records]
     assert bus.ask("any:thing", timeout=1) == []  # asked no more: the loss was said above
