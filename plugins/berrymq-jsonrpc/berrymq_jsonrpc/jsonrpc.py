@@ -66,6 +66,7 @@ __all__ = [
     "error_object",
     "internal_error",
     "invalid_params",
+    "invalid_request",
     "validate_request",
 ]
 
@@ -85,22 +86,24 @@ def validate_request(request: Any) -> Any:
 
     The same rules as ``jsonrpcserver``'s schema (``jsonrpc`` is ``"2.0"``, ``method`` a
     string, ``params`` an array or object, ``id`` a string, number or null, no other
-    members), without its cost; a boolean ``id`` is rejected too.
+    members), without its cost; a boolean ``id`` is rejected too. The error's text says
+    what is wrong, for the client (:func:`invalid_request`).
     """
     if type(request) is not dict:
-        raise ValueError("a request is a JSON object")
+        raise ValueError("a request is a JSON object (a batch is an array of them, not nested)")
     if request.get("jsonrpc") != "2.0":
-        raise ValueError('"jsonrpc" must be "2.0"')
+        raise ValueError("the jsonrpc member must be the string 2.0, or be absent in a "
+                         "JSON-RPC 1.0 request (which a batch cannot hold)")
     if type(request.get("method")) is not str:
-        raise ValueError('"method" must be a string')
+        raise ValueError("the method member must be a string")
     if "params" in request and type(request["params"]) not in (list, dict):
-        raise ValueError('"params" must be an array or an object')
+        raise ValueError("the params member must be an array or an object")
     if "id" in request:
         ident = request["id"]
         if ident is not None and type(ident) not in (str, int, float):
-            raise ValueError('"id" must be a string, a number or null')
+            raise ValueError("the id member must be a string, a number or null")
     if not request.keys() <= _REQUEST_KEYS:
-        raise ValueError("unknown members in the request")
+        raise ValueError("a request has no members but jsonrpc, method, params and id")
     return request
 
 
@@ -161,7 +164,14 @@ def invalid_params(detail: str) -> JsonRpcError:
 
 
 _PARSE_ERROR = dumps(error_object(p.PARSE_ERROR, "Parse error")).encode()
-_INVALID_REQUEST_OBJECT = error_object(p.INVALID_REQUEST, "Invalid Request")
+_EMPTY_BATCH = "an empty batch: send at least one request"
+
+
+def invalid_request(problem: str) -> str:
+    """The answer to JSON that is no request, with ``data`` saying what is wrong
+    (``problem``: our own fixed words, never the client's text)."""
+    return dumps(error_object(p.INVALID_REQUEST, "Invalid Request", None, problem))
+
 _SANITISED_CODES = frozenset({p.INTERNAL_ERROR, -32000})
 
 
@@ -255,7 +265,7 @@ class Dispatcher:
         bound = self.bound
         if type(request) is list:
             if not request:
-                return dumps(_INVALID_REQUEST_OBJECT).encode()
+                return invalid_request(_EMPTY_BATCH).encode()
             if bound is None:
                 texts = [text for text in (self._one(member, context)[0] for member in request)
                          if text]
@@ -284,8 +294,8 @@ class Dispatcher:
         """The answer to one request, and its error code (None for a result or none)."""
         try:
             validate_request(request)
-        except ValueError:
-            return dumps(_INVALID_REQUEST_OBJECT), p.INVALID_REQUEST
+        except ValueError as problem:
+            return invalid_request(str(problem)), p.INVALID_REQUEST
         if "id" not in request and request["method"] in self._answer_only:
             return None, None  # a notification whose answer is all it does: not run
         # jsonrpcserver's own steps for one request, as its dispatch_to_response runs them

@@ -34,7 +34,7 @@ from typing import Any
 
 from berrymq.wire import byte_size, dumps
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.jsonrpc import JsonRpcError, app_error, error_object, validate_request
+from berrymq_jsonrpc.jsonrpc import JsonRpcError, app_error, error_object, invalid_request, validate_request
 
 __all__ = ["BatchBudget", "ReplyBound", "Slot", "bounded", "code_of", "current_slot",
            "no_room", "reply_limit"]
@@ -51,8 +51,6 @@ _HARMLESS_ERRORS = frozenset({p.PARSE_ERROR, p.INVALID_REQUEST, p.METHOD_NOT_FOU
                               p.LIMIT_REACHED, p.NOT_ALLOWED})
 #: What a ``{"jsonrpc":"2.0","result":...,"id":...}`` adds to its result and its id.
 _RESULT_FRAME = len('{"jsonrpc":"2.0","result":,"id":}')
-#: The answer to a batch member that is no valid request.
-_INVALID_SIZE = len(dumps(error_object(p.INVALID_REQUEST, "Invalid Request")))
 
 
 def reply_limit(max_size: int) -> int:
@@ -215,8 +213,8 @@ class BatchBudget:
         whether it always runs (see :attr:`_always`)."""
         try:
             validate_request(member)
-        except ValueError:
-            return _INVALID_SIZE, True  # its answer, whatever happens
+        except ValueError as problem:
+            return byte_size(invalid_request(str(problem))), True  # its answer, whatever happens
         if "id" not in member:
             return 0, True  # a notification: answered nothing
         frame = self._ran if member.get("method") == p.METHOD_ASK else self._not_run

@@ -168,31 +168,55 @@ def test_an_integer_of_more_digits_than_python_reads_is_a_parse_error_naming_the
     assert TOKEN.fullmatch(rpc.result("connect_oneway"))  # and the connection goes on
 
 
-@pytest.mark.parametrize("request_", [
-    {"jsonrpc": "2.0", "id": 1}, {"jsonrpc": "1.0", "method": "connect_oneway", "id": 1},
-    {"jsonrpc": "2.0", "method": 5, "id": 1}, {"jsonrpc": "2.0", "method": "get", "params": 3},
-    {"jsonrpc": "2.0", "method": "get", "id": True}, 42, "text",
-    {"jsonrpc": "2.0", "method": "connect_oneway", "params": "ttl", "id": 1},
-    {"jsonrpc": "2.0", "method": "connect_oneway", "id": {}},
-    {"jsonrpc": "2.0", "method": "connect_oneway", "id": 1, "extra": 1},
-    {"jsonrpc": "2.0", "method": [], "id": 1}, {"jsonrpc": "2.0", "method": {}, "id": 1},
-    None,
+NOT_AN_OBJECT = "a request is a JSON object (a batch is an array of them, not nested)"
+NO_VERSION = ("the jsonrpc member must be the string 2.0, or be absent in a JSON-RPC 1.0 "
+              "request (which a batch cannot hold)")
+NO_METHOD = "the method member must be a string"
+
+
+def invalid(problem: str) -> dict[str, Any]:
+    """An Invalid Request answer, whose ``data`` says what is wrong."""
+    return {"jsonrpc": "2.0", "error": {**INVALID, "data": problem}, "id": None}
+
+
+@pytest.mark.parametrize(("request_", "problem"), [
+    ({"jsonrpc": "2.0", "id": 1}, NO_METHOD),
+    ({"jsonrpc": "1.0", "method": "connect_oneway", "id": 1}, NO_VERSION),
+    ({"jsonrpc": 2.0, "method": "connect_oneway", "id": 1}, NO_VERSION),
+    ({"jsonrpc": "2.0", "method": 5, "id": 1}, NO_METHOD),
+    ({"jsonrpc": "2.0", "method": "get", "params": 3},
+     "the params member must be an array or an object"),
+    ({"jsonrpc": "2.0", "method": "get", "id": True},
+     "the id member must be a string, a number or null"),
+    (42, NOT_AN_OBJECT), ("text", NOT_AN_OBJECT),
+    ({"jsonrpc": "2.0", "method": "connect_oneway", "params": "ttl", "id": 1},
+     "the params member must be an array or an object"),
+    ({"jsonrpc": "2.0", "method": "connect_oneway", "id": {}},
+     "the id member must be a string, a number or null"),
+    ({"jsonrpc": "2.0", "method": "connect_oneway", "id": 1, "extra": 1},
+     "a request has no members but jsonrpc, method, params and id"),
+    ({"jsonrpc": "2.0", "method": [], "id": 1}, NO_METHOD),
+    ({"jsonrpc": "2.0", "method": {}, "id": 1}, NO_METHOD),
+    (None, NOT_AN_OBJECT),
 ])
-def test_invalid_requests(node: Setup, request_: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_invalid_requests_say_what_is_wrong(node: Setup, request_: Any, problem: str,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """An Invalid Request said nothing more: a client with "jsonrpc": "1.0" could not tell
+    what to change (data names the problem, in our own words)."""
     _, rpc = node
     with caplog.at_level(logging.WARNING):
-        assert rpc.send(json.dumps(request_)) == {"jsonrpc": "2.0", "error": INVALID, "id": None}
+        assert rpc.send(json.dumps(request_)) == invalid(problem)
     assert not [r for r in caplog.records if r.exc_info], caplog.text  # no traceback either
 
 
 def test_empty_batch_is_one_invalid_request(node: Setup) -> None:
     _, rpc = node
-    assert rpc.send("[]") == {"jsonrpc": "2.0", "error": INVALID, "id": None}
+    assert rpc.send("[]") == invalid("an empty batch: send at least one request")
 
 
 def test_batch_of_three_non_requests_gives_three_errors(node: Setup) -> None:
     _, rpc = node
-    assert rpc.send("[1,2,3]") == [{"jsonrpc": "2.0", "error": INVALID, "id": None}] * 3
+    assert rpc.send("[1,2,3]") == [invalid(NOT_AN_OBJECT)] * 3
 
 
 @pytest.mark.parametrize("waits", ["ask", "get"])
@@ -208,9 +232,9 @@ def test_a_batch_nested_in_a_batch_is_an_invalid_request_even_when_it_would_wait
     inner = ({"jsonrpc": "2.0", "method": "ask", "params": {"identifier": "price:quote"}, "id": 1}
              if waits == "ask" else
              {"jsonrpc": "2.0", "method": "get", "params": {"token": token, "timeout": 1}, "id": 1})
-    assert rpc.send(json.dumps([[inner]])) == [{"jsonrpc": "2.0", "error": INVALID, "id": None}]
+    assert rpc.send(json.dumps([[inner]])) == [invalid(NOT_AN_OBJECT)]
     assert rpc.send(json.dumps([{"jsonrpc": "2.0", "method": "connect_oneway", "id": 2},
-                                [inner]]))[1] == {"jsonrpc": "2.0", "error": INVALID, "id": None}
+                                [inner]]))[1] == invalid(NOT_AN_OBJECT)
     assert not asked
     assert rpc.result("get_nowait", {"token": token}) == ["nb:m", [0], {}]  # still queued
 
@@ -227,7 +251,7 @@ def test_mixed_batch_runs_its_valid_members_and_never_answers_notifications(node
         {"jsonrpc": "2.0", "method": "no_such_method", "id": 9},
     ]
     assert rpc.send(json.dumps(batch)) == [
-        {"jsonrpc": "2.0", "error": INVALID, "id": None},
+        invalid(NOT_AN_OBJECT),
         {"jsonrpc": "2.0", "result": "ok", "id": "b"},
         {"jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found",
                                      "data": "no_such_method"}, "id": 9},

@@ -519,7 +519,9 @@ def test_a_v1_member_of_a_batch_is_an_invalid_request(bus_factory: Callable[...,
     bus.subscribe("never:run", ran.append, weak=False)
     _, data = v1_post(port, b"[" + member + b"]")
     assert json.loads(data) == [{"jsonrpc": "2.0", "id": None, "error": {
-        "code": p.INVALID_REQUEST, "message": "Invalid Request"}}]
+        "code": p.INVALID_REQUEST, "message": "Invalid Request",
+        "data": "the jsonrpc member must be the string 2.0, or be absent in a JSON-RPC 1.0 "
+                "request (which a batch cannot hold)"}}]
     assert ran == []
 
 

@@ -128,8 +128,9 @@ def test_validator_is_much_cheaper_than_the_schema() -> None:
 
 
 def test_empty_batch_is_one_invalid_request() -> None:
-    assert answer(methods(), "[]") == {
-        "jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": None}
+    assert answer(methods(), "[]") == {"jsonrpc": "2.0", "error": {
+        "code": -32600, "message": "Invalid Request",
+        "data": "an empty batch: send at least one request"}, "id": None}
 
 
 def test_batch_of_non_requests_gives_one_error_each() -> None:
@@ -144,8 +145,10 @@ def test_mixed_batch_runs_its_valid_members() -> None:
     replies = answer(methods(), json.dumps(batch))
     assert replies == [
         {"jsonrpc": "2.0", "result": {"a": 1}, "id": 1},
-        {"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": None},
-        {"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": None},
+        {"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request", "data":
+            "a request is a JSON object (a batch is an array of them, not nested)"}, "id": None},
+        {"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request",
+                                     "data": "the method member must be a string"}, "id": None},
         {"jsonrpc": "2.0", "result": {"a": 2, "b": 3}, "id": "two"},
     ]
 
