@@ -96,9 +96,10 @@ for (const scheme of ['tcp', 'http']) {
       const channel = await berrymq.connect(url(), { timeout: 4 * DEADLINE });
       try {
         const start = Date.now();
-        const invalid = { jsonrpc: '2.0', error: { code: codes.INVALID_REQUEST, message: 'Invalid Request' }, id: null };
+        const invalidBecause = (data) => ({ jsonrpc: '2.0', error: { code: codes.INVALID_REQUEST, message: 'Invalid Request', data }, id: null });
+        const invalid = invalidBecause('the params member must be an array or an object');
         assert.deepEqual(await channel.batch([{ method: 'connect_oneway', params: 5 }]), [invalid]);
-        assert.deepEqual(await channel.batch([]), invalid);
+        assert.deepEqual(await channel.batch([]), invalidBecause('an empty batch: send at least one request'));
         await assert.rejects(channel.call('connect_oneway', 5), { code: codes.INVALID_REQUEST });
         // an invalid notification is answered too: that answer is tied to it, not to the next call
         // (and notify resolves with nothing, as over TCP: the node answers notifications nothing)
