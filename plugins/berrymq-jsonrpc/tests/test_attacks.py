@@ -211,9 +211,13 @@ def test_messages_in_an_expired_session_queue_are_counted(
         assert client.call("send_message", token=sender, identifier="job:x", args=[i]) == "ok"
 
     def expired() -> bool:
-        return [s["style"] for s in http_get_json(status_port, "/status")["sessions"]] == ["oneway"]
+        # the session leaves /status's sessions first; what its queue held is counted
+        # lost after, when the queue is closed on a helper thread: wait for both
+        status = http_get_json(status_port, "/status")
+        return [s["style"] for s in status["sessions"]] == ["oneway"] and bool(
+            status["lost"]["total"])
 
-    wait_for(expired, what="the queue's session to expire")
+    wait_for(expired, what="the queue's session to expire and its messages counted lost")
     lost = http_get_json(status_port, "/status")["lost"]
     assert lost["reasons"] == {"dropped: session closed with messages not taken": 5}, lost
     with urllib.request.urlopen(f"http://127.0.0.1:{status_port}/metrics", timeout=WAIT) as got:
