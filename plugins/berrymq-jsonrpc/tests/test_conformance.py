@@ -470,14 +470,21 @@ def test_ttl_expiry_frees_the_queue(scheme: str, server: Callable[..., tuple[Bus
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_use_keeps_a_session_alive(scheme: str, server: Callable[..., tuple[Bus, int]],
-                                   raw: Callable[[str, int], Raw]) -> None:
-    _, port = server(scheme)
+                                   raw: Callable[[str, int], Raw],
+                                   wait_for: Callable[..., Any]) -> None:
+    """A session of a 1 s ttl used every 0.1 s lives 2.5 s, and goes once no longer used.
+    The ttl leaves 0.9 s for a loaded machine to stall the client or the server between
+    two uses (with 0.5 s, a stall of 0.4 s expired it and the test failed)."""
+    bus, port = server(scheme)
     rpc = raw(scheme, port)
-    token = rpc.result("connect_oneway", {"ttl": 0.5})
-    deadline = time.monotonic() + 1.5
-    while time.monotonic() < deadline:  # used every 0.1 s, well within the ttl
+    token = rpc.result("connect_oneway", {"ttl": 1})
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:  # more than twice the ttl: only the use renews it
         assert rpc.result("send_message", {"token": token, "identifier": "k:a"}) == "ok"
         time.sleep(0.1)
+    service = bus.transport(scheme).service  # type: ignore[attr-defined]
+    # the ttl holds (looked up without a use, which would renew it): use alone kept it
+    wait_for(lambda: token not in service.sessions, 10, "the unused session to expire")
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
