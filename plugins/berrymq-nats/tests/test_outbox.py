@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from berrymq_nats import BrokerBufferFull, NatsBridge
 from berrymq_nats.losses import IN_FLIGHT, NOT_SENT_AT_CLOSE
-from berrymq_nats.testing import Recorder, bridge_of, held_io_loop, settle
+from berrymq_nats.testing import Recorder, bridge_of, held_io_loop, settle, wait_until
 
 from berrymq import Bus, QueueFull, TransportError
 from berrymq.testing import free_port
@@ -23,6 +23,16 @@ pytestmark = pytest.mark.broker
 
 MakeBus = Callable[..., Bus]
 Poll = Callable[..., None]
+
+
+def holding(bridge: NatsBridge) -> None:
+    """Wait until ``bridge``, its connection lost, holds what is sent in its disconnect
+    buffer. It says ``reconnecting`` before it tells its outbox (both on the I/O thread);
+    a message sent in between is queued for that thread, to be moved to the buffer only
+    later, so what is held (counted, refused when full, lost at close) could be short of
+    what the test sent."""
+    wait_until(lambda: bridge.state == "reconnecting" and not bridge.outbox.connected,
+               what="the bridge's outbox to hold what is sent")
 
 
 def test_buffer_while_disconnected_then_refuse_then_deliver(
@@ -40,7 +50,7 @@ def test_buffer_while_disconnected_then_refuse_then_deliver(
     settle(ba)  # the server confirmed it: nothing is in flight when the link goes
 
     proxy.cut()  # a's link is down; the server and b stay up
-    poll(lambda: ba.state == "reconnecting", what="the bridge to notice the lost link")
+    holding(ba)
     for i in range(5):
         a.twitter("job:go", i)
     assert "buffered 5/5 while disconnected" in ba.status()
@@ -65,12 +75,12 @@ def test_buffer_while_disconnected_then_refuse_then_deliver(
 
 
 def test_the_disconnect_buffer_is_bounded_in_bytes(
-    nats_server: Any, make_bus: MakeBus, poll: Poll,
+    nats_server: Any, make_bus: MakeBus,
 ) -> None:
     a = make_bus("a")
     ba = bridge_of(a, nats_server.url, buffer_bytes=1024, reconnect_wait=0.05)
     nats_server.stop()
-    poll(lambda: ba.state == "reconnecting", what="the bridge to see the loss")
+    holding(ba)
     for _ in range(3):
         a.twitter("big:one", "x" * 270)  # about 320 bytes each once encoded
     with pytest.raises(BrokerBufferFull, match=r"\(buffer_bytes = 1024\); message big:one was refused"):
@@ -129,12 +139,12 @@ def test_server_restart_reconnects_and_resubscribes(
 
 
 def test_closing_while_unreachable_reports_what_was_not_sent(
-    nats_server: Any, make_bus: MakeBus, poll: Poll, caplog: pytest.LogCaptureFixture,
+    nats_server: Any, make_bus: MakeBus, caplog: pytest.LogCaptureFixture,
 ) -> None:
     a = make_bus("a")
     ba = bridge_of(a, nats_server.url, reconnect_wait=0.05)
     nats_server.stop()
-    poll(lambda: ba.state == "reconnecting", what="the bridge to see the loss")
+    holding(ba)
     a.twitter("job:go", 1)
     a.twitter("job:go", 2)
     ba.close()
