@@ -251,7 +251,10 @@ def test_max_reconnect_attempts_at_the_first_connection(
     bus = configured(servers=[relay.url], max_reconnect_attempts=2, reconnect_wait=0.05,
                      connect_timeout=1)
     b = bridge(bus)
-    poll(lambda: b.state.startswith("failed"), what="the bridge to give up")
+    # the state says failed just before the outbox is closed (NatsBridge.failed): the
+    # message sent below is refused only once it is
+    poll(lambda: b.state.startswith("failed") and b.outbox.closed,
+         what="the bridge to give up and close its outbox")
     assert b.state == ("failed: gave up after 3 attempts in a row at each server "
                        "(max_reconnect_attempts = 2)")
     assert relay.accepted == 3  # the first and two more; not tried again by the bridge
