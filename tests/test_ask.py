@@ -25,7 +25,8 @@ from berrymq import (
 def test_no_receiver_gives_an_empty_list_at_once(berrymq_bus: Bus) -> None:
     started = time.monotonic()
     assert berrymq.ask("nobody:here", timeout=30) == []
-    assert time.monotonic() - started < 1.0
+    # at once: far below the 30 s waited out, with room for a loaded machine (was 1 s)
+    assert time.monotonic() - started < WAIT / 2
 
 
 def test_asks_racing_close_give_replies_or_none_never_an_error() -> None:
@@ -75,8 +76,10 @@ def ask_while_closing(failures: list[BaseException]) -> None:
 
 def test_ask_with_no_receiver_anywhere_is_empty_at_once(node: tuple[str, Child]) -> None:
     start = time.monotonic()
-    assert berrymq.ask("nobody:home", timeout=5) == []
-    assert time.monotonic() - start < 1.0
+    assert berrymq.ask("nobody:home", timeout=30) == []
+    # at once: far below the 30 s waited out, with room for a loaded machine (was 1 s of
+    # a 5 s timeout)
+    assert time.monotonic() - start < WAIT / 2
 
 
 def test_ask_replies_locals_first_then_peer_in_registration_order(

@@ -24,6 +24,11 @@ REASON = ("this process was forked from process {} after berryMQ's network had s
           "network in each process after it is forked, or use multiprocessing's 'spawn' or "
           "'forkserver' start method")
 
+#: "At once", for the forked child's calls: half the 5 s timeout of its ask (which waited
+#: it out before; close_connection took 22 s, init_connection 10 s), with room for a
+#: loaded machine to run a fresh child (it was 1 s)
+AT_ONCE = 2.5
+
 
 def test_a_forked_node_is_refused_the_network_at_once_and_its_parent_goes_on(
         tmp_path: Path, procs: list[Proc]) -> None:
@@ -40,10 +45,10 @@ def test_a_forked_node_is_refused_the_network_at_once_and_its_parent_goes_on(
     assert f"could not forward job:child through <Link tcp:interconnect -> {url}>" in result.stderr
     assert reason in result.stderr
     replies, took = report["ask"]
-    assert replies.startswith("[ReplyError(") and reason in replies and took < 1.0, report
-    assert report["close"][0] == "None" and report["close"][1] < 1.0, report
+    assert replies.startswith("[ReplyError(") and reason in replies and took < AT_ONCE, report
+    assert report["close"][0] == "None" and report["close"][1] < AT_ONCE, report
     assert report["serve"][0] == f"InheritedLoopError: {reason}", report
-    assert report["serve"][1] < 1.0, report
+    assert report["serve"][1] < AT_ONCE, report
     assert peer.stop() == 0
     printed = [line.split()[0] for line in peer.rest_of("out")]
     assert printed == ["job:before", "job:after"], printed  # nothing from the child

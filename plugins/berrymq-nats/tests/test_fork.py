@@ -20,6 +20,10 @@ pytestmark = pytest.mark.broker
 
 SCRIPT = forking_script("berrymq.connect_broker(sys.argv[1])")
 
+#: "At once", for the forked child's calls: half the 5 s timeout of its ask (which waited
+#: it out before), with room for a loaded machine to run a fresh child (it was 1 s)
+AT_ONCE = 2.5
+
 
 def test_a_forked_process_is_refused_the_parents_bridge_at_once(
         tmp_path: Path, nats_server: NatsServer) -> None:
@@ -35,7 +39,7 @@ def test_a_forked_process_is_refused_the_parents_bridge_at_once(
     assert "could not forward job:child through <NatsLink" in result.stderr
     assert reason in result.stderr
     replies, took = report["ask"]
-    assert replies.startswith("[ReplyError(") and took < 1.0, report
-    assert report["close"][0] == "None" and report["close"][1] < 1.0, report
+    assert replies.startswith("[ReplyError(") and took < AT_ONCE, report
+    assert report["close"][0] == "None" and report["close"][1] < AT_ONCE, report
     assert report["serve"][0].startswith(f"InheritedLoopError: {reason}"), report
     assert "did not shut down cleanly" not in result.stderr  # nothing of it to shut down here
