@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from berrymq._losses import LOSSES, SOURCE_REFUSED
@@ -115,14 +116,24 @@ class Adapter:
     def _failed(self, exc: Exception) -> None:
         """A poll raised: a refusal of what it sent (a full queue) is a lost message,
         counted in ``bus.losses`` and logged once per burst, as in a worker thread; any
-        other failure (a receiver's, with ``raise_errors``; the poll's own) is logged."""
-        group = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
-        refusals = [e for e in group if isinstance(e, QueueFull)]
-        for refusal in refusals:
+        other failure (a receiver's, with ``raise_errors``; the poll's own) is logged.
+
+        Refusals are looked for at every depth: a send that met two full queues raises
+        them as a group, which :meth:`FileObserver.check
+        <berrymq.sources.files.FileObserver.check>` groups again with the other events'."""
+        refused: BaseException | None
+        rest: BaseException | None
+        if isinstance(exc, ExceptionGroup):
+            refused, rest = exc.split(QueueFull)
+        elif isinstance(exc, QueueFull):
+            refused, rest = exc, None
+        else:
+            refused, rest = None, exc
+        for refusal in _leaves(refused):
             self.bus.state(LOSSES).add(SOURCE_REFUSED.format("QueueFull"), logging.ERROR,
                                        "%r: a message it sent was refused: %s", self, refusal)
-        if len(refusals) < len(group):
-            logger.error("%r failed; it keeps running", self, exc_info=exc)
+        if rest is not None:
+            logger.error("%r failed; it keeps running", self, exc_info=rest)
 
     def _next_wait(self) -> float:
         return self.interval
@@ -161,6 +172,15 @@ class Adapter:
     def describe(self) -> dict[str, Any]:
         """This adapter as a sender in :func:`berrymq.network.describe`."""
         return {"kind": self.kind, "name": repr(self), "sends": [str(i) for i in self.sends()]}
+
+
+def _leaves(exc: BaseException | None) -> Iterator[BaseException]:
+    """The exceptions in ``exc`` that are no group, however deeply nested."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    elif exc is not None:
+        yield exc
 
 
 def identifier_for(id_name: str, action: str, what: str) -> Identifier:

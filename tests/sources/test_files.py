@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WAIT, bytes_held, take_all
+from helpers import WAIT, bytes_held, take_all, wait_for
 
 import berrymq
 from berrymq import Bus, FileObserver, Message, QueueFull
@@ -176,3 +177,22 @@ def test_the_failures_check_raises_are_not_kept_once_caught(berrymq_bus: Bus, tm
         held = bytes_held(check_and_catch)
     assert failures == [10]
     assert held < 2 * 200 * 1024, f"{held:,} bytes held of 10 refusals"
+
+
+def test_refusals_grouped_twice_are_counted_as_lost(
+        berrymq_bus: Bus, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two full queues refuse the one event: the send raises both as a group, which
+    check() groups again with the round's other failures. The observer's thread looked
+    for refusals one level deep only: it counted neither and logged the whole as a failure
+    of the observer."""
+    full = [berrymq.Queue("obs:*", maxsize=1, on_full="refuse") for _ in range(2)]
+    berrymq.twitter("obs:fill")  # one message each: both are full
+    reason = "refused, sent by an adapter: QueueFull"
+    with caplog.at_level(logging.ERROR, logger="berrymq"):
+        with FileObserver(str(tmp_path / "*.txt"), "obs", interval=0.01):
+            write_atomically(tmp_path / "a.txt", "new")
+            wait_for(lambda: berrymq_bus.losses.counts.get(reason, 0) >= 2,
+                     what=f"two losses, got {berrymq_bus.losses.counts}")
+    assert berrymq_bus.losses.counts == {reason: 2}
+    assert [q.qsize() for q in full] == [1, 1]
+    assert not [r for r in caplog.records if "keeps running" in r.getMessage()]
