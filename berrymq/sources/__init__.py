@@ -116,7 +116,9 @@ class Adapter:
     def _failed(self, exc: Exception) -> None:
         """A poll raised: a refusal of what it sent (a full queue) is a lost message,
         counted in ``bus.losses`` and logged once per burst, as in a worker thread; any
-        other failure (a receiver's, with ``raise_errors``; the poll's own) is logged.
+        other failure (a receiver's, with ``raise_errors``; the poll's own) is logged. A
+        refusal by a peer's link (:attr:`QueueFull.not_forwarded <berrymq.QueueFull>`) is
+        counted where it happened (``not forwarded: QueueFull``), not a second time here.
 
         Refusals are looked for at every depth: a send that met two full queues raises
         them as a group, which :meth:`FileObserver.check
@@ -130,6 +132,8 @@ class Adapter:
         else:
             refused, rest = None, exc
         for refusal in _leaves(refused):
+            if getattr(refusal, "not_forwarded", False):
+                continue  # a peer's full link: counted already, as not forwarded
             self.bus.state(LOSSES).add(SOURCE_REFUSED.format("QueueFull"), logging.ERROR,
                                        "%r: a message it sent was refused: %s", self, refusal)
         if rest is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WAIT, take_all
+from helpers import WAIT, FullLink, drain, take_all
 
 import berrymq
 from berrymq import Bus, FileObserver, IntervalTimer, Message
@@ -161,3 +161,19 @@ def test_ticks_a_full_queue_refuses_are_counted_as_lost(
 def test_timer_refuses_a_bad_name(berrymq_bus: Bus, id_name: Any, error: type[Exception]) -> None:
     with pytest.raises(error):
         IntervalTimer(id_name, 1)
+
+
+def test_a_tick_a_peer_refused_is_counted_once(
+        berrymq_bus: Bus, caplog: pytest.LogCaptureFixture) -> None:
+    """A peer's full outgoing buffer refuses every tick: the node counts each as ``not
+    forwarded: QueueFull`` and marks the refusal it raises as counted. The timer's thread
+    counted it again, as refused, sent by an adapter: two losses for one tick."""
+    here = berrymq.Queue("peered:*")
+    berrymq_bus.add_forwarder(FullLink())  # gone with the bus
+    with caplog.at_level(logging.ERROR, logger="berrymq"):
+        with IntervalTimer("peered", 0.01) as timer:
+            drain(here, 3)  # the receivers here still have every tick
+    ticks = timer.count  # the thread has ended: every tick is counted by now
+    assert ticks >= 3
+    assert berrymq_bus.losses.counts == {"not forwarded: QueueFull": ticks}
+    assert not [r for r in caplog.records if "keeps running" in r.getMessage()]
