@@ -215,7 +215,8 @@ def looping(bus: Bus, ident: Identifier, hops: int) -> bool:
 
 class TalkAnswer:
     """``talk``: send each non-None return value to ``reply_to`` (an async receiver's
-    when its coroutine is done)."""
+    when its coroutine is done), of the receivers whose kind answers (``answers``): what
+    another kind returns (a store's own bookkeeping) is no reply, as for ``ask``."""
 
     __slots__ = ("bus", "hops", "reply_to")
 
@@ -228,7 +229,7 @@ class TalkAnswer:
         pass
 
     def returned(self, subscription: Subscription, result: object) -> None:
-        if result is None:
+        if result is None or not subscription.answers:
             return
         if type(result) is PendingReply:
             result.send_reply(self.bus, self.reply_to, self.hops)

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from helpers import WAIT, take_all
+
 from berrymq import (
     Bus,
     Follower,
     Message,
+    Queue,
     following,
     following_function,
     regist_function,
+    set_multiplicity,
     talk,
     twitter,
     unfollow,
 )
+from berrymq.subscription import Kind
 
 
 def test_unfollow_function_object_and_class(berrymq_bus: Bus) -> None:
@@ -80,5 +86,27 @@ def test_talk_sends_return_values_to_callback(berrymq_bus: Bus) -> None:
 
     talk("test:process", "test:log_result", "x")
     assert results == [("test:log_result", "done x"), ("test:log_result", 0)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_talk_sends_no_return_value_of_a_kind_that_does_not_answer(
+        berrymq_bus: Bus, workers: int) -> None:
+    """A receiver kind with ``answers=False`` (a store, as queues are) gives no replies
+    to ``ask``, nor to ``talk``: talk sent what such a receiver returned as a reply."""
+    replies = Queue("told:*")
+    stored: list[Message] = []
+
+    def store(message: Message) -> int:
+        stored.append(message)
+        return len(stored)  # its own bookkeeping, not an answer
+
+    berrymq_bus.subscribe("tell:*", store, weak=False, kind=Kind("store", answers=False))
+    berrymq_bus.subscribe("tell:*", lambda m: "answered", weak=False)
+    set_multiplicity(workers)
+    talk("tell:x", "told:back")
+    assert berrymq_bus.join(WAIT)
+    assert [m.args for m in take_all(replies)] == [("answered",)]
+    assert [m.id for m in stored] == ["tell:x"]
+    assert berrymq_bus.ask("tell:y") == ["answered"]  # as ask has it
 
 
