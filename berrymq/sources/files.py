@@ -147,7 +147,9 @@ class FileObserver(Adapter):
 
     def check(self) -> list[tuple[str, str]]:
         """Look now (besides the thread's rounds) and send what changed; returns the
-        ``(action, path)`` pairs sent."""
+        ``(action, path)`` pairs sent. A :meth:`stop` meanwhile (from a receiver, or from
+        another thread) ends the round before its next message: stopped means stopped, and
+        the stop waits for one receiver at most, not for the rest of the round."""
         with self._lock:
             if self._stopped:
                 return []
@@ -160,7 +162,10 @@ class FileObserver(Adapter):
             identifiers = {"created": self.created, "modified": self.modified,
                            "removed": self.removed}
             errors: list[Exception] = []
-            for action, path in events:
+            for sent, (action, path) in enumerate(events):
+                if self._stopped:
+                    del events[sent:]
+                    break
                 try:
                     self.bus.twitter(identifiers[action], path)
                 except Exception as exc:  # noqa: BLE001 - the other events still go out

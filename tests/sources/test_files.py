@@ -196,3 +196,47 @@ def test_refusals_grouped_twice_are_counted_as_lost(
     assert berrymq_bus.losses.counts == {reason: 2}
     assert [q.qsize() for q in full] == [1, 1]
     assert not [r for r in caplog.records if "keeps running" in r.getMessage()]
+
+
+def test_a_stop_from_another_thread_ends_the_round(berrymq_bus: Bus, tmp_path: Path) -> None:
+    """stop() while the observer's thread sends a round: what is left of the round is
+    not sent. It was: the round went on to its end, and stop() waited for it (up to 5 s,
+    then returned with the thread still sending)."""
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    for i in range(20):
+        (staging / f"{i:02}.txt").write_text("new")
+    got: list[str] = []
+    sending, release = threading.Event(), threading.Event()
+
+    def slow(message: Message) -> None:
+        got.append(message.args[0])
+        sending.set()
+        release.wait(WAIT)
+
+    berrymq_bus.subscribe("many:created", slow, weak=False)
+    observer = FileObserver(str(tmp_path / "sub" / "*.txt"), "many", interval=0.01)
+    os.replace(staging, tmp_path / "sub")  # all twenty appear at once: one round
+    assert sending.wait(WAIT)  # the thread's round is in its first message
+    stopping = threading.Thread(target=observer.stop)
+    stopping.start()
+    wait_for(lambda: not observer.running, what="stop() to begin")
+    release.set()
+    stopping.join(WAIT)
+    assert not stopping.is_alive() and not observer._thread.is_alive()
+    assert len(got) == 1, f"{len(got)} messages sent, the last after stop()"
+
+
+def test_a_receiver_that_stops_the_observer_ends_the_round(
+        berrymq_bus: Bus, tmp_path: Path) -> None:
+    sent: list[str] = []
+    with FileObserver(str(tmp_path / "*.txt"), "stopper", interval=3600) as observer:
+        def stop_at_once(message: Message) -> None:
+            sent.append(message.args[0])
+            observer.stop()
+
+        berrymq_bus.subscribe("stopper:created", stop_at_once, weak=False)
+        for name in ("a.txt", "b.txt", "c.txt"):
+            write_atomically(tmp_path / name, "new")
+        assert observer.check() == [("created", str(tmp_path / "a.txt"))]
+    assert sent == [str(tmp_path / "a.txt")]
