@@ -39,18 +39,26 @@ class StateKey(Generic[T]):
         bus is closed, a value with a ``close`` is made no more (:class:`~berrymq.BusClosed`:
         nothing would close it), unless ``after_close``.
     :param after_close: made after the bus closed too: what it starts ends by itself (the
-        bus's losses, which are counted and told whenever they happen).
+        bus's losses, which are counted and told whenever they happen). Closed after the
+        other values, which may still add to it as they close.
+    :param stop: for a value that runs threads using the bus's other state (the running
+        adapters, which may be blocked putting on a full queue): called when the bus
+        starts closing, before any value is closed, to tell those threads to end without
+        waiting for them. Its ``close``, which waits for them, is then called after the
+        other values' (but those of ``after_close`` keys) were closed: a thread blocked in
+        one of them (a put on a full queue) is let go by that close.
     """
 
-    __slots__ = ("after_close", "close", "factory", "name")
+    __slots__ = ("after_close", "close", "factory", "name", "stop")
 
     def __init__(self, name: str, factory: Callable[[Bus], T],
-                 close: Callable[[T], object] | None = None, *, after_close: bool = False
-                 ) -> None:
+                 close: Callable[[T], object] | None = None, *, after_close: bool = False,
+                 stop: Callable[[T], object] | None = None) -> None:
         self.name = name
         self.factory = factory
         self.close = close
         self.after_close = after_close
+        self.stop = stop
 
     def __repr__(self) -> str:
         return f"<StateKey {self.name}>"
@@ -98,12 +106,23 @@ class BusState:
         return self._values.get(key)
 
     def close(self) -> None:
-        """Close every value whose key says how, newest first, and forget them all but
-        those of ``after_close`` keys (the bus's losses stay readable after it closed)."""
+        """Close every value whose key says how, and forget them all but those of
+        ``after_close`` keys (the bus's losses stay readable after it closed).
+
+        First every key's ``stop`` is called (the adapters are told to end); then the
+        values are closed newest first, those of keys with a ``stop`` after the others
+        (an adapter blocked putting on a full queue made before it is let go by the
+        queue's close, rather than waited for while the queue stays open: 5 s), and those
+        of ``after_close`` keys last."""
         with self._lock:
             self._closed = True
             items = list(self._values.items())
             self._values = {key: value for key, value in items if key.after_close}
-        for key, value in reversed(items):
+        items.reverse()  # newest first
+        for key, value in items:
+            if key.stop is not None:
+                key.stop(value)
+        items.sort(key=lambda item: (item[0].after_close, item[0].stop is not None))  # stable
+        for key, value in items:
             if key.close is not None:
                 key.close(value)

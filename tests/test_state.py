@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+
+from helpers import WAIT, wait_for
 
 from berrymq import Bus, Queue
 from berrymq.plugins import PluginHost
@@ -111,3 +114,34 @@ def test_a_factory_error_is_raised_as_itself_and_a_none_value_is_kept(
             raise AssertionError("the factory's error was not raised")
         assert bus.state(nothing) is None and bus.state(nothing) is None
         assert made == [bus]
+
+
+def test_closing_the_bus_lets_go_of_an_adapter_blocked_on_an_older_queue_at_once(
+        berrymq_plugin_host: PluginHost) -> None:
+    """A timer blocked putting a tick on a full queue made before it: the bus's state
+    closed newest first, so the close waited for the timer's thread (5 s) before it
+    closed the queue that kept it. The adapters are told first and waited for once the
+    queues are closed; the tick the queue never stored is counted."""
+    bus = Bus(plugins=berrymq_plugin_host)
+    full = Queue("blocked:*", maxsize=1, put_timeout=float("inf"), bus=bus)
+    timer = IntervalTimer("blocked", 0.01, bus=bus)
+    wait_for(lambda: timer.count >= 2, what="the second tick")  # waits for room for ever
+    started = time.monotonic()
+    bus.close()
+    took = time.monotonic() - started
+    assert not timer._thread.is_alive() and not timer.running and full.closed
+    assert took < 2.0, f"close() took {took:.1f} s"
+    assert bus.losses.counts == {"refused, sent by an adapter: QueueFull": 1}
+    assert full.get(timeout=WAIT).kwargs["tick"] == 1
+
+
+def test_stop_is_called_first_and_its_close_after_the_others(
+        berrymq_plugin_host: PluginHost) -> None:
+    calls: list[str] = []
+    plain: StateKey[str] = StateKey("plain", lambda bus: "plain", calls.append)
+    waited: StateKey[str] = StateKey("waited", lambda bus: "waited", calls.append,
+                                     stop=lambda value: calls.append(f"stop {value}"))
+    with Bus(plugins=berrymq_plugin_host) as bus:
+        bus.state(plain)
+        bus.state(waited)  # newer: closed first, but for its stop
+    assert calls == ["stop waited", "plain", "waited"]

@@ -40,6 +40,13 @@ class _Running:
         self.lock = threading.Lock()
         self.adapters: list[Adapter] = []
 
+    def tell_all(self) -> None:
+        """Tell every adapter to stop, without waiting for its thread (see :data:`RUNNING`)."""
+        with self.lock:
+            adapters = list(self.adapters)
+        for adapter in adapters:
+            adapter._tell_stop()
+
     def stop_all(self) -> None:
         with self.lock:
             adapters = list(self.adapters)
@@ -47,8 +54,10 @@ class _Running:
             adapter.stop()
 
 
-#: A bus's running adapters; stopped when the bus closes.
-RUNNING: StateKey[_Running] = StateKey("running adapters", _Running, _Running.stop_all)
+#: A bus's running adapters; stopped when the bus closes: told to first, then waited for
+#: once the bus's other state (its queues, which a tick may be blocked putting on) closed.
+RUNNING: StateKey[_Running] = StateKey("running adapters", _Running, _Running.stop_all,
+                                       stop=_Running.tell_all)
 
 
 def running_adapters(bus: Bus) -> list[Adapter]:
@@ -154,11 +163,16 @@ class Adapter:
     def running(self) -> bool:
         return not self._stopped
 
+    def _tell_stop(self) -> None:
+        """Make the thread end at its next look (a round under way sends no more
+        messages, see :meth:`FileObserver.check <berrymq.sources.files.FileObserver.check>`)."""
+        self._stopped = True
+        self._wake.set()
+
     def stop(self, timeout: float | None = 5.0) -> None:
         """Stop sending; waits (up to ``timeout`` seconds) for the thread to end, unless
         called from a receiver running in that very thread. Idempotent."""
-        self._stopped = True
-        self._wake.set()
+        self._tell_stop()
         running = self.bus.extensions.peek(RUNNING)
         if running is not None:
             with running.lock:
