@@ -94,6 +94,8 @@ class Adapter:
                              f"seconds, at most {threading.TIMEOUT_MAX:g} (threading.TIMEOUT_MAX"
                              f"), got {interval!r}")
         bus = bus_or_default(bus, type(self).__name__)
+        # before a subclass starts anything of its own (FileObserver's watchdog thread)
+        bus.refuse_if_closed(f"start {type(self).__name__}")
         bus.plugins.source(self.kind)  # raises PluginNotAvailable naming the plugin if off
         self.bus = bus
         self.interval = float(interval)

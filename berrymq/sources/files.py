@@ -124,7 +124,11 @@ class FileObserver(Adapter):
         self._observer: Any = None
         if watchdog:
             self._observer = self._watch()
-        self._start()
+        try:
+            self._start()
+        except BaseException:  # the bus closed meanwhile: its thread and inotify go too
+            self._stop_watching(5.0)
+            raise
 
     def _watch(self) -> Any:
         # watchdog is optional and costly to import: loaded only when asked for.
@@ -181,8 +185,12 @@ class FileObserver(Adapter):
         self.check()
 
     def stop(self, timeout: float | None = 5.0) -> None:
-        observer, self._observer = self._observer, None
         super().stop(timeout)
+        self._stop_watching(timeout)
+
+    def _stop_watching(self, timeout: float | None) -> None:
+        """Stop watchdog's observer (its thread, its inotify descriptor), if one runs."""
+        observer, self._observer = self._observer, None
         if observer is not None:
             observer.stop()
             observer.join(timeout)

@@ -14,6 +14,7 @@ from helpers import WAIT, bytes_held, take_all, wait_for
 
 import berrymq
 from berrymq import Bus, FileObserver, Message, QueueFull
+from berrymq.plugins import PluginHost
 from berrymq.sources import running_adapters
 
 
@@ -240,3 +241,18 @@ def test_a_receiver_that_stops_the_observer_ends_the_round(
             write_atomically(tmp_path / name, "new")
         assert observer.check() == [("created", str(tmp_path / "a.txt"))]
     assert sent == [str(tmp_path / "a.txt")]
+
+
+def test_a_watching_observer_refused_by_a_closed_bus_leaves_nothing_running(
+        berrymq_plugin_host: PluginHost, tmp_path: Path) -> None:
+    """The bus is closed: the observer is refused. It was refused only after it had
+    started watchdog's observer, whose thread and inotify descriptor nobody stopped."""
+    bus = Bus(plugins=berrymq_plugin_host)
+    bus.close()
+    threads, fds = set(threading.enumerate()), set(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(berrymq.BusClosed, match="is closed"):
+            FileObserver(str(tmp_path / "*.txt"), "x", watchdog=True, bus=bus)
+    assert set(threading.enumerate()) - threads == set()
+    assert set(os.listdir("/proc/self/fd")) - fds == set()
+    assert running_adapters(bus) == []
