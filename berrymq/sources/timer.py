@@ -44,17 +44,22 @@ class IntervalTimer(Adapter):
         self.identifier = identifier_for(id_name, "tick", "IntervalTimer")
         super().__init__(interval, bus=bus)
         self.count = 0
-        self._next = time.monotonic() + self.interval
+        # Tick n of the schedule is due n intervals after the start, computed from n each
+        # time (no sum of intervals to gather rounding errors): the grid it keeps to.
+        self._started = time.monotonic()
+        self._due = 1
         self._start()
 
     def _next_wait(self) -> float:
-        return max(0.0, self._next - time.monotonic())
+        return max(0.0, self._started + self._due * self.interval - time.monotonic())
 
     def poll(self) -> None:
         now = time.monotonic()
-        self._next += self.interval
-        if self._next < now:  # fell behind: skip the missed ticks
-            self._next = now + self.interval
+        self._due += 1
+        if self._started + self._due * self.interval < now:
+            # fell behind: skip the missed ticks, to the first one still ahead on the grid
+            # (from now plus an interval, the ticks after a late one all came late)
+            self._due = int((now - self._started) // self.interval) + 1
         self.count += 1
         self.bus.twitter(self.identifier, tick=self.count, time=time.time())
 
