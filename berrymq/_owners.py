@@ -1,5 +1,6 @@
 """Which receivers ``unfollow(target)`` covers: a function, a bound method, every method
-of an object, or of every instance of a class (and its subclasses).
+of an object, or of every instance of a class (and its subclasses), the instances that are
+receivers themselves (callable objects: a class with ``__call__``) included.
 
 The index files each subscription in its :class:`Owners` under the ids :func:`owner_keys`
 gives, so that ``unfollow`` looks up only the candidates (under :func:`target_keys`) and
@@ -10,7 +11,7 @@ registered.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from types import BuiltinMethodType, MethodType, ModuleType
+from types import BuiltinFunctionType, BuiltinMethodType, FunctionType, MethodType, ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -76,8 +77,10 @@ def target_keys(target: object) -> list[int]:
 
 def owner_keys(receiver: object) -> tuple[int, ...]:
     """Ids under which ``unfollow`` finds a receiver: itself, its object, its function and
-    its object's class."""
+    its object's class; a callable object's class."""
     keys = [id(receiver)]
+    if _callable_object(receiver):
+        keys.append(id(type(receiver)))
     owner = getattr(receiver, "__self__", None)
     if owner is not None:
         keys.append(id(owner))
@@ -98,6 +101,12 @@ def _bound_method(target: object) -> bool:
             and not isinstance(target.__self__, ModuleType))
 
 
+def _callable_object(receiver: object) -> bool:
+    """Whether ``receiver`` is an instance called as a receiver (its class has
+    ``__call__``), not a function, a method or a class: ``unfollow(its class)`` covers it."""
+    return not isinstance(receiver, (FunctionType, MethodType, BuiltinFunctionType, type))
+
+
 def subclasses(cls: type) -> Iterator[type]:
     """``cls`` and every class derived from it, however indirectly."""
     yield cls
@@ -116,4 +125,10 @@ def belongs_to(receiver: object, target: object) -> bool:
     if owner is not None and (owner is target or (isinstance(target, type) and isinstance(owner, target))):
         return True
     func = getattr(receiver, "__func__", None)
-    return func is not None and func is target
+    if func is not None and func is target:
+        return True
+    if isinstance(target, type):
+        # a callable object; an async one is held in an AsyncReceiver, whose __func__ it is
+        instance = receiver if func is None else func
+        return _callable_object(instance) and isinstance(instance, target)
+    return False

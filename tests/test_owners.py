@@ -79,3 +79,34 @@ def test_unfollow_finds_what_it_removes_through_the_owner_index(berrymq_bus: Bus
     assert bus.unfollow(c) == 0
     assert bus.unfollow(plain) == 1
     assert bus.subscriptions() == []
+
+
+class Handler:
+    """A receiver that is an object: its class has ``__call__``."""
+
+    def __init__(self) -> None:
+        self.got: list[str] = []
+
+    def __call__(self, message: Message) -> None:
+        self.got.append(message.id)
+
+
+class SubHandler(Handler):
+    pass
+
+
+def test_a_class_covers_its_callable_instances(berrymq_bus: Bus) -> None:
+    """unfollow(Handler) cancelled none of the Handler objects registered as receivers:
+    only their methods, and an object called as a receiver has none registered."""
+    bus = berrymq_bus
+    one, sub = Handler(), SubHandler()
+    assert belongs_to(one, Handler) and belongs_to(sub, Handler) and not belongs_to(one, SubHandler)
+    assert id(Handler) in owner_keys(one) and id(type) not in owner_keys(Handler)
+    assert not belongs_to(plain, Handler) and id(type(plain)) not in owner_keys(plain)
+    bus.subscribe("h:*", one)
+    bus.subscribe("h:*", sub)
+    bus.subscribe("h:*", plain)
+    assert bus.unfollow(Handler) == 2
+    bus.twitter("h:x")
+    assert one.got == [] and sub.got == []
+    assert [s.receiver for s in bus.subscriptions()] == [plain]
