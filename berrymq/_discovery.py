@@ -22,7 +22,7 @@ from berrymq.settings import Settings
 
 __all__ = ["BLOCK_ENV_VAR", "CORE_DISTRIBUTION", "ENTRY_POINT_GROUP", "KNOWN_COMMANDS",
            "KNOWN_OPTIONS", "KNOWN_SCHEMES", "Candidate", "blocked_plugins", "builtin", "builtin_plugins",
-           "check_named_plugins", "find_candidates", "install_hint"]
+           "check_named_plugins", "distribution_of", "find_candidates", "install_hint"]
 
 ENTRY_POINT_GROUP = "berrymq"
 
@@ -126,10 +126,28 @@ KNOWN_OPTIONS: dict[str, tuple[str, str]] = {
 PROJECT_PLUGINS: dict[str, str] = dict(KNOWN_SCHEMES.values())
 
 
-def install_hint(plugin: str, distribution: str) -> str:
+def distribution_of(provider: object) -> str | None:
+    """The installed distribution of the module that defines ``provider`` (an adapter's
+    class), or None (no provider, or a module of no installed distribution)."""
+    module = getattr(provider, "__module__", None)
+    if not isinstance(module, str):
+        return None
+    found = importlib.metadata.packages_distributions().get(module.partition(".")[0])
+    return found[0] if found else None
+
+
+def install_hint(plugin: str, distribution: str | None) -> str:
     """How to install ``plugin`` of ``distribution``: no package index serves berryMQ's
     plugins, so a pip install from a checkout (with the JSON-RPC library a JSON-RPC
-    transport needs beside it)."""
+    transport needs beside it); another distribution's, a pip install of it; of an
+    unknown distribution, what declares a plugin."""
+    if distribution is None:
+        return (f"install the plugin {plugin!r}: no installed distribution declares it (an "
+                f"entry point {plugin!r} of the group {ENTRY_POINT_GROUP!r})")
+    if distribution != CORE_DISTRIBUTION and not distribution.startswith("berrymq-"):
+        return (f"install the plugin {plugin!r} of {distribution} (pip install {distribution}, "
+                f"a version that declares it: the entry point {plugin!r} of the group "
+                f"{ENTRY_POINT_GROUP!r})")
     source = "." if distribution == CORE_DISTRIBUTION else f"./plugins/{distribution}"
     if distribution.startswith("berrymq-jsonrpc-"):
         source = f"./plugins/berrymq-jsonrpc {source}"

@@ -32,6 +32,7 @@ from berrymq._discovery import (
     blocked_plugins,
     builtin_plugins,
     check_named_plugins,
+    distribution_of,
     find_candidates,
     install_hint,
 )
@@ -277,7 +278,7 @@ class PluginHost:
     def is_active(self, name: str) -> bool:
         return self.pm.get_plugin(name) is not None
 
-    def how_to_get(self, plugin: str, distribution: str) -> str:
+    def how_to_get(self, plugin: str, distribution: str | None) -> str:
         """What to do to have ``plugin`` (of ``distribution``) active: install it, enable
         it where the settings file turned it off, or unblock it where the environment
         variable blocks it (whatever the settings file says: editing it cannot help)."""
@@ -293,7 +294,7 @@ class PluginHost:
                 hint += f" in {self.settings.path}"
         return hint
 
-    def _unavailable(self, what: str, plugin: str, distribution: str) -> PluginNotAvailable:
+    def _unavailable(self, what: str, plugin: str, distribution: str | None) -> PluginNotAvailable:
         return PluginNotAvailable(what, plugin, self.how_to_get(plugin, distribution))
 
     def create_transport(self, scheme: str, bus: Bus) -> Transport:
@@ -338,11 +339,13 @@ class PluginHost:
         finally:
             commands.plugin = None
 
-    def source(self, name: str) -> type:
-        """The source class ``name``, or an error naming the plugin to enable."""
+    def source(self, name: str, provider: type | None = None) -> type:
+        """The source class ``name``, or an error naming the plugin to enable, or to
+        install from the distribution of ``provider`` (the adapter class asking)."""
         source = self.sources.get(name)
         if source is None:
-            raise self._unavailable(f"source {name!r} is not available", name, "berrymq")
+            raise self._unavailable(f"source {name!r} is not available", name,
+                                    distribution_of(provider))
         return source
 
     def start_bus(self, bus: Bus) -> None:

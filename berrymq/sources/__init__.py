@@ -96,7 +96,7 @@ class Adapter:
         bus = bus_or_default(bus, type(self).__name__)
         # before a subclass starts anything of its own (FileObserver's watchdog thread)
         bus.refuse_if_closed(f"start {type(self).__name__}")
-        bus.plugins.source(self.kind)  # raises PluginNotAvailable naming the plugin if off
+        bus.plugins.source(self.kind, type(self))  # PluginNotAvailable naming the plugin
         self.bus = bus
         self.interval = float(interval)
         # Set to stop the thread, or to make it poll at once (FileObserver with watchdog).

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,54 @@ def test_a_disabled_source_is_reported_by_name() -> None:
     with Bus(plugins=host) as bus, pytest.raises(berrymq.PluginNotAvailable,
                                                   match="source 'countdown'.*not active"):
         Countdown(1, bus=bus)
+
+
+def test_a_missing_adapter_plugin_is_not_said_to_be_berrymqs() -> None:
+    """The hint named berryMQ's own distribution (pip install . in a berryMQ checkout)
+    for any source, a user's adapter too."""
+    host = PluginHost(Settings(), entry_points=False)
+    with Bus(plugins=host) as bus, pytest.raises(berrymq.PluginNotAvailable) as info:
+        Countdown(1, bus=bus)
+    assert info.value.plugin == "countdown"
+    assert "berryMQ checkout" not in str(info.value)
+    assert "no installed distribution declares it (an entry point 'countdown' of the group " \
+        "'berrymq')" in str(info.value)
+
+
+ACME = """
+from berrymq.identifier import parse
+from berrymq.sources import Adapter
+
+class Beacon(Adapter):
+    kind = "beacon"
+
+    def __init__(self, interval, *, bus=None):
+        super().__init__(interval, bus=bus)
+        self._start()
+
+    def poll(self):
+        self.bus.twitter("beacon:tick")
+
+    def sends(self):
+        return [parse("beacon:tick")]
+"""
+
+
+def test_a_missing_adapter_plugin_names_the_adapters_distribution(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adapter's class comes from an installed distribution (acme-beacons) that does
+    not declare the plugin: the hint says to install the plugin from it."""
+    info = tmp_path / "acme_beacons-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-beacons\nVersion: 0.1\n")
+    (info / "top_level.txt").write_text("acme_beacons\n")
+    (tmp_path / "acme_beacons.py").write_text(ACME)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    beacons = importlib.import_module("acme_beacons")
+    monkeypatch.setitem(sys.modules, "acme_beacons", beacons)  # taken out again after
+    host = PluginHost(Settings(), entry_points=False)
+    with Bus(plugins=host) as bus, pytest.raises(berrymq.PluginNotAvailable) as caught:
+        beacons.Beacon(1, bus=bus)
+    assert str(caught.value).endswith(
+        "install the plugin 'beacon' of acme-beacons (pip install acme-beacons, a version that "
+        "declares it: the entry point 'beacon' of the group 'berrymq')")
