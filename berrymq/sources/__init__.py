@@ -76,6 +76,11 @@ def stop_adapters(bus: Bus, kind: str | None = None) -> None:
             adapter.stop()
 
 
+#: What a subclass of :class:`Adapter` implements, and what for (named when it does not).
+_TO_IMPLEMENT = (("poll", "one round of work, called every interval in the adapter's thread"),
+                 ("sends", "the identifiers it sends, for the network picture"))
+
+
 class Adapter:
     """The base of adapters: a thread that calls :meth:`poll` every ``interval`` seconds.
 
@@ -88,6 +93,11 @@ class Adapter:
     kind = "adapter"
 
     def __init__(self, interval: float, *, bus: Bus | None = None) -> None:
+        missing = [f"{name}() ({what})" for name, what in _TO_IMPLEMENT
+                   if getattr(type(self), name) is getattr(Adapter, name)]
+        if missing:
+            raise TypeError(f"{type(self).__name__} is an Adapter that does not implement "
+                            f"{' nor '.join(missing)}")
         if (isinstance(interval, bool) or not isinstance(interval, (int, float))
                 or not 0 < interval <= threading.TIMEOUT_MAX):
             raise ValueError(f"{type(self).__name__} interval must be a positive number of "
@@ -154,12 +164,13 @@ class Adapter:
         return self.interval
 
     def poll(self) -> None:
-        """One round of work: look at the world and send what changed."""
-        raise NotImplementedError
+        """One round of work: look at the world and send what changed. A subclass
+        implements it (and :meth:`sends`): the constructor refuses one that does not."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement poll()")
 
     def sends(self) -> list[Identifier]:
         """The identifiers this adapter sends."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement sends()")
 
     @property
     def running(self) -> bool:

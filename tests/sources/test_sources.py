@@ -128,3 +128,33 @@ def test_a_missing_adapter_plugin_names_the_adapters_distribution(
     assert str(caught.value).endswith(
         "install the plugin 'beacon' of acme-beacons (pip install acme-beacons, a version that "
         "declares it: the entry point 'beacon' of the group 'berrymq')")
+
+
+class Bare(Adapter):
+    """An adapter that implements nothing."""
+
+    kind = "timer"
+
+    def __init__(self, interval: float, *, bus: Bus | None = None) -> None:
+        super().__init__(interval, bus=bus)
+        self._start()
+
+
+class PollOnly(Bare):
+    def poll(self) -> None:
+        pass
+
+
+def test_an_adapter_that_implements_too_little_is_refused_naming_what(berrymq_bus: Bus) -> None:
+    """It started, then its thread logged a bare NotImplementedError every interval, and
+    the network picture raised one."""
+    with pytest.raises(TypeError) as bare:
+        Bare(0.01)
+    assert str(bare.value) == (
+        "Bare is an Adapter that does not implement poll() (one round of work, called every "
+        "interval in the adapter's thread) nor sends() (the identifiers it sends, for the "
+        "network picture)")
+    with pytest.raises(TypeError, match=r"^PollOnly is an Adapter that does not implement "
+                                        r"sends\(\) \(the identifiers"):
+        PollOnly(0.01)
+    assert running_adapters(berrymq_bus) == []
