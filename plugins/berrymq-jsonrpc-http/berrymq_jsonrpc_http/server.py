@@ -107,12 +107,12 @@ class Server:
         lane = io_loop.lane
         if service.answers_at_once(request) and lane.has_room(len(body)):
             # a send_message nothing can refuse: answered here, delivered on the lane
-            return service.answer_at_once(request, None)
+            return service.answer_at_once(request, None, len(body))
         try:
             if service.answers_on_loop(request) and lane.ran(after):
                 return service.handle_parsed(request, None), []
-            return await lane.call(functools.partial(service.handle_parsed, request, None),
-                                   len(body)), []
+            return await lane.call(functools.partial(service.handle_parsed, request, None,
+                                                     len(body)), len(body)), []
         except Exception:
             logger.exception("answering an HTTP request failed")
             return internal_error(request), []

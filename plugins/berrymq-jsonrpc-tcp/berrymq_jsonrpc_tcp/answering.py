@@ -222,7 +222,7 @@ class Answerer:
     def _answer_at_once(self, request: dict[str, Any], size: int) -> None:
         """A ``send_message`` that nothing can refuse: answered here on the loop; its
         delivery goes to the lane once the answer is out."""
-        reply, handed = self.service.answer_at_once(request, self.channel)
+        reply, handed = self.service.answer_at_once(request, self.channel, size)
         if reply is not None:
             self._write(reply + _NL)
         for work in handed:  # the lane had room (and only the loop offers): taken at once
@@ -252,7 +252,7 @@ class Answerer:
         replies = []
         size = 0
         rest: list[tuple[Any, int]] = []
-        for index, (request, _) in enumerate(requests):
+        for index, (request, length) in enumerate(requests):
             if self.handing_back or size >= limit:
                 self.handing_back = True
                 rest = requests[index:]
@@ -262,7 +262,7 @@ class Answerer:
                 if isinstance(request, ParseError):  # held in place of a line not JSON
                     reply = service.dispatcher.parse_error(request)
                 else:
-                    reply = service.handle_parsed(request, channel)
+                    reply = service.handle_parsed(request, channel, length)
             except Exception:
                 logger.exception("answering a request from %s failed", channel.url)
                 reply = internal_error(request)

@@ -37,11 +37,11 @@ from berrymq_jsonrpc.jsonrpc_client import encode_request, parse_reply
 from berrymq_jsonrpc.outbox import (
     DEFAULT_OUTBOX_BYTES,
     DEFAULT_OUTBOX_SIZE,
-    ENVELOPE,
     NOT_SENT,
     REFUSED,
     Outbox,
 )
+from berrymq_jsonrpc.sizes import measure, message_limit, too_large_detail, unmeasured
 
 if TYPE_CHECKING:
     from berrymq.message import Message
@@ -200,7 +200,7 @@ class Link(base.Link):
         self.owns_channel = owns_channel
         self.session: Session | None = None  # the local session this link belongs to
         self._on_dead = on_dead
-        self.outbox = Outbox(self._send_batch, max_bytes=channel.max_size - ENVELOPE,
+        self.outbox = Outbox(self._send_batch, max_bytes=message_limit(channel.max_size),
                              on_failure=self._failed, name=name, limit=outbox_size,
                              byte_limit=outbox_bytes, block_timeout=outbox_wait,
                              on_refused=self._refused, on_lost=self._lost)
@@ -257,8 +257,14 @@ class Link(base.Link):
             callback(ConnectionClosed(f"{self.channel.url} is gone (liveness check)"))
 
     def forward(self, message: Message, reply_to: Identifier | None) -> None:
-        """Queue ``message`` for the peer (with ``reply_to`` for :func:`berrymq.talk`)."""
-        self.outbox.put(encode_message(message, reply_to))
+        """Queue ``message`` for the peer (with ``reply_to`` for :func:`berrymq.talk`);
+        one over the size limit (:mod:`berrymq_jsonrpc.sizes`) raises
+        :class:`berrymq.MessageTooLarge`."""
+        text = encode_message(message, reply_to)
+        if message[3] or message[4] is None:  # (the usual message: nothing to take off)
+            self.outbox.put(text, unmeasured(text, message, reply_to))
+        else:
+            self.outbox.put(text)
         if self.stats is not None:  # stats
             self.stats.message_out(message[0], self.channel.url)
 
@@ -267,7 +273,8 @@ class Link(base.Link):
         put = self.outbox.put
         stats = self.stats
         for message in messages:
-            put(encode_message(message, reply_to))
+            text = encode_message(message, reply_to)
+            put(text, unmeasured(text, message, reply_to))
             if stats is not None:  # stats
                 stats.message_out(message[0], self.address)
 
@@ -284,6 +291,9 @@ class Link(base.Link):
         """Ask the peer's receivers (the ``ask`` method) and return their replies; raises
         :class:`berrymq.TransportError` when no answer came within ``timeout``."""
         deadline = time.monotonic() + timeout
+        size = measure(message)  # the rule every message meets, a question's too
+        if size > message_limit(self.channel.max_size):
+            raise MessageTooLarge(too_large_detail(size, self.channel.max_size))
         # messages sent before the question arrive before it (refusals among them are for
         # the sender's next flush to report, not for this question)
         self.outbox.flush(timeout, report=False)

@@ -22,6 +22,7 @@ from berrymq.errors import ConnectionClosed, MessageTooLarge, QueueFull
 from berrymq.transports.ioloop import InheritedLoopError, io_loop
 from berrymq.wire import byte_size
 from berrymq_jsonrpc.jsonrpc_client import PeerQueueFull
+from berrymq_jsonrpc.sizes import ENVELOPE, too_large_detail
 
 __all__ = ["BATCH_BYTES", "DEFAULT_OUTBOX_BYTES", "DEFAULT_OUTBOX_SIZE", "ENVELOPE", "NOT_SENT",
            "REFUSED", "Outbox"]
@@ -45,8 +46,6 @@ DEFAULT_OUTBOX_BYTES = 64 * 1024 * 1024
 #: The reasons an outbox counts a message as not delivered (also the node's ``/status``).
 REFUSED = "refused: queue full"
 NOT_SENT = "not sent: connection failed or closed"
-#: Room left in a request for everything around the messages (method, token, secret, id).
-ENVELOPE = 512
 
 
 class _Marker:
@@ -75,8 +74,8 @@ class Outbox:
 
     :param sink: ``await sink(texts)`` sends one batch and returns when the peer
         acknowledged it, or raises.
-    :param max_bytes: the largest message text accepted (the size limit of a request,
-        less the envelope).
+    :param max_bytes: the largest message accepted, as :mod:`berrymq_jsonrpc.sizes`
+        measures it (``max_size`` less :data:`~berrymq_jsonrpc.sizes.ENVELOPE`).
     :param on_failure: called once, on the loop, with the first exception and how many
         messages it lost; it must not block. Later messages are counted as lost.
     :param limit: how many messages may wait (setting ``outbox_size``).
@@ -166,17 +165,19 @@ class Outbox:
         return ConnectionClosed(f"{self.name}: the connection is closed"
                                 + (f" ({self.failure})" if self.failure else ""))
 
-    def put(self, text: str) -> None:
-        """Queue one encoded message (the sender's path: no lock unless over a bound)."""
+    def put(self, text: str, unmeasured: int = 0) -> None:
+        """Queue one encoded message (the sender's path: no lock unless over a bound).
+
+        The message is measured as every node measures it (:mod:`berrymq_jsonrpc.sizes`):
+        ``unmeasured`` is how many bytes of ``text`` the rule does not count (its hops:
+        :func:`~berrymq_jsonrpc.sizes.unmeasured`). One over ``max_bytes`` raises
+        :class:`berrymq.MessageTooLarge` in the words of a node's refusal."""
         if self.failure is not None or self._stopped:
             raise self._closed_error()
         size = byte_size(text)
-        if size > self.max_bytes:
-            raise MessageTooLarge(
-                f"a message of {size} bytes of JSON is over the size limit of "
-                f"{self.max_bytes} bytes (setting max_size, less {ENVELOPE} for the "
-                "request around it); it was not sent"
-            )
+        if size - unmeasured > self.max_bytes:
+            raise MessageTooLarge(too_large_detail(size - unmeasured,
+                                                   self.max_bytes + ENVELOPE))
         if len(self._items) >= self.limit or (
                 self.queued_bytes and self.queued_bytes + size > self.byte_limit):
             self._wait_for_room(size)

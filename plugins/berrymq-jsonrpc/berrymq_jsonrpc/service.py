@@ -45,6 +45,7 @@ from berrymq_jsonrpc.params import (
 )
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sessions import NOT_WRITABLE, Session, Unwritable, refusal_data
+from berrymq_jsonrpc.sizes import measure, measured_from, message_limit, too_large_data
 from berrymq_jsonrpc.waiting import QUICK_METHODS, is_nonblocking_get
 from berrymq_jsonrpc.waiting_methods import WaitingMethods
 
@@ -68,6 +69,11 @@ LinkFactory = Callable[[str | tuple[str, int] | None, str, Any], "Link"]
 #: the message it accepted, instead of running the receivers in the caller's thread.
 _HANDED: contextvars.ContextVar[list[Callable[[], object]] | None] = contextvars.ContextVar(
     "berrymq_jsonrpc_handed", default=None)
+#: Whether the messages of the request being answered are measured against the size
+#: limit (:mod:`berrymq_jsonrpc.sizes`): False while :meth:`Service.handle_parsed` answers
+#: a request its transport said is too small to hold one over it.
+_MEASURE: contextvars.ContextVar[bool] = contextvars.ContextVar("berrymq_jsonrpc_measure",
+                                                                default=True)
 
 
 def _first_leaf(error: BaseException) -> BaseException:
@@ -116,6 +122,10 @@ class Service(WaitingMethods):
                          max_queued_bytes=max_queued_bytes, max_size=max_size)
         self.link_factory = link_factory
         self.max_ttl = max_ttl
+        #: the largest message taken in (:mod:`berrymq_jsonrpc.sizes`), and the size of
+        #: a request below which its messages are not measured
+        self.message_limit = message_limit(max_size)
+        self.measured_from = measured_from(max_size)
         #: how long a JSON-RPC 1.0 peer may take to answer a call-back (the setting timeout)
         self.callback_timeout = callback_timeout
         #: the cap on the requests that may wait, running at once on one connection
@@ -154,14 +164,26 @@ class Service(WaitingMethods):
     def handle(self, data: bytes | str, context: Any = None) -> bytes | None:
         """Answer a request text; None when nothing is to be answered."""
         try:
-            reply = self.handle_parsed(loads(data), context)
+            reply = self.handle_parsed(loads(data), context, len(data))
         except ParseError as exc:
             reply = self.dispatcher.parse_error(exc)
         self.stats.exchanged(len(data), 0 if reply is None else len(reply))  # stats
         return reply
 
-    def handle_parsed(self, request: Any, context: Any = None) -> bytes | None:
-        """Answer a parsed request or batch; None when nothing is to be answered."""
+    def handle_parsed(self, request: Any, context: Any = None,
+                      size: int | None = None) -> bytes | None:
+        """Answer a parsed request or batch; None when nothing is to be answered.
+        ``size``, the bytes of its text when the transport knows them: a request smaller
+        than :attr:`measured_from` has its messages taken unmeasured."""
+        if size is not None and size < self.measured_from:
+            reset = _MEASURE.set(False)
+            try:
+                return self._answer(request, context)
+            finally:
+                _MEASURE.reset(reset)
+        return self._answer(request, context)
+
+    def _answer(self, request: Any, context: Any) -> bytes | None:
         if p.is_v1(request):
             # JSON-RPC 1.0 (no "jsonrpc" member) and the original berryMQ's dialect
             # (issue 11): dialect.py normalises, dispatches and answers in 1.0 form.
@@ -199,15 +221,16 @@ class Service(WaitingMethods):
             return False
         return method in QUICK_METHODS or is_nonblocking_get(method, request)
 
-    def answer_at_once(self, request: Any, context: Any
+    def answer_at_once(self, request: Any, context: Any, size: int | None = None
                        ) -> tuple[bytes | None, list[Callable[[], object]]]:
         """Answer a request that :meth:`answers_at_once` chose, in this thread (the I/O
         loop), without running receivers: the answer, and the delivery of the message it
-        accepted, for the caller to give to the delivery lane once the answer is written."""
+        accepted, for the caller to give to the delivery lane once the answer is written
+        (``size`` as for :meth:`handle_parsed`)."""
         handed: list[Callable[[], object]] = []
         reset = _HANDED.set(handed)
         try:
-            return self.dispatcher.handle_parsed(request, context), handed
+            return self.handle_parsed(request, context, size), handed
         finally:
             _HANDED.reset(reset)
 
@@ -304,6 +327,16 @@ class Service(WaitingMethods):
         self._refusals.warning("%s: a message from %s was refused: %s", self.name,
                                peer or "a client", refusal)
 
+    def _too_large(self, peer: object, size: int, where: str) -> Exception:
+        """The refusal of a message over the size limit (*Message too large*, naming the
+        setting), counted in ``/status`` ``refused`` (``max_size``) and logged once per
+        burst: nothing of its request runs, and its sender is told."""
+        self.count_refusal("max_size")  # stats
+        data = too_large_data(size, self.max_size, where)
+        self._refusals.warning("%s: a message from %s was refused: %s", self.name,
+                               peer or "a client", data["detail"])
+        return app_error(p.TOO_LARGE, data)
+
     def _send_message(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_SEND_MESSAGE, params, _SEND_MESSAGE)
         session = self.session(params.get("token"), context)
@@ -311,6 +344,8 @@ class Service(WaitingMethods):
             params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
             params, "the message's",
         )
+        if _MEASURE.get() and (size := measure(message, reply_to)) > self.message_limit:
+            raise self._too_large(session, size, "")
         self.stats.message_in(message[0], session)  # stats
         handed = _HANDED.get()
         if handed is not None:  # see answer_at_once: nothing can refuse it
@@ -328,6 +363,10 @@ class Service(WaitingMethods):
         if type(items) is not list:
             raise invalid_params("'messages' must be an array")
         built = [decode_message(item, f"messages[{index}]") for index, item in enumerate(items)]
+        if _MEASURE.get():  # one over the limit: none of them is taken
+            for index, (message, reply_to) in enumerate(built):
+                if (size := measure(message, reply_to)) > self.message_limit:
+                    raise self._too_large(session, size, f"messages[{index}]: ")
         self.stats.messages_in([message[0] for message, _ in built], session)  # stats
         deliver = self._deliver
         refused: list[int] = []
@@ -357,6 +396,8 @@ class Service(WaitingMethods):
             params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
             {k: params[k] for k in ("uid", "hops") if k in params}, "the request's",
         )
+        if _MEASURE.get() and (size := measure(message)) > self.message_limit:
+            raise self._too_large(peer, size, "")
         if not ask_arrived(self.bus, self.stats, message, peer):  # counted there
             return []  # answered already: the asker asked this node over another link too
         replies, receivers = local_replies(self.bus, message, timeout,  # full queues: counted

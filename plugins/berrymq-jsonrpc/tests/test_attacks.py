@@ -122,7 +122,10 @@ def test_1mib_messages_into_a_session_queue_stop_at_max_queued_bytes(
     client.call("connect_via_queue", identifier="big:*", ttl=600)
     token = client.call("connect_oneway", ttl=600)
     sampler = Sampler(node.process.pid)
-    payload = "x" * (MIB - 300)
+    # as large as a message may be: max_size less 512 bytes, measured as [identifier,
+    # args, kwargs, extras] with a uid (berrymq_jsonrpc.sizes); over it the node would
+    # refuse each with Message too large instead of storing any
+    payload = "x" * (MIB - 512 - len('["big:x",[""],{},{"uid":"12345678901234567890"}]'))
     answers = []
     for i in range(100):  # 100 MiB at a queue whose node takes 32 MiB
         client.send(request("send_message", {"token": token, "identifier": "big:x",

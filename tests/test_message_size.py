@@ -1,0 +1,170 @@
+"""The one size rule for a message (berrymq_jsonrpc.sizes), over real loopback sockets.
+
+Two nodes, A interconnected to B, and senders of A: a berryMQ client and a raw JSON-RPC
+client. A message of exactly ``max_size - 512`` bytes (the JSON of ``[identifier, args,
+kwargs, extras]`` with a 20-character uid, without hops) goes through A to B; one byte
+more is refused where it enters, at the client's sending call and by node A (*Message
+too large*, -32003, naming the setting), and A counts the refusal in ``/status``. The
+sizes are worked out here with the standard library's json, not with the rule's own code.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.status import status_snapshot
+from helpers import Buses, serve
+
+import berrymq
+from berrymq.bus import Bus
+from berrymq.errors import MessageTooLarge
+from berrymq.identifier import Identifier
+from berrymq.message import Message
+
+MAX_SIZE = 4096
+LIMIT = MAX_SIZE - 512
+WAIT = 10.0
+
+
+def measured(args: list[Any], extras: dict[str, Any] | None = None) -> int:
+    """The rule's measure of a ``big:x`` message with ``args``: compact UTF-8 JSON, with
+    a uid of 20 characters where the message has none yet, hops left out."""
+    more = {"uid": "u" * 20, **(extras or {})}
+    more.pop("hops", None)
+    return len(json.dumps(["big:x", args, {}, more], separators=(",", ":"),
+                          ensure_ascii=False).encode())
+
+
+def padded(size: int, extras: dict[str, Any] | None = None) -> list[Any]:
+    """``args`` that make a ``big:x`` message measure exactly ``size`` bytes."""
+    args = ["x" * (size - measured([""], extras))]
+    assert measured(args, extras) == size
+    return args
+
+
+class Raw:
+    """A plain JSON-RPC client of one node over ``scheme``, on one kept-alive connection."""
+
+    def __init__(self, scheme: str, port: int) -> None:
+        self.scheme = scheme
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        self.file = self.sock.makefile("rb")
+        self.ids = 0
+
+    def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.ids += 1
+        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params,
+                           "id": self.ids}).encode()
+        if self.scheme == "tcp":
+            self.sock.sendall(body + b"\n")
+            answer = json.loads(self.file.readline())
+        else:
+            self.sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                              b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                              + body)
+            length = 0
+            while (line := self.file.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            answer = json.loads(self.file.read(length))
+        assert answer["id"] == self.ids, answer
+        return answer  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def buses() -> Iterator[Buses]:
+    made = Buses()
+    yield made
+    made.close_all()
+
+
+@pytest.fixture(params=["tcp", "http"])
+def nodes(request: pytest.FixtureRequest, buses: Buses
+          ) -> Iterator[tuple[str, Bus, int, berrymq.Queue]]:
+    """(scheme, node A, A's port, a queue of node B's that A forwards ``big:*`` to)."""
+    scheme: str = request.param
+    node_b, port_b = serve(buses, scheme, max_size=MAX_SIZE)
+    node_a, port_a = serve(buses, scheme, max_size=MAX_SIZE)
+    at_b = berrymq.Queue("big:*", bus=node_b)
+    node_a.transport(scheme).interconnect(f"{scheme}://127.0.0.1:{port_b}", 60)
+    yield scheme, node_a, port_a, at_b
+
+
+def client(buses: Buses, scheme: str, port: int) -> Any:
+    """A berryMQ client of node A (its own bus) with the same max_size."""
+    bus = buses(**{f"jsonrpc_{scheme}": {"max_size": MAX_SIZE}})
+    return bus.transport(scheme).connect_oneway(f"{scheme}://127.0.0.1:{port}", 60)
+
+
+def big(args: list[Any]) -> Message:
+    return Message(Identifier("big:x"), tuple(args), {})
+
+
+def test_a_message_at_the_limit_crosses_two_nodes(
+        nodes: tuple[str, Bus, int, berrymq.Queue], buses: Buses) -> None:
+    scheme, _, port, at_b = nodes
+    connection = client(buses, scheme, port)
+    args = padded(LIMIT)
+    connection.send(big(args))
+    assert connection.flush(WAIT) is True
+    assert at_b.get(timeout=WAIT).args == tuple(args)  # A forwarded it with hops 1
+    raw = Raw(scheme, port)
+    try:
+        token = raw.call("connect_oneway", {"ttl": 60})["result"]
+        args = padded(LIMIT)  # sent without a uid: A gives it one when forwarding it
+        assert raw.call("send_message", {"token": token, "identifier": "big:x",
+                                         "args": args})["result"] == "ok"
+        assert at_b.get(timeout=WAIT).args == tuple(args)
+        extras = {"uid": "v" * 40, "hops": 3}  # its own uid is measured, its hops are not
+        args = padded(LIMIT, extras)
+        assert raw.call("send_messages", {"token": token, "messages": [
+            ["big:x", args, {}, extras]]})["result"] == "ok"
+        assert at_b.get(timeout=WAIT).args == tuple(args)
+    finally:
+        raw.close()
+
+
+def test_one_byte_over_is_refused_where_it_enters(
+        nodes: tuple[str, Bus, int, berrymq.Queue], buses: Buses) -> None:
+    scheme, node_a, port, at_b = nodes
+    connection = client(buses, scheme, port)
+    with pytest.raises(MessageTooLarge, match=f"over the limit of {LIMIT} bytes: the "
+                       f"setting max_size \\({MAX_SIZE}\\)"):
+        connection.send(big(padded(LIMIT + 1)))
+    raw = Raw(scheme, port)
+    try:
+        token = raw.call("connect_oneway", {"ttl": 60})["result"]
+        answers = [
+            raw.call("send_message", {"token": token, "identifier": "big:x",
+                                      "args": padded(LIMIT + 1)}),
+            raw.call("send_messages", {"token": token, "messages": [
+                ["big:x", ["small"], {}], ["big:x", padded(LIMIT + 1), {}]]}),
+        ]
+        for answer in answers:
+            error = answer["error"]
+            assert error["code"] == p.TOO_LARGE == -32003
+            assert error["message"] == "Message too large"
+            data = error["data"]
+            assert set(data) == {"limit", "setting", "size", "detail"}
+            assert (data["limit"], data["setting"], data["size"]) == (LIMIT, "max_size",
+                                                                      LIMIT + 1)
+            assert f"the setting max_size ({MAX_SIZE})" in data["detail"]
+        assert answers[1]["error"]["data"]["detail"].startswith("messages[1]: ")
+        # counted where it was refused, and the connection is still served
+        assert status_snapshot(node_a)["refused"]["reasons"] == {"max_size": 2}
+        assert raw.call("send_message", {"token": token, "identifier": "big:x",
+                                         "args": ["after"]})["result"] == "ok"
+    finally:
+        raw.close()
+    # nothing of the refused requests went on: B's next message is the one sent after
+    assert at_b.get(timeout=WAIT).args == ("after",)
+    assert at_b.empty()
