@@ -13,12 +13,16 @@ answers wait for a peer that does not read them, the connection is not read (asy
 ``pause_reading``): a sender faster than the receivers slows down, and what it can make the
 node hold stays bounded.
 
-Server limits: a line over ``max_size`` is answered with ``TOO_LARGE`` and the connection is
-closed; a line not complete ``read_timeout`` seconds after its first byte (a stall, or a
-slow drip: the deadline is for the whole line, not per read) is answered *Limit reached*
-and closed, and a connection idle that long without an open session is closed (the timer
-that does it: :mod:`berrymq_jsonrpc_tcp.deadline`). A peer that half-closes after its requests gets every
-answer before the close.
+Line limits, at either end: a request line is at most ``max_size`` bytes; an answer line,
+while this end waits for answers, at most 4x ``max_size`` (the reply limit: an answer to a
+batch can be larger than any request). A line over its limit is answered with
+``TOO_LARGE`` and the connection is closed (an answer over it, at the connecting end, fails
+the calls waiting on the connection instead, naming the limit). Server limits: a line not
+complete ``read_timeout`` seconds after its first byte (a stall, or a slow drip: the
+deadline is for the whole line, not per read) is answered *Limit reached* and closed, and
+a connection idle that long without an open session is closed (the timer that does it:
+:mod:`berrymq_jsonrpc_tcp.deadline`). A peer that half-closes after its requests gets
+every answer before the close.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import Channel, NoAnswer
 from berrymq_jsonrpc.jsonrpc_client import parse_reply
 from berrymq_jsonrpc.limits import Admission
+from berrymq_jsonrpc.replies import reply_limit
 from berrymq_jsonrpc.service import Service
 
 from berrymq.bursts import BurstLog
@@ -41,7 +46,7 @@ from berrymq.transports.ioloop import ThreadBufferedProtocol, io_loop
 from berrymq.wire import ParseError, dumps, loads
 from berrymq_jsonrpc_tcp.answering import Answerer
 from berrymq_jsonrpc_tcp.deadline import ReadDeadline
-from berrymq_jsonrpc_tcp.refusing import TURN_AWAY_BYTES, Refusing, http_request_line
+from berrymq_jsonrpc_tcp.refusing import TURN_AWAY_BYTES, Refusing, http_request_line, over
 
 __all__ = ["LineChannel"]
 
@@ -55,14 +60,6 @@ _odd_replies = BurstLog(logger)
 _HIGH_WATER = 1 << 20
 
 
-def _over(line: bytes, limit: int) -> bool:
-    """Whether ``line`` (read without its newline, or the start of one) is over ``limit``
-    bytes: a carriage return before the newline is part of the line ending (CRLF), not of
-    the request, so that a request of ``max_size`` bytes is taken whichever ending its
-    client writes."""
-    return len(line) > limit + 1 or (len(line) > limit and not line.endswith(b"\r"))
-
-
 def _is_response(obj: Any) -> bool:
     return type(obj) is dict and "method" not in obj and ("result" in obj or "error" in obj)
 
@@ -73,7 +70,8 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
     :param service: answers the requests the peer sends on this connection.
     :param read_timeout: the accepting end's limit for a stalled line and for an idle
         connection without a session; None on the connecting end.
-    :param read_limit: the longest line accepted, in bytes.
+    :param read_limit: the longest request line accepted, in bytes (``max_size``); an
+        answer line may be :attr:`answer_limit` long while answers are owed to this end.
     :param admission: the accepting end's caps on connections, asked when one is made.
     :param channels: the accepting end's set of open connections, kept up to date.
     """
@@ -85,6 +83,8 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         Channel.__init__(self, url, secret=secret, max_size=max_size, timeout=timeout)
         self.service = service
         self.read_limit = read_limit
+        #: the longest answer line accepted while this end waits for answers
+        self.answer_limit = reply_limit(read_limit)
         self.read_timeout = read_timeout
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the connection is on
@@ -158,23 +158,31 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
             if not self._rest:
                 self._began = self._last
             self._rest += data
-            if len(self._rest) > self.read_limit and _over(self._rest, self.read_limit):
-                self._too_large()
+            limit = self._line_limit()
+            if len(self._rest) > limit and over(self._rest, limit):
+                self._too_large(limit > self.read_limit)
             return
         lines = (self._rest + data if self._rest else data).split(_NL)
         self._rest = lines.pop()
         self._began = self._last
-        if (self._take(lines) and len(self._rest) > self.read_limit
-                and _over(self._rest, self.read_limit)):
-            self._too_large()
+        if (self._take(lines) and len(self._rest) > (limit := self._line_limit())
+                and over(self._rest, limit)):
+            self._too_large(limit > self.read_limit)
 
-    def _too_large(self) -> None:
-        if self.serving:
-            super()._too_large()  # a client's request: answered, counted, then closed
+    def _line_limit(self) -> int:
+        """The longest line read now: while answers are owed to this end (requests sent
+        and not answered), as long as an answer may be; else as long as a request."""
+        return self.answer_limit if self._pending else self.read_limit
+
+    def _too_large(self, answer: bool = False) -> None:
+        """A line over its limit: a request's (``answer`` False) is answered, counted at
+        the accepting end, and the connection closed. A node's answer over the answer
+        limit (the connecting end): nothing to tell the node; closed at once, and what
+        waits fails naming the limit (not "the connection is closed", as if the user had
+        closed it)."""
+        if self.serving or not answer:
+            super()._too_large()  # answered, counted by a node, then closed
             return
-        # A node's answer over the limit: nothing to tell the node; close at once and fail
-        # what waits naming the limit (it read "the connection to ... is closed", as if the
-        # user had closed it, and only a log line said why).
         self._answer_too_large = True
         self._closed_here = True
         if self.transport is not None:
@@ -221,14 +229,18 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
                 self._refuse_http()
                 return False
         for line in lines:
-            if len(line) > limit and _over(line, limit):
-                self._too_large()
+            long = len(line) > limit and over(line, limit)  # an answer's length at most
+            if long and (not self._pending or over(line, self.answer_limit)):
+                self._too_large(bool(self._pending))
                 return False
             if not line.strip():
                 continue
             try:
                 obj = loads(line)
             except ParseError as exc:
+                if long:  # no answer: a request over the limit
+                    self._too_large()
+                    return False
                 held.append((exc, len(line)))  # answered in order with a parse error
                 continue
             if _is_response(obj):
@@ -236,6 +248,9 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
             elif type(obj) is list and obj and all(_is_response(member) for member in obj):
                 for member in obj:
                     self._response(member)
+            elif long:  # a request as long as an answer may be: over its own limit
+                self._too_large()
+                return False
             else:
                 held.append((obj, len(line)))
         self.answers.dispatch()
@@ -384,7 +399,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
                 continue
             if self._answer_too_large:
                 future.set_exception(TransportError(
-                    f"{self.url} answered with over {self.read_limit} bytes "
+                    f"{self.url} answered with over {self.answer_limit} bytes "
                     f"({p.REPLY_SIZE_FACTOR}x the setting max_size); the connection is closed"))
             elif null_error is not None and null_error.get("code") == p.TOO_LARGE:
                 future.set_exception(MessageTooLarge(

@@ -18,7 +18,6 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import bind_family, split_url
 from berrymq_jsonrpc.cli import add_serve_option
 from berrymq_jsonrpc.client import Channel
-from berrymq_jsonrpc.replies import reply_limit
 from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING
 from berrymq_jsonrpc.settings import declare_settings, read_number
 from berrymq_jsonrpc.transport import RemoteTransport
@@ -106,7 +105,7 @@ class TcpTransport(RemoteTransport):
         def channel() -> LineChannel:
             return LineChannel(url, service=self.service, secret=self.secret,
                                max_size=self.max_size, timeout=self.timeout,
-                               read_limit=reply_limit(self.max_size), read_timeout=None)
+                               read_limit=self.max_size, read_timeout=None)
 
         try:
             _, connected = await asyncio.wait_for(

@@ -25,7 +25,7 @@ from berrymq.wire import dumps
 if TYPE_CHECKING:
     from berrymq_jsonrpc.service import Service
 
-__all__ = ["TURN_AWAY_BYTES", "Refusing", "http_request_line"]
+__all__ = ["TURN_AWAY_BYTES", "Refusing", "http_request_line", "over"]
 
 logger = logging.getLogger("berrymq.remote.tcp")
 
@@ -44,6 +44,14 @@ _NOT_HTTP = dumps(error_object(
     p.INVALID_REQUEST, "Invalid Request", None,
     "this port speaks berryMQ's JSON-RPC over TCP (one JSON text per line), not HTTP: use "
     "the node's http:// address")).encode() + b"\n"
+
+
+def over(line: bytes, limit: int) -> bool:
+    """Whether ``line`` (read without its newline, or the start of one) is over ``limit``
+    bytes: a carriage return before the newline is part of the line ending (CRLF), not of
+    the request, so that a request of ``max_size`` bytes is taken whichever ending its
+    client writes."""
+    return len(line) > limit + 1 or (len(line) > limit and not line.endswith(b"\r"))
 
 
 def http_request_line(line: bytes) -> bool:
