@@ -24,7 +24,7 @@ class TestMaxSize < Minitest::Test
       node = url(scheme)
       queue = BerryMQ.connect_via_queue(node, "small:*", ttl: 60, max_size: 1000)
       error = assert_raises(BerryMQ::MessageTooLarge) { queue.send_message("small:big", BIG) }
-      assert_includes error.message, "over the limit of 1000 bytes; it was not sent"
+      assert_includes error.message, "over the limit of 488 bytes (max_size 1000 less 512); it was not sent"
       assert_raises(BerryMQ::MessageTooLarge) { queue.ask("small:big", BIG, timeout: WAIT) }
       interconnection = BerryMQ.interconnect(node, ttl: 60, max_size: 1000)
       error = assert_raises(BerryMQ::MessageTooLarge) { BerryMQ.twitter("small:big", BIG) }
@@ -36,6 +36,23 @@ class TestMaxSize < Minitest::Test
       refute interconnection.closed?
       assert_equal 2, BerryMQ.connections.size
       assert_raises(ArgumentError) { BerryMQ.connect_oneway(node, max_size: 0) }
+    end
+
+    # A message is at most max_size less 512 bytes as the node measures it ([identifier,
+    # args, kwargs, extras] with the 20-character uid the node gives it): one of exactly
+    # that size is sent and taken, one byte more is refused here, before it is sent.
+    define_method("test_send_message_checks_the_message_size_#{scheme}") do
+      node = url(scheme)
+      queue = BerryMQ.connect_via_queue(node, "small:*", ttl: 60, max_size: 1000)
+      empty = JSON.generate(["small:fit", [""], {}, { "uid" => "u" * 20 }]).bytesize
+      fits = "x" * (488 - empty)
+      queue.send_message("small:fit", fits)
+      error = assert_raises(BerryMQ::MessageTooLarge) { queue.send_message("small:fit", "#{fits}x") }
+      assert_equal "message small:fit is 489 bytes of JSON (measured as a node does: [identifier, args, " \
+                   "kwargs, extras] with a uid, without hops), over the limit of 488 bytes (max_size " \
+                   "1000 less 512); it was not sent", error.message
+      queue.send_message("small:after", 1)
+      assert_equal [["small:fit", [fits]], ["small:after", [1]]], 2.times.map { m = queue.get(timeout: WAIT); [m.id, m.args] }
     end
 
     # Without it, the node's own refusal is MessageTooLarge too. Over HTTP the connection

@@ -72,7 +72,9 @@ module BerryMQ
 
     # Sends one message to the node and returns once the node's receivers have it.
     # Raises ArgumentError for a local name (it never leaves the process) or arguments
-    # JSON cannot hold, RemoteError when the node refuses it (e.g. QUEUE_FULL).
+    # JSON cannot hold, MessageTooLarge (before sending) for a message over max_size less
+    # 512 bytes as a node measures it (JSONRPC.check_message_size), RemoteError when the
+    # node refuses it (e.g. QUEUE_FULL).
     def send_message(identifier, *args, **kwargs)
       ident = Identifier.new(identifier)
       if ident.local?
@@ -80,6 +82,7 @@ module BerryMQ
                              "local messages never leave the process"
       end
       JSONRPC.check_message(ident, args, kwargs)
+      JSONRPC.check_message_size(ident, args, kwargs, @max_size)
       call("send_message", { "token" => @token, "identifier" => ident.to_s, "args" => args, "kwargs" => kwargs })
       nil
     end
@@ -126,6 +129,7 @@ module BerryMQ
       timeout = BerryMQ.wait_seconds(timeout, "ask: timeout")
       ident = Identifier.new(identifier)
       JSONRPC.check_message(ident, args, kwargs)
+      JSONRPC.check_message_size(ident, args, kwargs, @max_size)
       deadline = BerryMQ.monotonic + timeout
       flush(timeout)
       result = @channel.waiting(deadline) do
@@ -151,6 +155,7 @@ module BerryMQ
 
     # Queues +message+ for the node (the bus calls this for interconnections).
     def forward(message)
+      JSONRPC.check_message_size(message.identifier, message.args, message.kwargs, @max_size, message.uid)
       @outbox.put(message.to_wire)
     end
 

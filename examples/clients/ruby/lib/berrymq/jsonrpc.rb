@@ -21,6 +21,12 @@ module BerryMQ
 
     # The largest request a node accepts by default (its max_size setting), in bytes.
     MAX_SIZE = 1_048_576
+    # A message is at most max_size less this many bytes (docs/protocol.md, the size of a
+    # message): the room a node keeps for the hops it adds and the request around it.
+    MESSAGE_ENVELOPE = 512
+    # A message without a uid is measured with one this long: the first node to forward it
+    # gives it one of 20 characters.
+    UID_ROOM = 20
 
     module_function
 
@@ -121,6 +127,28 @@ module BerryMQ
     def check_message(identifier, args, kwargs)
       check([identifier.to_s, args, kwargs], "message #{identifier}", MAX_MESSAGE_NESTING)
       nil
+    end
+
+    # The size of a message as a node measures it (docs/protocol.md, the size of a message):
+    # the bytes of the JSON of [identifier, args, kwargs, extras], extras holding its uid (a
+    # placeholder of UID_ROOM characters when it has none: the node adds one) and not its
+    # hops. Ruby writes a few floats longer than Python does (1.0e+20, not 1e+20): such a
+    # message is measured a little larger here, never smaller.
+    def message_size(identifier, args, kwargs, uid = nil)
+      extras = { "uid" => uid || ("u" * UID_ROOM) }
+      JSON.generate([identifier.to_s, args, kwargs, extras], max_nesting: false).bytesize
+    end
+
+    # Raises MessageTooLarge, naming the limit, unless the message fits a node whose
+    # max_size is +max_size+: at most max_size less MESSAGE_ENVELOPE bytes by #message_size.
+    # Checked before anything is sent, so that a node never refuses it (nor takes it and
+    # then cannot forward it).
+    def check_message_size(identifier, args, kwargs, max_size, uid = nil)
+      limit = max_size - MESSAGE_ENVELOPE
+      size = message_size(identifier, args, kwargs, uid)
+      return if size <= limit
+
+      raise MessageTooLarge, "message #{identifier} is #{size} bytes of JSON (measured as a node does: "                              "[identifier, args, kwargs, extras] with a uid, without hops), over the "                              "limit of #{limit} bytes (max_size #{max_size} less #{MESSAGE_ENVELOPE}); "                              "it was not sent"
     end
 
     # Seconds as a message shows them: rounded to milliseconds.
