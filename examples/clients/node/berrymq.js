@@ -28,6 +28,7 @@
 
 const crypto = require('crypto');
 const protocol = require('./lib/protocol');
+const { Answerer } = require('./lib/answerer');
 const { TcpChannel } = require('./lib/tcp');
 const { HttpChannel } = require('./lib/http');
 
@@ -283,7 +284,7 @@ function interconnect(url, onMessage, { ttl = DEFAULT_TTL, onAsk = null, onError
     console.error(`berrymq: onMessage failed for ${message.id}: ${error && error.stack}`);
   });
   const token = crypto.randomBytes(32).toString('base64url');
-  const answerer = new protocol.Answerer(token, onMessage, onAsk, report);
+  const answerer = new Answerer(token, onMessage, onAsk, report);
   return open(url, 'interconnect', 'interconnect', { addr: null, token, ttl }, options, answerer);
 }
 

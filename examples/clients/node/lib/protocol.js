@@ -1,8 +1,8 @@
 'use strict';
 /**
  * What both transports share: the protocol's error codes and the library's errors,
- * addresses, reading replies, and answering the requests a node sends to an
- * interconnected client (docs/protocol.md, "Style 01"). No I/O here.
+ * addresses, reading replies, the checks made before a request is sent. No I/O here.
+ * (Answering the requests a node sends to an interconnected client: answerer.js.)
  *
  * Errors, one tree:
  *
@@ -153,122 +153,6 @@ function messageFromWire(entry) {
   return message(entry[0], entry[1], entry[2], entry[3]);
 }
 
-/** Name the params of a request given by position, in the order of the protocol's tables. */
-const POSITIONS = {
-  send_message: ['token', 'identifier', 'args', 'kwargs'],
-  send_messages: ['token', 'messages'],
-  ask: ['identifier', 'args', 'kwargs', 'timeout', 'token'],
-};
-
-function named(method, params) {
-  if (!Array.isArray(params)) return params && typeof params === 'object' ? params : {};
-  const names = POSITIONS[method] || [];
-  return Object.fromEntries(names.map((name, i) => [name, params[i]]).filter(([, v]) => v !== undefined));
-}
-
-/** The extras of a forwarded message (docs/protocol.md, "Messages on the wire"). */
-const EXTRAS = ['uid', 'hops', 'reply_to'];
-
-/** An error object to answer a node with, as it stands. */
-class Refusal extends Error {
-  constructor(object) {
-    super(object.message);
-    this.object = object;
-  }
-}
-
-/**
- * Answers the requests a node sends to an interconnected client: `send_messages`,
- * `send_message` and `ask` (JSON-RPC 2.0, or 1.0 when the request has no `jsonrpc`),
- * checking the token the client proposed. Unknown extras are ignored. A message that
- * comes back round a cycle of nodes (same `uid`) is delivered once.
- */
-class Answerer {
-  constructor(token, onMessage, onAsk, onError) {
-    this.token = token;
-    this.onMessage = onMessage;
-    this.onAsk = onAsk;
-    this.onError = onError;
-    this.seen = new Set();
-  }
-
-  /** The reply to one request (null for a notification). */
-  async answer(request) {
-    const valid = request !== null && typeof request === 'object' && !Array.isArray(request) &&
-      typeof request.method === 'string' && (request.jsonrpc === undefined || request.jsonrpc === '2.0');
-    const v1 = valid && request.jsonrpc === undefined;
-    const id = valid && request.id !== undefined ? request.id : null;
-    const reply = (body) => (v1 ? { result: null, error: null, ...body, id } : { jsonrpc: '2.0', ...body, id });
-    if (!valid) return { jsonrpc: '2.0', error: { code: codes.INVALID_REQUEST, message: 'Invalid Request' }, id: null };
-    // a 1.0 notification has a null id; a 2.0 one has none
-    const notification = v1 ? request.id === null || request.id === undefined : !('id' in request);
-    let body;
-    try {
-      body = { result: await this.run(request.method, named(request.method, request.params)) };
-    } catch (error) {
-      body = { error: error instanceof Refusal ? error.object :
-        { code: codes.INVALID_PARAMS, message: 'Invalid params', data: error.message } };
-    }
-    return notification ? null : reply(body);
-  }
-
-  async run(method, params) {
-    if (method !== 'send_messages' && method !== 'send_message' && method !== 'ask') {
-      throw new Refusal({ code: codes.METHOD_NOT_FOUND, message: 'Method not found', data: method });
-    }
-    // the node sends our token with every request, ask included: without it, anyone who
-    // can reach us (a web page, over HTTP) could make our receivers run
-    if (params.token !== this.token) {
-      throw new Refusal({ code: codes.UNKNOWN_TOKEN, message: 'Unknown or expired token' });
-    }
-    if (method === 'ask') return this.ask(params);
-    const { identifier, args = [], kwargs = {}, messages } = params;
-    // the extras berryMQ knows; other params (a secret, what a newer node adds) are not ours
-    const extras = Object.fromEntries(EXTRAS.filter((k) => params[k] !== undefined).map((k) => [k, params[k]]));
-    const entries = method === 'send_messages' ? messages : [[identifier, args, kwargs, extras]];
-    if (!Array.isArray(entries)) throw new TypeError("'messages' must be an array");
-    const batch = entries.map(messageFromWire); // all checked before any is delivered
-    for (const each of batch) {
-      if (!this.firstTime(each.extras.uid)) continue;
-      try {
-        this.onMessage(each);
-      } catch (error) {
-        this.onError(error, each);
-      }
-    }
-    return 'ok';
-  }
-
-  async ask(params) {
-    const question = message(params.identifier, params.args || [], params.kwargs || {},
-      { uid: params.uid, hops: params.hops });
-    if (!this.onAsk) return [];
-    try {
-      const value = await this.onAsk(question);
-      return value === undefined ? [] : [{ value }];
-    } catch (error) {
-      return [{ error: { type: error.name || 'Error', message: String(error.message), receiver: 'onAsk', node: 'node.js' } }];
-    }
-  }
-
-  /** Whether a forwarded message's uid is new (bounded memory of the latest uids). */
-  firstTime(uid) {
-    if (uid === undefined || uid === null) return true;
-    if (this.seen.has(uid)) return false;
-    this.seen.add(uid);
-    if (this.seen.size > 100000) this.seen.delete(this.seen.values().next().value);
-    return true;
-  }
-
-  /** Answer a parsed body (a request or a batch); null when nothing is to be answered. */
-  async answerBody(body) {
-    if (!Array.isArray(body)) return this.answer(body);
-    if (body.length === 0) return { jsonrpc: '2.0', error: { code: codes.INVALID_REQUEST, message: 'Invalid Request' }, id: null };
-    const answers = (await Promise.all(body.map((r) => this.answer(r)))).filter((a) => a !== null);
-    return answers.length ? answers : null;
-  }
-}
-
 /** The largest request a node accepts by default (its `max_size` setting), in bytes of
  * JSON text (a TCP line without its newline, an HTTP body). */
 const MAX_SIZE = 1048576;
@@ -384,6 +268,6 @@ const PARSE_ERROR_REPLY = Object.freeze({ jsonrpc: '2.0', error: { code: codes.P
 
 module.exports = {
   codes, BerryMQError, Empty, MessageTooLarge, TransportError, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
-  isResponse, resultOf, messageFromWire, Answerer, MAX_INCOMING, MAX_SIZE, PARSE_ERROR_REPLY,
+  isResponse, resultOf, message, messageFromWire, MAX_INCOMING, MAX_SIZE, PARSE_ERROR_REPLY,
   encodeRequest, expectsAnswer, mayWait, MEDIA_TYPES, MAX_MESSAGE_DEPTH, checkDepth,
 };

@@ -9,7 +9,7 @@ const assert = require('assert/strict');
 const http = require('http');
 const { describe, it } = require('node:test');
 const berrymq = require('..');
-const { Answerer } = require('../lib/protocol');
+const { Answerer } = require('../lib/answerer');
 const { DEADLINE, Inbox, startNode } = require('./helpers');
 
 const TOKEN = 'client-token';

@@ -51,7 +51,7 @@ describe('npm', { skip, timeout: 6 * DEADLINE }, () => {
   it('npm pack holds the library, the CLI, the README and the licence, and nothing else', () => {
     const [packed] = JSON.parse(npm(['pack', '--dry-run', '--json'], PACKAGE));
     assert.deepEqual(packed.files.map((f) => f.path).sort(), [
-      'LICENSE', 'README.md', 'berrymq.js', 'cli.js', 'lib/channel.js', 'lib/http.js', 'lib/protocol.js',
+      'LICENSE', 'README.md', 'berrymq.js', 'cli.js', 'lib/answerer.js', 'lib/channel.js', 'lib/http.js', 'lib/protocol.js',
       'lib/tcp.js', 'package.json',
     ]);
     assert.equal(packed.name, 'berrymq');
