@@ -25,6 +25,34 @@ function named(method, params) {
 /** The extras of a forwarded message (docs/protocol.md, "Messages on the wire"). */
 const EXTRAS = ['uid', 'hops', 'reply_to'];
 
+/** One failed reply of onAsk as it crosses (docs/protocol.md, "ask"). */
+function replyError(type, text) {
+  return { error: { type, message: text, receiver: 'onAsk', node: 'node.js' } };
+}
+
+/** What onAsk returned as it crosses: `{ value }`, or, as a node does for a receiver's
+ * reply, a TypeError entry for a value JSON cannot carry (a BigInt, a cycle, a function),
+ * which no asker could read back. Checked
+ * here, where the answer is still made: writing it later would throw on the connection's
+ * way out, and the node would wait for an answer that never comes. */
+function replyEntry(value) {
+  let text;
+  try {
+    text = JSON.stringify(value);
+  } catch (error) {
+    return replyError('TypeError', `the reply ${describe(value)} is not JSON (${error.message.split('\n')[0]})`);
+  }
+  if (text === undefined) return replyError('TypeError', `the reply ${describe(value)} is not JSON`);
+  return { value };
+}
+
+/** The kind of a value, for an error message: `BigInt`, `Object`, `function`. */
+function describe(value) {
+  if (typeof value === 'bigint') return 'BigInt';
+  if (value !== null && typeof value === 'object') return (value.constructor && value.constructor.name) || 'Object';
+  return typeof value;
+}
+
 /** An error object to answer a node with, as it stands. */
 class Refusal extends Error {
   constructor(object) {
@@ -99,12 +127,14 @@ class Answerer {
     const question = message(params.identifier, params.args || [], params.kwargs || {},
       { uid: params.uid, hops: params.hops });
     if (!this.onAsk) return [];
+    let value;
     try {
-      const value = await this.onAsk(question);
-      return value === undefined ? [] : [{ value }];
+      value = await this.onAsk(question);
     } catch (error) {
-      return [{ error: { type: error.name || 'Error', message: String(error.message), receiver: 'onAsk', node: 'node.js' } }];
+      const failed = error instanceof Error;
+      return [replyError(failed && error.name ? error.name : 'Error', failed ? String(error.message) : String(error))];
     }
+    return value === undefined ? [] : [replyEntry(value)];
   }
 
   /** Whether a forwarded message's uid is new (bounded memory of the latest uids). */

@@ -190,3 +190,54 @@ describe('the HTTP server of interconnect', { timeout: 3 * DEADLINE }, () => {
     }
   });
 });
+
+/** Interconnect with a real node over `scheme` with `onAsk`, make the node ask us
+ * (relay:ask) each of `identifiers` in turn, and resolve with the replies it twittered
+ * (relay:answer), one list each; after each, check that the link still carries a message. */
+async function askedByNode(scheme, identifiers, onAsk) {
+  const node = await startNode();
+  let link = null;
+  try {
+    const inbox = new Inbox('messages to the client');
+    link = await berrymq.interconnect(node[scheme], (m) => inbox.put(m), { ttl: 60, onAsk });
+    const sender = await berrymq.connectOneway(node.tcp, { ttl: 60 });
+    const answers = [];
+    for (const [i, identifier] of identifiers.entries()) {
+      await sender.sendMessage('relay:ask', [identifier]);
+      let answer;
+      do answer = await inbox.next(); while (answer.id !== 'relay:answer');
+      answers.push(answer.args[0]);
+      await sender.sendMessage('news:after', [i]);
+      do answer = await inbox.next(); while (answer.id !== 'news:after');
+      assert.deepEqual(answer.args, [i]);
+    }
+    await sender.close();
+    return answers;
+  } finally {
+    if (link !== null) await link.close();
+    await node.stop();
+  }
+}
+
+for (const scheme of ['tcp', 'http']) {
+  describe(`onAsk replies JSON cannot carry, over ${scheme}`, { timeout: 3 * DEADLINE }, () => {
+    it('a BigInt, a cycle, a function: a TypeError entry each, and the link goes on', async () => {
+      const cycle = { name: 'loop' };
+      cycle.self = cycle;
+      const replies = { 'js:big': 2n ** 64n, 'js:cycle': cycle, 'js:fn': () => 1 };
+      const answers = await askedByNode(scheme, Object.keys(replies), (m) => replies[m.id]);
+      assert.equal(answers.flat().length, 3, JSON.stringify(answers));
+      assert.match(answers[0][0], /^error: .*TypeError.*the reply BigInt is not JSON \(Do not know how to serialize a BigInt\)/);
+      assert.match(answers[1][0], /^error: .*TypeError.*the reply Object is not JSON \(Converting circular structure to JSON/);
+      assert.match(answers[2][0], /^error: .*TypeError.*the reply function is not JSON/);
+    });
+  });
+}
+
+describe('onAsk replies, answered without a node', () => {
+  it('an onAsk that throws something other than an Error is an entry, not a failure of the answer', async () => {
+    const { answerer: a } = answerer({ onAsk: () => { throw null; } });
+    const reply = await a.answer({ jsonrpc: '2.0', method: 'ask', id: 1, params: { identifier: 'q:a', token: TOKEN } });
+    assert.deepEqual(reply.result, [{ error: { type: 'Error', message: 'null', receiver: 'onAsk', node: 'node.js' } }]);
+  });
+});
