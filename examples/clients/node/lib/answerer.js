@@ -7,7 +7,7 @@
  * transports (tcp.js, http.js) hand it parsed bodies and write what it returns.
  */
 
-const { codes, message, messageFromWire } = require('./protocol');
+const { codes, MAX_MESSAGE_DEPTH, message, messageFromWire, nestedDeeper } = require('./protocol');
 
 /** Name the params of a request given by position, in the order of the protocol's tables. */
 const POSITIONS = {
@@ -31,8 +31,9 @@ function replyError(type, text) {
 }
 
 /** What onAsk returned as it crosses: `{ value }`, or, as a node does for a receiver's
- * reply, a TypeError entry for a value JSON cannot carry (a BigInt, a cycle, a function),
- * which no asker could read back. Checked
+ * reply, a TypeError entry for a value JSON cannot carry (a BigInt, a cycle, a function)
+ * or one nested deeper than MAX_MESSAGE_DEPTH (docs/protocol.md, "Nesting": the node
+ * could not read the answer, or forward the reply). Checked
  * here, where the answer is still made: writing it later would throw on the connection's
  * way out, and the node would wait for an answer that never comes. */
 function replyEntry(value) {
@@ -40,10 +41,17 @@ function replyEntry(value) {
   try {
     text = JSON.stringify(value);
   } catch (error) {
+    // a RangeError: the stack ran out, thousands of levels down
+    if (error instanceof RangeError) return tooDeep();
     return replyError('TypeError', `the reply ${describe(value)} is not JSON (${error.message.split('\n')[0]})`);
   }
   if (text === undefined) return replyError('TypeError', `the reply ${describe(value)} is not JSON`);
+  if (nestedDeeper(text, MAX_MESSAGE_DEPTH)) return tooDeep();
   return { value };
+}
+
+function tooDeep() {
+  return replyError('TypeError', `the reply is nested more than ${MAX_MESSAGE_DEPTH} levels deep, the limit`);
 }
 
 /** The kind of a value, for an error message: `BigInt`, `Object`, `function`. */

@@ -188,8 +188,14 @@ function nestedDeeper(text, limit) {
 /** A TypeError, before anything is sent, for a message nested deeper than
  * MAX_MESSAGE_DEPTH: the node could not keep it (its answer would be a Parse error). */
 function checkDepth(identifier, args, kwargs) {
-  const text = JSON.stringify([args, kwargs]); // args and kwargs at level 2, as in the message
-  if (text !== undefined && nestedDeeper(text, MAX_MESSAGE_DEPTH)) {
+  let text;
+  try {
+    text = JSON.stringify([args, kwargs]); // args and kwargs at level 2, as in the message
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    text = null; // the stack ran out, thousands of levels down: deeper than the limit
+  }
+  if (text === null || (text !== undefined && nestedDeeper(text, MAX_MESSAGE_DEPTH))) {
     throw new TypeError(`message ${identifier} cannot be sent: it is nested more than ${MAX_MESSAGE_DEPTH} ` +
                         'levels deep, the limit (its args and kwargs count from level 2); nothing was sent');
   }
@@ -269,5 +275,5 @@ const PARSE_ERROR_REPLY = Object.freeze({ jsonrpc: '2.0', error: { code: codes.P
 module.exports = {
   codes, BerryMQError, Empty, MessageTooLarge, TransportError, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
   isResponse, resultOf, message, messageFromWire, MAX_INCOMING, MAX_SIZE, PARSE_ERROR_REPLY,
-  encodeRequest, expectsAnswer, mayWait, MEDIA_TYPES, MAX_MESSAGE_DEPTH, checkDepth,
+  encodeRequest, expectsAnswer, mayWait, MEDIA_TYPES, MAX_MESSAGE_DEPTH, checkDepth, nestedDeeper,
 };

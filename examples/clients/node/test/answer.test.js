@@ -234,7 +234,35 @@ for (const scheme of ['tcp', 'http']) {
   });
 }
 
+/** An array nested `levels` deep. */
+function nest(levels) {
+  let value = [];
+  for (let i = 1; i < levels; i += 1) value = [value];
+  return value;
+}
+
+for (const scheme of ['tcp', 'http']) {
+  describe(`onAsk replies nested too deep, over ${scheme}`, { timeout: 3 * DEADLINE }, () => {
+    it('deeper than 124 levels (125, 200, 200 000): a TypeError entry naming the limit, and the link goes on', async () => {
+      const replies = { 'js:deep': nest(125), 'js:deeper': nest(200), 'js:abyss': nest(200000) };
+      const answers = await askedByNode(scheme, Object.keys(replies), (m) => replies[m.id]);
+      assert.equal(answers.flat().length, 3, JSON.stringify(answers));
+      for (const [answer] of answers) {
+        assert.match(answer, /^error: .*TypeError.*the reply is nested more than 124 levels deep, the limit/);
+      }
+    });
+  });
+}
+
 describe('onAsk replies, answered without a node', () => {
+  it('a reply nested 124 levels deep is the deepest that goes as a value', async () => {
+    const { answerer: a } = answerer({ onAsk: (m) => nest(m.args[0]) });
+    const ask = async (levels) => (await a.answer({ jsonrpc: '2.0', method: 'ask', id: 1,
+      params: { identifier: 'q:a', args: [levels], token: TOKEN } })).result[0];
+    assert.deepEqual(await ask(124), { value: nest(124) });
+    assert.equal((await ask(125)).error.message, 'the reply is nested more than 124 levels deep, the limit');
+  });
+
   it('an onAsk that throws something other than an Error is an entry, not a failure of the answer', async () => {
     const { answerer: a } = answerer({ onAsk: () => { throw null; } });
     const reply = await a.answer({ jsonrpc: '2.0', method: 'ask', id: 1, params: { identifier: 'q:a', token: TOKEN } });

@@ -76,6 +76,8 @@ for (const scheme of ['tcp', 'http']) {
       await assert.rejects(oneway.postMessage('node:deep', nest(124)), tooDeep);
       await assert.rejects(oneway.sendMessages([['node:ok', [], {}], ['node:deep', nest(200), {}]]), tooDeep);
       await assert.rejects(oneway.ask('node:deep', nest(124)), tooDeep);
+      // so deep that JSON.stringify runs out of stack: named as too deep all the same
+      await assert.rejects(oneway.sendMessage('node:deep', nest(200000)), tooDeep);
       // brackets inside strings do not count
       assert.equal(await oneway.sendMessage('node:brackets', ['['.repeat(300)]), 'ok');
       assert.equal(await node.stdout.next(), `node:brackets ["${'['.repeat(300)}"]`);
