@@ -277,7 +277,8 @@ function connectViaQueue(url, pattern, { ttl = DEFAULT_TTL, ...options } = {}) {
  * one connection; over HTTP the node calls back an HTTP server started here (on
  * `listen`, default { host: '127.0.0.1', port: 0 }). `onAsk(message)` answers the
  * node's asks (return a value, or undefined for "no receiver here"); `onError(error,
- * message)` hears what onMessage threw (default: print it on stderr). */
+ * message)` hears what onMessage threw, or what its promise rejected with (default:
+ * print it on stderr). */
 function interconnect(url, onMessage, { ttl = DEFAULT_TTL, onAsk = null, onError = null, ...options } = {}) {
   if (typeof onMessage !== 'function') throw new TypeError('interconnect needs onMessage(message), a function');
   const report = onError || ((error, message) => {

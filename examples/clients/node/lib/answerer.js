@@ -123,12 +123,27 @@ class Answerer {
     for (const each of batch) {
       if (!this.firstTime(each.extras.uid)) continue;
       try {
-        this.onMessage(each);
+        const done = this.onMessage(each);
+        // an async onMessage (or one returning a promise) fails later: its rejection is
+        // reported too, not left unhandled (which ends the process)
+        if (done !== null && typeof done === 'object' && typeof done.then === 'function') {
+          Promise.resolve(done).catch((error) => this.report(error, each));
+        }
       } catch (error) {
-        this.onError(error, each);
+        this.report(error, each);
       }
     }
     return 'ok';
+  }
+
+  /** Hand what onMessage threw (or rejected with) to onError; what onError throws in
+   * turn is printed on stderr, never thrown on (the node has its answer already). */
+  report(error, each) {
+    try {
+      this.onError(error, each);
+    } catch (failed) {
+      console.error(`berrymq: onError failed for ${each.id}: ${failed && failed.stack}`);
+    }
   }
 
   async ask(params) {

@@ -83,6 +83,28 @@ describe('answering a node', () => {
     assert.deepEqual(errors, [['receiver failed', 'boom:now'], ['receiver failed', 'boom:now']]);
   });
 
+  it('an async onMessage that rejects reaches onError, as one that throws does', async () => {
+    const errors = new Inbox('onError');
+    const a = new Answerer(TOKEN, async (m) => {
+      await null;
+      if (m.id === 'boom:later') throw new Error(`failed later: ${m.args[0]}`);
+    }, null, (error, m) => errors.put([error.message, m.id]));
+    const reply = await a.answer({ jsonrpc: '2.0', method: 'send_messages', id: 1,
+      params: { token: TOKEN, messages: [['boom:later', [1], {}], ['fine:now', [], {}], ['boom:later', [2], {}]] } });
+    assert.equal(reply.result, 'ok');
+    assert.deepEqual(await errors.next(), ['failed later: 1', 'boom:later']);
+    assert.deepEqual(await errors.next(), ['failed later: 2', 'boom:later']);
+    // an onError that throws in turn is printed, not thrown on
+    const b = new Answerer(TOKEN, () => Promise.reject(new Error('x')), null, () => { throw new Error('onError too'); });
+    const printed = new Promise((resolve) => {
+      const original = console.error;
+      console.error = (text) => { console.error = original; resolve(text); };
+    });
+    assert.equal((await b.answer({ jsonrpc: '2.0', method: 'send_message', id: 2,
+      params: { token: TOKEN, identifier: 'boom:twice' } })).result, 'ok');
+    assert.match(await printed, /^berrymq: onError failed for boom:twice: Error: onError too/);
+  });
+
   it('ask: a value, no receiver, a failure', async () => {
     const { answerer: a } = answerer({ onAsk: async (m) => {
       if (m.id === 'fail:now') throw new RangeError('no');
