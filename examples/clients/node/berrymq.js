@@ -218,8 +218,10 @@ class Connection {
     const replies = await this.channel.whenWaitingAllowed(deadline, (queued) => {
       // one that waited for its turn asks the node for what is left of its timeout
       const left = queued && deadline !== null ? Math.max(0, deadline - Date.now()) / 1000 : timeout;
+      // null: the node waits for its receivers as long as they take, and so do we (the
+      // connection's `timeout` is for an answer beyond the wait; null + it is no limit)
       return this.call('ask', { identifier, args, kwargs, timeout: left, token: this.token },
-        { wait: left, turn: true });
+        { wait: left === null ? Infinity : left, turn: true });
     }, () => {
       throw new BerryMQError('Limit reached', protocol.codes.LIMIT_REACHED, { setting: 'max_waiting', limit,
         detail: `the ask's timeout of ${timeout} s ran out while ${limit} calls that wait were outstanding ` +

@@ -15,13 +15,13 @@ const CLI = path.join(__dirname, '..', 'cli.js');
 const DEADLINE = 20000;
 
 /**
- * The Python node: `berrymq serve` with three receivers of its own, so that asks have
- * something to answer: `price:quote` (9.5 * args[0]), `fail:now` (raises ValueError) and
- * `relay:ask` (asks its peers `args[0]` with `args[1:]` and twitters the replies as
+ * The Python node: `berrymq serve` with four receivers of its own, so that asks have
+ * something to answer: `price:quote` (9.5 * args[0]), `fail:now` (raises ValueError),
+ * `slow:reply` (sleeps args[0] seconds, then returns "slept") and `relay:ask` (asks its peers `args[0]` with `args[1:]` and twitters the replies as
  * `relay:answer`, so a test can make the Python node ask an interconnected client).
  */
 const PRELUDE = `
-import sys, threading
+import sys, threading, time
 import berrymq
 from berrymq.cli import main
 
@@ -32,6 +32,11 @@ def quote(message):
 @berrymq.following_function("fail:now")
 def fail(message):
     raise ValueError("refused on purpose")
+
+@berrymq.following_function("slow:reply")
+def slow(message):
+    time.sleep(message.args[0])
+    return "slept"
 
 @berrymq.following_function("relay:ask")
 def relay(message):

@@ -163,3 +163,23 @@ describe('over HTTP, a server that trickles its answer', { timeout: 2 * DEADLINE
     }
   });
 });
+
+describe('ask with timeout null', { timeout: 4 * DEADLINE }, () => {
+  let node;
+  before(async () => { node = await startNode(); });
+  after(async () => { await node.stop(); });
+
+  for (const scheme of ['tcp', 'http']) {
+    it(`over ${scheme}: no deadline, not even the connection's timeout for an answer`, async () => {
+      // the receiver takes 1 s; the connection waits 300 ms for an answer beyond what a
+      // call asks the node to wait, and null asks for no limit at all
+      const oneway = await berrymq.connectOneway(node[scheme], { ttl: 60, timeout: 300 });
+      try {
+        assert.deepEqual(await oneway.ask('slow:reply', [1], {}, { timeout: null }), ['slept']);
+        assert.equal(oneway.closed, false);
+      } finally {
+        await oneway.close();
+      }
+    });
+  }
+});
