@@ -221,6 +221,20 @@ async function main(argv) {
   return selftest(url);
 }
 
+/** Why a refusal that names a limit is not tried again: the same request would be
+ * refused the same way (too large), or until the node has room, which the command does
+ * not wait for (a cap, a full queue). Empty for other errors. */
+function refusalHint(error) {
+  const limit = error.data !== null && typeof error.data === 'object' ? error.data.limit : undefined;
+  if (error.code === berrymq.codes.TOO_LARGE) {
+    return '; not sent again: it would be refused the same, whenever it came (send less)';
+  }
+  if ((error.code === berrymq.codes.LIMIT_REACHED || error.code === berrymq.codes.QUEUE_FULL) && limit !== undefined) {
+    return '; not sent again: run the command again once the node has room';
+  }
+  return '';
+}
+
 main(process.argv.slice(2)).then(() => {
   process.exitCode = 0;
 }, (error) => {
@@ -228,7 +242,8 @@ main(process.argv.slice(2)).then(() => {
   // Python command finds before it connects.
   const usage = error instanceof UsageError || error.code === berrymq.codes.INVALID_PARAMS;
   const hint = usage ? ' (see berrymq-js --help)' :
-    error.code === berrymq.codes.UNAUTHORISED ? ": set BERRYMQ_SECRET to the node's shared secret" : '';
+    error.code === berrymq.codes.UNAUTHORISED ? ": set BERRYMQ_SECRET to the node's shared secret" :
+      refusalHint(error);
   console.error(`berrymq-js: error: ${error.message}${hint}`);
   process.exitCode = usage ? 2 : 1;
 });

@@ -37,12 +37,22 @@ const codes = Object.freeze({
   LIMIT_REACHED: -32009,
 });
 
+/** What a node's `data` of `{ setting, limit }` says: `the node's limit is 2000 bytes
+ * (setting max_size)`. */
+function refusedBy({ setting, limit }) {
+  if (typeof limit !== 'number') return `refused by the node's setting ${setting}`;
+  return `the node's limit is ${limit}${setting === 'max_size' ? ' bytes' : ''} (setting ${setting})`;
+}
+
 /** A failure: an error object the node answered (`code`, `data`), or a transport one. */
 class BerryMQError extends Error {
   constructor(message, code = null, data = undefined) {
-    // the node's explanation: `data` itself when a text, else `data.detail` when it has one
+    // the node's explanation: `data` itself when a text, else `data.detail` when it has
+    // one, else the setting that refused (a node's Message too large and Queue is full
+    // name only `setting` and `limit`: without them the error did not say why)
     const said = typeof data === 'string' ? data :
-      data !== null && typeof data === 'object' && typeof data.detail === 'string' ? data.detail : null;
+      data !== null && typeof data === 'object' && typeof data.detail === 'string' ? data.detail :
+        data !== null && typeof data === 'object' && typeof data.setting === 'string' ? refusedBy(data) : null;
     const detail = said === null ? '' : `: ${said}`;
     super(code === null ? message : `${message} (${code})${detail}`);
     this.name = 'BerryMQError';

@@ -3,6 +3,10 @@
  * run failed, 2 the command line is wrong. */
 
 const assert = require('assert/strict');
+const fs = require('fs');
+const net = require('net');
+const os = require('os');
+const path = require('path');
 const { after, before, describe, it } = require('node:test');
 const berrymq = require('..');
 const { DEADLINE, freePort, runCli, startCli, startNode } = require('./helpers');
@@ -151,5 +155,45 @@ describe('berrymq-js exit codes', { timeout: 4 * DEADLINE }, () => {
     assert.match(help.stdout, /Exit status: 0 done, 1 the run failed \(unreachable node, refused request\), 2 usage error/);
     const version = await runCli(['--version']);
     assert.deepEqual([version.code, version.stdout], [0, `berrymq-js ${require('../package.json').version}\n`]);
+  });
+});
+
+describe('berrymq-js send refused by a limit of the node', { timeout: 4 * DEADLINE }, () => {
+  let small;
+  let dir;
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berrymq-js-limits-'));
+    const config = path.join(dir, 'berrymq.toml');
+    fs.writeFileSync(config, ['jsonrpc-tcp', 'jsonrpc-http'].map((plugin) =>
+      `[berrymq.${plugin}]\nmax_size = 2000\nmax_connections_per_client = 2\n`).join('\n'));
+    small = await startNode({ env: { BERRYMQ_CONFIG: config } });
+  });
+  after(async () => { await small.stop(); fs.rmSync(dir, { recursive: true, force: true }); });
+
+  it("too large for the node: exit 1 naming the node's limit and its setting, not sent again", async () => {
+    for (const scheme of ['tcp', 'http']) {
+      const result = await runCli(['send', small[scheme], 'job:big', 'x'.repeat(3000)]);
+      assert.equal(result.code, 1, result.stderr);
+      assert.equal(result.stderr, "berrymq-js: error: Message too large (-32003): the node's limit is 2000 bytes " +
+        '(setting max_size); not sent again: it would be refused the same, whenever it came (send less)\n');
+    }
+  });
+
+  it('a cap of the node reached: exit 1 naming it, not sent again', async () => {
+    const port = Number(small.tcp.split(':').at(-1));
+    const held = [];
+    try {
+      for (let i = 0; i < 2; i += 1) {
+        held.push(await new Promise((resolve, reject) => {
+          const socket = net.connect(port, '127.0.0.1', () => resolve(socket)).once('error', reject);
+        }));
+      }
+      const result = await runCli(['send', small.tcp, 'job:x', '1']);
+      assert.equal(result.code, 1, result.stderr);
+      assert.equal(result.stderr, 'berrymq-js: error: Limit reached (-32009): 127.0.0.1 has 2 connections open, ' +
+        'the cap (setting max_connections_per_client); not sent again: run the command again once the node has room\n');
+    } finally {
+      for (const socket of held) socket.destroy();
+    }
   });
 });
