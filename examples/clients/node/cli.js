@@ -18,9 +18,11 @@ const USAGE = `usage: berrymq-js VERB URL ...   (URL: tcp://HOST:PORT or http://
                                                node acknowledged it
   listen URL PATTERN [--count N] [--json]      print the messages matching PATTERN (style 03),
                                                one line each, until N were printed or Ctrl-C
-  interconnect URL [--count N]                 print every message the node forwards
+  interconnect URL [--count N] [--ttl S]      print every message the node forwards
                                                (style 01) after a line "interconnected";
-                                               answers the node's asks; sends node:joined
+                                               answers the node's asks; sends node:joined;
+                                               renews the session every S/3 s (S: 60);
+                                               exit status 1 when the node ends it
   ask URL ID [ARGS...] [--kw KEY=VALUE]... [--timeout S]
                                                print the replies of the node's receivers
                                                as one JSON array
@@ -142,7 +144,20 @@ async function listen(url, pattern, count, json) {
   }
 }
 
-async function interconnect(url, count) {
+/** Keep the interconnection `link` open: every ttl/3 seconds a request naming its token
+ * (an empty send_messages, which delivers nothing), since a session the node hears nothing
+ * from for `ttl` seconds is closed; over HTTP nothing else would notice that the node
+ * closed it or went away. A renewal that finds the session gone ends `link` (its `ended`
+ * resolves with why); one the node was slow to answer is only tried again. Returns a
+ * function that stops it. */
+function renewEvery(link, ttl) {
+  const timer = setInterval(() => {
+    link.call('send_messages', { token: link.token, messages: [] }).catch(() => {});
+  }, (ttl * 1000) / 3);
+  return () => clearInterval(timer);
+}
+
+async function interconnect(url, count, ttl) {
   let seen = 0;
   let done;
   const finished = new Promise((resolve) => { done = resolve; });
@@ -150,14 +165,16 @@ async function interconnect(url, count) {
     say(format(message));
     seen += 1;
     if (count !== null && seen >= count) done();
-  }, { ttl: 60, onAsk: (message) => `node saw ${message.id}` });
+  }, { ttl, onAsk: (message) => `node saw ${message.id}` });
   if (count === 0) done();
   say('interconnected');
+  const stopRenewing = renewEvery(link, ttl);
   try {
     await link.sendMessage('node:joined', ['interconnect']);
     const reason = await Promise.race([finished, stopSignal(), link.ended]);
-    if (reason instanceof Error) throw reason;
+    if (reason instanceof Error) throw new berrymq.BerryMQError(`the interconnection ended: ${reason.message}`, null);
   } finally {
+    stopRenewing();
     await link.close().catch(() => {});
   }
 }
@@ -200,10 +217,10 @@ async function selftest(url) {
 async function main(argv) {
   if (argv.includes('--help') || argv.includes('-h')) return say(USAGE);
   if (argv[0] === '--version') return say(`berrymq-js ${version}`);
-  const { words, options } = parseArgs(argv, { values: ['--count', '--kw', '--timeout'], flags: ['--json'] });
+  const { words, options } = parseArgs(argv, { values: ['--count', '--kw', '--timeout', '--ttl'], flags: ['--json'] });
   const [verb, url, ...rest] = words;
   const count = number(options, '--count', null, { integer: true });
-  const allowed = { send: ['--kw'], ask: ['--kw', '--timeout'], listen: ['--count', '--json'], interconnect: ['--count'], selftest: [] };
+  const allowed = { send: ['--kw'], ask: ['--kw', '--timeout'], listen: ['--count', '--json'], interconnect: ['--count', '--ttl'], selftest: [] };
   if (!(verb in allowed)) throw new UsageError(verb === undefined ? 'a VERB is required' : `unknown verb ${JSON.stringify(verb)}`);
   const wrong = Object.keys(options).find((name) => !allowed[verb].includes(name));
   if (wrong) throw new UsageError(`${verb} does not take ${wrong}`);
@@ -217,7 +234,7 @@ async function main(argv) {
   if (verb === 'send') return send(url, rest[0], rest.slice(1).map(parseValue), kwargsOf(options));
   if (verb === 'ask') return ask(url, rest[0], rest.slice(1).map(parseValue), kwargsOf(options), number(options, '--timeout', 5));
   if (verb === 'listen') return listen(url, rest[0], count, options['--json'] === true);
-  if (verb === 'interconnect') return interconnect(url, count);
+  if (verb === 'interconnect') return interconnect(url, count, number(options, '--ttl', 60));
   return selftest(url);
 }
 

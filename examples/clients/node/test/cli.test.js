@@ -197,3 +197,27 @@ describe('berrymq-js send refused by a limit of the node', { timeout: 4 * DEADLI
     }
   });
 });
+
+describe('berrymq-js interconnect keeps its session', { timeout: 6 * DEADLINE }, () => {
+  for (const scheme of ['tcp', 'http']) {
+    it(`over ${scheme}: renewed every ttl/3 while quiet; when the node goes, says why and exits 1`, async () => {
+      const own = await startNode();
+      const client = startCli(['interconnect', own[scheme], '--ttl', '1']);
+      try {
+        assert.equal(await client.stdout.next(), 'interconnected');
+        assert.equal(await own.stdout.next(), 'node:joined ["interconnect"]');
+        // quiet for three times its ttl: only the renewals keep the session open
+        await new Promise((resolve) => setTimeout(resolve, 3000));
+        const result = await runCli(['send', own[scheme], 'news:still', 'here']);
+        assert.equal(result.code, 0, result.stderr);
+        assert.equal(await client.stdout.next(), 'news:still ["here"]');
+        await own.stop();
+        assert.equal(await client.exited, 1);
+        assert.match(await client.stderr.next(), new RegExp(`^berrymq-js: error: the interconnection ended: .*${own[scheme]}`));
+      } finally {
+        client.child.kill();
+        await own.stop();
+      }
+    });
+  }
+});
