@@ -36,11 +36,36 @@ Exit status: 0 done, 1 the run failed (unreachable node, refused request), 2 usa
 /** A mistake on the command line: exit status 2. */
 class UsageError extends Error {}
 
+/** Whether a parsed JSON value holds a number that is not finite (1e400 is read as
+ * Infinity, which JSON cannot carry). */
+function notFinite(value) {
+  if (typeof value === 'number') return !Number.isFinite(value);
+  if (value === null || typeof value !== 'object') return false;
+  return Object.values(value).some(notFinite);
+}
+
 function parseValue(text) {
+  let value;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (error) {
     return text;
+  }
+  if (notFinite(value)) {
+    throw new UsageError(`${JSON.stringify(text)} holds a number too large for JSON (it is not finite); ` +
+                         'quote it to send it as a string');
+  }
+  return value;
+}
+
+/** A UsageError for an argument that was not UTF-8: Node reads the command line as
+ * UTF-8 and puts U+FFFD (the replacement character) for each byte that is not, so what
+ * would be sent is not what was typed. */
+function checkUtf8(argv) {
+  const index = argv.findIndex((arg) => arg.includes('\uFFFD'));
+  if (index >= 0) {
+    throw new UsageError(`argument ${index + 1} (${JSON.stringify(argv[index])}) is not UTF-8 text: ` +
+                         'it has a byte that is not UTF-8 (or U+FFFD itself)');
   }
 }
 
@@ -64,12 +89,12 @@ function parseArgs(argv, { values = [], flags = [] }) {
   return { words, options };
 }
 
-function number(options, name, fallback, { integer = false } = {}) {
+function number(options, name, fallback, { integer = false, least = 0 } = {}) {
   const text = (options[name] || []).at(-1);
   if (text === undefined) return fallback;
   const value = Number(text);
-  if (text.trim() === '' || !Number.isFinite(value) || value < 0 || (integer && !Number.isInteger(value))) {
-    throw new UsageError(`${name} takes a ${integer ? 'whole ' : ''}number >= 0, not ${JSON.stringify(text)}`);
+  if (text.trim() === '' || !Number.isFinite(value) || value < least || (integer && !Number.isInteger(value))) {
+    throw new UsageError(`${name} takes a ${integer ? 'whole ' : ''}number >= ${least}, not ${JSON.stringify(text)}`);
   }
   return value;
 }
@@ -166,7 +191,6 @@ async function interconnect(url, count, ttl) {
     seen += 1;
     if (count !== null && seen >= count) done();
   }, { ttl, onAsk: (message) => `node saw ${message.id}` });
-  if (count === 0) done();
   say('interconnected');
   const stopRenewing = renewEvery(link, ttl);
   try {
@@ -217,9 +241,10 @@ async function selftest(url) {
 async function main(argv) {
   if (argv.includes('--help') || argv.includes('-h')) return say(USAGE);
   if (argv[0] === '--version') return say(`berrymq-js ${version}`);
+  checkUtf8(argv);
   const { words, options } = parseArgs(argv, { values: ['--count', '--kw', '--timeout', '--ttl'], flags: ['--json'] });
   const [verb, url, ...rest] = words;
-  const count = number(options, '--count', null, { integer: true });
+  const count = number(options, '--count', null, { integer: true, least: 1 });
   const allowed = { send: ['--kw'], ask: ['--kw', '--timeout'], listen: ['--count', '--json'], interconnect: ['--count', '--ttl'], selftest: [] };
   if (!(verb in allowed)) throw new UsageError(verb === undefined ? 'a VERB is required' : `unknown verb ${JSON.stringify(verb)}`);
   const wrong = Object.keys(options).find((name) => !allowed[verb].includes(name));

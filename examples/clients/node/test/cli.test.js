@@ -9,7 +9,8 @@ const os = require('os');
 const path = require('path');
 const { after, before, describe, it } = require('node:test');
 const berrymq = require('..');
-const { DEADLINE, freePort, runCli, startCli, startNode } = require('./helpers');
+const { spawn } = require('child_process');
+const { CLI, DEADLINE, freePort, runCli, startCli, startNode } = require('./helpers');
 
 let node;
 before(async () => { node = await startNode(); });
@@ -140,12 +141,32 @@ describe('berrymq-js exit codes', { timeout: 4 * DEADLINE }, () => {
       [['send', url, 'a:b', '--kw', 'novalue'], '--kw takes KEY=VALUE'],
       [['send', url, 'a:b', '--count', '1'], 'send does not take --count'],
       [['send', url, 'a:b', '--verbose'], 'unknown option --verbose'],
+      [['send', url, 'a:b', '1e400'], '"1e400" holds a number too large for JSON (it is not finite)'],
+      [['ask', url, 'a:b', '--kw', 'k=[1,-1e999]'], '"[1,-1e999]" holds a number too large for JSON'],
+      [['listen', url, 'a:*', '--count', '0'], '--count takes a whole number >= 1, not "0"'],
+      [['interconnect', url, '--count', '0'], '--count takes a whole number >= 1, not "0"'],
     ];
     for (const [args, text] of cases) {
       const result = await runCli(args);
       assert.equal(result.code, 2, `${args.join(' ')}: ${result.stderr}`);
       assert.ok(result.stderr.startsWith(`berrymq-js: error: ${text}`), `${args.join(' ')}: ${result.stderr}`);
     }
+  });
+
+  it('an argument that is not UTF-8: exit status 2 naming it, nothing sent', async () => {
+    const port = await freePort(); // nothing listens: the usage error must be found first
+    // the byte 0xff as an argument as a shell passes it (spawn takes only strings)
+    const result = await new Promise((resolve, reject) => {
+      const child = spawn('sh', ['-c', 'exec "$0" "$1" send "$2" "$(printf \'a:b\\377\')"', process.execPath, CLI,
+        `tcp://127.0.0.1:${port}`]);
+      let stderr = '';
+      child.stderr.on('data', (d) => { stderr += d; });
+      child.once('error', reject);
+      child.once('close', (code) => resolve({ code, stderr }));
+    });
+    assert.equal(result.code, 2, result.stderr);
+    assert.equal(result.stderr, 'berrymq-js: error: argument 3 ("a:b\uFFFD") is not UTF-8 text: it has a byte that ' +
+      'is not UTF-8 (or U+FFFD itself) (see berrymq-js --help)\n');
   });
 
   it('--help and --version: exit status 0', async () => {
