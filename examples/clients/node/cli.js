@@ -186,12 +186,22 @@ async function interconnect(url, count, ttl) {
   let seen = 0;
   let done;
   const finished = new Promise((resolve) => { done = resolve; });
-  const link = await berrymq.interconnect(url, (message) => {
+  const show = (message) => {
+    if (count !== null && seen >= count) return;
     say(format(message));
     seen += 1;
     if (count !== null && seen >= count) done();
+  };
+  // the node may forward messages as soon as it has answered interconnect, in the same
+  // read as its answer (over TCP): they run onMessage before the awaited call returns,
+  // so they are held until the line "interconnected" is out
+  let early = [];
+  const link = await berrymq.interconnect(url, (message) => {
+    if (early !== null) early.push(message); else show(message);
   }, { ttl, onAsk: (message) => `node saw ${message.id}` });
   say('interconnected');
+  for (const message of early) show(message);
+  early = null;
   const stopRenewing = renewEvery(link, ttl);
   try {
     await link.sendMessage('node:joined', ['interconnect']);

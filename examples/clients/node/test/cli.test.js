@@ -242,3 +242,42 @@ describe('berrymq-js interconnect keeps its session', { timeout: 6 * DEADLINE },
     });
   }
 });
+
+describe('berrymq-js interconnect prints "interconnected" first', { timeout: 2 * DEADLINE }, () => {
+  it('even when the node forwards a message in the same read as its answer to interconnect', async () => {
+    // a node that does just that: its answer and a send_messages in one write
+    const token = 'T'.repeat(43);
+    const server = net.createServer((socket) => {
+      let buffer = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (chunk) => {
+        buffer += chunk;
+        let newline;
+        while ((newline = buffer.indexOf('\n')) >= 0) {
+          const request = JSON.parse(buffer.slice(0, newline));
+          buffer = buffer.slice(newline + 1);
+          if (request.id === undefined || request.result !== undefined) continue; // a notification, or an answer
+          const reply = { jsonrpc: '2.0', result: request.method === 'interconnect' ? token : 'ok', id: request.id };
+          let text = `${JSON.stringify(reply)}\n`;
+          if (request.method === 'interconnect') {
+            text += `${JSON.stringify({ jsonrpc: '2.0', method: 'send_messages', id: 'n1', params: {
+              token: request.params.token, messages: [['news:early', [1], {}], ['news:early', [2], {}]] } })}\n`;
+          }
+          socket.write(text);
+        }
+      });
+      socket.on('error', () => {});
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const client = startCli(['interconnect', `tcp://127.0.0.1:${server.address().port}`, '--count', '2']);
+    try {
+      assert.equal(await client.stdout.next(), 'interconnected');
+      assert.equal(await client.stdout.next(), 'news:early [1]');
+      assert.equal(await client.stdout.next(), 'news:early [2]');
+      assert.equal(await client.exited, 0);
+    } finally {
+      client.child.kill();
+      server.close();
+    }
+  });
+});
