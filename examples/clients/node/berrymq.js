@@ -29,6 +29,7 @@
 const crypto = require('crypto');
 const protocol = require('./lib/protocol');
 const { Answerer } = require('./lib/answerer');
+const uids = require('./lib/uids');
 const { TcpChannel } = require('./lib/tcp');
 const { HttpChannel } = require('./lib/http');
 
@@ -148,20 +149,29 @@ class Connection {
    * after the answer: docs/delivery.md). */
   async sendMessage(identifier, args = [], kwargs = {}) {
     checkMessage(identifier, args, kwargs);
-    return this.call('send_message', { token: this.token, identifier, args, kwargs });
+    return this.call('send_message', { token: this.token, identifier, args, kwargs, ...this.uid() });
+  }
+
+  /** `{ uid }` for what an interconnection sends (a message, an ask), so that it is not
+   * delivered back to this process round a cycle of nodes (uids.js); `{}` for the other
+   * styles, whose connections nothing is forwarded back on. */
+  uid() {
+    return this.style === 'interconnect' ? { uid: uids.newUid() } : {};
   }
 
   /** Fire and forget: send_message as a notification (the node answers nothing, not
    * even an error). Faster; use sendMessage to know the message arrived. */
   async postMessage(identifier, args = [], kwargs = {}) {
     checkMessage(identifier, args, kwargs);
-    return this.notify('send_message', { token: this.token, identifier, args, kwargs });
+    return this.notify('send_message', { token: this.token, identifier, args, kwargs, ...this.uid() });
   }
 
   /** Many messages in one request, delivered in order: each [identifier, args, kwargs]. */
   async sendMessages(messages) {
     for (const m of messages) checkMessage(...m);
-    return this.call('send_messages', { token: this.token, messages });
+    const interconnected = this.style === 'interconnect';
+    return this.call('send_messages', { token: this.token,
+      messages: interconnected ? messages.map(([i, a = [], k = {}]) => [i, a, k, this.uid()]) : messages });
   }
 
   /** The next message of the node's queue for us (style 03). Waits up to `timeout`
@@ -215,12 +225,13 @@ class Connection {
     checkMessage(identifier, args, kwargs);
     const deadline = timeout === null ? null : Date.now() + timeout * 1000;
     const limit = this.channel.maxWaiting;
+    const uid = this.uid();
     const replies = await this.channel.whenWaitingAllowed(deadline, (queued) => {
       // one that waited for its turn asks the node for what is left of its timeout
       const left = queued && deadline !== null ? Math.max(0, deadline - Date.now()) / 1000 : timeout;
       // null: the node waits for its receivers as long as they take, and so do we (the
       // connection's `timeout` is for an answer beyond the wait; null + it is no limit)
-      return this.call('ask', { identifier, args, kwargs, timeout: left, token: this.token },
+      return this.call('ask', { identifier, args, kwargs, timeout: left, token: this.token, ...uid },
         { wait: left === null ? Infinity : left, turn: true });
     }, () => {
       throw new BerryMQError('Limit reached', protocol.codes.LIMIT_REACHED, { setting: 'max_waiting', limit,

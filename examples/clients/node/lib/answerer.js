@@ -8,6 +8,7 @@
  */
 
 const { codes, MAX_MESSAGE_DEPTH, message, messageFromWire, nestedDeeper } = require('./protocol');
+const uids = require('./uids');
 
 /** Name the params of a request given by position, in the order of the protocol's tables. */
 const POSITIONS = {
@@ -72,8 +73,10 @@ class Refusal extends Error {
 /**
  * Answers the requests a node sends to an interconnected client: `send_messages`,
  * `send_message` and `ask` (JSON-RPC 2.0, or 1.0 when the request has no `jsonrpc`),
- * checking the token the client proposed. Unknown extras are ignored. A message that
- * comes back round a cycle of nodes (same `uid`) is delivered once.
+ * checking the token the client proposed. Unknown extras are ignored. A message (or an
+ * ask) that comes back round a cycle of nodes, or by a second interconnection (same
+ * `uid`, remembered for the whole process: uids.js), is delivered (answered) once; one
+ * this process sent is not delivered back to it.
  */
 class Answerer {
   constructor(token, onMessage, onAsk, onError) {
@@ -81,7 +84,6 @@ class Answerer {
     this.onMessage = onMessage;
     this.onAsk = onAsk;
     this.onError = onError;
-    this.seen = new Set();
   }
 
   /** The reply to one request (null for a notification). */
@@ -121,7 +123,7 @@ class Answerer {
     if (!Array.isArray(entries)) throw new TypeError("'messages' must be an array");
     const batch = entries.map(messageFromWire); // all checked before any is delivered
     for (const each of batch) {
-      if (!this.firstTime(each.extras.uid)) continue;
+      if (!uids.firstTime(each.extras.uid)) continue;
       try {
         const done = this.onMessage(each);
         // an async onMessage (or one returning a promise) fails later: its rejection is
@@ -150,6 +152,9 @@ class Answerer {
     const question = message(params.identifier, params.args || [], params.kwargs || {},
       { uid: params.uid, hops: params.hops });
     if (!this.onAsk) return [];
+    // an ask is answered once, as a message is delivered once: one that came back round
+    // a cycle (our own, or seen by another way) gets [], as from a node
+    if (!uids.firstTime(params.uid)) return [];
     let value;
     try {
       value = await this.onAsk(question);
@@ -158,15 +163,6 @@ class Answerer {
       return [replyError(failed && error.name ? error.name : 'Error', failed ? String(error.message) : String(error))];
     }
     return value === undefined ? [] : [replyEntry(value)];
-  }
-
-  /** Whether a forwarded message's uid is new (bounded memory of the latest uids). */
-  firstTime(uid) {
-    if (uid === undefined || uid === null) return true;
-    if (this.seen.has(uid)) return false;
-    this.seen.add(uid);
-    if (this.seen.size > 100000) this.seen.delete(this.seen.values().next().value);
-    return true;
   }
 
   /** Answer a parsed body (a request or a batch); null when nothing is to be answered. */

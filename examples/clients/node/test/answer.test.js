@@ -10,6 +10,7 @@ const http = require('http');
 const { describe, it } = require('node:test');
 const berrymq = require('..');
 const { Answerer } = require('../lib/answerer');
+const uids = require('../lib/uids');
 const { DEADLINE, Inbox, startNode } = require('./helpers');
 
 const TOKEN = 'client-token';
@@ -289,5 +290,66 @@ describe('onAsk replies, answered without a node', () => {
     const { answerer: a } = answerer({ onAsk: () => { throw null; } });
     const reply = await a.answer({ jsonrpc: '2.0', method: 'ask', id: 1, params: { identifier: 'q:a', token: TOKEN } });
     assert.deepEqual(reply.result, [{ error: { type: 'Error', message: 'null', receiver: 'onAsk', node: 'node.js' } }]);
+  });
+});
+
+for (const scheme of ['tcp', 'http']) {
+  describe(`uids for the whole process, over ${scheme}`, { timeout: 3 * DEADLINE }, () => {
+    it('a message or an ask reaching two interconnections is delivered (answered) once; our own sends do not come back', async () => {
+      const node = await startNode();
+      const links = [];
+      try {
+        const inbox = new Inbox('messages to the client');
+        const asked = [];
+        const onAsk = (m) => { asked.push(m.id); return 'answered by this process'; };
+        for (let i = 0; i < 2; i += 1) {
+          links.push(await berrymq.interconnect(node[scheme], (m) => inbox.put([i, m.id, m.args]), { ttl: 60, onAsk }));
+        }
+        const sender = await berrymq.connectOneway(node.tcp, { ttl: 60 });
+        // the node forwards one message to both links, with one uid
+        await sender.sendMessage('news:both', [1]);
+        // what one link sends reaches the other (the node forwards it): not delivered back
+        await links[0].sendMessage('news:mine', [2]);
+        await links[0].postMessage('news:mine', [3]);
+        await links[0].sendMessages([['news:mine', [4], {}]]);
+        assert.equal(await node.stdout.next(), 'news:both [1]');
+        for (const n of [2, 3, 4]) assert.equal(await node.stdout.next(), `news:mine [${n}]`);
+        // the node asks each of its peers with one uid: this process answers once
+        await sender.sendMessage('relay:ask', ['q:twice']);
+        const got = [];
+        const until = async (identifier) => {
+          let each;
+          do { each = await inbox.next(); got.push(each[1]); } while (each[1] !== identifier);
+          return each[2];
+        };
+        assert.deepEqual(await until('relay:answer'), [['answered by this process']]);
+        assert.deepEqual(asked, ['q:twice']);
+        // a last message, to the second link alone: what it had before that came before
+        await links[0].close();
+        await sender.sendMessage('news:marker', [5]);
+        await until('news:marker');
+        // each once, and news:mine never came back
+        assert.deepEqual(got, ['news:both', 'relay:ask', 'relay:answer', 'news:marker']);
+        await sender.close();
+      } finally {
+        for (const link of links) await link.close();
+        await node.stop();
+      }
+    });
+  });
+}
+
+describe('the uids of the process (lib/uids.js)', () => {
+  it('its own uids are known as such; the others once each; memory bounded', () => {
+    const own = uids.newUid();
+    assert.match(own, /^[A-Za-z0-9_-]{20}$/);
+    assert.equal(own.slice(0, 8), uids.PREFIX);
+    assert.equal(uids.firstTime(own), false);
+    assert.equal(uids.firstTime(undefined), true);
+    assert.equal(uids.firstTime('other-1'), true);
+    assert.equal(uids.firstTime('other-1'), false);
+    for (let i = 0; i < 3 * uids.SEEN_LIMIT; i += 1) uids.firstTime(`flood-${i}`);
+    assert.ok(uids.remembered() <= 2 * uids.SEEN_LIMIT, `${uids.remembered()}`);
+    assert.equal(uids.firstTime(`flood-${3 * uids.SEEN_LIMIT - 1}`), false, 'the newest are kept');
   });
 });

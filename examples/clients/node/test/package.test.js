@@ -52,7 +52,7 @@ describe('npm', { skip, timeout: 6 * DEADLINE }, () => {
     const [packed] = JSON.parse(npm(['pack', '--dry-run', '--json'], PACKAGE));
     assert.deepEqual(packed.files.map((f) => f.path).sort(), [
       'LICENSE', 'README.md', 'berrymq.js', 'cli.js', 'lib/answerer.js', 'lib/channel.js', 'lib/http.js', 'lib/protocol.js',
-      'lib/tcp.js', 'package.json',
+      'lib/tcp.js', 'lib/uids.js', 'package.json',
     ]);
     assert.equal(packed.name, 'berrymq');
   });
