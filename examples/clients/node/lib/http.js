@@ -164,12 +164,17 @@ class HttpChannel extends Channel {
 
   request(body, text, ms, waits) { return this.post(body, text, ms, waits); }
 
-  /** Interconnect over HTTP: start our server on `listen` (default 127.0.0.1, a free port)
-   * and resolve with its URL, which the node calls back with send_messages and ask. */
-  serve(answerer, listen = { host: '127.0.0.1', port: 0 }) {
+  /** Interconnect over HTTP: start our server on `listen` (`{ host, port }`, each
+   * defaulting on its own to 127.0.0.1 and a free port) and resolve with its URL, which
+   * the node calls back with send_messages and ask; a BerryMQError naming the address
+   * when it cannot listen there. */
+  serve(answerer, listen = {}) {
     this.answerer = answerer;
+    // each part defaults on its own: `{ port: 0 }` alone is loopback too (a host left out
+    // made Node listen on every interface, open to the network)
+    const { host = '127.0.0.1', port = 0 } = listen || {};
     // what a Host header may name: loopback, and our address (added once bound)
-    const names = new Set(['localhost', '127.0.0.1', '::1', String(listen.host || '').replace(/^\[|\]$/g, '').toLowerCase()]);
+    const names = new Set(['localhost', '127.0.0.1', '::1', String(host).replace(/^\[|\]$/g, '').toLowerCase()]);
     this.server = http.createServer((req, res) => {
       const reply = (status, obj) => {
         const out = Buffer.from(obj === null ? '' : JSON.stringify(obj));
@@ -207,8 +212,14 @@ class HttpChannel extends Channel {
       });
     });
     return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(listen.port, listen.host, () => {
+      this.server.once('error', (error) => {
+        // the client's own error, naming where it could not listen (EADDRINUSE: a port
+        // taken; EADDRNOTAVAIL: an address not of this machine; EACCES: a low port)
+        const where = `http://${String(host).includes(':') ? `[${host}]` : host}:${port}`;
+        reject(new BerryMQError(`cannot listen on ${where} for the node's calls (the listen option of ` +
+                                `interconnect): ${error.code || error.message}`));
+      });
+      this.server.listen(port, host, () => {
         const { address, port } = this.server.address();
         names.add(address.toLowerCase());
         resolve(`http://${address.includes(':') ? `[${address}]` : address}:${port}`);

@@ -183,6 +183,25 @@ describe('the HTTP server of interconnect', { timeout: 3 * DEADLINE }, () => {
   });
 
 
+  it('listens on loopback with { port: 0 } alone; a port taken is a BerryMQError naming the address', async () => {
+    const node = await startNode();
+    const taken = http.createServer();
+    try {
+      const link = await berrymq.interconnect(node.http, () => {}, { ttl: 60, listen: { port: 0 } });
+      assert.equal(link.channel.server.address().address, '127.0.0.1');
+      await link.close();
+      await new Promise((resolve) => taken.listen(0, '127.0.0.1', resolve));
+      const { port } = taken.address();
+      await assert.rejects(berrymq.interconnect(node.http, () => {}, { ttl: 60, listen: { host: '127.0.0.1', port } }),
+        (error) => error instanceof berrymq.BerryMQError && error.code === null && error.message ===
+          `cannot listen on http://127.0.0.1:${port} for the node's calls (the listen option of interconnect): EADDRINUSE`);
+      assert.equal(berrymq.connections.length, 0);
+    } finally {
+      taken.close();
+      await node.stop();
+    }
+  });
+
   it('is called back by the node and answers a hand-written 1.0 request too', async () => {
     const node = await startNode();
     try {
