@@ -46,6 +46,14 @@ describe('docs/clients/node.md', { skip, timeout: 6 * DEADLINE }, () => {
 
   const run = (name) => start([process.execPath, programs[name]], { what: name });
 
+  it('large integers: what the page and the README say of 2**53 + 1 is what happens', async () => {
+    const said = '`2**53 + 1` (9007199254740993) arrives as 9007199254740992';
+    assert.ok(fs.readFileSync(PAGE, 'utf8').includes(said), `the page says ${said}`);
+    const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8').replace(/\n/g, ' ');
+    assert.ok(readme.includes("a Python node's `2**53 + 1` (9007199254740993) arrives as 9007199254740992"));
+    assert.deepEqual(await sender.ask('big:int'), [9007199254740992]);
+  });
+
   it('style 02: oneway.js sends and prints the reply of price:quote', async () => {
     const program = run('oneway');
     assert.equal(await program.stdout.next(), '[ 19 ]');

@@ -15,9 +15,10 @@ const CLI = path.join(__dirname, '..', 'cli.js');
 const DEADLINE = 20000;
 
 /**
- * The Python node: `berrymq serve` with four receivers of its own, so that asks have
+ * The Python node: `berrymq serve` with five receivers of its own, so that asks have
  * something to answer: `price:quote` (9.5 * args[0]), `fail:now` (raises ValueError),
- * `slow:reply` (sleeps args[0] seconds, then returns "slept") and `relay:ask` (asks its peers `args[0]` with `args[1:]` and twitters the replies as
+ * `slow:reply` (sleeps args[0] seconds, then returns "slept"), `big:int` (returns
+ * 2**53 + 1) and `relay:ask` (asks its peers `args[0]` with `args[1:]` and twitters the replies as
  * `relay:answer`, so a test can make the Python node ask an interconnected client).
  */
 const PRELUDE = `
@@ -37,6 +38,10 @@ def fail(message):
 def slow(message):
     time.sleep(message.args[0])
     return "slept"
+
+@berrymq.following_function("big:int")
+def big(message):
+    return 2**53 + 1
 
 @berrymq.following_function("relay:ask")
 def relay(message):
