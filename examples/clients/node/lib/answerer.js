@@ -62,6 +62,39 @@ function describe(value) {
   return typeof value;
 }
 
+/** What an Invalid Request's `data` says, in a node's own words (berrymq_jsonrpc.jsonrpc,
+ * validate_request), so that a peer reads the same reason from either side. */
+const PROBLEMS = Object.freeze({
+  object: 'a request is a JSON object (a batch is an array of them, not nested)',
+  jsonrpc: 'the jsonrpc member must be the string 2.0, or be absent in a JSON-RPC 1.0 request ' +
+    '(which a batch cannot hold)',
+  method: 'the method member must be a string',
+  params: 'the params member must be an array or an object',
+  id: 'the id member must be a string, a number or null',
+  members: 'a request has no members but jsonrpc, method, params and id',
+});
+const EMPTY_BATCH = 'an empty batch: send at least one request';
+const MEMBERS = new Set(['jsonrpc', 'method', 'params', 'id']);
+
+/** Which rule `request` breaks (the words of PROBLEMS), or null for a valid request: the
+ * rules of a node, which reads a 1.0 request (no `jsonrpc`) as its 2.0 form. */
+function requestProblem(request, inBatch) {
+  const isObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
+  if (!isObject(request)) return PROBLEMS.object;
+  if (request.jsonrpc === undefined ? inBatch : request.jsonrpc !== '2.0') return PROBLEMS.jsonrpc;
+  if (typeof request.method !== 'string') return PROBLEMS.method;
+  if (request.params !== undefined && !(Array.isArray(request.params) || isObject(request.params))) return PROBLEMS.params;
+  if (request.id !== undefined && request.id !== null && typeof request.id !== 'string' && typeof request.id !== 'number') {
+    return PROBLEMS.id;
+  }
+  if (Object.keys(request).some((key) => !MEMBERS.has(key))) return PROBLEMS.members;
+  return null;
+}
+
+function invalidRequest(problem) {
+  return { jsonrpc: '2.0', error: { code: codes.INVALID_REQUEST, message: 'Invalid Request', data: problem }, id: null };
+}
+
 /** An error object to answer a node with, as it stands. */
 class Refusal extends Error {
   constructor(object) {
@@ -86,14 +119,14 @@ class Answerer {
     this.onError = onError;
   }
 
-  /** The reply to one request (null for a notification). */
-  async answer(request) {
-    const valid = request !== null && typeof request === 'object' && !Array.isArray(request) &&
-      typeof request.method === 'string' && (request.jsonrpc === undefined || request.jsonrpc === '2.0');
-    const v1 = valid && request.jsonrpc === undefined;
-    const id = valid && request.id !== undefined ? request.id : null;
+  /** The reply to one request (null for a notification); `inBatch`: it is a member of
+   * a batch, which a JSON-RPC 1.0 request (no `jsonrpc`) cannot be. */
+  async answer(request, inBatch = false) {
+    const problem = requestProblem(request, inBatch);
+    if (problem !== null) return invalidRequest(problem);
+    const v1 = request.jsonrpc === undefined;
+    const id = request.id !== undefined ? request.id : null;
     const reply = (body) => (v1 ? { result: null, error: null, ...body, id } : { jsonrpc: '2.0', ...body, id });
-    if (!valid) return { jsonrpc: '2.0', error: { code: codes.INVALID_REQUEST, message: 'Invalid Request' }, id: null };
     // a 1.0 notification has a null id; a 2.0 one has none
     const notification = v1 ? request.id === null || request.id === undefined : !('id' in request);
     let body;
@@ -168,8 +201,8 @@ class Answerer {
   /** Answer a parsed body (a request or a batch); null when nothing is to be answered. */
   async answerBody(body) {
     if (!Array.isArray(body)) return this.answer(body);
-    if (body.length === 0) return { jsonrpc: '2.0', error: { code: codes.INVALID_REQUEST, message: 'Invalid Request' }, id: null };
-    const answers = (await Promise.all(body.map((r) => this.answer(r)))).filter((a) => a !== null);
+    if (body.length === 0) return invalidRequest(EMPTY_BATCH);
+    const answers = (await Promise.all(body.map((r) => this.answer(r, true)))).filter((a) => a !== null);
     return answers.length ? answers : null;
   }
 }

@@ -70,8 +70,38 @@ describe('answering a node', () => {
       params: { token: TOKEN, messages: [['a:b', [], {}], ['a:c', 'not an array', {}]] } });
     assert.equal(bad.error.code, -32602);
     assert.deepEqual(got, [], 'a malformed element refuses the whole request');
-    assert.deepEqual(await a.answer(7), { jsonrpc: '2.0', error: { code: -32600, message: 'Invalid Request' }, id: null });
-    assert.deepEqual(await a.answerBody([]), { jsonrpc: '2.0', error: { code: -32600, message: 'Invalid Request' }, id: null });
+    const invalid = (data) => ({ jsonrpc: '2.0', error: { code: -32600, message: 'Invalid Request', data }, id: null });
+    assert.deepEqual(await a.answer(7), invalid('a request is a JSON object (a batch is an array of them, not nested)'));
+    assert.deepEqual(await a.answerBody([]), invalid('an empty batch: send at least one request'));
+  });
+
+  it("an Invalid Request's data names the broken rule, in the node's words", async () => {
+    const { got, answerer: a } = answerer();
+    const invalid = (data) => ({ jsonrpc: '2.0', error: { code: -32600, message: 'Invalid Request', data }, id: null });
+    const params = { token: TOKEN, identifier: 'a:b' };
+    const cases = [
+      [{ jsonrpc: '1.0', method: 'send_message', params, id: 1 },
+        'the jsonrpc member must be the string 2.0, or be absent in a JSON-RPC 1.0 request (which a batch cannot hold)'],
+      [{ jsonrpc: '2.0', method: 7, params, id: 2 }, 'the method member must be a string'],
+      [{ jsonrpc: '2.0', method: 'send_message', params: 'x', id: 3 }, 'the params member must be an array or an object'],
+      [{ jsonrpc: '2.0', method: 'send_message', params: null, id: 4 }, 'the params member must be an array or an object'],
+      [{ jsonrpc: '2.0', method: 'send_message', params, id: true }, 'the id member must be a string, a number or null'],
+      [{ jsonrpc: '2.0', method: 'send_message', params, id: 5, extra: 1 },
+        'a request has no members but jsonrpc, method, params and id'],
+      [[1, 2], 'a request is a JSON object (a batch is an array of them, not nested)'],
+    ];
+    for (const [request, data] of cases) assert.deepEqual(await a.answer(request), invalid(data), JSON.stringify(request));
+    // in a batch: each bad member its own, a 1.0 member among them; the good one runs
+    assert.deepEqual(await a.answerBody([
+      { method: 'send_message', params: [TOKEN, 'old:style', [], {}], id: 6 },
+      [{ jsonrpc: '2.0', method: 'send_message', params, id: 7 }],
+      { jsonrpc: '2.0', method: 'send_message', params: { token: TOKEN, identifier: 'in:batch' }, id: 8 },
+    ]), [
+      invalid('the jsonrpc member must be the string 2.0, or be absent in a JSON-RPC 1.0 request (which a batch cannot hold)'),
+      invalid('a request is a JSON object (a batch is an array of them, not nested)'),
+      { jsonrpc: '2.0', result: 'ok', id: 8 },
+    ]);
+    assert.deepEqual(got, [['in:batch', [], {}]]);
   });
 
   it('delivers a uid once, and a receiver that throws is reported, not fatal', async () => {
