@@ -74,7 +74,7 @@ function checkMessage(identifier, args, kwargs) {
   if (kwargs === null || typeof kwargs !== 'object' || Array.isArray(kwargs)) {
     throw new TypeError('kwargs must be an object');
   }
-  protocol.checkDepth(identifier, args, kwargs);
+  return protocol.checkDepth(identifier, args, kwargs);
 }
 
 /** A URL as one node's address, whatever way it is written (a trailing "/", the case of
@@ -147,8 +147,14 @@ class Connection {
   /** Send one message; resolves with "ok" once the node accepted it (read and checked
    * it; its receivers run in the order this connection sent its messages, possibly just
    * after the answer: docs/delivery.md). */
+  /** checkMessage, and MessageTooLarge for a message over what the node can forward
+   * (protocol.checkSize, against this connection's maxSize). */
+  checkMessage(identifier, args, kwargs) {
+    protocol.checkSize(identifier, checkMessage(identifier, args, kwargs), this.channel.maxSize);
+  }
+
   async sendMessage(identifier, args = [], kwargs = {}) {
-    checkMessage(identifier, args, kwargs);
+    this.checkMessage(identifier, args, kwargs);
     return this.call('send_message', { token: this.token, identifier, args, kwargs, ...this.uid() });
   }
 
@@ -162,13 +168,13 @@ class Connection {
   /** Fire and forget: send_message as a notification (the node answers nothing, not
    * even an error). Faster; use sendMessage to know the message arrived. */
   async postMessage(identifier, args = [], kwargs = {}) {
-    checkMessage(identifier, args, kwargs);
+    this.checkMessage(identifier, args, kwargs);
     return this.notify('send_message', { token: this.token, identifier, args, kwargs, ...this.uid() });
   }
 
   /** Many messages in one request, delivered in order: each [identifier, args, kwargs]. */
   async sendMessages(messages) {
-    for (const m of messages) checkMessage(...m);
+    for (const m of messages) this.checkMessage(...m);
     const interconnected = this.style === 'interconnect';
     return this.call('send_messages', { token: this.token,
       messages: interconnected ? messages.map(([i, a = [], k = {}]) => [i, a, k, this.uid()]) : messages });

@@ -75,7 +75,9 @@ class Empty extends BerryMQError {
  * closes the connection). `data`: `{ limit, setting: 'max_size' }` (and `size` here). */
 class MessageTooLarge extends BerryMQError {
   constructor(detail = null, data = undefined) {
-    super('Message too large', codes.TOO_LARGE, data);
+    // our own detail says it all (the node's `data` alone is spelt out by BerryMQError)
+    super('Message too large', codes.TOO_LARGE, detail === null ? data : undefined);
+    this.data = data;
     if (detail !== null) this.message = `${this.message}: ${detail}`;
     this.name = 'MessageTooLarge';
   }
@@ -196,7 +198,8 @@ function nestedDeeper(text, limit) {
 }
 
 /** A TypeError, before anything is sent, for a message nested deeper than
- * MAX_MESSAGE_DEPTH: the node could not keep it (its answer would be a Parse error). */
+ * MAX_MESSAGE_DEPTH: the node could not keep it (its answer would be a Parse error).
+ * Returns the JSON text of `[args, kwargs]` (undefined when JSON writes nothing). */
 function checkDepth(identifier, args, kwargs) {
   let text;
   try {
@@ -208,6 +211,33 @@ function checkDepth(identifier, args, kwargs) {
   if (text === null || (text !== undefined && nestedDeeper(text, MAX_MESSAGE_DEPTH))) {
     throw new TypeError(`message ${identifier} cannot be sent: it is nested more than ${MAX_MESSAGE_DEPTH} ` +
                         'levels deep, the limit (its args and kwargs count from level 2); nothing was sent');
+  }
+  return text;
+}
+
+/** What a node keeps around a message in a request: a message may be at most its
+ * `max_size` less this, as the node measures it (the JSON of [identifier, args, kwargs,
+ * extras]), or the node cannot forward it to a peer (berrymq_jsonrpc.outbox, ENVELOPE). */
+const ENVELOPE = 512;
+
+/** Room kept for the extras a message gets on its way, a uid (`,{"uid":"..."}` of 20
+ * characters: 30 bytes; the client adds it on an interconnection, a node when it
+ * forwards). */
+const UID_ROOM = 31;
+
+/** MessageTooLarge, before anything is sent, for a message over `maxSize` - ENVELOPE
+ * bytes of JSON with room for its uid; `text` is the JSON of its [args, kwargs] (from
+ * checkDepth). A node would take a larger one in a request of up to `maxSize` (it
+ * answered "ok"), then fail to forward it to its peers or keep it in a queue. */
+function checkSize(identifier, text, maxSize) {
+  if (text === undefined) return;
+  const limit = maxSize - ENVELOPE;
+  // [identifier, args, kwargs] is "[" identifier "," and the rest of "[args,kwargs]"
+  const size = Buffer.byteLength(JSON.stringify(identifier), 'utf8') + 1 + Buffer.byteLength(text, 'utf8') + UID_ROOM;
+  if (size > limit) {
+    throw new MessageTooLarge(`message ${identifier} of ${size} bytes of JSON (with ${UID_ROOM} for its uid) is over ` +
+                              `the limit of ${limit} bytes (maxSize ${maxSize}, the node's max_size, less ${ENVELOPE} ` +
+                              'for the request around it); it was not sent', { limit, setting: 'max_size', size });
   }
 }
 
@@ -285,5 +315,5 @@ const PARSE_ERROR_REPLY = Object.freeze({ jsonrpc: '2.0', error: { code: codes.P
 module.exports = {
   codes, BerryMQError, Empty, MessageTooLarge, TransportError, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
   isResponse, resultOf, message, messageFromWire, MAX_INCOMING, MAX_SIZE, PARSE_ERROR_REPLY,
-  encodeRequest, expectsAnswer, mayWait, MEDIA_TYPES, MAX_MESSAGE_DEPTH, checkDepth, nestedDeeper,
+  encodeRequest, expectsAnswer, mayWait, MEDIA_TYPES, MAX_MESSAGE_DEPTH, checkDepth, checkSize, ENVELOPE, nestedDeeper,
 };

@@ -25,10 +25,12 @@ for (const scheme of ['tcp', 'http']) {
       oneway.ended.then((value) => { ended = value; });
       await assert.rejects(oneway.sendMessage('big:x', ['x'.repeat(2 * 1024 * 1024)]), (error) =>
         error instanceof berrymq.MessageTooLarge && error instanceof berrymq.BerryMQError &&
-        error.code === codes.TOO_LARGE && error.data.limit === berrymq.MAX_SIZE &&
-        /a send_message request of \d+ bytes is over the limit of 1048576 bytes; it was not sent/.test(error.message));
+        error.code === codes.TOO_LARGE && error.data.limit === berrymq.MAX_SIZE - 512 &&
+        /message big:x of \d+ bytes of JSON .* is over the limit of 1048064 bytes .*; it was not sent/.test(error.message));
+      // a whole request over maxSize, of messages each within theirs
       await assert.rejects(oneway.sendMessages([['big:x', ['y'.repeat(600000)], {}], ['big:y', ['z'.repeat(600000)], {}]]),
-        berrymq.MessageTooLarge);
+        (error) => error instanceof berrymq.MessageTooLarge && error.data.limit === berrymq.MAX_SIZE &&
+          /a send_messages request of \d+ bytes is over the limit of 1048576 bytes; it was not sent/.test(error.message));
       await assert.rejects(oneway.ask('big:x', ['x'.repeat(1100000)]), berrymq.MessageTooLarge);
       assert.equal(oneway.closed, false);
       assert.equal(await oneway.sendMessage('node:after-big', [1]), 'ok');
@@ -37,6 +39,30 @@ for (const scheme of ['tcp', 'http']) {
       assert.equal(await oneway.sendMessage('big:fits', ['x'.repeat(1024 * 1024 - 1000)]), 'ok');
       assert.equal(ended, 'pending');
       await oneway.close();
+    });
+
+    it("a message over maxSize less 512 (what a node can forward), room kept for its uid: MessageTooLarge naming the limit", async () => {
+      // ["big:edge",["x...x"],{}] is n + 20 bytes of JSON, and 31 are kept for a uid
+      const fits = 1048576 - 512 - 20 - 31;
+      for (const options of [{}, { maxSize: 1048576 }]) {
+        const oneway = await berrymq.connectOneway(url(), { ttl: 60, ...options });
+        assert.equal(await oneway.sendMessage('big:edge', ['x'.repeat(fits)]), 'ok');
+        await assert.rejects(oneway.sendMessage('big:edge', ['x'.repeat(fits + 1)]), (error) =>
+          error instanceof berrymq.MessageTooLarge && error.code === codes.TOO_LARGE &&
+          JSON.stringify(error.data) === JSON.stringify({ limit: 1048064, setting: 'max_size', size: 1048065 }) &&
+          error.message === 'Message too large (-32003): message big:edge of 1048065 bytes of JSON (with 31 for its uid) is over ' +
+            "the limit of 1048064 bytes (maxSize 1048576, the node's max_size, less 512 for the request around it); " +
+            'it was not sent');
+        await assert.rejects(oneway.postMessage('big:edge', [], { k: 'x'.repeat(fits) }), berrymq.MessageTooLarge);
+        await assert.rejects(oneway.sendMessages([['big:edge', ['x'.repeat(fits + 1)], {}]]), berrymq.MessageTooLarge);
+        await oneway.close();
+      }
+      // a smaller maxSize, the node's own when it has a smaller max_size
+      const small = await berrymq.connectOneway(url(), { ttl: 60, maxSize: 4096 });
+      await assert.rejects(small.sendMessage('big:edge', ['x'.repeat(4096 - 512 - 20 - 31 + 1)]),
+        (error) => error instanceof berrymq.MessageTooLarge && error.data.limit === 3584);
+      assert.equal(await small.sendMessage('big:edge', ['x'.repeat(4096 - 512 - 20 - 31)]), 'ok');
+      await small.close();
     });
 
     it('NaN and Infinity in args or kwargs: TypeError naming where, nothing sent', async () => {
