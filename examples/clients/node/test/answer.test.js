@@ -10,7 +10,6 @@ const http = require('http');
 const { describe, it } = require('node:test');
 const berrymq = require('..');
 const { Answerer } = require('../lib/answerer');
-const uids = require('../lib/uids');
 const { DEADLINE, Inbox, startNode } = require('./helpers');
 
 const TOKEN = 'client-token';
@@ -263,67 +262,11 @@ describe('the HTTP server of interconnect', { timeout: 3 * DEADLINE }, () => {
   });
 });
 
-/** Interconnect with a real node over `scheme` with `onAsk`, make the node ask us
- * (relay:ask) each of `identifiers` in turn, and resolve with the replies it twittered
- * (relay:answer), one list each; after each, check that the link still carries a message. */
-async function askedByNode(scheme, identifiers, onAsk) {
-  const node = await startNode();
-  let link = null;
-  try {
-    const inbox = new Inbox('messages to the client');
-    link = await berrymq.interconnect(node[scheme], (m) => inbox.put(m), { ttl: 60, onAsk });
-    const sender = await berrymq.connectOneway(node.tcp, { ttl: 60 });
-    const answers = [];
-    for (const [i, identifier] of identifiers.entries()) {
-      await sender.sendMessage('relay:ask', [identifier]);
-      let answer;
-      do answer = await inbox.next(); while (answer.id !== 'relay:answer');
-      answers.push(answer.args[0]);
-      await sender.sendMessage('news:after', [i]);
-      do answer = await inbox.next(); while (answer.id !== 'news:after');
-      assert.deepEqual(answer.args, [i]);
-    }
-    await sender.close();
-    return answers;
-  } finally {
-    if (link !== null) await link.close();
-    await node.stop();
-  }
-}
-
-for (const scheme of ['tcp', 'http']) {
-  describe(`onAsk replies JSON cannot carry, over ${scheme}`, { timeout: 3 * DEADLINE }, () => {
-    it('a BigInt, a cycle, a function: a TypeError entry each, and the link goes on', async () => {
-      const cycle = { name: 'loop' };
-      cycle.self = cycle;
-      const replies = { 'js:big': 2n ** 64n, 'js:cycle': cycle, 'js:fn': () => 1 };
-      const answers = await askedByNode(scheme, Object.keys(replies), (m) => replies[m.id]);
-      assert.equal(answers.flat().length, 3, JSON.stringify(answers));
-      assert.match(answers[0][0], /^error: .*TypeError.*the reply BigInt is not JSON \(Do not know how to serialize a BigInt\)/);
-      assert.match(answers[1][0], /^error: .*TypeError.*the reply Object is not JSON \(Converting circular structure to JSON/);
-      assert.match(answers[2][0], /^error: .*TypeError.*the reply function is not JSON/);
-    });
-  });
-}
-
 /** An array nested `levels` deep. */
 function nest(levels) {
   let value = [];
   for (let i = 1; i < levels; i += 1) value = [value];
   return value;
-}
-
-for (const scheme of ['tcp', 'http']) {
-  describe(`onAsk replies nested too deep, over ${scheme}`, { timeout: 3 * DEADLINE }, () => {
-    it('deeper than 124 levels (125, 200, 200 000): a TypeError entry naming the limit, and the link goes on', async () => {
-      const replies = { 'js:deep': nest(125), 'js:deeper': nest(200), 'js:abyss': nest(200000) };
-      const answers = await askedByNode(scheme, Object.keys(replies), (m) => replies[m.id]);
-      assert.equal(answers.flat().length, 3, JSON.stringify(answers));
-      for (const [answer] of answers) {
-        assert.match(answer, /^error: .*TypeError.*the reply is nested more than 124 levels deep, the limit/);
-      }
-    });
-  });
 }
 
 describe('onAsk replies, answered without a node', () => {
@@ -339,66 +282,5 @@ describe('onAsk replies, answered without a node', () => {
     const { answerer: a } = answerer({ onAsk: () => { throw null; } });
     const reply = await a.answer({ jsonrpc: '2.0', method: 'ask', id: 1, params: { identifier: 'q:a', token: TOKEN } });
     assert.deepEqual(reply.result, [{ error: { type: 'Error', message: 'null', receiver: 'onAsk', node: 'node.js' } }]);
-  });
-});
-
-for (const scheme of ['tcp', 'http']) {
-  describe(`uids for the whole process, over ${scheme}`, { timeout: 3 * DEADLINE }, () => {
-    it('a message or an ask reaching two interconnections is delivered (answered) once; our own sends do not come back', async () => {
-      const node = await startNode();
-      const links = [];
-      try {
-        const inbox = new Inbox('messages to the client');
-        const asked = [];
-        const onAsk = (m) => { asked.push(m.id); return 'answered by this process'; };
-        for (let i = 0; i < 2; i += 1) {
-          links.push(await berrymq.interconnect(node[scheme], (m) => inbox.put([i, m.id, m.args]), { ttl: 60, onAsk }));
-        }
-        const sender = await berrymq.connectOneway(node.tcp, { ttl: 60 });
-        // the node forwards one message to both links, with one uid
-        await sender.sendMessage('news:both', [1]);
-        // what one link sends reaches the other (the node forwards it): not delivered back
-        await links[0].sendMessage('news:mine', [2]);
-        await links[0].postMessage('news:mine', [3]);
-        await links[0].sendMessages([['news:mine', [4], {}]]);
-        assert.equal(await node.stdout.next(), 'news:both [1]');
-        for (const n of [2, 3, 4]) assert.equal(await node.stdout.next(), `news:mine [${n}]`);
-        // the node asks each of its peers with one uid: this process answers once
-        await sender.sendMessage('relay:ask', ['q:twice']);
-        const got = [];
-        const until = async (identifier) => {
-          let each;
-          do { each = await inbox.next(); got.push(each[1]); } while (each[1] !== identifier);
-          return each[2];
-        };
-        assert.deepEqual(await until('relay:answer'), [['answered by this process']]);
-        assert.deepEqual(asked, ['q:twice']);
-        // a last message, to the second link alone: what it had before that came before
-        await links[0].close();
-        await sender.sendMessage('news:marker', [5]);
-        await until('news:marker');
-        // each once, and news:mine never came back
-        assert.deepEqual(got, ['news:both', 'relay:ask', 'relay:answer', 'news:marker']);
-        await sender.close();
-      } finally {
-        for (const link of links) await link.close();
-        await node.stop();
-      }
-    });
-  });
-}
-
-describe('the uids of the process (lib/uids.js)', () => {
-  it('its own uids are known as such; the others once each; memory bounded', () => {
-    const own = uids.newUid();
-    assert.match(own, /^[A-Za-z0-9_-]{20}$/);
-    assert.equal(own.slice(0, 8), uids.PREFIX);
-    assert.equal(uids.firstTime(own), false);
-    assert.equal(uids.firstTime(undefined), true);
-    assert.equal(uids.firstTime('other-1'), true);
-    assert.equal(uids.firstTime('other-1'), false);
-    for (let i = 0; i < 3 * uids.SEEN_LIMIT; i += 1) uids.firstTime(`flood-${i}`);
-    assert.ok(uids.remembered() <= 2 * uids.SEEN_LIMIT, `${uids.remembered()}`);
-    assert.equal(uids.firstTime(`flood-${3 * uids.SEEN_LIMIT - 1}`), false, 'the newest are kept');
   });
 });
