@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import CHILD_NODE, Child, LoopThread, required_program
+from helpers import CHILD_NODE, Buses, Child, LoopThread, required_program
 
 import berrymq
 
@@ -33,6 +33,14 @@ def node(request: pytest.FixtureRequest, tmp_path: Path,
     finally:
         berrymq.close_connection()
         child.stop()
+
+
+@pytest.fixture
+def buses() -> Iterator[Buses]:
+    """The buses a test makes (``buses(**tables)``), every one closed after it."""
+    made = Buses()
+    yield made
+    made.close_all()
 
 
 @pytest.fixture

@@ -29,13 +29,6 @@ TOKEN = "t" * 43
 ANSWER = "x" * (3 * MAX_SIZE)  # an answer over max_size, under 4x max_size
 
 
-@pytest.fixture
-def buses() -> Iterator[Buses]:
-    made = Buses()
-    yield made
-    made.close_all()
-
-
 class Lines:
     """One socket, read and written a JSON line at a time."""
 

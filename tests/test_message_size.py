@@ -80,13 +80,6 @@ class Raw:
         self.sock.close()
 
 
-@pytest.fixture
-def buses() -> Iterator[Buses]:
-    made = Buses()
-    yield made
-    made.close_all()
-
-
 @pytest.fixture(params=["tcp", "http"])
 def nodes(request: pytest.FixtureRequest, buses: Buses
           ) -> Iterator[tuple[str, Bus, int, berrymq.Queue]]:
