@@ -324,8 +324,12 @@ class Service(WaitingMethods):
         :attr:`~berrymq.QueueFull.not_forwarded`, is counted by the core)."""
         if not refusal.not_forwarded:
             self.stats.lost(NOT_WRITABLE if isinstance(refusal, Unwritable) else REFUSED)  # stats
+        self._say_refused(peer, refusal)
+
+    def _say_refused(self, peer: object, why: object) -> None:
+        """Log a refused message of ``peer``'s, once per burst of them."""
         self._refusals.warning("%s: a message from %s was refused: %s", self.name,
-                               peer or "a client", refusal)
+                               peer or "a client", why)
 
     def _too_large(self, peer: object, size: int, where: str) -> Exception:
         """The refusal of a message over the size limit (*Message too large*, naming the
@@ -333,8 +337,7 @@ class Service(WaitingMethods):
         burst: nothing of its request runs, and its sender is told."""
         self.count_refusal("max_size")  # stats
         data = too_large_data(size, self.max_size, where)
-        self._refusals.warning("%s: a message from %s was refused: %s", self.name,
-                               peer or "a client", data["detail"])
+        self._say_refused(peer, data["detail"])
         return app_error(p.TOO_LARGE, data)
 
     def _send_message(self, context: Any, params: dict[str, Any]) -> str:
