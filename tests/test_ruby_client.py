@@ -210,12 +210,12 @@ def test_readme_scripts_against_berrymq_serve(tmp_path: Path, serve: tuple[Lines
 
 
 def test_a_node_with_a_smaller_max_size(tmp_path: Path) -> None:
-    """A node whose max_size (1000 bytes) is below the library's default: a message over it
-    raises MessageTooLarge, and with max_size: 1000 it is refused before it is sent, as a
-    node measures a message (488 bytes taken, 489 refused)."""
+    """A node whose max_size (1024 bytes) is below the library's default: a message over it
+    raises MessageTooLarge, and with max_size: 1024 it is refused before it is sent, as a
+    node measures a message (512 bytes taken, 513 refused)."""
     config = tmp_path / "small.toml"
-    config.write_text("[berrymq]\n\n[berrymq.jsonrpc-tcp]\nmax_size = 1000\n\n"
-                      "[berrymq.jsonrpc-http]\nmax_size = 1000\n")
+    config.write_text("[berrymq]\n\n[berrymq.jsonrpc-tcp]\nmax_size = 1024\n\n"
+                      "[berrymq.jsonrpc-http]\nmax_size = 1024\n")
     argv = [sys.executable, "-m", "berrymq", "serve", "--tcp", "127.0.0.1:0",
             "--http", "127.0.0.1:0"]
     server = Lines(argv, tmp_path, deadline=DEADLINE,

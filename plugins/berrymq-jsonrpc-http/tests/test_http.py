@@ -365,7 +365,7 @@ def test_a_chunked_body_is_served(buses: Buses) -> None:
 
 
 def test_a_chunked_body_over_max_size_is_refused_413(buses: Buses) -> None:
-    _, port = serve(buses, "http", max_size=1000)
+    _, port = serve(buses, "http", max_size=1024)
     call = json.dumps({"jsonrpc": "2.0", "method": "connect_oneway", "id": 1,
                        "params": {"pad": "x" * 2000}}).encode()
     answer = exchange(port, chunked(call, 300))
@@ -374,7 +374,7 @@ def test_a_chunked_body_over_max_size_is_refused_413(buses: Buses) -> None:
     assert re.match(rb"HTTP/1\.1 413 (Request Entity|Content) Too Large\r\n", answer), answer
     assert b"Connection: close" in answer
     error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
-    assert error["code"] == -32003 and error["data"] == {"limit": 1000, "setting": "max_size"}
+    assert error["code"] == -32003 and error["data"] == {"limit": 1024, "setting": "max_size"}
 
 
 def test_an_http10_client_asking_keep_alive_keeps_its_connection(buses: Buses) -> None:
@@ -509,8 +509,8 @@ def test_the_client_reads_no_answer_over_4x_max_size(buses: Buses) -> None:
 
     thread = threading.Thread(target=answer_hugely, daemon=True)
     thread.start()
-    client = buses(jsonrpc_http={"max_size": 1000})
-    with listener, pytest.raises(berrymq.TransportError, match=r"over 20384 bytes \(4x"):
+    client = buses(jsonrpc_http={"max_size": 1024})
+    with listener, pytest.raises(berrymq.TransportError, match=r"over 20480 bytes \(4x"):
         client.transport("http").connect_oneway(
             f"http://127.0.0.1:{listener.getsockname()[1]}", 60)
     thread.join(10)

@@ -9,7 +9,8 @@
     the shared secret; required to serve a non-loopback address; sent in every request.
     Also read from the environment variable ``BERRYMQ_SECRET``.
 ``max_size``
-    the largest request accepted and sent, in bytes (default 1 MiB).
+    the largest request accepted and sent, in bytes (default 1 MiB; at least
+    :data:`SMALLEST_MAX_SIZE`, as a message may take it less 512 bytes).
 ``timeout``
     seconds a client waits to connect and for a reply (default 10).
 ``read_timeout``
@@ -70,14 +71,19 @@ from berrymq.registries import SettingsSchema
 from berrymq.settings import Settings
 from berrymq.timeouts import too_long
 from berrymq_jsonrpc.addresses import netloc, split_url
+from berrymq_jsonrpc.sizes import ENVELOPE
 
-__all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "STREAM_SETTINGS", "cidr_blocks", "declare_settings",
-           "host_address", "host_names", "number_check", "positive_number", "positive_seconds",
-           "read_hosts", "read_number"]
+__all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "SMALLEST_MAX_SIZE", "STREAM_SETTINGS", "cidr_blocks",
+           "declare_settings", "host_address", "host_names", "max_size_check", "number_check",
+           "positive_number", "positive_seconds", "read_hosts", "read_number"]
 
 #: Seconds a client waits to connect and for a reply (setting ``timeout``), and a sender
 #: for room in a full outbox (``outbox_wait``).
 DEFAULT_TIMEOUT = 10.0
+
+#: The smallest ``max_size``: a message may take ``max_size`` less the 512 bytes kept for
+#: the request around it (:mod:`berrymq_jsonrpc.sizes`), so this leaves it 512 bytes.
+SMALLEST_MAX_SIZE = 2 * ENVELOPE
 
 #: Each setting and the types its value may have.
 SETTINGS: dict[str, type | tuple[type, ...]] = {
@@ -121,6 +127,7 @@ def declare_settings(schema: SettingsSchema, plugin: str, *, stream: bool = Fals
     for name, kind in keys.items():
         if kind is int or kind == (int, float):
             schema.add_check(plugin, name, number_check(kind))
+    schema.add_check(plugin, "max_size", max_size_check)
     schema.add_check(plugin, "host", host_address)
     schema.add_check(plugin, "callback_hosts", cidr_blocks)
     schema.add_check(plugin, "names", host_names)
@@ -150,6 +157,17 @@ def number_check(kind: type | tuple[type, ...]) -> Callable[[Any], str | None]:
     """The check of a number setting whose types are ``kind`` (as in :data:`SETTINGS`):
     seconds when a float is allowed, else a count."""
     return positive_seconds if kind == (int, float) else positive_number
+
+
+def max_size_check(value: Any) -> str | None:
+    """The problem with ``max_size``: a count of at least :data:`SMALLEST_MAX_SIZE` (with
+    ``max_size = 512`` no message had room, and every send was refused as too large)."""
+    problem = positive_number(value)
+    if problem is None and value < SMALLEST_MAX_SIZE:
+        problem = (f"must be at least {SMALLEST_MAX_SIZE} bytes (a message may take "
+                   f"max_size less the {ENVELOPE} bytes of the request around it), "
+                   f"got {value!r}")
+    return problem
 
 
 def positive_seconds(value: Any) -> str | None:
@@ -197,7 +215,8 @@ def read_number(settings: Mapping[str, Any], name: str, default: float, plugin: 
     file and line of ``source``, the settings the table came from), or a ValueError
     without a ``source`` (settings given in code, not read from a file)."""
     value = settings.get(name, default)
-    problem = number_check(SETTINGS.get(name, int))(value)
+    check = max_size_check if name == "max_size" else number_check(SETTINGS.get(name, int))
+    problem = check(value)
     if problem is not None:
         raise _invalid(f"{plugin}.{name} {problem}", name, plugin, source)
     number: float = value  # (an int or a float, as given)

@@ -198,6 +198,10 @@ def test_listen_bad_or_local_pattern(tmp_path: Path) -> None:
     ("jsonrpc-tcp", "timeout = 1e10", "jsonrpc-tcp.timeout must be at most 4611686018 seconds"),
     ("jsonrpc-http", "max_get_wait = 1e10", "jsonrpc-http.max_get_wait must be at most"),
     ("jsonrpc-tcp", "outbox_wait = 1e308", "jsonrpc-tcp.outbox_wait must be at most"),
+    # a message may take max_size less 512 bytes: with 512 every send was refused
+    ("jsonrpc-tcp", "max_size = 512", "jsonrpc-tcp.max_size must be at least 1024 bytes (a "
+     "message may take max_size less the 512 bytes of the request around it), got 512"),
+    ("jsonrpc-http", "max_size = 0", "jsonrpc-http.max_size must be a positive number, got 0"),
     ("jsonrpc-http", "max_connections = -5",
      "jsonrpc-http.max_connections must be a positive number, got -5"),
     ("jsonrpc-tcp", 'callback_hosts = ["10.0.0.0/99"]',

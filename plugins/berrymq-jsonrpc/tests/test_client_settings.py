@@ -139,3 +139,16 @@ def test_max_waiting_caps_the_waiting_requests_of_one_connection(bus_factory: Fa
         node.twitter("job:done")
         answer = json.loads(reader.readline())
     assert answer["id"] in (0, 1) and answer["result"][0] == "job:done", answer
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_max_size_leaves_a_message_room(bus_factory: Factory, scheme: str) -> None:
+    """A message may take ``max_size`` less the 512 bytes kept for the request around it:
+    a ``max_size`` of 512 or less left no room (every send was refused as too large), so
+    the smallest is 1024, named when the plugins load; 1024 itself is taken."""
+    table = f"jsonrpc_{scheme}"
+    for bad in (512, 1023):
+        with pytest.raises(SettingsError, match=f"jsonrpc-{scheme}.max_size must be at least "
+                                                f"1024 bytes .*, got {bad}"):
+            bus_factory(**{table: {"max_size": bad}}).transport(scheme)
+    assert bus_factory(**{table: {"max_size": 1024}}).transport(scheme).max_size == 1024

@@ -1,9 +1,9 @@
 # frozen_string_literal: true
 
 # A node whose max_size is below the 1 MiB default (tests/test_ruby_client.py starts one
-# with max_size = 1000 for both transports and sets BERRYMQ_SMALL_TCP_URL and
+# with max_size = 1024 for both transports and sets BERRYMQ_SMALL_TCP_URL and
 # BERRYMQ_SMALL_HTTP_URL): a message over it raises MessageTooLarge, not RemoteError or
-# ConnectionClosed; with max_size: 1000 it is refused before it is sent.
+# ConnectionClosed; with max_size: 1024 it is refused before it is sent.
 require_relative "test_helper"
 
 class TestMaxSize < Minitest::Test
@@ -22,11 +22,11 @@ class TestMaxSize < Minitest::Test
     # With the node's max_size given, nothing too large is sent: every connection stays.
     define_method("test_max_size_refuses_before_sending_#{scheme}") do
       node = url(scheme)
-      queue = BerryMQ.connect_via_queue(node, "small:*", ttl: 60, max_size: 1000)
+      queue = BerryMQ.connect_via_queue(node, "small:*", ttl: 60, max_size: 1024)
       error = assert_raises(BerryMQ::MessageTooLarge) { queue.send_message("small:big", BIG) }
-      assert_includes error.message, "over the limit of 488 bytes (max_size 1000 less 512); it was not sent"
+      assert_includes error.message, "over the limit of 512 bytes (max_size 1024 less 512); it was not sent"
       assert_raises(BerryMQ::MessageTooLarge) { queue.ask("small:big", BIG, timeout: WAIT) }
-      interconnection = BerryMQ.interconnect(node, ttl: 60, max_size: 1000)
+      interconnection = BerryMQ.interconnect(node, ttl: 60, max_size: 1024)
       error = assert_raises(BerryMQ::MessageTooLarge) { BerryMQ.twitter("small:big", BIG) }
       assert_includes error.message, "it was not sent"
       queue.send_message("small:one", 1)
@@ -43,14 +43,14 @@ class TestMaxSize < Minitest::Test
     # that size is sent and taken, one byte more is refused here, before it is sent.
     define_method("test_send_message_checks_the_message_size_#{scheme}") do
       node = url(scheme)
-      queue = BerryMQ.connect_via_queue(node, "small:*", ttl: 60, max_size: 1000)
+      queue = BerryMQ.connect_via_queue(node, "small:*", ttl: 60, max_size: 1024)
       empty = JSON.generate(["small:fit", [""], {}, { "uid" => "u" * 20 }]).bytesize
-      fits = "x" * (488 - empty)
+      fits = "x" * (512 - empty)
       queue.send_message("small:fit", fits)
       error = assert_raises(BerryMQ::MessageTooLarge) { queue.send_message("small:fit", "#{fits}x") }
-      assert_equal "message small:fit is 489 bytes of JSON (measured as a node does: [identifier, args, " \
-                   "kwargs, extras] with a uid, without hops), over the limit of 488 bytes (max_size " \
-                   "1000 less 512); it was not sent", error.message
+      assert_equal "message small:fit is 513 bytes of JSON (measured as a node does: [identifier, args, " \
+                   "kwargs, extras] with a uid, without hops), over the limit of 512 bytes (max_size " \
+                   "1024 less 512); it was not sent", error.message
       queue.send_message("small:after", 1)
       assert_equal [["small:fit", [fits]], ["small:after", [1]]], 2.times.map { m = queue.get(timeout: WAIT); [m.id, m.args] }
     end
@@ -67,9 +67,9 @@ class TestMaxSize < Minitest::Test
         eventually("the get is sent") { channel.waiting_calls == [1, 0] }
       end
       error = assert_raises(BerryMQ::MessageTooLarge) { queue.send_message("small:big", BIG) }
-      assert_includes error.message, "over the node's size limit (max_size 1000 bytes)"
+      assert_includes error.message, "over the node's size limit (max_size 1024 bytes)"
       if scheme == "tcp"
-        assert_includes error.message, "pass max_size: 1000"
+        assert_includes error.message, "pass max_size: 1024"
         assert_instance_of BerryMQ::ConnectionClosed, waiting.value
         assert_raises(BerryMQ::ConnectionClosed) { queue.send_message("small:after", 1) }
       else
