@@ -3,7 +3,7 @@ them, say which a message would reach, and follow their changes.
 
 Each method hands over to the bus's :class:`~berrymq._index.Index`, which files the
 subscriptions and caches their routes; :class:`Subscribing` is a base class of the bus, as
-:class:`~berrymq.node.NodeSide` is, so that ``bus.subscribe(...)`` stays one call. Nothing
+:class:`~berrymq._node_side.NodeSide` is, so that ``bus.subscribe(...)`` stays one call. Nothing
 here is on the way of a message: :func:`~berrymq._delivery.send` reads the route cache
 itself.
 """

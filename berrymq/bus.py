@@ -42,6 +42,7 @@ from berrymq._delivery import (
 from berrymq._hops import hop_box
 from berrymq._index import DIRECT, DISPATCH, FORWARD, CachedRoute, Index
 from berrymq._losses import LOSSES
+from berrymq._node_side import NodeSide
 from berrymq._pending import sweep_closed_loops
 from berrymq._pool import WorkerPool
 from berrymq._pooling import Pooling
@@ -51,7 +52,7 @@ from berrymq.ask import ask as _ask
 from berrymq.errors import BusClosed, ConnectionClosed
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
-from berrymq.node import Node, NodeSide
+from berrymq.node import Node
 from berrymq.plugins import PluginHost
 from berrymq.settings import core_problem
 from berrymq.state import BusState, StateKey

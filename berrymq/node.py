@@ -1,7 +1,8 @@
 """What a bus gains once a transport is used: links to peers, de-duplication, connections.
 
 A bus makes its :class:`Node` on first need (a forwarder, a transport, a connection, a
-stamped message); a bus with no peers has none and pays nothing for it.
+stamped message); a bus with no peers has none and pays nothing for it. The bus's own
+methods that hand over to its node are :class:`~berrymq._node_side.NodeSide`'s.
 
 Cycle detection: a message leaving this node gets a ``uid``; one coming in is checked on
 receipt only, against the node's :class:`~berrymq._uids.UidMemory`.
@@ -21,8 +22,7 @@ from urllib.parse import urlsplit
 
 from berrymq._delivery import deliver_talk, forward_first, looping
 from berrymq._hook_calls import one_line
-from berrymq._losses import CLOSED_FIRST, FORWARD_FAILED, LOSSES, Losses
-from berrymq._pending import sweep_closed_loops
+from berrymq._losses import CLOSED_FIRST, FORWARD_FAILED, LOSSES
 from berrymq._uids import UidMemory
 from berrymq.errors import PluginError, QueueFull
 from berrymq.identifier import Identifier
@@ -30,13 +30,10 @@ from berrymq.message import Message, new_message
 from berrymq.stats import stats_for
 
 if TYPE_CHECKING:
-    from berrymq._index import CachedRoute
     from berrymq.bus import Bus
-    from berrymq.plugins import PluginHost
-    from berrymq.state import BusState
     from berrymq.transports.base import Connection, Transport
 
-__all__ = ["Forwarder", "Node", "NodeSide", "Requester"]
+__all__ = ["Forwarder", "Node", "Requester"]
 
 logger = logging.getLogger("berrymq")
 
@@ -278,129 +275,3 @@ def _close_failure(bus: Bus, closing: object, what: str, scheme: str,
         f"transports were closed", plugin)
     error.__cause__ = exc
     return error
-
-
-class NodeSide:
-    """The methods a :class:`~berrymq.Bus` has for transports and peers; each hands over
-    to the bus's :class:`Node`, made on first use."""
-
-    if TYPE_CHECKING:
-        bus: Bus
-        node: Node | None
-        _lock: threading.Lock
-        routes: dict[object, CachedRoute]
-        taps: tuple[Any, ...]
-        hop_limit: int
-        extensions: BusState
-
-        @property
-        def plugins(self) -> PluginHost: ...
-
-        def _update_direct(self) -> None: ...
-
-        def refuse_if_closed(self, action: str) -> None: ...
-
-    def ensure_node(self) -> Node:
-        """The network side of this bus (:attr:`node`), made now if it is not yet: by
-        what gives the bus peers or a transport, never by sending."""
-        node = self.node
-        if node is None:
-            self.refuse_if_closed("add a transport or a peer")
-            with self._lock:
-                if self.node is None:
-                    self.node = Node(self.bus)
-                    # Transports call bus.receive for every message coming in: from now
-                    # on that is the node's own method, one call less.
-                    self.receive = self.node.receive  # type: ignore[method-assign]
-                node = self.node
-        return node
-
-    @property
-    def losses(self) -> Losses:
-        """The messages this bus could not deliver, by reason (``losses.counts``,
-        ``losses.total``): past the hop limit, not taken by a forwarder, refused in a
-        worker thread, cancelled or left on a closed event loop in an ``async def``
-        receiver (a closed loop's are looked for now, as at :meth:`Bus.flush`, at close
-        and when a send finds the loop closed). Each is also logged, once per burst (see
-        :mod:`berrymq._losses`)."""
-        sweep_closed_loops()
-        return self.extensions.get(LOSSES)
-
-    def add_forwarder(self, forwarder: Forwarder) -> None:
-        """Hand every non-local message sent on this bus to ``forwarder.forward``."""
-        self.refuse_if_closed("add a peer")
-        self.ensure_node().add_forwarder(forwarder)
-        self._update_direct()
-
-    def remove_forwarder(self, forwarder: Forwarder) -> None:
-        """Stop handing messages to ``forwarder`` (idempotent)."""
-        if self.node is not None:
-            self.node.remove_forwarder(forwarder)
-            self._update_direct()
-
-    def requesters(self) -> list[Any]:
-        """The forwarders that can carry ``ask`` requests to peers."""
-        return [] if self.node is None else self.node.requesters()
-
-    def first_request(self, uid: str) -> bool:
-        """Whether a peer's ``ask`` with ``uid`` is the first this node sees of it: an
-        asker asks over every link to it (two ``interconnect``, a ``connect_oneway``), and
-        the receivers here run once per ask as per forwarded message (the same memory)."""
-        return self.ensure_node().first_sight(uid)
-
-    def stamp(self, message: Message) -> Message:
-        """Return ``message`` with a unique id, given once when it first leaves the bus."""
-        return self.ensure_node().stamp(message)
-
-    def receive(self, message: Message, origin: Forwarder | None = None,
-                reply_to: Identifier | None = None) -> bool:
-        """Take in a message from another node: deliver it here and pass it on.
-
-        A message whose ``uid`` was seen before is dropped (it went round a cycle); returns
-        whether the message was taken. ``hops`` counts one more for the crossing.
-        """
-        node = self.node
-        if node is None:
-            node = self.ensure_node()
-        return node.receive(message, origin, reply_to)
-
-    def transport(self, scheme: str) -> Transport:
-        """This bus's transport for a URL scheme, created by its plugin on first use."""
-        node = self.ensure_node()
-        transport = node.transports.get(scheme)
-        if transport is None:
-            with node.lock:
-                transport = node.transports.get(scheme)
-            if transport is None:
-                self.refuse_if_closed(f"add a {scheme} transport")
-                made = self.plugins.create_transport(scheme, self.bus)
-                with node.lock:
-                    transport = node.transports.setdefault(scheme, made)
-                if transport is not made:
-                    made.close()  # another thread made one first
-        return transport
-
-    def track_connection(self, connection: Connection) -> None:
-        """Keep ``connection`` so that :meth:`close` closes it."""
-        self.refuse_if_closed("add a connection")
-        self.ensure_node().track(connection)
-
-    def untrack_connection(self, connection: Connection) -> None:
-        if self.node is not None:
-            self.node.untrack(connection)
-
-    def connections(self) -> list[Connection]:
-        """The open connections made from this bus (a snapshot)."""
-        node = self.node
-        if node is None:
-            return []
-        with node.lock:
-            return list(node.connections)
-
-    def transports(self) -> dict[str, Transport]:
-        """This bus's transports by URL scheme (a snapshot)."""
-        node = self.node
-        if node is None:
-            return {}
-        with node.lock:
-            return dict(node.transports)
