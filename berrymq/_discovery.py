@@ -2,8 +2,8 @@
 metadata, and (unless a plugin host is told otherwise) the entry points of the group
 ``berrymq`` of every installed distribution; and the names ``BERRYMQ_BLOCK_PLUGINS``
 keeps from loading; and where to get the plugins distributed with berryMQ, so that an
-error about one that is missing says what to install. :mod:`berrymq.plugins` decides
-which of them load.
+error about one that is missing says what to install. :mod:`berrymq._activation` decides
+which of them load, and :mod:`berrymq.plugins` loads them.
 """
 
 from __future__ import annotations

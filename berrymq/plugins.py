@@ -5,7 +5,8 @@ here. Plugins come from the entry point group ``berrymq``, the core's own among 
 the core distribution declares them there once (setup.cfg), and they are loaded from its
 metadata with or without the entry points of other distributions
 (:func:`builtin_plugins`), through the same hooks as an outside plugin. Finding them is
-:mod:`berrymq._discovery`'s; which of them load, and in what state, is decided here.
+:mod:`berrymq._discovery`'s; which of them load, and in what state, is
+:mod:`berrymq._activation`'s; loading the active ones is done here.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 import berrymq.hookspecs
+from berrymq._activation import CORE_RECEIVERS, PluginInfo, activation, how_to_get, pass_over
 from berrymq._discovery import (
     BLOCK_ENV_VAR,
     CORE_DISTRIBUTION,
@@ -34,7 +35,6 @@ from berrymq._discovery import (
     check_named_plugins,
     distribution_of,
     find_candidates,
-    install_hint,
 )
 from berrymq._hook_calls import call_each, one_line, taps
 from berrymq._hook_checks import hook_wrapper, misspelled_hook, unmarked_function
@@ -69,23 +69,7 @@ __all__ = [
     "reset_plugin_host",
 ]
 
-#: The receiver plugins that make up the local API that ``import berrymq`` promises. An
-#: allow-list (``plugins = [...]``) need not name them; only ``disable`` turns them off.
-CORE_RECEIVERS = frozenset({"functions", "followers", "queues"})
-
 logger = logging.getLogger("berrymq")
-
-
-@dataclass(frozen=True)
-class PluginInfo:
-    """One installed plugin, as ``berrymq plugins`` lists it."""
-
-    name: str
-    distribution: str
-    version: str
-    module: str
-    active: bool
-    reason: str
 
 
 class PluginHost:
@@ -123,7 +107,7 @@ class PluginHost:
                 Candidate(name, "(registered in code)", "", repr(plugin), itertools.repeat(plugin).__next__)
             )
         self._load(candidates)
-        self._pass_over(passed_over, {c.name for c in candidates} if entry_points else None)
+        pass_over(self._infos, passed_over, {c.name for c in candidates} if entry_points else None)
 
     # -- loading -------------------------------------------------------------------------
 
@@ -133,7 +117,7 @@ class PluginHost:
         blocked = blocked_plugins() | self._blocked
         active_names: list[str] = []
         for candidate in candidates:
-            active, reason = self._activation(candidate.name, blocked)
+            active, reason = activation(candidate.name, settings, blocked)
             if active:
                 self._candidates[candidate.name] = candidate
                 try:
@@ -218,47 +202,12 @@ class PluginHost:
         return self._faulty(name, f"raised {type(exc).__name__} in its hook {hook}: "
                                   f"{one_line(exc)}", hook)
 
-    def _pass_over(self, passed_over: list[tuple[Candidate, str]],
-                   installed: set[str] | None) -> None:
-        """Warn of what was not loaded though a user may expect it: an entry point whose
-        name was taken (listed, inactive, with the reason) and, when every installed
-        plugin is known (``installed``), a blocked name that is no installed plugin.
-        Warnings, not errors: no setting could resolve the first (the name is the
-        other plugin's too), and the variable may outlive the plugin it blocked."""
-        for candidate, reason in passed_over:
-            logger.warning("plugin %r of %s %s (%s) is %s; ask its authors to rename its "
-                           "entry point, or uninstall it", candidate.name,
-                           candidate.distribution, candidate.version, candidate.module, reason)
-            self._infos.append(PluginInfo(candidate.name, candidate.distribution,
-                                          candidate.version, candidate.module, False, reason))
-        self._infos.sort(key=lambda info: info.name)  # stable: the loaded one first
-        unknown = sorted(blocked_plugins() - installed) if installed is not None else []
-        for name in unknown:
-            logger.warning("%s names %r, which is no installed plugin: it blocks nothing "
-                           "(installed plugins: %s)", BLOCK_ENV_VAR, name,
-                           ", ".join(sorted(installed or ())))
-
     def _check_hooks(self) -> None:
         """The checks of :mod:`berrymq._hook_checks` over every plugin loaded: a misspelled
         hook or a hook wrapper is the :class:`PluginError` of :meth:`_faulty`."""
         for problem in (misspelled_hook(self.pm), hook_wrapper(self.pm)):
             if problem is not None:
                 raise self._faulty(problem.plugin, problem.text, problem.hook) from problem.cause
-
-    def _activation(self, name: str, blocked: set[str]) -> tuple[bool, str]:
-        settings = self.settings
-        where = f" in {settings.path}" if settings.path else ""
-        if name in blocked:
-            return False, f"blocked by {BLOCK_ENV_VAR}"
-        if name in settings.disable:
-            return False, f"disabled{where}"
-        if settings.plugins is not None and name not in settings.plugins:
-            if name in CORE_RECEIVERS:
-                return True, "core receiver (active unless disabled)"
-            return False, f"not in the plugins list{where}"
-        if settings.plugins is not None:
-            return True, f"listed{where}"
-        return True, "installed" if settings.path is None else f"not disabled{where}"
 
     # -- the facade: every hook call and registry look-up ---------------------------------
 
@@ -282,17 +231,7 @@ class PluginHost:
         """What to do to have ``plugin`` (of ``distribution``) active: install it, enable
         it where the settings file turned it off, or unblock it where the environment
         variable blocks it (whatever the settings file says: editing it cannot help)."""
-        info = next((i for i in self._infos if i.name == plugin), None)
-        if info is None:
-            return install_hint(plugin, distribution)
-        hint = f"plugin {plugin!r} is installed but not active ({info.reason})"
-        if plugin in blocked_plugins():
-            return f"{hint}; remove {plugin!r} from the environment variable {BLOCK_ENV_VAR}"
-        if info.reason.startswith(("disabled", "not in the plugins list")):
-            hint += "; enable it"
-            if self.settings.path is not None:
-                hint += f" in {self.settings.path}"
-        return hint
+        return how_to_get(self._infos, self.settings, plugin, distribution)
 
     def _unavailable(self, what: str, plugin: str, distribution: str | None) -> PluginNotAvailable:
         return PluginNotAvailable(what, plugin, self.how_to_get(plugin, distribution))
