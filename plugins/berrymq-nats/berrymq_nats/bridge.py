@@ -15,15 +15,17 @@ that publishes and asks; it follows the bus's subscriptions. Its parts:
 - :mod:`~berrymq_nats.following`: the NATS subscriptions that follow the bus's;
 - :mod:`~berrymq_nats.losses`: what was lost, counted with reasons and logged per burst;
 - :mod:`~berrymq_nats.server_errors`: the server's and the client's errors (permissions);
-- :mod:`~berrymq_nats.status`: the bridge's status line.
+- :mod:`~berrymq_nats.status`: the bridge's status line;
+- :mod:`~berrymq_nats.closing`: closing, what waits sent and what could not be counted.
 
-This module holds the connection's life: connecting, reconnecting, flushing and closing.
+This module holds the connection's life up to its close: connecting, reconnecting and
+flushing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import threading
 import time
@@ -43,14 +45,13 @@ from berrymq_nats.client import (
     check_internals,
     client_options,
     close_before_reconnecting,
-    close_client,
     confirm_written,
-    first_of,
     server_url,
     subscribe_direct,
     watch_reading,
     within,
 )
+from berrymq_nats.closing import close_bridge, give_up
 from berrymq_nats.following import Following
 from berrymq_nats.inbound import Inbound
 from berrymq_nats.link import NatsLink
@@ -68,9 +69,6 @@ if TYPE_CHECKING:
 __all__ = ["NatsBridge"]
 
 logger = logging.getLogger("berrymq.nats")
-
-#: How long closing a bridge waits for the delivery of what it read from NATS before.
-CLOSE_DELIVERY_WAIT = 10.0
 
 
 class NatsBridge(LinkConnection):
@@ -113,14 +111,16 @@ class NatsBridge(LinkConnection):
         self._nc: Client | None = None
         self.following = Following(self)
         self._ready = threading.Event()
-        self._up = asyncio.Event()
+        #: set while connected with this process's subscriptions confirmed by the server
+        self.up = asyncio.Event()
         self.attempt_failed = asyncio.Event()  # set by each failed connection attempt
-        self._tasks: list[asyncio.Task[None]] = []
+        #: the loop's tasks of this bridge: the outbox's, then the connecting one
+        self.tasks: list[asyncio.Task[None]] = []
         self._lost_mark = 0
         # the style (before the loop starts: what comes in is received from its forwarder):
         # "interconnect" adds the link as the bus's forwarder, "oneway" its asker
         super().__init__(bus, NatsLink(self), "interconnect" if subscribe else "oneway",
-                         on_close=self._closing)
+                         on_close=functools.partial(close_bridge, self))
         io_loop.submit(self._start())
         bus.add_subscription_listener(self.following.changed)
         LIVE.add(self)
@@ -129,7 +129,7 @@ class NatsBridge(LinkConnection):
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self.outbox.run()), loop.create_task(self._connect())]
+        self.tasks = [loop.create_task(self.outbox.run()), loop.create_task(self._connect())]
 
     @property
     def client(self) -> Client | None:
@@ -143,7 +143,7 @@ class NatsBridge(LinkConnection):
     async def _connect(self) -> None:
         opts = self.options
         attempts = 0
-        while attempts == 0 or not self.closed:  # the first even if closed: see _shutdown
+        while attempts == 0 or not self.closed:  # the first even if closed: see closing.shutdown
             attempts += 1
             try:
                 nc = await nats.connect(**client_options(
@@ -163,7 +163,7 @@ class NatsBridge(LinkConnection):
                     return
                 await asyncio.sleep(opts.reconnect_wait)
                 continue
-            if self.closed:  # closed meanwhile: _shutdown, waiting, sends what waits on it
+            if self.closed:  # closed meanwhile: closing.shutdown, waiting, sends what waits
                 if check_internals(nc) is None:
                     self._nc = nc
                     self.outbox.resume(nc)
@@ -197,7 +197,7 @@ class NatsBridge(LinkConnection):
         assert self._nc is not None
         self.outbox.resume(self._nc)
         self.resubscribed_at = time.monotonic()
-        self._up.set()
+        self.up.set()
         self.asking.announce("hello")
         self.state = state
 
@@ -213,7 +213,7 @@ class NatsBridge(LinkConnection):
     async def _on_disconnected(self) -> None:
         if self.closed:
             return
-        self._up.clear()
+        self.up.clear()
         self.disconnected_at = time.monotonic()
         self.state = "reconnecting"
         self.outbox.connection_lost()
@@ -285,7 +285,7 @@ class NatsBridge(LinkConnection):
         TimeoutError at the deadline (each step may wait for room in nats-py's buffer)."""
         def left() -> float:
             return deadline - time.monotonic()
-        await within(self._up.wait(), left(), "connecting")
+        await within(self.up.wait(), left(), "connecting")
         await within(self.following.sync(), left(), "subscribing")
         await within(self.outbox.pump(), left(), "publishing")
         nc = self._nc
@@ -296,120 +296,10 @@ class NatsBridge(LinkConnection):
             self.outbox.confirmed_up_to(published, published_bytes)
         return self.inbound.gathered
 
-    # -- closing ----------------------------------------------------------------------------
-
-    def _closing(self, polite: bool) -> None:
-        """The bridge's part of closing (from :meth:`LinkConnection.close
-        <berrymq.transports.styles.LinkConnection.close>`, once, after the bus stopped
-        forwarding to it): send what waits while connected (polite or not: it goes to the
-        broker, not to a peer that is gone), unsubscribe and disconnect. What could not be
-        sent is counted in :attr:`losses` and logged."""
-        LIVE.discard(self)
-        bus = self.bus
-        bus.remove_subscription_listener(self.following.changed)
-        self.shared.unguard()
-        while self in bus.connections():  # tracked once per way it was opened
-            bus.untrack_connection(self)
-        if self.outbox.forked_error is not None:  # the parent's client, in a forked process:
-            self._up.clear()  # nothing of it runs here to shut down (the parent closes it)
-            self.state = "closed"
-            return
-        if io_loop.in_loop():
-            io_loop.loop.create_task(self._shutdown())
-            return
-        wait = self.options.connect_timeout
-        try:  # _shutdown bounds its own steps: this bound is for a loop held up elsewhere
-            io_loop.run(self._shutdown(), 3 * wait + 5.0)
-        except Exception as exc:  # noqa: BLE001 - closing goes on regardless
-            logger.error("NATS bridge of bus %s did not shut down cleanly: %r", bus.name, exc)
-            self.give_up(wait + 1.0, wait_for_client=True)
-        except KeyboardInterrupt:  # Ctrl-C: no more waiting, but what was not sent is counted
-            self.give_up(1.0, wait_for_client=False)
-            raise
-        if not io_loop.lane.in_lane():  # (a receiver closing its bus would wait for itself)
-            # what was read from NATS reaches the receivers before the bus forgets them;
-            # what the lane runs later is counted as lost by the closed node
-            inbound = self.inbound
-            if not inbound.wait_delivered(inbound.gathered, CLOSE_DELIVERY_WAIT):
-                logger.warning("NATS bridge of bus %s closed with %d message(s) read from NATS "
-                               "not delivered after %gs (receivers slower than they came): "
-                               "they are delivered later, or counted as lost if the bus "
-                               "closes first", bus.name, inbound.gathered - inbound.delivered,
-                               CLOSE_DELIVERY_WAIT)
-
     def give_up(self, timeout: float, *, wait_for_client: bool) -> None:
         """Closing was cut short (it failed, or Ctrl-C ended it): count what was not
-        confirmed or not sent, and report it, before returning; let the client go, waiting
-        up to ``timeout`` for it only when ``wait_for_client``."""
-        try:
-            io_loop.run(self._abandon(wait_for_client), timeout)
-        except Exception as exc:  # noqa: BLE001 - nothing more to do
-            logger.error("NATS bridge of bus %s: the I/O loop did not count what was "
-                         "not sent: %r", self.bus.name, exc)
-
-    async def _abandon(self, wait_for_client: bool) -> None:
-        if self.state == "closed":
-            return
-        self.outbox.connection_lost(closing=True)
-        self._closed()
-        nc = self._nc
-        if nc is None or nc.is_closed:
-            return
-        if not wait_for_client:  # it goes on closing, or ends with the loop
-            self._tasks.append(asyncio.get_running_loop().create_task(
-                close_client(nc, self.options.connect_timeout)))
-            return
-        with contextlib.suppress(Exception):
-            await close_client(nc, self.options.connect_timeout)
-
-    def _closed(self, connected: bool = False) -> None:
-        """Count what could not be sent (see :meth:`Outbox.close
-        <berrymq_nats.outbox.Outbox.close>`), report the losses now, and say closed."""
-        self.outbox.close(connected)
-        self._up.clear()
-        self.state = "closed"
-        self.losses.close()
-        self.errors.close()
-
-    async def _shutdown(self) -> None:
-        """Send what waits and have it confirmed, within ``connect_timeout`` (the server
-        may be stalled); count what was not, then close the client, within
-        ``connect_timeout`` again (at once when the server did not confirm in time). What
-        was not sent is counted before the client is closed, so :meth:`close` returns with
-        it counted. First, a first connection still
-        being made (a short program closes, or ends, at once) is waited for until it is
-        made or an attempt fails, within ``connect_timeout``: what waits goes out on it."""
-        current = asyncio.current_task()
-        wait = self.options.connect_timeout
-        connecting = [t for t in self._tasks[1:] if t is not current and not t.done()]
-        if connecting:  # until it is done subscribing too; once closed it makes no new attempt
-            self.attempt_failed.clear()
-            await first_of(connecting, self.attempt_failed, wait)
-        for task in self._tasks:
-            task.cancel()
-        nc = self._nc
-        connected = nc is not None and nc.is_connected and self.outbox.connected
-        if nc is not None and connected:
-            try:
-                await within(self._send_the_rest(nc, wait), wait, "sending what waits")
-            except Exception as exc:  # noqa: BLE001 - counted, closing goes on
-                if isinstance(exc, TimeoutError):  # stalled: it would not drain a close either
-                    exc = TimeoutError(f"NATS did not confirm within connect_timeout = {wait:g}s")
-                    wait = 0.1
-                logger.error("NATS bridge of bus %s: last flush failed: %r", self.bus.name, exc)
-                self.outbox.connection_lost(closing=True)
-        self._closed(connected)
-        if nc is not None and not nc.is_closed:
-            await close_client(nc, wait)
-        others = [task for task in self._tasks if task is not current]
-        if others:  # (bounded: a task stuck in nats-py's publish may not end on a cancel)
-            await asyncio.wait(others, timeout=min(wait, 0.5))
-
-    async def _send_the_rest(self, nc: Client, timeout: float) -> None:
-        """Say bye, publish what waits, and have the server confirm it."""
-        self.asking.announce("bye")
-        await self.outbox.pump()
-        await confirm_written(nc, timeout)
+        confirmed or not sent, and report it (see :func:`berrymq_nats.closing.give_up`)."""
+        give_up(self, timeout, wait_for_client=wait_for_client)
 
     def __repr__(self) -> str:
         return f"<NatsBridge {self.address} bus={self.bus.name} {self.state}>"

@@ -80,8 +80,8 @@ class NatsLink(Link):
 
     def close(self) -> None:
         """Nothing of its own: the bridge has sent what waited and disconnected by then
-        (:meth:`NatsBridge._closing`), and its closed outbox refuses what comes later
-        with :class:`berrymq.ConnectionClosed`."""
+        (:func:`berrymq_nats.closing.close_bridge`), and its closed outbox refuses what
+        comes later with :class:`berrymq.ConnectionClosed`."""
 
     def __repr__(self) -> str:
         return f"<NatsLink {self.address} bus={self.bridge.bus.name} {self.bridge.state}>"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from berrymq_nats import NatsBridge, NatsTransport
-from berrymq_nats import bridge as bridge_module
+from berrymq_nats import closing as closing_module
 from berrymq_nats import plugin as nats_plugin
 from berrymq_nats.link import NatsLink
 from berrymq_nats.testing import Recorder, bridge_of, settle, wait_until
@@ -189,7 +189,7 @@ def test_closing_a_bus_stops_its_bridge_not_the_loop(nats_server: Any, make_bus:
     a.close()
     assert ba.closed and ba.state == "closed"
     assert ba.client is not None and ba.client.is_closed
-    assert all(task.done() for task in ba._tasks)
+    assert all(task.done() for task in ba.tasks)
     assert io_loop.running
     with pytest.raises(berrymq.ConnectionClosed):
         ba.send(berrymq.Message("job:go"))
@@ -229,7 +229,7 @@ def test_what_a_bridge_read_is_delivered_before_its_bus_closes(
 def test_what_comes_to_a_closed_bus_is_counted_as_lost(
         nats_server: Any, make_bus: MakeBus, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the bound of close()'s wait, the rest is dropped, each counted and told."""
-    monkeypatch.setattr(bridge_module, "CLOSE_DELIVERY_WAIT", 0.05)
+    monkeypatch.setattr(closing_module, "CLOSE_DELIVERY_WAIT", 0.05)
     release = threading.Event()
     got: list[int] = []
     # all read: the first held by its receiver, the rest queued for the lane

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc.status import status_snapshot
-from berrymq_nats import bridge as bridge_module
+from berrymq_nats import closing as closing_module
 from berrymq_nats.losses import REFUSED_HERE
 from berrymq_nats.testing import bridge_of, settle, wait_until
 from helpers import FullLink, bytes_held, held_async_receiver
@@ -75,7 +75,7 @@ def test_closing_the_bridge_before_its_messages_were_delivered_says_so(
     """close() waits a bounded time for the messages read from NATS to reach the
     receivers; when a slow receiver holds them past it, one warning says how many are
     still to come (close returned saying nothing)."""
-    monkeypatch.setattr(bridge_module, "CLOSE_DELIVERY_WAIT", 0.2)
+    monkeypatch.setattr(closing_module, "CLOSE_DELIVERY_WAIT", 0.2)
     sender = Bus(plugins=nats_host, name="sender")
     receiving = Bus(plugins=nats_host, name="receiving")
     release = threading.Event()
