@@ -290,10 +290,11 @@ class NatsBridge(LinkConnection):
         await within(self.outbox.pump(), left(), "publishing")
         nc = self._nc
         assert nc is not None
-        published, published_bytes = self.outbox.published, self.outbox.published_bytes
+        confirmations = self.outbox.confirmations
+        published, published_bytes = confirmations.published, confirmations.published_bytes
         await within(confirm_written(nc, left()), left(), "the server's confirmation")
         if self.outbox.nc is nc:
-            self.outbox.confirmed_up_to(published, published_bytes)
+            confirmations.confirmed_up_to(published, published_bytes)
         return self.inbound.gathered
 
     def give_up(self, timeout: float, *, wait_for_client: bool) -> None:

@@ -12,10 +12,11 @@
   takes it, as ``nats-py`` may hold it (buffered) and wait inside ``publish`` for the
   server: if the connection then drops, or the bridge closes, it is counted with the rest.
 - **Confirmed**: after publishing, the loop sends a PING behind what it wrote; the PONG
-  means the server has read all of it. What was published and not confirmed when the
-  connection drops is counted as possibly lost (:data:`~berrymq_nats.losses.IN_FLIGHT`)
-  and not sent again (the server may have routed it). What ``nats-py`` still held unwritten
-  is not lost: it goes out after the reconnect, behind the re-subscriptions.
+  means the server has read all of it (:mod:`berrymq_nats.confirming` counts). What was
+  published and not confirmed when the connection drops is counted as possibly lost
+  (:data:`~berrymq_nats.losses.IN_FLIGHT`) and not sent again (the server may have routed
+  it). What ``nats-py`` still held unwritten is not lost: it goes out after the reconnect,
+  behind the re-subscriptions.
 - **Disconnected**: sent messages wait in the disconnect buffer, at most ``buffer_limit``
   messages and ``buffer_bytes`` bytes; past either the sending call raises
   ``BrokerBufferFull``. Messages that were waiting for the loop when the drop was noticed
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -39,7 +39,7 @@ from nats.errors import OutboundBufferLimitError
 from berrymq.errors import ConnectionClosed
 from berrymq.identifier import Identifier
 from berrymq.transports.ioloop import InheritedLoopError, io_loop
-from berrymq_nats.client import confirm_written
+from berrymq_nats.confirming import Confirmations
 from berrymq_nats.losses import (
     CONTROL_UNSENT,
     IN_FLIGHT,
@@ -64,16 +64,6 @@ class _Control(tuple):  # type: ignore[type-arg]
 
     __slots__ = ()
 
-#: Seconds a PING may take before the confirmation is given up (the connection is dead).
-_CONFIRM_TIMEOUT = 10
-#: At most this many messages are published and not yet confirmed by the server: what a
-#: crash of the server can take without a trace on the wire is bounded by it.
-UNCONFIRMED_LIMIT = 2000
-#: ... and at most about this many bytes of them. asyncio's own bound on what waits in a
-#: socket's buffer (the writer pauses above 64 KiB) is missing from the ``writelines``
-#: nats-py uses on Python 3.12.0-3.12.8 and 3.13.0-3.13.1 (CPython gh-127655): there a
-#: stalled server let 60 MB pile up in this process. This bound holds on any Python.
-UNCONFIRMED_BYTES = 8 * 1024 * 1024
 
 
 class Outbox:
@@ -108,17 +98,11 @@ class Outbox:
         self._held: collections.deque[Item] = collections.deque()
         self._held_bytes = 0
         self._held_lock = threading.Lock()
-        # Counted on the I/O thread, per connection: published, and confirmed by a PONG.
-        self.published = 0
-        self.confirmed = 0
-        self.published_bytes = 0  # of payload, on this connection (approximately, see pump)
+        #: what was published on this connection, and what the server confirmed of it
+        self.confirmations = Confirmations(lambda: self.nc)
         #: the application's messages handed to ``nats-py``, over every connection (the
         #: bridge's ``sent`` in ``/status``; control messages are not counted)
         self.sent = 0
-        self.confirmed_bytes = 0
-        self._control: list[int] = []  # the numbers of the published items that were _Control
-        self._confirming: asyncio.Task[None] | None = None
-        self._confirmed = asyncio.Event()  # set when confirmations advance or the link drops
         #: why this outbox refuses: it is the parent's, in a forked process (see :meth:`forked`)
         self.forked_error: InheritedLoopError | None = None
         io_loop.bind(self)
@@ -242,14 +226,14 @@ class Outbox:
         nc = self.nc
         if nc is None:
             return
-        published = self.published
+        confirmations = self.confirmations
+        published = confirmations.published
         while out:
             if not self.connected:
                 self.hold_out()
                 break
-            if (self.published - self.confirmed >= UNCONFIRMED_LIMIT
-                    or self.published_bytes - self.confirmed_bytes >= UNCONFIRMED_BYTES):
-                await self._wait_for_confirmation(nc)
+            if confirmations.full():
+                await confirmations.wait(nc)
                 continue
             item = out.popleft()
             if out:
@@ -261,24 +245,18 @@ class Outbox:
                 self._room.set()
             # counted before nats-py has it: it may wait inside publish with it buffered
             epoch = self._epoch
-            self.published += 1
-            self.published_bytes += len(item[1])
             control = type(item) is _Control
-            if control:
-                self._control.append(self.published)
-            else:
+            confirmations.count(len(item[1]), control)
+            if not control:
                 self.sent += 1
             try:
                 await nc.publish(item[0], item[1], item[2])
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the rest
                 if epoch != self._epoch:  # connection_lost counted it meanwhile
                     continue
-                self.published -= 1  # nats-py refused it before buffering it
-                self.published_bytes -= len(item[1])
+                confirmations.uncount(len(item[1]), control)  # nats-py refused it before buffering it
                 if not control:
                     self.sent -= 1
-                if control and self._control and self._control[-1] > self.published:
-                    self._control.pop()
                 if isinstance(exc, OutboundBufferLimitError):
                     self._taken -= len(item[1])
                     out.appendleft(item)
@@ -291,38 +269,8 @@ class Outbox:
         if self._room_wanted:
             self._room_wanted = False
             self._room.set()
-        if self.published != published and self._confirming is None:
-            self._confirming = asyncio.get_running_loop().create_task(self._confirm(nc))
-
-    async def _wait_for_confirmation(self, nc: Client) -> None:
-        if self._confirming is None:
-            self._confirming = asyncio.get_running_loop().create_task(self._confirm(nc))
-        self._confirmed.clear()
-        await self._confirmed.wait()
-
-    async def _confirm(self, nc: Client) -> None:
-        """PING behind what was written until the server has confirmed all of it."""
-        try:
-            while self.published > self.confirmed and self.nc is nc and nc.is_connected:
-                target, target_bytes = self.published, self.published_bytes
-                await confirm_written(nc, _CONFIRM_TIMEOUT)
-                if self.nc is nc and self._confirming is asyncio.current_task():
-                    self.confirmed_up_to(target, target_bytes)
-        except Exception:  # noqa: BLE001 - the connection dropped: connection_lost counts
-            pass
-        finally:
-            if self._confirming is asyncio.current_task():
-                self._confirming = None
-            self._confirmed.set()  # a pump waiting for it looks again
-
-    def confirmed_up_to(self, published: int, published_bytes: int) -> None:
-        """The server has read the first ``published`` messages of this connection, of
-        ``published_bytes`` bytes of payload."""
-        self.confirmed_bytes = max(self.confirmed_bytes, published_bytes)
-        if published > self.confirmed:
-            self.confirmed = published
-            self._control = [n for n in self._control if n > published]
-            self._confirmed.set()
+        if confirmations.published != published:
+            confirmations.start(nc)
 
     def connection_lost(self, closing: bool = False) -> int:
         """The connection dropped: count what was in flight, hold what waits. Returns the
@@ -337,17 +285,7 @@ class Outbox:
             for command in getattr(nc, "_pending", ()) or ():
                 if command.startswith((b"PUB ", b"HPUB ")):
                     unwritten += 1
-        written = self.published - unwritten  # the newest ones are the unwritten ones
-        control = sum(1 for n in self._control if self.confirmed < n <= written)
-        lost = max(0, written - self.confirmed - control)
-        self.published, self.confirmed, self._control = unwritten, 0, []
-        # (the unwritten ones' bytes are not known: the next connection's count starts
-        # low by at most nats-py's buffer, 2 MiB)
-        self.published_bytes = self.confirmed_bytes = 0
-        self._confirmed.set()
-        if self._confirming is not None:
-            self._confirming.cancel()
-            self._confirming = None
+        lost = self.confirmations.connection_lost(unwritten)
         self.hold_out()
         self.losses.add(IN_FLIGHT, lost,
                         "published to a NATS server that went away before it confirmed them")
@@ -380,8 +318,9 @@ class Outbox:
                 self._out.extendleft(reversed(held))
             self.connected = True
         self._wake.set()
-        if self.published > self.confirmed and self._confirming is None:
-            self._confirming = asyncio.get_running_loop().create_task(self._confirm(nc))
+        confirmations = self.confirmations
+        if confirmations.published > confirmations.confirmed:
+            confirmations.start(nc)
 
     def close(self, connected: bool) -> int:
         """Stop accepting; count what could not be sent (``connected`` false: NATS was
@@ -396,9 +335,7 @@ class Outbox:
             self._epoch += 1
             self._taken = self._added
         self._room.set()
-        if self._confirming is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed
-                self._confirming.cancel()
+        self.confirmations.stop()
         if lost:
             self.losses.add(NOT_SENT_AT_CLOSE, lost)
         return lost

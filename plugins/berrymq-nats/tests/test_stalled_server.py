@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from berrymq_nats import BrokerBufferFull, NatsBridge
-from berrymq_nats import outbox as nats_outbox
+from berrymq_nats import BrokerBufferFull, NatsBridge, confirming
 from berrymq_nats.testing import NatsServer, bridge_of, settle
 from helpers import interrupted_at_exit
 
@@ -101,12 +100,13 @@ def test_what_is_published_and_not_confirmed_is_bounded_in_bytes(
     buffer below it (on Python 3.12.0-3.12.8 and 3.13.0-3.13.1 asyncio does not: 300 of
     these messages, 60 MB, were taken). Lowered here to 1 MiB so that it is the bound
     reached first on any Python: about 1 MiB in flight and 1 MiB waiting for the I/O thread."""
-    monkeypatch.setattr(nats_outbox, "UNCONFIRMED_BYTES", 1024 * 1024)
+    monkeypatch.setattr(confirming, "UNCONFIRMED_BYTES", 1024 * 1024)
     bus = make_bus("unconfirmed")
     bridge = stalled_bridge(bus, paused)
     accepted = fill(bus, 300)
     assert 5 <= accepted <= 12, accepted
-    assert bridge.outbox.published_bytes - bridge.outbox.confirmed_bytes <= 1024 * 1024 + len(PAD) + 100
+    confirmations = bridge.outbox.confirmations
+    assert confirmations.published_bytes - confirmations.confirmed_bytes <= 1024 * 1024 + len(PAD) + 100
     closes_in_time_counting(bridge, accepted)
 
 
