@@ -4,20 +4,20 @@ The ``jsonrpc-http`` and ``jsonrpc-tcp`` plugins subclass it and supply only soc
 server (:meth:`RemoteTransport._serve`), a client channel
 (:meth:`RemoteTransport._open_channel`) and, for TCP, the way back over a connection
 that a peer opened (:meth:`RemoteTransport._back_channel`). Everything else (sessions,
-tokens, coalescing, cycles, talk and ask, expiry, errors) lives here once.
+tokens, coalescing, cycles, talk and ask, expiry, errors) lives here once, the link back to
+a peer that interconnected in :mod:`berrymq_jsonrpc.peer_links`.
 
 Its settings are declared and described in :mod:`berrymq_jsonrpc.settings`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from berrymq.errors import ConnectionClosed, QueueFull, TransportError
@@ -29,19 +29,18 @@ from berrymq_jsonrpc.addresses import is_loopback, netloc, note_served, split_ur
 from berrymq_jsonrpc.client import Channel, Link
 from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.draining import CLOSE_DELIVERY_WAIT, LIVE_TRANSPORTS, deliver_what_came
-from berrymq_jsonrpc.jsonrpc import JsonRpcError, invalid_params
+from berrymq_jsonrpc.jsonrpc import JsonRpcError
 from berrymq_jsonrpc.limits import (
-    CALLBACK_CHECK,
     Admission,
     CallbackRule,
     fit_open_files,
     release_open_files,
-    unreachable,
 )
 from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
+from berrymq_jsonrpc.peer_links import PeerLinks
 from berrymq_jsonrpc.service import Service
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
-from berrymq_jsonrpc.sessions import in_waits, session_peer
+from berrymq_jsonrpc.sessions import session_peer
 from berrymq_jsonrpc.settings import DEFAULT_TIMEOUT, cidr_blocks, read_hosts, read_number
 
 if TYPE_CHECKING:
@@ -50,11 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["RemoteTransport"]
 
 logger = logging.getLogger("berrymq.remote")
-
-
-async def _within(check: Coroutine[Any, Any, bool], timeout: float) -> bool:
-    """``await check``, at most ``timeout`` seconds (then TimeoutError)."""
-    return await asyncio.wait_for(check, timeout)
 
 
 def _answered_token(address: str, method: str, token: object) -> str:
@@ -67,7 +61,7 @@ def _answered_token(address: str, method: str, token: object) -> str:
                          f"({problem})")
 
 
-class RemoteTransport(Transport):
+class RemoteTransport(PeerLinks, Transport):
     """A JSON-RPC transport: serves the bus and connects it to others.
 
     Subclasses set :attr:`scheme` and :attr:`plugin` and implement the socket parts.
@@ -96,7 +90,7 @@ class RemoteTransport(Transport):
         self.secret: str | None = settings.get("secret") or os.environ.get(p.SECRET_ENV_VAR) or None
         self.service = Service(
             bus, secret=self.secret, queue_size=int(number("queue_size", p.DEFAULT_QUEUE_SIZE)),
-            max_get_wait=self.max_get_wait, link_factory=self._peer_link, name=plugin,
+            max_get_wait=self.max_get_wait, link_factory=self.peer_link, name=plugin,
             max_sessions=int(number("max_sessions", p.DEFAULT_MAX_SESSIONS)),
             callbacks=CallbackRule(read_hosts(settings, "callback_hosts", plugin, source,
                                               cidr_blocks)),
@@ -171,59 +165,6 @@ class RemoteTransport(Transport):
         url = f"{self.scheme}://{netloc(host, bound)}"
         self.urls.append(url)
         return url
-
-    def _peer_link(self, addr: str | tuple[str, int] | None, token: str, context: Any) -> Link:
-        # The outgoing link of an interconnect session opened by a peer. A callback goes
-        # only to a host callback_hosts allows; it carries this node's secret, which the
-        # peer proved it knows (the service refuses any request without it).
-        if addr is None:
-            channel = self._back_channel(context)
-            if channel is None:
-                raise invalid_params(f"'addr' is required over {self.scheme}: the URL of the "
-                                     "caller's own server, which this node forwards to")
-            owns = False
-        else:
-            if isinstance(addr, tuple):  # the original's [host, port]: over this transport
-                addr = f"{self.scheme}://{netloc(*addr)}"
-            try:
-                host, _ = split_url(addr, self.scheme)
-            except ValueError:
-                raise invalid_params(f"'addr' must be a {self.scheme}://host:port URL, or "
-                                     "[host, port]") from None
-            self.service.callbacks.check(host)
-            channel = self._callback_channel(addr)
-            owns = True
-        link: Link
-
-        def dead(exc: BaseException) -> None:
-            session = link.session
-            if session is not None:
-                in_waits(self.service.close_session, session.token, "peer unreachable")
-            if not owns:  # the peer's own connection carries both ways of the
-                channel.close()  # interconnection: it ends with it, and the peer sees so
-
-        link = self.make_link(channel, token, f"{self.scheme}:peer", dead, owns_channel=owns)
-        return link
-
-    def _callback_channel(self, addr: str) -> Channel:
-        """A channel to ``addr``, the caller's own server, checked to accept a connection
-        (an HTTP channel connects only when used: it is tried once here), so that an
-        ``interconnect`` naming an address where nothing listens fails at once, with
-        :data:`~berrymq_jsonrpc.protocol.NOT_AVAILABLE` naming it, and leaves no session."""
-        try:
-            channel = self._open_channel(addr)
-        except (ConnectionClosed, TransportError) as exc:  # the exception's text stays here
-            logger.info("%s: cannot call back %s for an interconnect: %s", self.plugin, addr, exc)
-            raise unreachable(addr) from None
-        wait = min(self.timeout, CALLBACK_CHECK)
-        try:
-            reachable = io_loop.run(_within(channel.alive(), wait), wait + 1.0)
-        except TimeoutError:
-            reachable = True  # slow is not gone: the first forward decides
-        if not reachable:
-            channel.close()
-            raise unreachable(addr)
-        return channel
 
     def make_link(self, channel: Channel, token: str, name: str,
                   on_dead: Callable[[BaseException], None], *, owns_channel: bool = False) -> Link:

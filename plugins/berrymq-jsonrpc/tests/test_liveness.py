@@ -24,7 +24,7 @@ def interconnected(bus_factory: Factory, spawn: Callable[..., Any], who_calls: s
     url = transport.listen("http://127.0.0.1:0")
     peer = spawn()
     peer_url = peer("serve", addr="http://127.0.0.1:0")
-    if who_calls == "peer":  # the node's session calls the peer back (_peer_link)
+    if who_calls == "peer":  # the node's session calls the peer back (peer_link)
         peer("interconnect", addr=url, ttl=3600)
     else:
         transport.interconnect(peer_url, 3600)
