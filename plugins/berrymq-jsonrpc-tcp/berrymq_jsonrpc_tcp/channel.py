@@ -6,7 +6,8 @@ connection carries both directions of an interconnection.
 
 The loop reads the socket into the I/O thread's buffer (asyncio's buffered protocol, see
 :func:`berrymq.transports.ioloop.read_buffer`) and the channel takes a copy of what came,
-splits lines, hands replies to their waiting callers at once and gives requests to its
+splits lines, hands replies to their waiting callers at once (its
+:class:`~berrymq_jsonrpc_tcp.calls.Calls`) and gives requests to its
 :class:`~berrymq_jsonrpc_tcp.answering.Answerer`, which answers them in order. While the
 lane is full, or (on the accepting end) while more than :data:`_HIGH_WATER` bytes of
 answers wait for a peer that does not read them, the connection is not read (asyncio's
@@ -32,19 +33,17 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.client import Channel, NoAnswer
+from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc_client import parse_reply
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.replies import reply_limit
 from berrymq_jsonrpc.service import Service
 
-from berrymq.bursts import BurstLog
-from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
-from berrymq.transports.handback import Handback
+from berrymq.errors import ConnectionClosed
 from berrymq.transports.ioloop import ThreadBufferedProtocol, io_loop
 from berrymq.wire import ParseError, dumps, loads
 from berrymq_jsonrpc_tcp.answering import Answerer
+from berrymq_jsonrpc_tcp.calls import NL, Calls, is_response
 from berrymq_jsonrpc_tcp.deadline import ReadDeadline
 from berrymq_jsonrpc_tcp.refusing import TURN_AWAY_BYTES, Refusing, http_request_line, over
 
@@ -52,16 +51,9 @@ __all__ = ["LineChannel"]
 
 logger = logging.getLogger("berrymq.remote.tcp")
 
-_NL = b"\n"
-#: Errors without id from peers: one log line per burst, however many lines a client sends.
-_odd_replies = BurstLog(logger)
 #: A writer of requests waits while this much is buffered for the peer; the accepting end
 #: does not read a peer that leaves this much of its answers unread.
 _HIGH_WATER = 1 << 20
-
-
-def _is_response(obj: Any) -> bool:
-    return type(obj) is dict and "method" not in obj and ("result" in obj or "error" in obj)
 
 
 class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
@@ -92,17 +84,16 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         self._channels = channels
         self._client: str | None = None  # the admitted peer host, released at the end
         self._first_line = True  # the accepting end looks at it: an HTTP request is refused
-        #: requests sent and not answered yet: asyncio futures (:meth:`exchange`) and
-        #: futures that a blocked thread waits on (:meth:`call`)
-        self._pending: dict[Any, asyncio.Future[Any] | Handback[Any]] = {}
+        #: the requests sent and not answered yet, and the futures waiting for them
+        self.calls = Calls(self)
         self._rest = b""  # the start of a line not yet ended
         self._began = 0.0  # when the line in _rest began: it must end within read_timeout
         self._last = 0.0  # when something was last read (the idle limit)
         self._paused = False  # reading paused (the lane full, or answers not read)
         self.eof = False  # the peer ended its input (it may still read answers)
         self.answers = Answerer(self)
-        self._writable: asyncio.Future[None] | None = None  # while over the high-water mark
-        self._null_error: dict[str, Any] | None = None
+        #: set while over the high-water mark: done once the peer has read enough
+        self.writable: asyncio.Future[None] | None = None
         self._closed_here = False  # this end closed the connection (else the peer did)
         #: the node answered a line over read_limit (the connecting end): what waits is
         #: told so, not that the connection "is closed" as if this end had closed it
@@ -128,7 +119,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         if self._admission is not None:
             refusal = self._admission.admit(host)  # max_connections(_per_client)
             if refusal is not None:
-                self._turn_away(dumps(refusal).encode() + _NL)
+                self._turn_away(dumps(refusal).encode() + NL)
                 return
             self._client = host
         if self._channels is not None:
@@ -154,7 +145,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
             self.service.stats.exchanged(len(data), 0)
             assert self._loop is not None
             self._last = self._loop.time()
-        if _NL not in data:
+        if NL not in data:
             if not self._rest:
                 self._began = self._last
             self._rest += data
@@ -162,7 +153,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
             if len(self._rest) > limit and over(self._rest, limit):
                 self._too_large(limit > self.read_limit)
             return
-        lines = (self._rest + data if self._rest else data).split(_NL)
+        lines = (self._rest + data if self._rest else data).split(NL)
         self._rest = lines.pop()
         self._began = self._last
         if (self._take(lines) and len(self._rest) > (limit := self._line_limit())
@@ -172,7 +163,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
     def _line_limit(self) -> int:
         """The longest line read now: while answers are owed to this end (requests sent
         and not answered), as long as an answer may be; else as long as a request."""
-        return self.answer_limit if self._pending else self.read_limit
+        return self.answer_limit if self.calls.owed else self.read_limit
 
     def _too_large(self, answer: bool = False) -> None:
         """A line over its limit: a request's (``answer`` False) is answered, counted at
@@ -201,13 +192,13 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         return True  # keep the write side open for the answers
 
     def pause_writing(self) -> None:
-        if self._writable is None:
-            self._writable = asyncio.get_running_loop().create_future()
+        if self.writable is None:
+            self.writable = asyncio.get_running_loop().create_future()
         if self.serving:  # see unread_answers
             self.pause()
 
     def resume_writing(self) -> None:
-        writable, self._writable = self._writable, None
+        writable, self.writable = self.writable, None
         if writable is not None and not writable.done():
             writable.set_result(None)
         if self.serving and not self._refused:
@@ -223,6 +214,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         closed."""
         limit = self.read_limit
         held = self.answers.held
+        owed = self.calls.owed
         if self._first_line and lines:
             self._first_line = False
             if self.serving and http_request_line(lines[0]):
@@ -230,8 +222,8 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
                 return False
         for line in lines:
             long = len(line) > limit and over(line, limit)  # an answer's length at most
-            if long and (not self._pending or over(line, self.answer_limit)):
-                self._too_large(bool(self._pending))
+            if long and (not owed or over(line, self.answer_limit)):
+                self._too_large(bool(owed))
                 return False
             if not line.strip():
                 continue
@@ -243,11 +235,11 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
                     return False
                 held.append((exc, len(line)))  # answered in order with a parse error
                 continue
-            if _is_response(obj):
-                self._response(obj)
-            elif type(obj) is list and obj and all(_is_response(member) for member in obj):
+            if is_response(obj):
+                self.calls.response(obj)
+            elif type(obj) is list and obj and all(is_response(member) for member in obj):
                 for member in obj:
-                    self._response(member)
+                    self.calls.response(member)
             elif long:  # a request as long as an answer may be: over its own limit
                 self._too_large()
                 return False
@@ -278,19 +270,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         """Whether this accepting end holds more answers than :data:`_HIGH_WATER` that the
         peer has not read: it is not read meanwhile (the connecting end always reads, so
         that two nodes writing to each other cannot both stop reading)."""
-        return self._writable is not None and self.serving
-
-    def _response(self, reply: dict[str, Any]) -> None:
-        key = reply.get("id")
-        future = self._pending.pop(key, None) if type(key) in (int, str) else None
-        if future is None:
-            if key is None and "error" in reply:
-                self._null_error = reply["error"]
-                _odd_replies.warning("%s answered an error without id: %.200s", self.url,
-                                     reply["error"])
-            return
-        if not future.done():
-            future.set_result(reply)
+        return self.writable is not None and self.serving
 
     # -- writing --------------------------------------------------------------------------
 
@@ -301,25 +281,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
             transport.write(data)
 
     async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
-        if self.closed or self.transport is None:
-            raise self._gone()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        try:
-            async with asyncio.timeout(timeout):
-                if self._writable is not None:  # the peer reads slowly: write no more yet,
-                    await asyncio.shield(self._writable)  # so each link has one request out
-                if self.closed or self.transport is None:
-                    raise self._gone()
-                self.transport.write(text.encode() + _NL)
-                return await future
-        except TimeoutError:
-            raise NoAnswer(self.url, timeout) from None
-        except (OSError, RuntimeError) as exc:
-            await self.aclose()
-            raise ConnectionClosed(f"{self.url}: {exc}") from None
-        finally:
-            self._pending.pop(request_id, None)
+        return await self.calls.exchange(text, request_id, timeout)
 
     def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:
         """:meth:`Channel.call` without a task on the loop: a callback writes the request
@@ -329,22 +291,8 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
             raise RuntimeError("a blocking berryMQ call was made on the I/O thread; it would deadlock")
         wait = self.timeout if timeout is None else timeout
         text, request_id = self._request(method, params)
-        future: Handback[Any] = Handback()
-        io_loop.call_soon(self._send_request, text, request_id, future)
-        try:
-            reply = future.result(wait)
-        except TimeoutError:
-            io_loop.call_soon(self._pending.pop, request_id, None)
-            raise NoAnswer(self.url, wait) from None
+        reply = self.calls.call(text, request_id, wait)
         return parse_reply(reply, request_id, self.url)
-
-    def _send_request(self, text: str, request_id: int, future: Handback[Any]) -> None:
-        transport = self.transport
-        if self.closed or transport is None or transport.is_closing():
-            future.set_exception(self._gone())
-            return
-        self._pending[request_id] = future
-        transport.write(text.encode() + _NL)
 
     # -- closing --------------------------------------------------------------------------
 
@@ -360,13 +308,13 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         self._closed_here = True
         transport = self.transport
         if transport is not None:
-            if self._writable is not None:  # the peer does not read: don't wait for it
+            if self.writable is not None:  # the peer does not read: don't wait for it
                 transport.abort()
             else:
                 transport.close()
         self._ended()
 
-    def _gone(self) -> ConnectionClosed:
+    def gone(self) -> ConnectionClosed:
         """What a request on the closed connection is told, the same whichever noticed
         first: that this end closed it, or that the peer did (went away, or reset it)."""
         if self._closed_here:
@@ -387,23 +335,10 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         if self._client is not None and self._admission is not None:
             self._admission.release(self._client)
             self._client = None
-        writable, self._writable = self._writable, None
+        writable, self.writable = self.writable, None
         if writable is not None and not writable.done():
-            writable.set_exception(self._gone())
+            writable.set_exception(self.gone())
             writable.exception()  # retrieved: nobody may be waiting on it
         self.answers.cancel()
-        null_error = self._null_error
-        for key in list(self._pending):
-            future = self._pending.pop(key, None)
-            if future is None or future.done():
-                continue
-            if self._answer_too_large:
-                future.set_exception(TransportError(
-                    f"{self.url} answered with over {self.answer_limit} bytes "
-                    f"({p.REPLY_SIZE_FACTOR}x the setting max_size); the connection is closed"))
-            elif null_error is not None and null_error.get("code") == p.TOO_LARGE:
-                future.set_exception(MessageTooLarge(
-                    f"{self.url} refused a request over its size limit ({null_error.get('data')})"))
-            else:
-                future.set_exception(self._gone())
+        self.calls.fail(self._answer_too_large)
         self.service.close_sessions_of(self, "connection closed")

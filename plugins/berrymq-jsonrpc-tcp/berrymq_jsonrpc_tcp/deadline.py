@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from berrymq_jsonrpc.service import Service
 
-    from berrymq.transports.handback import Handback
     from berrymq_jsonrpc_tcp.answering import Answerer
+    from berrymq_jsonrpc_tcp.calls import Calls
 
 __all__ = ["ReadDeadline"]
 
@@ -41,7 +41,7 @@ class ReadDeadline:
         service: Service
         answers: Answerer
         read_timeout: float | None
-        _pending: dict[Any, asyncio.Future[Any] | Handback[Any]]
+        calls: Calls
         _rest: bytes
         _began: float
         _last: float
@@ -63,7 +63,7 @@ class ReadDeadline:
             self._watch = None
 
     def _in_use(self) -> bool:
-        return bool(self._pending) or bool(self.answers.unanswered) or any(
+        return bool(self.calls.owed) or bool(self.answers.unanswered) or any(
             s.context is self or s.carried_by is self
             for s in list(self.service.sessions.values())
         )

@@ -21,7 +21,7 @@ from berrymq_jsonrpc import sessions
 from berrymq_jsonrpc.limits import queued_bytes_for
 from berrymq_jsonrpc.sessions import ENTRY_OVERHEAD, SessionQueue
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
-from berrymq_jsonrpc_tcp import channel as tcp_channel
+from berrymq_jsonrpc_tcp import calls as tcp_calls
 from helpers import serve
 from probe_tools import OPEN_SOCKETS, WAIT, http_answer, open_socket, request, tcp_call
 from prometheus_client.parser import text_string_to_metric_families
@@ -498,7 +498,7 @@ def test_errors_without_id_are_logged_once_per_burst(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # the burst log is the process's: a burst of another test (a peer answering the node's
     # messages with an error without id) within its interval would hold back this first line
-    monkeypatch.setattr(tcp_channel, "_odd_replies", BurstLog(tcp_channel.logger))
+    monkeypatch.setattr(tcp_calls, "_odd_replies", BurstLog(tcp_calls.logger))
     _, port = serve(bus_factory, "tcp")
     sock = open_socket(port)
     line = json.dumps({"jsonrpc": "2.0", "error": {"code": 1, "message": "x"}, "id": None})

@@ -1,0 +1,132 @@
+"""The requests one end of a TCP connection sent and the peer has not answered yet.
+
+Each request waits under its id: on an asyncio future (:meth:`Calls.exchange`, a task on
+the I/O loop) or on a :class:`~berrymq.transports.handback.Handback` that a blocked thread
+waits on (:meth:`Calls.call`: a callback writes the request and the reply goes straight to
+the thread). A reply line is matched to its request by id (:meth:`Calls.response`); when
+the connection ends, every request still waiting fails at once, with the reason the
+connection gave (:meth:`Calls.fail`). :class:`Calls` is an object of the
+:class:`~berrymq_jsonrpc_tcp.channel.LineChannel`'s, as its
+:class:`~berrymq_jsonrpc_tcp.answering.Answerer` is, apart from the reading and writing of
+lines: this is the side of the connection that asks, the answerer the side that answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.client import NoAnswer
+
+from berrymq.bursts import BurstLog
+from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
+from berrymq.transports.handback import Handback
+from berrymq.transports.ioloop import io_loop
+
+if TYPE_CHECKING:
+    from berrymq_jsonrpc_tcp.channel import LineChannel
+
+__all__ = ["NL", "Calls", "is_response"]
+
+logger = logging.getLogger("berrymq.remote.tcp")
+
+#: The end of every request and response line.
+NL = b"\n"
+#: Errors without id from peers: one log line per burst, however many lines a client sends.
+_odd_replies = BurstLog(logger)
+
+
+def is_response(obj: Any) -> bool:
+    """Whether ``obj`` (a parsed line, or a member of a batch) is a response, not a request."""
+    return type(obj) is dict and "method" not in obj and ("result" in obj or "error" in obj)
+
+
+class Calls:
+    """The requests ``channel`` sent and the futures waiting for their answers."""
+
+    def __init__(self, channel: LineChannel) -> None:
+        self.channel = channel
+        #: requests sent and not answered yet: asyncio futures (:meth:`exchange`) and
+        #: futures that a blocked thread waits on (:meth:`call`)
+        self.owed: dict[Any, asyncio.Future[Any] | Handback[Any]] = {}
+        #: the last error without id the peer sent (a node's refusal of a line it could
+        #: not take as a request), named when the connection ends
+        self.null_error: dict[str, Any] | None = None
+
+    def response(self, reply: dict[str, Any]) -> None:
+        """Hand ``reply`` to the request it answers."""
+        key = reply.get("id")
+        future = self.owed.pop(key, None) if type(key) in (int, str) else None
+        if future is None:
+            if key is None and "error" in reply:
+                self.null_error = reply["error"]
+                _odd_replies.warning("%s answered an error without id: %.200s",
+                                     self.channel.url, reply["error"])
+            return
+        if not future.done():
+            future.set_result(reply)
+
+    async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
+        """See :meth:`berrymq_jsonrpc.client.Channel.exchange`."""
+        channel = self.channel
+        if channel.closed or channel.transport is None:
+            raise channel.gone()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.owed[request_id] = future
+        try:
+            async with asyncio.timeout(timeout):
+                if channel.writable is not None:  # the peer reads slowly: write no more yet,
+                    await asyncio.shield(channel.writable)  # so each link has one request out
+                if channel.closed or channel.transport is None:
+                    raise channel.gone()
+                channel.transport.write(text.encode() + NL)
+                return await future
+        except TimeoutError:
+            raise NoAnswer(channel.url, timeout) from None
+        except (OSError, RuntimeError) as exc:
+            await channel.aclose()
+            raise ConnectionClosed(f"{channel.url}: {exc}") from None
+        finally:
+            self.owed.pop(request_id, None)
+
+    def call(self, text: str, request_id: int, wait: float) -> Any:
+        """Send the request ``text`` from a thread other than the loop's, and wait for its
+        reply at most ``wait`` seconds (then :class:`~berrymq_jsonrpc.client.NoAnswer`)."""
+        future: Handback[Any] = Handback()
+        io_loop.call_soon(self._send_request, text, request_id, future)
+        try:
+            return future.result(wait)
+        except TimeoutError:
+            io_loop.call_soon(self.owed.pop, request_id, None)
+            raise NoAnswer(self.channel.url, wait) from None
+
+    def _send_request(self, text: str, request_id: int, future: Handback[Any]) -> None:
+        channel = self.channel
+        transport = channel.transport
+        if channel.closed or transport is None or transport.is_closing():
+            future.set_exception(channel.gone())
+            return
+        self.owed[request_id] = future
+        transport.write(text.encode() + NL)
+
+    def fail(self, answer_too_large: bool) -> None:
+        """The connection ended: fail every request still waiting, naming why (the peer's
+        answer over the answer limit when ``answer_too_large``, a request the node refused
+        as too large, else the connection's close)."""
+        channel = self.channel
+        null_error = self.null_error
+        for key in list(self.owed):
+            future = self.owed.pop(key, None)
+            if future is None or future.done():
+                continue
+            if answer_too_large:
+                future.set_exception(TransportError(
+                    f"{channel.url} answered with over {channel.answer_limit} bytes "
+                    f"({p.REPLY_SIZE_FACTOR}x the setting max_size); the connection is closed"))
+            elif null_error is not None and null_error.get("code") == p.TOO_LARGE:
+                future.set_exception(MessageTooLarge(
+                    f"{channel.url} refused a request over its size limit ({null_error.get('data')})"))
+            else:
+                future.set_exception(channel.gone())
