@@ -11,7 +11,11 @@ stall every connection): the loop hands it to its :attr:`IOLoop.lane`
 (:mod:`berrymq.transports.lane`), one thread that runs the work in arrival order.
 
 Both start on first use and stop at interpreter exit; :meth:`IOLoop.stop` stops them earlier
-(tests use it to show that nothing is left running).
+(tests use it to show that nothing is left running). What holds sockets of its own on the
+loop (the HTTP client's keep-alive connections) asks to be told when the loop stops
+(:meth:`IOLoop.at_stop`) and closes them then, on the loop, before it closes: the close a
+program or another thread meant to make may come too late (a daemon thread closing a
+connection at exit), and a transport left open warns at interpreter exit.
 
 A process forked once they run (``multiprocessing``'s ``fork`` start method, a pre-forking
 server) has neither thread, and its sockets are copies of its parent's connections: writing
@@ -39,8 +43,8 @@ from berrymq.bursts import BurstLog
 from berrymq.errors import TransportError
 from berrymq.transports.lane import DeliveryLane, block_stop_signals
 
-__all__ = ["READ_SIZE", "IOLoop", "InheritedLoopError", "LoopBound", "ThreadBufferedProtocol", "io_loop",
-           "read_buffer"]
+__all__ = ["READ_SIZE", "IOLoop", "InheritedLoopError", "LoopBound", "LoopStopping",
+           "ThreadBufferedProtocol", "io_loop", "read_buffer"]
 
 logger = logging.getLogger("berrymq.io")
 
@@ -133,6 +137,15 @@ class LoopBound(Protocol):
         parent's work (the parent does it) and refuse new work with ``error``."""
 
 
+class LoopStopping(Protocol):
+    """What holds connections of its own on the I/O loop (see :meth:`IOLoop.at_stop`)."""
+
+    def loop_stopping(self) -> None:
+        """Called on the loop's thread when it stops, once its tasks ended and before it
+        closes: close every transport still open on it (the loop then gives them the
+        turn in which they close their sockets)."""
+
+
 _every_loop: weakref.WeakSet[IOLoop] = weakref.WeakSet()
 
 
@@ -156,11 +169,17 @@ class IOLoop:
         self._forked_from: int | None = None  # the parent's pid, in a process forked while running
         self._inherited: tuple[object, ...] = ()  # the parent's loop and lane, never used here
         self._bound: weakref.WeakSet[LoopBound] = weakref.WeakSet()
+        self._stopping: weakref.WeakSet[LoopStopping] = weakref.WeakSet()
         _every_loop.add(self)
 
     def bind(self, owner: LoopBound) -> None:
         """Tell ``owner`` (held weakly) when the process is forked while the loop runs."""
         self._bound.add(owner)
+
+    def at_stop(self, owner: LoopStopping) -> None:
+        """Call ``owner.loop_stopping()`` (``owner`` held weakly) on the loop's thread each
+        time the loop stops, before it closes (see :class:`LoopStopping`)."""
+        self._stopping.add(owner)
 
     def after_fork_in_child(self) -> None:
         """In a process just forked: the loop's and the lane's threads are not here (only
@@ -217,14 +236,16 @@ class IOLoop:
             loop = asyncio.new_event_loop()
             loop.set_exception_handler(_handle_exception(BurstLog(logger)))
             ready = threading.Event()
-            thread = threading.Thread(target=self._run, args=(loop, ready), name=self._name, daemon=True)
+            thread = threading.Thread(target=self._run, args=(loop, ready, self._stopping),
+                                      name=self._name, daemon=True)
             thread.start()
             ready.wait()
             self._loop, self._thread = loop, thread
             return loop
 
     @staticmethod
-    def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event,
+             stopping: weakref.WeakSet[LoopStopping]) -> None:
         block_stop_signals()
         asyncio.set_event_loop(loop)
         loop.call_soon(ready.set)
@@ -235,6 +256,14 @@ class IOLoop:
                 task.cancel()
             if tasks:
                 loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            # after the tasks (a request cancelled may have put its connection back in
+            # a pool): what is still open is closed now, while the loop can close it
+            for owner in list(stopping):
+                try:
+                    owner.loop_stopping()
+                except Exception:
+                    logger.exception("closing %r as the I/O loop stops failed", owner)
+            # (also the turn in which transports just closed close their sockets)
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()

@@ -4,6 +4,13 @@ loop.
 
 Over HTTP a peer cannot answer on the connection it was called on, so style 01 needs both
 nodes to serve: ``interconnect`` sends this node's server URL and the peer calls it back.
+
+Every connection a channel opens is closed on the loop before the loop stops, whoever was
+to close the channel (:meth:`HttpChannel.loop_stopping`): a keep-alive connection left in
+the pool when the loop stopped at exit (a program that did not close its connection, or
+one closed on a daemon thread that the exit overtook, as ``berrymq listen
+--no-reconnect`` did after the node went away) stayed open, and at interpreter exit
+asyncio warned of an unclosed transport on a closed loop.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from berrymq_jsonrpc.client import Channel, NoAnswer
 from berrymq_jsonrpc.replies import reply_limit
 
 from berrymq.errors import ConnectionClosed, TransportError
+from berrymq.transports.ioloop import io_loop
 from berrymq.wire import ParseError, loads
 from berrymq_jsonrpc_http.http11 import Answer, AnswerTooLarge, NotHttp, post
 from berrymq_jsonrpc_http.streams import READ_CHUNK, open_stream
@@ -75,6 +83,11 @@ class _ClientConnection:
         with contextlib.suppress(OSError, RuntimeError):
             self.writer.close()
 
+    def abort(self) -> None:
+        """Close at once, with whatever is still to be written dropped (the loop stops)."""
+        with contextlib.suppress(OSError, RuntimeError):
+            self.writer.transport.abort()
+
 
 class HttpChannel(Channel):
     """Requests to one peer over keep-alive HTTP connections (one per concurrent request).
@@ -94,6 +107,7 @@ class HttpChannel(Channel):
         self.answer_limit = reply_limit(max_size) + _HEAD_ROOM
         self._pool: list[_ClientConnection] = []
         self._busy: set[_ClientConnection] = set()
+        io_loop.at_stop(self)
 
     def _take(self) -> _ClientConnection | None:
         if self.closed:
@@ -184,3 +198,13 @@ class HttpChannel(Channel):
         pool, self._pool = self._pool, []
         for conn in [*pool, *self._busy]:  # also wakes a caller waiting for an answer
             conn.close()
+
+    def loop_stopping(self) -> None:
+        """The I/O loop stops (at exit, or :meth:`~berrymq.transports.ioloop.IOLoop.stop`)
+        and its requests were cancelled: close every connection still open on it, each one
+        that was idle in the pool above all, before the loop closes. The channel itself is
+        not closed: a later request opens a new connection on the loop started for it."""
+        pool, self._pool = self._pool, []
+        busy, self._busy = self._busy, set()
+        for conn in [*pool, *busy]:
+            conn.abort()
