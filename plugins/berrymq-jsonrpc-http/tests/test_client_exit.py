@@ -18,21 +18,30 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import berrymq_jsonrpc.connection
 import pytest
 from berrymq_jsonrpc_http.client import HttpChannel
-from helpers import WAIT, clean_env
+from helpers import WAIT, Buses, clean_env
 
+import berrymq
+from berrymq.identifier import Identifier
 from berrymq.transports.ioloop import io_loop
+
+#: The answer of a node that stopped (and so closed the session) to a ``get``.
+UNKNOWN_TOKEN = {"code": -32001, "message": "Unknown or expired token"}
 
 
 class KeptServer:
     """An HTTP server on 127.0.0.1 that answers every JSON-RPC request with ``"t0"`` on a
     kept connection, except ``get``, which it reads and never answers (a peer stuck or
-    dying mid-request); :attr:`ends` gets one entry per connection the client closed."""
+    dying mid-request) unless :attr:`get_error` is set; :attr:`ends` gets one entry per
+    connection the client closed."""
 
     def __init__(self) -> None:
+        self.get_error: dict[str, Any] | None = None
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.requests: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -63,9 +72,12 @@ class KeptServer:
                     line = reader.readline()
                 request = json.loads(reader.read(length))
                 self.requests.put(request["method"])
+                answer: dict[str, Any] = {"jsonrpc": "2.0", "result": "t0", "id": request["id"]}
                 if request["method"] == "get":
-                    continue  # no answer, ever
-                body = json.dumps({"jsonrpc": "2.0", "result": "t0", "id": request["id"]})
+                    if self.get_error is None:
+                        continue  # no answer, ever
+                    answer = {"jsonrpc": "2.0", "error": self.get_error, "id": request["id"]}
+                body = json.dumps(answer)
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                              + f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
         except OSError:
@@ -123,9 +135,30 @@ def test_a_connection_waiting_for_an_answer_is_closed_when_the_loop_stops(
     channel.close()
 
 
+def test_a_get_finding_the_node_gone_has_closed_the_connection_when_it_raises(
+        server: KeptServer, buses: Buses, monkeypatch: pytest.MonkeyPatch) -> None:
+    # berrymq listen --no-reconnect: the node stopping answers the get "unknown token" on
+    # the kept connection; the close was handed to a WAITS thread, and the listener went
+    # on to end the process meanwhile. Here that thread never comes.
+    late: list[Callable[..., object]] = []
+    monkeypatch.setattr(berrymq_jsonrpc.connection, "in_waits",
+                        lambda function, *args: late.append(function))
+    server.get_error = UNKNOWN_TOKEN
+    connection = buses().transport("http").connect_via_queue(server.url, Identifier("job:*"),
+                                                             60)
+    with pytest.raises(berrymq.ConnectionClosed, match="no longer knows this connection"):
+        connection.get(timeout=WAIT)
+    assert connection.closed  # by the time the error came
+    assert server.ends.get(timeout=WAIT) == "closed"
+    assert late == []
+    with pytest.raises(berrymq.ConnectionClosed, match="Unknown or expired token"):
+        connection.get(timeout=WAIT)  # says why it closed
+
+
 _LEFT_OPEN = """
 import gc, sys
 import berrymq
+from berrymq.identifier import Identifier
 connection = berrymq.connect_oneway(sys.argv[1])
 connection = None  # never closed: the loop stops at exit with it kept
 gc.collect()

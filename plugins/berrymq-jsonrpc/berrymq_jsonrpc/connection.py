@@ -161,13 +161,19 @@ class RemoteConnection(LinkConnection):
         return self.link.outbox.losses
 
     def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:
-        """Call a protocol method on the peer directly (raises berryMQ errors)."""
+        """Call a protocol method on the peer directly (raises berryMQ errors); when the
+        peer is found gone (:class:`berrymq.ConnectionClosed`) the connection is closed
+        by the time the error is raised."""
         if self.closed:
             raise self._closed_error()
         try:
             return self.channel.call(method, params, timeout)
         except ConnectionClosed as exc:
-            self._dead(exc)
+            # closed here, on the caller's thread (one that may block), before the error
+            # reaches it: handed to a WAITS thread, the close could be overtaken by what
+            # the caller does next (berrymq listen --no-reconnect ended the process, and
+            # the channel's kept connection was still open when the I/O loop stopped)
+            self.lost(str(exc))
             raise
 
     def _dead(self, exc: BaseException) -> None:
