@@ -11,7 +11,8 @@
 const http = require('http');
 const { Channel, clearTimer, setTimer } = require('./channel');
 const {
-  BerryMQError, ConnectionClosed, MAX_INCOMING, MEDIA_TYPES, parseUrl, PARSE_ERROR_REPLY, TransportError,
+  BerryMQError, ConnectionClosed, MAX_DEPTH, MAX_INCOMING, MEDIA_TYPES, NESTED_TOO_DEEP_REPLY, nestedDeeper, parseUrl,
+  PARSE_ERROR_REPLY, tooDeepAnswer, TransportError,
 } = require('./protocol');
 
 /** The host a `Host` header names (`name`, `name:port`, `[v6]:port`), lower case; null
@@ -104,6 +105,7 @@ class HttpChannel extends Channel {
           if (!(res.headers['content-type'] || '').startsWith('application/json')) {
             return fail(new BerryMQError(`${this.url} answered HTTP ${res.statusCode}: ${data.trim()}`));
           }
+          if (nestedDeeper(data, MAX_DEPTH)) return fail(tooDeepAnswer(this.url)); // not read
           try {
             return settle(resolve, JSON.parse(data)); // 200, or 413 with a Message too large error
           } catch (error) {
@@ -200,9 +202,14 @@ class HttpChannel extends Channel {
         }
       });
       req.on('end', async () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        if (nestedDeeper(text, MAX_DEPTH)) {
+          reply(200, NESTED_TOO_DEEP_REPLY); // not read, as a node refuses it
+          return;
+        }
         let body;
         try {
-          body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          body = JSON.parse(text);
         } catch (error) {
           reply(200, PARSE_ERROR_REPLY);
           return;

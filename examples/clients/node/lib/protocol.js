@@ -197,6 +197,55 @@ function nestedDeeper(text, limit) {
   return false;
 }
 
+/** The deepest a JSON text read from a peer may nest arrays and objects: a node's own
+ * limit (berrymq._nesting MAX_DEPTH; docs/protocol.md, "Nesting"). A deeper text is not
+ * read: a request is answered as a node answers it (NESTED_TOO_DEEP_REPLY), an answer is
+ * a TransportError naming the limit (tooDeepAnswer). JSON.parse itself would read it,
+ * millions of levels deep, into what the first JSON.stringify of it (or any recursive
+ * walk) fails on with a RangeError. */
+const MAX_DEPTH = 128;
+
+/** What a node says of such a text (berrymq.wire.NestedTooDeep), word for word. */
+const NESTED_TOO_DEEP = `the text nests arrays and objects more than ${MAX_DEPTH} levels deep, the limit`;
+
+/** A node's answer to a request text nested deeper than MAX_DEPTH: a Parse error whose
+ * `data` names the limit (berrymq_jsonrpc.jsonrpc, Dispatcher.parse_error); nothing of it
+ * runs. */
+const NESTED_TOO_DEEP_REPLY = Object.freeze({ jsonrpc: '2.0', error: Object.freeze({ code: codes.PARSE_ERROR,
+  message: 'Parse error', data: Object.freeze({ limit: MAX_DEPTH, detail: NESTED_TOO_DEEP }) }), id: null });
+
+/** The error of a call whose answer from `url` is nested deeper than MAX_DEPTH. */
+function tooDeepAnswer(url) {
+  return new TransportError(`${url} answered with a text that is not read: ${NESTED_TOO_DEEP} ` +
+                            '(docs/protocol.md, "Nesting")');
+}
+
+/** The JSON text `text` with each array and object nested deeper than `keep` levels
+ * written as null: its top levels (a response's id, whether it holds an error), read
+ * without building what lies deeper. Valid JSON when `text` is. */
+function shallow(text, keep) {
+  let kept = '';
+  let from = 0; // where the text kept since the last cut begins
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i += 1; // a backslash escapes the next character
+      else if (c === 34) inString = false;
+    } else if (c === 34) {
+      inString = true;
+    } else if (c === 91 || c === 123) {
+      depth += 1;
+      if (depth === keep + 1) kept += `${text.slice(from, i)}null`;
+    } else if (c === 93 || c === 125) {
+      if (depth === keep + 1) from = i + 1;
+      depth -= 1;
+    }
+  }
+  return kept + text.slice(from);
+}
+
 /** A TypeError, before anything is sent, for a message nested deeper than
  * MAX_MESSAGE_DEPTH: the node could not keep it (its answer would be a Parse error).
  * Returns the JSON text of `[args, kwargs]` (undefined when JSON writes nothing). */
@@ -316,4 +365,5 @@ module.exports = {
   codes, BerryMQError, Empty, MessageTooLarge, TransportError, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
   isResponse, resultOf, message, messageFromWire, MAX_INCOMING, MAX_SIZE, PARSE_ERROR_REPLY,
   encodeRequest, expectsAnswer, mayWait, MEDIA_TYPES, MAX_MESSAGE_DEPTH, checkDepth, checkSize, ENVELOPE, nestedDeeper,
+  MAX_DEPTH, NESTED_TOO_DEEP_REPLY, tooDeepAnswer, shallow,
 };

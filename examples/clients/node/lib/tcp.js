@@ -18,8 +18,8 @@
 const net = require('net');
 const { Channel, clearTimer, setTimer } = require('./channel');
 const {
-  codes, ConnectionClosed, errorFromWire, expectsAnswer, isResponse, MAX_INCOMING, mayWait, parseUrl,
-  PARSE_ERROR_REPLY, TransportError,
+  codes, ConnectionClosed, errorFromWire, expectsAnswer, isResponse, MAX_DEPTH, MAX_INCOMING, mayWait,
+  NESTED_TOO_DEEP_REPLY, nestedDeeper, parseUrl, PARSE_ERROR_REPLY, shallow, tooDeepAnswer, TransportError,
 } = require('./protocol');
 
 /** The errors (id null) after which the node closes the connection: Message too large,
@@ -85,6 +85,10 @@ class TcpChannel extends Channel {
   }
 
   line(line) {
+    if (nestedDeeper(line, MAX_DEPTH)) {
+      this.tooDeep(line);
+      return;
+    }
     let obj;
     try {
       obj = JSON.parse(line);
@@ -102,9 +106,25 @@ class TcpChannel extends Channel {
     }
   }
 
+  /** A line nested deeper than MAX_DEPTH, not read: an answer (its top levels say so)
+   * fails the call it answers with a TransportError naming the limit; anything else is
+   * answered as a node answers such a request, a Parse error naming the limit. */
+  tooDeep(line) {
+    let top = null;
+    try {
+      top = JSON.parse(shallow(line, 2)); // the members of a batch's replies are at level 2
+    } catch (error) {
+      // not JSON at all: answered as a request
+    }
+    const members = Array.isArray(top) ? top : [top];
+    if (members.length && members.every(isResponse)) this.response(top, tooDeepAnswer(this.url));
+    else this.write(NESTED_TOO_DEEP_REPLY);
+  }
+
   /** A reply (or a batch reply, an array): settle the waiter it answers, by id, else (id
-   * null) the oldest unanswered one the node answers in order. */
-  response(reply) {
+   * null) the oldest unanswered one the node answers in order; `failure`: reject it with
+   * that instead (the reply could not be read). */
+  response(reply, failure = null) {
     const members = Array.isArray(reply) ? reply : [reply];
     let waiter;
     for (const member of members) {
@@ -127,7 +147,7 @@ class TcpChannel extends Channel {
         if (older === waiter) break;
       }
     }
-    waiter.settle(reply);
+    if (failure !== null) waiter.reject(failure); else waiter.settle(reply);
   }
 
   write(obj) {
