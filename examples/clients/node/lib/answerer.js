@@ -123,12 +123,20 @@ class Answerer {
    * a batch, which a JSON-RPC 1.0 request (no `jsonrpc`) cannot be. */
   async answer(request, inBatch = false) {
     const problem = requestProblem(request, inBatch);
-    if (problem !== null) return invalidRequest(problem);
-    const v1 = request.jsonrpc === undefined;
+    // a JSON-RPC 1.0 request (an object without jsonrpc, not in a batch) is answered in
+    // 1.0 form, an invalid one too, as a node answers it (berrymq_jsonrpc.dialect)
+    const v1 = !inBatch && request !== null && typeof request === 'object' && !Array.isArray(request) &&
+      request.jsonrpc === undefined;
+    if (problem !== null) {
+      const invalid = invalidRequest(problem);
+      return v1 ? { result: null, error: invalid.error, id: null } : invalid;
+    }
     const id = request.id !== undefined ? request.id : null;
     const reply = (body) => (v1 ? { result: null, error: null, ...body, id } : { jsonrpc: '2.0', ...body, id });
-    // a 1.0 notification has a null id; a 2.0 one has none
-    const notification = v1 ? request.id === null || request.id === undefined : !('id' in request);
+    // a notification has no id member, in 1.0 as in 2.0: a 1.0 request with "id": null
+    // is answered, as a node answers it (docs/dialects.md: the original berryMQ's client
+    // sends every call so, and waits for the answer)
+    const notification = !('id' in request);
     let body;
     try {
       body = { result: await this.run(request.method, named(request.method, request.params)) };

@@ -125,7 +125,7 @@ class Channel {
     const waits = mayWait(body);
     const go = () => {
       body.id = this.nextId++;
-      return this.send(body, (text) => this.request(body, text, this.timeout + (wait || 0) * 1000, waits)).then(resultOf);
+      return this.send(body, (text) => this.request(body, text, this.timeout + (wait || 0) * 1000, waits)).then((reply) => resultOf(reply, body.id, this.url));
     };
     // `turn`: the caller holds a turn of whenWaitingAllowed already
     return waits && !turn ? this.whenWaitingAllowed(null, go) : go();

@@ -142,12 +142,18 @@ function isResponse(obj) {
 }
 
 /** The result of a reply, or throw the error it holds. Accepts 2.0 and 1.0 replies (a 1.0
- * reply has both members, one of them null). */
-function resultOf(reply) {
+ * reply has both members, one of them null). With the request's `id`, a result for
+ * another id (`"id": null`: a request with id null, which this client never sends) is a
+ * TransportError naming both, as the Python client's parse_reply says it; an error is
+ * taken whatever its id (null: the node could not tie it to a request). */
+function resultOf(reply, id = undefined, url = null) {
   if (!isResponse(reply)) {
     throw new BerryMQError(`malformed JSON-RPC reply: ${JSON.stringify(reply)}`);
   }
   if (reply.error !== undefined && reply.error !== null) throw errorFromWire(reply.error);
+  if (id !== undefined && reply.id !== id) {
+    throw new TransportError(`${url}: reply to request ${String(JSON.stringify(reply.id))}, expected ${JSON.stringify(id)}`);
+  }
   return reply.result;
 }
 

@@ -135,6 +135,10 @@ class TcpChannel extends Channel {
     if (waiter === undefined) {
       if (members.some((m) => m.id !== null && m.id !== undefined)) return; // not ours
       const error = members.find((m) => m.error && typeof m.error === 'object');
+      // a result with id null answers a request with id null, which this client never
+      // sends: not ours (the Python client drops it too); only an error is the node's
+      // answer it could not tie to a request
+      if (error === undefined) return;
       if (error && CLOSING.has(error.error.code)) this.farewell = errorFromWire(error.error);
       waiter = this.inOrder.values().next().value;
       if (waiter === undefined) return;

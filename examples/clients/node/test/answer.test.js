@@ -55,8 +55,12 @@ describe('answering a node', () => {
       { result: 'ok', error: null, id: 7 });
     assert.deepEqual(await a.answer({ method: 'send_message', params: ['wrong', 'old:style', [], {}], id: 8 }),
       { result: null, error: { code: -32001, message: 'Unknown or expired token' }, id: 8 });
-    assert.equal(await a.answer({ method: 'send_message', params: [TOKEN, 'old:note', [], {}], id: null }), null);
-    assert.deepEqual(got, [['old:style', [1], {}], ['old:note', [], {}]]);
+    // "id": null is answered, as a node answers it (the original's client sends every
+    // call so); a request with no id is the notification
+    assert.deepEqual(await a.answer({ method: 'send_message', params: [TOKEN, 'old:call', [], {}], id: null }),
+      { result: 'ok', error: null, id: null });
+    assert.equal(await a.answer({ method: 'send_message', params: [TOKEN, 'old:note', [], {}] }), null);
+    assert.deepEqual(got, [['old:style', [1], {}], ['old:call', [], {}], ['old:note', [], {}]]);
   });
 
   it('refuses a wrong token, an unknown method, a malformed message, a non-request', async () => {
