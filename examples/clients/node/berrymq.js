@@ -32,6 +32,7 @@ const { Answerer } = require('./lib/answerer');
 const uids = require('./lib/uids');
 const { TcpChannel } = require('./lib/tcp');
 const { HttpChannel } = require('./lib/http');
+const { clearTimer, setTimer } = require('./lib/channel');
 
 const {
   BerryMQError, Empty, MessageTooLarge, TransportError, ConnectionClosed, ReplyError, parseUrl, messageFromWire,
@@ -98,9 +99,12 @@ class Connection {
      * when the node or the network did (noticed at once over TCP; over HTTP at the next
      * request, which rejects with it). */
     this.ended = new Promise((resolve) => { ended = resolve; });
+    this.renewal = null; // the timer of the next renewal of an interconnection's session
     this.end = (reason) => {
       this.closed = true;
       this.reason = reason;
+      clearTimer(this.renewal); // renewals stop with the connection, whoever ended it
+      this.renewal = null;
       forget(this);
       ended(reason);
     };
@@ -137,6 +141,29 @@ class Connection {
 
   closedError() {
     return new ConnectionClosed(`the connection to ${this.url} is closed`);
+  }
+
+  /** Renew the session every `ttl`/3 seconds, until the connection ends: a request naming
+   * its token (an empty send_messages, which delivers nothing), since a node closes a
+   * session it hears nothing of for `ttl` seconds (what it forwards to us does not count),
+   * and a quiet interconnection would end without a word (over HTTP nothing else notices).
+   * A failed renewal is handed to `report(error)`: one that finds the session or the node
+   * gone has ended the connection too (`ended` resolves with the error); one the node did
+   * not answer in time is tried again at the next turn. */
+  renewEvery(ttl, report) {
+    const turn = () => {
+      this.call('send_messages', { token: this.token, messages: [] }).catch((error) => {
+        if (this.closed && this.reason === null) return; // closed by us meanwhile
+        report(error);
+      });
+      if (!this.closed) this.renewal = setTimer(turn, (ttl * 1000) / 3);
+    };
+    this.renewal = setTimer(turn, (ttl * 1000) / 3);
+  }
+
+  /** Whether the session is being renewed (an open interconnection). */
+  get renewing() {
+    return this.renewal !== null;
   }
 
   async notify(method, params) {
@@ -296,16 +323,28 @@ function connectViaQueue(url, pattern, { ttl = DEFAULT_TTL, ...options } = {}) {
  * one connection; over HTTP the node calls back an HTTP server started here (on
  * `listen`, default { host: '127.0.0.1', port: 0 }). `onAsk(message)` answers the
  * node's asks (return a value, or undefined for "no receiver here"); `onError(error,
- * message)` hears what onMessage threw, or what its promise rejected with (default:
- * print it on stderr). */
+ * message)` hears what onMessage threw, or what its promise rejected with, and (with
+ * `message` null) a renewal of the session that failed (default: print it on stderr).
+ * The session is renewed every ttl/3 seconds until the connection ends
+ * (Connection.renewEvery), so a quiet interconnection stays open. */
 function interconnect(url, onMessage, { ttl = DEFAULT_TTL, onAsk = null, onError = null, ...options } = {}) {
   if (typeof onMessage !== 'function') throw new TypeError('interconnect needs onMessage(message), a function');
   const report = onError || ((error, message) => {
-    console.error(`berrymq: onMessage failed for ${message.id}: ${error && error.stack}`);
+    if (message === null) console.error(`berrymq: renewing the session of ${url} failed: ${error && error.message}`);
+    else console.error(`berrymq: onMessage failed for ${message.id}: ${error && error.stack}`);
   });
   const token = crypto.randomBytes(32).toString('base64url');
   const answerer = new Answerer(token, onMessage, onAsk, report);
-  return open(url, 'interconnect', 'interconnect', { addr: null, token, ttl }, options, answerer);
+  return open(url, 'interconnect', 'interconnect', { addr: null, token, ttl }, options, answerer).then((connection) => {
+    connection.renewEvery(ttl, (error) => {
+      try {
+        report(error, null);
+      } catch (failed) {
+        console.error(`berrymq: onError failed for a renewal of ${url}: ${failed && failed.stack}`);
+      }
+    });
+    return connection;
+  });
 }
 
 function latest(needQueue = false) {

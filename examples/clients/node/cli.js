@@ -169,19 +169,6 @@ async function listen(url, pattern, count, json) {
   }
 }
 
-/** Keep the interconnection `link` open: every ttl/3 seconds a request naming its token
- * (an empty send_messages, which delivers nothing), since a session the node hears nothing
- * from for `ttl` seconds is closed; over HTTP nothing else would notice that the node
- * closed it or went away. A renewal that finds the session gone ends `link` (its `ended`
- * resolves with why); one the node was slow to answer is only tried again. Returns a
- * function that stops it. */
-function renewEvery(link, ttl) {
-  const timer = setInterval(() => {
-    link.call('send_messages', { token: link.token, messages: [] }).catch(() => {});
-  }, (ttl * 1000) / 3);
-  return () => clearInterval(timer);
-}
-
 async function interconnect(url, count, ttl) {
   let seen = 0;
   let done;
@@ -196,20 +183,25 @@ async function interconnect(url, count, ttl) {
   // read as its answer (over TCP): they run onMessage before the awaited call returns,
   // so they are held until the line "interconnected" is out
   let early = [];
+  // the library renews the session every ttl/3 s, so a quiet interconnection stays open;
+  // a renewal that finds the session or the node gone ends the link (said below, once),
+  // one the node was slow to answer is only tried again (said here)
+  const onError = (error, message) => {
+    if (message !== null) console.error(`berrymq-js: printing ${message.id} failed: ${error && error.message}`);
+    else if (!link.closed) console.error(`berrymq-js: renewing the session failed, tried again: ${error.message}`);
+  };
   const link = await berrymq.interconnect(url, (message) => {
     if (early !== null) early.push(message); else show(message);
-  }, { ttl, onAsk: (message) => `node saw ${message.id}` });
+  }, { ttl, onAsk: (message) => `node saw ${message.id}`, onError });
   say('interconnected');
   for (const message of early) show(message);
   early = null;
-  const stopRenewing = renewEvery(link, ttl);
   try {
     await link.sendMessage('node:joined', ['interconnect']);
     const reason = await Promise.race([finished, stopSignal(), link.ended]);
     if (reason instanceof Error) throw new berrymq.BerryMQError(`the interconnection ended: ${reason.message}`, null);
   } finally {
-    stopRenewing();
-    await link.close().catch(() => {});
+    await link.close().catch(() => {}); // (the renewals stop with it)
   }
 }
 
