@@ -52,24 +52,26 @@ class Answer(Protocol):
 
 def deliver(bus: Bus, route: Iterable[RouteEntry], message: Message,
             answer: Answer | None = None, box: list[int] | None = None,
-            hops: int | None = None) -> list[Exception] | None:
+            count: int | None = None) -> list[Exception] | None:
     """Run the receivers of ``route`` on ``message`` in this thread, in order.
 
-    Returns the exceptions to raise to the sender (see :func:`failed`), or None.
+    Returns the exceptions to raise to the sender (see :func:`failed`), or None: never
+    an empty list, so a caller may test ``is not None``.
 
     :param box: this thread's hop box, when the caller has it at hand.
-    :param hops: ``message.hops``, when the caller has it at hand: reading it from the
-        message is a subscript the interpreter cannot specialise (a Message is a tuple
-        subclass), which costs about 5% of a send.
+    :param count: the hop count the receivers run with, ``message.hops + 1``, when the
+        caller has it at hand: reading ``hops`` from the message is a subscript the
+        interpreter cannot specialise (a Message is a tuple subclass), which costs about
+        5% of a send, and a constant (``send``'s 1) saves the addition too.
     """
     if box is None:
         box = get_box(None)
         if box is None or box[1] != get_ident():
             box = hop_box()
-    if hops is None:
-        hops = message[3]
+    if count is None:
+        count = message[3] + 1
     outer = box[0]
-    box[0] = hops + 1
+    box[0] = count
     errors = None
     try:
         for ref, guard, subscription in route:
@@ -266,11 +268,12 @@ def send(owner: BusOwner, identifier: str | Identifier, /, *args: Any, **kwargs:
     box = get_box(None)
     if box is None or box[1] != get_ident():  # none yet, or another thread's
         box = hop_box()
-    if box[0] or how:  # the hop count is 0 unless sent from inside a receiver
+    # (``!= 0``, not truth: a compare of two small ints is specialised with its jump)
+    if box[0] != 0 or how != 0:  # the hop count is 0 unless sent from inside a receiver
         _send_other(bus, ident, route, how, box, args, kwargs)
         return
-    errors = deliver(bus, route, new_message((ident, args, kwargs, 0, None)), None, box, 0)
-    if errors:
+    errors = deliver(bus, route, new_message((ident, args, kwargs, 0, None)), None, box, 1)
+    if errors is not None:
         raise_errors(ident, errors)
 
 
@@ -290,7 +293,7 @@ def _send_other(bus: Bus, ident: Identifier, route: tuple[RouteEntry, ...], how:
         return
     if how == DIRECT:  # sent from inside a receiver
         errors = deliver(bus, route, new_message((ident, args, kwargs, hops, None)), None, box,
-                         hops)
+                         hops + 1)
         if errors:
             raise_errors(ident, errors)
         return
@@ -300,7 +303,7 @@ def _send_other(bus: Bus, ident: Identifier, route: tuple[RouteEntry, ...], how:
     assert node is not None
     message = new_message((ident, args, kwargs, hops, node.new_uid()))
     refused = forward_first(bus, message, None, None)
-    errors = deliver(bus, route, message, None, box, hops) if route else None
+    errors = deliver(bus, route, message, None, box, hops + 1) if route else None
     if refused is not None:  # a full outgoing buffer: reported after the local failures
         errors, refused = with_refusal(errors, refused), None
     if errors:
