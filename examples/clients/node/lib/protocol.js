@@ -180,10 +180,10 @@ const MAX_SIZE = 1048576;
  * "Nesting"; a text may nest 128 levels, and a message travels at most 4 deep in one). */
 const MAX_MESSAGE_DEPTH = 124;
 
-/** Whether the JSON text `text` nests arrays and objects more than `limit` levels
- * (brackets inside strings do not count). */
-function nestedDeeper(text, limit) {
-  if (text.length <= 2 * limit) return false;
+/** Call `visit(i, depth)` for each bracket of the JSON text `text` outside strings, at
+ * index `i`, with the depth it opens (an opening bracket) or closes (a closing one, as a
+ * negative number); the walk stops when `visit` returns true, and so does this. */
+function walkBrackets(text, visit) {
   let depth = 0;
   let inString = false;
   for (let i = 0; i < text.length; i += 1) {
@@ -195,12 +195,20 @@ function nestedDeeper(text, limit) {
       inString = true;
     } else if (c === 91 || c === 123) {
       depth += 1;
-      if (depth > limit) return true;
+      if (visit(i, depth)) return true;
     } else if (c === 93 || c === 125) {
+      if (visit(i, -depth)) return true;
       depth -= 1;
     }
   }
   return false;
+}
+
+/** Whether the JSON text `text` nests arrays and objects more than `limit` levels
+ * (brackets inside strings do not count). */
+function nestedDeeper(text, limit) {
+  if (text.length <= 2 * limit) return false;
+  return walkBrackets(text, (_, depth) => depth > limit);
 }
 
 /** The deepest a JSON text read from a peer may nest arrays and objects: a node's own
@@ -232,23 +240,11 @@ function tooDeepAnswer(url) {
 function shallow(text, keep) {
   let kept = '';
   let from = 0; // where the text kept since the last cut begins
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i += 1) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 92) i += 1; // a backslash escapes the next character
-      else if (c === 34) inString = false;
-    } else if (c === 34) {
-      inString = true;
-    } else if (c === 91 || c === 123) {
-      depth += 1;
-      if (depth === keep + 1) kept += `${text.slice(from, i)}null`;
-    } else if (c === 93 || c === 125) {
-      if (depth === keep + 1) from = i + 1;
-      depth -= 1;
-    }
-  }
+  walkBrackets(text, (i, depth) => {
+    if (depth === keep + 1) kept += `${text.slice(from, i)}null`;
+    else if (depth === -(keep + 1)) from = i + 1;
+    return false;
+  });
   return kept + text.slice(from);
 }
 
