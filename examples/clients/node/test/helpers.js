@@ -6,8 +6,10 @@
  */
 
 const { spawn } = require('child_process');
+const http = require('http');
 const path = require('path');
 const readline = require('readline');
+const berrymq = require('..');
 
 const PYTHON = process.env.BERRYMQ_PYTHON || 'python3';
 const CLI = path.join(__dirname, '..', 'cli.js');
@@ -160,4 +162,36 @@ function freePort() {
   });
 }
 
-module.exports = { PYTHON, CLI, DEADLINE, start, startNode, runCli, startCli, Inbox, freePort };
+/** POST the JSON text `body` to `url` on a connection of its own: [status, the answer's
+ * JSON (null for an empty body)]. */
+function postJson(url, body) {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: hostname, port, method: 'POST', path: '/', agent: false,
+      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; }).on('end', () => resolve([res.statusCode, text ? JSON.parse(text) : null]));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Run `test({ node, link, inbox, callback })` with a real Python node and a client
+ * interconnected with it over HTTP (`callback`: the URL of the client's own server, which
+ * the node calls; `inbox`: the messages the client got); both are closed after it. */
+async function withHttpLink(test) {
+  const node = await startNode();
+  let link = null;
+  try {
+    const inbox = new Inbox('messages to the client');
+    link = await berrymq.interconnect(node.http, (m) => inbox.put(m), { ttl: 60 });
+    const callback = `http://127.0.0.1:${link.channel.server.address().port}`;
+    await test({ node, link, inbox, callback });
+  } finally {
+    if (link !== null) await link.close();
+    await node.stop();
+  }
+}
+
+module.exports = { PYTHON, CLI, DEADLINE, start, startNode, runCli, startCli, Inbox, freePort, postJson, withHttpLink };

@@ -12,7 +12,7 @@ const net = require('net');
 const readline = require('readline');
 const { describe, it } = require('node:test');
 const berrymq = require('..');
-const { DEADLINE, Inbox, startNode } = require('./helpers');
+const { DEADLINE, Inbox, postJson, startNode, withHttpLink } = require('./helpers');
 
 const LIMIT = 'the text nests arrays and objects more than 128 levels deep, the limit';
 const PARSE_ERROR = { jsonrpc: '2.0', error: { code: -32700, message: 'Parse error', data: { limit: 128, detail: LIMIT } }, id: null };
@@ -38,20 +38,6 @@ function exchangeLine(address, line) {
   });
 }
 
-/** POST `body` to `url` (http://host:port); resolves with [status, parsed answer]. */
-function postJson(url, body) {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: hostname, port, method: 'POST', path: '/', agent: false,
-      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } }, (res) => {
-      let text = '';
-      res.on('data', (d) => { text += d; }).on('end', () => resolve([res.statusCode, JSON.parse(text)]));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
 /** A TCP peer on a free port that plays a node: `onLine(line, socket)` for each line. */
 async function tcpPeer(onLine) {
   const sockets = new Set();
@@ -67,12 +53,7 @@ async function tcpPeer(onLine) {
 
 describe('a request nested deeper than 128 levels, to an interconnected client', { timeout: 4 * DEADLINE }, () => {
   it('over HTTP: the callback server answers what the Python node answers, and nothing runs', async () => {
-    const node = await startNode();
-    let link = null;
-    try {
-      const inbox = new Inbox('messages to the client');
-      link = await berrymq.interconnect(node.http, (m) => inbox.put(m), { ttl: 60 });
-      const callback = `http://127.0.0.1:${link.channel.server.address().port}`;
+    await withHttpLink(async ({ node, link, inbox, callback }) => {
       const token = link.channel.answerer.token;
       for (const levels of [129, 200, 100000]) {
         const fromNode = await postJson(node.http, deepSend('t'.repeat(43), levels));
@@ -87,10 +68,7 @@ describe('a request nested deeper than 128 levels, to an interconnected client',
       await sender.sendMessage('news:after', [1]);
       assert.equal((await inbox.next()).id, 'news:after');
       await sender.close();
-    } finally {
-      if (link !== null) await link.close();
-      await node.stop();
-    }
+    });
   });
 
   it('over TCP: the client answers the line what the Python node answers it, and nothing runs', async () => {

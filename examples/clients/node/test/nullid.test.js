@@ -14,7 +14,7 @@ const net = require('net');
 const readline = require('readline');
 const { describe, it } = require('node:test');
 const berrymq = require('..');
-const { DEADLINE, Inbox, startNode } = require('./helpers');
+const { DEADLINE, Inbox, postJson, startNode, withHttpLink } = require('./helpers');
 
 /** Requests with and without an id, null or not, in both versions: each answered the same
  * by the node and the client, or not at all. */
@@ -29,20 +29,6 @@ const REQUESTS = [
   { method: 7 },
   { jsonrpc: '2.0', method: 7 },
 ];
-
-/** POST `body` (a text) to `url`; resolves with [status, text]. */
-function post(url, body) {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: hostname, port, method: 'POST', path: '/', agent: false,
-      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } }, (res) => {
-      let text = '';
-      res.on('data', (d) => { text += d; }).on('end', () => resolve([res.statusCode, text ? JSON.parse(text) : null]));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 /** Write `lines` on a TCP connection to `address`, then a request of id "end"; resolves
  * with the answers read before the answer to it, in order. */
@@ -65,25 +51,17 @@ function tcpAnswers(address, lines) {
 
 describe('"id": null in requests, as a server: as the Python node', { timeout: 4 * DEADLINE }, () => {
   it('over HTTP: the callback server answers each request as the node does', async () => {
-    const node = await startNode();
-    let link = null;
-    try {
-      const inbox = new Inbox('messages to the client');
-      link = await berrymq.interconnect(node.http, (m) => inbox.put(m), { ttl: 60 });
-      const callback = `http://127.0.0.1:${link.channel.server.address().port}`;
+    await withHttpLink(async ({ node, link, inbox, callback }) => {
       for (const request of REQUESTS) {
-        const fromNode = await post(node.http, JSON.stringify(request));
-        assert.deepEqual(await post(callback, JSON.stringify(request)), fromNode, JSON.stringify(request));
+        const fromNode = await postJson(node.http, JSON.stringify(request));
+        assert.deepEqual(await postJson(callback, JSON.stringify(request)), fromNode, JSON.stringify(request));
       }
       // and one that runs: a 1.0 send_message with id null is delivered and answered
       const token = link.channel.answerer.token;
-      assert.deepEqual(await post(callback, JSON.stringify({ method: 'send_message', params: [token, 'v1:null', [1], {}], id: null })),
+      assert.deepEqual(await postJson(callback, JSON.stringify({ method: 'send_message', params: [token, 'v1:null', [1], {}], id: null })),
         [200, { result: 'ok', error: null, id: null }]);
       assert.deepEqual(await inbox.next(), { id: 'v1:null', args: [1], kwargs: {}, extras: {} });
-    } finally {
-      if (link !== null) await link.close();
-      await node.stop();
-    }
+    });
   });
 
   it('over TCP: the client answers each line as the node does', async () => {
