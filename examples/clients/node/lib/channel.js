@@ -9,7 +9,7 @@
  * `serve(answerer)` (how the node reaches us after interconnect) and `close()`.
  */
 
-const { encodeRequest, MAX_SIZE, mayWait, resultOf } = require('./protocol');
+const { encodeRequest, ENVELOPE, MAX_SIZE, mayWait, resultOf } = require('./protocol');
 
 /** Milliseconds a request may wait for its answer, beyond any wait it asks the node for. */
 const DEFAULT_TIMEOUT = 10000;
@@ -58,6 +58,12 @@ class Channel {
   constructor(url, { secret = process.env.BERRYMQ_SECRET || null, timeout = DEFAULT_TIMEOUT,
     maxSize = MAX_SIZE, maxWaiting = MAX_WAITING } = {}) {
     if (!(Number.isInteger(maxWaiting) && maxWaiting >= 1)) throw new TypeError("'maxWaiting' must be an integer >= 1");
+    if (!(Number.isInteger(maxSize) && maxSize >= 2 * ENVELOPE)) {
+      // a node's own floor (its max_size setting): a message may take maxSize less the
+      // ENVELOPE bytes of the request around it
+      throw new TypeError(`'maxSize' must be an integer of at least ${2 * ENVELOPE} bytes (a message may take ` +
+                          `maxSize less the ${ENVELOPE} bytes of the request around it), got ${maxSize}`);
+    }
     this.url = url;
     this.secret = secret;
     this.timeout = timeout;

@@ -63,6 +63,15 @@ for (const scheme of ['tcp', 'http']) {
         (error) => error instanceof berrymq.MessageTooLarge && error.data.limit === 3584);
       assert.equal(await small.sendMessage('big:edge', ['x'.repeat(4096 - 512 - 20 - 31)]), 'ok');
       await small.close();
+      // the smallest maxSize is a node's smallest max_size, 1024: below it no message has room
+      for (const maxSize of [1023, 512, 0, 2048.5, '4096']) {
+        await assert.rejects(berrymq.connectOneway(url(), { ttl: 60, maxSize }), (error) => error instanceof TypeError &&
+          error.message === "'maxSize' must be an integer of at least 1024 bytes (a message may take maxSize less the " +
+            `512 bytes of the request around it), got ${maxSize}`);
+      }
+      const smallest = await berrymq.connectOneway(url(), { ttl: 60, maxSize: 1024 });
+      assert.equal(await smallest.sendMessage('big:edge', ['x'.repeat(1024 - 512 - 20 - 31)]), 'ok');
+      await smallest.close();
     });
 
     it('NaN and Infinity in args or kwargs: TypeError naming where, nothing sent', async () => {

@@ -36,6 +36,10 @@ class TestMaxSize < Minitest::Test
       refute interconnection.closed?
       assert_equal 2, BerryMQ.connections.size
       assert_raises(ArgumentError) { BerryMQ.connect_oneway(node, max_size: 0) }
+      # the smallest max_size is a node's smallest, 1024: below it no message has room
+      error = assert_raises(ArgumentError) { BerryMQ.connect_oneway(node, max_size: 1023) }
+      assert_equal "max_size must be an Integer of at least 1024 bytes (a message may take max_size less the " \
+                   "512 bytes of the request around it), got 1023", error.message
     end
 
     # A message is at most max_size less 512 bytes as the node measures it ([identifier,

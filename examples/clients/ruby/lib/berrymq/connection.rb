@@ -40,8 +40,12 @@ module BerryMQ
       unless ttl.is_a?(Numeric) && ttl.real? && ttl.finite? && ttl.positive?
         raise ArgumentError, "ttl must be a positive finite number of seconds, got #{ttl.inspect}"
       end
-      unless max_size.is_a?(Integer) && max_size.positive?
-        raise ArgumentError, "max_size must be a positive Integer (bytes), got #{max_size.inspect}"
+      unless max_size.is_a?(Integer) && max_size >= 2 * JSONRPC::MESSAGE_ENVELOPE
+        # a node's own floor (its max_size setting): a message may take max_size less the
+        # MESSAGE_ENVELOPE bytes of the request around it
+        raise ArgumentError, "max_size must be an Integer of at least #{2 * JSONRPC::MESSAGE_ENVELOPE} bytes (a " \
+                             "message may take max_size less the #{JSONRPC::MESSAGE_ENVELOPE} bytes of the " \
+                             "request around it), got #{max_size.inspect}"
       end
 
       timeout = BerryMQ.wait_seconds(timeout, "timeout")
