@@ -161,3 +161,36 @@ def test_one_byte_over_is_refused_where_it_enters(
     # nothing of the refused requests went on: B's next message is the one sent after
     assert at_b.get(timeout=WAIT).args == ("after",)
     assert at_b.empty()
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_the_longest_secret_leaves_a_message_at_the_limit_room(buses: Buses, scheme: str) -> None:
+    """The secret travels in every request, in the 512 bytes kept around a message: at its
+    longest (256 bytes as a request writes it: quotes escaped count twice) a message at the
+    limit still crosses a second node; one byte longer is a settings error naming the
+    setting, and a secret from BERRYMQ_SECRET is held to the same bound."""
+    secret = '"' * 128  # 256 bytes in a request
+    node_b, port_b = serve(buses, scheme, max_size=MAX_SIZE, secret=secret)
+    node_a, port_a = serve(buses, scheme, max_size=MAX_SIZE, secret=secret)
+    at_b = berrymq.Queue("big:*", bus=node_b)
+    node_a.transport(scheme).interconnect(f"{scheme}://127.0.0.1:{port_b}", 60)
+    sender = buses(**{f"jsonrpc_{scheme}": {"max_size": MAX_SIZE, "secret": secret}})
+    connection = sender.transport(scheme).connect_oneway(f"{scheme}://127.0.0.1:{port_a}", 60)
+    args = padded(LIMIT)
+    connection.send(Message(Identifier("big:x"), tuple(args), {}, 20))  # hops, too
+    assert connection.flush(WAIT) is True
+    assert at_b.get(timeout=WAIT).args == tuple(args)
+    plugin = f"jsonrpc-{scheme}"
+    with pytest.raises(berrymq.SettingsError, match=f"{plugin}.secret is 257 bytes as a request "
+                       "writes it, over the 256 a secret may take"):
+        buses(**{f"jsonrpc_{scheme}": {"secret": secret + "x"}}).transport(scheme)
+
+
+def test_a_long_secret_from_the_environment_is_refused(buses: Buses,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BERRYMQ_SECRET", "s" * 257)
+    with pytest.raises(berrymq.SettingsError, match="the environment variable BERRYMQ_SECRET is "
+                       "257 bytes as a request writes it, over the 256"):
+        buses().transport("tcp")
+    monkeypatch.setenv("BERRYMQ_SECRET", "s" * 256)
+    assert buses().transport("tcp").secret == "s" * 256

@@ -7,7 +7,8 @@
     ``transport.default_host``; default 127.0.0.1): a host name or an address, not empty.
 ``secret``
     the shared secret; required to serve a non-loopback address; sent in every request.
-    Also read from the environment variable ``BERRYMQ_SECRET``.
+    Also read from the environment variable ``BERRYMQ_SECRET``. At most
+    :data:`LONGEST_SECRET` bytes as it is written in a request.
 ``max_size``
     the largest request accepted and sent, in bytes (default 1 MiB; at least
     :data:`SMALLEST_MAX_SIZE`, as a message may take it less 512 bytes).
@@ -70,10 +71,12 @@ from typing import Any
 from berrymq.registries import SettingsSchema
 from berrymq.settings import Settings
 from berrymq.timeouts import too_long
+from berrymq.wire import byte_size, dumps
 from berrymq_jsonrpc.addresses import netloc, split_url
 from berrymq_jsonrpc.sizes import ENVELOPE
 
-__all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "SMALLEST_MAX_SIZE", "STREAM_SETTINGS", "cidr_blocks",
+__all__ = ["DEFAULT_TIMEOUT", "LONGEST_SECRET", "SETTINGS", "SMALLEST_MAX_SIZE", "STREAM_SETTINGS",
+           "cidr_blocks", "secret_check",
            "declare_settings", "host_address", "host_names", "max_size_check", "number_check",
            "positive_number", "positive_seconds", "read_hosts", "read_number"]
 
@@ -84,6 +87,11 @@ DEFAULT_TIMEOUT = 10.0
 #: The smallest ``max_size``: a message may take ``max_size`` less the 512 bytes kept for
 #: the request around it (:mod:`berrymq_jsonrpc.sizes`), so this leaves it 512 bytes.
 SMALLEST_MAX_SIZE = 2 * ENVELOPE
+
+#: The longest ``secret``, in bytes as a request writes it (a JSON string, escapes
+#: included, without its quotes): it travels in every request, in the ENVELOPE bytes kept
+#: for what is around a message, beside the method, token, id and hops (about 170 bytes).
+LONGEST_SECRET = 256
 
 #: Each setting and the types its value may have.
 SETTINGS: dict[str, type | tuple[type, ...]] = {
@@ -128,9 +136,24 @@ def declare_settings(schema: SettingsSchema, plugin: str, *, stream: bool = Fals
         if kind is int or kind == (int, float):
             schema.add_check(plugin, name, number_check(kind))
     schema.add_check(plugin, "max_size", max_size_check)
+    schema.add_check(plugin, "secret", secret_check)
     schema.add_check(plugin, "host", host_address)
     schema.add_check(plugin, "callback_hosts", cidr_blocks)
     schema.add_check(plugin, "names", host_names)
+
+
+def secret_check(value: Any) -> str | None:
+    """The problem with ``secret``: a string of at most :data:`LONGEST_SECRET` bytes as a
+    request writes it. A longer one left a message of the largest size no room in its
+    request: the peer refused the request as over max_size, and the link failed."""
+    if not isinstance(value, str):
+        return f"must be a string, got {value!r}"
+    size = byte_size(dumps(value)) - len('""')
+    if size > LONGEST_SECRET:
+        return (f"is {size} bytes as a request writes it, over the {LONGEST_SECRET} a secret "
+                f"may take (it travels in the {ENVELOPE} bytes of every request kept for what "
+                "is around a message)")
+    return None
 
 
 def host_address(value: Any) -> str | None:

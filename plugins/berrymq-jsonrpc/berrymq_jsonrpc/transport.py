@@ -20,7 +20,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from berrymq.errors import ConnectionClosed, QueueFull, TransportError
+from berrymq.errors import ConnectionClosed, QueueFull, SettingsError, TransportError
 from berrymq.identifier import Identifier
 from berrymq.transports.base import Connection, Transport
 from berrymq.transports.ioloop import io_loop
@@ -41,7 +41,7 @@ from berrymq_jsonrpc.peer_links import PeerLinks
 from berrymq_jsonrpc.service import Service
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sessions import session_peer
-from berrymq_jsonrpc.settings import DEFAULT_TIMEOUT, cidr_blocks, read_hosts, read_number
+from berrymq_jsonrpc.settings import DEFAULT_TIMEOUT, cidr_blocks, read_hosts, read_number, secret_check
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -88,6 +88,10 @@ class RemoteTransport(PeerLinks, Transport):
         self.outbox_bytes = int(number("outbox_bytes", DEFAULT_OUTBOX_BYTES))
         self.outbox_wait = float(number("outbox_wait", DEFAULT_TIMEOUT))
         self.secret: str | None = settings.get("secret") or os.environ.get(p.SECRET_ENV_VAR) or None
+        if not settings.get("secret") and self.secret is not None:
+            problem = secret_check(self.secret)  # (the settings file's is checked as it loads)
+            if problem is not None:
+                raise SettingsError(f"the environment variable {p.SECRET_ENV_VAR} {problem}")
         self.service = Service(
             bus, secret=self.secret, queue_size=int(number("queue_size", p.DEFAULT_QUEUE_SIZE)),
             max_get_wait=self.max_get_wait, link_factory=self.peer_link, name=plugin,

@@ -202,6 +202,8 @@ def test_listen_bad_or_local_pattern(tmp_path: Path) -> None:
     ("jsonrpc-tcp", "max_size = 512", "jsonrpc-tcp.max_size must be at least 1024 bytes (a "
      "message may take max_size less the 512 bytes of the request around it), got 512"),
     ("jsonrpc-http", "max_size = 0", "jsonrpc-http.max_size must be a positive number, got 0"),
+    ("jsonrpc-tcp", f'secret = "{"s" * 257}"', "jsonrpc-tcp.secret is 257 bytes as a request "
+     "writes it, over the 256 a secret may take"),
     ("jsonrpc-http", "max_connections = -5",
      "jsonrpc-http.max_connections must be a positive number, got -5"),
     ("jsonrpc-tcp", 'callback_hosts = ["10.0.0.0/99"]',
