@@ -134,8 +134,7 @@ def declare_settings(schema: SettingsSchema, plugin: str, *, stream: bool = Fals
     schema.add(plugin, **keys)
     for name, kind in keys.items():
         if kind is int or kind == (int, float):
-            schema.add_check(plugin, name, number_check(kind))
-    schema.add_check(plugin, "max_size", max_size_check)
+            schema.add_check(plugin, name, number_check(kind, name))
     schema.add_check(plugin, "secret", secret_check)
     schema.add_check(plugin, "host", host_address)
     schema.add_check(plugin, "callback_hosts", cidr_blocks)
@@ -176,9 +175,12 @@ def positive_number(value: Any) -> str | None:
     return None
 
 
-def number_check(kind: type | tuple[type, ...]) -> Callable[[Any], str | None]:
-    """The check of a number setting whose types are ``kind`` (as in :data:`SETTINGS`):
-    seconds when a float is allowed, else a count."""
+def number_check(kind: type | tuple[type, ...], name: str = "") -> Callable[[Any], str | None]:
+    """The check of the number setting ``name`` whose types are ``kind`` (as in
+    :data:`SETTINGS`): seconds when a float is allowed, else a count; ``max_size`` is a
+    count with a floor (:func:`max_size_check`)."""
+    if name == "max_size":
+        return max_size_check
     return positive_seconds if kind == (int, float) else positive_number
 
 
@@ -238,8 +240,7 @@ def read_number(settings: Mapping[str, Any], name: str, default: float, plugin: 
     file and line of ``source``, the settings the table came from), or a ValueError
     without a ``source`` (settings given in code, not read from a file)."""
     value = settings.get(name, default)
-    check = max_size_check if name == "max_size" else number_check(SETTINGS.get(name, int))
-    problem = check(value)
+    problem = number_check(SETTINGS.get(name, int), name)(value)
     if problem is not None:
         raise _invalid(f"{plugin}.{name} {problem}", name, plugin, source)
     number: float = value  # (an int or a float, as given)
