@@ -68,6 +68,8 @@ from ipc_floors import request_line
 
 import berrymq
 from berrymq import wire
+from berrymq.plugins import PluginHost
+from berrymq.settings import Settings
 
 HERE = os.path.abspath(__file__)
 FLOORS = os.path.join(os.path.dirname(HERE), "ipc_floors.py")
@@ -383,11 +385,14 @@ def ask_count(url: str) -> int:
 
 
 def encoded_once(peers: int, messages: int) -> None:
-    servers = [berrymq.Bus(name=f"peer{i}") for i in range(peers)]
+    # a small max_connections: eleven servers of the default 10,000 in one process would
+    # each be told that its open-files limit cannot hold them all (a warning per server)
+    host = PluginHost(Settings(tables={"jsonrpc-tcp": {"max_connections": 100}}))
+    servers = [berrymq.Bus(name=f"peer{i}", plugins=host) for i in range(peers)]
     got = [0]
     for bus in servers:
         bus.subscribe("fan:*", lambda message: got.__setitem__(0, got[0] + 1), weak=False)
-    sender = berrymq.Bus(name="sender")
+    sender = berrymq.Bus(name="sender", plugins=host)
     for bus in servers:
         url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
         sender.transport("tcp").interconnect(url, 600)
