@@ -11,6 +11,7 @@ sizes are worked out here with the standard library's json, not with the rule's 
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -18,13 +19,14 @@ from typing import Any
 import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.status import status_snapshot
-from helpers import Buses, serve
+from helpers import Buses, serve, wait_for
 
 import berrymq
 from berrymq.bus import Bus
 from berrymq.errors import MessageTooLarge
 from berrymq.identifier import Identifier
 from berrymq.message import Message
+from berrymq.stats import stats_for
 
 MAX_SIZE = 4096
 LIMIT = MAX_SIZE - 512
@@ -194,3 +196,30 @@ def test_a_long_secret_from_the_environment_is_refused(buses: Buses,
         buses().transport("tcp")
     monkeypatch.setenv("BERRYMQ_SECRET", "s" * 256)
     assert buses().transport("tcp").secret == "s" * 256
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_node_with_a_smaller_max_size_refusing_a_batch_names_both_limits(
+        buses: Buses, scheme: str) -> None:
+    """A client with the default max_size sends small messages, coalesced into a batch
+    over the node's smaller max_size: the node refuses it and the connection ends (as
+    for any request over its limit); every message is counted lost, and the error says
+    the node's limit, the batch's size and this side's limit, so that the cause (two
+    different max_size settings) can be read from it."""
+    node, port = serve(buses, scheme, max_size=MAX_SIZE)
+    at_node = berrymq.Queue("small:*", bus=node)
+    sender = buses()
+    connection = sender.transport(scheme).connect_oneway(f"{scheme}://127.0.0.1:{port}", 60)
+    for i in range(200):  # each some 120 bytes, far under the node's message limit
+        connection.send(Message(Identifier("small:x"), ("y" * 100, i), {}))
+    with pytest.raises(berrymq.ConnectionClosed) as refused:
+        connection.flush(WAIT)
+    text = str(refused.value)
+    assert f"setting max_size = {MAX_SIZE} on the peer" in text, text
+    assert f"within this side's max_size ({p.DEFAULT_MAX_SIZE}): set the same max_size" in text
+    assert f"{scheme}://127.0.0.1:{port}" in text
+    assert re.search(r"the batch of \d+ message\(s\) was \d+ bytes", text), text
+    lost = sum(stats_for(sender).losses().values())
+    assert lost > 100  # the first may have gone alone, at once, and been delivered
+    wait_for(lambda: at_node.qsize() + lost == 200, what="each message delivered or lost")
+    assert status_snapshot(node)["refused"]["reasons"] == {"max_size": 1}

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import NoAnswer
+from berrymq_jsonrpc.jsonrpc_client import error_for
 
 from berrymq.bursts import BurstLog
-from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
+from berrymq.errors import ConnectionClosed, TransportError
 from berrymq.transports.handback import Handback
 from berrymq.transports.ioloop import io_loop
 
@@ -126,7 +127,7 @@ class Calls:
                     f"{channel.url} answered with over {channel.answer_limit} bytes "
                     f"({p.REPLY_SIZE_FACTOR}x the setting max_size); the connection is closed"))
             elif null_error is not None and null_error.get("code") == p.TOO_LARGE:
-                future.set_exception(MessageTooLarge(
-                    f"{channel.url} refused a request over its size limit ({null_error.get('data')})"))
+                future.set_exception(error_for(p.TOO_LARGE, str(null_error.get("message")),
+                                               null_error.get("data"), channel.url))
             else:
                 future.set_exception(channel.gone())

@@ -159,8 +159,15 @@ class Channel(ABC):
         envelope = encode_request(p.METHOD_SEND_MESSAGES, params, request_id)
         # "messages":[] is the first occurrence: only the token (URL-safe text) precedes it
         text = envelope.replace('"messages":[]', '"messages":[' + ",".join(texts) + "]", 1)
-        reply = await self.exchange(text, request_id, self.timeout if timeout is None else timeout)
-        result = parse_reply(reply, request_id, self.url)
+        try:
+            reply = await self.exchange(text, request_id,
+                                        self.timeout if timeout is None else timeout)
+            result = parse_reply(reply, request_id, self.url)
+        except MessageTooLarge as exc:  # a peer with a smaller max_size than this side's
+            raise MessageTooLarge(
+                f"{self.url}: {exc}; the batch of {len(texts)} message(s) was {byte_size(text)} bytes, "
+                f"within this side's max_size ({self.max_size}): set the same max_size on "
+                "every node and client a message crosses") from None
         if result != p.RESULT_OK:
             # not an acknowledgement: a malformed answer, as one that is not JSON-RPC (the
             # outbox reports the batch lost and the link closes)
