@@ -193,10 +193,16 @@ class HttpChannel(Channel):
             await writer.wait_closed()
         return True
 
+    def _take_all(self) -> list[_ClientConnection]:
+        """Every connection of the channel, idle or busy, taken out of its pool and set (a
+        busy one's request then closes it instead of putting it back)."""
+        pool, self._pool = self._pool, []
+        busy, self._busy = self._busy, set()
+        return [*pool, *busy]
+
     async def aclose(self) -> None:
         self.closed = True
-        pool, self._pool = self._pool, []
-        for conn in [*pool, *self._busy]:  # also wakes a caller waiting for an answer
+        for conn in self._take_all():  # also wakes a caller waiting for an answer
             conn.close()
 
     def loop_stopping(self) -> None:
@@ -204,7 +210,5 @@ class HttpChannel(Channel):
         and its requests were cancelled: close every connection still open on it, each one
         that was idle in the pool above all, before the loop closes. The channel itself is
         not closed: a later request opens a new connection on the loop started for it."""
-        pool, self._pool = self._pool, []
-        busy, self._busy = self._busy, set()
-        for conn in [*pool, *busy]:
+        for conn in self._take_all():
             conn.abort()
