@@ -223,3 +223,43 @@ def test_a_node_with_a_smaller_max_size_refusing_a_batch_names_both_limits(
     assert lost > 100  # the first may have gone alone, at once, and been delivered
     wait_for(lambda: at_node.qsize() + lost == 200, what="each message delivered or lost")
     assert status_snapshot(node)["refused"]["reasons"] == {"max_size": 1}
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_queue_holds_no_message_over_the_max_size_its_client_connected_with(
+        buses: Buses, scheme: str) -> None:
+    """A client with a smaller max_size than the node's gives it when it connects: the
+    node's queue for it refuses a message the client could not read in an answer to
+    ``get`` (the sender's call raises, naming the limit) instead of taking it and writing
+    an answer the client refuses, which lost the message (over TCP the client closed the
+    connection)."""
+    node, port = serve(buses, scheme)
+    small = buses(**{f"jsonrpc_{scheme}": {"max_size": 1024}})
+    connection = small.transport(scheme).connect_via_queue(
+        f"{scheme}://127.0.0.1:{port}", Identifier("big:*"), 60)
+    with pytest.raises(berrymq.QueueFull, match=r"over 1024 bytes \(the max_size the client "
+                       "connected with\\), more than the client reads"):
+        node.twitter("big:x", "y" * 5000)
+    node.twitter("big:x", "small")
+    assert connection.get(timeout=WAIT).args == ("small",)
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_node_forwards_within_the_max_size_its_peer_interconnected_with(
+        buses: Buses, scheme: str) -> None:
+    """Node A, with a smaller max_size, interconnects to B and gives its limit: B's link
+    back keeps its batches within it, so a burst of small messages arrives whole (B's
+    batches, as large as B's own limit, were refused by A, which ended the connection),
+    and a message over it is not forwarded (counted at B) and leaves the link open."""
+    node_a, _ = serve(buses, scheme, max_size=MAX_SIZE)
+    node_b, port_b = serve(buses, scheme)
+    at_a = berrymq.Queue("small:*", bus=node_a)
+    node_a.transport(scheme).interconnect(f"{scheme}://127.0.0.1:{port_b}", 60)
+    for i in range(300):  # faster than A acknowledges: B coalesces them into batches
+        node_b.twitter("small:x", "y" * 100, i)
+    assert node_b.transport(scheme).flush(WAIT) is True
+    assert [at_a.get(timeout=WAIT).args[1] for _ in range(300)] == list(range(300))
+    node_b.twitter("small:x", "y" * LIMIT)  # one byte over A's limit, with its uid
+    assert node_b.losses.counts == {"not forwarded: MessageTooLarge": 1}
+    node_b.twitter("small:x", "after")
+    assert at_a.get(timeout=WAIT).args == ("after",)

@@ -13,6 +13,7 @@ from berrymq import wire
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq_jsonrpc.jsonrpc import invalid_params
+from berrymq_jsonrpc.settings import max_size_check
 
 __all__ = ["allowed", "as_float", "decode_message", "host_port_pair", "identifier", "message_from_wire",
            "number", "presents", "session_ttl", "string"]
@@ -115,3 +116,19 @@ def decode_message(item: Any, what: str) -> tuple[Message, Identifier | None]:
     except wire.WireError as exc:
         raise invalid_params(str(exc)) from None
     return message, reply_to
+
+
+def caller_max_size(params: dict[str, Any]) -> int | None:
+    """``max_size``, the caller's own limit, which what the node sends it keeps within
+    (``connect_via_queue``: the messages its queue holds; ``interconnect``: the requests
+    of the link back): at least 1024 bytes, or None when not given.
+
+    :raises berrymq_jsonrpc.jsonrpc.JsonRpcError: *Invalid params* naming the problem.
+    """
+    value = params.get("max_size")
+    if value is None:
+        return None
+    problem = max_size_check(value)
+    if problem is not None:
+        raise invalid_params(f"'max_size' {problem}")
+    return int(value)

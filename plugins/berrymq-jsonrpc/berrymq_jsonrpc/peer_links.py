@@ -55,10 +55,12 @@ class PeerLinks:
                       on_dead: Callable[[BaseException], None], *,
                       owns_channel: bool = False) -> Link: ...
 
-    def peer_link(self, addr: str | tuple[str, int] | None, token: str, context: Any) -> Link:
+    def peer_link(self, addr: str | tuple[str, int] | None, token: str, context: Any,
+                  peer_max_size: int | None = None) -> Link:
         # The outgoing link of an interconnect session opened by a peer. A callback goes
         # only to a host callback_hosts allows; it carries this node's secret, which the
-        # peer proved it knows (the service refuses any request without it).
+        # peer proved it knows (the service refuses any request without it). What it
+        # sends keeps within the peer's own max_size too, when the peer gave it.
         if addr is None:
             channel = self._back_channel(context)
             if channel is None:
@@ -76,6 +78,8 @@ class PeerLinks:
             self.service.callbacks.check(host)
             channel = self._callback_channel(addr)
             owns = True
+        if peer_max_size is not None:  # (over TCP: the peer's connection, whose peer it is)
+            channel.max_size = min(channel.max_size, peer_max_size)
         link: Link
 
         def dead(exc: BaseException) -> None:

@@ -217,13 +217,15 @@ RESULT_OK = "ok"
 
 #: ``connect_oneway(ttl?)`` -> token. Opens a session that only sends.
 METHOD_CONNECT_ONEWAY = "connect_oneway"
-#: ``interconnect(addr, token, ttl?)`` -> token. Style 01. ``addr`` is the caller's own
-#: server URL (HTTP: the server forwards to it, with ``token`` in every request) or null
-#: over TCP (the server forwards on the same connection, with ``token``). The returned
-#: token is the one the caller uses to send to the server.
+#: ``interconnect(addr, token, ttl?, max_size?)`` -> token. Style 01. ``addr`` is the
+#: caller's own server URL (HTTP: the server forwards to it, with ``token`` in every
+#: request) or null over TCP (the server forwards on the same connection, with
+#: ``token``). The returned token is the one the caller uses to send to the server.
+#: ``max_size``: the caller's own limit, which the requests forwarded to it keep within.
 METHOD_INTERCONNECT = "interconnect"
-#: ``connect_via_queue(identifier, ttl?)`` -> token. Style 03: the server keeps a
-#: bounded queue of messages matching the pattern ``identifier`` for this token.
+#: ``connect_via_queue(identifier, ttl?, max_size?)`` -> token. Style 03: the server
+#: keeps a bounded queue of messages matching the pattern ``identifier`` for this token;
+#: ``max_size``, the caller's own limit, bounds the messages it holds, as the server's does.
 METHOD_CONNECT_VIA_QUEUE = "connect_via_queue"
 #: ``send_message(token, identifier, args?, kwargs?, uid?, hops?, reply_to?)`` -> "ok".
 #: May be a notification. Optional extras: ``uid`` (string, unique per message; a node
@@ -277,8 +279,8 @@ NOT_RUN_AS_NOTIFICATIONS = frozenset({METHOD_GET, METHOD_GET_NOWAIT})
 #: takes by name (but ``secret``), in the order of docs/protocol.md's tables.
 POSITIONAL_PARAMS: dict[str, tuple[str, ...]] = {
     METHOD_CONNECT_ONEWAY: ("ttl",),
-    METHOD_INTERCONNECT: ("addr", "token", "ttl"),
-    METHOD_CONNECT_VIA_QUEUE: ("identifier", "ttl"),
+    METHOD_INTERCONNECT: ("addr", "token", "ttl", "max_size"),
+    METHOD_CONNECT_VIA_QUEUE: ("identifier", "ttl", "max_size"),
     METHOD_SEND_MESSAGE: ("token", "identifier", "args", "kwargs", "uid", "hops", "reply_to"),
     METHOD_SEND_MESSAGES: ("token", "messages"),
     METHOD_GET: ("token", "block", "timeout"),

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 from berrymq.wire import dumps
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import JsonRpcError, app_error, error_object, invalid_params
-from berrymq_jsonrpc.params import allowed, identifier, number, presents, session_ttl
+from berrymq_jsonrpc.params import (
+    allowed,
+    caller_max_size,
+    identifier,
+    number,
+    presents,
+    session_ttl,
+)
 from berrymq_jsonrpc.replies import ReplyBound, Slot, current_slot, no_room
 from berrymq_jsonrpc.session_table import SessionTable
 from berrymq_jsonrpc.sessions import NoRoom, SessionQueue
@@ -56,12 +63,14 @@ class QueueMethods(SessionTable):
         self.bound = ReplyBound(max_size)
 
     def _connect_via_queue(self, context: Any, params: dict[str, Any]) -> str:
-        allowed(p.METHOD_CONNECT_VIA_QUEUE, params, frozenset({"identifier", "ttl"}))
+        allowed(p.METHOD_CONNECT_VIA_QUEUE, params,
+                frozenset({"identifier", "ttl", "max_size"}))
         pattern = identifier(params.get("identifier"), "'identifier'")
         ttl = session_ttl(params, self.max_ttl)
+        limit = caller_max_size(params) or self.max_size  # the client's, when smaller
         session = self.open_session("queue", ttl, context)
-        session.queue = SessionQueue(self.bus, pattern, self.queue_size,
-                                     self.max_queued_bytes, self.max_size)
+        session.queue = SessionQueue(self.bus, pattern, self.queue_size, self.max_queued_bytes,
+                                     min(limit, self.max_size), limit < self.max_size)
         return session.token
 
     def _queue_of(self, params: dict[str, Any]) -> SessionQueue:

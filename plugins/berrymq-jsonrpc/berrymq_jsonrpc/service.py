@@ -28,7 +28,14 @@ from berrymq_jsonrpc.dialect import CALLBACK_TIMEOUT, answer_v1
 from berrymq_jsonrpc.jsonrpc import Dispatcher, app_error, invalid_params
 from berrymq_jsonrpc.limits import CallbackRule
 from berrymq_jsonrpc.message_methods import MEASURE, MessageMethods
-from berrymq_jsonrpc.params import allowed, host_port_pair, presents, session_ttl, string
+from berrymq_jsonrpc.params import (
+    allowed,
+    caller_max_size,
+    host_port_pair,
+    presents,
+    session_ttl,
+    string,
+)
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sizes import measured_from, message_limit
 from berrymq_jsonrpc.waiting import QUICK_METHODS, is_nonblocking_get
@@ -47,7 +54,7 @@ DEFAULT_MAX_WAITING = 16
 
 #: ``factory(addr, token, context)``: the outgoing link of an ``interconnect`` session,
 #: which forwards to the caller (at ``addr``, or back over ``context``) with ``token``.
-LinkFactory = Callable[[str | tuple[str, int] | None, str, Any], "Link"]
+LinkFactory = Callable[[str | tuple[str, int] | None, str, Any, int | None], "Link"]
 
 
 class Service(MessageMethods):
@@ -197,7 +204,7 @@ class Service(MessageMethods):
         return self.open_session("oneway", session_ttl(params, self.max_ttl), context).token
 
     def _interconnect(self, context: Any, params: dict[str, Any]) -> str:
-        allowed(p.METHOD_INTERCONNECT, params, frozenset({"addr", "token", "ttl"}))
+        allowed(p.METHOD_INTERCONNECT, params, frozenset({"addr", "token", "ttl", "max_size"}))
         addr: str | tuple[str, int] | None = host_port_pair(params.get("addr"))
         if addr is None:  # not the original's [host, port]: a URL
             addr = string(params, "addr", required=False)
@@ -207,6 +214,7 @@ class Service(MessageMethods):
         if len(peer_token) > longest:
             raise invalid_params(f"'token' must be at most {longest} characters")
         ttl = session_ttl(params, self.max_ttl)
+        limit = caller_max_size(params)
         self.check_ttl(ttl)  # before the link to the peer is made
         if self.link_factory is None:
             raise app_error(p.NOT_AVAILABLE, "this node cannot forward to its peers")
@@ -214,7 +222,7 @@ class Service(MessageMethods):
         # where what it holds counts against max_interconnects_per_connection
         sends_on = context if addr is None else None
         self.check_room(sends_on)  # max_sessions too: before a callback connection is made
-        link = self.link_factory(addr, peer_token, context)
+        link = self.link_factory(addr, peer_token, context, limit)
         try:
             session = self.open_session("interconnect", ttl, context, sends_on=sends_on)
         except BaseException:  # refused after all (a race): the link and its connection go

@@ -159,13 +159,16 @@ class SessionQueue:
 
     def __init__(self, bus: Bus, pattern: Identifier, maxsize: int,
                  max_bytes: int = p.DEFAULT_MAX_QUEUED_BYTES,
-                 max_size: int = p.DEFAULT_MAX_SIZE) -> None:
+                 max_size: int = p.DEFAULT_MAX_SIZE, clients_limit: bool = False) -> None:
         self.pattern = pattern
         self.maxsize = maxsize
         #: the cap on the bytes of every session queue of the node (``max_queued_bytes``)
         self.max_bytes = max_bytes
-        #: the largest message held, as JSON (``max_size``)
+        #: the largest message held, as JSON (``max_size``: the node's, or the smaller one
+        #: the client gave when it connected, when ``clients_limit``)
         self.max_size = max_size
+        self._limit_named = ("the max_size the client connected with" if clients_limit
+                             else "setting max_size")
         self._budget = queued_bytes_for(bus)
         self._items: queue.Queue[object] = queue.Queue(maxsize + 1 if maxsize > 0 else 0)
         #: the sizes of the entries, in order; with _items under _lock
@@ -194,8 +197,8 @@ class SessionQueue:
             _forget_written()
             raise Refusal(
                 f"message {ident} ({size} bytes as JSON) cannot go to a remote queue: it is "
-                f"over {self.max_size} bytes (setting max_size), more than a client reads "
-                "in an answer to get", "max_size", self.max_size)
+                f"over {self.max_size} bytes ({self._limit_named}), more than the client "
+                "reads in an answer to get", "max_size", self.max_size)
         if not self._budget.take(size + ENTRY_OVERHEAD, self.max_bytes):
             _forget_written()
             raise Refusal(

@@ -250,7 +250,7 @@ class RemoteTransport(PeerLinks, Transport):
             raise ValueError(f"pattern {pattern} is local (starts with '_'); local messages "
                              "never leave their process, so no remote queue can get them")
         return self._open(address, "queue", p.METHOD_CONNECT_VIA_QUEUE,
-                          {"identifier": str(pattern), "ttl": ttl})
+                          {"identifier": str(pattern), "ttl": ttl, "max_size": self.max_size})
 
     def _own_address(self) -> str | None:
         """What ``interconnect`` sends as ``addr`` (None: the peer answers over the same
@@ -267,8 +267,8 @@ class RemoteTransport(PeerLinks, Transport):
             detail = exc.data.get("detail") if isinstance(exc.data, dict) else exc.data
             raise TransportError(f"cannot interconnect with {address}: {detail}") from None
         try:
-            token = channel.call(p.METHOD_INTERCONNECT,
-                                 {"addr": own, "token": session.token, "ttl": ttl})
+            token = channel.call(p.METHOD_INTERCONNECT, {"addr": own, "token": session.token,
+                                                          "ttl": ttl, "max_size": self.max_size})
             token = _answered_token(address, p.METHOD_INTERCONNECT, token)
         except BaseException:
             self.service.close_session(session.token, "interconnect failed")
