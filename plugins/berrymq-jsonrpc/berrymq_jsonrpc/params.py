@@ -15,8 +15,8 @@ from berrymq.message import Message
 from berrymq_jsonrpc.jsonrpc import invalid_params
 from berrymq_jsonrpc.settings import max_size_check
 
-__all__ = ["allowed", "as_float", "decode_message", "host_port_pair", "identifier", "message_from_wire",
-           "number", "presents", "session_ttl", "string"]
+__all__ = ["allowed", "as_float", "caller_max_size", "decode_message", "host_port_pair",
+           "identifier", "message_from_wire", "number", "presents", "session_ttl", "string"]
 
 
 

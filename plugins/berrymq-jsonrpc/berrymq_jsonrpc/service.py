@@ -52,8 +52,9 @@ logger = logging.getLogger("berrymq.remote")
 #: (setting ``max_waiting``); one more is answered *Limit reached* at once.
 DEFAULT_MAX_WAITING = 16
 
-#: ``factory(addr, token, context)``: the outgoing link of an ``interconnect`` session,
-#: which forwards to the caller (at ``addr``, or back over ``context``) with ``token``.
+#: ``factory(addr, token, context, max_size)``: the outgoing link of an ``interconnect``
+#: session, which forwards to the caller (at ``addr``, or back over ``context``) with
+#: ``token``, within the caller's own ``max_size`` when it gave one.
 LinkFactory = Callable[[str | tuple[str, int] | None, str, Any, int | None], "Link"]
 
 
