@@ -97,6 +97,31 @@ def test_the_accepting_end_takes_an_answer_up_to_4x_max_size(buses: Buses) -> No
         lines.close()
 
 
+def test_an_answer_that_comes_after_its_ask_gave_up_is_still_an_answer(buses: Buses) -> None:
+    """The node's ask gives up waiting; the answer, over max_size, comes after: it is read
+    as an answer and dropped, and the connection goes on (it was read as an oversized
+    request, and the interconnection closed)."""
+    node, port = serve(buses, "tcp", max_size=MAX_SIZE)
+    lines = Lines(socket.create_connection(("127.0.0.1", port)))
+    try:
+        lines.send(request("interconnect", {"addr": None, "token": TOKEN, "ttl": 60}))
+        assert "result" in lines.read()
+        replies: list[Any] = []
+        thread = threading.Thread(target=lambda: replies.append(node.ask("big:q", timeout=0.2)))
+        thread.start()
+        asked = lines.read()
+        assert asked["method"] == p.METHOD_ASK
+        thread.join(WAIT)
+        [[gave_up]] = replies  # no reply in time: the peer's entry says so
+        assert "no answer within 0.2s" in str(gave_up)
+        lines.send({"jsonrpc": "2.0", "result": [{"value": ANSWER}], "id": asked["id"]})
+        lines.send(request("network", {"token": TOKEN}, 2))
+        assert lines.read()["id"] == 2
+        assert status_snapshot(node)["refused"]["reasons"] == {}
+    finally:
+        lines.close()
+
+
 def test_the_accepting_end_refuses_a_request_over_max_size_while_answers_are_owed(
         buses: Buses) -> None:
     node, port = serve(buses, "tcp", max_size=MAX_SIZE)

@@ -37,6 +37,9 @@ logger = logging.getLogger("berrymq.remote.tcp")
 NL = b"\n"
 #: Errors without id from peers: one log line per burst, however many lines a client sends.
 _odd_replies = BurstLog(logger)
+#: The most requests given up on (no answer in time) whose answers are still expected:
+#: such an answer, come late, is read as an answer (up to the answer limit) and dropped.
+LATE_ANSWERS = 64
 
 
 def is_response(obj: Any) -> bool:
@@ -52,6 +55,9 @@ class Calls:
         #: requests sent and not answered yet: asyncio futures (:meth:`exchange`) and
         #: futures that a blocked thread waits on (:meth:`call`)
         self.owed: dict[Any, asyncio.Future[Any] | Handback[Any]] = {}
+        #: the ids of requests whose callers gave up waiting (at most LATE_ANSWERS, the
+        #: latest): their answers may still come
+        self.late: dict[Any, None] = {}
         #: the last error without id the peer sent (a node's refusal of a line it could
         #: not take as a request), named when the connection ends
         self.null_error: dict[str, Any] | None = None
@@ -61,13 +67,29 @@ class Calls:
         key = reply.get("id")
         future = self.owed.pop(key, None) if type(key) in (int, str) else None
         if future is None:
-            if key is None and "error" in reply:
+            if key in self.late:  # its caller gave up waiting: nobody to hand it to
+                del self.late[key]
+            elif key is None and "error" in reply:
                 self.null_error = reply["error"]
                 _odd_replies.warning("%s answered an error without id: %.200s",
                                      self.channel.url, reply["error"])
             return
         if not future.done():
             future.set_result(reply)
+
+    def expecting(self) -> bool:
+        """Whether an answer may come: one owed, or one whose caller gave up waiting."""
+        return bool(self.owed or self.late)
+
+    def give_up(self, request_id: Any) -> None:
+        """The caller of ``request_id`` stopped waiting (on the loop): an answer that comes
+        later is still taken as an answer, and dropped, rather than read as an oversized
+        request (an ``ask`` answered just after its timeout, with replies over max_size,
+        closed the connection)."""
+        if self.owed.pop(request_id, None) is not None:
+            self.late[request_id] = None
+            if len(self.late) > LATE_ANSWERS:
+                del self.late[next(iter(self.late))]
 
     async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
         """See :meth:`berrymq_jsonrpc.client.Channel.exchange`."""
@@ -85,6 +107,7 @@ class Calls:
                 channel.transport.write(text.encode() + NL)
                 return await future
         except TimeoutError:
+            self.give_up(request_id)
             raise NoAnswer(channel.url, timeout) from None
         except (OSError, RuntimeError) as exc:
             await channel.aclose()
@@ -100,7 +123,7 @@ class Calls:
         try:
             return future.result(wait)
         except TimeoutError:
-            io_loop.call_soon(self.owed.pop, request_id, None)
+            io_loop.call_soon(self.give_up, request_id)
             raise NoAnswer(self.channel.url, wait) from None
 
     def _send_request(self, text: str, request_id: int, future: Handback[Any]) -> None:

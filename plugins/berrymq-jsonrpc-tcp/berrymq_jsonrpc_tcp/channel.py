@@ -15,8 +15,9 @@ answers wait for a peer that does not read them, the connection is not read (asy
 node hold stays bounded.
 
 Line limits, at either end: a request line is at most ``max_size`` bytes; an answer line,
-while this end waits for answers, at most 4x ``max_size`` (the reply limit: an answer to a
-batch can be larger than any request). A line over its limit is answered with
+while this end waits for answers (or for the late answers of the last requests it gave up
+waiting for: :class:`~berrymq_jsonrpc_tcp.calls.Calls`), at most 4x ``max_size`` (the
+reply limit: an answer to a batch can be larger than any request). A line over its limit is answered with
 ``TOO_LARGE`` and the connection is closed (an answer over it, at the connecting end, fails
 the calls waiting on the connection instead, naming the limit). Server limits: a line not
 complete ``read_timeout`` seconds after its first byte (a stall, or a slow drip: the
@@ -162,8 +163,9 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
 
     def _line_limit(self) -> int:
         """The longest line read now: while answers are owed to this end (requests sent
-        and not answered), as long as an answer may be; else as long as a request."""
-        return self.answer_limit if self.calls.owed else self.read_limit
+        and not answered, those given up on included), as long as an answer may be; else
+        as long as a request."""
+        return self.answer_limit if self.calls.expecting() else self.read_limit
 
     def _too_large(self, answer: bool = False) -> None:
         """A line over its limit: a request's (``answer`` False) is answered, counted at
@@ -214,7 +216,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         closed."""
         limit = self.read_limit
         held = self.answers.held
-        owed = self.calls.owed
+        expecting = self.calls.expecting
         if self._first_line and lines:
             self._first_line = False
             if self.serving and http_request_line(lines[0]):
@@ -222,8 +224,8 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
                 return False
         for line in lines:
             long = len(line) > limit and over(line, limit)  # an answer's length at most
-            if long and (not owed or over(line, self.answer_limit)):
-                self._too_large(bool(owed))
+            if long and (not expecting() or over(line, self.answer_limit)):
+                self._too_large(expecting())
                 return False
             if not line.strip():
                 continue
