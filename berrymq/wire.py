@@ -3,7 +3,7 @@ TCP or HTTP, NATS), and the one JSON codec they are written in.
 
 - **A message** is ``[identifier, args, kwargs]``, or ``[identifier, args, kwargs, extras]``
   where *extras* is an object of optional fields: ``uid`` (a string), ``hops`` (an integer,
-  0 or more), ``reply_to`` (an identifier, set by :func:`berrymq.talk`), and two a broker
+  0 to 2**31 - 1), ``reply_to`` (an identifier, set by :func:`berrymq.talk`), and two a broker
   needs: ``taken`` (the NATS queue groups of the sending process that took the message
   already) and ``timeout`` (for a request sent as a message: the seconds its asker waits).
   A reader ignores extras it does not know.
@@ -46,6 +46,7 @@ from berrymq.message import Message, new_message
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_HOPS",
     "MAX_MESSAGE_DEPTH",
     "MAX_UID_LENGTH",
     "NestedTooDeep",
@@ -189,6 +190,10 @@ class WireError(ValueError):
 #: The longest ``uid`` a message from another node may carry (berryMQ's own are 20
 #: characters): the uids seen are kept to drop duplicates, bounded in count and so in bytes.
 MAX_UID_LENGTH = 128
+#: The largest hop count a message may carry: far past any hop limit, and an integer every
+#: JSON reader holds exactly (a count of 4,300 digits was taken, and dropped at the hop
+#: limit with all its digits in the log line).
+MAX_HOPS = 2**31 - 1
 
 #: The last message encoded with its extras: a bus hands one message to each linked peer
 #: in turn, so a message going to N peers is encoded once, not N times. One tuple,
@@ -288,7 +293,7 @@ def message_from_wire(ident_text: Any, args: Any, kwargs: Any, extras: Any, what
     uid = extras.get("uid")
     hops = extras.get("hops", 0)
     if ((uid is not None and (type(uid) is not str or len(uid) > MAX_UID_LENGTH))
-            or type(hops) is not int or hops < 0):
+            or type(hops) is not int or not 0 <= hops <= MAX_HOPS):
         _refuse(ident_text, args, kwargs, extras, what)
     reply_to = extras.get("reply_to")
     if reply_to is not None:
@@ -306,7 +311,7 @@ def _refuse(ident_text: Any, args: Any, kwargs: Any, extras: Any, what: str) -> 
     uid = extras.get("uid")
     if uid is not None and (type(uid) is not str or len(uid) > MAX_UID_LENGTH):
         raise WireError(f"{what} uid must be a string of at most {MAX_UID_LENGTH} characters")
-    raise WireError(f"{what} hops must be an integer, 0 or more")
+    raise WireError(f"{what} hops must be an integer from 0 to {MAX_HOPS}")
 
 
 _NO_EXTRAS: Mapping[str, Any] = {}

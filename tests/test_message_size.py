@@ -244,6 +244,29 @@ def test_a_queue_holds_no_message_over_the_max_size_its_client_connected_with(
     assert connection.get(timeout=WAIT).args == ("small",)
 
 
+@pytest.mark.parametrize(("given", "problem"), [
+    (1024.5, "must be an integer (bytes), got 1024.5"),
+    (1e20, "must be an integer (bytes), got 1e+20"),
+    ("2048", "must be an integer (bytes), got '2048'"),
+    (True, "must be an integer (bytes), got True"),
+    (512, "must be at least 1024 bytes"),
+])
+def test_a_client_max_size_that_is_no_count_of_bytes_is_invalid_params(
+        buses: Buses, given: Any, problem: str) -> None:
+    """Taken were 1024.5 and 1e20, which no limit of bytes is."""
+    _, port = serve(buses, "tcp")
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock, \
+            sock.makefile("rb") as reader:
+        for method, params in (("connect_via_queue", {"identifier": "big:*"}),
+                               ("interconnect", {"addr": "tcp://127.0.0.1:1", "token": "t"})):
+            request = {"jsonrpc": "2.0", "method": method, "id": 1,
+                       "params": {**params, "max_size": given}}
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            error = json.loads(reader.readline())["error"]
+            assert error["code"] == p.INVALID_PARAMS, error
+            assert problem in error["data"], error
+
+
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_a_node_forwards_within_the_max_size_its_peer_interconnected_with(
         buses: Buses, scheme: str) -> None:

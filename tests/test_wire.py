@@ -148,7 +148,9 @@ def test_unknown_extras_are_ignored() -> None:
     (["a:b", [], {}, {"uid": 1}], "uid must be a string"),
     (["a:b", [], {}, {"uid": "u" * 129}], "uid must be a string of at most 128 characters"),
     (["a" * 300 + ":b", [], {}], "it is 302 characters long, over the limit of 256"),
-    (["a:b", [], {}, {"hops": -1}], "hops must be an integer"),
+    (["a:b", [], {}, {"hops": -1}], "hops must be an integer from 0 to 2147483647"),
+    # a count of thousands of digits was taken, and its digits written whole to the log
+    (["a:b", [], {}, {"hops": 10 ** 300}], "hops must be an integer from 0 to 2147483647"),
     (["a:b", [], {}, {"reply_to": "_x"}], "reply_to: '_x' is local"),
 ])
 def test_what_is_not_a_message_is_refused_naming_the_part(item: Any, error: str) -> None:

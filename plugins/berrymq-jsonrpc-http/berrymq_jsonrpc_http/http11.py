@@ -69,6 +69,17 @@ class Malformed(Exception):
         self.status = status
 
 
+def _not_http1(version: str) -> Malformed:
+    """The refusal of a request of another version than 1.0 and 1.1."""
+    return Malformed(400, f"HTTP/{version} is not served: this node speaks HTTP/1.0 and "
+                          "HTTP/1.1")
+
+
+#: What llhttp stops with at HTTP/2's connection preface (``PRI * HTTP/2.0``): its own
+#: words, which say nothing to a client that spoke HTTP/2 to this node.
+_H2_PREFACE = ("Pause on PRI/Upgrade",)
+
+
 class _Refused(Exception):
     """Raised in a callback to stop the parser at a head it must not serve (over
     :data:`MAX_HEAD`, or not HTTP/1.x): the refusal is kept as ``RequestEvents._refusal``."""
@@ -133,6 +144,8 @@ class RequestEvents:
             self._take_upgrade_body(data[upgrade.args[0]:])
             return
         except httptools.HttpParserError as exc:  # the callbacks' _Refused among them
+            if self._refusal is None and exc.args == _H2_PREFACE:
+                self._refusal = _not_http1("2.0")
             self._fail(self._refusal or Malformed(400, str(exc)))
             return
         if (self._head_bytes or 0) > MAX_HEAD:
@@ -189,8 +202,7 @@ class RequestEvents:
             raise _Refused  # stops the parser: the request is refused, nothing after it read
         version = parser.get_http_version()
         if version not in ("1.0", "1.1"):  # llhttp takes any digit.digit (HTTP/2.0, HTTP/0.9)
-            self._refusal = Malformed(400, f"HTTP/{version} is not served: this node speaks "
-                                           "HTTP/1.0 and HTTP/1.1")
+            self._refusal = _not_http1(version)
             raise _Refused
         coding = headers.get(b"transfer-encoding")
         if coding is not None and coding.strip().lower() != b"chunked":

@@ -105,6 +105,9 @@ def test_what_follows_whole_requests_unparsed_waits_until_they_are_served() -> N
     (b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400, "Content-Length"),
     (b"POST / HTTP/1.1\r\nX: " + b"a" * (MAX_HEAD + 1) + b"\r\n\r\n", 431, "over 16384"),
     (b"POST / HTTP/2.0\r\nContent-Length: 2\r\n\r\n{}", 400, "HTTP/2.0 is not served"),
+    # HTTP/2's connection preface (curl --http2-prior-knowledge): llhttp's words were
+    # "Pause on PRI/Upgrade"
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "HTTP/2.0 is not served: this node speaks"),
     (b"POST / HTTP/0.9\r\nContent-Length: 2\r\n\r\n{}", 400, "HTTP/0.9 is not served"),
 ])
 def test_what_cannot_be_served_is_named(data: bytes, status: int, reason: str) -> None:

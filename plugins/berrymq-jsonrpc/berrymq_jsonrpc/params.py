@@ -128,7 +128,9 @@ def caller_max_size(params: dict[str, Any]) -> int | None:
     value = params.get("max_size")
     if value is None:
         return None
-    problem = max_size_check(value)
+    # a count of bytes, as the setting (1024.5 and 1e20 were taken, and 1e20 as a float)
+    problem = (max_size_check(value) if type(value) is int
+               else f"must be an integer (bytes), got {value!r}")
     if problem is not None:
         raise invalid_params(f"'max_size' {problem}")
     return int(value)

@@ -84,10 +84,11 @@ class SessionTable:
         """Open a session and give it a fresh token, or ``token``: the one a JSON-RPC 1.0
         peer proposed for ``interconnect`` (Invalid params when it names an open session).
         ``sends_on``: the connection the session's link will send back over (see
-        :meth:`check_room`).
+        :meth:`check_room`). Once the node is stopping: *Not available*, naming why.
         """
-        if self._closed:
-            raise ConnectionError("the service is closed")
+        if self._closed:  # a request read as the node stops: no session outlives it
+            raise app_error(p.NOT_AVAILABLE, {"detail": "the node is stopping: it opens no "
+                                                        "new session"})
         session = Session(token or secrets.token_urlsafe(p.TOKEN_BYTES), style, ttl, context)
         with self._lock:
             if token is not None and token in self.sessions:
