@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import queue
 import signal
@@ -138,12 +139,14 @@ class DeliveryLane:
 
     async def call(self, function: Callable[[], T], size: int = 0) -> T:
         """Run ``function`` on the lane, in its turn, and return what it returned (or raise
-        what it raised). Call from a coroutine on the I/O loop (see :meth:`put`)."""
+        what it raised). Call from a coroutine on the I/O loop (see :meth:`put`). It runs in
+        a copy of the caller's context, as :func:`asyncio.to_thread` runs its function."""
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        context = contextvars.copy_context()
 
         def work() -> None:
             try:
-                result = function()
+                result = context.run(function)
             except BaseException as exc:  # noqa: BLE001 - raised to the caller on the loop
                 self._io.call_soon(_settle, done, None, exc)
             else:

@@ -20,6 +20,7 @@ from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type,
 from berrymq_jsonrpc.jsonrpc import error_object
 from berrymq_jsonrpc.monitor import host_allowed
 from berrymq_jsonrpc.sessions import WAITS
+from berrymq_jsonrpc.taken import TakenInFlight, counting_taken
 
 from berrymq.bursts import BurstLog
 from berrymq.transports.ioloop import io_loop
@@ -62,6 +63,11 @@ class ServerConnection:
         self.head = False
         #: the lane's number of the last delivery this connection handed over
         self.last_work = 0
+        #: the answers written that carry messages taken from a queue, until sent
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.in_flight = (None if server.service is None else
+                          TakenInFlight(server.service.stats, server.service.unsent,
+                                        f"http://{peer[0]}:{peer[1]}"))
 
     async def _event(self, timeout: float) -> Head | bytes | object | None:
         """The next parsed event, reading as needed; None when the client went away, or
@@ -98,7 +104,10 @@ class ServerConnection:
         return events.popleft()
 
     def _send(self, status: int, body: bytes = b"", content_type: bytes = b"application/json",
-              extra: list[tuple[bytes, bytes]] | None = None, close: bool = False) -> None:
+              extra: list[tuple[bytes, bytes]] | None = None, close: bool = False,
+              taken: int = 0) -> None:
+        """Write an answer (carrying ``taken`` messages taken from queues, counted lost
+        when the connection has ended already)."""
         headers = [_SERVER]
         if status != HTTPStatus.NO_CONTENT:
             headers += [(b"Content-Type", content_type),
@@ -108,7 +117,17 @@ class ServerConnection:
         elif self.http10:  # an HTTP/1.0 client closes unless told it may keep the connection
             headers.append((b"Connection", b"keep-alive"))
         headers += extra or []
-        self.writer.write(response(status, headers, b"" if self.head else body))
+        self._write(response(status, headers, b"" if self.head else body), taken)
+
+    def _write(self, data: bytes, taken: int = 0) -> None:
+        transport = self.writer.transport
+        if transport.is_closing():  # gone: asyncio would drop it unsaid
+            if taken and self.in_flight is not None:
+                self.in_flight.not_written(taken)
+            return
+        transport.write(data)
+        if self.in_flight is not None:
+            self.in_flight.wrote(transport, len(data), taken)
 
     def _refuse(self, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
                 ) -> bool:
@@ -159,9 +178,15 @@ class ServerConnection:
             return  # the client reset the connection, or cannot be answered any more
         finally:
             # the last answers (a refusal) on their way, unless the client does not read
-            with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+            # (or reset the connection: what its transport held is thrown away)
+            failed = False
+            try:
                 async with asyncio.timeout(server.read_timeout):
                     await self.writer.drain()
+            except (OSError, RuntimeError, TimeoutError):
+                failed = True
+            if self.in_flight is not None:
+                self.in_flight.ended(failed)
             self.writer.close()
 
     async def _may_read_on(self) -> bool:
@@ -265,7 +290,7 @@ class ServerConnection:
                 await self._discard(length)
             return False
         if waiting:
-            self.writer.write(CONTINUE)
+            self._write(CONTINUE)
         chunks = []
         size = 0
         while (event := await self._event(server.read_timeout)) is not END:
@@ -278,13 +303,14 @@ class ServerConnection:
             chunks.append(event)
         body = b"".join(chunks)
         ended = self.reader.ended if isinstance(self.reader, EndingReader) else None
-        reply, handed = await server.dispatch(body, ended, self.last_work)
+        with counting_taken() as taken:
+            reply, handed = await server.dispatch(body, ended, self.last_work)
         server.service.stats.exchanged(len(body), 0 if reply is None else len(reply))
         keep = self._keeps(request)
         if reply is None:
             self._send(204, close=not keep)
         else:
-            self._send(200, reply, close=not keep)
+            self._send(200, reply, close=not keep, taken=taken[0])
         for work in handed:  # the lane had room (and only the loop offers): taken at once
             self.last_work = await io_loop.lane.put(work, len(body))
         return keep

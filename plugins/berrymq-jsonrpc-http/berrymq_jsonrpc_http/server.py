@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from berrymq_jsonrpc.addresses import bind_family
+from berrymq_jsonrpc.input_end import InputEnd
 from berrymq_jsonrpc.jsonrpc import internal_error
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.monitor import Monitor
@@ -89,7 +90,7 @@ class Server:
             self.connections.discard(writer)
             self.admission.release(host)
 
-    async def dispatch(self, body: bytes, ended: asyncio.Future[None] | None = None,
+    async def dispatch(self, body: bytes, ended: InputEnd | None = None,
                        after: int = 0) -> tuple[bytes | None, list[Callable[[], object]]]:
         """The answer to one body, and the delivery of a message it accepted without
         running its receivers, for the caller to give to the lane once the answer is

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from berrymq_jsonrpc.input_end import InputEnd
+
 from berrymq.transports.ioloop import ThreadBufferedProtocol
 
 __all__ = ["READ_CHUNK", "EndingReader", "open_stream", "serve_streams"]
@@ -31,17 +33,15 @@ class EndingReader(asyncio.StreamReader):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop=loop)
-        self.ended: asyncio.Future[None] = loop.create_future()
+        self.ended = InputEnd()
 
     def feed_eof(self) -> None:
         super().feed_eof()
-        if not self.ended.done():
-            self.ended.set_result(None)
+        self.ended.end()
 
     def set_exception(self, exc: Exception) -> None:
         super().set_exception(exc)
-        if not self.ended.done():
-            self.ended.set_result(None)
+        self.ended.end()
 
 
 async def serve_streams(connected: Any, host: str, port: int, **kwargs: Any) -> asyncio.Server:

@@ -15,8 +15,9 @@ Both ends of a connection answer the other's requests (:class:`Answerer`, one pe
   behind it (``ask`` on a ``WAITS`` thread, which hands its answer back to the loop; a
   blocking ``get``, or a batch with such a request, on a task: see
   :mod:`berrymq_jsonrpc.waiting`); at most ``max_waiting`` of them per
-  connection (the service's setting, default 16): one more is answered at once with
-  *Limit reached* (``data.setting`` = ``max_waiting``) and reading goes on;
+  connection (the service's setting, default 16), each such member of a batch counted:
+  one more, or a batch that would pass the cap, is answered at once with *Limit reached*
+  (``data.setting`` = ``max_waiting``) and reading goes on;
 - while the lane is full the connection is not read: a sender faster than the receivers
   slows down, and what it can make the node hold stays bounded;
 - nor while the client leaves more than the high-water mark of its answers unread: the
@@ -37,9 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import AskProgress, ask_timeout
+from berrymq_jsonrpc.input_end import InputEnd
 from berrymq_jsonrpc.jsonrpc import error_answer, error_object, internal_error
 from berrymq_jsonrpc.sessions import WAITS
-from berrymq_jsonrpc.waiting import may_wait
+from berrymq_jsonrpc.taken import counting_taken
+from berrymq_jsonrpc.waiting import waits_in
 
 from berrymq.bursts import BurstLog
 from berrymq.transports.ioloop import io_loop
@@ -79,9 +82,8 @@ class Answerer:
         self.tasks: set[asyncio.Task[None]] = set()
         #: asks whose timer runs (see berrymq_jsonrpc.ask_timer)
         self.timed: set[AskProgress] = set()
-        #: done once the peer ended its input: blocking gets stop waiting (see end_gets);
-        #: made by the first that waits, or done at once by the end of input
-        self.ended: asyncio.Future[None] | None = None
+        #: done once the peer ended its input: blocking gets stop waiting (see end_gets)
+        self.ended = InputEnd()
 
     def stalled(self) -> bool:
         """Whether requests wait here for the lane, or for the client to read its answers
@@ -109,11 +111,11 @@ class Answerer:
             elif (not batch and not self.unanswered and self.service.answers_on_loop(request)
                   and io_loop.lane.ran(self.last_work)):
                 self._answer_on_loop(request)
-            elif may_wait(request):
-                if self.waiting >= self.service.max_waiting:
-                    self._refuse_waiting(request)
+            elif waits := waits_in(request):
+                if self.waiting + waits > self.service.max_waiting:
+                    self._refuse_waiting(request, waits)
                 else:
-                    self._start_waiting(request)
+                    self._start_waiting(request, waits)
             else:
                 batch.append((request, length))
                 size += length
@@ -147,10 +149,7 @@ class Answerer:
         """The peer ended its input (or the connection): its blocking gets stop waiting,
         answered *Queue is empty* with nothing taken, so that a message coming later stays
         queued for its next get instead of going to a client that may be gone."""
-        if self.ended is None:
-            self.ended = asyncio.get_running_loop().create_future()
-        if not self.ended.done():
-            self.ended.set_result(None)
+        self.ended.end()
 
     # -- handing over ---------------------------------------------------------------------
 
@@ -170,14 +169,21 @@ class Answerer:
         if full is not None and not self.channel.closed and self._offer(*full):
             self.dispatch()
 
-    def _refuse_waiting(self, request: Any) -> None:
-        """A waiting request (or batch with one) over ``max_waiting``: answered at once
-        with *Limit reached* naming the setting (each member of a batch that has an id; a
-        notification gets nothing) and logged once per burst; the connection goes on."""
+    def _refuse_waiting(self, request: Any, waits: int) -> None:
+        """A waiting request (or a batch with ``waits`` of them) over ``max_waiting``:
+        answered at once with *Limit reached* naming the setting (each member of a batch
+        that has an id; a notification gets nothing) and logged once per burst; the
+        connection goes on."""
         limit = self.service.max_waiting
-        detail = (f"{limit} requests that may wait (ask, a blocking get) are running on this "
-                  "connection, the cap (setting max_waiting); this one was not run: send it "
-                  "again when one has been answered, or on another connection")
+        if waits > limit:
+            detail = (f"this batch holds {waits} requests that may wait (ask, a blocking get), "
+                      f"over the cap of {limit} running at once on one connection (setting "
+                      "max_waiting); none of it was run: send them in smaller batches")
+        else:
+            detail = (f"{self.waiting} requests that may wait (ask, a blocking get) are running "
+                      f"on this connection, and {waits} more would pass the cap of {limit} "
+                      "(setting max_waiting); this was not run: send it again when one has "
+                      "been answered, or on another connection")
         members = request if type(request) is list else [request]
         _over_waiting.warning("%s: a request (%.200s) was refused: %s", self.channel.url,
                               ", ".join(sorted({str(m.get("method")) for m in members
@@ -191,8 +197,8 @@ class Answerer:
         if refusal is not None:
             self._write(refusal + _NL)
 
-    def _start_waiting(self, request: Any) -> None:
-        self.waiting += 1
+    def _start_waiting(self, request: Any, waits: int) -> None:
+        self.waiting += waits
         self.unanswered += 1
         if type(request) is dict and request.get("method") != p.METHOD_GET:
             # ask (receivers may take their time): straight to a WAITS thread, which
@@ -213,7 +219,7 @@ class Answerer:
             except RuntimeError:  # the interpreter is shutting down: no answer comes
                 self._waited(None, progress)
             return
-        task = asyncio.get_running_loop().create_task(self._answer_waiting(request))
+        task = asyncio.get_running_loop().create_task(self._answer_waiting(request, waits))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -231,13 +237,14 @@ class Answerer:
     def _answer_on_loop(self, request: dict[str, Any]) -> None:
         """A request that delivers nothing and never waits: answered here on the loop."""
         reply: bytes | None
-        try:
-            reply = self.service.handle_parsed(request, self.channel)
-        except Exception:
-            logger.exception("answering a request from %s failed", self.channel.url)
-            reply = internal_error(request)
+        with counting_taken() as taken:
+            try:
+                reply = self.service.handle_parsed(request, self.channel)
+            except Exception:
+                logger.exception("answering a request from %s failed", self.channel.url)
+                reply = internal_error(request)
         if reply is not None:
-            self._write(reply + _NL)
+            self._write(reply + _NL, taken[0])
 
     def _answer_all(self, requests: list[tuple[Any, int]]) -> None:
         """On the delivery lane: answer the requests handed over together, in order, and
@@ -252,29 +259,31 @@ class Answerer:
         replies = []
         size = 0
         rest: list[tuple[Any, int]] = []
-        for index, (request, length) in enumerate(requests):
-            if self.handing_back or size >= limit:
-                self.handing_back = True
-                rest = requests[index:]
-                break
-            reply: bytes | None
-            try:
-                if isinstance(request, ParseError):  # held in place of a line not JSON
-                    reply = service.dispatcher.parse_error(request)
-                else:
-                    reply = service.handle_parsed(request, channel, length)
-            except Exception:
-                logger.exception("answering a request from %s failed", channel.url)
-                reply = internal_error(request)
-            if reply is not None:
-                replies.append(reply)
-                size += len(reply)
-        io_loop.call_soon(self._answered_all, _NL.join(replies) + _NL if replies else b"", rest)
+        with counting_taken() as taken:
+            for index, (request, length) in enumerate(requests):
+                if self.handing_back or size >= limit:
+                    self.handing_back = True
+                    rest = requests[index:]
+                    break
+                reply: bytes | None
+                try:
+                    if isinstance(request, ParseError):  # held in place of a line not JSON
+                        reply = service.dispatcher.parse_error(request)
+                    else:
+                        reply = service.handle_parsed(request, channel, length)
+                except Exception:
+                    logger.exception("answering a request from %s failed", channel.url)
+                    reply = internal_error(request)
+                if reply is not None:
+                    replies.append(reply)
+                    size += len(reply)
+        io_loop.call_soon(self._answered_all, _NL.join(replies) + _NL if replies else b"", rest,
+                          taken[0])
 
-    def _answered_all(self, data: bytes, rest: list[tuple[Any, int]]) -> None:
-        """On the loop: the answers to a piece of work of the lane, and the requests it
-        gave back (see :meth:`_answer_all`), held again, in order, once the last piece of
-        work is back."""
+    def _answered_all(self, data: bytes, rest: list[tuple[Any, int]], taken: int) -> None:
+        """On the loop: the answers to a piece of work of the lane (carrying ``taken``
+        messages taken from queues), and the requests it gave back (see
+        :meth:`_answer_all`), held again, in order, once the last piece of work is back."""
         self.pieces -= 1
         if rest:
             self.returned = (self.returned or []) + rest
@@ -284,7 +293,7 @@ class Answerer:
             self.held.extendleft(reversed(self.returned))
             self.returned = None
             self.handing_back = False  # nothing of this connection's is on the lane now
-        self._answered(data)
+        self._answered(data, taken)
         if again:
             self.dispatch()
 
@@ -314,39 +323,42 @@ class Answerer:
             logger.exception("answering an ask from %s at its timeout failed", self.channel.url)
         self._answered(reply + _NL if reply is not None else b"")
 
-    async def _answer_waiting(self, request: Any) -> None:
+    async def _answer_waiting(self, request: Any, waits: int) -> None:
         reply: bytes | None = None
-        try:
-            if self.ended is None:
-                self.ended = asyncio.get_running_loop().create_future()
-            reply = await self.service.answer_waiting(request, self.channel, self.ended)
-        except Exception:
-            logger.exception("answering a waiting request from %s failed", self.channel.url)
-        finally:
-            self._waited(reply)
+        with counting_taken() as taken:
+            try:
+                reply = await self.service.answer_waiting(request, self.channel, self.ended)
+            except Exception:
+                logger.exception("answering a waiting request from %s failed", self.channel.url)
+            finally:
+                self._waited(reply, waits=waits, taken=taken[0])
 
-    def _waited(self, reply: bytes | None, progress: AskProgress | None = None) -> None:
-        """On the loop: a request that may wait was answered (``reply``, or None for a
-        notification); write it, unless its timer answered it first."""
-        self.waiting -= 1
+    def _waited(self, reply: bytes | None, progress: AskProgress | None = None,
+                waits: int = 1, taken: int = 0) -> None:
+        """On the loop: a request that may wait (or a batch with ``waits`` of them) was
+        answered (``reply``, or None for notifications, carrying ``taken`` messages taken
+        from queues); write it, unless its timer answered it first."""
+        self.waiting -= waits
         if progress is not None:
             if progress.expired:
                 return  # answered at its timeout (_expired)
             self.timed.discard(progress)
             if progress.timer is not None:
                 progress.timer.cancel()
-        self._answered(reply + _NL if reply is not None else b"")
+        self._answered(reply + _NL if reply is not None else b"", taken)
 
-    def _answered(self, data: bytes) -> None:
-        """On the loop: write one answer (or none, for notifications)."""
+    def _answered(self, data: bytes, taken: int = 0) -> None:
+        """On the loop: write one answer (or none, for notifications), carrying ``taken``
+        messages taken from queues."""
         self.unanswered -= 1
-        if data:
-            self._write(data)
+        if data or taken:
+            self._write(data, taken)
         self.finish_if_answered()
 
-    def _write(self, data: bytes) -> None:
-        """Write answers, counted in the node's figures on the accepting end."""
+    def _write(self, data: bytes, taken: int = 0) -> None:
+        """Write answers (carrying ``taken`` messages taken from queues), counted in the
+        node's figures on the accepting end."""
         channel = self.channel
         if channel.serving:
             self.service.stats.exchanged(0, len(data))
-        channel.write(data)
+        channel.write(data, taken)

@@ -104,7 +104,9 @@ class Calls:
                     await asyncio.shield(channel.writable)  # so each link has one request out
                 if channel.closed or channel.transport is None:
                     raise channel.gone()
-                channel.transport.write(text.encode() + NL)
+                data = text.encode() + NL
+                channel.transport.write(data)
+                channel.in_flight.sent(len(data))
                 return await future
         except TimeoutError:
             self.give_up(request_id)
@@ -133,7 +135,9 @@ class Calls:
             future.set_exception(channel.gone())
             return
         self.owed[request_id] = future
-        transport.write(text.encode() + NL)
+        data = text.encode() + NL
+        transport.write(data)
+        channel.in_flight.sent(len(data))
 
     def fail(self, answer_too_large: bool) -> None:
         """The connection ended: fail every request still waiting, naming why (the peer's

@@ -39,6 +39,7 @@ from berrymq_jsonrpc.jsonrpc_client import parse_reply
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.replies import reply_limit
 from berrymq_jsonrpc.service import Service
+from berrymq_jsonrpc.taken import TakenInFlight
 
 from berrymq.errors import ConnectionClosed
 from berrymq.transports.ioloop import ThreadBufferedProtocol, io_loop
@@ -99,6 +100,8 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         #: the node answered a line over read_limit (the connecting end): what waits is
         #: told so, not that the connection "is closed" as if this end had closed it
         self._answer_too_large = False
+        #: the answers written that carry messages taken from a queue, until sent
+        self.in_flight = TakenInFlight(service.stats, service.unsent, url)
 
     @property
     def serving(self) -> bool:
@@ -116,7 +119,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         if not self.serving:
             return
         host, port = transport.get_extra_info("peername")[:2]
-        self.url = f"tcp://{host}:{port}"
+        self.url = self.in_flight.peer = f"tcp://{host}:{port}"
         if self._admission is not None:
             refusal = self._admission.admit(host)  # max_connections(_per_client)
             if refusal is not None:
@@ -207,6 +210,8 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
             self.answers.dispatch()  # reads on, unless the lane is full
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # a reset or an error threw away what the transport held; a close wrote it first
+        self.in_flight.ended(failed=exc is not None)
         self._ended()
 
     # -- reading --------------------------------------------------------------------------
@@ -276,11 +281,15 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
 
     # -- writing --------------------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
-        """Write ``data`` unless the connection is closed or closing."""
+    def write(self, data: bytes, taken: int = 0) -> None:
+        """Write ``data``, answers carrying ``taken`` messages taken from a queue, unless
+        the connection is closed or closing (those messages are then counted lost)."""
         transport = self.transport
         if transport is not None and not self.closed and not transport.is_closing():
             transport.write(data)
+            self.in_flight.wrote(transport, len(data), taken)
+        elif taken:
+            self.in_flight.not_written(taken)
 
     async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
         return await self.calls.exchange(text, request_id, timeout)
@@ -311,6 +320,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         transport = self.transport
         if transport is not None:
             if self.writable is not None:  # the peer does not read: don't wait for it
+                self.in_flight.ended(failed=True)  # what the transport holds is thrown away
                 transport.abort()
             else:
                 transport.close()

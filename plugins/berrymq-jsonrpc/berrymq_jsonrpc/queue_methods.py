@@ -5,7 +5,6 @@ while it waits."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import queue
 import time
@@ -25,9 +24,11 @@ from berrymq_jsonrpc.params import (
 from berrymq_jsonrpc.replies import ReplyBound, Slot, current_slot, no_room
 from berrymq_jsonrpc.session_table import SessionTable
 from berrymq_jsonrpc.sessions import NoRoom, SessionQueue
+from berrymq_jsonrpc.taken import took
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
+    from berrymq_jsonrpc.input_end import InputEnd
 
 __all__ = ["QueueMethods"]
 
@@ -99,9 +100,10 @@ class QueueMethods(SessionTable):
         finally:
             session.touch()
         self.stats.message_out(entry[0], store)  # stats
+        took()
         return entry
 
-    async def get_waiting(self, request: dict[str, Any], ended: asyncio.Future[None] | None = None,
+    async def get_waiting(self, request: dict[str, Any], ended: InputEnd | None = None,
                           slot: Slot | None = None) -> bytes | None:
         """Answer a blocking ``get`` on the I/O loop, without a thread: it awaits its
         session's queue. None when the request is not a plain one (a notification,
@@ -139,7 +141,7 @@ class QueueMethods(SessionTable):
             session.touch()
 
     async def _wait_for_entry(self, store: SessionQueue, wait: float, request_id: Any,
-                              ended: asyncio.Future[None] | None, slot: Slot | None) -> bytes:
+                              ended: InputEnd | None, slot: Slot | None) -> bytes:
         """The answer to a blocking ``get``: the first entry of ``store`` within ``wait``
         seconds, else Empty (at once, with nothing taken, once ``ended`` is done)."""
         deadline = time.monotonic() + wait
@@ -164,6 +166,7 @@ class QueueMethods(SessionTable):
                 return dumps(error_object(p.UNKNOWN_TOKEN, p.APPLICATION_ERRORS[
                     p.UNKNOWN_TOKEN], request_id)).encode()
             self.stats.message_out(entry[0], store)  # stats
+            took()
             return dumps({"jsonrpc": "2.0", "result": entry, "id": request_id}).encode()
 
     def _get_nowait(self, context: Any, params: dict[str, Any]) -> list[Any]:
@@ -174,6 +177,7 @@ class QueueMethods(SessionTable):
         except queue.Empty:
             raise app_error(p.EMPTY) from None
         self.stats.message_out(entry[0], store)  # stats
+        took()
         return entry
 
 

@@ -112,6 +112,8 @@ class Service(MessageMethods):
         self.refusals = BurstLog(logger)
         #: the ends of this node's links (a failure, a peer gone): one line per burst
         self.link_failures = BurstLog(logger)
+        #: messages taken for answers that never left (see berrymq_jsonrpc.taken)
+        self.unsent = BurstLog(logger)
         methods: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
             p.METHOD_CONNECT_ONEWAY: self._connect_oneway,
             p.METHOD_INTERCONNECT: self._interconnect,
@@ -181,6 +183,7 @@ class Service(MessageMethods):
         super().close()
         self.refusals.flush()
         self.link_failures.flush()
+        self.unsent.flush()
 
     @property
     def requires_secret(self) -> bool:

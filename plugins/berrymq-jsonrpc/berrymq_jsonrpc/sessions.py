@@ -25,6 +25,7 @@ from berrymq.transports.ioloop import io_loop
 from berrymq.wait_threads import WaitThreads
 from berrymq.wire import MAX_MESSAGE_DEPTH, byte_size, dumps, loads, nested_deeper
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.input_end import InputEnd
 from berrymq_jsonrpc.jsonrpc import app_error
 from berrymq_jsonrpc.limits import queued_bytes_for
 
@@ -174,8 +175,9 @@ class SessionQueue:
         #: the sizes of the entries, in order; with _items under _lock
         self._sizes: collections.deque[int] = collections.deque()
         self._lock = threading.Lock()
-        #: futures on the I/O loop of requests waiting for an entry (:meth:`wait`)
-        self._waiters: list[asyncio.Future[None]] = []
+        #: futures on the I/O loop of requests waiting for an entry (:meth:`wait`); each
+        #: leaves when its wait ends, so that gets timing out on an empty queue add none
+        self._waiters: set[asyncio.Future[None]] = set()
         self.closed = False
         self.subscription: Subscription = bus.subscribe(
             pattern, self.put, weak=False, kind=QUEUES
@@ -215,26 +217,34 @@ class SessionQueue:
         if self._waiters:
             io_loop.call_soon(self._wake)
 
+    @property
+    def waiting(self) -> int:
+        """How many requests wait for an entry now."""
+        return len(self._waiters)
+
     def _wake(self) -> None:
         """On the I/O loop: let every waiting request look again."""
-        waiters, self._waiters = self._waiters, []
+        waiters, self._waiters = self._waiters, set()
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def wait(self, timeout: float, ended: asyncio.Future[None] | None = None) -> None:
+    async def wait(self, timeout: float, ended: InputEnd | None = None) -> None:
         """On the I/O loop: return when an entry may have come, or after ``timeout``, or
         once ``ended`` is done."""
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        self._waiters.add(waiter)
+        if ended is not None:
+            ended.watch(waiter)
         if self._items.qsize():  # one came before the waiter was seen
             self._wake()
-        if ended is None:
+        try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter, timeout)
-        else:
-            await asyncio.wait((waiter, ended), timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._waiters.discard(waiter)
+            if ended is not None:
+                ended.unwatch(waiter)
 
     def get(self, timeout: float | None, fits: Callable[[int], bool] | None = None) -> list[Any]:
         """The next entry; ``queue.Empty`` when none came in ``timeout`` (0: at once).

@@ -28,10 +28,12 @@ from berrymq_jsonrpc.jsonrpc import validate_request
 from berrymq_jsonrpc.replies import code_of
 
 if TYPE_CHECKING:
+    from berrymq_jsonrpc.input_end import InputEnd
     from berrymq_jsonrpc.replies import BatchBudget
     from berrymq_jsonrpc.service import Service
 
-__all__ = ["QUICK_METHODS", "SLOW_METHODS", "answer_batch", "is_nonblocking_get", "may_wait"]
+__all__ = ["QUICK_METHODS", "SLOW_METHODS", "answer_batch", "is_nonblocking_get", "may_wait",
+           "waits_in"]
 
 #: Methods that may wait (a blocking ``get``, receivers answering ``ask``): answered beside
 #: the other requests, never on the delivery lane, where they would hold up every
@@ -70,6 +72,15 @@ def may_wait(request: Any, *, in_batch: bool = False) -> bool:
     return not is_nonblocking_get(method, request)
 
 
+def waits_in(request: Any) -> int:
+    """How many requests that may wait ``request`` (parsed) is: 1 or 0 for one request,
+    the number of its members that may wait for a batch. Each counts against a
+    connection's ``max_waiting``: a batch of 10,000 blocking gets is 10,000 waits."""
+    if type(request) is list:
+        return sum(may_wait(member, in_batch=True) for member in request)
+    return int(may_wait(request))
+
+
 def is_nonblocking_get(method: str, request: dict[str, Any]) -> bool:
     """Whether ``request`` is a ``get`` with ``block`` false, by name or by position (it
     never waits, as ``get_nowait``), or a ``get`` notification (no ``id``), which is not
@@ -84,7 +95,7 @@ def is_nonblocking_get(method: str, request: dict[str, Any]) -> bool:
 
 
 async def answer_batch(service: Service, batch: list[Any], context: Any,
-                       ended: asyncio.Future[None] | None) -> bytes | None:
+                       ended: InputEnd | None) -> bytes | None:
     """On the I/O loop: the answer to a batch with members that may wait. Each of those
     is answered as if sent alone; the others together, in order, on the delivery lane.
     The responses come in the batch's order; None when all were notifications. All of
@@ -106,7 +117,7 @@ async def answer_batch(service: Service, batch: list[Any], context: Any,
 
 
 async def _waited(service: Service, budget: BatchBudget, index: int, member: Any, context: Any,
-                  ended: asyncio.Future[None] | None) -> str | None:
+                  ended: InputEnd | None) -> str | None:
     """The response to member ``index``, one that may wait, within the batch's budget."""
     if not budget.may_run(index):
         return budget.not_run(index)

@@ -19,6 +19,7 @@ from berrymq_jsonrpc.sessions import WAITS
 from berrymq_jsonrpc.waiting import answer_batch
 
 if TYPE_CHECKING:
+    from berrymq_jsonrpc.input_end import InputEnd
     from berrymq_jsonrpc.replies import Slot
     from berrymq_jsonrpc.service import Service  # (self is always one)
 
@@ -36,7 +37,7 @@ class WaitingMethods(QueueMethods):
         def handle_parsed(self, request: Any, context: Any = None) -> bytes | None: ...
 
     async def answer_waiting(self, request: Any, context: Any = None,
-                             ended: asyncio.Future[None] | None = None,
+                             ended: InputEnd | None = None,
                              slot: Slot | None = None) -> bytes | None:
         """On the I/O loop: answer a request that may wait
         (:func:`~berrymq_jsonrpc.waiting.may_wait`). A blocking ``get`` awaits its queue on

@@ -141,6 +141,43 @@ def test_max_waiting_caps_the_waiting_requests_of_one_connection(bus_factory: Fa
     assert answer["id"] in (0, 1) and answer["result"][0] == "job:done", answer
 
 
+def test_max_waiting_counts_each_waiting_member_of_a_batch(bus_factory: Factory) -> None:
+    """A batch counted as one: 16 lines of 9,500 blocking gets kept 150,000 waits on one
+    connection, past 1 GB, the loop held for a minute."""
+    node = bus_factory(jsonrpc_tcp={"max_waiting": 3})
+
+    def gets(ids: range) -> list[dict[str, object]]:
+        return [{"jsonrpc": "2.0", "method": "get", "id": i,
+                 "params": {"token": token, "block": True, "timeout": 30}} for i in ids]
+
+    with queue_session(node) as (sock, reader, token):
+        now = {"jsonrpc": "2.0", "method": "get_nowait", "id": "now", "params": {"token": token}}
+        # a batch with more waiting members than the cap never runs: refused whole, at once
+        sock.sendall(json.dumps([*gets(range(4)), now]).encode() + b"\n")
+        answers = {answer["id"]: answer for answer in json.loads(reader.readline())}
+        assert set(answers) == {0, 1, 2, 3, "now"}, answers
+        for answer in answers.values():
+            assert answer["error"]["code"] == p.LIMIT_REACHED, answer
+            assert answer["error"]["data"]["setting"] == "max_waiting"
+            assert answer["error"]["data"]["limit"] == 3
+        # two waiting in a batch; a second batch of two would pass the cap: refused whole
+        sock.sendall(json.dumps(gets(range(10, 12))).encode() + b"\n")
+        sock.sendall(json.dumps(gets(range(20, 22))).encode() + b"\n")
+        refused = json.loads(reader.readline())
+        assert [answer["id"] for answer in refused] == [20, 21], refused
+        assert all(answer["error"]["code"] == p.LIMIT_REACHED for answer in refused), refused
+        # one more alone fits (two and one are the cap of three) and waits with them
+        sock.sendall(json.dumps(gets(range(30, 31))[0]).encode() + b"\n")
+        for _ in range(3):
+            node.twitter("job:done")
+        answered = [json.loads(reader.readline()) for _ in range(2)]
+    batch = next(answer for answer in answered if type(answer) is list)
+    alone = next(answer for answer in answered if type(answer) is dict)
+    assert [answer["id"] for answer in batch] == [10, 11], batch
+    assert all(answer["result"][0] == "job:done" for answer in [*batch, alone]), answered
+    assert alone["id"] == 30, alone
+
+
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 def test_max_size_leaves_a_message_room(bus_factory: Factory, scheme: str) -> None:
     """A message may take ``max_size`` less the 512 bytes kept for the request around it:

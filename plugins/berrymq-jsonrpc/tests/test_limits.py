@@ -3,6 +3,7 @@ sessions, callback addresses of ``interconnect``, a deadline for a whole request
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import resource
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc import sessions
+from berrymq_jsonrpc.input_end import InputEnd
 from berrymq_jsonrpc.limits import queued_bytes_for
 from berrymq_jsonrpc.sessions import ENTRY_OVERHEAD, SessionQueue
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
@@ -267,6 +269,38 @@ def test_what_session_queues_hold_takes_no_more_memory_than_max_queued_bytes_cou
         assert store.get(0) == ["tiny:x", [0], {}]  # read back as it came
     finally:
         store.close()
+
+
+def test_blocking_gets_leave_no_waiter_behind_and_end_in_time_linear_in_their_number(
+        bus_factory: Factory) -> None:
+    """Each waiting get added a done-callback to its connection's end, which asyncio
+    removes by scanning all of them: the waits of one connection cost the square of their
+    number (40,000 of them held the loop 27 s). And a get that timed out on an empty queue
+    left its future in the queue until a message came, one more for every such get."""
+    bus = bus_factory()
+    store = SessionQueue(bus, Identifier("wait:*"), 0)
+    waits = 40_000
+
+    async def wait_then_end() -> tuple[tuple[int, int], float]:
+        ended = InputEnd()
+        for _ in range(3):  # gets that time out on an empty queue
+            await store.wait(0.001, ended)
+        left_behind = store.waiting, ended.watched
+        waiting = [asyncio.ensure_future(store.wait(60, ended)) for _ in range(waits)]
+        await asyncio.sleep(0)  # every wait has begun
+        assert store.waiting == ended.watched == waits
+        started = time.monotonic()
+        ended.end()
+        await asyncio.gather(*waiting)
+        return left_behind, time.monotonic() - started
+
+    try:
+        left_behind, took = asyncio.run(wait_then_end())
+    finally:
+        store.close()
+    assert left_behind == (0, 0)
+    assert store.waiting == 0
+    assert took < 10, f"{waits} waiting gets took {took:.1f} s to end"
 
 
 def test_a_message_is_written_once_for_every_session_queue_that_follows_it(

@@ -1,0 +1,105 @@
+"""Messages taken from a queue for an answer (``get``, ``get_nowait``) that never left the
+node: counted lost, as every message accepted and not delivered is.
+
+A message taken for a client is gone from its queue once its answer is made. When the
+connection ends before that answer is written, or fails (reset) while the answer still
+waits in the node's own write buffer, the client never got it: the transport counts it in
+``/status`` ``lost`` (``not sent: connection failed or closed``) and logs it once per
+burst. What the kernel's buffers hold once written is past the node's knowing: such an
+answer counts as sent (docs/protocol.md says so at ``get``).
+
+The answer's maker counts what it takes (:func:`counting_taken` around the making,
+:func:`took` where a message is taken); the connection that writes the answer hands the
+count to its :class:`TakenInFlight`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from berrymq.bursts import BurstLog
+from berrymq.stats import NodeStats
+from berrymq_jsonrpc.outbox import NOT_SENT
+
+__all__ = ["TakenInFlight", "counting_taken", "took"]
+
+_taken: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "berrymq_taken", default=None)
+
+
+@contextlib.contextmanager
+def counting_taken() -> Iterator[list[int]]:
+    """Count the messages taken from queues within the block (in this context, and in
+    the lane's work it awaits, which runs in a copy of it): ``[count]``."""
+    box = [0]
+    reset = _taken.set(box)
+    try:
+        yield box
+    finally:
+        _taken.reset(reset)
+
+
+def took() -> None:
+    """A message was taken from a queue for the answer being made."""
+    box = _taken.get()
+    if box is not None:
+        box[0] += 1
+
+
+class _Buffered(Protocol):
+    def get_write_buffer_size(self) -> int: ...
+
+
+class TakenInFlight:
+    """One connection's written answers that carry taken messages, until its transport
+    has handed them to the kernel (checked as it writes and reads; not a hot path: only
+    answers with messages are kept)."""
+
+    def __init__(self, stats: NodeStats, log: BurstLog, peer: Any) -> None:
+        self.stats = stats
+        self.log = log  # the node's, for such losses: one line per burst
+        self.peer = peer
+        self._written = 0  # bytes given to the transport
+        self._marks: collections.deque[tuple[int, int]] = collections.deque()  # (end, taken)
+
+    def sent(self, size: int) -> None:
+        """``size`` bytes that carry no taken message (a request) went to the transport."""
+        self._written += size
+
+    def wrote(self, transport: _Buffered, size: int, taken: int) -> None:
+        """``size`` bytes of answers carrying ``taken`` messages went to ``transport``."""
+        self._written += size
+        if taken:
+            self._marks.append((self._written, taken))
+        if self._marks:
+            self.check(transport)
+
+    def check(self, transport: _Buffered) -> None:
+        """Forget the answers ``transport`` has handed to the kernel by now."""
+        marks = self._marks
+        flushed = self._written - transport.get_write_buffer_size()
+        while marks and marks[0][0] <= flushed:
+            marks.popleft()
+
+    def not_written(self, taken: int) -> None:
+        """An answer carrying ``taken`` messages could not be written: the connection
+        had ended. Counted lost."""
+        self._lose(taken)
+
+    def ended(self, failed: bool) -> None:
+        """The connection ended; ``failed``: with what its transport held unsent thrown
+        away (a reset, an abort), which is counted lost. A close flushes it first."""
+        marks, self._marks = self._marks, collections.deque()
+        if failed:
+            self._lose(sum(taken for _, taken in marks))
+
+    def _lose(self, count: int) -> None:
+        if count:
+            self.stats.lost(NOT_SENT, count)
+            self.log.warning("%s: %d message(s) taken from a queue by get were not sent: the "
+                            "connection ended before their answers were written", self.peer,
+                            count)
