@@ -18,7 +18,8 @@ Framing
   honoured. A body over the size limit is answered ``413`` with the JSON-RPC error
   :data:`TOO_LARGE` and the connection is closed. HTTP-level mistakes are answered in
   plain text and close the connection: ``405`` (not POST), ``404`` (another path),
-  ``415`` (another content type), ``411`` (no ``Content-Length``, or chunked), ``400``,
+  ``415`` (another content type), ``411`` (neither ``Content-Length`` nor a chunked
+  body), ``400``,
   ``421`` (a ``Host`` header that does not name the node).
 - **TCP** (:data:`LINE_TERMINATOR`): each request and each response is one line of UTF-8
   JSON ending in ``\\n`` (JSON escapes newlines inside strings, so a text never spans two
@@ -338,8 +339,8 @@ UNAUTHORISED = -32004
 QUEUE_FULL = -32005
 #: The token's session has no queue (it was not opened with ``connect_via_queue``).
 NO_QUEUE = -32006
-#: The node cannot do this (``network`` without the module that describes it, or an
-#: ``interconnect`` whose callback address cannot be reached: ``data`` names it).
+#: The node cannot do this (an ``interconnect`` whose callback address cannot be
+#: reached: ``data`` names it, or a session asked for while the node stops).
 NOT_AVAILABLE = -32007
 #: The token cannot be a token (a string of the wrong length or characters); a missing
 #: or non-string token is Invalid params.
