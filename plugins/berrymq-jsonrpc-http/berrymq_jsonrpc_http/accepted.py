@@ -183,11 +183,22 @@ class ServerConnection:
             try:
                 async with asyncio.timeout(server.read_timeout):
                     await self.writer.drain()
-            except (OSError, RuntimeError, TimeoutError):
+            except TimeoutError:  # not read within read_timeout: not left to send later
+                self._abort()
+                failed = True
+            except (OSError, RuntimeError):
                 failed = True
             if self.in_flight is not None:
                 self.in_flight.ended(failed)
             self.writer.close()
+
+    def _abort(self) -> None:
+        """End the connection now, with what it holds unsent (counted, when it carries
+        messages taken from a queue)."""
+        transport = self.writer.transport
+        if self.in_flight is not None and not transport.is_closing():
+            self.in_flight.ended(True, transport)
+        transport.abort()
 
     async def _may_read_on(self) -> bool:
         """After an answer: whether to read the next request (the client took most of its
@@ -207,7 +218,7 @@ class ServerConnection:
         except TimeoutError:
             logger.warning("an HTTP client did not read its answers within %gs; closed",
                            timeout)
-            self.writer.transport.abort()  # the answers it left unread go with it
+            self._abort()  # the answers it left unread go with it
             return False
         except OSError:
             return False

@@ -320,7 +320,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         transport = self.transport
         if transport is not None:
             if self.writable is not None:  # the peer does not read: don't wait for it
-                self.in_flight.ended(failed=True)  # what the transport holds is thrown away
+                self.in_flight.ended(True, transport)  # what it holds is thrown away
                 transport.abort()
             else:
                 transport.close()

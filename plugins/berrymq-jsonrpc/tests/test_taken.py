@@ -23,12 +23,20 @@ from berrymq.bus import Bus
 MESSAGES = 3000
 
 
+def accepted(node: Bus, scheme: str) -> list[Any]:
+    """The node's accepted connections: LineChannels, or HTTP StreamWriters."""
+    server = node.transport(scheme)._servers[0]  # type: ignore[attr-defined]
+    return list(server.channels) if scheme == "tcp" else list(server.connections)
+
+
 def buffered(node: Bus, scheme: str) -> int:
     """The bytes the node's accepted connections hold unsent (not handed to the kernel)."""
-    server = node.transport(scheme)._servers[0]  # type: ignore[attr-defined]
-    writers = (list(server.channels) if scheme == "tcp"
-               else list(server.connections))  # LineChannels, StreamWriters
-    return sum(w.transport.get_write_buffer_size() for w in writers if w.transport is not None)
+    return sum(c.transport.get_write_buffer_size() for c in accepted(node, scheme)
+               if c.transport is not None)
+
+
+def lost_unsent(node: Bus) -> int:
+    return int(status_snapshot(node)["lost"]["reasons"].get(NOT_SENT, 0))
 
 
 def framed(scheme: str, port: int, body: dict[str, Any]) -> bytes:
@@ -73,10 +81,7 @@ def test_messages_taken_for_a_client_that_reset_without_reading_are_counted_lost
     greedy.close()  # a reset: what the node had not sent yet is thrown away
     sender.join(10)
 
-    def counted() -> int:
-        return int(status_snapshot(node)["lost"]["reasons"].get(NOT_SENT, 0))
-
-    lost = wait_for(counted, 10, "the messages not sent to be counted lost")
+    lost = wait_for(lambda: lost_unsent(node), 10, "the messages not sent to be counted lost")
     left, _ = node.transport(scheme).service.sessions[token].queue.held()  # type: ignore[attr-defined]
     assert lost + left <= MESSAGES  # none counted twice, nor one still queued
     assert "taken from a queue by get were not sent" in caplog.text
@@ -85,3 +90,54 @@ def test_messages_taken_for_a_client_that_reset_without_reading_are_counted_lost
 def _send_all(sock: socket.socket, data: bytes) -> None:
     with contextlib.suppress(OSError):
         sock.sendall(data)
+
+
+def test_answers_read_whole_before_a_reset_are_not_counted_lost(
+        bus_factory: Callable[..., Bus]) -> None:
+    """The node looked at its buffer only as it wrote: an answer partly buffered when
+    written, then read whole by the client, counted lost when the client reset later."""
+    node, port = serve(bus_factory, "tcp")
+    token = open_queue("tcp", port)
+    big = "x" * 900_000
+    for i in range(8):
+        node.twitter("big:x", i, big)
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect(("127.0.0.1", port))
+    reader.sendall(b"".join(framed("tcp", port, {"jsonrpc": "2.0", "method": "get_nowait",
+                                                 "params": {"token": token}, "id": i})
+                            for i in range(8)))
+    with reader.makefile("rb") as lines:
+        answers = [json.loads(lines.readline()) for _ in range(8)]
+    assert [answer["result"][1][0] for answer in answers] == list(range(8))
+    (channel,) = accepted(node, "tcp")
+    wait_for(lambda: channel.in_flight.held == 0, 10, "the node to see its answers sent")
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    reader.close()
+    wait_for(lambda: not accepted(node, "tcp"), 10, "the node to see the reset")
+    assert lost_unsent(node) == 0
+
+
+def test_an_http_answer_not_read_within_read_timeout_is_not_sent_later(
+        bus_factory: Callable[..., Bus]) -> None:
+    """After its last answer's drain timed out, a connection was closed, not aborted: the
+    message was counted lost, and then sent all the same when the client read it."""
+    node, port = serve(bus_factory, "http", read_timeout=0.5, max_size=8 << 20)
+    token = open_queue("http", port)
+    node.twitter("big:x", "x" * 7_000_000)
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", port))
+    body = json.dumps({"jsonrpc": "2.0", "method": "get_nowait", "params": {"token": token},
+                       "id": 1}).encode()
+    slow.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                 % (port, len(body)) + body)
+    assert wait_for(lambda: lost_unsent(node), 10, "the unread answer to be counted") == 1
+    received = 0
+    slow.settimeout(10)
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := slow.recv(1 << 20):
+            received += len(chunk)
+    slow.close()
+    assert received < 7_000_000  # the connection was ended: the message never came
