@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import functools
 import logging
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from berrymq_jsonrpc.jsonrpc import error_answer, error_object, internal_error
 from berrymq_jsonrpc.sessions import WAITS
 from berrymq_jsonrpc.taken import counting_taken
 from berrymq_jsonrpc.waiting import waits_in
+from berrymq_jsonrpc.waiting_methods import STILL_RUNNING
 
 from berrymq.bursts import BurstLog
 from berrymq.transports.ioloop import io_loop
@@ -325,13 +327,25 @@ class Answerer:
 
     async def _answer_waiting(self, request: Any, waits: int) -> None:
         reply: bytes | None = None
+        running: list[concurrent.futures.Future[Any]] = []  # asks of a batch that run on
         with counting_taken() as taken:
+            reset = STILL_RUNNING.set(running)
             try:
                 reply = await self.service.answer_waiting(request, self.channel, self.ended)
             except Exception:
                 logger.exception("answering a waiting request from %s failed", self.channel.url)
             finally:
-                self._waited(reply, waits=waits, taken=taken[0])
+                STILL_RUNNING.reset(reset)
+                self._waited(reply, waits=waits - len(running), taken=taken[0])
+        for thread in running:  # each counts against max_waiting until its thread is done
+            thread.add_done_callback(self._thread_done)
+
+    def _thread_done(self, _: concurrent.futures.Future[Any]) -> None:
+        """On a WAITS thread: an ask of a batch, answered at its timeout, is done."""
+        io_loop.call_soon(self._stop_waiting)
+
+    def _stop_waiting(self) -> None:
+        self.waiting -= 1
 
     def _waited(self, reply: bytes | None, progress: AskProgress | None = None,
                 waits: int = 1, taken: int = 0) -> None:

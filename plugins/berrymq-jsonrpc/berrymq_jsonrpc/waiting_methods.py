@@ -9,6 +9,8 @@ is."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 from typing import TYPE_CHECKING, Any, cast
 
 from berrymq_jsonrpc import protocol as p
@@ -23,7 +25,14 @@ if TYPE_CHECKING:
     from berrymq_jsonrpc.replies import Slot
     from berrymq_jsonrpc.service import Service  # (self is always one)
 
-__all__ = ["WaitingMethods"]
+__all__ = ["STILL_RUNNING", "WaitingMethods"]
+
+#: Set by a transport that caps the requests waiting on a connection (TCP's
+#: ``max_waiting``) around a batch it answers: the threads of the batch's asks answered at
+#: their timeout that still run their receivers. They count until done, as a single ask
+#: does (three batches of 16 slow asks on one connection held all the node's ask threads).
+STILL_RUNNING: contextvars.ContextVar[list[concurrent.futures.Future[Any]] | None] = \
+    contextvars.ContextVar("berrymq_still_running", default=None)
 
 
 class WaitingMethods(QueueMethods):
@@ -61,11 +70,17 @@ class WaitingMethods(QueueMethods):
             return await loop.run_in_executor(WAITS, self.handle_parsed, request, context)
         progress = AskProgress()  # answered by its timeout (see berrymq_jsonrpc.ask_timer)
         if timeout > 0:  # (0: at once, with no thread: no receiver can have run by then)
-            answered = loop.run_in_executor(WAITS, self.answer_armed, request, context, progress)
+            thread = WAITS.submit(self.answer_armed, request, context, progress)
+            answered = asyncio.wrap_future(thread)
             done, _ = await asyncio.wait([answered], timeout=timeout)
             if answered in done:
                 return answered.result()
-            answered.cancel()  # not begun (threads busy, or too short): it leaves the queue now
+            # not begun (threads busy, or too short): it leaves the queue now; begun: its
+            # receivers run on, and the connection's cap may count them until done
+            if not thread.cancel() and not thread.done() \
+                    and (running := STILL_RUNNING.get()) is not None:
+                running.append(thread)
+            answered.cancel()
         return self.answer_expired(request, context, progress)
 
     def answer_armed(self, request: Any, context: Any, progress: AskProgress) -> bytes | None:

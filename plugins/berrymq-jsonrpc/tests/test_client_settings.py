@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 import pytest
 from berrymq_jsonrpc import protocol as p
+from helpers import wait_for
 
 from berrymq.bus import Bus
 from berrymq.errors import SettingsError, TransportError
@@ -176,6 +177,38 @@ def test_max_waiting_counts_each_waiting_member_of_a_batch(bus_factory: Factory)
     assert [answer["id"] for answer in batch] == [10, 11], batch
     assert all(answer["result"][0] == "job:done" for answer in [*batch, alone]), answered
     assert alone["id"] == 30, alone
+
+
+def test_the_asks_of_a_batch_count_against_max_waiting_until_their_receivers_are_done(
+        bus_factory: Factory) -> None:
+    """A batch's asks answered at their timeout stopped counting with the answer, their
+    receivers still running: three batches of 16 slow asks held all the ask threads of the
+    node. A single ask counts until its receiver is done; so does each of a batch's."""
+    node = bus_factory(jsonrpc_tcp={"max_waiting": 2})
+    release = threading.Event()
+    node.subscribe("slow:*", lambda message: release.wait(30), weak=False)
+
+    def ask(i: int) -> dict[str, object]:
+        return {"jsonrpc": "2.0", "method": "ask", "id": i,
+                "params": {"identifier": "slow:x", "args": [], "timeout": 0.2}}
+
+    with queue_session(node) as (sock, reader, _):
+        try:
+            sock.sendall(json.dumps([ask(1), ask(2)]).encode() + b"\n")
+            answered = json.loads(reader.readline())  # at the timeout, receivers running
+            assert [answer["id"] for answer in answered] == [1, 2], answered
+            sock.sendall(json.dumps(ask(3)).encode() + b"\n")
+            refused = json.loads(reader.readline())
+            assert refused["id"] == 3 and refused["error"]["code"] == p.LIMIT_REACHED, refused
+            assert refused["error"]["data"]["setting"] == "max_waiting"
+        finally:
+            release.set()
+
+        def accepted() -> bool:  # once the two receivers are done, an ask runs again
+            sock.sendall(json.dumps(ask(4)).encode() + b"\n")
+            return "result" in json.loads(reader.readline())
+
+        wait_for(accepted, 10, "an ask to run once the batch's receivers are done")
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
