@@ -104,9 +104,7 @@ class Calls:
                     await asyncio.shield(channel.writable)  # so each link has one request out
                 if channel.closed or channel.transport is None:
                     raise channel.gone()
-                data = text.encode() + NL
-                channel.transport.write(data)
-                channel.in_flight.sent(len(data))
+                channel.write_request(channel.transport, text)
                 return await future
         except TimeoutError:
             self.give_up(request_id)
@@ -135,9 +133,7 @@ class Calls:
             future.set_exception(channel.gone())
             return
         self.owed[request_id] = future
-        data = text.encode() + NL
-        transport.write(data)
-        channel.in_flight.sent(len(data))
+        channel.write_request(transport, text)
 
     def fail(self, answer_too_large: bool) -> None:
         """The connection ended: fail every request still waiting, naming why (the peer's

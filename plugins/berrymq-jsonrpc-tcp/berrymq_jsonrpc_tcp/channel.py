@@ -291,6 +291,13 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         elif taken:
             self.in_flight.not_written(taken)
 
+    def write_request(self, transport: asyncio.Transport, text: str) -> None:
+        """Write the request ``text`` on ``transport``, this connection's, which the caller
+        found open (see :class:`~berrymq_jsonrpc_tcp.calls.Calls`)."""
+        data = text.encode() + NL
+        transport.write(data)
+        self.in_flight.sent(len(data))
+
     async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
         return await self.calls.exchange(text, request_id, timeout)
 

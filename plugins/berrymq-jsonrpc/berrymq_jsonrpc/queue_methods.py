@@ -99,8 +99,7 @@ class QueueMethods(SessionTable):
             raise app_error(p.EMPTY) from None
         finally:
             session.touch()
-        self.stats.message_out(entry[0], store)  # stats
-        took()
+        self._taken_out(entry, store)
         return entry
 
     async def get_waiting(self, request: dict[str, Any], ended: InputEnd | None = None,
@@ -165,9 +164,14 @@ class QueueMethods(SessionTable):
             except JsonRpcError:  # the session closed meanwhile
                 return dumps(error_object(p.UNKNOWN_TOKEN, p.APPLICATION_ERRORS[
                     p.UNKNOWN_TOKEN], request_id)).encode()
-            self.stats.message_out(entry[0], store)  # stats
-            took()
+            self._taken_out(entry, store)
             return dumps({"jsonrpc": "2.0", "result": entry, "id": request_id}).encode()
+
+    def _taken_out(self, entry: list[Any], store: SessionQueue) -> None:
+        """An entry was taken from ``store`` for an answer: counted as sent, and for the
+        answer's writer (see :mod:`berrymq_jsonrpc.taken`)."""
+        self.stats.message_out(entry[0], store)  # stats
+        took()
 
     def _get_nowait(self, context: Any, params: dict[str, Any]) -> list[Any]:
         allowed(p.METHOD_GET_NOWAIT, params, frozenset({"token"}))
@@ -176,8 +180,7 @@ class QueueMethods(SessionTable):
             entry = _take(store, 0)
         except queue.Empty:
             raise app_error(p.EMPTY) from None
-        self.stats.message_out(entry[0], store)  # stats
-        took()
+        self._taken_out(entry, store)
         return entry
 
 
