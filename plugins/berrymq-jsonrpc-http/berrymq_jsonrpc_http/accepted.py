@@ -63,11 +63,13 @@ class ServerConnection:
         self.head = False
         #: the lane's number of the last delivery this connection handed over
         self.last_work = 0
-        #: the answers written that carry messages taken from a queue, until sent
         peer = writer.get_extra_info("peername") or ("?", 0)
+        #: the client, as log lines name it
+        self.client = f"http://{peer[0]}:{peer[1]}"
+        #: the answers written that carry messages taken from a queue, until sent
         self.in_flight = (None if server.service is None else
                           TakenInFlight(server.service.stats, server.service.unsent,
-                                        f"http://{peer[0]}:{peer[1]}"))
+                                        self.client))
 
     async def _event(self, timeout: float) -> Head | bytes | object | None:
         """The next parsed event, reading as needed; None when the client went away, or
@@ -315,7 +317,7 @@ class ServerConnection:
         body = b"".join(chunks)
         ended = self.reader.ended if isinstance(self.reader, EndingReader) else None
         with counting_taken() as taken:
-            reply, handed = await server.dispatch(body, ended, self.last_work)
+            reply, handed = await server.dispatch(body, self.client, ended, self.last_work)
         server.service.stats.exchanged(len(body), 0 if reply is None else len(reply))
         keep = self._keeps(request)
         if reply is None:

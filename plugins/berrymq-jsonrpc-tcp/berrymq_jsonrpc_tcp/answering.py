@@ -40,15 +40,15 @@ from typing import TYPE_CHECKING, Any
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import AskProgress, ask_timeout
 from berrymq_jsonrpc.input_end import InputEnd
-from berrymq_jsonrpc.jsonrpc import error_answer, error_object, internal_error
+from berrymq_jsonrpc.jsonrpc import internal_error
 from berrymq_jsonrpc.sessions import WAITS
 from berrymq_jsonrpc.taken import counting_taken
-from berrymq_jsonrpc.waiting import waits_in
+from berrymq_jsonrpc.waiting import refuse_waiting, waits_in
 from berrymq_jsonrpc.waiting_methods import STILL_RUNNING
 
 from berrymq.bursts import BurstLog
 from berrymq.transports.ioloop import io_loop
-from berrymq.wire import ParseError, dumps
+from berrymq.wire import ParseError
 
 if TYPE_CHECKING:
     from berrymq_jsonrpc_tcp.channel import LineChannel
@@ -173,29 +173,10 @@ class Answerer:
 
     def _refuse_waiting(self, request: Any, waits: int) -> None:
         """A waiting request (or a batch with ``waits`` of them) over ``max_waiting``:
-        answered at once with *Limit reached* naming the setting (each member of a batch
-        that has an id; a notification gets nothing) and logged once per burst; the
+        answered at once (:func:`~berrymq_jsonrpc.waiting.refuse_waiting`); the
         connection goes on."""
-        limit = self.service.max_waiting
-        if waits > limit:
-            detail = (f"this batch holds {waits} requests that may wait (ask, a blocking get), "
-                      f"over the cap of {limit} running at once on one connection (setting "
-                      "max_waiting); none of it was run: send them in smaller batches")
-        else:
-            detail = (f"{self.waiting} requests that may wait (ask, a blocking get) are running "
-                      f"on this connection, and {waits} more would pass the cap of {limit} "
-                      "(setting max_waiting); this was not run: send it again when one has "
-                      "been answered, or on another connection")
-        members = request if type(request) is list else [request]
-        _over_waiting.warning("%s: a request (%.200s) was refused: %s", self.channel.url,
-                              ", ".join(sorted({str(m.get("method")) for m in members
-                                                if type(m) is dict})), detail)
-        data = {"setting": "max_waiting", "limit": limit, "detail": detail}
-        message = p.APPLICATION_ERRORS[p.LIMIT_REACHED]
-        refusal = error_answer(request, p.LIMIT_REACHED, message, data)
-        if refusal is not None and len(refusal) > self.service.bound.limit:
-            # a batch so large that an error per member would pass the reply limit
-            refusal = dumps(error_object(p.LIMIT_REACHED, message, None, data)).encode()
+        refusal = refuse_waiting(self.service, request, waits, self.waiting, _over_waiting,
+                                 self.channel.url)
         if refusal is not None:
             self._write(refusal + _NL)
 

@@ -18,7 +18,6 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import bind_family, split_url
 from berrymq_jsonrpc.cli import add_serve_option
 from berrymq_jsonrpc.client import Channel
-from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING
 from berrymq_jsonrpc.settings import declare_settings, read_number
 from berrymq_jsonrpc.transport import RemoteTransport
 
@@ -73,10 +72,10 @@ class TcpTransport(RemoteTransport):
     """JSON-RPC over TCP, one JSON text per line: ``tcp://host:port``.
 
     A connection is a stream of requests, both ways: many may wait at once on one
-    (``max_waiting``), and an ``interconnect`` without ``addr`` makes the node send its
-    messages back over the connection it came on (``max_interconnects_per_connection``).
-    This transport reads those two settings, which only it takes
-    (:data:`~berrymq_jsonrpc.settings.STREAM_SETTINGS`).
+    (``max_waiting``, counted across them), and an ``interconnect`` without ``addr`` makes
+    the node send its messages back over the connection it came on
+    (``max_interconnects_per_connection``, which only this transport takes:
+    :data:`~berrymq_jsonrpc.settings.STREAM_SETTINGS`).
     """
 
     scheme = "tcp"
@@ -85,8 +84,6 @@ class TcpTransport(RemoteTransport):
     def __init__(self, bus: Bus, settings: Mapping[str, Any]) -> None:
         super().__init__(bus, settings)
         service, source = self.service, bus.plugins.settings
-        service.max_waiting = int(read_number(
-            settings, "max_waiting", DEFAULT_MAX_WAITING, PLUGIN, source))
         service.max_interconnects_per_connection = int(read_number(
             settings, "max_interconnects_per_connection",
             p.DEFAULT_MAX_INTERCONNECTS_PER_CONNECTION, PLUGIN, source))

@@ -49,7 +49,8 @@ __all__ = ["DEFAULT_MAX_WAITING", "LinkFactory", "Service"]
 logger = logging.getLogger("berrymq.remote")
 
 #: How many requests that may wait (``ask``, a blocking ``get``) run at once per connection
-#: (setting ``max_waiting``); one more is answered *Limit reached* at once.
+#: (setting ``max_waiting``); one more is answered *Limit reached* at once
+#: (:func:`~berrymq_jsonrpc.waiting.refuse_waiting`).
 DEFAULT_MAX_WAITING = 16
 
 #: ``factory(addr, token, context, max_size)``: the outgoing link of an ``interconnect``
@@ -66,8 +67,8 @@ class Service(MessageMethods):
     :param queue_size: the bound of each style-03 queue.
     :param max_get_wait: the cap, in seconds, of a blocking ``get``.
     :param link_factory: makes the outgoing link of an ``interconnect`` session.
-    :param max_waiting: how many requests that may wait run at once per connection (a
-        transport with connections that carry many requests applies it).
+    :param max_waiting: how many requests that may wait run at once per connection,
+        each such member of a batch counted (HTTP, one request at a time: in one batch).
     """
 
     def __init__(

@@ -20,11 +20,13 @@
     the bound of each style-03 queue kept for a client (default 10 000).
 ``max_get_wait``
     the cap of a blocking ``get`` on the server, in seconds (default 30).
-``max_waiting`` (TCP only: :data:`STREAM_SETTINGS`)
-    how many requests that may wait (``ask``, a blocking ``get``) run at once on one TCP
-    connection (default 16); one more is answered *Limit reached* at once, and the
-    requests behind it are read and answered as usual. An HTTP connection carries one
-    request at a time, so the ``jsonrpc-http`` table does not take the key.
+``max_waiting``
+    how many requests that may wait (``ask``, a blocking ``get``, each such member of a
+    batch) run at once on one connection (default 16); one more is answered *Limit
+    reached* at once, and the requests behind it are read and answered as usual. An HTTP
+    connection carries one request at a time, so there the cap is on one batch: a batch
+    with more such members is refused whole (each one waits on the node, and one body of
+    ``max_size`` holds thousands of them).
 ``names``
     more host names (strings, not empty) the node answers to in the HTTP ``Host`` header (status pages and
     JSON-RPC POSTs), besides the address it is bound to, ``localhost``, ``127.0.0.1`` and
@@ -113,13 +115,13 @@ SETTINGS: dict[str, type | tuple[type, ...]] = {
     "outbox_size": int,
     "outbox_bytes": int,
     "outbox_wait": (int, float),
+    "max_waiting": int,
 }
 
 #: The settings only a transport whose connections are streams of requests takes (TCP):
-#: many requests at once on one connection (``max_waiting``), and requests both ways
-#: (the node sends an interconnection's messages back over the connection it came on).
+#: requests both ways (the node sends an interconnection's messages back over the
+#: connection it came on).
 STREAM_SETTINGS: dict[str, type | tuple[type, ...]] = {
-    "max_waiting": int,
     "max_interconnects_per_connection": int,
 }
 

@@ -23,17 +23,19 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from berrymq.transports.ioloop import io_loop
+from berrymq.wire import dumps
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.jsonrpc import validate_request
+from berrymq_jsonrpc.jsonrpc import error_answer, error_object, validate_request
 from berrymq_jsonrpc.replies import code_of
 
 if TYPE_CHECKING:
+    from berrymq.bursts import BurstLog
     from berrymq_jsonrpc.input_end import InputEnd
     from berrymq_jsonrpc.replies import BatchBudget
     from berrymq_jsonrpc.service import Service
 
 __all__ = ["QUICK_METHODS", "SLOW_METHODS", "answer_batch", "is_nonblocking_get", "may_wait",
-           "waits_in"]
+           "refuse_waiting", "waits_in"]
 
 #: Methods that may wait (a blocking ``get``, receivers answering ``ask``): answered beside
 #: the other requests, never on the delivery lane, where they would hold up every
@@ -79,6 +81,36 @@ def waits_in(request: Any) -> int:
     if type(request) is list:
         return sum(may_wait(member, in_batch=True) for member in request)
     return int(may_wait(request))
+
+
+def refuse_waiting(service: Service, request: Any, waits: int, running: int, log: BurstLog,
+                   client: str) -> bytes | None:
+    """The answer to ``request``, which may wait (or a batch with ``waits`` such members),
+    refused because ``running`` such requests already run on ``client``'s connection and
+    ``waits`` more would pass ``max_waiting``: *Limit reached* naming the setting, for each
+    member of a batch that has an id (None when there is none: a notification gets
+    nothing). Nothing of it runs. Logged on ``log``, once per burst."""
+    limit = service.max_waiting
+    if waits > limit:
+        detail = (f"this batch holds {waits} requests that may wait (ask, a blocking get), "
+                  f"over the cap of {limit} running at once on one connection (setting "
+                  "max_waiting); none of it was run: send them in smaller batches")
+    else:
+        detail = (f"{running} requests that may wait (ask, a blocking get) are running "
+                  f"on this connection, and {waits} more would pass the cap of {limit} "
+                  "(setting max_waiting); this was not run: send it again when one has "
+                  "been answered, or on another connection")
+    members = request if type(request) is list else [request]
+    log.warning("%s: a request (%.200s) was refused: %s", client,
+                ", ".join(sorted({str(m.get("method")) for m in members if type(m) is dict})),
+                detail)
+    data = {"setting": "max_waiting", "limit": limit, "detail": detail}
+    message = p.APPLICATION_ERRORS[p.LIMIT_REACHED]
+    refusal = error_answer(request, p.LIMIT_REACHED, message, data)
+    if refusal is not None and len(refusal) > service.bound.limit:
+        # a batch so large that an error per member would pass the reply limit
+        refusal = dumps(error_object(p.LIMIT_REACHED, message, None, data)).encode()
+    return refusal
 
 
 def is_nonblocking_get(method: str, request: dict[str, Any]) -> bool:

@@ -5,7 +5,8 @@ test_liveness, test_status, test_conformance and the transport plugins' tests):
 - ``timeout``: how long a client waits for a reply;
 - ``max_get_wait``: the server's cap on one blocking ``get``, which the client's longer
   waits are made of;
-- ``max_waiting``: how many requests that may wait run at once on one TCP connection.
+- ``max_waiting``: how many requests that may wait run at once on one TCP connection, or
+  in one HTTP batch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from http.client import HTTPConnection
+from typing import Any, BinaryIO
 
 import pytest
 from berrymq_jsonrpc import protocol as p
@@ -111,11 +113,62 @@ def test_max_get_wait_is_what_a_raw_client_sees(bus_factory: Factory) -> None:
     assert 0.15 <= time.monotonic() - started < 5
 
 
-def test_max_waiting_is_a_setting_of_tcp_only(bus_factory: Factory) -> None:
-    """An HTTP connection carries one request at a time: the key would be read by nobody
-    there, so the jsonrpc-http table refuses it rather than ignore it."""
-    with pytest.raises(SettingsError, match="unknown key 'max_waiting' for plugin 'jsonrpc-http'"):
-        bus_factory(jsonrpc_http={"max_waiting": 4}).transport("http")
+def blocking_gets(token: str, ids: range) -> list[dict[str, object]]:
+    """Blocking ``get`` requests of the session ``token``, one per id."""
+    return [{"jsonrpc": "2.0", "method": "get", "id": i,
+             "params": {"token": token, "block": True, "timeout": 30}} for i in ids]
+
+
+def test_max_waiting_caps_the_waiting_members_of_an_http_batch(bus_factory: Factory) -> None:
+    """An HTTP connection carries one request at a time, but one batch may hold as many
+    blocking gets as a body of max_size has room for (7,000 in 1 MiB), each waiting on
+    the loop: 40 such connections took a node past 1 GiB and held its loop for seconds."""
+    node = bus_factory(jsonrpc_http={"max_waiting": 3})
+    port = int(node.transport("http").listen("http://127.0.0.1:0").rsplit(":", 1)[1])
+    http = HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def post(payload: object) -> Any:
+        http.request("POST", "/", json.dumps(payload), {"Content-Type": "application/json"})
+        return json.loads(http.getresponse().read())
+
+    token = post({"jsonrpc": "2.0", "method": "connect_via_queue", "id": "open",
+                  "params": {"identifier": "job:*"}})["result"]
+    for _ in range(3):
+        node.twitter("job:done")
+    now = {"jsonrpc": "2.0", "method": "get_nowait", "id": "now", "params": {"token": token}}
+    # more waiting members than the cap: refused whole, at once, nothing taken
+    answers = {answer["id"]: answer for answer in post([*blocking_gets(token, range(4)), now])}
+    assert set(answers) == {0, 1, 2, 3, "now"}, answers
+    for answer in answers.values():
+        assert answer["error"]["code"] == p.LIMIT_REACHED, answer
+        assert answer["error"]["data"]["setting"] == "max_waiting", answer
+        assert answer["error"]["data"]["limit"] == 3, answer
+    assert "smaller batches" in answers[0]["error"]["data"]["detail"], answers[0]
+    # as many as the cap run: the three messages are still there for them
+    answered = post(blocking_gets(token, range(10, 13)))
+    assert [answer["id"] for answer in answered] == [10, 11, 12], answered
+    assert all(answer["result"][0] == "job:done" for answer in answered), answered
+    # a request alone is never over the cap
+    node.twitter("job:late")
+    assert post(blocking_gets(token, range(20, 21))[0])["result"][0] == "job:late"
+    http.close()
+
+
+def test_an_http_batch_of_more_blocking_gets_than_the_default_cap_is_refused(
+        bus_factory: Factory) -> None:
+    """Without a setting: the default cap (16) holds over HTTP, at once."""
+    node = bus_factory()
+    url = node.transport("http").listen("http://127.0.0.1:0")
+    client = bus_factory().transport("http")
+    connection = client.connect_via_queue(url, Identifier("job:*"), 60)
+    port = int(url.rsplit(":", 1)[1])
+    http = HTTPConnection("127.0.0.1", port, timeout=10)
+    http.request("POST", "/", json.dumps(blocking_gets(connection.token, range(17))),
+                 {"Content-Type": "application/json"})
+    answers = json.loads(http.getresponse().read())
+    http.close()
+    assert len(answers) == 17, answers
+    assert {answer["error"]["data"]["limit"] for answer in answers} == {16}, answers[0]
 
 
 def test_max_waiting_caps_the_waiting_requests_of_one_connection(bus_factory: Factory) -> None:
@@ -148,8 +201,7 @@ def test_max_waiting_counts_each_waiting_member_of_a_batch(bus_factory: Factory)
     node = bus_factory(jsonrpc_tcp={"max_waiting": 3})
 
     def gets(ids: range) -> list[dict[str, object]]:
-        return [{"jsonrpc": "2.0", "method": "get", "id": i,
-                 "params": {"token": token, "block": True, "timeout": 30}} for i in ids]
+        return blocking_gets(token, ids)
 
     with queue_session(node) as (sock, reader, token):
         now = {"jsonrpc": "2.0", "method": "get_nowait", "id": "now", "params": {"token": token}}
