@@ -43,7 +43,7 @@ from berrymq.message import Message, new_message
 from berrymq.transports.ioloop import io_loop
 from berrymq.transports.lane import DeliveryLane
 from berrymq.wire import decode_message, loads
-from berrymq_nats.client import after_each_read
+from berrymq_nats.client import after_each_read, skip_undecodable
 from berrymq_nats.losses import (
     LANE_STOPPED,
     QUEUE_FULL,
@@ -158,8 +158,10 @@ class Inbound:
 
     def attach(self, nc: Client) -> bool:
         """Make the client's reading task hand each chunk's messages to the lane, waiting
-        while the lane is full. False when this ``nats-py`` has no parser to wrap."""
-        return after_each_read(nc, self._hand_over)
+        while the lane is full, and skip (counted) a message it cannot decode. False when
+        this ``nats-py`` has no parser to wrap."""
+        return (after_each_read(nc, self._hand_over)
+                and skip_undecodable(nc, self.bridge.undecodable))
 
     async def _hand_over(self) -> None:
         """After each read: the messages to the lane (waiting while it is full), the
