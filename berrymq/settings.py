@@ -21,8 +21,8 @@ from typing import Any
 
 from berrymq.errors import PluginError, SettingsError
 
-__all__ = ["CORE_KEYS", "ENV_VAR", "MAX_MULTIPLICITY", "Settings", "core_problem", "find_settings",
-           "load_settings"]
+__all__ = ["CORE_KEYS", "ENV_VAR", "MAX_HOP_LIMIT", "MAX_MULTIPLICITY", "Settings", "core_problem",
+           "find_settings", "load_settings"]
 
 ENV_VAR = "BERRYMQ_CONFIG"
 
@@ -49,8 +49,14 @@ _CORE_LEAST = {"hop_limit": 1, "multiplicity": 0, "pool_queue_size": 1, "pool_qu
 #: can use under the GIL, and few enough that a mistyped value (``100000000``) is refused
 #: at once instead of taking the process's memory and threads until the system says no
 MAX_MULTIPLICITY = 10_000
+#: the greatest ``hop_limit``: each hand-on within a process nests the receivers' calls
+#: (about four frames), so a loop of receivers stopped by a larger limit ended instead in
+#: a RecursionError (at about 250 hops), neither counted nor logged as a loop
+MAX_HOP_LIMIT = 100
 #: The greatest value of a core setting that has one, and its unit.
-_CORE_MOST = {"multiplicity": (MAX_MULTIPLICITY, " worker threads")}
+_CORE_MOST = {"multiplicity": (MAX_MULTIPLICITY, " worker threads"),
+              "hop_limit": (MAX_HOP_LIMIT, " (each hop within a process nests a call: more "
+                                           "would pass Python's recursion limit)")}
 
 
 def core_problem(key: str, value: object) -> TypeError | ValueError | None:
@@ -129,7 +135,8 @@ def find_settings(cwd: Path | None = None) -> Path | None:
             if "[tool.berrymq" in pyproject.read_text(encoding="utf-8", errors="replace"):
                 return pyproject
             return None
-        if "berrymq" in data.get("tool", {}):
+        tool = data.get("tool")
+        if isinstance(tool, dict) and "berrymq" in tool:  # (``tool = 5`` is not ours)
             return pyproject
     return None
 
@@ -170,7 +177,12 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
     table_name = "tool.berrymq" if is_pyproject else "berrymq"
     blank = Settings(path=path, table_name=table_name, text=text)
     if is_pyproject:
-        table = data.get("tool", {}).get("berrymq", {})
+        tool = data.get("tool", {})
+        if not isinstance(tool, dict):
+            raise SettingsError(f"'tool' is {type(tool).__name__}, not a table: berryMQ's "
+                                "settings go in its [tool.berrymq] table", path,
+                                _line_of(text, ("tool",)))
+        table = tool.get("berrymq", {})
     else:
         unknown = sorted(set(data) - {"berrymq"})
         if unknown:

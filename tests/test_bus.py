@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from berrymq import Bus, BusClosed, Queue
+from berrymq import Bus, BusClosed, Message, Queue
 from berrymq.errors import SettingsError
 from berrymq.plugins import PluginHost
-from berrymq.settings import MAX_MULTIPLICITY, load_settings
+from berrymq.settings import MAX_HOP_LIMIT, MAX_MULTIPLICITY, load_settings
 from berrymq.state import StateKey
 
 
@@ -105,6 +105,25 @@ def test_a_settings_file_multiplicity_above_the_maximum_is_refused_naming_its_li
         load_settings(path)
     with pytest.raises(ValueError, match=f"at most {MAX_MULTIPLICITY} worker threads"):
         Bus(multiplicity=MAX_MULTIPLICITY + 1, start=False)
+
+
+def test_a_hop_limit_over_the_maximum_is_refused_and_the_maximum_holds_a_loop() -> None:
+    """hop_limit=300 was taken: a receiver that sent its own message again ended in a
+    RecursionError at about 250 hops, logged as an ordinary failure, the loop neither
+    counted nor named."""
+    with pytest.raises(ValueError, match=rf"hop_limit must be at most {MAX_HOP_LIMIT} "):
+        Bus(hop_limit=MAX_HOP_LIMIT + 1, start=False)
+    with Bus(hop_limit=MAX_HOP_LIMIT, raise_errors=True) as bus:
+        runs = []
+
+        def again(message: Message) -> None:
+            runs.append(message.hops)
+            bus.twitter("loop:go")
+
+        bus.subscribe("loop:go", again)
+        bus.twitter("loop:go")
+        assert len(runs) == MAX_HOP_LIMIT
+        assert bus.losses.counts == {"hop limit": 1}
 
 
 def test_a_core_setting_given_to_the_bus_beats_the_file_which_beats_the_default(

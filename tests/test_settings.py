@@ -133,6 +133,17 @@ def _error(in_tmp: Path, text: str, name: str = "berrymq.toml") -> SettingsError
     return info.value
 
 
+def test_a_pyproject_whose_tool_is_not_a_table_is_not_ours_unless_named(in_tmp: Path) -> None:
+    """``tool = "x"`` is valid TOML: berryMQ raised AttributeError on it, even for
+    ``berrymq --version``. Found by search, it is no settings file of berryMQ's; named,
+    it is refused naming the file and the line."""
+    (in_tmp / "pyproject.toml").write_text('tool = "berrymq"\n\n[project]\nname = "x"\n')
+    assert find_settings() is None
+    assert load_settings().path is None
+    error = _error(in_tmp, 'tool = 5\n', "pyproject.toml")
+    assert error.line == 1 and "'tool' is int, not a table" in str(error)
+
+
 def test_malformed_toml_names_file_and_line(in_tmp: Path) -> None:
     error = _error(in_tmp, '[berrymq]\nplugins = ["local"]\nhop_limit = = 3\n')
     assert error.line == 3
