@@ -191,6 +191,16 @@ class WorkerPool:
                              entry[2].ref(), entry[2].pattern, task.message[0], exc_info=exc)
         drop_tracebacks(*errors)  # counted and logged: the message is not kept (see there)
 
+    @staticmethod
+    def _escaped(task: _Task, exc: BaseException) -> None:
+        """A receiver raised what is no :class:`Exception` (``sys.exit()``) in a worker:
+        it ended the worker, silently (``threading`` prints no SystemExit), and with it the
+        pool's part of every later message. Logged; the worker goes on."""
+        entry = task.entry
+        logger.error("receiver %r of %s raised %s on message %s in a worker thread, where it "
+                     "cannot end the process; the worker goes on", entry[2].ref(),
+                     entry[2].pattern, type(exc).__name__, task.message[0], exc_info=exc)
+
     def _work(self) -> None:
         get = self._tasks.get
         while True:
@@ -201,7 +211,10 @@ class WorkerPool:
             if task is None:
                 return
             if isinstance(task, _Task):
-                self._run(task)
+                try:
+                    self._run(task)
+                except BaseException as exc:  # noqa: BLE001 - SystemExit: the worker goes on
+                    self._escaped(task, exc)
                 continue
             with contextlib.suppress(threading.BrokenBarrierError):
                 task.wait()  # a barrier put by join()

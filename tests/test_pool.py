@@ -154,6 +154,28 @@ def test_pool_receiver_errors_are_logged(caplog: pytest.LogCaptureFixture) -> No
     bus.close()
 
 
+def test_a_receiver_that_calls_sys_exit_on_a_worker_leaves_the_worker_running(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """SystemExit ended the worker without a word (threading prints none): with both
+    workers gone, 1,000 later messages were taken and run by nobody, join() timed out."""
+    with Bus(multiplicity=2) as bus:
+        got: list[object] = []
+
+        def receiver(message: Message) -> None:
+            if message.args[0] == "quit":
+                sys.exit(0)
+            got.append(message.args[0])
+
+        bus.subscribe("job:*", receiver)
+        bus.twitter("job:x", "quit")
+        bus.twitter("job:x", "quit")
+        for number in range(100):
+            bus.twitter("job:x", number)
+        assert bus.join(WAIT)
+        assert sorted(got) == list(range(100))  # type: ignore[type-var]
+        assert caplog.text.count("raised SystemExit on message job:x in a worker thread") == 2
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_concurrent_send_subscribe_cancel(berrymq_bus: Bus, workers: int) -> None:
     set_multiplicity(workers)

@@ -133,6 +133,9 @@ class Adapter:
                 self.poll()
             except Exception as exc:  # noqa: BLE001 - one failed poll must not end the adapter
                 self._failed(exc)
+            except BaseException as exc:  # sys.exit() in a receiver: logged, as above
+                logger.error("%r: %s raised in its thread, where it cannot end the process; "
+                             "it keeps running", self, type(exc).__name__, exc_info=exc)
 
     def _failed(self, exc: Exception) -> None:
         """A poll raised: a refusal of what it sent (a full queue) is a lost message,

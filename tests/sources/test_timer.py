@@ -42,6 +42,23 @@ def test_timer_ticks_on_schedule_until_stopped(berrymq_bus: Bus) -> None:
     assert timer.count == count
 
 
+def test_a_receiver_that_calls_sys_exit_does_not_stop_the_timer(
+        berrymq_bus: Bus, caplog: pytest.LogCaptureFixture) -> None:
+    """SystemExit ended the timer's thread without a word while ``running`` said True."""
+    ticks = berrymq.Queue("beat:*")
+
+    def quit_once(message: Message) -> None:
+        if message.kwargs["tick"] == 1:
+            raise SystemExit(0)
+
+    berrymq_bus.subscribe("beat:tick", quit_once)
+    with IntervalTimer("beat", 0.02) as timer:
+        got = [ticks.get(timeout=WAIT).kwargs["tick"] for _ in range(3)]
+        assert timer.running and timer._thread.is_alive()
+    assert got == [1, 2, 3]
+    assert "SystemExit raised in its thread, where it cannot end the process" in caplog.text
+
+
 def test_timer_as_context_manager_and_in_the_network_picture(berrymq_bus: Bus) -> None:
     with IntervalTimer("clock@ops", 10) as timer:
         assert running_adapters(berrymq_bus) == [timer]
