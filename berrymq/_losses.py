@@ -20,23 +20,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from berrymq.bursts import flush_at_exit, flushed
+from berrymq.errors import QueueFull
 from berrymq.state import StateKey
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["ASYNC_CANCELLED", "CANCELLED_FIRST", "CLOSED_FIRST", "EXITED_FIRST", "FORWARD_FAILED",
-           "HOP_LIMIT", "LOOP_CLOSED", "LOSSES", "REPLY_REFUSED", "SOURCE_REFUSED", "WORKER_REFUSED",
-           "Losses"]
+__all__ = ["ASYNC_CANCELLED", "CANCELLED_FIRST", "CLOSED_FIRST", "DECORATOR_REFUSED", "EXITED_FIRST",
+           "FORWARD_FAILED", "HOP_LIMIT", "LOOP_CLOSED", "LOSSES", "REPLY_REFUSED", "SOURCE_REFUSED",
+           "WORKER_REFUSED", "Losses", "count_refusals"]
 
 logger = logging.getLogger("berrymq")
 
 #: A message an adapter (a source: a timer's tick, a file event) sent that a receiver
 #: refused (a full queue): the adapter's thread has no caller to raise to.
 SOURCE_REFUSED = "refused, sent by an adapter: {}"
+#: A message sent by ``auto_twitter`` or ``twitter_exception`` refused by a receiver (a
+#: full queue): raised, it would have replaced the wrapped call's own result or exception.
+DECORATOR_REFUSED = "refused, sent by a decorator: {}"
 #: A message handed on ``hop_limit`` times (a receiver loop, in-process or across nodes).
 HOP_LIMIT = "hop limit"
 #: A forwarder refused or failed to take a message (``not forwarded: ConnectionClosed``).
@@ -152,3 +157,34 @@ def _losses_of(bus: Bus) -> Losses:
 
 #: ``bus.state(LOSSES)``: the bus's :class:`Losses` (also ``bus.losses``).
 LOSSES: StateKey[Losses] = StateKey("losses", _losses_of, Losses.flush, after_close=True)
+
+
+def count_refusals(bus: Bus, failure: Exception, reason: str, sender: object
+                   ) -> BaseException | None:
+    """For a sender with nobody to raise ``failure`` to (an adapter's thread, a decorator):
+    count each refusal in it (:class:`~berrymq.QueueFull`, at any depth of its groups) as
+    a message lost for ``reason`` (formatted with ``QueueFull``), logged once per burst
+    naming ``sender``, and return the rest of ``failure`` (no refusal), or None. A
+    refusal by a peer's link (``not_forwarded``) was counted where it happened."""
+    refused: BaseException | None
+    rest: BaseException | None
+    if isinstance(failure, ExceptionGroup):
+        refused, rest = failure.split(QueueFull)
+    elif isinstance(failure, QueueFull):
+        refused, rest = failure, None
+    else:
+        refused, rest = None, failure
+    for refusal in _leaves(refused):
+        if not getattr(refusal, "not_forwarded", False):
+            bus.state(LOSSES).add(reason.format("QueueFull"), logging.ERROR,
+                                  "%s: a message it sent was refused: %s", sender, refusal)
+    return rest
+
+
+def _leaves(exc: BaseException | None) -> Iterator[BaseException]:
+    """The exceptions in ``exc`` that are no group, however deeply nested."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    elif exc is not None:
+        yield exc

@@ -1,18 +1,27 @@
 """Decorators that send: :func:`auto_twitter` around each call of a function, and
-:func:`twitter_exception` when it raises; both on the default bus, read at each call."""
+:func:`twitter_exception` when it raises; both on the default bus, read at each call.
+
+What their sends raise (a full queue's refusal; receivers' failures with ``raise_errors``)
+is never raised into the call, whose return value and exception pass through unchanged:
+a refusal is counted in ``bus.losses`` and logged, any other failure logged
+(:func:`_send_beside`)."""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
+from berrymq._losses import DECORATOR_REFUSED, count_refusals
 from berrymq.default import holder
-from berrymq.identifier import parse
+from berrymq.identifier import Identifier, parse
 
 __all__ = ["auto_twitter", "twitter_exception"]
+
+logger = logging.getLogger("berrymq")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -25,7 +34,9 @@ def auto_twitter(identifier: str, entry: bool = False, exit: bool = False
     Both flags false (or both true) send both; ``entry=True`` only entry; ``exit=True``
     only exit. An identifier whose action is already ``entry`` or ``exit`` sends just
     that one. Both messages carry the call's arguments; the exit message is sent even
-    when the function raises. Return values and exceptions pass through unchanged. An
+    when the function raises. Return values and exceptions pass through unchanged (a
+    full queue's refusal of a message sent here is counted in ``bus.losses`` and logged,
+    not raised into the call). An
     ``async def`` function gets an ``async def`` wrapper: the messages are sent when the
     coroutine starts and ends, not when it is made.
     """
@@ -47,24 +58,24 @@ def auto_twitter(identifier: str, entry: bool = False, exit: bool = False
             @functools.wraps(function)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                 if send_entry:
-                    holder.bus.twitter(entry_id, *args, **kwargs)
+                    _send_beside("auto_twitter", entry_id, *args, **kwargs)
                 try:
                     return await run(*args, **kwargs)
                 finally:
                     if send_exit:
-                        holder.bus.twitter(exit_id, *args, **kwargs)
+                        _send_beside("auto_twitter", exit_id, *args, **kwargs)
 
             return cast(Callable[P, R], async_wrapper)
 
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             if send_entry:
-                holder.bus.twitter(entry_id, *args, **kwargs)
+                _send_beside("auto_twitter", entry_id, *args, **kwargs)
             try:
                 return function(*args, **kwargs)
             finally:
                 if send_exit:
-                    holder.bus.twitter(exit_id, *args, **kwargs)
+                    _send_beside("auto_twitter", exit_id, *args, **kwargs)
 
         return wrapper
 
@@ -85,10 +96,10 @@ def twitter_exception(identifier: str, reraise: bool = False
     ident = parse(identifier)
 
     def send(exc: Exception, function: Callable[..., Any]) -> None:
-        holder.bus.twitter(ident, exception_type=type(exc).__name__,
-                           exception_message=_text_of(exc),
-                           traceback="".join(traceback.format_exception(exc)),
-                           function=function.__qualname__)
+        _send_beside("twitter_exception", ident, exception_type=type(exc).__name__,
+                     exception_message=_text_of(exc),
+                     traceback="".join(traceback.format_exception(exc)),
+                     function=function.__qualname__)
 
     def decorate(function: Callable[P, R]) -> Callable[P, R | None]:
         if inspect.iscoroutinefunction(function):
@@ -128,3 +139,18 @@ def _text_of(exc: Exception) -> str:
         return str(exc)
     except Exception:  # noqa: BLE001 - any failure of a user's __str__
         return "<exception str() failed>"
+
+
+def _send_beside(decorator: str, identifier: Identifier, /, *args: Any, **kwargs: Any) -> None:
+    """Send on the default bus for ``decorator``, keeping what the send raises out of the
+    wrapped call (which it would have replaced: a full queue's ``QueueFull`` came out of a
+    call that had returned, or raised ``ValueError``): a refusal counted and logged,
+    another failure logged."""
+    bus = holder.bus
+    try:
+        bus.twitter(identifier, *args, **kwargs)
+    except Exception as exc:  # the call's own outcome goes on
+        rest = count_refusals(bus, exc, DECORATOR_REFUSED, f"{decorator} of {identifier}")
+        if rest is not None:
+            logger.error("sending %s for %s failed; the wrapped call's result and exception "
+                         "pass on", identifier, decorator, exc_info=rest)

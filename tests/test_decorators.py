@@ -11,7 +11,7 @@ import json
 import pytest
 from helpers import capture
 
-from berrymq import Bus, Message, auto_twitter, regist_function, twitter_exception
+from berrymq import Bus, Message, Queue, auto_twitter, regist_function, set_bus, twitter_exception
 
 
 @pytest.mark.parametrize(
@@ -159,3 +159,54 @@ def test_twitter_exception_passes_on_an_exception_whose_str_fails(berrymq_bus: B
     assert message.kwargs["exception_type"] == "Odd"
     assert message.kwargs["exception_message"] == "<exception str() failed>"
 
+
+
+def test_what_a_decorator_sends_never_replaces_the_calls_own_outcome(
+        berrymq_bus: Bus, caplog: pytest.LogCaptureFixture) -> None:
+    """A full queue's refusal of the exit message came out of a call that had returned
+    (``work(2)`` gave QueueFull, not 4) or raised (ValueError only as its __context__);
+    SPEC 3: return values and exceptions pass through unchanged. The refusals are
+    counted and logged instead."""
+    exits = Queue("job:exit", maxsize=1, on_full="refuse")
+
+    @auto_twitter("job:exit")
+    def work(number: int) -> int:
+        if number < 0:
+            raise ValueError("negative")
+        return number * 2
+
+    @twitter_exception("job:exit", reraise=True)
+    def fail() -> None:
+        raise KeyError("k")
+
+    assert work(1) == 2  # its exit message fills the queue
+    assert work(2) == 4
+    with pytest.raises(ValueError, match="negative"):
+        work(-1)
+    with pytest.raises(KeyError):
+        fail()
+    assert exits.qsize() == 1
+    assert berrymq_bus.losses.counts == {"refused, sent by a decorator: QueueFull": 3}
+    assert "auto_twitter of job:exit: a message it sent was refused" in caplog.text
+
+
+def test_a_failing_receiver_of_a_decorators_message_is_logged_not_raised_into_the_call(
+        caplog: pytest.LogCaptureFixture) -> None:
+    bus = Bus(raise_errors=True, name="strict")
+    old = set_bus(bus)
+    try:
+        def broken(message: Message) -> None:
+            raise RuntimeError("receiver broke")
+
+        bus.subscribe("job:*", broken)
+
+        @auto_twitter("job")
+        def work() -> str:
+            return "done"
+
+        assert work() == "done"
+    finally:
+        set_bus(old)
+        bus.close()
+    assert caplog.text.count("sending job:entry for auto_twitter failed") == 1
+    assert "receiver broke" in caplog.text

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-from berrymq._losses import LOSSES, SOURCE_REFUSED
+from berrymq._losses import SOURCE_REFUSED, count_refusals
 from berrymq.bus import Bus
 from berrymq.default import bus_or_default
-from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier, parse
 from berrymq.state import StateKey
 
@@ -140,26 +138,11 @@ class Adapter:
     def _failed(self, exc: Exception) -> None:
         """A poll raised: a refusal of what it sent (a full queue) is a lost message,
         counted in ``bus.losses`` and logged once per burst, as in a worker thread; any
-        other failure (a receiver's, with ``raise_errors``; the poll's own) is logged. A
-        refusal by a peer's link (:attr:`QueueFull.not_forwarded <berrymq.QueueFull>`) is
-        counted where it happened (``not forwarded: QueueFull``), not a second time here.
-
+        other failure (a receiver's, with ``raise_errors``; the poll's own) is logged.
         Refusals are looked for at every depth: a send that met two full queues raises
         them as a group, which :meth:`FileObserver.check
         <berrymq.sources.files.FileObserver.check>` groups again with the other events'."""
-        refused: BaseException | None
-        rest: BaseException | None
-        if isinstance(exc, ExceptionGroup):
-            refused, rest = exc.split(QueueFull)
-        elif isinstance(exc, QueueFull):
-            refused, rest = exc, None
-        else:
-            refused, rest = None, exc
-        for refusal in _leaves(refused):
-            if getattr(refusal, "not_forwarded", False):
-                continue  # a peer's full link: counted already, as not forwarded
-            self.bus.state(LOSSES).add(SOURCE_REFUSED.format("QueueFull"), logging.ERROR,
-                                       "%r: a message it sent was refused: %s", self, refusal)
+        rest = count_refusals(self.bus, exc, SOURCE_REFUSED, repr(self))
         if rest is not None:
             logger.error("%r failed; it keeps running", self, exc_info=rest)
 
@@ -206,15 +189,6 @@ class Adapter:
     def describe(self) -> dict[str, Any]:
         """This adapter as a sender in :func:`berrymq.network.describe`."""
         return {"kind": self.kind, "name": repr(self), "sends": [str(i) for i in self.sends()]}
-
-
-def _leaves(exc: BaseException | None) -> Iterator[BaseException]:
-    """The exceptions in ``exc`` that are no group, however deeply nested."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    elif exc is not None:
-        yield exc
 
 
 def identifier_for(id_name: str, action: str, what: str) -> Identifier:
