@@ -197,7 +197,11 @@ class AsyncReceiver:
             backlog.tasks += 1
             pending = PendingReply(self.name, loop, message, self._bus, backlog)
             pending.claimed = claimed
-            _start(loop, function, message, pending, context)
+            if backlog.handed:  # sent before from other threads, not started: after them
+                handed.add(pending)
+                loop.call_soon(_start_behind, loop, function, message, pending, context)
+            else:
+                _start(loop, function, message, pending, context)
             return pending
         pending = PendingReply(self.name, loop, message, self._bus)
         pending.claimed = claimed  # before the loop has it: it may fail before we return
@@ -247,6 +251,15 @@ def _start_handed(loop: asyncio.AbstractEventLoop, function: Callable[[Message],
     if backlog is not None:  # counted as a task from now on
         backlog.run_handed()
         pending.handoff = False
+    _start(loop, function, message, pending, context)
+
+
+def _start_behind(loop: asyncio.AbstractEventLoop, function: Callable[[Message], Any],
+                  message: Message, pending: PendingReply, context: contextvars.Context) -> None:
+    """:func:`_start` for a message sent on the loop while hand-offs from other threads
+    waited to start: after them, so that one receiver gets its messages in the order they
+    were sent (started at once, it overtook them)."""
+    handed.discard(pending)
     _start(loop, function, message, pending, context)
 
 

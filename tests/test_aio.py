@@ -683,3 +683,30 @@ def test_ask_async_on_a_closed_bus_answers_as_ask_does(berrymq_plugin_host: Any)
     bus.close()
     assert bus.ask("a:x", timeout=1) == []
     assert asyncio.run(ask_async_on(bus, "a:x", timeout=1)) == []
+
+
+def test_a_message_sent_on_the_loop_after_one_from_another_thread_comes_after_it() -> None:
+    """Sent on the receiver's loop, a message started at once and overtook one sent
+    before from another thread (its twitter had returned), whose hand-off waited for the
+    loop: asyncio.md promises one receiver its messages in the order they were sent."""
+    bus = Bus(name="order")
+    seen: list[str] = []
+
+    async def receiver(message: Message) -> None:
+        seen.append(message.args[0])
+
+    async def main() -> None:
+        bus.subscribe("o:x", receiver, weak=False)
+        sender = threading.Thread(target=bus.twitter, args=("o:x", "first, from a thread"))
+        sender.start()
+        sender.join()
+        bus.twitter("o:x", "second, on the loop")
+        bus.twitter("o:x", "third, on the loop")
+        while len(seen) < 3:
+            await asyncio.sleep(0.001)
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 10))
+    finally:
+        bus.close()
+    assert seen == ["first, from a thread", "second, on the loop", "third, on the loop"]
