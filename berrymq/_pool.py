@@ -98,7 +98,8 @@ class WorkerPool:
         self._settled = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._start_threads()
-        track(self)  # run what it holds when the process exits (see there)
+        if not track(self):  # run what it holds when the process exits (see there) ...
+            self.shutdown()  # ... or, made after that, none: its senders run their tasks
 
     @property
     def bus_name(self) -> str:

@@ -18,7 +18,8 @@ imported: flush each connection, then stop the I/O loop) run; an :mod:`atexit`
 handler of ours would run after those of every module imported later, that is after
 the transports' flush. A sender still running after the hook (a non-daemon thread, an
 :mod:`atexit` handler) finds the pool closed and runs its receivers itself, as
-``multiplicity = 0`` would. A process ended by :func:`os._exit` or a signal runs no
+``multiplicity = 0`` would; so does one whose bus makes a pool after the hook (the pool
+is shut down as it is made: :func:`track`). A process ended by :func:`os._exit` or a signal runs no
 hook at all.
 
 A process forked from one with pools running has the pools but not their threads: each
@@ -49,12 +50,20 @@ EXIT_WAIT = 10.0
 
 _live: set[WorkerPool] = set()
 _live_lock = threading.Lock()
+#: whether :func:`finish_pools` has finished the pools: the process is exiting
+_finished = False
 
 
-def track(pool: WorkerPool) -> None:
-    """Finish ``pool`` at exit unless it is shut down before."""
+def track(pool: WorkerPool) -> bool:
+    """Finish ``pool`` at exit unless it is shut down before. False once the pools were
+    finished (a non-daemon thread or an :mod:`atexit` handler makes a pool after the
+    hook): nothing would finish it, and its workers, daemon threads, would die with the
+    interpreter and the tasks queued with them, counted nowhere."""
     with _live_lock:
+        if _finished:
+            return False
         _live.add(pool)
+        return True
 
 
 def untrack(pool: WorkerPool) -> None:
@@ -66,10 +75,12 @@ def untrack(pool: WorkerPool) -> None:
 def finish_pools(wait: float | None = None) -> None:
     """Finish every pool not shut down (see the module's text), within ``wait`` seconds
     in all (:data:`EXIT_WAIT` when None), and log each pool that dropped tasks."""
+    global _finished
     deadline = time.monotonic() + (EXIT_WAIT if wait is None else wait)
     while True:  # a receiver that finishes may start a pool of its own
         with _live_lock:
             if not _live:
+                _finished = True
                 return
             pool = _live.pop()
         dropped, busy = pool.finish_at_exit(deadline)

@@ -139,3 +139,42 @@ def test_what_pool_receivers_send_to_a_peer_while_the_process_exits_reaches_it()
     finally:
         bus.close()
 
+
+
+#: A pool made after the exit hook: by a non-daemon thread still running when the main
+#: thread has ended, and by an atexit handler.
+POOL_AFTER_THE_HOOK = textwrap.dedent("""
+    import atexit, os, threading, time
+    import berrymq
+
+    ran = {"thread": 0, "atexit": 0}
+
+    def producer():
+        main = threading.main_thread()
+        main.join()  # the main thread has ended: the exit hook runs or has run
+        while not berrymq._pool_exit._finished:
+            time.sleep(0.001)
+        bus = berrymq.Bus(multiplicity=2, name="late")
+        bus.subscribe("job:x", lambda m: ran.__setitem__("thread", ran["thread"] + 1), weak=False)
+        for i in range(100):
+            bus.twitter("job:x", i)
+        os.write(1, f"thread: {ran['thread']} {bus.losses.snapshot()}\\n".encode())
+
+    def at_exit():
+        bus = berrymq.Bus(multiplicity=4, name="atexit")
+        bus.subscribe("job:x", lambda m: ran.__setitem__("atexit", ran["atexit"] + 1), weak=False)
+        for i in range(50):
+            bus.twitter("job:x", i)
+        os.write(1, f"atexit: {ran['atexit']} {bus.losses.snapshot()}\\n".encode())
+
+    atexit.register(at_exit)
+    threading.Thread(target=producer).start()
+""")
+
+
+def test_a_pool_made_after_the_exit_hook_leaves_its_senders_to_run_their_receivers() -> None:
+    """Nothing would finish such a pool: its daemon workers died with the interpreter
+    and what was queued with them, ran 0 of 100 and 0 of 50, counted nowhere."""
+    child, _ = run(POOL_AFTER_THE_HOOK)
+    assert child.returncode == 0, child.stderr
+    assert sorted(child.stdout.splitlines()) == ["atexit: 50 {}", "thread: 100 {}"], child.stdout
