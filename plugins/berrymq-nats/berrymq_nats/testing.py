@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from berrymq_nats.bridge import NatsBridge
 
 __all__ = ["NatsServer", "Recorder", "bridge_of", "held_io_loop", "require_nats_server",
-           "settle", "wait_until"]
+           "send_frames", "settle", "wait_until"]
 
 START_DEADLINE = 15.0
 
@@ -234,6 +234,20 @@ def bridge_of(bus: Bus, url: str, **options: Any) -> NatsBridge:
     transport = bus.transport("nats")
     assert isinstance(transport, NatsTransport)
     return transport.connect_broker(url, **options)
+
+
+def send_frames(url: str, *frames: bytes) -> None:
+    """Send NATS protocol frames as they are (bytes no client library sends), then wait
+    for the server's PONG: it has routed them by then."""
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.recv(65536)  # INFO
+        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n'
+                     + b"".join(frames) + b"PING\r\n")
+        seen = b""
+        while b"PONG" not in seen and (chunk := sock.recv(65536)):
+            seen += chunk
+    assert b"PONG" in seen and b"-ERR" not in seen, seen
 
 
 @contextlib.contextmanager

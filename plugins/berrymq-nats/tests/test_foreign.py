@@ -6,7 +6,6 @@ tells about the messages this process accepted, return False."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import nats
 import pytest
 from berrymq_nats import NatsBridge
 from berrymq_nats.losses import CONTROL_UNSENT, UNDECODABLE, WRONG_SUBJECT
-from berrymq_nats.testing import Recorder, bridge_of, settle
+from berrymq_nats.testing import Recorder, bridge_of, send_frames, settle
 
 from berrymq import Bus, Queue
 from berrymq.identifier import parse
@@ -54,20 +53,6 @@ def test_junk_from_another_client_is_counted_apart_and_flush_stays_true(
     assert bb.losses.own == 0 and bb.losses.total == 1
 
 
-def send_frames(url: str, *frames: bytes) -> None:
-    """Send NATS protocol frames as they are (bytes no client library sends), then wait
-    for the server's PONG: it has routed them by then."""
-    host, port = url.removeprefix("nats://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.recv(65536)  # INFO
-        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n'
-                     + b"".join(frames) + b"PING\r\n")
-        seen = b""
-        while b"PONG" not in seen and (chunk := sock.recv(65536)):
-            seen += chunk
-    assert b"PONG" in seen and b"-ERR" not in seen, seen
-
-
 @pytest.mark.parametrize("where", ["subject", "reply", "header"])
 def test_a_message_that_is_not_utf8_is_counted_and_the_connection_stays(
         pair: Pair, nats_server: Any, poll: Callable[..., None], where: str) -> None:
@@ -92,6 +77,23 @@ def test_a_message_that_is_not_utf8_is_counted_and_the_connection_stays(
     assert bb.flush(10) and ba.flush(10)
     assert got.wait(1) and got.args == [1]
     assert bb.reconnects == 0 and bb.state == "connected", bb.state
+
+
+def test_a_flood_of_hellos_from_another_client_leaves_a_bounded_outbox(
+        nats_server: Any, make_bus: Callable[..., Bus], poll: Callable[..., None]) -> None:
+    """Each hello is answered with a ``here``: 700,000 hellos from a plain client left
+    692,012 answers waiting (buffer_limit 10,000), 320 MB. The bridge's own messages now
+    wait up to twice the bounds; those past it are counted as its own, not the app's."""
+    b = make_bus("b")
+    bb = bridge_of(b, nats_server.url, buffer_limit=20)
+    settle(bb)
+    hellos = (b'{"k":"hello","n":"%x","p":[]}' % (0xabc000000 + i) for i in range(20_000))
+    send_frames(nats_server.url, *(b"PUB %s %d\r\n%s\r\n" % (
+        bb.asking.presence_subject.encode(), len(hello), hello) for hello in hellos))
+    poll(lambda: bb.losses.counts.get(CONTROL_UNSENT, 0) > 0, 10, "answers past the bound")
+    assert len(bb.outbox._out) <= 40
+    assert bb.flush(10) and bb.losses.own == 0
+    assert not any("control" in reason for reason in b.losses.counts), b.losses.counts
 
 
 def test_a_control_message_over_max_payload_is_no_loss_of_the_applications(

@@ -14,9 +14,14 @@ from typing import Any
 import nats
 import pytest
 from berrymq_nats import NatsBridge
-from berrymq_nats.inbound import DEFAULT_ASK_TIMEOUT, LONGEST_ASK_TIMEOUT, asker_timeout
+from berrymq_nats.inbound import (
+    DEFAULT_ASK_TIMEOUT,
+    LONGEST_ASK_TIMEOUT,
+    MESSAGE_OVERHEAD,
+    asker_timeout,
+)
 from berrymq_nats.losses import UNDECODABLE
-from berrymq_nats.testing import Recorder, settle
+from berrymq_nats.testing import Recorder, send_frames, settle
 
 from berrymq import Bus, Message
 from berrymq.identifier import parse
@@ -200,6 +205,40 @@ def test_receivers_run_on_the_delivery_lane(pair: Pair) -> None:
     settle(ba, bb)  # the message reached the server, then b had what came before its PONG
     assert threads == ["berrymq-delivery"]
     assert "berrymq-nats" not in {t.name for t in threading.enumerate()}  # no loop of its own
+
+
+def test_what_waits_on_the_lane_is_counted_with_what_each_message_holds(
+        pair: Pair, nats_server: Any, poll: Callable[..., None]) -> None:
+    """Counted by payload alone, small messages behind a busy receiver filled memory long
+    before the lane's bound in bytes: 13-byte messages took 2.5 million (827 MB) to
+    reach 31 MiB of 64. Each now counts with what it holds besides (MESSAGE_OVERHEAD)."""
+    _, _, b, bb = pair
+    entered, release = threading.Event(), threading.Event()
+    got = []
+
+    def busy(message: Message) -> None:
+        entered.set()
+        release.wait(30)
+        got.append(message)
+
+    b.subscribe("a:b", busy, weak=False)
+    settle(bb)
+    lane = io_loop.lane
+    assert lane.wait_idle(10)
+    saved, lane.max_bytes = lane.max_bytes, 2 * 2**20
+    count = 40_000
+    try:
+        payload = b'["a:b",[],{}]'
+        subject = bb.subjects.subject(parse("a:b")).encode()
+        send_frames(nats_server.url, *[b"PUB %s %d\r\n%s\r\n" % (subject, len(payload), payload)]
+                    * count)
+        assert entered.wait(10)
+        poll(lambda: not lane.has_room(MESSAGE_OVERHEAD * 1000), 10, "the lane to fill up")
+        assert bb.inbound.gathered < count  # reading waits for room: the rest is unread
+    finally:
+        lane.max_bytes = saved
+        release.set()
+    poll(lambda: len(got) == count, 30, "every message, once the receiver is free")
 
 
 def test_a_slow_receiver_does_not_stall_nats_io(pair: Pair, poll: Callable[..., None]) -> None:
