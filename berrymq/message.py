@@ -39,7 +39,9 @@ class Message(tuple, metaclass=_MessageType):  # type: ignore[type-arg]
     """One sent message, as receivers and queues see it.
 
     ``id`` is ``"name:action"``; ``args`` is a tuple and ``kwargs`` a dict; each keyword
-    argument is also an attribute (``message.user`` for ``user=...``). A message is a
+    argument is also an attribute (``message.user`` for ``user=...``), but for one named
+    like an attribute of the message itself (``id``, ``name``, ``args``, ``hops``...),
+    which keeps its meaning: ``message.kwargs["name"]`` reads it. A message is a
     tuple underneath, so creating one on every send costs little and its fields cannot be
     reassigned. Every receiver and queue of a send gets the same message, so the
     ``kwargs`` dict and any mutable argument are shared among them: treat them as
