@@ -37,6 +37,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 from berrymq._backlog import loop_waits_for_workers
+from berrymq._blocked import join_unblocking
 from berrymq._delivery import Answer, deliver, drop_tracebacks
 from berrymq._index import RouteEntry
 from berrymq._losses import CANCELLED_FIRST, EXITED_FIRST, LOSSES, WORKER_REFUSED
@@ -360,8 +361,7 @@ class WorkerPool:
         current = threading.current_thread()
         others = [thread for thread in self._threads if thread is not current]
         with loop_waits_for_workers():  # an event loop's thread: see there
-            for thread in others:
-                thread.join(seconds_left(deadline))
+            join_unblocking(self._bus, others, deadline)  # (workers waiting on its queues)
         return [thread for thread in others if thread.is_alive()]
 
     def shutdown(self) -> None:

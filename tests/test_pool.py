@@ -612,3 +612,4 @@ def test_a_message_refused_in_a_worker_is_not_kept_after_it_is_counted(berrymq_b
         set_multiplicity(0)
     assert berrymq_bus.losses.counts == {"refused in a worker thread: QueueFull": 10}
     assert held < 2 * len(payload), held  # not one message per refusal
+

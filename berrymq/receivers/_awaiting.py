@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from berrymq._backlog import waits_for_room
+from berrymq._blocked import waiting_on
 from berrymq.errors import Empty, QueueClosed, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message
@@ -73,8 +74,10 @@ class QueueStore:
     """
 
     def __init__(self, pattern: Identifier, maxsize: int, on_full: FullPolicy,
-                 put_timeout: float | None) -> None:
+                 put_timeout: float | None, bus: object = None) -> None:
         self.pattern = pattern
+        #: the bus whose queue this is (a closing bus's pool may end a sender's wait here)
+        self.bus = bus
         self.maxsize = maxsize
         self.on_full = on_full
         self.put_timeout = put_timeout
@@ -129,7 +132,8 @@ class QueueStore:
                 self.blocked += not closed
             if not closed:
                 try:
-                    ok = self._take_place(places)
+                    with waiting_on(self.bus, self.close):
+                        ok = self._take_place(places)
                 finally:
                     with self.lock:
                         self.blocked -= 1

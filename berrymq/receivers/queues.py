@@ -6,6 +6,7 @@ import time
 import weakref
 from collections.abc import Iterator
 
+from berrymq._blocked import waiting_on
 from berrymq.bus import Bus
 from berrymq.default import bus_or_default
 from berrymq.errors import BusClosed, Empty, QueueClosed
@@ -139,7 +140,7 @@ class Queue:
         if shared:
             self._store = self._shared_store(bus, ident, maxsize, on_full, limit)
         else:
-            self._store = store = QueueStore(ident, maxsize, on_full, limit)
+            self._store = store = QueueStore(ident, maxsize, on_full, limit, bus)
             store.users.add(self)
             store.subscription = bus.subscribe(ident, store.put, kind=QUEUES)
         try:  # after subscribing: the bus's close closes only whole queues
@@ -169,7 +170,7 @@ class Queue:
                                          f"cannot share it with {name}={_shown(want)}")
                 store.users.add(self)
                 return store
-            store = QueueStore(ident, maxsize, on_full, put_timeout)
+            store = QueueStore(ident, maxsize, on_full, put_timeout, bus)
             store.users.add(self)
             store.subscription = bus.subscribe(ident, store.put, kind=QUEUES, shared=True)
             stores[ident] = store
@@ -190,13 +191,18 @@ class Queue:
         can drain what is left.
         """
         timeout = wait_limit("timeout", timeout)  # inf is None: no limit
+        if not block:
+            self._check_open()
+            return self._store.get(False, None)
+        with waiting_on(self.bus, self.close):  # a closing bus's pool may end the wait
+            return self._get_waiting(timeout)
+
+    def _get_waiting(self, timeout: float | None) -> Message:
         if not self.shared:
-            return self._store.get(block, timeout)
+            return self._store.get(True, timeout)
         # A shared store outlives this queue object: closing it must stop this object
         # alone from taking messages, so a blocked get wakes now and then to look.
         self._check_open()
-        if not block:
-            return self._store.get(False, None)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = _CLOSE_CHECK if deadline is None else min(_CLOSE_CHECK, deadline - time.monotonic())

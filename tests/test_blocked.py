@@ -1,0 +1,60 @@
+"""berrymq._blocked: closing a bus ends the waits of its own pool's workers on its queues
+(a consumer, a sender waiting for room), which the close would otherwise wait for."""
+
+from __future__ import annotations
+
+import threading
+
+from helpers import WAIT
+
+from berrymq import Bus, Message, Queue
+
+
+def _closes_within(bus: Bus, seconds: float) -> bool:
+    """Whether ``bus.close()``, in a thread of its own, returns within ``seconds``."""
+    closer = threading.Thread(target=bus.close, daemon=True)
+    closer.start()
+    closer.join(seconds)
+    return not closer.is_alive()
+
+
+def test_close_ends_a_pool_receiver_that_consumes_a_queue_of_the_same_bus() -> None:
+    """close() waited for the pool, the pool for its receiver, and the receiver (``for
+    job in jobs``) for close() to close the queue: the bus never closed."""
+    bus = Bus(multiplicity=2, name="consumer")
+    jobs = Queue("job:*", bus=bus)
+    done: list[int] = []
+    consuming = threading.Event()
+
+    def consumer(message: Message) -> None:
+        consuming.set()
+        done.extend(job.args[0] for job in jobs)
+
+    bus.subscribe("start:consumer", consumer)
+    bus.twitter("start:consumer")
+    assert consuming.wait(WAIT)
+    for number in range(5):
+        bus.twitter("job:run", number)
+    assert _closes_within(bus, WAIT)
+    assert done == [0, 1, 2, 3, 4] and jobs.closed
+
+
+def test_close_ends_a_pool_receiver_waiting_for_room_in_a_queue_of_the_same_bus() -> None:
+    """The same with a receiver that relays to a full queue that waits for room for ever:
+    its message is refused (the queue closed) and counted, not waited for."""
+    bus = Bus(multiplicity=1, name="relay")
+    out = Queue("out:*", maxsize=1, put_timeout=float("inf"), bus=bus)
+    relayed = threading.Event()
+
+    def relay(message: Message) -> None:
+        if message.args[0] == 2:
+            relayed.set()
+        bus.twitter("out:x", message.args[0])
+
+    bus.subscribe("in:x", relay)
+    bus.twitter("in:x", 1)
+    bus.twitter("in:x", 2)  # waits for room: out holds 1
+    assert relayed.wait(WAIT)
+    assert _closes_within(bus, WAIT)
+    assert out.get_nowait().args == (1,)
+    assert bus.losses.counts == {"refused in a worker thread: QueueFull": 1}
