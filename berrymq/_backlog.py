@@ -118,10 +118,13 @@ class Backlog:
 
     :attr tasks: tasks made and not settled (written on the loop's thread only).
     :attr handed: hand-offs from other threads the loop has not run (under the lock).
+    :attr behind: messages sent on the loop, queued behind hand-offs (or behind other
+        such messages) to keep the order of sending, not started yet (the loop's thread
+        only; counted in :attr:`tasks` too).
     :attr waiting: senders waiting for room (under the lock).
     """
 
-    __slots__ = ("handed", "limit", "name", "room", "tasks", "wait", "waiting")
+    __slots__ = ("behind", "handed", "limit", "name", "room", "tasks", "wait", "waiting")
 
     def __init__(self, name: str, limit: int, wait: float) -> None:
         self.name = name
@@ -129,6 +132,7 @@ class Backlog:
         self.wait = wait
         self.tasks = 0
         self.handed = 0
+        self.behind = 0
         self.room = threading.Condition(threading.Lock())
         self.waiting = 0
 

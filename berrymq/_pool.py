@@ -341,6 +341,15 @@ class WorkerPool:
         the join is over (see :meth:`join`); ``mark``, the hand-on count when it began."""
         into.append(next(self._handed_on) == mark + 1 or self._tasks.empty())
 
+    def _closing_idle(self) -> bool:
+        """Whether the bus is closing (it closes its queues next: see
+        :mod:`berrymq._blocked`) and the queue holds only the stop markers of the running
+        workers, one each: no task the pool will run could end a worker's wait on them.
+        (Looked at again and again: a stop begun before the close, by
+        ``set_multiplicity``, is so ended by the close too.)"""
+        return (self._bus.closed
+                and self._tasks.qsize() <= sum(thread.is_alive() for thread in self._threads))
+
     def _stop(self, deadline: float | None) -> list[threading.Thread]:
         """Close the pool and give each worker a stop marker behind the tasks queued, then
         wait for the workers until ``deadline``; the ones still running (a receiver that
@@ -361,7 +370,7 @@ class WorkerPool:
         current = threading.current_thread()
         others = [thread for thread in self._threads if thread is not current]
         with loop_waits_for_workers():  # an event loop's thread: see there
-            join_unblocking(self._bus, others, deadline)  # (workers waiting on its queues)
+            join_unblocking(self._bus, others, deadline, self._closing_idle)
         return [thread for thread in others if thread.is_alive()]
 
     def shutdown(self) -> None:

@@ -14,7 +14,8 @@ instances there.)
 Delivery stays a plain call on the sender's path: the subscription's reference, instead
 of returning the function, returns an :class:`AsyncReceiver` that makes the task of
 ``function(message)`` on the loop: at once when the sender already is that loop's thread
-(as ``asyncio.ensure_future`` would), else through ``loop.call_soon_threadsafe``; so
+(as ``asyncio.ensure_future`` would) and nothing sent before waits to start (else behind
+it, through ``loop.call_soon``), else through ``loop.call_soon_threadsafe``; so
 sending never waits for the coroutine. It is bounded: a receiver with
 ``async_pending_limit`` messages outstanding refuses the next with
 :class:`~berrymq.QueueFull`, at once on its own loop, after waiting up to
@@ -197,7 +198,8 @@ class AsyncReceiver:
             backlog.tasks += 1
             pending = PendingReply(self.name, loop, message, self._bus, backlog)
             pending.claimed = claimed
-            if backlog.handed:  # sent before from other threads, not started: after them
+            if backlog.handed or backlog.behind:  # sent before, not started: after them
+                backlog.behind += 1
                 handed.add(pending)
                 loop.call_soon(_start_behind, loop, function, message, pending, context)
             else:
@@ -258,8 +260,11 @@ def _start_behind(loop: asyncio.AbstractEventLoop, function: Callable[[Message],
                   message: Message, pending: PendingReply, context: contextvars.Context) -> None:
     """:func:`_start` for a message sent on the loop while hand-offs from other threads
     waited to start: after them, so that one receiver gets its messages in the order they
-    were sent (started at once, it overtook them)."""
+    were sent (started at once, it overtook them; and the sends on the loop after it go
+    behind it too, counted in ``Backlog.behind``)."""
     handed.discard(pending)
+    if pending.backlog is not None:
+        pending.backlog.behind -= 1
     _start(loop, function, message, pending, context)
 
 

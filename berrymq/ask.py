@@ -74,7 +74,7 @@ class _AskPart:
         self.keeps_deadline = keeps_deadline
         self.replies: list[Any] = []
         self.running: list[str] = []
-        self.error: Exception | None = None
+        self.error: BaseException | None = None
         self.future: concurrent.futures.Future[None] | None = None
         #: the deadline passed before every receiver had started: those left never will
         self.cut = False
@@ -95,8 +95,8 @@ class _AskPart:
             threading.current_thread().name = _PART_THREAD
             try:
                 work(part)
-            except Exception as exc:  # noqa: BLE001 - reported as an entry
-                part.error = exc
+            except BaseException as exc:  # noqa: BLE001 - reported as an entry (sys.exit()
+                part.error = exc  # in a receiver too: the helper thread cannot end the process)
 
         part.future = _submitted(bus, ASK_PARTS, run)  # None: no replies, the bus closed
         return part

@@ -176,8 +176,9 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
         """Close connections and transports, let plugins clean up, stop the pool, close the
         bus's :class:`~berrymq.Queue` objects (their consumers drain what is stored, then
         get :class:`~berrymq.QueueClosed`, and iteration ends; a pool's receiver waiting
-        on one of them, which the pool's stop would wait for, has it closed once every
-        worker still running waits so: see :mod:`berrymq._blocked`); then take no new
+        on one of them without a time limit, which the pool's stop would wait for, has it
+        closed once nothing else is left for the pool: see :mod:`berrymq._blocked`); then
+        take no new
         receivers, peers or threads (sending still works, and reaches nobody).
 
         A connection or transport whose ``close()`` raises does not stop the close: the

@@ -710,3 +710,37 @@ def test_a_message_sent_on_the_loop_after_one_from_another_thread_comes_after_it
     finally:
         bus.close()
     assert seen == ["first, from a thread", "second, on the loop", "third, on the loop"]
+
+
+def test_messages_sent_on_the_loop_behind_a_hand_off_keep_their_order_among_themselves() -> None:
+    """Sent on the loop behind a hand-off, B waited (call_soon); C, sent on the loop after
+    B by another task once the hand-off had run, started at once and overtook B."""
+    bus = Bus(name="order2")
+    seen: list[str] = []
+
+    async def receiver(message: Message) -> None:
+        seen.append(message.args[0])
+
+    async def main() -> None:
+        bus.subscribe("o:x", receiver, weak=False)
+
+        async def send_b() -> None:
+            bus.twitter("o:x", "B")
+
+        async def send_c() -> None:
+            bus.twitter("o:x", "C")
+
+        first = asyncio.ensure_future(send_b())  # its step runs before A's hand-off
+        sender = threading.Thread(target=bus.twitter, args=("o:x", "A"))
+        sender.start()
+        sender.join()
+        second = asyncio.ensure_future(send_c())  # its step runs after A's hand-off
+        await asyncio.gather(first, second)
+        while len(seen) < 3:
+            await asyncio.sleep(0.001)
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 10))
+    finally:
+        bus.close()
+    assert seen == ["A", "B", "C"]

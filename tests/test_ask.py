@@ -306,3 +306,16 @@ def test_local_receivers_not_started_by_the_timeout_never_run(berrymq_bus: Bus) 
     assert held.done.wait(WAIT)
     # the helper thread goes straight on to the next receiver, if any: a second is ample
     assert not late_ran.wait(1.0), "a receiver started after the ask was answered"
+
+
+def test_a_receiver_that_calls_sys_exit_gives_an_entry_naming_it() -> None:
+    """SystemExit in a receiver of ask ended its helper thread's work unseen: ask
+    returned [] at once, no entry, no log line."""
+    with Bus(name="exiting") as bus:
+        def quits(message: Message) -> None:
+            sys.exit(3)
+
+        bus.subscribe("q:x", quits)
+        replies = bus.ask("q:x", timeout=5)
+    assert len(replies) == 1 and isinstance(replies[0], ReplyError), replies
+    assert replies[0].exception_type == "SystemExit"

@@ -132,7 +132,10 @@ class QueueStore:
                 self.blocked += not closed
             if not closed:
                 try:
-                    with waiting_on(self.bus, self.close):
+                    if self.put_timeout is None:  # no limit: a closing bus's pool may end it
+                        with waiting_on(self.bus, self.close):
+                            ok = self._take_place(places)
+                    else:
                         ok = self._take_place(places)
                 finally:
                     with self.lock:

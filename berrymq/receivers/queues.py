@@ -191,18 +191,24 @@ class Queue:
         can drain what is left.
         """
         timeout = wait_limit("timeout", timeout)  # inf is None: no limit
-        if not block:
+        if self.shared:
             self._check_open()
-            return self._store.get(False, None)
-        with waiting_on(self.bus, self.close):  # a closing bus's pool may end the wait
-            return self._get_waiting(timeout)
+        if not block or timeout is not None:
+            return self._get_within(block, timeout)
+        try:
+            return self._store.get(False, None)  # one is there: no wait to tell of
+        except QueueClosed:
+            raise
+        except Empty:
+            pass
+        with waiting_on(self.bus, self.close):  # no limit: a closing bus's pool may end it
+            return self._get_within(True, None)
 
-    def _get_waiting(self, timeout: float | None) -> Message:
-        if not self.shared:
-            return self._store.get(True, timeout)
+    def _get_within(self, block: bool, timeout: float | None) -> Message:
+        if not self.shared or not block:
+            return self._store.get(block, timeout)
         # A shared store outlives this queue object: closing it must stop this object
         # alone from taking messages, so a blocked get wakes now and then to look.
-        self._check_open()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = _CLOSE_CHECK if deadline is None else min(_CLOSE_CHECK, deadline - time.monotonic())

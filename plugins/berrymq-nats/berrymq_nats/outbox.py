@@ -58,6 +58,11 @@ __all__ = ["Item", "Outbox"]
 Item = tuple[str, bytes, str]
 
 
+#: The room of the bridge's own messages beyond ``buffer_limit`` and ``buffer_bytes``.
+CONTROL_ROOM = 10_000
+CONTROL_BYTES = 16 * 2**20
+
+
 class _Control(tuple):  # type: ignore[type-arg]
     """An item of the bridge's own (presence, acknowledgement, reply): not one of the
     application's messages, so it is not counted as lost and not held while disconnected."""
@@ -76,6 +81,10 @@ class Outbox:
     def __init__(self, options: BrokerOptions, losses: Losses, describe: Callable[[], str]) -> None:
         self.limit = options.buffer_limit
         self.byte_limit = options.buffer_bytes
+        #: how many more messages, and bytes, than those bounds the bridge's own may take
+        #: (:meth:`put_control`): its answers to peers do not depend on ``buffer_limit``
+        self.control_room = CONTROL_ROOM
+        self.control_bytes = CONTROL_BYTES
         self.send_timeout = options.send_timeout
         self.losses = losses
         self.describe = describe
@@ -152,15 +161,18 @@ class Outbox:
         """Publish a message of the bridge's own (acknowledgements, replies, presence):
         never waits, so that the I/O thread can send it; dropped while disconnected (the
         asker's deadline reports a missing reply), and dropped, counted as the bridge's
-        own (:data:`~berrymq_nats.losses.CONTROL_UNSENT`), when the deque holds twice
-        ``buffer_limit`` messages or twice ``buffer_bytes``: other clients' hellos and
-        requests, each answered by one of these, queued them without bound (a flood of
-        700,000 hellos left 692,012 waiting, 320 MB)."""
+        own (:data:`~berrymq_nats.losses.CONTROL_UNSENT`), when :attr:`control_room`
+        more messages than ``buffer_limit`` wait, or :attr:`control_bytes` more bytes
+        than ``buffer_bytes``: other clients' hellos and requests, each answered by one
+        of these, queued them without bound (a flood of 700,000 hellos left 692,012
+        waiting, 320 MB)."""
         if self.connected:
-            if (len(self._out) >= 2 * self.limit
-                    or self._added - self._taken + len(item[1]) > 2 * self.byte_limit):
+            if (len(self._out) >= self.limit + self.control_room
+                    or self._added - self._taken + len(item[1])
+                    > self.byte_limit + self.control_bytes):
                 self.losses.add(CONTROL_UNSENT, 1, f"on {item[0]}: {len(self._out)} messages "
-                                f"wait to be published, twice buffer_limit or buffer_bytes")
+                                "wait to be published (buffer_limit and its room for the "
+                                "bridge's own)")
                 return
             self._added += len(item[1])
             self._out.append(_Control(item))

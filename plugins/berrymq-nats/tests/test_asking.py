@@ -425,3 +425,25 @@ def test_a_process_reached_over_nats_and_an_interconnect_answers_an_ask_once(
         assert a.ask("who:x", i, timeout=10) == ["b"]
         assert time.monotonic() - started < 5  # not a wait for the deadline
     assert calls == [0, 1, 2]
+
+
+
+def test_asks_from_many_threads_are_answered_whatever_buffer_limit_says(
+        nats_server: Any, make_bus: Callable[..., Bus], poll: Callable[..., None]) -> None:
+    """The bridge's acknowledgements and replies have room of their own: bounded by
+    twice buffer_limit, 40 asks at once of a process with buffer_limit 2 lost a few (the
+    askers' entries said TimeoutError after 3 s)."""
+    a, b = make_bus("a"), make_bus("b")
+    ba, bb = bridge_of(a, nats_server.url), bridge_of(b, nats_server.url, buffer_limit=2)
+    b.subscribe("svc:q", lambda m: "fine", weak=False)
+    settle(ba, bb)
+    poll(knows(ba, b, "svc:q"), what="a to learn b's patterns")
+    answers: list[list[Any]] = []
+    askers = [threading.Thread(target=lambda: answers.append(a.ask("svc:q", timeout=10)))
+              for _ in range(40)]
+    for thread in askers:
+        thread.start()
+    for thread in askers:
+        thread.join(30)
+    assert len(answers) == 40 and all(entry == ["fine"] for entry in answers), answers
+    assert bb.losses.counts == {}, bb.losses.counts
