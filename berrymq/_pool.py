@@ -193,16 +193,6 @@ class WorkerPool:
                              entry[2].ref(), entry[2].pattern, task.message[0], exc_info=exc)
         drop_tracebacks(*errors)  # counted and logged: the message is not kept (see there)
 
-    @staticmethod
-    def _escaped(task: _Task, exc: BaseException) -> None:
-        """A receiver raised what is no :class:`Exception` (``sys.exit()``) in a worker:
-        it ended the worker, silently (``threading`` prints no SystemExit), and with it the
-        pool's part of every later message. Logged; the worker goes on."""
-        entry = task.entry
-        logger.error("receiver %r of %s raised %s on message %s in a worker thread, where it "
-                     "cannot end the process; the worker goes on", entry[2].ref(),
-                     entry[2].pattern, type(exc).__name__, task.message[0], exc_info=exc)
-
     def _work(self) -> None:
         get = self._tasks.get
         while True:
@@ -215,8 +205,12 @@ class WorkerPool:
             if isinstance(task, _Task):
                 try:
                     self._run(task)
-                except BaseException as exc:  # noqa: BLE001 - SystemExit: the worker goes on
-                    self._escaped(task, exc)
+                except BaseException as exc:  # sys.exit() in a receiver ended the worker
+                    # unsaid (threading prints no SystemExit): logged, the worker goes on
+                    logger.error("receiver %r of %s raised %s on message %s in a worker "
+                                 "thread, where it cannot end the process; the worker goes "
+                                 "on", task.entry[2].ref(), task.entry[2].pattern,
+                                 type(exc).__name__, task.message[0], exc_info=exc)
                 continue
             with contextlib.suppress(threading.BrokenBarrierError):
                 task.wait()  # a barrier put by join()
@@ -342,11 +336,10 @@ class WorkerPool:
         into.append(next(self._handed_on) == mark + 1 or self._tasks.empty())
 
     def _closing_idle(self) -> bool:
-        """Whether the bus is closing (it closes its queues next: see
-        :mod:`berrymq._blocked`) and the queue holds only the stop markers of the running
-        workers, one each: no task the pool will run could end a worker's wait on them.
-        (Looked at again and again: a stop begun before the close, by
-        ``set_multiplicity``, is so ended by the close too.)"""
+        """Whether the bus is closing (it closes its queues next: :mod:`berrymq._blocked`)
+        and the queue holds only the running workers' stop markers: no task left could end
+        a worker's wait on them. (Asked again and again: a stop begun before the close
+        is ended by it too.)"""
         return (self._bus.closed
                 and self._tasks.qsize() <= sum(thread.is_alive() for thread in self._threads))
 

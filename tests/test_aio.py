@@ -685,10 +685,9 @@ def test_ask_async_on_a_closed_bus_answers_as_ask_does(berrymq_plugin_host: Any)
     assert asyncio.run(ask_async_on(bus, "a:x", timeout=1)) == []
 
 
-def test_a_message_sent_on_the_loop_after_one_from_another_thread_comes_after_it() -> None:
-    """Sent on the receiver's loop, a message started at once and overtook one sent
-    before from another thread (its twitter had returned), whose hand-off waited for the
-    loop: asyncio.md promises one receiver its messages in the order they were sent."""
+def _received(sends: Callable[[Bus], Coroutine[Any, Any, None]], count: int = 3) -> list[str]:
+    """What an async receiver of ``o:x`` got, in order, once ``sends(bus)`` ran on its
+    loop and ``count`` messages came."""
     bus = Bus(name="order")
     seen: list[str] = []
 
@@ -697,50 +696,48 @@ def test_a_message_sent_on_the_loop_after_one_from_another_thread_comes_after_it
 
     async def main() -> None:
         bus.subscribe("o:x", receiver, weak=False)
-        sender = threading.Thread(target=bus.twitter, args=("o:x", "first, from a thread"))
-        sender.start()
-        sender.join()
-        bus.twitter("o:x", "second, on the loop")
-        bus.twitter("o:x", "third, on the loop")
-        while len(seen) < 3:
+        await sends(bus)
+        while len(seen) < count:
             await asyncio.sleep(0.001)
 
     try:
         asyncio.run(asyncio.wait_for(main(), 10))
     finally:
         bus.close()
-    assert seen == ["first, from a thread", "second, on the loop", "third, on the loop"]
+    return seen
+
+
+def _from_a_thread(bus: Bus, text: str) -> None:
+    sender = threading.Thread(target=bus.twitter, args=("o:x", text))
+    sender.start()
+    sender.join()  # its twitter has returned
+
+
+def test_a_message_sent_on_the_loop_after_one_from_another_thread_comes_after_it() -> None:
+    """Sent on the receiver's loop, a message started at once and overtook one sent
+    before from another thread (its twitter had returned), whose hand-off waited for the
+    loop: asyncio.md promises one receiver its messages in the order they were sent."""
+
+    async def sends(bus: Bus) -> None:
+        _from_a_thread(bus, "first, from a thread")
+        bus.twitter("o:x", "second, on the loop")
+        bus.twitter("o:x", "third, on the loop")
+
+    assert _received(sends) == ["first, from a thread", "second, on the loop",
+                                "third, on the loop"]
 
 
 def test_messages_sent_on_the_loop_behind_a_hand_off_keep_their_order_among_themselves() -> None:
     """Sent on the loop behind a hand-off, B waited (call_soon); C, sent on the loop after
     B by another task once the hand-off had run, started at once and overtook B."""
-    bus = Bus(name="order2")
-    seen: list[str] = []
 
-    async def receiver(message: Message) -> None:
-        seen.append(message.args[0])
+    async def sends(bus: Bus) -> None:
+        async def send(text: str) -> None:
+            bus.twitter("o:x", text)
 
-    async def main() -> None:
-        bus.subscribe("o:x", receiver, weak=False)
-
-        async def send_b() -> None:
-            bus.twitter("o:x", "B")
-
-        async def send_c() -> None:
-            bus.twitter("o:x", "C")
-
-        first = asyncio.ensure_future(send_b())  # its step runs before A's hand-off
-        sender = threading.Thread(target=bus.twitter, args=("o:x", "A"))
-        sender.start()
-        sender.join()
-        second = asyncio.ensure_future(send_c())  # its step runs after A's hand-off
+        first = asyncio.ensure_future(send("B"))  # its step runs before A's hand-off
+        _from_a_thread(bus, "A")
+        second = asyncio.ensure_future(send("C"))  # its step runs after A's hand-off
         await asyncio.gather(first, second)
-        while len(seen) < 3:
-            await asyncio.sleep(0.001)
 
-    try:
-        asyncio.run(asyncio.wait_for(main(), 10))
-    finally:
-        bus.close()
-    assert seen == ["A", "B", "C"]
+    assert _received(sends) == ["A", "B", "C"]

@@ -18,11 +18,9 @@ def _closes_within(bus: Bus, seconds: float) -> bool:
     return not closer.is_alive()
 
 
-def test_close_ends_a_pool_receiver_that_consumes_a_queue_of_the_same_bus() -> None:
-    """close() waited for the pool, the pool for its receiver, and the receiver (``for
-    job in jobs``) for close() to close the queue: the bus never closed."""
-    bus = Bus(multiplicity=2, name="consumer")
-    jobs = Queue("job:*", bus=bus)
+def _consuming(bus: Bus, jobs: Queue) -> list[int]:
+    """Start a receiver on ``bus``'s pool that consumes ``jobs`` (``for job in jobs``)
+    into the list returned, and wait until it runs."""
     done: list[int] = []
     consuming = threading.Event()
 
@@ -33,6 +31,15 @@ def test_close_ends_a_pool_receiver_that_consumes_a_queue_of_the_same_bus() -> N
     bus.subscribe("start:consumer", consumer)
     bus.twitter("start:consumer")
     assert consuming.wait(WAIT)
+    return done
+
+
+def test_close_ends_a_pool_receiver_that_consumes_a_queue_of_the_same_bus() -> None:
+    """close() waited for the pool, the pool for its receiver, and the receiver (``for
+    job in jobs``) for close() to close the queue: the bus never closed."""
+    bus = Bus(multiplicity=2, name="consumer")
+    jobs = Queue("job:*", bus=bus)
+    done = _consuming(bus, jobs)
     for number in range(5):
         bus.twitter("job:run", number)
     assert _closes_within(bus, WAIT)
@@ -66,16 +73,7 @@ def test_a_pool_that_stops_while_the_bus_stays_open_closes_no_queue() -> None:
     jobs sent meanwhile are consumed; closing the bus then ends that stop too."""
     bus = Bus(multiplicity=1, name="resize")
     jobs = Queue("job:*", bus=bus)
-    done: list[int] = []
-    consuming = threading.Event()
-
-    def consumer(message: Message) -> None:
-        consuming.set()
-        done.extend(job.args[0] for job in jobs)
-
-    bus.subscribe("start:consumer", consumer)
-    bus.twitter("start:consumer")
-    assert consuming.wait(WAIT)
+    done = _consuming(bus, jobs)
     resize = threading.Thread(target=bus.set_multiplicity, args=(2,), daemon=True)
     resize.start()
     for number in range(5):
