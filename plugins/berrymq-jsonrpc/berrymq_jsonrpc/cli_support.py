@@ -50,6 +50,9 @@ def parse_value(text: str) -> Any:
         return _strict.decode(text)
     except ValueError:
         return text
+    except RecursionError:  # JSON, but nested past what Python's decoder goes (about 1000)
+        raise ValueError(f"the value {text[:40]}... nests arrays and objects too deeply to "
+                         "be sent") from None
 
 
 def keyword(text: str) -> tuple[str, Any]:

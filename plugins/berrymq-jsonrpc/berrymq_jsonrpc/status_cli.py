@@ -139,7 +139,7 @@ def get_json(target: str, *, secret: str | None, timeout: float,
         connection.close()
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested past what Python's decoder goes)
         raise Unreachable(f"{target} did not answer with JSON: {body[:100]!r}") from None
 
 
@@ -268,7 +268,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 0
     try:
         text = format_status(status, rows=None if args.all else ROWS)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a field of another form
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # a field of another form
         print(f"berrymq: error: the status of {args.url or 'the node'} could not be read: "
               f"{type(exc).__name__}: {exc} (--json prints it as sent)", file=sys.stderr)
         return 1

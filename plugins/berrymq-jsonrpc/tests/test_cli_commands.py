@@ -166,6 +166,36 @@ def test_send_stdin_json_lines_and_a_bad_line(tmp_path: Path, procs: list[Proc],
         'job:a [1, "x"] {"k": null}', "job:b []", "job:c [true]"]
 
 
+def test_send_stdin_skips_a_line_too_deep_or_too_long_and_sends_the_others(
+        tmp_path: Path, procs: list[Proc], node: tuple[Proc, str, str]) -> None:
+    """A line nested 1,000 deep ended the run (a RecursionError, reported as the plugin's
+    failure; the lines after it never sent, nothing said); a line of 100 MB took 331 MB and
+    51 s to read, one of 3 MB parsed as words 83 s. Each is now a bad line: named with
+    its number, skipped; the line over twice max_size is never held whole."""
+    _, tcp, _ = node
+    listener = listen(tmp_path, procs, tcp, "job:*")
+    deep = "[" * 1000 + "]" * 1000
+    lines = (f"job:a 1\njob:deep {deep}\njob:big {'a' * (3 * 2**20)}\n"
+             f"job:b 2\n")
+    started = time.monotonic()
+    result = run("send", tcp, "-", cwd=tmp_path, input=lines)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1, result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert errors[0].startswith("berrymq: error: stdin line 2: the value [[[["), errors
+    assert "too deeply" in errors[0], errors
+    assert errors[1] == ("berrymq: error: stdin line 3: over 2097152 bytes, twice the "
+                         "largest request (setting max_size): no message fits it; not sent")
+    assert errors[2] == "berrymq: error: 2 line(s) of stdin were not sent"
+    assert [listener.line() for _ in range(2)] == ["job:a [1]", "job:b [2]"]
+    deep_json = run("send", tcp, "-", "--json", cwd=tmp_path,
+                    input=f'["job:c"]\n["job:deep", [{deep}]]\n["job:d"]\n')
+    assert deep_json.returncode == 1, deep_json.stderr
+    assert json.loads(deep_json.stdout) == {"url": tcp, "sent": 2, "not_sent": 1}
+    assert "stdin line 2: the line nests arrays and objects too deeply" in deep_json.stderr
+    assert [listener.line() for _ in range(2)] == ["job:c []", "job:d []"]
+
+
 def test_send_refuses_bytes_that_are_not_utf8(tmp_path: Path, procs: list[Proc],
                                               node: tuple[Proc, str, str]) -> None:
     """On the command line a usage error, on stdin a bad line (reported, skipped, exit 1):

@@ -6,7 +6,9 @@ Real processes: ``berrymq serve`` nodes and the commands run against them.
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,38 @@ def test_status_of_a_tcp_port_says_so_without_a_traceback(
     _, tcp, _ = node
     line = one_error_line(run("status", tcp.replace("tcp://", "http://"), cwd=tmp_path), 1)
     assert "that port speaks TCP, not HTTP" in line and "--monitor" in line, line
+
+
+class _NotANode(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with the body the test's server carries."""
+
+    def do_GET(self) -> None:
+        body = self.server.body  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_status_of_a_server_that_is_no_node_says_so(tmp_path: Path) -> None:
+    """JSON nested past what Python decodes ended in a RecursionError, reported as a
+    plugin's failure."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), _NotANode)
+    server.body = b"[" * 100_000 + b"]" * 100_000  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = run("status", f"http://127.0.0.1:{server.server_port}", cwd=tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    line = one_error_line(result, 1)
+    assert "RecursionError" not in line and "(plugin " not in line, line
+    assert "did not answer with JSON" in line, line
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
