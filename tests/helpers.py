@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import http.server
 import importlib.metadata
 import json
 import os
@@ -34,7 +35,7 @@ from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
 __all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "HeldReceiver", "Lines", "Logger", "LoopThread", "bytes_held", "capture", "child_env", "drain",
-           "FullLink", "held_async_receiver", "forking_script", "installed", "is_urgent", "json_values", "make_bus", "on_job",
+           "FullLink", "held_async_receiver", "forking_script", "installed", "send_body", "is_urgent", "json_values", "make_bus", "on_job",
            "on_log", "plugin_site", "populate", "serve", "tcp_call"]
 
 WAIT = 10.0  # generous deadline for anything that should happen "soon"
@@ -53,6 +54,18 @@ settings.load_profile("berrymq")
 if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
     os.environ.setdefault("PYTHONPYCACHEPREFIX",
                           os.path.join(tempfile.gettempdir(), f"berrymq-tests-bytecode-{os.getuid()}"))
+
+
+def send_body(handler: http.server.BaseHTTPRequestHandler, body: bytes,
+              content_type: str | None = "application/json") -> None:
+    """Answer a stub HTTP server's request with 200 and ``body`` (and ``content_type``,
+    none when None, as some servers send)."""
+    handler.send_response(200)
+    if content_type is not None:
+        handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = WAIT,

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol
+from helpers import send_body
 
 from berrymq.api import init_connection, regist_function
 from berrymq.bus import Bus
@@ -359,12 +360,7 @@ class _ClientServer(http.server.BaseHTTPRequestHandler):
         reply = ({"jsonrpc": "2.0", "result": "ok", "id": request["id"]} if ok else
                  {"jsonrpc": "2.0", "error": {"code": -32001,
                   "message": "Unknown or expired token"}, "id": request["id"]})
-        body = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_body(self, json.dumps(reply).encode())
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -10,6 +10,7 @@ looks every so often whether the queue's Queue objects are all gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -74,7 +75,7 @@ class QueueStore:
     """
 
     def __init__(self, pattern: Identifier, maxsize: int, on_full: FullPolicy,
-                 put_timeout: float | None, bus: object = None) -> None:
+                 put_timeout: float | None, bus: object) -> None:
         self.pattern = pattern
         #: the bus whose queue this is (a closing bus's pool may end a sender's wait here)
         self.bus = bus
@@ -132,10 +133,9 @@ class QueueStore:
                 self.blocked += not closed
             if not closed:
                 try:
-                    if self.put_timeout is None:  # no limit: a closing bus's pool may end it
-                        with waiting_on(self.bus, self.close):
-                            ok = self._take_place(places)
-                    else:
+                    # without a limit, a closing bus's pool may end the wait
+                    with (waiting_on(self.bus, self.close) if self.put_timeout is None
+                          else contextlib.nullcontext()):
                         ok = self._take_place(places)
                 finally:
                     with self.lock:

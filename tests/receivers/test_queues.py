@@ -453,7 +453,7 @@ def test_a_message_stored_as_the_queue_closed_is_still_taken() -> None:
     """A sender that passed the closed check (or waited for room in a full bounded queue)
     stores its message behind the closing marker: it is taken, then the queue says closed
     (iterating once ended before it, though twitter had returned)."""
-    store = QueueStore(Identifier("c:*"), 1, "block", 5.0)
+    store = QueueStore(Identifier("c:*"), 1, "block", 5.0, None)  # no bus: a store alone
     store.put(Message("c:x", (1,)))
     store.close()
     assert store.get(False, None).args == (1,)

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import pytest
-from helpers import Buses, required_program, serve
+from helpers import Buses, required_program, send_body, serve
 
 import berrymq
 from berrymq.bus import Bus
@@ -525,11 +525,7 @@ def test_a_node_of_the_original_berrymq_is_named_as_such(buses: Buses) -> None:
     class Original(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(200)
-            self.send_header("Content-Type", "text/xml")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_body(self, body, "text/xml")
 
         def log_message(self, format: str, *args: object) -> None:
             pass

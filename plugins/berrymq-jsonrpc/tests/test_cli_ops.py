@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line
 from helpers import run_berrymq as run
+from helpers import send_body
 
 from berrymq.testing import free_port
 
@@ -74,12 +75,7 @@ class _NotANode(http.server.BaseHTTPRequestHandler):
     """Answers every GET with the body the test's server carries."""
 
     def do_GET(self) -> None:
-        body = self.server.body  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_body(self, self.server.body)  # type: ignore[attr-defined]
 
     def log_message(self, *args: object) -> None:
         pass

@@ -23,7 +23,7 @@ from berrymq_jsonrpc import dialect
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import served_here
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
-from helpers import serve
+from helpers import send_body, serve
 
 import berrymq
 from berrymq.bus import Bus
@@ -114,12 +114,8 @@ class V1Peer:
                     result: Any = peer.answer
                 else:
                     result = "invalid token"
-                body = json.dumps({"result": result, "error": None,
-                                   "id": request["id"]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_body(self, json.dumps({"result": result, "error": None,
+                                            "id": request["id"]}).encode(), None)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc.graph import fetch
-from helpers import Child, Lines, child_env, populate
+from helpers import Child, Lines, child_env, populate, send_body
 
 import berrymq
 from berrymq import Bus, network
@@ -63,12 +63,7 @@ def http_node(populated: dict[str, Any], berrymq_bus: Bus) -> Iterator[tuple[str
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             assert self.headers["Content-Type"] == "application/json"
-            data = node.answer(body)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_body(self, node.answer(body))
 
         def log_message(self, *args: Any) -> None:
             pass
