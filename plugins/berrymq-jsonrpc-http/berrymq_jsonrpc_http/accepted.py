@@ -19,7 +19,6 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type, serves_path
 from berrymq_jsonrpc.jsonrpc import error_object
 from berrymq_jsonrpc.monitor import host_allowed
-from berrymq_jsonrpc.sessions import WAITS
 from berrymq_jsonrpc.taken import TakenInFlight, counting_taken
 
 from berrymq.bursts import BurstLog
@@ -44,6 +43,8 @@ _READS = (b"GET", b"HEAD")
 #: Answers written and not yet taken by the client beyond which no more of its requests
 #: are read until it takes them (asyncio's own high-water mark for a transport).
 _UNREAD = 64 * 1024
+#: The pieces a status answer is written in, each when the client took the one before.
+_PIECE = 32 * 1024
 
 
 class ServerConnection:
@@ -110,18 +111,45 @@ class ServerConnection:
               taken: int = 0) -> None:
         """Write an answer (carrying ``taken`` messages taken from queues, counted lost
         when the connection has ended already)."""
+        self._write(response(status, self._headers(status, len(body), content_type, extra,
+                                                   close), b"" if self.head else body), taken)
+
+    def _headers(self, status: int, length: int, content_type: bytes,
+                 extra: list[tuple[bytes, bytes]] | None, close: bool) -> list[tuple[bytes, bytes]]:
         headers = [_SERVER]
         if status != HTTPStatus.NO_CONTENT:
-            headers += [(b"Content-Type", content_type),
-                        (b"Content-Length", str(len(body)).encode())]
+            headers += [(b"Content-Type", content_type), (b"Content-Length", str(length).encode())]
         if close:
             headers.append((b"Connection", b"close"))
         elif self.http10:  # an HTTP/1.0 client closes unless told it may keep the connection
             headers.append((b"Connection", b"keep-alive"))
-        headers += extra or []
-        self._write(response(status, headers, b"" if self.head else body), taken)
+        return headers + (extra or [])
 
-    def _write(self, data: bytes, taken: int = 0) -> None:
+    async def _send_status(self, status: int, body: bytes, content_type: bytes,
+                           extra: list[tuple[bytes, bytes]], close: bool) -> bool:
+        """Write a status route's answer in pieces as the client takes them: the body is
+        shared by every request its build answered (:class:`berrymq_jsonrpc.one_build.OneBuild`),
+        and a client reading it slowly holds a piece of it, not a copy (100 clients reading
+        a 7 MB status at a byte a second held 700 MB). False when the client did not take
+        it all within ``read_timeout`` (the connection is then closed)."""
+        self._write(response(status, self._headers(status, len(body), content_type, extra,
+                                                   close)))
+        if self.head:
+            return True
+        whole = memoryview(body)
+        try:
+            async with asyncio.timeout(self.server.read_timeout):
+                for start in range(0, len(whole), _PIECE):
+                    self._write(whole[start:start + _PIECE])
+                    await self.writer.drain()
+        except TimeoutError:
+            logger.warning("an HTTP client did not read its answer (%d bytes) within %gs; "
+                           "closed", len(body), self.server.read_timeout)
+            self._abort()
+            return False
+        return True
+
+    def _write(self, data: bytes | memoryview, taken: int = 0) -> None:
         transport = self.writer.transport
         if transport.is_closing():  # gone: asyncio would drop it unsaid
             if taken and self.in_flight is not None:
@@ -248,17 +276,21 @@ class ServerConnection:
         monitor = server.monitor  # GET of the status routes: berrymq_jsonrpc.monitor
         reads = request.method in _READS  # GET or HEAD
         if monitor is not None and reads:
-            # made off the loop: a large node's status takes a while, and I/O goes on
-            answer = await asyncio.get_running_loop().run_in_executor(
-                WAITS, monitor.respond, "GET", target,
-                {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()})
+            try:
+                answer = await monitor.respond("GET", target, {
+                    k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()})
+            except Exception:
+                logger.exception("a node could not answer GET %s", target.split("?")[0])
+                return self._refuse(500, "the node could not make its status (its log says "
+                                    "why)")
             if answer is not None:
                 status, head, body = answer
                 extra = [(k.encode(), v.encode()) for k, v in head.items() if k != "Content-Type"]
                 # a refusal, or a GET whose body has not all come: close
                 close = status >= 400 or not self._keeps(request) or not self._read_whole()
-                self._send(status, body, head["Content-Type"].encode(), extra, close=close)
-                return not close
+                written = await self._send_status(status, body, head["Content-Type"].encode(),
+                                                  extra, close)
+                return written and not close
         if server.service is None:  # serve --monitor: the status routes and nothing else
             if reads:
                 return self._refuse(404, "this address serves GET /, /status, /metrics, /network")

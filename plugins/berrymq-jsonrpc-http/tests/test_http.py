@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import http.server
 import json
 import re
@@ -13,8 +14,9 @@ import threading
 import time
 from typing import Any
 
+import berrymq_jsonrpc.monitor
 import pytest
-from helpers import Buses, required_program, send_body, serve
+from helpers import Buses, required_program, send_body, serve, wait_for
 
 import berrymq
 from berrymq.bus import Bus
@@ -449,16 +451,15 @@ def test_the_client_keeps_its_connection_alive(buses: Buses) -> None:
 
 def test_a_slow_status_does_not_hold_up_json_rpc(buses: Buses,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    server, port = serve(buses, "http")
-    monitor = server.transport("http")._servers[0].monitor  # type: ignore[attr-defined]
+    _, port = serve(buses, "http")
     release = threading.Event()
-    respond = monitor.respond
+    snapshot = berrymq_jsonrpc.monitor.status_snapshot
 
-    def slow_respond(*args: object) -> object:
+    def slow_snapshot(bus: berrymq.Bus) -> dict[str, object]:
         release.wait(60)  # a node whose status takes long to make
-        return respond(*args)
+        return snapshot(bus)
 
-    monkeypatch.setattr(monitor, "respond", slow_respond)
+    monkeypatch.setattr(berrymq_jsonrpc.monitor, "status_snapshot", slow_snapshot)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as status:
         status.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         try:  # answered while the status is being made (on the loop, it would wait 60 s)
@@ -468,6 +469,65 @@ def test_a_slow_status_does_not_hold_up_json_rpc(buses: Buses,
         finally:
             release.set()
         assert status.recv(100).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_status_requests_at_once_share_a_build_and_leave_the_pool_to_asks(
+        buses: Buses, monkeypatch: pytest.MonkeyPatch) -> None:
+    # each GET built its own status on the pool that ask runs on: 48 scrapers of a large
+    # node made an ask wait 9 s for a thread; 16 kept 16 threads building
+    _, port = serve(buses, "http")
+    release = threading.Event()
+    builds: list[int] = []
+    snapshot = berrymq_jsonrpc.monitor.status_snapshot
+
+    def slow_snapshot(bus: berrymq.Bus) -> dict[str, object]:
+        builds.append(1)
+        release.wait(60)
+        return snapshot(bus)
+
+    monkeypatch.setattr(berrymq_jsonrpc.monitor, "status_snapshot", slow_snapshot)
+    scrapers = [http.client.HTTPConnection("127.0.0.1", port, timeout=20) for _ in range(40)]
+    try:
+        for scraper in scrapers:
+            scraper.request("GET", "/status", headers={"Host": "127.0.0.1"})
+        wait_for(lambda: builds, 10, "a status build to start")
+        ask = b'{"jsonrpc":"2.0","method":"ask","params":{"identifier":"none:x",' \
+              b'"timeout":1},"id":2}'
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as call:
+            call.sendall(post(ask))
+            assert call.recv(100).startswith(b"HTTP/1.1 200 OK")
+        release.set()
+        for scraper in scrapers:
+            answer = scraper.getresponse()
+            assert answer.status == 200 and "server" in json.loads(answer.read())
+    finally:
+        release.set()
+        for scraper in scrapers:
+            scraper.close()
+    assert len(builds) <= 2  # the one under way when they came, and the next for them all
+
+
+def test_a_status_holding_a_lone_surrogate_is_served(buses: Buses,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # encoded strictly, one such name (a 1.0 peer's call-back path) made every GET of
+    # /status end without an answer
+    _, port = serve(buses, "http")
+    snapshot = berrymq_jsonrpc.monitor.status_snapshot
+
+    def named(bus: berrymq.Bus) -> dict[str, Any]:
+        status = snapshot(bus)
+        status["server"]["bus"] = "a\ud800"
+        return status
+
+    monkeypatch.setattr(berrymq_jsonrpc.monitor, "status_snapshot", named)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/status", headers={"Host": "127.0.0.1"})
+        answer = connection.getresponse()
+        assert answer.status == 200
+        assert json.loads(answer.read())["server"]["bus"] == "a\ud800"
+    finally:
+        connection.close()
 
 
 NODE_STREAMED_POST = """

@@ -27,7 +27,7 @@ from berrymq.timeouts import too_long
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import NoAnswer
 
-__all__ = ["connect", "format_message", "keyword", "node_failure", "open_session",
+__all__ = ["connect", "format_message", "shown", "keyword", "node_failure", "open_session",
            "parse_value", "pattern_argument", "port_speaks", "quiet_remote_logs",
            "run_until_stopped", "scheme_hint", "seconds_argument", "secret_hint", "went_away"]
 
@@ -99,6 +99,15 @@ def timestamp(when: float | None = None) -> str:
     ``2026-12-01T15:50:02.123Z``."""
     moment = datetime.fromtimestamp(time.time() if when is None else when, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def shown(text: str) -> str:
+    """``text`` from the network as a terminal may show it: every character that is not
+    printable (an escape sequence, which may retitle or clear the terminal, a NUL, a
+    lone surrogate, which cannot be written at all) as its Python escape, ``\\x1b``."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def format_message(message: Any, as_json: bool = False, received: str | None = None) -> str:

@@ -22,12 +22,15 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable
+from functools import partial
 from importlib import resources
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from berrymq import network
 from berrymq_jsonrpc.addresses import is_loopback
+from berrymq_jsonrpc.one_build import OneBuild
+from berrymq_jsonrpc.sessions import WAITS
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
 
 if TYPE_CHECKING:
@@ -125,6 +128,13 @@ def _text(status: int, text: str, extra: dict[str, str] | None = None) -> Answer
         text + "\n").encode()
 
 
+def _json(value: object) -> bytes:
+    """``value`` as JSON in UTF-8, whatever its strings hold: a lone surrogate (which a
+    peer's name may carry) written as its escape, ``\\ud800``, which JSON decodes back to
+    it (encoded strictly, one such name made every status request fail)."""
+    return json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace")
+
+
 class Monitor:
     """The status routes of one bus, behind the access rule.
 
@@ -140,17 +150,21 @@ class Monitor:
         self.loopback = is_loopback(host.strip("[]"))
         self.secret = secret
         self.names = answer_names(host, names)
+        # each route's answer built off the I/O loop (a large node's status takes a
+        # while), one at a time: a flood of scrapers takes one thread of WAITS, which
+        # ask shares, not all of them
+        self._builds = {path: OneBuild(partial(self._route, path), WAITS) for path in _PATHS}
 
-    def respond(self, method: str, target: str, headers: dict[str, str]) -> Answer | None:
+    async def respond(self, method: str, target: str, headers: dict[str, str]
+                      ) -> Answer | None:
         """Answer a GET of a status route; None for any other request (the caller's own).
-
-        ``headers`` have lower-case names.
+        Called on the I/O loop; ``headers`` have lower-case names.
         """
         path, _, query = target.partition("?")
         if method != "GET" or path not in _PATHS:
             return None
         refusal = self._refusal(headers, query)
-        return refusal if refusal is not None else self._route(path)
+        return refusal if refusal is not None else await self._builds[path].get()
 
     def _refusal(self, headers: dict[str, str], query: str) -> Answer | None:
         """The answer that refuses the request under the access rule; None to go on."""
@@ -168,15 +182,15 @@ class Monitor:
     def _route(self, path: str) -> Answer:
         plain = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
         if path == "/status":
-            body = json.dumps(status_snapshot(self.bus), ensure_ascii=False).encode()
-            return 200, {"Content-Type": "application/json", **plain}, body
+            return 200, {"Content-Type": "application/json", **plain}, _json(
+                status_snapshot(self.bus))
         if path == "/metrics":
             text = metrics_text(status_snapshot(self.bus))
             return 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8",
-                         **plain}, text.encode()
+                         **plain}, text.encode("utf-8", "replace")
         if path == "/network":
-            body = json.dumps(network.describe(self.bus), ensure_ascii=False).encode()
-            return 200, {"Content-Type": "application/json", **plain}, body
+            return 200, {"Content-Type": "application/json", **plain}, _json(
+                network.describe(self.bus))
         global _page
         if _page is None:
             _page = _inline_page()

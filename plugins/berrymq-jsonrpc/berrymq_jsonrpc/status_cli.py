@@ -30,7 +30,7 @@ from berrymq.plugins import KNOWN_SCHEMES, get_plugin_host
 from berrymq.transports.base import url_parts
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import host_and_port
-from berrymq_jsonrpc.cli_support import port_speaks, seconds_argument, secret_hint
+from berrymq_jsonrpc.cli_support import port_speaks, seconds_argument, secret_hint, shown
 
 __all__ = ["MAX_ANSWER", "ROWS", "Unreachable", "fetch_status", "format_status", "get_json",
            "register_status_commands"]
@@ -119,7 +119,7 @@ def get_json(target: str, *, secret: str | None, timeout: float,
                            headers=headers)
         with connection.getresponse() as answer:
             if answer.status != 200:
-                text = answer.read(500).decode("utf-8", "replace").strip()
+                text = shown(answer.read(500).decode("utf-8", "replace").strip())
                 hint = ""
                 if answer.status == 401 or (answer.status == 403 and secret):  # 403 unasked: not the secret
                     hint = secret_hint(given=bool(secret), option=secret_option)
@@ -202,10 +202,11 @@ def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]],
     more = 0 if limit is None else max(0, len(rows) - limit)
     if more:
         rows = rows[:limit]
-    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    rows = [tuple(shown(str(c)) for c in row) for row in rows]  # what a node was told
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     for row in (header, *rows):
-        lines.append("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths,
-                                                                        strict=True)).rstrip())
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths,
+                                                                   strict=True)).rstrip())
     if more:
         lines.append(f"  ... and {more} more (--all or --json shows every one)")
     return lines
@@ -253,7 +254,7 @@ def format_status(status: dict[str, Any], recent: int = 10, rows: int | None = R
     out += _table("plugins", ("NAME", "VERSION", "ACTIVE", "STATE"), [
         (x["name"], x["version"], "yes" if x["active"] else "no",
          "; ".join(x["status"]) or x["reason"]) for x in status["plugins"]], "none")
-    return "\n".join(out) + "\n"
+    return "\n".join(shown(line) for line in out) + "\n"
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -261,16 +262,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
     try:
         status = fetch_status(node_url(args.url), secret=secret, timeout=args.timeout)
     except Unreachable as exc:
-        print(f"berrymq: error: {exc}", file=sys.stderr)
+        print(f"berrymq: error: {shown(str(exc))}", file=sys.stderr)
         return 1
-    if args.json:
-        sys.stdout.write(json.dumps(status, ensure_ascii=False, indent=2) + "\n")
+    if args.json:  # a lone surrogate written as its JSON escape, which decodes back to it
+        sys.stdout.write(json.dumps(status, ensure_ascii=False, indent=2).encode(
+            "utf-8", "backslashreplace").decode("utf-8") + "\n")
         return 0
     try:
         text = format_status(status, rows=None if args.all else ROWS)
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # a field of another form
+    # a field of another form (OSError: a time no clock shows, 1e18)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, OSError) as exc:
         print(f"berrymq: error: the status of {args.url or 'the node'} could not be read: "
-              f"{type(exc).__name__}: {exc} (--json prints it as sent)", file=sys.stderr)
+              f"{type(exc).__name__}: {shown(str(exc))} (--json prints it as sent)",
+              file=sys.stderr)
         return 1
     sys.stdout.write(text)
     return 0

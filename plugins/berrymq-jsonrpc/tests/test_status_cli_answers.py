@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import socket
 import threading
 import time
@@ -140,3 +141,44 @@ def test_a_node_with_many_sessions_prints_the_first_rows_and_says_how_many_more(
     lines = capsys.readouterr().out.splitlines()
     table = lines[lines.index("sessions:") + 2:lines.index("connections:")]
     assert len(table) == sessions and all(row.split()[1] == "oneway" for row in table)
+
+
+def _status_answer(status: dict[str, object]) -> Answer:
+    body = json.dumps(status).encode()
+
+    def answer(sock: socket.socket, stop: threading.Event) -> None:
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    return answer
+
+
+def test_what_a_node_was_told_reaches_the_terminal_escaped(
+        bus_factory: Callable[..., Bus], fake_server: Callable[[Answer], str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # a peer's name (a 1.0 call-back path) printed as sent could retitle, clear or
+    # recolour the operator's terminal; a lone surrogate ended the command in a traceback
+    status = status_snapshot(bus_factory())
+    status["server"]["bus"] = "\x1b]0;PWNED\x07\x1b[2J"
+    status["recent"] = [{"time": 0, "direction": "in", "identifier": "a:b",
+                         "peer": "http://127.0.0.1:9/\ud800\x00"}]
+    args = argparse.Namespace(url=fake_server(_status_answer(status)), json=False, all=False,
+                              secret=None, timeout=10.0)
+    assert _cmd_status(args) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\x00" not in out
+    assert "bus \\x1b]0;PWNED\\x07\\x1b[2J" in out
+    assert "http://127.0.0.1:9/\\ud800\\x00" in out
+
+
+def test_a_time_no_clock_shows_is_named_not_a_traceback(
+        bus_factory: Callable[..., Bus], fake_server: Callable[[Answer], str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # time.localtime(1e18) raised OSError, reported as the plugin's failure
+    status = status_snapshot(bus_factory())
+    status["recent"] = [{"time": 1e18, "direction": "in", "identifier": "a:b", "peer": None}]
+    args = argparse.Namespace(url=fake_server(_status_answer(status)), json=False, all=False,
+                              secret=None, timeout=10.0)
+    assert _cmd_status(args) == 1
+    err = capsys.readouterr().err
+    assert "could not be read: OverflowError" in err or "could not be read: OSError" in err
