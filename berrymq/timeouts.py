@@ -61,6 +61,10 @@ def wait_seconds(name: str, value: object, *, none: bool = True) -> float:
 
 
 def seconds_left(deadline: float | None) -> float | None:
-    """The seconds until ``deadline`` (a ``time.monotonic()`` time), 0 once it has passed;
-    None for no deadline: what a wait in steps gives each step."""
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
+    """The seconds until ``deadline`` (a ``time.monotonic()`` time), 0 once it has passed,
+    at most :data:`LONGEST_WAIT` (a deadline further off, from a timeout the caller gave,
+    is waited for in steps no wait refuses: one over the platform's bound raised
+    OverflowError); None for no deadline: what a wait in steps gives each step."""
+    if deadline is None:
+        return None
+    return min(LONGEST_WAIT, max(0.0, deadline - time.monotonic()))

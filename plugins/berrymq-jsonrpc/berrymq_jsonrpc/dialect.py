@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from berrymq.wire import dumps, loads
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import netloc, served_here
-from berrymq_jsonrpc.dialect_link import V1HttpClient, V1Link
+from berrymq_jsonrpc.dialect_link import CARRIED, V1HttpClient, V1Link
 from berrymq_jsonrpc.jsonrpc import Dispatcher, error_v1, invalid_params
 from berrymq_jsonrpc.limits import CALLBACK_CHECK, unreachable
 from berrymq_jsonrpc.params import host_port_pair, session_ttl
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CALLBACK_TIMEOUT",
     "HTTP_PATHS",
+    "MAX_CALLBACK_PATH",
     "MEDIA_TYPES",
     "accepts_media_type",
     "answer_v1",
@@ -103,11 +104,14 @@ def to_v2(request: dict[str, Any]) -> dict[str, Any]:
     """The 2.0 form of a 1.0 request (a new object; the id is kept as it is, null too).
 
     Absent ``params`` are ``[]``; trailing nulls in positional params are omitted
-    parameters (the original sent ``None`` for a default ``ttl`` or ``timeout``); and the
-    original's ``close_connection(token, addr)`` drops the unused ``addr``.
+    parameters (the original sent ``None`` for a default ``ttl`` or ``timeout``); the
+    original's ``close_connection(token, addr)`` drops the unused ``addr``; and the uid
+    and hops a berryMQ node carries in a ``send_message`` (:data:`CARRIED`) become its
+    parameters ``uid`` and ``hops``.
     """
     v2 = dict(request)
     v2["jsonrpc"] = "2.0"
+    carried = v2.pop(CARRIED, None)
     params = v2.get("params", [])
     if type(params) is list:
         params = list(params)
@@ -115,6 +119,9 @@ def to_v2(request: dict[str, Any]) -> dict[str, Any]:
             params.pop()
         if v2.get("method") == p.METHOD_CLOSE_CONNECTION and len(params) == 2:
             params.pop()
+        if v2.get("method") == p.METHOD_SEND_MESSAGE and len(params) == 4 \
+                and type(carried) is dict:  # a berryMQ node's uid and hops (dialect_link)
+            params += [carried.get("uid"), carried.get("hops", 0)]
     v2["params"] = params
     return v2
 
@@ -167,6 +174,19 @@ def _loopback(host: str) -> bool:
         return False
 
 
+#: The longest path a 1.0 peer may be called back at (the node shows it: ``/status``).
+MAX_CALLBACK_PATH = 1024
+
+
+def _url_path(path: str) -> bool:
+    """Whether ``path`` is what a URL's path may be: printable ASCII without spaces, of at
+    most :data:`MAX_CALLBACK_PATH` characters. (Any text was taken, and shown as the
+    peer's name: a lone surrogate made every status request fail, escape codes reached
+    the terminal of ``berrymq status``, 500 KB paths made the status 70 MB.)"""
+    return len(path) <= MAX_CALLBACK_PATH and path.isascii() and path.isprintable() \
+        and " " not in path
+
+
 def callback_address(addr: Any) -> tuple[str, int, str]:
     """``(host, port, path)`` of the address a 1.0 peer gave ``interconnect``: the
     original's ``[host, port]`` (called back at ``/JSON``) or an ``http://`` URL (at its
@@ -183,7 +203,14 @@ def callback_address(addr: Any) -> tuple[str, int, str]:
             port_or_none = None
         if parts.scheme != "http" or not parts.hostname or port_or_none is None:
             raise invalid_params("'addr' must be [host, port] or an http://host:port URL")
+        if parts.username is not None or parts.query or parts.fragment:
+            raise invalid_params("'addr' must be an http://host:port/path URL without "
+                                 "credentials, query or fragment, none of which is sent")
         host, port, path = parts.hostname, port_or_none, parts.path or "/"
+        if not _url_path(path):
+            raise invalid_params(f"'addr' has a path that is no URL path: at most "
+                                 f"{MAX_CALLBACK_PATH} printable ASCII characters without "
+                                 "spaces (percent-encode others)")
     else:
         raise invalid_params("'addr' must be [host, port] or an http://host:port URL: the "
                              "peer's own JSON-RPC server, which this node calls back")

@@ -347,6 +347,13 @@ def test_a_slow_peer_keeps_its_interconnect_within_the_timeout_setting(
     (None, "a" * 36, "[host, port]"),
     (["127.0.0.1", 9], "short", "printable ASCII"),
     (["127.0.0.1", 9], "has a space in it somewhere", "printable ASCII"),
+    # the path became the session's peer, shown by /status and berrymq status: a lone
+    # surrogate made every status request fail, an escape code reached the terminal
+    ("http://127.0.0.1:9/\ud800", "a" * 36, "no URL path"),
+    ("http://127.0.0.1:9/\u001b]0;title\u0007", "a" * 36, "no URL path"),
+    ("http://127.0.0.1:9/" + "a" * 1024, "a" * 36, "at most 1024 printable ASCII"),
+    ("http://user:pw@127.0.0.1:9/x", "a" * 36, "without credentials"),
+    ("http://127.0.0.1:9/x?y=1", "a" * 36, "query"),
 ])
 def test_interconnect_refusals(v1: MakeV1, bus_factory: Callable[..., Bus],
                                addr: Any, token: str,
