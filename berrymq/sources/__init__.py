@@ -26,7 +26,7 @@ from berrymq.default import bus_or_default
 from berrymq.identifier import Identifier, parse
 from berrymq.state import StateKey
 
-__all__ = ["RUNNING", "Adapter", "running_adapters", "stop_adapters"]
+__all__ = ["RUNNING", "SHORTEST_INTERVAL", "Adapter", "running_adapters", "stop_adapters"]
 
 logger = logging.getLogger("berrymq")
 
@@ -79,11 +79,17 @@ _TO_IMPLEMENT = (("poll", "one round of work, called every interval in the adapt
                  ("sends", "the identifiers it sends, for the network picture"))
 
 
+#: The shortest interval an adapter takes: a microsecond. (5e-324 was taken: the elapsed
+#: time divided by it is infinite, and a timer sent nothing and logged an OverflowError
+#: some 5,600 times a second.)
+SHORTEST_INTERVAL = 1e-6
+
+
 class Adapter:
     """The base of adapters: a thread that calls :meth:`poll` every ``interval`` seconds.
 
-    :param interval: seconds between polls; a positive number, at most
-        ``threading.TIMEOUT_MAX``.
+    :param interval: seconds between polls; a positive number, from
+        :data:`SHORTEST_INTERVAL` (a microsecond) to ``threading.TIMEOUT_MAX``.
     :param bus: the bus to send on; the default bus when omitted.
     """
 
@@ -97,10 +103,10 @@ class Adapter:
             raise TypeError(f"{type(self).__name__} is an Adapter that does not implement "
                             f"{' nor '.join(missing)}")
         if (isinstance(interval, bool) or not isinstance(interval, (int, float))
-                or not 0 < interval <= threading.TIMEOUT_MAX):
+                or not SHORTEST_INTERVAL <= interval <= threading.TIMEOUT_MAX):
             raise ValueError(f"{type(self).__name__} interval must be a positive number of "
-                             f"seconds, at most {threading.TIMEOUT_MAX:g} (threading.TIMEOUT_MAX"
-                             f"), got {interval!r}")
+                             f"seconds, from {SHORTEST_INTERVAL:g} to {threading.TIMEOUT_MAX:g} "
+                             f"(threading.TIMEOUT_MAX), got {interval!r}")
         bus = bus_or_default(bus, type(self).__name__)
         # before a subclass starts anything of its own (FileObserver's watchdog thread)
         bus.refuse_if_closed(f"start {type(self).__name__}")

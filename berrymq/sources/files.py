@@ -11,10 +11,12 @@ import stat
 import threading
 from typing import TYPE_CHECKING, Any
 
+from berrymq.bursts import BurstLog
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier
 from berrymq.registries import SourceRegistry
 from berrymq.sources import Adapter, identifier_for
+from berrymq.sources._globbing import Unreadable, matching
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -29,16 +31,32 @@ logger = logging.getLogger("berrymq")
 Signature = tuple[int, int, int]
 
 
-def _snapshot(pattern: str) -> dict[str, Signature]:
+def _snapshot(pattern: str) -> tuple[dict[str, Signature], list[Unreadable]]:
+    """The regular files matching ``pattern`` with their signatures, and the paths that
+    could not be read on the way (see :mod:`berrymq.sources._globbing`)."""
     found: dict[str, Signature] = {}
-    for path in globbing.glob(pattern, recursive=True):
+    paths, unreadable = matching(pattern)
+    for path in paths:
         try:
             st = os.stat(path)
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             continue  # removed between the listing and the stat: it is not there
+        except OSError as exc:
+            unreadable.append((path, exc))
+            continue
         if stat.S_ISREG(st.st_mode):
             found[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
-    return found
+    return found, unreadable
+
+
+def _kept(before: dict[str, Signature], unreadable: list[Unreadable]) -> dict[str, Signature]:
+    """The files of ``before`` that lie in (or are) a path that could not be read: not
+    seen now, and not known to be gone either."""
+    places = [path.rstrip(os.sep) for path, _ in unreadable]
+    if "" in places:  # the current directory itself
+        return dict(before)
+    return {path: signature for path, signature in before.items()
+            if any(path == place or path.startswith(place + os.sep) for place in places)}
 
 
 def _static_root(pattern: str) -> str:
@@ -120,7 +138,12 @@ class FileObserver(Adapter):
         # held while a check sends, so that two checks (a round, a call) send in order;
         # re-entrant, so that a receiver of those messages may call check() itself
         self._lock = threading.RLock()
-        self._files = _snapshot(glob)
+        self._unreadable = BurstLog(logger)
+        self._files = self._look({})
+        root = _static_root(glob)
+        if not os.path.isdir(root):
+            logger.warning("FileObserver(%r): the directory %r does not exist (yet): files "
+                           "made there later are reported as created", glob, root)
         self._observer: Any = None
         if watchdog:
             self._observer = self._watch()
@@ -157,8 +180,8 @@ class FileObserver(Adapter):
         with self._lock:
             if self._stopped:
                 return []
-            before, after = self._files, _snapshot(self.glob)
-            self._files = after
+            before = self._files
+            after = self._files = self._look(before)
             events = [("created", p) for p in sorted(after.keys() - before.keys())]
             events += [("modified", p) for p in sorted(after.keys() & before.keys())
                        if after[p] != before[p]]
@@ -180,6 +203,20 @@ class FileObserver(Adapter):
             finally:  # the group has them: this frame, in their tracebacks, lets go
                 errors.clear()  # (else they and the frames kept each other, see raise_errors)
         return events
+
+    def _look(self, before: dict[str, Signature]) -> dict[str, Signature]:
+        """The files now; those of ``before`` in a place that cannot be read are kept as
+        they were (not reported removed, nor created again once readable), and the place
+        is logged (once per burst)."""
+        after, unreadable = _snapshot(self.glob)
+        if unreadable:
+            after.update(_kept(before, unreadable))
+            path, exc = unreadable[0]
+            self._unreadable.warning(
+                "FileObserver(%r) cannot read %s (%s%s): changes there are not reported "
+                "until it can", self.glob, path or os.curdir, exc.strerror or exc,
+                f", and {len(unreadable) - 1} more" if len(unreadable) > 1 else "")
+        return after
 
     def poll(self) -> None:
         self.check()
