@@ -100,8 +100,15 @@ def serves_path(target: str) -> bool:
     return target.split("?", 1)[0] in HTTP_PATHS
 
 
+#: The ids a 2.0 request may have; a 1.0 request's of another type (an array, an object,
+#: a boolean: 1.0 allows any) stands in as :data:`_ID_STAND_IN` while it is answered.
+_V2_IDS = (type(None), str, int, float)
+_ID_STAND_IN = "berrymq: a JSON-RPC 1.0 id of another type"
+
+
 def to_v2(request: dict[str, Any]) -> dict[str, Any]:
-    """The 2.0 form of a 1.0 request (a new object; the id is kept as it is, null too).
+    """The 2.0 form of a 1.0 request (a new object; the id is kept as it is, null too, but
+    one no 2.0 request may have: see :data:`_V2_IDS`).
 
     Absent ``params`` are ``[]``; trailing nulls in positional params are omitted
     parameters (the original sent ``None`` for a default ``ttl`` or ``timeout``); the
@@ -111,6 +118,8 @@ def to_v2(request: dict[str, Any]) -> dict[str, Any]:
     """
     v2 = dict(request)
     v2["jsonrpc"] = "2.0"
+    if type(v2.get("id")) not in _V2_IDS:  # 1.0 takes an id of any type: in_v1_form puts
+        v2["id"] = _ID_STAND_IN              # it back in the answer
     carried = v2.pop(CARRIED, None)
     params = v2.get("params", [])
     if type(params) is list:
@@ -152,12 +161,16 @@ def answer_v1(service: Service, request: dict[str, Any], context: Any) -> bytes 
     else:
         dispatcher = service.dispatcher
     reply = dispatcher.handle_parsed(v2, context)
-    return None if reply is None else in_v1_form(reply)
+    return None if reply is None else in_v1_form(reply, request_id)
 
 
-def in_v1_form(reply: bytes) -> bytes:
-    """A 2.0 answer (one response object, as text) in 1.0 form (:func:`render_v1`)."""
-    return dumps(render_v1(loads(reply))).encode()
+def in_v1_form(reply: bytes, request_id: Any) -> bytes:
+    """A 2.0 answer (one response object, as text) to a 1.0 request whose id was
+    ``request_id``, in 1.0 form (:func:`render_v1`)."""
+    answer = loads(reply)
+    if answer.get("id") == _ID_STAND_IN:
+        answer["id"] = request_id
+    return dumps(render_v1(answer)).encode()
 
 
 
@@ -245,8 +258,8 @@ def interconnect_v1(service: Service, params: dict[str, Any], context: Any) -> s
     queue session always gets a token the node issues); a token that names an open
     session is refused. Returns the token.
     """
-    unknown = params.keys() - set(_POSITIONAL_INTERCONNECT)
-    if unknown:
+    unknown = params.keys() - {*_POSITIONAL_INTERCONNECT, "secret"}  # ignored, as by
+    if unknown:                                                       # every 1.0 method
         raise invalid_params(f"interconnect has no parameter {sorted(unknown)[0]!r}")
     host, port, path = callback_address(params.get("addr"))
     service.callbacks.check(host)  # callback_hosts

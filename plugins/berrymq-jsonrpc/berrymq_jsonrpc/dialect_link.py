@@ -56,6 +56,9 @@ class V1HttpClient:
         self.url = f"http://{netloc(host, port)}{path}"
         self._conn: http.client.HTTPConnection | None = None
         self._calling: http.client.HTTPConnection | None = None  # the call under way's
+        #: set by cut() and close(): a call still under way then opens no connection again
+        #: and keeps none (it would be left open: nothing closes the client after that)
+        self._ended = False
         self._id = 0
 
     def call(self, method: str, members: str) -> Any:
@@ -94,7 +97,7 @@ class V1HttpClient:
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError
                     ) as exc:
                 conn.close()
-                if reused and attempt == 0:
+                if reused and attempt == 0 and not self._ended:
                     continue  # the peer had closed the kept-alive connection
                 raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None
             except (OSError, http.client.HTTPException) as exc:
@@ -106,7 +109,7 @@ class V1HttpClient:
                 conn.close()
                 raise TransportError(f"{self.url} answered with more than {MAX_ANSWER} "
                                      "bytes, which is no JSON-RPC 1.0 answer to send_message")
-            if response.will_close:
+            if response.will_close or self._ended:
                 conn.close()
             else:
                 self._conn = conn
@@ -117,12 +120,14 @@ class V1HttpClient:
 
     def cut(self) -> None:
         """End the call under way (from another thread): its read fails at once."""
+        self._ended = True
         conn = self._calling
         if conn is not None and conn.sock is not None:
             with contextlib.suppress(OSError):
                 conn.sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
+        self._ended = True
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()

@@ -61,7 +61,7 @@ class WaitingMethods(QueueMethods):
             v1 = p.is_v1(request)  # 1.0 waits the same way, and is answered in its form
             reply = await self.get_waiting(to_v2(request) if v1 else request, ended, slot)
             if reply is not None:
-                return in_v1_form(reply) if v1 else reply
+                return in_v1_form(reply, request.get("id")) if v1 else reply
             if "id" in request:  # one that _get refuses (a closed token, ...): at once
                 return self.handle_parsed(request, context)
         loop = asyncio.get_running_loop()

@@ -592,6 +592,30 @@ def test_a_web_page_cannot_post_without_a_content_type(bus_factory: Callable[...
         conn.close()
 
 
+@pytest.mark.parametrize("request_id", [[1, 2], {"a": 1}, True])
+def test_a_v1_id_of_any_type_is_answered_with_it(bus_factory: Callable[..., Bus],
+                                                 request_id: Any) -> None:
+    # JSON-RPC 1.0 allows an id of any type (and dialects.md says it is kept as sent):
+    # these were Invalid Request with "id": null, 2.0's rule
+    _, port = serve(bus_factory, "http")
+    status, data = v1_post(port, json.dumps({"method": "connect_oneway", "params": [60],
+                                             "id": request_id}).encode())
+    answer = json.loads(data)
+    assert status == 200 and answer["error"] is None and answer["result"], answer
+    assert answer["id"] == request_id
+
+
+def test_a_v1_interconnect_by_name_ignores_a_secret_as_every_1_0_method_does(
+        v1: MakeV1, bus_factory: Callable[..., Bus], peers: Callable[..., V1Peer]) -> None:
+    _, port = serve(bus_factory, "http")
+    peer = peers()
+    token = str(uuid.uuid4())
+    body = json.dumps({"method": "interconnect", "id": 1, "params": {
+        "addr": ["127.0.0.1", peer.port], "token": token, "ttl": 60, "secret": "x"}})
+    status, data = v1_post(port, body.encode())
+    assert status == 200 and json.loads(data)["result"] == token, data
+
+
 def test_callback_address() -> None:
     assert dialect.callback_address(["localhost", 8000]) == ("localhost", 8000, "/JSON")
     assert dialect.callback_address("http://[::1]:8000/rpc") == ("::1", 8000, "/rpc")
