@@ -109,10 +109,12 @@ def serve(tmp_path: Path) -> Iterator[tuple[Lines, str, str]]:
 
 def test_identifier_and_local_bus_suites() -> None:
     """The port of tests/test_identifier.py, the local bus, the original sample, the
-    outbox, and the JSON written and the answers refused (a scripted server), in Ruby."""
+    outbox, the JSON written and the answers refused (a scripted server), and what a
+    hostile review found (scripted servers that stop reading, answer without end or
+    garbage, refuse part of a batch), in Ruby."""
     for suite, runs in (("test/test_identifier.rb", 7), ("test/test_bus.rb", 23),
                         ("test/test_sample.rb", 1), ("test/test_outbox.rb", 4),
-                        ("test/test_wire.rb", 4)):
+                        ("test/test_wire.rb", 4), ("test/test_robustness.rb", 12)):
         passed(ruby(suite), runs)
 
 

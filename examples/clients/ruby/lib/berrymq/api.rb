@@ -138,15 +138,33 @@ module BerryMQ
     end
 
     # Waits until everything twittered so far reached every interconnected node; false
-    # when +timeout+ seconds passed first.
+    # when +timeout+ seconds passed first, or when a message twittered since the last
+    # flush was lost (a node refused it, or an interconnection failed: see
+    # Connection#losses and BerryMQ.losses; each loss was logged where it happened).
     def flush(timeout = nil)
-      bus.connections.all? { |connection| connection.flush(timeout) }
+      timeout = BerryMQ.wait_seconds(timeout, "flush: timeout", nil_ok: true)
+      deadline = timeout && (BerryMQ.monotonic + timeout)
+      done = true
+      bus.connections.each do |connection|
+        left = deadline && [deadline - BerryMQ.monotonic, 0].max
+        done = connection.flush(left) && done
+      rescue QueueFull, ConnectionClosed
+        done = false
+      end
+      !bus.lost_since_flush? && done
     end
 
-    # Closes the connections to +addr+, or every one when +addr+ is nil.
+    # The messages twittered to interconnected nodes that were lost, by reason
+    # ("refused: queue full", "not sent: connection failed or closed").
+    def losses
+      bus.losses
+    end
+
+    # Closes the connections to +addr+, or every one when +addr+ is nil (lost
+    # interconnections too: twitter no longer counts them).
     def close_connection(addr = nil)
       wanted = addr && Connection.normalize(addr)[3]
-      bus.connections.each do |connection|
+      (bus.connections + bus.lost_links.values).each do |connection|
         connection.close if wanted.nil? || connection.url == wanted
       end
       nil

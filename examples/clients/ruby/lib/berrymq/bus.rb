@@ -41,6 +41,11 @@ module BerryMQ
       @connections = [].freeze
       @seen = {}
       @counter = 0
+      @losses = Hash.new(0)
+      @lost_total = 0
+      @flushed_total = 0
+      @lost_links = {}.freeze # url -> an interconnection lost and not made again
+      @loss_logged_at = nil
     end
 
     # Where receivers' errors, dropped loops and lost connections are reported: any object
@@ -138,20 +143,61 @@ module BerryMQ
       @lock.synchronize do
         @connections = (@connections + [connection]).freeze
         @lost = nil
+        @lost_links = @lost_links.reject { |url, _| url == connection.url }.freeze if interconnection?(connection)
       end
     end
 
-    # Forgets +connection+; +lost+: the error that ended it, when the node went away.
+    # Forgets +connection+; +lost+: the error that ended it, when the node went away. A
+    # lost interconnection is remembered until it is closed or made again: what twitter
+    # would have forwarded to it is counted as lost (and flush returns false).
     def untrack(connection, lost: nil)
       @lock.synchronize do
         @connections = (@connections - [connection]).freeze
         @lost = lost && [connection, lost]
+        @lost_links = @lost_links.merge(connection.url => connection).freeze if lost && interconnection?(connection)
       end
     end
 
-    # Closes every connection and forgets every receiver.
+    def interconnection?(connection)
+      connection.respond_to?(:style) && connection.style == :interconnect
+    end
+
+    # Forgets a lost interconnection (it was closed).
+    def forget_lost(connection)
+      @lock.synchronize do
+        @lost_links = @lost_links.reject { |_, c| c.equal?(connection) }.freeze
+      end
+    end
+
+    # The interconnections that were lost and not made again nor closed, by URL.
+    def lost_links
+      @lost_links
+    end
+
+    # Counts +count+ messages lost for +reason+ (the outboxes of interconnections call it).
+    def count_loss(reason, count)
+      @lock.synchronize do
+        @losses[reason] += count
+        @lost_total += count
+      end
+    end
+
+    # Every message lost so far (refused by a node, or not sent), by reason.
+    def losses
+      @lock.synchronize { @losses.dup }
+    end
+
+    # Whether messages were lost since the last call (BerryMQ.flush asks).
+    def lost_since_flush?
+      @lock.synchronize do
+        (@lost_total != @flushed_total).tap { @flushed_total = @lost_total }
+      end
+    end
+
+    # Closes every connection (the lost ones too, which count what they held as lost) and
+    # forgets every receiver.
     def close
-      @connections.reverse_each(&:close)
+      (@lost_links.values + @connections).reverse_each(&:close)
       @lock.synchronize { @subscriptions = [].freeze }
     end
 
@@ -175,6 +221,7 @@ module BerryMQ
     end
 
     def forward(message, origin)
+      not_forwarded(message) unless @lost_links.empty?
       links = @connections.select { |c| c.interconnected? && !c.equal?(origin) }
       return if links.empty?
 
@@ -184,6 +231,19 @@ module BerryMQ
         message = Message.new(message.identifier, message.args, message.kwargs, uid: uid)
       end
       links.each { |link| link.forward(message) }
+    end
+
+    # +message+ would have gone to the interconnections that were lost: counted as lost,
+    # logged at most once a second.
+    def not_forwarded(message)
+      lost = @lost_links
+      count_loss("not sent: connection failed or closed", lost.size)
+      now = BerryMQ.monotonic
+      return if @loss_logged_at && now - @loss_logged_at < 1
+
+      @loss_logged_at = now
+      logger.error("message #{message.identifier} was not forwarded to #{lost.keys.join(', ')}: the " \
+                   "interconnection is lost (interconnect again, or close_connection to stop this)")
     end
 
     def first_time?(uid)

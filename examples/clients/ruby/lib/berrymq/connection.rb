@@ -19,6 +19,12 @@ module BerryMQ
     ADDRESS = %r{\A(tcp|http)://(\[[^\]]+\]|[^:/\[\]]+):(\d+)/?\z}.freeze
     # The node caps one blocking get at 30 s (max_get_wait); ask at most this per call.
     GET_SLICE = 25.0
+    # What a session token may be (docs/protocol.md, Sessions and tokens): 1 to 256
+    # printable ASCII characters without spaces. Any other answer is malformed.
+    TOKEN = /\A[\x21-\x7E]{1,256}\z/.freeze
+    # The longest a close_connection waits for the node (at exit too): closing a session
+    # the node would end after its ttl anyway is not worth a long wait.
+    CLOSE_TIMEOUT = 2.0
 
     attr_reader :url, :style, :token, :pattern, :bus
 
@@ -62,6 +68,8 @@ module BerryMQ
                                                      on_close: method(:connection_lost), max_size: max_size)
       open_session(ttl)
     rescue StandardError
+      @renewal&.kill
+      @outbox&.close(0)
       @channel&.close
       raise
     end
@@ -99,6 +107,7 @@ module BerryMQ
       need_queue("get")
       timeout = BerryMQ.wait_seconds(timeout, "get: timeout", nil_ok: true)
       return get_nowait unless block
+      raise ConnectionClosed, "the connection to #{@url} (#{@style}) is closed" if @closed
 
       deadline = timeout && (BerryMQ.monotonic + timeout)
       loop do
@@ -135,7 +144,7 @@ module BerryMQ
       JSONRPC.check_message(ident, args, kwargs)
       JSONRPC.check_message_size(ident, args, kwargs, @max_size)
       deadline = BerryMQ.monotonic + timeout
-      flush(timeout)
+      @outbox&.flush(timeout, report: false) # what was twittered before reaches the node first
       result = @channel.waiting(deadline) do
         left = [deadline - BerryMQ.monotonic, 0].max
         call("ask", { "identifier" => ident.to_s, "args" => args, "kwargs" => kwargs,
@@ -165,24 +174,40 @@ module BerryMQ
 
     # Waits until every message forwarded so far was acknowledged by the node; false on
     # timeout. Only interconnections forward; for the other styles it is true at once.
+    # Raises QueueFull saying how many messages the node refused since the last flush (the
+    # others were delivered), ConnectionClosed when the connection failed (what it held
+    # was lost, see #losses).
     def flush(timeout = nil)
       timeout = BerryMQ.wait_seconds(timeout, "flush: timeout", nil_ok: true)
       @outbox ? @outbox.flush(timeout) : true
     end
 
-    # How many forwarded messages were lost because the node went away.
+    # How many forwarded messages were lost: refused by the node, or not sent because the
+    # connection failed.
     def lost
       @outbox ? @outbox.lost : 0
     end
 
+    # The forwarded messages lost, by reason: "refused: queue full" (the node refused
+    # them), "not sent: connection failed or closed".
+    def losses
+      @outbox ? @outbox.losses : {}
+    end
+
     # Closes the session (what is queued for the node is sent first) and the connection.
+    # Bounded: the outbox gets 5 s, the node's close_connection CLOSE_TIMEOUT.
     def close
-      return if @closed
+      if @closed
+        @bus.forget_lost(self)
+        @released&.join(CLOSE_TIMEOUT + 5)
+        return
+      end
 
       @outbox&.close
       @closed = true
+      @renewal_stop&.set
       begin
-        call("close_connection", { "token" => @token }) if @token && !@channel.closed?
+        call("close_connection", { "token" => @token }, [@timeout, CLOSE_TIMEOUT].min) if @token && !@channel.closed?
       rescue TransportError
         nil # already gone: closing is what we wanted
       end
@@ -197,22 +222,64 @@ module BerryMQ
 
     private
 
+    # Opens the session. connect_via_queue and interconnect send this client's max_size,
+    # so that the node keeps what it sends here (a get's answer, its send_messages) within
+    # what this client reads.
     def open_session(ttl)
       case @style
       when :oneway
-        @token = call("connect_oneway", { "ttl" => ttl })
+        @token = session("connect_oneway", { "ttl" => ttl })
       when :queue
-        @token = call("connect_via_queue", { "identifier" => @pattern.to_s, "ttl" => ttl })
+        @token = session("connect_via_queue", { "identifier" => @pattern.to_s, "ttl" => ttl, "max_size" => @max_size })
       when :interconnect
         @own_token = SecureRandom.urlsafe_base64(32, false)
         envelope = [Outbox::ENVELOPE, @max_size / 4].min
         @outbox = Outbox.new("forwarding to #{@url}", max_bytes: @max_size - envelope,
-                                                      on_failure: method(:connection_lost)) do |batch|
+                                                      on_failure: method(:connection_lost),
+                                                      on_loss: @bus.method(:count_loss)) do |batch|
           call("send_messages", { "token" => @token, "messages" => batch })
         end
-        @token = call("interconnect", { "addr" => @channel.callback_url, "token" => @own_token, "ttl" => ttl })
+        @token = session("interconnect", { "addr" => @channel.callback_url, "token" => @own_token, "ttl" => ttl,
+                                           "max_size" => @max_size })
+        @renewal_stop = Waiter.new
+        @renewal = Thread.new { renew(ttl) }
       else
         raise ArgumentError, "unknown style #{@style.inspect}"
+      end
+    end
+
+    # The token +method+ answered; TransportError naming the node when the answer is not
+    # one (docs/protocol.md, Sessions and tokens).
+    def session(method, params)
+      token = call(method, params)
+      return token if token.is_a?(String) && TOKEN.match?(token)
+
+      raise TransportError, "#{@url} answered #{method} with a malformed token, #{token.inspect[0, 80]} (a token " \
+                            "is 1 to 256 printable ASCII characters without spaces); no session was opened"
+    end
+
+    # Renews the interconnection's session every ttl/3 seconds while it is open, as the
+    # protocol's clients do: a request naming its token (an empty send_messages, which
+    # delivers nothing), since a node closes a session it hears nothing of for ttl seconds
+    # (what it forwards here does not count). A renewal that finds the session or the
+    # connection gone loses the connection (closed? is true, the loss is logged); one the
+    # node did not answer in time is logged and tried again at the next turn.
+    def renew(ttl)
+      every = ttl / 3.0
+      until @renewal_stop.wait(every, false)
+        begin
+          call("send_messages", { "token" => @token, "messages" => [] })
+        rescue TransportError => e
+          return if @closed
+
+          gone = e.is_a?(ConnectionClosed) || (e.is_a?(RemoteError) && e.code == JSONRPC::CODES[:unknown_token])
+          @bus.logger.error("renewing the session of #{@url} (#{@style}) failed: #{e.message}" \
+                            "#{gone ? '' : '; trying again in ' + JSONRPC.seconds(every).to_s + ' s'}")
+          next unless gone
+
+          connection_lost(ConnectionClosed.new("renewing the session failed: #{e.message}"))
+          return
+        end
       end
     end
 
@@ -237,22 +304,46 @@ module BerryMQ
       raise ArgumentError, "#{what} needs a connect_via_queue connection; this one is #{@style}"
     end
 
+    # The Message of a get's answer. It was taken from the node's queue, so it is never
+    # dropped: an identifier this library's tables refuse is taken as the node wrote it
+    # (Identifier.from_node), and an answer that is no message at all raises
+    # TransportError holding its whole text.
     def from_wire(entry)
-      unless entry.is_a?(Array) && entry.size >= 3
-        raise TransportError, "#{@url} answered a message that is not [identifier, args, kwargs]"
+      unless entry.is_a?(Array) && entry.size >= 3 && entry[1].is_a?(Array) && entry[2].is_a?(Hash)
+        raise TransportError, "#{@url} answered a message that is not [identifier, args, kwargs]: " \
+                              "#{JSON.generate(entry, max_nesting: false)}"
       end
 
-      Message.new(entry[0], entry[1], entry[2])
+      Message.new(Identifier.from_node(entry[0]), entry[1], entry[2])
+    rescue InvalidIdentifier => e
+      raise TransportError, "#{@url} answered a message whose identifier cannot be read (#{e.reason}); " \
+                            "the message, taken from the queue: #{JSON.generate(entry, max_nesting: false)}"
     end
 
-    # The connection broke under us (the TCP connection closed, or forwarding failed):
-    # forget it, so that twitter no longer forwards to it; what was pending already failed.
+    # The connection broke under us (the TCP connection closed, forwarding failed, or a
+    # renewal found the session gone): forget it, so that twitter no longer forwards to
+    # it (the bus counts what it would have as lost); what was pending already failed.
+    # Then, in a thread of its own (this may be the reader's or the outbox's): what the
+    # outbox still holds is counted lost, the node's session is closed (best effort,
+    # within CLOSE_TIMEOUT) and so is the channel, which stops receiving.
     def connection_lost(error)
       return if @closed
 
       @closed = true
+      @renewal_stop&.set
       @bus.logger.error("the connection to #{@url} (#{@style}) is lost: #{error.message}")
       @bus.untrack(self, lost: error)
+      @released = Thread.new { release(error) }
+    end
+
+    def release(error)
+      @outbox&.abort(error)
+      begin
+        call("close_connection", { "token" => @token }, [@timeout, CLOSE_TIMEOUT].min) if @token && !@channel.closed?
+      rescue StandardError
+        nil # best effort: the node ends the session after its ttl anyway
+      end
+      @channel.close
     end
 
     # -- the node's requests to us (interconnect) ------------------------------------------
@@ -302,18 +393,31 @@ module BerryMQ
       end
       invalid("'messages' must be an array") unless entries.is_a?(Array)
 
-      messages = entries.each_with_index.map { |entry, index| message_of(entry, "messages[#{index}]") }
-      refused = []
+      unreadable = []
+      messages = entries.each_with_index.map do |entry, index|
+        message_of(entry, "messages[#{index}]")
+      rescue InvalidIdentifier => e
+        # the node checked it: refused here (and counted by the node), never the batch
+        @bus.logger.error("#{@url} sent messages[#{index}] with an identifier this library cannot read " \
+                          "(#{e.reason}); it was refused: #{JSON.generate(entry, max_nesting: false)[0, 300]}")
+        unreadable << index
+        nil
+      end
+      refused = unreadable.dup
       messages.each_with_index do |message, index|
+        next unless message
+
         @bus.receive(message, self)
       rescue QueueFull
         refused << index
       rescue ReceiverErrors => e
         refused << index if e.errors.any? { |x| x.is_a?(QueueFull) }
       end
-      raise RemoteError.new(JSONRPC::CODES[:queue_full], "Queue is full", { "refused" => refused }) unless refused.empty?
+      return "ok" if refused.empty?
 
-      "ok"
+      data = { "refused" => refused.sort }
+      data["detail"] = "messages #{unreadable} have identifiers this client cannot read" unless unreadable.empty?
+      raise RemoteError.new(JSONRPC::CODES[:queue_full], "Queue is full", data)
     end
 
     def message_of(entry, where)
@@ -322,11 +426,8 @@ module BerryMQ
       extras = {} unless extras.is_a?(Hash)
       invalid("#{where}: args must be an array") unless args.is_a?(Array)
       invalid("#{where}: kwargs must be an object") unless kwargs.is_a?(Hash)
-      ident = begin
-        Identifier.new(identifier)
-      rescue InvalidIdentifier => e
-        invalid("#{where}: #{e.message}")
-      end
+      invalid("#{where}: the identifier must be a string") unless identifier.is_a?(String)
+      ident = Identifier.from_node(identifier) # the node checked it: raises only for what no node writes
       invalid("#{where}: #{ident} is local; local messages never leave their process") if ident.local?
       uid = extras["uid"].is_a?(String) ? extras["uid"] : nil
       hops = extras["hops"].is_a?(Integer) && extras["hops"] >= 0 ? extras["hops"] : 0

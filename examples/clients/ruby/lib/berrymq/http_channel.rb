@@ -16,6 +16,12 @@ module BerryMQ
     # A node that answers more slowly than a call may wait (raised in the call's thread).
     class Overdue < StandardError; end
     private_constant :Overdue
+    # An answer over what this client reads of one reply (raised while reading it).
+    class Overlong < StandardError; end
+    private_constant :Overlong
+    # What is read of one answer's body: 4 x max_size, the node's bound on an answer
+    # (docs/protocol.md Limits).
+    ANSWER_FACTOR = 4
 
     attr_reader :url
 
@@ -24,6 +30,7 @@ module BerryMQ
     def initialize(url, host, port, handler:, timeout:, on_close: nil, max_size: JSONRPC::MAX_SIZE)
       @url = url
       @max_size = max_size
+      @max_answer = ANSWER_FACTOR * max_size
       @host = host
       @port = port
       @handler = handler
@@ -40,7 +47,7 @@ module BerryMQ
     end
 
     def callback_url
-      @server ||= CallbackServer.new(@handler)
+      @server ||= CallbackServer.new(@handler, max_body: @max_size)
       @server.url
     end
 
@@ -71,6 +78,8 @@ module BerryMQ
     # POSTs one JSON value; the parsed reply, or nil for 204 No Content. The whole answer
     # must come within +timeout+ seconds and 5 more (the margin a waiting get needs), not
     # only each piece of it: a node that trickles its answer byte by byte fails the call.
+    # At most 4 x max_size bytes of the answer's body are read: a longer one fails the
+    # call with TransportError naming the limit.
     def post(value, timeout)
       raise ConnectionClosed, "the connection to #{@url} is closed" if @closed
 
@@ -78,27 +87,74 @@ module BerryMQ
       http = checkout(timeout)
       limit = http.read_timeout
       begin
-        response = Timeout.timeout(limit, Overdue) { http.post("/", text, "Content-Type" => "application/json") }
-      rescue Net::ReadTimeout, Overdue
-        http.finish if http.started?
+        response, body = Timeout.timeout(limit, Overdue) { exchange(http, text) }
+      rescue Net::ReadTimeout, Net::WriteTimeout, Overdue
+        drop(http)
         raise TransportError, "#{@url} did not answer within #{JSONRPC.seconds(limit)} s"
+      rescue Overlong
+        drop(http)
+        raise TransportError, "#{@url} answered more than #{@max_answer} bytes, the limit of what this client " \
+                              "reads of one reply (4 x max_size #{@max_size}); the connection was closed"
       rescue IOError, SystemCallError, SocketError, EOFError => e
-        http.finish if http.started?
+        drop(http)
         raise ConnectionClosed, "the connection to #{@url} failed: #{e.message}"
+      rescue Net::HTTPBadResponse, Net::HTTPHeaderSyntaxError, Net::ProtocolError, Timeout::Error,
+             EncodingError, RangeError => e
+        drop(http)
+        raise TransportError, "#{@url} did not answer in HTTP (#{e.class}: #{e.message[0, 300]})#{explanation(e)}"
       end
       checkin(http)
-      parse(response)
+      parse(response, body)
     end
 
-    def parse(response)
+    # Sends +text+ and reads the answer: [response, body], the body read up to the limit.
+    def exchange(http, text)
+      request = Net::HTTP::Post.new("/", "Content-Type" => "application/json", "Accept-Encoding" => "identity")
+      body = +""
+      response = http.request(request, text) do |answer|
+        raise Overlong if answer["Content-Length"].to_i > @max_answer
+
+        answer.read_body do |chunk|
+          raise Overlong if body.bytesize + chunk.bytesize > @max_answer
+
+          body << chunk
+        end
+      end
+      [response, body.force_encoding(Encoding::UTF_8)]
+    end
+
+    # What a server that is not an HTTP one said, when it is readable: a berryMQ node's
+    # TCP port answers an HTTP request with one JSON-RPC error line explaining itself.
+    def explanation(error)
+      line = error.message[/wrong status line: (".*")\z/m, 1]
+      return "" unless line
+
+      text = line.undump
+      reply = JSONRPC.parse(text)
+      said = reply.is_a?(Hash) && reply["error"].is_a?(Hash) ? reply["error"] : nil
+      return "; it said: #{text.strip[0, 300]}" unless said
+
+      data = said["data"].is_a?(String) ? ": #{said['data']}" : ""
+      "; it said: #{said['message']}#{data}"
+    rescue StandardError
+      ""
+    end
+
+    def drop(http)
+      http.finish if http.started?
+    rescue IOError, SystemCallError
+      nil
+    end
+
+    def parse(response, body)
       return nil if response.code == "204"
 
       type = response["Content-Type"].to_s
       unless type.start_with?("application/json")
-        raise TransportError, "#{@url} answered HTTP #{response.code}: #{response.body.to_s.strip[0, 200]}"
+        raise TransportError, "#{@url} answered HTTP #{response.code}: #{body.to_s.scrub.strip[0, 200]}"
       end
 
-      JSONRPC.parse(response.body)
+      JSONRPC.parse(body)
     rescue JSON::NestingError
       raise TransportError, "#{@url} answered text that nests arrays and objects more than " \
                             "#{JSONRPC::MAX_NESTING} levels deep, the limit of the protocol"
@@ -118,7 +174,7 @@ module BerryMQ
       http.write_timeout = @timeout
       begin
         http.start unless http.started?
-      rescue IOError, SystemCallError, SocketError, Net::OpenTimeout => e
+      rescue IOError, SystemCallError, SocketError, Timeout::Error => e
         raise ConnectionClosed, "cannot reach #{@url}: #{e.message}"
       end
       http
@@ -130,20 +186,22 @@ module BerryMQ
   end
 
   # A minimal HTTP/1.1 server for the node's calls back (style 01 over HTTP): POST with a
-  # JSON-RPC body, answered 200 with JSON or 204; keep-alive; bodies over 1 MiB get 413.
+  # JSON-RPC body, answered 200 with JSON or 204; keep-alive; bodies over the client's
+  # max_size (1 MiB by default: the node keeps its requests within it) get 413.
   #
   # Only the node calls it, so it refuses what a web page could send it, as a node does:
   # a Host that names neither its address nor localhost (421: DNS rebinding), any Origin
   # header (403: the node sends none), a Content-Type other than JSON's (415); every call
   # needs the token given to the node (Connection#answer).
   class CallbackServer
-    MAX_BODY = 1_048_576
+    MAX_BODY = JSONRPC::MAX_SIZE
     MEDIA_TYPES = %w[application/json application/json-rpc application/jsonrequest].freeze
 
     attr_reader :url
 
-    def initialize(handler, host = "127.0.0.1")
+    def initialize(handler, host = "127.0.0.1", max_body: MAX_BODY)
       @handler = handler
+      @max_body = max_body
       @server = TCPServer.new(host, 0)
       @url = "http://#{host}:#{@server.addr[1]}"
       @names = [host, "localhost", "127.0.0.1", "::1"].map(&:downcase).uniq.freeze
@@ -179,7 +237,7 @@ module BerryMQ
         refusal = refusal_of(verb, headers, twice)
         break plain(client, *refusal, discard: length) if refusal
         break plain(client, 411, "Content-Length required") unless length
-        break reply(client, 413, JSONRPC.error_response(JSONRPC::CODES[:too_large], nil)) if length > MAX_BODY
+        break reply(client, 413, JSONRPC.error_response(JSONRPC::CODES[:too_large], nil)) if length > @max_body
 
         client.write("HTTP/1.1 100 Continue\r\n\r\n") if headers["expect"].to_s.casecmp?("100-continue")
         body = client.read(length).to_s
@@ -257,7 +315,7 @@ module BerryMQ
     # to a second), since closing on unread input would reset the connection and the client
     # could lose the answer.
     def plain(client, status, text, discard: nil)
-      if discard && discard <= MAX_BODY
+      if discard && discard <= @max_body
         deadline = BerryMQ.monotonic + 1
         while discard.positive? && (left = deadline - BerryMQ.monotonic).positive? && client.wait_readable(left)
           chunk = client.read_nonblock([discard, 65_536].min, exception: false)

@@ -13,8 +13,17 @@ module BerryMQ
   class Identifier
     WILDCARD = "*"
     CACHE_LIMIT = 8192
-    # Whitespace, control, format and unassigned characters (Python's "not printable").
-    UNPRINTABLE = /[\p{C}\p{Z}]/.freeze
+    # The longest identifier, in characters of its canonical text ("name" counts as
+    # "name:*"), as berrymq.identifier.MAX_IDENTIFIER_LENGTH.
+    MAX_LENGTH = 256
+    # What Python's rule (str.isprintable(), and no whitespace) refuses among assigned
+    # characters: whitespace and separators, control, format and private-use characters.
+    # Not \p{Cn}: a character Ruby's Unicode tables (13.0 in Ruby 3.1) call unassigned may
+    # be assigned in the node's (Python 3.11 has 14.0: "\u{1FAE0}:x" is a valid
+    # identifier there), so it is left to the node to judge. The format characters
+    # assigned since Unicode 13 are listed, so that Ruby refuses what Python refuses.
+    UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Co}\p{Z}\u0890\u0891\u{13439}-\u{1343F}]/.freeze
+    WHITESPACE = /[\p{Z}\t\n\v\f\r\u001C-\u001F\u0085]/.freeze
 
     @cache = {}
     @cache_lock = Mutex.new
@@ -36,11 +45,25 @@ module BerryMQ
         ident
       end
       alias parse new
+
+      # The Identifier of a message a node sent (it checked the text): parsed as #new does,
+      # and when this library's tables refuse one of its characters or its length (a
+      # character of a newer Unicode than Ruby's, say), taken as the node wrote it all the
+      # same, so that no message the node delivered is lost over it. Raises
+      # InvalidIdentifier only for a text no node writes (not a String, a partial
+      # wildcard, two ':').
+      def from_node(text)
+        new(text)
+      rescue InvalidIdentifier
+        raise unless text.is_a?(String)
+
+        allocate.tap { |ident| ident.send(:initialize, text, checked: false) }
+      end
     end
 
     attr_reader :name, :action, :namespace, :id
 
-    def initialize(text)
+    def initialize(text, checked: true)
       unless text.is_a?(String)
         raise InvalidIdentifier.new(text, "expected a String, got #{text.class}")
       end
@@ -50,9 +73,7 @@ module BerryMQ
       end
 
       text = utf8(text)
-      if UNPRINTABLE.match?(text)
-        raise InvalidIdentifier.new(text, "it contains whitespace or control characters")
-      end
+      check_characters(text) if checked
 
       head, colon, action = text.partition(":")
       if colon.empty?
@@ -82,6 +103,7 @@ module BerryMQ
       @namespace = ns
       @id = "#{name}:#{action}".freeze
       @text = (ns ? "#{name}@#{ns}:#{action}" : @id).freeze
+      check_length(text, colon.empty?) if checked
       @local = name.start_with?("_")
       freeze
     end
@@ -136,6 +158,31 @@ module BerryMQ
       text.encode(Encoding::UTF_8)
     rescue EncodingError => e
       raise InvalidIdentifier.new(text, "it does not convert from #{text.encoding} to UTF-8 (#{e.message})")
+    end
+
+    # Raises InvalidIdentifier naming the first character Python's rule refuses, and what
+    # kind of character it is (an emoji is not "whitespace").
+    def check_characters(text)
+      index = text.index(UNPRINTABLE)
+      return unless index
+
+      char = text[index]
+      kind = if WHITESPACE.match?(char) then "whitespace"
+             elsif char.match?(/\p{Cc}/) then "a control character"
+             elsif char.match?(/\p{Co}/) then "a private-use character"
+             else "an invisible format (control) character"
+             end
+      raise InvalidIdentifier.new(text, "it contains #{kind}: U+#{format('%04X', char.ord)} at index #{index} " \
+                                        "(identifiers are printable words)")
+    end
+
+    # Raises InvalidIdentifier when the canonical text is over MAX_LENGTH characters.
+    def check_length(text, no_action)
+      return if @text.length <= MAX_LENGTH
+
+      counted = no_action ? ", #{@text.length} with the ':*' that a missing action counts as" : ""
+      raise InvalidIdentifier.new(text, "it is #{text.length} characters long#{counted}, over the limit of " \
+                                        "#{MAX_LENGTH}")
     end
 
     def check_part(text, part, what)

@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "io/wait"
 require "socket"
 
 module BerryMQ
@@ -8,8 +9,15 @@ module BerryMQ
   # A reader thread matches responses to requests by id; requests the node sends on the
   # same connection (after interconnect) are answered, in order, by a worker thread, so a
   # receiver may itself call the node without blocking the reader.
+  #
+  # Every call ends within its timeout, the writing of its request included: a node that
+  # stops reading (stopped, or overwhelmed) fails the call with TransportError. A line
+  # written only in part leaves nothing else to write on the connection, which is then
+  # closed.
   class TcpChannel
-    MAX_LINE = 1_048_576 * 8
+    # What is read of one line from the node: an answer is at most 4 x max_size (the
+    # node's bound, docs/protocol.md Limits), and the "\r\n" after it.
+    ANSWER_FACTOR = 4
     # A node runs at most this many requests that wait (a blocking get, an ask) for one TCP
     # connection at once (its max_waiting setting) and refuses more with Limit reached
     # (-32009); this channel keeps the rest waiting here, in order, instead.
@@ -24,6 +32,7 @@ module BerryMQ
                    max_size: JSONRPC::MAX_SIZE)
       @url = url
       @max_size = max_size
+      @max_line = ANSWER_FACTOR * max_size + 2
       @handler = handler
       @timeout = timeout
       @on_close = on_close
@@ -34,7 +43,9 @@ module BerryMQ
       end
       @socket.setsockopt(Socket::IPPROTO_TCP, Socket::TCP_NODELAY, 1)
       @socket.set_encoding(Encoding::UTF_8)
-      @write_lock = Mutex.new
+      @write_lock = Mutex.new # guards @writing: whose turn it is to write a line
+      @write_free = ConditionVariable.new
+      @writing = false
       @lock = Mutex.new
       @pending = {} # id -> the Waiter of the call
       @sizes = {} # id -> the bytes of the call's request
@@ -97,6 +108,7 @@ module BerryMQ
     # TransportError when no answer came within +timeout+ seconds, ConnectionClosed when
     # the connection is gone.
     def call(method, params, timeout = @timeout)
+      deadline = BerryMQ.monotonic + timeout
       waiter = Waiter.new
       id = @lock.synchronize { @next_id += 1 }
       text = JSONRPC.request_text({ "jsonrpc" => "2.0", "method" => method, "params" => params, "id" => id }, @max_size)
@@ -106,8 +118,13 @@ module BerryMQ
         @pending[id] = waiter
         @sizes[id] = text.bytesize
       end
-      write_text(text)
-      reply = waiter.wait(timeout, :timeout)
+      begin
+        write_text(text, deadline, "#{method} request")
+      rescue StandardError
+        @lock.synchronize { @pending.delete(id) && @sizes.delete(id) }
+        raise
+      end
+      reply = waiter.wait([deadline - BerryMQ.monotonic, 0].max, :timeout)
       if reply == :timeout
         @lock.synchronize { @pending.delete(id) && @sizes.delete(id) }
         raise TransportError, "#{@url} did not answer #{method} within #{JSONRPC.seconds(timeout)} s"
@@ -163,28 +180,107 @@ module BerryMQ
     end
 
     def write(value)
-      write_text(JSONRPC.dump(value, "an answer to #{@url}"))
+      write_text(JSONRPC.dump(value, "an answer to #{@url}"), BerryMQ.monotonic + @timeout, "answer")
     end
 
-    def write_text(text)
-      @write_lock.synchronize { @socket.write("#{text}\n") }
+    # Writes one line by +deadline+ (monotonic seconds), waiting for the turn of the calls
+    # before it within the same deadline. Raises TransportError when the node did not take
+    # it in time (the connection is closed when part of the line went), ConnectionClosed
+    # when the connection is gone.
+    def write_text(text, deadline, what)
+      take_write_turn(deadline, what)
+      begin
+        write_line("#{text}\n".b, deadline, what)
+      ensure
+        @write_lock.synchronize do
+          @writing = false
+          @write_free.signal
+        end
+      end
     rescue IOError, SystemCallError => e
-      fail_all(ConnectionClosed.new("the connection to #{@url} failed: #{e.message}"))
-      raise ConnectionClosed, "the connection to #{@url} failed: #{e.message}"
+      broken("the connection to #{@url} failed: #{e.message}")
     end
 
+    def take_write_turn(deadline, what)
+      free = @write_lock.synchronize do
+        BerryMQ.wait_for(@write_free, @write_lock, deadline) { !@writing || @closed }.tap do |got|
+          @writing = true if got && !@closed
+        end
+      end
+      raise ConnectionClosed, "the connection to #{@url} is closed#{@failure && " (#{@failure})"}" if @closed
+      return if free
+
+      raise TransportError, "could not send the #{what} to #{@url} within the call's timeout: the node took " \
+                            "none of the lines before it (it stopped reading?)"
+    end
+
+    def write_line(data, deadline, what)
+      size = data.bytesize
+      until data.empty?
+        written = @socket.write_nonblock(data, exception: false)
+        if written == :wait_writable
+          left = deadline - BerryMQ.monotonic
+          next if left.positive? && @socket.wait_writable(left)
+
+          message = "#{@url} took #{size - data.bytesize} of the #{size} bytes of the #{what} within the " \
+                    "call's timeout (it stopped reading?)"
+          raise TransportError, "#{message}; it was not sent" if data.bytesize == size
+
+          broken("#{message}; the connection was closed, since a line written in part leaves it unusable")
+        end
+        data = data.byteslice(written, data.bytesize - written)
+      end
+    end
+
+    # Closes the connection, failing every call waiting on it, and raises TransportError
+    # (ConnectionClosed) saying +why+.
+    def broken(why)
+      error = ConnectionClosed.new(why)
+      fail_all(error)
+      begin
+        @socket.close unless @socket.closed?
+      rescue IOError
+        nil
+      end
+      raise error
+    end
+
+    # Reads the node's lines until the connection ends. Whatever goes wrong, the reader
+    # does not end without closing the channel and failing the calls waiting on it.
     def read
-      while (line = @socket.gets("\n", MAX_LINE))
-        next if line.strip.empty?
+      while (line = @socket.gets("\n", @max_line))
+        unless line.end_with?("\n")
+          break too_long if line.bytesize >= @max_line
+
+          break # the end of the connection, in the middle of a line
+        end
+        next if line.b.strip.empty?
 
         take(line)
       end
       fail_all(ConnectionClosed.new(@failure || "#{@url} closed the connection"))
     rescue IOError, SystemCallError => e
       fail_all(ConnectionClosed.new("the connection to #{@url} failed: #{e.message}"))
+    rescue StandardError => e
+      fail_all(ConnectionClosed.new("reading from #{@url} failed (#{e.class}: #{e.message}); the connection " \
+                                    "was closed"))
+      @socket.close unless @socket.closed?
+    end
+
+    # A line over what this client reads of one reply: the connection is closed, and the
+    # calls waiting on it fail naming the limit.
+    def too_long
+      fail_all(ConnectionClosed.new("#{@url} sent a line of more than #{@max_line - 2} bytes, the limit of what " \
+                                    "this client reads of one reply (4 x max_size #{@max_size}); the connection " \
+                                    "was closed"))
+      @socket.close unless @socket.closed?
     end
 
     def take(line)
+      unless line.valid_encoding?
+        return unreadable(line, nil, "is not UTF-8 text")
+      end
+
       value = JSONRPC.parse(line)
     rescue JSON::ParserError => e
       unreadable(line, e)
@@ -203,9 +299,10 @@ module BerryMQ
     # timeout. When the line names no call we wait for (its id is read from its end), every
     # pending call fails so: any of them may have been answered in it. A request from the
     # node is answered Parse error, as a node answers one.
-    def unreadable(line, error)
-      why = error.is_a?(JSON::NestingError) ? "nests arrays and objects more than #{JSONRPC::MAX_NESTING} " \
-                                                "levels deep, the limit of the protocol" : "is not JSON"
+    def unreadable(line, error, why = nil)
+      why ||= error.is_a?(JSON::NestingError) ? "nests arrays and objects more than #{JSONRPC::MAX_NESTING} " \
+                                                  "levels deep, the limit of the protocol" : "is not JSON"
+      line = line.b # it may not be UTF-8: read as bytes
       text = "#{@url} sent a line that #{why} (#{line.bytesize} bytes: #{line[0, 80].inspect})"
       unless line.match?(REQUEST_START)
         id = line[/"id"\s*:\s*(-?\d+)\s*\}\s*\z/, 1]
@@ -235,10 +332,14 @@ module BerryMQ
     def work
       while (request = @inbox.pop)
         answer = JSONRPC.answer(request, @handler)
-        write(answer) if answer
+        begin
+          write(answer) if answer
+        rescue ConnectionClosed
+          return
+        rescue TransportError
+          next # not taken in time: the node, which waits for it, gives the link up
+        end
       end
-    rescue ConnectionClosed
-      nil
     end
 
     # Whether a request of +size+ bytes is the one the node closed the connection for: over
@@ -268,6 +369,7 @@ module BerryMQ
       end
       waiters.each { |w, size| w.set(too_large?(size) ? too_large_error : error) }
       @slot_lock.synchronize { @slot_free.broadcast }
+      @write_lock.synchronize { @write_free.broadcast }
       @on_close&.call(error) if was_open && !@closing
     end
   end
