@@ -35,8 +35,8 @@ const { HttpChannel } = require('./lib/http');
 const { clearTimer, setTimer } = require('./lib/channel');
 
 const {
-  BerryMQError, Empty, MessageTooLarge, TransportError, ConnectionClosed, ReplyError, parseUrl, messageFromWire,
-  MAX_SIZE,
+  BerryMQError, Empty, MessageTooLarge, QueueFull, TransportError, ConnectionClosed, ReplyError, parseUrl,
+  messageFromWire, MAX_SIZE,
 } = protocol;
 
 /** Seconds a session may stay unused before the node closes it. */
@@ -276,15 +276,17 @@ class Connection {
   }
 
   /** Close the session on the node, then the connection (idempotent). A session the node
-   * no longer knows (it expired, or the node restarted: -32001) is gone either way, so
-   * that resolves too. */
+   * no longer knows (it expired, or the node restarted: -32001) is gone either way, and so
+   * is one whose node is gone (unreachable, or it closed the connection: ConnectionClosed),
+   * so those resolve too, over both transports (over TCP the connection ended with the
+   * node, over HTTP the close_connection request finds it gone). */
   async close() {
     if (this.closed) return;
     this.end(null);
     try {
       await this.channel.call('close_connection', { token: this.token });
     } catch (error) {
-      if (error.code !== protocol.codes.UNKNOWN_TOKEN) throw error;
+      if (error.code !== protocol.codes.UNKNOWN_TOKEN && !(error instanceof ConnectionClosed)) throw error;
     } finally {
       await this.channel.close();
     }
@@ -297,6 +299,14 @@ async function open(url, style, method, params, options, serve = null) {
   try {
     if (serve !== null) params.addr = await channel.serve(serve, options.listen);
     const token = await channel.call(method, params);
+    const problem = protocol.tokenProblem(token);
+    if (problem !== null) {
+      // not a session we can use: every later request would carry it (docs/protocol.md,
+      // "Sessions and tokens")
+      const shown = JSON.stringify(token) ?? String(token);
+      throw new TransportError(`${url} answered ${method} with ${shown.length > 60 ? `${shown.slice(0, 60)}...` : shown}, ` +
+                               `not a token (${problem})`);
+    }
     const connection = new Connection(channel, style, token);
     connections.push(connection);
     return connection;
@@ -307,15 +317,23 @@ async function open(url, style, method, params, options, serve = null) {
 }
 
 /** Style 02: a connection that sends to the node at `url` (sendMessage); its receivers
- * get the messages. Options: ttl (seconds), secret, timeout (ms per request). */
+ * get the messages. Options: ttl (seconds), secret, timeout (ms per request), maxSize
+ * (bytes: the largest request sent; 4x it is what is read of one answer), maxWaiting,
+ * and over TCP outboxSize and outboxBytes (what may wait to be written). */
 function connectOneway(url, { ttl = DEFAULT_TTL, ...options } = {}) {
   return open(url, 'oneway', 'connect_oneway', { ttl }, options);
 }
 
 /** Style 03: the node at `url` keeps a queue of `pattern` for us, pulled with get and
- * getNowait; the connection can send too. */
+ * getNowait; the connection can send too. The node is told our maxSize (`max_size`), so
+ * that its queue holds no message larger than we read. */
 function connectViaQueue(url, pattern, { ttl = DEFAULT_TTL, ...options } = {}) {
-  return open(url, 'queue', 'connect_via_queue', { identifier: pattern, ttl }, options);
+  return open(url, 'queue', 'connect_via_queue', { identifier: pattern, ttl, max_size: maxSizeOf(options) }, options);
+}
+
+/** The maxSize option, as a channel of `options` takes it (the node checks it too). */
+function maxSizeOf(options) {
+  return options.maxSize === undefined ? MAX_SIZE : options.maxSize;
 }
 
 /** Style 01: the node at `url` forwards every non-local message it sees to
@@ -335,7 +353,9 @@ function interconnect(url, onMessage, { ttl = DEFAULT_TTL, onAsk = null, onError
   });
   const token = crypto.randomBytes(32).toString('base64url');
   const answerer = new Answerer(token, onMessage, onAsk, report);
-  return open(url, 'interconnect', 'interconnect', { addr: null, token, ttl }, options, answerer).then((connection) => {
+  // max_size: the node forwards no message larger than we read
+  return open(url, 'interconnect', 'interconnect', { addr: null, token, ttl, max_size: maxSizeOf(options) }, options,
+    answerer).then((connection) => {
     connection.renewEvery(ttl, (error) => {
       try {
         report(error, null);
@@ -385,5 +405,5 @@ async function closeConnection(target = null) {
 module.exports = {
   connectOneway, connectViaQueue, interconnect, sendMessage, get, getNowait, ask,
   closeConnection, connect, Connection, connections, DEFAULT_TTL, MAX_SIZE, codes: protocol.codes,
-  BerryMQError, Empty, MessageTooLarge, TransportError, ConnectionClosed, ReplyError,
+  BerryMQError, Empty, MessageTooLarge, QueueFull, TransportError, ConnectionClosed, ReplyError,
 };

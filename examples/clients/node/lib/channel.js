@@ -53,7 +53,10 @@ class Channel {
    *   `secret`: the node's shared secret (default: the BERRYMQ_SECRET environment
    *   variable); `timeout`: milliseconds; `maxSize`: the largest request sent, in bytes of
    *   JSON (default MAX_SIZE, the node's default `max_size`); `maxWaiting`: requests that
-   *   may wait kept outstanding at once (default MAX_WAITING, the node's `max_waiting`)
+   *   may wait kept outstanding at once (default MAX_WAITING, the node's `max_waiting`).
+   *   What is read of one answer is at most 4x `maxSize` (protocol.answerLimit); over TCP
+   *   the options `outboxSize` and `outboxBytes` bound what is written and not yet taken
+   *   (tcp.js)
    */
   constructor(url, { secret = process.env.BERRYMQ_SECRET || null, timeout = DEFAULT_TIMEOUT,
     maxSize = MAX_SIZE, maxWaiting = MAX_WAITING } = {}) {

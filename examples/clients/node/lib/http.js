@@ -11,8 +11,8 @@
 const http = require('http');
 const { Channel, clearTimer, setTimer } = require('./channel');
 const {
-  BerryMQError, ConnectionClosed, MAX_DEPTH, MAX_INCOMING, MEDIA_TYPES, NESTED_TOO_DEEP_REPLY, nestedDeeper, parseUrl,
-  PARSE_ERROR_REPLY, tooDeepAnswer, TransportError,
+  answerLimit, BerryMQError, codes, ConnectionClosed, MAX_DEPTH, MEDIA_TYPES, NESTED_TOO_DEEP_REPLY, nestedDeeper,
+  parseUrl, PARSE_ERROR_REPLY, tooDeepAnswer, TransportError,
 } = require('./protocol');
 
 /** The host a `Host` header names (`name`, `name:port`, `[v6]:port`), lower case; null
@@ -47,6 +47,8 @@ function refusal(req, names) {
   return null;
 }
 
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 /** Bodies over this many bytes are sent with `Expect: 100-continue`: the node reads the
  * head and answers 413 at once to one over its `max_size`, before the body is sent (sent
  * all the same, the node would stop reading it and close the connection, and its answer
@@ -74,7 +76,10 @@ class HttpChannel extends Channel {
 
   /** POST one body (its JSON text); resolves with the parsed reply, or null for 204 No
    * Content. The whole exchange, from the call to the last byte of the answer, has `ms`
-   * milliseconds: a node that trickles its answer gets no more time for each byte. */
+   * milliseconds: a node that trickles its answer gets no more time for each byte. Of the
+   * answer's body at most 4x `maxSize` bytes are read (a node keeps its answers within 4x
+   * its `max_size`): a longer one fails the call with a TransportError naming the limit,
+   * and its HTTP connection is dropped. */
   post(body, json, ms = this.timeout, waits = false) {
     if (this.closed) return Promise.reject(new ConnectionClosed(`the connection to ${this.url} is closed`));
     const text = Buffer.from(json);
@@ -95,21 +100,40 @@ class HttpChannel extends Channel {
           ...(expect ? { Expect: '100-continue' } : {}) },
       }, (res) => {
         const chunks = [];
-        res.on('data', (chunk) => chunks.push(chunk));
+        const limit = answerLimit(this.maxSize);
+        let size = 0;
+        res.on('data', (chunk) => {
+          size += chunk.length;
+          if (size <= limit) {
+            chunks.push(chunk);
+            return;
+          }
+          chunks.length = 0;
+          fail(new TransportError(`${this.url} answered a body of over ${limit} bytes, the limit of what is read ` +
+            `of one answer (4 x maxSize ${this.maxSize}); the rest was not read, and the request was dropped`));
+          req.destroy();
+        });
         // (the node was reached: it answered the head)
         res.on('error', (error) => fail(new TransportError(`${this.url} closed the connection before its answer ` +
           `was whole: ${error.message}`)));
         res.on('end', () => {
-          const data = Buffer.concat(chunks).toString('utf8');
+          if (settled) return;
           if (res.statusCode === 204) return settle(resolve, null);
+          const body = Buffer.concat(chunks);
           if (!(res.headers['content-type'] || '').startsWith('application/json')) {
-            return fail(new BerryMQError(`${this.url} answered HTTP ${res.statusCode}: ${data.trim()}`));
+            return fail(new BerryMQError(`${this.url} answered HTTP ${res.statusCode}: ${body.toString('utf8').trim()}`));
+          }
+          let data;
+          try {
+            data = utf8.decode(body);
+          } catch (error) {
+            return fail(new TransportError(`${this.url} answered text that is not UTF-8`));
           }
           if (nestedDeeper(data, MAX_DEPTH)) return fail(tooDeepAnswer(this.url)); // not read
           try {
             return settle(resolve, JSON.parse(data)); // 200, or 413 with a Message too large error
           } catch (error) {
-            return fail(new BerryMQError(`${this.url} answered text that is not JSON`));
+            return fail(new TransportError(`${this.url} answered text that is not JSON`));
           }
         });
       });
@@ -190,18 +214,28 @@ class HttpChannel extends Channel {
           .end(`${text}\n`);
         return;
       }
+      // the node's requests keep within the maxSize the client connected with (it sends
+      // it); 4x that is read, the size of an answer, and more is refused
       const chunks = [];
+      const limit = answerLimit(this.maxSize);
       let size = 0;
+      let tooLarge = false;
       req.on('data', (chunk) => {
         size += chunk.length;
-        if (size > MAX_INCOMING) {
-          reply(413, { jsonrpc: '2.0', error: { code: -32003, message: 'Message too large', data: { limit: MAX_INCOMING } }, id: null });
-          req.destroy();
+        if (tooLarge) return;
+        if (size > limit) {
+          tooLarge = true;
+          chunks.length = 0;
+          res.setHeader('Connection', 'close');
+          reply(413, { jsonrpc: '2.0', error: { code: codes.TOO_LARGE, message: 'Message too large',
+            data: { limit, setting: 'max_size' } }, id: null });
+          res.on('finish', () => req.destroy());
         } else {
           chunks.push(chunk);
         }
       });
       req.on('end', async () => {
+        if (tooLarge) return;
         const text = Buffer.concat(chunks).toString('utf8');
         if (nestedDeeper(text, MAX_DEPTH)) {
           reply(200, NESTED_TOO_DEEP_REPLY); // not read, as a node refuses it

@@ -11,6 +11,9 @@
  *   ├── Empty                 the queue had nothing within the wait (-32002)
  *   ├── MessageTooLarge       a request over the size limit (-32003): refused here before
  *   │                         it was sent (the connection stays usable), or by the node
+ *   ├── QueueFull             a bounded queue refused (-32005): the node's, or this
+ *   │                         client's outbox over TCP (full for the call's whole timeout;
+ *   │                         nothing sent)
  *   └── TransportError        the exchange failed, not the node's answer (code null): a node
  *       │                     that was reached but did not answer in time, or answered
  *       │                     something that is not an answer; the connection stays usable
@@ -83,6 +86,19 @@ class MessageTooLarge extends BerryMQError {
   }
 }
 
+/** A bounded queue refused the message (-32005): the node's (its `data` names the
+ * setting), or, over TCP, this client's outbox: the requests written and not yet taken by
+ * the node were at `outboxSize` (or `outboxBytes`) for the whole `timeout` of the call, and
+ * it was not sent. `data`: `{ setting, limit }`. */
+class QueueFull extends BerryMQError {
+  constructor(detail = null, data = undefined) {
+    super('Queue is full', codes.QUEUE_FULL, detail === null ? data : undefined);
+    this.data = data;
+    if (detail !== null) this.message = `${this.message}: ${detail}`;
+    this.name = 'QueueFull';
+  }
+}
+
 /** The exchange with the node failed, not for what it answered: it was reached but did not
  * answer in time (only that call fails: the connection stays usable, and a late answer is
  * dropped), or it answered something that is not an answer. */
@@ -120,6 +136,7 @@ function errorFromWire(error) {
   const { code, message, data } = error || {};
   if (code === codes.EMPTY) return new Empty();
   if (code === codes.TOO_LARGE) return new MessageTooLarge(null, data);
+  if (code === codes.QUEUE_FULL) return new QueueFull(null, data);
   return new BerryMQError(typeof message === 'string' ? message : 'error', code ?? null, data);
 }
 
@@ -353,9 +370,36 @@ function mayWait(r) {
   return block !== false;
 }
 
-/** The largest text read from a node (a TCP line, an HTTP body); the node's own limit
- * is 1 MiB, so more is a broken peer: the connection is closed. */
-const MAX_INCOMING = 8 * 1024 * 1024;
+/** What is read of one answer of the node (a TCP line, an HTTP body) is at most this many
+ * times the client's `maxSize` (docs/protocol.md, "Limits": an answer to a batch may be
+ * larger than any request, and a node keeps its answers within 4x its `max_size`, a
+ * message within the smaller of its `max_size` and the one the client connected with).
+ * More is a broken peer: the connection is closed and the waiting calls fail naming it. */
+const ANSWER_FACTOR = 4;
+
+/** The longest answer read by a channel of `maxSize`. */
+function answerLimit(maxSize) {
+  return ANSWER_FACTOR * maxSize;
+}
+
+/** The longest token taken from a node's answer to connect_* or interconnect: room for
+ * every token a node issues (43 characters) or a JSON-RPC 1.0 peer proposes (16 to 128),
+ * while a node answering megabytes (every later request would carry them) is refused. */
+const MAX_ANSWERED_TOKEN = 256;
+
+/** What is wrong with `token`, what a node answered a connect_* or interconnect with, or
+ * null: a token is 1 to MAX_ANSWERED_TOKEN printable ASCII characters without spaces
+ * (docs/protocol.md, "Sessions and tokens"; berrymq_jsonrpc.protocol.token_problem). */
+function tokenProblem(token) {
+  if (token === null) return 'null';
+  if (typeof token !== 'string') {
+    return `not a string but ${Array.isArray(token) ? 'an array' : typeof token === 'object' ? 'an object' : `a ${typeof token}`}`;
+  }
+  if (token.length === 0) return 'empty';
+  if (token.length > MAX_ANSWERED_TOKEN) return `${token.length} characters long, over ${MAX_ANSWERED_TOKEN}`;
+  if (!/^[\x21-\x7e]+$/.test(token)) return 'not printable ASCII without spaces';
+  return null;
+}
 
 /** The media types a node takes a JSON-RPC request in (docs/dialects.md); the callback
  * server of interconnect takes the same (or none). */
@@ -365,7 +409,8 @@ const PARSE_ERROR_REPLY = Object.freeze({ jsonrpc: '2.0', error: { code: codes.P
 
 module.exports = {
   codes, BerryMQError, Empty, MessageTooLarge, TransportError, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
-  isResponse, resultOf, message, messageFromWire, MAX_INCOMING, MAX_SIZE, PARSE_ERROR_REPLY,
+  isResponse, resultOf, message, messageFromWire, MAX_SIZE, PARSE_ERROR_REPLY, QueueFull, answerLimit, ANSWER_FACTOR,
+  tokenProblem, MAX_ANSWERED_TOKEN,
   encodeRequest, expectsAnswer, mayWait, MEDIA_TYPES, MAX_MESSAGE_DEPTH, checkDepth, checkSize, ENVELOPE, nestedDeeper,
   MAX_DEPTH, NESTED_TOO_DEEP_REPLY, tooDeepAnswer, shallow,
 };

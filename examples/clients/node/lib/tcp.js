@@ -13,13 +13,23 @@
  * rejects with the node's error, a batch resolves with what the node answered. That
  * includes requests the node answers although they have no id (an invalid notification):
  * they hold their place in that order, so their answer settles nothing else.
+ *
+ * Bounds: a line read is at most 4x `maxSize` bytes while answers are owed (`maxSize`
+ * otherwise, a request of the node's), and must be UTF-8 JSON: a line that is not, while
+ * calls wait, fails them at once and closes the connection. A call the node did not answer
+ * in time is remembered (its ids, its place in the order) for the last LATE_ANSWERS of
+ * them only, so that their late answers are dropped. What is written and not yet taken by
+ * the node (the outbox: the socket's buffer beyond what the kernel holds) is at most
+ * `outboxSize` lines and `outboxBytes` bytes: a request beyond them waits for room up to
+ * its timeout, then rejects with QueueFull, not sent.
  */
 
 const net = require('net');
 const { Channel, clearTimer, setTimer } = require('./channel');
 const {
-  codes, ConnectionClosed, errorFromWire, expectsAnswer, isResponse, MAX_DEPTH, MAX_INCOMING, mayWait,
-  NESTED_TOO_DEEP_REPLY, nestedDeeper, parseUrl, PARSE_ERROR_REPLY, shallow, tooDeepAnswer, TransportError,
+  answerLimit, codes, ConnectionClosed, errorFromWire, expectsAnswer, isResponse, MAX_DEPTH, mayWait,
+  NESTED_TOO_DEEP_REPLY, nestedDeeper, parseUrl, PARSE_ERROR_REPLY, QueueFull, shallow, tooDeepAnswer,
+  TransportError,
 } = require('./protocol');
 
 /** The errors (id null) after which the node closes the connection: Message too large,
@@ -29,17 +39,48 @@ const CLOSING = new Set([codes.TOO_LARGE, codes.LIMIT_REACHED]);
 /** How long close() waits for the node to end its side of the connection. */
 const CLOSE_GRACE_MS = 1000;
 
+/** The most requests given up on (no answer in time) whose late answers are still
+ * expected: such an answer is read and dropped (docs/protocol.md, "Limits"); an older one
+ * is forgotten. */
+const LATE_ANSWERS = 64;
+
+/** Lines (requests: one message each for sendMessage and postMessage) and bytes written
+ * and not yet taken by the node, at most (the options outboxSize and outboxBytes): a
+ * Python client's outbox holds 2000 messages and 64 MiB (outbox_size, outbox_bytes). */
+const OUTBOX_SIZE = 2000;
+const OUTBOX_BYTES = 64 * 1024 * 1024;
+
+/** The words of a line that is not UTF-8 JSON (a Buffer), for an error: what it begins with. */
+function preview(bytes) {
+  const text = bytes.subarray(0, 60).toString('latin1').replace(/[^\x20-\x7e]/g, '?');
+  return `${JSON.stringify(text)}${bytes.length > 60 ? '...' : ''}`;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 class TcpChannel extends Channel {
   constructor(url, options = {}) {
     super(url, options);
     this.pending = new Map(); // id -> the waiter of the request (or batch) holding that id
     this.inOrder = new Set(); // the waiters the node answers in order (not ask, not a blocking get), oldest first
-    this.buffer = '';
+    this.late = new Set(); // the waiters given up on (timed out) whose answers may still come, oldest first
+    this.parts = []; // the pieces (Buffers) of the line begun and not ended yet
+    this.partBytes = 0;
+    const { outboxSize = OUTBOX_SIZE, outboxBytes = OUTBOX_BYTES } = options;
+    for (const [name, value] of [['outboxSize', outboxSize], ['outboxBytes', outboxBytes]]) {
+      if (!(Number.isInteger(value) && value >= 1)) throw new TypeError(`'${name}' must be an integer >= 1, got ${value}`);
+    }
+    this.outboxSize = outboxSize;
+    this.outboxBytes = outboxBytes;
+    this.outboxLines = 0; // lines handed to the socket and not yet written to the kernel
+    this.outboxBytesNow = 0; // their bytes
+    this.roomWaiters = []; // requests waiting for room in the outbox, oldest first
     this.socket = null;
     this.closed = false;
     this.reason = null; // why the connection closed (a ConnectionClosed), for what is pending and later calls
     this.farewell = null; // an error after which the node closes the connection (id null)
     this.failure = null; // the socket's error, if any
+    this.over = false; // closedByPeer ran
     this.answerer = null;
   }
 
@@ -49,7 +90,6 @@ class TcpChannel extends Channel {
     return new Promise((resolve, reject) => {
       const socket = net.createConnection({ host, port });
       socket.setNoDelay(true);
-      socket.setEncoding('utf8');
       const timer = setTimer(() => socket.destroy(new Error(`no connection within ${this.timeout} ms`)), this.timeout);
       const failed = (error) => {
         clearTimer(timer);
@@ -69,22 +109,81 @@ class TcpChannel extends Channel {
     });
   }
 
+  /** Whether answers are owed to this end: calls waiting, or given up on and still
+   * remembered (their late answers are read, then dropped). */
+  expecting() {
+    return this.pending.size > 0 || this.inOrder.size > 0;
+  }
+
+  /** The longest line read now: an answer's (4x maxSize) while answers are owed, else a
+   * request's (maxSize), as a node reads its lines. */
+  lineLimit() {
+    return this.expecting() ? answerLimit(this.maxSize) : this.maxSize;
+  }
+
   receive(chunk) {
-    this.buffer += chunk;
+    let from = 0;
     let newline;
-    while ((newline = this.buffer.indexOf('\n')) >= 0) {
-      const line = this.buffer.slice(0, newline);
-      this.buffer = this.buffer.slice(newline + 1);
-      if (line.trim()) this.line(line);
+    while ((newline = chunk.indexOf(10, from)) >= 0) {
+      const piece = chunk.subarray(from, newline);
+      from = newline + 1;
+      const bytes = this.parts.length ? Buffer.concat([...this.parts, piece]) : piece;
+      this.parts = [];
+      this.partBytes = 0;
+      if (bytes.length > this.lineLimit()) {
+        this.tooLong(bytes.length);
+        return;
+      }
+      this.line(bytes);
+      if (this.closed) return;
     }
-    if (this.buffer.length > MAX_INCOMING) {
-      this.reason = new ConnectionClosed(`${this.url} sent a line over ${MAX_INCOMING} characters; connection closed`);
-      this.buffer = '';
-      this.socket.destroy();
+    if (from < chunk.length) {
+      this.parts.push(chunk.subarray(from));
+      this.partBytes += chunk.length - from;
+      if (this.partBytes > this.lineLimit()) this.tooLong(this.partBytes);
     }
   }
 
-  line(line) {
+  /** A line over lineLimit(): the connection is closed. An answer: the calls waiting fail
+   * naming the limit (nothing to tell the node); a request of the node's: answered as a
+   * node answers one, Message too large (id null), first. */
+  tooLong(size) {
+    const limit = this.lineLimit();
+    const answer = this.expecting();
+    if (!answer) {
+      this.write({ jsonrpc: '2.0', error: { code: codes.TOO_LARGE, message: 'Message too large',
+        data: { limit, setting: 'max_size' } }, id: null });
+    }
+    const what = answer ? `an answer: 4 x maxSize ${this.maxSize}` : 'a request: maxSize';
+    this.fail(new ConnectionClosed(`${this.url} sent a line over the limit of ${limit} bytes (${what}; ${size} bytes ` +
+      'read of it); connection closed'), answer);
+  }
+
+  /** Close the connection at once for `reason` (a ConnectionClosed): the calls waiting,
+   * and every later one, fail with it. `now`: reset it, without writing what is left. */
+  fail(reason, now = true) {
+    if (this.reason === null) this.reason = reason;
+    this.parts = [];
+    this.partBytes = 0;
+    const socket = this.socket;
+    if (now) {
+      socket.destroy();
+    } else {
+      socket.end(); // what was written goes first; a peer that never ends its side is cut off
+      setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
+    }
+    this.closedByPeer();
+  }
+
+  line(bytes) {
+    let line;
+    try {
+      line = utf8.decode(bytes);
+    } catch (error) {
+      this.unreadable(bytes, 'is not UTF-8');
+      return;
+    }
+    if (!line.trim()) return;
     if (nestedDeeper(line, MAX_DEPTH)) {
       this.tooDeep(line);
       return;
@@ -93,17 +192,37 @@ class TcpChannel extends Channel {
     try {
       obj = JSON.parse(line);
     } catch (error) {
-      this.write(PARSE_ERROR_REPLY);
+      this.unreadable(bytes, 'is not JSON');
       return;
     }
     const members = Array.isArray(obj) ? obj : [obj];
     if (members.length && members.every(isResponse)) {
       this.response(obj); // a batch's replies come as one array, and settle the batch
     } else if (this.answerer === null) {
-      this.write({ jsonrpc: '2.0', error: { code: codes.METHOD_NOT_FOUND, message: 'Method not found' }, id: obj.id ?? null });
+      this.write({ jsonrpc: '2.0', error: { code: codes.METHOD_NOT_FOUND, message: 'Method not found' }, id: (obj && obj.id) ?? null });
     } else {
       this.answerer.answerBody(obj).then((answer) => { if (answer !== null) this.write(answer); });
     }
+  }
+
+  /** A line that is not UTF-8 JSON (`why`). While answers are owed, it cannot be told
+   * from the answer it stands for: the calls waiting fail at once, naming it, and the
+   * connection is closed (the node is not berryMQ's, or is broken: an HTTP server, say,
+   * which answers a line of JSON with an HTTP status line). Else it is a request of the
+   * node's that cannot be read, answered as a node answers one, Parse error. */
+  unreadable(bytes, why) {
+    const text = bytes.toString('latin1');
+    if (/^HTTP\/\d/.test(text)) {
+      this.fail(new ConnectionClosed(`${this.url} does not speak berryMQ's TCP protocol (JSON-RPC, one JSON text per ` +
+        `line): an HTTP server answered (${preview(bytes)}); for an HTTP port, use http://`));
+      return;
+    }
+    if (!this.expecting()) {
+      this.write(PARSE_ERROR_REPLY);
+      return;
+    }
+    this.fail(new ConnectionClosed(`${this.url} answered a line that ${why} (${preview(bytes)}): not a JSON-RPC ` +
+      'answer; connection closed'));
   }
 
   /** A line nested deeper than MAX_DEPTH, not read: an answer (its top levels say so)
@@ -144,11 +263,13 @@ class TcpChannel extends Channel {
       if (waiter === undefined) return;
     }
     // what the node answers in order and was sent before this is answered already (or
-    // never will be): its waiters, which timed out, are dropped
+    // never will be): its waiters, which timed out, are dropped (those still waiting
+    // keep their ids: the node may answer them by id yet)
     if (this.inOrder.has(waiter)) {
       for (const older of this.inOrder) {
         this.inOrder.delete(older);
         if (older === waiter) break;
+        if (this.late.has(older)) older.finish();
       }
     }
     if (failure !== null) waiter.reject(failure); else waiter.settle(reply);
@@ -158,9 +279,58 @@ class TcpChannel extends Channel {
     this.writeText(JSON.stringify(obj));
   }
 
-  writeText(text) {
+  /** Write one line; it counts in the outbox until the socket handed it to the kernel. */
+  writeText(text, bytes = Buffer.byteLength(text) + 1) {
     if (this.closed || this.socket === null) return;
-    this.socket.write(text + '\n');
+    this.outboxLines += 1;
+    this.outboxBytesNow += bytes;
+    this.socket.write(`${text}\n`, () => {
+      this.outboxLines -= 1;
+      this.outboxBytesNow -= bytes;
+      if (this.roomWaiters.length) this.admit();
+    });
+  }
+
+  /** Whether a line of `bytes` has room in the outbox (a line alone in it, whatever its size). */
+  hasRoom(bytes) {
+    return this.outboxLines < this.outboxSize &&
+      (this.outboxLines === 0 || this.outboxBytesNow + bytes <= this.outboxBytes);
+  }
+
+  /** Run `write()` once the outbox has room for `text` and no earlier request waits for
+   * it (so requests go out in the order they were made); resolves as its result does.
+   * When there is no room within `ms`, it is not run: rejects with QueueFull naming the
+   * limit. */
+  whenRoom(text, ms, write) {
+    const bytes = Buffer.byteLength(text) + 1;
+    if (this.roomWaiters.length === 0 && this.hasRoom(bytes)) return Promise.resolve(write(ms, bytes));
+    const started = Date.now();
+    return new Promise((resolve, reject) => {
+      const entry = { bytes, timer: null, reject };
+      entry.go = () => {
+        clearTimer(entry.timer);
+        if (this.closed) reject(this.closedError());
+        else resolve(write(ms === null ? null : Math.max(0, ms - (Date.now() - started)), bytes));
+      };
+      entry.timer = setTimer(() => {
+        this.roomWaiters.splice(this.roomWaiters.indexOf(entry), 1);
+        const [setting, limit] = this.outboxLines >= this.outboxSize ? ['outboxSize', this.outboxSize] :
+          ['outboxBytes', this.outboxBytes];
+        reject(new QueueFull(`the outbox of the connection to ${this.url} stayed full for ${ms} ms: ` +
+          `${this.outboxLines} requests (${this.outboxBytesNow} bytes) written and not yet taken by the node, ` +
+          `the limit is ${limit}${setting === 'outboxBytes' ? ' bytes' : ''} (${setting}); it was not sent`,
+        { setting, limit }));
+        this.admit(); // the next may fit where this did not
+      }, ms === null ? this.timeout : ms);
+      this.roomWaiters.push(entry);
+    });
+  }
+
+  /** Let the requests waiting for room go, in order, while there is room. */
+  admit() {
+    while (this.roomWaiters.length && (this.closed || this.hasRoom(this.roomWaiters[0].bytes))) {
+      this.roomWaiters.shift().go();
+    }
   }
 
   closedError() {
@@ -179,15 +349,25 @@ class TcpChannel extends Channel {
       finish: () => {
         clearTimer(timer);
         for (const id of ids) if (this.pending.get(id) === waiter) this.pending.delete(id);
+        this.inOrder.delete(waiter);
+        this.late.delete(waiter);
       },
     };
     for (const id of ids) this.pending.set(id, waiter);
     if (!mayWait(body)) this.inOrder.add(waiter);
     if (resolve !== null) {
       // a request that timed out keeps its place (its ids, its place in the order), so
-      // that a late answer to it is known as such and settles nothing else; the
-      // connection goes on (only this call failed)
-      timer = setTimer(() => reject(new TransportError(`${this.url} did not answer within ${ms} ms`)), ms);
+      // that a late answer to it is known as such and settles nothing else, while it is
+      // one of the last LATE_ANSWERS given up on; the connection goes on (only this call
+      // failed)
+      timer = setTimer(() => {
+        const error = new TransportError(`${this.url} did not answer within ${ms} ms`);
+        resolve = null;
+        this.late.add(waiter);
+        if (this.late.size > LATE_ANSWERS) this.late.values().next().value.finish(); // the oldest is forgotten
+        reject(error);
+        reject = null;
+      }, ms);
     }
     return waiter;
   }
@@ -198,22 +378,27 @@ class TcpChannel extends Channel {
   request(body, text, ms) {
     if (this.closed) return Promise.reject(this.closedError());
     const answered = Array.isArray(body) ? (body.length === 0 || body.some(expectsAnswer)) : expectsAnswer(body);
-    if (!answered) {
-      this.writeText(text);
-      return Promise.resolve([]);
-    }
-    const reply = new Promise((resolve, reject) => this.waiter(body, ms, resolve, reject));
-    this.writeText(text);
-    return reply;
+    return this.whenRoom(text, ms, (left, bytes) => {
+      if (!answered) {
+        this.writeText(text, bytes);
+        return [];
+      }
+      const reply = new Promise((resolve, reject) => this.waiter(body, left, resolve, reject));
+      this.writeText(text, bytes);
+      return reply;
+    });
   }
 
+  /** Send a notification: resolves once it is written, or in the outbox within its
+   * bounds (it waits for room up to the channel's timeout, then rejects with QueueFull). */
   post(body, text) {
     if (this.closed) return Promise.reject(this.closedError());
-    // a notification the node answers all the same (it is not a valid request): its place
-    // in the order of answers is kept, so that the answer settles nothing else
-    if (expectsAnswer(body)) this.waiter(body, null);
-    this.writeText(text);
-    return Promise.resolve();
+    return this.whenRoom(text, this.timeout, (left, bytes) => {
+      // a notification the node answers all the same (it is not a valid request): its place
+      // in the order of answers is kept, so that the answer settles nothing else
+      if (expectsAnswer(body)) this.waiter(body, null);
+      this.writeText(text, bytes);
+    });
   }
 
   /** Interconnect over TCP: the node's requests come on this connection; addr is null. */
@@ -222,7 +407,10 @@ class TcpChannel extends Channel {
     return Promise.resolve(null);
   }
 
+  /** The connection ended (the socket closed, or fail() closed it): what waits fails. */
   closedByPeer() {
+    if (this.over) return; // (fail() ran this before the socket's close event)
+    this.over = true;
     this.closed = true;
     if (this.reason === null && this.farewell !== null) {
       // (the node may reset the connection after it: its error says more than ECONNRESET)
@@ -234,7 +422,9 @@ class TcpChannel extends Channel {
     const waiters = new Set([...this.pending.values(), ...this.inOrder]);
     this.pending.clear();
     this.inOrder.clear();
+    this.late.clear();
     for (const waiter of waiters) waiter.reject(error);
+    this.admit(); // what waits for room in the outbox fails too
     if (this.onClose && !this.ending) this.onClose(error);
     if (this.ended) this.ended();
   }
@@ -242,12 +432,13 @@ class TcpChannel extends Channel {
   /** Close the connection (the node closes the sessions opened on it). */
   close() {
     this.ending = true;
-    if (this.socket === null || this.socket.destroyed) {
+    if (this.socket === null || this.socket.destroyed || this.over) {
       this.closed = true;
       return Promise.resolve();
     }
     const ended = new Promise((resolve) => { this.ended = resolve; });
     this.closed = true;
+    this.admit(); // what waits for room in the outbox fails: the connection is closed
     this.socket.end();
     // a peer that never ends its side (one that answers nothing at all) is cut off
     const cut = setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS);

@@ -194,4 +194,90 @@ async function withHttpLink(test) {
   }
 }
 
-module.exports = { PYTHON, CLI, DEADLINE, start, startNode, runCli, startCli, Inbox, freePort, postJson, withHttpLink };
+/** A token as a node issues one (43 URL-safe characters). */
+const FAKE_TOKEN = 'A'.repeat(43);
+
+/** Whether a request opens a session: a fake node answers it with its token. */
+function opens(request) {
+  return typeof request.method === 'string' && (request.method.startsWith('connect_') || request.method === 'interconnect');
+}
+
+/**
+ * A misbehaving node over TCP on 127.0.0.1 (a free port), for what a real node never does:
+ * it answers connect_* and interconnect with `token` (any JSON value) and close_connection
+ * with "ok", and hands every other request to `onRequest(request, socket)`, each request
+ * line in turn. Resolves with { url, sockets, stop }; stop() destroys the connections.
+ */
+function fakeTcpNode(onRequest, { token = FAKE_TOKEN } = {}) {
+  const net = require('net');
+  const sockets = new Set();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    let rest = '';
+    socket.on('data', (chunk) => {
+      const parts = (rest + chunk.toString('utf8')).split('\n');
+      rest = parts.pop();
+      for (const line of parts) {
+        if (!line.trim() || socket.destroyed) continue;
+        const request = JSON.parse(line);
+        if (opens(request) || request.method === 'close_connection') {
+          socket.write(`${JSON.stringify({ jsonrpc: '2.0', result: opens(request) ? token : 'ok', id: request.id })}\n`);
+        } else {
+          onRequest(request, socket);
+        }
+      }
+    });
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const stop = () => new Promise((done) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => done());
+      });
+      resolve({ url: `tcp://127.0.0.1:${server.address().port}`, sockets, stop });
+    });
+  });
+}
+
+/** The same over HTTP: `onRequest(request, res)` answers the other requests. */
+function fakeHttpNode(onRequest, { token = FAKE_TOKEN } = {}) {
+  const server = http.createServer((req, res) => {
+    let text = '';
+    req.on('data', (d) => { text += d; });
+    req.on('end', () => {
+      const request = JSON.parse(text);
+      if (opens(request) || request.method === 'close_connection') {
+        const out = Buffer.from(JSON.stringify({ jsonrpc: '2.0', result: opens(request) ? token : 'ok', id: request.id }));
+        res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': out.length }).end(out);
+      } else {
+        onRequest(request, res);
+      }
+    });
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const stop = () => new Promise((done) => {
+        server.close(() => done());
+        server.closeAllConnections();
+      });
+      resolve({ url: `http://127.0.0.1:${server.address().port}`, stop });
+    });
+  });
+}
+
+/** Resolves once `condition()` is true, looking every few milliseconds; rejects when it
+ * is not within `ms`. */
+async function until(condition, what, ms = DEADLINE) {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+module.exports = {
+  PYTHON, CLI, DEADLINE, start, startNode, runCli, startCli, Inbox, freePort, postJson, withHttpLink, FAKE_TOKEN,
+  fakeTcpNode, fakeHttpNode, until,
+};
