@@ -5,9 +5,11 @@ them, with two differences that :class:`~berrymq.sources.files.FileObserver` nee
   stat'ed: permissions) is returned with its error, not skipped as if it were not there
   (``glob`` swallows such errors: the observer reported every file of a directory made
   unreadable as removed, and as created again when it became readable);
-- ``**`` walks each directory once, by its device and inode, so symbolic links that
-  lead back up (``link -> .``) do not make it go round (with two such links ``glob``
-  did not return within minutes, and a file was found under 41 paths with one).
+- ``**`` does not enter a directory that is one of those it is walking through (by
+  device and inode), so symbolic links that lead back up (``link -> .``, ``up -> ..``)
+  do not make it go round (with two such links ``glob`` did not return within minutes,
+  and a file was found under 41 paths with one); a link to a directory elsewhere is
+  followed, as by ``glob``, and what lies there is found under both paths.
 """
 
 from __future__ import annotations
@@ -28,11 +30,18 @@ _ABSENT = (FileNotFoundError, NotADirectoryError)
 
 def matching(pattern: str) -> tuple[list[str], list[Unreadable]]:
     """The paths matching ``pattern`` (files and directories, in no set order) and the
-    paths that could not be read on the way."""
+    paths that could not be read on the way. A pattern ending with a separator matches
+    directories only (their paths end with it), as in ``glob``."""
     unreadable: list[Unreadable] = []
-    base = os.sep if os.path.isabs(pattern) else ""
-    parts = [part for part in pattern.split(os.sep) if part]
-    return list(_expand(base, parts, unreadable)), unreadable
+    drive, rest = os.path.splitdrive(pattern)
+    if os.altsep:
+        rest = rest.replace(os.altsep, os.sep)
+    base = drive + os.sep if rest.startswith(os.sep) else drive
+    parts = [part for part in rest.split(os.sep) if part]
+    paths = list(_expand(base, parts, unreadable))
+    if rest.endswith(os.sep) and parts:
+        paths = [os.path.join(path, "") for path in paths if os.path.isdir(path)]
+    return paths, unreadable
 
 
 def _expand(base: str, parts: list[str], unreadable: list[Unreadable]) -> Iterator[str]:
@@ -71,11 +80,11 @@ def _listed(directory: str, unreadable: list[Unreadable]) -> list[tuple[str, os.
 
 def _walk(top: str, unreadable: list[Unreadable]) -> Iterator[tuple[str, list[str]]]:
     """``top`` and every directory beneath it but hidden ones (links followed, as glob
-    does), each once, with the names of the files in it that are not directories."""
-    seen: set[tuple[int, int]] = set()
-    pending = [top]
+    does, but never into a directory the path already went through), with the names of
+    the files in each that are not directories."""
+    pending: list[tuple[str, frozenset[tuple[int, int]]]] = [(top, frozenset())]
     while pending:
-        directory = pending.pop()
+        directory, above = pending.pop()
         try:
             st = os.stat(directory or os.curdir)
         except _ABSENT:
@@ -83,15 +92,20 @@ def _walk(top: str, unreadable: list[Unreadable]) -> Iterator[tuple[str, list[st
         except OSError as exc:
             unreadable.append((directory, exc))
             continue
-        if (st.st_dev, st.st_ino) in seen:
-            continue  # reached again through a link
-        seen.add((st.st_dev, st.st_ino))
+        key = (st.st_dev, st.st_ino)
+        if key in above:
+            continue  # a link back up: the walk would go round
+        above |= {key}
         files = []
         for name, entry in _listed(directory, unreadable):
             if name.startswith("."):
                 continue
-            if entry.is_dir():
-                pending.append(os.path.join(directory, name))
+            try:
+                is_directory = entry.is_dir()
+            except OSError:  # a link that cannot be followed (a loop of links): as glob
+                is_directory = False
+            if is_directory:
+                pending.append((os.path.join(directory, name), above))
             else:
                 files.append(name)
         yield directory, files

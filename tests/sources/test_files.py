@@ -309,3 +309,22 @@ def test_a_directory_that_cannot_be_read_is_said_not_reported_removed(tmp_path: 
     assert json.loads(done.stdout) == [[], []]
     assert f"FileObserver({str(tmp_path / '*.txt')!r}) cannot read {tmp_path} " \
            "(Permission denied)" in done.stderr
+
+
+def test_links_are_followed_as_glob_follows_them_but_a_loop_of_links_is_not(
+        berrymq_bus: Bus, tmp_path: Path) -> None:
+    # a link to a directory elsewhere: what lies there is found under both paths, as glob
+    # finds it (walking each directory once found it under one, and which one depended
+    # on the listing's order); a loop of links (a -> b -> a) raised OSError ELOOP out of
+    # the observer, where glob takes such a link for no directory
+    (tmp_path / "src" / "app").mkdir(parents=True)
+    (tmp_path / "app").symlink_to(tmp_path / "src" / "app")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    observer = FileObserver(str(tmp_path / "**" / "*.py"), "files", 3600)
+    try:
+        write_atomically(tmp_path / "src" / "app" / "main.py", "x")
+        assert observer.check() == [("created", str(tmp_path / "app" / "main.py")),
+                                    ("created", str(tmp_path / "src" / "app" / "main.py"))]
+    finally:
+        observer.stop()
