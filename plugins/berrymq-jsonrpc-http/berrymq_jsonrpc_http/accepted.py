@@ -34,6 +34,7 @@ __all__ = ["ServerConnection"]
 
 logger = logging.getLogger("berrymq.remote.http")
 _stalled_requests = BurstLog(logger)
+_unanswered = BurstLog(logger)  # status routes whose answer could not be made
 
 #: The most of a refused (oversized) body read before the connection is closed.
 _DISCARD = 1 << 18
@@ -279,8 +280,13 @@ class ServerConnection:
             try:
                 answer = await monitor.respond("GET", target, {
                     k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()})
-            except Exception:
-                logger.exception("a node could not answer GET %s", target.split("?")[0])
+            except Exception as exc:  # answered, and the log says what failed
+                # every request that shared the failed build gets it: one line per burst,
+                # its traceback with the first
+                path = target.split("?")[0]
+                if _unanswered.error("a node could not answer GET %s: %s: %s", path,
+                                     type(exc).__name__, exc):
+                    logger.error("where the failure of GET %s came from", path, exc_info=exc)
                 return self._refuse(500, "the node could not make its status (its log says "
                                     "why)")
             if answer is not None:

@@ -233,10 +233,10 @@ def callback_address(addr: Any) -> tuple[str, int, str]:
         raise invalid_params(f"'addr' {host!r} is not a loopback address; this node calls "
                              "back JSON-RPC 1.0 peers on this machine only")
     if served_here(port):
-        # 1.0 messages carry no uid, so nothing would stop one going round for ever
+        # (an original 0.3 node's circles go round for ever: no node is its own peer)
         raise invalid_params(f"'addr' {netloc(host, port)} is this node's own server: "
-                             "a 1.0 interconnect to itself would send every message round "
-                             "in a loop (1.0 messages carry no uid that would stop it)")
+                             "a 1.0 interconnect to itself would hand every message back "
+                             "to it")
     return host, port, path
 
 
