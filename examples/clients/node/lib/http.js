@@ -11,7 +11,7 @@
 const http = require('http');
 const { Channel, clearTimer, setTimer } = require('./channel');
 const {
-  answerLimit, BerryMQError, codes, ConnectionClosed, MAX_DEPTH, MEDIA_TYPES, NESTED_TOO_DEEP_REPLY, nestedDeeper,
+  answerBasis, answerLimit, BerryMQError, codes, ConnectionClosed, MAX_DEPTH, MEDIA_TYPES, NESTED_TOO_DEEP_REPLY, nestedDeeper,
   parseUrl, PARSE_ERROR_REPLY, tooDeepAnswer, TransportError,
 } = require('./protocol');
 
@@ -110,7 +110,7 @@ class HttpChannel extends Channel {
           }
           chunks.length = 0;
           fail(new TransportError(`${this.url} answered a body of over ${limit} bytes, the limit of what is read ` +
-            `of one answer (4 x maxSize ${this.maxSize}); the rest was not read, and the request was dropped`));
+            `of one answer (4 x max(maxSize, 1 MiB) = 4 x ${answerBasis(this.maxSize)}); the rest was not read, and the request was dropped`));
           req.destroy();
         });
         // (the node was reached: it answered the head)

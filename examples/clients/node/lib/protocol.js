@@ -377,9 +377,16 @@ function mayWait(r) {
  * More is a broken peer: the connection is closed and the waiting calls fail naming it. */
 const ANSWER_FACTOR = 4;
 
+/** What the factor multiplies: `maxSize`, but 1 MiB (a node's default `max_size`) when it is
+ * smaller: a node bounds its answers by its own `max_size`, not the client's (an `ask`'s
+ * replies), so a client with a smaller `maxSize` still reads what a default node answers. */
+function answerBasis(maxSize) {
+  return Math.max(maxSize, MAX_SIZE);
+}
+
 /** The longest answer read by a channel of `maxSize`. */
 function answerLimit(maxSize) {
-  return ANSWER_FACTOR * maxSize;
+  return ANSWER_FACTOR * answerBasis(maxSize);
 }
 
 /** The longest token taken from a node's answer to connect_* or interconnect: room for
@@ -409,7 +416,7 @@ const PARSE_ERROR_REPLY = Object.freeze({ jsonrpc: '2.0', error: { code: codes.P
 
 module.exports = {
   codes, BerryMQError, Empty, MessageTooLarge, TransportError, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
-  isResponse, resultOf, message, messageFromWire, MAX_SIZE, PARSE_ERROR_REPLY, QueueFull, answerLimit, ANSWER_FACTOR,
+  isResponse, resultOf, message, messageFromWire, MAX_SIZE, PARSE_ERROR_REPLY, QueueFull, answerBasis, answerLimit, ANSWER_FACTOR,
   tokenProblem, MAX_ANSWERED_TOKEN,
   encodeRequest, expectsAnswer, mayWait, MEDIA_TYPES, MAX_MESSAGE_DEPTH, checkDepth, checkSize, ENVELOPE, nestedDeeper,
   MAX_DEPTH, NESTED_TOO_DEEP_REPLY, tooDeepAnswer, shallow,

@@ -27,7 +27,7 @@
 const net = require('net');
 const { Channel, clearTimer, setTimer } = require('./channel');
 const {
-  answerLimit, codes, ConnectionClosed, errorFromWire, expectsAnswer, isResponse, MAX_DEPTH, mayWait,
+  answerBasis, answerLimit, codes, ConnectionClosed, errorFromWire, expectsAnswer, isResponse, MAX_DEPTH, mayWait,
   NESTED_TOO_DEEP_REPLY, nestedDeeper, parseUrl, PARSE_ERROR_REPLY, QueueFull, shallow, tooDeepAnswer,
   TransportError,
 } = require('./protocol');
@@ -154,7 +154,7 @@ class TcpChannel extends Channel {
       this.write({ jsonrpc: '2.0', error: { code: codes.TOO_LARGE, message: 'Message too large',
         data: { limit, setting: 'max_size' } }, id: null });
     }
-    const what = answer ? `an answer: 4 x maxSize ${this.maxSize}` : 'a request: maxSize';
+    const what = answer ? `an answer: 4 x max(maxSize, 1 MiB) = 4 x ${answerBasis(this.maxSize)}` : 'a request: maxSize';
     this.fail(new ConnectionClosed(`${this.url} sent a line over the limit of ${limit} bytes (${what}; ${size} bytes ` +
       'read of it); connection closed'), answer);
   }

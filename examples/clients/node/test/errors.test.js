@@ -165,7 +165,7 @@ describe('a peer that is not a berryMQ node', { timeout: 2 * DEADLINE }, () => {
     try {
       // what is read of one answer: 4x maxSize (1 MiB by default)
       await assert.rejects(berrymq.connectOneway(url), (error) => error instanceof berrymq.ConnectionClosed &&
-        error.message.startsWith(`${url} sent a line over the limit of 4194304 bytes (an answer: 4 x maxSize 1048576; `) &&
+        error.message.startsWith(`${url} sent a line over the limit of 4194304 bytes (an answer: 4 x max(maxSize, 1 MiB) = 4 x 1048576; `) &&
         error.message.endsWith(' bytes read of it); connection closed'));
     } finally {
       server.close();

@@ -38,14 +38,14 @@ describe('what is read of one answer is bounded by 4x maxSize', { timeout: 4 * D
       more();
     });
     fakes.push(fake);
-    for (const [options, limit] of [[{}, 4 * MiB], [{ maxSize: 4096 }, 16384]]) {
+    for (const [options, limit] of [[{}, 4 * MiB], [{ maxSize: 4096 }, 4 * MiB]]) { // 1 MiB at least
       written = 0;
       gone = false;
       const connection = await berrymq.connectOneway(fake.url, { timeout: DEADLINE, ...options });
       await assert.rejects(connection.sendMessage('job:x'), (error) => {
         assert.ok(error instanceof berrymq.TransportError, String(error));
         assert.equal(error.message, `${fake.url} answered a body of over ${limit} bytes, the limit of what is read of one ` +
-          `answer (4 x maxSize ${limit / 4}); the rest was not read, and the request was dropped`);
+          `answer (4 x max(maxSize, 1 MiB) = 4 x ${limit / 4}); the rest was not read, and the request was dropped`);
         return true;
       });
       assert.ok(written < 32 * MiB, `the client read on: ${written} bytes written`);
@@ -56,14 +56,14 @@ describe('what is read of one answer is bounded by 4x maxSize', { timeout: 4 * D
 
   it('over TCP, an answer line over 4x maxSize fails the calls waiting, naming the limit, and closes the connection', async () => {
     const fake = await fakeTcpNode((request, socket) => {
-      socket.write(`{"jsonrpc":"2.0","result":"${'a'.repeat(20000)}`); // and no end of line
+      socket.write(`{"jsonrpc":"2.0","result":"${'a'.repeat(5 * 1024 * 1024)}`); // and no end of line
     });
     fakes.push(fake);
     const connection = await berrymq.connectOneway(fake.url, { timeout: DEADLINE, maxSize: 4096 });
     await assert.rejects(connection.sendMessage('job:x'), (error) => {
       assert.ok(error instanceof berrymq.ConnectionClosed, String(error));
-      assert.match(error.message, new RegExp(`^${fake.url} sent a line over the limit of 16384 bytes ` +
-        '\\(an answer: 4 x maxSize 4096; \\d+ bytes read of it\\); connection closed$'));
+      assert.match(error.message, new RegExp(`^${fake.url} sent a line over the limit of 4194304 bytes ` +
+        '\\(an answer: 4 x max\\(maxSize, 1 MiB\\) = 4 x 1048576; \\d+ bytes read of it\\); connection closed$'));
       return true;
     });
     assert.equal(connection.closed, true);

@@ -156,7 +156,12 @@ class TestRobustness < Minitest::Test
   def test_identifiers_agree_with_python_and_are_at_most_256_characters
     # Unicode 14 characters, unassigned in Ruby 3.1's tables, are valid for Python 3.11
     assert_equal "\u{1FAE0}:x", BerryMQ::Identifier.new("\u{1FAE0}:x").to_s
-    assert_equal "x:\u{1FAE8}", BerryMQ::Identifier.new("x:\u{1FAE8}").to_s
+    assert_equal "x:\u{1FAE7}", BerryMQ::Identifier.new("x:\u{1FAE7}").to_s
+    # what is unassigned for Python 3.11 (Unicode 15's U+1FAE8, U+0378) is refused there:
+    # refused at the call here too (sent, it refused the whole batch it was in)
+    error = assert_raises(BerryMQ::InvalidIdentifier) { BerryMQ::Identifier.new("x:\u{1FAE8}") }
+    assert_includes error.message, "unassigned in Unicode 14"
+    assert_raises(BerryMQ::InvalidIdentifier) { BerryMQ::Identifier.new("a\u0378:x") }
     # a format character assigned in Unicode 14 is not printable for Python: refused
     error = assert_raises(BerryMQ::InvalidIdentifier) { BerryMQ::Identifier.new("a\u0890:b") }
     assert_includes error.message, "format"
@@ -303,14 +308,14 @@ class TestRobustness < Minitest::Test
   # -- 5. bounds on what is read, and max_size sent -----------------------------------------
 
   def test_max_size_is_sent_and_bounds_what_is_read_of_a_line
-    long = "x" * (5 * 4096)
+    long = "x" * (5 * 1_048_576) # over 4 x 1 MiB: max_size 4096 counts as 1 MiB here
     node = obliging_node do |request, _|
       %({"jsonrpc":"2.0","result":["a:b",["#{long}"],{}],"id":#{request['id']}}) if request["method"] == "get_nowait"
     end
     queue = BerryMQ.connect_via_queue(node.url, "a:*", timeout: 5, max_size: 4096)
     assert_equal 4096, node.seen("connect_via_queue").last["params"]["max_size"]
     error = assert_raises(BerryMQ::TransportError) { queue.get_nowait }
-    assert_includes error.message, "the limit of what this client reads of one reply (4 x max_size 4096)"
+    assert_includes error.message, "the limit of what this client reads of one reply (4 x max(max_size, 1 MiB) = 4 x 1048576)"
     BerryMQ.interconnect(node.url, timeout: 5, max_size: 8192)
     assert_equal 8192, node.seen("interconnect").last["params"]["max_size"]
   end
@@ -334,7 +339,7 @@ class TestRobustness < Minitest::Test
     connection = BerryMQ.connect_oneway("http://127.0.0.1:#{port}", timeout: 5, max_size: 4096)
     error, = within(30, "a call answered without end") { connection.send_message("job:x", 1) }
     assert_instance_of BerryMQ::TransportError, error
-    assert_includes error.message, "answered more than 16384 bytes"
+    assert_includes error.message, "answered more than 4194304 bytes"
   end
 
   def test_the_callback_server_takes_bodies_up_to_max_size
@@ -369,6 +374,36 @@ class TestRobustness < Minitest::Test
     assert_includes error.message, "not UTF-8"
     assert_operator took, :<, 4, "the unreadable answer was taken for no answer"
     assert_raises(BerryMQ::Empty) { queue.get_nowait } # the reader still reads
+  end
+
+  def test_an_http_answer_that_is_not_utf8_fails_its_call
+    port = serve_one do |client|
+      2.times do
+        head = client.gets("\r\n\r\n")
+        request = JSON.parse(client.read(head[/content-length: (\d+)/i, 1].to_i))
+        text = if request["method"] == "connect_oneway"
+                 JSON.generate({ "jsonrpc" => "2.0", "result" => TOKEN, "id" => request["id"] })
+               else
+                 %({"jsonrpc":"2.0","result":[{"value":"\xFF\xFE"}],"id":#{request['id']}}).b
+               end
+        client.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" \
+                     "Content-Length: #{text.bytesize}\r\n\r\n".b + text)
+      end
+    end
+    connection = BerryMQ.connect_oneway("http://127.0.0.1:#{port}", timeout: 5)
+    error = assert_raises(BerryMQ::TransportError) { connection.ask("a:b") }
+    assert_includes error.message, "not UTF-8"
+  end
+
+  def test_a_link_that_fails_while_it_closes_is_given_up_with_it
+    node = fake_node { |request, _| { "result" => TOKEN } if request["method"] == "interconnect" }
+    connection = BerryMQ.interconnect(node.url, timeout: 1) # nothing else is answered
+    BerryMQ.twitter("job:x", 1)
+    within(20, "close") { connection.close }
+    assert_empty BerryMQ.bus.lost_links
+    BerryMQ.flush(1) # the message the close could not send: reported once
+    BerryMQ.twitter("local:only", 2)
+    assert BerryMQ.flush(1), "a link closed by the program still counted later twitters as lost"
   end
 
   def test_http_to_a_port_that_is_not_http_names_the_problem

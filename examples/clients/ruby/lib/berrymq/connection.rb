@@ -213,6 +213,7 @@ module BerryMQ
       end
       @channel.close
       @bus.untrack(self)
+      @bus.forget_lost(self) # a failure while it closed: closing gives the link up all the same
       nil
     end
 

@@ -21,6 +21,8 @@ module BerryMQ
     private_constant :Overlong
     # What is read of one answer's body: 4 x max_size, the node's bound on an answer
     # (docs/protocol.md Limits).
+    # max_size counts as 1 MiB (a node's default) when it is smaller: a node bounds its
+    # answers by its own max_size, not the client's (an ask's replies).
     ANSWER_FACTOR = 4
 
     attr_reader :url
@@ -30,7 +32,7 @@ module BerryMQ
     def initialize(url, host, port, handler:, timeout:, on_close: nil, max_size: JSONRPC::MAX_SIZE)
       @url = url
       @max_size = max_size
-      @max_answer = ANSWER_FACTOR * max_size
+      @max_answer = ANSWER_FACTOR * [max_size, JSONRPC::MAX_SIZE].max
       @host = host
       @port = port
       @handler = handler
@@ -94,7 +96,7 @@ module BerryMQ
       rescue Overlong
         drop(http)
         raise TransportError, "#{@url} answered more than #{@max_answer} bytes, the limit of what this client " \
-                              "reads of one reply (4 x max_size #{@max_size}); the connection was closed"
+                              "reads of one reply (4 x max(max_size, 1 MiB) = 4 x #{@max_answer / 4}); the connection was closed"
       rescue IOError, SystemCallError, SocketError, EOFError => e
         drop(http)
         raise ConnectionClosed, "the connection to #{@url} failed: #{e.message}"
@@ -153,6 +155,8 @@ module BerryMQ
       unless type.start_with?("application/json")
         raise TransportError, "#{@url} answered HTTP #{response.code}: #{body.to_s.scrub.strip[0, 200]}"
       end
+
+      raise TransportError, "#{@url} answered text that is not UTF-8" unless body.valid_encoding?
 
       JSONRPC.parse(body)
     rescue JSON::NestingError

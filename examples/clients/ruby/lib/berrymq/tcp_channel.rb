@@ -17,6 +17,8 @@ module BerryMQ
   class TcpChannel
     # What is read of one line from the node: an answer is at most 4 x max_size (the
     # node's bound, docs/protocol.md Limits), and the "\r\n" after it.
+    # max_size counts as 1 MiB (a node's default) when it is smaller: a node bounds its
+    # answers by its own max_size, not the client's (an ask's replies).
     ANSWER_FACTOR = 4
     # A node runs at most this many requests that wait (a blocking get, an ask) for one TCP
     # connection at once (its max_waiting setting) and refuses more with Limit reached
@@ -32,7 +34,7 @@ module BerryMQ
                    max_size: JSONRPC::MAX_SIZE)
       @url = url
       @max_size = max_size
-      @max_line = ANSWER_FACTOR * max_size + 2
+      @max_line = ANSWER_FACTOR * [max_size, JSONRPC::MAX_SIZE].max + 2
       @handler = handler
       @timeout = timeout
       @on_close = on_close
@@ -271,7 +273,7 @@ module BerryMQ
     # calls waiting on it fail naming the limit.
     def too_long
       fail_all(ConnectionClosed.new("#{@url} sent a line of more than #{@max_line - 2} bytes, the limit of what " \
-                                    "this client reads of one reply (4 x max_size #{@max_size}); the connection " \
+                                    "this client reads of one reply (4 x max(max_size, 1 MiB) = 4 x #{(@max_line - 2) / 4}); the connection " \
                                     "was closed"))
       @socket.close unless @socket.closed?
     end
