@@ -279,13 +279,19 @@ class Connection {
    * no longer knows (it expired, or the node restarted: -32001) is gone either way, and so
    * is one whose node is gone (unreachable, or it closed the connection: ConnectionClosed),
    * so those resolve too, over both transports (over TCP the connection ended with the
-   * node, over HTTP the close_connection request finds it gone). */
+   * node, over HTTP the close_connection request finds it gone). A node that does not
+   * read what is sent to it (the outbox stayed full) is one that does not answer in time:
+   * TransportError, as the README says. */
   async close() {
     if (this.closed) return;
     this.end(null);
     try {
       await this.channel.call('close_connection', { token: this.token });
     } catch (error) {
+      if (error instanceof QueueFull && error.data && /^outbox/.test(error.data.setting)) {
+        throw new TransportError(`${this.url} did not take close_connection in time: ${error.message}`,
+          null, error.data);
+      }
       if (error.code !== protocol.codes.UNKNOWN_TOKEN && !(error instanceof ConnectionClosed)) throw error;
     } finally {
       await this.channel.close();

@@ -63,6 +63,19 @@ describe('over TCP, a node that takes nothing pushes back (the outbox)', { timeo
     await assert.rejects(berrymq.connectOneway(fake.url, { outboxSize: 0 }), /'outboxSize' must be an integer >= 1, got 0/);
   });
 
+  it('close() against a node that takes nothing rejects with a TransportError (not QueueFull), and closes', async () => {
+    const fake = await node();
+    const connection = await berrymq.connectOneway(fake.url, { timeout: 200, outboxSize: 5 });
+    connection.channel.socket.cork(); // nothing written goes out: the outbox fills
+    for (let n = 0; n < 5; n += 1) await connection.postMessage('job:flood', [n]);
+    await assert.rejects(connection.close(), (error) => {
+      assert.ok(error instanceof berrymq.TransportError && !(error instanceof berrymq.QueueFull), String(error));
+      assert.match(error.message, /did not take close_connection in time: Queue is full .*outboxSize/);
+      return true;
+    });
+    assert.equal(connection.closed, true);
+  });
+
   it('a message that waits for room goes once there is room, in order with the rest', async () => {
     const seen = [];
     const fake = await node((request, socket) => {
