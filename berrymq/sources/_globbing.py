@@ -19,7 +19,7 @@ import glob
 import os
 from collections.abc import Iterator
 
-__all__ = ["Unreadable", "matching"]
+__all__ = ["Unreadable", "literal_root", "matching"]
 
 #: A path that could not be read, and why.
 Unreadable = tuple[str, OSError]
@@ -33,15 +33,35 @@ def matching(pattern: str) -> tuple[list[str], list[Unreadable]]:
     paths that could not be read on the way. A pattern ending with a separator matches
     directories only (their paths end with it), as in ``glob``."""
     unreadable: list[Unreadable] = []
+    base, parts, directories = _split(pattern)
+    paths = list(_expand(base, parts, unreadable))
+    if directories and parts:
+        paths = [os.path.join(path, "") for path in paths if os.path.isdir(path)]
+    return paths, unreadable
+
+
+def literal_root(pattern: str) -> str:
+    """The directory of ``pattern`` before its first wildcard (the pattern's own directory
+    when it has none): where anything it matches lies, what watchdog watches."""
+    base, parts, _ = _split(pattern)
+    literal: list[str] = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        literal.append(part)
+    else:
+        literal = literal[:-1]  # no wildcard at all: the file's directory
+    return os.path.join(base, *literal) if base or literal else os.curdir
+
+
+def _split(pattern: str) -> tuple[str, list[str], bool]:
+    """``pattern`` as its start (a drive, a root, both or neither), its non-empty parts,
+    and whether it ends with a separator (then it matches directories only)."""
     drive, rest = os.path.splitdrive(pattern)
     if os.altsep:
         rest = rest.replace(os.altsep, os.sep)
     base = drive + os.sep if rest.startswith(os.sep) else drive
-    parts = [part for part in rest.split(os.sep) if part]
-    paths = list(_expand(base, parts, unreadable))
-    if rest.endswith(os.sep) and parts:
-        paths = [os.path.join(path, "") for path in paths if os.path.isdir(path)]
-    return paths, unreadable
+    return base, [part for part in rest.split(os.sep) if part], rest.endswith(os.sep)
 
 
 def _expand(base: str, parts: list[str], unreadable: list[Unreadable]) -> Iterator[str]:

@@ -16,7 +16,7 @@ from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier
 from berrymq.registries import SourceRegistry
 from berrymq.sources import Adapter, identifier_for
-from berrymq.sources._globbing import Unreadable, matching
+from berrymq.sources._globbing import Unreadable, literal_root, matching
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -57,19 +57,6 @@ def _kept(before: dict[str, Signature], unreadable: list[Unreadable]) -> dict[st
         return dict(before)
     return {path: signature for path, signature in before.items()
             if any(path == place or path.startswith(place + os.sep) for place in places)}
-
-
-def _static_root(pattern: str) -> str:
-    """The directory part of ``pattern`` before its first wildcard: what watchdog watches."""
-    parts = []
-    for part in os.path.normpath(pattern).split(os.sep):
-        if globbing.has_magic(part):
-            break
-        parts.append(part)
-    else:
-        parts = parts[:-1]  # no wildcard at all: watch the file's directory
-    root = os.sep.join(parts) if parts else "."
-    return root or os.sep
 
 
 class _Wake:
@@ -140,27 +127,26 @@ class FileObserver(Adapter):
         self._lock = threading.RLock()
         self._unreadable = BurstLog(logger)
         self._files = self._look({})
-        root = _static_root(glob)
-        if not os.path.isdir(root):
-            logger.warning("FileObserver(%r): the directory %r does not exist (yet): files "
-                           "made there later are reported as created", glob, root)
+        root = literal_root(glob)
         self._observer: Any = None
         if watchdog:
-            self._observer = self._watch()
+            self._observer = self._watch(root)
+        elif not os.path.isdir(root):
+            logger.warning("FileObserver(%r): the directory %r does not exist (yet): files "
+                           "made there later are reported as created", glob, root)
         try:
             self._start()
         except BaseException:  # the bus closed meanwhile: its thread and inotify go too
             self._stop_watching(5.0)
             raise
 
-    def _watch(self) -> Any:
+    def _watch(self, root: str) -> Any:
         # watchdog is optional and costly to import: loaded only when asked for.
         try:
             observers = importlib.import_module("watchdog.observers")
         except ImportError:
             raise ImportError("FileObserver(watchdog=True) needs the watchdog package: "
                               "pip install watchdog") from None
-        root = _static_root(self.glob)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"FileObserver(watchdog=True) watches {root!r}, the "
                                     f"directory of {self.glob!r}, which does not exist")

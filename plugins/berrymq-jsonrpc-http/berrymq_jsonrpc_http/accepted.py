@@ -138,16 +138,11 @@ class ServerConnection:
         if self.head:
             return True
         whole = memoryview(body)
-        try:
-            async with asyncio.timeout(self.server.read_timeout):
-                for start in range(0, len(whole), _PIECE):
-                    self._write(whole[start:start + _PIECE])
-                    await self.writer.drain()
-        except TimeoutError:
-            logger.warning("an HTTP client did not read its answer (%d bytes) within %gs; "
-                           "closed", len(body), self.server.read_timeout)
-            self._abort()
-            return False
+        deadline = asyncio.get_running_loop().time() + self.server.read_timeout
+        for start in range(0, len(whole), _PIECE):
+            self._write(whole[start:start + _PIECE])
+            if not await self._taken(deadline):
+                return False
         return True
 
     def _write(self, data: bytes | memoryview, taken: int = 0) -> None:
@@ -235,20 +230,22 @@ class ServerConnection:
         """After an answer: whether to read the next request (the client took most of its
         answers, and the server is not stopping)."""
         if self.writer.transport.get_write_buffer_size() > _UNREAD \
-                and not await self._taken(self.server.read_timeout):
+                and not await self._taken(asyncio.get_running_loop().time()
+                                          + self.server.read_timeout):
             return False
         return not self.writer.is_closing()
 
-    async def _taken(self, timeout: float) -> bool:
+    async def _taken(self, deadline: float) -> bool:
         """Wait until the client has taken most of its answers (a client that pipelines
-        requests without reading the answers is read no further meanwhile); False when
-        it has not within ``timeout`` seconds, or went away."""
+        requests without reading the answers is read no further meanwhile, and a large
+        answer is written a piece at a time); False when it has not by ``deadline`` (the
+        loop's time: ``read_timeout`` after the wait began), or went away."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 await self.writer.drain()
         except TimeoutError:
             logger.warning("an HTTP client did not read its answers within %gs; closed",
-                           timeout)
+                           self.server.read_timeout)
             self._abort()  # the answers it left unread go with it
             return False
         except OSError:

@@ -196,8 +196,7 @@ def _url_path(path: str) -> bool:
     most :data:`MAX_CALLBACK_PATH` characters. (Any text was taken, and shown as the
     peer's name: a lone surrogate made every status request fail, escape codes reached
     the terminal of ``berrymq status``, 500 KB paths made the status 70 MB.)"""
-    return len(path) <= MAX_CALLBACK_PATH and path.isascii() and path.isprintable() \
-        and " " not in path
+    return len(path) <= MAX_CALLBACK_PATH and p.printable_word(path)
 
 
 def callback_address(addr: Any) -> tuple[str, int, str]:

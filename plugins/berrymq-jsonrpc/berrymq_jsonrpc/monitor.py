@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from collections.abc import Iterable
 from functools import partial
 from importlib import resources
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from berrymq import network
+from berrymq.wire import dumps
 from berrymq_jsonrpc.addresses import is_loopback
 from berrymq_jsonrpc.one_build import OneBuild
 from berrymq_jsonrpc.sessions import WAITS
@@ -128,13 +128,6 @@ def _text(status: int, text: str, extra: dict[str, str] | None = None) -> Answer
         text + "\n").encode()
 
 
-def _json(value: object) -> bytes:
-    """``value`` as JSON in UTF-8, whatever its strings hold: a lone surrogate (which a
-    peer's name may carry) written as its escape, ``\\ud800``, which JSON decodes back to
-    it (encoded strictly, one such name made every status request fail)."""
-    return json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace")
-
-
 class Monitor:
     """The status routes of one bus, behind the access rule.
 
@@ -182,15 +175,17 @@ class Monitor:
     def _route(self, path: str) -> Answer:
         plain = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
         if path == "/status":
-            return 200, {"Content-Type": "application/json", **plain}, _json(
-                status_snapshot(self.bus))
+            # the node's codec: a lone surrogate in a name is written as its escape
+            # (encoded strictly, one such name made every status request fail)
+            return 200, {"Content-Type": "application/json", **plain}, dumps(
+                status_snapshot(self.bus)).encode()
         if path == "/metrics":
             text = metrics_text(status_snapshot(self.bus))
             return 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8",
                          **plain}, text.encode("utf-8", "replace")
         if path == "/network":
-            return 200, {"Content-Type": "application/json", **plain}, _json(
-                network.describe(self.bus))
+            return 200, {"Content-Type": "application/json", **plain}, dumps(
+                network.describe(self.bus)).encode()
         global _page
         if _page is None:
             _page = _inline_page()

@@ -120,6 +120,7 @@ __all__ = [
     "UNKNOWN_TOKEN",
     "is_v1",
     "named_params",
+    "printable_word",
     "proposable_token",
 ]
 
@@ -193,17 +194,22 @@ def token_problem(token: object) -> str | None:
         return "empty"
     if len(token) > MAX_ANSWERED_TOKEN:
         return f"{len(token)} characters long, over {MAX_ANSWERED_TOKEN}"
-    if not (token.isascii() and token.isprintable()) or " " in token:
+    if not printable_word(token):
         return "not printable ASCII without spaces"
     return None
+
+
+def printable_word(text: str) -> bool:
+    """Whether ``text`` is printable ASCII without spaces, as a token and a URL's path
+    are (what a node shows and sends on, never a control character or a surrogate)."""
+    return text.isascii() and text.isprintable() and " " not in text
 
 
 def proposable_token(token: str) -> bool:
     """Whether ``token`` is one a JSON-RPC 1.0 peer may propose (see
     :data:`PROPOSED_TOKEN_LENGTHS`)."""
     shortest, longest = PROPOSED_TOKEN_LENGTHS
-    return (shortest <= len(token) <= longest and token.isascii() and token.isprintable()
-            and " " not in token)
+    return shortest <= len(token) <= longest and printable_word(token)
 #: The request parameter that carries the shared secret, in every request, when the
 #: server requires one.
 PARAM_SECRET = "secret"
