@@ -176,7 +176,8 @@ def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
               receivers: list[object] | None = None,
               refused: Refused | None = None,
               answered: Callable[[], bool] | None = None,
-              from_loop: asyncio.AbstractEventLoop | None = None) -> list[Any]:
+              from_loop: asyncio.AbstractEventLoop | None = None,
+              from_peer: bool = False) -> list[Any]:
     """See :meth:`Bus.ask_local <berrymq.Bus.ask_local>`; ``receivers`` (for a remote
     ``ask``): append the receiver of each entry to it, at the entry's index; ``refused``:
     called with each refusal of a receiver or a queue (a full one), in the thread that
@@ -185,12 +186,13 @@ def ask_local(bus: Bus, message: Message, timeout: float | None = 5.0, *,
     true once the asker was answered without them, after which no further receiver
     starts: one that had not started by the deadline never runs, as its entry says;
     ``from_loop``: the loop of the asker's thread, when that is not this one (see
-    :func:`~berrymq.aio.asking_from`)."""
+    :func:`~berrymq.aio.asking_from`); ``from_peer``: asked by another process (see
+    :meth:`~berrymq._index.Index.lookup`)."""
     timeout = wait_limit("timeout", timeout)
     replies = [] if into is None else into
     collect = (_Collect(message, bus.node_id, replies, running, refused) if receivers is None
                else _NamingCollect(message, bus.node_id, replies, running, receivers, refused))
-    route: Iterable[RouteEntry] = bus.index.lookup(message[0])
+    route: Iterable[RouteEntry] = bus.index.lookup(message[0], from_peer)
     if answered is not None:
         route = itertools.takewhile(lambda _entry: not answered(), route)
     if from_loop is not None:

@@ -351,15 +351,17 @@ def run_here(bus: Bus, route: tuple[RouteEntry, ...], message: Message,
 
 
 def deliver_talk(bus: Bus, message: Message, reply_to: Identifier,
-                 refused: QueueFull | None = None) -> None:
+                 refused: QueueFull | None = None, from_peer: bool = False) -> None:
     """Deliver a :func:`berrymq.talk` message here (in this thread, or on the worker pool)
     and send each receiver's non-None result to ``reply_to``.
 
     :param refused: a full outgoing buffer's refusal of the same message, handed on to the
         peers just before (:func:`forward_first`): raised after the receivers here had the
         message, together with their failures.
+    :param from_peer: the message came from another process (see
+        :meth:`~berrymq._index.Index.lookup`).
     """
-    route = bus.index.lookup(message[0])
+    route = bus.index.lookup(message[0], from_peer)
     errors = None
     if route:
         errors = run_here(bus, route, message, TalkAnswer(bus, reply_to, message[3] + 1))

@@ -356,12 +356,19 @@ class Index:
             found.sort(key=_by_seq)
         return found
 
-    def lookup(self, ident: Identifier) -> tuple[RouteEntry, ...]:
+    def lookup(self, ident: Identifier, from_peer: bool = False) -> tuple[RouteEntry, ...]:
         """The route entries of ``ident`` (cached under its canonical text, whose hash
-        is cached by str: no Python-level ``__hash__`` on the way)."""
+        is cached by str: no Python-level ``__hash__`` on the way).
+
+        :param from_peer: for a message (or an ask, or a talk) from another process:
+            without the receivers of local patterns (``_name``). A node refuses a local
+            identifier from outside, but a wildcard name (``*:stop``, ``*``) matches local
+            names too, and would run a process's private receivers from anywhere."""
         cached = self.routes.get(ident.text)
         if cached is None:
             cached = self.miss(ident.text)
+        if from_peer and ident.name == WILDCARD:
+            return tuple(entry for entry in cached[1] if not entry[2].pattern.is_local)
         return cached[1]
 
     def snapshot(self) -> list[Subscription]:

@@ -39,7 +39,8 @@ T = TypeVar("T")
 def ask_local_by(bus: Bus, message: Message, deadline: float, timeout: float,
                  receivers: list[object] | None = None,
                  refused: Refused | None = None,
-                 from_loop: asyncio.AbstractEventLoop | None = None) -> list[Any]:
+                 from_loop: asyncio.AbstractEventLoop | None = None,
+                 from_peer: bool = False) -> list[Any]:
     """The replies of this bus's receivers of ``message`` by ``deadline`` (a
     ``time.monotonic()`` time): they run on a helper thread of the bus (:data:`ASK_PARTS`),
     so that a receiver still running then gives a ``TimeoutError`` entry (its late reply is
@@ -47,16 +48,17 @@ def ask_local_by(bus: Bus, message: Message, deadline: float, timeout: float,
     node so answers a remote ``ask`` that has a timeout (``receivers``: as for
     :func:`ask_local`, and ``refused``; ``from_loop``: the event loop the asker's thread
     runs, which the ask blocks, so that its async receivers are refused at once: see
-    :func:`~berrymq.aio.asking_from`)."""
+    :func:`~berrymq.aio.asking_from`; ``from_peer``: asked by another process, see
+    :meth:`~berrymq._index.Index.lookup`)."""
     ident = message[0]
-    if not bus.index.lookup(ident):
+    if not bus.index.lookup(ident, from_peer):
         return []
     part = _AskPart.start(
         bus, f"local receivers of {ident}",
         lambda part: ask_local(bus, message, timeout, into=part.replies, running=part.running,
                                receivers=receivers, refused=refused,
                                answered=functools.partial(part.past, deadline),
-                               from_loop=from_loop),
+                               from_loop=from_loop, from_peer=from_peer),
     )
     return part.result(deadline, timeout, bus.node_id)
 

@@ -180,9 +180,10 @@ class Node:
             return False
         message = new_message((ident, message[1], message[2], hops, uid))
         if reply_to is not None:
-            deliver_talk(bus, message, reply_to, forward_first(bus, message, origin, reply_to))
+            deliver_talk(bus, message, reply_to, forward_first(bus, message, origin, reply_to),
+                         from_peer=True)
             return True
-        bus.dispatch(message, bus.index.lookup(ident), origin)
+        bus.dispatch(message, bus.index.lookup(ident, from_peer=True), origin)
         return True
 
     # -- bookkeeping -------------------------------------------------------------------

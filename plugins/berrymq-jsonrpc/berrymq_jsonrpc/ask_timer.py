@@ -143,14 +143,14 @@ def local_replies(bus: Bus, message: Message, timeout: float | None,
         replies = ask_local(bus, message, ASYNC_REPLY_WAIT if timeout is None else timeout,
                             into=progress.replies, running=progress.running,
                             receivers=progress.receivers, refused=refused,
-                            answered=lambda: progress.expired)
+                            answered=lambda: progress.expired, from_peer=True)
         return replies, progress.receivers
     receivers: list[object] = []
     if timeout is None:
         return ask_local(bus, message, ASYNC_REPLY_WAIT, receivers=receivers,
-                         refused=refused), receivers
+                         refused=refused, from_peer=True), receivers
     replies = ask_local_by(bus, message, time.monotonic() + timeout, timeout, receivers,
-                           refused)
+                           refused, from_peer=True)
     return replies, receivers
 
 
@@ -159,7 +159,7 @@ def _at_deadline(bus: Bus, message: Message, timeout: float, progress: AskProgre
     """The answer once an ask's ``timeout`` ran out: the replies so far (of ``progress``,
     none without it), then a ``TimeoutError`` entry naming the receiver still running, or
     saying why none had started (:func:`not_started`)."""
-    if not bus.index.lookup(message[0]):
+    if not bus.index.lookup(message[0], from_peer=True):
         return [], []
     who = f"local receivers of {message[0]}"
     if progress is None or not progress.started:

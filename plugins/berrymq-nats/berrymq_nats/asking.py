@@ -321,7 +321,7 @@ class Asking:
 
         try:
             replies = ask_local_by(self.bridge.bus, asked, deadline, timeout,
-                                   receivers=receivers, refused=refused)
+                                   receivers=receivers, refused=refused, from_peer=True)
         except Exception as exc:  # noqa: BLE001 - reported to the asker
             replies = [ReplyError(type(exc).__name__, str(exc), "bus", self.node)]
             receivers = []
