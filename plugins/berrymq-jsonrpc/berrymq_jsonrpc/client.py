@@ -52,8 +52,11 @@ __all__ = ["Channel", "Link", "NoAnswer"]
 
 logger = logging.getLogger("berrymq.remote")
 
-#: seconds an ``ask`` peer waits for its receivers beyond the asker's own timeout
-_PEER_GRACE = 0.25
+#: how much sooner than the asker an ``ask`` peer answers, at most (and at most a tenth of
+#: the timeout): its answer at its deadline, with the replies so far and a TimeoutError
+#: entry naming the receiver still running, then comes back in time, where an answer at
+#: the asker's own deadline came too late and the replies were lost with it
+_PEER_MARGIN = 0.1
 
 #: Extra seconds a synchronous caller waits beyond the request's own timeout, so that the
 #: channel's deadline (with its clear error) always fires first.
@@ -306,9 +309,9 @@ class Link(base.Link):
         self.outbox.flush(timeout, report=False)
         params: dict[str, Any] = {
             "identifier": str(message[0]), "args": list(message[1]), "kwargs": message[2],
-            # the peer waits a little longer than this side does, so that a slow receiver
-            # there reads the same whichever way the asker waited (see berrymq.ask)
-            "timeout": timeout + _PEER_GRACE, "token": self.token,
+            # the peer answers a little sooner than this side stops waiting (its clock
+            # starts when the question arrives): its replies so far come back in time
+            "timeout": timeout - min(_PEER_MARGIN, timeout / 10), "token": self.token,
         }
         if message[4] is not None:
             params["uid"] = message[4]

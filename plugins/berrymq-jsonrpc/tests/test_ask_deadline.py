@@ -79,6 +79,41 @@ def test_a_receiver_still_running_at_the_timeout_gives_a_timeout_entry(
     assert "slow_quote" in second["error"]["receiver"]
 
 
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+@pytest.mark.parametrize("style", ["oneway", "interconnect"])
+def test_berrymqs_client_gets_the_replies_that_came_before_the_timeout(
+        scheme: str, style: str, bus_factory: Callable[..., Bus],
+        released: threading.Event) -> None:
+    """The node answers at its deadline with the replies so far; berryMQ's client asked it
+    to answer a little before its own, so that answer comes back in time: it stopped
+    waiting at the same moment and returned one TimeoutError naming the link, the fast
+    receiver's reply lost with it."""
+    bus, port = serve(bus_factory, scheme)
+    bus.subscribe("price:quote", lambda m: m.args[0] * 9.5, weak=False)
+
+    def slow_quote(message: Message) -> float:
+        released.wait(WAIT)
+        return 0.0
+
+    bus.subscribe("price:quote", slow_quote, weak=False)
+    asker = bus_factory()
+    if scheme == "http" and style == "interconnect":
+        asker.transport("http").listen("http://127.0.0.1:0")  # the node calls back here
+    url = f"{scheme}://127.0.0.1:{port}"
+    transport = asker.transport(scheme)
+    connection = (transport.interconnect(url, 60) if style == "interconnect"
+                  else transport.connect_oneway(url, 60))
+    asker.track_connection(connection)
+    started = time.monotonic()
+    replies = asker.ask("price:quote", 2, timeout=1.0)
+    took = time.monotonic() - started
+    assert took < 1.0 + 0.5, took
+    assert len(replies) == 2, replies
+    assert replies[0] == 19.0
+    assert replies[1].exception_type == "TimeoutError", replies
+    assert "slow_quote" in replies[1].receiver, replies
+
+
 def test_a_client_with_slow_asks_does_not_hold_other_clients_past_their_timeout(
         bus_factory: Callable[..., Bus], released: threading.Event) -> None:
     tcp_port, http_port, entered = stuck_node(bus_factory, released)
