@@ -18,7 +18,6 @@ from probe_tools import post_body, tcp_call
 
 import berrymq
 from berrymq.bus import Bus
-from berrymq.message import Message
 
 SCHEMES = ["tcp", "http"]
 WAIT = 10.0
