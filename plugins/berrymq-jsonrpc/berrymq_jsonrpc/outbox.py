@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
+from berrymq._backlog import waits_for_room
 from berrymq.errors import ConnectionClosed, MessageTooLarge, QueueFull
 from berrymq.transports.ioloop import InheritedLoopError, io_loop
 from berrymq.wire import byte_size
@@ -189,19 +190,24 @@ class Outbox:
         return len(self._items) >= self.limit or (
             self.queued_bytes > 0 and self.queued_bytes + size > self.byte_limit)
 
-    def _full_error(self, size: int, waited: float) -> QueueFull:
+    def _full_error(self, size: int, waited: float, why: str = "") -> QueueFull:
         if len(self._items) >= self.limit:
             bound = f"{self.limit} messages wait to be sent (setting outbox_size)"
         else:
             bound = (f"{self.queued_bytes} bytes wait to be sent and {size} more would go "
                      f"over {self.byte_limit} (setting outbox_bytes)")
-        took = (f"no room came within {waited:g}s (setting outbox_wait)" if waited
-                else "a sender on the I/O loop cannot wait for room")
+        took = why or f"no room came within {waited:g}s (setting outbox_wait)"
         return QueueFull(f"{self.name}: {bound}; {took}; this message was not sent")
 
     def _wait_for_room(self, size: int) -> None:
         if io_loop.in_loop():
-            raise self._full_error(size, 0)
+            raise self._full_error(size, 0, "a sender on the I/O loop cannot wait for room")
+        if not waits_for_room():
+            # A transport's delivery lane, handing on a message from another process: it
+            # carries every message that comes in, and a wait here (a peer stopped, or not
+            # reading) held up every client of the node for outbox_wait, again and again.
+            raise self._full_error(size, 0, "a message from another process does not wait "
+                                   "for room (it would hold up every other one)")
         deadline = time.monotonic() + self.block_timeout
         with self._room:
             while self._full(size) and self.failure is None and not self._stopped:
