@@ -38,7 +38,7 @@ from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.jsonrpc_client import parse_reply
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.replies import reply_limit
-from berrymq_jsonrpc.service import Service
+from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING, Service
 from berrymq_jsonrpc.taken import TakenInFlight
 
 from berrymq.errors import ConnectionClosed
@@ -69,6 +69,10 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
     :param admission: the accepting end's caps on connections, asked when one is made.
     :param channels: the accepting end's set of open connections, kept up to date.
     """
+
+    #: a node runs this many waiting requests of one TCP connection at once (its default
+    #: ``max_waiting``): this end's threads take turns (see Channel.waiting_turn)
+    waiting_at_once = DEFAULT_MAX_WAITING
 
     def __init__(self, url: str, *, service: Service, secret: str | None, max_size: int,
                  timeout: float, read_limit: int, read_timeout: float | None,

@@ -14,11 +14,13 @@ Everything here runs its I/O on the process's one I/O loop
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from berrymq.bursts import BurstLog
@@ -81,6 +83,10 @@ class Channel(ABC):
     :param timeout: seconds to wait for a reply (and to connect) by default.
     """
 
+    #: how many requests that may wait (``ask``, a blocking ``get``) this side has on the
+    #: channel at once, or None for no bound here (see :meth:`waiting_turn`)
+    waiting_at_once: int | None = None
+
     def __init__(self, url: str, *, secret: str | None, max_size: int, timeout: float) -> None:
         self.url = url
         self.secret = secret
@@ -88,6 +94,36 @@ class Channel(ABC):
         self.timeout = timeout
         self.closed = False
         self._ids = itertools.count(1)
+        self._turns = (None if self.waiting_at_once is None
+                       else threading.Semaphore(self.waiting_at_once))
+
+    @contextlib.contextmanager
+    def waiting_turn(self, deadline: float | None) -> Iterator[bool]:
+        """A turn for a request that may wait, taken in a synchronous caller's thread for
+        the ``with`` block: False when none came by ``deadline`` (a ``time.monotonic()``
+        time; None: as long as it takes).
+
+        A node runs a connection's waiting requests :data:`waiting_at_once` at a time
+        (its ``max_waiting``) and refuses one more with *Limit reached*: the threads of a
+        program sharing one connection (a web server's) wait here for a turn instead.
+        :raises berrymq.ConnectionClosed: the channel closed meanwhile."""
+        turns = self._turns
+        if turns is None:
+            yield True
+            return
+        taken = False
+        while not self.closed:
+            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            taken = turns.acquire(timeout=max(0.0, left))
+            if taken or (deadline is not None and time.monotonic() >= deadline):
+                break
+        else:
+            raise ConnectionClosed(f"the connection to {self.url} is closed")
+        try:
+            yield taken
+        finally:
+            if taken:
+                turns.release()
 
     @abstractmethod
     async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
@@ -307,19 +343,23 @@ class Link(base.Link):
         # messages sent before the question arrive before it (refusals among them are for
         # the sender's next flush to report, not for this question)
         self.outbox.flush(timeout, report=False)
-        params: dict[str, Any] = {
-            "identifier": str(message[0]), "args": list(message[1]), "kwargs": message[2],
-            # the peer answers a little sooner than this side stops waiting (its clock
-            # starts when the question arrives): its replies so far come back in time
-            "timeout": timeout - min(_PEER_MARGIN, timeout / 10), "token": self.token,
-        }
-        if message[4] is not None:
-            params["uid"] = message[4]
-        if message[3]:
-            params["hops"] = message[3]
-        left = max(0.0, deadline - time.monotonic())
-        result = self.channel.call(p.METHOD_ASK, params, timeout=left)
-        return decode_replies(result, self.channel.url)
+        channel = self.channel
+        with channel.waiting_turn(deadline) as turn:
+            if not turn:  # every turn was taken until the deadline
+                raise NoAnswer(channel.url, timeout)
+            left = max(0.0, deadline - time.monotonic())
+            params: dict[str, Any] = {
+                "identifier": str(message[0]), "args": list(message[1]), "kwargs": message[2],
+                # the peer answers a little sooner than this side stops waiting (its clock
+                # starts when the question arrives): its replies so far come back in time
+                "timeout": left - min(_PEER_MARGIN, left / 10), "token": self.token,
+            }
+            if message[4] is not None:
+                params["uid"] = message[4]
+            if message[3]:
+                params["hops"] = message[3]
+            result = channel.call(p.METHOD_ASK, params, timeout=left)
+        return decode_replies(result, channel.url)
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is queued, then stop (idempotent); the channel is the owner's unless

@@ -58,18 +58,21 @@ class ServerQueue:
         transport = connection.transport
         deadline = None if limit is None else time.monotonic() + limit
         while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            wait = transport.max_get_wait if left is None else min(left, transport.max_get_wait)
-            asked = time.monotonic()
-            try:
-                entry = connection.call(p.METHOD_GET, {"token": connection.token, "block": True,
-                                                       "timeout": wait},
-                                        timeout=wait + transport.timeout)
-            except queue.Empty:
-                if deadline is None or time.monotonic() < deadline:
-                    self._pace(asked, wait, deadline)
-                    continue
-                raise
+            with connection.channel.waiting_turn(deadline) as turn:  # (a node's max_waiting)
+                if not turn:
+                    raise queue.Empty
+                asked = time.monotonic()
+                left = None if deadline is None else max(0.0, deadline - asked)
+                wait = transport.max_get_wait if left is None else min(left, transport.max_get_wait)
+                try:
+                    entry = connection.call(p.METHOD_GET, {"token": connection.token,
+                                                           "block": True, "timeout": wait},
+                                            timeout=wait + transport.timeout)
+                except queue.Empty:
+                    if deadline is None or time.monotonic() < deadline:
+                        self._pace(asked, wait, deadline)
+                        continue
+                    raise
             return self._message(entry)
 
     @staticmethod
