@@ -139,7 +139,17 @@ def unfollow(target: object) -> int:
 
 # -- between processes -----------------------------------------------------------------------
 
-DEFAULT_TTL = 1000
+class _DefaultTtl(float):
+    """The ``ttl`` of a connection whose caller named none: 1000 seconds, or the node's
+    cap (its ``max_ttl``) where that is lower, as a client that leaves ``ttl`` out of the
+    request gets. A transport tells it from a 1000 the caller gave by identity
+    (``ttl is DEFAULT_TTL``): a ttl the caller chose over the node's cap is refused."""
+
+    __slots__ = ()
+
+
+#: See :class:`_DefaultTtl`.
+DEFAULT_TTL: float = _DefaultTtl(1000)
 
 
 def init_connection(addr: Address = ("localhost", 0)) -> Address:
@@ -178,7 +188,10 @@ def _connect(addr: Address, style: str, ttl: float, pattern: str | None = None) 
 
 
 def interconnect(addr: Address, ttl: float = DEFAULT_TTL) -> Connection:
-    """Style 01: forward every non-local message both ways with the node at ``addr``."""
+    """Style 01: forward every non-local message both ways with the node at ``addr``.
+
+    Without ``ttl``, 1000 seconds, or a node's ``max_ttl`` where that is lower (so for
+    each style); a ``ttl`` given over a node's ``max_ttl`` is refused."""
     return _connect(addr, "interconnect", ttl)
 
 

@@ -26,6 +26,7 @@ from berrymq.identifier import parse
 from berrymq.timeouts import too_long
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import NoAnswer
+from berrymq_jsonrpc.limits import ttl_limit
 
 __all__ = ["connect", "format_message", "shown", "keyword", "node_failure", "open_session",
            "parse_value", "pattern_argument", "port_speaks", "quiet_remote_logs",
@@ -233,19 +234,6 @@ def connect(url: str, timeout: float, opener: Callable[[str], Any]) -> Any:
     except (ValueError, TypeError, TransportError, OSError) as exc:
         left = timeout - (time.monotonic() - started)
         raise node_failure(url, exc, probe=left > 0.1) from None
-
-
-def ttl_limit(exc: BaseException, asked: float) -> float | None:
-    """The node's ``max_ttl`` when ``exc`` is its refusal of a session ``ttl`` over it
-    (-32009 *limit reached* with ``data.setting`` ``"max_ttl"`` and the limit in
-    ``data.limit``), if that is a usable ttl below ``asked``; else None."""
-    if not (isinstance(exc, RemoteError) and exc.code == p.LIMIT_REACHED
-            and isinstance(exc.data, dict) and exc.data.get("setting") == "max_ttl"):
-        return None
-    limit = exc.data.get("limit")
-    if isinstance(limit, bool) or not isinstance(limit, (int, float)):
-        return None
-    return float(limit) if 0 < limit < asked else None
 
 
 def open_session(url: str, timeout: float, opener: Callable[[str, float], Any],

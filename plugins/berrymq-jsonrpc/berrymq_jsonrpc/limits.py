@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - Windows
     resource = None  # type: ignore[assignment]
 
 from berrymq.bursts import BurstLog
+from berrymq.errors import RemoteError
 from berrymq.state import StateKey
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc import app_error, error_object
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
 
 __all__ = ["CALLBACK_CHECK", "Admission", "CallbackRule", "QueuedBytes", "fit_open_files",
-           "queued_bytes_for", "release_open_files", "unreachable"]
+           "queued_bytes_for", "release_open_files", "ttl_limit", "unreachable"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -300,3 +301,16 @@ class CallbackRule:
                 "setting": "callback_hosts",
                 "detail": f"this node calls back {rule} (setting callback_hosts); {host!r} "
                           "is not among them"})
+
+
+def ttl_limit(exc: BaseException, asked: float) -> float | None:
+    """The node's ``max_ttl`` when ``exc`` is its refusal of a session ``ttl`` over it
+    (-32009 *limit reached* with ``data.setting`` ``"max_ttl"`` and the limit in
+    ``data.limit``), if that is a usable ttl below ``asked``; else None."""
+    if not (isinstance(exc, RemoteError) and exc.code == p.LIMIT_REACHED
+            and isinstance(exc.data, dict) and exc.data.get("setting") == "max_ttl"):
+        return None
+    limit = exc.data.get("limit")
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)):
+        return None
+    return float(limit) if 0 < limit < asked else None

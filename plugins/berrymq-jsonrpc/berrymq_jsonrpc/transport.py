@@ -20,7 +20,8 @@ from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from berrymq.errors import ConnectionClosed, QueueFull, SettingsError, TransportError
+from berrymq.api import DEFAULT_TTL
+from berrymq.errors import ConnectionClosed, QueueFull, RemoteError, SettingsError, TransportError
 from berrymq.identifier import Identifier
 from berrymq.transports.base import Connection, Transport
 from berrymq.transports.ioloop import io_loop
@@ -35,6 +36,7 @@ from berrymq_jsonrpc.limits import (
     CallbackRule,
     fit_open_files,
     release_open_files,
+    ttl_limit,
 )
 from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
 from berrymq_jsonrpc.peer_links import PeerLinks
@@ -220,7 +222,7 @@ class RemoteTransport(PeerLinks, Transport):
               ) -> RemoteConnection:
         channel = self._channel(address)
         try:
-            token = channel.call(method, params)
+            token = _within_max_ttl(channel, method, params)
         except BaseException:
             channel.close()
             raise
@@ -261,6 +263,8 @@ class RemoteTransport(PeerLinks, Transport):
     def interconnect(self, address: str, ttl: float) -> Connection:
         own = self._own_address()
         channel = self._channel(address)
+        if ttl is DEFAULT_TTL:  # (see _within_max_ttl)
+            ttl = min(ttl, self.service.max_ttl)
         try:  # the session here that the peer's messages come in on
             session = self.service.open_session("interconnect", ttl, channel)
         except JsonRpcError as exc:  # a cap of this node's own (max_ttl, max_sessions)
@@ -268,8 +272,8 @@ class RemoteTransport(PeerLinks, Transport):
             detail = exc.data.get("detail") if isinstance(exc.data, dict) else exc.data
             raise TransportError(f"cannot interconnect with {address}: {detail}") from None
         try:
-            token = channel.call(p.METHOD_INTERCONNECT, {"addr": own, "token": session.token,
-                                                          "ttl": ttl, "max_size": self.max_size})
+            token = _within_max_ttl(channel, p.METHOD_INTERCONNECT, {
+                "addr": own, "token": session.token, "ttl": ttl, "max_size": self.max_size})
             token = _answered_token(address, p.METHOD_INTERCONNECT, token)
         except BaseException:
             self.service.close_session(session.token, "interconnect failed")
@@ -353,3 +357,17 @@ class RemoteTransport(PeerLinks, Transport):
         self.urls.clear()
         if used:
             deliver_what_came(CLOSE_DELIVERY_WAIT)
+
+
+def _within_max_ttl(channel: Channel, method: str, params: dict[str, Any]) -> Any:
+    """``channel.call(method, params)``; a session asked for with the default ttl
+    (:data:`berrymq.api.DEFAULT_TTL`) that the node refuses as over its ``max_ttl`` is asked
+    for again with that limit, as a client that leaves ``ttl`` out gets it (an operator's
+    lower cap refused every connection a program made with the defaults)."""
+    try:
+        return channel.call(method, params)
+    except RemoteError as exc:
+        limit = ttl_limit(exc, params["ttl"]) if params.get("ttl") is DEFAULT_TTL else None
+        if limit is None:
+            raise
+        return channel.call(method, {**params, "ttl": limit})
