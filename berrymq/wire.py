@@ -64,6 +64,7 @@ __all__ = [
     "loads",
     "message_from_wire",
     "nested_deeper",
+    "refuse_other_keys",
 ]
 
 
@@ -95,6 +96,28 @@ def dumps(value: Any) -> str:
         return text
     except RecursionError:
         raise ValueError("the value contains itself or is nested too deep for JSON") from None
+
+
+def refuse_other_keys(value: Any) -> None:
+    """Raise ``TypeError`` naming the first key of a dict in ``value`` that is not a string.
+
+    JSON writes the keys 1, 2.5, True and None as the strings "1", "2.5", "true" and
+    "null": the other side would get other keys than were sent, and two keys that write
+    alike as one (``{1: "a", "1": "b"}`` arrived as ``{"1": "b"}``), without a word.
+    Called once :func:`dumps` wrote an object beyond the envelope's (the common message
+    holds none, and costs nothing here)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    raise TypeError(f"a dict key {key!r} ({type(key).__name__}): JSON object "
+                                    "keys are strings, and the other side would get another "
+                                    "key; make the keys strings")
+                stack.append(inner)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
 
 
 def byte_size(text: str) -> int:
@@ -248,6 +271,9 @@ def _encode(message: Message, reply_to: Identifier | None, taken: tuple[str, ...
         value = (ident.text, args, kwargs, more)
     try:
         text = dumps(value)
+        # (the envelope has one object, kwargs, and the extras another: more holds a dict)
+        if text.count("{") > len(value) - 2:
+            refuse_other_keys((args, kwargs))
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"message {ident} cannot be sent to another process: its arguments "
                         f"must be JSON-serialisable ({exc})") from None
@@ -344,13 +370,19 @@ def encode_reply(value: Any, node: str, receiver: object = None) -> dict[str, An
     must be named."""
     if isinstance(value, ReplyError):
         return {"error": value.to_json()}
+    why = ""
     try:
-        deep = nested_deeper(dumps(value), MAX_MESSAGE_DEPTH)
-    except (TypeError, ValueError):
+        text = dumps(value)
+        if "{" in text:
+            refuse_other_keys(value)
+        deep = nested_deeper(text, MAX_MESSAGE_DEPTH)
+    except (TypeError, ValueError) as exc:
         deep = None
+        if str(exc).startswith("a dict key"):
+            why = f" ({exc})"
     if deep is not False:
         who = "" if receiver is None else describe_receiver(receiver)
-        text = (f"the reply {type(value).__name__} is not JSON" if deep is None else
+        text = (f"the reply {type(value).__name__} is not JSON{why}" if deep is None else
                 f"the reply is nested more than {MAX_MESSAGE_DEPTH} levels deep, the limit")
         error = ReplyError("TypeError", text, who, node)
         return {"error": error.to_json()}

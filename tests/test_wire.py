@@ -120,6 +120,22 @@ def test_a_message_json_cannot_hold_is_refused_naming_it(arg: object) -> None:
         encode_message(Message("a:b", (arg,)))
 
 
+@pytest.mark.parametrize("args, kwargs", [
+    (({1: "a", "1": "b"},), {}),  # two keys that JSON writes alike: one was lost
+    ((), {"opts": {True: "t", None: "n", 2.5: "f"}}),
+    (([{"ok": 1}, {"deep": {3: "x"}}],), {}),
+])
+def test_a_dict_key_that_is_not_a_string_is_refused_naming_it(
+        args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    with pytest.raises(TypeError, match=r"message a:b cannot be sent.*a dict key"):
+        encode_message(Message("a:b", args, kwargs, uid="n-1"))
+
+
+def test_string_keys_and_braces_in_strings_cross_as_they_are() -> None:
+    message = Message("a:b", ("{not an object}", {"k": {"n": [1, {"m": 2}]}}), {"x": "{"})
+    assert decode_message(loads(encode_message(message)))[0] == message
+
+
 def test_decoding_gives_back_the_message_its_reply_to_and_its_extras() -> None:
     message = Message("job:done", ("x",), {"k": [1]}, hops=4, uid="n-1")
     text = encode_message(message, Identifier("job:log"), taken=("g",), timeout=2)
@@ -173,6 +189,13 @@ def test_a_reply_json_cannot_hold_becomes_a_reply_error_of_its_node() -> None:
     entry = encode_reply({1, 2}, "n1")
     assert decode_replies([entry], "peer") == [
         ReplyError("TypeError", "the reply set is not JSON", "", "n1")]
+
+
+def test_a_reply_with_a_key_that_is_not_a_string_is_a_reply_error_naming_it() -> None:
+    entry = encode_reply({"ok": {1: "a", "1": "b"}}, "n1")
+    [error] = decode_replies([entry], "peer")
+    assert isinstance(error, ReplyError) and error.exception_type == "TypeError"
+    assert "a dict key 1 (int)" in error.message
 
 
 @pytest.mark.parametrize("answer", [{"value": 1}, [1], [{"v": 1}], [{"error": "x"}]])
