@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -37,6 +38,8 @@ __all__ = [
     "twitter",
     "unfollow",
 ]
+
+logger = logging.getLogger("berrymq")
 
 F = TypeVar("F")
 
@@ -283,13 +286,23 @@ def get_nowait() -> Message:
 
 
 def close_connection(addr: Address | None = None) -> None:
-    """Close the connections to ``addr``, or every connection when ``addr`` is None."""
+    """Close the connections to ``addr``, or every connection when ``addr`` is None.
+
+    An ``addr`` that no open connection leads to is logged (a warning naming the open
+    ones): a connection that ended by itself is gone already, and a mistyped address
+    would otherwise leave the connection open without a word."""
     bus = holder.bus
     wanted = None if addr is None else place_of(normalize_address(addr)[1])
-    for connection in bus.connections():
+    open_now = bus.connections()
+    closed = 0
+    for connection in open_now:
         if wanted is None or place_of(connection.address) == wanted:
             connection.close()
             bus.untrack_connection(connection)
+            closed += 1
+    if addr is not None and not closed:
+        logger.warning("close_connection(%r): no open connection leads there (open: %s)",
+                       addr, ", ".join(c.address for c in open_now) or "none")
 
 
 def connect_broker(url: str | list[str], /, **options: Any) -> Connection:

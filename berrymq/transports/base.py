@@ -252,13 +252,20 @@ def url_parts(url: str) -> SplitResult:
 
 def place_of(url: str) -> tuple[str, str | None, int | None] | str:
     """Where ``url`` leads (scheme, host, port), so that two spellings of one address
-    (``TCP://``, a trailing ``/``, spaces around) are found alike (``close_connection``);
-    the URL itself when its port cannot be read (e.g. a list of servers)."""
+    (``TCP://``, a trailing ``/``, spaces around, ``localhost`` for ``127.0.0.1`` or
+    ``::1``) are found alike (``close_connection``); the URL itself when its port cannot
+    be read (e.g. a list of servers)."""
     try:
         parts = url_parts(url.strip())
-        return parts.scheme.lower(), parts.hostname, parts.port
+        host = parts.hostname
+        return parts.scheme.lower(), _LOOPBACK if host in _LOOPBACK_NAMES else host, parts.port
     except ValueError:
         return url
+
+
+#: the names of this machine's loopback addresses, one place for ``place_of``
+_LOOPBACK_NAMES = frozenset(("localhost", "127.0.0.1", "::1"))
+_LOOPBACK = "localhost"
 
 
 @dataclass(frozen=True, slots=True)

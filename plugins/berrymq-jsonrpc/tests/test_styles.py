@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import socket
 import subprocess
@@ -363,6 +364,26 @@ def test_close_connection_finds_the_connection_however_its_address_is_spelled(
         names = {"url": url, "upper": url.replace("tcp://", "TCP://")}
         connection = berrymq.connect_oneway(spelled.format(**names))
         berrymq.close_connection(closed_by.format(**names))
+        assert connection.closed
+        assert berrymq_bus.connections() == []
+    finally:
+        server.close()
+
+
+def test_close_connection_takes_localhost_for_the_loopback_address_and_names_a_miss(
+        berrymq_bus: Bus, caplog: pytest.LogCaptureFixture) -> None:
+    """A connection opened to 127.0.0.1 and closed as localhost stayed open, and an
+    address that no connection leads to (mistyped) closed nothing without a word."""
+    server = Bus(name="loopback")
+    try:
+        url = server.transport("tcp").listen("tcp://127.0.0.1:0")
+        port = url.rsplit(":", 1)[1]
+        connection = berrymq.connect_oneway(url)
+        with caplog.at_level(logging.WARNING, logger="berrymq"):
+            berrymq.close_connection(f"tcp://127.0.0.1:{int(port) + 1}")
+        assert not connection.closed
+        assert f"no open connection leads there (open: {url})" in caplog.text
+        berrymq.close_connection(f"tcp://localhost:{port}")
         assert connection.closed
         assert berrymq_bus.connections() == []
     finally:
