@@ -52,7 +52,9 @@ class Requester(Protocol):
     its own; which forwarders are is noted once, when they are added.
 
     :attr keeps_deadline: (optional; False when absent) True when :meth:`request` returns
-        or raises within its ``timeout`` whatever the peer does. A lone such requester,
+        or raises within its ``timeout`` whatever the peer does (give or take the moment
+        an answer the peer makes at that timeout takes to come back, well within the
+        asker's grace for it, ``berrymq.ask._KEPT_GRACE``). A lone such requester,
         with no local receiver to ask beside it, is asked in the asker's own thread: two
         thread hand-offs fewer per ``ask``.
     """

@@ -54,10 +54,11 @@ __all__ = ["Channel", "Link", "NoAnswer"]
 
 logger = logging.getLogger("berrymq.remote")
 
-#: how much sooner than the asker an ``ask`` peer answers, at most (and at most a tenth of
-#: the timeout): its answer at its deadline, with the replies so far and a TimeoutError
-#: entry naming the receiver still running, then comes back in time, where an answer at
-#: the asker's own deadline came too late and the replies were lost with it
+#: how long past an ``ask``'s timeout this side waits for the peer's answer: the peer
+#: answers at the timeout (counted from the question's arrival) with the replies so far
+#: and a TimeoutError entry naming the receiver still running, which came a moment after
+#: the asker had stopped waiting, the replies lost with it (as berrymq.ask waits a part
+#: that keeps its deadline itself a little longer)
 _PEER_MARGIN = 0.1
 
 #: Extra seconds a synchronous caller waits beyond the request's own timeout, so that the
@@ -329,8 +330,8 @@ class Link(base.Link):
         :meth:`Outbox.flush`)."""
         return self.outbox.flush(timeout)
 
-    #: :meth:`request` returns or raises within its timeout (see
-    #: :class:`berrymq.transports.base.Requester`)
+    #: :meth:`request` returns or raises within its timeout, and _PEER_MARGIN for the
+    #: peer's answer at that timeout (see :class:`berrymq.node.Requester`)
     keeps_deadline = True
 
     def request(self, message: Message, timeout: float) -> list[Any]:
@@ -350,15 +351,16 @@ class Link(base.Link):
             left = max(0.0, deadline - time.monotonic())
             params: dict[str, Any] = {
                 "identifier": str(message[0]), "args": list(message[1]), "kwargs": message[2],
-                # the peer answers a little sooner than this side stops waiting (its clock
-                # starts when the question arrives): its replies so far come back in time
-                "timeout": left - min(_PEER_MARGIN, left / 10), "token": self.token,
+                # the peer answers by then, and this side waits _PEER_MARGIN more for it
+                # (in milliseconds: the entry of a receiver still running names the
+                # asker's 0.5 s, not the 0.49998 s left after the flush)
+                "timeout": round(left, 3), "token": self.token,
             }
             if message[4] is not None:
                 params["uid"] = message[4]
             if message[3]:
                 params["hops"] = message[3]
-            result = channel.call(p.METHOD_ASK, params, timeout=left)
+            result = channel.call(p.METHOD_ASK, params, timeout=left + _PEER_MARGIN)
         return decode_replies(result, channel.url)
 
     def close(self, timeout: float = 5.0) -> None:
