@@ -75,9 +75,19 @@ class Subscribing:
     def unfollow(self, target: object) -> int:
         """Cancel every subscription of a function, a bound method, an object or a class.
 
+        A class covers its instances (its subclasses' too) and the class methods and
+        static methods it defines itself. A static method is registered as its plain
+        function, which names no class, so it is looked up in the class's namespace
+        (``unfollow(SomeClass)`` left a ``@following`` static method receiving).
+
         Returns how many subscriptions were cancelled.
         """
-        return self.index.remove_matching(target)
+        cancelled = self.index.remove_matching(target)
+        if isinstance(target, type):  # its own static methods, not those it inherits
+            for value in list(vars(target).values()):
+                if isinstance(value, staticmethod):
+                    cancelled += self.index.remove_matching(value.__func__)
+        return cancelled
 
     def subscriptions(self) -> list[Subscription]:
         """The active subscriptions, in registration order (a snapshot)."""

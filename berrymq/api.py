@@ -135,8 +135,8 @@ def regist_method(pattern: str, method: Receiver, guard_condition: Guard | None 
 
 def unfollow(target: object) -> int:
     """Stop a function, a bound method, an object (all its methods) or a class (all its
-    instances and class methods) from following anything; returns how many
-    subscriptions were cancelled."""
+    instances, and the class methods and static methods it defines) from following
+    anything; returns how many subscriptions were cancelled."""
     return holder.bus.unfollow(target)
 
 

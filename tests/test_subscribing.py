@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 import berrymq
-from berrymq import Bus, Message, Queue
+from berrymq import Bus, Follower, Message, Queue, following, following_function
 from berrymq.subscription import Subscription
 
 
@@ -75,6 +75,48 @@ def test_a_wrong_argument_is_refused_by_name_and_nothing_subscribes(
     with berrymq.use_bus(bus), pytest.raises(TypeError, match=refusal):
         subscribing(bus)
     assert bus.subscriptions() == []
+
+
+def test_unfollow_of_a_class_covers_the_static_methods_it_defines(bus: Bus) -> None:
+    """A static method is registered as its plain function: ``unfollow(Service)`` found
+    nothing of a Follower whose one receiver is static (0, and it kept receiving), and
+    left the static one of a plain class. A subclass does not cover what it inherits,
+    as it does not cover its base's class methods."""
+    got: list[str] = []
+
+    class Service(metaclass=Follower):
+        @following("svc:*")
+        @staticmethod
+        def on_any(message: Message) -> None:
+            got.append("Service static")
+
+    class Plain:
+        @following_function("plain:*")
+        @staticmethod
+        def static(message: Message) -> None:
+            got.append("Plain static")
+
+        @following_function("plain:*")
+        @classmethod
+        def klass(cls, message: Message) -> None:
+            got.append("Plain class")
+
+        def method(self, message: Message) -> None:
+            got.append("Plain instance")
+
+    class Heir(Service):
+        pass
+
+    plain = Plain()
+    bus.subscribe("plain:*", plain.method)
+    assert bus.unfollow(Heir) == 0  # Service's static method is Service's
+    assert bus.unfollow(Service) == 1
+    assert bus.unfollow(Plain) == 3
+    bus.twitter("svc:reload")
+    bus.twitter("plain:go")
+    assert got == [] and bus.subscriptions() == []
+    assert berrymq.unfollow(Service) == 0  # nothing left
+    del plain
 
 
 def test_a_listener_that_raises_refuses_the_new_subscription() -> None:

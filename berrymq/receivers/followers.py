@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -130,7 +132,8 @@ class Follower(type):
 
     Every instance registers its bound methods on the default bus when created, by weak
     reference: a collected instance stops receiving. ``berrymq.unfollow(obj)`` stops it
-    earlier.
+    earlier. An instance is registered once: a ``__new__`` that returns an instance made
+    before (a singleton) registers nothing more.
     """
 
     __berrymq_instance_marks__: tuple[tuple[str, list[Mark]], ...]
@@ -159,11 +162,63 @@ class Follower(type):
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         obj = super().__call__(*args, **kwargs)
-        if cls.__berrymq_instance_marks__:
+        # (what __new__ returned that is none of cls's, Python does not __init__ either)
+        if cls.__berrymq_instance_marks__ and isinstance(obj, cls):
             bus = holder.bus
             bus.plugins.receiver("followers")  # says which plugin to enable if it is off
-            FOLLOWERS.register_instance(bus, obj)
+            _REGISTERED.register_once(bus, obj)
         return obj
+
+
+class _Registered:
+    """The Follower instances whose methods were registered, by identity, so that each is
+    registered once, when it is made: a class whose ``__new__`` hands back an instance
+    made before (a singleton) had its methods registered again at every call of the class,
+    each message then running them once per call. Nor does such a call register again an
+    instance that ``unfollow(obj)`` stopped.
+
+    Process-wide, not per bus: an instance is registered on the bus that was the default
+    when it was made, as any other; a later call of its class under another default bus
+    makes nothing. Held by identity through weak references (a ``WeakSet`` would compare
+    instances with their own ``__eq__`` and ``__hash__``), each entry dropped when its
+    instance is collected.
+    """
+
+    __slots__ = ("_lock", "_refs")
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # a __del__ run by a collection may make one too
+        self._refs: dict[int, weakref.ref[object]] = {}
+
+    def register_once(self, bus: Bus, obj: object) -> None:
+        """Register the marked methods of ``obj`` on ``bus`` unless it was done before.
+
+        Under the lock, so that two threads calling a singleton's class at once register
+        it once. It is held across :meth:`Bus.subscribe <berrymq.Bus.subscribe>`, which
+        runs no receiver or guard (only subscription listeners, which must not wait for
+        other threads).
+        """
+        key = id(obj)
+        with self._lock:
+            known = self._refs.get(key)
+            if known is not None and known() is obj:
+                return
+            FOLLOWERS.register_instance(bus, obj)  # refuses an obj that takes no weakref
+            self._refs[key] = weakref.ref(obj, self._forget(key))
+
+    def _forget(self, key: int) -> Callable[[weakref.ref[object]], None]:
+        refs = self._refs
+
+        def forget(ref: weakref.ref[object]) -> None:
+            # No lock: a collection may run this anywhere. An entry of a newer instance
+            # under the same id stays (it is another ref).
+            if refs.get(key) is ref:
+                refs.pop(key, None)
+
+        return forget
+
+
+_REGISTERED = _Registered()
 
 
 #: The one ``followers`` receiver kind.

@@ -17,6 +17,7 @@ from berrymq import (
     regist_function,
     regist_method,
     twitter,
+    unfollow,
 )
 
 
@@ -212,3 +213,44 @@ def test_following_leaves_the_methods_of_a_follower_as_they_were(berrymq_bus: Bu
     assert got == ["a:x", "b:x", ("static", "c:x"), (Twice, "d:x")]
     assert Twice.under.__func__.__name__ == "under"
     del keep
+
+
+def test_an_instance_is_registered_once_however_often_new_returns_it(berrymq_bus: Bus) -> None:
+    """A singleton's class, called again, runs ``__init__`` on the instance made before:
+    its methods were registered again at each call, so one message ran them once per
+    call (3 subscriptions, 3 runs), and a call after ``unfollow(obj)`` undid it. What
+    ``__new__`` returns that is none of the class's is left alone, as Python leaves it
+    without ``__init__`` (it was refused, naming its class as one without weak refs)."""
+    got: list[int] = []
+
+    class Service(metaclass=Follower):
+        instance: Service | None = None
+
+        def __new__(cls) -> Service:
+            if cls.instance is None:
+                cls.instance = super().__new__(cls)
+            return cls.instance
+
+        @following("svc:reload")
+        def on_reload(self, message: Message) -> None:
+            got.append(id(self))
+
+    first, second, third = Service(), Service(), Service()
+    assert first is second is third
+    twitter("svc:reload")
+    assert got == [id(first)]
+    assert len(berrymq_bus.subscriptions()) == 1
+    assert unfollow(first) == 1
+    Service()  # stopped: the same instance, not made again, is not registered again
+    twitter("svc:reload")
+    assert got == [id(first)] and berrymq_bus.subscriptions() == []
+
+    class Elsewhere(metaclass=Follower):
+        def __new__(cls) -> Any:
+            return 5
+
+        @following("else:*")
+        def on(self, message: Message) -> None:
+            got.append(0)
+
+    assert Elsewhere() == 5 and berrymq_bus.subscriptions() == []
