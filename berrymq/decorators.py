@@ -39,8 +39,14 @@ def auto_twitter(identifier: str, entry: bool = False, exit: bool = False
     not raised into the call). An
     ``async def`` function gets an ``async def`` wrapper: the messages are sent when the
     coroutine starts and ends, not when it is made.
+
+    A flag that is not ``True`` or ``False``, or a decorated value that is not callable,
+    raises :class:`TypeError` naming it here, at decoration: a wrapper of ``5`` sent
+    ``name:entry`` and ``name:exit`` around a call that never happened, then raised.
     """
     ident = parse(identifier)
+    who = f"auto_twitter({identifier!r})"
+    _check_flags(who, entry=entry, exit=exit)
     prefix = ident.name if ident.namespace is None else f"{ident.name}@{ident.namespace}"
     if ident.action in ("entry", "exit"):
         send_entry, send_exit = ident.action == "entry", ident.action == "exit"
@@ -52,6 +58,7 @@ def auto_twitter(identifier: str, entry: bool = False, exit: bool = False
     exit_id = parse(f"{prefix}:exit")
 
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        _check_callable(who, function)
         if inspect.iscoroutinefunction(function):
             run = cast(Callable[P, Awaitable[Any]], function)
 
@@ -92,8 +99,14 @@ def twitter_exception(identifier: str, reraise: bool = False
     ``function`` (its qualified name). The exception is re-raised when ``reraise`` is
     true; otherwise the call returns None. An ``async def`` function gets an ``async def``
     wrapper, which sends when the awaited coroutine raises.
+
+    A ``reraise`` that is not ``True`` or ``False``, or a decorated value that is not
+    callable, raises :class:`TypeError` naming it here, at decoration (as for
+    :func:`auto_twitter`).
     """
     ident = parse(identifier)
+    who = f"twitter_exception({identifier!r})"
+    _check_flags(who, reraise=reraise)
 
     def send(exc: Exception, function: Callable[..., Any]) -> None:
         _send_beside("twitter_exception", ident, exception_type=type(exc).__name__,
@@ -102,6 +115,7 @@ def twitter_exception(identifier: str, reraise: bool = False
                      function=function.__qualname__)
 
     def decorate(function: Callable[P, R]) -> Callable[P, R | None]:
+        _check_callable(who, function)
         if inspect.iscoroutinefunction(function):
             run = cast(Callable[P, Awaitable[Any]], function)
 
@@ -130,6 +144,23 @@ def twitter_exception(identifier: str, reraise: bool = False
         return wrapper
 
     return decorate
+
+
+def _check_flags(who: str, **flags: object) -> None:
+    """Refuse a flag of ``who`` that is not ``True`` or ``False``, naming it: nothing is
+    converted, as for the flags of :meth:`Bus.subscribe <berrymq.Bus.subscribe>` (``"no"``
+    would be true)."""
+    for name, flag in flags.items():
+        if type(flag) is not bool:
+            raise TypeError(f"{name} for {who} must be True or False, got {flag!r}")
+
+
+def _check_callable(who: str, function: object) -> None:
+    """Refuse to wrap what cannot be called, at decoration, naming it, as
+    :func:`~berrymq.following_function` does: the wrapper would send for a call that
+    never happens, then raise at the first call."""
+    if not callable(function):
+        raise TypeError(f"{who} needs a callable, got {function!r}")
 
 
 def _text_of(exc: Exception) -> str:

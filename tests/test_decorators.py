@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+from collections.abc import Callable
 
 import pytest
 from helpers import capture
@@ -210,3 +211,26 @@ def test_a_failing_receiver_of_a_decorators_message_is_logged_not_raised_into_th
         bus.close()
     assert caplog.text.count("sending job:entry for auto_twitter failed") == 1
     assert "receiver broke" in caplog.text
+
+
+@pytest.mark.parametrize(("decorating", "refusal"), [
+    (lambda: auto_twitter("job")(5), "auto_twitter\\('job'\\) needs a callable, got 5"),
+    (lambda: twitter_exception("job:failed")(None),
+     "twitter_exception\\('job:failed'\\) needs a callable, got None"),
+    (lambda: auto_twitter("job", entry="yes"),
+     "entry for auto_twitter\\('job'\\) must be True or False, got 'yes'"),
+    (lambda: auto_twitter("job", exit=1), "exit for auto_twitter\\('job'\\) must be True or "
+                                          "False, got 1"),
+    (lambda: twitter_exception("job", reraise="no"),
+     "reraise for twitter_exception\\('job'\\) must be True or False, got 'no'"),
+], ids=["auto_twitter-of-5", "twitter_exception-of-None", "entry-yes", "exit-1", "reraise-no"])
+def test_a_decorator_refuses_what_it_cannot_wrap_when_it_decorates(
+        berrymq_bus: Bus, decorating: Callable[[], object], refusal: str) -> None:
+    """A wrapper of ``5`` was made, and each call of it sent ``job:entry`` and ``job:exit``
+    for a call that never happened before raising; a flag of ``"yes"`` was taken as true
+    (and ``"no"`` would have been too). Refused at once, by name, as following_function
+    does, and nothing is sent."""
+    got = capture("job:*")
+    with pytest.raises(TypeError, match=refusal):
+        decorating()
+    assert got == []
