@@ -76,6 +76,17 @@ class Starting:
             return given
         return self.plugins.core_settings.get(name, default)
 
+    def apply_core_settings(self) -> None:
+        """Take the core settings that are values of the bus (``raise_errors``,
+        ``hop_limit``, ``route_cache_size``): each as given to ``Bus(...)``, else the
+        settings file's. Done at the start, and by :func:`berrymq.get_bus` for the
+        default bus it hands out before its start.
+
+        :raises berrymq.SettingsError: the settings file does not load."""
+        self.raise_errors = bool(self.core_setting("raise_errors", self.raise_errors))
+        self.hop_limit = int(self.core_setting("hop_limit", self.hop_limit))
+        self.index.limit = int(self.core_setting("route_cache_size", self.index.limit))
+
     def start(self) -> None:
         """Apply the settings and let the active plugins join (idempotent).
 
@@ -99,9 +110,7 @@ class Starting:
             starter = self._starter
             if starter is None:
                 self._starter = threading.get_ident()
-                self.raise_errors = bool(self.core_setting("raise_errors", self.raise_errors))
-                self.hop_limit = int(self.core_setting("hop_limit", self.hop_limit))
-                self.index.limit = int(self.core_setting("route_cache_size", self.index.limit))
+                self.apply_core_settings()
                 self.taps = taps
         if starter is not None:
             # another thread starting it: wait until its plugins joined (a hook of this

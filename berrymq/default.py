@@ -5,7 +5,9 @@ The default bus is made when it is first needed, not when ``berrymq`` is importe
 on the first use of the module-level API (``twitter``, ``following_function``,
 ``Queue``, ...). :func:`get_bus` returns it without starting it, so that ``berrymq
 plugins`` reports on plugins without starting them; call its ``start()`` to start it
-sooner.
+sooner. The core settings that are values of the bus (``raise_errors``, ``hop_limit``,
+``route_cache_size``) are applied when :func:`get_bus` hands it out, before its start
+(:func:`_apply_core_settings`).
 
 A start that fails (a plugin's hook raises) leaves the slot empty: the use that started it
 raises the cause, and every later one raises again from :meth:`Bus.start
@@ -18,9 +20,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from berrymq.bus import Bus, send
+from berrymq.errors import PluginError, PluginNotAvailable, SettingsError
 
 __all__ = ["bus_or_default", "get_bus", "holder", "set_bus", "use_bus"]
 
@@ -102,10 +105,38 @@ def _unstarted() -> Bus:
 
 def get_bus() -> Bus:
     """The bus that ``twitter``, ``following_function``, ``Queue``... use by default
-    (made if need be; started by the first use of the module-level API)."""
+    (made if need be; started by the first use of the module-level API).
+
+    Not started yet, it has the settings file's ``raise_errors``, ``hop_limit`` and
+    ``route_cache_size`` all the same: its attributes show them, and a send on the bus
+    itself runs with them.
+    """
     with _lock:
         bus = _filled()
-        return bus if bus is not None else _unstarted()
+        if bus is not None:  # started: its start applied them
+            return bus
+        bus = _unstarted()
+    _apply_core_settings(bus)
+    return bus
+
+
+def _apply_core_settings(bus: Bus) -> None:
+    """Give ``bus``, waiting for its start, the core settings it will run with, as its
+    start applies them (the value given to ``Bus(...)``, else the settings file's).
+
+    The default bus is made with ``start=False`` and only starts at the module-level API's
+    first use, while ``Bus.__init__`` takes just its arguments: ``get_bus().raise_errors``
+    and ``.hop_limit`` showed the defaults until the first send, and a send on the bus
+    itself ran with them. Called outside ``_lock``: the first reading loads the plugin
+    host, which imports the active plugins (none starts: ``berrymq_start_bus`` waits for
+    the start), and a plugin's import may use the default bus. A settings file or plugin
+    that does not load leaves the bus as it is, so that ``get_bus()`` still hands it out
+    (to ``berrymq plugins``, to the ``berrymq_bus`` test fixture): its start raises the
+    error. Settings that start something (``multiplicity``, the plugins' taps) wait for
+    the start too.
+    """
+    with suppress(SettingsError, PluginError, PluginNotAvailable):
+        bus.apply_core_settings()
 
 
 def bus_or_default(bus: object, who: str) -> Bus:

@@ -132,6 +132,67 @@ def test_the_default_bus_whose_start_failed_raises_on_every_later_use(tmp_path: 
                    "started": False}
 
 
+SETTINGS_BEFORE_START = textwrap.dedent(
+    """
+    import json
+    import berrymq
+
+    bus = berrymq.get_bus()
+    out = {"before": [bus.started, bus.raise_errors, bus.hop_limit, bus.index.limit]}
+
+    def broken(message):
+        raise LookupError("receiver broke")
+
+    bus.subscribe("job:*", broken, weak=False)
+    try:
+        bus.twitter("job:done")  # on the bus itself: it does not start it
+        out["raised"] = None
+    except ExceptionGroup as group:
+        out["raised"] = [type(e).__name__ for e in group.exceptions]
+    out["started"] = bus.started
+    print(json.dumps(out))
+    """
+)
+
+
+def test_the_default_bus_has_the_settings_files_values_before_it_starts(
+        tmp_path: Path) -> None:
+    """``get_bus()`` hands out the default bus unstarted; its ``raise_errors`` and
+    ``hop_limit`` were the defaults until the first module-level send started it, and a
+    send on the bus itself logged a receiver's error instead of raising it. No plugin
+    starts for it."""
+    (tmp_path / "berrymq.toml").write_text(
+        "[berrymq]\nraise_errors = true\nhop_limit = 5\nroute_cache_size = 100\n")
+    done = subprocess.run([sys.executable, "-c", SETTINGS_BEFORE_START], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, env=child_env())
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"before": [False, True, 5, 100],
+                                       "raised": ["LookupError"], "started": False}
+
+
+def test_a_settings_file_that_does_not_load_still_lets_get_bus_hand_out_the_bus(
+        tmp_path: Path) -> None:
+    """Reading the file early must not make ``get_bus()`` raise (``berrymq plugins`` and
+    the ``berrymq_bus`` fixture use it): the bus keeps its defaults and its start, at the
+    first module-level use, raises the error as it did."""
+    (tmp_path / "berrymq.toml").write_text("[berrymq]\nhop_limit = 'many'\n")
+    script = textwrap.dedent("""
+        import json
+        import berrymq
+        bus = berrymq.get_bus()
+        out = [bus.started, bus.raise_errors, bus.hop_limit]
+        try:
+            berrymq.twitter("a:b")
+        except berrymq.SettingsError as exc:
+            out.append(str(exc).split(": ", 1)[1])
+        print(json.dumps(out))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, env=child_env())
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [False, False, 32, "hop_limit must be an integer, got str"]
+
+
 def test_senders_find_a_bus_while_the_default_bus_is_swapped() -> None:
     # The holder changes class when its slot is emptied and filled; a sender without the
     # lock must always find a bus, never an AttributeError, and once a bus is set the
