@@ -131,12 +131,16 @@ def find_settings(cwd: Path | None = None) -> Path | None:
         try:
             data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-            # A broken pyproject.toml is only ours to report if it has our table.
-            if "[tool.berrymq" in pyproject.read_text(encoding="utf-8", errors="replace"):
+            # A broken pyproject.toml is ours to report if it may hold our table, however
+            # written ([tool] berrymq = {...}, ["tool"."berrymq"]): skipping it would drop
+            # the user's allow-list, and every installed plugin would run.
+            if "berrymq" in pyproject.read_text(encoding="utf-8", errors="replace").lower():
                 return pyproject
             return None
         tool = data.get("tool")
         if isinstance(tool, dict) and "berrymq" in tool:  # (``tool = 5`` is not ours)
+            return pyproject
+        if "berrymq" in data:  # written as in berrymq.toml: not passed over in silence
             return pyproject
     return None
 
@@ -172,7 +176,9 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
         line = _toml_line(exc)
         if line is None and "end of document" in str(exc):
             line = max(1, len(text.splitlines()))
-        raise SettingsError(f"not valid TOML: {exc}", path, line) from exc
+        bom = " (the file begins with a byte order mark: save it without one)" if (
+            text.startswith("\ufeff")) else ""
+        raise SettingsError(f"not valid TOML: {exc}{bom}", path, line) from exc
     is_pyproject = path.name == "pyproject.toml"
     table_name = "tool.berrymq" if is_pyproject else "berrymq"
     blank = Settings(path=path, table_name=table_name, text=text)
@@ -182,6 +188,10 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
             raise SettingsError(f"'tool' is {type(tool).__name__}, not a table: berryMQ's "
                                 "settings go in its [tool.berrymq] table", path,
                                 _line_of(text, ("tool",)))
+        if "berrymq" in data and "berrymq" not in tool:
+            raise SettingsError("a [berrymq] table in pyproject.toml is not read: there "
+                                "berryMQ's settings go in [tool.berrymq]", path,
+                                _line_of(text, ("berrymq",)))
         table = tool.get("berrymq", {})
     else:
         unknown = sorted(set(data) - {"berrymq"})

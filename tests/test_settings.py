@@ -144,6 +144,45 @@ def test_a_pyproject_whose_tool_is_not_a_table_is_not_ours_unless_named(in_tmp: 
     assert error.line == 1 and "'tool' is int, not a table" in str(error)
 
 
+@pytest.mark.parametrize("table", [
+    '[tool]\nberrymq = { plugins = ["local"] }\n',
+    '[tool]\nberrymq.plugins = ["local"]\n',
+    '["tool"."berrymq"]\nplugins = ["local"]\n',
+    '[ tool . berrymq ]\nplugins = ["local"]\n',
+])
+def test_a_broken_pyproject_that_may_hold_the_table_is_reported_however_it_is_written(
+        in_tmp: Path, table: str) -> None:
+    """Only a literal ``[tool.berrymq`` made a broken pyproject.toml berryMQ's: any other
+    spelling of the table was passed over, its allow-list with it, and every installed
+    plugin ran."""
+    (in_tmp / "pyproject.toml").write_text('[project]\nname = "x\n' + table)
+    assert find_settings() == in_tmp / "pyproject.toml"
+    with pytest.raises(SettingsError, match="not valid TOML") as info:
+        load_settings()
+    assert info.value.line == 2
+
+
+def test_a_broken_pyproject_that_never_names_berrymq_is_not_ours(in_tmp: Path) -> None:
+    (in_tmp / "pyproject.toml").write_text('[project]\nname = "x\n')
+    assert find_settings() is None
+
+
+def test_a_berrymq_table_at_the_top_of_pyproject_is_refused_naming_tool_berrymq(
+        in_tmp: Path) -> None:
+    """Written as berrymq.toml has it, it was ignored without a word."""
+    (in_tmp / "pyproject.toml").write_text('[project]\nname = "x"\n\n[berrymq]\n'
+                                           'plugins = ["local"]\n')
+    assert find_settings() == in_tmp / "pyproject.toml"
+    with pytest.raises(SettingsError, match=r"go in \[tool.berrymq\]") as info:
+        load_settings()
+    assert info.value.line == 4
+
+
+def test_a_byte_order_mark_is_named_when_it_breaks_the_file(in_tmp: Path) -> None:
+    error = _error(in_tmp, '\ufeff[berrymq]\nhop_limit = 3\n')
+    assert "byte order mark" in str(error)
+
+
 def test_malformed_toml_names_file_and_line(in_tmp: Path) -> None:
     error = _error(in_tmp, '[berrymq]\nplugins = ["local"]\nhop_limit = = 3\n')
     assert error.line == 3
