@@ -17,13 +17,13 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from berrymq.api import DEFAULT_TTL, connect_oneway
 from berrymq.cli import UsageError, node_url, print_json
 from berrymq.default import get_bus
-from berrymq.errors import ConnectionClosed, TransportError
+from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
 from berrymq.identifier import parse
 from berrymq.message import Message
 from berrymq_jsonrpc import protocol as p
@@ -165,20 +165,31 @@ def _stdin_lines(longest: int) -> Iterable[str | None]:
         yield b"".join(pieces).decode("utf-8", "surrogateescape")
 
 
-def _stdin_messages(as_json: bool, errors: list[str], longest: int) -> Iterable[Message]:
-    for number, line in enumerate(_stdin_lines(longest), 1):
-        if line is None:
-            errors.append(f"stdin line {number}: over {longest} bytes, twice the largest "
-                          "request (setting max_size): no message fits it")
-            print(f"berrymq: error: {errors[-1]}; not sent", file=sys.stderr, flush=True)
-            continue
-        if not line.strip():
-            continue
-        try:
-            yield message_from_json(line) if as_json else message_from_words(shlex.split(line))
-        except ValueError as exc:
-            errors.append(f"stdin line {number}: {exc}")
-            print(f"berrymq: error: {errors[-1]}; not sent", file=sys.stderr, flush=True)
+class _StdinMessages:
+    """The messages of stdin's lines; :attr:`number` is the line the last one came from,
+    so that a message the connection refuses (too large once encoded) is named by it."""
+
+    def __init__(self, as_json: bool, errors: list[str], longest: int) -> None:
+        self.as_json, self.errors, self.longest = as_json, errors, longest
+        self.number = 0
+
+    def __iter__(self) -> Iterator[Message]:
+        errors, longest = self.errors, self.longest
+        for number, line in enumerate(_stdin_lines(longest), 1):
+            self.number = number
+            if line is None:
+                errors.append(f"stdin line {number}: over {longest} bytes, twice the largest "
+                              "request (setting max_size): no message fits it")
+                print(f"berrymq: error: {errors[-1]}; not sent", file=sys.stderr, flush=True)
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield (message_from_json(line) if self.as_json
+                       else message_from_words(shlex.split(line)))
+            except ValueError as exc:
+                errors.append(f"stdin line {number}: {exc}")
+                print(f"berrymq: error: {errors[-1]}; not sent", file=sys.stderr, flush=True)
 
 
 def _longest_line(url: str) -> int:
@@ -214,11 +225,15 @@ class _Sending:
                     break
                 try:
                     connection.send(message)
-                except (TypeError, ValueError) as exc:
-                    if not self.from_stdin:
+                except (TypeError, ValueError, MessageTooLarge) as exc:
+                    # (too large: a line under twice max_size whose message is over it)
+                    if not isinstance(self.messages, _StdinMessages):
+                        if isinstance(exc, MessageTooLarge):
+                            raise
                         raise UsageError(str(exc)) from None
-                    self.errors.append(str(exc))
-                    print(f"berrymq: error: {exc}; not sent", file=sys.stderr, flush=True)
+                    self.errors.append(f"stdin line {self.messages.number}: {exc}")
+                    print(f"berrymq: error: {self.errors[-1]}; not sent", file=sys.stderr,
+                          flush=True)
                     continue
                 except ConnectionClosed as exc:
                     raise ConnectionClosed(f"the node at {url} went away after {self.sent} "
@@ -259,7 +274,7 @@ def run_send(args: argparse.Namespace) -> int:
             Message(one.identifier, one.args, {**one.kwargs, **dict(args.kw or [])})]
     errors: list[str] = []
     if from_stdin:
-        messages = _stdin_messages(args.json, errors, _longest_line(url))
+        messages = _StdinMessages(args.json, errors, _longest_line(url))
     sending = _Sending(url, args, messages, from_stdin=from_stdin, errors=errors)
     with quiet_remote_logs():
         _status, signum = run_until_stopped(sending.run, sending.give_up)

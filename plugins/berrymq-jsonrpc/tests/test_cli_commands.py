@@ -196,6 +196,23 @@ def test_send_stdin_skips_a_line_too_deep_or_too_long_and_sends_the_others(
     assert [listener.line() for _ in range(2)] == ["job:c []", "job:d []"]
 
 
+def test_send_stdin_skips_a_line_whose_message_is_over_max_size_and_sends_the_others(
+        tmp_path: Path, procs: list[Proc], node: tuple[Proc, str, str]) -> None:
+    """A line under twice max_size whose message is over max_size ended the run with an
+    error naming no line: the lines after it never sent, and --json printed nothing."""
+    _, tcp, _ = node
+    listener = listen(tmp_path, procs, tcp, "job:*")
+    big = json.dumps(["job:big", ["x" * 1_100_000]])
+    result = run("send", tcp, "-", "--json", cwd=tmp_path,
+                 input=f'["job:a", [1]]\n{big}\n["job:c", [3]]\n')
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout) == {"url": tcp, "sent": 2, "not_sent": 1}
+    errors = result.stderr.strip().splitlines()
+    assert errors[0].startswith("berrymq: error: stdin line 2: a message of "), errors
+    assert errors[0].endswith("; not sent"), errors
+    assert [listener.line() for _ in range(2)] == ["job:a [1]", "job:c [3]"]
+
+
 def test_send_refuses_bytes_that_are_not_utf8(tmp_path: Path, procs: list[Proc],
                                               node: tuple[Proc, str, str]) -> None:
     """On the command line a usage error, on stdin a bad line (reported, skipped, exit 1):
