@@ -113,7 +113,11 @@ class _AskPart:
             grace = _KEPT_GRACE if self.keeps_deadline else 0.0
             concurrent.futures.wait([future], seconds_left(deadline + grace))
             if not future.done():
-                future.cancel()  # not started yet (every helper thread busy): never will
+                if future.cancel():  # not started yet (every helper thread busy): never will
+                    who = (f"{self.who} (not started in time: every one of the bus's "
+                           f"{ASK_PART_THREADS} threads for asks was busy, each with a "
+                           "receiver of an earlier ask still running)")
+                    return replies_so_far([], [], who, timeout, node)
                 return replies_so_far(self.replies, self.running, self.who, timeout, node)
             if self.cut:  # done, but by stopping at the deadline: the rest said as waited for
                 return replies_so_far(self.replies, [self.who], self.who, timeout, node)
@@ -204,7 +208,7 @@ def _part_executor(bus: Bus) -> WaitThreads:
     # Its own pool, not ASK_EXECUTOR's: an ask_async holds a thread of that one while
     # its parts run in these. Bounded: a part that finds every thread busy until its
     # deadline is answered as a timeout (and leaves the queue then, with its message).
-    return WaitThreads(128, _PART_THREAD)
+    return WaitThreads(ASK_PART_THREADS, _PART_THREAD)
 
 
 def _shutdown(executor: WaitThreads) -> None:
@@ -212,6 +216,8 @@ def _shutdown(executor: WaitThreads) -> None:
 
 
 _PART_THREAD = "berrymq-ask"
+#: How many parts of asks (the local receivers, a peer) one bus runs at once.
+ASK_PART_THREADS = 128
 
 #: The threads that run :func:`ask_async_on` requests of one bus.
 ASK_EXECUTOR: StateKey[WaitThreads] = StateKey(

@@ -127,22 +127,21 @@ def find_settings(cwd: Path | None = None) -> Path | None:
     if candidate.is_file() and not _is_empty(candidate):
         return candidate
     pyproject = base / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-            # A broken pyproject.toml is ours to report if it may hold our table, however
-            # written ([tool] berrymq = {...}, ["tool"."berrymq"]): skipping it would drop
-            # the user's allow-list, and every installed plugin would run.
-            if "berrymq" in pyproject.read_text(encoding="utf-8", errors="replace").lower():
-                return pyproject
-            return None
-        tool = data.get("tool")
-        if isinstance(tool, dict) and "berrymq" in tool:  # (``tool = 5`` is not ours)
-            return pyproject
-        if "berrymq" in data:  # written as in berrymq.toml: not passed over in silence
-            return pyproject
-    return None
+    return pyproject if pyproject.is_file() and _is_ours(pyproject) else None
+
+
+def _is_ours(pyproject: Path) -> bool:
+    """Whether ``pyproject`` holds berryMQ's settings, or may: its ``[tool.berrymq]``
+    table, a ``[berrymq]`` table written as in ``berrymq.toml`` (reported when loaded,
+    not passed over in silence), or, when it is not valid TOML, the word anywhere (the
+    table may be written ``[tool] berrymq = {...}`` or ``["tool"."berrymq"]``: skipping
+    the file would drop the user's allow-list, and every installed plugin would run)."""
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return "berrymq" in pyproject.read_text(encoding="utf-8", errors="replace").lower()
+    tool = data.get("tool")
+    return (isinstance(tool, dict) and "berrymq" in tool) or "berrymq" in data
 
 
 def _is_empty(path: Path) -> bool:

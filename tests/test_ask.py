@@ -20,6 +20,7 @@ from berrymq import (
     Message,
     ReplyError,
 )
+from berrymq.ask import ASK_PART_THREADS
 
 
 def test_no_receiver_gives_an_empty_list_at_once(berrymq_bus: Bus) -> None:
@@ -157,6 +158,32 @@ class _PartialPeer:
         threading.Event().wait(timeout)  # the peer's own deadline
         self.gave.set()
         return ["came", ReplyError("TimeoutError", "no reply", "nats", "silent-node")]
+
+
+def test_an_ask_that_finds_every_ask_thread_held_says_so(berrymq_bus: Bus) -> None:
+    """Receivers that never return, asked again and again, hold the bus's threads for
+    asks; an ask of another receiver then never starts, and its entry said that receiver
+    "raised TimeoutError", as if it had run and been slow."""
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def stuck(message: Message) -> None:
+        entered.release()
+        release.wait(WAIT)
+
+    berrymq.regist_function("stuck:*", stuck, weak=False)
+    berrymq.regist_function("fast:*", lambda m: "fast", weak=False)
+    try:
+        for _ in range(ASK_PART_THREADS):
+            berrymq.ask("stuck:x", timeout=0.01)
+        for _ in range(ASK_PART_THREADS):  # every thread holds a stuck receiver now
+            assert entered.acquire(timeout=WAIT)
+        [entry] = berrymq.ask("fast:x", timeout=0.2)
+    finally:
+        release.set()
+    assert isinstance(entry, berrymq.ReplyError) and entry.exception_type == "TimeoutError"
+    assert "not started in time" in entry.receiver, entry
+    assert f"{ASK_PART_THREADS} threads for asks was busy" in entry.receiver, entry
 
 
 def test_a_peer_that_keeps_its_deadline_hands_over_what_came(berrymq_bus: Bus) -> None:
