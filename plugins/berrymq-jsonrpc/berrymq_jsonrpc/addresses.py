@@ -12,7 +12,7 @@ from urllib.parse import SplitResult
 from berrymq.transports.base import url_parts
 
 __all__ = ["bind_family", "host_and_port", "is_loopback", "netloc", "note_served",
-           "served_here", "split_url"]
+           "served_here", "split_url", "unresolved"]
 
 #: The addresses this process's JSON-RPC servers listen on (how many servers each), so
 #: that a JSON-RPC 1.0 ``interconnect`` can tell a callback address of the process's own.
@@ -69,6 +69,21 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(
         ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
     )
+
+
+def unresolved(host: str) -> str | None:
+    """Why ``host``, a name, names no address (the resolver's words), or None when it
+    is an address or resolves."""
+    if host == "localhost":
+        return None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            socket.getaddrinfo(host, None)
+        except OSError as exc:
+            return str(exc.strerror or exc)
+    return None
 
 
 def bind_family(host: str) -> tuple[socket.AddressFamily, str]:

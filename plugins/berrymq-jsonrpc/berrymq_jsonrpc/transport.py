@@ -26,7 +26,7 @@ from berrymq.identifier import Identifier
 from berrymq.transports.base import Connection, Transport
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.addresses import is_loopback, netloc, note_served, split_url
+from berrymq_jsonrpc.addresses import is_loopback, netloc, note_served, split_url, unresolved
 from berrymq_jsonrpc.client import Channel, Link
 from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.draining import CLOSE_DELIVERY_WAIT, LIVE_TRANSPORTS, deliver_what_came
@@ -151,6 +151,10 @@ class RemoteTransport(PeerLinks, Transport):
 
     def listen(self, address: str) -> str:
         host, port = split_url(address, self.scheme)
+        why = unresolved(host)
+        if why is not None:  # (before the secret's rule, which it would be taken for)
+            raise TransportError(f"cannot serve {address}: the host name {host!r} names no "
+                                 f"address ({why})")
         if not is_loopback(host) and not self.secret:
             raise TransportError(
                 f"refusing to serve {address}: it is not a loopback address, and a server "

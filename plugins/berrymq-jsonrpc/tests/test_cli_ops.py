@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line
 from helpers import run_berrymq as run
 from helpers import send_body
 
+from berrymq.bus import Bus
+from berrymq.errors import TransportError
 from berrymq.testing import free_port
 
 #: The settings of a node whose sessions may live at most 100 s, on both transports.
@@ -208,3 +211,14 @@ def test_serve_refuses_two_options_naming_one_address_before_it_binds_any(
     assert line.endswith(f"are the same address 127.0.0.1:{port}: serve binds each address "
                          "once"), line
     assert result.stdout == "", result.stdout  # nothing was served
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_serving_a_host_name_that_names_no_address_says_so(
+        scheme: str, bus_factory: Callable[..., Bus]) -> None:
+    """It said the address was not loopback and needed a shared secret: the user was sent
+    to set one, for a name that resolves to nothing (``host`` mistyped)."""
+    bus = bus_factory()
+    with pytest.raises(TransportError, match=r"the host name 'nosuchhost.invalid' names no "
+                                             r"address \("):
+        bus.transport(scheme).listen(f"{scheme}://nosuchhost.invalid:0")
