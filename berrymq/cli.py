@@ -300,9 +300,16 @@ def _refuse_absent_command(argv: Sequence[str], commands: Commands) -> None:
     """A :class:`UsageError` saying what to do to have the command of ``argv`` when it is
     one that berryMQ's own plugins add (``serve``, ``send``...) and none of them is active."""
     command = next((arg for arg in argv if not arg.startswith("-")), None)
-    if command is None or command not in KNOWN_COMMANDS or command in commands.names():
+    if command is None or command in commands.names():
         return
-    raise UsageError(_absent(f"the command {command!r}", KNOWN_COMMANDS[command]))
+    if command in KNOWN_COMMANDS:
+        raise UsageError(_absent(f"the command {command!r}", KNOWN_COMMANDS[command]))
+    inactive = [info.name for info in get_plugin_host().infos() if not info.active]
+    if inactive:  # (argparse would list the commands there are, and say no more)
+        raise UsageError(
+            f"unknown command {command!r}: the commands there are: "
+            f"{', '.join(sorted(commands.names()))}; installed plugins that are not "
+            f"active may add it: {', '.join(map(repr, inactive))} (see berrymq plugins)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,6 +40,21 @@ def test_plugins_shows_settings_and_inactive(tmp_path: Path) -> None:
     assert f"settings: {tmp_path / 'berrymq.toml'}" in result.stdout
 
 
+def test_an_unknown_command_names_the_installed_plugins_that_are_not_active(
+        tmp_path: Path) -> None:
+    """A command of an outside plugin turned off was argparse's 'invalid choice', which
+    named no plugin (serve, send... of berryMQ's own plugins say how to enable them)."""
+    (tmp_path / "berrymq.toml").write_text('[berrymq]\ndisable = ["local"]\n')
+    result = run("hello", "x", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "berrymq: error: unknown command 'hello'" in result.stderr, result.stderr
+    assert "installed plugins that are not active may add it: 'local'" in result.stderr
+    assert "plugins, " in result.stderr  # the commands there are
+    (tmp_path / "none").mkdir()  # every installed plugin active: argparse's own words
+    result = run("hello", cwd=tmp_path / "none")
+    assert result.returncode == 2 and "invalid choice: 'hello'" in result.stderr
+
+
 def test_bad_settings_is_one_clear_line(tmp_path: Path) -> None:
     (tmp_path / "berrymq.toml").write_text('[berrymq]\nplugins = ["ghost"]\n')
     result = run("plugins", cwd=tmp_path)
@@ -306,8 +321,9 @@ def test_without_the_transport_plugins_there_is_no_serve(tmp_path: Path) -> None
             f"berrymq: error: the command {command!r} comes from the plugin 'jsonrpc-tcp' "
             "or 'jsonrpc-http', and none is active: plugin 'jsonrpc-tcp' is installed but "
             "not active (blocked by BERRYMQ_BLOCK_PLUGINS)"), result.stderr
-    result = run("sevre", cwd=tmp_path, env=env)  # any other word: argparse's own error
-    assert result.returncode == 2 and "invalid choice: 'sevre'" in result.stderr
+    result = run("sevre", cwd=tmp_path, env=env)  # any other word: unknown, which may be
+    assert result.returncode == 2 and "unknown command 'sevre'" in result.stderr  # theirs
+    assert "not active may add it: 'jsonrpc-http', 'jsonrpc-tcp'" in result.stderr
     result = run("graph", "--format", "mermaid", cwd=tmp_path, env=env)
     assert result.returncode == 0 and result.stdout.startswith("flowchart LR")
 
