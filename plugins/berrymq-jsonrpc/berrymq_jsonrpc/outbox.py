@@ -30,6 +30,10 @@ __all__ = ["BATCH_BYTES", "DEFAULT_OUTBOX_BYTES", "DEFAULT_OUTBOX_SIZE", "ENVELO
 
 logger = logging.getLogger("berrymq.remote")
 
+#: How long a delivery lane waits for a full outbox whose peer takes nothing (see
+#: :meth:`Outbox._wait_for_room`); a peer that acknowledges a batch now and then is waited
+#: for up to ``outbox_wait``.
+LANE_PATIENCE = 2.0
 #: The most message text in one ``send_messages`` request: small enough that a hundred
 #: senders' batches queued at one node are acknowledged well within a client's timeout
 #: (at 256 KiB, 100 senders on a loaded 2-CPU machine waited past 10 s for their acks).
@@ -132,6 +136,9 @@ class Outbox:
         self._stopped = False
         self._idle = False
         self._sending = False  # a batch is written and not yet acknowledged
+        #: when the peer last made room (a batch taken off for sending: the one before it
+        #: was acknowledged), for a sender that waits only while the peer moves
+        self._moved = time.monotonic()
         self._wake = asyncio.Event()
         self._task = io_loop.submit(self._run())
         io_loop.bind(self)
@@ -202,16 +209,24 @@ class Outbox:
     def _wait_for_room(self, size: int) -> None:
         if io_loop.in_loop():
             raise self._full_error(size, 0, "a sender on the I/O loop cannot wait for room")
-        if not waits_for_room():
-            # A transport's delivery lane, handing on a message from another process: it
-            # carries every message that comes in, and a wait here (a peer stopped, or not
-            # reading) held up every client of the node for outbox_wait, again and again.
-            raise self._full_error(size, 0, "a message from another process does not wait "
-                                   "for room (it would hold up every other one)")
+        # A transport's delivery lane, handing on a message from another process, carries
+        # every message that comes in: it waits for a peer that takes messages (its pace
+        # is every sender's then, as a slow local receiver's is), not for one that took
+        # none for LANE_PATIENCE (stopped, or not reading), which held up every client of
+        # the node for outbox_wait, again and again.
+        lane = not waits_for_room()
         deadline = time.monotonic() + self.block_timeout
         with self._room:
             while self._full(size) and self.failure is None and not self._stopped:
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                left = deadline - now
+                if lane and self._moved + LANE_PATIENCE - now < left:
+                    left = self._moved + LANE_PATIENCE - now
+                    if left <= 0:
+                        raise self._full_error(size, 0, (
+                            f"the peer took none of them for {LANE_PATIENCE:g}s, and a "
+                            "message from another process does not wait longer (it would "
+                            "hold up every other one)"))
                 if left <= 0:
                     raise self._full_error(size, self.block_timeout)
                 self._room.wait(left)
@@ -288,6 +303,7 @@ class Outbox:
                     batch.append(text)
                     size += byte_size(text) + 1
                 self.queued_bytes -= size - len(batch) + 1
+                self._moved = time.monotonic()
                 self._notify_room()
                 await self._send(batch)
         finally:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from typing import Any
 
 import berrymq
 
 queues: dict[str, berrymq.Queue] = {}
 keep: list[Any] = []
+counted: dict[str, int] = {}
 
 
 def encode(message: berrymq.Message) -> list[Any]:
@@ -70,6 +72,20 @@ def run(command: dict[str, Any]) -> Any:
         keep.append(answer)
         berrymq.regist_function(command["pattern"], answer)
         return None
+    if op == "slow":  # a receiver that takes ``delay`` seconds of CPU per message, counted
+        delay = command["delay"]
+
+        def slow(message: berrymq.Message) -> None:
+            until = time.perf_counter() + delay
+            while time.perf_counter() < until:
+                pass
+            counted[command["pattern"]] = counted.get(command["pattern"], 0) + 1
+
+        keep.append(slow)
+        berrymq.regist_function(command["pattern"], slow)
+        return None
+    if op == "count":
+        return counted.get(command["pattern"], 0)
     if op == "twitter":
         berrymq.twitter(command["id"], *command.get("args", []), **command.get("kwargs", {}))
         return None
