@@ -135,8 +135,18 @@ def _apply_core_settings(bus: Bus) -> None:
     error. Settings that start something (``multiplicity``, the plugins' taps) wait for
     the start too.
     """
-    with suppress(SettingsError, PluginError, PluginNotAvailable):
-        bus.apply_core_settings()
+    if getattr(_applying, "on", False):
+        return  # a plugin's import, within the loading below, asking for the bus: as it is
+    _applying.on = True
+    try:
+        with suppress(SettingsError, PluginError, PluginNotAvailable):
+            bus.apply_core_settings()
+    finally:
+        _applying.on = False
+
+
+#: Set while this thread applies the core settings (and so loads the plugins).
+_applying = threading.local()
 
 
 def bus_or_default(bus: object, who: str) -> Bus:

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from helpers import WAIT, child_env
+from helpers import WAIT, child_env, plugin_site
 
 import berrymq
 from berrymq.default import _EmptyHolder, _Holder, holder
@@ -191,6 +191,21 @@ def test_a_settings_file_that_does_not_load_still_lets_get_bus_hand_out_the_bus(
                           timeout=60, cwd=tmp_path, env=child_env())
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [False, False, 32, "hop_limit must be an integer, got str"]
+
+
+def test_a_plugin_whose_import_asks_for_the_default_bus_does_not_hang_it(
+        tmp_path: Path) -> None:
+    """``get_bus()`` loads the plugins to read the settings; a plugin module that calls
+    ``berrymq.get_bus()`` as it is imported waited for that loading, in its own thread,
+    for ever. It gets the bus as it is then; the caller's gets the settings."""
+    (tmp_path / "berrymq.toml").write_text("[berrymq]\nhop_limit = 7\n")
+    env = plugin_site(tmp_path, "early", "import berrymq\nBUS = berrymq.get_bus()\n")
+    script = ("import json, berrymq\nbus = berrymq.get_bus()\n"
+              "print(json.dumps([bus.hop_limit, bus.started]))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=WAIT * 2, cwd=tmp_path, env={**child_env(), **env})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [7, False]
 
 
 def test_senders_find_a_bus_while_the_default_bus_is_swapped() -> None:
