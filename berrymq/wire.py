@@ -107,17 +107,26 @@ def refuse_other_keys(value: Any) -> None:
     Called once :func:`dumps` wrote an object beyond the envelope's (the common message
     holds none, and costs nothing here)."""
     stack = [value]
+    push, pop, scalars = stack.append, stack.pop, _SCALARS
     while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
+        item = pop()
+        kind = type(item)
+        if kind is dict or isinstance(item, dict):
             for key, inner in item.items():
-                if not isinstance(key, str):
+                if type(key) is not str and not isinstance(key, str):
                     raise TypeError(f"a dict key {key!r} ({type(key).__name__}): JSON object "
                                     "keys are strings, and the other side would get another "
                                     "key; make the keys strings")
-                stack.append(inner)
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
+                if type(inner) not in scalars:
+                    push(inner)
+        elif kind is list or kind is tuple or isinstance(item, list | tuple):
+            for inner in item:
+                if type(inner) not in scalars:
+                    push(inner)
+
+
+#: what :func:`refuse_other_keys` need not look into
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def byte_size(text: str) -> int:
@@ -271,8 +280,10 @@ def _encode(message: Message, reply_to: Identifier | None, taken: tuple[str, ...
         value = (ident.text, args, kwargs, more)
     try:
         text = dumps(value)
-        # (the envelope has one object, kwargs, and the extras another: more holds a dict)
-        if text.count("{") > len(value) - 2:
+        # An object with a key starts '{"' in JSON text (in a string it would be '{\\"'):
+        # kwargs, when it has keys, and the extras are the envelope's; any more is a dict
+        # inside the arguments, whose keys are looked at then.
+        if text.count('{"') > (1 if kwargs else 0) + len(value) - 3:
             refuse_other_keys((args, kwargs))
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"message {ident} cannot be sent to another process: its arguments "
@@ -373,7 +384,7 @@ def encode_reply(value: Any, node: str, receiver: object = None) -> dict[str, An
     why = ""
     try:
         text = dumps(value)
-        if "{" in text:
+        if '{"' in text:  # (an object with keys: see _encode)
             refuse_other_keys(value)
         deep = nested_deeper(text, MAX_MESSAGE_DEPTH)
     except (TypeError, ValueError) as exc:

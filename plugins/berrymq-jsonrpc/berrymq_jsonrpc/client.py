@@ -28,12 +28,13 @@ from berrymq.errors import (
     ConnectionClosed,
     MessageTooLarge,
     QueueFull,
+    RemoteError,
     TransportError,
 )
 from berrymq.identifier import Identifier
 from berrymq.transports import base
 from berrymq.transports.ioloop import io_loop
-from berrymq.wire import byte_size, decode_replies, encode_message
+from berrymq.wire import byte_size, decode_replies, encode_message, refuse_other_keys
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc_client import encode_request, parse_reply
 from berrymq_jsonrpc.outbox import (
@@ -44,6 +45,7 @@ from berrymq_jsonrpc.outbox import (
     Outbox,
 )
 from berrymq_jsonrpc.sizes import measure, message_limit, too_large_detail, unmeasured
+from berrymq_jsonrpc.turns import busy_pause
 
 if TYPE_CHECKING:
     from berrymq.message import Message
@@ -341,10 +343,30 @@ class Link(base.Link):
         size = measure(message)  # the rule every message meets, a question's too
         if size > message_limit(self.channel.max_size):
             raise MessageTooLarge(too_large_detail(size, self.channel.max_size))
+        try:  # (as encode_message does for a message)
+            refuse_other_keys((message[1], message[2]))
+        except TypeError as exc:
+            raise TypeError(f"message {message[0]} cannot be sent to another process: "
+                            f"{exc}") from None
         # messages sent before the question arrive before it (refusals among them are for
         # the sender's next flush to report, not for this question)
         self.outbox.flush(timeout, report=False)
         channel = self.channel
+        pause = 0.0
+        while True:
+            try:
+                result = self._ask(channel, message, deadline, timeout)
+                break
+            except RemoteError as exc:
+                again = busy_pause(exc, pause, deadline)
+                if again is None:
+                    raise
+            pause = again
+            time.sleep(pause)
+        return decode_replies(result, channel.url)
+
+    def _ask(self, channel: Channel, message: Message, deadline: float, timeout: float) -> Any:
+        """One ``ask`` request, in a turn of ``channel``'s (see :meth:`request`)."""
         with channel.waiting_turn(deadline) as turn:
             if not turn:  # every turn was taken until the deadline
                 raise NoAnswer(channel.url, timeout)
@@ -354,14 +376,13 @@ class Link(base.Link):
                 # the peer answers by then, and this side waits _PEER_MARGIN more for it
                 # (in milliseconds: the entry of a receiver still running names the
                 # asker's 0.5 s, not the 0.49998 s left after the flush)
-                "timeout": round(left, 3), "token": self.token,
+                "timeout": round(left, 3) or left, "token": self.token,
             }
             if message[4] is not None:
                 params["uid"] = message[4]
             if message[3]:
                 params["hops"] = message[3]
-            result = channel.call(p.METHOD_ASK, params, timeout=left + _PEER_MARGIN)
-        return decode_replies(result, channel.url)
+            return channel.call(p.METHOD_ASK, params, timeout=left + _PEER_MARGIN)
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is queued, then stop (idempotent); the channel is the owner's unless

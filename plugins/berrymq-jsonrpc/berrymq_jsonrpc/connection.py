@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from berrymq.errors import ConnectionClosed, TransportError
+from berrymq.errors import ConnectionClosed, RemoteError, TransportError
 from berrymq.message import Message
 from berrymq.timeouts import wait_limit
 from berrymq.transports.base import ConnectionRow
@@ -26,6 +26,7 @@ from berrymq.wire import WireError, decode_message
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.client import Channel, Link
 from berrymq_jsonrpc.sessions import Session, in_waits
+from berrymq_jsonrpc.turns import busy_pause, refused_as_busy
 
 if TYPE_CHECKING:
     from berrymq_jsonrpc.transport import RemoteTransport
@@ -57,6 +58,7 @@ class ServerQueue:
         connection = self.connection
         transport = connection.transport
         deadline = None if limit is None else time.monotonic() + limit
+        pause = 0.0  # (before asking again after a refusal: see busy_pause)
         while True:
             with connection.channel.waiting_turn(deadline) as turn:  # (a node's max_waiting)
                 if not turn:
@@ -73,7 +75,16 @@ class ServerQueue:
                         self._pace(asked, wait, deadline)
                         continue
                     raise
-            return self._message(entry)
+                except RemoteError as exc:
+                    again = busy_pause(exc, pause, deadline)
+                    if again is None:
+                        if refused_as_busy(exc) and deadline is not None:
+                            raise queue.Empty from None  # its time ran out, nothing came
+                        raise
+                else:
+                    return self._message(entry)
+            pause = again  # refused as one too many: asked again after a pause, turn given back
+            time.sleep(pause)
 
     @staticmethod
     def _pace(asked: float, wait: float, deadline: float | None) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from berrymq.bus import Bus
+from berrymq.errors import ReplyError
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 
@@ -85,3 +86,58 @@ def test_more_threads_than_max_waiting_get_through_one_connection(
     assert [type(result) for result in results] == [queue.Empty] * THREADS, results
     bus.twitter("job:run", 1)  # and the connection still works
     assert connection.get(timeout=WAIT).args == (1,)
+
+
+def test_a_node_with_a_lower_max_waiting_is_asked_again_not_refused(
+        bus_factory: Callable[..., Bus]) -> None:
+    """The turns here are 16; a node whose max_waiting is 4 refused the fifth thread's ask
+    with Limit reached (and a node counts an ask this side gave up on until its receiver
+    returns): such a refusal is asked again within the ask's timeout."""
+    bus = bus_factory(jsonrpc_tcp={"max_waiting": 4})
+    url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
+    entered = threading.Semaphore(0)
+    release = threading.Event()
+
+    def held(message: Message) -> str:
+        entered.release()
+        release.wait(WAIT)
+        return "done"
+
+    bus.subscribe("slow:ask", held, weak=False)
+    asker = bus_factory()
+    asker.track_connection(asker.transport("tcp").connect_oneway(url, 60))
+
+    def release_when_4_run() -> None:
+        for _ in range(4):
+            assert entered.acquire(timeout=WAIT)
+        release.set()
+
+    releaser = threading.Thread(target=release_when_4_run)
+    releaser.start()
+    results = run_threads(8, lambda: asker.ask("slow:ask", timeout=WAIT))
+    releaser.join(WAIT)
+    assert results == [["done"]] * 8
+
+
+def test_a_question_with_a_dict_key_that_is_not_a_string_is_refused(
+        node: tuple[Bus, str], bus_factory: Callable[..., Bus]) -> None:
+    bus, url = node
+    asked: list[Any] = []
+    bus.subscribe("k:ask", asked.append, weak=False)
+    asker = bus_factory()
+    asker.track_connection(asker.transport("tcp").connect_oneway(url, 60))
+    [entry] = asker.ask("k:ask", {1: "a", "1": "b"}, timeout=WAIT)  # it reached the node
+    assert isinstance(entry, ReplyError) and entry.exception_type == "TypeError", entry
+    assert "message k:ask cannot be sent" in entry.message and "a dict key 1 (int)" in entry.message
+    assert asked == []  # as ({'1': 'b'},)
+
+
+def test_gets_beyond_a_lower_max_waiting_of_the_node_wait_their_turn_there_too(
+        bus_factory: Callable[..., Bus]) -> None:
+    bus = bus_factory(jsonrpc_tcp={"max_waiting": 2})
+    url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
+    getter = bus_factory()
+    connection = getter.transport("tcp").connect_via_queue(url, Identifier("job:*"), 60)
+    getter.track_connection(connection)
+    results = run_threads(6, lambda: connection.get(timeout=1.0))
+    assert [type(result) for result in results] == [queue.Empty] * 6, results
