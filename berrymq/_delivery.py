@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from berrymq._hops import get_box, get_ident, hop_box
@@ -21,7 +21,7 @@ from berrymq._index import DIRECT, DISPATCH, NOBODY, RouteEntry
 from berrymq._losses import HOP_LIMIT, LOSSES
 from berrymq._pending import PendingReply
 from berrymq.errors import QueueFull
-from berrymq.identifier import Identifier
+from berrymq.identifier import WILDCARD, Identifier
 from berrymq.message import Message, new_message
 from berrymq.subscription import Subscription
 
@@ -220,12 +220,18 @@ class TalkAnswer:
     when its coroutine is done), of the receivers whose kind answers (``answers``): what
     another kind returns (a store's own bookkeeping) is no reply, as for ``ask``."""
 
-    __slots__ = ("bus", "hops", "reply_to")
+    __slots__ = ("bus", "hops", "reply_to", "send")
 
-    def __init__(self, bus: Bus, reply_to: Identifier, hops: int) -> None:
+    def __init__(self, bus: Bus, reply_to: Identifier, hops: int, from_peer: bool = False
+                 ) -> None:
         self.bus = bus
         self.reply_to = reply_to
         self.hops = hops  # of the reply: the message's plus one
+        #: how a reply is sent: ``twitter``, or for a talk from another process whose
+        #: reply_to has a wildcard name, without this bus's local receivers
+        self.send: Callable[[Identifier, object], None] = (
+            _replier_for_peer(bus) if from_peer and reply_to.name == WILDCARD
+            else bus.twitter)
 
     def calling(self, subscription: Subscription, receiver: object) -> None:
         pass
@@ -234,12 +240,30 @@ class TalkAnswer:
         if result is None or not subscription.answers:
             return
         if type(result) is PendingReply:
-            result.send_reply(self.bus, self.reply_to, self.hops)
+            result.send_reply(self.bus, self.reply_to, self.hops, self.send)
         else:
-            self.bus.twitter(self.reply_to, result)
+            self.send(self.reply_to, result)
 
     def raised(self, subscription: Subscription, receiver: object, exc: Exception) -> bool:
         return False
+
+
+def _replier_for_peer(bus: Bus) -> Callable[[Identifier, object], None]:
+    """``bus.twitter`` for the replies to a talk from another process whose ``reply_to``
+    has a wildcard name (``*:done``): to the peers and to this bus's receivers, but for
+    those of local patterns, as the talk itself (a client named ``*:shutdown`` to have a
+    node's private ``_admin:shutdown`` receiver run with a reply)."""
+
+    def send(reply_to: Identifier, value: object) -> None:
+        hops = hop_box()[0]  # (set by deliver: the talk's plus one)
+        if looping(bus, reply_to, hops):
+            return
+        node = bus.node
+        uid = node.new_uid() if node is not None and node.forwarders else None
+        bus.dispatch(new_message((reply_to, (value,), {}, hops, uid)),
+                     bus.index.lookup(reply_to, from_peer=True), None)
+
+    return send
 
 
 class BusOwner(Protocol):
@@ -364,7 +388,8 @@ def deliver_talk(bus: Bus, message: Message, reply_to: Identifier,
     route = bus.index.lookup(message[0], from_peer)
     errors = None
     if route:
-        errors = run_here(bus, route, message, TalkAnswer(bus, reply_to, message[3] + 1))
+        errors = run_here(bus, route, message,
+                          TalkAnswer(bus, reply_to, message[3] + 1, from_peer))
     if refused is not None:
         errors, refused = with_refusal(errors, refused), None
     if bus.taps:  # as Bus.dispatch: a talk message is observed like any other

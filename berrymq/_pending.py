@@ -150,8 +150,10 @@ class PendingReply:
             raise exc
         return self._result
 
-    def send_reply(self, bus: Bus, reply_to: Identifier, hops: int) -> None:
-        """For ``talk``: send the result (if not None) to ``reply_to`` when it is there."""
+    def send_reply(self, bus: Bus, reply_to: Identifier, hops: int,
+                   send: Callable[[Identifier, object], None] | None = None) -> None:
+        """For ``talk``: send the result (if not None) to ``reply_to`` when it is there,
+        with ``send`` (default: ``bus.twitter``)."""
 
         def done(reply: PendingReply) -> None:
             if reply.cancelled() or reply.exception() is not None:
@@ -163,7 +165,7 @@ class PendingReply:
             outer = box[0]
             box[0] = hops
             try:
-                bus.twitter(reply_to, result)
+                (bus.twitter if send is None else send)(reply_to, result)
             except QueueFull as exc:  # runs on the loop: nobody to tell, so counted
                 bus.state(LOSSES).add(REPLY_REFUSED, logging.ERROR, "the reply of %s to %s "
                                       "was refused: %s", self.receiver, reply_to, exc)

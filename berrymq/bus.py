@@ -261,7 +261,8 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
         deliver_talk(self, message, reply_to, forward_first(self, message, None, reply_to))
 
     def ask_local(self, message: Message, timeout: float | None = 5.0, *,
-                  into: list[Any] | None = None, running: list[str] | None = None) -> list[Any]:
+                  into: list[Any] | None = None, running: list[str] | None = None,
+                  from_peer: bool = False) -> list[Any]:
         """Run this bus's receivers of ``message`` in this thread and return their
         return values in registration order; a receiver that raised gives a
         :class:`berrymq.ReplyError` in its place. A queue is not a replying receiver: one
@@ -271,8 +272,11 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
 
         :param into: append the replies to this list as they come (and return it).
         :param running: a one-element list set to the name of the receiver running now.
+        :param from_peer: asked by another bus (or process): its local receivers (``_``
+            patterns) are left out, which a wildcard name would reach.
         """
-        return _ask_local(self, message, timeout, into=into, running=running)
+        return _ask_local(self, message, timeout, into=into, running=running,
+                          from_peer=from_peer)
 
     def ask(self, identifier: str | Identifier, /, *args: Any, timeout: float = 5.0,
             **kwargs: Any) -> list[Any]:

@@ -191,7 +191,7 @@ class _MemoryLink(Link):
         uid = message[4]
         if uid is not None and not self.peer.first_request(uid):
             return []  # asked over another link to the same bus: its receivers ran once
-        return self.peer.ask_local(message, timeout)
+        return self.peer.ask_local(message, timeout, from_peer=True)
 
     def close(self) -> None:
         self.closed = True

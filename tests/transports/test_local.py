@@ -81,6 +81,25 @@ def test_talk_and_ask_across_linked_buses(nodes: list[Bus]) -> None:
     assert [m.args for m in take_all(replies)] == [(42,)]
 
 
+def test_a_linked_bus_reaches_no_local_receiver_of_its_peer_by_a_wildcard(
+        nodes: list[Bus]) -> None:
+    """A bus's local receivers (``_`` patterns) are its own: a message, an ask or a talk
+    reply named with a wildcard from a linked bus ran them (an ask still did after the
+    messages were kept out)."""
+    a, b, _ = nodes
+    a.transport("local").interconnect(serve(b), ttl=10)
+    ran: list[str] = []
+    b.subscribe("_admin:stop", lambda m: ran.append(m.id) or "private", weak=False)
+    b.subscribe("svc:stop", lambda m: "public", weak=False)
+    b.subscribe("svc:status", lambda m: "ok", weak=False)
+    assert a.ask("*:stop") == ["public"]
+    a.twitter("*:stop")
+    a.talk("svc:status", "*:stop")
+    assert ran == []
+    b.twitter("*:stop")  # within the bus: reached
+    assert ran == ["*:stop"]
+
+
 def test_unknown_address_and_ttl_validation(nodes: list[Bus]) -> None:
     with pytest.raises(ConnectionClosed, match="no bus serves local://nobody"):
         nodes[0].transport("local").connect_oneway("local://nobody", ttl=10)

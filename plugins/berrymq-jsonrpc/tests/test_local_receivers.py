@@ -106,3 +106,23 @@ def test_a_wildcard_from_an_interconnected_process_does_not_reach_local_receiver
         assert node.private == []
     finally:
         node.close()
+
+
+def test_a_talk_from_outside_whose_reply_to_is_a_wildcard_reaches_no_local_receiver(
+        bus_factory: Callable[..., Bus]) -> None:
+    """The node sends its receivers' replies to the talk's reply_to: ``*:shutdown`` ran
+    its private ``_admin:shutdown`` receiver with a reply."""
+    node = Node(bus_factory, "tcp")
+    node.bus.subscribe("svc:status", lambda m: "status-ok", weak=False)
+    sender = bus_factory()
+    try:
+        connection = sender.transport("tcp").interconnect(f"tcp://127.0.0.1:{node.port}", 60)
+        sender.track_connection(connection)
+        replies = berrymq.Queue("svc:shutdown", bus=sender)
+        sender.talk("svc:status", "*:shutdown")
+        assert replies.get(timeout=WAIT).args == ("status-ok",)  # the peers have the reply
+        assert node.public == ["*:shutdown"]  # and the node's receivers but local ones
+        assert node.private == []
+        replies.close()
+    finally:
+        node.close()

@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from helpers import serve, tcp_call, wait_for
-
 from berrymq_jsonrpc.outbox import LANE_PATIENCE
+from helpers import serve, tcp_call, wait_for
 
 from berrymq.bus import Bus
 from berrymq.message import Message
