@@ -150,6 +150,15 @@ class _DefaultTtl(float):
 
     __slots__ = ()
 
+    def __copy__(self) -> _DefaultTtl:
+        return self  # one default, told by identity
+
+    def __deepcopy__(self, memo: object) -> _DefaultTtl:
+        return self
+
+    def __reduce__(self) -> str:
+        return "DEFAULT_TTL"  # unpickled as berrymq.api.DEFAULT_TTL
+
 
 #: See :class:`_DefaultTtl`.
 DEFAULT_TTL: float = _DefaultTtl(1000)

@@ -267,10 +267,11 @@ class RemoteTransport(PeerLinks, Transport):
     def interconnect(self, address: str, ttl: float) -> Connection:
         own = self._own_address()
         channel = self._channel(address)
-        if ttl is DEFAULT_TTL:  # (see _within_max_ttl)
-            ttl = min(ttl, self.service.max_ttl)
+        # (the default ttl is this node's cap where that is lower; the peer's is asked
+        # with the default itself: see _within_max_ttl)
+        own_ttl = min(ttl, self.service.max_ttl) if ttl is DEFAULT_TTL else ttl
         try:  # the session here that the peer's messages come in on
-            session = self.service.open_session("interconnect", ttl, channel)
+            session = self.service.open_session("interconnect", own_ttl, channel)
         except JsonRpcError as exc:  # a cap of this node's own (max_ttl, max_sessions)
             channel.close()
             detail = exc.data.get("detail") if isinstance(exc.data, dict) else exc.data

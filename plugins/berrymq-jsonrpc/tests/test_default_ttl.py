@@ -5,6 +5,8 @@ with the defaults was refused once an operator lowered ``max_ttl``.)"""
 
 from __future__ import annotations
 
+import copy
+import pickle
 from collections.abc import Callable
 
 import pytest
@@ -53,3 +55,23 @@ def test_an_interconnect_with_the_default_ttl_keeps_this_nodes_own_max_ttl(
     assert [session.ttl for session in own] == [50.0]
     with pytest.raises(TransportError, match="max_ttl"):
         client.transport("tcp").interconnect(url, 1000.0)
+
+
+def test_an_interconnect_with_the_default_ttl_takes_both_nodes_lower_caps(
+        bus_factory: Callable[..., Bus]) -> None:
+    """This node's cap of 500 was sent as the ttl, no longer the default, and the peer's
+    cap of 300 refused it."""
+    node = bus_factory(jsonrpc_tcp={"max_ttl": 300})
+    url = node.transport("tcp").listen("tcp://127.0.0.1:0")
+    client = bus_factory(jsonrpc_tcp={"max_ttl": 500})
+    connection = client.transport("tcp").interconnect(url, DEFAULT_TTL)
+    client.track_connection(connection)
+    assert [s.ttl for s in client.transport("tcp").service.sessions.values()] == [500.0]
+    assert [s.ttl for s in node.transport("tcp").service.sessions.values()] == [300.0]
+
+
+def test_the_default_ttl_stays_the_default_when_copied_or_pickled() -> None:
+    assert copy.copy(DEFAULT_TTL) is DEFAULT_TTL
+    assert copy.deepcopy(DEFAULT_TTL) is DEFAULT_TTL
+    assert pickle.loads(pickle.dumps(DEFAULT_TTL)) is DEFAULT_TTL
+    assert DEFAULT_TTL == 1000
