@@ -78,15 +78,21 @@ class Subscribing:
         A class covers its instances (its subclasses' too) and the class methods and
         static methods it defines itself. A static method is registered as its plain
         function, which names no class, so it is looked up in the class's namespace
-        (``unfollow(SomeClass)`` left a ``@following`` static method receiving).
+        (``unfollow(SomeClass)`` left a ``@following`` static method receiving); a
+        function written elsewhere that the class merely holds (``staticmethod(log)``)
+        is not the class's, and keeps following.
 
         Returns how many subscriptions were cancelled.
         """
         cancelled = self.index.remove_matching(target)
-        if isinstance(target, type):  # its own static methods, not those it inherits
+        if isinstance(target, type):  # the static methods written in its body
+            inside = f"{target.__qualname__}."
             for value in list(vars(target).values()):
-                if isinstance(value, staticmethod):
-                    cancelled += self.index.remove_matching(value.__func__)
+                function = value.__func__ if isinstance(value, staticmethod) else None
+                # (not a function defined elsewhere that it holds: staticmethod(log))
+                if function is not None and getattr(function, "__qualname__", "").startswith(
+                        inside) and getattr(function, "__module__", None) == target.__module__:
+                    cancelled += self.index.remove_matching(function)
         return cancelled
 
     def subscriptions(self) -> list[Subscription]:

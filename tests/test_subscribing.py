@@ -77,6 +77,25 @@ def test_a_wrong_argument_is_refused_by_name_and_nothing_subscribes(
     assert bus.subscriptions() == []
 
 
+def test_unfollow_of_a_class_leaves_a_function_it_only_holds_as_a_static_method(
+        bus: Bus) -> None:
+    """``helper = staticmethod(log)`` in a class body: ``log`` is not the class's, and a
+    ``unfollow(Service)`` stopped it following."""
+    got: list[str] = []
+
+    def log(message: Message) -> None:
+        got.append(message.id)
+
+    bus.subscribe("log:*", log)
+
+    class Service:
+        helper = staticmethod(log)
+
+    assert bus.unfollow(Service) == 0
+    bus.twitter("log:one")
+    assert got == ["log:one"]
+
+
 def test_unfollow_of_a_class_covers_the_static_methods_it_defines(bus: Bus) -> None:
     """A static method is registered as its plain function: ``unfollow(Service)`` found
     nothing of a Follower whose one receiver is static (0, and it kept receiving), and
