@@ -139,9 +139,27 @@ def _is_ours(pyproject: Path) -> bool:
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return "berrymq" in pyproject.read_text(encoding="utf-8", errors="replace").lower()
+        return _names_our_table(pyproject.read_text(encoding="utf-8", errors="replace"))
     tool = data.get("tool")
     return (isinstance(tool, dict) and "berrymq" in tool) or "berrymq" in data
+
+
+def _names_our_table(text: str) -> bool:
+    """Whether a line of ``text`` (not valid TOML) opens or sets berryMQ's table, however
+    written: a table header naming ``berrymq`` (``[tool.berrymq]``, ``["tool"."berrymq"]``,
+    ``[ tool . berrymq ]``) or a key with ``berrymq`` as one of its parts (``berrymq =
+    {...}``, ``berrymq.plugins = [...]``). A line that only names the package (a
+    dependency, ``"berrymq>=0.4"``) does not: such a broken file is the project's, not
+    berryMQ's, to report."""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and "berrymq" in stripped.lower():
+            return True
+        key, equals, _ = stripped.partition("=")
+        parts = key.replace('"', "").replace("'", "").replace(" ", "").lower().split(".")
+        if equals and "berrymq" in parts:
+            return True
+    return False
 
 
 def _is_empty(path: Path) -> bool:

@@ -162,8 +162,16 @@ def test_a_broken_pyproject_that_may_hold_the_table_is_reported_however_it_is_wr
     assert info.value.line == 2
 
 
-def test_a_broken_pyproject_that_never_names_berrymq_is_not_ours(in_tmp: Path) -> None:
-    (in_tmp / "pyproject.toml").write_text('[project]\nname = "x\n')
+@pytest.mark.parametrize("text", [
+    '[project]\nname = "x\n',
+    '[project]\nname = "x"\ndependencies = [\n  "berrymq>=0.4",\n]\n[tool.black]\nline = [1,\n',
+    '[project]\ndependencies = ["berrymq"]\n[tool.black]\nline = [1,\n',
+])
+def test_a_broken_pyproject_that_does_not_set_the_table_is_not_ours(
+        in_tmp: Path, text: str) -> None:
+    """Naming the package as a dependency does not make a broken file berryMQ's: it
+    stopped every program of the project with the project's own TOML error."""
+    (in_tmp / "pyproject.toml").write_text(text)
     assert find_settings() is None
 
 
