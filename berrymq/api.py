@@ -15,7 +15,13 @@ from berrymq.errors import ConnectionClosed
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message
 from berrymq.receivers.functions import FUNCTIONS
-from berrymq.transports.base import Address, Connection, normalize_address, place_of
+from berrymq.transports.base import (
+    Address,
+    Connection,
+    normalize_address,
+    place_of,
+    same_place,
+)
 
 __all__ = [
     "ask",
@@ -305,7 +311,7 @@ def close_connection(addr: Address | None = None) -> None:
     open_now = bus.connections()
     closed = 0
     for connection in open_now:
-        if wanted is None or place_of(connection.address) == wanted:
+        if wanted is None or same_place(wanted, place_of(connection.address)):
             connection.close()
             bus.untrack_connection(connection)
             closed += 1
