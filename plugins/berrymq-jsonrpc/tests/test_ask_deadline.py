@@ -54,9 +54,10 @@ def stuck_node(bus_factory: Callable[..., Bus], released: threading.Event
     return tcp_port, http_port, entered
 
 
-@pytest.mark.parametrize("scheme", ["tcp", "http"])
-def test_a_receiver_still_running_at_the_timeout_gives_a_timeout_entry(
-        scheme: str, bus_factory: Callable[..., Bus], released: threading.Event) -> None:
+def quoting_node(bus_factory: Callable[..., Bus], scheme: str,
+                 released: threading.Event) -> int:
+    """The port of a node serving ``scheme`` where ``price:quote`` has a quick receiver,
+    then ``slow_quote``, stuck until ``released``."""
     bus, port = serve(bus_factory, scheme)
     bus.subscribe("price:quote", lambda m: m.args[0] * 9.5, weak=False)
 
@@ -65,6 +66,13 @@ def test_a_receiver_still_running_at_the_timeout_gives_a_timeout_entry(
         return 0.0
 
     bus.subscribe("price:quote", slow_quote, weak=False)
+    return port
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_receiver_still_running_at_the_timeout_gives_a_timeout_entry(
+        scheme: str, bus_factory: Callable[..., Bus], released: threading.Event) -> None:
+    port = quoting_node(bus_factory, scheme, released)
     started = time.monotonic()
     if scheme == "tcp":
         with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
@@ -84,18 +92,10 @@ def test_a_receiver_still_running_at_the_timeout_gives_a_timeout_entry(
 def test_berrymqs_client_gets_the_replies_that_came_before_the_timeout(
         scheme: str, style: str, bus_factory: Callable[..., Bus],
         released: threading.Event) -> None:
-    """The node answers at its deadline with the replies so far; berryMQ's client asked it
-    to answer a little before its own, so that answer comes back in time: it stopped
-    waiting at the same moment and returned one TimeoutError naming the link, the fast
-    receiver's reply lost with it."""
-    bus, port = serve(bus_factory, scheme)
-    bus.subscribe("price:quote", lambda m: m.args[0] * 9.5, weak=False)
-
-    def slow_quote(message: Message) -> float:
-        released.wait(WAIT)
-        return 0.0
-
-    bus.subscribe("price:quote", slow_quote, weak=False)
+    """The node answers at its deadline with the replies so far; berryMQ's client waits a
+    moment past its own for that answer: it stopped waiting at the same moment and
+    returned one TimeoutError naming the link, the fast receiver's reply lost with it."""
+    port = quoting_node(bus_factory, scheme, released)
     asker = bus_factory()
     if scheme == "http" and style == "interconnect":
         asker.transport("http").listen("http://127.0.0.1:0")  # the node calls back here

@@ -48,9 +48,10 @@ def node(bus_factory: Callable[..., Bus]) -> tuple[Bus, str]:
     return bus, bus.transport("tcp").listen("tcp://127.0.0.1:0")
 
 
-def test_more_threads_than_max_waiting_ask_through_one_connection(
-        node: tuple[Bus, str], bus_factory: Callable[..., Bus]) -> None:
-    bus, url = node
+def asks_while_held(bus: Bus, url: str, bus_factory: Callable[..., Bus], threads: int,
+                    at_once: int) -> list[Any]:
+    """What ``threads`` threads of another bus sharing one connection to ``url`` get from
+    ``ask`` of a receiver of ``bus`` that holds each ask until ``at_once`` of them run."""
     entered = threading.Semaphore(0)
     release = threading.Event()
 
@@ -63,16 +64,24 @@ def test_more_threads_than_max_waiting_ask_through_one_connection(
     asker = bus_factory()
     asker.track_connection(asker.transport("tcp").connect_oneway(url, 60))
 
-    def release_when_16_run() -> None:
-        for _ in range(16):  # as many as the node runs at once: the others wait their turn
+    def release_when_all_run() -> None:
+        for _ in range(at_once):  # as many as the node runs at once: the others wait
             assert entered.acquire(timeout=WAIT)
         release.set()
 
-    releaser = threading.Thread(target=release_when_16_run)
+    releaser = threading.Thread(target=release_when_all_run)
     releaser.start()
-    results = run_threads(THREADS, lambda: asker.ask("slow:ask", timeout=WAIT))
-    releaser.join(WAIT)
-    assert results == [["done"]] * THREADS
+    try:
+        return run_threads(threads, lambda: asker.ask("slow:ask", timeout=WAIT))
+    finally:
+        release.set()
+        releaser.join(WAIT)
+
+
+def test_more_threads_than_max_waiting_ask_through_one_connection(
+        node: tuple[Bus, str], bus_factory: Callable[..., Bus]) -> None:
+    bus, url = node
+    assert asks_while_held(bus, url, bus_factory, THREADS, 16) == [["done"]] * THREADS
 
 
 def test_more_threads_than_max_waiting_get_through_one_connection(
@@ -95,28 +104,7 @@ def test_a_node_with_a_lower_max_waiting_is_asked_again_not_refused(
     returns): such a refusal is asked again within the ask's timeout."""
     bus = bus_factory(jsonrpc_tcp={"max_waiting": 4})
     url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
-    entered = threading.Semaphore(0)
-    release = threading.Event()
-
-    def held(message: Message) -> str:
-        entered.release()
-        release.wait(WAIT)
-        return "done"
-
-    bus.subscribe("slow:ask", held, weak=False)
-    asker = bus_factory()
-    asker.track_connection(asker.transport("tcp").connect_oneway(url, 60))
-
-    def release_when_4_run() -> None:
-        for _ in range(4):
-            assert entered.acquire(timeout=WAIT)
-        release.set()
-
-    releaser = threading.Thread(target=release_when_4_run)
-    releaser.start()
-    results = run_threads(8, lambda: asker.ask("slow:ask", timeout=WAIT))
-    releaser.join(WAIT)
-    assert results == [["done"]] * 8
+    assert asks_while_held(bus, url, bus_factory, 8, 4) == [["done"]] * 8
 
 
 def test_a_question_with_a_dict_key_that_is_not_a_string_is_refused(
