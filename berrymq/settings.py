@@ -153,11 +153,14 @@ def _names_our_table(text: str) -> bool:
     berryMQ's, to report."""
     for line in text.splitlines():
         stripped = line.strip()
-        if stripped.startswith("[") and "berrymq" in stripped.lower():
-            return True
-        key, equals, _ = stripped.partition("=")
-        parts = key.replace('"', "").replace("'", "").replace(" ", "").lower().split(".")
-        if equals and "berrymq" in parts:
+        if stripped.startswith("["):  # a header: [tool.berrymq], [[a.b]]
+            name = stripped.strip("[]")
+        else:  # a key = value (not a requirement such as "berrymq==0.4", "berrymq >= 1")
+            name, equals, value = stripped.partition("=")
+            if not equals or value.startswith("=") or name.rstrip().endswith(("<", ">", "!", "~")):
+                continue
+        parts = name.replace('"', "").replace("'", "").replace(" ", "").lower().split(".")
+        if "berrymq" in parts:
             return True
     return False
 

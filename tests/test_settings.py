@@ -166,6 +166,8 @@ def test_a_broken_pyproject_that_may_hold_the_table_is_reported_however_it_is_wr
     '[project]\nname = "x\n',
     '[project]\nname = "x"\ndependencies = [\n  "berrymq>=0.4",\n]\n[tool.black]\nline = [1,\n',
     '[project]\ndependencies = ["berrymq"]\n[tool.black]\nline = [1,\n',
+    '[project]\ndependencies = [\n  "berrymq==0.4",\n  "berrymq == 0.4",\n  '
+    '"berrymq[nats]==0.4",\n  ["berrymq>=0.4"]\n]\n[tool.black]\nline = [1,\n',
 ])
 def test_a_broken_pyproject_that_does_not_set_the_table_is_not_ours(
         in_tmp: Path, text: str) -> None:
