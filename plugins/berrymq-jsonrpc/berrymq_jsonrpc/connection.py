@@ -79,7 +79,9 @@ class ServerQueue:
                     again = busy_pause(exc, pause, deadline)
                     if again is None:
                         if refused_as_busy(exc) and deadline is not None:
-                            raise queue.Empty from None  # its time ran out, nothing came
+                            # its time ran out without a turn at the node: a last look,
+                            # which a node answers however many requests wait there
+                            return self.get_nowait()
                         raise
                 else:
                     return self._message(entry)

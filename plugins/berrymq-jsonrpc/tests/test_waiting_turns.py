@@ -129,3 +129,23 @@ def test_gets_beyond_a_lower_max_waiting_of_the_node_wait_their_turn_there_too(
     getter.track_connection(connection)
     results = run_threads(6, lambda: connection.get(timeout=1.0))
     assert [type(result) for result in results] == [queue.Empty] * 6, results
+
+
+def test_a_get_refused_a_turn_by_the_node_until_its_timeout_still_takes_a_waiting_message(
+        bus_factory: Callable[..., Bus]) -> None:
+    """The node's one turn (max_waiting 1) held by an ask the client gave up on: the get
+    was refused until its timeout and said Empty, a message waiting for it."""
+    bus = bus_factory(jsonrpc_tcp={"max_waiting": 1})
+    url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
+    release = threading.Event()
+    bus.subscribe("hold:x", lambda m: release.wait(WAIT), weak=False)
+    client = bus_factory()
+    connection = client.transport("tcp").connect_via_queue(url, Identifier("job:*"), 60)
+    client.track_connection(connection)
+    try:
+        [entry] = client.ask("hold:x", timeout=0.3)  # given up here, still running there
+        assert isinstance(entry, ReplyError) and entry.exception_type == "TimeoutError"
+        bus.twitter("job:run", 1)
+        assert connection.get(timeout=1.0).args == (1,)
+    finally:
+        release.set()
