@@ -30,10 +30,12 @@ __all__ = ["BATCH_BYTES", "DEFAULT_OUTBOX_BYTES", "DEFAULT_OUTBOX_SIZE", "ENVELO
 
 logger = logging.getLogger("berrymq.remote")
 
-#: How long a delivery lane waits for a full outbox whose peer takes nothing (see
-#: :meth:`Outbox._wait_for_room`); a peer that acknowledges a batch now and then is waited
-#: for up to ``outbox_wait``.
-LANE_PATIENCE = 2.0
+#: How long a delivery lane waits for a full outbox whose peer has taken nothing, at
+#: least (see :meth:`Outbox._wait_for_room`): a peer whose batches take longer to be
+#: acknowledged is given :data:`LANE_ROUNDS` times its last batch's round trip, up to
+#: ``outbox_wait``.
+LANE_PATIENCE = 5.0
+LANE_ROUNDS = 3
 #: The most message text in one ``send_messages`` request: small enough that a hundred
 #: senders' batches queued at one node are acknowledged well within a client's timeout
 #: (at 256 KiB, 100 senders on a loaded 2-CPU machine waited past 10 s for their acks).
@@ -45,8 +47,7 @@ BATCH_BYTES = 64 * 1024
 #: CPU while they sent (0.59-0.72x the raw floor of bench/ipc.py); with 2 000, 0.88-0.91x,
 #: and one or ten senders no slower (0.94x and 1.15x).
 DEFAULT_OUTBOX_SIZE = 2_000
-#: How many bytes of message text may wait in one connection's outbox (setting
-#: ``outbox_bytes``): 64 MiB.
+#: How many bytes of message text may wait in one connection's outbox (``outbox_bytes``).
 DEFAULT_OUTBOX_BYTES = 64 * 1024 * 1024
 #: The reasons an outbox counts a message as not delivered (also the node's ``/status``).
 REFUSED = "refused: queue full"
@@ -136,9 +137,10 @@ class Outbox:
         self._stopped = False
         self._idle = False
         self._sending = False  # a batch is written and not yet acknowledged
-        #: when the peer last made room (a batch taken off for sending: the one before it
-        #: was acknowledged), for a sender that waits only while the peer moves
+        #: when the peer last made room (a batch taken off to send) and how long its last
+        #: batch took: a delivery lane waits while the peer moves at its pace
         self._moved = time.monotonic()
+        self._round = 0.0
         self._wake = asyncio.Event()
         self._task = io_loop.submit(self._run())
         io_loop.bind(self)
@@ -210,23 +212,23 @@ class Outbox:
         if io_loop.in_loop():
             raise self._full_error(size, 0, "a sender on the I/O loop cannot wait for room")
         # A transport's delivery lane, handing on a message from another process, carries
-        # every message that comes in: it waits for a peer that takes messages (its pace
-        # is every sender's then, as a slow local receiver's is), not for one that took
-        # none for LANE_PATIENCE (stopped, or not reading), which held up every client of
-        # the node for outbox_wait, again and again.
+        # every message that comes in: it waits for a peer that takes messages at its pace,
+        # not for one that took none for longer (stopped, or not reading), which held up
+        # every client of the node for outbox_wait, again and again.
         lane = not waits_for_room()
         deadline = time.monotonic() + self.block_timeout
         with self._room:
             while self._full(size) and self.failure is None and not self._stopped:
                 now = time.monotonic()
                 left = deadline - now
-                if lane and self._moved + LANE_PATIENCE - now < left:
-                    left = self._moved + LANE_PATIENCE - now
+                patience = max(LANE_PATIENCE, LANE_ROUNDS * self._round)
+                if lane and self._moved + patience - now < left:
+                    left = self._moved + patience - now
                     if left <= 0:
                         raise self._full_error(size, 0, (
-                            f"the peer took none of them for {LANE_PATIENCE:g}s, and a "
-                            "message from another process does not wait longer (it would "
-                            "hold up every other one)"))
+                            f"the peer took none of them for {now - self._moved:.3g}s (its "
+                            f"last batch took {self._round:.3g}s), and a message from another "
+                            "process does not wait longer (it would hold up every other one)"))
                 if left <= 0:
                     raise self._full_error(size, self.block_timeout)
                 self._room.wait(left)
@@ -303,9 +305,10 @@ class Outbox:
                     batch.append(text)
                     size += byte_size(text) + 1
                 self.queued_bytes -= size - len(batch) + 1
-                self._moved = time.monotonic()
+                self._moved = taken = time.monotonic()
                 self._notify_room()
-                await self._send(batch)
+                if await self._send(batch):
+                    self._round = time.monotonic() - taken
         finally:
             self._drop_rest()
 
@@ -323,14 +326,16 @@ class Outbox:
             except Exception:
                 logger.exception("%s: reporting a loss failed", self.name)
 
-    async def _send(self, batch: list[str]) -> None:
+    async def _send(self, batch: list[str]) -> bool:
+        """Send ``batch``; whether the peer answered it (took it, or refused some)."""
         if self.failure is not None:
             self._count_lost(len(batch))
-            return
+            return False
         try:
             await self._sink(batch)
             self.sent += len(batch)
             self.batches += 1
+            return True
         except asyncio.CancelledError:  # closed while the batch was on its way
             self._count_lost(len(batch))
             logger.error("%s: closed with %d messages on their way, not acknowledged",
@@ -350,6 +355,7 @@ class Outbox:
                     self._on_refused(exc, count)
                 except Exception:
                     logger.exception("%s: reporting a refusal failed", self.name)
+            return True
         except Exception as exc:  # noqa: BLE001 - reported through on_failure
             # the failure and every message it lost are counted under _room, which a flush
             # that sees the failure waits for: that flush reports all of them, the next
@@ -363,6 +369,7 @@ class Outbox:
                 self._on_failure(exc, len(batch) + dropped)  # the batch and all behind it
             except Exception:
                 logger.exception("%s: reporting a failure failed", self.name)
+            return False
 
     def _drop_rest(self) -> int:
         """Count every message still queued as not sent (and free the flush markers);

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from berrymq_jsonrpc.outbox import LANE_PATIENCE
 from helpers import serve, tcp_call, wait_for
 
@@ -70,16 +71,21 @@ def test_a_peer_that_reads_nothing_holds_up_no_other_client(
         mute.close()
 
 
+@pytest.mark.parametrize(("delay", "count", "outbox"), [
+    (0.0002, 6000, 2000),  # three outboxes' worth, acknowledged in many batches
+    (0.12, 60, 20),  # a batch takes C 2.4 s
+])
 def test_a_chain_to_a_slow_but_reading_peer_loses_nothing(
-        bus_factory: Callable[..., Bus], spawn: Callable[..., Any]) -> None:
+        bus_factory: Callable[..., Bus], spawn: Callable[..., Any], delay: float,
+        count: int, outbox: int) -> None:
     """A -> B -> C, C's receiver slower than A sends: B's lane waits for C, which takes
     batches as it goes, so A is slowed to C's pace and nothing is lost (refusing at once
-    lost 6,787 of 10,000)."""
-    bus, port = serve(bus_factory, "tcp")
+    lost 6,787 of 10,000; waiting 2 s at most for a batch lost most of those whose batch
+    takes C longer)."""
+    bus, port = serve(bus_factory, "tcp", outbox_size=outbox)
     slow = spawn()
     slow("interconnect", addr=f"tcp://127.0.0.1:{port}")
-    slow("slow", pattern="chain:*", delay=0.0002)
-    count = 6000  # three full outboxes' worth
+    slow("slow", pattern="chain:*", delay=delay)
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as client:
         token = tcp_call(client, {"jsonrpc": "2.0", "method": "connect_oneway", "id": 1,
                                   "params": {"ttl": 600}})["result"]
