@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from berrymq.errors import SettingsError
@@ -76,16 +76,23 @@ class Starting:
             return given
         return self.plugins.core_settings.get(name, default)
 
-    def apply_core_settings(self) -> None:
+    def apply_core_settings(self, read: Mapping[str, Any] | None = None) -> None:
         """Take the core settings that are values of the bus (``raise_errors``,
         ``hop_limit``, ``route_cache_size``): each as given to ``Bus(...)``, else the
         settings file's. Done at the start, and by :func:`berrymq.get_bus` for the
-        default bus it hands out before its start.
+        default bus it hands out before its start, which gives the file's values
+        ``read`` without the plugin host (that would import the plugins).
 
         :raises berrymq.SettingsError: the settings file does not load."""
-        self.raise_errors = bool(self.core_setting("raise_errors", self.raise_errors))
-        self.hop_limit = int(self.core_setting("hop_limit", self.hop_limit))
-        self.index.limit = int(self.core_setting("route_cache_size", self.index.limit))
+        def value(name: str, current: object) -> Any:
+            given = self._explicit.get(name)
+            if given is not None:
+                return given
+            return (self.plugins.core_settings if read is None else read).get(name, current)
+
+        self.raise_errors = bool(value("raise_errors", self.raise_errors))
+        self.hop_limit = int(value("hop_limit", self.hop_limit))
+        self.index.limit = int(value("route_cache_size", self.index.limit))
 
     def start(self) -> None:
         """Apply the settings and let the active plugins join (idempotent).

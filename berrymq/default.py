@@ -23,7 +23,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from berrymq.bus import Bus, send
-from berrymq.errors import PluginError, PluginNotAvailable, SettingsError
+from berrymq.errors import SettingsError
+from berrymq.plugins import loaded_plugin_host
+from berrymq.settings import load_settings
 
 __all__ = ["bus_or_default", "get_bus", "holder", "set_bus", "use_bus"]
 
@@ -127,26 +129,17 @@ def _apply_core_settings(bus: Bus) -> None:
     The default bus is made with ``start=False`` and only starts at the module-level API's
     first use, while ``Bus.__init__`` takes just its arguments: ``get_bus().raise_errors``
     and ``.hop_limit`` showed the defaults until the first send, and a send on the bus
-    itself ran with them. Called outside ``_lock``: the first reading loads the plugin
-    host, which imports the active plugins (none starts: ``berrymq_start_bus`` waits for
-    the start), and a plugin's import may use the default bus. A settings file or plugin
-    that does not load leaves the bus as it is, so that ``get_bus()`` still hands it out
-    (to ``berrymq plugins``, to the ``berrymq_bus`` test fixture): its start raises the
-    error. Settings that start something (``multiplicity``, the plugins' taps) wait for
-    the start too.
+    itself ran with them. The file is read here without the plugin host when that is not
+    loaded yet: loading it imports the plugins, and a plugin whose import uses the default
+    bus (from this thread, or from one it waits for) waited for that loading for ever. A
+    file that does not load leaves the bus as it is, so that ``get_bus()`` still hands it
+    out (to ``berrymq plugins``, to the ``berrymq_bus`` test fixture): its start raises
+    the error. Settings that start something (``multiplicity``, the plugins' taps) wait
+    for the start too.
     """
-    if getattr(_applying, "on", False):
-        return  # a plugin's import, within the loading below, asking for the bus: as it is
-    _applying.on = True
-    try:
-        with suppress(SettingsError, PluginError, PluginNotAvailable):
-            bus.apply_core_settings()
-    finally:
-        _applying.on = False
-
-
-#: Set while this thread applies the core settings (and so loads the plugins).
-_applying = threading.local()
+    with suppress(SettingsError):
+        bus.apply_core_settings(None if loaded_plugin_host() is not None
+                                else load_settings().core)
 
 
 def bus_or_default(bus: object, who: str) -> Bus:

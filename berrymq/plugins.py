@@ -66,6 +66,7 @@ __all__ = [
     "PluginInfo",
     "builtin_plugins",
     "get_plugin_host",
+    "loaded_plugin_host",
     "reset_plugin_host",
 ]
 
@@ -348,6 +349,11 @@ def get_plugin_host() -> PluginHost:
         with _host_lock:
             if _host is None:
                 _host = PluginHost()
+    return _host
+
+
+def loaded_plugin_host() -> PluginHost | None:
+    """The process's plugin host if it was loaded, without loading it (None)."""
     return _host
 
 
