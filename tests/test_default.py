@@ -199,7 +199,10 @@ def test_a_plugin_whose_import_asks_for_the_default_bus_does_not_hang_it(
     ``berrymq.get_bus()`` as it is imported waited for that loading, in its own thread,
     for ever. It gets the bus as it is then; the caller's gets the settings."""
     (tmp_path / "berrymq.toml").write_text("[berrymq]\nhop_limit = 7\n")
-    env = plugin_site(tmp_path, "early", "import berrymq\nBUS = berrymq.get_bus()\n")
+    source = ("import threading, berrymq\nBUS = berrymq.get_bus()\n"  # this thread, and
+              "helper = threading.Thread(target=berrymq.get_bus)\n"  # one it waits for
+              "helper.start()\nhelper.join(30)\nassert not helper.is_alive()\n")
+    env = plugin_site(tmp_path, "early", source)
     script = ("import json, berrymq\nbus = berrymq.get_bus()\n"
               "print(json.dumps([bus.hop_limit, bus.started]))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
