@@ -15,13 +15,8 @@ from berrymq.errors import ConnectionClosed
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message
 from berrymq.receivers.functions import FUNCTIONS
-from berrymq.transports.base import (
-    Address,
-    Connection,
-    normalize_address,
-    place_of,
-    same_place,
-)
+from berrymq.transports.base import Address, Connection, normalize_address
+from berrymq.transports.places import place_of, same_place
 
 __all__ = [
     "ask",

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from berrymq._pyproject import holds_our_table
 from berrymq.errors import PluginError, SettingsError
 
 __all__ = ["CORE_KEYS", "ENV_VAR", "MAX_HOP_LIMIT", "MAX_MULTIPLICITY", "Settings", "core_problem",
@@ -127,42 +128,7 @@ def find_settings(cwd: Path | None = None) -> Path | None:
     if candidate.is_file() and not _is_empty(candidate):
         return candidate
     pyproject = base / "pyproject.toml"
-    return pyproject if pyproject.is_file() and _is_ours(pyproject) else None
-
-
-def _is_ours(pyproject: Path) -> bool:
-    """Whether ``pyproject`` holds berryMQ's settings, or may: its ``[tool.berrymq]``
-    table, a ``[berrymq]`` table written as in ``berrymq.toml`` (reported when loaded,
-    not passed over in silence), or, when it is not valid TOML, the word anywhere (the
-    table may be written ``[tool] berrymq = {...}`` or ``["tool"."berrymq"]``: skipping
-    the file would drop the user's allow-list, and every installed plugin would run)."""
-    try:
-        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return _names_our_table(pyproject.read_text(encoding="utf-8", errors="replace"))
-    tool = data.get("tool")
-    return (isinstance(tool, dict) and "berrymq" in tool) or "berrymq" in data
-
-
-def _names_our_table(text: str) -> bool:
-    """Whether a line of ``text`` (not valid TOML) opens or sets berryMQ's table, however
-    written: a table header naming ``berrymq`` (``[tool.berrymq]``, ``["tool"."berrymq"]``,
-    ``[ tool . berrymq ]``) or a key with ``berrymq`` as one of its parts (``berrymq =
-    {...}``, ``berrymq.plugins = [...]``). A line that only names the package (a
-    dependency, ``"berrymq>=0.4"``) does not: such a broken file is the project's, not
-    berryMQ's, to report."""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):  # a header: [tool.berrymq], [[a.b]]
-            name = stripped.strip("[]")
-        else:  # a key = value (not a requirement such as "berrymq==0.4", "berrymq >= 1")
-            name, equals, value = stripped.partition("=")
-            if not equals or value.startswith("=") or name.rstrip().endswith(("<", ">", "!", "~")):
-                continue
-        parts = name.replace('"', "").replace("'", "").replace(" ", "").lower().split(".")
-        if "berrymq" in parts:
-            return True
-    return False
+    return pyproject if pyproject.is_file() and holds_our_table(pyproject) else None
 
 
 def _is_empty(path: Path) -> bool:

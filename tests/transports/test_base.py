@@ -13,14 +13,7 @@ import berrymq
 from berrymq import Bus, Message
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
-from berrymq.transports.base import (
-    Link,
-    asker,
-    memory_link_pair,
-    normalize_address,
-    place_of,
-    same_place,
-)
+from berrymq.transports.base import Link, asker, memory_link_pair, normalize_address
 
 
 @pytest.fixture
@@ -140,17 +133,3 @@ def test_the_transport_plugin_of_the_docs_works(tmp_path: Path) -> None:
     finally:
         client.close()
         server.close()
-
-
-@pytest.mark.parametrize(("wanted", "place", "same"), [
-    ("tcp://localhost:7000", "tcp://127.0.0.1:7000", True),
-    ("tcp://localhost:7000", "tcp://[::1]:7000", True),
-    ("tcp://127.0.0.1:7000", "tcp://localhost:7000/", True),
-    ("tcp://127.0.0.1:7000", "tcp://[::1]:7000", False),  # two servers may listen there
-    ("tcp://localhost:7000", "tcp://127.0.0.1:7001", False),
-    ("tcp://localhost:7000", "http://127.0.0.1:7000", False),
-    ("tcp://localhost:7000", "tcp://10.0.0.1:7000", False),
-])
-def test_localhost_stands_for_either_loopback_address_but_they_stay_two_places(
-        wanted: str, place: str, same: bool) -> None:
-    assert same_place(place_of(wanted), place_of(place)) is same

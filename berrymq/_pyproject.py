@@ -1,0 +1,45 @@
+"""Whether a ``pyproject.toml`` holds berryMQ's settings (its ``[tool.berrymq]`` table),
+for :func:`berrymq.settings.find_settings`: also when the file is not valid TOML, so that
+a broken file that holds them is reported rather than passed over."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+__all__ = ["holds_our_table"]
+
+
+def holds_our_table(pyproject: Path) -> bool:
+    """Whether ``pyproject`` holds berryMQ's settings, or may: its ``[tool.berrymq]``
+    table, a ``[berrymq]`` table written as in ``berrymq.toml`` (reported when loaded,
+    not passed over in silence), or, when it is not valid TOML, the word anywhere (the
+    table may be written ``[tool] berrymq = {...}`` or ``["tool"."berrymq"]``: skipping
+    the file would drop the user's allow-list, and every installed plugin would run)."""
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return _names_our_table(pyproject.read_text(encoding="utf-8", errors="replace"))
+    tool = data.get("tool")
+    return (isinstance(tool, dict) and "berrymq" in tool) or "berrymq" in data
+
+
+def _names_our_table(text: str) -> bool:
+    """Whether a line of ``text`` (not valid TOML) opens or sets berryMQ's table, however
+    written: a table header naming ``berrymq`` (``[tool.berrymq]``, ``["tool"."berrymq"]``,
+    ``[ tool . berrymq ]``) or a key with ``berrymq`` as one of its parts (``berrymq =
+    {...}``, ``berrymq.plugins = [...]``). A line that only names the package (a
+    dependency, ``"berrymq>=0.4"``) does not: such a broken file is the project's, not
+    berryMQ's, to report."""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):  # a header: [tool.berrymq], [[a.b]]
+            name = stripped.strip("[]")
+        else:  # a key = value (not a requirement such as "berrymq==0.4", "berrymq >= 1")
+            name, equals, value = stripped.partition("=")
+            if not equals or value.startswith("=") or name.rstrip().endswith(("<", ">", "!", "~")):
+                continue
+        parts = name.replace('"', "").replace("'", "").replace(" ", "").lower().split(".")
+        if "berrymq" in parts:
+            return True
+    return False

@@ -1,0 +1,26 @@
+"""berrymq._pyproject: whether a pyproject.toml holds berryMQ's table, valid or not (the
+search that uses it, find_settings, is tested in test_settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from berrymq._pyproject import holds_our_table
+
+
+@pytest.mark.parametrize(("text", "ours"), [
+    ('[tool.berrymq]\nhop_limit = 3\n', True),
+    ('[berrymq]\nhop_limit = 3\n', True),  # in the wrong place: refused when loaded
+    ('[tool.black]\nline = 1\n', False),
+    ('[tool]\nberrymq = { hop_limit = 3 }\nbroken = [\n', True),
+    ('[ "tool" . "berrymq" ]\nbroken = [\n', True),
+    ('[project]\ndependencies = ["berrymq==0.4"]\nbroken = [\n', False),
+    ('[project]\ndependencies = [\n  "berrymq >= 0.4",\n]\nbroken = [\n', False),
+])
+def test_the_table_however_written_and_never_a_requirement(tmp_path: Path, text: str,
+                                                            ours: bool) -> None:
+    path = tmp_path / "pyproject.toml"
+    path.write_text(text)
+    assert holds_our_table(path) is ours
