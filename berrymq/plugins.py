@@ -340,15 +340,29 @@ class PluginHost:
 
 _host: PluginHost | None = None
 _host_lock = threading.Lock()
+_loading = threading.local()  # .on: this thread loads the plugin host
 
 
 def get_plugin_host() -> PluginHost:
-    """The process's plugin host, loaded from the settings file on first use."""
+    """The process's plugin host, loaded from the settings file on first use.
+
+    :raises RuntimeError: called by a plugin's module as it is imported in that loading
+        (it sends, subscribes or starts a bus at import): it would wait for the loading
+        for ever. The loading reports it as that plugin's failure, naming the plugin."""
     global _host
     if _host is None:
+        if getattr(_loading, "on", False):
+            raise RuntimeError("berryMQ was used while its plugins were being loaded, by a "
+                               "plugin's module as it was imported (a twitter, a receiver, "
+                               "a bus started at import): it would wait for that loading "
+                               "for ever; do it in a hook, such as berrymq_start_bus")
         with _host_lock:
             if _host is None:
-                _host = PluginHost()
+                _loading.on = True
+                try:
+                    _host = PluginHost()
+                finally:
+                    _loading.on = False
     return _host
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import subprocess
+import sys
 import threading
 import types
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import pluggy
 import pytest
+from helpers import child_env, plugin_site
 
 import berrymq
 import berrymq._starting
@@ -469,3 +472,19 @@ def test_the_failures_of_two_observers_come_together() -> None:
             bus.twitter("x:1")
     assert sorted(e.plugin for e in info.value.exceptions) == ["one", "two"]  # type: ignore[attr-defined]
     assert seen == ["x:1", "x:1"]
+
+
+@pytest.mark.parametrize("use", ["berrymq.twitter('a:b')",
+                                 "berrymq.regist_function('a:*', print, weak=False)"])
+def test_a_plugin_that_uses_berrymq_as_it_is_imported_is_named_not_a_hang(
+        tmp_path: Path, use: str) -> None:
+    """Its import runs inside the loading of the plugins, which a send or a receiver of
+    the default bus waits for: the program hung for ever at its first send."""
+    env = plugin_site(tmp_path, "eager", f"import berrymq\n{use}\n")
+    done = subprocess.run([sys.executable, "-c", "import berrymq\nberrymq.twitter('x:y')\n"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**child_env(), **env})
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "PluginError" in last and "'eager'" in last, done.stderr
+    assert "while its plugins were being loaded" in last, done.stderr
