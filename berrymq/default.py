@@ -6,7 +6,7 @@ on the first use of the module-level API (``twitter``, ``following_function``,
 ``Queue``, ...). :func:`get_bus` returns it without starting it, so that ``berrymq
 plugins`` reports on plugins without starting them; call its ``start()`` to start it
 sooner. The core settings that are values of the bus (``raise_errors``, ``hop_limit``,
-``route_cache_size``) are applied when :func:`get_bus` hands it out, before its start
+``route_cache_size``) are applied when it is made, before its start
 (:func:`_apply_core_settings`).
 
 A start that fails (a plugin's hook raises) leaves the slot empty: the use that started it
@@ -101,7 +101,9 @@ def _empty() -> None:
 def _unstarted() -> Bus:
     # Caller holds _lock.
     if not _waiting:
-        _waiting.append(Bus(name="default", start=False))
+        bus = Bus(name="default", start=False)
+        _apply_core_settings(bus)
+        _waiting.append(bus)
     return _waiting[0]
 
 
@@ -115,16 +117,13 @@ def get_bus() -> Bus:
     """
     with _lock:
         bus = _filled()
-        if bus is not None:  # started: its start applied them
-            return bus
-        bus = _unstarted()
-    _apply_core_settings(bus)
-    return bus
+        return bus if bus is not None else _unstarted()
 
 
 def _apply_core_settings(bus: Bus) -> None:
-    """Give ``bus``, waiting for its start, the core settings it will run with, as its
-    start applies them (the value given to ``Bus(...)``, else the settings file's).
+    """Give ``bus``, just made and waiting for its start, the core settings it will run
+    with, as its start applies them (the value given to ``Bus(...)``, else the settings
+    file's): once, not at every :func:`get_bus` (each read the file again).
 
     The default bus is made with ``start=False`` and only starts at the module-level API's
     first use, while ``Bus.__init__`` takes just its arguments: ``get_bus().raise_errors``
