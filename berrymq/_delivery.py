@@ -227,8 +227,7 @@ class TalkAnswer:
         self.bus = bus
         self.reply_to = reply_to
         self.hops = hops  # of the reply: the message's plus one
-        #: how a reply is sent: ``twitter``, or for a talk from another process whose
-        #: reply_to has a wildcard name, without this bus's local receivers
+        #: ``twitter``; for a wildcard reply_to from a peer, not to local receivers
         self.send: Callable[[Identifier, object], None] = (
             _replier_for_peer(bus) if from_peer and reply_to.name == WILDCARD
             else bus.twitter)
@@ -256,12 +255,9 @@ def _replier_for_peer(bus: Bus) -> Callable[[Identifier, object], None]:
 
     def send(reply_to: Identifier, value: object) -> None:
         hops = hop_box()[0]  # (set by deliver: the talk's plus one)
-        if looping(bus, reply_to, hops):
-            return
-        node = bus.node
-        uid = node.new_uid() if node is not None and node.forwarders else None
-        bus.dispatch(new_message((reply_to, (value,), {}, hops, uid)),
-                     bus.index.lookup(reply_to, from_peer=True), None)
+        if not looping(bus, reply_to, hops):
+            _dispatch_sent(bus, reply_to, (value,), {}, hops,
+                          bus.index.lookup(reply_to, from_peer=True))
 
     return send
 
@@ -311,9 +307,7 @@ def _send_other(bus: Bus, ident: Identifier, route: tuple[RouteEntry, ...], how:
     if how == NOBODY:
         return
     if how == DISPATCH:  # a worker pool or taps
-        node = bus.node
-        uid = node.new_uid() if node is not None and node.forwarders and not ident.is_local else None
-        bus.dispatch(new_message((ident, args, kwargs, hops, uid)), route, None)
+        _dispatch_sent(bus, ident, args, kwargs, hops, route)
         return
     if how == DIRECT:  # sent from inside a receiver
         errors = deliver(bus, route, new_message((ident, args, kwargs, hops, None)), None, box,
@@ -332,6 +326,14 @@ def _send_other(bus: Bus, ident: Identifier, route: tuple[RouteEntry, ...], how:
         errors, refused = with_refusal(errors, refused), None
     if errors:
         raise_errors(ident, errors)
+
+
+def _dispatch_sent(bus: Bus, ident: Identifier, args: tuple[Any, ...], kwargs: dict[str, Any],
+                  hops: int, route: tuple[RouteEntry, ...]) -> None:
+    """Make and :meth:`~berrymq.Bus.dispatch` a message sent here (with a uid for peers)."""
+    node = bus.node
+    uid = node.new_uid() if node is not None and node.forwarders and not ident.is_local else None
+    bus.dispatch(new_message((ident, args, kwargs, hops, uid)), route, None)
 
 
 def forward_first(bus: Bus, message: Message, origin: Forwarder | None,
