@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["refuse_other_keys"]
+__all__ = ["KeyNotText", "refuse_other_keys"]
+
+
+class KeyNotText(TypeError):
+    """A dict key that is not a string, in what was to cross (its text names the key)."""
 
 
 def refuse_other_keys(value: Any) -> None:
@@ -26,7 +30,7 @@ def refuse_other_keys(value: Any) -> None:
         if kind is dict or isinstance(item, dict):
             for key, inner in item.items():
                 if type(key) is not str and not isinstance(key, str):
-                    raise TypeError(f"a dict key {key!r} ({type(key).__name__}): JSON object "
+                    raise KeyNotText(f"a dict key {key!r} ({type(key).__name__}): JSON object "
                                     "keys are strings, and the other side would get another "
                                     "key; make the keys strings")
                 if type(inner) not in scalars:

@@ -38,7 +38,7 @@ from json.encoder import (  # type: ignore[attr-defined]
 )
 from typing import Any, NoReturn
 
-from berrymq._keys import refuse_other_keys
+from berrymq._keys import KeyNotText, refuse_other_keys
 from berrymq._nesting import MAX_DEPTH, MAX_MESSAGE_DEPTH, nested_deeper
 from berrymq.aio import describe_receiver
 from berrymq.errors import InvalidIdentifier, ReplyError, TransportError
@@ -359,7 +359,7 @@ def encode_reply(value: Any, node: str, receiver: object = None) -> dict[str, An
         deep = nested_deeper(text, MAX_MESSAGE_DEPTH)
     except (TypeError, ValueError) as exc:
         deep = None
-        if str(exc).startswith("a dict key"):
+        if isinstance(exc, KeyNotText):
             why = f" ({exc})"
     if deep is not False:
         who = "" if receiver is None else describe_receiver(receiver)
