@@ -22,7 +22,16 @@ if TYPE_CHECKING:
     from berrymq._pool import WorkerPool
     from berrymq.node import Node
 
-__all__ = ["Subscribing"]
+__all__ = ["Subscribing", "refuse_non_flags"]
+
+
+def refuse_non_flags(who: str, **flags: object) -> None:
+    """Refuse a flag of ``who`` that is not ``True`` or ``False``, naming it: nothing is
+    converted (``"no"`` would be true). For :meth:`Subscribing.subscribe` and the
+    decorators of :mod:`berrymq.decorators`."""
+    for name, flag in flags.items():
+        if type(flag) is not bool:
+            raise TypeError(f"{name} for {who} must be True or False, got {flag!r}")
 
 
 class Subscribing:
@@ -63,9 +72,7 @@ class Subscribing:
             raise TypeError(f"receiver for {ident} must be callable, got {receiver!r}")
         if guard is not None and not callable(guard):
             raise TypeError(f"guard_condition for {ident} must be callable, got {guard!r}")
-        for name, flag in (("weak", weak), ("shared", shared)):
-            if type(flag) is not bool:
-                raise TypeError(f"{name} for {ident} must be True or False, got {flag!r}")
+        refuse_non_flags(str(ident), weak=weak, shared=shared)
         runner = async_runner(receiver, ident, guard, self.core_setting)  # async def: on this loop
         if isinstance(kind, str):
             kind = Kind(kind)

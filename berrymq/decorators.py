@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
 from berrymq._losses import DECORATOR_REFUSED, count_refusals
+from berrymq._subscribing import refuse_non_flags
 from berrymq.default import holder
 from berrymq.identifier import Identifier, parse
 
@@ -46,7 +47,7 @@ def auto_twitter(identifier: str, entry: bool = False, exit: bool = False
     """
     ident = parse(identifier)
     who = f"auto_twitter({identifier!r})"
-    _check_flags(who, entry=entry, exit=exit)
+    refuse_non_flags(who, entry=entry, exit=exit)
     prefix = ident.name if ident.namespace is None else f"{ident.name}@{ident.namespace}"
     if ident.action in ("entry", "exit"):
         send_entry, send_exit = ident.action == "entry", ident.action == "exit"
@@ -106,7 +107,7 @@ def twitter_exception(identifier: str, reraise: bool = False
     """
     ident = parse(identifier)
     who = f"twitter_exception({identifier!r})"
-    _check_flags(who, reraise=reraise)
+    refuse_non_flags(who, reraise=reraise)
 
     def send(exc: Exception, function: Callable[..., Any]) -> None:
         _send_beside("twitter_exception", ident, exception_type=type(exc).__name__,
@@ -144,15 +145,6 @@ def twitter_exception(identifier: str, reraise: bool = False
         return wrapper
 
     return decorate
-
-
-def _check_flags(who: str, **flags: object) -> None:
-    """Refuse a flag of ``who`` that is not ``True`` or ``False``, naming it: nothing is
-    converted, as for the flags of :meth:`Bus.subscribe <berrymq.Bus.subscribe>` (``"no"``
-    would be true)."""
-    for name, flag in flags.items():
-        if type(flag) is not bool:
-            raise TypeError(f"{name} for {who} must be True or False, got {flag!r}")
 
 
 def _check_callable(who: str, function: object) -> None:
