@@ -358,6 +358,47 @@ class TestRobustness < Minitest::Test
     channel&.close
   end
 
+  def test_the_callback_server_refuses_headers_over_its_limit
+    channel = BerryMQ::HttpChannel.new("http://127.0.0.1:1", "127.0.0.1", 1, handler: ->(_r) {}, timeout: 5)
+    uri = URI(channel.callback_url)
+    head = lambda do |size|
+      socket = TCPSocket.new(uri.host, uri.port)
+      socket.write("POST / HTTP/1.1\r\nContent-Type: application/json\r\n")
+      (size / 1000).times { |i| socket.write("X-Filler-#{i}: #{'a' * 980}\r\n") }
+      socket.write("Content-Length: 2\r\n\r\n{}")
+      socket.gets
+    ensure
+      socket&.close
+    end
+    assert_match(/\AHTTP\/1.1 2\d\d /, head.call(8_000))
+    assert_match(/\AHTTP\/1.1 431 /, head.call(20_000))
+  ensure
+    channel&.close
+  end
+
+  def test_the_callback_server_refuses_connections_over_its_limit
+    channel = BerryMQ::HttpChannel.new("http://127.0.0.1:1", "127.0.0.1", 1, handler: ->(_r) {}, timeout: 5)
+    uri = URI(channel.callback_url)
+    limit = BerryMQ::CallbackServer::MAX_CLIENTS
+    held = Array.new(limit) { TCPSocket.new(uri.host, uri.port) }
+    one_more = TCPSocket.new(uri.host, uri.port)
+    refusal, = within(10, "the refusal") { [one_more.gets, one_more.read] }
+    assert_match(/\AHTTP\/1.1 503 /, refusal[0])
+    assert_includes refusal[1], "over #{limit} connections open at once"
+    held.pop.close
+    eventually("a place freed") do
+      socket = TCPSocket.new(uri.host, uri.port)
+      socket.write("POST / HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+      socket.gets.to_s.match?(/\AHTTP\/1.1 2\d\d /)
+    ensure
+      socket&.close
+    end
+  ensure
+    held&.each(&:close)
+    one_more&.close
+    channel&.close
+  end
+
   # -- 6. garbage -------------------------------------------------------------------------
 
   def test_a_line_that_is_not_utf8_fails_its_call_and_the_reader_goes_on

@@ -197,8 +197,15 @@ module BerryMQ
   # a Host that names neither its address nor localhost (421: DNS rebinding), any Origin
   # header (403: the node sends none), a Content-Type other than JSON's (415); every call
   # needs the token given to the node (Connection#answer).
+  #
+  # What a caller can make it hold is bounded, as on a node: a request line with its
+  # headers over MAX_HEAD bytes gets 431, and a connection beyond MAX_CLIENTS open at once
+  # gets 503 and is closed (each connection is served by a thread of its own; the node
+  # calls back on one).
   class CallbackServer
     MAX_BODY = JSONRPC::MAX_SIZE
+    MAX_HEAD = 16 * 1024 # as a node's (berrymq_jsonrpc_http.http11.MAX_HEAD)
+    MAX_CLIENTS = 64
     MEDIA_TYPES = %w[application/json application/json-rpc application/jsonrequest].freeze
 
     attr_reader :url
@@ -225,17 +232,34 @@ module BerryMQ
     def accept
       loop do
         client = @server.accept
-        @lock.synchronize { @clients << client }
+        taken = @lock.synchronize { @clients.size < MAX_CLIENTS && @clients << client }
+        next refuse_busy(client) unless taken
+
         Thread.new(client) { |c| serve(c) }
       end
     rescue IOError, SystemCallError
       nil
     end
 
+    # A connection over MAX_CLIENTS: told so, in its own thread (a caller that does not
+    # read must not hold up the accepting one), and closed.
+    def refuse_busy(client)
+      Thread.new(client) do |c|
+        text = "over #{MAX_CLIENTS} connections open at once"
+        c.write("HTTP/1.1 503 Error\r\nContent-Type: text/plain\r\nContent-Length: #{text.bytesize}\r\n" \
+                "Connection: close\r\n\r\n#{text}")
+      rescue IOError, SystemCallError
+        nil
+      ensure
+        c.close unless c.closed?
+      end
+    end
+
     def serve(client)
       while (line = client.gets("\r\n", 8192))
         verb, = line.split(" ", 2)
-        headers, twice = read_headers(client)
+        headers, twice = read_headers(client, MAX_HEAD - line.bytesize)
+        break plain(client, 431, "the request line and headers are over #{MAX_HEAD} bytes", linger: true) unless headers
         length = Integer(headers["content-length"] || "", exception: false)
         length = nil if length&.negative?
         refusal = refusal_of(verb, headers, twice)
@@ -269,11 +293,14 @@ module BerryMQ
       [415, "send JSON-RPC with Content-Type: application/json"]
     end
 
-    # The headers (names in lower case) and the names that came more than once.
-    def read_headers(client)
+    # The headers (names in lower case) and the names that came more than once; nil when
+    # they are over +room+ bytes.
+    def read_headers(client, room)
       headers = {}
       twice = []
       while (line = client.gets("\r\n", 8192)) && line != "\r\n"
+        return nil if (room -= line.bytesize).negative?
+
         key, value = line.split(":", 2)
         next unless value
 
@@ -318,7 +345,10 @@ module BerryMQ
     # Answers +text+ and closes; first reads what came of a body of +discard+ bytes (for up
     # to a second), since closing on unread input would reset the connection and the client
     # could lose the answer.
-    def plain(client, status, text, discard: nil)
+    #
+    # With +linger+ (what is left unread is not known: headers over the limit) it stops
+    # writing after the answer and reads on for up to a second, until the client closes.
+    def plain(client, status, text, discard: nil, linger: false)
       if discard && discard <= @max_body
         deadline = BerryMQ.monotonic + 1
         while discard.positive? && (left = deadline - BerryMQ.monotonic).positive? && client.wait_readable(left)
@@ -330,6 +360,15 @@ module BerryMQ
       end
       client.write("HTTP/1.1 #{status} Error\r\nContent-Type: text/plain\r\nContent-Length: #{text.bytesize}\r\n" \
                    "Connection: close\r\n\r\n#{text}")
+      drain(client) if linger
+    end
+
+    def drain(client)
+      client.close_write
+      deadline = BerryMQ.monotonic + 1
+      while (left = deadline - BerryMQ.monotonic).positive? && client.wait_readable(left)
+        break if client.read_nonblock(65_536, exception: false).nil?
+      end
     end
   end
 end
