@@ -320,7 +320,7 @@ class Index:
                 cached = (ident, ((one.ref, one.guard, one),), how)
             else:
                 cached = (ident, tuple([(s.ref, s.guard, s) for s in matched]), how)
-            if len(routes) >= self.limit:  # full: the oldest identifier goes
+            if len(self._route_keys) >= self.limit:  # full: the one cached first goes
                 self._evict()
             routes[key] = cached
             self._route_keys[text] = [key]

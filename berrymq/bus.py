@@ -89,9 +89,9 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
         over and not finished; a sender on its loop is refused at once beyond it
         (:class:`~berrymq.QueueFull`), one in another thread waits for room first.
     :param async_pending_wait: how long, in seconds, that sender waits.
-    :param route_cache_size: the identifiers whose routes are kept (the one sent longest
-        ago goes first): sending costs a dictionary look-up for them, and each takes
-        about 1-2 KB (more for longer identifiers).
+    :param route_cache_size: the identifiers whose routes are kept (the one cached first
+        goes first): sending costs a dictionary look-up for them, and each takes about 1-2
+        KB (more for longer identifiers).
     :param plugins: the plugin host whose active plugins join this bus; the default is the
         process's host, configured by the settings file.
     :param start: start the bus now (apply the settings, let plugins join); with False,

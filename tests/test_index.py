@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from berrymq import Bus, Message
+from berrymq import Bus, Identifier, Message
 from berrymq._index import ROUTE_CACHE_LIMIT
 
 
@@ -86,6 +86,19 @@ def test_the_route_cache_evicts_the_oldest_route_instead_of_clearing(bus: Bus) -
     assert cached(bus, "a:run") is None
     assert all(cached(bus, n) is not None for n in ("b:run", "c:run", "d:run"))
     assert len(bus.routes) == 3
+
+
+def test_the_route_cache_counts_identifiers_not_the_keys_they_were_sent_by(bus: Bus) -> None:
+    bus.subscribe("*:run", nothing)
+    bus.index.limit = 3
+    for name in ("a:run", "b:run", "c:run"):
+        bus.twitter(name)
+        bus.twitter(Identifier(name))  # a second key for the same identifier
+    assert all(cached(bus, n) is not None for n in ("a:run", "b:run", "c:run"))
+    bus.twitter("d:run")  # full: a:run goes, with both its keys
+    assert cached(bus, "a:run") is None
+    assert all(cached(bus, n) is not None for n in ("b:run", "c:run", "d:run"))
+    assert len(bus.routes) == 5
 
 
 def test_eviction_skips_routes_forgotten_meanwhile_and_its_queue_stays_bounded(bus: Bus) -> None:
