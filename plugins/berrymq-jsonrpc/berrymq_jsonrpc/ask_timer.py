@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from berrymq._ask_local import Refused, ask_local, replies_so_far
 from berrymq.ask import ask_local_by
 from berrymq.message import Message
+from berrymq.transports.support import Refused, ask_local, replies_so_far
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.params import as_float
 from berrymq_jsonrpc.sessions import WAIT_THREADS, WAITS
@@ -132,7 +132,7 @@ def local_replies(bus: Bus, message: Message, timeout: float | None,
     every receiver; with the receiver of each reply, at its index (so that a reply JSON
     cannot hold names its receiver: :func:`berrymq.wire.encode_replies`). A full queue's
     refusal is an entry after the replies, and is told to ``refused`` once, by the thread
-    that ran the receivers (:func:`berrymq._ask_local.ask_local`). A ``timeout`` of 0 is answered
+    that ran the receivers (:func:`berrymq.transports.support.ask_local`). A ``timeout`` of 0 is answered
     at once and runs no receiver, with or without a timer (docs/protocol.md, ask)."""
     progress = _PROGRESS.get()
     if progress is not None and progress.expired:  # the timer answers: what came in by now

@@ -18,8 +18,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from berrymq._delivery import drop_tracebacks
 from berrymq.errors import InvalidIdentifier, QueueFull
+from berrymq.transports.support import drop_tracebacks
 from berrymq.wire import encode_replies
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import ask_arrived, local_replies

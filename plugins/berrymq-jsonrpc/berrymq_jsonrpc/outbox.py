@@ -18,9 +18,9 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
-from berrymq._backlog import waits_for_room
 from berrymq.errors import ConnectionClosed, MessageTooLarge, QueueFull
 from berrymq.transports.ioloop import InheritedLoopError, io_loop
+from berrymq.transports.support import waits_for_room
 from berrymq.wire import byte_size
 from berrymq_jsonrpc.jsonrpc_client import PeerQueueFull
 from berrymq_jsonrpc.sizes import ENVELOPE, too_large_detail

@@ -33,7 +33,7 @@ __all__ = ["ENVELOPE", "UID_ROOM", "measure", "measured_from", "message_limit",
 #: and id of the request, and the hops a node adds to the message's extras.
 ENVELOPE = 512
 #: A message without a uid is measured with one this long, the length of berryMQ's own
-#: (:mod:`berrymq._uids`): the first node to forward it gives it one.
+#: uids: the first node to forward it gives it one.
 UID_ROOM = 20
 _NO_UID = "u" * UID_ROOM
 #: The bytes of ``"uid":"..."`` with a uid of :data:`UID_ROOM` characters.

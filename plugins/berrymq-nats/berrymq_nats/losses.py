@@ -26,8 +26,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from berrymq._losses import LOSSES
 from berrymq.transports.ioloop import io_loop
+from berrymq.transports.support import LOSSES
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus

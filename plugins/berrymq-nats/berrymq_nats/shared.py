@@ -21,8 +21,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from berrymq._uids import SeenUids
 from berrymq.identifier import Identifier
+from berrymq.transports.support import SeenUids
 from berrymq_nats.subjects import SubjectMap
 
 if TYPE_CHECKING:
