@@ -12,6 +12,12 @@ import berrymq
 
 
 @pytest.fixture
+def bus(berrymq_bus: berrymq.Bus) -> berrymq.Bus:
+    """The test's own bus (``berrymq_bus`` of :mod:`berrymq.testing`), by a short name."""
+    return berrymq_bus
+
+
+@pytest.fixture
 def graphviz_dot() -> str:
     """Graphviz's ``dot``, to check that what berryMQ draws is accepted by it."""
     return required_program("dot", "graphviz")

@@ -480,6 +480,10 @@ class Lines:
 # -- a bus with one of everything, for the network picture (describe, graph, network) ----------
 
 
+def nothing(message: Message) -> None:
+    """A receiver that does nothing."""
+
+
 def on_log(message: Message) -> None:
     pass
 

@@ -19,11 +19,6 @@ from berrymq.settings import MAX_HOP_LIMIT, MAX_MULTIPLICITY, load_settings
 from berrymq.state import StateKey
 
 
-@pytest.fixture
-def bus(berrymq_bus: Bus) -> Bus:
-    return berrymq_bus
-
-
 def test_a_closed_bus_forgets_its_receivers_and_closes_once() -> None:
     got: list[str] = []
     with Bus(name="closing") as bus:

@@ -16,11 +16,6 @@ from berrymq._hops import hop_box
 from berrymq.plugins import PluginHost
 
 
-@pytest.fixture
-def bus(berrymq_bus: Bus) -> Bus:
-    return berrymq_bus
-
-
 def test_deliver_runs_receivers_with_the_hop_count_plus_one_and_restores_it(bus: Bus) -> None:
     seen: list[int] = []
     bus.subscribe("h:*", lambda m: seen.append(hop_box()[0]), weak=False)

@@ -5,22 +5,14 @@ from __future__ import annotations
 import gc
 
 import pytest
+from helpers import nothing
 
 from berrymq import Bus, Identifier, Message
 from berrymq._index import ROUTE_CACHE_LIMIT
 
 
-def nothing(message: Message) -> None:
-    pass
-
-
 def other(message: Message) -> None:
     pass
-
-
-@pytest.fixture
-def bus(berrymq_bus: Bus) -> Bus:
-    return berrymq_bus
 
 
 def cached(bus: Bus, key: object) -> object:

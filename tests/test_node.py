@@ -22,11 +22,6 @@ from berrymq.settings import Settings
 from berrymq.state import StateKey
 
 
-@pytest.fixture
-def bus(berrymq_bus: Bus) -> Bus:
-    return berrymq_bus
-
-
 class Link:
     """A forwarder that keeps what it was given."""
 

@@ -6,19 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from helpers import nothing
 
 import berrymq
 from berrymq import Bus, Follower, Message, Queue, following, following_function
 from berrymq.subscription import Subscription
-
-
-def nothing(message: Message) -> None:
-    pass
-
-
-@pytest.fixture
-def bus(berrymq_bus: Bus) -> Bus:
-    return berrymq_bus
 
 
 def test_route_lists_the_subscriptions_in_registration_order(bus: Bus) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -18,9 +19,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # berrymq_cli_procs, shared by the CLI tests
 
 from berrymq_cli_procs import Proc
-from helpers import Buses
+from helpers import Buses, serve
 from helpers import wait_for as poll_until
 from probe_tools import OPEN_SOCKETS
+
+from berrymq.bus import Bus
 
 NODE_SCRIPT = Path(__file__).with_name("node_script.py")
 TIMEOUT = 20.0
@@ -117,6 +120,13 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Node]]:
     yield start
     for node in nodes:
         node.stop()
+
+
+@pytest.fixture
+def server(bus_factory: Buses) -> Callable[..., tuple[Bus, int]]:
+    """``server(scheme, **settings)``: a node listening on a free loopback port, as
+    (bus, port)."""
+    return functools.partial(serve, bus_factory)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ points 3 and 4 on the wire, the application error codes and the safety limits.""
 
 from __future__ import annotations
 
-import functools
 import http.client
 import json
 import logging
@@ -15,7 +14,6 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
-from helpers import serve
 from probe_tools import TOKEN
 
 import berrymq
@@ -92,12 +90,6 @@ class Raw:
             self.sock.close()
         else:
             self.http.close()
-
-
-@pytest.fixture
-def server(bus_factory: Callable[..., Bus]) -> Callable[..., tuple[Bus, int]]:
-    """Start a berryMQ server (``server(scheme, **settings)``) -> (bus, port)."""
-    return functools.partial(serve, bus_factory)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ clients that are not Python at all (a few lines of Node.js, ``curl``)."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.sessions import WAIT_THREADS
-from helpers import required_program, serve
+from helpers import required_program
 from probe_tools import TOKEN, Raw, http_post, post_body, send_request
 from probe_tools import request as request_object
 
@@ -28,12 +27,6 @@ from berrymq.bus import Bus
 
 SCHEMES = ["tcp", "http"]
 WAIT = 10.0
-
-
-@pytest.fixture
-def server(bus_factory: Callable[..., Bus]) -> Callable[[str], tuple[Bus, int]]:
-    """``server(scheme)``: a node listening on a free loopback port, (bus, port)."""
-    return functools.partial(serve, bus_factory)
 
 
 def request(method: str, params: dict[str, Any] | list[Any], id: int | None = 1) -> bytes:

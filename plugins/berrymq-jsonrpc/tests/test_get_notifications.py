@@ -9,26 +9,18 @@ batch, in JSON-RPC 2.0 and 1.0.
 
 from __future__ import annotations
 
-import functools
 import json
 import socket
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import serve
 from probe_tools import post_body, send_request
 
 from berrymq.bus import Bus
 
 SCHEMES = ["tcp", "http"]
 WAIT = 10.0
-
-
-@pytest.fixture
-def server(bus_factory: Callable[..., Bus]) -> Callable[[str], tuple[Bus, int]]:
-    """``server(scheme)``: a node listening on a free loopback port, (bus, port)."""
-    return functools.partial(serve, bus_factory)
 
 
 def call(scheme: str, port: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
