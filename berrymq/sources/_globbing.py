@@ -31,7 +31,9 @@ _ABSENT = (FileNotFoundError, NotADirectoryError)
 def matching(pattern: str) -> tuple[list[str], list[Unreadable]]:
     """The paths matching ``pattern`` (files and directories, in no set order) and the
     paths that could not be read on the way. A pattern ending with a separator matches
-    directories only (their paths end with it), as in ``glob``."""
+    directories only (their paths end with it), as in ``glob``. A last part without
+    wildcards is not looked up (``dir/**/name`` gives ``name`` in every directory): the
+    caller stats each path, and drops those that are not there."""
     unreadable: list[Unreadable] = []
     base, parts, directories = _split(pattern)
     paths = list(_expand(base, parts, unreadable))
