@@ -1,12 +1,12 @@
 """Delivery: :func:`deliver`, the one loop that runs receivers, and the error policy.
 
 Every way a message reaches receivers goes through :func:`deliver`: ``twitter`` (in the
-sender's thread), ``publish`` (a message from another node), ``talk`` and ``ask`` (with an
-:class:`Answer` that takes the receivers' return values) and the worker pool (one route
-entry per task). It sets the thread's hop count to the message's plus one around the
-receivers (the only place that does, apart from async receivers' coroutines), so a
-receiver that sends hands the count on, and it applies the bus's error policy: a receiver's
-exception is logged, or collected and raised after every receiver ran.
+sender's thread), ``publish`` (from another node), ``talk`` and ``ask`` (with an
+:class:`Answer` taking the receivers' return values) and the worker pool (a route entry
+per task). It sets the thread's hop count to the message's plus one around the receivers
+(code carrying a count into another thread or task sets it there: :mod:`berrymq._hops`),
+so that a receiver that sends hands the count on, and applies the bus's error policy: a
+receiver's exception is logged, or kept and raised after every receiver ran.
 """
 
 from __future__ import annotations
