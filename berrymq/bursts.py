@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["BurstLog", "Flushes", "Schedule", "flush_at_exit", "flushed"]
+__all__ = ["BurstLog", "BurstLogs", "Flushes", "Schedule", "flush_at_exit", "flushed"]
 
 #: Run a call after some seconds (the default starts a short-lived timer thread).
 Schedule = Callable[[float, Callable[[], None]], object]
@@ -160,3 +160,31 @@ class BurstLog:
             self._logger.log(level, text + " (1 such event since the last line)", *args)
         else:
             self._logger.log(level, text, *args)
+
+
+class BurstLogs:
+    """A :class:`BurstLog` per kind of event (the reason of a refusal, say), so that the
+    count a line carries is of events of its own kind: with one log for all, a line with
+    the text of the last event would count those of every kind as if they were its own.
+    The kinds are a few fixed texts of the code, never taken from what a peer sent."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 5.0) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._logs: dict[str, BurstLog] = {}
+        self._lock = threading.Lock()
+
+    def of(self, kind: str) -> BurstLog:
+        """The log of events of ``kind``."""
+        log = self._logs.get(kind)
+        if log is None:
+            with self._lock:
+                log = self._logs.setdefault(kind, BurstLog(self._logger, self._interval))
+        return log
+
+    def flush(self) -> None:
+        """Write now what each kind's burst under way would end with."""
+        with self._lock:
+            logs = list(self._logs.values())
+        for log in logs:
+            log.flush()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from helpers import clean_env
 
-from berrymq.bursts import BurstLog
+from berrymq.bursts import BurstLog, BurstLogs
 
 logger = logging.getLogger("berrymq.test.bursts")
 
@@ -122,6 +122,20 @@ def test_a_closing_line_of_one_event_says_so(caplog: pytest.LogCaptureFixture) -
         later.run()
     assert [r.getMessage() for r in caplog.records] == [
         "freed 1", "freed 2 (1 such event since the last line)"]
+
+
+def test_burst_logs_count_each_kind_on_its_own(caplog: pytest.LogCaptureFixture) -> None:
+    """Refusals of two reasons: each line counts the events of its own reason (one log
+    for both summed 99 refusals of one reason under the text of the other)."""
+    logs = BurstLogs(logger, interval=60.0)
+    assert logs.of("full") is logs.of("full")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        for i in range(99):
+            logs.of("full").warning("queue full %d", i)
+        logs.of("large").warning("too large")
+        logs.flush()
+    assert [r.getMessage() for r in caplog.records] == [
+        "queue full 0", "too large", "queue full 98 (98 such events since the last line)"]
 
 
 #: A program with a BurstLog at module level (no owner closes it) that logs a burst and

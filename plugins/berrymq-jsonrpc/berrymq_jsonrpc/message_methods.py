@@ -23,7 +23,7 @@ from berrymq.transports.support import drop_tracebacks
 from berrymq.wire import encode_replies
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import ask_arrived, local_replies
-from berrymq_jsonrpc.jsonrpc import app_error, invalid_params
+from berrymq_jsonrpc.jsonrpc import JsonRpcError, app_error, invalid_params
 from berrymq_jsonrpc.outbox import REFUSED
 from berrymq_jsonrpc.params import allowed, decode_message, message_from_wire, number
 from berrymq_jsonrpc.sessions import NOT_WRITABLE, Session, Unwritable, refusal_data
@@ -31,7 +31,7 @@ from berrymq_jsonrpc.sizes import measure, too_large_data
 from berrymq_jsonrpc.waiting_methods import WaitingMethods
 
 if TYPE_CHECKING:
-    from berrymq.bursts import BurstLog
+    from berrymq.bursts import BurstLogs
     from berrymq.identifier import Identifier
     from berrymq.message import Message
 
@@ -56,6 +56,9 @@ def _first_leaf(error: BaseException) -> BaseException:
     return error
 
 
+#: The reason in ``/status`` ``lost`` of messages sent with a token of no open session.
+NO_SESSION = "refused: unknown or expired token"
+
 _SEND_MESSAGE = frozenset({"token", "identifier", "args", "kwargs", "uid", "hops", "reply_to"})
 _ASK = frozenset({"identifier", "args", "kwargs", "timeout", "token", "uid", "hops"})
 
@@ -66,7 +69,7 @@ class MessageMethods(WaitingMethods):
 
     if TYPE_CHECKING:  # the service's own
         message_limit: int
-        refusals: BurstLog
+        refusals: BurstLogs
 
         def handle_parsed(self, request: Any, context: Any = None,
                           size: int | None = None) -> bytes | None: ...
@@ -138,14 +141,29 @@ class MessageMethods(WaitingMethods):
         :class:`~berrymq_jsonrpc.sessions.Unwritable`): counted and logged per burst, as a
         sender of notifications has no answer (a peer's full link's refusal,
         :attr:`~berrymq.QueueFull.not_forwarded`, is counted by the core)."""
+        reason = NOT_WRITABLE if isinstance(refusal, Unwritable) else REFUSED
         if not refusal.not_forwarded:
-            self.stats.lost(NOT_WRITABLE if isinstance(refusal, Unwritable) else REFUSED)  # stats
-        self._say_refused(peer, refusal)
+            self.stats.lost(reason)  # stats
+        self._say_refused(peer, refusal, "not forwarded" if refusal.not_forwarded else reason)
 
-    def _say_refused(self, peer: object, why: object) -> None:
-        """Log a refused message of ``peer``'s, once per burst of them."""
-        self.refusals.warning("%s: a message from %s was refused: %s", self.name,
-                               peer or "a client", why)
+    def _say_refused(self, peer: object, why: object, kind: str) -> None:
+        """Log a refused message of ``peer``'s, once per burst of refusals of ``kind``."""
+        self.refusals.of(kind).warning("%s: a message from %s was refused: %s", self.name,
+                                       peer or "a client", why)
+
+    def _sending_session(self, params: dict[str, Any], context: Any, count: int) -> Session:
+        """The session that ``count`` messages come in, or the refusal of its token: an
+        unknown, expired or malformed one loses them, counted in ``/status`` ``lost``
+        (:data:`NO_SESSION`) and logged once per burst, since the sender of a
+        notification hears nothing (a session expires after ``ttl`` seconds unused)."""
+        try:
+            return self.session(params.get("token"), context)
+        except JsonRpcError as exc:
+            if exc.code in (p.UNKNOWN_TOKEN, p.BAD_TOKEN):
+                self.stats.lost(NO_SESSION, count)  # stats
+                self._say_refused(getattr(context, "url", None),
+                                  f"{p.APPLICATION_ERRORS[exc.code]} ({exc.code})", NO_SESSION)
+            raise
 
     def _too_large(self, peer: object, size: int, where: str) -> Exception:
         """The refusal of a message over the size limit (*Message too large*, naming the
@@ -153,12 +171,12 @@ class MessageMethods(WaitingMethods):
         burst: nothing of its request runs, and its sender is told."""
         self.count_refusal("max_size")  # stats
         data = too_large_data(size, self.max_size, where)
-        self._say_refused(peer, data["detail"])
+        self._say_refused(peer, data["detail"], "max_size")
         return app_error(p.TOO_LARGE, data)
 
     def _send_message(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_SEND_MESSAGE, params, _SEND_MESSAGE)
-        session = self.session(params.get("token"), context)
+        session = self._sending_session(params, context, 1)
         message, reply_to = message_from_wire(
             params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
             params, "the message's",
@@ -177,8 +195,8 @@ class MessageMethods(WaitingMethods):
 
     def _send_messages(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_SEND_MESSAGES, params, frozenset({"token", "messages"}))
-        session = self.session(params.get("token"), context)
         items = params.get("messages")
+        session = self._sending_session(params, context, len(items) if type(items) is list else 0)
         if type(items) is not list:
             raise invalid_params("'messages' must be an array")
         built = [decode_message(item, f"messages[{index}]") for index, item in enumerate(items)]

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berrymq import network
-from berrymq.bursts import BurstLog
+from berrymq.bursts import BurstLog, BurstLogs
 from berrymq.wire import ParseError, loads
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.dialect import CALLBACK_TIMEOUT, answer_v1
@@ -110,7 +110,7 @@ class Service(MessageMethods):
         #: then says False); set by the transport
         self.on_loss: Callable[[], None] | None = None
         #: refusals and drops are logged once per burst, with a count (each is counted)
-        self.refusals = BurstLog(logger)
+        self.refusals = BurstLogs(logger)  # one per reason: each line counts its own
         #: the ends of this node's links (a failure, a peer gone): one line per burst
         self.link_failures = BurstLog(logger)
         #: messages taken for answers that never left (see berrymq_jsonrpc.taken)

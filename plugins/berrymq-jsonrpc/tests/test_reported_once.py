@@ -132,3 +132,50 @@ def test_a_batch_with_a_blocking_get_holds_up_no_other_request(
         while b"]" not in data:  # the batch is answered once its get has waited
             data += waiter.recv(65536)
         assert b'"id":1' in data.replace(b" ", b"") and b'"id":2' in data.replace(b" ", b"")
+
+
+def test_notifications_with_no_open_session_are_counted_and_logged(
+        bus_factory: Callable[..., Bus], caplog: pytest.LogCaptureFixture) -> None:
+    bus = bus_factory()
+    url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), WAIT) as sock:
+        sock.settimeout(WAIT)
+        token = call(sock, "connect_oneway", ttl=600)
+        assert call(sock, "close_connection", token=token) == "ok"
+        with caplog.at_level(logging.WARNING, logger="berrymq.remote"):
+            # 100 notifications and a batch of 3 messages with the closed token, 50 with a
+            # token no node would issue: none is answered, none is delivered
+            sock.sendall(b"".join(line("send_message", {"token": token, "identifier": "job:x"})
+                                  for _ in range(100)))
+            sock.sendall(line("send_messages", {"token": token, "messages": [
+                {"identifier": "job:x"}, {"identifier": "job:y"}, {"identifier": "job:z"}]}))
+            sock.sendall(b"".join(line("send_message", {"token": "?" * 300, "identifier": "job:x"})
+                                  for _ in range(50)))
+            assert call(sock, "connect_oneway", ttl=600)  # all before it were read
+    assert stats_for(bus).losses() == {"refused: unknown or expired token": 153}
+    logged = [r.getMessage() for r in caplog.records if "was refused" in r.getMessage()]
+    assert 1 <= len(logged) <= 2, logged
+    assert "Unknown or expired token (-32001)" in logged[0]
+
+
+def test_each_kind_of_refusal_is_logged_with_its_own_count(
+        bus_factory: Callable[..., Bus], caplog: pytest.LogCaptureFixture) -> None:
+    bus = bus_factory(jsonrpc_tcp={"queue_size": 1, "max_size": 4096})
+    url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), WAIT) as sock:
+        sock.settimeout(WAIT)
+        queue = call(sock, "connect_via_queue", identifier="job:*", ttl=600)
+        token = call(sock, "connect_oneway", ttl=600)
+        with caplog.at_level(logging.WARNING, logger="berrymq.remote"):
+            sock.sendall(b"".join(line("send_message", {"token": token, "identifier": "job:x"})
+                                  for _ in range(11)))  # 10 refused by the full queue
+            sock.sendall(line("send_message", {"token": token, "identifier": "job:big",
+                                               "args": ["x" * 3800]}))  # over max_size less 512
+            assert call(sock, "get_nowait", token=queue)[0] == "job:x"
+        bus.transport("tcp").close()  # the closing lines of both bursts
+    logged = [r.getMessage() for r in caplog.records if "was refused" in r.getMessage()]
+    full = [text for text in logged if "queue_size" in text]
+    large = [text for text in logged if "max_size" in text]
+    assert len(full) + len(large) == len(logged) and large, logged
+    assert not any("such events" in text for text in large), large  # one refusal, its own line
+    assert full[-1].endswith("(9 such events since the last line)"), full
