@@ -22,7 +22,7 @@ from typing import Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import netloc, split_url
-from berrymq_jsonrpc.client import Channel, NoAnswer
+from berrymq_jsonrpc.channel import Channel, NoAnswer
 from berrymq_jsonrpc.replies import reply_limit
 
 from berrymq.errors import ConnectionClosed, TransportError

@@ -26,8 +26,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from berrymq_jsonrpc.channel import Channel
 from berrymq_jsonrpc.cli import add_serve_option
-from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.monitor import Monitor
 from berrymq_jsonrpc.settings import declare_settings
 from berrymq_jsonrpc.transport import RemoteTransport

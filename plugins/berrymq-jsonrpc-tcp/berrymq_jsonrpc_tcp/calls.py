@@ -18,7 +18,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.client import NoAnswer
+from berrymq_jsonrpc.channel import NoAnswer
 from berrymq_jsonrpc.jsonrpc_client import error_for
 
 from berrymq.bursts import BurstLog
@@ -92,7 +92,7 @@ class Calls:
                 del self.late[next(iter(self.late))]
 
     async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
-        """See :meth:`berrymq_jsonrpc.client.Channel.exchange`."""
+        """See :meth:`berrymq_jsonrpc.channel.Channel.exchange`."""
         channel = self.channel
         if channel.closed or channel.transport is None:
             raise channel.gone()
@@ -117,7 +117,7 @@ class Calls:
 
     def call(self, text: str, request_id: int, wait: float) -> Any:
         """Send the request ``text`` from a thread other than the loop's, and wait for its
-        reply at most ``wait`` seconds (then :class:`~berrymq_jsonrpc.client.NoAnswer`)."""
+        reply at most ``wait`` seconds (then :class:`~berrymq_jsonrpc.channel.NoAnswer`)."""
         future: Handback[Any] = Handback()
         io_loop.call_soon(self._send_request, text, request_id, future)
         try:

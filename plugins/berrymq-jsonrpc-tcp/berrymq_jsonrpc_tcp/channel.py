@@ -34,7 +34,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from berrymq_jsonrpc.client import Channel
+from berrymq_jsonrpc.channel import Channel
 from berrymq_jsonrpc.jsonrpc_client import parse_reply
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.replies import reply_limit

@@ -16,8 +16,8 @@ from typing import Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import bind_family, split_url
+from berrymq_jsonrpc.channel import Channel
 from berrymq_jsonrpc.cli import add_serve_option
-from berrymq_jsonrpc.client import Channel
 from berrymq_jsonrpc.settings import declare_settings, read_number
 from berrymq_jsonrpc.transport import RemoteTransport
 

@@ -12,7 +12,8 @@ plugins share.
   expired; :mod:`berrymq_jsonrpc.sessions`: what a session keeps (its bounded queue) and
   the threads for what may wait; :mod:`berrymq_jsonrpc.params`: params checked, messages
   read from the wire;
-- :mod:`berrymq_jsonrpc.client`: channels, the coalescing outbox and outgoing links;
+- :mod:`berrymq_jsonrpc.channel`: requests to one peer and their replies, on the I/O loop;
+- :mod:`berrymq_jsonrpc.client`: the coalescing outbox and outgoing links;
 - :mod:`berrymq_jsonrpc.transport`: :class:`RemoteTransport`, the
   :class:`~berrymq.transports.base.Transport` both plugins subclass with their sockets;
   :mod:`berrymq_jsonrpc.connection`: its connections, in the core's three styles;

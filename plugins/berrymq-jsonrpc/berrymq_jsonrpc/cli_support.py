@@ -25,7 +25,7 @@ from berrymq.errors import BerryMQError, ConnectionClosed, RemoteError, Transpor
 from berrymq.identifier import parse
 from berrymq.timeouts import too_long
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.client import NoAnswer
+from berrymq_jsonrpc.channel import NoAnswer
 from berrymq_jsonrpc.limits import ttl_limit
 
 __all__ = ["connect", "format_message", "shown", "keyword", "node_failure", "open_session",

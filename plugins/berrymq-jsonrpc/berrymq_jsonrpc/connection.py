@@ -24,7 +24,8 @@ from berrymq.transports.base import ConnectionRow
 from berrymq.transports.styles import LinkConnection
 from berrymq.wire import WireError, decode_message
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.client import Channel, Link
+from berrymq_jsonrpc.channel import Channel
+from berrymq_jsonrpc.client import Link
 from berrymq_jsonrpc.sessions import Session, in_waits
 from berrymq_jsonrpc.turns import busy_pause, refused_as_busy
 

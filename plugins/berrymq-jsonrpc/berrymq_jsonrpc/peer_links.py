@@ -24,7 +24,8 @@ from berrymq_jsonrpc.limits import CALLBACK_CHECK, unreachable
 from berrymq_jsonrpc.sessions import in_waits
 
 if TYPE_CHECKING:
-    from berrymq_jsonrpc.client import Channel, Link
+    from berrymq_jsonrpc.channel import Channel
+    from berrymq_jsonrpc.client import Link
     from berrymq_jsonrpc.service import Service
 
 __all__ = ["PeerLinks"]

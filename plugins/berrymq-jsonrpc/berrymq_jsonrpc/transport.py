@@ -27,7 +27,8 @@ from berrymq.transports.base import Connection, Transport
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import is_loopback, netloc, note_served, split_url, unresolved
-from berrymq_jsonrpc.client import Channel, Link
+from berrymq_jsonrpc.channel import Channel
+from berrymq_jsonrpc.client import Link
 from berrymq_jsonrpc.connection import RemoteConnection
 from berrymq_jsonrpc.draining import CLOSE_DELIVERY_WAIT, LIVE_TRANSPORTS, deliver_what_came
 from berrymq_jsonrpc.jsonrpc import JsonRpcError

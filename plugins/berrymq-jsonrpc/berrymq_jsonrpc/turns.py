@@ -3,7 +3,7 @@ connection, and when to send them again.
 
 A node runs a connection's waiting requests ``max_waiting`` at a time and refuses one more
 with *Limit reached*. berryMQ's client has its threads take turns for them
-(:meth:`berrymq_jsonrpc.client.Channel.waiting_turn`), and still meets such a refusal: the
+(:meth:`berrymq_jsonrpc.channel.Channel.waiting_turn`), and still meets such a refusal: the
 node counts an ask the client gave up on at its timeout until the ask's receiver returns,
 and its ``max_waiting`` may be lower than the client's turns.
 """
