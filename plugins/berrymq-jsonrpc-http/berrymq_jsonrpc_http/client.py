@@ -22,7 +22,7 @@ from typing import Any
 
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import netloc, split_url
-from berrymq_jsonrpc.channel import Channel, NoAnswer
+from berrymq_jsonrpc.channel import Channel, Late, NoAnswer
 from berrymq_jsonrpc.replies import reply_limit
 
 from berrymq.errors import ConnectionClosed, TransportError
@@ -145,10 +145,14 @@ class HttpChannel(Channel):
                     conn.close()
         raise AssertionError("unreachable")
 
-    async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
-        try:
-            status, ctype, data = await asyncio.wait_for(self._roundtrip(text.encode()), timeout)
+    async def exchange(self, text: str, request_id: int, timeout: float,
+                       late: Late | None = None) -> Any:
+        roundtrip = asyncio.ensure_future(self._roundtrip(text.encode()))
+        try:  # (shielded from the timeout only when its answer may go to late)
+            status, ctype, data = await asyncio.wait_for(
+                roundtrip if late is None else asyncio.shield(roundtrip), timeout)
         except TimeoutError:
+            self._after(roundtrip, late)
             raise NoAnswer(self.url, timeout) from None
         except AnswerTooLarge:
             raise TransportError(
@@ -158,6 +162,32 @@ class HttpChannel(Channel):
             if self.closed:
                 raise ConnectionClosed(f"the channel to {self.url} is closed") from None
             raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None
+        except BaseException:  # the caller was cancelled: so is the round trip
+            roundtrip.cancel()
+            raise
+        return self._answer(status, ctype, data)
+
+    def _after(self, roundtrip: asyncio.Future[tuple[int, bytes, bytes]],
+               late: Late | None) -> None:
+        """The caller of ``roundtrip`` gave up waiting: without ``late`` it is cancelled
+        (its connection closed); with it, it may end within the channel's ``timeout``
+        more, and its answer goes to ``late``."""
+        if late is None:
+            roundtrip.cancel()
+            return
+        cancel = asyncio.get_running_loop().call_later(self.timeout, roundtrip.cancel)
+
+        def ended(done: asyncio.Future[tuple[int, bytes, bytes]]) -> None:
+            cancel.cancel()
+            if not done.cancelled() and done.exception() is None:
+                with contextlib.suppress(TransportError):  # no answer to take a message from
+                    late(self._answer(*done.result()))
+
+        roundtrip.add_done_callback(ended)
+
+    def _answer(self, status: int, ctype: bytes, data: bytes) -> Any:
+        """The parsed answer of a round trip; :class:`berrymq.TransportError` when it is
+        none (not JSON, or a result with an error status)."""
         if ctype.startswith(b"text/xml"):  # the original berryMQ's server answers so
             raise TransportError(
                 f"{self.url} answered HTTP {status} as text/xml: is it a node of the original "

@@ -14,11 +14,12 @@ lines: this is the side of the connection that asks, the answerer the side that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.channel import NoAnswer
+from berrymq_jsonrpc.channel import Late, NoAnswer
 from berrymq_jsonrpc.jsonrpc_client import error_for
 
 from berrymq.bursts import BurstLog
@@ -38,7 +39,8 @@ NL = b"\n"
 #: Errors without id from peers: one log line per burst, however many lines a client sends.
 _odd_replies = BurstLog(logger)
 #: The most requests given up on (no answer in time) whose answers are still expected:
-#: such an answer, come late, is read as an answer (up to the answer limit) and dropped.
+#: such an answer, come late, is read as an answer (up to the answer limit) and handed to
+#: the request's ``late`` (see :meth:`berrymq_jsonrpc.channel.Channel.exchange`), if any.
 LATE_ANSWERS = 64
 
 
@@ -56,8 +58,8 @@ class Calls:
         #: futures that a blocked thread waits on (:meth:`call`)
         self.owed: dict[Any, asyncio.Future[Any] | Handback[Any]] = {}
         #: the ids of requests whose callers gave up waiting (at most LATE_ANSWERS, the
-        #: latest): their answers may still come
-        self.late: dict[Any, None] = {}
+        #: latest), with what to call with their answers, which may still come
+        self.late: dict[Any, Late | None] = {}
         #: the last error without id the peer sent (a node's refusal of a line it could
         #: not take as a request), named when the connection ends
         self.null_error: dict[str, Any] | None = None
@@ -67,8 +69,10 @@ class Calls:
         key = reply.get("id")
         future = self.owed.pop(key, None) if type(key) in (int, str) else None
         if future is None:
-            if key in self.late:  # its caller gave up waiting: nobody to hand it to
-                del self.late[key]
+            if key in self.late:  # its caller gave up waiting
+                late = self.late.pop(key)
+                if late is not None:
+                    late(reply)
             elif key is None and "error" in reply:
                 self.null_error = reply["error"]
                 _odd_replies.warning("%s answered an error without id: %.200s",
@@ -81,17 +85,18 @@ class Calls:
         """Whether an answer may come: one owed, or one whose caller gave up waiting."""
         return bool(self.owed or self.late)
 
-    def give_up(self, request_id: Any) -> None:
+    def give_up(self, request_id: Any, late: Late | None = None) -> None:
         """The caller of ``request_id`` stopped waiting (on the loop): an answer that comes
-        later is still taken as an answer, and dropped, rather than read as an oversized
-        request (an ``ask`` answered just after its timeout, with replies over max_size,
-        closed the connection)."""
+        later is still taken as an answer, handed to ``late`` (or dropped), rather than
+        read as an oversized request (an ``ask`` answered just after its timeout, with
+        replies over max_size, closed the connection)."""
         if self.owed.pop(request_id, None) is not None:
-            self.late[request_id] = None
+            self.late[request_id] = late
             if len(self.late) > LATE_ANSWERS:
                 del self.late[next(iter(self.late))]
 
-    async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
+    async def exchange(self, text: str, request_id: int, timeout: float,
+                       late: Late | None = None) -> Any:
         """See :meth:`berrymq_jsonrpc.channel.Channel.exchange`."""
         channel = self.channel
         if channel.closed or channel.transport is None:
@@ -107,7 +112,7 @@ class Calls:
                 channel.write_request(channel.transport, text)
                 return await future
         except TimeoutError:
-            self.give_up(request_id)
+            self.give_up(request_id, late)
             raise NoAnswer(channel.url, timeout) from None
         except (OSError, RuntimeError) as exc:
             await channel.aclose()
@@ -115,16 +120,26 @@ class Calls:
         finally:
             self.owed.pop(request_id, None)
 
-    def call(self, text: str, request_id: int, wait: float) -> Any:
+    def call(self, text: str, request_id: int, wait: float, late: Late | None = None) -> Any:
         """Send the request ``text`` from a thread other than the loop's, and wait for its
-        reply at most ``wait`` seconds (then :class:`~berrymq_jsonrpc.channel.NoAnswer`)."""
+        reply at most ``wait`` seconds (then :class:`~berrymq_jsonrpc.channel.NoAnswer`;
+        ``late`` as for :meth:`exchange`)."""
         future: Handback[Any] = Handback()
         io_loop.call_soon(self._send_request, text, request_id, future)
         try:
             return future.result(wait)
         except TimeoutError:
-            io_loop.call_soon(self.give_up, request_id)
+            io_loop.call_soon(self._gave_up, request_id, future, late)
             raise NoAnswer(self.channel.url, wait) from None
+
+    def _gave_up(self, request_id: int, future: Handback[Any], late: Late | None) -> None:
+        """:meth:`give_up` for :meth:`call`, whose reply may have come between the caller's
+        timeout and this (it was handed back to nobody): that one is late too."""
+        if not future.done():
+            self.give_up(request_id, late)
+        elif late is not None:
+            with contextlib.suppress(Exception):  # an exception set: no answer came
+                late(future.result(0))
 
     def _send_request(self, text: str, request_id: int, future: Handback[Any]) -> None:
         channel = self.channel

@@ -34,7 +34,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from berrymq_jsonrpc.channel import Channel
+from berrymq_jsonrpc.channel import Channel, Late
 from berrymq_jsonrpc.jsonrpc_client import parse_reply
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.replies import reply_limit
@@ -302,10 +302,12 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         transport.write(data)
         self.in_flight.sent(len(data))
 
-    async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
-        return await self.calls.exchange(text, request_id, timeout)
+    async def exchange(self, text: str, request_id: int, timeout: float,
+                       late: Late | None = None) -> Any:
+        return await self.calls.exchange(text, request_id, timeout, late)
 
-    def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:
+    def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None,
+             late: Late | None = None) -> Any:
         """:meth:`Channel.call` without a task on the loop: a callback writes the request
         and the reply goes straight to the waiting thread (two turns of the loop, not
         four; this is the path of ``ask``, ``get`` and the other synchronous calls)."""
@@ -313,7 +315,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
             raise RuntimeError("a blocking berryMQ call was made on the I/O thread; it would deadlock")
         wait = self.timeout if timeout is None else timeout
         text, request_id = self._request(method, params)
-        reply = self.calls.call(text, request_id, wait)
+        reply = self.calls.call(text, request_id, wait, late)
         return parse_reply(reply, request_id, self.url)
 
     # -- closing --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
@@ -23,9 +23,13 @@ from berrymq.wire import byte_size
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.jsonrpc_client import encode_request, parse_reply
 
-__all__ = ["Channel", "NoAnswer"]
+__all__ = ["Channel", "Late", "NoAnswer"]
 
 logger = logging.getLogger("berrymq.remote")
+
+#: Called on the I/O loop with the reply to a request whose caller had given up waiting
+#: (see :meth:`Channel.exchange`).
+Late = Callable[[Any], None]
 
 #: Extra seconds a synchronous caller waits beyond the request's own timeout, so that the
 #: channel's deadline (with its clear error) always fires first.
@@ -93,12 +97,16 @@ class Channel(ABC):
                 turns.release()
 
     @abstractmethod
-    async def exchange(self, text: str, request_id: int, timeout: float) -> Any:
+    async def exchange(self, text: str, request_id: int, timeout: float,
+                       late: Late | None = None) -> Any:
         """Send one request text and return its reply, parsed from JSON (on the loop).
 
         Raises :class:`berrymq.ConnectionClosed` when the peer is gone and
         :class:`berrymq.TransportError` for other failures, including no answer within
-        ``timeout`` seconds.
+        ``timeout`` seconds. ``late``, when given, is called with the reply if it comes
+        after that (within the channel's own ``timeout`` more): the answer to a ``get``
+        carries a message the node took from its queue, which is then reported, not
+        dropped unsaid.
         """
 
     async def alive(self) -> bool:
@@ -137,18 +145,21 @@ class Channel(ABC):
         return text, request_id
 
     async def acall(self, method: str, params: Mapping[str, Any],
-                    timeout: float | None = None) -> Any:
+                    timeout: float | None = None, late: Late | None = None) -> Any:
         """Call ``method`` on the peer (on the loop) and return its result, or raise its
-        error as a berryMQ exception (:func:`berrymq_jsonrpc.jsonrpc_client.error_for`)."""
+        error as a berryMQ exception (:func:`berrymq_jsonrpc.jsonrpc_client.error_for`);
+        ``late`` as for :meth:`exchange`."""
         text, request_id = self._request(method, params)
-        reply = await self.exchange(text, request_id, self.timeout if timeout is None else timeout)
+        reply = await self.exchange(text, request_id,
+                                    self.timeout if timeout is None else timeout, late)
         return parse_reply(reply, request_id, self.url)
 
-    def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:
+    def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None,
+             late: Late | None = None) -> Any:
         """:meth:`acall` for a synchronous caller: waits at most about ``timeout``."""
         wait = self.timeout if timeout is None else timeout
         try:
-            return io_loop.run(self.acall(method, params, wait), wait + _GRACE)
+            return io_loop.run(self.acall(method, params, wait, late), wait + _GRACE)
         except TimeoutError:
             raise NoAnswer(self.url, wait) from None
 

@@ -44,9 +44,13 @@ if TYPE_CHECKING:
     from berrymq.stats import NodeStats
     from berrymq_jsonrpc.sessions import Session
 
-__all__ = ["Link"]
+__all__ = ["TAKEN_TOO_LATE", "Link"]
 
 logger = logging.getLogger("berrymq.remote")
+
+#: The loss of a message a ``get`` took from the peer's queue, whose answer came after the
+#: get gave up waiting (a peer stalled past the get's grace): counted and logged.
+TAKEN_TOO_LATE = "lost: taken by a get that had given up"
 
 #: how long past an ``ask``'s timeout this side waits for the peer's answer: the peer
 #: answers at the timeout (counted from the question's arrival) with the replies so far
@@ -92,6 +96,7 @@ class Link(base.Link):
                              byte_limit=outbox_bytes, block_timeout=outbox_wait,
                              on_refused=self._refused, on_lost=self._lost)
         self.closed = False
+        self.taken_too_late = 0  # messages answered to gets that had given up (late_message)
         self.stats: NodeStats | None = None  # stats: set by the transport that owns the link
         #: told of every loss (refused or not sent), so that the owner's next flush says
         #: so even when this link is gone by then; set by the transport that owns the link
@@ -115,6 +120,18 @@ class Link(base.Link):
             self.stats.lost(NOT_SENT, count)
         if self.on_loss is not None:
             self.on_loss()
+
+    def late_message(self, entry: Any) -> None:
+        """A message (``entry``, as on the wire) that a ``get`` took from the peer's queue
+        came after the get gave up: lost, so counted (:attr:`taken_too_late`, the stats)
+        and logged once per burst, every one of them."""
+        self.taken_too_late += 1
+        if self.stats is not None:  # stats
+            self.stats.lost(TAKEN_TOO_LATE)
+        what = entry[0] if type(entry) is list and entry else entry
+        self.failures.warning("%s: a message (%.100r) that %s took from its queue came after "
+                              "the get it answered gave up waiting; it is lost", self.name,
+                              what, self.channel.url)
 
     def _refused(self, exc: QueueFull, count: int) -> None:
         if self.stats is not None:  # stats

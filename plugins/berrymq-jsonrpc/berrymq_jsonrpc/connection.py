@@ -24,8 +24,8 @@ from berrymq.transports.base import ConnectionRow
 from berrymq.transports.styles import LinkConnection
 from berrymq.wire import WireError, decode_message
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.channel import Channel
-from berrymq_jsonrpc.client import Link
+from berrymq_jsonrpc.channel import Channel, Late
+from berrymq_jsonrpc.client import TAKEN_TOO_LATE, Link
 from berrymq_jsonrpc.sessions import Session, in_waits
 from berrymq_jsonrpc.turns import busy_pause, refused_as_busy
 
@@ -70,7 +70,8 @@ class ServerQueue:
                 try:
                     entry = connection.call(p.METHOD_GET, {"token": connection.token,
                                                            "block": True, "timeout": wait},
-                                            timeout=wait + transport.timeout)
+                                            timeout=wait + transport.timeout,
+                                            late=self._taken_too_late)
                 except queue.Empty:
                     if deadline is None or time.monotonic() < deadline:
                         self._pace(asked, wait, deadline)
@@ -103,7 +104,14 @@ class ServerQueue:
 
     def get_nowait(self) -> Message:
         connection = self.connection
-        return self._message(connection.call(p.METHOD_GET_NOWAIT, {"token": connection.token}))
+        return self._message(connection.call(p.METHOD_GET_NOWAIT, {"token": connection.token},
+                                             late=self._taken_too_late))
+
+    def _taken_too_late(self, reply: Any) -> None:
+        """The answer to a ``get`` that had given up waiting (on the loop): a message in it
+        was taken from the node's queue for nobody, so it is reported, not dropped."""
+        if type(reply) is dict and reply.get("result") is not None:
+            self.connection.link.late_message(reply["result"])
 
     def _message(self, entry: Any) -> Message:
         """The message of a ``get`` result, in the one wire form (:mod:`berrymq.wire`)."""
@@ -174,17 +182,22 @@ class RemoteConnection(LinkConnection):
     def losses(self) -> dict[str, int]:
         """The messages sent on this connection that were not delivered, by reason:
         ``refused: queue full`` (the peer refused them), ``not sent: connection failed or
-        closed`` (they were waiting when it failed or closed)."""
-        return self.link.outbox.losses
+        closed`` (they were waiting when it failed or closed); and those a ``get`` took
+        from the peer's queue whose answer came after the get gave up
+        (:data:`~berrymq_jsonrpc.client.TAKEN_TOO_LATE`)."""
+        late = self.link.taken_too_late
+        return {**self.link.outbox.losses, TAKEN_TOO_LATE: late} if late else self.link.outbox.losses
 
-    def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None) -> Any:
-        """Call a protocol method on the peer directly (raises berryMQ errors); when the
-        peer is found gone (:class:`berrymq.ConnectionClosed`) the connection is closed
-        by the time the error is raised."""
+    def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None,
+             late: Late | None = None) -> Any:
+        """Call a protocol method on the peer directly (raises berryMQ errors; ``late`` as
+        for :meth:`~berrymq_jsonrpc.channel.Channel.exchange`); when the peer is found gone
+        (:class:`berrymq.ConnectionClosed`) the connection is closed by the time the error
+        is raised."""
         if self.closed:
             raise self._closed_error()
         try:
-            return self.channel.call(method, params, timeout)
+            return self.channel.call(method, params, timeout, late)
         except ConnectionClosed as exc:
             # closed here, on the caller's thread (one that may block), before the error
             # reaches it: handed to a WAITS thread, the close could be overtaken by what

@@ -1,0 +1,53 @@
+"""A ``get`` that gave up waiting, whose answer then comes with a message the node took
+from its queue for it (the node stalled past the get's grace): the message is reported,
+counted in the connection's losses and the process's stats and logged, not dropped unsaid.
+The node is a real ``berrymq serve`` process, stalled with SIGSTOP."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from berrymq_jsonrpc.channel import NoAnswer
+from berrymq_jsonrpc.client import TAKEN_TOO_LATE
+from helpers import wait_for
+
+from berrymq import Identifier, Message
+from berrymq.bus import Bus
+from berrymq.stats import stats_for
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+@pytest.mark.parametrize("call", ["get_nowait", "get"])
+def test_a_message_answered_after_its_get_gave_up_is_reported(
+        scheme: str, call: str, serve_node: Callable[..., Any], bus_factory: Callable[..., Bus],
+        caplog: pytest.LogCaptureFixture) -> None:
+    node = serve_node(f"--{scheme}", "127.0.0.1:0")
+    url = node.urls[scheme]
+    # a short timeout, so that the get gives up while the node is stopped
+    bus = bus_factory(**{f"jsonrpc_{scheme}": {"timeout": 0.5}})
+    transport = bus.transport(scheme)
+    inbox = transport.connect_via_queue(url, Identifier("job:*"), ttl=600)
+    sender = transport.connect_oneway(url, ttl=600)
+    sender.send(Message("job:one", (1,)))
+    assert sender.flush(10)
+    with caplog.at_level(logging.WARNING, logger="berrymq.remote"):
+        os.kill(node.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(NoAnswer):
+                if call == "get":
+                    inbox.get(timeout=0.2)
+                else:
+                    inbox.get_nowait()
+            time.sleep(0.2)  # the node stays stopped past the get's grace
+        finally:
+            os.kill(node.process.pid, signal.SIGCONT)
+        wait_for(lambda: inbox.losses.get(TAKEN_TOO_LATE) == 1)
+    assert stats_for(bus).losses().get(TAKEN_TOO_LATE) == 1
+    logged = [r.getMessage() for r in caplog.records if "gave up waiting" in r.getMessage()]
+    assert len(logged) == 1 and "'job:one'" in logged[0], logged
