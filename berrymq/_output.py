@@ -10,11 +10,18 @@ import sys
 __all__ = ["discard_output", "open_output", "write_output"]
 
 
+#: stdout was closed when the command started (``>&-``: see :func:`open_output`)
+_closed_at_start = False
+
+
 def write_output(text: str) -> bool:
     """Write ``text`` to stdout at once (flushed); False when its reader went away
-    (``| head -1``): stdout is then :func:`discarded <discard_output>`, and the command
-    stops printing. From any thread; :func:`berrymq.cli.main` does the same for a
-    command's other writes (``print``)."""
+    (``| head -1``; or stdout was closed from the start, ``>&-``, when nothing is
+    written): stdout is then :func:`discarded <discard_output>`, and the command stops
+    printing (``listen`` ends, ``serve --print`` stops the node). From any thread;
+    :func:`berrymq.cli.main` does the same for a command's other writes (``print``)."""
+    if _closed_at_start:
+        return False
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -37,9 +44,12 @@ def discard_output() -> None:
 def open_output() -> None:
     """Give a process started with stdout closed (``>&-``: Python's ``sys.stdout`` is
     None) one on the null device, so that its output goes nowhere, as to a reader that
-    went away, instead of failing (``print`` alone ignores a None stdout)."""
+    went away, instead of failing (``print`` alone ignores a None stdout); and have
+    :func:`write_output` say so, as it does once a reader went away."""
+    global _closed_at_start
     if sys.stdout is not None:
         return
+    _closed_at_start = True
     devnull = os.open(os.devnull, os.O_WRONLY)  # (the lowest free descriptor: 1, mostly)
     if devnull != 1:
         os.dup2(devnull, 1)

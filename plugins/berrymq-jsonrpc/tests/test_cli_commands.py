@@ -415,6 +415,32 @@ def test_serve_print_json_and_ask_gets_no_reply_from_the_printer(
 
 
 @pytest.mark.parametrize("closed", [True, False], ids=["closed", "no-reader"])
+@pytest.mark.parametrize("command", ["listen", "serve --print"])
+def test_printing_commands_end_at_their_first_message_when_nobody_reads(
+        tmp_path: Path, node: tuple[Proc, str, str], closed: bool, command: str) -> None:
+    """``listen`` (without ``--count``) and ``serve --print`` end at the first message
+    they would print, as docs/cli.md says, stdout closed (``>&-``: they went on, printing
+    to the null device, until killed) or its reader gone (``| head -1``)."""
+    _, tcp, _ = node
+    if command == "listen":
+        args, target = ("listen", tcp, "job:*"), tcp
+    else:
+        port = free_port()
+        args, target = ("serve", "--tcp", f"127.0.0.1:{port}", "--print", "job:*"), \
+            f"tcp://127.0.0.1:{port}"
+    done: list[subprocess.CompletedProcess[str]] = []
+    runner = threading.Thread(target=lambda: done.append(run_berrymq_without_reader(
+        *args, closed=closed, cwd=tmp_path, timeout=DEADLINE)))
+    runner.start()
+    deadline = time.monotonic() + DEADLINE
+    while runner.is_alive() and time.monotonic() < deadline:  # until it ends by itself
+        run("send", target, "job:y", cwd=tmp_path)  # (refused until, or once, serve stops)
+    runner.join(DEADLINE)
+    assert done and done[0].returncode == 0, done
+    assert "Traceback" not in done[0].stderr
+
+
+@pytest.mark.parametrize("closed", [True, False], ids=["closed", "no-reader"])
 def test_node_commands_without_a_reader_of_their_output_exit_quietly(
         tmp_path: Path, node: tuple[Proc, str, str], closed: bool) -> None:
     """``>&-`` was an AttributeError traceback (sys.stdout is None), ``| head`` a
