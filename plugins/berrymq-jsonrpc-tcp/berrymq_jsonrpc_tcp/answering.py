@@ -84,6 +84,8 @@ class Answerer:
         self.tasks: set[asyncio.Task[None]] = set()
         #: asks whose timer runs (see berrymq_jsonrpc.ask_timer)
         self.timed: set[AskProgress] = set()
+        #: the asks handed to WAITS threads and not done: cancelled with the connection
+        self.asking: set[concurrent.futures.Future[None]] = set()
         #: done once the peer ended its input: blocking gets stop waiting (see end_gets)
         self.ended = InputEnd()
 
@@ -141,9 +143,12 @@ class Answerer:
         for task in list(self.tasks):
             task.cancel()
         for progress in self.timed:  # nobody to answer at the timeout any more
+            progress.expired = True  # nor to run the receivers of an ask not begun for
             if progress.timer is not None:
                 progress.timer.cancel()
         self.timed.clear()
+        for asking in list(self.asking):  # those not begun leave the queue (and their bytes)
+            asking.cancel()
         self.held.clear()
         self.returned = None
 
@@ -198,9 +203,12 @@ class Answerer:
                     timeout, self._expired, request, progress)
                 self.timed.add(progress)
             try:
-                WAITS.submit(self._answer_on_waits, request, progress)
+                asking = WAITS.submit(self._answer_on_waits, request, progress)
             except RuntimeError:  # the interpreter is shutting down: no answer comes
                 self._waited(None, progress)
+                return
+            self.asking.add(asking)
+            asking.add_done_callback(self.asking.discard)
             return
         task = asyncio.get_running_loop().create_task(self._answer_waiting(request, waits))
         self.tasks.add(task)

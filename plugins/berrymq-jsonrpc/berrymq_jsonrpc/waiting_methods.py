@@ -72,7 +72,12 @@ class WaitingMethods(QueueMethods):
         if timeout > 0:  # (0: at once, with no thread: no receiver can have run by then)
             thread = WAITS.submit(self.answer_armed, request, context, progress)
             answered = asyncio.wrap_future(thread)
-            done, _ = await asyncio.wait([answered], timeout=timeout)
+            try:
+                done, _ = await asyncio.wait([answered], timeout=timeout)
+            except asyncio.CancelledError:  # the asker is gone: not begun, it never runs
+                progress.expired = True
+                thread.cancel()
+                raise
             if answered in done:
                 return answered.result()
             # not begun (threads busy, or too short): it leaves the queue now; begun: its

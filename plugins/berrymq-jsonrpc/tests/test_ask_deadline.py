@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -298,3 +299,40 @@ def test_receivers_not_started_by_the_timeout_never_run(
     assert held.done.wait(WAIT)
     # the thread goes straight on to the next receiver, if any: a second is ample
     assert not late_ran.wait(1.0), "a receiver started after the ask was answered"
+
+
+@pytest.mark.parametrize("timeout", [None, WAIT])
+def test_asks_not_begun_when_their_connection_is_reset_never_run(
+        bus_factory: Callable[..., Bus], released: threading.Event,
+        timeout: float | None) -> None:
+    """Asks from a connection that was reset ran later, one by one, holding the node's
+    ask threads from other clients (and their arguments in memory meanwhile)."""
+    port, _, entered = stuck_node(bus_factory, released)
+    bus_of_node = WAITS  # (the pool the node runs asks on)
+    hogs = [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(2)]
+    gone = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    try:
+        for hog in hogs:  # 2 x 16: every thread that runs asks, stuck
+            hog.sendall(b"".join(json.dumps(ask("slow:ask", WAIT, i)).encode() + b"\n"
+                                 for i in range(WAIT_THREADS // 2)))
+        for _ in range(WAIT_THREADS):
+            assert entered.acquire(timeout=WAIT)
+        queued = len(bus_of_node._queue)
+        gone.sendall(b"".join(json.dumps(ask("slow:ask", timeout, i)).encode() + b"\n"
+                              for i in range(8)))  # these wait for a thread
+        deadline = time.monotonic() + WAIT
+        while len(bus_of_node._queue) < queued + 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(bus_of_node._queue) == queued + 8
+        # the client is reset (killed with unread answers: its kernel resets the
+        # connection; a plain close is a half-close, whose asks are still answered)
+        gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        gone.close()
+        while len(bus_of_node._queue) > queued and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(bus_of_node._queue) == queued  # dropped with their connection
+    finally:
+        released.set()
+        for hog in hogs:
+            hog.close()
+    assert not entered.acquire(timeout=0.5), "an ask of the closed connection ran"
