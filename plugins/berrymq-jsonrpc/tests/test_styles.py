@@ -187,12 +187,12 @@ def test_a_session_the_node_forgot_is_named_with_the_node(
     (["_own:x", [], {}], "is local"),
 ])
 def test_a_get_result_is_read_in_the_one_wire_form(entry: Any, error: str) -> None:
-    peer = SimpleNamespace(address="tcp://peer:1", token="t", call=lambda method, params: entry)
+    peer = SimpleNamespace(address="tcp://peer:1", token="t", call=lambda method, params, **_: entry)
     with pytest.raises(berrymq.TransportError, match=r"^tcp://peer:1 answered get with a "
                                                      r"malformed message: ") as caught:
         ServerQueue(peer).get_nowait()  # type: ignore[arg-type]
     assert error in str(caught.value)
-    peer.call = lambda method, params: ["a:b", [1], {"k": 2}]
+    peer.call = lambda method, params, **_: ["a:b", [1], {"k": 2}]
     got = ServerQueue(peer).get_nowait()  # type: ignore[arg-type]
     assert (got.id, got.args, got.kwargs, got.uid) == ("a:b", (1,), {"k": 2}, None)
 
