@@ -55,6 +55,16 @@ def stuck_node(bus_factory: Callable[..., Bus], released: threading.Event
     return tcp_port, http_port, entered
 
 
+def hold_every_thread(hogs: list[socket.socket], entered: threading.Semaphore) -> None:
+    """Ask ``slow:ask`` (see :func:`stuck_node`) over two connections, 16 each, until
+    every thread that runs asks holds one."""
+    for hog in hogs:
+        hog.sendall(b"".join(json.dumps(ask("slow:ask", WAIT, i)).encode() + b"\n"
+                             for i in range(WAIT_THREADS // 2)))
+    for _ in range(WAIT_THREADS):
+        assert entered.acquire(timeout=WAIT)
+
+
 def quoting_node(bus_factory: Callable[..., Bus], scheme: str,
                  released: threading.Event) -> int:
     """The port of a node serving ``scheme`` where ``price:quote`` has a quick receiver,
@@ -154,11 +164,7 @@ def test_an_ask_that_finds_every_thread_busy_is_answered_at_its_timeout(
     tcp_port, http_port, entered = stuck_node(bus_factory, released)
     hogs = [socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT) for _ in range(2)]
     try:
-        for hog in hogs:  # 2 x 16: every thread that runs asks, stuck
-            hog.sendall(b"".join(json.dumps(ask("slow:ask", WAIT, i)).encode() + b"\n"
-                                 for i in range(WAIT_THREADS // 2)))
-        for _ in range(WAIT_THREADS):
-            assert entered.acquire(timeout=WAIT)
+        hold_every_thread(hogs, entered)
         started = time.monotonic()
         answer = post_body(http_port, json.dumps(ask("price:quote", 0.5)).encode())
         took = time.monotonic() - started
@@ -312,11 +318,7 @@ def test_asks_not_begun_when_their_connection_is_reset_never_run(
     hogs = [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(2)]
     gone = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
     try:
-        for hog in hogs:  # 2 x 16: every thread that runs asks, stuck
-            hog.sendall(b"".join(json.dumps(ask("slow:ask", WAIT, i)).encode() + b"\n"
-                                 for i in range(WAIT_THREADS // 2)))
-        for _ in range(WAIT_THREADS):
-            assert entered.acquire(timeout=WAIT)
+        hold_every_thread(hogs, entered)
         queued = len(bus_of_node._queue)
         gone.sendall(b"".join(json.dumps(ask("slow:ask", timeout, i)).encode() + b"\n"
                               for i in range(8)))  # these wait for a thread

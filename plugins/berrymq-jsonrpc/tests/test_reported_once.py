@@ -3,12 +3,13 @@ read its answers cannot make a TCP node hold them without end (issue 10)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -38,14 +39,21 @@ def call(sock: socket.socket, method: str, **params: Any) -> Any:
     return json.loads(data)["result"]
 
 
-def test_refused_notifications_are_counted_and_logged_once_per_burst(
-        bus_factory: Callable[..., Bus], caplog: pytest.LogCaptureFixture) -> None:
-    bus = bus_factory(jsonrpc_tcp={"queue_size": 10})
+@contextlib.contextmanager
+def queue_and_oneway(bus: Bus) -> Iterator[tuple[socket.socket, str, str]]:
+    """A TCP connection to a node of ``bus``, with a queue session of ``job:*`` and a
+    one-way session on it: (the socket, the queue's token, the one-way token)."""
     url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
     with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), WAIT) as sock:
         sock.settimeout(WAIT)
-        queue = call(sock, "connect_via_queue", identifier="job:*", ttl=600)
-        token = call(sock, "connect_oneway", ttl=600)
+        yield (sock, call(sock, "connect_via_queue", identifier="job:*", ttl=600),
+               call(sock, "connect_oneway", ttl=600))
+
+
+def test_refused_notifications_are_counted_and_logged_once_per_burst(
+        bus_factory: Callable[..., Bus], caplog: pytest.LogCaptureFixture) -> None:
+    bus = bus_factory(jsonrpc_tcp={"queue_size": 10})
+    with queue_and_oneway(bus) as (sock, queue, token):
         with caplog.at_level(logging.WARNING, logger="berrymq.remote"):
             # 1,000 notifications at a queue of 10: no answer can tell the sender
             sock.sendall(b"".join(line("send_message", {"token": token, "identifier": "job:x",
@@ -161,11 +169,7 @@ def test_notifications_with_no_open_session_are_counted_and_logged(
 def test_each_kind_of_refusal_is_logged_with_its_own_count(
         bus_factory: Callable[..., Bus], caplog: pytest.LogCaptureFixture) -> None:
     bus = bus_factory(jsonrpc_tcp={"queue_size": 1, "max_size": 4096})
-    url = bus.transport("tcp").listen("tcp://127.0.0.1:0")
-    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), WAIT) as sock:
-        sock.settimeout(WAIT)
-        queue = call(sock, "connect_via_queue", identifier="job:*", ttl=600)
-        token = call(sock, "connect_oneway", ttl=600)
+    with queue_and_oneway(bus) as (sock, queue, token):
         with caplog.at_level(logging.WARNING, logger="berrymq.remote"):
             sock.sendall(b"".join(line("send_message", {"token": token, "identifier": "job:x"})
                                   for _ in range(11)))  # 10 refused by the full queue

@@ -342,10 +342,16 @@ class TestRobustness < Minitest::Test
     assert_includes error.message, "answered more than 4194304 bytes"
   end
 
-  def test_the_callback_server_takes_bodies_up_to_max_size
+  # An HTTP channel to nowhere, for its callback server alone: the channel and the
+  # server's URI.
+  def callback_server(**options)
     channel = BerryMQ::HttpChannel.new("http://127.0.0.1:1", "127.0.0.1", 1, handler: ->(_r) {}, timeout: 5,
-                                                                           max_size: 2048)
-    uri = URI(channel.callback_url)
+                                                                           **options)
+    [channel, URI(channel.callback_url)]
+  end
+
+  def test_the_callback_server_takes_bodies_up_to_max_size
+    channel, uri = callback_server(max_size: 2048)
     post = lambda do |size|
       Net::HTTP.start(uri.host, uri.port) do |http|
         http.post("/", %({"jsonrpc":"2.0","method":"x","params":["#{'a' * (size - 45)}"]}),
@@ -359,8 +365,7 @@ class TestRobustness < Minitest::Test
   end
 
   def test_the_callback_server_refuses_headers_over_its_limit
-    channel = BerryMQ::HttpChannel.new("http://127.0.0.1:1", "127.0.0.1", 1, handler: ->(_r) {}, timeout: 5)
-    uri = URI(channel.callback_url)
+    channel, uri = callback_server
     head = lambda do |size|
       socket = TCPSocket.new(uri.host, uri.port)
       socket.write("POST / HTTP/1.1\r\nContent-Type: application/json\r\n")
@@ -377,8 +382,7 @@ class TestRobustness < Minitest::Test
   end
 
   def test_the_callback_server_refuses_connections_over_its_limit
-    channel = BerryMQ::HttpChannel.new("http://127.0.0.1:1", "127.0.0.1", 1, handler: ->(_r) {}, timeout: 5)
-    uri = URI(channel.callback_url)
+    channel, uri = callback_server
     limit = BerryMQ::CallbackServer::MAX_CLIENTS
     held = Array.new(limit) { TCPSocket.new(uri.host, uri.port) }
     one_more = TCPSocket.new(uri.host, uri.port)
