@@ -143,12 +143,11 @@ class Answerer:
         for task in list(self.tasks):
             task.cancel()
         for progress in self.timed:  # nobody to answer at the timeout any more
-            progress.expired = True  # nor to run the receivers of an ask not begun for
             if progress.timer is not None:
                 progress.timer.cancel()
         self.timed.clear()
-        for asking in list(self.asking):  # those not begun leave the queue (and their bytes)
-            asking.cancel()
+        for asking in list(self.asking):  # those not begun leave the queue (and their
+            asking.cancel()  # bytes); those begun run all their receivers
         self.held.clear()
         self.returned = None
 

@@ -75,8 +75,7 @@ class WaitingMethods(QueueMethods):
             try:
                 done, _ = await asyncio.wait([answered], timeout=timeout)
             except asyncio.CancelledError:  # the asker is gone: not begun, it never runs
-                progress.expired = True
-                thread.cancel()
+                thread.cancel()  # (begun, it runs all its receivers)
                 raise
             if answered in done:
                 return answered.result()

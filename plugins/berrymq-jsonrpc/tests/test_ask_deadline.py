@@ -16,7 +16,7 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import not_started
 from berrymq_jsonrpc.sessions import WAIT_THREADS, WAITS
-from helpers import HeldReceiver, serve
+from helpers import HeldReceiver, serve, wait_for
 from probe_tools import post_body, tcp_call
 
 from berrymq.bus import Bus
@@ -338,3 +338,32 @@ def test_asks_not_begun_when_their_connection_is_reset_never_run(
         for hog in hogs:
             hog.close()
     assert not entered.acquire(timeout=0.5), "an ask of the closed connection ran"
+
+
+@pytest.mark.parametrize("timeout", [None, WAIT])
+def test_an_ask_begun_when_its_connection_is_reset_runs_all_its_receivers(
+        bus_factory: Callable[..., Bus], released: threading.Event,
+        timeout: float | None) -> None:
+    """Only asks not begun are dropped with their connection: one whose first receiver
+    runs goes on to the others (with a timeout, they were skipped, unsaid)."""
+    bus, port = serve(bus_factory, "tcp")
+    entered = threading.Event()
+    ran: list[str] = []
+
+    def first(message: Message) -> None:
+        entered.set()
+        released.wait(WAIT)
+        ran.append("first")
+
+    bus.subscribe("job:run", first, weak=False)
+    bus.subscribe("job:run", lambda m: ran.append("second"), weak=False)
+    admission = bus.transport("tcp").admission
+    asker = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    asker.sendall(json.dumps(ask("job:run", timeout)).encode() + b"\n")
+    assert entered.wait(WAIT)
+    asker.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    asker.close()  # reset while the first receiver runs
+    wait_for(lambda: admission.open == 0)  # the node took the connection for gone
+    released.set()
+    wait_for(lambda: len(ran) == 2)
+    assert ran == ["first", "second"]
