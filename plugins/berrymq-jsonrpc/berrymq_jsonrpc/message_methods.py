@@ -59,6 +59,18 @@ def _first_leaf(error: BaseException) -> BaseException:
 #: The reason in ``/status`` ``lost`` of messages sent with a token of no open session.
 NO_SESSION = "refused: unknown or expired token"
 
+
+def _well_formed(decoders: list[Callable[[], object]]) -> int:
+    """How many of ``decoders`` decode a message (the others raise Invalid params)."""
+    count = 0
+    for decode in decoders:
+        try:
+            decode()
+        except JsonRpcError:
+            continue
+        count += 1
+    return count
+
 _SEND_MESSAGE = frozenset({"token", "identifier", "args", "kwargs", "uid", "hops", "reply_to"})
 _ASK = frozenset({"identifier", "args", "kwargs", "timeout", "token", "uid", "hops"})
 
@@ -151,15 +163,17 @@ class MessageMethods(WaitingMethods):
         self.refusals.of(kind).warning("%s: a message from %s was refused: %s", self.name,
                                        peer or "a client", why)
 
-    def _sending_session(self, params: dict[str, Any], context: Any, count: int) -> Session:
-        """The session that ``count`` messages come in, or the refusal of its token: an
-        unknown, expired or malformed one loses them, counted in ``/status`` ``lost``
+    def _sending_session(self, params: dict[str, Any], context: Any,
+                         messages: Callable[[], int]) -> Session:
+        """The session that messages come in, or the refusal of its token: an unknown,
+        expired or malformed one loses them (as many as ``messages()`` says are well
+        formed: the others never became messages), counted in ``/status`` ``lost``
         (:data:`NO_SESSION`) and logged once per burst, since the sender of a
         notification hears nothing (a session expires after ``ttl`` seconds unused)."""
         try:
             return self.session(params.get("token"), context)
         except JsonRpcError as exc:
-            if exc.code in (p.UNKNOWN_TOKEN, p.BAD_TOKEN):
+            if exc.code in (p.UNKNOWN_TOKEN, p.BAD_TOKEN) and (count := messages()):
                 self.stats.lost(NO_SESSION, count)  # stats
                 self._say_refused(getattr(context, "url", None),
                                   f"{p.APPLICATION_ERRORS[exc.code]} ({exc.code})", NO_SESSION)
@@ -176,11 +190,11 @@ class MessageMethods(WaitingMethods):
 
     def _send_message(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_SEND_MESSAGE, params, _SEND_MESSAGE)
-        session = self._sending_session(params, context, 1)
-        message, reply_to = message_from_wire(
-            params.get("identifier"), params.get("args", []), params.get("kwargs", {}),
-            params, "the message's",
-        )
+        decode = functools.partial(
+            message_from_wire, params.get("identifier"), params.get("args", []),
+            params.get("kwargs", {}), params, "the message's")
+        session = self._sending_session(params, context, lambda: _well_formed([decode]))
+        message, reply_to = decode()
         if MEASURE.get() and (size := measure(message, reply_to)) > self.message_limit:
             raise self._too_large(session, size, "")
         self.stats.message_in(message[0], session)  # stats
@@ -196,7 +210,9 @@ class MessageMethods(WaitingMethods):
     def _send_messages(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_SEND_MESSAGES, params, frozenset({"token", "messages"}))
         items = params.get("messages")
-        session = self._sending_session(params, context, len(items) if type(items) is list else 0)
+        session = self._sending_session(params, context, lambda: _well_formed(
+            [functools.partial(decode_message, item, "") for item in items]
+            if type(items) is list else []))
         if type(items) is not list:
             raise invalid_params("'messages' must be an array")
         built = [decode_message(item, f"messages[{index}]") for index, item in enumerate(items)]

@@ -156,11 +156,18 @@ def test_notifications_with_no_open_session_are_counted_and_logged(
             sock.sendall(b"".join(line("send_message", {"token": token, "identifier": "job:x"})
                                   for _ in range(100)))
             sock.sendall(line("send_messages", {"token": token, "messages": [
-                {"identifier": "job:x"}, {"identifier": "job:y"}, {"identifier": "job:z"}]}))
+                ["job:x", [], {}], ["job:y", [], {}], ["job:z", [], {}]]}))
             sock.sendall(b"".join(line("send_message", {"token": "?" * 300, "identifier": "job:x"})
                                   for _ in range(50)))
+            # what never became a message is not counted (invalid params): a bad
+            # identifier, one malformed member of two, messages that are no list
+            sock.sendall(b"".join(line("send_message", {"token": token, "identifier": "te*:x"})
+                                  for _ in range(10)))
+            sock.sendall(line("send_messages", {"token": token, "messages": [
+                ["job:x", [], {}], {"identifier": "job:x"}]}))
+            sock.sendall(line("send_messages", {"token": token, "messages": "job:x"}))
             assert call(sock, "connect_oneway", ttl=600)  # all before it were read
-    assert stats_for(bus).losses() == {"refused: unknown or expired token": 153}
+    assert stats_for(bus).losses() == {"refused: unknown or expired token": 154}
     logged = [r.getMessage() for r in caplog.records if "was refused" in r.getMessage()]
     assert 1 <= len(logged) <= 2, logged
     assert "Unknown or expired token (-32001)" in logged[0]
