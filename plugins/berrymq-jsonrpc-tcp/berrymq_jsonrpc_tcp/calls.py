@@ -42,6 +42,11 @@ _odd_replies = BurstLog(logger)
 #: such an answer, come late, is read as an answer (up to the answer limit) and handed to
 #: the request's ``late`` (see :meth:`berrymq_jsonrpc.channel.Channel.exchange`), if any.
 LATE_ANSWERS = 64
+#: The most of those whose answers go to a ``late`` (gets that gave up: an answer may carry
+#: a message, reported when it comes), kept beyond LATE_ANSWERS.
+LATE_TAKERS = 4096
+#: Late answers no longer waited for (over LATE_TAKERS): one log line per burst.
+_forgotten = BurstLog(logger)
 
 
 def is_response(obj: Any) -> bool:
@@ -93,7 +98,21 @@ class Calls:
         if self.owed.pop(request_id, None) is not None:
             self.late[request_id] = late
             if len(self.late) > LATE_ANSWERS:
-                del self.late[next(iter(self.late))]
+                self._forget_one_late()
+
+    def _forget_one_late(self) -> None:
+        """Forget the oldest request given up on whose answer nothing waits for; those
+        whose answers go to a ``late`` (a get's, which may carry a message) are kept, up
+        to :data:`LATE_TAKERS`, and one forgotten beyond that is said in the log."""
+        for key, late in self.late.items():
+            if late is None:
+                del self.late[key]
+                return
+        if len(self.late) > LATE_TAKERS:
+            del self.late[next(iter(self.late))]
+            _forgotten.warning("%s: no longer waiting for the answers of %d gets that gave up; "
+                               "a message one of them carries would be lost unreported",
+                               self.channel.url, LATE_TAKERS)
 
     async def exchange(self, text: str, request_id: int, timeout: float,
                        late: Late | None = None) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -51,3 +52,36 @@ def test_a_message_answered_after_its_get_gave_up_is_reported(
     assert stats_for(bus).losses().get(TAKEN_TOO_LATE) == 1
     logged = [r.getMessage() for r in caplog.records if "gave up waiting" in r.getMessage()]
     assert len(logged) == 1 and "'job:one'" in logged[0], logged
+
+
+def test_the_late_answer_is_reported_after_many_more_gave_up(
+        serve_node: Callable[..., Any], bus_factory: Callable[..., Bus]) -> None:
+    """Over 64 other requests given up on one connection during the stall forgot the
+    first get's handler (the table of late answers kept the latest 64): its message went
+    unreported."""
+    node = serve_node("--tcp", "127.0.0.1:0")
+    transport = bus_factory(jsonrpc_tcp={"timeout": 0.5}).transport("tcp")
+    inbox = transport.connect_via_queue(node.urls["tcp"], Identifier("job:*"), ttl=600)
+    sender = transport.connect_oneway(node.urls["tcp"], ttl=600)
+    sender.send(Message("job:one", (1,)))
+    assert sender.flush(10)
+    gave_up: list[NoAnswer] = []
+
+    def give_up() -> None:
+        try:
+            inbox.get_nowait()
+        except NoAnswer as exc:
+            gave_up.append(exc)
+
+    os.kill(node.process.pid, signal.SIGSTOP)
+    try:
+        give_up()  # the first: the node will answer it with the message
+        others = [threading.Thread(target=give_up) for _ in range(80)]
+        for thread in others:
+            thread.start()
+        for thread in others:
+            thread.join()
+    finally:
+        os.kill(node.process.pid, signal.SIGCONT)
+    assert len(gave_up) == 81
+    wait_for(lambda: inbox.losses.get(TAKEN_TOO_LATE) == 1)
