@@ -173,8 +173,8 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
             raise BusClosed(f"bus {self.name!r} is closed; cannot {action}")
 
     def close(self) -> None:
-        """Close connections and transports, let plugins clean up, stop the pool, close the
-        bus's :class:`~berrymq.Queue` objects (their consumers drain what is stored, then
+        """Stop the pool (its work done), close connections and transports, let plugins
+        clean up, close the bus's :class:`~berrymq.Queue` objects (their consumers drain what is stored, then
         get :class:`~berrymq.QueueClosed`, and iteration ends; a pool's receiver waiting
         on one of them without a time limit, which the pool's stop would wait for, has it
         closed once nothing else is left for the pool: see :mod:`berrymq._blocked`); then
@@ -191,10 +191,14 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
                 return
             self._closed = True
             node = self.node
+        # The pool first: what its receivers send to other nodes meanwhile goes out
+        # through connections still open (it went nowhere, uncounted); they may still
+        # need per-bus state too (ask's threads). Messages from peers that come later
+        # run in the delivery lane's thread, as on a bus without a pool.
+        self.stop_pool()
         failure = node.close() if node is not None else None
         if self._starter is not None:
             self.plugins.close_bus(self)
-        self.stop_pool()  # its receivers may still need per-bus state (ask's threads)
         sweep_closed_loops()  # counted before the losses write their last line
         self.extensions.close()
         self.index.clear()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WAIT, bytes_held, child_env
+from helpers import WAIT, bytes_held, child_env, wait_for
 
 import berrymq
 from berrymq import (
@@ -613,3 +613,29 @@ def test_a_message_refused_in_a_worker_is_not_kept_after_it_is_counted(berrymq_b
     assert berrymq_bus.losses.counts == {"refused in a worker thread: QueueFull": 10}
     assert held < 2 * len(payload), held  # not one message per refusal
 
+
+
+def test_what_the_pool_sends_to_peers_while_its_bus_closes_reaches_them() -> None:
+    """close() stopped the transports before the pool: what the pool's receivers sent
+    to other nodes meanwhile went nowhere, neither delivered nor counted."""
+    worker = Bus(name="worker", multiplicity=2)
+    peer = Bus(name="peer")
+    results: list[int] = []
+    try:
+        peer.subscribe("result:*", lambda m: results.append(m.args[0]), weak=False)
+        worker.transport("tcp").interconnect(peer.transport("tcp").listen("tcp://127.0.0.1:0"),
+                                              ttl=60)
+
+        def work(message: Message) -> None:
+            threading.Event().wait(0.02)  # a receiver that takes a moment
+            worker.twitter("result:done", message.args[0])
+
+        worker.subscribe("work:*", work, weak=False)
+        for i in range(20):
+            worker.twitter("work:go", i)
+        worker.close()  # the pool finishes its work, and what it sends goes out
+        wait_for(lambda: len(results) == 20)
+        assert sorted(results) == list(range(20))
+    finally:
+        worker.close()
+        peer.close()
