@@ -70,6 +70,11 @@ __all__ = ["NatsBridge"]
 
 logger = logging.getLogger("berrymq.nats")
 
+#: A connection lost this many seconds after the reading last waited for the receivers
+#: is said to have been lost while behind (a NATS server cuts a slow consumer off after
+#: its write_deadline, 10 s by default; the bridge notices once it reads again).
+BEHIND_WINDOW = 30.0
+
 
 class NatsBridge(LinkConnection):
     """One bus's connection to NATS, in the style ``interconnect`` (every non-local message
@@ -217,7 +222,15 @@ class NatsBridge(LinkConnection):
         self.disconnected_at = time.monotonic()
         self.state = "reconnecting"
         self.outbox.connection_lost()
-        logger.warning("NATS bridge of bus %s lost its connection; reconnecting", self.bus.name)
+        inbound = self.inbound
+        was_behind = inbound.behind or (inbound.behind_at is not None and
+                                        time.monotonic() - inbound.behind_at < BEHIND_WINDOW)
+        behind = (" after its receivers were behind (the delivery lane full): the server may "
+                  "have cut it off as a slow consumer, and what it held for it is lost"
+                  if was_behind else "")
+        logger.warning("NATS bridge of bus %s lost its connection%s; reconnecting (what is "
+                       "published to its subjects until it is back is not received)",
+                       self.bus.name, behind)
 
     async def _on_reconnected(self) -> None:
         # nats-py has subscribed again and made a PING/PONG round trip since.
@@ -226,8 +239,11 @@ class NatsBridge(LinkConnection):
         self.reconnects += 1
         if self._nc is not None:
             watch_reading(self._nc, self.errors.reading_stopped)
+        away = time.monotonic() - self.disconnected_at if self.disconnected_at else 0.0
         self._back("connected")
-        logger.info("NATS bridge of bus %s reconnected to %s", self.bus.name, self.server)
+        logger.warning("NATS bridge of bus %s reconnected to %s after %.1f s away: what was "
+                       "published to its subjects meanwhile was not received", self.bus.name,
+                       self.server, away)
 
     # -- reports ----------------------------------------------------------------------------
 

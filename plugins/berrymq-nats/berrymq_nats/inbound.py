@@ -31,6 +31,7 @@ import atexit
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +140,11 @@ class Inbound:
         self.delivered = 0
         #: requests received (I/O thread)
         self.requests = 0
+        #: whether the reading waits for room in the full lane (I/O thread): the receivers
+        #: are behind, and the server may cut the connection off as a slow consumer; and
+        #: when it last stopped waiting (the cut is noticed only once it reads again)
+        self.behind = False
+        self.behind_at: float | None = None
         #: the reply subject and bytes of the last request handed over or refused (I/O thread)
         self._last_request: tuple[str, bytes] | None = None
 
@@ -178,11 +184,16 @@ class Inbound:
         self._requests.clear()
         if batch:
             size, self._bytes = self._bytes, 0
+            self.behind = waits = not io_loop.lane.has_room(size)
             try:
                 await io_loop.lane.put(functools.partial(self._deliver, batch), size)
             except RuntimeError as exc:  # the lane stopped: the process is exiting
                 self.bridge.losses.add(LANE_STOPPED, len(batch) + len(requests), str(exc))
                 return
+            finally:
+                self.behind = False
+                if waits:
+                    self.behind_at = time.monotonic()
         if requests:
             self._offer_requests(requests)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -361,3 +362,37 @@ def test_an_askers_timeout_from_the_wire_is_used_only_when_usable(sent: object,
     """Any NATS client may send a request's ``timeout``: one that would overflow a wait
     (1e300) or make no sense counts as a day, or as the default."""
     assert asker_timeout(sent) == used
+
+
+def test_a_connection_lost_while_the_receivers_are_behind_says_so(
+    pair: Pair, nats_server: Any, poll: Callable[..., None], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A receiver slower than the sender: the lane fills, the bridge stops reading, and a
+    server cuts such a connection off as a slow consumer, dropping what it held for it.
+    The bridge's log said only that it lost its connection; it says why it may have, and
+    on its return how long it was away, what was published meanwhile not received."""
+    a, ba, b, bb = pair
+    released = threading.Event()
+    b.subscribe("job:*", lambda m: released.wait(20.0), weak=False)
+    settle(ba, bb)
+    lane = io_loop.lane
+    old = lane.max_bytes
+    lane.max_bytes = 64 * 1024  # a lane that a few hundred messages fill
+    try:
+        with caplog.at_level(logging.INFO, logger="berrymq.nats"):
+            for i in range(50):  # in rounds: read in as many chunks, as many pieces of work
+                for j in range(40):
+                    a.twitter("job:n", i, j, "x" * 200)
+                assert ba.flush(10.0)
+            poll(lambda: bb.inbound.behind)
+            nats_server.stop()  # as a server cuts a slow consumer off
+            released.set()  # the bridge reads again, and finds its connection gone
+            poll(lambda: bb.state != "connected")
+    finally:
+        released.set()
+        lane.max_bytes = old
+    lost = {r.getMessage().split()[4]: r.getMessage() for r in caplog.records
+            if "lost its connection" in r.getMessage()}  # by the name of the bus
+    assert "receivers were behind (the delivery lane full)" in lost[b.name], lost
+    assert "slow consumer" in lost[b.name]
+    assert "behind" not in lost[a.name]  # the sender was not
