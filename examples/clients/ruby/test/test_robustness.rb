@@ -381,10 +381,19 @@ class TestRobustness < Minitest::Test
     channel&.close
   end
 
-  def test_the_callback_server_refuses_connections_over_its_limit
+  # Whether every connection to the callback server of +channel+ is in the middle of a
+  # request (none waits for its next one).
+  def none_idle?(channel)
+    server = channel.instance_variable_get(:@server)
+    server.instance_variable_get(:@lock).synchronize { server.instance_variable_get(:@idle).empty? }
+  end
+
+  def test_the_callback_server_refuses_a_connection_over_its_limit_when_all_are_busy
     channel, uri = callback_server
     limit = BerryMQ::CallbackServer::MAX_CLIENTS
     held = Array.new(limit) { TCPSocket.new(uri.host, uri.port) }
+    held.each { |socket| socket.write("POST / HTTP/1.1\r\n") } # each in the middle of one
+    eventually("every connection in the middle of a request") { none_idle?(channel) }
     one_more = TCPSocket.new(uri.host, uri.port)
     refusal, = within(10, "the refusal") { [one_more.gets, one_more.read] }
     assert_match(/\AHTTP\/1.1 503 /, refusal[0])
@@ -399,6 +408,30 @@ class TestRobustness < Minitest::Test
     end
   ensure
     held&.each(&:close)
+    one_more&.close
+    channel&.close
+  end
+
+  def test_a_connection_over_the_limit_takes_the_place_of_the_one_idle_longest
+    channel, uri = callback_server
+    limit = BerryMQ::CallbackServer::MAX_CLIENTS
+    idle = Array.new(limit) { TCPSocket.new(uri.host, uri.port) } # they never send a thing
+    eventually("every connection taken") do
+      server = channel.instance_variable_get(:@server)
+      server.instance_variable_get(:@lock).synchronize { server.instance_variable_get(:@idle).size == limit }
+    end
+    one_more = TCPSocket.new(uri.host, uri.port)
+    one_more.write("POST / HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    answer, = within(10, "the answer") { one_more.gets }
+    assert_match(/\AHTTP\/1.1 2\d\d /, answer)
+    closed = []
+    eventually("one idle connection closed by the server") do
+      closed |= idle.select { |s| s.wait_readable(0) && s.read_nonblock(1, exception: false).nil? }
+      !closed.empty?
+    end
+    assert_equal 1, closed.size
+  ensure
+    idle&.each(&:close)
     one_more&.close
     channel&.close
   end

@@ -199,9 +199,11 @@ module BerryMQ
   # needs the token given to the node (Connection#answer).
   #
   # What a caller can make it hold is bounded, as on a node: a request line with its
-  # headers over MAX_HEAD bytes gets 431, and a connection beyond MAX_CLIENTS open at once
-  # gets 503 and is closed (each connection is served by a thread of its own; the node
-  # calls back on one).
+  # headers over MAX_HEAD bytes gets 431; a connection beyond MAX_CLIENTS open at once
+  # takes the place of the one idle longest (waiting for its next request: closed), or,
+  # when every one is in the middle of a request, gets 503 and is closed (each connection
+  # is served by a thread of its own; the node calls back on one, and opens another when
+  # it finds it closed).
   class CallbackServer
     MAX_BODY = JSONRPC::MAX_SIZE
     MAX_HEAD = 16 * 1024 # as a node's (berrymq_jsonrpc_http.http11.MAX_HEAD)
@@ -217,6 +219,7 @@ module BerryMQ
       @url = "http://#{host}:#{@server.addr[1]}"
       @names = [host, "localhost", "127.0.0.1", "::1"].map(&:downcase).uniq.freeze
       @clients = []
+      @idle = {} # the clients waiting for their next request, the one idle longest first
       @lock = Mutex.new
       @thread = Thread.new { accept }
     end
@@ -232,13 +235,26 @@ module BerryMQ
     def accept
       loop do
         client = @server.accept
-        taken = @lock.synchronize { @clients.size < MAX_CLIENTS && @clients << client }
+        taken = @lock.synchronize do
+          make_room if @clients.size >= MAX_CLIENTS
+          @clients.size < MAX_CLIENTS && @clients << client
+        end
         next refuse_busy(client) unless taken
 
         Thread.new(client) { |c| serve(c) }
       end
     rescue IOError, SystemCallError
       nil
+    end
+
+    # Close the connection idle longest, if one is (under @lock): its thread's read ends.
+    def make_room
+      idle, = @idle.first
+      return unless idle
+
+      @idle.delete(idle)
+      @clients.delete(idle)
+      idle.close unless idle.closed?
     end
 
     # A connection over MAX_CLIENTS: told so, in its own thread (a caller that does not
@@ -256,7 +272,7 @@ module BerryMQ
     end
 
     def serve(client)
-      while (line = client.gets("\r\n", 8192))
+      while (line = next_request(client))
         verb, = line.split(" ", 2)
         headers, twice = read_headers(client, MAX_HEAD - line.bytesize)
         break plain(client, 431, "the request line and headers are over #{MAX_HEAD} bytes", linger: true) unless headers
@@ -278,6 +294,14 @@ module BerryMQ
     ensure
       client.close unless client.closed?
       @lock.synchronize { @clients.delete(client) }
+    end
+
+    # The line of the client's next request (nil at its end), waited for as an idle client.
+    def next_request(client)
+      @lock.synchronize { @idle[client] = true }
+      client.gets("\r\n", 8192)
+    ensure
+      @lock.synchronize { @idle.delete(client) }
     end
 
     # The status and text to refuse a request with, or nil to serve it.
