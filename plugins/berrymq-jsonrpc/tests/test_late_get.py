@@ -22,6 +22,10 @@ from berrymq import Identifier, Message
 from berrymq.bus import Bus
 from berrymq.stats import stats_for
 
+#: The client's timeout: a get gives up that long after its own wait while the node is
+#: stopped (long enough for every other call of the test on a loaded machine).
+TIMEOUT = 2.0
+
 
 @pytest.mark.parametrize("scheme", ["tcp", "http"])
 @pytest.mark.parametrize("call", ["get_nowait", "get"])
@@ -30,8 +34,7 @@ def test_a_message_answered_after_its_get_gave_up_is_reported(
         caplog: pytest.LogCaptureFixture) -> None:
     node = serve_node(f"--{scheme}", "127.0.0.1:0")
     url = node.urls[scheme]
-    # a short timeout, so that the get gives up while the node is stopped
-    bus = bus_factory(**{f"jsonrpc_{scheme}": {"timeout": 0.5}})
+    bus = bus_factory(**{f"jsonrpc_{scheme}": {"timeout": TIMEOUT}})
     transport = bus.transport(scheme)
     inbox = transport.connect_via_queue(url, Identifier("job:*"), ttl=600)
     sender = transport.connect_oneway(url, ttl=600)
@@ -60,7 +63,7 @@ def test_the_late_answer_is_reported_after_many_more_gave_up(
     first get's handler (the table of late answers kept the latest 64): its message went
     unreported."""
     node = serve_node("--tcp", "127.0.0.1:0")
-    transport = bus_factory(jsonrpc_tcp={"timeout": 0.5}).transport("tcp")
+    transport = bus_factory(jsonrpc_tcp={"timeout": TIMEOUT}).transport("tcp")
     inbox = transport.connect_via_queue(node.urls["tcp"], Identifier("job:*"), ttl=600)
     sender = transport.connect_oneway(node.urls["tcp"], ttl=600)
     sender.send(Message("job:one", (1,)))
