@@ -350,9 +350,12 @@ class ServerConnection:
                 return False
             chunks.append(event)
         body = b"".join(chunks)
-        ended = self.reader.ended if isinstance(self.reader, EndingReader) else None
+        ended = reset = None
+        if isinstance(self.reader, EndingReader):
+            ended, reset = self.reader.ended, self.reader.reset
         with counting_taken() as taken:
-            reply, handed = await server.dispatch(body, self.client, ended, self.last_work)
+            reply, handed = await server.dispatch(body, self.client, ended, self.last_work,
+                                                  reset)
         server.service.stats.exchanged(len(body), 0 if reply is None else len(reply))
         keep = self._keeps(request)
         if reply is None:

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import bind_family
 from berrymq_jsonrpc.input_end import InputEnd
 from berrymq_jsonrpc.jsonrpc import internal_error
@@ -52,13 +53,30 @@ def _reply_to(service: Service, body: bytes) -> tuple[Any, bool]:
 
 
 async def _answer_waiting(service: Service, request: Any, client: str,
-                          ended: InputEnd | None) -> bytes | None:
+                          ended: InputEnd | None, reset: InputEnd | None) -> bytes | None:
     """The answer to a request that may wait. A batch with more such members than
     ``max_waiting`` is refused whole: one body of ``max_size`` holds thousands of blocking
-    gets, each waiting on the loop (40 connections of 7,000 took a node past 1 GiB)."""
+    gets, each waiting on the loop (40 connections of 7,000 took a node past 1 GiB). An
+    ``ask`` whose connection is reset meanwhile gets no answer, and leaves the queue of
+    ask threads if it has not begun (begun, it runs all its receivers)."""
     if (waits := waits_in(request)) > service.max_waiting:  # (a request alone is 1)
         return refuse_waiting(service, request, waits, 0, _over_waiting, client)
-    return await service.answer_waiting(request, None, ended)
+    if reset is None or type(request) is not dict or request.get("method") != p.METHOD_ASK:
+        return await service.answer_waiting(request, None, ended)
+    answering = asyncio.ensure_future(service.answer_waiting(request, None, ended))
+    gone = asyncio.get_running_loop().create_future()
+    reset.watch(gone)
+    try:
+        await asyncio.wait([answering, gone], return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        answering.cancel()
+        raise
+    finally:
+        reset.unwatch(gone)
+    if answering.done():
+        return answering.result()
+    answering.cancel()  # (see berrymq_jsonrpc.waiting_methods: not begun, it never runs)
+    return None
 
 
 class Server:
@@ -104,7 +122,8 @@ class Server:
             self.admission.release(host)
 
     async def dispatch(self, body: bytes, client: str, ended: InputEnd | None = None,
-                       after: int = 0) -> tuple[bytes | None, list[Callable[[], object]]]:
+                       after: int = 0, reset: InputEnd | None = None
+                       ) -> tuple[bytes | None, list[Callable[[], object]]]:
         """The answer to one body from ``client``, and the delivery of a message it
         accepted without running its receivers, for the caller to give to the lane once
         the answer is written (the lane's thread would otherwise take the interpreter from
@@ -118,7 +137,7 @@ class Server:
         if isinstance(request, ParseError):
             return service.dispatcher.parse_error(request), []
         if slow:
-            return await _answer_waiting(service, request, client, ended), []
+            return await _answer_waiting(service, request, client, ended, reset), []
         lane = io_loop.lane
         if service.answers_at_once(request) and lane.has_room(len(body)):
             # a send_message nothing can refuse: answered here, delivered on the lane

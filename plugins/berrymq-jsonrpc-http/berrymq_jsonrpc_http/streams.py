@@ -34,6 +34,10 @@ class EndingReader(asyncio.StreamReader):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop=loop)
         self.ended = InputEnd()
+        #: done when the connection failed (reset), not at a clean end of the input
+        #: (a half-close, whose request is still answered): an ``ask`` not begun then
+        #: leaves the queue of ask threads (see :mod:`berrymq_jsonrpc_http.server`)
+        self.reset = InputEnd()
 
     def feed_eof(self) -> None:
         super().feed_eof()
@@ -42,6 +46,7 @@ class EndingReader(asyncio.StreamReader):
     def set_exception(self, exc: Exception) -> None:
         super().set_exception(exc)
         self.ended.end()
+        self.reset.end()
 
 
 async def serve_streams(connected: Any, host: str, port: int, **kwargs: Any) -> asyncio.Server:

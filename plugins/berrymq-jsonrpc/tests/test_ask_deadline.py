@@ -367,3 +367,33 @@ def test_an_ask_begun_when_its_connection_is_reset_runs_all_its_receivers(
     released.set()
     wait_for(lambda: len(ran) == 2)
     assert ran == ["first", "second"]
+
+
+@pytest.mark.parametrize("timeout", [None, WAIT])
+def test_http_asks_not_begun_when_their_connection_is_reset_never_run(
+        bus_factory: Callable[..., Bus], released: threading.Event,
+        timeout: float | None) -> None:
+    """As over TCP: an HTTP ask waiting for a thread whose client is reset leaves the
+    queue (it ran later, holding a thread from other clients)."""
+    port, http_port, entered = stuck_node(bus_factory, released)
+    hogs = [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(2)]
+    gone: list[socket.socket] = []
+    try:
+        hold_every_thread(hogs, entered)
+        queued = len(WAITS._queue)
+        for i in range(4):  # one HTTP request per connection, each waiting for a thread
+            body = json.dumps(ask("slow:ask", timeout, i)).encode()
+            sock = socket.create_connection(("127.0.0.1", http_port), timeout=WAIT)
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            gone.append(sock)
+        wait_for(lambda: len(WAITS._queue) == queued + 4)
+        for sock in gone:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        wait_for(lambda: len(WAITS._queue) == queued)  # dropped with their connections
+    finally:
+        released.set()
+        for hog in hogs:
+            hog.close()
+    assert not entered.acquire(timeout=0.5), "an ask of a reset connection ran"
