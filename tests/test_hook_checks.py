@@ -6,6 +6,7 @@ from __future__ import annotations
 import types
 
 import pluggy
+import pytest
 
 import berrymq.hookspecs
 from berrymq._hook_checks import hook_wrapper, misspelled_hook, unmarked_function
@@ -40,23 +41,20 @@ def test_a_well_formed_plugin_passes_every_check() -> None:
     assert hook_wrapper(pm) is None
 
 
-def test_an_unmarked_hook_function_is_found() -> None:
+@pytest.mark.parametrize(("project", "said"), [
+    (None, "berrymq_start_bus that is not marked with @hookimpl"),
+    ("pytest", "marked for the hooks of 'pytest'"),
+])
+def test_a_hook_function_not_marked_for_berrymq_is_found(project: str | None,
+                                                          said: str) -> None:
     def berrymq_start_bus(bus: object) -> None:
         pass
 
-    bare = plugin(berrymq_start_bus=berrymq_start_bus)
-    found = unmarked_function(manager(bare=bare), bare)
-    assert found is not None and "berrymq_start_bus that is not marked with @hookimpl" in found
-
-
-def test_a_function_marked_for_another_project_names_that_project() -> None:
-    @pluggy.HookimplMarker("pytest")
-    def berrymq_start_bus(bus: object) -> None:
-        pass
-
-    other = plugin(berrymq_start_bus=berrymq_start_bus)
-    found = unmarked_function(manager(other=other), other)
-    assert found is not None and "marked for the hooks of 'pytest'" in found
+    function = berrymq_start_bus if project is None else pluggy.HookimplMarker(project)(
+        berrymq_start_bus)
+    unmarked = plugin(berrymq_start_bus=function)
+    found = unmarked_function(manager(unmarked=unmarked), unmarked)
+    assert found is not None and said in found
 
 
 def test_a_misspelled_hook_is_named_with_the_plugin() -> None:
