@@ -68,13 +68,15 @@ class Starting:
         once a start failed (see :meth:`start`)."""
         return self._ready.is_set() and self._start_failure is None
 
-    def core_setting(self, name: str, default: Any = None) -> Any:
+    def core_setting(self, name: str, default: Any = None,
+                     read: Mapping[str, Any] | None = None) -> Any:
         """The core setting ``name`` for this bus: the value given to ``Bus(...)``, else
-        the settings file's (``[berrymq]``), else ``default``."""
+        the settings file's (``[berrymq]``; ``read`` when given, else the plugin host's),
+        else ``default``."""
         given = self._explicit.get(name)
         if given is not None:
             return given
-        return self.plugins.core_settings.get(name, default)
+        return (self.plugins.core_settings if read is None else read).get(name, default)
 
     def apply_core_settings(self, read: Mapping[str, Any] | None = None) -> None:
         """Take the core settings that are values of the bus (``raise_errors``,
@@ -84,15 +86,10 @@ class Starting:
         ``read`` without the plugin host (that would import the plugins).
 
         :raises berrymq.SettingsError: the settings file does not load."""
-        def value(name: str, current: object) -> Any:
-            given = self._explicit.get(name)
-            if given is not None:
-                return given
-            return (self.plugins.core_settings if read is None else read).get(name, current)
-
-        self.raise_errors = bool(value("raise_errors", self.raise_errors))
-        self.hop_limit = int(value("hop_limit", self.hop_limit))
-        self.index.limit = int(value("route_cache_size", self.index.limit))
+        setting = self.core_setting
+        self.raise_errors = bool(setting("raise_errors", self.raise_errors, read))
+        self.hop_limit = int(setting("hop_limit", self.hop_limit, read))
+        self.index.limit = int(setting("route_cache_size", self.index.limit, read))
 
     def start(self) -> None:
         """Apply the settings and let the active plugins join (idempotent).

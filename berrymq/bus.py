@@ -174,12 +174,12 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
 
     def close(self) -> None:
         """Stop the pool (its work done), close connections and transports, let plugins
-        clean up, close the bus's :class:`~berrymq.Queue` objects (their consumers drain what is stored, then
-        get :class:`~berrymq.QueueClosed`, and iteration ends; a pool's receiver waiting
-        on one of them without a time limit, which the pool's stop would wait for, has it
-        closed once nothing else is left for the pool: see :mod:`berrymq._blocked`); then
-        take no new
-        receivers, peers or threads (sending still works, and reaches nobody).
+        clean up, close the bus's :class:`~berrymq.Queue` objects (their consumers drain
+        what is stored, then get :class:`~berrymq.QueueClosed`, and iteration ends; a
+        pool's receiver waiting on one of them without a time limit, which the pool's stop
+        would wait for, has it closed once nothing else is left for the pool: see
+        :mod:`berrymq._blocked`); then take no new receivers, peers or threads (sending
+        still works, and reaches nobody).
 
         A connection or transport whose ``close()`` raises does not stop the close: the
         others are closed, the plugins' close hooks run, the pool and the bus's state are

@@ -185,8 +185,10 @@ class RemoteConnection(LinkConnection):
         closed`` (they were waiting when it failed or closed); and those a ``get`` took
         from the peer's queue whose answer came after the get gave up
         (:data:`~berrymq_jsonrpc.client.TAKEN_TOO_LATE`)."""
-        late = self.link.taken_too_late
-        return {**self.link.outbox.losses, TAKEN_TOO_LATE: late} if late else self.link.outbox.losses
+        losses = self.link.outbox.losses  # (a dict of its own)
+        if self.link.taken_too_late:
+            losses[TAKEN_TOO_LATE] = self.link.taken_too_late
+        return losses
 
     def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None,
              late: Late | None = None) -> Any:

@@ -71,6 +71,7 @@ def _well_formed(decoders: list[Callable[[], object]]) -> int:
         count += 1
     return count
 
+
 _SEND_MESSAGE = frozenset({"token", "identifier", "args", "kwargs", "uid", "hops", "reply_to"})
 _ASK = frozenset({"identifier", "args", "kwargs", "timeout", "token", "uid", "hops"})
 
