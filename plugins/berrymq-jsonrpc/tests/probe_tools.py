@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import select
+import signal
 import socket
 import textwrap
 import threading
@@ -64,6 +66,25 @@ def start_node(spawn: Callable[..., Any], tmp_path: Path, **settings: Any) -> An
     (tmp_path / "berrymq.toml").write_text(
         f"[berrymq]\n[berrymq.jsonrpc-tcp]\n{table}[berrymq.jsonrpc-http]\n{table}")
     return spawn()
+
+
+def stop_process(pid: int) -> None:
+    """SIGSTOP process ``pid`` and return once every one of its threads has stopped: the
+    signal is sent at once but taken by each thread when it next runs (up to several ms
+    on a loaded machine), and a thread not stopped yet may still answer a request."""
+    os.kill(pid, signal.SIGSTOP)
+    tasks = Path(f"/proc/{pid}/task")
+    deadline = time.monotonic() + WAIT
+
+    def state(task: Path) -> str:
+        try:  # "pid (name) S ...": the state follows the name's last ")"
+            return (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return "T"  # a thread that ended meanwhile answers nothing either
+
+    while not all(state(task) in "tT" for task in tasks.iterdir()):
+        assert time.monotonic() < deadline, f"process {pid} did not stop within {WAIT}s"
+        time.sleep(0.001)
 
 
 def proc_status(pid: int) -> tuple[float, int]:

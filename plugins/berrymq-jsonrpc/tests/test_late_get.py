@@ -17,6 +17,7 @@ import pytest
 from berrymq_jsonrpc.channel import NoAnswer
 from berrymq_jsonrpc.client import TAKEN_TOO_LATE
 from helpers import wait_for
+from probe_tools import stop_process
 
 from berrymq import Identifier, Message
 from berrymq.bus import Bus
@@ -41,7 +42,7 @@ def test_a_message_answered_after_its_get_gave_up_is_reported(
     sender.send(Message("job:one", (1,)))
     assert sender.flush(10)
     with caplog.at_level(logging.WARNING, logger="berrymq.remote"):
-        os.kill(node.process.pid, signal.SIGSTOP)
+        stop_process(node.process.pid)
         try:
             with pytest.raises(NoAnswer):
                 if call == "get":
@@ -76,7 +77,7 @@ def test_the_late_answer_is_reported_after_many_more_gave_up(
         except NoAnswer as exc:
             gave_up.append(exc)
 
-    os.kill(node.process.pid, signal.SIGSTOP)
+    stop_process(node.process.pid)
     try:
         give_up()  # the first: the node will answer it with the message
         others = [threading.Thread(target=give_up) for _ in range(80)]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from probe_tools import refusing_node
+from probe_tools import refusing_node, stop_process
 
 from berrymq.identifier import Identifier
 from berrymq.message import Message
@@ -203,7 +203,7 @@ def test_the_page_says_when_the_node_hangs_and_never_polls_twice_at_once(
     expect(pause).to_have_text("resume")
     while polls["open"]:
         page.wait_for_event("requestfinished", timeout=wait)  # pumps the events too
-    os.kill(node.process.pid, signal.SIGSTOP)  # hung: it takes connections, answers nothing
+    stop_process(node.process.pid)  # hung: it takes connections, answers nothing
     try:
         with page.expect_request(lambda r: r.url.endswith("/status"), timeout=wait):
             pause.click()  # resume: the next poll waits for the stopped node
