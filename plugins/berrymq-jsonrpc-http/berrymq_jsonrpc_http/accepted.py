@@ -10,7 +10,6 @@ defeat: ``408``, counted and logged) and in size (``max_size``: 413; a head over
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -19,13 +18,14 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type, serves_path
 from berrymq_jsonrpc.jsonrpc import error_object
 from berrymq_jsonrpc.monitor import host_allowed
+from berrymq_jsonrpc.reading import FREE_READING, Share
 from berrymq_jsonrpc.taken import TakenInFlight, counting_taken
 
 from berrymq.bursts import BurstLog
 from berrymq.transports.ioloop import io_loop
 from berrymq.wire import dumps
 from berrymq_jsonrpc_http.http11 import CONTINUE, END, Head, Malformed, RequestEvents, response
-from berrymq_jsonrpc_http.streams import READ_CHUNK, EndingReader
+from berrymq_jsonrpc_http.streams import READ_CHUNK, EndingReader, discard
 
 if TYPE_CHECKING:
     from berrymq_jsonrpc_http.server import Server
@@ -36,8 +36,6 @@ logger = logging.getLogger("berrymq.remote.http")
 _stalled_requests = BurstLog(logger)
 _unanswered = BurstLog(logger)  # status routes whose answer could not be made
 
-#: The most of a refused (oversized) body read before the connection is closed.
-_DISCARD = 1 << 18
 _SERVER = (b"Server", b"berryMQ")
 #: The methods that read a status route: HEAD is answered as GET, without the body.
 _READS = (b"GET", b"HEAD")
@@ -335,20 +333,27 @@ class ServerConnection:
         if length > server.max_size:
             self._too_large()
             if not waiting:
-                await self._discard(length)
+                await discard(self.reader, length)
             return False
         if waiting:
             self._write(CONTINUE)
+        share = None if length <= FREE_READING else await self._share_of(length)
         chunks = []
         size = 0
-        while (event := await self._event(server.read_timeout)) is not END:
-            if not isinstance(event, bytes):
-                return False  # the client went away mid-body
-            size += len(event)
-            if size > server.max_size:  # chunks beyond it: the rest is not read
-                self._too_large()
-                return False
-            chunks.append(event)
+        try:
+            while (event := await self._event(server.read_timeout)) is not END:
+                if not isinstance(event, bytes):
+                    return False  # the client went away mid-body
+                size += len(event)
+                if size > server.max_size:  # chunks beyond it: the rest is not read
+                    self._too_large()
+                    return False
+                if share is None and size > FREE_READING:  # a chunked body
+                    share = await self._share_of(server.max_size)
+                chunks.append(event)
+        finally:
+            if share is not None:
+                server.service.reading.give_back(share)
         body = b"".join(chunks)
         ended = reset = None
         if isinstance(self.reader, EndingReader):
@@ -366,6 +371,16 @@ class ServerConnection:
             self.last_work = await io_loop.lane.put(work, len(body))
         return keep
 
+    async def _share_of(self, size: int) -> Share:
+        """A share of the node's ``max_reading_bytes`` for a body of ``size`` bytes,
+        waited for if need be; the request's deadline starts again after a wait."""
+        service = self.server.service
+        assert service is not None
+        share = await service.reading.wait_for(size, service.max_reading_bytes)
+        if share.waited:
+            self.began = asyncio.get_running_loop().time()
+        return share
+
     def _too_large(self) -> None:
         if self.server.service is not None:
             self.server.service.count_refusal("max_size")
@@ -374,18 +389,3 @@ class ServerConnection:
         body = dumps(error).encode()
         self._count_out(body)
         self._send(413, body, close=True)
-
-    async def _discard(self, length: int) -> None:
-        # Read a small part of the body we refused (at most _DISCARD bytes, for at most
-        # a second in all), so that closing the socket does not reset the connection
-        # before the client has read the answer; the rest is never read.
-        loop = asyncio.get_running_loop()
-        left = min(length, _DISCARD)
-        deadline = loop.time() + 1.0
-        with contextlib.suppress(TimeoutError, OSError):
-            while left > 0:
-                chunk = await asyncio.wait_for(self.reader.read(min(left, READ_CHUNK)),
-                                               max(0.0, deadline - loop.time()))
-                if not chunk:
-                    break
-                left -= len(chunk)

@@ -10,20 +10,33 @@ and hands the stream a copy of what came; the reader and writer are asyncio's ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from berrymq_jsonrpc.input_end import InputEnd
 
 from berrymq.transports.ioloop import ThreadBufferedProtocol
 
-__all__ = ["READ_CHUNK", "EndingReader", "open_stream", "serve_streams"]
+__all__ = ["READ_CHUNK", "EndingReader", "discard", "open_stream", "serve_streams"]
 
 #: How much a connection asks of its stream reader at once.
 READ_CHUNK = 1 << 16
+#: The most of a refused (oversized) body read before the connection is closed.
+_DISCARD = 1 << 18
 
 
 class _BufferedStream(asyncio.StreamReaderProtocol, ThreadBufferedProtocol):
-    """asyncio's stream protocol, reading into the thread's buffer."""
+    """asyncio's stream protocol, reading into the thread's buffer, :data:`READ_CHUNK` at
+    a time: what a connection holds unread stays under the reader's own pause mark and one
+    read (a connection waiting for room in ``max_reading_bytes`` holds no more)."""
+
+    _chunk: memoryview | None = None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        chunk = self._chunk
+        if chunk is None:
+            chunk = self._chunk = super().get_buffer(sizehint)[:READ_CHUNK]
+        return chunk
 
 
 class EndingReader(asyncio.StreamReader):
@@ -66,3 +79,19 @@ async def open_stream(host: str, port: int) -> tuple[asyncio.StreamReader, async
     protocol = _BufferedStream(reader, loop=loop)
     transport, _ = await loop.create_connection(lambda: protocol, host, port)
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+async def discard(reader: asyncio.StreamReader, length: int) -> None:
+    """Read and drop a small part of a body the server refused (at most 256 KiB of its
+    ``length``, for at most a second in all), so that closing the socket does not reset
+    the connection before the client has read the answer; the rest is never read."""
+    loop = asyncio.get_running_loop()
+    left = min(length, _DISCARD)
+    deadline = loop.time() + 1.0
+    with contextlib.suppress(TimeoutError, OSError):
+        while left > 0:
+            chunk = await asyncio.wait_for(reader.read(min(left, READ_CHUNK)),
+                                           max(0.0, deadline - loop.time()))
+            if not chunk:
+                break
+            left -= len(chunk)

@@ -37,6 +37,7 @@ from typing import Any
 from berrymq_jsonrpc.channel import Channel, Late
 from berrymq_jsonrpc.jsonrpc_client import parse_reply
 from berrymq_jsonrpc.limits import Admission
+from berrymq_jsonrpc.reading import FREE_READING
 from berrymq_jsonrpc.replies import reply_limit
 from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING, Service
 from berrymq_jsonrpc.taken import TakenInFlight
@@ -48,6 +49,7 @@ from berrymq_jsonrpc_tcp.answering import Answerer
 from berrymq_jsonrpc_tcp.calls import NL, Calls, is_response
 from berrymq_jsonrpc_tcp.deadline import ReadDeadline
 from berrymq_jsonrpc_tcp.refusing import TURN_AWAY_BYTES, Refusing, http_request_line, over
+from berrymq_jsonrpc_tcp.sharing import ReadingShare
 
 __all__ = ["LineChannel"]
 
@@ -58,7 +60,7 @@ logger = logging.getLogger("berrymq.remote.tcp")
 _HIGH_WATER = 1 << 20
 
 
-class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
+class LineChannel(ReadingShare, ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
     """One TCP connection, either end: sends requests, answers the peer's requests.
 
     :param service: answers the requests the peer sends on this connection.
@@ -160,6 +162,8 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
             limit = self._line_limit()
             if len(self._rest) > limit and over(self._rest, limit):
                 self._too_large(limit > self.read_limit)
+            elif self._share is None and len(self._rest) > FREE_READING:
+                self._weigh_line()
             return
         lines = (self._rest + data if self._rest else data).split(NL)
         self._rest = lines.pop()
@@ -167,6 +171,8 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         if (self._take(lines) and len(self._rest) > (limit := self._line_limit())
                 and over(self._rest, limit)):
             self._too_large(limit > self.read_limit)
+        elif self._share is not None or len(self._rest) > FREE_READING:
+            self._weigh_line()
 
     def _line_limit(self) -> int:
         """The longest line read now: while answers are owed to this end (requests sent
@@ -193,6 +199,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
         if self._refused or self.closed or self._discarding:
             return False  # (closed then, once what is buffered is written)
         rest, self._rest = self._rest, b""
+        self._give_back_share()
         if rest.strip() and not self._take([rest]):  # the end of input ends its last line
             return False
         self.eof = True
@@ -269,7 +276,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
     def resume(self) -> None:
         """Read on."""
         transport = self.transport
-        if transport is None:
+        if transport is None or self._waiting_for_share():
             return
         if self._paused:
             self._paused = False
@@ -352,6 +359,7 @@ class LineChannel(ThreadBufferedProtocol, Channel, ReadDeadline, Refusing):
             return
         self.closed = True
         self._rest = b""  # a line begun and never ended: freed now, not at the next gc
+        self._give_back_share()
         if self._refused:
             return
         self._disarm()

@@ -5,8 +5,8 @@ A line not complete ``read_timeout`` seconds after its first byte (a stall, or a
 the deadline is for the whole line, not per read) is answered *Limit reached* and closes
 the connection (:meth:`~berrymq_jsonrpc_tcp.refusing.Refusing._stalled`), and a connection
 idle that long without an open session is closed. While the node itself does not read the
-connection (its requests wait for the delivery lane, or the peer leaves its answers unread)
-there is no deadline.
+connection (its requests wait for the delivery lane, the peer leaves its answers unread, or
+a long line waits for room in ``max_reading_bytes``) there is no deadline.
 
 One timer per connection checks both limits and is armed again for the next moment either
 could pass. :class:`ReadDeadline` is a base class of
@@ -52,6 +52,8 @@ class ReadDeadline:
 
         def _stalled(self, read_timeout: float) -> None: ...
 
+        def _waiting_for_share(self) -> bool: ...
+
     _watch: asyncio.TimerHandle | None = None
 
     def _arm(self, when: float) -> None:
@@ -74,7 +76,7 @@ class ReadDeadline:
             return
         limit = self.read_timeout
         now = asyncio.get_running_loop().time()
-        if self.answers.stalled() or self.unread_answers():
+        if self.answers.stalled() or self.unread_answers() or self._waiting_for_share():
             # the node is not reading: no deadline
             self._arm(now + limit)
             return

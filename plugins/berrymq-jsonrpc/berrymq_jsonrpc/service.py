@@ -36,6 +36,7 @@ from berrymq_jsonrpc.params import (
     session_ttl,
     string,
 )
+from berrymq_jsonrpc.reading import DEFAULT_MAX_READING_BYTES, READING
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sizes import measured_from, message_limit
 from berrymq_jsonrpc.waiting import QUICK_METHODS, is_nonblocking_get
@@ -69,6 +70,8 @@ class Service(MessageMethods):
     :param link_factory: makes the outgoing link of an ``interconnect`` session.
     :param max_waiting: how many requests that may wait run at once per connection,
         each such member of a batch counted (HTTP, one request at a time: in one batch).
+    :param max_reading_bytes: the cap on the bytes of requests being read, all the
+        node's connections together (:mod:`berrymq_jsonrpc.reading`).
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class Service(MessageMethods):
         liveness_interval: float = DEFAULT_LIVENESS_INTERVAL,
         max_queued_bytes: int = p.DEFAULT_MAX_QUEUED_BYTES,
         max_waiting: int = DEFAULT_MAX_WAITING,
+        max_reading_bytes: int = DEFAULT_MAX_READING_BYTES,
         max_ttl: float = p.DEFAULT_MAX_TTL,
         max_size: int = p.DEFAULT_MAX_SIZE,
         callback_timeout: float = CALLBACK_TIMEOUT,
@@ -103,6 +107,9 @@ class Service(MessageMethods):
         self.callback_timeout = callback_timeout
         #: the cap on the requests that may wait, running at once on one connection
         self.max_waiting = max_waiting
+        #: the node's shares of requests being read, and this transport's cap on them
+        self.reading = bus.state(READING)
+        self.max_reading_bytes = max_reading_bytes
         #: the addresses ``interconnect`` may make this node call back (``callback_hosts``)
         self.callbacks = callbacks or CallbackRule(None)
         self._count = itertools.count()

@@ -49,6 +49,11 @@
 ``max_queued_bytes``
     the most bytes (messages as JSON) held at once in all the node's ``connect_via_queue``
     queues (default 256 MiB); a message over it is refused like one for a full queue.
+``max_reading_bytes``
+    the most bytes of requests the node holds while it reads them, all connections
+    together (default 64 MiB): a request over 64 KiB takes a share of it while it is read
+    (:mod:`berrymq_jsonrpc.reading`); a connection finding no room is not read until
+    there is.
 ``callback_hosts``
     the hosts and CIDR blocks ``interconnect`` may make the node call back (default:
     loopback addresses only).
@@ -116,6 +121,7 @@ SETTINGS: dict[str, type | tuple[type, ...]] = {
     "outbox_bytes": int,
     "outbox_wait": (int, float),
     "max_waiting": int,
+    "max_reading_bytes": int,
 }
 
 #: The settings only a transport whose connections are streams of requests takes (TCP):

@@ -41,6 +41,7 @@ from berrymq_jsonrpc.limits import (
 )
 from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
 from berrymq_jsonrpc.peer_links import PeerLinks
+from berrymq_jsonrpc.reading import DEFAULT_MAX_READING_BYTES
 from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING, Service
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sessions import session_peer
@@ -104,6 +105,7 @@ class RemoteTransport(PeerLinks, Transport):
             liveness_interval=float(number("liveness_interval", DEFAULT_LIVENESS_INTERVAL)),
             max_queued_bytes=int(number("max_queued_bytes", p.DEFAULT_MAX_QUEUED_BYTES)),
             max_waiting=int(number("max_waiting", DEFAULT_MAX_WAITING)),
+            max_reading_bytes=int(number("max_reading_bytes", DEFAULT_MAX_READING_BYTES)),
             max_ttl=number("max_ttl", p.DEFAULT_MAX_TTL),  # as given: data.limit 100, not 100.0
             max_size=self.max_size, callback_timeout=self.timeout)
         #: the connections the servers accepted, and the caps on them (the I/O loop's)
