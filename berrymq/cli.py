@@ -90,12 +90,13 @@ class UsageError(BerryMQError):
         self.show_usage = show_usage
 
 
-def node_url(given: str | None) -> str:
+def node_url(given: str | None, example: str = "tcp://127.0.0.1:7000") -> str:
     """The node a command talks to: ``given``, else the environment variable
-    ``BERRYMQ_URL``; a :class:`UsageError` when neither is set."""
+    ``BERRYMQ_URL``; a :class:`UsageError` when neither is set, whose hint is ``example``
+    (a command served over HTTP only gives an ``http://`` one)."""
     url = given or os.environ.get(URL_ENV_VAR, "").strip()
     if not url:
-        raise UsageError(f"no node given: pass its URL (e.g. tcp://127.0.0.1:7000) or set "
+        raise UsageError(f"no node given: pass its URL (e.g. {example}) or set "
                          f"{URL_ENV_VAR}")
     return url
 

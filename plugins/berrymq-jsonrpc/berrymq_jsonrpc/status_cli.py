@@ -260,7 +260,8 @@ def format_status(status: dict[str, Any], recent: int = 10, rows: int | None = R
 def _cmd_status(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get(p.SECRET_ENV_VAR) or None
     try:
-        status = fetch_status(node_url(args.url), secret=secret, timeout=args.timeout)
+        status = fetch_status(node_url(args.url, "http://127.0.0.1:8000"), secret=secret,
+                              timeout=args.timeout)
     except Unreachable as exc:
         print(f"berrymq: error: {shown(str(exc))}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from probe_tools import refusing_node
 
 from berrymq._losses import FORWARD_FAILED, HOP_LIMIT, WORKER_REFUSED
 from berrymq.bus import Bus
+from berrymq.cli import UsageError
 
 TIMEOUT = 20.0
 DOC = Path(__file__).resolve().parents[3] / "docs" / "status.md"
@@ -50,6 +51,15 @@ def test_status_of_a_quiet_node_says_none_was_refused(bus_factory: Callable[...,
     lines = format_status(status_snapshot(node)).splitlines()
     assert "refused:   0" in lines
     assert next(line for line in lines if line.startswith("messages:")).endswith("duplicates 0")
+
+
+def test_status_without_a_node_hints_at_an_http_address(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It hinted at a tcp:// address, which status then refuses (it is served over HTTP)."""
+    monkeypatch.delenv("BERRYMQ_URL", raising=False)
+    args = argparse.Namespace(url=None, json=False, secret=None, timeout=TIMEOUT)
+    with pytest.raises(UsageError, match=r"e\.g\. http://127\.0\.0\.1:8000"):
+        _cmd_status(args)
 
 
 def test_status_json_prints_the_document_indented_as_documented(
