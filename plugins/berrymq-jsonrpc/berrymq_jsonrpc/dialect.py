@@ -122,15 +122,19 @@ def to_v2(request: dict[str, Any]) -> dict[str, Any]:
         v2["id"] = _ID_STAND_IN              # it back in the answer
     carried = v2.pop(CARRIED, None)
     params = v2.get("params", [])
+    # a berryMQ node's uid and hops (dialect_link), whichever form the params take
+    uid_and_hops = (v2.get("method") == p.METHOD_SEND_MESSAGE and type(carried) is dict)
     if type(params) is list:
         params = list(params)
         while params and params[-1] is None:
             params.pop()
         if v2.get("method") == p.METHOD_CLOSE_CONNECTION and len(params) == 2:
             params.pop()
-        if v2.get("method") == p.METHOD_SEND_MESSAGE and len(params) == 4 \
-                and type(carried) is dict:  # a berryMQ node's uid and hops (dialect_link)
+        if uid_and_hops and 2 <= len(params) <= 4:  # (args and kwargs may be left out)
+            params += [[], {}][len(params) - 2:]
             params += [carried.get("uid"), carried.get("hops", 0)]
+    elif uid_and_hops and type(params) is dict and "uid" not in params:
+        params = {**params, "uid": carried.get("uid"), "hops": carried.get("hops", 0)}
     v2["params"] = params
     return v2
 

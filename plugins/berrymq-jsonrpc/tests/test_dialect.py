@@ -403,6 +403,37 @@ def test_interconnect_to_the_nodes_own_server_is_refused(
     assert not served_here(port)
 
 
+@pytest.mark.parametrize("form", ["[token, identifier]", "[token, identifier, args]",
+                                  "[token, identifier, args, kwargs]", "by name"])
+def test_a_v1_message_carrying_its_uid_comes_once_whatever_its_params(
+        bus_factory: Callable[..., Bus], form: str) -> None:
+    """The uid a berryMQ node carries beside a 1.0 send_message ("berrymq": {uid, hops})
+    was read only with four positional params: a message coming round a circle of 1.0
+    interconnects in another form was delivered again each time."""
+    bus, port = serve(bus_factory, "tcp")
+    got = inbox(bus, "carried:*")
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        lines = sock.makefile("rb")
+
+        def call(request: dict[str, Any]) -> Any:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            return json.loads(lines.readline())
+
+        token = call({"method": "connect_oneway", "params": [60], "id": 1})["result"]
+        params: Any = {"[token, identifier]": [token, "carried:x"],
+                       "[token, identifier, args]": [token, "carried:x", [1]],
+                       "[token, identifier, args, kwargs]": [token, "carried:x", [1], {}],
+                       "by name": {"token": token, "identifier": "carried:x", "args": [1]},
+                       }[form]
+        for _ in range(2):  # the same message, come round again
+            answer = call({"method": "send_message", "params": params, "id": 2,
+                           "berrymq": {"uid": "U" + "7" * 19, "hops": 1}})
+            assert answer["error"] is None, answer
+        call({"method": "send_message", "params": [token, "carried:end"], "id": 3})
+    assert got.get(timeout=TIMEOUT).id == "carried:x"
+    assert got.get(timeout=TIMEOUT).id == "carried:end"
+
+
 # -- raw requests, as curl would send them --------------------------------------------------
 
 
