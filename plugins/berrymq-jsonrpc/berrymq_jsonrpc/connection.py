@@ -170,9 +170,9 @@ class RemoteConnection(LinkConnection):
 
     def status_row(self) -> ConnectionRow:
         """:meth:`Connection.status_row <berrymq.transports.base.Connection.status_row>`
-        with its outbox's counts: ``pending`` waiting to be sent, ``sent`` acknowledged by
-        the peer, ``lost`` waiting when it failed or closed, ``refused`` by the peer's full
-        queue (its losses are in the node's counters as they happen)."""
+        with its outbox's counts: ``pending`` waiting to be sent or acknowledged, ``sent``
+        acknowledged by the peer, ``lost`` waiting when it failed or closed, ``refused`` by
+        the peer's full queue (its losses are in the node's counters as they happen)."""
         outbox = self.link.outbox
         return dataclasses.replace(super().status_row(), scheme=self.transport.scheme,
                                    pending=outbox.pending, sent=outbox.sent,

@@ -40,12 +40,10 @@ LANE_ROUNDS = 3
 #: senders' batches queued at one node are acknowledged well within a client's timeout
 #: (at 256 KiB, 100 senders on a loaded 2-CPU machine waited past 10 s for their acks).
 BATCH_BYTES = 64 * 1024
-#: How many messages may wait in one connection's outbox (setting ``outbox_size``): about
-#: two batches of small messages. A sender faster than its peer waits here instead of
-#: running ahead, and leaves the CPUs to the node it sends to: a hundred sending processes
-#: on 2 CPUs, filling outboxes of 10 000 each, had the node they sent to run at 0.03 of a
-#: CPU while they sent (0.59-0.72x the raw floor of bench/ipc.py); with 2 000, 0.88-0.91x,
-#: and one or ten senders no slower (0.94x and 1.15x).
+#: How many messages may wait in one connection's outbox (``outbox_size``): about two
+#: batches of small messages. A sender faster than its peer waits here, and leaves the
+#: CPUs to the node it sends to: 100 sending processes on 2 CPUs filling outboxes of 10 000
+#: ran that node at 0.03 of a CPU (0.59-0.72x the raw floor of bench/ipc.py); 2 000: 0.9x.
 DEFAULT_OUTBOX_SIZE = 2_000
 #: How many bytes of message text may wait in one connection's outbox (``outbox_bytes``).
 DEFAULT_OUTBOX_BYTES = 64 * 1024 * 1024
@@ -73,10 +71,9 @@ class Outbox:
     is held, on its way. The byte count is kept without a lock: the senders add with
     ``+=`` and the loop subtracts, each a single step under CPython's GIL.
 
-    A peer that refuses some messages of a batch (a full queue:
-    :class:`~berrymq_jsonrpc.jsonrpc_client.PeerQueueFull`) does not stop the outbox: the refused
-    ones are counted (:attr:`refused`), reported to ``on_refused`` and to the next
-    :meth:`flush`, which raises ``QueueFull`` saying how many; the rest keeps flowing.
+    A peer that refuses some messages of a batch (a full queue: :class:`~berrymq_jsonrpc.
+    jsonrpc_client.PeerQueueFull`) does not stop the outbox: they are counted (:attr:`refused`)
+    and reported to ``on_refused`` and the next :meth:`flush`; the rest keeps flowing.
 
     :param sink: ``await sink(texts)`` sends one batch and returns when the peer
         acknowledged it, or raises.
@@ -89,12 +86,10 @@ class Outbox:
         a message alone in the outbox is taken whatever its size.
     :param block_timeout: how long a sender waits for room (setting ``outbox_wait``).
     :param batch_bytes: the most message text in one batch (a larger message goes alone).
-    :param on_refused: called on the loop with the peer's refusal and how many messages
-        of the batch it refused; it must not block.
+    :param on_refused: called on the loop with the peer's refusal and how many it refused.
     :param on_lost: called with a count each time messages are counted in :attr:`lost`
-        (on the loop, or on the thread that closes the outbox), as it happens: a batch
-        cancelled on its way by a close is counted when the cancellation lands, after
-        :meth:`close` returned. It must not block.
+        (on the loop, or the thread closing the outbox), as it happens: a batch cancelled
+        on its way by a close when the cancellation lands. It must not block.
     """
 
     def __init__(
@@ -137,6 +132,7 @@ class Outbox:
         self._stopped = False
         self._idle = False
         self._sending = False  # a batch is written and not yet acknowledged
+        self._on_its_way = 0  # how many messages that batch holds
         #: when the peer last made room (a batch taken off to send) and how long its last
         #: batch took: a delivery lane waits while the peer moves at its pace
         self._moved = time.monotonic()
@@ -147,8 +143,8 @@ class Outbox:
 
     @property
     def pending(self) -> int:
-        """How many messages wait to be sent (the node's status shows it)."""
-        return sum(1 for item in list(self._items) if type(item) is str)
+        """How many messages wait to be sent, or to be acknowledged (status shows it)."""
+        return self._on_its_way + sum(1 for item in list(self._items) if type(item) is str)
 
     @property
     def losses(self) -> dict[str, int]:
@@ -306,9 +302,13 @@ class Outbox:
                     size += byte_size(text) + 1
                 self.queued_bytes -= size - len(batch) + 1
                 self._moved = taken = time.monotonic()
+                self._on_its_way = len(batch)
                 self._notify_room()
-                if await self._send(batch):
-                    self._round = time.monotonic() - taken
+                try:
+                    if await self._send(batch):
+                        self._round = time.monotonic() - taken
+                finally:
+                    self._on_its_way = 0
         finally:
             self._drop_rest()
 

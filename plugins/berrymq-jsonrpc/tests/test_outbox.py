@@ -148,3 +148,28 @@ def test_a_flush_that_a_close_wakes_returns_once_the_dropped_messages_are_counte
         assert seen in ([True, 50], [True, 51]), seen  # 51: the batch on its way, cancelled
     finally:
         held.close()
+
+
+def test_pending_counts_the_batch_on_its_way_until_the_peer_acknowledges_it() -> None:
+    """A peer that hangs after taking a batch: its messages showed in neither ``pending``
+    nor ``sent`` (an operator saw ``pending 0, sent 0`` for 10 s, then 50 lost)."""
+    sending = threading.Event()
+    answer = threading.Event()
+
+    async def sink(batch: list[str]) -> None:
+        sending.set()
+        deadline = time.monotonic() + WAIT
+        while not answer.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    outbox = Outbox(sink, max_bytes=1 << 20, on_failure=lambda exc, count: None, name="test")
+    try:
+        for i in range(50):
+            outbox.put(f'["hung:x",[{i}],{{}},{{}}]')
+        assert sending.wait(WAIT)
+        assert (outbox.pending, outbox.sent) == (50, 0)
+        answer.set()
+        assert outbox.flush(WAIT)
+        assert (outbox.pending, outbox.sent) == (0, 50)
+    finally:
+        outbox.close(0)
