@@ -132,7 +132,7 @@ class Outbox:
         self._stopped = False
         self._idle = False
         self._sending = False  # a batch is written and not yet acknowledged
-        self._on_its_way = 0  # how many messages that batch holds
+        self.on_its_way = 0  # how many messages that batch holds (counted in pending)
         #: when the peer last made room (a batch taken off to send) and how long its last
         #: batch took: a delivery lane waits while the peer moves at its pace
         self._moved = time.monotonic()
@@ -144,7 +144,7 @@ class Outbox:
     @property
     def pending(self) -> int:
         """How many messages wait to be sent, or to be acknowledged (status shows it)."""
-        return self._on_its_way + sum(1 for item in list(self._items) if type(item) is str)
+        return self.on_its_way + sum(1 for item in list(self._items) if type(item) is str)
 
     @property
     def losses(self) -> dict[str, int]:
@@ -302,13 +302,13 @@ class Outbox:
                     size += byte_size(text) + 1
                 self.queued_bytes -= size - len(batch) + 1
                 self._moved = taken = time.monotonic()
-                self._on_its_way = len(batch)
+                self.on_its_way = len(batch)
                 self._notify_room()
                 try:
                     if await self._send(batch):
                         self._round = time.monotonic() - taken
                 finally:
-                    self._on_its_way = 0
+                    self.on_its_way = 0
         finally:
             self._drop_rest()
 
