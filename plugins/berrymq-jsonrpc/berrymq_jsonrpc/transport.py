@@ -46,6 +46,7 @@ from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING, Service
 from berrymq_jsonrpc.session_table import DEFAULT_LIVENESS_INTERVAL
 from berrymq_jsonrpc.sessions import session_peer
 from berrymq_jsonrpc.settings import DEFAULT_TIMEOUT, cidr_blocks, read_hosts, read_number, secret_check
+from berrymq_jsonrpc.status import sample_rates
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -178,6 +179,7 @@ class RemoteTransport(PeerLinks, Transport):
             self._served.append((host, bound))
         url = f"{self.scheme}://{netloc(host, bound)}"
         self.urls.append(url)
+        sample_rates(self.bus)
         return url
 
     def make_link(self, channel: Channel, token: str, name: str,

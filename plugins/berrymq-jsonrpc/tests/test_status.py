@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -244,6 +245,24 @@ def test_a_client_status_shows_its_outgoing_connections(bus_factory: Callable[..
                                        "sent", "lost", "state")} == {
         "scheme": "tcp", "address": url, "style": "oneway", "direction": "out", "pending": 0,
         "sent": 1, "lost": 0, "state": "open"}
+
+
+def test_the_rates_after_a_quiet_while_are_of_the_last_seconds(
+        bus_factory: Callable[..., Any]) -> None:
+    """Rate samples were taken only when the status was read: the first read after a
+    quiet while gave the average since the read before it (50 messages, then 30 s of
+    nothing: ``in_per_s`` 1.6 on an idle node)."""
+    node = bus_factory()
+    url = node.transport("tcp").listen("tcp://127.0.0.1:0")
+    status_snapshot(node)  # a read before the burst
+    oneway = bus_factory().transport("tcp").connect_oneway(url, 60)
+    for i in range(50):
+        oneway.send(Message(Identifier("job:done"), (i,), {}))
+    assert oneway.flush(TIMEOUT)
+    time.sleep(2.5)  # quiet: what is measured is time passing without a read
+    messages = status_snapshot(node)["messages"]
+    assert messages["in"] == 50 and messages["in_per_s"] == 0.0, messages
+    assert len(status_snapshot(node)["history"]) >= 3  # a sample each second meanwhile
 
 
 def test_duplicates_and_the_hop_limit_are_told_apart(bus_factory: Callable[..., Any]) -> None:
