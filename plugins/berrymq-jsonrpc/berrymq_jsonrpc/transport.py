@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from berrymq.api import DEFAULT_TTL
-from berrymq.errors import ConnectionClosed, QueueFull, RemoteError, SettingsError, TransportError
+from berrymq.errors import ConnectionClosed, QueueFull, SettingsError, TransportError
 from berrymq.identifier import Identifier
 from berrymq.transports.base import Connection, Transport
 from berrymq.transports.ioloop import io_loop
@@ -37,7 +37,6 @@ from berrymq_jsonrpc.limits import (
     CallbackRule,
     fit_open_files,
     release_open_files,
-    ttl_limit,
 )
 from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
 from berrymq_jsonrpc.peer_links import PeerLinks
@@ -272,8 +271,8 @@ class RemoteTransport(PeerLinks, Transport):
     def interconnect(self, address: str, ttl: float) -> Connection:
         own = self._own_address()
         channel = self._channel(address)
-        # (the default ttl is this node's cap where that is lower; the peer's is asked
-        # with the default itself: see _within_max_ttl)
+        # (the default ttl is this node's cap where that is lower; the peer's is left
+        # to the peer: see _within_max_ttl)
         own_ttl = min(ttl, self.service.max_ttl) if ttl is DEFAULT_TTL else ttl
         try:  # the session here that the peer's messages come in on
             session = self.service.open_session("interconnect", own_ttl, channel)
@@ -370,14 +369,10 @@ class RemoteTransport(PeerLinks, Transport):
 
 
 def _within_max_ttl(channel: Channel, method: str, params: dict[str, Any]) -> Any:
-    """``channel.call(method, params)``; a session asked for with the default ttl
-    (:data:`berrymq.api.DEFAULT_TTL`) that the node refuses as over its ``max_ttl`` is asked
-    for again with that limit, as a client that leaves ``ttl`` out gets it (an operator's
-    lower cap refused every connection a program made with the defaults)."""
-    try:
-        return channel.call(method, params)
-    except RemoteError as exc:
-        limit = ttl_limit(exc, params["ttl"]) if params.get("ttl") is DEFAULT_TTL else None
-        if limit is None:
-            raise
-        return channel.call(method, {**params, "ttl": limit})
+    """``channel.call(method, params)``, leaving out a ``ttl`` that is the default
+    (:data:`berrymq.api.DEFAULT_TTL`): the node then gives 1000 s, or its ``max_ttl`` where
+    that is lower. Asked for explicitly, such a session was refused by a node with a
+    lower cap (counted in its ``refused``) and asked for again, every time."""
+    if params.get("ttl") is DEFAULT_TTL:
+        params = {key: value for key, value in params.items() if key != "ttl"}
+    return channel.call(method, params)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.status import status_snapshot
 
 from berrymq.api import DEFAULT_TTL
 from berrymq.bus import Bus
@@ -36,6 +37,8 @@ def test_the_default_ttl_is_the_nodes_max_ttl_where_that_is_lower(
         client.track_connection(connection)
     ttls = sorted(session.ttl for session in node.transport(scheme).service.sessions.values())
     assert ttls == [100.0, 100.0, 100.0]
+    # left out, not asked for and refused first: an operator's alert on refusals stays quiet
+    assert status_snapshot(node)["refused"]["total"] == 0
     node.twitter("job:run", 1)
     assert via_queue.get(timeout=WAIT).args == (1,)
     with pytest.raises(RemoteError) as refused:
