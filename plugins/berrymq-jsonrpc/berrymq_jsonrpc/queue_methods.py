@@ -72,6 +72,7 @@ class QueueMethods(SessionTable):
         session = self.open_session("queue", ttl, context)
         session.queue = SessionQueue(self.bus, pattern, self.queue_size, self.max_queued_bytes,
                                      min(limit, self.max_size), limit < self.max_size)
+        session.queue.taker = f"{session} ({pattern})"  # two clients of one pattern apart
         return session.token
 
     def _queue_of(self, params: dict[str, Any]) -> SessionQueue:
@@ -170,7 +171,7 @@ class QueueMethods(SessionTable):
     def _taken_out(self, entry: list[Any], store: SessionQueue) -> None:
         """An entry was taken from ``store`` for an answer: counted as sent, and for the
         answer's writer (see :mod:`berrymq_jsonrpc.taken`)."""
-        self.stats.message_out(entry[0], store)  # stats
+        self.stats.message_out(entry[0], store.taker)  # stats
         took()
 
     def _get_nowait(self, context: Any, params: dict[str, Any]) -> list[Any]:

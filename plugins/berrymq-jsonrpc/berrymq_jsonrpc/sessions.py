@@ -163,6 +163,9 @@ class SessionQueue:
                  max_size: int = p.DEFAULT_MAX_SIZE, clients_limit: bool = False) -> None:
         self.pattern = pattern
         self.maxsize = maxsize
+        #: who takes from the queue, as ``/status``'s recent messages name it (set by the
+        #: session that owns it: its style, where it is from, the pattern)
+        self.taker = f"queue {pattern}"
         #: the cap on the bytes of every session queue of the node (``max_queued_bytes``)
         self.max_bytes = max_bytes
         #: the largest message held, as JSON (``max_size``: the node's, or the smaller one

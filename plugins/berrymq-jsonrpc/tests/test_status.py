@@ -210,6 +210,9 @@ def test_status_and_metrics_of_a_working_node(
     assert [(m["direction"], m["identifier"]) for m in recent] == [
         ("in", "job:done")] * 3 + [("in", "job:late"), ("out", "job:done")]
     assert all(m["peer"].startswith(("oneway", "queue")) for m in recent)
+    # the queue client that took it: its session (over HTTP, its token's start), its pattern
+    (queue_session,) = [s["id"] for s in status["sessions"] if s["style"] == "queue"]
+    assert recent[-1]["peer"] == f"queue session {queue_session} (job:*)", recent[-1]
     plugins = {x["name"]: x for x in status["plugins"]}
     assert plugins["jsonrpc-http"]["active"] is True
     assert any("serving" in line for line in plugins["jsonrpc-http"]["status"])
