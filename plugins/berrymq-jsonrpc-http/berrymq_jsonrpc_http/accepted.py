@@ -337,39 +337,48 @@ class ServerConnection:
             return False
         if waiting:
             self._write(CONTINUE)
-        share = None if length <= FREE_READING else await self._share_of(length)
-        chunks = []
-        size = 0
-        try:
-            while (event := await self._event(server.read_timeout)) is not END:
-                if not isinstance(event, bytes):
-                    return False  # the client went away mid-body
-                size += len(event)
-                if size > server.max_size:  # chunks beyond it: the rest is not read
-                    self._too_large()
-                    return False
-                if share is None and size > FREE_READING:  # a chunked body
-                    share = await self._share_of(server.max_size)
-                chunks.append(event)
+        shares = [] if length <= FREE_READING else [await self._share_of(length)]
+        try:  # a share is given back once the request is answered (an ask: its replies)
+            data = await self._body(shares)
+            if data is None:
+                return False
+            ended = reset = None
+            if isinstance(self.reader, EndingReader):
+                ended, reset = self.reader.ended, self.reader.reset
+            with counting_taken() as taken:
+                reply, handed = await server.dispatch(data, self.client, ended,
+                                                      self.last_work, reset)
         finally:
-            if share is not None:
+            for share in shares:
                 server.service.reading.give_back(share)
-        body = b"".join(chunks)
-        ended = reset = None
-        if isinstance(self.reader, EndingReader):
-            ended, reset = self.reader.ended, self.reader.reset
-        with counting_taken() as taken:
-            reply, handed = await server.dispatch(body, self.client, ended, self.last_work,
-                                                  reset)
-        server.service.stats.exchanged(len(body), 0 if reply is None else len(reply))
+        server.service.stats.exchanged(len(data), 0 if reply is None else len(reply))
         keep = self._keeps(request)
         if reply is None:
             self._send(204, close=not keep)
         else:
             self._send(200, reply, close=not keep, taken=taken[0])
         for work in handed:  # the lane had room (and only the loop offers): taken at once
-            self.last_work = await io_loop.lane.put(work, len(body))
+            self.last_work = await io_loop.lane.put(work, len(data))
         return keep
+
+    async def _body(self, shares: list[Share]) -> bytes | None:
+        """The body of the request being answered; None when it was refused (over
+        ``max_size``) or cut short. A chunked body over 64 KiB takes a share of
+        ``max_reading_bytes`` on its way, added to ``shares``."""
+        server = self.server
+        chunks = []
+        size = 0
+        while (event := await self._event(server.read_timeout)) is not END:
+            if not isinstance(event, bytes):
+                return None  # the client went away mid-body
+            size += len(event)
+            if size > server.max_size:  # chunks beyond it: the rest is not read
+                self._too_large()
+                return None
+            if not shares and size > FREE_READING:  # a chunked body
+                shares.append(await self._share_of(server.max_size))
+            chunks.append(event)
+        return b"".join(chunks)
 
     async def _share_of(self, size: int) -> Share:
         """A share of the node's ``max_reading_bytes`` for a body of ``size`` bytes,

@@ -41,6 +41,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.ask_timer import AskProgress, ask_timeout
 from berrymq_jsonrpc.input_end import InputEnd
 from berrymq_jsonrpc.jsonrpc import internal_error
+from berrymq_jsonrpc.reading import Share
 from berrymq_jsonrpc.sessions import WAITS
 from berrymq_jsonrpc.taken import counting_taken
 from berrymq_jsonrpc.waiting import refuse_waiting, waits_in
@@ -88,6 +89,9 @@ class Answerer:
         self.asking: set[concurrent.futures.Future[None]] = set()
         #: done once the peer ended its input: blocking gets stop waiting (see end_gets)
         self.ended = InputEnd()
+        #: the shares of ``max_reading_bytes`` that long requests held here brought (by
+        #: ``id`` of the request): a request that may wait keeps its share until it begins
+        self.shares: dict[int, Share] = {}
 
     def stalled(self) -> bool:
         """Whether requests wait here for the lane, or for the client to read its answers
@@ -107,6 +111,10 @@ class Answerer:
         size = 0
         while held and not channel.unread_answers():
             request, length = held.popleft()
+            share = self.shares.pop(id(request), None) if self.shares else None
+            if share is not None and not waits_in(request):  # taken now: read no more
+                self.service.reading.give_back(share)
+                share = None
             if (not batch and not self.unanswered and type(request) is dict and "id" in request
                     and self.service.answers_at_once(request) and io_loop.lane.has_room(length)):
                 self._answer_at_once(request, length)
@@ -118,8 +126,9 @@ class Answerer:
             elif waits := waits_in(request):
                 if self.waiting + waits > self.service.max_waiting:
                     self._refuse_waiting(request, waits)
+                    self._give_back(share)
                 else:
-                    self._start_waiting(request, waits)
+                    self._start_waiting(request, waits, share)
             else:
                 batch.append((request, length))
                 size += length
@@ -149,6 +158,9 @@ class Answerer:
         for asking in list(self.asking):  # those not begun leave the queue (and their
             asking.cancel()  # bytes); those begun run all their receivers
         self.held.clear()
+        for share in self.shares.values():
+            self.service.reading.give_back(share)
+        self.shares.clear()
         self.returned = None
 
     def end_gets(self) -> None:
@@ -184,7 +196,18 @@ class Answerer:
         if refusal is not None:
             self._write(refusal + _NL)
 
-    def _start_waiting(self, request: Any, waits: int) -> None:
+    def own(self, request: Any, share: Share) -> None:
+        """``request``, held, brought the ``share`` its line was read with."""
+        self.shares[id(request)] = share
+
+    def _give_back(self, share: Share | None, _: object = None) -> None:
+        if share is not None:
+            self.service.reading.give_back(share)
+
+    def _start_waiting(self, request: Any, waits: int, share: Share | None = None) -> None:
+        """Run a request that may wait (or a batch with ``waits`` of them) beside the
+        others; ``share``, its line's share of ``max_reading_bytes``, is given back once
+        it begins on its thread (or, a batch, once it is answered), or is dropped."""
         self.waiting += waits
         self.unanswered += 1
         if type(request) is dict and request.get("method") != p.METHOD_GET:
@@ -195,6 +218,7 @@ class Answerer:
             if timeout is not None:  # answered by then (see berrymq_jsonrpc.ask_timer)
                 progress = AskProgress()
                 if timeout == 0:  # at once, with no thread: no receiver can have run by then
+                    self._give_back(share)
                     self._expired(request, progress)
                     self._waited(None, progress)  # (dropped: expired) the thread it never had
                     return
@@ -202,16 +226,21 @@ class Answerer:
                     timeout, self._expired, request, progress)
                 self.timed.add(progress)
             try:
-                asking = WAITS.submit(self._answer_on_waits, request, progress)
+                asking = WAITS.submit(self._answer_on_waits, request, progress, share)
             except RuntimeError:  # the interpreter is shutting down: no answer comes
+                self._give_back(share)
                 self._waited(None, progress)
                 return
             self.asking.add(asking)
             asking.add_done_callback(self.asking.discard)
+            if share is not None:  # (given back at its start; this, if it never starts)
+                asking.add_done_callback(functools.partial(self._give_back, share))
             return
         task = asyncio.get_running_loop().create_task(self._answer_waiting(request, waits))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        if share is not None:
+            task.add_done_callback(functools.partial(self._give_back, share))
 
     # -- answering ------------------------------------------------------------------------
 
@@ -287,8 +316,10 @@ class Answerer:
         if again:
             self.dispatch()
 
-    def _answer_on_waits(self, request: Any, progress: AskProgress | None) -> None:
+    def _answer_on_waits(self, request: Any, progress: AskProgress | None,
+                         share: Share | None = None) -> None:
         """On a WAITS thread: answer a request that may wait, hand the answer to the loop."""
+        self._give_back(share)  # begun: its line no longer waits in the node's memory
         reply: bytes | None
         try:
             if progress is None:

@@ -37,7 +37,7 @@ from typing import Any
 from berrymq_jsonrpc.channel import Channel, Late
 from berrymq_jsonrpc.jsonrpc_client import parse_reply
 from berrymq_jsonrpc.limits import Admission
-from berrymq_jsonrpc.reading import FREE_READING
+from berrymq_jsonrpc.reading import FREE_READING, Share
 from berrymq_jsonrpc.replies import reply_limit
 from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING, Service
 from berrymq_jsonrpc.taken import TakenInFlight
@@ -168,10 +168,11 @@ class LineChannel(ReadingShare, ThreadBufferedProtocol, Channel, ReadDeadline, R
         lines = (self._rest + data if self._rest else data).split(NL)
         self._rest = lines.pop()
         self._began = self._last
-        if (self._take(lines) and len(self._rest) > (limit := self._line_limit())
+        owned, self._share = self._share, None  # the first line's: it goes with its request
+        if (self._take(lines, owned) and len(self._rest) > (limit := self._line_limit())
                 and over(self._rest, limit)):
             self._too_large(limit > self.read_limit)
-        elif self._share is not None or len(self._rest) > FREE_READING:
+        elif len(self._rest) > FREE_READING:
             self._weigh_line()
 
     def _line_limit(self) -> int:
@@ -199,8 +200,8 @@ class LineChannel(ReadingShare, ThreadBufferedProtocol, Channel, ReadDeadline, R
         if self._refused or self.closed or self._discarding:
             return False  # (closed then, once what is buffered is written)
         rest, self._rest = self._rest, b""
-        self._give_back_share()
-        if rest.strip() and not self._take([rest]):  # the end of input ends its last line
+        owned, self._share = self._share, None
+        if rest.strip() and not self._take([rest], owned):  # the end of input ends its line
             return False
         self.eof = True
         self.answers.end_gets()
@@ -227,9 +228,18 @@ class LineChannel(ReadingShare, ThreadBufferedProtocol, Channel, ReadDeadline, R
 
     # -- reading --------------------------------------------------------------------------
 
-    def _take(self, lines: list[bytes]) -> bool:
+    def _take(self, lines: list[bytes], owned: Share | None = None) -> bool:
         """Hand the replies to their callers and the requests to :attr:`answers`; False if
-        closed."""
+        closed. ``owned``: the share of ``max_reading_bytes`` the first line was read
+        with, which goes with it if it is a request (else it is given back)."""
+        carried = [] if owned is None else [owned]
+        try:
+            return self._take_lines(lines, carried)
+        finally:
+            if carried:  # not carried by a request: read, and done with
+                self.service.reading.give_back(carried[0])
+
+    def _take_lines(self, lines: list[bytes], carried: list[Share]) -> bool:
         limit = self.read_limit
         held = self.answers.held
         expecting = self.calls.expecting
@@ -263,6 +273,8 @@ class LineChannel(ReadingShare, ThreadBufferedProtocol, Channel, ReadDeadline, R
                 return False
             else:
                 held.append((obj, len(line)))
+                if carried and line is lines[0]:
+                    self.answers.own(obj, carried.pop())
         self.answers.dispatch()
         return not self.closed
 

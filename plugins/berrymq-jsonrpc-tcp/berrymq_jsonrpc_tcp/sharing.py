@@ -4,10 +4,12 @@
 Without a share a connection is read :data:`~berrymq_jsonrpc.reading.FREE_READING` bytes
 at a time, so that the start of a line it holds stays under twice that; a line longer than
 that takes a share of the most a line may be, and the connection is read in full reads
-again. While the share waits for room the connection is not read, and has no read
-deadline (see :mod:`berrymq_jsonrpc_tcp.deadline`). :class:`ReadingShare` is a base class
-of :class:`~berrymq_jsonrpc_tcp.channel.LineChannel`, before the protocol whose
-``get_buffer`` it narrows.
+again. The share goes with the request its line held (see
+:meth:`~berrymq_jsonrpc_tcp.answering.Answerer.own`): given back when the request is taken
+up, a request that may wait when it begins. While the share waits for room the connection
+is not read, and has no read deadline (see :mod:`berrymq_jsonrpc_tcp.deadline`).
+:class:`ReadingShare` is a base class of :class:`~berrymq_jsonrpc_tcp.channel.LineChannel`,
+before the protocol whose ``get_buffer`` it narrows.
 """
 
 from __future__ import annotations
@@ -54,15 +56,9 @@ class ReadingShare:
 
     def _weigh_line(self) -> None:
         """After a read: take a share when the line begun is over
-        :data:`~berrymq_jsonrpc.reading.FREE_READING` (not read on until it is held),
-        give it back when the line ended."""
-        if self.closed:
-            return
-        if self._share is not None:
-            if len(self._rest) <= FREE_READING:
-                self._give_back_share()
-            return
-        if self.read_timeout is None or self._loop is None:
+        :data:`~berrymq_jsonrpc.reading.FREE_READING` (not read on until it is held)."""
+        if self.closed or self._share is not None or self.read_timeout is None \
+                or self._loop is None:
             return
         service = self.service
         share = self._share = service.reading.ask(self._line_limit(), service.max_reading_bytes,

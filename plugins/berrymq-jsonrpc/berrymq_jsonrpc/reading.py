@@ -4,7 +4,10 @@ together (setting ``max_reading_bytes``).
 Each connection may hold :data:`FREE_READING` bytes of a request being read on its own:
 small requests, the common case, never wait here. A longer one takes a :class:`Share` of
 the node's :class:`ReadingBytes` before more of it is read: the most its request may be
-(``max_size``; over HTTP its ``Content-Length``), given back once the request is whole.
+(``max_size``; over HTTP its ``Content-Length``), given back once the node takes the
+request up: over TCP when it is whole, or, a request that may wait (``ask``, a blocking
+``get``) for one of the node's threads, when it begins; over HTTP once it is answered.
+So the asks of many clients waiting for a thread hold no more than the cap either.
 When the shares held would go over ``max_reading_bytes`` the connection is not read until
 one is given back, in the order they were asked for: a flood of large requests begun and
 not finished (300 connections each holding 1 MiB of a line held 356 MB) makes the others

@@ -84,6 +84,16 @@ def run(command: dict[str, Any]) -> Any:
         keep.append(slow)
         berrymq.regist_function(command["pattern"], slow)
         return None
+    if op == "sleepy":  # a receiver that sleeps ``delay`` seconds, then answers its arg's length
+        delay = command["delay"]
+
+        def sleepy(message: berrymq.Message) -> int:
+            time.sleep(delay)
+            return len(message.args[0])
+
+        keep.append(sleepy)
+        berrymq.regist_function(command["pattern"], sleepy)
+        return None
     if op == "count":
         return counted.get(command["pattern"], 0)
     if op == "twitter":

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.reading import FREE_READING, ReadingBytes
-from probe_tools import MIB, WAIT, Raw, Sampler, http_post, port_of, request, start_node
+from probe_tools import MIB, WAIT, Raw, Sampler, http_post, port_of, proc_status, request, start_node
 
 CONNECTIONS = 200
 HELD_BACK = 4096  # the end of each request, sent once all of them are begun
@@ -173,3 +173,53 @@ def test_shares_are_held_in_the_order_asked_and_one_always_fits() -> None:
         assert reading.total == 0
     finally:
         loop.close()
+
+
+ASKERS = 40
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_large_asks_waiting_for_a_thread_hold_no_more_than_max_reading_bytes(
+        scheme: str, spawn: Callable[..., Any], tmp_path: Path, socks: list[socket.socket],
+        wait_for: Callable[..., Any]) -> None:
+    """Every ask thread of the node busy, 40 clients each ask with a 1 MiB argument: the
+    asks read and waiting for a thread kept their requests (40 MiB and more as Python
+    objects); now a request over 64 KiB keeps its share until it begins, so the others are
+    not read meanwhile. Each is answered once a thread is free."""
+    node = start_node(spawn, tmp_path, max_reading_bytes=4 * MIB)
+    url = node("serve", addr=f"{scheme}://127.0.0.1:0")
+    tcp = port_of(node("serve", addr="tcp://127.0.0.1:0"))
+    node("sleepy", pattern="slow:x", delay=5.0)
+    node("sleepy", pattern="big:x", delay=0)
+    busy = []
+    for _ in range(2):  # 32 asks of 5 s: every ask thread of the node (16 per connection)
+        raw = Raw(tcp)
+        socks.append(raw.sock)
+        raw.send(*[request("ask", {"identifier": "slow:x", "args": ["."]}, i) for i in range(16)])
+        busy.append(raw)
+    askers = {}
+    for i in range(ASKERS):
+        sock = socket.create_connection(("127.0.0.1", port_of(url)), timeout=WAIT)
+        sock.setblocking(False)
+        socks.append(sock)
+        body = json.dumps(request("ask", {"identifier": "big:x",
+                                          "args": ["x" * (MIB - 1000)]}, i)).encode()
+        askers[sock] = body + b"\n" if scheme == "tcp" else (
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    before, _ = proc_status(node.process.pid)
+    push(dict(askers), 2.0)  # while the ask threads are busy
+    # 4 MiB of asks waiting, 128 KiB (TCP) or 256 KiB (HTTP) of each other one; without
+    # the cap all 40 MiB are read, and held as Python objects too: what it read it holds,
+    # watched a while longer for that (the ask threads are busy 5 s in all)
+    watched = time.monotonic() + 1.5
+    while (grown := proc_status(node.process.pid)[0] - before) < 35 \
+            and time.monotonic() < watched:
+        time.sleep(0.05)
+    assert grown < 35, grown  # (TCP 13 MiB, HTTP 22; without the cap 48 and 50)
+    push(dict(askers), 60.0)
+    answers = [answer_of(sock, scheme) for sock in askers]
+    assert [answer.get("result", answer) for answer in answers] == [
+        [{"value": MIB - 1000}]] * ASKERS
+    for raw in busy:  # and the 32 that held the threads
+        assert sorted(raw.line()["id"] for _ in range(16)) == list(range(16))
