@@ -13,8 +13,10 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,7 +114,7 @@ def test_identifier_and_local_bus_suites() -> None:
     outbox, the JSON written and the answers refused (a scripted server), and what a
     hostile review found (scripted servers that stop reading, answer without end or
     garbage, refuse part of a batch), in Ruby."""
-    for suite, runs in (("test/test_identifier.rb", 7), ("test/test_bus.rb", 23),
+    for suite, runs in (("test/test_identifier.rb", 7), ("test/test_bus.rb", 25),
                         ("test/test_sample.rb", 1), ("test/test_outbox.rb", 4),
                         ("test/test_wire.rb", 4), ("test/test_robustness.rb", 17)):
         passed(ruby(suite), runs)
@@ -151,7 +153,7 @@ def test_remote_suite_against_a_python_node(script_node: ScriptNode) -> None:
     script_node("echo", pattern="ruby:ping", reply="ruby:pong")
     script_node("collect", pattern="ruby:*")
     result = ruby("test/test_remote.rb", env={"BERRYMQ_TCP_URL": tcp, "BERRYMQ_HTTP_URL": http})
-    passed(result, 22)
+    passed(result, 24)
     # What the Ruby side sent reached the Python node's receivers (in an order that
     # depends on minitest's random order of tests, hence sorted).
     got = sorted(json.dumps(m) for m in script_node("drain", pattern="ruby:*"))
@@ -214,10 +216,11 @@ def test_readme_scripts_against_berrymq_serve(tmp_path: Path, serve: tuple[Lines
 def test_a_node_with_a_smaller_max_size(tmp_path: Path) -> None:
     """A node whose max_size (1024 bytes) is below the library's default: a message over it
     raises MessageTooLarge, and with max_size: 1024 it is refused before it is sent, as a
-    node measures a message (512 bytes taken, 513 refused)."""
+    node measures a message (512 bytes taken, 513 refused). Its max_ttl (100 s) is below
+    the library's default ttl: a connection made without a ttl gets 100 s."""
     config = tmp_path / "small.toml"
-    config.write_text("[berrymq]\n\n[berrymq.jsonrpc-tcp]\nmax_size = 1024\n\n"
-                      "[berrymq.jsonrpc-http]\nmax_size = 1024\n")
+    config.write_text("[berrymq]\n\n[berrymq.jsonrpc-tcp]\nmax_size = 1024\nmax_ttl = 100\n\n"
+                      "[berrymq.jsonrpc-http]\nmax_size = 1024\nmax_ttl = 100\n")
     argv = [sys.executable, "-m", "berrymq", "serve", "--tcp", "127.0.0.1:0",
             "--http", "127.0.0.1:0"]
     server = Lines(argv, tmp_path, deadline=DEADLINE,
@@ -227,9 +230,60 @@ def test_a_node_with_a_smaller_max_size(tmp_path: Path) -> None:
         http = server.line().removeprefix("serving ")
         result = ruby("test/test_max_size.rb",
                       env={"BERRYMQ_SMALL_TCP_URL": tcp, "BERRYMQ_SMALL_HTTP_URL": http})
-        passed(result, 6)
+        passed(result, 8)
     finally:
         server.close()
+
+
+STALLED = """
+require "berrymq"
+$stdout.sync = true
+tcp, http = ARGV
+closed_one_by_one = [BerryMQ.connect_oneway(http), BerryMQ.connect_oneway(tcp)]
+[tcp, http].each do |url|
+  BerryMQ.connect_oneway(url)
+  BerryMQ.connect_via_queue(url, "stall:*")
+  BerryMQ.interconnect(url)
+end
+puts "connected #{BerryMQ.connections.size}"
+$stdin.gets # the node is stopped now
+closed_one_by_one.each do |connection|
+  started = BerryMQ.monotonic
+  connection.close
+  puts "#{connection.url.split(":").first} closed in #{BerryMQ.monotonic - started}"
+end
+puts "exiting with #{BerryMQ.connections.size}"
+"""
+
+
+def test_close_waits_at_most_2_s_for_a_node_that_stopped(serve: tuple[Lines, str, str]) -> None:
+    """As the README says, close (at exit too) waits at most 2 s for the node: a node
+    stopped with SIGSTOP took 7 s to close over HTTP (the 5 s margin of a waiting get on
+    top), and at exit 2 s per connection, one after another; now each close takes 2 s,
+    and the six connections left at exit close side by side in 2 s."""
+    server, tcp, http = serve
+    assert RUBY is not None
+    client = Lines([RUBY, "-w", "-Ilib", "-e", STALLED, tcp, http], GEM, deadline=DEADLINE,
+                   stdin=True)
+    try:
+        assert client.line() == "connected 8"
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            assert client.process.stdin is not None
+            client.process.stdin.write("stopped\n")
+            client.process.stdin.flush()
+            for scheme in ("http", "tcp"):
+                words = client.line().split()
+                assert words[:-1] == [scheme, "closed", "in"], words
+                assert 1.5 <= float(words[-1]) < 3.5, words  # CLOSE_TIMEOUT, 2 s
+            assert client.line() == "exiting with 6"
+            started = time.monotonic()
+            assert client.process.wait(timeout=DEADLINE) == 0
+            assert time.monotonic() - started < 4.5  # 2 s for all six, not 12 s
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+    finally:
+        client.close()
 
 
 WAIT_FOR_DEATH = """

@@ -100,6 +100,9 @@ class Connection {
      * request, which rejects with it). */
     this.ended = new Promise((resolve) => { ended = resolve; });
     this.renewal = null; // the timer of the next renewal of an interconnection's session
+    /** The session's ttl in seconds: the one given, or without one DEFAULT_TTL, or the
+     * node's max_ttl when that is less (set by the function that opened it). */
+    this.ttl = null;
     this.end = (reason) => {
       this.closed = true;
       this.reason = reason;
@@ -285,26 +288,63 @@ class Connection {
   async close() {
     if (this.closed) return;
     this.end(null);
+    let unanswered = false; // the node did not answer in time: it is not waited for again
     try {
       await this.channel.call('close_connection', { token: this.token });
     } catch (error) {
+      unanswered = unansweredIn(error);
       if (error instanceof QueueFull && error.data && /^outbox/.test(error.data.setting)) {
         throw new TransportError(`${this.url} did not take close_connection in time: ${error.message}`,
           null, error.data);
       }
       if (error.code !== protocol.codes.UNKNOWN_TOKEN && !(error instanceof ConnectionClosed)) throw error;
     } finally {
-      await this.channel.close();
+      // (so that a close the node did not answer rejects at the timeout it names)
+      await this.channel.close({ now: unanswered });
     }
   }
 }
 
+/** Whether `error` says the node did not answer in time (a call's timeout, or an outbox
+ * it took nothing from): a channel closed after it is cut at once, not given the node's
+ * grace again, so that the call rejects at the timeout its error names. */
+function unansweredIn(error) {
+  return (error instanceof TransportError && !(error instanceof ConnectionClosed) && error.code === null) ||
+    (error instanceof QueueFull && Boolean(error.data) && /^outbox/.test(error.data.setting));
+}
+
+/** The node's max_ttl when `error` is its refusal of a session `ttl` over it (Limit
+ * reached, `data.setting` "max_ttl", the limit in `data.limit`) and a usable ttl below
+ * `asked`; else null. */
+function ttlLimit(error, asked) {
+  if (!(error instanceof BerryMQError) || error.code !== protocol.codes.LIMIT_REACHED) return null;
+  const data = error.data;
+  if (data === null || typeof data !== 'object' || data.setting !== 'max_ttl') return null;
+  const limit = data.limit;
+  return typeof limit === 'number' && Number.isFinite(limit) && limit > 0 && limit < asked ? limit : null;
+}
+
+/** `channel.call(method, params)` for a session. One asked for without a ttl (`ttlGiven`
+ * false: DEFAULT_TTL) that the node refuses as over its max_ttl is asked for again with
+ * that limit (params.ttl becomes it), as a client that leaves ttl out gets it
+ * (docs/settings.md, max_ttl), and as the Python client does. */
+async function openSession(channel, method, params, ttlGiven) {
+  try {
+    return await channel.call(method, params);
+  } catch (error) {
+    const limit = ttlGiven ? null : ttlLimit(error, params.ttl);
+    if (limit === null) throw error;
+    params.ttl = limit;
+    return channel.call(method, params);
+  }
+}
+
 /** Open a channel, a session on it, and the Connection that holds both. */
-async function open(url, style, method, params, options, serve = null) {
+async function open(url, style, method, params, options, serve = null, ttlGiven = true) {
   const channel = await connect(url, options);
   try {
     if (serve !== null) params.addr = await channel.serve(serve, options.listen);
-    const token = await channel.call(method, params);
+    const token = await openSession(channel, method, params, ttlGiven);
     const problem = protocol.tokenProblem(token);
     if (problem !== null) {
       // not a session we can use: every later request would carry it (docs/protocol.md,
@@ -314,27 +354,30 @@ async function open(url, style, method, params, options, serve = null) {
                                `not a token (${problem})`);
     }
     const connection = new Connection(channel, style, token);
+    connection.ttl = params.ttl;
     connections.push(connection);
     return connection;
   } catch (error) {
-    await channel.close();
+    await channel.close({ now: unansweredIn(error) });
     throw error;
   }
 }
 
 /** Style 02: a connection that sends to the node at `url` (sendMessage); its receivers
- * get the messages. Options: ttl (seconds), secret, timeout (ms per request), maxSize
- * (bytes: the largest request sent; 4x it is what is read of one answer), maxWaiting,
- * and over TCP outboxSize and outboxBytes (what may wait to be written). */
-function connectOneway(url, { ttl = DEFAULT_TTL, ...options } = {}) {
-  return open(url, 'oneway', 'connect_oneway', { ttl }, options);
+ * get the messages. Options: ttl (seconds; without it DEFAULT_TTL, or the node's max_ttl
+ * when that is less: `connection.ttl` says which), secret, timeout (ms per request),
+ * maxSize (bytes: the largest request sent; 4x it is what is read of one answer),
+ * maxWaiting, and over TCP outboxSize and outboxBytes (what may wait to be written). */
+function connectOneway(url, { ttl, ...options } = {}) {
+  return open(url, 'oneway', 'connect_oneway', { ttl: ttl ?? DEFAULT_TTL }, options, null, ttl != null);
 }
 
 /** Style 03: the node at `url` keeps a queue of `pattern` for us, pulled with get and
  * getNowait; the connection can send too. The node is told our maxSize (`max_size`), so
  * that its queue holds no message larger than we read. */
-function connectViaQueue(url, pattern, { ttl = DEFAULT_TTL, ...options } = {}) {
-  return open(url, 'queue', 'connect_via_queue', { identifier: pattern, ttl, max_size: maxSizeOf(options) }, options);
+function connectViaQueue(url, pattern, { ttl, ...options } = {}) {
+  return open(url, 'queue', 'connect_via_queue', { identifier: pattern, ttl: ttl ?? DEFAULT_TTL,
+    max_size: maxSizeOf(options) }, options, null, ttl != null);
 }
 
 /** The maxSize option, as a channel of `options` takes it (the node checks it too). */
@@ -351,7 +394,7 @@ function maxSizeOf(options) {
  * `message` null) a renewal of the session that failed (default: print it on stderr).
  * The session is renewed every ttl/3 seconds until the connection ends
  * (Connection.renewEvery), so a quiet interconnection stays open. */
-function interconnect(url, onMessage, { ttl = DEFAULT_TTL, onAsk = null, onError = null, ...options } = {}) {
+function interconnect(url, onMessage, { ttl, onAsk = null, onError = null, ...options } = {}) {
   if (typeof onMessage !== 'function') throw new TypeError('interconnect needs onMessage(message), a function');
   const report = onError || ((error, message) => {
     if (message === null) console.error(`berrymq: renewing the session of ${url} failed: ${error && error.message}`);
@@ -360,9 +403,9 @@ function interconnect(url, onMessage, { ttl = DEFAULT_TTL, onAsk = null, onError
   const token = crypto.randomBytes(32).toString('base64url');
   const answerer = new Answerer(token, onMessage, onAsk, report);
   // max_size: the node forwards no message larger than we read
-  return open(url, 'interconnect', 'interconnect', { addr: null, token, ttl, max_size: maxSizeOf(options) }, options,
-    answerer).then((connection) => {
-    connection.renewEvery(ttl, (error) => {
+  return open(url, 'interconnect', 'interconnect', { addr: null, token, ttl: ttl ?? DEFAULT_TTL,
+    max_size: maxSizeOf(options) }, options, answerer, ttl != null).then((connection) => {
+    connection.renewEvery(connection.ttl, (error) => {
       try {
         report(error, null);
       } catch (failed) {

@@ -36,7 +36,8 @@ const {
  * Limit reached (max_connections). */
 const CLOSING = new Set([codes.TOO_LARGE, codes.LIMIT_REACHED]);
 
-/** How long close() waits for the node to end its side of the connection. */
+/** How long close() waits for the node to end its side of the connection (not at all
+ * with `{ now: true }`: after a call the node did not answer in time). */
 const CLOSE_GRACE_MS = 1000;
 
 /** The most requests given up on (no answer in time) whose late answers are still
@@ -429,8 +430,11 @@ class TcpChannel extends Channel {
     if (this.ended) this.ended();
   }
 
-  /** Close the connection (the node closes the sessions opened on it). */
-  close() {
+  /** Close the connection (the node closes the sessions opened on it): what was written
+   * goes first, and the node gets CLOSE_GRACE_MS to end its side. With `now` (the node
+   * did not answer a call in time: waiting for it again would make that call reject
+   * later than the timeout it names) the connection is cut at once. */
+  close({ now = false } = {}) {
     this.ending = true;
     if (this.socket === null || this.socket.destroyed || this.over) {
       this.closed = true;
@@ -439,6 +443,10 @@ class TcpChannel extends Channel {
     const ended = new Promise((resolve) => { this.ended = resolve; });
     this.closed = true;
     this.admit(); // what waits for room in the outbox fails: the connection is closed
+    if (now) {
+      this.socket.destroy();
+      return ended;
+    }
     this.socket.end();
     // a peer that never ends its side (one that answers nothing at all) is cut off
     const cut = setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS);

@@ -78,6 +78,34 @@ describe('a node that stops answering for a while', { timeout: 4 * DEADLINE }, (
         await node.stop();
       }
     });
+
+    it(`over ${scheme}: close and connect reject at the timeout their error names when the node stopped`, async () => {
+      // (over TCP they rejected 1 s later: the channel then waited for the node, which
+      // does not answer, to end its side of the connection)
+      const node = await startNode();
+      let stopped = false;
+      try {
+        const oneway = await berrymq.connectOneway(node[scheme], { ttl: 60, timeout: 1000 });
+        node.child.kill('SIGSTOP');
+        stopped = true;
+        await stoppedWhole(node.child.pid);
+        const said = scheme === 'tcp' ? `${node[scheme]} did not answer within 1000 ms` :
+          `no answer from ${node[scheme]} within 1000 ms`;
+        for (const [what, call] of [['close', () => oneway.close()],
+          ['connectOneway', () => berrymq.connectOneway(node[scheme], { ttl: 60, timeout: 1000 })]]) {
+          const start = Date.now();
+          const [{ error }, ms] = await within(outcome(call(), start), DEADLINE, what);
+          assert.ok(error instanceof berrymq.TransportError && !(error instanceof berrymq.ConnectionClosed), String(error));
+          assert.equal(error.message, said, what);
+          assert.ok(ms >= 950 && ms < 1600, `${what}: ${error.message} after ${ms} ms`);
+        }
+        assert.equal(oneway.closed, true);
+        assert.equal(berrymq.connections.length, 0);
+      } finally {
+        if (stopped) node.child.kill('SIGCONT');
+        await node.stop();
+      }
+    });
   }
 });
 

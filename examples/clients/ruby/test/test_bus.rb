@@ -249,8 +249,93 @@ class RecordingLink
   def close; end
 end
 
+# Stands in for a connection that asks a node: records the messages it was asked with.
+class AskingLink
+  attr_reader :asked
+
+  def initialize(url)
+    @url = url
+    @asked = []
+  end
+
+  attr_reader :url
+
+  def interconnected?
+    false
+  end
+
+  def ask_message(message, _timeout)
+    @asked << message
+    [message.args.first * 2]
+  end
+
+  def close; end
+end
+
+# Stands in for a connection whose close waits (up to 10 s) until +count+ closes have
+# begun: closes made one after another would each wait the whole time.
+class SlowClosingLink
+  attr_reader :url, :together
+
+  def initialize(url, count, gate)
+    @url = url
+    @count = count
+    @gate = gate # [Mutex, ConditionVariable, closes begun]
+    @together = nil
+  end
+
+  def interconnected?
+    false
+  end
+
+  def close
+    return unless @together.nil?
+
+    lock, cond, begun = @gate
+    lock.synchronize do
+      begun << self
+      cond.broadcast
+      @together = BerryMQ.wait_for(cond, lock, BerryMQ.monotonic + 10) { begun.size >= @count }
+    end
+  end
+end
+
 class TestForwarding < Minitest::Test
   include FreshBus
+
+  # BerryMQ.ask asks every connection with one message, and so one uid (20 URL-safe
+  # characters, the form a node gives: 8 of this process's, 12 random), so that a node
+  # reached by several connections runs its receivers once; a new uid per ask.
+  def test_an_ask_has_one_uid_for_every_connection
+    links = [AskingLink.new("tcp://127.0.0.1:1"), AskingLink.new("http://127.0.0.1:1")]
+    links.each { |link| BerryMQ.bus.track(link) }
+    BerryMQ.following_function("q:x") { |m| m.args.first + 1 }
+    assert_equal [4, 6, 6], BerryMQ.ask("q:x", 3)
+    assert_equal [11, 20, 20], BerryMQ.ask("q:x", 10)
+    assert_equal [[3, 10], [3, 10]], links.map { |link| link.asked.map { |m| m.args.first } }
+    first, second = links.map { |link| link.asked.map(&:uid) }
+    assert_equal first, second
+    first.each { |uid| assert_match(/\A[A-Za-z0-9_-]{20}\z/, uid) }
+    refute_equal first[0], first[1]
+    assert_equal first[0][0, 8], first[1][0, 8] # this process's part
+    refute BerryMQ.bus.first_sight?(first[0]) # its own: a node asking it back gets nothing
+    BerryMQ.following_function("_q:x") { |m| m.args.first + 1 }
+    assert_equal [1], BerryMQ.ask("_q:x", 0) # a local ask stays here
+    assert_equal [2, 2], links.map { |link| link.asked.size }
+  end
+
+  # Closing several connections (BerryMQ.close_connection, and at exit or BerryMQ.reset
+  # the bus) closes them side by side: each waits for its node at most
+  # Connection::CLOSE_TIMEOUT, and so do all of them together.
+  def test_connections_close_side_by_side
+    [-> { BerryMQ.close_connection }, -> { BerryMQ.reset }].each do |close_all|
+      gate = [Mutex.new, ConditionVariable.new, []]
+      links = 3.times.map { |i| SlowClosingLink.new("tcp://127.0.0.1:#{i + 1}", 3, gate) }
+      links.each { |link| BerryMQ.bus.track(link) }
+      close_all.call
+      assert_equal [true, true, true], links.map(&:together)
+    end
+  end
 
   def test_messages_are_forwarded_once_per_uid_and_never_back_to_their_origin
     bus = BerryMQ.bus

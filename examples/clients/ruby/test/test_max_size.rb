@@ -1,9 +1,11 @@
 # frozen_string_literal: true
 
 # A node whose max_size is below the 1 MiB default (tests/test_ruby_client.py starts one
-# with max_size = 1024 for both transports and sets BERRYMQ_SMALL_TCP_URL and
-# BERRYMQ_SMALL_HTTP_URL): a message over it raises MessageTooLarge, not RemoteError or
-# ConnectionClosed; with max_size: 1024 it is refused before it is sent.
+# with max_size = 1024 and max_ttl = 100 for both transports and sets
+# BERRYMQ_SMALL_TCP_URL and BERRYMQ_SMALL_HTTP_URL): a message over it raises
+# MessageTooLarge, not RemoteError or ConnectionClosed; with max_size: 1024 it is refused
+# before it is sent. Its max_ttl is below the library's default ttl (1000): a connection
+# made without a ttl gets the node's limit.
 require_relative "test_helper"
 
 class TestMaxSize < Minitest::Test
@@ -57,6 +59,27 @@ class TestMaxSize < Minitest::Test
                    "1024 less 512); it was not sent", error.message
       queue.send_message("small:after", 1)
       assert_equal [["small:fit", [fits]], ["small:after", [1]]], 2.times.map { m = queue.get(timeout: WAIT); [m.id, m.args] }
+    end
+
+    # A connection made without a ttl gets 1000 s, or the node's max_ttl when that is less
+    # (here 100), as docs/settings.md says of a client that leaves ttl out: every style
+    # works (an interconnection renews every ttl/3 s of it); a ttl given over the node's
+    # max_ttl is refused, naming the setting.
+    define_method("test_without_a_ttl_a_session_gets_the_node_s_max_ttl_#{scheme}") do
+      node = url(scheme)
+      oneway = BerryMQ.connect_oneway(node)
+      queue = BerryMQ.connect_via_queue(node, "ttl:*")
+      link = BerryMQ.interconnect(node)
+      assert_equal [100, 100, 100], [oneway, queue, link].map(&:ttl)
+      oneway.send_message("ttl:x", 1)
+      BerryMQ.twitter("ttl:y", 2)
+      assert BerryMQ.flush(WAIT)
+      assert_equal [["ttl:x", [1]], ["ttl:y", [2]]], 2.times.map { m = queue.get(timeout: WAIT); [m.id, m.args] }
+      assert_equal 30, BerryMQ.connect_oneway(node, ttl: 30).ttl
+      error = assert_raises(BerryMQ::RemoteError) { BerryMQ.connect_oneway(node, ttl: 1000) }
+      assert_equal [BerryMQ::JSONRPC::CODES[:limit_reached], "max_ttl", 100],
+                   [error.code, error.data["setting"], error.data["limit"]]
+      assert_equal 4, BerryMQ.connections.size
     end
 
     # Without it, the node's own refusal is MessageTooLarge too. Over HTTP the connection

@@ -97,11 +97,36 @@ class TestRemote < Minitest::Test
       assert_equal [], connection.ask("nobody:listens", timeout: WAIT)
     end
 
+    # BerryMQ.ask asks each connection with the same uid: a node reached by several of
+    # them (of both transports, every style) runs its receivers once, as the Python
+    # client's ask does; each ask has a uid of its own.
+    define_method("test_ask_runs_a_node_s_receivers_once_#{scheme}") do
+      node = url(scheme)
+      other = url(scheme == "tcp" ? "http" : "tcp") # the same node, the other transport
+      first = BerryMQ.connect_oneway(node, ttl: 60)
+      BerryMQ.connect_via_queue(node, "once:*", ttl: 60)
+      second = BerryMQ.connect_oneway(other, ttl: 60)
+      BerryMQ.interconnect(node, ttl: 60)
+      assert_equal 4, BerryMQ.connections.size
+      assert_equal [42], BerryMQ.ask("double:it", 21, timeout: WAIT)
+      assert_equal [8], BerryMQ.ask("double:it", 4, timeout: WAIT) # a new uid: asked again
+      assert_equal [6], first.ask("double:it", 3, timeout: WAIT)
+      assert_equal [6], first.ask("double:it", 3, timeout: WAIT)
+      message = BerryMQ::Message.new("double:it", [5], {}, uid: BerryMQ.bus.new_uid)
+      assert_equal [10], first.ask_message(message, WAIT)
+      assert_equal [], second.ask_message(message, WAIT) # that uid was answered already
+    end
+
     define_method("test_errors_name_the_problem_#{scheme}") do
       node = url(scheme)
       connection = BerryMQ.connect_oneway(node, ttl: 60)
       error = assert_raises(ArgumentError) { connection.send_message("_private:x") }
       assert_includes error.message, "local"
+      # ask too: refused before anything is sent (the node would answer Invalid params)
+      error = assert_raises(ArgumentError) { connection.ask("_private:x", 1, timeout: WAIT) }
+      assert_equal "\"_private:x\" is a local identifier (its name starts with '_'); local messages never " \
+                   "leave the process", error.message
+      assert_equal [], BerryMQ.ask("_private:x", timeout: WAIT) # BerryMQ.ask asks this process only
       assert_raises(BerryMQ::InvalidIdentifier) { connection.send_message("te*:x") }
       error = assert_raises(ArgumentError) { connection.get_nowait }
       assert_includes error.message, "connect_via_queue"
@@ -384,6 +409,13 @@ class TestRemote < Minitest::Test
     assert_equal "200", code
     assert_equal [{ "jsonrpc" => "2.0", "result" => [{ "value" => 15 }], "id" => 4 },
                   { "jsonrpc" => "2.0", "error" => { "code" => -32_601, "message" => "Method not found", "data" => "nope" }, "id" => 5 }], batch
+    # an ask is answered once per uid, as a node answers it (an asker with several
+    # connections here asks over each with the same uid); this process's own uids too
+    asked = ->(id, uid) { post.call({ "jsonrpc" => "2.0", "method" => "ask", "id" => id,
+                                      "params" => { "identifier" => "cb:question", "args" => [7], "token" => token, "uid" => uid } }) }
+    assert_equal ["200", { "jsonrpc" => "2.0", "result" => [{ "value" => 21 }], "id" => 10 }], asked.call(10, "ask-uid-1")
+    assert_equal ["200", { "jsonrpc" => "2.0", "result" => [], "id" => 11 }], asked.call(11, "ask-uid-1")
+    assert_equal ["200", { "jsonrpc" => "2.0", "result" => [], "id" => 12 }], asked.call(12, BerryMQ.bus.new_uid)
     # JSON-RPC 1.0 (no "jsonrpc"): answered in 1.0 form
     assert_equal ["200", { "result" => [{ "value" => 6 }], "error" => nil, "id" => 6 }],
                  post.call({ "method" => "ask", "params" => ["cb:question", [2], {}, nil, token], "id" => 6 })

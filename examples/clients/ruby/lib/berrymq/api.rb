@@ -87,15 +87,21 @@ module BerryMQ
     # Request/reply: the return values of every matching receiver, here first (in
     # registration order) then on each connected node (in the order of the connections).
     # A receiver that raised gives a BerryMQ::ReplyError in its place, so does a node that
-    # did not answer within +timeout+ seconds (which bounds each node's answer).
+    # did not answer within +timeout+ seconds (which bounds each node's answer). Every
+    # connection is asked with the same uid, so a node reached by several connections runs
+    # its receivers once (the others answer no replies), as the Python client does.
     def ask(identifier, *args, timeout: 5.0, **kwargs)
-      BerryMQ.wait_seconds(timeout, "ask: timeout")
+      timeout = BerryMQ.wait_seconds(timeout, "ask: timeout")
       message = Message.new(identifier, args, kwargs)
       replies = bus.ask_local(message)
       return replies if message.identifier.local?
 
-      bus.connections.each do |connection|
-        replies.concat(connection.ask(message.identifier, *args, timeout: timeout, **kwargs))
+      connections = bus.connections
+      return replies if connections.empty?
+
+      message = Message.new(message.identifier, args, kwargs, uid: bus.new_uid)
+      connections.each do |connection|
+        replies.concat(connection.ask_message(message, timeout))
       rescue TransportError => e
         replies << ReplyError.new(e.class.name, e.message, connection.url, "")
       end
@@ -107,18 +113,20 @@ module BerryMQ
     # Style 01: forward every non-local message both ways with the node at +addr+
     # ("tcp://host:port" or "http://host:port"; over HTTP a small server of this process,
     # on 127.0.0.1 and a free port, takes the node's calls). Returns the Connection.
-    def interconnect(addr, ttl: Connection::DEFAULT_TTL, **options)
+    # Without +ttl+ a session gets Connection::DEFAULT_TTL, or the node's max_ttl when
+    # that is less (Connection#ttl says which), in every style.
+    def interconnect(addr, ttl: nil, **options)
       track(Connection.new(addr, :interconnect, ttl: ttl, **options))
     end
 
     # Style 02: send to the node at +addr+ with BerryMQ.send_message.
-    def connect_oneway(addr, ttl: Connection::DEFAULT_TTL, **options)
+    def connect_oneway(addr, ttl: nil, **options)
       track(Connection.new(addr, :oneway, ttl: ttl, **options))
     end
 
     # Style 03: the node keeps a queue of +pattern+ for this process, pulled with
     # BerryMQ.get and BerryMQ.get_nowait.
-    def connect_via_queue(addr, pattern, ttl: Connection::DEFAULT_TTL, **options)
+    def connect_via_queue(addr, pattern, ttl: nil, **options)
       track(Connection.new(addr, :queue, ttl: ttl, pattern: pattern, **options))
     end
 
@@ -161,12 +169,12 @@ module BerryMQ
     end
 
     # Closes the connections to +addr+, or every one when +addr+ is nil (lost
-    # interconnections too: twitter no longer counts them).
+    # interconnections too: twitter no longer counts them). They close side by side: a
+    # node that does not answer costs at most Connection::CLOSE_TIMEOUT in all.
     def close_connection(addr = nil)
       wanted = addr && Connection.normalize(addr)[3]
-      (bus.connections + bus.lost_links.values).each do |connection|
-        connection.close if wanted.nil? || connection.url == wanted
-      end
+      chosen = (bus.connections + bus.lost_links.values).select { |c| wanted.nil? || c.url == wanted }
+      Bus.close_together(chosen)
       nil
     end
 

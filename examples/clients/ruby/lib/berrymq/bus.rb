@@ -36,6 +36,8 @@ module BerryMQ
       @raise_errors = raise_errors
       @logger = logger
       @node_id = SecureRandom.hex(8)
+      # the start of the uids of this bus's asks: 8 URL-safe characters (48 random bits)
+      @uid_prefix = SecureRandom.urlsafe_base64(6)
       @lock = Mutex.new
       @subscriptions = [].freeze
       @connections = [].freeze
@@ -128,6 +130,22 @@ module BerryMQ
       replies
     end
 
+    # A new uid in the form a node gives its messages (docs/protocol.md, extras): this
+    # bus's 8 characters and 12 random URL-safe ones, 20 in all. BerryMQ.ask sends one per
+    # call over every connection, so that a node reached by several of them runs its
+    # receivers once. It counts as seen here: a node asking it back gets no replies.
+    def new_uid
+      uid = @uid_prefix + SecureRandom.urlsafe_base64(9)
+      first_time?(uid)
+      uid
+    end
+
+    # Whether +uid+ is new here (it is remembered from now on): what a node sends (a
+    # message, an ask) is delivered once per uid.
+    def first_sight?(uid)
+      first_time?(uid)
+    end
+
     # -- connections ----------------------------------------------------------------------
 
     def connections
@@ -197,8 +215,29 @@ module BerryMQ
     # Closes every connection (the lost ones too, which count what they held as lost) and
     # forgets every receiver.
     def close
-      (@lost_links.values + @connections).reverse_each(&:close)
+      Bus.close_together((@lost_links.values + @connections).reverse)
       @lock.synchronize { @subscriptions = [].freeze }
+    end
+
+    # Closes +connections+ side by side, each in a thread of its own, and returns once all
+    # are closed: each waits at most Connection::CLOSE_TIMEOUT for its node (an
+    # interconnection first sends what is queued), so several nodes that stopped answering
+    # cost that once, not once per connection (at exit too). The first error a close
+    # raised is raised after all of them ran.
+    def self.close_together(connections)
+      return connections.each(&:close) if connections.size < 2
+
+      closing = connections.map do |connection|
+        Thread.new do
+          Thread.current.report_on_exception = false
+          connection.close
+          nil
+        rescue StandardError => e
+          e
+        end
+      end
+      error = closing.map(&:value).compact.first
+      raise error if error
     end
 
     private

@@ -27,6 +27,9 @@ module BerryMQ
     CLOSE_TIMEOUT = 2.0
 
     attr_reader :url, :style, :token, :pattern, :bus
+    # The session's ttl in seconds: the one given, or without one DEFAULT_TTL, or the
+    # node's max_ttl when that is less (as a client that leaves ttl out gets).
+    attr_reader :ttl
 
     # "tcp://host:port", "http://host:port", or [host, port] (HTTP, as in berryMQ 0.2).
     def self.normalize(addr)
@@ -41,8 +44,14 @@ module BerryMQ
 
     # +max_size+: the largest request sent, in bytes of JSON: the node's max_size setting
     # (1 MiB by default). A larger message raises MessageTooLarge before it is sent.
-    def initialize(addr, style, ttl: DEFAULT_TTL, pattern: nil, timeout: DEFAULT_TIMEOUT,
+    # +ttl+ nil (not given): DEFAULT_TTL, or the node's max_ttl when that is less (a node
+    # refusing DEFAULT_TTL as over its max_ttl is asked again with its limit, as the Python
+    # client does); a ttl given over the node's max_ttl is refused (RemoteError, Limit
+    # reached).
+    def initialize(addr, style, ttl: nil, pattern: nil, timeout: DEFAULT_TIMEOUT,
                    secret: ENV.fetch("BERRYMQ_SECRET", nil), max_size: JSONRPC::MAX_SIZE, bus: BerryMQ.bus)
+      @ttl_given = !ttl.nil?
+      ttl = DEFAULT_TTL if ttl.nil?
       unless ttl.is_a?(Numeric) && ttl.real? && ttl.finite? && ttl.positive?
         raise ArgumentError, "ttl must be a positive finite number of seconds, got #{ttl.inspect}"
       end
@@ -88,11 +97,7 @@ module BerryMQ
     # 512 bytes as a node measures it (JSONRPC.check_message_size), RemoteError when the
     # node refuses it (e.g. QUEUE_FULL).
     def send_message(identifier, *args, **kwargs)
-      ident = Identifier.new(identifier)
-      if ident.local?
-        raise ArgumentError, "#{identifier.inspect} is a local identifier (its name starts with '_'); " \
-                             "local messages never leave the process"
-      end
+      ident = remote_identifier(identifier)
       JSONRPC.check_message(ident, args, kwargs)
       JSONRPC.check_message_size(ident, args, kwargs, @max_size)
       call("send_message", { "token" => @token, "identifier" => ident.to_s, "args" => args, "kwargs" => kwargs })
@@ -137,18 +142,29 @@ module BerryMQ
     end
 
     # The replies of the node's receivers of +identifier+: values, and ReplyError entries
-    # for receivers that raised.
+    # for receivers that raised. Raises ArgumentError for a local name (before sending),
+    # as send_message does.
     def ask(identifier, *args, timeout: 5.0, **kwargs)
       timeout = BerryMQ.wait_seconds(timeout, "ask: timeout")
-      ident = Identifier.new(identifier)
+      ask_message(Message.new(remote_identifier(identifier), args, kwargs, uid: @bus.new_uid), timeout)
+    end
+
+    # #ask with +message+ as it is, its uid included (+timeout+ checked by the caller):
+    # BerryMQ.ask asks every connection with one message, so that a node reached by
+    # several of them runs its receivers once (docs/protocol.md, ask).
+    def ask_message(message, timeout)
+      ident = remote_identifier(message.identifier)
+      args = message.args
+      kwargs = message.kwargs
       JSONRPC.check_message(ident, args, kwargs)
-      JSONRPC.check_message_size(ident, args, kwargs, @max_size)
+      JSONRPC.check_message_size(ident, args, kwargs, @max_size, message.uid)
       deadline = BerryMQ.monotonic + timeout
       @outbox&.flush(timeout, report: false) # what was twittered before reaches the node first
+      params = { "identifier" => ident.to_s, "args" => args, "kwargs" => kwargs }
+      params["uid"] = message.uid if message.uid
       result = @channel.waiting(deadline) do
         left = [deadline - BerryMQ.monotonic, 0].max
-        call("ask", { "identifier" => ident.to_s, "args" => args, "kwargs" => kwargs,
-                      "timeout" => left, "token" => @token }, left + 1)
+        call("ask", params.merge("timeout" => left, "token" => @token), left + 1)
       end
       if result == :expired
         raise TransportError, "#{@url} was not asked #{ident} within #{JSONRPC.seconds(timeout)} s: the connection's " \
@@ -227,6 +243,7 @@ module BerryMQ
     # so that the node keeps what it sends here (a get's answer, its send_messages) within
     # what this client reads.
     def open_session(ttl)
+      @ttl = ttl
       case @style
       when :oneway
         @token = session("connect_oneway", { "ttl" => ttl })
@@ -243,20 +260,41 @@ module BerryMQ
         @token = session("interconnect", { "addr" => @channel.callback_url, "token" => @own_token, "ttl" => ttl,
                                            "max_size" => @max_size })
         @renewal_stop = Waiter.new
-        @renewal = Thread.new { renew(ttl) }
+        @renewal = Thread.new { renew(@ttl) }
       else
         raise ArgumentError, "unknown style #{@style.inspect}"
       end
     end
 
     # The token +method+ answered; TransportError naming the node when the answer is not
-    # one (docs/protocol.md, Sessions and tokens).
+    # one (docs/protocol.md, Sessions and tokens). A session asked for without a ttl
+    # (DEFAULT_TTL) that the node refuses as over its max_ttl is asked for again with that
+    # limit (@ttl becomes it), as a client that leaves ttl out gets it.
     def session(method, params)
-      token = call(method, params)
+      token = begin
+        call(method, params)
+      rescue RemoteError => e
+        limit = @ttl_given ? nil : ttl_limit(e, params["ttl"])
+        raise unless limit
+
+        @ttl = limit
+        call(method, params.merge("ttl" => limit))
+      end
       return token if token.is_a?(String) && TOKEN.match?(token)
 
       raise TransportError, "#{@url} answered #{method} with a malformed token, #{token.inspect[0, 80]} (a token " \
                             "is 1 to 256 printable ASCII characters without spaces); no session was opened"
+    end
+
+    # The node's max_ttl when +error+ is its refusal of a ttl over it (Limit reached, with
+    # data.setting "max_ttl" and the limit in data.limit) and a usable ttl below +asked+;
+    # else nil.
+    def ttl_limit(error, asked)
+      data = error.data
+      return nil unless error.code == JSONRPC::CODES[:limit_reached] && data.is_a?(Hash) && data["setting"] == "max_ttl"
+
+      limit = data["limit"]
+      limit.is_a?(Numeric) && limit.real? && limit.finite? && limit.positive? && limit < asked ? limit : nil
     end
 
     # Renews the interconnection's session every ttl/3 seconds while it is open, as the
@@ -297,6 +335,16 @@ module BerryMQ
       raise unless @closed && method != "close_connection" && e.code == JSONRPC::CODES[:unknown_token]
 
       raise ConnectionClosed, "the connection to #{@url} (#{@style}) was closed while #{method} waited"
+    end
+
+    # The Identifier of +identifier+; ArgumentError for a local one (its name starts with
+    # "_"), which never leaves the process: raised before anything is sent.
+    def remote_identifier(identifier)
+      ident = Identifier.new(identifier)
+      return ident unless ident.local?
+
+      raise ArgumentError, "#{identifier.to_s.inspect} is a local identifier (its name starts with '_'); " \
+                           "local messages never leave the process"
     end
 
     def need_queue(what)
@@ -368,7 +416,7 @@ module BerryMQ
     PARAMS = {
       "send_messages" => %w[token messages],
       "send_message" => %w[token identifier args kwargs],
-      "ask" => %w[identifier args kwargs timeout token]
+      "ask" => %w[identifier args kwargs timeout token uid hops]
     }.freeze
 
     def dispatch(request)
@@ -443,6 +491,11 @@ module BerryMQ
       end
 
       message = message_of([params["identifier"], params["args"] || [], params["kwargs"] || {}, params], "the request")
+      # a uid is answered once, as a node answers it: an asker with several connections to
+      # this process asks over each with the same uid (and one of this process's own asks
+      # coming back is not answered here)
+      return [] if message.uid && !@bus.first_sight?(message.uid)
+
       @bus.ask_local(message).map do |reply|
         next { "error" => reply.to_h } if reply.is_a?(ReplyError)
 

@@ -24,6 +24,10 @@ module BerryMQ
     # max_size counts as 1 MiB (a node's default) when it is smaller: a node bounds its
     # answers by its own max_size, not the client's (an ask's replies).
     ANSWER_FACTOR = 4
+    # Seconds an answer may take beyond a call's timeout (the margin a waiting get needs),
+    # except close_connection's: the node answers it at once, and closing waits no longer
+    # than the timeout it is given (Connection::CLOSE_TIMEOUT), as over TCP.
+    MARGIN = 5
 
     attr_reader :url
 
@@ -62,7 +66,8 @@ module BerryMQ
     # Calls +method+ and returns its result (errors as in TcpChannel#call).
     def call(method, params, timeout = @timeout)
       id = @lock.synchronize { @next_id += 1 }
-      reply = post({ "jsonrpc" => "2.0", "method" => method, "params" => params, "id" => id }, timeout)
+      margin = method == "close_connection" ? 0 : MARGIN
+      reply = post({ "jsonrpc" => "2.0", "method" => method, "params" => params, "id" => id }, timeout + margin)
       raise TransportError, "#{@url} answered #{method} with no content" if reply.nil?
 
       JSONRPC.result_of(reply, @url)
@@ -78,21 +83,24 @@ module BerryMQ
     private
 
     # POSTs one JSON value; the parsed reply, or nil for 204 No Content. The whole answer
-    # must come within +timeout+ seconds and 5 more (the margin a waiting get needs), not
-    # only each piece of it: a node that trickles its answer byte by byte fails the call.
+    # must come within +timeout+ seconds (the call's, with its margin), not only each
+    # piece of it: a node that trickles its answer byte by byte fails the call.
     # At most 4 x max_size bytes of the answer's body are read: a longer one fails the
     # call with TransportError naming the limit.
     def post(value, timeout)
       raise ConnectionClosed, "the connection to #{@url} is closed" if @closed
 
       text = JSONRPC.request_text(value, @max_size)
+      started = BerryMQ.monotonic
       http = checkout(timeout)
-      limit = http.read_timeout
+      # what is left of +timeout+: opening a connection counts
+      limit = [timeout - (BerryMQ.monotonic - started), 0.001].max
+      http.read_timeout = limit
       begin
         response, body = Timeout.timeout(limit, Overdue) { exchange(http, text) }
       rescue Net::ReadTimeout, Net::WriteTimeout, Overdue
         drop(http)
-        raise TransportError, "#{@url} did not answer within #{JSONRPC.seconds(limit)} s"
+        raise TransportError, "#{@url} did not answer within #{JSONRPC.seconds(timeout)} s"
       rescue Overlong
         drop(http)
         raise TransportError, "#{@url} answered more than #{@max_answer} bytes, the limit of what this client " \
@@ -170,12 +178,11 @@ module BerryMQ
       http = @lock.synchronize { @idle.pop }
       unless http
         http = Net::HTTP.new(@host, @port)
-        http.open_timeout = @timeout
         http.keep_alive_timeout = 20
         http.max_retries = 0
       end
-      http.read_timeout = timeout + 5
-      http.write_timeout = @timeout
+      http.open_timeout = [@timeout, timeout].min
+      http.write_timeout = [@timeout, timeout].min
       begin
         http.start unless http.started?
       rescue IOError, SystemCallError, SocketError, Timeout::Error => e
