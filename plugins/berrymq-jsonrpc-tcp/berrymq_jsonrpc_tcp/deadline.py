@@ -65,10 +65,7 @@ class ReadDeadline:
             self._watch = None
 
     def _in_use(self) -> bool:
-        return bool(self.calls.owed) or bool(self.answers.unanswered) or any(
-            s.context is self or s.carried_by is self
-            for s in list(self.service.sessions.values())
-        )
+        return bool(self.calls.owed) or bool(self.answers.unanswered) or self.service.ties(self)
 
     def _check(self) -> None:
         self._watch = None
