@@ -201,7 +201,10 @@ class LineChannel(ReadingShare, ThreadBufferedProtocol, Channel, ReadDeadline, R
             return False  # (closed then, once what is buffered is written)
         rest, self._rest = self._rest, b""
         owned, self._share = self._share, None
-        if rest.strip() and not self._take([rest], owned):  # the end of input ends its line
+        if not rest.strip():  # nothing but blanks: no request, and the share is done with
+            if owned is not None:
+                self.service.reading.give_back(owned)
+        elif not self._take([rest], owned):  # the end of input ends its last line
             return False
         self.eof = True
         self.answers.end_gets()
@@ -210,7 +213,9 @@ class LineChannel(ReadingShare, ThreadBufferedProtocol, Channel, ReadDeadline, R
 
     def pause_writing(self) -> None:
         if self.writable is None:
-            self.writable = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            self.writable = loop.create_future()
+            self._unread_since = loop.time()  # (the deadline of answers left unread)
         if self.serving:  # see unread_answers
             self.pause()
 

@@ -4,9 +4,11 @@ idle limit.
 A line not complete ``read_timeout`` seconds after its first byte (a stall, or a slow drip:
 the deadline is for the whole line, not per read) is answered *Limit reached* and closes
 the connection (:meth:`~berrymq_jsonrpc_tcp.refusing.Refusing._stalled`), and a connection
-idle that long without an open session is closed. While the node itself does not read the
-connection (its requests wait for the delivery lane, the peer leaves its answers unread, or
-a long line waits for room in ``max_reading_bytes``) there is no deadline.
+idle that long without an open session is closed. A client that leaves more than the
+high-water mark of its answers unread that long is closed too (as an HTTP one is): the node
+holds them, and reads no more of it meanwhile. While the node does not read the connection
+for its own reasons (its requests wait for the delivery lane, or a long line for room in
+``max_reading_bytes``) there is no deadline.
 
 One timer per connection checks both limits and is armed again for the next moment either
 could pass. :class:`ReadDeadline` is a base class of
@@ -19,10 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from berrymq.bursts import BurstLog
 
 if TYPE_CHECKING:
     from berrymq_jsonrpc.service import Service
+    from berrymq_jsonrpc.taken import TakenInFlight
 
     from berrymq_jsonrpc_tcp.answering import Answerer
     from berrymq_jsonrpc_tcp.calls import Calls
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["ReadDeadline"]
 
 logger = logging.getLogger("berrymq.remote.tcp")
+_unread = BurstLog(logger)  # clients that left their answers unread: one line per burst
 
 
 class ReadDeadline:
@@ -45,6 +52,8 @@ class ReadDeadline:
         _rest: bytes
         _began: float
         _last: float
+        transport: asyncio.Transport | None
+        in_flight: TakenInFlight
 
         def unread_answers(self) -> bool: ...
 
@@ -55,6 +64,7 @@ class ReadDeadline:
         def _waiting_for_share(self) -> bool: ...
 
     _watch: asyncio.TimerHandle | None = None
+    _unread_since = 0.0  # when the client began to leave its answers unread
 
     def _arm(self, when: float) -> None:
         self._watch = asyncio.get_running_loop().call_at(when, self._check)
@@ -64,6 +74,18 @@ class ReadDeadline:
             self._watch.cancel()
             self._watch = None
 
+    def _unread_too_long(self, limit: float) -> None:
+        """The client left more than the high-water mark of its answers unread for
+        ``read_timeout`` seconds: closed, as an HTTP client is, with what it did not read
+        (and the requests held behind them, and their shares of ``max_reading_bytes``)."""
+        _unread.warning("%s did not read its answers within read_timeout (%gs); closed",
+                        self.url, limit)
+        self.service.count_refusal("read_timeout")
+        transport = self.transport
+        if transport is not None:
+            self.in_flight.ended(True, transport)  # what it holds is thrown away
+            transport.abort()
+
     def _in_use(self) -> bool:
         return bool(self.calls.owed) or bool(self.answers.unanswered) or self.service.ties(self)
 
@@ -72,22 +94,26 @@ class ReadDeadline:
         if self.closed or self.read_timeout is None:
             return
         limit = self.read_timeout
-        now = asyncio.get_running_loop().time()
-        if self.answers.stalled() or self.unread_answers() or self._waiting_for_share():
-            # the node is not reading: no deadline
-            self._arm(now + limit)
-            return
+        action, then = self._due(asyncio.get_running_loop().time(), limit)
+        if action is not None:
+            action(limit)
+        else:
+            self._arm(then)
+
+    def _due(self, now: float, limit: float) -> tuple[Callable[[float], None] | None, float]:
+        """What passed its deadline now (a method taking ``read_timeout``), or None and
+        when to look again."""
+        if self.unread_answers():  # the client does not read its answers
+            late = now - self._unread_since >= limit
+            return (self._unread_too_long if late else None), self._unread_since + limit
+        if self.answers.stalled() or self._waiting_for_share():
+            return None, now + limit  # the node is not reading, for its own reasons
         if self._rest:
-            if now - self._began >= limit:
-                self._stalled(limit)
-                return
-            self._arm(self._began + limit)
-            return
+            return (self._stalled if now - self._began >= limit else None), self._began + limit
         if now - self._last >= limit:
-            if not self._in_use():
-                logger.debug("%s idle without a session; closed", self.url)
-                self.close_transport()
-                return
-            self._arm(now + limit)
-            return
-        self._arm(self._last + limit)
+            return (None if self._in_use() else self._close_idle), now + limit
+        return None, self._last + limit
+
+    def _close_idle(self, _: float) -> None:
+        logger.debug("%s idle without a session; closed", self.url)
+        self.close_transport()

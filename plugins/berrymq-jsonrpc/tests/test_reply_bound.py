@@ -5,6 +5,7 @@ rather than making the node hold them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -190,3 +191,30 @@ def test_a_tcp_client_that_reads_no_answers_is_not_read_on(
         answers = [json.loads(reader.readline()) for _ in requests]  # all of them, in the end
     ids = [(answer if form == "alone" else answer[0])["id"] for answer in answers]
     assert ids == list(range(500))
+
+
+def test_a_tcp_client_that_leaves_its_answers_unread_is_closed_at_read_timeout(
+        bus_factory: Callable[..., Bus], wait_for: Callable[..., Any],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """It was held open for ever, with its answers and the requests read behind them (and
+    their shares of max_reading_bytes, which other clients' large requests wait for); an
+    HTTP client that does the same is closed at read_timeout."""
+    bus, port = serve(bus_factory, "tcp", max_size=MAX_SIZE, read_timeout=1)
+    for i in range(200):  # a network answer of 30 KB, for a request of 45 bytes
+        bus.subscribe(f"pattern{i}:x", lambda message: None, weak=False)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(WAIT)
+    sock.connect(("127.0.0.1", port))
+    with sock, caplog.at_level("WARNING", logger="berrymq.remote.tcp"):
+        sock.sendall(b"".join(compact(rpc("network", id=i)) + b"\n" for i in range(500)))
+        channels = bus.transport("tcp")._servers[0].channels  # type: ignore[attr-defined]
+        wait_for(lambda: len(channels) == 1, WAIT, "the node to accept")
+        wait_for(lambda: not channels, WAIT, "the node to close the connection")
+        got = b""
+        with contextlib.suppress(OSError):  # reset, or ended: what it did not read is gone
+            while chunk := sock.recv(1 << 20):
+                got += chunk
+        assert got.count(b"\n") < 500
+    assert any("did not read its answers within read_timeout (1s)" in r.getMessage()
+               for r in caplog.records), caplog.text
