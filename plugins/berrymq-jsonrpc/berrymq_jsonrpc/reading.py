@@ -5,8 +5,8 @@ Each connection may hold :data:`FREE_READING` bytes of a request being read on i
 small requests, the common case, never wait here. A longer one takes a :class:`Share` of
 the node's :class:`ReadingBytes` before more of it is read: the most its request may be
 (``max_size``; over HTTP its ``Content-Length``), given back once the node takes the
-request up: over TCP when it is whole, or, a request that may wait (``ask``, a blocking
-``get``) for one of the node's threads, when it begins; over HTTP once it is answered.
+request up: over TCP when it is whole or, an ``ask`` waiting for one of the node's
+threads, when it begins; over HTTP once it is answered.
 So the asks of many clients waiting for a thread hold no more than the cap either.
 When the shares held would go over ``max_reading_bytes`` the connection is not read until
 one is given back, in the order they were asked for: a flood of large requests begun and
@@ -14,8 +14,8 @@ not finished (300 connections each holding 1 MiB of a line held 356 MB) makes th
 wait instead of growing the node without bound. One share always fits when none is held,
 so a ``max_size`` larger than ``max_reading_bytes`` still takes its requests, one at a
 time. A connection that holds a share is read on, under its ``read_timeout`` (the
-deadline of a whole request), so a share is always given back; while a connection waits
-for one it has no deadline, as when the node reads no more of it for any other reason.
+deadline of a whole request; over TCP, also of answers it leaves unread), so a share is
+always given back; while a connection waits for one it has no deadline.
 """
 
 from __future__ import annotations
@@ -122,8 +122,11 @@ class ReadingBytes:
                 self._waiting.remove(share)
             share.held, share.given_back = False, True
             woken = self._hold_waiting()
-        for wake in woken:
-            wake.loop.call_soon_threadsafe(wake.wake)
+        for held in woken:
+            try:
+                held.loop.call_soon_threadsafe(held.wake)
+            except RuntimeError:  # its loop is closed: its connection is gone with it
+                self.give_back(held)
 
     def _fits(self, share: Share) -> bool:
         return self.total == 0 or self.total + share.size <= share.limit

@@ -223,3 +223,32 @@ def test_large_asks_waiting_for_a_thread_hold_no_more_than_max_reading_bytes(
         [{"value": MIB - 1000}]] * ASKERS
     for raw in busy:  # and the 32 that held the threads
         assert sorted(raw.line()["id"] for _ in range(16)) == list(range(16))
+
+
+def test_shares_are_given_back_on_a_half_close_after_blanks_and_by_a_blocking_get(
+        spawn: Callable[..., Any], tmp_path: Path, socks: list[socket.socket]) -> None:
+    """Two ways a share outlived what it was for, found by a review: a line of blanks
+    ended by a half-close dropped its share unreturned (two such connections held a cap of
+    2 MiB for good: no large request was read again), and a blocking get kept its share
+    until answered (up to 30 s a time) where it begins at once."""
+    node = start_node(spawn, tmp_path, max_reading_bytes=2 * MIB)
+    port = port_of(node("serve", addr="tcp://127.0.0.1:0"))
+    opener = Raw(port)
+    socks.append(opener.sock)
+    token = opener.call("connect_oneway", ttl=600)
+    queue = opener.call("connect_via_queue", identifier="nothing:*", ttl=600)
+    for _ in range(2):
+        blanks = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        socks.append(blanks)
+        blanks.sendall(b" " * 200_000)
+        blanks.shutdown(socket.SHUT_WR)
+        assert blanks.recv(100) == b""  # nothing to answer: closed
+    getter = Raw(port)
+    socks.append(getter.sock)
+    for i in range(2):  # blocking gets of 300 KB each (their ids), waiting 20 s
+        getter.send(request("get", {"token": queue, "timeout": 20}, f"{i}" + "x" * 300_000))
+    sender = socket.create_connection(("127.0.0.1", port), timeout=5.0)
+    socks.append(sender)
+    sender.setblocking(False)
+    push({sender: send_message(token, 0, "tcp")}, 5.0)
+    assert answer_of(sender, "tcp")["result"] == "ok"  # read and answered at once
