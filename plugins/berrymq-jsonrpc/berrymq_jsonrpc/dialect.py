@@ -133,8 +133,11 @@ def to_v2(request: dict[str, Any]) -> dict[str, Any]:
         if uid_and_hops and 2 <= len(params) <= 4:  # (args and kwargs may be left out)
             params += [[], {}][len(params) - 2:]
             params += [carried.get("uid"), carried.get("hops", 0)]
-    elif uid_and_hops and type(params) is dict and "uid" not in params:
-        params = {**params, "uid": carried.get("uid"), "hops": carried.get("hops", 0)}
+        elif uid_and_hops and len(params) > 4 and params[4] is None:  # a null uid given
+            params[4] = carried.get("uid")
+    elif uid_and_hops and type(params) is dict and params.get("uid") is None:
+        params = {**params, "uid": carried.get("uid"),
+                  "hops": params.get("hops", carried.get("hops", 0))}
     v2["params"] = params
     return v2
 

@@ -404,7 +404,8 @@ def test_interconnect_to_the_nodes_own_server_is_refused(
 
 
 @pytest.mark.parametrize("form", ["[token, identifier]", "[token, identifier, args]",
-                                  "[token, identifier, args, kwargs]", "by name"])
+                                  "[token, identifier, args, kwargs]", "by name",
+                                  "a null uid by name", "a null uid by position"])
 def test_a_v1_message_carrying_its_uid_comes_once_whatever_its_params(
         bus_factory: Callable[..., Bus], form: str) -> None:
     """The uid a berryMQ node carries beside a 1.0 send_message ("berrymq": {uid, hops})
@@ -424,6 +425,9 @@ def test_a_v1_message_carrying_its_uid_comes_once_whatever_its_params(
                        "[token, identifier, args]": [token, "carried:x", [1]],
                        "[token, identifier, args, kwargs]": [token, "carried:x", [1], {}],
                        "by name": {"token": token, "identifier": "carried:x", "args": [1]},
+                       "a null uid by name": {"token": token, "identifier": "carried:x",
+                                              "uid": None},
+                       "a null uid by position": [token, "carried:x", [], {}, None, 3],
                        }[form]
         for _ in range(2):  # the same message, come round again
             answer = call({"method": "send_message", "params": params, "id": 2,
