@@ -37,6 +37,7 @@ class ReadingShare:
         read_timeout: float | None
         _rest: bytes
         _loop: asyncio.AbstractEventLoop | None
+        _client: str | None  # the address the connection is from
 
         def pause(self) -> None: ...
 
@@ -62,7 +63,7 @@ class ReadingShare:
             return
         service = self.service
         share = self._share = service.reading.ask(self._line_limit(), service.max_reading_bytes,
-                                                  self._loop, self._share_held)
+                                                  self._loop, self._share_held, self._client or "")
         if share.waiting:
             self.pause()
 

@@ -252,3 +252,41 @@ def test_shares_are_given_back_on_a_half_close_after_blanks_and_by_a_blocking_ge
     sender.setblocking(False)
     push({sender: send_message(token, 0, "tcp")}, 5.0)
     assert answer_of(sender, "tcp")["result"] == "ok"  # read and answered at once
+
+
+def test_one_client_address_holds_a_part_of_the_cap_and_others_pass_it(
+        spawn: Callable[..., Any], tmp_path: Path, socks: list[socket.socket]) -> None:
+    """Connections from one address that begin large requests and send them slowly each
+    hold a share up to their read_timeout: 8 of them took the whole cap, and another
+    client's large request waited that long (a review found 640 such connections would
+    hold every large request of a default node for 5 minutes). One address now holds a
+    quarter of the cap at most (a share at least)."""
+    node = start_node(spawn, tmp_path, max_reading_bytes=4 * MIB)
+    port = port_of(node("serve", addr="tcp://127.0.0.1:0"))
+    opener = Raw(port)
+    socks.append(opener.sock)
+    token = opener.call("connect_oneway", ttl=600)
+    for _ in range(8):  # from 127.0.0.2: 200 KB of a line each, and no more
+        slow = Raw(port, source="127.0.0.2")
+        socks.append(slow.sock)
+        slow.sock.sendall(b'{"jsonrpc":"2.0","method":"send_message","params":{"args":["'
+                          + b"x" * 200_000)
+    sender = socket.create_connection(("127.0.0.1", port), timeout=5.0)
+    socks.append(sender)
+    sender.setblocking(False)
+    push({sender: send_message(token, 0, "tcp")}, 5.0)
+    assert answer_of(sender, "tcp")["result"] == "ok"  # read and answered at once
+
+
+def test_a_client_holds_its_part_and_its_other_shares_are_passed_over() -> None:
+    loop = asyncio.new_event_loop()
+    reading = ReadingBytes()
+    try:
+        first = reading.ask(MIB, 4 * MIB, loop, lambda: None, "slow")
+        second = reading.ask(MIB, 4 * MIB, loop, lambda: None, "slow")  # over its quarter
+        other = reading.ask(MIB, 4 * MIB, loop, lambda: None, "quick")
+        assert first.held and second.waiting and other.held  # passed over, not waited for
+        reading.give_back(first)
+        assert second.held and reading.total == 2 * MIB
+    finally:
+        loop.close()
