@@ -64,8 +64,8 @@ class ServerConnection:
         #: the lane's number of the last delivery this connection handed over
         self.last_work = 0
         peer = writer.get_extra_info("peername") or ("?", 0)
-        #: the client, as log lines name it, and its address (its part of the node's caps)
-        self.client, self.host = f"http://{peer[0]}:{peer[1]}", str(peer[0])
+        #: the client, as log lines name it
+        self.client = f"http://{peer[0]}:{peer[1]}"
         #: the answers written that carry messages taken from a queue, until sent
         self.in_flight = (None if server.service is None else
                           TakenInFlight(server.service.stats, server.service.unsent,
@@ -381,11 +381,11 @@ class ServerConnection:
         return b"".join(chunks)
 
     async def _share_of(self, size: int) -> Share:
-        """A share of ``max_reading_bytes`` for a body of ``size`` bytes, waited for if
-        need be (the request's deadline starts again then)."""
+        """A share of the node's ``max_reading_bytes`` for a body of ``size`` bytes,
+        waited for if need be; the request's deadline starts again after a wait."""
         service = self.server.service
         assert service is not None
-        share = await service.reading.wait_for(size, service.max_reading_bytes, self.host)
+        share = await service.reading.wait_for(size, service.max_reading_bytes)
         if share.waited:
             self.began = asyncio.get_running_loop().time()
         return share

@@ -37,7 +37,6 @@ class ReadingShare:
         read_timeout: float | None
         _rest: bytes
         _loop: asyncio.AbstractEventLoop | None
-        _client: str | None  # the address the connection is from
 
         def pause(self) -> None: ...
 
@@ -63,7 +62,7 @@ class ReadingShare:
             return
         service = self.service
         share = self._share = service.reading.ask(self._line_limit(), service.max_reading_bytes,
-                                                  self._loop, self._share_held, self._client or "")
+                                                  self._loop, self._share_held)
         if share.waiting:
             self.pause()
 

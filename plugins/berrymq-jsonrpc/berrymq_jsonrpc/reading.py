@@ -29,8 +29,7 @@ from collections.abc import Callable
 from berrymq.bursts import BurstLog
 from berrymq.state import StateKey
 
-__all__ = ["CLIENT_PART", "DEFAULT_MAX_READING_BYTES", "FREE_READING", "READING", "ReadingBytes",
-           "Share"]
+__all__ = ["DEFAULT_MAX_READING_BYTES", "FREE_READING", "READING", "ReadingBytes", "Share"]
 
 logger = logging.getLogger("berrymq.remote")
 
@@ -40,23 +39,19 @@ FREE_READING = 64 * 1024
 #: The default ``max_reading_bytes``.
 DEFAULT_MAX_READING_BYTES = 64 * 1024 * 1024
 
-#: The most of ``max_reading_bytes`` one client address holds (at least one share).
-CLIENT_PART = 0.25
-
 
 class Share:
     """A part of ``max_reading_bytes`` asked for by one connection: held, waiting, or
     given back."""
 
-    __slots__ = ("client", "given_back", "held", "limit", "loop", "size", "waited", "wake")
+    __slots__ = ("given_back", "held", "limit", "loop", "size", "waited", "wake")
 
     def __init__(self, size: int, limit: int, loop: asyncio.AbstractEventLoop,
-                 wake: Callable[[], object], client: str) -> None:
+                 wake: Callable[[], object]) -> None:
         self.size = size
         self.limit = limit  # the max_reading_bytes of the transport that asked
         self.loop = loop
         self.wake = wake  # called on ``loop`` when the share, waiting, is held
-        self.client = client  # the address the connection is from
         self.held = False
         self.given_back = False
         self.waited = False  # it was not held at once
@@ -68,41 +63,35 @@ class Share:
 
 
 class ReadingBytes:
-    """The shares of one node (one bus, all its transports): how many bytes are held, by
-    each client address, and the connections waiting for room, in the order they asked.
-
-    A client address holds at most :data:`CLIENT_PART` of the cap (one share whatever
-    its size; its own waiting shares are passed over meanwhile): connections of one
-    address that begin large requests and send them slowly, each holding its share up to
-    its ``read_timeout``, leave the rest of the cap to the node's other clients.
-    """
+    """The shares of one node (one bus, all its transports): how many bytes are held, and
+    the connections waiting for room, in the order they asked."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # (the servers of tests may run on loops of their own)
         self.total = 0
-        self._by_client: dict[str, int] = {}
         self._waiting: collections.deque[Share] = collections.deque()
         #: connections that waited for room: one log line per burst
         self.waits = BurstLog(logger)
 
     def ask(self, size: int, limit: int, loop: asyncio.AbstractEventLoop,
-            wake: Callable[[], object], client: str = "") -> Share:
-        """A share of ``size`` bytes for a connection from ``client``, held at once when
-        it fits under ``limit`` (and the client's part of it) before those waiting; else
-        waiting, and ``wake`` is called on ``loop`` once it is held."""
-        share = Share(size, limit, loop, wake, client)
+            wake: Callable[[], object]) -> Share:
+        """A share of ``size`` bytes, held at once when it fits under ``limit`` and nobody
+        waits before it; else waiting, and ``wake`` is called on ``loop`` once it is held.
+        """
+        share = Share(size, limit, loop, wake)
         with self._lock:
-            self._waiting.append(share)
-            self._hold_waiting(share)
-            if share.held:
+            if not self._waiting and self._fits(share):
+                self.total += size
+                share.held = True
                 return share
+            self._waiting.append(share)
             share.waited = True
         self.waits.warning("a connection waits to read a request over %d KiB: the node "
                            "holds max_reading_bytes (%d bytes) of requests being read",
                            FREE_READING // 1024, limit)
         return share
 
-    async def wait_for(self, size: int, limit: int, client: str = "") -> Share:
+    async def wait_for(self, size: int, limit: int) -> Share:
         """:meth:`ask` from a coroutine on the running loop, returning once the share is
         held (given back if the coroutine is cancelled while it waits)."""
         loop = asyncio.get_running_loop()
@@ -112,7 +101,7 @@ class ReadingBytes:
             if not held.done():
                 held.set_result(None)
 
-        share = self.ask(size, limit, loop, wake, client)
+        share = self.ask(size, limit, loop, wake)
         if share.waiting:
             try:
                 await held
@@ -122,18 +111,13 @@ class ReadingBytes:
         return share
 
     def give_back(self, share: Share) -> None:
-        """The request of ``share`` is taken up, or its connection gone (a waiting share
-        leaves the line); the shares waiting that now fit are held."""
+        """The request of ``share`` is whole, or its connection gone (a waiting share
+        leaves the line); the shares waiting behind it that now fit are held."""
         with self._lock:
             if share.given_back:
                 return
             if share.held:
                 self.total -= share.size
-                left = self._by_client[share.client] - share.size
-                if left:
-                    self._by_client[share.client] = left
-                else:
-                    del self._by_client[share.client]
             else:
                 self._waiting.remove(share)
             share.held, share.given_back = False, True
@@ -144,23 +128,17 @@ class ReadingBytes:
             except RuntimeError:  # its loop is closed: its connection is gone with it
                 self.give_back(held)
 
-    def _hold_waiting(self, asking: Share | None = None) -> list[Share]:
-        """Hold the waiting shares that fit, in order: one that does not fit the cap stops
-        the others behind it; one whose client holds its part is passed over. The shares
-        to wake (``asking``, the caller's own, is not woken). Caller holds _lock."""
+    def _fits(self, share: Share) -> bool:
+        return self.total == 0 or self.total + share.size <= share.limit
+
+    def _hold_waiting(self) -> list[Share]:
+        # Caller holds _lock.
         woken = []
-        for share in list(self._waiting):
-            if self.total and self.total + share.size > share.limit:
-                break
-            mine = self._by_client.get(share.client, 0)
-            if mine and mine + share.size > share.limit * CLIENT_PART:
-                continue
-            self._waiting.remove(share)
+        while self._waiting and self._fits(self._waiting[0]):
+            share = self._waiting.popleft()
             self.total += share.size
-            self._by_client[share.client] = mine + share.size
             share.held = True
-            if share is not asking:
-                woken.append(share)
+            woken.append(share)
         return woken
 
 
