@@ -201,13 +201,13 @@ class Answerer:
         self.shares[id(request)] = share
 
     def _give_back(self, share: Share | None, _: object = None) -> None:
-        if share is not None:
+        if share is not None:  # (also a done callback: the future is the second argument)
             self.service.reading.give_back(share)
 
     def _start_waiting(self, request: Any, waits: int, share: Share | None = None) -> None:
         """Run a request that may wait (or a batch with ``waits`` of them) beside the
         others; ``share``, its line's share of ``max_reading_bytes``, is given back once
-        it begins: an ask on its thread, a blocking get or a batch at once."""
+        it begins (an ask on its thread, a blocking get at once), a batch once answered."""
         self.waiting += waits
         self.unanswered += 1
         if type(request) is dict and request.get("method") != p.METHOD_GET:
@@ -236,12 +236,14 @@ class Answerer:
             if share is not None:  # (given back at its start; this, if it never starts)
                 asking.add_done_callback(functools.partial(self._give_back, share))
             return
-        # a blocking get, or a batch: it begins now, on the loop (its wait is bounded by
-        # max_get_wait and max_waiting, not by a queue for a thread)
-        self._give_back(share)
+        if type(request) is dict:  # a blocking get: begun (a batch's asks may wait yet)
+            self._give_back(share)
+            share = None
         task = asyncio.get_running_loop().create_task(self._answer_waiting(request, waits))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        if share is not None:
+            task.add_done_callback(functools.partial(self._give_back, share))
 
     # -- answering ------------------------------------------------------------------------
 

@@ -178,10 +178,11 @@ def test_shares_are_held_in_the_order_asked_and_one_always_fits() -> None:
 ASKERS = 40
 
 
-@pytest.mark.parametrize("scheme", ["tcp", "http"])
+@pytest.mark.parametrize(("scheme", "form"), [("tcp", "alone"), ("tcp", "in a batch"),
+                                               ("http", "alone")])
 def test_large_asks_waiting_for_a_thread_hold_no_more_than_max_reading_bytes(
-        scheme: str, spawn: Callable[..., Any], tmp_path: Path, socks: list[socket.socket],
-        wait_for: Callable[..., Any]) -> None:
+        scheme: str, form: str, spawn: Callable[..., Any], tmp_path: Path,
+        socks: list[socket.socket], wait_for: Callable[..., Any]) -> None:
     """Every ask thread of the node busy, 40 clients each ask with a 1 MiB argument: the
     asks read and waiting for a thread kept their requests (40 MiB and more as Python
     objects); now a request over 64 KiB keeps its share until it begins, so the others are
@@ -202,8 +203,8 @@ def test_large_asks_waiting_for_a_thread_hold_no_more_than_max_reading_bytes(
         sock = socket.create_connection(("127.0.0.1", port_of(url)), timeout=WAIT)
         sock.setblocking(False)
         socks.append(sock)
-        body = json.dumps(request("ask", {"identifier": "big:x",
-                                          "args": ["x" * (MIB - 1000)]}, i)).encode()
+        ask = request("ask", {"identifier": "big:x", "args": ["x" * (MIB - 1000)]}, i)
+        body = json.dumps(ask if form == "alone" else [ask]).encode()
         askers[sock] = body + b"\n" if scheme == "tcp" else (
             b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body) + body)
@@ -219,6 +220,7 @@ def test_large_asks_waiting_for_a_thread_hold_no_more_than_max_reading_bytes(
     assert grown < 35, grown  # (TCP 13 MiB, HTTP 22; without the cap 48 and 50)
     push(dict(askers), 60.0)
     answers = [answer_of(sock, scheme) for sock in askers]
+    answers = [answer if form == "alone" else answer[0] for answer in answers]
     assert [answer.get("result", answer) for answer in answers] == [
         [{"value": MIB - 1000}]] * ASKERS
     for raw in busy:  # and the 32 that held the threads
