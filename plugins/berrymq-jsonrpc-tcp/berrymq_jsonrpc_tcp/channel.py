@@ -215,7 +215,7 @@ class LineChannel(ReadingShare, ThreadBufferedProtocol, Channel, ReadDeadline, R
         if self.writable is None:
             loop = asyncio.get_running_loop()
             self.writable = loop.create_future()
-            self._unread_since = loop.time()  # (the deadline of answers left unread)
+            self._note_unread(loop.time())  # (see berrymq_jsonrpc_tcp.deadline)
         if self.serving:  # see unread_answers
             self.pause()
 

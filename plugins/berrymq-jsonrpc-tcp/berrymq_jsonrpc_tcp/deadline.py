@@ -5,8 +5,8 @@ A line not complete ``read_timeout`` seconds after its first byte (a stall, or a
 the deadline is for the whole line, not per read) is answered *Limit reached* and closes
 the connection (:meth:`~berrymq_jsonrpc_tcp.refusing.Refusing._stalled`), and a connection
 idle that long without an open session is closed. A client that leaves more than the
-high-water mark of its answers unread that long is closed too (as an HTTP one is): the node
-holds them, and reads no more of it meanwhile. While the node does not read the connection
+high-water mark of its answers unread, and reads none of them for that long, is closed too:
+the node holds them, and reads no more of it meanwhile. While the node does not read the connection
 for its own reasons (its requests wait for the delivery lane, or a long line for room in
 ``max_reading_bytes``) there is no deadline.
 
@@ -20,7 +20,9 @@ channel itself: the deadline costs the way of a line nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -37,6 +39,13 @@ __all__ = ["ReadDeadline"]
 
 logger = logging.getLogger("berrymq.remote.tcp")
 _unread = BurstLog(logger)  # clients that left their answers unread: one line per burst
+
+try:  # the bytes in a socket's send queue (Linux)
+    import fcntl
+    import termios
+    _OUTQ: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # pragma: no cover - other systems
+    _OUTQ = None
 
 
 class ReadDeadline:
@@ -64,7 +73,8 @@ class ReadDeadline:
         def _waiting_for_share(self) -> bool: ...
 
     _watch: asyncio.TimerHandle | None = None
-    _unread_since = 0.0  # when the client began to leave its answers unread
+    _unread_since = 0.0  # when the client began to leave its answers unread, or last
+    _unread_left = 0  # read some of them; and how many bytes of them were left then
 
     def _arm(self, when: float) -> None:
         self._watch = asyncio.get_running_loop().call_at(when, self._check)
@@ -73,6 +83,10 @@ class ReadDeadline:
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
+
+    def _note_unread(self, now: float) -> None:
+        """The client leaves its answers unread from ``now`` on (or read some just now)."""
+        self._unread_since, self._unread_left = now, _unsent(self.transport)
 
     def _unread_too_long(self, limit: float) -> None:
         """The client left more than the high-water mark of its answers unread for
@@ -104,6 +118,8 @@ class ReadDeadline:
         """What passed its deadline now (a method taking ``read_timeout``), or None and
         when to look again."""
         if self.unread_answers():  # the client does not read its answers
+            if _unsent(self.transport) < self._unread_left:  # it read some since
+                self._note_unread(now)  # its deadline starts again
             late = now - self._unread_since >= limit
             return (self._unread_too_long if late else None), self._unread_since + limit
         if self.answers.stalled() or self._waiting_for_share():
@@ -117,3 +133,18 @@ class ReadDeadline:
     def _close_idle(self, _: float) -> None:
         logger.debug("%s idle without a session; closed", self.url)
         self.close_transport()
+
+
+def _unsent(transport: asyncio.Transport | None) -> int:
+    """The bytes written to ``transport`` that its peer has not taken yet: those asyncio
+    holds and, where the system says (Linux), those in the socket's send queue. The
+    kernel frees room in the queue only once much of it was read, so asyncio's part alone
+    stands still for seconds under a client reading 500 KB/s."""
+    if transport is None:
+        return 0
+    left = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if _OUTQ is not None and sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            left += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+    return left

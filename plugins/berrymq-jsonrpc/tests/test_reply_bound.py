@@ -9,6 +9,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -218,3 +219,24 @@ def test_a_tcp_client_that_leaves_its_answers_unread_is_closed_at_read_timeout(
         assert got.count(b"\n") < 500
     assert any("did not read its answers within read_timeout (1s)" in r.getMessage()
                for r in caplog.records), caplog.text
+
+
+def test_a_tcp_client_reading_its_answers_slowly_but_steadily_is_not_closed(
+        bus_factory: Callable[..., Bus]) -> None:
+    """The deadline ran from when the answers first went over the high-water mark: a
+    client reading 8 MB at 500 KB/s was closed after 5 MB (found by a review)."""
+    bus, port = serve(bus_factory, "tcp", max_size=MAX_SIZE, read_timeout=2)
+    for i in range(200):  # a network answer of 30 KB, for a request of 45 bytes
+        bus.subscribe(f"pattern{i}:x", lambda message: None, weak=False)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    sock.settimeout(WAIT)
+    sock.connect(("127.0.0.1", port))
+    with sock:
+        sock.sendall(b"".join(compact(rpc("network", id=i)) + b"\n" for i in range(100)))
+        got = b""
+        while got.count(b"\n") < 100:  # 3 MB at about 500 KB/s: 6 s in all
+            chunk = sock.recv(50_000)
+            assert chunk, (len(got), got.count(b"\n"))  # closed: bytes and answers read
+            got += chunk
+            time.sleep(0.1)  # the reading pace is what is tested
