@@ -162,16 +162,24 @@ def test_a_message_no_client_could_get_is_refused_by_a_remote_queue_when_it_come
     wire.close()
 
 
+def _network_client(bus_factory: Callable[..., Bus], receive_buffer: int,
+                    **settings: Any) -> tuple[Bus, socket.socket]:
+    """A TCP node whose ``network`` answers are 30 KB each (for a request of 45 bytes),
+    and a client connected to it with a small receive buffer."""
+    bus, port = serve(bus_factory, "tcp", max_size=MAX_SIZE, **settings)
+    for i in range(200):
+        bus.subscribe(f"pattern{i}:x", lambda message: None, weak=False)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(WAIT)
+    sock.connect(("127.0.0.1", port))
+    return bus, sock
+
+
 @pytest.mark.parametrize("form", ["alone", "in batches"])
 def test_a_tcp_client_that_reads_no_answers_is_not_read_on(
         form: str, bus_factory: Callable[..., Bus], wait_for: Callable[..., Any]) -> None:
-    bus, port = serve(bus_factory, "tcp", max_size=MAX_SIZE)
-    for i in range(200):  # a network answer of 30 KB, for a request of 45 bytes
-        bus.subscribe(f"pattern{i}:x", lambda message: None, weak=False)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # what the kernel takes for it
-    sock.settimeout(WAIT)
-    sock.connect(("127.0.0.1", port))
+    bus, sock = _network_client(bus_factory, 4096)  # (what the kernel takes for it)
     with sock:
         requests = [rpc("network", id=i) for i in range(500)]  # 15 MB of answers
         sock.sendall(b"".join(compact(r if form == "alone" else [r]) + b"\n" for r in requests))
@@ -200,13 +208,7 @@ def test_a_tcp_client_that_leaves_its_answers_unread_is_closed_at_read_timeout(
     """It was held open for ever, with its answers and the requests read behind them (and
     their shares of max_reading_bytes, which other clients' large requests wait for); an
     HTTP client that does the same is closed at read_timeout."""
-    bus, port = serve(bus_factory, "tcp", max_size=MAX_SIZE, read_timeout=1)
-    for i in range(200):  # a network answer of 30 KB, for a request of 45 bytes
-        bus.subscribe(f"pattern{i}:x", lambda message: None, weak=False)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(WAIT)
-    sock.connect(("127.0.0.1", port))
+    bus, sock = _network_client(bus_factory, 4096, read_timeout=1)
     with sock, caplog.at_level("WARNING", logger="berrymq.remote.tcp"):
         sock.sendall(b"".join(compact(rpc("network", id=i)) + b"\n" for i in range(500)))
         channels = bus.transport("tcp")._servers[0].channels  # type: ignore[attr-defined]
@@ -225,13 +227,7 @@ def test_a_tcp_client_reading_its_answers_slowly_but_steadily_is_not_closed(
         bus_factory: Callable[..., Bus]) -> None:
     """The deadline ran from when the answers first went over the high-water mark: a
     client reading 8 MB at 500 KB/s was closed after 5 MB (found by a review)."""
-    bus, port = serve(bus_factory, "tcp", max_size=MAX_SIZE, read_timeout=2)
-    for i in range(200):  # a network answer of 30 KB, for a request of 45 bytes
-        bus.subscribe(f"pattern{i}:x", lambda message: None, weak=False)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
-    sock.settimeout(WAIT)
-    sock.connect(("127.0.0.1", port))
+    _, sock = _network_client(bus_factory, 32768, read_timeout=2)
     with sock:
         sock.sendall(b"".join(compact(rpc("network", id=i)) + b"\n" for i in range(100)))
         got = b""
