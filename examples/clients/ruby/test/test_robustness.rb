@@ -383,9 +383,13 @@ class TestRobustness < Minitest::Test
 
   # Whether every connection to the callback server of +channel+ is in the middle of a
   # request (none waits for its next one).
-  def none_idle?(channel)
+  # Whether the server took +count+ connections and none waits for its next request
+  # (@idle is empty too while connections are not taken yet: under load they come later).
+  def all_busy?(channel, count)
     server = channel.instance_variable_get(:@server)
-    server.instance_variable_get(:@lock).synchronize { server.instance_variable_get(:@idle).empty? }
+    server.instance_variable_get(:@lock).synchronize do
+      server.instance_variable_get(:@clients).size == count && server.instance_variable_get(:@idle).empty?
+    end
   end
 
   def test_the_callback_server_refuses_a_connection_over_its_limit_when_all_are_busy
@@ -393,7 +397,7 @@ class TestRobustness < Minitest::Test
     limit = BerryMQ::CallbackServer::MAX_CLIENTS
     held = Array.new(limit) { TCPSocket.new(uri.host, uri.port) }
     held.each { |socket| socket.write("POST / HTTP/1.1\r\n") } # each in the middle of one
-    eventually("every connection in the middle of a request") { none_idle?(channel) }
+    eventually("every connection taken, in the middle of a request") { all_busy?(channel, limit) }
     one_more = TCPSocket.new(uri.host, uri.port)
     refusal, = within(10, "the refusal") { [one_more.gets, one_more.read] }
     assert_match(/\AHTTP\/1.1 503 /, refusal[0])
