@@ -113,7 +113,7 @@ class Answerer:
             request, length = held.popleft()
             share = self.shares.pop(id(request), None) if self.shares else None
             if share is not None and not waits_in(request):  # taken now: read no more
-                self.service.reading.give_back(share)
+                self._give_back(share)
                 share = None
             if (not batch and not self.unanswered and type(request) is dict and "id" in request
                     and self.service.answers_at_once(request) and io_loop.lane.has_room(length)):
@@ -159,7 +159,7 @@ class Answerer:
             asking.cancel()  # bytes); those begun run all their receivers
         self.held.clear()
         for share in self.shares.values():
-            self.service.reading.give_back(share)
+            self._give_back(share)
         self.shares.clear()
         self.returned = None
 

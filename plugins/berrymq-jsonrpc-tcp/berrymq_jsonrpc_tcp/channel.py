@@ -168,8 +168,7 @@ class LineChannel(ReadingShare, ThreadBufferedProtocol, Channel, ReadDeadline, R
         lines = (self._rest + data if self._rest else data).split(NL)
         self._rest = lines.pop()
         self._began = self._last
-        owned, self._share = self._share, None  # the first line's: it goes with its request
-        if (self._take(lines, owned) and len(self._rest) > (limit := self._line_limit())
+        if (self._take(lines, self._line_ended()) and len(self._rest) > (limit := self._line_limit())
                 and over(self._rest, limit)):
             self._too_large(limit > self.read_limit)
         elif len(self._rest) > FREE_READING:
@@ -200,11 +199,9 @@ class LineChannel(ReadingShare, ThreadBufferedProtocol, Channel, ReadDeadline, R
         if self._refused or self.closed or self._discarding:
             return False  # (closed then, once what is buffered is written)
         rest, self._rest = self._rest, b""
-        owned, self._share = self._share, None
         if not rest.strip():  # nothing but blanks: no request, and the share is done with
-            if owned is not None:
-                self.service.reading.give_back(owned)
-        elif not self._take([rest], owned):  # the end of input ends its last line
+            self._give_back_share()
+        elif not self._take([rest], self._line_ended()):  # the end of input ends its line
             return False
         self.eof = True
         self.answers.end_gets()

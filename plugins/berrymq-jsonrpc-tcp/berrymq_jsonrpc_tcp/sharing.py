@@ -75,6 +75,12 @@ class ReadingShare:
         """Whether the connection is not read for want of room in ``max_reading_bytes``."""
         return self._share is not None and self._share.waiting
 
+    def _line_ended(self) -> Share | None:
+        """The share of the line that just ended, which goes with its request (see
+        :meth:`~berrymq_jsonrpc_tcp.channel.LineChannel._take`); the next line asks anew."""
+        share, self._share = self._share, None
+        return share
+
     def _give_back_share(self) -> None:
         share, self._share = self._share, None
         if share is not None:

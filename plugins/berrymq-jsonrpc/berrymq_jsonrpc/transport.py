@@ -230,7 +230,7 @@ class RemoteTransport(PeerLinks, Transport):
               ) -> RemoteConnection:
         channel = self._channel(address)
         try:
-            token = _within_max_ttl(channel, method, params)
+            token = _without_default_ttl(channel, method, params)
         except BaseException:
             channel.close()
             raise
@@ -272,7 +272,7 @@ class RemoteTransport(PeerLinks, Transport):
         own = self._own_address()
         channel = self._channel(address)
         # (the default ttl is this node's cap where that is lower; the peer's is left
-        # to the peer: see _within_max_ttl)
+        # to the peer: see _without_default_ttl)
         own_ttl = min(ttl, self.service.max_ttl) if ttl is DEFAULT_TTL else ttl
         try:  # the session here that the peer's messages come in on
             session = self.service.open_session("interconnect", own_ttl, channel)
@@ -281,7 +281,7 @@ class RemoteTransport(PeerLinks, Transport):
             detail = exc.data.get("detail") if isinstance(exc.data, dict) else exc.data
             raise TransportError(f"cannot interconnect with {address}: {detail}") from None
         try:
-            token = _within_max_ttl(channel, p.METHOD_INTERCONNECT, {
+            token = _without_default_ttl(channel, p.METHOD_INTERCONNECT, {
                 "addr": own, "token": session.token, "ttl": ttl, "max_size": self.max_size})
             token = _answered_token(address, p.METHOD_INTERCONNECT, token)
         except BaseException:
@@ -368,7 +368,7 @@ class RemoteTransport(PeerLinks, Transport):
             deliver_what_came(CLOSE_DELIVERY_WAIT)
 
 
-def _within_max_ttl(channel: Channel, method: str, params: dict[str, Any]) -> Any:
+def _without_default_ttl(channel: Channel, method: str, params: dict[str, Any]) -> Any:
     """``channel.call(method, params)``, leaving out a ``ttl`` that is the default
     (:data:`berrymq.api.DEFAULT_TTL`): the node then gives 1000 s, or its ``max_ttl`` where
     that is lower. Asked for explicitly, such a session was refused by a node with a
