@@ -3,10 +3,7 @@
  * run failed, 2 the command line is wrong. */
 
 const assert = require('assert/strict');
-const fs = require('fs');
 const net = require('net');
-const os = require('os');
-const path = require('path');
 const { after, before, describe, it } = require('node:test');
 const berrymq = require('..');
 const { spawn } = require('child_process');
@@ -181,15 +178,10 @@ describe('berrymq-js exit codes', { timeout: 4 * DEADLINE }, () => {
 
 describe('berrymq-js send refused by a limit of the node', { timeout: 4 * DEADLINE }, () => {
   let small;
-  let dir;
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berrymq-js-limits-'));
-    const config = path.join(dir, 'berrymq.toml');
-    fs.writeFileSync(config, ['jsonrpc-tcp', 'jsonrpc-http'].map((plugin) =>
-      `[berrymq.${plugin}]\nmax_size = 2000\nmax_connections_per_client = 2\n`).join('\n'));
-    small = await startNode({ env: { BERRYMQ_CONFIG: config } });
+    small = await startNode({ settings: { max_size: 2000, max_connections_per_client: 2 } });
   });
-  after(async () => { await small.stop(); fs.rmSync(dir, { recursive: true, force: true }); });
+  after(async () => { await small.stop(); });
 
   it("too large for the node: exit 1 naming the node's limit and its setting, not sent again", async () => {
     for (const scheme of ['tcp', 'http']) {

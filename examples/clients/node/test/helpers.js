@@ -6,7 +6,9 @@
  */
 
 const { spawn } = require('child_process');
+const fs = require('fs');
 const http = require('http');
+const os = require('os');
 const path = require('path');
 const readline = require('readline');
 const berrymq = require('..');
@@ -116,12 +118,21 @@ function start(argv, { env = {}, what = argv.join(' ') } = {}) {
 
 /** Start a Python node serving TCP and HTTP on free ports and printing the `node:*`
  * and `news:*` messages it sees. Resolves with { tcp, http, stdout, stop }. */
-async function startNode({ env = {} } = {}) {
+async function startNode({ env = {}, settings = null } = {}) {
+  // settings: { name: value } for both JSON-RPC tables of a settings file of the node's own
+  const dir = settings && fs.mkdtempSync(path.join(os.tmpdir(), 'berrymq-js-node-'));
+  if (dir) {
+    const config = path.join(dir, 'berrymq.toml');
+    const table = Object.entries(settings).map(([name, value]) => `${name} = ${JSON.stringify(value)}\n`).join('');
+    fs.writeFileSync(config, ['jsonrpc-tcp', 'jsonrpc-http'].map((plugin) => `[berrymq.${plugin}]\n${table}`).join('\n'));
+    env = { ...env, BERRYMQ_CONFIG: config };
+  }
   const node = start([PYTHON, '-c', PRELUDE, 'serve', '--tcp', '127.0.0.1:0', '--http', '127.0.0.1:0',
     '--print', 'node:*', '--print', 'news:*'], { env, what: `python node (${PYTHON})` });
   const stop = async () => {
     if (node.child.exitCode === null && node.child.signalCode === null) node.child.kill('SIGTERM');
     await node.exited;
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
     const [tcp, http] = [await node.stdout.next(), await node.stdout.next()].map((l) => l.replace(/^serving /, ''));

@@ -4,9 +4,6 @@
  * HTTP body), what a node's answers keep within (docs/protocol.md, "Limits"). */
 
 const assert = require('assert/strict');
-const fs = require('fs');
-const os = require('os');
-const path = require('path');
 const { after, before, describe, it } = require('node:test');
 const berrymq = require('..');
 const { DEADLINE, fakeHttpNode, fakeTcpNode, Inbox, startNode } = require('./helpers');
@@ -72,21 +69,13 @@ describe('what is read of one answer is bounded by 4x maxSize', { timeout: 4 * D
 
 describe('a node whose max_size is larger than the client\'s maxSize', { timeout: 6 * DEADLINE }, () => {
   let node;
-  let dir;
   const big = 'x'.repeat(9000000); // a 9 MB message: over the 4 MiB a default client reads
 
-  before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berrymq-maxsize-'));
-    const config = path.join(dir, 'berrymq.toml');
-    fs.writeFileSync(config, '[berrymq]\n\n[berrymq.jsonrpc-tcp]\nmax_size = 16777216\n\n' +
-      '[berrymq.jsonrpc-http]\nmax_size = 16777216\n');
-    node = await startNode({ env: { BERRYMQ_CONFIG: config } });
-  });
+  before(async () => { node = await startNode({ settings: { max_size: 16777216 } }); });
 
   after(async () => {
     await berrymq.closeConnection().catch(() => {});
     await node.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   for (const scheme of ['tcp', 'http']) {

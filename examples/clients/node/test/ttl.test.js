@@ -4,27 +4,16 @@
  * leaves ttl out (and as the Python client does); one given a ttl over it is refused. */
 
 const assert = require('assert/strict');
-const fs = require('fs');
-const os = require('os');
-const path = require('path');
 const { after, before, describe, it } = require('node:test');
 const berrymq = require('..');
 const { DEADLINE, startNode } = require('./helpers');
 
 describe('a node whose max_ttl is below the default ttl', { timeout: 4 * DEADLINE }, () => {
   let node;
-  let dir;
-  before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berrymq-js-ttl-'));
-    const config = path.join(dir, 'berrymq.toml');
-    fs.writeFileSync(config, ['jsonrpc-tcp', 'jsonrpc-http'].map((plugin) =>
-      `[berrymq.${plugin}]\nmax_ttl = 100\n`).join('\n'));
-    node = await startNode({ env: { BERRYMQ_CONFIG: config } });
-  });
+  before(async () => { node = await startNode({ settings: { max_ttl: 100 } }); });
   after(async () => {
     await berrymq.closeConnection();
     await node.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   for (const scheme of ['tcp', 'http']) {
