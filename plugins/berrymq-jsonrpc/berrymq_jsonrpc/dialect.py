@@ -105,6 +105,9 @@ def serves_path(target: str) -> bool:
 _V2_IDS = (type(None), str, int, float)
 _ID_STAND_IN = "berrymq: a JSON-RPC 1.0 id of another type"
 
+#: The members of a ``send_message`` by name that a berryMQ node carries (:data:`CARRIED`).
+_CARRIED_KEYS = frozenset({"uid", "hops"})
+
 
 def to_v2(request: dict[str, Any]) -> dict[str, Any]:
     """The 2.0 form of a 1.0 request (a new object; the id is kept as it is, null too, but
@@ -114,7 +117,7 @@ def to_v2(request: dict[str, Any]) -> dict[str, Any]:
     parameters (the original sent ``None`` for a default ``ttl`` or ``timeout``); the
     original's ``close_connection(token, addr)`` drops the unused ``addr``; and the uid
     and hops a berryMQ node carries in a ``send_message`` (:data:`CARRIED`) become its
-    parameters ``uid`` and ``hops``.
+    parameters ``uid`` and ``hops`` (a null ``uid`` or ``hops`` by name is omitted).
     """
     v2 = dict(request)
     v2["jsonrpc"] = "2.0"
@@ -135,9 +138,11 @@ def to_v2(request: dict[str, Any]) -> dict[str, Any]:
             params += [carried.get("uid"), carried.get("hops", 0)]
         elif uid_and_hops and len(params) > 4 and params[4] is None:  # a null uid given
             params[4] = carried.get("uid")
-    elif uid_and_hops and type(params) is dict and params.get("uid") is None:
-        params = {**params, "uid": carried.get("uid"),
-                  "hops": params.get("hops", carried.get("hops", 0))}
+    elif type(params) is dict and v2.get("method") == p.METHOD_SEND_MESSAGE:
+        # null members stand for omitted ones, as trailing nulls by position
+        params = {k: v for k, v in params.items() if v is not None or k not in _CARRIED_KEYS}
+        if uid_and_hops and "uid" not in params:
+            params.update(uid=carried.get("uid"), hops=params.get("hops", carried.get("hops", 0)))
     v2["params"] = params
     return v2
 

@@ -405,7 +405,8 @@ def test_interconnect_to_the_nodes_own_server_is_refused(
 
 @pytest.mark.parametrize("form", ["[token, identifier]", "[token, identifier, args]",
                                   "[token, identifier, args, kwargs]", "by name",
-                                  "a null uid by name", "a null uid by position"])
+                                  "a null uid by name", "a null uid by position",
+                                  "a null uid and hops by name"])
 def test_a_v1_message_carrying_its_uid_comes_once_whatever_its_params(
         bus_factory: Callable[..., Bus], form: str) -> None:
     """The uid a berryMQ node carries beside a 1.0 send_message ("berrymq": {uid, hops})
@@ -428,6 +429,8 @@ def test_a_v1_message_carrying_its_uid_comes_once_whatever_its_params(
                        "a null uid by name": {"token": token, "identifier": "carried:x",
                                               "uid": None},
                        "a null uid by position": [token, "carried:x", [], {}, None, 3],
+                       "a null uid and hops by name": {"token": token, "identifier": "carried:x",
+                                                       "uid": None, "hops": None},
                        }[form]
         for _ in range(2):  # the same message, come round again
             answer = call({"method": "send_message", "params": params, "id": 2,
@@ -603,6 +606,18 @@ def test_to_v2_reads_the_originals_positional_params() -> None:
     assert dialect.to_v2({"method": "get", "params": ["t", True, None], "id": 1})[
         "params"] == ["t", True]
     assert "id" not in dialect.to_v2({"method": "x"})
+
+
+def test_to_v2_omits_a_null_uid_or_hops_by_name() -> None:
+    """As trailing nulls by position: a 1.0 send_message's ``"hops": null`` by name was kept
+    and refused as Invalid params."""
+    params = {"token": "t", "identifier": "a:b", "uid": None, "hops": None, "args": None}
+    assert dialect.to_v2({"method": "send_message", "params": params, "id": 1})["params"] == {
+        "token": "t", "identifier": "a:b", "args": None}
+    carried = {"uid": "U1", "hops": 2}
+    assert dialect.to_v2({"method": "send_message", "params": params, "id": 1,
+                          "berrymq": carried})["params"] == {
+        "token": "t", "identifier": "a:b", "args": None, "uid": "U1", "hops": 2}
 
 
 @pytest.mark.parametrize(("header", "accepted"), [
