@@ -129,17 +129,18 @@ class ServerConnection:
         """Write a status route's answer in pieces as the client takes them: the body is
         shared by every request its build answered (:class:`berrymq_jsonrpc.one_build.OneBuild`),
         and a client reading it slowly holds a piece of it, not a copy (100 clients reading
-        a 7 MB status at a byte a second held 700 MB). False when the client did not take
-        it all within ``read_timeout`` (the connection is then closed)."""
+        a 7 MB status at a byte a second held 700 MB). False when the client took none of
+        it for ``read_timeout`` (the connection is then closed): a client reading a large
+        status slowly but steadily gets all of it."""
         self._write(response(status, self._headers(status, len(body), content_type, extra,
                                                    close)))
         if self.head:
             return True
         whole = memoryview(body)
-        deadline = asyncio.get_running_loop().time() + self.server.read_timeout
+        loop = asyncio.get_running_loop()
         for start in range(0, len(whole), _PIECE):
             self._write(whole[start:start + _PIECE])
-            if not await self._taken(deadline):
+            if not await self._taken(loop.time() + self.server.read_timeout):
                 return False
         return True
 

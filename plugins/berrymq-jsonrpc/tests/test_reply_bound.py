@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import berrymq_jsonrpc.monitor
 import pytest
 from berrymq_jsonrpc import protocol as p
 from helpers import serve
@@ -236,3 +237,53 @@ def test_a_tcp_client_reading_its_answers_slowly_but_steadily_is_not_closed(
             assert chunk, (len(got), got.count(b"\n"))  # closed: bytes and answers read
             got += chunk
             time.sleep(0.1)  # the reading pace is what is tested
+
+
+
+def _large_status_client(bus_factory: Callable[..., Bus], monkeypatch: pytest.MonkeyPatch,
+                         receive_buffer: int) -> tuple[Bus, socket.socket]:
+    """An HTTP node (read_timeout 1 s) whose status is 8 MB, and a client with a small
+    receive buffer that asked for it: twice what the kernel holds of an answer."""
+    snapshot = berrymq_jsonrpc.monitor.status_snapshot
+    monkeypatch.setattr(berrymq_jsonrpc.monitor, "status_snapshot",  # a large node's status
+                        lambda bus: {**snapshot(bus), "padding": "x" * 8_000_000})
+    bus, port = serve(bus_factory, "http", read_timeout=1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(WAIT)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    return bus, sock
+
+
+def test_an_http_client_reading_a_large_status_slowly_but_steadily_is_not_closed(
+        bus_factory: Callable[..., Bus], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline of a status answer ran from its first piece: a client reading an 8 MB
+    status at 2 MB/s was closed after read_timeout (the kernel holds up to 4 MB of it)."""
+    _, sock = _large_status_client(bus_factory, monkeypatch, 262144)
+    with sock:
+        got = b""
+        while not got.endswith(b"}"):  # 8 MB at about 2 MB/s: 4 s in all
+            chunk = sock.recv(200_000)
+            assert chunk, len(got)  # closed: the bytes read
+            got += chunk
+            time.sleep(0.1)  # the reading pace is what is tested
+    status = json.loads(got.split(b"\r\n\r\n", 1)[1])
+    assert len(status["padding"]) == 8_000_000
+
+
+def test_an_http_client_that_leaves_a_large_status_unread_is_closed_at_read_timeout(
+        bus_factory: Callable[..., Bus], monkeypatch: pytest.MonkeyPatch,
+        wait_for: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> None:
+    bus, sock = _large_status_client(bus_factory, monkeypatch, 4096)
+    with sock, caplog.at_level("WARNING", logger="berrymq.remote.http"):
+        server = bus.transport("http")._servers[0]  # type: ignore[attr-defined]
+        wait_for(lambda: len(server.connections) == 1, WAIT, "the node to accept")
+        wait_for(lambda: not server.connections, WAIT, "the node to close the connection")
+        got = b""
+        with contextlib.suppress(OSError):  # reset, or ended: what it did not read is gone
+            while chunk := sock.recv(1 << 20):
+                got += chunk
+        assert len(got) < 8_000_000
+    assert any("did not read its answers within 1s" in r.getMessage()
+               for r in caplog.records), caplog.text
