@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from berrymq._discovery import find_candidates
+from berrymq._output import write_output
 from berrymq._version import __version__
 from berrymq.errors import BerryMQError, PluginError
 from berrymq.plugins import PluginHost, get_plugin_host
@@ -67,5 +68,5 @@ class VersionAction(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
-        print(versions())
+        write_output(versions() + "\n")  # (quietly, if its reader went away: | head -1)
         parser.exit(0)
