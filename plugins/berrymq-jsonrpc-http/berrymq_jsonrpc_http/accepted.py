@@ -130,8 +130,7 @@ class ServerConnection:
         shared by every request its build answered (:class:`berrymq_jsonrpc.one_build.OneBuild`),
         and a client reading it slowly holds a piece of it, not a copy (100 clients reading
         a 7 MB status at a byte a second held 700 MB). False when the client took none of
-        it for ``read_timeout`` (the connection is then closed): a client reading a large
-        status slowly but steadily gets all of it."""
+        it for ``read_timeout`` (the connection is then closed); a slow, steady one gets it."""
         self._write(response(status, self._headers(status, len(body), content_type, extra,
                                                    close)))
         if self.head:
