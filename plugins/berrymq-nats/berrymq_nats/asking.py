@@ -20,6 +20,10 @@ there are. So that an ``ask`` can return as soon as the replies it can expect ha
   means the peer does not listen any more; NATS's "no responders" means it is gone
   (killed without a ``bye``), and it leaves the view. "No responders" to the request
   itself takes every peer expected out of the view.
+- A process that acknowledged and has not replied is probed every
+  :data:`CHECK_EVERY` seconds: one killed while its receivers ran (no ``bye``; NATS says
+  "no responders") gives a ``ConnectionClosed`` entry at once, not a ``TimeoutError``
+  at the ask's deadline.
 - Only when a process the view did not know acknowledges (it joined a moment ago) does
   the asker wait ``ask_gather`` seconds for more such processes, as a bridge without a
   view would have to.
@@ -59,6 +63,8 @@ _SEEN_REQUESTS = 10_000
 #: :data:`_MAX_ROOM` seconds): it answers by then with the replies it has.
 _ROOM = 0.2
 _MAX_ROOM = 1.0
+#: Seconds between probes of a process that acknowledged an ask and has not replied.
+CHECK_EVERY = 1.0
 
 
 def answer_within(timeout: float) -> float:
@@ -78,6 +84,7 @@ class AskWaiter:
         self.first_unknown: float | None = None
         self.no_responders = False
         self.probed = False
+        self.next_check = time.monotonic() + CHECK_EVERY  # of processes that acknowledged
 
     def _heard(self, node: str) -> None:
         self.acked.setdefault(node, None)
@@ -95,11 +102,17 @@ class AskWaiter:
             self._heard(node)
 
     def not_listening(self, node: str) -> None:
-        """A probed peer answered without having acknowledged, or is gone."""
+        """A probed peer answered without having acknowledged."""
         with self.cond:
             if node not in self.acked:
                 self.gone.add(node)
                 self.cond.notify_all()
+
+    def left(self, node: str) -> None:
+        """A probed peer is gone (NATS said "no responders"), acknowledged or not."""
+        with self.cond:
+            self.gone.add(node)
+            self.cond.notify_all()
 
     def none(self) -> None:
         """NATS said "no responders" to the request: no process listens, the peers
@@ -112,18 +125,31 @@ class AskWaiter:
     def _missing(self) -> set[str]:
         return self.expected - self.replies.keys() - self.gone
 
-    def _state(self, now: float) -> float | bool | set[str]:
-        """True when done; a time to wake at; or the peers to probe now."""
+    def _next_step(self, now: float) -> float | bool | set[str]:
+        """True when done; a time to wake at (False: the deadline); or the peers to
+        probe now."""
         if not self.acked:
             return self.no_responders
-        if any(node not in self.replies for node in self.acked):
-            return False
+        working = {node for node in self.acked if node not in self.replies} - self.gone
+        if working:
+            return self._probe_working(working, now)
         missing = self._missing()
+        if missing and not self.probed:  # expected and silent: probed once
+            self.probed = True
+            return missing
         if missing:
-            return missing if not self.probed else False
+            return False
         if self.first_unknown is not None and now < self.first_unknown + self.gather:
             return self.first_unknown + self.gather
         return True
+
+    def _probe_working(self, working: set[str], now: float) -> float | set[str]:
+        """The processes that acknowledged and have not replied, to probe now, or when
+        to: every :data:`CHECK_EVERY` seconds."""
+        if now < self.next_check:
+            return self.next_check
+        self.next_check = now + CHECK_EVERY
+        return working
 
     def wait(self, deadline: float, timeout: float, probe: Any) -> list[Any]:
         """The answers by ``deadline`` (a ``time.monotonic()`` time) at the latest: the
@@ -132,11 +158,10 @@ class AskWaiter:
         with self.cond:
             while True:
                 now = time.monotonic()
-                state = self._state(now)
+                state = self._next_step(now)
                 if state is True or now >= deadline:
                     break
                 if isinstance(state, set):
-                    self.probed = True
                     self.cond.release()
                     try:
                         probe(state)
@@ -154,7 +179,10 @@ class AskWaiter:
         result: list[Any] = []
         for node in [*self.acked, *silent]:
             got = self.replies.get(node)
-            if got is None:
+            if got is None and node in self.gone:  # acknowledged, then killed
+                result.append(ReplyError("ConnectionClosed", "the process left NATS before "
+                                         "it replied", "nats", node))
+            elif got is None:
                 result.append(ReplyError("TimeoutError", f"no reply within {timeout:g}s",
                                          "nats", node))
             else:
@@ -261,7 +289,7 @@ class Asking:
         if headers and headers.get("Status") == "503":
             if probed:
                 self.view.remove(probed)
-                waiter.not_listening(probed)
+                waiter.left(probed)
             else:  # nobody listens: the peers expected are gone (killed without a bye)
                 for node in waiter.expected:
                     self.view.remove(node)

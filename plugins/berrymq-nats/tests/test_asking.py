@@ -222,6 +222,39 @@ def test_a_killed_peer_is_probed_not_waited_for(
     assert dead not in ba.asking.peers
 
 
+def test_a_peer_killed_while_its_receivers_run_is_noticed_before_the_deadline(
+    nats_server: Any, make_bus: MakeBus, workers: Callable[..., Any], poll: Poll,
+) -> None:
+    """It acknowledged the ask, then was killed (no ``bye``) before it replied: the ask
+    waited out its whole timeout and gave a TimeoutError entry (found by an outside
+    audit); a process that acknowledged is probed while it works, and NATS's "no
+    responders" ends its wait."""
+    a, c = make_bus("a"), make_bus("c")
+    ba, bc = bridge_of(a, nats_server.url), bridge_of(c, nats_server.url)
+    c.subscribe("slow:*", lambda m: "c", weak=False)
+    settle(bc)
+    worker = workers(nats_server.url)
+    worker.call("hold", "slow:*")  # its receiver returns only once released
+    worker.call("flush")
+    dead = worker.call("node")
+    poll(lambda: ba.asking.peers.get(dead), what="a to learn the worker's patterns")
+    replies: list[Any] = []
+    asker = threading.Thread(target=lambda: replies.extend(a.ask("slow:x", timeout=30)))
+    started = time.monotonic()
+    asker.start()
+    poll(lambda: any(dead in w.acked and bc.bus.node_id in w.replies
+                     for w in list(ba.asking._asks.values())),
+         what="the worker to acknowledge and c to reply")
+    worker.process.kill()  # no goodbye, its receiver still running
+    worker.process.wait(10)
+    asker.join(15)
+    assert not asker.is_alive()
+    assert time.monotonic() - started < 10  # not the ask's 30 s
+    (gone,) = [r for r in replies if isinstance(r, ReplyError)]
+    assert [r for r in replies if r is not gone] == ["c"]
+    assert (gone.exception_type, gone.node) == ("ConnectionClosed", dead)
+    assert dead not in ba.asking.peers
+
 def test_a_closed_peer_leaves_the_view(nats_server: Any, make_bus: MakeBus, poll: Poll) -> None:
     a, b = make_bus("a"), make_bus("b")
     ba, bb = bridge_of(a, nats_server.url), bridge_of(b, nats_server.url)
