@@ -11,13 +11,9 @@ Both ends of a connection answer the other's requests (:class:`Answerer`, one pe
   ``network``...: :meth:`~berrymq_jsonrpc.service.Service.answers_on_loop`), with nothing
   before it unanswered and nothing this connection handed to the lane still to run, is
   answered on the loop at once: a slow receiver of another client does not hold it up;
-- a request that may wait runs beside the others, so that it never holds up the requests
-  behind it (``ask`` on a ``WAITS`` thread, which hands its answer back to the loop; a
-  blocking ``get``, or a batch with such a request, on a task: see
-  :mod:`berrymq_jsonrpc.waiting`); at most ``max_waiting`` of them per
-  connection (the service's setting, default 16), each such member of a batch counted:
-  one more, or a batch that would pass the cap, is answered at once with *Limit reached*
-  (``data.setting`` = ``max_waiting``) and reading goes on;
+- a request that may wait (an ``ask``, a blocking ``get``) begins once those before it
+  ran, and runs beside the others, at most ``max_waiting`` of them (see
+  :mod:`berrymq_jsonrpc_tcp.waiting_requests`);
 - while the lane is full the connection is not read: a sender faster than the receivers
   slows down, and what it can make the node hold stays bounded;
 - nor while the client leaves more than the high-water mark of its answers unread: the
@@ -37,19 +33,16 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.ask_timer import AskProgress, ask_timeout
+from berrymq_jsonrpc.ask_timer import AskProgress
 from berrymq_jsonrpc.input_end import InputEnd
 from berrymq_jsonrpc.jsonrpc import internal_error
 from berrymq_jsonrpc.reading import Share
-from berrymq_jsonrpc.sessions import WAITS
 from berrymq_jsonrpc.taken import counting_taken
-from berrymq_jsonrpc.waiting import refuse_waiting, waits_in
-from berrymq_jsonrpc.waiting_methods import STILL_RUNNING
+from berrymq_jsonrpc.waiting import waits_in
 
-from berrymq.bursts import BurstLog
 from berrymq.transports.ioloop import io_loop
 from berrymq.wire import ParseError
+from berrymq_jsonrpc_tcp.waiting_requests import WaitingRequests
 
 if TYPE_CHECKING:
     from berrymq_jsonrpc_tcp.channel import LineChannel
@@ -59,11 +52,9 @@ __all__ = ["Answerer"]
 logger = logging.getLogger("berrymq.remote.tcp")
 
 _NL = b"\n"
-#: Waiting requests over ``max_waiting``: one log line per burst.
-_over_waiting = BurstLog(logger)
 
 
-class Answerer:
+class Answerer(WaitingRequests):
     """The peer's requests on one connection: held in order, then answered on the loop, on
     the delivery lane, or beside the others (those that may wait)."""
 
@@ -81,6 +72,9 @@ class Answerer:
         self.handing_back = False
         self.waiting = 0  # requests running that may wait
         self.last_work = 0  # the lane's number of the last work this connection handed over
+        #: a request that may wait is held until what came before it ran: the lane is
+        #: to run a mark of its turn (then looked at again)
+        self.turn_asked = False
         self.unanswered = 0  # requests taken whose answers are not written yet
         self.tasks: set[asyncio.Task[None]] = set()
         #: asks whose timer runs (see berrymq_jsonrpc.ask_timer)
@@ -109,6 +103,7 @@ class Answerer:
         held = self.held
         batch: list[tuple[Any, int]] = []
         size = 0
+        out_of_turn = False
         while held and not channel.unread_answers():
             request, length = held.popleft()
             share = self.shares.pop(id(request), None) if self.shares else None
@@ -124,6 +119,12 @@ class Answerer:
                   and io_loop.lane.ran(self.last_work)):
                 self._answer_on_loop(request)
             elif waits := waits_in(request):
+                if batch or not self._in_turn():  # (its share stays with it)
+                    held.appendleft((request, length))
+                    if share is not None:
+                        self.shares[id(request)] = share
+                    out_of_turn = True
+                    break
                 if self.waiting + waits > self.service.max_waiting:
                     self._refuse_waiting(request, waits)
                     self._give_back(share)
@@ -136,7 +137,9 @@ class Answerer:
             self.unanswered += 1
             self.pieces += 1
             self._offer(functools.partial(self._answer_all, batch), size)
-        if self.full is not None or channel.unread_answers():
+        if out_of_turn and self.full is None:
+            self._ask_for_turn()
+        if self.full is not None or self.turn_asked or channel.unread_answers():
             channel.pause()
         elif not channel.eof:
             channel.resume()
@@ -187,15 +190,6 @@ class Answerer:
         if full is not None and not self.channel.closed and self._offer(*full):
             self.dispatch()
 
-    def _refuse_waiting(self, request: Any, waits: int) -> None:
-        """A waiting request (or a batch with ``waits`` of them) over ``max_waiting``:
-        answered at once (:func:`~berrymq_jsonrpc.waiting.refuse_waiting`); the
-        connection goes on."""
-        refusal = refuse_waiting(self.service, request, waits, self.waiting, _over_waiting,
-                                 self.channel.url)
-        if refusal is not None:
-            self._write(refusal + _NL)
-
     def own(self, request: Any, share: Share) -> None:
         """``request``, held, brought the ``share`` its line was read with."""
         self.shares[id(request)] = share
@@ -203,47 +197,6 @@ class Answerer:
     def _give_back(self, share: Share | None, _: object = None) -> None:
         if share is not None:  # (also a done callback: the future is the second argument)
             self.service.reading.give_back(share)
-
-    def _start_waiting(self, request: Any, waits: int, share: Share | None = None) -> None:
-        """Run a request that may wait (or a batch with ``waits`` of them) beside the
-        others; ``share``, its line's share of ``max_reading_bytes``, is given back once
-        it begins (an ask on its thread, a blocking get at once), a batch once answered."""
-        self.waiting += waits
-        self.unanswered += 1
-        if type(request) is dict and request.get("method") != p.METHOD_GET:
-            # ask (receivers may take their time): straight to a WAITS thread, which
-            # hands the answer back; no task, no turn of the loop between
-            progress = None
-            timeout = ask_timeout(request)
-            if timeout is not None:  # answered by then (see berrymq_jsonrpc.ask_timer)
-                progress = AskProgress()
-                if timeout == 0:  # at once, with no thread: no receiver can have run by then
-                    self._give_back(share)
-                    self._expired(request, progress)
-                    self._waited(None, progress)  # (dropped: expired) the thread it never had
-                    return
-                progress.timer = asyncio.get_running_loop().call_later(
-                    timeout, self._expired, request, progress)
-                self.timed.add(progress)
-            try:
-                asking = WAITS.submit(self._answer_on_waits, request, progress, share)
-            except RuntimeError:  # the interpreter is shutting down: no answer comes
-                self._give_back(share)
-                self._waited(None, progress)
-                return
-            self.asking.add(asking)
-            asking.add_done_callback(self.asking.discard)
-            if share is not None:  # (given back at its start; this, if it never starts)
-                asking.add_done_callback(functools.partial(self._give_back, share))
-            return
-        if type(request) is dict:  # a blocking get: begun (a batch's asks may wait yet)
-            self._give_back(share)
-            share = None
-        task = asyncio.get_running_loop().create_task(self._answer_waiting(request, waits))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        if share is not None:
-            task.add_done_callback(functools.partial(self._give_back, share))
 
     # -- answering ------------------------------------------------------------------------
 
@@ -318,70 +271,6 @@ class Answerer:
         self._answered(data, taken)
         if again:
             self.dispatch()
-
-    def _answer_on_waits(self, request: Any, progress: AskProgress | None,
-                         share: Share | None = None) -> None:
-        """On a WAITS thread: answer a request that may wait, hand the answer to the loop."""
-        self._give_back(share)  # begun: its line no longer waits in the node's memory
-        reply: bytes | None
-        try:
-            if progress is None:
-                reply = self.service.handle_parsed(request, self.channel)
-            else:
-                reply = self.service.answer_armed(request, self.channel, progress)
-        except Exception:
-            logger.exception("answering a waiting request from %s failed", self.channel.url)
-            reply = internal_error(request)
-        io_loop.call_soon(self._waited, reply, progress)
-
-    def _expired(self, request: Any, progress: AskProgress) -> None:
-        """On the loop: an ``ask``'s timeout passed before its thread answered. The answer
-        goes now; the request still counts against ``max_waiting`` until its thread is
-        done (a receiver still running holds it), so that one connection never holds more
-        threads than that."""
-        self.timed.discard(progress)
-        reply: bytes | None = None
-        try:
-            reply = self.service.answer_expired(request, self.channel, progress)
-        except Exception:
-            logger.exception("answering an ask from %s at its timeout failed", self.channel.url)
-        self._answered(reply + _NL if reply is not None else b"")
-
-    async def _answer_waiting(self, request: Any, waits: int) -> None:
-        reply: bytes | None = None
-        running: list[concurrent.futures.Future[Any]] = []  # asks of a batch that run on
-        with counting_taken() as taken:
-            reset = STILL_RUNNING.set(running)
-            try:
-                reply = await self.service.answer_waiting(request, self.channel, self.ended)
-            except Exception:
-                logger.exception("answering a waiting request from %s failed", self.channel.url)
-            finally:
-                STILL_RUNNING.reset(reset)
-                self._waited(reply, waits=waits - len(running), taken=taken[0])
-        for thread in running:  # each counts against max_waiting until its thread is done
-            thread.add_done_callback(self._thread_done)
-
-    def _thread_done(self, _: concurrent.futures.Future[Any]) -> None:
-        """On a WAITS thread: an ask of a batch, answered at its timeout, is done."""
-        io_loop.call_soon(self._stop_waiting)
-
-    def _stop_waiting(self) -> None:
-        self.waiting -= 1
-
-    def _waited(self, reply: bytes | None, progress: AskProgress | None = None,
-                waits: int = 1, taken: int = 0) -> None:
-        """On the loop: a request that may wait (or a batch with ``waits`` of them) was
-        answered (``reply``, or None for notifications, carrying ``taken`` messages taken
-        from queues); write it, unless its timer answered it first."""
-        self.waiting -= waits
-        if progress is not None:
-            if progress.expired:
-                return  # answered at its timeout (_expired)
-            self.timed.discard(progress)
-            if progress.timer is not None:
-                progress.timer.cancel()
-        self._answered(reply + _NL if reply is not None else b"", taken)
 
     def _answered(self, data: bytes, taken: int = 0) -> None:
         """On the loop: write one answer (or none, for notifications), carrying ``taken``

@@ -145,28 +145,42 @@ class QueueMethods(SessionTable):
         """The answer to a blocking ``get``: the first entry of ``store`` within ``wait``
         seconds, else Empty (at once, with nothing taken, once ``ended`` is done)."""
         deadline = time.monotonic() + wait
-        empty = dumps(error_object(p.EMPTY, p.APPLICATION_ERRORS[p.EMPTY], request_id)).encode()
-        while True:
-            try:
-                entry = store.get(0, None if slot is None else slot.fits)
-            except NoRoom:
-                assert slot is not None
-                refusal = no_room(slot)
-                return dumps(error_object(refusal.code, refusal.message, request_id,
-                                          refusal.data)).encode()
-            except queue.Empty:
+        line = store.line
+        place = line.join()  # the entries go to the gets in the order they came
+        try:
+            while True:
+                if line.is_first(place):
+                    answer = self._entry_answer(store, request_id, slot)
+                    if answer is not None:
+                        return answer
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    return empty
-                await store.wait(left, ended)
-                if ended is not None and ended.done():
-                    return empty  # nothing taken: what came stays for the next get
-                continue
-            except JsonRpcError:  # the session closed meanwhile
-                return dumps(error_object(p.UNKNOWN_TOKEN, p.APPLICATION_ERRORS[
-                    p.UNKNOWN_TOKEN], request_id)).encode()
-            self._taken_out(entry, store)
-            return dumps({"jsonrpc": "2.0", "result": entry, "id": request_id}).encode()
+                if left > 0:
+                    await line.wait(place, left, ended)
+                if left <= 0 or (ended is not None and ended.done()):
+                    # nothing taken: what came stays for the next get
+                    return dumps(error_object(p.EMPTY, p.APPLICATION_ERRORS[p.EMPTY],
+                                              request_id)).encode()
+        finally:
+            line.leave(place, store.has_entries)
+
+    def _entry_answer(self, store: SessionQueue, request_id: Any,
+                      slot: Slot | None) -> bytes | None:
+        """The answer of a blocking ``get`` whose turn it is: the first entry, a refusal,
+        or None when the queue is empty."""
+        try:
+            entry = store.get(0, None if slot is None else slot.fits)
+        except NoRoom:
+            assert slot is not None
+            refusal = no_room(slot)
+            return dumps(error_object(refusal.code, refusal.message, request_id,
+                                      refusal.data)).encode()
+        except queue.Empty:
+            return None
+        except JsonRpcError:  # the session closed meanwhile
+            return dumps(error_object(p.UNKNOWN_TOKEN, p.APPLICATION_ERRORS[
+                p.UNKNOWN_TOKEN], request_id)).encode()
+        self._taken_out(entry, store)
+        return dumps({"jsonrpc": "2.0", "result": entry, "id": request_id}).encode()
 
     def _taken_out(self, entry: list[Any], store: SessionQueue) -> None:
         """An entry was taken from ``store`` for an answer: counted as sent, and for the

@@ -8,7 +8,6 @@ setting that refused it, for the ``data`` of the error answered (:func:`refusal_
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import queue
@@ -25,7 +24,7 @@ from berrymq.transports.ioloop import io_loop
 from berrymq.wait_threads import WaitThreads
 from berrymq.wire import MAX_MESSAGE_DEPTH, byte_size, dumps, loads, nested_deeper
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.input_end import InputEnd
+from berrymq_jsonrpc.get_line import GetLine
 from berrymq_jsonrpc.jsonrpc import app_error
 from berrymq_jsonrpc.limits import queued_bytes_for
 
@@ -178,9 +177,8 @@ class SessionQueue:
         #: the sizes of the entries, in order; with _items under _lock
         self._sizes: collections.deque[int] = collections.deque()
         self._lock = threading.Lock()
-        #: futures on the I/O loop of requests waiting for an entry (:meth:`wait`); each
-        #: leaves when its wait ends, so that gets timing out on an empty queue add none
-        self._waiters: set[asyncio.Future[None]] = set()
+        #: the blocking gets waiting for an entry, oldest first (on the I/O loop)
+        self.line = GetLine()
         self.closed = False
         self.subscription: Subscription = bus.subscribe(
             pattern, self.put, weak=False, kind=QUEUES
@@ -217,37 +215,18 @@ class SessionQueue:
                 return
             self._sizes.append(size)
             self._items.put_nowait(text)
-        if self._waiters:
-            io_loop.call_soon(self._wake)
+        if self.line:  # (a get joins the line before it looks: none is missed)
+            io_loop.call_soon(self.line.wake)
 
     @property
     def waiting(self) -> int:
         """How many requests wait for an entry now."""
-        return len(self._waiters)
+        return len(self.line)
 
-    def _wake(self) -> None:
-        """On the I/O loop: let every waiting request look again."""
-        waiters, self._waiters = self._waiters, set()
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def wait(self, timeout: float, ended: InputEnd | None = None) -> None:
-        """On the I/O loop: return when an entry may have come, or after ``timeout``, or
-        once ``ended`` is done."""
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.add(waiter)
-        if ended is not None:
-            ended.watch(waiter)
-        if self._items.qsize():  # one came before the waiter was seen
-            self._wake()
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter, timeout)
-        finally:
-            self._waiters.discard(waiter)
-            if ended is not None:
-                ended.unwatch(waiter)
+    @property
+    def has_entries(self) -> bool:
+        """Whether a get would find an entry (or the queue closed) now."""
+        return self._items.qsize() > 0
 
     def get(self, timeout: float | None, fits: Callable[[int], bool] | None = None) -> list[Any]:
         """The next entry; ``queue.Empty`` when none came in ``timeout`` (0: at once).
@@ -306,7 +285,7 @@ class SessionQueue:
             if item is not _CLOSED:
                 dropped += 1
         self._items.put_nowait(_CLOSED)
-        io_loop.call_soon(self._wake)
+        io_loop.call_soon(self.line.wake_all)
         return dropped
 
 

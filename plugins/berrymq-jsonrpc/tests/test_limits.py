@@ -281,12 +281,19 @@ def test_blocking_gets_leave_no_waiter_behind_and_end_in_time_linear_in_their_nu
     store = SessionQueue(bus, Identifier("wait:*"), 0)
     waits = 40_000
 
+    async def wait_in_line(timeout: float, ended: InputEnd) -> None:  # as a get waits
+        place = store.line.join()
+        try:
+            await store.line.wait(place, timeout, ended)
+        finally:
+            store.line.leave(place, store.has_entries)
+
     async def wait_then_end() -> tuple[tuple[int, int], float]:
         ended = InputEnd()
         for _ in range(3):  # gets that time out on an empty queue
-            await store.wait(0.001, ended)
+            await wait_in_line(0.001, ended)
         left_behind = store.waiting, ended.watched
-        waiting = [asyncio.ensure_future(store.wait(60, ended)) for _ in range(waits)]
+        waiting = [asyncio.ensure_future(wait_in_line(60, ended)) for _ in range(waits)]
         await asyncio.sleep(0)  # every wait has begun
         assert store.waiting == ended.watched == waits
         started = time.monotonic()
