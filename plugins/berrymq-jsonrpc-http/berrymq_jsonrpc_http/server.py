@@ -52,6 +52,10 @@ def _reply_to(service: Service, body: bytes) -> tuple[Any, bool]:
     return request, may_wait(request)
 
 
+def _nothing() -> None:
+    """Work for the lane that marks a turn: what was handed to it before has run."""
+
+
 async def _answer_waiting(service: Service, request: Any, client: str,
                           ended: InputEnd | None, reset: InputEnd | None) -> bytes | None:
     """The answer to a request that may wait. A batch with more such members than
@@ -129,16 +133,19 @@ class Server:
         the answer is written (the lane's thread would otherwise take the interpreter from
         the loop while it writes). The answer is made on the delivery lane; on a WAITS
         thread if the request may wait (a batch with more such members than
-        ``max_waiting`` is refused whole); here on the loop if it delivers nothing and
-        never waits, once the lane's work numbered ``after`` (the connection's last) ran."""
+        ``max_waiting`` is refused whole), once the lane's work numbered ``after`` (the
+        connection's last) ran; here on the loop if it delivers nothing and never waits,
+        once that work ran."""
         service = self.service
         assert service is not None  # a status-only server answers no POST
         request, slow = _reply_to(service, body)
         if isinstance(request, ParseError):
             return service.dispatcher.parse_error(request), []
-        if slow:
-            return await _answer_waiting(service, request, client, ended, reset), []
         lane = io_loop.lane
+        if slow:
+            if not lane.ran(after):  # it begins once what came before it was delivered
+                await lane.call(_nothing)
+            return await _answer_waiting(service, request, client, ended, reset), []
         if service.answers_at_once(request) and lane.has_room(len(body)):
             # a send_message nothing can refuse: answered here, delivered on the lane
             return service.answer_at_once(request, None, len(body))

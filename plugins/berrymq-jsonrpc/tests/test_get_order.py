@@ -3,12 +3,14 @@ the requests of one TCP connection run in order): blocking ``get``s waiting on o
 take the messages in the order the gets came, and a ``get`` (or ``ask``) pipelined behind
 ``send_message``s on one connection begins once they ran (both found by an outside audit:
 the waiting gets were woken all at once, in a set's order, and a get was begun as soon as
-it was read, before the messages sent ahead of it)."""
+it was read, before the messages sent ahead of it); over HTTP, an ``ask`` or ``get`` after a
+``send_message`` on one keep-alive connection begins once that message was delivered."""
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -138,3 +140,34 @@ def test_a_waiting_request_pipelined_behind_messages_begins_once_they_ran(
     else:  # (what came after an ask may run beside it: the receiver saw i at least)
         assert [result[0]["value"] >= i for i, result in enumerate(results)] == [True] * pairs
     assert all(answers[f"s{i}"]["result"] == "ok" for i in range(pairs))
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_an_ask_after_a_message_on_one_connection_finds_it_delivered(
+        bus_factory: Callable[..., Bus], scheme: str) -> None:
+    """The message's receiver is still running when the ask comes (it waits up to 1 s
+    for the ask to begin): the ask begins only after it, and its receiver sees the message
+    (over HTTP the ask began at once, beside the delivery, and saw nothing)."""
+    bus, port = serve(bus_factory, scheme)  # (no queue: the message is answered at once)
+    client = Client(scheme, port)
+    oneway = client.call(rpc("connect_oneway", 1, ttl=60))
+    seen: list[int] = []
+    asked = threading.Event()
+
+    def slow(message: Any) -> None:
+        asked.wait(1)  # (not set, once the ask waits for this receiver: the test's point)
+        seen.append(message.args[0])
+
+    def answer(message: Any) -> list[int]:
+        asked.set()
+        return list(seen)
+
+    bus.subscribe("order:x", slow, weak=False)
+    bus.subscribe("order:ask", answer, weak=False)
+    try:
+        assert client.call(rpc("send_message", "s", token=oneway, identifier="order:x",
+                               args=[1])) == "ok"
+        assert client.call(rpc("ask", "a", identifier="order:ask", timeout=WAIT)) == [
+            {"value": [1]}]
+    finally:
+        client.close()
