@@ -10,19 +10,22 @@ another thread and makes the thread its own, starting at the count it found, so 
 threads never save and restore one count (they did: sends from ``to_thread`` workers left
 the loop thread's count stuck above 0, and messages were dropped at the hop limit).
 
-:func:`berrymq._delivery.deliver` sets the box around the receivers it runs; the code
-that carries a count to another thread or task sets it there, and restores it, around
-the one call it makes: the coroutine wrapper of :mod:`berrymq.aio`, ``ask_async``'s
-executor call (:mod:`berrymq.ask`) and the reply of an async receiver to ``talk``
-(:mod:`berrymq._pending`). Everything else reads it.
+:func:`berrymq._delivery.deliver` sets the box around the receivers it runs (written out
+there: it is the hot path); the code that carries a count to another thread or task sets
+it with :func:`carrying_hops` around the one call it makes there (``ask_async``'s executor
+call in :mod:`berrymq.ask`, the reply of an async receiver to ``talk`` in
+:mod:`berrymq._pending`), or with :func:`set_hops` in a task's own context (the coroutine
+wrapper of :mod:`berrymq.aio`). Everything else reads it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+from collections.abc import Iterator
 from threading import get_ident
 
-__all__ = ["get_box", "get_ident", "hop_box"]
+__all__ = ["carrying_hops", "get_box", "get_ident", "hop_box", "set_hops"]
 
 _hops: contextvars.ContextVar[list[int]] = contextvars.ContextVar("berrymq_hops")
 
@@ -40,3 +43,22 @@ def hop_box() -> list[int]:
         box = [0 if box is None else box[0], ident]
         _hops.set(box)
     return box
+
+
+def set_hops(count: int) -> None:
+    """Set this thread's hop count in the current context, for good: in a context of its
+    own (a task's), which nothing else delivers in."""
+    hop_box()[0] = count
+
+
+@contextlib.contextmanager
+def carrying_hops(count: int) -> Iterator[None]:
+    """This thread's hop count is ``count`` inside the block, and what it was after it:
+    for a call that carries a message's count to another thread or to a callback."""
+    box = hop_box()
+    outer = box[0]
+    box[0] = count
+    try:
+        yield
+    finally:
+        box[0] = outer

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berrymq._backlog import Backlog
-from berrymq._hops import hop_box
+from berrymq._hops import carrying_hops
 from berrymq._losses import ASYNC_CANCELLED, LOOP_CLOSED, LOSSES, REPLY_REFUSED
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
@@ -161,19 +161,15 @@ class PendingReply:
             result = reply.result()
             if result is None:
                 return
-            box = hop_box()
-            outer = box[0]
-            box[0] = hops
             try:
-                (bus.twitter if send is None else send)(reply_to, result)
+                with carrying_hops(hops):
+                    (bus.twitter if send is None else send)(reply_to, result)
             except QueueFull as exc:  # runs on the loop: nobody to tell, so counted
                 bus.state(LOSSES).add(REPLY_REFUSED, logging.ERROR, "the reply of %s to %s "
                                       "was refused: %s", self.receiver, reply_to, exc)
             except Exception as exc:  # runs on the loop: nobody to raise to
                 logger.error("sending the reply of %s to %s failed", self.receiver, reply_to,
                              exc_info=exc)
-            finally:
-                box[0] = outer
 
         def on_its_loop(reply: PendingReply) -> None:
             # Settled before the callback was added: it runs in the talking thread, where

@@ -55,7 +55,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berrymq._backlog import Backlog, async_bounds
-from berrymq._hops import get_box, hop_box
+from berrymq._hops import get_box, set_hops
 from berrymq._pending import PendingReply, handed, running_tasks, sweep_closed_loops
 from berrymq.identifier import Identifier
 from berrymq.message import Message
@@ -129,10 +129,6 @@ def asking_from(loop: asyncio.AbstractEventLoop | None) -> None:
     _claim.blocked = loop
 
 
-def _set_hops(hops: int) -> None:
-    hop_box()[0] = hops
-
-
 class AsyncReceiver:
     """What the bus calls for an async receiver: schedules ``function(message)`` on the
     receiver's loop and returns a :class:`PendingReply` at once.
@@ -183,7 +179,7 @@ class AsyncReceiver:
         template = self._contexts.get(hops)
         if template is None:
             template = self._contexts[hops] = contextvars.Context()
-            template.run(_set_hops, hops)
+            template.run(set_hops, hops)
         context = template.copy()
         claim = _claim
         claimed = claim.message is message  # an ask's call (claim_reply): taken now

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from berrymq._ask_local import Refused, ask_local, failed_entry, no_answer, replies_so_far
 from berrymq._delivery import looping
-from berrymq._hops import hop_box
+from berrymq._hops import carrying_hops, hop_box
 from berrymq.errors import BusClosed
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
@@ -261,13 +261,8 @@ async def ask_async_on(bus: Bus, identifier: str | Identifier, /, *args: Any,
     def run() -> list[Any]:
         if time.monotonic() >= deadline:  # a thread came free just as the deadline passed
             return not_started()
-        box = hop_box()
-        outer = box[0]
-        box[0] = hops
-        try:
+        with carrying_hops(hops):
             return ask(bus, identifier, args, kwargs, timeout, deadline)
-        finally:
-            box[0] = outer
 
     work = _submitted(bus, ASK_EXECUTOR, run)
     if work is None:
