@@ -155,6 +155,11 @@ class DeliveryLane:
         await self.put(work, size)
         return await done
 
+    async def turn(self) -> None:
+        """Return once the work put before this call has run (a mark of a turn: for what
+        must come after it). Call from a coroutine on the I/O loop (see :meth:`put`)."""
+        await self.call(_nothing)
+
     def ran(self, number: int) -> bool:
         """Whether the work numbered ``number`` (:attr:`offered` just after it was queued;
         0 for none) and all before it have run: a connection that remembers the number of
@@ -226,6 +231,10 @@ class DeliveryLane:
                     "%s stopped with %d piece(s) of work (%d bytes) not run after %gs, a "
                     "receiver still busy: the messages from other processes in them were "
                     "not delivered", self._thread.name, left, size, timeout)
+
+
+def _nothing() -> None:
+    """The work of :meth:`DeliveryLane.turn`: nothing, in its turn."""
 
 
 def _settle(done: asyncio.Future[T], result: T, exc: BaseException | None) -> None:

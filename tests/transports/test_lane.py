@@ -52,6 +52,28 @@ def test_the_lane_numbers_work_and_says_which_numbers_ran(io: IOLoop) -> None:
     assert io.lane.ran(last)
 
 
+def test_a_turn_returns_once_the_work_put_before_it_ran(io: IOLoop) -> None:
+    """What must come after work already handed over (an ask after a message on one
+    connection) waits for ``turn()``."""
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def hold() -> None:
+        started.set()
+        release.wait(10)
+        ran.append("held")
+
+    async def hold_then_turn() -> list[str]:
+        await io.lane.put(hold)
+        turn = asyncio.ensure_future(io.lane.turn())
+        await asyncio.to_thread(started.wait, 10)
+        assert not turn.done()
+        release.set()
+        await turn
+        return list(ran)
+
+    assert io.run(hold_then_turn(), timeout=10) == ["held"]
+
 def test_a_full_lane_makes_the_producer_wait_until_work_drains(io: IOLoop) -> None:
     lane = DeliveryLane(io, max_items=3, max_bytes=1000)
     release = threading.Event()

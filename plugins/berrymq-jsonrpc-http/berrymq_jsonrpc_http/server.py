@@ -52,10 +52,6 @@ def _reply_to(service: Service, body: bytes) -> tuple[Any, bool]:
     return request, may_wait(request)
 
 
-def _nothing() -> None:
-    """Work for the lane that marks a turn: what was handed to it before has run."""
-
-
 async def _answer_waiting(service: Service, request: Any, client: str,
                           ended: InputEnd | None, reset: InputEnd | None) -> bytes | None:
     """The answer to a request that may wait. A batch with more such members than
@@ -144,7 +140,7 @@ class Server:
         lane = io_loop.lane
         if slow:
             if not lane.ran(after):  # it begins once what came before it was delivered
-                await lane.call(_nothing)
+                await lane.turn()
             return await _answer_waiting(service, request, client, ended, reset), []
         if service.answers_at_once(request) and lane.has_room(len(body)):
             # a send_message nothing can refuse: answered here, delivered on the lane

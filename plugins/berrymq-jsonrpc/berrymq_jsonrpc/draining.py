@@ -85,10 +85,5 @@ def deliver_what_came(timeout: float) -> None:
     lane's own (a receiver closing its bus), which would wait for themselves."""
     if io_loop.in_loop() or io_loop.lane.in_lane():
         return
-    # a call that does nothing, in its turn: it returns once all before it has run
     with contextlib.suppress(TimeoutError, RuntimeError):  # the lane busy that long, or stopped
-        io_loop.run(io_loop.lane.call(_nothing), timeout)
-
-
-def _nothing() -> None:
-    pass
+        io_loop.run(io_loop.lane.turn(), timeout)
