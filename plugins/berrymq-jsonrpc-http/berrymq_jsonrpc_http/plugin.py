@@ -23,11 +23,9 @@ makes them a transport and registers it, with ``serve --http`` and ``serve --mon
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any
-
 from berrymq_jsonrpc.channel import Channel
 from berrymq_jsonrpc.cli import add_serve_option
+from berrymq_jsonrpc.listener import RemoteListener
 from berrymq_jsonrpc.monitor import Monitor
 from berrymq_jsonrpc.settings import declare_settings
 from berrymq_jsonrpc.transport import RemoteTransport
@@ -36,7 +34,6 @@ from berrymq.cli import Commands
 from berrymq.errors import ConnectionClosed
 from berrymq.hookspecs import hookimpl
 from berrymq.registries import SettingsSchema, TransportRegistry
-from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc_http.client import HttpChannel
 from berrymq_jsonrpc_http.monitor_port import add_monitor_option
 from berrymq_jsonrpc_http.server import Server
@@ -52,14 +49,10 @@ class HttpTransport(RemoteTransport):
     scheme = "http"
     plugin = PLUGIN
 
-    def _serve(self, host: str, port: int) -> tuple[Any, int]:
+    def _listener(self, host: str) -> RemoteListener:
         server = Server(self.service, self.max_size, self.read_timeout, self.admission)
         server.monitor = Monitor(self.bus, host=host, secret=self.secret, names=self.names)
-        return server, io_loop.run(server.start(host, port), self.timeout)
-
-    def _stop(self, server: Any) -> None:
-        with contextlib.suppress(TimeoutError, RuntimeError):
-            io_loop.run(server.stop(), self.timeout)
+        return server
 
     def _open_channel(self, url: str) -> Channel:
         # keep-alive connections are reused while idle for less than half the server's

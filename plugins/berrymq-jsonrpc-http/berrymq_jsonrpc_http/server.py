@@ -25,6 +25,7 @@ from berrymq_jsonrpc.addresses import bind_family
 from berrymq_jsonrpc.input_end import InputEnd
 from berrymq_jsonrpc.jsonrpc import internal_error
 from berrymq_jsonrpc.limits import Admission
+from berrymq_jsonrpc.listener import RemoteListener
 from berrymq_jsonrpc.monitor import Monitor
 from berrymq_jsonrpc.service import Service
 from berrymq_jsonrpc.waiting import may_wait, refuse_waiting, waits_in
@@ -79,7 +80,7 @@ async def _answer_waiting(service: Service, request: Any, client: str,
     return None
 
 
-class Server:
+class Server(RemoteListener):
     """A listening socket on the loop and the connections it accepted.
 
     Without a ``service`` it serves the :attr:`monitor`'s status routes only (the address

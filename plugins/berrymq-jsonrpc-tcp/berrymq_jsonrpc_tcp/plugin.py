@@ -10,7 +10,6 @@ deadline of a line, idle connections, backpressure) are described in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +17,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import bind_family, split_url
 from berrymq_jsonrpc.channel import Channel
 from berrymq_jsonrpc.cli import add_serve_option
+from berrymq_jsonrpc.listener import RemoteListener
 from berrymq_jsonrpc.settings import declare_settings, read_number
 from berrymq_jsonrpc.transport import RemoteTransport
 
@@ -34,7 +34,7 @@ __all__ = ["PLUGIN", "LineChannel", "TcpTransport"]
 PLUGIN = "jsonrpc-tcp"
 
 
-class _Server:
+class _Server(RemoteListener):
     """A listening socket on the loop and the connections it accepted."""
 
     def __init__(self, transport: TcpTransport) -> None:
@@ -88,13 +88,8 @@ class TcpTransport(RemoteTransport):
             settings, "max_interconnects_per_connection",
             p.DEFAULT_MAX_INTERCONNECTS_PER_CONNECTION, PLUGIN, source))
 
-    def _serve(self, host: str, port: int) -> tuple[Any, int]:
-        server = _Server(self)
-        return server, io_loop.run(server.start(host, port), self.timeout)
-
-    def _stop(self, server: Any) -> None:
-        with contextlib.suppress(TimeoutError, RuntimeError):
-            io_loop.run(server.stop(), self.timeout)
+    def _listener(self, host: str) -> RemoteListener:
+        return _Server(self)
 
     async def _connect(self, url: str) -> LineChannel:
         host, port = split_url(url, "tcp")

@@ -38,6 +38,7 @@ from berrymq_jsonrpc.limits import (
     fit_open_files,
     release_open_files,
 )
+from berrymq_jsonrpc.listener import RemoteListener
 from berrymq_jsonrpc.outbox import DEFAULT_OUTBOX_BYTES, DEFAULT_OUTBOX_SIZE
 from berrymq_jsonrpc.peer_links import PeerLinks
 from berrymq_jsonrpc.reading import DEFAULT_MAX_READING_BYTES
@@ -116,7 +117,7 @@ class RemoteTransport(PeerLinks, Transport):
         # the Host names the status pages answer to
         self.names: list[str] = read_hosts(settings, "names", plugin, source) or []
         self.urls: list[str] = []
-        self._servers: list[Any] = []
+        self._servers: list[RemoteListener] = []
         self._served: list[tuple[str, int]] = []  # their addresses (see note_served)
         self._files_counted = False  # see fit_open_files
         self._connections: list[RemoteConnection] = []
@@ -132,13 +133,8 @@ class RemoteTransport(PeerLinks, Transport):
     # -- what a plugin supplies -----------------------------------------------------------
 
     @abstractmethod
-    def _serve(self, host: str, port: int) -> tuple[Any, int]:
-        """Start a server on ``host:port`` (on the I/O loop) feeding :attr:`service`;
-        return a handle for :meth:`_stop` and the bound port."""
-
-    @abstractmethod
-    def _stop(self, server: Any) -> None:
-        """Stop a server started by :meth:`_serve` and close its connections."""
+    def _listener(self, host: str) -> RemoteListener:
+        """A server feeding :attr:`service`, to listen on ``host`` (not started yet)."""
 
     @abstractmethod
     def _open_channel(self, url: str) -> Channel:
@@ -171,12 +167,14 @@ class RemoteTransport(PeerLinks, Transport):
             counted, self._files_counted = self._files_counted, True
         if not counted:
             fit_open_files(self.admission.max_connections, logger)
-        server, bound = self._serve(host, port)
+        server = self._listener(host)
+        server.close_timeout = self.timeout
+        bound = io_loop.run(server.start(host, port), self.timeout)
         note_served(host, bound, True)
         with self._lock:
             self._servers.append(server)
             self._served.append((host, bound))
-        url = f"{self.scheme}://{netloc(host, bound)}"
+        url = server.address = f"{self.scheme}://{netloc(host, bound)}"
         self.urls.append(url)
         sample_rates(self.bus)
         return url
@@ -357,7 +355,7 @@ class RemoteTransport(PeerLinks, Transport):
             servers, self._servers = self._servers, []
             served, self._served = self._served, []
         for server in servers:
-            self._stop(server)
+            server.close()
         for host, port in served:
             note_served(host, port, False)
         self.admission.flush()
