@@ -20,10 +20,11 @@ there are. So that an ``ask`` can return as soon as the replies it can expect ha
   means the peer does not listen any more; NATS's "no responders" means it is gone
   (killed without a ``bye``), and it leaves the view. "No responders" to the request
   itself takes every peer expected out of the view.
-- A process that acknowledged and has not replied is probed every
+- A peer in the view that acknowledged and has not replied is probed every
   :data:`CHECK_EVERY` seconds: one killed while its receivers ran (no ``bye``; NATS says
-  "no responders") gives a ``ConnectionClosed`` entry at once, not a ``TimeoutError``
-  at the ask's deadline.
+  "no responders" to :data:`GONE_AFTER` probes in a row, so that a peer reconnecting
+  meanwhile is not taken for gone) gives a ``ConnectionClosed`` entry then, not a
+  ``TimeoutError`` at the ask's deadline.
 - Only when a process the view did not know acknowledges (it joined a moment ago) does
   the asker wait ``ask_gather`` seconds for more such processes, as a bridge without a
   view would have to.
@@ -65,6 +66,10 @@ _ROOM = 0.2
 _MAX_ROOM = 1.0
 #: Seconds between probes of a process that acknowledged an ask and has not replied.
 CHECK_EVERY = 1.0
+#: Probes in a row a process that acknowledged must leave unanswered ("no responders")
+#: to be taken for gone: about two seconds without a connection to NATS (a peer's
+#: reconnection takes ``reconnect_wait``, 0.5 s by default).
+GONE_AFTER = 3
 
 
 def answer_within(timeout: float) -> float:
@@ -74,7 +79,7 @@ def answer_within(timeout: float) -> float:
 class AskWaiter:
     """Collects the answers to one ``ask`` (filled by the I/O thread, read by the asker)."""
 
-    def __init__(self, expected: set[str], gather: float) -> None:
+    def __init__(self, expected: set[str], gather: float, known: Any = ()) -> None:
         self.cond = threading.Condition()
         self.expected = expected
         self.gather = gather
@@ -85,6 +90,8 @@ class AskWaiter:
         self.no_responders = False
         self.probed = False
         self.next_check = time.monotonic() + CHECK_EVERY  # of processes that acknowledged
+        self.known = known  # the peers in the view: only those are probed while they work
+        self.missed: dict[str, int] = {}  # probes in a row NATS found nobody for
 
     def _heard(self, node: str) -> None:
         self.acked.setdefault(node, None)
@@ -102,17 +109,26 @@ class AskWaiter:
             self._heard(node)
 
     def not_listening(self, node: str) -> None:
-        """A probed peer answered without having acknowledged."""
+        """A probed peer answered: one that did not acknowledge does not listen; one that
+        did is working on its replies."""
         with self.cond:
             if node not in self.acked:
                 self.gone.add(node)
                 self.cond.notify_all()
+            else:
+                self.missed.pop(node, None)
 
-    def left(self, node: str) -> None:
-        """A probed peer is gone (NATS said "no responders"), acknowledged or not."""
+    def left(self, node: str) -> bool:
+        """NATS found nobody for a probe of ``node``: whether it is now taken for gone (at
+        once if it did not acknowledge; else at :data:`GONE_AFTER` such probes in a row)."""
         with self.cond:
+            if node in self.acked:
+                self.missed[node] = self.missed.get(node, 0) + 1
+                if self.missed[node] < GONE_AFTER:
+                    return False
             self.gone.add(node)
             self.cond.notify_all()
+            return True
 
     def none(self) -> None:
         """NATS said "no responders" to the request: no process listens, the peers
@@ -130,7 +146,8 @@ class AskWaiter:
         probe now."""
         if not self.acked:
             return self.no_responders
-        working = {node for node in self.acked if node not in self.replies} - self.gone
+        working = {node for node in self.acked if node not in self.replies
+                   and node in self.known} - self.gone
         if working:
             return self._probe_working(working, now)
         missing = self._missing()
@@ -258,7 +275,7 @@ class Asking:
             raise ConnectionClosed(f"NATS at {bridge.address} is not connected ({bridge.state})")
         token = str(next(self._ids))
         ident = message[0]
-        waiter = AskWaiter(self.expected(ident), bridge.options.ask_gather)
+        waiter = AskWaiter(self.expected(ident), bridge.options.ask_gather, self.view.peers)
         self._asks[token] = waiter
         inbox = f"{bridge.answers}.{token}"
 
@@ -288,16 +305,16 @@ class Asking:
         headers = msg.headers
         if headers and headers.get("Status") == "503":
             if probed:
-                self.view.remove(probed)
-                waiter.left(probed)
+                if waiter.left(probed):
+                    self.view.remove(probed)
             else:  # nobody listens: the peers expected are gone (killed without a bye)
                 for node in waiter.expected:
                     self.view.remove(node)
                 waiter.none()
             return
         try:
-            data = loads(msg.data)
-            kind, node = data["k"], str(data["n"])
+            data = loads(msg.data)  # (a node id goes into the subject of a probe)
+            kind, node = data["k"], node_id(data["n"])
             if kind == "a":
                 waiter.ack(node)
             elif kind == "alive":

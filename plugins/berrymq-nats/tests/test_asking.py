@@ -5,11 +5,14 @@ the bridges know which peers listen to what, probe a silent one, and only wait
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import nats
 import pytest
 from berrymq_nats import NatsBridge
 from berrymq_nats.inbound import answer_lane
@@ -17,6 +20,7 @@ from berrymq_nats.losses import REFUSED_HERE, REQUEST_REFUSED
 from berrymq_nats.testing import Recorder, bridge_of, held_io_loop, settle
 
 from berrymq import Bus, Message, Queue, ReplyError
+from berrymq.identifier import Identifier
 
 pytestmark = pytest.mark.broker
 
@@ -254,6 +258,103 @@ def test_a_peer_killed_while_its_receivers_run_is_noticed_before_the_deadline(
     assert [r for r in replies if r is not gone] == ["c"]
     assert (gone.exception_type, gone.node) == ("ConnectionClosed", dead)
     assert dead not in ba.asking.peers
+
+def test_a_peer_reconnecting_while_its_receiver_runs_keeps_its_reply(
+    nats_server: Any, make_bus: MakeBus, proxy_factory: Callable[[int], Any], poll: Poll,
+) -> None:
+    """Its link to NATS drops for a moment after it acknowledged (found by a review): one
+    "no responders" to a probe took it for gone, its reply was lost and it left the view;
+    it takes GONE_AFTER probes in a row now."""
+    a, b = make_bus("a"), make_bus("b")
+    ba = bridge_of(a, nats_server.url)
+    relay = proxy_factory(nats_server.port)
+    bb = bridge_of(b, relay.url, reconnect_wait=1.5)
+    release = threading.Event()
+    b.subscribe("slow:*", lambda m: release.wait(10) and "b", weak=False)
+    settle(ba, bb)
+    poll(lambda: ba.asking.peers.get(b.node_id), what="a to know b")
+    replies: list[Any] = []
+    asker = threading.Thread(target=lambda: replies.extend(a.ask("slow:x", timeout=15)))
+    asker.start()
+    poll(lambda: any(b.node_id in w.acked for w in list(ba.asking._asks.values())),
+         what="b to acknowledge")
+    relay.cut()  # b's link drops while its receiver runs, and comes back after 1.5 s
+    relay.restore()
+    poll(lambda: any(w.missed.get(b.node_id) for w in list(ba.asking._asks.values())),
+         what="a probe to find nobody for b")
+    poll(lambda: bb.outbox.connected and bb.state == "connected", what="b to reconnect")
+    release.set()
+    asker.join(20)
+    assert replies == ["b"]
+    assert b.node_id in ba.asking.peers
+
+
+def _raw_client(url: str, setup: Callable[[Any], Any]) -> Callable[[], None]:
+    """A NATS client of nats-py's own on a thread, set up by ``setup(nc)``; returns what
+    stops it."""
+    ready, stopped = threading.Event(), threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def run() -> None:
+        nc = await nats.connect(url)
+        stop = asyncio.Event()
+        holder["stop"] = (asyncio.get_running_loop(), stop)
+        await setup(nc)
+        await nc.flush()
+        ready.set()
+        await stop.wait()
+        await nc.close()
+        stopped.set()
+
+    threading.Thread(target=lambda: asyncio.run(run()), daemon=True).start()
+    assert ready.wait(10)
+
+    def stop() -> None:
+        loop, event = holder["stop"]
+        loop.call_soon_threadsafe(event.set)
+        assert stopped.wait(10)
+
+    return stop
+
+
+@pytest.mark.parametrize("ids", ["a subject injected", "2,000 of them"])
+def test_acknowledgements_with_made_up_node_ids_are_not_probed(
+        nats_server: Any, make_bus: MakeBus, poll: Poll, ids: str) -> None:
+    """A node id of an acknowledgement went into the subject of a probe, unchecked, and
+    published without the client's check of subjects: one with CR LF in it made the
+    asker's connection publish what it said; and 2,000 made-up ids made it publish 2,000
+    probes a second (found by a review). Ids that are no node id's are dropped, and only
+    peers in the view are probed."""
+    a = make_bus("a")
+    ba = bridge_of(a, nats_server.url)
+    subject = ba.subjects.subject(Identifier("evil:x"))
+    made_up = (["q 0\r\n\r\nPUB injected 5\r\nhello\r\nPUB r"] if ids == "a subject injected"
+               else [f"{i:016x}" for i in range(2000)])
+    seen: list[str] = []
+
+    async def evil(nc: Any) -> None:
+        async def acknowledge(msg: Any) -> None:
+            for node in made_up:
+                await nc.publish(msg.reply, json.dumps({"k": "a", "n": node}).encode())
+        await nc.subscribe(subject, cb=acknowledge)
+
+    async def watch(nc: Any) -> None:
+        async def note(msg: Any) -> None:
+            seen.append(msg.subject)
+        await nc.subscribe("injected", cb=note)
+        await nc.subscribe(ba.asking.node_prefix + ">", cb=note)
+
+    stops = [_raw_client(nats_server.url, evil), _raw_client(nats_server.url, watch)]
+    try:
+        settle(ba)
+        a.ask("evil:x", timeout=2.5)  # (probes would go out each second meanwhile)
+        sentinel = ba.asking.node_prefix + "sentinel"  # after any probe, on one connection
+        ba.outbox.put_control((sentinel, b"{}", ""))
+        poll(lambda: sentinel in seen, what="the watcher to see the sentinel")
+        assert seen == [sentinel]
+    finally:
+        for stop in stops:
+            stop()
 
 def test_a_closed_peer_leaves_the_view(nats_server: Any, make_bus: MakeBus, poll: Poll) -> None:
     a, b = make_bus("a"), make_bus("b")
