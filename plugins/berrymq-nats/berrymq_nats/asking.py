@@ -21,10 +21,8 @@ there are. So that an ``ask`` can return as soon as the replies it can expect ha
   (killed without a ``bye``), and it leaves the view. "No responders" to the request
   itself takes every peer expected out of the view.
 - A peer in the view that acknowledged and has not replied is probed every
-  :data:`CHECK_EVERY` seconds: one killed while its receivers ran (no ``bye``; NATS says
-  "no responders" to :data:`GONE_AFTER` probes in a row, so that a peer reconnecting
-  meanwhile is not taken for gone) gives a ``ConnectionClosed`` entry then, not a
-  ``TimeoutError`` at the ask's deadline.
+  :data:`CHECK_EVERY` seconds: one killed while its receivers ran (:data:`GONE_AFTER`
+  "no responders" in a row) gives a ``ConnectionClosed`` entry, not a ``TimeoutError``.
 - Only when a process the view did not know acknowledges (it joined a moment ago) does
   the asker wait ``ask_gather`` seconds for more such processes, as a bridge without a
   view would have to.
@@ -67,8 +65,7 @@ _MAX_ROOM = 1.0
 #: Seconds between probes of a process that acknowledged an ask and has not replied.
 CHECK_EVERY = 1.0
 #: Probes in a row a process that acknowledged must leave unanswered ("no responders")
-#: to be taken for gone: about two seconds without a connection to NATS (a peer's
-#: reconnection takes ``reconnect_wait``, 0.5 s by default).
+#: to be taken for gone: two seconds away from NATS (a reconnection takes 0.5 s or so).
 GONE_AFTER = 3
 
 
