@@ -130,19 +130,16 @@ class Server(RemoteListener):
         the answer is written (the lane's thread would otherwise take the interpreter from
         the loop while it writes). The answer is made on the delivery lane; on a WAITS
         thread if the request may wait (a batch with more such members than
-        ``max_waiting`` is refused whole), once the lane's work numbered ``after`` (the
-        connection's last) ran; here on the loop if it delivers nothing and never waits,
-        once that work ran."""
+        ``max_waiting`` is refused whole); here on the loop if it delivers nothing and
+        never waits, once the lane's work numbered ``after`` (the connection's last) ran."""
         service = self.service
         assert service is not None  # a status-only server answers no POST
         request, slow = _reply_to(service, body)
         if isinstance(request, ParseError):
             return service.dispatcher.parse_error(request), []
-        lane = io_loop.lane
         if slow:
-            if not lane.ran(after):  # it begins once what came before it was delivered
-                await lane.turn()
             return await _answer_waiting(service, request, client, ended, reset), []
+        lane = io_loop.lane
         if service.answers_at_once(request) and lane.has_room(len(body)):
             # a send_message nothing can refuse: answered here, delivered on the lane
             return service.answer_at_once(request, None, len(body))

@@ -11,9 +11,8 @@ Both ends of a connection answer the other's requests (:class:`Answerer`, one pe
   ``network``...: :meth:`~berrymq_jsonrpc.service.Service.answers_on_loop`), with nothing
   before it unanswered and nothing this connection handed to the lane still to run, is
   answered on the loop at once: a slow receiver of another client does not hold it up;
-- a request that may wait (an ``ask``, a blocking ``get``) begins once those before it
-  ran, and runs beside the others, at most ``max_waiting`` of them (see
-  :mod:`berrymq_jsonrpc_tcp.waiting_requests`);
+- a request that may wait (an ``ask``, a blocking ``get``) runs beside the others, at most
+  ``max_waiting`` of them (see :mod:`berrymq_jsonrpc_tcp.waiting_requests`);
 - while the lane is full the connection is not read: a sender faster than the receivers
   slows down, and what it can make the node hold stays bounded;
 - nor while the client leaves more than the high-water mark of its answers unread: the
@@ -72,9 +71,6 @@ class Answerer(WaitingRequests):
         self.handing_back = False
         self.waiting = 0  # requests running that may wait
         self.last_work = 0  # the lane's number of the last work this connection handed over
-        #: a request that may wait is held until what came before it ran: the lane is
-        #: to run a mark of its turn (then looked at again)
-        self.turn_asked = False
         self.unanswered = 0  # requests taken whose answers are not written yet
         self.tasks: set[asyncio.Task[None]] = set()
         #: asks whose timer runs (see berrymq_jsonrpc.ask_timer)
@@ -103,7 +99,6 @@ class Answerer(WaitingRequests):
         held = self.held
         batch: list[tuple[Any, int]] = []
         size = 0
-        out_of_turn = False
         while held and not channel.unread_answers():
             request, length = held.popleft()
             share = self.shares.pop(id(request), None) if self.shares else None
@@ -119,12 +114,6 @@ class Answerer(WaitingRequests):
                   and io_loop.lane.ran(self.last_work)):
                 self._answer_on_loop(request)
             elif waits := waits_in(request):
-                if batch or not self._in_turn():  # (its share stays with it)
-                    held.appendleft((request, length))
-                    if share is not None:
-                        self.shares[id(request)] = share
-                    out_of_turn = True
-                    break
                 if self.waiting + waits > self.service.max_waiting:
                     self._refuse_waiting(request, waits)
                     self._give_back(share)
@@ -137,9 +126,7 @@ class Answerer(WaitingRequests):
             self.unanswered += 1
             self.pieces += 1
             self._offer(functools.partial(self._answer_all, batch), size)
-        if out_of_turn and self.full is None:
-            self._ask_for_turn()
-        if self.full is not None or self.turn_asked or channel.unread_answers():
+        if self.full is not None or channel.unread_answers():
             channel.pause()
         elif not channel.eof:
             channel.resume()

@@ -8,10 +8,8 @@ at most ``max_waiting`` of them per connection (the service's setting, default 1
 such member of a batch counted: one more, or a batch that would pass the cap, is answered
 at once with *Limit reached* (``data.setting`` = ``max_waiting``) and reading goes on.
 
-It begins in its turn, once what came before it on the connection ran: a ``get`` finds
-the messages sent ahead of it, an ``ask``'s receivers have had them. Until then it is held
-and the connection is not read; the delivery lane runs a mark of its turn after the work
-before it, and the connection looks again when the mark has run.
+It begins as soon as it is read: the messages sent before it on the connection may still
+be on their way to the receivers (a ``get`` waits for them as for any message).
 :class:`WaitingRequests` is a base class of
 :class:`~berrymq_jsonrpc_tcp.answering.Answerer`.
 """
@@ -22,7 +20,6 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berrymq_jsonrpc import protocol as p
@@ -62,34 +59,31 @@ class WaitingRequests:
         unanswered: int
         pieces: int
         last_work: int
-        turn_asked: bool
         ended: InputEnd
         tasks: set[asyncio.Task[None]]
         timed: set[AskProgress]
         asking: set[concurrent.futures.Future[None]]
 
         def dispatch(self) -> None: ...
-        def _offer(self, work: Callable[[], object], size: int) -> bool: ...
         def _give_back(self, share: Share | None, _: object = None) -> None: ...
         def _answered(self, data: bytes, taken: int = 0) -> None: ...
         def _write(self, data: bytes, taken: int = 0) -> None: ...
 
-    def _ask_for_turn(self) -> None:
-        """Have the lane run a mark of a held waiting request's turn after the work before
-        it (once; the connection is not read meanwhile)."""
-        if not self.turn_asked:
-            self.turn_asked = True
-            self._offer(functools.partial(io_loop.call_soon, self._turn_come), 0)
-
-    def _in_turn(self) -> bool:
-        """Whether everything this connection handed to the lane has run."""
-        return not self.pieces and io_loop.lane.ran(self.last_work)
-
-    def _turn_come(self) -> None:
-        """The lane ran the mark of a waiting request's turn: what came before it ran
-        (or is just being counted as run: then one more mark)."""
-        self.turn_asked = False
-        self.dispatch()
+    def _arm(self, request: Any) -> AskProgress | None:
+        """The timer of a single ``ask`` with a timeout, started now: it is answered by
+        then, however long it waits for a thread (see :mod:`berrymq_jsonrpc.ask_timer`);
+        None for any other request."""
+        if type(request) is not dict or request.get("method") == p.METHOD_GET:
+            return None
+        timeout = ask_timeout(request)
+        if timeout is None:
+            return None
+        progress = AskProgress()
+        if timeout > 0:  # (0: answered at once, with no thread: see _start_waiting)
+            progress.timer = asyncio.get_running_loop().call_later(
+                timeout, self._expired, request, progress)
+            self.timed.add(progress)
+        return progress
 
     def _refuse_waiting(self, request: Any, waits: int) -> None:
         """A waiting request (or a batch with ``waits`` of them) over ``max_waiting``:
@@ -109,18 +103,12 @@ class WaitingRequests:
         if type(request) is dict and request.get("method") != p.METHOD_GET:
             # ask (receivers may take their time): straight to a WAITS thread, which
             # hands the answer back; no task, no turn of the loop between
-            progress = None
-            timeout = ask_timeout(request)
-            if timeout is not None:  # answered by then (see berrymq_jsonrpc.ask_timer)
-                progress = AskProgress()
-                if timeout == 0:  # at once, with no thread: no receiver can have run by then
-                    self._give_back(share)
-                    self._expired(request, progress)
-                    self._waited(None, progress)  # (dropped: expired) the thread it never had
-                    return
-                progress.timer = asyncio.get_running_loop().call_later(
-                    timeout, self._expired, request, progress)
-                self.timed.add(progress)
+            progress = self._arm(request)
+            if progress is not None and progress.timer is None:  # a timeout of 0: at once,
+                self._give_back(share)  # with no thread: no receiver can have run by then
+                self._expired(request, progress)
+                self._waited(None, progress)  # (dropped: expired) the thread it never had
+                return
             try:
                 asking = WAITS.submit(self._answer_on_waits, request, progress, share)
             except RuntimeError:  # the interpreter is shutting down: no answer comes
@@ -204,3 +192,4 @@ class WaitingRequests:
             if progress.timer is not None:
                 progress.timer.cancel()
         self._answered(reply + _NL if reply is not None else b"", taken)
+
