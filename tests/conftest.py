@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import helpers
 import pytest
-from helpers import CHILD_NODE, Buses, Child, LoopThread, required_program
+from helpers import CHILD_NODE, Child, LoopThread, required_program
 
 import berrymq
+
+#: The fixture ``buses`` (isolated buses, all closed after the test), defined once in
+#: helpers.py for every suite that uses it.
+buses = helpers.buses
 
 
 @pytest.fixture
@@ -39,14 +44,6 @@ def node(request: pytest.FixtureRequest, tmp_path: Path,
     finally:
         berrymq.close_connection()
         child.stop()
-
-
-@pytest.fixture
-def buses() -> Iterator[Buses]:
-    """The buses a test makes (``buses(**tables)``), every one closed after it."""
-    made = Buses()
-    yield made
-    made.close_all()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import textwrap
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,9 @@ from berrymq.bus import Bus
 from berrymq.plugins import PluginHost
 from berrymq.settings import Settings
 
-__all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "HeldReceiver", "Lines", "Logger", "LoopThread", "bytes_held", "capture", "child_env", "drain",
+__all__ = ["CHILD_NODE", "WAIT", "Buses", "Child", "HeldReceiver", "Lines", "Logger", "LoopThread", "buses", "bytes_held", "capture", "child_env", "drain",
            "FullLink", "held_async_receiver", "forking_script", "installed", "send_body", "is_urgent", "json_values", "make_bus", "on_job",
-           "on_log", "plugin_site", "populate", "serve", "tcp_call"]
+           "on_log", "plugin_site", "populate", "publish_raw", "serve", "tcp_call"]
 
 WAIT = 10.0  # generous deadline for anything that should happen "soon"
 
@@ -550,6 +550,16 @@ class Buses:
             bus.close()
 
 
+@pytest.fixture
+def buses() -> Iterator[Buses]:
+    """The buses a test makes (``buses(**tables)``: :func:`make_bus`), every one closed
+    after it. Defined once, here: the conftest.py of each suite that uses it imports it
+    (tests/, and the JSON-RPC plugins')."""
+    made = Buses()
+    yield made
+    made.close_all()
+
+
 def serve(make: Callable[..., Bus], scheme: str, **settings: Any) -> tuple[Bus, int]:
     """A bus from ``make`` (``settings``, if any, its ``[berrymq.jsonrpc-SCHEME]`` table)
     listening for ``scheme`` on a free loopback port: (the bus, the port)."""
@@ -577,6 +587,23 @@ def tcp_call(sock: socket.socket, obj: Any) -> Any:
         assert chunk, "closed without an answer"
         data += chunk
     return json.loads(data)
+
+
+def publish_raw(url: str, subject: str, payloads: Iterable[Any]) -> None:
+    """Publish ``payloads`` on ``subject`` as a plain NATS client (a socket speaking the
+    protocol: no berryMQ, no NATS library) of the server at ``url`` (nats://host:port),
+    each payload as it is when bytes, else as its JSON; return once the server has routed
+    them (its PONG)."""
+    host, port = url.removeprefix("nats://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock, \
+            sock.makefile("rb") as reader:
+        assert reader.readline().startswith(b"INFO ")
+        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+        for payload in payloads:
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            sock.sendall(f"PUB {subject} {len(data)}\r\n".encode() + data + b"\r\n")
+        sock.sendall(b"PING\r\n")
+        assert reader.readline() == b"PONG\r\n"
 
 
 def interrupted_at_exit(child: subprocess.Popen[str], waiting: str) -> str:

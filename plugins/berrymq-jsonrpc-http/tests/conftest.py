@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import helpers
 
-import pytest
-from helpers import Buses
-
-
-@pytest.fixture
-def buses() -> Iterator[Buses]:
-    """Make isolated buses (``buses(**tables)``: helpers.make_bus); all closed after the
-    test."""
-    made = Buses()
-    yield made
-    made.close_all()
+#: The fixture ``buses`` (isolated buses, all closed after the test), defined once in
+#: helpers.py for every suite that uses it.
+buses = helpers.buses

@@ -11,11 +11,10 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from helpers import Buses, clean_env, serve
+from probe_tools import JsonLines, request
 
 import berrymq
 from berrymq.bus import Bus
@@ -24,38 +23,9 @@ from berrymq.settings import Settings
 from berrymq.transports.ioloop import READ_SIZE
 
 
-@pytest.fixture
-def buses() -> Iterator[Buses]:
-    made = Buses()
-    yield made
-    made.close_all()
-
-
-class Lines:
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.reader = self.sock.makefile("rb")
-
-    def send(self, *objects: Any, end: bytes = b"\n") -> None:
-        self.sock.sendall(b"".join(json.dumps(o).encode() + end for o in objects))
-
-    def read(self) -> Any:
-        line = self.reader.readline()
-        assert line.endswith(b"\n"), line
-        return json.loads(line)
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
-
-
-def request(method: str, params: Any, id: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "method": method, "params": params, "id": id}
-
-
 def test_pipelined_requests_and_crlf(buses: Buses) -> None:
     _, port = serve(buses, "tcp")
-    lines = Lines(port)
+    lines = JsonLines.connect(port)
     try:
         lines.send(*(request("connect_oneway", {}, i) for i in range(5)), end=b"\r\n")
         answers = [lines.read() for _ in range(5)]
@@ -68,7 +38,7 @@ def test_pipelined_requests_and_crlf(buses: Buses) -> None:
 def test_one_connection_carries_both_directions(buses: Buses) -> None:
     bus, port = serve(buses, "tcp")
     back = berrymq.Queue("up:*", bus=bus)
-    lines = Lines(port)
+    lines = JsonLines.connect(port)
     try:
         mine = "m" * 43  # the token the server must use when it calls us
         lines.send(request("interconnect", {"addr": None, "token": mine, "ttl": 60}, 1))
@@ -94,8 +64,8 @@ def test_one_connection_carries_both_directions(buses: Buses) -> None:
 
 def test_idle_connection_without_session_is_closed(buses: Buses) -> None:
     _, port = serve(buses, "tcp", read_timeout=0.3)
-    idle = Lines(port)
-    busy = Lines(port)
+    idle = JsonLines.connect(port)
+    busy = JsonLines.connect(port)
     try:
         busy.send(request("connect_oneway", {"ttl": 60}, 1))
         assert "result" in busy.read()
@@ -117,7 +87,7 @@ def test_a_connection_that_carries_a_sessions_messages_stays_open_while_it_lives
     having opened no session, and the peer that linked over it took the node for gone
     and closed its link, while the session lived on."""
     _, port = serve(buses, "tcp", read_timeout=0.3)
-    opener, carrier = Lines(port), Lines(port)
+    opener, carrier = JsonLines.connect(port), JsonLines.connect(port)
     try:
         opener.send(request("connect_oneway", {"ttl": 60}, 1))
         token = opener.read()["result"]
@@ -184,7 +154,7 @@ def test_lines_longer_than_a_read_and_interleaved_across_connections(buses: Buse
             both.set()
 
     bus.subscribe("big:*", take, weak=False)
-    first, second = Lines(port), Lines(port)
+    first, second = JsonLines.connect(port), JsonLines.connect(port)
     tokens = []
     for lines in (first, second):
         lines.send(request("connect_oneway", {"ttl": 60}, 1))
@@ -313,7 +283,7 @@ def test_an_http_request_to_the_tcp_port_runs_nothing_of_its_body(
     assert ran == []
     assert not bus.transport("tcp").service.sessions  # type: ignore[attr-defined]
     # a client that speaks the line protocol is served as before
-    lines = Lines(port)
+    lines = JsonLines.connect(port)
     try:
         lines.send(request("connect_oneway", {}, 3))
         assert type(lines.read()["result"]) is str

@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # berrymq_cli_procs, shared by the CLI tests
 
+import helpers
 from berrymq_cli_procs import Proc
 from helpers import Buses, serve
 from helpers import wait_for as poll_until
@@ -27,6 +28,10 @@ from berrymq.bus import Bus
 
 NODE_SCRIPT = Path(__file__).with_name("node_script.py")
 TIMEOUT = 20.0
+
+#: The fixture ``buses`` (isolated buses, all closed after the test), defined once in
+#: helpers.py for every suite that uses it.
+buses = helpers.buses
 
 
 class Node:
@@ -130,12 +135,10 @@ def server(bus_factory: Buses) -> Callable[..., tuple[Bus, int]]:
 
 
 @pytest.fixture
-def bus_factory() -> Iterator[Buses]:
-    """Make isolated buses (``bus_factory(**tables)``: helpers.make_bus); all closed
-    after the test."""
-    buses = Buses()
-    yield buses
-    buses.close_all()
+def bus_factory(buses: Buses) -> Buses:
+    """This suite's name for ``buses`` (helpers.py): isolated buses
+    (``bus_factory(**tables)``: helpers.make_bus), all closed after the test."""
+    return buses
 
 
 @pytest.fixture

@@ -1,11 +1,14 @@
-"""What the probes of test_attacks.py share: a node with settings, its memory and threads
-(``/proc/PID/status``), raw TCP and HTTP clients, a slow drip, and a peer SIGKILLed while
-a stream of messages goes to it; the shape of a session's token, and a program the tests
-start (``required_program``). Not a test module itself (like berrymq_cli_procs)."""
+"""What the JSON-RPC suites share (this one, and the TCP and HTTP plugins' through their
+conftest.py): JSON-RPC requests built and sent by hand (:func:`request`, :class:`Raw`,
+:class:`JsonLines`, TCP lines and HTTP posts, a slow drip), and what the probes of
+test_attacks.py use besides: a node with settings, its memory and threads
+(``/proc/PID/status``), and a peer SIGKILLed while a stream of messages goes to it; the
+shape of a session's token. Not a test module itself (like berrymq_cli_procs)."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -29,10 +32,11 @@ from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.stats import stats_for
 
-__all__ = ["MIB", "OPEN_SOCKETS", "TOKEN", "WAIT", "Raw", "Record", "Sampler", "delivered_by", "drip",
-           "hold_gets", "http_get_json", "http_post", "post_body", "tcp_call", "kill_mid_stream",
-           "open_socket", "port_of", "proc_status", "refusing_node", "request", "send_request",
-           "start_node"]
+__all__ = ["MIB", "OPEN_SOCKETS", "TOKEN", "WAIT", "JsonLines", "Raw", "Record", "Sampler",
+           "delivered_by", "drip", "hold_gets", "http_answer", "http_call", "http_get_json",
+           "http_post", "kill_mid_stream", "notifications_only", "open_socket", "port_of",
+           "post_body", "proc_status", "refusing_node", "request", "request_text",
+           "send_request", "start_node", "tcp_call"]
 
 Record = Callable[..., None]
 WAIT = 15.0
@@ -120,42 +124,168 @@ class Sampler:
                 "threads_before": self.before[1], "threads_peak": self.peak[1]}
 
 
-def request(method: str, params: Any, id: Any = 1) -> dict[str, Any]:
-    obj = {"jsonrpc": "2.0", "method": method, "params": params}
+def request(method: str, params: Any = None, id: Any = 1) -> dict[str, Any]:
+    """A JSON-RPC 2.0 request object, its members in the order jsonrpc, method, params,
+    id: without ``params`` when None (not given), and a notification (no ``id``) when
+    ``id`` is None."""
+    obj: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params is not None:
+        obj["params"] = params
     if id is not None:
         obj["id"] = id
     return obj
 
 
-class Raw:
-    """One TCP connection to a node, speaking JSON lines by hand."""
+def request_text(method: str, params: Any = None, id: Any = 1) -> bytes:
+    """:func:`request` as the text a client sends: ``json.dumps`` (its default spacing),
+    in UTF-8."""
+    return json.dumps(request(method, params, id)).encode()
 
-    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
-        self.sock = socket.socket()
-        self.sock.settimeout(WAIT)
-        self.sock.bind((source, 0))
-        self.sock.connect(("127.0.0.1", port))
+
+def notifications_only(data: bytes) -> bool:
+    """Whether the text ``data`` is a notification or a batch of them only (no answer is
+    owed to it); False for what is not JSON, which is answered with a parse error."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than json takes
+        return False
+    members = obj if isinstance(obj, list) and obj else [obj]
+    return all(isinstance(m, dict) and "method" in m and "id" not in m for m in members)
+
+
+class Raw:
+    """One connection to a node, speaking JSON-RPC by hand: over TCP (``scheme``, the
+    default) JSON lines, from the address ``source``; over HTTP one POST a text, on a
+    kept-alive ``http.client`` connection whose last answer's status is :attr:`status`.
+
+    :meth:`send` and :meth:`line` write and read lines as they are (TCP); :meth:`exchange`
+    sends one text and reads its answer; :meth:`reply`, :meth:`result` and :meth:`error`
+    make the request, numbered on this connection, and check the answer echoes its id."""
+
+    def __init__(self, port: int, source: str = "127.0.0.1", *, scheme: str = "tcp") -> None:
+        self.scheme = scheme
+        self.status = 0
+        self.ids = 0
         self.buffer = b""
+        if scheme == "tcp":
+            self.sock = socket.socket()
+            self.sock.settimeout(WAIT)
+            self.sock.bind((source, 0))
+            self.sock.connect(("127.0.0.1", port))
+        else:
+            self.http = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT,
+                                                   source_address=(source, 0))
 
     def send(self, *objs: Any) -> None:
+        """Write ``objs`` as JSON lines, all at once (TCP)."""
         self.sock.sendall(b"".join(json.dumps(o).encode() + b"\n" for o in objs))
 
     def line(self) -> Any:
-        """The next line the node wrote, parsed (fails at the socket's timeout)."""
+        """The next line the node wrote, parsed (TCP); fails at the socket's timeout, or
+        with ConnectionError when the node closed the connection."""
         while b"\n" not in self.buffer:
             data = self.sock.recv(65536)
-            assert data, "the node closed the connection"
+            if not data:
+                raise ConnectionError("the node closed the connection")
             self.buffer += data
         line, _, self.buffer = self.buffer.partition(b"\n")
         return json.loads(line)
 
-    def call(self, method: str, **params: Any) -> Any:
-        self.send(request(method, params, "call"))
-        answer = self.line()
+    def exchange(self, text: str | bytes) -> Any:
+        """Send ``text`` as it is (a line, or a POST's body) and return its answer, parsed,
+        or None when none comes: over HTTP a 204, over TCP told by a request sent after
+        a text of notifications only (if the next line answers that, the text got none)."""
+        data = text.encode() if isinstance(text, str) else text
+        if self.scheme == "tcp":
+            self.sock.sendall(data + b"\n")
+            if not notifications_only(data):
+                return self.line()
+            self.sock.sendall(b'{"jsonrpc":"2.0","method":"nope","id":"probe"}\n')
+            first = self.line()
+            if isinstance(first, dict) and first.get("id") == "probe":
+                return None
+            probe = self.line()
+            assert probe["id"] == "probe"
+            return first
+        self.http.request("POST", "/", data, {"Content-Type": "application/json"})
+        response = self.http.getresponse()
+        body = response.read()
+        self.status = response.status
+        if response.status == 204:
+            assert body == b""
+            return None
+        assert response.getheader("Content-Type") == "application/json"
+        return json.loads(body)
+
+    def reply(self, method: str, params: Any = None, id: Any = ...) -> Any:
+        """The node's whole answer to a request of ``method`` (no ``params`` when None)
+        whose ``id`` is the next number of this connection unless given (None is sent as
+        a null id, which is answered too, not as a notification); a numbered request's
+        answer must echo its number."""
+        numbered = id is ...
+        if numbered:
+            self.ids += 1
+            id = self.ids
+        answer = self.exchange(json.dumps({**request(method, params), "id": id}))
+        if numbered:
+            assert answer["id"] == id, answer
+        return answer
+
+    def result(self, method: str, params: Any = None) -> Any:
+        """The result of a request (:meth:`reply`); fails the test on an error."""
+        answer = self.reply(method, params)
         assert "result" in answer, answer
         return answer["result"]
 
+    def call(self, method: str, **params: Any) -> Any:
+        """:meth:`result`, the ``params`` given by name."""
+        return self.result(method, params)
+
+    def error(self, method: str, params: Any = None) -> dict[str, Any]:
+        """The error of a request (:meth:`reply`); fails the test on a result."""
+        answer = self.reply(method, params)
+        assert "result" not in answer, answer
+        return answer["error"]  # type: ignore[no-any-return]
+
     def close(self) -> None:
+        if self.scheme == "tcp":
+            self.sock.close()
+        else:
+            self.http.close()
+
+
+class JsonLines:
+    """One TCP socket, written and read a JSON line at a time: a raw client of a node
+    (:meth:`connect`), or a raw server playing one on a connection it accepted."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.settimeout(WAIT)
+        self.sock = sock
+        self.reader = sock.makefile("rb")
+
+    @classmethod
+    def connect(cls, port: int) -> JsonLines:
+        """A connection to the node's ``port`` on 127.0.0.1."""
+        return cls(socket.create_connection(("127.0.0.1", port), timeout=WAIT))
+
+    def send(self, *objects: Any, end: bytes = b"\n") -> None:
+        """Write ``objects`` as JSON lines ending with ``end``, all at once."""
+        self.sock.sendall(b"".join(json.dumps(o).encode() + end for o in objects))
+
+    def read(self) -> Any:
+        """The next line, parsed; fails when the connection closed before a whole line."""
+        line = self.reader.readline()
+        assert line.endswith(b"\n"), line or "the connection closed"
+        return json.loads(line)
+
+    def ended(self) -> bool:
+        """Whether the peer closed the connection (what it still sent is skipped)."""
+        while self.reader.readline():
+            pass
+        return True
+
+    def close(self) -> None:
+        self.reader.close()
         self.sock.close()
 
 
@@ -183,26 +313,26 @@ def hold_gets(port: int, raws: list[Raw], count: int, wait: float) -> tuple[Raw,
     return waiter, token
 
 
-def drip(port: int, data: bytes, every: float, limit: float) -> float | None:
-    """Send ``data`` a byte every ``every`` s on a new connection; the seconds until the
-    node closed it, or None if it was open after ``limit`` s."""
-    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-        started = time.monotonic()
-        for byte in data:
-            try:
-                sock.send(bytes([byte]))
-            except OSError:
-                return time.monotonic() - started
-            end = time.monotonic() + every
-            while (left := end - time.monotonic()) > 0:
-                if select.select([sock], [], [], left)[0]:
-                    try:
-                        if not sock.recv(65536):  # the close (an HTTP 408 may come first)
-                            return time.monotonic() - started
-                    except OSError:
+def drip(sock: socket.socket, data: bytes, every: float, limit: float) -> float | None:
+    """Send ``data`` on ``sock`` a byte every ``every`` s; the seconds until the node
+    closed the connection, or None if it was open after ``limit`` s. What the node answers
+    meanwhile (an HTTP 408, say) is read and skipped, keeping the pace."""
+    started = time.monotonic()
+    for byte in data:
+        try:
+            sock.send(bytes([byte]))
+        except OSError:
+            return time.monotonic() - started
+        end = time.monotonic() + every
+        while (left := end - time.monotonic()) > 0:
+            if select.select([sock], [], [], left)[0]:
+                try:
+                    if not sock.recv(65536):  # the close (an HTTP 408 may come first)
                         return time.monotonic() - started
-            if time.monotonic() - started > limit:
-                return None
+                except OSError:
+                    return time.monotonic() - started
+        if time.monotonic() - started > limit:
+            return None
     raise AssertionError("the drip ended before the limit")
 
 
@@ -222,14 +352,14 @@ def post_body(port: int, body: bytes) -> Any:
     return json.loads(data.partition(b"\r\n\r\n")[2])
 
 
-def send_request(sock: socket.socket, scheme: str, body: bytes) -> None:
-    """Write one JSON-RPC text on ``sock``: a line over TCP, a POST (kept alive) over HTTP;
-    the answer is left to the caller to read."""
+def send_request(sock: socket.socket, scheme: str, body: bytes, host: str = "127.0.0.1") -> None:
+    """Write one JSON-RPC text on ``sock``: a line over TCP, a POST (kept alive, with
+    ``Host: host``) over HTTP; the answer is left to the caller to read."""
     if scheme == "tcp":
         sock.sendall(body + b"\n")
     else:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
 
 def http_answer(sock: socket.socket) -> tuple[int, bytes]:
@@ -247,6 +377,13 @@ def http_answer(sock: socket.socket) -> tuple[int, bytes]:
         assert chunk, "closed in the middle of an answer"
         rest += chunk
     return int(head.split(b" ")[1]), rest[:length]
+
+
+def http_call(sock: socket.socket, obj: Any, host: str = "127.0.0.1") -> tuple[int, bytes]:
+    """POST one JSON-RPC text on the kept-alive connection ``sock`` (``Host: host``): the
+    answer's status and body."""
+    send_request(sock, "http", json.dumps(obj).encode(), host)
+    return http_answer(sock)
 
 
 #: A peer that writes the number of every job:n it gets to a file, with no buffer in the

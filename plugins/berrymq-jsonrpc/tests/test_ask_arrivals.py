@@ -4,40 +4,18 @@ has to it (SPEC 7: a message is delivered once per node). Real loopback sockets.
 
 from __future__ import annotations
 
-import json
-import socket
 import threading
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from probe_tools import http_post, open_socket, port_of, request, tcp_call
 
 from berrymq.bus import Bus
 from berrymq.message import Message
 from berrymq.stats import stats_for
 
 WAIT = 10.0
-
-
-def tcp_call(url: str, method: str, params: dict[str, Any]) -> Any:
-    """One request on a fresh TCP connection to ``url`` (tcp://host:port); its answer."""
-    host, port = url.removeprefix("tcp://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), WAIT) as sock:
-        sock.settimeout(WAIT)
-        request = {"jsonrpc": "2.0", "method": method, "params": params, "id": 1}
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        with sock.makefile("rb") as lines:
-            return json.loads(lines.readline())
-
-
-def http_call(url: str, method: str, params: dict[str, Any]) -> Any:
-    request = {"jsonrpc": "2.0", "method": method, "params": params, "id": 1}
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    post = urllib.request.Request(url + "/", data=json.dumps(request).encode(),
-                                  headers={"Content-Type": "application/json"})
-    with opener.open(post, timeout=WAIT) as answer:
-        return json.loads(answer.read())
 
 
 def asks_in(bus: Bus) -> tuple[int, list[str]]:
@@ -54,10 +32,10 @@ def test_an_ask_over_raw_tcp_and_http_is_counted_as_a_message_in(
     http = bus.transport("http").listen("http://127.0.0.1:0")
     params: dict[str, Any] = {"args": [1]} if timeout is None else {"args": [1], "timeout": timeout}
     before, _ = asks_in(bus)
-    answer = tcp_call(tcp, "ask", {"identifier": "probe:tcp", **params})
+    answer = tcp_call(open_socket(port_of(tcp)), request("ask", {"identifier": "probe:tcp", **params}))
     assert answer["result"][0]["value"] == 2, answer
     assert asks_in(bus)[0] == before + 1
-    answer = http_call(http, "ask", {"identifier": "probe:http", **params})
+    answer = http_post(port_of(http), request("ask", {"identifier": "probe:http", **params}))
     assert answer["result"][0]["value"] == 2, answer
     count, recent = asks_in(bus)
     assert count == before + 2
@@ -71,7 +49,8 @@ def test_an_ask_answered_by_its_timer_is_counted_once(bus_factory: Callable[...,
     bus.subscribe("slow:*", lambda message: release.wait(WAIT), weak=False)
     tcp = bus.transport("tcp").listen("tcp://127.0.0.1:0")
     try:
-        answer = tcp_call(tcp, "ask", {"identifier": "slow:x", "timeout": 0.2})
+        asked = request("ask", {"identifier": "slow:x", "timeout": 0.2})
+        answer = tcp_call(open_socket(port_of(tcp)), asked)
     finally:
         release.set()
     assert answer["result"][0]["error"]["type"] == "TimeoutError", answer

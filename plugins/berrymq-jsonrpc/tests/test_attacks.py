@@ -312,7 +312,8 @@ def test_slow_drips_are_closed_by_the_whole_request_deadline(
     closed: dict[str, float | None] = {}
 
     def run(name: str, port: int, data: bytes) -> None:
-        closed[name] = drip(port, data, 1.0, limit=8.0)  # 1 byte/s: no read waits 2 s
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+            closed[name] = drip(sock, data, 1.0, limit=8.0)  # 1 byte/s: no read waits 2 s
 
     threads = [threading.Thread(target=run, args=("tcp line", tcp, line)),
                threading.Thread(target=run, args=("http header", http, head))]

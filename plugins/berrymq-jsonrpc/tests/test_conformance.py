@@ -1,5 +1,5 @@
-"""Raw JSON-RPC 2.0 against real berryMQ servers, with clients written here from the
-protocol alone: ``http.client`` for HTTP, a bare socket for TCP. Every case of issue 3
+"""Raw JSON-RPC 2.0 against real berryMQ servers, with clients written from the
+protocol alone (probe_tools.Raw: ``http.client`` for HTTP, a bare socket for TCP). Every case of issue 3
 points 3 and 4 on the wire, the application error codes and the safety limits."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
-from probe_tools import TOKEN
+from probe_tools import TOKEN, Raw
 
 import berrymq
 from berrymq.bus import Bus
@@ -22,82 +22,12 @@ from berrymq.bus import Bus
 SCHEMES = ["tcp", "http"]
 
 
-def notifications_only(data: bytes) -> bool:
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError):  # not JSON, or nested deeper than json takes
-        return False
-    members = obj if isinstance(obj, list) and obj else [obj]
-    return all(isinstance(m, dict) and "method" in m and "id" not in m for m in members)
-
-
-class Raw:
-    """A minimal client: send a text, get the parsed answer or None (no answer)."""
-
-    def __init__(self, scheme: str, port: int) -> None:
-        self.scheme = scheme
-        self.port = port
-        if scheme == "tcp":
-            self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-            self.reader = self.sock.makefile("rb")
-        else:
-            self.http = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        self.status = 0
-
-    def send(self, text: str | bytes) -> Any:
-        data = text.encode() if isinstance(text, str) else text
-        if self.scheme == "tcp":
-            self.sock.sendall(data + b"\n")
-            if not notifications_only(data):
-                return json.loads(self.reader.readline())
-            # a probe after it: if the next line answers the probe, the text got no answer
-            self.sock.sendall(b'{"jsonrpc":"2.0","method":"nope","id":"probe"}\n')
-            first = json.loads(self.reader.readline())
-            if isinstance(first, dict) and first.get("id") == "probe":
-                return None
-            probe = json.loads(self.reader.readline())
-            assert probe["id"] == "probe"
-            return first
-        self.http.request("POST", "/", data, {"Content-Type": "application/json"})
-        response = self.http.getresponse()
-        body = response.read()
-        self.status = response.status
-        if response.status == 204:
-            assert body == b""
-            return None
-        assert response.getheader("Content-Type") == "application/json"
-        return json.loads(body)
-
-    def call(self, method: str, params: Any = None, id: Any = 1) -> Any:
-        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": id}
-        if params is not None:
-            request["params"] = params
-        return self.send(json.dumps(request))
-
-    def result(self, method: str, params: Any = None) -> Any:
-        reply = self.call(method, params)
-        assert "error" not in reply, reply
-        return reply["result"]
-
-    def error(self, method: str, params: Any = None) -> dict[str, Any]:
-        reply = self.call(method, params)
-        assert "result" not in reply, reply
-        return reply["error"]  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        if self.scheme == "tcp":
-            self.reader.close()
-            self.sock.close()
-        else:
-            self.http.close()
-
-
 @pytest.fixture
 def raw() -> Iterator[Callable[[str, int], Raw]]:
     clients: list[Raw] = []
 
     def connect(scheme: str, port: int) -> Raw:
-        client = Raw(scheme, port)
+        client = Raw(port, scheme=scheme)
         clients.append(client)
         return client
 
@@ -124,16 +54,16 @@ INVALID = {"code": -32600, "message": "Invalid Request"}
 
 def test_parse_error(node: Setup) -> None:
     _, rpc = node
-    assert rpc.send('{"jsonrpc": "2.0", "method"') == {
+    assert rpc.exchange('{"jsonrpc": "2.0", "method"') == {
         "jsonrpc": "2.0", "error": {"code": -32700, "message": "Parse error"}, "id": None}
-    assert rpc.send(b'{"jsonrpc":"2.0","method":"x\xff","id":1}')["error"]["code"] == -32700
+    assert rpc.exchange(b'{"jsonrpc":"2.0","method":"x\xff","id":1}')["error"]["code"] == -32700
 
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_numbers_are_refused(node: Setup, number: str) -> None:
     _, rpc = node
     text = '{"jsonrpc":"2.0","method":"connect_oneway","params":{"ttl":' + number + '},"id":1}'
-    assert rpc.send(text)["error"]["code"] == -32700
+    assert rpc.exchange(text)["error"]["code"] == -32700
 
 
 @pytest.mark.parametrize("text", [b"[" * 100_000 + b"]" * 100_000,
@@ -144,7 +74,7 @@ def test_deeply_nested_json_is_a_parse_error(node: Setup, text: bytes) -> None:
     error = {"code": -32700, "message": "Parse error", "data": {
         "limit": 128, "detail": "the text nests arrays and objects more than 128 levels deep, "
                                 "the limit"}}
-    assert rpc.send(text) == {"jsonrpc": "2.0", "error": error, "id": None}
+    assert rpc.exchange(text) == {"jsonrpc": "2.0", "error": error, "id": None}
     assert TOKEN.fullmatch(rpc.result("connect_oneway"))  # and the connection goes on
 
 
@@ -156,7 +86,7 @@ def test_an_integer_of_more_digits_than_python_reads_is_a_parse_error_naming_the
     text = '{"jsonrpc":"2.0","method":"connect_oneway","params":{"ttl":' + "1" * 5000 + '},"id":1}'
     error = {"code": -32700, "message": "Parse error", "data": {
         "limit": 4300, "detail": "the text holds an integer of more than 4300 digits, the limit"}}
-    assert rpc.send(text) == {"jsonrpc": "2.0", "error": error, "id": None}
+    assert rpc.exchange(text) == {"jsonrpc": "2.0", "error": error, "id": None}
     assert TOKEN.fullmatch(rpc.result("connect_oneway"))  # and the connection goes on
 
 
@@ -197,18 +127,18 @@ def test_invalid_requests_say_what_is_wrong(node: Setup, request_: Any, problem:
     what to change (data names the problem, in our own words)."""
     _, rpc = node
     with caplog.at_level(logging.WARNING):
-        assert rpc.send(json.dumps(request_)) == invalid(problem)
+        assert rpc.exchange(json.dumps(request_)) == invalid(problem)
     assert not [r for r in caplog.records if r.exc_info], caplog.text  # no traceback either
 
 
 def test_empty_batch_is_one_invalid_request(node: Setup) -> None:
     _, rpc = node
-    assert rpc.send("[]") == invalid("an empty batch: send at least one request")
+    assert rpc.exchange("[]") == invalid("an empty batch: send at least one request")
 
 
 def test_batch_of_three_non_requests_gives_three_errors(node: Setup) -> None:
     _, rpc = node
-    assert rpc.send("[1,2,3]") == [invalid(NOT_AN_OBJECT)] * 3
+    assert rpc.exchange("[1,2,3]") == [invalid(NOT_AN_OBJECT)] * 3
 
 
 @pytest.mark.parametrize("waits", ["ask", "get"])
@@ -224,8 +154,8 @@ def test_a_batch_nested_in_a_batch_is_an_invalid_request_even_when_it_would_wait
     inner = ({"jsonrpc": "2.0", "method": "ask", "params": {"identifier": "price:quote"}, "id": 1}
              if waits == "ask" else
              {"jsonrpc": "2.0", "method": "get", "params": {"token": token, "timeout": 1}, "id": 1})
-    assert rpc.send(json.dumps([[inner]])) == [invalid(NOT_AN_OBJECT)]
-    assert rpc.send(json.dumps([{"jsonrpc": "2.0", "method": "connect_oneway", "id": 2},
+    assert rpc.exchange(json.dumps([[inner]])) == [invalid(NOT_AN_OBJECT)]
+    assert rpc.exchange(json.dumps([{"jsonrpc": "2.0", "method": "connect_oneway", "id": 2},
                                 [inner]]))[1] == invalid(NOT_AN_OBJECT)
     assert not asked
     assert rpc.result("get_nowait", {"token": token}) == ["nb:m", [0], {}]  # still queued
@@ -242,7 +172,7 @@ def test_mixed_batch_runs_its_valid_members_and_never_answers_notifications(node
          "params": {"token": token, "identifier": "log:b", "args": [2], "kwargs": {}}, "id": "b"},
         {"jsonrpc": "2.0", "method": "no_such_method", "id": 9},
     ]
-    assert rpc.send(json.dumps(batch)) == [
+    assert rpc.exchange(json.dumps(batch)) == [
         invalid(NOT_AN_OBJECT),
         {"jsonrpc": "2.0", "result": "ok", "id": "b"},
         {"jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found",
@@ -257,11 +187,11 @@ def test_notifications_and_batches_of_notifications_get_no_answer(node: Setup) -
     token = rpc.result("connect_oneway")
     note = {"jsonrpc": "2.0", "method": "send_message",
             "params": {"token": token, "identifier": "log:n", "args": [0], "kwargs": {}}}
-    assert rpc.send(json.dumps(note)) is None
+    assert rpc.exchange(json.dumps(note)) is None
     batch = [dict(note, params=dict(note["params"], args=[i])) for i in (1, 2)]
-    assert rpc.send(json.dumps(batch)) is None
+    assert rpc.exchange(json.dumps(batch)) is None
     # even a failing notification is not answered
-    assert rpc.send(json.dumps({"jsonrpc": "2.0", "method": "get_nowait",
+    assert rpc.exchange(json.dumps({"jsonrpc": "2.0", "method": "get_nowait",
                                 "params": {"token": token}})) is None
     assert [received.get(timeout=5).args[0] for _ in range(3)] == [0, 1, 2]
 
@@ -304,7 +234,7 @@ def test_error_data_never_holds_exception_text(node: Setup) -> None:
 def test_response_ids_are_echoed(node: Setup) -> None:
     _, rpc = node
     for given in ("a-string", "", None, 7.5, 7, -1, 123456789012345678901234567890):
-        reply = rpc.call("connect_oneway", None, id=given)
+        reply = rpc.reply("connect_oneway", None, id=given)
         assert reply["id"] == given and type(reply["id"]) is type(given), (given, reply)
 
 
@@ -317,7 +247,7 @@ def test_huge_numbers_and_duplicate_keys(node: Setup) -> None:
                                        "args": [big, 1e308, -0.0]}) == "ok"
     assert received.get(timeout=5).args == (big, 1e308, -0.0)
     # a duplicate key: a well-defined answer (the last one wins, or an error), no crash
-    reply = rpc.send(b'{"jsonrpc":"2.0","method":"connect_oneway","params":{"ttl":60},'
+    reply = rpc.exchange(b'{"jsonrpc":"2.0","method":"connect_oneway","params":{"ttl":60},'
                      b'"id":8,"id":9}')
     assert reply["id"] in (8, 9, None) and ("result" in reply) != ("error" in reply), reply
 
@@ -530,7 +460,7 @@ def test_non_loopback_bind_needs_a_secret(scheme: str, bus_factory: Callable[...
     secured = bus_factory(**{f"jsonrpc-{scheme}": {"secret": "shared"}})
     url = secured.transport(scheme).listen(f"{scheme}://0.0.0.0:0")
     port = int(url.rsplit(":", 1)[1])
-    rpc = Raw(scheme, port)
+    rpc = Raw(port, scheme=scheme)
     try:
         assert rpc.error("connect_oneway")["code"] == p.UNAUTHORISED
         assert rpc.result("connect_oneway", {"secret": "shared"})
@@ -549,7 +479,7 @@ def test_secret_from_the_environment(bus_factory: Callable[..., Bus],
     monkeypatch.setenv(p.SECRET_ENV_VAR, "from-env")
     bus = bus_factory()
     url = bus.transport("tcp").listen("tcp://0.0.0.0:0")
-    rpc = Raw("tcp", int(url.rsplit(":", 1)[1]))
+    rpc = Raw(int(url.rsplit(":", 1)[1]))
     try:
         assert rpc.error("connect_oneway")["code"] == p.UNAUTHORISED
         assert rpc.result("connect_oneway", {"secret": "from-env"})
@@ -620,8 +550,8 @@ def test_max_size_is_the_largest_request_taken(
             assert json.loads(read_to_close(sock)) == too_large
     else:
         exact = raw(scheme, port)
-        assert exact.send(sized(2048))["error"]["code"] == -32601
-        assert exact.send(sized(2049)) == too_large and exact.status == 413
+        assert exact.exchange(sized(2048))["error"]["code"] == -32601
+        assert exact.exchange(sized(2049)) == too_large and exact.status == 413
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
                          b"\r\nContent-Length: 99999999999999\r\n\r\n")  # and never sent
@@ -646,7 +576,7 @@ def test_a_message_is_measured_in_the_utf8_bytes_that_cross(
     text = "é" * 1500
     request = {"jsonrpc": "2.0", "method": "send_message", "id": 2,
                "params": {"token": token, "identifier": "big:x", "args": [text]}}
-    assert client.send(json.dumps(request, ensure_ascii=False)) == {
+    assert client.exchange(json.dumps(request, ensure_ascii=False)) == {
         "jsonrpc": "2.0", "result": "ok", "id": 2}
     assert client.result("get_nowait", {"token": token}) == ["big:x", [text], {}]
     assert arrived.get(timeout=10).args == (text,)
@@ -709,11 +639,11 @@ def test_closing_the_bus_stops_its_servers(scheme: str,
     bus = bus_factory()
     url = bus.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
     port = int(url.rsplit(":", 1)[1])
-    rpc = Raw(scheme, port)  # an open keep-alive connection is cut as well
+    rpc = Raw(port, scheme=scheme)  # an open keep-alive connection is cut as well
     assert rpc.result("connect_oneway")
     bus.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
     with pytest.raises((OSError, ValueError, http.client.HTTPException)):
-        rpc.call("connect_oneway")
+        rpc.reply("connect_oneway")
     rpc.close()

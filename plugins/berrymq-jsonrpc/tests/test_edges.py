@@ -19,21 +19,13 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.sessions import WAIT_THREADS
 from helpers import required_program
-from probe_tools import TOKEN, Raw, http_post, post_body, send_request
-from probe_tools import request as request_object
+from probe_tools import TOKEN, Raw, http_post, post_body, request, request_text, send_request
 
 import berrymq
 from berrymq.bus import Bus
 
 SCHEMES = ["tcp", "http"]
 WAIT = 10.0
-
-
-def request(method: str, params: dict[str, Any] | list[Any], id: int | None = 1) -> bytes:
-    obj: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
-    if id is not None:
-        obj["id"] = id
-    return json.dumps(obj).encode()
 
 
 def half_closed(port: int, data: bytes) -> list[dict[str, Any]]:
@@ -51,7 +43,7 @@ def half_closed(port: int, data: bytes) -> list[dict[str, Any]]:
 def one_call(scheme: str, port: int, method: str, params: dict[str, Any] | list[Any]) -> Any:
     """One request on a connection of its own, closed after the answer (as jayson's TCP
     client and curl do)."""
-    body = request(method, params)
+    body = request_text(method, params)
     if scheme == "tcp":
         [reply] = half_closed(port, body + b"\n")
     else:
@@ -62,11 +54,11 @@ def one_call(scheme: str, port: int, method: str, params: dict[str, Any] | list[
 
 #: A blocking ``get`` as a client may write it: by name, by position, or in a batch.
 GET_FORMS: dict[str, Callable[[str, float], bytes]] = {
-    "by-name": lambda token, timeout: request("get", {"token": token, "timeout": timeout}),
-    "by-position": lambda token, timeout: request("get", [token, True, timeout]),
+    "by-name": lambda token, timeout: request_text("get", {"token": token, "timeout": timeout}),
+    "by-position": lambda token, timeout: request_text("get", [token, True, timeout]),
     "in-a-batch": lambda token, timeout: (  # beside a request that does not wait
-        b"[" + request("get", {"token": token, "timeout": timeout}) + b","
-        + request("network", {}, id=2) + b"]"),
+        b"[" + request_text("get", {"token": token, "timeout": timeout}) + b","
+        + request_text("network", {}, id=2) + b"]"),
     "json-rpc-1.0": lambda token, timeout: json.dumps(  # the original's clients: no "jsonrpc"
         {"method": "get", "params": [token, True, timeout], "id": 1}).encode(),
 }
@@ -96,8 +88,8 @@ def test_a_blocking_get_half_closed_on_an_empty_queue_is_answered_empty_at_once(
     token = one_call("tcp", port, "connect_via_queue", {"identifier": "hc:*"})
     bus.twitter("hc:first", 1)
     started = time.monotonic()
-    first, second = half_closed(port, request("get", {"token": token, "timeout": WAIT}, 1)
-                                + b"\n" + request("get", {"token": token, "timeout": WAIT}, 2)
+    first, second = half_closed(port, request_text("get", {"token": token, "timeout": WAIT}, 1)
+                                + b"\n" + request_text("get", {"token": token, "timeout": WAIT}, 2)
                                 + b"\n")
     assert time.monotonic() - started < WAIT / 2
     assert first["result"] == ["hc:first", [1], {}]  # queued when asked for: its answer
@@ -117,7 +109,7 @@ def test_interconnect_takes_the_original_host_port_pair_as_its_address(
         assert TOKEN.fullmatch(one_call(scheme, port, "interconnect", params))
     bus.twitter("news:flash", 1)
     assert got.get(timeout=WAIT).args == (1,)
-    body = request("interconnect", {"addr": ["127.0.0.1"], "token": peer_token})
+    body = request_text("interconnect", {"addr": ["127.0.0.1"], "token": peer_token})
     bad = post_body(port, body) if scheme == "http" else half_closed(port, body + b"\n")[0]
     assert bad["error"]["code"] == p.INVALID_PARAMS
     assert "[host, port]" in bad["error"]["data"]
@@ -128,11 +120,11 @@ def test_a_half_closed_tcp_request_is_answered_before_the_close(
     bus, port = server("tcp")
     received = berrymq.Queue("half:*", bus=bus)
     for round_ in range(40):
-        [reply] = half_closed(port, request("connect_oneway", {}, id=round_) + b"\n")
+        [reply] = half_closed(port, request_text("connect_oneway", {}, id=round_) + b"\n")
         assert reply["id"] == round_ and isinstance(reply["result"], str)
     # several requests, the last one without its newline: all answered, in order
     token = one_call("tcp", port, "connect_oneway", {})
-    lines = [request("send_message", {"token": token, "identifier": "half:x", "args": [i]},
+    lines = [request_text("send_message", {"token": token, "identifier": "half:x", "args": [i]},
                      id=i) for i in range(5)]
     replies = half_closed(port, b"\n".join(lines))
     assert [r["id"] for r in replies] == list(range(5))
@@ -218,7 +210,7 @@ def test_messages_answered_ok_are_delivered_before_the_bus_closes(
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
         answers = Answers(sock, scheme)
         for i in range(200):
-            send_request(sock, scheme, request("send_message", {
+            send_request(sock, scheme, request_text("send_message", {
                 "token": token, "identifier": "slow:x", "args": [i]}, id=i))
             assert answers.next()["result"] == "ok"
     assert got == []  # the first receiver holds the lane: the rest waits behind it
@@ -240,7 +232,7 @@ def wait_threads_busy(bus: Bus, port: int, scheme: str) -> Iterator[None]:
     try:
         for i in range(WAIT_THREADS):
             sock = socket.create_connection(("127.0.0.1", tcp_port), timeout=WAIT)
-            sock.sendall(request("ask", {"identifier": "hold:on", "timeout": WAIT}, id=i) + b"\n")
+            sock.sendall(request_text("ask", {"identifier": "hold:on", "timeout": WAIT}, id=i) + b"\n")
             holders.append(sock)
         yield
     finally:
@@ -293,7 +285,7 @@ def test_a_blocking_get_that_is_refused_needs_no_thread(
                 assert reply["error"]["code"] == p.UNKNOWN_TOKEN, reply
         with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
             # a token that is no string at all (and cannot be looked up): Invalid params
-            send_request(sock, scheme, request("get", {"token": [1], "timeout": WAIT}))
+            send_request(sock, scheme, request_text("get", {"token": [1], "timeout": WAIT}))
             assert Answers(sock, scheme).next()["error"]["code"] == p.INVALID_PARAMS
 
 
@@ -308,8 +300,8 @@ def test_an_ask_in_a_batch_is_answered_by_its_timeout(
     bus.subscribe("late:answer", lambda message: 1, weak=False)
     bus.subscribe("late:answer", lambda message: release.wait(3 * WAIT), weak=False)
     token = one_call(scheme, port, "connect_oneway", {"ttl": 60})
-    batch = (b"[" + request("ask", {"identifier": "late:answer", "timeout": 0.5}) + b","
-             + request("send_message", {"token": token, "identifier": "late:news"}, id=2)
+    batch = (b"[" + request_text("ask", {"identifier": "late:answer", "timeout": 0.5}) + b","
+             + request_text("send_message", {"token": token, "identifier": "late:news"}, id=2)
              + b"]")
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
@@ -320,7 +312,7 @@ def test_an_ask_in_a_batch_is_answered_by_its_timeout(
         assert first == {"value": 1}
         assert late["error"]["type"] == "TimeoutError" and not release.is_set()
         # a batch of nothing but requests that may wait
-        nobody = request("ask", {"identifier": "no:one", "timeout": 0.5})
+        nobody = request_text("ask", {"identifier": "no:one", "timeout": 0.5})
         with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
             send_request(sock, scheme, b"[" + nobody + b"," + nobody.replace(b'"id": 1', b'"id": 2')
                          + b"]")
@@ -332,7 +324,7 @@ def test_an_ask_in_a_batch_is_answered_by_its_timeout(
 
 def quick_call(scheme: str, port: int, method: str, params: dict[str, Any]) -> Any:
     """As :func:`one_call`, the whole answer (a result or an error)."""
-    body = request(method, params)
+    body = request_text(method, params)
     return half_closed(port, body + b"\n")[0] if scheme == "tcp" else post_body(port, body)
 
 
@@ -384,12 +376,12 @@ def test_a_quick_request_comes_after_what_its_connection_sent_before(
     queue_token = one_call(scheme, port, "connect_via_queue", {"identifier": "relay:done"})
     token = one_call(scheme, port, "connect_oneway", {"ttl": 60})
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-        sent = request("send_message", {"token": token, "identifier": "relay:start",
+        sent = request_text("send_message", {"token": token, "identifier": "relay:start",
                                         "args": [7]})
         send_request(sock, scheme, sent)
         answers = Answers(sock, scheme)
         assert answers.next()["result"] == "ok"
-        send_request(sock, scheme, request("get_nowait", {"token": queue_token}, id=2))
+        send_request(sock, scheme, request_text("get_nowait", {"token": queue_token}, id=2))
         assert started.wait(WAIT)
         release.set()
         assert answers.next()["result"] == ["relay:done", [7], {}]
@@ -514,9 +506,9 @@ def test_curl_as_a_client(server: Callable[[str], tuple[Bus, int]]) -> None:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    answer = curl("--data", request("connect_oneway", {"ttl": 60}).decode())
+    answer = curl("--data", request_text("connect_oneway", {"ttl": 60}).decode())
     assert TOKEN.fullmatch(json.loads(answer)["result"]), answer
-    note = request("no_such", {}, id=None).decode()  # a notification: 204, no body
+    note = request_text("no_such", {}, id=None).decode()  # a notification: 204, no body
     assert curl("-o", "/dev/null", "-w", "%{http_code}", "--data", note) == "204"
 
 
@@ -532,9 +524,9 @@ def test_an_integer_beyond_a_floats_range_is_taken_as_a_large_number(
     answered), and a ttl was an Internal error, each with a traceback in the log, before
     the secret was checked. They meet the bounds 1e308 meets."""
     _, port = server(scheme)
-    big_ask = request_object("ask", {"identifier": "nobody:x", "timeout": BEYOND_FLOATS}, 1)
-    big_ttl = request_object("connect_oneway", {"ttl": BEYOND_FLOATS}, 2)
-    after = request_object("ask", {"identifier": "nobody:x"}, 3)
+    big_ask = request("ask", {"identifier": "nobody:x", "timeout": BEYOND_FLOATS}, 1)
+    big_ttl = request("connect_oneway", {"ttl": BEYOND_FLOATS}, 2)
+    after = request("ask", {"identifier": "nobody:x"}, 3)
     if scheme == "tcp":
         raw = Raw(port)
         try:
@@ -560,7 +552,7 @@ def test_a_request_after_a_byte_order_mark_is_served(
     """A file saved with a UTF-8 BOM and sent as it is (curl --data-binary @req.json,
     socat): RFC 8259 lets a parser ignore the mark; it was a Parse error."""
     _, port = server(scheme)
-    body = b"\xef\xbb\xbf" + request("ask", {"identifier": "nobody:x"}, 7)
+    body = b"\xef\xbb\xbf" + request_text("ask", {"identifier": "nobody:x"}, 7)
     if scheme == "tcp":
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(body + b"\n")

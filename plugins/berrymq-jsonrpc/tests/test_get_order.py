@@ -13,16 +13,12 @@ from typing import Any
 
 import pytest
 from helpers import serve
-from probe_tools import http_answer, send_request
+from probe_tools import http_answer, request_text, send_request
 
 from berrymq.bus import Bus
 
 WAIT = 10.0
 GETS = 6
-
-
-def rpc(method: str, id: Any, **params: Any) -> bytes:
-    return json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": id}).encode()
 
 
 class Client:
@@ -58,8 +54,8 @@ def _node_with_queue(bus_factory: Callable[..., Bus], scheme: str
     """A node, a queue session on it (``order:*``), a oneway session, and a client."""
     bus, port = serve(bus_factory, scheme)
     client = Client(scheme, port)
-    queue = client.call(rpc("connect_via_queue", 1, identifier="order:*", ttl=60))
-    oneway = client.call(rpc("connect_oneway", 2, ttl=60))
+    queue = client.call(request_text("connect_via_queue", {"identifier": "order:*", "ttl": 60}, 1))
+    oneway = client.call(request_text("connect_oneway", {"ttl": 60}, 2))
     return bus, port, queue, oneway, client
 
 
@@ -73,11 +69,11 @@ def test_blocking_gets_on_one_queue_take_its_messages_in_the_order_they_came(
     getters = [Client(scheme, port) for _ in range(GETS)]
     try:
         for i, getter in enumerate(getters):
-            getter.send(rpc("get", f"g{i}", token=queue, timeout=WAIT))
+            getter.send(request_text("get", {"token": queue, "timeout": WAIT}, f"g{i}"))
             wait_for(lambda i=i: store.waiting == i + 1, WAIT, f"get {i} to wait")
         for i in range(GETS):
-            assert client.call(rpc("send_message", f"s{i}", token=oneway,
-                                   identifier="order:x", args=[i])) == "ok"
+            assert client.call(request_text("send_message", {
+                "token": oneway, "identifier": "order:x", "args": [i]}, f"s{i}")) == "ok"
         assert [getter.answer()["result"] for getter in getters] == [
             ["order:x", [i], {}] for i in range(GETS)]
     finally:
@@ -92,12 +88,12 @@ def test_gets_pipelined_on_one_connection_take_messages_in_their_order(
     store = bus.transport("tcp").service.sessions[queue].queue  # type: ignore[attr-defined]
     getter = Client("tcp", port)
     try:
-        getter.send(b"\n".join(rpc("get", f"g{i}", token=queue, timeout=WAIT)
+        getter.send(b"\n".join(request_text("get", {"token": queue, "timeout": WAIT}, f"g{i}")
                                for i in range(GETS)))
         wait_for(lambda: store.waiting == GETS, WAIT, "every get to wait")
         for i in range(GETS):
-            client.call(rpc("send_message", f"s{i}", token=oneway, identifier="order:x",
-                            args=[i]))
+            client.call(request_text("send_message", {
+                "token": oneway, "identifier": "order:x", "args": [i]}, f"s{i}"))
         answers = {answer["id"]: answer["result"]
                    for answer in (getter.answer() for _ in range(GETS))}
         assert answers == {f"g{i}": ["order:x", [i], {}] for i in range(GETS)}

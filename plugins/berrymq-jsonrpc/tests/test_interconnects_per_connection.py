@@ -21,7 +21,7 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.status import status_snapshot
 from helpers import serve
-from probe_tools import OPEN_SOCKETS, http_answer, open_socket, request, send_request, tcp_call
+from probe_tools import OPEN_SOCKETS, http_call, open_socket, request, tcp_call
 
 from berrymq.bus import Bus
 from berrymq.errors import SettingsError
@@ -126,17 +126,11 @@ def test_http_interconnections_of_one_connection_each_call_back_apart(
     body_of = request("interconnect", {
         "addr": f"http://127.0.0.1:{callback_port}", "token": "t" * 43, "ttl": 60}, 1)
     for _ in range(p.DEFAULT_MAX_INTERCONNECTS_PER_CONNECTION + 1):
-        answer = http_call(sock, body_of)
+        answer = json.loads(http_call(sock, body_of)[1])
         assert type(answer["result"]) is str, answer
     links = [s.link for s in service.sessions.values()]
     assert len({id(link.channel) for link in links}) == len(links) == 17
     assert all(s.sends_on is None for s in service.sessions.values())
-
-
-def http_call(sock: socket.socket, obj: Any) -> Any:
-    """One POST on the kept-alive connection ``sock``, the answer's body parsed."""
-    send_request(sock, "http", json.dumps(obj).encode())
-    return json.loads(http_answer(sock)[1])
 
 
 def test_a_peer_that_answers_the_nodes_messages_with_an_error_loses_its_connection(

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import resource
-import select
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from berrymq_jsonrpc.sessions import ENTRY_OVERHEAD, SessionQueue
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
 from berrymq_jsonrpc_tcp import calls as tcp_calls
 from helpers import serve
-from probe_tools import OPEN_SOCKETS, WAIT, http_answer, open_socket, request, tcp_call
+from probe_tools import OPEN_SOCKETS, WAIT, drip, http_call, open_socket, request, tcp_call
 from prometheus_client.parser import text_string_to_metric_families
 
 from berrymq.bursts import BurstLog
@@ -48,18 +47,10 @@ def read_all(sock: socket.socket) -> bytes:
         chunks.append(data)
 
 
-def http_post(sock: socket.socket, obj: Any, host: str = "127.0.0.1") -> tuple[int, bytes]:
-    body = json.dumps(obj).encode()
-    sock.sendall(b"POST / HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Type: "
-                 b"application/json\r\nContent-Length: " + str(len(body)).encode()
-                 + b"\r\n\r\n" + body)
-    return http_answer(sock)
-
-
 def call(scheme: str, sock: socket.socket, obj: Any) -> Any:
     if scheme == "tcp":
         return tcp_call(sock, obj)
-    status, body = http_post(sock, obj)
+    status, body = http_call(sock, obj)
     assert status == 200, body
     return json.loads(body)
 
@@ -463,32 +454,6 @@ def test_no_callback_without_the_secret(bus_factory: Factory) -> None:
 # -- 3. a deadline for a whole request -------------------------------------------------------
 
 
-def drip(sock: socket.socket, data: bytes, every: float, limit: float) -> float | None:
-    """Send ``data`` one byte every ``every`` seconds; the seconds until the server closed
-    the connection, or None if it was still open after ``limit`` seconds."""
-    started = time.monotonic()
-    sock.setblocking(False)
-    for byte in data:
-        try:
-            sock.send(bytes([byte]))
-        except (BrokenPipeError, ConnectionResetError):
-            return time.monotonic() - started
-        ready, _, _ = select.select([sock], [], [], every)  # the pace, and the close
-        if ready:
-            try:
-                while sock.recv(65536):
-                    pass
-            except BlockingIOError:
-                pass  # an answer came (HTTP 408, say) but not the close yet
-            except ConnectionResetError:
-                return time.monotonic() - started
-            else:
-                return time.monotonic() - started
-        if time.monotonic() - started > limit:
-            return None
-    raise AssertionError("the drip ended before the limit")
-
-
 _HEAD = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
 
@@ -527,10 +492,10 @@ def test_host_header_of_posts_must_name_the_node(bus_factory: Factory) -> None:
     ping = request("get_nowait", {"token": "x" * 43})
     for host in ("127.0.0.1", f"127.0.0.1:{port}", f"localhost:{port}", "[::1]",
                  f"berry.example:{port}"):
-        status, body = http_post(open_socket(port), ping, host)
+        status, body = http_call(open_socket(port), ping, host)
         assert status == 200 and json.loads(body)["error"]["code"] == p.UNKNOWN_TOKEN, host
     for host in ("evil.example", f"evil.example:{port}", "127.0.0.2"):
-        status, body = http_post(open_socket(port), ping, host)
+        status, body = http_call(open_socket(port), ping, host)
         assert status == 421 and b"Host" in body and b"names" in body, host
 
 

@@ -21,7 +21,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.settings import SETTINGS, STREAM_SETTINGS
 from berrymq_jsonrpc.transport import RemoteConnection, RemoteTransport
 from helpers import serve
-from probe_tools import send_request, tcp_call
+from probe_tools import request, send_request, tcp_call
 
 import berrymq
 from berrymq.bus import Bus
@@ -246,10 +246,6 @@ def test_refusals_on_an_interconnection_are_counted_and_it_stays_open(
 
 
 # -- every refusal that comes from a setting names it -----------------------------------------
-
-
-def request(method: str, params: Any, id: Any = 1) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "method": method, "params": params, "id": id}
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "http"])

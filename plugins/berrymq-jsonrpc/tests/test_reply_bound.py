@@ -17,7 +17,7 @@ import berrymq_jsonrpc.monitor
 import pytest
 from berrymq_jsonrpc import protocol as p
 from helpers import serve
-from probe_tools import TOKEN, http_answer, send_request
+from probe_tools import TOKEN, http_answer, request, send_request
 
 import berrymq
 from berrymq.bus import Bus
@@ -29,15 +29,6 @@ MAX_SIZE = 65536
 LIMIT = 4 * MAX_SIZE  # the most bytes of one answer
 NOT_RUN = {"code": p.LIMIT_REACHED, "message": "Limit reached",
            "data": {"setting": "max_size", "limit": MAX_SIZE}}
-
-
-def rpc(method: str, id: Any = None, **params: Any) -> dict[str, Any]:
-    request: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-    if params:
-        request["params"] = params
-    if id is not None:
-        request["id"] = id
-    return request
 
 
 def compact(value: Any) -> bytes:
@@ -80,7 +71,7 @@ def node(request: pytest.FixtureRequest, bus_factory: Callable[..., Bus]) -> Ite
 def test_a_batch_of_network_calls_is_answered_within_the_limit(node: tuple[Bus, Wire]) -> None:
     # the report: a small request of many network calls, whose answers come to far more
     _, wire = node
-    batch = [rpc("network", id=i % 100) for i in range(1400)]  # 63 KB, a 600 KB answer
+    batch = [request("network", id=i % 100) for i in range(1400)]  # 63 KB, a 600 KB answer
     answer = wire.ask(batch)
     assert len(answer) <= LIMIT
     replies = json.loads(answer)
@@ -89,17 +80,17 @@ def test_a_batch_of_network_calls_is_answered_within_the_limit(node: tuple[Bus, 
     assert 0 < len(ran) < len(replies)
     assert replies[:len(ran)] == ran  # the members up to the limit ran, in order
     assert all(reply["error"] == NOT_RUN for reply in replies[len(ran):])
-    assert TOKEN.fullmatch(wire.result(rpc("connect_oneway", id=1)))  # and it serves on
+    assert TOKEN.fullmatch(wire.result(request("connect_oneway", id=1)))  # and it serves on
 
 
 def test_a_get_that_took_a_message_keeps_it_and_the_members_past_the_limit_do_not_run(
         node: tuple[Bus, Wire]) -> None:
     bus, wire = node
-    queue = wire.result(rpc("connect_via_queue", id=1, identifier="big:*", ttl=60))
+    queue = wire.result(request("connect_via_queue", {"identifier": "big:*", "ttl": 60}, 1))
     for i in range(6):
         bus.twitter("big:x", i, "x" * 60_000)
-    batch = [rpc("get_nowait", id=i, token=queue) for i in range(6)]
-    batch.append(rpc("send_message", id=6, token=queue, identifier="big:late", args=[]))
+    batch = [request("get_nowait", {"token": queue}, i) for i in range(6)]
+    batch.append(request("send_message", {"token": queue, "identifier": "big:late", "args": []}, 6))
     answer = wire.ask(batch)
     assert len(answer) <= LIMIT
     replies = json.loads(answer)
@@ -108,20 +99,20 @@ def test_a_get_that_took_a_message_keeps_it_and_the_members_past_the_limit_do_no
     assert [reply["error"] for reply in replies[4:]] == [NOT_RUN] * 3
     # nothing lost: the rest is still queued, and the send_message did not run
     for i in (4, 5):
-        assert wire.result(rpc("get_nowait", id=1, token=queue))[1][0] == i
-    assert json.loads(wire.ask(rpc("get_nowait", id=1, token=queue)))["error"]["code"] == p.EMPTY
+        assert wire.result(request("get_nowait", {"token": queue}, 1))[1][0] == i
+    assert json.loads(wire.ask(request("get_nowait", {"token": queue}, 1)))["error"]["code"] == p.EMPTY
 
 
 def test_a_batch_whose_errors_alone_would_pass_the_limit_runs_nothing(node: tuple[Bus, Wire]) -> None:
     _, wire = node
-    queue = wire.result(rpc("connect_via_queue", id=1, identifier="job:*", ttl=60))
-    sent = compact(rpc("send_message", token=queue, identifier="job:x"))
+    queue = wire.result(request("connect_via_queue", {"identifier": "job:*", "ttl": 60}, 1))
+    sent = compact(request("send_message", {"token": queue, "identifier": "job:x"}, id=None))
     body = b"[" + sent + b"," + b",".join([b"1"] * 30_000) + b"]"  # 60 KB, 2.4 MB of errors
     refusal = json.loads(wire.ask(body))
     assert refusal["id"] is None and refusal["error"]["code"] == p.LIMIT_REACHED
     assert refusal["error"]["data"]["setting"] == "max_size"
     assert "none was run" in refusal["error"]["data"]["detail"]
-    assert json.loads(wire.ask(rpc("get_nowait", id=1, token=queue)))["error"]["code"] == p.EMPTY
+    assert json.loads(wire.ask(request("get_nowait", {"token": queue}, 1)))["error"]["code"] == p.EMPTY
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -138,16 +129,17 @@ def test_one_answer_over_the_limit_gives_way_to_an_error_naming_it(
 
     bus.subscribe("big:reply", large, weak=False)
     wire = Wire(scheme, port)
-    error = json.loads(wire.ask(rpc("network", id=1)))["error"]
+    error = json.loads(wire.ask(request("network", id=1)))["error"]
     assert (error["code"], error["data"]["setting"], error["data"]["limit"]) == (p.LIMIT_REACHED, "max_size", 1024)
     assert "over 4096 bytes" in error["data"]["detail"]
     # a picture too big to answer: where it is served whole (berrymq graph prints this)
     assert error["data"]["detail"].endswith(
         "; GET /network on the node's HTTP port or --monitor address gives the picture whole")
-    error = json.loads(wire.ask(rpc("ask", id=2, identifier="big:reply", timeout=5)))["error"]
+    asked = request("ask", {"identifier": "big:reply", "timeout": 5}, 2)
+    error = json.loads(wire.ask(asked))["error"]
     assert error["code"] == p.LIMIT_REACHED and ran.is_set()
     assert error["data"]["detail"].startswith("its receivers ran (the message was delivered)")
-    assert TOKEN.fullmatch(wire.result(rpc("connect_oneway", id=3)))
+    assert TOKEN.fullmatch(wire.result(request("connect_oneway", id=3)))
     wire.close()
 
 
@@ -156,10 +148,10 @@ def test_a_message_no_client_could_get_is_refused_by_a_remote_queue_when_it_come
         scheme: str, bus_factory: Callable[..., Bus]) -> None:
     bus, port = serve(bus_factory, scheme, max_size=4096)
     wire = Wire(scheme, port)
-    queue = wire.result(rpc("connect_via_queue", id=1, identifier="big:*", ttl=60))
+    queue = wire.result(request("connect_via_queue", {"identifier": "big:*", "ttl": 60}, 1))
     with pytest.raises(berrymq.QueueFull, match=r"over 4096 bytes \(setting max_size\)"):
         bus.twitter("big:x", "x" * 10_000)  # from the node's own process: not a request
-    assert json.loads(wire.ask(rpc("get_nowait", id=1, token=queue)))["error"]["code"] == p.EMPTY
+    assert json.loads(wire.ask(request("get_nowait", {"token": queue}, 1)))["error"]["code"] == p.EMPTY
     wire.close()
 
 
@@ -182,7 +174,7 @@ def test_a_tcp_client_that_reads_no_answers_is_not_read_on(
         form: str, bus_factory: Callable[..., Bus], wait_for: Callable[..., Any]) -> None:
     bus, sock = _network_client(bus_factory, 4096)  # (what the kernel takes for it)
     with sock:
-        requests = [rpc("network", id=i) for i in range(500)]  # 15 MB of answers
+        requests = [request("network", id=i) for i in range(500)]  # 15 MB of answers
         sock.sendall(b"".join(compact(r if form == "alone" else [r]) + b"\n" for r in requests))
         channels = bus.transport("tcp")._servers[0].channels  # type: ignore[attr-defined]
         channel = wait_for(lambda: next(iter(channels), None), WAIT, "the node to accept")
@@ -211,7 +203,7 @@ def test_a_tcp_client_that_leaves_its_answers_unread_is_closed_at_read_timeout(
     HTTP client that does the same is closed at read_timeout."""
     bus, sock = _network_client(bus_factory, 4096, read_timeout=1)
     with sock, caplog.at_level("WARNING", logger="berrymq.remote.tcp"):
-        sock.sendall(b"".join(compact(rpc("network", id=i)) + b"\n" for i in range(500)))
+        sock.sendall(b"".join(compact(request("network", id=i)) + b"\n" for i in range(500)))
         channels = bus.transport("tcp")._servers[0].channels  # type: ignore[attr-defined]
         wait_for(lambda: len(channels) == 1, WAIT, "the node to accept")
         wait_for(lambda: not channels, WAIT, "the node to close the connection")
@@ -230,7 +222,7 @@ def test_a_tcp_client_reading_its_answers_slowly_but_steadily_is_not_closed(
     client reading 8 MB at 500 KB/s was closed after 5 MB (found by a review)."""
     _, sock = _network_client(bus_factory, 32768, read_timeout=2)
     with sock:
-        sock.sendall(b"".join(compact(rpc("network", id=i)) + b"\n" for i in range(100)))
+        sock.sendall(b"".join(compact(request("network", id=i)) + b"\n" for i in range(100)))
         got = b""
         while got.count(b"\n") < 100:  # 3 MB at about 500 KB/s: 6 s in all
             chunk = sock.recv(50_000)

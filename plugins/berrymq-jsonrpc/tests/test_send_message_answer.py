@@ -16,7 +16,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.outbox import REFUSED
 from berrymq_jsonrpc.status import status_snapshot
 from helpers import FullLink, held_async_receiver, serve
-from probe_tools import post_body, tcp_call
+from probe_tools import post_body, request, tcp_call
 
 import berrymq
 from berrymq.bus import Bus
@@ -29,13 +29,6 @@ WAIT = 10.0
 
 def call(scheme: str, port: int, sock: socket.socket | None, obj: dict[str, Any]) -> Any:
     return tcp_call(sock, obj) if sock is not None else post_body(port, json.dumps(obj).encode())
-
-
-def request(method: str, params: dict[str, Any], id: int | None = 1) -> dict[str, Any]:
-    obj: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
-    if id is not None:
-        obj["id"] = id
-    return obj
 
 
 def open_oneway(scheme: str, port: int, sock: socket.socket | None) -> str:
@@ -75,6 +68,39 @@ def test_a_send_message_nothing_can_refuse_is_answered_before_its_receiver_runs(
         if sock is not None:
             sock.close()
 
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_send_messages_answer_comes_after_the_messages_sent_before_it_were_delivered(
+        scheme: str, bus_factory: Callable[..., Bus]) -> None:
+    """docs/protocol.md: where order across connections matters, send the last messages
+    with send_messages and wait for its answer (a get or an ask begins at once)."""
+    bus, port = serve(bus_factory, scheme)
+    release, answered = threading.Event(), threading.Event()
+    got: list[int] = []
+    seen_at_answer: list[list[int]] = []
+    bus.subscribe("job:done", lambda message: release.wait(WAIT) and got.append(1), weak=False)
+    sock = connection(scheme, port)
+    try:
+        token = open_oneway(scheme, port, sock)
+        params = {"token": token, "identifier": "job:done", "args": [1], "kwargs": {}}
+        assert call(scheme, port, sock, request("send_message", params, 7))["result"] == "ok"
+
+        def last() -> None:
+            batch = {"token": token, "messages": [["job:last", [], {}]]}
+            assert call(scheme, port, sock, request("send_messages", batch, 8))["result"] == "ok"
+            seen_at_answer.append(list(got))
+            answered.set()
+
+        sender = threading.Thread(target=last)
+        sender.start()
+        assert not answered.wait(0.3)  # (not while the message before it is delivered)
+        release.set()
+        sender.join(WAIT)
+        assert seen_at_answer == [[1]]
+    finally:
+        release.set()
+        if sock is not None:
+            sock.close()
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_a_send_message_a_queue_may_refuse_is_answered_after_its_delivery(

@@ -15,6 +15,7 @@ import pytest
 from berrymq_nats import NatsBridge
 from berrymq_nats.losses import CONTROL_UNSENT, UNDECODABLE, WRONG_SUBJECT
 from berrymq_nats.testing import Recorder, bridge_of, send_frames, settle
+from helpers import publish_raw
 
 from berrymq import Bus, Queue
 from berrymq.identifier import parse
@@ -24,28 +25,13 @@ pytestmark = pytest.mark.broker
 Pair = tuple[Bus, NatsBridge, Bus, NatsBridge]
 
 
-def publish_raw(url: str, *messages: tuple[str, bytes]) -> None:
-    """Publish ``(subject, payload)`` pairs as a plain NATS client, confirmed by the server."""
-
-    async def publish() -> None:
-        nc = await nats.connect(url)
-        try:
-            for subject, payload in messages:
-                await nc.publish(subject, payload)
-            await nc.flush(10)
-        finally:
-            await nc.close()
-
-    asyncio.run(publish())
-
-
 def test_junk_from_another_client_is_counted_apart_and_flush_stays_true(
         pair: Pair, nats_server: Any, poll: Callable[..., None]) -> None:
     a, ba, b, bb = pair
     got = Recorder()
     b.subscribe("job:*", got, weak=False)
     settle(ba, bb)
-    publish_raw(nats_server.url, (bb.subjects.subject(parse("job:go")), b"not json"))
+    publish_raw(nats_server.url, bb.subjects.subject(parse("job:go")), [b"not json"])
     poll(lambda: bb.losses.counts.get(UNDECODABLE) == 1, 10, "the junk counted")
     a.twitter("job:go", 1)
     assert bb.flush(10) and ba.flush(10)  # every message of these processes got through

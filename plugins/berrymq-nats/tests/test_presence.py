@@ -6,8 +6,6 @@ came (20 peers of 80,000 patterns: 0.5 GB, and each ask 80 times slower)."""
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +14,7 @@ import pytest
 from berrymq_nats import NatsBridge
 from berrymq_nats.presence import MAX_PATTERNS, MAX_PEER_PATTERNS
 from berrymq_nats.testing import bridge_of, settle
+from helpers import publish_raw
 
 from berrymq import Bus
 
@@ -23,21 +22,6 @@ pytestmark = pytest.mark.broker
 
 MakeBus = Callable[..., Bus]
 Poll = Callable[..., None]
-
-
-def publish_raw(url: str, subject: str, payloads: list[dict[str, Any]]) -> None:
-    """Publish ``payloads`` as JSON on ``subject`` from a plain NATS client (a socket), and
-    return once the server has routed them (its PONG)."""
-    host, port = url.removeprefix("nats://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        reader = sock.makefile("rb")
-        assert reader.readline().startswith(b"INFO ")
-        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
-        for payload in payloads:
-            data = json.dumps(payload).encode()
-            sock.sendall(f"PUB {subject} {len(data)}\r\n".encode() + data + b"\r\n")
-        sock.sendall(b"PING\r\n")
-        assert reader.readline() == b"PONG\r\n"
 
 
 def presence(bridge: NatsBridge) -> str:

@@ -20,6 +20,7 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.status import status_snapshot
 from helpers import Buses, serve, wait_for
+from probe_tools import Raw
 
 import berrymq
 from berrymq.bus import Bus
@@ -47,39 +48,6 @@ def padded(size: int, extras: dict[str, Any] | None = None) -> list[Any]:
     args = ["x" * (size - measured([""], extras))]
     assert measured(args, extras) == size
     return args
-
-
-class Raw:
-    """A plain JSON-RPC client of one node over ``scheme``, on one kept-alive connection."""
-
-    def __init__(self, scheme: str, port: int) -> None:
-        self.scheme = scheme
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-        self.file = self.sock.makefile("rb")
-        self.ids = 0
-
-    def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        self.ids += 1
-        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params,
-                           "id": self.ids}).encode()
-        if self.scheme == "tcp":
-            self.sock.sendall(body + b"\n")
-            answer = json.loads(self.file.readline())
-        else:
-            self.sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                              b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-                              + body)
-            length = 0
-            while (line := self.file.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            answer = json.loads(self.file.read(length))
-        assert answer["id"] == self.ids, answer
-        return answer  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 @pytest.fixture(params=["tcp", "http"])
@@ -112,16 +80,16 @@ def test_a_message_at_the_limit_crosses_two_nodes(
     connection.send(big(args))
     assert connection.flush(WAIT) is True
     assert at_b.get(timeout=WAIT).args == tuple(args)  # A forwarded it with hops 1
-    raw = Raw(scheme, port)
+    raw = Raw(port, scheme=scheme)
     try:
-        token = raw.call("connect_oneway", {"ttl": 60})["result"]
+        token = raw.reply("connect_oneway", {"ttl": 60})["result"]
         args = padded(LIMIT)  # sent without a uid: A gives it one when forwarding it
-        assert raw.call("send_message", {"token": token, "identifier": "big:x",
+        assert raw.reply("send_message", {"token": token, "identifier": "big:x",
                                          "args": args})["result"] == "ok"
         assert at_b.get(timeout=WAIT).args == tuple(args)
         extras = {"uid": "v" * 40, "hops": 3}  # its own uid is measured, its hops are not
         args = padded(LIMIT, extras)
-        assert raw.call("send_messages", {"token": token, "messages": [
+        assert raw.reply("send_messages", {"token": token, "messages": [
             ["big:x", args, {}, extras]]})["result"] == "ok"
         assert at_b.get(timeout=WAIT).args == tuple(args)
     finally:
@@ -135,13 +103,13 @@ def test_one_byte_over_is_refused_where_it_enters(
     with pytest.raises(MessageTooLarge, match=f"over the limit of {LIMIT} bytes: the "
                        f"setting max_size \\({MAX_SIZE}\\)"):
         connection.send(big(padded(LIMIT + 1)))
-    raw = Raw(scheme, port)
+    raw = Raw(port, scheme=scheme)
     try:
-        token = raw.call("connect_oneway", {"ttl": 60})["result"]
+        token = raw.reply("connect_oneway", {"ttl": 60})["result"]
         answers = [
-            raw.call("send_message", {"token": token, "identifier": "big:x",
+            raw.reply("send_message", {"token": token, "identifier": "big:x",
                                       "args": padded(LIMIT + 1)}),
-            raw.call("send_messages", {"token": token, "messages": [
+            raw.reply("send_messages", {"token": token, "messages": [
                 ["big:x", ["small"], {}], ["big:x", padded(LIMIT + 1), {}]]}),
         ]
         for answer in answers:
@@ -156,7 +124,7 @@ def test_one_byte_over_is_refused_where_it_enters(
         assert answers[1]["error"]["data"]["detail"].startswith("messages[1]: ")
         # counted where it was refused, and the connection is still served
         assert status_snapshot(node_a)["refused"]["reasons"] == {"max_size": 2}
-        assert raw.call("send_message", {"token": token, "identifier": "big:x",
+        assert raw.reply("send_message", {"token": token, "identifier": "big:x",
                                          "args": ["after"]})["result"] == "ok"
     finally:
         raw.close()

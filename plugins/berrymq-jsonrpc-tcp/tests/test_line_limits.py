@@ -20,6 +20,7 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.status import status_snapshot
 from helpers import Buses, serve
+from probe_tools import JsonLines, request
 
 from berrymq.bus import Bus
 
@@ -27,37 +28,6 @@ MAX_SIZE = 2048
 WAIT = 10.0
 TOKEN = "t" * 43
 ANSWER = "x" * (3 * MAX_SIZE)  # an answer over max_size, under 4x max_size
-
-
-class Lines:
-    """One socket, read and written a JSON line at a time."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        sock.settimeout(WAIT)
-        self.sock = sock
-        self.file = sock.makefile("rb")
-
-    def send(self, obj: Any) -> None:
-        self.sock.sendall(json.dumps(obj).encode() + b"\n")
-
-    def read(self) -> Any:
-        line = self.file.readline()
-        assert line, "the connection closed"
-        return json.loads(line)
-
-    def ended(self) -> bool:
-        """Whether the peer closed the connection (what it still sent is skipped)."""
-        while self.file.readline():
-            pass
-        return True
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-
-def request(method: str, params: dict[str, Any], request_id: Any = 1) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "method": method, "params": params, "id": request_id}
 
 
 def oversized_request(size: int) -> dict[str, Any]:
@@ -68,11 +38,11 @@ def oversized_request(size: int) -> dict[str, Any]:
     return body
 
 
-def asked_over_the_connection(node: Bus, port: int) -> tuple[Lines, list[Any], threading.Thread]:
+def asked_over_the_connection(node: Bus, port: int) -> tuple[JsonLines, list[Any], threading.Thread]:
     """A raw client interconnected with ``node`` (``addr`` null: the node sends back over
     this connection), and the node asking it, on a thread: (the client's lines, where the
     node's replies go, the thread)."""
-    lines = Lines(socket.create_connection(("127.0.0.1", port)))
+    lines = JsonLines.connect(port)
     lines.send(request("interconnect", {"addr": None, "token": TOKEN, "ttl": 60}))
     assert "result" in lines.read()
     replies: list[Any] = []
@@ -102,7 +72,7 @@ def test_an_answer_that_comes_after_its_ask_gave_up_is_still_an_answer(buses: Bu
     as an answer and dropped, and the connection goes on (it was read as an oversized
     request, and the interconnection closed)."""
     node, port = serve(buses, "tcp", max_size=MAX_SIZE)
-    lines = Lines(socket.create_connection(("127.0.0.1", port)))
+    lines = JsonLines.connect(port)
     try:
         lines.send(request("interconnect", {"addr": None, "token": TOKEN, "ttl": 60}))
         assert "result" in lines.read()
@@ -148,18 +118,18 @@ class PlayedNode:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(WAIT)
         self.url = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.lines: Lines | None = None
+        self.lines: JsonLines | None = None
         self.ready = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
         conn, _ = self.listener.accept()
-        self.lines = Lines(conn)
+        self.lines = JsonLines(conn)
         opened = self.lines.read()
         self.lines.send({"jsonrpc": "2.0", "result": TOKEN, "id": opened["id"]})
         self.ready.set()
 
-    def connected(self) -> Lines:
+    def connected(self) -> JsonLines:
         assert self.ready.wait(WAIT) and self.lines is not None
         return self.lines
 
