@@ -143,10 +143,9 @@ class AskWaiter:
         probe now."""
         if not self.acked:
             return self.no_responders
-        working = {node for node in self.acked if node not in self.replies
-                   and node in self.known} - self.gone
-        if working:
-            return self._probe_working(working, now)
+        working = {node for node in self.acked if node not in self.replies} - self.gone
+        if working:  # waited for; those of the view probed
+            return self._probe_working({node for node in working if node in self.known}, now)
         missing = self._missing()
         if missing and not self.probed:  # expected and silent: probed once
             self.probed = True
@@ -157,9 +156,10 @@ class AskWaiter:
             return self.first_unknown + self.gather
         return True
 
-    def _probe_working(self, working: set[str], now: float) -> float | set[str]:
-        """The processes that acknowledged and have not replied, to probe now, or when
-        to: every :data:`CHECK_EVERY` seconds."""
+    def _probe_working(self, working: set[str], now: float) -> float | bool | set[str]:
+        """Those of ``working`` to probe now, or when: every :data:`CHECK_EVERY` s."""
+        if not working:
+            return False
         if now < self.next_check:
             return self.next_check
         self.next_check = now + CHECK_EVERY

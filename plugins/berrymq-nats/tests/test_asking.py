@@ -203,6 +203,31 @@ def test_a_process_not_in_the_view_is_waited_for(
     assert time.monotonic() - started >= 0.5  # it acknowledged unannounced: a gathers
 
 
+def test_a_process_not_in_the_view_is_waited_for_while_its_receivers_run(
+    nats_server: Any, make_bus: MakeBus, poll: Poll,
+) -> None:
+    """It acknowledged and its receiver takes longer than ask_gather: the ask returned at
+    ask_gather with a TimeoutError entry, and its reply was lost (found by a review of the
+    probes of working peers, which only peers of the view get)."""
+    a, b = make_bus("a"), make_bus("b")
+    ba = bridge_of(a, nats_server.url, ask_gather=0.1)
+    bb = bridge_of(b, nats_server.url)
+    release = threading.Event()
+    b.subscribe("calc:*", lambda m: release.wait(10) and "b", weak=False)
+    settle(bb)
+    poll(knows(ba, b, "calc:*"), what="a to learn b's patterns")
+    ba.asking.peers.clear()  # as if b had joined a moment ago
+    replies: list[Any] = []
+    asker = threading.Thread(target=lambda: replies.extend(a.ask("calc:add", timeout=10)))
+    asker.start()
+    poll(lambda: any(b.node_id in w.acked for w in list(ba.asking._asks.values())),
+         what="b to acknowledge")
+    asker.join(0.5)  # five times ask_gather: it still waits for b
+    assert asker.is_alive(), replies
+    release.set()
+    asker.join(10)
+    assert replies == ["b"]
+
 def test_a_killed_peer_is_probed_not_waited_for(
     nats_server: Any, make_bus: MakeBus, workers: Callable[..., Any], poll: Poll,
 ) -> None:
