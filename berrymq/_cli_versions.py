@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from berrymq._discovery import find_candidates
-from berrymq._output import write_output
+from berrymq._output import discard_output, write_output
 from berrymq._version import __version__
 from berrymq.errors import BerryMQError, PluginError
 from berrymq.plugins import PluginHost, get_plugin_host
@@ -68,5 +68,9 @@ class VersionAction(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
-        write_output(versions() + "\n")  # (quietly, if its reader went away: | head -1)
+        try:
+            write_output(versions() + "\n")  # (quietly, if its reader went away: | head -1)
+        except OSError as exc:  # stdout fails otherwise (a full disk): a line, as a command's
+            discard_output()
+            parser.exit(1, f"berrymq: error: --version failed: {type(exc).__name__}: {exc}\n")
         parser.exit(0)
