@@ -19,16 +19,18 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import is_loopback, netloc, split_url
 from berrymq_jsonrpc.cli import add_serve_starter, server_url
 from berrymq_jsonrpc.limits import Admission
+from berrymq_jsonrpc.listener import RemoteListener
 from berrymq_jsonrpc.monitor import Monitor
 from berrymq_jsonrpc.status import MONITOR_ADMISSIONS
 
 from berrymq.cli import Commands, UsageError
 from berrymq.errors import TransportError
+from berrymq.state import StateKey
 from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc_http.server import Server
 
-__all__ = ["MAX_CLIENTS", "READ_TIMEOUT", "add_monitor_option", "check_monitor", "serve_monitor",
-           "start_monitor", "status_server"]
+__all__ = ["MAX_CLIENTS", "MONITORS", "READ_TIMEOUT", "add_monitor_option", "check_monitor",
+           "serve_monitor", "start_monitor", "status_server"]
 
 logger = logging.getLogger("berrymq.monitor")
 
@@ -39,6 +41,16 @@ MAX_CLIENTS = 64
 READ_TIMEOUT = 10.0
 #: The largest request body read (the status routes take none).
 _MAX_BODY = 1024
+
+
+def _close_all(servers: list[RemoteListener]) -> None:
+    for server in servers:
+        server.close()
+
+
+#: The status addresses a bus serves: closed with the bus (they served nobody else).
+MONITORS: StateKey[list[RemoteListener]] = StateKey("monitor servers", lambda bus: [],
+                                                    close=_close_all)
 
 
 def add_monitor_option(commands: Commands) -> None:
@@ -100,7 +112,9 @@ def start_monitor(bus: Any, args: argparse.Namespace) -> tuple[Server, str] | No
     except OSError as exc:  # e.g. the port is in use: the run failed
         raise TransportError(f"cannot serve the status at {host}:{port}: {exc}") from None
     bus.state(MONITOR_ADMISSIONS).append(server.admission)  # its refusals in /status
-    return server, f"http://{netloc(host, bound)}"
+    server.address = f"http://{netloc(host, bound)}"
+    bus.state(MONITORS).append(server)
+    return server, server.address
 
 
 def serve_monitor(bus: Any, args: argparse.Namespace) -> dict[str, str] | None:

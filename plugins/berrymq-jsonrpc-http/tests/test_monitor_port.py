@@ -135,3 +135,19 @@ def test_connections_the_status_address_refuses_are_counted_in_refused(
             sock.close()
     assert status_snapshot(bus)["refused"] == {"total": 1,
                                                "reasons": {"monitor: max_connections": 1}}
+
+
+def test_the_status_address_closes_with_its_bus(buses: Buses) -> None:
+    """It was kept by nobody: after the node closed (``serve`` stopped by SIGTERM, while
+    it still closed) it accepted and answered for a bus closing or closed (found by a
+    review)."""
+    bus = buses()
+    started = start_monitor(bus, argparse.Namespace(monitor="127.0.0.1:0"))
+    assert started is not None
+    server, url = started
+    assert server.address == url
+    port = int(url.rsplit(":", 1)[1])
+    assert exchange(port, request("GET", "/status")).startswith(b"HTTP/1.1 200 OK")
+    bus.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
