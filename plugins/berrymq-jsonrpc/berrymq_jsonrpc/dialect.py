@@ -105,8 +105,9 @@ def serves_path(target: str) -> bool:
 _V2_IDS = (type(None), str, int, float)
 _ID_STAND_IN = "berrymq: a JSON-RPC 1.0 id of another type"
 
-#: The members of a ``send_message`` by name that a berryMQ node carries (:data:`CARRIED`).
-_CARRIED_KEYS = frozenset({"uid", "hops"})
+#: The optional members of a ``send_message`` by name, null for omitted as by position:
+#: its arguments, and what a berryMQ node carries (:data:`CARRIED`).
+_OPTIONAL_KEYS = frozenset({"args", "kwargs", "uid", "hops"})
 
 
 def to_v2(request: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +118,8 @@ def to_v2(request: dict[str, Any]) -> dict[str, Any]:
     parameters (the original sent ``None`` for a default ``ttl`` or ``timeout``); the
     original's ``close_connection(token, addr)`` drops the unused ``addr``; and the uid
     and hops a berryMQ node carries in a ``send_message`` (:data:`CARRIED`) become its
-    parameters ``uid`` and ``hops`` (a null ``uid`` or ``hops`` by name is omitted).
+    parameters ``uid`` and ``hops`` (a null one of :data:`_OPTIONAL_KEYS` by name is
+    omitted).
     """
     v2 = dict(request)
     v2["jsonrpc"] = "2.0"
@@ -140,7 +142,7 @@ def to_v2(request: dict[str, Any]) -> dict[str, Any]:
             params[4] = carried.get("uid")
     elif type(params) is dict and v2.get("method") == p.METHOD_SEND_MESSAGE:
         # null members stand for omitted ones, as trailing nulls by position
-        params = {k: v for k, v in params.items() if v is not None or k not in _CARRIED_KEYS}
+        params = {k: v for k, v in params.items() if v is not None or k not in _OPTIONAL_KEYS}
         if uid_and_hops and "uid" not in params:
             params.update(uid=carried.get("uid"), hops=params.get("hops", carried.get("hops", 0)))
     v2["params"] = params

@@ -608,16 +608,17 @@ def test_to_v2_reads_the_originals_positional_params() -> None:
     assert "id" not in dialect.to_v2({"method": "x"})
 
 
-def test_to_v2_omits_a_null_uid_or_hops_by_name() -> None:
-    """As trailing nulls by position: a 1.0 send_message's ``"hops": null`` by name was kept
-    and refused as Invalid params."""
-    params = {"token": "t", "identifier": "a:b", "uid": None, "hops": None, "args": None}
+def test_to_v2_omits_a_null_optional_member_by_name() -> None:
+    """As trailing nulls by position: a 1.0 send_message's ``"hops": null`` (or ``"args":
+    null``) by name was kept and refused as Invalid params."""
+    params = {"token": "t", "identifier": "a:b", "uid": None, "hops": None, "args": None,
+              "kwargs": None}
     assert dialect.to_v2({"method": "send_message", "params": params, "id": 1})["params"] == {
-        "token": "t", "identifier": "a:b", "args": None}
+        "token": "t", "identifier": "a:b"}
     carried = {"uid": "U1", "hops": 2}
     assert dialect.to_v2({"method": "send_message", "params": params, "id": 1,
                           "berrymq": carried})["params"] == {
-        "token": "t", "identifier": "a:b", "args": None, "uid": "U1", "hops": 2}
+        "token": "t", "identifier": "a:b", "uid": "U1", "hops": 2}
 
 
 @pytest.mark.parametrize(("header", "accepted"), [
