@@ -57,33 +57,14 @@ class WaitingRequests:
         service: Service
         waiting: int
         unanswered: int
-        pieces: int
-        last_work: int
         ended: InputEnd
         tasks: set[asyncio.Task[None]]
         timed: set[AskProgress]
         asking: set[concurrent.futures.Future[None]]
 
-        def dispatch(self) -> None: ...
         def _give_back(self, share: Share | None, _: object = None) -> None: ...
         def _answered(self, data: bytes, taken: int = 0) -> None: ...
         def _write(self, data: bytes, taken: int = 0) -> None: ...
-
-    def _arm(self, request: Any) -> AskProgress | None:
-        """The timer of a single ``ask`` with a timeout, started now: it is answered by
-        then, however long it waits for a thread (see :mod:`berrymq_jsonrpc.ask_timer`);
-        None for any other request."""
-        if type(request) is not dict or request.get("method") == p.METHOD_GET:
-            return None
-        timeout = ask_timeout(request)
-        if timeout is None:
-            return None
-        progress = AskProgress()
-        if timeout > 0:  # (0: answered at once, with no thread: see _start_waiting)
-            progress.timer = asyncio.get_running_loop().call_later(
-                timeout, self._expired, request, progress)
-            self.timed.add(progress)
-        return progress
 
     def _refuse_waiting(self, request: Any, waits: int) -> None:
         """A waiting request (or a batch with ``waits`` of them) over ``max_waiting``:
@@ -103,12 +84,18 @@ class WaitingRequests:
         if type(request) is dict and request.get("method") != p.METHOD_GET:
             # ask (receivers may take their time): straight to a WAITS thread, which
             # hands the answer back; no task, no turn of the loop between
-            progress = self._arm(request)
-            if progress is not None and progress.timer is None:  # a timeout of 0: at once,
-                self._give_back(share)  # with no thread: no receiver can have run by then
-                self._expired(request, progress)
-                self._waited(None, progress)  # (dropped: expired) the thread it never had
-                return
+            progress = None
+            timeout = ask_timeout(request)
+            if timeout is not None:  # answered by then (see berrymq_jsonrpc.ask_timer)
+                progress = AskProgress()
+                if timeout == 0:  # at once, with no thread: no receiver can have run by then
+                    self._give_back(share)
+                    self._expired(request, progress)
+                    self._waited(None, progress)  # (dropped: expired) the thread it never had
+                    return
+                progress.timer = asyncio.get_running_loop().call_later(
+                    timeout, self._expired, request, progress)
+                self.timed.add(progress)
             try:
                 asking = WAITS.submit(self._answer_on_waits, request, progress, share)
             except RuntimeError:  # the interpreter is shutting down: no answer comes
