@@ -36,6 +36,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
@@ -64,8 +65,7 @@ _ROOM = 0.2
 _MAX_ROOM = 1.0
 #: Seconds between probes of a process that acknowledged an ask and has not replied.
 CHECK_EVERY = 1.0
-#: Probes in a row a process that acknowledged must leave unanswered ("no responders")
-#: to be taken for gone: two seconds away from NATS (a reconnection takes 0.5 s or so).
+#: "No responders" in a row that take a process that acknowledged for gone (2 s away).
 GONE_AFTER = 3
 
 
@@ -76,7 +76,7 @@ def answer_within(timeout: float) -> float:
 class AskWaiter:
     """Collects the answers to one ``ask`` (filled by the I/O thread, read by the asker)."""
 
-    def __init__(self, expected: set[str], gather: float, known: Any = ()) -> None:
+    def __init__(self, expected: set[str], gather: float, known: Container[str] = ()) -> None:
         self.cond = threading.Condition()
         self.expected = expected
         self.gather = gather
