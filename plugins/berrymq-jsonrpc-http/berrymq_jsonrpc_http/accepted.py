@@ -1,10 +1,8 @@
-"""One accepted HTTP connection of a node's server (:class:`ServerConnection`): its
-requests read and parsed on the I/O loop (httptools, through
-:mod:`berrymq_jsonrpc_http.http11`), answered in order (pipelined requests too) by the
-:class:`~berrymq_jsonrpc_http.server.Server` that accepted it, or refused: bounded as a
-whole (head and body within ``read_timeout``, not per read, which a slow drip would
-defeat: ``408``, counted and logged) and in size (``max_size``: 413; a head over 16 KiB:
-431).
+"""One accepted HTTP connection of a node's server (:class:`ServerConnection`): requests
+parsed on the I/O loop (httptools, :mod:`berrymq_jsonrpc_http.http11`), answered in order
+(pipelined too) by the :class:`~berrymq_jsonrpc_http.server.Server` that accepted it, or
+refused: bounded in time (a whole request within ``read_timeout``, not per read: ``408``,
+counted and logged) and in size (``max_size``: 413; a head over 16 KiB: 431).
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ __all__ = ["ServerConnection"]
 
 logger = logging.getLogger("berrymq.remote.http")
 _stalled_requests = BurstLog(logger)
+_unread = BurstLog(logger)  # clients that left their answers unread
 _unanswered = BurstLog(logger)  # status routes whose answer could not be made
 
 _SERVER = (b"Server", b"berryMQ")
@@ -73,11 +72,10 @@ class ServerConnection:
 
     async def _event(self, timeout: float) -> Head | bytes | object | None:
         """The next parsed event, reading as needed; None when the client went away, or
-        when ``timeout`` seconds passed without a byte of a request. A request begun and
-        then cut short is :class:`Malformed`: by the end of the client's input (400), or
-        by ``timeout`` seconds since its first byte (408; :attr:`began`: the deadline is
-        for the whole request, head and body, not per read, which a slow drip would
-        defeat). Either is answered: the client may be waiting for it."""
+        sent no byte of a request for ``timeout`` seconds. A request cut short is
+        :class:`Malformed`, to answer: by the end of the input (400), or ``timeout``
+        seconds after its first byte (408; :attr:`began`: not per read, which a drip
+        would defeat)."""
         events = self.requests.events
         clock = asyncio.get_running_loop().time
         while not events:
@@ -126,11 +124,10 @@ class ServerConnection:
 
     async def _send_status(self, status: int, body: bytes, content_type: bytes,
                            extra: list[tuple[bytes, bytes]], close: bool) -> bool:
-        """Write a status route's answer in pieces as the client takes them: the body is
-        shared by every request its build answered (:class:`berrymq_jsonrpc.one_build.OneBuild`),
-        and a client reading it slowly holds a piece of it, not a copy (100 clients reading
-        a 7 MB status at a byte a second held 700 MB). False when the client took none of
-        it for ``read_timeout`` (the connection is then closed); a slow, steady one gets it."""
+        """Write a status route's answer a piece at a time as the client takes them (the
+        body is shared by the requests of one :mod:`~berrymq_jsonrpc.one_build`: 100 slow
+        readers of copies of a 7 MB status held 700 MB). False when the client took none
+        of it for ``read_timeout`` (it is closed); a slow, steady reader is not."""
         self._write(response(status, self._headers(status, len(body), content_type, extra,
                                                    close)))
         if self.head:
@@ -163,10 +160,9 @@ class ServerConnection:
     def _stalled(self, server: Server, text: str) -> None:
         """Answer a request not whole within ``read_timeout`` (``408``), counted in
         ``/status`` ``refused`` and logged once per burst, as over TCP."""
-        peer = self.writer.get_extra_info("peername") or ("?", 0)
-        _stalled_requests.warning("http://%s:%s did not send a whole request within "
-                                  "read_timeout (%gs); answered 408 and closed", peer[0],
-                                  peer[1], server.read_timeout)
+        _stalled_requests.warning("%s did not send a whole request within read_timeout "
+                                  "(%gs); answered 408 and closed", self.client,
+                                  server.read_timeout)
         if server.service is not None:
             server.service.count_refusal("read_timeout")
         self._refuse(HTTPStatus.REQUEST_TIMEOUT, text)
@@ -208,13 +204,22 @@ class ServerConnection:
                 async with asyncio.timeout(server.read_timeout):
                     await self.writer.drain()
             except TimeoutError:  # not read within read_timeout: not left to send later
-                self._abort()
+                self._unread_too_long()
                 failed = True
             except (OSError, RuntimeError):
                 failed = True
             if self.in_flight is not None:
                 self.in_flight.ended(failed)
             self.writer.close()
+
+    def _unread_too_long(self) -> None:
+        """Close a client that took none of its answers for ``read_timeout``, with them:
+        counted in ``/status`` ``refused`` and logged once per burst, as over TCP."""
+        _unread.warning("%s did not read its answers within read_timeout (%gs); closed",
+                        self.client, self.server.read_timeout)
+        if self.server.service is not None:
+            self.server.service.count_refusal("read_timeout")
+        self._abort()
 
     def _abort(self) -> None:
         """End the connection now, with what it holds unsent (counted, when it carries
@@ -242,9 +247,7 @@ class ServerConnection:
             async with asyncio.timeout_at(deadline):
                 await self.writer.drain()
         except TimeoutError:
-            logger.warning("an HTTP client did not read its answers within %gs; closed",
-                           self.server.read_timeout)
-            self._abort()  # the answers it left unread go with it
+            self._unread_too_long()
             return False
         except OSError:
             return False
@@ -293,10 +296,8 @@ class ServerConnection:
                                                   extra, close)
                 return written and not close
         if server.service is None:  # serve --monitor: the status routes and nothing else
-            if reads:
-                return self._refuse(404, "this address serves GET /, /status, /metrics, /network")
-            return self._refuse(405, "this address serves GET /, /status, /metrics, /network",
-                                [(b"Allow", b"GET, HEAD")])
+            return self._refuse(404 if reads else 405, "this address serves GET /, /status, "
+                                "/metrics, /network", None if reads else [(b"Allow", b"GET, HEAD")])
         if request.method != b"POST":
             json_rpc = serves_path(target)
             if reads and monitor is not None and not json_rpc:
@@ -393,8 +394,7 @@ class ServerConnection:
     def _too_large(self) -> None:
         if self.server.service is not None:
             self.server.service.count_refusal("max_size")
-        error = error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None,
-                             {"limit": self.server.max_size, "setting": "max_size"})
-        body = dumps(error).encode()
+        body = dumps(error_object(p.TOO_LARGE, p.APPLICATION_ERRORS[p.TOO_LARGE], None, {
+            "limit": self.server.max_size, "setting": "max_size"})).encode()
         self._count_out(body)
         self._send(413, body, close=True)

@@ -14,12 +14,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import berrymq_jsonrpc.monitor
+import berrymq_jsonrpc_http.accepted
+import berrymq_jsonrpc_tcp.deadline
 import pytest
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.monitor import status_snapshot
 from helpers import serve
 from probe_tools import TOKEN, http_answer, request, send_request
 
 import berrymq
+from berrymq.bursts import BurstLog
 from berrymq.bus import Bus
 from berrymq.transports.ioloop import io_loop
 
@@ -155,11 +159,11 @@ def test_a_message_no_client_could_get_is_refused_by_a_remote_queue_when_it_come
     wire.close()
 
 
-def _network_client(bus_factory: Callable[..., Bus], receive_buffer: int,
+def _network_client(bus_factory: Callable[..., Bus], receive_buffer: int, scheme: str = "tcp",
                     **settings: Any) -> tuple[Bus, socket.socket]:
-    """A TCP node whose ``network`` answers are 30 KB each (for a request of 45 bytes),
-    and a client connected to it with a small receive buffer."""
-    bus, port = serve(bus_factory, "tcp", max_size=MAX_SIZE, **settings)
+    """A node whose ``network`` answers are 30 KB each (for a request of 45 bytes), and a
+    client connected to it with a small receive buffer."""
+    bus, port = serve(bus_factory, scheme, max_size=MAX_SIZE, **settings)
     for i in range(200):
         bus.subscribe(f"pattern{i}:x", lambda message: None, weak=False)
     sock = socket.socket()
@@ -195,25 +199,31 @@ def test_a_tcp_client_that_reads_no_answers_is_not_read_on(
     assert ids == list(range(500))
 
 
-def test_a_tcp_client_that_leaves_its_answers_unread_is_closed_at_read_timeout(
-        bus_factory: Callable[..., Bus], wait_for: Callable[..., Any],
-        caplog: pytest.LogCaptureFixture) -> None:
-    """It was held open for ever, with its answers and the requests read behind them (and
-    their shares of max_reading_bytes, which other clients' large requests wait for); an
-    HTTP client that does the same is closed at read_timeout."""
-    bus, sock = _network_client(bus_factory, 4096, read_timeout=1)
-    with sock, caplog.at_level("WARNING", logger="berrymq.remote.tcp"):
-        sock.sendall(b"".join(compact(request("network", id=i)) + b"\n" for i in range(500)))
-        channels = bus.transport("tcp")._servers[0].channels  # type: ignore[attr-defined]
-        wait_for(lambda: len(channels) == 1, WAIT, "the node to accept")
-        wait_for(lambda: not channels, WAIT, "the node to close the connection")
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_client_that_leaves_its_answers_unread_is_closed_at_read_timeout(
+        scheme: str, bus_factory: Callable[..., Bus], wait_for: Callable[..., Any],
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TCP one was held open for ever, with its answers and the requests read behind
+    them (and their shares of max_reading_bytes, which other clients' large requests wait
+    for). Both are counted in /status refused and logged alike: the HTTP close was
+    neither counted nor logged once per burst."""
+    _fresh_burst_logs(monkeypatch)
+    bus, sock = _network_client(bus_factory, 4096, scheme, read_timeout=1)
+    with sock, caplog.at_level("WARNING", logger=f"berrymq.remote.{scheme}"):
+        for i in range(500):  # pipelined, none of the answers read
+            send_request(sock, scheme, compact(request("network", id=i)))
+        server = bus.transport(scheme)._servers[0]  # type: ignore[attr-defined]
+        held = server.channels if scheme == "tcp" else server.connections
+        wait_for(lambda: len(held) == 1, WAIT, "the node to accept")
+        wait_for(lambda: not held, WAIT, "the node to close the connection")
         got = b""
         with contextlib.suppress(OSError):  # reset, or ended: what it did not read is gone
             while chunk := sock.recv(1 << 20):
                 got += chunk
-        assert got.count(b"\n") < 500
-    assert any("did not read its answers within read_timeout (1s)" in r.getMessage()
-               for r in caplog.records), caplog.text
+        assert got.count(b"\n" if scheme == "tcp" else b"HTTP/1.1 200") < 500
+    said = [r.getMessage() for r in caplog.records if "did not read its answers" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("within read_timeout (1s); closed"), caplog.text
+    assert status_snapshot(bus)["refused"]["reasons"] == {"read_timeout": 1}
 
 
 def test_a_tcp_client_reading_its_answers_slowly_but_steadily_is_not_closed(
@@ -230,6 +240,13 @@ def test_a_tcp_client_reading_its_answers_slowly_but_steadily_is_not_closed(
             got += chunk
             time.sleep(0.1)  # the reading pace is what is tested
 
+
+
+def _fresh_burst_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The logs of unread answers as at the start of a process: an earlier test's line
+    would make this test's event a count in the burst under way."""
+    for module in (berrymq_jsonrpc_tcp.deadline, berrymq_jsonrpc_http.accepted):
+        monkeypatch.setattr(module, "_unread", BurstLog(module.logger))
 
 
 def _large_status_client(bus_factory: Callable[..., Bus], monkeypatch: pytest.MonkeyPatch,
@@ -267,6 +284,7 @@ def test_an_http_client_reading_a_large_status_slowly_but_steadily_is_not_closed
 def test_an_http_client_that_leaves_a_large_status_unread_is_closed_at_read_timeout(
         bus_factory: Callable[..., Bus], monkeypatch: pytest.MonkeyPatch,
         wait_for: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> None:
+    _fresh_burst_logs(monkeypatch)
     bus, sock = _large_status_client(bus_factory, monkeypatch, 4096)
     with sock, caplog.at_level("WARNING", logger="berrymq.remote.http"):
         server = bus.transport("http")._servers[0]  # type: ignore[attr-defined]
@@ -277,5 +295,6 @@ def test_an_http_client_that_leaves_a_large_status_unread_is_closed_at_read_time
             while chunk := sock.recv(1 << 20):
                 got += chunk
         assert len(got) < 8_000_000
-    assert any("did not read its answers within 1s" in r.getMessage()
+    assert any("did not read its answers within read_timeout (1s)" in r.getMessage()
                for r in caplog.records), caplog.text
+    assert status_snapshot(bus)["refused"]["reasons"] == {"read_timeout": 1}
