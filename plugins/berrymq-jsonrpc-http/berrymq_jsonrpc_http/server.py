@@ -25,7 +25,7 @@ from berrymq_jsonrpc.addresses import bind_family
 from berrymq_jsonrpc.input_end import InputEnd
 from berrymq_jsonrpc.jsonrpc import internal_error
 from berrymq_jsonrpc.limits import Admission
-from berrymq_jsonrpc.listener import RemoteListener
+from berrymq_jsonrpc.listener import Accepted, RemoteListener
 from berrymq_jsonrpc.monitor import Monitor
 from berrymq_jsonrpc.service import Service
 from berrymq_jsonrpc.waiting import may_wait, refuse_waiting, waits_in
@@ -93,8 +93,7 @@ class Server(RemoteListener):
         self.admission = admission
         self.max_size = max_size
         self.read_timeout = read_timeout
-        self.connections: set[asyncio.StreamWriter] = set()
-        self.server: asyncio.Server | None = None
+        self.connections: Accepted[asyncio.StreamWriter] = Accepted()
         self.monitor: Monitor | None = None  # answers GET /status, /metrics, / (set by _serve)
 
     async def start(self, host: str, port: int) -> int:
@@ -104,6 +103,9 @@ class Server(RemoteListener):
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.connections.closed:  # the listener stopped since asyncio accepted it
+            writer.transport.abort()
+            return
         host = writer.get_extra_info("peername")[0]
         refusal = self.admission.admit(host)  # max_connections(_per_client)
         if refusal is not None:
@@ -152,12 +154,8 @@ class Server(RemoteListener):
             logger.exception("answering an HTTP request failed")
             return internal_error(request), []
 
-    def stop_accepting(self) -> None:
-        """Close the listening socket; the connections open stay served (on the loop)."""
-        if self.server is not None:
-            self.server.close()
-
     async def stop(self) -> None:
         self.stop_accepting()
-        for writer in list(self.connections):
+        await asyncio.sleep(0)  # its listening socket closes meanwhile
+        for writer in self.connections.close():
             writer.close()

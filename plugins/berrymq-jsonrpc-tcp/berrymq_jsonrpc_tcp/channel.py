@@ -37,6 +37,7 @@ from typing import Any
 from berrymq_jsonrpc.channel import Channel, Late
 from berrymq_jsonrpc.jsonrpc_client import parse_reply
 from berrymq_jsonrpc.limits import Admission
+from berrymq_jsonrpc.listener import Accepted
 from berrymq_jsonrpc.reading import FREE_READING, Share
 from berrymq_jsonrpc.replies import reply_limit
 from berrymq_jsonrpc.service import DEFAULT_MAX_WAITING, Service
@@ -79,7 +80,7 @@ class LineChannel(ReadingShare, ThreadBufferedProtocol, Channel, ReadDeadline, R
     def __init__(self, url: str, *, service: Service, secret: str | None, max_size: int,
                  timeout: float, read_limit: int, read_timeout: float | None,
                  admission: Admission | None = None,
-                 channels: set[LineChannel] | None = None) -> None:
+                 channels: Accepted[LineChannel] | None = None) -> None:
         Channel.__init__(self, url, secret=secret, max_size=max_size, timeout=timeout)
         self.service = service
         self.read_limit = read_limit
@@ -123,6 +124,10 @@ class LineChannel(ReadingShare, ThreadBufferedProtocol, Channel, ReadDeadline, R
         self._loop = asyncio.get_running_loop()
         transport.set_write_buffer_limits(high=_HIGH_WATER)
         if not self.serving:
+            return
+        if self._channels is not None and self._channels.closed:  # the listener stopped
+            self._closed_here = True
+            transport.abort()
             return
         host, port = transport.get_extra_info("peername")[:2]
         self.url = self.in_flight.peer = f"tcp://{host}:{port}"

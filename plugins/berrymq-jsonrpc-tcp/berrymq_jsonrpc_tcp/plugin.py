@@ -17,7 +17,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import bind_family, split_url
 from berrymq_jsonrpc.channel import Channel
 from berrymq_jsonrpc.cli import add_serve_option
-from berrymq_jsonrpc.listener import RemoteListener
+from berrymq_jsonrpc.listener import Accepted, RemoteListener
 from berrymq_jsonrpc.settings import declare_settings, read_number
 from berrymq_jsonrpc.transport import RemoteTransport
 
@@ -39,8 +39,7 @@ class _Server(RemoteListener):
 
     def __init__(self, transport: TcpTransport) -> None:
         self.transport = transport
-        self.channels: set[LineChannel] = set()
-        self.server: asyncio.Server | None = None
+        self.channels: Accepted[LineChannel] = Accepted()
 
     def _channel(self) -> LineChannel:
         transport = self.transport
@@ -57,14 +56,10 @@ class _Server(RemoteListener):
             self._channel, bind_host, port, family=family, reuse_address=True, backlog=1024)
         return int(self.server.sockets[0].getsockname()[1])
 
-    def stop_accepting(self) -> None:
-        """Close the listening socket; the connections open stay served (on the loop)."""
-        if self.server is not None:
-            self.server.close()
-
     async def stop(self) -> None:
         self.stop_accepting()
-        for channel in list(self.channels):
+        await asyncio.sleep(0)  # its listening socket closes meanwhile
+        for channel in self.channels.close():
             await channel.aclose()
 
 

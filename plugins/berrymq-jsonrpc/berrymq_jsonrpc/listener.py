@@ -3,13 +3,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from abc import abstractmethod
+from typing import TypeVar
 
 from berrymq.transports.base import Listener
 from berrymq.transports.ioloop import io_loop
 
-__all__ = ["RemoteListener"]
+__all__ = ["Accepted", "RemoteListener"]
+
+_Connection = TypeVar("_Connection")
+
+
+class Accepted(set[_Connection]):
+    """The connections a listener serves. Once :attr:`closed` (the listener stopped), a
+    connection asyncio hands over is to be closed at once, not served: asyncio accepts up
+    to a backlog (1,024) at once and makes each a connection a few turns of the loop
+    later, and a listener stopped in between left them open until ``read_timeout``."""
+
+    closed = False
+
+    def close(self) -> list[_Connection]:
+        """Take no more; the connections to close."""
+        self.closed = True
+        return list(self)
 
 
 class RemoteListener(Listener):
@@ -26,9 +44,25 @@ class RemoteListener(Listener):
     async def start(self, host: str, port: int) -> int:
         """On the loop: listen on ``host:port`` (0: a free port); the port bound."""
 
-    @abstractmethod
+    #: the listening socket (set by :meth:`start`)
+    server: asyncio.Server | None = None
+
     def stop_accepting(self) -> None:
-        """On the loop: close the listening socket; the connections open stay served."""
+        """On the loop: take no new connection; the connections open stay served.
+
+        The listening socket is closed a turn of the loop later: asyncio makes each
+        connection of the batch it last accepted in a task, and one whose task ran after
+        its server closed failed inside asyncio (an assertion), its socket left open until
+        the cyclic collector found it (a client saw a connection never answered nor
+        closed). Those tasks have run by then, and their connections are refused
+        (:class:`Accepted`)."""
+        server = self.server
+        if server is None:
+            return
+        loop = asyncio.get_running_loop()
+        for sock in server.sockets:
+            loop.remove_reader(sock.fileno())  # no new batch of connections
+        loop.call_soon(server.close)
 
     @abstractmethod
     async def stop(self) -> None:
