@@ -2,11 +2,11 @@
 
 Each task is one route entry with its message, run through :func:`deliver
 <berrymq._delivery.deliver>` like any other delivery. Nothing handed to the pool is lost
-when it shuts down: whatever a worker did not take is run by the thread that shuts it
-down, or by a sender that raced with the shutdown (a *late* sender: it found the pool
-closed once it had queued its tasks), or by a join of the closed pool that finds them
-queued. Such a join returns once the late senders ran what they took, not as soon as the
-shutdown is over.
+when it shuts down: the workers run what is queued before their stop markers, the thread
+that shuts it down what a worker did not take; a sender that raced with the shutdown (a
+*late* sender: it found the pool closed once it had queued its tasks) waits for it, then
+runs what is still left, as a join of the closed pool does (which returns once those
+senders ran what they took).
 
 A process that ends with tasks in a pool its bus did not shut down has them run first:
 :mod:`berrymq._pool_exit` finishes the pool (:meth:`WorkerPool.finish_at_exit`) once the
@@ -150,7 +150,7 @@ class WorkerPool:
             tasks.put(task)
         if self._on_worker():
             next(self._handed_on)  # by a receiver, after its tasks are queued: see _join
-        if self.closed:
+        elif self.closed:
             self._drain_late()
 
     def _wait_for_room(self, deadline: float, message: Message, handed: int) -> bool:
@@ -216,16 +216,14 @@ class WorkerPool:
                 task.wait()  # a barrier put by join()
 
     def _drain(self) -> None:
-        """Run here the tasks still queued once the pool is closed (a sender that raced
-        with the shutdown put some behind the workers' stop markers). The stop markers and
-        a join's barriers go back, in order, for the workers still to take them: taken
-        here, a worker would wait for ever and so would ``shutdown`` and ``join``."""
+        """Run here the tasks still queued behind the closed pool's stop markers."""
         for task in self._take_queued():
             self._run(task)
 
     def _take_queued(self) -> list[_Task]:
         """Take the tasks still queued; the stop markers and a join's barriers among them
-        go back, in order, for the workers still to take them (see :meth:`_drain`)."""
+        go back, in order, for the workers still to take them: taken here, a worker would
+        wait for ever, and so would ``shutdown`` and ``join``."""
         tasks: list[_Task] = []
         others: list[threading.Barrier | None] = []
         while True:
@@ -242,11 +240,14 @@ class WorkerPool:
         return tasks
 
     def _drain_late(self) -> None:
-        """:meth:`_drain`, by a sender that found the pool closed after it queued tasks:
-        counted, so that a join of the closed pool waits until it has run them."""
+        """A sender found the pool closed after it queued tasks: it waits for the shutdown
+        (it took the tasks before the stop markers too, and ran them alone while its bus's
+        close cancelled their receivers), then runs what is left; counted, for a join."""
         with self._settled:
             self._late += 1
         try:
+            with loop_waits_for_workers():  # an event loop's thread: see there
+                self._stopped.wait()
             self._drain()
         finally:
             with self._settled:
@@ -254,9 +255,8 @@ class WorkerPool:
                 self._settled.notify_all()
 
     def _all_run(self, deadline: float | None) -> bool:
-        """For a join of a closed pool: wait for the end of the shutdown, run here what is
-        still queued (a late sender may not have begun to), then wait until no late
-        sender is still running what it took; False at ``deadline``."""
+        """For a join of a closed pool: wait for the shutdown, run what is still queued,
+        then until no late sender still runs what it took; False at ``deadline``."""
         if not self._stopped.wait(seconds_left(deadline)):
             return False
         self._drain()

@@ -73,3 +73,80 @@ def test_a_pool_started_while_the_bus_closes_is_stopped_or_refused() -> None:
         assert not thread.is_alive() and len(outcome) == 1
         assert bus.pool is None
         assert set(worker_threads()) <= before
+
+
+@pytest.mark.parametrize("stop", ["close", "set_multiplicity(0)"])
+def test_what_was_handed_to_the_pool_runs_though_another_thread_sends_as_it_stops(
+        stop: str) -> None:
+    """A sender that found the pool closed after it queued a task ran every task still
+    queued, those ahead of the workers' stop markers too, alone: the workers stopped, the
+    stop returned, and close() cancelled the receivers it had not reached yet (about half
+    of 50,000 messages counted as cancelled, none run); set_multiplicity(0) returned
+    with most of them not run."""
+    ran: list[int] = []
+    go, stopped = threading.Event(), threading.Event()
+
+    def receiver(message: Message) -> None:
+        go.wait(WAIT)  # the workers wait until the 50,000 are queued
+        ran.append(message.args[0])
+
+    bus = Bus(multiplicity=2, name="stops")
+    bus.subscribe("job:*", receiver, weak=False)
+
+    sent = [0]
+
+    def other_sender() -> None:  # any thread still sending as the pool stops
+        go.wait(WAIT)
+        while not stopped.is_set():
+            bus.twitter("job:other", -1)
+            sent[0] += 1
+
+    sender = threading.Thread(target=other_sender)
+    sender.start()
+    try:
+        for i in range(50_000):
+            bus.twitter("job:x", i)  # returned: handed to the pool
+        go.set()
+        while sent[0] < 1000 and sender.is_alive():  # sending, with most of the 50,000 queued
+            go.wait(0.001)
+        if stop == "close":
+            bus.close()
+        else:
+            bus.set_multiplicity(0)
+        handed = [i for i in ran if i >= 0]  # (appends are atomic: a copy as of now)
+    finally:
+        stopped.set()
+        sender.join(WAIT)
+        bus.close()
+    assert len(handed) == 50_000
+    assert dict(bus.losses.counts) == {}
+
+
+def test_a_second_close_returns_once_the_pool_has_stopped() -> None:
+    """It returned at once while the first close still waited for a worker, so a program
+    that closed its bus from two threads could go on with the pool still running."""
+    started, release = threading.Event(), threading.Event()
+
+    def slow(message: Message) -> None:
+        started.set()
+        release.wait(WAIT)
+
+    bus = Bus(multiplicity=1, name="twice")
+    bus.subscribe("job:*", slow, weak=False)
+    bus.twitter("job:x")
+    assert started.wait(WAIT)
+    first = threading.Thread(target=bus.close)
+    first.start()
+    second = threading.Thread(target=bus.close)
+    try:
+        while not bus.closed:  # the first close has begun
+            first.join(0.01)
+        second.start()
+        second.join(0.5)
+        assert second.is_alive(), "the second close returned while a worker still ran"
+    finally:
+        release.set()
+        first.join(WAIT)
+        second.join(WAIT)
+    assert bus.pool is None
+    assert not [t for t in threading.enumerate() if t.name.startswith("berrymq-worker")]
