@@ -5,17 +5,21 @@ once; the receiver's loop settles it when the coroutine ends. ``talk`` sends its
 ``ask`` waits for it; what nobody claims is logged when it fails.
 
 Nothing handed to a loop is lost unseen. Every reply not settled yet is in one of two
-places: :data:`handed` (sent from another thread, its task not made yet) or
-:data:`running_tasks` (its task made, not finished). A loop that is closed runs neither
-ever again, and asyncio says nothing about what it held, so
-:func:`sweep_closed_loops` looks for replies of closed loops there: each is settled as
-cancelled and, unless an ``ask`` claimed it (the ask reports it), counted in its bus's
-``losses`` (:data:`~berrymq._losses.LOOP_CLOSED`). It runs when a send finds a loop
-closed, at ``bus.flush()`` and at ``bus.close()``. A task cancelled before it finished
-(``asyncio.run`` ending cancels what is left) is counted when it ends
-(:data:`~berrymq._losses.ASYNC_CANCELLED`). Settling also takes the reply out of its
-receiver's count of outstanding messages (:mod:`berrymq._backlog`), whichever way it
-settles, so that count cannot leak.
+places: :data:`handed` (its hand-off not run yet) or :data:`running_tasks` (its task
+made, not finished). A loop that is closed runs neither ever again, and asyncio says
+nothing about what it held, so :func:`sweep_closed_loops` looks for replies of closed
+loops there: each is settled as cancelled and, unless an ``ask`` claimed it (the ask
+reports it), counted in its bus's ``losses`` (:data:`~berrymq._losses.LOOP_CLOSED`).
+A loop that is stopped but not closed (``run_until_complete`` returned, ``loop.stop()``)
+may run again, or never: the sweep withdraws the hand-offs such a loop holds, as
+:data:`LOOP_NOT_RUNNING` (whoever takes a reply out of :data:`handed` owns it: its loop,
+which starts it, or the sweep, which gives it up, never both), and leaves the tasks it
+started; at exit it counts those too. It runs when a send finds a loop closed, at
+``bus.flush()``, ``bus.close()``, when ``bus.losses`` is read, and at exit. A task
+cancelled before it finished (``asyncio.run`` ending cancels what is left) is counted
+when it ends (:data:`~berrymq._losses.ASYNC_CANCELLED`). Settling also takes the reply
+out of its receiver's count of outstanding messages (:mod:`berrymq._backlog`), whichever
+way it settles, so that count cannot leak.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from berrymq.message import Message
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["PendingReply", "handed", "running_tasks", "sweep_closed_loops"]
+__all__ = ["LOOP_NOT_RUNNING", "PendingReply", "handed", "running_tasks", "sweep_closed_loops"]
 
 logger = logging.getLogger("berrymq")
 
@@ -48,9 +52,13 @@ logger = logging.getLogger("berrymq")
 #: keeps weak references to its tasks, so without this a running receiver could be
 #: garbage-collected; and a closed loop's are found here (:func:`sweep_closed_loops`).
 running_tasks: dict[asyncio.Task[Any], PendingReply] = {}
-#: Replies of messages handed to a loop from another thread whose task is not made yet
-#: (a loop closed before it ran the hand-off drops it without a word).
+#: Replies of messages handed to a loop whose task is not made yet (a loop closed before
+#: it ran the hand-off drops it without a word; a stopped one may never run it). Taken out
+#: with ``remove``: who does so (the loop starting it, a sweep giving it up) owns it.
 handed: set[PendingReply] = set()
+#: A message for an ``async def`` receiver whose event loop was not running (stopped, not
+#: closed) when a sweep looked, its hand-off not run (withdrawn: it never runs), or at exit.
+LOOP_NOT_RUNNING = "dropped: its async receiver's event loop is not running"
 
 _PENDING, _DONE, _CANCELLED = 0, 1, 2
 _settle_lock = threading.Lock()
@@ -233,29 +241,58 @@ def _forget(task: asyncio.Task[Any]) -> None:
 
 
 def sweep_closed_loops() -> None:
-    """Count as lost, and let go of, every message left on an event loop that is closed:
-    hand-offs it never ran and tasks it never finished (see the module's docstring).
+    """Count as lost, and let go of, every message left on an event loop that is closed
+    (hand-offs it never ran, tasks it never finished) and every hand-off held by a loop
+    that is not running (see the module's docstring)."""
+    _sweep(exiting=False)
+
+
+def _sweep(exiting: bool) -> None:
+    """:func:`sweep_closed_loops`; ``exiting``: the process exits, and the tasks of loops
+    that are not running are counted too (none will finish).
 
     The loss path, not the hot path: a scan of what is pending. A closed loop runs no
     callback, so nothing settles these replies meanwhile; settling once decides who
     counts (a reply is counted once). A task that finished but whose done callback the
     loop dropped (it schedules them with ``call_soon``) is settled as it ended.
     """
-    for reply in [r for r in list(handed) if r.loop.is_closed()]:
-        handed.discard(reply)
-        reply.lose(LOOP_CLOSED, "async receiver %s: its event loop was closed before it ran "
-                   "message %s")
-    for task, reply in list(running_tasks.items()):
-        if not task.get_loop().is_closed():
+    for reply in list(handed):
+        loop = reply.loop
+        if loop.is_closed():
+            reason, text = LOOP_CLOSED, "its event loop was closed before it ran message %s"
+        elif not loop.is_running():
+            reason, text = LOOP_NOT_RUNNING, (
+                "its event loop was not running at exit: message %s never ran" if exiting else
+                "its event loop is not running (stopped, not closed): message %s, not run yet, "
+                "was withdrawn")
+        else:
             continue
-        if task.done():  # it finished, but the loop closed before it ran the done callback
+        try:
+            handed.remove(reply)
+        except KeyError:  # its loop, run again, started it meanwhile (or another sweep took it)
+            continue
+        if reason == LOOP_NOT_RUNNING and not reply.handoff:
+            # sent on the loop behind hand-offs: in the loop's own count of tasks, which
+            # only its thread writes (it may run again now); _start_behind settles that
+            reply.backlog = None
+        reply.lose(reason, "async receiver %s: " + text)
+    for task, reply in list(running_tasks.items()):
+        loop = task.get_loop()
+        if loop.is_closed():
+            reason, text = LOOP_CLOSED, "its event loop was closed before it finished message %s"
+        elif exiting and not loop.is_running():
+            reason = LOOP_NOT_RUNNING
+            text = "its event loop was not running at exit: message %s never finished"
+        else:
+            continue
+        if task.done():  # it finished, but the loop stopped before it ran the done callback
             reply.task_done(task)
         elif running_tasks.pop(task, None) is not None:
             _forget(task)
-            reply.lose(LOOP_CLOSED, "async receiver %s: its event loop was closed before it "
-                       "finished message %s")
+            reply.lose(reason, "async receiver %s: " + text)
 
 
-# A program that closed a loop and then ends without flush(), close() or reading losses:
-# what the loop held is counted (and its burst's line written) at exit, not lost unsaid.
-atexit.register(sweep_closed_loops)
+# A program that closed or stopped a loop and then ends without flush(), close() or
+# reading losses: what the loop held is counted (and its burst's line written) at exit,
+# not lost unsaid.
+atexit.register(_sweep, True)

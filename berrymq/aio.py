@@ -22,7 +22,9 @@ sending never waits for the coroutine. It is bounded: a receiver with
 ``async_pending_wait`` for room in another thread (see :mod:`berrymq._backlog`), so its
 subscription says it ``refuses``. Messages reach one receiver in the order they were
 sent. A message whose coroutine a closed loop will never run or finish, or whose task was
-cancelled, is counted in the bus's ``losses`` (see :mod:`berrymq._pending`). The
+cancelled, is counted in the bus's ``losses``; so is one handed to a loop that is not
+running (stopped, not closed) when a flush, a close or a read of ``losses`` looks, which
+is withdrawn then, and what such a loop holds at exit (see :mod:`berrymq._pending`). The
 subscription keeps holding the *function* weakly (the bus's own weak reference is
 wrapped, not replaced), so garbage collection ends an async receiver exactly like a
 plain one.
@@ -197,7 +199,7 @@ class AsyncReceiver:
             if backlog.handed or backlog.behind:  # sent before, not started: after them
                 backlog.behind += 1
                 handed.add(pending)
-                loop.call_soon(_start_behind, loop, function, message, pending, context)
+                loop.call_soon(_start_behind, loop, function, message, pending, context, backlog)
             else:
                 _start(loop, function, message, pending, context)
             return pending
@@ -207,7 +209,7 @@ class AsyncReceiver:
         if not loop.is_closed() and backlog.enter(message, loop):
             pending.backlog = backlog
             pending.handoff = True
-        handed.add(pending)  # until the loop runs the hand-off: a closed loop drops it unsaid
+        handed.add(pending)  # until the loop runs the hand-off (a closed or stopped one may not)
         try:
             loop.call_soon_threadsafe(_start_handed, loop, function, message, pending, context)
         except RuntimeError:  # the loop is closed: nothing will ever run this receiver
@@ -243,8 +245,13 @@ def _start(loop: asyncio.AbstractEventLoop, function: Callable[[Message], Any], 
 
 def _start_handed(loop: asyncio.AbstractEventLoop, function: Callable[[Message], Any],
                   message: Message, pending: PendingReply, context: contextvars.Context) -> None:
-    """:func:`_start` for a message handed over from another thread."""
-    handed.discard(pending)
+    """:func:`_start` for a message handed over from another thread, unless a sweep gave it
+    up first while the loop was not running (:func:`~berrymq._pending.sweep_closed_loops`;
+    it is counted as lost, and out of the backlog, already)."""
+    try:
+        handed.remove(pending)  # whoever takes it out owns it: this loop, or a sweep
+    except KeyError:
+        return
     backlog = pending.backlog
     if backlog is not None:  # counted as a task from now on
         backlog.run_handed()
@@ -253,14 +260,21 @@ def _start_handed(loop: asyncio.AbstractEventLoop, function: Callable[[Message],
 
 
 def _start_behind(loop: asyncio.AbstractEventLoop, function: Callable[[Message], Any],
-                  message: Message, pending: PendingReply, context: contextvars.Context) -> None:
+                  message: Message, pending: PendingReply, context: contextvars.Context,
+                  backlog: Backlog) -> None:
     """:func:`_start` for a message sent on the loop while hand-offs from other threads
     waited to start: after them, so that one receiver gets its messages in the order they
     were sent (started at once, it overtook them; and the sends on the loop after it go
-    behind it too, counted in ``Backlog.behind``)."""
-    handed.discard(pending)
-    if pending.backlog is not None:
-        pending.backlog.behind -= 1
+    behind it too, counted in ``Backlog.behind``). One a sweep gave up while the loop was
+    not running is counted as lost already, and leaves the loop's count of tasks here."""
+    backlog.behind -= 1
+    try:
+        handed.remove(pending)  # whoever takes it out owns it: this loop, or a sweep
+    except KeyError:
+        backlog.tasks -= 1
+        if backlog.waiting:
+            backlog.wake()
+        return
     _start(loop, function, message, pending, context)
 
 
