@@ -23,7 +23,6 @@ message"):
 from __future__ import annotations
 
 import itertools
-import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from berrymq._owners import Owners, target_keys
+from berrymq.fork_safe import ForkSafeLock
 from berrymq.identifier import WILDCARD, Identifier, parse
 from berrymq.subscription import Guard, Receiver, ReceiverKind, Subscription, strong_ref, weak_ref
 
@@ -67,7 +67,7 @@ class Index:
 
     def __init__(self, owner: Bus) -> None:
         self.owner = owner
-        self.lock = threading.Lock()
+        self.lock = ForkSafeLock()  # (fresh in a forked process: see there)
         self._seq = itertools.count()
         #: every active subscription by seq, in registration order
         self.subscriptions: dict[int, Subscription] = {}

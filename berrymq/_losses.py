@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq.bursts import flush_at_exit, flushed
 from berrymq.errors import QueueFull
+from berrymq.fork_safe import ForkSafeLock
 from berrymq.state import StateKey
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class Losses:
         self.total = 0
         #: :attr:`total` at the bus's last flush, which says False when it has grown since
         self.flushed = 0
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._unreported: dict[str, int] = {}
         self._level = logging.WARNING
         self._last_line = -interval

@@ -10,7 +10,6 @@ methods and attributes.
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from berrymq._losses import LOSSES, Losses
@@ -20,6 +19,7 @@ from berrymq.node import Forwarder, Node
 if TYPE_CHECKING:
     from berrymq._index import CachedRoute
     from berrymq.bus import Bus
+    from berrymq.fork_safe import ForkSafeLock
     from berrymq.identifier import Identifier
     from berrymq.message import Message
     from berrymq.plugins import PluginHost
@@ -36,7 +36,7 @@ class NodeSide:
     if TYPE_CHECKING:
         bus: Bus
         node: Node | None
-        _lock: threading.Lock
+        _lock: ForkSafeLock
         routes: dict[object, CachedRoute]
         taps: tuple[Any, ...]
         hop_limit: int

@@ -13,7 +13,6 @@ outlives it.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ from berrymq.timeouts import seconds_left, wait_limit
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
+    from berrymq.fork_safe import ForkSafeLock
 
 __all__ = ["Pooling"]
 
@@ -37,7 +37,7 @@ class Pooling:
     if TYPE_CHECKING:  # kept by Bus
         bus: Bus  # the bus itself
         pool: WorkerPool | None
-        _lock: threading.Lock
+        _lock: ForkSafeLock
         #: pools swapped out and not yet shut down (under ``_lock``), for close to wait for
         _stopping: list[WorkerPool]
 

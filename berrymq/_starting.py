@@ -20,6 +20,7 @@ from berrymq.plugins import PluginHost, get_plugin_host
 if TYPE_CHECKING:
     from berrymq._index import Index
     from berrymq.bus import Bus
+    from berrymq.fork_safe import ForkSafeLock
 
 __all__ = ["START_WAIT", "Starting"]
 
@@ -42,7 +43,7 @@ class Starting:
         taps: tuple[Callable[..., Any], ...]
         _plugins: PluginHost | None
         _explicit: dict[str, Any]
-        _lock: threading.Lock
+        _lock: ForkSafeLock
         _starter: int | None
         _ready: threading.Event
         _start_failure: BaseException | None

@@ -50,6 +50,7 @@ from berrymq._starting import Starting
 from berrymq._subscribing import Subscribing
 from berrymq.ask import ask as _ask
 from berrymq.errors import BusClosed, ConnectionClosed
+from berrymq.fork_safe import ForkSafeLock
 from berrymq.identifier import Identifier, parse
 from berrymq.message import Message, new_message
 from berrymq.node import Node
@@ -134,7 +135,7 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
                 raise problem
         self.raise_errors = bool(raise_errors)
         self.hop_limit = DEFAULT_HOP_LIMIT if hop_limit is None else hop_limit
-        self._lock = threading.Lock()  # the bus's own changes: pool, node, start, close
+        self._lock = ForkSafeLock()  # the bus's own changes: pool, node, start, close
         # The bus's parts, public for the modules that make up the bus (delivery, ask,
         # the node, transports), not for users:
         #: the subscriptions, filed by pattern shape (:mod:`berrymq._index`)

@@ -16,7 +16,6 @@ raised to the sender.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -25,6 +24,7 @@ from berrymq._hook_calls import one_line
 from berrymq._losses import CLOSED_FIRST, FORWARD_FAILED, LOSSES
 from berrymq._uids import UidMemory
 from berrymq.errors import PluginError, QueueFull
+from berrymq.fork_safe import ForkSafeLock
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
 from berrymq.stats import stats_for
@@ -79,7 +79,7 @@ class Node:
         self.new_uid = self.uids.new_uid
         #: whether a peer's uid is new here (see :meth:`UidMemory.first_sight`)
         self.first_sight = self.uids.first_sight
-        self.lock = threading.Lock()
+        self.lock = ForkSafeLock()
         #: set once closed: a message from a peer that comes after is counted as lost
         self.closed = False
         #: the links this bus's non-local messages go out through

@@ -39,6 +39,7 @@ from berrymq._discovery import (
 from berrymq._hook_calls import call_each, one_line, taps
 from berrymq._hook_checks import hook_wrapper, misspelled_hook, unmarked_function
 from berrymq.errors import BerryMQError, PluginError, PluginNotAvailable, SettingsError
+from berrymq.fork_safe import ForkSafeLock
 from berrymq.registries import (
     ReceiverKind,
     ReceiverRegistry,
@@ -339,7 +340,7 @@ class PluginHost:
 
 
 _host: PluginHost | None = None
-_host_lock = threading.Lock()
+_host_lock = ForkSafeLock()  # (a thread of the parent may have been loading the host)
 _loading = threading.local()  # .on: this thread loads the plugin host
 
 

@@ -16,11 +16,11 @@ Keys compare by identity: two plugins never see each other's state by accident.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from berrymq.errors import BusClosed
+from berrymq.fork_safe import ForkSafeLock
 
 if TYPE_CHECKING:
     from berrymq.bus import Bus
@@ -81,7 +81,7 @@ class BusState:
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
         self._values: dict[StateKey[Any], Any] = {}
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._closed = False
 
     def get(self, key: StateKey[T]) -> T:

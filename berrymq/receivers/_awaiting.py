@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal
 from berrymq._backlog import waits_for_room
 from berrymq._blocked import waiting_on
 from berrymq.errors import Empty, QueueClosed, QueueFull
+from berrymq.fork_safe import ForkSafeLock
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.receivers._waiters import AsyncWaiters
@@ -37,7 +38,7 @@ FullPolicy = Literal["block", "refuse"]
 
 #: Taken while the Queue objects using a store are counted, joined or closed: a Queue
 #: made meanwhile never joins a store that is closing (see ``QueueStore.users``).
-USERS_LOCK = threading.Lock()
+USERS_LOCK = ForkSafeLock()
 
 #: How often a sender waiting for room looks whether the queue's Queue objects were all
 #: garbage-collected (nothing can take from it any more): the collector may not close the

@@ -266,10 +266,10 @@ class Asking:
     def request(self, message: Message, timeout: float) -> list[Any]:
         """Publish ``message`` as a NATS request and gather every process's replies; returns
         within ``timeout`` (the link keeps the deadline: see :class:`AskWaiter`)."""
-        deadline = time.monotonic() + timeout
-        bridge = self.bridge
-        if not bridge.outbox.connected:
-            raise ConnectionClosed(f"NATS at {bridge.address} is not connected ({bridge.state})")
+        deadline, bridge = time.monotonic() + timeout, self.bridge
+        if not bridge.outbox.connected:  # never in a forked process: the fork is why
+            why = bridge.outbox.forked_error or bridge.state
+            raise ConnectionClosed(f"NATS at {bridge.address} is not connected ({why})")
         token = str(next(self._ids))
         ident = message[0]
         waiter = AskWaiter(self.expected(ident), bridge.options.ask_gather, self.view.peers)

@@ -17,10 +17,10 @@ it is rebuilt on the next look, outside the bus's lock.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from berrymq.fork_safe import ForkSafeLock
 from berrymq.identifier import Identifier
 from berrymq.transports.support import SeenUids
 from berrymq_nats.subjects import SubjectMap
@@ -76,7 +76,7 @@ class SharedQueues:
         self.dirty = True
         self.closed = False
         self.entries: tuple[tuple[Subscription, str, Identifier], ...] = ()
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._guarded: list[Subscription] = []
         # keyed by the identifier's text: a str's hash is C's, an Identifier's a call
         self._taken: dict[str, tuple[str, ...]] = {}

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from berrymq.errors import ConnectionClosed, TransportError
+from berrymq.fork_safe import ForkSafeLock
 from berrymq.identifier import Identifier
 from berrymq.state import StateKey
 from berrymq.transports.base import Connection, Transport
+from berrymq.transports.ioloop import InheritedLoopError, io_loop
 from berrymq_nats.bridge import NatsBridge
 from berrymq_nats.options import BrokerOptions
 
@@ -42,7 +43,7 @@ class NatsTransport(Transport):
     def __init__(self, bus: Bus, settings: Mapping[str, Any]) -> None:
         super().__init__(bus, settings)
         self.bridge: NatsBridge | None = None
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         bus.state(_TRANSPORT)[:] = [self]
 
     def connect_broker(
@@ -62,6 +63,9 @@ class NatsTransport(Transport):
             background (messages wait in the buffer meanwhile).
         :param subscribe: false for a bridge that only publishes.
         :param options: the keys of :class:`BrokerOptions`, over the settings file's.
+        :raises InheritedLoopError: in a process forked from one whose bridge (or other
+            network) ran: that bridge is the parent's (see :meth:`Outbox.forked
+            <berrymq_nats.outbox.Outbox.forked>`), and no new one can start here.
         """
         merged = {k: v for k, v in self.settings.items() if k != "servers"}
         credentials = merged.get("credentials")
@@ -78,6 +82,9 @@ class NatsTransport(Transport):
         opts = BrokerOptions.build(servers, merged)
         with self._lock:
             bridge = self.bridge
+            forked = bridge.outbox.forked_error if bridge is not None else None
+            if forked is not None:  # made in the parent, closed here or not: never usable
+                raise InheritedLoopError(str(forked))
             if bridge is not None and not bridge.closed:
                 if bridge.options.servers == opts.servers:
                     return bridge
@@ -85,6 +92,9 @@ class NatsTransport(Transport):
                     f"bus {self.bus.name} is already bridged to NATS at {bridge.address}; "
                     "close that bridge first"
                 )
+            # The loop first: in a process forked while it ran, InheritedLoopError before a
+            # bridge is half made (its link the bus's forwarder, its messages sent nowhere).
+            io_loop.loop  # noqa: B018 - started now if it was not
             bridge = self.bridge = NatsBridge(self.bus, opts, subscribe=subscribe)
         self.bus.track_connection(bridge)
         if wait and not bridge.wait_connected(opts.connect_timeout + 0.5):

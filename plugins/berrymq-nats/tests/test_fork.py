@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,71 @@ def test_a_forked_process_is_refused_the_parents_bridge_at_once(
     assert report["close"][0] == "None" and report["close"][1] < AT_ONCE, report
     assert report["serve"][0].startswith(f"InheritedLoopError: {reason}"), report
     assert "did not shut down cleanly" not in result.stderr  # nothing of it to shut down here
+
+
+#: The parent joins NATS (``bridge``) or only serves TCP (``tcp``: its I/O loop runs, with
+#: no bridge), then forks; the child prints what each call did there, as JSON.
+CONNECT_IN_CHILD = textwrap.dedent("""
+    import json, os, sys, time
+    import berrymq
+
+    URL, PARENT_HAS = sys.argv[1], sys.argv[2]
+
+    def timed(call):
+        started = time.monotonic()
+        try:
+            outcome = repr(call())
+        except Exception as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        return [outcome, time.monotonic() - started]
+
+    if PARENT_HAS == "bridge":
+        berrymq.connect_broker(URL)
+    else:
+        berrymq.init_connection("tcp://127.0.0.1:0")
+    assert berrymq.flush(10)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            bus = berrymq.get_bus()
+            report = {
+                "ask": timed(lambda: berrymq.ask("job:question", timeout=5)),
+                "connect": timed(lambda: berrymq.connect_broker(URL)),
+                "close": timed(berrymq.close_connection),
+                "again": timed(lambda: berrymq.connect_broker(URL)),
+                "forwarders": repr(bus.node.forwarders),
+                "parent": os.getppid(),
+            }
+            print(json.dumps(report), flush=True)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    berrymq.close_connection()
+""")
+
+
+@pytest.mark.parametrize("parent_has", ["bridge", "tcp"])
+def test_connect_broker_in_a_forked_process_raises_and_ask_names_the_fork(
+        tmp_path: Path, nats_server: NatsServer, parent_has: str) -> None:
+    """connect_broker returned the parent's bridge (``closed`` False, ``connected``), which
+    sent nothing; an ask's entry said "not connected (connected)". With no bridge in the
+    parent, a bridge was half made: InheritedLoopError, but its link stayed the bus's
+    forwarder, and the messages sent to it went nowhere, counted nowhere."""
+    result = subprocess.run([sys.executable, "-c", CONNECT_IN_CHILD, nats_server.url, parent_has],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env=clean_env())
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    reason = (f"this process was forked from process {report['parent']} after berryMQ's "
+              "network had started there")
+    for call in ("connect", "again"):
+        outcome, took = report[call]
+        assert outcome.startswith(f"InheritedLoopError: {reason}") and took < AT_ONCE, report
+    assert report["close"][1] < AT_ONCE, report
+    assert report["forwarders"] == "()", report
+    replies, took = report["ask"]
+    if parent_has == "bridge":
+        assert replies.startswith("[ReplyError(") and took < AT_ONCE, report
+        assert f"is not connected ({reason}" in replies, report
+    else:
+        assert replies == "[]", report

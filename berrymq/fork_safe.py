@@ -1,0 +1,63 @@
+"""Locks that a process forked from this one gets fresh.
+
+Only the forking thread goes on in a forked process: a lock that another thread of the
+parent held at that instant stays taken there for ever, and the child's first use of
+what it guards waits for it (a child forked while a thread registered receivers hung in
+its first registration, about every other time). A :class:`ForkSafeLock` is replaced by
+a new lock in the child; what it guards is as that thread left it, each structure whole.
+
+For the locks held across whole operations on a bus and its state (its subscriptions, its
+start and close, its losses, its connections, the plugin host), not for a message's path.
+The hook runs from a module that holds nothing else: a hook of a module whose globals
+reach the buses kept them alive at interpreter exit past the weak references of their
+receivers, whose callbacks then failed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import Any
+
+__all__ = ["ForkSafeLock"]
+
+
+class ForkSafeLock:
+    """A :class:`threading.Lock` (``with``, :meth:`acquire`, :meth:`release`) made afresh
+    in a process forked from this one."""
+
+    __slots__ = ("__weakref__", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        _every.add(self)
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._lock.release()
+
+    def _renew(self) -> None:
+        self._lock = threading.Lock()
+
+
+_every: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for lock in list(_every):
+        lock._renew()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
