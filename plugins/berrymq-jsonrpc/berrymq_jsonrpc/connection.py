@@ -201,6 +201,8 @@ class RemoteConnection(LinkConnection):
         try:
             return self.channel.call(method, params, timeout, late)
         except ConnectionClosed as exc:
+            if self.closed:  # by this side meanwhile (so the peer forgot the session): said so
+                raise self._closed_error() from None
             # closed here, on the caller's thread (one that may block), before the error
             # reaches it: handed to a WAITS thread, the close could be overtaken by what
             # the caller does next (berrymq listen --no-reconnect ended the process, and

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from berrymq_jsonrpc import protocol as p
@@ -79,3 +80,33 @@ def test_a_get_against_a_server_answering_empty_at_once_does_not_spin(
     # one request per EARLY_EMPTY_PAUSE at most (and the first): thousands before
     assert server.gets <= 2.0 / EARLY_EMPTY_PAUSE + 2, server.gets
     connection.close()
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+@pytest.mark.parametrize("closing", ["bus", "connection"])
+def test_a_get_waiting_when_this_side_closes_is_told_the_connection_is_closed(
+        bus_factory: Callable[..., Bus], wait_for: Callable[..., Any], scheme: str,
+        closing: str) -> None:
+    """It was told "the peer no longer knows this connection ... Unknown or expired
+    token" (the node forgot the session because this side closed it), which sends the
+    user looking for a ttl or a restart of the node (found by an outside audit)."""
+    node = bus_factory()
+    url = node.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+    client = bus_factory()
+    connection = client.transport(scheme).connect_via_queue(url, Identifier("job:*"), 100)
+    store = next(iter(node.transport(scheme).service.sessions.values())).queue  # type: ignore[attr-defined]
+    raised: list[BaseException] = []
+
+    def get() -> None:
+        try:
+            connection.get(True, 30)
+        except BaseException as exc:
+            raised.append(exc)
+
+    getter = threading.Thread(target=get)
+    getter.start()
+    wait_for(lambda: store.waiting == 1, 10, "the get to wait at the node")
+    (client.close if closing == "bus" else connection.close)()
+    getter.join(10)
+    assert len(raised) == 1 and type(raised[0]) is berrymq.ConnectionClosed, raised
+    assert str(raised[0]) == f"connection to {url} is closed"
