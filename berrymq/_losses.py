@@ -2,8 +2,9 @@
 
 The core drops a message only where it must: past the hop limit (a receiver loop), when a
 forwarder failed to take it (its link had just failed), when a receiver refused it in a
-worker thread or an adapter's (nobody is left to raise to), when an ``async def`` receiver's event loop
-closed before its coroutine ran or finished, or its task was cancelled, or when the
+worker thread or an adapter's (nobody is left to raise to), when an ``async def``
+receiver's event loop closed before its coroutine ran or finished, or was not running
+when someone looked, or its task was cancelled, or when the
 process exited with tasks its worker pool could not run in time. Each such loss
 is counted here, per bus, by a short fixed reason (``bus.losses.counts``, read by the
 JSON-RPC ``/status``), and reported on the ``berrymq`` logger: the first loss of a burst
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
     from berrymq.bus import Bus
 
 __all__ = ["ASYNC_CANCELLED", "CANCELLED_FIRST", "CLOSED_FIRST", "DECORATOR_REFUSED", "EXITED_FIRST",
-           "FORWARD_FAILED", "HOP_LIMIT", "LOOP_CLOSED", "LOSSES", "REPLY_REFUSED", "SOURCE_REFUSED",
-           "WORKER_REFUSED", "Losses", "count_refusals"]
+           "FORWARD_FAILED", "HOP_LIMIT", "LOOP_CLOSED", "LOOP_NOT_RUNNING", "LOSSES",
+           "REPLY_REFUSED", "SOURCE_REFUSED", "WORKER_REFUSED", "Losses", "count_refusals"]
 
 logger = logging.getLogger("berrymq")
 
@@ -62,6 +63,10 @@ EXITED_FIRST = "dropped: the process exited before a worker ran it"
 #: A message for an ``async def`` receiver whose event loop was closed before the
 #: coroutine ran or finished (a hand-off the loop never ran, a task left pending).
 LOOP_CLOSED = "dropped: its async receiver's event loop was closed"
+#: A message for an ``async def`` receiver whose event loop was not running (stopped, not
+#: closed) when a flush, a close or a read of the losses looked, its hand-off not run
+#: (withdrawn: it never runs), or that such a loop still held at exit.
+LOOP_NOT_RUNNING = "dropped: its async receiver's event loop is not running"
 #: A message whose ``async def`` receiver's task was cancelled before it finished
 #: (``asyncio.run`` ending cancels the tasks left).
 ASYNC_CANCELLED = "dropped: its async receiver's task was cancelled"

@@ -12,7 +12,7 @@ loops there: each is settled as cancelled and, unless an ``ask`` claimed it (the
 reports it), counted in its bus's ``losses`` (:data:`~berrymq._losses.LOOP_CLOSED`).
 A loop that is stopped but not closed (``run_until_complete`` returned, ``loop.stop()``)
 may run again, or never: the sweep withdraws the hand-offs such a loop holds, as
-:data:`LOOP_NOT_RUNNING` (whoever takes a reply out of :data:`handed` owns it: its loop,
+:data:`~berrymq._losses.LOOP_NOT_RUNNING` (whoever takes a reply out of :data:`handed` owns it: its loop,
 which starts it, or the sweep, which gives it up, never both), and leaves the tasks it
 started; at exit it counts those too. It runs when a send finds a loop closed, at
 ``bus.flush()``, ``bus.close()``, when ``bus.losses`` is read, and at exit. A task
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq._backlog import Backlog
 from berrymq._hops import carrying_hops
-from berrymq._losses import ASYNC_CANCELLED, LOOP_CLOSED, LOSSES, REPLY_REFUSED
+from berrymq._losses import ASYNC_CANCELLED, LOOP_CLOSED, LOOP_NOT_RUNNING, LOSSES, REPLY_REFUSED
 from berrymq.errors import QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message
@@ -44,7 +44,7 @@ from berrymq.message import Message
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["LOOP_NOT_RUNNING", "PendingReply", "handed", "running_tasks", "sweep_closed_loops"]
+__all__ = ["PendingReply", "handed", "running_tasks", "sweep_closed_loops"]
 
 logger = logging.getLogger("berrymq")
 
@@ -56,9 +56,6 @@ running_tasks: dict[asyncio.Task[Any], PendingReply] = {}
 #: it ran the hand-off drops it without a word; a stopped one may never run it). Taken out
 #: with ``remove``: who does so (the loop starting it, a sweep giving it up) owns it.
 handed: set[PendingReply] = set()
-#: A message for an ``async def`` receiver whose event loop was not running (stopped, not
-#: closed) when a sweep looked, its hand-off not run (withdrawn: it never runs), or at exit.
-LOOP_NOT_RUNNING = "dropped: its async receiver's event loop is not running"
 
 _PENDING, _DONE, _CANCELLED = 0, 1, 2
 _settle_lock = threading.Lock()

@@ -22,7 +22,8 @@ from helpers import WAIT, LoopThread, clean_env, wait_for
 
 import berrymq
 from berrymq import Bus, Message
-from berrymq._pending import LOOP_NOT_RUNNING, handed, running_tasks
+from berrymq._losses import LOOP_NOT_RUNNING
+from berrymq._pending import handed, running_tasks
 from berrymq.subscription import Subscription
 
 
