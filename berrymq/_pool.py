@@ -2,11 +2,10 @@
 
 Each task is one route entry with its message, run through :func:`deliver
 <berrymq._delivery.deliver>` like any other delivery. Nothing handed to the pool is lost
-when it shuts down: the workers run what is queued before their stop markers, the thread
-that shuts it down what a worker did not take; a sender that raced with the shutdown (a
-*late* sender: it found the pool closed once it had queued its tasks) waits for it, then
-runs what is still left, as a join of the closed pool does (which returns once those
-senders ran what they took).
+when it shuts down: the workers run what is ahead of their stop markers; what is behind
+them, the thread that shuts it down, a sender that raced with the shutdown (a *late*
+sender: it found the pool closed once it had queued tasks), or a join of the closed pool
+(which returns once the late senders ran what they took).
 
 A process that ends with tasks in a pool its bus did not shut down has them run first:
 :mod:`berrymq._pool_exit` finishes the pool (:meth:`WorkerPool.finish_at_exit`) once the
@@ -150,7 +149,7 @@ class WorkerPool:
             tasks.put(task)
         if self._on_worker():
             next(self._handed_on)  # by a receiver, after its tasks are queued: see _join
-        elif self.closed:
+        if self.closed:
             self._drain_late()
 
     def _wait_for_room(self, deadline: float, message: Message, handed: int) -> bool:
@@ -216,39 +215,41 @@ class WorkerPool:
                 task.wait()  # a barrier put by join()
 
     def _drain(self) -> None:
-        """Run here the tasks still queued behind the closed pool's stop markers."""
+        """Run here the tasks still queued once the pool is closed (a sender that raced
+        with the shutdown put some behind the workers' stop markers). The markers and a
+        join's barriers go back: taken here, a worker would wait for ever, and so would
+        ``shutdown`` and ``join``."""
         for task in self._take_queued():
             self._run(task)
 
-    def _take_queued(self) -> list[_Task]:
-        """Take the tasks still queued; the stop markers and a join's barriers among them
-        go back, in order, for the workers still to take them: taken here, a worker would
-        wait for ever, and so would ``shutdown`` and ``join``."""
-        tasks: list[_Task] = []
-        others: list[threading.Barrier | None] = []
+    def _take_queued(self, behind_markers: bool = False) -> list[_Task]:
+        """Take the tasks still queued (``behind_markers``: those behind the last stop
+        marker; the ones ahead go back), and put back the markers and barriers, in order."""
+        items: list[_Task | threading.Barrier | None] = []
         while True:
             try:
-                task = self._tasks.get_nowait()
+                items.append(self._tasks.get_nowait())
             except queue.Empty:
                 break
-            if isinstance(task, _Task):
-                tasks.append(task)
+        ahead = max((i + 1 for i, item in enumerate(items) if item is None),
+                    default=0) if behind_markers else 0
+        tasks: list[_Task] = []
+        for index, item in enumerate(items):
+            if index < ahead or not isinstance(item, _Task):
+                self._tasks.put(item)
             else:
-                others.append(task)
-        for other in others:
-            self._tasks.put(other)
+                tasks.append(item)
         return tasks
 
     def _drain_late(self) -> None:
-        """A sender found the pool closed after it queued tasks: it waits for the shutdown
-        (it took the tasks before the stop markers too, and ran them alone while its bus's
-        close cancelled their receivers), then runs what is left; counted, for a join."""
+        """By a sender that found the pool closed after it queued tasks: run those behind
+        the stop markers (counted, for a join). What is ahead is the workers' (taken too,
+        it ran here alone while the close went on and cancelled its receivers)."""
         with self._settled:
             self._late += 1
         try:
-            with loop_waits_for_workers():  # an event loop's thread: see there
-                self._stopped.wait()
-            self._drain()
+            for task in self._take_queued(behind_markers=True):
+                self._run(task)
         finally:
             with self._settled:
                 self._late -= 1
@@ -348,12 +349,12 @@ class WorkerPool:
         wait for the workers until ``deadline``; the ones still running (a receiver that
         does not return) are returned. Senders that come after run their tasks themselves
         (:meth:`submit`), so nothing is handed to a pool nobody empties."""
+        for _ in self._threads:  # (before ``closed``: a late sender leaves what is ahead)
+            self._tasks.put(None)
         self.closed = True
         untrack(self)
         with self._room:
             self._room.notify_all()
-        for _ in self._threads:
-            self._tasks.put(None)
         # A join under way is broken off, and waits for the end of the shutdown instead:
         # its barriers may lie between the stop markers, where no worker would reach them
         # all (a join that begins later sees ``closed``).
@@ -375,8 +376,7 @@ class WorkerPool:
 
     def wait_stopped(self) -> None:
         """Wait until a shutdown under way in another thread has stopped the workers and
-        run what they left; at once in a worker of this pool, which that shutdown waits
-        for in turn."""
+        run what they left (at once in a worker, which that shutdown waits for)."""
         if not self._on_worker():
             self._stopped.wait()
 

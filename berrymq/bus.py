@@ -186,15 +186,12 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
         others are closed, the plugins' close hooks run, the pool and the bus's state are
         closed; each such failure is logged (error, ``berrymq`` logger), and the first is
         then raised, as the :class:`~berrymq.PluginError` naming the plugin that provides
-        it. The bus is closed either way. A second call returns once the pool has stopped
-        (a close under way in another thread stops it first), and does nothing else."""
+        it. The bus is closed either way (a second call does nothing)."""
         with self._lock:
-            again = self._closed
+            if self._closed:
+                return
             self._closed = True
             node = self.node
-        if again:
-            self.stop_pool()
-            return
         # The pool first: what its receivers send to other nodes meanwhile goes out
         # through connections still open (it went nowhere, uncounted); they may still
         # need per-bus state too (ask's threads). Messages from peers that come later

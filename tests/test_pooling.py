@@ -80,9 +80,10 @@ def test_what_was_handed_to_the_pool_runs_though_another_thread_sends_as_it_stop
         stop: str) -> None:
     """A sender that found the pool closed after it queued a task ran every task still
     queued, those ahead of the workers' stop markers too, alone: the workers stopped, the
-    stop returned, and close() cancelled the receivers it had not reached yet (about half
-    of 50,000 messages counted as cancelled, none run); set_multiplicity(0) returned
-    with most of them not run."""
+    stop returned, and close() cancelled the receivers it had not reached yet (most of
+    50,000 messages counted as cancelled, never run). It runs only what is behind the
+    markers now. (An outside review found that making it wait for the shutdown instead
+    deadlocked a receiver that closes its own bus, and a busy worker waiting for it.)"""
     ran: list[int] = []
     go, stopped = threading.Event(), threading.Event()
 
@@ -118,35 +119,6 @@ def test_what_was_handed_to_the_pool_runs_though_another_thread_sends_as_it_stop
         stopped.set()
         sender.join(WAIT)
         bus.close()
-    assert len(handed) == 50_000
-    assert dict(bus.losses.counts) == {}
+    assert len(handed) == 50_000  # (what the other sender queued after the stop began
+    # may be counted as cancelled: it raced with the close)
 
-
-def test_a_second_close_returns_once_the_pool_has_stopped() -> None:
-    """It returned at once while the first close still waited for a worker, so a program
-    that closed its bus from two threads could go on with the pool still running."""
-    started, release = threading.Event(), threading.Event()
-
-    def slow(message: Message) -> None:
-        started.set()
-        release.wait(WAIT)
-
-    bus = Bus(multiplicity=1, name="twice")
-    bus.subscribe("job:*", slow, weak=False)
-    bus.twitter("job:x")
-    assert started.wait(WAIT)
-    first = threading.Thread(target=bus.close)
-    first.start()
-    second = threading.Thread(target=bus.close)
-    try:
-        while not bus.closed:  # the first close has begun
-            first.join(0.01)
-        second.start()
-        second.join(0.5)
-        assert second.is_alive(), "the second close returned while a worker still ran"
-    finally:
-        release.set()
-        first.join(WAIT)
-        second.join(WAIT)
-    assert bus.pool is None
-    assert not [t for t in threading.enumerate() if t.name.startswith("berrymq-worker")]
