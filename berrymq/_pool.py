@@ -2,10 +2,10 @@
 
 Each task is one route entry with its message, run through :func:`deliver
 <berrymq._delivery.deliver>` like any other delivery. Nothing handed to the pool is lost
-when it shuts down: the workers run what is ahead of their stop markers; what is behind
-them, the thread that shuts it down, a sender that raced with the shutdown (a *late*
-sender: it found the pool closed once it had queued tasks), or a join of the closed pool
-(which returns once the late senders ran what they took).
+when it shuts down: what a worker did not take is run by the thread that shuts it down,
+by a sender that raced with it (a *late* sender: it found the pool closed once it had
+queued tasks), or by a join of the closed pool; the shutdown and such a join return once
+the late senders ran what they took.
 
 A process that ends with tasks in a pool its bus did not shut down has them run first:
 :mod:`berrymq._pool_exit` finishes the pool (:meth:`WorkerPool.finish_at_exit`) once the
@@ -93,8 +93,7 @@ class WorkerPool:
         #: shut down: the workers stopped, and the shutdown ran what they left (late
         #: senders may still run tasks they queued: see _late)
         self._stopped = threading.Event()
-        #: senders running the tasks they queued into the closed pool (under _settled)
-        self._late = 0
+        self._late: dict[int, int] = {}  # late senders running what they took: id -> depth
         self._settled = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._start_threads()
@@ -107,16 +106,13 @@ class WorkerPool:
         return self._bus.name
 
     def _on_worker(self) -> bool:
-        """Whether the calling thread is one of this pool's workers, which must never
-        wait for the pool (it would wait for itself)."""
+        """Whether the calling thread is a worker of this pool (which must not wait for it)."""
         return threading.current_thread() in self._threads
 
     def _start_threads(self) -> None:
-        """Make and start the workers one at a time, or none: a system that runs out of
-        threads part of the way stops the making at the first failure (no thread object
-        is made ahead, which for a huge ``size`` took gigabytes before any failed); the
-        ones started are stopped again, and the caller gets an error naming
-        ``multiplicity`` and the cause, not thousands of idle threads."""
+        """Make and start the workers one at a time, or none: at the first failure (no
+        thread object made ahead: for a huge ``size`` that took gigabytes) those started
+        stop again, and the error names ``multiplicity`` and the cause."""
         threads = self._threads
         try:
             for i in range(self.size):
@@ -216,43 +212,43 @@ class WorkerPool:
 
     def _drain(self) -> None:
         """Run here the tasks still queued once the pool is closed (a sender that raced
-        with the shutdown put some behind the workers' stop markers). The markers and a
-        join's barriers go back: taken here, a worker would wait for ever, and so would
-        ``shutdown`` and ``join``."""
+        with the shutdown put some behind the workers' stop markers). The stop markers and
+        a join's barriers go back, in order, for the workers still to take them: taken
+        here, a worker would wait for ever and so would ``shutdown`` and ``join``."""
         for task in self._take_queued():
             self._run(task)
 
-    def _take_queued(self, behind_markers: bool = False) -> list[_Task]:
-        """Take the tasks still queued (``behind_markers``: those behind the last stop
-        marker; the ones ahead go back), and put back the markers and barriers, in order."""
-        items: list[_Task | threading.Barrier | None] = []
+    def _take_queued(self) -> list[_Task]:
+        """Take the tasks still queued; the stop markers and a join's barriers among them
+        go back, in order, for the workers still to take them (see :meth:`_drain`)."""
+        tasks: list[_Task] = []
+        others: list[threading.Barrier | None] = []
         while True:
             try:
-                items.append(self._tasks.get_nowait())
+                task = self._tasks.get_nowait()
             except queue.Empty:
                 break
-        ahead = max((i + 1 for i, item in enumerate(items) if item is None),
-                    default=0) if behind_markers else 0
-        tasks: list[_Task] = []
-        for index, item in enumerate(items):
-            if index < ahead or not isinstance(item, _Task):
-                self._tasks.put(item)
+            if isinstance(task, _Task):
+                tasks.append(task)
             else:
-                tasks.append(item)
+                others.append(task)
+        for other in others:
+            self._tasks.put(other)
         return tasks
 
     def _drain_late(self) -> None:
-        """By a sender that found the pool closed after it queued tasks: run those behind
-        the stop markers (counted, for a join). What is ahead is the workers' (taken too,
-        it ran here alone while the close went on and cancelled its receivers)."""
+        """:meth:`_drain`, by a sender that found the pool closed after it queued tasks:
+        counted, so that a join of the closed pool waits until it has run them."""
+        me = threading.get_ident()
         with self._settled:
-            self._late += 1
+            self._late[me] = self._late.get(me, 0) + 1
         try:
-            for task in self._take_queued(behind_markers=True):
-                self._run(task)
+            self._drain()
         finally:
             with self._settled:
-                self._late -= 1
+                self._late[me] -= 1
+                if not self._late[me]:
+                    del self._late[me]
                 self._settled.notify_all()
 
     def _all_run(self, deadline: float | None) -> bool:
@@ -326,7 +322,7 @@ class WorkerPool:
         self._waiting = 0
         self._joining = threading.Lock()
         self._barrier = None
-        self._late = 0
+        self._late = {}
         self._settled = threading.Condition()
         self._threads = []
         self._start_threads()
@@ -349,12 +345,12 @@ class WorkerPool:
         wait for the workers until ``deadline``; the ones still running (a receiver that
         does not return) are returned. Senders that come after run their tasks themselves
         (:meth:`submit`), so nothing is handed to a pool nobody empties."""
-        for _ in self._threads:  # (before ``closed``: a late sender leaves what is ahead)
-            self._tasks.put(None)
         self.closed = True
         untrack(self)
         with self._room:
             self._room.notify_all()
+        for _ in self._threads:
+            self._tasks.put(None)
         # A join under way is broken off, and waits for the end of the shutdown instead:
         # its barriers may lie between the stop markers, where no worker would reach them
         # all (a join that begins later sees ``closed``).
@@ -368,10 +364,14 @@ class WorkerPool:
         return [thread for thread in others if thread.is_alive()]
 
     def shutdown(self) -> None:
-        """Stop the workers once they ran every task queued, and run here what a sender
-        that raced with the shutdown queued behind them."""
+        """Stop the workers once they ran every task queued, run here what a late sender
+        queued behind them, and wait for those senders to run what they took (a close went
+        on meanwhile, and cancelled their receivers: tens of thousands of messages)."""
         self._stop(None)
         self._drain()
+        me = threading.get_ident()  # (a receiver it runs may be one)
+        with loop_waits_for_workers(), self._settled:
+            self._settled.wait_for(lambda: not self._late.keys() - {me})
         self._stopped.set()
 
     def wait_stopped(self) -> None:

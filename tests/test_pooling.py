@@ -81,9 +81,9 @@ def test_what_was_handed_to_the_pool_runs_though_another_thread_sends_as_it_stop
     """A sender that found the pool closed after it queued a task ran every task still
     queued, those ahead of the workers' stop markers too, alone: the workers stopped, the
     stop returned, and close() cancelled the receivers it had not reached yet (most of
-    50,000 messages counted as cancelled, never run). It runs only what is behind the
-    markers now. (An outside review found that making it wait for the shutdown instead
-    deadlocked a receiver that closes its own bus, and a busy worker waiting for it.)"""
+    50,000 messages counted as cancelled, never run). The shutdown now waits for such
+    senders. (Reviews found that making the sender wait for the shutdown instead
+    deadlocked, and that leaving it only the tasks behind the markers raced.)"""
     ran: list[int] = []
     go, stopped = threading.Event(), threading.Event()
 
