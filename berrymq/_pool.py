@@ -2,10 +2,11 @@
 
 Each task is one route entry with its message, run through :func:`deliver
 <berrymq._delivery.deliver>` like any other delivery. Nothing handed to the pool is lost
-when it shuts down: what a worker did not take is run by the thread that shuts it down,
-by a sender that raced with it (a *late* sender: it found the pool closed once it had
-queued tasks), or by a join of the closed pool; the shutdown and such a join return once
-the late senders ran what they took.
+when it shuts down: whatever a worker did not take is run by the thread that shuts it
+down, or by a sender that raced with the shutdown (a *late* sender: it found the pool
+closed once it had queued its tasks), or by a join of the closed pool that finds them
+queued. Such a join returns once the late senders ran what they took, not as soon as the
+shutdown is over.
 
 A process that ends with tasks in a pool its bus did not shut down has them run first:
 :mod:`berrymq._pool_exit` finishes the pool (:meth:`WorkerPool.finish_at_exit`) once the
@@ -39,7 +40,7 @@ from berrymq._backlog import loop_waits_for_workers
 from berrymq._blocked import join_unblocking
 from berrymq._delivery import Answer, deliver, drop_tracebacks
 from berrymq._index import RouteEntry
-from berrymq._losses import CANCELLED_FIRST, EXITED_FIRST, LOSSES, WORKER_REFUSED
+from berrymq._losses import CANCELLED_FIRST, CLOSED_FIRST, EXITED_FIRST, LOSSES, WORKER_REFUSED
 from berrymq._pool_exit import track, untrack
 from berrymq.errors import QueueFull
 from berrymq.message import Message
@@ -93,7 +94,8 @@ class WorkerPool:
         #: shut down: the workers stopped, and the shutdown ran what they left (late
         #: senders may still run tasks they queued: see _late)
         self._stopped = threading.Event()
-        self._late: dict[int, int] = {}  # late senders running what they took: id -> depth
+        #: senders running the tasks they queued into the closed pool (under _settled)
+        self._late = 0
         self._settled = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._start_threads()
@@ -170,10 +172,12 @@ class WorkerPool:
 
     def _run(self, task: _Task) -> None:
         entry = task.entry
-        if not entry[2].active:  # cancelled while the task waited
-            self._bus.state(LOSSES).add(CANCELLED_FIRST, logging.WARNING,
-                                        "message %s dropped: its receiver %r was cancelled "
-                                        "before a worker thread ran it", task.message[0], entry[2])
+        if not entry[2].active:  # cancelled while the task waited, or its bus closed
+            closed = self._bus.closed  # (a late sender's task: see _drain_late)
+            self._bus.state(LOSSES).add(
+                CLOSED_FIRST if closed else CANCELLED_FIRST, logging.WARNING,
+                "message %s dropped: %s before a worker thread ran it", task.message[0],
+                f"bus {self._bus.name} closed" if closed else f"its receiver {entry[2]!r} was cancelled")
             return
         errors = deliver(self._bus, (entry,), task.message, task.answer)
         if not errors:
@@ -238,17 +242,16 @@ class WorkerPool:
 
     def _drain_late(self) -> None:
         """:meth:`_drain`, by a sender that found the pool closed after it queued tasks:
-        counted, so that a join of the closed pool waits until it has run them."""
-        me = threading.get_ident()
+        counted, so that a join of the closed pool waits until it has run them. Its bus's
+        close may go on meanwhile: what it had not run then is counted as ``CLOSED_FIRST``
+        (the shutdown waiting for it hung where its receivers wait for the close)."""
         with self._settled:
-            self._late[me] = self._late.get(me, 0) + 1
+            self._late += 1
         try:
             self._drain()
         finally:
             with self._settled:
-                self._late[me] -= 1
-                if not self._late[me]:
-                    del self._late[me]
+                self._late -= 1
                 self._settled.notify_all()
 
     def _all_run(self, deadline: float | None) -> bool:
@@ -322,7 +325,7 @@ class WorkerPool:
         self._waiting = 0
         self._joining = threading.Lock()
         self._barrier = None
-        self._late = {}
+        self._late = 0
         self._settled = threading.Condition()
         self._threads = []
         self._start_threads()
@@ -364,14 +367,10 @@ class WorkerPool:
         return [thread for thread in others if thread.is_alive()]
 
     def shutdown(self) -> None:
-        """Stop the workers once they ran every task queued, run here what a late sender
-        queued behind them, and wait for those senders to run what they took (a close went
-        on meanwhile, and cancelled their receivers: tens of thousands of messages)."""
+        """Stop the workers once they ran every task queued, and run here what a sender
+        that raced with the shutdown queued behind them."""
         self._stop(None)
         self._drain()
-        me = threading.get_ident()  # (a receiver it runs may be one)
-        with loop_waits_for_workers(), self._settled:
-            self._settled.wait_for(lambda: not self._late.keys() - {me})
         self._stopped.set()
 
     def wait_stopped(self) -> None:

@@ -10,6 +10,7 @@ import pytest
 from helpers import WAIT
 
 from berrymq import Bus, BusClosed, Message
+from berrymq._losses import CANCELLED_FIRST, CLOSED_FIRST
 
 
 @pytest.mark.parametrize("wait", [Bus.join, Bus.flush], ids=["join", "flush"])
@@ -76,14 +77,14 @@ def test_a_pool_started_while_the_bus_closes_is_stopped_or_refused() -> None:
 
 
 @pytest.mark.parametrize("stop", ["close", "set_multiplicity(0)"])
-def test_what_was_handed_to_the_pool_runs_though_another_thread_sends_as_it_stops(
+def test_what_a_sender_racing_the_pool_s_stop_took_runs_or_is_counted_as_the_close_s(
         stop: str) -> None:
-    """A sender that found the pool closed after it queued a task ran every task still
-    queued, those ahead of the workers' stop markers too, alone: the workers stopped, the
-    stop returned, and close() cancelled the receivers it had not reached yet (most of
-    50,000 messages counted as cancelled, never run). The shutdown now waits for such
-    senders. (Reviews found that making the sender wait for the shutdown instead
-    deadlocked, and that leaving it only the tasks behind the markers raced.)"""
+    """A sender that finds the pool closed after it queued a task runs every task still
+    queued, the backlog too, while the close goes on: what it has not run when the close
+    clears the bus's receivers was counted as "its receiver was cancelled" (most of
+    50,000 in an outside audit), which the user never did. It is counted as the bus's
+    close now, and the rest runs. (Making the shutdown or the sender wait for the other
+    hung, in three ways an outside review found: see docs/delivery.md.)"""
     ran: list[int] = []
     go, stopped = threading.Event(), threading.Event()
 
@@ -93,7 +94,6 @@ def test_what_was_handed_to_the_pool_runs_though_another_thread_sends_as_it_stop
 
     bus = Bus(multiplicity=2, name="stops")
     bus.subscribe("job:*", receiver, weak=False)
-
     sent = [0]
 
     def other_sender() -> None:  # any thread still sending as the pool stops
@@ -114,11 +114,14 @@ def test_what_was_handed_to_the_pool_runs_though_another_thread_sends_as_it_stop
             bus.close()
         else:
             bus.set_multiplicity(0)
-        handed = [i for i in ran if i >= 0]  # (appends are atomic: a copy as of now)
     finally:
         stopped.set()
         sender.join(WAIT)
         bus.close()
-    assert len(handed) == 50_000  # (what the other sender queued after the stop began
-    # may be counted as cancelled: it raced with the close)
-
+    counts = dict(bus.losses.counts)
+    handed = sum(1 for i in ran if i >= 0)
+    assert CANCELLED_FIRST not in counts, counts
+    if stop == "close":
+        assert handed + counts.get(CLOSED_FIRST, 0) >= 50_000, (handed, counts)
+    else:  # the bus stays open: everything runs
+        assert handed == 50_000 and not counts, (handed, counts)
