@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from berrymq_nats.testing import NatsServer
@@ -26,15 +27,22 @@ SCRIPT = forking_script("berrymq.connect_broker(sys.argv[1])")
 AT_ONCE = 2.5
 
 
-def test_a_forked_process_is_refused_the_parents_bridge_at_once(
-        tmp_path: Path, nats_server: NatsServer) -> None:
-    result = subprocess.run([sys.executable, "-c", SCRIPT, nats_server.url],
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                            env=clean_env())
+def _forked_report(tmp_path: Path, script: str, *args: str
+                   ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], str]:
+    """Run ``script`` (which forks and prints its child's report as JSON) in a child
+    Python: its run, the report, and the reason a forked process is refused the network."""
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path, env=clean_env())
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     reason = (f"this process was forked from process {report['parent']} after berryMQ's "
               "network had started there")
+    return result, report, reason
+
+
+def test_a_forked_process_is_refused_the_parents_bridge_at_once(
+        tmp_path: Path, nats_server: NatsServer) -> None:
+    result, report, reason = _forked_report(tmp_path, SCRIPT, nats_server.url)
     assert report["twitter"][0] == "None"
     assert report["losses"] == {"not forwarded: ConnectionClosed": 1}, report
     assert "could not forward job:child through <NatsLink" in result.stderr
@@ -94,13 +102,7 @@ def test_connect_broker_in_a_forked_process_raises_and_ask_names_the_fork(
     sent nothing; an ask's entry said "not connected (connected)". With no bridge in the
     parent, a bridge was half made: InheritedLoopError, but its link stayed the bus's
     forwarder, and the messages sent to it went nowhere, counted nowhere."""
-    result = subprocess.run([sys.executable, "-c", CONNECT_IN_CHILD, nats_server.url, parent_has],
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                            env=clean_env())
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    reason = (f"this process was forked from process {report['parent']} after berryMQ's "
-              "network had started there")
+    _, report, reason = _forked_report(tmp_path, CONNECT_IN_CHILD, nats_server.url, parent_has)
     for call in ("connect", "again"):
         outcome, took = report[call]
         assert outcome.startswith(f"InheritedLoopError: {reason}") and took < AT_ONCE, report
