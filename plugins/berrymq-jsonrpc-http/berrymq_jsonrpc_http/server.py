@@ -154,8 +154,6 @@ class Server(RemoteListener):
             logger.exception("answering an HTTP request failed")
             return internal_error(request), []
 
-    async def stop(self) -> None:
-        self.stop_accepting()
-        await asyncio.sleep(0)  # its listening socket closes meanwhile
+    async def _close_accepted(self) -> None:
         for writer in self.connections.close():
             writer.close()

@@ -56,9 +56,7 @@ class _Server(RemoteListener):
             self._channel, bind_host, port, family=family, reuse_address=True, backlog=1024)
         return int(self.server.sockets[0].getsockname()[1])
 
-    async def stop(self) -> None:
-        self.stop_accepting()
-        await asyncio.sleep(0)  # its listening socket closes meanwhile
+    async def _close_accepted(self) -> None:
         for channel in self.channels.close():
             await channel.aclose()
 

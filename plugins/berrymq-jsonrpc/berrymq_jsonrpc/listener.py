@@ -64,9 +64,16 @@ class RemoteListener(Listener):
             loop.remove_reader(sock.fileno())  # no new batch of connections
         loop.call_soon(server.close)
 
-    @abstractmethod
     async def stop(self) -> None:
         """On the loop: stop accepting and close every connection accepted."""
+        self.stop_accepting()
+        await asyncio.sleep(0)  # the listening socket closes meanwhile (see stop_accepting)
+        await self._close_accepted()
+
+    @abstractmethod
+    async def _close_accepted(self) -> None:
+        """On the loop: close the connections accepted, and refuse those still to come
+        (:meth:`Accepted.close`)."""
 
     def close(self) -> None:
         """Stop serving and close the connections it accepted (from any thread but the
