@@ -303,6 +303,19 @@ def drain(q: Queue, n: int, timeout: float = WAIT) -> list[Message]:
     return got
 
 
+#: For a script that reports on calls (it imports time): ``timed(call)`` is ``[repr of the
+#: result or "Type: text", seconds]``; put where the script says ``TIMED_CALLS``.
+TIMED_CALLS = textwrap.dedent("""
+    def timed(call):
+        started = time.monotonic()
+        try:
+            outcome = repr(call())
+        except Exception as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        return [outcome, time.monotonic() - started]
+""")
+
+
 #: A child node: serves its bus over the scheme given as argv[1] and prints its URL.
 def forking_script(connect: str) -> str:
     """A script that runs ``connect`` (a line of Python joining the default bus to the
@@ -315,14 +328,7 @@ def forking_script(connect: str) -> str:
         import json, os, sys, time
         import berrymq
 
-        def timed(call):
-            started = time.monotonic()
-            try:
-                outcome = repr(call())
-            except Exception as exc:
-                outcome = f"{type(exc).__name__}: {exc}"
-            return [outcome, time.monotonic() - started]
-
+        TIMED_CALLS
         CONNECT
         berrymq.twitter("job:before", 1)
         assert berrymq.flush(10)
@@ -344,7 +350,7 @@ def forking_script(connect: str) -> str:
         berrymq.twitter("job:after", 3)
         berrymq.flush(10)
         berrymq.close_connection()
-    """).replace("CONNECT", connect)
+    """).replace("TIMED_CALLS", TIMED_CALLS).replace("CONNECT", connect)
 
 
 CHILD_NODE = textwrap.dedent(

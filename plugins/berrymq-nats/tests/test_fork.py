@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from berrymq_nats.testing import NatsServer
-from helpers import clean_env, forking_script
+from helpers import TIMED_CALLS, clean_env, forking_script
 
 pytestmark = pytest.mark.broker
 
@@ -61,14 +61,7 @@ CONNECT_IN_CHILD = textwrap.dedent("""
     import berrymq
 
     URL, PARENT_HAS = sys.argv[1], sys.argv[2]
-
-    def timed(call):
-        started = time.monotonic()
-        try:
-            outcome = repr(call())
-        except Exception as exc:
-            outcome = f"{type(exc).__name__}: {exc}"
-        return [outcome, time.monotonic() - started]
+    TIMED_CALLS
 
     if PARENT_HAS == "bridge":
         berrymq.connect_broker(URL)
@@ -92,7 +85,7 @@ CONNECT_IN_CHILD = textwrap.dedent("""
             os._exit(0)
     os.waitpid(pid, 0)
     berrymq.close_connection()
-""")
+""").replace("TIMED_CALLS", TIMED_CALLS)
 
 
 @pytest.mark.parametrize("parent_has", ["bridge", "tcp"])
