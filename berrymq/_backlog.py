@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from berrymq.errors import QueueFull
+from berrymq.fork_safe import ForkSafeLock
 from berrymq.message import Message
 from berrymq.timeouts import wait_seconds
 
@@ -65,7 +66,7 @@ _never_waits = threading.local()
 #: the event loops whose own thread waits for a worker pool (a count per loop): they make
 #: no room for their async receivers until that wait ends (see loop_waits_for_workers)
 _loops_waiting: dict[AbstractEventLoop, int] = {}
-_loops_waiting_lock = threading.Lock()
+_loops_waiting_lock = ForkSafeLock()
 
 
 @contextlib.contextmanager

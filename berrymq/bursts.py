@@ -26,6 +26,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from berrymq.fork_safe import ForkSafeLock
+
 __all__ = ["BurstLog", "BurstLogs", "Flushes", "Schedule", "flush_at_exit", "flushed"]
 
 #: Run a call after some seconds (the default starts a short-lived timer thread).
@@ -49,7 +51,7 @@ class Flushes(Protocol):
 
 #: The logs with a burst under way (a closing line to come), flushed at exit.
 _under_way: weakref.WeakSet[Flushes] = weakref.WeakSet()
-_under_way_lock = threading.Lock()
+_under_way_lock = ForkSafeLock()
 
 
 def flush_at_exit(log: Flushes) -> None:
@@ -93,7 +95,7 @@ class BurstLog:
         self._interval = interval
         self._clock = clock
         self._schedule = schedule
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._last = -interval
         self._unlogged = 0
         self._latest: tuple[int, str, tuple[Any, ...]] | None = None  # not logged yet
@@ -172,7 +174,7 @@ class BurstLogs:
         self._logger = logger
         self._interval = interval
         self._logs: dict[str, BurstLog] = {}
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def of(self, kind: str) -> BurstLog:
         """The log of events of ``kind``."""

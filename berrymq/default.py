@@ -18,18 +18,18 @@ place.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from berrymq.bus import Bus, send
 from berrymq.errors import SettingsError
+from berrymq.fork_safe import ForkSafeLock
 from berrymq.plugins import loaded_plugin_host
 from berrymq.settings import load_settings
 
 __all__ = ["bus_or_default", "get_bus", "holder", "set_bus", "use_bus"]
 
-_lock = threading.Lock()
+_lock = ForkSafeLock()
 _waiting: list[Bus] = []  # the default bus while it is not started yet (at most one)
 
 
@@ -181,7 +181,7 @@ def _swap(bus: Bus | None) -> Bus | None:
 #: The ``use_bus`` blocks open, in the order they began: each a one-element list holding
 #: the default to go back to when it ends.
 _uses: list[list[Bus | None]] = []
-_uses_lock = threading.Lock()
+_uses_lock = ForkSafeLock()
 
 
 @contextmanager

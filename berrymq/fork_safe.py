@@ -8,6 +8,8 @@ a new lock in the child; what it guards is as that thread left it, each structur
 
 For the locks held across whole operations on a bus and its state (its subscriptions, its
 start and close, its losses, its connections, the plugin host), not for a message's path.
+Other state that a child must not inherit as it is (a pool's count of threads that are
+not there) is renewed the same way, by :func:`renew_in_child`.
 The hook runs from a module that holds nothing else: a hook of a module whose globals
 reach the buses kept them alive at interpreter exit past the weak references of their
 receivers, whose callbacks then failed.
@@ -18,9 +20,23 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["ForkSafeLock"]
+__all__ = ["ForkSafeLock", "RenewedInChild", "renew_in_child"]
+
+
+class RenewedInChild(Protocol):
+    """What :func:`renew_in_child` takes: its method is called in a forked child."""
+
+    def renew_in_child(self) -> None:
+        """Make this object usable by the child alone (it runs before the child goes on,
+        in the forking thread; every other thread of the parent is gone)."""
+
+
+def renew_in_child(owner: RenewedInChild) -> None:
+    """Have ``owner.renew_in_child()`` called in every process forked from this one, for
+    as long as ``owner`` lives (it is held weakly)."""
+    _every.add(owner)
 
 
 class ForkSafeLock:
@@ -31,7 +47,7 @@ class ForkSafeLock:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        _every.add(self)
+        renew_in_child(self)
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         return self._lock.acquire(blocking, timeout)
@@ -48,16 +64,16 @@ class ForkSafeLock:
     def __exit__(self, *exc_info: Any) -> None:
         self._lock.release()
 
-    def _renew(self) -> None:
+    def renew_in_child(self) -> None:
         self._lock = threading.Lock()
 
 
-_every: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()
+_every: weakref.WeakSet[RenewedInChild] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    for lock in list(_every):
-        lock._renew()
+    for owner in list(_every):
+        owner.renew_in_child()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

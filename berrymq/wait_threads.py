@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from berrymq.fork_safe import ForkSafeLock, renew_in_child
+
 __all__ = ["WaitThreads"]
 
 T = TypeVar("T")
@@ -35,7 +37,7 @@ class WaitThreads(concurrent.futures.Executor):
         self.idle_exit = idle_exit
         self._name = name
         self._queue: collections.deque[_Work] = collections.deque()
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         # An idle thread waits here for a token, put by whoever gave it work. (A
         # condition's wait makes a lock and takes more system calls per wake: the work
         # comes from the I/O loop, and an ask waits for the wake.)
@@ -45,6 +47,7 @@ class WaitThreads(concurrent.futures.Executor):
         self._idle = 0  # waiting for a token
         self._started = 0  # ever, for the names
         self._shutdown = False
+        renew_in_child(self)
 
     @property
     def threads(self) -> int:
@@ -138,6 +141,14 @@ class WaitThreads(concurrent.futures.Executor):
         while (work := self._next()) is not None:
             _settle(*work)
             del work  # nothing kept while idle
+
+    def renew_in_child(self) -> None:
+        """In a process forked from this one: none of the threads are there, so the child
+        starts its own (the counts said threads were idle, and work given to them waited
+        for ever), and the work queued was the parent's, which the parent runs."""
+        self._queue.clear()
+        self._wake = queue.SimpleQueue()
+        self._tokens = self._threads = self._idle = 0
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no more work; the threads end once the work queued before is done (they

@@ -24,14 +24,20 @@ from helpers import child_env
 FORKS = 30
 
 FORKING = textwrap.dedent("""
-    import json, os, signal, sys, threading, time
+    import json, logging, os, signal, sys, threading, time
     import berrymq
+    from berrymq.bursts import BurstLog
     from berrymq.plugins import get_plugin_host, reset_plugin_host
 
     CHURN, FORKS = sys.argv[1], int(sys.argv[2])
     berrymq.twitter("warm:up")  # the default bus and its plugins, made before the churn
 
     churning = threading.Event()
+
+    other = berrymq.Bus(name="other")
+    local = berrymq.get_bus().transport("local")
+    logging.getLogger("churn").disabled = True  # the churn's lines would be most of its time
+    burst = BurstLog(logging.getLogger("churn"), interval=60, schedule=lambda *_: None)
 
     def churn():
         while True:
@@ -40,6 +46,15 @@ FORKING = textwrap.dedent("""
                 berrymq.regist_function("job:*", print, weak=False).cancel()
             elif CHURN == "queue":
                 berrymq.Queue("job:*").close()
+            elif CHURN == "default":  # the default bus, swapped again and again
+                with berrymq.use_bus(other):
+                    pass
+            elif CHURN == "local":  # a local:// name, served and given up
+                local.listen("local://churn")
+                local.close()
+            elif CHURN == "bursts":  # a burst of log lines, under way and over
+                burst.warning("churn")
+                burst.flush()
             else:  # the plugins, loaded again and again
                 reset_plugin_host(None)
                 get_plugin_host()
@@ -51,6 +66,13 @@ FORKING = textwrap.dedent("""
         subscription.cancel()
         berrymq.Queue("child:q").close()
         get_plugin_host()
+        with berrymq.use_bus(berrymq.Bus(name="child")):
+            pass
+        served = berrymq.Bus(name="served")
+        served.transport("local").listen("local://child")
+        served.close()
+        BurstLog(logging.getLogger("child"), interval=60, schedule=lambda *_: None).warning("x")
+        burst.flush()
         return 0 if len(got) == 1 else 3
 
     threading.Thread(target=churn, daemon=True).start()
@@ -83,7 +105,7 @@ FORKING = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("churn", ["register", "queue", "plugins"])
+@pytest.mark.parametrize("churn", ["register", "queue", "plugins", "default", "local", "bursts"])
 def test_a_process_forked_while_another_thread_holds_a_lock_uses_berrymq(
         tmp_path: Path, churn: str) -> None:
     result = subprocess.run([sys.executable, "-c", FORKING, churn, str(FORKS)],
@@ -114,6 +136,34 @@ def test_a_fork_safe_lock_held_by_another_thread_is_free_in_a_forked_child() -> 
             os._exit(0 if lock.acquire(timeout=2) and not plain.acquire(timeout=0.1) else 1)
         _, status = os.waitpid(pid, 0)
         done.set()
+        print(os.waitstatus_to_exitcode(status))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=child_env(), timeout=60, check=False)
+    assert result.stdout.strip() == "0", result.stderr
+
+
+def test_an_ask_in_a_forked_child_gets_its_replies_when_the_parent_had_idle_helper_threads(
+        ) -> None:
+    """The parts of an ``ask`` run on helper threads that stay idle a while: a child
+    forked meanwhile counted them as its own, gave its ask's part to a thread that is not
+    there, and the ask came back empty at its timeout."""
+    script = textwrap.dedent("""
+        import os, time
+        import berrymq
+        from berrymq.ask import ASK_PARTS
+        berrymq.regist_function("price:quote", lambda message: 19, weak=False)
+        assert berrymq.ask("price:quote", timeout=5) == [19]  # on a helper thread
+        helpers, deadline = berrymq.get_bus().state(ASK_PARTS), time.monotonic() + 10
+        while helpers.idle != 1:  # the thread that ran it waits for more work now
+            assert time.monotonic() < deadline, "the helper thread did not go idle"
+            time.sleep(0.01)
+        pid = os.fork()
+        if pid == 0:
+            started = time.monotonic()
+            replies = berrymq.ask("price:quote", timeout=2)
+            os._exit(0 if replies == [19] and time.monotonic() - started < 1 else 1)
+        _, status = os.waitpid(pid, 0)
         print(os.waitstatus_to_exitcode(status))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -10,12 +10,12 @@ in-process link has no idle resources to expire, so it is kept until closed.
 from __future__ import annotations
 
 import secrets
-import threading
 import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from berrymq.errors import ConnectionClosed
+from berrymq.fork_safe import ForkSafeLock
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier
 from berrymq.receivers.queues import Queue
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["LocalTransport"]
 
 _nodes: weakref.WeakValueDictionary[str, LocalTransport] = weakref.WeakValueDictionary()
-_nodes_lock = threading.Lock()
+_nodes_lock = ForkSafeLock()
 
 
 def _name_of(address: str) -> str:

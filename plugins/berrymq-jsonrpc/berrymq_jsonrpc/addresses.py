@@ -6,9 +6,9 @@ from __future__ import annotations
 import collections
 import ipaddress
 import socket
-import threading
 from urllib.parse import SplitResult
 
+from berrymq.fork_safe import ForkSafeLock
 from berrymq.transports.base import url_parts
 
 __all__ = ["bind_family", "host_and_port", "is_loopback", "netloc", "note_served",
@@ -17,7 +17,7 @@ __all__ = ["bind_family", "host_and_port", "is_loopback", "netloc", "note_served
 #: The addresses this process's JSON-RPC servers listen on (how many servers each), so
 #: that a JSON-RPC 1.0 ``interconnect`` can tell a callback address of the process's own.
 _SERVED: collections.Counter[tuple[str, int]] = collections.Counter()
-_SERVED_LOCK = threading.Lock()
+_SERVED_LOCK = ForkSafeLock()
 
 
 def netloc(host: str, port: int | str) -> str:
