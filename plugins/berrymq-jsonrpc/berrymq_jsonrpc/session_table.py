@@ -164,7 +164,8 @@ class SessionTable:
         propose), :data:`~berrymq_jsonrpc.protocol.UNKNOWN_TOKEN` when no
         open session has it (never opened, closed or expired)."""
         if type(token) is not str:
-            raise invalid_params("'token' is required: the string that connect_oneway, "
+            given = "is required" if token is None else "must be a string"
+            raise invalid_params(f"'token' {given}: the string that connect_oneway, "
                                  "interconnect or connect_via_queue returned")
         session = self.sessions.get(token)
         if session is None:

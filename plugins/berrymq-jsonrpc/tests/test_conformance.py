@@ -204,6 +204,7 @@ def test_method_not_found_and_invalid_params(node: Setup) -> None:
     token = rpc.result("connect_oneway")
     for params, fragment in [
         ({"identifier": "a:b", "args": [], "kwargs": {}}, "'token' is required"),
+        ({"token": 5, "identifier": "a:b"}, "'token' must be a string: the string that"),
         ({"token": token, "identifier": "a:b", "args": {}, "kwargs": {}}, "args"),
         ({"token": token, "identifier": "a:b", "args": [], "kwargs": []}, "kwargs"),
         ({"token": token, "identifier": "te*:x", "args": []}, "partial wildcard"),
