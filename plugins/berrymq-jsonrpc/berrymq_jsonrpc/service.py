@@ -248,9 +248,7 @@ class Service(MessageMethods):
     def _close_connection(self, context: Any, params: dict[str, Any]) -> str:
         allowed(p.METHOD_CLOSE_CONNECTION, params, frozenset({"token"}))
         token = self.session(params.get("token")).token
-        # On the delivery lane: a link that waits for a peer not acknowledging what it
-        # was sent would hold up every connection's deliveries for its timeout.
-        self.close_session(token, "closed by the peer", link_in_background=True)
+        self.close_session(token, "closed by the peer")
         return p.RESULT_OK
 
     def _network(self, context: Any, params: dict[str, Any]) -> Any:

@@ -188,20 +188,13 @@ class SessionTable:
         idle connection that a session needs is not closed)."""
         return bool(self._of_context.get(connection) or self._carried_over.get(connection))
 
-    def close_session(self, token: str, reason: str = "closed", *,
-                      link_in_background: bool = False) -> bool:
-        """Close a session and free its resources; False when there was none.
-
-        :param link_in_background: close its link (which first sends what it holds, and
-            waits up to its timeout for the peer's acknowledgement) on a :data:`WAITS`
-            thread, not in this one: for a close made on the delivery lane, where that
-            wait would hold up every connection's deliveries.
-        """
+    def close_session(self, token: str, reason: str = "closed") -> bool:
+        """Close a session and free its resources; False when there was none."""
         with self._lock:
             session = self._detach(token)
         if session is None:
             return False
-        self._release(session, reason, link_in_background)
+        self._release(session, reason)
         return True
 
     def _detach(self, token: str) -> Session | None:
@@ -231,11 +224,9 @@ class SessionTable:
         logger.info("%s: %d session(s) idle longer than their ttl; closed", self.name,
                     len(sessions))
 
-    def _release(self, session: Session, reason: str, link_in_background: bool = False
-                 ) -> None:
+    def _release(self, session: Session, reason: str) -> None:
         """Free what a detached session holds: its queue (messages never taken are counted
-        lost), its link (which may flush: see :meth:`close_session`), and tell those
-        waiting on its end."""
+        lost), its link (which may flush), and tell those waiting on its end."""
         session.closed = True
         if session.queue is not None:
             dropped = session.queue.close()
@@ -246,16 +237,8 @@ class SessionTable:
                                     session.queue.pattern, reason)
         link = session.link
         if link is not None:
-            self.bus.remove_forwarder(link)  # nothing more is forwarded to it from now on
-            if link_in_background:
-                in_waits(self._end, session, reason)
-                return
-        self._end(session, reason)
-
-    def _end(self, session: Session, reason: str) -> None:
-        """Close the link of a released session and tell those waiting on its end."""
-        if session.link is not None:
-            session.link.close()
+            self.bus.remove_forwarder(link)
+            link.close()
         for callback in session.on_close:
             try:
                 callback(reason)
