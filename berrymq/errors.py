@@ -13,6 +13,8 @@ The tree::
     ├── ReplyError                             one receiver's failure in ask()'s replies
     │                                          (returned in the list, not raised)
     ├── QueueClosed (also queue.Empty)         a closed queue has nothing more to give
+    ├── BusClosed                              the bus was closed: it takes no new receivers,
+    │                                          peers, transports or worker threads
     └── TransportError                         something went wrong between processes
         ├── ConnectionClosed                   the peer or the connection is gone
         ├── MessageTooLarge                    over the size limit; nothing was sent
