@@ -90,16 +90,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                     raise UsageError(f"cannot serve {url}: {exc}") from None
                 except OSError as exc:  # e.g. the port is in use: the run failed
                     raise TransportError(f"cannot serve {url}: {exc}") from None
-                if not args.json:
-                    print(f"serving {bound[-1]}", flush=True)
             started: dict[str, Any] = {}
             for start in args.serve_starters:  # plugins' own serve options (--monitor)
                 served = start(bus, args)
                 if isinstance(served, dict):
                     started.update(served)
+            # said once everything is served: a node that fails to bind its second
+            # address announced its first, and a script reading stdout took it as up
             if args.json:
                 print_json({"serving": bound, **started, "pid": os.getpid()})
             else:
+                for url in bound:
+                    print(f"serving {url}", flush=True)
                 for name, url in started.items():
                     print(f"{name} {url}", flush=True)
             print("press Ctrl-C to stop", file=sys.stderr, flush=True)

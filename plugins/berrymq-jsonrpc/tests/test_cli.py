@@ -266,6 +266,19 @@ def test_serve_on_a_busy_port(tmp_path: Path) -> None:
     assert f"cannot serve tcp://127.0.0.1:{port}" in line
 
 
+def test_serve_announces_nothing_when_its_second_address_is_busy(tmp_path: Path) -> None:
+    """It printed ``serving tcp://...`` for the first address, then failed on the second:
+    a script reading stdout took a node that had exited for one that was up."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("serve", "--tcp", "127.0.0.1:0", "--http", f"127.0.0.1:{port}",
+                     cwd=tmp_path)
+    assert f"cannot serve http://127.0.0.1:{port}" in one_error_line(result, 1)
+    assert result.stdout == ""
+
+
 def test_serve_refuses_a_public_address_without_secret(tmp_path: Path) -> None:
     line = one_error_line(run("serve", "--tcp", "0.0.0.0:0", cwd=tmp_path))
     assert "secret" in line
