@@ -68,6 +68,10 @@ def keyword(text: str) -> tuple[str, Any]:
 def pattern_argument(text: str) -> str:
     """An identifier pattern given on the command line, checked before anything runs
     (a bad one is a usage error, exit status 2)."""
+    if "://" in text:  # `listen URL` with its pattern forgotten: not "more than one ':'"
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a node's address, not a pattern: give the PATTERN after it "
+            "(e.g. 'job:*')")
     try:
         ident = parse(text)
     except ValueError as exc:

@@ -192,6 +192,16 @@ def test_listen_bad_or_local_pattern(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
 
 
+def test_listen_with_its_pattern_missing_says_so(tmp_path: Path) -> None:
+    """The URL alone was taken for the pattern: "invalid identifier 'tcp://...': it has
+    more than one ':'"."""
+    result = run("listen", "tcp://127.0.0.1:1", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "berrymq listen: error: argument PATTERN: 'tcp://127.0.0.1:1' is a node's address, "
+        "not a pattern: give the PATTERN after it (e.g. 'job:*')"), result.stderr
+
+
 @pytest.mark.parametrize(("table", "line", "expected"), [
     ("jsonrpc-tcp", "queue_size = 0", "jsonrpc-tcp.queue_size must be a positive number, got 0"),
     ("jsonrpc-tcp", "read_timeout = inf", "jsonrpc-tcp.read_timeout must be a positive number"),
