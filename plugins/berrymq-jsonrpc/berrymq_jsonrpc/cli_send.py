@@ -10,6 +10,7 @@ skipped, and the exit status is then 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -39,6 +40,9 @@ __all__ = ["check_utf8", "message_from_json", "message_from_words", "run_send"]
 
 #: A first word such as 127.0.0.1:7000, localhost:7000 or [::1]:7000 is taken for an
 #: address without its scheme, not for an identifier (after a URL, it is an identifier).
+#: How long a stopped ``send`` waits for the node to end its session.
+_GIVE_UP_WAIT = 1.0
+
 _HOST_PORT = re.compile(r"^(localhost|[\w\-]*\.[\w.\-]*|\[[0-9a-fA-F:.]+\]):\d+$")
 
 
@@ -247,10 +251,17 @@ class _Sending:
         return 0
 
     def give_up(self) -> None:
-        """A signal stopped the command: close at once, counting what the node had not
-        acknowledged (in the connection's losses) instead of waiting for it."""
-        if self.connection is not None:
-            self.connection.lost("the command was stopped")
+        """A signal stopped the command: tell the node to end the session (waiting at
+        most :data:`_GIVE_UP_WAIT` for its answer: a session left open stayed on the node
+        for its ttl, 1000 s for ``send -``), then close at once, counting what the node had
+        not acknowledged (in the connection's losses) instead of waiting for it."""
+        connection = self.connection
+        if connection is None:
+            return
+        with contextlib.suppress(Exception):  # gone, or too slow: its ttl ends it
+            connection.call(p.METHOD_CLOSE_CONNECTION, {"token": connection.token},
+                            _GIVE_UP_WAIT)
+        connection.lost("the command was stopped")
 
     @property
     def not_acknowledged(self) -> int:
@@ -279,10 +290,14 @@ def run_send(args: argparse.Namespace) -> int:
     with quiet_remote_logs():
         _status, signum = run_until_stopped(sending.run, sending.give_up)
     if signum is not None:
-        print(f"berrymq: stopped by {signal.Signals(signum).name} after sending {sending.sent} "
-              f"message(s) to {url}: {sending.not_acknowledged} of them not acknowledged by "
-              "the node (given up; it may have received some of them)",
-              file=sys.stderr, flush=True)
+        name = signal.Signals(signum).name
+        if sending.sent:
+            print(f"berrymq: stopped by {name} after sending {sending.sent} message(s) to "
+                  f"{url}: {sending.not_acknowledged} of them not acknowledged by the node "
+                  "(given up; it may have received some of them)", file=sys.stderr, flush=True)
+        else:
+            print(f"berrymq: stopped by {name} before sending any message to {url}",
+                  file=sys.stderr, flush=True)
         return 128 + signum
     if args.json:
         print_json({"url": url, "sent": sending.sent, "not_sent": len(errors)})

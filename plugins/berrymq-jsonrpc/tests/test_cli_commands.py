@@ -16,14 +16,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line
-from helpers import clean_env, run_berrymq_without_reader
+from helpers import clean_env, run_berrymq_without_reader, serve, wait_for
 from helpers import run_berrymq as run
 
+from berrymq.bus import Bus
 from berrymq.testing import free_port
 
 TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -253,7 +254,10 @@ class MutePeer:
                 conn.sendall(json.dumps({"jsonrpc": "2.0", "result": "t" * 43,
                                          "id": request["id"]}).encode() + b"\n")
                 while line := lines.readline():
-                    self.received += len(json.loads(line)["params"].get("messages", [None]))
+                    request = json.loads(line)
+                    if request["method"] == "close_connection":  # a stopped send's: unanswered
+                        continue
+                    self.received += len(request["params"].get("messages", [None]))
                     self.arrived.set()
 
 
@@ -284,6 +288,31 @@ def test_send_stopped_by_a_signal_says_what_the_node_did_not_acknowledge(
     assert said, stderr
     sent, not_acknowledged = int(said[1]), int(said[2])
     assert 1 <= peer.received <= sent <= 5 and not_acknowledged == sent, (stderr, peer.received)
+
+
+@pytest.mark.parametrize("lines", [0, 3])
+def test_send_stopped_by_a_signal_ends_its_session_on_the_node(
+        tmp_path: Path, bus_factory: Callable[..., Bus], lines: int) -> None:
+    """``send -`` stopped while it waits for more lines left its session (ttl 1000 s) on
+    the node, listed in its status and counted as a session in; and before it had sent
+    anything it said "after sending 0 message(s) ...: 0 of them not acknowledged"."""
+    bus, port = serve(bus_factory, "tcp")
+    sessions = bus.transport("tcp").service.sessions  # type: ignore[attr-defined]
+    url = f"tcp://127.0.0.1:{port}"
+    with subprocess.Popen([sys.executable, "-m", "berrymq", "send", url, "-"],
+                          cwd=tmp_path, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, text=True, env=clean_env()) as child:
+        assert child.stdin is not None and child.stderr is not None
+        child.stdin.write("".join(f"job:n {i}\n" for i in range(lines)))
+        child.stdin.flush()  # and stdin stays open: send waits for more
+        wait_for(lambda: len(sessions) == 1, DEADLINE, "send's session")
+        child.send_signal(signal.SIGINT)
+        assert child.wait(DEADLINE) == 128 + signal.SIGINT
+        stderr = child.stderr.read()
+        child.stdin.close()
+    assert not sessions, sessions
+    if not lines:
+        assert stderr == f"berrymq: stopped by SIGINT before sending any message to {url}\n"
 
 
 @pytest.mark.parametrize(("served", "asked"), [("tcp", "http"), ("http", "tcp")])
