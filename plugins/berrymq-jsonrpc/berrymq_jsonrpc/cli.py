@@ -100,10 +100,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             if args.json:
                 print_json({"serving": bound, **started, "pid": os.getpid()})
             else:
-                for url in bound:
-                    print(f"serving {url}", flush=True)
-                for name, url in started.items():
-                    print(f"{name} {url}", flush=True)
+                for served_url in bound:
+                    print(f"serving {served_url}", flush=True)
+                for name, started_url in started.items():
+                    print(f"{name} {started_url}", flush=True)
             print("press Ctrl-C to stop", file=sys.stderr, flush=True)
             if hasattr(signal, "sigwait") and hasattr(signal, "pthread_sigmask"):
                 # Take the signal synchronously (it is still blocked): no handler
