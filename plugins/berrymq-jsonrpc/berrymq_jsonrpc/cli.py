@@ -9,8 +9,10 @@
   exits 0 (a close that hangs or fails, and a second signal:
   :func:`~berrymq_jsonrpc.serve_stop.stop_serving`).
 - ``berrymq send [URL] ID [ARGS...]`` sends one message, ``send [URL] -`` one per line of
-  stdin; ``berrymq listen [URL] PATTERN`` prints what matches; ``berrymq graph [URL]``
-  draws a node's network. A left-out URL is the ``BERRYMQ_URL`` environment variable.
+  stdin; ``berrymq listen [URL] PATTERN`` prints what matches; ``berrymq ask [URL] ID
+  [ARGS...]`` prints what the node's receivers reply (:mod:`berrymq_jsonrpc.cli_ask`);
+  ``berrymq graph [URL]`` draws a node's network. A left-out URL is the ``BERRYMQ_URL``
+  environment variable.
 
 Failures print one line ``berrymq: error: ...`` on stderr; the exit status is 1 when the
 run failed (an unreachable node, a refused request) and 2 for a usage error (a bad
@@ -32,6 +34,7 @@ from berrymq.api import init_connection
 from berrymq.cli import Commands, UsageError, add_json_option, print_json, show_graph
 from berrymq.default import get_bus
 from berrymq.errors import TransportError
+from berrymq_jsonrpc.cli_ask import register_ask_command
 from berrymq_jsonrpc.cli_listen import run_listen
 from berrymq_jsonrpc.cli_send import run_send
 from berrymq_jsonrpc.cli_support import (
@@ -145,7 +148,7 @@ _URL_HELP = ("the node, e.g. tcp://127.0.0.1:7000 or http://127.0.0.1:8000 (defa
 
 
 def register_commands(commands: Commands) -> None:
-    """Add ``serve``, ``send``, ``listen`` and the ``URL`` of ``graph`` (once: every
+    """Add ``serve``, ``send``, ``listen``, ``status``, ``ask`` and the ``URL`` of ``graph`` (once: every
     transport plugin calls this from its ``berrymq_register_commands``)."""
     if commands.get("serve") is not None:
         return
@@ -241,6 +244,7 @@ def register_commands(commands: Commands) -> None:
                        '"time"}')
 
     register_status_commands(commands)  # status: `status URL`
+    register_ask_command(commands)
 
     graph = commands.get("graph")
     if graph is not None:

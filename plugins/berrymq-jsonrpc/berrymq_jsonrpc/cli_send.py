@@ -36,13 +36,13 @@ from berrymq_jsonrpc.cli_support import (
     run_until_stopped,
 )
 
-__all__ = ["check_utf8", "message_from_json", "message_from_words", "run_send"]
+__all__ = ["check_utf8", "message_from_json", "message_from_words", "run_send", "split_words"]
 
-#: A first word such as 127.0.0.1:7000, localhost:7000 or [::1]:7000 is taken for an
-#: address without its scheme, not for an identifier (after a URL, it is an identifier).
 #: How long a stopped ``send`` waits for the node to end its session.
 _GIVE_UP_WAIT = 1.0
 
+#: A first word such as 127.0.0.1:7000, localhost:7000 or [::1]:7000 is taken for an
+#: address without its scheme, not for an identifier (after a URL, it is an identifier).
 _HOST_PORT = re.compile(r"^(localhost|[\w\-]*\.[\w.\-]*|\[[0-9a-fA-F:.]+\]):\d+$")
 
 
@@ -116,17 +116,18 @@ def _oneway(url: str, ttl: float) -> Any:
     return connect_oneway(url, ttl=ttl)
 
 
-def _split(args: argparse.Namespace) -> tuple[str, list[str]]:
-    """The node's URL and the words after it: a first word without ``://`` is the ID and
-    the node comes from ``BERRYMQ_URL``."""
+def split_words(args: argparse.Namespace, command: str = "send") -> tuple[str, list[str]]:
+    """The node's URL and the words after it (``url``, ``identifier`` and ``args`` of
+    ``command``'s line): a first word without ``://`` is the ID and the node comes from
+    ``BERRYMQ_URL``."""
     words = [w for w in (args.url, args.identifier) if w is not None] + list(args.args)
     given = words.pop(0) if words and "://" in words[0] else None
     if given is None and words and _HOST_PORT.match(words[0]):
         raise UsageError(f"{words[0]!r} has no scheme: write tcp://{words[0]} or "
                          f"http://{words[0]}")
     if not words:
-        raise UsageError("send needs an ID (and its ARGs), or - to read messages from stdin",
-                         show_usage=True)
+        more = ", or - to read messages from stdin" if command == "send" else ""
+        raise UsageError(f"{command} needs an ID (and its ARGs){more}", show_usage=True)
     return node_url(given), words
 
 
@@ -272,7 +273,7 @@ def run_send(args: argparse.Namespace) -> int:
     """``berrymq send``: 0 once the node acknowledged every message; stopped by SIGINT or
     SIGTERM, 128 + the signal's number, after saying how many messages it had sent and
     how many of them the node had not acknowledged."""
-    url, words = _split(args)
+    url, words = split_words(args)
     from_stdin = words == ["-"]
     if from_stdin and args.kw:
         raise UsageError("--kw goes on each line of stdin, not beside -")

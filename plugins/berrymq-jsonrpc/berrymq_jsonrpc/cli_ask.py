@@ -1,0 +1,87 @@
+"""``berrymq ask [URL] ID [ARG ...]``: ask the receivers of a node and print their
+replies, as ``nats request`` does for NATS and ``berrymq-js ask`` for Node.js.
+
+The replies are one JSON array on one line, in the order the node's receivers answered
+it: each the value a receiver returned, or ``{"error": {...}}`` for one that failed (its
+``type``, ``message``, ``receiver`` and ``node``), as the ``ask`` method answers over the
+wire. A receiver's failure is an answer, not a failure of the command: exit status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from berrymq.api import ask, connect_oneway
+from berrymq.cli import Commands, UsageError, add_json_option, print_json
+from berrymq.errors import ReplyError
+from berrymq_jsonrpc.cli_send import message_from_words, split_words
+from berrymq_jsonrpc.cli_support import (
+    keyword,
+    open_session,
+    quiet_remote_logs,
+    seconds_argument,
+)
+
+__all__ = ["register_ask_command", "run_ask"]
+
+_URL_HELP = ("the node, e.g. tcp://127.0.0.1:7000 or http://127.0.0.1:8000 (default: the "
+             "environment variable BERRYMQ_URL)")
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    """``berrymq ask``: 0 once the node answered (with what its receivers replied, failures
+    included); 1 when it could not be reached or did not answer; 2 for a usage error."""
+    url, words = split_words(args, "ask")
+    try:
+        message = message_from_words(words)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    kwargs = {**message.kwargs, **dict(args.kw or [])}
+    with quiet_remote_logs():
+        # the session lives as long as the ask may take, and ends with it
+        connection = open_session(url, args.connect_timeout, _oneway, max(args.timeout, 1.0) + 10)
+        try:
+            replies = ask(message.identifier, *message.args, timeout=args.timeout, **kwargs)
+        finally:
+            connection.close()
+    entries = [_entry(reply) for reply in replies]
+    print_json({"url": url, "replies": entries} if args.json else entries)
+    return 0
+
+
+def _oneway(url: str, ttl: float) -> Any:
+    return connect_oneway(url, ttl=ttl)
+
+
+def _entry(reply: object) -> object:
+    """A reply as the ``ask`` method answers it over the wire."""
+    return {"error": reply.to_json()} if isinstance(reply, ReplyError) else reply
+
+
+def register_ask_command(commands: Commands) -> None:
+    """Add ``ask`` (called once, from :func:`berrymq_jsonrpc.cli.register_commands`)."""
+    parser = commands.add(
+        "ask", run_ask, help="ask a node's receivers and print their replies",
+        description="Send one message to the node at URL as a request, wait up to --timeout "
+                    "for the replies of the node's receivers, and print them as one JSON "
+                    "array: each the value a receiver returned, or {\"error\": {\"type\", "
+                    "\"message\", \"receiver\", \"node\"}} for one that failed (still exit "
+                    "status 0). [] when no receiver answered. ARGs are parsed as for send.\n\n"
+                    "examples:\n"
+                    "  berrymq ask tcp://127.0.0.1:7000 price:quote 2\n"
+                    "  BERRYMQ_URL=http://127.0.0.1:8000 berrymq ask stock:count --kw item=pen",
+    )
+    parser.add_argument("url", nargs="?", metavar="URL", help=_URL_HELP)
+    parser.add_argument("identifier", nargs="?", metavar="ID",
+                        help="the message identifier, e.g. price:quote")
+    parser.add_argument("args", nargs="*", metavar="ARG", help="positional arguments (optional)")
+    parser.add_argument("--kw", action="append", type=keyword, metavar="KEY=VALUE",
+                        help="a keyword argument (VALUE parsed like ARG); repeatable")
+    parser.add_argument("--timeout", type=seconds_argument, default=5.0, metavar="SECONDS",
+                        help="seconds to wait for the replies (default 5); a receiver still "
+                             "running then is an error entry")
+    parser.add_argument("--connect-timeout", type=seconds_argument, default=10.0,
+                        metavar="SECONDS",
+                        help="seconds to wait for the node to open the session (default 10)")
+    add_json_option(parser, 'one JSON object {"url", "replies"}')

@@ -1,0 +1,80 @@
+"""``berrymq ask``: a node's receivers asked from the shell, their replies printed as one
+JSON array (berrymq-js had ``ask``; the Python command, which the Node.js docs said had the
+same verbs, had no way to ask)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from berrymq_cli_procs import one_error_line
+from helpers import run_berrymq as run
+from helpers import serve
+
+from berrymq.bus import Bus
+from berrymq.message import Message
+
+
+def _answering(bus_factory: Callable[..., Bus], scheme: str) -> str:
+    """A node with a receiver that answers ten times its argument and one that fails; its
+    URL."""
+    bus, port = serve(bus_factory, scheme)
+    bus.subscribe("price:quote", lambda message: message.args[0] * 10, weak=False)
+
+    def fail(message: Message) -> None:
+        raise ValueError("refused on purpose")
+
+    bus.subscribe("fail:now", fail, weak=False)
+    return f"{scheme}://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_ask_prints_the_replies_as_one_json_array(
+        tmp_path: Path, bus_factory: Callable[..., Bus], scheme: str) -> None:
+    url = _answering(bus_factory, scheme)
+    result = run("ask", url, "price:quote", "2", cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "[20]\n", "")
+    result = run("ask", url, "nobody:here", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
+
+
+def test_a_receiver_that_failed_is_a_reply_and_json_names_the_node(
+        tmp_path: Path, bus_factory: Callable[..., Bus]) -> None:
+    url = _answering(bus_factory, "tcp")
+    result = run("ask", "--json", url, "fail:now", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["url"] == url
+    (reply,) = answer["replies"]
+    assert (reply["error"]["type"], reply["error"]["message"]) == ("ValueError",
+                                                                   "refused on purpose")
+    assert reply["error"]["receiver"].endswith("fail")
+
+
+def test_a_receiver_still_running_at_the_timeout_is_an_error_entry(
+        tmp_path: Path, bus_factory: Callable[..., Bus]) -> None:
+    bus, port = serve(bus_factory, "tcp")
+    release = threading.Event()
+    bus.subscribe("slow:x", lambda message: release.wait(30), weak=False)
+    try:
+        result = run("ask", f"tcp://127.0.0.1:{port}", "slow:x", "--timeout", "0.5",
+                     cwd=tmp_path)
+    finally:
+        release.set()
+    assert result.returncode == 0, result.stderr
+    (reply,) = json.loads(result.stdout)
+    assert reply["error"]["type"] == "TimeoutError", reply
+
+
+def test_ask_usage_errors_and_an_unreachable_node(tmp_path: Path) -> None:
+    result = run("ask", "tcp://127.0.0.1:1", cwd=tmp_path)  # the usage, then the error
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == "berrymq: error: ask needs an ID (and its ARGs)"
+    assert "partial wildcard" in one_error_line(run("ask", "tcp://127.0.0.1:1", "te*:x",
+                                                    cwd=tmp_path))
+    line = one_error_line(run("ask", "tcp://127.0.0.1:1", "a:b", "--connect-timeout", "2",
+                              cwd=tmp_path), 1)
+    assert "cannot reach tcp://127.0.0.1:1" in line
