@@ -296,8 +296,10 @@ class ServerConnection:
                                                   extra, close)
                 return written and not close
         if server.service is None:  # serve --monitor: the status routes and nothing else
-            return self._refuse(404 if reads else 405, "this address serves GET /, /status, "
-                                "/metrics, /network", None if reads else [(b"Allow", b"GET, HEAD")])
+            return self._refuse(404 if reads else 405, "this address (a node's serve --monitor) "
+                                "serves GET /, /status, /metrics, /network, and no JSON-RPC: "
+                                "send to the node's --http or --tcp address",
+                                None if reads else [(b"Allow", b"GET, HEAD")])
         if request.method != b"POST":
             json_rpc = serves_path(target)
             if reads and monitor is not None and not json_rpc:

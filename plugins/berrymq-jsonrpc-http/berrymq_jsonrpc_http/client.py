@@ -194,7 +194,8 @@ class HttpChannel(Channel):
                 "berryMQ 0.3 (or another XML-RPC server)? berryMQ connects to JSON-RPC 2.0 "
                 "nodes only; a 0.3 process can connect to this one instead (docs/dialects.md)")
         if not ctype.startswith(b"application/json"):
-            raise TransportError(f"{self.url} answered HTTP {status} without JSON: {data[:200]!r}")
+            text = data[:200].decode("utf-8", "replace").strip()  # what it said, as text
+            raise TransportError(f"{self.url} answered HTTP {status} without JSON: {text!r}")
         try:
             answer = loads(data)
         except ParseError as exc:

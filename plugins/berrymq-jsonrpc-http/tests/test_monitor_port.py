@@ -64,7 +64,8 @@ def test_serve_monitor_serves_the_status_routes_and_nothing_else(
     posted = exchange(port, request("POST", "/", "Content-Type: application/json\r\n"
                                     f"Content-Length: {len(call)}\r\n") + call)
     assert posted.startswith(b"HTTP/1.1 405 "), posted  # no JSON-RPC on this address
-    assert b"GET /, /status, /metrics, /network" in posted
+    assert b"GET /, /status, /metrics, /network, and no JSON-RPC: send to the node's --http or " \
+           b"--tcp address" in posted
     assert b"\r\nAllow: GET, HEAD\r\n" in posted  # which a 405 must say (RFC 9110)
     head = exchange(port, request("HEAD", "/status"))  # a health check: no body
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n"), head

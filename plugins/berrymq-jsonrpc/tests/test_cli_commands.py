@@ -315,6 +315,20 @@ def test_send_stopped_by_a_signal_ends_its_session_on_the_node(
         assert stderr == f"berrymq: stopped by SIGINT before sending any message to {url}\n"
 
 
+def test_send_to_a_monitor_address_says_where_json_rpc_is(
+        tmp_path: Path, procs: list[Proc]) -> None:
+    """The wrong-scheme hint for a --monitor port leads there over HTTP, which said
+    "answered HTTP 405 without JSON: b'this address serves GET /, ...\\n'"."""
+    server = Proc("serve", "--tcp", "127.0.0.1:0", "--monitor", "127.0.0.1:0", cwd=tmp_path)
+    procs.append(server)
+    server.line()  # serving tcp://...
+    monitor = server.line().removeprefix("monitor ")
+    line = one_error_line(run("send", monitor, "job:x", cwd=tmp_path), 1)
+    assert line.endswith("answered HTTP 405 without JSON: \"this address (a node's serve "
+                         "--monitor) serves GET /, /status, /metrics, /network, and no "
+                         "JSON-RPC: send to the node's --http or --tcp address\""), line
+
+
 @pytest.mark.parametrize(("served", "asked"), [("tcp", "http"), ("http", "tcp")])
 def test_a_scheme_that_does_not_match_the_port_is_named(
         tmp_path: Path, node: tuple[Proc, str, str], served: str, asked: str) -> None:
