@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.dialect import HTTP_PATHS, MEDIA_TYPES, accepts_media_type, serves_path
 from berrymq_jsonrpc.jsonrpc import error_object
-from berrymq_jsonrpc.monitor import host_allowed
+from berrymq_jsonrpc.monitor import MONITOR_ONLY, host_allowed
 from berrymq_jsonrpc.reading import FREE_READING, Share
 from berrymq_jsonrpc.taken import TakenInFlight, counting_taken
 
@@ -296,9 +296,7 @@ class ServerConnection:
                                                   extra, close)
                 return written and not close
         if server.service is None:  # serve --monitor: the status routes and nothing else
-            return self._refuse(404 if reads else 405, "this address (a node's serve --monitor) "
-                                "serves GET /, /status, /metrics, /network, and no JSON-RPC: "
-                                "send to the node's --http or --tcp address",
+            return self._refuse(404 if reads else 405, MONITOR_ONLY,
                                 None if reads else [(b"Allow", b"GET, HEAD")])
         if request.method != b"POST":
             json_rpc = serves_path(target)

@@ -36,7 +36,7 @@ from berrymq_jsonrpc.status import metrics_text, status_snapshot
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["LOOPBACK_NAMES", "Monitor", "access", "answer_names",
+__all__ = ["LOOPBACK_NAMES", "MONITOR_ONLY", "Monitor", "access", "answer_names",
            "host_allowed", "presented_secret"]
 
 
@@ -47,6 +47,10 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 Answer = tuple[int, dict[str, str], bytes]
 
 _PATHS = frozenset({"/", "/status", "/metrics", "/network"})
+
+#: The refusal of any other request at a ``serve --monitor`` address (the routes alone).
+MONITOR_ONLY = ("this address (a node's serve --monitor) serves GET /, /status, /metrics, "
+                "/network, and no JSON-RPC: send to the node's --http or --tcp address")
 
 
 # -- the access rule ---------------------------------------------------------------------------
