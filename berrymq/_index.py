@@ -7,8 +7,9 @@ message"):
   ``(namespace, name, action)`` where name and action may be ``*``. A route miss for a
   concrete identifier ``n:a`` looks at four buckets (``n:a``, ``n:*``, ``*:a``, ``*:*``),
   so it costs what matching its own receivers costs, whatever else is registered.
-  A bucket is a dict ``seq -> Subscription`` (insertion order is registration order), so
-  a cancel removes in O(1).
+  A bucket is a dict ``seq -> route entry`` (insertion order is registration order), so
+  a cancel removes in O(1), and every cached route holds the one entry of a subscription
+  (8 bytes a route), not a copy of it (a tuple of 64 more).
 - ``routes`` maps the key a sender used (text or :class:`Identifier`) to
   ``(identifier, route entries, how)``. It is read without a lock; writers hold
   ``lock`` and remove only the routes that the changed pattern matches, found through
@@ -26,7 +27,6 @@ import itertools
 import weakref
 from collections import deque
 from collections.abc import Callable
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from berrymq._owners import Owners, target_keys
@@ -71,7 +71,7 @@ class Index:
         self._seq = itertools.count()
         #: every active subscription by seq, in registration order
         self.subscriptions: dict[int, Subscription] = {}
-        self._buckets: dict[Key, dict[int, Subscription]] = {}
+        self._buckets: dict[Key, dict[int, RouteEntry]] = {}
         self._owners = Owners()  # what unfollow looks up
         self._dead: list[Subscription] = []
         #: sender's key -> cached route; read without the lock (see the module docstring).
@@ -119,7 +119,8 @@ class Index:
                 subscription.ref = bind(subscription)
             seq = subscription.seq
             self.subscriptions[seq] = subscription
-            self._buckets.setdefault(_key(pattern), {})[seq] = subscription
+            self._buckets.setdefault(_key(pattern), {})[seq] = (subscription.ref, guard,
+                                                                 subscription)
             self._owners.add(subscription, receiver)
             self._invalidate(pattern)
             try:
@@ -166,6 +167,9 @@ class Index:
     def set_guard(self, subscription: Subscription, guard: Guard | None) -> None:
         with self.lock:
             subscription.guard = guard
+            bucket = self._buckets.get(_key(subscription.pattern))
+            if bucket is not None and subscription.seq in bucket:
+                bucket[subscription.seq] = (subscription.ref, guard, subscription)
             self._invalidate(subscription.pattern)
 
     def set_how(self, how: int) -> None:
@@ -315,11 +319,7 @@ class Index:
                 how = DIRECT  # local, or no peer wants it: sent as if there were none
             if how == DIRECT and not matched:
                 how = NOBODY
-            if len(matched) == 1:  # the common case, without a comprehension's frame
-                one = matched[0]
-                cached = (ident, ((one.ref, one.guard, one),), how)
-            else:
-                cached = (ident, tuple([(s.ref, s.guard, s) for s in matched]), how)
+            cached = (ident, tuple(matched), how)
             if len(self._route_keys) >= self.limit:  # full: the one cached first goes
                 self._evict()
             routes[key] = cached
@@ -338,13 +338,14 @@ class Index:
                 _add(self._cached_namespaces, namespace, text)
             return cached
 
-    def _match(self, ident: Identifier) -> list[Subscription]:
+    def _match(self, ident: Identifier) -> list[RouteEntry]:
         namespace, name, action = ident.namespace, ident.name, ident.action
         if name == WILDCARD or action == WILDCARD:
             # Sending to a wildcard (rare): every subscription of the namespace may match.
-            return [s for s in self.subscriptions.values() if s.pattern.matches(ident)]
+            return [self._buckets[_key(s.pattern)][s.seq] for s in self.subscriptions.values()
+                    if s.pattern.matches(ident)]
         buckets = self._buckets
-        found: list[Subscription] = []
+        found: list[RouteEntry] = []
         shapes = 0
         for key in ((namespace, name, action), (namespace, name, WILDCARD),
                     (namespace, WILDCARD, action), (namespace, WILDCARD, WILDCARD)):
@@ -378,7 +379,8 @@ class Index:
             return list(self.subscriptions.values())
 
 
-_by_seq = attrgetter("seq")
+def _by_seq(entry: RouteEntry) -> int:
+    return entry[2].seq
 
 
 def _add(table: dict[Any, set[str]], part: object, text: str) -> None:

@@ -154,3 +154,31 @@ def test_a_guard_change_invalidates_the_routes_of_its_pattern(bus: Bus) -> None:
     bus.set_guard(subscription, lambda m: False)
     bus.twitter("g:x")
     assert got == ["g:x"]
+
+
+def test_a_guard_change_reaches_routes_built_after_it(bus: Bus) -> None:
+    """The route entry of a subscription is made once and shared by its routes: a guard
+    set later is in the entries of the routes built after it (and in no stale one)."""
+    got: list[str] = []
+    subscription = bus.subscribe("g:*", lambda m: got.append(m.id), weak=False)
+    bus.set_guard(subscription, lambda m: m.id != "g:y")
+    bus.twitter("g:x")
+    bus.twitter("g:y")
+    bus.set_guard(subscription, None)
+    bus.twitter("g:y")
+    assert got == ["g:x", "g:y"]
+
+
+def test_cached_routes_share_the_entries_of_their_subscriptions(bus: Bus) -> None:
+    """Each route held a tuple of its own per receiver: with 300 subscriptions matching
+    every identifier, a cached identifier cost 23 KB (a soak of a node: 672 MB for
+    30,000 identifiers), where the 300 entries it points to are 2.4 KB of pointers."""
+    for _ in range(300):
+        bus.subscribe("*:*", other, weak=False)
+    for i in range(3):
+        bus.twitter(f"n{i}:x")
+    routes = [cached(bus, f"n{i}:x") for i in range(3)]
+    entries = [route[1] for route in routes]  # type: ignore[index]
+    assert all(len(route_entries) == 300 for route_entries in entries)
+    assert all(a is b for a, b in zip(entries[0], entries[1], strict=True))
+    assert all(a is b for a, b in zip(entries[0], entries[2], strict=True))
