@@ -1,10 +1,14 @@
 """``berrymq ask [URL] ID [ARG ...]``: ask the receivers of a node and print their
 replies, as ``nats request`` does for NATS and ``berrymq-js ask`` for Node.js.
 
-The replies are one JSON array on one line, in the order the node's receivers answered
-it: each the value a receiver returned, or ``{"error": {...}}`` for one that failed (its
-``type``, ``message``, ``receiver`` and ``node``), as the ``ask`` method answers over the
-wire. A receiver's failure is an answer, not a failure of the command: exit status 0.
+The request goes to the node alone, on the command's own connection (not through this
+process's bus, whose other links, a broker's, would answer too). The replies are one JSON
+array on one line, in the order the node's receivers answered it: each the value a
+receiver returned, or ``{"error": {...}}`` for one that failed (its ``type``, ``message``,
+``receiver`` and ``node``), as the ``ask`` method answers over the wire. A receiver's
+failure is an answer, not a failure of the command: exit status 0. A node that cannot be
+reached, goes away, or does not answer within the timeout (and a margin) is a failure:
+exit status 1, as for ``send``.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from berrymq.api import ask, connect_oneway
+from berrymq.api import connect_oneway
 from berrymq.cli import Commands, UsageError, add_json_option, print_json
-from berrymq.errors import ReplyError
+from berrymq.errors import TransportError
+from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.cli_send import message_from_words, split_words
 from berrymq_jsonrpc.cli_support import (
     keyword,
@@ -37,17 +42,26 @@ def run_ask(args: argparse.Namespace) -> int:
         message = message_from_words(words)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    kwargs = {**message.kwargs, **dict(args.kw or [])}
+    params = {"identifier": str(message.identifier), "args": list(message.args),
+              "kwargs": {**message.kwargs, **dict(args.kw or [])}, "timeout": args.timeout}
     with quiet_remote_logs():
         # the session lives as long as the ask may take, and ends with it
-        connection = open_session(url, args.connect_timeout, _oneway, max(args.timeout, 1.0) + 10)
+        connection = open_session(url, args.connect_timeout, _oneway,
+                                  args.timeout + _ANSWER_MARGIN)
         try:
-            replies = ask(message.identifier, *message.args, timeout=args.timeout, **kwargs)
+            replies = connection.call(p.METHOD_ASK, params, args.timeout + _ANSWER_MARGIN)
         finally:
             connection.close()
+    if not isinstance(replies, list):
+        raise TransportError(f"{url} answered ask with {replies!r}, not a list of replies")
     entries = [_entry(reply) for reply in replies]
     print_json({"url": url, "replies": entries} if args.json else entries)
     return 0
+
+
+#: How much longer than ``--timeout`` the command waits for the node's answer (which the
+#: node gives by the timeout, with what its receivers replied so far).
+_ANSWER_MARGIN = 5.0
 
 
 def _oneway(url: str, ttl: float) -> Any:
@@ -55,8 +69,10 @@ def _oneway(url: str, ttl: float) -> Any:
 
 
 def _entry(reply: object) -> object:
-    """A reply as the ``ask`` method answers it over the wire."""
-    return {"error": reply.to_json()} if isinstance(reply, ReplyError) else reply
+    """A reply as printed: the value of ``{"value": V}``, an ``{"error": ...}`` as it came."""
+    if isinstance(reply, dict) and "value" in reply:
+        return reply["value"]
+    return reply
 
 
 def register_ask_command(commands: Commands) -> None:

@@ -4,15 +4,17 @@ same verbs, had no way to ask)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from berrymq_cli_procs import one_error_line
+from helpers import plugin_site, serve
 from helpers import run_berrymq as run
-from helpers import serve
 
 from berrymq.bus import Bus
 from berrymq.message import Message
@@ -78,3 +80,46 @@ def test_ask_usage_errors_and_an_unreachable_node(tmp_path: Path) -> None:
     line = one_error_line(run("ask", "tcp://127.0.0.1:1", "a:b", "--connect-timeout", "2",
                               cwd=tmp_path), 1)
     assert "cannot reach tcp://127.0.0.1:1" in line
+
+
+#: A plugin that gives every bus of the asking process a receiver of price:quote.
+_LOCAL_ANSWER = """
+from berrymq.hookspecs import hookimpl
+
+@hookimpl
+def berrymq_start_bus(bus):
+    bus.subscribe("price:quote", lambda message: "from the asking process", weak=False)
+"""
+
+
+def test_ask_asks_the_node_alone(tmp_path: Path, bus_factory: Callable[..., Bus]) -> None:
+    """It asked the command's whole bus: a receiver there (a plugin's), or another link
+    of it (a broker's), answered beside the node."""
+    url = _answering(bus_factory, "tcp")
+    result = run("ask", url, "price:quote", "2", cwd=tmp_path,
+                 env=plugin_site(tmp_path, "local_answer", _LOCAL_ANSWER))
+    assert (result.returncode, result.stdout) == (0, "[20]\n"), result.stderr
+
+
+def test_a_node_that_goes_away_during_the_ask_is_a_failure(tmp_path: Path) -> None:
+    """A node killed while its receivers ran was printed as a reply entry
+    (ConnectionClosed) with exit status 0: ``berrymq ask ... || alert`` took it for an
+    answer."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def node_that_dies_when_asked() -> None:
+        with contextlib.suppress(OSError), server:
+            conn, _ = server.accept()
+            with conn, conn.makefile("rb") as lines:
+                while line := lines.readline():
+                    request = json.loads(line)
+                    if request["method"] == "ask":
+                        return  # gone, without an answer
+                    answer = {"jsonrpc": "2.0", "result": "t" * 43, "id": request.get("id")}
+                    conn.sendall(json.dumps(answer).encode() + b"\n")
+
+    threading.Thread(target=node_that_dies_when_asked, daemon=True).start()
+    line = one_error_line(run("ask", f"tcp://127.0.0.1:{port}", "price:quote", "2",
+                              cwd=tmp_path), 1)
+    assert "closed" in line, line
