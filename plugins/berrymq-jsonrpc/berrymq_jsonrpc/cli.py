@@ -46,14 +46,7 @@ from berrymq_jsonrpc.cli_support import (
 from berrymq_jsonrpc.graph import fetch
 from berrymq_jsonrpc.serve_addresses import checked_addresses, refuse_duplicates, server_url
 from berrymq_jsonrpc.serve_print import Printers, start_printer
-from berrymq_jsonrpc.serve_stop import (
-    STOP_SIGNALS,
-    STOP_WAIT,
-    Stop,
-    signals_stop,
-    stop_serving,
-    stopped_by,
-)
+from berrymq_jsonrpc.serve_stop import STOP_WAIT, Stop, signals_stop, stop_serving, take_stop_signal
 from berrymq_jsonrpc.status_cli import register_status_commands
 
 __all__ = ["add_serve_option", "add_serve_starter", "register_commands", "server_url"]
@@ -108,10 +101,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 for name, started_url in started.items():
                     print(f"{name} {started_url}", flush=True)
             print("press Ctrl-C to stop", file=sys.stderr, flush=True)
-            if hasattr(signal, "sigwait") and hasattr(signal, "pthread_sigmask"):
+            if hasattr(signal, "sigwaitinfo") and hasattr(signal, "pthread_sigmask"):
                 # Take the signal synchronously (it is still blocked): no handler
                 # runs inside a lock, so nothing can break the shutdown.
-                stopped_by(signal.sigwait(STOP_SIGNALS))
+                take_stop_signal()
             else:
                 wait_for_signals()
                 stop.wait()

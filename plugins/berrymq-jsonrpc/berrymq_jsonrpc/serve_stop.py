@@ -1,10 +1,10 @@
 """How a serving node stops: SIGINT (Ctrl-C) and SIGTERM taken in the main thread, the
 node's close within a deadline (``--stop-timeout``) in a thread of its own, and a second
-signal that ends the command at once, each saying what it cut short. The same signal
-again within :data:`SAME_STOP_WINDOW` of the first is not a second one: GNU ``timeout``
-and process supervisors signal the process and its process group at once, so one stop
-arrived twice, and ``serve`` ended with 143 and a line blaming a transport that was
-closing as it should.
+signal that ends the command at once, each saying what it cut short. A signal sent by a
+process is taken together with the same signal sent by the same process just after it
+(:func:`take_stop_signal`): GNU ``timeout`` and process supervisors signal the process and
+its process group at once, so one stop arrived twice, and ``serve`` took the copy for a
+second signal now and then (exit 143, a line blaming a transport closing as it should).
 """
 
 from __future__ import annotations
@@ -22,41 +22,48 @@ from berrymq.plugins import KNOWN_SCHEMES
 from berrymq_jsonrpc.serve_print import PRINT_DRAIN_WAIT, Printers, finish_printing
 
 __all__ = ["SAME_STOP_WINDOW", "STOP_SIGNALS", "STOP_WAIT", "Closing", "SecondStop", "Stop",
-           "signals_stop", "stop_serving", "stopped_by"]
+           "signals_stop", "stop_serving", "take_stop_signal"]
 
 #: How long a stopping ``serve`` waits for its bus to close, by default (``--stop-timeout``):
 #: berryMQ's own transports take up to 10 s to deliver what they took from peers.
 STOP_WAIT = 20.0
 
 
-#: Seconds after the stop signal within which the same signal again is the same stop.
-SAME_STOP_WINDOW = 0.5
-
-#: ``(signal number, time.monotonic())`` of the signal that stopped ``serve``, if any.
-_first_stop: list[tuple[int, float]] = []
-
-
 class Stop(Exception):
     """Raised in the main thread by SIGTERM (SIGINT raises KeyboardInterrupt)."""
 
 
-def stopped_by(signum: int) -> None:
-    """``serve`` was stopped by signal ``signum`` now: taken by ``sigwait``, or by the
-    handlers of :func:`signals_stop`, which call this."""
-    _first_stop[:] = [(signum, time.monotonic())]
-
-
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    stopped_by(signum)
     raise Stop(signal.Signals(signum).name)
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    stopped_by(signum)
-    raise KeyboardInterrupt
-
-
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+#: Seconds after a stop signal sent by a process within which the same signal from the
+#: same process is taken as its copy (a process group's), not as a second stop.
+SAME_STOP_WINDOW = 0.2
+
+#: ``si_code`` of a signal sent with ``kill()`` (Linux: ``SI_USER``). The terminal's
+#: Ctrl-C comes from the kernel (``SI_KERNEL``), once per key press: never a copy.
+_SENT_BY_A_PROCESS = 0
+
+
+def take_stop_signal() -> None:
+    """Wait for SIGINT or SIGTERM, blocked in every thread (see :func:`signals_stop`), and
+    take it, with a copy of it: the same signal from the same process within
+    :data:`SAME_STOP_WINDOW`. Another signal meanwhile (another process's, or the
+    keyboard's) stays pending, a second stop. Where ``sigwaitinfo`` exists (Linux)."""
+    first = signal.sigwaitinfo(STOP_SIGNALS)
+    if first.si_code != _SENT_BY_A_PROCESS:
+        return
+    deadline = time.monotonic() + SAME_STOP_WINDOW
+    while (left := deadline - time.monotonic()) > 0:
+        again = signal.sigtimedwait({first.si_signo}, left)
+        if again is None:
+            return
+        if again.si_code != _SENT_BY_A_PROCESS or again.si_pid != first.si_pid:
+            signal.raise_signal(again.si_signo)  # not a copy: pending again, a second stop
+            return
 
 
 @contextmanager
@@ -70,9 +77,8 @@ def signals_stop() -> Iterator[Callable[[], None]]:
     a main thread waiting on a lock would not wake up. So the signals are blocked while
     the command starts its threads (which inherit the mask), and the main thread unblocks
     them for itself when it calls the function the block yields (before it waits)."""
-    _first_stop.clear()
     previous_term = signal.signal(signal.SIGTERM, _raise_stop)
-    previous_int = signal.signal(signal.SIGINT, _raise_interrupt)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     masked = hasattr(signal, "pthread_sigmask")
     if masked:
         previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
@@ -99,9 +105,6 @@ class SecondStop(Exception):
 
 
 def _raise_second_stop(signum: int, frame: FrameType | None) -> None:
-    if _first_stop and _first_stop[0][0] == signum \
-            and time.monotonic() - _first_stop[0][1] < SAME_STOP_WINDOW:
-        return  # the stop signal itself, sent to the process and to its group
     _ignore_stop_signals()  # a third one cannot break the report of the second
     raise SecondStop(signum)
 

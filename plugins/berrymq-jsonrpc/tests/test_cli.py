@@ -390,9 +390,10 @@ def _serve_with_a_hanging_plugin(tmp_path: Path, procs: list[Proc], *options: st
 
 def test_the_stop_signal_sent_twice_at_once_is_one_stop(tmp_path: Path,
                                                          procs: list[Proc]) -> None:
-    """GNU ``timeout`` and process supervisors signal the process and its group at once:
-    ``serve`` ended 143 in 2 of 6 such stops, blaming its transport ("stopped by a second
-    SIGTERM while closing: the tcp:// transport ... has not returned")."""
+    """GNU ``timeout`` and process supervisors signal the process and its group at once
+    (one sender, twice): ``serve`` ended 143 in 2 of 6 such stops, blaming its transport
+    ("stopped by a second SIGTERM while closing: the tcp:// transport ... has not
+    returned")."""
     for _ in range(6):
         server = Proc("serve", "--tcp", "127.0.0.1:0", cwd=tmp_path)
         procs.append(server)
@@ -413,6 +414,24 @@ def test_serve_stops_within_its_stop_timeout_when_a_plugin_does_not_close(
     assert server.rest_of("err") == [
         "berrymq: error: the node did not close within 3s: the hang:// transport of plugin "
         "'hang' has not returned from close(); exiting without it"]
+
+
+def test_a_second_stop_from_another_process_just_after_the_first_is_a_second_stop(
+        tmp_path: Path, procs: list[Proc]) -> None:
+    """Only a copy from the same sender is the same stop: ``kill -TERM $p; kill -TERM $p``
+    in a script (two processes) ends ``serve`` at once, as two Ctrl-C would."""
+    server = Proc("serve", "--tcp", "127.0.0.1:0", cwd=tmp_path,
+                  env=plugin_site(tmp_path, "hang", _HANGING_PLUGIN))
+    procs.append(server)
+    server.line()
+    assert server.line("err") == "press Ctrl-C to stop"
+    pid = str(server.process.pid)
+    # (two kill programs: the shell's own kill would send both from one process)
+    subprocess.run(["sh", "-c", f"env kill -TERM {pid}; env kill -TERM {pid}"], check=True,
+                   timeout=10)
+    assert server.process.wait(timeout=DEADLINE) == 128 + signal.SIGTERM
+    err = server.rest_of("err")  # (the plugin's "hang: closing" may come before or after)
+    assert any(line.startswith("berrymq: stopped by a second SIGTERM while ") for line in err), err
 
 
 @pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
