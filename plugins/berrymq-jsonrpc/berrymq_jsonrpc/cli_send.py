@@ -218,12 +218,16 @@ class _Sending:
         self.from_stdin, self.errors = from_stdin, errors
         self.sent = 0
         self.connection: Any = None
+        self.opening_over = threading.Event()  # the session is open, or failed to open
 
     def run(self, stopping: threading.Event) -> int:
         """Send every message, then wait until the node acknowledged them all."""
         url, args = self.url, self.args
         ttl = DEFAULT_TTL if self.from_stdin else max(args.timeout, 1.0)
-        self.connection = connection = open_session(url, args.timeout, _oneway, ttl)
+        try:
+            self.connection = connection = open_session(url, args.timeout, _oneway, ttl)
+        finally:
+            self.opening_over.set()
         try:
             for message in self.messages:
                 if stopping.is_set():
@@ -252,10 +256,12 @@ class _Sending:
         return 0
 
     def give_up(self) -> None:
-        """A signal stopped the command: tell the node to end the session (waiting at
-        most :data:`_GIVE_UP_WAIT` for its answer: a session left open stayed on the node
-        for its ttl, 1000 s for ``send -``), then close at once, counting what the node had
-        not acknowledged (in the connection's losses) instead of waiting for it."""
+        """A signal stopped the command: tell the node to end the session (one still
+        opening too; waiting at most :data:`_GIVE_UP_WAIT` for the opening and as long for
+        the node's answer: a session left open stayed on the node for its ttl, 1000 s for
+        ``send -``), then close at once, counting what the node had not acknowledged (in
+        the connection's losses) instead of waiting for it."""
+        self.opening_over.wait(_GIVE_UP_WAIT)  # a session opening now is ended too
         connection = self.connection
         if connection is None:
             return

@@ -329,6 +329,48 @@ def test_send_to_a_monitor_address_says_where_json_rpc_is(
                          "JSON-RPC: send to the node's --http or --tcp address\""), line
 
 
+def test_send_stopped_while_its_session_opens_ends_that_session_too(tmp_path: Path) -> None:
+    """Ctrl-C while the node was slow to open the session (where users press it): the
+    command had nothing to close yet, ended, and the session the node opened then stayed
+    for its ttl."""
+    server = socket.create_server(("127.0.0.1", 0))
+    url = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    asked, answer, closed = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_node() -> None:
+        with contextlib.suppress(OSError), server:
+            conn, _ = server.accept()
+            with conn, conn.makefile("rb") as lines:
+                while line := lines.readline():
+                    request = json.loads(line)
+                    if request["method"] == "connect_oneway":
+                        asked.set()
+                        answer.wait(DEADLINE)  # the open is under way meanwhile
+                        result: object = "t" * 43
+                    else:
+                        if request["method"] == "close_connection":
+                            closed.set()
+                        result = "ok"
+                    if "id" in request:
+                        conn.sendall(json.dumps({"jsonrpc": "2.0", "result": result,
+                                                 "id": request["id"]}).encode() + b"\n")
+
+    threading.Thread(target=slow_node, daemon=True).start()
+    with subprocess.Popen([sys.executable, "-m", "berrymq", "send", url, "-"], cwd=tmp_path,
+                          stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, text=True, env=clean_env()) as child:
+        assert child.stdin is not None and child.stderr is not None
+        assert asked.wait(DEADLINE)
+        child.send_signal(signal.SIGINT)
+        # the signal taken while the open waits: nothing outside shows it, so a pause (the
+        # test passes either way; without it the old code might not have failed it)
+        time.sleep(0.2)
+        answer.set()
+        assert child.wait(DEADLINE) == 128 + signal.SIGINT, child.stderr.read()
+        child.stdin.close()
+    assert closed.is_set()
+
+
 @pytest.mark.parametrize(("served", "asked"), [("tcp", "http"), ("http", "tcp")])
 def test_a_scheme_that_does_not_match_the_port_is_named(
         tmp_path: Path, node: tuple[Proc, str, str], served: str, asked: str) -> None:
