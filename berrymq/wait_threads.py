@@ -138,6 +138,7 @@ class WaitThreads(concurrent.futures.Executor):
                     return None
 
     def _run(self) -> None:
+        _worker.of = self
         while (work := self._next()) is not None:
             _settle(*work)
             del work  # nothing kept while idle
@@ -148,7 +149,9 @@ class WaitThreads(concurrent.futures.Executor):
         for ever), and the work queued was the parent's, which the parent runs."""
         self._queue.clear()
         self._wake = queue.SimpleQueue()
-        self._tokens = self._threads = self._idle = 0
+        self._tokens = self._idle = 0
+        # the forking thread, when it is one of them (a receiver run here forked), goes on
+        self._threads = 1 if getattr(_worker, "of", None) is self else 0
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no more work; the threads end once the work queued before is done (they
@@ -158,6 +161,10 @@ class WaitThreads(concurrent.futures.Executor):
             for _ in range(self._idle - self._tokens):
                 self._tokens += 1
                 self._wake.put(None)
+
+
+#: ``of``: the :class:`WaitThreads` whose worker the current thread is.
+_worker = threading.local()
 
 
 def _settle(future: concurrent.futures.Future[Any], fn: Callable[..., Any],

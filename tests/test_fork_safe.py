@@ -169,3 +169,27 @@ def test_an_ask_in_a_forked_child_gets_its_replies_when_the_parent_had_idle_help
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env=child_env(), timeout=60, check=False)
     assert result.stdout.strip() == "0", result.stderr
+
+
+def test_a_fork_from_a_receiver_on_a_helper_thread_counts_that_thread_in_the_child() -> None:
+    """The forking thread goes on in the child: when it is a helper thread of ``ask`` (a
+    receiver forked), the child's pool counted 0 threads, then -1 once it ended."""
+    script = textwrap.dedent("""
+        import os
+        import berrymq
+        from berrymq.ask import ASK_PARTS
+
+        def fork_here(message):
+            pid = os.fork()
+            if pid == 0:
+                helpers = berrymq.get_bus().state(ASK_PARTS)
+                os._exit(0 if (helpers.threads, helpers.idle) == (1, 0) else 1)
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status)
+
+        berrymq.regist_function("fork:here", fork_here, weak=False)
+        print(berrymq.ask("fork:here", timeout=30))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=child_env(), timeout=60, check=False)
+    assert result.stdout.strip() == "[0]", result.stderr
