@@ -70,8 +70,8 @@ def pattern_argument(text: str) -> str:
     (a bad one is a usage error, exit status 2)."""
     if "://" in text:  # `listen URL` with its pattern forgotten: not "more than one ':'"
         raise argparse.ArgumentTypeError(
-            f"{text!r} is a node's address, not a pattern: give the PATTERN after it "
-            "(e.g. 'job:*')")
+            f"{text!r} is a node's address, not a pattern such as 'job:*' (listen takes "
+            "the URL first, then the PATTERN)")
     try:
         ident = parse(text)
     except ValueError as exc:

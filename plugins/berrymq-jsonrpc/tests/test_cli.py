@@ -199,7 +199,8 @@ def test_listen_with_its_pattern_missing_says_so(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines()[-1] == (
         "berrymq listen: error: argument PATTERN: 'tcp://127.0.0.1:1' is a node's address, "
-        "not a pattern: give the PATTERN after it (e.g. 'job:*')"), result.stderr
+        "not a pattern such as 'job:*' (listen takes the URL first, then the PATTERN)"
+    ), result.stderr
 
 
 @pytest.mark.parametrize(("table", "line", "expected"), [
