@@ -38,8 +38,9 @@ from berrymq_jsonrpc.cli_ask import register_ask_command
 from berrymq_jsonrpc.cli_listen import run_listen
 from berrymq_jsonrpc.cli_send import run_send
 from berrymq_jsonrpc.cli_support import (
+    URL_HELP,
+    add_message_arguments,
     connect,
-    keyword,
     pattern_argument,
     seconds_argument,
 )
@@ -136,9 +137,6 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 # -- the parsers -------------------------------------------------------------------------------
 
-_URL_HELP = ("the node, e.g. tcp://127.0.0.1:7000 or http://127.0.0.1:8000 (default: the "
-             "environment variable BERRYMQ_URL)")
-
 
 def register_commands(commands: Commands) -> None:
     """Add ``serve``, ``send``, ``listen``, ``status``, ``ask`` and the ``URL`` of ``graph`` (once: every
@@ -192,12 +190,8 @@ def register_commands(commands: Commands) -> None:
               "[URL] ID [ARG ...]\n       berrymq send [-h] [--timeout SECONDS] [--json] "
               "[URL] -",
     )
-    p.add_argument("url", nargs="?", metavar="URL", help=_URL_HELP)
-    p.add_argument("identifier", nargs="?", metavar="ID",
-                   help="the message identifier, e.g. job:done; - reads messages from stdin")
-    p.add_argument("args", nargs="*", metavar="ARG", help="positional arguments (optional)")
-    p.add_argument("--kw", action="append", type=keyword, metavar="KEY=VALUE",
-                   help="a keyword argument (VALUE parsed like ARG); repeatable")
+    add_message_arguments(p, "the message identifier, e.g. job:done; - reads messages from "
+                             "stdin")
     p.add_argument("--timeout", type=seconds_argument, default=10.0, metavar="SECONDS",
                    help="seconds to wait for the node: to connect, and for it to "
                         "acknowledge the messages (default 10)")
@@ -218,7 +212,7 @@ def register_commands(commands: Commands) -> None:
                     "  berrymq listen 'job:*' --json --timestamps\n"
                     "  berrymq listen nats://127.0.0.1:4222 'job:*'",
     )
-    p.add_argument("url", nargs="?", metavar="URL", help=_URL_HELP)
+    p.add_argument("url", nargs="?", metavar="URL", help=URL_HELP)
     p.add_argument("pattern", metavar="PATTERN", type=pattern_argument,
                    help="an identifier pattern, e.g. 'job:*'")
     p.add_argument("--count", type=_positive_int, metavar="N",

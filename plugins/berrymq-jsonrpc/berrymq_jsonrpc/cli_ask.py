@@ -22,16 +22,13 @@ from berrymq.errors import TransportError
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.cli_send import message_from_words, split_words
 from berrymq_jsonrpc.cli_support import (
-    keyword,
+    add_message_arguments,
     open_session,
     quiet_remote_logs,
     seconds_argument,
 )
 
 __all__ = ["register_ask_command", "run_ask"]
-
-_URL_HELP = ("the node, e.g. tcp://127.0.0.1:7000 or http://127.0.0.1:8000 (default: the "
-             "environment variable BERRYMQ_URL)")
 
 
 def run_ask(args: argparse.Namespace) -> int:
@@ -88,12 +85,7 @@ def register_ask_command(commands: Commands) -> None:
                     "  berrymq ask tcp://127.0.0.1:7000 price:quote 2\n"
                     "  BERRYMQ_URL=http://127.0.0.1:8000 berrymq ask stock:count --kw item=pen",
     )
-    parser.add_argument("url", nargs="?", metavar="URL", help=_URL_HELP)
-    parser.add_argument("identifier", nargs="?", metavar="ID",
-                        help="the message identifier, e.g. price:quote")
-    parser.add_argument("args", nargs="*", metavar="ARG", help="positional arguments (optional)")
-    parser.add_argument("--kw", action="append", type=keyword, metavar="KEY=VALUE",
-                        help="a keyword argument (VALUE parsed like ARG); repeatable")
+    add_message_arguments(parser, "the message identifier, e.g. price:quote")
     parser.add_argument("--timeout", type=seconds_argument, default=5.0, metavar="SECONDS",
                         help="seconds to wait for the replies (default 5); a receiver still "
                              "running then is an error entry")

@@ -28,9 +28,14 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.channel import NoAnswer
 from berrymq_jsonrpc.limits import ttl_limit
 
-__all__ = ["connect", "format_message", "shown", "keyword", "node_failure", "open_session",
-           "parse_value", "pattern_argument", "port_speaks", "quiet_remote_logs",
-           "run_until_stopped", "scheme_hint", "seconds_argument", "secret_hint", "went_away"]
+__all__ = ["URL_HELP", "add_message_arguments", "connect", "format_message", "shown",
+           "keyword", "node_failure", "open_session", "parse_value", "pattern_argument",
+           "port_speaks", "quiet_remote_logs", "run_until_stopped", "scheme_hint",
+           "seconds_argument", "secret_hint", "went_away"]
+
+#: The help of a command's URL argument.
+URL_HELP = ("the node, e.g. tcp://127.0.0.1:7000 or http://127.0.0.1:8000 (default: the "
+            "environment variable BERRYMQ_URL)")
 
 
 def _reject_constant(name: str) -> Any:
@@ -81,6 +86,16 @@ def pattern_argument(text: str) -> str:
             f"{text!r} is local (its name starts with '_'); local messages never leave "
             "their process")
     return text
+
+
+def add_message_arguments(parser: argparse.ArgumentParser, identifier_help: str) -> None:
+    """``[URL] ID [ARG ...] [--kw KEY=VALUE]...``: the node and one message, as ``send``
+    and ``ask`` take them (see :func:`berrymq_jsonrpc.cli_send.split_words`)."""
+    parser.add_argument("url", nargs="?", metavar="URL", help=URL_HELP)
+    parser.add_argument("identifier", nargs="?", metavar="ID", help=identifier_help)
+    parser.add_argument("args", nargs="*", metavar="ARG", help="positional arguments (optional)")
+    parser.add_argument("--kw", action="append", type=keyword, metavar="KEY=VALUE",
+                        help="a keyword argument (VALUE parsed like ARG); repeatable")
 
 
 def seconds_argument(text: str) -> float:

@@ -3,12 +3,17 @@ and read with deadlines (conftest.py puts this directory on ``sys.path``)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from helpers import clean_env
 
@@ -102,3 +107,32 @@ def one_error_line(result: subprocess.CompletedProcess[str], status: int = 2) ->
     assert len(lines) == 1 and lines[0].startswith("berrymq: error: "), result.stderr
     assert "Traceback" not in result.stderr
     return lines[0]
+
+
+def scripted_node(answer: Callable[[dict[str, Any]], object]) -> str:
+    """A node of one TCP connection that answers each request with ``answer(request)``'s
+    result (:data:`GONE`: closes the connection, unanswered); returns its URL."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError), server:
+            conn, _ = server.accept()
+            with conn, conn.makefile("rb") as lines:
+                while line := lines.readline():
+                    request = json.loads(line)
+                    result = answer(request)
+                    if result is GONE:
+                        return
+                    if "id" in request:
+                        conn.sendall(json.dumps({"jsonrpc": "2.0", "result": result,
+                                                 "id": request["id"]}).encode() + b"\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+
+#: What :func:`scripted_node`'s ``answer`` returns to end the connection without answering.
+GONE = object()
+
+#: A token as a node gives one.
+TOKEN = "t" * 43

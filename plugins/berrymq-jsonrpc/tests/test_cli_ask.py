@@ -4,15 +4,13 @@ same verbs, had no way to ask)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from berrymq_cli_procs import one_error_line
+from berrymq_cli_procs import GONE, TOKEN, one_error_line, scripted_node
 from helpers import plugin_site, serve
 from helpers import run_berrymq as run
 
@@ -105,21 +103,6 @@ def test_a_node_that_goes_away_during_the_ask_is_a_failure(tmp_path: Path) -> No
     """A node killed while its receivers ran was printed as a reply entry
     (ConnectionClosed) with exit status 0: ``berrymq ask ... || alert`` took it for an
     answer."""
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-
-    def node_that_dies_when_asked() -> None:
-        with contextlib.suppress(OSError), server:
-            conn, _ = server.accept()
-            with conn, conn.makefile("rb") as lines:
-                while line := lines.readline():
-                    request = json.loads(line)
-                    if request["method"] == "ask":
-                        return  # gone, without an answer
-                    answer = {"jsonrpc": "2.0", "result": "t" * 43, "id": request.get("id")}
-                    conn.sendall(json.dumps(answer).encode() + b"\n")
-
-    threading.Thread(target=node_that_dies_when_asked, daemon=True).start()
-    line = one_error_line(run("ask", f"tcp://127.0.0.1:{port}", "price:quote", "2",
-                              cwd=tmp_path), 1)
+    url = scripted_node(lambda request: GONE if request["method"] == "ask" else TOKEN)
+    line = one_error_line(run("ask", url, "price:quote", "2", cwd=tmp_path), 1)
     assert "closed" in line, line

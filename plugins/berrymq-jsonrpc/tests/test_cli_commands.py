@@ -18,9 +18,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line
+from berrymq_cli_procs import DEADLINE, TOKEN, Proc, listen, one_error_line, scripted_node
 from helpers import clean_env, run_berrymq_without_reader, serve, wait_for
 from helpers import run_berrymq as run
 
@@ -333,29 +334,18 @@ def test_send_stopped_while_its_session_opens_ends_that_session_too(tmp_path: Pa
     """Ctrl-C while the node was slow to open the session (where users press it): the
     command had nothing to close yet, ended, and the session the node opened then stayed
     for its ttl."""
-    server = socket.create_server(("127.0.0.1", 0))
-    url = f"tcp://127.0.0.1:{server.getsockname()[1]}"
     asked, answer, closed = threading.Event(), threading.Event(), threading.Event()
 
-    def slow_node() -> None:
-        with contextlib.suppress(OSError), server:
-            conn, _ = server.accept()
-            with conn, conn.makefile("rb") as lines:
-                while line := lines.readline():
-                    request = json.loads(line)
-                    if request["method"] == "connect_oneway":
-                        asked.set()
-                        answer.wait(DEADLINE)  # the open is under way meanwhile
-                        result: object = "t" * 43
-                    else:
-                        if request["method"] == "close_connection":
-                            closed.set()
-                        result = "ok"
-                    if "id" in request:
-                        conn.sendall(json.dumps({"jsonrpc": "2.0", "result": result,
-                                                 "id": request["id"]}).encode() + b"\n")
+    def slow_to_open(request: dict[str, Any]) -> object:
+        if request["method"] == "connect_oneway":
+            asked.set()
+            answer.wait(DEADLINE)  # the open is under way meanwhile
+            return TOKEN
+        if request["method"] == "close_connection":
+            closed.set()
+        return "ok"
 
-    threading.Thread(target=slow_node, daemon=True).start()
+    url = scripted_node(slow_to_open)
     with subprocess.Popen([sys.executable, "-m", "berrymq", "send", url, "-"], cwd=tmp_path,
                           stdin=subprocess.PIPE, stderr=subprocess.PIPE,
                           stdout=subprocess.DEVNULL, text=True, env=clean_env()) as child:
