@@ -14,6 +14,9 @@ exit status 1, as for ``send``.
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import threading
 from typing import Any
 
 from berrymq.api import connect_oneway
@@ -22,9 +25,10 @@ from berrymq.errors import TransportError
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.cli_send import message_from_words, split_words
 from berrymq_jsonrpc.cli_support import (
+    StoppableSession,
     add_message_arguments,
-    open_session,
     quiet_remote_logs,
+    run_until_stopped,
     seconds_argument,
 )
 
@@ -41,14 +45,26 @@ def run_ask(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     params = {"identifier": str(message.identifier), "args": list(message.args),
               "kwargs": {**message.kwargs, **dict(args.kw or [])}, "timeout": args.timeout}
-    with quiet_remote_logs():
+    session = StoppableSession()
+    answers: list[Any] = []
+
+    def ask_the_node(stopping: threading.Event) -> int:
         # the session lives as long as the ask may take, and ends with it
-        connection = open_session(url, args.connect_timeout, _oneway,
+        connection = session.open(url, args.connect_timeout, _oneway,
                                   args.timeout + _ANSWER_MARGIN)
         try:
-            replies = connection.call(p.METHOD_ASK, params, args.timeout + _ANSWER_MARGIN)
+            answers.append(connection.call(p.METHOD_ASK, params, args.timeout + _ANSWER_MARGIN))
         finally:
             connection.close()
+        return 0
+
+    with quiet_remote_logs():
+        _, signum = run_until_stopped(ask_the_node, session.give_up)
+    if signum is not None:  # (the session was ended on the node)
+        print(f"berrymq: stopped by {signal.Signals(signum).name} before {url} answered",
+              file=sys.stderr, flush=True)
+        return 128 + signum
+    (replies,) = answers
     if not isinstance(replies, list):
         raise TransportError(f"{url} answered ask with {replies!r}, not a list of replies")
     entries = [_entry(reply) for reply in replies]

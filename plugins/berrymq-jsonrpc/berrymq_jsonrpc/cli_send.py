@@ -10,7 +10,6 @@ skipped, and the exit status is then 1.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -29,17 +28,14 @@ from berrymq.identifier import parse
 from berrymq.message import Message
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.cli_support import (
+    StoppableSession,
     keyword,
-    open_session,
     parse_value,
     quiet_remote_logs,
     run_until_stopped,
 )
 
 __all__ = ["check_utf8", "message_from_json", "message_from_words", "run_send", "split_words"]
-
-#: How long a stopped ``send`` waits for the node to end its session.
-_GIVE_UP_WAIT = 1.0
 
 #: A first word such as 127.0.0.1:7000, localhost:7000 or [::1]:7000 is taken for an
 #: address without its scheme, not for an identifier (after a URL, it is an identifier).
@@ -217,17 +213,13 @@ class _Sending:
         self.url, self.args, self.messages = url, args, messages
         self.from_stdin, self.errors = from_stdin, errors
         self.sent = 0
-        self.connection: Any = None
-        self.opening_over = threading.Event()  # the session is open, or failed to open
+        self.session = StoppableSession()
 
     def run(self, stopping: threading.Event) -> int:
         """Send every message, then wait until the node acknowledged them all."""
         url, args = self.url, self.args
         ttl = DEFAULT_TTL if self.from_stdin else max(args.timeout, 1.0)
-        try:
-            self.connection = connection = open_session(url, args.timeout, _oneway, ttl)
-        finally:
-            self.opening_over.set()
+        connection = self.session.open(url, args.timeout, _oneway, ttl)
         try:
             for message in self.messages:
                 if stopping.is_set():
@@ -256,23 +248,13 @@ class _Sending:
         return 0
 
     def give_up(self) -> None:
-        """A signal stopped the command: tell the node to end the session (one still
-        opening too; waiting at most :data:`_GIVE_UP_WAIT` for the opening and as long for
-        the node's answer: a session left open stayed on the node for its ttl, 1000 s for
-        ``send -``), then close at once, counting what the node had not acknowledged (in
-        the connection's losses) instead of waiting for it."""
-        self.opening_over.wait(_GIVE_UP_WAIT)  # a session opening now is ended too
-        connection = self.connection
-        if connection is None:
-            return
-        with contextlib.suppress(Exception):  # gone, or too slow: its ttl ends it
-            connection.call(p.METHOD_CLOSE_CONNECTION, {"token": connection.token},
-                            _GIVE_UP_WAIT)
-        connection.lost("the command was stopped")
+        """A signal stopped the command: end its session (:meth:`StoppableSession.give_up`)."""
+        self.session.give_up()
 
     @property
     def not_acknowledged(self) -> int:
-        return 0 if self.connection is None else sum(self.connection.losses.values())
+        connection = self.session.connection
+        return 0 if connection is None else sum(connection.losses.values())
 
 
 def run_send(args: argparse.Namespace) -> int:

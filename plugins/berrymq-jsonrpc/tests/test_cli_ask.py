@@ -5,13 +5,16 @@ same verbs, had no way to ask)."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from berrymq_cli_procs import GONE, TOKEN, one_error_line, scripted_node
-from helpers import plugin_site, serve
+from berrymq_cli_procs import DEADLINE, GONE, TOKEN, one_error_line, scripted_node
+from helpers import clean_env, plugin_site, serve, wait_for
 from helpers import run_berrymq as run
 
 from berrymq.bus import Bus
@@ -106,3 +109,31 @@ def test_a_node_that_goes_away_during_the_ask_is_a_failure(tmp_path: Path) -> No
     url = scripted_node(lambda request: GONE if request["method"] == "ask" else TOKEN)
     line = one_error_line(run("ask", url, "price:quote", "2", cwd=tmp_path), 1)
     assert "closed" in line, line
+
+
+def test_ask_stopped_by_a_signal_says_so_and_ends_its_session(
+        tmp_path: Path, bus_factory: Callable[..., Bus]) -> None:
+    """Ctrl-C while the node's receivers ran: exit 130 without a word, and the session
+    stayed on the node for its ttl."""
+    bus, port = serve(bus_factory, "tcp")
+    sessions = bus.transport("tcp").service.sessions  # type: ignore[attr-defined]
+    running, release = threading.Event(), threading.Event()
+
+    def slow(message: Message) -> None:
+        running.set()
+        release.wait(30)
+
+    bus.subscribe("slow:x", slow, weak=False)
+    url = f"tcp://127.0.0.1:{port}"
+    try:
+        with subprocess.Popen([sys.executable, "-m", "berrymq", "ask", url, "slow:x",
+                               "--timeout", "20"], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=clean_env()) as child:
+            assert running.wait(DEADLINE)
+            child.send_signal(signal.SIGINT)
+            out, err = child.communicate(timeout=DEADLINE)
+    finally:
+        release.set()
+    assert (child.returncode, out, err) == (
+        128 + signal.SIGINT, "", f"berrymq: stopped by SIGINT before {url} answered\n")
+    wait_for(lambda: not sessions, DEADLINE, "the ask's session ended on the node")
