@@ -139,8 +139,9 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 
 def register_commands(commands: Commands) -> None:
-    """Add ``serve``, ``send``, ``listen``, ``status``, ``ask`` and the ``URL`` of ``graph`` (once: every
-    transport plugin calls this from its ``berrymq_register_commands``)."""
+    """Add ``serve``, ``send``, ``listen``, ``status``, ``ask`` and the ``URL`` of
+    ``graph`` (once: every transport plugin calls this from its
+    ``berrymq_register_commands``)."""
     if commands.get("serve") is not None:
         return
     p = commands.add(

@@ -19,13 +19,12 @@ import sys
 import threading
 from typing import Any
 
-from berrymq.api import connect_oneway
 from berrymq.cli import Commands, UsageError, add_json_option, print_json
 from berrymq.errors import TransportError
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.cli_send import message_from_words, split_words
+from berrymq_jsonrpc.cli_session import StoppableSession
 from berrymq_jsonrpc.cli_support import (
-    StoppableSession,
     add_message_arguments,
     quiet_remote_logs,
     run_until_stopped,
@@ -50,8 +49,7 @@ def run_ask(args: argparse.Namespace) -> int:
 
     def ask_the_node(stopping: threading.Event) -> int:
         # the session lives as long as the ask may take, and ends with it
-        connection = session.open(url, args.connect_timeout, _oneway,
-                                  args.timeout + _ANSWER_MARGIN)
+        connection = session.open(url, args.connect_timeout, args.timeout + _ANSWER_MARGIN)
         try:
             answers.append(connection.call(p.METHOD_ASK, params, args.timeout + _ANSWER_MARGIN))
         finally:
@@ -75,10 +73,6 @@ def run_ask(args: argparse.Namespace) -> int:
 #: How much longer than ``--timeout`` the command waits for the node's answer (which the
 #: node gives by the timeout, with what its receivers replied so far).
 _ANSWER_MARGIN = 5.0
-
-
-def _oneway(url: str, ttl: float) -> Any:
-    return connect_oneway(url, ttl=ttl)
 
 
 def _entry(reply: object) -> object:

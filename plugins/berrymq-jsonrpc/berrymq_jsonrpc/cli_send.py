@@ -20,15 +20,15 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from berrymq.api import DEFAULT_TTL, connect_oneway
+from berrymq.api import DEFAULT_TTL
 from berrymq.cli import UsageError, node_url, print_json
 from berrymq.default import get_bus
 from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
 from berrymq.identifier import parse
 from berrymq.message import Message
 from berrymq_jsonrpc import protocol as p
+from berrymq_jsonrpc.cli_session import StoppableSession
 from berrymq_jsonrpc.cli_support import (
-    StoppableSession,
     keyword,
     parse_value,
     quiet_remote_logs,
@@ -106,10 +106,6 @@ def message_from_json(text: str) -> Message:
     args = value[1] if len(value) > 1 else []
     kwargs = value[2] if len(value) > 2 else {}
     return Message(_identifier(value[0]), tuple(args), kwargs)
-
-
-def _oneway(url: str, ttl: float) -> Any:
-    return connect_oneway(url, ttl=ttl)
 
 
 def split_words(args: argparse.Namespace, command: str = "send") -> tuple[str, list[str]]:
@@ -219,7 +215,7 @@ class _Sending:
         """Send every message, then wait until the node acknowledged them all."""
         url, args = self.url, self.args
         ttl = DEFAULT_TTL if self.from_stdin else max(args.timeout, 1.0)
-        connection = self.session.open(url, args.timeout, _oneway, ttl)
+        connection = self.session.open(url, args.timeout, ttl)
         try:
             for message in self.messages:
                 if stopping.is_set():

@@ -6,7 +6,6 @@ exit status, and stopping on SIGINT/SIGTERM without a traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.channel import NoAnswer
 from berrymq_jsonrpc.limits import ttl_limit
 
-__all__ = ["URL_HELP", "StoppableSession", "add_message_arguments", "connect", "format_message", "shown",
+__all__ = ["URL_HELP", "add_message_arguments", "connect", "format_message", "shown",
            "keyword", "node_failure", "open_session", "parse_value", "pattern_argument",
            "port_speaks", "quiet_remote_logs", "run_until_stopped", "scheme_hint",
            "seconds_argument", "secret_hint", "went_away"]
@@ -278,41 +277,6 @@ def open_session(url: str, timeout: float, opener: Callable[[str, float], Any],
 
 _UNKNOWN_TOKEN_TEXT = "the peer no longer knows this connection"
 _FORGOTTEN = "it stopped or restarted, and no longer knows this listener"
-
-
-class StoppableSession:
-    """The session a command opens on its own thread (:func:`run_until_stopped`), ended on
-    the node when a signal stops the command (:meth:`give_up`): one left open stayed on
-    the node for its ttl (1000 s for ``send -``)."""
-
-    #: How long :meth:`give_up` waits for an opening under way, and then for the node.
-    GIVE_UP_WAIT = 1.0
-
-    def __init__(self) -> None:
-        self.connection: Any = None
-        self.opening_over = threading.Event()  # open, or failed to open
-
-    def open(self, url: str, timeout: float, opener: Callable[[str, float], Any],
-             ttl: float) -> Any:
-        """:func:`open_session`, noted for :meth:`give_up`."""
-        try:
-            self.connection = open_session(url, timeout, opener, ttl)
-            return self.connection
-        finally:
-            self.opening_over.set()
-
-    def give_up(self) -> None:
-        """Tell the node to end the session (one still opening too), then close it at
-        once, counting what the node had not acknowledged (in the connection's losses)
-        instead of waiting for it; at most :attr:`GIVE_UP_WAIT` for each wait."""
-        self.opening_over.wait(self.GIVE_UP_WAIT)
-        connection = self.connection
-        if connection is None:
-            return
-        with contextlib.suppress(Exception):  # gone, or too slow: its ttl ends it
-            connection.call(p.METHOD_CLOSE_CONNECTION, {"token": connection.token},
-                            self.GIVE_UP_WAIT)
-        connection.lost("the command was stopped")
 
 
 def went_away(exc: BaseException) -> str | None:
