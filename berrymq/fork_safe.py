@@ -3,8 +3,9 @@
 Only the forking thread goes on in a forked process: a lock that another thread of the
 parent held at that instant stays taken there for ever, and the child's first use of
 what it guards waits for it (a child forked while a thread registered receivers hung in
-its first registration, about every other time). A :class:`ForkSafeLock` is replaced by
-a new lock in the child; what it guards is as that thread left it, each structure whole.
+its first registration, about every other time). A :class:`ForkSafeLock` that another
+thread held is replaced by a new lock in the child; what it guards is as that thread left
+it, each structure whole.
 
 For the locks held across whole operations on a bus and its state (its subscriptions, its
 start and close, its losses, its connections, the plugin host), not for a message's path.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from threading import get_ident
 from typing import Any, Protocol
 
 __all__ = ["ForkSafeLock", "RenewedInChild", "renew_in_child"]
@@ -41,31 +43,40 @@ def renew_in_child(owner: RenewedInChild) -> None:
 
 class ForkSafeLock:
     """A :class:`threading.Lock` (``with``, :meth:`acquire`, :meth:`release`) made afresh
-    in a process forked from this one."""
+    in a process forked from this one, unless the forking thread itself held it: that
+    thread goes on in the child inside its ``with`` block, which releases the lock."""
 
-    __slots__ = ("__weakref__", "_lock")
+    __slots__ = ("__weakref__", "_holder", "_lock")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._holder: int | None = None  # the thread that holds it, as get_ident() says
         renew_in_child(self)
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return self._lock.acquire(blocking, timeout)
+        if self._lock.acquire(blocking, timeout):
+            self._holder = get_ident()
+            return True
+        return False
 
     def release(self) -> None:
+        self._holder = None
         self._lock.release()
 
     def locked(self) -> bool:
         return self._lock.locked()
 
     def __enter__(self) -> bool:
-        return self._lock.acquire()
+        return self.acquire()
 
     def __exit__(self, *exc_info: Any) -> None:
-        self._lock.release()
+        self.release()
 
     def renew_in_child(self) -> None:
-        self._lock = threading.Lock()
+        # The forking thread keeps its identity in the child (Linux, macOS).
+        if not (self._lock.locked() and self._holder == get_ident()):
+            self._lock = threading.Lock()
+            self._holder = None
 
 
 _every: weakref.WeakSet[RenewedInChild] = weakref.WeakSet()

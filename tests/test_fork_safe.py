@@ -143,6 +143,33 @@ def test_a_fork_safe_lock_held_by_another_thread_is_free_in_a_forked_child() -> 
     assert result.stdout.strip() == "0", result.stderr
 
 
+def test_a_fork_safe_lock_held_by_the_forking_thread_stays_its_own_in_the_child() -> None:
+    """A thread that forks inside ``with lock:`` goes on in the child inside that block:
+    the child's copy of the lock is still held, by it, and the block's end releases it
+    (a lock made afresh there made that release raise ``RuntimeError``)."""
+    script = textwrap.dedent("""
+        import os, threading
+        from berrymq.fork_safe import ForkSafeLock
+        lock = ForkSafeLock()
+        with lock:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    held = lock.locked() and not lock.acquire(timeout=0.1)
+                    lock.release()
+                    again = lock.acquire(timeout=2)
+                    lock.release()
+                    os._exit(0 if held and again else 1)
+                except BaseException:
+                    os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), lock.acquire(timeout=2))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=child_env(), timeout=60, check=False)
+    assert result.stdout.strip() == "0 True", result.stderr
+
+
 def test_an_ask_in_a_forked_child_gets_its_replies_when_the_parent_had_idle_helper_threads(
         ) -> None:
     """The parts of an ``ask`` run on helper threads that stay idle a while: a child
