@@ -164,7 +164,7 @@ class SessionTable:
         propose), :data:`~berrymq_jsonrpc.protocol.UNKNOWN_TOKEN` when no
         open session has it (never opened, closed or expired)."""
         if type(token) is not str:
-            given = "is required" if token is None else "must be a string"
+            given = "is missing or null" if token is None else "must be a string"
             raise invalid_params(f"'token' {given}: the string that connect_oneway, "
                                  "interconnect or connect_via_queue returned")
         session = self.sessions.get(token)

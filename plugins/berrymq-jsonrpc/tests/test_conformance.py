@@ -203,7 +203,8 @@ def test_method_not_found_and_invalid_params(node: Setup) -> None:
     assert rpc.error("__init__")["code"] == -32601  # only the methods of the protocol
     token = rpc.result("connect_oneway")
     for params, fragment in [
-        ({"identifier": "a:b", "args": [], "kwargs": {}}, "'token' is required"),
+        ({"identifier": "a:b", "args": [], "kwargs": {}}, "'token' is missing or null"),
+        ({"token": None, "identifier": "a:b"}, "'token' is missing or null: the string"),
         ({"token": 5, "identifier": "a:b"}, "'token' must be a string: the string that"),
         ({"token": token, "identifier": "a:b", "args": {}, "kwargs": {}}, "args"),
         ({"token": token, "identifier": "a:b", "args": [], "kwargs": []}, "kwargs"),
