@@ -28,7 +28,8 @@ The description (``"version": 1``)::
         {"id": "c0", "address": "tcp://127.0.0.1:7000", "style": "interconnect",
          "direction": "out"}],
       "forwarders": 1,              # how many links carry this bus's messages out
-      "transports": [{"scheme": "tcp", "status": "listening on tcp://127.0.0.1:7001"}]
+      "transports": [{"scheme": "tcp", "status": "serving tcp://127.0.0.1:7001; ...",
+                      "urls": ["tcp://127.0.0.1:7001"]}]  # urls: the addresses it serves
     }
 """
 
@@ -145,9 +146,10 @@ def describe(bus: Bus | None = None) -> dict[str, Any]:
         try:
             status = transport.status()
             peers = transport.peers()
+            urls = [str(url) for url in transport.urls]
         except Exception as exc:  # noqa: BLE001 - a picture must not fail on one transport
-            status, peers = f"status failed: {exc}", []
-        transports.append({"scheme": scheme, "status": str(status)})
+            status, peers, urls = f"status failed: {exc}", [], []
+        transports.append({"scheme": scheme, "status": str(status), "urls": urls})
         connections += [{"id": f"c{len(connections) + i}", "address": str(address),
                          "style": str(style), "direction": "in"}
                         for i, (address, style) in enumerate(peers)]

@@ -336,6 +336,10 @@ class Transport(ABC):
     :param settings: this plugin's table of the settings file.
     """
 
+    #: The URLs this transport serves (what :meth:`listen` returned), for the picture of
+    #: the network and ``/status``. None by default.
+    urls: Sequence[str] = ()
+
     def __init__(self, bus: Bus, settings: Mapping[str, Any]) -> None:
         self.bus = bus
         self.settings = settings

@@ -25,12 +25,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from berrymq.cli import Commands, UsageError, node_url
-from berrymq.errors import TransportError
+from berrymq.default import get_bus
+from berrymq.errors import BerryMQError, TransportError
 from berrymq.plugins import KNOWN_SCHEMES, get_plugin_host
 from berrymq.transports.base import url_parts
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import host_and_port
 from berrymq_jsonrpc.cli_support import port_speaks, seconds_argument, secret_hint, shown
+from berrymq_jsonrpc.transport import RemoteTransport
 
 __all__ = ["MAX_ANSWER", "ROWS", "Unreachable", "fetch_status", "format_status", "get_json",
            "register_status_commands"]
@@ -47,15 +49,18 @@ class Unreachable(TransportError):
 # -- status URL --------------------------------------------------------------------------------
 
 
-def status_url(url: str) -> str:
-    """``http://host:port/status`` from ``http://host:port[/]``, ``host:port`` or ``:port``."""
+def status_url(url: str, secret: str | None = None) -> str:
+    """``http://host:port/status`` from ``http://host:port[/]``, ``host:port`` or ``:port``.
+    A ``tcp://`` address is a usage error naming where that node serves its status (asked
+    with ``secret``)."""
     if "://" not in url:
         url = "http://" + (f"127.0.0.1{url}" if url.startswith(":") else url)
     try:
         parts = url_parts(url)
         if parts.scheme.lower() != "http":
+            asked = url if parts.scheme.lower() == "tcp" else None
             raise UsageError(f"{url!r}: status is served over HTTP; give the node's http:// "
-                             f"address ({_http_addresses()})")
+                             f"address ({_http_addresses(asked, secret)})")
         host_and_port(url, parts, "http://127.0.0.1:8000")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -63,10 +68,14 @@ def status_url(url: str) -> str:
     return base if base.endswith("/status") else base + "/status"
 
 
-def _http_addresses() -> str:
+def _http_addresses(tcp_url: str | None = None, secret: str | None = None) -> str:
     """Where a node serves its status: its ``--http`` port or its ``--monitor`` address;
     both are options of ``serve`` that the plugin ``jsonrpc-http`` adds, so when it is not
-    active here (a node started from this install has neither) also what to do to have it."""
+    active here (a node started from this install has neither) also what to do to have it.
+    With the node's ``tcp_url``, the http:// addresses it serves, when it says."""
+    served = _served_http(tcp_url, secret) if tcp_url else []
+    if served:
+        return f"{' or '.join(served)}, which that node serves"
     where = "the node's --http port or its --monitor address"
     host = get_plugin_host()
     if not host.is_active(HTTP_PLUGIN[0]):
@@ -75,9 +84,25 @@ def _http_addresses() -> str:
     return where
 
 
-def _tcp_port() -> str:
+def _served_http(tcp_url: str, secret: str | None) -> list[str]:
+    """The http:// addresses the node at ``tcp_url`` serves, as its answer to ``network``
+    within a second lists them; none when it serves none, cannot be asked or is no node."""
+    try:
+        transport = get_bus().transport("tcp")
+        if not isinstance(transport, RemoteTransport):
+            return []
+        answer = transport.call_once(tcp_url, p.METHOD_NETWORK, {}, timeout=1.0,
+                                     secret=secret or transport.secret)
+        return [url for entry in answer["transports"] for url in entry.get("urls", ())
+                if type(url) is str and url.startswith("http://")]
+    except (BerryMQError, OSError, ValueError, LookupError, TypeError, AttributeError):
+        return []  # not asked, or an answer of another form: the general advice instead
+
+
+def _tcp_port(tcp_url: str | None = None, secret: str | None = None) -> str:
     """What to say when the address given to ``status`` is a node's TCP port."""
-    return f"that port speaks TCP, not HTTP: the status is served over HTTP, at {_http_addresses()}"
+    where = _http_addresses(tcp_url, secret)
+    return f"that port speaks TCP, not HTTP: the status is served over HTTP, at {where}"
 
 
 #: The most ``berrymq status`` reads of an answer: a node's ``/status`` at its caps (10,000
@@ -132,7 +157,8 @@ def get_json(target: str, *, secret: str | None, timeout: float,
             raise late from None
         # HTTPException: what answered is no HTTP server, e.g. a berryMQ TCP port
         if port_speaks(target, min(timeout, 1.0)) == "tcp":
-            raise Unreachable(f"cannot read {target}: {_tcp_port()}") from None
+            tcp_url = f"tcp://{parts.netloc}"
+            raise Unreachable(f"cannot read {target}: {_tcp_port(tcp_url, secret)}") from None
         raise Unreachable(f"cannot reach {target}: {str(exc) or type(exc).__name__}") from None
     finally:
         timer.cancel()
@@ -161,7 +187,7 @@ def _read_whole(answer: http.client.HTTPResponse, target: str) -> bytes:
 def fetch_status(url: str, *, secret: str | None = None, timeout: float = 10.0) -> Any:
     """The JSON of a node's ``/status``; :class:`Unreachable` saying why not, also when
     what answered is no berryMQ node (JSON without the fields of a status)."""
-    target = status_url(url)
+    target = status_url(url, secret)
     status = get_json(target, secret=secret, timeout=timeout, secret_option="--secret")
     missing = ([name for name in STATUS_FIELDS if name not in status]
                if type(status) is dict else list(STATUS_FIELDS))

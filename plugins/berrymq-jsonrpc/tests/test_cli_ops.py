@@ -67,11 +67,30 @@ def test_send_and_listen_work_with_a_node_whose_max_ttl_is_low(
 # -- status, and --timeout values that bound nothing -------------------------------------------
 
 
-def test_status_of_a_tcp_port_says_so_without_a_traceback(
+def test_status_of_a_tcp_port_says_so_and_names_the_nodes_http_address(
         tmp_path: Path, node: tuple[Proc, str, str]) -> None:
-    _, tcp, _ = node
+    """Given as http:// (exit 1: read and failed) or as tcp:// (exit 2: a usage error),
+    the node's TCP port is named as such, with the http:// address the node says it serves
+    (asked with the method ``network``)."""
+    _, tcp, http_url = node
     line = one_error_line(run("status", tcp.replace("tcp://", "http://"), cwd=tmp_path), 1)
-    assert "that port speaks TCP, not HTTP" in line and "--monitor" in line, line
+    assert "that port speaks TCP, not HTTP" in line, line
+    assert line.endswith(f"at {http_url}, which that node serves"), line
+    line = one_error_line(run("status", tcp, cwd=tmp_path), 2)
+    assert line.endswith(f"give the node's http:// address ({http_url}, which that node "
+                         "serves)"), line
+
+
+def test_status_of_a_node_serving_tcp_alone_says_how_to_serve_http(
+        tmp_path: Path, procs: list[Proc]) -> None:
+    proc = Proc("serve", "--tcp", "127.0.0.1:0", cwd=tmp_path)
+    procs.append(proc)
+    tcp = proc.line().removeprefix("serving ")
+    line = one_error_line(run("status", tcp, cwd=tmp_path), 2)
+    assert line.endswith("(the node's --http port or its --monitor address)"), line
+    closed = f"tcp://127.0.0.1:{free_port()}"  # nothing listens: the same advice, at once
+    line = one_error_line(run("status", closed, cwd=tmp_path), 2)
+    assert line.endswith("(the node's --http port or its --monitor address)"), line
 
 
 class _NotANode(http.server.BaseHTTPRequestHandler):
