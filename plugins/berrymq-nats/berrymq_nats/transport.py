@@ -45,6 +45,7 @@ class NatsTransport(Transport):
         self.bridge: NatsBridge | None = None
         self._lock = ForkSafeLock()
         bus.state(_TRANSPORT)[:] = [self]
+        io_loop.hold(self)  # until close(): the last transport to close stops the loop
 
     def connect_broker(
         self,
@@ -145,5 +146,8 @@ class NatsTransport(Transport):
 
     def close(self) -> None:
         bridge = self.bridge
-        if bridge is not None:
-            bridge.close()
+        try:
+            if bridge is not None:
+                bridge.close()
+        finally:
+            io_loop.let_go(self)
