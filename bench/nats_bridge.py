@@ -281,6 +281,17 @@ def _start_server() -> tuple[subprocess.Popen[bytes], str]:
     return server, url
 
 
+def server_or_start(url: str | None = None) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """A NATS server to use: ``url``; else the one on 127.0.0.1:4222 if it answers; else a
+    ``nats-server`` started on a free port (returned, for the caller to kill)."""
+    if url is not None:
+        return None, url
+    url = "nats://127.0.0.1:4222"
+    if _reachable(url):
+        return None, url
+    return _start_server()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=None)
@@ -292,12 +303,7 @@ def main() -> None:
     if args.role:
         ROLES[args.role](args.url, args.n)
         return
-    server = None
-    url = args.url
-    if url is None:
-        url = "nats://127.0.0.1:4222"
-        if not _reachable(url):
-            server, url = _start_server()
+    server, url = server_or_start(args.url)
     try:
         rates: dict[str, list[float]] = {"raw": [], "berrymq": []}
         asks: dict[str, list[float]] = {"raw": [], "berrymq": []}
