@@ -42,12 +42,20 @@ def discard_output() -> None:
 
 
 def open_output() -> None:
-    """Give a process started with stdout closed (``>&-``: Python's ``sys.stdout`` is
+    """Have stdout write what it cannot encode as its backslash escape, as stderr does: a
+    lone surrogate, which JSON carries and a message may hold, is then ``\ud800`` (the
+    character's JSON escape, in a JSON line) where it failed the whole write, and ended
+    ``listen`` and ``serve --print``.
+
+    Give a process started with stdout closed (``>&-``: Python's ``sys.stdout`` is
     None) one on the null device, so that its output goes nowhere, as to a reader that
     went away, instead of failing (``print`` alone ignores a None stdout); and have
     :func:`write_output` say so, as it does once a reader went away."""
     global _closed_at_start
     if sys.stdout is not None:
+        reconfigure = getattr(sys.stdout, "reconfigure", None)  # (a stand-in may have none)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
         return
     _closed_at_start = True
     devnull = os.open(os.devnull, os.O_WRONLY)  # (the lowest free descriptor: 1, mostly)
@@ -55,4 +63,5 @@ def open_output() -> None:
         os.dup2(devnull, 1)
         os.close(devnull)
     # as Python's own stdout: descriptor 1, never closed (no ResourceWarning at exit)
-    sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 - as sys.stdout
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115 - as sys.stdout
+                      closefd=False)

@@ -89,6 +89,25 @@ def test_serve_prints_messages_it_sees(tmp_path: Path, procs: list[Proc]) -> Non
     assert server.stop(signal.SIGTERM) == 0
 
 
+def test_a_lone_surrogate_is_printed_escaped_and_the_printing_goes_on(
+        tmp_path: Path, procs: list[Proc]) -> None:
+    """JSON carries a lone surrogate (``"\\ud800"``) and the node takes it; written to a
+    strict UTF-8 stdout it failed the write: ``serve --print`` lost its printer for good
+    (later messages acknowledged, never printed) and every ``listen`` of it ended. Now it
+    is its JSON escape, and the next message is printed too."""
+    server = Proc("serve", "--tcp", "0", "--print", "job:*", cwd=tmp_path)
+    procs.append(server)
+    url = server.line().removeprefix("serving ")
+    listening = [listen(tmp_path, procs, url, "job:*", *more) for more in ((), ("--json",))]
+    for args in (('"\\ud800"',), ("2",)):
+        assert run("send", url, "job:x", *args, cwd=tmp_path).returncode == 0
+    assert [server.line() for _ in range(2)] == ['job:x ["\\ud800"]', "job:x [2]"]
+    plain, as_json = listening
+    assert [plain.line() for _ in range(2)] == ['job:x ["\\ud800"]', "job:x [2]"]
+    assert [json.loads(as_json.line())["args"] for _ in range(2)] == [["\ud800"], [2]]
+    assert server.stop(signal.SIGTERM) == 0
+
+
 @contextlib.contextmanager
 def _printing_node(tmp_path: Path, pattern: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``berrymq serve --tcp 127.0.0.1:0 --print PATTERN`` with its output piped to the

@@ -44,6 +44,15 @@ def test_ask_prints_the_replies_as_one_json_array(
     assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
 
 
+def test_a_reply_with_a_lone_surrogate_is_printed_as_its_json_escape(
+        tmp_path: Path, bus_factory: Callable[..., Bus]) -> None:
+    url = _answering(bus_factory, "tcp")
+    result = run("ask", url, "price:quote", '"\\ud800"', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == '["' + "\\ud800" * 10 + '"]\n'
+    assert json.loads(result.stdout) == ["\ud800" * 10]
+
+
 def test_a_receiver_that_failed_is_a_reply_and_json_names_the_node(
         tmp_path: Path, bus_factory: Callable[..., Bus]) -> None:
     url = _answering(bus_factory, "tcp")
