@@ -130,6 +130,8 @@ class _Listen:
         self._closed = False
         self.deadline = None if args.timeout is None else time.monotonic() + args.timeout
         self.printed = 0
+        #: a message taken from the node and not written yet (said at the end if never)
+        self.holding = False
         #: the pause before the next reconnect: none at first, growing while each new queue
         #: fails again at once (a node that accepts and then drops every listener), reset
         #: by a message or a queue that lasted
@@ -171,7 +173,9 @@ class _Listen:
                 continue
             self._pause = 0.0
             received = timestamp() if args.timestamps or args.json else None
+            self.holding = True
             self._write(format_message(message, args.json, received))
+            self.holding = False
             self.printed += 1
         if args.count is not None and self.printed < args.count and not stopping.is_set():
             raise TransportError(f"{self.printed} of {args.count} message"
@@ -226,4 +230,7 @@ def run_listen(args: argparse.Namespace) -> int:
     listen = _Listen(args)
     with quiet_remote_logs():
         status, _signal = run_until_stopped(listen.run, listen.close)
+    if listen.holding:  # stopped while stdout was not read: the node counts the rest
+        _say(f"berrymq: 1 message of {args.pattern} taken from the node was not printed: "
+             "the output was not read")
     return 0 if status is None else status

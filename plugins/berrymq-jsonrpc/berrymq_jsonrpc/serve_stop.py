@@ -199,9 +199,9 @@ def stop_serving(bus: Bus | None, printers: Printers,
         left = "" if closing.done.is_set() else f": {closing.what_is_left()}"
         print(f"berrymq: stopped by a second {stop} while {doing}{left}", file=sys.stderr,
               flush=True)
-        for printed, _ in printers:
-            if printed.qsize():
-                print(f"berrymq: {printed.qsize()} message(s) of {printed.pattern} not printed",
+        for printer in printers:
+            if unprinted := printer.left():
+                print(f"berrymq: {unprinted} message(s) of {printer.queue.pattern} not printed",
                       file=sys.stderr, flush=True)
         return 128 + stop.signum
     for error in closing.errors:

@@ -7,14 +7,17 @@ message comes from a third (``send``); output is read line by line with deadline
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +161,73 @@ def test_serve_print_stopped_prints_what_it_acknowledged_before_it_ends(
     assert server.returncode == 0, err
     printed = [json.loads(line.split(" ", 1)[1])[0] for line in out.splitlines()]
     assert printed == list(range(2000)), err
+
+
+def test_serve_print_counts_the_message_it_was_writing_when_the_output_stayed_unread(
+        tmp_path: Path) -> None:
+    """Its reader reads nothing until the node said what it did not print (10 s after the
+    stop), and the node is gone then: the message the printer was writing, blocked,
+    counts as not printed too (it was in no count: acknowledged, never printed, never
+    reported)."""
+    with _printing_node(tmp_path, "job:*") as (server, url):
+        lines = "\n".join(f"job:n {i} {'x' * 180}" for i in range(2000)) + "\n"
+        sent = subprocess.run([sys.executable, "-m", "berrymq", "send", url, "-"], input=lines,
+                              text=True, capture_output=True, cwd=tmp_path, env=clean_env(),
+                              timeout=DEADLINE)
+        assert sent.returncode == 0, sent.stderr
+        server.send_signal(signal.SIGTERM)
+        assert server.stderr is not None
+        said = []
+        while not said or "not printed" not in said[-1]:  # stdout is left unread till then
+            said.append(server.stderr.readline())
+            assert said[-1], said
+        server.kill()  # as it was then: what the pipe holds was printed, the rest was not
+        out, err = server.communicate(timeout=DEADLINE)
+    unprinted = int(said[-1].removeprefix("berrymq: ").split(" ", 1)[0])
+    printed = 0
+    for line in out.splitlines():
+        with contextlib.suppress(ValueError):  # a line cut short at the exit
+            json.loads(line.split(" ", 1)[1])
+            printed += 1
+    # each counted once, or the one being written, if it was whole, both printed and counted
+    assert 2000 <= printed + unprinted <= 2001, (printed, unprinted, said, err)
+
+
+def _pending(stream: object) -> int:
+    """How many bytes wait unread in the pipe ``stream`` reads."""
+    return struct.unpack("i", fcntl.ioctl(stream, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def test_listen_stopped_while_writing_says_the_message_it_held_was_not_printed(
+        tmp_path: Path, node: tuple[Proc, str, str]) -> None:
+    """Its output unread: ``listen`` holds a message it took from the node, blocked in
+    writing it, when SIGTERM comes. The node counts what it still queued; that one message
+    was in no count (listen ended with 0 and not a word)."""
+    _, url, _ = node
+    listener = subprocess.Popen([sys.executable, "-m", "berrymq", "listen", url, "job:*"],
+                                cwd=tmp_path, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=clean_env())
+    try:
+        assert listener.stderr is not None and listener.stdout is not None
+        assert listener.stderr.readline().startswith("listening to job:*")
+        lines = "\n".join(f"job:n {i} {'x' * 180}" for i in range(2000)) + "\n"
+        sent = subprocess.run([sys.executable, "-m", "berrymq", "send", url, "-"], input=lines,
+                              text=True, capture_output=True, cwd=tmp_path, env=clean_env(),
+                              timeout=DEADLINE)
+        assert sent.returncode == 0, sent.stderr
+        deadline = time.monotonic() + DEADLINE  # the pipe full: listen is blocked writing
+        while _pending(listener.stdout) < 60_000:
+            assert time.monotonic() < deadline, _pending(listener.stdout)
+            time.sleep(0.01)
+        listener.send_signal(signal.SIGTERM)
+        said = listener.stderr.read()  # to its end: stdout stays unread until it exits
+        assert listener.wait(timeout=DEADLINE) == 0, said
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+        listener.communicate()
+    assert ("berrymq: 1 message of job:* taken from the node was not printed: the output "
+            "was not read") in said, said
 
 
 @pytest.mark.parametrize("which", ["tcp", "http"])
