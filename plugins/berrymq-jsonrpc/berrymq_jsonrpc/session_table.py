@@ -239,6 +239,13 @@ class SessionTable:
         if link is not None:
             self.bus.remove_forwarder(link)
             link.close()
+        if session.style == "interconnect" and reason not in _ENDED_ON_PURPOSE:
+            why = (f"idle longer than its ttl, {session.ttl:g} s: interconnect again, or with "
+                   "a longer ttl" if reason == "expired" else reason)
+            where = f" with {link.address}" if link is not None else ""
+            # (texts, not the session: a handler that keeps records would keep it alive)
+            logger.warning("%s: interconnection %s%s ended (%s); messages are no longer "
+                           "forwarded either way", self.name, repr(session), where, why)
         for callback in session.on_close:
             try:
                 callback(reason)
@@ -305,6 +312,13 @@ class SessionTable:
         for token in list(self.sessions):
             self.close_session(token, "server closed")
         self._drops.flush()
+
+
+#: The reasons an interconnection's session ends that a side asked for itself (closing
+#: its connection or its transport) or was told of (``close_connection``): said at debug
+#: level only; its other ends (its ttl, a connection lost) are warnings, as nothing else
+#: would tell an operator that messages stopped going across.
+_ENDED_ON_PURPOSE = frozenset({"closed", "closed by the peer", "server closed"})
 
 
 def _untie(index: dict[Any, set[str]], connection: Any, token: str) -> None:

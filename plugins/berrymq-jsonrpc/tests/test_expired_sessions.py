@@ -9,6 +9,7 @@ refused for the sake of sessions that are gone already.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -64,3 +65,39 @@ def test_sessions_past_their_ttl_do_not_count_against_max_sessions(
         call(scheme, sock, request("connect_oneway", {"ttl": 60}, i))
     error = call(scheme, sock, request("connect_oneway", {"ttl": 60}, "over"))["error"]
     assert error["code"] == p.LIMIT_REACHED and error["data"]["setting"] == "max_sessions"
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_an_interconnection_idle_past_its_ttl_ends_with_a_warning(
+        bus_factory: Callable[..., Bus], scheme: str, wait_for: Callable[..., Any],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """SPEC: a connection idle longer than its ttl is closed. An interconnection so closed
+    said so at info level only, in a count of sessions that named no peer: two quiet
+    services stopped exchanging messages, and nothing told their operators."""
+    opener, _ = serve(bus_factory, scheme)  # (over HTTP the peer calls back its server)
+    _, port = serve(bus_factory, scheme)
+    with caplog.at_level(logging.WARNING, logger="berrymq.remote"):
+        connection = opener.transport(scheme).interconnect(f"{scheme}://127.0.0.1:{port}",
+                                                           ttl=TTL)
+        wait_for(lambda: connection.closed, what="the idle interconnection to close")
+        wait_for(lambda: any("idle longer than its ttl" in r.getMessage()
+                             for r in caplog.records), what="its warning")
+    said = [r.getMessage() for r in caplog.records if "interconnection" in r.getMessage()]
+    assert any(f"ended (idle longer than its ttl, {TTL:g} s: interconnect again, or with a "
+               "longer ttl); messages are no longer forwarded either way" in line
+               for line in said), said
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_an_interconnection_closed_on_purpose_ends_quietly(
+        bus_factory: Callable[..., Bus], scheme: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    opener, _ = serve(bus_factory, scheme)
+    peer, port = serve(bus_factory, scheme)
+    with caplog.at_level(logging.WARNING, logger="berrymq.remote"):
+        connection = opener.transport(scheme).interconnect(f"{scheme}://127.0.0.1:{port}",
+                                                           ttl=60)
+        connection.close()
+        peer.close()
+        opener.close()
+    assert not [r for r in caplog.records if "interconnection" in r.getMessage()]
