@@ -10,10 +10,9 @@ message"):
   A bucket is a dict ``seq -> route entry`` (insertion order is registration order), so
   a cancel removes in O(1), and every cached route holds the one entry of a subscription
   (8 bytes a route), not a copy of it (a tuple of 64 more).
-- ``routes`` maps the key a sender used (text or :class:`Identifier`) to
-  ``(identifier, route entries, how)``. It is read without a lock; writers hold
-  ``lock`` and remove only the routes that the changed pattern matches, found through
-  reverse indexes by name, by action and by namespace. When full, the oldest route goes.
+- ``routes``, the route cache (:mod:`berrymq._routes`), is read without a lock; writers
+  hold ``lock`` and forget only the routes that the changed pattern matches. It is bounded
+  in identifiers and in route entries.
 - A route entry is ``(ref, guard, subscription)``; ``ref()`` returns the receiver or None
   once a weakly held receiver is gone, so delivery needs no branch for strong ones.
 - ``unfollow`` looks up only what it removes, by owner (:class:`berrymq._owners.Owners`).
@@ -25,11 +24,11 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berrymq._owners import Owners, target_keys
+from berrymq._routes import CachedRoute, RouteCache, RouteEntry
 from berrymq.fork_safe import ForkSafeLock
 from berrymq.identifier import WILDCARD, Identifier, parse
 from berrymq.subscription import Guard, Receiver, ReceiverKind, Subscription, strong_ref, weak_ref
@@ -37,12 +36,8 @@ from berrymq.subscription import Guard, Receiver, ReceiverKind, Subscription, st
 if TYPE_CHECKING:
     from berrymq.bus import Bus
 
-__all__ = ["DIRECT", "DISPATCH", "FORWARD", "NOBODY", "ROUTE_CACHE_LIMIT", "CachedRoute", "Index",
-           "RouteEntry"]
+__all__ = ["DIRECT", "DISPATCH", "FORWARD", "NOBODY", "CachedRoute", "Index", "RouteEntry"]
 
-RouteEntry = tuple[Callable[[], Receiver | None], Guard | None, "Subscription"]
-# (identifier, its route, how send() delivers it: DIRECT, FORWARD, DISPATCH or NOBODY)
-CachedRoute = tuple[Identifier, tuple[RouteEntry, ...], int]
 Key = tuple[str | None, str, str]
 
 #: How send() delivers: itself (no pool, no peers, no taps); itself, then to the
@@ -50,10 +45,6 @@ Key = tuple[str | None, str, str]
 #: NOBODY is a DIRECT route without receivers: nothing to do. Only DIRECT is false, so
 #: that send() tells its common case from all others with one test.
 DIRECT, FORWARD, DISPATCH, NOBODY = 0, 1, 2, 3
-
-#: Routes kept at most (each the key one sender used); the oldest goes first when full.
-ROUTE_CACHE_LIMIT = 65_536
-
 
 def _key(ident: Identifier) -> Key:
     return (ident.namespace, ident.name, ident.action)
@@ -74,24 +65,9 @@ class Index:
         self._buckets: dict[Key, dict[int, RouteEntry]] = {}
         self._owners = Owners()  # what unfollow looks up
         self._dead: list[Subscription] = []
-        #: sender's key -> cached route; read without the lock (see the module docstring).
-        #: A plain dict: send()'s subscript of it is then specialised by the interpreter
-        #: (an OrderedDict's is not).
-        self.routes: dict[object, CachedRoute] = {}
-        self.limit = ROUTE_CACHE_LIMIT
-        # canonical text of each cached identifier -> the keys its route is cached under
-        self._route_keys: dict[str, list[object]] = {}
-        # the texts in the order they were cached, oldest first, for eviction; a text
-        # forgotten meanwhile stays until it comes up or the queue is rebuilt (when it is
-        # over twice as long as the cache), so that forgetting costs nothing here (a text
-        # cached again after that may then go early: this is a cache, not a promise).
-        # A dict's first entry is found behind the tombstones of the entries deleted
-        # before it, so the dict above cannot say which is oldest.
-        self._route_order: deque[str] = deque()
-        self._cached_names: dict[tuple[str | None, str], set[str]] = {}
-        self._cached_actions: dict[tuple[str | None, str], set[str]] = {}
-        self._cached_namespaces: dict[str | None, set[str]] = {}
-        self._cached_wild: dict[str, Identifier] = {}
+        self.cache = RouteCache()
+        #: sender's key -> cached route; read without the lock (see the module docstring)
+        self.routes: dict[object, CachedRoute] = self.cache.routes
         #: how send() delivers (DIRECT, FORWARD or DISPATCH), stored in every route
         self.how = DIRECT
         #: called with (subscription, added) under the lock whenever one comes or goes
@@ -102,6 +78,15 @@ class Index:
         self.watchers: tuple[Callable[[Identifier | None], None], ...] = ()
         #: counts :meth:`refresh` calls: a route built while one ran forwards everything
         self.version = 0
+
+    @property
+    def limit(self) -> int:
+        """The most identifiers whose routes are kept (``route_cache_size``)."""
+        return self.cache.limit
+
+    @limit.setter
+    def limit(self, limit: int) -> None:
+        self.cache.limit = limit
 
     # -- writing (under the lock) ----------------------------------------------------------
 
@@ -122,7 +107,7 @@ class Index:
             self._buckets.setdefault(_key(pattern), {})[seq] = (subscription.ref, guard,
                                                                  subscription)
             self._owners.add(subscription, receiver)
-            self._invalidate(pattern)
+            self.cache.invalidate(pattern)
             try:
                 for listener in self.listeners:
                     listener(subscription, True)
@@ -144,9 +129,9 @@ class Index:
         with self.lock:
             self.version += 1
             if pattern is None:
-                self._clear_routes()
+                self.cache.clear()
             else:
-                self._invalidate(pattern)
+                self.cache.invalidate(pattern)
 
     def remove(self, subscription: Subscription) -> None:
         """Cancel one subscription (idempotent)."""
@@ -170,14 +155,14 @@ class Index:
             bucket = self._buckets.get(_key(subscription.pattern))
             if bucket is not None and subscription.seq in bucket:
                 bucket[subscription.seq] = (subscription.ref, guard, subscription)
-            self._invalidate(subscription.pattern)
+            self.cache.invalidate(subscription.pattern)
 
     def set_how(self, how: int) -> None:
         """How senders deliver (the bus's pool, forwarders or taps changed): every cached
         route says it, so the cache starts again."""
         with self.lock:
             self.how = how
-            self._clear_routes()
+            self.cache.clear()
 
     def clear(self) -> None:
         """Drop everything (the bus closed)."""
@@ -188,7 +173,7 @@ class Index:
             self._buckets.clear()
             self._owners.clear()
             self._dead.clear()
-            self._clear_routes()
+            self.cache.clear()
 
     def _remove(self, subscription: Subscription) -> None:
         seq = subscription.seq
@@ -204,7 +189,7 @@ class Index:
             if not bucket:
                 del self._buckets[key]
         self._owners.remove(subscription)
-        self._invalidate(subscription.pattern)
+        self.cache.invalidate(subscription.pattern)
 
     def _purge_dead(self) -> None:
         dead = self._dead
@@ -234,65 +219,6 @@ class Index:
 
         return weak_ref(receiver, gone)
 
-    # -- the route cache ---------------------------------------------------------------
-
-    # The reverse indexes hold canonical texts: a str caches its hash, where an
-    # Identifier's __hash__ is a Python call (this is the way of every route miss).
-
-    def _invalidate(self, pattern: Identifier) -> None:
-        """Forget the cached routes that a subscription of ``pattern`` is part of."""
-        namespace, name, action = _key(pattern)
-        doomed: list[str] = []
-        if name == WILDCARD and action == WILDCARD:
-            doomed.extend(self._cached_namespaces.get(namespace, ()))
-        elif name == WILDCARD:
-            doomed.extend(self._cached_actions.get((namespace, action), ()))
-        elif action == WILDCARD:
-            doomed.extend(self._cached_names.get((namespace, name), ()))
-        elif pattern.text in self._route_keys:
-            doomed.append(pattern.text)
-        doomed.extend(text for text, ident in self._cached_wild.items() if ident.matches(pattern))
-        routes = self.routes
-        for text in doomed:
-            keys = self._route_keys.get(text)
-            if keys is not None:
-                self._forget(routes[keys[0]][0])
-
-    def _forget(self, ident: Identifier) -> None:
-        text = ident.text
-        keys = self._route_keys.pop(text, None)
-        if keys is None:
-            return
-        routes = self.routes
-        for key in keys:
-            routes.pop(key, None)
-        name, action = ident.name, ident.action
-        if name == WILDCARD or action == WILDCARD:
-            self._cached_wild.pop(text, None)
-            return
-        namespace = ident.namespace
-        _discard(self._cached_names, (namespace, name), text)
-        _discard(self._cached_actions, (namespace, action), text)
-        _discard(self._cached_namespaces, namespace, text)
-
-    def _evict(self) -> None:
-        """Forget the route cached longest ago (the cache is full)."""
-        order, route_keys = self._route_order, self._route_keys
-        while order:
-            keys = route_keys.get(order.popleft())
-            if keys is not None:
-                self._forget(self.routes[keys[0]][0])
-                return
-
-    def _clear_routes(self) -> None:
-        self.routes.clear()  # in place: the bus's send() holds this very dict
-        self._route_keys.clear()
-        self._route_order.clear()
-        self._cached_names.clear()
-        self._cached_actions.clear()
-        self._cached_namespaces.clear()
-        self._cached_wild.clear()
-
     def miss(self, key: object) -> CachedRoute:
         """Build (and cache under ``key``) the route of an identifier not in the cache."""
         ident = parse(key)  # type: ignore[arg-type]  # raises InvalidIdentifier for bad keys
@@ -305,12 +231,8 @@ class Index:
         with self.lock:
             if self._dead:
                 self._purge_dead()
-            routes = self.routes
-            keys = self._route_keys.get(text)
-            if keys is not None:  # cached under another key (text, or the Identifier)
-                cached = routes[keys[0]]
-                keys.append(key)
-                routes[key] = cached
+            cached = self.cache.under_another_key(text, key)  # (its text, or the Identifier)
+            if cached is not None:
                 return cached
             matched = self._match(ident)
             how = self.how
@@ -320,22 +242,7 @@ class Index:
             if how == DIRECT and not matched:
                 how = NOBODY
             cached = (ident, tuple(matched), how)
-            if len(self._route_keys) >= self.limit:  # full: the one cached first goes
-                self._evict()
-            routes[key] = cached
-            self._route_keys[text] = [key]
-            order = self._route_order
-            order.append(text)
-            if len(order) > 2 * len(self._route_keys) + 64:  # mostly texts forgotten since
-                self._route_order = deque(self._route_keys)
-            name, action = ident.name, ident.action
-            if name == WILDCARD or action == WILDCARD:
-                self._cached_wild[text] = ident
-            else:
-                namespace = ident.namespace
-                _add(self._cached_names, (namespace, name), text)
-                _add(self._cached_actions, (namespace, action), text)
-                _add(self._cached_namespaces, namespace, text)
+            self.cache.store(key, cached)
             return cached
 
     def _match(self, ident: Identifier) -> list[RouteEntry]:
@@ -381,20 +288,4 @@ class Index:
 
 def _by_seq(entry: RouteEntry) -> int:
     return entry[2].seq
-
-
-def _add(table: dict[Any, set[str]], part: object, text: str) -> None:
-    texts = table.get(part)
-    if texts is None:
-        table[part] = {text}
-    else:
-        texts.add(text)
-
-
-def _discard(table: dict[Any, set[str]], part: object, text: str) -> None:
-    texts = table.get(part)
-    if texts is not None:
-        texts.discard(text)
-        if not texts:
-            del table[part]
 

@@ -1,4 +1,5 @@
-"""berrymq._index: subscriptions filed by pattern shape, and the route cache."""
+"""berrymq._index: subscriptions filed by pattern shape, and the routes they make (the
+cache itself: tests/test_routes.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import gc
 import pytest
 from helpers import nothing
 
-from berrymq import Bus, Identifier, Message
-from berrymq._index import ROUTE_CACHE_LIMIT
+from berrymq import Bus, Message
 
 
 def other(message: Message) -> None:
@@ -66,61 +66,6 @@ def test_a_wildcard_sender_route_is_invalidated_by_any_matching_change(bus: Bus)
     bus.subscribe("job:x", nothing)
     assert cached(bus, "*:x") is None
     assert len(bus.route("*:x")) == 1
-
-
-def test_the_route_cache_evicts_the_oldest_route_instead_of_clearing(bus: Bus) -> None:
-    assert ROUTE_CACHE_LIMIT >= 40_000  # 20,000 identifiers cycle without a miss
-    bus.subscribe("*:run", nothing)
-    bus.index.limit = 3
-    for name in ("a:run", "b:run", "c:run"):
-        bus.twitter(name)
-    bus.twitter("d:run")  # full: a:run goes, the others stay
-    assert cached(bus, "a:run") is None
-    assert all(cached(bus, n) is not None for n in ("b:run", "c:run", "d:run"))
-    assert len(bus.routes) == 3
-
-
-def test_the_route_cache_counts_identifiers_not_the_keys_they_were_sent_by(bus: Bus) -> None:
-    bus.subscribe("*:run", nothing)
-    bus.index.limit = 3
-    for name in ("a:run", "b:run", "c:run"):
-        bus.twitter(name)
-        bus.twitter(Identifier(name))  # a second key for the same identifier
-    assert all(cached(bus, n) is not None for n in ("a:run", "b:run", "c:run"))
-    bus.twitter("d:run")  # full: a:run goes, with both its keys
-    assert cached(bus, "a:run") is None
-    assert all(cached(bus, n) is not None for n in ("b:run", "c:run", "d:run"))
-    assert len(bus.routes) == 5
-
-
-def test_eviction_skips_routes_forgotten_meanwhile_and_its_queue_stays_bounded(bus: Bus) -> None:
-    bus.subscribe("*:run", nothing)
-    index = bus.index
-    index.limit = 3
-    for name in ("a:run", "b:run", "c:run"):
-        bus.twitter(name)
-    with bus.subscribe("b:*", other):  # forgets b:run's route (twice: on subscribe and cancel)
-        pass
-    bus.twitter("d:run")  # not full: nothing goes
-    bus.twitter("e:run")  # full: a:run goes (b:run, first in the queue, is already gone)
-    assert cached(bus, "a:run") is None
-    assert all(cached(bus, n) is not None for n in ("c:run", "d:run", "e:run"))
-    for i in range(500):  # routes forgotten as fast as they are made
-        bus.twitter(f"x{i}:run")
-        with bus.subscribe(f"x{i}:*", other):
-            pass
-    assert len(bus.routes) <= 3
-    assert len(index._route_order) <= 2 * len(index._route_keys) + 64 + 1
-
-
-def test_an_identifier_sent_as_text_and_as_identifier_shares_one_route(bus: Bus) -> None:
-    bus.subscribe("a:x", nothing)
-    bus.twitter("a:x")
-    assert bus.route("a:x")  # looks up by the parsed Identifier: the same route
-    index = bus.index
-    assert len(index._route_keys) == 1
-    bus.subscribe("a:*", other)
-    assert not bus.routes  # both keys went together
 
 
 def test_a_collected_receiver_leaves_index_and_routes(bus: Bus) -> None:
