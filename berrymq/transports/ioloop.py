@@ -10,9 +10,8 @@ What arrives from the network never runs receivers on the I/O thread (a slow rec
 stall every connection): the loop hands it to its :attr:`IOLoop.lane`
 (:mod:`berrymq.transports.lane`), one thread that runs the work in arrival order.
 
-Both start on first use, and stop when the last transport that uses them closes (each
-holds them from its creation: :meth:`IOLoop.hold`) and at interpreter exit;
-:meth:`IOLoop.stop` stops them at once. What holds sockets of its own on the
+Both start on first use and stop at interpreter exit; :meth:`IOLoop.stop` stops them earlier
+(tests use it to show that nothing is left running). What holds sockets of its own on the
 loop (the HTTP client's keep-alive connections) asks to be told when the loop stops
 (:meth:`IOLoop.at_stop`) and closes them then, on the loop, before it closes: the close a
 program or another thread meant to make may come too late (a daemon thread closing a
@@ -171,26 +170,7 @@ class IOLoop:
         self._inherited: tuple[object, ...] = ()  # the parent's loop and lane, never used here
         self._bound: weakref.WeakSet[LoopBound] = weakref.WeakSet()
         self._stopping: weakref.WeakSet[LoopStopping] = weakref.WeakSet()
-        self._holders: set[object] = set()
         _every_loop.add(self)
-
-    def hold(self, owner: object) -> None:
-        """Keep the loop and the lane for ``owner`` (a transport, from its creation) until
-        it lets go (:meth:`let_go`, at its close)."""
-        with self._lock:
-            self._holders.add(owner)
-
-    def let_go(self, owner: object, timeout: float = 5.0) -> None:
-        """``owner`` no longer uses the loop: the last holder to let go stops the loop and
-        the lane (as :meth:`stop`), unless it is running on either, where they stay until
-        the next one lets go or the process exits."""
-        with self._lock:
-            self._holders.discard(owner)
-            lane = self._lane
-            if self._holders or self.in_loop() or (lane is not None and lane.in_lane()):
-                return
-            taken = self._take()
-        self._end(*taken, timeout)
 
     def bind(self, owner: LoopBound) -> None:
         """Tell ``owner`` (held weakly) when the process is forked while the loop runs."""
@@ -334,20 +314,8 @@ class IOLoop:
     def stop(self, timeout: float = 5.0) -> None:
         """Cancel every task, stop the loop and the delivery thread, and join both."""
         with self._lock:
-            taken = self._take()
-        self._end(*taken, timeout)
-
-    def _take(self) -> tuple[asyncio.AbstractEventLoop | None, threading.Thread | None,
-                             DeliveryLane | None]:
-        """Under ``_lock``: the loop, its thread and the lane, which the next use makes anew."""
-        taken = self._loop, self._thread, self._lane
-        self._loop = self._thread = self._lane = None
-        return taken
-
-    @staticmethod
-    def _end(loop: asyncio.AbstractEventLoop | None, thread: threading.Thread | None,
-             lane: DeliveryLane | None, timeout: float) -> None:
-        """Stop what :meth:`_take` took and join both threads (within ``timeout`` each)."""
+            loop, thread, lane = self._loop, self._thread, self._lane
+            self._loop = self._thread = self._lane = None
         if loop is not None and thread is not None:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(loop.stop)

@@ -133,40 +133,6 @@ def test_stop_joins_the_threads_and_a_later_use_starts_again(io: IOLoop) -> None
     assert io.run(name(), timeout=5) == "test-io"
 
 
-def test_the_last_holder_to_let_go_stops_the_loop_and_the_lane(io: IOLoop) -> None:
-    async def name() -> str:
-        return threading.current_thread().name
-
-    first, second = object(), object()
-    io.hold(first)
-    io.hold(second)
-    io.run(name(), timeout=5)
-    lane_thread = io.lane._thread
-    io.let_go(first)
-    assert io.running and lane_thread.is_alive()  # the second still holds them
-    io.let_go(second)
-    assert not io.running
-    assert not lane_thread.is_alive()
-    assert not any(t.name == "test-io" for t in threading.enumerate())
-    assert io.run(name(), timeout=5) == "test-io"  # a later use starts them again
-
-
-def test_letting_go_on_the_lane_leaves_the_loop_and_the_lane_running(io: IOLoop) -> None:
-    """A receiver may close the last bus that used the network: its lane cannot join
-    itself, so both stay, to stop at the next let-go or at exit."""
-    holder = object()
-    io.hold(holder)
-    done = threading.Event()
-
-    def let_go_here() -> None:
-        io.let_go(holder)
-        done.set()
-
-    io.run(io.lane.put(let_go_here), timeout=5)
-    assert done.wait(5)
-    assert io.running and io.lane._thread.is_alive()
-
-
 def test_each_thread_reads_sockets_into_a_buffer_of_its_own() -> None:
     # One buffer serves every connection of a loop; a loop in another thread must not
     # share it, or two reads at once would write into the same bytes.

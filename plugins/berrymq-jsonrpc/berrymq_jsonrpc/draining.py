@@ -4,7 +4,6 @@ still hold sent; at close, what its peers sent before delivered."""
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import contextlib
 import logging
 import weakref
@@ -63,8 +62,7 @@ def _answer_at_exit(serving: list[RemoteTransport]) -> None:
     for transport in serving:
         transport.stop_accepting()
     deliver_what_came(EXIT_ANSWER_WAIT)
-    # the loop is stuck, or stopped (cancelled: the last transport to close just stopped it)
-    with contextlib.suppress(TimeoutError, RuntimeError, concurrent.futures.CancelledError):
+    with contextlib.suppress(TimeoutError, RuntimeError):  # the loop is stopped or stuck
         io_loop.run(_turn(), EXIT_ANSWER_WAIT)
 
 
@@ -87,6 +85,5 @@ def deliver_what_came(timeout: float) -> None:
     lane's own (a receiver closing its bus), which would wait for themselves."""
     if io_loop.in_loop() or io_loop.lane.in_lane():
         return
-    # the lane busy that long, or stopped (cancelled: by the last transport to close)
-    with contextlib.suppress(TimeoutError, RuntimeError, concurrent.futures.CancelledError):
+    with contextlib.suppress(TimeoutError, RuntimeError):  # the lane busy that long, or stopped
         io_loop.run(io_loop.lane.turn(), timeout)

@@ -129,7 +129,6 @@ class RemoteTransport(PeerLinks, Transport):
         self.service.on_loss = self._note_loss  # interconnections of JSON-RPC 1.0 peers
         self._closed = False
         LIVE_TRANSPORTS.add(self)
-        io_loop.hold(self)  # until close(): the last transport to close stops the loop
 
     # -- what a plugin supplies -----------------------------------------------------------
 
@@ -348,12 +347,6 @@ class RemoteTransport(PeerLinks, Transport):
         if self._closed:
             return
         self._closed = True
-        try:
-            self._close_all()
-        finally:
-            io_loop.let_go(self)
-
-    def _close_all(self) -> None:
         used = bool(self._connections or self._servers)
         for connection in list(self._connections):
             connection.close()

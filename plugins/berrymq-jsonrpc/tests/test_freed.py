@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import subprocess
-import sys
-import textwrap
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import child_env
 
 import berrymq
 from berrymq.stats import NodeStats, stats_for
@@ -152,33 +148,3 @@ def test_clients_of_a_long_lived_server_are_freed(
         assert_freed(wait_for, refs, tasks)
     finally:
         server.close()
-
-
-CLOSING_EVERY_BUS = textwrap.dedent("""
-    import threading, berrymq
-    got = []
-    server, client = berrymq.Bus(name="server"), berrymq.Bus(name="client")
-    server.subscribe("a:*", got.append, weak=False)
-    for scheme in ("tcp", "http"):
-        url = server.transport(scheme).listen(scheme + "://127.0.0.1:0")
-        link = client.transport(scheme).connect_oneway(url, 60)
-        link.send(berrymq.Message("a:b", (scheme,)))
-        assert link.flush(10)
-    names = lambda: sorted(t.name for t in threading.enumerate())
-    print(len(got), names())
-    client.close()
-    print(names())  # the server's transports still hold the loop
-    server.close()
-    print(names())
-""")
-
-
-def test_the_io_thread_and_the_lane_end_when_the_last_bus_using_them_closes() -> None:
-    """Issue 9: the I/O loop starts on first use and stops at close, not only at exit.
-    In a process of its own: this one's buses hold the process's loop."""
-    result = subprocess.run([sys.executable, "-c", CLOSING_EVERY_BUS], capture_output=True,
-                            text=True, env=child_env(), timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    running = "['MainThread', 'berrymq-delivery', 'berrymq-io']"
-    assert result.stdout.splitlines() == [f"2 {running}", running, "['MainThread']"], \
-        result.stdout + result.stderr

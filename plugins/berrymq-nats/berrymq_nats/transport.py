@@ -45,7 +45,6 @@ class NatsTransport(Transport):
         self.bridge: NatsBridge | None = None
         self._lock = ForkSafeLock()
         bus.state(_TRANSPORT)[:] = [self]
-        io_loop.hold(self)  # until close(): the last transport to close stops the loop
 
     def connect_broker(
         self,
@@ -146,8 +145,5 @@ class NatsTransport(Transport):
 
     def close(self) -> None:
         bridge = self.bridge
-        try:
-            if bridge is not None:
-                bridge.close()
-        finally:
-            io_loop.let_go(self)
+        if bridge is not None:
+            bridge.close()
