@@ -15,6 +15,7 @@ and refuses them, and answers them in order through :meth:`Server.dispatch`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -110,10 +111,12 @@ class Server(RemoteListener):
         refusal = self.admission.admit(host)  # max_connections(_per_client)
         if refusal is not None:
             body = dumps(refusal).encode()
-            await Admission.turn_away(reader, writer, (
-                "HTTP/1.1 503 Service Unavailable\r\nServer: berryMQ\r\n"
-                "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+            with contextlib.suppress(asyncio.CancelledError):  # the loop is stopping (closed)
+                await Admission.turn_away(reader, writer, (
+                    "HTTP/1.1 503 Service Unavailable\r\nServer: berryMQ\r\n"
+                    "Content-Type: application/json\r\nRetry-After: 1\r\n"
+                    "Connection: close\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
             return
         self.connections.add(writer)
         try:

@@ -218,15 +218,18 @@ class Admission:
                         answer: bytes) -> None:
         """Write ``answer`` to a refused connection and close it: the write side first,
         then a short, bounded read of what the client sent, so that the close does not
-        reset the connection before the client has read the answer."""
-        with contextlib.suppress(OSError, RuntimeError, TimeoutError):
-            writer.write(answer)
-            if writer.can_write_eof():
-                writer.write_eof()
-            await asyncio.wait_for(writer.drain(), _TURN_AWAY)
-            await asyncio.wait_for(reader.read(_TURN_AWAY_READ), _TURN_AWAY)
-        with contextlib.suppress(OSError, RuntimeError):
-            writer.close()
+        reset the connection before the client has read the answer. Closed also when the
+        loop stops meanwhile (cancelled: asyncio 3.11 would leave the socket open)."""
+        try:
+            with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+                writer.write(answer)
+                if writer.can_write_eof():
+                    writer.write_eof()
+                await asyncio.wait_for(writer.drain(), _TURN_AWAY)
+                await asyncio.wait_for(reader.read(_TURN_AWAY_READ), _TURN_AWAY)
+        finally:
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.close()
 
 
 #: How long, and how much, a refused connection is read before it is closed.

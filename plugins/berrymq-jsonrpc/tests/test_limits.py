@@ -19,7 +19,7 @@ import pytest
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc import sessions
 from berrymq_jsonrpc.input_end import InputEnd
-from berrymq_jsonrpc.limits import queued_bytes_for
+from berrymq_jsonrpc.limits import Admission, queued_bytes_for
 from berrymq_jsonrpc.sessions import ENTRY_OVERHEAD, SessionQueue
 from berrymq_jsonrpc.status import metrics_text, status_snapshot
 from berrymq_jsonrpc_tcp import calls as tcp_calls
@@ -719,3 +719,36 @@ def test_accept_failing_for_want_of_files_is_one_warning_and_the_node_recovers()
     later = [line for line in rest.splitlines() if "could not accept" in line]
     assert len(later) <= 1, rest  # at most the burst's closing line, with its count
     assert all("since the last line" in line for line in later), rest
+
+
+def test_a_refused_connection_is_closed_when_its_answer_is_cancelled() -> None:
+    """The I/O loop stopping (at exit, ``IOLoop.stop()``) cancels a refusal still writing
+    its answer to a client that reads nothing: the socket was left open (asyncio 3.11
+    closes no transport of a cancelled handler), and warned when collected."""
+
+    async def main() -> bool:
+        handlers: list[asyncio.Task[None]] = []
+        writers: list[asyncio.StreamWriter] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            handlers.append(task)
+            writers.append(writer)
+            await Admission.turn_away(reader, writer, b"x" * (8 << 20))  # more than fits
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, client = await asyncio.open_connection("127.0.0.1", port)
+        while not handlers:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the answer fills the socket's buffers: drain waits
+        handlers[0].cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        closed = writers[0].transport.is_closing()
+        client.close()
+        server.close()
+        await server.wait_closed()
+        return closed
+
+    assert asyncio.run(main())
