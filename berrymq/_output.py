@@ -4,10 +4,11 @@ traceback (Python's advice for SIGPIPE: point stdout at the null device, and exi
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
 
-__all__ = ["discard_output", "open_output", "write_output"]
+__all__ = ["discard_output", "json_escape", "open_output", "write_output"]
 
 
 #: stdout was closed when the command started (``>&-``: see :func:`open_output`)
@@ -41,11 +42,31 @@ def discard_output() -> None:
         os.close(devnull)
 
 
+def json_escape(error: UnicodeError) -> tuple[str, int]:
+    """The error handler ``berrymq.json_escape``: what an encoding cannot hold, written as
+    JSON's escapes (``\\u00e9``, a pair for a character past U+FFFF), which read back as
+    the same characters where they stand in a JSON string, and read well elsewhere."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    escaped = []
+    for char in error.object[error.start:error.end]:
+        code = ord(char)
+        if code > 0xFFFF:
+            code -= 0x10000
+            escaped.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        else:
+            escaped.append(f"\\u{code:04x}")
+    return "".join(escaped), error.end
+
+
+codecs.register_error("berrymq.json_escape", json_escape)
+
+
 def open_output() -> None:
-    """Have stdout write what it cannot encode as its backslash escape, as stderr does: a
-    lone surrogate, which JSON carries and a message may hold, is then ``\ud800`` (the
-    character's JSON escape, in a JSON line) where it failed the whole write, and ended
-    ``listen`` and ``serve --print``.
+    """Have stdout write what it cannot encode as JSON's escape of it (:func:`json_escape`):
+    a lone surrogate, which JSON carries and a message may hold, is then ``\\ud800`` where
+    it failed the whole write, and ended ``listen`` and ``serve --print``; under an
+    encoding that is not UTF-8, a JSON line stays JSON.
 
     Give a process started with stdout closed (``>&-``: Python's ``sys.stdout`` is
     None) one on the null device, so that its output goes nowhere, as to a reader that
@@ -55,7 +76,7 @@ def open_output() -> None:
     if sys.stdout is not None:
         reconfigure = getattr(sys.stdout, "reconfigure", None)  # (a stand-in may have none)
         if reconfigure is not None:
-            reconfigure(errors="backslashreplace")
+            reconfigure(errors="berrymq.json_escape")
         return
     _closed_at_start = True
     devnull = os.open(os.devnull, os.O_WRONLY)  # (the lowest free descriptor: 1, mostly)
@@ -63,5 +84,5 @@ def open_output() -> None:
         os.dup2(devnull, 1)
         os.close(devnull)
     # as Python's own stdout: descriptor 1, never closed (no ResourceWarning at exit)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115 - as sys.stdout
+    sys.stdout = open(1, "w", encoding="utf-8", errors="berrymq.json_escape",  # noqa: SIM115 - as sys.stdout
                       closefd=False)

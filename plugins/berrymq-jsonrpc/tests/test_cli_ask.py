@@ -53,6 +53,19 @@ def test_a_reply_with_a_lone_surrogate_is_printed_as_its_json_escape(
     assert json.loads(result.stdout) == ["\ud800" * 10]
 
 
+def test_replies_stay_json_under_an_encoding_that_is_not_utf_8(
+        tmp_path: Path, bus_factory: Callable[..., Bus]) -> None:
+    """Under ``PYTHONIOENCODING=ascii`` a character the encoding lacks is JSON's escape of
+    it (a backslash escape such as ``\\xe9`` would be no JSON)."""
+    url = _answering(bus_factory, "tcp")
+    text = "caf\u00e9 \u2603 \U0001f600"
+    result = run("ask", url, "price:quote", json.dumps(text), cwd=tmp_path,
+                 env={"PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.isascii()
+    assert json.loads(result.stdout) == [text * 10]
+
+
 def test_a_receiver_that_failed_is_a_reply_and_json_names_the_node(
         tmp_path: Path, bus_factory: Callable[..., Bus]) -> None:
     url = _answering(bus_factory, "tcp")
