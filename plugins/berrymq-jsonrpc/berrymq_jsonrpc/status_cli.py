@@ -88,6 +88,10 @@ def _served_http(tcp_url: str, secret: str | None) -> list[str]:
     """The http:// addresses the node at ``tcp_url`` serves, as its answer to ``network``
     within a second lists them; none when it serves none, cannot be asked or is no node."""
     try:
+        parts = url_parts(tcp_url)
+        # reached within the second first: the client's own connect waits its timeout
+        with socket.create_connection((parts.hostname or "", parts.port or 0), timeout=1.0):
+            pass
         transport = get_bus().transport("tcp")
         if not isinstance(transport, RemoteTransport):
             return []
