@@ -239,7 +239,10 @@ class SessionTable:
         if link is not None:
             self.bus.remove_forwarder(link)
             link.close()
-        if session.style == "interconnect" and reason not in _ENDED_ON_PURPOSE:
+        # the opener's connection (told through on_close) says itself that it was lost,
+        # but takes an expiry as a close, quietly
+        told = bool(session.on_close) and reason != "expired"
+        if session.style == "interconnect" and reason not in _ENDED_ON_PURPOSE and not told:
             why = (f"idle longer than its ttl, {session.ttl:g} s: interconnect again, or with "
                    "a longer ttl" if reason == "expired" else reason)
             where = f" with {link.address}" if link is not None else ""
@@ -315,10 +318,12 @@ class SessionTable:
 
 
 #: The reasons an interconnection's session ends that a side asked for itself (closing
-#: its connection or its transport) or was told of (``close_connection``): said at debug
-#: level only; its other ends (its ttl, a connection lost) are warnings, as nothing else
-#: would tell an operator that messages stopped going across.
-_ENDED_ON_PURPOSE = frozenset({"closed", "closed by the peer", "server closed"})
+#: its connection or its transport), was told of (``close_connection``) or was told by an
+#: exception (an ``interconnect`` that failed): said at debug level only; its other ends
+#: (its ttl, a connection lost) are warnings, as nothing else would tell an operator that
+#: messages stopped going across.
+_ENDED_ON_PURPOSE = frozenset({"closed", "closed by the peer", "server closed",
+                               "interconnect failed"})
 
 
 def _untie(index: dict[Any, set[str]], connection: Any, token: str) -> None:

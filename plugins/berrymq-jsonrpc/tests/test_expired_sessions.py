@@ -21,6 +21,8 @@ from helpers import serve
 from probe_tools import http_answer, open_socket, request, tcp_call
 
 from berrymq.bus import Bus
+from berrymq.errors import TransportError
+from berrymq.testing import free_port
 
 TTL = 0.3
 
@@ -101,3 +103,23 @@ def test_an_interconnection_closed_on_purpose_ends_quietly(
         peer.close()
         opener.close()
     assert not [r for r in caplog.records if "interconnection" in r.getMessage()]
+
+
+def test_an_interconnect_that_failed_or_an_opener_that_lost_its_peer_warns_once(
+        bus_factory: Callable[..., Bus], wait_for: Callable[..., Any],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A failed ``interconnect`` is its exception, not a warning that an interconnection
+    ended too; a lost peer is the opener's connection's own warning ("... lost"), not a
+    second one of its session (each was said twice)."""
+    opener, _ = serve(bus_factory, "http")
+    with caplog.at_level(logging.WARNING, logger="berrymq"):
+        with pytest.raises(TransportError):
+            opener.transport("http").interconnect(f"http://127.0.0.1:{free_port()}", ttl=60)
+        assert not caplog.records, [r.getMessage() for r in caplog.records]
+        peer, port = serve(bus_factory, "tcp")
+        connection = opener.transport("tcp").interconnect(f"tcp://127.0.0.1:{port}", ttl=60)
+        peer.close()
+        wait_for(lambda: connection.closed, what="the opener to find its peer gone")
+        wait_for(lambda: caplog.records, what="a warning")
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and " lost: " in said[0], said
