@@ -568,7 +568,12 @@ def measure(quick: bool) -> None:
 
 def nats_ask(asks: int) -> None:
     """Target 7: ``ask()`` over NATS, and raw nats-py's request, in interleaved rounds."""
-    server, url = nats_bridge.server_or_start()
+    try:
+        server, url = nats_bridge.server_or_start()
+    except SystemExit as exc:  # no server, and no nats-server to start: said, not measured
+        target("ask() over NATS p50 <= 20 ms (no fixed gather wait)", False,
+               f"not measured: {exc}")
+        return
     times: dict[str, list[float]] = {"raw": [], "berrymq": []}
     try:
         for _ in range(2):
