@@ -18,6 +18,8 @@ def holds_our_table(pyproject: Path) -> bool:
     the file would drop the user's allow-list, and every installed plugin would run)."""
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except OSError:  # unreadable: it may hold them; loading it says why it cannot be read
+        return True
     except (tomllib.TOMLDecodeError, UnicodeDecodeError):
         return _names_our_table(pyproject.read_text(encoding="utf-8", errors="replace"))
     tool = data.get("tool")

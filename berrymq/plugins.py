@@ -151,7 +151,11 @@ class PluginHost:
                            candidate.module, active, reason)
             )
         self._check_hooks()
-        self._call_each("berrymq_declare_settings", schema=self.schema)
+        try:  # each plugin's keys its own (see SettingsSchema.caller)
+            self._call_each("berrymq_declare_settings",
+                            lambda name: setattr(self.schema, "caller", name), schema=self.schema)
+        finally:
+            self.schema.caller = None
         for name in active_names:
             if name in settings.tables:
                 check_table(settings, name, self.schema.tables.get(name, {}),

@@ -172,6 +172,17 @@ class SettingsSchema:
     checks: dict[str, dict[str, SettingCheck]] = field(default_factory=dict)
     #: per plugin, the keys whose value names a file (see :meth:`add_check`)
     paths: dict[str, set[str]] = field(default_factory=dict)
+    #: The plugin whose ``berrymq_declare_settings`` is running (set by the plugin host):
+    #: a plugin declares the keys of its own table only (another's would change what that
+    #: plugin's table accepts, and blame the file for it). None outside the hook.
+    caller: str | None = None
+
+    def _own(self, plugin: str, what: str) -> None:
+        if self.caller is not None and plugin != self.caller:
+            # a ValueError, made a PluginError naming the caller and its hook
+            raise ValueError(f"it declares {what} of plugin {plugin!r}, another plugin's "
+                             f"table; a plugin declares the settings of its own "
+                             f"([berrymq.{self.caller}])")
 
     def add(self, plugin: str, **keys: type | tuple[type, ...]) -> None:
         """Declare ``key=type`` pairs for ``[berrymq.<plugin>]``; a type is a class or a
@@ -181,6 +192,7 @@ class SettingsSchema:
             plugin, named when the plugins load, rather than an error at the first table
             that sets the key.
         """
+        self._own(plugin, f"the setting(s) {', '.join(keys)}")
         for key, expected in keys.items():
             kinds = expected if isinstance(expected, tuple) else (expected,)
             if not kinds or not all(isinstance(kind, type) for kind in kinds):
@@ -197,6 +209,7 @@ class SettingsSchema:
         :meth:`Settings.file_path <berrymq.settings.Settings.file_path>`), so that a file
         that is missing is reported when the plugins load, not at its first use.
         """
+        self._own(plugin, f"a check of the setting {key}")
         if not callable(check):
             raise TypeError(f"it declares as the check of the setting {plugin}.{key} "
                             f"{check!r}, which cannot be called")

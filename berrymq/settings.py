@@ -174,9 +174,10 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
             raise SettingsError(f"'tool' is {type(tool).__name__}, not a table: berryMQ's "
                                 "settings go in its [tool.berrymq] table", path,
                                 _line_of(text, ("tool",)))
-        if "berrymq" in data and "berrymq" not in tool:
+        if "berrymq" in data:  # (beside [tool.berrymq] too: its allow-list would be dropped)
+            both = " (this file has both: merge them there)" if "berrymq" in tool else ""
             raise SettingsError("a [berrymq] table in pyproject.toml is not read: there "
-                                "berryMQ's settings go in [tool.berrymq]", path,
+                                f"berryMQ's settings go in [tool.berrymq]{both}", path,
                                 _line_of(text, ("berrymq",)))
         table = tool.get("berrymq", {})
     else:
@@ -230,6 +231,15 @@ def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
     )
 
 
+def _fits(value: object, expected: type | tuple[type, ...]) -> bool:
+    """Whether ``value`` (from TOML) is of a declared type: ``true`` is no number, though
+    Python's bool is an int, and ``1`` is a float as Python takes it."""
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds) or (isinstance(value, int) and float in kinds)
+
+
 def check_table(settings: Settings, plugin: str, schema: Mapping[str, type | tuple[type, ...]],
                 checks: Mapping[str, Callable[[Any], str | None]] | None = None,
                 paths: Collection[str] = (),
@@ -248,7 +258,7 @@ def check_table(settings: Settings, plugin: str, schema: Mapping[str, type | tup
             raise settings.error(
                 f"unknown key {key!r} for plugin {plugin!r} (known keys: {known})", key, plugin
             )
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        if not _fits(value, expected):
             raise settings.error(
                 f"{plugin}.{key} must be {_type_name(expected)}, got {type(value).__name__}",
                 key,

@@ -188,6 +188,38 @@ def test_a_berrymq_table_at_the_top_of_pyproject_is_refused_naming_tool_berrymq(
     assert info.value.line == 4
 
 
+def test_a_berrymq_table_in_pyproject_beside_tool_berrymq_is_refused_too(
+        in_tmp: Path) -> None:
+    """With [tool.berrymq] there as well, the [berrymq] table (and its allow-list) was
+    dropped without a word."""
+    (in_tmp / "pyproject.toml").write_text('[tool.berrymq]\nhop_limit = 3\n\n[berrymq]\n'
+                                           'plugins = ["local"]\n')
+    with pytest.raises(SettingsError, match=r"go in \[tool.berrymq\] \(this file has both: "
+                                            r"merge them there\)") as info:
+        load_settings()
+    assert info.value.line == 4
+
+
+def test_an_unreadable_pyproject_is_a_settings_error_naming_it(
+        in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It may hold the table: passed over, its allow-list would be dropped; it was a
+    traceback (PermissionError) at the first message. (A file root can read anyway: the
+    refusal of the read is made here.)"""
+    pyproject = in_tmp / "pyproject.toml"
+    pyproject.write_text('[tool.berrymq]\nplugins = ["local"]\n')
+    read_text = Path.read_text
+
+    def refused(self: Path, *args: Any, **kwargs: Any) -> str:
+        if self.name == "pyproject.toml":
+            raise PermissionError(13, "Permission denied")
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refused)
+    assert find_settings() == pyproject
+    with pytest.raises(SettingsError, match="cannot read the settings file: Permission denied"):
+        load_settings()
+
+
 def test_a_byte_order_mark_is_named_when_it_breaks_the_file(in_tmp: Path) -> None:
     error = _error(in_tmp, '\ufeff[berrymq]\nhop_limit = 3\n')
     assert "byte order mark" in str(error)
@@ -341,6 +373,44 @@ def test_a_setting_declared_with_no_type_or_check_is_the_declaring_plugins_error
     assert (info.value.plugin, info.value.hook) == ("declarer", "berrymq_declare_settings")
     assert (f"plugin 'declarer' (registered in code) raised TypeError in its hook "
             f"berrymq_declare_settings: {problem}") in str(info.value)
+
+
+@pytest.mark.parametrize("declare", [
+    lambda schema: schema.add("jsonrpc-tcp", bogus=int),
+    lambda schema: schema.add_check("jsonrpc-tcp", "max_size", lambda value: None)])
+def test_a_plugin_declares_the_settings_of_its_own_table_only(declare: Any) -> None:
+    """Another plugin's table took keys it does not read (accepted in silence), a type
+    that made a good value an error blamed on the file, or a check beside its own."""
+    class Declares:
+        @hookimpl
+        def berrymq_declare_settings(self, schema: SettingsSchema) -> None:
+            declare(schema)
+
+    with pytest.raises(PluginError) as info:
+        PluginHost(Settings(), extra_plugins=[("declarer", Declares())])
+    assert (info.value.plugin, info.value.hook) == ("declarer", "berrymq_declare_settings")
+    assert ("of plugin 'jsonrpc-tcp', another plugin's table; a plugin declares the "
+            "settings of its own ([berrymq.declarer])") in str(info.value)
+
+
+def test_a_plugin_setting_of_float_takes_an_integer_and_no_number_takes_true(
+        in_tmp: Path) -> None:
+    class Declares:
+        @hookimpl
+        def berrymq_declare_settings(self, schema: SettingsSchema) -> None:
+            schema.add("declarer", ratio=float, level=(int, float), flag=bool)
+
+    def load(text: str) -> PluginHost:
+        path.write_text(text)
+        return PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
+
+    path = in_tmp / "berrymq.toml"
+    assert load("[berrymq.declarer]\nratio = 1\nlevel = 2.5\nflag = true\n").settings_for(
+        "declarer") == {"ratio": 1, "level": 2.5, "flag": True}
+    with pytest.raises(SettingsError, match="declarer.level must be"):
+        load("[berrymq.declarer]\nlevel = true\n")
+    with pytest.raises(SettingsError, match="declarer.ratio must be"):
+        load("[berrymq.declarer]\nratio = false\n")
 
 
 def test_the_check_of_a_path_sees_it_relative_to_the_settings_file(in_tmp: Path) -> None:
