@@ -2,11 +2,11 @@
 
 Each task is one route entry with its message, run through :func:`deliver
 <berrymq._delivery.deliver>` like any other delivery. Nothing handed to the pool is lost
-when it shuts down: whatever a worker did not take is run by the thread that shuts it
-down, or by a sender that raced with the shutdown (a *late* sender: it found the pool
-closed once it had queued its tasks), or by a join of the closed pool that finds them
-queued. Such a join returns once the late senders ran what they took, not as soon as the
-shutdown is over.
+when it shuts down: the workers run what was queued before their stop markers, and what
+lies behind them is run by the thread that shuts it down, or by a sender that raced with
+the shutdown (a *late* sender: it found the pool closed once it had queued its tasks), or
+by a join of the closed pool that finds them queued (:mod:`berrymq._pool_queue`). Such a
+join returns once the late senders ran what they took, not as soon as the shutdown is over.
 
 A process that ends with tasks in a pool its bus did not shut down has them run first:
 :mod:`berrymq._pool_exit` finishes the pool (:meth:`WorkerPool.finish_at_exit`) once the
@@ -42,6 +42,7 @@ from berrymq._delivery import Answer, deliver, drop_tracebacks
 from berrymq._index import RouteEntry
 from berrymq._losses import CANCELLED_FIRST, CLOSED_FIRST, EXITED_FIRST, LOSSES, WORKER_REFUSED
 from berrymq._pool_exit import track, untrack
+from berrymq._pool_queue import take_behind_markers, take_tasks
 from berrymq.errors import QueueFull
 from berrymq.message import Message
 from berrymq.timeouts import seconds_left, wait_seconds
@@ -97,6 +98,7 @@ class WorkerPool:
         #: senders running the tasks they queued into the closed pool (under _settled)
         self._late = 0
         self._settled = threading.Condition()
+        self._taking = threading.Lock()  # one late sender at a time sorts the queue
         self._threads: list[threading.Thread] = []
         self._start_threads()
         if not track(self):  # run what it holds when the process exits (see there) ...
@@ -215,40 +217,26 @@ class WorkerPool:
                 task.wait()  # a barrier put by join()
 
     def _drain(self) -> None:
-        """Run here the tasks still queued once the pool is closed (a sender that raced
-        with the shutdown put some behind the workers' stop markers). The stop markers and
-        a join's barriers go back, in order, for the workers still to take them: taken
-        here, a worker would wait for ever and so would ``shutdown`` and ``join``."""
-        for task in self._take_queued():
+        """Run here the tasks still queued once the workers stopped (a sender that raced
+        with the shutdown put some behind their stop markers): see :mod:`berrymq._pool_queue`."""
+        for task in take_tasks(self._tasks):
             self._run(task)
 
-    def _take_queued(self) -> list[_Task]:
-        """Take the tasks still queued; the stop markers and a join's barriers among them
-        go back, in order, for the workers still to take them (see :meth:`_drain`)."""
-        tasks: list[_Task] = []
-        others: list[threading.Barrier | None] = []
-        while True:
-            try:
-                task = self._tasks.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(task, _Task):
-                tasks.append(task)
-            else:
-                others.append(task)
-        for other in others:
-            self._tasks.put(other)
-        return tasks
-
     def _drain_late(self) -> None:
-        """:meth:`_drain`, by a sender that found the pool closed after it queued tasks:
-        counted, so that a join of the closed pool waits until it has run them. Its bus's
-        close may go on meanwhile: what it had not run then is counted as ``CLOSED_FIRST``
-        (the shutdown waiting for it hung where its receivers wait for the close)."""
+        """Run the tasks behind the stop markers, which no worker will take, by a sender
+        that found the pool closed after it queued tasks: counted, so that a join of the
+        closed pool waits until it has run them. Its bus's close may go on meanwhile: what
+        it had not run then is counted as ``CLOSED_FIRST`` (the shutdown waiting for it hung
+        where its receivers wait for the close). It took the whole queue once, and ran
+        every sender's backlog in its own thread while the workers stopped: the shutdown
+        was over at once, and the close counted that backlog as lost."""
         with self._settled:
             self._late += 1
         try:
-            self._drain()
+            with self._taking:  # (what the workers are still to take goes back)
+                late = take_behind_markers(self._tasks)
+            for task in late:
+                self._run(task)
         finally:
             with self._settled:
                 self._late -= 1
@@ -327,6 +315,7 @@ class WorkerPool:
         self._barrier = None
         self._late = 0
         self._settled = threading.Condition()
+        self._taking = threading.Lock()
         self._threads = []
         self._start_threads()
 
@@ -392,7 +381,7 @@ class WorkerPool:
             self._drain()
             self._stopped.set()
             return 0, 0
-        dropped = len(self._take_queued())  # the markers stay for the busy workers
+        dropped = len(take_tasks(self._tasks))  # the markers stay for the busy workers
         if dropped:
             self._bus.state(LOSSES).add_many(EXITED_FIRST, dropped)
         self._stopped.set()

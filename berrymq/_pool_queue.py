@@ -1,0 +1,56 @@
+"""Taking tasks out of a closed worker pool's queue (:mod:`berrymq._pool`) without taking
+what its workers are still to take.
+
+The queue holds tasks, the workers' stop markers (``None``) and a join's barriers. Once the
+pool is closed, what lies behind the last stop marker still queued is no worker's: the
+thread that shut the pool down, or a sender that raced with the shutdown, runs it. What lies
+before goes back, in order: a worker still running takes it before its own marker.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import TypeVar
+
+__all__ = ["take_behind_markers", "take_tasks"]
+
+T = TypeVar("T")
+
+
+def _take_all(tasks: queue.SimpleQueue[T | threading.Barrier | None]
+              ) -> list[T | threading.Barrier | None]:
+    taken: list[T | threading.Barrier | None] = []
+    while True:
+        try:
+            taken.append(tasks.get_nowait())
+        except queue.Empty:
+            return taken
+
+
+def take_tasks(tasks: queue.SimpleQueue[T | threading.Barrier | None]) -> list[T]:
+    """Every task queued; the stop markers and barriers among them go back, in order, for
+    the workers still to take them (taken here, a worker would wait for ever, and so would
+    the shutdown or the join waiting for it)."""
+    taken: list[T] = []
+    for item in _take_all(tasks):
+        if item is None or isinstance(item, threading.Barrier):
+            tasks.put(item)
+        else:
+            taken.append(item)
+    return taken
+
+
+def take_behind_markers(tasks: queue.SimpleQueue[T | threading.Barrier | None]) -> list[T]:
+    """The tasks behind the last stop marker still queued (all of them when none is
+    left); everything before it, and the markers and barriers, go back in order. The
+    caller holds the pool's lock for this, so that two such takers do not interleave."""
+    items = _take_all(tasks)
+    last = max((i for i, item in enumerate(items) if item is None), default=-1)
+    taken: list[T] = []
+    for i, item in enumerate(items):
+        if i > last and item is not None and not isinstance(item, threading.Barrier):
+            taken.append(item)
+        else:
+            tasks.put(item)
+    return taken
