@@ -181,11 +181,14 @@ class Backlog:
                             "the loop) and makes no room until that call returns")
                     left = end - time.monotonic()
                     if left <= 0:
+                        stopped = ("" if loop.is_running() else "; its event loop is not "
+                                   "running (stopped, not closed): nothing makes room there "
+                                   "until it runs again")
                         raise QueueFull(
                             f"async receiver {self.name} has {self.limit} messages outstanding "
                             f"(setting async_pending_limit) and no room came within "
                             f"{self.wait:g}s (setting async_pending_wait); message "
-                            f"{message[0]} was refused")
+                            f"{message[0]} was refused{stopped}")
                     self.room.wait(min(left, CLOSED_CHECK))
                 self.handed += 1
                 return True

@@ -85,6 +85,30 @@ def test_a_send_on_the_receivers_own_loop_is_refused_at_once_when_full(
     assert got == [0, 1, 2, 4]
 
 
+def test_a_refusal_for_a_stopped_loop_says_the_loop_is_not_running(
+        berrymq_plugin_host: PluginHost) -> None:
+    """A loop stopped (not closed) makes no room: the refusal blamed the receiver's
+    capacity alone, and each send waited the whole async_pending_wait not knowing why."""
+    bus = Bus(async_pending_limit=1, async_pending_wait=0.1, plugins=berrymq_plugin_host)
+    loop = asyncio.new_event_loop()
+
+    async def receive(message: Message) -> None:
+        pass
+
+    async def subscribe() -> None:
+        bus.subscribe("job:*", receive, weak=False)
+
+    try:
+        loop.run_until_complete(subscribe())  # the receiver's loop, which then stops
+        bus.twitter("job:x", 0)  # handed to it: the one outstanding message
+        with pytest.raises(QueueFull, match=r"was refused; its event loop is not running "
+                                            r"\(stopped, not closed\)"):
+            bus.twitter("job:x", 1)
+    finally:
+        bus.close()
+        loop.close()
+
+
 def test_a_sender_in_another_thread_waits_for_room_then_is_refused(
         berrymq_plugin_host: PluginHost, loop_thread: LoopThread) -> None:
     bus = Bus(async_pending_limit=2, async_pending_wait=0.3, plugins=berrymq_plugin_host)
