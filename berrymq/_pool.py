@@ -66,6 +66,13 @@ class _Task(NamedTuple):
     answer: Answer | None
 
 
+def _gone(entry: RouteEntry) -> str:
+    """Why the receiver of ``entry`` (inactive) did not run: collected, or cancelled."""
+    if entry[0]() is None:  # a weakly held receiver that nothing else held
+        return f"its receiver of {entry[2].pattern} was garbage-collected"
+    return f"its receiver {entry[0]()!r} of {entry[2].pattern} was cancelled"
+
+
 def pool_bounds(bus: Bus) -> tuple[int, float]:
     """``pool_queue_size`` and ``pool_queue_wait`` for ``bus``: given to ``Bus(...)``,
     else from the settings file, else the defaults."""
@@ -179,7 +186,7 @@ class WorkerPool:
             self._bus.state(LOSSES).add(
                 CLOSED_FIRST if closed else CANCELLED_FIRST, logging.WARNING,
                 "message %s dropped: %s before a worker thread ran it", task.message[0],
-                f"bus {self._bus.name} closed" if closed else f"its receiver {entry[2]!r} was cancelled")
+                f"bus {self._bus.name} closed" if closed else _gone(entry))
             return
         errors = deliver(self._bus, (entry,), task.message, task.answer)
         if not errors:

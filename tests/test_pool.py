@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -446,10 +447,11 @@ def test_a_task_whose_receiver_was_cancelled_before_it_ran_is_counted(
 
 
 def test_a_task_whose_weak_receiver_was_collected_while_the_index_was_busy_is_counted(
-        berrymq_bus: Bus) -> None:
+        berrymq_bus: Bus, caplog: pytest.LogCaptureFixture) -> None:
     """A weak receiver collected while another thread held the index (mid-subscribe or
     cancel) stayed active until the next change, so its queued tasks found no receiver
-    and vanished without a count: flush() said True."""
+    and vanished without a count: flush() said True. The log line says it was collected
+    (it named ``<Subscription late:* -> None (cancelled)>`` as cancelled)."""
     release = threading.Event()
     berrymq_bus.set_multiplicity(1)
     berrymq_bus.subscribe("hold:*", lambda m: release.wait(WAIT), weak=False)
@@ -466,10 +468,13 @@ def test_a_task_whose_weak_receiver_was_collected_while_the_index_was_busy_is_co
     with berrymq_bus.index.lock:  # another thread inside subscribe or cancel
         del receiver
         gc.collect()
-    release.set()
-    assert berrymq_bus.flush(WAIT) is False  # accepted, not delivered: said so
+    with caplog.at_level(logging.WARNING, logger="berrymq"):
+        release.set()
+        assert berrymq_bus.flush(WAIT) is False  # accepted, not delivered: said so
     assert berrymq_bus.losses.counts == {
         "dropped: its receiver was cancelled before a worker ran it": 5}
+    assert any("its receiver of late:* was garbage-collected before a worker thread ran it"
+               in record.getMessage() for record in caplog.records), caplog.text
 
 
 def test_a_join_beside_a_steady_sender_returns_once_what_came_before_ran() -> None:
