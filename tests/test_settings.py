@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -363,6 +364,12 @@ def test_a_check_that_raises_is_an_error_naming_the_plugin_the_setting_and_the_l
 def test_a_setting_declared_with_no_type_or_check_is_the_declaring_plugins_error(
         declare: Any, problem: str) -> None:
     """Declared, not used: refused when the plugins load, whether a table sets the key or not."""
+    assert (f"plugin 'declarer' (registered in code) raised TypeError in its hook "
+            f"berrymq_declare_settings: {problem}") in _declaring_error(declare)
+
+
+def _declaring_error(declare: Callable[[SettingsSchema], None]) -> str:
+    """The PluginError of a plugin ``declarer`` whose declare hook runs ``declare``."""
     class Declares:
         @hookimpl
         def berrymq_declare_settings(self, schema: SettingsSchema) -> None:
@@ -371,8 +378,7 @@ def test_a_setting_declared_with_no_type_or_check_is_the_declaring_plugins_error
     with pytest.raises(PluginError) as info:
         PluginHost(Settings(), extra_plugins=[("declarer", Declares())])
     assert (info.value.plugin, info.value.hook) == ("declarer", "berrymq_declare_settings")
-    assert (f"plugin 'declarer' (registered in code) raised TypeError in its hook "
-            f"berrymq_declare_settings: {problem}") in str(info.value)
+    return str(info.value)
 
 
 @pytest.mark.parametrize("declare", [
@@ -381,16 +387,8 @@ def test_a_setting_declared_with_no_type_or_check_is_the_declaring_plugins_error
 def test_a_plugin_declares_the_settings_of_its_own_table_only(declare: Any) -> None:
     """Another plugin's table took keys it does not read (accepted in silence), a type
     that made a good value an error blamed on the file, or a check beside its own."""
-    class Declares:
-        @hookimpl
-        def berrymq_declare_settings(self, schema: SettingsSchema) -> None:
-            declare(schema)
-
-    with pytest.raises(PluginError) as info:
-        PluginHost(Settings(), extra_plugins=[("declarer", Declares())])
-    assert (info.value.plugin, info.value.hook) == ("declarer", "berrymq_declare_settings")
     assert ("of plugin 'jsonrpc-tcp', another plugin's table; a plugin declares the "
-            "settings of its own ([berrymq.declarer])") in str(info.value)
+            "settings of its own ([berrymq.declarer])") in _declaring_error(declare)
 
 
 def test_a_plugin_setting_of_float_takes_an_integer_and_no_number_takes_true(
