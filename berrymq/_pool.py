@@ -66,13 +66,6 @@ class _Task(NamedTuple):
     answer: Answer | None
 
 
-def _gone(entry: RouteEntry) -> str:
-    """Why the receiver of ``entry`` (inactive) did not run: collected, or cancelled."""
-    if entry[0]() is None:  # a weakly held receiver that nothing else held
-        return f"its receiver of {entry[2].pattern} was garbage-collected"
-    return f"its receiver {entry[0]()!r} of {entry[2].pattern} was cancelled"
-
-
 def pool_bounds(bus: Bus) -> tuple[int, float]:
     """``pool_queue_size`` and ``pool_queue_wait`` for ``bus``: given to ``Bus(...)``,
     else from the settings file, else the defaults."""
@@ -182,11 +175,18 @@ class WorkerPool:
     def _run(self, task: _Task) -> None:
         entry = task.entry
         if not entry[2].active:  # cancelled while the task waited, or its bus closed
-            closed = self._bus.closed  # (a late sender's task: see _drain_late)
-            self._bus.state(LOSSES).add(
-                CLOSED_FIRST if closed else CANCELLED_FIRST, logging.WARNING,
-                "message %s dropped: %s before a worker thread ran it", task.message[0],
-                f"bus {self._bus.name} closed" if closed else _gone(entry))
+            losses, receiver = self._bus.state(LOSSES), entry[0]()
+            if self._bus.closed:  # (a late sender's task: see _drain_late)
+                losses.add(CLOSED_FIRST, logging.WARNING, "message %s dropped: bus %s closed "
+                           "before a worker thread ran it", task.message[0], self._bus.name)
+            elif receiver is None:  # a weakly held receiver that nothing else held
+                losses.add(CANCELLED_FIRST, logging.WARNING, "message %s dropped: its receiver "
+                           "of %s was garbage-collected before a worker thread ran it",
+                           task.message[0], entry[2].pattern)
+            else:  # (its repr made by the log line: one that fails is logging's to say)
+                losses.add(CANCELLED_FIRST, logging.WARNING, "message %s dropped: its receiver "
+                           "%r of %s was cancelled before a worker thread ran it",
+                           task.message[0], receiver, entry[2].pattern)
             return
         errors = deliver(self._bus, (entry,), task.message, task.answer)
         if not errors:
