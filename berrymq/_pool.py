@@ -98,7 +98,7 @@ class WorkerPool:
         #: senders running the tasks they queued into the closed pool (under _settled)
         self._late = 0
         self._settled = threading.Condition()
-        self._taking = threading.Lock()  # one late sender at a time sorts the queue
+        self._taking = threading.Lock()  # one taker at a time (see _pool_queue)
         self._threads: list[threading.Thread] = []
         self._start_threads()
         if not track(self):  # run what it holds when the process exits (see there) ...
@@ -150,7 +150,7 @@ class WorkerPool:
         if self._on_worker():
             next(self._handed_on)  # by a receiver, after its tasks are queued: see _join
         if self.closed:
-            self._drain_late()
+            self._drain_late(message)
 
     def _wait_for_room(self, deadline: float, message: Message, handed: int) -> bool:
         """Wait until the queue has room (True), or say that this thread is one of the
@@ -226,10 +226,12 @@ class WorkerPool:
     def _drain(self) -> None:
         """Run here the tasks still queued once the workers stopped (a sender that raced
         with the shutdown put some behind their stop markers): see :mod:`berrymq._pool_queue`."""
-        for task in take_tasks(self._tasks):
+        with self._taking:
+            left = take_tasks(self._tasks)
+        for task in left:
             self._run(task)
 
-    def _drain_late(self) -> None:
+    def _drain_late(self, message: Message) -> None:
         """Run the tasks behind the stop markers, which no worker will take, by a sender
         that found the pool closed after it queued tasks: counted, so that a join of the
         closed pool waits until it has run them. Its bus's close may go on meanwhile: what
@@ -241,7 +243,7 @@ class WorkerPool:
             self._late += 1
         try:
             with self._taking:  # (what the workers are still to take goes back)
-                late = take_behind_markers(self._tasks)
+                late = take_behind_markers(self._tasks, lambda task: task.message is message)
             for task in late:
                 self._run(task)
         finally:
@@ -388,7 +390,8 @@ class WorkerPool:
             self._drain()
             self._stopped.set()
             return 0, 0
-        dropped = len(take_tasks(self._tasks))  # the markers stay for the busy workers
+        with self._taking:
+            dropped = len(take_tasks(self._tasks))  # the markers stay for the busy workers
         if dropped:
             self._bus.state(LOSSES).add_many(EXITED_FIRST, dropped)
         self._stopped.set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from typing import TypeVar
 
 __all__ = ["take_behind_markers", "take_tasks"]
@@ -41,15 +42,23 @@ def take_tasks(tasks: queue.SimpleQueue[T | threading.Barrier | None]) -> list[T
     return taken
 
 
-def take_behind_markers(tasks: queue.SimpleQueue[T | threading.Barrier | None]) -> list[T]:
+def take_behind_markers(tasks: queue.SimpleQueue[T | threading.Barrier | None],
+                        own: Callable[[T], bool]) -> list[T]:
     """The tasks behind the last stop marker still queued (all of them when none is
-    left); everything before it, and the markers and barriers, go back in order. The
-    caller holds the pool's lock for this, so that two such takers do not interleave."""
+    left), and the taker's ``own`` wherever they are; everything else, and the markers
+    and barriers, go back in order.
+
+    The caller holds the pool's lock for this and for every other taking, so that takers
+    do not interleave; senders do not take it, so one that queues meanwhile may land in
+    front of a marker put back: it finds its own tasks there (a worker stuck in a receiver
+    would never reach them, and at exit they were dropped)."""
     items = _take_all(tasks)
     last = max((i for i, item in enumerate(items) if item is None), default=-1)
     taken: list[T] = []
     for i, item in enumerate(items):
-        if i > last and item is not None and not isinstance(item, threading.Barrier):
+        if item is None or isinstance(item, threading.Barrier):
+            tasks.put(item)
+        elif i > last or own(item):
             taken.append(item)
         else:
             tasks.put(item)

@@ -23,13 +23,13 @@ def _left(q: queue.SimpleQueue[object]) -> list[object]:
 def test_a_late_sender_takes_only_what_lies_behind_the_last_stop_marker() -> None:
     barrier = threading.Barrier(2)
     q = _queue("a1", None, "a2", barrier, None, "b1", "b2")
-    assert take_behind_markers(q) == ["b1", "b2"]
+    assert take_behind_markers(q, lambda task: False) == ["b1", "b2"]
     assert _left(q) == ["a1", None, "a2", barrier, None]  # in order, for the workers
 
 
 def test_with_no_stop_marker_left_everything_is_behind() -> None:
     q = _queue("a1", "a2")
-    assert take_behind_markers(q) == ["a1", "a2"]
+    assert take_behind_markers(q, lambda task: False) == ["a1", "a2"]
     assert _left(q) == []
 
 
@@ -38,3 +38,11 @@ def test_the_shutdown_takes_every_task_and_leaves_the_markers_and_barriers() -> 
     q = _queue("a1", None, barrier, "b1")
     assert take_tasks(q) == ["a1", "b1"]
     assert _left(q) == [None, barrier]
+
+
+def test_a_late_sender_takes_its_own_tasks_in_front_of_a_marker_too() -> None:
+    """Another taker put a marker back behind this sender's task (senders queue without
+    the takers' lock): the task would wait for a worker that may never come back."""
+    q = _queue("a1", "mine", None, "b1")
+    assert take_behind_markers(q, lambda task: task == "mine") == ["mine", "b1"]
+    assert _left(q) == ["a1", None]
