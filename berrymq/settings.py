@@ -235,8 +235,8 @@ def _fits(value: object, expected: type | tuple[type, ...]) -> bool:
     """Whether ``value`` (from TOML) is of a declared type: ``true`` is no number, though
     Python's bool is an int, and ``1`` is a float as Python takes it."""
     kinds = expected if isinstance(expected, tuple) else (expected,)
-    if isinstance(value, bool):
-        return bool in kinds
+    if isinstance(value, bool):  # (bool, or a type above it other than the numbers: object)
+        return isinstance(value, tuple(kind for kind in kinds if kind not in (int, float)))
     return isinstance(value, kinds) or (isinstance(value, int) and float in kinds)
 
 

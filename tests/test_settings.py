@@ -396,15 +396,16 @@ def test_a_plugin_setting_of_float_takes_an_integer_and_no_number_takes_true(
     class Declares:
         @hookimpl
         def berrymq_declare_settings(self, schema: SettingsSchema) -> None:
-            schema.add("declarer", ratio=float, level=(int, float), flag=bool)
+            schema.add("declarer", ratio=float, level=(int, float), flag=bool, anything=object)
 
     def load(text: str) -> PluginHost:
         path.write_text(text)
         return PluginHost(load_settings(path), extra_plugins=[("declarer", Declares())])
 
     path = in_tmp / "berrymq.toml"
-    assert load("[berrymq.declarer]\nratio = 1\nlevel = 2.5\nflag = true\n").settings_for(
-        "declarer") == {"ratio": 1, "level": 2.5, "flag": True}
+    assert load("[berrymq.declarer]\nratio = 1\nlevel = 2.5\nflag = true\nanything = false\n"
+                ).settings_for("declarer") == {"ratio": 1, "level": 2.5, "flag": True,
+                                               "anything": False}
     with pytest.raises(SettingsError, match="declarer.level must be"):
         load("[berrymq.declarer]\nlevel = true\n")
     with pytest.raises(SettingsError, match="declarer.ratio must be"):
