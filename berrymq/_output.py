@@ -5,6 +5,7 @@ traceback (Python's advice for SIGPIPE: point stdout at the null device, and exi
 from __future__ import annotations
 
 import codecs
+import json
 import os
 import sys
 
@@ -48,15 +49,9 @@ def json_escape(error: UnicodeError) -> tuple[str, int]:
     the same characters where they stand in a JSON string, and read well elsewhere."""
     if not isinstance(error, UnicodeEncodeError):
         raise error
-    escaped = []
-    for char in error.object[error.start:error.end]:
-        code = ord(char)
-        if code > 0xFFFF:
-            code -= 0x10000
-            escaped.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
-        else:
-            escaped.append(f"\\u{code:04x}")
-    return "".join(escaped), error.end
+    # (what fails is never ASCII, so JSON's own escaping of it is \uXXXX alone, a pair
+    # past U+FFFF: no quote or backslash of its own to escape)
+    return json.dumps(error.object[error.start:error.end])[1:-1], error.end
 
 
 codecs.register_error("berrymq.json_escape", json_escape)
