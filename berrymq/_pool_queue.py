@@ -30,16 +30,15 @@ def _take_all(tasks: queue.SimpleQueue[T | threading.Barrier | None]
 
 
 def take_tasks(tasks: queue.SimpleQueue[T | threading.Barrier | None]) -> list[T]:
-    """Every task queued; the stop markers and barriers among them go back, in order, for
-    the workers still to take them (taken here, a worker would wait for ever, and so would
-    the shutdown or the join waiting for it)."""
-    taken: list[T] = []
-    for item in _take_all(tasks):
-        if item is None or isinstance(item, threading.Barrier):
-            tasks.put(item)
-        else:
-            taken.append(item)
-    return taken
+    """Every task queued (each is the taker's own: see :func:`take_behind_markers`); the
+    stop markers and barriers go back, in order, for the workers still to take them
+    (taken here, a worker would wait for ever, and so would the shutdown or the join
+    waiting for it)."""
+    return take_behind_markers(tasks, _every)
+
+
+def _every(task: object) -> bool:
+    return True
 
 
 def take_behind_markers(tasks: queue.SimpleQueue[T | threading.Barrier | None],
