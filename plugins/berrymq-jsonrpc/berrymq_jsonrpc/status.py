@@ -148,7 +148,7 @@ def status_snapshot(bus: Bus, stats: NodeStats | None = None) -> dict[str, Any]:
     for monitor_admission in bus.state(MONITOR_ADMISSIONS):
         _add(refused, {f"monitor: {k}": n for k, n in monitor_admission.refused.items()})
     for scheme, transport in _transports(bus):
-        listening += list(getattr(transport, "urls", ()))
+        listening += list(transport.urls)  # (every Transport has them: none by default)
         admission = getattr(transport, "admission", None)
         _add(refused, getattr(admission, "refused", {}))
         listed += transport.connections
