@@ -46,7 +46,7 @@ from berrymq_jsonrpc.cli_support import (
 )
 from berrymq_jsonrpc.graph import fetch
 from berrymq_jsonrpc.serve_addresses import checked_addresses, refuse_duplicates, server_url
-from berrymq_jsonrpc.serve_print import Printers, start_printer
+from berrymq_jsonrpc.serve_print import Printer, Printers
 from berrymq_jsonrpc.serve_stop import STOP_WAIT, Stop, signals_stop, stop_serving, take_stop_signal
 from berrymq_jsonrpc.status_cli import register_status_commands
 
@@ -77,7 +77,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             # the printers follow before anything is served: a client that sends as
             # soon as the node says it serves is printed (it was not, now and then)
             for pattern in args.print or []:
-                printers.append(start_printer(pattern, args.json))
+                printers.append(Printer(pattern, args.json))
             bound = []
             for url in urls:
                 try:

@@ -16,8 +16,7 @@ from berrymq.errors import QueueClosed
 from berrymq.receivers.queues import Queue
 from berrymq_jsonrpc.cli_support import format_message, timestamp
 
-__all__ = ["PRINT_DRAIN_WAIT", "PRINT_QUEUE_SIZE", "Printer", "Printers", "finish_printing",
-           "start_printer"]
+__all__ = ["PRINT_DRAIN_WAIT", "PRINT_QUEUE_SIZE", "Printer", "Printers", "finish_printing"]
 
 #: How many messages ``serve --print`` lets wait for the printer before senders wait.
 PRINT_QUEUE_SIZE = 10_000
@@ -71,11 +70,6 @@ class Printer:
 
 #: The printers of ``serve --print``.
 Printers = list[Printer]
-
-
-def start_printer(pattern: str, as_json: bool) -> Printer:
-    """A :class:`Printer` of ``pattern``, printing from now on."""
-    return Printer(pattern, as_json)
 
 
 def finish_printing(printers: Printers, timeout: float) -> None:
