@@ -83,9 +83,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 try:
                     bound.append(init_connection(url))
                 except (ValueError, TransportError) as exc:
+                    if isinstance(exc.__cause__, OSError):  # the port is taken: the run
+                        raise TransportError(str(exc)) from None  # failed (it names url)
                     # a malformed address, or one that needs a secret: fix the command
                     raise UsageError(f"cannot serve {url}: {exc}") from None
-                except OSError as exc:  # e.g. the port is in use: the run failed
+                except OSError as exc:  # from a transport of another plugin, unwrapped
                     raise TransportError(f"cannot serve {url}: {exc}") from None
             started: dict[str, Any] = {}
             for start in args.serve_starters:  # plugins' own serve options (--monitor)

@@ -169,7 +169,10 @@ class RemoteTransport(PeerLinks, Transport):
             fit_open_files(self.admission.max_connections, logger)
         server = self._listener(host)
         server.close_timeout = self.timeout
-        bound = io_loop.run(server.start(host, port), self.timeout)
+        try:
+            bound = io_loop.run(server.start(host, port), self.timeout)
+        except OSError as exc:  # the port is taken, the address is not this machine's...
+            raise TransportError(f"cannot serve {address}: {exc}") from exc
         note_served(host, bound, True)
         with self._lock:
             self._servers.append(server)

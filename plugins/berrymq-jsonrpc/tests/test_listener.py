@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from berrymq.bus import Bus
+from berrymq.errors import TransportError
 from berrymq.transports.base import Listener
 
 
@@ -93,3 +94,20 @@ def test_connections_that_come_while_a_node_closes_are_closed_with_it(
         finally:
             for sock in made:
                 sock.close()
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_serving_a_busy_port_is_a_transport_error_naming_the_address(
+        bus_factory: Callable[..., Bus], scheme: str) -> None:
+    """A taken port came out as the bare ``OSError`` of asyncio's bind, which
+    ``except berrymq.BerryMQError`` does not catch (the docs say a transport's socket
+    errors are :class:`~berrymq.TransportError`)."""
+    bus = bus_factory()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        url = f"{scheme}://127.0.0.1:{busy.getsockname()[1]}"
+        with pytest.raises(TransportError, match=f"cannot serve {url}: .*in use") as caught:
+            bus.transport(scheme).listen(url)
+    assert isinstance(caught.value.__cause__, OSError)
+    assert bus.transport(scheme).urls == []  # nothing half-served
