@@ -110,6 +110,10 @@ _ID_STAND_IN = "berrymq: a JSON-RPC 1.0 id of another type"
 _OPTIONAL_KEYS = frozenset({"args", "kwargs", "uid", "hops"})
 
 
+#: The members of a 1.0 request: its own three, and what a berryMQ node carries.
+_V1_KEYS = frozenset({"method", "params", "id", CARRIED})
+
+
 def to_v2(request: dict[str, Any]) -> dict[str, Any]:
     """The 2.0 form of a 1.0 request (a new object; the id is kept as it is, null too, but
     one no 2.0 request may have: see :data:`_V2_IDS`).
@@ -165,6 +169,10 @@ def answer_v1(service: Service, request: dict[str, Any], context: Any) -> bytes 
             return None
         return error_v1(p.UNAUTHORISED, p.APPLICATION_ERRORS[p.UNAUTHORISED], request_id,
                          _NO_SECRET)
+    if not request.keys() <= _V1_KEYS:  # (the 2.0 check would name the jsonrpc member)
+        return error_v1(p.INVALID_REQUEST, "Invalid Request", None,
+                        f"a JSON-RPC 1.0 request has no members but method, params, id and "
+                        f"{CARRIED} (what a berryMQ node carries)")
     v2 = to_v2(request)
     if v2.get("method") == p.METHOD_INTERCONNECT:
         # the original's interconnect, answered here; the dispatcher wraps it all the same

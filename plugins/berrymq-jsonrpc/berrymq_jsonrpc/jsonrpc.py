@@ -227,7 +227,8 @@ class Dispatcher:
         def call(context: Any, /, *args: Any, **kwargs: Any) -> Any:
             if args:
                 if len(args) > len(order):
-                    raise invalid_params(f"{name} takes at most {len(order)} parameters by position")
+                    raise invalid_params(f"{name} takes at most {len(order)} "
+                                         f"parameter{'s' if len(order) > 1 else ''} by position")
                 kwargs = dict(zip(order, args, strict=False))
             try:
                 return Success(method(context, kwargs))

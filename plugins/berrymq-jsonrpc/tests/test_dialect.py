@@ -505,6 +505,10 @@ def test_v1_errors(bus_factory: Callable[..., Bus], scheme: str, request_: dict[
     assert set(answer) == {"result", "error", "id"}, answer
     assert answer["result"] is None and answer["id"] == answer_id
     assert answer["error"]["code"] == code
+    if "extra" in request_:  # named in 1.0's terms, without 2.0's jsonrpc member
+        assert answer["error"]["data"] == ("a JSON-RPC 1.0 request has no members but method, "
+                                           "params, id and berrymq (what a berryMQ node "
+                                           "carries)")
 
 
 def test_a_node_that_needs_a_secret_refuses_v1(v1: MakeV1, bus_factory: Callable[..., Bus]) -> None:

@@ -63,3 +63,10 @@ def test_ask_takes_its_token_and_extras_by_position(
     assert unknown["error"]["code"] == p.UNKNOWN_TOKEN, unknown
     over = call(scheme, port, "ask", [*params, "one more"])
     assert over["error"]["data"] == "ask takes at most 7 parameters by position", over
+
+
+def test_one_parameter_by_position_is_named_in_the_singular(
+        bus_factory: Callable[..., Bus]) -> None:
+    _, port = serve(bus_factory, "tcp")
+    over = call("tcp", port, "connect_oneway", [60, 60])
+    assert over["error"]["data"] == "connect_oneway takes at most 1 parameter by position"
