@@ -116,7 +116,7 @@ def test_identifier_and_local_bus_suites() -> None:
     garbage, refuse part of a batch), in Ruby."""
     for suite, runs in (("test/test_identifier.rb", 7), ("test/test_bus.rb", 25),
                         ("test/test_sample.rb", 1), ("test/test_outbox.rb", 4),
-                        ("test/test_wire.rb", 4), ("test/test_robustness.rb", 17)):
+                        ("test/test_wire.rb", 4), ("test/test_robustness.rb", 18)):
         passed(ruby(suite), runs)
 
 
@@ -217,10 +217,13 @@ def test_a_node_with_a_smaller_max_size(tmp_path: Path) -> None:
     """A node whose max_size (1024 bytes) is below the library's default: a message over it
     raises MessageTooLarge, and with max_size: 1024 it is refused before it is sent, as a
     node measures a message (512 bytes taken, 513 refused). Its max_ttl (100 s) is below
-    the library's default ttl: a connection made without a ttl gets 100 s."""
+    the library's default ttl: a connection made without a ttl gets 100 s. Its queue_size
+    (20): one more message raises QueueFull (it raised RemoteError). A session it closed:
+    the connection is closed (it stayed open, raising RemoteError without the node's URL)."""
     config = tmp_path / "small.toml"
-    config.write_text("[berrymq]\n\n[berrymq.jsonrpc-tcp]\nmax_size = 1024\nmax_ttl = 100\n\n"
-                      "[berrymq.jsonrpc-http]\nmax_size = 1024\nmax_ttl = 100\n")
+    config.write_text("[berrymq]\n\n[berrymq.jsonrpc-tcp]\nmax_size = 1024\nmax_ttl = 100\n"
+                      "queue_size = 20\n\n[berrymq.jsonrpc-http]\nmax_size = 1024\nmax_ttl = 100\n"
+                      "queue_size = 20\n")
     argv = [sys.executable, "-m", "berrymq", "serve", "--tcp", "127.0.0.1:0",
             "--http", "127.0.0.1:0"]
     server = Lines(argv, tmp_path, deadline=DEADLINE,
@@ -230,7 +233,7 @@ def test_a_node_with_a_smaller_max_size(tmp_path: Path) -> None:
         http = server.line().removeprefix("serving ")
         result = ruby("test/test_max_size.rb",
                       env={"BERRYMQ_SMALL_TCP_URL": tcp, "BERRYMQ_SMALL_HTTP_URL": http})
-        passed(result, 8)
+        passed(result, 12)
     finally:
         server.close()
 

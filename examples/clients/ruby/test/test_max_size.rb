@@ -1,11 +1,12 @@
 # frozen_string_literal: true
 
-# A node whose max_size is below the 1 MiB default (tests/test_ruby_client.py starts one
-# with max_size = 1024 and max_ttl = 100 for both transports and sets
-# BERRYMQ_SMALL_TCP_URL and BERRYMQ_SMALL_HTTP_URL): a message over it raises
-# MessageTooLarge, not RemoteError or ConnectionClosed; with max_size: 1024 it is refused
-# before it is sent. Its max_ttl is below the library's default ttl (1000): a connection
-# made without a ttl gets the node's limit.
+# A node with small limits (tests/test_ruby_client.py starts one with max_size = 1024,
+# max_ttl = 100 and queue_size = 20 for both transports and sets BERRYMQ_SMALL_TCP_URL and
+# BERRYMQ_SMALL_HTTP_URL): a message over its max_size raises MessageTooLarge, not
+# RemoteError or ConnectionClosed; with max_size: 1024 it is refused before it is sent.
+# Its max_ttl is below the library's default ttl (1000): a connection made without a ttl
+# gets the node's limit. A message its full queue refuses raises QueueFull. A session the
+# node no longer knows closes its connection.
 require_relative "test_helper"
 
 class TestMaxSize < Minitest::Test
@@ -21,6 +22,43 @@ class TestMaxSize < Minitest::Test
   end
 
   %w[tcp http].each do |scheme|
+    # SPEC section 7: send_message to a full queue raises QueueFull; the message was not
+    # stored, and the queue takes messages again once one is taken.
+    define_method("test_a_full_queue_on_the_node_raises_queue_full_#{scheme}") do
+      node = url(scheme)
+      queue = BerryMQ.connect_via_queue(node, "full:*", ttl: 60)
+      20.times { |i| queue.send_message("full:x", i) }
+      error = assert_raises(BerryMQ::QueueFull) { queue.send_message("full:x", 20) }
+      assert_equal "#{node} refused full:x: a queue on the node is full (queue_size 20); it was not stored there",
+                   error.message
+      assert_equal %w[queue_size 20], [error.data["setting"], error.data["limit"].to_s]
+      assert_equal [0], queue.get(timeout: WAIT).args
+      queue.send_message("full:x", 21)
+      assert_equal [*1..19, 21], 20.times.map { queue.get(timeout: WAIT).args[0] }
+    end
+
+    # A session the node no longer knows (closed there: its ttl passed unused, or the node
+    # restarted) closes the connection: the call raises ConnectionClosed naming the node
+    # and the connection, which is closed and untracked, and the loss is logged once.
+    define_method("test_a_session_the_node_no_longer_knows_closes_the_connection_#{scheme}") do
+      node = url(scheme)
+      log = []
+      logger = Object.new
+      logger.define_singleton_method(:error) { |text| log << text }
+      BerryMQ.logger = logger
+      queue = BerryMQ.connect_via_queue(node, "gone:*", ttl: 60)
+      other = BerryMQ.connect_oneway(node, ttl: 60) # a token works from any connection
+      other.send(:call, "close_connection", { "token" => queue.instance_variable_get(:@token) })
+      error = assert_raises(BerryMQ::ConnectionClosed) { queue.get_nowait }
+      assert_equal "the node no longer knows this connection to #{node} (queue): Unknown or expired token " \
+                   "(-32001); connect again", error.message
+      assert queue.closed?
+      assert_equal [other], BerryMQ.connections
+      assert_raises(BerryMQ::ConnectionClosed) { queue.send_message("gone:x", 1) }
+      assert_equal 1, log.size, log.inspect
+      assert_includes log[0], "the connection to #{node} (queue) is lost"
+    end
+
     # With the node's max_size given, nothing too large is sent: every connection stays.
     define_method("test_max_size_refuses_before_sending_#{scheme}") do
       node = url(scheme)

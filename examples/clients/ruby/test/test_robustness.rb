@@ -499,6 +499,19 @@ class TestRobustness < Minitest::Test
     assert_includes error.message, "this port speaks JSON-RPC over TCP, not HTTP"
   end
 
+  # A connect that failed reports nothing more: the end of its channel, which follows (the
+  # node hung up on a request it did not answer), is no loss of a connection that never
+  # was. (It was logged as one, "the connection ... is lost", after the error was raised.)
+  def test_a_connect_that_failed_logs_no_lost_connection
+    port = serve_one do |client|
+      client.gets # the connect_oneway, never answered: the node hangs up
+    end
+    error = assert_raises(BerryMQ::ConnectionClosed) { BerryMQ.connect_oneway("tcp://127.0.0.1:#{port}", timeout: 5) }
+    assert_includes error.message, "closed the connection"
+    assert_empty BerryMQ.connections
+    assert_empty @log # the channel's reader has ended: the connect's clean-up joined it
+  end
+
   # -- 8. tokens --------------------------------------------------------------------------
 
   def test_an_answer_that_is_not_a_token_is_refused

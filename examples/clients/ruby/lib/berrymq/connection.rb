@@ -71,12 +71,17 @@ module BerryMQ
       @timeout = timeout
       @pattern = pattern && Identifier.new(pattern)
       @closed = false
+      @open = false # set once the session is open: a loss before then fails the connect instead
+      @open_lock = Mutex.new
       channel_class = scheme == "tcp" ? TcpChannel : HttpChannel
       @max_size = max_size
       @channel = channel_class.new(@url, host, port, handler: method(:answer), timeout: timeout,
                                                      on_close: method(:connection_lost), max_size: max_size)
       open_session(ttl)
+      @open_lock.synchronize { @open = true }
+      connection_lost(@early_loss) if @early_loss
     rescue StandardError
+      @closed = true # never open: the end of its channel is no loss to report
       @renewal&.kill
       @outbox&.close(0)
       @channel&.close
@@ -94,13 +99,21 @@ module BerryMQ
     # Sends one message to the node and returns once the node's receivers have it.
     # Raises ArgumentError for a local name (it never leaves the process) or arguments
     # JSON cannot hold, MessageTooLarge (before sending) for a message over max_size less
-    # 512 bytes as a node measures it (JSONRPC.check_message_size), RemoteError when the
-    # node refuses it (e.g. QUEUE_FULL).
+    # 512 bytes as a node measures it (JSONRPC.check_message_size), QueueFull when a queue
+    # on the node refused it (Queue is full, -32005; #data names the node's setting), and
+    # RemoteError for another refusal.
     def send_message(identifier, *args, **kwargs)
       ident = remote_identifier(identifier)
       JSONRPC.check_message(ident, args, kwargs)
       JSONRPC.check_message_size(ident, args, kwargs, @max_size)
-      call("send_message", { "token" => @token, "identifier" => ident.to_s, "args" => args, "kwargs" => kwargs })
+      begin
+        call("send_message", { "token" => @token, "identifier" => ident.to_s, "args" => args, "kwargs" => kwargs })
+      rescue RemoteError => e
+        raise unless e.code == JSONRPC::CODES[:queue_full]
+
+        raise QueueFull.new("#{@url} refused #{ident}: #{JSONRPC.full_queue(e.data)}; it was not stored there",
+                            e.data)
+      end
       nil
     end
 
@@ -330,11 +343,17 @@ module BerryMQ
       params["secret"] = @secret if @secret
       @channel.call(method, params, timeout)
     rescue RemoteError => e
+      raise unless method != "close_connection" && e.code == JSONRPC::CODES[:unknown_token] && params["token"]
       # closed (#close, in another thread) while the call waited: the node, which ended the
       # session, answers it Unknown or expired token
-      raise unless @closed && method != "close_connection" && e.code == JSONRPC::CODES[:unknown_token]
+      raise ConnectionClosed, "the connection to #{@url} (#{@style}) was closed while #{method} waited" if @closed
 
-      raise ConnectionClosed, "the connection to #{@url} (#{@style}) was closed while #{method} waited"
+      # the session ended at the node (its ttl passed unused, or the node restarted): the
+      # connection is lost, as when its node goes away
+      lost = ConnectionClosed.new("the node no longer knows this connection to #{@url} (#{@style}): #{e.message}; " \
+                                  "connect again")
+      connection_lost(lost)
+      raise lost
     end
 
     # The Identifier of +identifier+; ArgumentError for a local one (its name starts with
@@ -376,9 +395,15 @@ module BerryMQ
     # outbox still holds is counted lost, the node's session is closed (best effort,
     # within CLOSE_TIMEOUT) and so is the channel, which stops receiving.
     def connection_lost(error)
-      return if @closed
+      @open_lock.synchronize do
+        return if @closed
 
-      @closed = true
+        unless @open
+          @early_loss ||= error # reported once the connect is done, if it succeeds
+          return
+        end
+        @closed = true
+      end
       @renewal_stop&.set
       @bus.logger.error("the connection to #{@url} (#{@style}) is lost: #{error.message}")
       @bus.untrack(self, lost: error)

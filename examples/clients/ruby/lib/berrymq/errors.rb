@@ -20,8 +20,17 @@ module BerryMQ
   # BerryMQ.get / BerryMQ.get_nowait when the node's queue is empty.
   class Empty < Error; end
 
-  # A bounded queue refused a message (it was not stored).
-  class QueueFull < Error; end
+  # A bounded queue refused a message (it was not stored): a local Queue, or a queue on a
+  # node (send_message answered Queue is full, -32005), whose #data then names the node's
+  # setting and limit ({"setting" => "queue_size", "limit" => 10000, "refused" => [0]}).
+  class QueueFull < Error
+    attr_reader :data
+
+    def initialize(message = "Queue is full", data = nil)
+      @data = data
+      super(message)
+    end
+  end
 
   # Receivers raised while BerryMQ.raise_errors is true: raised from twitter after every
   # receiver ran; #errors holds the exceptions in the order they happened.

@@ -187,6 +187,16 @@ module BerryMQ
       raise RemoteError.new(nil, error.to_s)
     end
 
+    # "a queue on the node is full (queue_size 10000)" from the data of a node's Queue is
+    # full, naming its setting and limit when it gave them.
+    def full_queue(data)
+      setting = data.is_a?(Hash) ? data["setting"] : nil
+      limit = data.is_a?(Hash) ? data["limit"] : nil
+      return "a queue on the node is full" unless setting.is_a?(String)
+
+      "a queue on the node is full (#{setting}#{limit.is_a?(Integer) ? " #{limit}" : ''})"
+    end
+
     # " (max_size 1000 bytes)" from the data of a node's Message too large, or "".
     def limit_of(data)
       limit = data.is_a?(Hash) ? data["limit"] : nil
