@@ -338,7 +338,7 @@ function encodeRequest(body, maxSize = MAX_SIZE) {
   const size = Buffer.byteLength(text, 'utf8');
   if (size > maxSize) {
     const method = Array.isArray(body) ? 'batch' : `${body.method}`;
-    throw new MessageTooLarge(`a ${method} request of ${size} bytes is over the limit of ${maxSize} bytes; ` +
+    throw new MessageTooLarge(`${/^[aeiou]/.test(method) ? 'an' : 'a'} ${method} request of ${size} bytes is over the limit of ${maxSize} bytes; ` +
                               'it was not sent', { limit: maxSize, setting: 'max_size', size });
   }
   return text;

@@ -79,7 +79,7 @@ module BerryMQ
       when nil, true, false, Integer
         nil
       when Float
-        not_json(what, path, "#{value} is not a finite number") unless value.finite?
+        not_json(what, path, "#{value}, not a finite number") unless value.finite?
       when String
         not_json(what, path, "a String that is not valid #{value.encoding}") unless text?(value)
       when Array, Hash
