@@ -451,16 +451,6 @@ async function closeConnection(target = null) {
   if (failed) throw failed.reason;
 }
 
-/** At the end of the program (Node's 'beforeExit': the event loop has nothing left to do;
- * not at process.exit() or a signal), the connections still open are closed, so that the
- * node frees their sessions, and what a queue holds for us, at once rather than after
- * their ttl, as the Python and Ruby clients do at exit. Best effort: the node ends a
- * session it cannot be told of after its ttl. */
-function closeAtExit() {
-  if (connections.length) closeConnection().catch(() => {});
-}
-process.on('beforeExit', closeAtExit);
-
 module.exports = {
   connectOneway, connectViaQueue, interconnect, sendMessage, get, getNowait, ask,
   closeConnection, connect, Connection, connections, DEFAULT_TTL, MAX_SIZE, codes: protocol.codes,

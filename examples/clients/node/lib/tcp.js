@@ -83,18 +83,6 @@ class TcpChannel extends Channel {
     this.failure = null; // the socket's error, if any
     this.over = false; // closedByPeer ran
     this.answerer = null;
-    this.calls = 0; // calls someone waits for the answer to (see hold())
-  }
-
-  /** The socket keeps the process running only while a call waits for its answer, or
-   * while the node may send requests on it (interconnect, serve()): a script that sent
-   * what it had to send ends, as over HTTP, whose idle sockets hold nothing either. (It
-   * kept the process running for good.) What was written still goes out first: a write
-   * in progress holds the process by itself. */
-  hold() {
-    if (this.socket === null || this.socket.destroyed) return;
-    if (this.answerer !== null || this.calls > 0 || this.ending) this.socket.ref();
-    else this.socket.unref();
   }
 
   /** Resolves with this channel once connected; rejects with ConnectionClosed. */
@@ -117,7 +105,6 @@ class TcpChannel extends Channel {
         socket.on('data', (chunk) => this.receive(chunk));
         socket.on('close', () => this.closedByPeer());
         this.socket = socket;
-        this.hold();
         resolve(this);
       });
     });
@@ -357,13 +344,6 @@ class TcpChannel extends Channel {
   waiter(body, ms, resolve = null, reject = null) {
     const ids = (Array.isArray(body) ? body : [body]).filter((r) => r && typeof r === 'object' && 'id' in r).map((r) => r.id);
     let timer = null;
-    let waited = resolve !== null; // counted in this.calls until answered or given up on
-    const done = () => {
-      if (!waited) return;
-      waited = false;
-      this.calls -= 1;
-      this.hold();
-    };
     const waiter = {
       settle: (reply) => { waiter.finish(); if (resolve) resolve(reply); },
       reject: (error) => { waiter.finish(); if (reject) reject(error); },
@@ -372,14 +352,11 @@ class TcpChannel extends Channel {
         for (const id of ids) if (this.pending.get(id) === waiter) this.pending.delete(id);
         this.inOrder.delete(waiter);
         this.late.delete(waiter);
-        done();
       },
     };
     for (const id of ids) this.pending.set(id, waiter);
     if (!mayWait(body)) this.inOrder.add(waiter);
     if (resolve !== null) {
-      this.calls += 1;
-      this.hold();
       // a request that timed out keeps its place (its ids, its place in the order), so
       // that a late answer to it is known as such and settles nothing else, while it is
       // one of the last LATE_ANSWERS given up on; the connection goes on (only this call
@@ -387,7 +364,6 @@ class TcpChannel extends Channel {
       timer = setTimer(() => {
         const error = new TransportError(`${this.url} did not answer within ${ms} ms`);
         resolve = null;
-        done(); // nobody waits for it now: its late answer holds nothing
         this.late.add(waiter);
         if (this.late.size > LATE_ANSWERS) this.late.values().next().value.finish(); // the oldest is forgotten
         reject(error);
@@ -429,7 +405,6 @@ class TcpChannel extends Channel {
   /** Interconnect over TCP: the node's requests come on this connection; addr is null. */
   serve(answerer) {
     this.answerer = answerer;
-    this.hold();
     return Promise.resolve(null);
   }
 
@@ -464,7 +439,6 @@ class TcpChannel extends Channel {
    * later than the timeout it names) the connection is cut at once. */
   close({ now = false } = {}) {
     this.ending = true;
-    this.hold(); // the node's end of the connection is waited for
     if (this.socket === null || this.socket.destroyed || this.over) {
       this.closed = true;
       return Promise.resolve();

@@ -71,6 +71,7 @@ module BerryMQ
       @timeout = timeout
       @pattern = pattern && Identifier.new(pattern)
       @closed = false
+      @lost = nil # the error that lost it (connection_lost), for the calls it ends
       @open = false # set once the session is open: a loss before then fails the connect instead
       @open_lock = Mutex.new
       channel_class = scheme == "tcp" ? TcpChannel : HttpChannel
@@ -346,7 +347,10 @@ module BerryMQ
       raise unless method != "close_connection" && e.code == JSONRPC::CODES[:unknown_token] && params["token"]
       # closed (#close, in another thread) while the call waited: the node, which ended the
       # session, answers it Unknown or expired token
-      raise ConnectionClosed, "the connection to #{@url} (#{@style}) was closed while #{method} waited" if @closed
+      if @closed # (closed meanwhile: by #close in another thread, or lost there)
+        raise ConnectionClosed, "the connection to #{@url} (#{@style}) " +
+                                (@lost ? "is lost: #{@lost.message}" : "was closed while #{method} waited")
+      end
 
       # the session ended at the node (its ttl passed unused, or the node restarted): the
       # connection is lost, as when its node goes away
@@ -402,6 +406,7 @@ module BerryMQ
           @early_loss ||= error # reported once the connect is done, if it succeeds
           return
         end
+        @lost = error
         @closed = true
       end
       @renewal_stop&.set
