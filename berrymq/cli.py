@@ -209,7 +209,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    run_demo()
+    run_demo(args.json)
     return 0
 
 
@@ -247,7 +247,8 @@ def _parser_and_commands(plugins: bool = True) -> tuple[argparse.ArgumentParser,
     p = commands.add("plugins", _cmd_plugins,
                      help="list installed plugins and whether each is active")
     add_json_option(p, 'one JSON object {"plugins": [...], "settings", "status"}')
-    commands.add("demo", _cmd_demo, help="show the main features in one short run")
+    p = commands.add("demo", _cmd_demo, help="show the main features in one short run")
+    add_json_option(p, 'one JSON object per feature, {"title", "code", "printed"}, a line each')
     p = commands.add("graph", _cmd_graph,
                      help="print who follows what (Graphviz DOT or Mermaid)")
     p.add_argument("--format", choices=("dot", "mermaid"), default="dot",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import json
 import os
 import subprocess
 import sys
@@ -119,25 +120,34 @@ def body_of(section: Callable[[], None]) -> str:
     return textwrap.dedent("\n".join(lines[start:])).strip("\n")
 
 
-def _run(title: str, section: Callable[[], None]) -> None:
-    print(f"\n== {title}\n")
-    print(textwrap.indent(body_of(section), "    "))
+def _run(section: Callable[[], None]) -> str:
+    """Run ``section`` on a fresh bus; what it printed."""
     out = io.StringIO()
     with berrymq.Bus(name="demo") as bus, berrymq.use_bus(bus), contextlib.redirect_stdout(out):
         try:
             section()
         except berrymq.PluginNotAvailable as exc:
             print(f"skipped: {exc}")
-    printed = out.getvalue().rstrip("\n") or "(nothing)"
-    print("\n  printed:")
-    print(textwrap.indent(printed, "    > ", lambda line: True))
+    return out.getvalue().rstrip("\n")
 
 
-def run_demo() -> None:
-    """Show and run every section of the demo."""
-    print("berryMQ", berrymq.__version__, "demo: each feature's code, then what it printed")
+def run_demo(as_json: bool = False) -> None:
+    """Show and run every section of the demo; ``as_json``: one JSON object per section,
+    ``{"title", "code", "printed"}``, on a line of its own, as it is done."""
+    if not as_json:
+        print("berryMQ", berrymq.__version__, "demo: each feature's code, then what it printed")
     for title, section in SECTIONS:
-        _run(title, section)
-    # examples/ and docs/ are in neither the wheel nor the sdist: say where they are
-    print("\ndone: examples/ and docs/ in berryMQ's source repository show more; "
-          "`berrymq plugins` lists the installed plugins")
+        code = body_of(section)
+        if not as_json:
+            print(f"\n== {title}\n")
+            print(textwrap.indent(code, "    "), flush=True)
+        printed = _run(section)
+        if as_json:
+            print(json.dumps({"title": title, "code": code, "printed": printed}), flush=True)
+        else:
+            print("\n  printed:")
+            print(textwrap.indent(printed or "(nothing)", "    > ", lambda line: True))
+    if not as_json:
+        # examples/ and docs/ are in neither the wheel nor the sdist: say where they are
+        print("\ndone: examples/ and docs/ in berryMQ's source repository show more; "
+              "`berrymq plugins` lists the installed plugins")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,8 +13,8 @@ import pytest
 from berrymq.demo import SECTIONS, body_of
 
 
-def _demo(tmp_path: Path, **env: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "berrymq", "demo"], cwd=tmp_path,
+def _demo(tmp_path: Path, *args: str, **env: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "berrymq", "demo", *args], cwd=tmp_path,
                             env={**os.environ, **env}, capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -44,6 +45,17 @@ def test_each_section_shows_its_code_then_what_it_printed(tmp_path: Path) -> Non
     between = printed_lines("between processes: JSON-RPC over TCP")
     assert between[1].startswith("got child:hello ('from process'")
     assert between[2] == "its _secret:x never left it: True"
+
+
+def test_json_gives_each_section_as_an_object_of_its_own_line(tmp_path: Path) -> None:
+    """``demo --json`` (issue 12: ``--json`` for every command's output; it was refused)."""
+    sections = [json.loads(line) for line in _demo(tmp_path, "--json").splitlines()]
+    assert [(s["title"], s["code"]) for s in sections] == [
+        (title, body_of(section)) for title, section in SECTIONS]
+    printed = {s["title"]: s["printed"] for s in sections}
+    assert printed["ask: request/reply returns every receiver's answer"] == (
+        "ask('price:quote', 2) -> [19.0]")
+    assert printed["pull: a queue stores what matches"] == "queued: 3 first: (0,) then: (1,)"
 
 
 def test_without_the_tcp_plugin_the_demo_says_what_to_install(tmp_path: Path) -> None:

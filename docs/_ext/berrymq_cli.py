@@ -36,6 +36,9 @@ class Command:
     path: str
     help: str
     usage: str
+    #: what ``--help`` says beyond the one line of ``help``: the description (when it is
+    #: more than that line) and, for the top command, the epilog every command shares
+    text: str = ""
     arguments: list[Argument] = field(default_factory=list)
 
 
@@ -65,8 +68,12 @@ def _names(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
 
 def walk(parser: argparse.ArgumentParser, path: str | None = None, help: str = "") -> list[Command]:
     """Every command of ``parser``, depth first, in the order they were added."""
+    top = path is None
     path = path or parser.prog
-    command = Command(path, help or parser.description or "", parser.format_usage().strip())
+    help = help or parser.description or ""
+    more = [parser.description or "", parser.epilog or ""] if top else [parser.description or ""]
+    text = "\n\n".join(part.strip("\n") for part in more if part and part.strip() != help.strip())
+    command = Command(path, help, parser.format_usage().strip(), text)
     below: list[Command] = []
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
@@ -95,6 +102,7 @@ class CliReference(SphinxDirective):
             if command.help:
                 section += nodes.paragraph(text=command.help)
             section += nodes.literal_block(command.usage, command.usage, language="text")
+            section += _paragraphs(command.text)
             if command.arguments:
                 items = nodes.definition_list()
                 for argument in command.arguments:
@@ -110,6 +118,19 @@ class CliReference(SphinxDirective):
             self.state.document.note_implicit_target(section)
             sections.append(section)
         return sections
+
+
+def _paragraphs(text: str) -> list[nodes.Node]:
+    """``text`` as ``--help`` shows it (berrymq.cli.HelpFormatter): a paragraph filled,
+    an indented one (examples) kept line for line."""
+    shown: list[nodes.Node] = []
+    for paragraph in text.split("\n\n") if text else []:
+        lines = paragraph.splitlines()
+        if any(line.startswith(" ") for line in lines[1:]):
+            shown.append(nodes.literal_block(paragraph, paragraph, language="text"))
+        else:
+            shown.append(nodes.paragraph(text=" ".join(line.strip() for line in lines)))
+    return shown
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 replies, as ``nats request`` does for NATS and ``berrymq-js ask`` for Node.js.
 
 The request goes to the node alone, on the command's own connection (not through this
-process's bus, whose other links, a broker's, would answer too). The replies are one JSON
+process's bus, whose other links, a broker's, would answer too); with a broker's URL
+(``nats://``) to every process that follows the identifier there, as ``nats request``
+asks every responder. The replies are one JSON
 array on one line, in the order the node's receivers answered it: each the value a
 receiver returned, or ``{"error": {...}}`` for one that failed (its ``type``, ``message``,
 ``receiver`` and ``node``), as the ``ask`` method answers over the wire. A receiver's
@@ -20,12 +22,14 @@ import threading
 from typing import Any
 
 from berrymq.cli import Commands, UsageError, add_json_option, print_json
-from berrymq.errors import TransportError
+from berrymq.errors import ReplyError, TransportError
+from berrymq.message import Message
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.cli_send import message_from_words, split_words
 from berrymq_jsonrpc.cli_session import StoppableSession
 from berrymq_jsonrpc.cli_support import (
     add_message_arguments,
+    is_broker,
     quiet_remote_logs,
     run_until_stopped,
     seconds_argument,
@@ -46,12 +50,23 @@ def run_ask(args: argparse.Namespace) -> int:
               "kwargs": {**message.kwargs, **dict(args.kw or [])}, "timeout": args.timeout}
     session = StoppableSession()
     answers: list[Any] = []
+    broker = is_broker(url)
 
     def ask_the_node(stopping: threading.Event) -> int:
         # the session lives as long as the ask may take, and ends with it
         connection = session.open(url, args.connect_timeout, args.timeout + _ANSWER_MARGIN)
         try:
-            answers.append(connection.call(p.METHOD_ASK, params, args.timeout + _ANSWER_MARGIN))
+            if broker:  # the link's own ask: a JSON-RPC session's ask method is a node's
+                asked = Message(message.identifier, message.args, params["kwargs"])
+                try:
+                    replies = connection.link.request(asked, args.timeout)
+                except TimeoutError as exc:  # processes follow it there; none answered
+                    raise TransportError(f"{url}: {exc}") from None
+                answers.append([{"error": reply.to_json()} if isinstance(reply, ReplyError)
+                                else {"value": reply} for reply in replies])
+            else:
+                answers.append(connection.call(p.METHOD_ASK, params,
+                                               args.timeout + _ANSWER_MARGIN))
         finally:
             connection.close()
         return 0
@@ -90,10 +105,13 @@ def register_ask_command(commands: Commands) -> None:
                     "for the replies of the node's receivers, and print them as one JSON "
                     "array: each the value a receiver returned, or {\"error\": {\"type\", "
                     "\"message\", \"receiver\", \"node\"}} for one that failed (still exit "
-                    "status 0). [] when no receiver answered. ARGs are parsed as for send.\n\n"
+                    "status 0). [] when no receiver answered. ARGs are parsed as for send. "
+                    "With a broker's URL (nats://), every process that follows ID through "
+                    "the broker answers, as for nats request.\n\n"
                     "examples:\n"
                     "  berrymq ask tcp://127.0.0.1:7000 price:quote 2\n"
-                    "  BERRYMQ_URL=http://127.0.0.1:8000 berrymq ask stock:count --kw item=pen",
+                    "  BERRYMQ_URL=http://127.0.0.1:8000 berrymq ask stock:count --kw item=pen\n"
+                    "  berrymq ask nats://127.0.0.1:4222 price:quote 2",
     )
     add_message_arguments(parser, "the message identifier, e.g. price:quote")
     parser.add_argument("--timeout", type=seconds_argument, default=5.0, metavar="SECONDS",

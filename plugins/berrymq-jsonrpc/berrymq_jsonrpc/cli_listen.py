@@ -21,11 +21,11 @@ from typing import Any
 
 from berrymq.api import DEFAULT_TTL, connect_broker, connect_via_queue
 from berrymq.cli import node_url, write_output
-from berrymq.default import get_bus
 from berrymq.errors import BerryMQError, ConnectionClosed, TransportError
 from berrymq.receivers.queues import Queue
 from berrymq_jsonrpc.cli_support import (
     format_message,
+    is_broker,
     node_failure,
     open_session,
     quiet_remote_logs,
@@ -111,12 +111,8 @@ class _BrokerQueue:
 
 
 def _source(url: str, pattern: str, timeout: float) -> _NodeQueue | _BrokerQueue:
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
-    try:
-        broker = bool(scheme) and hasattr(get_bus().transport(scheme), "connect_broker")
-    except BerryMQError:
-        broker = False  # connecting names the missing plugin
-    return _BrokerQueue(url, pattern, timeout) if broker else _NodeQueue(url, pattern, timeout)
+    return (_BrokerQueue(url, pattern, timeout) if is_broker(url)
+            else _NodeQueue(url, pattern, timeout))
 
 
 class _Listen:

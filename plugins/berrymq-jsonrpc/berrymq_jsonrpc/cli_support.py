@@ -28,7 +28,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.channel import NoAnswer
 from berrymq_jsonrpc.limits import ttl_limit
 
-__all__ = ["URL_HELP", "add_message_arguments", "connect", "format_message", "shown",
+__all__ = ["URL_HELP", "add_message_arguments", "connect", "format_message", "is_broker", "shown",
            "keyword", "node_failure", "open_session", "parse_value", "pattern_argument",
            "port_speaks", "quiet_remote_logs", "run_until_stopped", "scheme_hint",
            "seconds_argument", "secret_hint", "went_away"]
@@ -235,6 +235,16 @@ def node_failure(url: str, exc: BaseException, *, probe: bool = True) -> Excepti
     if hint:
         return ConnectionClosed(f"cannot reach {url}{hint}")
     return ConnectionClosed(text)
+
+
+def is_broker(url: str) -> bool:
+    """Whether ``url``'s scheme names a broker's transport (``nats://``): one that joins
+    this process's bus to the broker rather than opening a session on one node."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    try:
+        return bool(scheme) and hasattr(get_bus().transport(scheme), "connect_broker")
+    except BerryMQError:
+        return False  # connecting names the missing plugin
 
 
 def connect(url: str, timeout: float, opener: Callable[[str], Any]) -> Any:

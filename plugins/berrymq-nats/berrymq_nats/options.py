@@ -38,10 +38,10 @@ class BrokerOptions:
     :param user: a user name (with ``password``).
     :param password: the user's password.
     :param credentials: the path of a NATS ``.creds`` file (a user's JWT and NKey seed, for
-        a server in operator mode); needs the ``nkeys`` package
-        (``pip install 'berrymq-nats[credentials]'``). Checked when the plugins load (a
-        relative path in the settings file is relative to that file's folder) and when
-        the bridge is made.
+        a server in operator mode); needs the ``nkeys`` package (``pip install nkeys``,
+        the plugin's ``[credentials]`` extra). Checked when the plugins load (a relative
+        path in the settings file is relative to that file's folder) and when the bridge
+        is made.
     :param subject_prefix: the first token(s) of every subject (see ``subjects``).
     :param connect_timeout: seconds to wait for a connection to one server.
     :param reconnect_wait: seconds between reconnection attempts to one server.
@@ -172,7 +172,8 @@ def credentials_problem(path: str) -> str | None:
                     "with a value)")
     if importlib.util.find_spec("nkeys") is None:
         return (f"file {path} needs the nkeys package: "
-                "pip install 'berrymq-nats[credentials]'")
+                "pip install nkeys (the plugin's [credentials] extra; in a berryMQ "
+                "checkout: pip install './plugins/berrymq-nats[credentials]')")
     return None
 
 

@@ -56,3 +56,30 @@ def test_listen_to_a_broker_that_is_not_there(tmp_path: Path,
     assert listener.returncode == 1 and out == ""
     assert err.startswith(f"berrymq: error: cannot connect to NATS at {url}"), err
     assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+RESPONDER = """
+import sys, berrymq
+berrymq.regist_function("price:quote", lambda message: 9.5 * message.args[0], weak=False)
+berrymq.connect_broker(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_ask_through_a_nats_broker(tmp_path: Path, nats_server: Any) -> None:
+    """``berrymq ask nats://...`` asks every process that follows the identifier there (it
+    failed with an internal error: the command called a JSON-RPC method on the bridge)."""
+    url = nats_server.url
+    responder = subprocess.Popen([sys.executable, "-c", RESPONDER, url], cwd=tmp_path,
+                                 text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert responder.stdout is not None and responder.stdout.readline() == "ready\n"
+        asker = berrymq("ask", url, "price:quote", "2", cwd=tmp_path)
+        out, err = asker.communicate(timeout=DEADLINE)
+        assert (asker.returncode, out, err) == (0, "[19.0]\n", "")
+        asker = berrymq("ask", url, "nobody:here", "--json", cwd=tmp_path)
+        out, err = asker.communicate(timeout=DEADLINE)
+        assert (asker.returncode, out, err) == (0, f'{{"url": "{url}", "replies": []}}\n', "")
+    finally:
+        responder.communicate("\n", timeout=DEADLINE)
