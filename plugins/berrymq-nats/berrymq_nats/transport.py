@@ -43,6 +43,10 @@ class NatsTransport(Transport):
     def __init__(self, bus: Bus, settings: Mapping[str, Any]) -> None:
         super().__init__(bus, settings)
         self.bridge: NatsBridge | None = None
+        #: the longest wait of a connection attempt, in seconds: the ``connect_timeout``
+        #: setting, which a command's ``--timeout`` lowers for its run (an option given
+        #: to :meth:`connect_broker` comes before both)
+        self.timeout = float(settings.get("connect_timeout", BrokerOptions.connect_timeout))
         self._lock = ForkSafeLock()
         bus.state(_TRANSPORT)[:] = [self]
 
@@ -68,6 +72,7 @@ class NatsTransport(Transport):
             <berrymq_nats.outbox.Outbox.forked>`), and no new one can start here.
         """
         merged = {k: v for k, v in self.settings.items() if k != "servers"}
+        merged["connect_timeout"] = self.timeout
         credentials = merged.get("credentials")
         if isinstance(credentials, str):
             # a relative path in the settings file is relative to that file's folder

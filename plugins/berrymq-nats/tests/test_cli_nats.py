@@ -3,10 +3,14 @@ a real nats-server, the commands as subprocesses."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -83,3 +87,64 @@ def test_ask_through_a_nats_broker(tmp_path: Path, nats_server: Any) -> None:
         assert (asker.returncode, out, err) == (0, f'{{"url": "{url}", "replies": []}}\n', "")
     finally:
         responder.communicate("\n", timeout=DEADLINE)
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never says a word (no NATS INFO)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"nats://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted: queue.Queue[None] = queue.Queue()  # an item per connection taken
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.sock.accept()[0])
+                self.accepted.put(None)
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)  # (wakes the accept)
+        self.sock.close()
+        self.thread.join(DEADLINE)
+        for conn in self.held:
+            conn.close()
+
+
+def test_send_to_a_silent_server_keeps_to_its_timeout(tmp_path: Path) -> None:
+    """``send --timeout 1`` bounds the wait for NATS too (it waited the settings file's
+    connect_timeout, here 10 s, and then as long again while closing)."""
+    config = tmp_path / "berrymq.toml"
+    config.write_text("[berrymq.nats]\nconnect_timeout = 10\n")
+    server = SilentServer()
+    try:
+        started = time.monotonic()
+        sender = berrymq("send", "--timeout", "1", server.url, "job:a", cwd=tmp_path)
+        out, err = sender.communicate(timeout=DEADLINE)
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert sender.returncode == 1 and out == ""
+    assert err.startswith(f"berrymq: error: cannot connect to NATS at {server.url}"), err
+    assert took < 8, took
+
+
+def test_listen_stopped_while_it_connects_ends_at_once(tmp_path: Path) -> None:
+    """SIGTERM while ``listen nats://...`` connects (the server silent) ends it without
+    waiting for the attempt (it took the attempt's whole connect_timeout, 10 s)."""
+    server = SilentServer()
+    try:
+        listener = berrymq("listen", "--connect-timeout", "10", server.url, "job:*",
+                           cwd=tmp_path)
+        server.accepted.get(timeout=DEADLINE)  # the attempt is under way
+        stopped = time.monotonic()
+        listener.send_signal(signal.SIGTERM)
+        out, err = listener.communicate(timeout=DEADLINE)
+        took = time.monotonic() - stopped
+    finally:
+        server.close()
+    assert listener.returncode == 0 and out == "" and "Traceback" not in err, err
+    assert took < 6, took
