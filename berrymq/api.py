@@ -284,7 +284,9 @@ def get(block: bool = True, timeout: float | None = None) -> Message:
     The node answers within ``timeout`` (:class:`berrymq.Empty` if nothing came). A node
     that answers nothing at all (stopped, cut off) is given up on ``timeout`` plus the
     transport's ``timeout`` setting (10 s) later, with :class:`berrymq.TransportError`:
-    a message the node took for this call in time is not dropped on its way back."""
+    a message the node took for this call in time is not dropped on its way back. Without
+    a ``timeout`` each request waits at most the node's ``max_get_wait`` (30 s) and is
+    asked again, so a node that stopped answering is given up on 40 s later."""
     return _client_connection(need_queue=True).get(block, timeout)
 
 
