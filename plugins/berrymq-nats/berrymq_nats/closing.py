@@ -119,14 +119,11 @@ async def shutdown(bridge: NatsBridge) -> None:
     was not sent is counted before the client is closed, so ``close()`` returns with
     it counted. First, a first connection still
     being made (a short program closes, or ends, at once) is waited for until it is
-    made or an attempt fails, within ``connect_timeout``, when messages wait to go out on
-    it; with none, the attempt is cancelled (a command stopped while it connects, a
-    connect that failed, ends at once)."""
+    made or an attempt fails, within ``connect_timeout``: what waits goes out on it."""
     current = asyncio.current_task()
     wait = bridge.options.connect_timeout
     connecting = [t for t in bridge.tasks[1:] if t is not current and not t.done()]
-    if connecting and bridge.outbox.waiting:  # (nothing to send: the attempt is cut short)
-        # until it is done subscribing too; once closed it makes no new attempt
+    if connecting:  # until it is done subscribing too; once closed it makes no new attempt
         bridge.attempt_failed.clear()
         await first_of(connecting, bridge.attempt_failed, wait)
     for task in bridge.tasks:

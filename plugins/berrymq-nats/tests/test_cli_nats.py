@@ -116,7 +116,7 @@ class SilentServer:
 
 def test_send_to_a_silent_server_keeps_to_its_timeout(tmp_path: Path) -> None:
     """``send --timeout 1`` bounds the wait for NATS too (it waited the settings file's
-    connect_timeout, here 10 s, and then as long again while closing)."""
+    connect_timeout, here 10 s, and then as long again while closing: 20 s)."""
     config = tmp_path / "berrymq.toml"
     config.write_text("[berrymq.nats]\nconnect_timeout = 10\n")
     server = SilentServer()
@@ -131,20 +131,3 @@ def test_send_to_a_silent_server_keeps_to_its_timeout(tmp_path: Path) -> None:
     assert err.startswith(f"berrymq: error: cannot connect to NATS at {server.url}"), err
     assert took < 8, took
 
-
-def test_listen_stopped_while_it_connects_ends_at_once(tmp_path: Path) -> None:
-    """SIGTERM while ``listen nats://...`` connects (the server silent) ends it without
-    waiting for the attempt (it took the attempt's whole connect_timeout, 10 s)."""
-    server = SilentServer()
-    try:
-        listener = berrymq("listen", "--connect-timeout", "10", server.url, "job:*",
-                           cwd=tmp_path)
-        server.accepted.get(timeout=DEADLINE)  # the attempt is under way
-        stopped = time.monotonic()
-        listener.send_signal(signal.SIGTERM)
-        out, err = listener.communicate(timeout=DEADLINE)
-        took = time.monotonic() - stopped
-    finally:
-        server.close()
-    assert listener.returncode == 0 and out == "" and "Traceback" not in err, err
-    assert took < 6, took
