@@ -35,7 +35,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from berrymq_jsonrpc.channel import Channel, Late
-from berrymq_jsonrpc.jsonrpc_client import parse_reply
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.listener import Accepted
 from berrymq_jsonrpc.reading import FREE_READING, Share
@@ -342,7 +341,7 @@ class LineChannel(ReadingShare, ThreadBufferedProtocol, Channel, ReadDeadline, R
         wait = self.timeout if timeout is None else timeout
         text, request_id = self._request(method, params)
         reply = self.calls.call(text, request_id, wait, late)
-        return parse_reply(reply, request_id, self.url)
+        return self.result_of(reply, request_id)
 
     # -- closing --------------------------------------------------------------------------
 

@@ -17,11 +17,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from berrymq.errors import ConnectionClosed, MessageTooLarge, TransportError
+from berrymq.errors import ConnectionClosed, MessageTooLarge, RemoteError, TransportError
 from berrymq.transports.ioloop import io_loop
 from berrymq.wire import byte_size
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.jsonrpc_client import encode_request, parse_reply
+from berrymq_jsonrpc.jsonrpc_client import encode_request, parse_reply, unauthorised
 
 __all__ = ["Channel", "Late", "NoAnswer"]
 
@@ -152,7 +152,17 @@ class Channel(ABC):
         text, request_id = self._request(method, params)
         reply = await self.exchange(text, request_id,
                                     self.timeout if timeout is None else timeout, late)
-        return parse_reply(reply, request_id, self.url)
+        return self.result_of(reply, request_id)
+
+    def result_of(self, reply: Any, request_id: int) -> Any:
+        """The result of ``reply`` (:func:`~berrymq_jsonrpc.jsonrpc_client.parse_reply`);
+        an *Unauthorised* answer raised saying whether this channel sent a secret."""
+        try:
+            return parse_reply(reply, request_id, self.url)
+        except RemoteError as exc:
+            if exc.code != p.UNAUTHORISED:
+                raise
+            raise unauthorised(exc, self.url, given=self.secret is not None) from None
 
     def call(self, method: str, params: Mapping[str, Any], timeout: float | None = None,
              late: Late | None = None) -> Any:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import socket
 import threading
@@ -26,6 +25,7 @@ from berrymq.identifier import parse
 from berrymq.timeouts import too_long
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.channel import NoAnswer
+from berrymq_jsonrpc.jsonrpc_client import secret_refusal
 from berrymq_jsonrpc.limits import ttl_limit
 
 __all__ = ["URL_HELP", "add_message_arguments", "connect", "format_message", "is_broker", "shown",
@@ -203,21 +203,8 @@ def secret_hint(*, given: bool, option: str = "") -> str:
     """What to do about a node that refused a request as unauthorised: when a secret was
     sent, that it is not the node's (a wrong secret); else where to give one (``option``:
     the command's own option for it, e.g. ``--secret``)."""
-    if given:
-        return ": the secret given was refused (a wrong secret: not the node's shared secret)"
     where = f"give {option} or set {p.SECRET_ENV_VAR}" if option else f"set {p.SECRET_ENV_VAR}"
-    return f": no secret was given; {where} to the node's shared secret"
-
-
-def _secret_given(url: str) -> bool:
-    """Whether a request to ``url`` carried a secret: its transport's ``secret`` setting or
-    the ``BERRYMQ_SECRET`` environment variable."""
-    scheme = url.partition("://")[0].lower()
-    try:
-        secret = getattr(get_bus().transport(scheme), "secret", None)
-    except BerryMQError:
-        secret = None
-    return bool(secret or os.environ.get(p.SECRET_ENV_VAR))
+    return ": " + secret_refusal(given=given, where=where)
 
 
 def node_failure(url: str, exc: BaseException, *, probe: bool = True) -> Exception:
@@ -227,9 +214,7 @@ def node_failure(url: str, exc: BaseException, *, probe: bool = True) -> Excepti
     if isinstance(exc, (ValueError, TypeError)):
         return UsageError(str(exc))
     text = " ".join((str(exc) or type(exc).__name__).split())  # one line, whatever came back
-    if isinstance(exc, RemoteError):
-        if exc.code == p.UNAUTHORISED:
-            text += secret_hint(given=_secret_given(url))
+    if isinstance(exc, RemoteError):  # (an Unauthorised one says whether a secret was sent)
         return TransportError(text)
     hint = scheme_hint(url) if probe else ""
     if hint:

@@ -27,7 +27,8 @@ from berrymq.errors import (
 from berrymq.wire import ParseError, dumps, loads
 from berrymq_jsonrpc import protocol as p
 
-__all__ = ["PeerQueueFull", "encode_notification", "encode_request", "error_for", "parse_reply"]
+__all__ = ["PeerQueueFull", "encode_notification", "encode_request", "error_for", "parse_reply",
+           "secret_refusal", "unauthorised"]
 
 
 def encode_request(method: str, params: Mapping[str, Any], request_id: Any) -> str:
@@ -154,3 +155,21 @@ def error_for(code: int, message: str, data: Any = None, peer: str | None = None
     if detail:
         error.args = (f"{error.args[0]}{detail}",)
     return error
+
+
+def secret_refusal(*, given: bool, where: str) -> str:
+    """What a node's *Unauthorised* means for the requester: ``given``, whether it sent a
+    secret; ``where`` says how to give one (when none was given)."""
+    if given:
+        return "the secret given was refused (a wrong secret: not the node's shared secret)"
+    return f"no secret was given; {where} to the node's shared secret"
+
+
+def unauthorised(error: RemoteError, peer: str, *, given: bool) -> RemoteError:
+    """``error``, a node's *Unauthorised*, as a :class:`berrymq.RemoteError` of the same
+    code and data whose text names ``peer`` and says whether the secret was missing or
+    wrong (the node's answer says neither)."""
+    refused = RemoteError(error.code, error.message, error.data)
+    refused.args = (f"{peer} refused the request: {error}: " + secret_refusal(
+        given=given, where=f"set the transport's secret setting or {p.SECRET_ENV_VAR}"),)
+    return refused

@@ -476,6 +476,26 @@ def test_non_loopback_bind_needs_a_secret(scheme: str, bus_factory: Callable[...
     assert received.get(timeout=5).id == "sec:ret"
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_the_api_says_whether_the_secret_was_missing_or_wrong(
+        scheme: str, bus_factory: Callable[..., Bus], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client refused as *Unauthorised* learns which node refused and why: its secret
+    was missing or wrong (it got ``remote error -32004: Unauthorised``, naming neither)."""
+    monkeypatch.delenv(p.SECRET_ENV_VAR, raising=False)
+    secured = bus_factory(**{f"jsonrpc-{scheme}": {"secret": "shared"}})
+    url = secured.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+    for secret, why in ((None, "no secret was given; set the transport's secret setting or "
+                               f"{p.SECRET_ENV_VAR} to the node's shared secret"),
+                        ("wrong", "the secret given was refused (a wrong secret: not the "
+                                  "node's shared secret)")):
+        client = bus_factory(**({f"jsonrpc-{scheme}": {"secret": secret}} if secret else {}))
+        with pytest.raises(berrymq.RemoteError) as refused:
+            client.transport(scheme).connect_oneway(url, 60)
+        assert refused.value.code == p.UNAUTHORISED
+        assert str(refused.value) == f"{url} refused the request: remote error -32004: " \
+                                     f"Unauthorised: {why}"
+
+
 def test_secret_from_the_environment(bus_factory: Callable[..., Bus],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(p.SECRET_ENV_VAR, "from-env")
