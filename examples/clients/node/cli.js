@@ -285,9 +285,7 @@ main(process.argv.slice(2)).then(() => {
   // Invalid params: what the command line gave (an identifier, say) is wrong, as the
   // Python command finds before it connects.
   const usage = error instanceof UsageError || error.code === berrymq.codes.INVALID_PARAMS;
-  const hint = usage ? ' (see berrymq-js --help)' :
-    error.code === berrymq.codes.UNAUTHORISED ? ": set BERRYMQ_SECRET to the node's shared secret" :
-      refusalHint(error);
+  const hint = usage ? ' (see berrymq-js --help)' : refusalHint(error); // (Unauthorised says why)
   console.error(`berrymq-js: error: ${error.message}${hint}`);
   process.exitCode = usage ? 2 : 1;
 });

@@ -9,7 +9,7 @@
  * `serve(answerer)` (how the node reaches us after interconnect) and `close()`.
  */
 
-const { encodeRequest, ENVELOPE, MAX_SIZE, mayWait, resultOf } = require('./protocol');
+const { BerryMQError, codes, encodeRequest, ENVELOPE, MAX_SIZE, mayWait, resultOf } = require('./protocol');
 
 /** Milliseconds a request may wait for its answer, beyond any wait it asks the node for. */
 const DEFAULT_TIMEOUT = 10000;
@@ -134,10 +134,26 @@ class Channel {
     const waits = mayWait(body);
     const go = () => {
       body.id = this.nextId++;
-      return this.send(body, (text) => this.request(body, text, this.timeout + (wait || 0) * 1000, waits)).then((reply) => resultOf(reply, body.id, this.url));
+      return this.send(body, (text) => this.request(body, text, this.timeout + (wait || 0) * 1000, waits)).then((reply) => this.resultOf(reply, body.id));
     };
     // `turn`: the caller holds a turn of whenWaitingAllowed already
     return waits && !turn ? this.whenWaitingAllowed(null, go) : go();
+  }
+
+  /** The result of `reply` (protocol's resultOf); a node's Unauthorised rejects naming
+   * the node and whether this channel sent a secret (the node's answer says neither). */
+  resultOf(reply, id) {
+    try {
+      return resultOf(reply, id, this.url);
+    } catch (error) {
+      if (!(error instanceof BerryMQError) || error.code !== codes.UNAUTHORISED) throw error;
+      const why = this.secret === null ?
+        "no secret was given; pass the secret option or set BERRYMQ_SECRET to the node's shared secret" :
+        "the secret given was refused (a wrong secret: not the node's shared secret)";
+      const refused = new BerryMQError(`${this.url} refused the request: Unauthorised`, error.code, why);
+      refused.data = error.data; // (the node's own, if it gave any)
+      throw refused;
+    }
   }
 
   /** Send a notification: no id, so the node answers nothing (not even an error).

@@ -222,9 +222,14 @@ describe('a node with a shared secret', { timeout: 4 * DEADLINE }, () => {
   for (const scheme of ['tcp', 'http']) {
     it(`over ${scheme}: no or a wrong secret is Unauthorised, the right one works`, async () => {
       const url = node[scheme];
+      // it said 'Unauthorised (-32004)', naming neither the node nor what was wrong
+      const why = {
+        null: "no secret was given; pass the secret option or set BERRYMQ_SECRET to the node's shared secret",
+        wrong: "the secret given was refused (a wrong secret: not the node's shared secret)",
+      };
       for (const secret of [null, 'wrong']) {
         await assert.rejects(berrymq.connectOneway(url, { secret }),
-          { code: codes.UNAUTHORISED, message: 'Unauthorised (-32004)' });
+          { code: codes.UNAUTHORISED, message: `${url} refused the request: Unauthorised (-32004): ${why[secret]}` });
       }
       const oneway = await berrymq.connectOneway(url, { ttl: 60, secret: 'correct horse' });
       assert.equal(await oneway.sendMessage('node:secret', [1]), 'ok');
@@ -234,10 +239,11 @@ describe('a node with a shared secret', { timeout: 4 * DEADLINE }, () => {
   }
 
   it('berrymq-js: a missing or wrong BERRYMQ_SECRET is exit status 1, the right one 0', async () => {
-    for (const secret of ['', 'wrong']) {
+    for (const [secret, why] of [['', "no secret was given; pass the secret option or set BERRYMQ_SECRET to the node's shared secret"],
+      ['wrong', "the secret given was refused (a wrong secret: not the node's shared secret)"]]) {
       const result = await runCli(['send', node.tcp, 'node:cli'], { env: { BERRYMQ_SECRET: secret } });
       assert.equal(result.code, 1, result.stderr);
-      assert.equal(result.stderr, "berrymq-js: error: Unauthorised (-32004): set BERRYMQ_SECRET to the node's shared secret\n");
+      assert.equal(result.stderr, `berrymq-js: error: ${node.tcp} refused the request: Unauthorised (-32004): ${why}\n`);
     }
     const result = await runCli(['send', node.http, 'node:cli'], { env: { BERRYMQ_SECRET: 'correct horse' } });
     assert.equal(result.code, 0, result.stderr);

@@ -512,6 +512,19 @@ class TestRobustness < Minitest::Test
     assert_empty @log # the channel's reader has ended: the connect's clean-up joined it
   end
 
+  # A node's Unauthorised names the node and whether the secret was missing or wrong (it
+  # said "Unauthorised (-32004)" alone).
+  def test_unauthorised_says_whether_the_secret_was_missing_or_wrong
+    node = fake_node { |_request, _| { "error" => { "code" => -32_004, "message" => "Unauthorised" } } }
+    { nil => "no secret was given; pass secret: or set BERRYMQ_SECRET to the node's shared secret",
+      "wrong" => "the secret given was refused (a wrong secret: not the node's shared secret)" }.each do |secret, why|
+      error = assert_raises(BerryMQ::RemoteError) { BerryMQ.connect_oneway(node.url, timeout: 5, secret: secret) }
+      assert_equal(-32_004, error.code)
+      assert_equal "#{node.url} refused the request: Unauthorised (-32004): #{why}", error.message
+    end
+    assert_empty BerryMQ.connections
+  end
+
   # -- 8. tokens --------------------------------------------------------------------------
 
   def test_an_answer_that_is_not_a_token_is_refused

@@ -344,6 +344,7 @@ module BerryMQ
       params["secret"] = @secret if @secret
       @channel.call(method, params, timeout)
     rescue RemoteError => e
+      raise unauthorised if e.code == JSONRPC::CODES[:unauthorised]
       raise unless method != "close_connection" && e.code == JSONRPC::CODES[:unknown_token] && params["token"]
       # closed (#close, in another thread) while the call waited: the node, which ended the
       # session, answers it Unknown or expired token
@@ -358,6 +359,17 @@ module BerryMQ
                                   "connect again")
       connection_lost(lost)
       raise lost
+    end
+
+    # A node's Unauthorised, naming the node and whether a secret was sent (the node's
+    # answer says neither).
+    def unauthorised
+      why = if @secret
+              "the secret given was refused (a wrong secret: not the node's shared secret)"
+            else
+              "no secret was given; pass secret: or set BERRYMQ_SECRET to the node's shared secret"
+            end
+      RemoteError.new(JSONRPC::CODES[:unauthorised], "#{@url} refused the request: Unauthorised", why)
     end
 
     # The Identifier of +identifier+; ArgumentError for a local one (its name starts with
