@@ -22,8 +22,9 @@ import threading
 from typing import Any
 
 from berrymq.cli import Commands, UsageError, add_json_option, print_json
-from berrymq.errors import ReplyError, TransportError
+from berrymq.errors import TransportError
 from berrymq.message import Message
+from berrymq.wire import encode_replies
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.cli_send import message_from_words, split_words
 from berrymq_jsonrpc.cli_session import StoppableSession
@@ -62,8 +63,7 @@ def run_ask(args: argparse.Namespace) -> int:
                     replies = connection.link.request(asked, args.timeout)
                 except TimeoutError as exc:  # processes follow it there; none answered
                     raise TransportError(f"{url}: {exc}") from None
-                answers.append([{"error": reply.to_json()} if isinstance(reply, ReplyError)
-                                else {"value": reply} for reply in replies])
+                answers.append(encode_replies(replies, url))  # as the ask method answers
             else:
                 answers.append(connection.call(p.METHOD_ASK, params,
                                                args.timeout + _ANSWER_MARGIN))
