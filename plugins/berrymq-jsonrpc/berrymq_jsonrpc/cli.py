@@ -44,7 +44,7 @@ from berrymq_jsonrpc.cli_support import (
     pattern_argument,
     seconds_argument,
 )
-from berrymq_jsonrpc.graph import fetch
+from berrymq_jsonrpc.graph import ask_network, checked_description
 from berrymq_jsonrpc.serve_addresses import checked_addresses, refuse_duplicates, server_url
 from berrymq_jsonrpc.serve_print import Printer, Printers
 from berrymq_jsonrpc.serve_stop import STOP_WAIT, Stop, signals_stop, stop_serving, take_stop_signal
@@ -132,7 +132,10 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     if url is None:
         description = network.describe()
     else:
-        description = connect(url, args.timeout, lambda u: fetch(u, timeout=args.timeout))
+        # (checked outside connect: a node that answered nonsense speaks its scheme, and
+        # probing its port for the other one would only cost a second)
+        description = checked_description(
+            *connect(url, args.timeout, lambda u: ask_network(u, timeout=args.timeout)))
     show_graph(description, args)
     return 0
 

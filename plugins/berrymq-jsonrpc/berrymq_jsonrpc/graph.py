@@ -16,7 +16,7 @@ from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.status_cli import get_json
 from berrymq_jsonrpc.transport import RemoteTransport
 
-__all__ = ["fetch"]
+__all__ = ["ask_network", "checked_description", "fetch"]
 
 
 #: How the HTTP client reports a POST refused by an address that serves GET only (the
@@ -24,12 +24,12 @@ __all__ = ["fetch"]
 _GET_ONLY = "answered HTTP 405"
 
 
-def _get_network(netloc: str, timeout: float, secret: str | None) -> dict[str, Any]:
+def _get_network(netloc: str, timeout: float, secret: str | None) -> tuple[str, object]:
     url = f"http://{netloc}/network"
-    return _checked(url, get_json(url, secret=secret, timeout=timeout))
+    return url, get_json(url, secret=secret, timeout=timeout)
 
 
-def _checked(url: str, result: object) -> dict[str, Any]:
+def checked_description(url: str, result: object) -> dict[str, Any]:
     """``result`` if it is a description the renderers can draw, else the TransportError
     naming ``url`` and the first field that is wrong (a traceback from the renderers
     before)."""
@@ -53,6 +53,20 @@ def fetch(url: str, timeout: float = 10.0, secret: str | None = None) -> dict[st
 
     :raises ValueError: ``url`` is not a node address.
     :raises berrymq.TransportError: the node cannot be reached or answered nonsense.
+    :raises berrymq.RemoteError: the node answered with a JSON-RPC error.
+    """
+    return checked_description(*ask_network(url, timeout, secret))
+
+
+def ask_network(url: str, timeout: float = 10.0, secret: str | None = None
+                ) -> tuple[str, object]:
+    """The answer of the node at ``url`` to the ``network`` request, unchecked, and the
+    address that gave it (``/network`` of a ``--monitor`` address): :func:`fetch` without
+    the check, for a caller that tells a node it cannot reach from one that answered
+    nonsense (``berrymq graph`` probes the port only for the first).
+
+    :raises ValueError: ``url`` is not a node address.
+    :raises berrymq.TransportError: the node cannot be reached.
     :raises berrymq.RemoteError: the node answered with a JSON-RPC error.
     """
     parts = url_parts(url)
@@ -80,4 +94,4 @@ def fetch(url: str, timeout: float = 10.0, secret: str | None = None) -> dict[st
             # a --monitor address: no JSON-RPC there, but the same picture at GET /network
             return _get_network(parts.netloc, timeout, secret)
         raise TransportError(f"cannot ask {url} for its network: {exc}") from exc
-    return _checked(url, result)
+    return url, result

@@ -74,6 +74,8 @@ def fake_peer() -> Iterator[Callable[[Answering], int]]:
     yield start
     stop.set()
     for listener in listeners:
+        with contextlib.suppress(OSError):  # wakes an accept() under way (close does not)
+            listener.shutdown(socket.SHUT_RDWR)
         listener.close()
     for thread in threads:
         thread.join(TIMEOUT)

@@ -159,14 +159,17 @@ def test_fetch_reports_a_json_rpc_error() -> None:
 
 
 @contextlib.contextmanager
-def _answering_network(result: object) -> Iterator[str]:
-    """A TCP node on loopback that answers every request with ``result``."""
+def _answering_network(result: object, unparsed: list[bytes] | None = None) -> Iterator[str]:
+    """A TCP node on loopback that answers every request with ``result`` (and keeps in
+    ``unparsed`` each line that is no request, unanswered)."""
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:
             for line in self.rfile:  # until the client closes
                 try:
                     request = json.loads(line)
                 except ValueError:  # not a request: not this fake's business
+                    if unparsed is not None:
+                        unparsed.append(line)
                     continue
                 reply = {"jsonrpc": "2.0", "id": request["id"], "result": result}
                 self.wfile.write(json.dumps(reply).encode() + b"\n")
@@ -212,8 +215,11 @@ def test_a_malformed_description_is_a_transport_error_naming_the_field(
     """A ``network`` answer of the wrong shape was drawn until a renderer failed with an
     AttributeError or TypeError (a traceback from ``berrymq graph URL``); it is a
     TransportError naming the address and what is wrong, and the command's one error line
-    (exit 1)."""
-    with _answering_network(description) as url:
+    (exit 1). The command does not probe the port for the other protocol (as for a node
+    it cannot reach): what answered a JSON-RPC request speaks it, and the probe of a peer
+    that ignores it cost a second."""
+    unparsed: list[bytes] = []
+    with _answering_network(description, unparsed) as url:
         with pytest.raises(berrymq.TransportError) as info:
             fetch(url, timeout=WAIT)
         assert url in str(info.value) and named in str(info.value)
@@ -221,6 +227,7 @@ def test_a_malformed_description_is_a_transport_error_naming_the_field(
             assert main(["graph", url, "--format", fmt]) == 1
             err = capsys.readouterr().err
             assert named in err and len(err.strip().splitlines()) == 1, err
+    assert unparsed == [], unparsed  # (the probe's GET line)
 
 
 def test_a_minimal_description_from_a_node_is_drawn() -> None:
