@@ -267,8 +267,8 @@ class Asking:
         """Publish ``message`` as a NATS request and gather every process's replies; returns
         within ``timeout`` (the link keeps the deadline: see :class:`AskWaiter`)."""
         deadline, bridge = time.monotonic() + timeout, self.bridge
-        if not bridge.outbox.connected:  # never in a forked process: the fork is why
-            why = bridge.outbox.forked_error or bridge.state
+        if not bridge.wait_up(timeout):  # (connecting: waited for; a forked process: never)
+            why = bridge.outbox.forked_error or bridge.down_reason
             raise ConnectionClosed(f"NATS at {bridge.address} is not connected ({why})")
         token = str(next(self._ids))
         ident = message[0]

@@ -25,6 +25,7 @@ flushing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -35,10 +36,12 @@ import nats
 from nats.aio.client import Client
 from nats.errors import NoServersError
 
+from berrymq.errors import TransportError
 from berrymq.stats import stats_for
 from berrymq.transports.base import ConnectionRow
 from berrymq.transports.ioloop import io_loop
 from berrymq.transports.styles import LinkConnection
+from berrymq.transports.support import waits_for_room
 from berrymq_nats.asking import Asking
 from berrymq_nats.at_exit import LIVE
 from berrymq_nats.client import (
@@ -74,6 +77,12 @@ logger = logging.getLogger("berrymq.nats")
 #: is said to have been lost while behind (a NATS server cuts a slow consumer off after
 #: its write_deadline, 10 s by default; the bridge notices once it reads again).
 BEHIND_WINDOW = 30.0
+#: How often a thread waiting for the bridge to connect (:meth:`NatsBridge.wait_up`) looks
+#: whether it gave up or was closed meanwhile.
+_UP_LOOK = 0.1
+#: What :meth:`NatsBridge.wait_up` leaves of an ask's timeout, and waits past
+#: ``connect_timeout`` for the connection's last step.
+_UP_MARGIN = 0.1
 
 
 class NatsBridge(LinkConnection):
@@ -144,6 +153,39 @@ class NatsBridge(LinkConnection):
     def wait_connected(self, timeout: float) -> bool:
         """Wait until the first connection is made; False if ``timeout`` passed first."""
         return self._ready.wait(timeout)
+
+    def wait_up(self, timeout: float) -> bool:
+        """From a plain thread: whether the bridge is connected (with its subscriptions
+        confirmed), waiting for its first connection while the first attempt is under
+        way, within ``timeout`` (less a margin, so that the caller can still say why it
+        failed) and ``connect_timeout``. An ``ask`` made then waits so: it failed at once,
+        and the first asks of a program joined by its settings file (which does not wait
+        for the connection) all failed. Not waited for: an attempt that failed, a bridge
+        reconnecting, failed, closed or inherited by a forked process (a caller is told
+        at once, as before), and a transport's delivery lane, which carries every message
+        that comes in."""
+        def coming() -> bool:
+            return (self.state == "connecting" and not self.attempt_failed.is_set()
+                    and not self.outbox.connected and self.outbox.forked_error is None
+                    and not self.up.is_set())
+
+        async def until_up() -> None:
+            while coming():  # (looked at again: a failed attempt sets no event)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.up.wait(), _UP_LOOK)
+
+        wait = min(timeout - _UP_MARGIN, self.options.connect_timeout + _UP_MARGIN)
+        if coming() and wait > 0 and waits_for_room():
+            with contextlib.suppress(TimeoutError, TransportError, RuntimeError):
+                io_loop.run(until_up(), wait)
+        return self.outbox.connected
+
+    @property
+    def down_reason(self) -> str:
+        """Why the bridge is not connected: its state, and its last error where the state
+        does not say it (``connecting`` while nats-py tries again)."""
+        state, error = self.state, self.last_error
+        return f"{state}; last error: {error}" if error and error not in state else state
 
     async def _connect(self) -> None:
         opts = self.options

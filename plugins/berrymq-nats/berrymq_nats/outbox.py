@@ -34,7 +34,7 @@ import time
 from typing import TYPE_CHECKING
 
 from nats.aio.client import Client
-from nats.errors import OutboundBufferLimitError
+from nats.errors import MaxPayloadError, OutboundBufferLimitError
 
 from berrymq.errors import ConnectionClosed
 from berrymq.identifier import Identifier
@@ -284,7 +284,7 @@ class Outbox:
                     self.hold_out()
                     break
                 reason = CONTROL_UNSENT if control else UNPUBLISHABLE
-                self.losses.add(reason, 1, f"on {item[0]}: {exc!r}")
+                self.losses.add(reason, 1, f"on {item[0]}: {_why_unsent(exc, item[1], nc)}")
             if self.closed:
                 break
         if self._room_wanted:
@@ -360,3 +360,13 @@ class Outbox:
         if lost:
             self.losses.add(NOT_SENT_AT_CLOSE, lost)
         return lost
+
+
+def _why_unsent(exc: Exception, payload: bytes, nc: Client) -> str:
+    """What nats-py's refusal of a payload means: the sizes for one over the server's
+    ``max_payload`` (e.g. sent before the first connection told the limit, which the call
+    that sent it checks once it is known), else the error itself."""
+    if isinstance(exc, MaxPayloadError):
+        return (f"MessageTooLarge: {len(payload)} bytes as JSON, over the NATS server's "
+                f"max_payload of {nc.max_payload} bytes")
+    return repr(exc)

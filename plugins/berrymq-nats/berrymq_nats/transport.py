@@ -103,9 +103,8 @@ class NatsTransport(Transport):
             bridge = self.bridge = NatsBridge(self.bus, opts, subscribe=subscribe)
         self.bus.track_connection(bridge)
         if wait and not bridge.wait_connected(opts.connect_timeout + 0.5):
-            state, error = bridge.state, bridge.last_error
+            cause = bridge.down_reason
             bridge.close()
-            cause = f"{state}; last error: {error}" if error and error not in state else state
             raise ConnectionClosed(f"cannot connect to NATS at {bridge.address}: {cause}")
         return bridge
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -18,9 +19,11 @@ from berrymq_nats import NatsBridge
 from berrymq_nats.inbound import answer_lane
 from berrymq_nats.losses import REFUSED_HERE, REQUEST_REFUSED
 from berrymq_nats.testing import Recorder, bridge_of, held_io_loop, settle
+from berrymq_nats.transport import NatsTransport
 
 from berrymq import Bus, Message, Queue, ReplyError
 from berrymq.identifier import Identifier
+from berrymq.testing import free_port
 
 pytestmark = pytest.mark.broker
 
@@ -312,6 +315,53 @@ def test_a_peer_reconnecting_while_its_receiver_runs_keeps_its_reply(
     asker.join(20)
     assert replies == ["b"]
     assert b.node_id in ba.asking.peers
+
+
+def test_an_ask_made_while_the_bridge_connects_waits_for_the_connection(
+    nats_server: Any, make_bus: MakeBus, poll: Poll,
+) -> None:
+    """A program joined by its settings file does not wait for the connection, and its
+    first asks failed at once with ConnectionClosed "not connected (connecting)" whatever
+    their timeout (found by an outside audit), while a message sent then waits in the
+    buffer. An ask waits for the first connection now, within its timeout."""
+    b = make_bus("b")
+    b.subscribe("q:*", lambda m: f"b{m.args[0]}", weak=False)
+    bb = bridge_of(b, nats_server.url)
+    settle(bb)
+    nats_server.process.send_signal(signal.SIGSTOP)  # connections wait for its INFO
+    try:
+        a = make_bus("a")
+        transport = a.transport("nats")
+        assert isinstance(transport, NatsTransport)
+        ba = transport.connect_broker(nats_server.url, wait=False, connect_timeout=20)
+        replies: list[Any] = []
+        asker = threading.Thread(target=lambda: replies.extend(a.ask("q:x", 1, timeout=30)))
+        asker.start()
+        asker.join(0.5)
+        assert ba.state == "connecting" and asker.is_alive(), replies  # it waits
+    finally:
+        nats_server.process.send_signal(signal.SIGCONT)
+    asker.join(30)
+    assert not asker.is_alive()
+    assert replies == ["b1"]
+
+
+def test_an_ask_to_a_bridge_whose_attempt_failed_fails_at_once_naming_it(
+        make_bus: MakeBus, poll: Poll) -> None:
+    """Waiting is for a first connection under way: once an attempt failed (the server is
+    down, the bridge retries for ever by default) an ask is not held for its whole
+    timeout, and it names the state (found by a review)."""
+    a = make_bus("a")
+    transport = a.transport("nats")
+    assert isinstance(transport, NatsTransport)
+    ba = transport.connect_broker(f"nats://127.0.0.1:{free_port()}", wait=False,
+                                  reconnect_wait=0.1)
+    poll(ba.attempt_failed.is_set, what="an attempt to fail")
+    started = time.monotonic()
+    (entry,) = a.ask("q:x", 1, timeout=30)
+    assert time.monotonic() - started < 10  # not the ask's 30 s
+    assert isinstance(entry, ReplyError) and entry.exception_type == "ConnectionClosed"
+    assert "is not connected (connecting; last error: " in entry.message, entry
 
 
 def _raw_client(url: str, setup: Callable[[Any], Any]) -> Callable[[], None]:

@@ -264,6 +264,31 @@ def test_a_message_over_max_payload_is_refused_by_name(
     assert bridge.flush(10)
 
 
+def test_a_message_over_max_payload_sent_before_the_connection_is_counted_with_its_sizes(
+        nats_factory: Callable[..., Any], proxy_factory: Callable[[int], Any],
+        make_bus: MakeBus, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Before the first connection the server's max_payload is not known, so the call
+    cannot refuse a message over it; nats-py refuses it once connected, and the loss
+    named only ``MaxPayloadError()`` (found by an outside audit). It names the sizes."""
+    config = tmp_path / "small.conf"
+    config.write_text("max_payload: 2048\n", encoding="utf-8")
+    server = nats_factory(args=("-c", str(config))).start()
+    relay = proxy_factory(server.port)
+    relay.cut()  # not connected yet
+    bus = make_bus("early")
+    transport = bus.transport("nats")
+    assert isinstance(transport, NatsTransport)
+    bridge = transport.connect_broker(relay.url, wait=False, reconnect_wait=0.2)
+    bus.twitter("big:early", "x" * 5000)  # buffered: the limit is not known yet
+    relay.restore()
+    assert bridge.wait_connected(10)
+    assert bridge.flush(10) is False  # the loss is told
+    assert bridge.losses.total == 1
+    text = caplog.text
+    assert "on berrymq.~.big.early: MessageTooLarge: 50" in text, text
+    assert "bytes as JSON, over the NATS server's max_payload of 2048 bytes" in text
+
+
 def run_plugins_command(config: Path) -> subprocess.CompletedProcess[str]:
     """``berrymq plugins`` in a process of its own, with ``config`` as its settings file."""
     env = dict(os.environ, BERRYMQ_CONFIG=str(config))
