@@ -188,8 +188,9 @@ class NodeStats:
         return time.monotonic() - self.started_monotonic
 
     def sample(self, totals: dict[str, int]) -> list[tuple[float, int, int, int, int]]:
-        """Record ``totals`` as a rate sample (at most one per second) and return the
-        samples, oldest first: ``(uptime, messages_in, messages_out, bytes_in, bytes_out)``."""
+        """Record ``totals`` as a rate sample (at most one per second) and return the last
+        :data:`SAMPLES` samples, oldest first, the last one now: ``(uptime, messages_in,
+        messages_out, bytes_in, bytes_out)``."""
         now = self.uptime()
         row = (round(now, 3), totals["messages_in"], totals["messages_out"],
                totals["bytes_in"], totals["bytes_out"])
@@ -199,7 +200,8 @@ class NodeStats:
                 samples.append((0.0, 0, 0, 0, 0))
             if now - samples[-1][0] >= 1.0:
                 samples.append(row)
-            return [*samples, row] if samples[-1] is not row else list(samples)
+            kept = list(samples) if samples[-1] is row else [*samples, row]
+            return kept[-SAMPLES:]  # (now, beside a full deque, made 121)
 
     @staticmethod
     def rates(samples: list[tuple[float, int, int, int, int]]) -> dict[str, float]:

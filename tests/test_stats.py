@@ -3,9 +3,11 @@ JSON-RPC plugins, the NATS bridge) counts into the same ones."""
 
 from __future__ import annotations
 
+import pytest
+
 from berrymq import Bus
 from berrymq.plugins import PluginHost
-from berrymq.stats import NodeStats, stats_for
+from berrymq.stats import SAMPLES, NodeStats, stats_for
 
 
 class _Peer:
@@ -38,3 +40,21 @@ def test_a_peer_is_shown_as_its_str_when_read() -> None:
         ("out", "job:b", "nats://127.0.0.1:4222"),
         ("out", "job:c", None),
     ]
+
+
+def test_the_rate_samples_are_the_last_120_with_now_among_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/status.md's ``history`` holds the last 120 samples; with the one of now beside
+    a full deque it held 121 (found by an outside audit)."""
+    stats = NodeStats()
+    clock = [0.0]
+    monkeypatch.setattr(stats, "uptime", lambda: clock[0])
+    totals = {"messages_in": 0, "messages_out": 0, "bytes_in": 0, "bytes_out": 0}
+    for second in range(1, 300):
+        clock[0] = second + 0.5  # (half a second past each whole one: now is a sample too)
+        samples = stats.sample(totals)
+        assert len(samples) <= SAMPLES == 120
+        clock[0] = second + 0.7  # between two samples: now is added, the oldest left out
+        samples = stats.sample(totals)
+        assert len(samples) == min(SAMPLES, second + 2), (second, len(samples))
+        assert samples[-1][0] == second + 0.7

@@ -82,11 +82,18 @@ def host_allowed(host_header: str | None, names: frozenset[str]) -> bool:
 
 def presented_secret(headers: dict[str, str], query: str) -> str | None:
     """The secret a request presents: ``Authorization: Bearer <secret>``, else the
-    ``secret`` query parameter; None when it presents none."""
+    ``secret`` query parameter; None when it presents none.
+
+    ``headers`` are HTTP's bytes read as Latin-1, one character each; a secret in the
+    header is read as the UTF-8 that curl, Prometheus and ``berrymq status`` send (a
+    non-ASCII secret was refused as wrong), or as Latin-1 when it is not UTF-8."""
     auth = headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
+        try:
+            return token.strip().encode("latin-1").decode("utf-8")
+        except UnicodeError:  # (UnicodeEncodeError: the caller did not read it as Latin-1)
+            return token.strip()
     values = parse_qs(query).get("secret")
     return values[0] if values else None
 

@@ -125,9 +125,10 @@ def get_json(target: str, *, secret: str | None, timeout: float,
     answer is cut off then) and :data:`MAX_ANSWER` bytes; :class:`Unreachable` saying why
     not (``secret_option``: the command's option for the secret, named when none was
     given). Never through a proxy."""
-    headers = {"Accept": "application/json"}
+    headers: dict[str, str | bytes] = {"Accept": "application/json"}
     if secret:
-        headers["Authorization"] = f"Bearer {secret}"
+        # (bytes: http.client would encode a str as Latin-1, and fail on other letters)
+        headers["Authorization"] = f"Bearer {secret}".encode()
     parts = urlsplit(target)
     connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
     expired = threading.Event()

@@ -31,7 +31,7 @@ from berrymq_jsonrpc.status_cli import status_url
 from prometheus_client.parser import text_string_to_metric_families
 
 from berrymq.bus import Bus
-from berrymq.cli import UsageError
+from berrymq.cli import UsageError, main
 from berrymq.errors import BerryMQError, PluginNotAvailable, QueueFull, SettingsError
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier
@@ -157,6 +157,40 @@ def test_a_node_with_a_secret_shows_its_status_only_with_it(
     described = client.call_once(node.urls["http"], p.METHOD_NETWORK, {}, timeout=TIMEOUT,
                                  secret="s3cret")
     assert described["version"] == 1
+
+
+def test_a_secret_past_ascii_is_read_as_the_utf_8_a_client_sends(
+        serve_node: Callable[..., Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """Any text is a secret (settings.md), but the header form of the access rule read
+    HTTP's bytes as Latin-1 only: curl and Prometheus (which send UTF-8) got 403 with the
+    right secret, and ``berrymq status`` failed with a UnicodeEncodeError (found by an
+    outside audit). The header is read as UTF-8 (else as Latin-1) on both addresses."""
+    secret = "pässwörd-密码"
+    node = serve_node("--http", "127.0.0.1:0", "--monitor", "127.0.0.1:0",
+                      env={p.SECRET_ENV_VAR: secret})
+    for url in (node.urls["http"], node.urls["monitor"]):
+        assert _bearer_get(url, secret.encode()).startswith(b"HTTP/1.1 200 "), url
+        assert _bearer_get(url, b"p\xe4ssw\xf6rd").startswith(b"HTTP/1.1 403 "), url
+        assert main(["status", url, "--secret", secret, "--json"]) == 0, capsys.readouterr()
+        assert json.loads(capsys.readouterr().out)["server"]["node"]
+    latin = serve_node("--http", "127.0.0.1:0", env={p.SECRET_ENV_VAR: "pässwörd"})
+    url = latin.urls["http"]
+    for sent in ("pässwörd".encode(), "pässwörd".encode("latin-1")):  # either is taken
+        assert _bearer_get(url, sent).startswith(b"HTTP/1.1 200 "), sent
+    assert presented_secret({"authorization": "Bearer " + secret}, "") == secret
+
+
+def _bearer_get(url: str, secret: bytes) -> bytes:
+    """The head of a GET /status whose ``Authorization: Bearer`` holds these bytes."""
+    address, port = url.removeprefix("http://").rsplit(":", 1)
+    head = (f"GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
+            "Authorization: Bearer ").encode() + secret + b"\r\n\r\n"
+    with socket.create_connection((address, int(port)), timeout=TIMEOUT) as sock:
+        sock.sendall(head)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)[:200]
 
 
 def test_monitor_off_loopback_needs_a_secret(tmp_path: Path) -> None:

@@ -13,11 +13,14 @@ import os
 import re
 import shutil
 import signal
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from berrymq_nats.testing import NatsServer
 from probe_tools import refusing_node, stop_process
 
 from berrymq.identifier import Identifier
@@ -238,3 +241,43 @@ def test_the_page_shows_refusals_duplicates_and_its_connections_state(
     expect(page.locator("#connections tbody tr td")).to_have_text(
         [connection["address"], "oneway", re.compile(r"\d+s"), "0", "1", "0", "1", "open"])
     assert node.node_id == status["server"]["node"]
+
+
+def test_the_page_shows_a_connected_nats_bridge_as_healthy(
+        page: Page, bus_factory: Callable[..., Any], tmp_path: Path) -> None:
+    """A NATS bridge's state is ``connected`` when all is well (a JSON-RPC connection's
+    ``open``): the page painted it red, as a failing one (found by an outside audit)."""
+    server = NatsServer(tmp_path).start()
+    node = bus_factory()
+    try:
+        url = node.transport("http").listen("http://127.0.0.1:0")
+        node.transport("nats").connect_broker(server.url)
+        (row,) = read_status(url)["connections"]
+        assert (row["address"], row["state"]) == (server.url, "connected")
+        page.goto(url + "/", timeout=TIMEOUT * 1000)
+        expect(page.locator("#counters")).not_to_have_attribute(
+            "data-updates", "0", timeout=TIMEOUT * 1000)
+        state = page.locator("#connections tbody tr td").last
+        expect(state).to_have_text("connected")
+        expect(state).not_to_have_class(re.compile(r"\bbad\b"))
+    finally:
+        node.close()  # (before its server stops: a bridge closing without one waits)
+        server.stop()
+
+
+def test_the_page_reads_a_node_whose_secret_is_past_ascii(
+        page: Page, serve_node: Callable[..., Any]) -> None:
+    """The page sends the secret of its address in a header, which fetch refuses for a
+    letter past U+00FF (and sends é as Latin-1): it sends the secret's UTF-8, as curl
+    does, which the node reads (found by an outside audit)."""
+    secret = "pässwörd-密码"
+    node = serve_node("--http", "127.0.0.1:0", env={"BERRYMQ_SECRET": secret})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{node.urls['http']}/?secret={urllib.parse.quote(secret)}",
+              timeout=TIMEOUT * 1000)
+    counters = page.locator("#counters")
+    expect(counters).to_have_attribute("data-updates", re.compile(r"^(?:[2-9]|\d{2,})$"),
+                                       timeout=TIMEOUT * 1000)
+    expect(page.locator("#state")).not_to_have_class(re.compile(r"\bbad\b"))
+    assert errors == []

@@ -11,7 +11,10 @@
     const rest = params.toString();
     history.replaceState(null, "", location.pathname + (rest ? "?" + rest : ""));
   }
-  const headers = secret === null ? {} : { Authorization: "Bearer " + secret };
+  // A header carries bytes: the secret's UTF-8, a character per byte, as curl sends it
+  // (fetch refuses a header with a letter past U+00FF, and would send é as Latin-1).
+  const bearer = secret === null ? "" : String.fromCharCode(...new TextEncoder().encode(secret));
+  const headers = secret === null ? {} : { Authorization: "Bearer " + bearer };
   const $ = (id) => document.getElementById(id);
   const points = { in: [], out: [], bytes: [] };  // [uptime, rate] for the charts
   const MAX_POINTS = 120;
@@ -140,7 +143,8 @@
       age(x.age_s), age(x.idle_s), age(x.ttl_s)]), 6, "no peer is connected");
     fill("connections", status.connections.map((x) => [x.address, x.style, age(x.age_s),
       num(x.pending), num(x.sent), num(x.lost), num(x.refused),
-      { text: x.state, cls: x.state === "open" ? "" : "bad" }]), 8, "this node has not connected to another");
+      { text: x.state, cls: x.state === "open" || x.state === "connected" ? "" : "bad" }]), 8,
+    "this node has not connected to another");
     fill("queues", status.queues.map((x) => [x.name, x.kind, num(x.depth),
       x.bytes === null ? "–" : num(x.bytes), x.maxsize ? num(x.maxsize) : "∞"]), 5, "no queue");
     fill("recent", status.recent.slice().reverse().map((x) => [
