@@ -61,9 +61,14 @@ def settle_replies(replies: list[Any], timeout: float | None, node: str = "", *,
             continue
         try:
             settled[index] = reply.result(seconds_left(deadline))
-        except TimeoutError:
+        except TimeoutError:  # (a stopped loop, e.g. between run_until_complete calls
+            # of this very thread, never ran the coroutine: said, as the cause to look at)
+            loop = reply.loop
+            idle = ("" if loop.is_running() else ": its event loop is closed" if loop.is_closed()
+                    else ": its event loop is not running, and nothing runs the coroutine "
+                    "until it does")
             settled[index] = ReplyError(
-                "TimeoutError", f"no reply within {told:g}s", reply.receiver, node
+                "TimeoutError", f"no reply within {told:g}s{idle}", reply.receiver, node
             )
         except concurrent.futures.CancelledError as exc:
             settled[index] = ReplyError("CancelledError", str(exc) or "the reply was cancelled",

@@ -4,6 +4,7 @@ queue that stores the request, and a full queue's refusal after the replies)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from typing import Any
 
@@ -100,3 +101,24 @@ def test_a_full_queue_refuses_an_ask_without_taking_the_replies(
             assert refusal.receiver == "queue *:*"
             assert "queue *:* is full (1 message)" in refusal.message
         assert full.qsize() == 1
+
+
+def test_an_ask_of_an_async_receiver_whose_loop_is_stopped_says_so(berrymq_bus: Bus) -> None:
+    """The thread that runs a loop between ``run_until_complete`` calls asks its async
+    receiver: nothing runs the coroutine while the loop is stopped, and the entry said only
+    "no reply within 0.3s" (found by an outside audit). It names the stopped loop."""
+    loop = asyncio.new_event_loop()
+    try:
+        async def price(message: Message) -> int:
+            return 2 * message.args[0]
+
+        async def register() -> None:
+            berrymq.regist_function("price:get", price)
+
+        loop.run_until_complete(register())
+        (entry,) = berrymq.ask("price:get", 1, timeout=0.3)
+        assert isinstance(entry, ReplyError) and entry.exception_type == "TimeoutError"
+        assert entry.message == ("no reply within 0.3s: its event loop is not running, and "
+                                 "nothing runs the coroutine until it does"), entry
+    finally:
+        loop.close()
