@@ -25,7 +25,6 @@ flushing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import threading
@@ -36,7 +35,6 @@ import nats
 from nats.aio.client import Client
 from nats.errors import NoServersError
 
-from berrymq.errors import TransportError
 from berrymq.stats import stats_for
 from berrymq.transports.base import ConnectionRow
 from berrymq.transports.ioloop import io_loop
@@ -165,19 +163,15 @@ class NatsBridge(LinkConnection):
         at once, as before), and a transport's delivery lane, which carries every message
         that comes in."""
         def coming() -> bool:
-            return (self.state == "connecting" and not self.attempt_failed.is_set()
-                    and not self.outbox.connected and self.outbox.forked_error is None
-                    and not self.up.is_set())
+            connecting = not self.tasks or not self.tasks[-1].done()  # (not begun, or on)
+            return (connecting and self.state == "connecting" and not self._ready.is_set()
+                    and not self.attempt_failed.is_set() and self.outbox.forked_error is None)
 
-        async def until_up() -> None:
-            while coming():  # (looked at again: a failed attempt sets no event)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.up.wait(), _UP_LOOK)
-
-        wait = min(timeout - _UP_MARGIN, self.options.connect_timeout + _UP_MARGIN)
-        if coming() and wait > 0 and waits_for_room():
-            with contextlib.suppress(TimeoutError, TransportError, RuntimeError):
-                io_loop.run(until_up(), wait)
+        deadline = time.monotonic() + min(timeout - _UP_MARGIN,
+                                          self.options.connect_timeout + _UP_MARGIN)
+        if waits_for_room():
+            while coming() and (left := deadline - time.monotonic()) > 0:
+                self._ready.wait(min(_UP_LOOK, left))  # (set by the first connection)
         return self.outbox.connected
 
     @property

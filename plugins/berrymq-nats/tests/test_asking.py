@@ -6,8 +6,10 @@ the bridges know which peers listen to what, probe a silent one, and only wait
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -362,6 +364,51 @@ def test_an_ask_to_a_bridge_whose_attempt_failed_fails_at_once_naming_it(
     assert time.monotonic() - started < 10  # not the ask's 30 s
     assert isinstance(entry, ReplyError) and entry.exception_type == "ConnectionClosed"
     assert "is not connected (connecting; last error: " in entry.message, entry
+
+
+def test_an_ask_is_not_held_by_a_first_connection_that_died_after_it_was_made(
+        make_bus: MakeBus, poll: Poll) -> None:
+    """A server that answers the client's first PING, then nothing: the bridge's start
+    fails after nats-py connected (its subscriptions are never confirmed), with no failed
+    attempt to say so, and the state stays "connecting". Every ask waited connect_timeout
+    for it (found by a review); it is refused at once."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def answer_once() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            held.append(conn)
+            conn.sendall(b'INFO {"server_id":"mute","version":"2.10.0","proto":1,'
+                         b'"headers":true,"max_payload":1048576}\r\n')
+            seen = b""
+            while b"PING\r\n" not in seen and (chunk := conn.recv(65536)):
+                seen += chunk
+            conn.sendall(b"PONG\r\n")
+            while conn.recv(65536):  # and nothing more
+                pass
+
+    thread = threading.Thread(target=answer_once, daemon=True)
+    thread.start()
+    try:
+        a = make_bus("a")
+        transport = a.transport("nats")
+        assert isinstance(transport, NatsTransport)
+        ba = transport.connect_broker(f"nats://127.0.0.1:{listener.getsockname()[1]}",
+                                      wait=False, connect_timeout=2)
+        poll(lambda: ba.tasks and ba.tasks[-1].done(), what="the bridge's start to fail")
+        assert ba.state == "connecting" and not ba.attempt_failed.is_set()
+        started = time.monotonic()
+        (entry,) = a.ask("q:x", 1, timeout=30)
+        assert time.monotonic() - started < 1.5  # not connect_timeout (2 s) again
+        assert isinstance(entry, ReplyError) and entry.exception_type == "ConnectionClosed"
+    finally:
+        for sock in (*held, listener):  # (shutdown wakes a recv or accept; close does not)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        thread.join(10)
+        assert not thread.is_alive()
 
 
 def _raw_client(url: str, setup: Callable[[Any], Any]) -> Callable[[], None]:
