@@ -59,7 +59,7 @@ def add_monitor_option(commands: Commands) -> None:
     serve = commands.get("serve")
     assert serve is not None
     serve.add_argument("--monitor", metavar="HOST:PORT",
-                       help="also serve /, /status, /metrics on this address (host default "
+                       help="also serve /, /status, /metrics, /network on this address (host default "
                             "127.0.0.1; another than loopback needs the secret)")
 
 

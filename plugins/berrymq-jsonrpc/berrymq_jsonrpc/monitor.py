@@ -80,40 +80,47 @@ def host_allowed(host_header: str | None, names: frozenset[str]) -> bool:
     return name in names
 
 
-def presented_secret(headers: dict[str, str], query: str) -> str | None:
-    """The secret a request presents: ``Authorization: Bearer <secret>``, else the
-    ``secret`` query parameter; None when it presents none.
+def presented_secret(headers: dict[str, str], query: str) -> tuple[str, ...] | None:
+    """The secret a request presents, as the texts it may be: ``Authorization: Bearer
+    <secret>``, else the ``secret`` query parameter; None when it presents none.
 
-    ``headers`` are HTTP's bytes read as Latin-1, one character each; a secret in the
-    header is read as the UTF-8 that curl, Prometheus and ``berrymq status`` send (a
-    non-ASCII secret was refused as wrong), or as Latin-1 when it is not UTF-8."""
+    ``headers`` are HTTP's bytes read as Latin-1, a character each. A secret past ASCII
+    comes in the UTF-8 that curl, Prometheus and ``berrymq status`` send (it was refused
+    as wrong), or in Latin-1 from older clients: both readings are kept, so the exact
+    bytes of the secret in either encoding match (:func:`access`). Only HTTP's spaces
+    and tabs are stripped (``str.strip`` also took a last ``\x85`` or ``\xa0``: bytes
+    of the UTF-8 of ``à``, ``Å``)."""
     auth = headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
+    token = token.strip(" \t")
+    if scheme.lower() == "bearer" and token:
         try:
-            return token.strip().encode("latin-1").decode("utf-8")
-        except UnicodeError:  # (UnicodeEncodeError: the caller did not read it as Latin-1)
-            return token.strip()
+            decoded = token.encode("latin-1").decode("utf-8")
+        except UnicodeError:  # not UTF-8 (or not read as Latin-1): as it is
+            return (token,)
+        return (token,) if decoded == token else (token, decoded)
     values = parse_qs(query).get("secret")
-    return values[0] if values else None
+    return (values[0],) if values else None
 
 
-def access(listener_loopback: bool, secret: str | None, presented: str | None) -> int | None:
+def access(listener_loopback: bool, secret: str | None,
+           presented: str | tuple[str, ...] | None) -> int | None:
     """The rule for everything that describes a node: None when allowed, else the HTTP
     status to refuse with (401 nothing presented, 403 wrong or not possible).
 
     Without a secret, only a loopback listener answers (a node refuses to serve another
-    address without one). With a secret, it must be presented, on loopback too, as the
-    node's JSON-RPC methods (``network`` among them) require it on every address.
+    address without one). With a secret, it must be presented (one of the texts of
+    :func:`presented_secret`), on loopback too, as the node's JSON-RPC methods
+    (``network`` among them) require it on every address.
     """
     if secret is None:
         return None if listener_loopback else 403
     if presented is None:
         return 401
-    if hmac.compare_digest(presented.encode("utf-8", "surrogatepass"),
-                           secret.encode("utf-8", "surrogatepass")):
-        return None
-    return 403
+    expected = secret.encode("utf-8", "surrogatepass")
+    matches = [hmac.compare_digest(text.encode("utf-8", "surrogatepass"), expected)
+               for text in ((presented,) if isinstance(presented, str) else presented)]
+    return None if any(matches) else 403
 
 
 # -- the routes --------------------------------------------------------------------------------
