@@ -165,11 +165,12 @@ class NatsBridge(LinkConnection):
         def coming() -> bool:
             connecting = not self.tasks or not self.tasks[-1].done()  # (not begun, or on)
             return (connecting and self.state == "connecting" and not self._ready.is_set()
-                    and not self.attempt_failed.is_set() and self.outbox.forked_error is None)
+                    and not self.attempt_failed.is_set() and not self.closed
+                    and self.outbox.forked_error is None)
 
         deadline = time.monotonic() + min(timeout - _UP_MARGIN,
                                           self.options.connect_timeout + _UP_MARGIN)
-        if waits_for_room():
+        if waits_for_room() and not io_loop.in_loop():  # (the loop is what would connect)
             while coming() and (left := deadline - time.monotonic()) > 0:
                 self._ready.wait(min(_UP_LOOK, left))  # (set by the first connection)
         return self.outbox.connected
@@ -220,17 +221,32 @@ class NatsBridge(LinkConnection):
                 await nc.close()
                 return
             watch_reading(nc, self.errors.reading_stopped)
-            self.answers = nc.new_inbox()
-            asking = self.asking
-            for subject in (f"{self.answers}.*", f"{self.answers}.*.*"):  # answers, probes' answers
-                await subscribe_direct(nc, subject, "", asking.on_answer)
-            await subscribe_direct(nc, asking.presence_subject, "", asking.on_control)
-            await subscribe_direct(nc, asking.node_prefix + asking.node, "", asking.on_control)
-            await self.following.sync()
-            await confirm_written(nc, opts.connect_timeout)
+            try:
+                await self._subscribe(nc)
+            except Exception as exc:  # noqa: BLE001 - said, where it was silent before
+                # (a server that answered nats-py's first PING, then nothing): the state,
+                # asks and the log name it; nats-py may still find the server again
+                self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                self.state = f"connecting (the start failed: {self.last_error})"
+                self.attempt_failed.set()
+                logger.error("NATS bridge of bus %s could not start on %s: %s", self.bus.name,
+                             self.address, self.last_error)
+                return
             self._back("connected")
             self._ready.set()
             return
+
+    async def _subscribe(self, nc: Client) -> None:
+        """Loop thread: the bridge's own subscriptions, then the bus's, confirmed by the
+        server (a PING/PONG after them)."""
+        self.answers = nc.new_inbox()
+        asking = self.asking
+        for subject in (f"{self.answers}.*", f"{self.answers}.*.*"):  # answers, probes' answers
+            await subscribe_direct(nc, subject, "", asking.on_answer)
+        await subscribe_direct(nc, asking.presence_subject, "", asking.on_control)
+        await subscribe_direct(nc, asking.node_prefix + asking.node, "", asking.on_control)
+        await self.following.sync()
+        await confirm_written(nc, self.options.connect_timeout)
 
     def _back(self, state: str) -> None:
         """Loop thread: connected with this process's subscriptions confirmed by the server

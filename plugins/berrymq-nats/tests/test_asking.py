@@ -366,12 +366,13 @@ def test_an_ask_to_a_bridge_whose_attempt_failed_fails_at_once_naming_it(
     assert "is not connected (connecting; last error: " in entry.message, entry
 
 
-def test_an_ask_is_not_held_by_a_first_connection_that_died_after_it_was_made(
-        make_bus: MakeBus, poll: Poll) -> None:
+def test_a_start_that_died_after_the_connection_was_made_is_said_and_holds_no_ask(
+        make_bus: MakeBus, poll: Poll, caplog: pytest.LogCaptureFixture) -> None:
     """A server that answers the client's first PING, then nothing: the bridge's start
-    fails after nats-py connected (its subscriptions are never confirmed), with no failed
-    attempt to say so, and the state stays "connecting". Every ask waited connect_timeout
-    for it (found by a review); it is refused at once."""
+    fails after nats-py connected (its subscriptions are never confirmed). The state said
+    "connecting" for good, nothing was logged, and every ask waited connect_timeout for
+    it (found by two reviews). The state, the log and the ask name the failure, and the
+    ask is refused at once."""
     listener = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
 
@@ -397,11 +398,14 @@ def test_an_ask_is_not_held_by_a_first_connection_that_died_after_it_was_made(
         ba = transport.connect_broker(f"nats://127.0.0.1:{listener.getsockname()[1]}",
                                       wait=False, connect_timeout=2)
         poll(lambda: ba.tasks and ba.tasks[-1].done(), what="the bridge's start to fail")
-        assert ba.state == "connecting" and not ba.attempt_failed.is_set()
+        failure = "the start failed: TimeoutError: the NATS server did not answer a PING"
+        assert ba.state.startswith(f"connecting ({failure}"), ba.state
+        assert f"could not start on {ba.address}: TimeoutError" in caplog.text
         started = time.monotonic()
         (entry,) = a.ask("q:x", 1, timeout=30)
         assert time.monotonic() - started < 1.5  # not connect_timeout (2 s) again
         assert isinstance(entry, ReplyError) and entry.exception_type == "ConnectionClosed"
+        assert failure in entry.message, entry
     finally:
         for sock in (*held, listener):  # (shutdown wakes a recv or accept; close does not)
             with contextlib.suppress(OSError):
