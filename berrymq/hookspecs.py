@@ -96,7 +96,11 @@ def berrymq_register_commands(commands: Commands) -> None:
     The JSON-RPC distribution adds ``serve``, ``send``, ``listen`` and the ``URL`` of
     ``graph`` here, and each transport plugin its own option of ``serve``
     (``berrymq_jsonrpc.cli.add_serve_option``; an option acted on once ``serve`` is
-    serving, as ``jsonrpc-http``'s ``--monitor``, with ``add_serve_starter``).
+    serving, as ``jsonrpc-http``'s ``--monitor``, with ``add_serve_starter``). Their
+    implementations run first (``tryfirst``), so any other plugin finds those commands
+    with ``commands.get``; a command another outside plugin adds exists once that
+    plugin's implementation ran (pluggy calls them last registered first: mark yours
+    ``trylast`` to come after them).
 
     :param commands: call ``commands.add(name, run, help=...)`` for a new command (it
         returns the argparse parser to add arguments to; ``run(args)`` returns the exit

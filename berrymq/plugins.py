@@ -252,10 +252,14 @@ class PluginHost:
         if factory is None:
             if scheme not in KNOWN_SCHEMES:
                 known = sorted({*KNOWN_SCHEMES, *self.transports.names()})
+                inactive = [info.name for info in self._infos if not info.active]
+                maybe = (f"; installed plugins that are not active may: "
+                         f"{', '.join(map(repr, inactive))} (see berrymq plugins)"
+                         if inactive else "")  # (one disabled or blocked: "not installed" was wrong)
                 raise PluginNotAvailable(
                     f"no transport for {scheme}:// addresses", scheme,
-                    f"no installed plugin claims the scheme {scheme!r} (berryMQ's plugins "
-                    f"handle {', '.join(s + '://' for s in known)})",
+                    f"no active plugin claims the scheme {scheme!r} (berryMQ's plugins "
+                    f"handle {', '.join(s + '://' for s in known)}){maybe}",
                 )
             plugin, distribution = KNOWN_SCHEMES[scheme]
             raise self._unavailable(f"no transport for {scheme}:// addresses", plugin, distribution)

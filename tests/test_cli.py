@@ -299,6 +299,31 @@ def test_a_plugin_adds_a_command_through_berrymq_register_commands(
         reset_plugin_host(old)
 
 
+class _ServeOptionPlugin:
+    """A plugin that adds an option to ``serve`` as the hookspec says, with
+    ``commands.get("serve")``."""
+
+    @hookimpl
+    def berrymq_register_commands(self, commands: Commands) -> None:
+        serve = commands.get("serve")
+        if serve is None:
+            raise RuntimeError(f"no serve among {commands.names()}")
+        serve.add_argument("--quiet-banner", action="store_true")
+
+
+@pytest.mark.parametrize("name", ["aaa-serveopt", "zzz-serveopt"])
+def test_a_plugin_finds_serve_to_add_an_option_to_whatever_its_name(name: str) -> None:
+    """Plugins are registered by name and pluggy calls the last registered first: one
+    named after the transport plugins ran before ``serve`` existed (found by an outside
+    audit). The transport plugins' implementations run first."""
+    old = reset_plugin_host(PluginHost(Settings(), extra_plugins=[(name, _ServeOptionPlugin())]))
+    try:
+        args = build_parser().parse_args(["serve", "--tcp", ":0", "--quiet-banner"])
+        assert args.quiet_banner is True and args.serve_tcp == [":0"]
+    finally:
+        reset_plugin_host(old)
+
+
 def test_a_plugins_command_that_raises_is_one_line_naming_command_and_plugin(
         tmp_path: Path) -> None:
     """A raw traceback before (exit 1 still: the run failed, the command line was right)."""

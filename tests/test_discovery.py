@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from helpers import clean_env, plugin_site
 
 import berrymq
 from berrymq import BerryMQError, Bus, PluginNotAvailable, SettingsError
@@ -62,9 +65,26 @@ def test_missing_transport_plugin_says_what_to_install() -> None:
             berrymq.init_connection("tcp://127.0.0.1:0")
     with pytest.raises(PluginNotAvailable, match="no transport for gopher://") as info:
         bus.transport("gopher")
-    assert "no installed plugin claims the scheme 'gopher'" in str(info.value)
+    assert "no active plugin claims the scheme 'gopher'" in str(info.value)
     assert "tcp://" in str(info.value)
     bus.close()
+
+
+def test_a_transport_of_an_installed_plugin_that_is_not_active_names_it(tmp_path: Path) -> None:
+    """An outside plugin's scheme, the plugin disabled or blocked: the error said that no
+    installed plugin claims it, which was not so (found by an outside audit); it names
+    the installed plugins that are not active, as an unknown command does."""
+    env = plugin_site(tmp_path, "gopherish", "from berrymq.hookspecs import hookimpl\n"
+                      "@hookimpl\ndef berrymq_register_transports(registry):\n"
+                      "    registry.add('gopher', lambda bus, settings: None)\n")
+    result = subprocess.run(
+        [sys.executable, "-c", "import berrymq; berrymq.init_connection('gopher://x:1')"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env=clean_env(**env, BERRYMQ_BLOCK_PLUGINS="gopherish"))
+    assert result.returncode == 1
+    assert ("no active plugin claims the scheme 'gopher' (berryMQ's plugins handle "
+            in result.stderr), result.stderr
+    assert "installed plugins that are not active may: 'gopherish'" in result.stderr
 
 
 @pytest.mark.parametrize(("text", "line"), [

@@ -79,7 +79,7 @@ def berrymq_register_transports(registry: TransportRegistry) -> None:
     registry.add("http", HttpTransport, plugin=PLUGIN)
 
 
-@hookimpl
+@hookimpl(tryfirst=True)  # serve is there for every other plugin's options (hookspecs)
 def berrymq_register_commands(commands: Commands) -> None:
     add_serve_option(commands, "http", 8000)
     add_monitor_option(commands)  # serve --monitor HOST:PORT

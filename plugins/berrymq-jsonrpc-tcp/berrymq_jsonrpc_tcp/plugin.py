@@ -118,6 +118,6 @@ def berrymq_register_transports(registry: TransportRegistry) -> None:
     registry.add("tcp", TcpTransport, plugin=PLUGIN)
 
 
-@hookimpl
+@hookimpl(tryfirst=True)  # serve is there for every other plugin's options (hookspecs)
 def berrymq_register_commands(commands: Commands) -> None:
     add_serve_option(commands, "tcp", 7000)
