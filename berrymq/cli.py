@@ -306,7 +306,7 @@ def _refuse_absent_command(argv: Sequence[str], commands: Commands) -> None:
         return
     if command in KNOWN_COMMANDS:
         raise UsageError(_absent(f"the command {command!r}", KNOWN_COMMANDS[command]))
-    inactive = [info.name for info in get_plugin_host().infos() if not info.active]
+    inactive = get_plugin_host().inactive()
     if inactive:  # (argparse would list the commands there are, and say no more)
         raise UsageError(
             f"unknown command {command!r}: the commands there are: "

@@ -230,6 +230,10 @@ class PluginHost:
         """Every installed plugin, active or not, sorted by name."""
         return list(self._infos)
 
+    def inactive(self) -> list[str]:
+        """The names of the installed plugins that are not active, sorted."""
+        return [info.name for info in self._infos if not info.active]
+
     def is_active(self, name: str) -> bool:
         return self.pm.get_plugin(name) is not None
 
@@ -252,7 +256,7 @@ class PluginHost:
         if factory is None:
             if scheme not in KNOWN_SCHEMES:
                 known = sorted({*KNOWN_SCHEMES, *self.transports.names()})
-                inactive = [info.name for info in self._infos if not info.active]
+                inactive = self.inactive()
                 maybe = (f"; installed plugins that are not active may: "
                          f"{', '.join(map(repr, inactive))} (see berrymq plugins)"
                          if inactive else "")  # (one disabled or blocked: "not installed" was wrong)

@@ -59,7 +59,7 @@ from berrymq_nats.link import NatsLink
 from berrymq_nats.losses import UNDECODABLE, Losses
 from berrymq_nats.options import BrokerOptions
 from berrymq_nats.outbox import Outbox
-from berrymq_nats.server_errors import ServerErrors
+from berrymq_nats.server_errors import ServerErrors, describe
 from berrymq_nats.shared import SharedQueues
 from berrymq_nats.status import status_line, status_row
 from berrymq_nats.subjects import SubjectMap
@@ -164,7 +164,7 @@ class NatsBridge(LinkConnection):
         that comes in."""
         def coming() -> bool:
             connecting = not self.tasks or not self.tasks[-1].done()  # (not begun, or on)
-            return (connecting and self.state == "connecting" and not self._ready.is_set()
+            return (connecting and self.state == "connecting"  # ("connected" once _ready)
                     and not self.attempt_failed.is_set() and not self.closed
                     and self.outbox.forked_error is None)
 
@@ -198,7 +198,7 @@ class NatsBridge(LinkConnection):
                 self.failed(f"failed: {opts.gave_up}")
                 return
             except Exception as exc:  # noqa: BLE001 - reported in the state, then retried
-                self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                self.last_error = describe(exc)
                 self.state = f"connecting (attempt {attempts} failed: {self.last_error})"
                 if 0 <= opts.max_reconnect_attempts < attempts:
                     self.failed(f"failed: {self.last_error}")
@@ -226,7 +226,7 @@ class NatsBridge(LinkConnection):
             except Exception as exc:  # noqa: BLE001 - said, where it was silent before
                 # (a server that answered nats-py's first PING, then nothing): the state,
                 # asks and the log name it; nats-py may still find the server again
-                self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                self.last_error = describe(exc)
                 self.state = f"connecting (the start failed: {self.last_error})"
                 self.attempt_failed.set()
                 logger.error("NATS bridge of bus %s could not start on %s: %s", self.bus.name,
