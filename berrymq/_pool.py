@@ -238,7 +238,8 @@ class WorkerPool:
         it had not run then is counted as ``CLOSED_FIRST`` (the shutdown waiting for it hung
         where its receivers wait for the close). It took the whole queue once, and ran
         every sender's backlog in its own thread while the workers stopped: the shutdown
-        was over at once, and the close counted that backlog as lost."""
+        was over at once, and the close counted that backlog as lost. (It did so again
+        when it looked between the pool's closing and its stop markers: see :meth:`_stop`.)"""
         with self._settled:
             self._late += 1
         try:
@@ -346,12 +347,13 @@ class WorkerPool:
         wait for the workers until ``deadline``; the ones still running (a receiver that
         does not return) are returned. Senders that come after run their tasks themselves
         (:meth:`submit`), so nothing is handed to a pool nobody empties."""
-        self.closed = True
+        with self._taking:  # a late sender that sees ``closed`` finds the markers in too
+            self.closed = True
+            for _ in self._threads:
+                self._tasks.put(None)
         untrack(self)
         with self._room:
             self._room.notify_all()
-        for _ in self._threads:
-            self._tasks.put(None)
         # A join under way is broken off, and waits for the end of the shutdown instead:
         # its barriers may lie between the stop markers, where no worker would reach them
         # all (a join that begins later sees ``closed``).

@@ -186,7 +186,10 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
         others are closed, the plugins' close hooks run, the pool and the bus's state are
         closed; each such failure is logged (error, ``berrymq`` logger), and the first is
         then raised, as the :class:`~berrymq.PluginError` naming the plugin that provides
-        it. The bus is closed either way (a second call does nothing)."""
+        it. The bus is closed either way. A second call does nothing and returns at once,
+        even while the first is still closing in another thread (which may be a thread
+        the first waits for, a worker of the pool say): the first call's return is the
+        one that says the bus is closed."""
         with self._lock:
             if self._closed:
                 return

@@ -28,6 +28,7 @@ from berrymq import (
     twitter,
     unfollow,
 )
+from berrymq import _pool as pool_module
 from berrymq.settings import MAX_MULTIPLICITY
 
 
@@ -591,6 +592,62 @@ def test_a_late_sender_runs_its_own_tasks_and_leaves_the_backlog_to_the_workers(
     finally:
         first_held.set()
         late_holds.set()
+        closing.join(WAIT)
+    assert sorted(got) == [("A", i) for i in range(10)] + [("B", 0)]
+    assert dict(bus.losses.counts) == {}
+
+
+def test_a_late_sender_between_the_close_and_the_stop_markers_takes_only_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sender that found the pool closed before its stop markers were queued took the
+    whole queue (nothing lay behind a marker, as when the workers are gone) and ran every
+    sender's backlog in its own thread: ``set_multiplicity`` and ``close`` returned before
+    that backlog ran, and the close counted what was left as lost (71 of 201 in an audit)."""
+    bus = Bus(name="late", multiplicity=1)
+    first_held, late_holds, late_done = threading.Event(), threading.Event(), threading.Event()
+    got: list[object] = []
+
+    def receive(message: Message) -> None:
+        if message.args == ("A", 0):
+            assert first_held.wait(WAIT)  # the worker holds the backlog behind it
+        if threading.current_thread().name == "late" and message.args[0] == "A":
+            late_holds.wait(WAIT)  # (the old code ran A's tasks here)
+        got.append(message.args)
+
+    bus.subscribe("job:*", receive, weak=False)
+    for i in range(10):
+        bus.twitter("job:run", "A", i)
+    pool = bus.pool
+    assert pool is not None
+    untrack = pool_module.untrack
+
+    def untrack_then_let_the_late_sender_in(closing: object) -> None:
+        untrack(closing)  # (called once the pool is closed: the old code had no markers yet)
+        late_done.wait(WAIT)
+
+    monkeypatch.setattr(pool_module, "untrack", untrack_then_let_the_late_sender_in)
+    message = Message("job:run", ("B", 0))
+
+    def late_sender() -> None:  # took the pool before the close (as twitter does)
+        wait_for(lambda: pool.closed, what="the pool's close")
+        pool.submit(bus.index.lookup(message[0]), message, None)
+        late_done.set()
+
+    late = threading.Thread(target=late_sender, name="late")
+    late.start()
+    closing = threading.Thread(target=bus.close)
+    closing.start()
+    try:
+        late.join(WAIT)  # it ran its own task, and only that
+        assert got == [("B", 0)]
+        first_held.set()
+        closing.join(WAIT)
+        assert not closing.is_alive()
+    finally:
+        first_held.set()
+        late_holds.set()
+        late_done.set()
+        late.join(WAIT)
         closing.join(WAIT)
     assert sorted(got) == [("A", i) for i in range(10)] + [("B", 0)]
     assert dict(bus.losses.counts) == {}
