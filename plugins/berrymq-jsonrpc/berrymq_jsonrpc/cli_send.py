@@ -10,7 +10,6 @@ skipped, and the exit status is then 1.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shlex
@@ -29,6 +28,7 @@ from berrymq.message import Message
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.cli_session import StoppableSession
 from berrymq_jsonrpc.cli_support import (
+    decode_json,
     keyword,
     parse_value,
     quiet_remote_logs,
@@ -95,10 +95,7 @@ def message_from_json(text: str) -> Message:
     :raises ValueError: not such an array, or a bad identifier.
     """
     check_utf8(text, "the line")
-    try:
-        value = json.loads(text)
-    except RecursionError:  # nested past what Python's decoder goes (about 1000)
-        raise ValueError("the line nests arrays and objects too deeply to be sent") from None
+    value = decode_json(text, "the line")
     if not (isinstance(value, list) and 1 <= len(value) <= 3 and isinstance(value[0], str)
             and (len(value) < 2 or isinstance(value[1], list))
             and (len(value) < 3 or isinstance(value[2], dict))):

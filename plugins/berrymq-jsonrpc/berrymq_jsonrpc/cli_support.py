@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import socket
 import threading
@@ -28,9 +29,9 @@ from berrymq_jsonrpc.channel import NoAnswer
 from berrymq_jsonrpc.jsonrpc_client import secret_refusal
 from berrymq_jsonrpc.limits import ttl_limit
 
-__all__ = ["URL_HELP", "add_message_arguments", "connect", "format_message", "is_broker", "shown",
-           "keyword", "node_failure", "open_session", "parse_value", "pattern_argument",
-           "port_speaks", "quiet_remote_logs", "run_until_stopped", "scheme_hint",
+__all__ = ["URL_HELP", "UnsendableJson", "add_message_arguments", "connect", "decode_json",
+           "format_message", "is_broker", "keyword", "node_failure", "open_session", "parse_value",
+           "pattern_argument", "port_speaks", "quiet_remote_logs", "run_until_stopped", "scheme_hint",
            "seconds_argument", "secret_hint", "went_away"]
 
 #: The help of a command's URL argument.
@@ -42,7 +43,40 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_strict = json.JSONDecoder(parse_constant=_reject_constant)
+class _TooLarge(Exception):
+    """A JSON number past what a double holds (``1e400``)."""
+
+
+class UnsendableJson(ValueError):
+    """JSON that no message can carry: a number too large for a double, or nesting past
+    what Python's decoder goes."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _TooLarge(text)
+    return value
+
+
+_strict = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_lenient = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def decode_json(text: str, what: str) -> Any:
+    """``text`` as JSON that berryMQ can send (``what`` names it in errors): ValueError for
+    text that is no JSON and for ``NaN``/``Infinity`` (no JSON either, though Python reads
+    them); :class:`UnsendableJson` for a number too large for a double (``1e400``: Python
+    reads it as infinity, which no JSON encoder writes) and for nesting past what the
+    decoder goes."""
+    try:
+        return _strict.decode(text)
+    except _TooLarge as exc:
+        _lenient.decode(text)  # (the ValueError of text that is no JSON beyond the number)
+        raise UnsendableJson(f"{what} holds the number {str(exc)[:40]}, too large for JSON "
+                             "(a double): it cannot be sent") from None
+    except RecursionError:  # JSON, but nested past what Python's decoder goes (about 1000)
+        raise UnsendableJson(f"{what} nests arrays and objects too deeply to be sent") from None
 
 
 def parse_value(text: str) -> Any:
@@ -50,15 +84,15 @@ def parse_value(text: str) -> Any:
 
     ``42`` is a number, ``true`` a boolean, ``'"42"'`` the string ``42``, ``[1,2]`` an
     array, ``hello`` the string ``hello``. ``NaN``/``Infinity`` are not JSON and stay
-    strings (berryMQ never sends them).
+    strings (berryMQ never sends them); JSON that cannot be sent (``1e400``, too deep a
+    nesting) is an :class:`UnsendableJson` naming it.
     """
     try:
-        return _strict.decode(text)
+        return decode_json(text, f"the value {text[:40]!r}")
+    except UnsendableJson:
+        raise
     except ValueError:
         return text
-    except RecursionError:  # JSON, but nested past what Python's decoder goes (about 1000)
-        raise ValueError(f"the value {text[:40]}... nests arrays and objects too deeply to "
-                         "be sent") from None
 
 
 def keyword(text: str) -> tuple[str, Any]:
@@ -67,7 +101,10 @@ def keyword(text: str) -> tuple[str, Any]:
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(
             f"--kw takes KEY=VALUE with KEY a Python identifier, got {text!r}")
-    return key, parse_value(value)
+    try:
+        return key, parse_value(value)
+    except UnsendableJson as exc:  # (argparse would say only "invalid keyword value")
+        raise argparse.ArgumentTypeError(f"--kw {key}: {exc}") from None
 
 
 def pattern_argument(text: str) -> str:

@@ -32,6 +32,7 @@ from berrymq.transports.base import url_parts
 from berrymq_jsonrpc import protocol as p
 from berrymq_jsonrpc.addresses import host_and_port
 from berrymq_jsonrpc.cli_support import port_speaks, seconds_argument, secret_hint, shown
+from berrymq_jsonrpc.settings import secret_check
 from berrymq_jsonrpc.transport import RemoteTransport
 
 __all__ = ["MAX_ANSWER", "ROWS", "Unreachable", "fetch_status", "format_status", "get_json",
@@ -126,6 +127,10 @@ def get_json(target: str, *, secret: str | None, timeout: float,
     not (``secret_option``: the command's option for the secret, named when none was
     given). Never through a proxy."""
     headers: dict[str, str | bytes] = {"Accept": "application/json"}
+    problem = secret_check(secret) if secret else None
+    if problem is not None:  # (it would fail to be written, or never match)
+        given = f"{secret_option} or {p.SECRET_ENV_VAR}" if secret_option else p.SECRET_ENV_VAR
+        raise UsageError(f"the secret given ({given}) {problem}")
     if secret:
         # (bytes: http.client would encode a str as Latin-1, and fail on other letters)
         headers["Authorization"] = f"Bearer {secret}".encode()

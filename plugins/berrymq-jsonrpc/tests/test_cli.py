@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from berrymq_cli_procs import DEADLINE, Proc, listen, one_error_line
 from berrymq_jsonrpc.cli import server_url
+from berrymq_jsonrpc.cli_send import message_from_json
 from berrymq_jsonrpc.cli_support import format_message, parse_value
 from berrymq_jsonrpc.serve_stop import SAME_STOP_WINDOW
 from helpers import clean_env, plugin_site
@@ -305,6 +306,13 @@ def test_listen_with_its_pattern_missing_says_so(tmp_path: Path) -> None:
     ("jsonrpc-http", "max_size = 0", "jsonrpc-http.max_size must be a positive number, got 0"),
     ("jsonrpc-tcp", f'secret = "{"s" * 257}"', "jsonrpc-tcp.secret is 257 bytes as a request "
      "writes it, over the 256 a secret may take"),
+    # a secret travels in HTTP's Authorization header too (the status routes): an empty
+    # one meant none, spaces at its ends were dropped there (every status request was
+    # refused as wrong), a line break could not be written (the command failed)
+    ("jsonrpc-tcp", 'secret = ""', "jsonrpc-tcp.secret is empty: leave it out for no secret"),
+    ("jsonrpc-http", 'secret = "  x  "', "jsonrpc-http.secret begins or ends with a space or "
+     "tab, which HTTP drops from the Authorization header"),
+    ("jsonrpc-tcp", 'secret = "a\\nb"', "jsonrpc-tcp.secret holds a control character"),
     ("jsonrpc-http", "max_connections = -5",
      "jsonrpc-http.max_connections must be a positive number, got -5"),
     ("jsonrpc-tcp", 'callback_hosts = ["10.0.0.0/99"]',
@@ -377,6 +385,26 @@ def test_serve_announces_nothing_when_its_second_address_is_busy(tmp_path: Path)
                      cwd=tmp_path)
     assert f"cannot serve http://127.0.0.1:{port}" in one_error_line(result, 1)
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(("secret", "problem"), [
+    ("  x  ", "begins or ends with a space or tab"),
+    ("a\nb", "holds a control character"),
+])
+def test_a_secret_a_header_cannot_carry_is_named_by_each_command(
+        tmp_path: Path, secret: str, problem: str) -> None:
+    """A secret with spaces at its ends was taken by serve, and then status and graph were
+    refused as wrong (HTTP drops them); one with a line break failed status with "the
+    command 'status' (plugin 'jsonrpc-tcp') failed: ValueError: Invalid header value" and
+    exit 1. Each is a usage error naming where the secret came from; never shown."""
+    env = {"BERRYMQ_SECRET": secret}
+    for args in (("serve", "--tcp", "0"), ("status", "http://127.0.0.1:1"),
+                 ("graph", "http://127.0.0.1:1")):
+        line = one_error_line(run(*args, cwd=tmp_path, env=env))
+        assert "BERRYMQ_SECRET" in line and problem in line, (args, line)
+        assert secret not in line
+    line = one_error_line(run("status", "--secret", secret, "http://127.0.0.1:1", cwd=tmp_path))
+    assert "--secret" in line and problem in line, line
 
 
 def test_serve_refuses_a_public_address_without_secret(tmp_path: Path) -> None:
@@ -555,6 +583,29 @@ def test_serve_stops_on_sigterm_while_clients_are_connected(
 ])
 def test_parse_value(text: str, value: object) -> None:
     assert parse_value(text) == value
+
+
+@pytest.mark.parametrize("command", ["send", "ask"])
+def test_a_number_too_large_for_json_is_a_usage_error_naming_it(
+        tmp_path: Path, command: str) -> None:
+    """``1e400`` is JSON that Python reads as infinity, which no message can carry: ``ask``
+    failed with "the command 'ask' (plugin 'jsonrpc-tcp') failed: ValueError: Out of range
+    float values are not JSON compliant" (exit 1), ``send`` named no word; ``1e400]``,
+    no JSON, stays a string; ``send -`` lines are held to the same rule."""
+    for value, number in (("1e400", "1e400"), ("[1, -1e400]", "-1e400")):
+        line = one_error_line(run(command, "tcp://127.0.0.1:1", "a:b", value, cwd=tmp_path))
+        assert line == (f"berrymq: error: the value {value!r} holds the number {number}, "
+                        "too large for JSON (a double): it cannot be sent"), line
+    result = run(command, "tcp://127.0.0.1:1", "a:b", "--kw", "x=1e999", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.splitlines()[-1]  # (after argparse's usage)
+    assert line.endswith("argument --kw: --kw x: the value '1e999' holds the number 1e999, "
+                         "too large for JSON (a double): it cannot be sent"), line
+    assert parse_value("1e400]") == "1e400]"
+    with pytest.raises(ValueError, match="the line holds the number 1e400, too large"):
+        message_from_json('["a:b", [1e400]]')
+    with pytest.raises(ValueError, match="NaN is not JSON"):  # (json.loads took it)
+        message_from_json('["a:b", [NaN]]')
 
 
 @pytest.mark.parametrize(("scheme", "addr", "url"), [
