@@ -113,7 +113,7 @@ KNOWN_SCHEMES: dict[str, tuple[str, str]] = {
 #: (entry point, distribution) that add them: named when none of them is active.
 #: (``graph`` is the core's: what the plugins add to it is its ``URL``.)
 KNOWN_COMMANDS: dict[str, tuple[tuple[str, str], ...]] = dict.fromkeys(
-    ("serve", "send", "listen", "status", "graph"),
+    ("serve", "send", "ask", "listen", "status", "graph"),
     (("jsonrpc-tcp", "berrymq-jsonrpc-tcp"), ("jsonrpc-http", "berrymq-jsonrpc-http")),
 )
 

@@ -28,20 +28,29 @@ def holds_our_table(pyproject: Path) -> bool:
 
 def _names_our_table(text: str) -> bool:
     """Whether a line of ``text`` (not valid TOML) opens or sets berryMQ's table, however
-    written: a table header naming ``berrymq`` (``[tool.berrymq]``, ``["tool"."berrymq"]``,
-    ``[ tool . berrymq ]``) or a key with ``berrymq`` as one of its parts (``berrymq =
-    {...}``, ``berrymq.plugins = [...]``). A line that only names the package (a
-    dependency, ``"berrymq>=0.4"``) does not: such a broken file is the project's, not
-    berryMQ's, to report."""
+    written: a table header ``[tool.berrymq]`` or ``[berrymq]`` (``["tool"."berrymq"]``,
+    ``[ tool . berrymq ]``, sub-tables too), or a key that, with the header it is under,
+    makes that path (``berrymq = {...}`` under ``[tool]``, ``tool.berrymq.plugins = [...]``
+    before any header). A line that only names the package does not: a requirement
+    (``"berrymq>=0.4"``) or a dependency table's key (``berrymq = "^0.4"`` under
+    ``[tool.poetry.dependencies]``); such a broken file is the project's, not berryMQ's,
+    to report."""
+    header: list[str] = []
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("["):  # a header: [tool.berrymq], [[a.b]]
-            name = stripped.strip("[]")
+            header = _parts(stripped.strip("[]"))
+            path = header
         else:  # a key = value (not a requirement such as "berrymq==0.4", "berrymq >= 1")
             name, equals, value = stripped.partition("=")
             if not equals or value.startswith("=") or name.rstrip().endswith(("<", ">", "!", "~")):
                 continue
-        parts = name.replace('"', "").replace("'", "").replace(" ", "").lower().split(".")
-        if "berrymq" in parts:
+            path = header + _parts(name)
+        if path[:1] == ["berrymq"] or path[:2] == ["tool", "berrymq"]:
             return True
     return False
+
+
+def _parts(name: str) -> list[str]:
+    """The parts of a dotted TOML name, quotes and spaces dropped, in lower case."""
+    return name.replace('"', "").replace("'", "").replace(" ", "").lower().split(".")

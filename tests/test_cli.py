@@ -339,7 +339,7 @@ def test_a_plugins_command_that_raises_is_one_line_naming_command_and_plugin(
 
 def test_without_the_transport_plugins_there_is_no_serve(tmp_path: Path) -> None:
     env = {**os.environ, "BERRYMQ_BLOCK_PLUGINS": "jsonrpc-tcp,jsonrpc-http"}
-    for command in ("serve", "send", "listen", "status"):  # named with what to do
+    for command in ("serve", "send", "ask", "listen", "status"):  # named with what to do
         result = run(command, cwd=tmp_path, env=env)
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith(

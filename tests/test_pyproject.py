@@ -18,6 +18,14 @@ from berrymq._pyproject import holds_our_table
     ('[ "tool" . "berrymq" ]\nbroken = [\n', True),
     ('[project]\ndependencies = ["berrymq==0.4"]\nbroken = [\n', False),
     ('[project]\ndependencies = [\n  "berrymq >= 0.4",\n]\nbroken = [\n', False),
+    # Poetry's dependency tables name the package as a key: it was taken for our table,
+    # and the broken file stopped every berrymq command and the library
+    ('[tool.poetry.dependencies]\nberrymq = "^0.4"\nbroken = [\n', False),
+    ('[tool.poetry.group.dev.dependencies]\nberrymq = { version = "^0.4" }\nbroken = [\n',
+     False),
+    ('tool.berrymq.hop_limit = 3\nbroken = [\n', True),  # dotted keys before any header
+    ('[tool]\nberrymq.hop_limit = 3\nbroken = [\n', True),
+    ('[tool.berrymq.nats]\nbroken = [\n', True),
 ])
 def test_the_table_however_written_and_never_a_requirement(tmp_path: Path, text: str,
                                                             ours: bool) -> None:

@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from berrymq_jsonrpc import protocol as p
-from berrymq_jsonrpc.addresses import is_loopback, netloc, split_url
+from berrymq_jsonrpc.addresses import is_loopback, netloc, split_url, unresolved
 from berrymq_jsonrpc.cli import add_serve_starter, server_url
 from berrymq_jsonrpc.limits import Admission
 from berrymq_jsonrpc.listener import RemoteListener
@@ -78,6 +78,10 @@ def _monitor_address(bus: Any, args: argparse.Namespace) -> tuple[str, int, str 
         host, port = split_url(server_url("http", args.monitor, option="monitor"), "http")
     except ValueError as exc:  # a full URL that is no host:port
         raise UsageError(f"--monitor {args.monitor!r}: {exc}") from None
+    why = unresolved(host)
+    if why is not None:  # (as serve's --tcp and --http: the command is at fault, exit 2)
+        raise UsageError(f"cannot serve the status at {host}:{port}: the host name {host!r} "
+                         f"names no address ({why})")
     transports = [t for _, t in sorted(bus.transports().items()) if hasattr(t, "service")]
     secret = next((t.secret for t in transports if t.secret), None) or os.environ.get(
         p.SECRET_ENV_VAR) or None
@@ -92,7 +96,7 @@ def check_monitor(bus: Any, args: argparse.Namespace) -> tuple[str, str, int] | 
     """Check ``--monitor`` before ``serve`` binds anything (a bad address is a usage
     error, and then nothing was done); the address, for ``serve`` to refuse one that
     another of its options names too."""
-    if not getattr(args, "monitor", None):
+    if getattr(args, "monitor", None) is None:  # ("" is given, and refused as an address)
         return None
     host, port, _secret = _monitor_address(bus, args)
     return f"--monitor {args.monitor}", host, port
@@ -101,7 +105,7 @@ def check_monitor(bus: Any, args: argparse.Namespace) -> tuple[str, str, int] | 
 def start_monitor(bus: Any, args: argparse.Namespace) -> tuple[Server, str] | None:
     """Serve the status at ``--monitor`` (after ``serve``'s transports: the secret and the
     ``names`` setting are theirs): the server and its URL; None without ``--monitor``."""
-    if not getattr(args, "monitor", None):
+    if getattr(args, "monitor", None) is None:  # ("" is given, and refused as an address)
         return None
     host, port, secret = _monitor_address(bus, args)
     transports = [t for _, t in sorted(bus.transports().items()) if hasattr(t, "service")]

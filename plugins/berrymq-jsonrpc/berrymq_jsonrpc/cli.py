@@ -86,7 +86,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                     if isinstance(exc.__cause__, OSError):  # the port is taken: the run
                         raise TransportError(str(exc)) from None  # failed (it names url)
                     # a malformed address, or one that needs a secret: fix the command
-                    raise UsageError(f"cannot serve {url}: {exc}") from None
+                    # (the transport's own error names the address, once)
+                    text = str(exc) if url in str(exc) else f"cannot serve {url}: {exc}"
+                    raise UsageError(text) from None
                 except OSError as exc:  # from a transport of another plugin, unwrapped
                     raise TransportError(f"cannot serve {url}: {exc}") from None
             started: dict[str, Any] = {}

@@ -217,6 +217,27 @@ def test_monitor_off_loopback_needs_a_secret(tmp_path: Path) -> None:
     assert "not a loopback address" in done.stderr
 
 
+@pytest.mark.parametrize(("args", "expected"), [
+    # "" was taken for no --monitor at all: the node served no status, and said nothing
+    (("--monitor", ""), "berrymq: error: --monitor '': expected HOST:PORT, :PORT or PORT"),
+    # a name that does not resolve was a run failure (exit 1) in asyncio's words, where
+    # --tcp and --http call it a usage error naming the host
+    (("--monitor", "nosuchhost.invalid:0"), "berrymq: error: cannot serve the status at "
+     "nosuchhost.invalid:0: the host name 'nosuchhost.invalid' names no address ("),
+    # (the transport's error already named the address: it was said twice)
+    (("--tcp", "nosuchhost.invalid:0"), "berrymq: error: cannot serve "
+     "tcp://nosuchhost.invalid:0: the host name 'nosuchhost.invalid' names no address ("),
+])
+def test_serve_names_an_address_it_cannot_serve_before_serving_any(
+        tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "berrymq", "serve", "--http", "127.0.0.1:0",
+                           *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=TIMEOUT, env={**_env(), "BERRYMQ_SECRET": "s3cret-s3cret"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(expected), done.stderr
+    assert done.stdout == ""  # nothing was served, or said to be
+
+
 def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("BERRYMQ_CONFIG", "BERRYMQ_SECRET")}
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from berrymq.errors import QueueFull, TransportError
 from berrymq.timeouts import too_long
@@ -105,9 +106,22 @@ class BrokerOptions:
                 "nats", "tls", "ws", "wss"
             ):
                 raise ValueError(f"NATS server {url!r} is not a URL like 'nats://host:4222'")
+            if not _has_valid_port(url):
+                raise ValueError(f"NATS server {url!r} has an invalid port (0 to 65535): "
+                                 "not a URL like 'nats://host:4222'")
         values = {key: _check(key, value) for key, value in options.items()}
         check_prefix(values.get("subject_prefix", DEFAULT_PREFIX))
         return cls(servers=urls, **values)
+
+
+def _has_valid_port(url: str) -> bool:
+    """Whether ``url`` has no port or a number from 0 to 65535 (nats-py took another and
+    said "invalid connect url option" at each attempt, for good)."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:  # not a number, or out of range
+        return False
+    return port is None or 0 <= port <= 65535
 
 
 def _check(key: str, value: Any) -> Any:

@@ -313,3 +313,10 @@ def test_the_plugins_command_shows_the_state_and_names_bad_settings(
     url = run_plugins_command(config)
     assert url.returncode != 0 and "Traceback" not in url.stderr
     assert "berrymq.toml" in url.stderr and "is not a URL like" in url.stderr, url.stderr
+    # (a port past 65535 passed: the state said "connecting (attempt 4 failed: ... invalid
+    # connect url option)" and the command exited 0)
+    config.write_text('[berrymq.nats]\nservers = ["nats://127.0.0.1:99999"]\n', encoding="utf-8")
+    port = run_plugins_command(config)
+    assert port.returncode == 2 and "Traceback" not in port.stderr
+    assert ("berrymq.toml:2: [berrymq.nats] NATS server 'nats://127.0.0.1:99999' has an "
+            "invalid port (0 to 65535)") in port.stderr, port.stderr

@@ -35,6 +35,10 @@ def test_bad_options_are_named(default_bus: Bus) -> None:
         berrymq.connect_broker("nats://127.0.0.1:1", bufer_limit=3)
     with pytest.raises(ValueError, match="not a URL"):
         berrymq.connect_broker("nats://127.0.0.1:1,localhost:2")
+    # (nats-py took it and failed each attempt for good: "invalid connect url option")
+    with pytest.raises(ValueError, match=re.escape(
+            "NATS server 'nats://127.0.0.1:99999' has an invalid port (0 to 65535)")):
+        berrymq.connect_broker("nats://127.0.0.1:99999")
     with pytest.raises(ValueError, match="connect_timeout must be a positive, finite number"):
         berrymq.connect_broker("nats://127.0.0.1:1", connect_timeout=0)
     with pytest.raises(ValueError, match="subject_prefix"):
