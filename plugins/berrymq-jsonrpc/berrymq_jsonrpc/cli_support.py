@@ -88,7 +88,7 @@ def parse_value(text: str) -> Any:
     nesting) is an :class:`UnsendableJson` naming it.
     """
     try:
-        return decode_json(text, f"the value {text[:40]!r}")
+        return decode_json(text, f"the value {text[:40]}{'...' if len(text) > 40 else ''}")
     except UnsendableJson:
         raise
     except ValueError:
