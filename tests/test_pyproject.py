@@ -26,6 +26,14 @@ from berrymq._pyproject import holds_our_table
     ('tool.berrymq.hop_limit = 3\nbroken = [\n', True),  # dotted keys before any header
     ('[tool]\nberrymq.hop_limit = 3\nbroken = [\n', True),
     ('[tool.berrymq.nats]\nbroken = [\n', True),
+    ('[tool.poetry.dependencies.berrymq]\nversion = "^0.4"\nbroken = [\n', False),
+    ('[project.optional-dependencies]\nberrymq = ["berrymq[nats]"]\nbroken = [\n', False),
+    # a comment after a header, a line of an array that starts with "[", a BOM: each was
+    # taken for no table of ours, and the allow-list was dropped in silence
+    ('[tool.berrymq]  # ours\nbroken = [\n', True),
+    ('[tool] # berryMQ settings\nberrymq.plugins = ["jsonrpc-tcp"]\n[project]\ndeps = [\n', True),
+    ('[tool]\nmatrix = [\n  ["a", "b"],\n]\nberrymq = { plugins = [] }\nbroken = [\n', True),
+    ('\ufeff[tool.berrymq]\nhop_limit = 3\n', True),
 ])
 def test_the_table_however_written_and_never_a_requirement(tmp_path: Path, text: str,
                                                             ours: bool) -> None:

@@ -111,15 +111,19 @@ def access(listener_loopback: bool, secret: str | None,
     Without a secret, only a loopback listener answers (a node refuses to serve another
     address without one). With a secret, it must be presented (one of the texts of
     :func:`presented_secret`), on loopback too, as the node's JSON-RPC methods
-    (``network`` among them) require it on every address.
+    (``network`` among them) require it on every address. A secret with spaces or tabs
+    at its ends also matches without them, as HTTP's header leaves it (it was refused as
+    wrong, though right, in ``Authorization``).
     """
     if secret is None:
         return None if listener_loopback else 403
     if presented is None:
         return 401
-    expected = secret.encode("utf-8", "surrogatepass")
-    matches = [hmac.compare_digest(text.encode("utf-8", "surrogatepass"), expected)
-               for text in ((presented,) if isinstance(presented, str) else presented)]
+    expected = {secret.encode("utf-8", "surrogatepass"),
+                secret.strip(" \t").encode("utf-8", "surrogatepass")}
+    matches = [hmac.compare_digest(text.encode("utf-8", "surrogatepass"), form)
+               for text in ((presented,) if isinstance(presented, str) else presented)
+               for form in expected]
     return None if any(matches) else 403
 
 
