@@ -10,6 +10,7 @@ itself.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from berrymq._pool import WorkerPool
     from berrymq.node import Node
 
-__all__ = ["Subscribing", "refuse_non_flags"]
+__all__ = ["Subscribing", "refuse_non_flags", "refuse_unable_receiver"]
 
 
 def refuse_non_flags(who: str, **flags: object) -> None:
@@ -32,6 +33,26 @@ def refuse_non_flags(who: str, **flags: object) -> None:
     for name, flag in flags.items():
         if type(flag) is not bool:
             raise TypeError(f"{name} for {who} must be True or False, got {flag!r}")
+
+
+def refuse_unable_receiver(what: str, ident: Identifier, func: object) -> None:
+    """Refuse a receiver or guard (``what``) that cannot take a message, at the call that
+    registers it: one whose signature takes no one positional argument (``def on():``,
+    a class, an unbound method), which failed at every send, in the log only, and a
+    generator function, whose body a call never runs (nothing said so). A callable
+    without a signature to read (some built-ins) is taken on trust."""
+    if inspect.isgeneratorfunction(func):  # (an async one fails as it sends: _delivery)
+        raise TypeError(f"{what} {func!r} for {ident} is a generator function: calling it "
+                        "runs none of its body (a receiver returns, it does not yield)")
+    try:
+        signature = inspect.signature(func)  # type: ignore[arg-type]  # (callable: checked)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None)
+    except TypeError as exc:
+        raise TypeError(f"{what} {func!r} for {ident} cannot be called with the message, "
+                        f"its one argument: its signature is {signature} ({exc})") from None
 
 
 class Subscribing:
@@ -72,6 +93,9 @@ class Subscribing:
             raise TypeError(f"receiver for {ident} must be callable, got {receiver!r}")
         if guard is not None and not callable(guard):
             raise TypeError(f"guard_condition for {ident} must be callable, got {guard!r}")
+        refuse_unable_receiver("receiver", ident, receiver)
+        if guard is not None:
+            refuse_unable_receiver("guard_condition", ident, guard)
         refuse_non_flags(str(ident), weak=weak, shared=shared)
         runner = async_runner(receiver, ident, guard, self.core_setting)  # async def: on this loop
         if isinstance(kind, str):
@@ -91,6 +115,10 @@ class Subscribing:
 
         Returns how many subscriptions were cancelled.
         """
+        if target is None or isinstance(target, (str, bytes, Identifier)):
+            raise TypeError(f"unfollow() takes a function, a bound method, an object or a "
+                            f"class, got {target!r} (it matched nothing, silently); cancel "
+                            "a pattern's receivers with their subscriptions' cancel()")
         cancelled = self.index.remove_matching(target)
         if isinstance(target, type):  # the static methods written in its body
             inside = f"{target.__qualname__}."

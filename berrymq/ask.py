@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import threading
 import time
@@ -80,6 +81,10 @@ class _AskPart:
         self.future: concurrent.futures.Future[None] | None = None
         #: the deadline passed before every receiver had started: those left never will
         self.cut = False
+        #: every helper thread was busy when the part was handed over (what a part not
+        #: started in time says: without it, a timeout too short for the idle thread to
+        #: take it was blamed on 128 busy threads)
+        self.crowded = False
 
     def past(self, deadline: float) -> bool:
         """Whether ``deadline`` passed, before the next receiver would start (then it
@@ -100,6 +105,8 @@ class _AskPart:
             except BaseException as exc:  # noqa: BLE001 - reported as an entry (sys.exit()
                 part.error = exc  # in a receiver too: the helper thread cannot end the process)
 
+        with contextlib.suppress(BusClosed):  # (then _submitted says so)
+            part.crowded = bus.state(ASK_PARTS).saturated
         part.future = _submitted(bus, ASK_PARTS, run)  # None: no replies, the bus closed
         return part
 
@@ -113,10 +120,11 @@ class _AskPart:
             grace = _KEPT_GRACE if self.keeps_deadline else 0.0
             concurrent.futures.wait([future], seconds_left(deadline + grace))
             if not future.done():
-                if future.cancel():  # not started yet (every helper thread busy): never will
-                    who = (f"{self.who} (not started in time: every one of the bus's "
-                           f"{ASK_PART_THREADS} threads for asks was busy, each with a "
-                           "receiver of an earlier ask still running)")
+                if future.cancel():  # not started yet: never will
+                    why = (f"every one of the bus's {ASK_PART_THREADS} threads for asks was "
+                           "busy, each with a receiver of an earlier ask still running"
+                           if self.crowded else "the timeout passed before a thread took it")
+                    who = f"{self.who} (not started in time: {why})"
                     return replies_so_far([], [], who, timeout, node)
                 return replies_so_far(self.replies, self.running, self.who, timeout, node)
             if self.cut:  # done, but by stopping at the deadline: the rest said as waited for

@@ -230,6 +230,9 @@ class Bus(Starting, Subscribing, NodeSide, Pooling):
         :param origin: the forwarder the message came in through, which it is not sent
             back to.
         """
+        if not isinstance(message, Message):  # (publish("a:b") failed deep inside)
+            raise TypeError(f"publish() takes a berrymq.Message, got {message!r}; to send "
+                            "by identifier, use twitter()")
         self.dispatch(message, self.index.lookup(message[0]), origin)
 
     def dispatch(self, message: Message, route: tuple[Any, ...], origin: Forwarder | None) -> None:

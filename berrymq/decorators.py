@@ -34,7 +34,8 @@ def auto_twitter(identifier: str, entry: bool = False, exit: bool = False
 
     Both flags false (or both true) send both; ``entry=True`` only entry; ``exit=True``
     only exit. An identifier whose action is already ``entry`` or ``exit`` sends just
-    that one. Both messages carry the call's arguments; the exit message is sent even
+    that one; any other action is replaced (``"job:run"`` sends ``job:entry`` and
+    ``job:exit``), as in berryMQ 0.3. Both messages carry the call's arguments; the exit message is sent even
     when the function raises. Return values and exceptions pass through unchanged (a
     full queue's refusal of a message sent here is counted in ``bus.losses`` and logged,
     not raised into the call). An

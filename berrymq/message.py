@@ -29,6 +29,18 @@ class _MessageType(type):
                  uid: str | None = None) -> Any:
         if not isinstance(identifier, Identifier):
             identifier = Identifier(identifier)
+        # (checked here, not where they failed later: Message("a:b", "abc").args was
+        # ('a', 'b', 'c'); a list for kwargs, or hops "x", broke a send much later)
+        if isinstance(args, (str, bytes, dict)):
+            raise TypeError(f"args of message {identifier} must be a tuple of its positional "
+                            f"arguments, got {args!r}")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs of message {identifier} must be a dict, got {kwargs!r}")
+        if type(hops) is not int or hops < 0:
+            raise TypeError(f"hops of message {identifier} must be an int of 0 or more, "
+                            f"got {hops!r}")
+        if uid is not None and type(uid) is not str:
+            raise TypeError(f"uid of message {identifier} must be a str or None, got {uid!r}")
         return _tuple_new(
             cls,  # type: ignore[arg-type]  # cls is Message, a tuple subclass
             (identifier, tuple(args), {} if kwargs is None else kwargs, hops, uid),

@@ -37,17 +37,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from berrymq._description_check import check_description
 from berrymq.aio import AsyncReceiver, is_async_receiver
+from berrymq.bus import Bus
 from berrymq.default import get_bus
 from berrymq.identifier import Identifier, parse
 from berrymq.receivers.queues import QueueStore
 from berrymq.sources import running_adapters
-
-if TYPE_CHECKING:
-    from berrymq.bus import Bus
 
 __all__ = ["Format", "check_description", "describe", "render", "show_network", "to_dot",
            "to_mermaid"]
@@ -77,6 +75,10 @@ def describe(bus: Bus | None = None) -> dict[str, Any]:
     on it and its connections. See the module docstring for the shape."""
     if bus is None:
         bus = get_bus()
+    elif not isinstance(bus, Bus):  # show_network("mermaid"): a bare AttributeError
+        raise TypeError(f"describe the network of a berrymq.Bus (or None for the default "
+                        f"bus), got {bus!r}" + (f"; for the format, say format={bus!r}"
+                                                if bus in FORMATS else ""))
     receivers: list[dict[str, Any]] = []
     by_key: dict[object, dict[str, Any]] = {}
     instance_numbers: dict[int, str] = {}

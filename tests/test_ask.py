@@ -351,3 +351,17 @@ def test_a_receiver_that_calls_sys_exit_gives_an_entry_naming_it() -> None:
         replies = bus.ask("q:x", timeout=5)
     assert len(replies) == 1 and isinstance(replies[0], ReplyError), replies
     assert replies[0].exception_type == "SystemExit"
+
+
+def test_a_part_not_started_in_time_with_threads_idle_does_not_blame_busy_threads(
+        berrymq_bus: Bus) -> None:
+    """An ask whose timeout passed before the idle helper thread took its part said "every
+    one of the bus's 128 threads for asks was busy" (found by an outside audit)."""
+    berrymq_bus.subscribe("price:quote", lambda message: 1, weak=False)
+    assert berrymq_bus.ask("price:quote") == [1]  # a helper thread exists, idle
+    entries = [entry for _ in range(500)
+               for entry in berrymq_bus.ask("price:quote", timeout=1e-6)
+               if isinstance(entry, ReplyError) and "not started in time" in entry.receiver]
+    assert entries  # (about nine asks in ten on this machine)
+    assert all("(not started in time: the timeout passed before a thread took it)"
+               in entry.receiver for entry in entries), entries[0]

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from helpers import WAIT, child_env, plugin_site
 
 import berrymq
@@ -328,3 +329,23 @@ def test_use_bus_blocks_of_two_threads_overlapping_leave_the_default_as_it_was()
     finally:
         first.close()
         second.close()
+
+
+def test_set_bus_and_use_bus_refuse_what_is_no_bus_before_changing_the_default() -> None:
+    """``use_bus("not a bus")`` raised a bare AttributeError after it had emptied the
+    default's slot: the default bus and its receivers were lost, every later send went to
+    a new, empty bus (found by an outside audit); ``use_bus(None)`` put a new empty bus in
+    for the block."""
+    got: list[str] = []
+    default = berrymq.get_bus()
+    subscription = berrymq.regist_function("job:done", lambda m: got.append(m.id), weak=False)
+    try:
+        for given in ("not a bus", None):
+            for refuse in (berrymq.set_bus, lambda bus: berrymq.use_bus(bus).__enter__()):
+                with pytest.raises(TypeError, match="expected a berrymq.Bus, got"):
+                    refuse(given)  # type: ignore[arg-type]
+                assert berrymq.get_bus() is default
+        berrymq.twitter("job:done")
+        assert got == ["job:done"]
+    finally:
+        subscription.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 
 import pytest
 from helpers import capture
@@ -74,3 +75,23 @@ def test_equality_repr_and_pickle() -> None:
     assert message != Message("a:b", (2,), {"k": "v"})
     assert "a:b" in repr(message)
     assert pickle.loads(pickle.dumps(message)) == message
+
+
+@pytest.mark.parametrize(("make", "refusal"), [
+    (lambda: Message("job:done", "abc"), "args of message job:done must be a tuple of its "
+     "positional arguments, got 'abc'"),
+    (lambda: Message("job:done", (), [1]), "kwargs of message job:done must be a dict, got \\[1\\]"),
+    (lambda: Message("job:done", (), {}, "x"), "hops of message job:done must be an int of 0 "
+     "or more, got 'x'"),
+    (lambda: Message("job:done", (), {}, -1), "hops of message job:done must be an int"),
+    (lambda: Message("job:done", (), {}, 0, 7), "uid of message job:done must be a str or None"),
+    (lambda: Bus(name="p").publish("job:done"), "publish\\(\\) takes a berrymq.Message, got "
+     "'job:done'; to send by identifier, use twitter\\(\\)"),
+])
+def test_the_constructor_and_publish_refuse_what_breaks_a_send_later(
+        make: Callable[[], object], refusal: str) -> None:
+    """``Message("job:done", "abc").args`` was ``('a', 'b', 'c')``; a list for kwargs, hops
+    "x" or a string given to ``publish`` failed later, deep inside (an outside audit)."""
+    with pytest.raises(TypeError, match=refusal):
+        make()
+    assert Message("job:done", [1], {"a": 1}, 2, "u").args == (1,)  # a list is taken

@@ -296,3 +296,12 @@ def test_example_network_remote(tmp_path: Path) -> None:
     assert out[1] == "flowchart LR"
     assert '  p0(["order:*"])' in out
     assert '  r0("function<br/>__main__.on_order")' in out
+
+
+def test_the_format_given_for_the_bus_is_named() -> None:
+    """``show_network("mermaid")`` (the format by position) failed with a bare
+    AttributeError from deep inside (found by an outside audit)."""
+    with pytest.raises(TypeError, match="got 'mermaid'; for the format, say format='mermaid'"):
+        berrymq.show_network("mermaid")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="describe the network of a berrymq.Bus"):
+        network.describe(42)  # type: ignore[arg-type]

@@ -58,6 +58,19 @@ def test_may_refuse_with_a_peer_attached(bus: Bus) -> None:
      "weak for job:\\* must be True or False, got 'no'"),
     (lambda bus: Queue("job:*", shared="yes", bus=bus), "shared must be True or False, got 'yes'"),
     (lambda bus: berrymq.regist_method("job:*", print), "regist_method needs a bound method"),
+    # (found by an outside audit: each was taken, then failed at every send, in the log
+    # only, or never ran at all, silently)
+    (lambda bus: bus.subscribe("job:*", lambda: None), "receiver <function .*> for job:\\* "
+     "cannot be called with the message, its one argument: its signature is \\(\\)"),
+    (lambda bus: bus.subscribe("job:*", _Holder, weak=False), "receiver <class .*_Holder'> "
+     "for job:\\* cannot be called with the message"),
+    (lambda bus: berrymq.regist_function("job:*", _Holder.on), "signature is \\(self, message"),
+    (lambda bus: bus.subscribe("job:*", nothing, guard=lambda: True),
+     "guard_condition <function .*> for job:\\* cannot be called with the message"),
+    (lambda bus: bus.subscribe("job:*", _yields), "receiver <function _yields .*> for job:\\* "
+     "is a generator function: calling it runs none of its body"),
+    (lambda bus: _Holder().following_nothing(), "receiver <bound method _Holder.bare .*> for "
+     "job:\\* cannot be called with the message"),
 ])
 def test_a_wrong_argument_is_refused_by_name_and_nothing_subscribes(
         bus: Bus, subscribing: Callable[[Bus], object], refusal: str) -> None:
@@ -67,6 +80,31 @@ def test_a_wrong_argument_is_refused_by_name_and_nothing_subscribes(
     with berrymq.use_bus(bus), pytest.raises(TypeError, match=refusal):
         subscribing(bus)
     assert bus.subscriptions() == []
+
+
+class _Holder:
+    def on(self, message: Message) -> None:
+        pass
+
+    def bare(self) -> None:
+        pass
+
+    def following_nothing(self) -> None:
+        berrymq.regist_method("job:*", self.bare)
+
+
+def _yields(message: Message) -> object:
+    yield message
+
+
+@pytest.mark.parametrize("target", ["job:*", None, b"job:*"])
+def test_unfollow_of_a_pattern_or_none_is_refused_not_a_silent_nothing(
+        bus: Bus, target: object) -> None:
+    bus.subscribe("job:*", nothing)
+    with pytest.raises(TypeError, match="unfollow\\(\\) takes a function, a bound method, an "
+                       "object or a class, got .* \\(it matched nothing, silently\\)"):
+        bus.unfollow(target)
+    assert len(bus.subscriptions()) == 1
 
 
 def test_unfollow_of_a_class_leaves_a_function_it_only_holds_as_a_static_method(

@@ -27,7 +27,10 @@ def following(pattern: str, guard_condition: Guard | None = None) -> Callable[[F
     Instance methods are registered for each instance when it is created, class methods
     and static methods once for the class. The class keeps the method unchanged; one that
     is not a Follower gets a warning naming it, since its marked methods are registered
-    only for the Follower classes that inherit them.
+    only for the Follower classes that inherit them. Outside a class it registers nothing
+    (a function follows with :func:`following_function`); a subclass that overrides a
+    marked method without ``@following`` takes it out of the receivers (mark the
+    override too to keep it).
     """
     ident = parse(pattern)
     if guard_condition is not None and not callable(guard_condition):
