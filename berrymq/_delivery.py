@@ -20,7 +20,7 @@ from berrymq._hops import get_box, get_ident, hop_box
 from berrymq._index import DIRECT, DISPATCH, NOBODY, RouteEntry
 from berrymq._losses import HOP_LIMIT, LOSSES
 from berrymq._pending import PendingReply
-from berrymq.errors import MessageTooLarge, QueueFull
+from berrymq.errors import QueueFull
 from berrymq.identifier import WILDCARD, Identifier
 from berrymq.message import Message, new_message
 from berrymq.subscription import Subscription
@@ -156,8 +156,7 @@ def raise_errors(ident: Identifier, errors: list[Exception], observers: int = 0)
     :func:`deliver`'s, reached from the receiver's) hold that list, and a frame that held
     the exception raised through it would keep it, its message and its frames in a cycle
     until the cyclic collector ran (see :func:`drop_tracebacks`)."""
-    lone = getattr(errors[0], "not_forwarded", False) or isinstance(errors[0], QueueFull)
-    if len(errors) == 1 and (observers or lone):  # (a refusal: see Node.forward)
+    if len(errors) == 1 and (observers or isinstance(errors[0], QueueFull)):
         raise errors.pop()
     if observers:
         raise ExceptionGroup(f"{len(errors) - observers} receiver(s) and {observers} "
@@ -193,7 +192,7 @@ def _emptied(errors: list[Exception]) -> list[Exception]:
     return taken
 
 
-def with_refusal(errors: list[Exception] | None, refused: Exception) -> list[Exception]:
+def with_refusal(errors: list[Exception] | None, refused: QueueFull) -> list[Exception]:
     """``errors``, then a refusal of the same message by the peers' buffers
     (:func:`forward_first`) or the worker pool, raised after the receivers here had it.
     The caller lets go of ``refused`` then (:func:`raise_errors` says why)."""
@@ -338,16 +337,17 @@ def _dispatch_sent(bus: Bus, ident: Identifier, args: tuple[Any, ...], kwargs: d
 
 
 def forward_first(bus: Bus, message: Message, origin: Forwarder | None,
-                  reply_to: Identifier | None) -> Exception | None:
+                  reply_to: Identifier | None) -> QueueFull | None:
     """Hand ``message`` to the other nodes (all but ``origin``) before its receivers here
-    run, so that what they send in turn leaves after it (a third node never sees a reply
-    first). Returns a refusal (:meth:`~berrymq.node.Node.forward`), raised once they ran."""
+    run, so that whatever they send in turn leaves after it: a third node never sees a
+    reply before the message it answers. Returns a full outgoing buffer's refusal, for the
+    caller to raise once the receivers here have had the message."""
     node = bus.node
     if node is None or not node.forwarders or message[0].is_local:
         return None
     try:
         node.forward(message, origin, reply_to)
-    except (QueueFull, TypeError, ValueError, MessageTooLarge) as exc:
+    except QueueFull as exc:
         return exc
     return None
 
@@ -377,7 +377,7 @@ def run_here(bus: Bus, route: tuple[RouteEntry, ...], message: Message,
 
 
 def deliver_talk(bus: Bus, message: Message, reply_to: Identifier,
-                 refused: Exception | None = None, from_peer: bool = False) -> None:
+                 refused: QueueFull | None = None, from_peer: bool = False) -> None:
     """Deliver a :func:`berrymq.talk` message here (in this thread, or on the worker pool)
     and send each receiver's non-None result to ``reply_to``.
 

@@ -23,7 +23,7 @@ from berrymq._delivery import deliver_talk, forward_first, looping
 from berrymq._hook_calls import one_line
 from berrymq._losses import CLOSED_FIRST, FORWARD_FAILED, LOSSES
 from berrymq._uids import UidMemory
-from berrymq.errors import MessageTooLarge, PluginError, QueueFull
+from berrymq.errors import PluginError, QueueFull
 from berrymq.fork_safe import ForkSafeLock
 from berrymq.identifier import Identifier
 from berrymq.message import Message, new_message
@@ -111,17 +111,13 @@ class Node:
         """Hand ``message`` to every forwarder but the one it came in through.
 
         A full outgoing buffer's :class:`QueueFull` is raised after every other forwarder
-        had the message; so is, for a message sent here (no ``origin``), a link's refusal
-        of the message itself (``TypeError``/``ValueError``: JSON cannot hold its
-        arguments; :class:`MessageTooLarge`), which its sender must hear of: it was only
-        logged, and the program that worked alone lost its peers' copies once deployed.
-        Any other failure of one peer does not stop the rest. Either way the message that
-        did not go is counted in ``bus.losses`` (reason ``not forwarded: ERROR-TYPE``); a
-        failure that is not raised is also logged, once per burst.
+        had the message; any other failure of one peer does not stop the rest. Either way
+        the message that did not go is counted in ``bus.losses`` (reason ``not forwarded:
+        ERROR-TYPE``); a failure that is not raised is also logged, once per burst.
         """
         if message[4] is None:
             message = self.stamp(message)
-        refused: Exception | None = None
+        refused: QueueFull | None = None
         for forwarder in self.forwarders:
             if forwarder is not origin:
                 try:
@@ -130,14 +126,11 @@ class Node:
                     kind = type(exc).__name__
                     if isinstance(exc, QueueFull):
                         refused, kind = exc, "QueueFull"  # whatever its subclass
-                    elif (origin is None and refused is None
-                          and isinstance(exc, (TypeError, ValueError, MessageTooLarge))):
-                        refused = exc
                     self.bus.state(LOSSES).add(FORWARD_FAILED.format(kind), logging.ERROR,
                                                "could not forward %s through %r: %s", message[0],
                                                forwarder, exc)
         if refused is not None:
-            refused.not_forwarded = True  # type: ignore[attr-defined]  # counted above: not again
+            refused.not_forwarded = True  # counted above: not to be counted again
             try:
                 raise refused
             finally:

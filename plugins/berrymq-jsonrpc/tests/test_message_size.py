@@ -241,8 +241,7 @@ def test_a_node_forwards_within_the_max_size_its_peer_interconnected_with(
     """Node A, with a smaller max_size, interconnects to B and gives its limit: B's link
     back keeps its batches within it, so a burst of small messages arrives whole (B's
     batches, as large as B's own limit, were refused by A, which ended the connection),
-    and a message over it is not forwarded (counted at B, and raised by the twitter that
-    sent it once B's receivers ran) and leaves the link open."""
+    and a message over it is not forwarded (counted at B) and leaves the link open."""
     node_a, _ = serve(buses, scheme, max_size=MAX_SIZE)
     node_b, port_b = serve(buses, scheme)
     at_a = berrymq.Queue("small:*", bus=node_a)
@@ -251,8 +250,7 @@ def test_a_node_forwards_within_the_max_size_its_peer_interconnected_with(
         node_b.twitter("small:x", "y" * 100, i)
     assert node_b.transport(scheme).flush(WAIT) is True
     assert [at_a.get(timeout=WAIT).args[1] for _ in range(300)] == list(range(300))
-    with pytest.raises(berrymq.MessageTooLarge):  # one byte over A's limit, with its uid
-        node_b.twitter("small:x", "y" * LIMIT)
+    node_b.twitter("small:x", "y" * LIMIT)  # one byte over A's limit, with its uid
     assert node_b.losses.counts == {"not forwarded: MessageTooLarge": 1}
     node_b.twitter("small:x", "after")
     assert at_a.get(timeout=WAIT).args == ("after",)

@@ -245,39 +245,6 @@ def test_refusals_on_an_interconnection_are_counted_and_it_stays_open(
     assert got.get(timeout=WAIT).args == ("still open",)
 
 
-@pytest.mark.parametrize("scheme", ["tcp", "http"])
-def test_a_message_no_peer_can_carry_is_raised_to_its_sender_after_the_receivers_here(
-        bus_factory: Factory, scheme: str) -> None:
-    """``twitter`` of arguments JSON cannot hold (a set, infinity) or over max_size, on a
-    bus with a peer: the peer's copy was counted and logged only, and ``twitter``
-    returned as if sent; the program that ran fine alone lost messages once deployed
-    (found by an outside audit). It is raised after the receivers here ran, as a full
-    outbox's QueueFull is, counted once; the link stays open."""
-    node, port = serve(bus_factory, scheme, max_size=2048)
-    url = f"{scheme}://127.0.0.1:{port}"
-    client = bus_factory(**{f"jsonrpc_{scheme}": {"max_size": 2048}})
-    transport = client.transport(scheme)
-    if scheme == "http":
-        transport.listen("http://127.0.0.1:0")  # the node calls this one back
-    transport.interconnect(url, 60)
-    here: list[object] = []
-    client.subscribe("job:*", lambda m: here.append(m.args), weak=False)
-    for args, refusal, says in ((({1, 2},), TypeError, "message job:x cannot be sent"),
-                                ((float("inf"),), ValueError, "message job:x cannot be sent"),
-                                (("x" * 4000,), berrymq.MessageTooLarge, "over the limit")):
-        with pytest.raises(refusal, match=says):
-            client.twitter("job:x", *args)
-        assert here.pop() == args  # the receivers here had it first
-    assert dict(client.losses.counts) == {"not forwarded: TypeError": 1,
-                                          "not forwarded: ValueError": 1,
-                                          "not forwarded: MessageTooLarge": 1}
-    assert client.flush(WAIT) is False  # (counted, as a full outbox's refusal is)
-    got = berrymq.Queue("job:*", bus=node)
-    client.twitter("job:x", "still open")
-    assert client.flush(WAIT) is True
-    assert got.get(timeout=WAIT).args == ("still open",)
-
-
 # -- every refusal that comes from a setting names it -----------------------------------------
 
 

@@ -245,14 +245,12 @@ def test_a_message_over_max_payload_is_refused_by_name(
         nats_server: Any, make_bus: MakeBus) -> None:
     """Over the server's max_payload (1 MiB by default) nats-py refuses a message in the
     I/O thread, far from its sender: the bridge refuses it as it is sent, naming the
-    sizes (counted, logged and raised when forwarded by twitter, after the receivers here
-    ran; raised from send)."""
+    sizes (counted and logged when forwarded by twitter, raised from send)."""
     bus = make_bus("big")
     bridge = bridge_of(bus, nats_server.url)
     settle(bridge)
     big = "x" * (1024 * 1024)
-    with pytest.raises(berrymq.MessageTooLarge, match="over the NATS server's max_payload"):
-        bus.twitter("big:one", big)
+    bus.twitter("big:one", big)
     assert bus.losses.counts == {"not forwarded: MessageTooLarge": 1}
     with pytest.raises(berrymq.MessageTooLarge, match=r"over the NATS server's max_payload "
                                                       r"of 1048576 bytes; it was not sent"):

@@ -69,8 +69,7 @@ def test_a_message_whose_subject_would_not_fit_is_refused(
     long_ident = "\U0001F600" * 250 + ":a"
     local = Recorder()
     a.subscribe(long_ident, local, weak=False)
-    with pytest.raises(SubjectTooLong, match="not sent: its NATS subject would be"):
-        a.twitter(long_ident, 1)  # local receivers have it; the bridge refused it, by name
+    a.twitter(long_ident, 1)  # local receivers have it; the bridge refused it, by name
     assert local.args == [1] and a.losses.counts == {"not forwarded: SubjectTooLong": 1}
     with pytest.raises(SubjectTooLong, match="not sent: its NATS subject would be"):
         ba.send(Message(long_ident, (2,)))

@@ -360,10 +360,7 @@ def test_unserialisable_arguments_are_reported(
 ) -> None:
     a = make_bus("a")
     bridge: NatsBridge = bridge_of(a, nats_server.url)
-    with caplog.at_level(logging.ERROR, logger="berrymq"), pytest.raises(
-            TypeError, match="message job:go cannot be sent to another process: its "
-            "arguments must be JSON-serialisable"):
-        a.twitter("job:go", object())  # raised to its sender too (it was only logged)
+    with caplog.at_level(logging.ERROR, logger="berrymq"):
+        a.twitter("job:go", object())
     assert "must be JSON-serialisable" in caplog.text
-    assert a.losses.counts == {"not forwarded: TypeError": 1}
     assert bridge.flush()
