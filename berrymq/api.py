@@ -124,8 +124,8 @@ def regist_function(pattern: str, function: Receiver, guard_condition: Guard | N
 
     Each registration is a subscription of its own: a function registered twice for
     matching patterns is called twice per message (unlike blinker and pyee, which keep
-    one). A receiver that cannot be called with one argument, the message, or a generator
-    function, is refused with a ``TypeError`` here."""
+    one). A receiver that cannot be called with one argument, the message, is refused
+    with a ``TypeError`` here."""
     bus = holder.bus
     bus.plugins.receiver("functions")  # says which plugin to enable if it is off
     return FUNCTIONS.follow(bus, pattern, function, guard_condition, weak=weak)

@@ -100,13 +100,19 @@ class FollowerReceivers:
     refuses = False
 
     def register_class(self, bus: Bus, cls: type) -> list[Subscription]:
-        """Register the class's own marked class methods and static methods."""
+        """Register the class's own marked class methods and static methods: all or, when
+        one is refused, none (those made before it went on receiving)."""
         subscriptions = []
-        for attr, value in vars(cls).items():
-            if isinstance(value, (classmethod, staticmethod)):
-                receiver = getattr(cls, attr)
-                for pattern, guard in _marks(value):
-                    subscriptions.append(bus.subscribe(pattern, receiver, guard, kind=self))
+        try:
+            for attr, value in vars(cls).items():
+                if isinstance(value, (classmethod, staticmethod)):
+                    receiver = getattr(cls, attr)
+                    for pattern, guard in _marks(value):
+                        subscriptions.append(bus.subscribe(pattern, receiver, guard, kind=self))
+        except BaseException:
+            for subscription in subscriptions:
+                subscription.cancel()
+            raise
         return subscriptions
 
     def register_instance(self, bus: Bus, obj: object) -> list[Subscription]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import weakref
-from asyncio import _get_running_loop  # in asyncio's __all__: None, not an exception
 from collections.abc import Iterator
 
 from berrymq._blocked import waiting_on
@@ -190,9 +189,8 @@ class Queue:
         false), :class:`berrymq.QueueClosed` (an ``Empty``) once closed and drained. A
         closed shared queue raises ``QueueClosed`` at once while other open queues share
         its store (what is stored is theirs); when the last one closes, the closed queues
-        can drain what is left. On a running event loop's thread a wait without a limit
-        raises ``RuntimeError`` (use ``await queue.get_async()``): it held the loop, and
-        so every sender on it, for ever.
+        can drain what is left. On a running event loop's thread it blocks the loop while
+        it waits (``await queue.get_async()`` does not).
         """
         refuse_non_flags("Queue.get", block=block)  # (get(2), meant as a timeout, was true)
         timeout = wait_limit("timeout", timeout)  # inf is None: no limit
@@ -206,11 +204,6 @@ class Queue:
             raise
         except Empty:
             pass
-        if _get_running_loop() is not None:
-            raise RuntimeError(f"Queue({str(self.pattern)!r}).get() without a timeout would block "
-                               "the running event loop of this thread for ever (a message "
-                               "sent on the loop could never come): use 'await "
-                               "queue.get_async()', or give a timeout")
         with waiting_on(self.bus, self.close):  # no limit: a closing bus's pool may end it
             return self._get_within(True, None)
 
