@@ -554,47 +554,68 @@ def test_a_join_of_a_closed_pool_waits_for_a_late_sender_to_run_its_tasks(
         sender.join(WAIT)
 
 
-def test_a_late_sender_runs_its_own_tasks_and_leaves_the_backlog_to_the_workers() -> None:
-    """A sender that raced with a close took the whole queue, every sender's backlog, and
-    ran it in its own thread: the workers met their stop markers at once, the close was
-    over, and what the late sender had not run yet was counted as lost (42,504 of 42,512
-    in an audit's run), though handed to the pool long before the close."""
+def _a_held_backlog() -> tuple[Bus, Any, threading.Event, threading.Event, list[object]]:
+    """A bus whose one worker is held (until ``first_held``) on A's first task, with A's
+    nine others queued behind it; a thread named "late" that runs one of A's tasks is held
+    too (until ``late_holds``: the old code ran them there). Returns the bus, its pool,
+    both events and what the receiver got."""
     bus = Bus(name="late", multiplicity=1)
     first_held, late_holds = threading.Event(), threading.Event()
     got: list[object] = []
 
     def receive(message: Message) -> None:
         if message.args == ("A", 0):
-            assert first_held.wait(WAIT)  # the worker holds the backlog behind it
+            assert first_held.wait(WAIT)
         if threading.current_thread().name == "late" and message.args[0] == "A":
-            late_holds.wait(WAIT)  # (the old code ran A's tasks here: held past the close)
+            late_holds.wait(WAIT)
         got.append(message.args)
 
     bus.subscribe("job:*", receive, weak=False)
     for i in range(10):
         bus.twitter("job:run", "A", i)
-    pool = bus.pool
-    assert pool is not None
-    closing = threading.Thread(target=bus.close)
-    closing.start()
-    try:  # closed, its marker behind A's nine tasks
-        wait_for(lambda: pool.closed and pool._tasks.qsize() == 10, what="the stop marker")
-        # a sender that took the pool before the close (as twitter does), queuing now
-        message = Message("job:run", ("B", 0))
-        late = threading.Thread(target=pool.submit, name="late",
-                                args=(bus.index.lookup(message[0]), message, None))
-        late.start()
-        late.join(WAIT)  # it ran its own task, and only that
+    assert bus.pool is not None
+    return bus, bus.pool, first_held, late_holds, got
+
+
+def _only_its_own_then_the_rest(bus: Bus, late: threading.Thread, closing: threading.Thread,
+                                got: list[object], first_held: threading.Event,
+                                *others: threading.Event) -> None:
+    """The ``late`` sender ran its own task, B, and only that; once the worker is let go
+    the ``closing`` thread's close ends, every task having run and none counted lost."""
+    try:
+        late.join(WAIT)
         assert got == [("B", 0)]
         first_held.set()
         closing.join(WAIT)
         assert not closing.is_alive()
     finally:
-        first_held.set()
-        late_holds.set()
+        for event in (first_held, *others):
+            event.set()
+        late.join(WAIT)
         closing.join(WAIT)
     assert sorted(got) == [("A", i) for i in range(10)] + [("B", 0)]
     assert dict(bus.losses.counts) == {}
+
+
+def test_a_late_sender_runs_its_own_tasks_and_leaves_the_backlog_to_the_workers() -> None:
+    """A sender that raced with a close took the whole queue, every sender's backlog, and
+    ran it in its own thread: the workers met their stop markers at once, the close was
+    over, and what the late sender had not run yet was counted as lost (42,504 of 42,512
+    in an audit's run), though handed to the pool long before the close."""
+    bus, pool, first_held, late_holds, got = _a_held_backlog()
+    closing = threading.Thread(target=bus.close)
+    closing.start()
+    try:  # closed, its marker behind A's nine tasks
+        wait_for(lambda: pool.closed and pool._tasks.qsize() == 10, what="the stop marker")
+    except BaseException:
+        first_held.set()
+        raise
+    # a sender that took the pool before the close (as twitter does), queuing now
+    message = Message("job:run", ("B", 0))
+    late = threading.Thread(target=pool.submit, name="late",
+                            args=(bus.index.lookup(message[0]), message, None))
+    late.start()
+    _only_its_own_then_the_rest(bus, late, closing, got, first_held, late_holds)
 
 
 def test_a_late_sender_between_the_close_and_the_stop_markers_takes_only_its_own(
@@ -603,22 +624,8 @@ def test_a_late_sender_between_the_close_and_the_stop_markers_takes_only_its_own
     whole queue (nothing lay behind a marker, as when the workers are gone) and ran every
     sender's backlog in its own thread: ``set_multiplicity`` and ``close`` returned before
     that backlog ran, and the close counted what was left as lost (71 of 201 in an audit)."""
-    bus = Bus(name="late", multiplicity=1)
-    first_held, late_holds, late_done = threading.Event(), threading.Event(), threading.Event()
-    got: list[object] = []
-
-    def receive(message: Message) -> None:
-        if message.args == ("A", 0):
-            assert first_held.wait(WAIT)  # the worker holds the backlog behind it
-        if threading.current_thread().name == "late" and message.args[0] == "A":
-            late_holds.wait(WAIT)  # (the old code ran A's tasks here)
-        got.append(message.args)
-
-    bus.subscribe("job:*", receive, weak=False)
-    for i in range(10):
-        bus.twitter("job:run", "A", i)
-    pool = bus.pool
-    assert pool is not None
+    bus, pool, first_held, late_holds, got = _a_held_backlog()
+    late_done = threading.Event()
     untrack = pool_module.untrack
 
     def untrack_then_let_the_late_sender_in(closing: object) -> None:
@@ -637,20 +644,7 @@ def test_a_late_sender_between_the_close_and_the_stop_markers_takes_only_its_own
     late.start()
     closing = threading.Thread(target=bus.close)
     closing.start()
-    try:
-        late.join(WAIT)  # it ran its own task, and only that
-        assert got == [("B", 0)]
-        first_held.set()
-        closing.join(WAIT)
-        assert not closing.is_alive()
-    finally:
-        first_held.set()
-        late_holds.set()
-        late_done.set()
-        late.join(WAIT)
-        closing.join(WAIT)
-    assert sorted(got) == [("A", i) for i in range(10)] + [("B", 0)]
-    assert dict(bus.losses.counts) == {}
+    _only_its_own_then_the_rest(bus, late, closing, got, first_held, late_holds, late_done)
 
 
 # The fork is made in a child Python: pytest's own process is multi-threaded, and Python
