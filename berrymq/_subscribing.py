@@ -29,8 +29,8 @@ __all__ = ["Subscribing", "refuse_non_flags", "refuse_unable_receiver"]
 
 def refuse_non_flags(who: str, **flags: object) -> None:
     """Refuse a flag of ``who`` that is not ``True`` or ``False``, naming it: nothing is
-    converted (``"no"`` would be true). For :meth:`Subscribing.subscribe` and the
-    decorators of :mod:`berrymq.decorators`."""
+    converted (``"no"`` would be true). For :meth:`Subscribing.subscribe`, the
+    decorators of :mod:`berrymq.decorators` and the receiver kinds' options."""
     for name, flag in flags.items():
         if type(flag) is not bool:
             raise TypeError(f"{name} for {who} must be True or False, got {flag!r}")
@@ -39,7 +39,8 @@ def refuse_non_flags(who: str, **flags: object) -> None:
 def refuse_unable_receiver(what: str, ident: Identifier, func: object) -> None:
     """Refuse a receiver or guard (``what``) that cannot take a message, at the call that
     registers it: one whose signature takes no one positional argument (``def on():``,
-    a class, an unbound method), which failed at every send, in the log only. The
+    a class whose constructor takes no message, an unbound method), which failed at
+    every send, in the log only. The
     signature read is the callable's own, not the one a decorator's ``__wrapped__``
     names; a callable without one to read (some built-ins) is taken on trust."""
     takes = _takes_one_argument(func)

@@ -35,12 +35,12 @@ def auto_twitter(identifier: str, entry: bool = False, exit: bool = False
     Both flags false (or both true) send both; ``entry=True`` only entry; ``exit=True``
     only exit. An identifier whose action is already ``entry`` or ``exit`` sends just
     that one; any other action is replaced (``"job:run"`` sends ``job:entry`` and
-    ``job:exit``), as in berryMQ 0.3. Both messages carry the call's arguments; the exit message is sent even
-    when the function raises. Return values and exceptions pass through unchanged (a
-    full queue's refusal of a message sent here is counted in ``bus.losses`` and logged,
-    not raised into the call). An
-    ``async def`` function gets an ``async def`` wrapper: the messages are sent when the
-    coroutine starts and ends, not when it is made.
+    ``job:exit``), as in berryMQ 0.3. Both messages carry the call's arguments; the exit
+    message is sent even when the function raises. Return values and exceptions pass
+    through unchanged (a full queue's refusal of a message sent here is counted in
+    ``bus.losses`` and logged, not raised into the call). An ``async def`` function gets
+    an ``async def`` wrapper: the messages are sent when the coroutine starts and ends,
+    not when it is made.
 
     A flag that is not ``True`` or ``False``, or a decorated value that is not callable,
     raises :class:`TypeError` naming it here, at decoration: a wrapper of ``5`` sent

@@ -151,7 +151,7 @@ def bus_or_default(bus: object, who: str) -> Bus:
     return bus
 
 
-def _check_default(bus: object, who: str) -> None:
+def _refuse_non_bus(bus: object, who: str) -> None:
     """Refuse what is no :class:`Bus`, before anything changes: ``use_bus`` of a string
     had emptied the default's slot first, and every later send went to a new, empty bus."""
     if not isinstance(bus, Bus):
@@ -160,7 +160,7 @@ def _check_default(bus: object, who: str) -> None:
 
 def set_bus(bus: Bus) -> Bus:
     """Make ``bus`` the default bus; returns the previous one (which stays open)."""
-    _check_default(bus, "set_bus")
+    _refuse_non_bus(bus, "set_bus")
     old = get_bus()
     _swap(bus)
     return old
@@ -198,7 +198,7 @@ def use_bus(bus: Bus) -> Iterator[Bus]:
     be had the block never begun (the bus of a block begun later and still open, else
     the default from before them all).
     """
-    _check_default(bus, "use_bus")
+    _refuse_non_bus(bus, "use_bus")
     entry: list[Bus | None] = [None]
     with _uses_lock:
         entry[0] = _swap(bus)

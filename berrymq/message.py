@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from berrymq.identifier import Identifier
@@ -34,9 +34,9 @@ class _MessageType(type):
         if isinstance(args, (str, bytes, dict)):
             raise TypeError(f"args of message {identifier} must be a tuple of its positional "
                             f"arguments, got {args!r}")
-        if kwargs is not None and not isinstance(kwargs, dict):
+        if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"kwargs of message {identifier} must be a dict, got {kwargs!r}")
-        if type(hops) is not int or hops < 0:
+        if not isinstance(hops, int) or hops < 0:
             raise TypeError(f"hops of message {identifier} must be an int of 0 or more, "
                             f"got {hops!r}")
         if uid is not None and type(uid) is not str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import types
 from collections.abc import Callable
 
 import pytest
@@ -95,3 +96,4 @@ def test_the_constructor_and_publish_refuse_what_breaks_a_send_later(
     with pytest.raises(TypeError, match=refusal):
         make()
     assert Message("job:done", [1], {"a": 1}, 2, "u").args == (1,)  # a list is taken
+    assert Message("job:done", (), types.MappingProxyType({"a": 1})).a == 1  # any mapping

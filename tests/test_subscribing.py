@@ -131,6 +131,24 @@ def test_a_receiver_is_judged_by_its_own_signature_not_the_one_it_wraps(bus: Bus
             def unable() -> None:
                 pass
     assert len(bus.subscriptions()) == 6  # (the fine one went on receiving)
+    kept: list[object] = []
+
+    class Instance(metaclass=Follower):
+        def __init__(self) -> None:
+            kept.append(self)  # (the half-made instance lives on: its receivers did too)
+
+        @following("job:*")
+        def fine(self, message: Message) -> None:
+            pass
+
+        @following("job:*")
+        def unable(self) -> None:
+            pass
+
+    with berrymq.use_bus(bus), pytest.raises(TypeError, match="cannot be called with the "
+                                             "message"):
+        Instance()
+    assert kept and len(bus.subscriptions()) == 6
 
 
 @pytest.mark.parametrize("target", ["job:*", None, b"job:*"])

@@ -116,17 +116,24 @@ class FollowerReceivers:
         return subscriptions
 
     def register_instance(self, bus: Bus, obj: object) -> list[Subscription]:
-        """Register the marked instance methods of ``obj``, held through ``obj`` weakly."""
+        """Register the marked instance methods of ``obj``, held through ``obj`` weakly:
+        all or, when one is refused, none (those made before it went on receiving while
+        anything kept the half-made instance alive)."""
         subscriptions = []
         if not hasattr(type(obj), "__weakref__"):
             raise TypeError(
                 f"{type(obj).__qualname__} instances are held by weak reference as "
                 "Followers: add '__weakref__' to its __slots__"
             )
-        for attr, marks in type(obj).__berrymq_instance_marks__:  # type: ignore[attr-defined]
-            method = getattr(obj, attr)
-            for pattern, guard in marks:
-                subscriptions.append(bus.subscribe(pattern, method, guard, kind=self))
+        try:
+            for attr, marks in type(obj).__berrymq_instance_marks__:  # type: ignore[attr-defined]
+                method = getattr(obj, attr)
+                for pattern, guard in marks:
+                    subscriptions.append(bus.subscribe(pattern, method, guard, kind=self))
+        except BaseException:
+            for subscription in subscriptions:
+                subscription.cancel()
+            raise
         return subscriptions
 
 

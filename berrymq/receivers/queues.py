@@ -7,7 +7,6 @@ import weakref
 from collections.abc import Iterator
 
 from berrymq._blocked import waiting_on
-from berrymq._subscribing import refuse_non_flags
 from berrymq.bus import Bus
 from berrymq.default import bus_or_default
 from berrymq.errors import BusClosed, Empty, QueueClosed
@@ -192,7 +191,9 @@ class Queue:
         can drain what is left. On a running event loop's thread it blocks the loop while
         it waits (``await queue.get_async()`` does not).
         """
-        refuse_non_flags("Queue.get", block=block)  # (get(2), meant as a timeout, was true)
+        if block not in (True, False):  # (get(2), meant as a timeout, waited for ever)
+            raise TypeError(f"block for Queue.get must be True or False, got {block!r}; "
+                            "give a time limit as timeout=")
         timeout = wait_limit("timeout", timeout)  # inf is None: no limit
         if self.shared:
             self._check_open()

@@ -605,3 +605,7 @@ def test_block_is_a_flag(berrymq_bus: Bus) -> None:
     with pytest.raises(TypeError, match="block for Queue.get must be True or False, got 2"):
         q.get(2)  # type: ignore[arg-type]
     assert q.get_nowait().id == "job:stored"
+    with pytest.raises(Empty):  # the standard library's 0 and 1 are taken
+        q.get(0)  # type: ignore[arg-type]
+    berrymq_bus.twitter("job:again")
+    assert q.get(1).id == "job:again"  # type: ignore[arg-type]

@@ -78,10 +78,6 @@ def _monitor_address(bus: Any, args: argparse.Namespace) -> tuple[str, int, str 
         host, port = split_url(server_url("http", args.monitor, option="monitor"), "http")
     except ValueError as exc:  # a full URL that is no host:port
         raise UsageError(f"--monitor {args.monitor!r}: {exc}") from None
-    why = unresolved(host)
-    if why is not None:  # (as serve's --tcp and --http: the command is at fault, exit 2)
-        raise UsageError(f"cannot serve the status at {host}:{port}: the host name {host!r} "
-                         f"names no address ({why})")
     transports = [t for _, t in sorted(bus.transports().items()) if hasattr(t, "service")]
     secret = next((t.secret for t in transports if t.secret), None) or os.environ.get(
         p.SECRET_ENV_VAR) or None
@@ -99,6 +95,10 @@ def check_monitor(bus: Any, args: argparse.Namespace) -> tuple[str, str, int] | 
     if getattr(args, "monitor", None) is None:  # ("" is given, and refused as an address)
         return None
     host, port, _secret = _monitor_address(bus, args)
+    why = unresolved(host)
+    if why is not None:  # (as serve's --tcp and --http: the command is at fault, exit 2)
+        raise UsageError(f"cannot serve the status at {host}:{port}: the host name {host!r} "
+                         f"names no address ({why})")
     return f"--monitor {args.monitor}", host, port
 
 

@@ -69,18 +69,15 @@ def decode_json(text: str, what: str) -> Any:
     them); :class:`UnsendableJson` for a number too large for a double (``1e400``: Python
     reads it as infinity, which no JSON encoder writes) and for nesting past what the
     decoder goes."""
-    too_deep = UnsendableJson(f"{what} nests arrays and objects too deeply to be sent")
     try:
-        return _strict.decode(text)
-    except _TooLarge as exc:
         try:
+            return _strict.decode(text)
+        except _TooLarge as exc:
             _lenient.decode(text)  # (the ValueError of text that is no JSON beyond the number)
-        except RecursionError:
-            raise too_deep from None
-        raise UnsendableJson(f"{what} holds the number {str(exc)[:40]}, too large for JSON "
-                             "(a double): it cannot be sent") from None
+            raise UnsendableJson(f"{what} holds the number {str(exc)[:40]}, too large for "
+                                 "JSON (a double): it cannot be sent") from None
     except RecursionError:  # JSON, but nested past what Python's decoder goes (about 1000)
-        raise too_deep from None
+        raise UnsendableJson(f"{what} nests arrays and objects too deeply to be sent") from None
 
 
 def parse_value(text: str) -> Any:
