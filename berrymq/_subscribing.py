@@ -40,9 +40,9 @@ def refuse_unable_receiver(what: str, ident: Identifier, func: object) -> None:
     """Refuse a receiver or guard (``what``) that cannot take a message, at the call that
     registers it: one whose signature takes no one positional argument (``def on():``,
     a class whose constructor takes no message, an unbound method), which failed at
-    every send, in the log only. The
-    signature read is the callable's own, not the one a decorator's ``__wrapped__``
-    names; a callable without one to read (some built-ins) is taken on trust."""
+    every send, in the log only. The signature read is the callable's own, not the one a
+    decorator's ``__wrapped__`` names; a callable without one to read (some built-ins) is
+    taken on trust."""
     takes = _takes_one_argument(func)
     if takes is None:  # not a plain function or bound method: inspect (slower) says
         try:

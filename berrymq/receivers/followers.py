@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 from berrymq.bus import Bus, Guard, Subscription
@@ -13,6 +13,7 @@ from berrymq.default import holder
 from berrymq.hookspecs import hookimpl
 from berrymq.identifier import Identifier, parse
 from berrymq.registries import ReceiverRegistry
+from berrymq.subscription import Receiver
 
 __all__ = ["FOLLOWERS", "Follower", "FollowerReceivers", "following"]
 
@@ -100,36 +101,34 @@ class FollowerReceivers:
     refuses = False
 
     def register_class(self, bus: Bus, cls: type) -> list[Subscription]:
-        """Register the class's own marked class methods and static methods: all or, when
-        one is refused, none (those made before it went on receiving)."""
-        subscriptions = []
-        try:
-            for attr, value in vars(cls).items():
-                if isinstance(value, (classmethod, staticmethod)):
-                    receiver = getattr(cls, attr)
-                    for pattern, guard in _marks(value):
-                        subscriptions.append(bus.subscribe(pattern, receiver, guard, kind=self))
-        except BaseException:
-            for subscription in subscriptions:
-                subscription.cancel()
-            raise
-        return subscriptions
+        """Register the class's own marked class methods and static methods."""
+        return self._subscribe_all(bus, (
+            (pattern, receiver, guard)
+            for attr, value in vars(cls).items() if isinstance(value, (classmethod, staticmethod))
+            for receiver in (getattr(cls, attr),) for pattern, guard in _marks(value)))
 
     def register_instance(self, bus: Bus, obj: object) -> list[Subscription]:
-        """Register the marked instance methods of ``obj``, held through ``obj`` weakly:
-        all or, when one is refused, none (those made before it went on receiving while
-        anything kept the half-made instance alive)."""
-        subscriptions = []
+        """Register the marked instance methods of ``obj``, held through ``obj`` weakly."""
         if not hasattr(type(obj), "__weakref__"):
             raise TypeError(
                 f"{type(obj).__qualname__} instances are held by weak reference as "
                 "Followers: add '__weakref__' to its __slots__"
             )
+        marked = type(obj).__berrymq_instance_marks__  # type: ignore[attr-defined]
+        return self._subscribe_all(bus, (
+            (pattern, method, guard)
+            for attr, marks in marked for method in (getattr(obj, attr),)
+            for pattern, guard in marks))
+
+    def _subscribe_all(self, bus: Bus, wanted: Iterable[tuple[Identifier, Receiver, Guard | None]]
+                       ) -> list[Subscription]:
+        """Subscribe each ``(pattern, receiver, guard)`` of ``wanted``: all or, when one is
+        refused, none (those made before it went on receiving, while anything kept a
+        half-made instance alive, or for good for a class)."""
+        subscriptions: list[Subscription] = []
         try:
-            for attr, marks in type(obj).__berrymq_instance_marks__:  # type: ignore[attr-defined]
-                method = getattr(obj, attr)
-                for pattern, guard in marks:
-                    subscriptions.append(bus.subscribe(pattern, method, guard, kind=self))
+            for pattern, receiver, guard in wanted:
+                subscriptions.append(bus.subscribe(pattern, receiver, guard, kind=self))
         except BaseException:
             for subscription in subscriptions:
                 subscription.cancel()
