@@ -16,7 +16,7 @@ import math
 import threading
 import time
 
-__all__ = ["LONGEST_WAIT", "seconds_left", "too_long", "wait_limit", "wait_seconds"]
+__all__ = ["LONGEST_WAIT", "check_block", "seconds_left", "too_long", "wait_limit", "wait_seconds"]
 
 #: "No limit" as a number of seconds: half the longest wait the platform's locks take
 #: (about 146 years on Linux), so that a deadline computed from it can still be waited for.
@@ -42,6 +42,18 @@ def wait_limit(name: str, value: object, *, none: bool = True) -> float | None:
     if value > LONGEST_WAIT:
         return None  # float("inf") included: longer than any wait can be told to last
     return float(value)
+
+
+def check_block(who: str, block: object) -> None:
+    """Refuse a ``block`` of a ``get`` that is not True or False (the standard library's
+    0 and 1 are equal to them and pass): ``get(2)``, meant as a timeout, waited for ever.
+
+    :param who: the method, named in the error (``"Queue.get"``).
+    :raises TypeError: any other value.
+    """
+    if block not in (True, False):
+        raise TypeError(f"block for {who} must be True or False, got {block!r}; "
+                        "give a time limit as timeout=")
 
 
 def too_long(seconds: float) -> str | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from berrymq.timeouts import wait_limit
+from berrymq.timeouts import check_block, wait_limit
 
 
 def test_seconds_come_back_as_floats_and_no_limit_as_none() -> None:
@@ -30,3 +30,14 @@ def test_a_bad_value_is_refused_naming_the_parameter(value: Any, error: type[Exc
 def test_none_may_be_refused() -> None:
     with pytest.raises(TypeError, match="put_timeout must be a number of seconds, got None"):
         wait_limit("put_timeout", None, none=False)
+
+
+@pytest.mark.parametrize("block", [True, False, 1, 0])
+def test_a_block_flag_passes_as_the_standard_library_takes_it(block: object) -> None:
+    check_block("Queue.get", block)
+
+
+@pytest.mark.parametrize("block", [2, 0.5, "yes", None])
+def test_any_other_block_is_refused_naming_the_method(block: object) -> None:
+    with pytest.raises(TypeError, match=r"^block for Queue.get must be True or False, got "):
+        check_block("Queue.get", block)

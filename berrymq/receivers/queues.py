@@ -22,7 +22,7 @@ from berrymq.receivers._awaiting import (
 )
 from berrymq.registries import ReceiverRegistry
 from berrymq.state import StateKey
-from berrymq.timeouts import wait_limit
+from berrymq.timeouts import check_block, wait_limit
 
 __all__ = ["DEFAULT_PUT_TIMEOUT", "OPEN_QUEUES", "QUEUES", "QUEUE_STORES", "SHARED_STORES",
            "FullPolicy", "Queue", "QueueReceivers", "QueueStore"]
@@ -191,9 +191,7 @@ class Queue:
         can drain what is left. On a running event loop's thread it blocks the loop while
         it waits (``await queue.get_async()`` does not).
         """
-        if block not in (True, False):  # (get(2), meant as a timeout, waited for ever)
-            raise TypeError(f"block for Queue.get must be True or False, got {block!r}; "
-                            "give a time limit as timeout=")
+        check_block("Queue.get", block)
         timeout = wait_limit("timeout", timeout)  # inf is None: no limit
         if self.shared:
             self._check_open()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq.errors import ConnectionClosed, RemoteError, TransportError
 from berrymq.message import Message
-from berrymq.timeouts import wait_limit
+from berrymq.timeouts import check_block, wait_limit
 from berrymq.transports.base import ConnectionRow
 from berrymq.transports.styles import LinkConnection
 from berrymq.wire import WireError, decode_message
@@ -53,7 +53,8 @@ class ServerQueue:
         self.connection = connection
 
     def get(self, block: bool = True, timeout: float | None = None) -> Message:
-        limit = wait_limit("timeout", timeout)  # the rule of every wait, as Queue.get's
+        check_block("get", block)  # the rules of Queue.get's arguments
+        limit = wait_limit("timeout", timeout)
         if not block:
             return self.get_nowait()
         connection = self.connection

@@ -90,6 +90,20 @@ def test_max_get_wait_caps_a_blocking_get_on_the_server(bus_factory: Factory,
     assert connection.get(timeout=10).id == "job:late"
 
 
+@pytest.mark.parametrize("scheme", ["tcp", "http"])
+def test_a_get_refuses_a_block_that_is_no_flag_before_asking(bus_factory: Factory,
+                                                             scheme: str) -> None:
+    """``get(2)`` (meant as a timeout) waited for ever, re-asking every ``max_get_wait``;
+    refused, as ``Queue.get(2)`` is, and the message stays for the next get."""
+    node = bus_factory()
+    url = node.transport(scheme).listen(f"{scheme}://127.0.0.1:0")
+    connection = bus_factory().transport(scheme).connect_via_queue(url, Identifier("job:*"), 60)
+    node.twitter("job:kept")
+    with pytest.raises(TypeError, match="block for get must be True or False, got 2"):
+        connection.get(2)  # type: ignore[arg-type]
+    assert connection.get(1, 10).id == "job:kept"  # the standard library's 1 is True
+
+
 @contextlib.contextmanager
 def queue_session(node: Bus) -> Iterator[tuple[socket.socket, BinaryIO, str]]:
     """A raw TCP connection to ``node`` (served on a port of its own) with a
