@@ -57,7 +57,7 @@ from berrymq_nats.following import Following
 from berrymq_nats.inbound import Inbound
 from berrymq_nats.link import NatsLink
 from berrymq_nats.losses import UNDECODABLE, Losses
-from berrymq_nats.options import BrokerOptions
+from berrymq_nats.options import BrokerOptions, without_credentials
 from berrymq_nats.outbox import Outbox
 from berrymq_nats.server_errors import ServerErrors, describe
 from berrymq_nats.shared import SharedQueues
@@ -98,7 +98,8 @@ class NatsBridge(LinkConnection):
     def __init__(self, bus: Bus, options: BrokerOptions, *, subscribe: bool = True) -> None:
         self.bus = bus
         self.options = options
-        self.address = ",".join(options.servers)
+        #: the servers as shown (``/status``, logs, errors): without credentials
+        self.address = ",".join(without_credentials(url) for url in options.servers)
         self.subscribe_enabled = subscribe
         self.subjects = SubjectMap(options.subject_prefix)
         self.state = "connecting"

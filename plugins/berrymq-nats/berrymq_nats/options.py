@@ -15,7 +15,7 @@ from berrymq.timeouts import too_long
 from berrymq_nats.subjects import DEFAULT_PREFIX, check_prefix
 
 __all__ = ["NUMBER_OPTIONS", "BrokerBufferFull", "BrokerOptions", "check_credentials",
-           "credentials_problem", "option_problem"]
+           "credentials_problem", "option_problem", "servers_problem", "without_credentials"]
 
 _STRINGS = frozenset({"token", "user", "password", "credentials", "name", "subject_prefix"})
 _SECONDS = frozenset({"connect_timeout", "reconnect_wait", "ask_gather", "send_timeout"})
@@ -101,27 +101,60 @@ class BrokerOptions:
         urls = tuple(servers)
         if not urls:
             raise ValueError("give at least one NATS server URL, e.g. 'nats://127.0.0.1:4222'")
-        for url in urls:
-            if not isinstance(url, str) or "://" not in url or url.split("://", 1)[0] not in (
-                "nats", "tls", "ws", "wss"
-            ):
-                raise ValueError(f"NATS server {url!r} is not a URL like 'nats://host:4222'")
-            if not _has_valid_port(url):
-                raise ValueError(f"NATS server {url!r} has an invalid port (0 to 65535): "
-                                 "not a URL like 'nats://host:4222'")
+        problem = servers_problem(urls)
+        if problem is not None:
+            raise ValueError(f"NATS server {problem}")
         values = {key: _check(key, value) for key, value in options.items()}
         check_prefix(values.get("subject_prefix", DEFAULT_PREFIX))
         return cls(servers=urls, **values)
 
 
-def _has_valid_port(url: str) -> bool:
-    """Whether ``url`` has no port or a number from 0 to 65535 (nats-py took another and
-    said "invalid connect url option" at each attempt, for good)."""
+def servers_problem(servers: Any) -> str | None:
+    """The first server URL of ``servers`` (a sequence) that NATS cannot use, and why
+    (``"'nats://' names no host: ..."``), or None: also the settings file's check of
+    ``servers``, so that ``berrymq plugins`` names it before any bus joins NATS."""
+    for url in servers:
+        if not isinstance(url, str) or "://" not in url or url.split("://", 1)[0] not in (
+            "nats", "tls", "ws", "wss"
+        ):
+            return f"{url!r} is not a URL like 'nats://host:4222'"
+        problem = _url_problem(url)
+        if problem is not None:
+            return f"{url!r} {problem}: not a URL like 'nats://host:4222'"
+    return None
+
+
+def _url_problem(url: str) -> str | None:
+    """What is wrong with the server URL ``url``, in words, or None. nats-py took a port
+    out of range and said "invalid connect url option" at each attempt, for good; a URL
+    without a host retried for ever ("invalid hostname"); a path or query on a ``nats://``
+    or ``tls://`` URL was dropped without a word (a ``ws://`` URL may have a path)."""
     try:
-        port = urlsplit(url).port
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return "cannot be read"
+    try:
+        port = parts.port
     except ValueError:  # not a number, or out of range
-        return False
-    return port is None or 0 <= port <= 65535
+        port = -1
+    if port is not None and not 0 <= port <= 65535:
+        return "has an invalid port (0 to 65535)"
+    if not parts.hostname:
+        return "names no host"
+    if parts.query or parts.fragment or (
+            parts.scheme in ("nats", "tls") and parts.path not in ("", "/")):
+        return "has a path, a query or a fragment, which NATS takes none of"
+    return None
+
+
+def without_credentials(url: str) -> str:
+    """``url`` as it is shown (``/status``, logs, errors): a user name and password in it
+    become ``***`` (``nats://***@host:4222``), as the node's own secret is never shown.
+    The bridge connects with the URL as given."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def _check(key: str, value: Any) -> Any:

@@ -109,8 +109,9 @@ class Outbox:
         self._held_lock = threading.Lock()
         #: what was published on this connection, and what the server confirmed of it
         self.confirmations = Confirmations(lambda: self.nc)
-        #: the application's messages handed to ``nats-py``, over every connection (the
-        #: bridge's ``sent`` in ``/status``; control messages are not counted)
+        #: the application's messages handed to ``nats-py``, over every connection, less
+        #: those counted lost in flight or refused by the server since (the bridge's
+        #: ``sent`` in ``/status``; control messages are not counted)
         self.sent = 0
         #: why this outbox refuses: it is the parent's, in a forked process (see :meth:`forked`)
         self.forked_error: InheritedLoopError | None = None
@@ -307,6 +308,7 @@ class Outbox:
                 if command.startswith((b"PUB ", b"HPUB ")):
                     unwritten += 1
         lost = self.confirmations.connection_lost(unwritten)
+        self.sent -= lost  # (counted lost instead: the status row's counts add up)
         self.hold_out()
         self.losses.add(IN_FLIGHT, lost,
                         "published to a NATS server that went away before it confirmed them")

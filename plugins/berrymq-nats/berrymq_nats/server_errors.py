@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import TYPE_CHECKING
 
 from berrymq.bursts import BurstLog
@@ -58,6 +59,12 @@ class ServerErrors:
         #: queue group) -> its -ERR text
         self.denied: dict[str, str] = {}
         self._denials = BurstLog(logger)
+        #: whether nobody waits for the first connection (a bridge started in the
+        #: background, as from the settings file): then the attempts that fail before it
+        #: are said (at once, then once a minute); a caller that waits raises instead
+        self.in_background = False
+        self._unreached = BurstLog(logger, interval=60.0)
+        self._since = time.monotonic()
 
     async def on_error(self, exc: Exception) -> None:
         """``nats-py``'s ``error_cb``."""
@@ -77,13 +84,24 @@ class ServerErrors:
         bridge.attempt_failed.set()
         if bridge.outbox.connected:
             logger.warning("NATS bridge of bus %s: %s", bridge.bus.name, bridge.last_error)
-        else:  # each failed reconnection attempt: the state line shows the last one
-            logger.debug("NATS bridge of bus %s: %s", bridge.bus.name, bridge.last_error)
+            return
+        # each failed reconnection attempt: the state line shows the last one
+        logger.debug("NATS bridge of bus %s: %s", bridge.bus.name, bridge.last_error)
+        trying = time.monotonic() - self._since
+        if self.in_background and not bridge.wait_connected(0):
+            # (a bridge started from the settings file said nothing while NATS was down)
+            self._unreached.warning(
+                "NATS bridge of bus %s has not reached %s in %.0f s of trying: %s; "
+                "messages sent meanwhile wait in its buffer (buffer_limit %d)",
+                bridge.bus.name, bridge.address, trying, bridge.last_error,
+                bridge.options.buffer_limit)
 
     def publish_denied(self, subject: str, text: str) -> None:
         """The server dropped one message on ``subject``: count it (the log is per burst)."""
         prefix, subject = self.bridge.subjects.prefix.lower(), subject.lower()
         own = subject.startswith(f"{prefix}.") and not subject.startswith(f"{prefix}.~~.")
+        if own:  # counted refused instead of sent: the status row's counts add up
+            self.bridge.outbox.sent -= 1
         self.bridge.losses.add(PUBLISH_DENIED if own else CONTROL_UNSENT, 1,
                                f"on {subject}: {text}")
 

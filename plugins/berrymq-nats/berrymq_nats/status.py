@@ -52,8 +52,9 @@ def status_row(bridge: NatsBridge) -> ConnectionRow:
     scheme ``nats``, its servers' address, its style (``interconnect``, or ``oneway``
     for a bridge that only publishes), ``pending`` the messages waiting to be
     published (the disconnect buffer, and what waits for the I/O thread), ``sent``
-    those handed to the NATS client, ``lost`` those lost on their way out (in flight
-    when the connection dropped, not sent at close, refused by the client),
+    those handed to the NATS client and not lost or refused since, ``lost`` those lost
+    on their way out (in flight when the connection dropped, not sent at close, refused
+    by the client),
     ``refused`` those the server's permissions denied, and ``state``: ``connecting``,
     ``connected``, ``reconnecting``, ``failed`` or ``closed``."""
     counts = bridge.losses.snapshot()

@@ -101,6 +101,7 @@ class NatsTransport(Transport):
             # bridge is half made (its link the bus's forwarder, its messages sent nowhere).
             io_loop.loop  # noqa: B018 - started now if it was not
             bridge = self.bridge = NatsBridge(self.bus, opts, subscribe=subscribe)
+            bridge.errors.in_background = not wait
         self.bus.track_connection(bridge)
         if wait and not bridge.wait_connected(opts.connect_timeout + 0.5):
             cause = bridge.down_reason

@@ -31,6 +31,7 @@ from typing import Any
 
 import nkeys
 import pytest
+from berrymq_jsonrpc.status import metrics_text, status_snapshot
 from berrymq_nats import BrokerOptions, NatsBridge
 from berrymq_nats import plugin as nats_plugin
 from berrymq_nats.testing import NatsServer, Recorder, bridge_of, settle
@@ -138,6 +139,30 @@ def test_user_and_password(nats_factory: Callable[..., NatsServer], configured: 
     b = configured(servers=[server.url], user="berry", password="p4ss")
     assert crosses(a, b) == [("crossed",)]
     assert_refused(configured(servers=[server.url], user=user, password=password), poll)
+
+
+def test_a_password_in_a_server_url_is_never_shown(nats_factory: Callable[..., NatsServer],
+                                                   configured: Configured,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """``nats://user:password@host`` lets the bridge in, and the node shows the server as
+    ``nats://***@host`` in ``/status`` and ``/metrics``, its connections and its errors (an
+    outside audit found the password in all of them: whoever could read ``/status`` had
+    the broker's credentials too)."""
+    server = nats_factory(args=("--user", "berry", "--pass", "p4ss-w0rd")).start()
+    with_password = f"nats://berry:p4ss-w0rd@127.0.0.1:{server.port}"
+    a = configured(servers=[with_password])
+    b = configured(servers=[with_password])
+    assert crosses(a, b) == [("crossed",)]
+    shown = f"nats://***@127.0.0.1:{server.port}"
+    assert [c.address for c in a.connections()] == [shown]
+    snapshot = status_snapshot(a)
+    seen = json.dumps(snapshot) + metrics_text(snapshot) + bridge(a).status()
+    assert shown in seen and "p4ss-w0rd" not in seen
+    wrong = f"nats://berry:p4ss-w0rd@127.0.0.1:{free_port()}"  # nobody there
+    with caplog.at_level(logging.DEBUG, logger="berrymq"), pytest.raises(
+            berrymq.ConnectionClosed, match=r"at nats://\*\*\*@127\.0\.0\.1") as refused:
+        bridge_of(configured(), wrong, connect_timeout=0.5)
+    assert "p4ss-w0rd" not in str(refused.value) + caplog.text
 
 
 # -- credentials --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from berrymq_nats import BrokerOptions
 from berrymq_nats import plugin as nats_plugin
+from berrymq_nats.options import servers_problem
 
 import berrymq
 from berrymq import Bus, SettingsError
@@ -69,6 +70,36 @@ def test_seconds_longer_than_any_wait_are_refused(key: str) -> None:
     started stayed connected, delivering, with nothing to close it by."""
     with pytest.raises(ValueError, match=f"{key} must be at most 4611686018 seconds"):
         BrokerOptions.build("nats://127.0.0.1:1", {key: 1e10})
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("nats://", "names no host"),
+    ("nats://:4222", "names no host"),
+    ("nats://127.0.0.1:4222/jobs", "has a path, a query or a fragment"),
+    ("tls://127.0.0.1:4222?x=1", "has a path, a query or a fragment"),
+    ("ws://127.0.0.1:8080/nats#top", "has a path, a query or a fragment"),
+])
+def test_a_server_url_nats_cannot_use_is_refused_at_once(tmp_path: Path, default_bus: Bus,
+                                                         url: str, problem: str) -> None:
+    """An outside audit: ``nats://`` (no host) passed, then connect_broker failed after
+    2.5 s and ``serve`` retried for ever; a path or query was dropped without a word."""
+    with pytest.raises(ValueError, match=re.escape(f"NATS server {url!r} {problem}")):
+        berrymq.connect_broker(url)
+    config = tmp_path / "berrymq.toml"
+    config.write_text(f'[berrymq.nats]\nservers = ["{url}"]\n', encoding="utf-8")
+    host = load(config)  # (servers are checked as the bus joins NATS, when it starts)
+    with pytest.raises(SettingsError, match=re.escape(problem)) as info:
+        Bus(plugins=host).close()
+    assert "berrymq.toml:2: " in str(info.value), info.value
+
+
+def test_a_websocket_url_may_have_a_path() -> None:
+    assert BrokerOptions.build("wss://example.org/nats", {}).servers == ("wss://example.org/nats",)
+
+
+def test_an_unreadable_server_url_is_named() -> None:
+    assert servers_problem(["nats://127.0.0.1:1", "nats://[::1"]) == (
+        "'nats://[::1' cannot be read: not a URL like 'nats://host:4222'")
 
 
 @pytest.mark.parametrize(("line", "expected"), [

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from berrymq_nats.losses import PUBLISH_DENIED
-from berrymq_nats.testing import NatsServer, Recorder, bridge_of, settle
+from berrymq_nats.testing import NatsServer, Recorder, bridge_of, settle, wait_until
 
 from berrymq import Bus
+from berrymq.testing import free_port
 from berrymq.transports.ioloop import io_loop
 
 pytestmark = pytest.mark.broker
@@ -49,6 +50,10 @@ def test_messages_the_server_denies_are_counted_and_flush_says_so(
         assert "lost 50 (50 denied by the NATS server's permissions)" in bs.status()
         assert got.wait(1) and got.args == ["through"]
         assert bs.flush(10)  # nothing more was lost since
+    # the connection's row in /status: what was handed over is refused or sent, not both
+    # (an outside audit found the denied ones counted in sent too)
+    row = bs.status_row()
+    assert (row.pending, row.sent, row.lost, row.refused) == (0, 1, 0, 50)
     lines = [r for r in caplog.records if r.name == "berrymq.nats"]
     assert 1 <= len(lines) <= 2, [r.getMessage() for r in lines]  # one per burst, not per message
     assert "permissions violation for publish" in lines[0].getMessage()
@@ -107,3 +112,25 @@ def test_denied_subscriptions_the_bridge_no_longer_has_are_forgotten(
     assert bridge.errors.denied == {}
     lines = [r for r in caplog.records if "refused the subscription" in r.getMessage()]
     assert 1 <= len(lines) <= 2, [r.getMessage() for r in lines]  # one per burst
+
+
+def test_a_server_never_reached_is_said_once_a_waiting_caller_would_have_given_up(
+        make_bus: MakeBus, caplog: pytest.LogCaptureFixture) -> None:
+    """A bridge started in the background (``servers`` in the settings file, as ``berrymq
+    serve`` starts it) whose server cannot be reached logged nothing, retrying for ever
+    (an outside audit); each attempt stays at debug level, and the state line says it."""
+    url = f"nats://user:s3cr3t@127.0.0.1:{free_port()}"  # nobody listens there
+    with caplog.at_level(logging.DEBUG, logger="berrymq.nats"):
+        bridge = make_bus().transport("nats").connect_broker(  # type: ignore[attr-defined]
+            url, wait=False, connect_timeout=0.2, reconnect_wait=0.05)
+
+        def said() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if "has not reached" in r.getMessage()]
+
+        wait_until(said, what="a warning that NATS was not reached")
+        record = said()[0]
+        assert record.levelno == logging.WARNING
+        text = record.getMessage()
+        assert "nats://***@127.0.0.1" in text and "s3cr3t" not in text
+        assert "messages sent meanwhile wait in its buffer (buffer_limit 10000)" in text
+        bridge.close()
