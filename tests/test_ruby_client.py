@@ -116,7 +116,8 @@ def test_identifier_and_local_bus_suites() -> None:
     garbage, refuse part of a batch), in Ruby."""
     for suite, runs in (("test/test_identifier.rb", 7), ("test/test_bus.rb", 25),
                         ("test/test_sample.rb", 1), ("test/test_outbox.rb", 4),
-                        ("test/test_wire.rb", 4), ("test/test_robustness.rb", 19)):
+                        ("test/test_wire.rb", 4), ("test/test_robustness.rb", 19),
+                        ("test/test_answers.rb", 4)):
         passed(ruby(suite), runs)
 
 

@@ -185,7 +185,15 @@ class Connection {
 
   async sendMessage(identifier, args = [], kwargs = {}) {
     this.checkMessage(identifier, args, kwargs);
-    return this.call('send_message', { token: this.token, identifier, args, kwargs, ...this.uid() });
+    return this.acknowledged('send_message',
+      await this.call('send_message', { token: this.token, identifier, args, kwargs, ...this.uid() }));
+  }
+
+  /** `result`, what the node answered `method` (send_message, send_messages), when it is
+   * "ok"; anything else is not the node's answer to it: a TransportError quoting it. */
+  acknowledged(method, result) {
+    if (result !== 'ok') throw new TransportError(`${this.url} answered ${method} with ${protocol.preview(result)}, not "ok"`);
+    return result;
   }
 
   /** `{ uid }` for what an interconnection sends (a message, an ask), so that it is not
@@ -206,8 +214,8 @@ class Connection {
   async sendMessages(messages) {
     for (const m of messages) this.checkMessage(...m);
     const interconnected = this.style === 'interconnect';
-    return this.call('send_messages', { token: this.token,
-      messages: interconnected ? messages.map(([i, a = [], k = {}]) => [i, a, k, this.uid()]) : messages });
+    return this.acknowledged('send_messages', await this.call('send_messages', { token: this.token,
+      messages: interconnected ? messages.map(([i, a = [], k = {}]) => [i, a, k, this.uid()]) : messages }));
   }
 
   /** The next message of the node's queue for us (style 03). Waits up to `timeout`
@@ -225,7 +233,7 @@ class Connection {
         const wait = Math.min(left, MAX_GET_WAIT);
         try {
           const entry = await this.call('get', { token: this.token, block: true, timeout: wait }, { wait, turn: true });
-          return messageFromWire(entry);
+          return this.received('get', entry);
         } catch (error) {
           if (!(error instanceof Empty) || (deadline !== null && Date.now() >= deadline)) throw error;
         }
@@ -236,7 +244,19 @@ class Connection {
   /** The next message of the node's queue for us; rejects with berrymq.Empty at once
    * when there is none. */
   async getNowait() {
-    return messageFromWire(await this.call('get_nowait', { token: this.token }));
+    return this.received('get_nowait', await this.call('get_nowait', { token: this.token }));
+  }
+
+  /** The message `entry` the node answered `method` (get, get_nowait) with; what is not
+   * [identifier, args, kwargs] is not a message: a TransportError quoting it. */
+  received(method, entry) {
+    try {
+      return messageFromWire(entry);
+    } catch (error) {
+      if (!(error instanceof TypeError)) throw error;
+      throw new TransportError(`${this.url} answered ${method} with ${protocol.preview(entry)}, not a message ` +
+                               '([identifier, args (array), kwargs (object)])');
+    }
   }
 
   /** `for await (const message of queue)`: every message of the queue, until the
@@ -274,8 +294,19 @@ class Connection {
         detail: `the ask's timeout of ${timeout} s ran out while ${limit} calls that wait were outstanding ` +
           `on this connection (the node runs at most ${limit} at once, its max_waiting); it was not sent` });
     });
-    if (!Array.isArray(replies)) throw new BerryMQError(`${this.url} answered ask with ${JSON.stringify(replies)}`);
-    return replies.map((r) => (r && 'error' in r ? new ReplyError(r.error) : r && r.value));
+    if (!Array.isArray(replies)) {
+      throw new TransportError(`${this.url} answered ask with ${protocol.preview(replies)}, not an array of replies`);
+    }
+    return replies.map((r) => {
+      // each { value } or { error: { type, message, receiver, node } } (docs/protocol.md, "ask")
+      const entry = r !== null && typeof r === 'object' && !Array.isArray(r);
+      if (entry && 'error' in r && r.error !== null && typeof r.error === 'object' && !Array.isArray(r.error)) {
+        return new ReplyError(r.error);
+      }
+      if (entry && 'value' in r) return r.value;
+      throw new TransportError(`${this.url} answered ask with a malformed reply ${protocol.preview(r)}, ` +
+                               'not { value } or { error }');
+    });
   }
 
   /** Close the session on the node, then the connection (idempotent). A session the node
@@ -349,9 +380,7 @@ async function open(url, style, method, params, options, serve = null, ttlGiven 
     if (problem !== null) {
       // not a session we can use: every later request would carry it (docs/protocol.md,
       // "Sessions and tokens")
-      const shown = JSON.stringify(token) ?? String(token);
-      throw new TransportError(`${url} answered ${method} with ${shown.length > 60 ? `${shown.slice(0, 60)}...` : shown}, ` +
-                               `not a token (${problem})`);
+      throw new TransportError(`${url} answered ${method} with ${protocol.preview(token)}, not a token (${problem})`);
     }
     const connection = new Connection(channel, style, token);
     connection.ttl = params.ttl;

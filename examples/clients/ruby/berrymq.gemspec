@@ -15,7 +15,8 @@ Gem::Specification.new do |spec|
   spec.authors = ["berryMQ contributors"]
   spec.license = "MIT"
   spec.required_ruby_version = ">= 3.0"
-  spec.files = Dir["lib/**/*.rb"] + Dir["examples/*.rb"] + ["README.md", "LICENSE", "berrymq.gemspec"]
+  # (named from the gemspec's directory, wherever it is loaded from: Bundler's path: gems)
+  spec.files = Dir.chdir(__dir__) { Dir["lib/**/*.rb"] + Dir["examples/*.rb"] + ["README.md", "LICENSE", "berrymq.gemspec"] }
   spec.require_paths = ["lib"]
   spec.metadata["rubygems_mfa_required"] = "true"
 end

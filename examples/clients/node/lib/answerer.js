@@ -7,7 +7,7 @@
  * transports (tcp.js, http.js) hand it parsed bodies and write what it returns.
  */
 
-const { codes, MAX_MESSAGE_DEPTH, message, messageFromWire, nestedDeeper } = require('./protocol');
+const { codes, jsonText, MAX_MESSAGE_DEPTH, message, messageFromWire, nestedDeeper } = require('./protocol');
 const uids = require('./uids');
 
 /** Name the params of a request given by position, in the order of the protocol's tables. */
@@ -32,15 +32,17 @@ function replyError(type, text) {
 }
 
 /** What onAsk returned as it crosses: `{ value }`, or, as a node does for a receiver's
- * reply, a TypeError entry for a value JSON cannot carry (a BigInt, a cycle, a function)
- * or one nested deeper than MAX_MESSAGE_DEPTH (docs/protocol.md, "Nesting": the node
- * could not read the answer, or forward the reply). Checked
+ * reply, a TypeError entry for a value JSON cannot carry: a BigInt, a cycle, and what
+ * JSON.stringify would quietly change (NaN and Infinity, which the asker would read as
+ * null; undefined in an array, a function, a symbol, a Map or a Set: protocol.jsonText, as
+ * a request is checked), or one nested deeper than MAX_MESSAGE_DEPTH (docs/protocol.md,
+ * "Nesting": the node could not read the answer, or forward the reply). Checked
  * here, where the answer is still made: writing it later would throw on the connection's
  * way out, and the node would wait for an answer that never comes. */
 function replyEntry(value) {
   let text;
   try {
-    text = JSON.stringify(value);
+    text = jsonText(value, (what, where, why) => new TypeError(where === '' ? why : `${what} at ${where}: ${why}`));
   } catch (error) {
     // a RangeError: the stack ran out, thousands of levels down
     if (error instanceof RangeError) return tooDeep();
@@ -55,9 +57,10 @@ function tooDeep() {
   return replyError('TypeError', `the reply is nested more than ${MAX_MESSAGE_DEPTH} levels deep, the limit`);
 }
 
-/** The kind of a value, for an error message: `BigInt`, `Object`, `function`. */
+/** The kind of a value, for an error message: `BigInt`, `Object`, `function`, `NaN`. */
 function describe(value) {
   if (typeof value === 'bigint') return 'BigInt';
+  if (typeof value === 'number') return String(value); // NaN, Infinity
   if (value !== null && typeof value === 'object') return (value.constructor && value.constructor.name) || 'Object';
   return typeof value;
 }
@@ -215,4 +218,22 @@ class Answerer {
   }
 }
 
-module.exports = { Answerer };
+/**
+ * Answers what a node sends on a TCP connection that serves no methods (oneway, queue:
+ * no Answerer), by a node's rules, as a Python client's connection answers it: Invalid
+ * Request (-32600, `id` null) for what is not a request (`42`, `null`, one for each member
+ * of `[1, 2, 3]`), Method not found (-32601) for a request, nothing for a notification.
+ * A response, an error one included, is never answered (the channel takes it as one), so
+ * that two peers cannot answer each other's answers without end.
+ */
+class Refuser extends Answerer {
+  constructor() {
+    super(null, null, null, null);
+  }
+
+  async run(method) {
+    throw new Refusal({ code: codes.METHOD_NOT_FOUND, message: 'Method not found', data: method });
+  }
+}
+
+module.exports = { Answerer, Refuser };

@@ -2,8 +2,8 @@
 /**
  * A Channel is one connection to a node that speaks the protocol method by method:
  * `call` (a request, resolving with its result), `notify` (no answer), `batch`. The
- * channel writes each request's JSON text here (refusing NaN and Infinity, and a text over
- * `maxSize`, before anything is sent); the transports (tcp.js, http.js) add the framing:
+ * channel writes each request's JSON text here (refusing what JSON cannot carry, NaN or a
+ * function say, and a text over `maxSize`, before anything is sent); the transports (tcp.js, http.js) add the framing:
  * `request(body, text, ms, waits)` (`waits`: the node may hold the answer on purpose),
  * `post(body, text)`,
  * `serve(answerer)` (how the node reaches us after interconnect) and `close()`.

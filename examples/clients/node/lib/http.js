@@ -121,7 +121,11 @@ class HttpChannel extends Channel {
           if (res.statusCode === 204) return settle(resolve, null);
           const body = Buffer.concat(chunks);
           if (!(res.headers['content-type'] || '').startsWith('application/json')) {
-            return fail(new BerryMQError(`${this.url} answered HTTP ${res.statusCode}: ${body.toString('utf8').trim()}`));
+            // not a JSON-RPC answer, whatever its status (a 200 as a 500): the exchange
+            // failed, as for an answer that is not JSON (a node answers in JSON)
+            const text = body.toString('utf8').trim();
+            return fail(new TransportError(`${this.url} answered HTTP ${res.statusCode} without JSON: ` +
+                                           `${text.length > 200 ? `${text.slice(0, 200)}...` : text}`));
           }
           let data;
           try {

@@ -158,16 +158,42 @@ function isResponse(obj) {
     !('method' in obj) && ('result' in obj || 'error' in obj);
 }
 
+/** The JSON text of `value` for an error message, cut after `limit` characters. */
+function preview(value, limit = 60) {
+  let shown;
+  try {
+    shown = JSON.stringify(value) ?? String(value);
+  } catch (error) {
+    shown = String(value);
+  }
+  return shown.length > limit ? `${shown.slice(0, limit)}...` : shown;
+}
+
+/** Whether `error` is a JSON-RPC error object: an object with an integer `code` and a
+ * string `message` (docs/protocol.md, "Error codes"). */
+function isErrorObject(error) {
+  return error !== null && typeof error === 'object' && !Array.isArray(error) &&
+    Number.isInteger(error.code) && typeof error.message === 'string';
+}
+
 /** The result of a reply, or throw the error it holds. Accepts 2.0 and 1.0 replies (a 1.0
  * reply has both members, one of them null). With the request's `id`, a result for
  * another id (`"id": null`: a request with id null, which this client never sends) is a
  * TransportError naming both, as the Python client's parse_reply says it; an error is
- * taken whatever its id (null: the node could not tie it to a request). */
+ * taken whatever its id (null: the node could not tie it to a request). What is not a
+ * reply, or an error that is not an error object, is a TransportError quoting it. */
 function resultOf(reply, id = undefined, url = null) {
   if (!isResponse(reply)) {
-    throw new BerryMQError(`malformed JSON-RPC reply: ${JSON.stringify(reply)}`);
+    throw new TransportError(`${url === null ? 'the node' : url} answered a malformed JSON-RPC reply: ${preview(reply, 200)}`);
   }
-  if (reply.error !== undefined && reply.error !== null) throw errorFromWire(reply.error);
+  if (reply.error !== undefined && reply.error !== null) {
+    if (!isErrorObject(reply.error)) {
+      // not the node's error: its words would be lost in a BerryMQError of code null
+      throw new TransportError(`${url === null ? 'the node' : url} answered an error that is not a JSON-RPC error ` +
+                               `object (an integer code and a string message): ${preview(reply, 200)}`);
+    }
+    throw errorFromWire(reply.error);
+  }
   if (id !== undefined && reply.id !== id) {
     throw new TransportError(`${url}: reply to request ${String(JSON.stringify(reply.id))}, expected ${JSON.stringify(id)}`);
   }
@@ -184,7 +210,7 @@ function message(identifier, args, kwargs, extras) {
 }
 
 function messageFromWire(entry) {
-  if (!Array.isArray(entry)) throw new TypeError('a message is [identifier, args, kwargs]');
+  if (!Array.isArray(entry)) throw new TypeError('a message is [identifier, args (array), kwargs (object)]');
   return message(entry[0], entry[1], entry[2], entry[3]);
 }
 
@@ -315,26 +341,94 @@ function pathOf(parentPath, holder, key) {
   return parentPath ? `${parentPath}.${key}` : key;
 }
 
-/** The JSON text of a request (or batch) `body`. A TypeError, before anything is sent,
- * for NaN, Infinity or -Infinity anywhere in it (JSON has no such numbers, and
- * JSON.stringify would quietly write null); MessageTooLarge when the text is over
+/** The objects JSON.stringify writes as {}, whatever they hold: their entries are not
+ * their members. */
+const COLLECTIONS = [Map, Set, WeakMap, WeakSet];
+
+/** What JSON cannot carry of `value`, met in an array (`inArray`) or an object, as
+ * [what it is, why], or null: JSON.stringify would quietly write null for it (NaN,
+ * Infinity; undefined, a function or a symbol in an array), leave it out (a function or a
+ * symbol as an object's member) or write {} (a Map, a Set). An object's member that is
+ * undefined is left out, as JSON.stringify leaves it out (it stands for an absent one);
+ * a value with a toJSON method (a Date) is what that returns, as in JSON.stringify; a
+ * BigInt is left to JSON.stringify, which throws its own TypeError. */
+function notJson(value, inArray) {
+  switch (typeof value) {
+    case 'number':
+      return Number.isFinite(value) ? null : [String(value), 'NaN and Infinity are not JSON'];
+    case 'undefined':
+      return inArray ? ['undefined', 'JSON has no undefined, and JSON.stringify would write null for it'] : null;
+    case 'function':
+      return ['a function', 'JSON has no functions'];
+    case 'symbol':
+      return [String(value), 'JSON has no symbols'];
+    case 'object': {
+      const kind = value === null ? undefined : COLLECTIONS.find((type) => value instanceof type);
+      return kind === undefined ? null :
+        [`a ${kind.name}`, 'JSON.stringify would write it as {}, without its entries (send an array or a plain object)'];
+    }
+    default:
+      return null;
+  }
+}
+
+/** Thrown by the first walk of jsonText at what JSON cannot carry. */
+const NOT_JSON = Symbol('not JSON');
+
+/** notJson as a replacer of JSON.stringify, written out for speed (it runs for every
+ * value of every request): throws NOT_JSON where notJson finds something. */
+function quickCheck(key, member) {
+  switch (typeof member) {
+    case 'string':
+    case 'boolean':
+    case 'bigint': // (JSON.stringify throws its own TypeError)
+      return member;
+    case 'number':
+      if (member - member !== 0) throw NOT_JSON; // NaN, Infinity, -Infinity
+      return member;
+    case 'object':
+      if (member !== null && (member instanceof Map || member instanceof Set || member instanceof WeakMap ||
+                              member instanceof WeakSet)) throw NOT_JSON;
+      return member;
+    case 'undefined':
+      if (Array.isArray(this)) throw NOT_JSON;
+      return member;
+    default: // a function, a symbol
+      throw NOT_JSON;
+  }
+}
+
+/** JSON.stringify(value), but what JSON cannot carry as it is (notJson) anywhere in it
+ * throws `refuse(what, where, why)` instead, `where` its path (`params.args[0].a`, '' for
+ * `value` itself). The paths are built only then, in a second walk (a path for every
+ * value would make each request several times slower to write). */
+function jsonText(value, refuse) {
+  try {
+    return JSON.stringify(value, quickCheck);
+  } catch (error) {
+    if (error !== NOT_JSON) throw error;
+  }
+  const paths = new Map();
+  JSON.stringify(value, function find(key, member) {
+    const where = key === '' ? '' : pathOf(paths.get(this) || '', this, key);
+    const problem = notJson(member, Array.isArray(this));
+    if (problem !== null) throw refuse(problem[0], where, problem[1]);
+    if (member !== null && typeof member === 'object') paths.set(member, where);
+    return member;
+  });
+  throw new TypeError('jsonText: no value to refuse found in the second walk'); // (not reached)
+}
+
+/** The JSON text of a request (or batch) `body`. A TypeError naming where, before
+ * anything is sent, for what JSON cannot carry anywhere in it (notJson: NaN, Infinity,
+ * undefined in an array, a function, a symbol, a Map, a Set), which JSON.stringify would
+ * quietly write as null, leave out or write as {}; MessageTooLarge when the text is over
  * `maxSize` bytes. */
 function encodeRequest(body, maxSize = MAX_SIZE) {
-  let text = JSON.stringify(body);
-  // JSON.stringify writes null for a non-finite number: look closer only then
-  if (text !== undefined && text.includes('null')) {
-    const paths = new Map();
-    text = JSON.stringify(body, function check(key, value) {
-      const where = key === '' ? '' : pathOf(paths.get(this) || '', this, key);
-      if (typeof value === 'number' && !Number.isFinite(value)) {
-        const method = (Array.isArray(body) ? body[Number(where.slice(1, where.indexOf(']')))] : body) || {};
-        throw new TypeError(`${value} cannot be sent (at ${where} of a ${method.method} request): ` +
-                            'NaN and Infinity are not JSON; nothing was sent');
-      }
-      if (value !== null && typeof value === 'object') paths.set(value, where);
-      return value;
-    });
-  }
+  const text = jsonText(body, (what, where, why) => {
+    const method = (Array.isArray(body) ? body[Number(where.slice(1, where.indexOf(']')))] : body) || {};
+    return new TypeError(`${what} cannot be sent (at ${where} of a ${method.method} request): ${why}; nothing was sent`);
+  });
   const size = Buffer.byteLength(text, 'utf8');
   if (size > maxSize) {
     const method = Array.isArray(body) ? 'batch' : `${body.method}`;
@@ -416,7 +510,7 @@ const PARSE_ERROR_REPLY = Object.freeze({ jsonrpc: '2.0', error: { code: codes.P
 
 module.exports = {
   codes, BerryMQError, Empty, MessageTooLarge, TransportError, ConnectionClosed, ReplyError, errorFromWire, parseUrl,
-  isResponse, resultOf, message, messageFromWire, MAX_SIZE, PARSE_ERROR_REPLY, QueueFull, answerBasis, answerLimit, ANSWER_FACTOR,
+  isResponse, resultOf, message, messageFromWire, preview, jsonText, MAX_SIZE, PARSE_ERROR_REPLY, QueueFull, answerBasis, answerLimit, ANSWER_FACTOR,
   tokenProblem, MAX_ANSWERED_TOKEN,
   encodeRequest, expectsAnswer, mayWait, MEDIA_TYPES, MAX_MESSAGE_DEPTH, checkDepth, checkSize, ENVELOPE, nestedDeeper,
   MAX_DEPTH, NESTED_TOO_DEEP_REPLY, tooDeepAnswer, shallow,

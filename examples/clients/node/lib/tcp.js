@@ -2,7 +2,10 @@
 /**
  * JSON-RPC over one TCP connection: one JSON text per line, both ways. Replies are
  * matched to requests by id; after interconnect the node sends its own requests on the
- * same connection, which the channel's Answerer answers.
+ * same connection, which the channel's Answerer answers. On a connection that serves no
+ * methods (oneway, queue), what the node sends that is not a response is answered by a
+ * node's rules all the same (answerer.js, Refuser): Invalid Request for what is not a
+ * request, Method not found for a request; a response is never answered.
  *
  * A reply with id null is an error the node could not tie to a request (Invalid Request
  * for a request or batch member that is not a valid request, Parse error, Message too
@@ -25,12 +28,16 @@
  */
 
 const net = require('net');
+const { Refuser } = require('./answerer');
 const { Channel, clearTimer, setTimer } = require('./channel');
 const {
   answerBasis, answerLimit, codes, ConnectionClosed, errorFromWire, expectsAnswer, isResponse, MAX_DEPTH, mayWait,
   NESTED_TOO_DEEP_REPLY, nestedDeeper, parseUrl, PARSE_ERROR_REPLY, QueueFull, shallow, tooDeepAnswer,
   TransportError,
 } = require('./protocol');
+
+/** What answers the node's requests on a connection that serves none (oneway, queue). */
+const REFUSER = new Refuser();
 
 /** The errors (id null) after which the node closes the connection: Message too large,
  * Limit reached (max_connections). */
@@ -83,6 +90,7 @@ class TcpChannel extends Channel {
     this.failure = null; // the socket's error, if any
     this.over = false; // closedByPeer ran
     this.answerer = null;
+    this.refused = Promise.resolve(); // the last answer of the Refuser, written in order
   }
 
   /** Resolves with this channel once connected; rejects with ConnectionClosed. */
@@ -200,7 +208,11 @@ class TcpChannel extends Channel {
     if (members.length && members.every(isResponse)) {
       this.response(obj); // a batch's replies come as one array, and settle the batch
     } else if (this.answerer === null) {
-      this.write({ jsonrpc: '2.0', error: { code: codes.METHOD_NOT_FOUND, message: 'Method not found' }, id: (obj && obj.id) ?? null });
+      // a request (or what is not one) on a connection that serves none: answered by a
+      // node's rules (Refuser), in the order it came, as a node answers (nothing waits)
+      this.refused = this.refused.then(() => REFUSER.answerBody(obj)).then((answer) => {
+        if (answer !== null) this.write(answer);
+      });
     } else {
       this.answerer.answerBody(obj).then((answer) => { if (answer !== null) this.write(answer); });
     }

@@ -98,6 +98,35 @@ for (const scheme of ['tcp', 'http']) {
       await oneway.close();
     });
 
+    it('undefined in an array, a function, a symbol, a Map or a Set: TypeError naming where, nothing sent; a Date goes as its toJSON text', async () => {
+      const oneway = await berrymq.connectOneway(url(), { ttl: 60 });
+      const refused = (what, where, why) => (error) => {
+        assert.ok(error instanceof TypeError, String(error));
+        assert.equal(error.message, `${what} cannot be sent (at ${where} of a send_message request): ${why}; nothing was sent`);
+        return true;
+      };
+      const fn = 'JSON has no functions';
+      const sym = 'JSON has no symbols';
+      const entries = 'JSON.stringify would write it as {}, without its entries (send an array or a plain object)';
+      await assert.rejects(oneway.sendMessage('node:bad', [1, undefined]), refused('undefined', 'params.args[1]',
+        'JSON has no undefined, and JSON.stringify would write null for it'));
+      await assert.rejects(oneway.sendMessage('node:bad', [() => 1]), refused('a function', 'params.args[0]', fn));
+      await assert.rejects(oneway.sendMessage('node:bad', [], { f: () => 1 }), refused('a function', 'params.kwargs.f', fn));
+      await assert.rejects(oneway.sendMessage('node:bad', [Symbol('s')]), refused('Symbol(s)', 'params.args[0]', sym));
+      await assert.rejects(oneway.sendMessage('node:bad', [{ s: Symbol('t') }]), refused('Symbol(t)', 'params.args[0].s', sym));
+      await assert.rejects(oneway.sendMessage('node:bad', [new Map([['a', 1]])]), refused('a Map', 'params.args[0]', entries));
+      await assert.rejects(oneway.sendMessage('node:bad', [], { s: new Set([1]) }), refused('a Set', 'params.kwargs.s', entries));
+      await assert.rejects(oneway.postMessage('node:bad', [undefined]), TypeError);
+      await assert.rejects(oneway.sendMessages([['node:ok', [], {}], ['node:bad', [() => 1], {}]]), TypeError);
+      await assert.rejects(oneway.ask('price:quote', [new Set()]), TypeError);
+      // an object's member that is undefined is left out, as JSON.stringify leaves it out
+      assert.equal(await oneway.sendMessage('node:after-bad', [new Date(0)], { gone: undefined, d: { when: new Date(0) } }), 'ok');
+      // none of the above came
+      assert.equal(await node.stdout.next(),
+        'node:after-bad ["1970-01-01T00:00:00.000Z"] {"d": {"when": "1970-01-01T00:00:00.000Z"}}');
+      await oneway.close();
+    });
+
     it('a message nested deeper than 124 levels: TypeError naming the limit, nothing sent', async () => {
       const oneway = await berrymq.connectOneway(url(), { ttl: 60 });
       const nest = (levels) => { let value = []; for (let i = 1; i < levels; i += 1) value = [value]; return value; };

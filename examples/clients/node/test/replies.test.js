@@ -49,6 +49,32 @@ for (const scheme of ['tcp', 'http']) {
       assert.match(answers[1][0], /^error: .*TypeError.*the reply Object is not JSON \(Converting circular structure to JSON/);
       assert.match(answers[2][0], /^error: .*TypeError.*the reply function is not JSON/);
     });
+
+    it('NaN, Infinity, and undefined, a function, a symbol or a Map inside: a TypeError entry each (not null), and the link goes on', async () => {
+      const replies = {
+        'js:nan': NaN, 'js:inf': Infinity, 'js:nested': { price: [1, -Infinity] }, 'js:undef': [1, undefined],
+        'js:fn-member': { run: () => 1 }, 'js:symbol': [Symbol('s')], 'js:map': { m: new Map([['a', 1]]) },
+      };
+      const answers = await askedByNode(scheme, Object.keys(replies), (m) => replies[m.id]);
+      assert.equal(answers.flat().length, 7, JSON.stringify(answers));
+      const expected = [
+        /the reply NaN is not JSON \(NaN and Infinity are not JSON\)/,
+        /the reply Infinity is not JSON \(NaN and Infinity are not JSON\)/,
+        /the reply Object is not JSON \(-Infinity at price\[1\]: NaN and Infinity are not JSON\)/,
+        /the reply Array is not JSON \(undefined at \[1\]: JSON has no undefined/,
+        /the reply Object is not JSON \(a function at run: JSON has no functions\)/,
+        /the reply Array is not JSON \(Symbol\(s\) at \[0\]: JSON has no symbols\)/,
+        /the reply Object is not JSON \(a Map at m: JSON.stringify would write it as \{\}/,
+      ];
+      for (const [i, pattern] of expected.entries()) {
+        assert.equal(typeof answers[i][0], 'string', `${Object.keys(replies)[i]}: ${JSON.stringify(answers[i])}`);
+        assert.match(answers[i][0], /^error: .*TypeError/);
+        assert.match(answers[i][0], pattern);
+      }
+      // a Date is what its toJSON returns, as JSON.stringify writes it
+      const [[date]] = await askedByNode(scheme, ['js:date'], () => new Date(0));
+      assert.equal(date, '1970-01-01T00:00:00.000Z');
+    });
   });
 }
 

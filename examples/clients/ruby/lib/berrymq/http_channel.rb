@@ -24,9 +24,10 @@ module BerryMQ
     # max_size counts as 1 MiB (a node's default) when it is smaller: a node bounds its
     # answers by its own max_size, not the client's (an ask's replies).
     ANSWER_FACTOR = 4
-    # Seconds an answer may take beyond a call's timeout (the margin a waiting get needs),
-    # except close_connection's: the node answers it at once, and closing waits no longer
-    # than the timeout it is given (Connection::CLOSE_TIMEOUT), as over TCP.
+    # Seconds an answer may take beyond a call's timeout, for the calls that wait at the
+    # node (a blocking get, an ask: the node answers at the end of their wait). The others
+    # (send_message, get_nowait, close_connection...) the node answers at once: they end
+    # within the timeout they are given, as over TCP.
     MARGIN = 5
 
     attr_reader :url
@@ -63,12 +64,19 @@ module BerryMQ
       yield
     end
 
-    # Calls +method+ and returns its result (errors as in TcpChannel#call).
+    # Calls +method+ and returns its result (errors as in TcpChannel#call). A reply to
+    # another request (another id) raises TransportError; an error with id null is the
+    # node's answer all the same (it could not tie it to the request: Message too large).
     def call(method, params, timeout = @timeout)
       id = @lock.synchronize { @next_id += 1 }
-      margin = method == "close_connection" ? 0 : MARGIN
+      margin = waits_at_node?(method, params) ? MARGIN : 0
       reply = post({ "jsonrpc" => "2.0", "method" => method, "params" => params, "id" => id }, timeout + margin)
       raise TransportError, "#{@url} answered #{method} with no content" if reply.nil?
+
+      if reply.is_a?(Hash) && reply["id"] != id && !(reply["id"].nil? && !reply["error"].nil?)
+        raise TransportError, "#{@url} answered #{method} with a reply to request #{JSON.generate(reply['id'])}, " \
+                              "not to #{id}: #{JSON.generate(reply)[0, 200]}"
+      end
 
       JSONRPC.result_of(reply, @url)
     end
@@ -81,6 +89,11 @@ module BerryMQ
     end
 
     private
+
+    # Whether the node may hold the answer to +method+ on purpose: a blocking get, an ask.
+    def waits_at_node?(method, params)
+      method == "ask" || (method == "get" && params["block"] != false)
+    end
 
     # POSTs one JSON value; the parsed reply, or nil for 204 No Content. The whole answer
     # must come within +timeout+ seconds (the call's, with its margin), not only each

@@ -81,7 +81,7 @@ module BerryMQ
       when Float
         not_json(what, path, "#{value}, not a finite number") unless value.finite?
       when String
-        not_json(what, path, "a String that is not valid #{value.encoding}") unless text?(value)
+        not_json(what, path, not_text(value)) unless text?(value)
       when Array, Hash
         if depth + 1 > limit
           raise ArgumentError, "#{what} nests arrays and objects more than #{limit} levels deep, " \
@@ -96,7 +96,7 @@ module BerryMQ
               not_json(what, path, "a Hash key #{k.inspect} (#{k.class}); JSON keys are strings")
             end
             name = k.to_s
-            not_json(what, path, "a Hash key that is not valid #{name.encoding}") unless text?(name)
+            not_json(what, path, not_text(name, "a Hash key")) unless text?(name)
             not_json(what, path, "the key #{name.inspect} twice (as a String and a Symbol)") if names.key?(name)
             names[name] = true
             check(v, what, limit, depth + 1, "#{path}[#{k.inspect}]")
@@ -116,6 +116,21 @@ module BerryMQ
       true
     rescue EncodingError
       false
+    end
+
+    # Why +string+ (not #text?), which is +noun+, is not text JSON can carry: "a String
+    # that is not valid UTF-8" for bytes (ASCII-8BIT) that are not UTF-8, or in its own
+    # encoding.
+    def not_text(string, noun = "a String")
+      if string.encoding == Encoding::BINARY
+        utf8 = string.dup.force_encoding(Encoding::UTF_8).valid_encoding?
+        return "#{noun} that is not valid UTF-8 (ASCII-8BIT bytes)" unless utf8
+
+        return "#{noun} of ASCII-8BIT bytes (binary data, not text: force_encoding(\"UTF-8\") if it is UTF-8 text)"
+      end
+      return "#{noun} that is not valid #{string.encoding}" unless string.valid_encoding?
+
+      "#{noun} in #{string.encoding} that does not convert to UTF-8"
     end
 
     def not_json(what, path, why)
