@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from berrymq.bus import Bus, send
-from berrymq.errors import BusClosed, SettingsError
+from berrymq.errors import SettingsError
 from berrymq.fork_safe import ForkSafeLock
 from berrymq.plugins import loaded_plugin_host
 from berrymq.settings import load_settings
@@ -151,21 +151,16 @@ def bus_or_default(bus: object, who: str) -> Bus:
     return bus
 
 
-def _refuse_unusable(bus: object, who: str) -> None:
-    """Refuse what is no :class:`Bus`, or a closed one, before anything changes: ``use_bus``
-    of a string had emptied the default's slot first, and every later send went to a new,
-    empty bus; a closed bus took every send of the module-level API and ran nothing."""
+def _refuse_non_bus(bus: object, who: str) -> None:
+    """Refuse what is no :class:`Bus`, before anything changes: ``use_bus`` of a string
+    had emptied the default's slot first, and every later send went to a new, empty bus."""
     if not isinstance(bus, Bus):
         raise TypeError(f"{who}() expected a berrymq.Bus, got {bus!r}")
-    if bus.closed:
-        raise BusClosed(f"{who}() was given bus {bus.name!r}, which is closed: what the "
-                        "module-level API sent would reach nobody; give it an open bus")
 
 
 def set_bus(bus: Bus) -> Bus:
-    """Make ``bus`` the default bus; returns the previous one (which stays open). A closed
-    bus is refused (:class:`~berrymq.BusClosed`), and so is what is no bus (``TypeError``)."""
-    _refuse_unusable(bus, "set_bus")
+    """Make ``bus`` the default bus; returns the previous one (which stays open)."""
+    _refuse_non_bus(bus, "set_bus")
     old = get_bus()
     _swap(bus)
     return old
@@ -201,9 +196,9 @@ def use_bus(bus: Bus) -> Iterator[Bus]:
 
     Blocks of several threads may overlap: the end of each leaves the default as it would
     be had the block never begun (the bus of a block begun later and still open, else
-    the default from before them all). A closed bus is refused, as by :func:`set_bus`.
+    the default from before them all).
     """
-    _refuse_unusable(bus, "use_bus")
+    _refuse_non_bus(bus, "use_bus")
     entry: list[Bus | None] = [None]
     with _uses_lock:
         entry[0] = _swap(bus)
