@@ -139,6 +139,13 @@ class BurstLog:
         timer of its closing line may not outlive the process)."""
         self._close_burst()
 
+    def discard(self) -> None:
+        """Forget the events not logged yet, when what they say no longer holds (a server
+        not reached was reached after all): the burst's closing line, if one is due, is
+        not written."""
+        with self._lock:
+            self._unlogged, self._latest = 0, None
+
     def _close_burst(self) -> None:
         """The interval after the last line is over: log what came since, if anything."""
         with self._lock:

@@ -112,6 +112,22 @@ def test_flush_writes_the_burst_so_far_at_once(caplog: pytest.LogCaptureFixture)
         "freed 1", "freed 3 (2 such events since the last line)"]
 
 
+def test_discard_drops_the_burst_so_far(caplog: pytest.LogCaptureFixture) -> None:
+    """What an owner calls when the events no longer hold (a server not reached was
+    reached): the closing line due at the end of the interval is not written; a later
+    burst is logged as usual."""
+    now, later, bursts = burst_log(10.0)
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        bursts.warning("unreached %d", 1)
+        bursts.warning("unreached %d", 2)
+        bursts.discard()
+        later.run()  # the timer of the closing line: nothing to say
+        bursts.flush()
+        now[0] = 20.0
+        bursts.warning("unreached %d", 3)
+    assert [r.getMessage() for r in caplog.records] == ["unreached 1", "unreached 3"]
+
+
 def test_a_closing_line_of_one_event_says_so(caplog: pytest.LogCaptureFixture) -> None:
     """One event after the first line: its closing line carries its count like any other
     (a bare line read as the first of a new burst)."""

@@ -253,6 +253,7 @@ class NatsBridge(LinkConnection):
         """Loop thread: connected with this process's subscriptions confirmed by the server
         (a PING/PONG after them): publish what waited, then say hello to the peers."""
         assert self._nc is not None
+        self.errors.reached_or_closed()
         self.outbox.resume(self._nc)
         self.resubscribed_at = time.monotonic()
         self.up.set()

@@ -40,6 +40,7 @@ def close_bridge(bridge: NatsBridge, polite: bool) -> None:
     broker, not to a peer that is gone), unsubscribe and disconnect. What could not be
     sent is counted in the bridge's ``losses`` and logged."""
     LIVE.discard(bridge)
+    bridge.errors.reached_or_closed()
     bus = bridge.bus
     bus.remove_subscription_listener(bridge.following.changed)
     bridge.shared.unguard()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -16,6 +17,9 @@ from berrymq_nats.subjects import DEFAULT_PREFIX, check_prefix
 
 __all__ = ["NUMBER_OPTIONS", "BrokerBufferFull", "BrokerOptions", "check_credentials",
            "credentials_problem", "option_problem", "servers_problem", "without_credentials"]
+
+#: what may be a user name and password after the scheme, up to the last "@" of the URL
+_USER_INFO = re.compile(r"://[^\s]*@")
 
 _STRINGS = frozenset({"token", "user", "password", "credentials", "name", "subject_prefix"})
 _SECONDS = frozenset({"connect_timeout", "reconnect_wait", "ask_gather", "send_timeout"})
@@ -111,16 +115,17 @@ class BrokerOptions:
 
 def servers_problem(servers: Any) -> str | None:
     """The first server URL of ``servers`` (a sequence) that NATS cannot use, and why
-    (``"'nats://' names no host: ..."``), or None: also the settings file's check of
-    ``servers``, so that ``berrymq plugins`` names it before any bus joins NATS."""
+    (``"'nats://' names no host: ..."``), or None. The URL is quoted without the user
+    name and password it may hold."""
     for url in servers:
         if not isinstance(url, str) or "://" not in url or url.split("://", 1)[0] not in (
             "nats", "tls", "ws", "wss"
         ):
-            return f"{url!r} is not a URL like 'nats://host:4222'"
+            shown = without_credentials(url) if isinstance(url, str) else url
+            return f"{shown!r} is not a URL like 'nats://host:4222'"
         problem = _url_problem(url)
         if problem is not None:
-            return f"{url!r} {problem}: not a URL like 'nats://host:4222'"
+            return f"{without_credentials(url)!r} {problem}: not a URL like 'nats://host:4222'"
     return None
 
 
@@ -128,7 +133,8 @@ def _url_problem(url: str) -> str | None:
     """What is wrong with the server URL ``url``, in words, or None. nats-py took a port
     out of range and said "invalid connect url option" at each attempt, for good; a URL
     without a host retried for ever ("invalid hostname"); a path or query on a ``nats://``
-    or ``tls://`` URL was dropped without a word (a ``ws://`` URL may have a path)."""
+    or ``tls://`` URL was dropped without a word (a ``ws://`` URL is an HTTP address:
+    its path and query go to the server)."""
     try:
         parts = urlsplit(url)
     except ValueError:  # e.g. an unclosed IPv6 bracket
@@ -141,8 +147,8 @@ def _url_problem(url: str) -> str | None:
         return "has an invalid port (0 to 65535)"
     if not parts.hostname:
         return "names no host"
-    if parts.query or parts.fragment or (
-            parts.scheme in ("nats", "tls") and parts.path not in ("", "/")):
+    if parts.scheme in ("nats", "tls") and (
+            parts.query or parts.fragment or parts.path not in ("", "/")):
         return "has a path, a query or a fragment, which NATS takes none of"
     return None
 
@@ -151,9 +157,12 @@ def without_credentials(url: str) -> str:
     """``url`` as it is shown (``/status``, logs, errors): a user name and password in it
     become ``***`` (``nats://***@host:4222``), as the node's own secret is never shown.
     The bridge connects with the URL as given."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unreadable (an unclosed IPv6 bracket): what looks like user info
+        return _USER_INFO.sub("://***@", url)
     if "@" not in parts.netloc:
-        return url
+        return _USER_INFO.sub("://***@", url)  # (a "/" in a password ends netloc early)
     return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 

@@ -110,8 +110,8 @@ class Outbox:
         #: what was published on this connection, and what the server confirmed of it
         self.confirmations = Confirmations(lambda: self.nc)
         #: the application's messages handed to ``nats-py``, over every connection, less
-        #: those counted lost in flight or refused by the server since (the bridge's
-        #: ``sent`` in ``/status``; control messages are not counted)
+        #: those counted lost in flight since (the bridge's ``sent`` in ``/status``;
+        #: control messages are not counted)
         self.sent = 0
         #: why this outbox refuses: it is the parent's, in a forked process (see :meth:`forked`)
         self.forked_error: InheritedLoopError | None = None

@@ -66,6 +66,11 @@ class ServerErrors:
         self._unreached = BurstLog(logger, interval=60.0)
         self._since = time.monotonic()
 
+    def reached_or_closed(self) -> None:
+        """The bridge connected, or closed: a warning that it had not reached its server,
+        still to be written at the end of its minute, would no longer be true."""
+        self._unreached.discard()
+
     async def on_error(self, exc: Exception) -> None:
         """``nats-py``'s ``error_cb``."""
         bridge = self.bridge
@@ -88,7 +93,7 @@ class ServerErrors:
         # each failed reconnection attempt: the state line shows the last one
         logger.debug("NATS bridge of bus %s: %s", bridge.bus.name, bridge.last_error)
         trying = time.monotonic() - self._since
-        if self.in_background and not bridge.wait_connected(0):
+        if self.in_background and not bridge.closed and not bridge.wait_connected(0):
             # (a bridge started from the settings file said nothing while NATS was down)
             self._unreached.warning(
                 "NATS bridge of bus %s has not reached %s in %.0f s of trying: %s; "
@@ -100,8 +105,6 @@ class ServerErrors:
         """The server dropped one message on ``subject``: count it (the log is per burst)."""
         prefix, subject = self.bridge.subjects.prefix.lower(), subject.lower()
         own = subject.startswith(f"{prefix}.") and not subject.startswith(f"{prefix}.~~.")
-        if own:  # counted refused instead of sent: the status row's counts add up
-            self.bridge.outbox.sent -= 1
         self.bridge.losses.add(PUBLISH_DENIED if own else CONTROL_UNSENT, 1,
                                f"on {subject}: {text}")
 

@@ -52,11 +52,11 @@ def status_row(bridge: NatsBridge) -> ConnectionRow:
     scheme ``nats``, its servers' address, its style (``interconnect``, or ``oneway``
     for a bridge that only publishes), ``pending`` the messages waiting to be
     published (the disconnect buffer, and what waits for the I/O thread), ``sent``
-    those handed to the NATS client and not lost or refused since, ``lost`` those lost
+    those handed to the NATS client and not counted lost since, ``lost`` those lost
     on their way out (in flight when the connection dropped, not sent at close, refused
-    by the client),
-    ``refused`` those the server's permissions denied, and ``state``: ``connecting``,
-    ``connected``, ``reconnecting``, ``failed`` or ``closed``."""
+    by the client), ``refused`` those the server's permissions denied (among ``sent``),
+    and ``state``: ``connecting``, ``connected``, ``reconnecting``, ``failed`` or
+    ``closed``."""
     counts = bridge.losses.snapshot()
     state = "closed" if bridge.closed else bridge.state.split(maxsplit=1)[0].rstrip(":")
     return dataclasses.replace(  # the address, style and age as every connection's

@@ -77,7 +77,7 @@ def test_seconds_longer_than_any_wait_are_refused(key: str) -> None:
     ("nats://:4222", "names no host"),
     ("nats://127.0.0.1:4222/jobs", "has a path, a query or a fragment"),
     ("tls://127.0.0.1:4222?x=1", "has a path, a query or a fragment"),
-    ("ws://127.0.0.1:8080/nats#top", "has a path, a query or a fragment"),
+    ("nats://127.0.0.1:4222#top", "has a path, a query or a fragment"),
 ])
 def test_a_server_url_nats_cannot_use_is_refused_at_once(tmp_path: Path, default_bus: Bus,
                                                          url: str, problem: str) -> None:
@@ -93,8 +93,21 @@ def test_a_server_url_nats_cannot_use_is_refused_at_once(tmp_path: Path, default
     assert "berrymq.toml:2: " in str(info.value), info.value
 
 
-def test_a_websocket_url_may_have_a_path() -> None:
-    assert BrokerOptions.build("wss://example.org/nats", {}).servers == ("wss://example.org/nats",)
+@pytest.mark.parametrize("url", ["wss://example.org/nats", "wss://example.org/ws?token=abc",
+                                 "ws://127.0.0.1:8080/nats?x=1", "nats://[::1]:4222",
+                                 "nats://[::1]", "tls://host:4222", "nats://host",
+                                 "nats://user:pass@host:4222", "nats://tok@host"])
+def test_urls_nats_py_takes_pass(url: str) -> None:
+    """A WebSocket URL is an HTTP address: its path and query go to the server."""
+    assert BrokerOptions.build(url, {}).servers == (url,)
+
+
+@pytest.mark.parametrize("url", ["nats://user:s3cret@127.0.0.1:99999",
+                                 "nats://user:s3/cret@127.0.0.1:4222", "nats://u:s3cret@[::1"])
+def test_a_refused_url_is_quoted_without_its_password(url: str) -> None:
+    with pytest.raises(ValueError, match=r"^NATS server 'nats://\*\*\*@") as refused:
+        BrokerOptions.build(url, {})
+    assert "s3" not in str(refused.value)
 
 
 def test_an_unreadable_server_url_is_named() -> None:
