@@ -37,7 +37,7 @@ from berrymq_jsonrpc.dialect_link import CARRIED, V1HttpClient, V1Link
 from berrymq_jsonrpc.jsonrpc import Dispatcher, error_v1, invalid_params
 from berrymq_jsonrpc.limits import CALLBACK_CHECK, unreachable
 from berrymq_jsonrpc.params import host_port_pair, session_ttl
-from berrymq_jsonrpc.sessions import in_waits
+from berrymq_jsonrpc.sessions import in_waits, link_failed
 
 if TYPE_CHECKING:
     from berrymq_jsonrpc.service import Service
@@ -293,7 +293,7 @@ def interconnect_v1(service: Service, params: dict[str, Any], context: Any) -> s
     session = service.open_session("interconnect", ttl, context, token=token)
 
     def dead(exc: BaseException) -> None:
-        in_waits(service.close_session, token, "peer unreachable")
+        in_waits(service.close_session, token, link_failed(exc))
 
     link = V1Link(client, token, name=f"jsonrpc-1.0:{client.url}", on_dead=dead,
                   stats=service.stats, on_loss=service.on_loss, failures=service.link_failures)

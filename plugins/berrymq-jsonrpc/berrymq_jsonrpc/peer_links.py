@@ -21,7 +21,7 @@ from berrymq.transports.ioloop import io_loop
 from berrymq_jsonrpc.addresses import netloc, split_url
 from berrymq_jsonrpc.jsonrpc import invalid_params
 from berrymq_jsonrpc.limits import CALLBACK_CHECK, unreachable
-from berrymq_jsonrpc.sessions import in_waits
+from berrymq_jsonrpc.sessions import in_waits, link_failed
 
 if TYPE_CHECKING:
     from berrymq_jsonrpc.channel import Channel
@@ -86,7 +86,7 @@ class PeerLinks:
         def dead(exc: BaseException) -> None:
             session = link.session
             if session is not None:
-                in_waits(self.service.close_session, session.token, "peer unreachable")
+                in_waits(self.service.close_session, session.token, link_failed(exc))
             if not owns:  # the peer's own connection carries both ways of the
                 channel.close()  # interconnection: it ends with it, and the peer sees so
 

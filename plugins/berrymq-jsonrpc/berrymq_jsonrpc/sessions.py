@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from berrymq.errors import QueueFull
+from berrymq.errors import ConnectionClosed, QueueFull
 from berrymq.identifier import Identifier
 from berrymq.message import Message
 from berrymq.receivers.queues import QUEUES
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from berrymq_jsonrpc.dialect_link import V1Link
 
 __all__ = ["ENTRY_OVERHEAD", "NOT_WRITABLE", "WAITS", "WAIT_THREADS", "NoRoom", "Refusal",
-           "Session", "SessionQueue", "Unwritable", "in_waits", "refusal_data", "session_id", "session_peer"]
+           "Session", "SessionQueue", "Unwritable", "in_waits", "link_failed", "refusal_data",
+           "session_id", "session_peer"]
 
 _CLOSED = object()
 
@@ -52,6 +53,15 @@ def in_waits(function: Callable[..., object], *args: Any) -> None:
     runs once the interpreter is shutting down: the process is ending anyway)."""
     with contextlib.suppress(RuntimeError):
         WAITS.submit(function, *args)
+
+
+def link_failed(exc: BaseException) -> str:
+    """Why an interconnection ends when its link could not send to the peer (``exc``), as
+    the session's end is logged: unreachable, or what the peer answered (a 0.3 peer's
+    ``"invalid token"``, a node's error) that the link cannot go on after."""
+    if isinstance(exc, ConnectionClosed | OSError):
+        return "peer unreachable"
+    return f"sending to the peer failed: {exc}"
 
 
 class Refusal(QueueFull):

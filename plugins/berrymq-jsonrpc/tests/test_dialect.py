@@ -311,6 +311,10 @@ def test_a_peer_that_refuses_the_token_closes_the_session(v1: MakeV1,
     wait_for(lambda: token not in service.sessions, TIMEOUT, "the session to close")
     assert "answered send_message with 'timeout'" in caplog.text
     assert "could not forward 1 message(s)" in caplog.text
+    # the session's end says why (it said "peer unreachable" for a peer that answered)
+    wait_for(lambda: "ended (sending to the peer failed: " in caplog.text, TIMEOUT,
+             "the session's end logged")
+    assert "peer unreachable" not in caplog.text
     # counted as lost on the node, and its flush says so (once)
     wait_for(lambda: service.stats.losses().get("not sent: connection failed or closed") == 1,
              TIMEOUT, "the loss counted")
