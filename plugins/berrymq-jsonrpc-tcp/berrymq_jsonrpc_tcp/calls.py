@@ -72,9 +72,12 @@ class Calls:
     def response(self, reply: dict[str, Any]) -> None:
         """Hand ``reply`` to the request it answers."""
         key = reply.get("id")
-        future = self.owed.pop(key, None) if type(key) in (int, str) else None
+        # (an id of no request of ours, an object or an array a peer made up, is
+        # unhashable: looked up, it raised and ended the connection)
+        ours = type(key) in (int, str)
+        future = self.owed.pop(key, None) if ours else None
         if future is None:
-            if key in self.late:  # its caller gave up waiting
+            if ours and key in self.late:  # its caller gave up waiting
                 late = self.late.pop(key)
                 if late is not None:
                     late(reply)

@@ -35,6 +35,22 @@ def test_pipelined_requests_and_crlf(buses: Buses) -> None:
         lines.close()
 
 
+@pytest.mark.parametrize("reply", [{"jsonrpc": "2.0", "result": 0, "id": {}},
+                                   [{"result": None, "error": 1, "id": [1]}]])
+def test_a_reply_with_an_id_no_request_can_have_is_passed_over(buses: Buses,
+                                                               reply: object) -> None:
+    """A response-shaped line whose id is an object or an array (a fuzzer's) raised
+    TypeError (unhashable) on the I/O loop: the connection ended, and the requests after
+    it in the same read went unanswered. It is taken as no answer to anything: dropped."""
+    _, port = serve(buses, "tcp")
+    lines = JsonLines.connect(port)
+    try:
+        lines.send(reply, request("no_such", {}, 2))
+        assert lines.read()["id"] == 2  # Method not found, on the same connection
+    finally:
+        lines.close()
+
+
 def test_one_connection_carries_both_directions(buses: Buses) -> None:
     bus, port = serve(buses, "tcp")
     back = berrymq.Queue("up:*", bus=bus)
