@@ -276,11 +276,15 @@ METHODS = (
     METHOD_NETWORK,
 )
 
-#: Methods whose one effect is their answer, the message they take from a queue: sent as
-#: a notification (no ``id``), such a call could take a message and give it to nobody,
-#: so a node does not run it at all (it takes nothing and, as for every notification,
-#: answers nothing).
-NOT_RUN_AS_NOTIFICATIONS = frozenset({METHOD_GET, METHOD_GET_NOWAIT})
+#: Methods whose one effect is their answer: the message they take from a queue, the
+#: token of the session they open, the picture of the network. Sent as a notification (no
+#: ``id``), such a call would take a message and give it to nobody, or open a session
+#: whose token nobody holds (it kept a place of ``max_sessions``, and a queue's share of
+#: ``max_queued_bytes``, until its ttl: one line of notifications filled them), or work
+#: for nobody (``network``, costly on a node with many sessions): a node does not run it
+#: at all (it does nothing and, as for every notification, answers nothing).
+NOT_RUN_AS_NOTIFICATIONS = frozenset({METHOD_GET, METHOD_GET_NOWAIT, METHOD_CONNECT_ONEWAY,
+                                      METHOD_CONNECT_VIA_QUEUE, METHOD_NETWORK})
 
 #: The parameters each method takes by position (an array), in that order: every one it
 #: takes by name (but ``secret``), in the order of docs/protocol.md's tables.

@@ -1,4 +1,5 @@
-"""A ``get`` or ``get_nowait`` sent as a notification (no ``id``) takes no message.
+"""A ``get`` or ``get_nowait`` sent as a notification (no ``id``) takes no message, and
+a ``connect_oneway`` or ``connect_via_queue`` one opens no session (the last test).
 
 Its one effect would be taking a message to answer with, and a notification is answered
 nothing: the message would be gone, reported nowhere (a loss the node's status never
@@ -111,3 +112,37 @@ def test_a_client_gone_after_a_get_notification_leaves_the_next_message_queued(
     bus.twitter("gone:next", 2)
     answer = call(scheme, port, "get_nowait", {"token": token})
     assert answer.get("result") == ["gone:next", [2], {}], answer
+
+
+#: Notifications of the methods that open a session, as a client may write them.
+OPENING = {
+    "connect_oneway": note("connect_oneway", {"ttl": 600}),
+    "connect_via_queue": note("connect_via_queue", {"identifier": "*:*", "ttl": 600}),
+    "a-batch-of-both": [note("connect_oneway", {}), note("connect_via_queue", ["*:*", 600]),
+                        note("network", {})],
+    "json-rpc-1.0": {"method": "connect_via_queue", "params": ["*:*", 600]},
+}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("form", list(OPENING))
+def test_a_notification_that_would_open_a_session_opens_none(
+        scheme: str, form: str, server: Callable[[str], tuple[Bus, int]]) -> None:
+    """A session opened so has a token nobody holds: it kept a place of max_sessions, and
+    a queue of ``*:*`` a share of max_queued_bytes, until its ttl; one line of 10,000 such
+    notifications locked every other client out (found by fuzzing)."""
+    bus, port = server(scheme)
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        send_request(sock, scheme, json.dumps(OPENING[form]).encode())
+        if scheme == "tcp":  # taken in once a request after it is answered
+            sock.sendall(json.dumps(dict(note("get_nowait", {"token": "x" * 43}),
+                                         id="after")).encode() + b"\n")
+            ends = b'"id":"after"}\n'
+        else:
+            ends = b"\r\n\r\n"
+        data = b""
+        while ends not in data:
+            chunk = sock.recv(65536)
+            assert chunk, "closed without an answer"
+            data += chunk
+    assert bus.transport(scheme).service.sessions == {}  # type: ignore[attr-defined]
