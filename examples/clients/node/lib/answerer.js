@@ -34,8 +34,10 @@ function replyError(type, text) {
 /** What onAsk returned as it crosses: `{ value }`, or, as a node does for a receiver's
  * reply, a TypeError entry for a value JSON cannot carry: a BigInt, a cycle, and what
  * JSON.stringify would quietly change (NaN and Infinity, which the asker would read as
- * null; undefined in an array, a function, a symbol, a Map or a Set: protocol.jsonText, as
- * a request is checked), or one nested deeper than MAX_MESSAGE_DEPTH (docs/protocol.md,
+ * null; undefined, a function or a symbol in an array or as the whole reply, a Map or a
+ * Set: protocol.jsonText, as a request is checked; an object's member that is undefined,
+ * a function or a symbol is left out, as JSON.stringify leaves it out), or one nested
+ * deeper than MAX_MESSAGE_DEPTH (docs/protocol.md,
  * "Nesting": the node could not read the answer, or forward the reply). Checked
  * here, where the answer is still made: writing it later would throw on the connection's
  * way out, and the node would wait for an answer that never comes. */

@@ -22,6 +22,8 @@
  *   ReplyError                one receiver's failure in ask()'s replies (returned, not thrown)
  */
 
+const { types } = require('util');
+
 /** Error codes of the protocol (docs/protocol.md, "Error codes"). */
 const codes = Object.freeze({
   PARSE_ERROR: -32700,
@@ -335,100 +337,180 @@ function checkSize(identifier, text, maxSize) {
   }
 }
 
-/** Where a value sits in a request, for an error message: `params.args[0].a`. */
-function pathOf(parentPath, holder, key) {
-  if (Array.isArray(holder)) return `${parentPath}[${key}]`;
-  return parentPath ? `${parentPath}.${key}` : key;
+/** The name of a collection JSON.stringify writes as {}, whatever it holds (its entries
+ * are not its members), or null: `Map`, `Set`, `WeakMap`, `WeakSet`. By util.types, so
+ * that one made in another realm (a vm context, a worker's structured clone) is found
+ * too, where instanceof would miss it. */
+function collectionName(value) {
+  if (types.isMap(value)) return 'Map';
+  if (types.isSet(value)) return 'Set';
+  if (types.isWeakMap(value)) return 'WeakMap';
+  if (types.isWeakSet(value)) return 'WeakSet';
+  return null;
 }
 
-/** The objects JSON.stringify writes as {}, whatever they hold: their entries are not
- * their members. */
-const COLLECTIONS = [Map, Set, WeakMap, WeakSet];
+/** Why JSON cannot carry a non-finite number. */
+const NOT_FINITE = 'NaN and Infinity are not JSON';
 
-/** What JSON cannot carry of `value`, met in an array (`inArray`) or an object, as
- * [what it is, why], or null: JSON.stringify would quietly write null for it (NaN,
- * Infinity; undefined, a function or a symbol in an array), leave it out (a function or a
- * symbol as an object's member) or write {} (a Map, a Set). An object's member that is
- * undefined is left out, as JSON.stringify leaves it out (it stands for an absent one);
- * a value with a toJSON method (a Date) is what that returns, as in JSON.stringify; a
- * BigInt is left to JSON.stringify, which throws its own TypeError. */
-function notJson(value, inArray) {
+/** What JSON cannot carry of `value` (past its toJSON), as [what it is, why], or null:
+ * what JSON.stringify would quietly write as null (NaN, Infinity, a Number object of
+ * either; undefined, a function or a symbol in an array, `inArray`), as {} (a Map, a Set,
+ * a WeakMap, a WeakSet) or as nothing at all (a function or a symbol that is the whole
+ * value, `top`). Follows JSON.stringify's own rule for an object's member: one that is
+ * undefined, a function or a symbol is left out, as if absent (a class instance goes
+ * without its methods and arrow-function fields), and is allowed. A BigInt is left to
+ * JSON.stringify, which throws its own TypeError. */
+function notJson(value, inArray, top) {
   switch (typeof value) {
     case 'number':
-      return Number.isFinite(value) ? null : [String(value), 'NaN and Infinity are not JSON'];
+      return value - value === 0 ? null : [String(value), NOT_FINITE];
     case 'undefined':
       return inArray ? ['undefined', 'JSON has no undefined, and JSON.stringify would write null for it'] : null;
     case 'function':
-      return ['a function', 'JSON has no functions'];
+      return inArray || top ? ['a function', 'JSON has no functions'] : null;
     case 'symbol':
-      return [String(value), 'JSON has no symbols'];
+      return inArray || top ? [String(value), 'JSON has no symbols'] : null;
     case 'object': {
-      const kind = value === null ? undefined : COLLECTIONS.find((type) => value instanceof type);
-      return kind === undefined ? null :
-        [`a ${kind.name}`, 'JSON.stringify would write it as {}, without its entries (send an array or a plain object)'];
+      if (value === null) return null;
+      if (types.isNumberObject(value)) {
+        const number = Number(value); // as JSON.stringify reads it
+        return number - number === 0 ? null : [`${number} (a Number object)`, NOT_FINITE];
+      }
+      const kind = collectionName(value);
+      return kind === null ? null :
+        [`a ${kind}`, 'JSON.stringify would write it as {}, without its entries (send an array or a plain object)'];
     }
     default:
       return null;
   }
 }
 
-/** Thrown by the first walk of jsonText at what JSON cannot carry. */
-const NOT_JSON = Symbol('not JSON');
-
-/** notJson as a replacer of JSON.stringify, written out for speed (it runs for every
- * value of every request): throws NOT_JSON where notJson finds something. */
-function quickCheck(key, member) {
-  switch (typeof member) {
-    case 'string':
-    case 'boolean':
-    case 'bigint': // (JSON.stringify throws its own TypeError)
-      return member;
-    case 'number':
-      if (member - member !== 0) throw NOT_JSON; // NaN, Infinity, -Infinity
-      return member;
-    case 'object':
-      if (member !== null && (member instanceof Map || member instanceof Set || member instanceof WeakMap ||
-                              member instanceof WeakSet)) throw NOT_JSON;
-      return member;
-    case 'undefined':
-      if (Array.isArray(this)) throw NOT_JSON;
-      return member;
-    default: // a function, a symbol
-      throw NOT_JSON;
+/** The first thing in `value`, held at `key` (of an array: `inArray`; `top`: the whole
+ * value), that JSON cannot carry (notJson), walked as JSON.stringify walks it (toJSON
+ * first, an array's elements, an object's own enumerable members), as [what, why, path]:
+ * `path` its place from `value` down, each step `[2]` or `.name`, in reverse. Or null.
+ * (A plain object, of Object.prototype, is not asked whether it is a Map or a Number
+ * object: util.types calls into C++, the most of the walk's time if made for each.) */
+function findNotJson(value, key, inArray, top) {
+  if (value !== null && (typeof value === 'object' || typeof value === 'function' || typeof value === 'bigint') &&
+      typeof value.toJSON === 'function') {
+    value = value.toJSON(String(key));
   }
+  if (value === null || typeof value !== 'object') {
+    const problem = notJson(value, inArray, top);
+    return problem === null ? null : [problem[0], problem[1], []];
+  }
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i += 1) {
+      const member = value[i];
+      if (typeof member === 'string' || typeof member === 'boolean' || (typeof member === 'number' && member - member === 0)) {
+        continue; // (the most of a long array, checked without a call)
+      }
+      const found = findNotJson(member, i, true, false);
+      if (found !== null) {
+        found[2].push(`[${i}]`);
+        return found;
+      }
+    }
+    return null;
+  }
+  if (Object.getPrototypeOf(value) !== Object.prototype) {
+    const problem = notJson(value, inArray, top);
+    if (problem !== null) return [problem[0], problem[1], []];
+    if (types.isBoxedPrimitive(value)) return null; // written as its number, string or boolean
+  }
+  for (const name of Object.keys(value)) {
+    const member = value[name];
+    const type = typeof member;
+    if (member === null || type === 'string' || type === 'boolean' || type === 'undefined' || type === 'symbol' ||
+        (type === 'number' && member - member === 0)) {
+      continue; // (checked without a call; undefined and a symbol are left out, as a function without toJSON)
+    }
+    const found = findNotJson(member, name, false, false);
+    if (found !== null) {
+      found[2].push(`.${name}`);
+      return found;
+    }
+  }
+  return null;
+}
+
+/** Whether `text` holds `{}` at most `most` times. */
+function emptiesAtMost(text, most) {
+  let count = 0;
+  for (let at = text.indexOf('{}'); at !== -1; at = text.indexOf('{}', at + 2)) {
+    count += 1;
+    if (count > most) return false;
+  }
+  return true;
 }
 
 /** JSON.stringify(value), but what JSON cannot carry as it is (notJson) anywhere in it
- * throws `refuse(what, where, why)` instead, `where` its path (`params.args[0].a`, '' for
- * `value` itself). The paths are built only then, in a second walk (a path for every
- * value would make each request several times slower to write). */
-function jsonText(value, refuse) {
-  try {
-    return JSON.stringify(value, quickCheck);
-  } catch (error) {
-    if (error !== NOT_JSON) throw error;
+ * throws `refuse(what, where, why, value)` instead, `where` its path (`params.args[0].a`,
+ * '' for `value` itself).
+ *
+ * Written by JSON.stringify alone first (what it does natively, several times faster than
+ * with a replacer, which calls back into JavaScript for every value), and walked only
+ * when its text may hide a change: what it quietly changes leaves a trace in it, `null`
+ * (NaN, Infinity, a Number object of either; undefined, a function or a symbol in an
+ * array) or `{}` (a Map, a Set, a WeakMap or a WeakSet without members of its own), or
+ * there is no text (a function or a symbol that is the whole value). `ownEmpty(value)`:
+ * how many of the `{}` are known to be the caller's own empty plain objects
+ * (requestEmpties), not a trace. Another `null` or `{}` that is no trace (an empty
+ * object, a string holding "null") costs one walk, in JavaScript, and nothing is refused.
+ * (A function or a symbol as an object's member, left out, leaves no trace: it is
+ * allowed. So does a collection with members of its own, written as those:
+ * `Object.assign(new Map(), { a: 1 })` goes as {"a":1}, as JSON.stringify writes it.) */
+function jsonText(value, refuse, ownEmpty = null) {
+  const text = JSON.stringify(value);
+  if (text !== undefined && !text.includes('null') &&
+      (!text.includes('{}') || (ownEmpty !== null && emptiesAtMost(text, ownEmpty(value))))) {
+    return text;
   }
-  const paths = new Map();
-  JSON.stringify(value, function find(key, member) {
-    const where = key === '' ? '' : pathOf(paths.get(this) || '', this, key);
-    const problem = notJson(member, Array.isArray(this));
-    if (problem !== null) throw refuse(problem[0], where, problem[1]);
-    if (member !== null && typeof member === 'object') paths.set(member, where);
-    return member;
-  });
-  throw new TypeError('jsonText: no value to refuse found in the second walk'); // (not reached)
+  const found = findNotJson(value, '', false, true);
+  if (found === null) return text;
+  const where = found[2].reverse().join('');
+  throw refuse(found[0], where.startsWith('.') ? where.slice(1) : where, found[1], value);
+}
+
+/** Whether `value` is written as exactly `{}`: a plain object without members or toJSON. */
+function emptyPlain(value) {
+  return value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype &&
+    typeof value.toJSON !== 'function' && Object.keys(value).length === 0;
+}
+
+/** How many `{}` of a request's text are the kwargs of its messages that are empty plain
+ * objects (sendMessage's and ask's default, `kwargs` of params or the third member of
+ * each of send_messages' `messages`), each written as one `{}`: with no more `{}` than
+ * these, and no `null`, no Map or Set is hidden in it, and the text needs no walk. 0 for
+ * a batch. */
+function requestEmpties(body) {
+  const params = body !== null && typeof body === 'object' && !Array.isArray(body) ? body.params : undefined;
+  if (params === null || typeof params !== 'object' || Array.isArray(params) || typeof params.toJSON === 'function') return 0;
+  let count = emptyPlain(params.kwargs) ? 1 : 0;
+  const { messages } = params;
+  if (Array.isArray(messages) && typeof messages.toJSON !== 'function') {
+    for (const m of messages) {
+      if (Array.isArray(m) && typeof m.toJSON !== 'function' && emptyPlain(m[2])) count += 1;
+    }
+  }
+  return count;
+}
+
+/** The TypeError of encodeRequest for `what` at `where` in the request (or batch) `body`. */
+function refuseInRequest(what, where, why, body) {
+  const method = (Array.isArray(body) ? body[Number(where.slice(1, where.indexOf(']')))] : body) || {};
+  return new TypeError(`${what} cannot be sent (at ${where} of a ${method.method} request): ${why}; nothing was sent`);
 }
 
 /** The JSON text of a request (or batch) `body`. A TypeError naming where, before
  * anything is sent, for what JSON cannot carry anywhere in it (notJson: NaN, Infinity,
- * undefined in an array, a function, a symbol, a Map, a Set), which JSON.stringify would
- * quietly write as null, leave out or write as {}; MessageTooLarge when the text is over
- * `maxSize` bytes. */
+ * undefined, a function or a symbol in an array, a Map, a Set), which JSON.stringify would
+ * quietly write as null or as {}; MessageTooLarge when the text is over `maxSize` bytes.
+ * An object's member that is undefined, a function or a symbol is left out, as
+ * JSON.stringify leaves it out. */
 function encodeRequest(body, maxSize = MAX_SIZE) {
-  const text = jsonText(body, (what, where, why) => {
-    const method = (Array.isArray(body) ? body[Number(where.slice(1, where.indexOf(']')))] : body) || {};
-    return new TypeError(`${what} cannot be sent (at ${where} of a ${method.method} request): ${why}; nothing was sent`);
-  });
+  const text = jsonText(body, refuseInRequest, requestEmpties);
   const size = Buffer.byteLength(text, 'utf8');
   if (size > maxSize) {
     const method = Array.isArray(body) ? 'batch' : `${body.method}`;

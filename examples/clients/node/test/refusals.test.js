@@ -6,6 +6,7 @@
 
 const assert = require('assert/strict');
 const { after, before, describe, it } = require('node:test');
+const vm = require('vm');
 const berrymq = require('..');
 const { DEADLINE, startNode } = require('./helpers');
 
@@ -111,9 +112,9 @@ for (const scheme of ['tcp', 'http']) {
       await assert.rejects(oneway.sendMessage('node:bad', [1, undefined]), refused('undefined', 'params.args[1]',
         'JSON has no undefined, and JSON.stringify would write null for it'));
       await assert.rejects(oneway.sendMessage('node:bad', [() => 1]), refused('a function', 'params.args[0]', fn));
-      await assert.rejects(oneway.sendMessage('node:bad', [], { f: () => 1 }), refused('a function', 'params.kwargs.f', fn));
+      await assert.rejects(oneway.sendMessage('node:bad', [{ f: [() => 1] }]), refused('a function', 'params.args[0].f[0]', fn));
       await assert.rejects(oneway.sendMessage('node:bad', [Symbol('s')]), refused('Symbol(s)', 'params.args[0]', sym));
-      await assert.rejects(oneway.sendMessage('node:bad', [{ s: Symbol('t') }]), refused('Symbol(t)', 'params.args[0].s', sym));
+      await assert.rejects(oneway.sendMessage('node:bad', [{ s: [Symbol('t')] }]), refused('Symbol(t)', 'params.args[0].s[0]', sym));
       await assert.rejects(oneway.sendMessage('node:bad', [new Map([['a', 1]])]), refused('a Map', 'params.args[0]', entries));
       await assert.rejects(oneway.sendMessage('node:bad', [], { s: new Set([1]) }), refused('a Set', 'params.kwargs.s', entries));
       await assert.rejects(oneway.postMessage('node:bad', [undefined]), TypeError);
@@ -124,6 +125,52 @@ for (const scheme of ['tcp', 'http']) {
       // none of the above came
       assert.equal(await node.stdout.next(),
         'node:after-bad ["1970-01-01T00:00:00.000Z"] {"d": {"when": "1970-01-01T00:00:00.000Z"}}');
+      await oneway.close();
+    });
+
+    it("a function or a symbol as an object's member is left out, as JSON.stringify leaves it out: a class instance " +
+       'with an arrow-function field or a method goes as its other members', async () => {
+      const oneway = await berrymq.connectOneway(url(), { ttl: 60 });
+      class Order {
+        id = 7;
+        format = () => `order ${this.id}`;
+        describe() { return 'an order'; }
+      }
+      assert.equal(await oneway.sendMessage('node:members', [new Order(), { f() {}, a: 1, s: Symbol('s') }],
+        { run: () => 1, s: Symbol('t'), n: 2 }), 'ok');
+      assert.equal(await node.stdout.next(), 'node:members [{"id": 7}, {"a": 1}] {"n": 2}');
+      assert.equal(await oneway.sendMessages([['node:members', [new Order()], { f() {} }]]), 'ok');
+      assert.equal(await node.stdout.next(), 'node:members [{"id": 7}]');
+      await oneway.close();
+    });
+
+    it('a Map, a Set, a WeakMap or a WeakSet of another realm, and a Number object of NaN or Infinity: ' +
+       'TypeError naming where, nothing sent', async () => {
+      const oneway = await berrymq.connectOneway(url(), { ttl: 60 });
+      const refused = (what, where, why) => (error) => {
+        assert.ok(error instanceof TypeError, String(error));
+        assert.equal(error.message, `${what} cannot be sent (at ${where} of a send_message request): ${why}; nothing was sent`);
+        return true;
+      };
+      const entries = 'JSON.stringify would write it as {}, without its entries (send an array or a plain object)';
+      const realm = (code) => vm.runInNewContext(code);
+      await assert.rejects(oneway.sendMessage('node:bad', [realm("new Map([['a', 1]])")]), refused('a Map', 'params.args[0]', entries));
+      await assert.rejects(oneway.sendMessage('node:bad', [], { s: realm('new Set([1])') }), refused('a Set', 'params.kwargs.s', entries));
+      await assert.rejects(oneway.sendMessage('node:bad', [1, { w: realm('new WeakMap()') }]),
+        refused('a WeakMap', 'params.args[1].w', entries));
+      await assert.rejects(oneway.sendMessage('node:bad', [realm('new WeakSet()')]), refused('a WeakSet', 'params.args[0]', entries));
+      await assert.rejects(oneway.sendMessage('node:bad', [], realm("new Map([['a', 1]])")), refused('a Map', 'params.kwargs', entries));
+      await assert.rejects(oneway.sendMessage('node:bad', [new Number(NaN)]),
+        refused('NaN (a Number object)', 'params.args[0]', 'NaN and Infinity are not JSON'));
+      await assert.rejects(oneway.sendMessage('node:bad', [], { x: Object(-Infinity) }),
+        refused('-Infinity (a Number object)', 'params.kwargs.x', 'NaN and Infinity are not JSON'));
+      await assert.rejects(oneway.sendMessage('node:bad', [realm('new Number(Infinity)')]),
+        refused('Infinity (a Number object)', 'params.args[0]', 'NaN and Infinity are not JSON'));
+      await assert.rejects(oneway.sendMessages([['node:ok', [], {}], ['node:bad', [], realm('new Set()')]]), TypeError);
+      await assert.rejects(oneway.ask('price:quote', [new Number(NaN)]), TypeError);
+      // a Number object of a finite number goes as that number, as JSON.stringify writes it
+      assert.equal(await oneway.sendMessage('node:after-realm', [new Number(1.5), realm('new Number(2)')]), 'ok');
+      assert.equal(await node.stdout.next(), 'node:after-realm [1.5, 2]'); // none of the above came
       await oneway.close();
     });
 

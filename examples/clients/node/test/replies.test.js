@@ -5,6 +5,7 @@
 
 const assert = require('assert/strict');
 const { describe, it } = require('node:test');
+const vm = require('vm');
 const berrymq = require('..');
 const uids = require('../lib/uids');
 const { DEADLINE, Inbox, startNode } = require('./helpers');
@@ -53,7 +54,7 @@ for (const scheme of ['tcp', 'http']) {
     it('NaN, Infinity, and undefined, a function, a symbol or a Map inside: a TypeError entry each (not null), and the link goes on', async () => {
       const replies = {
         'js:nan': NaN, 'js:inf': Infinity, 'js:nested': { price: [1, -Infinity] }, 'js:undef': [1, undefined],
-        'js:fn-member': { run: () => 1 }, 'js:symbol': [Symbol('s')], 'js:map': { m: new Map([['a', 1]]) },
+        'js:fn-element': [1, () => 1], 'js:symbol': [Symbol('s')], 'js:map': { m: new Map([['a', 1]]) },
       };
       const answers = await askedByNode(scheme, Object.keys(replies), (m) => replies[m.id]);
       assert.equal(answers.flat().length, 7, JSON.stringify(answers));
@@ -62,7 +63,7 @@ for (const scheme of ['tcp', 'http']) {
         /the reply Infinity is not JSON \(NaN and Infinity are not JSON\)/,
         /the reply Object is not JSON \(-Infinity at price\[1\]: NaN and Infinity are not JSON\)/,
         /the reply Array is not JSON \(undefined at \[1\]: JSON has no undefined/,
-        /the reply Object is not JSON \(a function at run: JSON has no functions\)/,
+        /the reply Array is not JSON \(a function at \[1\]: JSON has no functions\)/,
         /the reply Array is not JSON \(Symbol\(s\) at \[0\]: JSON has no symbols\)/,
         /the reply Object is not JSON \(a Map at m: JSON.stringify would write it as \{\}/,
       ];
@@ -74,6 +75,37 @@ for (const scheme of ['tcp', 'http']) {
       // a Date is what its toJSON returns, as JSON.stringify writes it
       const [[date]] = await askedByNode(scheme, ['js:date'], () => new Date(0));
       assert.equal(date, '1970-01-01T00:00:00.000Z');
+    });
+
+    it("a function or a symbol as an object's member is left out, as JSON.stringify leaves it out: a class instance " +
+       'with an arrow-function field or a method is answered as its other members', async () => {
+      class Order {
+        id = 7;
+        format = () => `order ${this.id}`;
+        describe() { return 'an order'; }
+      }
+      const replies = { 'js:instance': new Order(), 'js:members': { run: () => 1, method() {}, s: Symbol('s'), kept: [1] } };
+      const answers = await askedByNode(scheme, Object.keys(replies), (m) => replies[m.id]);
+      assert.deepEqual(answers, [[{ id: 7 }], [{ kept: [1] }]]);
+    });
+
+    it('a Map or a Set of another realm and a Number object of NaN: a TypeError entry each, as ours', async () => {
+      const replies = {
+        'js:realm-map': { m: vm.runInNewContext("new Map([['a', 1]])") }, 'js:realm-set': [vm.runInNewContext('new Set([1])')],
+        'js:boxed-nan': { price: [1, new Number(NaN)] },
+      };
+      const answers = await askedByNode(scheme, Object.keys(replies), (m) => replies[m.id]);
+      assert.equal(answers.flat().length, 3, JSON.stringify(answers));
+      const expected = [
+        /the reply Object is not JSON \(a Map at m: JSON.stringify would write it as \{\}/,
+        /the reply Array is not JSON \(a Set at \[0\]: JSON.stringify would write it as \{\}/,
+        /the reply Object is not JSON \(NaN \(a Number object\) at price\[1\]: NaN and Infinity are not JSON\)/,
+      ];
+      for (const [i, pattern] of expected.entries()) {
+        assert.equal(typeof answers[i][0], 'string', `${Object.keys(replies)[i]}: ${JSON.stringify(answers[i])}`);
+        assert.match(answers[i][0], /^error: .*TypeError/);
+        assert.match(answers[i][0], pattern);
+      }
     });
   });
 }
