@@ -58,11 +58,11 @@ FORMS: dict[str, Callable[[str], Any]] = {
 }
 
 
-def sent_and_taken(sock: socket.socket, scheme: str, form: str, token: str) -> None:
-    """Send the notification of ``form`` on ``sock`` and wait until the node took it in:
+def sent_and_taken(sock: socket.socket, scheme: str, notification: Any) -> None:
+    """Send ``notification`` (or a batch) on ``sock`` and wait until the node took it in:
     over HTTP its answer (204, or 200 for a batch with a request: made once the whole
     batch ran); over TCP the answer to a request sent after it on the same connection."""
-    send_request(sock, scheme, json.dumps(FORMS[form](token)).encode())
+    send_request(sock, scheme, json.dumps(notification).encode())
     if scheme == "tcp":
         sock.sendall(json.dumps(dict(note("network", {}), id="after")).encode() + b"\n")
         ends = b'"id":"after"}\n'
@@ -83,7 +83,7 @@ def test_a_get_notification_leaves_a_queued_message_in_the_queue(
     token = call(scheme, port, "connect_via_queue", {"identifier": "gn:*"})["result"]
     bus.twitter("gn:first", 1)
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-        sent_and_taken(sock, scheme, form, token)
+        sent_and_taken(sock, scheme, FORMS[form](token))
         answer = call(scheme, port, "get_nowait", {"token": token})
     assert answer.get("result") == ["gn:first", [1], {}], answer
     assert bus.transport(scheme).service.stats.losses() == {}  # type: ignore[attr-defined]
@@ -133,16 +133,5 @@ def test_a_notification_that_would_open_a_session_opens_none(
     notifications locked every other client out (found by fuzzing)."""
     bus, port = server(scheme)
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-        send_request(sock, scheme, json.dumps(OPENING[form]).encode())
-        if scheme == "tcp":  # taken in once a request after it is answered
-            sock.sendall(json.dumps(dict(note("get_nowait", {"token": "x" * 43}),
-                                         id="after")).encode() + b"\n")
-            ends = b'"id":"after"}\n'
-        else:
-            ends = b"\r\n\r\n"
-        data = b""
-        while ends not in data:
-            chunk = sock.recv(65536)
-            assert chunk, "closed without an answer"
-            data += chunk
+        sent_and_taken(sock, scheme, OPENING[form])
     assert bus.transport(scheme).service.sessions == {}  # type: ignore[attr-defined]
