@@ -307,6 +307,13 @@ class Answer:
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        if 100 <= self._parser.get_status_code() < 200:
+            # an interim answer (100 Continue, 102, 103), which a client must read past
+            # even unasked for (RFC 9110, 15.2): the final one follows on this connection
+            # (taken as the answer, it left the final one to be read as the next request's)
+            self.head, self.content_type, self.until_close = False, b"", True
+            self.chunks.clear()
+            return
         self.done = True
         # asked here: once the message is over, llhttp's flags are the next message's
         self._keep_alive = self._parser.should_keep_alive()

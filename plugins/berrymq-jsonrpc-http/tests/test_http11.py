@@ -178,3 +178,20 @@ def test_a_request_asking_to_upgrade_gives_its_whole_body_in_any_cuts(points: li
     assert events.ended and events.error is None
     ((head, got),) = requests_of(list(events.events))
     assert head.headers[b"upgrade"] == b"h2c" and got == body
+
+
+@pytest.mark.parametrize("interim", [b"HTTP/1.1 100 Continue\r\n\r\n",
+                                     b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                                     b"HTTP/1.1 100 Continue\r\n\r\n"])
+def test_an_interim_answer_is_read_past(interim: bytes) -> None:
+    """A 1xx answer, unasked for, was taken as the answer: its final one was then read
+    as the next request's, a message a get took given to nobody (RFC 9110, 15.2: a client
+    reads past them)."""
+    answer = Answer(1 << 20)
+    final = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+             b"\r\n{}")
+    answer.feed(interim)
+    assert not answer.done and not answer.head
+    answer.feed(final)
+    assert answer.done and answer.status == 200 and b"".join(answer.chunks) == b"{}"
+    assert answer.content_type == b"application/json" and answer.keep_alive()
