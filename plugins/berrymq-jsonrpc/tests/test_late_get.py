@@ -53,9 +53,14 @@ def test_a_message_answered_after_its_get_gave_up_is_reported(
         finally:
             os.kill(node.process.pid, signal.SIGCONT)
         wait_for(lambda: inbox.losses.get(TAKEN_TOO_LATE) == 1)
+
+        def logged() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "gave up waiting" in r.getMessage()]
+
+        # (counted, then logged, on the I/O thread: the count can be seen first)
+        wait_for(logged)
     assert stats_for(bus).losses().get(TAKEN_TOO_LATE) == 1
-    logged = [r.getMessage() for r in caplog.records if "gave up waiting" in r.getMessage()]
-    assert len(logged) == 1 and "'job:one'" in logged[0], logged
+    assert len(logged()) == 1 and "'job:one'" in logged()[0], logged()
 
 
 def test_the_late_answer_is_reported_after_many_more_gave_up(
