@@ -38,6 +38,8 @@ logger = logging.getLogger("berrymq.remote.tcp")
 NL = b"\n"
 #: Errors without id from peers: one log line per burst, however many lines a client sends.
 _odd_replies = BurstLog(logger)
+#: Answers to no request waiting (an id never sent, or answered already): one line per burst.
+_stray = BurstLog(logger)
 #: The most requests given up on (no answer in time) whose answers are still expected:
 #: such an answer, come late, is read as an answer (up to the answer limit) and handed to
 #: the request's ``late`` (see :meth:`berrymq_jsonrpc.channel.Channel.exchange`), if any.
@@ -85,6 +87,10 @@ class Calls:
                 self.null_error = reply["error"]
                 _odd_replies.warning("%s answered an error without id: %.200s",
                                      self.channel.url, reply["error"])
+            else:  # (a get's answered twice held a message taken for nobody: said here)
+                _stray.warning("%s sent an answer to no request waiting (id %.40r: never "
+                               "asked, or answered already); dropped: %.200s",
+                               self.channel.url, key, reply)
             return
         if not future.done():
             future.set_result(reply)

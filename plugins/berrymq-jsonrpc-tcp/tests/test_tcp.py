@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -334,3 +335,37 @@ def test_max_size_counts_a_line_without_its_ending(buses: Buses, ending: str, ov
         assert answer["error"]["code"] == -32003 and answer["id"] is None, answer
     else:
         assert isinstance(answer.get("result"), str), answer
+
+
+def test_an_answer_to_no_request_waiting_is_said(buses: Buses,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A node that answered a get twice gave two messages for one get: the second, taken
+    from its queue for nobody, was dropped without a word (an outside audit)."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def node() -> None:  # answers the session, then each request twice
+        conn, _ = server.accept()
+        with conn, conn.makefile("rb") as reader:
+            for i, line in enumerate(iter(reader.readline, b"")):
+                ask = json.loads(line)
+                results = (["t" * 43] if i == 0 else
+                           [["job:a", [], {}], ["job:b", [], {}]])
+                conn.sendall(b"".join(json.dumps({"jsonrpc": "2.0", "result": result,
+                                                  "id": ask["id"]}).encode() + b"\n"
+                                      for result in results))
+
+    thread = threading.Thread(target=node, daemon=True)
+    thread.start()
+    url = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    with caplog.at_level(logging.WARNING, logger="berrymq.remote.tcp"):
+        connection = buses().transport("tcp").connect_via_queue(url, berrymq.Identifier("job:*"),
+                                                                60)
+        assert connection.get_nowait().id == "job:a"
+        deadline = time.monotonic() + 15  # at once, or in its burst's closing line (5 s)
+        while "sent an answer to no request waiting" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+    assert "job:b" in caplog.text
+    connection.close()
+    server.close()
+    thread.join(10)
