@@ -38,6 +38,10 @@ _PATH = p.HTTP_PATH.encode()
 _HEAD_ROOM = 16 * 1024
 
 
+class _Stale(Exception):
+    """A reused keep-alive connection turned out closed before any answer came."""
+
+
 class _ClientConnection:
     """One keep-alive HTTP/1.1 connection to the peer."""
 
@@ -49,7 +53,7 @@ class _ClientConnection:
         self.host_header = host_header
         self.since = time.monotonic()
 
-    async def roundtrip(self, body: bytes) -> tuple[int, bytes, bytes, bool]:
+    async def roundtrip(self, body: bytes, reused: bool) -> tuple[int, bytes, bytes, bool]:
         """Send one POST; return (status, content type, body, keep-alive)."""
         self.writer.write(post(_PATH, self.host_header, body))
         answer = Answer(self.answer_limit)
@@ -60,6 +64,8 @@ class _ClientConnection:
                 except OSError:
                     data = b""
                 if not data:
+                    if not answer.head and reused:
+                        raise _Stale()
                     if answer.head and answer.until_close:
                         break  # an answer whose end is the connection's end
                     raise ConnectionResetError(
@@ -86,10 +92,12 @@ class _ClientConnection:
 class HttpChannel(Channel):
     """Requests to one peer over keep-alive HTTP connections (one per concurrent request).
 
-    A pooled connection is reused while idle for less than ``idle`` seconds (half the time
-    the server keeps it) and while the server has not closed it. A request is never sent
-    twice: one whose connection closes before its answer fails (the server may have run
-    it: a batch delivered twice, a message a ``get`` took given to nobody), as over TCP.
+    A pooled connection idle for long may have been closed by the server: one it is seen
+    to have closed is not reused, and a request that finds its reused connection closed
+    before any answer is sent once more on a new one. That covers the server closing an
+    idle connection as the request is written, which it then never read (a node closes
+    one at its ``read_timeout``); a server that reads a request and closes without
+    answering gets it twice (a node does not: see docs/delivery.md).
     """
 
     def __init__(self, url: str, *, secret: str | None, max_size: int, timeout: float,
@@ -118,22 +126,29 @@ class HttpChannel(Channel):
         return None
 
     async def _roundtrip(self, body: bytes) -> tuple[int, bytes, bytes]:
-        conn = self._take()
-        if conn is None:
-            reader, writer = await open_stream(self.host, self.port)
-            conn = _ClientConnection(reader, writer, self.host_header, self.answer_limit)
-        self._busy.add(conn)
-        keep = False
-        try:
-            status, ctype, data, keep = await conn.roundtrip(body)
-            return status, ctype, data
-        finally:
-            self._busy.discard(conn)
-            if keep and not self.closed:
-                conn.since = time.monotonic()
-                self._pool.append(conn)
-            else:
-                conn.close()
+        for attempt in (0, 1):
+            conn = self._take()
+            reused = conn is not None
+            if conn is None:
+                reader, writer = await open_stream(self.host, self.port)
+                conn = _ClientConnection(reader, writer, self.host_header, self.answer_limit)
+            self._busy.add(conn)
+            keep = False
+            try:
+                status, ctype, data, keep = await conn.roundtrip(body, reused)
+                return status, ctype, data
+            except _Stale:
+                if attempt == 0:
+                    continue  # the server had closed this idle connection
+                raise ConnectionClosed(f"{self.url} closed the connection") from None
+            finally:
+                self._busy.discard(conn)
+                if keep and not self.closed:
+                    conn.since = time.monotonic()
+                    self._pool.append(conn)
+                else:
+                    conn.close()
+        raise AssertionError("unreachable")
 
     async def exchange(self, text: str, request_id: int, timeout: float,
                        late: Late | None = None) -> Any:

@@ -89,7 +89,8 @@ class Calls:
                                      self.channel.url, reply["error"])
             else:  # (a get's answered twice held a message taken for nobody: said here)
                 _stray.warning("%s sent an answer to no request waiting (id %.40r: never "
-                               "asked, or answered already); dropped: %.200s",
+                               "asked, answered already, or answered long after its "
+                               "caller gave up); dropped: %.200s",
                                self.channel.url, key, reply)
             return
         if not future.done():
