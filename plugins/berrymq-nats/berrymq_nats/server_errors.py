@@ -92,14 +92,13 @@ class ServerErrors:
             return
         # each failed reconnection attempt: the state line shows the last one
         logger.debug("NATS bridge of bus %s: %s", bridge.bus.name, bridge.last_error)
-        trying = time.monotonic() - self._since
         if self.in_background and not bridge.closed and not bridge.wait_connected(0):
             # (a bridge started from the settings file said nothing while NATS was down)
             self._unreached.warning(
                 "NATS bridge of bus %s has not reached %s in %.0f s of trying: %s; "
                 "messages sent meanwhile wait in its buffer (buffer_limit %d)",
-                bridge.bus.name, bridge.address, trying, bridge.last_error,
-                bridge.options.buffer_limit)
+                bridge.bus.name, bridge.address, time.monotonic() - self._since,
+                bridge.last_error, bridge.options.buffer_limit)
 
     def publish_denied(self, subject: str, text: str) -> None:
         """The server dropped one message on ``subject``: count it (the log is per burst)."""
