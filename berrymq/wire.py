@@ -2,11 +2,11 @@
 TCP or HTTP, NATS), and the one JSON codec they are written in.
 
 - **A message** is ``[identifier, args, kwargs]``, or ``[identifier, args, kwargs, extras]``
-  where *extras* is an object of optional fields: ``uid`` (a string), ``hops`` (an integer,
-  0 to 2**31 - 1), ``reply_to`` (an identifier, set by :func:`berrymq.talk`), and two a broker
-  needs: ``taken`` (the NATS queue groups of the sending process that took the message
-  already) and ``timeout`` (for a request sent as a message: the seconds its asker waits).
-  A reader ignores extras it does not know.
+  where *extras* is an object of optional fields: ``uid`` (16 to 128 characters), ``hops``
+  (0 to 2**31 - 1), ``reply_to`` (an identifier, set by :func:`berrymq.talk`), and two a
+  broker needs: ``taken`` (the NATS queue groups of the sending process that took the
+  message already) and ``timeout`` (for a request sent as a message: the seconds its asker
+  waits). A reader ignores extras it does not know.
 - **A reply to** ``ask`` is one entry per receiver: ``{"value": value}``, or
   ``{"error": {"type", "message", "receiver", "node"}}`` (:meth:`berrymq.ReplyError.to_json`).
 - **JSON** is compact UTF-8, as every JSON-RPC client writes it: a character outside
@@ -17,12 +17,10 @@ TCP or HTTP, NATS), and the one JSON codec they are written in.
   written nor read. A text nested deeper than :data:`MAX_DEPTH` levels is not read, and
   a message nested deeper than :data:`MAX_MESSAGE_DEPTH` (or one reply to ``ask``) not
   written, so that whatever is read can be written again (:mod:`berrymq._nesting`
-  says why). One C encoder and one C scanner are made once: ``json.dumps`` and
-  ``json.loads`` make an encoder per call and check for trailing text with a regular
-  expression, which was most of the cost of encoding or decoding a small message.
+  says why). One C encoder and one C scanner are made once (``json.dumps`` and ``loads``
+  make one per call, and check for trailing text with a regular expression).
 
-This module uses the standard library's ``json`` alone: the core and every transport
-plugin share it, and the JSON-RPC libraries stay in the ``berrymq-jsonrpc`` distribution.
+The standard library's ``json`` alone: the core and every transport plugin share this.
 """
 
 from __future__ import annotations
@@ -189,9 +187,10 @@ class WireError(ValueError):
     """A JSON value that is not berryMQ's wire form of a message; the text names the part."""
 
 
-#: The longest ``uid`` a message from another node may carry (berryMQ's own are 20
-#: characters): the uids seen are kept to drop duplicates, bounded in count and so in bytes.
-MAX_UID_LENGTH = 128
+#: The lengths of a ``uid`` from another process (berryMQ's own are 20 characters): the
+#: seen ones are kept, bounded in bytes; and a node delivers a uid once, whoever sends it,
+#: so two clients counting theirs (or sending "") lost each other's messages as seen.
+MIN_UID_LENGTH, MAX_UID_LENGTH = 16, 128
 #: The largest hop count a message may carry: far past any hop limit, and an integer every
 #: JSON reader holds exactly (a count of 4,300 digits was taken, and dropped at the hop
 #: limit with all its digits in the log line).
@@ -299,8 +298,7 @@ def message_from_wire(ident_text: Any, args: Any, kwargs: Any, extras: Any, what
         raise WireError(f"{what} extras must be an object")
     uid = extras.get("uid")
     hops = extras.get("hops", 0)
-    if ((uid is not None and (type(uid) is not str or len(uid) > MAX_UID_LENGTH))
-            or type(hops) is not int or not 0 <= hops <= MAX_HOPS):
+    if (uid is not None and _bad_uid(uid)) or type(hops) is not int or not 0 <= hops <= MAX_HOPS:
         _refuse(ident_text, args, kwargs, extras, what)
     reply_to = extras.get("reply_to")
     if reply_to is not None:
@@ -316,9 +314,15 @@ def _refuse(ident_text: Any, args: Any, kwargs: Any, extras: Any, what: str) -> 
     if type(kwargs) is not dict:
         raise WireError(f"{what} kwargs must be an object")
     uid = extras.get("uid")
-    if uid is not None and (type(uid) is not str or len(uid) > MAX_UID_LENGTH):
-        raise WireError(f"{what} uid must be a string of at most {MAX_UID_LENGTH} characters")
+    if uid is not None and _bad_uid(uid):
+        raise WireError(f"{what} uid must be a string of {MIN_UID_LENGTH} to {MAX_UID_LENGTH} "
+                        f"characters, unique among every sender's (random ones): a node "
+                        f"delivers each uid once")
     raise WireError(f"{what} hops must be an integer from 0 to {MAX_HOPS}")
+
+
+def _bad_uid(uid: Any) -> bool:
+    return type(uid) is not str or not MIN_UID_LENGTH <= len(uid) <= MAX_UID_LENGTH
 
 
 _NO_EXTRAS: Mapping[str, Any] = {}

@@ -137,10 +137,10 @@ def test_string_keys_and_braces_in_strings_cross_as_they_are() -> None:
 
 
 def test_decoding_gives_back_the_message_its_reply_to_and_its_extras() -> None:
-    message = Message("job:done", ("x",), {"k": [1]}, hops=4, uid="n-1")
+    message = Message("job:done", ("x",), {"k": [1]}, hops=4, uid="node-0000-message-1")
     text = encode_message(message, Identifier("job:log"), taken=("g",), timeout=2)
     decoded, reply_to, extras = decode_message(loads(text))
-    assert decoded == message and (decoded.hops, decoded.uid) == (4, "n-1")
+    assert decoded == message and (decoded.hops, decoded.uid) == (4, "node-0000-message-1")
     assert reply_to == Identifier("job:log")
     assert extras["taken"] == ["g"] and extras["timeout"] == 2
     plain, reply_to, extras = decode_message(["a:b", [], {}])
@@ -148,8 +148,8 @@ def test_decoding_gives_back_the_message_its_reply_to_and_its_extras() -> None:
 
 
 def test_unknown_extras_are_ignored() -> None:
-    message, _, extras = decode_message(["a:b", [], {}, {"uid": "u", "future": True}])
-    assert message.uid == "u" and extras["future"] is True
+    message, _, extras = decode_message(["a:b", [], {}, {"uid": "u" * 16, "future": True}])
+    assert message.uid == "u" * 16 and extras["future"] is True
 
 
 @pytest.mark.parametrize(("item", "error"), [
@@ -162,7 +162,11 @@ def test_unknown_extras_are_ignored() -> None:
     (["a:b", [], []], "kwargs must be an object"),
     (["a:b", [], {}, []], "extras must be an object"),
     (["a:b", [], {}, {"uid": 1}], "uid must be a string"),
-    (["a:b", [], {}, {"uid": "u" * 129}], "uid must be a string of at most 128 characters"),
+    (["a:b", [], {}, {"uid": "u" * 129}], "uid must be a string of 16 to 128 characters"),
+    # a node delivers each uid once, whoever sends it: two clients that count their
+    # uids, or send "", had each other's messages dropped as seen, answered "ok"
+    (["a:b", [], {}, {"uid": ""}], "uid must be a string of 16 to 128 characters, unique among"),
+    (["a:b", [], {}, {"uid": "u" * 15}], "uid must be a string of 16 to 128 characters"),
     (["a" * 300 + ":b", [], {}], "it is 302 characters long, over the limit of 256"),
     (["a:b", [], {}, {"hops": -1}], "hops must be an integer from 0 to 2147483647"),
     # a count of thousands of digits was taken, and its digits written whole to the log

@@ -518,7 +518,7 @@ def refusing_node(buses: Callable[..., Bus]) -> tuple[Bus, str]:
         link.flush(WAIT)
     client = buses().transport("http").connect_oneway(url, 300)  # the one session allowed
     client.call(p.METHOD_SEND_MESSAGES, {"token": client.token, "messages": [
-        ["job:x", [], {}, {"uid": "u-1"}], ["job:x", [], {}, {"uid": "u-1"}]]})  # a duplicate
+        ["job:x", [], {}, {"uid": "uid-of-a-duplicate"}], ["job:x", [], {}, {"uid": "uid-of-a-duplicate"}]]})  # a duplicate
     with pytest.raises(RemoteError):
         buses().transport("http").connect_oneway(url, 300)  # over max_sessions: refused
     return node, url

@@ -312,10 +312,29 @@ def test_send_message_dedups_by_uid(node: Setup) -> None:
     bus, rpc = node
     received = berrymq.Queue("d:*", bus=bus)
     token = rpc.result("connect_oneway")
-    params = {"token": token, "identifier": "d:x", "args": [], "kwargs": {}, "uid": "peer-1"}
+    params = {"token": token, "identifier": "d:x", "args": [], "kwargs": {}, "uid": "peer-uid-0000000001"}
     assert rpc.result("send_message", params) == "ok"
     assert rpc.result("send_message", params) == "ok"
     assert received.get(timeout=5).id == "d:x"
+    assert received.empty()
+
+
+@pytest.mark.parametrize("uid", ["", "1", "client-a-00001"])
+def test_a_uid_too_short_to_be_unique_is_refused_not_dropped_as_seen(node: Setup, uid: str) -> None:
+    """A node delivers each uid once, whichever client sends it: two clients counting
+    their uids (or sending "") had each other's messages dropped as seen, answered "ok";
+    such a uid is refused, naming the rule, and nothing of the request is delivered."""
+    bus, rpc = node
+    received = berrymq.Queue("d:*", bus=bus)
+    tokens = [rpc.result("connect_oneway") for _ in range(2)]
+    for index, token in enumerate(tokens):
+        params = {"token": token, "identifier": "d:x", "args": [index], "kwargs": {}, "uid": uid}
+        error = rpc.error("send_message", params)
+        assert error["code"] == -32602
+        assert "uid must be a string of 16 to 128 characters, unique among" in error["data"]
+        error = rpc.error("send_messages", {"token": token, "messages": [
+            ["d:x", [index], {}, {"uid": uid}]]})
+        assert error["code"] == -32602 and "messages[0]" in error["data"]
     assert received.empty()
 
 

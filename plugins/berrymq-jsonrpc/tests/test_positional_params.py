@@ -56,7 +56,7 @@ def test_ask_takes_its_token_and_extras_by_position(
     bus, port = serve(bus_factory, scheme)
     bus.subscribe("price:quote", lambda message: 9.5 * message.args[0], weak=False)
     token = call(scheme, port, "connect_oneway", [60])["result"]
-    params = ["price:quote", [2], {}, WAIT, token, "uid-of-this-ask", 0]
+    params = ["price:quote", [2], {}, WAIT, token, "uid-of-this-ask-0", 0]
     assert call(scheme, port, "ask", params).get("result") == [{"value": 19.0}]
     assert call(scheme, port, "ask", params).get("result") == []  # a uid is answered once
     unknown = call(scheme, port, "ask", [*params[:4], "A" * 43])  # the token is checked

@@ -365,7 +365,7 @@ def test_duplicates_and_the_hop_limit_are_told_apart(bus_factory: Callable[..., 
     url = node.transport("http").listen("http://127.0.0.1:0")
     client = bus_factory().transport("http").connect_oneway(url, 60)
     client.call(p.METHOD_SEND_MESSAGES, {"token": client.token, "messages": [
-        ["job:x", [], {}, {"uid": "u-1"}], ["job:x", [], {}, {"uid": "u-1"}],
+        ["job:x", [], {}, {"uid": "uid-of-a-duplicate"}], ["job:x", [], {}, {"uid": "uid-of-a-duplicate"}],
         ["job:y", [], {}, {"hops": node.hop_limit}]]})
     status = status_snapshot(node)
     assert (status["messages"]["in"], status["messages"]["duplicates"]) == (3, 1)

@@ -336,7 +336,7 @@ def test_the_payloads_are_berrymqs_one_wire_form(pair: Pair, nats_server: Any,
             sent = (await sub.next_msg(timeout=10)).data
             await nc.publish(job, b'["job:go",["raw"],{},{"hops":0}]')
             await nc.publish(job, b'["job:go",["not", "a", "message"]]')
-            await nc.publish(calc, b'["calc:add",[41],{},{"uid":"raw-1","timeout":5}]',
+            await nc.publish(calc, b'["calc:add",[41],{},{"uid":"raw-client-uid-0001","timeout":5}]',
                              reply="raw.inbox")
             replies = [(await answers.next_msg(timeout=10)).data for _ in range(2)]
             return sent, replies
