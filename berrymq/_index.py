@@ -17,7 +17,12 @@ message"):
   once a weakly held receiver is gone, so delivery needs no branch for strong ones.
 - ``unfollow`` looks up only what it removes, by owner (:class:`berrymq._owners.Owners`).
 - ``lock`` is not re-entrant: a garbage-collector callback that finds it taken (maybe by
-  its own thread, mid-write) only notes the death; the next writer purges it.
+  its own thread, mid-write) only notes the death; the next writer purges it. Code that
+  runs in the middle of this thread's own write (a finalizer, ``__del__``, that the
+  collector calls at any allocation; a signal handler) would wait for itself for ever:
+  its cancel is noted the same way and done as the write ends, its send to an identifier
+  not cached works the route out without caching it, and a subscribe is refused with a
+  ``RuntimeError`` that says why.
 """
 
 from __future__ import annotations
@@ -94,6 +99,12 @@ class Index:
             kind: ReceiverKind, shared: bool = False,
             bind: Callable[[Subscription], Callable[[], Any]] | None = None) -> Subscription:
         """File a new subscription; ``bind`` replaces its reference (async receivers)."""
+        if self.lock.held_here():
+            raise RuntimeError(
+                f"cannot subscribe to {pattern} from code run in the middle of this thread's "
+                "own change to the bus's subscriptions (a __del__ the garbage collector "
+                "called, or a signal handler): it would wait for itself; subscribe "
+                "elsewhere (a cancel or a send from there is fine)")
         with self.lock:
             self._purge_dead()
             subscription = Subscription(self, pattern, strong_ref(receiver), guard,
@@ -114,6 +125,9 @@ class Index:
             except BaseException:  # a listener refused it: it never was (they are told)
                 self._remove(subscription)
                 raise
+            finally:
+                self._purge_dead()  # cancelled meanwhile by a finalizer of this thread's
+        self._purge_if_free()
         for watcher in self.watchers:
             watcher(pattern)
         return subscription
@@ -135,19 +149,36 @@ class Index:
 
     def remove(self, subscription: Subscription) -> None:
         """Cancel one subscription (idempotent)."""
+        if self.lock.held_here():  # see the module docstring: done as the write ends
+            self._defer_removal([subscription])
+            return
         with self.lock:
             self._remove(subscription)
             self._purge_dead()
+        self._purge_if_free()
 
     def remove_matching(self, target: object) -> int:
         """``unfollow``: cancel every subscription of ``target``; returns how many."""
         keys = target_keys(target)
+        if self.lock.held_here():  # see the module docstring: done as the write ends
+            doomed = [s for s in self._owners.covered_by(target, keys) if s.active]
+            self._defer_removal(doomed)
+            return len(doomed)
         with self.lock:
             self._purge_dead()
             doomed = self._owners.covered_by(target, keys)
             for subscription in doomed:
                 self._remove(subscription)
+            self._purge_dead()
+        self._purge_if_free()
         return len(doomed)
+
+    def _defer_removal(self, subscriptions: list[Subscription]) -> None:
+        """Cancel ``subscriptions`` from inside this thread's own write: inactive now,
+        removed by the write as it ends (every writer purges before it lets go)."""
+        for subscription in subscriptions:
+            subscription.active = False
+            self._dead.append(subscription)
 
     def set_guard(self, subscription: Subscription, guard: Guard | None) -> None:
         with self.lock:
@@ -202,7 +233,12 @@ class Index:
         # inactive at once, so that a worker pool's task for it is counted as dropped.
         subscription.active = False
         self._dead.append(subscription)
-        if self.lock.acquire(blocking=False):
+        self._purge_if_free()
+
+    def _purge_if_free(self) -> None:
+        """Remove the subscriptions noted dead or cancelled, unless another thread is
+        writing (it purges them before it lets go)."""
+        if self._dead and self.lock.acquire(blocking=False):
             try:
                 self._purge_dead()
             finally:
@@ -228,29 +264,38 @@ class Index:
         node = self.owner.node
         forwarding = (ident.is_local or node is None or self.how != FORWARD
                       or node.wants(ident))
+        if self.lock.held_here():  # see the module docstring: worked out, not cached
+            return self._route(ident, forwarding, version)
         with self.lock:
             if self._dead:
                 self._purge_dead()
             cached = self.cache.under_another_key(text, key)  # (its text, or the Identifier)
-            if cached is not None:
-                return cached
-            matched = self._match(ident)
-            how = self.how
-            if how == FORWARD and (ident.is_local
-                                   or (not forwarding and version == self.version)):
-                how = DIRECT  # local, or no peer wants it: sent as if there were none
-            if how == DIRECT and not matched:
-                how = NOBODY
-            cached = (ident, tuple(matched), how)
-            self.cache.store(key, cached)
-            return cached
+            if cached is None:
+                cached = self._route(ident, forwarding, version)
+                self.cache.store(key, cached)
+            if self._dead:  # cancelled meanwhile by a finalizer of this thread's
+                self._purge_dead()
+        self._purge_if_free()
+        return cached
+
+    def _route(self, ident: Identifier, forwarding: bool, version: int) -> CachedRoute:
+        """The route of ``ident`` as the subscriptions stand (see :meth:`miss`)."""
+        matched = self._match(ident)
+        how = self.how
+        if how == FORWARD and (ident.is_local or (not forwarding and version == self.version)):
+            how = DIRECT  # local, or no peer wants it: sent as if there were none
+        if how == DIRECT and not matched:
+            how = NOBODY
+        return (ident, tuple(matched), how)
 
     def _match(self, ident: Identifier) -> list[RouteEntry]:
         namespace, name, action = ident.namespace, ident.name, ident.action
         if name == WILDCARD or action == WILDCARD:
             # Sending to a wildcard (rare): every subscription of the namespace may match.
-            return [self._buckets[_key(s.pattern)][s.seq] for s in self.subscriptions.values()
-                    if s.pattern.matches(ident)]
+            # (.get: a finalizer may look in the middle of a subscribe, not yet filed)
+            filed = (self._buckets.get(_key(s.pattern), {}).get(s.seq)
+                     for s in self.subscriptions.values() if s.pattern.matches(ident))
+            return [entry for entry in filed if entry is not None]
         buckets = self._buckets
         found: list[RouteEntry] = []
         shapes = 0

@@ -66,6 +66,12 @@ class ForkSafeLock:
     def locked(self) -> bool:
         return self._lock.locked()
 
+    def held_here(self) -> bool:
+        """Whether this thread holds the lock: code that runs in the middle of the
+        holder's work (a finalizer the garbage collector calls, a signal handler) would
+        wait for itself for ever if it took the lock."""
+        return self._holder == get_ident()
+
     def __enter__(self) -> bool:
         return self.acquire()
 

@@ -365,10 +365,12 @@ def get_plugin_host() -> PluginHost:
     global _host
     if _host is None:
         if getattr(_loading, "on", False):
-            raise RuntimeError("berryMQ was used while its plugins were being loaded, by a "
-                               "plugin's module as it was imported (a twitter, a receiver, "
-                               "a bus started at import): it would wait for that loading "
-                               "for ever; do it in a hook, such as berrymq_start_bus")
+            raise RuntimeError("berryMQ was used while its plugins were being loaded, in "
+                               "the thread loading them: by a plugin's module as it was "
+                               "imported (a twitter, a receiver, a bus started at import; "
+                               "do it in a hook, such as berrymq_start_bus), or by a signal "
+                               "handler or a finalizer (__del__) run in the middle of that "
+                               "loading: it would wait for that loading for ever")
         with _host_lock:
             if _host is None:
                 _loading.on = True

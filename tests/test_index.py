@@ -4,11 +4,16 @@ cache itself: tests/test_routes.py)."""
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from helpers import nothing
 
-from berrymq import Bus, Message
+from berrymq import Bus, Message, Subscription
 
 
 def other(message: Message) -> None:
@@ -127,3 +132,110 @@ def test_cached_routes_share_the_entries_of_their_subscriptions(bus: Bus) -> Non
     assert all(len(route_entries) == 300 for route_entries in entries)
     assert all(a is b for a, b in zip(entries[0], entries[1], strict=True))
     assert all(a is b for a, b in zip(entries[0], entries[2], strict=True))
+
+
+# -- code run in the middle of this thread's own write (a finalizer, a signal handler) -----
+# The collector runs __del__ at any allocation, also inside subscribe or cancel with the
+# index's lock held by the same thread; a cancel there waited for itself for ever (and so
+# did every thread that subscribed, cancelled or sent to a new identifier after it). A
+# subscription listener runs at such a point, as a finalizer may: the writes below run in
+# a thread of their own, so that a wait for itself fails the test rather than hanging it.
+
+
+def in_a_thread(work: Callable[[], object]) -> object:
+    """What ``work()`` returned or raised, run in a thread of its own (10 s at most)."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except Exception as exc:  # handed to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the write waited for itself"
+    return outcome[0]
+
+
+def during_the_next_write(bus: Bus, work: Callable[[], object]) -> list[object]:
+    """Run ``work`` once, inside the bus's next subscribe (its lock held); what it gave."""
+    done: list[object] = []
+
+    def listener(subscription: Subscription, added: bool) -> None:
+        if added and not done:
+            try:
+                done.append(work())
+            except RuntimeError as exc:
+                done.append(exc)
+
+    bus.add_subscription_listener(listener)
+    return done
+
+
+def test_a_cancel_run_mid_write_is_done_as_the_write_ends(bus: Bus) -> None:
+    got: list[Message] = []
+    old = bus.subscribe("job:*", got.append, weak=False)
+    bus.twitter("job:x")  # its route cached
+    during_the_next_write(bus, old.cancel)
+    assert isinstance(in_a_thread(lambda: bus.subscribe("other:*", other)), Subscription)
+    assert not old.active
+    bus.twitter("job:x")
+    assert len(got) == 1 and [s.pattern.text for s in bus.index.snapshot()] == ["other:*"]
+
+
+def test_an_unfollow_run_mid_write_is_done_as_the_write_ends(bus: Bus) -> None:
+    got: list[Message] = []
+    bus.subscribe("job:*", got.append, weak=False)
+    bus.subscribe("job:y", got.append, weak=False)
+    removed = during_the_next_write(bus, lambda: bus.unfollow(got.append))
+    in_a_thread(lambda: bus.subscribe("other:*", other))
+    bus.twitter("job:y")
+    assert removed == [2] and got == []
+
+
+def test_a_send_to_a_new_identifier_run_mid_write_is_delivered(bus: Bus) -> None:
+    got: list[Message] = []
+    bus.subscribe("job:*", got.append, weak=False)
+    during_the_next_write(bus, lambda: bus.twitter("job:new", 1))
+    in_a_thread(lambda: bus.subscribe("other:*", other))
+    assert [(m.id, m.args) for m in got] == [("job:new", (1,))]
+    bus.twitter("job:new", 2)  # (its route was not cached mid-write: worked out again)
+    assert [m.args for m in got] == [(1,), (2,)]
+
+
+def test_a_subscribe_run_mid_write_is_refused_saying_why(bus: Bus) -> None:
+    outcome = during_the_next_write(bus, lambda: bus.subscribe("late:*", other))
+    assert isinstance(in_a_thread(lambda: bus.subscribe("other:*", other)), Subscription)
+    assert isinstance(outcome[0], RuntimeError) and "would wait for itself" in str(outcome[0])
+    assert bus.route("late:x") == ()
+
+
+FINALIZERS = """
+import gc, sys, berrymq
+class Listener:  # a cycle, collected by the collector at whatever allocation it runs
+    def __init__(self, parent=None):
+        self.parent = parent
+        self.children = [Listener(self)] if parent is None else []
+        self.subscription = berrymq.regist_method("job:*", self.on_job)
+    def on_job(self, message): pass
+    def __del__(self):
+        self.subscription.cancel()
+        berrymq.twitter("resource:closed")
+class Worker(metaclass=berrymq.Follower):
+    @berrymq.following("task:*")
+    def on_task(self, message): pass
+for _ in range(20_000):
+    Listener(); worker = Worker()
+gc.collect()
+print("finished with", len(berrymq.get_bus().index.snapshot()))
+"""
+
+
+def test_finalizers_that_cancel_and_send_do_not_hang_the_process(tmp_path: Path) -> None:
+    """The way the collector runs them (it hung 3 runs in 3 before, inside a subscribe)."""
+    result = subprocess.run([sys.executable, "-c", FINALIZERS], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["finished", "with", "1"]  # the last Worker's
