@@ -16,13 +16,14 @@ message"):
 - A route entry is ``(ref, guard, subscription)``; ``ref()`` returns the receiver or None
   once a weakly held receiver is gone, so delivery needs no branch for strong ones.
 - ``unfollow`` looks up only what it removes, by owner (:class:`berrymq._owners.Owners`).
-- ``lock`` is not re-entrant: a garbage-collector callback that finds it taken (maybe by
-  its own thread, mid-write) only notes the death; the next writer purges it. Code that
-  runs in the middle of this thread's own write (a finalizer, ``__del__``, that the
-  collector calls at any allocation; a signal handler) would wait for itself for ever:
-  its cancel is noted the same way and done as the write ends, its send to an identifier
-  not cached works the route out without caching it, and a subscribe is refused with a
-  ``RuntimeError`` that says why.
+- ``lock`` (:class:`WriteLock`) is re-entrant for reads only. Code may run in the middle
+  of a write of its own thread: a finalizer (``__del__``) that the garbage collector calls
+  at any allocation, a signal handler, a weak receiver's death. It must not change the
+  index then (the write is half done), nor wait for the lock (it would wait for itself):
+  a death or a cancel is noted (the subscription inactive at once) and done as the
+  outermost write lets go; a send to an identifier not cached works its route out without
+  caching it; reads (a peer's link asking what this bus follows) take the lock again; a
+  subscribe is refused with a ``RuntimeError`` that says why.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from berrymq._owners import Owners, target_keys
 from berrymq._routes import CachedRoute, RouteCache, RouteEntry
-from berrymq.fork_safe import ForkSafeLock
+from berrymq.fork_safe import ForkSafeLock, renew_in_child
 from berrymq.identifier import WILDCARD, Identifier, parse
 from berrymq.subscription import Guard, Receiver, ReceiverKind, Subscription, strong_ref, weak_ref
 
@@ -55,6 +56,56 @@ def _key(ident: Identifier) -> Key:
     return (ident.namespace, ident.name, ident.action)
 
 
+class WriteLock:
+    """The index's lock (see the module docstring): its outermost release first removes
+    what was noted dead or cancelled meanwhile; fresh in a forked process."""
+
+    __slots__ = ("__weakref__", "_depth", "_index", "_lock")
+
+    def __init__(self, index: Index) -> None:
+        self._lock = ForkSafeLock(reentrant=True)
+        self._index = index
+        self._depth = 0  # how many times the holder took it
+        renew_in_child(self)
+
+    def held_here(self) -> bool:
+        return self._lock.held_here()
+
+    def locked(self) -> bool:
+        """Whether a write is under way (in any thread)."""
+        return self._depth > 0
+
+    def nested(self) -> bool:
+        """Whether the holder took it more than once (this is code run mid-write)."""
+        return self._depth > 1
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if not self._lock.acquire(blocking):
+            return False
+        self._depth += 1
+        return True
+
+    def release(self) -> None:
+        try:
+            if self._depth == 1:
+                self._index._purge_dead()
+        finally:
+            self._depth -= 1
+            self._lock.release()
+        if self._depth == 0 and self._index._dead:  # (noted just as it let go)
+            self._index._purge_if_free()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def renew_in_child(self) -> None:
+        if not self._lock.held_here():  # (the lock itself is renewed by ForkSafeLock)
+            self._depth = 0
+
+
 class Index:
     """The subscriptions of one bus, filed by pattern shape, and its route cache.
 
@@ -63,7 +114,7 @@ class Index:
 
     def __init__(self, owner: Bus) -> None:
         self.owner = owner
-        self.lock = ForkSafeLock()  # (fresh in a forked process: see there)
+        self.lock = WriteLock(self)
         self._seq = itertools.count()
         #: every active subscription by seq, in registration order
         self.subscriptions: dict[int, Subscription] = {}
@@ -125,9 +176,6 @@ class Index:
             except BaseException:  # a listener refused it: it never was (they are told)
                 self._remove(subscription)
                 raise
-            finally:
-                self._purge_dead()  # cancelled meanwhile by a finalizer of this thread's
-        self._purge_if_free()
         for watcher in self.watchers:
             watcher(pattern)
         return subscription
@@ -154,8 +202,6 @@ class Index:
             return
         with self.lock:
             self._remove(subscription)
-            self._purge_dead()
-        self._purge_if_free()
 
     def remove_matching(self, target: object) -> int:
         """``unfollow``: cancel every subscription of ``target``; returns how many."""
@@ -169,13 +215,11 @@ class Index:
             doomed = self._owners.covered_by(target, keys)
             for subscription in doomed:
                 self._remove(subscription)
-            self._purge_dead()
-        self._purge_if_free()
         return len(doomed)
 
     def _defer_removal(self, subscriptions: list[Subscription]) -> None:
         """Cancel ``subscriptions`` from inside this thread's own write: inactive now,
-        removed by the write as it ends (every writer purges before it lets go)."""
+        removed as the outermost write lets go (see :class:`WriteLock`)."""
         for subscription in subscriptions:
             subscription.active = False
             self._dead.append(subscription)
@@ -223,6 +267,8 @@ class Index:
         self.cache.invalidate(subscription.pattern)
 
     def _purge_dead(self) -> None:
+        if self.lock.nested():  # code run mid-write: the write is half done
+            return
         dead = self._dead
         while dead:
             self._remove(dead.pop())
@@ -236,13 +282,10 @@ class Index:
         self._purge_if_free()
 
     def _purge_if_free(self) -> None:
-        """Remove the subscriptions noted dead or cancelled, unless another thread is
-        writing (it purges them before it lets go)."""
-        if self._dead and self.lock.acquire(blocking=False):
-            try:
-                self._purge_dead()
-            finally:
-                self.lock.release()
+        """Remove the subscriptions noted dead or cancelled, unless a write is under way
+        (its release removes them)."""
+        if self._dead and not self.lock.held_here() and self.lock.acquire(blocking=False):
+            self.lock.release()  # (the release removes them)
 
     def _weak_ref(self, receiver: Receiver, subscription: Subscription) -> Callable[[], Receiver | None]:
         collected = weakref.WeakMethod(self._collected)
@@ -273,9 +316,6 @@ class Index:
             if cached is None:
                 cached = self._route(ident, forwarding, version)
                 self.cache.store(key, cached)
-            if self._dead:  # cancelled meanwhile by a finalizer of this thread's
-                self._purge_dead()
-        self._purge_if_free()
         return cached
 
     def _route(self, ident: Identifier, forwarding: bool, version: int) -> CachedRoute:

@@ -44,14 +44,23 @@ def renew_in_child(owner: RenewedInChild) -> None:
 class ForkSafeLock:
     """A :class:`threading.Lock` (``with``, :meth:`acquire`, :meth:`release`) made afresh
     in a process forked from this one, unless the forking thread itself held it: that
-    thread goes on in the child inside its ``with`` block, which releases the lock."""
+    thread goes on in the child inside its ``with`` block, which releases the lock.
 
-    __slots__ = ("__weakref__", "_holder", "_lock")
+    :param reentrant: a :class:`threading.RLock` instead, for a lock whose holder may be
+        interrupted by code that takes it again (a finalizer, a signal handler).
+    """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    __slots__ = ("__weakref__", "_holder", "_lock", "_reentrant")
+
+    def __init__(self, reentrant: bool = False) -> None:
+        self._reentrant = reentrant
+        #: a threading.Lock, or a threading.RLock (whose ``_is_owned`` typeshed leaves out)
+        self._lock: Any = self._new()
         self._holder: int | None = None  # the thread that holds it, as get_ident() says
         renew_in_child(self)
+
+    def _new(self) -> Any:
+        return threading.RLock() if self._reentrant else threading.Lock()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if self._lock.acquire(blocking, timeout):
@@ -60,16 +69,22 @@ class ForkSafeLock:
         return False
 
     def release(self) -> None:
-        self._holder = None
+        if not self._reentrant:
+            self._holder = None
         self._lock.release()
 
     def locked(self) -> bool:
-        return self._lock.locked()
+        """Whether some thread holds it (a lock that is not re-entrant only)."""
+        return bool(self._lock.locked())
 
     def held_here(self) -> bool:
         """Whether this thread holds the lock: code that runs in the middle of the
         holder's work (a finalizer the garbage collector calls, a signal handler) would
-        wait for itself for ever if it took the lock."""
+        wait for itself for ever if it took a lock that is not re-entrant. Exact for a
+        re-entrant lock (its owner is set as it is taken, in C); for the other, a
+        signal handler run just as the lock was taken reads False."""
+        if self._reentrant:
+            return bool(self._lock._is_owned())
         return self._holder == get_ident()
 
     def __enter__(self) -> bool:
@@ -80,8 +95,8 @@ class ForkSafeLock:
 
     def renew_in_child(self) -> None:
         # The forking thread keeps its identity in the child (Linux, macOS).
-        if not (self._lock.locked() and self._holder == get_ident()):
-            self._lock = threading.Lock()
+        if not self.held_here():
+            self._lock = self._new()
             self._holder = None
 
 

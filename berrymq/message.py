@@ -7,11 +7,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from berrymq.identifier import Identifier
 
-__all__ = ["Message", "new_message"]
+__all__ = ["MAX_UID_LENGTH", "MIN_UID_LENGTH", "Message", "new_message"]
 
 T = TypeVar("T")
 
 _tuple_new = tuple.__new__
+
+#: The lengths of a ``uid`` (berryMQ's own are 20 characters): the ones a node has seen are
+#: kept, bounded in bytes; and a node delivers a uid once, whoever sends it, so two clients
+#: counting theirs (or sending "") lost each other's messages as seen.
+MIN_UID_LENGTH, MAX_UID_LENGTH = 16, 128
 
 
 class _MessageType(type):
@@ -41,6 +46,10 @@ class _MessageType(type):
                             f"got {hops!r}")
         if uid is not None and type(uid) is not str:
             raise TypeError(f"uid of message {identifier} must be a str or None, got {uid!r}")
+        if uid is not None and not MIN_UID_LENGTH <= len(uid) <= MAX_UID_LENGTH:
+            raise ValueError(f"uid of message {identifier} must be {MIN_UID_LENGTH} to "
+                             f"{MAX_UID_LENGTH} characters, unique among every sender's "
+                             f"(random ones), got {uid!r}: a node delivers a uid once")
         return _tuple_new(
             cls,  # type: ignore[arg-type]  # cls is Message, a tuple subclass
             (identifier, tuple(args), {} if kwargs is None else kwargs, hops, uid),
@@ -107,7 +116,8 @@ class Message(tuple, metaclass=_MessageType):  # type: ignore[type-arg]
 
     @property
     def uid(self) -> str | None:
-        """A unique id, given when the message first leaves its process; else None."""
+        """A unique id (16 to 128 characters), given when the message first leaves its
+        process; else None."""
         return self[4]  # type: ignore[no-any-return]
 
     # A tuple's own public methods would hide keyword arguments of the same names.

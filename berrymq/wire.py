@@ -41,7 +41,7 @@ from berrymq._nesting import MAX_DEPTH, MAX_MESSAGE_DEPTH, nested_deeper
 from berrymq.aio import describe_receiver
 from berrymq.errors import InvalidIdentifier, ReplyError, TransportError
 from berrymq.identifier import Identifier, parse
-from berrymq.message import Message, new_message
+from berrymq.message import MAX_UID_LENGTH, MIN_UID_LENGTH, Message, new_message
 
 __all__ = [
     "MAX_DEPTH",
@@ -187,10 +187,6 @@ class WireError(ValueError):
     """A JSON value that is not berryMQ's wire form of a message; the text names the part."""
 
 
-#: The lengths of a ``uid`` from another process (berryMQ's own are 20 characters): the
-#: seen ones are kept, bounded in bytes; and a node delivers a uid once, whoever sends it,
-#: so two clients counting theirs (or sending "") lost each other's messages as seen.
-MIN_UID_LENGTH, MAX_UID_LENGTH = 16, 128
 #: The largest hop count a message may carry: far past any hop limit, and an integer every
 #: JSON reader holds exactly (a count of 4,300 digits was taken, and dropped at the hop
 #: limit with all its digits in the log line).

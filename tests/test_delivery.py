@@ -205,7 +205,7 @@ def _talk(bus: Bus, payload: str) -> None:
 
 
 def _receive(bus: Bus, payload: str) -> None:
-    bus.receive(Message("big:x", (payload,), {}, 0, f"peer-{payload[-1]}"), None, None)
+    bus.receive(Message("big:x", (payload,), {}, 0, f"peer-uid-000000-{payload[-1]}"), None, None)
 
 
 @pytest.mark.parametrize("full_peer", [False, True], ids=["", "full-peer"])

@@ -14,6 +14,7 @@ import pytest
 from helpers import nothing
 
 from berrymq import Bus, Message, Subscription
+from berrymq.transports.base import memory_link_pair
 
 
 def other(message: Message) -> None:
@@ -239,3 +240,65 @@ def test_finalizers_that_cancel_and_send_do_not_hang_the_process(tmp_path: Path)
                             text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["finished", "with", "1"]  # the last Worker's
+
+
+def test_a_finalizer_run_mid_guard_change_that_cancels_is_done_as_it_ends(bus: Bus) -> None:
+    """Every write removes what was cancelled during it as it lets go, not only a
+    subscribe (the old guard's ``__del__`` runs inside ``set_guard``)."""
+    got: list[Message] = []
+    victim = bus.subscribe("job:*", got.append, weak=False)
+
+    class OldGuard:
+        def __call__(self, message: Message) -> bool:
+            return True
+
+        def __del__(self) -> None:
+            victim.cancel()
+
+    other_subscription = bus.subscribe("other:*", other, weak=False, guard=OldGuard())
+    bus.twitter("job:x")  # its route cached
+    in_a_thread(lambda: bus.set_guard(other_subscription, None))
+    bus.twitter("job:x")
+    assert len(got) == 1 and victim not in bus.index.snapshot()
+
+
+def test_a_send_mid_write_to_a_linked_bus_that_asks_back_is_delivered() -> None:
+    """The peer's route miss asks this bus what it follows, mid-write: a read, taken."""
+    a, b = Bus(), Bus()
+    try:
+        there, back = memory_link_pair(b, a)
+        b.add_forwarder(there)
+        a.add_forwarder(back)
+        got: list[str] = []
+        a.subscribe("job:*", lambda message: got.append(message.id), weak=False)
+        during_the_next_write(b, lambda: b.twitter("job:new"))
+        in_a_thread(lambda: b.subscribe("other:*", other, weak=False))
+        assert got == ["job:new"]
+    finally:
+        a.close()
+        b.close()
+
+
+SIGNALS = """
+import signal, time, berrymq
+bus = berrymq.Bus()
+target = bus.subscribe("t:*", print, weak=False)
+def handler(signum, frame):
+    target.cancel()
+signal.signal(signal.SIGALRM, handler)
+signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+end = time.monotonic() + 3
+while time.monotonic() < end:
+    bus.subscribe("job:x", print, weak=False).cancel()
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+print("finished", target.active)
+"""
+
+
+def test_a_signal_handler_that_cancels_does_not_hang_the_process(tmp_path: Path) -> None:
+    """Signals every 0.5 ms while the main thread subscribes and cancels: one came just as
+    the lock was taken, before its holder was written down, and waited for itself."""
+    result = subprocess.run([sys.executable, "-c", SIGNALS], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["finished", "False"]

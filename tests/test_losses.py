@@ -57,7 +57,7 @@ def test_uids_forged_from_all_a_client_can_learn_do_not_drop_a_peers_messages(
     assert all(uid.startswith(prefix) for uid in seen) and not prefix.startswith(a.node_id)
     assert all(len(uid) == 20 for uid in seen)  # not longer than a node id and a counter
     # forged: a's node id or prefix with counters, and each seen uid's ending plus 1..5
-    forged = [f"{a.node_id}-{k}" for k in range(5000)] + [f"{prefix}{k}" for k in range(5000)]
+    forged = [f"{a.node_id}-{k:08d}" for k in range(5000)] + [f"{prefix}{k:012d}" for k in range(5000)]
     for uid in seen:
         end = int.from_bytes(base64.urlsafe_b64decode(uid[len(prefix):]), "big")
         forged += [prefix + base64.urlsafe_b64encode(((end + d) % 2**72).to_bytes(9, "big"))
@@ -105,7 +105,7 @@ def test_10000_messages_over_the_hop_limit_are_counted_and_logged_once_per_burst
     bus.subscribe("loop:*", print, weak=False)
     with caplog.at_level(logging.WARNING, logger="berrymq"):
         for k in range(10_000):  # as a peer would hand them on, over the limit
-            assert bus.receive(Message("loop:x", (k,), {}, 40, f"peer-{k}")) is False
+            assert bus.receive(Message("loop:x", (k,), {}, 40, f"peer-uid-000000-{k}")) is False
         assert bus.losses.counts == {"hop limit": 10_000} and bus.losses.total == 10_000
         assert len(_lines(caplog, logging.WARNING)) == 1  # the first; the rest are summed
         bus.close()  # writes the burst's summary now
@@ -267,7 +267,7 @@ def test_flush_says_false_once_after_a_loss_of_the_core(berrymq_plugin_host: Plu
     bus.twitter("job:x", 2)  # refused in a worker: the receiver holds one
     assert bus.flush(WAIT) is False
     assert bus.flush(WAIT) is True  # once: nothing lost since
-    assert bus.receive(Message("loop:x", (), {}, 40, "peer-1")) is False  # the hop limit
+    assert bus.receive(Message("loop:x", (), {}, 40, "peer-uid-0000001")) is False  # the hop limit
     assert bus.flush(WAIT) is False
     assert queue.qsize() == 1
     bus.close()

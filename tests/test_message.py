@@ -78,6 +78,15 @@ def test_equality_repr_and_pickle() -> None:
     assert pickle.loads(pickle.dumps(message)) == message
 
 
+@pytest.mark.parametrize("uid", ["", "order-17", "u" * 129])
+def test_a_uid_no_node_would_take_is_refused_where_the_message_is_made(uid: str) -> None:
+    """A node takes uids of 16 to 128 characters only: one shorter or longer, published
+    to a peer, was refused there with the whole batch it went in, and the link closed."""
+    with pytest.raises(ValueError, match="uid of message job:done must be 16 to 128 characters"):
+        Message("job:done", (), {}, 0, uid)
+    assert Message("job:done", (), {}, 0, "u" * 16).uid == "u" * 16
+
+
 @pytest.mark.parametrize(("make", "refusal"), [
     (lambda: Message("job:done", "abc"), "args of message job:done must be a tuple of its "
      "positional arguments, got 'abc'"),
@@ -95,5 +104,5 @@ def test_the_constructor_and_publish_refuse_what_breaks_a_send_later(
     "x" or a string given to ``publish`` failed later, deep inside (an outside audit)."""
     with pytest.raises(TypeError, match=refusal):
         make()
-    assert Message("job:done", [1], {"a": 1}, 2, "u").args == (1,)  # a list is taken
+    assert Message("job:done", [1], {"a": 1}, 2, "u" * 16).args == (1,)  # a list is taken
     assert Message("job:done", (), types.MappingProxyType({"a": 1})).a == 1  # any mapping

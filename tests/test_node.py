@@ -86,18 +86,18 @@ def test_receive_drops_a_message_back_from_a_cycle_and_a_duplicate(bus: Bus) -> 
     bus.subscribe("a:*", got.append, weak=False)
     own = bus.stamp(Message("a:x"))
     assert bus.receive(own) is False  # went round a cycle back home
-    theirs = Message("a:x", (1,), {}, 2, "peer-node-7")
+    theirs = Message("a:x", (1,), {}, 2, "peer-node-0000007")
     assert bus.receive(theirs) is True
     assert bus.receive(theirs) is False  # came by a second way
     [message] = got
-    assert message.hops == 3 and message.uid == "peer-node-7"
+    assert message.hops == 3 and message.uid == "peer-node-0000007"
 
 
 def test_receive_passes_a_message_on_to_the_other_peers_only(bus: Bus) -> None:
     there, back = Link(), Link()
     bus.add_forwarder(there)
     bus.add_forwarder(back)
-    bus.receive(Message("a:x", (), {}, 0, "p-1"), back)
+    bus.receive(Message("a:x", (), {}, 0, "peer-uid-0000001"), back)
     assert len(there.sent) == 1 and back.sent == []
 
 
@@ -106,7 +106,7 @@ def test_receive_with_nothing_to_do_takes_the_message_quietly(bus: Bus) -> None:
     bus.add_forwarder(back)
     bus.twitter("a:x")  # the route is cached (empty)
     back.sent.clear()
-    assert bus.receive(Message("a:x", (), {}, 0, "p-1"), back) is True
+    assert bus.receive(Message("a:x", (), {}, 0, "peer-uid-0000001"), back) is True
     assert back.sent == []
 
 
@@ -114,7 +114,7 @@ def test_receive_over_the_hop_limit_drops_with_a_warning(bus: Bus,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     bus.subscribe("a:*", print, weak=False)
     with caplog.at_level(logging.WARNING, logger="berrymq"):
-        assert bus.receive(Message("a:x", (), {}, bus.hop_limit - 1, "p-1")) is False
+        assert bus.receive(Message("a:x", (), {}, bus.hop_limit - 1, "peer-uid-0000001")) is False
     assert "hop limit" in caplog.text
 
 
@@ -124,7 +124,7 @@ def test_receive_with_reply_to_answers_and_passes_on(bus: Bus) -> None:
     replies: list[Message] = []
     bus.subscribe("q:*", lambda m: m.args[0] * 2, weak=False)
     bus.subscribe("r:*", replies.append, weak=False)
-    bus.receive(Message("q:x", (21,), {}, 0, "p-9"), None, parse("r:back"))
+    bus.receive(Message("q:x", (21,), {}, 0, "peer-uid-0000009"), None, parse("r:back"))
     assert [m.args for m in replies] == [(42,)]
     # the request went on to the other peers first, then the reply it caused: a third
     # node sees the question before its answer
@@ -181,7 +181,7 @@ def test_a_refused_forward_is_raised_with_the_local_failures(how: str) -> None:
             if how == "talk":
                 bus.talk("q:x", "back:y")
             else:
-                bus.receive(Message("q:x", (), {}, 0, "p-1"), None, parse("back:y"))
+                bus.receive(Message("q:x", (), {}, 0, "peer-uid-0000001"), None, parse("back:y"))
         assert ran == ["q:x"]
         assert [type(e) for e in caught.value.exceptions] == [ValueError, QueueFull]
         assert caught.value.exceptions[1].not_forwarded  # counted, not to be counted again

@@ -51,7 +51,7 @@ def test_a_message_is_stamped_once(bus: Bus) -> None:
 def test_a_peers_message_is_taken_once(bus: Bus) -> None:
     got: list[Message] = []
     bus.subscribe("job:*", got.append, weak=False)
-    message = Message("job:done", (1,), {}, 0, "uid-1")
+    message = Message("job:done", (1,), {}, 0, "uid-000000000001")
     assert bus.receive(message) is True
     assert bus.receive(message) is False  # came round a cycle: dropped
     assert [(m.id, m.hops) for m in got] == [("job:done", 1)]

@@ -100,16 +100,17 @@ def test_a_message_without_extras_is_its_three_parts() -> None:
 
 
 def test_extras_carry_what_is_set_and_nothing_else() -> None:
-    message = Message("job:done", (1,), {}, hops=2, uid="n-1")
+    message = Message("job:done", (1,), {}, hops=2, uid="node-0000-message-1")
     text = encode_message(message, Identifier("job:log"), taken=("g1",), timeout=1.5)
     assert json.loads(text) == ["job:done", [1], {}, {
-        "uid": "n-1", "hops": 2, "reply_to": "job:log", "taken": ["g1"], "timeout": 1.5}]
-    assert json.loads(encode_message(Message("a:b", uid="n-2"))) == ["a:b", [], {}, {"uid": "n-2"}]
+        "uid": "node-0000-message-1", "hops": 2, "reply_to": "job:log", "taken": ["g1"], "timeout": 1.5}]
+    uid = "node-0000-message-2"
+    assert json.loads(encode_message(Message("a:b", uid=uid))) == ["a:b", [], {}, {"uid": uid}]
     assert json.loads(encode_message(message, extras=False)) == ["job:done", [1], {}]
 
 
 def test_a_message_sent_to_many_peers_is_encoded_once() -> None:
-    message = Message("a:b", ([1, 2],), {}, uid="n-3")
+    message = Message("a:b", ([1, 2],), {}, uid="node-0000-message-3")
     assert encode_message(message) is encode_message(message)
     assert encode_message(message, Identifier("a:r")) != encode_message(message)
 
@@ -128,7 +129,7 @@ def test_a_message_json_cannot_hold_is_refused_naming_it(arg: object) -> None:
 def test_a_dict_key_that_is_not_a_string_is_refused_naming_it(
         args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     with pytest.raises(TypeError, match=r"message a:b cannot be sent.*a dict key"):
-        encode_message(Message("a:b", args, kwargs, uid="n-1"))
+        encode_message(Message("a:b", args, kwargs, uid="node-0000-message-1"))
 
 
 def test_string_keys_and_braces_in_strings_cross_as_they_are() -> None:
