@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
+import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -16,13 +17,14 @@ from berrymq._version import __version__
 from berrymq.errors import BerryMQError, PluginError
 from berrymq.plugins import PluginHost, get_plugin_host
 
-__all__ = ["VersionAction", "versions"]
+__all__ = ["VersionAction", "print_versions", "versions"]
 
 
-def versions() -> str:
+def versions(as_json: bool = False) -> str:
     """``berrymq X`` and the version of every distribution an installed plugin comes from;
     when the plugins cannot load (a wrong settings file, a faulty plugin), those found
-    installed, the faulty one marked."""
+    installed, the faulty one marked. ``as_json``: one JSON object, ``{"berrymq",
+    "python", "distributions": {name: version}}``."""
     versions: dict[str, str] = {}
     try:
         versions.update((i.distribution, i.version) for i in get_plugin_host().infos())
@@ -38,7 +40,11 @@ def versions() -> str:
         if name.lower().startswith("berrymq-"):
             versions.setdefault(name, dist.version)
     versions.pop("berrymq", None)
-    lines = [f"berrymq {__version__} (Python {sys.version.split()[0]})"]
+    python = sys.version.split()[0]
+    if as_json:
+        return json.dumps({"berrymq": __version__, "python": python,
+                           "distributions": dict(sorted(versions.items()))}, ensure_ascii=False)
+    lines = [f"berrymq {__version__} (Python {python})"]
     lines += [f"{name} {version}" for name, version in sorted(versions.items())]
     return "\n".join(lines)
 
@@ -60,17 +66,24 @@ def _faulty_plugins(error: BerryMQError) -> set[str]:
 
 
 class VersionAction(argparse.Action):
-    """``--version``: the versions, worked out only when asked for."""
+    """``--version``: noted, and the versions worked out after the command line is read
+    (:func:`print_versions`), so that ``--json`` after it counts too."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
-                 default: Any = argparse.SUPPRESS, help: str | None = None) -> None:
+    def __init__(self, option_strings: Sequence[str], dest: str = "versions",
+                 default: Any = False, help: str | None = None) -> None:
         super().__init__(option_strings, dest, nargs=0, default=default, help=help)
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
-        try:
-            write_output(versions() + "\n")  # (quietly, if its reader went away: | head -1)
-        except OSError as exc:  # stdout fails otherwise (a full disk): a line, as a command's
-            discard_output()
-            parser.exit(1, f"berrymq: error: --version failed: {type(exc).__name__}: {exc}\n")
-        parser.exit(0)
+        setattr(namespace, self.dest, True)
+
+
+def print_versions(as_json: bool) -> int:
+    """Print :func:`versions` (the exit status: 0, or 1 when stdout fails)."""
+    try:
+        write_output(versions(as_json) + "\n")  # (quietly, if its reader went away: | head -1)
+    except OSError as exc:  # stdout fails otherwise (a full disk): a line, as a command's
+        discard_output()
+        print(f"berrymq: error: --version failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from berrymq._cli_versions import VersionAction
+from berrymq._cli_versions import VersionAction, print_versions
 from berrymq._output import discard_output, open_output, write_output
 from berrymq.default import get_bus
 from berrymq.demo import run_demo
@@ -241,8 +241,10 @@ def _parser_and_commands(plugins: bool = True) -> tuple[argparse.ArgumentParser,
         prog="berrymq", description="berryMQ: a programmer-friendly message library.",
         epilog=EPILOG, formatter_class=HelpFormatter,
     )
-    parser.add_argument("--version", action=VersionAction,
+    parser.add_argument("--version", action=VersionAction, dest="versions",
                         help="print the versions of berryMQ and of its installed plugins")
+    parser.add_argument("--json", action="store_true", dest="json_output",
+                        help="print JSON: as the command's own --json, or with --version")
     commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
     p = commands.add("plugins", _cmd_plugins,
                      help="list installed plugins and whether each is active")
@@ -268,6 +270,8 @@ def _asks_for_help(argv: Sequence[str]) -> bool:
     """Whether ``argv`` asks only for the help or the versions (``berrymq`` alone, ``-h``,
     ``--version``, ``plugins --help``...): what must work when the plugins cannot load."""
     if not argv or argv[0] in ("-h", "--help", "--version"):
+        return True
+    if argv[:2] == ["--json", "--version"]:
         return True
     return argv[0] in _CORE_COMMANDS and any(arg in ("-h", "--help") for arg in argv[1:])
 
@@ -339,8 +343,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"berrymq: warning: {failed}: {exc}", file=sys.stderr)
         parser, commands = _parser_and_commands(plugins=False)
     args, unknown = parser.parse_known_args(argv)
+    if args.versions:
+        return print_versions(args.json_output)
     if unknown:
         return _unknown_arguments(parser, args, unknown)
+    if args.json_output and getattr(args, "run", None) is not None:  # berrymq --json COMMAND
+        if not hasattr(args, "json"):
+            parser.error(f"--json: the command {args.command!r} has no JSON output")
+        args.json = True
     run: Command | None = getattr(args, "run", None)
     if run is None:  # berrymq alone: the help, not a usage error
         parser.print_help()

@@ -3,6 +3,8 @@ plugins' distributions, and marks each plugin that cannot load instead of failin
 
 from __future__ import annotations
 
+import json
+import platform
 from importlib import metadata
 from pathlib import Path
 
@@ -69,3 +71,22 @@ def test_version_names_the_core_and_the_plugin_distributions(tmp_path: Path) -> 
     assert lines[0].startswith(f"berrymq {berrymq.__version__} (Python ")
     for distribution in ("berrymq-jsonrpc", "berrymq-jsonrpc-tcp", "berrymq-jsonrpc-http"):
         assert f"{distribution} {metadata.version(distribution)}" in lines
+
+
+@pytest.mark.parametrize("args", [("--version", "--json"), ("--json", "--version")])
+def test_version_with_json_is_one_json_object(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """SPEC 9 lists ``--version`` and ``--json`` as options of ``berrymq``: together they
+    printed the text (``--json`` after ``--version`` was not read)."""
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    versions = json.loads(result.stdout)
+    assert (versions["berrymq"], versions["python"]) == (berrymq.__version__,
+                                                         platform.python_version())
+    assert versions["distributions"]["berrymq-jsonrpc"] == metadata.version("berrymq-jsonrpc")
+
+
+def test_json_before_the_command_is_the_commands_own_json(tmp_path: Path) -> None:
+    """``berrymq --json plugins`` was a usage error (only ``plugins --json`` was known)."""
+    before, after = run("--json", "plugins", cwd=tmp_path), run("plugins", "--json", cwd=tmp_path)
+    assert before.returncode == after.returncode == 0, before.stderr
+    assert json.loads(before.stdout) == json.loads(after.stdout)
