@@ -235,8 +235,9 @@ METHOD_INTERCONNECT = "interconnect"
 #: ``max_size``, the caller's own limit, bounds the messages it holds, as the server's does.
 METHOD_CONNECT_VIA_QUEUE = "connect_via_queue"
 #: ``send_message(token, identifier, args?, kwargs?, uid?, hops?, reply_to?)`` -> "ok".
-#: May be a notification. Optional extras: ``uid`` (string, unique per message; a node
-#: delivers a uid once, which cuts cycles of interconnected nodes), ``hops`` (int, how
+#: May be a notification. Optional extras: ``uid`` (16 to 128 characters, unique among
+#: every sender's: a node delivers a uid once, which cuts cycles of interconnected nodes;
+#: a shorter one is refused, Invalid params), ``hops`` (int, how
 #: often the message was handed on; past the hop limit it is dropped), ``reply_to`` (an
 #: identifier: each receiver's non-None return value is sent there, as by ``talk``).
 METHOD_SEND_MESSAGE = "send_message"
