@@ -3,13 +3,10 @@ plugins come from, also when the plugins cannot load (then every faulty one is m
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.metadata
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 from berrymq._discovery import find_candidates
 from berrymq._output import discard_output, write_output
@@ -17,7 +14,7 @@ from berrymq._version import __version__
 from berrymq.errors import BerryMQError, PluginError
 from berrymq.plugins import PluginHost, get_plugin_host
 
-__all__ = ["VersionAction", "print_versions", "versions"]
+__all__ = ["print_versions", "versions"]
 
 
 def versions(as_json: bool = False) -> str:
@@ -63,19 +60,6 @@ def _faulty_plugins(error: BerryMQError) -> set[str]:
         else:
             break
     return faulty
-
-
-class VersionAction(argparse.Action):
-    """``--version``: noted, and the versions worked out after the command line is read
-    (:func:`print_versions`), so that ``--json`` after it counts too."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str = "versions",
-                 default: Any = False, help: str | None = None) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        setattr(namespace, self.dest, True)
 
 
 def print_versions(as_json: bool) -> int:

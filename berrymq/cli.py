@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from berrymq._cli_versions import VersionAction, print_versions
+from berrymq._cli_versions import print_versions
 from berrymq._output import discard_output, open_output, write_output
 from berrymq.default import get_bus
 from berrymq.demo import run_demo
@@ -241,7 +241,8 @@ def _parser_and_commands(plugins: bool = True) -> tuple[argparse.ArgumentParser,
         prog="berrymq", description="berryMQ: a programmer-friendly message library.",
         epilog=EPILOG, formatter_class=HelpFormatter,
     )
-    parser.add_argument("--version", action=VersionAction, dest="versions",
+    parser.add_argument("--version", action="store_true", dest="versions",  # (printed
+                        # once the command line is read: a --json after it counts too)
                         help="print the versions of berryMQ and of its installed plugins")
     parser.add_argument("--json", action="store_true", dest="json_output",
                         help="print JSON: as the command's own --json, or with --version")
@@ -347,11 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return print_versions(args.json_output)
     if unknown:
         return _unknown_arguments(parser, args, unknown)
-    if args.json_output and getattr(args, "run", None) is not None:  # berrymq --json COMMAND
+    run: Command | None = getattr(args, "run", None)
+    if args.json_output and run is not None:  # berrymq --json COMMAND
         if not hasattr(args, "json"):
             parser.error(f"--json: the command {args.command!r} has no JSON output")
         args.json = True
-    run: Command | None = getattr(args, "run", None)
     if run is None:  # berrymq alone: the help, not a usage error
         parser.print_help()
         return EXIT_OK

@@ -64,7 +64,8 @@ class ForkSafeLock:
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if self._lock.acquire(blocking, timeout):
-            self._holder = get_ident()
+            if not self._reentrant:  # (an RLock knows its owner: see held_here)
+                self._holder = get_ident()
             return True
         return False
 

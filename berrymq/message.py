@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from berrymq.identifier import Identifier
 
-__all__ = ["MAX_UID_LENGTH", "MIN_UID_LENGTH", "Message", "new_message"]
+__all__ = ["MAX_UID_LENGTH", "MIN_UID_LENGTH", "Message", "fits_uid", "new_message"]
 
 T = TypeVar("T")
 
@@ -17,6 +17,11 @@ _tuple_new = tuple.__new__
 #: kept, bounded in bytes; and a node delivers a uid once, whoever sends it, so two clients
 #: counting theirs (or sending "") lost each other's messages as seen.
 MIN_UID_LENGTH, MAX_UID_LENGTH = 16, 128
+
+
+def fits_uid(uid: object) -> bool:
+    """Whether ``uid`` is a uid a node takes: a str of the lengths above."""
+    return type(uid) is str and MIN_UID_LENGTH <= len(uid) <= MAX_UID_LENGTH
 
 
 class _MessageType(type):
@@ -46,7 +51,7 @@ class _MessageType(type):
                             f"got {hops!r}")
         if uid is not None and type(uid) is not str:
             raise TypeError(f"uid of message {identifier} must be a str or None, got {uid!r}")
-        if uid is not None and not MIN_UID_LENGTH <= len(uid) <= MAX_UID_LENGTH:
+        if uid is not None and not fits_uid(uid):
             raise ValueError(f"uid of message {identifier} must be {MIN_UID_LENGTH} to "
                              f"{MAX_UID_LENGTH} characters, unique among every sender's "
                              f"(random ones), got {uid!r}: a node delivers a uid once")

@@ -41,7 +41,7 @@ from berrymq._nesting import MAX_DEPTH, MAX_MESSAGE_DEPTH, nested_deeper
 from berrymq.aio import describe_receiver
 from berrymq.errors import InvalidIdentifier, ReplyError, TransportError
 from berrymq.identifier import Identifier, parse
-from berrymq.message import MAX_UID_LENGTH, MIN_UID_LENGTH, Message, new_message
+from berrymq.message import MAX_UID_LENGTH, MIN_UID_LENGTH, Message, fits_uid, new_message
 
 __all__ = [
     "MAX_DEPTH",
@@ -294,7 +294,7 @@ def message_from_wire(ident_text: Any, args: Any, kwargs: Any, extras: Any, what
         raise WireError(f"{what} extras must be an object")
     uid = extras.get("uid")
     hops = extras.get("hops", 0)
-    if (uid is not None and _bad_uid(uid)) or type(hops) is not int or not 0 <= hops <= MAX_HOPS:
+    if (uid is not None and not fits_uid(uid)) or type(hops) is not int or not 0 <= hops <= MAX_HOPS:
         _refuse(ident_text, args, kwargs, extras, what)
     reply_to = extras.get("reply_to")
     if reply_to is not None:
@@ -310,15 +310,11 @@ def _refuse(ident_text: Any, args: Any, kwargs: Any, extras: Any, what: str) -> 
     if type(kwargs) is not dict:
         raise WireError(f"{what} kwargs must be an object")
     uid = extras.get("uid")
-    if uid is not None and _bad_uid(uid):
+    if uid is not None and not fits_uid(uid):
         raise WireError(f"{what} uid must be a string of {MIN_UID_LENGTH} to {MAX_UID_LENGTH} "
                         f"characters, unique among every sender's (random ones): a node "
                         f"delivers each uid once")
     raise WireError(f"{what} hops must be an integer from 0 to {MAX_HOPS}")
-
-
-def _bad_uid(uid: Any) -> bool:
-    return type(uid) is not str or not MIN_UID_LENGTH <= len(uid) <= MAX_UID_LENGTH
 
 
 _NO_EXTRAS: Mapping[str, Any] = {}
